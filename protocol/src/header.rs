@@ -1,0 +1,172 @@
+//! The 32-byte common header (spec §3).
+//!
+//! ```text
+//!  0                   1                   2                   3
+//!  0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
+//! +-------------------------------+---------------+---------------+
+//! |          magic "UL"           |    version    |   msg_type    |
+//! +-------------------------------+---------------+---------------+
+//! |             flags             |            body_len           |
+//! +-------------------------------+-------------------------------+
+//! |                          session_id (64)                      |
+//! +                                                               +
+//! |                                                               |
+//! +---------------------------------------------------------------+
+//! |                          request_id (64)                      |
+//! +                                                               +
+//! |                                                               |
+//! +-------------------------------+-------------------------------+
+//! |            attempt            |          reserved (48)        |
+//! +-------------------------------+                               +
+//! |                                                               |
+//! +---------------------------------------------------------------+
+//! ```
+
+use crate::be::{u16_at, u64_at};
+use crate::registry::{Flags, MessageType};
+use crate::{all_zero, DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC, VERSION};
+
+/// Byte ranges of the header fields.
+pub mod field {
+    use core::ops::Range;
+    pub const MAGIC: Range<usize> = 0..2;
+    pub const VERSION: usize = 2;
+    pub const MSG_TYPE: usize = 3;
+    pub const FLAGS: Range<usize> = 4..6;
+    pub const BODY_LEN: Range<usize> = 6..8;
+    pub const SESSION_ID: Range<usize> = 8..16;
+    pub const REQUEST_ID: Range<usize> = 16..24;
+    pub const ATTEMPT: Range<usize> = 24..26;
+    pub const RESERVED: Range<usize> = 26..32;
+}
+
+const _: () = assert!(field::RESERVED.end == HEADER_LEN);
+
+/// The decoded header of a datagram whose framing checks passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub msg_type: MessageType,
+    pub flags: Flags,
+    /// Length of the body; the body is `datagram[32..32 + body_len]`.
+    pub body_len: u16,
+    pub session_id: u64,
+    pub request_id: u64,
+    pub attempt: u16,
+}
+
+/// The ids of a datagram that failed to decode, when its header was readable enough to answer
+/// with an ERROR_REPLY (at least 32 bytes and the right magic).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderIds {
+    pub session_id: u64,
+    pub request_id: u64,
+    pub attempt: u16,
+}
+
+impl HeaderIds {
+    /// Reads the ids of any datagram that starts with a full header and the magic.
+    pub fn peek(datagram: &[u8]) -> Option<HeaderIds> {
+        if datagram.len() < HEADER_LEN || datagram[field::MAGIC] != MAGIC {
+            return None;
+        }
+        Some(HeaderIds {
+            session_id: u64_at(datagram, field::SESSION_ID.start),
+            request_id: u64_at(datagram, field::REQUEST_ID.start),
+            attempt: u16_at(datagram, field::ATTEMPT.start),
+        })
+    }
+}
+
+/// Which direction the caller expects, so a datagram of the other direction is rejected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    Request,
+    Reply,
+}
+
+/// Checks the framing rules shared by every message (spec §3.2, in the spec's order) and
+/// returns the header. The body is `datagram[HEADER_LEN..HEADER_LEN + body_len]`; the caller
+/// checks the body and then the padding with [`check_padding`].
+pub(crate) fn decode(datagram: &[u8], direction: Direction) -> Result<Header, DecodeError> {
+    if datagram.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort);
+    }
+    if datagram.len() > DATAGRAM_LEN_MAX {
+        return Err(DecodeError::TooLong);
+    }
+    if datagram[field::MAGIC] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if datagram[field::VERSION] != VERSION {
+        return Err(DecodeError::UnsupportedVersion);
+    }
+    let raw_type = datagram[field::MSG_TYPE];
+    let msg_type = match (MessageType::from_wire(raw_type), direction) {
+        (Some(t), _) if t.is_request() == (direction == Direction::Request) => t,
+        (Some(_), _) => return Err(DecodeError::UnexpectedType),
+        // At a server: the node-to-node families (Raft 0x40..=0x5F, SWIM 0x60..=0x7F) and the
+        // reply range are dropped, never answered (answering replies could loop forever).
+        (None, Direction::Request) if (0x40..0xC0).contains(&raw_type) => {
+            return Err(DecodeError::UnexpectedType)
+        }
+        (None, _) => return Err(DecodeError::UnknownType),
+    };
+    let raw_flags = u16_at(datagram, field::FLAGS.start);
+    if raw_flags & Flags::AUTH.bits() != 0 {
+        return Err(DecodeError::AuthUnsupported);
+    }
+    let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
+    // Reply-only flags in a request are as unknown as reserved bits.
+    if direction == Direction::Request && !flags.is_empty() {
+        return Err(DecodeError::UnknownFlags);
+    }
+    if !all_zero(&datagram[field::RESERVED]) {
+        return Err(DecodeError::ReservedNonZero);
+    }
+    let session_id = u64_at(datagram, field::SESSION_ID.start);
+    let request_id = u64_at(datagram, field::REQUEST_ID.start);
+    if session_id == 0 || request_id == 0 {
+        return Err(DecodeError::ZeroId);
+    }
+    let body_len = u16_at(datagram, field::BODY_LEN.start);
+    if HEADER_LEN + body_len as usize > datagram.len() {
+        return Err(DecodeError::BadBodyLength);
+    }
+    Ok(Header {
+        msg_type,
+        flags,
+        body_len,
+        session_id,
+        request_id,
+        attempt: u16_at(datagram, field::ATTEMPT.start),
+    })
+}
+
+/// Padding after the body must be zero (spec §2.2).
+pub(crate) fn check_padding(datagram: &[u8], header: &Header) -> Result<(), DecodeError> {
+    let body_end = HEADER_LEN + header.body_len as usize;
+    match datagram.get(body_end..) {
+        Some(padding) if all_zero(padding) => Ok(()),
+        _ => Err(DecodeError::NonZeroPadding),
+    }
+}
+
+/// Writes a header into `out[..HEADER_LEN]`. The caller has checked `out.len() >= HEADER_LEN`.
+pub(crate) fn encode(out: &mut [u8], header: &Header) -> Result<(), EncodeError> {
+    if header.session_id == 0 || header.request_id == 0 {
+        return Err(EncodeError::ZeroId);
+    }
+    let h = out
+        .get_mut(..HEADER_LEN)
+        .ok_or(EncodeError::BufferTooSmall)?;
+    h[field::MAGIC].copy_from_slice(&MAGIC);
+    h[field::VERSION] = VERSION;
+    h[field::MSG_TYPE] = header.msg_type.to_wire();
+    h[field::FLAGS].copy_from_slice(&header.flags.bits().to_be_bytes());
+    h[field::BODY_LEN].copy_from_slice(&header.body_len.to_be_bytes());
+    h[field::SESSION_ID].copy_from_slice(&header.session_id.to_be_bytes());
+    h[field::REQUEST_ID].copy_from_slice(&header.request_id.to_be_bytes());
+    h[field::ATTEMPT].copy_from_slice(&header.attempt.to_be_bytes());
+    h[field::RESERVED].fill(0);
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The one registry of message types, status codes and flags (spec/protocol.md §9).
+//!
+//! ONLY APPEND TO THESE TABLES. A value, once given a meaning, keeps it forever: third-party
+//! implementations are written against the spec, and `tests/spec_tables.rs` checks that the
+//! spec's registry tables list exactly the rows below.
+
+use bitflags::bitflags;
+
+/// Declares a `#[repr]` enum together with its wire value, its spec name and its meaning, so
+/// the three can never drift apart.
+macro_rules! registry {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident: $repr:ty {
+            $( $variant:ident = $value:literal, $wire_name:literal, $meaning:literal; )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr($repr)]
+        pub enum $name {
+            $( #[doc = $meaning] $variant = $value, )*
+        }
+
+        impl $name {
+            /// Every registered value, in registry order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The value for `raw`, or `None` if it is not registered.
+            pub const fn from_wire(raw: $repr) -> Option<$name> {
+                match raw {
+                    $( $value => Some($name::$variant), )*
+                    _ => None,
+                }
+            }
+
+            /// The value as sent on the wire.
+            pub const fn to_wire(self) -> $repr {
+                self as $repr
+            }
+
+            /// The name the spec uses.
+            pub const fn name(self) -> &'static str {
+                match self { $( $name::$variant => $wire_name, )* }
+            }
+
+            /// One line saying what the value means.
+            pub const fn meaning(self) -> &'static str {
+                match self { $( $name::$variant => $meaning, )* }
+            }
+        }
+    };
+}
+
+registry! {
+    /// Message types (spec §9.1). Client requests live in 0x01..=0x3F, their replies at the
+    /// request's value with bit 7 set; 0x40..=0x5F is reserved for Raft and 0x60..=0x7F for
+    /// SWIM, which later versions add.
+    pub enum MessageType: u8 {
+        Acquire = 0x01, "ACQUIRE", "Take a lock, waiting up to wait_ms in the server's FIFO queue.";
+        Release = 0x02, "RELEASE", "Give back one re-entrant hold of a lock.";
+        Renew = 0x03, "RENEW", "Extend the lease of a held lock.";
+        Status = 0x04, "STATUS", "Read a lock's holder, hold count, token, remaining lease and waiters.";
+        Configure = 0x05, "CONFIGURE", "Set or clear a resource's default TTL.";
+        ErrorReply = 0x80, "ERROR_REPLY", "Answer to a request whose type is unknown or that could not be decoded.";
+        AcquireReply = 0x81, "ACQUIRE_REPLY", "Answer to ACQUIRE.";
+        ReleaseReply = 0x82, "RELEASE_REPLY", "Answer to RELEASE.";
+        RenewReply = 0x83, "RENEW_REPLY", "Answer to RENEW.";
+        StatusReply = 0x84, "STATUS_REPLY", "Answer to STATUS; carries the holder's client id.";
+        ConfigureReply = 0x85, "CONFIGURE_REPLY", "Answer to CONFIGURE.";
+    }
+}
+
+registry! {
+    /// Status codes carried by every reply (spec §9.2).
+    pub enum Status: u16 {
+        Ok = 0, "OK", "The operation took effect.";
+        LockAcquisitionTimeout = 1, "LOCK_ACQUISITION_TIMEOUT", "The lock stayed held by another client for the whole wait.";
+        LockNotHeld = 2, "LOCK_NOT_HELD", "Release or renew by a client that does not hold the lock.";
+        ResourceDoesNotExist = 3, "RESOURCE_DOES_NOT_EXIST", "The server does not know the resource (never acquired or configured, or forgotten once free).";
+        InvalidArgument = 4, "INVALID_ARGUMENT", "A field is out of range: an empty id, a wait or TTL above the server's maximum.";
+        Overloaded = 5, "OVERLOADED", "A server-wide or per-resource limit is reached; retry after the hinted delay.";
+        HoldLimitExceeded = 6, "HOLD_LIMIT_EXCEEDED", "A re-entrant acquire would exceed the per-lock hold count limit.";
+        RequestExpired = 7, "REQUEST_EXPIRED", "The request id is older than the session's remembered window; its outcome is unknown.";
+        Malformed = 8, "MALFORMED", "The datagram could not be decoded.";
+        UnsupportedVersion = 9, "UNSUPPORTED_VERSION", "The protocol version is not supported by this server.";
+        Unsupported = 10, "UNSUPPORTED", "The message type or a flag is not supported by this server.";
+        NotLeader = 11, "NOT_LEADER", "Reserved for replication: this node does not lead the resource's shard; see the hint.";
+        InternalError = 12, "INTERNAL_ERROR", "An unexpected server condition; the outcome is unknown.";
+        Waiting = 13, "WAITING", "Not a final answer: the acquire is queued; keep waiting and retransmit only as a keepalive.";
+    }
+}
+
+impl MessageType {
+    /// True for the client request types (0x01..=0x3F).
+    pub const fn is_request(self) -> bool {
+        (self as u8) < 0x40
+    }
+
+    /// The reply type that answers this request type (`None` for reply types).
+    pub const fn reply_type(self) -> Option<MessageType> {
+        if self.is_request() {
+            MessageType::from_wire(self as u8 | 0x80)
+        } else {
+            None
+        }
+    }
+}
+
+bitflags! {
+    /// Header flags (spec §9.3). Unknown bits are reserved: zero when sent, rejected when received.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Flags: u16 {
+        /// An authentication trailer follows the body. Reserved in version 1: servers answer
+        /// UNSUPPORTED.
+        const AUTH = 0x0001;
+        /// Reply only: a STATUS_REPLY could not carry the holder's id because the request was
+        /// shorter than the reply would have been.
+        const HOLDER_TRUNCATED = 0x0002;
+        /// Reply only: the request waited in the server's queue, so the reply's timing says
+        /// nothing about the round trip (no RTT sample).
+        const QUEUED = 0x0004;
+    }
+}
+
+/// The flag registry as (bit, spec name, meaning) rows, for the spec-table check.
+pub const FLAG_TABLE: &[(u16, &str, &str)] = &[
+    (
+        0x0001,
+        "AUTH",
+        "An authentication trailer follows the body (reserved in version 1).",
+    ),
+    (
+        0x0002,
+        "HOLDER_TRUNCATED",
+        "Reply only: the holder id did not fit in a reply no larger than the request.",
+    ),
+    (
+        0x0004,
+        "QUEUED",
+        "Reply only: the request waited in the server's queue; take no RTT sample.",
+    ),
+];

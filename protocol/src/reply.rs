@@ -1,0 +1,192 @@
+//! Replies (spec §5): one 44-byte body shared by every reply type, plus the holder's id in a
+//! STATUS_REPLY.
+
+use core::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use crate::be::{u16_at, u32_at, u64_at};
+use crate::header::{self, Direction, Header};
+use crate::registry::{Flags, MessageType, Status};
+use crate::{
+    all_zero, DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX,
+    REPLY_BODY_FIXED_LEN,
+};
+
+/// Byte ranges of the reply body fields, relative to the start of the body.
+pub mod field {
+    use core::ops::Range;
+    pub const STATUS: Range<usize> = 0..2;
+    pub const HINT_KIND: usize = 2;
+    pub const HOLDER_LEN: usize = 3;
+    pub const HOLD_COUNT: Range<usize> = 4..8;
+    pub const FENCING_TOKEN: Range<usize> = 8..16;
+    pub const LEASE_MS: Range<usize> = 16..20;
+    pub const WAITER_COUNT: Range<usize> = 20..24;
+    pub const HINT: Range<usize> = 24..44;
+    /// Within HINT, kind 1: the retry-after delay.
+    pub const HINT_RETRY_AFTER_MS: Range<usize> = 24..28;
+    /// Within HINT, kind 2: the leader's address (IPv4 as IPv4-mapped IPv6) and port.
+    pub const HINT_ADDR: Range<usize> = 24..40;
+    pub const HINT_PORT: Range<usize> = 40..42;
+    pub const HOLDER: usize = 44;
+}
+
+const _: () = assert!(field::HINT.end == REPLY_BODY_FIXED_LEN);
+const _: () = assert!(field::HOLDER == REPLY_BODY_FIXED_LEN);
+
+const HINT_NONE: u8 = 0;
+const HINT_RETRY_AFTER: u8 = 1;
+const HINT_LEADER: u8 = 2;
+
+/// Where to go next, carried by a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    /// Try again after this many milliseconds (with OVERLOADED).
+    RetryAfter {
+        ms: u32,
+    },
+    /// The node that leads the resource's shard (with NOT_LEADER; reserved for replication).
+    Leader(SocketAddr),
+}
+
+/// A decoded reply. The holder id borrows from the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply<'a> {
+    /// One of the reply types (0x80..=0x85).
+    pub msg_type: MessageType,
+    /// Reply flags: HOLDER_TRUNCATED, QUEUED.
+    pub flags: Flags,
+    pub session_id: u64,
+    pub request_id: u64,
+    /// The highest attempt of the request the server had received when it answered.
+    pub attempt: u16,
+    pub status: Status,
+    pub hold_count: u32,
+    pub fencing_token: u64,
+    pub lease_ms: u32,
+    pub waiter_count: u32,
+    pub hint: Hint,
+    /// The holder's client id (STATUS_REPLY only; empty otherwise).
+    pub holder: &'a [u8],
+}
+
+impl<'a> Reply<'a> {
+    /// Decodes a reply datagram. Never panics; never allocates.
+    pub fn decode(datagram: &'a [u8]) -> Result<Reply<'a>, DecodeError> {
+        let header = header::decode(datagram, Direction::Reply)?;
+        let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
+        if body.len() < REPLY_BODY_FIXED_LEN {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let holder_len = body[field::HOLDER_LEN] as usize;
+        if REPLY_BODY_FIXED_LEN + holder_len != body.len() {
+            return Err(DecodeError::BadBodyLength);
+        }
+        if holder_len != 0 && header.msg_type != MessageType::StatusReply {
+            return Err(DecodeError::BadHolderLength);
+        }
+        let status = Status::from_wire(u16_at(body, field::STATUS.start))
+            .ok_or(DecodeError::UnknownStatus)?;
+        let hint = decode_hint(body)?;
+        header::check_padding(datagram, &header)?;
+        Ok(Reply {
+            msg_type: header.msg_type,
+            flags: header.flags,
+            session_id: header.session_id,
+            request_id: header.request_id,
+            attempt: header.attempt,
+            status,
+            hold_count: u32_at(body, field::HOLD_COUNT.start),
+            fencing_token: u64_at(body, field::FENCING_TOKEN.start),
+            lease_ms: u32_at(body, field::LEASE_MS.start),
+            waiter_count: u32_at(body, field::WAITER_COUNT.start),
+            hint,
+            holder: &body[field::HOLDER..],
+        })
+    }
+
+    /// The datagram length [`Reply::encode`] writes: 76 bytes plus the holder id.
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN + REPLY_BODY_FIXED_LEN + self.holder.len()
+    }
+
+    /// Encodes the reply (unpadded). Returns the datagram length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        if self.msg_type.is_request() {
+            return Err(EncodeError::WrongType);
+        }
+        if self.holder.len() > ID_LEN_MAX
+            || (!self.holder.is_empty() && self.msg_type != MessageType::StatusReply)
+        {
+            return Err(EncodeError::BadIdLength);
+        }
+        let len = self.encoded_len();
+        debug_assert!(len <= DATAGRAM_LEN_MAX);
+        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+        header::encode(
+            out,
+            &Header {
+                msg_type: self.msg_type,
+                flags: self.flags,
+                body_len: (len - HEADER_LEN) as u16,
+                session_id: self.session_id,
+                request_id: self.request_id,
+                attempt: self.attempt,
+            },
+        )?;
+        let b = &mut out[HEADER_LEN..];
+        b[field::STATUS].copy_from_slice(&self.status.to_wire().to_be_bytes());
+        b[field::HOLDER_LEN] = self.holder.len() as u8;
+        b[field::HOLD_COUNT].copy_from_slice(&self.hold_count.to_be_bytes());
+        b[field::FENCING_TOKEN].copy_from_slice(&self.fencing_token.to_be_bytes());
+        b[field::LEASE_MS].copy_from_slice(&self.lease_ms.to_be_bytes());
+        b[field::WAITER_COUNT].copy_from_slice(&self.waiter_count.to_be_bytes());
+        b[field::HINT].fill(0);
+        b[field::HINT_KIND] = match self.hint {
+            Hint::None => HINT_NONE,
+            Hint::RetryAfter { ms } => {
+                b[field::HINT_RETRY_AFTER_MS].copy_from_slice(&ms.to_be_bytes());
+                HINT_RETRY_AFTER
+            }
+            Hint::Leader(addr) => {
+                let ip = match addr.ip() {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                b[field::HINT_ADDR].copy_from_slice(&ip.octets());
+                b[field::HINT_PORT].copy_from_slice(&addr.port().to_be_bytes());
+                HINT_LEADER
+            }
+        };
+        b[field::HOLDER..].copy_from_slice(self.holder);
+        Ok(len)
+    }
+}
+
+fn decode_hint(body: &[u8]) -> Result<Hint, DecodeError> {
+    let hint = &body[field::HINT];
+    // Offsets inside `hint` are the field offsets minus the hint's start.
+    let rel = |r: core::ops::Range<usize>| r.start - field::HINT.start..r.end - field::HINT.start;
+    match body[field::HINT_KIND] {
+        HINT_NONE if all_zero(hint) => Ok(Hint::None),
+        HINT_RETRY_AFTER if all_zero(&hint[rel(field::HINT_RETRY_AFTER_MS).end..]) => {
+            Ok(Hint::RetryAfter {
+                ms: u32_at(body, field::HINT_RETRY_AFTER_MS.start),
+            })
+        }
+        HINT_LEADER if all_zero(&hint[rel(field::HINT_PORT).end..]) => {
+            let mut octets = [0u8; 16];
+            octets.copy_from_slice(&body[field::HINT_ADDR]);
+            let v6 = Ipv6Addr::from(octets);
+            let ip = match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            };
+            Ok(Hint::Leader(SocketAddr::new(
+                ip,
+                u16_at(body, field::HINT_PORT.start),
+            )))
+        }
+        _ => Err(DecodeError::BadHintKind),
+    }
+}

@@ -1,0 +1,248 @@
+//! Client requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE.
+//!
+//! Each body is a few fixed fields followed by one or two length-prefixed ids; the lengths
+//! sit before the ids so that a body is read front to back with no search.
+
+use crate::be::u32_at;
+use crate::header::{self, Direction, Header};
+use crate::registry::{Flags, MessageType};
+use crate::{
+    DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX, REQUEST_LEN_MIN,
+    STATUS_REQUEST_LEN,
+};
+
+/// A decoded request. Ids borrow from the datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    /// Random non-zero id the client picked at start-up.
+    pub session_id: u64,
+    /// Non-zero, strictly increasing per session for each new operation; the same on every
+    /// retransmission (the idempotency key is (session_id, request_id)).
+    pub request_id: u64,
+    /// 0 on the first send, +1 per retransmission.
+    pub attempt: u16,
+    pub body: RequestBody<'a>,
+}
+
+/// The message-specific part of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestBody<'a> {
+    /// Take the lock; the server may queue the request for up to `wait_ms` (0: never queue).
+    /// `ttl_ms` 0 asks for the resource's default lease.
+    Acquire {
+        resource: &'a [u8],
+        client: &'a [u8],
+        wait_ms: u32,
+        ttl_ms: u32,
+    },
+    /// Give back one re-entrant hold.
+    Release {
+        resource: &'a [u8],
+        client: &'a [u8],
+    },
+    /// Extend the lease; `ttl_ms` 0 keeps the hold's current TTL.
+    Renew {
+        resource: &'a [u8],
+        client: &'a [u8],
+        ttl_ms: u32,
+    },
+    /// Read the lock's state.
+    Status { resource: &'a [u8] },
+    /// Set the resource's default TTL (0 clears it).
+    Configure {
+        resource: &'a [u8],
+        default_ttl_ms: u32,
+    },
+}
+
+impl<'a> RequestBody<'a> {
+    /// The message type that carries this body.
+    pub const fn msg_type(&self) -> MessageType {
+        match self {
+            RequestBody::Acquire { .. } => MessageType::Acquire,
+            RequestBody::Release { .. } => MessageType::Release,
+            RequestBody::Renew { .. } => MessageType::Renew,
+            RequestBody::Status { .. } => MessageType::Status,
+            RequestBody::Configure { .. } => MessageType::Configure,
+        }
+    }
+
+    /// The resource the request is about.
+    pub const fn resource(&self) -> &'a [u8] {
+        match *self {
+            RequestBody::Acquire { resource, .. }
+            | RequestBody::Release { resource, .. }
+            | RequestBody::Renew { resource, .. }
+            | RequestBody::Status { resource }
+            | RequestBody::Configure { resource, .. } => resource,
+        }
+    }
+
+    /// The fixed fields before the ids, and whether a client id follows the resource id.
+    const fn layout(msg_type: MessageType) -> (usize, bool) {
+        match msg_type {
+            MessageType::Acquire => (8, true),
+            MessageType::Release => (0, true),
+            MessageType::Renew => (4, true),
+            MessageType::Status => (0, false),
+            MessageType::Configure => (4, false),
+            _ => (0, false),
+        }
+    }
+
+    /// Length of the body: fixed fields, the length bytes, the ids.
+    pub fn body_len(&self) -> usize {
+        let (fixed, two_ids) = Self::layout(self.msg_type());
+        let (r, c) = self.ids();
+        fixed
+            + if two_ids {
+                2 + r.len() + c.len()
+            } else {
+                1 + r.len()
+            }
+    }
+
+    fn ids(&self) -> (&'a [u8], &'a [u8]) {
+        match *self {
+            RequestBody::Acquire {
+                resource, client, ..
+            }
+            | RequestBody::Release { resource, client }
+            | RequestBody::Renew {
+                resource, client, ..
+            } => (resource, client),
+            RequestBody::Status { resource } | RequestBody::Configure { resource, .. } => {
+                (resource, &[])
+            }
+        }
+    }
+
+    /// The u32 fields at the start of the body, in wire order (unused ones are 0).
+    fn fixed_u32s(&self) -> [u32; 2] {
+        match *self {
+            RequestBody::Acquire {
+                wait_ms, ttl_ms, ..
+            } => [wait_ms, ttl_ms],
+            RequestBody::Renew { ttl_ms, .. } => [ttl_ms, 0],
+            RequestBody::Configure { default_ttl_ms, .. } => [default_ttl_ms, 0],
+            RequestBody::Release { .. } | RequestBody::Status { .. } => [0, 0],
+        }
+    }
+}
+
+impl<'a> Request<'a> {
+    /// Decodes a request datagram (spec §3.2 and §4). Never panics; never allocates.
+    pub fn decode(datagram: &'a [u8]) -> Result<Request<'a>, DecodeError> {
+        let header = header::decode(datagram, Direction::Request)?;
+        let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
+        let (fixed, two_ids) = RequestBody::layout(header.msg_type);
+        let ids_at = fixed + if two_ids { 2 } else { 1 };
+        if body.len() < ids_at {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let rlen = body[fixed] as usize;
+        let clen = if two_ids { body[fixed + 1] as usize } else { 0 };
+        if rlen == 0 || (two_ids && clen == 0) {
+            return Err(DecodeError::EmptyId);
+        }
+        if ids_at + rlen + clen != body.len() {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let resource = &body[ids_at..ids_at + rlen];
+        let client = &body[ids_at + rlen..];
+        let body = match header.msg_type {
+            MessageType::Acquire => RequestBody::Acquire {
+                resource,
+                client,
+                wait_ms: u32_at(body, 0),
+                ttl_ms: u32_at(body, 4),
+            },
+            MessageType::Release => RequestBody::Release { resource, client },
+            MessageType::Renew => RequestBody::Renew {
+                resource,
+                client,
+                ttl_ms: u32_at(body, 0),
+            },
+            MessageType::Status => RequestBody::Status { resource },
+            MessageType::Configure => RequestBody::Configure {
+                resource,
+                default_ttl_ms: u32_at(body, 0),
+            },
+            // header::decode only lets request types through.
+            _ => return Err(DecodeError::UnexpectedType),
+        };
+        header::check_padding(datagram, &header)?;
+        Ok(Request {
+            session_id: header.session_id,
+            request_id: header.request_id,
+            attempt: header.attempt,
+            body,
+        })
+    }
+
+    /// The datagram length a client sends: the body, padded to [`REQUEST_LEN_MIN`], or to
+    /// [`STATUS_REQUEST_LEN`] for STATUS so the reply can name the holder (spec §2.2).
+    pub fn padded_len(&self) -> usize {
+        let unpadded = HEADER_LEN + self.body.body_len();
+        let floor = match self.body {
+            RequestBody::Status { .. } => STATUS_REQUEST_LEN,
+            _ => REQUEST_LEN_MIN,
+        };
+        unpadded.max(floor)
+    }
+
+    /// Encodes the request padded to [`Request::padded_len`]. Returns the datagram length.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        self.encode_padded(out, self.padded_len())
+    }
+
+    /// Encodes the request, then zero padding up to `len` bytes (at least the body's end).
+    /// For tests and tools that need other paddings; clients use [`Request::encode`].
+    pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
+        let (resource, client) = self.body.ids();
+        let (fixed, two_ids) = RequestBody::layout(self.body.msg_type());
+        let bad_len = |id: &[u8]| id.is_empty() || id.len() > ID_LEN_MAX;
+        if bad_len(resource) || (two_ids && bad_len(client)) {
+            return Err(EncodeError::BadIdLength);
+        }
+        let body_len = self.body.body_len();
+        let len = len.max(HEADER_LEN + body_len);
+        if len > DATAGRAM_LEN_MAX {
+            return Err(EncodeError::TooLong);
+        }
+        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+        header::encode(
+            out,
+            &Header {
+                msg_type: self.body.msg_type(),
+                flags: Flags::empty(),
+                body_len: body_len as u16,
+                session_id: self.session_id,
+                request_id: self.request_id,
+                attempt: self.attempt,
+            },
+        )?;
+        let b = &mut out[HEADER_LEN..];
+        let [first, second] = self.body.fixed_u32s();
+        if fixed >= 4 {
+            b[0..4].copy_from_slice(&first.to_be_bytes());
+        }
+        if fixed >= 8 {
+            b[4..8].copy_from_slice(&second.to_be_bytes());
+        }
+        let mut at = fixed;
+        b[at] = resource.len() as u8;
+        at += 1;
+        if two_ids {
+            b[at] = client.len() as u8;
+            at += 1;
+        }
+        b[at..at + resource.len()].copy_from_slice(resource);
+        at += resource.len();
+        b[at..at + client.len()].copy_from_slice(client);
+        at += client.len();
+        debug_assert_eq!(at, body_len);
+        b[at..].fill(0);
+        Ok(len)
+    }
+}

@@ -1,0 +1,89 @@
+//! The spec's registry tables (spec/protocol.md §9) must list exactly the registry of
+//! `udplock_protocol::registry`: same values, same names, same meanings, same order.
+
+use udplock_protocol::registry::FLAG_TABLE;
+use udplock_protocol::{MessageType, Status};
+
+const SPEC: &str = include_str!("../../spec/protocol.md");
+
+/// The rows of the first table after the first heading that contains `heading`, as cells.
+fn table_after(heading: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = SPEC
+        .lines()
+        .skip_while(|l| !(l.starts_with('#') && l.contains(heading)));
+    assert!(
+        lines.next().is_some(),
+        "spec has no heading containing {heading:?}"
+    );
+    let mut lines = lines.skip_while(|l| !l.trim_start().starts_with('|'));
+    let head = lines
+        .next()
+        .unwrap_or_else(|| panic!("no table after {heading:?}"));
+    let norm = |s: &str| s.split_whitespace().collect::<String>();
+    assert_eq!(norm(head), norm(header), "table header after {heading:?}");
+    lines
+        .skip(1) // the |---| line
+        .take_while(|l| l.trim_start().starts_with('|'))
+        .map(|l| {
+            l.trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect()
+        })
+        .collect()
+}
+
+fn parse(v: &str) -> u64 {
+    match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).expect("hex value"),
+        None => v.parse().expect("decimal value"),
+    }
+}
+
+#[test]
+fn message_type_table_matches_registry() {
+    let rows = table_after("Message type registry", "| Value | Name | Meaning |");
+    let spec: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
+        .collect();
+    let code: Vec<(u64, &str, &str)> = MessageType::ALL
+        .iter()
+        .map(|t| (t.to_wire() as u64, t.name(), t.meaning()))
+        .collect();
+    assert_eq!(spec, code);
+}
+
+#[test]
+fn status_code_table_matches_registry() {
+    let rows = table_after("Status code registry", "| Value | Name | Meaning |");
+    let spec: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
+        .collect();
+    let code: Vec<(u64, &str, &str)> = Status::ALL
+        .iter()
+        .map(|s| (s.to_wire() as u64, s.name(), s.meaning()))
+        .collect();
+    assert_eq!(spec, code);
+}
+
+#[test]
+fn flag_table_matches_registry() {
+    let rows = table_after("Flag registry", "| Bit | Name | Meaning |");
+    let spec: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
+        .collect();
+    let code: Vec<(u64, &str, &str)> = FLAG_TABLE
+        .iter()
+        .map(|&(b, n, m)| (b as u64, n, m))
+        .collect();
+    assert_eq!(spec, code);
+    // FLAG_TABLE itself must match the bitflags type.
+    for &(bit, name, _) in FLAG_TABLE {
+        let flag = udplock_protocol::Flags::from_name(name).expect("flag name");
+        assert_eq!(flag.bits(), bit);
+    }
+}

@@ -1,0 +1,1402 @@
+//! The lock table: every lock, wait queue and client session of one server (later: of one
+//! Raft-replicated shard), as a pure deterministic state machine. Its rules are the spec's
+//! "Lock semantics (server)" (design/WIRE.md); this module is their one implementation.
+//!
+//! # Data flow
+//!
+//! The shell decodes a datagram into a [`Request`] and calls [`LockTable::handle_request`] with
+//! the current time. The table first fires every timer due by then, exactly as
+//! [`LockTable::handle_timeout`] would, and then takes the request through three gates:
+//!
+//! 1. **Arguments.** Ids of 1..=255 bytes, wait and TTL within the configured maxima, non-zero
+//!    session and request ids; else INVALID_ARGUMENT. This reads no state and keeps none, so
+//!    a retransmit gets the same answer again.
+//! 2. **Session** (all but STATUS, which is read-only and never remembered): a request already
+//!    answered gets its remembered answer again; a request still queued (a keepalive) updates
+//!    its reply address and attempt and is told WAITING again; a request older than the session's remembered window gets
+//!    REQUEST_EXPIRED. Only a request never seen before goes on.
+//! 3. **Execution** against the lock. The final answer is remembered in the session (except
+//!    OVERLOADED, which left no trace, so a retry of the same request id may still succeed) and
+//!    queued as a [`Reply`]. An acquire that has to wait is answered WAITING now (a provisional
+//!    answer, never remembered, so the client stops retransmitting at loss-recovery pace); its
+//!    final answer comes later, when a release or expiry hands the lock to it or its wait
+//!    deadline passes.
+//!
+//! The shell then drains [`LockTable::poll_reply`] and sleeps until [`LockTable::poll_timeout`].
+//! A release that hands the lock on queues the new holder's grant before its own answer, so
+//! the lock changes hands as early as possible.
+//!
+//! A session's activity is the arrival of one of its requests (STATUS aside). It is forgotten
+//! `session_idle_ms` after the last one; a queued acquire always ends before that, because its
+//! wait is shorter than the idle time (`Config::validate`).
+//!
+//! # Determinism
+//!
+//! The outputs depend only on the sequence of `(now, input)` calls: no clock, no randomness, no
+//! IO, and no decision ever depends on a hash map's iteration order (none is iterated). Timers
+//! fire in the order (due time, kind, sequence number), and each acts at its due time, as if
+//! `handle_timeout` had been called exactly then: a lock whose lease ended at `t` is handed to
+//! its next waiter at `t`, with a lease counted from `t`, however late the shell calls in. So
+//! replicas that apply the same commands reach the same state.
+//!
+//! # Data structures
+//!
+//! - `slots: Vec<Slot>`: one slot per known resource, reused through a free list. A slot holds
+//!   the resource id and the holder's client id in ONE allocation, the hold (count, token,
+//!   expiry, TTL), the configured default TTL, and its wait queue boxed (`None`, no allocation,
+//!   while nobody waits). 56 bytes on 64-bit targets.
+//! - `index`: resource id → slot through a keyed hash of the id (see `index.rs`), so the id
+//!   is stored once, in the slot.
+//! - Wait queues (`queue.rs`): FIFO `VecDeque`s; a waiter that times out from the middle
+//!   becomes a tombstone, compacted away in O(1) amortized, and is found by binary search.
+//! - `timers: BTreeSet<Timer>`: every hold expiry and wait deadline, 24 bytes each, removed
+//!   exactly when it stops applying (release, renew, grant), so the first entry is the next
+//!   wake-up and firing never meets a stale timer.
+//! - `sessions: HashMap<u64, Session>` with `sessions_idle: BTreeSet<(last activity, id)>`, so
+//!   the next idle session is found without a scan. A session keeps its final answers in a
+//!   `BTreeMap` by request id (the smallest is evicted first) and its queued requests.
+//! - `replies: VecDeque<Reply>`: reused, so a reply costs no allocation.
+//!
+//! Held lock, 64-bit, 16-byte ids: slot 56 B + ids 48 B (allocator chunk) + index ≈ 36 B +
+//! expiry timer ≈ 45 B (B-tree nodes about 60 % full) ≈ 190 B, under the 256 B budget
+//! (measured: 199 B of resident memory per lock for 1,000,000 held locks).
+//!
+//! Every operation costs O(log n) in the number of locks, waiters and sessions; a release may
+//! in addition answer many waiters at once (the timed-out ones at the head, and the new
+//! holder's own queued re-entrant acquires), each in O(log n).
+
+mod index;
+mod queue;
+
+#[cfg(test)]
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+
+use udplock_protocol::Status;
+
+use self::index::ResourceIndex;
+use self::queue::{WaitQueue, Waiter};
+use crate::core::time::{Duration, Instant};
+
+/// Longest resource or client id, in bytes: the wire carries its length in one byte.
+pub const ID_LEN_MAX: usize = 255;
+
+/// How long after an acquire's wait deadline its client may still retransmit it (WIRE.md,
+/// client obligations: give up at wait_ms + a grace for the final answer). A session must stay
+/// remembered that long, or a late retransmit would run a second time.
+pub const RETRANSMIT_AFTER_WAIT_MS_MAX: u32 = 60_000;
+
+// Memory budget: a held lock is a slot plus one timer (see the module docs).
+const _: () = assert!(std::mem::size_of::<Slot>() <= 56);
+const _: () = assert!(std::mem::size_of::<Timer>() <= 24);
+
+/// Limits and defaults of one lock table. Every limit bounds memory or work; a request that
+/// would cross one gets OVERLOADED (or HOLD_LIMIT_EXCEEDED) and changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Known resources (held, waited on, or with a configured default) at once. Each costs a
+    /// slot, an index entry and its ids, so this bounds the table's memory; creating one more
+    /// gets OVERLOADED.
+    pub resources_max: u32,
+    /// Waiting acquires on one resource. Bounds one queue's memory and the work one release
+    /// can cause (it may answer a run of waiters at the head).
+    pub waiters_per_resource_max: u32,
+    /// Waiting acquires over all resources: bounds the memory of all queues together.
+    pub waiters_max: u32,
+    /// Re-entrant holds of one lock. A client that acquires again and again without releasing
+    /// has a bug; this gives it a clear error instead of a hold count that only grows.
+    pub holds_per_lock_max: u32,
+    /// Client sessions remembered at once. Each keeps up to `answers_per_session_max` answers,
+    /// so the two together bound the memory spent on idempotency.
+    pub sessions_max: u32,
+    /// Final answers remembered per session, and queued requests allowed per session. A client
+    /// with more requests in flight than this may see REQUEST_EXPIRED for its oldest.
+    pub answers_per_session_max: u32,
+    /// A session with no request for this long is forgotten, answers and all. Must outlast
+    /// every retransmission of its requests (`validate` asks for `wait_ms_max` +
+    /// [`RETRANSMIT_AFTER_WAIT_MS_MAX`]), else a late retransmit would take effect twice.
+    pub session_idle_ms: u32,
+    /// Lease of an acquire with ttl_ms = 0 on a resource without a configured default: long
+    /// enough for a typical critical section, short enough that a crashed client's lock frees
+    /// itself soon.
+    pub ttl_default_ms: u32,
+    /// Longest lease one acquire or renew may ask for: how long a crashed client can keep a
+    /// lock from everyone else.
+    pub ttl_ms_max: u32,
+    /// Longest an acquire may wait in a queue: bounds how long a waiter pins memory, and so
+    /// how long a session must be remembered. 0 turns queueing off.
+    pub wait_ms_max: u32,
+    /// Back-off hint sent with OVERLOADED: long enough for a limit to free up, short enough to
+    /// add little latency to a client that retries.
+    pub retry_after_ms: u32,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            resources_max: 4_000_000,
+            waiters_per_resource_max: 4_096,
+            waiters_max: 1_000_000,
+            holds_per_lock_max: 1_024,
+            sessions_max: 16_384,
+            answers_per_session_max: 256,
+            session_idle_ms: 600_000,
+            ttl_default_ms: 30_000,
+            ttl_ms_max: 3_600_000,
+            wait_ms_max: 300_000,
+            retry_after_ms: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses limits of zero and timer combinations that would break a guarantee.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("resources_max", self.resources_max),
+            ("waiters_per_resource_max", self.waiters_per_resource_max),
+            ("waiters_max", self.waiters_max),
+            ("holds_per_lock_max", self.holds_per_lock_max),
+            ("sessions_max", self.sessions_max),
+            ("answers_per_session_max", self.answers_per_session_max),
+            ("session_idle_ms", self.session_idle_ms),
+            ("ttl_default_ms", self.ttl_default_ms),
+            ("ttl_ms_max", self.ttl_ms_max),
+            ("retry_after_ms", self.retry_after_ms),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError {
+                    field,
+                    rule: "must be greater than zero",
+                });
+            }
+        }
+        if self.ttl_default_ms > self.ttl_ms_max {
+            return Err(ConfigError {
+                field: "ttl_default_ms",
+                rule: "must not exceed ttl_ms_max",
+            });
+        }
+        let idle_ms_min = u64::from(self.wait_ms_max) + u64::from(RETRANSMIT_AFTER_WAIT_MS_MAX);
+        if u64::from(self.session_idle_ms) < idle_ms_min {
+            return Err(ConfigError {
+                field: "session_idle_ms",
+                rule: "must be at least wait_ms_max + 60000, so a session outlives every \
+                       retransmission of its requests",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A [`Config`] field that breaks a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field's name in [`Config`].
+    pub field: &'static str,
+    /// What the field must satisfy.
+    pub rule: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "lock table config: {} {}", self.field, self.rule)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The idempotency key of a request: a retransmit carries the same one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    /// Random, non-zero, chosen by the client at start-up.
+    pub session: u64,
+    /// Non-zero, increasing per session for each new operation.
+    pub request: u64,
+}
+
+/// An operation on one resource, borrowing its ids from the received datagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// Take the lock for `client`, waiting up to `wait_ms` in the queue; lease `ttl_ms`
+    /// (0 = the resource's default, else the server's).
+    Acquire {
+        resource: &'a [u8],
+        client: &'a [u8],
+        wait_ms: u32,
+        ttl_ms: u32,
+    },
+    /// Give back one re-entrant hold.
+    Release {
+        resource: &'a [u8],
+        client: &'a [u8],
+    },
+    /// Restart the lease: `ttl_ms` from now (0 = the hold's current TTL).
+    Renew {
+        resource: &'a [u8],
+        client: &'a [u8],
+        ttl_ms: u32,
+    },
+    /// Read holder, hold count, token, remaining lease and waiters. Read-only.
+    Status { resource: &'a [u8] },
+    /// Set the resource's default TTL, or clear it with 0.
+    Configure {
+        resource: &'a [u8],
+        default_ttl_ms: u32,
+    },
+}
+
+/// Which operation a [`Command`] is, without its arguments (what a [`Reply`] answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommandKind {
+    Acquire,
+    Release,
+    Renew,
+    Status,
+    Configure,
+}
+
+impl Command<'_> {
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Command::Acquire { .. } => CommandKind::Acquire,
+            Command::Release { .. } => CommandKind::Release,
+            Command::Renew { .. } => CommandKind::Renew,
+            Command::Status { .. } => CommandKind::Status,
+            Command::Configure { .. } => CommandKind::Configure,
+        }
+    }
+}
+
+/// One received copy of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Request<'a> {
+    pub id: RequestId,
+    /// Transmission number of this copy (0 first, +1 per retransmit).
+    pub attempt: u16,
+    /// Where this copy came from; the answer goes to the latest copy's address.
+    pub reply_to: SocketAddr,
+    pub command: Command<'a>,
+}
+
+/// The outcome of a request, as carried by the reply body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: Status,
+    /// Token of the hold (0 = none).
+    pub fencing_token: u64,
+    /// Re-entrant hold count after the operation (status: current).
+    pub hold_count: u32,
+    /// Acquire/renew: the TTL of this grant, counted by the server from the grant. Status:
+    /// remaining lease at the server, rounded down (0 if free). Configure: the new default
+    /// (0 if cleared). Otherwise 0.
+    pub lease_ms: u32,
+    /// Status: live waiters; otherwise 0.
+    pub waiter_count: u32,
+    /// Non-zero only with OVERLOADED: when to retry.
+    pub retry_after_ms: u32,
+    /// The request waited in the queue before this answer (no RTT sample from it).
+    pub queued: bool,
+}
+
+impl Answer {
+    /// An answer carrying only `status`.
+    pub const fn bare(status: Status) -> Answer {
+        Answer {
+            status,
+            fencing_token: 0,
+            hold_count: 0,
+            lease_ms: 0,
+            waiter_count: 0,
+            retry_after_ms: 0,
+            queued: false,
+        }
+    }
+}
+
+/// An inline copy of an id (at most [`ID_LEN_MAX`] bytes), so a reply needs no allocation.
+#[derive(Clone, Copy)]
+pub struct IdBuf {
+    len: u8,
+    bytes: [u8; ID_LEN_MAX],
+}
+
+impl IdBuf {
+    /// The empty id (no holder).
+    pub const EMPTY: IdBuf = IdBuf {
+        len: 0,
+        bytes: [0; ID_LEN_MAX],
+    };
+
+    /// Copies `id`, which must be at most [`ID_LEN_MAX`] bytes.
+    pub fn new(id: &[u8]) -> IdBuf {
+        assert!(id.len() <= ID_LEN_MAX, "id of {} bytes", id.len());
+        let mut buf = IdBuf::EMPTY;
+        buf.bytes[..id.len()].copy_from_slice(id);
+        buf.len = id.len() as u8;
+        buf
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Default for IdBuf {
+    fn default() -> IdBuf {
+        IdBuf::EMPTY
+    }
+}
+
+impl PartialEq for IdBuf {
+    fn eq(&self, other: &IdBuf) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for IdBuf {}
+
+impl fmt::Debug for IdBuf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b\"{}\"", self.as_slice().escape_ascii())
+    }
+}
+
+/// An answer addressed to a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The latest address the request came from.
+    pub to: SocketAddr,
+    pub id: RequestId,
+    /// The highest attempt number received for this request when the answer was produced.
+    pub attempt: u16,
+    /// The operation answered (the reply's message type).
+    pub kind: CommandKind,
+    pub answer: Answer,
+    /// STATUS only: the holder's client id; empty otherwise.
+    pub holder: IdBuf,
+}
+
+/// Counters for monitoring and tests; each is O(1) to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Known resources (held, waited on, or configured).
+    pub resources: u64,
+    /// Held locks.
+    pub held: u64,
+    /// Acquires waiting in queues.
+    pub waiters: u64,
+    /// Remembered sessions.
+    pub sessions: u64,
+    /// Final answers remembered over all sessions.
+    pub answers_remembered: u64,
+    /// Pending timers (hold expiries and wait deadlines).
+    pub timers: u64,
+    /// The last fencing token issued (0 before the first grant).
+    pub fencing_token_last: u64,
+}
+
+/// One known resource (or, while on the free list, none).
+struct Slot {
+    /// The resource id, followed by the holder's client id while the lock is held: one
+    /// allocation for both. Between a release and the next grant the holder part may be
+    /// stale; [`LockTable::settle`] trims it before the operation ends.
+    ids: Box<[u8]>,
+    /// Length of the resource id at the start of `ids` (0 on the free list).
+    resource_len: u8,
+    /// Re-entrant holds; 0 = free.
+    hold_count: u32,
+    /// TTL of the latest grant or renewal of this hold (what a renew with ttl_ms = 0 reuses).
+    hold_ttl_ms: u32,
+    /// Configured default TTL (0 = none, use the server's).
+    default_ttl_ms: u32,
+    /// Token of the current hold; while free, of this resource's last hold, so a new grant can
+    /// assert that tokens increase.
+    token: u64,
+    /// When the hold ends unless renewed.
+    expiry: Instant,
+    /// Waiting acquires; `None` (no allocation) while nobody waits.
+    queue: Option<Box<WaitQueue>>,
+}
+
+impl Slot {
+    fn vacant() -> Slot {
+        Slot {
+            ids: Box::default(),
+            resource_len: 0,
+            hold_count: 0,
+            hold_ttl_ms: 0,
+            default_ttl_ms: 0,
+            token: 0,
+            expiry: Instant::ZERO,
+            queue: None,
+        }
+    }
+
+    /// Makes this vacant slot `resource`'s. `holder_hint` is stored as a stale holder, so a
+    /// grant to that client right after needs no second allocation.
+    fn occupy(&mut self, resource: &[u8], holder_hint: &[u8]) {
+        assert!(self.resource_len == 0, "occupying a slot in use");
+        assert!((1..=ID_LEN_MAX).contains(&resource.len()));
+        self.ids = [resource, holder_hint].concat().into_boxed_slice();
+        self.resource_len = resource.len() as u8;
+        self.token = 0;
+    }
+
+    /// Returns the slot to the free list's state.
+    fn vacate(&mut self) {
+        assert!(self.hold_count == 0 && self.queue.is_none());
+        *self = Slot::vacant();
+    }
+
+    fn resource(&self) -> &[u8] {
+        &self.ids[..usize::from(self.resource_len)]
+    }
+
+    fn holder(&self) -> Option<&[u8]> {
+        (self.hold_count > 0).then(|| &self.ids[usize::from(self.resource_len)..])
+    }
+
+    fn set_holder(&mut self, client: &[u8]) {
+        if &self.ids[usize::from(self.resource_len)..] != client {
+            self.ids = [self.resource(), client].concat().into_boxed_slice();
+        }
+    }
+
+    fn live_waiters(&self) -> u32 {
+        self.queue.as_deref().map_or(0, WaitQueue::live)
+    }
+
+    /// The slot's invariants at the end of an operation.
+    fn check(&self) {
+        assert!(self.resource_len > 0, "a known resource has an id");
+        if self.hold_count > 0 {
+            assert!(
+                self.ids.len() > usize::from(self.resource_len),
+                "a held lock has a holder"
+            );
+            assert!(self.token > 0, "a held lock has a fencing token");
+        } else {
+            assert!(
+                self.ids.len() == usize::from(self.resource_len),
+                "a free lock has no holder"
+            );
+            assert!(self.queue.is_none(), "a free lock has no waiters");
+        }
+        assert!(
+            self.queue.as_deref().map_or(true, |q| q.live() > 0),
+            "empty queues are dropped"
+        );
+    }
+}
+
+/// Something that happens at a time: a hold's expiry or a waiter's deadline.
+///
+/// Ordered by `due`, then `kind`, then `seq`: a total order that depends only on the commands
+/// applied, so timers due at the same instant fire in the same order on every replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    due: Instant,
+    kind: TimerKind,
+    /// Hold: its fencing token (unique per hold). Wait: the waiter's `seq`.
+    seq: u64,
+    slot: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    HoldExpiry,
+    WaitDeadline,
+}
+
+impl Timer {
+    fn hold(slot: &Slot, number: u32) -> Timer {
+        Timer {
+            due: slot.expiry,
+            kind: TimerKind::HoldExpiry,
+            seq: slot.token,
+            slot: number,
+        }
+    }
+
+    fn wait(waiter: &Waiter, slot: u32) -> Timer {
+        Timer {
+            due: waiter.deadline,
+            kind: TimerKind::WaitDeadline,
+            seq: waiter.seq,
+            slot,
+        }
+    }
+}
+
+/// What the table remembers of one client session (Raft dissertation §6.3).
+struct Session {
+    /// Receive time of its latest request; it is forgotten `session_idle_ms` later.
+    active_last: Instant,
+    /// Every request id at or below this was evicted from `answers`: its answer is unknown.
+    expired_through: u64,
+    /// Final answers by request id.
+    answers: BTreeMap<u64, Remembered>,
+    /// Queued acquires by request id (they have no final answer yet).
+    pending: BTreeMap<u64, Pending>,
+}
+
+#[derive(Clone, Copy)]
+struct Remembered {
+    kind: CommandKind,
+    answer: Answer,
+    /// The attempt the answer was produced for, echoed again with every duplicate.
+    attempt: u16,
+}
+
+/// Where a queued acquire waits.
+#[derive(Clone, Copy)]
+struct Pending {
+    slot: u32,
+    seq: u64,
+}
+
+/// The outcome of the session gate.
+enum Admission {
+    /// Answer now with this, from `attempt`, and change nothing else.
+    Answer { answer: Answer, attempt: u16 },
+    /// A retransmit (keepalive) of a queued acquire: its address and attempt are updated and
+    /// it is told again that it waits.
+    StillQueued {
+        slot: u32,
+        ttl_ms: u32,
+        attempt: u16,
+    },
+    /// A request never seen: execute it.
+    New,
+}
+
+/// Locks, queues and sessions; see the module docs.
+pub struct LockTable {
+    config: Config,
+    /// The latest `now` passed in: time never goes backwards.
+    now_last: Instant,
+    slots: Vec<Slot>,
+    /// Vacant slots, reused last-in first-out (deterministic).
+    slots_free: Vec<u32>,
+    index: ResourceIndex,
+    timers: BTreeSet<Timer>,
+    /// The next fencing token: one counter for the whole table, so tokens increase per
+    /// resource even across forgetting and re-creating it.
+    token_next: u64,
+    /// The next waiter `seq`.
+    wait_seq_next: u64,
+    sessions: HashMap<u64, Session>,
+    /// Every session by (last activity, id): the first is the next to go idle.
+    sessions_idle: BTreeSet<(Instant, u64)>,
+    replies: VecDeque<Reply>,
+    /// Known resources (occupied slots).
+    resources: u32,
+    /// Held locks.
+    held: u32,
+    /// Live waiters in all queues.
+    waiters: u32,
+    answers_remembered: u64,
+}
+
+impl LockTable {
+    /// A table with no locks and no sessions. Panics if `config` does not validate.
+    pub fn new(config: Config) -> LockTable {
+        if let Err(error) = config.validate() {
+            panic!("{error}");
+        }
+        LockTable {
+            config,
+            now_last: Instant::ZERO,
+            slots: Vec::new(),
+            slots_free: Vec::new(),
+            index: ResourceIndex::new(),
+            timers: BTreeSet::new(),
+            token_next: 1,
+            wait_seq_next: 1,
+            sessions: HashMap::new(),
+            sessions_idle: BTreeSet::new(),
+            replies: VecDeque::new(),
+            resources: 0,
+            held: 0,
+            waiters: 0,
+            answers_remembered: 0,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Fires every timer due at `now` (as [`LockTable::handle_timeout`]), then handles one
+    /// received copy of a request. Answers go to [`LockTable::poll_reply`].
+    pub fn handle_request(&mut self, now: Instant, request: Request<'_>) {
+        self.advance(now);
+        if !self.arguments_valid(&request) {
+            self.reply(
+                &request,
+                request.attempt,
+                Answer::bare(Status::InvalidArgument),
+            );
+            return;
+        }
+        if let Command::Status { resource } = request.command {
+            let (answer, holder) = self.status(now, resource);
+            self.push_reply(&request, request.attempt, answer, holder);
+            return;
+        }
+        match self.admit(now, &request) {
+            Admission::Answer { answer, attempt } => self.reply(&request, attempt, answer),
+            Admission::StillQueued {
+                slot,
+                ttl_ms,
+                attempt,
+            } => {
+                let waiting = self.waiting_answer(slot, ttl_ms);
+                self.reply(&request, attempt, waiting);
+            }
+            Admission::New => {
+                let Some(answer) = self.execute(now, &request) else {
+                    // Queued: WAITING now (spec §6.3), the final answer when granted or timed
+                    // out. WAITING is not remembered: it is no answer, and changes nothing.
+                    let Command::Acquire {
+                        resource, ttl_ms, ..
+                    } = request.command
+                    else {
+                        unreachable!("only an acquire is queued");
+                    };
+                    let slot = self
+                        .lookup(resource)
+                        .expect("a queued acquire's resource is known");
+                    let waiting = self.waiting_answer(slot, ttl_ms);
+                    self.reply(&request, request.attempt, waiting);
+                    return;
+                };
+                assert!(!answer.queued);
+                assert!(answer.status != Status::InvalidArgument);
+                if answer.status != Status::Overloaded {
+                    let kind = request.command.kind();
+                    self.remember(request.id, kind, answer, request.attempt);
+                }
+                self.reply(&request, request.attempt, answer);
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`: expires holds (handing each lock to its next waiter),
+    /// times out waiters, and forgets idle sessions.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// The next answer to send, oldest first. Drain after every `handle_*` call.
+    pub fn poll_reply(&mut self) -> Option<Reply> {
+        self.replies.pop_front()
+    }
+
+    /// When the earliest timer is due (call [`LockTable::handle_timeout`] then), or `None`
+    /// if nothing is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let lock = self.timers.first().map(|timer| timer.due);
+        let session = self
+            .sessions_idle
+            .first()
+            .map(|&(active_last, _)| active_last + self.idle());
+        match (lock, session) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            resources: self.resources.into(),
+            held: self.held.into(),
+            waiters: self.waiters.into(),
+            sessions: self.sessions.len() as u64,
+            answers_remembered: self.answers_remembered,
+            timers: self.timers.len() as u64,
+            fencing_token_last: self.token_next - 1,
+        }
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(self.config.session_idle_ms.into())
+    }
+
+    /// Fires, in (due, kind, seq) order, every timer due at `now`; sessions going idle at the
+    /// same instant as a lock timer go after it.
+    fn advance(&mut self, now: Instant) {
+        assert!(
+            now >= self.now_last,
+            "time went backwards: {now:?} < {:?}",
+            self.now_last
+        );
+        self.now_last = now;
+        let idle = self.idle();
+        loop {
+            let lock = self
+                .timers
+                .first()
+                .map(|timer| timer.due)
+                .filter(|&due| due <= now);
+            let session = self
+                .sessions_idle
+                .first()
+                .map(|&(active_last, _)| active_last + idle)
+                .filter(|&due| due <= now);
+            let lock_first = match (lock, session) {
+                (Some(lock), Some(session)) => lock <= session,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if lock_first {
+                let timer = self.timers.pop_first().expect("a timer is due");
+                match timer.kind {
+                    TimerKind::HoldExpiry => self.expire(timer),
+                    TimerKind::WaitDeadline => self.time_out(timer),
+                }
+            } else {
+                let (_, session) = self.sessions_idle.pop_first().expect("a session is idle");
+                self.forget_session(session);
+            }
+        }
+        assert!(self.poll_timeout().map_or(true, |due| due > now));
+    }
+
+    fn arguments_valid(&self, request: &Request<'_>) -> bool {
+        let id = |id: &[u8]| (1..=ID_LEN_MAX).contains(&id.len());
+        let ttl = |ttl_ms: u32| ttl_ms <= self.config.ttl_ms_max;
+        // The codec refuses zero ids as MALFORMED; the core does not rely on it.
+        if request.id.session == 0 || request.id.request == 0 {
+            return false;
+        }
+        match request.command {
+            Command::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            } => id(resource) && id(client) && wait_ms <= self.config.wait_ms_max && ttl(ttl_ms),
+            Command::Release { resource, client } => id(resource) && id(client),
+            Command::Renew {
+                resource,
+                client,
+                ttl_ms,
+            } => id(resource) && id(client) && ttl(ttl_ms),
+            Command::Status { resource } => id(resource),
+            Command::Configure {
+                resource,
+                default_ttl_ms,
+            } => id(resource) && ttl(default_ttl_ms),
+        }
+    }
+
+    /// The session gate: duplicates, queued retransmits, expired and refused requests stop
+    /// here; only a request never seen before is let through.
+    fn admit(&mut self, now: Instant, request: &Request<'_>) -> Admission {
+        let RequestId {
+            session: session_id,
+            request: request_id,
+        } = request.id;
+        let kind = request.command.kind();
+        let refuse = |status| Admission::Answer {
+            answer: Answer::bare(status),
+            attempt: request.attempt,
+        };
+        if self.sessions.contains_key(&session_id) {
+            self.touch(session_id, now);
+        } else {
+            if self.sessions.len() >= self.config.sessions_max as usize {
+                return self.overloaded(request.attempt);
+            }
+            let session = Session {
+                active_last: now,
+                expired_through: 0,
+                answers: BTreeMap::new(),
+                pending: BTreeMap::new(),
+            };
+            self.sessions.insert(session_id, session);
+            assert!(self.sessions_idle.insert((now, session_id)));
+        }
+        let session = &self.sessions[&session_id];
+        if let Some(remembered) = session.answers.get(&request_id) {
+            // A request id reused for another operation is the client's bug: say so, and
+            // leave the remembered answer alone.
+            if remembered.kind != kind {
+                return refuse(Status::InvalidArgument);
+            }
+            return Admission::Answer {
+                answer: remembered.answer,
+                attempt: remembered.attempt,
+            };
+        }
+        if let Some(&Pending { slot, seq }) = session.pending.get(&request_id) {
+            if kind != CommandKind::Acquire {
+                return refuse(Status::InvalidArgument);
+            }
+            let waiter = self.slots[slot as usize]
+                .queue
+                .as_deref_mut()
+                .and_then(|queue| queue.find_mut(seq))
+                .expect("a pending request is queued");
+            assert!(waiter.id == request.id);
+            waiter.reply_to = request.reply_to;
+            waiter.attempt = waiter.attempt.max(request.attempt);
+            return Admission::StillQueued {
+                slot,
+                ttl_ms: waiter.ttl_ms,
+                attempt: waiter.attempt,
+            };
+        }
+        if request_id <= session.expired_through {
+            return refuse(Status::RequestExpired);
+        }
+        if session.pending.len() >= self.config.answers_per_session_max as usize {
+            return self.overloaded(request.attempt);
+        }
+        Admission::New
+    }
+
+    /// The provisional answer to a queued acquire: the TTL its grant would get if granted now
+    /// (the client paces its keepalives by it) and how many wait on the resource.
+    fn waiting_answer(&self, slot: u32, ttl_ms: u32) -> Answer {
+        Answer {
+            lease_ms: self.ttl_ms(slot, ttl_ms),
+            waiter_count: self.slots[slot as usize].live_waiters(),
+            ..Answer::bare(Status::Waiting)
+        }
+    }
+
+    fn overloaded(&self, attempt: u16) -> Admission {
+        Admission::Answer {
+            answer: self.overloaded_answer(),
+            attempt,
+        }
+    }
+
+    fn overloaded_answer(&self) -> Answer {
+        Answer {
+            retry_after_ms: self.config.retry_after_ms,
+            ..Answer::bare(Status::Overloaded)
+        }
+    }
+
+    /// Runs a request never seen before. `None`: the acquire was queued.
+    fn execute(&mut self, now: Instant, request: &Request<'_>) -> Option<Answer> {
+        match request.command {
+            Command::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            } => self.acquire(now, request, resource, client, wait_ms, ttl_ms),
+            Command::Release { resource, client } => Some(self.release(now, resource, client)),
+            Command::Renew {
+                resource,
+                client,
+                ttl_ms,
+            } => Some(self.renew(now, resource, client, ttl_ms)),
+            Command::Configure {
+                resource,
+                default_ttl_ms,
+            } => Some(self.configure(resource, default_ttl_ms)),
+            Command::Status { .. } => unreachable!("STATUS is answered before admission"),
+        }
+    }
+
+    fn acquire(
+        &mut self,
+        now: Instant,
+        request: &Request<'_>,
+        resource: &[u8],
+        client: &[u8],
+        wait_ms: u32,
+        ttl_ms: u32,
+    ) -> Option<Answer> {
+        let slot = match self.lookup(resource) {
+            Some(slot) => slot,
+            None => match self.create(resource, client) {
+                Some(slot) => slot,
+                None => return Some(self.overloaded_answer()),
+            },
+        };
+        let s = &self.slots[slot as usize];
+        let answer = match s.holder() {
+            None => self.grant(slot, client, ttl_ms, now, false),
+            Some(holder) if holder == client => self.grant_again(slot, ttl_ms, now, false),
+            Some(_) if wait_ms == 0 => Answer::bare(Status::LockAcquisitionTimeout),
+            Some(_) => {
+                if s.live_waiters() >= self.config.waiters_per_resource_max
+                    || self.waiters >= self.config.waiters_max
+                {
+                    return Some(self.overloaded_answer());
+                }
+                self.enqueue(now, request, slot, client, wait_ms, ttl_ms);
+                return None;
+            }
+        };
+        self.settle(slot);
+        Some(answer)
+    }
+
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        request: &Request<'_>,
+        slot: u32,
+        client: &[u8],
+        wait_ms: u32,
+        ttl_ms: u32,
+    ) {
+        assert!(wait_ms > 0);
+        let seq = self.wait_seq_next;
+        self.wait_seq_next += 1;
+        let waiter = Waiter {
+            seq,
+            id: request.id,
+            reply_to: request.reply_to,
+            client: client.into(),
+            deadline: now + Duration::from_millis(wait_ms.into()),
+            ttl_ms,
+            attempt: request.attempt,
+            live: true,
+        };
+        assert!(self.timers.insert(Timer::wait(&waiter, slot)));
+        let s = &mut self.slots[slot as usize];
+        assert!(s.hold_count > 0, "only a held lock is waited for");
+        s.queue
+            .get_or_insert_with(|| Box::new(WaitQueue::new()))
+            .push(waiter);
+        self.waiters += 1;
+        let session = self
+            .sessions
+            .get_mut(&request.id.session)
+            .expect("admitted");
+        let previous = session
+            .pending
+            .insert(request.id.request, Pending { slot, seq });
+        assert!(previous.is_none());
+        s.check();
+    }
+
+    fn release(&mut self, now: Instant, resource: &[u8], client: &[u8]) -> Answer {
+        let Some(slot) = self.lookup(resource) else {
+            return Answer::bare(Status::ResourceDoesNotExist);
+        };
+        let s = &mut self.slots[slot as usize];
+        if s.holder() != Some(client) {
+            return Answer::bare(Status::LockNotHeld);
+        }
+        s.hold_count -= 1;
+        let answer = Answer {
+            fencing_token: s.token,
+            hold_count: s.hold_count,
+            ..Answer::bare(Status::Ok)
+        };
+        if s.hold_count == 0 {
+            assert!(self.timers.remove(&Timer::hold(s, slot)));
+            self.held -= 1;
+            self.hand_off(slot, now);
+        }
+        self.settle(slot);
+        answer
+    }
+
+    fn renew(&mut self, now: Instant, resource: &[u8], client: &[u8], ttl_ms: u32) -> Answer {
+        let Some(slot) = self.lookup(resource) else {
+            return Answer::bare(Status::ResourceDoesNotExist);
+        };
+        let s = &self.slots[slot as usize];
+        if s.holder() != Some(client) {
+            return Answer::bare(Status::LockNotHeld);
+        }
+        let ttl_ms = if ttl_ms == 0 { s.hold_ttl_ms } else { ttl_ms };
+        self.set_expiry(slot, now + Duration::from_millis(ttl_ms.into()));
+        let s = &mut self.slots[slot as usize];
+        s.hold_ttl_ms = ttl_ms;
+        s.check();
+        Answer {
+            fencing_token: s.token,
+            hold_count: s.hold_count,
+            lease_ms: ttl_ms,
+            ..Answer::bare(Status::Ok)
+        }
+    }
+
+    fn configure(&mut self, resource: &[u8], default_ttl_ms: u32) -> Answer {
+        let slot = match self.lookup(resource) {
+            Some(slot) => slot,
+            // Clearing the default of an unknown resource: it already has none.
+            None if default_ttl_ms == 0 => return Answer::bare(Status::Ok),
+            None => match self.create(resource, &[]) {
+                Some(slot) => slot,
+                None => return self.overloaded_answer(),
+            },
+        };
+        self.slots[slot as usize].default_ttl_ms = default_ttl_ms;
+        self.settle(slot);
+        Answer {
+            lease_ms: default_ttl_ms,
+            ..Answer::bare(Status::Ok)
+        }
+    }
+
+    fn status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {
+        let Some(slot) = self.lookup(resource) else {
+            return (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY);
+        };
+        let s = &self.slots[slot as usize];
+        let waiter_count = s.live_waiters();
+        let Some(holder) = s.holder() else {
+            return (
+                Answer {
+                    waiter_count,
+                    ..Answer::bare(Status::Ok)
+                },
+                IdBuf::EMPTY,
+            );
+        };
+        // Due timers fired before this request, so a held lock expires after `now`.
+        assert!(s.expiry > now);
+        let remaining_ms = s.expiry.saturating_since(now).as_millis();
+        let answer = Answer {
+            fencing_token: s.token,
+            hold_count: s.hold_count,
+            lease_ms: u32::try_from(remaining_ms).expect("a lease is at most ttl_ms_max"),
+            waiter_count,
+            ..Answer::bare(Status::Ok)
+        };
+        (answer, IdBuf::new(holder))
+    }
+
+    /// A new hold for `client` on the free lock in `slot`, granted at `at`.
+    fn grant(
+        &mut self,
+        slot: u32,
+        client: &[u8],
+        ttl_ms: u32,
+        at: Instant,
+        queued: bool,
+    ) -> Answer {
+        let ttl_ms = self.ttl_ms(slot, ttl_ms);
+        let token = self.token_next;
+        self.token_next = token.checked_add(1).expect("fencing tokens exhausted");
+        let s = &mut self.slots[slot as usize];
+        assert!(s.hold_count == 0, "granting a held lock");
+        // Fencing (WIRE.md, lock semantics): tokens strictly increase per resource.
+        assert!(token > s.token, "fencing token {token} after {}", s.token);
+        s.set_holder(client);
+        s.hold_count = 1;
+        s.token = token;
+        s.hold_ttl_ms = ttl_ms;
+        s.expiry = at + Duration::from_millis(ttl_ms.into());
+        assert!(self.timers.insert(Timer::hold(s, slot)));
+        self.held += 1;
+        Answer {
+            fencing_token: token,
+            hold_count: 1,
+            lease_ms: ttl_ms,
+            queued,
+            ..Answer::bare(Status::Ok)
+        }
+    }
+
+    /// One more re-entrant hold for the lock's holder, granted at `at`.
+    fn grant_again(&mut self, slot: u32, ttl_ms: u32, at: Instant, queued: bool) -> Answer {
+        let ttl_ms = self.ttl_ms(slot, ttl_ms);
+        let s = &self.slots[slot as usize];
+        assert!(s.hold_count > 0, "re-entering a free lock");
+        if s.hold_count >= self.config.holds_per_lock_max {
+            return Answer {
+                queued,
+                ..Answer::bare(Status::HoldLimitExceeded)
+            };
+        }
+        let expiry = s.expiry.max(at + Duration::from_millis(ttl_ms.into()));
+        self.set_expiry(slot, expiry);
+        let s = &mut self.slots[slot as usize];
+        s.hold_count += 1;
+        s.hold_ttl_ms = ttl_ms;
+        Answer {
+            fencing_token: s.token,
+            hold_count: s.hold_count,
+            lease_ms: ttl_ms,
+            queued,
+            ..Answer::bare(Status::Ok)
+        }
+    }
+
+    /// The TTL for an acquire asking `ttl_ms`: its own, else the resource's, else the server's.
+    fn ttl_ms(&self, slot: u32, ttl_ms: u32) -> u32 {
+        let default_ttl_ms = self.slots[slot as usize].default_ttl_ms;
+        [ttl_ms, default_ttl_ms, self.config.ttl_default_ms]
+            .into_iter()
+            .find(|&ttl_ms| ttl_ms != 0)
+            .expect("ttl_default_ms is validated non-zero")
+    }
+
+    /// Moves the held lock's expiry timer to `expiry`.
+    fn set_expiry(&mut self, slot: u32, expiry: Instant) {
+        let s = &mut self.slots[slot as usize];
+        assert!(s.hold_count > 0);
+        assert!(self.timers.remove(&Timer::hold(s, slot)));
+        s.expiry = expiry;
+        assert!(self.timers.insert(Timer::hold(s, slot)));
+    }
+
+    /// The lock in `slot` has just become free at `at`: grants it to the head waiter, then to
+    /// the new holder's own acquires queued right behind it (WIRE.md, lock semantics: waiting).
+    fn hand_off(&mut self, slot: u32, at: Instant) {
+        enum Step {
+            TimeOut,
+            Grant,
+            GrantAgain,
+        }
+        assert!(self.slots[slot as usize].hold_count == 0);
+        loop {
+            let s = &self.slots[slot as usize];
+            let Some(head) = s.queue.as_deref().and_then(WaitQueue::front) else {
+                break;
+            };
+            // A deadline at `at` fires at `at` too (a timer ordered after this one).
+            let step = if head.deadline <= at {
+                Step::TimeOut
+            } else {
+                match s.holder() {
+                    None => Step::Grant,
+                    Some(holder) if *holder == *head.client => Step::GrantAgain,
+                    Some(_) => break,
+                }
+            };
+            let queue = self.slots[slot as usize]
+                .queue
+                .as_deref_mut()
+                .expect("non-empty");
+            let waiter = queue.pop_front();
+            self.waiters -= 1;
+            assert!(self.timers.remove(&Timer::wait(&waiter, slot)));
+            let answer = match step {
+                Step::TimeOut => Answer {
+                    queued: true,
+                    ..Answer::bare(Status::LockAcquisitionTimeout)
+                },
+                Step::Grant => self.grant(slot, &waiter.client, waiter.ttl_ms, at, true),
+                Step::GrantAgain => self.grant_again(slot, waiter.ttl_ms, at, true),
+            };
+            self.answer_waiter(&waiter, answer);
+        }
+    }
+
+    /// A hold's lease ended without renewal: free it entirely and hand the lock on.
+    fn expire(&mut self, timer: Timer) {
+        let s = &mut self.slots[timer.slot as usize];
+        assert!(s.hold_count > 0 && s.token == timer.seq && s.expiry == timer.due);
+        s.hold_count = 0;
+        self.held -= 1;
+        self.hand_off(timer.slot, timer.due);
+        self.settle(timer.slot);
+    }
+
+    /// A waiter's deadline passed: LOCK_ACQUISITION_TIMEOUT.
+    fn time_out(&mut self, timer: Timer) {
+        let queue = self.slots[timer.slot as usize]
+            .queue
+            .as_deref_mut()
+            .expect("a wait timer points at a queue");
+        let waiter = queue.remove(timer.seq);
+        assert!(waiter.deadline == timer.due);
+        self.waiters -= 1;
+        let answer = Answer {
+            queued: true,
+            ..Answer::bare(Status::LockAcquisitionTimeout)
+        };
+        self.answer_waiter(&waiter, answer);
+        self.settle(timer.slot);
+    }
+
+    /// The final answer to a queued acquire: remembered, and sent to its latest address.
+    fn answer_waiter(&mut self, waiter: &Waiter, answer: Answer) {
+        assert!(answer.queued);
+        let session = self
+            .sessions
+            .get_mut(&waiter.id.session)
+            .expect("a session with a queued request is never forgotten");
+        let pending = session.pending.remove(&waiter.id.request);
+        assert!(pending.is_some_and(|pending| pending.seq == waiter.seq));
+        self.remember(waiter.id, CommandKind::Acquire, answer, waiter.attempt);
+        self.replies.push_back(Reply {
+            to: waiter.reply_to,
+            id: waiter.id,
+            attempt: waiter.attempt,
+            kind: CommandKind::Acquire,
+            answer,
+            holder: IdBuf::EMPTY,
+        });
+    }
+
+    /// Remembers the final answer to `id`, evicting the session's smallest request id when
+    /// full (which makes every id up to it expired).
+    fn remember(&mut self, id: RequestId, kind: CommandKind, answer: Answer, attempt: u16) {
+        assert!(!matches!(
+            answer.status,
+            Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
+        ));
+        let answers_max = self.config.answers_per_session_max as usize;
+        let session = self.sessions.get_mut(&id.session).expect("admitted");
+        let remembered = Remembered {
+            kind,
+            answer,
+            attempt,
+        };
+        let previous = session.answers.insert(id.request, remembered);
+        assert!(previous.is_none(), "request {id:?} answered twice");
+        self.answers_remembered += 1;
+        while session.answers.len() > answers_max {
+            let (evicted, _) = session.answers.pop_first().expect("non-empty");
+            session.expired_through = session.expired_through.max(evicted);
+            self.answers_remembered -= 1;
+        }
+    }
+
+    /// Records activity of a known session at `now`.
+    fn touch(&mut self, session_id: u64, now: Instant) {
+        let session = self.sessions.get_mut(&session_id).expect("known session");
+        if session.active_last != now {
+            assert!(self
+                .sessions_idle
+                .remove(&(session.active_last, session_id)));
+            session.active_last = now;
+            assert!(self.sessions_idle.insert((now, session_id)));
+        }
+    }
+
+    fn forget_session(&mut self, session_id: u64) {
+        let session = self.sessions.remove(&session_id).expect("known session");
+        // A waiter's deadline (at most wait_ms_max after the session's last request) comes
+        // before the session's idle time (validate: session_idle_ms > wait_ms_max), and fires
+        // first: so no queued request is ever left without its session.
+        assert!(
+            session.pending.is_empty(),
+            "idle session {session_id} has queued requests"
+        );
+        self.answers_remembered -= session.answers.len() as u64;
+    }
+
+    fn lookup(&self, resource: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(resource, |slot| slots[slot as usize].resource())
+    }
+
+    /// A slot for the unknown `resource`, or `None` at `resources_max`. The caller makes it
+    /// known (grants or configures) and calls [`LockTable::settle`].
+    fn create(&mut self, resource: &[u8], holder_hint: &[u8]) -> Option<u32> {
+        if self.resources >= self.config.resources_max {
+            return None;
+        }
+        let slot = match self.slots_free.pop() {
+            Some(slot) => slot,
+            None => {
+                let slot = u32::try_from(self.slots.len()).expect("slots below resources_max");
+                self.slots.push(Slot::vacant());
+                slot
+            }
+        };
+        self.slots[slot as usize].occupy(resource, holder_hint);
+        self.index.insert(resource, slot);
+        self.resources += 1;
+        Some(slot)
+    }
+
+    /// Ends an operation on `slot`: drops what a lock no longer needs, and forgets a resource
+    /// that is free, unwaited and unconfigured (WIRE.md: a known resource is held, waited on,
+    /// or configured), so memory follows the locks in use.
+    fn settle(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if s.queue.as_deref().is_some_and(|queue| queue.live() == 0) {
+            s.queue = None;
+        }
+        if s.hold_count == 0 {
+            assert!(
+                s.queue.is_none(),
+                "a freed lock was handed to every live waiter"
+            );
+            if s.default_ttl_ms == 0 {
+                self.index.remove(s.resource(), slot);
+                s.vacate();
+                self.slots_free.push(slot);
+                self.resources -= 1;
+                return;
+            }
+            if s.ids.len() > usize::from(s.resource_len) {
+                s.ids = s.resource().into();
+            }
+        }
+        s.check();
+    }
+
+    /// Queues the answer to the request being handled.
+    fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer) {
+        self.push_reply(request, attempt, answer, IdBuf::EMPTY);
+    }
+
+    fn push_reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer, holder: IdBuf) {
+        assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
+        self.replies.push_back(Reply {
+            to: request.reply_to,
+            id: request.id,
+            attempt,
+            kind: request.command.kind(),
+            answer,
+            holder,
+        });
+    }
+
+    /// Checks every invariant of the whole table. O(n): tests only.
+    #[cfg(test)]
+    fn check_all(&self) {
+        let mut resources = 0;
+        let mut held = 0;
+        let mut waiters = 0;
+        for (number, s) in self.slots.iter().enumerate() {
+            if s.resource_len == 0 {
+                assert!(self.slots_free.contains(&(number as u32)));
+                continue;
+            }
+            s.check();
+            resources += 1;
+            assert_eq!(self.lookup(s.resource()), Some(number as u32));
+            if s.hold_count > 0 {
+                held += 1;
+                assert!(self.timers.contains(&Timer::hold(s, number as u32)));
+                assert!(s.token < self.token_next);
+            }
+            waiters += s.live_waiters();
+        }
+        assert_eq!(resources, self.resources);
+        assert_eq!(held, self.held);
+        assert_eq!(waiters, self.waiters);
+        assert_eq!(self.timers.len(), (held + waiters) as usize);
+        assert_eq!(self.sessions.len(), self.sessions_idle.len());
+        let answers: usize = self.sessions.values().map(|s| s.answers.len()).sum();
+        assert_eq!(answers as u64, self.answers_remembered);
+        let pending: usize = self.sessions.values().map(|s| s.pending.len()).sum();
+        assert_eq!(pending, waiters as usize);
+    }
+}

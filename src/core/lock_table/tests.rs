@@ -1,0 +1,910 @@
+//! Scenario tests of the lock table, one rule of WIRE.md "Lock semantics (server)" each.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use super::*;
+
+const S1: u64 = 0x5e55_0001;
+const S2: u64 = 0x5e55_0002;
+const S3: u64 = 0x5e55_0003;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+fn ms(ms: u64) -> Instant {
+    Instant::from_micros(ms * 1_000)
+}
+
+fn acquire<'a>(resource: &'a str, client: &'a str, wait_ms: u32, ttl_ms: u32) -> Command<'a> {
+    Command::Acquire {
+        resource: resource.as_bytes(),
+        client: client.as_bytes(),
+        wait_ms,
+        ttl_ms,
+    }
+}
+
+fn release<'a>(resource: &'a str, client: &'a str) -> Command<'a> {
+    Command::Release {
+        resource: resource.as_bytes(),
+        client: client.as_bytes(),
+    }
+}
+
+fn renew<'a>(resource: &'a str, client: &'a str, ttl_ms: u32) -> Command<'a> {
+    Command::Renew {
+        resource: resource.as_bytes(),
+        client: client.as_bytes(),
+        ttl_ms,
+    }
+}
+
+fn status(resource: &str) -> Command<'_> {
+    Command::Status {
+        resource: resource.as_bytes(),
+    }
+}
+
+fn configure(resource: &str, default_ttl_ms: u32) -> Command<'_> {
+    Command::Configure {
+        resource: resource.as_bytes(),
+        default_ttl_ms,
+    }
+}
+
+/// A table, a clock in milliseconds, and a request id counter per test.
+struct Harness {
+    table: LockTable,
+    now: Instant,
+    request_last: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(Config::default())
+    }
+
+    fn with(config: Config) -> Harness {
+        Harness {
+            table: LockTable::new(config),
+            now: Instant::ZERO,
+            request_last: 0,
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Reply> {
+        let replies = std::iter::from_fn(|| self.table.poll_reply()).collect();
+        self.table.check_all();
+        replies
+    }
+
+    /// Moves the clock to `at_ms` and fires due timers.
+    fn at(&mut self, at_ms: u64) -> Vec<Reply> {
+        self.now = ms(at_ms);
+        self.table.handle_timeout(self.now);
+        self.drain()
+    }
+
+    /// Sends one copy of request (session, request) from `port`; returns every reply produced.
+    fn send(
+        &mut self,
+        session: u64,
+        request: u64,
+        attempt: u16,
+        port: u16,
+        command: Command<'_>,
+    ) -> Vec<Reply> {
+        let request = Request {
+            id: RequestId { session, request },
+            attempt,
+            reply_to: addr(port),
+            command,
+        };
+        self.table.handle_request(self.now, request);
+        self.drain()
+    }
+
+    /// Sends a new request; returns its id and every reply produced.
+    fn new_request(&mut self, session: u64, command: Command<'_>) -> (RequestId, Vec<Reply>) {
+        self.request_last += 1;
+        let request = self.request_last;
+        let replies = self.send(session, request, 0, 1000, command);
+        (RequestId { session, request }, replies)
+    }
+
+    /// Sends a new request that must be answered at once, alone; returns the answer.
+    fn call(&mut self, session: u64, command: Command<'_>) -> Answer {
+        let (id, replies) = self.new_request(session, command);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert_eq!(replies[0].id, id);
+        assert_eq!(replies[0].kind, command.kind());
+        replies[0].answer
+    }
+
+    /// Sends a new request answered at once; returns its answer and the replies to queued
+    /// acquires it caused (a release hands the lock on), in order.
+    fn call_with_grants(&mut self, session: u64, command: Command<'_>) -> (Answer, Vec<Reply>) {
+        let (id, replies) = self.new_request(session, command);
+        let (own, grants): (Vec<Reply>, Vec<Reply>) = replies.into_iter().partition(|r| r.id == id);
+        assert_eq!(own.len(), 1, "{own:?}");
+        (own[0].answer, grants)
+    }
+
+    /// Sends an acquire that must be queued (answered WAITING alone); returns its id.
+    fn queue(&mut self, session: u64, command: Command<'_>) -> RequestId {
+        let (id, replies) = self.new_request(session, command);
+        let waiting = waiting(&replies);
+        assert_eq!(waiting.id, id);
+        id
+    }
+}
+
+/// The one reply in `replies`, which must be a WAITING (queued, not a final answer).
+fn waiting(replies: &[Reply]) -> Reply {
+    assert_eq!(replies.len(), 1, "expected one WAITING, got {replies:?}");
+    let r = replies[0];
+    assert_eq!(r.answer.status, Status::Waiting, "{r:?}");
+    assert_eq!(r.kind, CommandKind::Acquire);
+    assert!(!r.answer.queued && r.answer.fencing_token == 0 && r.answer.hold_count == 0);
+    assert!(r.answer.lease_ms > 0 && r.answer.waiter_count > 0, "{r:?}");
+    r
+}
+
+fn ok(answer: Answer) -> Answer {
+    assert_eq!(answer.status, Status::Ok, "{answer:?}");
+    answer
+}
+
+#[test]
+fn reentrant_acquire_three_times_frees_after_the_third_release() {
+    let mut h = Harness::new();
+    let first = ok(h.call(S1, acquire("r", "a", 0, 0)));
+    assert_eq!(
+        (first.hold_count, first.lease_ms, first.queued),
+        (1, 30_000, false)
+    );
+    for count in 2..=3 {
+        let again = ok(h.call(S1, acquire("r", "a", 0, 0)));
+        assert_eq!(again.hold_count, count);
+        assert_eq!(
+            again.fencing_token, first.fencing_token,
+            "re-entry keeps the token"
+        );
+    }
+    for remaining in [2, 1] {
+        let released = ok(h.call(S1, release("r", "a")));
+        assert_eq!(released.hold_count, remaining);
+        assert_eq!(released.fencing_token, first.fencing_token);
+        assert_eq!(
+            h.call(S2, acquire("r", "b", 0, 0)).status,
+            Status::LockAcquisitionTimeout
+        );
+    }
+    assert_eq!(ok(h.call(S1, release("r", "a"))).hold_count, 0);
+    assert_eq!(
+        h.table.stats().resources,
+        0,
+        "a free, unconfigured resource is forgotten"
+    );
+    let b = ok(h.call(S2, acquire("r", "b", 0, 0)));
+    assert!(b.fencing_token > first.fencing_token);
+}
+
+#[test]
+fn waiters_are_granted_in_fifo_order() {
+    let mut h = Harness::new();
+    let holder = ok(h.call(S1, acquire("r", "a", 0, 0)));
+    let waiting: Vec<(RequestId, &str)> = ["b", "c", "d"]
+        .into_iter()
+        .map(|client| (h.queue(S2, acquire("r", client, 10_000, 0)), client))
+        .collect();
+    assert_eq!(h.table.stats().waiters, 3);
+    let mut token_last = holder.fencing_token;
+    let mut holder_client = "a";
+    for (id, client) in waiting {
+        let (released, grants) = h.call_with_grants(S1, release("r", holder_client));
+        ok(released);
+        assert_eq!(grants.len(), 1, "{grants:?}");
+        let grant = grants[0];
+        assert_eq!(grant.id, id, "granted in arrival order");
+        assert!(grant.answer.queued);
+        assert!(grant.answer.fencing_token > token_last);
+        token_last = grant.answer.fencing_token;
+        holder_client = client;
+    }
+    assert_eq!(h.table.stats().waiters, 0);
+}
+
+#[test]
+fn expiry_frees_and_grants_the_next_waiter_with_a_fresh_token() {
+    let mut h = Harness::new();
+    let first = ok(h.call(S1, acquire("r", "a", 0, 100)));
+    let id = h.queue(S2, acquire("r", "b", 1_000, 50));
+    assert!(h.at(99).is_empty(), "the lease lasts 100 ms");
+    let replies = h.at(100);
+    assert_eq!(replies.len(), 1);
+    let grant = replies[0];
+    assert_eq!(
+        (grant.id, grant.to, grant.kind),
+        (id, addr(1000), CommandKind::Acquire)
+    );
+    let answer = ok(grant.answer);
+    assert!(answer.queued);
+    assert!(answer.fencing_token > first.fencing_token);
+    assert_eq!((answer.hold_count, answer.lease_ms), (1, 50));
+    // The old holder lost it entirely.
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    // The new lease is counted from the grant: it ends at 150 ms.
+    assert_eq!(h.table.poll_timeout(), Some(ms(150)));
+}
+
+#[test]
+fn a_late_timeout_call_hands_the_lock_over_at_the_expiry_time() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    h.queue(S2, acquire("r", "b", 1_000, 50));
+    // Called 30 ms late: b was granted at 100 ms, so 20 ms of its 50 ms lease are left.
+    let replies = h.at(130);
+    assert_eq!(replies.len(), 1);
+    let state = ok(h.call(S3, status("r")));
+    assert_eq!(state.lease_ms, 20);
+    // Called so late that b's lease also ended: the lock is free and forgotten.
+    h.at(500);
+    assert_eq!(h.call(S3, status("r")).status, Status::ResourceDoesNotExist);
+}
+
+#[test]
+fn waiter_deadline_answers_lock_acquisition_timeout() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let long = h.queue(S2, acquire("r", "b", 500, 0));
+    let short = h.queue(S2, acquire("r", "c", 200, 0));
+    assert!(h.at(199).is_empty());
+    // The short waiter, behind the long one, leaves from the middle of the queue.
+    let replies = h.at(200);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].id, short);
+    assert_eq!(replies[0].answer.status, Status::LockAcquisitionTimeout);
+    assert!(replies[0].answer.queued);
+    assert_eq!(ok(h.call(S3, status("r"))).waiter_count, 1);
+    let replies = h.at(500);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].id, long);
+    assert_eq!(replies[0].answer.status, Status::LockAcquisitionTimeout);
+    assert_eq!(h.table.stats().waiters, 0);
+    // wait_ms = 0 never queues.
+    assert_eq!(
+        h.call(S2, acquire("r", "d", 0, 0)).status,
+        Status::LockAcquisitionTimeout
+    );
+}
+
+#[test]
+fn a_deadline_at_the_expiry_instant_times_out_rather_than_being_granted() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    let waiter = h.queue(S2, acquire("r", "b", 100, 0));
+    let replies = h.at(100);
+    assert_eq!(replies.len(), 1);
+    assert_eq!(replies[0].id, waiter);
+    assert_eq!(replies[0].answer.status, Status::LockAcquisitionTimeout);
+    assert_eq!(h.table.stats().resources, 0);
+}
+
+#[test]
+fn fencing_tokens_increase_across_forget_and_recreate() {
+    let mut h = Harness::new();
+    let mut token_last = 0;
+    for round in 0..5 {
+        let grant = ok(h.call(S1, acquire("r", "a", 0, 0)));
+        assert!(grant.fencing_token > token_last, "round {round}");
+        token_last = grant.fencing_token;
+        // Another resource in between takes tokens from the same counter.
+        let other = ok(h.call(S1, acquire("other", "a", 0, 0)));
+        assert!(other.fencing_token > token_last);
+        ok(h.call(S1, release("r", "a")));
+        ok(h.call(S1, release("other", "a")));
+        assert_eq!(h.table.stats().resources, 0, "both forgotten");
+    }
+    assert_eq!(token_last, 9, "one counter: starts at 1, +1 per new hold");
+    assert_eq!(h.table.stats().fencing_token_last, 10);
+}
+
+#[test]
+fn duplicate_acquire_returns_the_first_answer_without_a_second_effect() {
+    let mut h = Harness::new();
+    let first = h.send(S1, 7, 0, 1000, acquire("r", "a", 0, 0));
+    h.at(5);
+    let again = h.send(S1, 7, 3, 2000, acquire("r", "a", 0, 0));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].answer, first[0].answer);
+    assert_eq!(
+        again[0].attempt, 0,
+        "the attempt the answer was produced for"
+    );
+    assert_eq!(again[0].to, addr(2000), "to the latest address");
+    assert_eq!(
+        ok(h.call(S2, status("r"))).hold_count,
+        1,
+        "not re-entered twice"
+    );
+}
+
+#[test]
+fn duplicate_release_and_renew_return_the_first_answer() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 1_000)));
+    ok(h.call(S1, acquire("r", "a", 0, 1_000)));
+    let released = h.send(S1, 50, 0, 1000, release("r", "a"));
+    assert_eq!(released[0].answer.hold_count, 1);
+    let again = h.send(S1, 50, 1, 1000, release("r", "a"));
+    assert_eq!(again[0].answer, released[0].answer);
+    assert_eq!(ok(h.call(S2, status("r"))).hold_count, 1, "released once");
+
+    h.at(400);
+    let renewed = h.send(S1, 60, 0, 1000, renew("r", "a", 2_000));
+    assert_eq!(renewed[0].answer.lease_ms, 2_000);
+    h.at(900);
+    let again = h.send(S1, 60, 1, 1000, renew("r", "a", 2_000));
+    assert_eq!(again[0].answer, renewed[0].answer);
+    assert_eq!(
+        ok(h.call(S2, status("r"))).lease_ms,
+        1_500,
+        "not renewed again at 900 ms"
+    );
+}
+
+#[test]
+fn duplicate_of_a_timed_out_acquire_never_requeues() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    waiting(&h.send(S2, 9, 0, 1000, acquire("r", "b", 100, 0)));
+    let timed_out = h.at(100);
+    assert_eq!(timed_out[0].answer.status, Status::LockAcquisitionTimeout);
+    let again = h.send(S2, 9, 4, 1000, acquire("r", "b", 100, 0));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].answer, timed_out[0].answer);
+    assert!(again[0].answer.queued);
+    assert_eq!(h.table.stats().waiters, 0);
+    // Even once the lock is free, the old request id is not executed.
+    ok(h.call(S1, release("r", "a")));
+    let again = h.send(S2, 9, 5, 1000, acquire("r", "b", 100, 0));
+    assert_eq!(again[0].answer.status, Status::LockAcquisitionTimeout);
+    assert_eq!(h.table.stats().held, 0);
+}
+
+#[test]
+fn duplicate_of_a_queued_acquire_updates_address_and_attempt_and_is_granted_once() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    let first = waiting(&h.send(S2, 3, 0, 1000, acquire("r", "b", 5_000, 0)));
+    assert_eq!(
+        (first.to, first.attempt, first.answer.lease_ms),
+        (addr(1000), 0, 30_000)
+    );
+    // A keepalive is told WAITING again, at its own address, echoing its attempt.
+    let keepalive = waiting(&h.send(S2, 3, 2, 2000, acquire("r", "b", 5_000, 0)));
+    assert_eq!((keepalive.to, keepalive.attempt), (addr(2000), 2));
+    // An older copy arriving late moves the address but not the attempt back.
+    let late = waiting(&h.send(S2, 3, 1, 3000, acquire("r", "b", 5_000, 0)));
+    assert_eq!((late.to, late.attempt), (addr(3000), 2));
+    assert_eq!(h.table.stats().waiters, 1);
+    let (released, grants) = h.call_with_grants(S1, release("r", "a"));
+    ok(released);
+    assert_eq!(grants.len(), 1);
+    let grant = grants[0];
+    assert_eq!(
+        grant.id,
+        RequestId {
+            session: S2,
+            request: 3
+        }
+    );
+    assert_eq!((grant.to, grant.attempt), (addr(3000), 2));
+    assert_eq!(ok(h.call(S3, status("r"))).hold_count, 1);
+    let again = h.send(S2, 3, 3, 4000, acquire("r", "b", 5_000, 0));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].answer, grant.answer);
+    assert_eq!((again[0].to, again[0].attempt), (addr(4000), 2));
+    assert_eq!(ok(h.call(S3, status("r"))).hold_count, 1, "granted once");
+}
+
+#[test]
+fn a_request_id_reused_for_another_operation_is_refused() {
+    let mut h = Harness::new();
+    ok(h.send(S1, 1, 0, 1000, acquire("r", "a", 0, 0))[0].answer);
+    let reused = h.send(S1, 1, 0, 1000, release("r", "a"));
+    assert_eq!(reused[0].answer.status, Status::InvalidArgument);
+    assert_eq!(ok(h.call(S2, status("r"))).hold_count, 1);
+}
+
+#[test]
+fn request_below_the_window_gets_request_expired() {
+    let config = Config {
+        answers_per_session_max: 3,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    for request in 1..=4 {
+        ok(h.send(S1, request, 0, 1000, configure("r", 1_000 + request as u32))[0].answer);
+    }
+    assert_eq!(h.table.stats().answers_remembered, 3);
+    // Request 1 was evicted: its outcome is unknown and it is not run again.
+    let expired = h.send(S1, 1, 1, 1000, configure("r", 1_001));
+    assert_eq!(expired[0].answer.status, Status::RequestExpired);
+    assert_eq!(ok(h.call(S2, configure("r", 0))).lease_ms, 0);
+    // Ids 2..=4 are still remembered.
+    assert_eq!(
+        h.send(S1, 2, 1, 1000, configure("r", 1))[0].answer.lease_ms,
+        1_002
+    );
+    // Another session's window is its own.
+    ok(h.send(S3, 1, 0, 1000, configure("q", 5))[0].answer);
+}
+
+#[test]
+fn resources_max_gives_overloaded_with_a_retry_hint() {
+    let config = Config {
+        resources_max: 2,
+        retry_after_ms: 25,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    ok(h.call(S1, acquire("r1", "a", 0, 0)));
+    ok(h.call(S1, configure("r2", 100)));
+    let refused = h.call(S1, acquire("r3", "a", 0, 0));
+    assert_eq!(
+        (refused.status, refused.retry_after_ms),
+        (Status::Overloaded, 25)
+    );
+    assert_eq!(h.call(S1, configure("r3", 100)).status, Status::Overloaded);
+    // Known resources still work, and freeing one makes room.
+    ok(h.call(S1, acquire("r2", "a", 0, 0)));
+    ok(h.call(S1, configure("r2", 0)));
+    ok(h.call(S1, release("r2", "a")));
+    ok(h.call(S1, acquire("r3", "a", 0, 0)));
+}
+
+#[test]
+fn an_overloaded_request_is_not_remembered_and_may_be_retried() {
+    let config = Config {
+        resources_max: 1,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    ok(h.call(S1, acquire("r1", "a", 0, 0)));
+    let refused = h.send(S2, 1, 0, 1000, acquire("r2", "b", 0, 0));
+    assert_eq!(refused[0].answer.status, Status::Overloaded);
+    ok(h.call(S1, release("r1", "a")));
+    let retried = h.send(S2, 1, 1, 1000, acquire("r2", "b", 0, 0));
+    assert_eq!(ok(retried[0].answer).hold_count, 1);
+}
+
+#[test]
+fn waiters_per_resource_max_and_waiters_max_give_overloaded() {
+    let config = Config {
+        waiters_per_resource_max: 2,
+        waiters_max: 3,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    ok(h.call(S1, acquire("q", "a", 0, 0)));
+    h.queue(S2, acquire("r", "b", 1_000, 0));
+    h.queue(S2, acquire("r", "c", 1_000, 0));
+    assert_eq!(
+        h.call(S2, acquire("r", "d", 1_000, 0)).status,
+        Status::Overloaded
+    );
+    h.queue(S2, acquire("q", "b", 1_000, 0));
+    assert_eq!(
+        h.call(S2, acquire("q", "c", 1_000, 0)).status,
+        Status::Overloaded
+    );
+    assert_eq!(h.table.stats().waiters, 3);
+    // The holder's own re-entry is not a waiter.
+    ok(h.call(S1, acquire("r", "a", 1_000, 0)));
+}
+
+#[test]
+fn holds_per_lock_max_gives_hold_limit_exceeded() {
+    let config = Config {
+        holds_per_lock_max: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    assert_eq!(
+        h.call(S1, acquire("r", "a", 0, 0)).status,
+        Status::HoldLimitExceeded
+    );
+    assert_eq!(ok(h.call(S2, status("r"))).hold_count, 2);
+}
+
+#[test]
+fn sessions_max_gives_overloaded_to_a_new_session_only() {
+    let config = Config {
+        sessions_max: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    ok(h.call(S2, acquire("q", "b", 0, 0)));
+    assert_eq!(
+        h.call(S3, acquire("x", "c", 0, 0)).status,
+        Status::Overloaded
+    );
+    assert_eq!(h.table.stats().sessions, 2);
+    // STATUS keeps no session state, so it is served anyway.
+    ok(h.call(S3, status("r")));
+    ok(h.call(S1, release("r", "a")));
+}
+
+#[test]
+fn answers_per_session_max_also_bounds_queued_requests() {
+    let config = Config {
+        answers_per_session_max: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::with(config);
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    h.queue(S2, acquire("r", "b", 1_000, 0));
+    h.queue(S2, acquire("r", "c", 1_000, 0));
+    assert_eq!(
+        h.call(S2, acquire("r", "d", 1_000, 0)).status,
+        Status::Overloaded
+    );
+    assert_eq!(h.call(S2, status("r")).waiter_count, 2);
+}
+
+#[test]
+fn arguments_out_of_range_give_invalid_argument() {
+    let config = Config::default();
+    let mut h = Harness::with(config.clone());
+    let long = "x".repeat(ID_LEN_MAX + 1);
+    let longest = "x".repeat(ID_LEN_MAX);
+    let invalid = [
+        acquire("", "a", 0, 0),
+        acquire("r", "", 0, 0),
+        acquire(&long, "a", 0, 0),
+        acquire("r", &long, 0, 0),
+        acquire("r", "a", config.wait_ms_max + 1, 0),
+        acquire("r", "a", 0, config.ttl_ms_max + 1),
+        renew("r", "a", config.ttl_ms_max + 1),
+        release("r", ""),
+        status(""),
+        configure("r", config.ttl_ms_max + 1),
+    ];
+    for command in invalid {
+        assert_eq!(
+            h.call(S1, command).status,
+            Status::InvalidArgument,
+            "{command:?}"
+        );
+    }
+    assert_eq!(
+        h.send(0, 1, 0, 1000, status("r"))[0].answer.status,
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        h.send(S1, 0, 0, 1000, status("r"))[0].answer.status,
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        h.table.stats(),
+        Stats::default(),
+        "nothing changed, not even a session"
+    );
+    let grant = ok(h.call(
+        S1,
+        acquire(&longest, &longest, config.wait_ms_max, config.ttl_ms_max),
+    ));
+    assert_eq!(grant.lease_ms, config.ttl_ms_max);
+    let state = ok(h.call(S1, status(&longest)));
+    assert_eq!(state.lease_ms, config.ttl_ms_max);
+    let holder = h.send(S1, 999, 0, 1000, status(&longest))[0].holder;
+    assert_eq!(holder.as_slice(), longest.as_bytes());
+}
+
+#[test]
+fn an_idle_session_is_forgotten() {
+    let config = Config::default();
+    let idle_ms = u64::from(config.session_idle_ms);
+    let mut h = Harness::with(config);
+    h.send(S1, 1, 0, 1000, acquire("r", "a", 0, 0));
+    h.at(1_000);
+    h.send(S1, 2, 0, 1000, release("r", "a"));
+    assert_eq!(h.table.poll_timeout(), Some(ms(1_000 + idle_ms)));
+    h.at(idle_ms + 999);
+    assert_eq!(h.table.stats().sessions, 1, "activity at 1 s counts");
+    h.at(idle_ms + 1_000);
+    assert_eq!(h.table.stats().sessions, 0);
+    assert_eq!(h.table.stats().answers_remembered, 0);
+    assert_eq!(h.table.poll_timeout(), None);
+    // Forgotten: request 1 now runs as new.
+    ok(h.send(S1, 1, 0, 1000, acquire("r", "a", 0, 0))[0].answer);
+    assert_eq!(ok(h.call(S2, status("r"))).hold_count, 1);
+}
+
+#[test]
+fn lock_not_held_and_resource_does_not_exist() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.call(S1, release("r", "a")).status,
+        Status::ResourceDoesNotExist
+    );
+    assert_eq!(
+        h.call(S1, renew("r", "a", 0)).status,
+        Status::ResourceDoesNotExist
+    );
+    assert_eq!(h.call(S1, status("r")).status, Status::ResourceDoesNotExist);
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    assert_eq!(h.call(S2, release("r", "b")).status, Status::LockNotHeld);
+    assert_eq!(h.call(S2, renew("r", "b", 0)).status, Status::LockNotHeld);
+    // A known but free resource (kept by its configuration).
+    ok(h.call(S1, configure("r", 500)));
+    ok(h.call(S1, release("r", "a")));
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_eq!(h.table.stats().resources, 1);
+}
+
+#[test]
+fn configured_default_ttl_is_used_by_acquire_and_can_be_cleared() {
+    let mut h = Harness::new();
+    assert_eq!(ok(h.call(S1, configure("r", 5_000))).lease_ms, 5_000);
+    assert_eq!(
+        h.table.stats().resources,
+        1,
+        "configuring makes a resource known"
+    );
+    assert_eq!(ok(h.call(S1, acquire("r", "a", 0, 0))).lease_ms, 5_000);
+    assert_eq!(
+        ok(h.call(S1, acquire("r", "a", 0, 700))).lease_ms,
+        700,
+        "the acquire's own wins"
+    );
+    ok(h.call(S1, release("r", "a")));
+    ok(h.call(S1, release("r", "a")));
+    assert_eq!(h.table.stats().resources, 1, "still configured");
+    assert_eq!(ok(h.call(S1, configure("r", 0))).lease_ms, 0);
+    assert_eq!(
+        h.table.stats().resources,
+        0,
+        "free, unwaited and unconfigured: forgotten"
+    );
+    assert_eq!(
+        ok(h.call(S1, acquire("r", "a", 0, 0))).lease_ms,
+        30_000,
+        "the server default"
+    );
+    // Clearing an unknown resource's default creates nothing.
+    ok(h.call(S1, configure("unknown", 0)));
+    assert_eq!(h.table.stats().resources, 1);
+}
+
+#[test]
+fn renew_extends_the_expiry() {
+    let mut h = Harness::new();
+    let grant = ok(h.call(S1, acquire("r", "a", 0, 100)));
+    h.at(80);
+    let renewed = ok(h.call(S1, renew("r", "a", 0)));
+    assert_eq!(
+        (renewed.lease_ms, renewed.fencing_token, renewed.hold_count),
+        (100, grant.fencing_token, 1)
+    );
+    h.at(179);
+    assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 1);
+    let renewed = ok(h.call(S1, renew("r", "a", 1_000)));
+    assert_eq!(renewed.lease_ms, 1_000);
+    h.at(1_178);
+    assert_eq!(ok(h.call(S2, status("r"))).hold_count, 1);
+    // A renew with 0 reuses the hold's current TTL, now 1000 ms.
+    assert_eq!(ok(h.call(S1, renew("r", "a", 0))).lease_ms, 1_000);
+    assert!(h.at(2_177).is_empty());
+    h.at(2_178);
+    assert_eq!(h.call(S2, status("r")).status, Status::ResourceDoesNotExist);
+}
+
+#[test]
+fn reentrant_acquire_extends_to_the_later_expiry() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 1_000)));
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    assert_eq!(
+        ok(h.call(S2, status("r"))).lease_ms,
+        1_000,
+        "never shortened"
+    );
+    h.at(500);
+    ok(h.call(S1, acquire("r", "a", 0, 800)));
+    assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 800);
+}
+
+#[test]
+fn status_reports_holder_count_token_lease_and_waiters() {
+    let mut h = Harness::new();
+    let grant = ok(h.call(S1, acquire("r", "alice", 0, 2_000)));
+    ok(h.call(S1, acquire("r", "alice", 0, 0)));
+    h.queue(S2, acquire("r", "bob", 1_000, 0));
+    h.queue(S2, acquire("r", "carol", 500, 0));
+    h.at(1);
+    let (_, replies) = h.new_request(S3, status("r"));
+    let reply = replies[0];
+    assert_eq!(reply.kind, CommandKind::Status);
+    assert_eq!(reply.holder.as_slice(), b"alice");
+    let state = ok(reply.answer);
+    assert_eq!(state.hold_count, 2);
+    assert_eq!(state.fencing_token, grant.fencing_token);
+    assert_eq!(state.lease_ms, 29_999, "remaining, rounded down");
+    assert_eq!(state.waiter_count, 2);
+    assert!(!state.queued);
+    // Status is not remembered: a repeat sees the current state.
+    h.at(500);
+    let again = h.send(S3, replies[0].id.request, 1, 1000, status("r"));
+    assert_eq!(again[0].answer.waiter_count, 1);
+    // Remembered: the two acquires of S1 and the time-out of carol; no status.
+    assert_eq!(h.table.stats().answers_remembered, 3);
+    // A free, configured resource.
+    ok(h.call(S1, configure("free", 10)));
+    let (_, replies) = h.new_request(S3, status("free"));
+    assert!(replies[0].holder.is_empty());
+    assert_eq!(replies[0].answer, Answer::bare(Status::Ok));
+}
+
+#[test]
+fn poll_timeout_is_the_earliest_due_timer() {
+    let mut h = Harness::new();
+    let idle_ms = u64::from(h.table.config().session_idle_ms);
+    assert_eq!(h.table.poll_timeout(), None);
+    ok(h.call(S1, acquire("r", "a", 0, 5_000)));
+    assert_eq!(h.table.poll_timeout(), Some(ms(5_000)));
+    h.queue(S2, acquire("r", "b", 2_000, 0));
+    assert_eq!(h.table.poll_timeout(), Some(ms(2_000)));
+    ok(h.call(S1, acquire("q", "a", 0, 1_000)));
+    assert_eq!(h.table.poll_timeout(), Some(ms(1_000)));
+    ok(h.call(S1, release("q", "a")));
+    assert_eq!(
+        h.table.poll_timeout(),
+        Some(ms(2_000)),
+        "a released hold's timer is gone"
+    );
+    h.at(2_000);
+    assert_eq!(h.table.poll_timeout(), Some(ms(5_000)));
+    ok(h.call(S1, release("r", "a")));
+    // Only sessions are left: S2's last request was at 0.
+    assert_eq!(h.table.poll_timeout(), Some(ms(idle_ms)));
+}
+
+#[test]
+fn hand_off_grants_the_new_holders_queued_acquires_too() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    let b1 = h.queue(S2, acquire("r", "b", 1_000, 0));
+    let b2 = h.queue(S2, acquire("r", "b", 1_000, 400));
+    let c = h.queue(S3, acquire("r", "c", 1_000, 0));
+    let b3 = h.queue(S2, acquire("r", "b", 1_000, 0));
+    let (released, grants) = h.call_with_grants(S1, release("r", "a"));
+    assert_eq!(ok(released).hold_count, 0);
+    let granted: Vec<(RequestId, u32)> =
+        grants.iter().map(|r| (r.id, r.answer.hold_count)).collect();
+    assert_eq!(
+        granted,
+        [(b1, 1), (b2, 2)],
+        "c is not b: b3 waits behind it"
+    );
+    assert_eq!(
+        grants[0].answer.fencing_token,
+        grants[1].answer.fencing_token
+    );
+    assert_eq!(grants[1].answer.lease_ms, 400);
+    let state = ok(h.call(S3, status("r")));
+    assert_eq!((state.hold_count, state.waiter_count), (2, 2));
+    ok(h.call(S2, release("r", "b")));
+    let (_, grants) = h.call_with_grants(S2, release("r", "b"));
+    assert_eq!(grants[0].id, c);
+    let (_, grants) = h.call_with_grants(S3, release("r", "c"));
+    assert_eq!(grants[0].id, b3);
+}
+
+#[test]
+fn a_client_can_hold_through_two_sessions_and_release_through_either() {
+    // The lock belongs to the client id, not the session (a restarted client keeps its lock).
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    assert_eq!(ok(h.call(S2, acquire("r", "a", 0, 0))).hold_count, 2);
+    assert_eq!(ok(h.call(S2, release("r", "a"))).hold_count, 1);
+}
+
+#[test]
+fn config_validate_names_the_broken_rule() {
+    assert_eq!(Config::default().validate(), Ok(()));
+    let cases = [
+        (
+            Config {
+                resources_max: 0,
+                ..Config::default()
+            },
+            "resources_max",
+        ),
+        (
+            Config {
+                waiters_max: 0,
+                ..Config::default()
+            },
+            "waiters_max",
+        ),
+        (
+            Config {
+                retry_after_ms: 0,
+                ..Config::default()
+            },
+            "retry_after_ms",
+        ),
+        (
+            Config {
+                ttl_default_ms: 3_600_001,
+                ..Config::default()
+            },
+            "ttl_default_ms",
+        ),
+        (
+            Config {
+                session_idle_ms: 359_999,
+                ..Config::default()
+            },
+            "session_idle_ms",
+        ),
+        (
+            Config {
+                wait_ms_max: 540_001,
+                ..Config::default()
+            },
+            "session_idle_ms",
+        ),
+    ];
+    for (config, field) in cases {
+        let error = config.validate().expect_err(field);
+        assert_eq!(error.field, field);
+        assert!(error.to_string().contains(field));
+    }
+    let boundary = Config {
+        session_idle_ms: 360_000,
+        ..Config::default()
+    };
+    assert_eq!(boundary.validate(), Ok(()));
+}
+
+#[test]
+#[should_panic(expected = "time went backwards")]
+fn time_never_goes_backwards() {
+    let mut h = Harness::new();
+    h.at(10);
+    h.table.handle_timeout(ms(9));
+}
+
+#[test]
+fn many_locks_come_and_go_without_leaking_slots() {
+    let mut h = Harness::new();
+    let names: Vec<String> = (0..1_000).map(|i| format!("lock-{i}")).collect();
+    for name in &names {
+        ok(h.call(S1, acquire(name, "a", 0, 0)));
+    }
+    assert_eq!(h.table.stats().held, 1_000);
+    for name in names.iter().step_by(2) {
+        ok(h.call(S1, release(name, "a")));
+    }
+    for name in &names {
+        ok(h.call(S2, acquire(name, "a", 0, 0)));
+    }
+    assert_eq!(h.table.slots.len(), 1_000, "freed slots are reused");
+    let stats = h.table.stats();
+    assert_eq!(
+        (stats.resources, stats.held, stats.timers),
+        (1_000, 1_000, 1_000)
+    );
+    h.at(30_000);
+    assert_eq!(h.table.stats().resources, 0);
+}

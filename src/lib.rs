@@ -1,0 +1,48 @@
+//! udplock: a distributed lock service for latency-sensitive programs.
+//!
+//! # Architecture
+//! ```text
+//!   udplock-protocol (protocol/)   the wire format: typed views over datagrams, no IO
+//!          ^
+//!   core (src/core/)               pure state machines: the lock table, the retransmit timer,
+//!          ^                       time as a value; no IO, no clock, no global randomness
+//!   node (src/node.rs)             IO shell of the server: one thread owns the UDP socket
+//!   client (src/client.rs)         IO shell of the client: blocking, thread-safe
+//!          ^
+//!   bench, the `udplock` binary
+//! ```
+//! A request travels: the [`Client`] encodes it into a stack buffer and sends it; the node's
+//! event-loop thread decodes it in place, applies it to the lock table with the current time,
+//! and sends the table's reply from the same thread; the calling thread itself receives the
+//! reply whenever it can (see [`client`]), so a call is one round trip and no thread hop.
+//!
+//! # Example
+//! ```
+//! use udplock::node::{Node, NodeConfig};
+//! use udplock::Client;
+//!
+//! let node = Node::start(NodeConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+//! let client = Client::connect(&[node.local_addr()]).unwrap();
+//!
+//! // The mission's API.
+//! client.acquire_lock("orders/42", "worker-7", 1_000).unwrap();
+//! client.release_lock("orders/42", "worker-7").unwrap();
+//!
+//! // A lease with its fencing token; re-entrant holds keep the token.
+//! let lease = client.acquire("orders/42", "worker-7", 1_000, Some(10_000)).unwrap();
+//! let again = client.acquire("orders/42", "worker-7", 1_000, None).unwrap();
+//! assert_eq!((again.hold_count, again.fencing_token), (2, lease.fencing_token));
+//! assert_eq!(client.release("orders/42", "worker-7").unwrap(), 1);
+//! assert_eq!(client.release("orders/42", "worker-7").unwrap(), 0);
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod bench;
+pub mod client;
+pub mod core;
+pub mod error;
+pub mod json;
+pub mod node;
+
+pub use client::{Client, ClientConfig, Lease, LockStatus};
+pub use error::LockError;

@@ -1,0 +1,373 @@
+//! The `udplock` command: run a node, take and release locks from the shell, benchmark.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use udplock::bench::{self, BenchConfig};
+use udplock::core::lock_table;
+use udplock::node::{Node, NodeConfig};
+use udplock::{json, Client, ClientConfig, LockError};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  3  lock acquisition timed out (held by another client for the whole --timeout-ms)
+  4  lock not held by this --client (release, renew)
+  5  no such resource (the server does not know it)
+  6  unavailable: no answer from the server before the deadline
+  1  anything else (bad arguments, overloaded, internal error)";
+
+#[derive(Parser)]
+#[command(name = "udplock", version, about = "A distributed lock service over compact UDP datagrams.", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a lock server node (blocks until killed).
+    Server(ServerArgs),
+    /// Take a lock, waiting up to --timeout-ms for it.
+    #[command(after_help = EXIT_CODES)]
+    Acquire(LockArgs),
+    /// Give back one hold of a lock (re-entrant locks need as many releases as acquires).
+    #[command(after_help = EXIT_CODES)]
+    Release(LockArgs),
+    /// Extend the lease of a held lock.
+    #[command(after_help = EXIT_CODES)]
+    Renew(LockArgs),
+    /// Show a lock's holder, hold count, fencing token, remaining TTL and waiters.
+    #[command(after_help = EXIT_CODES)]
+    Status(StatusArgs),
+    /// Set (or with 0, clear) a resource's default TTL.
+    #[command(after_help = EXIT_CODES)]
+    Configure(ConfigureArgs),
+    /// Measure latency against the raw UDP round trip (embedded node unless --servers).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7100")]
+    listen: SocketAddr,
+    /// Lease length when neither the acquire nor the resource names one.
+    #[arg(long, default_value_t = lock_table::Config::default().ttl_default_ms)]
+    ttl_default_ms: u32,
+    /// Longest lease an acquire or renew may ask for.
+    #[arg(long, default_value_t = lock_table::Config::default().ttl_ms_max)]
+    ttl_ms_max: u32,
+    /// Longest time an acquire may wait in the queue.
+    #[arg(long, default_value_t = lock_table::Config::default().wait_ms_max)]
+    wait_ms_max: u32,
+    /// Most resources the node keeps (held, waited on or configured).
+    #[arg(long, default_value_t = lock_table::Config::default().resources_max)]
+    resources_max: u32,
+    /// Most queued acquires on one resource.
+    #[arg(long, default_value_t = lock_table::Config::default().waiters_per_resource_max)]
+    waiters_per_resource_max: u32,
+    /// Deepest re-entrant hold count.
+    #[arg(long, default_value_t = lock_table::Config::default().holds_per_lock_max)]
+    holds_per_lock_max: u32,
+    /// Most client sessions remembered for duplicate detection.
+    #[arg(long, default_value_t = lock_table::Config::default().sessions_max)]
+    sessions_max: u32,
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// Server address(es), comma-separated. This version uses the first (the others are for
+    /// the replicated cluster to come).
+    #[arg(
+        long,
+        env = "UDPLOCK_SERVERS",
+        default_value = "127.0.0.1:7100",
+        value_delimiter = ','
+    )]
+    servers: Vec<String>,
+    /// Print one JSON object on stdout instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LockArgs {
+    /// The resource to lock (1 to 255 bytes).
+    resource: String,
+    /// Who holds the lock (1 to 255 bytes). The same --client can release it from another
+    /// process.
+    #[arg(long)]
+    client: String,
+    /// How long to wait for the lock (acquire) or for an answer (others), in milliseconds.
+    #[arg(long, default_value_t = 5_000)]
+    timeout_ms: u64,
+    /// Lease length in milliseconds (acquire, renew); default: the resource's default TTL.
+    #[arg(long)]
+    ttl_ms: Option<u32>,
+    #[command(flatten)]
+    conn: ClientArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The resource to inspect.
+    resource: String,
+    #[command(flatten)]
+    conn: ClientArgs,
+}
+
+#[derive(Args)]
+struct ConfigureArgs {
+    /// The resource to configure.
+    resource: String,
+    /// Default lease for acquires that name no TTL; 0 clears it (server default applies).
+    #[arg(long)]
+    default_ttl_ms: u32,
+    #[command(flatten)]
+    conn: ClientArgs,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Measure a running node instead of an embedded one.
+    #[arg(long, env = "UDPLOCK_SERVERS", value_delimiter = ',')]
+    servers: Option<Vec<String>>,
+    /// Samples per latency phase.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: u64,
+    /// Locks held by another client during the uncontended phase; several values make several
+    /// runs (e.g. 1000,1000000 for the scale check).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    held: Vec<u64>,
+    /// Numbers of clients contending for one lock, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "4,64")]
+    contenders: Vec<usize>,
+    /// Length of each contention run in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    contention_ms: u64,
+    /// Print one JSON object with every figure instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // --help and --version are successes; every usage error is exit code 1.
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("udplock: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
+    let mut out = Vec::new();
+    for s in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let addrs = s
+            .to_socket_addrs()
+            .map_err(|e| LockError::InvalidArgument(format!("server address {s:?}: {e}")))?;
+        out.extend(addrs.take(1));
+    }
+    if out.is_empty() {
+        return Err(LockError::InvalidArgument(
+            "no server address: pass --servers HOST:PORT or set UDPLOCK_SERVERS".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A client for the command's servers; `timeout_ms` bounds the wait for an answer to
+/// release, renew, status and configure (an acquire's wait is its own `--timeout-ms`).
+fn connect(conn: &ClientArgs, timeout_ms: Option<u64>) -> Result<Client, LockError> {
+    let mut config = ClientConfig::new(resolve(&conn.servers)?);
+    if let Some(t) = timeout_ms {
+        config.request_timeout_ms = t;
+    }
+    Client::new(config)
+}
+
+fn run(command: Command) -> Result<(), LockError> {
+    match command {
+        Command::Server(a) => {
+            let mut config = NodeConfig::new(a.listen);
+            config.table = lock_table::Config {
+                ttl_default_ms: a.ttl_default_ms,
+                ttl_ms_max: a.ttl_ms_max,
+                wait_ms_max: a.wait_ms_max,
+                resources_max: a.resources_max,
+                waiters_per_resource_max: a.waiters_per_resource_max,
+                holds_per_lock_max: a.holds_per_lock_max,
+                sessions_max: a.sessions_max,
+                ..lock_table::Config::default()
+            };
+            config
+                .table
+                .validate()
+                .map_err(|e| LockError::InvalidArgument(e.to_string()))?;
+            let node = Node::start(config).map_err(|e| {
+                LockError::InternalError(format!("cannot listen on {}: {e}", a.listen))
+            })?;
+            eprintln!(
+                "udplock server listening on {} (Ctrl-C to stop)",
+                node.local_addr()
+            );
+            node.wait();
+            Ok(())
+        }
+        Command::Acquire(a) => {
+            let client = connect(&a.conn, None)?;
+            let lease = client.acquire(&a.resource, &a.client, a.timeout_ms, a.ttl_ms)?;
+            if a.conn.json {
+                println!(
+                    "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
+                    json::string(&a.resource),
+                    json::string(&a.client),
+                    lease.fencing_token,
+                    lease.hold_count,
+                    lease.ttl_ms
+                );
+            } else {
+                println!(
+                    "acquired {} for {}: fencing token {}, hold count {}, lease {} ms",
+                    a.resource, a.client, lease.fencing_token, lease.hold_count, lease.ttl_ms
+                );
+            }
+            Ok(())
+        }
+        Command::Release(a) => {
+            let client = connect(&a.conn, Some(a.timeout_ms))?;
+            let left = client.release(&a.resource, &a.client)?;
+            if a.conn.json {
+                println!(
+                    "{{\"resource\":{},\"client\":{},\"hold_count\":{}}}",
+                    json::string(&a.resource),
+                    json::string(&a.client),
+                    left
+                );
+            } else if left == 0 {
+                println!("released {} (now free of {})", a.resource, a.client);
+            } else {
+                println!(
+                    "released one hold of {}; {} still holds it {left} time(s)",
+                    a.resource, a.client
+                );
+            }
+            Ok(())
+        }
+        Command::Renew(a) => {
+            let client = connect(&a.conn, Some(a.timeout_ms))?;
+            let lease = client.renew(&a.resource, &a.client, a.ttl_ms)?;
+            if a.conn.json {
+                println!(
+                    "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
+                    json::string(&a.resource),
+                    json::string(&a.client),
+                    lease.fencing_token,
+                    lease.hold_count,
+                    lease.ttl_ms
+                );
+            } else {
+                println!(
+                    "renewed {} for {}: fencing token {}, lease {} ms",
+                    a.resource, a.client, lease.fencing_token, lease.ttl_ms
+                );
+            }
+            Ok(())
+        }
+        Command::Status(a) => {
+            let client = connect(&a.conn, None)?;
+            let s = client.status(&a.resource)?;
+            if a.conn.json {
+                println!(
+                    "{{\"resource\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
+                    json::string(&a.resource),
+                    s.holder.as_deref().map_or("null".to_string(), json::string),
+                    s.holder_truncated,
+                    s.hold_count,
+                    s.fencing_token,
+                    s.remaining_ttl_ms,
+                    s.waiter_count
+                );
+            } else {
+                match &s.holder {
+                    Some(h) => println!(
+                        "{}: held by {h} (hold count {}, fencing token {}, {} ms left), {} waiting",
+                        a.resource,
+                        s.hold_count,
+                        s.fencing_token,
+                        s.remaining_ttl_ms,
+                        s.waiter_count
+                    ),
+                    None => println!("{}: free, {} waiting", a.resource, s.waiter_count),
+                }
+            }
+            Ok(())
+        }
+        Command::Configure(a) => {
+            let client = connect(&a.conn, None)?;
+            let ttl = (a.default_ttl_ms != 0).then_some(a.default_ttl_ms);
+            client.configure(&a.resource, ttl)?;
+            if a.conn.json {
+                println!(
+                    "{{\"resource\":{},\"default_ttl_ms\":{}}}",
+                    json::string(&a.resource),
+                    a.default_ttl_ms
+                );
+            } else if a.default_ttl_ms == 0 {
+                println!(
+                    "{}: default TTL cleared (server default applies)",
+                    a.resource
+                );
+            } else {
+                println!("{}: default TTL {} ms", a.resource, a.default_ttl_ms);
+            }
+            Ok(())
+        }
+        Command::Bench(a) => {
+            let server = match &a.servers {
+                Some(s) => Some(resolve(s)?[0]),
+                None => None,
+            };
+            let config = BenchConfig {
+                server,
+                iterations: a.iterations.max(1),
+                held: a.held,
+                contenders: a.contenders,
+                contention_ms: a.contention_ms,
+                progress: !a.json,
+            };
+            if !a.json {
+                println!("{}", bench::table_header());
+            }
+            let report = bench::run(&config, |p| {
+                if !a.json {
+                    println!("{}", bench::format_phase(p));
+                }
+            })?;
+            if a.json {
+                println!("{}", bench::to_json(&report));
+            } else {
+                println!(
+                    "target: {}; {} CPUs; ratios are p50 / raw UDP round-trip p50 of this run",
+                    report.target, report.cpus
+                );
+            }
+            Ok(())
+        }
+    }
+}

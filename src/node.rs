@@ -1,0 +1,425 @@
+//! The node: a thin IO shell around the lock table.
+//!
+//! One event-loop thread owns the UDP socket and the [`LockTable`]. It blocks in `recv_from`
+//! with a read timeout equal to the table's next timer (no timer: it blocks indefinitely), so
+//! an idle node uses no CPU and a busy one never spins. For each datagram it:
+//!
+//! 1. decodes it in place ([`Request::decode`], no allocation);
+//! 2. drops what the spec says to drop (too short to answer, oversized, not ours), or answers a
+//!    request it cannot decode with an ERROR_REPLY whose status says why;
+//! 3. hands the request to the table together with `now`;
+//! 4. drains the table's replies, encodes each into a reused buffer and sends it.
+//!
+//! The datagram is handled by the thread that received it and the reply is sent from there:
+//! no channel, no thread hop and no lock on the per-request path. The node makes no protocol
+//! decision itself; every rule lives in the table or the codec.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration as StdDuration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use udplock_protocol::header::HeaderIds;
+use udplock_protocol::{
+    Flags, Hint, MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+    REQUEST_LEN_MIN,
+};
+
+use crate::core::lock_table::{self, Command, CommandKind, LockTable, RequestId};
+use crate::core::time::Instant;
+
+/// Socket receive buffer asked of the kernel: room for a burst of a few thousand requests
+/// while the loop is busy, so bursts queue instead of being dropped.
+pub const RECV_BUFFER_BYTES: usize = 4 << 20;
+
+/// What a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Address to bind the UDP socket to (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Limits and defaults of the lock table.
+    pub table: lock_table::Config,
+}
+
+impl NodeConfig {
+    /// A node on `listen` with the default limits.
+    pub fn new(listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            listen,
+            table: lock_table::Config::default(),
+        }
+    }
+}
+
+/// Counters of what the node did, readable from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Datagrams read from the socket.
+    pub datagrams: AtomicU64,
+    /// Requests that decoded and went to the lock table.
+    pub requests: AtomicU64,
+    /// Replies sent (including error replies).
+    pub replies: AtomicU64,
+    /// Requests answered with an ERROR_REPLY because they did not decode.
+    pub error_replies: AtomicU64,
+    /// Datagrams dropped without an answer (not ours, oversized, too short to answer).
+    pub dropped: AtomicU64,
+    /// Replies the kernel refused to send.
+    pub send_errors: AtomicU64,
+}
+
+impl NodeStats {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A running node. Dropping it stops the node.
+pub struct Node {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    stats: Arc<NodeStats>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds the socket and starts the event-loop thread.
+    pub fn start(config: NodeConfig) -> io::Result<Node> {
+        if let Err(e) = config.table.validate() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()));
+        }
+        let socket = bind(config.listen)?;
+        let local_addr = socket.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(NodeStats::default());
+        let thread = {
+            let (stop, stats) = (stop.clone(), stats.clone());
+            std::thread::Builder::new()
+                .name("udplock-node".into())
+                .spawn(move || EventLoop::new(socket, config.table, stats).run(&stop))?
+        };
+        log::info!("udplock node listening on {local_addr}");
+        Ok(Node {
+            local_addr,
+            stop,
+            stats,
+            thread: Some(thread),
+        })
+    }
+
+    /// The address the node answers on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Blocks until the node stops (it stops only through [`Node::shutdown`] or a drop from
+    /// another handle; `udplock server` waits here until the process is killed).
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Stops the event loop and waits for it.
+    pub fn shutdown(mut self) {
+        self.stop_thread();
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            // Wake the loop from its blocking recv with an empty datagram (dropped as too
+            // short); the loop then sees the stop flag.
+            if let Ok(waker) = UdpSocket::bind(unspecified_like(self.local_addr)) {
+                let _ = waker.send_to(&[], loopback_for(self.local_addr));
+            }
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // A larger receive buffer is a best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+fn unspecified_like(addr: SocketAddr) -> SocketAddr {
+    if addr.is_ipv4() {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    }
+}
+
+/// Where a local waker reaches a node bound to `addr` (an unspecified bind answers on loopback).
+fn loopback_for(addr: SocketAddr) -> SocketAddr {
+    let mut to = addr;
+    if to.ip().is_unspecified() {
+        to.set_ip(unspecified_like(addr).ip());
+    }
+    to
+}
+
+/// The loop's state: the socket, the core, reused buffers and the clock's epoch.
+struct EventLoop {
+    socket: UdpSocket,
+    table: LockTable,
+    stats: Arc<NodeStats>,
+    epoch: std::time::Instant,
+    /// The read timeout currently set on the socket, to skip a setsockopt when unchanged.
+    read_timeout: Option<StdDuration>,
+    out: [u8; DATAGRAM_LEN_MAX],
+}
+
+impl EventLoop {
+    fn new(socket: UdpSocket, table: lock_table::Config, stats: Arc<NodeStats>) -> EventLoop {
+        EventLoop {
+            socket,
+            table: LockTable::new(table),
+            stats,
+            epoch: std::time::Instant::now(),
+            read_timeout: None,
+            out: [0; DATAGRAM_LEN_MAX],
+        }
+    }
+
+    /// The core's clock: microseconds since the loop started (monotonic).
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        // One byte more than the largest datagram, so an oversized one is seen as oversized
+        // (the kernel truncates it to the buffer) rather than mistaken for a valid one.
+        let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
+        while !stop.load(Ordering::Acquire) {
+            let now = self.now();
+            if self.table.poll_timeout().is_some_and(|t| t <= now) {
+                self.table.handle_timeout(now);
+                self.flush_replies(REQUEST_LEN_MIN);
+            }
+            self.arm_timer();
+            match self.socket.recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    NodeStats::bump(&self.stats.datagrams);
+                    self.handle_datagram(&buf[..len], from);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                            // An ICMP error for an earlier reply surfaces on Linux as a
+                            // refused connection on the next recv; it concerns that peer only.
+                            | io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionReset
+                    ) => {}
+                Err(e) => {
+                    log::error!("udplock node: recv failed: {e}; retrying");
+                    std::thread::sleep(StdDuration::from_millis(1));
+                }
+            }
+        }
+    }
+
+    /// Sets the socket's read timeout to the time left until the table's next timer.
+    fn arm_timer(&mut self) {
+        let timeout = self.table.poll_timeout().map(|t| {
+            let us = t.saturating_since(self.now()).as_micros();
+            // A zero timeout means "block forever" to the OS; wait at least 1 µs instead.
+            StdDuration::from_micros(us.max(1))
+        });
+        // Only a change of more than a tenth of a millisecond is worth a system call; waking
+        // slightly early is harmless (the loop re-arms), waking late delays a timer.
+        let differs = match (timeout, self.read_timeout) {
+            (Some(a), Some(b)) => a < b || a - b > StdDuration::from_micros(100),
+            (None, None) => false,
+            _ => true,
+        };
+        if differs && self.socket.set_read_timeout(timeout).is_ok() {
+            self.read_timeout = timeout;
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let request = match Request::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => return self.answer_undecodable(datagram, from, e),
+        };
+        // Spec §2.3: a request shorter than the smallest reply is never answered.
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let command = match request.body {
+            RequestBody::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            } => Command::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            },
+            RequestBody::Release { resource, client } => Command::Release { resource, client },
+            RequestBody::Renew {
+                resource,
+                client,
+                ttl_ms,
+            } => Command::Renew {
+                resource,
+                client,
+                ttl_ms,
+            },
+            RequestBody::Status { resource } => Command::Status { resource },
+            RequestBody::Configure {
+                resource,
+                default_ttl_ms,
+            } => Command::Configure {
+                resource,
+                default_ttl_ms,
+            },
+        };
+        let now = self.now();
+        self.table.handle_request(
+            now,
+            lock_table::Request {
+                id: RequestId {
+                    session: request.session_id,
+                    request: request.request_id,
+                },
+                attempt: request.attempt,
+                reply_to: from,
+                command,
+            },
+        );
+        self.flush_replies(datagram.len());
+    }
+
+    /// Spec §7: an undecodable request gets an ERROR_REPLY when the codec names a status for
+    /// its fault and the reply fits in the request; everything else is dropped silently.
+    fn answer_undecodable(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        error: udplock_protocol::DecodeError,
+    ) {
+        let (Some(status), Some(ids)) = (error.reply_status(), HeaderIds::peek(datagram)) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        if datagram.len() < REPLY_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        let reply = Reply {
+            msg_type: MessageType::ErrorReply,
+            flags: Flags::empty(),
+            session_id: ids.session_id,
+            request_id: ids.request_id,
+            attempt: ids.attempt,
+            status,
+            hold_count: 0,
+            fencing_token: 0,
+            lease_ms: 0,
+            waiter_count: 0,
+            hint: Hint::None,
+            holder: &[],
+        };
+        // A zero session or request id cannot be echoed (and no client could match it).
+        match reply.encode(&mut self.out) {
+            Ok(len) => {
+                NodeStats::bump(&self.stats.error_replies);
+                self.send(len, from);
+            }
+            Err(_) => NodeStats::bump(&self.stats.dropped),
+        }
+    }
+
+    /// Sends every reply the table produced. `request_len` is the length of the datagram that
+    /// caused them: a STATUS_REPLY's holder is included only if the reply still fits in it.
+    fn flush_replies(&mut self, request_len: usize) {
+        while let Some(r) = self.table.poll_reply() {
+            let mut flags = Flags::empty();
+            if r.answer.queued {
+                flags |= Flags::QUEUED;
+            }
+            let mut holder = r.holder.as_slice();
+            if REPLY_LEN_MIN + holder.len() > request_len {
+                if !holder.is_empty() {
+                    flags |= Flags::HOLDER_TRUNCATED;
+                }
+                holder = &[];
+            }
+            let request_type = match r.kind {
+                CommandKind::Acquire => MessageType::Acquire,
+                CommandKind::Release => MessageType::Release,
+                CommandKind::Renew => MessageType::Renew,
+                CommandKind::Status => MessageType::Status,
+                CommandKind::Configure => MessageType::Configure,
+            };
+            let reply = Reply {
+                msg_type: request_type.reply_type().unwrap_or(MessageType::ErrorReply),
+                flags,
+                session_id: r.id.session,
+                request_id: r.id.request,
+                attempt: r.attempt,
+                status: r.answer.status,
+                hold_count: r.answer.hold_count,
+                fencing_token: r.answer.fencing_token,
+                lease_ms: r.answer.lease_ms,
+                waiter_count: r.answer.waiter_count,
+                hint: if r.answer.retry_after_ms > 0 {
+                    Hint::RetryAfter {
+                        ms: r.answer.retry_after_ms,
+                    }
+                } else {
+                    Hint::None
+                },
+                holder,
+            };
+            match reply.encode(&mut self.out) {
+                Ok(len) => {
+                    assert!(
+                        len <= request_len.max(REPLY_LEN_MIN),
+                        "reply larger than request"
+                    );
+                    self.send(len, r.to);
+                }
+                Err(e) => {
+                    // The table only produces encodable replies; a failure here is a bug,
+                    // but one reply lost is better than a node down: the client retransmits.
+                    log::error!("udplock node: reply did not encode: {e}");
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, len: usize, to: SocketAddr) {
+        match self.socket.send_to(&self.out[..len], to) {
+            Ok(_) => NodeStats::bump(&self.stats.replies),
+            Err(_) => NodeStats::bump(&self.stats.send_errors),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The `udplock` command as a user runs it: a server process, client commands in separate
+//! processes, JSON output and exit codes (0 ok, 3 timeout, 4 not held, 5 no such resource,
+//! 6 unavailable).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_udplock");
+
+/// A `udplock server` process on a free port, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("udplock server starts");
+        // The server names its address on its first line: "... listening on ADDR ...".
+        let mut line = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split_whitespace()
+            .skip_while(|w| *w != "on")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        Server { child, addr }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .args(["--servers", &self.addr])
+            .output()
+            .expect("udplock runs")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn lock_from_one_process_release_from_another_with_exit_codes() {
+    let server = Server::start();
+    let o = server.run(&["acquire", "job/1", "--client", "cron-a", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let json = stdout(&o);
+    assert!(
+        json.starts_with("{\"resource\":\"job/1\",\"client\":\"cron-a\",\"token\":"),
+        "{json}"
+    );
+    assert!(json.contains("\"hold_count\":1"), "{json}");
+
+    // Another client times out (3); a release by a non-holder is refused (4).
+    let o = server.run(&[
+        "acquire",
+        "job/1",
+        "--client",
+        "cron-b",
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    let o = server.run(&["release", "job/1", "--client", "cron-b"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+
+    // Status names the holder.
+    let o = server.run(&["status", "job/1", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains("\"holder\":\"cron-a\""),
+        "{}",
+        stdout(&o)
+    );
+
+    // The holder's id releases it from a new process; then the resource is unknown (5).
+    let o = server.run(&["release", "job/1", "--client", "cron-a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = server.run(&["status", "job/1"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+
+    // Usage errors are exit code 1 and say what is wrong.
+    let o = server.run(&["acquire", "job/1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--client"));
+}
+
+#[test]
+fn a_holder_that_exits_without_releasing_loses_the_lock_after_its_ttl() {
+    let server = Server::start();
+    let o = server.run(&["acquire", "job/2", "--client", "doomed", "--ttl-ms", "500"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // The process has exited; the lock is still held until its lease runs out.
+    let o = server.run(&["status", "job/2", "--json"]);
+    assert!(
+        stdout(&o).contains("\"holder\":\"doomed\""),
+        "{}",
+        stdout(&o)
+    );
+    let started = Instant::now();
+    let o = server.run(&[
+        "acquire",
+        "job/2",
+        "--client",
+        "heir",
+        "--timeout-ms",
+        "5000",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "granted before the TTL ran out"
+    );
+}
+
+#[test]
+fn no_server_is_exit_code_6() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let o = Command::new(BIN)
+        .args([
+            "release",
+            "r",
+            "--client",
+            "c",
+            "--timeout-ms",
+            "200",
+            "--servers",
+            &addr,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(6), "{o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("udplock server"));
+}

@@ -1,0 +1,145 @@
+//! Bad input: random, truncated, wrong-version, oversized, reserved-bit and reply-type
+//! datagrams get an error reply no larger than themselves or nothing, and the node keeps
+//! serving.
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use udplock::Client;
+use udplock_protocol::{
+    MessageType, Reply, Request, RequestBody, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+};
+
+use super::start_node;
+
+/// Sends `datagram` and returns the reply, if one comes within a short wait.
+fn exchange(sock: &UdpSocket, to: std::net::SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+    sock.send_to(datagram, to).unwrap();
+    let mut buf = [0u8; 65_536];
+    match sock.recv_from(&mut buf) {
+        Ok((n, _)) => Some(buf[..n].to_vec()),
+        Err(_) => None,
+    }
+}
+
+fn acquire_bytes() -> Vec<u8> {
+    let req = Request {
+        session_id: 77,
+        request_id: 1,
+        attempt: 0,
+        body: RequestBody::Acquire {
+            resource: b"g",
+            client: b"c",
+            wait_ms: 0,
+            ttl_ms: 0,
+        },
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = req.encode(&mut out).unwrap();
+    out[..n].to_vec()
+}
+
+#[test]
+fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
+    let node = start_node();
+    let to = node.local_addr();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(30)))
+        .unwrap();
+
+    // Wrong version, full size: a 76-byte UNSUPPORTED_VERSION error reply.
+    let mut bytes = acquire_bytes();
+    bytes[2] = 9;
+    let reply = exchange(&sock, to, &bytes).expect("an error reply");
+    assert_eq!(reply.len(), REPLY_LEN_MIN);
+    let r = Reply::decode(&reply).unwrap();
+    assert_eq!(
+        (r.msg_type, r.status),
+        (MessageType::ErrorReply, Status::UnsupportedVersion)
+    );
+    assert_eq!((r.session_id, r.request_id), (77, 1));
+
+    // A reserved byte set: MALFORMED.
+    let mut bytes = acquire_bytes();
+    bytes[30] = 1;
+    let r = exchange(&sock, to, &bytes).expect("an error reply");
+    assert_eq!(Reply::decode(&r).unwrap().status, Status::Malformed);
+
+    // An unknown message type: UNSUPPORTED.
+    let mut bytes = acquire_bytes();
+    bytes[3] = 0x3F;
+    let r = exchange(&sock, to, &bytes).expect("an error reply");
+    assert_eq!(Reply::decode(&r).unwrap().status, Status::Unsupported);
+
+    // Every truncation of a valid request: nothing below 76 bytes (no room for a reply).
+    let bytes = acquire_bytes();
+    for cut in 0..bytes.len() {
+        if let Some(r) = exchange(&sock, to, &bytes[..cut]) {
+            panic!("a {cut}-byte datagram got a {}-byte reply", r.len());
+        }
+    }
+
+    // Oversized, a reply type, the wrong magic: silence.
+    let mut big = acquire_bytes();
+    big.resize(DATAGRAM_LEN_MAX + 1, 0);
+    assert_eq!(exchange(&sock, to, &big), None);
+    assert_eq!(exchange(&sock, to, &vec![0u8; 60_000]), None);
+    let mut reply_type = acquire_bytes();
+    reply_type[3] = 0x81;
+    assert_eq!(exchange(&sock, to, &reply_type), None);
+    let mut magic = acquire_bytes();
+    magic[0] = 0;
+    assert_eq!(exchange(&sock, to, &magic), None);
+
+    // Random datagrams, half with a valid-looking start. Any answer must be a decodable error
+    // reply no larger than the datagram that caused it, found by the ids it echoes.
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..2_000 {
+        let len = rng.gen_range(0..1_400);
+        let mut d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        if i % 2 == 0 && len >= 4 {
+            d[..3].copy_from_slice(&[0x55, 0x4C, 1]);
+            d[3] = rng.gen_range(0..8);
+        }
+        if d.len() >= 24 {
+            sent.insert(d[8..24].to_vec(), d.len());
+        }
+        sock.send_to(&d, to).unwrap();
+        if i % 64 == 0 {
+            // Pace the burst so the kernel's buffers never overflow.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 65_536];
+    let mut answered = 0;
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let r = Reply::decode(&buf[..n]).expect("replies decode");
+        assert_eq!(r.msg_type, MessageType::ErrorReply);
+        let caused_by = sent[&buf[8..24]];
+        assert!(
+            n <= caused_by,
+            "{n}-byte reply to a {caused_by}-byte datagram"
+        );
+        answered += 1;
+    }
+    assert!(
+        answered > 0,
+        "no random datagram was answered: the test tests nothing"
+    );
+    assert!(
+        node.stats()
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+
+    // Still serving.
+    let c = Client::connect(&[to]).unwrap();
+    c.acquire_lock("after-garbage", "me", 0).unwrap();
+    c.release_lock("after-garbage", "me").unwrap();
+}

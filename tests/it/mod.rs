@@ -1,0 +1,12 @@
+mod cli;
+mod garbage;
+mod lossy;
+mod service;
+
+use std::net::SocketAddr;
+use udplock::node::{Node, NodeConfig};
+
+/// A node on a free loopback port with the default limits.
+pub fn start_node() -> Node {
+    Node::start(NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))).expect("node starts")
+}
