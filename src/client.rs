@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use udplock::client::Client;
-//! let client = Client::connect(&["127.0.0.1:7878".parse().unwrap()])?;
+//! let client = Client::connect(&["127.0.0.1:7100".parse().unwrap()])?;
 //! let lease = client.acquire("orders/42", "worker-7", 5_000, None)?;
 //! // ... work while lease.is_valid(), fencing every write with lease.fencing_token ...
 //! client.release("orders/42", "worker-7")?;
@@ -45,8 +45,15 @@
 //! that request's reply type or ERROR_REPLY. The source address is not checked: a server on
 //! a multi-homed host may answer from another of its addresses.
 //!
-//! The retransmission decisions (RTO, backoff, which replies give RTT samples, when a lease
-//! starts) live in the pure core [`crate::core::retransmit`]; this module is the IO shell.
+//! An ACQUIRE that has to wait is answered WAITING at once (spec §6.3): not a final answer,
+//! so the caller keeps waiting, but it switches the request from loss-recovery retransmits
+//! (RTO, doubling) to keepalives paced by the lease (at most every 100 ms), which refresh the
+//! reply address and the send time the lease is counted from. A final answer that arrives
+//! while a WAITING is still stored replaces it.
+//!
+//! The retransmission decisions (RTO, backoff, keepalives, which replies give RTT samples,
+//! when a lease starts) live in the pure core [`crate::core::retransmit`]; this module is the
+//! IO shell.
 //!
 //! Timer precision: a parked caller wakes precisely (`park_timeout`), but the receiver's wait
 //! is the socket's receive timeout (`SO_RCVTIMEO`), which the kernel rounds up to its tick
@@ -531,7 +538,9 @@ impl Client {
     /// in the server's FIFO queue; re-entrant for the current holder. `ttl_ms`: the lease
     /// length, `None` for the resource's default.
     ///
-    /// Fails with [`LockError::LockAcquisitionTimeout`] when the server's wait ends, or
+    /// An OVERLOADED answer with a retry-after hint (a full wait queue, a server in its startup
+    /// grace) is retried after the hinted delay while `timeout_ms` allows; past that it is
+    /// returned. Fails with [`LockError::LockAcquisitionTimeout`] when the server's wait ends, or
     /// [`LockError::Unavailable`] when no answer came within `timeout_ms + grace_ms`. In the
     /// second case the server may still have granted the lock and only the reply was lost;
     /// that hold expires after its TTL (or release it).
@@ -550,14 +559,34 @@ impl Client {
                  longer in a loop"
             )));
         }
-        let body = RequestBody::Acquire {
-            resource: resource_id.as_bytes(),
-            client: client_id.as_bytes(),
-            wait_ms: timeout_ms as u32,
-            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
-        };
-        let answer = self.call(body, timeout_ms + self.config.grace_ms)?;
-        Ok(self.lease(resource_id, client_id, &answer))
+        let ttl_ms = ttl_wire("ttl_ms", ttl_ms)?;
+        let deadline = StdInstant::now() + StdDuration::from_millis(timeout_ms);
+        loop {
+            // The wait left of the caller's timeout; the first try gets all of it.
+            let wait_ms = deadline
+                .saturating_duration_since(StdInstant::now())
+                .as_millis() as u64;
+            let body = RequestBody::Acquire {
+                resource: resource_id.as_bytes(),
+                client: client_id.as_bytes(),
+                wait_ms: wait_ms as u32,
+                ttl_ms,
+            };
+            match self.call(body, wait_ms + self.config.grace_ms) {
+                Ok(answer) => return Ok(self.lease(resource_id, client_id, &answer)),
+                // OVERLOADED took no effect and is not remembered (spec §6.6): honour the
+                // server's retry-after hint with a new request while the caller's timeout
+                // allows (a full queue, or a server in its startup grace).
+                Err(LockError::Overloaded { retry_after_ms })
+                    if retry_after_ms > 0
+                        && StdInstant::now() + StdDuration::from_millis(retry_after_ms.into())
+                            < deadline =>
+                {
+                    thread::sleep(StdDuration::from_millis(retry_after_ms.into()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Takes the lock only if it is free (or already ours): never waits in the server's queue.

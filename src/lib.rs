@@ -46,3 +46,8 @@ pub mod node;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
 pub use error::LockError;
+
+/// The README's Rust example compiles (it is a doctest through this item).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -74,6 +74,11 @@ struct ServerArgs {
     /// Most client sessions remembered for duplicate detection.
     #[arg(long, default_value_t = lock_table::Config::default().sessions_max)]
     sessions_max: u32,
+    /// Grant nothing for this long after start. The node keeps its locks in memory only:
+    /// when restarting a node at the same address, set this to the longest lease its clients
+    /// use, so no client still counting a lease from before the restart meets a second holder.
+    #[arg(long, default_value_t = 0)]
+    startup_grace_ms: u32,
 }
 
 #[derive(Args)]
@@ -103,7 +108,8 @@ struct LockArgs {
     /// How long to wait for the lock (acquire) or for an answer (others), in milliseconds.
     #[arg(long, default_value_t = 5_000)]
     timeout_ms: u64,
-    /// Lease length in milliseconds (acquire, renew); default: the resource's default TTL.
+    /// Lease length in milliseconds (acquire, renew); omitted or 0: the resource's default
+    /// TTL (acquire) or the hold's current TTL (renew).
     #[arg(long)]
     ttl_ms: Option<u32>,
     #[command(flatten)]
@@ -175,6 +181,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The wire's "0 = default" spelled as the client API's `None`.
+fn nonzero(ttl_ms: Option<u32>) -> Option<u32> {
+    ttl_ms.filter(|&t| t != 0)
+}
+
 fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
     let mut out = Vec::new();
     for s in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -213,7 +224,8 @@ fn run(command: Command) -> Result<(), LockError> {
                 waiters_per_resource_max: a.waiters_per_resource_max,
                 holds_per_lock_max: a.holds_per_lock_max,
                 sessions_max: a.sessions_max,
-                ..lock_table::Config::default()
+                startup_grace_ms: a.startup_grace_ms,
+                ..config.table
             };
             config
                 .table
@@ -231,7 +243,7 @@ fn run(command: Command) -> Result<(), LockError> {
         }
         Command::Acquire(a) => {
             let client = connect(&a.conn, None)?;
-            let lease = client.acquire(&a.resource, &a.client, a.timeout_ms, a.ttl_ms)?;
+            let lease = client.acquire(&a.resource, &a.client, a.timeout_ms, nonzero(a.ttl_ms))?;
             if a.conn.json {
                 println!(
                     "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
@@ -271,7 +283,7 @@ fn run(command: Command) -> Result<(), LockError> {
         }
         Command::Renew(a) => {
             let client = connect(&a.conn, Some(a.timeout_ms))?;
-            let lease = client.renew(&a.resource, &a.client, a.ttl_ms)?;
+            let lease = client.renew(&a.resource, &a.client, nonzero(a.ttl_ms))?;
             if a.conn.json {
                 println!(
                     "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",

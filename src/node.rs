@@ -45,13 +45,29 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A node on `listen` with the default limits.
+    /// A node on `listen` with the default limits, whose fencing tokens start at the wall
+    /// clock (see [`fencing_token_first_from_wall_clock`]).
     pub fn new(listen: SocketAddr) -> NodeConfig {
         NodeConfig {
             listen,
-            table: lock_table::Config::default(),
+            table: lock_table::Config {
+                fencing_token_first: fencing_token_first_from_wall_clock(),
+                ..lock_table::Config::default()
+            },
         }
     }
+}
+
+/// The first fencing token of a node that starts with an empty table: the wall clock in
+/// microseconds since the Unix epoch. Every token an earlier incarnation issued is below it
+/// as long as that incarnation issued fewer than one token per microsecond on average (a
+/// million grants a second, sustained, from its start) and the wall clock did not step back
+/// across the restart (spec §7.2.4). So tokens keep increasing across restarts with no disk.
+pub fn fencing_token_first_from_wall_clock() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(1).max(1)
 }
 
 /// Counters of what the node did, readable from any thread while it runs.

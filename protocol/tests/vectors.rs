@@ -98,8 +98,15 @@ fn strip_comment(line: &str) -> &str {
 }
 
 fn records() -> Vec<Record> {
+    VECTORS
+        .iter()
+        .flat_map(|&(file, text)| parse_records(file, text))
+        .collect()
+}
+
+fn parse_records(file: &'static str, text: &'static str) -> Vec<Record> {
     let mut out = Vec::new();
-    for &(file, text) in VECTORS {
+    {
         let mut current: Option<Record> = None;
         let mut last_key = String::new();
         for raw in text.lines() {
@@ -265,6 +272,40 @@ fn check_invalid(r: &Record) {
     };
     let got = got.unwrap_or_else(|| panic!("[{}] decoded, but should fail with {want}", r.name));
     assert_eq!(got.name(), want, "[{}] wrong decode error", r.name);
+}
+
+/// The vectors printed in the spec's Appendix A.2 are the same bytes as the vector files.
+#[test]
+fn spec_appendix_shows_the_vector_files_bytes() {
+    let spec = include_str!("../../spec/protocol.md");
+    let appendix = &spec[spec.find("### A.2").expect("spec has Appendix A.2")..];
+    // Only the fenced blocks hold records.
+    let blocks: String = appendix
+        .split("```")
+        .skip(1)
+        .step_by(2)
+        .collect::<Vec<_>>()
+        .join("\n");
+    let blocks: &'static str = Box::leak(blocks.into_boxed_str());
+    let shown = parse_records("protocol.md", blocks);
+    assert!(
+        shown.len() >= 5,
+        "Appendix A.2 shows {} vectors",
+        shown.len()
+    );
+    let files = records();
+    for r in &shown {
+        let f = files
+            .iter()
+            .find(|f| f.name == r.name)
+            .unwrap_or_else(|| panic!("[{}] is in the spec but in no vector file", r.name));
+        assert_eq!(
+            r.hex(),
+            f.hex(),
+            "[{}] differs between spec and file",
+            r.name
+        );
+    }
 }
 
 #[test]

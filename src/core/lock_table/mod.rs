@@ -134,6 +134,16 @@ pub struct Config {
     /// Back-off hint sent with OVERLOADED: long enough for a limit to free up, short enough to
     /// add little latency to a client that retries.
     pub retry_after_ms: u32,
+    /// The first fencing token this table issues. A table that starts empty after a restart
+    /// must issue tokens above every token issued before (spec §7.2.4); the shell passes a
+    /// value that guarantees it (the node: the wall clock in microseconds).
+    pub fencing_token_first: u64,
+    /// For this long after the table's epoch (`Instant::ZERO`), no new hold is granted: an
+    /// acquire gets OVERLOADED with the remaining time as its retry-after hint. A node that
+    /// restarts without its table at the address of its predecessor sets it to at least the
+    /// longest lease that predecessor granted (spec §7.2.4), so no client still counting an old
+    /// lease meets a second holder.
+    pub startup_grace_ms: u32,
 }
 
 impl Default for Config {
@@ -150,6 +160,8 @@ impl Default for Config {
             ttl_ms_max: 3_600_000,
             wait_ms_max: 300_000,
             retry_after_ms: 10,
+            fencing_token_first: 1,
+            startup_grace_ms: 0,
         }
     }
 }
@@ -176,6 +188,13 @@ impl Config {
                     rule: "must be greater than zero",
                 });
             }
+        }
+        // Room for 2^62 grants after the first token, so the counter never wraps.
+        if self.fencing_token_first == 0 || self.fencing_token_first > u64::MAX / 2 {
+            return Err(ConfigError {
+                field: "fencing_token_first",
+                rule: "must be between 1 and 2^63 - 1",
+            });
         }
         if self.ttl_default_ms > self.ttl_ms_max {
             return Err(ConfigError {
@@ -619,6 +638,7 @@ impl LockTable {
         if let Err(error) = config.validate() {
             panic!("{error}");
         }
+        let token_first = config.fencing_token_first;
         LockTable {
             config,
             now_last: Instant::ZERO,
@@ -626,7 +646,7 @@ impl LockTable {
             slots_free: Vec::new(),
             index: ResourceIndex::new(),
             timers: BTreeSet::new(),
-            token_next: 1,
+            token_next: token_first,
             wait_seq_next: 1,
             sessions: HashMap::new(),
             sessions_idle: BTreeSet::new(),
@@ -929,6 +949,20 @@ impl LockTable {
         wait_ms: u32,
         ttl_ms: u32,
     ) -> Option<Answer> {
+        // Startup grace (spec §7.2.4): every lock may still be held by a client of the table's
+        // predecessor, so nothing is granted yet and nothing is created.
+        let grants_from =
+            Instant::ZERO + Duration::from_millis(self.config.startup_grace_ms.into());
+        if now < grants_from {
+            let remaining_ms = grants_from
+                .saturating_since(now)
+                .as_micros()
+                .div_ceil(1_000);
+            return Some(Answer {
+                retry_after_ms: u32::try_from(remaining_ms).unwrap_or(u32::MAX),
+                ..Answer::bare(Status::Overloaded)
+            });
+        }
         let slot = match self.lookup(resource) {
             Some(slot) => slot,
             None => match self.create(resource, client) {

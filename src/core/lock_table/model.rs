@@ -69,9 +69,10 @@ fn with_status(status: Status) -> Answer {
 
 impl Model {
     fn new(config: Config) -> Model {
+        let token_first = config.fencing_token_first;
         Model {
             config,
-            token_next: 1,
+            token_next: token_first,
             seq_next: 1,
             locks: BTreeMap::new(),
             sessions: BTreeMap::new(),
@@ -601,6 +602,9 @@ fn model_config() -> Config {
         ttl_ms_max: 100,
         wait_ms_max: 50,
         retry_after_ms: 7,
+        // Not 1, so the model checks that the table starts its counter where it is told.
+        fencing_token_first: 1_000,
+        startup_grace_ms: 0,
     }
 }
 

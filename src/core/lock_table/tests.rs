@@ -865,7 +865,22 @@ fn config_validate_names_the_broken_rule() {
             "session_idle_ms",
         ),
     ];
-    for (config, field) in cases {
+    for (config, field) in cases.into_iter().chain([
+        (
+            Config {
+                fencing_token_first: 0,
+                ..Config::default()
+            },
+            "fencing_token_first",
+        ),
+        (
+            Config {
+                fencing_token_first: u64::MAX / 2 + 1,
+                ..Config::default()
+            },
+            "fencing_token_first",
+        ),
+    ]) {
         let error = config.validate().expect_err(field);
         assert_eq!(error.field, field);
         assert!(error.to_string().contains(field));
@@ -907,4 +922,39 @@ fn many_locks_come_and_go_without_leaking_slots() {
     );
     h.at(30_000);
     assert_eq!(h.table.stats().resources, 0);
+}
+
+/// Spec §7.2.4: a table standing in for one that lost its state grants nothing during its
+/// startup grace (OVERLOADED, retry after the time left), then issues tokens from the first
+/// token it was given.
+#[test]
+fn startup_grace_refuses_grants_then_tokens_start_where_told() {
+    let mut h = Harness::with(Config {
+        startup_grace_ms: 2_000,
+        fencing_token_first: 1_000_000,
+        ..Config::default()
+    });
+    h.at(500);
+    let refused = h.call(S1, acquire("r", "a", 5_000, 0));
+    assert_eq!(refused.status, Status::Overloaded);
+    assert_eq!(refused.retry_after_ms, 1_500);
+    assert_eq!(
+        h.table.stats().resources,
+        0,
+        "nothing is created during the grace"
+    );
+    assert_eq!(h.call(S1, status("r")).status, Status::ResourceDoesNotExist);
+    h.at(1_999);
+    assert_eq!(
+        h.call(S1, acquire("r", "a", 0, 0)).status,
+        Status::Overloaded
+    );
+    h.at(2_000);
+    let granted = ok(h.call(S1, acquire("r", "a", 0, 0)));
+    assert_eq!(granted.fencing_token, 1_000_000);
+    ok(h.call(S1, release("r", "a")));
+    assert_eq!(
+        ok(h.call(S2, acquire("r", "b", 0, 0))).fencing_token,
+        1_000_001
+    );
 }
