@@ -40,8 +40,9 @@
 //! strings are built only for the returned [`Lease`] / [`LockStatus`]). Under concurrency, a
 //! reply that arrives while another thread is receiving costs one wake-up.
 //!
-//! A reply is accepted only if it decodes, carries this client's session id (64 random
-//! bits, which an off-path forger would have to guess), names a pending request id, and has
+//! A reply is accepted only if it decodes, names a pending request id, carries the session
+//! id that request was sent in (64 random bits, which an off-path forger would have to
+//! guess), and has
 //! that request's reply type or ERROR_REPLY. The source address is not checked: a server on
 //! a multi-homed host may answer from another of its addresses.
 //!
@@ -59,6 +60,18 @@
 //! is the socket's receive timeout (`SO_RCVTIMEO`), which the kernel rounds up to its tick
 //! (1–4 ms on Linux). A retransmission made by the receiving thread can therefore be up to a
 //! tick late. That only matters after a loss; the reply path itself is never delayed.
+//!
+//! # Lanes: one session per call in flight
+//!
+//! The server remembers a bounded number of answers per session and forgets the oldest
+//! first (spec §6.6); a request whose answer was forgotten while its copies were still
+//! travelling would get REQUEST_EXPIRED (outcome unknown). With many threads sharing one
+//! session, a slow request (its reply lost a few times) could see hundreds of newer requests
+//! of the same session complete meanwhile. So each call in flight takes its own session, a
+//! *lane*, from a pool and gives it back when done: a session never has more than one request
+//! outstanding, its newest answer is the one it may still ask for, and REQUEST_EXPIRED can
+//! only reach a request the client has abandoned. Lanes are created on demand (one per
+//! concurrent caller, at most [`OUTSTANDING_MAX`]) and reused; each is a session at the server.
 //!
 //! # One server, for now
 //!
@@ -260,7 +273,13 @@ pub struct Client {
     socket: UdpSocket,
     /// Where every request goes: the first configured server.
     server: SocketAddr,
+    /// The first lane's session id (what [`Client::session_id`] reports).
     session_id: u64,
+    /// Session ids not in use by a call right now (see "Lanes" in the module docs). A call
+    /// takes one and gives it back, so each session has at most one request outstanding.
+    lanes_free: Mutex<Vec<u64>>,
+    /// Request ids come from one counter for all lanes: unique within the client (the pending
+    /// map's key) and strictly increasing within every session, as the spec requires.
     next_request_id: AtomicU64,
     config: ClientConfig,
     /// The zero of this client's core [`Instant`]s (microseconds since `epoch`).
@@ -278,6 +297,8 @@ type PendingMap = HashMap<u64, Pending, BuildHasherDefault<RequestIdHasher>>;
 
 /// A request waiting for its reply.
 struct Pending {
+    /// The lane (session) the request was sent in; its reply must carry it.
+    session_id: u64,
     /// The thread to unpark when the reply is stored.
     thread: Thread,
     /// The reply type that answers this request (ERROR_REPLY is accepted too).
@@ -463,16 +484,12 @@ impl Client {
         socket.set_read_timeout(Some(read_timeout)).map_err(|e| {
             LockError::InternalError(format!("cannot set the socket's receive timeout: {e}"))
         })?;
-        let session_id = loop {
-            let id: u64 = rand::random();
-            if id != 0 {
-                break id;
-            }
-        };
+        let session_id = new_session_id();
         Ok(Client {
             socket,
             server,
             session_id,
+            lanes_free: Mutex::new(vec![session_id]),
             next_request_id: AtomicU64::new(1),
             rtt: Mutex::new(RttEstimator::new(config.retransmit)),
             config,
@@ -492,9 +509,19 @@ impl Client {
         Client::new(ClientConfig::new(servers.to_vec()))
     }
 
-    /// This client's session id (random, non-zero).
+    /// This client's first session id (random, non-zero). Concurrent calls use further
+    /// session ids, one per call in flight (see "Lanes" in the module docs).
     pub fn session_id(&self) -> u64 {
         self.session_id
+    }
+
+    /// Takes a free lane (a session with no request outstanding), or opens a new one.
+    fn take_lane(&self) -> LaneGuard<'_> {
+        let session_id = lock(&self.lanes_free).pop().unwrap_or_else(new_session_id);
+        LaneGuard {
+            client: self,
+            session_id,
+        }
     }
 
     /// The server every request goes to.
@@ -700,9 +727,10 @@ impl Client {
                 "a request type without a reply type: a client bug".into(),
             ));
         };
+        let lane = self.take_lane();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let request = Request {
-            session_id: self.session_id,
+            session_id: lane.session_id,
             request_id,
             attempt: 0,
             body,
@@ -713,7 +741,7 @@ impl Client {
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
 
-        let pending = self.register(request_id, reply_type)?;
+        let pending = self.register(lane.session_id, request_id, reply_type)?;
         let mut timer = lock(&self.rtt).timer();
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
@@ -751,6 +779,7 @@ impl Client {
     /// Enters a request in the pending map (step 1).
     fn register(
         &self,
+        session_id: u64,
         request_id: u64,
         reply_type: MessageType,
     ) -> Result<PendingGuard<'_>, LockError> {
@@ -761,6 +790,7 @@ impl Client {
         let previous = pending.insert(
             request_id,
             Pending {
+                session_id,
                 thread: thread::current(),
                 reply_type,
                 reply: None,
@@ -907,9 +937,6 @@ impl Client {
         let Ok(reply) = Reply::decode(datagram) else {
             return drop_it();
         };
-        if reply.session_id != self.session_id {
-            return drop_it();
-        }
         let fits = |expected: MessageType| {
             reply.msg_type == expected || reply.msg_type == MessageType::ErrorReply
         };
@@ -917,6 +944,9 @@ impl Client {
         let Some(entry) = pending.get_mut(&reply.request_id) else {
             return drop_it();
         };
+        if reply.session_id != entry.session_id {
+            return drop_it();
+        }
         // A stored WAITING is provisional: a later reply (the final answer) replaces it.
         let occupied = entry
             .reply
@@ -934,6 +964,28 @@ impl Client {
         drop(pending);
         thread.unpark();
         None
+    }
+}
+
+/// Gives a lane back to the pool when its call ends, however it ends.
+struct LaneGuard<'a> {
+    client: &'a Client,
+    session_id: u64,
+}
+
+impl Drop for LaneGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.client.lanes_free).push(self.session_id);
+    }
+}
+
+/// A random non-zero session id: 64 bits an off-path forger would have to guess.
+fn new_session_id() -> u64 {
+    loop {
+        let id: u64 = rand::random();
+        if id != 0 {
+            return id;
+        }
     }
 }
 
@@ -1328,9 +1380,21 @@ mod tests {
         const THREADS: usize = 8;
         const OPS: usize = 200;
         let mut held: Vec<Vec<u8>> = Vec::new();
+        // Lanes: a session never has two different requests outstanding at once.
+        let mut outstanding: HashMap<u64, u64> = HashMap::new();
+        let lanes_seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let lanes_log = Arc::clone(&lanes_seen);
         let server = FakeServer::spawn(move |event| {
             match event {
                 Event::Request(req, _) => {
+                    if let Some(&other) = outstanding.get(&req.session_id) {
+                        assert_eq!(
+                            other, req.request_id,
+                            "two requests outstanding in one session"
+                        );
+                    }
+                    outstanding.insert(req.session_id, req.request_id);
+                    lanes_log.lock().unwrap().insert(req.session_id);
                     let resource = req.body.resource();
                     held.push(reply_to(&req, Status::Ok, |r| {
                         r.fencing_token = fnv(resource);
@@ -1345,6 +1409,13 @@ mod tests {
             }
             let mut out = std::mem::take(&mut held);
             out.reverse();
+            // Answered: those sessions have nothing outstanding any more.
+            for d in &out {
+                let r = Reply::decode(d).unwrap();
+                if outstanding.get(&r.session_id) == Some(&r.request_id) {
+                    outstanding.remove(&r.session_id);
+                }
+            }
             out
         });
         let client = client_for(&server, |c| {
@@ -1366,6 +1437,11 @@ mod tests {
             }
         });
         assert!(lock(&client.pending).is_empty());
+        let lanes = lanes_seen.lock().unwrap().len();
+        assert!(
+            (2..=THREADS).contains(&lanes),
+            "{lanes} lanes for {THREADS} threads"
+        );
     }
 
     #[test]

@@ -105,6 +105,7 @@ fn lock_from_one_process_release_from_another_with_exit_codes() {
 #[test]
 fn a_holder_that_exits_without_releasing_loses_the_lock_after_its_ttl() {
     let server = Server::start();
+    let before_grant = Instant::now();
     let o = server.run(&["acquire", "job/2", "--client", "doomed", "--ttl-ms", "500"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     // The process has exited; the lock is still held until its lease runs out.
@@ -114,7 +115,6 @@ fn a_holder_that_exits_without_releasing_loses_the_lock_after_its_ttl() {
         "{}",
         stdout(&o)
     );
-    let started = Instant::now();
     let o = server.run(&[
         "acquire",
         "job/2",
@@ -125,8 +125,10 @@ fn a_holder_that_exits_without_releasing_loses_the_lock_after_its_ttl() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // The doomed hold was granted after `before_grant`, so its lease ran out no earlier than
+    // 500 ms after it: the heir cannot have had the lock sooner.
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
+        before_grant.elapsed() >= Duration::from_millis(500),
         "granted before the TTL ran out"
     );
 }

@@ -8,19 +8,49 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use udplock::Client;
-use udplock_protocol::{
-    MessageType, Reply, Request, RequestBody, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
-};
+use udplock_protocol::{MessageType, Reply, Request, RequestBody, Status, DATAGRAM_LEN_MAX};
 
 use super::start_node;
 
-/// Sends `datagram` and returns the reply, if one comes within a short wait.
-fn exchange(sock: &UdpSocket, to: std::net::SocketAddr, datagram: &[u8]) -> Option<Vec<u8>> {
+/// Sends `datagram` and returns the first datagram that comes back within `wait`.
+fn exchange(
+    sock: &UdpSocket,
+    to: std::net::SocketAddr,
+    datagram: &[u8],
+    wait: Duration,
+) -> Option<Vec<u8>> {
+    sock.set_read_timeout(Some(wait)).unwrap();
     sock.send_to(datagram, to).unwrap();
     let mut buf = [0u8; 65_536];
     match sock.recv_from(&mut buf) {
         Ok((n, _)) => Some(buf[..n].to_vec()),
         Err(_) => None,
+    }
+}
+
+/// A reply is expected: wait generously (CI machines stall), and check it answers `datagram`.
+fn expect_reply(sock: &UdpSocket, to: std::net::SocketAddr, datagram: &[u8]) -> Reply<'static> {
+    let bytes = exchange(sock, to, datagram, Duration::from_secs(5)).expect("an error reply");
+    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+    let reply = Reply::decode(bytes).expect("the reply decodes");
+    assert_eq!(
+        &bytes[8..24],
+        &datagram[8..24],
+        "the reply answers another datagram"
+    );
+    assert!(bytes.len() <= datagram.len());
+    reply
+}
+
+/// Silence is expected. A reply slower than the short wait would still be caught: by the
+/// request-id check of the next `expect_reply`, or by the final drain.
+fn expect_silence(sock: &UdpSocket, to: std::net::SocketAddr, datagram: &[u8]) {
+    if let Some(r) = exchange(sock, to, datagram, Duration::from_millis(20)) {
+        panic!(
+            "a {}-byte datagram got a {}-byte reply",
+            datagram.len(),
+            r.len()
+        );
     }
 }
 
@@ -46,15 +76,11 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
     let node = start_node();
     let to = node.local_addr();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(30)))
-        .unwrap();
 
     // Wrong version, full size: a 76-byte UNSUPPORTED_VERSION error reply.
     let mut bytes = acquire_bytes();
     bytes[2] = 9;
-    let reply = exchange(&sock, to, &bytes).expect("an error reply");
-    assert_eq!(reply.len(), REPLY_LEN_MIN);
-    let r = Reply::decode(&reply).unwrap();
+    let r = expect_reply(&sock, to, &bytes);
     assert_eq!(
         (r.msg_type, r.status),
         (MessageType::ErrorReply, Status::UnsupportedVersion)
@@ -64,34 +90,40 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
     // A reserved byte set: MALFORMED.
     let mut bytes = acquire_bytes();
     bytes[30] = 1;
-    let r = exchange(&sock, to, &bytes).expect("an error reply");
-    assert_eq!(Reply::decode(&r).unwrap().status, Status::Malformed);
+    assert_eq!(expect_reply(&sock, to, &bytes).status, Status::Malformed);
 
     // An unknown message type: UNSUPPORTED.
     let mut bytes = acquire_bytes();
     bytes[3] = 0x3F;
-    let r = exchange(&sock, to, &bytes).expect("an error reply");
-    assert_eq!(Reply::decode(&r).unwrap().status, Status::Unsupported);
+    assert_eq!(expect_reply(&sock, to, &bytes).status, Status::Unsupported);
 
     // Every truncation of a valid request: nothing below 76 bytes (no room for a reply).
     let bytes = acquire_bytes();
     for cut in 0..bytes.len() {
-        if let Some(r) = exchange(&sock, to, &bytes[..cut]) {
-            panic!("a {cut}-byte datagram got a {}-byte reply", r.len());
-        }
+        expect_silence(&sock, to, &bytes[..cut]);
     }
 
     // Oversized, a reply type, the wrong magic: silence.
     let mut big = acquire_bytes();
     big.resize(DATAGRAM_LEN_MAX + 1, 0);
-    assert_eq!(exchange(&sock, to, &big), None);
-    assert_eq!(exchange(&sock, to, &vec![0u8; 60_000]), None);
+    expect_silence(&sock, to, &big);
+    expect_silence(&sock, to, &vec![0u8; 60_000]);
     let mut reply_type = acquire_bytes();
     reply_type[3] = 0x81;
-    assert_eq!(exchange(&sock, to, &reply_type), None);
+    expect_silence(&sock, to, &reply_type);
     let mut magic = acquire_bytes();
     magic[0] = 0;
-    assert_eq!(exchange(&sock, to, &magic), None);
+    expect_silence(&sock, to, &magic);
+
+    // Then a valid request from the same socket is answered, and answered first: nothing
+    // above was answered late.
+    let mut valid = acquire_bytes();
+    valid[23] = 2; // request id 2
+    let r = expect_reply(&sock, to, &valid);
+    assert_eq!(
+        (r.msg_type, r.status),
+        (MessageType::AcquireReply, Status::Ok)
+    );
 
     // Random datagrams, half with a valid-looking start. Any answer must be a decodable error
     // reply no larger than the datagram that caused it, found by the ids it echoes.
@@ -113,8 +145,8 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    sock.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    // The stream of answers ends when none comes for a second.
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     let mut buf = [0u8; 65_536];
     let mut answered = 0;
     while let Ok((n, _)) = sock.recv_from(&mut buf) {

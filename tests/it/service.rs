@@ -146,9 +146,13 @@ fn an_unrenewed_lock_expires_and_the_waiter_gets_it() {
     let c = Client::connect(&[node.local_addr()]).unwrap();
     let held = c.acquire("lease", "sleepy", 0, Some(200)).unwrap();
     assert!(held.valid_until <= Instant::now() + Duration::from_millis(200));
-    let started = Instant::now();
     let next = c.acquire("lease", "patient", 5_000, None).unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(150));
+    // Granted only once the first lease ran out at the server, which is never before the end
+    // of the first holder's own (conservative) count.
+    assert!(
+        Instant::now() >= held.valid_until,
+        "granted while the first lease ran"
+    );
     assert!(next.fencing_token > held.fencing_token);
     assert_eq!(c.release("lease", "sleepy"), Err(LockError::LockNotHeld));
 }
@@ -167,7 +171,7 @@ fn renew_extends_and_configure_sets_the_default() {
     // Without the renewal the 1,234 ms lease would have run out by now.
     let s = c.status("cfg").unwrap();
     assert_eq!(s.holder.as_deref(), Some("me"));
-    assert!(s.remaining_ttl_ms > 3_000, "{s:?}");
+    assert!(s.remaining_ttl_ms > 2_000, "{s:?}");
     assert_eq!(
         c.renew("cfg", "stranger", None).unwrap_err(),
         LockError::LockNotHeld
