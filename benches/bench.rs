@@ -13,8 +13,11 @@ fn main() {
         ..BenchConfig::default()
     };
     println!("{}", bench::table_header());
-    let report = bench::run(&config, |p| println!("{}", bench::format_phase(p)))
-        .expect("benchmark run failed");
+    let placements = bench::default_placements(None);
+    let report = bench::run(&config, &placements, |p| {
+        println!("{}", bench::format_phase(p))
+    })
+    .expect("benchmark run failed");
     // Every phase must have produced samples: an empty phase means the runner is broken.
     for p in &report.phases {
         assert!(p.samples > 0, "phase {} recorded nothing", p.name);

@@ -7,8 +7,15 @@
 //! nanoseconds) and are printed as p50/p90/p99/p99.9/max in µs, with ops/s and each p50 as a
 //! ratio to the raw round trip's p50.
 //!
+//! The phases run once per [`Placement`]: with an embedded node, once with the client, the
+//! echo and the node threads pinned to one CPU, and once with the client on one CPU and the
+//! echo and node threads on another, so each figure is divided by the floor of its own
+//! placement (like with like).
+//!
 //! Phases:
-//! 1. `raw udp rtt` — echo of a 76-byte datagram (the size of an acquire and its reply).
+//! 1. `raw udp rtt` — echo of a 76-byte datagram (the size of an acquire and its reply),
+//!    interleaved with phase 2 (one echo, one acquire, one release per iteration) so that the
+//!    floor and the figures divided by it are measured under the same conditions.
 //! 2. `acquire`, `release`, `acquire+release` — one client, uncontended, on distinct
 //!    resources, at the held-lock scale asked for (`--held`, default 1,000 other locks held).
 //! 3. `handoff (N clients)` — N clients, each its own `Client` and thread, loop acquire/release
@@ -119,23 +126,126 @@ fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record((d.as_nanos() as u64).max(1));
 }
 
-/// Runs every phase and returns the figures. `print` receives each phase as it completes.
+/// Where the threads run. On a small VM the placement decides the floor (a round trip costs
+/// ~11 µs when both ends share a vCPU and ~55 µs across vCPUs, mostly the cost of waking an
+/// idle vCPU), so the runner pins the threads and compares each figure with the floor of the
+/// same placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// No pinning (a node in another process: its placement is not ours to choose).
+    Unpinned,
+    /// Client, echo and node threads all on the first allowed CPU.
+    OneCpu,
+    /// Client threads on the first allowed CPU, the echo and node threads on the second.
+    TwoCpus,
+}
+
+impl Placement {
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Unpinned => "unpinned",
+            Placement::OneCpu => "one cpu",
+            Placement::TwoCpus => "two cpus",
+        }
+    }
+
+    /// (client CPU, server-side CPU) among the CPUs this process may use, `None` = unpinned.
+    fn cpus(self, allowed: &[usize]) -> Option<(usize, usize)> {
+        match (self, allowed) {
+            (Placement::Unpinned, _) | (_, []) => None,
+            (Placement::OneCpu, [first, ..]) => Some((*first, *first)),
+            (Placement::TwoCpus, [first, second, ..]) => Some((*first, *second)),
+            (Placement::TwoCpus, [_]) => None,
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+fn allowed_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// The placements a run measures by default: both on a machine with two CPUs or more, one
+/// CPU otherwise; unpinned for a node outside this process.
+pub fn default_placements(server: Option<SocketAddr>) -> Vec<Placement> {
+    match (server, allowed_cpus().len()) {
+        (Some(_), _) => vec![Placement::Unpinned],
+        (None, 0 | 1) => vec![Placement::OneCpu],
+        (None, _) => vec![Placement::OneCpu, Placement::TwoCpus],
+    }
+}
+
+fn pin_current(cpu: Option<usize>) {
+    if let Some(id) = cpu {
+        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+            log::warn!("bench: could not pin a thread to CPU {id}; figures are unpinned");
+        }
+    }
+}
+
+/// Runs every phase, once per placement of `placements`, and returns the figures. `print`
+/// receives each phase as it completes.
 pub fn run(
     config: &BenchConfig,
+    placements: &[Placement],
     mut print: impl FnMut(&PhaseReport),
 ) -> Result<BenchReport, LockError> {
+    let mut phases = Vec::new();
+    let mut target = String::new();
+    let allowed = allowed_cpus();
+    for &placement in placements {
+        let (cpus, node_addr) = run_placement(config, placement, &allowed, &mut |p| {
+            print(p);
+            phases.push(p.clone());
+        })?;
+        target = match (config.server, cpus) {
+            // The floor is measured between two threads of this process; a node elsewhere is
+            // not like for like: compare with care.
+            (Some(s), _) => format!("node at {s} (raw RTT measured in-process)"),
+            (None, _) => format!("embedded node on {node_addr}"),
+        };
+    }
+    Ok(BenchReport {
+        target,
+        cpus: allowed.len(),
+        phases,
+    })
+}
+
+/// One placement: the floor interleaved with uncontended acquire/release at each held-lock
+/// scale, then contention. Returns the CPUs used and the node's address.
+fn run_placement(
+    config: &BenchConfig,
+    placement: Placement,
+    allowed: &[usize],
+    print: &mut dyn FnMut(&PhaseReport),
+) -> Result<(Option<(usize, usize)>, SocketAddr), LockError> {
     let progress = |msg: &str| {
         if config.progress {
-            eprintln!("bench: {msg}");
+            eprintln!("bench [{}]: {msg}", placement.name());
         }
     };
+    let cpus = placement.cpus(allowed);
+    if placement != Placement::Unpinned && cpus.is_none() {
+        progress("not enough CPUs for this placement; skipped");
+        return Ok((None, SocketAddr::from(([127, 0, 0, 1], 0))));
+    }
+    let (client_cpu, server_cpu) = (cpus.map(|c| c.0), cpus.map(|c| c.1));
+    // Threads inherit the mask: clients spawned from here run on the client CPU too.
+    pin_current(client_cpu);
     let embedded = match config.server {
         Some(_) => None,
-        None => Some(
-            Node::start(NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))).map_err(|e| {
+        None => {
+            let mut node_config = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+            node_config.cpu = server_cpu;
+            Some(Node::start(node_config).map_err(|e| {
                 LockError::InternalError(format!("embedded node did not start: {e}"))
-            })?,
-        ),
+            })?)
+        }
     };
     let server = config.server.unwrap_or_else(|| {
         embedded
@@ -143,27 +253,25 @@ pub fn run(
             .map(Node::local_addr)
             .expect("embedded node")
     });
-    let target = match &embedded {
-        Some(_) => format!("embedded node on {server}"),
-        None => format!("node at {server}"),
+    let tag = |name: &str| format!("[{}] {name}", placement.name());
+    let mut emit = |mut p: PhaseReport| {
+        p.name = tag(&p.name);
+        print(&p);
     };
-    let mut phases = Vec::new();
 
-    progress("raw UDP round trip (the floor)");
-    let rtt = raw_rtt(config.iterations)?;
-    let rtt_p50 = rtt.p50_us;
-    let rtt = PhaseReport {
-        p50_ratio_to_rtt: 1.0,
-        ..rtt
-    };
-    print(&rtt);
-    phases.push(rtt);
-
+    let echo = Echo::start(server_cpu)?;
+    // The floor of the contention runs: the raw round trip of the last uncontended run.
+    let mut rtt_p50 = 0.0;
     let client = Client::connect(&[server])?;
     let holder = Client::connect(&[server])?;
     let mut held_now = 0;
+    let held_runs = if config.held.is_empty() {
+        &[0][..]
+    } else {
+        &config.held[..]
+    };
     let rss_empty = embedded.as_ref().and_then(|_| rss_bytes());
-    for &held in &config.held {
+    for &held in held_runs {
         progress(&format!("holding {held} locks for the uncontended phase"));
         hold_locks(
             &holder,
@@ -172,19 +280,24 @@ pub fn run(
             config.progress,
         )?;
         held_now = held_now.max(held);
+        // Below this many locks the figure would mostly measure thread stacks and allocator
+        // pages, not the table.
+        const RSS_HELD_MIN: u64 = 100_000;
         let rss_per_lock = match (rss_empty, embedded.as_ref().and_then(|_| rss_bytes())) {
-            (Some(a), Some(b)) if held > 0 => Some(b.saturating_sub(a) as f64 / held as f64),
+            (Some(a), Some(b)) if held >= RSS_HELD_MIN => {
+                Some(b.saturating_sub(a) as f64 / held as f64)
+            }
             _ => None,
         };
         progress(&format!(
             "uncontended acquire/release, {} iterations",
             config.iterations
         ));
-        let mut reports = uncontended(&client, config.iterations, held, rtt_p50)?;
-        reports[0].rss_bytes_per_held_lock = rss_per_lock;
+        let mut reports = uncontended(&client, &echo, config.iterations, held)?;
+        rtt_p50 = reports[0].p50_us;
+        reports[1].rss_bytes_per_held_lock = rss_per_lock;
         for r in reports {
-            print(&r);
-            phases.push(r);
+            emit(r);
         }
     }
 
@@ -205,63 +318,75 @@ pub fn run(
             rtt_p50,
             node_thread.as_ref(),
         )?;
-        print(&r);
-        phases.push(r);
+        emit(r);
     }
+    drop(echo);
     drop(embedded);
-    Ok(BenchReport {
-        target,
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        phases,
-    })
+    Ok((cpus, server))
 }
 
-/// Phase 1: a blocking echo thread and the calling thread, 76-byte datagrams.
-fn raw_rtt(iterations: u64) -> Result<PhaseReport, LockError> {
-    let io = |e: std::io::Error| LockError::InternalError(format!("raw RTT socket: {e}"));
-    let echo = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let echo_addr = echo.local_addr().map_err(io)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let echo_thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stop.load(Ordering::Acquire) {
-                if let Ok((n, from)) = echo.recv_from(&mut buf) {
-                    let _ = echo.send_to(&buf[..n], from);
-                }
-            }
+/// The floor: a blocking echo thread that owns its socket (like the node's event loop) and a
+/// socket of the calling thread's (like the client's), exchanging 76-byte datagrams (the size
+/// of an acquire and of its reply).
+struct Echo {
+    sock: UdpSocket,
+    to: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Echo {
+    /// Starts the echo thread, pinned to `cpu` if given (where the node runs).
+    fn start(cpu: Option<usize>) -> Result<Echo, LockError> {
+        let io = |e: std::io::Error| LockError::InternalError(format!("raw RTT socket: {e}"));
+        let echo = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+        let to = echo.local_addr().map_err(io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("udplock-echo".into())
+                .spawn(move || {
+                    pin_current(cpu);
+                    let mut buf = [0u8; 2048];
+                    while !stop.load(Ordering::Acquire) {
+                        if let Ok((n, from)) = echo.recv_from(&mut buf) {
+                            let _ = echo.send_to(&buf[..n], from);
+                        }
+                    }
+                })
+                .map_err(io)?
+        };
+        let sock = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+        sock.set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(io)?;
+        Ok(Echo {
+            sock,
+            to,
+            stop,
+            thread: Some(thread),
         })
-    };
-    let sock = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    sock.set_read_timeout(Some(Duration::from_secs(1)))
-        .map_err(io)?;
-    let msg = [0x5Au8; udplock_protocol::REPLY_LEN_MIN];
-    let mut buf = [0u8; 2048];
-    let mut h = histogram();
-    let warmup = (iterations / 10).max(100);
-    let mut lost = 0;
-    let mut started = Instant::now();
-    for i in 0..iterations + warmup {
-        if i == warmup {
-            started = Instant::now();
-        }
+    }
+
+    /// One round trip; `None` if the echo was lost (loopback does not lose, but never hang).
+    fn round_trip(&self) -> Option<Duration> {
+        let msg = [0x5Au8; udplock_protocol::REPLY_LEN_MIN];
+        let mut buf = [0u8; 2048];
         let t0 = Instant::now();
-        sock.send_to(&msg, echo_addr).map_err(io)?;
-        match sock.recv_from(&mut buf) {
-            Ok(_) if i >= warmup => record(&mut h, t0.elapsed()),
-            Ok(_) => {}
-            Err(_) => lost += 1,
+        self.sock.send_to(&msg, self.to).ok()?;
+        self.sock.recv_from(&mut buf).ok()?;
+        Some(t0.elapsed())
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.sock.send_to(&[0], self.to);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
-    let elapsed = started.elapsed();
-    stop.store(true, Ordering::Release);
-    let _ = sock.send_to(&msg, echo_addr);
-    let _ = echo_thread.join();
-    if lost > 0 {
-        log::warn!("raw RTT: {lost} echoes lost on loopback");
-    }
-    Ok(summarize("raw udp rtt", &h, elapsed, 0.0))
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -310,24 +435,31 @@ fn hold_locks(
     })
 }
 
-/// Phase 2: acquire and release on distinct resources, one client on the calling thread.
+/// Phases 1 and 2: the raw round trip, acquire and release on distinct resources, one client
+/// on the calling thread. The three are interleaved, one of each per iteration, so the floor
+/// and the figures compared with it see the same scheduling and load: on a 2-vCPU machine a
+/// round trip costs ~11 µs when both threads share a vCPU and ~55 µs across vCPUs, and
+/// measuring them in separate phases could compare one case with the other.
 fn uncontended(
     client: &Client,
+    echo: &Echo,
     iterations: u64,
     held: u64,
-    rtt_p50: f64,
 ) -> Result<Vec<PhaseReport>, LockError> {
     // Names made up front: formatting in the loop would be measured too.
     let names: Vec<String> = (0..1_024)
         .map(|i| format!("bench/uncontended/{i}"))
         .collect();
-    let (mut acq, mut rel, mut pair) = (histogram(), histogram(), histogram());
+    let (mut rtt, mut acq, mut rel, mut pair) =
+        (histogram(), histogram(), histogram(), histogram());
     let warmup = (iterations / 10).max(100);
+    let mut lost = 0;
     let mut started = Instant::now();
     for i in 0..iterations + warmup {
         if i == warmup {
             started = Instant::now();
         }
+        let round_trip = echo.round_trip();
         let name = &names[i as usize % names.len()];
         let t0 = Instant::now();
         client.acquire(name, "bench-client", 1_000, Some(10_000))?;
@@ -335,20 +467,38 @@ fn uncontended(
         client.release(name, "bench-client")?;
         let t2 = Instant::now();
         if i >= warmup {
+            match round_trip {
+                Some(d) => record(&mut rtt, d),
+                None => lost += 1,
+            }
             record(&mut acq, t1 - t0);
             record(&mut rel, t2 - t1);
             record(&mut pair, t2 - t0);
         }
     }
     let elapsed = started.elapsed();
+    if lost > 0 {
+        log::warn!("raw RTT: {lost} echoes lost on loopback");
+    }
     let label = |what: &str| format!("{what} ({held} held)");
-    let mut a = summarize(&label("acquire"), &acq, elapsed, rtt_p50);
-    let mut r = summarize(&label("release"), &rel, elapsed, rtt_p50);
-    // Each loop did one of each: ops/s is per operation kind over the loop's time.
-    a.ops_per_sec = acq.len() as f64 / elapsed.as_secs_f64();
-    r.ops_per_sec = rel.len() as f64 / elapsed.as_secs_f64();
-    let p = summarize(&label("acquire+release"), &pair, elapsed, rtt_p50);
-    Ok(vec![a, r, p])
+    let floor = summarize("raw udp rtt", &rtt, elapsed, 0.0);
+    let floor_p50 = floor.p50_us;
+    let floor = PhaseReport {
+        p50_ratio_to_rtt: 1.0,
+        ..floor
+    };
+    let mut rows = vec![
+        floor,
+        summarize(&label("acquire"), &acq, elapsed, floor_p50),
+        summarize(&label("release"), &rel, elapsed, floor_p50),
+        summarize(&label("acquire+release"), &pair, elapsed, floor_p50),
+    ];
+    // The loop interleaves all four, so its overall rate says little about any one: each
+    // row's ops/s is what one caller doing only that, back to back, achieves (1 / mean).
+    for (row, h) in rows.iter_mut().zip([&rtt, &acq, &rel, &pair]) {
+        row.ops_per_sec = if h.mean() > 0.0 { 1e9 / h.mean() } else { 0.0 };
+    }
+    Ok(rows)
 }
 
 /// Phase 3: `n` clients loop acquire/release on one resource.
@@ -476,7 +626,7 @@ fn rss_bytes() -> Option<u64> {
 /// The human-readable table header matching [`format_phase`].
 pub fn table_header() -> String {
     format!(
-        "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>8}  notes",
+        "{:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>8}  notes",
         "phase (µs)", "p50", "p90", "p99", "p99.9", "max", "ops/s", "p50/rtt"
     )
 }
@@ -494,7 +644,7 @@ pub fn format_phase(p: &PhaseReport) -> String {
         notes.push(format!("rss {b:.0} B/held lock"));
     }
     format!(
-        "{:<34} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>7.2}x  {}",
+        "{:<44} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>11.0} {:>7.2}x  {}",
         p.name,
         p.p50_us,
         p.p90_us,

@@ -588,11 +588,16 @@ impl Client {
         }
         let ttl_ms = ttl_wire("ttl_ms", ttl_ms)?;
         let deadline = StdInstant::now() + StdDuration::from_millis(timeout_ms);
+        let mut first_try = true;
         loop {
             // The wait left of the caller's timeout; the first try gets all of it.
-            let wait_ms = deadline
-                .saturating_duration_since(StdInstant::now())
-                .as_millis() as u64;
+            let wait_ms = if first_try {
+                timeout_ms
+            } else {
+                let left = deadline.saturating_duration_since(StdInstant::now());
+                left.as_micros().div_ceil(1_000) as u64
+            };
+            first_try = false;
             let body = RequestBody::Acquire {
                 resource: resource_id.as_bytes(),
                 client: client_id.as_bytes(),
@@ -1380,20 +1385,24 @@ mod tests {
         const THREADS: usize = 8;
         const OPS: usize = 200;
         let mut held: Vec<Vec<u8>> = Vec::new();
-        // Lanes: a session never has two different requests outstanding at once.
+        // Lanes: a session never has two different requests outstanding at once. (A late
+        // copy of a request already answered is not outstanding: it is a stale retransmit.)
         let mut outstanding: HashMap<u64, u64> = HashMap::new();
+        let mut answered: std::collections::HashSet<(u64, u64)> = Default::default();
         let lanes_seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
         let lanes_log = Arc::clone(&lanes_seen);
         let server = FakeServer::spawn(move |event| {
             match event {
                 Event::Request(req, _) => {
-                    if let Some(&other) = outstanding.get(&req.session_id) {
-                        assert_eq!(
-                            other, req.request_id,
-                            "two requests outstanding in one session"
-                        );
+                    if !answered.contains(&(req.session_id, req.request_id)) {
+                        if let Some(&other) = outstanding.get(&req.session_id) {
+                            assert_eq!(
+                                other, req.request_id,
+                                "two requests outstanding in one session"
+                            );
+                        }
+                        outstanding.insert(req.session_id, req.request_id);
                     }
-                    outstanding.insert(req.session_id, req.request_id);
                     lanes_log.lock().unwrap().insert(req.session_id);
                     let resource = req.body.resource();
                     held.push(reply_to(&req, Status::Ok, |r| {
@@ -1412,6 +1421,7 @@ mod tests {
             // Answered: those sessions have nothing outstanding any more.
             for d in &out {
                 let r = Reply::decode(d).unwrap();
+                answered.insert((r.session_id, r.request_id));
                 if outstanding.get(&r.session_id) == Some(&r.request_id) {
                     outstanding.remove(&r.session_id);
                 }

@@ -4,7 +4,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use udplock::bench::{self, BenchConfig};
+use udplock::bench::{self, BenchConfig, Placement};
 use udplock::core::lock_table;
 use udplock::node::{Node, NodeConfig};
 use udplock::{json, Client, ClientConfig, LockError};
@@ -79,6 +79,9 @@ struct ServerArgs {
     /// use, so no client still counting a lease from before the restart meets a second holder.
     #[arg(long, default_value_t = 0)]
     startup_grace_ms: u32,
+    /// Pin the event-loop thread to this CPU (default: let the OS place it).
+    #[arg(long)]
+    cpu: Option<usize>,
 }
 
 #[derive(Args)]
@@ -153,6 +156,11 @@ struct BenchArgs {
     /// Length of each contention run in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     contention_ms: u64,
+    /// Thread placements to measure, comma-separated: one-cpu (client, echo and node pinned
+    /// to one CPU), two-cpus (client on one CPU, echo and node on another). Default: both with
+    /// an embedded node on a machine with two CPUs or more; unpinned with --servers.
+    #[arg(long, value_delimiter = ',')]
+    placement: Option<Vec<String>>,
     /// Print one JSON object with every figure instead of the table.
     #[arg(long)]
     json: bool,
@@ -216,6 +224,7 @@ fn run(command: Command) -> Result<(), LockError> {
     match command {
         Command::Server(a) => {
             let mut config = NodeConfig::new(a.listen);
+            config.cpu = a.cpu;
             config.table = lock_table::Config {
                 ttl_default_ms: a.ttl_default_ms,
                 ttl_ms_max: a.ttl_ms_max,
@@ -363,10 +372,24 @@ fn run(command: Command) -> Result<(), LockError> {
                 contention_ms: a.contention_ms,
                 progress: !a.json,
             };
+            let placements = match &a.placement {
+                None => bench::default_placements(server),
+                Some(names) => names
+                    .iter()
+                    .map(|n| match n.trim() {
+                        "one-cpu" => Ok(Placement::OneCpu),
+                        "two-cpus" => Ok(Placement::TwoCpus),
+                        "unpinned" => Ok(Placement::Unpinned),
+                        other => Err(LockError::InvalidArgument(format!(
+                            "--placement {other:?}: expected one-cpu, two-cpus or unpinned"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             if !a.json {
                 println!("{}", bench::table_header());
             }
-            let report = bench::run(&config, |p| {
+            let report = bench::run(&config, &placements, |p| {
                 if !a.json {
                     println!("{}", bench::format_phase(p));
                 }
@@ -375,7 +398,8 @@ fn run(command: Command) -> Result<(), LockError> {
                 println!("{}", bench::to_json(&report));
             } else {
                 println!(
-                    "target: {}; {} CPUs; ratios are p50 / raw UDP round-trip p50 of this run",
+                    "target: {}; {} CPUs; ratios are p50 / the raw UDP round-trip p50 of the same \
+                     placement in this run",
                     report.target, report.cpus
                 );
             }

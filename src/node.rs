@@ -42,6 +42,9 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Limits and defaults of the lock table.
     pub table: lock_table::Config,
+    /// Pin the event-loop thread to this CPU (`None`: let the OS place it). A pinned loop
+    /// wakes on a known, warm CPU; keep other busy threads off it.
+    pub cpu: Option<usize>,
 }
 
 impl NodeConfig {
@@ -54,6 +57,7 @@ impl NodeConfig {
                 fencing_token_first: fencing_token_first_from_wall_clock(),
                 ..lock_table::Config::default()
             },
+            cpu: None,
         }
     }
 }
@@ -113,9 +117,17 @@ impl Node {
         let stats = Arc::new(NodeStats::default());
         let thread = {
             let (stop, stats) = (stop.clone(), stats.clone());
+            let cpu = config.cpu;
             std::thread::Builder::new()
                 .name("udplock-node".into())
-                .spawn(move || EventLoop::new(socket, config.table, stats).run(&stop))?
+                .spawn(move || {
+                    if let Some(id) = cpu {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                            log::warn!("udplock node: could not pin the event loop to CPU {id}");
+                        }
+                    }
+                    EventLoop::new(socket, config.table, stats).run(&stop)
+                })?
         };
         log::info!("udplock node listening on {local_addr}");
         Ok(Node {
