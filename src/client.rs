@@ -1104,18 +1104,14 @@ mod tests {
         edit: impl FnOnce(&mut Reply<'_>),
     ) -> Vec<u8> {
         let mut reply = Reply {
-            msg_type: req.body.msg_type().reply_type().unwrap(),
-            flags: Flags::empty(),
-            session_id: req.session_id,
-            request_id: req.request_id,
-            attempt: req.attempt,
-            status,
-            hold_count: 0,
-            fencing_token: 0,
-            lease_ms: 0,
-            waiter_count: 0,
-            hint: Hint::None,
             holder,
+            ..Reply::bare(
+                req.body.msg_type().reply_type().unwrap(),
+                req.session_id,
+                req.request_id,
+                req.attempt,
+                status,
+            )
         };
         edit(&mut reply);
         let mut buf = [0u8; DATAGRAM_LEN_MAX];

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use udplock::bench::{self, BenchConfig, Placement};
 use udplock::core::lock_table;
 use udplock::node::{Node, NodeConfig};
-use udplock::{json, Client, ClientConfig, LockError};
+use udplock::{json, Client, ClientConfig, Lease, LockError};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -189,6 +189,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The answer to `acquire` and `renew`: one JSON object (resource, client, token,
+/// hold_count, ttl_ms) or a sentence.
+fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
+    if a.conn.json {
+        println!(
+            "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
+            json::string(&a.resource),
+            json::string(&a.client),
+            lease.fencing_token,
+            lease.hold_count,
+            lease.ttl_ms
+        );
+    } else {
+        println!(
+            "{verb} {} for {}: fencing token {}, hold count {}, lease {} ms",
+            a.resource, a.client, lease.fencing_token, lease.hold_count, lease.ttl_ms
+        );
+    }
+}
+
 /// The wire's "0 = default" spelled as the client API's `None`.
 fn nonzero(ttl_ms: Option<u32>) -> Option<u32> {
     ttl_ms.filter(|&t| t != 0)
@@ -253,21 +273,7 @@ fn run(command: Command) -> Result<(), LockError> {
         Command::Acquire(a) => {
             let client = connect(&a.conn, None)?;
             let lease = client.acquire(&a.resource, &a.client, a.timeout_ms, nonzero(a.ttl_ms))?;
-            if a.conn.json {
-                println!(
-                    "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
-                    json::string(&a.resource),
-                    json::string(&a.client),
-                    lease.fencing_token,
-                    lease.hold_count,
-                    lease.ttl_ms
-                );
-            } else {
-                println!(
-                    "acquired {} for {}: fencing token {}, hold count {}, lease {} ms",
-                    a.resource, a.client, lease.fencing_token, lease.hold_count, lease.ttl_ms
-                );
-            }
+            print_lease("acquired", &a, &lease);
             Ok(())
         }
         Command::Release(a) => {
@@ -293,21 +299,7 @@ fn run(command: Command) -> Result<(), LockError> {
         Command::Renew(a) => {
             let client = connect(&a.conn, Some(a.timeout_ms))?;
             let lease = client.renew(&a.resource, &a.client, nonzero(a.ttl_ms))?;
-            if a.conn.json {
-                println!(
-                    "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
-                    json::string(&a.resource),
-                    json::string(&a.client),
-                    lease.fencing_token,
-                    lease.hold_count,
-                    lease.ttl_ms
-                );
-            } else {
-                println!(
-                    "renewed {} for {}: fencing token {}, lease {} ms",
-                    a.resource, a.client, lease.fencing_token, lease.ttl_ms
-                );
-            }
+            print_lease("renewed", &a, &lease);
             Ok(())
         }
         Command::Status(a) => {

@@ -361,20 +361,13 @@ impl EventLoop {
             NodeStats::bump(&self.stats.dropped);
             return;
         }
-        let reply = Reply {
-            msg_type: MessageType::ErrorReply,
-            flags: Flags::empty(),
-            session_id: ids.session_id,
-            request_id: ids.request_id,
-            attempt: ids.attempt,
+        let reply = Reply::bare(
+            MessageType::ErrorReply,
+            ids.session_id,
+            ids.request_id,
+            ids.attempt,
             status,
-            hold_count: 0,
-            fencing_token: 0,
-            lease_ms: 0,
-            waiter_count: 0,
-            hint: Hint::None,
-            holder: &[],
-        };
+        );
         // A zero session or request id cannot be echoed (and no client could match it).
         match reply.encode(&mut self.out) {
             Ok(len) => {

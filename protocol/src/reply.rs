@@ -70,6 +70,33 @@ pub struct Reply<'a> {
     pub holder: &'a [u8],
 }
 
+impl Reply<'static> {
+    /// A reply carrying only a status: every counter zero, no hint, no holder, no flag (what
+    /// a non-OK status requires, spec §5.1). Set the other fields on the value as needed.
+    pub const fn bare(
+        msg_type: MessageType,
+        session_id: u64,
+        request_id: u64,
+        attempt: u16,
+        status: Status,
+    ) -> Reply<'static> {
+        Reply {
+            msg_type,
+            flags: Flags::empty(),
+            session_id,
+            request_id,
+            attempt,
+            status,
+            hold_count: 0,
+            fencing_token: 0,
+            lease_ms: 0,
+            waiter_count: 0,
+            hint: Hint::None,
+            holder: &[],
+        }
+    }
+}
+
 impl<'a> Reply<'a> {
     /// Decodes a reply datagram. Never panics; never allocates.
     pub fn decode(datagram: &'a [u8]) -> Result<Reply<'a>, DecodeError> {
