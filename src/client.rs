@@ -113,8 +113,8 @@ pub const WAIT_MS_MAX: u64 = 300_000;
 
 /// Requests one `Client` may have in flight at once. Beyond it an operation fails at once
 /// with [`LockError::Overloaded`] rather than queueing: 4096 threads blocked on one client
-/// means the program is already in trouble, and the bound keeps the pending map (and the
-/// server's per-session answer window of 1024 remembered answers) meaningful.
+/// means the program is already in trouble, and the bound keeps the pending map and the
+/// number of sessions (one lane per call in flight) this client uses at the server bounded.
 pub const OUTSTANDING_MAX: usize = 4096;
 
 /// Longest grace a [`ClientConfig`] accepts, so that `WAIT_MS_MAX + grace_ms` stays within
@@ -207,6 +207,11 @@ impl ClientConfig {
 }
 
 /// A granted hold of a lock, as this client must see it.
+///
+/// Each `Lease` describes the one reply it came from. The server never shortens a hold's
+/// lease (re-entry and renewal only extend it, spec §6.4), so every `Lease` of a hold stays
+/// safe on its own until the client releases the lock to hold count zero; after that none of
+/// them means anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub resource_id: String,
@@ -566,8 +571,9 @@ impl Client {
     /// length, `None` for the resource's default.
     ///
     /// An OVERLOADED answer with a retry-after hint (a full wait queue, a server in its startup
-    /// grace) is retried after the hinted delay while `timeout_ms` allows; past that it is
-    /// returned. Fails with [`LockError::LockAcquisitionTimeout`] when the server's wait ends, or
+    /// grace) is retried, as the same request, after the hinted delay while `timeout_ms` allows
+    /// (the wait then counts from when the server accepts it). Fails with
+    /// [`LockError::LockAcquisitionTimeout`] when the server's wait ends, or
     /// [`LockError::Unavailable`] when no answer came within `timeout_ms + grace_ms`. In the
     /// second case the server may still have granted the lock and only the reply was lost;
     /// that hold expires after its TTL (or release it).
@@ -586,39 +592,14 @@ impl Client {
                  longer in a loop"
             )));
         }
-        let ttl_ms = ttl_wire("ttl_ms", ttl_ms)?;
-        let deadline = StdInstant::now() + StdDuration::from_millis(timeout_ms);
-        let mut first_try = true;
-        loop {
-            // The wait left of the caller's timeout; the first try gets all of it.
-            let wait_ms = if first_try {
-                timeout_ms
-            } else {
-                let left = deadline.saturating_duration_since(StdInstant::now());
-                left.as_micros().div_ceil(1_000) as u64
-            };
-            first_try = false;
-            let body = RequestBody::Acquire {
-                resource: resource_id.as_bytes(),
-                client: client_id.as_bytes(),
-                wait_ms: wait_ms as u32,
-                ttl_ms,
-            };
-            match self.call(body, wait_ms + self.config.grace_ms) {
-                Ok(answer) => return Ok(self.lease(resource_id, client_id, &answer)),
-                // OVERLOADED took no effect and is not remembered (spec §6.6): honour the
-                // server's retry-after hint with a new request while the caller's timeout
-                // allows (a full queue, or a server in its startup grace).
-                Err(LockError::Overloaded { retry_after_ms })
-                    if retry_after_ms > 0
-                        && StdInstant::now() + StdDuration::from_millis(retry_after_ms.into())
-                            < deadline =>
-                {
-                    thread::sleep(StdDuration::from_millis(retry_after_ms.into()));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let body = RequestBody::Acquire {
+            resource: resource_id.as_bytes(),
+            client: client_id.as_bytes(),
+            wait_ms: timeout_ms as u32,
+            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
+        };
+        let answer = self.call(body, timeout_ms + self.config.grace_ms)?;
+        Ok(self.lease(resource_id, client_id, &answer))
     }
 
     /// Takes the lock only if it is free (or already ours): never waits in the server's queue.
@@ -632,8 +613,9 @@ impl Client {
         self.acquire(resource_id, client_id, 0, ttl_ms)
     }
 
-    /// Extends the lease of a lock `client_id` holds: it now ends `ttl_ms` after the server
-    /// receives this request, or the hold's current TTL after it when `None`.
+    /// Extends the lease of a lock `client_id` holds: it now ends no earlier than `ttl_ms`
+    /// (or, with `None`, the hold's current TTL) after the server receives this request, and
+    /// never earlier than before (a renewal does not shorten a lease).
     pub fn renew(
         &self,
         resource_id: &str,
@@ -732,6 +714,10 @@ impl Client {
                 "a request type without a reply type: a client bug".into(),
             ));
         };
+        let wait_ms = match body {
+            RequestBody::Acquire { wait_ms, .. } => wait_ms,
+            _ => 0,
+        };
         let lane = self.take_lane();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let request = Request {
@@ -751,22 +737,52 @@ impl Client {
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
         self.transmit(datagram, &mut timer);
+        let mut deadline = deadline;
         let reply = loop {
             let reply = match self.await_reply(request_id, datagram, &mut timer, deadline) {
                 Ok(reply) => reply,
                 Err(e) => break Err(e),
             };
+            // Spec §7.1.4: a reply echoing a copy we never sent is forged or broken.
+            if timer
+                .latest_attempt()
+                .is_none_or(|latest| reply.attempt > latest)
+            {
+                self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             let queued = reply.flags.contains(Flags::QUEUED);
             if let Some(sample) = timer.rtt_sample(reply.attempt, queued, reply.received_at) {
                 lock(&self.rtt).on_sample(sample);
             }
-            // WAITING is provisional (spec §6.3): the acquire is queued, so keep waiting and
-            // send keepalives instead of loss-recovery retransmits.
-            if reply.status == Status::Waiting {
-                timer.on_waiting(reply.lease_ms);
-                continue;
+            match reply.status {
+                // WAITING is provisional (spec §6.3): the acquire is queued, so keep waiting
+                // and send keepalives instead of loss-recovery retransmits. The server's wait
+                // started when it queued the request, no later than this reply: wait for its
+                // final answer until then + wait_ms + grace (within the request lifetime).
+                Status::Waiting => {
+                    if !timer.is_waiting() {
+                        let waits_until = reply.received_at
+                            + Duration::from_millis(wait_ms.into())
+                            + Duration::from_millis(self.config.grace_ms);
+                        deadline = deadline.max(waits_until).min(start + REQUEST_LIFETIME_MAX);
+                    }
+                    timer.on_waiting(reply.lease_ms);
+                    continue;
+                }
+                // OVERLOADED took no effect: send the SAME request again after the hinted
+                // delay, so no copy of it still in flight can take effect beside a new one.
+                Status::Overloaded
+                    if reply.retry_after_ms > 0
+                        && self.now() + Duration::from_millis(reply.retry_after_ms.into())
+                            < deadline =>
+                {
+                    thread::sleep(StdDuration::from_millis(reply.retry_after_ms.into()));
+                    self.transmit(datagram, &mut timer);
+                    continue;
+                }
+                _ => break Ok(reply),
             }
-            break Ok(reply);
         };
         // Leave the pending map (and hand the receiver role on) before anything else.
         drop(pending);
@@ -1276,6 +1292,69 @@ mod tests {
         assert!(copies.windows(2).all(|w| w[1] == w[0] + 1));
         // The lease is counted from the keepalive the grant answered, not the first send.
         assert!(lease.valid_until > started + StdDuration::from_millis(60 + 100));
+    }
+
+    /// OVERLOADED with a retry-after hint is retried as the SAME request (same id, next
+    /// attempt), so a copy of it still in flight can never take effect beside a second one.
+    #[test]
+    fn overloaded_is_retried_as_the_same_request() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let server = FakeServer::spawn(move |event| {
+            let Event::Request(req, _) = event else {
+                return Vec::new();
+            };
+            let mut log = log.lock().unwrap();
+            log.push((req.session_id, req.request_id, req.attempt));
+            if log.len() <= 2 {
+                return vec![reply_to(&req, Status::Overloaded, |r| {
+                    r.hint = Hint::RetryAfter { ms: 5 };
+                })];
+            }
+            vec![reply_to(&req, Status::Ok, |r| r.hold_count = 1)]
+        });
+        let client = client_for(&server, |_| {});
+        assert_eq!(client.release("r", "c"), Ok(1));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen
+            .iter()
+            .all(|&(s, r, _)| (s, r) == (seen[0].0, seen[0].1)));
+        assert!(seen.windows(2).all(|w| w[1].2 > w[0].2), "{seen:?}");
+    }
+
+    /// A WAITING reply moves the deadline to its receipt + wait_ms + grace: the server's wait
+    /// started no later than that, so its final answer is still awaited (never a grant the
+    /// client gave up on before the server's own deadline).
+    #[test]
+    fn waiting_extends_the_deadline_to_the_servers_wait() {
+        let mut first: Option<StdInstant> = None;
+        let server = FakeServer::spawn(move |event| match event {
+            Event::Request(req, at) => {
+                let first = *first.get_or_insert(at);
+                // The first copies are "lost" for 150 ms, as if the network dropped them.
+                if at.duration_since(first) < StdDuration::from_millis(150) {
+                    return Vec::new();
+                }
+                if at.duration_since(first) < StdDuration::from_millis(300) {
+                    return vec![reply_to(&req, Status::Waiting, |r| {
+                        r.lease_ms = 1_600;
+                        r.waiter_count = 1;
+                    })];
+                }
+                vec![reply_to(&req, Status::Ok, |r| {
+                    r.flags = Flags::QUEUED;
+                    r.hold_count = 1;
+                    r.fencing_token = 3;
+                    r.lease_ms = 1_600;
+                })]
+            }
+            Event::Idle => Vec::new(),
+        });
+        let client = client_for(&server, |c| c.grace_ms = 50);
+        // Without the extension the client would give up at 200 + 50 ms.
+        let lease = client.acquire("r", "c", 200, None).unwrap();
+        assert_eq!(lease.fencing_token, 3);
     }
 
     #[test]

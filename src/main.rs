@@ -1,6 +1,7 @@
 //! The `udplock` command: run a node, take and release locks from the shell, benchmark.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -74,11 +75,19 @@ struct ServerArgs {
     /// Most client sessions remembered for duplicate detection.
     #[arg(long, default_value_t = lock_table::Config::default().sessions_max)]
     sessions_max: u32,
-    /// Grant nothing for this long after start. The node keeps its locks in memory only:
-    /// when restarting a node at the same address, set this to the longest lease its clients
-    /// use, so no client still counting a lease from before the restart meets a second holder.
+    /// Grant nothing for at least this long after start. The lease horizon file already makes
+    /// a restart at the same address wait out its predecessor's leases; set this when that file
+    /// is lost or disabled (e.g. after moving a node), to the longest lease clients use.
     #[arg(long, default_value_t = 0)]
     startup_grace_ms: u32,
+    /// The lease horizon file: the time until which leases this node granted may still be
+    /// valid, so that a restarted node at the same address grants nothing before then.
+    /// Default: $XDG_STATE_HOME/udplock/ (or ~/.local/state/udplock/) named after --listen.
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// Keep no lease horizon file (restarts then rely on --startup-grace-ms).
+    #[arg(long, conflicts_with = "state_file")]
+    no_state_file: bool,
     /// Pin the event-loop thread to this CPU (default: let the OS place it).
     #[arg(long)]
     cpu: Option<usize>,
@@ -209,6 +218,20 @@ fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
     }
 }
 
+/// Where `udplock server --listen ADDR` keeps its lease horizon by default: the user's state
+/// directory, one file per address. None for an ephemeral port (no node can have preceded
+/// it there) or without a home directory.
+fn default_state_file(listen: SocketAddr) -> Option<PathBuf> {
+    if listen.port() == 0 {
+        return None;
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    let name = format!("node-{}-{}.horizon", listen.ip(), listen.port()).replace(':', "_");
+    Some(base.join("udplock").join(name))
+}
+
 /// The wire's "0 = default" spelled as the client API's `None`.
 fn nonzero(ttl_ms: Option<u32>) -> Option<u32> {
     ttl_ms.filter(|&t| t != 0)
@@ -245,6 +268,11 @@ fn run(command: Command) -> Result<(), LockError> {
         Command::Server(a) => {
             let mut config = NodeConfig::new(a.listen);
             config.cpu = a.cpu;
+            config.state_file = match (a.no_state_file, a.state_file.clone()) {
+                (true, _) => None,
+                (false, Some(path)) => Some(path),
+                (false, None) => default_state_file(a.listen),
+            };
             config.table = lock_table::Config {
                 ttl_default_ms: a.ttl_default_ms,
                 ttl_ms_max: a.ttl_ms_max,
@@ -260,6 +288,7 @@ fn run(command: Command) -> Result<(), LockError> {
                 .table
                 .validate()
                 .map_err(|e| LockError::InvalidArgument(e.to_string()))?;
+            let state_file = config.state_file.clone();
             let node = Node::start(config).map_err(|e| {
                 LockError::InternalError(format!("cannot listen on {}: {e}", a.listen))
             })?;
@@ -267,6 +296,13 @@ fn run(command: Command) -> Result<(), LockError> {
                 "udplock server listening on {} (Ctrl-C to stop)",
                 node.local_addr()
             );
+            if state_file.is_none() && a.startup_grace_ms == 0 {
+                eprintln!(
+                    "udplock server: no lease horizon file; locks are kept in memory, so if \
+                     this restarts a node at the same address, restart with \
+                     --startup-grace-ms set to the longest lease its clients use"
+                );
+            }
             node.wait();
             Ok(())
         }

@@ -14,8 +14,11 @@
 //! no channel, no thread hop and no lock on the per-request path. The node makes no protocol
 //! decision itself; every rule lives in the table or the codec.
 
+use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -45,6 +48,10 @@ pub struct NodeConfig {
     /// Pin the event-loop thread to this CPU (`None`: let the OS place it). A pinned loop
     /// wakes on a known, warm CPU; keep other busy threads off it.
     pub cpu: Option<usize>,
+    /// The lease horizon file (see [`HorizonFile`]): makes a restart at the same address safe
+    /// without an operator's grace period. `None` for a node nobody can have preceded (an
+    /// ephemeral port) or when the operator takes care of restarts.
+    pub state_file: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -58,6 +65,7 @@ impl NodeConfig {
                 ..lock_table::Config::default()
             },
             cpu: None,
+            state_file: None,
         }
     }
 }
@@ -68,10 +76,7 @@ impl NodeConfig {
 /// million grants a second, sustained, from its start) and the wall clock did not step back
 /// across the restart (spec §7.2.4). So tokens keep increasing across restarts with no disk.
 pub fn fencing_token_first_from_wall_clock() -> u64 {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_micros()).unwrap_or(1).max(1)
+    wall_clock_micros().clamp(1, u64::MAX / 2)
 }
 
 /// Counters of what the node did, readable from any thread while it runs.
@@ -107,10 +112,25 @@ pub struct Node {
 
 impl Node {
     /// Binds the socket and starts the event-loop thread.
-    pub fn start(config: NodeConfig) -> io::Result<Node> {
+    pub fn start(mut config: NodeConfig) -> io::Result<Node> {
         if let Err(e) = config.table.validate() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, e.to_string()));
         }
+        let horizon = match &config.state_file {
+            None => None,
+            Some(path) => {
+                let (file, grace_ms) = HorizonFile::open(path, config.table.ttl_ms_max)?;
+                if grace_ms > config.table.startup_grace_ms {
+                    log::warn!(
+                        "udplock node: a previous node granted leases until {grace_ms} ms from \
+                         now ({}); granting nothing until then",
+                        path.display()
+                    );
+                    config.table.startup_grace_ms = grace_ms;
+                }
+                Some(file)
+            }
+        };
         let socket = bind(config.listen)?;
         let local_addr = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -126,7 +146,7 @@ impl Node {
                             log::warn!("udplock node: could not pin the event loop to CPU {id}");
                         }
                     }
-                    EventLoop::new(socket, config.table, stats).run(&stop)
+                    EventLoop::new(socket, config.table, stats, horizon).run(&stop)
                 })?
         };
         log::info!("udplock node listening on {local_addr}");
@@ -214,10 +234,16 @@ struct EventLoop {
     /// The read timeout currently set on the socket, to skip a setsockopt when unchanged.
     read_timeout: Option<StdDuration>,
     out: [u8; DATAGRAM_LEN_MAX],
+    horizon: Option<HorizonFile>,
 }
 
 impl EventLoop {
-    fn new(socket: UdpSocket, table: lock_table::Config, stats: Arc<NodeStats>) -> EventLoop {
+    fn new(
+        socket: UdpSocket,
+        table: lock_table::Config,
+        stats: Arc<NodeStats>,
+        horizon: Option<HorizonFile>,
+    ) -> EventLoop {
         EventLoop {
             socket,
             table: LockTable::new(table),
@@ -225,6 +251,27 @@ impl EventLoop {
             epoch: std::time::Instant::now(),
             read_timeout: None,
             out: [0; DATAGRAM_LEN_MAX],
+            horizon,
+        }
+    }
+
+    /// Before any reply leaves, the horizon file must cover every lease granted so far; if it
+    /// cannot be written, the replies wait in the table (clients retransmit) and false is
+    /// returned.
+    fn horizon_persisted(&mut self) -> bool {
+        let Some(file) = self.horizon.as_mut() else {
+            return true;
+        };
+        let horizon = self.table.lease_horizon();
+        let now = Instant::from_micros(self.epoch.elapsed().as_micros() as u64);
+        match file.cover(horizon, now) {
+            Ok(()) => true,
+            Err(e) => {
+                log::error!(
+                    "udplock node: cannot write the lease horizon file: {e}; holding replies"
+                );
+                false
+            }
         }
     }
 
@@ -241,7 +288,9 @@ impl EventLoop {
             let now = self.now();
             if self.table.poll_timeout().is_some_and(|t| t <= now) {
                 self.table.handle_timeout(now);
-                self.flush_replies(REQUEST_LEN_MIN);
+                if self.horizon_persisted() {
+                    self.flush_replies(REQUEST_LEN_MIN);
+                }
             }
             self.arm_timer();
             match self.socket.recv_from(&mut buf) {
@@ -292,7 +341,7 @@ impl EventLoop {
             Ok(r) => r,
             Err(e) => return self.answer_undecodable(datagram, from, e),
         };
-        // Spec §2.3: a request shorter than the smallest reply is never answered.
+        // Spec §2.2: a request shorter than the smallest reply is never answered.
         if datagram.len() < REQUEST_LEN_MIN {
             NodeStats::bump(&self.stats.dropped);
             return;
@@ -340,9 +389,12 @@ impl EventLoop {
                 attempt: request.attempt,
                 reply_to: from,
                 command,
+                room_for_waiting: datagram.len() >= 2 * REPLY_LEN_MIN,
             },
         );
-        self.flush_replies(datagram.len());
+        if self.horizon_persisted() {
+            self.flush_replies(datagram.len());
+        }
     }
 
     /// Spec §7: an undecodable request gets an ERROR_REPLY when the codec names a status for
@@ -357,6 +409,12 @@ impl EventLoop {
             NodeStats::bump(&self.stats.dropped);
             return;
         };
+        // Whatever the version, a reply or node-to-node type is never answered: answering
+        // replies could make two endpoints answer each other forever (spec §3.2).
+        if (0x40..0xC0).contains(&datagram[udplock_protocol::header::field::MSG_TYPE]) {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
         if datagram.len() < REPLY_LEN_MIN {
             NodeStats::bump(&self.stats.dropped);
             return;
@@ -443,4 +501,90 @@ impl EventLoop {
             Err(_) => NodeStats::bump(&self.stats.send_errors),
         }
     }
+}
+
+/// The lease horizon file (spec §7.2.4): one line holding a wall-clock time, in microseconds
+/// since the Unix epoch, after which no lease this node granted can still be valid.
+///
+/// The node keeps its locks in memory. If it is killed and restarted at the same address, its
+/// successor must not grant a lock some client still believes it holds. So before any reply
+/// that grants or extends a lease leaves the node, the file is made to cover that lease
+/// (written one second ahead, so under steady traffic it is rewritten about once a second),
+/// and a node starting with the file grants nothing until the time it names. The write is a
+/// plain `pwrite` of a fixed-width line, not fsynced: it survives a crash or kill of the
+/// process, not the loss of the machine's memory (power loss); durable state is issue 3's
+/// `--durability`.
+pub struct HorizonFile {
+    file: File,
+    /// Up to which core instant the file covers leases.
+    covered: Instant,
+}
+
+/// How far past the latest lease the file is written, so a steady stream of grants rewrites
+/// it about once per this period instead of on every grant.
+const HORIZON_AHEAD: crate::core::time::Duration = crate::core::time::Duration::from_millis(1_000);
+
+impl HorizonFile {
+    /// Opens (or creates) the file and returns it with the grace, in ms, the node must keep
+    /// before granting: the time left until the horizon a previous node wrote. A file that
+    /// cannot be read as a horizon means the worst: `ttl_ms_max`.
+    pub fn open(path: &Path, ttl_ms_max: u32) -> io::Result<(HorizonFile, u32)> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let previous = std::fs::read_to_string(path).ok();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let grace_ms = match previous.as_deref().map(str::trim) {
+            None | Some("") => 0,
+            Some(line) => match line.parse::<u64>() {
+                Ok(horizon_us) => {
+                    let left_us = horizon_us.saturating_sub(wall_clock_micros());
+                    u32::try_from(left_us.div_ceil(1_000)).unwrap_or(u32::MAX)
+                }
+                Err(_) => {
+                    log::warn!(
+                        "udplock node: {} is not a lease horizon; assuming the longest lease",
+                        path.display()
+                    );
+                    ttl_ms_max
+                }
+            },
+        };
+        Ok((
+            HorizonFile {
+                file,
+                covered: Instant::ZERO,
+            },
+            grace_ms,
+        ))
+    }
+
+    /// Makes the file cover leases up to `horizon` (a core instant; `now` is the core's now).
+    fn cover(&mut self, horizon: Instant, now: Instant) -> io::Result<()> {
+        if horizon <= self.covered {
+            return Ok(());
+        }
+        let target = horizon + HORIZON_AHEAD;
+        // Converted with a fresh reading of the wall clock, so drift between the monotonic
+        // and the wall clock over a long run does not accumulate.
+        let wall_us = wall_clock_micros() + target.saturating_since(now).as_micros();
+        // Fixed width: the write never changes the file's length, so it replaces the line in
+        // one system call.
+        self.file
+            .write_all_at(format!("{wall_us:020}\n").as_bytes(), 0)?;
+        self.covered = target;
+        Ok(())
+    }
+}
+
+fn wall_clock_micros() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX)
 }

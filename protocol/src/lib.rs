@@ -61,11 +61,19 @@ pub const DATAGRAM_LEN_MAX: usize = 1200;
 pub const REQUEST_LEN_MIN: usize = REPLY_LEN_MIN;
 /// Length a STATUS request is padded to, so the reply can name a holder of the longest id.
 pub const STATUS_REQUEST_LEN: usize = REPLY_LEN_MIN + ID_LEN_MAX;
+/// Length an ACQUIRE that may wait (wait_ms > 0) is padded to: it may cause two replies, a
+/// provisional WAITING at once and the final answer later, and the bytes a server sends in
+/// answer to one datagram never exceed that datagram (spec §2.2).
+pub const ACQUIRE_WAIT_REQUEST_LEN: usize = 2 * REPLY_LEN_MIN;
+/// A client never sends a copy of a request later than this after its first transmission; a
+/// server remembers sessions longer than this, so no late copy can run twice (spec §6.6).
+pub const REQUEST_LIFETIME_MS_MAX: u32 = 360_000;
 
 const _: () = assert!(HEADER_LEN == 32);
 const _: () = assert!(REPLY_LEN_MIN == 76);
 const _: () = assert!(STATUS_REQUEST_LEN == 331);
 const _: () = assert!(STATUS_REQUEST_LEN <= DATAGRAM_LEN_MAX);
+const _: () = assert!(ACQUIRE_WAIT_REQUEST_LEN <= DATAGRAM_LEN_MAX);
 // The longest request (an ACQUIRE with two 255-byte ids) must fit in a datagram.
 const _: () = assert!(HEADER_LEN + 10 + 2 * ID_LEN_MAX <= DATAGRAM_LEN_MAX);
 
@@ -114,17 +122,18 @@ impl DecodeError {
     /// when it must drop the datagram silently (spec §7: not ours, or nothing safe to answer).
     pub const fn reply_status(self) -> Option<Status> {
         match self {
+            // A zero id could not be echoed in a way any client matches (spec §3.2 row 9).
             DecodeError::TooShort
             | DecodeError::TooLong
             | DecodeError::BadMagic
-            | DecodeError::UnexpectedType => None,
+            | DecodeError::UnexpectedType
+            | DecodeError::ZeroId => None,
             DecodeError::UnsupportedVersion => Some(Status::UnsupportedVersion),
             DecodeError::UnknownType | DecodeError::UnknownFlags | DecodeError::AuthUnsupported => {
                 Some(Status::Unsupported)
             }
             DecodeError::EmptyId => Some(Status::InvalidArgument),
             DecodeError::ReservedNonZero
-            | DecodeError::ZeroId
             | DecodeError::BadBodyLength
             | DecodeError::NonZeroPadding
             | DecodeError::BadHintKind

@@ -7,8 +7,8 @@ use crate::be::u32_at;
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType};
 use crate::{
-    DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX, REQUEST_LEN_MIN,
-    STATUS_REQUEST_LEN,
+    DecodeError, EncodeError, ACQUIRE_WAIT_REQUEST_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX,
+    REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 /// A decoded request. Ids borrow from the datagram.
@@ -180,12 +180,15 @@ impl<'a> Request<'a> {
         })
     }
 
-    /// The datagram length a client sends: the body, padded to [`REQUEST_LEN_MIN`], or to
-    /// [`STATUS_REQUEST_LEN`] for STATUS so the reply can name the holder (spec §2.2).
+    /// The datagram length a client sends: the body, padded to [`REQUEST_LEN_MIN`]; to
+    /// [`STATUS_REQUEST_LEN`] for STATUS, so the reply can name the holder; to
+    /// [`ACQUIRE_WAIT_REQUEST_LEN`] for an ACQUIRE that may wait, so it can be answered
+    /// WAITING at once and finally later (spec §2.2).
     pub fn padded_len(&self) -> usize {
         let unpadded = HEADER_LEN + self.body.body_len();
         let floor = match self.body {
             RequestBody::Status { .. } => STATUS_REQUEST_LEN,
+            RequestBody::Acquire { wait_ms, .. } if wait_ms > 0 => ACQUIRE_WAIT_REQUEST_LEN,
             _ => REQUEST_LEN_MIN,
         };
         unpadded.max(floor)

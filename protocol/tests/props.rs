@@ -125,13 +125,18 @@ proptest! {
         prop_assert_eq!(&out[..n], &again[..m]);
     }
 
-    /// No amplification (spec §2.3): the largest reply a request can cause fits in the request.
+    /// No amplification (spec §2.2): the replies a request can cause fit in the request, a
+    /// STATUS naming the longest holder and a waiting ACQUIRE's WAITING plus final answer
+    /// included.
     #[test]
     fn replies_never_exceed_requests(b in body(), holder in id()) {
         let req = Request { session_id: 1, request_id: 1, attempt: 0, body: b.view() };
-        let holder: &[u8] = if matches!(req.body, RequestBody::Status { .. }) { &holder } else { &[] };
-        let reply_len = REPLY_LEN_MIN + holder.len();
-        prop_assert!(reply_len <= req.padded_len());
+        let reply_bytes = match req.body {
+            RequestBody::Status { .. } => REPLY_LEN_MIN + holder.len(),
+            RequestBody::Acquire { wait_ms, .. } if wait_ms > 0 => 2 * REPLY_LEN_MIN,
+            _ => REPLY_LEN_MIN,
+        };
+        prop_assert!(reply_bytes <= req.padded_len());
     }
 
     #[test]
@@ -210,6 +215,7 @@ fn every_decode_error_has_a_drop_or_reply_rule() {
     assert_eq!(DecodeError::TooShort.reply_status(), None);
     assert_eq!(DecodeError::TooLong.reply_status(), None);
     assert_eq!(DecodeError::UnexpectedType.reply_status(), None);
+    assert_eq!(DecodeError::ZeroId.reply_status(), None);
     assert_eq!(
         DecodeError::EmptyId.reply_status(),
         Some(Status::InvalidArgument)

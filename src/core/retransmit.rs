@@ -34,7 +34,8 @@ pub const SEND_HISTORY_LEN: usize = 8;
 /// A client MUST NOT retransmit a request more than `request_lifetime_ms_max` (360 000 ms)
 /// after its first send: after that the server may have forgotten the session and would
 /// execute the copy as a new operation.
-pub const REQUEST_LIFETIME_MAX: Duration = Duration::from_millis(360_000);
+pub const REQUEST_LIFETIME_MAX: Duration =
+    Duration::from_millis(udplock_protocol::REQUEST_LIFETIME_MS_MAX as u64);
 
 /// Largest RTO ceiling [`RetransmitConfig::validate`] accepts. RFC 6298 §2.5 lets an
 /// implementation cap the RTO provided the cap is at least 60 s; a lock client would rather

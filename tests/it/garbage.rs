@@ -114,6 +114,13 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
     let mut magic = acquire_bytes();
     magic[0] = 0;
     expect_silence(&sock, to, &magic);
+    // A reply or node-to-node type is never answered, whatever its version (no loops).
+    for (version, ty) in [(2, 0x81), (2, 0x41), (1, 0x60)] {
+        let mut d = acquire_bytes();
+        d[2] = version;
+        d[3] = ty;
+        expect_silence(&sock, to, &d);
+    }
 
     // Then a valid request from the same socket is answered, and answered first: nothing
     // above was answered late.

@@ -241,3 +241,34 @@ fn a_restarted_node_keeps_tokens_increasing_and_honours_its_grace() {
     assert!(after.fencing_token > before.fencing_token);
     drop(second);
 }
+
+/// Spec §7.2.4, without an operator: a node killed and restarted with the same lease horizon
+/// file grants nothing until the leases of its predecessor have run out.
+#[test]
+fn the_lease_horizon_file_makes_a_restart_wait_out_old_leases() {
+    use udplock::node::{Node, NodeConfig};
+    let dir = std::env::temp_dir().join(format!("udplock-horizon-{}", std::process::id()));
+    let file = dir.join("node.horizon");
+    let _ = std::fs::remove_file(&file);
+    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    config.state_file = Some(file.clone());
+    let first = Node::start(config.clone()).unwrap();
+    let c = Client::connect(&[first.local_addr()]).unwrap();
+    let before_grant = Instant::now();
+    c.acquire("horizon", "old-holder", 0, Some(400)).unwrap();
+    first.shutdown();
+
+    let second = Node::start(config).unwrap();
+    let c = Client::connect(&[second.local_addr()]).unwrap();
+    match c.try_acquire("horizon", "new-holder", None) {
+        Err(LockError::Overloaded { retry_after_ms }) => assert!(retry_after_ms <= 1_400),
+        other => panic!("granted while an old lease may run: {other:?}"),
+    }
+    c.acquire("horizon", "new-holder", 3_000, None).unwrap();
+    assert!(
+        before_grant.elapsed() >= Duration::from_millis(400),
+        "granted before the old lease ran out"
+    );
+    drop(second);
+    let _ = std::fs::remove_dir_all(&dir);
+}

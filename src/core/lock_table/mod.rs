@@ -1,6 +1,6 @@
 //! The lock table: every lock, wait queue and client session of one server (later: of one
 //! Raft-replicated shard), as a pure deterministic state machine. Its rules are the spec's
-//! "Lock semantics (server)" (design/WIRE.md); this module is their one implementation.
+//! lock semantics (spec/protocol.md §6); this module is their one implementation.
 //!
 //! # Data flow
 //!
@@ -77,7 +77,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
-use udplock_protocol::Status;
+use udplock_protocol::{Status, REQUEST_LIFETIME_MS_MAX};
 
 use self::index::ResourceIndex;
 use self::queue::{WaitQueue, Waiter};
@@ -86,7 +86,7 @@ use crate::core::time::{Duration, Instant};
 /// Longest resource or client id, in bytes: the wire carries its length in one byte.
 pub const ID_LEN_MAX: usize = 255;
 
-/// How long after an acquire's wait deadline its client may still retransmit it (WIRE.md,
+/// How long after an acquire's wait deadline its client may still retransmit it (spec §7.1.3,
 /// client obligations: give up at wait_ms + a grace for the final answer). A session must stay
 /// remembered that long, or a late retransmit would run a second time.
 pub const RETRANSMIT_AFTER_WAIT_MS_MAX: u32 = 60_000;
@@ -118,8 +118,8 @@ pub struct Config {
     /// with more requests in flight than this may see REQUEST_EXPIRED for its oldest.
     pub answers_per_session_max: u32,
     /// A session with no request for this long is forgotten, answers and all. Must outlast
-    /// every retransmission of its requests (`validate` asks for `wait_ms_max` +
-    /// [`RETRANSMIT_AFTER_WAIT_MS_MAX`]), else a late retransmit would take effect twice.
+    /// every retransmission of its requests (`validate` asks for more than
+    /// `request_lifetime_ms_max`, 360 s), else a late retransmit would take effect twice.
     pub session_idle_ms: u32,
     /// Lease of an acquire with ttl_ms = 0 on a resource without a configured default: long
     /// enough for a typical critical section, short enough that a crashed client's lock frees
@@ -202,12 +202,25 @@ impl Config {
                 rule: "must not exceed ttl_ms_max",
             });
         }
-        let idle_ms_min = u64::from(self.wait_ms_max) + u64::from(RETRANSMIT_AFTER_WAIT_MS_MAX);
-        if u64::from(self.session_idle_ms) < idle_ms_min {
+        // Spec §6.6: clients send no copy later than REQUEST_LIFETIME_MS_MAX after the first,
+        // and give up on an acquire at most RETRANSMIT_AFTER_WAIT_MS_MAX after its wait, so a
+        // wait must end that much before the lifetime does...
+        let wait_ms_limit = REQUEST_LIFETIME_MS_MAX - RETRANSMIT_AFTER_WAIT_MS_MAX;
+        if self.wait_ms_max > wait_ms_limit {
+            return Err(ConfigError {
+                field: "wait_ms_max",
+                rule: "must be at most 300000 (request_lifetime_ms_max 360000 minus the 60000 \
+                       a client may keep retransmitting after a wait), or a grant could come \
+                       after its client stopped listening",
+            });
+        }
+        // ...and a session must outlive every copy of its requests, or a late copy would run
+        // a second time.
+        if self.session_idle_ms <= REQUEST_LIFETIME_MS_MAX {
             return Err(ConfigError {
                 field: "session_idle_ms",
-                rule: "must be at least wait_ms_max + 60000, so a session outlives every \
-                       retransmission of its requests",
+                rule: "must be greater than request_lifetime_ms_max (360000), so a session \
+                       outlives every retransmission of its requests",
             });
         }
         Ok(())
@@ -302,6 +315,11 @@ pub struct Request<'a> {
     /// Where this copy came from; the answer goes to the latest copy's address.
     pub reply_to: SocketAddr,
     pub command: Command<'a>,
+    /// This copy is long enough to pay for two replies (spec §2.2: the bytes sent in answer
+    /// to a datagram never exceed it): an acquire that must wait is then told WAITING at once
+    /// and answered finally later. A shorter first copy gets no WAITING; its retransmissions
+    /// (keepalives) each get one, and the final answer is the first copy's.
+    pub room_for_waiting: bool,
 }
 
 /// The outcome of a request, as carried by the reply body.
@@ -517,7 +535,7 @@ impl Slot {
             assert!(self.queue.is_none(), "a free lock has no waiters");
         }
         assert!(
-            self.queue.as_deref().map_or(true, |q| q.live() > 0),
+            self.queue.as_deref().is_none_or(|q| q.live() > 0),
             "empty queues are dropped"
         );
     }
@@ -630,6 +648,9 @@ pub struct LockTable {
     /// Live waiters in all queues.
     waiters: u32,
     answers_remembered: u64,
+    /// The latest expiry any hold has ever had: no client can believe it holds a lock of
+    /// this table past it (the shell persists it to make restarts safe, spec §7.2.4).
+    lease_horizon: Instant,
 }
 
 impl LockTable {
@@ -655,6 +676,7 @@ impl LockTable {
             held: 0,
             waiters: 0,
             answers_remembered: 0,
+            lease_horizon: Instant::ZERO,
         }
     }
 
@@ -691,19 +713,22 @@ impl LockTable {
             }
             Admission::New => {
                 let Some(answer) = self.execute(now, &request) else {
-                    // Queued: WAITING now (spec §6.3), the final answer when granted or timed
-                    // out. WAITING is not remembered: it is no answer, and changes nothing.
+                    // Queued: WAITING now if the copy paid for it (spec §2.2, §6.3), the final
+                    // answer when granted or timed out. WAITING is not remembered: it is no
+                    // answer, and changes nothing.
                     let Command::Acquire {
                         resource, ttl_ms, ..
                     } = request.command
                     else {
                         unreachable!("only an acquire is queued");
                     };
-                    let slot = self
-                        .lookup(resource)
-                        .expect("a queued acquire's resource is known");
-                    let waiting = self.waiting_answer(slot, ttl_ms);
-                    self.reply(&request, request.attempt, waiting);
+                    if request.room_for_waiting {
+                        let slot = self
+                            .lookup(resource)
+                            .expect("a queued acquire's resource is known");
+                        let waiting = self.waiting_answer(slot, ttl_ms);
+                        self.reply(&request, request.attempt, waiting);
+                    }
                     return;
                 };
                 assert!(!answer.queued);
@@ -740,6 +765,12 @@ impl LockTable {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// The latest expiry any hold of this table has ever had (never decreases). A successor
+    /// that starts without this table must grant nothing before it (spec §7.2.4).
+    pub fn lease_horizon(&self) -> Instant {
+        self.lease_horizon
     }
 
     pub fn stats(&self) -> Stats {
@@ -796,7 +827,7 @@ impl LockTable {
                 self.forget_session(session);
             }
         }
-        assert!(self.poll_timeout().map_or(true, |due| due > now));
+        assert!(self.poll_timeout().is_none_or(|due| due > now));
     }
 
     fn arguments_valid(&self, request: &Request<'_>) -> bool {
@@ -1061,7 +1092,11 @@ impl LockTable {
             return Answer::bare(Status::LockNotHeld);
         }
         let ttl_ms = if ttl_ms == 0 { s.hold_ttl_ms } else { ttl_ms };
-        self.set_expiry(slot, now + Duration::from_millis(ttl_ms.into()));
+        // A renewal never shortens the lease: the holder may have other replies in hand (a
+        // re-entrant acquire, an earlier renewal) that promised it longer, and each one's
+        // validity must stay true at the server (the lease rule, spec §6.4).
+        let expiry = s.expiry.max(now + Duration::from_millis(ttl_ms.into()));
+        self.set_expiry(slot, expiry);
         let s = &mut self.slots[slot as usize];
         s.hold_ttl_ms = ttl_ms;
         s.check();
@@ -1133,7 +1168,7 @@ impl LockTable {
         self.token_next = token.checked_add(1).expect("fencing tokens exhausted");
         let s = &mut self.slots[slot as usize];
         assert!(s.hold_count == 0, "granting a held lock");
-        // Fencing (WIRE.md, lock semantics): tokens strictly increase per resource.
+        // Fencing (spec §6.2): tokens strictly increase per resource.
         assert!(token > s.token, "fencing token {token} after {}", s.token);
         s.set_holder(client);
         s.hold_count = 1;
@@ -1141,6 +1176,7 @@ impl LockTable {
         s.hold_ttl_ms = ttl_ms;
         s.expiry = at + Duration::from_millis(ttl_ms.into());
         assert!(self.timers.insert(Timer::hold(s, slot)));
+        self.lease_horizon = self.lease_horizon.max(s.expiry);
         self.held += 1;
         Answer {
             fencing_token: token,
@@ -1192,10 +1228,11 @@ impl LockTable {
         assert!(self.timers.remove(&Timer::hold(s, slot)));
         s.expiry = expiry;
         assert!(self.timers.insert(Timer::hold(s, slot)));
+        self.lease_horizon = self.lease_horizon.max(expiry);
     }
 
     /// The lock in `slot` has just become free at `at`: grants it to the head waiter, then to
-    /// the new holder's own acquires queued right behind it (WIRE.md, lock semantics: waiting).
+    /// the new holder's own acquires queued right behind it (spec §6.3).
     fn hand_off(&mut self, slot: u32, at: Instant) {
         enum Step {
             TimeOut,
@@ -1301,8 +1338,17 @@ impl LockTable {
         let previous = session.answers.insert(id.request, remembered);
         assert!(previous.is_none(), "request {id:?} answered twice");
         self.answers_remembered += 1;
+        // Evict the oldest answer, but never the one just stored: a queued acquire answered
+        // late may have the smallest id, and its client has not seen that answer yet.
         while session.answers.len() > answers_max {
-            let (evicted, _) = session.answers.pop_first().expect("non-empty");
+            let mut ids = session.answers.keys().copied();
+            let oldest = ids.next().expect("non-empty");
+            let evicted = if oldest == id.request {
+                ids.next().expect("more than one answer")
+            } else {
+                oldest
+            };
+            session.answers.remove(&evicted);
             session.expired_through = session.expired_through.max(evicted);
             self.answers_remembered -= 1;
         }
@@ -1359,7 +1405,7 @@ impl LockTable {
     }
 
     /// Ends an operation on `slot`: drops what a lock no longer needs, and forgets a resource
-    /// that is free, unwaited and unconfigured (WIRE.md: a known resource is held, waited on,
+    /// that is free, unwaited and unconfigured (spec §6.1: a known resource is held, waited on,
     /// or configured), so memory follows the locks in use.
     fn settle(&mut self, slot: u32) {
         let s = &mut self.slots[slot as usize];

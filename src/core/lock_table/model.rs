@@ -1,6 +1,6 @@
 //! Property test: the lock table against a reference model.
 //!
-//! The model states the rules of WIRE.md "Lock semantics (server)" the plainest way: locks in a
+//! The model states the rules of the spec's lock semantics (§6) the plainest way: locks in a
 //! `BTreeMap` by name, queues as `Vec`s, timers found by scanning every lock. None of the
 //! table's machinery (slots, the hashed index, tombstones, the timer set, the idle index) is in
 //! it, so a bug in that machinery shows up as a difference in replies or counters. Random
@@ -257,7 +257,12 @@ impl Model {
         let session = self.sessions.get_mut(&id.session).unwrap();
         session.answers.insert(id.request, (kind, answer, attempt));
         if session.answers.len() > self.config.answers_per_session_max as usize {
-            let (evicted, _) = session.answers.pop_first().unwrap();
+            let evicted = *session
+                .answers
+                .keys()
+                .find(|&&request| request != id.request)
+                .unwrap();
+            session.answers.remove(&evicted);
             session.expired_through = session.expired_through.max(evicted);
         }
     }
@@ -524,7 +529,7 @@ impl Model {
         if ttl_ms != 0 {
             hold.ttl_ms = ttl_ms;
         }
-        hold.expiry = now + millis(hold.ttl_ms);
+        hold.expiry = hold.expiry.max(now + millis(hold.ttl_ms));
         Answer {
             fencing_token: hold.token,
             hold_count: hold.count,
@@ -597,7 +602,7 @@ fn model_config() -> Config {
         holds_per_lock_max: 3,
         sessions_max: 3,
         answers_per_session_max: 4,
-        session_idle_ms: 50 + RETRANSMIT_AFTER_WAIT_MS_MAX,
+        session_idle_ms: udplock_protocol::REQUEST_LIFETIME_MS_MAX + 1,
         ttl_default_ms: 20,
         ttl_ms_max: 100,
         wait_ms_max: 50,
@@ -734,6 +739,7 @@ impl Driver {
             attempt,
             reply_to,
             command,
+            room_for_waiting: true,
         };
         self.table.handle_request(self.now, request);
         self.model.handle_request(self.now, request);

@@ -69,9 +69,7 @@ impl WaitQueue {
     pub(super) fn push(&mut self, waiter: Waiter) {
         assert!(waiter.live, "a tombstone is never queued");
         assert!(
-            self.entries
-                .back()
-                .map_or(true, |last| last.seq < waiter.seq),
+            self.entries.back().is_none_or(|last| last.seq < waiter.seq),
             "waiters are queued in increasing seq order"
         );
         self.entries.push_back(waiter);
@@ -142,7 +140,7 @@ impl WaitQueue {
             }
         }
         assert!(self.entries.len() <= 2 * self.live as usize + 1);
-        assert!(self.entries.front().map_or(true, |head| head.live));
+        assert!(self.entries.front().is_none_or(|head| head.live));
     }
 }
 

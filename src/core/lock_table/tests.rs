@@ -1,4 +1,4 @@
-//! Scenario tests of the lock table, one rule of WIRE.md "Lock semantics (server)" each.
+//! Scenario tests of the lock table, one rule of the spec's lock semantics (spec/protocol.md §6) each.
 
 use std::net::{Ipv4Addr, SocketAddr};
 
@@ -55,6 +55,8 @@ fn configure(resource: &str, default_ttl_ms: u32) -> Command<'_> {
 
 /// A table, a clock in milliseconds, and a request id counter per test.
 struct Harness {
+    /// What every request sent says (spec §2.2): true unless a test turns it off.
+    room_for_waiting: bool,
     table: LockTable,
     now: Instant,
     request_last: u64,
@@ -67,6 +69,7 @@ impl Harness {
 
     fn with(config: Config) -> Harness {
         Harness {
+            room_for_waiting: true,
             table: LockTable::new(config),
             now: Instant::ZERO,
             request_last: 0,
@@ -100,6 +103,7 @@ impl Harness {
             attempt,
             reply_to: addr(port),
             command,
+            room_for_waiting: self.room_for_waiting,
         };
         self.table.handle_request(self.now, request);
         self.drain()
@@ -859,10 +863,11 @@ fn config_validate_names_the_broken_rule() {
         ),
         (
             Config {
-                wait_ms_max: 540_001,
+                wait_ms_max: 300_001,
+                session_idle_ms: 900_000,
                 ..Config::default()
             },
-            "session_idle_ms",
+            "wait_ms_max",
         ),
     ];
     for (config, field) in cases.into_iter().chain([
@@ -886,10 +891,17 @@ fn config_validate_names_the_broken_rule() {
         assert!(error.to_string().contains(field));
     }
     let boundary = Config {
-        session_idle_ms: 360_000,
+        session_idle_ms: 360_001,
+        wait_ms_max: 300_000,
         ..Config::default()
     };
     assert_eq!(boundary.validate(), Ok(()));
+    let too_short = Config {
+        session_idle_ms: 360_000,
+        wait_ms_max: 0,
+        ..Config::default()
+    };
+    assert_eq!(too_short.validate().unwrap_err().field, "session_idle_ms");
 }
 
 #[test]
@@ -957,4 +969,67 @@ fn startup_grace_refuses_grants_then_tokens_start_where_told() {
         ok(h.call(S2, acquire("r", "b", 0, 0))).fencing_token,
         1_000_001
     );
+}
+
+/// Spec §2.2: a first copy too short to pay for two replies is not told WAITING (its final
+/// answer is its one reply); its keepalives are, one reply each.
+#[test]
+fn a_short_first_copy_gets_no_waiting_but_its_keepalives_do() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 0)));
+    h.room_for_waiting = false;
+    assert!(h
+        .send(S2, 7, 0, 1000, acquire("r", "b", 5_000, 0))
+        .is_empty());
+    assert_eq!(h.table.stats().waiters, 1);
+    let keepalive = waiting(&h.send(S2, 7, 1, 1000, acquire("r", "b", 5_000, 0)));
+    assert_eq!(keepalive.attempt, 1);
+    let (_, grants) = h.call_with_grants(S1, release("r", "a"));
+    assert_eq!((grants.len(), grants[0].answer.status), (1, Status::Ok));
+}
+
+/// A renewal never shortens a lease (spec §6.4): a re-entrant acquire promised its client 60 s,
+/// and a later renew asking for 1 s must not take that back.
+#[test]
+fn renew_never_shortens_what_an_earlier_reply_promised() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    h.at(1_000);
+    let reentrant = ok(h.call(S1, acquire("r", "a", 0, 60_000)));
+    assert_eq!(reentrant.lease_ms, 60_000);
+    h.at(1_100);
+    let renewed = ok(h.call(S1, renew("r", "a", 1_000)));
+    assert_eq!(renewed.lease_ms, 1_000);
+    h.at(59_000);
+    let s = ok(h.call(S2, status("r")));
+    assert_eq!(s.hold_count, 2, "still held where the 60 s promise runs");
+    assert_eq!(s.lease_ms, 2_000);
+    assert_eq!(
+        h.call(S2, acquire("r", "b", 0, 0)).status,
+        Status::LockAcquisitionTimeout
+    );
+}
+
+/// A queued acquire answered late may carry the session's smallest id; storing its answer
+/// must not evict that very answer, or its client's keepalive would get REQUEST_EXPIRED while
+/// it holds the lock.
+#[test]
+fn a_late_answer_is_never_evicted_by_its_own_arrival() {
+    let mut h = Harness::with(Config {
+        answers_per_session_max: 2,
+        ..Config::default()
+    });
+    ok(h.call(S2, acquire("r", "b", 0, 0)));
+    let queued = h.queue(S1, acquire("r", "a", 5_000, 0));
+    for i in 0..3 {
+        let other = format!("other-{i}");
+        ok(h.call(S1, acquire(&other, "a", 0, 0)));
+    }
+    let (_, grants) = h.call_with_grants(S2, release("r", "b"));
+    assert_eq!(grants[0].id, queued);
+    assert_eq!(grants[0].answer.status, Status::Ok);
+    // The grant's reply was lost: the keepalive gets the grant again, not REQUEST_EXPIRED.
+    let again = h.send(S1, queued.request, 3, 1000, acquire("r", "a", 5_000, 0));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].answer, grants[0].answer);
 }
