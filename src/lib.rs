@@ -43,6 +43,7 @@ pub mod core;
 pub mod error;
 pub mod json;
 pub mod node;
+pub mod sim;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
 pub use error::LockError;

@@ -6,5 +6,24 @@
 #![deny(clippy::disallowed_methods)]
 
 pub mod lock_table;
+pub mod raft;
 pub mod retransmit;
 pub mod time;
+
+/// A field of a core's `Config` that breaks one of its rules (each core's `validate` names
+/// which, so a bad setting is refused at start-up with the reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The field's name in the `Config`.
+    pub field: &'static str,
+    /// What the field must satisfy.
+    pub rule: &'static str,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "config: {} {}", self.field, self.rule)
+    }
+}
+
+impl std::error::Error for ConfigError {}

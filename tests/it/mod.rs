@@ -2,6 +2,7 @@ mod cli;
 mod garbage;
 mod lossy;
 mod service;
+mod sim;
 
 use std::net::SocketAddr;
 use udplock::node::{Node, NodeConfig};

@@ -227,22 +227,7 @@ impl Config {
     }
 }
 
-/// A [`Config`] field that breaks a rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The field's name in [`Config`].
-    pub field: &'static str,
-    /// What the field must satisfy.
-    pub rule: &'static str,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "lock table config: {} {}", self.field, self.rule)
-    }
-}
-
-impl std::error::Error for ConfigError {}
+pub use crate::core::ConfigError;
 
 /// The idempotency key of a request: a retransmit carries the same one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -1,0 +1,1217 @@
+//! Raft consensus for one shard, as a pure deterministic state machine: leader election with
+//! PreVote, log replication, the commit rule, CheckQuorum and a leader lease. No IO, no clock,
+//! no global randomness: the caller passes `now` and a seed in, and drains what to send. The
+//! contract shared with the simulator is `design/RAFT.md`; citations are to the Raft paper
+//! ("Raft §5.x", Ongaro & Ousterhout 2014) and Ongaro's thesis ("thesis §x", *Consensus:
+//! Bridging Theory and Practice*, 2014).
+//!
+//! # Data flow
+//!
+//! ```text
+//!   datagram ──> handle_message(now, from, msg) ─┐
+//!   timer    ──> handle_timeout(now)            ├─> state ──> persist hard_state() + log()
+//!   client   ──> propose(now, data)             ─┘                  │ (fsync before send)
+//!                                                                   v
+//!                            poll_message() ──> (to, Message) datagrams, in order
+//!                            poll_committed() ──> committed entries, index order, once each
+//!                            poll_timeout() ──> when to call handle_timeout next
+//!                            lease_valid(now) ──> may the leader answer from its own state?
+//! ```
+//!
+//! One owner thread per node takes one input, persists, then drains the outputs. Messages are
+//! only ever sent after the state that caused them is durable, so a vote or an acknowledged
+//! entry survives a crash (Raft §5, Figure 2, "persistent state"). The same goes for acting
+//! on `poll_committed`: a single voter commits an entry inside `propose` itself. A leader's `propose` only
+//! appends to the log; the Appends that carry new entries are built when the shell drains
+//! `poll_message`, so proposals made between two drains travel together (batching, up to
+//! `entries_per_append_max` entries per Append).
+//!
+//! # Roles
+//!
+//! - **Follower**: answers the leader's Appends (consistency check and conflict truncation,
+//!   Raft §5.3) and votes. Its election timer, drawn afresh from
+//!   `[election_timeout_min, election_timeout_max)` with the seeded rng each time it is
+//!   reset (Raft §5.2), restarts on every Append of the current leader and on every vote it
+//!   grants.
+//! - **PreCandidate** (thesis §9.6): the timer fired. It asks every voter "would you vote for
+//!   me in term + 1?" without changing its own term, so a node cut off from the cluster
+//!   cannot inflate terms and, on rejoining, depose a healthy leader. Only a majority of
+//!   grants starts a real election.
+//! - **Candidate**: term + 1, votes for itself, asks for votes (Raft §5.2).
+//! - **Leader**: appends a no-op of its term (so it can commit, Raft §5.4.2, and learn the
+//!   commit index, thesis §6.4), sends an Append to every follower each
+//!   `heartbeat_interval`, replicates proposals, and commits an index once a majority stores
+//!   it *and* it is of the current term (Raft §5.4.2, Figure 8). Older entries commit with it.
+//!
+//! Votes (real and pre-) are granted only to a log at least as up to date as the voter's
+//! (Raft §5.4.1) and only by a node that has not heard from a live leader within
+//! `election_timeout_min` (leader stickiness, thesis §4.2.3 and §9.6). Such a node ignores a
+//! Vote of a higher term entirely: it neither grants it nor adopts the term.
+//!
+//! # Lease (thesis §6.4.1) and why it is safe
+//!
+//! Each heartbeat starts a *round*: the leader numbers it, remembers its start time `s` on its
+//! own clock, and every Append it builds from then until the next round carries that number.
+//! A follower echoes the number of the Append it answers. When a majority (the leader
+//! included) has answered round `r` or later, the leader holds a lease until
+//! `s_r + election_timeout_min / (1 + drift_bound)`, on its own clock.
+//!
+//! Why no other leader can exist before then: every follower in that majority received an
+//! Append of the leader's term built at or after `s_r`, and from that moment on it neither
+//! grants a vote (pre- or real) nor starts an election for `election_timeout_min` on its own
+//! clock (stickiness above; its election timer is never shorter than that). Clocks may run
+//! apart by at most `drift_bound`, so `election_timeout_min` on a follower's clock is at least
+//! `election_timeout_min / (1 + drift_bound)` on the leader's. A new leader needs votes from a
+//! majority, and every majority contains a member of the acknowledging one, so no leader of a
+//! later term can be elected while the lease runs. The leader itself never votes while it
+//! leads, and after stepping down it refuses votes for `election_timeout_min` more, which
+//! outlasts its own lease. A node that restarts has forgotten when it last heard a leader, so
+//! it assumes it heard one at start-up and refuses votes for `election_timeout_min` too.
+//! Only AppendReplies of the leader's own term count: a follower that answered from a later
+//! term had already moved on, and that reply deposes the leader instead.
+//!
+//! `lease_valid` further requires that the leader has committed an entry of its own term (its
+//! no-op): before that it may not know every committed entry (thesis §6.4), so answering from
+//! its own state could miss a committed command.
+//!
+//! # CheckQuorum (thesis §6.2)
+//!
+//! A leader that has not heard from a majority (itself included) within
+//! `election_timeout_min` steps down, so a leader cut off from the cluster stops serving
+//! clients on its own instead of waiting for a message of a later term that may never reach
+//! it. `poll_timeout` includes that deadline, so the step-down happens on time.
+//!
+//! # Bounds
+//!
+//! The log is unbounded in this step (no compaction). Everything else is bounded: per
+//! follower, at most `APPENDS_IN_FLIGHT_MAX` Appends' worth of unacknowledged entries are in
+//! flight; the leader remembers the start time of at most `ROUNDS_TRACKED_MAX` rounds; the
+//! outbox holds what one input produced (a few messages per voter).
+
+mod entries;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use self::entries::RaftLog;
+use crate::core::time::{Duration, Instant};
+
+/// A voter's identity, unique within a shard.
+pub type NodeId = u64;
+
+/// Unacknowledged Appends (each up to `entries_per_append_max` entries) the leader pipelines to
+/// one follower before it waits for an answer. Bounds the memory a slow follower costs in
+/// messages and the entries resent after a loss, while keeping a follower that acknowledges
+/// promptly from ever waiting on the window.
+pub const APPENDS_IN_FLIGHT_MAX: u64 = 4;
+
+/// Heartbeat rounds whose start time the leader remembers while waiting for a majority to
+/// acknowledge them. A round older than `election_timeout_min` can no longer give a lease,
+/// so with the default timers (150 ms, a round every 30 ms) about six ever matter.
+/// Forgetting the oldest only means the lease is not extended by it, which is safe.
+pub const ROUNDS_TRACKED_MAX: usize = 64;
+
+/// Parts per million in one: the unit of `drift_bound_ppm`.
+const PPM: u64 = 1_000_000;
+
+/// Static configuration of one voter of one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every voter including `id` (static membership in this step). 1, 3 or 5 typical: a
+    /// majority must stay up for the shard to make progress.
+    pub voters: Vec<NodeId>,
+    /// Shortest election timeout, and how long a node that heard from a leader refuses to
+    /// vote (stickiness). Bounds the lease, so it sets how long a shard is unavailable after
+    /// its leader dies. Default 150 ms.
+    pub election_timeout_min: Duration,
+    /// Election timeouts are drawn from `[min, max)`: the spread makes split votes rare
+    /// (Raft §5.2). Default 300 ms.
+    pub election_timeout_max: Duration,
+    /// Time between heartbeat rounds. At most half of `election_timeout_min`, so a follower
+    /// hears at least two before it may suspect the leader. Default 30 ms.
+    pub heartbeat_interval: Duration,
+    /// Clock rate difference allowed between any two nodes, parts per million (default
+    /// 10_000 = 1 %). The lease is shortened by it.
+    pub drift_bound_ppm: u32,
+    /// Batching: most entries in one Append (default 256). Bounds a datagram's size.
+    pub entries_per_append_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            id: 1,
+            voters: vec![1],
+            election_timeout_min: Duration::from_millis(150),
+            election_timeout_max: Duration::from_millis(300),
+            heartbeat_interval: Duration::from_millis(30),
+            drift_bound_ppm: 10_000,
+            entries_per_append_max: 256,
+        }
+    }
+}
+
+impl Config {
+    /// Refuses memberships and timer combinations that would break safety or liveness.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.voters.is_empty() {
+            return Err(ConfigError {
+                field: "voters",
+                rule: "must not be empty",
+            });
+        }
+        for (position, voter) in self.voters.iter().enumerate() {
+            if self.voters[..position].contains(voter) {
+                return Err(ConfigError {
+                    field: "voters",
+                    rule: "must not name a voter twice (a majority would be miscounted)",
+                });
+            }
+        }
+        if !self.voters.contains(&self.id) {
+            return Err(ConfigError {
+                field: "id",
+                rule: "must be one of voters",
+            });
+        }
+        if self.election_timeout_min >= self.election_timeout_max {
+            return Err(ConfigError {
+                field: "election_timeout_min",
+                rule: "must be less than election_timeout_max (randomised timeouts avoid \
+                       split votes)",
+            });
+        }
+        if self.heartbeat_interval == Duration::ZERO {
+            return Err(ConfigError {
+                field: "heartbeat_interval",
+                rule: "must be greater than zero (a leader would send heartbeats without end)",
+            });
+        }
+        if self.heartbeat_interval.as_micros().saturating_mul(2)
+            > self.election_timeout_min.as_micros()
+        {
+            return Err(ConfigError {
+                field: "heartbeat_interval",
+                rule: "must be at most half of election_timeout_min, so a follower hears two \
+                       heartbeats before it may start an election",
+            });
+        }
+        if u64::from(self.drift_bound_ppm) >= PPM {
+            return Err(ConfigError {
+                field: "drift_bound_ppm",
+                rule: "must be less than 1000000 (100 %)",
+            });
+        }
+        if self.entries_per_append_max == 0 {
+            return Err(ConfigError {
+                field: "entries_per_append_max",
+                rule: "must be greater than zero (no entry could ever be replicated)",
+            });
+        }
+        Ok(())
+    }
+
+    /// How long a lease lasts on the leader's clock after the start of a round a majority
+    /// acknowledged: `election_timeout_min / (1 + drift_bound)`, rounded down (see the module
+    /// docs for why).
+    pub fn lease_duration(&self) -> Duration {
+        let min_us = u128::from(self.election_timeout_min.as_micros());
+        let lease_us = min_us * u128::from(PPM) / u128::from(PPM + u64::from(self.drift_bound_ppm));
+        Duration::from_micros(u64::try_from(lease_us).expect("at most election_timeout_min"))
+    }
+
+    /// Votes (or acknowledgements, or matching logs) that make a majority.
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+}
+
+pub use crate::core::ConfigError;
+
+/// What a node must persist before it sends anything (Raft Figure 2, "persistent state").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HardState {
+    /// The latest term this node has seen; never decreases.
+    pub term: u64,
+    /// Whom this node voted for in `term`, if anyone: at most one vote per term.
+    pub voted_for: Option<NodeId>,
+}
+
+/// One log entry. Empty `data` is a leader's no-op (clients never propose empty data).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The term of the leader that created it.
+    pub term: u64,
+    /// Its position in the log, 1 first.
+    pub index: u64,
+    /// The command, opaque to Raft.
+    pub data: Vec<u8>,
+}
+
+/// What voters send each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Would you vote for me? `term` is the term the sender would use (its own + 1); sending
+    /// it changes no one's term (thesis §9.6).
+    PreVote {
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    /// `term` echoes the asked term when granted, else the replier's own term.
+    PreVoteReply {
+        term: u64,
+        granted: bool,
+    },
+    /// RequestVote (Raft §5.2).
+    Vote {
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    VoteReply {
+        term: u64,
+        granted: bool,
+    },
+    /// AppendEntries (Raft §5.3), also the heartbeat. `round` numbers the leader's heartbeat
+    /// round it was built in, for the lease.
+    Append {
+        term: u64,
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+        leader_commit: u64,
+        round: u64,
+    },
+    /// On success `match_index` is the last index the Append covered; on failure, the index
+    /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's.
+    AppendReply {
+        term: u64,
+        success: bool,
+        match_index: u64,
+        round: u64,
+    },
+}
+
+/// A node's role in its current term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
+
+/// `propose` on a node that does not lead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotLeader {
+    /// Who this node believes leads its current term, if it knows.
+    pub leader_hint: Option<NodeId>,
+}
+
+impl fmt::Display for NotLeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.leader_hint {
+            Some(leader) => write!(f, "not the leader (node {leader} leads)"),
+            None => write!(f, "not the leader (leader unknown)"),
+        }
+    }
+}
+
+impl std::error::Error for NotLeader {}
+
+/// What a leader knows about one follower (Raft Figure 2, "volatile state on leaders").
+#[derive(Clone, Debug)]
+struct Progress {
+    id: NodeId,
+    /// Next index to send.
+    next: u64,
+    /// Highest index known to be stored on the follower and to match the leader's log.
+    matched: u64,
+    /// Not yet known where the logs agree: send one Append at a time (`probe_sent`) until an
+    /// answer says; otherwise pipeline up to `APPENDS_IN_FLIGHT_MAX` Appends.
+    probing: bool,
+    probe_sent: bool,
+    /// Latest round the follower acknowledged (lease).
+    acked_round: u64,
+    /// When the leader last heard from it in this term (CheckQuorum).
+    heard_at: Instant,
+}
+
+/// One voter's Raft state machine. See the module docs.
+#[derive(Debug)]
+pub struct Raft {
+    config: Config,
+    rng: StdRng,
+    /// `config.lease_duration()`, computed once.
+    lease_duration: Duration,
+    /// `config.quorum()`, computed once.
+    quorum: usize,
+
+    hard: HardState,
+    log: RaftLog,
+    /// Highest index known committed. Not persisted: a restarted node learns it again.
+    commit_index: u64,
+    /// Highest index `poll_committed` has returned.
+    returned_index: u64,
+
+    role: Role,
+    /// Who leads `hard.term`, if known.
+    leader: Option<NodeId>,
+    /// When this node last heard from a live leader (itself while leading counts; see
+    /// `leader_contact_recent`). Start-up counts as contact: see the module docs, "Lease".
+    leader_contact: Instant,
+    /// When a follower or (pre-)candidate starts a new (pre-)election.
+    election_deadline: Instant,
+    /// Voters that granted this (pre-)candidacy, self included.
+    grants: Vec<NodeId>,
+
+    // Leader only (reset on becoming leader).
+    /// One per other voter, in `config.voters` order.
+    progress: Vec<Progress>,
+    /// The current heartbeat round; increases over the node's lifetime.
+    round: u64,
+    /// Start times of rounds not yet acknowledged by a majority, oldest first.
+    round_starts: VecDeque<(u64, Instant)>,
+    /// Start of the latest round a majority acknowledged in this term.
+    lease_start: Option<Instant>,
+    heartbeat_deadline: Instant,
+    /// CheckQuorum: when the leader steps down unless it hears from a majority first.
+    quorum_deadline: Instant,
+    /// Index of this term's no-op: once committed, the leader knows the commit index.
+    noop_index: u64,
+    /// Proposals were appended since the last drain: build their Appends in `poll_message`.
+    flush_pending: bool,
+
+    outbox: VecDeque<(NodeId, Message)>,
+    /// Reused for majority computations, so they do not allocate.
+    scratch: Vec<u64>,
+}
+
+impl Raft {
+    /// `state` and `log` are what the node persisted (empty for a fresh node). Log indexes
+    /// start at 1. Panics on an invalid `config` (validate it at start-up) or a persisted
+    /// pair that could not have been written by this code.
+    pub fn new(
+        config: Config,
+        rng_seed: u64,
+        state: HardState,
+        log: Vec<Entry>,
+        now: Instant,
+    ) -> Raft {
+        if let Err(error) = config.validate() {
+            panic!("{error}");
+        }
+        if let Some(voted_for) = state.voted_for {
+            assert!(
+                config.voters.contains(&voted_for),
+                "persisted vote for {voted_for}, not a voter"
+            );
+        }
+        let log = RaftLog::from_persisted(log, state.term);
+        let lease_duration = config.lease_duration();
+        let quorum = config.quorum();
+        let mut raft = Raft {
+            rng: StdRng::seed_from_u64(rng_seed),
+            lease_duration,
+            quorum,
+            hard: state,
+            log,
+            commit_index: 0,
+            returned_index: 0,
+            role: Role::Follower,
+            leader: None,
+            leader_contact: now,
+            election_deadline: now,
+            grants: Vec::with_capacity(config.voters.len()),
+            progress: Vec::with_capacity(config.voters.len()),
+            round: 0,
+            round_starts: VecDeque::with_capacity(ROUNDS_TRACKED_MAX),
+            lease_start: None,
+            heartbeat_deadline: Instant::MAX,
+            quorum_deadline: Instant::MAX,
+            noop_index: 0,
+            flush_pending: false,
+            outbox: VecDeque::new(),
+            scratch: Vec::with_capacity(config.voters.len()),
+            config,
+        };
+        raft.reset_election_timer(now);
+        raft
+    }
+
+    /// Takes one message from voter `from`. Messages from unknown nodes or from itself are
+    /// dropped.
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        if from == self.config.id || !self.config.voters.contains(&from) {
+            log::debug!(
+                "raft {}: dropping a message from non-voter {from}",
+                self.config.id
+            );
+            return;
+        }
+        match msg {
+            Message::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => self.handle_pre_vote(now, from, term, last_log_index, last_log_term),
+            Message::PreVoteReply { term, granted } => {
+                self.handle_pre_vote_reply(now, from, term, granted)
+            }
+            Message::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => self.handle_vote(now, from, term, last_log_index, last_log_term),
+            Message::VoteReply { term, granted } => {
+                self.handle_vote_reply(now, from, term, granted)
+            }
+            Message::Append {
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            } => self.handle_append(
+                now,
+                from,
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+            ),
+            Message::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+            } => self.handle_append_reply(now, from, term, success, match_index, round),
+        }
+        self.check_invariants();
+    }
+
+    /// Fires whatever timer is due: a leader's CheckQuorum or heartbeat, anyone else's
+    /// election timer. Call when `now >= poll_timeout()`; an early call does nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.role == Role::Leader {
+            self.refresh_quorum_deadline(now);
+            if now >= self.quorum_deadline {
+                // CheckQuorum (thesis §6.2): no majority heard within election_timeout_min.
+                log::info!(
+                    "raft {}: stepping down in term {}: no majority heard from",
+                    self.config.id,
+                    self.hard.term
+                );
+                self.become_follower(now, self.hard.term, None);
+            } else if now >= self.heartbeat_deadline {
+                self.start_round(now);
+            }
+        } else if now >= self.election_deadline {
+            self.start_pre_vote(now);
+        }
+        self.check_invariants();
+    }
+
+    /// Leader only: appends `data` (non-empty) to the log; returns its index. The entry is
+    /// sent with the next drain of `poll_message`, together with every other entry proposed
+    /// since the last one.
+    pub fn propose(&mut self, now: Instant, data: Vec<u8>) -> Result<u64, NotLeader> {
+        assert!(
+            !data.is_empty(),
+            "empty data is reserved for the leader's no-op"
+        );
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        let index = self.append_own(data);
+        self.flush_pending = true;
+        // A leader alone is its own majority.
+        self.advance_commit();
+        assert!(self.log.last_index() == index);
+        // `now` is not needed yet: a proposal starts no timer of its own.
+        let _ = now;
+        self.check_invariants();
+        Ok(index)
+    }
+
+    /// The next message to send, with its destination. Drain after every `handle_*` and
+    /// `propose`, after persisting `hard_state()` and `log()`.
+    pub fn poll_message(&mut self) -> Option<(NodeId, Message)> {
+        if self.flush_pending {
+            self.flush_pending = false;
+            if self.role == Role::Leader {
+                for position in 0..self.progress.len() {
+                    self.send_append(position, false);
+                }
+            }
+        }
+        self.outbox.pop_front()
+    }
+
+    /// Committed entries not yet returned, in index order, each exactly once per instance (a
+    /// restarted instance returns them again from index 1 as they become known committed).
+    pub fn poll_committed(&mut self) -> Option<Entry> {
+        assert!(self.returned_index <= self.commit_index);
+        if self.returned_index == self.commit_index {
+            return None;
+        }
+        self.returned_index += 1;
+        let entry = self.log.entry(self.returned_index).clone();
+        assert!(entry.index == self.returned_index);
+        Some(entry)
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        match self.role {
+            Role::Leader => self.heartbeat_deadline.min(self.quorum_deadline),
+            _ => self.election_deadline,
+        }
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.hard
+    }
+
+    /// The whole log, index 1 first (no compaction in this step).
+    pub fn log(&self) -> &[Entry] {
+        self.log.entries()
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn term(&self) -> u64 {
+        self.hard.term
+    }
+
+    /// Who this node believes leads the current term.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index
+    }
+
+    /// Leader lease (thesis §6.4.1): true only if this node leads, has committed an entry of
+    /// its term, and `now` (its own clock) is before the start of the latest heartbeat round
+    /// a majority acknowledged plus `election_timeout_min / (1 + drift_bound)`. While true,
+    /// no other node can have been elected leader (module docs, "Lease").
+    pub fn lease_valid(&self, now: Instant) -> bool {
+        if self.role != Role::Leader || self.commit_index < self.noop_index {
+            return false;
+        }
+        match self.lease_start {
+            Some(start) => now < start + self.lease_duration,
+            None => false,
+        }
+    }
+
+    // ---- Elections (Raft §5.2, §5.4.1; thesis §9.6, §4.2.3) ----
+
+    /// Whether this node heard from a live leader within `election_timeout_min`, and so
+    /// refuses to vote or to adopt the term of a Vote (stickiness, thesis §4.2.3). A leader
+    /// counts as hearing from itself.
+    fn leader_contact_recent(&self, now: Instant) -> bool {
+        self.role == Role::Leader
+            || now.saturating_since(self.leader_contact) < self.config.election_timeout_min
+    }
+
+    fn reset_election_timer(&mut self, now: Instant) {
+        let min_us = self.config.election_timeout_min.as_micros();
+        let max_us = self.config.election_timeout_max.as_micros();
+        assert!(min_us < max_us);
+        let timeout = Duration::from_micros(self.rng.gen_range(min_us..max_us));
+        self.election_deadline = now + timeout;
+        assert!(self.election_deadline >= now + self.config.election_timeout_min);
+    }
+
+    fn start_pre_vote(&mut self, now: Instant) {
+        assert!(self.role != Role::Leader);
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.grants.clear();
+        self.grants.push(self.config.id);
+        self.reset_election_timer(now);
+        if self.grants.len() >= self.quorum {
+            self.start_election(now);
+            return;
+        }
+        let msg = Message::PreVote {
+            term: self.hard.term + 1,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        self.broadcast(msg);
+    }
+
+    fn start_election(&mut self, now: Instant) {
+        assert!(self.role == Role::PreCandidate && self.grants.len() >= self.quorum);
+        self.hard.term += 1;
+        self.hard.voted_for = Some(self.config.id);
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.grants.clear();
+        self.grants.push(self.config.id);
+        self.reset_election_timer(now);
+        log::debug!(
+            "raft {}: campaigning in term {}",
+            self.config.id,
+            self.hard.term
+        );
+        if self.grants.len() >= self.quorum {
+            self.become_leader(now);
+            return;
+        }
+        let msg = Message::Vote {
+            term: self.hard.term,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+        };
+        self.broadcast(msg);
+    }
+
+    fn handle_pre_vote(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    ) {
+        // Never changes this node's term (thesis §9.6). The asked term is not compared with
+        // ours: a candidate whose term is behind learns ours from the VoteReply of the real
+        // election this grant lets it start (one lost election, no disruption: a Vote of a
+        // lower term changes nobody's term). Refusing it instead could leave a cluster
+        // without a leader when the only up-to-date log sits on a node with a lagging term.
+        let granted = !self.leader_contact_recent(now)
+            && self.log.is_up_to_date(last_log_index, last_log_term);
+        let reply_term = if granted { term } else { self.hard.term };
+        self.send(
+            from,
+            Message::PreVoteReply {
+                term: reply_term,
+                granted,
+            },
+        );
+    }
+
+    fn handle_pre_vote_reply(&mut self, now: Instant, from: NodeId, term: u64, granted: bool) {
+        // Replies to an older pre-vote, or refusals, change nothing (and never the term).
+        if self.role != Role::PreCandidate || !granted || term != self.hard.term + 1 {
+            return;
+        }
+        if !self.grants.contains(&from) {
+            self.grants.push(from);
+        }
+        if self.grants.len() >= self.quorum {
+            self.start_election(now);
+        }
+    }
+
+    fn handle_vote(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    ) {
+        if term > self.hard.term {
+            if self.leader_contact_recent(now) {
+                // Thesis §4.2.3: within election_timeout_min of hearing from a leader, neither
+                // adopt the term nor vote. This is what the lease relies on.
+                return;
+            }
+            self.become_follower(now, term, None);
+        }
+        if term < self.hard.term {
+            let reply = Message::VoteReply {
+                term: self.hard.term,
+                granted: false,
+            };
+            self.send(from, reply);
+            return;
+        }
+        // One vote per term (Raft §5.2); voting again for the same candidate answers a resend.
+        let granted = self.hard.voted_for.is_none_or(|voted| voted == from)
+            && !self.leader_contact_recent(now)
+            && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted {
+            // A candidate or leader has voted for itself, so only a follower or a
+            // pre-candidate (which gives up its pre-election) gets here.
+            assert!(matches!(self.role, Role::Follower | Role::PreCandidate));
+            if self.role == Role::PreCandidate {
+                self.become_follower(now, self.hard.term, None);
+            }
+            self.hard.voted_for = Some(from);
+            self.reset_election_timer(now);
+        }
+        let reply = Message::VoteReply {
+            term: self.hard.term,
+            granted,
+        };
+        self.send(from, reply);
+    }
+
+    fn handle_vote_reply(&mut self, now: Instant, from: NodeId, term: u64, granted: bool) {
+        if term > self.hard.term {
+            self.become_follower(now, term, None);
+            return;
+        }
+        if self.role != Role::Candidate || term != self.hard.term || !granted {
+            return;
+        }
+        if !self.grants.contains(&from) {
+            self.grants.push(from);
+        }
+        if self.grants.len() >= self.quorum {
+            self.become_leader(now);
+        }
+    }
+
+    /// Moves to follower of `term` (a later term clears the vote). Leaving leadership counts
+    /// as leader contact, so the former leader refuses votes until its own lease has run out.
+    fn become_follower(&mut self, now: Instant, term: u64, leader: Option<NodeId>) {
+        assert!(term >= self.hard.term, "term {term} < {}", self.hard.term);
+        if term > self.hard.term {
+            self.hard.term = term;
+            self.hard.voted_for = None;
+        }
+        if self.role == Role::Leader {
+            self.leader_contact = now;
+            self.progress.clear();
+            self.round_starts.clear();
+            self.lease_start = None;
+            self.heartbeat_deadline = Instant::MAX;
+            self.quorum_deadline = Instant::MAX;
+            self.flush_pending = false;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.grants.clear();
+        self.reset_election_timer(now);
+        assert!(!self.lease_valid(now));
+    }
+
+    fn become_leader(&mut self, now: Instant) {
+        assert!(self.role == Role::Candidate && self.grants.len() >= self.quorum);
+        assert!(self.hard.voted_for == Some(self.config.id));
+        log::info!("raft {}: leader of term {}", self.config.id, self.hard.term);
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.grants.clear();
+        let next = self.log.last_index() + 1;
+        self.progress.clear();
+        for &id in &self.config.voters {
+            if id != self.config.id {
+                self.progress.push(Progress {
+                    id,
+                    next,
+                    matched: 0,
+                    probing: true,
+                    probe_sent: false,
+                    acked_round: 0,
+                    heard_at: now,
+                });
+            }
+        }
+        self.round_starts.clear();
+        self.lease_start = None;
+        self.flush_pending = false;
+        // Raft §5.4.2 / thesis §6.4: an entry of the new term, so that entries of earlier
+        // terms can commit with it and the leader learns the commit index.
+        self.noop_index = self.append_own(Vec::new());
+        self.quorum_deadline = now + self.config.election_timeout_min;
+        self.start_round(now);
+        self.advance_commit();
+    }
+
+    // ---- Replication (Raft §5.3, §5.4.2) ----
+
+    /// Appends an entry of the leader's term to its own log.
+    fn append_own(&mut self, data: Vec<u8>) -> u64 {
+        assert!(self.role == Role::Leader);
+        let index = self.log.last_index() + 1;
+        self.log.push(Entry {
+            term: self.hard.term,
+            index,
+            data,
+        });
+        index
+    }
+
+    /// Starts a heartbeat round: numbers it, remembers its start for the lease, and sends
+    /// every follower an Append (with whatever entries it still needs).
+    fn start_round(&mut self, now: Instant) {
+        assert!(self.role == Role::Leader);
+        self.round += 1;
+        if self.round_starts.len() == ROUNDS_TRACKED_MAX {
+            self.round_starts.pop_front();
+        }
+        self.round_starts.push_back((self.round, now));
+        self.heartbeat_deadline = now + self.config.heartbeat_interval;
+        for position in 0..self.progress.len() {
+            self.send_append(position, true);
+        }
+        self.refresh_quorum_deadline(now);
+        self.refresh_lease();
+        assert!(self.heartbeat_deadline > now);
+    }
+
+    /// Sends follower `position` what it needs. A heartbeat always sends at least one Append
+    /// (possibly empty); otherwise only entries are sent, within the flow-control window.
+    fn send_append(&mut self, position: usize, heartbeat: bool) {
+        assert!(self.role == Role::Leader);
+        let batch_max = self.config.entries_per_append_max;
+        let window = (batch_max as u64).saturating_mul(APPENDS_IN_FLIGHT_MAX);
+        let last = self.log.last_index();
+        let mut must_send = heartbeat;
+        loop {
+            let progress = &self.progress[position];
+            assert!(progress.matched < progress.next && progress.next <= last + 1);
+            let has_entries = progress.next <= last;
+            let window_open = if progress.probing {
+                // Until an answer says where the logs agree, one Append at a time (a
+                // heartbeat resends it, in case it was lost).
+                !progress.probe_sent || must_send
+            } else {
+                progress.next - 1 - progress.matched < window
+            };
+            let with_entries = has_entries && window_open;
+            if !with_entries && !must_send {
+                return;
+            }
+            let first = progress.next;
+            let id = progress.id;
+            let msg = self.append_message(first, if with_entries { batch_max } else { 0 });
+            let sent = match &msg {
+                Message::Append { entries, .. } => entries.len() as u64,
+                _ => unreachable!(),
+            };
+            self.send(id, msg);
+            must_send = false;
+            let progress = &mut self.progress[position];
+            if progress.probing {
+                progress.probe_sent = true;
+                return;
+            }
+            // Pipelining: assume it arrives; a failure answer rewinds `next`.
+            progress.next += sent;
+            if sent == 0 {
+                return;
+            }
+        }
+    }
+
+    /// An Append of up to `count_max` entries starting at `first`.
+    fn append_message(&self, first: u64, count_max: usize) -> Message {
+        let prev_log_index = first - 1;
+        let entries = self.log.slice(first, count_max).to_vec();
+        assert!(entries.len() <= self.config.entries_per_append_max);
+        Message::Append {
+            term: self.hard.term,
+            prev_log_index,
+            prev_log_term: self
+                .log
+                .term_at(prev_log_index)
+                .expect("prev is in the log"),
+            entries,
+            leader_commit: self.commit_index,
+            round: self.round,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn handle_append(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        prev_log_index: u64,
+        prev_log_term: u64,
+        entries: Vec<Entry>,
+        leader_commit: u64,
+        round: u64,
+    ) {
+        if term < self.hard.term {
+            // A deposed leader: tell it the newer term so it steps down.
+            let reply = Message::AppendReply {
+                term: self.hard.term,
+                success: false,
+                match_index: 0,
+                round,
+            };
+            self.send(from, reply);
+            return;
+        }
+        let well_formed = entries.iter().enumerate().all(|(offset, entry)| {
+            entry.index == prev_log_index + 1 + offset as u64
+                && entry.term <= term
+                && entry.term > 0
+        }) && entries.windows(2).all(|pair| pair[0].term <= pair[1].term)
+            && entries
+                .first()
+                .is_none_or(|entry| entry.term >= prev_log_term)
+            && prev_log_term <= term;
+        if !well_formed {
+            log::warn!(
+                "raft {}: dropping a malformed Append from {from}",
+                self.config.id
+            );
+            return;
+        }
+        if term > self.hard.term || self.role != Role::Follower {
+            // Election Safety (Raft §5.2): at most one leader per term.
+            assert!(
+                !(self.role == Role::Leader && term == self.hard.term),
+                "two leaders in term {term}: {} and {from}",
+                self.config.id
+            );
+            self.become_follower(now, term, Some(from));
+        }
+        assert!(
+            self.leader.is_none_or(|leader| leader == from),
+            "two leaders in term {term}: {:?} and {from}",
+            self.leader
+        );
+        self.leader = Some(from);
+        self.leader_contact = now;
+        self.reset_election_timer(now);
+
+        // Consistency check (Raft §5.3).
+        let reply = match self.log.term_at(prev_log_index) {
+            Some(prev_term) if prev_term == prev_log_term => {
+                let last_new = prev_log_index + entries.len() as u64;
+                self.accept_entries(entries);
+                assert!(self.log.last_index() >= last_new);
+                let commit = leader_commit.min(last_new);
+                if commit > self.commit_index {
+                    self.set_commit(commit);
+                }
+                Message::AppendReply {
+                    term: self.hard.term,
+                    success: true,
+                    match_index: last_new,
+                    round,
+                }
+            }
+            Some(_) => {
+                // Committed entries match the leader's (Leader Completeness, Raft §5.4).
+                assert!(
+                    prev_log_index > self.commit_index,
+                    "leader {from} disagrees at committed index {prev_log_index}"
+                );
+                let hint = (self.log.run_start(prev_log_index) - 1).max(self.commit_index);
+                Message::AppendReply {
+                    term: self.hard.term,
+                    success: false,
+                    match_index: hint,
+                    round,
+                }
+            }
+            None => Message::AppendReply {
+                term: self.hard.term,
+                success: false,
+                match_index: self.log.last_index(),
+                round,
+            },
+        };
+        self.send(from, reply);
+    }
+
+    /// Stores entries that passed the consistency check. An entry already present with the same term is kept (an old or duplicated Append must
+    /// not cut a longer log short); one that conflicts is removed with all that follow it
+    /// (Raft §5.3).
+    fn accept_entries(&mut self, entries: Vec<Entry>) {
+        assert!(
+            self.role == Role::Follower,
+            "a leader never overwrites its log"
+        );
+        for entry in entries {
+            match self.log.term_at(entry.index) {
+                Some(term) if term == entry.term => {}
+                Some(_) => {
+                    assert!(
+                        entry.index > self.commit_index,
+                        "truncating committed entry {} (commit {})",
+                        entry.index,
+                        self.commit_index
+                    );
+                    self.log.truncate_from(entry.index);
+                    self.log.push(entry);
+                }
+                None => self.log.push(entry),
+            }
+        }
+    }
+
+    fn handle_append_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        success: bool,
+        match_index: u64,
+        round: u64,
+    ) {
+        if term > self.hard.term {
+            log::info!(
+                "raft {}: stepping down: node {from} is in term {term}",
+                self.config.id
+            );
+            self.become_follower(now, term, None);
+            return;
+        }
+        if term < self.hard.term || self.role != Role::Leader {
+            return;
+        }
+        let Some(position) = self.progress.iter().position(|p| p.id == from) else {
+            return;
+        };
+        let last = self.log.last_index();
+        if round > self.round || match_index > last {
+            log::warn!(
+                "raft {}: dropping a malformed AppendReply from {from}",
+                self.config.id
+            );
+            return;
+        }
+        let progress = &mut self.progress[position];
+        progress.heard_at = progress.heard_at.max(now);
+        progress.acked_round = progress.acked_round.max(round);
+        progress.probe_sent = false;
+        let mut matched_more = false;
+        if success {
+            if match_index > progress.matched {
+                progress.matched = match_index;
+                matched_more = true;
+            }
+            progress.next = progress.next.max(match_index + 1);
+            progress.probing = false;
+        } else if progress.probing && match_index + 1 >= progress.next {
+            // Answers an older probe: nothing new.
+        } else {
+            // Rewind to the follower's hint, never below what it is known to hold.
+            progress.next = (match_index + 1)
+                .min(progress.next)
+                .max(progress.matched + 1);
+            progress.probing = true;
+        }
+        assert!(progress.matched < progress.next && progress.next <= last + 1);
+        self.refresh_quorum_deadline(now);
+        self.refresh_lease();
+        if matched_more {
+            self.advance_commit();
+        }
+        self.send_append(position, false);
+    }
+
+    /// Raft §5.4.2: commit the highest index a majority stores, if it is of the current term.
+    fn advance_commit(&mut self) {
+        assert!(self.role == Role::Leader);
+        let own = self.log.last_index();
+        let majority_index = self.quorum_value(own, |p| p.matched);
+        if majority_index > self.commit_index
+            && self.log.term_at(majority_index) == Some(self.hard.term)
+        {
+            self.set_commit(majority_index);
+        }
+    }
+
+    fn set_commit(&mut self, index: u64) {
+        assert!(index > self.commit_index, "commit index never decreases");
+        assert!(index <= self.log.last_index());
+        self.commit_index = index;
+    }
+
+    // ---- Lease and CheckQuorum (thesis §6.4.1, §6.2) ----
+
+    /// Moves the lease to the start of the latest round a majority acknowledged (the leader
+    /// acknowledges its own current round).
+    fn refresh_lease(&mut self) {
+        assert!(self.role == Role::Leader);
+        let round = self.quorum_value(self.round, |p| p.acked_round);
+        while let Some(&(oldest, start)) = self.round_starts.front() {
+            if oldest > round {
+                break;
+            }
+            if oldest == round {
+                assert!(self.lease_start.is_none_or(|lease| lease <= start));
+                self.lease_start = Some(start);
+                break;
+            }
+            self.round_starts.pop_front();
+        }
+    }
+
+    /// CheckQuorum: the leader must hear from a majority (itself, now, included) within
+    /// election_timeout_min of the latest time it did.
+    fn refresh_quorum_deadline(&mut self, now: Instant) {
+        assert!(self.role == Role::Leader);
+        let heard = self.quorum_value(now.as_micros(), |p| p.heard_at.as_micros());
+        self.quorum_deadline = Instant::from_micros(heard) + self.config.election_timeout_min;
+    }
+
+    /// The largest value that a majority of voters has reached: the leader's `own` and one
+    /// per follower.
+    fn quorum_value(&mut self, own: u64, per_follower: impl Fn(&Progress) -> u64) -> u64 {
+        let mut values = std::mem::take(&mut self.scratch);
+        values.clear();
+        values.push(own);
+        values.extend(self.progress.iter().map(per_follower));
+        assert!(values.len() == self.config.voters.len());
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        let value = values[self.quorum - 1];
+        self.scratch = values;
+        value
+    }
+
+    // ---- Output ----
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        assert!(to != self.config.id);
+        self.outbox.push_back((to, msg));
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        for position in 0..self.config.voters.len() {
+            let to = self.config.voters[position];
+            if to != self.config.id {
+                self.outbox.push_back((to, msg.clone()));
+            }
+        }
+    }
+
+    /// Cheap invariants checked after every input, in release builds too.
+    fn check_invariants(&self) {
+        assert!(self.returned_index <= self.commit_index);
+        assert!(self.commit_index <= self.log.last_index());
+        assert!(self.log.last_term() <= self.hard.term);
+        match self.role {
+            Role::Leader => {
+                assert!(self.hard.voted_for == Some(self.config.id));
+                assert!(self.leader == Some(self.config.id));
+                assert!(self.progress.len() + 1 == self.config.voters.len());
+            }
+            Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),
+            Role::Follower | Role::PreCandidate => assert!(self.progress.is_empty()),
+        }
+    }
+}
