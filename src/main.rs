@@ -310,17 +310,20 @@ fn run(command: Command) -> Result<(), LockError> {
             let node = Node::start(config).map_err(|e| {
                 LockError::InternalError(format!("cannot listen on {}: {e}", a.listen))
             })?;
-            eprintln!(
-                "udplock server listening on {} (Ctrl-C to stop)",
+            // A server must keep serving when nobody reads its stderr any more (a closed pipe):
+            // these notices are written without eprintln!, which would panic.
+            let mut notice = format!(
+                "udplock server listening on {} (Ctrl-C to stop)\n",
                 node.local_addr()
             );
             if state_file.is_none() && a.startup_grace_ms == 0 {
-                eprintln!(
+                notice.push_str(
                     "udplock server: no lease horizon file; locks are kept in memory, so if \
                      this restarts a node at the same address, restart with \
-                     --startup-grace-ms set to the longest lease its clients use"
+                     --startup-grace-ms set to the longest lease its clients use\n",
                 );
             }
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
             node.wait();
             Ok(())
         }

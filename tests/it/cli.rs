@@ -24,9 +24,11 @@ impl Server {
             .expect("udplock server starts");
         // The server names its address on its first line: "... listening on ADDR ...".
         let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        stderr.read_line(&mut line).unwrap();
+        // Keep draining the server's stderr, as a terminal would: a server must not depend
+        // on it, but a full pipe must not stall it either.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
         let addr = line
             .split_whitespace()
             .skip_while(|w| *w != "on")
