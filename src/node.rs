@@ -259,11 +259,10 @@ impl EventLoop {
     /// cannot be written, the replies wait in the table (clients retransmit) and false is
     /// returned.
     fn horizon_persisted(&mut self) -> bool {
+        let (horizon, now) = (self.table.lease_horizon(), self.now());
         let Some(file) = self.horizon.as_mut() else {
             return true;
         };
-        let horizon = self.table.lease_horizon();
-        let now = Instant::from_micros(self.epoch.elapsed().as_micros() as u64);
         match file.cover(horizon, now) {
             Ok(()) => true,
             Err(e) => {
