@@ -1,27 +1,56 @@
-//! `cargo bench`: the `udplock bench` runner with small parameters against an embedded node,
-//! so the runner and every phase keep working (`cargo test` runs it too). For real figures
-//! run `cargo run --release -- bench`.
+//! `cargo bench`: the `udplock bench` runner with small parameters against an embedded 3-node
+//! cluster (every phase, one failover) and then the single unreplicated node, so the runner
+//! and every phase keep working (`cargo test` runs it too, in the debug build: keep it short).
+//! For real figures run `cargo run --release -- bench`.
 
 use udplock::bench::{self, BenchConfig};
 
 fn main() {
-    let config = BenchConfig {
-        iterations: 2_000,
-        held: vec![1_000],
-        contenders: vec![4, 16],
-        contention_ms: 300,
+    let cluster = BenchConfig {
+        nodes: 3,
+        iterations: 300,
+        held: vec![100],
+        throughput_clients: vec![1, 8],
+        throughput_ms: 200,
+        contenders: vec![4],
+        contention_ms: 200,
+        failovers: 1,
         ..BenchConfig::default()
     };
-    println!("{}", bench::table_header());
-    let placements = bench::default_placements(None);
-    let report = bench::run(&config, &placements, |p| {
-        println!("{}", bench::format_phase(p))
-    })
-    .expect("benchmark run failed");
-    // Every phase must have produced samples: an empty phase means the runner is broken.
-    for p in &report.phases {
-        assert!(p.samples > 0, "phase {} recorded nothing", p.name);
-        assert!(p.p50_us > 0.0, "phase {} has no latency", p.name);
+    let single = BenchConfig {
+        nodes: 1,
+        iterations: 1_000,
+        contenders: vec![4, 16],
+        throughput_clients: vec![1, 8],
+        ..cluster.clone()
+    };
+    for config in [cluster, single] {
+        println!("target: {}", config.target_label());
+        println!("{}", bench::table_header());
+        let placements = bench::default_placements(&config);
+        let report = bench::run(&config, &placements, |p| {
+            println!("{}", bench::format_phase(p))
+        })
+        .expect("benchmark run failed");
+        // Every phase must have produced samples: an empty phase means the runner is broken.
+        for p in &report.phases {
+            assert!(p.samples > 0, "phase {} recorded nothing", p.name);
+            assert!(p.p50_us > 0.0, "phase {} has no latency", p.name);
+        }
+        let failovers = report
+            .phases
+            .iter()
+            .filter(|p| p.name.contains("failover"))
+            .count();
+        let expected = if config.nodes >= 3 {
+            placements.len()
+        } else {
+            0
+        };
+        assert_eq!(failovers, expected, "one failover phase per placement");
+        for note in &report.notes {
+            println!("note: {note}");
+        }
+        println!("{}", bench::to_json(&report));
     }
-    println!("{}", bench::to_json(&report));
 }

@@ -12,10 +12,11 @@
 //! # One socket, and the reply read by the thread that waits for it
 //!
 //! A `Client` owns one UDP socket and one session id; every operation is one request datagram
-//! (a fresh request id, then the same id with `attempt + 1` on each retransmission) and one
-//! reply. On this kind of machine waking another thread costs about 20 µs — as much as the
-//! whole round trip — so the design goal is that the thread that called `acquire` is the
-//! thread that reads its reply from the socket. There is no background receive thread.
+//! (a fresh request id, then the same id with `attempt + 1` on each retransmission or
+//! redirect) and one reply. On this kind of machine waking another thread costs about 20 µs
+//! — as much as the whole round trip — so the design goal is that the thread that called
+//! `acquire` is the thread that reads its reply from the socket. There is no background
+//! receive thread.
 //!
 //! The calling threads share the receive duty with a *leader/follower* scheme:
 //!
@@ -42,9 +43,9 @@
 //!
 //! A reply is accepted only if it decodes, names a pending request id, carries the session
 //! id that request was sent in (64 random bits, which an off-path forger would have to
-//! guess), and has
-//! that request's reply type or ERROR_REPLY. The source address is not checked: a server on
-//! a multi-homed host may answer from another of its addresses.
+//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). The source
+//! address is not checked: a server on a multi-homed host may answer from another of its
+//! addresses, and after a failover another node may answer (see "Routing" below).
 //!
 //! An ACQUIRE that has to wait is answered WAITING at once (spec §6.3): not a final answer,
 //! so the caller keeps waiting, but it switches the request from loss-recovery retransmits
@@ -73,12 +74,50 @@
 //! only reach a request the client has abandoned. Lanes are created on demand (one per
 //! concurrent caller, at most [`OUTSTANDING_MAX`]) and reused; each is a session at the server.
 //!
-//! # One server, for now
+//! # Routing: shards and their leaders
 //!
-//! [`ClientConfig::servers`] is a list for the replicated cluster that comes next. In this
-//! version every request goes to the FIRST address: two standalone nodes have two separate
-//! lock tables, so spreading requests over them would break mutual exclusion. A warning is
-//! logged when more than one address is given.
+//! The service is a cluster of nodes; its resources are split into [`ClientConfig::shards`]
+//! shards by `FNV-1a-64(resource_id) % shards`, and each shard has one leader node, the only
+//! one that answers requests about its resources. Every call therefore starts by computing its
+//! resource's shard and sending to that shard's leader as this client last knew it: the
+//! *route cache* holds one entry per shard, shared by all threads and read without a lock (one
+//! atomic load; learning an address the client has never seen takes a small lock). With no
+//! entry yet, shard `s` goes to `servers[s % servers.len()]`, which spreads first contacts over
+//! the cluster.
+//!
+//! The other nodes correct a wrong guess. A reply NOT_LEADER (spec §5.2, §7.1.5) is never a
+//! final answer; it never reaches the caller, and a request that only ever met NOT_LEADER ends
+//! at its deadline like any unanswered one ([`LockError::Unavailable`]):
+//!
+//! - With a leader hint, the cache entry is set to the hinted address and the SAME request
+//!   (session id, request id, body; attempt + 1) goes there at once: NOT_LEADER is not
+//!   remembered by servers, so the copy is executed afresh by the leader. Hinted addresses
+//!   outside `servers` are used too (and remembered, up to [`LEARNED_LEADERS_MAX`]). After
+//!   [`REDIRECTS_FAST_MAX`] redirects in a row without progress, later ones wait a back-off
+//!   first, so two nodes that name each other cannot make a client loop hot.
+//! - Without a hint (an election is in progress), the request moves on to the next address of
+//!   `servers` after a back-off that starts at 1 ms and doubles up to the RTO ceiling, so a
+//!   cluster busy electing is not hammered.
+//! - A node that leaves [`SILENT_SENDS_MAX`] copies in a row unanswered may be dead: the
+//!   next copy goes to the next address of `servers`, and the cache entry naming the silent
+//!   node is cleared.
+//!
+//! Any other reply is *progress*: it resets the redirect count and the back-off, and the
+//! call's final answer records its sender as the shard's leader (when the sender is one of the
+//! known addresses; otherwise the node the request was last sent to). The request's
+//! retransmission timer, WAITING keepalives and deadline run on across redirects: a redirect is
+//! one more attempt of the same request.
+//!
+//! Replies are accepted from any source address (the socket is not connected; every copy is
+//! one `send_to`, every reply one `recv_from`): after a failover the grant of a queued acquire
+//! comes from the new leader, which the request may never have been sent to, and a copy that
+//! reaches the new leader is answered with the reply the old one had committed. What makes a
+//! reply acceptable is its session id and request id, as below.
+//!
+//! A NOT_LEADER that answers a copy sent before the current destination was chosen (its echoed
+//! attempt is older) is ignored: the request has already moved on. A [`ClientConfig::shards`]
+//! that differs from the cluster's only costs redirects, never correctness: the leader of the
+//! resource's real shard is one hint away.
 //!
 //! # Leases
 //!
@@ -90,17 +129,21 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::{self, Thread};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use udplock_protocol::header::field as header_field;
 use udplock_protocol::{
-    Flags, Hint, MessageType, Reply, Request, RequestBody, Status, DATAGRAM_LEN_MAX, ID_LEN_MAX,
+    shard_of, Flags, Hint, MessageType, Reply, Request, RequestBody, ShardStatusReply,
+    ShardStatusRequest, Status, DATAGRAM_LEN_MAX, ID_LEN_MAX, SHARDS_DEFAULT, SHARDS_MAX,
 };
+
+/// A node's role in one shard's Raft group, as [`Client::shard_status`] reports it.
+pub use udplock_protocol::ShardRole;
 
 use crate::core::retransmit::{RequestTimer, RetransmitConfig, RttEstimator, REQUEST_LIFETIME_MAX};
 use crate::core::time::{Duration, Instant};
@@ -134,11 +177,41 @@ const PENDING_CAPACITY_INITIAL: usize = 64;
 /// broken socket cannot make it spin. Bounded by the caller's deadline in every case.
 const RECV_ERROR_PAUSE: StdDuration = StdDuration::from_millis(1);
 
+/// NOT_LEADER redirects a call follows at once, one after the other without any other reply
+/// in between. Beyond it each redirect waits a back-off first: a healthy cluster needs one
+/// hop (two while a new leader's hint spreads), and two confused nodes naming each other must
+/// not make a client send as fast as the loop turns.
+pub const REDIRECTS_FAST_MAX: u32 = 8;
+
+/// Copies sent in a row to one node with no reply at all, after which the next copy goes to
+/// the next configured server: the node (perhaps the shard's leader) may be dead. Two, so a
+/// single lost datagram does not send a request away from a live leader.
+pub const SILENT_SENDS_MAX: u32 = 2;
+
+/// Leader addresses learned from hints that are not among [`ClientConfig::servers`], kept
+/// for the client's lifetime. Bounded, so a node that hints ever new addresses cannot grow
+/// the client's memory; a hint that no longer fits is still followed, only not remembered.
+pub const LEARNED_LEADERS_MAX: usize = 64;
+
+/// First pause before resending after NOT_LEADER without a hint (or after
+/// [`REDIRECTS_FAST_MAX`] redirects); it doubles with every further one, up to the RTO
+/// ceiling, and starts over after progress.
+const REDIRECT_BACKOFF_INITIAL: Duration = Duration::from_millis(1);
+
 /// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// Lock server addresses. This version talks to the first one only (see the module docs).
+    /// The cluster's node addresses (the UDP address clients send to). Requests go to the
+    /// leader of their resource's shard, found through these (see "Routing" in the module
+    /// docs); one address is enough to find the others' leadership through hints, more let
+    /// the client get past a dead node. IPv4 and IPv6 addresses may be mixed.
     pub servers: Vec<SocketAddr>,
+    /// How many shards the cluster splits resources into: a resource's shard is
+    /// `FNV-1a-64(resource_id) % shards`. Must match the cluster's shard count for the best
+    /// latency (every call then goes straight to its leader); a mismatch only costs redirects
+    /// (NOT_LEADER hints), never correctness. Default [`SHARDS_DEFAULT`]; 1 to
+    /// [`SHARDS_MAX`].
+    pub shards: u32,
     /// Retransmission timer settings (RTO initial value, floor and ceiling).
     pub retransmit: RetransmitConfig,
     /// Extra wait after an acquire's own `timeout_ms` for the server's final answer: the
@@ -157,6 +230,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             servers: Vec::new(),
+            shards: SHARDS_DEFAULT,
             retransmit: RetransmitConfig::default(),
             grace_ms: 200,
             request_timeout_ms: 2_000,
@@ -179,6 +253,12 @@ impl ClientConfig {
         let invalid = |what: String| Err(LockError::InvalidArgument(what));
         if self.servers.is_empty() {
             return invalid("no lock server address given: pass at least one in --servers".into());
+        }
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return invalid(format!(
+                "shards must be 1 to {SHARDS_MAX} (the cluster's shard count), got {}",
+                self.shards
+            ));
         }
         if let Err(e) = self.retransmit.validate() {
             return invalid(format!("retransmit config: {e}"));
@@ -259,6 +339,38 @@ pub struct LockStatus {
     pub waiter_count: u32,
 }
 
+/// One cluster node's own view of its shards, from [`Client::shard_status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatusReport {
+    /// The node that answered (its id in the cluster).
+    pub node_id: u64,
+    /// Every shard of the cluster, in shard order (`shards.len()` is the shard count).
+    pub shards: Vec<ShardInfo>,
+}
+
+/// One shard as one node sees it (spec §5.6). Nodes may disagree: a follower's counts lag
+/// its leader's, and a node cut off from the others may still name an old leader; believe
+/// the node that says it leads, with the highest term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard: u16,
+    /// The answering node's role in this shard.
+    pub role: ShardRole,
+    /// The node it believes leads the shard in its current term (itself if it leads);
+    /// `None` when it knows none, e.g. during an election.
+    pub leader_id: Option<u64>,
+    /// Its current Raft term for the shard.
+    pub term: u64,
+    /// Highest log index it knows to be committed.
+    pub commit_index: u64,
+    /// Highest log index applied to its copy of the shard's lock table.
+    pub applied_index: u64,
+    /// Locks held in its copy of the lock table.
+    pub held: u32,
+    /// Acquires queued in its copy of the lock table.
+    pub waiters: u32,
+}
+
 /// Counters of a [`Client`], for monitoring and benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientStats {
@@ -267,6 +379,10 @@ pub struct ClientStats {
     /// Received datagrams dropped: undecodable, another session's, an unknown or finished
     /// request id, the wrong reply type, or a duplicate reply.
     pub dropped_datagrams: u64,
+    /// NOT_LEADER answers that sent a request on to another node (with or without a hint).
+    /// Steadily growing means [`ClientConfig::shards`] or the server list is off, or the
+    /// cluster keeps changing leaders.
+    pub redirects: u64,
     /// Smoothed round-trip time, once measured.
     pub srtt: Option<StdDuration>,
     /// Retransmission timeout a new request starts with.
@@ -275,9 +391,10 @@ pub struct ClientStats {
 
 /// A blocking, thread-safe lock client: share one per process (it is `Send + Sync`).
 pub struct Client {
+    /// Unconnected: copies go wherever their shard's leader is, replies come from anywhere.
     socket: UdpSocket,
-    /// Where every request goes: the first configured server.
-    server: SocketAddr,
+    /// Where each shard's requests go (see "Routing" in the module docs).
+    routes: Routes,
     /// The first lane's session id (what [`Client::session_id`] reports).
     session_id: u64,
     /// Session ids not in use by a call right now (see "Lanes" in the module docs). A call
@@ -295,6 +412,7 @@ pub struct Client {
     receiver: Mutex<ReceiverState>,
     retransmits: AtomicU64,
     dropped_datagrams: AtomicU64,
+    redirects: AtomicU64,
 }
 
 /// Request id → waiting request.
@@ -330,14 +448,18 @@ struct ReplyData {
     lease_ms: u32,
     waiter_count: u32,
     retry_after_ms: u32,
+    /// The hinted leader of a NOT_LEADER reply, as sent (not yet checked for use).
+    leader_hint: Option<SocketAddr>,
     holder_len: u8,
     holder: [u8; ID_LEN_MAX],
     /// When the receiver read the datagram (for the RTT sample; a thread hop adds nothing).
     received_at: Instant,
+    /// The datagram's source address: only a hint of which node answered (see "Routing").
+    from: SocketAddr,
 }
 
 impl ReplyData {
-    fn new(reply: &Reply<'_>, received_at: Instant) -> ReplyData {
+    fn new(reply: &Reply<'_>, received_at: Instant, from: SocketAddr) -> ReplyData {
         let mut holder = [0u8; ID_LEN_MAX];
         // Reply::decode guarantees holder.len() <= 255 (it travels in one byte).
         let holder_len = reply.holder.len().min(ID_LEN_MAX);
@@ -355,9 +477,14 @@ impl ReplyData {
                 Hint::RetryAfter { ms } => ms,
                 _ => 0,
             },
+            leader_hint: match reply.hint {
+                Hint::Leader(addr) => Some(addr),
+                _ => None,
+            },
             holder_len: holder_len as u8,
             holder,
             received_at,
+            from,
         }
     }
 
@@ -378,6 +505,13 @@ impl ReplyData {
             None => None,
         }
     }
+}
+
+/// One decoded SHARD_STATUS_REPLY page.
+struct ShardStatusPage {
+    node_id: u64,
+    shards_total: u16,
+    shards: Vec<ShardInfo>,
 }
 
 /// A successful reply and the instant its lease (if any) starts.
@@ -405,6 +539,263 @@ impl Hasher for RequestIdHasher {
 
     fn finish(&self) -> u64 {
         self.0
+    }
+}
+
+/// `addr` as the client's socket can send to it: on an IPv6 socket an IPv4 address becomes
+/// IPv4-mapped; on an IPv4 socket an IPv4-mapped address becomes plain IPv4 (spec §5.2) and
+/// other IPv6 addresses cannot be reached (`None`). Normalising every address this way makes
+/// a reply's source address comparable with the addresses requests were sent to.
+fn socket_addr_for(addr: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
+    match (addr, v6_socket) {
+        (SocketAddr::V4(_), false) => Some(addr),
+        (SocketAddr::V4(v4), true) => Some(SocketAddr::V6(SocketAddrV6::new(
+            v4.ip().to_ipv6_mapped(),
+            v4.port(),
+            0,
+            0,
+        ))),
+        (SocketAddr::V6(_), true) => Some(addr),
+        (SocketAddr::V6(v6), false) => v6
+            .ip()
+            .to_ipv4_mapped()
+            .map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port())),
+    }
+}
+
+/// The shard → leader cache that all calls share (see "Routing" in the module docs).
+///
+/// Lock-free for readers: a call reads its shard's entry (one atomic load) and the address it
+/// names (one more, in a `OnceLock`). Entries are indexes into an append-only address table,
+/// so a writer never invalidates what a reader holds; only appending an address never seen
+/// before takes a lock.
+struct Routes {
+    /// Every address a request may go to, in the socket's address family: the configured
+    /// servers first, in their order, then leaders learned from hints that are not among
+    /// them (at most [`LEARNED_LEADERS_MAX`]). A slot, once set, never changes.
+    peers: Box<[OnceLock<SocketAddr>]>,
+    /// How many configured servers head `peers` (at least one).
+    servers_len: usize,
+    /// Serialises appends to `peers`; readers never take it.
+    append: Mutex<()>,
+    /// One entry per shard: 0 while no leader is known, otherwise its index in `peers` + 1.
+    leaders: Box<[AtomicU32]>,
+    /// The socket is IPv6 (IPv4 peers are then reached through IPv4-mapped addresses).
+    v6_socket: bool,
+}
+
+impl Routes {
+    /// Routes over `servers` (non-empty) for `shards` shards (1 or more), none known yet.
+    fn new(servers: &[SocketAddr], shards: u32, v6_socket: bool) -> Routes {
+        assert!(
+            !servers.is_empty() && shards > 0,
+            "validated by ClientConfig"
+        );
+        let peers: Box<[OnceLock<SocketAddr>]> = (0..servers.len() + LEARNED_LEADERS_MAX)
+            .map(|_| OnceLock::new())
+            .collect();
+        for (slot, &server) in peers.iter().zip(servers) {
+            let addr = socket_addr_for(server, v6_socket)
+                .expect("the socket's family was chosen so that every server is reachable");
+            slot.set(addr).expect("a fresh slot");
+        }
+        Routes {
+            peers,
+            servers_len: servers.len(),
+            append: Mutex::new(()),
+            leaders: (0..shards).map(|_| AtomicU32::new(0)).collect(),
+            v6_socket,
+        }
+    }
+
+    /// The shard of `resource`, an index into `leaders`.
+    fn shard(&self, resource: &[u8]) -> usize {
+        let shard = shard_of(resource, self.leaders.len() as u32) as usize;
+        debug_assert!(shard < self.leaders.len());
+        shard
+    }
+
+    fn peer(&self, index: u32) -> Option<SocketAddr> {
+        self.peers.get(index as usize)?.get().copied()
+    }
+
+    /// The configured server at `position` (modulo their number), with its peer index.
+    fn server(&self, position: usize) -> (u32, SocketAddr) {
+        let index = position % self.servers_len;
+        let addr = self
+            .peer(index as u32)
+            .expect("servers are set at creation");
+        (index as u32, addr)
+    }
+
+    /// Where a new request for `shard` goes: its cached leader, or the initial guess
+    /// `servers[shard % servers.len()]`. Returns the peer index with the address.
+    fn leader(&self, shard: usize) -> (u32, SocketAddr) {
+        let entry = self.leaders[shard].load(Ordering::Acquire);
+        if let Some(addr) = entry.checked_sub(1).and_then(|index| self.peer(index)) {
+            return (entry - 1, addr);
+        }
+        self.server(shard)
+    }
+
+    /// The peer index of `addr` (already in the socket's family), if it is known.
+    fn find(&self, addr: SocketAddr) -> Option<u32> {
+        self.peers
+            .iter()
+            .map_while(OnceLock::get)
+            .position(|&peer| peer == addr)
+            .map(|index| index as u32)
+    }
+
+    /// Records `index` as the leader of `shard`. Writes only when that changes, so calls that
+    /// keep finding the same leader do not bounce the entry's cache line between CPUs.
+    fn set_leader(&self, shard: usize, index: u32) {
+        debug_assert!(self.peer(index).is_some());
+        let entry = &self.leaders[shard];
+        if entry.load(Ordering::Relaxed) != index + 1 {
+            entry.store(index + 1, Ordering::Release);
+        }
+    }
+
+    /// Records a hinted leader for `shard`, adding its address to the table if it is new and
+    /// there is room. Returns its peer index; `None` when the table is full (the hint is then
+    /// followed by the one call but not remembered).
+    fn learn_leader(&self, shard: usize, addr: SocketAddr) -> Option<u32> {
+        let index = match self.find(addr) {
+            Some(index) => index,
+            None => {
+                let _append = lock(&self.append);
+                // Another thread may have added it meanwhile; appends are serialised here.
+                match self.find(addr) {
+                    Some(index) => index,
+                    None => {
+                        let index = self.peers.iter().position(|slot| slot.get().is_none())?;
+                        self.peers[index].set(addr).expect("appends hold the lock");
+                        index as u32
+                    }
+                }
+            }
+        };
+        self.set_leader(shard, index);
+        Some(index)
+    }
+
+    /// Forgets the leader of `shard` if it still is `index` (a node that stopped answering).
+    fn forget_leader(&self, shard: usize, index: u32) {
+        // Failing means another call already recorded something newer: keep that.
+        let _ =
+            self.leaders[shard].compare_exchange(index + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// A hinted leader address as this client can use it: reachable from the socket's
+    /// address family, with a real IP address and port. `None` for anything else, which is
+    /// then treated as no hint.
+    fn usable_hint(&self, hint: SocketAddr) -> Option<SocketAddr> {
+        if hint.port() == 0 || hint.ip().is_unspecified() || hint.ip().is_multicast() {
+            return None;
+        }
+        socket_addr_for(hint, self.v6_socket)
+    }
+}
+
+/// One call's request on its way: its retransmission timer and where its copies go. Owned by
+/// the calling thread, never shared.
+struct Flight {
+    timer: RequestTimer,
+    shard: usize,
+    /// Where the next copy goes.
+    dest: SocketAddr,
+    /// `dest`'s index in [`Routes::peers`]; `None` for a hinted leader the table had no room
+    /// for.
+    dest_peer: Option<u32>,
+    /// Position in the configured servers that "the next server" counts on from.
+    server_position: usize,
+    /// Attempt number of the first copy sent to `dest`; `None` until one is sent. A reply
+    /// echoing an older attempt answers a copy sent elsewhere.
+    dest_first_attempt: Option<u16>,
+    /// Copies sent to `dest` since it was chosen or since the last reply, whichever is later.
+    unanswered: u32,
+    /// NOT_LEADER redirects followed at once since the last progress.
+    redirects: u32,
+    /// Moves to the next server because the current one stayed silent, in a row.
+    silent_moves: u32,
+    /// Pause before the next delayed resend (see [`REDIRECT_BACKOFF_INITIAL`]).
+    backoff: Duration,
+    /// A resend a reply asked for (after NOT_LEADER or OVERLOADED): until it is made it
+    /// replaces the retransmission timer, since the last copy is known to have arrived.
+    resend_at: Option<Instant>,
+}
+
+impl Flight {
+    fn new(timer: RequestTimer, shard: usize, (peer, dest): (u32, SocketAddr)) -> Flight {
+        Flight {
+            timer,
+            shard,
+            dest,
+            dest_peer: Some(peer),
+            server_position: peer as usize,
+            dest_first_attempt: None,
+            unanswered: 0,
+            redirects: 0,
+            silent_moves: 0,
+            backoff: REDIRECT_BACKOFF_INITIAL,
+            resend_at: None,
+        }
+    }
+
+    /// When the next copy is due.
+    fn next_send(&self) -> Instant {
+        self.resend_at
+            .unwrap_or_else(|| self.timer.next_retransmit())
+    }
+
+    /// Sends the following copies to `dest`.
+    fn redirect(&mut self, dest: SocketAddr, peer: Option<u32>, servers_len: usize) {
+        if let Some(index) = peer.filter(|&index| (index as usize) < servers_len) {
+            self.server_position = index as usize;
+        }
+        // A new node is a new path: the back-off restarts from the base RTO, so a client
+        // does not sleep through a new leader's first answer. Not once a whole round of
+        // servers stayed silent (the cluster is down or unreachable): then the doubling goes
+        // on, and a client never floods a dead cluster.
+        if self.unanswered >= SILENT_SENDS_MAX {
+            self.silent_moves = self.silent_moves.saturating_add(1);
+        } else {
+            self.silent_moves = 0;
+        }
+        if self.silent_moves as usize <= servers_len {
+            self.timer.restart_backoff();
+        }
+        self.dest = dest;
+        self.dest_peer = peer;
+        self.dest_first_attempt = None;
+        self.unanswered = 0;
+    }
+
+    /// Sends the following copies to the configured server after the current position.
+    fn next_server(&mut self, routes: &Routes) {
+        let (index, addr) = routes.server(self.server_position + 1);
+        self.redirect(addr, Some(index), routes.servers_len);
+    }
+
+    /// True if `reply` answers a copy sent before `dest` was chosen.
+    fn is_stale(&self, reply: &ReplyData) -> bool {
+        self.dest_first_attempt
+            .is_none_or(|first| reply.attempt < first)
+    }
+
+    /// The current back-off, doubling the next one up to `ceiling`.
+    fn take_backoff(&mut self, ceiling: Duration) -> Duration {
+        let pause = self.backoff.min(ceiling);
+        self.backoff = (pause + pause).min(ceiling);
+        pause
+    }
+
+    /// A reply other than NOT_LEADER: the request reached a node that handles it.
+    fn on_progress(&mut self) {
+        self.unanswered = 0;
+        self.redirects = 0;
+        self.backoff = REDIRECT_BACKOFF_INITIAL;
     }
 }
 
@@ -468,21 +859,19 @@ fn ttl_wire(name: &str, ttl_ms: Option<u32>) -> Result<u32, LockError> {
 }
 
 impl Client {
-    /// Opens a socket for the first server in `config.servers` and starts a new session.
+    /// Opens one socket for all of `config.servers` and starts a new session.
     pub fn new(config: ClientConfig) -> Result<Client, LockError> {
         config.validate()?;
-        let server = config.servers[0];
-        if config.servers.len() > 1 {
-            log::warn!(
-                "{} lock servers given; this version talks to the first only ({server}): \
-                 separate nodes keep separate lock tables",
-                config.servers.len()
-            );
-        }
-        let socket = open_socket(server).map_err(|e| {
+        // One socket reaches every server: IPv6 (dual-stack) as soon as one server needs it.
+        let v6_socket = config
+            .servers
+            .iter()
+            .any(|addr| socket_addr_for(*addr, false).is_none());
+        let socket = open_socket(v6_socket).map_err(|e| {
+            let family = if v6_socket { "IPv6" } else { "IPv4" };
             LockError::InternalError(format!(
-                "cannot open a UDP socket for {server}: {e}; check the address family and \
-                 the process's socket limits"
+                "cannot open a UDP {family} socket: {e}; check the address family and the \
+                 process's socket limits"
             ))
         })?;
         let read_timeout = StdDuration::from_millis(1);
@@ -492,7 +881,7 @@ impl Client {
         let session_id = new_session_id();
         Ok(Client {
             socket,
-            server,
+            routes: Routes::new(&config.servers, config.shards, v6_socket),
             session_id,
             lanes_free: Mutex::new(vec![session_id]),
             next_request_id: AtomicU64::new(1),
@@ -506,6 +895,7 @@ impl Client {
             receiver: Mutex::new(ReceiverState { read_timeout }),
             retransmits: AtomicU64::new(0),
             dropped_datagrams: AtomicU64::new(0),
+            redirects: AtomicU64::new(0),
         })
     }
 
@@ -529,9 +919,23 @@ impl Client {
         }
     }
 
-    /// The server every request goes to.
+    /// The first configured server (requests go to their shard's leader, see
+    /// [`Client::leader_addr`]).
     pub fn server_addr(&self) -> SocketAddr {
-        self.server
+        self.config.servers[0]
+    }
+
+    /// The configured servers, as given.
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.config.servers
+    }
+
+    /// Where the next request about `resource_id` goes: the leader of its shard as this
+    /// client last heard of it, or the initial guess (in the socket's address family, so an
+    /// IPv4 server may show as IPv4-mapped IPv6 when IPv6 servers are configured too).
+    pub fn leader_addr(&self, resource_id: &str) -> SocketAddr {
+        let shard = self.routes.shard(resource_id.as_bytes());
+        self.routes.leader(shard).1
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -544,6 +948,7 @@ impl Client {
         ClientStats {
             retransmits: self.retransmits.load(Ordering::Relaxed),
             dropped_datagrams: self.dropped_datagrams.load(Ordering::Relaxed),
+            redirects: self.redirects.load(Ordering::Relaxed),
             srtt: rtt.srtt().map(std_duration),
             rto: std_duration(rtt.rto()),
         }
@@ -678,6 +1083,156 @@ impl Client {
         self.call(body, self.config.request_timeout_ms).map(|_| ())
     }
 
+    /// Asks the node at `server` for its own view of every shard (spec §4.7): role, leader,
+    /// term, commit and applied index, locks held and waiting. Read-only, answered by any
+    /// node of a cluster, leader or not; a single node (not in a cluster) answers
+    /// UNSUPPORTED, reported as [`LockError::InternalError`].
+    ///
+    /// Off the lock path on purpose: it uses a socket and a session of its own, one request
+    /// per page of up to 26 shards (the request padded to 1200 bytes so the reply can be that
+    /// large, spec §2.2), each retransmitted on the usual RTO and given `request_timeout_ms`
+    /// ([`LockError::Unavailable`] after that). Pages are read one after the other, so the
+    /// report is not a snapshot of one instant.
+    pub fn shard_status(&self, server: SocketAddr) -> Result<ShardStatusReport, LockError> {
+        let socket = open_socket(server.is_ipv6()).map_err(|e| {
+            LockError::InternalError(format!("cannot open a UDP socket for shard status: {e}"))
+        })?;
+        let session_id = new_session_id();
+        let mut node_id = None;
+        let mut shards_total = None;
+        let mut shards: Vec<ShardInfo> = Vec::new();
+        // Request ids of this private session: new per page, strictly increasing.
+        for request_id in 1u64.. {
+            let first_shard = u16::try_from(shards.len()).unwrap_or(u16::MAX);
+            let page =
+                self.shard_status_page(&socket, server, session_id, request_id, first_shard)?;
+            let total = *shards_total.get_or_insert(page.shards_total);
+            let node = *node_id.get_or_insert(page.node_id);
+            if total != page.shards_total || node != page.node_id {
+                return Err(LockError::InternalError(format!(
+                    "{server} changed its answer between pages (node {node} with {total} \
+                     shards, then node {} with {}): was the node restarted? Try again",
+                    page.node_id, page.shards_total
+                )));
+            }
+            if shards.len() >= usize::from(total) {
+                break;
+            }
+            if page.shards.is_empty() {
+                return Err(LockError::InternalError(format!(
+                    "{server} sent no shard from shard {first_shard} on, of {total}: a node bug"
+                )));
+            }
+            shards.extend(page.shards);
+            if shards.len() >= usize::from(total) {
+                break;
+            }
+        }
+        Ok(ShardStatusReport {
+            node_id: node_id.unwrap_or(0),
+            shards,
+        })
+    }
+
+    /// One SHARD_STATUS page from `server`: sent, retransmitted on the RTO, until its reply
+    /// or `request_timeout_ms`.
+    fn shard_status_page(
+        &self,
+        socket: &UdpSocket,
+        server: SocketAddr,
+        session_id: u64,
+        request_id: u64,
+        first_shard: u16,
+    ) -> Result<ShardStatusPage, LockError> {
+        let mut timer = lock(&self.rtt).timer();
+        let deadline = self.now() + Duration::from_millis(self.config.request_timeout_ms);
+        let mut datagram = [0u8; DATAGRAM_LEN_MAX];
+        let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
+        loop {
+            let now = self.now();
+            if now >= deadline {
+                return Err(LockError::Unavailable);
+            }
+            if timer.next_retransmit() <= now {
+                let attempt = timer.on_send(now);
+                let request = ShardStatusRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                    first_shard,
+                };
+                let len = request.encode(&mut datagram).map_err(|e| {
+                    LockError::InternalError(format!("shard status request did not encode: {e}"))
+                })?;
+                if attempt > 0 {
+                    self.retransmits.fetch_add(1, Ordering::Relaxed);
+                }
+                // A failed send is a lost copy: the timer sends another.
+                let _ = socket.send_to(&datagram[..len], server);
+            }
+            let wake = timer.next_retransmit().min(deadline);
+            let wait =
+                std_duration(wake.saturating_since(self.now())).max(StdDuration::from_micros(1));
+            if socket.set_read_timeout(Some(wait)).is_err() {
+                return Err(LockError::InternalError(
+                    "cannot set the shard status socket's receive timeout".into(),
+                ));
+            }
+            let len = match socket.recv_from(&mut buf) {
+                Ok((len, _from)) => len,
+                // Timeouts, and an ICMP error for an earlier copy (a node that is down).
+                Err(_) => continue,
+            };
+            let datagram_in = &buf[..len];
+            if let Ok(reply) = ShardStatusReply::decode(datagram_in) {
+                if (reply.session_id, reply.request_id) != (session_id, request_id) {
+                    continue;
+                }
+                if let Some(error) = LockError::from_status(reply.status) {
+                    return Err(error);
+                }
+                return Ok(ShardStatusPage {
+                    node_id: reply.node_id,
+                    shards_total: reply.shards_total,
+                    shards: reply
+                        .entries
+                        .iter()
+                        .map(|e| ShardInfo {
+                            shard: e.shard,
+                            role: e.role,
+                            leader_id: (e.leader_id != 0).then_some(e.leader_id),
+                            term: e.term,
+                            commit_index: e.commit_index,
+                            applied_index: e.applied_index,
+                            held: e.held,
+                            waiters: e.waiters,
+                        })
+                        .collect(),
+                });
+            }
+            match Reply::decode(datagram_in) {
+                Ok(reply)
+                    if reply.msg_type == MessageType::ErrorReply
+                        && (reply.session_id, reply.request_id) == (session_id, request_id) =>
+                {
+                    return Err(match reply.status {
+                        Status::Unsupported => LockError::InternalError(format!(
+                            "{server} does not answer SHARD_STATUS (UNSUPPORTED): it is a \
+                             single node, not a member of a cluster, or older than this client"
+                        )),
+                        status => LockError::from_status(status).unwrap_or_else(|| {
+                            LockError::InternalError(
+                                "the server sent ERROR_REPLY with status OK: a server bug".into(),
+                            )
+                        }),
+                    });
+                }
+                // Another request's reply, a late copy's, or garbage.
+                _ => self.dropped_datagrams.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+
     /// The client's view of a granted hold (spec "Lease rule").
     fn lease(&self, resource_id: &str, client_id: &str, answer: &Answer) -> Lease {
         let reply = &answer.reply;
@@ -733,16 +1288,18 @@ impl Client {
         let datagram = &mut buf[..len];
 
         let pending = self.register(lane.session_id, request_id, reply_type)?;
-        let mut timer = lock(&self.rtt).timer();
+        let shard = self.routes.shard(body.resource());
+        let mut flight = Flight::new(lock(&self.rtt).timer(), shard, self.routes.leader(shard));
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
-        self.transmit(datagram, &mut timer);
+        self.transmit(datagram, &mut flight);
         let mut deadline = deadline;
         let reply = loop {
-            let reply = match self.await_reply(request_id, datagram, &mut timer, deadline) {
+            let reply = match self.await_reply(request_id, datagram, &mut flight, deadline) {
                 Ok(reply) => reply,
                 Err(e) => break Err(e),
             };
+            let timer = &mut flight.timer;
             // Spec §7.1.4: a reply echoing a copy we never sent is forged or broken.
             if timer
                 .latest_attempt()
@@ -755,6 +1312,13 @@ impl Client {
             if let Some(sample) = timer.rtt_sample(reply.attempt, queued, reply.received_at) {
                 lock(&self.rtt).on_sample(sample);
             }
+            if reply.status == Status::NotLeader {
+                // Never a final answer: send the request on (see "Routing").
+                self.on_not_leader(&reply, &mut flight, datagram);
+                continue;
+            }
+            flight.on_progress();
+            let timer = &mut flight.timer;
             match reply.status {
                 // WAITING is provisional (spec §6.3): the acquire is queued, so keep waiting
                 // and send keepalives instead of loss-recovery retransmits. The server's wait
@@ -772,13 +1336,13 @@ impl Client {
                 }
                 // OVERLOADED took no effect: send the SAME request again after the hinted
                 // delay, so no copy of it still in flight can take effect beside a new one.
-                Status::Overloaded
-                    if reply.retry_after_ms > 0
-                        && self.now() + Duration::from_millis(reply.retry_after_ms.into())
-                            < deadline =>
-                {
-                    thread::sleep(StdDuration::from_millis(reply.retry_after_ms.into()));
-                    self.transmit(datagram, &mut timer);
+                // (Meanwhile this thread keeps receiving, for itself and for others.)
+                Status::Overloaded if reply.retry_after_ms > 0 => {
+                    let resend_at = self.now() + Duration::from_millis(reply.retry_after_ms.into());
+                    if resend_at >= deadline {
+                        break Ok(reply);
+                    }
+                    flight.resend_at = Some(resend_at);
                     continue;
                 }
                 _ => break Ok(reply),
@@ -788,13 +1352,73 @@ impl Client {
         drop(pending);
         let reply = reply?;
 
+        // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY aside,
+        // which any node may send): remember who it was for the next call.
+        if reply.msg_type != MessageType::ErrorReply {
+            if let Some(index) = self.answered_by(&reply, &flight) {
+                self.routes.set_leader(shard, index);
+            }
+        }
         if let Some(error) = reply.error() {
             return Err(error);
         }
         Ok(Answer {
-            lease_start: timer.lease_start(reply.attempt).unwrap_or(start),
+            lease_start: flight.timer.lease_start(reply.attempt).unwrap_or(start),
             reply,
         })
+    }
+
+    /// The node that most likely sent `reply`, as an index in the route table: its source
+    /// address when that is a known node (after a failover the new leader may answer a
+    /// request it was never sent), otherwise the current destination if the reply answers a
+    /// copy sent there. `None` when neither is known.
+    fn answered_by(&self, reply: &ReplyData, flight: &Flight) -> Option<u32> {
+        if reply.from == flight.dest {
+            return flight.dest_peer;
+        }
+        self.routes.find(reply.from).or_else(|| {
+            if flight.is_stale(reply) {
+                None
+            } else {
+                flight.dest_peer
+            }
+        })
+    }
+
+    /// NOT_LEADER (spec §5.2, §7.1.5): the node did not execute the request and does not
+    /// remember it, so the SAME request goes on, to the hinted leader at once or, without a
+    /// usable hint, to the next configured server after a back-off (see "Routing").
+    fn on_not_leader(&self, reply: &ReplyData, flight: &mut Flight, datagram: &mut [u8]) {
+        if flight.is_stale(reply) {
+            // It answers a copy sent to an earlier destination: the request has moved on.
+            return;
+        }
+        self.redirects.fetch_add(1, Ordering::Relaxed);
+        let ceiling = self.config.retransmit.rto_max;
+        match reply
+            .leader_hint
+            .and_then(|hint| self.routes.usable_hint(hint))
+        {
+            Some(leader) => {
+                let peer = self.routes.learn_leader(flight.shard, leader);
+                flight.redirect(leader, peer, self.routes.servers_len);
+                if flight.redirects < REDIRECTS_FAST_MAX {
+                    flight.redirects += 1;
+                    self.transmit(datagram, flight);
+                } else {
+                    flight.resend_at = Some(self.now() + flight.take_backoff(ceiling));
+                }
+            }
+            None => {
+                // No leader yet (an election): this node is not it, so do not start the
+                // shard's next call here either.
+                if let Some(peer) = flight.dest_peer {
+                    self.routes.forget_leader(flight.shard, peer);
+                }
+                flight.next_server(&self.routes);
+                flight.resend_at = Some(self.now() + flight.take_backoff(ceiling));
+            }
+        }
     }
 
     /// Enters a request in the pending map (step 1).
@@ -831,18 +1455,29 @@ impl Client {
             .and_then(|p| p.reply.take())
     }
 
-    /// Sends the next copy: records its send time first (the lease counts from it), then
-    /// patches the attempt number into the header.
-    fn transmit(&self, datagram: &mut [u8], timer: &mut RequestTimer) {
-        let attempt = timer.on_send(self.now());
+    /// Sends the next copy: picks its destination (moving on from a node that left
+    /// [`SILENT_SENDS_MAX`] copies unanswered), records its send time (the lease counts from
+    /// it), then patches the attempt number into the header.
+    fn transmit(&self, datagram: &mut [u8], flight: &mut Flight) {
+        if flight.unanswered >= SILENT_SENDS_MAX {
+            // The node may be dead: the shard's next call should not start there either.
+            if let Some(peer) = flight.dest_peer {
+                self.routes.forget_leader(flight.shard, peer);
+            }
+            flight.next_server(&self.routes);
+        }
+        let attempt = flight.timer.on_send(self.now());
         datagram[header_field::ATTEMPT].copy_from_slice(&attempt.to_be_bytes());
         if attempt > 0 {
             self.retransmits.fetch_add(1, Ordering::Relaxed);
         }
-        if let Err(e) = self.socket.send_to(datagram, self.server) {
+        flight.dest_first_attempt.get_or_insert(attempt);
+        flight.unanswered = flight.unanswered.saturating_add(1);
+        flight.resend_at = None;
+        if let Err(e) = self.socket.send_to(datagram, flight.dest) {
             // A failed send is a lost datagram: the retransmission timer covers it, and the
             // deadline turns a persistent failure into Unavailable.
-            log::debug!("send to {} failed: {e}", self.server);
+            log::debug!("send to {} failed: {e}", flight.dest);
         }
     }
 
@@ -852,7 +1487,7 @@ impl Client {
         &self,
         request_id: u64,
         datagram: &mut [u8],
-        timer: &mut RequestTimer,
+        flight: &mut Flight,
         deadline: Instant,
     ) -> Result<ReplyData, LockError> {
         loop {
@@ -868,16 +1503,16 @@ impl Client {
                 return Ok(reply);
             }
             if let Some(mut state) = receiver {
-                return self.receive(&mut state, request_id, datagram, timer, deadline);
+                return self.receive(&mut state, request_id, datagram, flight, deadline);
             }
             let now = self.now();
             if now >= deadline {
                 return Err(LockError::Unavailable);
             }
-            if now >= timer.next_retransmit() {
-                self.transmit(datagram, timer);
+            if now >= flight.next_send() {
+                self.transmit(datagram, flight);
             }
-            let wake_at = timer.next_retransmit().min(deadline);
+            let wake_at = flight.next_send().min(deadline);
             thread::park_timeout(std_duration(wake_at.saturating_since(now)));
         }
     }
@@ -889,7 +1524,7 @@ impl Client {
         state: &mut ReceiverState,
         request_id: u64,
         datagram: &mut [u8],
-        timer: &mut RequestTimer,
+        flight: &mut Flight,
         deadline: Instant,
     ) -> Result<ReplyData, LockError> {
         // One byte more than the longest valid datagram, so an oversized one is seen as such.
@@ -900,15 +1535,15 @@ impl Client {
             if now >= deadline {
                 return Err(LockError::Unavailable);
             }
-            if now >= timer.next_retransmit() {
-                self.transmit(datagram, timer);
+            if now >= flight.next_send() {
+                self.transmit(datagram, flight);
             }
-            let wait = timer.next_retransmit().min(deadline).saturating_since(now);
+            let wait = flight.next_send().min(deadline).saturating_since(now);
             self.set_read_timeout(state, wait);
             match self.socket.recv_from(&mut buf) {
-                Ok((len, _from)) => {
+                Ok((len, from)) => {
                     let received_at = self.now();
-                    if let Some(reply) = self.dispatch(&buf[..len], request_id, received_at) {
+                    if let Some(reply) = self.dispatch(&buf[..len], request_id, received_at, from) {
                         return Ok(reply);
                     }
                 }
@@ -949,8 +1584,15 @@ impl Client {
 
     /// Validates a received datagram and delivers it: returns it when it answers `own_id`,
     /// stores it in its pending slot and wakes its thread when it answers another request,
-    /// drops it otherwise. Never panics, whatever the bytes.
-    fn dispatch(&self, datagram: &[u8], own_id: u64, received_at: Instant) -> Option<ReplyData> {
+    /// drops it otherwise. Never panics, whatever the bytes. The source address `from` is
+    /// not checked (see the module docs), only recorded.
+    fn dispatch(
+        &self,
+        datagram: &[u8],
+        own_id: u64,
+        received_at: Instant,
+        from: SocketAddr,
+    ) -> Option<ReplyData> {
         let drop_it = || {
             self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
             None
@@ -976,7 +1618,7 @@ impl Client {
         if !fits(entry.reply_type) || occupied {
             return drop_it();
         }
-        let data = ReplyData::new(&reply, received_at);
+        let data = ReplyData::new(&reply, received_at, from);
         if reply.request_id == own_id {
             return Some(data);
         }
@@ -1010,18 +1652,26 @@ fn new_session_id() -> u64 {
     }
 }
 
-fn open_socket(server: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = Socket::new(
-        Domain::for_address(server),
-        Type::DGRAM,
-        Some(Protocol::UDP),
-    )?;
+/// An unconnected UDP socket bound to an ephemeral port: IPv6 and dual-stack (reaching IPv4
+/// nodes through IPv4-mapped addresses) if `v6`, IPv4 otherwise.
+fn open_socket(v6: bool) -> io::Result<UdpSocket> {
+    let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     if let Err(e) = socket.set_recv_buffer_size(RECV_BUFFER_BYTES) {
         log::debug!("cannot enlarge the receive buffer: {e}");
     }
-    let local: SocketAddr = match server {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    if v6 {
+        if let Err(e) = socket.set_only_v6(false) {
+            // Only IPv4 nodes become unreachable; their copies count as lost.
+            log::warn!(
+                "cannot make the IPv6 socket dual-stack, IPv4 servers are out of reach: {e}"
+            );
+        }
+    }
+    let local: SocketAddr = if v6 {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
     };
     socket.bind(&local.into())?;
     Ok(socket.into())
@@ -1030,7 +1680,7 @@ fn open_socket(server: SocketAddr) -> io::Result<UdpSocket> {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("server", &self.server)
+            .field("servers", &self.config.servers)
             .field("session_id", &format_args!("{:#018x}", self.session_id))
             .field("stats", &self.stats())
             .finish_non_exhaustive()
@@ -1682,5 +2332,341 @@ mod tests {
         let b = client_for(&server, |_| {});
         assert_ne!(a.session_id(), 0);
         assert_ne!(a.session_id(), b.session_id());
+    }
+
+    /// What one fake node saw: (session id, request id, attempt, resource) per request.
+    type Seen = Arc<Mutex<Vec<(u64, u64, u16, Vec<u8>)>>>;
+
+    /// A fake cluster node that logs every request in `seen` and answers with `answer`.
+    fn node<F>(seen: &Seen, mut answer: F) -> FakeServer
+    where
+        F: FnMut(&Request<'_>) -> Vec<Vec<u8>> + Send + 'static,
+    {
+        let log = Arc::clone(seen);
+        FakeServer::spawn(move |event| {
+            let Event::Request(req, _) = event else {
+                return Vec::new();
+            };
+            log.lock().unwrap().push((
+                req.session_id,
+                req.request_id,
+                req.attempt,
+                req.body.resource().to_vec(),
+            ));
+            answer(&req)
+        })
+    }
+
+    fn seen(log: &Seen) -> Vec<(u64, u64, u16, Vec<u8>)> {
+        log.lock().unwrap().clone()
+    }
+
+    /// The answer of the shard's leader: OK, one hold, token 5.
+    fn grant(req: &Request<'_>) -> Vec<u8> {
+        reply_to(req, Status::Ok, |r| {
+            r.hold_count = 1;
+            r.fencing_token = 5;
+            r.lease_ms = 1_000;
+        })
+    }
+
+    fn not_leader(req: &Request<'_>, leader: Option<SocketAddr>) -> Vec<u8> {
+        reply_to(req, Status::NotLeader, |r| {
+            if let Some(addr) = leader {
+                r.hint = Hint::Leader(addr);
+            }
+        })
+    }
+
+    /// A client of these nodes with one shard (every resource starts at `servers[0]`) and a
+    /// fixed 100 ms RTO, so that a slow test machine causes no retransmission the test does
+    /// not expect.
+    fn client_of(servers: &[&FakeServer], edit: impl FnOnce(&mut ClientConfig)) -> Client {
+        let mut config = ClientConfig::new(servers.iter().map(|s| s.addr).collect());
+        config.shards = 1;
+        let rto = Duration::from_millis(100);
+        config.retransmit = RetransmitConfig {
+            rto_initial: rto,
+            rto_min: rto,
+            rto_max: rto,
+        };
+        edit(&mut config);
+        Client::new(config).unwrap()
+    }
+
+    /// A node that shares a late-bound address (a peer's, or the client's) with a handler.
+    fn late_addr() -> (Arc<OnceLock<SocketAddr>>, Arc<OnceLock<SocketAddr>>) {
+        let addr = Arc::new(OnceLock::new());
+        (Arc::clone(&addr), addr)
+    }
+
+    #[test]
+    fn not_leader_with_a_hint_sends_the_same_request_to_the_leader_and_caches_it() {
+        let (follower_log, leader_log) = (Seen::default(), Seen::default());
+        let leader = node(&leader_log, |req| vec![grant(req)]);
+        let leader_addr = leader.addr;
+        let follower = node(&follower_log, move |req| {
+            vec![not_leader(req, Some(leader_addr))]
+        });
+        let client = client_of(&[&follower, &leader], |_| {});
+        assert_eq!(
+            client.leader_addr("r"),
+            follower.addr,
+            "servers[0 % 2] first"
+        );
+
+        assert_eq!(client.acquire("r", "c", 0, None).unwrap().fencing_token, 5);
+        let (f, l) = (seen(&follower_log), seen(&leader_log));
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!(
+            (l[0].0, l[0].1),
+            (f[0].0, f[0].1),
+            "the same session and request id"
+        );
+        assert_eq!((f[0].2, l[0].2), (0, 1), "the redirect is the next attempt");
+        assert_eq!(client.stats().redirects, 1);
+        assert_eq!(client.stats().retransmits, 1);
+
+        // The next call about the resource goes straight to the leader.
+        assert_eq!(client.leader_addr("r"), leader.addr);
+        assert_eq!(client.release("r", "c"), Ok(1));
+        assert_eq!(seen(&follower_log).len(), 1);
+        let l = seen(&leader_log);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].2, 0, "a new request, sent once");
+        assert_eq!(client.stats().redirects, 1);
+    }
+
+    #[test]
+    fn a_hinted_leader_outside_the_server_list_is_used_and_cached() {
+        let (follower_log, leader_log) = (Seen::default(), Seen::default());
+        let leader = node(&leader_log, |req| vec![grant(req)]);
+        let leader_addr = leader.addr;
+        let follower = node(&follower_log, move |req| {
+            vec![not_leader(req, Some(leader_addr))]
+        });
+        let client = client_of(&[&follower], |_| {});
+        assert_eq!(client.release("r", "c"), Ok(1));
+        assert_eq!(client.leader_addr("r"), leader.addr);
+        assert_eq!(client.release("r", "c"), Ok(1));
+        assert_eq!(seen(&follower_log).len(), 1);
+        assert_eq!(seen(&leader_log).len(), 2);
+        assert_eq!(client.servers(), &[follower.addr]);
+        assert_eq!(client.server_addr(), follower.addr);
+    }
+
+    #[test]
+    fn not_leader_without_a_hint_moves_on_to_the_next_server() {
+        let (electing_log, leader_log) = (Seen::default(), Seen::default());
+        let electing = node(&electing_log, |req| vec![not_leader(req, None)]);
+        let leader = node(&leader_log, |req| vec![grant(req)]);
+        let client = client_of(&[&electing, &leader], |_| {});
+        assert_eq!(client.release("r", "c"), Ok(1));
+        let (e, l) = (seen(&electing_log), seen(&leader_log));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert_eq!((l[0].0, l[0].1, l[0].2), (e[0].0, e[0].1, 1));
+        assert_eq!(client.stats().redirects, 1);
+        assert_eq!(client.leader_addr("r"), leader.addr);
+    }
+
+    #[test]
+    fn a_silent_server_is_left_after_two_copies() {
+        let (silent_log, leader_log) = (Seen::default(), Seen::default());
+        let silent = node(&silent_log, |_| Vec::new()); // dead, as far as anyone can tell
+        let leader = node(&leader_log, |req| vec![grant(req)]);
+        let rto = Duration::from_millis(20);
+        let client = client_of(&[&silent, &leader], |c| {
+            c.retransmit = RetransmitConfig {
+                rto_initial: rto,
+                rto_min: rto,
+                rto_max: Duration::from_millis(100),
+            };
+        });
+        assert_eq!(client.release("r", "c"), Ok(1));
+        let (s, l) = (seen(&silent_log), seen(&leader_log));
+        let attempts =
+            |log: &[(u64, u64, u16, Vec<u8>)]| -> Vec<u16> { log.iter().map(|e| e.2).collect() };
+        assert_eq!(attempts(&s), [0, 1], "{s:?}");
+        assert_eq!(attempts(&l), [2], "{l:?}");
+        assert_eq!((l[0].0, l[0].1), (s[0].0, s[0].1));
+        assert_eq!(client.stats().redirects, 0, "moving on is not a redirect");
+
+        assert_eq!(client.leader_addr("r"), leader.addr);
+        assert_eq!(client.release("r", "c"), Ok(1));
+        assert_eq!(
+            seen(&silent_log).len(),
+            2,
+            "the next call skips the silent node"
+        );
+    }
+
+    /// Replies are matched on session and request id, not on where they come from: after a
+    /// failover the new leader answers requests that were sent to the old one.
+    #[test]
+    fn a_reply_from_another_address_is_accepted() {
+        let (target_log, other_log) = (Seen::default(), Seen::default());
+        let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let (client_addr, late_client_addr) = late_addr();
+        let target = node(&target_log, move |req| {
+            // Answered by a different socket, on this node's behalf.
+            if let Some(&to) = late_client_addr.get() {
+                other.send_to(&grant(req), to).unwrap();
+            }
+            Vec::new()
+        });
+        let never = node(&other_log, |_| Vec::new());
+        let client = client_of(&[&target, &never], |_| {});
+        let port = client.socket.local_addr().unwrap().port();
+        client_addr.set((Ipv4Addr::LOCALHOST, port).into()).unwrap();
+
+        assert_eq!(client.acquire("r", "c", 0, None).unwrap().fencing_token, 5);
+        assert_eq!(client.stats().dropped_datagrams, 0);
+        assert_eq!(seen(&target_log).len(), 1);
+        assert!(seen(&other_log).is_empty());
+        // The answer came from an unknown address: the node it was sent to stays the leader.
+        assert_eq!(client.leader_addr("r"), target.addr);
+    }
+
+    /// Two nodes that name each other as the leader cost a bounded number of datagrams and
+    /// end in the call's own timeout, not in a hot loop, a hang or a NOT_LEADER error.
+    #[test]
+    fn a_redirect_loop_ends_at_the_deadline() {
+        let (a_log, b_log) = (Seen::default(), Seen::default());
+        let (b_addr, late_b_addr) = late_addr();
+        let a = node(&a_log, move |req| {
+            vec![not_leader(req, late_b_addr.get().copied())]
+        });
+        let a_addr = a.addr;
+        let b = node(&b_log, move |req| vec![not_leader(req, Some(a_addr))]);
+        b_addr.set(b.addr).unwrap();
+        let client = client_of(&[&a, &b], |c| {
+            c.retransmit = RetransmitConfig::default();
+            c.request_timeout_ms = 200;
+        });
+        let start = StdInstant::now();
+        assert_eq!(client.status("r"), Err(LockError::Unavailable));
+        let took = start.elapsed();
+        assert!(took >= StdDuration::from_millis(200), "{took:?}");
+        assert!(took < StdDuration::from_millis(1_000), "{took:?}");
+        thread::sleep(StdDuration::from_millis(20)); // let the fakes log the last copies
+        let datagrams = seen(&a_log).len() + seen(&b_log).len();
+        assert!(
+            datagrams > REDIRECTS_FAST_MAX as usize,
+            "{datagrams} datagrams"
+        );
+        assert!(datagrams < 100, "{datagrams} datagrams in 200 ms");
+        let ids: std::collections::HashSet<_> = seen(&a_log)
+            .into_iter()
+            .chain(seen(&b_log))
+            .map(|e| (e.0, e.1))
+            .collect();
+        assert_eq!(ids.len(), 1, "one request throughout");
+    }
+
+    /// Every shard has its own cache entry: two resources in different shards, each led by
+    /// the node the initial guess does not pick, are redirected once each and then go
+    /// straight to their own leaders.
+    #[test]
+    fn each_shard_has_its_own_leader() {
+        let shard = |r: &str| shard_of(r.as_bytes(), 2);
+        let name = |s: u32| {
+            (0..)
+                .map(|i| format!("res-{i}"))
+                .find(|r| shard(r) == s)
+                .unwrap()
+        };
+        let (r0, r1) = (name(0), name(1));
+        let (a_log, b_log) = (Seen::default(), Seen::default());
+        let (b_addr, late_b_addr) = late_addr();
+        // a leads shard 1, b shard 0: the opposite of the initial guess `servers[s % 2]`.
+        let a = node(&a_log, move |req| {
+            if shard_of(req.body.resource(), 2) == 1 {
+                vec![grant(req)]
+            } else {
+                vec![not_leader(req, late_b_addr.get().copied())]
+            }
+        });
+        let a_addr = a.addr;
+        let b = node(&b_log, move |req| {
+            if shard_of(req.body.resource(), 2) == 0 {
+                vec![grant(req)]
+            } else {
+                vec![not_leader(req, Some(a_addr))]
+            }
+        });
+        b_addr.set(b.addr).unwrap();
+        let client = client_of(&[&a, &b], |c| c.shards = 2);
+        assert_eq!(client.leader_addr(&r0), a.addr);
+        assert_eq!(client.leader_addr(&r1), b.addr);
+
+        for _ in 0..3 {
+            assert_eq!(client.release(&r0, "c"), Ok(1));
+            assert_eq!(client.release(&r1, "c"), Ok(1));
+        }
+        assert_eq!(client.stats().redirects, 2, "one per shard");
+        assert_eq!(client.leader_addr(&r0), b.addr);
+        assert_eq!(client.leader_addr(&r1), a.addr);
+        let granted =
+            |log: &Seen, s: u32| seen(log).iter().filter(|e| shard_of(&e.3, 2) == s).count();
+        assert_eq!((granted(&b_log, 0), granted(&a_log, 0)), (3, 1));
+        assert_eq!((granted(&a_log, 1), granted(&b_log, 1)), (3, 1));
+    }
+
+    #[test]
+    fn shards_are_validated() {
+        let server: SocketAddr = (Ipv4Addr::LOCALHOST, 7100).into();
+        for shards in [0, SHARDS_MAX + 1] {
+            let mut config = ClientConfig::new(vec![server]);
+            config.shards = shards;
+            assert!(matches!(
+                config.validate(),
+                Err(LockError::InvalidArgument(_))
+            ));
+        }
+        let mut config = ClientConfig::new(vec![server]);
+        assert_eq!(config.shards, SHARDS_DEFAULT);
+        config.shards = SHARDS_MAX;
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    /// The table of learned leaders is bounded; a hint beyond it is followed but not kept.
+    #[test]
+    fn learned_leaders_are_bounded() {
+        let server: SocketAddr = (Ipv4Addr::LOCALHOST, 7100).into();
+        let routes = Routes::new(&[server], 4, false);
+        assert_eq!(routes.leader(3), (0, server));
+        for port in 0..LEARNED_LEADERS_MAX as u16 {
+            let addr = (Ipv4Addr::LOCALHOST, 8000 + port).into();
+            assert_eq!(routes.learn_leader(3, addr), Some(u32::from(port) + 1));
+            assert_eq!(routes.leader(3).1, addr);
+        }
+        // Known addresses are found again, not added twice.
+        assert_eq!(routes.learn_leader(2, server), Some(0));
+        let full = routes.learn_leader(1, (Ipv4Addr::LOCALHOST, 9999).into());
+        assert_eq!(full, None);
+        assert_eq!(routes.leader(1), (0, server), "still the initial guess");
+        routes.forget_leader(3, 0); // not the current entry: no effect
+        assert_eq!(routes.leader(3).1, (Ipv4Addr::LOCALHOST, 8063).into());
+        routes.forget_leader(3, LEARNED_LEADERS_MAX as u32);
+        assert_eq!(routes.leader(3), (0, server));
+    }
+
+    #[test]
+    fn addresses_are_normalised_to_the_sockets_family() {
+        let v4: SocketAddr = "10.0.0.1:7100".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:7100".parse().unwrap();
+        let v6: SocketAddr = "[2001:db8::1]:7100".parse().unwrap();
+        assert_eq!(socket_addr_for(v4, false), Some(v4));
+        assert_eq!(socket_addr_for(mapped, false), Some(v4));
+        assert_eq!(socket_addr_for(v6, false), None);
+        assert_eq!(socket_addr_for(v4, true), Some(mapped));
+        assert_eq!(socket_addr_for(v6, true), Some(v6));
+        let routes = Routes::new(&[v4], 1, false);
+        assert_eq!(routes.usable_hint(mapped), Some(v4));
+        assert_eq!(routes.usable_hint("0.0.0.0:7100".parse().unwrap()), None);
+        assert_eq!(routes.usable_hint("10.0.0.2:0".parse().unwrap()), None);
+        assert_eq!(routes.usable_hint(v6), None);
     }
 }

@@ -85,8 +85,8 @@ impl LockError {
                     .to_owned(),
             ),
             Status::NotLeader => LockError::InternalError(
-                "the server answered NOT_LEADER, but this client talks to a single node: point \
-                 --servers at a standalone `udplock server`; nothing changed"
+                "NOT_LEADER reached the caller as if it were final: the client follows leader \
+                 hints itself, so this is a client bug; nothing changed"
                     .to_owned(),
             ),
             // Provisional, handled by the client's wait loop; never a final answer.

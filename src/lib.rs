@@ -39,6 +39,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod core;
 pub mod error;
 pub mod json;

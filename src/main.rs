@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use udplock::bench::{self, BenchConfig, Placement};
+use udplock::cluster::storage::Durability;
+use udplock::cluster::{start_local_cluster, ClusterConfig, ClusterNode};
 use udplock::core::lock_table;
 use udplock::node::{Node, NodeConfig};
 use udplock::{json, Client, ClientConfig, Lease, LockError};
@@ -28,8 +30,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a lock server node (blocks until killed).
+    /// Run a lock server node (blocks until killed): a single node, or with --peers one node
+    /// of a replicated cluster.
     Server(ServerArgs),
+    /// Run a local replicated cluster in this process (each node its own thread and socket)
+    /// and print the --servers list to use; runs until Ctrl-C.
+    Dev(DevArgs),
     /// Take a lock, waiting up to --timeout-ms for it.
     #[command(after_help = EXIT_CODES)]
     Acquire(LockArgs),
@@ -39,13 +45,15 @@ enum Command {
     /// Extend the lease of a held lock.
     #[command(after_help = EXIT_CODES)]
     Renew(LockArgs),
-    /// Show a lock's holder, hold count, fencing token, remaining TTL and waiters.
+    /// Show a lock's holder, hold count, fencing token, remaining TTL and waiters; without a
+    /// resource, every shard's leader, term, commit index and locks, as the nodes see them.
     #[command(after_help = EXIT_CODES)]
     Status(StatusArgs),
     /// Set (or with 0, clear) a resource's default TTL.
     #[command(after_help = EXIT_CODES)]
     Configure(ConfigureArgs),
-    /// Measure latency against the raw UDP round trip (embedded node unless --servers).
+    /// Measure latency, throughput and failover against the raw UDP round trip (an embedded
+    /// 3-node cluster unless --servers; --nodes 1 for a single unreplicated node).
     Bench(BenchArgs),
     /// Run the deterministic cluster simulator (Raft under faults) for a range of seeds.
     Sim(SimArgs),
@@ -109,12 +117,40 @@ struct ServerArgs {
     /// Pin the event-loop thread to this CPU (default: let the OS place it).
     #[arg(long)]
     cpu: Option<usize>,
+    /// This node's id in the cluster (with --peers).
+    #[arg(long, requires = "peers")]
+    node_id: Option<u64>,
+    /// Every node of a replicated cluster, this one included: ID@HOST:PORT,... (the same list,
+    /// in any order, on every node). Without it the server is a single unreplicated node.
+    #[arg(long, value_delimiter = ',', requires = "node_id")]
+    peers: Option<Vec<String>>,
+    /// Where a cluster node keeps its Raft log and vote (with --peers).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// What a cluster node's state survives: fsync (power loss of every node), os (any
+    /// process crash, not a power loss), memory (not offered for a server yet: a
+    /// restarted memory node could vote twice; use `udplock dev`).
+    #[arg(long, default_value = "os")]
+    durability: String,
+    /// Shards of the cluster (fixed when the cluster is created; same on every node).
+    #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
+    shards: u32,
+}
+
+#[derive(Args)]
+struct DevArgs {
+    /// Nodes of the local cluster.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Shards of the local cluster.
+    #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
+    shards: u32,
 }
 
 #[derive(Args)]
 struct ClientArgs {
-    /// Server address(es), comma-separated. This version uses the first (the others are for
-    /// the replicated cluster to come).
+    /// Server address(es), comma-separated: every node of a cluster (any one is enough to
+    /// find the leaders; all of them survive a node's failure).
     #[arg(
         long,
         env = "UDPLOCK_SERVERS",
@@ -122,6 +158,10 @@ struct ClientArgs {
         value_delimiter = ','
     )]
     servers: Vec<String>,
+    /// Shards of the cluster (routes each request straight to its shard's leader; a
+    /// mismatch only costs a redirect).
+    #[arg(long, env = "UDPLOCK_SHARDS", default_value_t = udplock::cluster::SHARDS_DEFAULT)]
+    shards: u32,
     /// Print one JSON object on stdout instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -148,10 +188,163 @@ struct LockArgs {
 
 #[derive(Args)]
 struct StatusArgs {
-    /// The resource to inspect.
-    resource: String,
+    /// The resource to inspect. Omitted: ask every node of --servers for its view of the
+    /// shards (spec §4.7) and print one row per shard (its leader, term, commit index, held
+    /// locks and waiters, as the node that leads it says) and one line per node.
+    resource: Option<String>,
     #[command(flatten)]
     conn: ClientArgs,
+}
+
+impl StatusArgs {
+    /// `udplock status` without a resource: the cluster's shards. Every node is asked at once
+    /// (an unreachable one costs its timeout, once); for each shard the view of the node that
+    /// says it leads, in the highest term, is shown (else the view with the highest term).
+    /// Fails only if no node answers.
+    fn print_shards(&self, client: &Client) -> Result<(), LockError> {
+        use udplock::client::{ShardInfo, ShardRole, ShardStatusReport};
+        let servers = client.servers().to_vec();
+        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
+            std::thread::scope(|scope| {
+                let asks: Vec<_> = servers
+                    .iter()
+                    .map(|&addr| (addr, scope.spawn(move || client.shard_status(addr))))
+                    .collect();
+                asks.into_iter()
+                    .map(|(addr, ask)| {
+                        let result = ask.join().unwrap_or_else(|_| {
+                            Err(LockError::InternalError(
+                                "shard status thread panicked".into(),
+                            ))
+                        });
+                        (addr, result)
+                    })
+                    .collect()
+            });
+        let answered: Vec<(SocketAddr, &ShardStatusReport)> = views
+            .iter()
+            .filter_map(|(addr, r)| r.as_ref().ok().map(|r| (*addr, r)))
+            .collect();
+        if answered.is_empty() {
+            // Every node failed: report the first failure (its exit code says which kind).
+            let (addr, error) = views
+                .into_iter()
+                .find_map(|(addr, r)| r.err().map(|e| (addr, e)))
+                .ok_or_else(|| LockError::InvalidArgument("no server given".into()))?;
+            return Err(match error {
+                LockError::Unavailable => LockError::Unavailable,
+                e => LockError::InternalError(format!("{addr}: {e}")),
+            });
+        }
+        let address_of = |node: u64| {
+            answered
+                .iter()
+                .find(|(_, r)| r.node_id == node)
+                .map(|(addr, _)| *addr)
+        };
+        let shards_total = answered
+            .iter()
+            .map(|(_, r)| r.shards.len())
+            .max()
+            .unwrap_or(0);
+        // Per shard: (node that answered, its view); leaders first, then the highest term.
+        let best: Vec<Option<(u64, ShardInfo)>> = (0..shards_total)
+            .map(|shard| {
+                answered
+                    .iter()
+                    .filter_map(|(_, r)| r.shards.get(shard).map(|info| (r.node_id, *info)))
+                    .max_by_key(|(_, info)| (info.role == ShardRole::Leader, info.term))
+            })
+            .collect();
+        let led_by = |node: u64| {
+            best.iter()
+                .flatten()
+                .filter(|(from, info)| *from == node && info.role == ShardRole::Leader)
+                .count()
+        };
+        let json = self.conn.json;
+        let mut shard_rows = Vec::new();
+        for (shard, view) in best.iter().enumerate() {
+            let Some((from, info)) = view else {
+                shard_rows.push(if json {
+                    format!("{{\"shard\":{shard},\"leader_id\":null}}")
+                } else {
+                    format!("{shard:>5}  (no node reported this shard)")
+                });
+                continue;
+            };
+            // Without a reachable leader, a follower may still name the leader it follows.
+            let leader = info.leader_id;
+            let leader_addr = leader.and_then(address_of);
+            shard_rows.push(if json {
+                format!(
+                    "{{\"shard\":{shard},\"leader_id\":{},\"leader_address\":{},\"term\":{},\"commit_index\":{},\"applied_index\":{},\"held\":{},\"waiters\":{},\"reported_by\":{from}}}",
+                    leader.map_or("null".into(), |id| id.to_string()),
+                    leader_addr.map_or("null".into(), |a| json::string(&a.to_string())),
+                    info.term,
+                    info.commit_index,
+                    info.applied_index,
+                    info.held,
+                    info.waiters,
+                )
+            } else {
+                let leader = match (leader, leader_addr) {
+                    (Some(id), Some(addr)) => format!("{id} ({addr})"),
+                    (Some(id), None) => id.to_string(),
+                    (None, _) => "none".into(),
+                };
+                format!(
+                    "{shard:>5}  {leader:<24}  {:>6}  {:>12}  {:>8}  {:>7}",
+                    info.term, info.commit_index, info.held, info.waiters
+                )
+            });
+        }
+        // An unanswered read changed nothing: say so more plainly than LockError does.
+        let why = |e: &LockError| match e {
+            LockError::Unavailable => "no answer before the deadline".to_string(),
+            e => e.to_string(),
+        };
+        let node_rows: Vec<String> = views
+            .iter()
+            .map(|(addr, r)| match (r, json) {
+                (Ok(r), true) => format!(
+                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"leads\":{}}}",
+                    json::string(&addr.to_string()),
+                    r.node_id,
+                    r.shards.len(),
+                    led_by(r.node_id)
+                ),
+                (Err(e), true) => format!(
+                    "{{\"address\":{},\"reachable\":false,\"error\":{}}}",
+                    json::string(&addr.to_string()),
+                    json::string(&why(e))
+                ),
+                (Ok(r), false) => format!(
+                    "node {} at {addr}: reachable, leads {} of {} shards",
+                    r.node_id,
+                    led_by(r.node_id),
+                    r.shards.len()
+                ),
+                (Err(e), false) => format!("{addr}: unreachable: {}", why(e)),
+            })
+            .collect();
+        if json {
+            println!(
+                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}]}}",
+                shard_rows.join(","),
+                node_rows.join(",")
+            );
+        } else {
+            println!(
+                "{:>5}  {:<24}  {:>6}  {:>12}  {:>8}  {:>7}",
+                "shard", "leader", "term", "commit index", "held", "waiters"
+            );
+            for row in shard_rows.iter().chain(&node_rows) {
+                println!("{row}");
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -167,9 +360,16 @@ struct ConfigureArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Measure a running node instead of an embedded one.
+    /// Measure a running service instead of an embedded one: every node's address (all go to
+    /// the client, which finds each shard's leader).
     #[arg(long, env = "UDPLOCK_SERVERS", value_delimiter = ',')]
     servers: Option<Vec<String>>,
+    /// Nodes of the embedded replicated cluster; 1 runs a single unreplicated node instead.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Shards of the embedded cluster (and the shard count the clients assume with --servers).
+    #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
+    shards: u32,
     /// Samples per latency phase.
     #[arg(long, default_value_t = 20_000)]
     iterations: u64,
@@ -183,9 +383,20 @@ struct BenchArgs {
     /// Length of each contention run in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     contention_ms: u64,
-    /// Thread placements to measure, comma-separated: one-cpu (client, echo and node pinned
-    /// to one CPU), two-cpus (client on one CPU, echo and node on another). Default: both with
-    /// an embedded node on a machine with two CPUs or more; unpinned with --servers.
+    /// Numbers of client threads looping acquire+release on their own resources, one
+    /// throughput run each (later runs are compared with the first).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    throughput_clients: Vec<usize>,
+    /// Length of each throughput run in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    throughput_ms: u64,
+    /// Failover samples (embedded cluster of 3 nodes or more): each starts a fresh cluster and
+    /// kills a shard's leader; 0 skips the phase.
+    #[arg(long, default_value_t = 5)]
+    failovers: u32,
+    /// Thread placements to measure, comma-separated: one-cpu (client, echo and nodes pinned
+    /// to one CPU), two-cpus (client on one CPU, echo and every node on another). Default:
+    /// both when embedded on a machine with two CPUs or more; unpinned with --servers.
     #[arg(long, value_delimiter = ',')]
     placement: Option<Vec<String>>,
     /// Print one JSON object with every figure instead of the table.
@@ -275,14 +486,137 @@ fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
 /// release, renew, status and configure (an acquire's wait is its own `--timeout-ms`).
 fn connect(conn: &ClientArgs, timeout_ms: Option<u64>) -> Result<Client, LockError> {
     let mut config = ClientConfig::new(resolve(&conn.servers)?);
+    config.shards = conn.shards;
     if let Some(t) = timeout_ms {
         config.request_timeout_ms = t;
     }
     Client::new(config)
 }
 
+/// Parses `ID@HOST:PORT,...`.
+fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, LockError> {
+    peers
+        .iter()
+        .map(|p| {
+            let bad = |why: String| LockError::InvalidArgument(format!("peer {p:?}: {why}"));
+            let (id, addr) = p
+                .trim()
+                .split_once('@')
+                .ok_or_else(|| bad("expected ID@HOST:PORT".into()))?;
+            let id = id.parse::<u64>().map_err(|e| bad(e.to_string()))?;
+            let addr = resolve(&[addr.to_string()]).map_err(|e| bad(e.to_string()))?[0];
+            Ok((id, addr))
+        })
+        .collect()
+}
+
+fn table_config(a: &ServerArgs) -> lock_table::Config {
+    lock_table::Config {
+        ttl_default_ms: a.ttl_default_ms,
+        ttl_ms_max: a.ttl_ms_max,
+        wait_ms_max: a.wait_ms_max,
+        resources_max: a.resources_max,
+        waiters_per_resource_max: a.waiters_per_resource_max,
+        holds_per_lock_max: a.holds_per_lock_max,
+        sessions_max: a.sessions_max,
+        startup_grace_ms: a.startup_grace_ms,
+        ..lock_table::Config::default()
+    }
+}
+
+/// Writes a notice to stderr without panicking when nobody reads it any more.
+fn notice(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+}
+
+fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
+    let invalid = |e: String| LockError::InvalidArgument(e);
+    let peers = parse_peers(a.peers.as_deref().unwrap_or_default())?;
+    let node_id = a
+        .node_id
+        .ok_or_else(|| invalid("--node-id is required".into()))?;
+    let durability: Durability = a.durability.parse().map_err(invalid)?;
+    if durability == Durability::Memory {
+        return Err(invalid(
+            "--durability memory is not offered for a server yet: a node restarting empty \
+             could vote twice in one term (the rejoin rule is not built); use os or fsync, \
+             or `udplock dev` for a throwaway cluster"
+                .into(),
+        ));
+    }
+    let mut config = ClusterConfig::new(node_id, peers);
+    config.shards = a.shards;
+    config.table = table_config(&a);
+    config.durability = durability;
+    config.data_dir = Some(match a.data_dir.clone() {
+        Some(dir) => dir,
+        None => default_data_dir(node_id)
+            .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?,
+    });
+    config.cpu = a.cpu;
+    config.validate().map_err(invalid)?;
+    if config.listen() != Some(a.listen) && a.listen != default_listen() {
+        return Err(invalid(format!(
+            "--listen {} differs from this node's address in --peers",
+            a.listen
+        )));
+    }
+    let node = ClusterNode::start(config.clone())
+        .map_err(|e| LockError::InternalError(format!("cannot start node {node_id}: {e}")))?;
+    notice(&format!(
+        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {})\n",
+        config.peers.len(),
+        node.local_addr(),
+        config.shards,
+        durability.name(),
+        config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
+    ));
+    node.wait()
+        .map_err(|e| LockError::InternalError(format!("node {node_id} stopped: {e}")))
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7100))
+}
+
+/// Where a cluster node keeps its data by default: the user's state directory.
+fn default_data_dir(node_id: u64) -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("udplock").join(format!("node-{node_id}")))
+}
+
+fn run_dev(a: DevArgs) -> Result<(), LockError> {
+    if a.nodes == 0 {
+        return Err(LockError::InvalidArgument(
+            "--nodes must be at least 1".into(),
+        ));
+    }
+    let mut template = ClusterConfig::new(1, Vec::new());
+    template.shards = a.shards;
+    let nodes = start_local_cluster(a.nodes, &template)
+        .map_err(|e| LockError::InternalError(format!("cannot start the cluster: {e}")))?;
+    let servers: Vec<String> = nodes.iter().map(|n| n.local_addr().to_string()).collect();
+    println!("UDPLOCK_SERVERS={}", servers.join(","));
+    notice(&format!(
+        "udplock dev: {} nodes, {} shards, in memory (Ctrl-C to stop). Try:\n  \
+         udplock acquire --servers {} orders/42 --client me\n",
+        a.nodes,
+        a.shards,
+        servers.join(",")
+    ));
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    for node in nodes {
+        node.wait().map_err(LockError::InternalError)?;
+    }
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), LockError> {
     match command {
+        Command::Server(a) if a.peers.is_some() => run_cluster_server(a),
+        Command::Dev(a) => run_dev(a),
         Command::Server(a) => {
             let mut config = NodeConfig::new(a.listen);
             config.cpu = a.cpu;
@@ -292,15 +626,8 @@ fn run(command: Command) -> Result<(), LockError> {
                 (false, None) => default_state_file(a.listen),
             };
             config.table = lock_table::Config {
-                ttl_default_ms: a.ttl_default_ms,
-                ttl_ms_max: a.ttl_ms_max,
-                wait_ms_max: a.wait_ms_max,
-                resources_max: a.resources_max,
-                waiters_per_resource_max: a.waiters_per_resource_max,
-                holds_per_lock_max: a.holds_per_lock_max,
-                sessions_max: a.sessions_max,
-                startup_grace_ms: a.startup_grace_ms,
-                ..config.table
+                fencing_token_first: config.table.fencing_token_first,
+                ..table_config(&a)
             };
             config
                 .table
@@ -361,11 +688,14 @@ fn run(command: Command) -> Result<(), LockError> {
         }
         Command::Status(a) => {
             let client = connect(&a.conn, None)?;
-            let s = client.status(&a.resource)?;
+            let Some(resource) = a.resource.as_deref() else {
+                return a.print_shards(&client);
+            };
+            let s = client.status(resource)?;
             if a.conn.json {
                 println!(
                     "{{\"resource\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
-                    json::string(&a.resource),
+                    json::string(resource),
                     s.holder.as_deref().map_or("null".to_string(), json::string),
                     s.holder_truncated,
                     s.hold_count,
@@ -376,14 +706,13 @@ fn run(command: Command) -> Result<(), LockError> {
             } else {
                 match &s.holder {
                     Some(h) => println!(
-                        "{}: held by {h} (hold count {}, fencing token {}, {} ms left), {} waiting",
-                        a.resource,
+                        "{resource}: held by {h} (hold count {}, fencing token {}, {} ms left), {} waiting",
                         s.hold_count,
                         s.fencing_token,
                         s.remaining_ttl_ms,
                         s.waiter_count
                     ),
-                    None => println!("{}: free, {} waiting", a.resource, s.waiter_count),
+                    None => println!("{resource}: free, {} waiting", s.waiter_count),
                 }
             }
             Ok(())
@@ -440,20 +769,26 @@ fn run(command: Command) -> Result<(), LockError> {
             Ok(())
         }
         Command::Bench(a) => {
-            let server = match &a.servers {
-                Some(s) => Some(resolve(s)?[0]),
-                None => None,
+            let servers = match &a.servers {
+                Some(s) => resolve(s)?,
+                None => Vec::new(),
             };
             let config = BenchConfig {
-                server,
+                servers,
+                nodes: a.nodes,
+                shards: a.shards,
                 iterations: a.iterations.max(1),
                 held: a.held,
+                throughput_clients: a.throughput_clients,
+                throughput_ms: a.throughput_ms,
                 contenders: a.contenders,
                 contention_ms: a.contention_ms,
+                failovers: a.failovers,
                 progress: !a.json,
             };
+            config.validate()?;
             let placements = match &a.placement {
-                None => bench::default_placements(server),
+                None => bench::default_placements(&config),
                 Some(names) => names
                     .iter()
                     .map(|n| match n.trim() {
@@ -467,6 +802,7 @@ fn run(command: Command) -> Result<(), LockError> {
                     .collect::<Result<Vec<_>, _>>()?,
             };
             if !a.json {
+                println!("target: {}", config.target_label());
                 println!("{}", bench::table_header());
             }
             let report = bench::run(&config, &placements, |p| {
@@ -482,6 +818,9 @@ fn run(command: Command) -> Result<(), LockError> {
                      placement in this run",
                     report.target, report.cpus
                 );
+                for note in &report.notes {
+                    println!("note: {note}");
+                }
             }
             Ok(())
         }

@@ -27,8 +27,8 @@ use std::time::Duration as StdDuration;
 use socket2::{Domain, Protocol, Socket, Type};
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
-    Flags, Hint, MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
-    REQUEST_LEN_MIN,
+    EncodeError, Flags, Hint, MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX,
+    REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
 use crate::core::lock_table::{self, Command, CommandKind, LockTable, RequestId};
@@ -94,10 +94,13 @@ pub struct NodeStats {
     pub dropped: AtomicU64,
     /// Replies the kernel refused to send.
     pub send_errors: AtomicU64,
+    /// Cluster nodes: PEER datagrams sent and accepted (records of many shards share one).
+    pub peer_sent: AtomicU64,
+    pub peer_received: AtomicU64,
 }
 
 impl NodeStats {
-    fn bump(counter: &AtomicU64) {
+    pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -200,7 +203,8 @@ impl Drop for Node {
     }
 }
 
-fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+/// A UDP socket bound to `addr` with the node's receive buffer.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     // A larger receive buffer is a best effort: the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
@@ -231,8 +235,7 @@ struct EventLoop {
     table: LockTable,
     stats: Arc<NodeStats>,
     epoch: std::time::Instant,
-    /// The read timeout currently set on the socket, to skip a setsockopt when unchanged.
-    read_timeout: Option<StdDuration>,
+    read_timer: ReadTimer,
     out: [u8; DATAGRAM_LEN_MAX],
     horizon: Option<HorizonFile>,
 }
@@ -249,7 +252,7 @@ impl EventLoop {
             table: LockTable::new(table),
             stats,
             epoch: std::time::Instant::now(),
-            read_timeout: None,
+            read_timer: ReadTimer::default(),
             out: [0; DATAGRAM_LEN_MAX],
             horizon,
         }
@@ -297,17 +300,7 @@ impl EventLoop {
                     NodeStats::bump(&self.stats.datagrams);
                     self.handle_datagram(&buf[..len], from);
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                            // An ICMP error for an earlier reply surfaces on Linux as a
-                            // refused connection on the next recv; it concerns that peer only.
-                            | io::ErrorKind::ConnectionRefused
-                            | io::ErrorKind::ConnectionReset
-                    ) => {}
+                Err(e) if recv_error_is_transient(&e) => {}
                 Err(e) => {
                     log::error!("udplock node: recv failed: {e}; retrying");
                     std::thread::sleep(StdDuration::from_millis(1));
@@ -318,21 +311,9 @@ impl EventLoop {
 
     /// Sets the socket's read timeout to the time left until the table's next timer.
     fn arm_timer(&mut self) {
-        let timeout = self.table.poll_timeout().map(|t| {
-            let us = t.saturating_since(self.now()).as_micros();
-            // A zero timeout means "block forever" to the OS; wait at least 1 µs instead.
-            StdDuration::from_micros(us.max(1))
-        });
-        // Only a change of more than a tenth of a millisecond is worth a system call; waking
-        // slightly early is harmless (the loop re-arms), waking late delays a timer.
-        let differs = match (timeout, self.read_timeout) {
-            (Some(a), Some(b)) => a < b || a - b > StdDuration::from_micros(100),
-            (None, None) => false,
-            _ => true,
-        };
-        if differs && self.socket.set_read_timeout(timeout).is_ok() {
-            self.read_timeout = timeout;
-        }
+        let now = self.now();
+        self.read_timer
+            .arm(&self.socket, self.table.poll_timeout(), now);
     }
 
     fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
@@ -346,92 +327,26 @@ impl EventLoop {
             return;
         }
         NodeStats::bump(&self.stats.requests);
-        let command = match request.body {
-            RequestBody::Acquire {
-                resource,
-                client,
-                wait_ms,
-                ttl_ms,
-            } => Command::Acquire {
-                resource,
-                client,
-                wait_ms,
-                ttl_ms,
-            },
-            RequestBody::Release { resource, client } => Command::Release { resource, client },
-            RequestBody::Renew {
-                resource,
-                client,
-                ttl_ms,
-            } => Command::Renew {
-                resource,
-                client,
-                ttl_ms,
-            },
-            RequestBody::Status { resource } => Command::Status { resource },
-            RequestBody::Configure {
-                resource,
-                default_ttl_ms,
-            } => Command::Configure {
-                resource,
-                default_ttl_ms,
-            },
-        };
         let now = self.now();
-        self.table.handle_request(
-            now,
-            lock_table::Request {
-                id: RequestId {
-                    session: request.session_id,
-                    request: request.request_id,
-                },
-                attempt: request.attempt,
-                reply_to: from,
-                command,
-                room_for_waiting: datagram.len() >= 2 * REPLY_LEN_MIN,
-            },
-        );
+        self.table
+            .handle_request(now, table_request(&request, from, datagram.len()));
         if self.horizon_persisted() {
             self.flush_replies(datagram.len());
         }
     }
 
-    /// Spec §7: an undecodable request gets an ERROR_REPLY when the codec names a status for
-    /// its fault and the reply fits in the request; everything else is dropped silently.
     fn answer_undecodable(
         &mut self,
         datagram: &[u8],
         from: SocketAddr,
         error: udplock_protocol::DecodeError,
     ) {
-        let (Some(status), Some(ids)) = (error.reply_status(), HeaderIds::peek(datagram)) else {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        };
-        // Whatever the version, a reply or node-to-node type is never answered: answering
-        // replies could make two endpoints answer each other forever (spec §3.2).
-        if (0x40..0xC0).contains(&datagram[udplock_protocol::header::field::MSG_TYPE]) {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        if datagram.len() < REPLY_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        let reply = Reply::bare(
-            MessageType::ErrorReply,
-            ids.session_id,
-            ids.request_id,
-            ids.attempt,
-            status,
-        );
-        // A zero session or request id cannot be echoed (and no client could match it).
-        match reply.encode(&mut self.out) {
-            Ok(len) => {
+        match error_reply(datagram, error, &mut self.out) {
+            Some(len) => {
                 NodeStats::bump(&self.stats.error_replies);
                 self.send(len, from);
             }
-            Err(_) => NodeStats::bump(&self.stats.dropped),
+            None => NodeStats::bump(&self.stats.dropped),
         }
     }
 
@@ -439,52 +354,8 @@ impl EventLoop {
     /// caused them: a STATUS_REPLY's holder is included only if the reply still fits in it.
     fn flush_replies(&mut self, request_len: usize) {
         while let Some(r) = self.table.poll_reply() {
-            let mut flags = Flags::empty();
-            if r.answer.queued {
-                flags |= Flags::QUEUED;
-            }
-            let mut holder = r.holder.as_slice();
-            if REPLY_LEN_MIN + holder.len() > request_len {
-                if !holder.is_empty() {
-                    flags |= Flags::HOLDER_TRUNCATED;
-                }
-                holder = &[];
-            }
-            let request_type = match r.kind {
-                CommandKind::Acquire => MessageType::Acquire,
-                CommandKind::Release => MessageType::Release,
-                CommandKind::Renew => MessageType::Renew,
-                CommandKind::Status => MessageType::Status,
-                CommandKind::Configure => MessageType::Configure,
-            };
-            let reply = Reply {
-                msg_type: request_type.reply_type().unwrap_or(MessageType::ErrorReply),
-                flags,
-                session_id: r.id.session,
-                request_id: r.id.request,
-                attempt: r.attempt,
-                status: r.answer.status,
-                hold_count: r.answer.hold_count,
-                fencing_token: r.answer.fencing_token,
-                lease_ms: r.answer.lease_ms,
-                waiter_count: r.answer.waiter_count,
-                hint: if r.answer.retry_after_ms > 0 {
-                    Hint::RetryAfter {
-                        ms: r.answer.retry_after_ms,
-                    }
-                } else {
-                    Hint::None
-                },
-                holder,
-            };
-            match reply.encode(&mut self.out) {
-                Ok(len) => {
-                    assert!(
-                        len <= request_len.max(REPLY_LEN_MIN),
-                        "reply larger than request"
-                    );
-                    self.send(len, r.to);
-                }
+            match encode_reply(&r, request_len, &mut self.out) {
+                Ok(len) => self.send(len, r.to),
                 Err(e) => {
                     // The table only produces encodable replies; a failure here is a bug,
                     // but one reply lost is better than a node down: the client retransmits.
@@ -500,6 +371,183 @@ impl EventLoop {
             Err(_) => NodeStats::bump(&self.stats.send_errors),
         }
     }
+}
+
+/// The socket's read timeout, set to the time left until the next timer (the loop blocks in
+/// `recv_from` until a datagram or the timer), skipping the system call when unchanged.
+#[derive(Default)]
+pub(crate) struct ReadTimer {
+    current: Option<StdDuration>,
+}
+
+impl ReadTimer {
+    /// Arms for `next` (`None`: block until a datagram).
+    pub(crate) fn arm(&mut self, socket: &UdpSocket, next: Option<Instant>, now: Instant) {
+        let timeout = next.map(|t| {
+            let us = t.saturating_since(now).as_micros();
+            // A zero timeout means "block forever" to the OS; wait at least 1 µs instead.
+            StdDuration::from_micros(us.max(1))
+        });
+        // Only a change of more than a tenth of a millisecond is worth a system call; waking
+        // slightly early is harmless (the loop re-arms), waking late delays a timer.
+        let differs = match (timeout, self.current) {
+            (Some(a), Some(b)) => a < b || a - b > StdDuration::from_micros(100),
+            (None, None) => false,
+            _ => true,
+        };
+        if differs && socket.set_read_timeout(timeout).is_ok() {
+            self.current = timeout;
+        }
+    }
+}
+
+/// Whether a `recv_from` error only means "nothing to read now" (or concerns one peer).
+pub(crate) fn recv_error_is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock
+            | io::ErrorKind::TimedOut
+            | io::ErrorKind::Interrupted
+            // An ICMP error for an earlier datagram surfaces on Linux as a refused connection
+            // on the next recv; it concerns that peer only.
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// The lock-table request a decoded client datagram of `datagram_len` bytes from `from` asks
+/// for.
+pub(crate) fn table_request<'a>(
+    request: &Request<'a>,
+    from: SocketAddr,
+    datagram_len: usize,
+) -> lock_table::Request<'a> {
+    let command = match request.body {
+        RequestBody::Acquire {
+            resource,
+            client,
+            wait_ms,
+            ttl_ms,
+        } => Command::Acquire {
+            resource,
+            client,
+            wait_ms,
+            ttl_ms,
+        },
+        RequestBody::Release { resource, client } => Command::Release { resource, client },
+        RequestBody::Renew {
+            resource,
+            client,
+            ttl_ms,
+        } => Command::Renew {
+            resource,
+            client,
+            ttl_ms,
+        },
+        RequestBody::Status { resource } => Command::Status { resource },
+        RequestBody::Configure {
+            resource,
+            default_ttl_ms,
+        } => Command::Configure {
+            resource,
+            default_ttl_ms,
+        },
+    };
+    lock_table::Request {
+        id: RequestId {
+            session: request.session_id,
+            request: request.request_id,
+        },
+        attempt: request.attempt,
+        reply_to: from,
+        command,
+        room_for_waiting: datagram_len >= 2 * REPLY_LEN_MIN,
+    }
+}
+
+/// Spec §3.2: the ERROR_REPLY for a request that did not decode, if the codec names a status
+/// for its fault and the reply fits in the request; `None`: drop it silently.
+pub(crate) fn error_reply(
+    datagram: &[u8],
+    error: udplock_protocol::DecodeError,
+    out: &mut [u8],
+) -> Option<usize> {
+    let (status, ids) = (error.reply_status()?, HeaderIds::peek(datagram)?);
+    // Whatever the version, a reply or node-to-node type is never answered: answering
+    // replies could make two endpoints answer each other forever (spec §3.2).
+    if (0x40..0xC0).contains(&datagram[udplock_protocol::header::field::MSG_TYPE]) {
+        return None;
+    }
+    if datagram.len() < REPLY_LEN_MIN {
+        return None;
+    }
+    let reply = Reply::bare(
+        MessageType::ErrorReply,
+        ids.session_id,
+        ids.request_id,
+        ids.attempt,
+        status,
+    );
+    // A zero session or request id cannot be echoed (and no client could match it).
+    reply.encode(out).ok()
+}
+
+/// The reply datagram for a table answer. `request_len` is the length of the datagram that
+/// caused it: a STATUS_REPLY's holder is included only if the reply still fits in it.
+pub(crate) fn encode_reply(
+    r: &lock_table::Reply,
+    request_len: usize,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let mut flags = Flags::empty();
+    if r.answer.queued {
+        flags |= Flags::QUEUED;
+    }
+    let mut holder = r.holder.as_slice();
+    if REPLY_LEN_MIN + holder.len() > request_len {
+        if !holder.is_empty() {
+            flags |= Flags::HOLDER_TRUNCATED;
+        }
+        holder = &[];
+    }
+    let reply = Reply {
+        msg_type: reply_type(r.kind),
+        flags,
+        session_id: r.id.session,
+        request_id: r.id.request,
+        attempt: r.attempt,
+        status: r.answer.status,
+        hold_count: r.answer.hold_count,
+        fencing_token: r.answer.fencing_token,
+        lease_ms: r.answer.lease_ms,
+        waiter_count: r.answer.waiter_count,
+        hint: if r.answer.retry_after_ms > 0 {
+            Hint::RetryAfter {
+                ms: r.answer.retry_after_ms,
+            }
+        } else {
+            Hint::None
+        },
+        holder,
+    };
+    let len = reply.encode(out)?;
+    assert!(
+        len <= request_len.max(REPLY_LEN_MIN),
+        "reply larger than request"
+    );
+    Ok(len)
+}
+
+/// The reply type answering a request of `kind`.
+pub(crate) fn reply_type(kind: CommandKind) -> MessageType {
+    let request_type = match kind {
+        CommandKind::Acquire => MessageType::Acquire,
+        CommandKind::Release => MessageType::Release,
+        CommandKind::Renew => MessageType::Renew,
+        CommandKind::Status => MessageType::Status,
+        CommandKind::Configure => MessageType::Configure,
+    };
+    request_type.reply_type().unwrap_or(MessageType::ErrorReply)
 }
 
 /// The lease horizon file (spec §7.2.4): one line holding a wall-clock time, in microseconds

@@ -87,7 +87,17 @@ pub(crate) enum Direction {
 /// Checks the framing rules shared by every message (spec §3.2, in the spec's order) and
 /// returns the header. The body is `datagram[HEADER_LEN..HEADER_LEN + body_len]`; the caller
 /// checks the body and then the padding with [`check_padding`].
-pub(crate) fn decode(datagram: &[u8], direction: Direction) -> Result<Header, DecodeError> {
+///
+/// `reads` says which registered types of `direction` the calling decoder reads: the lock
+/// requests and their replies have one decoder, SHARD_STATUS and its reply another (spec
+/// §4.7). A registered type of the right direction that the decoder does not read fails as
+/// `UnknownType`, at step 5b like an unregistered one, so a server that does not implement a
+/// request type answers it UNSUPPORTED (spec §11).
+pub(crate) fn decode(
+    datagram: &[u8],
+    direction: Direction,
+    reads: fn(MessageType) -> bool,
+) -> Result<Header, DecodeError> {
     if datagram.len() < HEADER_LEN {
         return Err(DecodeError::TooShort);
     }
@@ -101,8 +111,15 @@ pub(crate) fn decode(datagram: &[u8], direction: Direction) -> Result<Header, De
         return Err(DecodeError::UnsupportedVersion);
     }
     let raw_type = datagram[field::MSG_TYPE];
+    let expected = |t: MessageType| match direction {
+        Direction::Request => t.is_request(),
+        Direction::Reply => t.is_reply(),
+    };
     let msg_type = match (MessageType::from_wire(raw_type), direction) {
-        (Some(t), _) if t.is_request() == (direction == Direction::Request) => t,
+        (Some(t), _) if expected(t) && reads(t) => t,
+        (Some(t), _) if expected(t) => return Err(DecodeError::UnknownType),
+        // The other direction, or PEER (0x40): a node-to-node datagram is never a request or a
+        // reply, whichever side looks at it (spec §3.2 step 5a).
         (Some(_), _) => return Err(DecodeError::UnexpectedType),
         // At a server: the node-to-node families (Raft 0x40..=0x5F, SWIM 0x60..=0x7F) and the
         // reply range are dropped, never answered (answering replies could loop forever).
@@ -116,8 +133,10 @@ pub(crate) fn decode(datagram: &[u8], direction: Direction) -> Result<Header, De
         return Err(DecodeError::AuthUnsupported);
     }
     let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
-    // Reply-only flags in a request are as unknown as reserved bits.
-    if direction == Direction::Request && !flags.is_empty() {
+    // Reply-only flags in a request are as unknown as reserved bits, and so are they in a
+    // SHARD_STATUS_REPLY, which defines none (spec §3.2 step 7, §5.6).
+    let flags_defined = direction == Direction::Reply && msg_type != MessageType::ShardStatusReply;
+    if !flags_defined && !flags.is_empty() {
         return Err(DecodeError::UnknownFlags);
     }
     if !all_zero(&datagram[field::RESERVED]) {

@@ -9,6 +9,20 @@
 //! - [`Request::encode`] / [`Reply::encode`] write into the caller's buffer and return the
 //!   length written.
 //!
+//! Nodes of a cluster also talk to each other (spec §8, "Node-to-node protocol"):
+//!
+//! - [`PeerDatagram::decode`] checks a whole PEER datagram (Raft messages of many shards,
+//!   coalesced) and then hands out its records as [`PeerMessage`] views; [`PeerWriter`] packs
+//!   records into one datagram in the caller's buffer until it is full.
+//! - [`LogCommand`] is the data of one replicated log entry: what every replica applies to its
+//!   lock table, in log order.
+//! - [`shard_of`] maps a resource id to its shard (FNV-1a 64), the same on every node and
+//!   client.
+//! - [`ShardStatusRequest`] / [`ShardStatusReply`] (spec §4.7, §5.6) ask one cluster node for
+//!   its own view of its shards (role, leader, term, commit index, locks held), a page of
+//!   shards per datagram; they have their own decoders, so [`Request::decode`] and
+//!   [`Reply::decode`] keep to the lock requests and their replies.
+//!
 //! # The no-panic contract
 //! Decoding any byte sequence of any length returns a value or a [`DecodeError`]; it never
 //! panics, never reads out of bounds and never allocates (the crate is `no_std` without
@@ -31,15 +45,31 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+mod command;
 pub mod header;
+mod peer;
 pub mod registry;
 mod reply;
 mod request;
+mod shard;
+mod shard_status;
 
+pub use command::{LogCommand, LogOp, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
-pub use registry::{Flags, MessageType, Status};
+pub use peer::{
+    append_record_len, PeerDatagram, PeerEntries, PeerEntry, PeerEntryIter, PeerHeader,
+    PeerMessage, PeerRecords, PeerWriter, APPEND_FIXED_LEN, ENTRY_FIXED_LEN, PEER_DATAGRAM_LEN_MAX,
+    PEER_RECORD_HEADER_LEN,
+};
+pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Status};
 pub use reply::{Hint, Reply};
 pub use request::{Request, RequestBody};
+pub use shard::{shard_hash, shard_of, FNV_OFFSET_BASIS, FNV_PRIME, SHARDS_DEFAULT, SHARDS_MAX};
+pub use shard_status::{
+    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusEntryIter, ShardStatusReply,
+    ShardStatusRequest, SHARD_STATUS_BODY_LEN, SHARD_STATUS_ENTRIES_MAX, SHARD_STATUS_ENTRY_LEN,
+    SHARD_STATUS_REPLY_FIXED_LEN, SHARD_STATUS_REQUEST_LEN,
+};
 
 /// The two bytes every udplock datagram starts with ("UL").
 pub const MAGIC: [u8; 2] = [0x55, 0x4C];
@@ -90,7 +120,10 @@ pub enum DecodeError {
     BadMagic,
     /// A version this crate does not speak.
     UnsupportedVersion,
-    /// A message type that is not registered, or reserved for future client messages.
+    /// A message type that is not registered, or reserved for future client messages; or a
+    /// registered type of the expected direction that this decoder does not read
+    /// (SHARD_STATUS given to [`Request::decode`], a lock request given to
+    /// [`ShardStatusRequest::decode`], and likewise for the replies).
     UnknownType,
     /// A registered type in the wrong direction (a reply sent to a server, a request to a
     /// client), or a node-to-node type (0x40..=0x7F) that version 1 does not use.
@@ -115,6 +148,32 @@ pub enum DecodeError {
     UnknownStatus,
     /// Reply: a holder id in a reply other than STATUS_REPLY.
     BadHolderLength,
+    /// PEER: the body holds no record.
+    NoRecords,
+    /// PEER: a record's shard is not below [`SHARDS_MAX`].
+    BadShard,
+    /// PEER: a record kind that is not registered ([`PeerKind`]).
+    UnknownRecordKind,
+    /// PEER: a record runs past the body, or its `len` is not the size its kind (and, for
+    /// APPEND, its entries) requires.
+    BadRecordLength,
+    /// PEER: a boolean byte (`granted`, `success`) that is neither 0 nor 1.
+    BadBool,
+    /// PEER APPEND: entry terms decrease or exceed the APPEND's term, or the entries' indexes
+    /// would pass `u64::MAX`.
+    BadEntries,
+    /// Log command: a command kind that is not registered ([`LogCommandKind`]).
+    UnknownCommand,
+    /// Log command: `op` is not ACQUIRE, RELEASE, RENEW or CONFIGURE.
+    BadOp,
+    /// Log command: a field the op requires to be zero or empty is not (`wait_ms` unless
+    /// ACQUIRE, `ttl_ms` of RELEASE, the client id of CONFIGURE).
+    NonZeroField,
+    /// SHARD_STATUS_REPLY: the page is inconsistent (spec §5.6): with OK, a zero node id, a
+    /// `shards_total` of 0 or above [`SHARDS_MAX`], or entries past `shards_total`; with another
+    /// status, any non-zero field; or an entry whose shard is not `first_shard` plus its
+    /// position, or whose role is not 0 to 3.
+    BadShardStatus,
 }
 
 impl DecodeError {
@@ -139,6 +198,20 @@ impl DecodeError {
             | DecodeError::BadHintKind
             | DecodeError::UnknownStatus
             | DecodeError::BadHolderLength => Some(Status::Malformed),
+            // Only PEER datagrams and log commands fail this way, and neither is ever
+            // answered: a node drops a bad PEER datagram silently (spec §8.3), and a log
+            // command comes from the replicated log, not from a client.
+            DecodeError::NoRecords
+            | DecodeError::BadShard
+            | DecodeError::UnknownRecordKind
+            | DecodeError::BadRecordLength
+            | DecodeError::BadBool
+            | DecodeError::BadEntries
+            | DecodeError::UnknownCommand
+            | DecodeError::BadOp
+            | DecodeError::NonZeroField => None,
+            // Only a reply fails this way, and a client never answers.
+            DecodeError::BadShardStatus => None,
         }
     }
 
@@ -161,6 +234,16 @@ impl DecodeError {
             DecodeError::BadHintKind => "BadHintKind",
             DecodeError::UnknownStatus => "UnknownStatus",
             DecodeError::BadHolderLength => "BadHolderLength",
+            DecodeError::NoRecords => "NoRecords",
+            DecodeError::BadShard => "BadShard",
+            DecodeError::UnknownRecordKind => "UnknownRecordKind",
+            DecodeError::BadRecordLength => "BadRecordLength",
+            DecodeError::BadBool => "BadBool",
+            DecodeError::BadEntries => "BadEntries",
+            DecodeError::UnknownCommand => "UnknownCommand",
+            DecodeError::BadOp => "BadOp",
+            DecodeError::NonZeroField => "NonZeroField",
+            DecodeError::BadShardStatus => "BadShardStatus",
         }
     }
 }
@@ -182,8 +265,20 @@ pub enum EncodeError {
     ZeroId,
     /// A reply type was given where a request type is needed, or the reverse.
     WrongType,
-    /// The padded length asked for exceeds [`DATAGRAM_LEN_MAX`].
+    /// The datagram would exceed its maximum length: [`DATAGRAM_LEN_MAX`] for client
+    /// messages, [`PEER_DATAGRAM_LEN_MAX`] for PEER datagrams.
     TooLong,
+    /// A PEER record's shard is not below [`SHARDS_MAX`].
+    BadShard,
+    /// APPEND entries out of term order, above the APPEND's term, more than 65535 of them, an
+    /// entry longer than 65535 bytes, or entries that differ between two passes of the
+    /// caller's iterator.
+    BadEntries,
+    /// A log command field the op requires to be zero or empty is not (`wait_ms` unless
+    /// ACQUIRE, `ttl_ms` of RELEASE, the client id of CONFIGURE).
+    NonZeroField,
+    /// A SHARD_STATUS_REPLY whose fields disagree (see [`DecodeError::BadShardStatus`]).
+    BadShardStatus,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -193,7 +288,11 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadIdLength => "id must be 1 to 255 bytes",
             EncodeError::ZeroId => "session id and request id must be non-zero",
             EncodeError::WrongType => "message type does not fit this message",
-            EncodeError::TooLong => "datagram would exceed DATAGRAM_LEN_MAX",
+            EncodeError::TooLong => "datagram would exceed its maximum length",
+            EncodeError::BadShard => "shard must be below SHARDS_MAX",
+            EncodeError::BadEntries => "append entries out of order or out of range",
+            EncodeError::NonZeroField => "a field this operation requires to be zero is not",
+            EncodeError::BadShardStatus => "shard status page fields disagree",
         };
         f.write_str(what)
     }

@@ -1,4 +1,5 @@
-//! The one registry of message types, status codes and flags (spec/protocol.md §9).
+//! The one registry of message types, status codes, flags, PEER record kinds and log command
+//! kinds (spec/protocol.md §10).
 //!
 //! ONLY APPEND TO THESE TABLES. A value, once given a meaning, keeps it forever: third-party
 //! implementations are written against the spec, and `tests/spec_tables.rs` checks that the
@@ -53,9 +54,9 @@ macro_rules! registry {
 }
 
 registry! {
-    /// Message types (spec §9.1). Client requests live in 0x01..=0x3F, their replies at the
-    /// request's value with bit 7 set; 0x40..=0x5F is reserved for Raft and 0x60..=0x7F for
-    /// SWIM, which later versions add.
+    /// Message types (spec §10.1). Client requests live in 0x01..=0x3F, their replies at the
+    /// request's value with bit 7 set; node-to-node traffic lives in 0x40..=0x7F: PEER (0x40)
+    /// carries Raft, the rest of 0x40..=0x5F stays reserved for it, and 0x60..=0x7F for SWIM.
     pub enum MessageType: u8 {
         Acquire = 0x01, "ACQUIRE", "Take a lock, waiting up to wait_ms in the server's FIFO queue.";
         Release = 0x02, "RELEASE", "Give back one re-entrant hold of a lock.";
@@ -68,11 +69,14 @@ registry! {
         RenewReply = 0x83, "RENEW_REPLY", "Answer to RENEW.";
         StatusReply = 0x84, "STATUS_REPLY", "Answer to STATUS; carries the holder's client id.";
         ConfigureReply = 0x85, "CONFIGURE_REPLY", "Answer to CONFIGURE.";
+        Peer = 0x40, "PEER", "Node-to-node datagram: Raft messages of one or more shards (Section 8.3).";
+        ShardStatus = 0x06, "SHARD_STATUS", "Read a cluster node's own view of its shards: role, leader, term, commit index, locks held (Section 4.7).";
+        ShardStatusReply = 0x86, "SHARD_STATUS_REPLY", "Answer to SHARD_STATUS: one entry per shard, as many as fit in the request.";
     }
 }
 
 registry! {
-    /// Status codes carried by every reply (spec §9.2).
+    /// Status codes carried by every reply (spec §10.2).
     pub enum Status: u16 {
         Ok = 0, "OK", "The operation took effect.";
         LockAcquisitionTimeout = 1, "LOCK_ACQUISITION_TIMEOUT", "The lock stayed held by another client for the whole wait.";
@@ -85,9 +89,32 @@ registry! {
         Malformed = 8, "MALFORMED", "The datagram could not be decoded.";
         UnsupportedVersion = 9, "UNSUPPORTED_VERSION", "The protocol version is not supported by this server.";
         Unsupported = 10, "UNSUPPORTED", "The message type or a flag is not supported by this server.";
-        NotLeader = 11, "NOT_LEADER", "Reserved for replication: this node does not lead the resource's shard; see the hint.";
+        NotLeader = 11, "NOT_LEADER", "This node does not lead the resource's shard: resend to the hinted leader, or to another node if there is no hint.";
         InternalError = 12, "INTERNAL_ERROR", "An unexpected server condition; the outcome is unknown.";
         Waiting = 13, "WAITING", "Not a final answer: the acquire is queued; keep waiting and retransmit only as a keepalive.";
+    }
+}
+
+registry! {
+    /// Kinds of the records a PEER datagram carries (spec §8.4, §10.4): one Raft message each.
+    pub enum PeerKind: u8 {
+        PreVote = 1, "PRE_VOTE", "Would you vote for me in the next term? Changes no state (Raft thesis 9.6).";
+        PreVoteReply = 2, "PRE_VOTE_REPLY", "Answer to PRE_VOTE.";
+        Vote = 3, "VOTE", "Vote for me in this term (RequestVote, Raft 5.2).";
+        VoteReply = 4, "VOTE_REPLY", "Answer to VOTE.";
+        Append = 5, "APPEND", "Log entries to append, or none as a heartbeat (AppendEntries, Raft 5.3).";
+        AppendReply = 6, "APPEND_REPLY", "Answer to APPEND: success and the follower's match index.";
+        TimeoutNow = 7, "TIMEOUT_NOW", "Start an election now: leadership transfer (Raft thesis 3.10).";
+        TransferVote = 8, "TRANSFER_VOTE", "VOTE sent after TIMEOUT_NOW: granted despite leader stickiness (Raft thesis 3.10).";
+    }
+}
+
+registry! {
+    /// Kinds of replicated log command (spec §8.7, §10.5): the first byte of a log entry's data.
+    pub enum LogCommandKind: u8 {
+        Init = 1, "INIT", "First command of a shard's log: fixes the first fencing token.";
+        Tick = 2, "TICK", "Advance log time: fire every timer due at or before the stamp.";
+        Request = 3, "REQUEST", "Apply a client request (ACQUIRE, RELEASE, RENEW, CONFIGURE) as of the stamp.";
     }
 }
 
@@ -95,6 +122,16 @@ impl MessageType {
     /// True for the client request types (0x01..=0x3F).
     pub const fn is_request(self) -> bool {
         (self as u8) < 0x40
+    }
+
+    /// True for the reply types (0x80..=0xBF).
+    pub const fn is_reply(self) -> bool {
+        (self as u8) >= 0x80
+    }
+
+    /// True for the node-to-node types (0x40..=0x7F), which are never requests or replies.
+    pub const fn is_node_to_node(self) -> bool {
+        !self.is_request() && !self.is_reply()
     }
 
     /// The reply type that answers this request type (`None` for reply types).
@@ -108,7 +145,7 @@ impl MessageType {
 }
 
 bitflags! {
-    /// Header flags (spec §9.3). Unknown bits are reserved: zero when sent, rejected when received.
+    /// Header flags (spec §10.3). Unknown bits are reserved: zero when sent, rejected when received.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct Flags: u16 {
         /// An authentication trailer follows the body. Reserved in version 1: servers answer

@@ -45,14 +45,14 @@ pub enum Hint {
     RetryAfter {
         ms: u32,
     },
-    /// The node that leads the resource's shard (with NOT_LEADER; reserved for replication).
+    /// The node that leads the resource's shard (with NOT_LEADER, from a node of a cluster).
     Leader(SocketAddr),
 }
 
 /// A decoded reply. The holder id borrows from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply<'a> {
-    /// One of the reply types (0x80..=0x85).
+    /// ERROR_REPLY or the answer to a lock request (0x80..=0x85).
     pub msg_type: MessageType,
     /// Reply flags: HOLDER_TRUNCATED, QUEUED.
     pub flags: Flags,
@@ -97,10 +97,26 @@ impl Reply<'static> {
     }
 }
 
+/// The reply types [`Reply::decode`] reads and [`Reply::encode`] writes: ERROR_REPLY and the
+/// answers to the lock requests, all with the body of spec §5.1. SHARD_STATUS_REPLY has its
+/// own layout and codec ([`crate::ShardStatusReply`]).
+fn is_lock_reply(t: MessageType) -> bool {
+    matches!(
+        t,
+        MessageType::ErrorReply
+            | MessageType::AcquireReply
+            | MessageType::ReleaseReply
+            | MessageType::RenewReply
+            | MessageType::StatusReply
+            | MessageType::ConfigureReply
+    )
+}
+
 impl<'a> Reply<'a> {
-    /// Decodes a reply datagram. Never panics; never allocates.
+    /// Decodes a reply datagram. Never panics; never allocates. A SHARD_STATUS_REPLY fails
+    /// with [`DecodeError::UnknownType`]: it is read by [`crate::ShardStatusReply::decode`].
     pub fn decode(datagram: &'a [u8]) -> Result<Reply<'a>, DecodeError> {
-        let header = header::decode(datagram, Direction::Reply)?;
+        let header = header::decode(datagram, Direction::Reply, is_lock_reply)?;
         let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
         if body.len() < REPLY_BODY_FIXED_LEN {
             return Err(DecodeError::BadBodyLength);
@@ -139,7 +155,7 @@ impl<'a> Reply<'a> {
 
     /// Encodes the reply (unpadded). Returns the datagram length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
-        if self.msg_type.is_request() {
+        if !is_lock_reply(self.msg_type) {
             return Err(EncodeError::WrongType);
         }
         if self.holder.len() > ID_LEN_MAX

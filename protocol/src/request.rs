@@ -1,4 +1,5 @@
-//! Client requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE.
+//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE. (SHARD_STATUS,
+//! §4.7, has its own codec: [`crate::ShardStatusRequest`].)
 //!
 //! Each body is a few fixed fields followed by one or two length-prefixed ids; the lengths
 //! sit before the ids so that a body is read front to back with no search.
@@ -130,10 +131,29 @@ impl<'a> RequestBody<'a> {
     }
 }
 
+/// The request types [`Request::decode`] reads: the five lock requests (spec §4.2 to §4.6).
+/// SHARD_STATUS, which only a node of a cluster answers, has its own decoder
+/// ([`crate::ShardStatusRequest`]); given to this one it is `UnknownType` (UNSUPPORTED).
+fn is_lock_request(t: MessageType) -> bool {
+    matches!(
+        t,
+        MessageType::Acquire
+            | MessageType::Release
+            | MessageType::Renew
+            | MessageType::Status
+            | MessageType::Configure
+    )
+}
+
 impl<'a> Request<'a> {
     /// Decodes a request datagram (spec §3.2 and §4). Never panics; never allocates.
+    ///
+    /// Only the lock requests decode here; SHARD_STATUS fails with
+    /// [`DecodeError::UnknownType`], which a single node answers UNSUPPORTED (spec §4.7). A
+    /// cluster node looks at the type byte first and hands SHARD_STATUS to
+    /// [`crate::ShardStatusRequest::decode`].
     pub fn decode(datagram: &'a [u8]) -> Result<Request<'a>, DecodeError> {
-        let header = header::decode(datagram, Direction::Request)?;
+        let header = header::decode(datagram, Direction::Request, is_lock_request)?;
         let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
         let (fixed, two_ids) = RequestBody::layout(header.msg_type);
         let ids_at = fixed + if two_ids { 2 } else { 1 };
@@ -168,7 +188,7 @@ impl<'a> Request<'a> {
                 resource,
                 default_ttl_ms: u32_at(body, 0),
             },
-            // header::decode only lets request types through.
+            // header::decode only lets the lock request types through.
             _ => return Err(DecodeError::UnexpectedType),
         };
         header::check_padding(datagram, &header)?;

@@ -82,7 +82,8 @@ fn reply_type() -> impl Strategy<Value = MessageType> {
         MessageType::ALL
             .iter()
             .copied()
-            .filter(|t| !t.is_request())
+            // SHARD_STATUS_REPLY has its own layout and codec (shard_status_* below).
+            .filter(|t| t.is_reply() && *t != MessageType::ShardStatusReply)
             .collect::<Vec<_>>(),
     )
 }
@@ -224,4 +225,1000 @@ fn every_decode_error_has_a_drop_or_reply_rule() {
         DecodeError::UnsupportedVersion.reply_status(),
         Some(Status::UnsupportedVersion)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PEER datagrams and log commands (spec §8).
+
+/// A PEER message with owned entries, so strategies can build it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Msg {
+    PreVote(u64, u64, u64),
+    PreVoteReply(u64, bool),
+    Vote(u64, u64, u64),
+    VoteReply(u64, bool),
+    TransferVote(u64, u64, u64),
+    Append {
+        term: u64,
+        prev: u64,
+        prev_term: u64,
+        commit: u64,
+        round: u64,
+        entries: Vec<(u64, Vec<u8>)>,
+    },
+    AppendReply(u64, bool, u64, u64),
+    TimeoutNow(u64),
+}
+
+impl Msg {
+    fn from_view(m: &PeerMessage<'_>) -> Msg {
+        match *m {
+            PeerMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => Msg::PreVote(term, last_log_index, last_log_term),
+            PeerMessage::PreVoteReply { term, granted } => Msg::PreVoteReply(term, granted),
+            PeerMessage::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => Msg::Vote(term, last_log_index, last_log_term),
+            PeerMessage::VoteReply { term, granted } => Msg::VoteReply(term, granted),
+            PeerMessage::TransferVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => Msg::TransferVote(term, last_log_index, last_log_term),
+            PeerMessage::Append {
+                term,
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+                round,
+                entries,
+            } => Msg::Append {
+                term,
+                prev: prev_log_index,
+                prev_term: prev_log_term,
+                commit: leader_commit,
+                round,
+                entries: entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
+            },
+            PeerMessage::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+            } => Msg::AppendReply(term, success, match_index, round),
+            PeerMessage::TimeoutNow { term } => Msg::TimeoutNow(term),
+        }
+    }
+
+    fn record_len(&self) -> usize {
+        match self {
+            Msg::PreVote(..) | Msg::Vote(..) | Msg::TransferVote(..) => 6 + 24,
+            Msg::PreVoteReply(..) | Msg::VoteReply(..) => 6 + 9,
+            Msg::Append { entries, .. } => {
+                append_record_len(entries.iter().map(|(_, d)| d.len()).sum(), entries.len())
+            }
+            Msg::AppendReply(..) => 6 + 25,
+            Msg::TimeoutNow(..) => 6 + 8,
+        }
+    }
+
+    fn push(&self, w: &mut PeerWriter<'_>, shard: u16) -> Result<(), EncodeError> {
+        let msg = match *self {
+            Msg::PreVote(term, last_log_index, last_log_term) => PeerMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+            Msg::PreVoteReply(term, granted) => PeerMessage::PreVoteReply { term, granted },
+            Msg::Vote(term, last_log_index, last_log_term) => PeerMessage::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+            Msg::VoteReply(term, granted) => PeerMessage::VoteReply { term, granted },
+            Msg::TransferVote(term, last_log_index, last_log_term) => PeerMessage::TransferVote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+            Msg::Append {
+                term,
+                prev,
+                prev_term,
+                commit,
+                round,
+                ref entries,
+            } => {
+                let it = entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d });
+                return w.push_append(shard, term, prev, prev_term, commit, round, it);
+            }
+            Msg::AppendReply(term, success, match_index, round) => PeerMessage::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+            },
+            Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
+        };
+        w.push(shard, &msg)
+    }
+}
+
+fn append_msg() -> impl Strategy<Value = Msg> {
+    (
+        1..=u64::MAX,
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        prop::collection::vec(
+            (any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)),
+            0..8,
+        ),
+    )
+        .prop_map(|(term, prev, prev_term, commit, round, raw)| {
+            // Entry terms: non-decreasing and at most the APPEND's term.
+            let mut terms: Vec<u64> = raw.iter().map(|(t, _)| t % term + 1).collect();
+            terms.sort_unstable();
+            let entries: Vec<_> = terms
+                .into_iter()
+                .zip(raw.into_iter().map(|(_, d)| d))
+                .collect();
+            // The last index must fit in a u64.
+            let prev = prev.min(u64::MAX - entries.len() as u64);
+            Msg::Append {
+                term,
+                prev,
+                prev_term,
+                commit,
+                round,
+                entries,
+            }
+        })
+}
+
+fn peer_msg() -> impl Strategy<Value = Msg> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::PreVote(a, b, c)),
+        (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::PreVoteReply(a, b)),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::Vote(a, b, c)),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::TransferVote(a, b, c)),
+        (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::VoteReply(a, b)),
+        append_msg(),
+        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>())
+            .prop_map(|(a, b, c, d)| Msg::AppendReply(a, b, c, d)),
+        any::<u64>().prop_map(Msg::TimeoutNow),
+    ]
+}
+
+fn shard() -> impl Strategy<Value = u16> {
+    0..SHARDS_MAX as u16
+}
+
+fn peer_header() -> impl Strategy<Value = PeerHeader> {
+    (nonzero(), nonzero()).prop_map(|(cluster_id, from)| PeerHeader { cluster_id, from })
+}
+
+/// Re-encodes a decoded datagram record by record: what a canonical datagram must equal.
+fn reencode(d: &PeerDatagram<'_>) -> Vec<u8> {
+    let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::new(&mut out, d.header);
+    for (shard, msg) in d.records() {
+        w.push(shard, &msg).expect("a decoded record re-encodes");
+    }
+    let n = w.finish();
+    out[..n].to_vec()
+}
+
+#[derive(Debug, Clone)]
+struct Cmd {
+    kind: u8,
+    value: u64,
+    session: u64,
+    request: u64,
+    attempt: u16,
+    room: bool,
+    addr: SocketAddr,
+    op: LogOp,
+    wait_ms: u32,
+    ttl_ms: u32,
+    resource: Vec<u8>,
+    client: Vec<u8>,
+}
+
+impl Cmd {
+    fn view(&self) -> LogCommand<'_> {
+        match self.kind {
+            1 => LogCommand::Init {
+                token_first: self.value,
+            },
+            2 => LogCommand::Tick { stamp: self.value },
+            _ => LogCommand::Request {
+                stamp: self.value,
+                session_id: self.session,
+                request_id: self.request,
+                attempt: self.attempt,
+                room_for_waiting: self.room,
+                reply_to: self.addr,
+                op: self.op,
+                wait_ms: self.wait_ms,
+                ttl_ms: self.ttl_ms,
+                resource: &self.resource,
+                client: &self.client,
+            },
+        }
+    }
+}
+
+fn socket_addr() -> impl Strategy<Value = SocketAddr> {
+    prop_oneof![
+        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, port)| SocketAddr::from((ip, port))),
+        (any::<[u16; 7]>(), any::<u16>()).prop_map(|(seg, port)| {
+            let ip = std::net::Ipv6Addr::new(
+                0xfd00, seg[0], seg[1], seg[2], seg[3], seg[4], seg[5], seg[6],
+            );
+            SocketAddr::from((ip, port))
+        }),
+    ]
+}
+
+fn command() -> impl Strategy<Value = Cmd> {
+    (
+        1u8..=3,
+        any::<u64>(),
+        (nonzero(), nonzero(), any::<u16>(), any::<bool>()),
+        socket_addr(),
+        prop::sample::select(vec![
+            LogOp::Acquire,
+            LogOp::Release,
+            LogOp::Renew,
+            LogOp::Configure,
+        ]),
+        (any::<u32>(), any::<u32>()),
+        id(),
+        id(),
+    )
+        .prop_map(
+            |(
+                kind,
+                value,
+                (session, request, attempt, room),
+                addr,
+                op,
+                (w, t),
+                resource,
+                client,
+            )| Cmd {
+                kind,
+                value,
+                session,
+                request,
+                attempt,
+                room,
+                addr,
+                op,
+                wait_ms: if op == LogOp::Acquire { w } else { 0 },
+                ttl_ms: if op == LogOp::Release { 0 } else { t },
+                resource,
+                client: if op == LogOp::Configure {
+                    Vec::new()
+                } else {
+                    client
+                },
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_in_peer_and_command_decoders(
+        bytes in prop::collection::vec(any::<u8>(), 0..1_500),
+    ) {
+        if let Ok(d) = PeerDatagram::decode(&bytes) {
+            prop_assert_eq!(reencode(&d), bytes.clone());
+        }
+        if let Ok(c) = LogCommand::decode(&bytes) {
+            let mut out = [0u8; LOG_COMMAND_LEN_MAX];
+            let n = c.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[..n], &bytes[..]);
+        }
+    }
+
+    /// Bytes with a valid PEER header and a body of random records, so the record checks
+    /// are reached: whatever decodes is canonical.
+    #[test]
+    fn framed_peer_bytes_never_panic(
+        body in prop::collection::vec(any::<u8>(), 0..400),
+        kinds in prop::collection::vec((0u16..20, 0u8..9, 0usize..60), 0..6),
+    ) {
+        let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
+        bytes.extend_from_slice(&7u64.to_be_bytes());
+        bytes.extend_from_slice(&3u64.to_be_bytes());
+        bytes.extend_from_slice(&[0; 8]);
+        // Plausible record headers with random bodies, so most datagrams get past framing.
+        let mut rest = &body[..];
+        for (shard, kind, len) in kinds {
+            let len = len.min(rest.len());
+            bytes.extend_from_slice(&shard.to_be_bytes());
+            bytes.extend_from_slice(&[kind, 0]);
+            bytes.extend_from_slice(&(len as u16).to_be_bytes());
+            bytes.extend_from_slice(&rest[..len]);
+            rest = &rest[len..];
+        }
+        let body_len = (bytes.len() - 32) as u16;
+        bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
+        if let Ok(d) = PeerDatagram::decode(&bytes) {
+            prop_assert_eq!(reencode(&d), bytes.clone());
+        }
+        let _ = Request::decode(&bytes);
+        let _ = Reply::decode(&bytes);
+    }
+
+    #[test]
+    fn peer_datagrams_round_trip(header in peer_header(), msgs in prop::collection::vec((shard(), peer_msg()), 1..30)) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, header);
+        let mut pushed = Vec::new();
+        for (shard, m) in &msgs {
+            match m.push(&mut w, *shard) {
+                Ok(()) => pushed.push((*shard, m.clone())),
+                Err(EncodeError::TooLong) | Err(EncodeError::BufferTooSmall) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let n = w.finish();
+        let d = PeerDatagram::decode(&buf[..n]).unwrap();
+        prop_assert_eq!(d.header, header);
+        let back: Vec<_> = d.records().map(|(s, m)| (s, Msg::from_view(&m))).collect();
+        prop_assert_eq!(&back, &pushed);
+        prop_assert_eq!(d.record_count(), pushed.len());
+        prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| m.record_len()).sum::<usize>());
+        prop_assert_eq!(reencode(&d), buf[..n].to_vec());
+    }
+
+    /// The writer never writes past its buffer, never makes a datagram above
+    /// PEER_DATAGRAM_LEN_MAX, and a refused record changes nothing.
+    #[test]
+    fn peer_writer_stays_in_its_buffer(
+        header in peer_header(),
+        cap in 0usize..1_600,
+        msgs in prop::collection::vec((shard(), peer_msg()), 1..60),
+    ) {
+        let mut backing = vec![0xA5u8; cap + 64];
+        let (buf, guard) = backing.split_at_mut(cap);
+        let mut w = PeerWriter::new(buf, header);
+        let mut accepted = 0;
+        for (shard, m) in &msgs {
+            let (len, count) = (w.len(), w.record_count());
+            match m.push(&mut w, *shard) {
+                Ok(()) => {
+                    accepted += 1;
+                    prop_assert_eq!(w.len(), len + m.record_len());
+                    prop_assert!(w.len() <= cap.min(PEER_DATAGRAM_LEN_MAX));
+                }
+                Err(e) => {
+                    prop_assert!(matches!(e, EncodeError::TooLong | EncodeError::BufferTooSmall), "{e}");
+                    prop_assert!(len + m.record_len() > cap.min(PEER_DATAGRAM_LEN_MAX));
+                    prop_assert_eq!((w.len(), w.record_count()), (len, count));
+                }
+            }
+        }
+        prop_assert_eq!(w.record_count(), accepted);
+        let n = w.finish();
+        prop_assert!(guard.iter().all(|&b| b == 0xA5));
+        prop_assert!(n <= cap && n <= PEER_DATAGRAM_LEN_MAX);
+        if accepted == 0 {
+            prop_assert_eq!(n, 0);
+        } else {
+            prop_assert_eq!(PeerDatagram::decode(&backing[..n]).unwrap().record_count(), accepted);
+        }
+    }
+
+    #[test]
+    fn mutated_peer_datagrams_never_panic(
+        header in peer_header(),
+        msgs in prop::collection::vec((shard(), peer_msg()), 1..6),
+        at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>(),
+    ) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, header);
+        for (shard, m) in &msgs {
+            let _ = m.push(&mut w, *shard);
+        }
+        let n = w.finish();
+        prop_assume!(n > 0);
+        let mut bytes = buf[..n].to_vec();
+        bytes[at.index(n)] = byte;
+        if let Ok(d) = PeerDatagram::decode(&bytes) {
+            prop_assert_eq!(reencode(&d), bytes.clone());
+        }
+        // A cut datagram never decodes: body_len no longer matches.
+        let cut = cut.index(n);
+        prop_assert!(PeerDatagram::decode(&buf[..cut]).is_err());
+    }
+
+    #[test]
+    fn log_commands_round_trip(c in command()) {
+        let cmd = c.view();
+        let mut out = [0u8; LOG_COMMAND_LEN_MAX];
+        let n = cmd.encode(&mut out).unwrap();
+        prop_assert_eq!(n, cmd.encoded_len());
+        prop_assert!(n <= LOG_COMMAND_LEN_MAX);
+        prop_assert_eq!(LogCommand::decode(&out[..n]).unwrap(), cmd);
+        // A command always fits in an APPEND of one entry.
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, PeerHeader { cluster_id: 1, from: 1 });
+        let entry = PeerEntry { term: 1, data: &out[..n] };
+        w.push_append(0, 1, 0, 0, 0, 0, std::iter::once(entry)).unwrap();
+        let m = w.finish();
+        let d = PeerDatagram::decode(&buf[..m]).unwrap();
+        let (_, msg) = d.records().next().unwrap();
+        let PeerMessage::Append { entries, .. } = msg else { panic!("not an append") };
+        prop_assert_eq!(LogCommand::decode(entries.iter().next().unwrap().data).unwrap(), cmd);
+    }
+
+    #[test]
+    fn mutated_log_commands_never_panic(c in command(), at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>()) {
+        let mut out = [0u8; LOG_COMMAND_LEN_MAX];
+        let n = c.view().encode(&mut out).unwrap();
+        let mut bytes = out[..n].to_vec();
+        bytes[at.index(n)] = byte;
+        if let Ok(cmd) = LogCommand::decode(&bytes) {
+            let mut again = [0u8; LOG_COMMAND_LEN_MAX];
+            let m = cmd.encode(&mut again).unwrap();
+            prop_assert_eq!(&again[..m], &bytes[..]);
+        }
+        prop_assert!(LogCommand::decode(&out[..cut.index(n)]).is_err());
+    }
+
+    #[test]
+    fn shard_of_is_in_range(resource in prop::collection::vec(any::<u8>(), 0..300), shards in any::<u32>()) {
+        let s = shard_of(&resource, shards);
+        prop_assert!(s < SHARDS_MAX);
+        if (1..=SHARDS_MAX).contains(&shards) {
+            prop_assert!(s < shards);
+            prop_assert_eq!(s as u64, shard_hash(&resource) % shards as u64);
+        }
+    }
+}
+
+#[test]
+fn peer_limits() {
+    // Longer than PEER_DATAGRAM_LEN_MAX: dropped before anything else is looked at.
+    let mut long = vec![0u8; PEER_DATAGRAM_LEN_MAX + 1];
+    long[..4].copy_from_slice(&[0x55, 0x4C, 1, 0x40]);
+    assert_eq!(PeerDatagram::decode(&long), Err(DecodeError::TooLong));
+    // A datagram of exactly PEER_DATAGRAM_LEN_MAX bytes is fine: one APPEND filling it.
+    let mut buf = [0u8; 2_000];
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 9,
+            from: 4,
+        },
+    );
+    let data = vec![7u8; PEER_DATAGRAM_LEN_MAX - 32 - append_record_len(0, 1)];
+    let entry = PeerEntry {
+        term: 2,
+        data: &data,
+    };
+    w.push_append(3, 2, 10, 2, 10, 1, std::iter::once(entry))
+        .unwrap();
+    assert_eq!(w.remaining(), 0);
+    let n = w.finish();
+    assert_eq!(n, PEER_DATAGRAM_LEN_MAX);
+    assert!(PeerDatagram::decode(&buf[..n]).is_ok());
+    // One byte more does not fit, whatever the buffer.
+    let data = vec![7u8; data.len() + 1];
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 9,
+            from: 4,
+        },
+    );
+    let entry = PeerEntry {
+        term: 2,
+        data: &data,
+    };
+    assert_eq!(
+        w.push_append(3, 2, 10, 2, 10, 1, std::iter::once(entry)),
+        Err(EncodeError::TooLong)
+    );
+    assert_eq!(w.finish(), 0);
+}
+
+#[test]
+fn peer_writer_refuses_what_a_receiver_would_reject() {
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let tn = PeerMessage::TimeoutNow { term: 1 };
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 0,
+            from: 1,
+        },
+    );
+    assert_eq!(w.push(0, &tn), Err(EncodeError::ZeroId));
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 1,
+            from: 1,
+        },
+    );
+    assert_eq!(w.push(SHARDS_MAX as u16, &tn), Err(EncodeError::BadShard));
+    let e = |term| PeerEntry { term, data: b"" };
+    // Terms decrease; above the APPEND's term; index overflow.
+    assert_eq!(
+        w.push_append(0, 5, 0, 0, 0, 0, [e(3), e(2)].into_iter()),
+        Err(EncodeError::BadEntries)
+    );
+    assert_eq!(
+        w.push_append(0, 5, 0, 0, 0, 0, [e(6)].into_iter()),
+        Err(EncodeError::BadEntries)
+    );
+    assert_eq!(
+        w.push_append(0, 5, u64::MAX, 0, 0, 0, [e(5)].into_iter()),
+        Err(EncodeError::BadEntries)
+    );
+    assert_eq!(w.record_count(), 0);
+    // A heartbeat through `push` with the empty entries.
+    let hb = PeerMessage::Append {
+        term: 5,
+        prev_log_index: 3,
+        prev_log_term: 4,
+        leader_commit: 3,
+        round: 8,
+        entries: PeerEntries::empty(),
+    };
+    w.push(17, &hb).unwrap();
+    let n = w.finish();
+    let d = PeerDatagram::decode(&buf[..n]).unwrap();
+    assert_eq!(d.records().collect::<Vec<_>>(), vec![(17, hb)]);
+}
+
+/// An iterator that yields different entries on each pass must not produce a bad datagram.
+#[test]
+fn push_append_survives_an_inconsistent_iterator() {
+    #[derive(Clone)]
+    struct Flaky<'a>(&'a std::cell::Cell<u32>, u32);
+    impl<'a> Iterator for Flaky<'a> {
+        type Item = PeerEntry<'static>;
+        fn next(&mut self) -> Option<PeerEntry<'static>> {
+            if self.1 == 0 {
+                self.0.set(self.0.get() + 1);
+            }
+            self.1 += 1;
+            // The second pass yields one entry more.
+            (self.1 <= self.0.get()).then_some(PeerEntry {
+                term: 1,
+                data: b"xy",
+            })
+        }
+    }
+    let passes = std::cell::Cell::new(0);
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 1,
+            from: 2,
+        },
+    );
+    assert_eq!(
+        w.push_append(0, 1, 0, 0, 0, 0, Flaky(&passes, 0)),
+        Err(EncodeError::BadEntries)
+    );
+    assert_eq!((w.len(), w.record_count()), (32, 0));
+}
+
+#[test]
+fn peer_datagrams_are_never_requests_or_replies() {
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 1,
+            from: 2,
+        },
+    );
+    w.push(0, &PeerMessage::TimeoutNow { term: 1 }).unwrap();
+    // Pad it so that the request decoder's minimum length is no excuse.
+    let n = w.finish();
+    let mut bytes = buf[..n].to_vec();
+    bytes.resize(200, 0);
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnexpectedType));
+    assert_eq!(Reply::decode(&bytes), Err(DecodeError::UnexpectedType));
+    assert_eq!(DecodeError::UnexpectedType.reply_status(), None);
+    let reply = Reply::bare(MessageType::Peer, 1, 1, 0, Status::Ok);
+    assert_eq!(reply.encode(&mut buf), Err(EncodeError::WrongType));
+}
+
+#[test]
+fn log_command_encode_refuses_what_decode_rejects() {
+    let mut out = [0u8; LOG_COMMAND_LEN_MAX];
+    let base = LogCommand::Request {
+        stamp: 1,
+        session_id: 1,
+        request_id: 1,
+        attempt: 0,
+        room_for_waiting: false,
+        reply_to: SocketAddr::from(([127, 0, 0, 1], 9)),
+        op: LogOp::Release,
+        wait_ms: 0,
+        ttl_ms: 0,
+        resource: b"r",
+        client: b"c",
+    };
+    assert!(base.encode(&mut out).is_ok());
+    let with = |f: &dyn Fn(&mut LogCommand<'static>)| {
+        let mut c = base;
+        f(&mut c);
+        c.encode(&mut out.clone())
+    };
+    use LogCommand::Request as R;
+    assert_eq!(
+        with(&|c| if let R { ttl_ms, .. } = c {
+            *ttl_ms = 5
+        }),
+        Err(EncodeError::NonZeroField)
+    );
+    assert_eq!(
+        with(&|c| if let R { wait_ms, .. } = c {
+            *wait_ms = 5
+        }),
+        Err(EncodeError::NonZeroField)
+    );
+    assert_eq!(
+        with(&|c| if let R { session_id, .. } = c {
+            *session_id = 0
+        }),
+        Err(EncodeError::ZeroId)
+    );
+    assert_eq!(
+        with(&|c| if let R { resource, .. } = c {
+            *resource = b""
+        }),
+        Err(EncodeError::BadIdLength)
+    );
+    assert_eq!(
+        with(&|c| if let R { client, .. } = c {
+            *client = b""
+        }),
+        Err(EncodeError::BadIdLength)
+    );
+    assert_eq!(
+        with(&|c| if let R { op, .. } = c {
+            *op = LogOp::Configure
+        }),
+        Err(EncodeError::NonZeroField)
+    );
+    assert_eq!(
+        base.encode(&mut [0u8; 10]),
+        Err(EncodeError::BufferTooSmall)
+    );
+    assert_eq!(LogCommand::decode(&[]), Err(DecodeError::TooShort));
+    assert_eq!(LogOp::from_msg_type(MessageType::Status), None);
+    assert_eq!(LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SHARD_STATUS and SHARD_STATUS_REPLY (spec §4.7, §5.6).
+
+fn role() -> impl Strategy<Value = ShardRole> {
+    prop::sample::select(ShardRole::ALL.to_vec())
+}
+
+/// A consistent OK page: `shards_total`, `first_shard` and up to 26 entries numbered from it.
+fn shard_page() -> impl Strategy<Value = (u64, u16, u16, Vec<ShardStatusEntry>)> {
+    (1u16..=SHARDS_MAX as u16)
+        .prop_flat_map(|total| (Just(total), 0..=total + 2))
+        .prop_flat_map(|(total, first)| {
+            let room = usize::from(total.saturating_sub(first)).min(SHARD_STATUS_ENTRIES_MAX);
+            let entry = (
+                role(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<u32>(),
+            );
+            (
+                nonzero(),
+                Just(total),
+                Just(first),
+                prop::collection::vec(entry, 0..=room),
+            )
+        })
+        .prop_map(|(node_id, total, first, raw)| {
+            let entries = raw
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, (role, leader_id, term, commit_index, applied_index, held, waiters))| {
+                        ShardStatusEntry {
+                            shard: first + i as u16,
+                            role,
+                            leader_id,
+                            term,
+                            commit_index,
+                            applied_index,
+                            held,
+                            waiters,
+                        }
+                    },
+                )
+                .collect();
+            (node_id, total, first, entries)
+        })
+}
+
+fn page_reply(
+    (node_id, total, first, entries): &(u64, u16, u16, Vec<ShardStatusEntry>),
+) -> ShardStatusReply<'_> {
+    ShardStatusReply {
+        session_id: 3,
+        request_id: 4,
+        attempt: 1,
+        status: Status::Ok,
+        node_id: *node_id,
+        shards_total: *total,
+        first_shard: *first,
+        entries: ShardStatusEntries::from_slice(entries),
+    }
+}
+
+/// Whatever a shard-status decoder accepts re-encodes to the same bytes (replies: the same
+/// bytes followed by zero padding).
+fn assert_shard_status_canonical(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(req) = ShardStatusRequest::decode(bytes) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode_padded(&mut out, bytes.len()).unwrap();
+        prop_assert_eq!(&out[..n], bytes);
+    }
+    if let Ok(reply) = ShardStatusReply::decode(bytes) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert_eq!(n, reply.encoded_len());
+        prop_assert_eq!(&out[..n], &bytes[..n]);
+        prop_assert!(bytes[n..].iter().all(|&b| b == 0));
+        prop_assert_eq!(reply.entries.iter().count(), reply.entries.len());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn shard_status_requests_round_trip(
+        session in nonzero(), request in nonzero(), attempt in any::<u16>(), first in any::<u16>(),
+        len in (HEADER_LEN + SHARD_STATUS_BODY_LEN)..=DATAGRAM_LEN_MAX,
+    ) {
+        let req = ShardStatusRequest { session_id: session, request_id: request, attempt, first_shard: first };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        // As a client sends it: padded to the longest datagram.
+        let n = req.encode(&mut out).unwrap();
+        prop_assert_eq!(n, SHARD_STATUS_REQUEST_LEN);
+        prop_assert_eq!(ShardStatusRequest::decode(&out[..n]).unwrap(), req);
+        // Any padding a server may receive.
+        let n = req.encode_padded(&mut out, len).unwrap();
+        prop_assert_eq!(n, len);
+        let back = ShardStatusRequest::decode(&out[..n]).unwrap();
+        prop_assert_eq!(back, req);
+        let mut again = [0u8; DATAGRAM_LEN_MAX];
+        let m = back.encode_padded(&mut again, n).unwrap();
+        prop_assert_eq!(&out[..n], &again[..m]);
+        // The lock decoder does not read it: a single node answers UNSUPPORTED.
+        let e = Request::decode(&out[..n]).unwrap_err();
+        prop_assert_eq!(e, DecodeError::UnknownType);
+        prop_assert_eq!(e.reply_status(), Some(Status::Unsupported));
+    }
+
+    #[test]
+    fn shard_status_replies_round_trip(page in shard_page()) {
+        let reply = page_reply(&page);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert_eq!(n, HEADER_LEN + SHARD_STATUS_REPLY_FIXED_LEN + SHARD_STATUS_ENTRY_LEN * page.3.len());
+        let back = ShardStatusReply::decode(&out[..n]).unwrap();
+        prop_assert_eq!(back, reply);
+        prop_assert_eq!(back.entries.iter().collect::<Vec<_>>(), page.3.clone());
+        let mut again = [0u8; DATAGRAM_LEN_MAX];
+        let m = back.encode(&mut again).unwrap();
+        prop_assert_eq!(&out[..n], &again[..m]);
+        // The lock-reply decoder does not read it.
+        prop_assert_eq!(Reply::decode(&out[..n]), Err(DecodeError::UnknownType));
+    }
+
+    /// No amplification (spec §2.2): a node fills a page with `entries_that_fit(request_len)`
+    /// entries, and that reply is never longer than the request, whatever its length.
+    #[test]
+    fn shard_status_replies_never_exceed_requests(
+        page in shard_page(), request_len in REQUEST_LEN_MIN..=DATAGRAM_LEN_MAX,
+    ) {
+        let fit = ShardStatusReply::entries_that_fit(request_len);
+        let entries = &page.3[..page.3.len().min(fit)];
+        let reply = ShardStatusReply { entries: ShardStatusEntries::from_slice(entries), ..page_reply(&page) };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert!(n <= request_len, "{} > {}", n, request_len);
+        prop_assert!(fit <= SHARD_STATUS_ENTRIES_MAX);
+    }
+
+    #[test]
+    fn shard_status_decoders_take_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1_400)) {
+        assert_shard_status_canonical(&bytes)?;
+    }
+
+    /// Framed as SHARD_STATUS or its reply, so the body checks are reached.
+    #[test]
+    fn framed_shard_status_bytes_never_panic(
+        reply in any::<bool>(), flags in prop::sample::select(vec![0u16, 2, 4, 8]),
+        body_len in 0u16..1_200, rest in prop::collection::vec(any::<u8>(), 0..1_200),
+    ) {
+        let ty = if reply { 0x86 } else { 0x06 };
+        let mut bytes = vec![0x55, 0x4C, 1, ty];
+        bytes.extend_from_slice(&flags.to_be_bytes());
+        bytes.extend_from_slice(&body_len.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&rest);
+        assert_shard_status_canonical(&bytes)?;
+    }
+
+    /// One byte of a valid reply changed, or the reply cut short: an error or a canonical
+    /// value, never a panic.
+    #[test]
+    fn mutated_shard_status_replies_never_panic(
+        page in shard_page(), at in any::<prop::sample::Index>(), byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let reply = page_reply(&page);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        let mut bytes = out[..n].to_vec();
+        bytes[at.index(n)] = byte;
+        assert_shard_status_canonical(&bytes)?;
+        let cut = cut.index(n);
+        prop_assert!(ShardStatusReply::decode(&out[..cut]).is_err());
+    }
+}
+
+#[test]
+fn shard_status_decoders_keep_to_their_own_types() {
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let status = Request {
+        session_id: 1,
+        request_id: 2,
+        attempt: 0,
+        body: RequestBody::Status { resource: b"r" },
+    };
+    let n = status.encode(&mut out).unwrap();
+    assert_eq!(
+        ShardStatusRequest::decode(&out[..n]),
+        Err(DecodeError::UnknownType)
+    );
+    let error = Reply::bare(MessageType::ErrorReply, 1, 2, 0, Status::Unsupported);
+    let n = error.encode(&mut out).unwrap();
+    assert_eq!(
+        ShardStatusReply::decode(&out[..n]),
+        Err(DecodeError::UnknownType)
+    );
+    // The lock-reply encoder refuses the type whose layout it does not write.
+    let wrong = Reply::bare(MessageType::ShardStatusReply, 1, 2, 0, Status::Ok);
+    assert_eq!(wrong.encode(&mut out), Err(EncodeError::WrongType));
+    // Directions still hold: a SHARD_STATUS_REPLY is never a request, nor the reverse.
+    let page = (5, 8, 0, Vec::new());
+    let n = page_reply(&page).encode(&mut out).unwrap();
+    assert_eq!(
+        ShardStatusRequest::decode(&out[..n]),
+        Err(DecodeError::UnexpectedType)
+    );
+    assert_eq!(Request::decode(&out[..n]), Err(DecodeError::UnexpectedType));
+    assert_eq!(
+        MessageType::ShardStatus.reply_type(),
+        Some(MessageType::ShardStatusReply)
+    );
+}
+
+#[test]
+fn shard_status_encoder_refuses_inconsistent_pages() {
+    let entry = |shard| ShardStatusEntry {
+        shard,
+        role: ShardRole::Leader,
+        leader_id: 1,
+        term: 1,
+        commit_index: 1,
+        applied_index: 1,
+        held: 0,
+        waiters: 0,
+    };
+    let entries = [entry(6), entry(7)];
+    let base = ShardStatusReply {
+        session_id: 1,
+        request_id: 2,
+        attempt: 0,
+        status: Status::Ok,
+        node_id: 1,
+        shards_total: 8,
+        first_shard: 6,
+        entries: ShardStatusEntries::from_slice(&entries),
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    assert_eq!(base.encode(&mut out), Ok(48 + 2 * 44));
+    let bad = |r: ShardStatusReply<'_>| r.encode(&mut [0u8; DATAGRAM_LEN_MAX]);
+    // Past the last shard, a zero or oversized total, a zero node id.
+    for r in [
+        ShardStatusReply {
+            shards_total: 7,
+            ..base
+        },
+        ShardStatusReply {
+            shards_total: 0,
+            first_shard: 0,
+            entries: ShardStatusEntries::empty(),
+            ..base
+        },
+        ShardStatusReply {
+            shards_total: SHARDS_MAX as u16 + 1,
+            ..base
+        },
+        ShardStatusReply { node_id: 0, ..base },
+        // Entries not numbered from first_shard.
+        ShardStatusReply {
+            first_shard: 5,
+            ..base
+        },
+        // A refusal carrying data.
+        ShardStatusReply {
+            status: Status::Overloaded,
+            ..base
+        },
+    ] {
+        assert_eq!(bad(r), Err(EncodeError::BadShardStatus), "{r:?}");
+    }
+    // A page past the end is empty and fine; so is a refusal with nothing in it.
+    let empty = ShardStatusReply {
+        first_shard: 100,
+        entries: ShardStatusEntries::empty(),
+        ..base
+    };
+    assert_eq!(bad(empty), Ok(48));
+    let refusal = ShardStatusReply {
+        status: Status::Overloaded,
+        node_id: 0,
+        shards_total: 0,
+        first_shard: 0,
+        entries: ShardStatusEntries::empty(),
+        ..base
+    };
+    assert_eq!(bad(refusal), Ok(48));
+    let many = [entry(0); SHARD_STATUS_ENTRIES_MAX + 1];
+    let too_many = ShardStatusReply {
+        shards_total: 100,
+        first_shard: 0,
+        entries: ShardStatusEntries::from_slice(&many),
+        ..base
+    };
+    assert_eq!(bad(too_many), Err(EncodeError::TooLong));
+    assert_eq!(
+        base.encode(&mut [0u8; 100]),
+        Err(EncodeError::BufferTooSmall)
+    );
+    assert_eq!(
+        ShardStatusReply::entries_that_fit(SHARD_STATUS_REQUEST_LEN),
+        26
+    );
+    assert_eq!(ShardStatusReply::entries_that_fit(REQUEST_LEN_MIN), 0);
+    assert_eq!(ShardStatusReply::entries_that_fit(48 + 44), 1);
+    assert_eq!(ShardStatusReply::entries_that_fit(0), 0);
 }

@@ -1,8 +1,8 @@
-//! The spec's registry tables (spec/protocol.md §9) must list exactly the registry of
+//! The spec's registry tables (spec/protocol.md §10) must list exactly the registry of
 //! `udplock_protocol::registry`: same values, same names, same meanings, same order.
 
 use udplock_protocol::registry::FLAG_TABLE;
-use udplock_protocol::{MessageType, Status};
+use udplock_protocol::{LogCommandKind, MessageType, PeerKind, Status};
 
 const SPEC: &str = include_str!("../../spec/protocol.md");
 
@@ -86,4 +86,39 @@ fn flag_table_matches_registry() {
         let flag = udplock_protocol::Flags::from_name(name).expect("flag name");
         assert_eq!(flag.bits(), bit);
     }
+}
+
+#[test]
+fn peer_record_kind_table_matches_registry() {
+    let rows = table_after("PEER record kind registry", "| Value | Name | Meaning |");
+    let spec: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
+        .collect();
+    let code: Vec<(u64, &str, &str)> = PeerKind::ALL
+        .iter()
+        .map(|k| (k.to_wire() as u64, k.name(), k.meaning()))
+        .collect();
+    assert_eq!(spec, code);
+}
+
+#[test]
+fn log_command_kind_table_matches_registry() {
+    let rows = table_after("Log command kind registry", "| Value | Name | Meaning |");
+    let spec: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
+        .collect();
+    let code: Vec<(u64, &str, &str)> = LogCommandKind::ALL
+        .iter()
+        .map(|k| (k.to_wire() as u64, k.name(), k.meaning()))
+        .collect();
+    assert_eq!(spec, code);
+}
+
+#[test]
+fn message_type_table_lists_peer() {
+    let rows = table_after("Message type registry", "| Value | Name | Meaning |");
+    assert!(rows.iter().any(|r| r[0] == "0x40" && r[1] == "PEER"));
+    assert!(MessageType::Peer.is_node_to_node());
 }

@@ -1,6 +1,8 @@
 //! The golden test vectors of spec/vectors/ (spec Appendix A): every valid datagram decodes to
 //! exactly the field values written beside it, and encoding those values gives the same bytes;
-//! every invalid one fails with the decode error it names.
+//! every invalid one fails with the decode error it names. The same holds for PEER datagrams
+//! and replicated log commands; the shard-hash vectors give FNV-1a 64 values computed outside
+//! the crate. SHARD_STATUS and its reply (shard-status.txt) likewise.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +20,15 @@ const VECTORS: &[(&str, &str)] = &[
     (
         "invalid.txt",
         include_str!("../../spec/vectors/invalid.txt"),
+    ),
+    ("peer.txt", include_str!("../../spec/vectors/peer.txt")),
+    (
+        "commands.txt",
+        include_str!("../../spec/vectors/commands.txt"),
+    ),
+    (
+        "shard-status.txt",
+        include_str!("../../spec/vectors/shard-status.txt"),
     ),
 ];
 
@@ -268,10 +279,384 @@ fn check_invalid(r: &Record) {
     let got = match r.get("decode_as") {
         "request" => Request::decode(&bytes).err(),
         "reply" => Reply::decode(&bytes).err(),
+        "peer" => PeerDatagram::decode(&bytes).err(),
+        "command" => LogCommand::decode(&bytes).err(),
+        "shard-status-request" => ShardStatusRequest::decode(&bytes).err(),
+        "shard-status-reply" => ShardStatusReply::decode(&bytes).err(),
         other => panic!("[{}] decode_as {other:?}", r.name),
     };
     let got = got.unwrap_or_else(|| panic!("[{}] decoded, but should fail with {want}", r.name));
     assert_eq!(got.name(), want, "[{}] wrong decode error", r.name);
+}
+
+fn check_shard_status_request(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "SHARD_STATUS", "[{}]", r.name);
+    assert_eq!(
+        r.num_or("flags", 0),
+        0,
+        "[{}] requests carry no flags",
+        r.name
+    );
+    let expected = ShardStatusRequest {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        first_shard: r.num("first_shard") as u16,
+    };
+    let decoded = ShardStatusRequest::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(
+        bytes.len(),
+        HEADER_LEN + SHARD_STATUS_BODY_LEN + r.num("padding") as usize,
+        "[{}] padding",
+        r.name
+    );
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode_padded(&mut out, bytes.len()).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // A single node's decoder does not read it: the node answers UNSUPPORTED (spec §4.7).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnknownType));
+}
+
+fn check_shard_status_reply(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "SHARD_STATUS_REPLY", "[{}]", r.name);
+    let status_name = r.get("status");
+    let entries: Vec<ShardStatusEntry> = (1..=r.num("entries"))
+        .map(|i| {
+            let w = words(r, &format!("entry.{i}"));
+            let n = |k: &str| word_num(r, &w, k);
+            let role_name = w.get("role").map(String::as_str);
+            ShardStatusEntry {
+                shard: n("shard") as u16,
+                role: *ShardRole::ALL
+                    .iter()
+                    .find(|role| Some(role.name()) == role_name)
+                    .unwrap_or_else(|| panic!("[{}] entry {i}: unknown role", r.name)),
+                leader_id: n("leader_id"),
+                term: n("term"),
+                commit_index: n("commit_index"),
+                applied_index: n("applied_index"),
+                held: n("held") as u32,
+                waiters: n("waiters") as u32,
+            }
+        })
+        .collect();
+    let expected = ShardStatusReply {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        status: *Status::ALL
+            .iter()
+            .find(|s| s.name() == status_name)
+            .expect("status name"),
+        node_id: r.num("node_id"),
+        shards_total: r.num("shards_total") as u16,
+        first_shard: r.num("first_shard") as u16,
+        entries: ShardStatusEntries::from_slice(&entries),
+    };
+    assert_eq!(
+        r.num_or("flags", 0),
+        0,
+        "[{}] this reply has no flag",
+        r.name
+    );
+    let decoded = ShardStatusReply::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    assert_eq!(r.num("padding"), 0, "[{}] replies are not padded", r.name);
+}
+
+/// `key=value` words of one `record.N` or `record.N.entry.M` line.
+fn words(r: &Record, key: &str) -> BTreeMap<String, String> {
+    r.get(key)
+        .split_whitespace()
+        .map(|w| {
+            let (k, v) = w
+                .split_once('=')
+                .unwrap_or_else(|| panic!("[{}] {key}: bad word {w:?}", r.name));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+fn word_num(r: &Record, w: &BTreeMap<String, String>, k: &str) -> u64 {
+    let v = w
+        .get(k)
+        .unwrap_or_else(|| panic!("[{}] a record has no `{k}`", r.name));
+    parse_num(v).unwrap_or_else(|| panic!("[{}] {k}: not a number", r.name))
+}
+
+fn word_bool(r: &Record, w: &BTreeMap<String, String>, k: &str) -> bool {
+    match word_num(r, w, k) {
+        0 => false,
+        1 => true,
+        _ => panic!("[{}] {k} must be 0 or 1", r.name),
+    }
+}
+
+/// A PEER record as the vector file states it, independent of the codec's borrowed types.
+#[derive(Debug, PartialEq, Eq)]
+enum OwnedRecord {
+    Vote(PeerKind, u64, u64, u64),
+    VoteReply(PeerKind, u64, bool),
+    Append([u64; 5], Vec<(u64, Vec<u8>)>),
+    AppendReply(u64, bool, u64, u64),
+    TimeoutNow(u64),
+}
+
+fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
+    match *msg {
+        PeerMessage::PreVote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => OwnedRecord::Vote(PeerKind::PreVote, term, last_log_index, last_log_term),
+        PeerMessage::Vote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => OwnedRecord::Vote(PeerKind::Vote, term, last_log_index, last_log_term),
+        PeerMessage::TransferVote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => OwnedRecord::Vote(PeerKind::TransferVote, term, last_log_index, last_log_term),
+        PeerMessage::PreVoteReply { term, granted } => {
+            OwnedRecord::VoteReply(PeerKind::PreVoteReply, term, granted)
+        }
+        PeerMessage::VoteReply { term, granted } => {
+            OwnedRecord::VoteReply(PeerKind::VoteReply, term, granted)
+        }
+        PeerMessage::Append {
+            term,
+            prev_log_index,
+            prev_log_term,
+            leader_commit,
+            round,
+            entries,
+        } => OwnedRecord::Append(
+            [term, prev_log_index, prev_log_term, leader_commit, round],
+            entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
+        ),
+        PeerMessage::AppendReply {
+            term,
+            success,
+            match_index,
+            round,
+        } => OwnedRecord::AppendReply(term, success, match_index, round),
+        PeerMessage::TimeoutNow { term } => OwnedRecord::TimeoutNow(term),
+    }
+}
+
+fn check_peer(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "PEER", "[{}]", r.name);
+    let header = PeerHeader {
+        cluster_id: r.num("cluster_id"),
+        from: r.num("from"),
+    };
+    let mut expected = Vec::new();
+    for i in 1.. {
+        let key = format!("record.{i}");
+        if r.opt(&key).is_none() {
+            break;
+        }
+        let w = words(r, &key);
+        let n = |k: &str| word_num(r, &w, k);
+        let kind = *PeerKind::ALL
+            .iter()
+            .find(|k| Some(k.name()) == w.get("type").map(String::as_str))
+            .unwrap_or_else(|| panic!("[{}] {key}: unknown type", r.name));
+        let rec = match kind {
+            PeerKind::PreVote | PeerKind::Vote | PeerKind::TransferVote => {
+                OwnedRecord::Vote(kind, n("term"), n("last_log_index"), n("last_log_term"))
+            }
+            PeerKind::PreVoteReply | PeerKind::VoteReply => {
+                OwnedRecord::VoteReply(kind, n("term"), word_bool(r, &w, "granted"))
+            }
+            PeerKind::Append => {
+                let count = n("entries");
+                let entries = (1..=count)
+                    .map(|m| {
+                        let e = words(r, &format!("{key}.entry.{m}"));
+                        let data = match e.get("data").map(String::as_str) {
+                            Some("-") => Vec::new(),
+                            Some(d) => parse_bytes(d),
+                            None => panic!("[{}] entry {m} has no data", r.name),
+                        };
+                        (word_num(r, &e, "term"), data)
+                    })
+                    .collect();
+                OwnedRecord::Append(
+                    [
+                        n("term"),
+                        n("prev_log_index"),
+                        n("prev_log_term"),
+                        n("leader_commit"),
+                        n("round"),
+                    ],
+                    entries,
+                )
+            }
+            PeerKind::AppendReply => OwnedRecord::AppendReply(
+                n("term"),
+                word_bool(r, &w, "success"),
+                n("match_index"),
+                n("round"),
+            ),
+            PeerKind::TimeoutNow => OwnedRecord::TimeoutNow(n("term")),
+        };
+        expected.push((n("shard") as u16, rec));
+    }
+    let d = PeerDatagram::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(d.header, header, "[{}] header", r.name);
+    let got: Vec<_> = d.records().map(|(s, m)| (s, owned(&m))).collect();
+    assert_eq!(got, expected, "[{}] decoded records differ", r.name);
+    assert_eq!(d.record_count(), expected.len());
+
+    // Encode from the file's fields (not from the decoded view) and compare the bytes.
+    let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::new(&mut out, header);
+    for (shard, rec) in &expected {
+        let shard = *shard;
+        let res = match rec {
+            OwnedRecord::Vote(kind, term, last_log_index, last_log_term) => {
+                let (term, last_log_index, last_log_term) =
+                    (*term, *last_log_index, *last_log_term);
+                let msg = if *kind == PeerKind::PreVote {
+                    PeerMessage::PreVote {
+                        term,
+                        last_log_index,
+                        last_log_term,
+                    }
+                } else if *kind == PeerKind::TransferVote {
+                    PeerMessage::TransferVote {
+                        term,
+                        last_log_index,
+                        last_log_term,
+                    }
+                } else {
+                    PeerMessage::Vote {
+                        term,
+                        last_log_index,
+                        last_log_term,
+                    }
+                };
+                w.push(shard, &msg)
+            }
+            OwnedRecord::VoteReply(kind, term, granted) => {
+                let (term, granted) = (*term, *granted);
+                let msg = if *kind == PeerKind::PreVoteReply {
+                    PeerMessage::PreVoteReply { term, granted }
+                } else {
+                    PeerMessage::VoteReply { term, granted }
+                };
+                w.push(shard, &msg)
+            }
+            OwnedRecord::Append([term, prev, prev_term, commit, round], entries) => w.push_append(
+                shard,
+                *term,
+                *prev,
+                *prev_term,
+                *commit,
+                *round,
+                entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
+            ),
+            OwnedRecord::AppendReply(term, success, match_index, round) => w.push(
+                shard,
+                &PeerMessage::AppendReply {
+                    term: *term,
+                    success: *success,
+                    match_index: *match_index,
+                    round: *round,
+                },
+            ),
+            OwnedRecord::TimeoutNow(term) => {
+                w.push(shard, &PeerMessage::TimeoutNow { term: *term })
+            }
+        };
+        res.unwrap_or_else(|e| panic!("[{}] push: {e}", r.name));
+    }
+    let n = w.finish();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+}
+
+fn parse_addr(s: &str) -> SocketAddr {
+    let addr = s.parse::<SocketAddr>().expect("socket address");
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), addr.port()),
+            None => addr,
+        },
+        _ => addr,
+    }
+}
+
+fn check_command(r: &Record) {
+    let bytes = r.hex();
+    let resource = r.opt("resource").map(parse_bytes).unwrap_or_default();
+    let client = r.opt("client").map(parse_bytes).unwrap_or_default();
+    let expected = match r.get("command") {
+        "INIT" => LogCommand::Init {
+            token_first: r.num("token_first"),
+        },
+        "TICK" => LogCommand::Tick {
+            stamp: r.num("stamp"),
+        },
+        "REQUEST" => LogCommand::Request {
+            stamp: r.num("stamp"),
+            session_id: r.num("session_id"),
+            request_id: r.num("request_id"),
+            attempt: r.num("attempt") as u16,
+            room_for_waiting: match r.num("room_for_waiting") {
+                0 => false,
+                1 => true,
+                _ => panic!("[{}] room_for_waiting must be 0 or 1", r.name),
+            },
+            reply_to: parse_addr(r.get("reply_to")),
+            op: LogOp::from_msg_type(msg_type(r.get("op"))).expect("a logged op"),
+            wait_ms: r.num("wait_ms") as u32,
+            ttl_ms: r.num("ttl_ms") as u32,
+            resource: &resource,
+            client: &client,
+        },
+        other => panic!("[{}] command {other:?}", r.name),
+    };
+    let kind = LogCommandKind::ALL
+        .iter()
+        .find(|k| k.name() == r.get("command"))
+        .expect("command kind name");
+    assert_eq!(
+        bytes.first(),
+        Some(&kind.to_wire()),
+        "[{}] kind byte",
+        r.name
+    );
+    let decoded =
+        LogCommand::decode(&bytes).unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(expected.encoded_len(), bytes.len(), "[{}] length", r.name);
+    let mut out = [0u8; LOG_COMMAND_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+}
+
+fn check_shard(r: &Record) {
+    let resource = r.bytes("resource");
+    assert_eq!(shard_hash(&resource), r.num("fnv1a64"), "[{}] hash", r.name);
+    assert_eq!(
+        shard_of(&resource, r.num("shards") as u32) as u64,
+        r.num("shard"),
+        "[{}] shard",
+        r.name
+    );
 }
 
 /// The vectors printed in the spec's Appendix A.2 are the same bytes as the vector files.
@@ -318,6 +703,11 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "request" => check_request(r),
             "reply" => check_reply(r),
             "invalid" => check_invalid(r),
+            "peer" => check_peer(r),
+            "command" => check_command(r),
+            "shard" => check_shard(r),
+            "shard-status-request" => check_shard_status_request(r),
+            "shard-status-reply" => check_shard_status_reply(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
         *counts.entry(kind).or_insert(0) += 1;
@@ -347,6 +737,16 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "BadHintKind",
         "UnknownStatus",
         "BadHolderLength",
+        "NoRecords",
+        "BadShard",
+        "UnknownRecordKind",
+        "BadRecordLength",
+        "BadBool",
+        "BadEntries",
+        "UnknownCommand",
+        "BadOp",
+        "NonZeroField",
+        "BadShardStatus",
     ] {
         assert!(
             records.iter().any(|r| r.opt("error") == Some(e)),
@@ -361,5 +761,57 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             st.name()
         );
     }
+    // ... every PEER record kind, every log command kind and every logged op.
+    for k in PeerKind::ALL {
+        let word = format!("type={}", k.name());
+        assert!(
+            records.iter().any(|r| r
+                .fields
+                .values()
+                .any(|v| v.split_whitespace().any(|w| w == word))),
+            "no PEER vector with a {} record",
+            k.name()
+        );
+    }
+    for k in LogCommandKind::ALL {
+        assert!(
+            records.iter().any(|r| r.opt("command") == Some(k.name())),
+            "no log command vector of kind {}",
+            k.name()
+        );
+    }
+    for op in [
+        LogOp::Acquire,
+        LogOp::Release,
+        LogOp::Renew,
+        LogOp::Configure,
+    ] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.opt("op") == Some(op.msg_type().name())),
+            "no REQUEST command vector with op {op:?}"
+        );
+    }
+    // ... and every role a SHARD_STATUS_REPLY entry can name.
+    for role in ShardRole::ALL {
+        let word = format!("role={}", role.name());
+        assert!(
+            records.iter().any(|r| r
+                .fields
+                .values()
+                .any(|v| v.split_whitespace().any(|w| w == word))),
+            "no SHARD_STATUS_REPLY vector with a {} entry",
+            role.name()
+        );
+    }
     assert!(counts["request"] >= 5 && counts["reply"] >= 6, "{counts:?}");
+    assert!(
+        counts["shard-status-request"] >= 2 && counts["shard-status-reply"] >= 3,
+        "{counts:?}"
+    );
+    assert!(
+        counts["peer"] >= 7 && counts["command"] >= 6 && counts["shard"] >= 4,
+        "{counts:?}"
+    );
 }

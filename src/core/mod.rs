@@ -8,6 +8,7 @@
 pub mod lock_table;
 pub mod raft;
 pub mod retransmit;
+pub mod shard;
 pub mod time;
 
 /// A field of a core's `Config` that breaks one of its rules (each core's `validate` names

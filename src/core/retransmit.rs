@@ -213,6 +213,8 @@ pub struct RequestTimer {
     /// Set once the server answered WAITING (spec §7.1.3): the request is known to be queued,
     /// so copies become keepalives at this fixed interval instead of backing off.
     keepalive: Option<Duration>,
+    /// Copies sent before the back-off last restarted (`restart_backoff`).
+    backoff_from: u32,
 }
 
 /// A queued acquire's keepalive interval is its lease divided by this: a keepalive refreshes
@@ -236,6 +238,7 @@ impl RequestTimer {
             first_send: Instant::ZERO,
             last_send: Instant::ZERO,
             keepalive: None,
+            backoff_from: 0,
         }
     }
 
@@ -247,6 +250,14 @@ impl RequestTimer {
             Duration::from_millis(lease_ms.into()).as_micros() / KEEPALIVE_LEASE_DIVISOR,
         );
         self.keepalive = Some(interval.max(KEEPALIVE_MIN).min(self.rto_max));
+    }
+
+    /// The next copies go to another node (a redirect, or the previous one stayed silent):
+    /// the back-off starts again from the base RTO, because the doubling so far measured a
+    /// path that is no longer used (a dead leader must not make the client sleep through the
+    /// new one's first answer).
+    pub fn restart_backoff(&mut self) {
+        self.backoff_from = self.sends;
     }
 
     /// True once the server said the request waits in its queue.
@@ -304,7 +315,10 @@ impl RequestTimer {
         if let Some(keepalive) = self.keepalive {
             return keepalive;
         }
-        let retransmits = self.sends.saturating_sub(1);
+        let retransmits = self
+            .sends
+            .saturating_sub(1)
+            .saturating_sub(self.backoff_from);
         let factor = 1u64.checked_shl(retransmits).unwrap_or(u64::MAX);
         let rto = self.base_rto.as_micros().saturating_mul(factor);
         Duration::from_micros(rto).min(self.rto_max)
@@ -583,5 +597,27 @@ mod tests {
         let mut timer = est.timer();
         timer.on_send(at(0));
         assert_eq!(timer.next_retransmit(), at(3_000));
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn moving_to_another_node_restarts_the_backoff() {
+        let base = Duration::from_micros(1_000);
+        let mut timer = RequestTimer::new(base, Duration::from_micros(100_000));
+        let mut now = Instant::from_micros(10);
+        for _ in 0..5 {
+            timer.on_send(now);
+            now = timer.next_retransmit();
+        }
+        assert_eq!(timer.current_rto(), Duration::from_micros(16_000));
+        timer.restart_backoff();
+        timer.on_send(now);
+        assert_eq!(timer.current_rto(), base);
+        timer.on_send(timer.next_retransmit());
+        assert_eq!(timer.current_rto(), Duration::from_micros(2_000));
     }
 }

@@ -1,33 +1,83 @@
-//! A deterministic whole-cluster simulator for the Raft core (issue 3: "the main test").
+//! A deterministic whole-service simulator (issue 3 §5: "the main test"): replicas of one
+//! shard ([`Shard`], the code a node runs: Raft plus the replicated lock table) and lock
+//! clients that follow the spec's client rules, over a simulated network, on simulated
+//! drifting clocks.
 //!
 //! One `u64` seed drives everything: the network (latency, loss, duplication, reordering,
-//! delay spikes), every node's clock rate and rng, the proposals and the faults (partitions of
-//! every shape, an isolated leader, crashes and restarts, pauses). The same [`Raft`] cores the
-//! nodes will run are driven here with simulated time; nothing reads a real clock, so a failing
+//! delay spikes), every node's and every client's clock rate and offset, every node's rng
+//! seed (also after each restart), every client's session id and workload, and the faults
+//! (partitions of every shape, an isolated leader, crashes and restarts, pauses). Nothing
+//! reads a real clock, and no decision depends on a hash map's iteration order, so a failing
 //! seed fails the same way every time.
 //!
-//! A run has two phases (TigerBeetle's VOPR, issue 3 §5): a *safety phase* with faults, then a
-//! *liveness phase* with the network healed, every node running. Checkers outside the nodes
-//! watch every event:
+//! # Data flow
+//!
+//! Events wait in one queue ordered by (true time, sequence number). Delivering one calls
+//! into exactly one core with that core's own clock reading:
+//!
+//! ```text
+//!   peer datagram ──> Shard::handle_message ─┐
+//!   node timer    ──> Shard::handle_timeout ├─> persist hard_state + log ─> poll_message ─> network
+//!   client request──> Shard::handle_request ─┘   (before anything leaves)   poll_reply   ─> network ─> client
+//!                          │ Err(NotLeader) ──> NOT_LEADER reply (with the hint) ─> network ─> client
+//!   client timer  ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
+//! ```
+//!
+//! Persistence ("fsync before send"): after every call into a shard and before delivering
+//! anything it produced, the simulator copies its hard state and log; a crash drops the
+//! shard and a restart rebuilds it with [`Shard::new`] from that copy (a fresh rng seed, its
+//! clock reading). The copy is updated incrementally from the log's tail: an entry whose
+//! (index, term) is already in the copy is the same entry (Raft's log matching property,
+//! which the state-machine-safety checker below would catch breaking).
+//!
+//! # Phases
+//!
+//! A run has a *safety phase* with faults (loss, duplication and reordering are always on),
+//! then a *liveness phase*: the network healed, crashed nodes restarted, paused ones woken.
+//! Named [`Scenario`]s replace the random faults by a script (see `scenarios.rs`).
+//!
+//! # Checkers
+//!
+//! Outside the nodes, after every event:
 //!
 //! - **election safety** (Raft §5.2): at most one leader per term;
-//! - **state machine safety** (Raft §5.4.3): every node applies the same entry at each index,
-//!   in index order, and nothing applied is ever contradicted;
+//! - **state machine safety** (Raft §5.4.3): every replica applies the same entry at each
+//!   index (read through `shard.raft()` as the shard applies them);
 //! - **leader completeness** (Raft §5.4): a new leader's log holds every entry applied so far;
-//! - **lease safety** (issue 3 §1): at no instant of true time do two nodes both hold a valid
-//!   leader lease, each judged by its own drifting clock;
-//! - **liveness**: after healing, an entry proposed a bound after the heal is applied by every
-//!   node before the run ends.
+//! - **lease safety** (issue 3 §1): at no instant of true time do two replicas both hold a
+//!   valid leader lease, each judged on its own drifting clock.
+//!
+//! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
+//! exclusion, fencing order, durability of acknowledged answers against the final committed
+//! log, linearizability with the committed log as the witness order, and liveness (a leader
+//! with a valid lease within [`LEADER_AFTER_HEAL_MAX`] of healing; every client operation
+//! started after the settle time answered within its bound; every replica applies what was
+//! committed a second before the end).
 //!
 //! A failure names the seed and the command that reproduces it.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod check;
+mod clients;
+mod scenarios;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use udplock_protocol::Status;
 
-use crate::core::raft::{Config, Entry, HardState, Message, NodeId, Raft, Role};
+use self::check::{History, Outcome, PROBE};
+use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
+pub use self::scenarios::Scenario;
+use self::scenarios::Script;
+use crate::core::lock_table::{self, Request};
+use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
+use crate::core::shard::{self, Shard};
 use crate::core::time::{Duration, Instant};
 
 /// What one simulation run does.
@@ -43,10 +93,17 @@ pub struct SimConfig {
     /// Whether the safety phase injects partitions, crashes and pauses (loss, duplication and
     /// reordering are always on).
     pub faults: bool,
+    /// Simulated lock clients (at most 8).
+    pub clients: usize,
+    /// Resources they contend for (at most 4): few, so that they contend.
+    pub resources: usize,
+    /// A named scenario instead of random faults.
+    pub scenario: Option<Scenario>,
 }
 
 impl SimConfig {
-    /// A run of `seconds` of faults then 5 s of healed network.
+    /// A run of `seconds` of faults then 5 s of healed network, 6 clients on 3 resources
+    /// (what `udplock sim --seed N --nodes K --seconds S` runs).
     pub fn new(seed: u64, nodes: usize, seconds: u64) -> SimConfig {
         SimConfig {
             seed,
@@ -54,6 +111,9 @@ impl SimConfig {
             safety_phase: Duration::from_millis(seconds * 1_000),
             liveness_phase: Duration::from_millis(5_000),
             faults: true,
+            clients: 6,
+            resources: 3,
+            scenario: None,
         }
     }
 }
@@ -69,6 +129,14 @@ pub struct SimReport {
     pub crashes: u64,
     pub partitions: u64,
     pub pauses: u64,
+    /// Client operations started, answered finally, given up at their deadline.
+    pub ops: u64,
+    pub ops_answered: u64,
+    pub ops_gave_up: u64,
+    /// OK answers to ACQUIRE received.
+    pub grants: u64,
+    /// STATUS answers received.
+    pub reads: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -76,6 +144,9 @@ pub struct SimReport {
 pub struct SimFailure {
     pub seed: u64,
     pub nodes: usize,
+    /// The safety phase, whole seconds (the CLI's `--seconds`).
+    pub seconds: u64,
+    pub scenario: Option<Scenario>,
     pub at: Instant,
     pub what: String,
 }
@@ -84,39 +155,109 @@ impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} ({} nodes) failed at {:?}: {}\n  reproduce: cargo run --release -- sim --seed {} --nodes {}",
-            self.seed, self.nodes, self.at, self.what, self.seed, self.nodes
-        )
+            "seed {} ({} nodes) failed at {:?}: {}\n  reproduce: ",
+            self.seed, self.nodes, self.at, self.what
+        )?;
+        match self.scenario {
+            Some(s) => write!(
+                f,
+                "cargo test --test tests -- --exact it::sim::{} (scenario {s:?}, seed {})",
+                s.test_name(),
+                self.seed
+            ),
+            None => write!(
+                f,
+                "udplock sim --seed {} --nodes {} --seconds {}",
+                self.seed, self.nodes, self.seconds
+            ),
+        }
     }
 }
 
 impl std::error::Error for SimFailure {}
 
-/// Network model: per-message latency, loss, duplication, rare spikes.
+/// Network model: per-message latency, loss, duplication, rare spikes (which also reorder).
 const LATENCY_MIN: Duration = Duration::from_micros(50);
 const LATENCY_MAX: Duration = Duration::from_micros(2_000);
 const SPIKE_PROBABILITY: f64 = 0.01;
 const SPIKE_MAX: Duration = Duration::from_micros(80_000);
 const LOSS: f64 = 0.02;
 const DUPLICATION: f64 = 0.02;
-/// Proposals arrive at the leader every 0..2·this on average.
-const PROPOSAL_INTERVAL: Duration = Duration::from_micros(5_000);
-/// Liveness bound: after healing, an entry proposed this long after the heal must be applied by
-/// every node by the end of the run (two election timeouts plus replication, with slack).
-const LIVENESS_SETTLE: Duration = Duration::from_millis(1_500);
+/// After healing, some replica must hold a valid leader lease within this (PreVote, an
+/// election, the no-op's commit; a node paused until the heal may first have to step down).
+pub const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_millis(1_000);
+/// Every replica must apply, by the end, what was committed this long before it.
+const CATCH_UP: Duration = Duration::from_millis(1_000);
+/// Events at one instant of simulated time beyond which the run has stopped making progress
+/// (a core asking to be woken again and again without time moving): a failure, not a hang.
+const EVENTS_PER_INSTANT_MAX: u64 = 100_000;
+/// Endpoint number of client `i` in the partition table (nodes are 1..=n).
+const CLIENT_ENDPOINT: u64 = 1_000;
+/// The reply address of scenario probes.
+const PROBE_ADDR: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 9, 9)),
+    9_999,
+);
+
+/// A clock that runs at `1 + rate_ppm / 10^6` of true time from `offset_us`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Clock {
+    rate_ppm: i64,
+    offset_us: u64,
+}
+
+impl Clock {
+    fn random(rng: &mut StdRng, drift_bound_ppm: u32) -> Clock {
+        // Within ± half the bound, so any two clocks differ by at most the bound.
+        let half = i64::from(drift_bound_ppm / 2);
+        Clock {
+            rate_ppm: rng.gen_range(-half..=half),
+            offset_us: rng.gen_range(0..1_000_000_000),
+        }
+    }
+
+    /// This clock's reading at true time `t`.
+    pub(crate) fn local(&self, t: Instant) -> Instant {
+        let scaled = (t.as_micros() as i128 * (1_000_000 + self.rate_ppm as i128)) / 1_000_000;
+        Instant::from_micros(self.offset_us + scaled as u64)
+    }
+
+    /// The first true time at which this clock reads at least `local`.
+    pub(crate) fn true_time(&self, local: Instant) -> Instant {
+        if local == Instant::MAX {
+            return Instant::MAX;
+        }
+        let l = local.as_micros().saturating_sub(self.offset_us) as i128;
+        let rate = 1_000_000 + self.rate_ppm as i128;
+        Instant::from_micros(((l * 1_000_000 + rate - 1) / rate) as u64)
+    }
+}
 
 #[derive(Clone, Debug)]
 enum Event {
-    Deliver {
+    Peer {
         to: NodeId,
         from: NodeId,
         msg: Message,
+    },
+    Request {
+        to: NodeId,
+        from: usize,
+        request: Request<'static>,
+    },
+    Reply {
+        to: usize,
+        from: NodeId,
+        msg: ReplyMsg,
     },
     Timer {
         node: NodeId,
         generation: u64,
     },
-    Propose,
+    ClientWake {
+        client: usize,
+        generation: u64,
+    },
     Fault,
     Heal,
     Restart {
@@ -125,124 +266,202 @@ enum Event {
     Resume {
         node: NodeId,
     },
+    /// Note the commit index the replicas must all reach by the end.
+    CatchUpMark,
 }
 
 struct SimNode {
     id: NodeId,
-    raft: Option<Raft>,
-    /// What survives a crash ("fsync before send": saved after every call, before any of the
-    /// call's messages is delivered).
-    persisted: (HardState, Vec<Entry>),
-    /// Clock rate offset in ppm, within ± half the drift bound (so any two nodes differ by at
-    /// most the bound).
-    rate_ppm: i64,
-    /// The node's clock reads `offset + true time × (1 + rate)`.
-    offset_us: u64,
+    shard: Option<Shard>,
+    /// What survives a crash (see the module docs).
+    persisted_state: HardState,
+    persisted_log: Vec<Entry>,
+    clock: Clock,
     paused_until: Option<Instant>,
     timer_generation: u64,
-    /// Entries applied by the current incarnation, index order.
+    /// Entries this incarnation applied (its shard's applied index, as last observed).
     applied: u64,
     was_leader_in: Option<u64>,
 }
 
-impl SimNode {
-    fn local(&self, t: Instant) -> Instant {
-        let scaled = (t.as_micros() as i128 * (1_000_000 + self.rate_ppm as i128)) / 1_000_000;
-        Instant::from_micros(self.offset_us + scaled as u64)
-    }
-
-    /// The first true time at which the local clock reads at least `local`.
-    fn true_time(&self, local: Instant) -> Instant {
-        let l = local.as_micros().saturating_sub(self.offset_us) as i128;
-        let rate = 1_000_000 + self.rate_ppm as i128;
-        Instant::from_micros(((l * 1_000_000 + rate - 1) / rate) as u64)
-    }
+/// An entry some replica applied: the term and data, and when it first was.
+struct Applied {
+    term: u64,
+    data: Vec<u8>,
+    at: Instant,
 }
 
-struct Sim {
+pub(crate) struct Sim {
     config: SimConfig,
-    raft_config: Config,
+    shard_config: shard::Config,
     rng: StdRng,
     now: Instant,
     seq: u64,
     events: BTreeMap<(Instant, u64), Event>,
     nodes: Vec<SimNode>,
-    blocked: BTreeSet<(NodeId, NodeId)>,
+    clients: Vec<Client>,
+    client_by_addr: HashMap<SocketAddr, usize>,
+    /// (from, to) endpoint pairs whose datagrams are dropped (at send and at delivery).
+    blocked: BTreeSet<(u64, u64)>,
+    heal_at: Instant,
+    end: Instant,
     healed: bool,
-    /// index → (term, data) of every applied entry, from whichever node applied it first.
-    applied: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Entry `i` at position `i - 1`, as first applied.
+    applied: Vec<Applied>,
     /// term → the node that led it.
     leaders: BTreeMap<u64, NodeId>,
-    proposals: u64,
-    /// Liveness: the index of the first entry accepted after the settle time.
-    liveness_index: Option<u64>,
+    leader_after_heal: Option<Instant>,
+    catch_up_index: Option<u64>,
+    hist: History,
+    /// Scenario probes awaiting a reply, by request id.
+    probes: HashMap<lock_table::RequestId, usize>,
+    probe_next: u64,
+    script: Option<Script>,
     report: SimReport,
+    outbox: Vec<(NodeId, Request<'static>)>,
 }
 
 /// Runs one simulation.
 pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
     assert!(config.nodes >= 1);
-    let mut sim = Sim::new(config.clone());
-    sim.run()?;
-    Ok(sim.report)
+    assert!(config.clients <= CLIENT_IDS.len() && config.resources <= RESOURCES.len());
+    assert!(config.resources >= 1);
+    // A core that panics (its own assertions are the first line of checking) is a failure
+    // of this seed like any other: report it with the command that reproduces it.
+    let failure = |at: Instant, payload: Box<dyn std::any::Any + Send>| {
+        let what = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        SimFailure {
+            seed: config.seed,
+            nodes: config.nodes,
+            seconds: config.safety_phase.as_millis() / 1_000,
+            scenario: config.scenario,
+            at,
+            what: format!("panicked: {what}"),
+        }
+    };
+    let mut sim = panic::catch_unwind(|| Sim::new(config.clone()))
+        .map_err(|payload| failure(Instant::ZERO, payload))??;
+    let result = panic::catch_unwind(AssertUnwindSafe(|| sim.run()));
+    match result {
+        Ok(result) => result.map(|()| sim.report),
+        Err(payload) => Err(failure(sim.now, payload)),
+    }
+}
+
+/// Runs a named scenario with `seed`.
+pub fn run_scenario(scenario: Scenario, seed: u64) -> Result<SimReport, SimFailure> {
+    run(&scenario.config(seed))
 }
 
 impl Sim {
-    fn new(config: SimConfig) -> Sim {
+    fn new(config: SimConfig) -> Result<Sim, SimFailure> {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
-        let raft_config = Config {
+        let mut raft = raft::Config {
             id: 1,
             voters: voters.clone(),
-            ..Config::default()
+            ..raft::Config::default()
         };
-        let half_drift = i64::from(raft_config.drift_bound_ppm / 2);
+        if let Some(s) = config.scenario {
+            s.adjust(&mut raft);
+        }
+        let drift_ppm = raft.drift_bound_ppm;
+        let shard_config = shard::Config {
+            shard: 0,
+            raft,
+            table: lock_table::Config::default(),
+            token_first: rng.gen_range(1..1_000_000_000),
+        };
         let nodes = voters
             .iter()
             .map(|&id| SimNode {
                 id,
-                raft: None,
-                persisted: (HardState::default(), Vec::new()),
-                rate_ppm: rng.gen_range(-half_drift..=half_drift),
-                offset_us: rng.gen_range(0..1_000_000_000),
+                shard: None,
+                persisted_state: HardState::default(),
+                persisted_log: Vec::new(),
+                clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
                 timer_generation: 0,
                 applied: 0,
                 was_leader_in: None,
             })
             .collect();
+        let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
+        let clients: Vec<Client> = (0..config.clients)
+            .map(|idx| {
+                let clock = Clock::random(&mut rng, drift_ppm);
+                let seed = rng.gen();
+                Client::new(
+                    idx,
+                    config.nodes,
+                    config.resources,
+                    clock,
+                    seed,
+                    drift_ppm,
+                    scripted,
+                    Instant::ZERO,
+                )
+            })
+            .collect();
+        let client_by_addr = clients.iter().map(|c| (c.addr, c.idx)).collect();
+        let heal_at = Instant::ZERO + config.safety_phase;
+        let end = heal_at + config.liveness_phase;
+        let script = config.scenario.map(Script::new);
         let mut sim = Sim {
             config,
-            raft_config,
+            shard_config,
             rng,
             now: Instant::ZERO,
             seq: 0,
             events: BTreeMap::new(),
             nodes,
+            clients,
+            client_by_addr,
             blocked: BTreeSet::new(),
+            heal_at,
+            end,
             healed: false,
-            applied: BTreeMap::new(),
+            applied: Vec::new(),
             leaders: BTreeMap::new(),
-            proposals: 0,
-            liveness_index: None,
+            leader_after_heal: None,
+            catch_up_index: None,
+            hist: History::default(),
+            probes: HashMap::new(),
+            probe_next: 1,
+            script,
             report: SimReport::default(),
+            outbox: Vec::new(),
         };
         for id in voters {
-            sim.start_node(id);
+            sim.start_node(id)?;
         }
-        sim.schedule(Duration::from_millis(1), Event::Propose);
-        if sim.config.faults {
+        for c in 0..sim.clients.len() {
+            sim.arm_client(c);
+        }
+        if sim.config.faults && sim.config.scenario.is_none() {
             let first = Duration::from_millis(sim.rng.gen_range(200..1_500));
             sim.schedule(first, Event::Fault);
         }
-        sim
+        sim.schedule_at(heal_at, Event::Heal);
+        sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
+        Ok(sim)
     }
 
     fn fail(&self, what: String) -> SimFailure {
+        self.fail_at(self.now, what)
+    }
+
+    fn fail_at(&self, at: Instant, what: String) -> SimFailure {
         SimFailure {
             seed: self.config.seed,
             nodes: self.config.nodes,
-            at: self.now,
+            seconds: self.config.safety_phase.as_millis() / 1_000,
+            scenario: self.config.scenario,
+            at,
             what,
         }
     }
@@ -261,127 +480,255 @@ impl Sim {
         &mut self.nodes[(id - 1) as usize]
     }
 
-    fn start_node(&mut self, id: NodeId) {
+    fn start_node(&mut self, id: NodeId) -> Result<(), SimFailure> {
         let seed = self.rng.gen();
-        let config = Config {
-            id,
-            ..self.raft_config.clone()
-        };
+        let mut config = self.shard_config.clone();
+        config.raft.id = id;
         let now = self.now;
         let n = self.node(id);
-        let (state, log) = n.persisted.clone();
-        let local = n.local(now);
-        n.raft = Some(Raft::new(config, seed, state, log, local));
+        let local = n.clock.local(now);
+        let log = n.persisted_log.clone();
+        n.shard = Some(Shard::new(config, seed, n.persisted_state, log, local));
         n.applied = 0;
         n.was_leader_in = None;
-        self.after_call(id);
+        self.after_call(id)
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        let n = self.node(id);
+        n.shard = None;
+        n.timer_generation += 1;
+        self.report.crashes += 1;
     }
 
     fn run(&mut self) -> Result<(), SimFailure> {
-        let heal_at = Instant::ZERO + self.config.safety_phase;
-        let end = heal_at + self.config.liveness_phase;
-        self.schedule_at(heal_at, Event::Heal);
+        let mut same_instant = 0;
         while let Some(((at, _), event)) = self.events.pop_first() {
-            if at > end {
+            if at > self.end {
                 break;
+            }
+            same_instant = if at == self.now { same_instant + 1 } else { 0 };
+            if same_instant > EVENTS_PER_INSTANT_MAX {
+                return Err(self.fail(format!(
+                    "no progress: over {EVENTS_PER_INSTANT_MAX} events at one instant (last: \
+                     {event:?})"
+                )));
             }
             self.now = at;
             self.report.events += 1;
             self.handle(event)?;
+            self.check_leaders()?;
             self.check_leases()?;
+            if let Some(mut script) = self.script.take() {
+                let result = script.step(self);
+                self.script = Some(script);
+                result?;
+            }
         }
-        self.now = end;
-        self.report.simulated = end.saturating_since(Instant::ZERO);
-        self.check_liveness()
+        self.now = self.end;
+        self.report.simulated = self.end.saturating_since(Instant::ZERO);
+        self.finish()
     }
 
     fn handle(&mut self, event: Event) -> Result<(), SimFailure> {
         match event {
-            Event::Deliver { to, from, msg } => {
-                let now = self.now;
-                let n = self.node(to);
-                if let Some(until) = n.paused_until {
-                    // A frozen process: the datagram waits in its socket buffer.
-                    self.schedule_at(until, Event::Deliver { to, from, msg });
+            Event::Peer { to, from, msg } => {
+                if self.blocked.contains(&(from, to)) {
                     return Ok(());
                 }
-                let local = n.local(now);
-                let Some(raft) = n.raft.as_mut() else {
+                if let Some(until) = self.node(to).paused_until {
+                    // A frozen process: the datagram waits in its socket buffer.
+                    self.schedule_at(until, Event::Peer { to, from, msg });
+                    return Ok(());
+                }
+                let now = self.now;
+                let n = self.node(to);
+                let local = n.clock.local(now);
+                let Some(shard) = n.shard.as_mut() else {
                     return Ok(()); // crashed: lost
                 };
-                raft.handle_message(local, from, msg);
+                let ack = match &msg {
+                    Message::AppendReply {
+                        success: true,
+                        match_index,
+                        ..
+                    } => Some(*match_index),
+                    _ => None,
+                };
+                shard.handle_message(local, from, msg);
                 self.report.messages_delivered += 1;
-                self.after_call(to);
+                self.after_call(to)?;
+                if let Some(mut script) = self.script.take() {
+                    let result = script.after_peer(self, to, from, ack);
+                    self.script = Some(script);
+                    result?;
+                }
+            }
+            Event::Request { to, from, request } => {
+                if self.blocked.contains(&(CLIENT_ENDPOINT + from as u64, to)) {
+                    return Ok(());
+                }
+                if let Some(until) = self.node(to).paused_until {
+                    self.schedule_at(until, Event::Request { to, from, request });
+                    return Ok(());
+                }
+                self.deliver_request(to, from, request)?;
+            }
+            Event::Reply { to, from, msg } => {
+                if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {
+                    return Ok(());
+                }
+                let now = self.now;
+                let mut out = std::mem::take(&mut self.outbox);
+                self.clients[to].on_reply(now, from, msg, &mut self.hist, &mut out);
+                self.send_requests(to, &mut out);
+                self.outbox = out;
+                self.arm_client(to);
             }
             Event::Timer { node, generation } => {
                 let now = self.now;
                 let n = self.node(node);
-                if n.timer_generation != generation || n.raft.is_none() {
+                if n.timer_generation != generation || n.shard.is_none() {
                     return Ok(());
                 }
                 if let Some(until) = n.paused_until {
                     self.schedule_at(until, Event::Timer { node, generation });
                     return Ok(());
                 }
-                let local = n.local(now);
-                let raft = n.raft.as_mut().expect("running");
-                if raft.poll_timeout() <= local {
-                    raft.handle_timeout(local);
+                let local = n.clock.local(now);
+                let shard = n.shard.as_mut().expect("running");
+                if shard.poll_timeout() <= local {
+                    shard.handle_timeout(local);
                 }
-                self.after_call(node);
+                self.after_call(node)?;
             }
-            Event::Propose => {
-                self.propose();
-                let next =
-                    Duration::from_micros(self.rng.gen_range(0..2 * PROPOSAL_INTERVAL.as_micros()));
-                self.schedule(next, Event::Propose);
+            Event::ClientWake { client, generation } => {
+                if self.clients[client].generation != generation {
+                    return Ok(());
+                }
+                let now = self.now;
+                let mut out = std::mem::take(&mut self.outbox);
+                self.clients[client].wake(now, &mut self.hist, &mut out);
+                self.send_requests(client, &mut out);
+                self.outbox = out;
+                self.arm_client(client);
             }
             Event::Fault => {
                 if !self.healed {
-                    self.inject_fault();
+                    self.inject_fault()?;
                     let next = Duration::from_millis(self.rng.gen_range(100..1_500));
                     self.schedule(next, Event::Fault);
                 }
             }
-            Event::Heal => self.heal(),
+            Event::Heal => self.heal()?,
             Event::Restart { node } => {
-                if self.node(node).raft.is_none() {
-                    self.start_node(node);
+                if self.node(node).shard.is_none() {
+                    self.start_node(node)?;
                 }
             }
             Event::Resume { node } => {
                 let now = self.now;
-                let n = self.node(node);
-                if n.paused_until.is_some_and(|until| until <= now) {
-                    n.paused_until = None;
-                    self.after_call(node);
+                if self
+                    .node(node)
+                    .paused_until
+                    .is_some_and(|until| until <= now)
+                {
+                    self.resume(node)?;
                 }
             }
+            Event::CatchUpMark => {
+                let commit = self
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.shard.as_ref())
+                    .map(|s| s.raft().commit_index())
+                    .max();
+                self.catch_up_index = commit;
+            }
         }
-        self.check_leaders()?;
-        self.check_applied()
+        Ok(())
     }
 
-    /// After any call into a node's core: persist, send its messages, re-arm its timer.
-    fn after_call(&mut self, id: NodeId) {
+    fn deliver_request(
+        &mut self,
+        to: NodeId,
+        from: usize,
+        request: Request<'static>,
+    ) -> Result<(), SimFailure> {
         let now = self.now;
-        let mut outbox = Vec::new();
+        self.report.messages_delivered += 1;
+        let n = self.node(to);
+        let local = n.clock.local(now);
+        let Some(shard) = n.shard.as_mut() else {
+            return Ok(());
+        };
+        if let Err(not_leader) = shard.handle_request(local, request) {
+            let msg = ReplyMsg::NotLeader {
+                id: request.id,
+                attempt: request.attempt,
+                hint: not_leader.leader_hint,
+            };
+            self.send_reply(to, from, msg);
+        }
+        self.after_call(to)
+    }
+
+    fn resume(&mut self, node: NodeId) -> Result<(), SimFailure> {
+        self.node(node).paused_until = None;
+        if let Some(mut script) = self.script.take() {
+            let result = script.on_resume(self, node);
+            self.script = Some(script);
+            result?;
+        }
+        if self.node(node).shard.is_some() {
+            self.after_call(node)?;
+        }
+        Ok(())
+    }
+
+    /// After any call into a node's shard: persist, send its messages and replies, re-arm
+    /// its timer, observe what it applied.
+    fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        let mut messages = Vec::new();
+        let mut replies = Vec::new();
         let timer_local;
         {
-            let n = self.node(id);
-            let Some(raft) = n.raft.as_mut() else { return };
-            n.persisted = (raft.hard_state(), raft.log().to_vec());
-            while let Some(m) = raft.poll_message() {
-                outbox.push(m);
+            let n = &mut self.nodes[(id - 1) as usize];
+            let Some(shard) = n.shard.as_mut() else {
+                return Ok(());
+            };
+            n.persisted_state = shard.hard_state();
+            persist_log(&mut n.persisted_log, shard.raft().log());
+            while let Some(m) = shard.poll_message() {
+                messages.push(m);
             }
-            timer_local = raft.poll_timeout();
+            while let Some(r) = shard.poll_reply() {
+                replies.push(r);
+            }
+            timer_local = shard.poll_timeout();
             n.timer_generation += 1;
         }
-        for (to, msg) in outbox {
-            self.send(id, to, msg);
+        for (to, msg) in messages {
+            self.send_peer(id, to, msg);
+        }
+        for reply in replies {
+            if reply.to == PROBE_ADDR {
+                if let Some(&op) = self.probes.get(&reply.id) {
+                    self.hist.answered(op, now, reply);
+                    self.report.reads += 1;
+                }
+                continue;
+            }
+            let Some(&client) = self.client_by_addr.get(&reply.to) else {
+                return Err(self.fail(format!(
+                    "node {id} answered an address no client has: {reply:?}"
+                )));
+            };
+            self.send_reply(id, client, ReplyMsg::Answer(Box::new(reply)));
         }
         let n = self.node(id);
-        let at = n.true_time(timer_local).max(now);
+        let at = n.clock.true_time(timer_local).max(now);
         let generation = n.timer_generation;
         self.schedule_at(
             at,
@@ -390,68 +737,102 @@ impl Sim {
                 generation,
             },
         );
+        self.observe_applied(id)
     }
 
-    fn send(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        if from == to || self.blocked.contains(&(from, to)) {
-            return;
-        }
-        if self.rng.gen_bool(LOSS) {
-            return;
+    /// Latency, loss, duplication for one datagram; `None` if it is lost.
+    fn copies(&mut self, from: u64, to: u64) -> Vec<Duration> {
+        if from == to || self.blocked.contains(&(from, to)) || self.rng.gen_bool(LOSS) {
+            return Vec::new();
         }
         let copies = if self.rng.gen_bool(DUPLICATION) { 2 } else { 1 };
-        for _ in 0..copies {
-            let mut latency = self
-                .rng
-                .gen_range(LATENCY_MIN.as_micros()..=LATENCY_MAX.as_micros());
-            if self.rng.gen_bool(SPIKE_PROBABILITY) {
-                latency += self.rng.gen_range(0..=SPIKE_MAX.as_micros());
-            }
+        (0..copies)
+            .map(|_| {
+                let mut latency = self
+                    .rng
+                    .gen_range(LATENCY_MIN.as_micros()..=LATENCY_MAX.as_micros());
+                if self.rng.gen_bool(SPIKE_PROBABILITY) {
+                    latency += self.rng.gen_range(0..=SPIKE_MAX.as_micros());
+                }
+                Duration::from_micros(latency)
+            })
+            .collect()
+    }
+
+    fn send_peer(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        for latency in self.copies(from, to) {
             let msg = msg.clone();
-            self.schedule(
-                Duration::from_micros(latency),
-                Event::Deliver { to, from, msg },
-            );
+            self.schedule(latency, Event::Peer { to, from, msg });
         }
     }
 
-    fn propose(&mut self) {
-        let now = self.now;
-        let settle = Instant::ZERO + self.config.safety_phase + LIVENESS_SETTLE;
-        // Whichever running node believes it leads (a paused one cannot take requests).
-        let leaders: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| n.paused_until.is_none())
-            .filter(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
-            .map(|n| n.id)
-            .collect();
-        for id in leaders {
-            self.proposals += 1;
-            let data = self.proposals.to_be_bytes().to_vec();
-            let n = self.node(id);
-            let local = n.local(now);
-            let raft = n.raft.as_mut().expect("running");
-            if let Ok(index) = raft.propose(local, data) {
-                if now >= settle && self.liveness_index.is_none() {
-                    self.liveness_index = Some(index);
-                }
+    fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg) {
+        for latency in self.copies(from, CLIENT_ENDPOINT + to as u64) {
+            let msg = msg.clone();
+            self.schedule(latency, Event::Reply { to, from, msg });
+        }
+    }
+
+    fn send_requests(&mut self, from: usize, out: &mut Vec<(NodeId, Request<'static>)>) {
+        for (to, request) in out.drain(..) {
+            for latency in self.copies(CLIENT_ENDPOINT + from as u64, to) {
+                self.schedule(latency, Event::Request { to, from, request });
             }
-            self.after_call(id);
+        }
+    }
+
+    fn arm_client(&mut self, client: usize) {
+        let c = &mut self.clients[client];
+        c.generation += 1;
+        let generation = c.generation;
+        if let Some(local) = c.next_wake() {
+            let at = c.clock.true_time(local);
+            if at <= self.end {
+                self.schedule_at(at, Event::ClientWake { client, generation });
+            }
         }
     }
 
     fn running(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|n| n.raft.is_some())
+            .filter(|n| n.shard.is_some())
             .map(|n| n.id)
             .collect()
     }
 
-    fn inject_fault(&mut self) {
+    fn leaders_now(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.shard
+                    .as_ref()
+                    .is_some_and(|s| s.raft().role() == Role::Leader)
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn block_both(&mut self, a: u64, b: u64) {
+        self.blocked.insert((a, b));
+        self.blocked.insert((b, a));
+    }
+
+    fn pause(&mut self, node: NodeId, for_: Duration) -> bool {
+        let until = self.now + for_;
+        let n = self.node(node);
+        if n.paused_until.is_some() || n.shard.is_none() {
+            return false;
+        }
+        n.paused_until = Some(until);
+        self.report.pauses += 1;
+        self.schedule_at(until, Event::Resume { node });
+        true
+    }
+
+    fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        match self.rng.gen_range(0..7) {
+        match self.rng.gen_range(0..9) {
             // Symmetric partition into two groups.
             0 => {
                 self.blocked.clear();
@@ -486,24 +867,23 @@ impl Sim {
                 let a = ids[self.rng.gen_range(0..ids.len())];
                 let b = ids[self.rng.gen_range(0..ids.len())];
                 if a != b {
-                    self.blocked.insert((a, b));
-                    self.blocked.insert((b, a));
+                    self.block_both(a, b);
                 }
                 self.report.partitions += 1;
             }
-            // Isolate whoever leads.
+            // Isolate whoever leads from the other replicas, and sometimes from clients too
+            // (else clients keep reaching a leader that cannot commit).
             3 => {
-                let leaders: Vec<NodeId> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| n.raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
-                    .map(|n| n.id)
-                    .collect();
-                for l in leaders {
+                let with_clients = self.rng.gen_bool(0.5);
+                for l in self.leaders_now() {
                     for &other in &ids {
                         if other != l {
-                            self.blocked.insert((l, other));
-                            self.blocked.insert((other, l));
+                            self.block_both(l, other);
+                        }
+                    }
+                    if with_clients {
+                        for c in 0..self.clients.len() {
+                            self.block_both(l, CLIENT_ENDPOINT + c as u64);
                         }
                     }
                 }
@@ -514,41 +894,131 @@ impl Sim {
                 let running = self.running();
                 if running.len() * 2 > ids.len() + 1 || self.rng.gen_bool(0.2) {
                     let victim = running[self.rng.gen_range(0..running.len())];
-                    self.node(victim).raft = None;
-                    self.report.crashes += 1;
+                    self.crash(victim);
                     let down = Duration::from_millis(self.rng.gen_range(50..2_000));
                     self.schedule(down, Event::Restart { node: victim });
                 }
             }
             // Pause a node (a GC pause, a stopped VM): it wakes believing what it believed.
+            // Pausing the leader is the interesting case, so it is chosen half the time.
             5 => {
-                let victim = ids[self.rng.gen_range(0..ids.len())];
-                let until = self.now + Duration::from_millis(self.rng.gen_range(50..1_500));
-                let n = self.node(victim);
-                if n.paused_until.is_none() {
-                    n.paused_until = Some(until);
-                    self.report.pauses += 1;
-                    self.schedule_at(until, Event::Resume { node: victim });
+                let leaders = self.leaders_now();
+                let victim = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
+                    leaders[0]
+                } else {
+                    ids[self.rng.gen_range(0..ids.len())]
+                };
+                let for_ = Duration::from_millis(self.rng.gen_range(50..1_500));
+                self.pause(victim, for_);
+            }
+            // Cut one client off from one node (a partial partition between client and
+            // cluster: it must find another way in).
+            6 => {
+                if !self.clients.is_empty() {
+                    let c = self.rng.gen_range(0..self.clients.len()) as u64;
+                    let node = ids[self.rng.gen_range(0..ids.len())];
+                    self.block_both(CLIENT_ENDPOINT + c, node);
+                    self.report.partitions += 1;
                 }
             }
             // Heal the network for a while.
             _ => self.blocked.clear(),
         }
+        Ok(())
     }
 
-    fn heal(&mut self) {
+    fn heal(&mut self) -> Result<(), SimFailure> {
         self.healed = true;
         self.blocked.clear();
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {
-            if self.node(id).raft.is_none() {
-                self.start_node(id);
+            if self.node(id).shard.is_none() {
+                self.start_node(id)?;
             }
             if self.node(id).paused_until.is_some() {
-                self.node(id).paused_until = None;
-                self.after_call(id);
+                self.resume(id)?;
             }
         }
+        Ok(())
+    }
+
+    /// A STATUS handed straight to `node` (scenarios), recorded in the history as an
+    /// operation sent and answered at this instant. `Ok(true)` if the node answered it.
+    fn probe_status(&mut self, node: NodeId, resource: usize) -> Result<bool, SimFailure> {
+        let request = Request {
+            id: lock_table::RequestId {
+                session: u64::MAX,
+                request: self.probe_next,
+            },
+            attempt: 0,
+            reply_to: PROBE_ADDR,
+            command: lock_table::Command::Status {
+                resource: RESOURCES[resource],
+            },
+            room_for_waiting: true,
+        };
+        self.probe_next += 1;
+        let now = self.now;
+        let action = clients::Action::Status { resource };
+        let op = self.hist.begin(PROBE, request, action, now);
+        self.probes.insert(request.id, op);
+        let n = self.node(node);
+        let local = n.clock.local(now);
+        let Some(shard) = n.shard.as_mut() else {
+            return Ok(false);
+        };
+        let answered = shard.handle_request(local, request).is_ok();
+        self.after_call(node)?;
+        // OVERLOADED ("come back shortly") serves nothing.
+        let served = matches!(
+            self.hist.ops[op].outcome,
+            Outcome::Answered { reply, .. } if reply.answer.status != Status::Overloaded
+        );
+        Ok(answered && served)
+    }
+
+    /// State machine safety: every replica applies the same entries, in order.
+    fn observe_applied(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        let i = (id - 1) as usize;
+        let Some(shard) = self.nodes[i].shard.as_ref() else {
+            return Ok(());
+        };
+        let applied_index = shard.applied_index();
+        let from = self.nodes[i].applied + 1;
+        if applied_index + 1 < from {
+            return Err(self.fail(format!(
+                "node {id} applied index went back from {} to {applied_index}",
+                from - 1
+            )));
+        }
+        for index in from..=applied_index {
+            let entry = shard
+                .raft()
+                .entry(index)
+                .expect("an applied entry is in the log");
+            match self.applied.get((index - 1) as usize) {
+                Some(a) if (a.term, &a.data) != (entry.term, &entry.data) => {
+                    return Err(self.fail(format!(
+                        "state machine safety: node {id} applied (term {}) at index {index} \
+                         where another applied (term {})",
+                        entry.term, a.term
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    assert_eq!(self.applied.len() as u64, index - 1);
+                    self.applied.push(Applied {
+                        term: entry.term,
+                        data: entry.data.clone(),
+                        at: now,
+                    });
+                    self.report.entries_applied += 1;
+                }
+            }
+        }
+        self.nodes[i].applied = applied_index;
+        Ok(())
     }
 
     /// Election safety, and leader completeness at the moment a node becomes leader.
@@ -556,13 +1026,14 @@ impl Sim {
         for i in 0..self.nodes.len() {
             let (id, term, newly) = {
                 let n = &self.nodes[i];
-                let Some(raft) = n.raft.as_ref() else {
+                let Some(shard) = n.shard.as_ref() else {
                     continue;
                 };
-                if raft.role() != Role::Leader {
+                if shard.raft().role() != Role::Leader {
                     continue;
                 }
-                (n.id, raft.term(), n.was_leader_in != Some(raft.term()))
+                let term = shard.raft().term();
+                (n.id, term, n.was_leader_in != Some(term))
             };
             match self.leaders.get(&term) {
                 Some(&other) if other != id => {
@@ -578,54 +1049,16 @@ impl Sim {
             }
             if newly {
                 self.nodes[i].was_leader_in = Some(term);
-                let log = self.nodes[i].raft.as_ref().expect("running").log();
-                for (&index, (t, data)) in &self.applied {
-                    let held = log.get(index as usize - 1);
-                    if held.is_none_or(|e| e.term != *t || &e.data != data) {
+                let raft = self.nodes[i].shard.as_ref().expect("running").raft();
+                for (position, a) in self.applied.iter().enumerate() {
+                    let index = position as u64 + 1;
+                    let held = raft.entry(index);
+                    if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
                         return Err(self.fail(format!(
                             "leader completeness: node {id}, leader of term {term}, lacks \
-                             applied entry {index} (term {t})"
+                             applied entry {index} (term {})",
+                            a.term
                         )));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// State machine safety: every node applies the same entries, in order.
-    fn check_applied(&mut self) -> Result<(), SimFailure> {
-        for i in 0..self.nodes.len() {
-            loop {
-                let id = self.nodes[i].id;
-                let Some(raft) = self.nodes[i].raft.as_mut() else {
-                    break;
-                };
-                let Some(entry) = raft.poll_committed() else {
-                    break;
-                };
-                let expected = self.nodes[i].applied + 1;
-                if entry.index != expected {
-                    return Err(self.fail(format!(
-                        "node {id} applied index {} after {}",
-                        entry.index,
-                        expected - 1
-                    )));
-                }
-                self.nodes[i].applied = entry.index;
-                match self.applied.get(&entry.index) {
-                    Some((t, d)) if (*t, d) != (entry.term, &entry.data) => {
-                        return Err(self.fail(format!(
-                            "state machine safety: node {id} applied (term {}) at index {} where \
-                             another applied (term {t})",
-                            entry.term, entry.index
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.applied
-                            .insert(entry.index, (entry.term, entry.data.clone()));
-                        self.report.entries_applied += 1;
                     }
                 }
             }
@@ -634,40 +1067,110 @@ impl Sim {
     }
 
     /// Lease safety: two nodes never both hold a valid lease at one instant of true time.
-    fn check_leases(&self) -> Result<(), SimFailure> {
-        let holders: Vec<(NodeId, u64)> = self
-            .nodes
-            .iter()
-            .filter_map(|n| {
-                let raft = n.raft.as_ref()?;
-                raft.lease_valid(n.local(self.now))
-                    .then(|| (n.id, raft.term()))
-            })
-            .collect();
+    fn check_leases(&mut self) -> Result<(), SimFailure> {
+        let mut holders = Vec::new();
+        for n in &self.nodes {
+            let Some(shard) = n.shard.as_ref() else {
+                continue;
+            };
+            if n.paused_until.is_none() && shard.raft().lease_valid(n.clock.local(self.now)) {
+                holders.push((n.id, shard.raft().term()));
+            }
+        }
         if holders.len() > 1 {
             return Err(self.fail(format!(
                 "lease safety: nodes {holders:?} (id, term) all hold a valid leader lease"
             )));
         }
+        if self.healed && self.leader_after_heal.is_none() && !holders.is_empty() {
+            self.leader_after_heal = Some(self.now);
+        }
         Ok(())
     }
 
-    fn check_liveness(&self) -> Result<(), SimFailure> {
-        let Some(index) = self.liveness_index else {
+    /// The checkers that judge the whole run.
+    fn finish(&mut self) -> Result<(), SimFailure> {
+        for op in &self.hist.ops {
+            if op.client != PROBE && matches!(op.outcome, Outcome::Answered { .. }) {
+                let read = matches!(op.request.command, lock_table::Command::Status { .. });
+                self.report.reads += u64::from(read);
+            }
+            match op.outcome {
+                Outcome::Answered { .. } if op.client != PROBE => self.report.ops_answered += 1,
+                Outcome::GaveUp { .. } => self.report.ops_gave_up += 1,
+                _ => {}
+            }
+        }
+        self.report.ops = self.hist.ops.iter().filter(|o| o.client != PROBE).count() as u64;
+        self.report.grants = self.hist.grants.len() as u64;
+        let fail = |sim: &Sim, (at, what): (Instant, String)| sim.fail_at(at, what);
+        check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
+        check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;
+        // The final committed log: the longest committed prefix (all agree, see above).
+        let best = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.shard.as_ref())
+            .max_by_key(|s| s.raft().commit_index())
+            .expect("every node runs after healing");
+        let commit = best.raft().commit_index() as usize;
+        let log = &best.raft().log()[..commit];
+        let effect: Vec<Instant> = self.applied.iter().map(|a| a.at).collect();
+        if effect.len() < log.len() {
             return Err(self.fail(format!(
-                "liveness: no entry was accepted by a leader within {:?} after healing",
-                LIVENESS_SETTLE
+                "committed index {commit} was never applied by any replica (applied {})",
+                effect.len()
             )));
-        };
-        for n in &self.nodes {
-            if n.applied < index {
+        }
+        for (e, a) in log.iter().zip(&self.applied) {
+            if e.term != a.term || e.data != a.data {
                 return Err(self.fail(format!(
-                    "liveness: node {} applied only up to {} of entry {index}, proposed {:?} \
-                     after healing",
-                    n.id, n.applied, LIVENESS_SETTLE
+                    "state machine safety: the final log holds term {} at index {}, where term \
+                     {} was applied",
+                    e.term, e.index, a.term
                 )));
+            }
+        }
+        check::check_log(&self.hist, log, &effect, &self.shard_config.table)
+            .map_err(|e| fail(self, e))?;
+        if let Some(mut script) = self.script.take() {
+            let result = script.finish(self);
+            self.script = Some(script);
+            result?;
+        }
+        // Liveness.
+        match self.leader_after_heal {
+            Some(at) if at <= self.heal_at + LEADER_AFTER_HEAL_MAX => {}
+            at => {
+                return Err(self.fail(format!(
+                    "liveness: no replica held a valid leader lease within \
+                     {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
+                )));
+            }
+        }
+        check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
+        if let Some(mark) = self.catch_up_index {
+            for n in &self.nodes {
+                if n.applied < mark {
+                    return Err(self.fail(format!(
+                        "liveness: node {} applied only up to {} of the {mark} entries committed \
+                         {CATCH_UP:?} before the end",
+                        n.id, n.applied
+                    )));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Brings the persisted copy of a log up to date with the log, copying only the changed
+/// tail: entries with the same index and term are the same (Raft's log matching property).
+fn persist_log(persisted: &mut Vec<Entry>, log: &[Entry]) {
+    let mut keep = persisted.len().min(log.len());
+    while keep > 0 && persisted[keep - 1].term != log[keep - 1].term {
+        keep -= 1;
+    }
+    persisted.truncate(keep);
+    persisted.extend_from_slice(&log[keep..]);
 }

@@ -1,7 +1,10 @@
 mod cli;
+mod cluster;
 mod garbage;
 mod lossy;
+mod processes;
 mod service;
+mod shard_status;
 mod sim;
 
 use std::net::SocketAddr;

@@ -1,14 +1,20 @@
-//! The deterministic cluster simulator (issue 3 §5): a fixed sweep of seeds in CI, each a
-//! safety phase with faults and a liveness phase after healing; checkers in `udplock::sim`.
-//! A failure prints the seed and the command that reproduces it; `udplock sim --seeds N` soaks.
+//! The deterministic whole-service simulator (issue 3 §5): a fixed sweep of seeds in CI, each
+//! a safety phase with faults and a liveness phase after healing, with lock clients and the
+//! checkers of `udplock::sim`; and the named scenarios, one test each. A failure prints the
+//! seed and the command that reproduces it; `udplock sim --seeds N` soaks.
 
-use udplock::sim::{self, SimConfig};
+use udplock::sim::{self, Scenario, SimConfig};
 
-fn sweep(nodes: usize, seeds: std::ops::Range<u64>, seconds: u64) {
+/// Seconds of faults per seed in the sweep (then 5 s healed), as `udplock sim --seconds`.
+const SWEEP_SECONDS: u64 = 10;
+
+fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut failures = Vec::new();
+    let mut grants = 0;
     for seed in seeds {
-        if let Err(f) = sim::run(&SimConfig::new(seed, nodes, seconds)) {
-            failures.push(f.to_string());
+        match sim::run(&SimConfig::new(seed, nodes, SWEEP_SECONDS)) {
+            Ok(report) => grants += report.grants,
+            Err(f) => failures.push(f.to_string()),
         }
     }
     assert!(
@@ -17,35 +23,72 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>, seconds: u64) {
         failures.len(),
         failures.join("\n")
     );
+    assert!(grants > 0, "the clients never got a lock");
 }
 
 #[test]
 fn three_node_clusters_survive_faults() {
-    sweep(3, 0..40, 10);
+    sweep(3, 0..400);
 }
 
 #[test]
 fn five_node_clusters_survive_faults() {
-    sweep(5, 1_000..1_020, 10);
+    sweep(5, 1_000..1_150);
 }
 
 #[test]
 fn a_run_is_a_function_of_its_seed() {
     let a = sim::run(&SimConfig::new(7, 3, 3)).unwrap();
     let b = sim::run(&SimConfig::new(7, 3, 3)).unwrap();
-    assert_eq!(
+    let key = |r: &sim::SimReport| {
         (
-            a.events,
-            a.messages_delivered,
-            a.entries_applied,
-            a.leaders_elected
-        ),
-        (
-            b.events,
-            b.messages_delivered,
-            b.entries_applied,
-            b.leaders_elected
+            r.events,
+            r.messages_delivered,
+            r.entries_applied,
+            r.leaders_elected,
+            r.ops,
+            r.grants,
         )
-    );
+    };
+    assert_eq!(key(&a), key(&b));
     assert!(a.entries_applied > 100, "{a:?}");
+    assert!(a.grants > 10, "{a:?}");
+}
+
+fn scenario(scenario: Scenario) {
+    for seed in 0..8 {
+        if let Err(f) = sim::run_scenario(scenario, seed) {
+            panic!("{f}");
+        }
+    }
+}
+
+#[test]
+fn scenario_stale_leader_read() {
+    scenario(Scenario::StaleLeaderRead);
+}
+
+#[test]
+fn scenario_figure_8() {
+    scenario(Scenario::Figure8);
+}
+
+#[test]
+fn scenario_partial_partition() {
+    scenario(Scenario::PartialPartition);
+}
+
+#[test]
+fn scenario_late_hand_off() {
+    scenario(Scenario::LateHandOff);
+}
+
+#[test]
+fn scenario_new_leader_unapplied() {
+    scenario(Scenario::NewLeaderUnapplied);
+}
+
+#[test]
+fn scenario_duplicate_after_failover() {
+    scenario(Scenario::DuplicateAfterFailover);
 }

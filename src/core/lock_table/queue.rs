@@ -59,6 +59,11 @@ impl WaitQueue {
         self.live
     }
 
+    /// The live waiters, head first: what a snapshot records (tombstones are no state).
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Waiter> + '_ {
+        self.entries.iter().filter(|waiter| waiter.live)
+    }
+
     /// Entries including tombstones (memory held).
     #[cfg(test)]
     pub(super) fn entries(&self) -> usize {

@@ -73,10 +73,20 @@ impl RaftLog {
     }
 
     /// Up to `count_max` entries starting at `first` (which may be `last_index + 1`: none).
-    pub(super) fn slice(&self, first: u64, count_max: usize) -> &[Entry] {
+    /// Up to `count_max` entries from `first` whose data plus `ENTRY_OVERHEAD` each add up
+    /// to at most `bytes_max`, but at least one entry if any exists and `count_max > 0`.
+    pub(super) fn slice(&self, first: u64, count_max: usize, bytes_max: usize) -> &[Entry] {
         assert!(first >= 1 && first <= self.last_index() + 1);
         let start = (first - 1) as usize;
-        let end = self.entries.len().min(start.saturating_add(count_max));
+        let mut end = self.entries.len().min(start.saturating_add(count_max));
+        let mut bytes = 0usize;
+        for (offset, entry) in self.entries[start..end].iter().enumerate() {
+            bytes = bytes.saturating_add(entry.data.len() + super::ENTRY_OVERHEAD);
+            if bytes > bytes_max && offset > 0 {
+                end = start + offset;
+                break;
+            }
+        }
         &self.entries[start..end]
     }
 

@@ -117,6 +117,23 @@ pub const APPENDS_IN_FLIGHT_MAX: u64 = 4;
 /// Forgetting the oldest only means the lease is not extended by it, which is safe.
 pub const ROUNDS_TRACKED_MAX: usize = 64;
 
+/// The next heartbeat after `now`: the next multiple of `interval` on this node's clock, so
+/// the heartbeats of every shard a node leads fall on the same instants and travel together
+/// (one datagram per peer per interval, however many shards). At most `interval` away.
+fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
+    let step = interval.as_micros().max(1);
+    Instant::from_micros(
+        (now.as_micros() / step)
+            .saturating_add(1)
+            .saturating_mul(step),
+    )
+}
+
+/// The largest term a node accepts in a message. Terms grow by one per election, so a real
+/// cluster never comes near it; a message beyond it comes from a faulty or forged peer, and
+/// adopting it would leave no room for `term + 1`.
+pub const TERM_MAX: u64 = u64::MAX / 2;
+
 /// Parts per million in one: the unit of `drift_bound_ppm`.
 const PPM: u64 = 1_000_000;
 
@@ -141,9 +158,17 @@ pub struct Config {
     /// Clock rate difference allowed between any two nodes, parts per million (default
     /// 10_000 = 1 %). The lease is shortened by it.
     pub drift_bound_ppm: u32,
-    /// Batching: most entries in one Append (default 256). Bounds a datagram's size.
+    /// Batching: most entries in one Append (default 256).
     pub entries_per_append_max: usize,
+    /// Most bytes of entries in one Append, each entry counted as its data plus
+    /// [`ENTRY_OVERHEAD`] (default `usize::MAX`). The node sets it so one Append fits one
+    /// datagram; an entry larger than this still travels, alone.
+    pub append_bytes_max: usize,
 }
+
+/// What one entry costs in an Append beyond its data, for `append_bytes_max`: its term (8
+/// bytes) and data length (2) on the wire (spec: APPEND record).
+pub const ENTRY_OVERHEAD: usize = 10;
 
 impl Default for Config {
     fn default() -> Config {
@@ -155,6 +180,7 @@ impl Default for Config {
             heartbeat_interval: Duration::from_millis(30),
             drift_bound_ppm: 10_000,
             entries_per_append_max: 256,
+            append_bytes_max: usize::MAX,
         }
     }
 }
@@ -271,11 +297,13 @@ pub enum Message {
         term: u64,
         granted: bool,
     },
-    /// RequestVote (Raft §5.2).
+    /// RequestVote (Raft §5.2). `transfer`: sent after a TimeoutNow from the leader of the
+    /// previous term, so voters grant it despite leader stickiness (thesis §3.10).
     Vote {
         term: u64,
         last_log_index: u64,
         last_log_term: u64,
+        transfer: bool,
     },
     VoteReply {
         term: u64,
@@ -299,6 +327,36 @@ pub enum Message {
         match_index: u64,
         round: u64,
     },
+    /// Leadership transfer (thesis §3.10): the leader of `term` tells a caught-up follower
+    /// to start an election at once.
+    TimeoutNow {
+        term: u64,
+    },
+}
+
+impl Message {
+    /// The term every message carries.
+    pub fn term(&self) -> u64 {
+        match *self {
+            Message::PreVote { term, .. }
+            | Message::PreVoteReply { term, .. }
+            | Message::Vote { term, .. }
+            | Message::VoteReply { term, .. }
+            | Message::Append { term, .. }
+            | Message::AppendReply { term, .. }
+            | Message::TimeoutNow { term } => term,
+        }
+    }
+}
+
+/// A leadership transfer in progress (thesis §3.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Transfer {
+    to: NodeId,
+    /// Abandoned if the leader still leads then.
+    deadline: Instant,
+    /// TimeoutNow has been sent (once `to` matched the whole log).
+    sent: bool,
 }
 
 /// A node's role in its current term.
@@ -390,6 +448,14 @@ pub struct Raft {
     noop_index: u64,
     /// Proposals were appended since the last drain: build their Appends in `poll_message`.
     flush_pending: bool,
+    /// A leadership transfer in progress: to whom, until when, and whether TimeoutNow left.
+    transfer: Option<Transfer>,
+    /// This leader started a transfer in its term: the voters it told to elect someone else
+    /// no longer promise anything by acknowledging its heartbeats, so it holds no lease for
+    /// the rest of the term.
+    lease_forfeited: bool,
+    /// Set by `decline_transfers`.
+    declines_transfers: bool,
 
     outbox: VecDeque<(NodeId, Message)>,
     /// Reused for majority computations, so they do not allocate.
@@ -440,6 +506,9 @@ impl Raft {
             quorum_deadline: Instant::MAX,
             noop_index: 0,
             flush_pending: false,
+            transfer: None,
+            lease_forfeited: false,
+            declines_transfers: false,
             outbox: VecDeque::new(),
             scratch: Vec::with_capacity(config.voters.len()),
             config,
@@ -458,6 +527,14 @@ impl Raft {
             );
             return;
         }
+        if msg.term() > TERM_MAX {
+            log::error!(
+                "raft {}: dropping a message of term {} from {from} (faulty peer?)",
+                self.config.id,
+                msg.term()
+            );
+            return;
+        }
         match msg {
             Message::PreVote {
                 term,
@@ -471,7 +548,8 @@ impl Raft {
                 term,
                 last_log_index,
                 last_log_term,
-            } => self.handle_vote(now, from, term, last_log_index, last_log_term),
+                transfer,
+            } => self.handle_vote(now, from, term, last_log_index, last_log_term, transfer),
             Message::VoteReply { term, granted } => {
                 self.handle_vote_reply(now, from, term, granted)
             }
@@ -498,6 +576,7 @@ impl Raft {
                 match_index,
                 round,
             } => self.handle_append_reply(now, from, term, success, match_index, round),
+            Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
         }
         self.check_invariants();
     }
@@ -515,7 +594,20 @@ impl Raft {
                     self.hard.term
                 );
                 self.become_follower(now, self.hard.term, None);
-            } else if now >= self.heartbeat_deadline {
+                self.check_invariants();
+                return;
+            }
+            if self.transfer.is_some_and(|t| now >= t.deadline) {
+                // Thesis §3.10: the target did not take over within an election timeout;
+                // lead on (without a lease for the rest of this term).
+                log::info!(
+                    "raft {}: leadership transfer abandoned in term {}",
+                    self.config.id,
+                    self.hard.term
+                );
+                self.transfer = None;
+            }
+            if now >= self.heartbeat_deadline {
                 self.start_round(now);
             }
         } else if now >= self.election_deadline {
@@ -535,6 +627,12 @@ impl Raft {
         if self.role != Role::Leader {
             return Err(NotLeader {
                 leader_hint: self.leader,
+            });
+        }
+        if let Some(transfer) = self.transfer {
+            // Thesis §3.10: no new entries while handing over; the target leads next.
+            return Err(NotLeader {
+                leader_hint: Some(transfer.to),
             });
         }
         let index = self.append_own(data);
@@ -578,7 +676,12 @@ impl Raft {
     /// When `handle_timeout` must be called next.
     pub fn poll_timeout(&self) -> Instant {
         match self.role {
-            Role::Leader => self.heartbeat_deadline.min(self.quorum_deadline),
+            Role::Leader => {
+                let transfer = self.transfer.map_or(Instant::MAX, |t| t.deadline);
+                self.heartbeat_deadline
+                    .min(self.quorum_deadline)
+                    .min(transfer)
+            }
             _ => self.election_deadline,
         }
     }
@@ -590,6 +693,19 @@ impl Raft {
     /// The whole log, index 1 first (no compaction in this step).
     pub fn log(&self) -> &[Entry] {
         self.log.entries()
+    }
+
+    /// Index of the last entry in the log (0 if empty).
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
+    }
+
+    /// The entry at `index`, if the log holds it.
+    pub fn entry(&self, index: u64) -> Option<&Entry> {
+        if index == 0 || index > self.log.last_index() {
+            return None;
+        }
+        Some(self.log.entry(index))
     }
 
     pub fn role(&self) -> Role {
@@ -614,13 +730,132 @@ impl Raft {
     /// a majority acknowledged plus `election_timeout_min / (1 + drift_bound)`. While true,
     /// no other node can have been elected leader (module docs, "Lease").
     pub fn lease_valid(&self, now: Instant) -> bool {
-        if self.role != Role::Leader || self.commit_index < self.noop_index {
+        if self.role != Role::Leader || self.commit_index < self.noop_index || self.lease_forfeited
+        {
             return false;
         }
         match self.lease_start {
             Some(start) => now < start + self.lease_duration,
             None => false,
         }
+    }
+
+    /// Leader only: hands leadership to voter `to` (thesis §3.10), for a graceful shutdown or
+    /// to spread leaders. The leader stops taking proposals (they get `NotLeader` naming
+    /// `to`), brings `to` up to date, then sends it TimeoutNow; `to` starts an election at
+    /// once, which voters grant despite stickiness. The leader gives up its lease for the rest
+    /// of its term at once, because those voters no longer keep the promise the lease rests
+    /// on. If `to` has not taken over within `election_timeout_min`, the leader leads on.
+    /// Ignored if `to` is this node or not a voter, or a transfer is already running.
+    pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), NotLeader> {
+        if self.role != Role::Leader {
+            return Err(NotLeader {
+                leader_hint: self.leader,
+            });
+        }
+        if to == self.config.id || !self.config.voters.contains(&to) || self.transfer.is_some() {
+            return Ok(());
+        }
+        log::info!(
+            "raft {}: transferring leadership of term {} to {to}",
+            self.config.id,
+            self.hard.term
+        );
+        self.transfer = Some(Transfer {
+            to,
+            deadline: now + self.config.election_timeout_min,
+            sent: false,
+        });
+        self.lease_forfeited = true;
+        self.lease_start = None;
+        self.flush_pending = true;
+        self.send_timeout_now_if_caught_up();
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// ReadIndex (thesis §6.4), for reads when the lease cannot be used: leader only, once
+    /// its no-op committed (so its commit index covers everything committed before). Starts
+    /// a heartbeat round now and returns its number. Once [`Raft::confirmed_round`] reaches
+    /// it, a majority acknowledged this node as leader after the call, so no other leader had
+    /// committed anything newer: the applied state answers any read that arrived before it.
+    pub fn confirm_leadership(&mut self, now: Instant) -> Option<u64> {
+        if self.role != Role::Leader || self.commit_index < self.noop_index {
+            return None;
+        }
+        self.start_round(now);
+        self.check_invariants();
+        Some(self.round)
+    }
+
+    /// Leader: the latest heartbeat round a majority (itself included) acknowledged in this
+    /// term; 0 otherwise.
+    pub fn confirmed_round(&mut self) -> u64 {
+        if self.role != Role::Leader {
+            return 0;
+        }
+        self.quorum_value(self.round, |p| p.acked_round)
+    }
+
+    /// Leader: whether voter `id` stores the whole log and answered within two heartbeat
+    /// intervals (a transfer to it would complete at once).
+    pub fn follower_caught_up(&self, id: NodeId, now: Instant) -> bool {
+        let recent = self.config.heartbeat_interval.as_micros().saturating_mul(2);
+        self.role == Role::Leader
+            && self.progress.iter().any(|p| {
+                p.id == id
+                    && p.matched == self.log.last_index()
+                    && now.saturating_since(p.heard_at).as_micros() < recent
+            })
+    }
+
+    /// The node a transfer in progress hands leadership to.
+    pub fn transferring_to(&self) -> Option<NodeId> {
+        self.transfer.map(|t| t.to)
+    }
+
+    fn send_timeout_now_if_caught_up(&mut self) {
+        let Some(transfer) = self.transfer.filter(|t| !t.sent) else {
+            return;
+        };
+        let last = self.log.last_index();
+        let caught_up = self
+            .progress
+            .iter()
+            .any(|p| p.id == transfer.to && p.matched == last);
+        if caught_up {
+            self.transfer = Some(Transfer {
+                sent: true,
+                ..transfer
+            });
+            let term = self.hard.term;
+            self.send(transfer.to, Message::TimeoutNow { term });
+        }
+    }
+
+    /// A node about to leave declines to take over shards (a TimeoutNow is ignored), so
+    /// leaders are not handed to it while it hands its own away.
+    pub fn decline_transfers(&mut self) {
+        self.declines_transfers = true;
+    }
+
+    fn handle_timeout_now(&mut self, now: Instant, from: NodeId, term: u64) {
+        // Only the leader of this node's current term may ask it to take over.
+        if term != self.hard.term
+            || self.role != Role::Follower
+            || self.leader != Some(from)
+            || self.declines_transfers
+        {
+            return;
+        }
+        log::info!(
+            "raft {}: taking over from {from} after term {term}",
+            self.config.id
+        );
+        self.role = Role::PreCandidate;
+        self.grants.clear();
+        self.grants.push(self.config.id);
+        self.start_election_as(now, true);
     }
 
     // ---- Elections (Raft §5.2, §5.4.1; thesis §9.6, §4.2.3) ----
@@ -662,7 +897,12 @@ impl Raft {
     }
 
     fn start_election(&mut self, now: Instant) {
-        assert!(self.role == Role::PreCandidate && self.grants.len() >= self.quorum);
+        self.start_election_as(now, false);
+    }
+
+    /// A real election; `transfer`: started by TimeoutNow, so voters ignore stickiness.
+    fn start_election_as(&mut self, now: Instant, transfer: bool) {
+        assert!(self.role == Role::PreCandidate && (transfer || self.grants.len() >= self.quorum));
         self.hard.term += 1;
         self.hard.voted_for = Some(self.config.id);
         self.role = Role::Candidate;
@@ -683,6 +923,7 @@ impl Raft {
             term: self.hard.term,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
+            transfer,
         };
         self.broadcast(msg);
     }
@@ -732,9 +973,13 @@ impl Raft {
         term: u64,
         last_log_index: u64,
         last_log_term: u64,
+        transfer: bool,
     ) {
+        // A transfer vote comes from the node the leader itself chose, after the leader gave
+        // up its lease (thesis §3.10): stickiness protects nothing then.
+        let sticky = !transfer && self.leader_contact_recent(now);
         if term > self.hard.term {
-            if self.leader_contact_recent(now) {
+            if sticky {
                 // Thesis §4.2.3: within election_timeout_min of hearing from a leader, neither
                 // adopt the term nor vote. This is what the lease relies on.
                 return;
@@ -751,7 +996,8 @@ impl Raft {
         }
         // One vote per term (Raft §5.2); voting again for the same candidate answers a resend.
         let granted = self.hard.voted_for.is_none_or(|voted| voted == from)
-            && !self.leader_contact_recent(now)
+            && !sticky
+            && self.role != Role::Leader
             && self.log.is_up_to_date(last_log_index, last_log_term);
         if granted {
             // A candidate or leader has voted for itself, so only a follower or a
@@ -802,6 +1048,7 @@ impl Raft {
             self.heartbeat_deadline = Instant::MAX;
             self.quorum_deadline = Instant::MAX;
             self.flush_pending = false;
+            self.transfer = None;
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -817,6 +1064,8 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.grants.clear();
+        self.transfer = None;
+        self.lease_forfeited = false;
         let next = self.log.last_index() + 1;
         self.progress.clear();
         for &id in &self.config.voters {
@@ -866,7 +1115,7 @@ impl Raft {
             self.round_starts.pop_front();
         }
         self.round_starts.push_back((self.round, now));
-        self.heartbeat_deadline = now + self.config.heartbeat_interval;
+        self.heartbeat_deadline = next_heartbeat(now, self.config.heartbeat_interval);
         for position in 0..self.progress.len() {
             self.send_append(position, true);
         }
@@ -923,7 +1172,10 @@ impl Raft {
     /// An Append of up to `count_max` entries starting at `first`.
     fn append_message(&self, first: u64, count_max: usize) -> Message {
         let prev_log_index = first - 1;
-        let entries = self.log.slice(first, count_max).to_vec();
+        let entries = self
+            .log
+            .slice(first, count_max, self.config.append_bytes_max)
+            .to_vec();
         assert!(entries.len() <= self.config.entries_per_append_max);
         Message::Append {
             term: self.hard.term,
@@ -977,20 +1229,39 @@ impl Raft {
             );
             return;
         }
-        if term > self.hard.term || self.role != Role::Follower {
-            // Election Safety (Raft §5.2): at most one leader per term.
-            assert!(
-                !(self.role == Role::Leader && term == self.hard.term),
-                "two leaders in term {term}: {} and {from}",
-                self.config.id
+        // Election Safety (Raft §5.2) makes the rest impossible among correct nodes: a second
+        // leader of this term, or a leader that disagrees with a committed entry. Such an
+        // Append comes from a faulty or forged peer; it is dropped, never acted on.
+        let second_leader = term == self.hard.term
+            && (self.role == Role::Leader || self.leader.is_some_and(|leader| leader != from));
+        let rewrites_committed = self
+            .log
+            .term_at(prev_log_index)
+            .is_some_and(|t| t != prev_log_term && prev_log_index <= self.commit_index)
+            || entries.iter().any(|entry| {
+                entry.index <= self.commit_index
+                    && self
+                        .log
+                        .term_at(entry.index)
+                        .is_some_and(|t| t != entry.term)
+            });
+        if second_leader || rewrites_committed {
+            log::error!(
+                "raft {}: dropping an Append of term {term} from {from} that contradicts \
+                 {} (faulty peer?)",
+                self.config.id,
+                if second_leader {
+                    "the leader of this term"
+                } else {
+                    "a committed entry"
+                }
             );
+            return;
+        }
+        if term > self.hard.term || self.role != Role::Follower {
             self.become_follower(now, term, Some(from));
         }
-        assert!(
-            self.leader.is_none_or(|leader| leader == from),
-            "two leaders in term {term}: {:?} and {from}",
-            self.leader
-        );
+        assert!(self.leader.is_none_or(|leader| leader == from));
         self.leader = Some(from);
         self.leader_contact = now;
         self.reset_election_timer(now);
@@ -1119,6 +1390,7 @@ impl Raft {
         self.refresh_lease();
         if matched_more {
             self.advance_commit();
+            self.send_timeout_now_if_caught_up();
         }
         self.send_append(position, false);
     }
@@ -1147,6 +1419,9 @@ impl Raft {
     /// acknowledges its own current round).
     fn refresh_lease(&mut self) {
         assert!(self.role == Role::Leader);
+        if self.lease_forfeited {
+            return;
+        }
         let round = self.quorum_value(self.round, |p| p.acked_round);
         while let Some(&(oldest, start)) = self.round_starts.front() {
             if oldest > round {

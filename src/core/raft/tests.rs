@@ -456,6 +456,7 @@ fn follower_that_heard_from_a_live_leader_rejects_votes() {
         term: term + 1,
         last_log_index: 100,
         last_log_term: term + 1,
+        transfer: false,
     };
     let pre_vote = Message::PreVote {
         term: term + 1,
@@ -523,6 +524,7 @@ fn vote_needs_an_up_to_date_log() {
                 term: 3,
                 last_log_index,
                 last_log_term,
+                transfer: false,
             },
         );
         assert_eq!(
@@ -538,6 +540,7 @@ fn vote_needs_an_up_to_date_log() {
             term: 1,
             last_log_index: 9,
             last_log_term: 9,
+            transfer: false,
         },
     );
     assert_eq!(
@@ -918,6 +921,7 @@ fn restart_keeps_the_vote_and_votes_once_per_term() {
         term,
         last_log_index: 0,
         last_log_term: 0,
+        transfer: false,
     };
     let mut node = Raft::new(config.clone(), 1, HardState::default(), Vec::new(), t0);
     let t1 = t0 + ms(150);
@@ -1154,4 +1158,129 @@ fn random_faults_keep_safety_and_the_cluster_recovers() {
         }
         assert!(net.chosen.len() > 10, "seed {seed}: little progress");
     }
+}
+
+// ---- Leadership transfer (thesis §3.10) ----
+
+#[test]
+fn transfer_hands_leadership_to_the_target_within_a_round_trip() {
+    let mut net = Net::new(3, 21);
+    let old = net.elect(ms(1_000));
+    net.propose(old, vec![1]);
+    net.run_for(ms(100));
+    let term = net.node(old).term();
+    assert!(net.node(old).lease_valid(net.now));
+    let target = net.ids().into_iter().find(|&id| id != old).unwrap();
+    let now = net.now;
+    net.node_mut(old).transfer_leadership(now, target).unwrap();
+    // The lease is given up at once, and proposals are refused with the target as hint.
+    assert!(!net.node(old).lease_valid(now));
+    let refused = net.node_mut(old).propose(now, vec![2]).unwrap_err();
+    assert_eq!(refused.leader_hint, Some(target));
+    net.after_input(old);
+    // Far less than an election timeout (150 ms): the target needs no timer.
+    net.run_for(ms(5));
+    assert_eq!(net.leader(), Some(target));
+    assert_eq!(net.node(target).term(), term + 1);
+    assert!(net.sent.iter().any(|(from, to, m)| *from == old
+        && *to == target
+        && matches!(m, Message::TimeoutNow { .. })));
+    // The new leader commits, and the old entry survived.
+    net.propose(target, vec![3]);
+    net.run_for(ms(100));
+    assert_eq!(net.committed_data(old), vec![vec![1], vec![3]]);
+}
+
+#[test]
+fn transfer_waits_until_the_target_has_the_whole_log() {
+    let mut net = Net::new(3, 22);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let target = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    // The target misses some entries.
+    net.blocked.insert((leader, target));
+    net.propose(leader, vec![1]);
+    net.propose(leader, vec![2]);
+    net.run_for(ms(10));
+    let now = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(now, target)
+        .unwrap();
+    net.after_input(leader);
+    net.run_for(ms(5));
+    assert!(
+        !net.sent
+            .iter()
+            .any(|(_, _, m)| matches!(m, Message::TimeoutNow { .. })),
+        "TimeoutNow sent to a target that lacks entries"
+    );
+    net.heal();
+    net.run_for(ms(60));
+    assert_eq!(net.leader(), Some(target));
+    assert_eq!(net.node(target).log().len(), net.node(leader).log().len());
+}
+
+#[test]
+fn an_unreachable_target_makes_the_leader_lead_on_without_a_lease() {
+    let mut net = Net::new(3, 23);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let target = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    net.isolate(target);
+    let now = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(now, target)
+        .unwrap();
+    net.after_input(leader);
+    net.run_for(ms(200));
+    // Abandoned after election_timeout_min: proposals are taken again in the same term...
+    assert_eq!(net.leader(), Some(leader));
+    assert_eq!(net.node(leader).term(), term);
+    assert_eq!(net.node(leader).transferring_to(), None);
+    net.propose(leader, vec![7]);
+    net.run_for(ms(50));
+    assert_eq!(net.committed_data(leader), vec![vec![7]]);
+    // ...but reads from the lease are over until a new term.
+    assert!(!net.node(leader).lease_valid(net.now));
+}
+
+#[test]
+fn only_a_transfer_vote_overrides_stickiness_and_only_the_leader_can_start_it() {
+    let mut net = Net::new(3, 24);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let others: Vec<NodeId> = net.ids().into_iter().filter(|&id| id != leader).collect();
+    let (follower, other) = (others[0], others[1]);
+    let now = net.now;
+    // A TimeoutNow from a node that does not lead is ignored.
+    let node = net.node_mut(follower);
+    node.handle_message(now, other, Message::TimeoutNow { term });
+    assert_eq!(node.role(), Role::Follower);
+    assert!(drain(node).is_empty());
+    // A sticky follower grants a transfer vote of the next term...
+    let (last_log_index, last_log_term) = (node.log().len() as u64, term);
+    let vote = |transfer| Message::Vote {
+        term: term + 1,
+        last_log_index,
+        last_log_term,
+        transfer,
+    };
+    node.handle_message(now, other, vote(false));
+    assert!(
+        drain(node).is_empty(),
+        "a plain vote is ignored while sticky"
+    );
+    node.handle_message(now, other, vote(true));
+    assert_eq!(
+        drain(node),
+        vec![(
+            other,
+            Message::VoteReply {
+                term: term + 1,
+                granted: true
+            }
+        )]
+    );
 }

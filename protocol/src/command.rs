@@ -1,0 +1,300 @@
+//! Replicated log commands (spec §8.7): the data of one Raft log entry of a shard.
+//!
+//! Every replica applies the committed commands of a shard in log order to its copy of the
+//! shard's lock table, so everything that decides an outcome travels in the command: the
+//! request itself, who to answer (`reply_to`), and the *log time* at which it takes effect
+//! (`stamp`). An entry with empty data is the no-op a new leader appends (Raft §8); it is not
+//! a command and [`LogCommand::decode`] refuses it.
+//!
+//! ```text
+//! INIT     kind=1 | token_first u64
+//! TICK     kind=2 | stamp u64
+//! REQUEST  kind=3 | stamp u64 | session_id u64 | request_id u64 | attempt u16 | flags u8
+//!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
+//!          | resource_len u8 | resource | client_len u8 | client
+//! ```
+
+use core::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+use crate::be::{u16_at, u32_at, u64_at};
+use crate::registry::{LogCommandKind, MessageType};
+use crate::{DecodeError, EncodeError, ID_LEN_MAX};
+
+/// Length of INIT and TICK: the kind byte and one u64.
+const SHORT_COMMAND_LEN: usize = 9;
+/// Length of a REQUEST command without its two ids (the two length bytes included).
+pub const LOG_REQUEST_FIXED_LEN: usize = 57;
+/// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id.
+pub const LOG_COMMAND_LEN_MAX: usize = LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX;
+
+/// REQUEST flag: the client's datagram was long enough to pay for a WAITING and a final
+/// answer (spec §2.2), so the leader may answer WAITING when the command queues the request.
+const FLAG_ROOM_FOR_WAITING: u8 = 0x01;
+
+/// Byte offsets inside a command, from its first (kind) byte.
+pub mod field {
+    use core::ops::Range;
+    pub const KIND: usize = 0;
+    /// INIT: `token_first`; TICK and REQUEST: `stamp`.
+    pub const VALUE: Range<usize> = 1..9;
+    pub const SESSION_ID: Range<usize> = 9..17;
+    pub const REQUEST_ID: Range<usize> = 17..25;
+    pub const ATTEMPT: Range<usize> = 25..27;
+    pub const FLAGS: usize = 27;
+    pub const ADDR: Range<usize> = 28..44;
+    pub const PORT: Range<usize> = 44..46;
+    pub const OP: usize = 46;
+    pub const WAIT_MS: Range<usize> = 47..51;
+    pub const TTL_MS: Range<usize> = 51..55;
+    pub const RESOURCE_LEN: usize = 55;
+    pub const RESOURCE: usize = 56;
+}
+
+const _: () = assert!(field::RESOURCE + 1 == LOG_REQUEST_FIXED_LEN);
+const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
+const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
+
+/// The client operations that go through the log. STATUS never does: it is a read, answered
+/// by the leader from its applied state (spec §8.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogOp {
+    Acquire,
+    Release,
+    Renew,
+    Configure,
+}
+
+impl LogOp {
+    /// The request message type whose value the command's `op` byte carries.
+    pub const fn msg_type(self) -> MessageType {
+        match self {
+            LogOp::Acquire => MessageType::Acquire,
+            LogOp::Release => MessageType::Release,
+            LogOp::Renew => MessageType::Renew,
+            LogOp::Configure => MessageType::Configure,
+        }
+    }
+
+    /// The op for a request type; `None` for STATUS and every non-request type.
+    pub const fn from_msg_type(t: MessageType) -> Option<LogOp> {
+        match t {
+            MessageType::Acquire => Some(LogOp::Acquire),
+            MessageType::Release => Some(LogOp::Release),
+            MessageType::Renew => Some(LogOp::Renew),
+            MessageType::Configure => Some(LogOp::Configure),
+            _ => None,
+        }
+    }
+}
+
+/// One replicated log command. Ids borrow from the entry's data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LogCommand<'a> {
+    /// The first command of a shard's log: tokens of this shard start at `token_first`.
+    Init { token_first: u64 },
+    /// Log time has reached `stamp` (µs): fire every timer due at or before it.
+    Tick { stamp: u64 },
+    /// A client request, applied as of log time `stamp` (µs), answered to `reply_to` by the
+    /// leader. For CONFIGURE, `ttl_ms` is the `default_ttl_ms` and `client` is empty.
+    ///
+    /// `reply_to` travels as 16 address bytes and a port: an IPv6 address loses its flow
+    /// info and scope id, and an IPv4-mapped address comes back as IPv4.
+    Request {
+        stamp: u64,
+        session_id: u64,
+        request_id: u64,
+        attempt: u16,
+        room_for_waiting: bool,
+        reply_to: SocketAddr,
+        op: LogOp,
+        wait_ms: u32,
+        ttl_ms: u32,
+        resource: &'a [u8],
+        client: &'a [u8],
+    },
+}
+
+impl<'a> LogCommand<'a> {
+    /// The command's kind (its first byte).
+    pub const fn kind(&self) -> LogCommandKind {
+        match self {
+            LogCommand::Init { .. } => LogCommandKind::Init,
+            LogCommand::Tick { .. } => LogCommandKind::Tick,
+            LogCommand::Request { .. } => LogCommandKind::Request,
+        }
+    }
+
+    /// Decodes a log entry's data (spec §8.7, checks in the spec's order). Never panics;
+    /// never allocates. Empty data (the leader's no-op) is `TooShort`.
+    pub fn decode(data: &'a [u8]) -> Result<LogCommand<'a>, DecodeError> {
+        let kind = match data.first() {
+            None => return Err(DecodeError::TooShort),
+            Some(&k) => LogCommandKind::from_wire(k).ok_or(DecodeError::UnknownCommand)?,
+        };
+        let value = u64_at(data, field::VALUE.start);
+        match kind {
+            LogCommandKind::Init | LogCommandKind::Tick => {
+                if data.len() != SHORT_COMMAND_LEN {
+                    return Err(DecodeError::BadBodyLength);
+                }
+                Ok(if kind == LogCommandKind::Init {
+                    LogCommand::Init { token_first: value }
+                } else {
+                    LogCommand::Tick { stamp: value }
+                })
+            }
+            LogCommandKind::Request => Self::decode_request(data, value),
+        }
+    }
+
+    fn decode_request(data: &'a [u8], stamp: u64) -> Result<LogCommand<'a>, DecodeError> {
+        // Lengths first: the resource length, then the client length that follows the
+        // resource, then the exact total.
+        let rlen = match data.get(field::RESOURCE_LEN) {
+            None => return Err(DecodeError::BadBodyLength),
+            Some(0) => return Err(DecodeError::EmptyId),
+            Some(&n) => n as usize,
+        };
+        let clen = *data
+            .get(field::RESOURCE + rlen)
+            .ok_or(DecodeError::BadBodyLength)? as usize;
+        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let resource = &data[field::RESOURCE..field::RESOURCE + rlen];
+        let client = &data[field::RESOURCE + rlen + 1..];
+        let session_id = u64_at(data, field::SESSION_ID.start);
+        let request_id = u64_at(data, field::REQUEST_ID.start);
+        if session_id == 0 || request_id == 0 {
+            return Err(DecodeError::ZeroId);
+        }
+        let flags = data[field::FLAGS];
+        if flags & !FLAG_ROOM_FOR_WAITING != 0 {
+            return Err(DecodeError::UnknownFlags);
+        }
+        let op = MessageType::from_wire(data[field::OP])
+            .and_then(LogOp::from_msg_type)
+            .ok_or(DecodeError::BadOp)?;
+        match (op, client.is_empty()) {
+            (LogOp::Configure, false) => return Err(DecodeError::NonZeroField),
+            (LogOp::Acquire | LogOp::Release | LogOp::Renew, true) => {
+                return Err(DecodeError::EmptyId)
+            }
+            _ => {}
+        }
+        let wait_ms = u32_at(data, field::WAIT_MS.start);
+        let ttl_ms = u32_at(data, field::TTL_MS.start);
+        if !zero_fields_ok(op, wait_ms, ttl_ms) {
+            return Err(DecodeError::NonZeroField);
+        }
+        let mut octets = [0u8; 16];
+        octets.copy_from_slice(&data[field::ADDR]);
+        let v6 = Ipv6Addr::from(octets);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        };
+        Ok(LogCommand::Request {
+            stamp,
+            session_id,
+            request_id,
+            attempt: u16_at(data, field::ATTEMPT.start),
+            room_for_waiting: flags & FLAG_ROOM_FOR_WAITING != 0,
+            reply_to: SocketAddr::new(ip, u16_at(data, field::PORT.start)),
+            op,
+            wait_ms,
+            ttl_ms,
+            resource,
+            client,
+        })
+    }
+
+    /// Bytes [`LogCommand::encode`] writes (for a command it accepts).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            LogCommand::Init { .. } | LogCommand::Tick { .. } => SHORT_COMMAND_LEN,
+            LogCommand::Request {
+                resource, client, ..
+            } => LOG_REQUEST_FIXED_LEN + resource.len() + client.len(),
+        }
+    }
+
+    /// Encodes the command into `buf`; returns its length. Refuses (writing nothing the
+    /// caller should use) what [`LogCommand::decode`] would refuse.
+    pub fn encode(&self, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let len = self.encoded_len();
+        match *self {
+            LogCommand::Init { token_first: value } | LogCommand::Tick { stamp: value } => {
+                let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+                out[field::KIND] = self.kind().to_wire();
+                out[field::VALUE].copy_from_slice(&value.to_be_bytes());
+            }
+            LogCommand::Request {
+                stamp,
+                session_id,
+                request_id,
+                attempt,
+                room_for_waiting,
+                reply_to,
+                op,
+                wait_ms,
+                ttl_ms,
+                resource,
+                client,
+            } => {
+                if resource.is_empty() || resource.len() > ID_LEN_MAX {
+                    return Err(EncodeError::BadIdLength);
+                }
+                match op {
+                    LogOp::Configure if !client.is_empty() => {
+                        return Err(EncodeError::NonZeroField)
+                    }
+                    LogOp::Configure => {}
+                    _ if client.is_empty() || client.len() > ID_LEN_MAX => {
+                        return Err(EncodeError::BadIdLength)
+                    }
+                    _ => {}
+                }
+                if session_id == 0 || request_id == 0 {
+                    return Err(EncodeError::ZeroId);
+                }
+                if !zero_fields_ok(op, wait_ms, ttl_ms) {
+                    return Err(EncodeError::NonZeroField);
+                }
+                let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+                out[field::KIND] = self.kind().to_wire();
+                out[field::VALUE].copy_from_slice(&stamp.to_be_bytes());
+                out[field::SESSION_ID].copy_from_slice(&session_id.to_be_bytes());
+                out[field::REQUEST_ID].copy_from_slice(&request_id.to_be_bytes());
+                out[field::ATTEMPT].copy_from_slice(&attempt.to_be_bytes());
+                out[field::FLAGS] = if room_for_waiting {
+                    FLAG_ROOM_FOR_WAITING
+                } else {
+                    0
+                };
+                let ip = match reply_to.ip() {
+                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                    IpAddr::V6(v6) => v6,
+                };
+                out[field::ADDR].copy_from_slice(&ip.octets());
+                out[field::PORT].copy_from_slice(&reply_to.port().to_be_bytes());
+                out[field::OP] = op.msg_type().to_wire();
+                out[field::WAIT_MS].copy_from_slice(&wait_ms.to_be_bytes());
+                out[field::TTL_MS].copy_from_slice(&ttl_ms.to_be_bytes());
+                out[field::RESOURCE_LEN] = resource.len() as u8;
+                let at = field::RESOURCE + resource.len();
+                out[field::RESOURCE..at].copy_from_slice(resource);
+                out[at] = client.len() as u8;
+                out[at + 1..].copy_from_slice(client);
+            }
+        }
+        Ok(len)
+    }
+}
+
+/// The op-specific zero rules: only ACQUIRE waits; RELEASE has no TTL.
+const fn zero_fields_ok(op: LogOp, wait_ms: u32, ttl_ms: u32) -> bool {
+    let wait_ok = wait_ms == 0 || matches!(op, LogOp::Acquire);
+    let ttl_ok = ttl_ms == 0 || !matches!(op, LogOp::Release);
+    wait_ok && ttl_ok
+}

@@ -1,0 +1,776 @@
+//! PEER datagrams (spec §8.3–§8.6): the node-to-node traffic of a cluster.
+//!
+//! One PEER datagram carries Raft messages ("records") of any number of shards from one node
+//! to another, so that a node with many shards sends few datagrams: it packs every record
+//! bound for the same peer into as few datagrams as fit.
+//!
+//! ```text
+//! datagram = header (32 bytes, msg_type 0x40) | record | record | ...   (no padding)
+//! record   = shard u16 | kind u8 | reserved u8 | len u16 | body (len bytes)
+//! ```
+//!
+//! Receiving: [`PeerDatagram::decode`] checks the header and every record before it returns,
+//! so [`PeerDatagram::records`] can hand them out without a `Result`. A datagram with one bad
+//! record is dropped whole: records of a datagram come from one sender at one instant, and
+//! half-trusting a datagram whose sender is broken helps nobody.
+//!
+//! Sending: [`PeerWriter`] appends records to one datagram in the caller's buffer and says,
+//! without changing anything, when the next record does not fit; the caller then sends what it
+//! has ([`PeerWriter::finish`]) and starts the next datagram.
+
+use crate::be::{u16_at, u64_at};
+use crate::header::{self, field as hfield, Header};
+use crate::registry::{Flags, MessageType, PeerKind};
+use crate::{all_zero, DecodeError, EncodeError, HEADER_LEN, MAGIC, SHARDS_MAX, VERSION};
+
+/// Longest PEER datagram a node sends or accepts. 1400 bytes of UDP payload plus the IPv6 (40)
+/// and UDP (8) headers fit a 1500-byte Ethernet MTU, so peer datagrams are never fragmented;
+/// peers share a data-centre network, unlike clients, which may sit behind smaller MTUs
+/// ([`crate::DATAGRAM_LEN_MAX`]).
+pub const PEER_DATAGRAM_LEN_MAX: usize = 1400;
+/// Size of the header in front of every record: shard u16, kind u8, reserved u8, len u16.
+pub const PEER_RECORD_HEADER_LEN: usize = 6;
+/// Size of an APPEND body before its entries: term, prev_log_index, prev_log_term,
+/// leader_commit, round (u64 each) and entry_count (u16).
+pub const APPEND_FIXED_LEN: usize = 42;
+/// Size of an entry before its data: term u64, data_len u16.
+pub const ENTRY_FIXED_LEN: usize = 10;
+
+/// Body sizes of the fixed-size record kinds.
+const VOTE_LEN: usize = 24;
+const VOTE_REPLY_LEN: usize = 9;
+const APPEND_REPLY_LEN: usize = 25;
+const TIMEOUT_NOW_LEN: usize = 8;
+/// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
+const FIXED_BODY_LEN_MAX: usize = APPEND_REPLY_LEN;
+
+const _: () = assert!(PEER_DATAGRAM_LEN_MAX + 48 <= 1500);
+const _: () = assert!(PEER_DATAGRAM_LEN_MAX - HEADER_LEN <= u16::MAX as usize);
+const _: () = assert!(APPEND_FIXED_LEN == 5 * 8 + 2);
+const _: () = assert!(FIXED_BODY_LEN_MAX >= VOTE_LEN && FIXED_BODY_LEN_MAX >= TIMEOUT_NOW_LEN);
+// The longest log command fits in one APPEND of one entry.
+const _: () =
+    assert!(HEADER_LEN + append_record_len(crate::LOG_COMMAND_LEN_MAX, 1) <= PEER_DATAGRAM_LEN_MAX);
+
+/// Byte offsets inside a record, relative to the record's first byte (header) or to the
+/// record body's first byte (the others).
+pub mod field {
+    use core::ops::Range;
+    /// Record header.
+    pub const SHARD: Range<usize> = 0..2;
+    pub const KIND: usize = 2;
+    pub const RESERVED: usize = 3;
+    pub const LEN: Range<usize> = 4..6;
+    /// APPEND body.
+    pub const APPEND_TERM: Range<usize> = 0..8;
+    pub const APPEND_PREV_LOG_INDEX: Range<usize> = 8..16;
+    pub const APPEND_PREV_LOG_TERM: Range<usize> = 16..24;
+    pub const APPEND_LEADER_COMMIT: Range<usize> = 24..32;
+    pub const APPEND_ROUND: Range<usize> = 32..40;
+    pub const APPEND_ENTRY_COUNT: Range<usize> = 40..42;
+    /// Entry, relative to the entry's first byte.
+    pub const ENTRY_TERM: Range<usize> = 0..8;
+    pub const ENTRY_DATA_LEN: Range<usize> = 8..10;
+}
+
+const _: () = assert!(field::LEN.end == PEER_RECORD_HEADER_LEN);
+const _: () = assert!(field::APPEND_ENTRY_COUNT.end == APPEND_FIXED_LEN);
+const _: () = assert!(field::ENTRY_DATA_LEN.end == ENTRY_FIXED_LEN);
+
+/// Encoded size of one APPEND record (its 6-byte record header included) whose entries carry
+/// `entries_total_data` bytes of data in `entry_count` entries:
+/// `6 + 42 + Σ(10 + data_len)`. A sender caps a batch with it. Saturates instead of
+/// overflowing.
+pub const fn append_record_len(entries_total_data: usize, entry_count: usize) -> usize {
+    (PEER_RECORD_HEADER_LEN + APPEND_FIXED_LEN)
+        .saturating_add(entry_count.saturating_mul(ENTRY_FIXED_LEN))
+        .saturating_add(entries_total_data)
+}
+
+/// The sender of a PEER datagram, carried in the common header's id fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerHeader {
+    /// The cluster the sender belongs to (header `session_id` field); non-zero. A node drops
+    /// datagrams of other clusters, so two clusters sharing a network never mix.
+    pub cluster_id: u64,
+    /// The sender's node id (header `request_id` field); non-zero.
+    pub from: u64,
+}
+
+/// One log entry inside an APPEND. Its index is implicit: entry `i` of an APPEND has index
+/// `prev_log_index + 1 + i`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerEntry<'a> {
+    /// The term in which a leader created the entry.
+    pub term: u64,
+    /// The entry's data: empty for a leader's no-op, else a [`crate::LogCommand`].
+    pub data: &'a [u8],
+}
+
+/// The entries of a decoded APPEND, still in wire form (no copy). Only [`PeerDatagram::decode`]
+/// makes non-empty ones, so they are always well formed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PeerEntries<'a> {
+    /// Exactly `count` entries, each `term u64 | data_len u16 | data`.
+    bytes: &'a [u8],
+    count: u16,
+}
+
+impl<'a> PeerEntries<'a> {
+    /// No entries: what a heartbeat APPEND carries.
+    pub const fn empty() -> PeerEntries<'static> {
+        PeerEntries {
+            bytes: &[],
+            count: 0,
+        }
+    }
+
+    /// Number of entries.
+    pub const fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// True for a heartbeat.
+    pub const fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes the entries take on the wire: `Σ(10 + data_len)`.
+    pub const fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The entries in log order.
+    pub fn iter(&self) -> PeerEntryIter<'a> {
+        PeerEntryIter {
+            rest: self.bytes,
+            left: self.count,
+        }
+    }
+}
+
+impl<'a> IntoIterator for PeerEntries<'a> {
+    type Item = PeerEntry<'a>;
+    type IntoIter = PeerEntryIter<'a>;
+    fn into_iter(self) -> PeerEntryIter<'a> {
+        self.iter()
+    }
+}
+
+/// Iterator over [`PeerEntries`].
+#[derive(Clone, Debug)]
+pub struct PeerEntryIter<'a> {
+    rest: &'a [u8],
+    left: u16,
+}
+
+impl<'a> Iterator for PeerEntryIter<'a> {
+    type Item = PeerEntry<'a>;
+
+    fn next(&mut self) -> Option<PeerEntry<'a>> {
+        if self.left == 0 {
+            return None;
+        }
+        let (entry, used) = read_entry(self.rest)?;
+        self.rest = self.rest.get(used..)?;
+        self.left -= 1;
+        Some(entry)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left as usize, Some(self.left as usize))
+    }
+}
+
+impl ExactSizeIterator for PeerEntryIter<'_> {}
+
+/// Reads one entry at the start of `b`: the entry and the bytes it takes, or `None` if `b` is
+/// too short.
+fn read_entry(b: &[u8]) -> Option<(PeerEntry<'_>, usize)> {
+    if b.len() < ENTRY_FIXED_LEN {
+        return None;
+    }
+    let data_len = u16_at(b, field::ENTRY_DATA_LEN.start) as usize;
+    let data = b.get(ENTRY_FIXED_LEN..ENTRY_FIXED_LEN + data_len)?;
+    let term = u64_at(b, field::ENTRY_TERM.start);
+    Some((PeerEntry { term, data }, ENTRY_FIXED_LEN + data_len))
+}
+
+/// One Raft message of one shard (spec §8.5). Field names follow the Raft paper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerMessage<'a> {
+    /// Would the receiver vote for the sender at `term` (the sender's current term + 1)?
+    /// Changes no state at either end (Raft thesis §9.6).
+    PreVote {
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    /// Answer to PRE_VOTE; `term` is the receiver's current term.
+    PreVoteReply { term: u64, granted: bool },
+    /// RequestVote (Raft §5.2, §5.4.1).
+    Vote {
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    /// Answer to VOTE and TRANSFER_VOTE.
+    VoteReply { term: u64, granted: bool },
+    /// VOTE from a node the leader told to take over (TIMEOUT_NOW): voters grant it even
+    /// within an election timeout of hearing from that leader (thesis §3.10).
+    TransferVote {
+        term: u64,
+        last_log_index: u64,
+        last_log_term: u64,
+    },
+    /// AppendEntries (Raft §5.3); no entries is a heartbeat. `round` numbers the leader's
+    /// heartbeat rounds; a follower echoes it so the leader can time its lease (thesis §6.4.1).
+    Append {
+        term: u64,
+        prev_log_index: u64,
+        prev_log_term: u64,
+        leader_commit: u64,
+        round: u64,
+        entries: PeerEntries<'a>,
+    },
+    /// Answer to APPEND: `match_index` is the last index known to match the leader's log when
+    /// `success`, else a hint where to back up to; `round` is the APPEND's round.
+    AppendReply {
+        term: u64,
+        success: bool,
+        match_index: u64,
+        round: u64,
+    },
+    /// Leadership transfer: start an election now, without waiting for a timeout (thesis
+    /// §3.10).
+    TimeoutNow { term: u64 },
+}
+
+impl PeerMessage<'_> {
+    /// The record kind that carries this message.
+    pub const fn kind(&self) -> PeerKind {
+        match self {
+            PeerMessage::PreVote { .. } => PeerKind::PreVote,
+            PeerMessage::PreVoteReply { .. } => PeerKind::PreVoteReply,
+            PeerMessage::Vote { .. } => PeerKind::Vote,
+            PeerMessage::VoteReply { .. } => PeerKind::VoteReply,
+            PeerMessage::TransferVote { .. } => PeerKind::TransferVote,
+            PeerMessage::Append { .. } => PeerKind::Append,
+            PeerMessage::AppendReply { .. } => PeerKind::AppendReply,
+            PeerMessage::TimeoutNow { .. } => PeerKind::TimeoutNow,
+        }
+    }
+
+    /// The term the message carries (every kind has one).
+    pub const fn term(&self) -> u64 {
+        match *self {
+            PeerMessage::PreVote { term, .. }
+            | PeerMessage::PreVoteReply { term, .. }
+            | PeerMessage::Vote { term, .. }
+            | PeerMessage::VoteReply { term, .. }
+            | PeerMessage::TransferVote { term, .. }
+            | PeerMessage::Append { term, .. }
+            | PeerMessage::AppendReply { term, .. }
+            | PeerMessage::TimeoutNow { term } => term,
+        }
+    }
+
+    /// Size of the record body (the record's `len` field).
+    pub const fn body_len(&self) -> usize {
+        match self {
+            PeerMessage::PreVote { .. }
+            | PeerMessage::Vote { .. }
+            | PeerMessage::TransferVote { .. } => VOTE_LEN,
+            PeerMessage::PreVoteReply { .. } | PeerMessage::VoteReply { .. } => VOTE_REPLY_LEN,
+            PeerMessage::Append { entries, .. } => APPEND_FIXED_LEN + entries.encoded_len(),
+            PeerMessage::AppendReply { .. } => APPEND_REPLY_LEN,
+            PeerMessage::TimeoutNow { .. } => TIMEOUT_NOW_LEN,
+        }
+    }
+
+    /// Size of the whole record, its 6-byte header included.
+    pub const fn record_len(&self) -> usize {
+        PEER_RECORD_HEADER_LEN + self.body_len()
+    }
+}
+
+/// A PEER datagram whose header and records all passed the checks of spec §8.3–§8.4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerDatagram<'a> {
+    pub header: PeerHeader,
+    /// The records, back to back, all valid.
+    body: &'a [u8],
+    record_count: usize,
+}
+
+impl<'a> PeerDatagram<'a> {
+    /// Decodes a PEER datagram, checking the header and then every record in order (spec
+    /// §8.3, §8.4) before it returns. Never panics; never allocates.
+    pub fn decode(datagram: &'a [u8]) -> Result<PeerDatagram<'a>, DecodeError> {
+        if datagram.len() < HEADER_LEN {
+            return Err(DecodeError::TooShort);
+        }
+        if datagram.len() > PEER_DATAGRAM_LEN_MAX {
+            return Err(DecodeError::TooLong);
+        }
+        if datagram[hfield::MAGIC] != MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        if datagram[hfield::VERSION] != VERSION {
+            return Err(DecodeError::UnsupportedVersion);
+        }
+        if datagram[hfield::MSG_TYPE] != MessageType::Peer.to_wire() {
+            return Err(DecodeError::UnexpectedType);
+        }
+        let flags = u16_at(datagram, hfield::FLAGS.start);
+        if flags & Flags::AUTH.bits() != 0 {
+            return Err(DecodeError::AuthUnsupported);
+        }
+        if flags != 0 {
+            return Err(DecodeError::UnknownFlags);
+        }
+        // PEER has no use for `attempt`: it is reserved like bytes 26..32.
+        if !all_zero(&datagram[hfield::ATTEMPT.start..hfield::RESERVED.end]) {
+            return Err(DecodeError::ReservedNonZero);
+        }
+        let header = PeerHeader {
+            cluster_id: u64_at(datagram, hfield::SESSION_ID.start),
+            from: u64_at(datagram, hfield::REQUEST_ID.start),
+        };
+        if header.cluster_id == 0 || header.from == 0 {
+            return Err(DecodeError::ZeroId);
+        }
+        // No padding: a PEER datagram never needs to pay for an answer (none is ever sent).
+        let body_len = u16_at(datagram, hfield::BODY_LEN.start) as usize;
+        if HEADER_LEN + body_len != datagram.len() {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let body = &datagram[HEADER_LEN..];
+        if body.is_empty() {
+            return Err(DecodeError::NoRecords);
+        }
+        let mut rest = body;
+        let mut record_count = 0;
+        while !rest.is_empty() {
+            let (_, _, used) = read_record(rest)?;
+            rest = rest.get(used..).ok_or(DecodeError::BadRecordLength)?;
+            record_count += 1;
+        }
+        Ok(PeerDatagram {
+            header,
+            body,
+            record_count,
+        })
+    }
+
+    /// Number of records (at least 1).
+    pub const fn record_count(&self) -> usize {
+        self.record_count
+    }
+
+    /// The records in datagram order, as (shard, message).
+    pub fn records(&self) -> PeerRecords<'a> {
+        PeerRecords { rest: self.body }
+    }
+}
+
+/// Iterator over the records of a decoded [`PeerDatagram`]: `(shard, message)`.
+#[derive(Clone, Debug)]
+pub struct PeerRecords<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for PeerRecords<'a> {
+    type Item = (u16, PeerMessage<'a>);
+
+    fn next(&mut self) -> Option<(u16, PeerMessage<'a>)> {
+        // Decode checked every record, so this fails only at the end.
+        let (shard, msg, used) = read_record(self.rest).ok()?;
+        self.rest = self.rest.get(used..)?;
+        Some((shard, msg))
+    }
+}
+
+/// Reads and checks the record at the start of `rest` (spec §8.4, in the spec's order):
+/// the shard, the message and the bytes the record takes.
+fn read_record(rest: &[u8]) -> Result<(u16, PeerMessage<'_>, usize), DecodeError> {
+    if rest.len() < PEER_RECORD_HEADER_LEN {
+        return Err(DecodeError::BadRecordLength);
+    }
+    let shard = u16_at(rest, field::SHARD.start);
+    if shard as u32 >= SHARDS_MAX {
+        return Err(DecodeError::BadShard);
+    }
+    let kind = PeerKind::from_wire(rest[field::KIND]).ok_or(DecodeError::UnknownRecordKind)?;
+    if rest[field::RESERVED] != 0 {
+        return Err(DecodeError::ReservedNonZero);
+    }
+    let len = u16_at(rest, field::LEN.start) as usize;
+    let body = rest
+        .get(PEER_RECORD_HEADER_LEN..PEER_RECORD_HEADER_LEN + len)
+        .ok_or(DecodeError::BadRecordLength)?;
+    let msg = read_body(kind, body)?;
+    Ok((shard, msg, PEER_RECORD_HEADER_LEN + len))
+}
+
+fn exact(body: &[u8], len: usize) -> Result<(), DecodeError> {
+    if body.len() == len {
+        Ok(())
+    } else {
+        Err(DecodeError::BadRecordLength)
+    }
+}
+
+fn bool_at(body: &[u8], at: usize) -> Result<bool, DecodeError> {
+    match body.get(at) {
+        Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        _ => Err(DecodeError::BadBool),
+    }
+}
+
+fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
+    let u64_ = |at: usize| u64_at(body, at);
+    Ok(match kind {
+        PeerKind::PreVote | PeerKind::Vote | PeerKind::TransferVote => {
+            exact(body, VOTE_LEN)?;
+            let (term, last_log_index, last_log_term) = (u64_(0), u64_(8), u64_(16));
+            if kind == PeerKind::PreVote {
+                PeerMessage::PreVote {
+                    term,
+                    last_log_index,
+                    last_log_term,
+                }
+            } else if kind == PeerKind::TransferVote {
+                PeerMessage::TransferVote {
+                    term,
+                    last_log_index,
+                    last_log_term,
+                }
+            } else {
+                PeerMessage::Vote {
+                    term,
+                    last_log_index,
+                    last_log_term,
+                }
+            }
+        }
+        PeerKind::PreVoteReply | PeerKind::VoteReply => {
+            exact(body, VOTE_REPLY_LEN)?;
+            let (term, granted) = (u64_(0), bool_at(body, 8)?);
+            if kind == PeerKind::PreVoteReply {
+                PeerMessage::PreVoteReply { term, granted }
+            } else {
+                PeerMessage::VoteReply { term, granted }
+            }
+        }
+        PeerKind::Append => read_append(body)?,
+        PeerKind::AppendReply => {
+            exact(body, APPEND_REPLY_LEN)?;
+            PeerMessage::AppendReply {
+                term: u64_(0),
+                success: bool_at(body, 8)?,
+                match_index: u64_(9),
+                round: u64_(17),
+            }
+        }
+        PeerKind::TimeoutNow => {
+            exact(body, TIMEOUT_NOW_LEN)?;
+            PeerMessage::TimeoutNow { term: u64_(0) }
+        }
+    })
+}
+
+/// An APPEND body: first the lengths (`BadRecordLength`), then the terms and indexes
+/// (`BadEntries`).
+fn read_append(body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
+    if body.len() < APPEND_FIXED_LEN {
+        return Err(DecodeError::BadRecordLength);
+    }
+    let count = u16_at(body, field::APPEND_ENTRY_COUNT.start);
+    let bytes = &body[APPEND_FIXED_LEN..];
+    let mut rest = bytes;
+    for _ in 0..count {
+        let (_, used) = read_entry(rest).ok_or(DecodeError::BadRecordLength)?;
+        rest = rest.get(used..).ok_or(DecodeError::BadRecordLength)?;
+    }
+    if !rest.is_empty() {
+        return Err(DecodeError::BadRecordLength);
+    }
+    let term = u64_at(body, field::APPEND_TERM.start);
+    let prev_log_index = u64_at(body, field::APPEND_PREV_LOG_INDEX.start);
+    let entries = PeerEntries { bytes, count };
+    check_entries(term, prev_log_index, entries.iter()).map_err(|()| DecodeError::BadEntries)?;
+    Ok(PeerMessage::Append {
+        term,
+        prev_log_index,
+        prev_log_term: u64_at(body, field::APPEND_PREV_LOG_TERM.start),
+        leader_commit: u64_at(body, field::APPEND_LEADER_COMMIT.start),
+        round: u64_at(body, field::APPEND_ROUND.start),
+        entries,
+    })
+}
+
+/// The entry rules both sides enforce (spec §8.5): terms never decrease along the log and no
+/// entry is newer than the leader's term; at most 65535 entries of at most 65535 bytes each;
+/// the last index fits in a u64. Returns (entry count, total data bytes).
+fn check_entries<'e>(
+    term: u64,
+    prev_log_index: u64,
+    entries: impl Iterator<Item = PeerEntry<'e>>,
+) -> Result<(usize, usize), ()> {
+    let (mut count, mut data_total, mut last_term) = (0usize, 0usize, 0u64);
+    for e in entries {
+        if e.term < last_term || e.term > term || e.data.len() > u16::MAX as usize {
+            return Err(());
+        }
+        last_term = e.term;
+        count += 1;
+        if count > u16::MAX as usize {
+            return Err(());
+        }
+        data_total = data_total.saturating_add(e.data.len());
+    }
+    prev_log_index.checked_add(count as u64).ok_or(())?;
+    Ok((count, data_total))
+}
+
+/// Builds one PEER datagram in the caller's buffer, record by record.
+///
+/// The writer never writes beyond `buf.len()` nor makes a datagram longer than
+/// [`PEER_DATAGRAM_LEN_MAX`]. A record that does not fit is refused with no change to the
+/// datagram; the caller then [finishes](PeerWriter::finish) this datagram and starts another.
+/// Every datagram it finishes decodes with [`PeerDatagram::decode`].
+#[derive(Debug)]
+pub struct PeerWriter<'b> {
+    buf: &'b mut [u8],
+    header: PeerHeader,
+    /// Bytes of the datagram so far, header included.
+    len: usize,
+    records: usize,
+}
+
+impl<'b> PeerWriter<'b> {
+    /// Starts a datagram; the 32-byte header is reserved and written by
+    /// [`PeerWriter::finish`]. A buffer shorter than the header takes no record.
+    pub fn new(buf: &'b mut [u8], header: PeerHeader) -> PeerWriter<'b> {
+        PeerWriter {
+            buf,
+            header,
+            len: HEADER_LEN,
+            records: 0,
+        }
+    }
+
+    /// Number of records pushed so far.
+    pub const fn record_count(&self) -> usize {
+        self.records
+    }
+
+    /// Bytes of the datagram so far, the header included.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True while no record has been pushed (`finish` would return 0).
+    pub const fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Bytes left for records (record headers included): the next record fits if its
+    /// [`PeerMessage::record_len`] is at most this.
+    pub fn remaining(&self) -> usize {
+        self.buf
+            .len()
+            .min(PEER_DATAGRAM_LEN_MAX)
+            .saturating_sub(self.len)
+    }
+
+    /// Checks that a record of `record_len` bytes (header included) for `shard` may be
+    /// appended; returns where it ends.
+    fn room(&self, shard: u16, record_len: usize) -> Result<usize, EncodeError> {
+        if self.header.cluster_id == 0 || self.header.from == 0 {
+            return Err(EncodeError::ZeroId);
+        }
+        if shard as u32 >= SHARDS_MAX {
+            return Err(EncodeError::BadShard);
+        }
+        let end = self.len.saturating_add(record_len);
+        if end > PEER_DATAGRAM_LEN_MAX {
+            return Err(EncodeError::TooLong);
+        }
+        if end > self.buf.len() {
+            return Err(EncodeError::BufferTooSmall);
+        }
+        Ok(end)
+    }
+
+    /// Appends one record. On `Err` nothing changed: [`EncodeError::TooLong`] or
+    /// [`EncodeError::BufferTooSmall`] mean the record does not fit in this datagram (finish
+    /// it and push the record into the next one); [`EncodeError::BadShard`],
+    /// [`EncodeError::ZeroId`] (a zero id in the header) and [`EncodeError::BadEntries`] mean
+    /// it can never be sent.
+    pub fn push(&mut self, shard: u16, msg: &PeerMessage<'_>) -> Result<(), EncodeError> {
+        let mut body = [0u8; FIXED_BODY_LEN_MAX];
+        let put = |b: &mut [u8], at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_be_bytes());
+        let len = match *msg {
+            PeerMessage::Append {
+                term,
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+                round,
+                entries,
+            } => {
+                return self.push_append(
+                    shard,
+                    term,
+                    prev_log_index,
+                    prev_log_term,
+                    leader_commit,
+                    round,
+                    entries.iter(),
+                )
+            }
+            PeerMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            }
+            | PeerMessage::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+            }
+            | PeerMessage::TransferVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => {
+                put(&mut body, 0, term);
+                put(&mut body, 8, last_log_index);
+                put(&mut body, 16, last_log_term);
+                VOTE_LEN
+            }
+            PeerMessage::PreVoteReply { term, granted }
+            | PeerMessage::VoteReply { term, granted } => {
+                put(&mut body, 0, term);
+                body[8] = granted as u8;
+                VOTE_REPLY_LEN
+            }
+            PeerMessage::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+            } => {
+                put(&mut body, 0, term);
+                body[8] = success as u8;
+                put(&mut body, 9, match_index);
+                put(&mut body, 17, round);
+                APPEND_REPLY_LEN
+            }
+            PeerMessage::TimeoutNow { term } => {
+                put(&mut body, 0, term);
+                TIMEOUT_NOW_LEN
+            }
+        };
+        debug_assert_eq!(len, msg.body_len());
+        let end = self.room(shard, PEER_RECORD_HEADER_LEN + len)?;
+        let at = self.len;
+        let out = &mut self.buf[at..end];
+        write_record_header(out, shard, msg.kind(), len);
+        out[PEER_RECORD_HEADER_LEN..].copy_from_slice(&body[..len]);
+        self.commit(end);
+        Ok(())
+    }
+
+    /// Appends an APPEND record whose entries come from the caller's own log, without
+    /// building an intermediate list. The iterator is walked twice (once to size and check,
+    /// once to write), so it must yield the same entries both times; if it does not, the push
+    /// fails with [`EncodeError::BadEntries`] and nothing changed. Errors as in
+    /// [`PeerWriter::push`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_append<'e, I>(
+        &mut self,
+        shard: u16,
+        term: u64,
+        prev_log_index: u64,
+        prev_log_term: u64,
+        leader_commit: u64,
+        round: u64,
+        entries: I,
+    ) -> Result<(), EncodeError>
+    where
+        I: Iterator<Item = PeerEntry<'e>> + Clone,
+    {
+        let (count, data_total) = check_entries(term, prev_log_index, entries.clone())
+            .map_err(|()| EncodeError::BadEntries)?;
+        let record_len = append_record_len(data_total, count);
+        let end = self.room(shard, record_len)?;
+        let at = self.len;
+        let out = &mut self.buf[at..end];
+        let body_len = record_len - PEER_RECORD_HEADER_LEN;
+        write_record_header(out, shard, PeerKind::Append, body_len);
+        let body = &mut out[PEER_RECORD_HEADER_LEN..];
+        body[field::APPEND_TERM].copy_from_slice(&term.to_be_bytes());
+        body[field::APPEND_PREV_LOG_INDEX].copy_from_slice(&prev_log_index.to_be_bytes());
+        body[field::APPEND_PREV_LOG_TERM].copy_from_slice(&prev_log_term.to_be_bytes());
+        body[field::APPEND_LEADER_COMMIT].copy_from_slice(&leader_commit.to_be_bytes());
+        body[field::APPEND_ROUND].copy_from_slice(&round.to_be_bytes());
+        body[field::APPEND_ENTRY_COUNT].copy_from_slice(&(count as u16).to_be_bytes());
+        // Second pass: write, re-checking the order so a changing iterator cannot produce a
+        // datagram that its receiver would reject.
+        let mut w = APPEND_FIXED_LEN;
+        let (mut written, mut last_term) = (0usize, 0u64);
+        for e in entries {
+            let next = w + ENTRY_FIXED_LEN + e.data.len();
+            if next > body.len() || e.term < last_term || e.term > term {
+                return Err(EncodeError::BadEntries);
+            }
+            body[w..w + 8].copy_from_slice(&e.term.to_be_bytes());
+            body[w + 8..w + 10].copy_from_slice(&(e.data.len() as u16).to_be_bytes());
+            body[w + ENTRY_FIXED_LEN..next].copy_from_slice(e.data);
+            (w, written, last_term) = (next, written + 1, e.term);
+        }
+        if w != body.len() || written != count {
+            return Err(EncodeError::BadEntries);
+        }
+        self.commit(end);
+        Ok(())
+    }
+
+    fn commit(&mut self, end: usize) {
+        debug_assert!(end > self.len && end <= self.buf.len().min(PEER_DATAGRAM_LEN_MAX));
+        self.len = end;
+        self.records += 1;
+    }
+
+    /// Writes the header and returns the datagram's length, `buf[..length]`; 0 if no record
+    /// was pushed (there is nothing to send).
+    pub fn finish(self) -> usize {
+        if self.records == 0 {
+            return 0;
+        }
+        let header = Header {
+            msg_type: MessageType::Peer,
+            flags: Flags::empty(),
+            body_len: (self.len - HEADER_LEN) as u16,
+            session_id: self.header.cluster_id,
+            request_id: self.header.from,
+            attempt: 0,
+        };
+        // A record was pushed, so the ids are non-zero and the buffer holds the header.
+        match header::encode(self.buf, &header) {
+            Ok(()) => self.len,
+            Err(_) => 0,
+        }
+    }
+}
+
+fn write_record_header(out: &mut [u8], shard: u16, kind: PeerKind, body_len: usize) {
+    out[field::SHARD].copy_from_slice(&shard.to_be_bytes());
+    out[field::KIND] = kind.to_wire();
+    out[field::RESERVED] = 0;
+    out[field::LEN].copy_from_slice(&(body_len as u16).to_be_bytes());
+}

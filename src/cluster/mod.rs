@@ -1,0 +1,1036 @@
+//! A node of a replicated cluster: the IO shell around one [`Shard`] core per shard.
+//!
+//! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
+//! thread owns the node's single UDP socket, which carries both client requests and PEER
+//! datagrams (spec §"Node-to-node protocol"), and all of the node's shard replicas. For each
+//! datagram it:
+//!
+//! 1. tells PEER datagrams from client requests by the message type;
+//! 2. PEER: checks the cluster id and the sender, and hands each record to its shard;
+//!    client request: computes the resource's shard ([`shard_of`]) and hands the request to
+//!    that shard's replica, which proposes it (leader), answers it from its lease (STATUS),
+//!    or refuses it, which the loop turns into NOT_LEADER with the leader's address as hint;
+//! 3. flushes: for every shard the datagram touched, persists its Raft state (per
+//!    `--durability`, [`storage`]), then packs every Raft message bound for the same peer —
+//!    of all shards — into as few PEER datagrams as fit, sends them, and sends the shards'
+//!    client replies.
+//!
+//! Timers: the loop keeps each shard's next deadline and blocks in `recv_from` until the
+//! earliest, so an idle node sleeps. No protocol decision is taken here; every rule lives in
+//! the cores and the codec.
+//!
+//! # Durability and restarts
+//!
+//! `fsync` and `os` keep every shard's Raft log and vote in `--data-dir` (see [`storage`] for
+//! what each survives). `memory` keeps nothing: a replica that restarted empty could vote
+//! twice in one term or acknowledge entries it then forgets, so a restarted memory replica
+//! would need a rejoin rule before it may vote. That rule is not built yet, so `memory` is
+//! only offered where no replica can restart on its own: the in-process clusters of
+//! `udplock dev` and `udplock bench`, whose nodes live and die together.
+
+pub mod storage;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration as StdDuration;
+
+use udplock_protocol::{
+    shard_of, Hint, MessageType, PeerDatagram, PeerEntry, PeerHeader, PeerMessage, PeerWriter,
+    Reply, Request, Status, APPEND_FIXED_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, PEER_DATAGRAM_LEN_MAX,
+    PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
+};
+
+use self::storage::{Durability, ShardStore};
+use crate::core::lock_table::{self, Command};
+use crate::core::raft::{self, Entry, HardState, Message, NodeId};
+use crate::core::shard::{self, Shard, ShardStats};
+use crate::core::time::Instant;
+use crate::node::{
+    bind, encode_reply, error_reply, fencing_token_first_from_wall_clock, recv_error_is_transient,
+    reply_type, table_request, NodeStats, ReadTimer,
+};
+
+/// Shards of a cluster unless `--shards` says otherwise: enough that leaders spread evenly
+/// over a handful of nodes, few enough that idle shards cost little.
+pub const SHARDS_DEFAULT: u32 = 64;
+
+/// Datagrams handled between two flushes at most: bounds how long the first one's answer
+/// waits behind the others.
+const DRAIN_MAX: usize = 64;
+
+/// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`].
+const STATS_PERIOD: crate::core::time::Duration = crate::core::time::Duration::from_millis(5);
+
+/// What a cluster node needs to start.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's id: one of `peers`.
+    pub node_id: NodeId,
+    /// Every node of the cluster, this one included: id and the address it listens on.
+    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// Shards of the cluster (same on every node; fixed when the cluster is created).
+    pub shards: u32,
+    /// Raft timers and limits (`id`, `voters` and `append_bytes_max` are set per node).
+    pub raft: raft::Config,
+    /// Limits of each shard's lock table (same on every node).
+    pub table: lock_table::Config,
+    pub durability: Durability,
+    /// Where `fsync` and `os` keep their files.
+    pub data_dir: Option<PathBuf>,
+    /// Pin the event-loop thread to this CPU.
+    pub cpu: Option<usize>,
+}
+
+impl ClusterConfig {
+    /// Node `node_id` of a cluster of `peers`, with default shards, timers and limits, in
+    /// `memory` mode (set `durability` and `data_dir` for a server).
+    pub fn new(node_id: NodeId, peers: Vec<(NodeId, SocketAddr)>) -> ClusterConfig {
+        ClusterConfig {
+            node_id,
+            peers,
+            shards: SHARDS_DEFAULT,
+            raft: raft::Config::default(),
+            table: lock_table::Config::default(),
+            durability: Durability::Memory,
+            data_dir: None,
+            cpu: None,
+        }
+    }
+
+    /// The address this node listens on.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.peers
+            .iter()
+            .find(|&&(id, _)| id == self.node_id)
+            .map(|&(_, addr)| addr)
+    }
+
+    /// Identifies the cluster in every PEER datagram (spec §8.1), so nodes of two clusters
+    /// that share addresses never mix, and nodes whose lock tables would decide differently
+    /// never form one: the shard hash of the sorted node list, the shard count and the
+    /// lock-table limits every replica must share, written
+    /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64/limits` (see [`ClusterConfig::limits_text`]).
+    pub fn cluster_id(&self) -> u64 {
+        let mut peers = self.peers.clone();
+        peers.sort();
+        let nodes: Vec<String> = peers
+            .iter()
+            .map(|(id, addr)| format!("{id}@{addr}"))
+            .collect();
+        let text = format!("{}/{}/{}", nodes.join(","), self.shards, self.limits_text());
+        udplock_protocol::shard_hash(text.as_bytes()).max(1)
+    }
+
+    /// The lock-table settings that decide outcomes, in the spec's order (§8.1): replicas
+    /// that differ in any would apply the same log differently.
+    pub fn limits_text(&self) -> String {
+        let t = &self.table;
+        format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            t.resources_max,
+            t.waiters_per_resource_max,
+            t.waiters_max,
+            t.holds_per_lock_max,
+            t.sessions_max,
+            t.answers_per_session_max,
+            t.session_idle_ms,
+            t.ttl_default_ms,
+            t.ttl_ms_max,
+            t.wait_ms_max,
+            t.retry_after_ms,
+            t.startup_grace_ms
+        )
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return Err(format!("shards must be 1..={SHARDS_MAX}"));
+        }
+        if self.node_id == 0 || self.peers.iter().any(|&(id, _)| id == 0) {
+            return Err("node ids must be greater than zero".into());
+        }
+        if self.listen().is_none() {
+            return Err(format!("node id {} is not in the peer list", self.node_id));
+        }
+        for (i, &(id, addr)) in self.peers.iter().enumerate() {
+            if self.peers[..i]
+                .iter()
+                .any(|&(other, a)| other == id || a == addr)
+            {
+                return Err(format!("peer {id}@{addr} is listed twice"));
+            }
+        }
+        if self.durability != Durability::Memory && self.data_dir.is_none() {
+            return Err(format!(
+                "durability {} needs a data directory",
+                self.durability.name()
+            ));
+        }
+        self.shard_config(0).validate().map_err(|e| e.to_string())
+    }
+
+    /// The node that should lead `shard` when it is up: the nodes by id, in turn, so
+    /// leaders spread evenly (each shard's leader hands over to it, see
+    /// [`Shard::set_preferred_leader`]).
+    pub fn preferred_leader(&self, shard: u32) -> NodeId {
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|&(id, _)| id).collect();
+        ids.sort_unstable();
+        ids[shard as usize % ids.len()]
+    }
+
+    fn shard_config(&self, shard: u32) -> shard::Config {
+        shard::Config {
+            shard,
+            raft: raft::Config {
+                id: self.node_id,
+                voters: self.peers.iter().map(|&(id, _)| id).collect(),
+                // One Append always fits one PEER datagram.
+                append_bytes_max: PEER_DATAGRAM_LEN_MAX
+                    - HEADER_LEN
+                    - PEER_RECORD_HEADER_LEN
+                    - APPEND_FIXED_LEN,
+                ..self.raft.clone()
+            },
+            table: self.table.clone(),
+            token_first: fencing_token_first_from_wall_clock(),
+        }
+    }
+}
+
+/// A running cluster node. Dropping it stops the node.
+pub struct ClusterNode {
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    /// Asks the loop to hand every shard it leads to another node (graceful leave).
+    leaving: Arc<AtomicBool>,
+    stats: Arc<NodeStats>,
+    shard_stats: Arc<Mutex<Vec<ShardStats>>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl ClusterNode {
+    /// Binds the node's address and starts its event loop.
+    pub fn start(config: ClusterConfig) -> io::Result<ClusterNode> {
+        let listen = config
+            .listen()
+            .ok_or_else(|| invalid(config.validate().err()))?;
+        let socket = bind(listen)?;
+        ClusterNode::start_on(socket, config)
+    }
+
+    /// Starts the event loop on a socket already bound to this node's address (so a local
+    /// cluster can bind every port before any node starts).
+    pub fn start_on(socket: UdpSocket, config: ClusterConfig) -> io::Result<ClusterNode> {
+        config.validate().map_err(|e| invalid(Some(e)))?;
+        let local_addr = socket.local_addr()?;
+        let mut shards = Vec::with_capacity(config.shards as usize);
+        let mut stores = Vec::with_capacity(config.shards as usize);
+        let epoch = std::time::Instant::now();
+        for shard in 0..config.shards {
+            let (store, state, log) = match (&config.data_dir, config.durability) {
+                (Some(dir), Durability::Fsync | Durability::Os) => {
+                    let sync = config.durability == Durability::Fsync;
+                    let (store, state, log) = ShardStore::open(dir, shard, sync)?;
+                    (Some(store), state, log)
+                }
+                _ => (None, HardState::default(), Vec::new()),
+            };
+            let seed = rand::random::<u64>() ^ u64::from(shard);
+            let mut replica =
+                Shard::new(config.shard_config(shard), seed, state, log, Instant::ZERO);
+            replica.set_preferred_leader(Some(config.preferred_leader(shard)));
+            shards.push(replica);
+            stores.push(store);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(NodeStats::default());
+        let shard_stats = Arc::new(Mutex::new(Vec::new()));
+        let event_loop = ClusterLoop {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id(),
+            addr_of: config.peers.iter().copied().collect(),
+            socket,
+            deadlines: shards.iter().map(Shard::poll_timeout).collect(),
+            touched: vec![false; shards.len()],
+            touched_list: Vec::new(),
+            shards,
+            stores,
+            stats: stats.clone(),
+            shard_stats: shard_stats.clone(),
+            stats_published: Instant::ZERO,
+            epoch,
+            read_timer: ReadTimer::default(),
+            out: [0; PEER_DATAGRAM_LEN_MAX],
+            outgoing: Vec::new(),
+            failed: None,
+            leaving: false,
+        };
+        let leaving = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            let leaving = leaving.clone();
+            let cpu = config.cpu;
+            std::thread::Builder::new()
+                .name(format!("udplock-node-{}", config.node_id))
+                .spawn(move || {
+                    if let Some(id) = cpu {
+                        if !core_affinity::set_for_current(core_affinity::CoreId { id }) {
+                            log::warn!("udplock node: could not pin the event loop to CPU {id}");
+                        }
+                    }
+                    event_loop.run(&stop, &leaving)
+                })?
+        };
+        log::info!(
+            "udplock node {} listening on {local_addr} ({} shards, {} nodes, durability {})",
+            config.node_id,
+            config.shards,
+            config.peers.len(),
+            config.durability.name()
+        );
+        Ok(ClusterNode {
+            local_addr,
+            stop,
+            leaving,
+            stats,
+            shard_stats,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Every shard's role, term, leader, commit index and table counters, as of at most a few
+    /// milliseconds ago.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shard_stats
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Blocks until the node stops; `Err` says why it stopped on its own (it stops rather
+    /// than go on without the durability it promises, e.g. when its disk fails).
+    pub fn wait(mut self) -> Result<(), String> {
+        match self.thread.take().map(JoinHandle::join) {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err("the node's event loop panicked".into()),
+        }
+    }
+
+    /// Stops the event loop at once and waits for it: to the rest of the cluster this looks
+    /// like a crash (its shards elect new leaders after an election timeout).
+    pub fn shutdown(mut self) {
+        self.stop_thread();
+    }
+
+    /// Leaves gracefully: hands every shard this node leads to an up-to-date peer
+    /// (leadership transfer, thesis §3.10), waits until it leads none or `within` passes,
+    /// then stops. Clients see a redirect instead of an election timeout. Returns how many
+    /// shards it still led when it stopped (0: all handed over).
+    pub fn leave(mut self, within: StdDuration) -> usize {
+        self.leaving.store(true, Ordering::Release);
+        let deadline = std::time::Instant::now() + within;
+        let led = |node: &ClusterNode| {
+            node.shard_stats()
+                .iter()
+                .filter(|s| s.role == Some(raft::Role::Leader))
+                .count()
+        };
+        // The loop publishes its shards' state every few milliseconds.
+        std::thread::sleep(StdDuration::from_millis(10));
+        while led(&self) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(StdDuration::from_millis(5));
+        }
+        let still_led = led(&self);
+        self.stop_thread();
+        still_led
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            // Wake the loop from its blocking recv with an empty datagram (dropped).
+            let local = if self.local_addr.is_ipv4() {
+                SocketAddr::from(([127, 0, 0, 1], 0))
+            } else {
+                SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+            };
+            if let Ok(waker) = UdpSocket::bind(local) {
+                let mut to = self.local_addr;
+                if to.ip().is_unspecified() {
+                    to.set_ip(local.ip());
+                }
+                let _ = waker.send_to(&[], to);
+            }
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+fn invalid(reason: Option<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        reason.unwrap_or_else(|| "invalid cluster configuration".into()),
+    )
+}
+
+/// Starts `nodes` cluster nodes in this process on loopback ports (each its own thread and
+/// socket), in `memory` mode: what `udplock dev` and the embedded benchmark run.
+pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result<Vec<ClusterNode>> {
+    let sockets = (0..nodes)
+        .map(|_| bind(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .collect::<io::Result<Vec<_>>>()?;
+    let peers = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Ok((i as NodeId + 1, s.local_addr()?)))
+        .collect::<io::Result<Vec<_>>>()?;
+    sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let config = ClusterConfig {
+                node_id: i as NodeId + 1,
+                peers: peers.clone(),
+                ..template.clone()
+            };
+            ClusterNode::start_on(socket, config)
+        })
+        .collect()
+}
+
+/// The loop's state.
+struct ClusterLoop {
+    node_id: NodeId,
+    cluster_id: u64,
+    addr_of: HashMap<NodeId, SocketAddr>,
+    socket: UdpSocket,
+    shards: Vec<Shard>,
+    stores: Vec<Option<ShardStore>>,
+    /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
+    deadlines: Vec<Instant>,
+    /// Shards an input touched since the last flush (flag per shard, and their list).
+    touched: Vec<bool>,
+    touched_list: Vec<u32>,
+    stats: Arc<NodeStats>,
+    shard_stats: Arc<Mutex<Vec<ShardStats>>>,
+    stats_published: Instant,
+    epoch: std::time::Instant,
+    read_timer: ReadTimer,
+    out: [u8; PEER_DATAGRAM_LEN_MAX],
+    /// Set when the node must stop (it could not persist).
+    failed: Option<String>,
+    /// Handing its shards over before it stops.
+    leaving: bool,
+    /// Raft messages drained in one flush: (peer, shard, message).
+    outgoing: Vec<(NodeId, u16, Message)>,
+}
+
+impl ClusterLoop {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    fn run(mut self, stop: &AtomicBool, leaving: &AtomicBool) -> Result<(), String> {
+        // Room for the largest datagram of either kind, plus one byte to see oversized ones.
+        let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
+        while !stop.load(Ordering::Acquire) {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
+            }
+            let now = self.now();
+            if leaving.load(Ordering::Relaxed) {
+                if !self.leaving {
+                    self.leaving = true;
+                    for replica in &mut self.shards {
+                        replica.set_leaving();
+                    }
+                }
+                self.hand_over(now);
+            }
+            for shard in 0..self.shards.len() {
+                if self.deadlines[shard] <= now {
+                    self.shards[shard].handle_timeout(now);
+                    self.touch(shard as u32);
+                }
+            }
+            self.flush(REQUEST_LEN_MIN);
+            self.publish_stats(now);
+            let next = self.deadlines.iter().copied().min();
+            let now = self.now();
+            self.read_timer.arm(&self.socket, next, now);
+            match self.socket.recv_from(&mut buf) {
+                Ok((len, from)) => {
+                    NodeStats::bump(&self.stats.datagrams);
+                    self.handle_datagram(&buf[..len], from);
+                    self.drain_socket(&mut buf);
+                    self.flush(REQUEST_LEN_MIN);
+                }
+                Err(e) if recv_error_is_transient(&e) => {}
+                Err(e) => {
+                    log::error!("udplock node: recv failed: {e}; retrying");
+                    std::thread::sleep(StdDuration::from_millis(1));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles whatever else already waits on the socket (up to [`DRAIN_MAX`]) before the
+    /// flush, so that under load many proposals travel in one Append and many answers in one
+    /// PEER datagram (batching); when idle it costs one `recv` that finds nothing.
+    fn drain_socket(&mut self, buf: &mut [u8]) {
+        if self.socket.set_nonblocking(true).is_err() {
+            return;
+        }
+        for _ in 0..DRAIN_MAX {
+            match self.socket.recv_from(buf) {
+                Ok((len, from)) => {
+                    NodeStats::bump(&self.stats.datagrams);
+                    self.handle_datagram(&buf[..len], from);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+        }
+        let _ = self.socket.set_nonblocking(false);
+    }
+
+    /// Graceful leave: each shard this node leads goes to the first peer (after this node,
+    /// by id) that is up to date. Called on every loop turn while leaving; Raft ignores a
+    /// second transfer while one runs.
+    fn hand_over(&mut self, now: Instant) {
+        let mut peers: Vec<NodeId> = self.addr_of.keys().copied().collect();
+        peers.sort_unstable();
+        let first_after = peers.iter().position(|&id| id > self.node_id).unwrap_or(0);
+        peers.rotate_left(first_after);
+        for shard in 0..self.shards.len() {
+            let replica = &mut self.shards[shard];
+            if replica.raft().role() != raft::Role::Leader
+                || replica.raft().transferring_to().is_some()
+            {
+                continue;
+            }
+            let target = peers
+                .iter()
+                .copied()
+                .find(|&id| id != self.node_id && replica.raft().follower_caught_up(id, now));
+            if let Some(target) = target {
+                let _ = replica.transfer_leadership(now, target);
+                self.touch(shard as u32);
+            }
+        }
+    }
+
+    fn touch(&mut self, shard: u32) {
+        if !self.touched[shard as usize] {
+            self.touched[shard as usize] = true;
+            self.touched_list.push(shard);
+        }
+    }
+
+    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
+        let msg_type = datagram
+            .get(udplock_protocol::header::field::MSG_TYPE)
+            .copied();
+        if msg_type == Some(MessageType::Peer.to_wire()) {
+            return self.handle_peer(datagram, from);
+        }
+        if datagram.len() > DATAGRAM_LEN_MAX {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Read-only, answered by any node from its own view; the lock-request decoder does
+        // not read it (spec §4.7, §8.9).
+        if msg_type == Some(MessageType::ShardStatus.to_wire()) {
+            return self.answer_shard_status(datagram, from);
+        }
+        let request = match Request::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                let mut out = [0u8; REPLY_LEN_MIN];
+                match error_reply(datagram, e, &mut out) {
+                    Some(len) => {
+                        NodeStats::bump(&self.stats.error_replies);
+                        self.send(&out[..len], from);
+                    }
+                    None => NodeStats::bump(&self.stats.dropped),
+                }
+                return;
+            }
+        };
+        // Spec §2.2: a request shorter than the smallest reply is never answered.
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let table_request = table_request(&request, from, datagram.len());
+        let resource = match table_request.command {
+            Command::Acquire { resource, .. }
+            | Command::Release { resource, .. }
+            | Command::Renew { resource, .. }
+            | Command::Status { resource }
+            | Command::Configure { resource, .. } => resource,
+        };
+        let shard = shard_of(resource, self.shards.len() as u32);
+        let now = self.now();
+        let kind = table_request.command.kind();
+        let is_status = matches!(table_request.command, Command::Status { .. });
+        match self.shards[shard as usize].handle_request(now, table_request) {
+            Ok(()) => self.touch(shard),
+            Err(not_leader) => {
+                // Not remembered: the client resends the same request to the leader.
+                let hint = not_leader
+                    .leader_hint
+                    .and_then(|id| self.addr_of.get(&id).copied())
+                    .map_or(Hint::None, Hint::Leader);
+                let reply = Reply {
+                    hint,
+                    ..Reply::bare(
+                        reply_type(kind),
+                        request.session_id,
+                        request.request_id,
+                        request.attempt,
+                        Status::NotLeader,
+                    )
+                };
+                let mut out = [0u8; REPLY_LEN_MIN];
+                if let Ok(len) = reply.encode(&mut out) {
+                    self.send(&out[..len], from);
+                }
+            }
+        }
+        if is_status {
+            // The answer's holder id is included only if it fits in this request (no
+            // amplification), so it leaves now, while the request's length is known.
+            self.flush(datagram.len());
+        }
+    }
+
+    /// SHARD_STATUS (spec §4.7, §8.9): this node's own view of its shards from `first_shard`
+    /// on, as many as fit in a reply no longer than the request (§2.2). Touches no shard,
+    /// logs and remembers nothing; a follower answers as readily as a leader.
+    fn answer_shard_status(&mut self, datagram: &[u8], from: SocketAddr) {
+        use crate::core::raft::Role;
+        use udplock_protocol::{
+            ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest,
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let request = match ShardStatusRequest::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => {
+                match error_reply(datagram, e, &mut out) {
+                    Some(len) => {
+                        NodeStats::bump(&self.stats.error_replies);
+                        self.send(&out[..len], from);
+                    }
+                    None => NodeStats::bump(&self.stats.dropped),
+                }
+                return;
+            }
+        };
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let fit = ShardStatusReply::entries_that_fit(datagram.len());
+        let entries: Vec<ShardStatusEntry> = self
+            .shards
+            .iter()
+            .enumerate()
+            .skip(usize::from(request.first_shard))
+            .take(fit)
+            .map(|(shard, replica)| {
+                let stats = replica.stats();
+                ShardStatusEntry {
+                    // ClusterConfig::validate keeps shards below SHARDS_MAX (4096).
+                    shard: shard as u16,
+                    role: match stats.role {
+                        Some(Role::Leader) => ShardRole::Leader,
+                        Some(Role::Candidate) => ShardRole::Candidate,
+                        Some(Role::PreCandidate) => ShardRole::PreCandidate,
+                        Some(Role::Follower) | None => ShardRole::Follower,
+                    },
+                    leader_id: stats.leader.unwrap_or(0),
+                    term: stats.term,
+                    commit_index: stats.commit_index,
+                    applied_index: stats.applied_index,
+                    held: u32::try_from(stats.table.held).unwrap_or(u32::MAX),
+                    waiters: u32::try_from(stats.table.waiters).unwrap_or(u32::MAX),
+                }
+            })
+            .collect();
+        let reply = ShardStatusReply {
+            session_id: request.session_id,
+            request_id: request.request_id,
+            attempt: request.attempt,
+            status: Status::Ok,
+            node_id: self.node_id,
+            shards_total: self.shards.len() as u16,
+            first_shard: request.first_shard,
+            entries: ShardStatusEntries::from_slice(&entries),
+        };
+        match reply.encode(&mut out) {
+            Ok(len) => {
+                assert!(
+                    len <= datagram.len(),
+                    "shard status reply larger than request"
+                );
+                self.send(&out[..len], from);
+            }
+            Err(e) => log::error!("udplock node: shard status reply did not encode: {e}"),
+        }
+    }
+
+    fn handle_peer(&mut self, datagram: &[u8], source: SocketAddr) {
+        let Ok(peer) = PeerDatagram::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let PeerHeader { cluster_id, from } = peer.header;
+        // The sender must be a listed node and the datagram must come from its listed
+        // address: a peer that is not in the list cannot speak for one that is.
+        if cluster_id != self.cluster_id
+            || from == self.node_id
+            || self.addr_of.get(&from) != Some(&source)
+        {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.peer_received);
+        let now = self.now();
+        for (shard, record) in peer.records() {
+            let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
+                continue;
+            };
+            if let Some(msg) = from_wire(&record) {
+                replica.handle_message(now, from, msg);
+                self.touch(u32::from(shard));
+            }
+        }
+    }
+
+    /// Persists every touched shard, then sends its Raft messages (packed per peer) and its
+    /// client replies. `request_len`: the client datagram being answered, if any (a STATUS
+    /// reply includes the holder only if it fits in it).
+    fn flush(&mut self, request_len: usize) {
+        if self.touched_list.is_empty() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.touched_list);
+        let mut replies = Vec::new();
+        for &shard in &touched {
+            let s = shard as usize;
+            self.touched[s] = false;
+            if let Some(store) = self.stores[s].as_mut() {
+                if let Err(e) = store.persist(self.shards[s].raft()) {
+                    // Nothing this input produced may leave. Raft's state in memory is already
+                    // ahead of the disk (a leader counts its own log toward a majority), so
+                    // going on could acknowledge what a crash would lose: stop instead
+                    // (fail-stop), like a crash the cluster already survives.
+                    let why = format!("shard {shard}: cannot persist the Raft log: {e}; stopping");
+                    log::error!("udplock node: {why}");
+                    while self.shards[s].poll_message().is_some() {}
+                    while self.shards[s].poll_reply().is_some() {}
+                    self.failed = Some(why);
+                    self.outgoing.clear();
+                    self.touched_list.clear();
+                    self.touched.fill(false);
+                    return;
+                }
+            }
+            while let Some((to, msg)) = self.shards[s].poll_message() {
+                self.outgoing.push((to, shard as u16, msg));
+            }
+            while let Some(reply) = self.shards[s].poll_reply() {
+                replies.push(reply);
+            }
+            self.deadlines[s] = self.shards[s].poll_timeout();
+        }
+        self.touched_list = touched;
+        self.touched_list.clear();
+        self.send_peer_messages();
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        for r in &replies {
+            match encode_reply(r, request_len.max(REPLY_LEN_MIN), &mut out) {
+                Ok(len) => {
+                    NodeStats::bump(&self.stats.replies);
+                    let _ = self.socket.send_to(&out[..len], r.to);
+                }
+                Err(e) => log::error!("udplock node: reply did not encode: {e}"),
+            }
+        }
+    }
+
+    /// Coalesces: one PEER datagram per peer carries the records of every shard, as many as
+    /// fit; more datagrams only when they do not.
+    fn send_peer_messages(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        // Stable: each shard's messages to one peer keep their order.
+        outgoing.sort_by_key(|&(to, _, _)| to);
+        let header = PeerHeader {
+            cluster_id: self.cluster_id,
+            from: self.node_id,
+        };
+        let mut i = 0;
+        while i < outgoing.len() {
+            let to = outgoing[i].0;
+            let Some(&addr) = self.addr_of.get(&to) else {
+                i += 1;
+                continue;
+            };
+            let mut writer = PeerWriter::new(&mut self.out, header);
+            while i < outgoing.len() && outgoing[i].0 == to {
+                let (_, shard, ref msg) = outgoing[i];
+                if push(&mut writer, shard, msg).is_ok() {
+                    i += 1;
+                    continue;
+                }
+                if writer.record_count() == 0 {
+                    log::error!("udplock node: a Raft message does not fit a datagram; dropped");
+                    i += 1;
+                    continue;
+                }
+                let len = writer.finish();
+                self.send_peer(len, addr);
+                writer = PeerWriter::new(&mut self.out, header);
+            }
+            let len = writer.finish();
+            if len > 0 {
+                self.send_peer(len, addr);
+            }
+        }
+        outgoing.clear();
+        self.outgoing = outgoing;
+    }
+
+    fn send_peer(&self, len: usize, to: SocketAddr) {
+        match self.socket.send_to(&self.out[..len], to) {
+            Ok(_) => NodeStats::bump(&self.stats.peer_sent),
+            Err(_) => NodeStats::bump(&self.stats.send_errors),
+        }
+    }
+
+    fn send(&self, datagram: &[u8], to: SocketAddr) {
+        match self.socket.send_to(datagram, to) {
+            Ok(_) => NodeStats::bump(&self.stats.replies),
+            Err(_) => NodeStats::bump(&self.stats.send_errors),
+        }
+    }
+
+    fn publish_stats(&mut self, now: Instant) {
+        if now < self.stats_published + STATS_PERIOD {
+            return;
+        }
+        self.stats_published = now;
+        if let Ok(mut stats) = self.shard_stats.lock() {
+            stats.clear();
+            stats.extend(self.shards.iter().map(Shard::stats));
+        }
+    }
+}
+
+/// Writes one Raft message as a PEER record.
+fn push(
+    writer: &mut PeerWriter<'_>,
+    shard: u16,
+    msg: &Message,
+) -> Result<(), udplock_protocol::EncodeError> {
+    match *msg {
+        Message::PreVote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => writer.push(
+            shard,
+            &PeerMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+        ),
+        Message::PreVoteReply { term, granted } => {
+            writer.push(shard, &PeerMessage::PreVoteReply { term, granted })
+        }
+        Message::Vote {
+            term,
+            last_log_index,
+            last_log_term,
+            transfer: false,
+        } => writer.push(
+            shard,
+            &PeerMessage::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+        ),
+        Message::Vote {
+            term,
+            last_log_index,
+            last_log_term,
+            transfer: true,
+        } => writer.push(
+            shard,
+            &PeerMessage::TransferVote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+        ),
+        Message::TimeoutNow { term } => writer.push(shard, &PeerMessage::TimeoutNow { term }),
+        Message::VoteReply { term, granted } => {
+            writer.push(shard, &PeerMessage::VoteReply { term, granted })
+        }
+        Message::Append {
+            term,
+            prev_log_index,
+            prev_log_term,
+            ref entries,
+            leader_commit,
+            round,
+        } => writer.push_append(
+            shard,
+            term,
+            prev_log_index,
+            prev_log_term,
+            leader_commit,
+            round,
+            entries.iter().map(|e| PeerEntry {
+                term: e.term,
+                data: &e.data,
+            }),
+        ),
+        Message::AppendReply {
+            term,
+            success,
+            match_index,
+            round,
+        } => writer.push(
+            shard,
+            &PeerMessage::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+            },
+        ),
+    }
+}
+
+/// The Raft message a PEER record carries (`None`: a kind this node does not act on; every
+/// kind of version 1 is acted on).
+fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
+    Some(match *record {
+        PeerMessage::PreVote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => Message::PreVote {
+            term,
+            last_log_index,
+            last_log_term,
+        },
+        PeerMessage::PreVoteReply { term, granted } => Message::PreVoteReply { term, granted },
+        PeerMessage::Vote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => Message::Vote {
+            term,
+            last_log_index,
+            last_log_term,
+            transfer: false,
+        },
+        PeerMessage::TransferVote {
+            term,
+            last_log_index,
+            last_log_term,
+        } => Message::Vote {
+            term,
+            last_log_index,
+            last_log_term,
+            transfer: true,
+        },
+        PeerMessage::VoteReply { term, granted } => Message::VoteReply { term, granted },
+        PeerMessage::Append {
+            term,
+            prev_log_index,
+            prev_log_term,
+            leader_commit,
+            round,
+            entries,
+        } => Message::Append {
+            term,
+            prev_log_index,
+            prev_log_term,
+            entries: entries
+                .iter()
+                .enumerate()
+                .map(|(i, e)| Entry {
+                    term: e.term,
+                    index: prev_log_index + 1 + i as u64,
+                    data: e.data.to_vec(),
+                })
+                .collect(),
+            leader_commit,
+            round,
+        },
+        PeerMessage::AppendReply {
+            term,
+            success,
+            match_index,
+            round,
+        } => Message::AppendReply {
+            term,
+            success,
+            match_index,
+            round,
+        },
+        PeerMessage::TimeoutNow { term } => Message::TimeoutNow { term },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_id_is_the_specs_example() {
+        let peers = (1..=3)
+            .rev()
+            .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], 7100 + id as u16))))
+            .collect();
+        // spec §8.1, computed independently of this crate (default limits).
+        let config = ClusterConfig::new(2, peers);
+        assert_eq!(config.cluster_id(), 0x5D0C_5100_F15F_D050);
+        // Different limits: another cluster (their replicas would decide differently).
+        let mut other = config.clone();
+        other.table.ttl_ms_max -= 1;
+        assert_ne!(other.cluster_id(), config.cluster_id());
+    }
+}

@@ -1,0 +1,696 @@
+//! One replica of one shard: a [`Raft`] log whose committed commands drive a [`LockTable`],
+//! as a pure deterministic state machine (no IO, no clock, no global randomness). The node
+//! runs one per shard; the simulator runs the same code.
+//!
+//! # Replicating the lock table (spec §"Log commands")
+//!
+//! The lock table is already deterministic given its `(now, input)` sequence, so the log
+//! carries exactly that sequence: every client request that changes state becomes a REQUEST
+//! command stamped with the leader's *log time*, and a TICK command carries a time at which
+//! the table's timers (lease expiry, wait deadlines, idle sessions) are due. Every replica
+//! applies committed commands in log order with the stamp as `now`, so every replica holds
+//! the same locks, queues, fencing counter and idempotency table (each session's remembered
+//! answers), and a retransmit that reaches a new leader gets the first answer again. Expiry
+//! is decided when a TICK is *applied*, against the replicated expiry: a renew or a new grant
+//! committed before it moved the expiry, so a stale TICK cannot free a newer hold (this is
+//! what the "expire command carrying the token" guards against; deciding at apply
+//! time makes the token unnecessary).
+//!
+//! Replies leave only from the leader, only after the command committed and was applied (a
+//! follower applies the same command and drops the reply). A leader also sends the answers
+//! of commands an earlier leader proposed, when they commit under it: a waiter queued under
+//! the old leader gets its grant from the new one, at the address the log recorded.
+//!
+//! # Log time
+//!
+//! Stamps must never decrease along the log, and must never run ahead of real time (a lease
+//! counted on a clock that runs fast ends early). A leader starts its log clock at its
+//! election from the largest stamp in its log and advances it with its own clock:
+//! `log_now = base_stamp + (now - elected_at)`. Across a leader change log time therefore
+//! *pauses* between the old leader's last stamp and the new leader's election: every lease
+//! in flight ends later in real time than it would have under the old leader, never earlier,
+//! so no client's own count (which starts before the grant) outlasts the server's. A new
+//! leader restarts nothing: a lock's remaining time simply resumes.
+//!
+//! # Reads
+//!
+//! STATUS is answered by the leader from its applied state while its Raft lease is valid
+//! (thesis §6.4.1; the lease starts only once the leader's no-op committed, so its applied
+//! state includes every committed command). Otherwise the caller is told to go elsewhere.
+//!
+//! # Bounds
+//!
+//! Uncommitted proposals are capped at [`UNCOMMITTED_MAX`] (a request over it gets
+//! OVERLOADED, changing nothing); a retransmit of a request whose first copy is still
+//! uncommitted is dropped (its answer comes when that copy commits).
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+
+use udplock_protocol::{LogCommand, LogOp, Status, LOG_COMMAND_LEN_MAX};
+
+use crate::core::lock_table::{
+    self, Answer, Command, CommandKind, IdBuf, LockTable, Reply, Request, RequestId,
+};
+use crate::core::raft::{self, Entry, HardState, Message, NodeId, NotLeader, Raft, Role};
+use crate::core::time::Instant;
+use crate::core::ConfigError;
+
+/// STATUS requests a leader without a usable lease holds while it confirms its leadership
+/// (ReadIndex, thesis §6.4). One more gets OVERLOADED.
+pub const READS_PENDING_MAX: usize = 1_024;
+
+/// How long a replica must have led a shard before it hands it to the shard's preferred
+/// leader: long enough that leadership does not bounce while a cluster starts or heals.
+pub const SPREAD_AFTER: crate::core::time::Duration =
+    crate::core::time::Duration::from_millis(1_000);
+
+/// Proposals a leader keeps uncommitted at once. Bounds the log's unreplicated tail (memory,
+/// and the work a new leader's re-basing scan does) when followers fall behind; a request
+/// over it gets OVERLOADED with `retry_after_ms`.
+pub const UNCOMMITTED_MAX: u64 = 4_096;
+
+/// Static configuration of one replica of one shard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Which shard (for logs and status).
+    pub shard: u32,
+    pub raft: raft::Config,
+    /// Limits of the replicated table. Must be identical on every replica (the table's
+    /// decisions depend on them). `fencing_token_first` is ignored: the INIT command fixes it.
+    pub table: lock_table::Config,
+    /// What this replica proposes as the first fencing token if it is the first leader of an
+    /// empty log (the node passes the wall clock in microseconds, spec §7.2.4).
+    pub token_first: u64,
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.raft.validate()?;
+        lock_table::Config {
+            fencing_token_first: self.token_first,
+            ..self.table.clone()
+        }
+        .validate()
+    }
+}
+
+/// A client request as the node decoded it, owning nothing: ids borrow from the datagram.
+pub type ClientRequest<'a> = Request<'a>;
+
+/// The leader's log clock (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct LogClock {
+    /// The term it belongs to.
+    term: u64,
+    /// Log time at the election.
+    base: Instant,
+    /// This node's clock at the election.
+    elected_at: Instant,
+}
+
+impl LogClock {
+    fn log_time(&self, now: Instant) -> Instant {
+        self.base + now.saturating_since(self.elected_at)
+    }
+
+    /// This node's clock when log time reaches `at` (now if already past).
+    fn local_time(&self, at: Instant, now: Instant) -> Instant {
+        if at <= self.base {
+            return now;
+        }
+        self.elected_at + at.saturating_since(self.base)
+    }
+}
+
+/// Counters for status pages and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub role: Option<Role>,
+    pub term: u64,
+    pub leader: Option<NodeId>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub log_len: u64,
+    pub table: lock_table::Stats,
+}
+
+/// One replica of one shard; see the module docs.
+pub struct Shard {
+    config: Config,
+    raft: Raft,
+    /// `None` until the INIT command is applied.
+    table: Option<LockTable>,
+    /// Index and stamp of the last applied command.
+    applied_index: u64,
+    applied_stamp: Instant,
+    /// Set while this replica leads (for the term it leads).
+    clock: Option<LogClock>,
+    /// Index of the TICK proposed and not yet applied.
+    tick_pending: Option<u64>,
+    /// Requests proposed in the current term and not yet applied, by id.
+    proposed: HashMap<RequestId, u64>,
+    replies: VecDeque<Reply>,
+    /// STATUS requests waiting for a heartbeat round to confirm leadership: (round, request).
+    reads: VecDeque<(u64, PendingRead)>,
+    /// The node that should lead this shard when it can (spreads leaders over the nodes).
+    preferred_leader: Option<NodeId>,
+    /// A transfer to the preferred leader was tried in the current term.
+    spread_tried_in: u64,
+    /// Scratch for encoding a command.
+    buf: Vec<u8>,
+}
+
+/// A STATUS held for ReadIndex.
+struct PendingRead {
+    to: std::net::SocketAddr,
+    id: RequestId,
+    attempt: u16,
+    resource: IdBuf,
+}
+
+impl Shard {
+    /// A replica from what it persisted (empty for a fresh one). Panics if `config` does not
+    /// validate.
+    pub fn new(
+        config: Config,
+        rng_seed: u64,
+        state: HardState,
+        log: Vec<Entry>,
+        now: Instant,
+    ) -> Shard {
+        if let Err(error) = config.validate() {
+            panic!("{error}");
+        }
+        let raft = Raft::new(config.raft.clone(), rng_seed, state, log, now);
+        let mut shard = Shard {
+            config,
+            raft,
+            table: None,
+            applied_index: 0,
+            applied_stamp: Instant::ZERO,
+            clock: None,
+            tick_pending: None,
+            proposed: HashMap::new(),
+            replies: VecDeque::new(),
+            reads: VecDeque::new(),
+            preferred_leader: None,
+            spread_tried_in: 0,
+            buf: vec![0; LOG_COMMAND_LEN_MAX],
+        };
+        shard.settle(now);
+        shard
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// A client request. Changing requests are proposed (answered once committed); STATUS is
+    /// answered at once from the leader's lease. `Err`: this replica cannot serve it; the
+    /// hint names the leader if known.
+    pub fn handle_request(
+        &mut self,
+        now: Instant,
+        request: ClientRequest<'_>,
+    ) -> Result<(), NotLeader> {
+        let leading = self.leading();
+        let Some(clock) = self.clock.filter(|_| leading) else {
+            return Err(self.not_leader());
+        };
+        let log_now = clock.log_time(now);
+        if let Command::Status { resource } = request.command {
+            if !self.raft.lease_valid(now) {
+                // No lease (clocks are not trusted now, e.g. after a leadership transfer):
+                // confirm leadership with a heartbeat round first (ReadIndex).
+                if self.reads.len() >= READS_PENDING_MAX {
+                    self.push_overloaded(&request);
+                    return Ok(());
+                }
+                let Some(round) = self.raft.confirm_leadership(now) else {
+                    // A new leader whose first entry has not committed yet does not know
+                    // every committed command: it cannot answer, but it is the leader, so the
+                    // client should come back here shortly rather than go elsewhere.
+                    self.push_overloaded(&request);
+                    return Ok(());
+                };
+                self.reads.push_back((
+                    round,
+                    PendingRead {
+                        to: request.reply_to,
+                        id: request.id,
+                        attempt: request.attempt,
+                        resource: IdBuf::new(resource),
+                    },
+                ));
+                self.settle(now);
+                return Ok(());
+            }
+            let (answer, holder) = match &self.table {
+                Some(table) => table.read_status(log_now.max(self.applied_stamp), resource),
+                // Before INIT applies, no resource exists yet.
+                None => (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+            };
+            self.replies.push_back(Reply {
+                to: request.reply_to,
+                id: request.id,
+                attempt: request.attempt,
+                kind: CommandKind::Status,
+                answer,
+                holder,
+            });
+            return Ok(());
+        }
+        if self.proposed.contains_key(&request.id) {
+            // The first copy is on its way through the log; its answer comes when it commits.
+            return Ok(());
+        }
+        if self.raft.last_index() - self.raft.commit_index() >= UNCOMMITTED_MAX {
+            self.push_overloaded(&request);
+            return Ok(());
+        }
+        let command = log_command(log_now, &request);
+        let index = self.propose(now, &command)?;
+        self.proposed.insert(request.id, index);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Hands this shard's leadership to `to` (thesis §3.10): for a graceful shutdown. Client
+    /// requests meanwhile get NOT_LEADER naming `to`.
+    pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), NotLeader> {
+        self.raft.transfer_leadership(now, to)?;
+        self.settle(now);
+        Ok(())
+    }
+
+    /// The node that should lead this shard whenever it is up to date: once this replica
+    /// has led for [`SPREAD_AFTER`], it hands the shard over (once per term), so leaders
+    /// spread evenly over the nodes instead of piling up on whoever won the elections.
+    pub fn set_preferred_leader(&mut self, node: Option<NodeId>) {
+        self.preferred_leader = node;
+    }
+
+    /// This replica's node is leaving: it hands nothing to it and takes no shard over.
+    pub fn set_leaving(&mut self) {
+        self.preferred_leader = None;
+        self.raft.decline_transfers();
+    }
+
+    /// A Raft message from another replica of this shard.
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        self.raft.handle_message(now, from, msg);
+        self.settle(now);
+    }
+
+    /// Call when `now >= poll_timeout()`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if now >= self.raft.poll_timeout() {
+            self.raft.handle_timeout(now);
+        }
+        self.settle(now);
+    }
+
+    /// The next Raft message to send. Drain after every `handle_*`, after persisting
+    /// `hard_state()` and the log (Raft's persistence contract).
+    pub fn poll_message(&mut self) -> Option<(NodeId, Message)> {
+        self.raft.poll_message()
+    }
+
+    /// The next answer to send to a client (leader only). Drain after persisting, like
+    /// messages: an answer may depend on this replica's own log being durable.
+    pub fn poll_reply(&mut self) -> Option<Reply> {
+        self.replies.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        let raft = self.raft.poll_timeout();
+        match (self.clock, self.tick_pending, &self.table) {
+            // While handing over, the leader proposes nothing (Raft refuses it): the table's
+            // timers wait for the new leader, or for the transfer to be abandoned (a Raft
+            // deadline, so this replica wakes then).
+            (Some(clock), None, Some(table))
+                if self.leading() && self.raft.transferring_to().is_none() =>
+            {
+                match table.poll_timeout() {
+                    // The table's timers run on log time; wake when this node's clock gets
+                    // there.
+                    Some(due) => raft.min(clock.local_time(due, clock.elected_at)),
+                    None => raft,
+                }
+            }
+            _ => raft,
+        }
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.raft.hard_state()
+    }
+
+    /// Index of the last log entry applied to the table (0 before the first).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The applied lock table (`None` before the INIT command is applied).
+    pub fn table(&self) -> Option<&LockTable> {
+        self.table.as_ref()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            role: Some(self.raft.role()),
+            term: self.raft.term(),
+            leader: self.raft.leader(),
+            commit_index: self.raft.commit_index(),
+            applied_index: self.applied_index,
+            log_len: self.raft.last_index(),
+            table: self
+                .table
+                .as_ref()
+                .map(LockTable::stats)
+                .unwrap_or_default(),
+        }
+    }
+
+    fn leading(&self) -> bool {
+        self.raft.role() == Role::Leader
+            && self
+                .clock
+                .is_some_and(|clock| clock.term == self.raft.term())
+    }
+
+    fn not_leader(&self) -> NotLeader {
+        let leader_hint = self.raft.leader().filter(|&id| id != self.config.raft.id);
+        NotLeader { leader_hint }
+    }
+
+    fn push_overloaded(&mut self, request: &ClientRequest<'_>) {
+        let retry_after_ms = self.config.table.retry_after_ms;
+        self.replies.push_back(Reply {
+            to: request.reply_to,
+            id: request.id,
+            attempt: request.attempt,
+            kind: request.command.kind(),
+            answer: Answer {
+                retry_after_ms,
+                ..Answer::bare(Status::Overloaded)
+            },
+            holder: IdBuf::EMPTY,
+        });
+    }
+
+    /// Answers the held STATUS requests whose round a majority acknowledged.
+    fn answer_reads(&mut self, now: Instant) {
+        if self.reads.is_empty() {
+            return;
+        }
+        let confirmed = self.raft.confirmed_round();
+        let log_now = self
+            .clock
+            .map_or(self.applied_stamp, |clock| clock.log_time(now))
+            .max(self.applied_stamp);
+        while let Some((round, _)) = self.reads.front() {
+            if *round > confirmed {
+                break;
+            }
+            let (_, read) = self.reads.pop_front().expect("a read");
+            let (answer, holder) = match &self.table {
+                Some(table) => table.read_status(log_now, read.resource.as_slice()),
+                None => (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+            };
+            self.replies.push_back(Reply {
+                to: read.to,
+                id: read.id,
+                attempt: read.attempt,
+                kind: CommandKind::Status,
+                answer,
+                holder,
+            });
+        }
+    }
+
+    /// Leader spreading (see `set_preferred_leader`).
+    fn spread(&mut self, now: Instant) {
+        let (Some(preferred), Some(clock)) = (self.preferred_leader, self.clock) else {
+            return;
+        };
+        let term = self.raft.term();
+        if preferred == self.config.raft.id
+            || !self.leading()
+            || self.spread_tried_in == term
+            || now < clock.elected_at + SPREAD_AFTER
+            || !self.raft.follower_caught_up(preferred, now)
+        {
+            return;
+        }
+        self.spread_tried_in = term;
+        log::info!(
+            "shard {}: handing leadership to its preferred node {preferred}",
+            self.config.shard
+        );
+        let _ = self.raft.transfer_leadership(now, preferred);
+    }
+
+    fn propose(&mut self, now: Instant, command: &LogCommand<'_>) -> Result<u64, NotLeader> {
+        let len = command
+            .encode(&mut self.buf)
+            .expect("the scratch buffer fits every command");
+        self.raft.propose(now, self.buf[..len].to_vec())
+    }
+
+    /// After every input: follows role changes, applies what committed, proposes a TICK if a
+    /// table timer is due.
+    fn settle(&mut self, now: Instant) {
+        let term = self.raft.term();
+        if self.raft.role() == Role::Leader {
+            if self.clock.map(|clock| clock.term) != Some(term) {
+                self.become_leader(now, term);
+            }
+        } else if self.clock.is_some() {
+            self.clock = None;
+            self.tick_pending = None;
+            self.proposed.clear();
+            self.replies.clear();
+            self.reads.clear();
+        }
+        while let Some(entry) = self.raft.poll_committed() {
+            self.apply(&entry);
+        }
+        self.answer_reads(now);
+        self.propose_tick(now);
+        self.spread(now);
+    }
+
+    fn become_leader(&mut self, now: Instant, term: u64) {
+        // The largest stamp in the log: the applied prefix's, or a later one in the tail
+        // (stamps never decrease along the log, so the last stamped entry has it).
+        let mut base = self.applied_stamp;
+        let mut has_init = self.table.is_some();
+        let first_unapplied = self.applied_index + 1;
+        for index in first_unapplied..=self.raft.last_index() {
+            let Some(entry) = self.raft.entry(index) else {
+                continue;
+            };
+            match LogCommand::decode(&entry.data) {
+                Ok(LogCommand::Init { .. }) => has_init = true,
+                Ok(LogCommand::Tick { stamp }) | Ok(LogCommand::Request { stamp, .. }) => {
+                    base = base.max(Instant::from_micros(stamp));
+                }
+                Err(_) => {}
+            }
+        }
+        log::info!(
+            "shard {}: node {} leads term {term} from log time {base:?}",
+            self.config.shard,
+            self.config.raft.id
+        );
+        self.clock = Some(LogClock {
+            term,
+            base,
+            elected_at: now,
+        });
+        self.tick_pending = None;
+        self.proposed.clear();
+        self.replies.clear();
+        if !has_init {
+            let init = LogCommand::Init {
+                token_first: self.config.token_first,
+            };
+            self.propose(now, &init)
+                .expect("a leader accepts proposals");
+        }
+    }
+
+    fn propose_tick(&mut self, now: Instant) {
+        if !self.leading() || self.tick_pending.is_some() || self.raft.transferring_to().is_some() {
+            return;
+        }
+        let (Some(clock), Some(table)) = (self.clock, &self.table) else {
+            return;
+        };
+        let log_now = clock.log_time(now);
+        if table.poll_timeout().is_some_and(|due| due <= log_now) {
+            let tick = LogCommand::Tick {
+                stamp: log_now.as_micros(),
+            };
+            let Ok(index) = self.propose(now, &tick) else {
+                return;
+            };
+            self.tick_pending = Some(index);
+            // A single voter commits inside propose.
+            while let Some(entry) = self.raft.poll_committed() {
+                self.apply(&entry);
+            }
+        }
+    }
+
+    /// Applies one committed entry to the table, identically on every replica.
+    fn apply(&mut self, entry: &Entry) {
+        assert!(entry.index == self.applied_index + 1);
+        self.applied_index = entry.index;
+        if self.tick_pending == Some(entry.index) {
+            self.tick_pending = None;
+        }
+        if entry.data.is_empty() {
+            return; // a leader's no-op
+        }
+        let command = match LogCommand::decode(&entry.data) {
+            Ok(command) => command,
+            Err(error) => {
+                // Every replica holds the same bytes, so every replica skips it alike.
+                log::error!(
+                    "shard {}: entry {} does not decode ({error:?}); skipped",
+                    self.config.shard,
+                    entry.index
+                );
+                return;
+            }
+        };
+        match command {
+            LogCommand::Init { token_first } => {
+                if self.table.is_none() {
+                    self.table = Some(LockTable::new(lock_table::Config {
+                        fencing_token_first: token_first,
+                        ..self.config.table.clone()
+                    }));
+                }
+            }
+            LogCommand::Tick { stamp } => {
+                let now = self.stamp(stamp);
+                if let Some(table) = self.table.as_mut() {
+                    table.handle_timeout(now);
+                }
+            }
+            LogCommand::Request {
+                stamp,
+                session_id,
+                request_id,
+                attempt,
+                room_for_waiting,
+                reply_to,
+                op,
+                wait_ms,
+                ttl_ms,
+                resource,
+                client,
+            } => {
+                let now = self.stamp(stamp);
+                let id = RequestId {
+                    session: session_id,
+                    request: request_id,
+                };
+                if self.proposed.get(&id) == Some(&entry.index) {
+                    self.proposed.remove(&id);
+                }
+                let command = match op {
+                    LogOp::Acquire => Command::Acquire {
+                        resource,
+                        client,
+                        wait_ms,
+                        ttl_ms,
+                    },
+                    LogOp::Release => Command::Release { resource, client },
+                    LogOp::Renew => Command::Renew {
+                        resource,
+                        client,
+                        ttl_ms,
+                    },
+                    LogOp::Configure => Command::Configure {
+                        resource,
+                        default_ttl_ms: ttl_ms,
+                    },
+                };
+                if let Some(table) = self.table.as_mut() {
+                    table.handle_request(
+                        now,
+                        Request {
+                            id,
+                            attempt,
+                            reply_to,
+                            command,
+                            room_for_waiting,
+                        },
+                    );
+                }
+            }
+        }
+        let leading = self.leading();
+        if let Some(table) = self.table.as_mut() {
+            while let Some(reply) = table.poll_reply() {
+                if leading {
+                    self.replies.push_back(reply);
+                }
+            }
+        }
+    }
+
+    /// The time a command applies at: its stamp, never before the previous one.
+    fn stamp(&mut self, stamp: u64) -> Instant {
+        self.applied_stamp = self.applied_stamp.max(Instant::from_micros(stamp));
+        self.applied_stamp
+    }
+}
+
+/// The REQUEST command for a client request, stamped `log_now`.
+fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<'a> {
+    let (op, wait_ms, ttl_ms, resource, client) = match request.command {
+        Command::Acquire {
+            resource,
+            client,
+            wait_ms,
+            ttl_ms,
+        } => (LogOp::Acquire, wait_ms, ttl_ms, resource, client),
+        Command::Release { resource, client } => (LogOp::Release, 0, 0, resource, client),
+        Command::Renew {
+            resource,
+            client,
+            ttl_ms,
+        } => (LogOp::Renew, 0, ttl_ms, resource, client),
+        Command::Configure {
+            resource,
+            default_ttl_ms,
+        } => (LogOp::Configure, 0, default_ttl_ms, resource, &[][..]),
+        Command::Status { .. } => unreachable!("STATUS is never logged"),
+    };
+    LogCommand::Request {
+        stamp: log_now.as_micros(),
+        session_id: request.id.session,
+        request_id: request.id.request,
+        attempt: request.attempt,
+        room_for_waiting: request.room_for_waiting,
+        reply_to: request.reply_to,
+        op,
+        wait_ms,
+        ttl_ms,
+        resource,
+        client,
+    }
+}

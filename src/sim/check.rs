@@ -1,0 +1,559 @@
+//! What the clients saw, and the checkers that judge it after a run.
+//!
+//! The simulator records every client operation (first send, final answer or giving up, all
+//! in true simulated time), every hold a client believed in (an interval of true time), and
+//! every grant it received. After the run the checkers below compare that history with the
+//! committed log, replayed through a fresh [`LockTable`] (the sequential model: the same
+//! deterministic table every replica applies, fed the log's `(stamp, command)` sequence).
+//!
+//! - **Mutual exclusion** ([`check_mutual_exclusion`]): per resource, the intervals in which
+//!   two different clients believed they held the lock never overlap. A client believes from
+//!   the *receipt* of an OK (acquire or renew) to `send_time(echoed attempt) + lease_ms · (1 −
+//!   drift_bound)` on its own clock, converted to true time, cut short when it sends the
+//!   release that ends its hold. (Starting at receipt, not at the send time: a waiter's echoed
+//!   keepalive may have been sent before the previous holder released, and the waiter did not
+//!   believe anything then.)
+//! - **Fencing** ([`check_fencing`]): per resource, in the true-time order in which clients
+//!   received grants that were still valid on receipt, tokens never decrease, and two grants
+//!   with one token belong to one client (a re-entry); a re-entrant grant (hold count > 1) to
+//!   a client that still held a valid grant carries that grant's token.
+//! - **Durability** ([`check_log`]): every final answer a client received to a logged request
+//!   (acquire, release, renew, configure) is the answer the replay of the final leader's
+//!   committed log gives that request id (status, token, hold count, lease): nothing
+//!   acknowledged was lost or changed, across every crash and leader change.
+//! - **Linearizability** ([`check_log`]): the committed log order is a linearization. Each
+//!   entry takes effect at the first true time any replica applied it (monotone in the index,
+//!   since each replica applies in index order). Every answered logged request's answer came
+//!   from an entry (the request's own, or for a queued acquire the release or TICK that handed
+//!   it the lock) that took effect within the request's real-time interval [first send,
+//!   receipt]; unanswered requests may or may not be in the log, as linearizability allows.
+//!   Every STATUS answer equals (status, holder, token, hold count, waiter count) the model's
+//!   state after some prefix `k` whose lifetime [effect of k, effect of k + 1) meets the
+//!   STATUS's interval: no stale read, no read of the future.
+//!
+//!   Both checks also cover *late* replies, which reached a client after it had finished with
+//!   the request (it drops them): each is judged with the request's interval running from its
+//!   first send to that late receipt.
+//! - **Liveness** ([`check_liveness`]): every operation a client starts once the network has
+//!   been healed for [`LIVENESS_SETTLE`] gets a final answer within its bound (its wait plus
+//!   [`LIVENESS_OP_SLACK`]; otherwise the slack alone), unless the run ends first.
+
+use std::collections::HashMap;
+
+use udplock_protocol::{LogCommand, LogOp, Status};
+
+use super::clients::{Action, RESOURCES};
+use crate::core::lock_table::{self, Answer, Command, IdBuf, LockTable, Reply, Request, RequestId};
+use crate::core::raft::Entry;
+use crate::core::time::{Duration, Instant};
+
+/// After healing, the cluster has this long to elect a leader and settle before operations
+/// are held to their bounds (two election timeouts, a pre-vote round, and slack).
+pub(super) const LIVENESS_SETTLE: Duration = Duration::from_millis(1_000);
+/// Beyond its own wait, what an operation may take once the cluster settled: retransmissions
+/// at the RTO ceiling (100 ms), delay spikes, a commit round, and slack.
+pub(super) const LIVENESS_OP_SLACK: Duration = Duration::from_millis(1_000);
+
+/// The client index of scenario probes (STATUS sent straight to a node by the simulator).
+pub(super) const PROBE: usize = usize::MAX;
+
+// Most operations end answered, so boxing the reply would save nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Outcome {
+    Pending,
+    Answered { at: Instant, reply: Reply },
+    GaveUp { at: Instant },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct OpRecord {
+    pub client: usize,
+    pub request: Request<'static>,
+    pub action: Action,
+    /// True time of the first copy.
+    pub sent: Instant,
+    pub outcome: Outcome,
+}
+
+/// A stretch of true time in which `client` believed it held `resource`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Belief {
+    pub client: usize,
+    pub resource: usize,
+    pub start: Instant,
+    pub end: Instant,
+    pub op: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Grant {
+    pub client: usize,
+    pub resource: usize,
+    pub token: u64,
+    pub hold_count: u32,
+    /// The token of the hold the client believed in when this reply came, if any.
+    pub held_token: Option<u64>,
+    /// Still valid when received.
+    pub valid: bool,
+    pub at: Instant,
+    pub op: usize,
+}
+
+#[derive(Default)]
+pub(super) struct History {
+    pub ops: Vec<OpRecord>,
+    pub beliefs: Vec<Belief>,
+    pub grants: Vec<Grant>,
+    /// Replies that reached a client after it had finished with (or given up on) the request:
+    /// (op, receipt, reply). No client acts on them, but the server still had to be right.
+    pub late: Vec<(usize, Instant, Reply)>,
+    by_id: HashMap<RequestId, usize>,
+}
+
+impl History {
+    pub fn begin(
+        &mut self,
+        client: usize,
+        request: Request<'static>,
+        action: Action,
+        now: Instant,
+    ) -> usize {
+        self.by_id.insert(request.id, self.ops.len());
+        self.ops.push(OpRecord {
+            client,
+            request,
+            action,
+            sent: now,
+            outcome: Outcome::Pending,
+        });
+        self.ops.len() - 1
+    }
+
+    pub fn answered(&mut self, op: usize, at: Instant, reply: Reply) {
+        self.ops[op].outcome = Outcome::Answered { at, reply };
+    }
+
+    pub fn late(&mut self, id: RequestId, at: Instant, reply: Reply) {
+        if let Some(&op) = self.by_id.get(&id) {
+            self.late.push((op, at, reply));
+        }
+    }
+
+    pub fn gave_up(&mut self, op: usize, at: Instant) {
+        self.ops[op].outcome = Outcome::GaveUp { at };
+    }
+
+    pub fn interval(
+        &mut self,
+        client: usize,
+        resource: usize,
+        start: Instant,
+        end: Instant,
+        op: usize,
+    ) {
+        if start < end {
+            self.beliefs.push(Belief {
+                client,
+                resource,
+                start,
+                end,
+                op,
+            });
+        }
+    }
+
+    /// `client` stops believing it holds `resource` at `at` (it sent the final release).
+    pub fn cut(&mut self, client: usize, resource: usize, at: Instant) {
+        for b in self.beliefs.iter_mut() {
+            if b.client == client && b.resource == resource && b.end > at {
+                b.end = at.max(b.start);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn grant(
+        &mut self,
+        client: usize,
+        resource: usize,
+        token: u64,
+        hold_count: u32,
+        held_token: Option<u64>,
+        valid: bool,
+        at: Instant,
+        op: usize,
+    ) {
+        self.grants.push(Grant {
+            client,
+            resource,
+            token,
+            hold_count,
+            held_token,
+            valid,
+            at,
+            op,
+        });
+    }
+}
+
+/// (a) No two clients believe they hold one lock at one instant of true time.
+pub(super) fn check_mutual_exclusion(h: &History) -> Result<(), (Instant, String)> {
+    for (resource, name) in RESOURCES.iter().enumerate() {
+        let mut beliefs: Vec<&Belief> = h
+            .beliefs
+            .iter()
+            .filter(|b| b.resource == resource && b.start < b.end)
+            .collect();
+        beliefs.sort_by_key(|b| (b.start, b.end));
+        let mut active: Vec<&Belief> = Vec::new();
+        for b in beliefs {
+            active.retain(|a| a.end > b.start);
+            if let Some(a) = active.iter().find(|a| a.client != b.client) {
+                return Err((
+                    b.start,
+                    format!(
+                        "mutual exclusion: client {} believed it held {} during {:?}..{:?} \
+                         (op {}), client {} during {:?}..{:?} (op {})",
+                        a.client,
+                        name.escape_ascii(),
+                        a.start,
+                        a.end,
+                        describe(h, a.op),
+                        b.client,
+                        b.start,
+                        b.end,
+                        describe(h, b.op)
+                    ),
+                ));
+            }
+            active.push(b);
+        }
+    }
+    Ok(())
+}
+
+/// (b) Fencing tokens increase per resource in the order valid grants were received.
+pub(super) fn check_fencing(h: &History) -> Result<(), (Instant, String)> {
+    let mut last: Vec<Option<&Grant>> = vec![None; RESOURCES.len()];
+    for g in h.grants.iter() {
+        if g.hold_count > 1 {
+            if let Some(token) = g.held_token.filter(|&t| t != g.token) {
+                return Err((
+                    g.at,
+                    format!(
+                        "fencing: re-entrant grant (hold count {}) to client {} carries token {} \
+                         but its valid hold has token {token} ({})",
+                        g.hold_count,
+                        g.client,
+                        g.token,
+                        describe(h, g.op)
+                    ),
+                ));
+            }
+        }
+        if !g.valid {
+            continue;
+        }
+        if let Some(prev) = last[g.resource] {
+            let regress = g.token < prev.token;
+            let shared = g.token == prev.token && g.client != prev.client;
+            if regress || shared {
+                return Err((
+                    g.at,
+                    format!(
+                        "fencing: on {} client {} received token {} after client {} received \
+                         token {} ({} after {})",
+                        RESOURCES[g.resource].escape_ascii(),
+                        g.client,
+                        g.token,
+                        prev.client,
+                        prev.token,
+                        describe(h, g.op),
+                        describe(h, prev.op)
+                    ),
+                ));
+            }
+        }
+        last[g.resource] = Some(g);
+    }
+    Ok(())
+}
+
+/// The state STATUS shows of one resource: status, holder, token, hold count, waiters.
+type LockView = (Status, IdBuf, u64, u32, u32);
+
+fn view(answer: &Answer, holder: &IdBuf) -> LockView {
+    (
+        answer.status,
+        *holder,
+        answer.fencing_token,
+        answer.hold_count,
+        answer.waiter_count,
+    )
+}
+
+/// The committed log replayed through a fresh table.
+struct Replay {
+    /// Each request id's first final answer, and the index of the entry that produced it.
+    answers: HashMap<RequestId, (Answer, u64)>,
+    /// Per resource, (first prefix length at which it holds, view), in index order.
+    views: Vec<Vec<(u64, LockView)>>,
+}
+
+/// Applies `log` exactly as every replica must (the shard's apply rule, written again here
+/// from the spec so that the check does not trust the code it checks).
+fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
+    let mut answers = HashMap::new();
+    let mut views: Vec<Vec<(u64, LockView)>> = RESOURCES
+        .iter()
+        .map(|_| {
+            let none = Answer::bare(Status::ResourceDoesNotExist);
+            vec![(0, view(&none, &IdBuf::EMPTY))]
+        })
+        .collect();
+    let mut model: Option<LockTable> = None;
+    let mut stamp_last = Instant::ZERO;
+    for entry in log {
+        match LogCommand::decode(&entry.data) {
+            Err(_) => {}
+            Ok(LogCommand::Init { token_first }) => {
+                if model.is_none() {
+                    model = Some(LockTable::new(lock_table::Config {
+                        fencing_token_first: token_first,
+                        ..table.clone()
+                    }));
+                }
+            }
+            Ok(LogCommand::Tick { stamp }) => {
+                stamp_last = stamp_last.max(Instant::from_micros(stamp));
+                if let Some(m) = model.as_mut() {
+                    m.handle_timeout(stamp_last);
+                }
+            }
+            Ok(LogCommand::Request {
+                stamp,
+                session_id,
+                request_id,
+                attempt,
+                room_for_waiting,
+                reply_to,
+                op,
+                wait_ms,
+                ttl_ms,
+                resource,
+                client,
+            }) => {
+                stamp_last = stamp_last.max(Instant::from_micros(stamp));
+                let command = match op {
+                    LogOp::Acquire => Command::Acquire {
+                        resource,
+                        client,
+                        wait_ms,
+                        ttl_ms,
+                    },
+                    LogOp::Release => Command::Release { resource, client },
+                    LogOp::Renew => Command::Renew {
+                        resource,
+                        client,
+                        ttl_ms,
+                    },
+                    LogOp::Configure => Command::Configure {
+                        resource,
+                        default_ttl_ms: ttl_ms,
+                    },
+                };
+                if let Some(m) = model.as_mut() {
+                    m.handle_request(
+                        stamp_last,
+                        Request {
+                            id: RequestId {
+                                session: session_id,
+                                request: request_id,
+                            },
+                            attempt,
+                            reply_to,
+                            command,
+                            room_for_waiting,
+                        },
+                    );
+                }
+            }
+        }
+        let Some(m) = model.as_mut() else { continue };
+        while let Some(reply) = m.poll_reply() {
+            if !matches!(reply.answer.status, Status::Waiting | Status::Overloaded) {
+                answers
+                    .entry(reply.id)
+                    .or_insert((reply.answer, entry.index));
+            }
+        }
+        for (r, views) in views.iter_mut().enumerate() {
+            let (answer, holder) = m.read_status(stamp_last, RESOURCES[r]);
+            let v = view(&answer, &holder);
+            if views.last().is_none_or(|&(_, last)| last != v) {
+                views.push((entry.index, v));
+            }
+        }
+    }
+    Replay { answers, views }
+}
+
+/// (c) durability and (d) linearizability, against the final committed log. `effect[i - 1]`
+/// is the first true time any replica applied entry `i`.
+pub(super) fn check_log(
+    h: &History,
+    log: &[Entry],
+    effect: &[Instant],
+    table: &lock_table::Config,
+) -> Result<(), (Instant, String)> {
+    assert!(effect.len() >= log.len());
+    let replay = replay(log, table);
+    let answered = h
+        .ops
+        .iter()
+        .enumerate()
+        .filter_map(|(n, op)| match op.outcome {
+            Outcome::Answered { at, reply } => Some((n, at, reply)),
+            _ => None,
+        });
+    for (n, at, reply) in answered.chain(h.late.iter().copied()) {
+        let op = &h.ops[n];
+        if matches!(reply.answer.status, Status::Waiting | Status::Overloaded) {
+            continue; // no answer: nothing was read or done
+        }
+        if let Command::Status { resource } = op.request.command {
+            let r = RESOURCES
+                .iter()
+                .position(|&x| x == resource)
+                .expect("a known resource");
+            // Prefixes k in [lo, hi] existed during [sent, at]: lo entries took effect
+            // before it was sent, hi by the time it was answered.
+            let lo = effect[..log.len()].partition_point(|&t| t < op.sent) as u64;
+            let hi = effect[..log.len()].partition_point(|&t| t <= at) as u64;
+            let got = view(&reply.answer, &reply.holder);
+            let views = &replay.views[r];
+            let first = views.partition_point(|&(k, _)| k <= lo).saturating_sub(1);
+            let ok = views[first..]
+                .iter()
+                .take_while(|&&(k, _)| k <= hi)
+                .any(|&(_, v)| v == got);
+            if !ok {
+                let expected: Vec<_> = views[first..]
+                    .iter()
+                    .take_while(|&&(k, _)| k <= hi)
+                    .collect();
+                return Err((
+                    at,
+                    format!(
+                        "linearizability: STATUS {} answered {got:?}, but between its send and \
+                         its answer (log prefixes {lo}..={hi}) the lock was only {expected:?}",
+                        describe(h, n)
+                    ),
+                ));
+            }
+            continue;
+        }
+        let Some(&(answer, index)) = replay.answers.get(&op.request.id) else {
+            return Err((
+                at,
+                format!(
+                    "durability: acknowledged {} answered {:?}, but the committed log (length \
+                     {}) never answers it",
+                    describe(h, n),
+                    reply.answer,
+                    log.len()
+                ),
+            ));
+        };
+        let a = &reply.answer;
+        let same = (a.status, a.fencing_token, a.hold_count, a.lease_ms)
+            == (
+                answer.status,
+                answer.fencing_token,
+                answer.hold_count,
+                answer.lease_ms,
+            );
+        if !same {
+            return Err((
+                at,
+                format!(
+                    "durability: {} was answered {a:?}, the committed log answers it {answer:?} \
+                     (entry {index})",
+                    describe(h, n)
+                ),
+            ));
+        }
+        let took_effect = effect[index as usize - 1];
+        if took_effect < op.sent || took_effect > at {
+            return Err((
+                at,
+                format!(
+                    "linearizability: {} sent {:?}, answered {at:?}, but its answer comes from \
+                     entry {index}, which took effect at {took_effect:?}",
+                    describe(h, n),
+                    op.sent
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// (e) Operations started after the settle time finish within their bound.
+pub(super) fn check_liveness(
+    h: &History,
+    healed: Instant,
+    end: Instant,
+) -> Result<(), (Instant, String)> {
+    let from = healed + LIVENESS_SETTLE;
+    for (n, op) in h.ops.iter().enumerate() {
+        if op.sent < from || op.client == PROBE {
+            continue;
+        }
+        let wait = match op.action {
+            Action::Acquire { wait_ms, .. } => Duration::from_millis(wait_ms.into()),
+            _ => Duration::ZERO,
+        };
+        let bound = op.sent + wait + LIVENESS_OP_SLACK;
+        let (finished, gave_up) = match op.outcome {
+            Outcome::Answered { at, .. } => (Some(at), None),
+            Outcome::GaveUp { at } => (None, Some(at)),
+            Outcome::Pending => (None, None),
+        };
+        match finished {
+            Some(at) if at <= bound => {}
+            _ if bound > end => {}
+            _ => {
+                return Err((
+                    bound,
+                    format!(
+                        "liveness: {} sent {:?}, {:?} after healing, had no final answer \
+                         within {:?} (answered at {finished:?}, gave up at {gave_up:?})",
+                        describe(h, n),
+                        op.sent,
+                        op.sent.saturating_since(healed),
+                        bound.saturating_since(op.sent)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// "op N (client C, ACQUIRE r0 #id)" for failure messages.
+pub(super) fn describe(h: &History, op: usize) -> String {
+    let o = &h.ops[op];
+    format!(
+        "op {op} (client {}, {:?} session {:x} request {})",
+        if o.client == PROBE {
+            "probe".to_string()
+        } else {
+            o.client.to_string()
+        },
+        o.action,
+        o.request.id.session,
+        o.request.id.request
+    )
+}

@@ -1,0 +1,615 @@
+//! Simulated lock clients: each follows the spec's client rules (§7.1) on its own drifting
+//! clock, one request outstanding at a time, and records what it saw and *believed* into the
+//! [`History`] the checkers read.
+//!
+//! A client is driven by the simulator like a core: [`Client::wake`] when its timer is due,
+//! [`Client::on_reply`] when a datagram reaches it; both push the requests to send into an
+//! outbox, and [`Client::next_wake`] says when to wake it next (on its own clock).
+//!
+//! Rules followed (spec §7.1): a new request id per operation, the same id with attempt + 1
+//! on every copy; RFC 6298 retransmission through [`RequestTimer`]; keepalives once WAITING,
+//! with the deadline moved to `WAITING receipt + wait_ms + grace`; OVERLOADED retried with the
+//! same id after its hint; NOT_LEADER followed to the hinted node, or the next replica when
+//! there is no hint; a replica that stays silent for two copies is left for the next one;
+//! give up at the deadline — except on a RELEASE, which is retransmitted until answered (for
+//! as long as a request may live, 360 s): the spec lets a client abandon any request, but a
+//! late copy of an abandoned RELEASE can still be committed *after* the client's next ACQUIRE
+//! of the same lock under the same client id, and would then release that new hold while the
+//! client believes in it (seed 353 showed it). The hold counts a client believes in are the
+//! server's, from the latest reply that reported one, so they never exceed the real count.
+//! Validity of a hold is `send_time(echoed attempt) + lease_ms ·
+//! (1 − drift_bound)` (§6.4, §7.1.6), and a client stops believing it holds a lock the moment
+//! it sends the release that takes its hold count to zero.
+//!
+//! In *random* mode a client loops: acquire (sometimes a try-acquire with wait 0) → hold for
+//! a while, sometimes renewing, sometimes re-entering, sometimes letting the lease lapse
+//! without a release → release; now and then a STATUS. In *scripted* mode (scenarios) it only
+//! runs the actions the scenario queues.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use udplock_protocol::Status;
+
+use super::check::History;
+use super::Clock;
+use crate::core::lock_table::{Command, Reply, Request, RequestId};
+use crate::core::raft::NodeId;
+use crate::core::retransmit::{RequestTimer, RetransmitConfig, RttEstimator, REQUEST_LIFETIME_MAX};
+use crate::core::time::{Duration, Instant};
+
+/// The resources clients contend for (the first `SimConfig::resources` of them).
+pub(super) const RESOURCES: [&[u8]; 4] = [b"r0", b"r1", b"r2", b"r3"];
+/// Client ids, one per simulated client (the lock holder's name).
+pub(super) const CLIENT_IDS: [&[u8]; 8] = [b"c0", b"c1", b"c2", b"c3", b"c4", b"c5", b"c6", b"c7"];
+
+/// How long after its wait an acquire keeps retransmitting for the final answer
+/// (`acquire_grace_ms`, spec §7.1.3; kept short so the liveness bound stays tight).
+pub(super) const ACQUIRE_GRACE: Duration = Duration::from_millis(1_000);
+/// Deadline of a RELEASE, RENEW or STATUS after its first send.
+pub(super) const OP_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// A NOT_LEADER with a new hint is followed at once at most this often per operation, then
+/// only at the retransmission timer (two stale replicas could otherwise ping-pong a request).
+const REDIRECTS_IMMEDIATE_MAX: u32 = 4;
+
+/// What a node sends a client.
+#[derive(Clone, Debug)]
+pub(super) enum ReplyMsg {
+    Answer(Box<Reply>),
+    /// The node cannot serve the request (the shell's NOT_LEADER reply, spec §7.1.5).
+    NotLeader {
+        id: RequestId,
+        attempt: u16,
+        hint: Option<NodeId>,
+    },
+}
+
+/// One operation a client performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Action {
+    Acquire {
+        resource: usize,
+        wait_ms: u32,
+        ttl_ms: u32,
+    },
+    Release {
+        resource: usize,
+    },
+    Renew {
+        resource: usize,
+        ttl_ms: u32,
+    },
+    Status {
+        resource: usize,
+    },
+    /// Stop using the hold without releasing it: its lease lapses at the server.
+    Abandon,
+}
+
+/// The request outstanding.
+struct Op {
+    /// Its record in the history.
+    record: usize,
+    action: Action,
+    request: Request<'static>,
+    timer: RequestTimer,
+    /// Give up at this local time.
+    deadline: Instant,
+    /// No copy before this local time (OVERLOADED's retry-after).
+    not_before: Instant,
+    sends_to_target: u32,
+    redirects: u32,
+}
+
+/// The hold this client believes in.
+struct Hold {
+    resource: usize,
+    /// Re-entrant holds as the server last reported them.
+    count: u32,
+    token: u64,
+    /// Valid while the local clock is before this (spec §7.1.6).
+    valid_until: Instant,
+}
+
+pub(super) struct Client {
+    pub idx: usize,
+    pub addr: SocketAddr,
+    pub clock: Clock,
+    /// Bumped whenever the wake-up is re-armed: older wake events are stale.
+    pub generation: u64,
+    scripted: bool,
+    session: u64,
+    request_next: u64,
+    rng: StdRng,
+    rtt: RttEstimator,
+    nodes: u64,
+    resources: usize,
+    drift_ppm: u32,
+    /// Where the next request goes: the last known leader.
+    target: NodeId,
+    op: Option<Op>,
+    hold: Option<Hold>,
+    /// Actions to start, each not before its local time, in order.
+    plan: VecDeque<(Instant, Action)>,
+}
+
+impl Client {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        idx: usize,
+        nodes: usize,
+        resources: usize,
+        clock: Clock,
+        seed: u64,
+        drift_ppm: u32,
+        scripted: bool,
+        now: Instant,
+    ) -> Client {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let session = rng.gen_range(1..u64::MAX);
+        let target = rng.gen_range(1..=nodes as u64);
+        let mut client = Client {
+            idx,
+            addr: SocketAddr::from(([10, 0, 0, idx as u8 + 1], 20_000 + idx as u16)),
+            clock,
+            generation: 0,
+            scripted,
+            session,
+            request_next: 1,
+            rng,
+            rtt: RttEstimator::new(RetransmitConfig::default()),
+            nodes: nodes as u64,
+            resources,
+            drift_ppm,
+            target,
+            op: None,
+            hold: None,
+            plan: VecDeque::new(),
+        };
+        if !scripted {
+            let start = clock.local(now) + Duration::from_millis(client.rng.gen_range(0..300));
+            client.plan_acquire_or_status(start);
+        }
+        client
+    }
+
+    pub fn id(&self) -> &'static [u8] {
+        CLIENT_IDS[self.idx]
+    }
+
+    /// Queues an action (scenarios): it starts once every earlier one finished and the local
+    /// clock reads `at`.
+    pub fn push_action(&mut self, at_local: Instant, action: Action) {
+        self.plan.push_back((at_local, action));
+    }
+
+    /// When to call [`Client::wake`] next, on this client's clock.
+    pub fn next_wake(&self) -> Option<Instant> {
+        match &self.op {
+            Some(op) => Some(
+                op.timer
+                    .next_retransmit()
+                    .max(op.not_before)
+                    .min(op.deadline),
+            ),
+            None => self.plan.front().map(|&(at, _)| at),
+        }
+    }
+
+    /// Timers: retransmit, give up, or start the next planned action.
+    pub fn wake(
+        &mut self,
+        now: Instant,
+        hist: &mut History,
+        out: &mut Vec<(NodeId, Request<'static>)>,
+    ) {
+        let local = self.clock.local(now);
+        if let Some(op) = self.op.as_mut() {
+            if local >= op.deadline {
+                self.give_up(now, hist);
+            } else if op.timer.next_retransmit() <= local && op.not_before <= local {
+                if op.sends_to_target >= 2 {
+                    // Silent for two copies: try the next replica.
+                    self.target = self.target % self.nodes + 1;
+                    op.sends_to_target = 0;
+                }
+                self.send(local, out);
+            }
+        }
+        while self.op.is_none() {
+            let Some(&(at, action)) = self.plan.front() else {
+                break;
+            };
+            if at > local {
+                break;
+            }
+            self.plan.pop_front();
+            self.start(now, action, hist, out);
+        }
+    }
+
+    /// A datagram for this client. Anything that does not answer the outstanding request is
+    /// dropped (spec §7.1.4).
+    pub fn on_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        msg: ReplyMsg,
+        hist: &mut History,
+        out: &mut Vec<(NodeId, Request<'static>)>,
+    ) {
+        let local = self.clock.local(now);
+        let (id, attempt) = match &msg {
+            ReplyMsg::Answer(reply) => (reply.id, reply.attempt),
+            ReplyMsg::NotLeader { id, attempt, .. } => (*id, *attempt),
+        };
+        if self.op.as_ref().is_none_or(|op| op.request.id != id) {
+            // Dropped (spec §7.1.4), but the checkers still judge what the server said.
+            if let ReplyMsg::Answer(reply) = &msg {
+                hist.late(id, now, **reply);
+            }
+            return;
+        }
+        let op = self.op.as_mut().expect("outstanding");
+        let latest = op
+            .timer
+            .latest_attempt()
+            .expect("an outstanding request was sent");
+        if attempt > latest {
+            return;
+        }
+        let reply = match msg {
+            ReplyMsg::NotLeader { hint, .. } => {
+                match hint {
+                    Some(leader) if leader != self.target => {
+                        self.target = leader;
+                        op.sends_to_target = 0;
+                        if op.redirects < REDIRECTS_IMMEDIATE_MAX {
+                            op.redirects += 1;
+                            self.send(local, out);
+                        }
+                    }
+                    Some(_) => {}
+                    None if from == self.target => {
+                        self.target = self.target % self.nodes + 1;
+                        op.sends_to_target = 0;
+                    }
+                    None => {}
+                }
+                return;
+            }
+            ReplyMsg::Answer(reply) => *reply,
+        };
+        if reply.kind != op.request.command.kind() {
+            return;
+        }
+        self.target = from;
+        op.sends_to_target = 0;
+        if let Some(rtt) = op
+            .timer
+            .rtt_sample(reply.attempt, reply.answer.queued, local)
+        {
+            self.rtt.on_sample(rtt);
+        }
+        match reply.answer.status {
+            Status::Waiting => {
+                op.timer.on_waiting(reply.answer.lease_ms);
+                if let Action::Acquire { wait_ms, .. } = op.action {
+                    let until = local + Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE;
+                    op.deadline = op.deadline.max(until);
+                }
+                return;
+            }
+            Status::Overloaded => {
+                op.not_before = local + Duration::from_millis(reply.answer.retry_after_ms.into());
+                return;
+            }
+            _ => {}
+        }
+        let op = self.op.take().expect("outstanding");
+        hist.answered(op.record, now, reply);
+        self.on_final(now, local, &op, &reply, hist);
+        if self.plan.is_empty() && !self.scripted {
+            self.plan_after(local);
+        }
+    }
+
+    fn on_final(
+        &mut self,
+        now: Instant,
+        local: Instant,
+        op: &Op,
+        reply: &Reply,
+        hist: &mut History,
+    ) {
+        let answer = &reply.answer;
+        match op.action {
+            Action::Acquire {
+                resource, ttl_ms, ..
+            } if answer.status == Status::Ok => {
+                let start = op
+                    .timer
+                    .lease_start(reply.attempt)
+                    .expect("the request was sent");
+                let valid_until = start + self.validity(answer.lease_ms);
+                let held = self
+                    .hold
+                    .as_ref()
+                    .filter(|h| h.resource == resource && local < h.valid_until);
+                let held_token = held.map(|h| h.token);
+                let new_hold = self.hold.as_ref().is_none_or(|h| h.resource != resource);
+                hist.grant(
+                    self.idx,
+                    resource,
+                    answer.fencing_token,
+                    answer.hold_count,
+                    held_token,
+                    local < valid_until,
+                    now,
+                    op.record,
+                );
+                if local < valid_until {
+                    hist.interval(
+                        self.idx,
+                        resource,
+                        now,
+                        self.clock.true_time(valid_until),
+                        op.record,
+                    );
+                }
+                match self.hold.as_mut().filter(|h| h.resource == resource) {
+                    Some(h) => {
+                        h.count = answer.hold_count;
+                        h.token = answer.fencing_token;
+                        h.valid_until = h.valid_until.max(valid_until);
+                    }
+                    None => {
+                        self.hold = Some(Hold {
+                            resource,
+                            count: answer.hold_count,
+                            token: answer.fencing_token,
+                            valid_until,
+                        })
+                    }
+                }
+                if new_hold && !self.scripted {
+                    self.plan_hold(local, resource, answer.lease_ms.max(ttl_ms));
+                }
+            }
+            Action::Renew { resource, .. } if answer.status == Status::Ok => {
+                let start = op.timer.lease_start(reply.attempt).expect("sent");
+                let valid_until = start + self.validity(answer.lease_ms);
+                if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
+                    h.count = answer.hold_count;
+                    h.valid_until = h.valid_until.max(valid_until);
+                }
+                if local < valid_until {
+                    hist.interval(
+                        self.idx,
+                        resource,
+                        now,
+                        self.clock.true_time(valid_until),
+                        op.record,
+                    );
+                }
+            }
+            Action::Release { resource } => {
+                let count = if answer.status == Status::Ok {
+                    answer.hold_count
+                } else {
+                    0
+                };
+                if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
+                    h.count = count;
+                    if count == 0 {
+                        self.hold = None;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `lease_ms · (1 − drift_bound)` (spec §6.4).
+    fn validity(&self, lease_ms: u32) -> Duration {
+        let us = Duration::from_millis(lease_ms.into()).as_micros();
+        Duration::from_micros(us - us * u64::from(self.drift_ppm) / 1_000_000)
+    }
+
+    fn give_up(&mut self, now: Instant, hist: &mut History) {
+        let op = self.op.take().expect("outstanding");
+        hist.gave_up(op.record, now);
+        if let Action::Release { resource } = op.action {
+            // The outcome is unknown: assume it took effect (believing in fewer holds is safe).
+            if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
+                h.count = h.count.saturating_sub(1);
+                if h.count == 0 {
+                    self.hold = None;
+                }
+            }
+        }
+        if self.plan.is_empty() && !self.scripted {
+            self.plan_after(self.clock.local(now));
+        }
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        action: Action,
+        hist: &mut History,
+        out: &mut Vec<(NodeId, Request<'static>)>,
+    ) {
+        let local = self.clock.local(now);
+        let (command, room_for_waiting, timeout) = match action {
+            Action::Abandon => {
+                self.hold = None;
+                if self.plan.is_empty() && !self.scripted {
+                    self.plan_after(local);
+                }
+                return;
+            }
+            Action::Acquire {
+                resource,
+                wait_ms,
+                ttl_ms,
+            } => (
+                Command::Acquire {
+                    resource: RESOURCES[resource],
+                    client: self.id(),
+                    wait_ms,
+                    ttl_ms,
+                },
+                wait_ms > 0,
+                Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE,
+            ),
+            Action::Release { resource } => {
+                if self
+                    .hold
+                    .as_ref()
+                    .is_some_and(|h| h.resource == resource && h.count <= 1)
+                {
+                    // This release ends the hold: stop believing now (spec §7.1.6).
+                    hist.cut(self.idx, resource, now);
+                }
+                (
+                    Command::Release {
+                        resource: RESOURCES[resource],
+                        client: self.id(),
+                    },
+                    false,
+                    // Never abandoned (see the module docs): until answered, for as long as
+                    // the spec lets a request live.
+                    REQUEST_LIFETIME_MAX,
+                )
+            }
+            Action::Renew { resource, ttl_ms } => (
+                Command::Renew {
+                    resource: RESOURCES[resource],
+                    client: self.id(),
+                    ttl_ms,
+                },
+                false,
+                OP_TIMEOUT,
+            ),
+            Action::Status { resource } => (
+                Command::Status {
+                    resource: RESOURCES[resource],
+                },
+                true,
+                OP_TIMEOUT,
+            ),
+        };
+        let id = RequestId {
+            session: self.session,
+            request: self.request_next,
+        };
+        self.request_next += 1;
+        let request = Request {
+            id,
+            attempt: 0,
+            reply_to: self.addr,
+            command,
+            room_for_waiting,
+        };
+        let record = hist.begin(self.idx, request, action, now);
+        self.op = Some(Op {
+            record,
+            action,
+            request,
+            timer: self.rtt.timer(),
+            deadline: local + timeout,
+            not_before: Instant::ZERO,
+            sends_to_target: 0,
+            redirects: 0,
+        });
+        self.send(local, out);
+    }
+
+    fn send(&mut self, local: Instant, out: &mut Vec<(NodeId, Request<'static>)>) {
+        let op = self.op.as_mut().expect("outstanding");
+        op.request.attempt = op.timer.on_send(local);
+        op.sends_to_target += 1;
+        out.push((self.target, op.request));
+    }
+
+    /// Random mode: what to do after an operation, when nothing is planned.
+    fn plan_after(&mut self, local: Instant) {
+        match self.hold.as_ref() {
+            // A hold whose planned release failed or was never planned: release it.
+            Some(h) => {
+                let resource = h.resource;
+                let at = local + Duration::from_millis(self.rng.gen_range(0..20));
+                self.plan.push_back((at, Action::Release { resource }));
+            }
+            None => {
+                let at = local + Duration::from_millis(self.rng.gen_range(0..60));
+                self.plan_acquire_or_status(at);
+            }
+        }
+    }
+
+    fn plan_acquire_or_status(&mut self, at: Instant) {
+        let resource = self.rng.gen_range(0..self.resources);
+        let action = if self.rng.gen_bool(0.2) {
+            Action::Status { resource }
+        } else {
+            let wait_ms = if self.rng.gen_bool(0.25) {
+                0
+            } else {
+                self.rng.gen_range(50..1_500)
+            };
+            Action::Acquire {
+                resource,
+                wait_ms,
+                ttl_ms: self.rng.gen_range(150..1_500),
+            }
+        };
+        self.plan.push_back((at, action));
+    }
+
+    /// Random mode: what to do with a new hold.
+    fn plan_hold(&mut self, local: Instant, resource: usize, lease_ms: u32) {
+        let lease = Duration::from_millis(lease_ms.into());
+        let frac = |rng: &mut StdRng, lo: u64, hi: u64| {
+            Duration::from_micros(lease.as_micros() * rng.gen_range(lo..hi) / 100)
+        };
+        let pattern = self.rng.gen_range(0..100);
+        if pattern < 15 {
+            // Let the lease lapse without a release.
+            let at = local + frac(&mut self.rng, 50, 150);
+            self.plan.push_back((at, Action::Abandon));
+        } else if pattern < 35 {
+            let renew_at = local + frac(&mut self.rng, 30, 60);
+            let ttl_ms = self.rng.gen_range(150..1_500);
+            self.plan
+                .push_back((renew_at, Action::Renew { resource, ttl_ms }));
+            let release_at = renew_at + frac(&mut self.rng, 10, 80);
+            self.plan
+                .push_back((release_at, Action::Release { resource }));
+        } else if pattern < 50 {
+            let again_at = local + frac(&mut self.rng, 5, 40);
+            let ttl_ms = self.rng.gen_range(150..1_500);
+            self.plan.push_back((
+                again_at,
+                Action::Acquire {
+                    resource,
+                    wait_ms: 0,
+                    ttl_ms,
+                },
+            ));
+            let release_at = again_at + frac(&mut self.rng, 5, 40);
+            self.plan
+                .push_back((release_at, Action::Release { resource }));
+            self.plan
+                .push_back((release_at, Action::Release { resource }));
+        } else {
+            // Mostly well within the lease; sometimes past it (the release then finds the
+            // lock gone, or handed on).
+            let at = local + frac(&mut self.rng, 5, 110);
+            self.plan.push_back((at, Action::Release { resource }));
+        }
+    }
+}

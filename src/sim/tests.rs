@@ -1,0 +1,129 @@
+//! Unit tests of the simulator's own parts: clocks, the persistence copy, and that the
+//! history checkers fire on histories that break their rule.
+
+use super::check::{self, History};
+use super::clients::Action;
+use super::*;
+use crate::core::lock_table::{Command, RequestId};
+
+fn at(ms: u64) -> Instant {
+    Instant::ZERO + Duration::from_millis(ms)
+}
+
+#[test]
+fn clock_conversions_round_trip() {
+    for rate_ppm in [-5_000, 0, 5_000] {
+        let clock = Clock {
+            rate_ppm,
+            offset_us: 123_456,
+        };
+        for t in [0, 1, 999_999, 10_000_000_007] {
+            let t = Instant::from_micros(t);
+            let local = clock.local(t);
+            let back = clock.true_time(local);
+            assert!(back <= t, "{rate_ppm}: {back:?} > {t:?}");
+            assert!(clock.local(back) >= local);
+        }
+    }
+}
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term,
+        index,
+        data: vec![index as u8],
+    }
+}
+
+#[test]
+fn persisting_copies_the_changed_tail_only() {
+    let mut copy = Vec::new();
+    let log: Vec<Entry> = vec![entry(1, 1), entry(2, 1), entry(3, 2)];
+    persist_log(&mut copy, &log);
+    assert_eq!(copy, log);
+    // A conflict truncated the tail and appended another term's entries.
+    let log = vec![entry(1, 1), entry(2, 3)];
+    persist_log(&mut copy, &log);
+    assert_eq!(copy, log);
+    let log = vec![entry(1, 1), entry(2, 3), entry(3, 3), entry(4, 3)];
+    persist_log(&mut copy, &log);
+    assert_eq!(copy, log);
+}
+
+fn history_with_two_holders(second_client: usize) -> History {
+    let mut h = History::default();
+    for (client, start, end) in [(0, 100, 300), (second_client, 250, 400)] {
+        let request = Request {
+            id: RequestId {
+                session: client as u64 + 1,
+                request: 1,
+            },
+            attempt: 0,
+            reply_to: PROBE_ADDR,
+            command: Command::Acquire {
+                resource: RESOURCES[0],
+                client: CLIENT_IDS[client],
+                wait_ms: 0,
+                ttl_ms: 1_000,
+            },
+            room_for_waiting: false,
+        };
+        let action = Action::Acquire {
+            resource: 0,
+            wait_ms: 0,
+            ttl_ms: 1_000,
+        };
+        let op = h.begin(client, request, action, at(start - 10));
+        h.interval(client, 0, at(start), at(end), op);
+        h.grant(client, 0, 10 - client as u64, 1, None, true, at(start), op);
+    }
+    h
+}
+
+#[test]
+fn mutual_exclusion_fires_on_overlapping_beliefs() {
+    let h = history_with_two_holders(1);
+    let (when, what) = check::check_mutual_exclusion(&h).unwrap_err();
+    assert_eq!(when, at(250));
+    assert!(what.contains("mutual exclusion"), "{what}");
+    // One client overlapping itself is a re-entry, not a violation.
+    assert!(check::check_mutual_exclusion(&history_with_two_holders(0)).is_ok());
+    // A release sent before the other grant ends the first belief in time.
+    let mut h = history_with_two_holders(1);
+    h.cut(0, 0, at(240));
+    assert!(check::check_mutual_exclusion(&h).is_ok());
+}
+
+#[test]
+fn fencing_fires_on_a_token_that_goes_back() {
+    // Client 0 got token 10, then client 1 token 9.
+    let (_, what) = check::check_fencing(&history_with_two_holders(1)).unwrap_err();
+    assert!(what.contains("fencing"), "{what}");
+}
+
+#[test]
+fn a_scenario_that_never_gets_there_fails() {
+    // Too short for the script to reach its situation: that is a failure, not a pass.
+    let mut config = Scenario::DuplicateAfterFailover.config(0);
+    config.safety_phase = Duration::from_millis(300);
+    let failure = run(&config).unwrap_err();
+    assert!(failure.what.contains("never got past step"), "{failure}");
+    assert!(failure
+        .to_string()
+        .contains("scenario_duplicate_after_failover"));
+}
+
+#[test]
+fn the_failure_names_the_command_that_reproduces_it() {
+    let failure = SimFailure {
+        seed: 42,
+        nodes: 5,
+        seconds: 7,
+        scenario: None,
+        at: at(1),
+        what: "x".into(),
+    };
+    assert!(failure
+        .to_string()
+        .contains("reproduce: udplock sim --seed 42 --nodes 5 --seconds 7"));
+}
