@@ -106,7 +106,17 @@
 //! call's final answer records its sender as the shard's leader (when the sender is one of the
 //! known addresses; otherwise the node the request was last sent to). The request's
 //! retransmission timer, WAITING keepalives and deadline run on across redirects: a redirect is
-//! one more attempt of the same request.
+//! one more attempt of the same request, except that the back-off restarts from the base RTO
+//! on a new node (until a whole round of servers stayed silent), so a client does not sleep
+//! through a new leader's first answer.
+//!
+//! # A release without an answer
+//!
+//! A RELEASE that reached its deadline unanswered may still be applied later (a copy in
+//! flight, a new leader). Applied after this client's next ACQUIRE of the same lock it would
+//! free the new hold, so the client keeps it as a *doubt* and, before its next ACQUIRE, RENEW
+//! or RELEASE of the same resource and client id, sends it again with the same ids until it is
+//! answered (spec §7.1.5). Found by the lock-service simulator (seed 353 of an early sweep).
 //!
 //! Replies are accepted from any source address (the socket is not connected; every copy is
 //! one `send_to`, every reply one `recv_from`): after a failover the grant of a queued acquire
@@ -413,7 +423,25 @@ pub struct Client {
     retransmits: AtomicU64,
     dropped_datagrams: AtomicU64,
     redirects: AtomicU64,
+    /// RELEASEs that got no answer and may still take effect (see `settle_doubts`).
+    doubts: Mutex<Vec<Doubt>>,
 }
+
+/// A RELEASE whose outcome is unknown, kept so it can be settled (same ids) before this
+/// client touches the same lock again.
+struct Doubt {
+    resource: Vec<u8>,
+    client: Vec<u8>,
+    session_id: u64,
+    request_id: u64,
+    reply_type: MessageType,
+    datagram: Vec<u8>,
+    first_sent: Instant,
+}
+
+/// How long past its request lifetime a doubtful RELEASE is still kept: a copy sent at the
+/// end of the lifetime may still be in the network (spec §7.1.5).
+const DOUBT_MARGIN: Duration = Duration::from_millis(60_000);
 
 /// Request id → waiting request.
 type PendingMap = HashMap<u64, Pending, BuildHasherDefault<RequestIdHasher>>;
@@ -896,6 +924,7 @@ impl Client {
             retransmits: AtomicU64::new(0),
             dropped_datagrams: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
+            doubts: Mutex::new(Vec::new()),
         })
     }
 
@@ -1273,6 +1302,21 @@ impl Client {
             RequestBody::Acquire { wait_ms, .. } => wait_ms,
             _ => 0,
         };
+        let start = self.now();
+        let deadline = start + Duration::from_millis(timeout_ms);
+        let holder = match body {
+            RequestBody::Acquire {
+                resource, client, ..
+            }
+            | RequestBody::Release { resource, client }
+            | RequestBody::Renew {
+                resource, client, ..
+            } => Some((resource, client)),
+            RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
+        };
+        if let Some((resource, client)) = holder {
+            self.settle_doubts(resource, client, deadline)?;
+        }
         let lane = self.take_lane();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let request = Request {
@@ -1286,12 +1330,117 @@ impl Client {
             .encode(&mut buf)
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
-
-        let pending = self.register(lane.session_id, request_id, reply_type)?;
         let shard = self.routes.shard(body.resource());
+        let result = self.exchange(
+            lane.session_id,
+            request_id,
+            reply_type,
+            datagram,
+            shard,
+            wait_ms,
+            start,
+            deadline,
+        );
+        if let (Err(LockError::Unavailable), RequestBody::Release { resource, client }) =
+            (&result, body)
+        {
+            // The release may still be applied later, by a copy in flight or at a new leader:
+            // remember it, and settle it before this client touches the lock again.
+            lock(&self.doubts).push(Doubt {
+                resource: resource.to_vec(),
+                client: client.to_vec(),
+                session_id: lane.session_id,
+                request_id,
+                reply_type,
+                datagram: datagram.to_vec(),
+                first_sent: start,
+            });
+        }
+        let (reply, flight) = result?;
+        // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY aside,
+        // which any node may send): remember who it was for the next call.
+        if reply.msg_type != MessageType::ErrorReply {
+            if let Some(index) = self.answered_by(&reply, &flight) {
+                self.routes.set_leader(shard, index);
+            }
+        }
+        if let Some(error) = reply.error() {
+            return Err(error);
+        }
+        Ok(Answer {
+            lease_start: flight.timer.lease_start(reply.attempt).unwrap_or(start),
+            reply,
+        })
+    }
+
+    /// Spec §7.1.3: a RELEASE that got no answer before its deadline may still take effect
+    /// (a copy in flight, or one that reached a new leader). Applied after this client's next
+    /// ACQUIRE of the same lock, it would free the new hold behind the client's back. So
+    /// before any ACQUIRE, RENEW or RELEASE of `(resource, client)`, each such release is
+    /// sent again, same ids, until it is answered (its outcome is then known), or its request
+    /// lifetime is over (no copy can be applied any more); `Unavailable` if `deadline` comes
+    /// first, and the new request is not sent.
+    fn settle_doubts(
+        &self,
+        resource: &[u8],
+        client: &[u8],
+        deadline: Instant,
+    ) -> Result<(), LockError> {
+        loop {
+            let doubt = {
+                let mut doubts = lock(&self.doubts);
+                let now = self.now();
+                // Past its lifetime (and the server's window for late copies) no copy of it
+                // can take effect any more.
+                doubts.retain(|d| now < d.first_sent + REQUEST_LIFETIME_MAX + DOUBT_MARGIN);
+                match doubts
+                    .iter()
+                    .position(|d| d.resource == resource && d.client == client)
+                {
+                    Some(position) => doubts.swap_remove(position),
+                    None => return Ok(()),
+                }
+            };
+            let mut datagram = doubt.datagram.clone();
+            let shard = self.routes.shard(&doubt.resource);
+            let now = self.now();
+            let until = deadline.min(doubt.first_sent + REQUEST_LIFETIME_MAX);
+            match self.exchange(
+                doubt.session_id,
+                doubt.request_id,
+                doubt.reply_type,
+                &mut datagram,
+                shard,
+                0,
+                now,
+                until,
+            ) {
+                // Answered: whatever it says, the outcome is known now.
+                Ok(_) => {}
+                Err(e) => {
+                    lock(&self.doubts).push(doubt);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Sends `datagram` (request `request_id` of `session_id`) until it gets a final answer
+    /// or `deadline` passes: routing, retransmission, WAITING keepalives, OVERLOADED retries.
+    #[allow(clippy::too_many_arguments)]
+    fn exchange(
+        &self,
+        session_id: u64,
+        request_id: u64,
+        reply_type: MessageType,
+        datagram: &mut [u8],
+        shard: usize,
+        wait_ms: u32,
+        start: Instant,
+        deadline: Instant,
+    ) -> Result<(ReplyData, Flight), LockError> {
+        let pending = self.register(session_id, request_id, reply_type)?;
         let mut flight = Flight::new(lock(&self.rtt).timer(), shard, self.routes.leader(shard));
-        let start = self.now();
-        let deadline = start + Duration::from_millis(timeout_ms);
         self.transmit(datagram, &mut flight);
         let mut deadline = deadline;
         let reply = loop {
@@ -1350,22 +1499,7 @@ impl Client {
         };
         // Leave the pending map (and hand the receiver role on) before anything else.
         drop(pending);
-        let reply = reply?;
-
-        // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY aside,
-        // which any node may send): remember who it was for the next call.
-        if reply.msg_type != MessageType::ErrorReply {
-            if let Some(index) = self.answered_by(&reply, &flight) {
-                self.routes.set_leader(shard, index);
-            }
-        }
-        if let Some(error) = reply.error() {
-            return Err(error);
-        }
-        Ok(Answer {
-            lease_start: flight.timer.lease_start(reply.attempt).unwrap_or(start),
-            reply,
-        })
+        Ok((reply?, flight))
     }
 
     /// The node that most likely sent `reply`, as an index in the route table: its source
@@ -2527,6 +2661,61 @@ mod tests {
         assert!(seen(&other_log).is_empty());
         // The answer came from an unknown address: the node it was sent to stays the leader.
         assert_eq!(client.leader_addr("r"), target.addr);
+    }
+
+    /// Seed 353 of the lock-service simulator: a RELEASE the client gave up on, applied after
+    /// the same client's next ACQUIRE of the lock, freed the new hold behind its back. Now the
+    /// doubtful release is sent again (same ids) and answered before the next request on
+    /// that lock leaves; other locks are not held up.
+    #[test]
+    fn an_unanswered_release_is_settled_before_the_lock_is_touched_again() {
+        let log = Seen::default();
+        let silent = Arc::new(AtomicBool::new(true));
+        let silent_flag = Arc::clone(&silent);
+        let server = node(&log, move |req| {
+            if silent_flag.load(Ordering::Relaxed)
+                && matches!(req.body, RequestBody::Release { .. })
+            {
+                Vec::new()
+            } else {
+                vec![grant(req)]
+            }
+        });
+        let client = client_of(&[&server], |c| {
+            c.request_timeout_ms = 250;
+            c.retransmit = RetransmitConfig {
+                rto_initial: Duration::from_millis(20),
+                rto_min: Duration::from_millis(20),
+                rto_max: Duration::from_millis(20),
+            };
+        });
+        client.acquire("r", "c", 0, None).unwrap();
+        assert_eq!(client.release("r", "c"), Err(LockError::Unavailable));
+        let release_id = seen(&log).last().unwrap().1;
+        // Another lock is not held up by the doubt.
+        client.acquire("other", "c", 0, None).unwrap();
+        // The doubtful release cannot be settled while the server stays silent: the next
+        // acquire of the same lock is not sent at all.
+        let before = seen(&log).len();
+        assert_eq!(
+            client.acquire("r", "c", 0, None),
+            Err(LockError::Unavailable)
+        );
+        let tried: Vec<_> = seen(&log)[before..].iter().map(|s| s.1).collect();
+        assert!(
+            !tried.is_empty() && tried.iter().all(|&id| id == release_id),
+            "{tried:?}"
+        );
+        // Once the release is answered, the acquire goes out, after it.
+        silent.store(false, Ordering::Relaxed);
+        client.acquire("r", "c", 0, None).unwrap();
+        let order: Vec<u64> = seen(&log).iter().map(|s| s.1).collect();
+        let settled = order.iter().rposition(|&id| id == release_id).unwrap();
+        assert!(order[settled + 1..].iter().all(|&id| id > release_id));
+        assert!(
+            !order[settled + 1..].is_empty(),
+            "the acquire was never sent"
+        );
     }
 
     /// Two nodes that name each other as the leader cost a bounded number of datagrams and
