@@ -374,11 +374,21 @@ impl EventLoop {
 }
 
 /// The socket's read timeout, set to the time left until the next timer (the loop blocks in
-/// `recv_from` until a datagram or the timer), skipping the system call when unchanged.
+/// `recv_from` until a datagram or the timer), skipping the system call while the timeout
+/// already set would wake the loop close enough to the timer.
 #[derive(Default)]
 pub(crate) struct ReadTimer {
     current: Option<StdDuration>,
 }
+
+/// How late a timer may fire because the loop kept an earlier read timeout instead of a
+/// system call: small beside every timer it serves (leases and waits in milliseconds, Raft's
+/// heartbeats and elections in tens of milliseconds), and always in the safe direction (a
+/// lease is freed later, never earlier).
+const TIMER_LATE_MAX: StdDuration = StdDuration::from_micros(1_000);
+
+/// How early: waking early costs one more turn of the loop.
+const TIMER_EARLY_MAX: StdDuration = StdDuration::from_micros(100);
 
 impl ReadTimer {
     /// Arms for `next` (`None`: block until a datagram).
@@ -388,10 +398,10 @@ impl ReadTimer {
             // A zero timeout means "block forever" to the OS; wait at least 1 µs instead.
             StdDuration::from_micros(us.max(1))
         });
-        // Only a change of more than a tenth of a millisecond is worth a system call; waking
-        // slightly early is harmless (the loop re-arms), waking late delays a timer.
         let differs = match (timeout, self.current) {
-            (Some(a), Some(b)) => a < b || a - b > StdDuration::from_micros(100),
+            (Some(wanted), Some(set)) => {
+                set > wanted + TIMER_LATE_MAX || set + TIMER_EARLY_MAX < wanted
+            }
             (None, None) => false,
             _ => true,
         };
