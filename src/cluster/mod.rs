@@ -583,17 +583,7 @@ impl ClusterLoop {
         }
         let request = match Request::decode(datagram) {
             Ok(r) => r,
-            Err(e) => {
-                let mut out = [0u8; REPLY_LEN_MIN];
-                match error_reply(datagram, e, &mut out) {
-                    Some(len) => {
-                        NodeStats::bump(&self.stats.error_replies);
-                        self.send(&out[..len], from);
-                    }
-                    None => NodeStats::bump(&self.stats.dropped),
-                }
-                return;
-            }
+            Err(e) => return self.answer_undecodable(datagram, e, from),
         };
         // Spec §2.2: a request shorter than the smallest reply is never answered.
         if datagram.len() < REQUEST_LEN_MIN {
@@ -644,6 +634,24 @@ impl ClusterLoop {
         }
     }
 
+    /// Spec §3.2: an ERROR_REPLY if the codec names a status for the fault and the reply
+    /// fits in the request; otherwise a silent drop.
+    fn answer_undecodable(
+        &self,
+        datagram: &[u8],
+        error: udplock_protocol::DecodeError,
+        from: SocketAddr,
+    ) {
+        let mut out = [0u8; REPLY_LEN_MIN];
+        match error_reply(datagram, error, &mut out) {
+            Some(len) => {
+                NodeStats::bump(&self.stats.error_replies);
+                self.send(&out[..len], from);
+            }
+            None => NodeStats::bump(&self.stats.dropped),
+        }
+    }
+
     /// SHARD_STATUS (spec §4.7, §8.9): this node's own view of its shards from `first_shard`
     /// on, as many as fit in a reply no longer than the request (§2.2). Touches no shard,
     /// logs and remembers nothing; a follower answers as readily as a leader.
@@ -655,16 +663,7 @@ impl ClusterLoop {
         let mut out = [0u8; DATAGRAM_LEN_MAX];
         let request = match ShardStatusRequest::decode(datagram) {
             Ok(r) => r,
-            Err(e) => {
-                match error_reply(datagram, e, &mut out) {
-                    Some(len) => {
-                        NodeStats::bump(&self.stats.error_replies);
-                        self.send(&out[..len], from);
-                    }
-                    None => NodeStats::bump(&self.stats.dropped),
-                }
-                return;
-            }
+            Err(e) => return self.answer_undecodable(datagram, e, from),
         };
         if datagram.len() < REQUEST_LEN_MIN {
             NodeStats::bump(&self.stats.dropped);
