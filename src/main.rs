@@ -571,8 +571,36 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         durability.name(),
         config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
     ));
-    node.wait()
-        .map_err(|e| LockError::InternalError(format!("node {node_id} stopped: {e}")))
+    // SIGINT / SIGTERM: leave gracefully, handing every shard this node leads to another
+    // node first (leadership transfer), so clients see a redirect, not an election timeout.
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = signal_tx.send(());
+    }) {
+        notice(&format!(
+            "udplock server: no graceful stop on signals: {e}\n"
+        ));
+    }
+    loop {
+        if signal_rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_ok()
+        {
+            notice(&format!(
+                "udplock server: node {node_id} leaving: handing its shards over\n"
+            ));
+            let still_led = node.leave(std::time::Duration::from_secs(5));
+            notice(&format!(
+                "udplock server: node {node_id} stopped ({still_led} shards left without a handover)\n"
+            ));
+            return Ok(());
+        }
+        if !node.is_running() {
+            return node
+                .wait()
+                .map_err(|e| LockError::InternalError(format!("node {node_id} stopped: {e}")));
+        }
+    }
 }
 
 fn default_listen() -> SocketAddr {

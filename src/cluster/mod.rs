@@ -324,6 +324,11 @@ impl ClusterNode {
             .unwrap_or_default()
     }
 
+    /// False once the event loop has stopped (on its own: see [`ClusterNode::wait`]).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// Blocks until the node stops; `Err` says why it stopped on its own (it stops rather
     /// than go on without the durability it promises, e.g. when its disk fails).
     pub fn wait(mut self) -> Result<(), String> {

@@ -289,6 +289,10 @@ struct Applied {
     term: u64,
     data: Vec<u8>,
     at: Instant,
+    /// The current term of the first replica that applied it: at least the term in which the
+    /// entry was committed (that replica learned the commit from a leader of that term or a
+    /// later one).
+    committed_by_term: u64,
 }
 
 pub(crate) struct Sim {
@@ -985,6 +989,7 @@ impl Sim {
             return Ok(());
         };
         let applied_index = shard.applied_index();
+        let current_term = shard.raft().term();
         let from = self.nodes[i].applied + 1;
         if applied_index + 1 < from {
             return Err(self.fail(format!(
@@ -1012,6 +1017,7 @@ impl Sim {
                         term: entry.term,
                         data: entry.data.clone(),
                         at: now,
+                        committed_by_term: current_term,
                     });
                     self.report.entries_applied += 1;
                 }
@@ -1050,8 +1056,15 @@ impl Sim {
             if newly {
                 self.nodes[i].was_leader_in = Some(term);
                 let raft = self.nodes[i].shard.as_ref().expect("running").raft();
+                // Raft §5.4: an entry committed in a term is in the log of every leader of
+                // every LATER term. A node may still win an older term late (a vote granted
+                // long ago, delivered after a pause); it need not hold what later terms
+                // committed, and can never commit anything over it.
                 for (position, a) in self.applied.iter().enumerate() {
                     let index = position as u64 + 1;
+                    if a.committed_by_term >= term {
+                        continue;
+                    }
                     let held = raft.entry(index);
                     if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
                         return Err(self.fail(format!(

@@ -67,7 +67,12 @@ impl Servers {
             .map(|(i, a)| format!("{}@{a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let dir = std::env::temp_dir().join(format!("udplock-processes-{}", std::process::id()));
+        static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "udplock-processes-{}-{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut servers = Servers {
             peers,
@@ -90,10 +95,15 @@ impl Servers {
             .args(["--durability", "os", "--data-dir"])
             .arg(self.dir.join(format!("node-{}", i + 1)))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.stderr_path(i)).unwrap())
             .spawn()
             .expect("udplock server starts");
         self.children[i] = Some(child);
+    }
+
+    fn stderr_path(&self, i: usize) -> std::path::PathBuf {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        self.dir.join(format!("node-{}.stderr", i + 1))
     }
 
     fn signal(&self, i: usize, signal: &str) {
@@ -227,4 +237,79 @@ fn kill_and_pause_leaders_of_real_processes_without_a_double_grant() {
         paused + 1
     );
     assert!(after > 0, "the service did not resume after the faults");
+}
+
+#[test]
+fn a_terminated_server_hands_its_shards_over_before_it_exits() {
+    let mut servers = Servers::start(3);
+    let mut config = ClientConfig::new(servers.addrs.clone());
+    config.shards = SHARDS;
+    let client = Client::new(config).unwrap();
+    // Leaders settle on their preferred nodes about a second after start.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let lease = client
+        .acquire(RESOURCE, "holder", 3_000, Some(30_000))
+        .unwrap();
+    let leader = servers.leader(Duration::from_secs(5));
+    servers.signal(leader, "-TERM");
+    let mut child = servers.children[leader].take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "SIGTERM did not stop the server");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    let said = std::fs::read_to_string(servers.stderr_path(leader)).unwrap();
+    assert!(
+        said.contains("(0 shards left without a handover)"),
+        "{said}"
+    );
+    // The hold moved with the shard: its holder renews it with the same token.
+    let renewed = client.renew(RESOURCE, "holder", Some(30_000)).unwrap();
+    assert_eq!(renewed.fencing_token, lease.fencing_token);
+}
+
+#[test]
+#[should_panic(expected = "both held the lock")]
+fn the_history_check_catches_an_overlap() {
+    let t = Instant::now();
+    let ms = |n| t + Duration::from_millis(n);
+    check_history(&[
+        Held {
+            client: 0,
+            token: 1,
+            from: ms(0),
+            until: ms(10),
+        },
+        Held {
+            client: 1,
+            token: 2,
+            from: ms(5),
+            until: ms(20),
+        },
+    ]);
+}
+
+#[test]
+#[should_panic(expected = "token order broken")]
+fn the_history_check_catches_tokens_out_of_order() {
+    let t = Instant::now();
+    let ms = |n| t + Duration::from_millis(n);
+    check_history(&[
+        Held {
+            client: 0,
+            token: 5,
+            from: ms(0),
+            until: ms(10),
+        },
+        Held {
+            client: 1,
+            token: 4,
+            from: ms(10),
+            until: ms(20),
+        },
+    ]);
 }
