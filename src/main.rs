@@ -55,7 +55,8 @@ enum Command {
     /// Measure latency, throughput and failover against the raw UDP round trip (an embedded
     /// 3-node cluster unless --servers; --nodes 1 for a single unreplicated node).
     Bench(BenchArgs),
-    /// Run the deterministic cluster simulator (Raft under faults) for a range of seeds.
+    /// Run the deterministic cluster simulator (the lock service: shard replicas and clients
+    /// under faults, with safety and liveness checkers) for a range of seeds.
     Sim(SimArgs),
 }
 
