@@ -1,30 +1,52 @@
-//! The replicated log of one node: entries in index order, index 1 first, with the few
-//! questions Raft asks of it (term at an index, is a candidate's log up to date, where does a
-//! conflicting run of one term start). Every change goes through [`RaftLog::push`] or
-//! [`RaftLog::truncate_from`], which assert the shape the rest of the core relies on:
-//! index `i` is at position `i - 1`, and terms never decrease along the log (Raft §5.3: a
+//! The replicated log of one node: the entries after its latest snapshot, in index order,
+//! with the few questions Raft asks of it (term at an index, is a candidate's log up to date,
+//! where does a conflicting run of one term start). Every change goes through
+//! [`RaftLog::push`], [`RaftLog::truncate_from`], [`RaftLog::compact`] or
+//! [`RaftLog::install`], which assert the shape the rest of the core relies on: index `i` is
+//! at position `i - first_index()`, and terms never decrease along the log (Raft §5.3: a
 //! leader only appends entries of its own term, which is never below an earlier one).
 //!
-//! There is no compaction in this step, so the whole log stays in memory.
+//! Log compaction (Raft §7, thesis §5): the entries through `snapshot.index` are gone,
+//! replaced by the state machine snapshot the shell took (or received). The log remembers the
+//! snapshot's last index and term, so the consistency check of the first Append after it
+//! (`prev_log_index == snapshot.index`) and the election restriction still work.
 
-use super::Entry;
+use super::{Entry, SnapshotMeta};
 
 /// The log, owned by [`super::Raft`].
 #[derive(Debug)]
 pub(super) struct RaftLog {
+    /// What the entries before `entries` were compacted into; index 0 = none.
+    snapshot: SnapshotMeta,
+    /// Indexes `snapshot.index + 1 ..`.
     entries: Vec<Entry>,
 }
 
 impl RaftLog {
-    /// Takes the log a node persisted. `term` is the persisted current term: no entry can be
-    /// of a later term, because a node adopts a term before it stores anything of it.
-    pub(super) fn from_persisted(entries: Vec<Entry>, term: u64) -> RaftLog {
-        let mut term_previous = 0;
+    /// Takes the snapshot meta and the log after it that a node persisted. `term` is the
+    /// persisted current term: no entry can be of a later term, because a node adopts a term
+    /// before it stores anything of it.
+    pub(super) fn from_persisted(
+        snapshot: SnapshotMeta,
+        entries: Vec<Entry>,
+        term: u64,
+    ) -> RaftLog {
+        assert!(
+            (snapshot.index == 0) == (snapshot.term == 0),
+            "persisted snapshot {snapshot:?}: index and term are both 0 or neither"
+        );
+        assert!(
+            snapshot.term <= term,
+            "persisted snapshot of term {} after current term {term}",
+            snapshot.term
+        );
+        let mut term_previous = snapshot.term;
         for (position, entry) in entries.iter().enumerate() {
             assert!(
-                entry.index == position as u64 + 1,
-                "persisted log: entry at position {position} has index {}",
-                entry.index
+                entry.index == snapshot.index + position as u64 + 1,
+                "persisted log: entry at position {position} has index {} (snapshot {})",
+                entry.index,
+                snapshot.index
             );
             assert!(
                 entry.term >= term_previous && entry.term <= term && entry.term > 0,
@@ -34,50 +56,67 @@ impl RaftLog {
             );
             term_previous = entry.term;
         }
-        RaftLog { entries }
+        RaftLog { snapshot, entries }
     }
 
+    /// The entries still held, `first_index()` first.
     pub(super) fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
-    /// Index of the last entry, 0 when empty.
+    pub(super) fn snapshot(&self) -> SnapshotMeta {
+        self.snapshot
+    }
+
+    /// The first index still held (whether or not an entry is there yet).
+    pub(super) fn first_index(&self) -> u64 {
+        self.snapshot.index + 1
+    }
+
+    /// Index of the last entry, the snapshot's when no entry follows it, 0 when empty.
     pub(super) fn last_index(&self) -> u64 {
-        self.entries.len() as u64
+        self.snapshot.index + self.entries.len() as u64
     }
 
-    /// Term of the last entry, 0 when empty.
+    /// Term of the last entry, the snapshot's when no entry follows it, 0 when empty.
     pub(super) fn last_term(&self) -> u64 {
-        self.entries.last().map_or(0, |entry| entry.term)
+        self.entries
+            .last()
+            .map_or(self.snapshot.term, |entry| entry.term)
     }
 
-    /// Term of the entry at `index`; index 0 is the empty prefix every log shares (term 0);
-    /// `None` past the end.
+    /// Term of the entry at `index`; the snapshot's last index answers with the snapshot's
+    /// term (index 0, the empty prefix every log shares, with term 0). `None` past the end and
+    /// before the snapshot's last index (compacted away).
     pub(super) fn term_at(&self, index: u64) -> Option<u64> {
-        if index == 0 {
-            return Some(0);
+        if index == self.snapshot.index {
+            return Some(self.snapshot.term);
+        }
+        if index < self.snapshot.index {
+            return None;
         }
         self.entries
-            .get((index - 1) as usize)
+            .get((index - self.first_index()) as usize)
             .map(|entry| entry.term)
     }
 
-    /// The entry at `index` (1..=last_index).
+    /// The entry at `index` (first_index..=last_index).
     pub(super) fn entry(&self, index: u64) -> &Entry {
         assert!(
-            index >= 1 && index <= self.last_index(),
-            "entry {index} of {}",
+            index >= self.first_index() && index <= self.last_index(),
+            "entry {index} of {}..={}",
+            self.first_index(),
             self.last_index()
         );
-        &self.entries[(index - 1) as usize]
+        &self.entries[(index - self.first_index()) as usize]
     }
 
-    /// Up to `count_max` entries starting at `first` (which may be `last_index + 1`: none).
-    /// Up to `count_max` entries from `first` whose data plus `ENTRY_OVERHEAD` each add up
-    /// to at most `bytes_max`, but at least one entry if any exists and `count_max > 0`.
+    /// Up to `count_max` entries from `first` (first_index..=last_index + 1; the latter gives
+    /// none) whose data plus `ENTRY_OVERHEAD` each add up to at most `bytes_max`, but at least
+    /// one entry if any exists and `count_max > 0`.
     pub(super) fn slice(&self, first: u64, count_max: usize, bytes_max: usize) -> &[Entry] {
-        assert!(first >= 1 && first <= self.last_index() + 1);
-        let start = (first - 1) as usize;
+        assert!(first >= self.first_index() && first <= self.last_index() + 1);
+        let start = (first - self.first_index()) as usize;
         let mut end = self.entries.len().min(start.saturating_add(count_max));
         let mut bytes = 0usize;
         for (offset, entry) in self.entries[start..end].iter().enumerate() {
@@ -108,32 +147,67 @@ impl RaftLog {
         self.entries.push(entry);
     }
 
-    /// Removes the entries at `index` and after. The caller asserts they are not committed.
+    /// Removes the entries at `index` and after. The caller asserts they are not committed
+    /// (which also keeps `index` after the snapshot: a snapshot holds committed entries only).
     pub(super) fn truncate_from(&mut self, index: u64) {
-        assert!(index >= 1 && index <= self.last_index());
-        self.entries.truncate((index - 1) as usize);
+        assert!(index >= self.first_index() && index <= self.last_index());
+        self.entries.truncate((index - self.first_index()) as usize);
         assert!(self.last_index() == index - 1);
+    }
+
+    /// Drops the entries through `index` (held, after the snapshot): the shell's snapshot of
+    /// its state machine now covers them (Raft §7).
+    pub(super) fn compact(&mut self, index: u64) {
+        assert!(index >= self.first_index() && index <= self.last_index());
+        let term = self.entry(index).term;
+        self.entries.drain(..(index - self.snapshot.index) as usize);
+        self.snapshot = SnapshotMeta { index, term };
+        assert!(self.first_index() == index + 1);
+        assert!(self.term_at(index) == Some(term));
+    }
+
+    /// Installs a snapshot received from the leader (Raft §7): if this log holds the
+    /// snapshot's last entry with the same term, the entries after it are kept (they may be
+    /// what the leader sent after the snapshot; Log Matching makes them agree with it),
+    /// otherwise the whole log is discarded. Returns whether the suffix was kept.
+    pub(super) fn install(&mut self, snapshot: SnapshotMeta) -> bool {
+        assert!(snapshot.index > self.snapshot.index && snapshot.term >= self.snapshot.term);
+        let kept = self.term_at(snapshot.index) == Some(snapshot.term);
+        if kept {
+            self.entries
+                .drain(..(snapshot.index - self.snapshot.index) as usize);
+        } else {
+            self.entries.clear();
+        }
+        self.snapshot = snapshot;
+        assert!(self.term_at(snapshot.index) == Some(snapshot.term));
+        assert!(self
+            .entries
+            .first()
+            .is_none_or(|e| e.index == snapshot.index + 1));
+        kept
     }
 
     /// Raft §5.4.1 (election restriction): a log ending in `(last_log_term, last_log_index)` is
     /// at least as up to date as this one if its last term is later, or equal with an index
-    /// at least as high.
+    /// at least as high. After compaction with no entry left, this log ends in its snapshot.
     pub(super) fn is_up_to_date(&self, last_log_index: u64, last_log_term: u64) -> bool {
         (last_log_term, last_log_index) >= (self.last_term(), self.last_index())
     }
 
     /// The first index of the run of entries that share the term of the entry at `index`
-    /// (1..=last_index). When a leader disagrees with this node at `index`, the follower
-    /// suggests it retry from before the run (the optimisation at the end of Raft §5.3):
-    /// one round trip per conflicting term instead of one per entry. It may resend a few
-    /// entries that already matched; the follower skips those.
+    /// (first_index..=last_index), never before `first_index`. When a leader disagrees with
+    /// this node at `index`, the follower suggests it retry from before the run (the
+    /// optimisation at the end of Raft §5.3): one round trip per conflicting term instead of
+    /// one per entry. It may resend a few entries that already matched; the follower skips
+    /// those.
     pub(super) fn run_start(&self, index: u64) -> u64 {
         let term = self.entry(index).term;
         let mut first = index;
-        while first > 1 && self.entry(first - 1).term == term {
+        while first > self.first_index() && self.entry(first - 1).term == term {
             first -= 1;
         }
-        assert!(first >= 1 && first <= index);
+        assert!(first >= self.first_index() && first <= index);
         first
     }
 }

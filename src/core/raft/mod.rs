@@ -13,6 +13,7 @@
 //!   client   ──> propose(now, data)             ─┘                  │ (fsync before send)
 //!                                                                   v
 //!                            poll_message() ──> (to, Message) datagrams, in order
+//!                            poll_snapshot() ──> a snapshot installed from the leader (first)
 //!                            poll_committed() ──> committed entries, index order, once each
 //!                            poll_timeout() ──> when to call handle_timeout next
 //!                            lease_valid(now) ──> may the leader answer from its own state?
@@ -81,12 +82,43 @@
 //! clients on its own instead of waiting for a message of a later term that may never reach
 //! it. `poll_timeout` includes that deadline, so the step-down happens on time.
 //!
+//! # Log compaction and InstallSnapshot (Raft §7, thesis §5)
+//!
+//! Compaction is opt-in: a node whose shell never calls [`Raft::compact`] behaves exactly as
+//! without it. Once the shell has applied the committed entries through some index and taken
+//! a snapshot of its state machine there, it calls `compact(index, data)`: Raft drops those
+//! entries, remembers the snapshot's last index and term (for the consistency check of the
+//! next Append and for the election restriction) and keeps `data` to send.
+//!
+//! A leader that no longer holds the entries a follower needs (`next <= snapshot index`)
+//! sends its snapshot instead, in InstallSnapshot chunks of at most `snapshot_chunk_max`
+//! bytes, at most `SNAPSHOT_CHUNKS_IN_FLIGHT_MAX` unacknowledged at a time. The follower keeps
+//! one partial transfer in memory, appends a chunk only at the offset where its buffer ends,
+//! and answers with how many contiguous bytes it holds; the leader resumes from there on each
+//! answer, or from the latest answer on a heartbeat round that brought no progress. Chunks
+//! carry the heartbeat round and their answers count for the lease and CheckQuorum exactly
+//! like AppendReplies (the follower treats a chunk as leader contact, like an Append). When
+//! the whole snapshot has arrived the follower installs it: it keeps the entries after the
+//! snapshot if its log holds the snapshot's last entry with the same term, else discards its
+//! log (Raft §7); its commit index moves to the snapshot's last index, and the shell gets the
+//! snapshot from `poll_snapshot` — before any later committed entry, which `poll_committed`
+//! holds back until then. The leader then continues with Appends after the snapshot. If the
+//! leader compacts again meanwhile, it starts over with the new snapshot (the follower drops
+//! a partial transfer of another snapshot).
+//!
+//! Persistence: the shell persists the snapshot (meta and data), the hard state and the log
+//! after the snapshot before it sends what an input produced, as for the log; a restarted
+//! node is built with [`Raft::restore`] from them, and its commit index starts at the
+//! snapshot's last index (the shell loads its state machine from the snapshot itself).
+//!
 //! # Bounds
 //!
-//! The log is unbounded in this step (no compaction). Everything else is bounded: per
-//! follower, at most `APPENDS_IN_FLIGHT_MAX` Appends' worth of unacknowledged entries are in
-//! flight; the leader remembers the start time of at most `ROUNDS_TRACKED_MAX` rounds; the
-//! outbox holds what one input produced (a few messages per voter).
+//! The log holds what has not been compacted: bounded once the shell compacts. Per follower,
+//! at most `APPENDS_IN_FLIGHT_MAX` Appends' worth of unacknowledged entries, or
+//! `SNAPSHOT_CHUNKS_IN_FLIGHT_MAX` snapshot chunks, are in flight; a follower buffers at most
+//! one partial snapshot of at most `SNAPSHOT_LEN_MAX` bytes; the leader remembers the start
+//! time of at most `ROUNDS_TRACKED_MAX` rounds; the outbox holds what one input produced (a
+//! few messages per voter, or a window of chunks).
 
 mod entries;
 
@@ -95,6 +127,7 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -110,6 +143,17 @@ pub type NodeId = u64;
 /// messages and the entries resent after a loss, while keeping a follower that acknowledges
 /// promptly from ever waiting on the window.
 pub const APPENDS_IN_FLIGHT_MAX: u64 = 4;
+
+/// Unacknowledged snapshot chunks the leader sends one follower before it waits for an
+/// answer: about 10 KB with the default chunk size, so a transfer costs a few round trips per
+/// window while a lossy path wastes at most a window of resends.
+pub const SNAPSHOT_CHUNKS_IN_FLIGHT_MAX: u64 = 8;
+
+/// The largest snapshot (bytes) a follower accepts: it buffers a transfer in memory until it
+/// is complete, so this bounds what a forged or faulty InstallSnapshot can make it allocate.
+/// A shard's state machine is a lock table (a few hundred bytes per held lock), far below
+/// this; a leader whose snapshot is larger cannot bring a follower up to date (it logs why).
+pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 
 /// Heartbeat rounds whose start time the leader remembers while waiting for a majority to
 /// acknowledge them. A round older than `election_timeout_min` can no longer give a lease,
@@ -164,6 +208,10 @@ pub struct Config {
     /// [`ENTRY_OVERHEAD`] (default `usize::MAX`). The node sets it so one Append fits one
     /// datagram; an entry larger than this still travels, alone.
     pub append_bytes_max: usize,
+    /// Most snapshot bytes in one InstallSnapshot chunk (default 1_300): with the chunk's
+    /// fixed fields and the datagram header, one chunk fits one 1400-byte datagram, so a
+    /// chunk is never fragmented and a loss costs one chunk.
+    pub snapshot_chunk_max: usize,
 }
 
 /// What one entry costs in an Append beyond its data, for `append_bytes_max`: its term (8
@@ -181,6 +229,7 @@ impl Default for Config {
             drift_bound_ppm: 10_000,
             entries_per_append_max: 256,
             append_bytes_max: usize::MAX,
+            snapshot_chunk_max: 1_300,
         }
     }
 }
@@ -242,6 +291,12 @@ impl Config {
                 rule: "must be greater than zero (no entry could ever be replicated)",
             });
         }
+        if self.snapshot_chunk_max == 0 {
+            return Err(ConfigError {
+                field: "snapshot_chunk_max",
+                rule: "must be greater than zero (no snapshot could ever be sent)",
+            });
+        }
         Ok(())
     }
 
@@ -280,6 +335,14 @@ pub struct Entry {
     pub index: u64,
     /// The command, opaque to Raft.
     pub data: Vec<u8>,
+}
+
+/// What a snapshot covers: the state machine after applying the entries through `index`,
+/// the last of which has term `term`. Index 0 (and term 0) means no snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SnapshotMeta {
+    pub index: u64,
+    pub term: u64,
 }
 
 /// What voters send each other.
@@ -332,6 +395,30 @@ pub enum Message {
     TimeoutNow {
         term: u64,
     },
+    /// One chunk of the leader's snapshot (Raft §7), for a follower that needs entries the
+    /// leader compacted away. `last_index`/`last_term`: what the snapshot covers (its meta);
+    /// `offset`: where `data` (at most `snapshot_chunk_max` bytes) starts in the snapshot;
+    /// `total_len`: the snapshot's whole length in bytes; `round`: the heartbeat round the
+    /// chunk was sent in, as in Append.
+    InstallSnapshot {
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        offset: u64,
+        total_len: u64,
+        data: Vec<u8>,
+        round: u64,
+    },
+    /// `last_index` echoes the chunk's (which snapshot); `received`: how many bytes of it,
+    /// from the start, the follower holds (`total_len` once it has it all, or if it already
+    /// holds everything the snapshot covers); `round` echoes the chunk's. On a chunk of an
+    /// older term, `term` is the follower's and nothing else counts.
+    InstallSnapshotReply {
+        term: u64,
+        last_index: u64,
+        received: u64,
+        round: u64,
+    },
 }
 
 impl Message {
@@ -344,7 +431,9 @@ impl Message {
             | Message::VoteReply { term, .. }
             | Message::Append { term, .. }
             | Message::AppendReply { term, .. }
-            | Message::TimeoutNow { term } => term,
+            | Message::TimeoutNow { term }
+            | Message::InstallSnapshot { term, .. }
+            | Message::InstallSnapshotReply { term, .. } => term,
         }
     }
 }
@@ -402,6 +491,38 @@ struct Progress {
     acked_round: u64,
     /// When the leader last heard from it in this term (CheckQuorum).
     heard_at: Instant,
+    /// A snapshot transfer, while `next <= ` the leader's snapshot index.
+    snapshot: SnapshotSend,
+}
+
+/// The leader's side of one snapshot transfer to one follower. Offsets are bytes.
+#[derive(Clone, Copy, Debug, Default)]
+struct SnapshotSend {
+    /// The snapshot these offsets refer to (0: none yet); another one restarts the transfer.
+    index: u64,
+    /// Most bytes the follower has said it holds.
+    acked: u64,
+    /// What its latest answer said (lower than `acked` after it restarted and lost its
+    /// partial transfer, or for a reordered answer).
+    reported: u64,
+    /// `acked` at the previous heartbeat round: no progress since then resumes the transfer
+    /// from `reported`.
+    acked_at_round: u64,
+    /// Offset of the next chunk to send.
+    sent: u64,
+    /// `acked` when the transfer last went back to it: an answer without progress while
+    /// later chunks are in flight means the follower dropped one out of order (a chunk was
+    /// lost or overtaken), so the leader resends from there, once per position.
+    resent_from: Option<u64>,
+}
+
+/// A follower's partial snapshot transfer.
+#[derive(Debug)]
+struct SnapshotReceive {
+    meta: SnapshotMeta,
+    total_len: u64,
+    /// The first `buffer.len()` bytes of the snapshot.
+    buffer: Vec<u8>,
 }
 
 /// One voter's Raft state machine. See the module docs.
@@ -418,8 +539,14 @@ pub struct Raft {
     log: RaftLog,
     /// Highest index known committed. Not persisted: a restarted node learns it again.
     commit_index: u64,
-    /// Highest index `poll_committed` has returned.
+    /// Highest index `poll_committed` has returned (or a snapshot covered).
     returned_index: u64,
+    /// The data of the snapshot the log was compacted into (`log.snapshot()`), to send.
+    snapshot_data: Option<Arc<Vec<u8>>>,
+    /// A snapshot installed from the leader that `poll_snapshot` has not returned yet.
+    snapshot_installed: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+    /// Follower: the snapshot transfer in progress, if any.
+    snapshot_receive: Option<SnapshotReceive>,
 
     role: Role,
     /// Who leads `hard.term`, if known.
@@ -465,7 +592,8 @@ pub struct Raft {
 impl Raft {
     /// `state` and `log` are what the node persisted (empty for a fresh node). Log indexes
     /// start at 1. Panics on an invalid `config` (validate it at start-up) or a persisted
-    /// pair that could not have been written by this code.
+    /// pair that could not have been written by this code. The same as [`Raft::restore`]
+    /// without a snapshot.
     pub fn new(
         config: Config,
         rng_seed: u64,
@@ -473,6 +601,30 @@ impl Raft {
         log: Vec<Entry>,
         now: Instant,
     ) -> Raft {
+        Raft::restore(config, rng_seed, state, None, log, now)
+    }
+
+    /// A node restarting from what it persisted: its hard state, its latest snapshot (meta
+    /// and data, kept to send to followers) if it has one, and the log entries after the
+    /// snapshot (indexes `meta.index + 1 ..`). The commit index starts at the snapshot's last
+    /// index and `poll_committed` continues after it (the shell loads its state machine from
+    /// the snapshot itself; `poll_snapshot` does not return it). Panics like [`Raft::new`].
+    pub fn restore(
+        config: Config,
+        rng_seed: u64,
+        state: HardState,
+        snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+        log: Vec<Entry>,
+        now: Instant,
+    ) -> Raft {
+        let (snapshot_meta, snapshot_data) = match snapshot {
+            Some((meta, data)) if meta.index > 0 => (meta, Some(data)),
+            Some((meta, _)) => {
+                assert!(meta.term == 0, "snapshot of index 0 has term {}", meta.term);
+                (SnapshotMeta::default(), None)
+            }
+            None => (SnapshotMeta::default(), None),
+        };
         if let Err(error) = config.validate() {
             panic!("{error}");
         }
@@ -482,7 +634,7 @@ impl Raft {
                 "persisted vote for {voted_for}, not a voter"
             );
         }
-        let log = RaftLog::from_persisted(log, state.term);
+        let log = RaftLog::from_persisted(snapshot_meta, log, state.term);
         let lease_duration = config.lease_duration();
         let quorum = config.quorum();
         let mut raft = Raft {
@@ -491,8 +643,11 @@ impl Raft {
             quorum,
             hard: state,
             log,
-            commit_index: 0,
-            returned_index: 0,
+            commit_index: snapshot_meta.index,
+            returned_index: snapshot_meta.index,
+            snapshot_data,
+            snapshot_installed: None,
+            snapshot_receive: None,
             role: Role::Follower,
             leader: None,
             leader_contact: now,
@@ -577,6 +732,33 @@ impl Raft {
                 round,
             } => self.handle_append_reply(now, from, term, success, match_index, round),
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
+            Message::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                data,
+                round,
+            } => self.handle_install_snapshot(
+                now,
+                from,
+                term,
+                SnapshotMeta {
+                    index: last_index,
+                    term: last_term,
+                },
+                offset,
+                total_len,
+                data,
+                round,
+            ),
+            Message::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+            } => self.handle_install_snapshot_reply(now, from, term, last_index, received, round),
         }
         self.check_invariants();
     }
@@ -661,12 +843,15 @@ impl Raft {
     }
 
     /// Committed entries not yet returned, in index order, each exactly once per instance (a
-    /// restarted instance returns them again from index 1 as they become known committed).
+    /// restarted instance returns them again as they become known committed, from index 1,
+    /// or from after the snapshot it was restored from). Never an entry a snapshot covers;
+    /// returns nothing while `poll_snapshot` holds a snapshot the shell has not taken.
     pub fn poll_committed(&mut self) -> Option<Entry> {
         assert!(self.returned_index <= self.commit_index);
-        if self.returned_index == self.commit_index {
+        if self.returned_index == self.commit_index || self.snapshot_installed.is_some() {
             return None;
         }
+        assert!(self.returned_index >= self.log.snapshot().index);
         self.returned_index += 1;
         let entry = self.log.entry(self.returned_index).clone();
         assert!(entry.index == self.returned_index);
@@ -690,9 +875,57 @@ impl Raft {
         self.hard
     }
 
-    /// The whole log, index 1 first (no compaction in this step).
+    /// The entries the log still holds, `first_index()` first: index 1 until the shell
+    /// compacts (or a snapshot is installed), after that the entries after the snapshot.
     pub fn log(&self) -> &[Entry] {
         self.log.entries()
+    }
+
+    /// First index still in the log (snapshot index + 1; 1 without a snapshot).
+    pub fn first_index(&self) -> u64 {
+        self.log.first_index()
+    }
+
+    /// What the latest snapshot covers (index 0: none).
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.log.snapshot()
+    }
+
+    /// The latest snapshot's data, if there is a snapshot.
+    pub fn snapshot_data(&self) -> Option<&Arc<Vec<u8>>> {
+        self.snapshot_data.as_ref()
+    }
+
+    /// The shell has a snapshot of its state machine through `index` (which it has applied:
+    /// `poll_committed` returned it, so `index <= commit_index`). Raft drops the entries
+    /// through `index` and keeps `data` to send to followers that need entries it no longer
+    /// has (Raft §7). A no-op if `index` is not after the current snapshot. Panics if `index`
+    /// is beyond what `poll_committed` returned (in particular beyond `commit_index`). The
+    /// shell persists the snapshot before sending anything else, as for the log.
+    pub fn compact(&mut self, index: u64, data: Arc<Vec<u8>>) {
+        assert!(
+            index <= self.commit_index && index <= self.returned_index,
+            "compacting through {index}, beyond commit {} or applied {}",
+            self.commit_index,
+            self.returned_index
+        );
+        if index <= self.log.snapshot().index {
+            return;
+        }
+        self.log.compact(index);
+        self.snapshot_data = Some(data);
+        assert!(self.log.snapshot().index == index);
+        self.check_invariants();
+    }
+
+    /// A follower finished receiving a snapshot from its leader: the shell must replace its
+    /// state machine with the data (the state after the entries through `meta.index`) before
+    /// acting on any later `poll_committed` entry (which returns none until this is taken),
+    /// and persist snapshot and log before sending, as for the log. Each installed snapshot
+    /// is returned once; one installed before the previous was taken replaces it (it covers
+    /// more).
+    pub fn poll_snapshot(&mut self) -> Option<(SnapshotMeta, Arc<Vec<u8>>)> {
+        self.snapshot_installed.take()
     }
 
     /// Index of the last entry in the log (0 if empty).
@@ -700,9 +933,9 @@ impl Raft {
         self.log.last_index()
     }
 
-    /// The entry at `index`, if the log holds it.
+    /// The entry at `index`, if the log holds it (`None` for a compacted one).
     pub fn entry(&self, index: u64) -> Option<&Entry> {
-        if index == 0 || index > self.log.last_index() {
+        if index < self.log.first_index() || index > self.log.last_index() {
             return None;
         }
         Some(self.log.entry(index))
@@ -1078,6 +1311,7 @@ impl Raft {
                     probe_sent: false,
                     acked_round: 0,
                     heard_at: now,
+                    snapshot: SnapshotSend::default(),
                 });
             }
         }
@@ -1128,6 +1362,10 @@ impl Raft {
     /// (possibly empty); otherwise only entries are sent, within the flow-control window.
     fn send_append(&mut self, position: usize, heartbeat: bool) {
         assert!(self.role == Role::Leader);
+        if self.progress[position].next <= self.log.snapshot().index {
+            self.send_snapshot(position, heartbeat);
+            return;
+        }
         let batch_max = self.config.entries_per_append_max;
         let window = (batch_max as u64).saturating_mul(APPENDS_IN_FLIGHT_MAX);
         let last = self.log.last_index();
@@ -1188,6 +1426,277 @@ impl Raft {
             leader_commit: self.commit_index,
             round: self.round,
         }
+    }
+
+    /// Sends follower `position`, which needs entries compacted away, chunks of the current
+    /// snapshot within the window (`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`). A heartbeat always sends
+    /// at least one chunk, and resumes from the follower's latest answer if the previous round
+    /// brought no progress (lost chunks, or a follower that restarted and lost its partial
+    /// transfer).
+    fn send_snapshot(&mut self, position: usize, heartbeat: bool) {
+        assert!(self.role == Role::Leader);
+        let meta = self.log.snapshot();
+        assert!(meta.index > 0 && self.progress[position].next <= meta.index);
+        let data = Arc::clone(self.snapshot_data.as_ref().expect("a snapshot has data"));
+        let total_len = data.len() as u64;
+        let chunk_max = self.config.snapshot_chunk_max as u64;
+        let window = chunk_max.saturating_mul(SNAPSHOT_CHUNKS_IN_FLIGHT_MAX);
+        let progress = &mut self.progress[position];
+        if progress.snapshot.index != meta.index {
+            // A new transfer, or the leader compacted again since the last one started.
+            progress.snapshot = SnapshotSend {
+                index: meta.index,
+                ..SnapshotSend::default()
+            };
+        }
+        let transfer = &mut progress.snapshot;
+        if heartbeat {
+            if transfer.acked == transfer.acked_at_round {
+                transfer.acked = transfer.reported;
+                transfer.sent = transfer.reported;
+                transfer.resent_from = Some(transfer.acked);
+            }
+            transfer.acked_at_round = transfer.acked;
+        }
+        let id = progress.id;
+        let mut must_send = heartbeat;
+        loop {
+            let transfer = &mut self.progress[position].snapshot;
+            assert!(transfer.acked <= transfer.sent && transfer.sent <= total_len);
+            let window_open = transfer.sent < total_len && transfer.sent - transfer.acked < window;
+            if !window_open && !must_send {
+                return;
+            }
+            // Without room in the window, a heartbeat resends the first unacknowledged chunk.
+            let offset = if window_open {
+                transfer.sent
+            } else {
+                transfer.acked
+            };
+            let end = total_len.min(offset + chunk_max);
+            if window_open {
+                transfer.sent = end;
+            }
+            must_send = false;
+            let msg = Message::InstallSnapshot {
+                term: self.hard.term,
+                last_index: meta.index,
+                last_term: meta.term,
+                offset,
+                total_len,
+                data: data[offset as usize..end as usize].to_vec(),
+                round: self.round,
+            };
+            self.send(id, msg);
+        }
+    }
+
+    /// A chunk of the leader's snapshot (Raft §7): the same term rules and leader contact as
+    /// an Append; one partial transfer is kept; the complete snapshot is installed.
+    #[allow(clippy::too_many_arguments)]
+    fn handle_install_snapshot(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        meta: SnapshotMeta,
+        offset: u64,
+        total_len: u64,
+        data: Vec<u8>,
+        round: u64,
+    ) {
+        if term < self.hard.term {
+            // A deposed leader: tell it the newer term so it steps down.
+            let reply = Message::InstallSnapshotReply {
+                term: self.hard.term,
+                last_index: meta.index,
+                received: 0,
+                round,
+            };
+            self.send(from, reply);
+            return;
+        }
+        let well_formed = meta.index > 0
+            && meta.term > 0
+            && meta.term <= term
+            && offset
+                .checked_add(data.len() as u64)
+                .is_some_and(|end| end <= total_len);
+        if !well_formed {
+            log::warn!(
+                "raft {}: dropping a malformed InstallSnapshot from {from}",
+                self.config.id
+            );
+            return;
+        }
+        if total_len > SNAPSHOT_LEN_MAX {
+            log::error!(
+                "raft {}: refusing a snapshot of {total_len} bytes from {from} (more than \
+                 SNAPSHOT_LEN_MAX)",
+                self.config.id
+            );
+            return;
+        }
+        // As for an Append: a second leader of this term comes from a faulty or forged peer.
+        let second_leader = term == self.hard.term
+            && (self.role == Role::Leader || self.leader.is_some_and(|leader| leader != from));
+        if second_leader {
+            log::error!(
+                "raft {}: dropping an InstallSnapshot of term {term} from {from}, not the \
+                 leader of this term (faulty peer?)",
+                self.config.id
+            );
+            return;
+        }
+        if term > self.hard.term || self.role != Role::Follower {
+            self.become_follower(now, term, Some(from));
+        }
+        self.leader = Some(from);
+        self.leader_contact = now;
+        self.reset_election_timer(now);
+
+        let mut reply = Message::InstallSnapshotReply {
+            term: self.hard.term,
+            last_index: meta.index,
+            received: total_len,
+            round,
+        };
+        if meta.index <= self.commit_index {
+            // Already committed here (and so stored or snapshotted): nothing to install, and
+            // the leader may count these entries as matched.
+            self.snapshot_receive = None;
+            self.send(from, reply);
+            return;
+        }
+        let same_transfer = self
+            .snapshot_receive
+            .as_ref()
+            .is_some_and(|r| r.meta == meta && r.total_len == total_len);
+        if !same_transfer {
+            self.snapshot_receive = Some(SnapshotReceive {
+                meta,
+                total_len,
+                buffer: Vec::new(),
+            });
+        }
+        let receive = self.snapshot_receive.as_mut().expect("set above");
+        if offset == receive.buffer.len() as u64 {
+            receive.buffer.extend_from_slice(&data);
+        }
+        let received = receive.buffer.len() as u64;
+        assert!(received <= total_len);
+        if received == total_len {
+            let receive = self.snapshot_receive.take().expect("set above");
+            self.install_snapshot(receive.meta, Arc::new(receive.buffer));
+        }
+        if let Message::InstallSnapshotReply { received: r, .. } = &mut reply {
+            *r = received;
+        }
+        self.send(from, reply);
+    }
+
+    /// Installs a complete snapshot from the leader, which covers more than this node has
+    /// committed.
+    fn install_snapshot(&mut self, meta: SnapshotMeta, data: Arc<Vec<u8>>) {
+        assert!(self.role == Role::Follower);
+        assert!(meta.index > self.commit_index && meta.term <= self.hard.term);
+        let kept = self.log.install(meta);
+        log::info!(
+            "raft {}: installed a snapshot through {} of term {} ({} bytes, log suffix {})",
+            self.config.id,
+            meta.index,
+            meta.term,
+            data.len(),
+            if kept { "kept" } else { "discarded" }
+        );
+        self.commit_index = meta.index;
+        self.returned_index = meta.index;
+        self.snapshot_data = Some(Arc::clone(&data));
+        self.snapshot_installed = Some((meta, data));
+        assert!(self.log.last_index() >= self.commit_index);
+    }
+
+    /// The follower's answer to a chunk: counts for the lease and CheckQuorum like an
+    /// AppendReply of the same round; moves the transfer on, and to Appends once complete.
+    fn handle_install_snapshot_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        last_index: u64,
+        received: u64,
+        round: u64,
+    ) {
+        if term > self.hard.term {
+            log::info!(
+                "raft {}: stepping down: node {from} is in term {term}",
+                self.config.id
+            );
+            self.become_follower(now, term, None);
+            return;
+        }
+        if term < self.hard.term || self.role != Role::Leader {
+            return;
+        }
+        let Some(position) = self.progress.iter().position(|p| p.id == from) else {
+            return;
+        };
+        let meta = self.log.snapshot();
+        let total_len = self
+            .snapshot_data
+            .as_ref()
+            .map_or(0, |data| data.len() as u64);
+        if round > self.round || last_index > self.log.last_index() {
+            log::warn!(
+                "raft {}: dropping a malformed InstallSnapshotReply from {from}",
+                self.config.id
+            );
+            return;
+        }
+        let progress = &mut self.progress[position];
+        progress.heard_at = progress.heard_at.max(now);
+        progress.acked_round = progress.acked_round.max(round);
+        let mut matched_more = false;
+        let current = last_index == meta.index
+            && progress.snapshot.index == meta.index
+            && progress.next <= meta.index
+            && received <= total_len;
+        if current {
+            let transfer = &mut progress.snapshot;
+            transfer.reported = received;
+            if received <= transfer.acked
+                && transfer.sent > transfer.acked
+                && transfer.resent_from != Some(transfer.acked)
+            {
+                // Go back to the first byte the follower lacks (see `resent_from`).
+                transfer.sent = transfer.acked;
+                transfer.resent_from = Some(transfer.acked);
+            }
+            transfer.acked = transfer.acked.max(received);
+            transfer.sent = transfer.sent.max(transfer.acked);
+            if received == total_len {
+                // The follower holds (or had already committed) everything the snapshot
+                // covers, and those entries match the leader's: continue after it.
+                progress.snapshot = SnapshotSend::default();
+                if meta.index > progress.matched {
+                    progress.matched = meta.index;
+                    matched_more = true;
+                }
+                progress.next = progress.next.max(meta.index + 1);
+                progress.probing = false;
+                progress.probe_sent = false;
+            }
+        }
+        let last = self.log.last_index();
+        let progress = &self.progress[position];
+        assert!(progress.matched < progress.next && progress.next <= last + 1);
+        self.refresh_quorum_deadline(now);
+        self.refresh_lease();
+        if matched_more {
+            self.advance_commit();
+            self.send_timeout_now_if_caught_up();
+        }
+        self.send_append(position, false);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1265,6 +1774,39 @@ impl Raft {
         self.leader = Some(from);
         self.leader_contact = now;
         self.reset_election_timer(now);
+
+        let mut prev_log_index = prev_log_index;
+        let mut prev_log_term = prev_log_term;
+        let mut entries = entries;
+        let snapshot = self.log.snapshot();
+        if prev_log_index < snapshot.index {
+            // The entries through the snapshot are committed here, so they match the leader's
+            // (Leader Completeness, Raft §5.4): skip them and check at the snapshot instead.
+            let covered = snapshot.index - prev_log_index;
+            if (entries.len() as u64) < covered {
+                let reply = Message::AppendReply {
+                    term: self.hard.term,
+                    success: true,
+                    match_index: prev_log_index + entries.len() as u64,
+                    round,
+                };
+                self.send(from, reply);
+                return;
+            }
+            let rest = entries.split_off(covered as usize);
+            let term_at_snapshot = entries.last().map_or(prev_log_term, |entry| entry.term);
+            if term_at_snapshot != snapshot.term {
+                log::error!(
+                    "raft {}: dropping an Append of term {term} from {from} that contradicts \
+                     the snapshot (faulty peer?)",
+                    self.config.id
+                );
+                return;
+            }
+            prev_log_term = term_at_snapshot;
+            prev_log_index = snapshot.index;
+            entries = rest;
+        }
 
         // Consistency check (Raft §5.3).
         let reply = match self.log.term_at(prev_log_index) {
@@ -1476,7 +2018,9 @@ impl Raft {
 
     /// Cheap invariants checked after every input, in release builds too.
     fn check_invariants(&self) {
+        assert!(self.log.snapshot().index <= self.returned_index);
         assert!(self.returned_index <= self.commit_index);
+        assert!(self.snapshot_data.is_some() == (self.log.snapshot().index > 0));
         assert!(self.commit_index <= self.log.last_index());
         assert!(self.log.last_term() <= self.hard.term);
         match self.role {

@@ -2,9 +2,11 @@
 //! nodes on one shared clock, messages delivered by hand in (time, sequence) order, timers
 //! fired exactly when `poll_timeout` says. Every input is followed by the checks a simulator
 //! would make from outside: at most one leader per term, every node's committed entries agree
-//! index by index, and at most one node holds a valid lease at any instant.
+//! index by index (a snapshot a node installs must be the one the committed entries give),
+//! and at most one node holds a valid lease at any instant.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,6 +35,28 @@ fn entry(term: u64, index: u64) -> Entry {
         index,
         data: vec![index as u8],
     }
+}
+
+/// The test state machine's snapshot of `entries` (index 1 first): every entry's term, index
+/// and data, so an installed snapshot can be checked against the committed entries, and
+/// several chunks long with a small `snapshot_chunk_max`.
+fn snapshot_bytes(entries: &[Entry]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (position, entry) in entries.iter().enumerate() {
+        assert_eq!(entry.index, position as u64 + 1);
+        bytes.extend_from_slice(&entry.term.to_le_bytes());
+        bytes.extend_from_slice(&entry.index.to_le_bytes());
+        bytes.push(entry.data.len() as u8);
+        bytes.extend_from_slice(&entry.data);
+    }
+    bytes
+}
+
+/// What a node persisted: what a crash keeps and `restore` takes.
+struct Persisted {
+    hard: HardState,
+    snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+    log: Vec<Entry>,
 }
 
 /// Rewrites (Some) or drops (None) a message at send time.
@@ -155,10 +179,16 @@ impl Net {
         while let Some(message) = node.poll_message() {
             out.push(message);
         }
+        // The shell takes an installed snapshot before any later committed entry.
+        let installed = node.poll_snapshot();
         let mut committed = Vec::new();
         while let Some(entry) = node.poll_committed() {
             committed.push(entry);
         }
+        assert!(
+            node.poll_snapshot().is_none(),
+            "node {id}: a second snapshot at once"
+        );
         let role = node.role();
         let term = node.term();
 
@@ -167,7 +197,16 @@ impl Net {
             let first = *self.leaders.entry(term).or_insert(id);
             assert_eq!(first, id, "two leaders in term {term}");
         }
-        // State Machine Safety (Raft §5.4.3): every node commits the same entry at an index.
+        // State Machine Safety (Raft §5.4.3): every node commits the same entry at an index;
+        // a snapshot stands for the entries it covers.
+        if let Some((meta, data)) = installed {
+            self.check_snapshot(id, meta, &data);
+            assert!(
+                meta.index > self.committed[id as usize - 1].len() as u64,
+                "node {id}: installed a snapshot it had already applied"
+            );
+            self.committed[id as usize - 1] = self.chosen[..meta.index as usize].to_vec();
+        }
         for entry in committed {
             let mine = &mut self.committed[id as usize - 1];
             assert_eq!(
@@ -327,19 +366,63 @@ impl Net {
         panic!("no leader within {limit:?}");
     }
 
-    /// A crash: the node loses everything but what it persisted, which is its hard state
-    /// and log (the shell persists both after every input, before sending).
-    fn crash(&mut self, id: NodeId) -> (HardState, Vec<Entry>) {
+    /// A crash: the node loses everything but what it persisted, which is its hard state,
+    /// snapshot and log (the shell persists them after every input, before sending).
+    fn crash(&mut self, id: NodeId) -> Persisted {
         let node = self.nodes[id as usize - 1].take().expect("node is up");
-        (node.hard_state(), node.log().to_vec())
+        let meta = node.snapshot_meta();
+        Persisted {
+            hard: node.hard_state(),
+            snapshot: node.snapshot_data().map(|data| (meta, Arc::clone(data))),
+            log: node.log().to_vec(),
+        }
     }
 
-    fn restart(&mut self, id: NodeId, seed: u64, persisted: (HardState, Vec<Entry>)) {
+    fn restart(&mut self, id: NodeId, seed: u64, persisted: Persisted) {
         assert!(!self.is_up(id));
         let config = self.configs[id as usize - 1].clone();
-        let (hard, log) = persisted;
-        self.nodes[id as usize - 1] = Some(Raft::new(config, seed, hard, log, self.now));
-        self.committed[id as usize - 1].clear();
+        let Persisted {
+            hard,
+            snapshot,
+            log,
+        } = persisted;
+        // The restarted state machine is the snapshot's, if any.
+        let applied = match &snapshot {
+            Some((meta, data)) => {
+                self.check_snapshot(id, *meta, data);
+                self.chosen[..meta.index as usize].to_vec()
+            }
+            None => Vec::new(),
+        };
+        self.nodes[id as usize - 1] =
+            Some(Raft::restore(config, seed, hard, snapshot, log, self.now));
+        self.committed[id as usize - 1] = applied;
+    }
+
+    /// A snapshot must be the state machine after exactly the chosen entries through its
+    /// index, and its meta must name the chosen entry there.
+    fn check_snapshot(&self, id: NodeId, meta: SnapshotMeta, data: &[u8]) {
+        assert!(meta.index > 0, "node {id}: empty snapshot meta");
+        let chosen = self
+            .chosen
+            .get(meta.index as usize - 1)
+            .unwrap_or_else(|| panic!("node {id}: snapshot through {} not chosen", meta.index));
+        assert_eq!(chosen.term, meta.term, "node {id}: snapshot meta disagrees");
+        assert!(
+            data == snapshot_bytes(&self.chosen[..meta.index as usize]),
+            "node {id}: snapshot data disagrees with the chosen entries"
+        );
+    }
+
+    /// The shell of node `id` snapshots its state machine (all it applied) and compacts.
+    fn compact(&mut self, id: NodeId) {
+        let applied = &self.committed[id as usize - 1];
+        let index = applied.len() as u64;
+        let data = Arc::new(snapshot_bytes(applied));
+        self.node_mut(id).compact(index, data);
+        if index > 0 {
+            assert!(self.node(id).snapshot_meta().index >= index);
+        }
     }
 
     /// The data of the non-no-op entries node `id` returned as committed.
@@ -1103,7 +1186,38 @@ fn propose_on_a_follower_names_the_leader() {
 #[test]
 fn random_faults_keep_safety_and_the_cluster_recovers() {
     for seed in 0..12 {
-        let mut net = Net::new(5, seed);
+        assert_eq!(
+            random_faults(seed, false),
+            0,
+            "a snapshot without compaction"
+        );
+    }
+}
+
+/// The same with every up node compacting every 100 ms (thesis §5: each server snapshots
+/// independently), with snapshots a few chunks long: safety holds, and the nodes that fall
+/// behind catch up through InstallSnapshot.
+#[test]
+fn random_faults_with_periodic_compaction_keep_safety_and_the_cluster_recovers() {
+    let installs: usize = (0..12).map(|seed| random_faults(seed, true)).sum();
+    assert!(installs > 0, "no snapshot was ever sent");
+}
+
+/// Loss, duplication, delay, partitions, crashes and restarts, then healing: the checks of
+/// `Net::after_input` hold throughout, and every node commits a final proposal. Returns how
+/// many InstallSnapshot chunks were sent.
+fn random_faults(seed: u64, compact: bool) -> usize {
+    {
+        let mut net = if compact {
+            Net::with(
+                5,
+                seed,
+                |config| config.snapshot_chunk_max = 256,
+                |_| (HardState::default(), Vec::new()),
+            )
+        } else {
+            Net::new(5, seed)
+        };
         let mut rng = StdRng::seed_from_u64(seed);
         net.chaos = Some(Chaos {
             rng: StdRng::seed_from_u64(seed ^ 0xc4a05),
@@ -1111,7 +1225,7 @@ fn random_faults_keep_safety_and_the_cluster_recovers() {
             duplicate_per_mille: 50,
             latency_max: ms(5),
         });
-        let mut down: Vec<(NodeId, (HardState, Vec<Entry>))> = Vec::new();
+        let mut down: Vec<(NodeId, Persisted)> = Vec::new();
         let mut next_value = 0u32;
         // Safety phase: loss, duplication, delay, partitions, crashes and restarts.
         for _ in 0..30 {
@@ -1121,6 +1235,13 @@ fn random_faults_keep_safety_and_the_cluster_recovers() {
                     net.propose(leader, next_value.to_be_bytes().to_vec());
                 }
                 net.run_for(ms(10));
+            }
+            if compact {
+                for id in net.ids() {
+                    if net.is_up(id) {
+                        net.compact(id);
+                    }
+                }
             }
             net.heal();
             if rng.gen_bool(0.5) {
@@ -1157,6 +1278,18 @@ fn random_faults_keep_safety_and_the_cluster_recovers() {
             );
         }
         assert!(net.chosen.len() > 10, "seed {seed}: little progress");
+        if compact {
+            assert!(
+                net.ids()
+                    .iter()
+                    .any(|&id| net.node(id).snapshot_meta().index > 0),
+                "seed {seed}: nothing compacted"
+            );
+        }
+        net.sent
+            .iter()
+            .filter(|(_, _, m)| matches!(m, Message::InstallSnapshot { .. }))
+            .count()
     }
 }
 
@@ -1282,5 +1415,455 @@ fn only_a_transfer_vote_overrides_stickiness_and_only_the_leader_can_start_it() 
                 granted: true
             }
         )]
+    );
+}
+
+// ---- Log compaction and InstallSnapshot (Raft §7, thesis §5) ----
+
+/// Chunks small enough that the test snapshots take several.
+const CHUNK_TEST: usize = 16;
+
+/// A 3-node cluster with small snapshot chunks and an elected leader.
+fn compacting_net(seed: u64) -> (Net, NodeId) {
+    let mut net = Net::with(
+        3,
+        seed,
+        |config| config.snapshot_chunk_max = CHUNK_TEST,
+        |_| (HardState::default(), Vec::new()),
+    );
+    let leader = net.elect(ms(2_000));
+    net.run_for(ms(100));
+    (net, leader)
+}
+
+fn install_chunks_to(net: &Net, to: NodeId) -> Vec<(u64, u64)> {
+    net.sent
+        .iter()
+        .filter_map(|(_, dest, m)| match m {
+            Message::InstallSnapshot {
+                offset, last_index, ..
+            } if *dest == to => Some((*last_index, *offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Compaction on the leader; a follower that was down catches up through a multi-chunk
+/// InstallSnapshot, then through ordinary Appends, and commits new entries.
+fn follower_catches_up_through_a_snapshot(seed: u64, chaos: bool) {
+    let (mut net, leader) = compacting_net(seed);
+    let lagging = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let persisted = net.crash(lagging);
+    for value in 0..20u8 {
+        net.propose(leader, vec![value + 1]);
+        net.run_for(ms(5));
+    }
+    net.run_for(ms(100));
+    let commit = net.node(leader).commit_index();
+    assert!(commit >= 21);
+    for id in net.ids() {
+        if net.is_up(id) {
+            net.compact(id);
+        }
+    }
+    let snapshot = net.node(leader).snapshot_meta();
+    assert_eq!(snapshot.index, commit);
+    assert_eq!(net.node(leader).first_index(), commit + 1);
+    assert!(net.node(leader).log().is_empty());
+    assert!(net.node(leader).entry(commit).is_none());
+    let total_len = net.node(leader).snapshot_data().unwrap().len();
+    assert!(total_len > 4 * CHUNK_TEST, "a multi-chunk snapshot");
+
+    if chaos {
+        net.chaos = Some(Chaos {
+            rng: StdRng::seed_from_u64(seed ^ 0x5a5a),
+            drop_per_mille: 200,
+            duplicate_per_mille: 200,
+            latency_max: ms(3),
+        });
+    }
+    net.restart(lagging, 77, persisted);
+    net.run_for(ms(2_000));
+    let node = net.node(lagging);
+    assert_eq!(node.snapshot_meta(), snapshot, "seed {seed}: installed");
+    assert!(node.commit_index() >= commit);
+    // The harness checked the data against the chosen entries when it was installed.
+    assert_eq!(
+        net.committed[lagging as usize - 1].len() as u64,
+        net.node(lagging).commit_index()
+    );
+    let chunks = install_chunks_to(&net, lagging);
+    let offsets: BTreeSet<u64> = chunks.iter().map(|&(_, offset)| offset).collect();
+    assert!(
+        offsets.len() >= total_len / CHUNK_TEST,
+        "every chunk offset was sent"
+    );
+    assert!(chunks.iter().all(|&(index, _)| index == snapshot.index));
+
+    // Ordinary appends continue after the snapshot.
+    net.chaos = None;
+    let leader = net.leader().unwrap();
+    let index = net.propose(leader, b"after".to_vec());
+    net.run_for(ms(200));
+    assert!(net.node(lagging).commit_index() >= index);
+    assert_eq!(
+        net.committed_data(lagging).last().unwrap(),
+        b"after",
+        "the follower applies entries after the snapshot"
+    );
+    let sent_before = install_chunks_to(&net, lagging).len();
+    net.run_for(ms(300));
+    assert_eq!(
+        install_chunks_to(&net, lagging).len(),
+        sent_before,
+        "no more snapshot once caught up"
+    );
+}
+
+#[test]
+fn compaction_a_restarted_follower_catches_up_through_a_multi_chunk_snapshot() {
+    for seed in 0..4 {
+        follower_catches_up_through_a_snapshot(seed, false);
+    }
+}
+
+#[test]
+fn compaction_snapshot_transfer_survives_chunk_loss_and_duplication() {
+    for seed in 0..8 {
+        follower_catches_up_through_a_snapshot(seed, true);
+    }
+}
+
+/// A follower of leader 2 in term `term` with `log`.
+fn follower_with(log: Vec<Entry>, term: u64) -> Raft {
+    Raft::new(
+        config(1, 3),
+        1,
+        HardState {
+            term,
+            voted_for: None,
+        },
+        log,
+        Instant::ZERO,
+    )
+}
+
+fn chunks(meta: SnapshotMeta, term: u64, data: &[u8], round: u64) -> Vec<Message> {
+    data.chunks(CHUNK_TEST)
+        .enumerate()
+        .map(|(n, chunk)| Message::InstallSnapshot {
+            term,
+            last_index: meta.index,
+            last_term: meta.term,
+            offset: (n * CHUNK_TEST) as u64,
+            total_len: data.len() as u64,
+            data: chunk.to_vec(),
+            round,
+        })
+        .collect()
+}
+
+#[test]
+fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
+    let data: Vec<u8> = (0..40).collect();
+    let now = Instant::from_micros(1_000);
+    // Raft §7: the log holds the snapshot's last entry with its term: keep what follows.
+    let mut node = follower_with((1..=5).map(|i| entry(1, i)).collect(), 1);
+    let meta = SnapshotMeta { index: 3, term: 1 };
+    let all = chunks(meta, 1, &data, 9);
+    assert_eq!(all.len(), 3);
+    for (n, msg) in all.into_iter().enumerate() {
+        assert!(
+            node.poll_snapshot().is_none(),
+            "installed only when complete"
+        );
+        node.handle_message(now, 2, msg);
+        let out = drain(&mut node);
+        let received = ((n + 1) * CHUNK_TEST).min(data.len()) as u64;
+        assert_eq!(
+            out,
+            vec![(
+                2,
+                Message::InstallSnapshotReply {
+                    term: 1,
+                    last_index: 3,
+                    received,
+                    round: 9
+                }
+            )]
+        );
+    }
+    assert_eq!(node.snapshot_meta(), meta);
+    assert_eq!(node.poll_snapshot(), Some((meta, Arc::new(data.clone()))));
+    assert_eq!(node.poll_snapshot(), None, "returned once");
+    assert_eq!(node.first_index(), 4);
+    assert_eq!(node.last_index(), 5, "suffix kept");
+    assert_eq!(node.log(), &[entry(1, 4), entry(1, 5)]);
+    assert_eq!(node.commit_index(), 3);
+    assert_eq!(node.poll_committed(), None, "the snapshot covers 1..=3");
+    assert_eq!(node.leader(), Some(2));
+
+    // A conflicting term at the snapshot's last index: the whole log goes.
+    let mut node = follower_with((1..=5).map(|i| entry(1, i)).collect(), 2);
+    let meta = SnapshotMeta { index: 3, term: 2 };
+    for msg in chunks(meta, 2, &data, 1) {
+        node.handle_message(now, 2, msg);
+    }
+    assert_eq!(node.snapshot_meta(), meta);
+    assert!(node.log().is_empty(), "conflicting log discarded");
+    assert_eq!(node.last_index(), 3);
+    assert_eq!(node.commit_index(), 3);
+    assert!(node.poll_snapshot().is_some());
+
+    // A chunk out of order is not stored; the reply says where to resume.
+    let mut node = follower_with(Vec::new(), 1);
+    let meta = SnapshotMeta { index: 3, term: 1 };
+    let all = chunks(meta, 1, &data, 1);
+    node.handle_message(now, 2, all[1].clone());
+    assert!(matches!(
+        drain(&mut node)[..],
+        [(2, Message::InstallSnapshotReply { received: 0, .. })]
+    ));
+    // A snapshot no newer than what is committed is acknowledged, not installed.
+    for msg in all {
+        node.handle_message(now, 2, msg);
+    }
+    drain(&mut node);
+    assert!(node.poll_snapshot().is_some());
+    let old = chunks(SnapshotMeta { index: 2, term: 1 }, 1, &data[..20], 1);
+    node.handle_message(now, 2, old[0].clone());
+    assert_eq!(
+        drain(&mut node),
+        vec![(
+            2,
+            Message::InstallSnapshotReply {
+                term: 1,
+                last_index: 2,
+                received: 20,
+                round: 1
+            }
+        )]
+    );
+    assert!(node.poll_snapshot().is_none());
+    assert_eq!(node.snapshot_meta(), meta);
+}
+
+#[test]
+fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
+    let mut node = follower_with(Vec::new(), 5);
+    let data = vec![7u8; 10];
+    let meta = SnapshotMeta { index: 4, term: 3 };
+    node.handle_message(
+        Instant::from_micros(1),
+        2,
+        chunks(meta, 3, &data, 4)[0].clone(),
+    );
+    assert_eq!(
+        drain(&mut node),
+        vec![(
+            2,
+            Message::InstallSnapshotReply {
+                term: 5,
+                last_index: 4,
+                received: 0,
+                round: 4
+            }
+        )]
+    );
+    assert_eq!(node.snapshot_meta(), SnapshotMeta::default());
+    assert!(node.poll_snapshot().is_none());
+    assert_eq!(node.commit_index(), 0);
+    assert_eq!(node.term(), 5);
+    assert_eq!(node.leader(), None, "a stale leader is not followed");
+
+    // And the stale leader steps down on the reply.
+    let (mut net, leader) = compacting_net(3);
+    let term = net.node(leader).term();
+    let now = net.now;
+    let other = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    net.node_mut(leader).handle_message(
+        now,
+        other,
+        Message::InstallSnapshotReply {
+            term: term + 1,
+            last_index: 0,
+            received: 0,
+            round: 0,
+        },
+    );
+    assert_eq!(net.node(leader).role(), Role::Follower);
+    assert_eq!(net.node(leader).term(), term + 1);
+}
+
+/// Every node restarts from `restore` with a snapshot and the log after it: they elect a
+/// leader, recommit the suffix, and commit new entries; the single-node case too.
+#[test]
+fn restart_from_a_snapshot_and_suffix_recommits_and_leads() {
+    let (mut net, leader) = compacting_net(5);
+    for value in 1..=10u8 {
+        net.propose(leader, vec![value]);
+    }
+    net.run_for(ms(100));
+    for id in net.ids() {
+        net.compact(id);
+    }
+    let snapshot = net.node(leader).snapshot_meta();
+    for value in 11..=15u8 {
+        net.propose(leader, vec![value]);
+    }
+    net.run_for(ms(100));
+    let commit = net.node(leader).commit_index();
+    assert!(commit > snapshot.index);
+    let mut persisted = Vec::new();
+    for id in net.ids() {
+        assert!(net.node(id).snapshot_meta().index >= snapshot.index);
+        persisted.push((id, net.crash(id)));
+    }
+    for (id, state) in persisted {
+        assert!(!state.log.is_empty(), "a suffix after the snapshot");
+        net.restart(id, 40 + id, state);
+        assert!(net.node(id).commit_index() >= snapshot.index);
+    }
+    let leader = net.elect(ms(2_000));
+    net.run_for(ms(200));
+    for id in net.ids() {
+        assert!(
+            net.node(id).commit_index() >= commit,
+            "node {id} recommitted"
+        );
+        // The harness checked that the record (snapshot prefix + recommitted entries) is
+        // the chosen one.
+        assert!(net.committed[id as usize - 1].len() as u64 >= commit);
+    }
+    let index = net.propose(leader, b"new".to_vec());
+    net.run_for(ms(200));
+    for id in net.ids() {
+        assert!(net.node(id).commit_index() >= index);
+        assert_eq!(net.committed_data(id).last().unwrap(), b"new");
+    }
+
+    // A single node restored from a snapshot with an empty log leads and commits.
+    let mut net = Net::new(1, 9);
+    net.run_for(ms(400));
+    net.propose(1, b"a".to_vec());
+    net.compact(1);
+    let persisted = net.crash(1);
+    assert!(persisted.log.is_empty());
+    net.restart(1, 3, persisted);
+    net.run_for(ms(400));
+    assert_eq!(net.node(1).role(), Role::Leader);
+    let index = net.propose(1, b"b".to_vec());
+    assert_eq!(index, 4, "after the snapshot (2) and the new no-op (3)");
+    assert_eq!(net.node(1).commit_index(), 4);
+    assert_eq!(net.committed_data(1), vec![b"a".to_vec(), b"b".to_vec()]);
+}
+
+/// Raft §5.4.1 after compaction: a node with an empty log compares up-to-dateness by its
+/// snapshot's last term and index; and Appends after the snapshot carry its term as
+/// prev_log_term and respect `entries_per_append_max`.
+#[test]
+fn votes_and_appends_after_compaction_use_the_snapshot() {
+    let meta = SnapshotMeta { index: 10, term: 3 };
+    let data = Arc::new(vec![1u8; 5]);
+    let start = Instant::ZERO;
+    let late = Instant::from_micros(1_000_000); // past stickiness
+    let voter = |log: Vec<Entry>| {
+        Raft::restore(
+            config(1, 3),
+            1,
+            HardState {
+                term: 3,
+                voted_for: None,
+            },
+            Some((meta, Arc::clone(&data))),
+            log,
+            start,
+        )
+    };
+    let mut node = voter(Vec::new());
+    assert_eq!(node.last_index(), 10);
+    assert_eq!(node.first_index(), 11);
+    assert_eq!(node.commit_index(), 10);
+    assert_eq!(node.poll_committed(), None);
+    for (last_log_index, last_log_term, granted) in
+        [(9, 3, false), (10, 2, false), (10, 3, true), (5, 4, true)]
+    {
+        let mut node = voter(Vec::new());
+        node.handle_message(
+            late,
+            2,
+            Message::Vote {
+                term: 4,
+                last_log_index,
+                last_log_term,
+                transfer: false,
+            },
+        );
+        assert_eq!(
+            drain(&mut node),
+            vec![(2, Message::VoteReply { term: 4, granted })],
+            "candidate log ({last_log_index}, {last_log_term})"
+        );
+    }
+    // Its own campaign advertises the snapshot.
+    node.handle_timeout(node.poll_timeout());
+    assert!(drain(&mut node).contains(&(
+        2,
+        Message::PreVote {
+            term: 4,
+            last_log_index: 10,
+            last_log_term: 3
+        }
+    )));
+
+    // A leader whose log starts after its snapshot sends Appends from it.
+    let mut net = Net::with(
+        3,
+        2,
+        |config| config.entries_per_append_max = 2,
+        |_| (HardState::default(), Vec::new()),
+    );
+    let leader = net.elect(ms(2_000));
+    net.run_for(ms(100));
+    let follower = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let persisted = net.crash(follower);
+    for value in 1..=6u8 {
+        net.propose(leader, vec![value]);
+    }
+    net.run_for(ms(200));
+    for id in net.ids() {
+        if net.is_up(id) {
+            net.compact(id);
+        }
+    }
+    let snapshot = net.node(leader).snapshot_meta();
+    for value in 7..=12u8 {
+        net.propose(leader, vec![value]);
+    }
+    net.sent.clear();
+    net.restart(follower, 5, persisted);
+    net.run_for(ms(300));
+    assert_eq!(net.node(follower).snapshot_meta(), snapshot);
+    assert_eq!(
+        net.node(follower).commit_index(),
+        net.node(leader).commit_index()
+    );
+    let appends: Vec<&Message> = net
+        .sent
+        .iter()
+        .filter(|(from, to, _)| *from == leader && *to == follower)
+        .map(|(_, _, m)| m)
+        .filter(|m| matches!(m, Message::Append { .. }))
+        .collect();
+    assert!(appends.iter().all(|m| match m {
+        Message::Append { entries, .. } => entries.len() <= 2,
+        _ => unreachable!(),
+    }));
+    assert!(
+        appends.iter().any(|m| matches!(m,
+            Message::Append { prev_log_index, prev_log_term, entries, .. }
+                if *prev_log_index == snapshot.index && *prev_log_term == snapshot.term
+                    && !entries.is_empty())),
+        "the first Append after the snapshot checks the snapshot's term"
     );
 }
