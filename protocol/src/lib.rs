@@ -13,7 +13,8 @@
 //!
 //! - [`PeerDatagram::decode`] checks a whole PEER datagram (Raft messages of many shards,
 //!   coalesced) and then hands out its records as [`PeerMessage`] views; [`PeerWriter`] packs
-//!   records into one datagram in the caller's buffer until it is full.
+//!   records into one datagram in the caller's buffer until it is full. Snapshots travel in
+//!   chunks of at most [`SNAPSHOT_CHUNK_MAX`] bytes ([`PeerMessage::InstallSnapshot`]).
 //! - [`LogCommand`] is the data of one replicated log entry: what every replica applies to its
 //!   lock table, in log order.
 //! - [`shard_of`] maps a resource id to its shard (FNV-1a 64), the same on every node and
@@ -58,8 +59,9 @@ pub use command::{LogCommand, LogOp, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN}
 pub use header::Header;
 pub use peer::{
     append_record_len, PeerDatagram, PeerEntries, PeerEntry, PeerEntryIter, PeerHeader,
-    PeerMessage, PeerRecords, PeerWriter, APPEND_FIXED_LEN, ENTRY_FIXED_LEN, PEER_DATAGRAM_LEN_MAX,
-    PEER_RECORD_HEADER_LEN,
+    PeerMessage, PeerRecords, PeerWriter, APPEND_FIXED_LEN, ENTRY_FIXED_LEN,
+    INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX,
+    SNAPSHOT_LEN_MAX,
 };
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Status};
 pub use reply::{Hint, Reply};
@@ -155,13 +157,17 @@ pub enum DecodeError {
     /// PEER: a record kind that is not registered ([`PeerKind`]).
     UnknownRecordKind,
     /// PEER: a record runs past the body, or its `len` is not the size its kind (and, for
-    /// APPEND, its entries) requires.
+    /// APPEND, its entries; for INSTALL_SNAPSHOT, its `data_len`) requires.
     BadRecordLength,
     /// PEER: a boolean byte (`granted`, `success`) that is neither 0 nor 1.
     BadBool,
     /// PEER APPEND: entry terms decrease or exceed the APPEND's term, or the entries' indexes
     /// would pass `u64::MAX`.
     BadEntries,
+    /// PEER INSTALL_SNAPSHOT: `last_index` is 0, `last_term` is 0 or above `term`,
+    /// `total_len` is above [`SNAPSHOT_LEN_MAX`], or the chunk ends past `total_len`
+    /// (`offset + data_len`, overflow included).
+    BadSnapshotChunk,
     /// Log command: a command kind that is not registered ([`LogCommandKind`]).
     UnknownCommand,
     /// Log command: `op` is not ACQUIRE, RELEASE, RENEW or CONFIGURE.
@@ -207,6 +213,7 @@ impl DecodeError {
             | DecodeError::BadRecordLength
             | DecodeError::BadBool
             | DecodeError::BadEntries
+            | DecodeError::BadSnapshotChunk
             | DecodeError::UnknownCommand
             | DecodeError::BadOp
             | DecodeError::NonZeroField => None,
@@ -240,6 +247,7 @@ impl DecodeError {
             DecodeError::BadRecordLength => "BadRecordLength",
             DecodeError::BadBool => "BadBool",
             DecodeError::BadEntries => "BadEntries",
+            DecodeError::BadSnapshotChunk => "BadSnapshotChunk",
             DecodeError::UnknownCommand => "UnknownCommand",
             DecodeError::BadOp => "BadOp",
             DecodeError::NonZeroField => "NonZeroField",
@@ -274,6 +282,8 @@ pub enum EncodeError {
     /// entry longer than 65535 bytes, or entries that differ between two passes of the
     /// caller's iterator.
     BadEntries,
+    /// An INSTALL_SNAPSHOT that breaks a chunk rule (see [`DecodeError::BadSnapshotChunk`]).
+    BadSnapshotChunk,
     /// A log command field the op requires to be zero or empty is not (`wait_ms` unless
     /// ACQUIRE, `ttl_ms` of RELEASE, the client id of CONFIGURE).
     NonZeroField,
@@ -291,6 +301,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::TooLong => "datagram would exceed its maximum length",
             EncodeError::BadShard => "shard must be below SHARDS_MAX",
             EncodeError::BadEntries => "append entries out of order or out of range",
+            EncodeError::BadSnapshotChunk => "snapshot chunk fields out of range",
             EncodeError::NonZeroField => "a field this operation requires to be zero is not",
             EncodeError::BadShardStatus => "shard status page fields disagree",
         };

@@ -17,6 +17,11 @@
 //! Sending: [`PeerWriter`] appends records to one datagram in the caller's buffer and says,
 //! without changing anything, when the next record does not fit; the caller then sends what it
 //! has ([`PeerWriter::finish`]) and starts the next datagram.
+//!
+//! Snapshots (spec §8.5, INSTALL_SNAPSHOT): a leader sends a follower that needs entries it
+//! compacted away its snapshot in chunks of at most [`SNAPSHOT_CHUNK_MAX`] bytes, one record
+//! each, so that a chunk never spans two datagrams; a snapshot is at most [`SNAPSHOT_LEN_MAX`]
+//! bytes long. The chunk's bytes are opaque to this crate.
 
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Header};
@@ -35,19 +40,49 @@ pub const PEER_RECORD_HEADER_LEN: usize = 6;
 pub const APPEND_FIXED_LEN: usize = 42;
 /// Size of an entry before its data: term u64, data_len u16.
 pub const ENTRY_FIXED_LEN: usize = 10;
+/// Size of an INSTALL_SNAPSHOT body before its data: term, last_index, last_term, offset,
+/// total_len, round (u64 each) and data_len (u16).
+pub const INSTALL_SNAPSHOT_FIXED_LEN: usize = 50;
+/// Most snapshot bytes in one INSTALL_SNAPSHOT that is the only record of a PEER datagram:
+/// `PEER_DATAGRAM_LEN_MAX - HEADER_LEN - PEER_RECORD_HEADER_LEN - INSTALL_SNAPSHOT_FIXED_LEN`
+/// = 1400 - 32 - 6 - 50 = 1312. A node sets its Raft chunk size to this, so each chunk
+/// travels in a datagram of its own and is never fragmented; a smaller chunk leaves room to
+/// coalesce other records with it.
+pub const SNAPSHOT_CHUNK_MAX: usize =
+    PEER_DATAGRAM_LEN_MAX - HEADER_LEN - PEER_RECORD_HEADER_LEN - INSTALL_SNAPSHOT_FIXED_LEN;
+/// The largest snapshot (`total_len`, in bytes) an INSTALL_SNAPSHOT may announce: 256 MiB. A
+/// follower buffers a transfer until it is complete, so this bounds what one can make it
+/// allocate; a receiver rejects a larger `total_len` (spec §8.4, §9). The same value as the
+/// Raft core's.
+pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 
 /// Body sizes of the fixed-size record kinds.
 const VOTE_LEN: usize = 24;
 const VOTE_REPLY_LEN: usize = 9;
 const APPEND_REPLY_LEN: usize = 25;
 const TIMEOUT_NOW_LEN: usize = 8;
+const INSTALL_SNAPSHOT_REPLY_LEN: usize = 32;
 /// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
-const FIXED_BODY_LEN_MAX: usize = APPEND_REPLY_LEN;
+const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
 
 const _: () = assert!(PEER_DATAGRAM_LEN_MAX + 48 <= 1500);
 const _: () = assert!(PEER_DATAGRAM_LEN_MAX - HEADER_LEN <= u16::MAX as usize);
 const _: () = assert!(APPEND_FIXED_LEN == 5 * 8 + 2);
-const _: () = assert!(FIXED_BODY_LEN_MAX >= VOTE_LEN && FIXED_BODY_LEN_MAX >= TIMEOUT_NOW_LEN);
+const _: () = assert!(
+    FIXED_BODY_LEN_MAX >= VOTE_LEN
+        && FIXED_BODY_LEN_MAX >= VOTE_REPLY_LEN
+        && FIXED_BODY_LEN_MAX >= APPEND_REPLY_LEN
+        && FIXED_BODY_LEN_MAX >= TIMEOUT_NOW_LEN
+);
+const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
+const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 4 * 8);
+const _: () = assert!(SNAPSHOT_CHUNK_MAX == 1312);
+// A whole snapshot chunk fits one datagram; its data_len fits in a u16.
+const _: () = assert!(
+    HEADER_LEN + PEER_RECORD_HEADER_LEN + INSTALL_SNAPSHOT_FIXED_LEN + SNAPSHOT_CHUNK_MAX
+        == PEER_DATAGRAM_LEN_MAX
+);
+const _: () = assert!(SNAPSHOT_LEN_MAX == 268_435_456);
 // The longest log command fits in one APPEND of one entry.
 const _: () =
     assert!(HEADER_LEN + append_record_len(crate::LOG_COMMAND_LEN_MAX, 1) <= PEER_DATAGRAM_LEN_MAX);
@@ -71,11 +106,26 @@ pub mod field {
     /// Entry, relative to the entry's first byte.
     pub const ENTRY_TERM: Range<usize> = 0..8;
     pub const ENTRY_DATA_LEN: Range<usize> = 8..10;
+    /// INSTALL_SNAPSHOT body; the data follows `INSTALL_SNAPSHOT_DATA_LEN`.
+    pub const INSTALL_SNAPSHOT_TERM: Range<usize> = 0..8;
+    pub const INSTALL_SNAPSHOT_LAST_INDEX: Range<usize> = 8..16;
+    pub const INSTALL_SNAPSHOT_LAST_TERM: Range<usize> = 16..24;
+    pub const INSTALL_SNAPSHOT_OFFSET: Range<usize> = 24..32;
+    pub const INSTALL_SNAPSHOT_TOTAL_LEN: Range<usize> = 32..40;
+    pub const INSTALL_SNAPSHOT_ROUND: Range<usize> = 40..48;
+    pub const INSTALL_SNAPSHOT_DATA_LEN: Range<usize> = 48..50;
+    /// INSTALL_SNAPSHOT_REPLY body.
+    pub const INSTALL_SNAPSHOT_REPLY_TERM: Range<usize> = 0..8;
+    pub const INSTALL_SNAPSHOT_REPLY_LAST_INDEX: Range<usize> = 8..16;
+    pub const INSTALL_SNAPSHOT_REPLY_RECEIVED: Range<usize> = 16..24;
+    pub const INSTALL_SNAPSHOT_REPLY_ROUND: Range<usize> = 24..32;
 }
 
 const _: () = assert!(field::LEN.end == PEER_RECORD_HEADER_LEN);
 const _: () = assert!(field::APPEND_ENTRY_COUNT.end == APPEND_FIXED_LEN);
 const _: () = assert!(field::ENTRY_DATA_LEN.end == ENTRY_FIXED_LEN);
+const _: () = assert!(field::INSTALL_SNAPSHOT_DATA_LEN.end == INSTALL_SNAPSHOT_FIXED_LEN);
+const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_ROUND.end == INSTALL_SNAPSHOT_REPLY_LEN);
 
 /// Encoded size of one APPEND record (its 6-byte record header included) whose entries carry
 /// `entries_total_data` bytes of data in `entry_count` entries:
@@ -244,6 +294,32 @@ pub enum PeerMessage<'a> {
     /// Leadership transfer: start an election now, without waiting for a timeout (thesis
     /// §3.10).
     TimeoutNow { term: u64 },
+    /// One chunk of the leader's snapshot, for a follower that needs entries the leader
+    /// compacted away (Raft §7, thesis §5). The snapshot covers the log through `last_index`,
+    /// whose entry has term `last_term`; it is `total_len` bytes long and `data` is its bytes
+    /// from `offset` on. `round` is the leader's heartbeat round, as in APPEND.
+    ///
+    /// Decoding and [`PeerWriter::push`] enforce `1 <= last_term <= term`,
+    /// `last_index >= 1`, `total_len <= SNAPSHOT_LEN_MAX` and
+    /// `offset + data.len() <= total_len`.
+    InstallSnapshot {
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        offset: u64,
+        total_len: u64,
+        round: u64,
+        data: &'a [u8],
+    },
+    /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
+    /// `received` counts the snapshot's bytes, from the start, that the follower holds
+    /// (`total_len` once it has them all), `round` echoes the chunk's.
+    InstallSnapshotReply {
+        term: u64,
+        last_index: u64,
+        received: u64,
+        round: u64,
+    },
 }
 
 impl PeerMessage<'_> {
@@ -258,6 +334,8 @@ impl PeerMessage<'_> {
             PeerMessage::Append { .. } => PeerKind::Append,
             PeerMessage::AppendReply { .. } => PeerKind::AppendReply,
             PeerMessage::TimeoutNow { .. } => PeerKind::TimeoutNow,
+            PeerMessage::InstallSnapshot { .. } => PeerKind::InstallSnapshot,
+            PeerMessage::InstallSnapshotReply { .. } => PeerKind::InstallSnapshotReply,
         }
     }
 
@@ -271,7 +349,9 @@ impl PeerMessage<'_> {
             | PeerMessage::TransferVote { term, .. }
             | PeerMessage::Append { term, .. }
             | PeerMessage::AppendReply { term, .. }
-            | PeerMessage::TimeoutNow { term } => term,
+            | PeerMessage::TimeoutNow { term }
+            | PeerMessage::InstallSnapshot { term, .. }
+            | PeerMessage::InstallSnapshotReply { term, .. } => term,
         }
     }
 
@@ -285,6 +365,8 @@ impl PeerMessage<'_> {
             PeerMessage::Append { entries, .. } => APPEND_FIXED_LEN + entries.encoded_len(),
             PeerMessage::AppendReply { .. } => APPEND_REPLY_LEN,
             PeerMessage::TimeoutNow { .. } => TIMEOUT_NOW_LEN,
+            PeerMessage::InstallSnapshot { data, .. } => INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
+            PeerMessage::InstallSnapshotReply { .. } => INSTALL_SNAPSHOT_REPLY_LEN,
         }
     }
 
@@ -478,7 +560,71 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
             exact(body, TIMEOUT_NOW_LEN)?;
             PeerMessage::TimeoutNow { term: u64_(0) }
         }
+        PeerKind::InstallSnapshot => read_install_snapshot(body)?,
+        PeerKind::InstallSnapshotReply => {
+            exact(body, INSTALL_SNAPSHOT_REPLY_LEN)?;
+            PeerMessage::InstallSnapshotReply {
+                term: u64_(field::INSTALL_SNAPSHOT_REPLY_TERM.start),
+                last_index: u64_(field::INSTALL_SNAPSHOT_REPLY_LAST_INDEX.start),
+                received: u64_(field::INSTALL_SNAPSHOT_REPLY_RECEIVED.start),
+                round: u64_(field::INSTALL_SNAPSHOT_REPLY_ROUND.start),
+            }
+        }
     })
+}
+
+/// An INSTALL_SNAPSHOT body: first the length (`BadRecordLength`), then the fields
+/// (`BadSnapshotChunk`).
+fn read_install_snapshot(body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
+    if body.len() < INSTALL_SNAPSHOT_FIXED_LEN {
+        return Err(DecodeError::BadRecordLength);
+    }
+    let data_len = u16_at(body, field::INSTALL_SNAPSHOT_DATA_LEN.start) as usize;
+    let data = &body[INSTALL_SNAPSHOT_FIXED_LEN..];
+    if data.len() != data_len {
+        return Err(DecodeError::BadRecordLength);
+    }
+    let msg = PeerMessage::InstallSnapshot {
+        term: u64_at(body, field::INSTALL_SNAPSHOT_TERM.start),
+        last_index: u64_at(body, field::INSTALL_SNAPSHOT_LAST_INDEX.start),
+        last_term: u64_at(body, field::INSTALL_SNAPSHOT_LAST_TERM.start),
+        offset: u64_at(body, field::INSTALL_SNAPSHOT_OFFSET.start),
+        total_len: u64_at(body, field::INSTALL_SNAPSHOT_TOTAL_LEN.start),
+        round: u64_at(body, field::INSTALL_SNAPSHOT_ROUND.start),
+        data,
+    };
+    check_snapshot_chunk(&msg).map_err(|()| DecodeError::BadSnapshotChunk)?;
+    Ok(msg)
+}
+
+/// The chunk rules both sides enforce (spec §8.4 check 9): the snapshot covers at least
+/// entry 1 (`last_index >= 1`), whose term is at least 1 and at most the leader's
+/// (`1 <= last_term <= term`); it is at most [`SNAPSHOT_LEN_MAX`] bytes long; and the chunk
+/// lies inside it (`offset + data_len <= total_len`, without overflow). Anything else is Ok.
+fn check_snapshot_chunk(msg: &PeerMessage<'_>) -> Result<(), ()> {
+    if let PeerMessage::InstallSnapshot {
+        term,
+        last_index,
+        last_term,
+        offset,
+        total_len,
+        data,
+        ..
+    } = *msg
+    {
+        let inside = offset
+            .checked_add(data.len() as u64)
+            .is_some_and(|end| end <= total_len);
+        if last_index == 0
+            || last_term == 0
+            || last_term > term
+            || total_len > SNAPSHOT_LEN_MAX
+            || !inside
+        {
+            return Err(());
+        }
+    }
+    Ok(())
 }
 
 /// An APPEND body: first the lengths (`BadRecordLength`), then the terms and indexes
@@ -607,13 +753,15 @@ impl<'b> PeerWriter<'b> {
 
     /// Appends one record. On `Err` nothing changed: [`EncodeError::TooLong`] or
     /// [`EncodeError::BufferTooSmall`] mean the record does not fit in this datagram (finish
-    /// it and push the record into the next one); [`EncodeError::BadShard`],
-    /// [`EncodeError::ZeroId`] (a zero id in the header) and [`EncodeError::BadEntries`] mean
-    /// it can never be sent.
+    /// it and push the record into the next one; an INSTALL_SNAPSHOT whose data is longer
+    /// than [`SNAPSHOT_CHUNK_MAX`] never fits); [`EncodeError::BadShard`],
+    /// [`EncodeError::ZeroId`] (a zero id in the header), [`EncodeError::BadEntries`] and
+    /// [`EncodeError::BadSnapshotChunk`] mean it can never be sent.
     pub fn push(&mut self, shard: u16, msg: &PeerMessage<'_>) -> Result<(), EncodeError> {
         let mut body = [0u8; FIXED_BODY_LEN_MAX];
         let put = |b: &mut [u8], at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_be_bytes());
         let len = match *msg {
+            PeerMessage::InstallSnapshot { .. } => return self.push_install_snapshot(shard, msg),
             PeerMessage::Append {
                 term,
                 prev_log_index,
@@ -673,6 +821,26 @@ impl<'b> PeerWriter<'b> {
             PeerMessage::TimeoutNow { term } => {
                 put(&mut body, 0, term);
                 TIMEOUT_NOW_LEN
+            }
+            PeerMessage::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+            } => {
+                put(&mut body, field::INSTALL_SNAPSHOT_REPLY_TERM.start, term);
+                put(
+                    &mut body,
+                    field::INSTALL_SNAPSHOT_REPLY_LAST_INDEX.start,
+                    last_index,
+                );
+                put(
+                    &mut body,
+                    field::INSTALL_SNAPSHOT_REPLY_RECEIVED.start,
+                    received,
+                );
+                put(&mut body, field::INSTALL_SNAPSHOT_REPLY_ROUND.start, round);
+                INSTALL_SNAPSHOT_REPLY_LEN
             }
         };
         debug_assert_eq!(len, msg.body_len());
@@ -736,6 +904,45 @@ impl<'b> PeerWriter<'b> {
         if w != body.len() || written != count {
             return Err(EncodeError::BadEntries);
         }
+        self.commit(end);
+        Ok(())
+    }
+
+    /// Appends an INSTALL_SNAPSHOT record: checks the chunk rules first, then the room.
+    fn push_install_snapshot(
+        &mut self,
+        shard: u16,
+        msg: &PeerMessage<'_>,
+    ) -> Result<(), EncodeError> {
+        let PeerMessage::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            round,
+            data,
+        } = *msg
+        else {
+            // `push` calls this for INSTALL_SNAPSHOT only.
+            return Err(EncodeError::WrongType);
+        };
+        check_snapshot_chunk(msg).map_err(|()| EncodeError::BadSnapshotChunk)?;
+        // A chunk longer than a datagram's room (and so any whose data_len would not fit in
+        // a u16) is refused here with TooLong.
+        let end = self.room(shard, msg.record_len())?;
+        let at = self.len;
+        let out = &mut self.buf[at..end];
+        write_record_header(out, shard, PeerKind::InstallSnapshot, msg.body_len());
+        let body = &mut out[PEER_RECORD_HEADER_LEN..];
+        body[field::INSTALL_SNAPSHOT_TERM].copy_from_slice(&term.to_be_bytes());
+        body[field::INSTALL_SNAPSHOT_LAST_INDEX].copy_from_slice(&last_index.to_be_bytes());
+        body[field::INSTALL_SNAPSHOT_LAST_TERM].copy_from_slice(&last_term.to_be_bytes());
+        body[field::INSTALL_SNAPSHOT_OFFSET].copy_from_slice(&offset.to_be_bytes());
+        body[field::INSTALL_SNAPSHOT_TOTAL_LEN].copy_from_slice(&total_len.to_be_bytes());
+        body[field::INSTALL_SNAPSHOT_ROUND].copy_from_slice(&round.to_be_bytes());
+        body[field::INSTALL_SNAPSHOT_DATA_LEN].copy_from_slice(&(data.len() as u16).to_be_bytes());
+        body[INSTALL_SNAPSHOT_FIXED_LEN..].copy_from_slice(data);
         self.commit(end);
         Ok(())
     }

@@ -106,6 +106,8 @@ registry! {
         AppendReply = 6, "APPEND_REPLY", "Answer to APPEND: success and the follower's match index.";
         TimeoutNow = 7, "TIMEOUT_NOW", "Start an election now: leadership transfer (Raft thesis 3.10).";
         TransferVote = 8, "TRANSFER_VOTE", "VOTE sent after TIMEOUT_NOW: granted despite leader stickiness (Raft thesis 3.10).";
+        InstallSnapshot = 9, "INSTALL_SNAPSHOT", "A chunk of the leader's snapshot for a follower that needs entries the leader compacted away (Raft 7, thesis 5).";
+        InstallSnapshotReply = 10, "INSTALL_SNAPSHOT_REPLY", "Answer to INSTALL_SNAPSHOT: contiguous bytes received.";
     }
 }
 

@@ -248,6 +248,16 @@ enum Msg {
     },
     AppendReply(u64, bool, u64, u64),
     TimeoutNow(u64),
+    InstallSnapshot {
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        offset: u64,
+        total_len: u64,
+        round: u64,
+        data: Vec<u8>,
+    },
+    InstallSnapshotReply(u64, u64, u64, u64),
 }
 
 impl Msg {
@@ -292,6 +302,29 @@ impl Msg {
                 round,
             } => Msg::AppendReply(term, success, match_index, round),
             PeerMessage::TimeoutNow { term } => Msg::TimeoutNow(term),
+            PeerMessage::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                round,
+                data,
+            } => Msg::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                round,
+                data: data.to_vec(),
+            },
+            PeerMessage::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+            } => Msg::InstallSnapshotReply(term, last_index, received, round),
         }
     }
 
@@ -304,6 +337,8 @@ impl Msg {
             }
             Msg::AppendReply(..) => 6 + 25,
             Msg::TimeoutNow(..) => 6 + 8,
+            Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
+            Msg::InstallSnapshotReply(..) => 6 + 32,
         }
     }
 
@@ -344,6 +379,31 @@ impl Msg {
                 round,
             },
             Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
+            Msg::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                round,
+                ref data,
+            } => PeerMessage::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                round,
+                data,
+            },
+            Msg::InstallSnapshotReply(term, last_index, received, round) => {
+                PeerMessage::InstallSnapshotReply {
+                    term,
+                    last_index,
+                    received,
+                    round,
+                }
+            }
         };
         w.push(shard, &msg)
     }
@@ -382,6 +442,48 @@ fn append_msg() -> impl Strategy<Value = Msg> {
         })
 }
 
+/// A valid INSTALL_SNAPSHOT: `1 <= last_term <= term`, `last_index >= 1`,
+/// `total_len <= SNAPSHOT_LEN_MAX`, `offset + data.len() <= total_len`. Edge values often.
+fn install_snapshot_msg() -> impl Strategy<Value = Msg> {
+    (
+        1..=u64::MAX,
+        any::<u64>(),
+        1..=u64::MAX,
+        any::<u64>(),
+        prop_oneof![
+            Just(SNAPSHOT_LEN_MAX),
+            Just(0u64),
+            0..=SNAPSHOT_LEN_MAX,
+            0u64..4_000
+        ],
+        any::<u64>(),
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..40),
+            prop::collection::vec(any::<u8>(), SNAPSHOT_CHUNK_MAX - 8..=SNAPSHOT_CHUNK_MAX),
+        ],
+        any::<bool>(),
+    )
+        .prop_map(
+            |(term, last_term, last_index, offset, total_len, round, data, at_end)| {
+                let last_term = last_term % term + 1;
+                // The chunk must lie inside the snapshot.
+                let data_len = (data.len() as u64).min(total_len) as usize;
+                let data = data[..data_len].to_vec();
+                let room = total_len - data_len as u64;
+                let offset = if at_end { room } else { offset % (room + 1) };
+                Msg::InstallSnapshot {
+                    term,
+                    last_index,
+                    last_term,
+                    offset,
+                    total_len,
+                    round,
+                    data,
+                }
+            },
+        )
+}
+
 fn peer_msg() -> impl Strategy<Value = Msg> {
     prop_oneof![
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::PreVote(a, b, c)),
@@ -393,6 +495,9 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
         (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>())
             .prop_map(|(a, b, c, d)| Msg::AppendReply(a, b, c, d)),
         any::<u64>().prop_map(Msg::TimeoutNow),
+        install_snapshot_msg(),
+        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
+            .prop_map(|(a, b, c, d)| Msg::InstallSnapshotReply(a, b, c, d)),
     ]
 }
 
@@ -536,7 +641,7 @@ proptest! {
     #[test]
     fn framed_peer_bytes_never_panic(
         body in prop::collection::vec(any::<u8>(), 0..400),
-        kinds in prop::collection::vec((0u16..20, 0u8..9, 0usize..60), 0..6),
+        kinds in prop::collection::vec((0u16..20, 0u8..12, 0usize..80), 0..6),
     ) {
         let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
         bytes.extend_from_slice(&7u64.to_be_bytes());
@@ -783,6 +888,135 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
     let n = w.finish();
     let d = PeerDatagram::decode(&buf[..n]).unwrap();
     assert_eq!(d.records().collect::<Vec<_>>(), vec![(17, hb)]);
+}
+
+#[test]
+fn snapshot_chunk_limits() {
+    let header = PeerHeader {
+        cluster_id: 9,
+        from: 4,
+    };
+    let data = vec![0x5Au8; SNAPSHOT_CHUNK_MAX + 1];
+    fn chunk(data: &[u8]) -> PeerMessage<'_> {
+        PeerMessage::InstallSnapshot {
+            term: 3,
+            last_index: 100,
+            last_term: 2,
+            offset: 0,
+            total_len: 5_000,
+            round: 7,
+            data,
+        }
+    }
+    // A chunk of SNAPSHOT_CHUNK_MAX bytes fills a datagram exactly; one byte more never fits.
+    let mut buf = [0u8; 2_000];
+    let mut w = PeerWriter::new(&mut buf, header);
+    let full = chunk(&data[..SNAPSHOT_CHUNK_MAX]);
+    assert_eq!(full.record_len(), PEER_DATAGRAM_LEN_MAX - HEADER_LEN);
+    w.push(4, &full).unwrap();
+    assert_eq!(w.remaining(), 0);
+    let n = w.finish();
+    assert_eq!(n, PEER_DATAGRAM_LEN_MAX);
+    let d = PeerDatagram::decode(&buf[..n]).unwrap();
+    assert_eq!(d.records().collect::<Vec<_>>(), vec![(4, full)]);
+    let mut w = PeerWriter::new(&mut buf, header);
+    assert_eq!(w.push(4, &chunk(&data)), Err(EncodeError::TooLong));
+    assert_eq!((w.len(), w.record_count()), (HEADER_LEN, 0));
+
+    // Every chunk rule is refused by the writer, with nothing written.
+    let ok = PeerMessage::InstallSnapshot {
+        term: 3,
+        last_index: 1,
+        last_term: 3,
+        offset: SNAPSHOT_LEN_MAX - 4,
+        total_len: SNAPSHOT_LEN_MAX,
+        round: 0,
+        data: b"abcd",
+    };
+    let with = |f: &dyn Fn(&mut PeerMessage<'static>)| {
+        let mut m = ok;
+        f(&mut m);
+        m
+    };
+    let bad = [
+        with(&|m| {
+            if let PeerMessage::InstallSnapshot { last_index, .. } = m {
+                *last_index = 0;
+            }
+        }),
+        with(&|m| {
+            if let PeerMessage::InstallSnapshot { last_term, .. } = m {
+                *last_term = 0;
+            }
+        }),
+        with(&|m| {
+            if let PeerMessage::InstallSnapshot { last_term, .. } = m {
+                *last_term = 4;
+            }
+        }),
+        with(&|m| {
+            if let PeerMessage::InstallSnapshot { total_len, .. } = m {
+                *total_len = SNAPSHOT_LEN_MAX + 1;
+            }
+        }),
+        with(&|m| {
+            if let PeerMessage::InstallSnapshot { offset, .. } = m {
+                *offset = SNAPSHOT_LEN_MAX - 3;
+            }
+        }),
+        with(&|m| {
+            if let PeerMessage::InstallSnapshot { offset, .. } = m {
+                *offset = u64::MAX - 1;
+            }
+        }),
+    ];
+    let mut w = PeerWriter::new(&mut buf, header);
+    for m in &bad {
+        assert_eq!(w.push(0, m), Err(EncodeError::BadSnapshotChunk), "{m:?}");
+    }
+    assert_eq!((w.len(), w.record_count()), (HEADER_LEN, 0));
+    // The same values pass, and an empty snapshot (total_len 0) is a valid chunk too.
+    w.push(0, &ok).unwrap();
+    let empty = PeerMessage::InstallSnapshot {
+        term: 1,
+        last_index: 1,
+        last_term: 1,
+        offset: 0,
+        total_len: 0,
+        round: 0,
+        data: b"",
+    };
+    w.push(1, &empty).unwrap();
+    let reply = PeerMessage::InstallSnapshotReply {
+        term: u64::MAX,
+        last_index: 0,
+        received: u64::MAX,
+        round: 1,
+    };
+    w.push(2, &reply).unwrap();
+    let n = w.finish();
+    let d = PeerDatagram::decode(&buf[..n]).unwrap();
+    assert_eq!(
+        d.records().collect::<Vec<_>>(),
+        vec![(0, ok), (1, empty), (2, reply)]
+    );
+    assert_eq!(
+        (
+            ok.kind(),
+            ok.term(),
+            ok.body_len(),
+            reply.kind(),
+            reply.body_len()
+        ),
+        (
+            PeerKind::InstallSnapshot,
+            3,
+            INSTALL_SNAPSHOT_FIXED_LEN + 4,
+            PeerKind::InstallSnapshotReply,
+            32
+        )
+    );
+    assert_eq!(DecodeError::BadSnapshotChunk.reply_status(), None);
 }
 
 /// An iterator that yields different entries on each pass must not produce a bad datagram.

@@ -408,6 +408,10 @@ enum OwnedRecord {
     Append([u64; 5], Vec<(u64, Vec<u8>)>),
     AppendReply(u64, bool, u64, u64),
     TimeoutNow(u64),
+    /// term, last_index, last_term, offset, total_len, round; data.
+    InstallSnapshot([u64; 6], Vec<u8>),
+    /// term, last_index, received, round.
+    InstallSnapshotReply([u64; 4]),
 }
 
 fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
@@ -451,6 +455,24 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             round,
         } => OwnedRecord::AppendReply(term, success, match_index, round),
         PeerMessage::TimeoutNow { term } => OwnedRecord::TimeoutNow(term),
+        PeerMessage::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            round,
+            data,
+        } => OwnedRecord::InstallSnapshot(
+            [term, last_index, last_term, offset, total_len, round],
+            data.to_vec(),
+        ),
+        PeerMessage::InstallSnapshotReply {
+            term,
+            last_index,
+            received,
+            round,
+        } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round]),
     }
 }
 
@@ -511,6 +533,30 @@ fn check_peer(r: &Record) {
                 n("round"),
             ),
             PeerKind::TimeoutNow => OwnedRecord::TimeoutNow(n("term")),
+            PeerKind::InstallSnapshot => {
+                let data = match w.get("data").map(String::as_str) {
+                    Some("-") => Vec::new(),
+                    Some(d) => parse_bytes(d),
+                    None => panic!("[{}] {key} has no data", r.name),
+                };
+                OwnedRecord::InstallSnapshot(
+                    [
+                        n("term"),
+                        n("last_index"),
+                        n("last_term"),
+                        n("offset"),
+                        n("total_len"),
+                        n("round"),
+                    ],
+                    data,
+                )
+            }
+            PeerKind::InstallSnapshotReply => OwnedRecord::InstallSnapshotReply([
+                n("term"),
+                n("last_index"),
+                n("received"),
+                n("round"),
+            ]),
         };
         expected.push((n("shard") as u16, rec));
     }
@@ -581,6 +627,30 @@ fn check_peer(r: &Record) {
             OwnedRecord::TimeoutNow(term) => {
                 w.push(shard, &PeerMessage::TimeoutNow { term: *term })
             }
+            OwnedRecord::InstallSnapshot(
+                [term, last_index, last_term, offset, total_len, round],
+                data,
+            ) => w.push(
+                shard,
+                &PeerMessage::InstallSnapshot {
+                    term: *term,
+                    last_index: *last_index,
+                    last_term: *last_term,
+                    offset: *offset,
+                    total_len: *total_len,
+                    round: *round,
+                    data,
+                },
+            ),
+            OwnedRecord::InstallSnapshotReply([term, last_index, received, round]) => w.push(
+                shard,
+                &PeerMessage::InstallSnapshotReply {
+                    term: *term,
+                    last_index: *last_index,
+                    received: *received,
+                    round: *round,
+                },
+            ),
         };
         res.unwrap_or_else(|e| panic!("[{}] push: {e}", r.name));
     }
@@ -743,6 +813,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "BadRecordLength",
         "BadBool",
         "BadEntries",
+        "BadSnapshotChunk",
         "UnknownCommand",
         "BadOp",
         "NonZeroField",

@@ -87,6 +87,11 @@ pub struct ClusterConfig {
     pub data_dir: Option<PathBuf>,
     /// Pin the event-loop thread to this CPU.
     pub cpu: Option<usize>,
+    /// Snapshot cadence of every shard replica (see `core::shard`): a snapshot every
+    /// `compact_every` applied entries (0: never), the log dropped up to it `compact_keep`
+    /// entries later.
+    pub compact_every: u64,
+    pub compact_keep: u64,
 }
 
 impl ClusterConfig {
@@ -102,6 +107,8 @@ impl ClusterConfig {
             durability: Durability::Memory,
             data_dir: None,
             cpu: None,
+            compact_every: shard::COMPACT_EVERY_DEFAULT,
+            compact_keep: shard::COMPACT_KEEP_DEFAULT,
         }
     }
 
@@ -193,6 +200,8 @@ impl ClusterConfig {
                 id: self.node_id,
                 voters: self.peers.iter().map(|&(id, _)| id).collect(),
                 // One Append always fits one PEER datagram.
+                // One snapshot chunk fits one PEER datagram too.
+                snapshot_chunk_max: udplock_protocol::SNAPSHOT_CHUNK_MAX,
                 append_bytes_max: PEER_DATAGRAM_LEN_MAX
                     - HEADER_LEN
                     - PEER_RECORD_HEADER_LEN
@@ -235,18 +244,33 @@ impl ClusterNode {
         let mut stores = Vec::with_capacity(config.shards as usize);
         let epoch = std::time::Instant::now();
         for shard in 0..config.shards {
-            let (store, state, log) = match (&config.data_dir, config.durability) {
+            let (store, persisted) = match (&config.data_dir, config.durability) {
                 (Some(dir), Durability::Fsync | Durability::Os) => {
                     let sync = config.durability == Durability::Fsync;
-                    let (store, state, log) = ShardStore::open(dir, shard, sync)?;
-                    (Some(store), state, log)
+                    let (store, persisted) = ShardStore::open(dir, shard, sync)?;
+                    (Some(store), persisted)
                 }
-                _ => (None, HardState::default(), Vec::new()),
+                _ => (
+                    None,
+                    storage::Persisted {
+                        hard: HardState::default(),
+                        snapshot: None,
+                        log: Vec::new(),
+                    },
+                ),
             };
             let seed = rand::random::<u64>() ^ u64::from(shard);
-            let mut replica =
-                Shard::new(config.shard_config(shard), seed, state, log, Instant::ZERO);
+            let mut replica = Shard::restore(
+                config.shard_config(shard),
+                seed,
+                persisted.hard,
+                persisted.snapshot,
+                persisted.log,
+                Instant::ZERO,
+            )
+            .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?;
             replica.set_preferred_leader(Some(config.preferred_leader(shard)));
+            replica.set_compaction(config.compact_every, config.compact_keep);
             shards.push(replica);
             stores.push(store);
         }
@@ -960,9 +984,40 @@ fn push(
                 round,
             },
         ),
-        // No wire encoding yet. Raft sends these only after `compact`, which this node never
-        // calls, so none reaches here; were one to, dropping it is what a loss would do.
-        Message::InstallSnapshot { .. } | Message::InstallSnapshotReply { .. } => Ok(()),
+        Message::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            ref data,
+            round,
+        } => writer.push(
+            shard,
+            &PeerMessage::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                round,
+                data,
+            },
+        ),
+        Message::InstallSnapshotReply {
+            term,
+            last_index,
+            received,
+            round,
+        } => writer.push(
+            shard,
+            &PeerMessage::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+            },
+        ),
     }
 }
 
@@ -1036,6 +1091,34 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             round,
         },
         PeerMessage::TimeoutNow { term } => Message::TimeoutNow { term },
+        PeerMessage::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            round,
+            data,
+        } => Message::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            data: data.to_vec(),
+            round,
+        },
+        PeerMessage::InstallSnapshotReply {
+            term,
+            last_index,
+            received,
+            round,
+        } => Message::InstallSnapshotReply {
+            term,
+            last_index,
+            received,
+            round,
+        },
     })
 }
 

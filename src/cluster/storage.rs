@@ -1,11 +1,17 @@
 //! What a replica keeps on disk, per shard, under each `--durability` mode.
 //!
-//! Two files per shard in the data directory:
+//! Three files per shard in the data directory:
 //! - `shard-NNNN.state`: the Raft hard state (term, vote), 24 bytes rewritten in place;
-//! - `shard-NNNN.log`: the log, one record per entry: `term u64 | len u32 | check u32 | data`
+//! - `shard-NNNN.snap`: the latest snapshot (thesis §5): `"ULSN" | index u64 | term u64 |
+//!   len u64 | check u32 | data`, replaced whole (written aside, then renamed over);
+//! - `shard-NNNN.log`: a 16-byte header (`"ULLOG\0\0\1" | base u64`: the index before the
+//!   first record), then one record per entry: `term u64 | len u32 | check u32 | data`
 //!   (big-endian; `check` is FNV-1a 32 over term, len and data), appended in index order.
 //!   When Raft replaces a suffix (a follower's conflicting entries, Raft §5.3) the file is
-//!   cut back to the first replaced entry first.
+//!   cut back to the first replaced entry first. When Raft compacts, the snapshot is written
+//!   first and the log is then rewritten from the snapshot on (aside, then renamed over), so
+//!   a crash between the two leaves a log whose prefix the snapshot covers, which opening
+//!   drops.
 //!
 //! | mode     | written                                                  | survives |
 //! |----------|----------------------------------------------------------|----------|
@@ -23,9 +29,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::core::raft::{Entry, HardState, Raft};
+use crate::core::raft::{Entry, HardState, Raft, SnapshotMeta};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,27 +66,41 @@ impl std::str::FromStr for Durability {
 
 const RECORD_HEADER_LEN: usize = 16;
 const STATE_LEN: usize = 24;
+const LOG_MAGIC: [u8; 8] = *b"ULLOG\0\0\x01";
+const LOG_HEADER_LEN: usize = 16;
+const SNAP_MAGIC: [u8; 4] = *b"ULSN";
+const SNAP_HEADER_LEN: usize = 4 + 8 + 8 + 8 + 4;
 
 /// The files of one shard.
 pub struct ShardStore {
+    dir: PathBuf,
+    shard: u32,
     log: File,
     state: File,
     sync: bool,
-    /// File offset where entry `i + 1` starts; the file ends at `end`.
+    /// The index before the log file's first record (the snapshot's, when it was written).
+    base: u64,
+    /// File offset where entry `base + i + 1` starts; the file ends at `end`.
     offsets: Vec<u64>,
-    /// Term of entry `i + 1` as written.
+    /// Term of entry `base + i + 1` as written.
     terms: Vec<u64>,
     end: u64,
     hard: HardState,
+    /// The snapshot the files hold.
+    snapshot: SnapshotMeta,
+}
+
+/// What a shard's files held when opened.
+pub struct Persisted {
+    pub hard: HardState,
+    pub snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+    /// The entries after the snapshot, in index order.
+    pub log: Vec<Entry>,
 }
 
 impl ShardStore {
     /// Opens (creating) the shard's files and reads back what they hold.
-    pub fn open(
-        dir: &Path,
-        shard: u32,
-        sync: bool,
-    ) -> io::Result<(ShardStore, HardState, Vec<Entry>)> {
+    pub fn open(dir: &Path, shard: u32, sync: bool) -> io::Result<(ShardStore, Persisted)> {
         std::fs::create_dir_all(dir)?;
         let open = |name: String| {
             OpenOptions::new()
@@ -96,17 +117,31 @@ impl ShardStore {
             File::open(dir)?.sync_all()?;
         }
         let hard = read_state(&mut state)?;
+        let snapshot = read_snapshot(&dir.join(format!("shard-{shard:04}.snap")))?;
+        let snap_meta = snapshot.as_ref().map(|(meta, _)| *meta).unwrap_or_default();
         let mut bytes = Vec::new();
         log.read_to_end(&mut bytes)?;
+        let base = if bytes.is_empty() {
+            log.write_all_at(&log_header(snap_meta.index), 0)?;
+            bytes.extend_from_slice(&log_header(snap_meta.index));
+            snap_meta.index
+        } else if bytes.len() >= LOG_HEADER_LEN && bytes[..8] == LOG_MAGIC {
+            u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"))
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("shard {shard}: the log file is not in a format this node knows"),
+            ));
+        };
         let mut entries = Vec::new();
         let (mut offsets, mut terms) = (Vec::new(), Vec::new());
-        let mut at = 0usize;
+        let mut at = LOG_HEADER_LEN;
         while let Some((term, data)) = read_record(&bytes[at..]) {
             offsets.push(at as u64);
             terms.push(term);
             entries.push(Entry {
                 term,
-                index: entries.len() as u64 + 1,
+                index: base + entries.len() as u64 + 1,
                 data: data.to_vec(),
             });
             at += RECORD_HEADER_LEN + data.len();
@@ -118,16 +153,50 @@ impl ShardStore {
             );
             log.set_len(at as u64)?;
         }
-        let store = ShardStore {
+        // A crash between writing a snapshot and rewriting the log leaves entries the
+        // snapshot covers: Raft takes only what follows it.
+        let log_after: Vec<Entry> = if snap_meta.index > base {
+            let matches = entries
+                .iter()
+                .find(|e| e.index == snap_meta.index)
+                .is_some_and(|e| e.term == snap_meta.term);
+            if matches {
+                entries
+                    .into_iter()
+                    .filter(|e| e.index > snap_meta.index)
+                    .collect()
+            } else {
+                Vec::new()
+            }
+        } else {
+            entries
+        };
+        let mut store = ShardStore {
+            dir: dir.to_path_buf(),
+            shard,
             log,
             state,
             sync,
+            base,
             offsets,
             terms,
             end: at as u64,
             hard,
+            snapshot: SnapshotMeta::default(),
         };
-        Ok((store, hard, entries))
+        if snap_meta.index > base {
+            // Bring the file in line with what Raft will hold.
+            store.rewrite_log(snap_meta.index, &log_after)?;
+        }
+        store.snapshot = snap_meta;
+        Ok((
+            store,
+            Persisted {
+                hard,
+                snapshot,
+                log: log_after,
+            },
+        ))
     }
 
     /// Makes the files hold `raft`'s hard state and log. Call after every input, before
@@ -147,13 +216,24 @@ impl ShardStore {
             }
             self.hard = hard;
         }
+        let meta = raft.snapshot_meta();
+        if meta != self.snapshot {
+            // Compaction or an installed snapshot: the snapshot first, then the log from it.
+            let data = raft.snapshot_data().expect("a snapshot has data");
+            self.write_snapshot(meta, data)?;
+            let log: Vec<Entry> = raft.log().to_vec();
+            self.rewrite_log(meta.index, &log)?;
+            self.snapshot = meta;
+            return Ok(());
+        }
         // Where the file and the log part: normally at the file's end. The bookkeeping moves
         // only after the file did, so a failed call leaves it describing the file as it is.
+        let base = self.base;
         let last = raft.last_index();
         let mut keep = self.terms.len() as u64;
         while keep > 0
-            && (keep > last
-                || raft.entry(keep).map(|e| e.term) != Some(self.terms[keep as usize - 1]))
+            && (base + keep > last
+                || raft.entry(base + keep).map(|e| e.term) != Some(self.terms[keep as usize - 1]))
         {
             keep -= 1;
         }
@@ -165,10 +245,10 @@ impl ShardStore {
             self.terms.truncate(keep as usize);
             wrote = true;
         }
-        if keep < last {
+        if base + keep < last {
             let mut buf = Vec::new();
             let mut offsets = Vec::new();
-            for index in keep + 1..=last {
+            for index in base + keep + 1..=last {
                 let entry = raft.entry(index).expect("index within the log");
                 offsets.push((self.end + buf.len() as u64, entry.term));
                 write_record(&mut buf, entry);
@@ -190,6 +270,96 @@ impl ShardStore {
         }
         Ok(())
     }
+}
+
+impl ShardStore {
+    fn path(&self, suffix: &str) -> PathBuf {
+        self.dir.join(format!("shard-{:04}.{suffix}", self.shard))
+    }
+
+    /// Writes `path.tmp`, syncs it if asked, renames it over `path`, syncs the directory.
+    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<File> {
+        let path = self.path(name);
+        let tmp = self.path(&format!("{name}.tmp"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        if self.sync {
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)?;
+        if self.sync {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(file)
+    }
+
+    fn write_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let mut bytes = Vec::with_capacity(SNAP_HEADER_LEN + data.len());
+        bytes.extend_from_slice(&SNAP_MAGIC);
+        bytes.extend_from_slice(&meta.index.to_be_bytes());
+        bytes.extend_from_slice(&meta.term.to_be_bytes());
+        bytes.extend_from_slice(&(data.len() as u64).to_be_bytes());
+        let check = record_check(&bytes[4..28], data);
+        bytes.extend_from_slice(&check.to_be_bytes());
+        bytes.extend_from_slice(data);
+        self.replace("snap", &bytes)?;
+        Ok(())
+    }
+
+    /// Replaces the log file with `entries`, which follow index `base`.
+    fn rewrite_log(&mut self, base: u64, entries: &[Entry]) -> io::Result<()> {
+        let mut bytes = log_header(base).to_vec();
+        let (mut offsets, mut terms) = (Vec::new(), Vec::new());
+        for entry in entries {
+            offsets.push(bytes.len() as u64);
+            terms.push(entry.term);
+            write_record(&mut bytes, entry);
+        }
+        let file = self.replace("log", &bytes)?;
+        self.log = file;
+        self.base = base;
+        self.offsets = offsets;
+        self.terms = terms;
+        self.end = bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn log_header(base: u64) -> [u8; LOG_HEADER_LEN] {
+    let mut header = [0u8; LOG_HEADER_LEN];
+    header[..8].copy_from_slice(&LOG_MAGIC);
+    header[8..].copy_from_slice(&base.to_be_bytes());
+    header
+}
+
+/// The snapshot file's meta and data; `None` if there is none. A damaged one is an error:
+/// the log it replaced is gone.
+fn read_snapshot(path: &Path) -> io::Result<Option<(SnapshotMeta, Arc<Vec<u8>>)>> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "the snapshot file is damaged");
+    if bytes.len() < SNAP_HEADER_LEN || bytes[..4] != SNAP_MAGIC {
+        return Err(damaged());
+    }
+    let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    let (index, term, len) = (u64_at(4), u64_at(12), u64_at(20));
+    let check = u32::from_be_bytes(bytes[28..32].try_into().expect("4 bytes"));
+    let data = &bytes[SNAP_HEADER_LEN..];
+    if data.len() as u64 != len || record_check(&bytes[4..28], data) != check || index == 0 {
+        return Err(damaged());
+    }
+    Ok(Some((
+        SnapshotMeta { index, term },
+        Arc::new(data.to_vec()),
+    )))
 }
 
 fn read_state(file: &mut File) -> io::Result<HardState> {
@@ -264,7 +434,8 @@ mod tests {
     #[test]
     fn a_log_and_vote_read_back_as_written_and_a_replaced_suffix_is_cut() {
         let dir = dir("roundtrip");
-        let (mut store, hard, log) = ShardStore::open(&dir, 3, false).unwrap();
+        let (mut store, p) = ShardStore::open(&dir, 3, false).unwrap();
+        let (hard, log) = (p.hard, p.log);
         assert_eq!((hard, log.len()), (HardState::default(), 0));
         // A follower of 2 voters receives three entries of term 1.
         let config = Config {
@@ -302,7 +473,8 @@ mod tests {
         raft.handle_message(now, 1, append(2, 1, 1, vec![entry(2, 2, 9)]));
         store.persist(&raft).unwrap();
         drop(store);
-        let (_, hard, log) = ShardStore::open(&dir, 3, false).unwrap();
+        let (_, p) = ShardStore::open(&dir, 3, false).unwrap();
+        let (hard, log) = (p.hard, p.log);
         assert_eq!(hard, raft.hard_state());
         assert_eq!(hard.term, 2);
         assert_eq!(log, vec![entry(1, 1, 1), entry(2, 2, 9)]);
@@ -312,7 +484,7 @@ mod tests {
         let len = bytes.len();
         bytes.truncate(len - 2);
         std::fs::write(&path, &bytes).unwrap();
-        let (_, _, log) = ShardStore::open(&dir, 3, false).unwrap();
+        let log = ShardStore::open(&dir, 3, false).unwrap().1.log;
         assert_eq!(log, vec![entry(1, 1, 1)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -323,6 +495,51 @@ mod tests {
         drop(ShardStore::open(&dir, 0, false).unwrap());
         std::fs::write(dir.join("shard-0000.state"), [7u8; 24]).unwrap();
         assert!(ShardStore::open(&dir, 0, false).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_compacted_log_reads_back_as_snapshot_plus_suffix() {
+        let dir = dir("compacted");
+        let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
+        let config = Config {
+            id: 1,
+            voters: vec![1],
+            ..Config::default()
+        };
+        let now = Instant::from_micros(1);
+        let mut raft = Raft::new(config.clone(), 1, HardState::default(), Vec::new(), now);
+        raft.handle_timeout(raft.poll_timeout());
+        for byte in 1..=5u8 {
+            raft.propose(now, vec![byte]).unwrap();
+        }
+        while raft.poll_committed().is_some() {}
+        store.persist(&raft).unwrap();
+        let through = raft.commit_index() - 2;
+        raft.compact(through, Arc::new(b"state".to_vec()));
+        store.persist(&raft).unwrap();
+        raft.propose(now, vec![9]).unwrap();
+        store.persist(&raft).unwrap();
+        drop(store);
+        let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
+        let (meta, data) = p.snapshot.expect("a snapshot");
+        assert_eq!(meta, raft.snapshot_meta());
+        assert_eq!(data.as_slice(), b"state");
+        assert_eq!(p.log, raft.log().to_vec());
+        assert_eq!(p.log.first().map(|e| e.index), Some(through + 1));
+        // A crash between the snapshot and the log rewrite: an old log under a new snapshot.
+        let old_log = std::fs::read(dir.join("shard-0001.log")).unwrap();
+        let mut raft2 = raft;
+        while raft2.poll_committed().is_some() {}
+        let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
+        let newer = raft2.commit_index();
+        raft2.compact(newer, Arc::new(b"newer".to_vec()));
+        store.persist(&raft2).unwrap();
+        drop(store);
+        std::fs::write(dir.join("shard-0001.log"), &old_log).unwrap();
+        let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
+        assert_eq!(p.snapshot.unwrap().0.index, newer);
+        assert!(p.log.iter().all(|e| e.index > newer));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

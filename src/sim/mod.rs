@@ -137,6 +137,10 @@ pub struct SimReport {
     pub grants: u64,
     /// STATUS answers received.
     pub reads: u64,
+    /// Snapshots replicas took or installed, and how many of those came from a leader
+    /// (InstallSnapshot) or a restart rather than the replica's own state.
+    pub snapshots: u64,
+    pub snapshots_received: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -275,6 +279,9 @@ struct SimNode {
     shard: Option<Shard>,
     /// What survives a crash (see the module docs).
     persisted_state: HardState,
+    /// The latest snapshot the replica took or installed, as persisted.
+    persisted_snapshot: Option<shard::Snapshot>,
+    /// The log after that snapshot, as persisted.
     persisted_log: Vec<Entry>,
     clock: Clock,
     paused_until: Option<Instant>,
@@ -386,6 +393,7 @@ impl Sim {
                 id,
                 shard: None,
                 persisted_state: HardState::default(),
+                persisted_snapshot: None,
                 persisted_log: Vec::new(),
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
@@ -492,7 +500,16 @@ impl Sim {
         let n = self.node(id);
         let local = n.clock.local(now);
         let log = n.persisted_log.clone();
-        n.shard = Some(Shard::new(config, seed, n.persisted_state, log, local));
+        let snapshot = n.persisted_snapshot.clone();
+        let mut shard = Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
+            .expect("the persisted snapshot decodes");
+        if self.config.scenario.is_none() {
+            // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
+            // snapshot happen under every fault; scenarios keep whole logs to point at entries.
+            shard.set_compaction(COMPACT_EVERY, COMPACT_KEEP);
+        }
+        let n = self.node(id);
+        n.shard = Some(shard);
         n.applied = 0;
         n.was_leader_in = None;
         self.after_call(id)
@@ -703,7 +720,15 @@ impl Sim {
                 return Ok(());
             };
             n.persisted_state = shard.hard_state();
-            persist_log(&mut n.persisted_log, shard.raft().log());
+            let meta = shard.raft().snapshot_meta();
+            if meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta) {
+                let data = shard.raft().snapshot_data().expect("a snapshot has data");
+                n.persisted_snapshot = Some((meta, data.clone()));
+                self.report.snapshots += 1;
+                n.persisted_log = shard.raft().log().to_vec();
+            } else {
+                persist_log(&mut n.persisted_log, shard.raft().log());
+            }
             while let Some(m) = shard.poll_message() {
                 messages.push(m);
             }
@@ -997,6 +1022,22 @@ impl Sim {
                 from - 1
             )));
         }
+        // A snapshot (installed from the leader, or restored at restart) stands for the
+        // entries it covers: others applied those, and they are no longer in this log.
+        let snapshot = shard.raft().snapshot_meta();
+        if snapshot.index >= from {
+            self.report.snapshots_received += 1;
+            if let Some(a) = self.applied.get((snapshot.index - 1) as usize) {
+                if a.term != snapshot.term {
+                    return Err(self.fail(format!(
+                        "state machine safety: node {id} holds a snapshot through {} of term \
+                         {}, where term {} was applied",
+                        snapshot.index, snapshot.term, a.term
+                    )));
+                }
+            }
+        }
+        let from = from.max(snapshot.index + 1);
         for index in from..=applied_index {
             let entry = shard
                 .raft()
@@ -1062,7 +1103,7 @@ impl Sim {
                 // committed, and can never commit anything over it.
                 for (position, a) in self.applied.iter().enumerate() {
                     let index = position as u64 + 1;
-                    if a.committed_by_term >= term {
+                    if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
                         continue;
                     }
                     let held = raft.entry(index);
@@ -1127,15 +1168,31 @@ impl Sim {
             .max_by_key(|s| s.raft().commit_index())
             .expect("every node runs after healing");
         let commit = best.raft().commit_index() as usize;
-        let log = &best.raft().log()[..commit];
         let effect: Vec<Instant> = self.applied.iter().map(|a| a.at).collect();
-        if effect.len() < log.len() {
+        if effect.len() < commit {
             return Err(self.fail(format!(
                 "committed index {commit} was never applied by any replica (applied {})",
                 effect.len()
             )));
         }
-        for (e, a) in log.iter().zip(&self.applied) {
+        // The committed log as applied (the best replica may have compacted its prefix);
+        // the part it still holds must agree with it.
+        let log: Vec<Entry> = self.applied[..commit]
+            .iter()
+            .enumerate()
+            .map(|(position, a)| Entry {
+                term: a.term,
+                index: position as u64 + 1,
+                data: a.data.clone(),
+            })
+            .collect();
+        let log = &log[..];
+        let held = best
+            .raft()
+            .log()
+            .iter()
+            .filter(|e| e.index as usize <= commit);
+        for (e, a) in held.map(|e| (e, &self.applied[e.index as usize - 1])) {
             if e.term != a.term || e.data != a.data {
                 return Err(self.fail(format!(
                     "state machine safety: the final log holds term {} at index {}, where term \
@@ -1177,9 +1234,20 @@ impl Sim {
     }
 }
 
+/// Snapshot cadence of replicas in random runs (see `start_node`): small, so that every run
+/// takes snapshots and a node cut off or restarted catches up through InstallSnapshot.
+const COMPACT_EVERY: u64 = 128;
+const COMPACT_KEEP: u64 = 16;
+
 /// Brings the persisted copy of a log up to date with the log, copying only the changed
 /// tail: entries with the same index and term are the same (Raft's log matching property).
 fn persist_log(persisted: &mut Vec<Entry>, log: &[Entry]) {
+    if persisted.first().map(|e| e.index) != log.first().map(|e| e.index) {
+        // The log starts elsewhere (a snapshot moved its start): copy it whole.
+        persisted.clear();
+        persisted.extend_from_slice(log);
+        return;
+    }
     let mut keep = persisted.len().min(log.len());
     while keep > 0 && persisted[keep - 1].term != log[keep - 1].term {
         keep -= 1;

@@ -242,3 +242,156 @@ fn a_node_that_leaves_hands_its_shards_over_and_locks_stay_held() {
         Some("holder")
     );
 }
+
+/// Three nodes with their own data directories (`os` durability) and frequent snapshots.
+struct DiskCluster {
+    configs: Vec<ClusterConfig>,
+    nodes: Vec<Option<ClusterNode>>,
+    dir: std::path::PathBuf,
+}
+
+impl DiskCluster {
+    fn start(name: &str) -> DiskCluster {
+        let dir = std::env::temp_dir().join(format!("udplock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let sockets: Vec<std::net::UdpSocket> = (0..3)
+            .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let peers: Vec<(u64, SocketAddr)> = sockets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i as u64 + 1, s.local_addr().unwrap()))
+            .collect();
+        drop(sockets);
+        let configs: Vec<ClusterConfig> = (1..=3)
+            .map(|id| {
+                let mut c = ClusterConfig::new(id, peers.clone());
+                c.shards = 1;
+                c.durability = udplock::cluster::storage::Durability::Os;
+                c.data_dir = Some(dir.join(format!("node-{id}")));
+                c.compact_every = 16;
+                c.compact_keep = 4;
+                c
+            })
+            .collect();
+        let mut cluster = DiskCluster {
+            configs,
+            nodes: Vec::new(),
+            dir,
+        };
+        for i in 0..3 {
+            cluster.nodes.push(None);
+            cluster.start_node(i);
+        }
+        cluster
+    }
+
+    fn start_node(&mut self, i: usize) {
+        self.nodes[i] = Some(ClusterNode::start(self.configs[i].clone()).expect("node starts"));
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].take().unwrap().shutdown();
+    }
+
+    fn client(&self) -> Client {
+        let servers = self.configs[0].peers.iter().map(|&(_, a)| a).collect();
+        let mut config = ClientConfig::new(servers);
+        config.shards = 1;
+        Client::new(config).unwrap()
+    }
+
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if let Some(n) = n {
+                    if n.shard_stats()
+                        .first()
+                        .is_some_and(|s| s.role == Some(Role::Leader))
+                    {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for DiskCluster {
+    fn drop(&mut self) {
+        for n in self.nodes.iter_mut().filter_map(Option::take) {
+            n.shutdown();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot_and_state_survives_restarts() {
+    let mut cluster = DiskCluster::start("snapshots");
+    let client = cluster.client();
+    let held = client
+        .acquire("kept", "holder", 5_000, Some(600_000))
+        .unwrap();
+    // A follower goes down; the others compact well past what it has.
+    let leader = cluster.leader();
+    let down = (leader + 1) % 3;
+    cluster.kill(down);
+    for i in 0..120 {
+        let r = format!("churn/{}", i % 7);
+        client.acquire(&r, "w", 5_000, Some(60_000)).unwrap();
+        client.release(&r, "w").unwrap();
+    }
+    // It comes back from its disk and can only catch up through InstallSnapshot.
+    cluster.start_node(down);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let commits: Vec<u64> = cluster
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| n.shard_stats().first().map_or(0, |s| s.applied_index))
+            .collect();
+        if commits.len() == 3 && commits.iter().all(|&c| c == commits[0] && c > 100) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no catch-up: applied {commits:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The restarted node had no snapshot of its own (it went down after a handful of
+    // entries): the one it holds now came from the leader.
+    let snap = cluster
+        .dir
+        .join(format!("node-{}/shard-0000.snap", down + 1));
+    assert!(
+        snap.exists(),
+        "no snapshot installed on the node that was down"
+    );
+    // Now the old leader dies: the restarted node's state must carry the hold.
+    let leader = cluster.leader();
+    cluster.kill(leader);
+    let renewed = client.renew("kept", "holder", Some(600_000)).unwrap();
+    assert_eq!(renewed.fencing_token, held.fencing_token);
+    // Every node restarts from its snapshot and log: holds and token order survive.
+    for i in 0..3 {
+        if cluster.nodes[i].is_some() {
+            cluster.kill(i);
+        }
+    }
+    for i in 0..3 {
+        cluster.start_node(i);
+    }
+    let status = client.status("kept").unwrap();
+    assert_eq!(status.holder.as_deref(), Some("holder"));
+    assert_eq!(status.fencing_token, held.fencing_token);
+    let next = client
+        .acquire("churn/0", "other", 5_000, Some(1_000))
+        .unwrap();
+    assert!(next.fencing_token > held.fencing_token);
+}

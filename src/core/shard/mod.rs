@@ -38,6 +38,17 @@
 //! (thesis §6.4.1; the lease starts only once the leader's no-op committed, so its applied
 //! state includes every committed command). Otherwise the caller is told to go elsewhere.
 //!
+//! # Snapshots (thesis §5)
+//!
+//! Every [`COMPACT_EVERY_DEFAULT`] applied entries the replica serializes its state (the
+//! table, whether INIT was applied, the last stamp) as of its applied index, and once
+//! [`COMPACT_KEEP_DEFAULT`] more entries have been applied it hands that snapshot to Raft,
+//! which drops the log up to it. The delay keeps a short tail so a follower that is only a
+//! little behind gets entries, not a whole snapshot. A follower too far behind receives the
+//! leader's snapshot (InstallSnapshot) and replaces its state with it before applying any
+//! later entry. The snapshot format is this module's (`SHARD_SNAPSHOT_MAGIC`): node-internal
+//! in version 1.
+//!
 //! # Bounds
 //!
 //! Uncommitted proposals are capped at [`UNCOMMITTED_MAX`] (a request over it gets
@@ -48,13 +59,16 @@
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use udplock_protocol::{LogCommand, LogOp, Status, LOG_COMMAND_LEN_MAX};
 
 use crate::core::lock_table::{
     self, Answer, Command, CommandKind, IdBuf, LockTable, Reply, Request, RequestId,
 };
-use crate::core::raft::{self, Entry, HardState, Message, NodeId, NotLeader, Raft, Role};
+use crate::core::raft::{
+    self, Entry, HardState, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
+};
 use crate::core::time::Instant;
 use crate::core::ConfigError;
 
@@ -66,6 +80,19 @@ pub const READS_PENDING_MAX: usize = 1_024;
 /// leader: long enough that leadership does not bounce while a cluster starts or heals.
 pub const SPREAD_AFTER: crate::core::time::Duration =
     crate::core::time::Duration::from_millis(1_000);
+
+/// Applied entries between two snapshots of a replica's state (see the module docs).
+pub const COMPACT_EVERY_DEFAULT: u64 = 16_384;
+
+/// Entries kept in the log after a snapshot, for followers a little behind.
+pub const COMPACT_KEEP_DEFAULT: u64 = 1_024;
+
+/// The first bytes of a shard snapshot, then its format version.
+pub const SHARD_SNAPSHOT_MAGIC: [u8; 4] = *b"ULSH";
+const SHARD_SNAPSHOT_VERSION: u8 = 1;
+
+/// A persisted or received snapshot: what it covers and its bytes.
+pub type Snapshot = (SnapshotMeta, Arc<Vec<u8>>);
 
 /// Proposals a leader keeps uncommitted at once. Bounds the log's unreplicated tail (memory,
 /// and the work a new leader's re-basing scan does) when followers fall behind; a request
@@ -161,6 +188,14 @@ pub struct Shard {
     spread_tried_in: u64,
     /// Scratch for encoding a command.
     buf: Vec<u8>,
+    /// Snapshot cadence (see the module docs).
+    compact_every: u64,
+    compact_keep: u64,
+    /// A snapshot taken, waiting for `compact_keep` more applied entries before Raft gets it.
+    snapshot_pending: Option<Snapshot>,
+    /// A snapshot from the leader did not decode: this replica's table is no longer the
+    /// shard's, so it serves nothing (a faulty or forged peer sent it).
+    table_stale: bool,
 }
 
 /// A STATUS held for ReadIndex.
@@ -181,10 +216,27 @@ impl Shard {
         log: Vec<Entry>,
         now: Instant,
     ) -> Shard {
+        Shard::restore(config, rng_seed, state, None, log, now).expect("no snapshot to decode")
+    }
+
+    /// A replica restarting from a persisted snapshot (if any) and the log after it. `Err`
+    /// if the snapshot does not decode.
+    pub fn restore(
+        config: Config,
+        rng_seed: u64,
+        state: HardState,
+        snapshot: Option<Snapshot>,
+        log: Vec<Entry>,
+        now: Instant,
+    ) -> Result<Shard, String> {
         if let Err(error) = config.validate() {
             panic!("{error}");
         }
-        let raft = Raft::new(config.raft.clone(), rng_seed, state, log, now);
+        let decoded = match &snapshot {
+            Some((meta, data)) => Some((*meta, decode_snapshot(&config, data)?)),
+            None => None,
+        };
+        let raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
         let mut shard = Shard {
             config,
             raft,
@@ -199,9 +251,25 @@ impl Shard {
             preferred_leader: None,
             spread_tried_in: 0,
             buf: vec![0; LOG_COMMAND_LEN_MAX],
+            compact_every: COMPACT_EVERY_DEFAULT,
+            compact_keep: COMPACT_KEEP_DEFAULT,
+            snapshot_pending: None,
+            table_stale: false,
         };
+        if let Some((meta, (table, stamp))) = decoded {
+            shard.table = table;
+            shard.applied_index = meta.index;
+            shard.applied_stamp = stamp;
+        }
         shard.settle(now);
-        shard
+        Ok(shard)
+    }
+
+    /// Snapshot cadence: a snapshot every `every` applied entries, handed to Raft (which then
+    /// drops the log up to it) `keep` entries later. `every == 0` turns snapshots off.
+    pub fn set_compaction(&mut self, every: u64, keep: u64) {
+        self.compact_every = every;
+        self.compact_keep = keep;
     }
 
     pub fn config(&self) -> &Config {
@@ -381,7 +449,8 @@ impl Shard {
     }
 
     fn leading(&self) -> bool {
-        self.raft.role() == Role::Leader
+        !self.table_stale
+            && self.raft.role() == Role::Leader
             && self
                 .clock
                 .is_some_and(|clock| clock.term == self.raft.term())
@@ -481,9 +550,7 @@ impl Shard {
             self.replies.clear();
             self.reads.clear();
         }
-        while let Some(entry) = self.raft.poll_committed() {
-            self.apply(&entry);
-        }
+        self.apply_committed();
         self.answer_reads(now);
         self.propose_tick(now);
         self.spread(now);
@@ -546,9 +613,87 @@ impl Shard {
             };
             self.tick_pending = Some(index);
             // A single voter commits inside propose.
-            while let Some(entry) = self.raft.poll_committed() {
-                self.apply(&entry);
+            self.apply_committed();
+        }
+    }
+
+    /// Installs what the leader's snapshot says, then applies committed entries, then takes
+    /// or hands over a snapshot when due.
+    fn apply_committed(&mut self) {
+        while let Some((meta, data)) = self.raft.poll_snapshot() {
+            self.install(meta, &data);
+        }
+        while let Some(entry) = self.raft.poll_committed() {
+            self.apply(&entry);
+        }
+        self.compact();
+    }
+
+    /// Replaces this replica's state with a snapshot from the leader (thesis §5.3).
+    fn install(&mut self, meta: SnapshotMeta, data: &[u8]) {
+        match decode_snapshot(&self.config, data) {
+            Ok((table, stamp)) => {
+                self.table = table;
+                self.applied_index = meta.index;
+                self.applied_stamp = stamp;
+                self.table_stale = false;
             }
+            Err(error) => {
+                log::error!(
+                    "shard {}: the leader's snapshot through {} does not decode ({error}); \
+                     this replica serves nothing until it gets a good one",
+                    self.config.shard,
+                    meta.index
+                );
+                self.applied_index = meta.index;
+                self.table_stale = true;
+            }
+        }
+        self.tick_pending = None;
+        self.proposed.clear();
+        self.replies.clear();
+        self.snapshot_pending = None;
+    }
+
+    /// Takes a snapshot every `compact_every` applied entries, and gives Raft the pending one
+    /// once `compact_keep` more entries are applied.
+    fn compact(&mut self) {
+        if self.compact_every == 0 || self.table_stale {
+            return;
+        }
+        if let Some((meta, _)) = &self.snapshot_pending {
+            if self.applied_index >= meta.index + self.compact_keep {
+                let (meta, data) = self.snapshot_pending.take().expect("pending");
+                self.raft.compact(meta.index, data);
+            }
+            return;
+        }
+        let since = self.applied_index - self.raft.snapshot_meta().index;
+        if since < self.compact_every {
+            return;
+        }
+        let mut data = Vec::new();
+        data.extend_from_slice(&SHARD_SNAPSHOT_MAGIC);
+        data.push(SHARD_SNAPSHOT_VERSION);
+        data.extend_from_slice(&self.applied_stamp.as_micros().to_be_bytes());
+        match &self.table {
+            Some(table) => {
+                data.push(1);
+                table.snapshot(&mut data);
+            }
+            None => data.push(0),
+        }
+        let term = self
+            .raft
+            .entry(self.applied_index)
+            .map_or(self.raft.snapshot_meta().term, |e| e.term);
+        let meta = SnapshotMeta {
+            index: self.applied_index,
+            term,
+        };
+        self.snapshot_pending = Some((meta, Arc::new(data)));
+        if self.compact_keep == 0 {
+            self.compact();
         }
     }
 
@@ -693,4 +838,24 @@ fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<
         resource,
         client,
     }
+}
+
+/// The table and the last stamp a shard snapshot holds (see the module docs).
+fn decode_snapshot(config: &Config, data: &[u8]) -> Result<(Option<LockTable>, Instant), String> {
+    let header = 4 + 1 + 8 + 1;
+    if data.len() < header || data[..4] != SHARD_SNAPSHOT_MAGIC {
+        return Err("not a shard snapshot".into());
+    }
+    if data[4] != SHARD_SNAPSHOT_VERSION {
+        return Err(format!("shard snapshot version {} unknown", data[4]));
+    }
+    let stamp = Instant::from_micros(u64::from_be_bytes(data[5..13].try_into().expect("8 bytes")));
+    let table = match data[13] {
+        0 if data.len() == header => None,
+        1 => Some(
+            LockTable::restore(config.table.clone(), &data[header..]).map_err(|e| e.to_string())?,
+        ),
+        _ => return Err("bad table marker".into()),
+    };
+    Ok((table, stamp))
 }

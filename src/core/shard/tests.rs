@@ -465,3 +465,70 @@ fn appends_that_contradict_raft_from_a_faulty_peer_are_dropped() {
     c.deliver();
     assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
 }
+
+#[test]
+fn a_follower_far_behind_catches_up_from_the_leaders_snapshot() {
+    let mut c = Cluster::new(3);
+    for id in 1..=3 {
+        c.shard(id).set_compaction(8, 2);
+    }
+    let leader = c.elect();
+    let behind = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(behind);
+    // Enough commands that the leader's log no longer holds what `behind` lacks.
+    for n in 1..=40u64 {
+        let resource = format!("r{}", n % 5);
+        c.send(
+            leader,
+            7,
+            n,
+            0,
+            acquire(resource.as_bytes(), b"a", 0, 60_000),
+        )
+        .unwrap();
+        c.deliver();
+    }
+    c.take_replies();
+    let now = c.now;
+    assert!(c.shard(leader).raft().snapshot_meta().index > c.shard(behind).raft().last_index());
+    let _ = now;
+    c.isolated.clear();
+    c.run(ms(200));
+    // Same state everywhere: holds and hold counts (re-entrant acquires of one client).
+    let views: Vec<Vec<(u32, u64)>> = (1..=3)
+        .map(|id| {
+            let table = c.shard(id).table().expect("INIT applied");
+            (0..5)
+                .map(|r| {
+                    let (answer, _) = table.read_status(Instant::ZERO, format!("r{r}").as_bytes());
+                    (answer.hold_count, answer.fencing_token)
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(views[0], views[1]);
+    assert_eq!(views[1], views[2]);
+    assert!(views[0].iter().all(|&(count, _)| count == 8));
+    assert!(
+        c.shard(behind).raft().snapshot_meta().index > 0,
+        "installed a snapshot"
+    );
+    // A replica restarted from its snapshot and log resumes with the same state.
+    let snapshot = c.shard(behind).raft().snapshot_meta();
+    let data = c.shard(behind).raft().snapshot_data().cloned().unwrap();
+    let hard = c.shard(behind).hard_state();
+    let log = c.shard(behind).raft().log().to_vec();
+    let now = c.now;
+    let restarted = Shard::restore(
+        config(behind, 3),
+        99,
+        hard,
+        Some((snapshot, data)),
+        log,
+        now,
+    )
+    .unwrap();
+    let table = restarted.table().unwrap();
+    let (answer, _) = table.read_status(Instant::ZERO, b"r1");
+    assert_eq!((answer.hold_count, answer.fencing_token), views[0][1]);
+}
