@@ -133,6 +133,18 @@ impl ShardStore {
                 format!("shard {shard}: the log file is not in a format this node knows"),
             ));
         };
+        if base > snap_meta.index {
+            // The log was rewritten after a snapshot this directory no longer holds (files
+            // lost or mixed up): the entries up to `base` are gone.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "shard {shard}: the log starts after entry {base}, but the snapshot file \
+                     covers only {}",
+                    snap_meta.index
+                ),
+            ));
+        }
         let mut entries = Vec::new();
         let (mut offsets, mut terms) = (Vec::new(), Vec::new());
         let mut at = LOG_HEADER_LEN;
@@ -541,5 +553,33 @@ mod tests {
         assert_eq!(p.snapshot.unwrap().0.index, newer);
         assert!(p.log.iter().all(|e| e.index > newer));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Review finding: a log rewritten after a snapshot the directory no longer holds used to
+    /// open fine and then crash Raft's restore; it is now an error at open.
+    #[test]
+    fn a_log_that_starts_after_the_snapshot_file_is_an_error() {
+        let dir = dir("base-ahead");
+        let (mut store, _) = ShardStore::open(&dir, 1, false).unwrap();
+        let config = Config {
+            id: 1,
+            voters: vec![1],
+            ..Config::default()
+        };
+        let now = Instant::from_micros(1);
+        let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
+        raft.handle_timeout(raft.poll_timeout());
+        for byte in 1..=5u8 {
+            raft.propose(now, vec![byte]).unwrap();
+        }
+        while raft.poll_committed().is_some() {}
+        let through = raft.commit_index() - 2;
+        raft.compact(through, Arc::new(b"state".to_vec()));
+        store.persist(&raft).unwrap();
+        drop(store);
+        std::fs::remove_file(dir.join("shard-0001.snap")).unwrap();
+        let opened = ShardStore::open(&dir, 1, false);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(opened.is_err());
     }
 }

@@ -754,6 +754,11 @@ impl LockTable {
         }
     }
 
+    /// The latest `now` the table was given (its clock never goes back before it).
+    pub fn clock(&self) -> Instant {
+        self.now_last
+    }
+
     /// The latest expiry any hold of this table has ever had (never decreases). A successor
     /// that starts without this table must grant nothing before it (spec §7.2.4).
     pub fn lease_horizon(&self) -> Instant {

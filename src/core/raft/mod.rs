@@ -1042,6 +1042,16 @@ impl Raft {
             })
     }
 
+    /// Leader: whether some follower is receiving the current snapshot. The shell holds off
+    /// the next compaction meanwhile: a new snapshot would restart that transfer from its
+    /// first byte, and under steady load a slow follower would then never catch up.
+    pub fn sending_snapshot(&self) -> bool {
+        let snapshot = self.log.snapshot().index;
+        self.role == Role::Leader
+            && snapshot > 0
+            && self.progress.iter().any(|p| p.next <= snapshot)
+    }
+
     /// The node a transfer in progress hands leadership to.
     pub fn transferring_to(&self) -> Option<NodeId> {
         self.transfer.map(|t| t.to)
@@ -1540,11 +1550,22 @@ impl Raft {
         // As for an Append: a second leader of this term comes from a faulty or forged peer.
         let second_leader = term == self.hard.term
             && (self.role == Role::Leader || self.leader.is_some_and(|leader| leader != from));
-        if second_leader {
+        // A snapshot older in term than this node's own, or one that disagrees with a
+        // committed entry, contradicts Raft's log matching: also faulty or forged.
+        let own = self.log.snapshot();
+        let contradicts = meta.term < own.term
+            || (meta.index <= self.commit_index
+                && self.log.term_at(meta.index).is_some_and(|t| t != meta.term));
+        if second_leader || contradicts {
             log::error!(
-                "raft {}: dropping an InstallSnapshot of term {term} from {from}, not the \
-                 leader of this term (faulty peer?)",
-                self.config.id
+                "raft {}: dropping an InstallSnapshot of term {term} from {from} that \
+                 contradicts {} (faulty peer?)",
+                self.config.id,
+                if second_leader {
+                    "the leader of this term"
+                } else {
+                    "this node's log"
+                }
             );
             return;
         }

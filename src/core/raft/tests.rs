@@ -1867,3 +1867,28 @@ fn votes_and_appends_after_compaction_use_the_snapshot() {
         "the first Append after the snapshot checks the snapshot's term"
     );
 }
+
+/// Review finding: a complete InstallSnapshot older in term than the follower's own snapshot
+/// (from a faulty or forged peer) reached an assert; it is now dropped.
+#[test]
+fn a_snapshot_that_contradicts_the_followers_own_is_dropped() {
+    let data: Vec<u8> = (0..40).collect();
+    let now = Instant::from_micros(1_000);
+    let mut node = follower_with((1..=5).map(|i| entry(1, i)).collect(), 2);
+    let meta = SnapshotMeta { index: 3, term: 2 };
+    for msg in chunks(meta, 2, &data, 1) {
+        node.handle_message(now, 2, msg);
+    }
+    assert_eq!(node.snapshot_meta(), meta);
+    drain(&mut node);
+    let forged = SnapshotMeta { index: 10, term: 1 };
+    for msg in chunks(forged, 3, &data, 1) {
+        node.handle_message(now, 3, msg);
+    }
+    drain(&mut node);
+    assert_eq!(
+        node.snapshot_meta(),
+        meta,
+        "the forged snapshot was installed"
+    );
+}

@@ -193,6 +193,8 @@ pub struct Shard {
     compact_keep: u64,
     /// A snapshot taken, waiting for `compact_keep` more applied entries before Raft gets it.
     snapshot_pending: Option<Snapshot>,
+    /// No snapshot is taken before this applied index (one came out too large).
+    compact_not_before: u64,
     /// A snapshot from the leader did not decode: this replica's table is no longer the
     /// shard's, so it serves nothing (a faulty or forged peer sent it).
     table_stale: bool,
@@ -254,6 +256,7 @@ impl Shard {
             compact_every: COMPACT_EVERY_DEFAULT,
             compact_keep: COMPACT_KEEP_DEFAULT,
             snapshot_pending: None,
+            compact_not_before: 0,
             table_stale: false,
         };
         if let Some((meta, (table, stamp))) = decoded {
@@ -658,7 +661,9 @@ impl Shard {
     /// Takes a snapshot every `compact_every` applied entries, and gives Raft the pending one
     /// once `compact_keep` more entries are applied.
     fn compact(&mut self) {
-        if self.compact_every == 0 || self.table_stale {
+        // While a follower receives the current snapshot, a new one would restart that
+        // transfer from its first byte; under steady load it would never end.
+        if self.compact_every == 0 || self.table_stale || self.raft.sending_snapshot() {
             return;
         }
         if let Some((meta, _)) = &self.snapshot_pending {
@@ -669,7 +674,7 @@ impl Shard {
             return;
         }
         let since = self.applied_index - self.raft.snapshot_meta().index;
-        if since < self.compact_every {
+        if since < self.compact_every || self.applied_index < self.compact_not_before {
             return;
         }
         let mut data = Vec::new();
@@ -682,6 +687,18 @@ impl Shard {
                 table.snapshot(&mut data);
             }
             None => data.push(0),
+        }
+        if data.len() as u64 > udplock_protocol::SNAPSHOT_LEN_MAX {
+            // No follower could receive it: keep the log instead (followers catch up from
+            // entries), and try again after as many entries.
+            log::error!(
+                "shard {}: a snapshot of {} bytes is above SNAPSHOT_LEN_MAX; the log is kept \
+                 (lower the table limits to bound it)",
+                self.config.shard,
+                data.len()
+            );
+            self.compact_not_before = self.applied_index + self.compact_every;
+            return;
         }
         let term = self
             .raft
@@ -852,9 +869,15 @@ fn decode_snapshot(config: &Config, data: &[u8]) -> Result<(Option<LockTable>, I
     let stamp = Instant::from_micros(u64::from_be_bytes(data[5..13].try_into().expect("8 bytes")));
     let table = match data[13] {
         0 if data.len() == header => None,
-        1 => Some(
-            LockTable::restore(config.table.clone(), &data[header..]).map_err(|e| e.to_string())?,
-        ),
+        1 => {
+            let table = LockTable::restore(config.table.clone(), &data[header..])
+                .map_err(|e| e.to_string())?;
+            if table.clock() > stamp {
+                // Later entries are stamped from `stamp` on: the table's clock would go back.
+                return Err("the snapshot's stamp is behind its table's clock".into());
+            }
+            Some(table)
+        }
         _ => return Err("bad table marker".into()),
     };
     Ok((table, stamp))
