@@ -1637,6 +1637,24 @@ impl Raft {
         assert!(self.log.last_index() >= self.commit_index);
     }
 
+    /// The common start of a leader's handling of a follower's answer: a later term deposes
+    /// it; an earlier term, or an answer reaching a node that no longer leads, is stale.
+    /// `Some(position)` of the follower's progress when the answer is to be acted on.
+    fn answering_follower(&mut self, now: Instant, from: NodeId, term: u64) -> Option<usize> {
+        if term > self.hard.term {
+            log::info!(
+                "raft {}: stepping down: node {from} is in term {term}",
+                self.config.id
+            );
+            self.become_follower(now, term, None);
+            return None;
+        }
+        if term < self.hard.term || self.role != Role::Leader {
+            return None;
+        }
+        self.progress.iter().position(|p| p.id == from)
+    }
+
     /// The follower's answer to a chunk: counts for the lease and CheckQuorum like an
     /// AppendReply of the same round; moves the transfer on, and to Appends once complete.
     fn handle_install_snapshot_reply(
@@ -1648,18 +1666,7 @@ impl Raft {
         received: u64,
         round: u64,
     ) {
-        if term > self.hard.term {
-            log::info!(
-                "raft {}: stepping down: node {from} is in term {term}",
-                self.config.id
-            );
-            self.become_follower(now, term, None);
-            return;
-        }
-        if term < self.hard.term || self.role != Role::Leader {
-            return;
-        }
-        let Some(position) = self.progress.iter().position(|p| p.id == from) else {
+        let Some(position) = self.answering_follower(now, from, term) else {
             return;
         };
         let meta = self.log.snapshot();
@@ -1905,18 +1912,7 @@ impl Raft {
         match_index: u64,
         round: u64,
     ) {
-        if term > self.hard.term {
-            log::info!(
-                "raft {}: stepping down: node {from} is in term {term}",
-                self.config.id
-            );
-            self.become_follower(now, term, None);
-            return;
-        }
-        if term < self.hard.term || self.role != Role::Leader {
-            return;
-        }
-        let Some(position) = self.progress.iter().position(|p| p.id == from) else {
+        let Some(position) = self.answering_follower(now, from, term) else {
             return;
         };
         let last = self.log.last_index();
