@@ -4,17 +4,22 @@
 //! ```text
 //!   udplock-protocol (protocol/)   the wire format: typed views over datagrams, no IO
 //!          ^
-//!   core (src/core/)               pure state machines: the lock table, the retransmit timer,
-//!          ^                       time as a value; no IO, no clock, no global randomness
-//!   node (src/node.rs)             IO shell of the server: one thread owns the UDP socket
-//!   client (src/client.rs)         IO shell of the client: blocking, thread-safe
-//!          ^
-//!   bench, the `udplock` binary
+//!   core (src/core/)               pure state machines: the lock table, Raft, the shard
+//!          ^                       replica (Raft + replicated lock table), the retransmit
+//!          |                       timer, time as a value; no IO, no clock, no global rng
+//!   cluster (src/cluster/)         IO shell of a cluster node: one thread, one socket, every
+//!          |                       shard's replica, storage per --durability
+//!   node (src/node.rs)             IO shell of a single unreplicated node
+//!   client (src/client.rs)         IO shell of the client: blocking, thread-safe, routes to
+//!          ^                       each shard's leader
+//!   bench, sim, the `udplock` binary
 //! ```
-//! A request travels: the [`Client`] encodes it into a stack buffer and sends it; the node's
-//! event-loop thread decodes it in place, applies it to the lock table with the current time,
-//! and sends the table's reply from the same thread; the calling thread itself receives the
-//! reply whenever it can (see [`client`]), so a call is one round trip and no thread hop.
+//! A request travels: the [`Client`] computes the resource's shard, encodes the request into a
+//! stack buffer and sends it to that shard's leader; the leader's event-loop thread decodes it
+//! in place and logs it; once a majority stored it, every replica applies it to its lock
+//! table and the leader sends the answer from the same thread; the calling thread itself
+//! receives the reply whenever it can (see [`client`]), so a call costs no thread hop. The
+//! simulator (`sim`) drives the same cores under faults.
 //!
 //! # Example
 //! ```

@@ -569,8 +569,8 @@ pub(crate) fn reply_type(kind: CommandKind) -> MessageType {
 /// (written one second ahead, so under steady traffic it is rewritten about once a second),
 /// and a node starting with the file grants nothing until the time it names. The write is a
 /// plain `pwrite` of a fixed-width line, not fsynced: it survives a crash or kill of the
-/// process, not the loss of the machine's memory (power loss); durable state is issue 3's
-/// `--durability`.
+/// process, not the loss of the machine's memory (power loss); a replicated cluster
+/// (`crate::cluster`, `--durability`) is the durable option.
 pub struct HorizonFile {
     file: File,
     /// Up to which core instant the file covers leases.
