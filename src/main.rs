@@ -129,10 +129,16 @@ struct ServerArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// What a cluster node's state survives: fsync (power loss of every node), os (any
-    /// process crash, not a power loss), memory (not offered for a server yet: a
-    /// restarted memory node could vote twice; use `udplock dev`).
+    /// process crash, not a power loss), memory (no disk: survives losing a minority of the
+    /// nodes' state; a restarted node rejoins by the protocol's rule before it votes).
     #[arg(long, default_value = "os")]
     durability: String,
+    /// With --durability memory: this start creates the cluster (every node starts empty
+    /// and nobody could answer a rejoining node). Without it a memory node always rejoins.
+    /// After a total loss, restart every node with it and a --startup-grace-ms covering the
+    /// longest lease clients may still count.
+    #[arg(long)]
+    new_cluster: bool,
     /// Shards of the cluster (fixed when the cluster is created; same on every node).
     #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
     shards: u32,
@@ -537,11 +543,10 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         .node_id
         .ok_or_else(|| invalid("--node-id is required".into()))?;
     let durability: Durability = a.durability.parse().map_err(invalid)?;
-    if durability == Durability::Memory {
+    if a.new_cluster && durability != Durability::Memory {
         return Err(invalid(
-            "--durability memory is not offered for a server yet: a node restarting empty \
-             could vote twice in one term (the rejoin rule is not built); use os or fsync, \
-             or `udplock dev` for a throwaway cluster"
+            "--new-cluster is for --durability memory (a node with a data directory knows \
+             whether it is new)"
                 .into(),
         ));
     }
@@ -549,11 +554,15 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
     config.shards = a.shards;
     config.table = table_config(&a);
     config.durability = durability;
-    config.data_dir = Some(match a.data_dir.clone() {
-        Some(dir) => dir,
-        None => default_data_dir(node_id)
-            .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?,
-    });
+    config.rejoin_when_empty = durability == Durability::Memory && !a.new_cluster;
+    config.data_dir = match (durability, a.data_dir.clone()) {
+        (Durability::Memory, _) => None,
+        (_, Some(dir)) => Some(dir),
+        (_, None) => Some(
+            default_data_dir(node_id)
+                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?,
+        ),
+    };
     config.cpu = a.cpu;
     config.validate().map_err(invalid)?;
     if config.listen() != Some(a.listen) && a.listen != default_listen() {

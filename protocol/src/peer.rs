@@ -22,6 +22,10 @@
 //! compacted away its snapshot in chunks of at most [`SNAPSHOT_CHUNK_MAX`] bytes, one record
 //! each, so that a chunk never spans two datagrams; a snapshot is at most [`SNAPSHOT_LEN_MAX`]
 //! bytes long. The chunk's bytes are opaque to this crate.
+//!
+//! Rejoining without state (spec §8.5): a node that restarted without its Raft state sends
+//! TERM_QUERY and waits for TERM_REPLY from a majority-sized set of the other nodes before it
+//! votes or acknowledges anything; both records carry one term.
 
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Header};
@@ -61,6 +65,8 @@ const VOTE_LEN: usize = 24;
 const VOTE_REPLY_LEN: usize = 9;
 const APPEND_REPLY_LEN: usize = 25;
 const TIMEOUT_NOW_LEN: usize = 8;
+const TERM_QUERY_LEN: usize = 16;
+const TERM_REPLY_LEN: usize = 24;
 const INSTALL_SNAPSHOT_REPLY_LEN: usize = 32;
 /// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
 const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
@@ -73,6 +79,8 @@ const _: () = assert!(
         && FIXED_BODY_LEN_MAX >= VOTE_REPLY_LEN
         && FIXED_BODY_LEN_MAX >= APPEND_REPLY_LEN
         && FIXED_BODY_LEN_MAX >= TIMEOUT_NOW_LEN
+        && FIXED_BODY_LEN_MAX >= TERM_QUERY_LEN
+        && FIXED_BODY_LEN_MAX >= TERM_REPLY_LEN
 );
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
 const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 4 * 8);
@@ -320,6 +328,19 @@ pub enum PeerMessage<'a> {
         received: u64,
         round: u64,
     },
+    /// A node that restarted without its Raft state asks for the receiver's current term
+    /// before it takes part again (spec §8.5, rejoining without state). `term` is the
+    /// sender's current term: 0 for a node that lost its state.
+    TermQuery { term: u64, nonce: u64 },
+    /// Answer to TERM_QUERY: `term` is the replier's current term and `last_index` the last
+    /// index its log holds; `nonce` echoes the query's, so an answer to a query of an earlier
+    /// life of the asker is not mistaken for a fresh one. Sending it changes no state at the
+    /// replier.
+    TermReply {
+        term: u64,
+        last_index: u64,
+        nonce: u64,
+    },
 }
 
 impl PeerMessage<'_> {
@@ -336,6 +357,8 @@ impl PeerMessage<'_> {
             PeerMessage::TimeoutNow { .. } => PeerKind::TimeoutNow,
             PeerMessage::InstallSnapshot { .. } => PeerKind::InstallSnapshot,
             PeerMessage::InstallSnapshotReply { .. } => PeerKind::InstallSnapshotReply,
+            PeerMessage::TermQuery { .. } => PeerKind::TermQuery,
+            PeerMessage::TermReply { .. } => PeerKind::TermReply,
         }
     }
 
@@ -351,7 +374,9 @@ impl PeerMessage<'_> {
             | PeerMessage::AppendReply { term, .. }
             | PeerMessage::TimeoutNow { term }
             | PeerMessage::InstallSnapshot { term, .. }
-            | PeerMessage::InstallSnapshotReply { term, .. } => term,
+            | PeerMessage::InstallSnapshotReply { term, .. }
+            | PeerMessage::TermQuery { term, .. }
+            | PeerMessage::TermReply { term, .. } => term,
         }
     }
 
@@ -367,6 +392,8 @@ impl PeerMessage<'_> {
             PeerMessage::TimeoutNow { .. } => TIMEOUT_NOW_LEN,
             PeerMessage::InstallSnapshot { data, .. } => INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
             PeerMessage::InstallSnapshotReply { .. } => INSTALL_SNAPSHOT_REPLY_LEN,
+            PeerMessage::TermQuery { .. } => TERM_QUERY_LEN,
+            PeerMessage::TermReply { .. } => TERM_REPLY_LEN,
         }
     }
 
@@ -559,6 +586,21 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
         PeerKind::TimeoutNow => {
             exact(body, TIMEOUT_NOW_LEN)?;
             PeerMessage::TimeoutNow { term: u64_(0) }
+        }
+        PeerKind::TermQuery => {
+            exact(body, TERM_QUERY_LEN)?;
+            PeerMessage::TermQuery {
+                term: u64_(0),
+                nonce: u64_(8),
+            }
+        }
+        PeerKind::TermReply => {
+            exact(body, TERM_REPLY_LEN)?;
+            PeerMessage::TermReply {
+                term: u64_(0),
+                last_index: u64_(8),
+                nonce: u64_(16),
+            }
         }
         PeerKind::InstallSnapshot => read_install_snapshot(body)?,
         PeerKind::InstallSnapshotReply => {
@@ -821,6 +863,21 @@ impl<'b> PeerWriter<'b> {
             PeerMessage::TimeoutNow { term } => {
                 put(&mut body, 0, term);
                 TIMEOUT_NOW_LEN
+            }
+            PeerMessage::TermQuery { term, nonce } => {
+                put(&mut body, 0, term);
+                put(&mut body, 8, nonce);
+                TERM_QUERY_LEN
+            }
+            PeerMessage::TermReply {
+                term,
+                last_index,
+                nonce,
+            } => {
+                put(&mut body, 0, term);
+                put(&mut body, 8, last_index);
+                put(&mut body, 16, nonce);
+                TERM_REPLY_LEN
             }
             PeerMessage::InstallSnapshotReply {
                 term,

@@ -108,6 +108,8 @@ registry! {
         TransferVote = 8, "TRANSFER_VOTE", "VOTE sent after TIMEOUT_NOW: granted despite leader stickiness (Raft thesis 3.10).";
         InstallSnapshot = 9, "INSTALL_SNAPSHOT", "A chunk of the leader's snapshot for a follower that needs entries the leader compacted away (Raft 7, thesis 5).";
         InstallSnapshotReply = 10, "INSTALL_SNAPSHOT_REPLY", "Answer to INSTALL_SNAPSHOT: contiguous bytes received.";
+        TermQuery = 11, "TERM_QUERY", "A node that restarted without its state asks for the receiver's current term.";
+        TermReply = 12, "TERM_REPLY", "Answer to TERM_QUERY: the replier's current term.";
     }
 }
 

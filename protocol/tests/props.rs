@@ -258,6 +258,8 @@ enum Msg {
         data: Vec<u8>,
     },
     InstallSnapshotReply(u64, u64, u64, u64),
+    TermQuery(u64, u64),
+    TermReply(u64, u64, u64),
 }
 
 impl Msg {
@@ -325,6 +327,12 @@ impl Msg {
                 received,
                 round,
             } => Msg::InstallSnapshotReply(term, last_index, received, round),
+            PeerMessage::TermQuery { term, nonce } => Msg::TermQuery(term, nonce),
+            PeerMessage::TermReply {
+                term,
+                last_index,
+                nonce,
+            } => Msg::TermReply(term, last_index, nonce),
         }
     }
 
@@ -339,6 +347,8 @@ impl Msg {
             Msg::TimeoutNow(..) => 6 + 8,
             Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
             Msg::InstallSnapshotReply(..) => 6 + 32,
+            Msg::TermQuery(..) => 6 + 16,
+            Msg::TermReply(..) => 6 + 24,
         }
     }
 
@@ -379,6 +389,12 @@ impl Msg {
                 round,
             },
             Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
+            Msg::TermQuery(term, nonce) => PeerMessage::TermQuery { term, nonce },
+            Msg::TermReply(term, last_index, nonce) => PeerMessage::TermReply {
+                term,
+                last_index,
+                nonce,
+            },
             Msg::InstallSnapshot {
                 term,
                 last_index,
@@ -498,6 +514,10 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
         install_snapshot_msg(),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
             .prop_map(|(a, b, c, d)| Msg::InstallSnapshotReply(a, b, c, d)),
+        // TERM_QUERY's term is 0 for a node that lost its state: generate it often.
+        (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
+            .prop_map(|(t, n)| Msg::TermQuery(t, n)),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, n)| Msg::TermReply(t, i, n)),
     ]
 }
 
@@ -641,7 +661,7 @@ proptest! {
     #[test]
     fn framed_peer_bytes_never_panic(
         body in prop::collection::vec(any::<u8>(), 0..400),
-        kinds in prop::collection::vec((0u16..20, 0u8..12, 0usize..80), 0..6),
+        kinds in prop::collection::vec((0u16..20, 0u8..15, 0usize..80), 0..6),
     ) {
         let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
         bytes.extend_from_slice(&7u64.to_be_bytes());
@@ -1455,4 +1475,44 @@ fn shard_status_encoder_refuses_inconsistent_pages() {
     assert_eq!(ShardStatusReply::entries_that_fit(REQUEST_LEN_MIN), 0);
     assert_eq!(ShardStatusReply::entries_that_fit(48 + 44), 1);
     assert_eq!(ShardStatusReply::entries_that_fit(0), 0);
+}
+
+/// TERM_QUERY and TERM_REPLY (spec §8.5, rejoining without state): exact bodies of 16 and 24
+/// bytes, round trip through the writer and the decoder.
+#[test]
+fn term_query_and_reply() {
+    let q = PeerMessage::TermQuery { term: 0, nonce: 5 };
+    let r = PeerMessage::TermReply {
+        term: u64::MAX,
+        last_index: 7,
+        nonce: 5,
+    };
+    assert_eq!(
+        (q.kind(), q.term(), q.body_len(), q.record_len()),
+        (PeerKind::TermQuery, 0, 16, 22)
+    );
+    assert_eq!(
+        (r.kind(), r.term(), r.body_len(), r.record_len()),
+        (PeerKind::TermReply, u64::MAX, 24, 30)
+    );
+    assert_eq!(PeerKind::from_wire(11), Some(PeerKind::TermQuery));
+    assert_eq!(PeerKind::from_wire(12), Some(PeerKind::TermReply));
+    assert_eq!(PeerKind::from_wire(13), None);
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::new(
+        &mut buf,
+        PeerHeader {
+            cluster_id: 9,
+            from: 4,
+        },
+    );
+    w.push(0, &q).unwrap();
+    w.push(SHARDS_MAX as u16 - 1, &r).unwrap();
+    let n = w.finish();
+    assert_eq!(n, 32 + 22 + 30);
+    let d = PeerDatagram::decode(&buf[..n]).unwrap();
+    assert_eq!(
+        d.records().collect::<Vec<_>>(),
+        vec![(0, q), (SHARDS_MAX as u16 - 1, r)]
+    );
 }

@@ -412,6 +412,8 @@ enum OwnedRecord {
     InstallSnapshot([u64; 6], Vec<u8>),
     /// term, last_index, received, round.
     InstallSnapshotReply([u64; 4]),
+    TermQuery(u64, u64),
+    TermReply(u64, u64, u64),
 }
 
 fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
@@ -473,6 +475,12 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             received,
             round,
         } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round]),
+        PeerMessage::TermQuery { term, nonce } => OwnedRecord::TermQuery(term, nonce),
+        PeerMessage::TermReply {
+            term,
+            last_index,
+            nonce,
+        } => OwnedRecord::TermReply(term, last_index, nonce),
     }
 }
 
@@ -557,6 +565,8 @@ fn check_peer(r: &Record) {
                 n("received"),
                 n("round"),
             ]),
+            PeerKind::TermQuery => OwnedRecord::TermQuery(n("term"), n("nonce")),
+            PeerKind::TermReply => OwnedRecord::TermReply(n("term"), n("last_index"), n("nonce")),
         };
         expected.push((n("shard") as u16, rec));
     }
@@ -627,6 +637,21 @@ fn check_peer(r: &Record) {
             OwnedRecord::TimeoutNow(term) => {
                 w.push(shard, &PeerMessage::TimeoutNow { term: *term })
             }
+            OwnedRecord::TermQuery(term, nonce) => w.push(
+                shard,
+                &PeerMessage::TermQuery {
+                    term: *term,
+                    nonce: *nonce,
+                },
+            ),
+            OwnedRecord::TermReply(term, last_index, nonce) => w.push(
+                shard,
+                &PeerMessage::TermReply {
+                    term: *term,
+                    last_index: *last_index,
+                    nonce: *nonce,
+                },
+            ),
             OwnedRecord::InstallSnapshot(
                 [term, last_index, last_term, offset, total_len, round],
                 data,

@@ -21,12 +21,15 @@
 //!
 //! # Durability and restarts
 //!
-//! `fsync` and `os` keep every shard's Raft log and vote in `--data-dir` (see [`storage`] for
-//! what each survives). `memory` keeps nothing: a replica that restarted empty could vote
-//! twice in one term or acknowledge entries it then forgets, so a restarted memory replica
-//! would need a rejoin rule before it may vote. That rule is not built yet, so `memory` is
-//! only offered where no replica can restart on its own: the in-process clusters of
-//! `udplock dev` and `udplock bench`, whose nodes live and die together.
+//! `fsync` and `os` keep every shard's Raft log, vote and snapshot in `--data-dir` (see
+//! [`storage`] for what each survives). `memory` keeps nothing: a node that restarts has
+//! lost what it voted and acknowledged, so it must not act as the node it was. With
+//! `rejoin_when_empty` it rejoins by the rule of spec §8.5 (`Raft::rejoin`): it learns a
+//! term from a quorum of the others that kept their state, and neither votes nor campaigns
+//! until it has caught up with a leader. A `memory` cluster therefore survives the loss of
+//! a minority's state. A cluster started new (every node empty) starts fresh instead; a
+//! total loss, where nobody can answer, waits for an operator to restart it as new (with a
+//! startup grace covering the longest lease clients may still count).
 
 pub mod storage;
 
@@ -92,6 +95,11 @@ pub struct ClusterConfig {
     /// entries later.
     pub compact_every: u64,
     pub compact_keep: u64,
+    /// A shard replica that finds no state (durability `memory`, or lost files) rejoins by
+    /// the rule of spec §8.5 instead of starting fresh: set it for every start of a node
+    /// that may have been part of this cluster before; leave it unset only when the whole
+    /// cluster is new (every node empty: nobody could answer a rejoining node).
+    pub rejoin_when_empty: bool,
 }
 
 impl ClusterConfig {
@@ -109,6 +117,7 @@ impl ClusterConfig {
             cpu: None,
             compact_every: shard::COMPACT_EVERY_DEFAULT,
             compact_keep: shard::COMPACT_KEEP_DEFAULT,
+            rejoin_when_empty: false,
         }
     }
 
@@ -260,15 +269,24 @@ impl ClusterNode {
                 ),
             };
             let seed = rand::random::<u64>() ^ u64::from(shard);
-            let mut replica = Shard::restore(
-                config.shard_config(shard),
-                seed,
-                persisted.hard,
-                persisted.snapshot,
-                persisted.log,
-                Instant::ZERO,
-            )
-            .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?;
+            let empty = persisted.hard == HardState::default()
+                && persisted.snapshot.is_none()
+                && persisted.log.is_empty();
+            let mut replica = if empty && config.rejoin_when_empty {
+                // No state, and not a new cluster: this node may have voted or acknowledged
+                // before it lost its state, so it rejoins by the rule (spec §8.5).
+                Shard::rejoin(config.shard_config(shard), seed, Instant::ZERO)
+            } else {
+                Shard::restore(
+                    config.shard_config(shard),
+                    seed,
+                    persisted.hard,
+                    persisted.snapshot,
+                    persisted.log,
+                    Instant::ZERO,
+                )
+                .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?
+            };
             replica.set_preferred_leader(Some(config.preferred_leader(shard)));
             replica.set_compaction(config.compact_every, config.compact_keep);
             shards.push(replica);
@@ -948,6 +966,21 @@ fn push(
             },
         ),
         Message::TimeoutNow { term } => writer.push(shard, &PeerMessage::TimeoutNow { term }),
+        Message::TermQuery { term, nonce } => {
+            writer.push(shard, &PeerMessage::TermQuery { term, nonce })
+        }
+        Message::TermReply {
+            term,
+            last_index,
+            nonce,
+        } => writer.push(
+            shard,
+            &PeerMessage::TermReply {
+                term,
+                last_index,
+                nonce,
+            },
+        ),
         Message::VoteReply { term, granted } => {
             writer.push(shard, &PeerMessage::VoteReply { term, granted })
         }
@@ -1091,6 +1124,16 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             round,
         },
         PeerMessage::TimeoutNow { term } => Message::TimeoutNow { term },
+        PeerMessage::TermQuery { term, nonce } => Message::TermQuery { term, nonce },
+        PeerMessage::TermReply {
+            term,
+            last_index,
+            nonce,
+        } => Message::TermReply {
+            term,
+            last_index,
+            nonce,
+        },
         PeerMessage::InstallSnapshot {
             term,
             last_index,

@@ -141,6 +141,8 @@ pub struct SimReport {
     /// (InstallSnapshot) or a restart rather than the replica's own state.
     pub snapshots: u64,
     pub snapshots_received: u64,
+    /// Restarts that lost the node's state and went through the rejoin rule.
+    pub amnesia_restarts: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -283,6 +285,10 @@ struct SimNode {
     persisted_snapshot: Option<shard::Snapshot>,
     /// The log after that snapshot, as persisted.
     persisted_log: Vec<Entry>,
+    /// The next start loses everything and rejoins (`Shard::rejoin`).
+    amnesia: bool,
+    /// This node keeps no state (it lost it once): every restart loses it.
+    memory: bool,
     clock: Clock,
     paused_until: Option<Instant>,
     timer_generation: u64,
@@ -395,6 +401,8 @@ impl Sim {
                 persisted_state: HardState::default(),
                 persisted_snapshot: None,
                 persisted_log: Vec::new(),
+                amnesia: false,
+                memory: false,
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
                 timer_generation: 0,
@@ -501,8 +509,12 @@ impl Sim {
         let local = n.clock.local(now);
         let log = n.persisted_log.clone();
         let snapshot = n.persisted_snapshot.clone();
-        let mut shard = Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
-            .expect("the persisted snapshot decodes");
+        let mut shard = if std::mem::take(&mut n.amnesia) {
+            Shard::rejoin(config, seed, local)
+        } else {
+            Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
+                .expect("the persisted snapshot decodes")
+        };
         if self.config.scenario.is_none() {
             // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
             // snapshot happen under every fault; scenarios keep whole logs to point at entries.
@@ -644,6 +656,40 @@ impl Sim {
             Event::Heal => self.heal()?,
             Event::Restart { node } => {
                 if self.node(node).shard.is_none() {
+                    // Some nodes keep no state (durability `memory`): once a node has come
+                    // back without its state it is such a node, and every later restart of
+                    // it loses everything again. It restarts only while every other node is
+                    // up and kept its own (a minority's loss, which the rejoin rule must
+                    // survive); otherwise it waits.
+                    let whole = self
+                        .nodes
+                        .iter()
+                        .filter(|n| {
+                            n.id != node && n.shard.as_ref().is_some_and(|s| !s.raft().rejoining())
+                        })
+                        .count();
+                    let others_whole = whole > self.nodes.len() / 2;
+                    let memory_nodes = self.nodes.iter().filter(|n| n.memory).count();
+                    let memory = self.node(node).memory;
+                    // At most a minority keeps no state, so no failure of a majority's state.
+                    let may_become_memory = memory || memory_nodes < (self.nodes.len() - 1) / 2;
+                    if memory && !others_whole {
+                        self.schedule(Duration::from_millis(200), Event::Restart { node });
+                        return Ok(());
+                    }
+                    if self.config.scenario.is_none()
+                        && others_whole
+                        && may_become_memory
+                        && (memory || self.rng.gen_bool(0.3))
+                    {
+                        let n = self.node(node);
+                        n.persisted_state = HardState::default();
+                        n.persisted_snapshot = None;
+                        n.persisted_log.clear();
+                        n.amnesia = true;
+                        n.memory = true;
+                        self.report.amnesia_restarts += 1;
+                    }
                     self.start_node(node)?;
                 }
             }
@@ -921,7 +967,9 @@ impl Sim {
             // Crash a node (keeping a majority up most of the time), restart it later.
             4 => {
                 let running = self.running();
-                if running.len() * 2 > ids.len() + 1 || self.rng.gen_bool(0.2) {
+                if !running.is_empty()
+                    && (running.len() * 2 > ids.len() + 1 || self.rng.gen_bool(0.2))
+                {
                     let victim = running[self.rng.gen_range(0..running.len())];
                     self.crash(victim);
                     let down = Duration::from_millis(self.rng.gen_range(50..2_000));

@@ -44,6 +44,8 @@ pub fn check_history(history: &[Held]) {
 }
 
 struct Servers {
+    /// `--durability` of every node.
+    durability: &'static str,
     peers: String,
     addrs: Vec<SocketAddr>,
     dir: std::path::PathBuf,
@@ -52,6 +54,10 @@ struct Servers {
 
 impl Servers {
     fn start(n: usize) -> Servers {
+        Servers::start_with(n, "os")
+    }
+
+    fn start_with(n: usize, durability: &'static str) -> Servers {
         // Free ports: bind, read, release (the servers bind them a moment later).
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|_| {
@@ -75,24 +81,34 @@ impl Servers {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut servers = Servers {
+            durability,
             peers,
             addrs,
             dir,
             children: (0..n).map(|_| None).collect(),
         };
         for i in 0..n {
-            servers.spawn(i);
+            servers.spawn_as(i, true);
         }
         servers
     }
 
     fn spawn(&mut self, i: usize) {
-        let child = Command::new(BIN)
-            .args(["server", "--node-id", &(i + 1).to_string()])
+        self.spawn_as(i, false);
+    }
+
+    /// `first`: the cluster's first start (a memory node is then told it is new).
+    fn spawn_as(&mut self, i: usize, first: bool) {
+        let mut command = Command::new(BIN);
+        command.args(["server", "--node-id", &(i + 1).to_string()]);
+        if self.durability == "memory" && first {
+            command.arg("--new-cluster");
+        }
+        let child = command
             .args(["--listen", &self.addrs[i].to_string()])
             .args(["--peers", &self.peers])
             .args(["--shards", &SHARDS.to_string()])
-            .args(["--durability", "os", "--data-dir"])
+            .args(["--durability", self.durability, "--data-dir"])
             .arg(self.dir.join(format!("node-{}", i + 1)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.stderr_path(i)).unwrap())
@@ -312,4 +328,34 @@ fn the_history_check_catches_tokens_out_of_order() {
             until: ms(20),
         },
     ]);
+}
+
+#[test]
+fn a_memory_node_killed_and_restarted_rejoins_and_the_hold_survives_its_leader() {
+    let mut servers = Servers::start_with(3, "memory");
+    let mut config = ClientConfig::new(servers.addrs.clone());
+    config.shards = SHARDS;
+    let client = Client::new(config).unwrap();
+    std::thread::sleep(Duration::from_millis(1_500));
+    let lease = client
+        .acquire(RESOURCE, "holder", 3_000, Some(60_000))
+        .unwrap();
+    // A follower loses everything (kill -9, no disk) and restarts: it must rejoin.
+    let leader = servers.leader(Duration::from_secs(5));
+    let lost = (leader + 1) % 3;
+    servers.kill(lost);
+    for i in 0..20 {
+        let r = format!("other/{i}");
+        client.acquire(&r, "w", 3_000, Some(60_000)).unwrap();
+    }
+    servers.spawn(lost);
+    std::thread::sleep(Duration::from_millis(1_000));
+    // Now the leader dies: the rejoined node and the third must carry the hold.
+    servers.kill(leader);
+    let renewed = client.renew(RESOURCE, "holder", Some(60_000)).unwrap();
+    assert_eq!(renewed.fencing_token, lease.fencing_token);
+    assert_eq!(
+        client.status("other/7").unwrap().holder.as_deref(),
+        Some("w")
+    );
 }

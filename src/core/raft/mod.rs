@@ -395,6 +395,19 @@ pub enum Message {
     TimeoutNow {
         term: u64,
     },
+    /// A node that restarted without its state asks for the receiver's current term
+    /// (`term`: the sender's, 0 when it lost everything). See `Raft::rejoin`.
+    TermQuery {
+        term: u64,
+        nonce: u64,
+    },
+    /// Answer to TermQuery: the replier's current term and the last index its log holds.
+    /// Changes no state at the replier.
+    TermReply {
+        term: u64,
+        last_index: u64,
+        nonce: u64,
+    },
     /// One chunk of the leader's snapshot (Raft §7), for a follower that needs entries the
     /// leader compacted away. `last_index`/`last_term`: what the snapshot covers (its meta);
     /// `offset`: where `data` (at most `snapshot_chunk_max` bytes) starts in the snapshot;
@@ -432,10 +445,34 @@ impl Message {
             | Message::Append { term, .. }
             | Message::AppendReply { term, .. }
             | Message::TimeoutNow { term }
+            | Message::TermQuery { term, .. }
+            | Message::TermReply { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotReply { term, .. } => term,
         }
     }
+}
+
+/// The rejoin rule's progress (spec §8.5, "Rejoining without state").
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Recovery {
+    /// A node with its state, or one that finished rejoining.
+    None,
+    /// Asking the others for their terms: the replies so far (one per other voter).
+    Querying {
+        /// (voter, its term, its last index).
+        replies: Vec<(NodeId, u64, u64)>,
+        next_query: Instant,
+        /// Random per rejoin: only answers echoing it count (not those to a query of an
+        /// earlier life of this node, delivered late).
+        nonce: u64,
+    },
+    /// Knows a safe term (`term`); acknowledges entries, but neither votes nor campaigns
+    /// until caught up: its commit index at an entry of the current leader's own term, and,
+    /// while that leader is of `term` itself, at least `target`, the largest last index the
+    /// repliers reported. (Every committed entry it acknowledged before it lost its state is
+    /// held by some replier: the repliers meet every quorum it was part of.)
+    CatchingUp { term: u64, target: u64 },
 }
 
 /// A leadership transfer in progress (thesis §3.10).
@@ -583,6 +620,8 @@ pub struct Raft {
     lease_forfeited: bool,
     /// Set by `decline_transfers`.
     declines_transfers: bool,
+    /// Rejoining without state (see `rejoin`); `None` for a node with its state.
+    recovery: Recovery,
 
     outbox: VecDeque<(NodeId, Message)>,
     /// Reused for majority computations, so they do not allocate.
@@ -664,6 +703,7 @@ impl Raft {
             transfer: None,
             lease_forfeited: false,
             declines_transfers: false,
+            recovery: Recovery::None,
             outbox: VecDeque::new(),
             scratch: Vec::with_capacity(config.voters.len()),
             config,
@@ -688,6 +728,13 @@ impl Raft {
                 self.config.id,
                 msg.term()
             );
+            return;
+        }
+        if matches!(self.recovery, Recovery::Querying { .. })
+            && !matches!(msg, Message::TermQuery { .. } | Message::TermReply { .. })
+        {
+            // Rejoining without state: nothing is acted on until the terms of a quorum of
+            // the others are known (see `rejoin`).
             return;
         }
         match msg {
@@ -732,6 +779,37 @@ impl Raft {
                 round,
             } => self.handle_append_reply(now, from, term, success, match_index, round),
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
+            Message::TermQuery { nonce, .. } => {
+                // A node still asking has no term worth telling: its silence makes the asker
+                // wait for a node that kept its state (spec §8.5, rule 2).
+                if !matches!(self.recovery, Recovery::Querying { .. }) {
+                    let (term, last_index) = (self.hard.term, self.log.last_index());
+                    self.send(
+                        from,
+                        Message::TermReply {
+                            term,
+                            last_index,
+                            nonce,
+                        },
+                    );
+                }
+                // Only a node that lost its state asks: whatever it acknowledged is gone, so
+                // the leader starts over with it (a late copy of the question only makes it
+                // resend what the node already has).
+                if self.role == Role::Leader {
+                    if let Some(p) = self.progress.iter_mut().find(|p| p.id == from) {
+                        p.matched = 0;
+                        p.next = self.log.last_index() + 1;
+                        p.probing = true;
+                        p.probe_sent = false;
+                    }
+                }
+            }
+            Message::TermReply {
+                term,
+                last_index,
+                nonce,
+            } => self.handle_term_reply(now, from, term, last_index, nonce),
             Message::InstallSnapshot {
                 term,
                 last_index,
@@ -760,6 +838,7 @@ impl Raft {
                 round,
             } => self.handle_install_snapshot_reply(now, from, term, last_index, received, round),
         }
+        self.check_caught_up();
         self.check_invariants();
     }
 
@@ -792,8 +871,23 @@ impl Raft {
             if now >= self.heartbeat_deadline {
                 self.start_round(now);
             }
+        } else if let Recovery::Querying {
+            next_query, nonce, ..
+        } = self.recovery
+        {
+            if now >= next_query {
+                if let Recovery::Querying { next_query, .. } = &mut self.recovery {
+                    *next_query = now + self.config.heartbeat_interval;
+                }
+                self.broadcast(Message::TermQuery { term: 0, nonce });
+            }
         } else if now >= self.election_deadline {
-            self.start_pre_vote(now);
+            if matches!(self.recovery, Recovery::CatchingUp { .. }) {
+                // No campaign before catching up: wait for the leader.
+                self.reset_election_timer(now);
+            } else {
+                self.start_pre_vote(now);
+            }
         }
         self.check_invariants();
     }
@@ -867,7 +961,10 @@ impl Raft {
                     .min(self.quorum_deadline)
                     .min(transfer)
             }
-            _ => self.election_deadline,
+            _ => match self.recovery {
+                Recovery::Querying { next_query, .. } => next_query,
+                _ => self.election_deadline,
+            },
         }
     }
 
@@ -1076,6 +1173,110 @@ impl Raft {
         }
     }
 
+    /// A node that restarts WITHOUT its state (durability `memory`, or lost files). It must
+    /// not act as the node it was: it could vote a second time in a term it voted in,
+    /// acknowledge a stale leader, or help elect a leader lacking an entry it acknowledged
+    /// and then forgot. So (spec §8.5, "Rejoining without state"):
+    /// 1. it asks every other voter for its term (TermQuery) and acts on nothing else until
+    ///    a quorum-sized set of the OTHERS answered: any quorum it took part in before, in
+    ///    some term T, shares a member with that set (quorum - 1 + quorum > n - 1), whose
+    ///    term is at least T;
+    /// 2. it takes the largest term reported and counts itself as having voted in it, so it
+    ///    never votes twice in a term and refuses leaders of older terms;
+    /// 3. it acknowledges entries but neither votes nor campaigns until its commit index
+    ///    reaches an entry of the current leader's own term (its log then holds everything
+    ///    committed before that term);
+    /// 4. if every reply says term 0, no quorum ever formed: it starts fresh.
+    ///
+    /// A node that is itself still asking does not answer, so a cluster whose nodes ALL
+    /// start without state waits: that is a new cluster (start its nodes with `Raft::new`)
+    /// or a total loss, which needs an operator's decision.
+    pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Raft {
+        let mut raft = Raft::new(config, rng_seed, HardState::default(), Vec::new(), now);
+        if raft.config.voters.len() == 1 {
+            // Alone, nothing can have been acknowledged by anyone else.
+            return raft;
+        }
+        let nonce = raft.rng.gen::<u64>();
+        raft.recovery = Recovery::Querying {
+            replies: Vec::new(),
+            next_query: now + raft.config.heartbeat_interval,
+            nonce,
+        };
+        raft.broadcast(Message::TermQuery { term: 0, nonce });
+        raft
+    }
+
+    /// Whether the node is still rejoining (see `rejoin`).
+    pub fn rejoining(&self) -> bool {
+        self.recovery != Recovery::None
+    }
+
+    fn handle_term_reply(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        last_index: u64,
+        nonce: u64,
+    ) {
+        let quorum = self.quorum;
+        let Recovery::Querying {
+            replies,
+            nonce: asked,
+            ..
+        } = &mut self.recovery
+        else {
+            return;
+        };
+        if nonce != *asked {
+            return;
+        }
+        if !replies.iter().any(|&(id, _, _)| id == from) {
+            replies.push((from, term, last_index));
+        }
+        if replies.len() < quorum {
+            return;
+        }
+        let max = replies.iter().map(|&(_, t, _)| t).max().unwrap_or(0);
+        let target = replies.iter().map(|&(_, _, i)| i).max().unwrap_or(0);
+        if max == 0 {
+            log::info!(
+                "raft {}: rejoining: no quorum ever formed; starting fresh",
+                self.config.id
+            );
+            self.recovery = Recovery::None;
+        } else {
+            log::info!(
+                "raft {}: rejoining at term {max}; no vote until caught up",
+                self.config.id
+            );
+            self.hard.term = max;
+            self.hard.voted_for = Some(self.config.id);
+            self.recovery = Recovery::CatchingUp { term: max, target };
+        }
+        self.reset_election_timer(now);
+    }
+
+    /// Rejoin step 3 (see `Recovery::CatchingUp`).
+    fn check_caught_up(&mut self) {
+        let Recovery::CatchingUp { term, target } = self.recovery else {
+            return;
+        };
+        let at_leaders_term = self.leader.is_some()
+            && self.commit_index > 0
+            && self.log.term_at(self.commit_index) == Some(self.hard.term);
+        let caught_up = at_leaders_term && (self.hard.term > term || self.commit_index >= target);
+        if caught_up {
+            log::info!(
+                "raft {}: rejoined: caught up in term {}",
+                self.config.id,
+                self.hard.term
+            );
+            self.recovery = Recovery::None;
+        }
+    }
+
     /// A node about to leave declines to take over shards (a TimeoutNow is ignored), so
     /// leaders are not handed to it while it hands its own away.
     pub fn decline_transfers(&mut self) {
@@ -1088,6 +1289,7 @@ impl Raft {
             || self.role != Role::Follower
             || self.leader != Some(from)
             || self.declines_transfers
+            || self.recovery != Recovery::None
         {
             return;
         }
@@ -1184,7 +1386,8 @@ impl Raft {
         // election this grant lets it start (one lost election, no disruption: a Vote of a
         // lower term changes nobody's term). Refusing it instead could leave a cluster
         // without a leader when the only up-to-date log sits on a node with a lagging term.
-        let granted = !self.leader_contact_recent(now)
+        let granted = self.recovery == Recovery::None
+            && !self.leader_contact_recent(now)
             && self.log.is_up_to_date(last_log_index, last_log_term);
         let reply_term = if granted { term } else { self.hard.term };
         self.send(
@@ -1239,6 +1442,7 @@ impl Raft {
         }
         // One vote per term (Raft §5.2); voting again for the same candidate answers a resend.
         let granted = self.hard.voted_for.is_none_or(|voted| voted == from)
+            && self.recovery == Recovery::None
             && !sticky
             && self.role != Role::Leader
             && self.log.is_up_to_date(last_log_index, last_log_term);
@@ -1250,6 +1454,13 @@ impl Raft {
                 self.become_follower(now, self.hard.term, None);
             }
             self.hard.voted_for = Some(from);
+            log::debug!(
+                "raft {}: votes for {from} in term {} (log {}/{}, theirs {last_log_index}/{last_log_term})",
+                self.config.id,
+                self.hard.term,
+                self.log.last_index(),
+                self.log.last_term()
+            );
             self.reset_election_timer(now);
         }
         let reply = Message::VoteReply {

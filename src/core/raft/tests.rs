@@ -378,6 +378,15 @@ impl Net {
         }
     }
 
+    /// A restart that lost everything (durability `memory`): the node rejoins.
+    fn rejoin(&mut self, id: NodeId, seed: u64) {
+        assert!(!self.is_up(id));
+        let config = self.configs[id as usize - 1].clone();
+        self.nodes[id as usize - 1] = Some(Raft::rejoin(config, seed, self.now));
+        self.committed[id as usize - 1] = Vec::new();
+        self.after_input(id);
+    }
+
     fn restart(&mut self, id: NodeId, seed: u64, persisted: Persisted) {
         assert!(!self.is_up(id));
         let config = self.configs[id as usize - 1].clone();
@@ -1187,11 +1196,25 @@ fn propose_on_a_follower_names_the_leader() {
 fn random_faults_keep_safety_and_the_cluster_recovers() {
     for seed in 0..12 {
         assert_eq!(
-            random_faults(seed, false),
+            random_faults_with(seed, false, false),
             0,
             "a snapshot without compaction"
         );
     }
+}
+
+/// The same, but half of the restarts lose everything (durability `memory`): the node
+/// rejoins through `Raft::rejoin` and safety holds (a minority is down or rejoining at a
+/// time).
+#[test]
+fn random_faults_with_nodes_that_restart_empty_keep_safety() {
+    for seed in 0..16 {
+        random_faults_with(seed, seed % 2 == 0, true);
+    }
+}
+
+fn random_faults(seed: u64, compact: bool) -> usize {
+    random_faults_with(seed, compact, false)
 }
 
 /// The same with every up node compacting every 100 ms (thesis §5: each server snapshots
@@ -1206,7 +1229,7 @@ fn random_faults_with_periodic_compaction_keep_safety_and_the_cluster_recovers()
 /// Loss, duplication, delay, partitions, crashes and restarts, then healing: the checks of
 /// `Net::after_input` hold throughout, and every node commits a final proposal. Returns how
 /// many InstallSnapshot chunks were sent.
-fn random_faults(seed: u64, compact: bool) -> usize {
+fn random_faults_with(seed: u64, compact: bool, amnesia: bool) -> usize {
     {
         let mut net = if compact {
             Net::with(
@@ -1252,7 +1275,11 @@ fn random_faults(seed: u64, compact: bool) -> usize {
                 let id = rng.gen_range(1..=5);
                 down.push((id, net.crash(id)));
             } else if let Some((id, persisted)) = down.pop() {
-                net.restart(id, rng.gen(), persisted);
+                if amnesia && rng.gen_bool(0.5) {
+                    net.rejoin(id, rng.gen());
+                } else {
+                    net.restart(id, rng.gen(), persisted);
+                }
             }
         }
         // Liveness phase: everything healed and up, no more loss.
@@ -1891,4 +1918,115 @@ fn a_snapshot_that_contradicts_the_followers_own_is_dropped() {
         meta,
         "the forged snapshot was installed"
     );
+}
+
+#[test]
+fn a_node_that_lost_its_state_learns_the_term_and_votes_only_once_caught_up() {
+    let mut net = Net::new(3, 31);
+    let leader = net.elect(ms(1_000));
+    for n in 0..5u8 {
+        net.propose(leader, vec![n]);
+    }
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let _ = net.crash(lost);
+    net.rejoin(lost, 7);
+    assert!(net.node(lost).rejoining());
+    // It asked the others for their terms, and acts on nothing else meanwhile.
+    assert!(net
+        .sent
+        .iter()
+        .any(|(from, _, m)| *from == lost && matches!(m, Message::TermQuery { .. })));
+    net.run_for(ms(1));
+    // A quorum of the others answered: it knows the term and has "voted" in it.
+    assert_eq!(net.node(lost).term(), term);
+    assert_eq!(net.node(lost).hard_state().voted_for, Some(lost));
+    // Caught up by the leader's next Appends: a normal follower again, with the log.
+    net.run_for(ms(100));
+    eprintln!(
+        "lost: term {} commit {} log {} leader {:?} role {:?}; leader log {}",
+        net.node(lost).term(),
+        net.node(lost).commit_index(),
+        net.node(lost).log().len(),
+        net.node(lost).leader(),
+        net.node(lost).role(),
+        net.node(leader).log().len()
+    );
+    assert!(!net.node(lost).rejoining());
+    assert_eq!(net.node(lost).log().len(), net.node(leader).log().len());
+    assert_eq!(net.leader(), Some(leader), "the rejoin disturbed nobody");
+}
+
+#[test]
+fn a_rejoining_node_refuses_votes_until_caught_up() {
+    let mut net = Net::new(3, 32);
+    let leader = net.elect(ms(1_000));
+    net.propose(leader, vec![1]);
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let other = net
+        .ids()
+        .into_iter()
+        .find(|&id| id != leader && id != lost)
+        .unwrap();
+    let _ = net.crash(lost);
+    // Cut off from the leader, it can learn the term but never catch up.
+    net.blocked.insert((leader, lost));
+    net.blocked.insert((lost, leader));
+    net.rejoin(lost, 7);
+    net.run_for(ms(400));
+    assert!(net.node(lost).rejoining());
+    // A candidate with an up-to-date log in a later term: refused, and no campaign either.
+    let now = net.now;
+    let node = net.node_mut(lost);
+    node.handle_message(
+        now + ms(1_000),
+        other,
+        Message::Vote {
+            term: term + 5,
+            last_log_index: 100,
+            last_log_term: term,
+            transfer: false,
+        },
+    );
+    let out = drain(node);
+    assert!(out
+        .iter()
+        .all(|(_, m)| !matches!(m, Message::VoteReply { granted: true, .. })));
+    assert!(net.sent.iter().all(|(from, _, m)| *from != lost
+        || !matches!(m, Message::PreVote { .. } | Message::Vote { .. })));
+}
+
+#[test]
+fn a_cluster_whose_nodes_all_rejoin_waits_for_an_operator() {
+    // Nobody kept a state, so nobody can vouch for a term: no election (a new cluster starts
+    // its nodes fresh instead; a total loss needs a decision).
+    let mut net = Net::new(3, 33);
+    for id in 1..=3 {
+        let _ = net.crash(id);
+    }
+    for id in 1..=3 {
+        net.rejoin(id, id);
+    }
+    net.run_for(ms(2_000));
+    assert_eq!(net.leader(), None);
+    assert!(net.ids().iter().all(|&id| net.node(id).rejoining()));
+}
+
+#[test]
+fn a_new_node_among_fresh_peers_starts_fresh_when_they_answer_term_zero() {
+    let mut net = Net::new(3, 34);
+    let _ = net.crash(3);
+    net.rejoin(3, 3);
+    // Nodes 1 and 2 kept their (empty) state: they answer term 0.
+    net.run_for(ms(5));
+    assert!(!net.node(3).rejoining());
+    let leader = net.elect(ms(2_000));
+    net.propose(leader, vec![9]);
+    net.run_for(ms(100));
+    for id in 1..=3 {
+        assert_eq!(net.committed_data(id), vec![vec![9]]);
+    }
 }

@@ -221,6 +221,15 @@ impl Shard {
         Shard::restore(config, rng_seed, state, None, log, now).expect("no snapshot to decode")
     }
 
+    /// A replica restarting WITHOUT its state (durability `memory`, or its files are gone):
+    /// it rejoins by Raft's rule (`Raft::rejoin`) and serves nothing until it has caught up.
+    pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Shard {
+        let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
+        shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
+        shard.settle(now);
+        shard
+    }
+
     /// A replica restarting from a persisted snapshot (if any) and the log after it. `Err`
     /// if the snapshot does not decode.
     pub fn restore(
