@@ -17,7 +17,7 @@
 //! |----------|----------------------------------------------------------|----------|
 //! | `fsync`  | `write` + `fdatasync` before any message or reply leaves | any crash, power loss of every node |
 //! | `os`     | `write` (page cache) before any message or reply leaves  | any process crash (kill -9) of any number of nodes; not a power loss |
-//! | `memory` | nothing                                                  | crashes of a minority that do not restart (see the cluster module docs) |
+//! | `memory` | nothing                                                  | the loss of a minority's state (a restarted node rejoins by rule, spec §8.5) |
 //!
 //! `os` after a power loss would be `memory` after a restart: the node could come back
 //! without a vote it gave or entries it acknowledged, and vote or count again. Use `fsync`
