@@ -182,3 +182,215 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
     c.acquire_lock("after-garbage", "me", 0).unwrap();
     c.release_lock("after-garbage", "me").unwrap();
 }
+
+/// A cluster takes the same abuse, plus forged PEER datagrams: random bodies, and well-formed
+/// Raft records that contradict Raft (a second leader, a term of u64::MAX, an Append
+/// rewriting committed entries, bogus snapshot chunks, term queries).
+/// - Sent from an address that is not a listed node's (the usual forgery), they are all
+///   dropped: the hold and the service are untouched.
+/// - Sent from node 3's own address (the test holds node 3's socket: a faulty or hostile
+///   member, which version 1's unauthenticated peer traffic cannot tell apart, spec §12),
+///   they may disturb the shard, but never crash a node.
+/// No reply is ever larger than what caused it.
+#[test]
+fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
+    use udplock::cluster::{ClusterConfig, ClusterNode};
+    use udplock_protocol::{PeerEntry, PeerHeader, PeerMessage, PeerWriter, PEER_DATAGRAM_LEN_MAX};
+
+    let sockets: Vec<UdpSocket> = (0..3)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let peers: Vec<(u64, std::net::SocketAddr)> = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i as u64 + 1, s.local_addr().unwrap()))
+        .collect();
+    let mut sockets = sockets.into_iter();
+    let nodes: Vec<ClusterNode> = (1..=2)
+        .map(|id| {
+            let mut config = ClusterConfig::new(id, peers.clone());
+            config.shards = 1;
+            ClusterNode::start_on(sockets.next().unwrap(), config).unwrap()
+        })
+        .collect();
+    let forger = sockets.next().unwrap();
+    let cluster_id = ClusterConfig {
+        shards: 1,
+        ..ClusterConfig::new(3, peers.clone())
+    }
+    .cluster_id();
+    let servers: Vec<std::net::SocketAddr> = peers.iter().map(|&(_, a)| a).collect();
+    let mut config = udplock::ClientConfig::new(servers.clone());
+    config.shards = 1;
+    let client = Client::new(config).unwrap();
+    client.acquire("held", "me", 5_000, Some(60_000)).unwrap();
+
+    let peer = |records: &[(u16, PeerMessage<'_>)]| {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(
+            &mut buf,
+            PeerHeader {
+                cluster_id,
+                from: 3,
+            },
+        );
+        for (shard, m) in records {
+            w.push(*shard, m).unwrap();
+        }
+        let n = w.finish();
+        buf[..n].to_vec()
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let outsider = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for (phase, sender) in [&outsider, &forger].into_iter().enumerate() {
+        for round in 0..50u64 {
+            for &to in &servers[..2] {
+                let hostile: Vec<Vec<u8>> = vec![
+                    // A second leader of every plausible term, and one of the largest term.
+                    peer(&[(
+                        0,
+                        PeerMessage::Append {
+                            term: round % 4,
+                            prev_log_index: 0,
+                            prev_log_term: 0,
+                            leader_commit: 1_000,
+                            round: 1,
+                            entries: Default::default(),
+                        },
+                    )]),
+                    peer(&[(0, PeerMessage::TimeoutNow { term: u64::MAX })]),
+                    peer(&[(
+                        0,
+                        PeerMessage::Vote {
+                            term: u64::MAX,
+                            last_log_index: u64::MAX,
+                            last_log_term: u64::MAX,
+                        },
+                    )]),
+                    peer(&[(
+                        0,
+                        PeerMessage::AppendReply {
+                            term: 1,
+                            success: true,
+                            match_index: u64::MAX / 4,
+                            round: u64::MAX / 4,
+                        },
+                    )]),
+                    peer(&[(
+                        0,
+                        PeerMessage::InstallSnapshot {
+                            term: 1 + round % 3,
+                            last_index: 1 + round,
+                            last_term: 1,
+                            offset: 0,
+                            total_len: 4,
+                            round: 1,
+                            data: b"junk",
+                        },
+                    )]),
+                    peer(&[(
+                        0,
+                        PeerMessage::InstallSnapshotReply {
+                            term: 1,
+                            last_index: u64::MAX,
+                            received: u64::MAX,
+                            round: 9,
+                        },
+                    )]),
+                    peer(&[
+                        (
+                            0,
+                            PeerMessage::TermQuery {
+                                term: 0,
+                                nonce: round,
+                            },
+                        ),
+                        (
+                            0,
+                            PeerMessage::TermReply {
+                                term: u64::MAX / 2,
+                                last_index: u64::MAX,
+                                nonce: round,
+                            },
+                        ),
+                    ]),
+                ];
+                for d in hostile {
+                    sender.send_to(&d, to).unwrap();
+                }
+                // An Append whose entries rewrite what is committed, for some term.
+                let data = [1u8, 2, 3];
+                let entries = [PeerEntry {
+                    term: 1,
+                    data: &data,
+                }];
+                let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+                let mut w = PeerWriter::new(
+                    &mut buf,
+                    PeerHeader {
+                        cluster_id,
+                        from: 3,
+                    },
+                );
+                w.push_append(0, 1 + round % 3, 0, 0, 5, 1, entries.iter().copied())
+                    .unwrap();
+                let n = w.finish();
+                sender.send_to(&buf[..n], to).unwrap();
+                // Random PEER-typed and random bytes.
+                let len = rng.gen_range(0..1_400);
+                let mut d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                if len >= 4 {
+                    d[..4].copy_from_slice(&[0x55, 0x4C, 1, 0x40]);
+                }
+                sender.send_to(&d, to).unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if phase == 0 {
+            // From an unlisted address: all dropped, nothing changed.
+            let status = client.status("held").unwrap();
+            assert_eq!(status.holder.as_deref(), Some("me"));
+            client.acquire("after", "me", 5_000, Some(1_000)).unwrap();
+            for node in &nodes {
+                assert!(
+                    node.stats()
+                        .dropped
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        >= 400
+                );
+            }
+        }
+    }
+    // Client-side garbage at both nodes: answers small and decodable, or none.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..1_000 {
+        let len = rng.gen_range(0..1_400);
+        let mut d: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        if i % 2 == 0 && len >= 4 {
+            d[..3].copy_from_slice(&[0x55, 0x4C, 1]);
+            d[3] = rng.gen_range(0..8);
+        }
+        if d.len() >= 24 {
+            sent.insert(d[8..24].to_vec(), d.len());
+        }
+        sock.send_to(&d, servers[i % 2]).unwrap();
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 65_536];
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        let caused_by = sent[&buf[8..24]];
+        assert!(
+            n <= caused_by,
+            "{n}-byte reply to a {caused_by}-byte datagram"
+        );
+    }
+    // Both nodes still run (what a hostile member did to the shard is its business).
+    for node in &nodes {
+        assert!(node.is_running(), "a node stopped");
+    }
+    drop(forger);
+}
