@@ -191,6 +191,7 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
 /// - Sent from node 3's own address (the test holds node 3's socket: a faulty or hostile
 ///   member, which version 1's unauthenticated peer traffic cannot tell apart, spec §12),
 ///   they may disturb the shard, but never crash a node.
+///
 /// No reply is ever larger than what caused it.
 #[test]
 fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
