@@ -14,10 +14,11 @@ use udplock::{json, Client, ClientConfig, Lease, LockError};
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
+  0  success (status of a lock nobody holds too: it says \"free\")
   3  lock acquisition timed out (held by another client for the whole --timeout-ms)
-  4  lock not held by this --client (release, renew)
-  5  no such resource (the server does not know it)
+  4  lock not held by this --client (release, renew): another client holds it, or nobody
+     does (never acquired, already released, or its lease ran out)
+  5  no such resource: configure --default-ttl-ms 0 of a resource the server does not know
   6  unavailable: no answer from the server before the deadline
   1  anything else (bad arguments, overloaded, internal error)";
 
@@ -731,9 +732,12 @@ fn run(command: Command) -> Result<(), LockError> {
             };
             let s = client.status(resource)?;
             if a.conn.json {
+                // `held` says free or held even when the holder's id did not fit (spec §5.3:
+                // a lock is free exactly when its hold count is 0).
                 println!(
-                    "{{\"resource\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
+                    "{{\"resource\":{},\"held\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
                     json::string(resource),
+                    s.hold_count > 0,
                     s.holder.as_deref().map_or("null".to_string(), json::string),
                     s.holder_truncated,
                     s.hold_count,
@@ -742,15 +746,21 @@ fn run(command: Command) -> Result<(), LockError> {
                     s.waiter_count
                 );
             } else {
-                match &s.holder {
-                    Some(h) => println!(
-                        "{resource}: held by {h} (hold count {}, fencing token {}, {} ms left), {} waiting",
+                let holder = match (&s.holder, s.holder_truncated) {
+                    (Some(h), _) => h.as_str(),
+                    (None, true) => "a client whose id did not fit in the reply",
+                    (None, false) => "",
+                };
+                if s.hold_count == 0 {
+                    println!("{resource}: free, {} waiting", s.waiter_count);
+                } else {
+                    println!(
+                        "{resource}: held by {holder} (hold count {}, fencing token {}, {} ms left), {} waiting",
                         s.hold_count,
                         s.fencing_token,
                         s.remaining_ttl_ms,
                         s.waiter_count
-                    ),
-                    None => println!("{resource}: free, {} waiting", s.waiter_count),
+                    );
                 }
             }
             Ok(())

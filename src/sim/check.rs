@@ -308,7 +308,7 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
     let mut views: Vec<Vec<(u64, LockView)>> = RESOURCES
         .iter()
         .map(|_| {
-            let none = Answer::bare(Status::ResourceDoesNotExist);
+            let none = Answer::bare(Status::Ok);
             vec![(0, view(&none, &IdBuf::EMPTY))]
         })
         .collect();

@@ -1,6 +1,6 @@
 //! The `udplock` command as a user runs it: a server process, client commands in separate
 //! processes, JSON output and exit codes (0 ok, 3 timeout, 4 not held, 5 no such resource,
-//! 6 unavailable).
+//! 6 unavailable), and a closed stdout.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -92,11 +92,12 @@ fn lock_from_one_process_release_from_another_with_exit_codes() {
         stdout(&o)
     );
 
-    // The holder's id releases it from a new process; then the resource is unknown (5).
+    // The holder's id releases it from a new process; then the lock is free (0).
     let o = server.run(&["release", "job/1", "--client", "cron-a"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let o = server.run(&["status", "job/1"]);
-    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(stdout(&o), "job/1: free, 0 waiting\n");
 
     // Usage errors are exit code 1 and say what is wrong.
     let o = server.run(&["acquire", "job/1"]);
@@ -154,4 +155,55 @@ fn no_server_is_exit_code_6() {
         .unwrap();
     assert_eq!(o.status.code(), Some(6), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("udplock server"));
+}
+
+/// Issue 7 item 12: the exit codes mean what the README says. Not holding a lock is 4 however
+/// it came about (released twice, lease ran out, never acquired); a free lock's status is an
+/// answer (0) that says it is free; 5 is only for clearing the configuration of a resource the
+/// server does not know.
+#[test]
+fn errors_mean_what_the_docs_say() {
+    let server = Server::start();
+    let o = server.run(&["acquire", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = server.run(&["release", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // Released twice.
+    let o = server.run(&["release", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not hold the lock"),
+        "{o:?}"
+    );
+    let o = server.run(&["renew", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    // A free lock: a health probe gets 0 and a body that says free.
+    let o = server.run(&["status", "job/3", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        stdout(&o),
+        "{\"resource\":\"job/3\",\"held\":false,\"holder\":null,\"holder_truncated\":false,\
+         \"hold_count\":0,\"token\":0,\"remaining_ttl_ms\":0,\"waiters\":0}\n"
+    );
+    // The lease ran out: the former holder no longer holds it.
+    let o = server.run(&["acquire", "job/3", "--client", "a", "--ttl-ms", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = server.run(&["status", "job/3"]);
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        if stdout(&o).contains("free") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a 1 ms lease never ran out");
+    }
+    let o = server.run(&["release", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    // Nothing to clear on a resource the server does not know.
+    let o = server.run(&["configure", "job/never", "--default-ttl-ms", "0"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not know this resource"),
+        "{o:?}"
+    );
 }

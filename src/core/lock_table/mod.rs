@@ -1053,8 +1053,10 @@ impl LockTable {
     }
 
     fn release(&mut self, now: Instant, resource: &[u8], client: &[u8]) -> Answer {
+        // Spec §6.1: a client that does not hold the lock is told so, whether the lock is
+        // held by another, free, or forgotten (released before, or its lease ran out).
         let Some(slot) = self.lookup(resource) else {
-            return Answer::bare(Status::ResourceDoesNotExist);
+            return Answer::bare(Status::LockNotHeld);
         };
         let s = &mut self.slots[slot as usize];
         if s.holder() != Some(client) {
@@ -1076,8 +1078,9 @@ impl LockTable {
     }
 
     fn renew(&mut self, now: Instant, resource: &[u8], client: &[u8], ttl_ms: u32) -> Answer {
+        // As for release (spec §6.1): not holding it is LOCK_NOT_HELD, known resource or not.
         let Some(slot) = self.lookup(resource) else {
-            return Answer::bare(Status::ResourceDoesNotExist);
+            return Answer::bare(Status::LockNotHeld);
         };
         let s = &self.slots[slot as usize];
         if s.holder() != Some(client) {
@@ -1103,8 +1106,9 @@ impl LockTable {
     fn configure(&mut self, resource: &[u8], default_ttl_ms: u32) -> Answer {
         let slot = match self.lookup(resource) {
             Some(slot) => slot,
-            // Clearing the default of an unknown resource: it already has none.
-            None if default_ttl_ms == 0 => return Answer::bare(Status::Ok),
+            // Clearing the default of a resource the server does not know: there is nothing to
+            // clear (a mistyped id, most likely), and nothing is created (spec §4.6).
+            None if default_ttl_ms == 0 => return Answer::bare(Status::ResourceDoesNotExist),
             None => match self.create(resource, &[]) {
                 Some(slot) => slot,
                 None => return self.overloaded_answer(),
@@ -1126,8 +1130,10 @@ impl LockTable {
     }
 
     fn status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {
+        // A lock the server does not know is free: the same answer as a known free lock, every
+        // field zero (spec §5.3), so that asking about a lock never looks like an error.
         let Some(slot) = self.lookup(resource) else {
-            return (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY);
+            return (Answer::bare(Status::Ok), IdBuf::EMPTY);
         };
         let s = &self.slots[slot as usize];
         let waiter_count = s.live_waiters();

@@ -319,7 +319,8 @@ impl Model {
         }
         if let Command::Status { resource } = request.command {
             let (answer, holder) = match self.locks.get(resource) {
-                None => (with_status(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+                // Free, known or not: every field zero.
+                None => (with_status(Status::Ok), IdBuf::EMPTY),
                 Some(lock) => {
                     let waiter_count = lock.waiters.len() as u32;
                     match &lock.hold {
@@ -499,10 +500,12 @@ impl Model {
     }
 
     fn release(&mut self, now: Instant, resource: &[u8], client: &[u8]) -> Answer {
-        let Some(lock) = self.locks.get_mut(resource) else {
-            return with_status(Status::ResourceDoesNotExist);
-        };
-        let Some(hold) = lock.hold.as_mut().filter(|hold| hold.client == client) else {
+        let Some(hold) = self
+            .locks
+            .get_mut(resource)
+            .and_then(|lock| lock.hold.as_mut())
+            .filter(|hold| hold.client == client)
+        else {
             return with_status(Status::LockNotHeld);
         };
         hold.count -= 1;
@@ -512,7 +515,7 @@ impl Model {
             ..with_status(Status::Ok)
         };
         if hold.count == 0 {
-            lock.hold = None;
+            self.locks.get_mut(resource).unwrap().hold = None;
             self.hand_off(resource, now);
             self.maybe_forget(resource);
         }
@@ -520,10 +523,12 @@ impl Model {
     }
 
     fn renew(&mut self, now: Instant, resource: &[u8], client: &[u8], ttl_ms: u32) -> Answer {
-        let Some(lock) = self.locks.get_mut(resource) else {
-            return with_status(Status::ResourceDoesNotExist);
-        };
-        let Some(hold) = lock.hold.as_mut().filter(|hold| hold.client == client) else {
+        let Some(hold) = self
+            .locks
+            .get_mut(resource)
+            .and_then(|lock| lock.hold.as_mut())
+            .filter(|hold| hold.client == client)
+        else {
             return with_status(Status::LockNotHeld);
         };
         if ttl_ms != 0 {
@@ -541,7 +546,7 @@ impl Model {
     fn configure(&mut self, resource: &[u8], default_ttl_ms: u32) -> Answer {
         if !self.locks.contains_key(resource) {
             if default_ttl_ms == 0 {
-                return with_status(Status::Ok);
+                return with_status(Status::ResourceDoesNotExist);
             }
             if self.locks.len() == self.config.resources_max as usize {
                 return self.overloaded();

@@ -255,7 +255,7 @@ fn a_late_timeout_call_hands_the_lock_over_at_the_expiry_time() {
     assert_eq!(state.lease_ms, 20);
     // Called so late that b's lease also ended: the lock is free and forgotten.
     h.at(500);
-    assert_eq!(h.call(S3, status("r")).status, Status::ResourceDoesNotExist);
+    assert_free(ok(h.call(S3, status("r"))));
 }
 
 #[test]
@@ -632,27 +632,55 @@ fn an_idle_session_is_forgotten() {
     assert_eq!(ok(h.call(S2, status("r"))).hold_count, 1);
 }
 
+/// Spec §6.1: whoever does not hold a lock gets LOCK_NOT_HELD from RELEASE and RENEW, whether
+/// another client holds it, it is free, or the server has forgotten it; STATUS of a lock
+/// nobody holds is an ordinary answer saying "free". Only clearing the configuration of a
+/// resource the server does not know is RESOURCE_DOES_NOT_EXIST.
 #[test]
-fn lock_not_held_and_resource_does_not_exist() {
+fn without_the_lock_release_and_renew_are_not_held_and_status_says_free() {
     let mut h = Harness::new();
-    assert_eq!(
-        h.call(S1, release("r", "a")).status,
-        Status::ResourceDoesNotExist
-    );
-    assert_eq!(
-        h.call(S1, renew("r", "a", 0)).status,
-        Status::ResourceDoesNotExist
-    );
-    assert_eq!(h.call(S1, status("r")).status, Status::ResourceDoesNotExist);
-    ok(h.call(S1, acquire("r", "a", 0, 0)));
-    assert_eq!(h.call(S2, release("r", "b")).status, Status::LockNotHeld);
-    assert_eq!(h.call(S2, renew("r", "b", 0)).status, Status::LockNotHeld);
-    // A known but free resource (kept by its configuration).
-    ok(h.call(S1, configure("r", 500)));
-    ok(h.call(S1, release("r", "a")));
+    // Never known.
     assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
     assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
+    assert_eq!(h.table.stats().resources, 0, "asking creates nothing");
+    // Held by another client.
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    assert_eq!(h.call(S2, release("r", "b")).status, Status::LockNotHeld);
+    assert_eq!(h.call(S2, renew("r", "b", 0)).status, Status::LockNotHeld);
+    // Released twice: the second finds it free (and forgotten).
+    ok(h.call(S1, release("r", "a")));
+    assert_eq!(h.table.stats().resources, 0);
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
+    // Expired: the holder's release and renew are refused the same way.
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    h.at(100);
+    assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
+    // A known but free resource (kept by its configuration).
+    ok(h.call(S1, configure("r", 500)));
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
     assert_eq!(h.table.stats().resources, 1);
+    // Clearing the default of a resource the server does not know: there is nothing to clear.
+    assert_eq!(
+        h.call(S1, configure("unknown", 0)).status,
+        Status::ResourceDoesNotExist
+    );
+    assert_eq!(h.table.stats().resources, 1, "and nothing is created");
+}
+
+/// The STATUS answer for a lock nobody holds (spec §5.3): no holder, hold count 0, token 0,
+/// no lease, no waiters (a lock with waiters is always held).
+fn assert_free(answer: Answer) {
+    assert_eq!(
+        answer,
+        Answer::bare(Status::Ok),
+        "a free lock: every field zero"
+    );
 }
 
 #[test]
@@ -684,8 +712,11 @@ fn configured_default_ttl_is_used_by_acquire_and_can_be_cleared() {
         30_000,
         "the server default"
     );
-    // Clearing an unknown resource's default creates nothing.
-    ok(h.call(S1, configure("unknown", 0)));
+    // Clearing an unknown resource's default creates nothing (and says there was none).
+    assert_eq!(
+        h.call(S1, configure("unknown", 0)).status,
+        Status::ResourceDoesNotExist
+    );
     assert_eq!(h.table.stats().resources, 1);
 }
 
@@ -709,7 +740,7 @@ fn renew_extends_the_expiry() {
     assert_eq!(ok(h.call(S1, renew("r", "a", 0))).lease_ms, 1_000);
     assert!(h.at(2_177).is_empty());
     h.at(2_178);
-    assert_eq!(h.call(S2, status("r")).status, Status::ResourceDoesNotExist);
+    assert_free(ok(h.call(S2, status("r"))));
 }
 
 #[test]
@@ -955,7 +986,7 @@ fn startup_grace_refuses_grants_then_tokens_start_where_told() {
         0,
         "nothing is created during the grace"
     );
-    assert_eq!(h.call(S1, status("r")).status, Status::ResourceDoesNotExist);
+    assert_free(ok(h.call(S1, status("r"))));
     h.at(1_999);
     assert_eq!(
         h.call(S1, acquire("r", "a", 0, 0)).status,

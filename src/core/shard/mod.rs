@@ -330,8 +330,8 @@ impl Shard {
             }
             let (answer, holder) = match &self.table {
                 Some(table) => table.read_status(log_now.max(self.applied_stamp), resource),
-                // Before INIT applies, no resource exists yet.
-                None => (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+                // Before INIT applies no lock can be held: every lock is free.
+                None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
             };
             self.replies.push_back(Reply {
                 to: request.reply_to,
@@ -505,7 +505,7 @@ impl Shard {
             let (_, read) = self.reads.pop_front().expect("a read");
             let (answer, holder) = match &self.table {
                 Some(table) => table.read_status(log_now, read.resource.as_slice()),
-                None => (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+                None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
             };
             self.replies.push_back(Reply {
                 to: read.to,
