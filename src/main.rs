@@ -12,6 +12,71 @@ use udplock::core::lock_table;
 use udplock::node::{Node, NodeConfig};
 use udplock::{json, Client, ClientConfig, Lease, LockError};
 
+/// Prints a line on stdout without ever panicking (see [`out`]). Shadows std's `println!` in
+/// this file, so every command's output goes through it.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::out::line(format_args!($($arg)*))
+    };
+}
+
+/// Prints a line on stderr, ignoring a closed stderr (std's `eprintln!` would panic).
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::out::error_line(format_args!($($arg)*))
+    };
+}
+
+/// The command's output. std's `println!` panics when stdout cannot be written, which it
+/// cannot once the reader of a pipe has gone: `udplock status | head -1` used to die with
+/// "failed printing to stdout: Broken pipe" (exit 101). Decision: a closed stdout (EPIPE) is
+/// the reader's choice, not an error: what is left to print is dropped quietly, and the
+/// command still finishes and exits with the code of its outcome (an acquire that succeeded
+/// is held, exit 0). Any other write error (a full disk) is reported once on stderr and
+/// turns a success into exit code 1, since the caller did not get the output it asked for.
+mod out {
+    use std::fmt;
+    use std::io::{self, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Stdout's reader has gone: nothing more is written.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// A write to stdout failed otherwise.
+    static FAILED: AtomicBool = AtomicBool::new(false);
+
+    pub fn line(args: fmt::Arguments<'_>) {
+        if CLOSED.load(Ordering::Relaxed) || FAILED.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut stdout = io::stdout().lock();
+        let written = stdout
+            .write_fmt(args)
+            .and_then(|()| stdout.write_all(b"\n"));
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::Relaxed)
+            }
+            Err(e) => {
+                FAILED.store(true, Ordering::Relaxed);
+                error_line(format_args!("udplock: cannot write the output: {e}"));
+            }
+        }
+    }
+
+    pub fn error_line(args: fmt::Arguments<'_>) {
+        let mut stderr = io::stderr().lock();
+        let _ = stderr
+            .write_fmt(args)
+            .and_then(|()| stderr.write_all(b"\n"));
+    }
+
+    /// True if the output could not be written for a reason other than a closed pipe.
+    pub fn failed() -> bool {
+        FAILED.load(Ordering::Relaxed)
+    }
+}
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success (status of a lock nobody holds too: it says \"free\")
@@ -427,6 +492,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli.command) {
+        Ok(()) if out::failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("udplock: {e}");

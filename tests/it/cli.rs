@@ -207,3 +207,54 @@ fn errors_mean_what_the_docs_say() {
         "{o:?}"
     );
 }
+
+/// Issue 7 item 13: `udplock status | head -1` used to die with "failed printing to stdout:
+/// Broken pipe" (exit 101). Every command is run here with a stdout whose reader is already
+/// gone, so the first write fails at once (no race with a reader that closes later): each
+/// must finish its operation, exit with its usual code and print no panic.
+#[test]
+fn a_closed_stdout_is_no_crash() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    let server = Server::start();
+    let closed_stdout = || {
+        // A stream socket whose peer is closed fails every write with EPIPE, as a pipe whose
+        // reader exited does (std::io::pipe needs a newer Rust than this crate's minimum).
+        let (ours, reader) = UnixStream::pair().unwrap();
+        drop(reader);
+        Stdio::from(OwnedFd::from(ours))
+    };
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--servers", &server.addr])
+            .stdout(closed_stdout())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("udplock runs")
+    };
+    for (args, code) in [
+        (&["acquire", "pipe/1", "--client", "a", "--json"][..], 0),
+        (&["status", "pipe/1"], 0),
+        (&["status", "pipe/1", "--json"], 0),
+        (&["renew", "pipe/1", "--client", "a"], 0),
+        (
+            &["acquire", "pipe/1", "--client", "b", "--timeout-ms", "0"],
+            3,
+        ),
+        (&["release", "pipe/1", "--client", "a"], 0),
+        (&["release", "pipe/1", "--client", "a"], 4),
+        (&["configure", "pipe/1", "--default-ttl-ms", "500"], 0),
+    ] {
+        let o = run(args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {o:?}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The operations took effect although nothing could be printed.
+    let o = server.run(&["status", "pipe/1", "--json"]);
+    assert!(stdout(&o).contains("\"held\":false"), "{}", stdout(&o));
+}
