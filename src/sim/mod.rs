@@ -1031,6 +1031,7 @@ impl Sim {
             reply_to: PROBE_ADDR,
             command: lock_table::Command::Status {
                 resource: RESOURCES[resource],
+                reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
             },
             room_for_waiting: true,
         };

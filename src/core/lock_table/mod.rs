@@ -78,7 +78,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
-use udplock_protocol::{Status, REQUEST_LIFETIME_MS_MAX};
+use udplock_protocol::{Status, REPLY_LEN_MIN, REQUEST_LIFETIME_MS_MAX};
 
 use self::index::ResourceIndex;
 use self::queue::{WaitQueue, Waiter};
@@ -263,7 +263,15 @@ pub enum Command<'a> {
         ttl_ms: u32,
     },
     /// Read holder, hold count, token, remaining lease and waiters. Read-only.
-    Status { resource: &'a [u8] },
+    Status {
+        resource: &'a [u8],
+        /// The reply's byte budget: the length of the datagram that carried this copy. The
+        /// answer names the holder only if the reply still fits in it (spec §2.2 rule 5: no
+        /// reply larger than its request); it travels with the request wherever it waits
+        /// (a cluster leader's ReadIndex). At least `REPLY_LEN_MIN`: shells drop shorter
+        /// requests unanswered.
+        reply_len_max: u16,
+    },
     /// Set the resource's default TTL, or clear it with 0.
     Configure {
         resource: &'a [u8],
@@ -411,8 +419,23 @@ pub struct Reply {
     /// The operation answered (the reply's message type).
     pub kind: CommandKind,
     pub answer: Answer,
-    /// STATUS only: the holder's client id; empty otherwise.
+    /// STATUS only: the holder's client id, if it fits in the reply's byte budget (see
+    /// [`fit_holder`]); empty otherwise.
     pub holder: IdBuf,
+    /// STATUS only: the lock is held but its holder's id did not fit (the reply carries
+    /// HOLDER_TRUNCATED, spec §5.3).
+    pub holder_truncated: bool,
+}
+
+/// The holder id a STATUS_REPLY carries within `reply_len_max` bytes (spec §2.2 rule 5: a
+/// reply is never larger than its request): all of it if `REPLY_LEN_MIN + its length` fits,
+/// else none, and then `true` (HOLDER_TRUNCATED) if there was a holder to leave out.
+pub fn fit_holder(holder: IdBuf, reply_len_max: u16) -> (IdBuf, bool) {
+    if REPLY_LEN_MIN + holder.len() <= usize::from(reply_len_max) {
+        (holder, false)
+    } else {
+        (IdBuf::EMPTY, !holder.is_empty())
+    }
 }
 
 /// Counters for monitoring and tests; each is O(1) to read.
@@ -683,9 +706,22 @@ impl LockTable {
             );
             return;
         }
-        if let Command::Status { resource } = request.command {
+        if let Command::Status {
+            resource,
+            reply_len_max,
+        } = request.command
+        {
+            assert!(
+                usize::from(reply_len_max) >= REPLY_LEN_MIN,
+                "shells drop short requests"
+            );
             let (answer, holder) = self.status(now, resource);
-            self.push_reply(&request, request.attempt, answer, holder);
+            let (holder, holder_truncated) = fit_holder(holder, reply_len_max);
+            self.replies.push_back(Reply {
+                holder,
+                holder_truncated,
+                ..self.reply_to(&request, request.attempt, answer)
+            });
             return;
         }
         match self.admit(now, &request) {
@@ -842,7 +878,7 @@ impl LockTable {
                 client,
                 ttl_ms,
             } => id(resource) && id(client) && ttl(ttl_ms),
-            Command::Status { resource } => id(resource),
+            Command::Status { resource, .. } => id(resource),
             Command::Configure {
                 resource,
                 default_ttl_ms,
@@ -1323,6 +1359,7 @@ impl LockTable {
             kind: CommandKind::Acquire,
             answer,
             holder: IdBuf::EMPTY,
+            holder_truncated: false,
         });
     }
 
@@ -1438,19 +1475,22 @@ impl LockTable {
 
     /// Queues the answer to the request being handled.
     fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer) {
-        self.push_reply(request, attempt, answer, IdBuf::EMPTY);
+        let reply = self.reply_to(request, attempt, answer);
+        self.replies.push_back(reply);
     }
 
-    fn push_reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer, holder: IdBuf) {
+    /// The reply carrying `answer` to `request`, without a holder.
+    fn reply_to(&self, request: &Request<'_>, attempt: u16, answer: Answer) -> Reply {
         assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
-        self.replies.push_back(Reply {
+        Reply {
             to: request.reply_to,
             id: request.id,
             attempt,
             kind: request.command.kind(),
             answer,
-            holder,
-        });
+            holder: IdBuf::EMPTY,
+            holder_truncated: false,
+        }
     }
 
     /// Checks every invariant of the whole table. O(n): tests only.

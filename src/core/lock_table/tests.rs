@@ -40,9 +40,16 @@ fn renew<'a>(resource: &'a str, client: &'a str, ttl_ms: u32) -> Command<'a> {
     }
 }
 
+/// A STATUS padded as the spec asks (§2.2 rule 4): the reply can name any holder.
 fn status(resource: &str) -> Command<'_> {
+    status_in(resource, udplock_protocol::STATUS_REQUEST_LEN as u16)
+}
+
+/// A STATUS carried by a datagram of `reply_len_max` bytes.
+fn status_in(resource: &str, reply_len_max: u16) -> Command<'_> {
     Command::Status {
         resource: resource.as_bytes(),
+        reply_len_max,
     }
 }
 
@@ -241,6 +248,28 @@ fn expiry_frees_and_grants_the_next_waiter_with_a_fresh_token() {
     assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
     // The new lease is counted from the grant: it ends at 150 ms.
     assert_eq!(h.table.poll_timeout(), Some(ms(150)));
+}
+
+/// Spec §2.2 rule 5: a STATUS_REPLY (76 bytes + the holder id) is never longer than the STATUS
+/// datagram; the holder id is left out, with HOLDER_TRUNCATED, when it does not fit.
+#[test]
+fn status_names_the_holder_only_within_its_request() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "worker-7", 0, 0)));
+    for (len, named) in [(331, true), (84, true), (83, false), (76, false)] {
+        let (_, replies) = h.new_request(S2, status_in("r", len));
+        let reply = replies[0];
+        assert_eq!(ok(reply.answer).hold_count, 1);
+        let holder: &[u8] = if named { b"worker-7" } else { b"" };
+        assert_eq!(
+            (reply.holder.as_slice(), reply.holder_truncated),
+            (holder, !named),
+            "{len} bytes"
+        );
+    }
+    // A free lock has no holder to leave out: never HOLDER_TRUNCATED.
+    let (_, replies) = h.new_request(S2, status_in("free", 76));
+    assert!(!replies[0].holder_truncated);
 }
 
 #[test]

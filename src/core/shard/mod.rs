@@ -206,6 +206,8 @@ struct PendingRead {
     id: RequestId,
     attempt: u16,
     resource: IdBuf,
+    /// Its reply's byte budget: the length of its own datagram (spec §2.2 rule 5).
+    reply_len_max: u16,
 }
 
 impl Shard {
@@ -301,7 +303,11 @@ impl Shard {
             return Err(self.not_leader());
         };
         let log_now = clock.log_time(now);
-        if let Command::Status { resource } = request.command {
+        if let Command::Status {
+            resource,
+            reply_len_max,
+        } = request.command
+        {
             if !self.raft.lease_valid(now) {
                 // No lease (clocks are not trusted now, e.g. after a leadership transfer):
                 // confirm leadership with a heartbeat round first (ReadIndex).
@@ -323,6 +329,7 @@ impl Shard {
                         id: request.id,
                         attempt: request.attempt,
                         resource: IdBuf::new(resource),
+                        reply_len_max,
                     },
                 ));
                 self.settle(now);
@@ -333,6 +340,7 @@ impl Shard {
                 // Before INIT applies no lock can be held: every lock is free.
                 None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
             };
+            let (holder, holder_truncated) = lock_table::fit_holder(holder, reply_len_max);
             self.replies.push_back(Reply {
                 to: request.reply_to,
                 id: request.id,
@@ -340,6 +348,7 @@ impl Shard {
                 kind: CommandKind::Status,
                 answer,
                 holder,
+                holder_truncated,
             });
             return Ok(());
         }
@@ -485,6 +494,7 @@ impl Shard {
                 ..Answer::bare(Status::Overloaded)
             },
             holder: IdBuf::EMPTY,
+            holder_truncated: false,
         });
     }
 
@@ -507,6 +517,9 @@ impl Shard {
                 Some(table) => table.read_status(log_now, read.resource.as_slice()),
                 None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
             };
+            // Sized against its own request, not against whatever datagram is being handled
+            // when the round is confirmed (spec §2.2 rule 5).
+            let (holder, holder_truncated) = lock_table::fit_holder(holder, read.reply_len_max);
             self.replies.push_back(Reply {
                 to: read.to,
                 id: read.id,
@@ -514,6 +527,7 @@ impl Shard {
                 kind: CommandKind::Status,
                 answer,
                 holder,
+                holder_truncated,
             });
         }
     }

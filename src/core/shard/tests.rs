@@ -180,6 +180,19 @@ fn acquire<'a>(resource: &'a [u8], client: &'a [u8], wait_ms: u32, ttl_ms: u32) 
     }
 }
 
+/// A STATUS padded as the spec asks (§2.2 rule 4), so the reply may name any holder.
+fn status(resource: &[u8]) -> Command<'_> {
+    status_in(resource, udplock_protocol::STATUS_REQUEST_LEN as u16)
+}
+
+/// A STATUS carried by a datagram of `reply_len_max` bytes.
+fn status_in(resource: &[u8], reply_len_max: u16) -> Command<'_> {
+    Command::Status {
+        resource,
+        reply_len_max,
+    }
+}
+
 #[test]
 fn single_replica_grants_with_the_init_token() {
     let mut c = Cluster::new(1);
@@ -223,9 +236,7 @@ fn a_follower_names_the_leader() {
         .send(follower, 7, 1, 0, acquire(b"r", b"a", 0, 1_000))
         .unwrap_err();
     assert_eq!(err.leader_hint, Some(leader));
-    let err = c
-        .send(follower, 7, 2, 0, Command::Status { resource: b"r" })
-        .unwrap_err();
+    let err = c.send(follower, 7, 2, 0, status(b"r")).unwrap_err();
     assert_eq!(err.leader_hint, Some(leader));
 }
 
@@ -331,14 +342,13 @@ fn status_needs_the_lease() {
         .unwrap();
     c.deliver();
     c.take_replies();
-    c.send(leader, 9, 1, 0, Command::Status { resource: b"r" })
-        .unwrap();
-    let status = c.take_replies();
-    assert_eq!(status[0].1.holder.as_slice(), b"a");
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
+    let answered = c.take_replies();
+    assert_eq!(answered[0].1.holder.as_slice(), b"a");
     // Cut off, the leader's lease runs out and it stops answering reads.
     c.isolated.push(leader);
     c.run(ms(200));
-    let result = c.send(leader, 9, 2, 0, Command::Status { resource: b"r" });
+    let result = c.send(leader, 9, 2, 0, status(b"r"));
     assert!(result.is_err());
     // (A new leader may re-send answers of commands it applied; the old one sends nothing.)
     assert!(c.take_replies().iter().all(|&(from, _)| from != leader));
@@ -377,8 +387,7 @@ fn without_a_lease_status_waits_for_a_confirmed_round() {
     assert!(!c.shard(leader).raft().lease_valid(now));
     assert_eq!(c.leader(), Some(leader));
     // STATUS is held until a majority acknowledged a heartbeat round started after it.
-    c.send(leader, 9, 1, 0, Command::Status { resource: b"r" })
-        .unwrap();
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
     assert!(
         c.take_replies().is_empty(),
         "answered without confirming leadership"
@@ -390,10 +399,55 @@ fn without_a_lease_status_waits_for_a_confirmed_round() {
     // Cut off from the majority, it never answers (the read would be stale).
     c.isolated.retain(|&id| id != target);
     c.isolated.push(leader);
-    c.send(leader, 9, 2, 0, Command::Status { resource: b"r" })
-        .unwrap();
+    c.send(leader, 9, 2, 0, status(b"r")).unwrap();
     c.deliver();
     assert!(c.take_replies().iter().all(|&(from, _)| from != leader));
+}
+
+/// Issue 7 item 9: a STATUS held for ReadIndex is answered within its own request's length
+/// (spec §2.2 rule 5), also when STATUS requests of other lengths wait with it: the reply
+/// names the holder exactly when `76 + its length` fits, and is never larger than its request.
+#[test]
+fn a_status_held_for_read_index_keeps_its_own_byte_budget() {
+    let mut c = Cluster::new(3);
+    let holder = [b'h'; 200];
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", &holder, 0, 60_000))
+        .unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
+    let leader = {
+        // The same leader, now without its lease.
+        let target = (1..=3).find(|&id| id != leader).unwrap();
+        c.isolated.push(target);
+        let now = c.now;
+        c.shard(leader).transfer_leadership(now, target).unwrap();
+        c.drain();
+        assert!(!c.shard(leader).raft().lease_valid(now));
+        leader
+    };
+    // 331: the spec's length; 276 = 76 + 200 exactly; 275 one byte short; 76 the least.
+    let lens: [u16; 4] = [331, 276, 275, 76];
+    for (n, &len) in lens.iter().enumerate() {
+        c.send(leader, 9, n as u64 + 1, 0, status_in(b"r", len))
+            .unwrap();
+    }
+    assert!(c.take_replies().is_empty(), "answered before ReadIndex");
+    c.deliver();
+    let replies = c.take_replies();
+    assert_eq!(replies.len(), lens.len(), "{replies:?}");
+    for (from, reply) in replies {
+        assert_eq!(from, leader);
+        let len = usize::from(lens[reply.id.request as usize - 1]);
+        let fits = 76 + holder.len() <= len;
+        assert_eq!(
+            (reply.holder.as_slice(), reply.holder_truncated),
+            (if fits { &holder[..] } else { &[][..] }, !fits),
+            "STATUS of {len} bytes"
+        );
+        assert!(76 + reply.holder.len() <= len, "larger than its request");
+        assert_eq!(reply.answer.hold_count, 1);
+    }
 }
 
 #[test]
