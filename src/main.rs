@@ -502,7 +502,8 @@ fn main() -> ExitCode {
 }
 
 /// The answer to `acquire` and `renew`: one JSON object (resource, client, token,
-/// hold_count, ttl_ms) or a sentence.
+/// hold_count, ttl_ms) or a sentence. The lease shown is the one the hold has from the reply
+/// on (spec §6.4), which after a renewal may be longer than the --ttl-ms asked for.
 fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
     if a.conn.json {
         println!(

@@ -258,3 +258,31 @@ fn a_closed_stdout_is_no_crash() {
     let o = server.run(&["status", "pipe/1", "--json"]);
     assert!(stdout(&o).contains("\"held\":false"), "{}", stdout(&o));
 }
+
+/// Issue 7 item 15: `renew --ttl-ms 5000` printed "lease 5000 ms" while `status` showed the
+/// 30 s lease the hold still had. A renewal never shortens a lease, so what renew reports is
+/// the lease the holder actually has.
+#[test]
+fn renew_reports_the_lease_the_holder_has() {
+    let server = Server::start();
+    let lease_ms = |o: &Output| -> u64 {
+        let json = stdout(o);
+        let at = json.find("\"ttl_ms\":").expect("ttl_ms in the output") + 9;
+        json[at..].trim_end_matches(['}', '\n']).parse().unwrap()
+    };
+    let o = server.run(&[
+        "acquire", "job/4", "--client", "a", "--ttl-ms", "3600000", "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(lease_ms(&o), 3_600_000);
+    let o = server.run(&[
+        "renew", "job/4", "--client", "a", "--ttl-ms", "5000", "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // What is left of the hour (the time between the two commands is not known, but it is
+    // far less than the 59 minutes that would bring the lease down to 5 s).
+    let renewed = lease_ms(&o);
+    assert!((5_001..=3_600_000).contains(&renewed), "{}", stdout(&o));
+    let o = server.run(&["status", "job/4", "--json"]);
+    assert!(stdout(&o).contains("\"hold_count\":1"), "{}", stdout(&o));
+}

@@ -325,7 +325,8 @@ pub struct Answer {
     pub fencing_token: u64,
     /// Re-entrant hold count after the operation (status: current).
     pub hold_count: u32,
-    /// Acquire/renew: the TTL of this grant, counted by the server from the grant. Status:
+    /// Acquire/renew: the hold's lease from this grant or renewal to its expiry (the TTL for
+    /// a new hold; at least the TTL for a re-entry or renewal, which never shorten it). Status:
     /// remaining lease at the server, rounded down (0 if free). Configure: the new default
     /// (0 if cleared). Otherwise 0.
     pub lease_ms: u32,
@@ -425,6 +426,15 @@ pub struct Reply {
     /// STATUS only: the lock is held but its holder's id did not fit (the reply carries
     /// HOLDER_TRUNCATED, spec §5.3).
     pub holder_truncated: bool,
+}
+
+/// The lease a grant or renewal at `at` reports (spec §6.4): the time from `at` to the hold's
+/// expiry in whole milliseconds, rounded down so the client's count never outlasts the
+/// server's. For a new hold that is its TTL; for a re-entry or renewal at least the TTL asked
+/// for, and more when an earlier grant promised more (the expiry never moves earlier).
+fn lease_left_ms(expiry: Instant, at: Instant) -> u32 {
+    let ms = expiry.saturating_since(at).as_millis();
+    u32::try_from(ms).expect("a lease is at most ttl_ms_max past its grant")
 }
 
 /// The holder id a STATUS_REPLY carries within `reply_len_max` bytes (spec §2.2 rule 5: a
@@ -1134,7 +1144,7 @@ impl LockTable {
         Answer {
             fencing_token: s.token,
             hold_count: s.hold_count,
-            lease_ms: ttl_ms,
+            lease_ms: lease_left_ms(expiry, now),
             ..Answer::bare(Status::Ok)
         }
     }
@@ -1247,7 +1257,7 @@ impl LockTable {
         Answer {
             fencing_token: s.token,
             hold_count: s.hold_count,
-            lease_ms: ttl_ms,
+            lease_ms: lease_left_ms(expiry, at),
             queued,
             ..Answer::bare(Status::Ok)
         }

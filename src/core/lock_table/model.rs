@@ -208,7 +208,8 @@ impl Model {
         Answer {
             fencing_token: hold.token,
             hold_count: hold.count,
-            lease_ms: ttl_ms,
+            // The hold's whole lease from now (never shortened), in whole ms rounded down.
+            lease_ms: ((hold.expiry.as_micros() - at.as_micros()) / 1_000) as u32,
             queued,
             ..with_status(Status::Ok)
         }
@@ -550,7 +551,7 @@ impl Model {
         Answer {
             fencing_token: hold.token,
             hold_count: hold.count,
-            lease_ms: hold.ttl_ms,
+            lease_ms: ((hold.expiry.as_micros() - now.as_micros()) / 1_000) as u32,
             ..with_status(Status::Ok)
         }
     }

@@ -722,12 +722,12 @@ fn configured_default_ttl_is_used_by_acquire_and_can_be_cleared() {
         "configuring makes a resource known"
     );
     assert_eq!(ok(h.call(S1, acquire("r", "a", 0, 0))).lease_ms, 5_000);
+    ok(h.call(S1, release("r", "a")));
     assert_eq!(
         ok(h.call(S1, acquire("r", "a", 0, 700))).lease_ms,
         700,
         "the acquire's own wins"
     );
-    ok(h.call(S1, release("r", "a")));
     ok(h.call(S1, release("r", "a")));
     assert_eq!(h.table.stats().resources, 1, "still configured");
     assert_eq!(ok(h.call(S1, configure("r", 0))).lease_ms, 0);
@@ -785,6 +785,40 @@ fn reentrant_acquire_extends_to_the_later_expiry() {
     h.at(500);
     ok(h.call(S1, acquire("r", "a", 0, 800)));
     assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 800);
+}
+
+/// Issue 7 item 15: `renew --ttl-ms 5000` reported a 5 s lease while the hold had 29.99 s
+/// left. A renewal or re-entry never shortens the lease (spec §6.4), so its answer reports
+/// the lease the hold has from that instant: at least the TTL asked for, more if an earlier
+/// grant promised more.
+#[test]
+fn renew_and_reentry_report_the_lease_the_hold_has() {
+    let mut h = Harness::new();
+    assert_eq!(
+        ok(h.call(S1, acquire("r", "a", 0, 30_000))).lease_ms,
+        30_000
+    );
+    h.at(8);
+    let renewed = ok(h.call(S1, renew("r", "a", 5_000)));
+    assert_eq!(
+        renewed.lease_ms, 29_992,
+        "the hold's lease, not the 5 s asked for"
+    );
+    assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 29_992);
+    let again = ok(h.call(S1, acquire("r", "a", 0, 100)));
+    assert_eq!((again.hold_count, again.lease_ms), (2, 29_992));
+    // Asking for more than is left extends it, and the answer is what was asked.
+    h.at(20_000);
+    assert_eq!(ok(h.call(S1, renew("r", "a", 15_000))).lease_ms, 15_000);
+    assert_eq!(
+        ok(h.call(S1, acquire("r", "a", 0, 16_000))).lease_ms,
+        16_000
+    );
+    // The remembered answer keeps the lease of its own instant (the client counts it from
+    // the send time of the copy it echoes).
+    h.at(21_000);
+    let again = h.send(S1, h.request_last, 1, 1000, acquire("r", "a", 0, 16_000));
+    assert_eq!(again[0].answer.lease_ms, 16_000);
 }
 
 #[test]
@@ -863,7 +897,9 @@ fn hand_off_grants_the_new_holders_queued_acquires_too() {
         grants[0].answer.fencing_token,
         grants[1].answer.fencing_token
     );
-    assert_eq!(grants[1].answer.lease_ms, 400);
+    // The re-entry asked for 400 ms, but the hold has b's 30 s from the same instant: the
+    // answer reports the lease the hold has (spec §6.4).
+    assert_eq!(grants[1].answer.lease_ms, 30_000);
     let state = ok(h.call(S3, status("r")));
     assert_eq!((state.hold_count, state.waiter_count), (2, 2));
     ok(h.call(S2, release("r", "b")));
@@ -1059,7 +1095,10 @@ fn renew_never_shortens_what_an_earlier_reply_promised() {
     assert_eq!(reentrant.lease_ms, 60_000);
     h.at(1_100);
     let renewed = ok(h.call(S1, renew("r", "a", 1_000)));
-    assert_eq!(renewed.lease_ms, 1_000);
+    assert_eq!(
+        renewed.lease_ms, 59_900,
+        "the 60 s promise still runs, and is reported"
+    );
     h.at(59_000);
     let s = ok(h.call(S2, status("r")));
     assert_eq!(s.hold_count, 2, "still held where the 60 s promise runs");
