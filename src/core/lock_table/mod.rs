@@ -88,6 +88,12 @@ use crate::core::time::{Duration, Instant};
 /// Longest resource or client id, in bytes: the wire carries its length in one byte.
 pub const ID_LEN_MAX: usize = 255;
 
+/// Due timers [`LockTable::timers_due`] looks through for one lock. Due but unfired timers
+/// are normally few (a leader proposes the TICK that fires them as soon as they fall due), so
+/// this bounds a STATUS's work when many leases end at once; past it the STATUS just waits for
+/// the TICK.
+pub const STATUS_DUE_SCAN_MAX: usize = 64;
+
 /// How long after an acquire's wait deadline its client may still retransmit it (spec §7.1.3,
 /// client obligations: give up at wait_ms + a grace for the final answer). A session must stay
 /// remembered that long, or a late retransmit would run a second time.
@@ -1169,10 +1175,31 @@ impl LockTable {
     }
 
     /// STATUS of `resource` as of `now`, without firing timers or changing anything: what a
-    /// Raft leader answers from its applied state under its lease. A lease that ended at or
+    /// Raft leader answers from its applied state under its lease. Exact only if
+    /// [`LockTable::timers_due`] is false for it at `now`: otherwise a lease that ended at or
     /// before `now` but whose expiry is not applied yet shows as held with 0 ms left.
     pub fn read_status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {
         self.status(now, resource)
+    }
+
+    /// Whether a timer of `resource`'s lock (its hold's expiry, a waiter's deadline) is due at
+    /// or before `now` and not fired yet: then [`LockTable::read_status`] at `now` would show
+    /// a state the lock no longer has (spec §7.2.1 fires them before answering), and a Raft
+    /// leader must wait for the TICK that fires them. Looks at most at
+    /// [`STATUS_DUE_SCAN_MAX`] due timers, and says "due" beyond (waiting is always safe).
+    pub fn timers_due(&self, now: Instant, resource: &[u8]) -> bool {
+        let Some(slot) = self.lookup(resource) else {
+            return false; // an unknown lock has no timer
+        };
+        let mut due = self.timers.iter().take_while(|timer| timer.due <= now);
+        for _ in 0..STATUS_DUE_SCAN_MAX {
+            match due.next() {
+                None => return false,
+                Some(timer) if timer.slot == slot => return true,
+                Some(_) => {}
+            }
+        }
+        due.next().is_some()
     }
 
     fn status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {

@@ -36,7 +36,11 @@
 //!
 //! STATUS is answered by the leader from its applied state while its Raft lease is valid
 //! (thesis §6.4.1; the lease starts only once the leader's no-op committed, so its applied
-//! state includes every committed command). Otherwise the caller is told to go elsewhere.
+//! state includes every committed command); without the lease it is held until a heartbeat
+//! round started after it is acknowledged (ReadIndex, thesis §6.4). Either way, a STATUS whose
+//! lock has a timer due (a lease that ended) waits for the TICK that fires it, so it never
+//! shows a state the lock no longer has (spec §7.2.1). The answer names the holder only if it
+//! fits in the STATUS's own datagram, whose length the held request keeps (spec §2.2).
 //!
 //! # Snapshots (thesis §5)
 //!
@@ -72,8 +76,9 @@ use crate::core::raft::{
 use crate::core::time::Instant;
 use crate::core::ConfigError;
 
-/// STATUS requests a leader without a usable lease holds while it confirms its leadership
-/// (ReadIndex, thesis §6.4). One more gets OVERLOADED.
+/// STATUS requests a leader holds while it confirms its leadership (ReadIndex, thesis §6.4)
+/// or waits for the TICK that fires their lock's due timers (spec §7.2.1). One more gets
+/// OVERLOADED.
 pub const READS_PENDING_MAX: usize = 1_024;
 
 /// How long a replica must have led a shard before it hands it to the shard's preferred
@@ -208,6 +213,8 @@ struct PendingRead {
     resource: IdBuf,
     /// Its reply's byte budget: the length of its own datagram (spec §2.2 rule 5).
     reply_len_max: u16,
+    /// Log time at its receipt: it is answered with every timer due by then fired.
+    at: Instant,
 }
 
 impl Shard {
@@ -330,6 +337,33 @@ impl Shard {
                         attempt: request.attempt,
                         resource: IdBuf::new(resource),
                         reply_len_max,
+                        at: log_now,
+                    },
+                ));
+                self.settle(now);
+                return Ok(());
+            }
+            if self
+                .table
+                .as_ref()
+                .is_some_and(|table| table.timers_due(log_now, resource))
+            {
+                // Spec §7.2.1: the answer is the state after every timer due at receipt. Those
+                // of this lock fire only when the TICK (proposed at once, in `settle`) applies,
+                // so the read waits for it, under the lease (round 0: nothing to confirm).
+                if self.reads.len() >= READS_PENDING_MAX {
+                    self.push_overloaded(&request);
+                    return Ok(());
+                }
+                self.reads.push_back((
+                    0,
+                    PendingRead {
+                        to: request.reply_to,
+                        id: request.id,
+                        attempt: request.attempt,
+                        resource: IdBuf::new(resource),
+                        reply_len_max,
+                        at: log_now,
                     },
                 ));
                 self.settle(now);
@@ -498,7 +532,11 @@ impl Shard {
         });
     }
 
-    /// Answers the held STATUS requests whose round a majority acknowledged.
+    /// Answers the held STATUS requests whose round a majority acknowledged (ReadIndex; round
+    /// 0 needs none) and that can be answered with every timer due at their receipt fired
+    /// (spec §7.2.1): at the current log time if none of their lock is due now, else as of the
+    /// applied stamp once a TICK at or after their receipt has applied (the table's state is
+    /// exact at that stamp, which lies between the receipt and now).
     fn answer_reads(&mut self, now: Instant) {
         if self.reads.is_empty() {
             return;
@@ -508,13 +546,21 @@ impl Shard {
             .clock
             .map_or(self.applied_stamp, |clock| clock.log_time(now))
             .max(self.applied_stamp);
-        while let Some((round, _)) = self.reads.front() {
-            if *round > confirmed {
-                break;
-            }
-            let (_, read) = self.reads.pop_front().expect("a read");
+        for (round, read) in std::mem::take(&mut self.reads) {
+            let resource = read.resource.as_slice();
+            let at = match &self.table {
+                _ if round > confirmed => None,
+                Some(table) if table.timers_due(log_now, resource) => {
+                    (self.applied_stamp >= read.at).then_some(self.applied_stamp)
+                }
+                _ => Some(log_now),
+            };
+            let Some(at) = at else {
+                self.reads.push_back((round, read));
+                continue;
+            };
             let (answer, holder) = match &self.table {
-                Some(table) => table.read_status(log_now, read.resource.as_slice()),
+                Some(table) => table.read_status(at, resource),
                 None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
             };
             // Sized against its own request, not against whatever datagram is being handled

@@ -450,6 +450,70 @@ fn a_status_held_for_read_index_keeps_its_own_byte_budget() {
     }
 }
 
+/// Issue 7 item 15: a leader answered STATUS from its applied state without firing the
+/// timers due by then (spec §7.2.1), so a lease that had ended showed as held with 0 ms left
+/// until the TICK that expires it committed. The answer must be the state after every timer
+/// due at the STATUS's receipt.
+#[test]
+fn a_status_fires_the_timers_due_first() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 100))
+        .unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
+    c.run(ms(99));
+    assert!(c.take_replies().is_empty(), "expired early");
+    // 2 ms later the lease has ended in log time; the leader's timer has not run yet, so no
+    // TICK expires it in the log.
+    c.now = c.now + ms(2);
+    let now = c.now;
+    assert!(c.shard(leader).raft().lease_valid(now));
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
+    c.deliver();
+    let replies = c.take_replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(
+        (replies[0].1.answer, replies[0].1.holder.as_slice()),
+        (Answer::bare(Status::Ok), &b""[..]),
+        "free, not held with 0 ms left"
+    );
+}
+
+/// The same on the ReadIndex path, and with a waiter: the answer shows the waiter holding the
+/// lock it was handed at the expiry, not the old holder.
+#[test]
+fn a_status_through_read_index_fires_the_timers_due_first() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 100))
+        .unwrap();
+    c.send(leader, 8, 1, 0, acquire(b"r", b"b", 5_000, 60_000))
+        .unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies().len(), 2);
+    c.run(ms(99));
+    assert!(c.take_replies().is_empty(), "expired early");
+    // The lease is given up (a transfer to a node it cannot reach), then the hold's lease ends.
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(target);
+    let now = c.now;
+    c.shard(leader).transfer_leadership(now, target).unwrap();
+    c.drain();
+    c.now = c.now + ms(2);
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
+    c.deliver();
+    // Abandoned after election_timeout_min: the leader proposes the TICK, and answers.
+    c.run(ms(200));
+    let replies = c.take_replies();
+    let status = replies
+        .iter()
+        .find(|(_, r)| r.kind == CommandKind::Status)
+        .expect("STATUS answered");
+    assert_eq!(status.1.holder.as_slice(), b"b", "{replies:?}");
+    assert_eq!(status.1.answer.waiter_count, 0);
+}
+
 #[test]
 fn a_timer_due_while_handing_over_waits_for_the_new_leader() {
     // Review finding: the leader used to propose a TICK that Raft refuses during a transfer.
