@@ -218,7 +218,6 @@ impl ClusterConfig {
                 ..self.raft.clone()
             },
             table: self.table.clone(),
-            token_first: fencing_token_first_from_wall_clock(),
         }
     }
 }
@@ -799,6 +798,12 @@ impl ClusterLoop {
         for &shard in &touched {
             let s = shard as usize;
             self.touched[s] = false;
+            if self.shards[s].wants_wall_clock() {
+                // A new leader of an empty log: INIT's first token is the wall clock now,
+                // read here because the core has no clock (spec §8.8).
+                let now = self.now();
+                self.shards[s].propose_init(now, fencing_token_first_from_wall_clock());
+            }
             if let Some(store) = self.stores[s].as_mut() {
                 if let Err(e) = store.persist(self.shards[s].raft()) {
                     // Nothing this input produced may leave. Raft's state in memory is already

@@ -111,18 +111,16 @@ pub struct Config {
     pub shard: u32,
     pub raft: raft::Config,
     /// Limits of the replicated table. Must be identical on every replica (the table's
-    /// decisions depend on them). `fencing_token_first` is ignored: the INIT command fixes it.
+    /// decisions depend on them). `fencing_token_first` is ignored: the INIT command fixes it
+    /// (see [`Shard::propose_init`]).
     pub table: lock_table::Config,
-    /// What this replica proposes as the first fencing token if it is the first leader of an
-    /// empty log (the node passes the wall clock in microseconds, spec §7.2.4).
-    pub token_first: u64,
 }
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.raft.validate()?;
         lock_table::Config {
-            fencing_token_first: self.token_first,
+            fencing_token_first: 1,
             ..self.table.clone()
         }
         .validate()
@@ -182,6 +180,9 @@ pub struct Shard {
     clock: Option<LogClock>,
     /// Index of the TICK proposed and not yet applied.
     tick_pending: Option<u64>,
+    /// This replica leads a log without INIT and has not proposed it yet: it waits for the
+    /// shell's wall clock ([`Shard::propose_init`]) and proposes nothing else meanwhile.
+    init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
     replies: VecDeque<Reply>,
@@ -265,6 +266,7 @@ impl Shard {
             applied_stamp: Instant::ZERO,
             clock: None,
             tick_pending: None,
+            init_wanted: false,
             proposed: HashMap::new(),
             replies: VecDeque::new(),
             reads: VecDeque::new(),
@@ -386,6 +388,12 @@ impl Shard {
             });
             return Ok(());
         }
+        if self.init_wanted {
+            // INIT comes before every other command (spec §8.8); the shell proposes it as soon
+            // as this input is handled, so the client should come back here shortly.
+            self.push_overloaded(&request);
+            return Ok(());
+        }
         if self.proposed.contains_key(&request.id) {
             // The first copy is on its way through the log; its answer comes when it commits.
             return Ok(());
@@ -399,6 +407,32 @@ impl Shard {
         self.proposed.insert(request.id, index);
         self.settle(now);
         Ok(())
+    }
+
+    /// True when this replica leads a log that holds no INIT yet: the shell must call
+    /// [`Shard::propose_init`] with its wall clock before it hands this replica anything else
+    /// (client requests get OVERLOADED until then).
+    pub fn wants_wall_clock(&self) -> bool {
+        self.init_wanted && self.leading()
+    }
+
+    /// Proposes INIT with `wall_clock_us`, the wall-clock time in microseconds since the Unix
+    /// epoch that the shell read just now: the shard's first fencing token (spec §8.8). Read
+    /// when INIT is proposed, not when the node started, so that it is above every token an
+    /// earlier incarnation of the shard issued until now (spec §7.2.4); the core has no clock
+    /// of its own, so the shell passes it in. Does nothing unless
+    /// [`Shard::wants_wall_clock`].
+    pub fn propose_init(&mut self, now: Instant, wall_clock_us: u64) {
+        if !self.wants_wall_clock() {
+            return;
+        }
+        // Room for 2^62 grants after it (lock_table::Config::validate); 0 is "no token".
+        let token_first = wall_clock_us.clamp(1, u64::MAX / 2);
+        // Refused only while handing leadership over: then the next leader proposes it.
+        if self.propose(now, &LogCommand::Init { token_first }).is_ok() {
+            self.init_wanted = false;
+        }
+        self.settle(now);
     }
 
     /// Hands this shard's leadership to `to` (thesis §3.10): for a graceful shutdown. Client
@@ -618,6 +652,7 @@ impl Shard {
         } else if self.clock.is_some() {
             self.clock = None;
             self.tick_pending = None;
+            self.init_wanted = false;
             self.proposed.clear();
             self.replies.clear();
             self.reads.clear();
@@ -659,13 +694,9 @@ impl Shard {
         self.tick_pending = None;
         self.proposed.clear();
         self.replies.clear();
-        if !has_init {
-            let init = LogCommand::Init {
-                token_first: self.config.token_first,
-            };
-            self.propose(now, &init)
-                .expect("a leader accepts proposals");
-        }
+        // INIT is proposed with the wall clock of the moment (spec §8.8), which the shell
+        // passes in right after this input (`propose_init`).
+        self.init_wanted = !has_init;
     }
 
     fn propose_tick(&mut self, now: Instant) {

@@ -10,7 +10,10 @@ use crate::core::lock_table::{Command, CommandKind, Reply, Request, RequestId};
 use crate::core::raft::{HardState, Message, NodeId, Role};
 use crate::core::time::{Duration, Instant};
 
-const TOKEN_FIRST: u64 = 1_000;
+/// The replicas' wall clock in microseconds since the Unix epoch, at core time `now`.
+fn wall_clock_us(now: Instant) -> u64 {
+    1_700_000_000_000_000 + now.as_micros()
+}
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -29,7 +32,6 @@ fn config(id: NodeId, voters: u64) -> Config {
             ..raft::Config::default()
         },
         table: lock_table::Config::default(),
-        token_first: TOKEN_FIRST + id,
     }
 }
 
@@ -79,6 +81,10 @@ impl Cluster {
             let Some(shard) = self.replicas[position].as_mut() else {
                 continue;
             };
+            // As a node's shell does after every input.
+            if shard.wants_wall_clock() {
+                shard.propose_init(self.now, wall_clock_us(self.now));
+            }
             while let Some((to, msg)) = shard.poll_message() {
                 self.net.push_back((id, to, msg));
             }
@@ -196,6 +202,7 @@ fn status_in(resource: &[u8], reply_len_max: u16) -> Command<'_> {
 #[test]
 fn single_replica_grants_with_the_init_token() {
     let mut c = Cluster::new(1);
+    let started = wall_clock_us(c.now);
     let leader = c.elect();
     assert_eq!(leader, 1);
     c.send(1, 7, 1, 0, acquire(b"r", b"a", 0, 1_000)).unwrap();
@@ -204,7 +211,11 @@ fn single_replica_grants_with_the_init_token() {
     let reply = replies[0].1;
     assert_eq!(reply.kind, CommandKind::Acquire);
     assert_eq!(reply.answer.status, Status::Ok);
-    assert_eq!(reply.answer.fencing_token, TOKEN_FIRST + 1);
+    // The INIT token (the wall clock at the election), the first one granted.
+    let token = reply.answer.fencing_token;
+    assert!((started..=wall_clock_us(c.now)).contains(&token), "{token}");
+    let table = c.shard(1).table().unwrap();
+    assert_eq!(table.stats().fencing_token_last, token);
 }
 
 #[test]
@@ -225,6 +236,28 @@ fn replies_leave_only_after_a_majority_stored_the_command() {
         let stats = c.shard(id).stats();
         assert_eq!(stats.table.held, 1, "replica {id}");
     }
+}
+
+/// Issue 7 item 15: INIT's first fencing token is the wall clock of the leader when it proposes
+/// INIT (spec §8.8), not when its node started: tokens must stay above every token an earlier
+/// incarnation of the shard issued until then (spec §7.2.4).
+#[test]
+fn the_first_token_is_the_wall_clock_when_init_is_proposed() {
+    let mut c = Cluster::new(3);
+    // No replica can reach another for 10 s: nobody is elected.
+    c.isolated = vec![1, 2, 3];
+    c.run(ms(10_000));
+    c.isolated.clear();
+    let before = wall_clock_us(c.now);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 1_000))
+        .unwrap();
+    c.deliver();
+    let token = c.take_replies()[0].1.answer.fencing_token;
+    assert!(
+        (before..=wall_clock_us(c.now)).contains(&token),
+        "token {token}: the wall clock was {before} when the election began"
+    );
 }
 
 #[test]
