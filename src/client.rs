@@ -311,7 +311,9 @@ pub struct Lease {
     pub fencing_token: u64,
     /// Re-entrant holds this client has on the lock after the operation.
     pub hold_count: u32,
-    /// The TTL the server granted (or renewed), in milliseconds.
+    /// The lease the hold has as of the grant or renewal, in milliseconds (the reply's
+    /// `lease_ms`, spec §6.4): the TTL of a new hold; after a re-entry or renewal the hold's
+    /// whole remaining lease, which may be longer than the TTL asked for.
     pub ttl_ms: u32,
     /// When this client must consider the lock lost: the send time of the answered request
     /// copy plus the TTL, minus the clock-drift bound. The server's expiry is later.

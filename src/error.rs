@@ -27,9 +27,16 @@ pub enum LockError {
     /// The lock stayed held by another client for the whole wait (or, for a try-acquire, was
     /// held). State: unchanged.
     LockAcquisitionTimeout,
-    /// Release or renew by a client that does not hold the lock. State: unchanged.
+    /// Release or renew by a client that does not hold the lock: another client holds it, or
+    /// nobody does (never acquired, already released, or its lease expired; whether the
+    /// server still knows the resource makes no difference). State: unchanged.
     LockNotHeld,
-    /// Release, renew or status of a resource the server does not know. State: unchanged.
+    /// Clearing the default TTL of a resource the server does not know (spec §4.6): there
+    /// was no configuration to clear, most likely because the resource id is mistyped. The
+    /// only request answered so: release and renew without the lock are [`LockNotHeld`], and
+    /// status of a lock nobody holds is an answer saying it is free. State: unchanged.
+    ///
+    /// [`LockNotHeld`]: LockError::LockNotHeld
     ResourceDoesNotExist,
     /// A bug or an unexpected condition, in the server (INTERNAL_ERROR, MALFORMED,
     /// UNSUPPORTED...) or in this client (a socket that cannot be opened). State: unknown
@@ -145,7 +152,8 @@ impl fmt::Display for LockError {
             ),
             LockError::ResourceDoesNotExist => f.write_str(
                 "the lock server does not know this resource (never acquired or configured, or \
-                 forgotten once free); nothing changed. Check the resource id",
+                 forgotten once free), so it has no configuration to clear; nothing changed. \
+                 Check the resource id",
             ),
             LockError::InternalError(what) => write!(f, "internal error: {what}"),
             LockError::Unavailable => f.write_str(

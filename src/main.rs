@@ -12,12 +12,78 @@ use udplock::core::lock_table;
 use udplock::node::{Node, NodeConfig};
 use udplock::{json, Client, ClientConfig, Lease, LockError};
 
+/// Prints a line on stdout without ever panicking (see [`out`]). Shadows std's `println!` in
+/// this file, so every command's output goes through it.
+macro_rules! println {
+    ($($arg:tt)*) => {
+        $crate::out::line(format_args!($($arg)*))
+    };
+}
+
+/// Prints a line on stderr, ignoring a closed stderr (std's `eprintln!` would panic).
+macro_rules! eprintln {
+    ($($arg:tt)*) => {
+        $crate::out::error_line(format_args!($($arg)*))
+    };
+}
+
+/// The command's output. std's `println!` panics when stdout cannot be written, which it
+/// cannot once the reader of a pipe has gone: `udplock status | head -1` used to die with
+/// "failed printing to stdout: Broken pipe" (exit 101). Decision: a closed stdout (EPIPE) is
+/// the reader's choice, not an error: what is left to print is dropped quietly, and the
+/// command still finishes and exits with the code of its outcome (an acquire that succeeded
+/// is held, exit 0). Any other write error (a full disk) is reported once on stderr and
+/// turns a success into exit code 1, since the caller did not get the output it asked for.
+mod out {
+    use std::fmt;
+    use std::io::{self, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Stdout's reader has gone: nothing more is written.
+    static CLOSED: AtomicBool = AtomicBool::new(false);
+    /// A write to stdout failed otherwise.
+    static FAILED: AtomicBool = AtomicBool::new(false);
+
+    pub fn line(args: fmt::Arguments<'_>) {
+        if CLOSED.load(Ordering::Relaxed) || FAILED.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut stdout = io::stdout().lock();
+        let written = stdout
+            .write_fmt(args)
+            .and_then(|()| stdout.write_all(b"\n"));
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                CLOSED.store(true, Ordering::Relaxed)
+            }
+            Err(e) => {
+                FAILED.store(true, Ordering::Relaxed);
+                error_line(format_args!("udplock: cannot write the output: {e}"));
+            }
+        }
+    }
+
+    pub fn error_line(args: fmt::Arguments<'_>) {
+        let mut stderr = io::stderr().lock();
+        let _ = stderr
+            .write_fmt(args)
+            .and_then(|()| stderr.write_all(b"\n"));
+    }
+
+    /// True if the output could not be written for a reason other than a closed pipe.
+    pub fn failed() -> bool {
+        FAILED.load(Ordering::Relaxed)
+    }
+}
+
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
+  0  success (status of a lock nobody holds too: it says \"free\")
   3  lock acquisition timed out (held by another client for the whole --timeout-ms)
-  4  lock not held by this --client (release, renew)
-  5  no such resource (the server does not know it)
+  4  lock not held by this --client (release, renew): another client holds it, or nobody
+     does (never acquired, already released, or its lease ran out)
+  5  no such resource: configure --default-ttl-ms 0 of a resource the server does not know
   6  unavailable: no answer from the server before the deadline
   1  anything else (bad arguments, overloaded, internal error)";
 
@@ -426,6 +492,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli.command) {
+        Ok(()) if out::failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("udplock: {e}");
@@ -435,7 +502,8 @@ fn main() -> ExitCode {
 }
 
 /// The answer to `acquire` and `renew`: one JSON object (resource, client, token,
-/// hold_count, ttl_ms) or a sentence.
+/// hold_count, ttl_ms) or a sentence. The lease shown is the one the hold has from the reply
+/// on (spec §6.4), which after a renewal may be longer than the --ttl-ms asked for.
 fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
     if a.conn.json {
         println!(
@@ -731,9 +799,12 @@ fn run(command: Command) -> Result<(), LockError> {
             };
             let s = client.status(resource)?;
             if a.conn.json {
+                // `held` says free or held even when the holder's id did not fit (spec §5.3:
+                // a lock is free exactly when its hold count is 0).
                 println!(
-                    "{{\"resource\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
+                    "{{\"resource\":{},\"held\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
                     json::string(resource),
+                    s.hold_count > 0,
                     s.holder.as_deref().map_or("null".to_string(), json::string),
                     s.holder_truncated,
                     s.hold_count,
@@ -742,15 +813,21 @@ fn run(command: Command) -> Result<(), LockError> {
                     s.waiter_count
                 );
             } else {
-                match &s.holder {
-                    Some(h) => println!(
-                        "{resource}: held by {h} (hold count {}, fencing token {}, {} ms left), {} waiting",
+                let holder = match (&s.holder, s.holder_truncated) {
+                    (Some(h), _) => h.as_str(),
+                    (None, true) => "a client whose id did not fit in the reply",
+                    (None, false) => "",
+                };
+                if s.hold_count == 0 {
+                    println!("{resource}: free, {} waiting", s.waiter_count);
+                } else {
+                    println!(
+                        "{resource}: held by {holder} (hold count {}, fencing token {}, {} ms left), {} waiting",
                         s.hold_count,
                         s.fencing_token,
                         s.remaining_ttl_ms,
                         s.waiter_count
-                    ),
-                    None => println!("{resource}: free, {} waiting", s.waiter_count),
+                    );
                 }
             }
             Ok(())

@@ -291,7 +291,7 @@ impl EventLoop {
             if self.table.poll_timeout().is_some_and(|t| t <= now) {
                 self.table.handle_timeout(now);
                 if self.horizon_persisted() {
-                    self.flush_replies(REQUEST_LEN_MIN);
+                    self.flush_replies();
                 }
             }
             self.arm_timer();
@@ -331,7 +331,7 @@ impl EventLoop {
         self.table
             .handle_request(now, table_request(&request, from, datagram.len()));
         if self.horizon_persisted() {
-            self.flush_replies(datagram.len());
+            self.flush_replies();
         }
     }
 
@@ -350,11 +350,11 @@ impl EventLoop {
         }
     }
 
-    /// Sends every reply the table produced. `request_len` is the length of the datagram that
-    /// caused them: a STATUS_REPLY's holder is included only if the reply still fits in it.
-    fn flush_replies(&mut self, request_len: usize) {
+    /// Sends every reply the table produced (each sized by the table against its own request:
+    /// replies held back while the horizon file could not be written leave later, with others).
+    fn flush_replies(&mut self) {
         while let Some(r) = self.table.poll_reply() {
-            match encode_reply(&r, request_len, &mut self.out) {
+            match encode_reply(&r, &mut self.out) {
                 Ok(len) => self.send(len, r.to),
                 Err(e) => {
                     // The table only produces encodable replies; a failure here is a bug,
@@ -454,7 +454,11 @@ pub(crate) fn table_request<'a>(
             client,
             ttl_ms,
         },
-        RequestBody::Status { resource } => Command::Status { resource },
+        RequestBody::Status { resource } => Command::Status {
+            resource,
+            // At most DATAGRAM_LEN_MAX (the shells drop longer datagrams before decoding).
+            reply_len_max: u16::try_from(datagram_len).unwrap_or(u16::MAX),
+        },
         RequestBody::Configure {
             resource,
             default_ttl_ms,
@@ -502,24 +506,18 @@ pub(crate) fn error_reply(
     reply.encode(out).ok()
 }
 
-/// The reply datagram for a table answer. `request_len` is the length of the datagram that
-/// caused it: a STATUS_REPLY's holder is included only if the reply still fits in it.
-pub(crate) fn encode_reply(
-    r: &lock_table::Reply,
-    request_len: usize,
-    out: &mut [u8],
-) -> Result<usize, EncodeError> {
+/// The reply datagram for a table answer. Its size is already decided: the core left out a
+/// STATUS_REPLY's holder unless it fitted in the byte budget its own request carried (spec
+/// §2.2 rule 5, `lock_table::fit_holder`), wherever and whenever the reply is sent.
+pub(crate) fn encode_reply(r: &lock_table::Reply, out: &mut [u8]) -> Result<usize, EncodeError> {
     let mut flags = Flags::empty();
     if r.answer.queued {
         flags |= Flags::QUEUED;
     }
-    let mut holder = r.holder.as_slice();
-    if REPLY_LEN_MIN + holder.len() > request_len {
-        if !holder.is_empty() {
-            flags |= Flags::HOLDER_TRUNCATED;
-        }
-        holder = &[];
+    if r.holder_truncated {
+        flags |= Flags::HOLDER_TRUNCATED;
     }
+    let holder = r.holder.as_slice();
     let reply = Reply {
         msg_type: reply_type(r.kind),
         flags,
@@ -541,9 +539,11 @@ pub(crate) fn encode_reply(
         holder,
     };
     let len = reply.encode(out)?;
+    // Only a STATUS_REPLY is longer than the shortest request (spec §2.2 rule 5).
     assert!(
-        len <= request_len.max(REPLY_LEN_MIN),
-        "reply larger than request"
+        len == REPLY_LEN_MIN || (r.kind == CommandKind::Status && !r.holder_truncated),
+        "a {:?} reply of {len} bytes",
+        r.kind
     );
     Ok(len)
 }

@@ -218,7 +218,6 @@ impl ClusterConfig {
                 ..self.raft.clone()
             },
             table: self.table.clone(),
-            token_first: fencing_token_first_from_wall_clock(),
         }
     }
 }
@@ -526,7 +525,7 @@ impl ClusterLoop {
                     self.touch(shard as u32);
                 }
             }
-            self.flush(REQUEST_LEN_MIN);
+            self.flush();
             self.publish_stats(now);
             let next = self.deadlines.iter().copied().min();
             let now = self.now();
@@ -536,7 +535,7 @@ impl ClusterLoop {
                     NodeStats::bump(&self.stats.datagrams);
                     self.handle_datagram(&buf[..len], from);
                     self.drain_socket(&mut buf);
-                    self.flush(REQUEST_LEN_MIN);
+                    self.flush();
                 }
                 Err(e) if recv_error_is_transient(&e) => {}
                 Err(e) => {
@@ -643,13 +642,12 @@ impl ClusterLoop {
             Command::Acquire { resource, .. }
             | Command::Release { resource, .. }
             | Command::Renew { resource, .. }
-            | Command::Status { resource }
+            | Command::Status { resource, .. }
             | Command::Configure { resource, .. } => resource,
         };
         let shard = shard_of(resource, self.shards.len() as u32);
         let now = self.now();
         let kind = table_request.command.kind();
-        let is_status = matches!(table_request.command, Command::Status { .. });
         match self.shards[shard as usize].handle_request(now, table_request) {
             Ok(()) => self.touch(shard),
             Err(not_leader) => {
@@ -673,11 +671,6 @@ impl ClusterLoop {
                     self.send(&out[..len], from);
                 }
             }
-        }
-        if is_status {
-            // The answer's holder id is included only if it fits in this request (no
-            // amplification), so it leaves now, while the request's length is known.
-            self.flush(datagram.len());
         }
     }
 
@@ -795,9 +788,8 @@ impl ClusterLoop {
     }
 
     /// Persists every touched shard, then sends its Raft messages (packed per peer) and its
-    /// client replies. `request_len`: the client datagram being answered, if any (a STATUS
-    /// reply includes the holder only if it fits in it).
-    fn flush(&mut self, request_len: usize) {
+    /// client replies (each already sized against its own request by the shard, spec §2.2).
+    fn flush(&mut self) {
         if self.touched_list.is_empty() {
             return;
         }
@@ -806,6 +798,12 @@ impl ClusterLoop {
         for &shard in &touched {
             let s = shard as usize;
             self.touched[s] = false;
+            if self.shards[s].wants_wall_clock() {
+                // A new leader of an empty log: INIT's first token is the wall clock now,
+                // read here because the core has no clock (spec §8.8).
+                let now = self.now();
+                self.shards[s].propose_init(now, fencing_token_first_from_wall_clock());
+            }
             if let Some(store) = self.stores[s].as_mut() {
                 if let Err(e) = store.persist(self.shards[s].raft()) {
                     // Nothing this input produced may leave. Raft's state in memory is already
@@ -836,7 +834,7 @@ impl ClusterLoop {
         self.send_peer_messages();
         let mut out = [0u8; DATAGRAM_LEN_MAX];
         for r in &replies {
-            match encode_reply(r, request_len.max(REPLY_LEN_MIN), &mut out) {
+            match encode_reply(r, &mut out) {
                 Ok(len) => {
                     NodeStats::bump(&self.stats.replies);
                     let _ = self.socket.send_to(&out[..len], r.to);

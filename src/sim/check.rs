@@ -40,7 +40,7 @@
 
 use std::collections::HashMap;
 
-use udplock_protocol::{LogCommand, LogOp, Status};
+use udplock_protocol::{LogCommand, LogOp, Status, REPLY_LEN_MIN};
 
 use super::clients::{Action, RESOURCES};
 use crate::core::lock_table::{self, Answer, Command, IdBuf, LockTable, Reply, Request, RequestId};
@@ -280,17 +280,38 @@ pub(super) fn check_fencing(h: &History) -> Result<(), (Instant, String)> {
     Ok(())
 }
 
-/// The state STATUS shows of one resource: status, holder, token, hold count, waiters.
-type LockView = (Status, IdBuf, u64, u32, u32);
+/// The state STATUS shows of one resource: status, holder, holder truncated, token, hold
+/// count, waiters.
+type LockView = (Status, IdBuf, bool, u64, u32, u32);
 
-fn view(answer: &Answer, holder: &IdBuf) -> LockView {
+fn view(answer: &Answer, holder: &IdBuf, holder_truncated: bool) -> LockView {
     (
         answer.status,
         *holder,
+        holder_truncated,
         answer.fencing_token,
         answer.hold_count,
         answer.waiter_count,
     )
+}
+
+/// What a STATUS answer of `reply_len_max` bytes at most shows of `full` (a view with the
+/// whole holder id): spec §2.2 rule 5 and §5.3, written again here from the spec. The holder
+/// id only if `76 + its length` fits, else none and HOLDER_TRUNCATED if there was one.
+fn within(full: LockView, reply_len_max: u16) -> LockView {
+    let (status, holder, _, token, count, waiters) = full;
+    if REPLY_LEN_MIN + holder.len() <= usize::from(reply_len_max) {
+        full
+    } else {
+        (
+            status,
+            IdBuf::EMPTY,
+            !holder.is_empty(),
+            token,
+            count,
+            waiters,
+        )
+    }
 }
 
 /// The committed log replayed through a fresh table.
@@ -308,8 +329,8 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
     let mut views: Vec<Vec<(u64, LockView)>> = RESOURCES
         .iter()
         .map(|_| {
-            let none = Answer::bare(Status::ResourceDoesNotExist);
-            vec![(0, view(&none, &IdBuf::EMPTY))]
+            let none = Answer::bare(Status::Ok);
+            vec![(0, view(&none, &IdBuf::EMPTY, false))]
         })
         .collect();
     let mut model: Option<LockTable> = None;
@@ -390,7 +411,7 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
         }
         for (r, views) in views.iter_mut().enumerate() {
             let (answer, holder) = m.read_status(stamp_last, RESOURCES[r]);
-            let v = view(&answer, &holder);
+            let v = view(&answer, &holder, false);
             if views.last().is_none_or(|&(_, last)| last != v) {
                 views.push((entry.index, v));
             }
@@ -422,32 +443,53 @@ pub(super) fn check_log(
         if matches!(reply.answer.status, Status::Waiting | Status::Overloaded) {
             continue; // no answer: nothing was read or done
         }
-        if let Command::Status { resource } = op.request.command {
+        if let Command::Status {
+            resource,
+            reply_len_max,
+        } = op.request.command
+        {
             let r = RESOURCES
                 .iter()
                 .position(|&x| x == resource)
                 .expect("a known resource");
+            // No amplification (spec §2.2 rule 5), whatever path the answer took (a lease read
+            // or ReadIndex, alone or beside other STATUS requests of other lengths).
+            let reply_len = REPLY_LEN_MIN + reply.holder.len();
+            if reply_len > usize::from(reply_len_max) {
+                return Err((
+                    at,
+                    format!(
+                        "amplification: STATUS {} of {reply_len_max} bytes answered with \
+                         {reply_len} bytes",
+                        describe(h, n)
+                    ),
+                ));
+            }
             // Prefixes k in [lo, hi] existed during [sent, at]: lo entries took effect
             // before it was sent, hi by the time it was answered.
             let lo = effect[..log.len()].partition_point(|&t| t < op.sent) as u64;
             let hi = effect[..log.len()].partition_point(|&t| t <= at) as u64;
-            let got = view(&reply.answer, &reply.holder);
+            let got = view(&reply.answer, &reply.holder, reply.holder_truncated);
             let views = &replay.views[r];
             let first = views.partition_point(|&(k, _)| k <= lo).saturating_sub(1);
+            // The holder id must be there whenever it fits the request: a truncated holder
+            // where it fitted does not match any state.
             let ok = views[first..]
                 .iter()
                 .take_while(|&&(k, _)| k <= hi)
-                .any(|&(_, v)| v == got);
+                .any(|&(_, v)| within(v, reply_len_max) == got);
             if !ok {
                 let expected: Vec<_> = views[first..]
                     .iter()
                     .take_while(|&&(k, _)| k <= hi)
+                    .map(|&(k, v)| (k, within(v, reply_len_max)))
                     .collect();
                 return Err((
                     at,
                     format!(
-                        "linearizability: STATUS {} answered {got:?}, but between its send and \
-                         its answer (log prefixes {lo}..={hi}) the lock was only {expected:?}",
+                        "linearizability: STATUS {} of {reply_len_max} bytes answered {got:?}, \
+                         but between its send and its answer (log prefixes {lo}..={hi}) the \
+                         lock was only {expected:?}",
                         describe(h, n)
                     ),
                 ));

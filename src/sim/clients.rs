@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use udplock_protocol::Status;
+use udplock_protocol::{Status, REPLY_LEN_MIN, STATUS_REQUEST_LEN};
 
 use super::check::History;
 use super::Clock;
@@ -44,6 +44,23 @@ use crate::core::time::{Duration, Instant};
 pub(super) const RESOURCES: [&[u8]; 4] = [b"r0", b"r1", b"r2", b"r3"];
 /// Client ids, one per simulated client (the lock holder's name).
 pub(super) const CLIENT_IDS: [&[u8]; 8] = [b"c0", b"c1", b"c2", b"c3", b"c4", b"c5", b"c6", b"c7"];
+
+/// The lengths a client's STATUS datagrams take, in turn: the shortest request (no holder id
+/// fits), one byte short of a 2-byte holder id, exactly enough, and the length the spec asks
+/// for (§2.2 rule 4). A STATUS that waits at a leader (ReadIndex) must be answered within its
+/// own length and must name the holder when it fits (`check::check_log`).
+pub(super) const STATUS_LENS: [u16; 4] = [
+    REPLY_LEN_MIN as u16,
+    REPLY_LEN_MIN as u16 + 1,
+    REPLY_LEN_MIN as u16 + 2,
+    STATUS_REQUEST_LEN as u16,
+];
+
+/// The length of the STATUS with request id `request`: it varies from one STATUS to the next
+/// without drawing from the client's random numbers (which would change every other seed).
+fn status_len(request: u64) -> u16 {
+    STATUS_LENS[(request % STATUS_LENS.len() as u64) as usize]
+}
 
 /// How long after its wait an acquire keeps retransmitting for the final answer
 /// (`acquire_grace_ms`, spec §7.1.3; kept short so the liveness bound stays tight).
@@ -497,6 +514,7 @@ impl Client {
             Action::Status { resource } => (
                 Command::Status {
                     resource: RESOURCES[resource],
+                    reply_len_max: status_len(self.request_next),
                 },
                 true,
                 OP_TIMEOUT,

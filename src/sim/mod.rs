@@ -311,6 +311,8 @@ struct Applied {
 pub(crate) struct Sim {
     config: SimConfig,
     shard_config: shard::Config,
+    /// A node's wall clock reads this plus its local clock, in µs (INIT's first token).
+    wall_clock_base_us: u64,
     rng: StdRng,
     now: Instant,
     seq: u64,
@@ -391,8 +393,9 @@ impl Sim {
             shard: 0,
             raft,
             table: lock_table::Config::default(),
-            token_first: rng.gen_range(1..1_000_000_000),
         };
+        // Every node's wall clock reads this plus its own local clock (in µs): INIT takes it.
+        let wall_clock_base_us = rng.gen_range(1..1_000_000_000);
         let nodes = voters
             .iter()
             .map(|&id| SimNode {
@@ -434,6 +437,7 @@ impl Sim {
         let mut sim = Sim {
             config,
             shard_config,
+            wall_clock_base_us,
             rng,
             now: Instant::ZERO,
             seq: 0,
@@ -761,10 +765,16 @@ impl Sim {
         let mut replies = Vec::new();
         let timer_local;
         {
+            let wall_clock_base_us = self.wall_clock_base_us;
             let n = &mut self.nodes[(id - 1) as usize];
             let Some(shard) = n.shard.as_mut() else {
                 return Ok(());
             };
+            if shard.wants_wall_clock() {
+                // As the node's shell does: INIT takes the wall clock of the moment.
+                let local = n.clock.local(now);
+                shard.propose_init(local, wall_clock_base_us + local.as_micros());
+            }
             n.persisted_state = shard.hard_state();
             let meta = shard.raft().snapshot_meta();
             if meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta) {
@@ -1031,6 +1041,7 @@ impl Sim {
             reply_to: PROBE_ADDR,
             command: lock_table::Command::Status {
                 resource: RESOURCES[resource],
+                reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
             },
             room_for_waiting: true,
         };

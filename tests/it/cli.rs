@@ -1,6 +1,6 @@
 //! The `udplock` command as a user runs it: a server process, client commands in separate
 //! processes, JSON output and exit codes (0 ok, 3 timeout, 4 not held, 5 no such resource,
-//! 6 unavailable).
+//! 6 unavailable), and a closed stdout.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
@@ -92,11 +92,12 @@ fn lock_from_one_process_release_from_another_with_exit_codes() {
         stdout(&o)
     );
 
-    // The holder's id releases it from a new process; then the resource is unknown (5).
+    // The holder's id releases it from a new process; then the lock is free (0).
     let o = server.run(&["release", "job/1", "--client", "cron-a"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let o = server.run(&["status", "job/1"]);
-    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(stdout(&o), "job/1: free, 0 waiting\n");
 
     // Usage errors are exit code 1 and say what is wrong.
     let o = server.run(&["acquire", "job/1"]);
@@ -154,4 +155,134 @@ fn no_server_is_exit_code_6() {
         .unwrap();
     assert_eq!(o.status.code(), Some(6), "{o:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("udplock server"));
+}
+
+/// Issue 7 item 12: the exit codes mean what the README says. Not holding a lock is 4 however
+/// it came about (released twice, lease ran out, never acquired); a free lock's status is an
+/// answer (0) that says it is free; 5 is only for clearing the configuration of a resource the
+/// server does not know.
+#[test]
+fn errors_mean_what_the_docs_say() {
+    let server = Server::start();
+    let o = server.run(&["acquire", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = server.run(&["release", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // Released twice.
+    let o = server.run(&["release", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not hold the lock"),
+        "{o:?}"
+    );
+    let o = server.run(&["renew", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    // A free lock: a health probe gets 0 and a body that says free.
+    let o = server.run(&["status", "job/3", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(
+        stdout(&o),
+        "{\"resource\":\"job/3\",\"held\":false,\"holder\":null,\"holder_truncated\":false,\
+         \"hold_count\":0,\"token\":0,\"remaining_ttl_ms\":0,\"waiters\":0}\n"
+    );
+    // The lease ran out: the former holder no longer holds it.
+    let o = server.run(&["acquire", "job/3", "--client", "a", "--ttl-ms", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = server.run(&["status", "job/3"]);
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        if stdout(&o).contains("free") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a 1 ms lease never ran out");
+    }
+    let o = server.run(&["release", "job/3", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(4), "{o:?}");
+    // Nothing to clear on a resource the server does not know.
+    let o = server.run(&["configure", "job/never", "--default-ttl-ms", "0"]);
+    assert_eq!(o.status.code(), Some(5), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not know this resource"),
+        "{o:?}"
+    );
+}
+
+/// Issue 7 item 13: `udplock status | head -1` used to die with "failed printing to stdout:
+/// Broken pipe" (exit 101). Every command is run here with a stdout whose reader is already
+/// gone, so the first write fails at once (no race with a reader that closes later): each
+/// must finish its operation, exit with its usual code and print no panic.
+#[test]
+fn a_closed_stdout_is_no_crash() {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixStream;
+    let server = Server::start();
+    let closed_stdout = || {
+        // A stream socket whose peer is closed fails every write with EPIPE, as a pipe whose
+        // reader exited does (std::io::pipe needs a newer Rust than this crate's minimum).
+        let (ours, reader) = UnixStream::pair().unwrap();
+        drop(reader);
+        Stdio::from(OwnedFd::from(ours))
+    };
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--servers", &server.addr])
+            .stdout(closed_stdout())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("udplock runs")
+    };
+    for (args, code) in [
+        (&["acquire", "pipe/1", "--client", "a", "--json"][..], 0),
+        (&["status", "pipe/1"], 0),
+        (&["status", "pipe/1", "--json"], 0),
+        (&["renew", "pipe/1", "--client", "a"], 0),
+        (
+            &["acquire", "pipe/1", "--client", "b", "--timeout-ms", "0"],
+            3,
+        ),
+        (&["release", "pipe/1", "--client", "a"], 0),
+        (&["release", "pipe/1", "--client", "a"], 4),
+        (&["configure", "pipe/1", "--default-ttl-ms", "500"], 0),
+    ] {
+        let o = run(args);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {o:?}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The operations took effect although nothing could be printed.
+    let o = server.run(&["status", "pipe/1", "--json"]);
+    assert!(stdout(&o).contains("\"held\":false"), "{}", stdout(&o));
+}
+
+/// Issue 7 item 15: `renew --ttl-ms 5000` printed "lease 5000 ms" while `status` showed the
+/// 30 s lease the hold still had. A renewal never shortens a lease, so what renew reports is
+/// the lease the holder actually has.
+#[test]
+fn renew_reports_the_lease_the_holder_has() {
+    let server = Server::start();
+    let lease_ms = |o: &Output| -> u64 {
+        let json = stdout(o);
+        let at = json.find("\"ttl_ms\":").expect("ttl_ms in the output") + 9;
+        json[at..].trim_end_matches(['}', '\n']).parse().unwrap()
+    };
+    let o = server.run(&[
+        "acquire", "job/4", "--client", "a", "--ttl-ms", "3600000", "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(lease_ms(&o), 3_600_000);
+    let o = server.run(&[
+        "renew", "job/4", "--client", "a", "--ttl-ms", "5000", "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // What is left of the hour (the time between the two commands is not known, but it is
+    // far less than the 59 minutes that would bring the lease down to 5 s).
+    let renewed = lease_ms(&o);
+    assert!((5_001..=3_600_000).contains(&renewed), "{}", stdout(&o));
+    let o = server.run(&["status", "job/4", "--json"]);
+    assert!(stdout(&o).contains("\"hold_count\":1"), "{}", stdout(&o));
 }

@@ -68,10 +68,7 @@ fn locks_on_every_shard_work_through_any_node() {
         assert_eq!(status.holder.as_deref(), Some("w"));
         assert_eq!(c.release(&resource, "w").unwrap(), 1);
         assert_eq!(c.release(&resource, "w").unwrap(), 0);
-        assert!(matches!(
-            c.release(&resource, "w"),
-            Err(LockError::LockNotHeld | LockError::ResourceDoesNotExist)
-        ));
+        assert_eq!(c.release(&resource, "w"), Err(LockError::LockNotHeld));
     }
     assert_eq!(shards_seen.len(), SHARDS as usize, "40 ids cover 8 shards");
 }

@@ -64,9 +64,15 @@ fn the_missions_api_acquire_and_release() {
         Err(LockError::LockNotHeld)
     );
     client.release_lock("orders/1", "alice").unwrap();
+    // Released twice: alice no longer holds it (spec §6.1), though the lock is now unknown.
     assert_eq!(
         client.release_lock("orders/1", "alice"),
-        Err(LockError::ResourceDoesNotExist)
+        Err(LockError::LockNotHeld)
+    );
+    assert_eq!(
+        client.configure("orders/1", None),
+        Err(LockError::ResourceDoesNotExist),
+        "nothing to clear"
     );
     client.acquire_lock("orders/1", "bob", 0).unwrap();
 }

@@ -78,7 +78,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
-use udplock_protocol::{Status, REQUEST_LIFETIME_MS_MAX};
+use udplock_protocol::{Status, REPLY_LEN_MIN, REQUEST_LIFETIME_MS_MAX};
 
 use self::index::ResourceIndex;
 use self::queue::{WaitQueue, Waiter};
@@ -87,6 +87,12 @@ use crate::core::time::{Duration, Instant};
 
 /// Longest resource or client id, in bytes: the wire carries its length in one byte.
 pub const ID_LEN_MAX: usize = 255;
+
+/// Due timers [`LockTable::timers_due`] looks through for one lock. Due but unfired timers
+/// are normally few (a leader proposes the TICK that fires them as soon as they fall due), so
+/// this bounds a STATUS's work when many leases end at once; past it the STATUS just waits for
+/// the TICK.
+pub const STATUS_DUE_SCAN_MAX: usize = 64;
 
 /// How long after an acquire's wait deadline its client may still retransmit it (spec §7.1.3,
 /// client obligations: give up at wait_ms + a grace for the final answer). A session must stay
@@ -263,7 +269,15 @@ pub enum Command<'a> {
         ttl_ms: u32,
     },
     /// Read holder, hold count, token, remaining lease and waiters. Read-only.
-    Status { resource: &'a [u8] },
+    Status {
+        resource: &'a [u8],
+        /// The reply's byte budget: the length of the datagram that carried this copy. The
+        /// answer names the holder only if the reply still fits in it (spec §2.2 rule 5: no
+        /// reply larger than its request); it travels with the request wherever it waits
+        /// (a cluster leader's ReadIndex). At least `REPLY_LEN_MIN`: shells drop shorter
+        /// requests unanswered.
+        reply_len_max: u16,
+    },
     /// Set the resource's default TTL, or clear it with 0.
     Configure {
         resource: &'a [u8],
@@ -317,7 +331,8 @@ pub struct Answer {
     pub fencing_token: u64,
     /// Re-entrant hold count after the operation (status: current).
     pub hold_count: u32,
-    /// Acquire/renew: the TTL of this grant, counted by the server from the grant. Status:
+    /// Acquire/renew: the hold's lease from this grant or renewal to its expiry (the TTL for
+    /// a new hold; at least the TTL for a re-entry or renewal, which never shorten it). Status:
     /// remaining lease at the server, rounded down (0 if free). Configure: the new default
     /// (0 if cleared). Otherwise 0.
     pub lease_ms: u32,
@@ -411,8 +426,32 @@ pub struct Reply {
     /// The operation answered (the reply's message type).
     pub kind: CommandKind,
     pub answer: Answer,
-    /// STATUS only: the holder's client id; empty otherwise.
+    /// STATUS only: the holder's client id, if it fits in the reply's byte budget (see
+    /// [`fit_holder`]); empty otherwise.
     pub holder: IdBuf,
+    /// STATUS only: the lock is held but its holder's id did not fit (the reply carries
+    /// HOLDER_TRUNCATED, spec §5.3).
+    pub holder_truncated: bool,
+}
+
+/// The lease a grant or renewal at `at` reports (spec §6.4): the time from `at` to the hold's
+/// expiry in whole milliseconds, rounded down so the client's count never outlasts the
+/// server's. For a new hold that is its TTL; for a re-entry or renewal at least the TTL asked
+/// for, and more when an earlier grant promised more (the expiry never moves earlier).
+fn lease_left_ms(expiry: Instant, at: Instant) -> u32 {
+    let ms = expiry.saturating_since(at).as_millis();
+    u32::try_from(ms).expect("a lease is at most ttl_ms_max past its grant")
+}
+
+/// The holder id a STATUS_REPLY carries within `reply_len_max` bytes (spec §2.2 rule 5: a
+/// reply is never larger than its request): all of it if `REPLY_LEN_MIN + its length` fits,
+/// else none, and then `true` (HOLDER_TRUNCATED) if there was a holder to leave out.
+pub fn fit_holder(holder: IdBuf, reply_len_max: u16) -> (IdBuf, bool) {
+    if REPLY_LEN_MIN + holder.len() <= usize::from(reply_len_max) {
+        (holder, false)
+    } else {
+        (IdBuf::EMPTY, !holder.is_empty())
+    }
 }
 
 /// Counters for monitoring and tests; each is O(1) to read.
@@ -683,9 +722,22 @@ impl LockTable {
             );
             return;
         }
-        if let Command::Status { resource } = request.command {
+        if let Command::Status {
+            resource,
+            reply_len_max,
+        } = request.command
+        {
+            assert!(
+                usize::from(reply_len_max) >= REPLY_LEN_MIN,
+                "shells drop short requests"
+            );
             let (answer, holder) = self.status(now, resource);
-            self.push_reply(&request, request.attempt, answer, holder);
+            let (holder, holder_truncated) = fit_holder(holder, reply_len_max);
+            self.replies.push_back(Reply {
+                holder,
+                holder_truncated,
+                ..self.reply_to(&request, request.attempt, answer)
+            });
             return;
         }
         match self.admit(now, &request) {
@@ -842,7 +894,7 @@ impl LockTable {
                 client,
                 ttl_ms,
             } => id(resource) && id(client) && ttl(ttl_ms),
-            Command::Status { resource } => id(resource),
+            Command::Status { resource, .. } => id(resource),
             Command::Configure {
                 resource,
                 default_ttl_ms,
@@ -1053,8 +1105,10 @@ impl LockTable {
     }
 
     fn release(&mut self, now: Instant, resource: &[u8], client: &[u8]) -> Answer {
+        // Spec §6.1: a client that does not hold the lock is told so, whether the lock is
+        // held by another, free, or forgotten (released before, or its lease ran out).
         let Some(slot) = self.lookup(resource) else {
-            return Answer::bare(Status::ResourceDoesNotExist);
+            return Answer::bare(Status::LockNotHeld);
         };
         let s = &mut self.slots[slot as usize];
         if s.holder() != Some(client) {
@@ -1076,8 +1130,9 @@ impl LockTable {
     }
 
     fn renew(&mut self, now: Instant, resource: &[u8], client: &[u8], ttl_ms: u32) -> Answer {
+        // As for release (spec §6.1): not holding it is LOCK_NOT_HELD, known resource or not.
         let Some(slot) = self.lookup(resource) else {
-            return Answer::bare(Status::ResourceDoesNotExist);
+            return Answer::bare(Status::LockNotHeld);
         };
         let s = &self.slots[slot as usize];
         if s.holder() != Some(client) {
@@ -1095,7 +1150,7 @@ impl LockTable {
         Answer {
             fencing_token: s.token,
             hold_count: s.hold_count,
-            lease_ms: ttl_ms,
+            lease_ms: lease_left_ms(expiry, now),
             ..Answer::bare(Status::Ok)
         }
     }
@@ -1103,8 +1158,9 @@ impl LockTable {
     fn configure(&mut self, resource: &[u8], default_ttl_ms: u32) -> Answer {
         let slot = match self.lookup(resource) {
             Some(slot) => slot,
-            // Clearing the default of an unknown resource: it already has none.
-            None if default_ttl_ms == 0 => return Answer::bare(Status::Ok),
+            // Clearing the default of a resource the server does not know: there is nothing to
+            // clear (a mistyped id, most likely), and nothing is created (spec §4.6).
+            None if default_ttl_ms == 0 => return Answer::bare(Status::ResourceDoesNotExist),
             None => match self.create(resource, &[]) {
                 Some(slot) => slot,
                 None => return self.overloaded_answer(),
@@ -1119,15 +1175,38 @@ impl LockTable {
     }
 
     /// STATUS of `resource` as of `now`, without firing timers or changing anything: what a
-    /// Raft leader answers from its applied state under its lease. A lease that ended at or
+    /// Raft leader answers from its applied state under its lease. Exact only if
+    /// [`LockTable::timers_due`] is false for it at `now`: otherwise a lease that ended at or
     /// before `now` but whose expiry is not applied yet shows as held with 0 ms left.
     pub fn read_status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {
         self.status(now, resource)
     }
 
-    fn status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {
+    /// Whether a timer of `resource`'s lock (its hold's expiry, a waiter's deadline) is due at
+    /// or before `now` and not fired yet: then [`LockTable::read_status`] at `now` would show
+    /// a state the lock no longer has (spec §7.2.1 fires them before answering), and a Raft
+    /// leader must wait for the TICK that fires them. Looks at most at
+    /// [`STATUS_DUE_SCAN_MAX`] due timers, and says "due" beyond (waiting is always safe).
+    pub fn timers_due(&self, now: Instant, resource: &[u8]) -> bool {
         let Some(slot) = self.lookup(resource) else {
-            return (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY);
+            return false; // an unknown lock has no timer
+        };
+        let mut due = self.timers.iter().take_while(|timer| timer.due <= now);
+        for _ in 0..STATUS_DUE_SCAN_MAX {
+            match due.next() {
+                None => return false,
+                Some(timer) if timer.slot == slot => return true,
+                Some(_) => {}
+            }
+        }
+        due.next().is_some()
+    }
+
+    fn status(&self, now: Instant, resource: &[u8]) -> (Answer, IdBuf) {
+        // A lock the server does not know is free: the same answer as a known free lock, every
+        // field zero (spec §5.3), so that asking about a lock never looks like an error.
+        let Some(slot) = self.lookup(resource) else {
+            return (Answer::bare(Status::Ok), IdBuf::EMPTY);
         };
         let s = &self.slots[slot as usize];
         let waiter_count = s.live_waiters();
@@ -1205,7 +1284,7 @@ impl LockTable {
         Answer {
             fencing_token: s.token,
             hold_count: s.hold_count,
-            lease_ms: ttl_ms,
+            lease_ms: lease_left_ms(expiry, at),
             queued,
             ..Answer::bare(Status::Ok)
         }
@@ -1317,6 +1396,7 @@ impl LockTable {
             kind: CommandKind::Acquire,
             answer,
             holder: IdBuf::EMPTY,
+            holder_truncated: false,
         });
     }
 
@@ -1432,19 +1512,22 @@ impl LockTable {
 
     /// Queues the answer to the request being handled.
     fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer) {
-        self.push_reply(request, attempt, answer, IdBuf::EMPTY);
+        let reply = self.reply_to(request, attempt, answer);
+        self.replies.push_back(reply);
     }
 
-    fn push_reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer, holder: IdBuf) {
+    /// The reply carrying `answer` to `request`, without a holder.
+    fn reply_to(&self, request: &Request<'_>, attempt: u16, answer: Answer) -> Reply {
         assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
-        self.replies.push_back(Reply {
+        Reply {
             to: request.reply_to,
             id: request.id,
             attempt,
             kind: request.command.kind(),
             answer,
-            holder,
-        });
+            holder: IdBuf::EMPTY,
+            holder_truncated: false,
+        }
     }
 
     /// Checks every invariant of the whole table. O(n): tests only.

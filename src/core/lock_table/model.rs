@@ -208,7 +208,8 @@ impl Model {
         Answer {
             fencing_token: hold.token,
             hold_count: hold.count,
-            lease_ms: ttl_ms,
+            // The hold's whole lease from now (never shortened), in whole ms rounded down.
+            lease_ms: ((hold.expiry.as_micros() - at.as_micros()) / 1_000) as u32,
             queued,
             ..with_status(Status::Ok)
         }
@@ -250,6 +251,7 @@ impl Model {
             kind: CommandKind::Acquire,
             answer,
             holder: IdBuf::EMPTY,
+            holder_truncated: false,
         });
     }
 
@@ -268,6 +270,16 @@ impl Model {
     }
 
     fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer, holder: IdBuf) {
+        // Spec §2.2 rule 5: a STATUS_REPLY (76 bytes + the holder id) is no longer than the
+        // datagram that asked; the holder id is left out, and said to be, when it does not fit.
+        let (holder, holder_truncated) = match request.command {
+            Command::Status { reply_len_max, .. }
+                if 76 + holder.len() > usize::from(reply_len_max) =>
+            {
+                (IdBuf::EMPTY, !holder.is_empty())
+            }
+            _ => (holder, false),
+        };
         self.replies.push(Reply {
             to: request.reply_to,
             id: request.id,
@@ -275,6 +287,7 @@ impl Model {
             kind: request.command.kind(),
             answer,
             holder,
+            holder_truncated,
         });
     }
 
@@ -298,7 +311,7 @@ impl Model {
                     client,
                     ttl_ms,
                 } => id(resource) && id(client) && ttl_ms <= c.ttl_ms_max,
-                Command::Status { resource } => id(resource),
+                Command::Status { resource, .. } => id(resource),
                 Command::Configure {
                     resource,
                     default_ttl_ms,
@@ -317,9 +330,10 @@ impl Model {
             );
             return;
         }
-        if let Command::Status { resource } = request.command {
+        if let Command::Status { resource, .. } = request.command {
             let (answer, holder) = match self.locks.get(resource) {
-                None => (with_status(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+                // Free, known or not: every field zero.
+                None => (with_status(Status::Ok), IdBuf::EMPTY),
                 Some(lock) => {
                     let waiter_count = lock.waiters.len() as u32;
                     match &lock.hold {
@@ -499,10 +513,12 @@ impl Model {
     }
 
     fn release(&mut self, now: Instant, resource: &[u8], client: &[u8]) -> Answer {
-        let Some(lock) = self.locks.get_mut(resource) else {
-            return with_status(Status::ResourceDoesNotExist);
-        };
-        let Some(hold) = lock.hold.as_mut().filter(|hold| hold.client == client) else {
+        let Some(hold) = self
+            .locks
+            .get_mut(resource)
+            .and_then(|lock| lock.hold.as_mut())
+            .filter(|hold| hold.client == client)
+        else {
             return with_status(Status::LockNotHeld);
         };
         hold.count -= 1;
@@ -512,7 +528,7 @@ impl Model {
             ..with_status(Status::Ok)
         };
         if hold.count == 0 {
-            lock.hold = None;
+            self.locks.get_mut(resource).unwrap().hold = None;
             self.hand_off(resource, now);
             self.maybe_forget(resource);
         }
@@ -520,10 +536,12 @@ impl Model {
     }
 
     fn renew(&mut self, now: Instant, resource: &[u8], client: &[u8], ttl_ms: u32) -> Answer {
-        let Some(lock) = self.locks.get_mut(resource) else {
-            return with_status(Status::ResourceDoesNotExist);
-        };
-        let Some(hold) = lock.hold.as_mut().filter(|hold| hold.client == client) else {
+        let Some(hold) = self
+            .locks
+            .get_mut(resource)
+            .and_then(|lock| lock.hold.as_mut())
+            .filter(|hold| hold.client == client)
+        else {
             return with_status(Status::LockNotHeld);
         };
         if ttl_ms != 0 {
@@ -533,7 +551,7 @@ impl Model {
         Answer {
             fencing_token: hold.token,
             hold_count: hold.count,
-            lease_ms: hold.ttl_ms,
+            lease_ms: ((hold.expiry.as_micros() - now.as_micros()) / 1_000) as u32,
             ..with_status(Status::Ok)
         }
     }
@@ -541,7 +559,7 @@ impl Model {
     fn configure(&mut self, resource: &[u8], default_ttl_ms: u32) -> Answer {
         if !self.locks.contains_key(resource) {
             if default_ttl_ms == 0 {
-                return with_status(Status::Ok);
+                return with_status(Status::ResourceDoesNotExist);
             }
             if self.locks.len() == self.config.resources_max as usize {
                 return self.overloaded();
@@ -577,6 +595,9 @@ const CLIENTS: &[(u32, &[u8])] = &[(3, b"c0"), (3, b"c1"), (1, b"c2")];
 const WAITS_MS: &[(u32, u32)] = &[(2, 0), (2, 1), (4, 7), (4, 20), (4, 50), (1, 51)];
 /// ttl_ms: 0 (the default), short, up to the maximum, and rarely one over it.
 const TTLS_MS: &[(u32, u32)] = &[(6, 0), (2, 3), (4, 10), (4, 30), (2, 100), (1, 101)];
+/// STATUS datagram lengths: the shortest request (no 2-byte holder id fits), one byte short,
+/// exactly enough, the length the spec asks for.
+const STATUS_LENS: &[(u32, u16)] = &[(1, 76), (1, 77), (1, 78), (2, 331)];
 /// Session 3 is the one over sessions_max while the other three are remembered.
 const SESSIONS: &[(u32, u8)] = &[(4, 0), (4, 1), (2, 2), (1, 3)];
 
@@ -636,7 +657,8 @@ fn command() -> impl Strategy<Value = Command<'static>> {
             .prop_map(|(resource, client)| Command::Release { resource, client }),
         1 => (resource.clone(), client, ttl.clone())
             .prop_map(|(resource, client, ttl_ms)| Command::Renew { resource, client, ttl_ms }),
-        1 => resource.clone().prop_map(|resource| Command::Status { resource }),
+        1 => (resource.clone(), pick(STATUS_LENS))
+            .prop_map(|(resource, reply_len_max)| Command::Status { resource, reply_len_max }),
         1 => (resource, ttl)
             .prop_map(|(resource, default_ttl_ms)| Command::Configure { resource, default_ttl_ms }),
     ]
@@ -813,7 +835,14 @@ impl Driver {
     fn check_answer(&mut self, reply: &Reply) -> Result<(), TestCaseError> {
         let answer = reply.answer;
         if reply.kind == CommandKind::Status && answer.status == Status::Ok {
-            prop_assert_eq!(reply.holder.is_empty(), answer.hold_count == 0);
+            prop_assert_eq!(
+                reply.holder.is_empty() && !reply.holder_truncated,
+                answer.hold_count == 0
+            );
+            prop_assert!(
+                !reply.holder_truncated || reply.holder.is_empty(),
+                "a truncated holder is left out"
+            );
             prop_assert_eq!(answer.fencing_token == 0, answer.hold_count == 0);
             prop_assert!(
                 answer.waiter_count == 0 || answer.hold_count > 0,

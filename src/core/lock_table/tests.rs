@@ -40,9 +40,16 @@ fn renew<'a>(resource: &'a str, client: &'a str, ttl_ms: u32) -> Command<'a> {
     }
 }
 
+/// A STATUS padded as the spec asks (§2.2 rule 4): the reply can name any holder.
 fn status(resource: &str) -> Command<'_> {
+    status_in(resource, udplock_protocol::STATUS_REQUEST_LEN as u16)
+}
+
+/// A STATUS carried by a datagram of `reply_len_max` bytes.
+fn status_in(resource: &str, reply_len_max: u16) -> Command<'_> {
     Command::Status {
         resource: resource.as_bytes(),
+        reply_len_max,
     }
 }
 
@@ -243,6 +250,28 @@ fn expiry_frees_and_grants_the_next_waiter_with_a_fresh_token() {
     assert_eq!(h.table.poll_timeout(), Some(ms(150)));
 }
 
+/// Spec §2.2 rule 5: a STATUS_REPLY (76 bytes + the holder id) is never longer than the STATUS
+/// datagram; the holder id is left out, with HOLDER_TRUNCATED, when it does not fit.
+#[test]
+fn status_names_the_holder_only_within_its_request() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "worker-7", 0, 0)));
+    for (len, named) in [(331, true), (84, true), (83, false), (76, false)] {
+        let (_, replies) = h.new_request(S2, status_in("r", len));
+        let reply = replies[0];
+        assert_eq!(ok(reply.answer).hold_count, 1);
+        let holder: &[u8] = if named { b"worker-7" } else { b"" };
+        assert_eq!(
+            (reply.holder.as_slice(), reply.holder_truncated),
+            (holder, !named),
+            "{len} bytes"
+        );
+    }
+    // A free lock has no holder to leave out: never HOLDER_TRUNCATED.
+    let (_, replies) = h.new_request(S2, status_in("free", 76));
+    assert!(!replies[0].holder_truncated);
+}
+
 #[test]
 fn a_late_timeout_call_hands_the_lock_over_at_the_expiry_time() {
     let mut h = Harness::new();
@@ -255,7 +284,7 @@ fn a_late_timeout_call_hands_the_lock_over_at_the_expiry_time() {
     assert_eq!(state.lease_ms, 20);
     // Called so late that b's lease also ended: the lock is free and forgotten.
     h.at(500);
-    assert_eq!(h.call(S3, status("r")).status, Status::ResourceDoesNotExist);
+    assert_free(ok(h.call(S3, status("r"))));
 }
 
 #[test]
@@ -632,27 +661,55 @@ fn an_idle_session_is_forgotten() {
     assert_eq!(ok(h.call(S2, status("r"))).hold_count, 1);
 }
 
+/// Spec §6.1: whoever does not hold a lock gets LOCK_NOT_HELD from RELEASE and RENEW, whether
+/// another client holds it, it is free, or the server has forgotten it; STATUS of a lock
+/// nobody holds is an ordinary answer saying "free". Only clearing the configuration of a
+/// resource the server does not know is RESOURCE_DOES_NOT_EXIST.
 #[test]
-fn lock_not_held_and_resource_does_not_exist() {
+fn without_the_lock_release_and_renew_are_not_held_and_status_says_free() {
     let mut h = Harness::new();
-    assert_eq!(
-        h.call(S1, release("r", "a")).status,
-        Status::ResourceDoesNotExist
-    );
-    assert_eq!(
-        h.call(S1, renew("r", "a", 0)).status,
-        Status::ResourceDoesNotExist
-    );
-    assert_eq!(h.call(S1, status("r")).status, Status::ResourceDoesNotExist);
-    ok(h.call(S1, acquire("r", "a", 0, 0)));
-    assert_eq!(h.call(S2, release("r", "b")).status, Status::LockNotHeld);
-    assert_eq!(h.call(S2, renew("r", "b", 0)).status, Status::LockNotHeld);
-    // A known but free resource (kept by its configuration).
-    ok(h.call(S1, configure("r", 500)));
-    ok(h.call(S1, release("r", "a")));
+    // Never known.
     assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
     assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
+    assert_eq!(h.table.stats().resources, 0, "asking creates nothing");
+    // Held by another client.
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    assert_eq!(h.call(S2, release("r", "b")).status, Status::LockNotHeld);
+    assert_eq!(h.call(S2, renew("r", "b", 0)).status, Status::LockNotHeld);
+    // Released twice: the second finds it free (and forgotten).
+    ok(h.call(S1, release("r", "a")));
+    assert_eq!(h.table.stats().resources, 0);
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
+    // Expired: the holder's release and renew are refused the same way.
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    h.at(100);
+    assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
+    // A known but free resource (kept by its configuration).
+    ok(h.call(S1, configure("r", 500)));
+    assert_eq!(h.call(S1, release("r", "a")).status, Status::LockNotHeld);
+    assert_eq!(h.call(S1, renew("r", "a", 0)).status, Status::LockNotHeld);
+    assert_free(ok(h.call(S1, status("r"))));
     assert_eq!(h.table.stats().resources, 1);
+    // Clearing the default of a resource the server does not know: there is nothing to clear.
+    assert_eq!(
+        h.call(S1, configure("unknown", 0)).status,
+        Status::ResourceDoesNotExist
+    );
+    assert_eq!(h.table.stats().resources, 1, "and nothing is created");
+}
+
+/// The STATUS answer for a lock nobody holds (spec §5.3): no holder, hold count 0, token 0,
+/// no lease, no waiters (a lock with waiters is always held).
+fn assert_free(answer: Answer) {
+    assert_eq!(
+        answer,
+        Answer::bare(Status::Ok),
+        "a free lock: every field zero"
+    );
 }
 
 #[test]
@@ -665,12 +722,12 @@ fn configured_default_ttl_is_used_by_acquire_and_can_be_cleared() {
         "configuring makes a resource known"
     );
     assert_eq!(ok(h.call(S1, acquire("r", "a", 0, 0))).lease_ms, 5_000);
+    ok(h.call(S1, release("r", "a")));
     assert_eq!(
         ok(h.call(S1, acquire("r", "a", 0, 700))).lease_ms,
         700,
         "the acquire's own wins"
     );
-    ok(h.call(S1, release("r", "a")));
     ok(h.call(S1, release("r", "a")));
     assert_eq!(h.table.stats().resources, 1, "still configured");
     assert_eq!(ok(h.call(S1, configure("r", 0))).lease_ms, 0);
@@ -684,8 +741,11 @@ fn configured_default_ttl_is_used_by_acquire_and_can_be_cleared() {
         30_000,
         "the server default"
     );
-    // Clearing an unknown resource's default creates nothing.
-    ok(h.call(S1, configure("unknown", 0)));
+    // Clearing an unknown resource's default creates nothing (and says there was none).
+    assert_eq!(
+        h.call(S1, configure("unknown", 0)).status,
+        Status::ResourceDoesNotExist
+    );
     assert_eq!(h.table.stats().resources, 1);
 }
 
@@ -709,7 +769,7 @@ fn renew_extends_the_expiry() {
     assert_eq!(ok(h.call(S1, renew("r", "a", 0))).lease_ms, 1_000);
     assert!(h.at(2_177).is_empty());
     h.at(2_178);
-    assert_eq!(h.call(S2, status("r")).status, Status::ResourceDoesNotExist);
+    assert_free(ok(h.call(S2, status("r"))));
 }
 
 #[test]
@@ -725,6 +785,40 @@ fn reentrant_acquire_extends_to_the_later_expiry() {
     h.at(500);
     ok(h.call(S1, acquire("r", "a", 0, 800)));
     assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 800);
+}
+
+/// Issue 7 item 15: `renew --ttl-ms 5000` reported a 5 s lease while the hold had 29.99 s
+/// left. A renewal or re-entry never shortens the lease (spec §6.4), so its answer reports
+/// the lease the hold has from that instant: at least the TTL asked for, more if an earlier
+/// grant promised more.
+#[test]
+fn renew_and_reentry_report_the_lease_the_hold_has() {
+    let mut h = Harness::new();
+    assert_eq!(
+        ok(h.call(S1, acquire("r", "a", 0, 30_000))).lease_ms,
+        30_000
+    );
+    h.at(8);
+    let renewed = ok(h.call(S1, renew("r", "a", 5_000)));
+    assert_eq!(
+        renewed.lease_ms, 29_992,
+        "the hold's lease, not the 5 s asked for"
+    );
+    assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 29_992);
+    let again = ok(h.call(S1, acquire("r", "a", 0, 100)));
+    assert_eq!((again.hold_count, again.lease_ms), (2, 29_992));
+    // Asking for more than is left extends it, and the answer is what was asked.
+    h.at(20_000);
+    assert_eq!(ok(h.call(S1, renew("r", "a", 15_000))).lease_ms, 15_000);
+    assert_eq!(
+        ok(h.call(S1, acquire("r", "a", 0, 16_000))).lease_ms,
+        16_000
+    );
+    // The remembered answer keeps the lease of its own instant (the client counts it from
+    // the send time of the copy it echoes).
+    h.at(21_000);
+    let again = h.send(S1, h.request_last, 1, 1000, acquire("r", "a", 0, 16_000));
+    assert_eq!(again[0].answer.lease_ms, 16_000);
 }
 
 #[test]
@@ -803,7 +897,9 @@ fn hand_off_grants_the_new_holders_queued_acquires_too() {
         grants[0].answer.fencing_token,
         grants[1].answer.fencing_token
     );
-    assert_eq!(grants[1].answer.lease_ms, 400);
+    // The re-entry asked for 400 ms, but the hold has b's 30 s from the same instant: the
+    // answer reports the lease the hold has (spec §6.4).
+    assert_eq!(grants[1].answer.lease_ms, 30_000);
     let state = ok(h.call(S3, status("r")));
     assert_eq!((state.hold_count, state.waiter_count), (2, 2));
     ok(h.call(S2, release("r", "b")));
@@ -955,7 +1051,7 @@ fn startup_grace_refuses_grants_then_tokens_start_where_told() {
         0,
         "nothing is created during the grace"
     );
-    assert_eq!(h.call(S1, status("r")).status, Status::ResourceDoesNotExist);
+    assert_free(ok(h.call(S1, status("r"))));
     h.at(1_999);
     assert_eq!(
         h.call(S1, acquire("r", "a", 0, 0)).status,
@@ -999,7 +1095,10 @@ fn renew_never_shortens_what_an_earlier_reply_promised() {
     assert_eq!(reentrant.lease_ms, 60_000);
     h.at(1_100);
     let renewed = ok(h.call(S1, renew("r", "a", 1_000)));
-    assert_eq!(renewed.lease_ms, 1_000);
+    assert_eq!(
+        renewed.lease_ms, 59_900,
+        "the 60 s promise still runs, and is reported"
+    );
     h.at(59_000);
     let s = ok(h.call(S2, status("r")));
     assert_eq!(s.hold_count, 2, "still held where the 60 s promise runs");

@@ -36,7 +36,11 @@
 //!
 //! STATUS is answered by the leader from its applied state while its Raft lease is valid
 //! (thesis §6.4.1; the lease starts only once the leader's no-op committed, so its applied
-//! state includes every committed command). Otherwise the caller is told to go elsewhere.
+//! state includes every committed command); without the lease it is held until a heartbeat
+//! round started after it is acknowledged (ReadIndex, thesis §6.4). Either way, a STATUS whose
+//! lock has a timer due (a lease that ended) waits for the TICK that fires it, so it never
+//! shows a state the lock no longer has (spec §7.2.1). The answer names the holder only if it
+//! fits in the STATUS's own datagram, whose length the held request keeps (spec §2.2).
 //!
 //! # Snapshots (thesis §5)
 //!
@@ -72,8 +76,9 @@ use crate::core::raft::{
 use crate::core::time::Instant;
 use crate::core::ConfigError;
 
-/// STATUS requests a leader without a usable lease holds while it confirms its leadership
-/// (ReadIndex, thesis §6.4). One more gets OVERLOADED.
+/// STATUS requests a leader holds while it confirms its leadership (ReadIndex, thesis §6.4)
+/// or waits for the TICK that fires their lock's due timers (spec §7.2.1). One more gets
+/// OVERLOADED.
 pub const READS_PENDING_MAX: usize = 1_024;
 
 /// How long a replica must have led a shard before it hands it to the shard's preferred
@@ -106,18 +111,16 @@ pub struct Config {
     pub shard: u32,
     pub raft: raft::Config,
     /// Limits of the replicated table. Must be identical on every replica (the table's
-    /// decisions depend on them). `fencing_token_first` is ignored: the INIT command fixes it.
+    /// decisions depend on them). `fencing_token_first` is ignored: the INIT command fixes it
+    /// (see [`Shard::propose_init`]).
     pub table: lock_table::Config,
-    /// What this replica proposes as the first fencing token if it is the first leader of an
-    /// empty log (the node passes the wall clock in microseconds, spec §7.2.4).
-    pub token_first: u64,
 }
 
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.raft.validate()?;
         lock_table::Config {
-            fencing_token_first: self.token_first,
+            fencing_token_first: 1,
             ..self.table.clone()
         }
         .validate()
@@ -177,6 +180,9 @@ pub struct Shard {
     clock: Option<LogClock>,
     /// Index of the TICK proposed and not yet applied.
     tick_pending: Option<u64>,
+    /// This replica leads a log without INIT and has not proposed it yet: it waits for the
+    /// shell's wall clock ([`Shard::propose_init`]) and proposes nothing else meanwhile.
+    init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
     replies: VecDeque<Reply>,
@@ -206,6 +212,10 @@ struct PendingRead {
     id: RequestId,
     attempt: u16,
     resource: IdBuf,
+    /// Its reply's byte budget: the length of its own datagram (spec §2.2 rule 5).
+    reply_len_max: u16,
+    /// Log time at its receipt: it is answered with every timer due by then fired.
+    at: Instant,
 }
 
 impl Shard {
@@ -256,6 +266,7 @@ impl Shard {
             applied_stamp: Instant::ZERO,
             clock: None,
             tick_pending: None,
+            init_wanted: false,
             proposed: HashMap::new(),
             replies: VecDeque::new(),
             reads: VecDeque::new(),
@@ -301,7 +312,11 @@ impl Shard {
             return Err(self.not_leader());
         };
         let log_now = clock.log_time(now);
-        if let Command::Status { resource } = request.command {
+        if let Command::Status {
+            resource,
+            reply_len_max,
+        } = request.command
+        {
             if !self.raft.lease_valid(now) {
                 // No lease (clocks are not trusted now, e.g. after a leadership transfer):
                 // confirm leadership with a heartbeat round first (ReadIndex).
@@ -323,6 +338,34 @@ impl Shard {
                         id: request.id,
                         attempt: request.attempt,
                         resource: IdBuf::new(resource),
+                        reply_len_max,
+                        at: log_now,
+                    },
+                ));
+                self.settle(now);
+                return Ok(());
+            }
+            if self
+                .table
+                .as_ref()
+                .is_some_and(|table| table.timers_due(log_now, resource))
+            {
+                // Spec §7.2.1: the answer is the state after every timer due at receipt. Those
+                // of this lock fire only when the TICK (proposed at once, in `settle`) applies,
+                // so the read waits for it, under the lease (round 0: nothing to confirm).
+                if self.reads.len() >= READS_PENDING_MAX {
+                    self.push_overloaded(&request);
+                    return Ok(());
+                }
+                self.reads.push_back((
+                    0,
+                    PendingRead {
+                        to: request.reply_to,
+                        id: request.id,
+                        attempt: request.attempt,
+                        resource: IdBuf::new(resource),
+                        reply_len_max,
+                        at: log_now,
                     },
                 ));
                 self.settle(now);
@@ -330,9 +373,10 @@ impl Shard {
             }
             let (answer, holder) = match &self.table {
                 Some(table) => table.read_status(log_now.max(self.applied_stamp), resource),
-                // Before INIT applies, no resource exists yet.
-                None => (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+                // Before INIT applies no lock can be held: every lock is free.
+                None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
             };
+            let (holder, holder_truncated) = lock_table::fit_holder(holder, reply_len_max);
             self.replies.push_back(Reply {
                 to: request.reply_to,
                 id: request.id,
@@ -340,7 +384,14 @@ impl Shard {
                 kind: CommandKind::Status,
                 answer,
                 holder,
+                holder_truncated,
             });
+            return Ok(());
+        }
+        if self.init_wanted {
+            // INIT comes before every other command (spec §8.8); the shell proposes it as soon
+            // as this input is handled, so the client should come back here shortly.
+            self.push_overloaded(&request);
             return Ok(());
         }
         if self.proposed.contains_key(&request.id) {
@@ -356,6 +407,32 @@ impl Shard {
         self.proposed.insert(request.id, index);
         self.settle(now);
         Ok(())
+    }
+
+    /// True when this replica leads a log that holds no INIT yet: the shell must call
+    /// [`Shard::propose_init`] with its wall clock before it hands this replica anything else
+    /// (client requests get OVERLOADED until then).
+    pub fn wants_wall_clock(&self) -> bool {
+        self.init_wanted && self.leading()
+    }
+
+    /// Proposes INIT with `wall_clock_us`, the wall-clock time in microseconds since the Unix
+    /// epoch that the shell read just now: the shard's first fencing token (spec §8.8). Read
+    /// when INIT is proposed, not when the node started, so that it is above every token an
+    /// earlier incarnation of the shard issued until now (spec §7.2.4); the core has no clock
+    /// of its own, so the shell passes it in. Does nothing unless
+    /// [`Shard::wants_wall_clock`].
+    pub fn propose_init(&mut self, now: Instant, wall_clock_us: u64) {
+        if !self.wants_wall_clock() {
+            return;
+        }
+        // Room for 2^62 grants after it (lock_table::Config::validate); 0 is "no token".
+        let token_first = wall_clock_us.clamp(1, u64::MAX / 2);
+        // Refused only while handing leadership over: then the next leader proposes it.
+        if self.propose(now, &LogCommand::Init { token_first }).is_ok() {
+            self.init_wanted = false;
+        }
+        self.settle(now);
     }
 
     /// Hands this shard's leadership to `to` (thesis §3.10): for a graceful shutdown. Client
@@ -485,10 +562,15 @@ impl Shard {
                 ..Answer::bare(Status::Overloaded)
             },
             holder: IdBuf::EMPTY,
+            holder_truncated: false,
         });
     }
 
-    /// Answers the held STATUS requests whose round a majority acknowledged.
+    /// Answers the held STATUS requests whose round a majority acknowledged (ReadIndex; round
+    /// 0 needs none) and that can be answered with every timer due at their receipt fired
+    /// (spec §7.2.1): at the current log time if none of their lock is due now, else as of the
+    /// applied stamp once a TICK at or after their receipt has applied (the table's state is
+    /// exact at that stamp, which lies between the receipt and now).
     fn answer_reads(&mut self, now: Instant) {
         if self.reads.is_empty() {
             return;
@@ -498,15 +580,26 @@ impl Shard {
             .clock
             .map_or(self.applied_stamp, |clock| clock.log_time(now))
             .max(self.applied_stamp);
-        while let Some((round, _)) = self.reads.front() {
-            if *round > confirmed {
-                break;
-            }
-            let (_, read) = self.reads.pop_front().expect("a read");
-            let (answer, holder) = match &self.table {
-                Some(table) => table.read_status(log_now, read.resource.as_slice()),
-                None => (Answer::bare(Status::ResourceDoesNotExist), IdBuf::EMPTY),
+        for (round, read) in std::mem::take(&mut self.reads) {
+            let resource = read.resource.as_slice();
+            let at = match &self.table {
+                _ if round > confirmed => None,
+                Some(table) if table.timers_due(log_now, resource) => {
+                    (self.applied_stamp >= read.at).then_some(self.applied_stamp)
+                }
+                _ => Some(log_now),
             };
+            let Some(at) = at else {
+                self.reads.push_back((round, read));
+                continue;
+            };
+            let (answer, holder) = match &self.table {
+                Some(table) => table.read_status(at, resource),
+                None => (Answer::bare(Status::Ok), IdBuf::EMPTY),
+            };
+            // Sized against its own request, not against whatever datagram is being handled
+            // when the round is confirmed (spec §2.2 rule 5).
+            let (holder, holder_truncated) = lock_table::fit_holder(holder, read.reply_len_max);
             self.replies.push_back(Reply {
                 to: read.to,
                 id: read.id,
@@ -514,6 +607,7 @@ impl Shard {
                 kind: CommandKind::Status,
                 answer,
                 holder,
+                holder_truncated,
             });
         }
     }
@@ -558,6 +652,7 @@ impl Shard {
         } else if self.clock.is_some() {
             self.clock = None;
             self.tick_pending = None;
+            self.init_wanted = false;
             self.proposed.clear();
             self.replies.clear();
             self.reads.clear();
@@ -599,13 +694,9 @@ impl Shard {
         self.tick_pending = None;
         self.proposed.clear();
         self.replies.clear();
-        if !has_init {
-            let init = LogCommand::Init {
-                token_first: self.config.token_first,
-            };
-            self.propose(now, &init)
-                .expect("a leader accepts proposals");
-        }
+        // INIT is proposed with the wall clock of the moment (spec §8.8), which the shell
+        // passes in right after this input (`propose_init`).
+        self.init_wanted = !has_init;
     }
 
     fn propose_tick(&mut self, now: Instant) {

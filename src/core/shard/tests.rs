@@ -10,7 +10,10 @@ use crate::core::lock_table::{Command, CommandKind, Reply, Request, RequestId};
 use crate::core::raft::{HardState, Message, NodeId, Role};
 use crate::core::time::{Duration, Instant};
 
-const TOKEN_FIRST: u64 = 1_000;
+/// The replicas' wall clock in microseconds since the Unix epoch, at core time `now`.
+fn wall_clock_us(now: Instant) -> u64 {
+    1_700_000_000_000_000 + now.as_micros()
+}
 
 fn ms(ms: u64) -> Duration {
     Duration::from_millis(ms)
@@ -29,7 +32,6 @@ fn config(id: NodeId, voters: u64) -> Config {
             ..raft::Config::default()
         },
         table: lock_table::Config::default(),
-        token_first: TOKEN_FIRST + id,
     }
 }
 
@@ -79,6 +81,10 @@ impl Cluster {
             let Some(shard) = self.replicas[position].as_mut() else {
                 continue;
             };
+            // As a node's shell does after every input.
+            if shard.wants_wall_clock() {
+                shard.propose_init(self.now, wall_clock_us(self.now));
+            }
             while let Some((to, msg)) = shard.poll_message() {
                 self.net.push_back((id, to, msg));
             }
@@ -180,9 +186,23 @@ fn acquire<'a>(resource: &'a [u8], client: &'a [u8], wait_ms: u32, ttl_ms: u32) 
     }
 }
 
+/// A STATUS padded as the spec asks (§2.2 rule 4), so the reply may name any holder.
+fn status(resource: &[u8]) -> Command<'_> {
+    status_in(resource, udplock_protocol::STATUS_REQUEST_LEN as u16)
+}
+
+/// A STATUS carried by a datagram of `reply_len_max` bytes.
+fn status_in(resource: &[u8], reply_len_max: u16) -> Command<'_> {
+    Command::Status {
+        resource,
+        reply_len_max,
+    }
+}
+
 #[test]
 fn single_replica_grants_with_the_init_token() {
     let mut c = Cluster::new(1);
+    let started = wall_clock_us(c.now);
     let leader = c.elect();
     assert_eq!(leader, 1);
     c.send(1, 7, 1, 0, acquire(b"r", b"a", 0, 1_000)).unwrap();
@@ -191,7 +211,11 @@ fn single_replica_grants_with_the_init_token() {
     let reply = replies[0].1;
     assert_eq!(reply.kind, CommandKind::Acquire);
     assert_eq!(reply.answer.status, Status::Ok);
-    assert_eq!(reply.answer.fencing_token, TOKEN_FIRST + 1);
+    // The INIT token (the wall clock at the election), the first one granted.
+    let token = reply.answer.fencing_token;
+    assert!((started..=wall_clock_us(c.now)).contains(&token), "{token}");
+    let table = c.shard(1).table().unwrap();
+    assert_eq!(table.stats().fencing_token_last, token);
 }
 
 #[test]
@@ -214,6 +238,28 @@ fn replies_leave_only_after_a_majority_stored_the_command() {
     }
 }
 
+/// Issue 7 item 15: INIT's first fencing token is the wall clock of the leader when it proposes
+/// INIT (spec §8.8), not when its node started: tokens must stay above every token an earlier
+/// incarnation of the shard issued until then (spec §7.2.4).
+#[test]
+fn the_first_token_is_the_wall_clock_when_init_is_proposed() {
+    let mut c = Cluster::new(3);
+    // No replica can reach another for 10 s: nobody is elected.
+    c.isolated = vec![1, 2, 3];
+    c.run(ms(10_000));
+    c.isolated.clear();
+    let before = wall_clock_us(c.now);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 1_000))
+        .unwrap();
+    c.deliver();
+    let token = c.take_replies()[0].1.answer.fencing_token;
+    assert!(
+        (before..=wall_clock_us(c.now)).contains(&token),
+        "token {token}: the wall clock was {before} when the election began"
+    );
+}
+
 #[test]
 fn a_follower_names_the_leader() {
     let mut c = Cluster::new(3);
@@ -223,9 +269,7 @@ fn a_follower_names_the_leader() {
         .send(follower, 7, 1, 0, acquire(b"r", b"a", 0, 1_000))
         .unwrap_err();
     assert_eq!(err.leader_hint, Some(leader));
-    let err = c
-        .send(follower, 7, 2, 0, Command::Status { resource: b"r" })
-        .unwrap_err();
+    let err = c.send(follower, 7, 2, 0, status(b"r")).unwrap_err();
     assert_eq!(err.leader_hint, Some(leader));
 }
 
@@ -331,14 +375,13 @@ fn status_needs_the_lease() {
         .unwrap();
     c.deliver();
     c.take_replies();
-    c.send(leader, 9, 1, 0, Command::Status { resource: b"r" })
-        .unwrap();
-    let status = c.take_replies();
-    assert_eq!(status[0].1.holder.as_slice(), b"a");
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
+    let answered = c.take_replies();
+    assert_eq!(answered[0].1.holder.as_slice(), b"a");
     // Cut off, the leader's lease runs out and it stops answering reads.
     c.isolated.push(leader);
     c.run(ms(200));
-    let result = c.send(leader, 9, 2, 0, Command::Status { resource: b"r" });
+    let result = c.send(leader, 9, 2, 0, status(b"r"));
     assert!(result.is_err());
     // (A new leader may re-send answers of commands it applied; the old one sends nothing.)
     assert!(c.take_replies().iter().all(|&(from, _)| from != leader));
@@ -377,8 +420,7 @@ fn without_a_lease_status_waits_for_a_confirmed_round() {
     assert!(!c.shard(leader).raft().lease_valid(now));
     assert_eq!(c.leader(), Some(leader));
     // STATUS is held until a majority acknowledged a heartbeat round started after it.
-    c.send(leader, 9, 1, 0, Command::Status { resource: b"r" })
-        .unwrap();
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
     assert!(
         c.take_replies().is_empty(),
         "answered without confirming leadership"
@@ -390,10 +432,119 @@ fn without_a_lease_status_waits_for_a_confirmed_round() {
     // Cut off from the majority, it never answers (the read would be stale).
     c.isolated.retain(|&id| id != target);
     c.isolated.push(leader);
-    c.send(leader, 9, 2, 0, Command::Status { resource: b"r" })
-        .unwrap();
+    c.send(leader, 9, 2, 0, status(b"r")).unwrap();
     c.deliver();
     assert!(c.take_replies().iter().all(|&(from, _)| from != leader));
+}
+
+/// Issue 7 item 9: a STATUS held for ReadIndex is answered within its own request's length
+/// (spec §2.2 rule 5), also when STATUS requests of other lengths wait with it: the reply
+/// names the holder exactly when `76 + its length` fits, and is never larger than its request.
+#[test]
+fn a_status_held_for_read_index_keeps_its_own_byte_budget() {
+    let mut c = Cluster::new(3);
+    let holder = [b'h'; 200];
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", &holder, 0, 60_000))
+        .unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
+    let leader = {
+        // The same leader, now without its lease.
+        let target = (1..=3).find(|&id| id != leader).unwrap();
+        c.isolated.push(target);
+        let now = c.now;
+        c.shard(leader).transfer_leadership(now, target).unwrap();
+        c.drain();
+        assert!(!c.shard(leader).raft().lease_valid(now));
+        leader
+    };
+    // 331: the spec's length; 276 = 76 + 200 exactly; 275 one byte short; 76 the least.
+    let lens: [u16; 4] = [331, 276, 275, 76];
+    for (n, &len) in lens.iter().enumerate() {
+        c.send(leader, 9, n as u64 + 1, 0, status_in(b"r", len))
+            .unwrap();
+    }
+    assert!(c.take_replies().is_empty(), "answered before ReadIndex");
+    c.deliver();
+    let replies = c.take_replies();
+    assert_eq!(replies.len(), lens.len(), "{replies:?}");
+    for (from, reply) in replies {
+        assert_eq!(from, leader);
+        let len = usize::from(lens[reply.id.request as usize - 1]);
+        let fits = 76 + holder.len() <= len;
+        assert_eq!(
+            (reply.holder.as_slice(), reply.holder_truncated),
+            (if fits { &holder[..] } else { &[][..] }, !fits),
+            "STATUS of {len} bytes"
+        );
+        assert!(76 + reply.holder.len() <= len, "larger than its request");
+        assert_eq!(reply.answer.hold_count, 1);
+    }
+}
+
+/// Issue 7 item 15: a leader answered STATUS from its applied state without firing the
+/// timers due by then (spec §7.2.1), so a lease that had ended showed as held with 0 ms left
+/// until the TICK that expires it committed. The answer must be the state after every timer
+/// due at the STATUS's receipt.
+#[test]
+fn a_status_fires_the_timers_due_first() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 100))
+        .unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
+    c.run(ms(99));
+    assert!(c.take_replies().is_empty(), "expired early");
+    // 2 ms later the lease has ended in log time; the leader's timer has not run yet, so no
+    // TICK expires it in the log.
+    c.now = c.now + ms(2);
+    let now = c.now;
+    assert!(c.shard(leader).raft().lease_valid(now));
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
+    c.deliver();
+    let replies = c.take_replies();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(
+        (replies[0].1.answer, replies[0].1.holder.as_slice()),
+        (Answer::bare(Status::Ok), &b""[..]),
+        "free, not held with 0 ms left"
+    );
+}
+
+/// The same on the ReadIndex path, and with a waiter: the answer shows the waiter holding the
+/// lock it was handed at the expiry, not the old holder.
+#[test]
+fn a_status_through_read_index_fires_the_timers_due_first() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 100))
+        .unwrap();
+    c.send(leader, 8, 1, 0, acquire(b"r", b"b", 5_000, 60_000))
+        .unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies().len(), 2);
+    c.run(ms(99));
+    assert!(c.take_replies().is_empty(), "expired early");
+    // The lease is given up (a transfer to a node it cannot reach), then the hold's lease ends.
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolated.push(target);
+    let now = c.now;
+    c.shard(leader).transfer_leadership(now, target).unwrap();
+    c.drain();
+    c.now = c.now + ms(2);
+    c.send(leader, 9, 1, 0, status(b"r")).unwrap();
+    c.deliver();
+    // Abandoned after election_timeout_min: the leader proposes the TICK, and answers.
+    c.run(ms(200));
+    let replies = c.take_replies();
+    let status = replies
+        .iter()
+        .find(|(_, r)| r.kind == CommandKind::Status)
+        .expect("STATUS answered");
+    assert_eq!(status.1.holder.as_slice(), b"b", "{replies:?}");
+    assert_eq!(status.1.answer.waiter_count, 0);
 }
 
 #[test]

@@ -632,7 +632,10 @@ fn exercise(mut table: LockTable, config: &Config) {
         for (m, client) in holders.iter().enumerate() {
             let session = sessions[(n + m) % sessions.len()];
             let commands = [
-                Command::Status { resource },
+                Command::Status {
+                    resource,
+                    reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
+                },
                 Command::Renew {
                     resource,
                     client,
@@ -765,7 +768,10 @@ fn command() -> impl Strategy<Value = Command<'static>> {
             .prop_map(|(resource, client)| Command::Release { resource, client }),
         1 => (resource.clone(), client, ttl_ms.clone())
             .prop_map(|(resource, client, ttl_ms)| Command::Renew { resource, client, ttl_ms }),
-        1 => resource.clone().prop_map(|resource| Command::Status { resource }),
+        1 => resource.clone().prop_map(|resource| Command::Status {
+            resource,
+            reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
+        }),
         1 => (resource, ttl_ms)
             .prop_map(|(resource, default_ttl_ms)| Command::Configure { resource, default_ttl_ms }),
     ]
