@@ -143,7 +143,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::{self, Thread};
-use std::time::{Duration as StdDuration, Instant as StdInstant};
+use std::time::Duration as StdDuration;
+
+use crate::clock::BootInstant;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use udplock_protocol::header::field as header_field;
@@ -317,19 +319,21 @@ pub struct Lease {
     pub ttl_ms: u32,
     /// When this client must consider the lock lost: the send time of the answered request
     /// copy plus the TTL, minus the clock-drift bound. The server's expiry is later.
-    pub valid_until: StdInstant,
+    /// On the suspend-aware clock ([`BootInstant`]): a lease counted on a clock that stopped
+    /// while the machine slept would outlive the server's.
+    pub valid_until: BootInstant,
 }
 
 impl Lease {
     /// True while the lease may still be relied on.
     pub fn is_valid(&self) -> bool {
-        StdInstant::now() < self.valid_until
+        BootInstant::now() < self.valid_until
     }
 
     /// Time left before [`Lease::valid_until`] (zero once passed).
     pub fn remaining(&self) -> StdDuration {
         self.valid_until
-            .saturating_duration_since(StdInstant::now())
+            .saturating_duration_since(BootInstant::now())
     }
 }
 
@@ -417,7 +421,7 @@ pub struct Client {
     next_request_id: AtomicU64,
     config: ClientConfig,
     /// The zero of this client's core [`Instant`]s (microseconds since `epoch`).
-    epoch: StdInstant,
+    epoch: BootInstant,
     rtt: Mutex<RttEstimator>,
     pending: Mutex<PendingMap>,
     /// Held by the one thread currently receiving from the socket.
@@ -917,7 +921,7 @@ impl Client {
             next_request_id: AtomicU64::new(1),
             rtt: Mutex::new(RttEstimator::new(config.retransmit)),
             config,
-            epoch: StdInstant::now(),
+            epoch: BootInstant::now(),
             pending: Mutex::new(HashMap::with_capacity_and_hasher(
                 PENDING_CAPACITY_INITIAL,
                 BuildHasherDefault::default(),
@@ -1278,18 +1282,18 @@ impl Client {
             fencing_token: reply.fencing_token,
             hold_count: reply.hold_count,
             ttl_ms: reply.lease_ms,
-            valid_until: self.std_instant(answer.lease_start + valid),
+            valid_until: self.boot_instant(answer.lease_start + valid),
         }
     }
 
     /// Core time: microseconds since `epoch`, rounded down (so a recorded send time is never
     /// later than the real one).
     fn now(&self) -> Instant {
-        let since = StdInstant::now().saturating_duration_since(self.epoch);
+        let since = BootInstant::now().saturating_duration_since(self.epoch);
         Instant::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
     }
 
-    fn std_instant(&self, t: Instant) -> StdInstant {
+    fn boot_instant(&self, t: Instant) -> BootInstant {
         self.epoch + StdDuration::from_micros(t.as_micros())
     }
 
@@ -1832,7 +1836,7 @@ mod tests {
 
     /// What a fake server's handler sees: a request (with its receipt time), or an idle tick.
     enum Event<'a> {
-        Request(Request<'a>, StdInstant),
+        Request(Request<'a>, BootInstant),
         Idle,
     }
 
@@ -1864,7 +1868,7 @@ mod tests {
                         Ok((len, from)) => {
                             peer = Some(from);
                             match Request::decode(&buf[..len]) {
-                                Ok(req) => handler(Event::Request(req, StdInstant::now())),
+                                Ok(req) => handler(Event::Request(req, BootInstant::now())),
                                 Err(_) => Vec::new(),
                             }
                         }
@@ -1978,7 +1982,7 @@ mod tests {
             vec![reply]
         });
         let client = client_for(&server, |_| {});
-        let before = StdInstant::now();
+        let before = BootInstant::now();
         let lease = client
             .acquire("orders/42", "worker-1", 1_000, Some(5_000))
             .unwrap();
@@ -1990,7 +1994,7 @@ mod tests {
         assert!(lease.is_valid());
         // (core time is whole microseconds, rounded down)
         assert!(lease.valid_until >= before + StdDuration::from_micros(4_949_999));
-        assert!(lease.valid_until <= StdInstant::now() + StdDuration::from_millis(4_950));
+        assert!(lease.valid_until <= BootInstant::now() + StdDuration::from_millis(4_950));
         assert_eq!(client.acquire_lock("orders/42", "worker-1", 0), Ok(()));
         assert_eq!(client.release("orders/42", "worker-1"), Ok(0));
         assert_eq!(client.release_lock("orders/42", "worker-1"), Ok(()));
@@ -2042,7 +2046,7 @@ mod tests {
     fn waiting_switches_to_keepalives_until_the_grant() {
         let copies = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&copies);
-        let mut first_seen: Option<StdInstant> = None;
+        let mut first_seen: Option<BootInstant> = None;
         let server = FakeServer::spawn(move |event| match event {
             Event::Request(req, at) => {
                 let first = *first_seen.get_or_insert(at);
@@ -2065,7 +2069,7 @@ mod tests {
             Event::Idle => Vec::new(),
         });
         let client = client_for(&server, |_| {});
-        let started = StdInstant::now();
+        let started = BootInstant::now();
         let lease = client.acquire("r", "c", 5_000, Some(160)).unwrap();
         let waited = started.elapsed();
         assert_eq!(lease.fencing_token, 4);
@@ -2114,7 +2118,7 @@ mod tests {
     /// client gave up on before the server's own deadline).
     #[test]
     fn waiting_extends_the_deadline_to_the_servers_wait() {
-        let mut first: Option<StdInstant> = None;
+        let mut first: Option<BootInstant> = None;
         let server = FakeServer::spawn(move |event| match event {
             Event::Request(req, at) => {
                 let first = *first.get_or_insert(at);
@@ -2224,14 +2228,14 @@ mod tests {
             c.request_timeout_ms = 60;
             c.grace_ms = 40;
         });
-        let start = StdInstant::now();
+        let start = BootInstant::now();
         assert_eq!(client.status("r"), Err(LockError::Unavailable));
         let took = start.elapsed();
         assert!(took >= StdDuration::from_millis(60), "{took:?}");
         assert!(took < StdDuration::from_millis(1_000), "{took:?}");
         assert!(client.stats().retransmits >= 3);
 
-        let start = StdInstant::now();
+        let start = BootInstant::now();
         assert_eq!(
             client.acquire("r", "c", 20, None),
             Err(LockError::Unavailable)
@@ -2338,7 +2342,7 @@ mod tests {
     #[test]
     fn lease_counts_from_the_echoed_attempts_send_time() {
         let rto = Duration::from_millis(20);
-        let received: Arc<Mutex<Vec<(u16, StdInstant)>>> = Arc::default();
+        let received: Arc<Mutex<Vec<(u16, BootInstant)>>> = Arc::default();
         let log = Arc::clone(&received);
         let mut late_reply = None;
         let server = FakeServer::spawn(move |event| {
@@ -2376,7 +2380,7 @@ mod tests {
         let valid_ms = StdDuration::from_millis(990); // 1000 ms minus the 1% drift bound
         let tick = StdDuration::from_millis(1);
 
-        let before = StdInstant::now();
+        let before = BootInstant::now();
         let lease = client.acquire("lost-first", "c", 0, None).unwrap();
         let start = lease.valid_until - valid_ms;
         let at1 = received.lock().unwrap()[1];
@@ -2391,7 +2395,7 @@ mod tests {
         assert!(start <= at1.1);
 
         received.lock().unwrap().clear();
-        let before = StdInstant::now();
+        let before = BootInstant::now();
         let lease = client.acquire("slow-answer", "c", 0, None).unwrap();
         let start = lease.valid_until - valid_ms;
         let at0 = received.lock().unwrap()[0];
@@ -2736,7 +2740,7 @@ mod tests {
             c.retransmit = RetransmitConfig::default();
             c.request_timeout_ms = 200;
         });
-        let start = StdInstant::now();
+        let start = BootInstant::now();
         assert_eq!(client.status("r"), Err(LockError::Unavailable));
         let took = start.elapsed();
         assert!(took >= StdDuration::from_millis(200), "{took:?}");

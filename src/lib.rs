@@ -44,6 +44,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod clock;
 pub mod cluster;
 pub mod core;
 pub mod error;
@@ -52,6 +53,7 @@ pub mod node;
 pub mod sim;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
+pub use clock::BootInstant;
 pub use error::LockError;
 
 /// The README's Rust example compiles (it is a doctest through this item).

@@ -31,6 +31,7 @@ use udplock_protocol::{
     REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
+use crate::clock::BootInstant;
 use crate::core::lock_table::{self, Command, CommandKind, LockTable, RequestId};
 use crate::core::time::Instant;
 
@@ -234,7 +235,8 @@ struct EventLoop {
     socket: UdpSocket,
     table: LockTable,
     stats: Arc<NodeStats>,
-    epoch: std::time::Instant,
+    /// On the suspend-aware clock (`crate::clock`): leases must count while the machine sleeps.
+    epoch: BootInstant,
     read_timer: ReadTimer,
     out: [u8; DATAGRAM_LEN_MAX],
     horizon: Option<HorizonFile>,
@@ -251,7 +253,7 @@ impl EventLoop {
             socket,
             table: LockTable::new(table),
             stats,
-            epoch: std::time::Instant::now(),
+            epoch: BootInstant::now(),
             read_timer: ReadTimer::default(),
             out: [0; DATAGRAM_LEN_MAX],
             horizon,
@@ -277,7 +279,7 @@ impl EventLoop {
         }
     }
 
-    /// The core's clock: microseconds since the loop started (monotonic).
+    /// The core's clock: microseconds since the loop started (monotonic, suspend-aware).
     fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }

@@ -49,6 +49,7 @@ use udplock_protocol::{
 };
 
 use self::storage::{Durability, ShardStore};
+use crate::clock::BootInstant;
 use crate::core::lock_table::{self, Command};
 use crate::core::raft::{self, Entry, HardState, Message, NodeId};
 use crate::core::shard::{self, Shard, ShardStats};
@@ -250,7 +251,7 @@ impl ClusterNode {
         let local_addr = socket.local_addr()?;
         let mut shards = Vec::with_capacity(config.shards as usize);
         let mut stores = Vec::with_capacity(config.shards as usize);
-        let epoch = std::time::Instant::now();
+        let epoch = BootInstant::now();
         for shard in 0..config.shards {
             let (store, persisted) = match (&config.data_dir, config.durability) {
                 (Some(dir), Durability::Fsync | Durability::Os) => {
@@ -484,7 +485,9 @@ struct ClusterLoop {
     stats: Arc<NodeStats>,
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     stats_published: Instant,
-    epoch: std::time::Instant,
+    /// On the suspend-aware clock (`crate::clock`): Raft leases and lock leases must count
+    /// while the machine sleeps.
+    epoch: BootInstant,
     read_timer: ReadTimer,
     out: [u8; PEER_DATAGRAM_LEN_MAX],
     /// Set when the node must stop (it could not persist).

@@ -99,6 +99,13 @@ pub struct SimConfig {
     pub resources: usize,
     /// A named scenario instead of random faults.
     pub scenario: Option<Scenario>,
+    /// A mutation experiment, never set by the sweep: a paused node's clock stands still
+    /// while it is paused, as `CLOCK_MONOTONIC` does while a Linux machine is suspended.
+    /// Without it a pause is a suspend on the clock the shells really read (`crate::clock`,
+    /// `CLOCK_BOOTTIME`), which kept counting. With it the lease-safety checker fires (a
+    /// leader wakes inside a lease its followers stopped honouring), which is why the shells
+    /// must not read `std::time::Instant` (issue 7 item 4).
+    pub clock_stops_during_pauses: bool,
 }
 
 impl SimConfig {
@@ -114,6 +121,7 @@ impl SimConfig {
             clients: 6,
             resources: 3,
             scenario: None,
+            clock_stops_during_pauses: false,
         }
     }
 }
@@ -205,11 +213,13 @@ const PROBE_ADDR: SocketAddr = SocketAddr::new(
     9_999,
 );
 
-/// A clock that runs at `1 + rate_ppm / 10^6` of true time from `offset_us`.
+/// A clock that runs at `1 + rate_ppm / 10^6` of true time from `offset_us`, less the time
+/// it stood still (`stopped_us`, only in the `clock_stops_during_pauses` experiment).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock {
     rate_ppm: i64,
     offset_us: u64,
+    stopped_us: u64,
 }
 
 impl Clock {
@@ -219,13 +229,15 @@ impl Clock {
         Clock {
             rate_ppm: rng.gen_range(-half..=half),
             offset_us: rng.gen_range(0..1_000_000_000),
+            stopped_us: 0,
         }
     }
 
     /// This clock's reading at true time `t`.
     pub(crate) fn local(&self, t: Instant) -> Instant {
         let scaled = (t.as_micros() as i128 * (1_000_000 + self.rate_ppm as i128)) / 1_000_000;
-        Instant::from_micros(self.offset_us + scaled as u64)
+        // `stopped_us` is never more than the clock ran (see `stand_still`).
+        Instant::from_micros(self.offset_us + scaled as u64 - self.stopped_us)
     }
 
     /// The first true time at which this clock reads at least `local`.
@@ -233,9 +245,16 @@ impl Clock {
         if local == Instant::MAX {
             return Instant::MAX;
         }
-        let l = local.as_micros().saturating_sub(self.offset_us) as i128;
+        let l = (local.as_micros() + self.stopped_us).saturating_sub(self.offset_us) as i128;
         let rate = 1_000_000 + self.rate_ppm as i128;
         Instant::from_micros(((l * 1_000_000 + rate - 1) / rate) as u64)
+    }
+
+    /// The clock stood still from true time `from` to `to`: it resumes at `to` reading what
+    /// it read at `from`.
+    fn stand_still(&mut self, from: Instant, to: Instant) {
+        let lost = self.local(to).saturating_since(self.local(from));
+        self.stopped_us += lost.as_micros();
     }
 }
 
@@ -291,6 +310,8 @@ struct SimNode {
     memory: bool,
     clock: Clock,
     paused_until: Option<Instant>,
+    /// When the current pause began.
+    paused_since: Option<Instant>,
     timer_generation: u64,
     /// Entries this incarnation applied (its shard's applied index, as last observed).
     applied: u64,
@@ -408,6 +429,7 @@ impl Sim {
                 memory: false,
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
+                paused_since: None,
                 timer_generation: 0,
                 applied: 0,
                 was_leader_in: None,
@@ -745,7 +767,13 @@ impl Sim {
     }
 
     fn resume(&mut self, node: NodeId) -> Result<(), SimFailure> {
-        self.node(node).paused_until = None;
+        let (now, stops) = (self.now, self.config.clock_stops_during_pauses);
+        let n = self.node(node);
+        if let (true, Some(since)) = (stops, n.paused_since) {
+            n.clock.stand_still(since, now);
+        }
+        n.paused_until = None;
+        n.paused_since = None;
         if let Some(mut script) = self.script.take() {
             let result = script.on_resume(self, node);
             self.script = Some(script);
@@ -904,12 +932,13 @@ impl Sim {
     }
 
     fn pause(&mut self, node: NodeId, for_: Duration) -> bool {
-        let until = self.now + for_;
+        let (now, until) = (self.now, self.now + for_);
         let n = self.node(node);
         if n.paused_until.is_some() || n.shard.is_none() {
             return false;
         }
         n.paused_until = Some(until);
+        n.paused_since = Some(now);
         self.report.pauses += 1;
         self.schedule_at(until, Event::Resume { node });
         true

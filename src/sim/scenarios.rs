@@ -84,6 +84,7 @@ impl Scenario {
             clients,
             resources,
             scenario: Some(self),
+            clock_stops_during_pauses: false,
         }
     }
 

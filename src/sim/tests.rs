@@ -16,6 +16,7 @@ fn clock_conversions_round_trip() {
         let clock = Clock {
             rate_ppm,
             offset_us: 123_456,
+            stopped_us: 0,
         };
         for t in [0, 1, 999_999, 10_000_000_007] {
             let t = Instant::from_micros(t);

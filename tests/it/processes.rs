@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use udplock::{Client, ClientConfig};
+use udplock::{BootInstant, Client, ClientConfig};
 use udplock_protocol::{Reply, Request, RequestBody, Status, STATUS_REQUEST_LEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udplock");
@@ -23,8 +23,8 @@ const RESOURCE: &str = "jobs/nightly";
 pub struct Held {
     pub client: usize,
     pub token: u64,
-    pub from: Instant,
-    pub until: Instant,
+    pub from: BootInstant,
+    pub until: BootInstant,
 }
 
 /// Mutual exclusion and fencing order over one resource's history.
@@ -211,9 +211,9 @@ fn kill_and_pause_leaders_of_real_processes_without_a_double_grant() {
                     let Ok(lease) = client.acquire(RESOURCE, &name, 3_000, Some(1_000)) else {
                         continue;
                     };
-                    let from = Instant::now();
+                    let from = BootInstant::now();
                     std::thread::sleep(Duration::from_millis(2));
-                    let release_sent = Instant::now();
+                    let release_sent = BootInstant::now();
                     let _ = client.release(RESOURCE, &name);
                     history.lock().unwrap().push(Held {
                         client: id,
@@ -235,7 +235,7 @@ fn kill_and_pause_leaders_of_real_processes_without_a_double_grant() {
     servers.signal(paused, "-STOP");
     std::thread::sleep(Duration::from_millis(800));
     servers.signal(paused, "-CONT");
-    let healed = Instant::now();
+    let healed = BootInstant::now();
     std::thread::sleep(Duration::from_millis(1_500));
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -291,7 +291,7 @@ fn a_terminated_server_hands_its_shards_over_before_it_exits() {
 #[test]
 #[should_panic(expected = "both held the lock")]
 fn the_history_check_catches_an_overlap() {
-    let t = Instant::now();
+    let t = BootInstant::now();
     let ms = |n| t + Duration::from_millis(n);
     check_history(&[
         Held {
@@ -312,7 +312,7 @@ fn the_history_check_catches_an_overlap() {
 #[test]
 #[should_panic(expected = "token order broken")]
 fn the_history_check_catches_tokens_out_of_order() {
-    let t = Instant::now();
+    let t = BootInstant::now();
     let ms = |n| t + Duration::from_millis(n);
     check_history(&[
         Held {
