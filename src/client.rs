@@ -169,6 +169,7 @@ pub use udplock_protocol::ShardRole;
 use crate::core::retransmit::{
     RequestTimer, RetransmitConfig, RttEstimator, DOUBT_LIFETIME, REQUEST_LIFETIME_MAX,
 };
+pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -199,18 +200,6 @@ const PENDING_CAPACITY_INITIAL: usize = 64;
 /// How long a receiver pauses after an unexpected socket error before trying again, so a
 /// broken socket cannot make it spin. Bounded by the caller's deadline in every case.
 const RECV_ERROR_PAUSE: StdDuration = StdDuration::from_millis(1);
-
-/// NOT_LEADER hints a request follows at once (spec §7.1.7 rule 5.1, `REDIRECTS_FAST_MAX`)
-/// between two replies of another kind; later ones wait for the request's retransmission
-/// timer. A healthy cluster needs one hop (two while a new leader's hint spreads); two
-/// confused nodes naming each other must not make a client send as fast as the loop turns.
-pub const REDIRECTS_FAST_MAX: u32 = 3;
-
-/// Unanswered copies in a row after which a request leaves a node and marks it suspect (spec
-/// §7.1.7 rule 4, `SILENT_SENDS_MAX`): the node (perhaps the shard's leader) may be dead. Two,
-/// so that a single lost datagram does not send a request away from a live leader. A node
-/// that is already suspect is left after one.
-pub const SILENT_SENDS_MAX: u32 = 2;
 
 /// Leader addresses learned from hints that are not among [`ClientConfig::servers`], kept
 /// for the client's lifetime. Bounded, so a node that hints ever new addresses cannot grow
@@ -1447,13 +1436,14 @@ impl Client {
                 });
             }
         };
+        if let (Status::InternalError, RequestBody::Release { resource, client }) =
+            (reply.status, body)
+        {
+            // INTERNAL_ERROR settles nothing (spec §7.1.5): the release stays a doubt.
+            self.keep_doubt(&mut lane, resource, client, request_id, datagram, flight);
+            return Err(LockError::ReleaseInDoubt);
+        }
         if let Some(error) = reply.error() {
-            if let (Status::InternalError, RequestBody::Release { resource, client }) =
-                (reply.status, body)
-            {
-                // INTERNAL_ERROR settles nothing (spec §7.1.5): the release stays a doubt.
-                self.keep_doubt(&mut lane, resource, client, request_id, datagram, flight);
-            }
             return Err(error);
         }
         Ok(Answer {

@@ -47,6 +47,18 @@ pub const NETWORK_DELAY_MAX: Duration = Duration::from_millis(60_000);
 pub const DOUBT_LIFETIME: Duration =
     Duration::from_micros(REQUEST_LIFETIME_MAX.as_micros() + NETWORK_DELAY_MAX.as_micros());
 
+/// NOT_LEADER hints a request follows at once (spec §7.1.7 rule 5.1, `REDIRECTS_FAST_MAX`)
+/// between two replies of another kind; later ones wait for the request's retransmission
+/// timer. A healthy cluster needs one hop (two while a new leader's hint spreads); two
+/// confused nodes naming each other must not make a client send as fast as the loop turns.
+pub const REDIRECTS_FAST_MAX: u32 = 3;
+
+/// Unanswered copies in a row after which a request leaves a node and marks it suspect (spec
+/// §7.1.7 rule 4, `SILENT_SENDS_MAX`): the node (perhaps the shard's leader) may be dead. Two,
+/// so that a single lost datagram does not send a request away from a live leader. A node
+/// that is already suspect is left after one.
+pub const SILENT_SENDS_MAX: u32 = 2;
+
 /// Largest RTO ceiling [`RetransmitConfig::validate`] accepts. RFC 6298 §2.5 lets an
 /// implementation cap the RTO provided the cap is at least 60 s; a lock client would rather
 /// give up at its deadline than wait longer than that between two copies.

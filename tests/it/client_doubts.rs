@@ -284,4 +284,10 @@ fn a_release_answered_only_overloaded_stays_a_doubt_until_settled() {
         acquire.is_some_and(|i| after[..i].iter().all(|s| s.request_id == release_id)),
         "{after:?}"
     );
+
+    // The ACQUIRE C gave up on was granted after all, when D released "busy": a phantom hold
+    // of C's client id that C never believed in. Like any hold it ends at its TTL (1 s), and
+    // the lock goes on to the next waiter (spec §7.1.5).
+    let next = d.acquire("busy", "d", 10_000, Some(1_000)).unwrap();
+    assert_eq!(next.hold_count, 1);
 }

@@ -92,3 +92,13 @@ fn scenario_new_leader_unapplied() {
 fn scenario_duplicate_after_failover() {
     scenario(Scenario::DuplicateAfterFailover);
 }
+
+#[test]
+fn scenario_overloaded_release() {
+    scenario(Scenario::OverloadedRelease);
+}
+
+#[test]
+fn scenario_release_replay() {
+    scenario(Scenario::ReleaseReplay);
+}
