@@ -1529,6 +1529,15 @@ impl Client {
             // A request of its own for timing and routing, the same one for the server.
             timer.resume(lock(&self.rtt).rto());
             let until = deadline.min(first_sent + REQUEST_LIFETIME_MAX);
+            if self.now() >= until {
+                // No copy may leave any more (its lifetime is over, spec §6.6), or no time is
+                // left: the doubt stays until it is settled or forgotten.
+                let mut doubts = lock(&self.doubts);
+                if let Some(d) = doubts.iter_mut().find(|d| d.request_id == request_id) {
+                    d.settling = false;
+                }
+                return Err(LockError::ReleaseInDoubt);
+            }
             let shard = self.routes.shard(resource);
             let result = self.exchange(
                 session_id,
@@ -2937,14 +2946,20 @@ mod tests {
         let k = executed_at.lock().unwrap().unwrap();
         assert!(k >= 3, "too few copies to show anything: {k}");
         answering.store(true, Ordering::Relaxed);
-        let before = seen(&log).len();
         client.acquire("r", "c", 0, None).unwrap();
-        let replay: Vec<_> = seen(&log)[before..]
+        // Every copy of the release, the replay's included, in the order sent (loopback keeps
+        // it): one sequence of attempt numbers, never starting again.
+        let attempts: Vec<u16> = seen(&log)
             .iter()
             .filter(|s| s.1 == release_id)
             .map(|s| s.2)
             .collect();
-        assert_eq!(replay, [k + 1], "the replay's attempt numbers");
+        let expected: Vec<u16> = (0..attempts.len() as u16).collect();
+        assert_eq!(attempts, expected, "the release's attempt numbers");
+        assert!(
+            attempts.len() > usize::from(k) + 1,
+            "no replay: {attempts:?}"
+        );
     }
 
     /// Issue 7 item 2: OVERLOADED is not remembered by the server, so a RELEASE answered only
@@ -2974,6 +2989,40 @@ mod tests {
         let ids: Vec<u64> = seen(&log)[before..].iter().map(|s| s.1).collect();
         assert_eq!(ids.first(), Some(&release_id), "settled first: {ids:?}");
         assert!(ids.last().is_some_and(|&id| id > release_id), "{ids:?}");
+    }
+
+    /// The table of doubts is bounded: once it holds [`DOUBTS_MAX`], a further RELEASE is
+    /// refused before anything is sent (it could not be remembered if it went unanswered).
+    #[test]
+    fn doubts_are_bounded() {
+        let log = Seen::default();
+        let server = node(&log, |_| Vec::new()); // hears everything, answers nothing
+        let client = client_of(&[&server], |c| c.request_timeout_ms = 50);
+        assert_eq!(client.release("r0", "c"), Err(LockError::Unavailable));
+        {
+            let mut doubts = lock(&client.doubts);
+            let first = doubts.pop().unwrap();
+            for i in 0..DOUBTS_MAX {
+                doubts.push(Doubt {
+                    resource: format!("r{i}").into_bytes(),
+                    client: first.client.clone(),
+                    session_id: first.session_id,
+                    request_id: first.request_id,
+                    datagram: first.datagram.clone(),
+                    timer: first.timer.clone(),
+                    first_sent: first.first_sent,
+                    settling: false,
+                });
+            }
+        }
+        assert_eq!(
+            client.release("one-more", "c"),
+            Err(LockError::Overloaded { retry_after_ms: 0 })
+        );
+        // (The copy would have left before the call returned; give the fake time to log it.)
+        thread::sleep(StdDuration::from_millis(20));
+        let sent = seen(&log).iter().filter(|e| e.3 == b"one-more").count();
+        assert_eq!(sent, 0, "nothing was sent");
     }
 
     /// Two nodes that name each other as the leader cost a bounded number of datagrams and
