@@ -189,7 +189,8 @@ fn a_release_answered_only_overloaded_stays_a_doubt_until_settled() {
     let node = Node::start(config).unwrap();
     let relay = Relay::start(node.local_addr());
     let mut c_config = ClientConfig::new(vec![relay.addr]);
-    c_config.grace_ms = 1;
+    // (Also the deadline of C's last acquire, which first settles its doubt: generous.)
+    c_config.grace_ms = 1_000;
     c_config.request_timeout_ms = 300;
     let c = Client::new(c_config).unwrap();
     let direct = || Client::connect(&[node.local_addr()]).unwrap();
@@ -209,7 +210,7 @@ fn a_release_answered_only_overloaded_stays_a_doubt_until_settled() {
         },
     );
     assert_eq!(
-        c.acquire("busy", "c", 3_000, Some(1_000)),
+        c.acquire("busy", "c", 2_500, Some(1_000)),
         Err(LockError::Unavailable)
     );
     // The late copy reaches the node, which queues it in C's session behind D.
