@@ -74,7 +74,7 @@
 //! only reach a request the client has abandoned. Lanes are created on demand (one per
 //! concurrent caller, at most [`OUTSTANDING_MAX`]) and reused; each is a session at the server.
 //!
-//! # Routing: shards and their leaders
+//! # Routing: shards and their leaders (spec §7.1.7)
 //!
 //! The service is a cluster of nodes; its resources are split into [`ClientConfig::shards`]
 //! shards by `FNV-1a-64(resource_id) % shards`, and each shard has one leader node, the only
@@ -83,40 +83,51 @@
 //! *route cache* holds one entry per shard, shared by all threads and read without a lock (one
 //! atomic load; learning an address the client has never seen takes a small lock). With no
 //! entry yet, shard `s` goes to `servers[s % servers.len()]`, which spreads first contacts over
-//! the cluster.
+//! the cluster; the configured servers form a ring in their given order.
 //!
-//! The other nodes correct a wrong guess. A reply NOT_LEADER (spec §5.2, §7.1.5) is never a
-//! final answer; it never reaches the caller, and a request that only ever met NOT_LEADER ends
-//! at its deadline like any unanswered one ([`LockError::Unavailable`]):
+//! The rules are the spec's, numbered as there:
 //!
-//! - With a leader hint, the cache entry is set to the hinted address and the SAME request
-//!   (session id, request id, body; attempt + 1) goes there at once: NOT_LEADER is not
-//!   remembered by servers, so the copy is executed afresh by the leader. Hinted addresses
-//!   outside `servers` are used too (and remembered, up to [`LEARNED_LEADERS_MAX`]). After
-//!   [`REDIRECTS_FAST_MAX`] redirects in a row without progress, later ones wait a back-off
-//!   first, so two nodes that name each other cannot make a client loop hot.
-//! - Without a hint (an election is in progress), the request moves on to the next address of
-//!   `servers` after a back-off that starts at 1 ms and doubles up to the RTO ceiling, so a
-//!   cluster busy electing is not hammered.
-//! - A node that leaves [`SILENT_SENDS_MAX`] copies in a row unanswered may be dead: the
-//!   next copy goes to the next address of `servers`, and the cache entry naming the silent
-//!   node is cleared.
+//! - **One timer per request.** Every copy but a fast redirect leaves when the request's
+//!   retransmission timer fires, and the timer doubles with every copy up to its ceiling,
+//!   wherever the copies go: a move to another node never restarts the back-off. This is what
+//!   bounds the datagrams of a failover (about 10 per request on loopback, where following
+//!   every hint at once and restarting the back-off at each move cost 30 or more).
+//! - **Silence.** A node that leaves [`SILENT_SENDS_MAX`] copies in a row unanswered is marked
+//!   *suspect* (for all calls, until it answers anything) and the next copy goes to the next
+//!   server on the ring that is not suspect; a cache entry naming it is cleared.
+//! - **NOT_LEADER** is never a final answer; it never reaches the caller, and a request that
+//!   only ever met NOT_LEADER ends at its deadline like an unanswered one
+//!   ([`LockError::Unavailable`]). With a leader hint naming a node that is not suspect, the
+//!   cache entry is set to it and the SAME request (session id, request id, body; attempt + 1)
+//!   goes there at once, at most [`REDIRECTS_FAST_MAX`] times between two other replies, then
+//!   on the timer. A hint naming a suspect node (the followers of a dead leader go on naming
+//!   it until their election timeout) is followed only on the timer, with one copy. Without a
+//!   hint (an election), the request moves on along the ring, on the timer. Hinted addresses
+//!   outside `servers` are used too (and remembered, up to [`LEARNED_LEADERS_MAX`]).
+//! - **OVERLOADED** is not a final answer either: the same request goes to the same node when
+//!   the timer fires, but not before the hinted `retry_after_ms`. If the deadline comes first
+//!   the call fails with [`LockError::Overloaded`] (a release: [`LockError::ReleaseInDoubt`]).
 //!
-//! Any other reply is *progress*: it resets the redirect count and the back-off, and the
-//! call's final answer records its sender as the shard's leader (when the sender is one of the
-//! known addresses; otherwise the node the request was last sent to). The request's
-//! retransmission timer, WAITING keepalives and deadline run on across redirects: a redirect is
-//! one more attempt of the same request, except that the back-off restarts from the base RTO
-//! on a new node (until a whole round of servers stayed silent), so a client does not sleep
-//! through a new leader's first answer.
+//! Any reply from a node clears its suspicion; a final answer or a WAITING (not an
+//! ERROR_REPLY) records its sender as the shard's leader (when the sender is one of the known
+//! addresses; otherwise the node the request was last sent to). The request's WAITING
+//! keepalives and deadline run on across moves.
 //!
-//! # A release without an answer
+//! # A release without a settling answer (spec §7.1.5)
 //!
-//! A RELEASE that reached its deadline unanswered may still be applied later (a copy in
-//! flight, a new leader). Applied after this client's next ACQUIRE of the same lock it would
-//! free the new hold, so the client keeps it as a *doubt* and, before its next ACQUIRE, RENEW
-//! or RELEASE of the same resource and client id, sends it again with the same ids until it is
-//! answered (spec §7.1.5). Found by the lock-service simulator (seed 353 of an early sweep).
+//! A RELEASE that reached its deadline unanswered, or answered only OVERLOADED (which no
+//! server remembers) or INTERNAL_ERROR, may still be applied later (a copy in flight, one in a
+//! node's log, a new leader). Applied after this client's next ACQUIRE of the same lock it
+//! would free the new hold, so the caller is told the outcome is unknown
+//! ([`LockError::Unavailable`] or [`LockError::ReleaseInDoubt`]: stop relying on the lock),
+//! and the client keeps the release as a *doubt*: before its next ACQUIRE, RENEW or RELEASE of
+//! the same resource and client id it sends it again, same ids and the next attempt number,
+//! until an answer settles it; if the call's deadline comes first, the call is not sent and
+//! fails with [`LockError::ReleaseInDoubt`]. A doubt is forgotten [`DOUBT_LIFETIME`] after its
+//! first copy (420 s: no copy can arrive later), and its lane (session) stays out of use until
+//! then. An ACQUIRE or RENEW without an answer needs none of this: a late copy can only give
+//! this client id a hold it does not believe in, which ends at its lease. Found by the
+//! lock-service simulator (seed 353 of an early sweep) and by the outside review (issue 7).
 //!
 //! Replies are accepted from any source address (the socket is not connected; every copy is
 //! one `send_to`, every reply one `recv_from`): after a failover the grant of a queued acquire
@@ -140,7 +151,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
 use std::thread::{self, Thread};
 use std::time::Duration as StdDuration;
@@ -157,7 +168,10 @@ use udplock_protocol::{
 /// A node's role in one shard's Raft group, as [`Client::shard_status`] reports it.
 pub use udplock_protocol::ShardRole;
 
-use crate::core::retransmit::{RequestTimer, RetransmitConfig, RttEstimator, REQUEST_LIFETIME_MAX};
+use crate::core::retransmit::{
+    RequestTimer, RetransmitConfig, RttEstimator, DOUBT_LIFETIME, REQUEST_LIFETIME_MAX,
+};
+pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -189,26 +203,16 @@ const PENDING_CAPACITY_INITIAL: usize = 64;
 /// broken socket cannot make it spin. Bounded by the caller's deadline in every case.
 const RECV_ERROR_PAUSE: StdDuration = StdDuration::from_millis(1);
 
-/// NOT_LEADER redirects a call follows at once, one after the other without any other reply
-/// in between. Beyond it each redirect waits a back-off first: a healthy cluster needs one
-/// hop (two while a new leader's hint spreads), and two confused nodes naming each other must
-/// not make a client send as fast as the loop turns.
-pub const REDIRECTS_FAST_MAX: u32 = 8;
-
-/// Copies sent in a row to one node with no reply at all, after which the next copy goes to
-/// the next configured server: the node (perhaps the shard's leader) may be dead. Two, so a
-/// single lost datagram does not send a request away from a live leader.
-pub const SILENT_SENDS_MAX: u32 = 2;
-
 /// Leader addresses learned from hints that are not among [`ClientConfig::servers`], kept
 /// for the client's lifetime. Bounded, so a node that hints ever new addresses cannot grow
 /// the client's memory; a hint that no longer fits is still followed, only not remembered.
 pub const LEARNED_LEADERS_MAX: usize = 64;
 
-/// First pause before resending after NOT_LEADER without a hint (or after
-/// [`REDIRECTS_FAST_MAX`] redirects); it doubles with every further one, up to the RTO
-/// ceiling, and starts over after progress.
-const REDIRECT_BACKOFF_INITIAL: Duration = Duration::from_millis(1);
+/// RELEASEs with an unknown outcome kept at once (spec §7.1.5, "Doubts"). Each is one datagram
+/// and a timer (about 1.4 KB at most); a client that cannot reach the service and keeps
+/// releasing would otherwise grow them without bound. While the table is full a RELEASE is
+/// refused before anything is sent ([`LockError::Overloaded`], nothing changed).
+pub const DOUBTS_MAX: usize = 1_024;
 
 /// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -429,25 +433,27 @@ pub struct Client {
     retransmits: AtomicU64,
     dropped_datagrams: AtomicU64,
     redirects: AtomicU64,
-    /// RELEASEs that got no answer and may still take effect (see `settle_doubts`).
+    /// RELEASEs whose outcome is unknown and which may still take effect (spec §7.1.5; see
+    /// `settle_doubts`). At most [`DOUBTS_MAX`] (plus the releases in flight).
     doubts: Mutex<Vec<Doubt>>,
 }
 
-/// A RELEASE whose outcome is unknown, kept so it can be settled (same ids) before this
-/// client touches the same lock again.
+/// A RELEASE whose outcome is unknown, kept so it can be settled (same ids, the next attempt)
+/// before this client touches the same lock again (spec §7.1.5). Its lane (session) is kept
+/// out of the pool meanwhile, so no other request shares the session while it may still be
+/// answered.
 struct Doubt {
     resource: Vec<u8>,
     client: Vec<u8>,
     session_id: u64,
     request_id: u64,
-    reply_type: MessageType,
     datagram: Vec<u8>,
+    /// Its copies so far: the replay continues their attempt numbers (spec §7.1.5 rule 2).
+    timer: RequestTimer,
     first_sent: Instant,
+    /// A call is sending it again right now; others on the same lock do not wait for it.
+    settling: bool,
 }
-
-/// How long past its request lifetime a doubtful RELEASE is still kept: a copy sent at the
-/// end of the lifetime may still be in the network (spec §7.1.5).
-const DOUBT_MARGIN: Duration = Duration::from_millis(60_000);
 
 /// Request id → waiting request.
 type PendingMap = HashMap<u64, Pending, BuildHasherDefault<RequestIdHasher>>;
@@ -548,6 +554,18 @@ struct ShardStatusPage {
     shards: Vec<ShardInfo>,
 }
 
+/// How a request's copies ended (spec §7.1.5). Most requests end answered, and the reply
+/// stays on the caller's stack: boxing it would cost an allocation per call for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Ended {
+    /// A final answer.
+    Answered(ReplyData),
+    /// The deadline passed without one. `overloaded`: the latest reply other than NOT_LEADER
+    /// was OVERLOADED, with this retry-after hint; `None` when only silence or NOT_LEADER came
+    /// (or a WAITING since the last OVERLOADED).
+    Unanswered { overloaded: Option<u32> },
+}
+
 /// A successful reply and the instant its lease (if any) starts.
 struct Answer {
     reply: ReplyData,
@@ -614,6 +632,9 @@ struct Routes {
     append: Mutex<()>,
     /// One entry per shard: 0 while no leader is known, otherwise its index in `peers` + 1.
     leaders: Box<[AtomicU32]>,
+    /// One flag per slot of `peers`: the address left copies unanswered and has not answered
+    /// since (spec §7.1.7, "suspect").
+    suspect: Box<[AtomicBool]>,
     /// The socket is IPv6 (IPv4 peers are then reached through IPv4-mapped addresses).
     v6_socket: bool,
 }
@@ -633,8 +654,10 @@ impl Routes {
                 .expect("the socket's family was chosen so that every server is reachable");
             slot.set(addr).expect("a fresh slot");
         }
+        let suspect = (0..peers.len()).map(|_| AtomicBool::new(false)).collect();
         Routes {
             peers,
+            suspect,
             servers_len: servers.len(),
             append: Mutex::new(()),
             leaders: (0..shards).map(|_| AtomicU32::new(0)).collect(),
@@ -662,14 +685,53 @@ impl Routes {
         (index as u32, addr)
     }
 
-    /// Where a new request for `shard` goes: its cached leader, or the initial guess
-    /// `servers[shard % servers.len()]`. Returns the peer index with the address.
-    fn leader(&self, shard: usize) -> (u32, SocketAddr) {
+    /// Where a new request for `shard` goes first (spec §7.1.7 rule 2): its cached leader if
+    /// that is not suspect, otherwise the first configured server that is not suspect from
+    /// `servers[shard % n]` on. Returns the peer index, the address and the request's ring
+    /// position.
+    fn first_destination(&self, shard: usize) -> (u32, SocketAddr, usize) {
+        let home = shard % self.servers_len;
         let entry = self.leaders[shard].load(Ordering::Acquire);
-        if let Some(addr) = entry.checked_sub(1).and_then(|index| self.peer(index)) {
-            return (entry - 1, addr);
+        if let Some(index) = entry.checked_sub(1).filter(|&i| !self.is_suspect(i)) {
+            if let Some(addr) = self.peer(index) {
+                let configured = (index as usize) < self.servers_len;
+                return (index, addr, if configured { index as usize } else { home });
+            }
         }
-        self.server(shard)
+        let position = self.ring_from(home);
+        let (index, addr) = self.server(position);
+        (index, addr, position)
+    }
+
+    /// The first ring position at or after `position` (modulo the number of configured
+    /// servers) whose server is not suspect; `position` itself if every one is.
+    fn ring_from(&self, position: usize) -> usize {
+        let n = self.servers_len;
+        (0..n)
+            .map(|k| (position + k) % n)
+            .find(|&i| !self.is_suspect(i as u32))
+            .unwrap_or(position % n)
+    }
+
+    /// Spec §7.1.7 rule 7: the ring position a request moves on to from `position`.
+    fn next_position(&self, position: usize) -> usize {
+        self.ring_from(position + 1)
+    }
+
+    fn is_suspect(&self, index: u32) -> bool {
+        self.suspect
+            .get(index as usize)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
+    /// Marks the peer suspect (it left copies unanswered) or trusted again (it answered).
+    /// Writes only on a change, so the steady state touches no shared cache line.
+    fn set_suspect(&self, index: u32, suspect: bool) {
+        if let Some(flag) = self.suspect.get(index as usize) {
+            if flag.load(Ordering::Relaxed) != suspect {
+                flag.store(suspect, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The peer index of `addr` (already in the socket's family), if it is known.
@@ -732,84 +794,78 @@ impl Routes {
     }
 }
 
-/// One call's request on its way: its retransmission timer and where its copies go. Owned by
-/// the calling thread, never shared.
+/// One request on its way: its retransmission timer and where its copies go (spec §7.1.7).
+/// Owned by the calling thread, never shared.
 struct Flight {
     timer: RequestTimer,
     shard: usize,
-    /// Where the next copy goes.
+    /// `D`: where the next copy goes.
     dest: SocketAddr,
     /// `dest`'s index in [`Routes::peers`]; `None` for a hinted leader the table had no room
     /// for.
     dest_peer: Option<u32>,
-    /// Position in the configured servers that "the next server" counts on from.
-    server_position: usize,
+    /// `p`: the ring position "moving on" counts from (an index of the configured servers).
+    ring: usize,
     /// Attempt number of the first copy sent to `dest`; `None` until one is sent. A reply
     /// echoing an older attempt answers a copy sent elsewhere.
     dest_first_attempt: Option<u16>,
-    /// Copies sent to `dest` since it was chosen or since the last reply, whichever is later.
+    /// Copies sent to `dest` in a row that no reply has answered yet (rule 4).
     unanswered: u32,
-    /// NOT_LEADER redirects followed at once since the last progress.
-    redirects: u32,
-    /// Moves to the next server because the current one stayed silent, in a row.
-    silent_moves: u32,
-    /// Pause before the next delayed resend (see [`REDIRECT_BACKOFF_INITIAL`]).
-    backoff: Duration,
-    /// A resend a reply asked for (after NOT_LEADER or OVERLOADED): until it is made it
-    /// replaces the retransmission timer, since the last copy is known to have arrived.
-    resend_at: Option<Instant>,
+    /// Attempt number of the first of those copies: a reply echoing it or a later one
+    /// answers them.
+    unanswered_from: u16,
+    /// NOT_LEADER hints followed at once since the last reply of another kind (rule 5.1).
+    fast_redirects: u32,
+    /// No copy before this instant: an OVERLOADED asked for the pause (spec §7.1.3).
+    not_before: Instant,
+    /// The latest reply other than NOT_LEADER was OVERLOADED, with this retry-after hint (0:
+    /// none). Says how a request that ends without a final answer is reported.
+    overloaded: Option<u32>,
 }
 
 impl Flight {
-    fn new(timer: RequestTimer, shard: usize, (peer, dest): (u32, SocketAddr)) -> Flight {
+    fn new(
+        timer: RequestTimer,
+        shard: usize,
+        (peer, dest, ring): (u32, SocketAddr, usize),
+    ) -> Flight {
         Flight {
             timer,
             shard,
             dest,
             dest_peer: Some(peer),
-            server_position: peer as usize,
+            ring,
             dest_first_attempt: None,
             unanswered: 0,
-            redirects: 0,
-            silent_moves: 0,
-            backoff: REDIRECT_BACKOFF_INITIAL,
-            resend_at: None,
+            unanswered_from: 0,
+            fast_redirects: 0,
+            not_before: Instant::ZERO,
+            overloaded: None,
         }
     }
 
-    /// When the next copy is due.
+    /// When the next copy is due: when the timer fires, but not before an OVERLOADED's
+    /// retry-after (spec §7.1.3).
     fn next_send(&self) -> Instant {
-        self.resend_at
-            .unwrap_or_else(|| self.timer.next_retransmit())
+        self.timer.next_retransmit().max(self.not_before)
     }
 
-    /// Sends the following copies to `dest`.
-    fn redirect(&mut self, dest: SocketAddr, peer: Option<u32>, servers_len: usize) {
-        if let Some(index) = peer.filter(|&index| (index as usize) < servers_len) {
-            self.server_position = index as usize;
-        }
-        // A new node is a new path: the back-off restarts from the base RTO, so a client
-        // does not sleep through a new leader's first answer. Not once a whole round of
-        // servers stayed silent (the cluster is down or unreachable): then the doubling goes
-        // on, and a client never floods a dead cluster.
-        if self.unanswered >= SILENT_SENDS_MAX {
-            self.silent_moves = self.silent_moves.saturating_add(1);
-        } else {
-            self.silent_moves = 0;
-        }
-        if self.silent_moves as usize <= servers_len {
-            self.timer.restart_backoff();
-        }
+    /// The following copies go to `dest` (`peer`: its index in the route table, if it has
+    /// one). The back-off goes on (spec §7.1.3): a new node does not make the request's copies
+    /// any faster.
+    fn redirect(&mut self, dest: SocketAddr, peer: Option<u32>) {
         self.dest = dest;
         self.dest_peer = peer;
         self.dest_first_attempt = None;
         self.unanswered = 0;
     }
 
-    /// Sends the following copies to the configured server after the current position.
-    fn next_server(&mut self, routes: &Routes) {
-        let (index, addr) = routes.server(self.server_position + 1);
-        self.redirect(addr, Some(index), routes.servers_len);
+    /// Spec §7.1.7 rule 7: the following copies go to the next configured server on the ring
+    /// that is not suspect.
+    fn move_on(&mut self, routes: &Routes) {
+        self.ring = routes.next_position(self.ring);
+        let (index, addr) = routes.server(self.ring);
+        self.redirect(addr, Some(index));
     }
 
     /// True if `reply` answers a copy sent before `dest` was chosen.
@@ -818,18 +874,18 @@ impl Flight {
             .is_none_or(|first| reply.attempt < first)
     }
 
-    /// The current back-off, doubling the next one up to `ceiling`.
-    fn take_backoff(&mut self, ceiling: Duration) -> Duration {
-        let pause = self.backoff.min(ceiling);
-        self.backoff = (pause + pause).min(ceiling);
-        pause
+    /// Rule 4: `dest` stayed silent for the copies sent to it since the last reply.
+    fn dest_is_silent(&self, routes: &Routes) -> bool {
+        let suspect = self.dest_peer.is_some_and(|index| routes.is_suspect(index));
+        let limit = if suspect { 1 } else { SILENT_SENDS_MAX };
+        self.unanswered >= limit
     }
 
-    /// A reply other than NOT_LEADER: the request reached a node that handles it.
-    fn on_progress(&mut self) {
-        self.unanswered = 0;
-        self.redirects = 0;
-        self.backoff = REDIRECT_BACKOFF_INITIAL;
+    /// A reply to this request was accepted: the copies it answers were not lost.
+    fn on_reply(&mut self, reply: &ReplyData) {
+        if self.unanswered > 0 && reply.attempt >= self.unanswered_from {
+            self.unanswered = 0;
+        }
     }
 }
 
@@ -951,6 +1007,7 @@ impl Client {
         LaneGuard {
             client: self,
             session_id,
+            retired: false,
         }
     }
 
@@ -970,7 +1027,7 @@ impl Client {
     /// IPv4 server may show as IPv4-mapped IPv6 when IPv6 servers are configured too).
     pub fn leader_addr(&self, resource_id: &str) -> SocketAddr {
         let shard = self.routes.shard(resource_id.as_bytes());
-        self.routes.leader(shard).1
+        self.routes.first_destination(shard).1
     }
 
     pub fn config(&self) -> &ClientConfig {
@@ -1010,9 +1067,11 @@ impl Client {
     /// in the server's FIFO queue; re-entrant for the current holder. `ttl_ms`: the lease
     /// length, `None` for the resource's default.
     ///
-    /// An OVERLOADED answer with a retry-after hint (a full wait queue, a server in its startup
-    /// grace) is retried, as the same request, after the hinted delay while `timeout_ms` allows
-    /// (the wait then counts from when the server accepts it). Fails with
+    /// An OVERLOADED answer (a full wait queue, a server in its startup grace) is retried, as
+    /// the same request, no sooner than its hinted delay, while `timeout_ms` allows (the wait
+    /// then counts from when the server accepts it); [`LockError::Overloaded`] if the deadline
+    /// comes first. Then, as after [`LockError::Unavailable`], a copy still in flight may yet be
+    /// granted: such a hold is this client's, nobody else's, and ends after its TTL. Fails with
     /// [`LockError::LockAcquisitionTimeout`] when the server's wait ends, or
     /// [`LockError::Unavailable`] when no answer came within `timeout_ms + grace_ms`. In the
     /// second case the server may still have granted the lock and only the reply was lost;
@@ -1074,6 +1133,14 @@ impl Client {
     }
 
     /// Gives back one hold; returns the holds left (0: the lock is free).
+    ///
+    /// Without an answer that settles it before `request_timeout_ms` (no answer:
+    /// [`LockError::Unavailable`]; only OVERLOADED or INTERNAL_ERROR:
+    /// [`LockError::ReleaseInDoubt`]) the release may still take effect later, so stop relying
+    /// on the lock. The client keeps it and sends it again before its next call on the same
+    /// lock and client id, which fails with [`LockError::ReleaseInDoubt`] (and is not sent)
+    /// until the release is answered (spec §7.1.5). A call retried after such an error may
+    /// then find the lock already released ([`LockError::LockNotHeld`]).
     pub fn release(&self, resource_id: &str, client_id: &str) -> Result<u32, LockError> {
         check_id("resource_id", resource_id)?;
         check_id("client_id", client_id)?;
@@ -1297,7 +1364,8 @@ impl Client {
         self.epoch + StdDuration::from_micros(t.as_micros())
     }
 
-    /// One operation: send, retransmit until a reply or the deadline, map the status.
+    /// One operation: settle any doubt on its lock, send, retransmit until a final answer or
+    /// the deadline, map the outcome (spec §7.1.5).
     fn call(&self, body: RequestBody<'_>, timeout_ms: u64) -> Result<Answer, LockError> {
         let Some(reply_type) = body.msg_type().reply_type() else {
             return Err(LockError::InternalError(
@@ -1323,7 +1391,13 @@ impl Client {
         if let Some((resource, client)) = holder {
             self.settle_doubts(resource, client, deadline)?;
         }
-        let lane = self.take_lane();
+        let release = matches!(body, RequestBody::Release { .. });
+        if release && lock(&self.doubts).len() >= DOUBTS_MAX {
+            // Nothing is sent: a release that could not be remembered if it went unanswered
+            // must not leave at all.
+            return Err(LockError::Overloaded { retry_after_ms: 0 });
+        }
+        let mut lane = self.take_lane();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let request = Request {
             session_id: lane.session_id,
@@ -1337,38 +1411,43 @@ impl Client {
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
         let shard = self.routes.shard(body.resource());
-        let result = self.exchange(
+        let timer = lock(&self.rtt).timer();
+        let (ended, flight) = self.exchange(
             lane.session_id,
             request_id,
             reply_type,
             datagram,
             shard,
+            timer,
             wait_ms,
             start,
             deadline,
-        );
-        if let (Err(LockError::Unavailable), RequestBody::Release { resource, client }) =
-            (&result, body)
-        {
-            // The release may still be applied later, by a copy in flight or at a new leader:
-            // remember it, and settle it before this client touches the lock again.
-            lock(&self.doubts).push(Doubt {
-                resource: resource.to_vec(),
-                client: client.to_vec(),
-                session_id: lane.session_id,
-                request_id,
-                reply_type,
-                datagram: datagram.to_vec(),
-                first_sent: start,
-            });
-        }
-        let (reply, flight) = result?;
-        // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY aside,
-        // which any node may send): remember who it was for the next call.
-        if reply.msg_type != MessageType::ErrorReply {
-            if let Some(index) = self.answered_by(&reply, &flight) {
-                self.routes.set_leader(shard, index);
+        )?;
+        let reply = match ended {
+            Ended::Answered(reply) => reply,
+            Ended::Unanswered { overloaded } => {
+                if let RequestBody::Release { resource, client } = body {
+                    // The release may still take effect, through a copy in flight or one in a
+                    // node's log: keep it, and settle it before this client touches the lock
+                    // again (spec §7.1.5).
+                    self.keep_doubt(&mut lane, resource, client, request_id, datagram, flight);
+                    return Err(match overloaded {
+                        Some(_) => LockError::ReleaseInDoubt,
+                        None => LockError::Unavailable,
+                    });
+                }
+                return Err(match overloaded {
+                    Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
+                    None => LockError::Unavailable,
+                });
             }
+        };
+        if let (Status::InternalError, RequestBody::Release { resource, client }) =
+            (reply.status, body)
+        {
+            // INTERNAL_ERROR settles nothing (spec §7.1.5): the release stays a doubt.
+            self.keep_doubt(&mut lane, resource, client, request_id, datagram, flight);
+            return Err(LockError::ReleaseInDoubt);
         }
         if let Some(error) = reply.error() {
             return Err(error);
@@ -1379,13 +1458,41 @@ impl Client {
         })
     }
 
-    /// Spec §7.1.3: a RELEASE that got no answer before its deadline may still take effect
-    /// (a copy in flight, or one that reached a new leader). Applied after this client's next
-    /// ACQUIRE of the same lock, it would free the new hold behind the client's back. So
-    /// before any ACQUIRE, RENEW or RELEASE of `(resource, client)`, each such release is
-    /// sent again, same ids, until it is answered (its outcome is then known), or its request
-    /// lifetime is over (no copy can be applied any more); `Unavailable` if `deadline` comes
-    /// first, and the new request is not sent.
+    /// Keeps an unsettled RELEASE as a doubt (spec §7.1.5), with its lane: no other request
+    /// uses that session until the doubt is settled or forgotten.
+    fn keep_doubt(
+        &self,
+        lane: &mut LaneGuard<'_>,
+        resource: &[u8],
+        client: &[u8],
+        request_id: u64,
+        datagram: &[u8],
+        flight: Flight,
+    ) {
+        lane.retire();
+        let first_sent = flight
+            .timer
+            .first_send()
+            .expect("an unsettled request was sent");
+        lock(&self.doubts).push(Doubt {
+            resource: resource.to_vec(),
+            client: client.to_vec(),
+            session_id: lane.session_id,
+            request_id,
+            datagram: datagram.to_vec(),
+            timer: flight.timer,
+            first_sent,
+            settling: false,
+        });
+    }
+
+    /// Spec §7.1.5: a RELEASE whose outcome is unknown may still take effect. Applied after
+    /// this client's next ACQUIRE of the same lock, it would free the new hold behind the
+    /// client's back. So before any ACQUIRE, RENEW or RELEASE of `(resource, client)`, each such
+    /// release is sent again, same ids and the next attempt number, until an answer settles it
+    /// (any final answer but INTERNAL_ERROR), or [`DOUBT_LIFETIME`] after its first copy (no
+    /// copy can take effect any more). [`LockError::ReleaseInDoubt`] if `deadline` comes
+    /// first, or if another call is settling it right now: the new request is then not sent.
     fn settle_doubts(
         &self,
         resource: &[u8],
@@ -1393,46 +1500,91 @@ impl Client {
         deadline: Instant,
     ) -> Result<(), LockError> {
         loop {
-            let doubt = {
+            let (session_id, request_id, mut datagram, mut timer, first_sent) = {
                 let mut doubts = lock(&self.doubts);
                 let now = self.now();
-                // Past its lifetime (and the server's window for late copies) no copy of it
-                // can take effect any more.
-                doubts.retain(|d| now < d.first_sent + REQUEST_LIFETIME_MAX + DOUBT_MARGIN);
-                match doubts
-                    .iter()
-                    .position(|d| d.resource == resource && d.client == client)
-                {
-                    Some(position) => doubts.swap_remove(position),
-                    None => return Ok(()),
+                // Past their lifetime no copy of them can take effect any more: forget them,
+                // and give their lanes back.
+                let mut i = 0;
+                while i < doubts.len() {
+                    if now >= doubts[i].first_sent + DOUBT_LIFETIME && !doubts[i].settling {
+                        let gone = doubts.swap_remove(i);
+                        lock(&self.lanes_free).push(gone.session_id);
+                    } else {
+                        i += 1;
+                    }
                 }
+                let Some(doubt) = doubts
+                    .iter_mut()
+                    .find(|d| d.resource == resource && d.client == client)
+                else {
+                    return Ok(());
+                };
+                if doubt.settling {
+                    return Err(LockError::ReleaseInDoubt);
+                }
+                doubt.settling = true;
+                (
+                    doubt.session_id,
+                    doubt.request_id,
+                    doubt.datagram.clone(),
+                    doubt.timer.clone(),
+                    doubt.first_sent,
+                )
             };
-            let mut datagram = doubt.datagram.clone();
-            let shard = self.routes.shard(&doubt.resource);
-            let now = self.now();
-            let until = deadline.min(doubt.first_sent + REQUEST_LIFETIME_MAX);
-            match self.exchange(
-                doubt.session_id,
-                doubt.request_id,
-                doubt.reply_type,
+            // A request of its own for timing and routing, the same one for the server.
+            timer.resume(lock(&self.rtt).rto());
+            let until = deadline.min(first_sent + REQUEST_LIFETIME_MAX);
+            if self.now() >= until {
+                // No copy may leave any more (its lifetime is over, spec §6.6), or no time is
+                // left: the doubt stays until it is settled or forgotten.
+                let mut doubts = lock(&self.doubts);
+                if let Some(d) = doubts.iter_mut().find(|d| d.request_id == request_id) {
+                    d.settling = false;
+                }
+                return Err(LockError::ReleaseInDoubt);
+            }
+            let shard = self.routes.shard(resource);
+            let result = self.exchange(
+                session_id,
+                request_id,
+                MessageType::ReleaseReply,
                 &mut datagram,
                 shard,
+                timer,
                 0,
-                now,
+                first_sent,
                 until,
-            ) {
-                // Answered: whatever it says, the outcome is known now.
-                Ok(_) => {}
+            );
+            let mut doubts = lock(&self.doubts);
+            let position = doubts
+                .iter()
+                .position(|d| d.request_id == request_id)
+                .expect("a doubt being settled stays in the table");
+            match result {
+                Ok((Ended::Answered(reply), _)) if reply.status != Status::InternalError => {
+                    // Settled: whatever the answer says, no copy can take effect any more.
+                    doubts.swap_remove(position);
+                    lock(&self.lanes_free).push(session_id);
+                }
+                Ok((_, flight)) => {
+                    let doubt = &mut doubts[position];
+                    doubt.timer = flight.timer;
+                    doubt.settling = false;
+                    return Err(LockError::ReleaseInDoubt);
+                }
                 Err(e) => {
-                    lock(&self.doubts).push(doubt);
+                    doubts[position].settling = false;
                     return Err(e);
                 }
             }
         }
     }
 
-    /// Sends `datagram` (request `request_id` of `session_id`) until it gets a final answer
-    /// or `deadline` passes: routing, retransmission, WAITING keepalives, OVERLOADED retries.
+    /// Sends `datagram` (request `request_id` of `session_id`, whose copies so far `timer`
+    /// knows) until it gets a final answer or `deadline` passes: routing (spec §7.1.7),
+    /// retransmission, WAITING keepalives, OVERLOADED pauses (§7.1.3). `Err` only for this
+    /// client's own limit on requests in flight (nothing sent).
     #[allow(clippy::too_many_arguments)]
     fn exchange(
         &self,
@@ -1441,18 +1593,20 @@ impl Client {
         reply_type: MessageType,
         datagram: &mut [u8],
         shard: usize,
+        timer: RequestTimer,
         wait_ms: u32,
         start: Instant,
         deadline: Instant,
-    ) -> Result<(ReplyData, Flight), LockError> {
+    ) -> Result<(Ended, Flight), LockError> {
         let pending = self.register(session_id, request_id, reply_type)?;
-        let mut flight = Flight::new(lock(&self.rtt).timer(), shard, self.routes.leader(shard));
+        let mut flight = Flight::new(timer, shard, self.routes.first_destination(shard));
         self.transmit(datagram, &mut flight);
         let mut deadline = deadline;
-        let reply = loop {
-            let reply = match self.await_reply(request_id, datagram, &mut flight, deadline) {
-                Ok(reply) => reply,
-                Err(e) => break Err(e),
+        let ended = loop {
+            let Some(reply) = self.await_reply(request_id, datagram, &mut flight, deadline) else {
+                break Ended::Unanswered {
+                    overloaded: flight.overloaded,
+                };
             };
             let timer = &mut flight.timer;
             // Spec §7.1.4: a reply echoing a copy we never sent is forged or broken.
@@ -1467,12 +1621,24 @@ impl Client {
             if let Some(sample) = timer.rtt_sample(reply.attempt, queued, reply.received_at) {
                 lock(&self.rtt).on_sample(sample);
             }
+            // Whoever answered is alive (spec §7.1.7), and the copies it answers were not lost.
+            if let Some(index) = self.routes.find(reply.from) {
+                self.routes.set_suspect(index, false);
+            }
+            flight.on_reply(&reply);
             if reply.status == Status::NotLeader {
-                // Never a final answer: send the request on (see "Routing").
+                // Never a final answer: send the request on (rule 5).
                 self.on_not_leader(&reply, &mut flight, datagram);
                 continue;
             }
-            flight.on_progress();
+            flight.fast_redirects = 0;
+            // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY
+            // aside, which any node may send): remember who it was (rule 6).
+            if reply.msg_type != MessageType::ErrorReply && reply.status != Status::Overloaded {
+                if let Some(index) = self.answered_by(&reply, &flight) {
+                    self.routes.set_leader(shard, index);
+                }
+            }
             let timer = &mut flight.timer;
             match reply.status {
                 // WAITING is provisional (spec §6.3): the acquire is queued, so keep waiting
@@ -1487,25 +1653,25 @@ impl Client {
                         deadline = deadline.max(waits_until).min(start + REQUEST_LIFETIME_MAX);
                     }
                     timer.on_waiting(reply.lease_ms);
+                    flight.overloaded = None;
                     continue;
                 }
-                // OVERLOADED took no effect: send the SAME request again after the hinted
-                // delay, so no copy of it still in flight can take effect beside a new one.
-                // (Meanwhile this thread keeps receiving, for itself and for others.)
-                Status::Overloaded if reply.retry_after_ms > 0 => {
-                    let resend_at = self.now() + Duration::from_millis(reply.retry_after_ms.into());
-                    if resend_at >= deadline {
-                        break Ok(reply);
-                    }
-                    flight.resend_at = Some(resend_at);
+                // OVERLOADED answers one copy and is not remembered (spec §7.1.3, §7.1.5): the
+                // SAME request goes again, to the same node, when the timer fires but not
+                // before the hinted delay, so no copy still in flight can take effect beside a
+                // new request. (Meanwhile this thread keeps receiving, for itself and others.)
+                Status::Overloaded => {
+                    let pause = Duration::from_millis(reply.retry_after_ms.into());
+                    flight.not_before = flight.not_before.max(reply.received_at + pause);
+                    flight.overloaded = Some(reply.retry_after_ms);
                     continue;
                 }
-                _ => break Ok(reply),
+                _ => break Ended::Answered(reply),
             }
         };
         // Leave the pending map (and hand the receiver role on) before anything else.
         drop(pending);
-        Ok((reply?, flight))
+        Ok((ended, flight))
     }
 
     /// The node that most likely sent `reply`, as an index in the route table: its source
@@ -1525,38 +1691,47 @@ impl Client {
         })
     }
 
-    /// NOT_LEADER (spec §5.2, §7.1.5): the node did not execute the request and does not
-    /// remember it, so the SAME request goes on, to the hinted leader at once or, without a
-    /// usable hint, to the next configured server after a back-off (see "Routing").
+    /// NOT_LEADER (spec §7.1.7 rule 5): the node did not execute the request and does not
+    /// remember it, so the SAME request goes on: to a hinted leader that is not suspect at
+    /// once (a few times), to a suspect one on the timer, or without a usable hint to the
+    /// next server on the ring, on the timer.
     fn on_not_leader(&self, reply: &ReplyData, flight: &mut Flight, datagram: &mut [u8]) {
         if flight.is_stale(reply) {
             // It answers a copy sent to an earlier destination: the request has moved on.
             return;
         }
         self.redirects.fetch_add(1, Ordering::Relaxed);
-        let ceiling = self.config.retransmit.rto_max;
-        match reply
+        let from = self.routes.find(reply.from);
+        let hint = reply
             .leader_hint
             .and_then(|hint| self.routes.usable_hint(hint))
-        {
+            .filter(|&hint| hint != reply.from);
+        match hint {
+            // Rule 5.2: a leader named by a node that has not noticed it is gone.
+            Some(leader)
+                if self
+                    .routes
+                    .find(leader)
+                    .is_some_and(|index| self.routes.is_suspect(index)) =>
+            {
+                flight.redirect(leader, self.routes.find(leader));
+            }
+            // Rule 5.1.
             Some(leader) => {
                 let peer = self.routes.learn_leader(flight.shard, leader);
-                flight.redirect(leader, peer, self.routes.servers_len);
-                if flight.redirects < REDIRECTS_FAST_MAX {
-                    flight.redirects += 1;
+                flight.redirect(leader, peer);
+                if flight.fast_redirects < REDIRECTS_FAST_MAX {
+                    flight.fast_redirects += 1;
                     self.transmit(datagram, flight);
-                } else {
-                    flight.resend_at = Some(self.now() + flight.take_backoff(ceiling));
                 }
             }
+            // Rule 5.3: no leader known (an election): neither this node nor the one the
+            // copies went to is it.
             None => {
-                // No leader yet (an election): this node is not it, so do not start the
-                // shard's next call here either.
-                if let Some(peer) = flight.dest_peer {
-                    self.routes.forget_leader(flight.shard, peer);
+                for index in [flight.dest_peer, from].into_iter().flatten() {
+                    self.routes.forget_leader(flight.shard, index);
                 }
-                flight.next_server(&self.routes);
-                flight.resend_at = Some(self.now() + flight.take_backoff(ceiling));
+                flight.move_on(&self.routes);
             }
         }
     }
@@ -1595,16 +1770,16 @@ impl Client {
             .and_then(|p| p.reply.take())
     }
 
-    /// Sends the next copy: picks its destination (moving on from a node that left
-    /// [`SILENT_SENDS_MAX`] copies unanswered), records its send time (the lease counts from
-    /// it), then patches the attempt number into the header.
+    /// Sends the next copy: first leaves a node that stayed silent (spec §7.1.7 rule 4:
+    /// marked suspect, no longer the shard's cached leader), then records the copy's send time
+    /// (the lease counts from it) and patches its attempt number into the header.
     fn transmit(&self, datagram: &mut [u8], flight: &mut Flight) {
-        if flight.unanswered >= SILENT_SENDS_MAX {
-            // The node may be dead: the shard's next call should not start there either.
+        if flight.dest_is_silent(&self.routes) {
             if let Some(peer) = flight.dest_peer {
+                self.routes.set_suspect(peer, true);
                 self.routes.forget_leader(flight.shard, peer);
             }
-            flight.next_server(&self.routes);
+            flight.move_on(&self.routes);
         }
         let attempt = flight.timer.on_send(self.now());
         datagram[header_field::ATTEMPT].copy_from_slice(&attempt.to_be_bytes());
@@ -1612,8 +1787,10 @@ impl Client {
             self.retransmits.fetch_add(1, Ordering::Relaxed);
         }
         flight.dest_first_attempt.get_or_insert(attempt);
+        if flight.unanswered == 0 {
+            flight.unanswered_from = attempt;
+        }
         flight.unanswered = flight.unanswered.saturating_add(1);
-        flight.resend_at = None;
         if let Err(e) = self.socket.send_to(datagram, flight.dest) {
             // A failed send is a lost datagram: the retransmission timer covers it, and the
             // deadline turns a persistent failure into Unavailable.
@@ -1629,7 +1806,7 @@ impl Client {
         datagram: &mut [u8],
         flight: &mut Flight,
         deadline: Instant,
-    ) -> Result<ReplyData, LockError> {
+    ) -> Option<ReplyData> {
         loop {
             let receiver = match self.receiver.try_lock() {
                 Ok(guard) => Some(guard),
@@ -1640,14 +1817,14 @@ impl Client {
             // no reply can be stored after this check; without it, a reply stored after the
             // check comes with an unpark that makes the park below return at once.
             if let Some(reply) = self.take_reply(request_id) {
-                return Ok(reply);
+                return Some(reply);
             }
             if let Some(mut state) = receiver {
                 return self.receive(&mut state, request_id, datagram, flight, deadline);
             }
             let now = self.now();
             if now >= deadline {
-                return Err(LockError::Unavailable);
+                return None;
             }
             if now >= flight.next_send() {
                 self.transmit(datagram, flight);
@@ -1666,14 +1843,14 @@ impl Client {
         datagram: &mut [u8],
         flight: &mut Flight,
         deadline: Instant,
-    ) -> Result<ReplyData, LockError> {
+    ) -> Option<ReplyData> {
         // One byte more than the longest valid datagram, so an oversized one is seen as such.
         let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
         let mut error_logged = false;
         loop {
             let now = self.now();
             if now >= deadline {
-                return Err(LockError::Unavailable);
+                return None;
             }
             if now >= flight.next_send() {
                 self.transmit(datagram, flight);
@@ -1684,7 +1861,7 @@ impl Client {
                 Ok((len, from)) => {
                     let received_at = self.now();
                     if let Some(reply) = self.dispatch(&buf[..len], request_id, received_at, from) {
-                        return Ok(reply);
+                        return Some(reply);
                     }
                 }
                 Err(e) => match e.kind() {
@@ -1770,15 +1947,27 @@ impl Client {
     }
 }
 
-/// Gives a lane back to the pool when its call ends, however it ends.
+/// Gives a lane back to the pool when its call ends, however it ends, unless the call
+/// left a doubt in it ([`LaneGuard::retire`]).
 struct LaneGuard<'a> {
     client: &'a Client,
     session_id: u64,
+    retired: bool,
+}
+
+impl LaneGuard<'_> {
+    /// The lane carries a doubt (spec §7.1.5): it stays out of the pool until the doubt is
+    /// settled or forgotten, so that no other request shares its session meanwhile.
+    fn retire(&mut self) {
+        self.retired = true;
+    }
 }
 
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
-        lock(&self.client.lanes_free).push(self.session_id);
+        if !self.retired {
+            lock(&self.client.lanes_free).push(self.session_id);
+        }
     }
 }
 
@@ -2701,11 +2890,11 @@ mod tests {
         // Another lock is not held up by the doubt.
         client.acquire("other", "c", 0, None).unwrap();
         // The doubtful release cannot be settled while the server stays silent: the next
-        // acquire of the same lock is not sent at all.
+        // acquire of the same lock is not sent at all, and says why.
         let before = seen(&log).len();
         assert_eq!(
             client.acquire("r", "c", 0, None),
-            Err(LockError::Unavailable)
+            Err(LockError::ReleaseInDoubt)
         );
         let tried: Vec<_> = seen(&log)[before..].iter().map(|s| s.1).collect();
         assert!(
@@ -2722,6 +2911,124 @@ mod tests {
             !order[settled + 1..].is_empty(),
             "the acquire was never sent"
         );
+    }
+
+    /// Issue 7 item 7: a doubtful RELEASE sent again continues its attempt numbers (spec
+    /// §7.1.5, "next attempt"). The server executed the copy numbered k (its answer was lost)
+    /// and answers every later copy with that remembered answer, which echoes k: a replay
+    /// restarting at attempt 0 would drop it as answering a copy never sent (§7.1.4 rule 4),
+    /// and the lock would stay blocked although the server answers at once.
+    #[test]
+    fn a_doubtful_release_is_replayed_with_the_next_attempt_number() {
+        let log = Seen::default();
+        let executed_at: Arc<Mutex<Option<u16>>> = Arc::default();
+        let answering = Arc::new(AtomicBool::new(false));
+        let (executed, answer) = (Arc::clone(&executed_at), Arc::clone(&answering));
+        let server = node(&log, move |req| match req.body {
+            RequestBody::Release { .. } => {
+                let mut executed = executed.lock().unwrap();
+                if !answer.load(Ordering::Relaxed) {
+                    // Every copy is "executed" by the first to arrive in the lost-answer
+                    // world; record the highest, as if earlier ones were lost on the way.
+                    *executed = Some(req.attempt);
+                    return Vec::new();
+                }
+                let echo = executed.expect("a copy arrived before");
+                vec![reply_to(req, Status::Ok, |r| r.attempt = echo)]
+            }
+            _ => vec![grant(req)],
+        });
+        let client = client_of(&[&server], |c| {
+            c.request_timeout_ms = 250;
+            c.retransmit = RetransmitConfig {
+                rto_initial: Duration::from_millis(20),
+                rto_min: Duration::from_millis(20),
+                rto_max: Duration::from_millis(20),
+            };
+        });
+        client.acquire("r", "c", 0, None).unwrap();
+        assert_eq!(client.release("r", "c"), Err(LockError::Unavailable));
+        let release_id = seen(&log).last().unwrap().1;
+        let k = executed_at.lock().unwrap().unwrap();
+        assert!(k >= 3, "too few copies to show anything: {k}");
+        answering.store(true, Ordering::Relaxed);
+        client.acquire("r", "c", 0, None).unwrap();
+        // Every copy of the release, the replay's included, in the order sent (loopback keeps
+        // it): one sequence of attempt numbers, never starting again.
+        let attempts: Vec<u16> = seen(&log)
+            .iter()
+            .filter(|s| s.1 == release_id)
+            .map(|s| s.2)
+            .collect();
+        let expected: Vec<u16> = (0..attempts.len() as u16).collect();
+        assert_eq!(attempts, expected, "the release's attempt numbers");
+        assert!(
+            attempts.len() > usize::from(k) + 1,
+            "no replay: {attempts:?}"
+        );
+    }
+
+    /// Issue 7 item 2: OVERLOADED is not remembered by the server, so a RELEASE answered only
+    /// OVERLOADED until its deadline may still take effect (a copy in flight). The caller is
+    /// not told "nothing changed", and the release is settled before the lock is touched again.
+    #[test]
+    fn a_release_answered_only_overloaded_is_a_doubt() {
+        let log = Seen::default();
+        let overloaded = Arc::new(AtomicBool::new(true));
+        let flag = Arc::clone(&overloaded);
+        let server = node(&log, move |req| match req.body {
+            RequestBody::Release { .. } if flag.load(Ordering::Relaxed) => {
+                vec![reply_to(req, Status::Overloaded, |r| {
+                    r.hint = Hint::RetryAfter { ms: 1_000 }
+                })]
+            }
+            _ => vec![grant(req)],
+        });
+        let client = client_of(&[&server], |c| c.request_timeout_ms = 150);
+        client.acquire("r", "c", 0, None).unwrap();
+        let error = client.release("r", "c").unwrap_err();
+        assert!(!error.outcome_known(), "{error:?}");
+        let release_id = seen(&log).last().unwrap().1;
+        overloaded.store(false, Ordering::Relaxed);
+        let before = seen(&log).len();
+        client.acquire("r", "c", 0, None).unwrap();
+        let ids: Vec<u64> = seen(&log)[before..].iter().map(|s| s.1).collect();
+        assert_eq!(ids.first(), Some(&release_id), "settled first: {ids:?}");
+        assert!(ids.last().is_some_and(|&id| id > release_id), "{ids:?}");
+    }
+
+    /// The table of doubts is bounded: once it holds [`DOUBTS_MAX`], a further RELEASE is
+    /// refused before anything is sent (it could not be remembered if it went unanswered).
+    #[test]
+    fn doubts_are_bounded() {
+        let log = Seen::default();
+        let server = node(&log, |_| Vec::new()); // hears everything, answers nothing
+        let client = client_of(&[&server], |c| c.request_timeout_ms = 50);
+        assert_eq!(client.release("r0", "c"), Err(LockError::Unavailable));
+        {
+            let mut doubts = lock(&client.doubts);
+            let first = doubts.pop().unwrap();
+            for i in 0..DOUBTS_MAX {
+                doubts.push(Doubt {
+                    resource: format!("r{i}").into_bytes(),
+                    client: first.client.clone(),
+                    session_id: first.session_id,
+                    request_id: first.request_id,
+                    datagram: first.datagram.clone(),
+                    timer: first.timer.clone(),
+                    first_sent: first.first_sent,
+                    settling: false,
+                });
+            }
+        }
+        assert_eq!(
+            client.release("one-more", "c"),
+            Err(LockError::Overloaded { retry_after_ms: 0 })
+        );
+        // (The copy would have left before the call returned; give the fake time to log it.)
+        thread::sleep(StdDuration::from_millis(20));
+        let sent = seen(&log).iter().filter(|e| e.3 == b"one-more").count();
+        assert_eq!(sent, 0, "nothing was sent");
     }
 
     /// Two nodes that name each other as the leader cost a bounded number of datagrams and
@@ -2826,26 +3133,67 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
     }
 
+    /// Where a new request goes, as (peer index, address).
+    fn leader(routes: &Routes, shard: usize) -> (u32, SocketAddr) {
+        let (index, addr, _) = routes.first_destination(shard);
+        (index, addr)
+    }
+
+    /// Spec §7.1.7 rules 2 and 7: the ring of configured servers, in their order, skipping
+    /// suspects unless all are; a cached leader that became suspect is not used; a learned
+    /// leader leaves the ring position at `shard mod n`.
+    #[test]
+    fn the_ring_skips_suspects() {
+        let servers: Vec<SocketAddr> = (0..3)
+            .map(|i| (Ipv4Addr::LOCALHOST, 7100 + i).into())
+            .collect();
+        let routes = Routes::new(&servers, 8, false);
+        assert_eq!(
+            routes.first_destination(4),
+            (1, servers[1], 1),
+            "shard 4 mod 3"
+        );
+        routes.set_suspect(1, true);
+        assert_eq!(routes.first_destination(4), (2, servers[2], 2));
+        assert_eq!(routes.next_position(2), 0);
+        assert_eq!(routes.next_position(0), 2, "1 is suspect");
+        routes.set_leader(4, 1);
+        assert_eq!(
+            routes.first_destination(4).0,
+            2,
+            "a suspect cached leader is not used"
+        );
+        let learned: SocketAddr = (Ipv4Addr::LOCALHOST, 9000).into();
+        let index = routes.learn_leader(4, learned).unwrap();
+        assert_eq!(routes.first_destination(4), (index, learned, 1));
+        for i in 0..3 {
+            routes.set_suspect(i, true);
+        }
+        assert_eq!(routes.next_position(0), 1, "all suspect: the next one");
+        routes.set_suspect(1, false);
+        assert_eq!(routes.next_position(1), 1, "the only one left");
+    }
+
     /// The table of learned leaders is bounded; a hint beyond it is followed but not kept.
     #[test]
     fn learned_leaders_are_bounded() {
         let server: SocketAddr = (Ipv4Addr::LOCALHOST, 7100).into();
         let routes = Routes::new(&[server], 4, false);
-        assert_eq!(routes.leader(3), (0, server));
+        assert_eq!(leader(&routes, 3), (0, server));
         for port in 0..LEARNED_LEADERS_MAX as u16 {
             let addr = (Ipv4Addr::LOCALHOST, 8000 + port).into();
             assert_eq!(routes.learn_leader(3, addr), Some(u32::from(port) + 1));
-            assert_eq!(routes.leader(3).1, addr);
+            assert_eq!(leader(&routes, 3).1, addr);
         }
         // Known addresses are found again, not added twice.
         assert_eq!(routes.learn_leader(2, server), Some(0));
         let full = routes.learn_leader(1, (Ipv4Addr::LOCALHOST, 9999).into());
         assert_eq!(full, None);
-        assert_eq!(routes.leader(1), (0, server), "still the initial guess");
+        assert_eq!(leader(&routes, 1), (0, server), "still the initial guess");
         routes.forget_leader(3, 0); // not the current entry: no effect
-        assert_eq!(routes.leader(3).1, (Ipv4Addr::LOCALHOST, 8063).into());
+        assert_eq!(leader(&routes, 3).1, (Ipv4Addr::LOCALHOST, 8063).into());
         routes.forget_leader(3, LEARNED_LEADERS_MAX as u32);
-        assert_eq!(routes.leader(3), (0, server));
+        assert_eq!(leader(&routes, 3), (0, server));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //!   expires after its TTL unless released.
 //! - [`LockError::OutcomeUnknown`] (status REQUEST_EXPIRED) and a server-reported
 //!   [`LockError::InternalError`] (status INTERNAL_ERROR): the server itself cannot say.
+//! - [`LockError::ReleaseInDoubt`]: a release got no answer that settles it, and may still
+//!   take effect (spec §7.1.5); the client settles it before its next call on the lock.
 //!
 //! Decision: INTERNAL_ERROR maps to the mission's `InternalError` (it is a server fault that
 //! must be reported, and its message says the outcome is unknown); `OutcomeUnknown` is kept
@@ -56,6 +58,13 @@ pub enum LockError {
     /// The server no longer remembers the answer to this (retransmitted) request, so the
     /// operation may or may not have taken effect (REQUEST_EXPIRED). State: unknown.
     OutcomeUnknown,
+    /// A RELEASE of this lock by this client id got no answer that settles it (spec §7.1.5):
+    /// the server answered only OVERLOADED or INTERNAL_ERROR, which it does not remember, so a
+    /// copy may still take effect later. Returned by that release, and by every later call on
+    /// the same lock and client id (acquire, renew, release) until the client has sent the
+    /// release again and got an answer; such a call is not sent. State: unknown (the lock may
+    /// be freed at any moment: stop relying on it); the call that was not sent changed nothing.
+    ReleaseInDoubt,
 }
 
 impl LockError {
@@ -118,7 +127,7 @@ impl LockError {
             LockError::LockAcquisitionTimeout => 3,
             LockError::LockNotHeld => 4,
             LockError::ResourceDoesNotExist => 5,
-            LockError::Unavailable => 6,
+            LockError::Unavailable | LockError::ReleaseInDoubt => 6,
             LockError::InternalError(_)
             | LockError::InvalidArgument(_)
             | LockError::Overloaded { .. }
@@ -128,12 +137,16 @@ impl LockError {
     }
 
     /// False when the operation may or may not have taken effect: [`LockError::Unavailable`],
-    /// [`LockError::OutcomeUnknown`] and [`LockError::InternalError`] (conservatively, since a
-    /// server INTERNAL_ERROR is one). True when the service's state is known to be unchanged.
+    /// [`LockError::OutcomeUnknown`], [`LockError::ReleaseInDoubt`] and
+    /// [`LockError::InternalError`] (conservatively, since a server INTERNAL_ERROR is one).
+    /// True when the service's state is known to be unchanged.
     pub fn outcome_known(&self) -> bool {
         !matches!(
             self,
-            LockError::Unavailable | LockError::OutcomeUnknown | LockError::InternalError(_)
+            LockError::Unavailable
+                | LockError::OutcomeUnknown
+                | LockError::InternalError(_)
+                | LockError::ReleaseInDoubt
         )
     }
 }
@@ -176,6 +189,13 @@ impl fmt::Display for LockError {
                 "the server no longer remembers the answer to this request (REQUEST_EXPIRED), \
                  so it may or may not have taken effect: check with `udplock status`, and \
                  release the lock if you hold it or let its TTL expire",
+            ),
+            LockError::ReleaseInDoubt => f.write_str(
+                "a release of this lock by this client id got no answer that settles it (the \
+                 service was overloaded or failing), so it may still take effect: stop relying \
+                 on the lock now. This client sends that release again before its next request \
+                 on the lock, and refuses such requests until the release is answered; retry \
+                 later",
             ),
         }
     }
@@ -231,6 +251,8 @@ mod tests {
             .to_string()
             .contains("25 ms"));
         assert!(!LockError::Unavailable.outcome_known());
+        assert!(!LockError::ReleaseInDoubt.outcome_known());
+        assert_eq!(LockError::ReleaseInDoubt.exit_code(), 6);
         assert!(LockError::LockNotHeld.outcome_known());
     }
 }

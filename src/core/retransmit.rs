@@ -37,6 +37,28 @@ pub const SEND_HISTORY_LEN: usize = 8;
 pub const REQUEST_LIFETIME_MAX: Duration =
     Duration::from_millis(udplock_protocol::REQUEST_LIFETIME_MS_MAX as u64);
 
+/// The longest the protocol assumes a datagram can stay in the network (spec §7.1.5, §12).
+pub const NETWORK_DELAY_MAX: Duration = Duration::from_millis(60_000);
+
+/// `DOUBT_LIFETIME_MS` (spec §7.1.5): no copy of a request is sent later than
+/// [`REQUEST_LIFETIME_MAX`] after its first, and none is delivered more than
+/// [`NETWORK_DELAY_MAX`] after it was sent, so after this long since its first copy no copy of
+/// a request can take effect: a RELEASE with an unknown outcome is settled by then.
+pub const DOUBT_LIFETIME: Duration =
+    Duration::from_micros(REQUEST_LIFETIME_MAX.as_micros() + NETWORK_DELAY_MAX.as_micros());
+
+/// NOT_LEADER hints a request follows at once (spec §7.1.7 rule 5.1, `REDIRECTS_FAST_MAX`)
+/// between two replies of another kind; later ones wait for the request's retransmission
+/// timer. A healthy cluster needs one hop (two while a new leader's hint spreads); two
+/// confused nodes naming each other must not make a client send as fast as the loop turns.
+pub const REDIRECTS_FAST_MAX: u32 = 3;
+
+/// Unanswered copies in a row after which a request leaves a node and marks it suspect (spec
+/// §7.1.7 rule 4, `SILENT_SENDS_MAX`): the node (perhaps the shard's leader) may be dead. Two,
+/// so that a single lost datagram does not send a request away from a live leader. A node
+/// that is already suspect is left after one.
+pub const SILENT_SENDS_MAX: u32 = 2;
+
 /// Largest RTO ceiling [`RetransmitConfig::validate`] accepts. RFC 6298 §2.5 lets an
 /// implementation cap the RTO provided the cap is at least 60 s; a lock client would rather
 /// give up at its deadline than wait longer than that between two copies.
@@ -213,7 +235,7 @@ pub struct RequestTimer {
     /// Set once the server answered WAITING (spec §7.1.3): the request is known to be queued,
     /// so copies become keepalives at this fixed interval instead of backing off.
     keepalive: Option<Duration>,
-    /// Copies sent before the back-off last restarted (`restart_backoff`).
+    /// Copies sent before the timer was last resumed ([`RequestTimer::resume`]).
     backoff_from: u32,
 }
 
@@ -252,12 +274,14 @@ impl RequestTimer {
         self.keepalive = Some(interval.max(KEEPALIVE_MIN).min(self.rto_max));
     }
 
-    /// The next copies go to another node (a redirect, or the previous one stayed silent):
-    /// the back-off starts again from the base RTO, because the doubling so far measured a
-    /// path that is no longer used (a dead leader must not make the client sleep through the
-    /// new one's first answer).
-    pub fn restart_backoff(&mut self) {
+    /// The request is sent again after it was abandoned (a doubtful RELEASE settled before a
+    /// later call, spec §7.1.5): attempt numbers and send times go on from where they were,
+    /// but the timer starts afresh from `rto`, the estimator's current value, as for a new
+    /// request. Nothing else restarts a back-off: moving to another node does not (§7.1.3).
+    pub fn resume(&mut self, rto: Duration) {
+        self.base_rto = rto.max(Duration::from_micros(1)).min(self.rto_max);
         self.backoff_from = self.sends;
+        self.keepalive = None;
     }
 
     /// True once the server said the request waits in its queue.
@@ -601,11 +625,13 @@ mod tests {
 }
 
 #[cfg(test)]
-mod restart_tests {
+mod resume_tests {
     use super::*;
 
+    /// A request sent again later (spec §7.1.5) goes on numbering its copies where it left
+    /// off, with a fresh back-off from the RTO of the time, and forgets an old keepalive.
     #[test]
-    fn moving_to_another_node_restarts_the_backoff() {
+    fn a_resumed_request_continues_its_attempts_with_a_fresh_backoff() {
         let base = Duration::from_micros(1_000);
         let mut timer = RequestTimer::new(base, Duration::from_micros(100_000));
         let mut now = Instant::from_micros(10);
@@ -613,11 +639,24 @@ mod restart_tests {
             timer.on_send(now);
             now = timer.next_retransmit();
         }
-        assert_eq!(timer.current_rto(), Duration::from_micros(16_000));
-        timer.restart_backoff();
-        timer.on_send(now);
-        assert_eq!(timer.current_rto(), base);
-        timer.on_send(timer.next_retransmit());
-        assert_eq!(timer.current_rto(), Duration::from_micros(2_000));
+        timer.on_waiting(1_600);
+        assert_eq!(timer.current_rto(), Duration::from_micros(100_000));
+        let first = timer.first_send();
+        timer.resume(Duration::from_micros(300));
+        assert!(!timer.is_waiting());
+        assert_eq!(timer.on_send(now), 5, "the next attempt number");
+        assert_eq!(timer.current_rto(), Duration::from_micros(300));
+        assert_eq!(timer.on_send(timer.next_retransmit()), 6);
+        assert_eq!(timer.current_rto(), Duration::from_micros(600));
+        assert_eq!(
+            timer.first_send(),
+            first,
+            "the lifetime still counts from the first copy"
+        );
+        assert_eq!(
+            timer.send_time(0),
+            Some(Instant::from_micros(10)),
+            "send times are kept"
+        );
     }
 }

@@ -6,20 +6,27 @@
 //! [`Client::on_reply`] when a datagram reaches it; both push the requests to send into an
 //! outbox, and [`Client::next_wake`] says when to wake it next (on its own clock).
 //!
-//! Rules followed (spec §7.1): a new request id per operation, the same id with attempt + 1
-//! on every copy; RFC 6298 retransmission through [`RequestTimer`]; keepalives once WAITING,
-//! with the deadline moved to `WAITING receipt + wait_ms + grace`; OVERLOADED retried with the
-//! same id after its hint; NOT_LEADER followed to the hinted node, or the next replica when
-//! there is no hint; a replica that stays silent for two copies is left for the next one;
-//! give up at the deadline — except on a RELEASE, which is retransmitted until answered (for
-//! as long as a request may live, 360 s): the spec lets a client abandon any request, but a
-//! late copy of an abandoned RELEASE can still be committed *after* the client's next ACQUIRE
-//! of the same lock under the same client id, and would then release that new hold while the
-//! client believes in it (seed 353 showed it). The hold counts a client believes in are the
-//! server's, from the latest reply that reported one, so they never exceed the real count.
-//! Validity of a hold is `send_time(echoed attempt) + lease_ms ·
-//! (1 − drift_bound)` (§6.4, §7.1.6), and a client stops believing it holds a lock the moment
-//! it sends the release that takes its hold count to zero.
+//! Rules followed (spec §7.1), as the reference client (`crate::client`) follows them: a new
+//! request id per operation, the same id with attempt + 1 on every copy; RFC 6298
+//! retransmission through [`RequestTimer`], one back-off per request whatever node its copies
+//! go to; keepalives once WAITING, with the deadline moved to `WAITING receipt + wait_ms +
+//! grace`; OVERLOADED is not final: the same request again when the timer fires but not before
+//! its hint; the routing rules of §7.1.7 (a ring of configured servers in the client's own
+//! order, suspect nodes, hints followed at once only to nodes that are not suspect and at most
+//! [`REDIRECTS_FAST_MAX`] times, silence after [`SILENT_SENDS_MAX`] copies); every request
+//! gives up at its deadline. A RELEASE that ends without a settling answer (silence, or only
+//! OVERLOADED) is a *doubt* (§7.1.5): the client keeps it, moves to a new session (the real
+//! client's lanes: no other request shares a session that still carries a doubt), and before
+//! its next ACQUIRE, RENEW or RELEASE of the same lock sends it again, same ids and the next
+//! attempt number, until an answer settles it; if that does not happen within the new
+//! operation's deadline, the operation gives up without being sent. (A late copy of an
+//! abandoned RELEASE committed after the client's next ACQUIRE of the same lock would release
+//! that new hold while the client believes in it: seed 353 showed it, and issue 7 item 2 the
+//! OVERLOADED path to it.) The hold counts a client believes in are the server's, from the
+//! latest reply that reported one, so they never exceed the real count. Validity of a hold is
+//! `send_time(echoed attempt) + lease_ms · (1 − drift_bound)` (§6.4, §7.1.6), and a client
+//! stops believing it holds a lock the moment it sends the release that takes its hold count
+//! to zero.
 //!
 //! In *random* mode a client loops: acquire (sometimes a try-acquire with wait 0) → hold for
 //! a while, sometimes renewing, sometimes re-entering, sometimes letting the lease lapse
@@ -37,7 +44,9 @@ use super::check::History;
 use super::Clock;
 use crate::core::lock_table::{Command, Reply, Request, RequestId};
 use crate::core::raft::NodeId;
-use crate::core::retransmit::{RequestTimer, RetransmitConfig, RttEstimator, REQUEST_LIFETIME_MAX};
+use crate::core::retransmit::{
+    RequestTimer, RetransmitConfig, RttEstimator, REDIRECTS_FAST_MAX, SILENT_SENDS_MAX,
+};
 use crate::core::time::{Duration, Instant};
 
 /// The resources clients contend for (the first `SimConfig::resources` of them).
@@ -65,11 +74,12 @@ fn status_len(request: u64) -> u16 {
 /// How long after its wait an acquire keeps retransmitting for the final answer
 /// (`acquire_grace_ms`, spec §7.1.3; kept short so the liveness bound stays tight).
 pub(super) const ACQUIRE_GRACE: Duration = Duration::from_millis(1_000);
-/// Deadline of a RELEASE, RENEW or STATUS after its first send.
+/// Deadline of a RENEW or STATUS after it starts (`request_timeout_ms`, spec §7.1.3).
 pub(super) const OP_TIMEOUT: Duration = Duration::from_millis(1_000);
-/// A NOT_LEADER with a new hint is followed at once at most this often per operation, then
-/// only at the retransmission timer (two stale replicas could otherwise ping-pong a request).
-const REDIRECTS_IMMEDIATE_MAX: u32 = 4;
+/// Deadline of a RELEASE: the reference client's default `request_timeout_ms` (2 s), longer
+/// than a try-acquire's grace, as there: a doubt replayed before a try-acquire has less time
+/// than the RELEASE had (issue 7 item 7 lived in that gap).
+pub(super) const RELEASE_TIMEOUT: Duration = Duration::from_millis(2_000);
 
 /// What a node sends a client.
 #[derive(Clone, Debug)]
@@ -105,19 +115,53 @@ pub(super) enum Action {
     Abandon,
 }
 
+/// Where one request's copies go (spec §7.1.7): its destination `D`, its ring position `p`
+/// and what rules 4 and 5 need to know.
+struct Route {
+    dest: NodeId,
+    /// Index into the client's configured servers.
+    ring: usize,
+    dest_first_attempt: Option<u16>,
+    /// Copies sent to `dest` in a row that no reply answered yet, and the first one's attempt.
+    unanswered: u32,
+    unanswered_from: u16,
+    fast_redirects: u32,
+}
+
+/// A RELEASE whose outcome is unknown (spec §7.1.5).
+struct Doubt {
+    resource: usize,
+    /// The request as sent (its session is the one it was sent in).
+    request: Request<'static>,
+    /// Its copies so far: a replay goes on with the next attempt number.
+    timer: RequestTimer,
+}
+
 /// The request outstanding.
 struct Op {
     /// Its record in the history.
     record: usize,
     action: Action,
+    /// The action's own request.
     request: Request<'static>,
+    /// A doubt on the same lock, sent again before the action's request leaves (§7.1.5).
+    settling: Option<Doubt>,
+    /// The timer of what is being sent: the doubt's while settling, else the request's.
     timer: RequestTimer,
     /// Give up at this local time.
     deadline: Instant,
     /// No copy before this local time (OVERLOADED's retry-after).
     not_before: Instant,
-    sends_to_target: u32,
-    redirects: u32,
+    route: Route,
+    /// The latest reply other than NOT_LEADER was OVERLOADED.
+    overloaded: bool,
+}
+
+impl Op {
+    /// The request the next copy carries.
+    fn current(&self) -> &Request<'static> {
+        self.settling.as_ref().map_or(&self.request, |d| &d.request)
+    }
 }
 
 /// The hold this client believes in.
@@ -137,17 +181,23 @@ pub(super) struct Client {
     /// Bumped whenever the wake-up is re-armed: older wake events are stale.
     pub generation: u64,
     scripted: bool,
+    /// The session new requests go in; replaced when one is left carrying a doubt.
     session: u64,
     request_next: u64,
     rng: StdRng,
     rtt: RttEstimator,
-    nodes: u64,
+    /// The configured servers, in this client's own order (a rotation of the node ids).
+    servers: Vec<NodeId>,
+    /// The leader cache (one shard): the leader as last learned.
+    leader: Option<NodeId>,
+    /// Nodes that left copies unanswered and have not answered since (§7.1.7).
+    suspect: Vec<bool>,
     resources: usize,
     drift_ppm: u32,
-    /// Where the next request goes: the last known leader.
-    target: NodeId,
     op: Option<Op>,
     hold: Option<Hold>,
+    /// RELEASEs with an unknown outcome, at most one per resource.
+    doubts: Vec<Doubt>,
     /// Actions to start, each not before its local time, in order.
     plan: VecDeque<(Instant, Action)>,
 }
@@ -166,7 +216,10 @@ impl Client {
     ) -> Client {
         let mut rng = StdRng::seed_from_u64(seed);
         let session = rng.gen_range(1..u64::MAX);
-        let target = rng.gen_range(1..=nodes as u64);
+        let first = rng.gen_range(1..=nodes as u64);
+        let servers = (0..nodes as u64)
+            .map(|k| (first - 1 + k) % nodes as u64 + 1)
+            .collect();
         let mut client = Client {
             idx,
             addr: SocketAddr::from(([10, 0, 0, idx as u8 + 1], 20_000 + idx as u16)),
@@ -177,12 +230,14 @@ impl Client {
             request_next: 1,
             rng,
             rtt: RttEstimator::new(RetransmitConfig::default()),
-            nodes: nodes as u64,
+            servers,
+            leader: None,
+            suspect: vec![false; nodes],
             resources,
             drift_ppm,
-            target,
             op: None,
             hold: None,
+            doubts: Vec::new(),
             plan: VecDeque::new(),
         };
         if !scripted {
@@ -223,15 +278,10 @@ impl Client {
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
         let local = self.clock.local(now);
-        if let Some(op) = self.op.as_mut() {
+        if let Some(op) = self.op.as_ref() {
             if local >= op.deadline {
                 self.give_up(now, hist);
             } else if op.timer.next_retransmit() <= local && op.not_before <= local {
-                if op.sends_to_target >= 2 {
-                    // Silent for two copies: try the next replica.
-                    self.target = self.target % self.nodes + 1;
-                    op.sends_to_target = 0;
-                }
                 self.send(local, out);
             }
         }
@@ -245,6 +295,63 @@ impl Client {
             self.plan.pop_front();
             self.start(now, action, hist, out);
         }
+    }
+
+    fn is_suspect(&self, node: NodeId) -> bool {
+        self.suspect[(node - 1) as usize]
+    }
+
+    /// Rule 2: the first destination of a new request, and its ring position.
+    fn first_route(&self) -> Route {
+        let (dest, ring) = match self.leader.filter(|&l| !self.is_suspect(l)) {
+            Some(leader) => {
+                let ring = self.servers.iter().position(|&n| n == leader).unwrap_or(0);
+                (leader, ring)
+            }
+            None => {
+                let ring = self.ring_from(0);
+                (self.servers[ring], ring)
+            }
+        };
+        Route {
+            dest,
+            ring,
+            dest_first_attempt: None,
+            unanswered: 0,
+            unanswered_from: 0,
+            fast_redirects: 0,
+        }
+    }
+
+    /// The first ring position at or after `position` whose server is not suspect.
+    fn ring_from(&self, position: usize) -> usize {
+        let n = self.servers.len();
+        (0..n)
+            .map(|k| (position + k) % n)
+            .find(|&i| !self.is_suspect(self.servers[i]))
+            .unwrap_or(position % n)
+    }
+
+    /// Rule 7: the request's copies move on along the ring.
+    fn move_on(&mut self) {
+        let op = self.op.as_mut().expect("outstanding");
+        let ring = {
+            let n = self.servers.len();
+            let from = op.route.ring + 1;
+            (0..n)
+                .map(|k| (from + k) % n)
+                .find(|&i| !self.suspect[(self.servers[i] - 1) as usize])
+                .unwrap_or(from % n)
+        };
+        let op = self.op.as_mut().expect("outstanding");
+        op.route.ring = ring;
+        Self::redirect(&mut op.route, self.servers[ring]);
+    }
+
+    fn redirect(route: &mut Route, dest: NodeId) {
+        route.dest = dest;
+        route.dest_first_attempt = None;
+        route.unanswered = 0;
     }
 
     /// A datagram for this client. Anything that does not answer the outstanding request is
@@ -262,7 +369,11 @@ impl Client {
             ReplyMsg::Answer(reply) => (reply.id, reply.attempt),
             ReplyMsg::NotLeader { id, attempt, .. } => (*id, *attempt),
         };
-        if self.op.as_ref().is_none_or(|op| op.request.id != id) {
+        let current = self
+            .op
+            .as_ref()
+            .map(|op| (op.current().id, op.current().command.kind()));
+        if current.is_none_or(|(c, _)| c != id) {
             // Dropped (spec §7.1.4), but the checkers still judge what the server said.
             if let ReplyMsg::Answer(reply) = &msg {
                 hist.late(id, now, **reply);
@@ -277,33 +388,22 @@ impl Client {
         if attempt > latest {
             return;
         }
+        // Whoever answered is alive; the copies it answers were not lost (rules 4, 6).
+        self.suspect[(from - 1) as usize] = false;
+        if op.route.unanswered > 0 && attempt >= op.route.unanswered_from {
+            op.route.unanswered = 0;
+        }
         let reply = match msg {
             ReplyMsg::NotLeader { hint, .. } => {
-                match hint {
-                    Some(leader) if leader != self.target => {
-                        self.target = leader;
-                        op.sends_to_target = 0;
-                        if op.redirects < REDIRECTS_IMMEDIATE_MAX {
-                            op.redirects += 1;
-                            self.send(local, out);
-                        }
-                    }
-                    Some(_) => {}
-                    None if from == self.target => {
-                        self.target = self.target % self.nodes + 1;
-                        op.sends_to_target = 0;
-                    }
-                    None => {}
-                }
+                self.on_not_leader(local, from, attempt, hint, out);
                 return;
             }
             ReplyMsg::Answer(reply) => *reply,
         };
-        if reply.kind != op.request.command.kind() {
+        if reply.kind != current.expect("outstanding").1 {
             return;
         }
-        self.target = from;
-        op.sends_to_target = 0;
+        op.route.fast_redirects = 0;
         if let Some(rtt) = op
             .timer
             .rtt_sample(reply.attempt, reply.answer.queued, local)
@@ -312,24 +412,87 @@ impl Client {
         }
         match reply.answer.status {
             Status::Waiting => {
+                self.leader = Some(from);
+                op.overloaded = false;
                 op.timer.on_waiting(reply.answer.lease_ms);
-                if let Action::Acquire { wait_ms, .. } = op.action {
+                if let (Action::Acquire { wait_ms, .. }, None) = (op.action, &op.settling) {
                     let until = local + Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE;
                     op.deadline = op.deadline.max(until);
                 }
                 return;
             }
             Status::Overloaded => {
-                op.not_before = local + Duration::from_millis(reply.answer.retry_after_ms.into());
+                let pause = Duration::from_millis(reply.answer.retry_after_ms.into());
+                op.not_before = op.not_before.max(local + pause);
+                op.overloaded = true;
                 return;
             }
             _ => {}
+        }
+        self.leader = Some(from);
+        if op.settling.is_some() {
+            // Any final answer but INTERNAL_ERROR settles the doubt (spec §7.1.5): no copy of
+            // it can take effect any more. The action's own request goes now.
+            hist.late(id, now, reply);
+            if reply.answer.status == Status::InternalError {
+                return;
+            }
+            op.settling = None;
+            op.timer = self.rtt.timer();
+            op.not_before = Instant::ZERO;
+            op.overloaded = false;
+            let route = self.first_route();
+            self.op.as_mut().expect("outstanding").route = route;
+            self.send(local, out);
+            return;
         }
         let op = self.op.take().expect("outstanding");
         hist.answered(op.record, now, reply);
         self.on_final(now, local, &op, &reply, hist);
         if self.plan.is_empty() && !self.scripted {
             self.plan_after(local);
+        }
+    }
+
+    /// Rule 5: NOT_LEADER never ends a request.
+    fn on_not_leader(
+        &mut self,
+        local: Instant,
+        from: NodeId,
+        attempt: u16,
+        hint: Option<NodeId>,
+        out: &mut Vec<(NodeId, Request<'static>)>,
+    ) {
+        let op = self.op.as_mut().expect("outstanding");
+        if op
+            .route
+            .dest_first_attempt
+            .is_none_or(|first| attempt < first)
+        {
+            return; // answers a copy sent to an earlier destination
+        }
+        match hint.filter(|&h| h != from) {
+            // 5.2: a leader named by a node that has not noticed it is gone: on the timer.
+            Some(leader) if self.suspect[(leader - 1) as usize] => {
+                Self::redirect(&mut op.route, leader);
+            }
+            // 5.1: at once, a few times.
+            Some(leader) => {
+                self.leader = Some(leader);
+                Self::redirect(&mut op.route, leader);
+                if op.route.fast_redirects < REDIRECTS_FAST_MAX {
+                    op.route.fast_redirects += 1;
+                    self.send(local, out);
+                }
+            }
+            // 5.3: no leader known: move on, on the timer.
+            None => {
+                let dest = op.route.dest;
+                if self.leader.is_some_and(|l| l == dest || l == from) {
+                    self.leader = None;
+                }
+                self.move_on();
+            }
         }
     }
 
@@ -435,17 +598,31 @@ impl Client {
         Duration::from_micros(us - us * u64::from(self.drift_ppm) / 1_000_000)
     }
 
+    /// The deadline passed without a final answer (spec §7.1.5).
     fn give_up(&mut self, now: Instant, hist: &mut History) {
         let op = self.op.take().expect("outstanding");
         hist.gave_up(op.record, now);
-        if let Action::Release { resource } = op.action {
-            // The outcome is unknown: assume it took effect (believing in fewer holds is safe).
+        if let Some(doubt) = op.settling {
+            // The doubt is still unsettled: the action was never sent and changed nothing.
+            self.doubts.push(Doubt {
+                timer: op.timer,
+                ..doubt
+            });
+        } else if let Action::Release { resource } = op.action {
+            // The outcome is unknown: assume it took effect (believing in fewer holds is
+            // safe), and keep the release until it is settled, in a session of its own.
             if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
                 h.count = h.count.saturating_sub(1);
                 if h.count == 0 {
                     self.hold = None;
                 }
             }
+            self.doubts.push(Doubt {
+                resource,
+                request: op.request,
+                timer: op.timer,
+            });
+            self.session = self.rng.gen_range(1..u64::MAX);
         }
         if self.plan.is_empty() && !self.scripted {
             self.plan_after(self.clock.local(now));
@@ -460,7 +637,7 @@ impl Client {
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
         let local = self.clock.local(now);
-        let (command, room_for_waiting, timeout) = match action {
+        let (command, room_for_waiting, timeout, resource) = match action {
             Action::Abandon => {
                 self.hold = None;
                 if self.plan.is_empty() && !self.scripted {
@@ -481,6 +658,7 @@ impl Client {
                 },
                 wait_ms > 0,
                 Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE,
+                Some(resource),
             ),
             Action::Release { resource } => {
                 if self
@@ -497,9 +675,8 @@ impl Client {
                         client: self.id(),
                     },
                     false,
-                    // Never abandoned (see the module docs): until answered, for as long as
-                    // the spec lets a request live.
-                    REQUEST_LIFETIME_MAX,
+                    RELEASE_TIMEOUT,
+                    Some(resource),
                 )
             }
             Action::Renew { resource, ttl_ms } => (
@@ -510,6 +687,7 @@ impl Client {
                 },
                 false,
                 OP_TIMEOUT,
+                Some(resource),
             ),
             Action::Status { resource } => (
                 Command::Status {
@@ -518,6 +696,7 @@ impl Client {
                 },
                 true,
                 OP_TIMEOUT,
+                None,
             ),
         };
         let id = RequestId {
@@ -533,24 +712,59 @@ impl Client {
             room_for_waiting,
         };
         let record = hist.begin(self.idx, request, action, now);
+        // A doubt on this lock is settled first (spec §7.1.5): sent again with the next
+        // attempt number, on a fresh timer.
+        let settling = resource
+            .and_then(|r| self.doubts.iter().position(|d| d.resource == r))
+            .map(|i| self.doubts.swap_remove(i));
+        let timer = match &settling {
+            Some(doubt) => {
+                let mut timer = doubt.timer.clone();
+                timer.resume(self.rtt.rto());
+                timer
+            }
+            None => self.rtt.timer(),
+        };
         self.op = Some(Op {
             record,
             action,
             request,
-            timer: self.rtt.timer(),
+            settling,
+            timer,
             deadline: local + timeout,
             not_before: Instant::ZERO,
-            sends_to_target: 0,
-            redirects: 0,
+            route: self.first_route(),
+            overloaded: false,
         });
         self.send(local, out);
     }
 
+    /// Sends the next copy of the current request, first leaving a silent node (rule 4).
     fn send(&mut self, local: Instant, out: &mut Vec<(NodeId, Request<'static>)>) {
+        let op = self.op.as_ref().expect("outstanding");
+        let dest = op.route.dest;
+        let limit = if self.is_suspect(dest) {
+            1
+        } else {
+            SILENT_SENDS_MAX
+        };
+        if op.route.unanswered >= limit {
+            self.suspect[(dest - 1) as usize] = true;
+            if self.leader == Some(dest) {
+                self.leader = None;
+            }
+            self.move_on();
+        }
         let op = self.op.as_mut().expect("outstanding");
-        op.request.attempt = op.timer.on_send(local);
-        op.sends_to_target += 1;
-        out.push((self.target, op.request));
+        let attempt = op.timer.on_send(local);
+        op.route.dest_first_attempt.get_or_insert(attempt);
+        if op.route.unanswered == 0 {
+            op.route.unanswered_from = attempt;
+        }
+        op.route.unanswered += 1;
+        let mut request = *op.current();
+        request.attempt = attempt;
+        out.push((op.route.dest, request));
     }
 
     /// Random mode: what to do after an operation, when nothing is planned.

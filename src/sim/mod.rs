@@ -151,6 +151,8 @@ pub struct SimReport {
     pub snapshots_received: u64,
     /// Restarts that lost the node's state and went through the rejoin rule.
     pub amnesia_restarts: u64,
+    /// OVERLOADED answers that reached clients.
+    pub overloaded: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -410,10 +412,17 @@ impl Sim {
             s.adjust(&mut raft);
         }
         let drift_ppm = raft.drift_bound_ppm;
+        let mut table = lock_table::Config::default();
+        if overload_seed(&config) {
+            table.retry_after_ms = OVERLOAD_RETRY_AFTER_MS;
+        }
+        if let Some(s) = config.scenario {
+            s.adjust_table(&mut table);
+        }
         let shard_config = shard::Config {
             shard: 0,
             raft,
-            table: lock_table::Config::default(),
+            table,
         };
         // Every node's wall clock reads this plus its own local clock (in µs): INIT takes it.
         let wall_clock_base_us = rng.gen_range(1..1_000_000_000);
@@ -545,6 +554,11 @@ impl Sim {
             // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
             // snapshot happen under every fault; scenarios keep whole logs to point at entries.
             shard.set_compaction(COMPACT_EVERY, COMPACT_KEEP);
+            if overload_seed(&self.config) {
+                // Leaders answer OVERLOADED whenever two proposals are uncommitted, so clients
+                // meet it under every fault (issue 7: its paths were never simulated).
+                shard.set_uncommitted_max(OVERLOAD_UNCOMMITTED_MAX);
+            }
         }
         let n = self.node(id);
         n.shard = Some(shard);
@@ -636,6 +650,9 @@ impl Sim {
             Event::Reply { to, from, msg } => {
                 if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {
                     return Ok(());
+                }
+                if matches!(&msg, ReplyMsg::Answer(r) if r.answer.status == Status::Overloaded) {
+                    self.report.overloaded += 1;
                 }
                 let now = self.now;
                 let mut out = std::mem::take(&mut self.outbox);
@@ -1320,6 +1337,19 @@ impl Sim {
         }
         Ok(())
     }
+}
+
+/// One random seed in this many (those with `seed % OVERLOAD_SEEDS_EVERY` one below it) runs
+/// with leaders that take at most [`OVERLOAD_UNCOMMITTED_MAX`] uncommitted proposals, so
+/// that clients are answered OVERLOADED often, under every fault.
+const OVERLOAD_SEEDS_EVERY: u64 = 4;
+const OVERLOAD_UNCOMMITTED_MAX: u64 = 2;
+/// The retry-after hint of those seeds: long, as a server in its startup grace sends, so that
+/// an OVERLOADED often comes within its hint of a client's deadline.
+const OVERLOAD_RETRY_AFTER_MS: u32 = 300;
+
+fn overload_seed(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % OVERLOAD_SEEDS_EVERY == OVERLOAD_SEEDS_EVERY - 1
 }
 
 /// Snapshot cadence of replicas in random runs (see `start_node`): small, so that every run

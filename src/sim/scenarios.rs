@@ -10,9 +10,11 @@
 
 use super::check::Outcome;
 use super::clients::{Action, CLIENT_IDS, RESOURCES};
+use crate::core::lock_table::Command;
 use udplock_protocol::{LogCommand, Status};
 
 use super::{Sim, SimConfig, SimFailure, CLIENT_ENDPOINT};
+use crate::core::lock_table;
 use crate::core::raft::{self, NodeId, Role};
 use crate::core::time::{Duration, Instant};
 
@@ -41,16 +43,31 @@ pub enum Scenario {
     /// An acquire commits, its grant is lost, the leader dies; the client retransmits to the
     /// new leader and must get the original answer (same token, hold count 1).
     DuplicateAfterFailover,
+    /// Issue 7 item 2 (spec §7.1.5): a RELEASE is answered OVERLOADED until its deadline (its
+    /// session has an ACQUIRE queued that the client gave up on, and a session may have one
+    /// queued) while a copy of it is still in the network. That copy arrives once the queue
+    /// entry is gone and frees the lock, and another client is granted it. The client must not
+    /// go on believing it holds the lock, and settles the release before it touches the lock
+    /// again.
+    OverloadedRelease,
+    /// Issue 7 item 7 (spec §7.1.5): a RELEASE whose copy numbered 18 was executed but whose
+    /// answers were all lost is sent again before the client's next try-acquire of the lock.
+    /// The remembered answer echoes attempt 18: the replay must go on with the next attempt
+    /// number, or it drops that answer and the try-acquire gives up although the node answers
+    /// every copy at once.
+    ReleaseReplay,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::StaleLeaderRead,
         Scenario::Figure8,
         Scenario::PartialPartition,
         Scenario::LateHandOff,
         Scenario::NewLeaderUnapplied,
         Scenario::DuplicateAfterFailover,
+        Scenario::OverloadedRelease,
+        Scenario::ReleaseReplay,
     ];
 
     /// The test in `tests/it/sim.rs` that runs it.
@@ -62,6 +79,8 @@ impl Scenario {
             Scenario::LateHandOff => "scenario_late_hand_off",
             Scenario::NewLeaderUnapplied => "scenario_new_leader_unapplied",
             Scenario::DuplicateAfterFailover => "scenario_duplicate_after_failover",
+            Scenario::OverloadedRelease => "scenario_overloaded_release",
+            Scenario::ReleaseReplay => "scenario_release_replay",
         }
     }
 
@@ -74,6 +93,8 @@ impl Scenario {
             Scenario::LateHandOff => (3, 3, 1, 5_000),
             Scenario::NewLeaderUnapplied => (3, 6, 2, 4_000),
             Scenario::DuplicateAfterFailover => (3, 1, 1, 5_000),
+            Scenario::OverloadedRelease => (3, 2, 2, 10_000),
+            Scenario::ReleaseReplay => (3, 1, 1, 6_000),
         };
         SimConfig {
             seed,
@@ -94,10 +115,23 @@ impl Scenario {
         }
     }
 
+    /// Limits of the lock table for this scenario.
+    pub(super) fn adjust_table(self, table: &mut lock_table::Config) {
+        if self == Scenario::OverloadedRelease {
+            // One queued ACQUIRE per session: any other request of that session is answered
+            // OVERLOADED while it waits.
+            table.answers_per_session_max = 1;
+        }
+    }
+
     pub(super) fn scripted_clients(self) -> bool {
         matches!(
             self,
-            Scenario::Figure8 | Scenario::LateHandOff | Scenario::DuplicateAfterFailover
+            Scenario::Figure8
+                | Scenario::LateHandOff
+                | Scenario::DuplicateAfterFailover
+                | Scenario::OverloadedRelease
+                | Scenario::ReleaseReplay
         )
     }
 }
@@ -117,6 +151,9 @@ pub(super) struct Script {
     /// When the current step began.
     since: Instant,
 }
+
+/// The attempt number of the RELEASE copy that scenario ReleaseReplay delivers late.
+const REPLAYED_ATTEMPT: u16 = 18;
 
 /// First byte of a REQUEST log command.
 fn is_request(data: &[u8]) -> bool {
@@ -158,6 +195,34 @@ impl Sim {
         let local = self.clients[client].clock.local(self.now);
         self.clients[client].push_action(local, action);
         self.arm_client(client);
+    }
+
+    /// `client`'s latest operation: its request (as first sent) and its outcome.
+    fn last_op(&self, client: usize) -> Option<(lock_table::Request<'static>, Outcome)> {
+        self.hist
+            .ops
+            .iter()
+            .rev()
+            .find(|o| o.client == client)
+            .map(|o| (o.request, o.outcome))
+    }
+
+    /// Whether `node`'s applied table shows `resource` without a holder.
+    fn free_at(&self, node: NodeId, resource: usize) -> bool {
+        self.shard_of(node)
+            .and_then(|s| s.table())
+            .is_some_and(|t| {
+                t.read_status(Instant::ZERO, RESOURCES[resource])
+                    .1
+                    .is_empty()
+            })
+    }
+
+    /// Cuts `client` off from every node, both ways.
+    fn cut_client(&mut self, client: usize) {
+        for node in 1..=self.nodes.len() as u64 {
+            self.block_both(node, CLIENT_ENDPOINT + client as u64);
+        }
     }
 
     /// The outcome of `client`'s latest operation.
@@ -529,6 +594,226 @@ impl Script {
                 }
                 _ => {}
             },
+            // ---- OverloadedRelease (client 0 is C, client 1 is D) ----
+            (Scenario::OverloadedRelease, 0)
+                if sim.now >= ms(500) && sim.stable_leader().is_some() =>
+            {
+                let hold = |resource| Action::Acquire {
+                    resource,
+                    wait_ms: 0,
+                    ttl_ms: 20_000,
+                };
+                sim.client_do(1, hold(1));
+                sim.client_do(0, hold(0));
+                self.next(sim);
+            }
+            (Scenario::OverloadedRelease, 1) => {
+                let granted = |c| {
+                    matches!(sim.last_outcome(c), Some(Outcome::Answered { reply, .. })
+                        if reply.answer.status == Status::Ok)
+                };
+                if granted(0) && granted(1) {
+                    // C asks for D's lock, but none of its copies gets through: it gives up.
+                    sim.cut_client(0);
+                    sim.client_do(
+                        0,
+                        Action::Acquire {
+                            resource: 1,
+                            wait_ms: 2_500,
+                            ttl_ms: 1_000,
+                        },
+                    );
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(1_000) {
+                    return Err(self.fail(sim, "the two locks were not granted".into()));
+                }
+            }
+            (Scenario::OverloadedRelease, 2) => match sim.last_op(0) {
+                Some((request, Outcome::GaveUp { .. })) => {
+                    // Its first copy was only late: it reaches the leader now, which queues
+                    // it in C's session behind D.
+                    let Some(l) = sim.stable_leader() else {
+                        return Ok(());
+                    };
+                    sim.blocked.clear();
+                    self.a = l;
+                    sim.deliver_request(l, 0, request)?;
+                    self.next(sim);
+                }
+                Some((_, Outcome::Answered { reply, .. })) => {
+                    return Err(self.fail(sim, format!("C's acquire was answered {reply:?}")));
+                }
+                _ => {}
+            },
+            (Scenario::OverloadedRelease, 3) => {
+                let waiters = sim
+                    .shard_of(self.a)
+                    .and_then(|s| s.table())
+                    .map(|t| t.read_status(Instant::ZERO, RESOURCES[1]).0.waiter_count);
+                if waiters == Some(1) {
+                    sim.client_do(0, Action::Release { resource: 0 });
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(200) {
+                    return Err(self.fail(sim, "C's late acquire was not queued".into()));
+                }
+            }
+            (Scenario::OverloadedRelease, 4) => match sim.last_op(0) {
+                Some((request, outcome)) if !matches!(outcome, Outcome::Pending) => {
+                    if let Command::Release { .. } = request.command {
+                        if let Outcome::Answered { reply, .. } = outcome {
+                            if reply.answer.status != Status::Overloaded {
+                                return Err(
+                                    self.fail(sim, format!("the release got through: {reply:?}"))
+                                );
+                            }
+                        }
+                        // The queued acquire leaves (D hands it the lock it no longer wants).
+                        sim.client_do(1, Action::Release { resource: 1 });
+                        self.next(sim);
+                    }
+                }
+                _ => {}
+            },
+            (Scenario::OverloadedRelease, 5) => {
+                if matches!(sim.last_outcome(1), Some(Outcome::Answered { .. })) {
+                    // The release's first copy arrives at last.
+                    let release = sim
+                        .hist
+                        .ops
+                        .iter()
+                        .rev()
+                        .find(|o| o.client == 0 && matches!(o.action, Action::Release { .. }))
+                        .map(|o| o.request)
+                        .expect("C's release");
+                    let Some(l) = sim.stable_leader() else {
+                        return Ok(());
+                    };
+                    self.a = l;
+                    sim.deliver_request(l, 0, release)?;
+                    self.next(sim);
+                }
+            }
+            (Scenario::OverloadedRelease, 6) => {
+                if sim.free_at(self.a, 0) {
+                    sim.client_do(
+                        1,
+                        Action::Acquire {
+                            resource: 0,
+                            wait_ms: 0,
+                            ttl_ms: 2_000,
+                        },
+                    );
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(500) {
+                    return Err(self.fail(sim, "the late release copy never freed the lock".into()));
+                }
+            }
+            (Scenario::OverloadedRelease, 7) => match sim.last_outcome(1) {
+                Some(Outcome::Answered { reply, .. }) if reply.answer.status == Status::Ok => {
+                    // C touches the lock again: its doubt is settled first.
+                    sim.client_do(
+                        0,
+                        Action::Acquire {
+                            resource: 0,
+                            wait_ms: 0,
+                            ttl_ms: 1_000,
+                        },
+                    );
+                    self.next(sim);
+                }
+                Some(Outcome::Answered { reply, .. }) => {
+                    return Err(self.fail(sim, format!("D's acquire was answered {reply:?}")));
+                }
+                _ => {}
+            },
+            (Scenario::OverloadedRelease, 8) => match sim.last_outcome(0) {
+                Some(Outcome::Answered { reply, .. }) => {
+                    if reply.answer.status != Status::LockAcquisitionTimeout {
+                        return Err(self.fail(sim, format!("C's acquire was answered {reply:?}")));
+                    }
+                    self.next(sim);
+                }
+                Some(Outcome::GaveUp { .. }) => {
+                    return Err(self.fail(
+                        sim,
+                        "C's acquire gave up: its doubtful release was never settled".into(),
+                    ));
+                }
+                _ => {}
+            },
+            // ---- ReleaseReplay ----
+            (Scenario::ReleaseReplay, 0) if sim.now >= ms(500) && sim.stable_leader().is_some() => {
+                sim.client_do(
+                    0,
+                    Action::Acquire {
+                        resource: 0,
+                        wait_ms: 0,
+                        ttl_ms: 20_000,
+                    },
+                );
+                self.next(sim);
+            }
+            (Scenario::ReleaseReplay, 1) => match sim.last_outcome(0) {
+                Some(Outcome::Answered { reply, .. }) if reply.answer.status == Status::Ok => {
+                    sim.cut_client(0);
+                    sim.client_do(0, Action::Release { resource: 0 });
+                    self.next(sim);
+                }
+                Some(Outcome::Answered { .. }) | Some(Outcome::GaveUp { .. }) => {
+                    return Err(self.fail(sim, "the lock was not granted".into()));
+                }
+                _ => {}
+            },
+            (Scenario::ReleaseReplay, 2) => match sim.last_op(0) {
+                Some((mut request, Outcome::GaveUp { .. })) => {
+                    // Its copy numbered 18 (a 2 s release sends more than 20) got through
+                    // after all; every answer to C is still lost.
+                    let Some(l) = sim.stable_leader() else {
+                        return Ok(());
+                    };
+                    self.a = l;
+                    request.attempt = REPLAYED_ATTEMPT;
+                    sim.deliver_request(l, 0, request)?;
+                    self.next(sim);
+                }
+                Some((_, Outcome::Answered { reply, .. })) => {
+                    return Err(self.fail(sim, format!("the release was answered {reply:?}")));
+                }
+                _ => {}
+            },
+            (Scenario::ReleaseReplay, 3) => {
+                if sim.free_at(self.a, 0) {
+                    sim.blocked.clear();
+                    sim.client_do(
+                        0,
+                        Action::Acquire {
+                            resource: 0,
+                            wait_ms: 0,
+                            ttl_ms: 1_000,
+                        },
+                    );
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(500) {
+                    return Err(self.fail(sim, "the late release copy never freed the lock".into()));
+                }
+            }
+            (Scenario::ReleaseReplay, 4) => match sim.last_outcome(0) {
+                Some(Outcome::Answered { reply, .. }) if reply.answer.status == Status::Ok => {
+                    self.next(sim);
+                }
+                Some(Outcome::Answered { reply, .. }) => {
+                    return Err(self.fail(sim, format!("the try-acquire was answered {reply:?}")));
+                }
+                Some(Outcome::GaveUp { .. }) => {
+                    return Err(self.fail(
+                        sim,
+                        "the try-acquire gave up: the doubtful release was never settled, \
+                         though the node answered every copy"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            },
             _ => {}
         }
         Ok(())
@@ -612,6 +897,8 @@ impl Script {
             Scenario::LateHandOff => self.step >= 3,
             Scenario::NewLeaderUnapplied => self.step >= 3,
             Scenario::DuplicateAfterFailover => self.step >= 3,
+            Scenario::OverloadedRelease => self.step >= 9,
+            Scenario::ReleaseReplay => self.step >= 5,
         };
         if !reached {
             return Err(self.fail(sim, format!("never got past step {}", self.step)));

@@ -1,4 +1,6 @@
 mod cli;
+mod client_doubts;
+mod client_failover;
 mod cluster;
 mod garbage;
 mod lossy;

@@ -93,6 +93,16 @@ fn scenario_duplicate_after_failover() {
     scenario(Scenario::DuplicateAfterFailover);
 }
 
+#[test]
+fn scenario_overloaded_release() {
+    scenario(Scenario::OverloadedRelease);
+}
+
+#[test]
+fn scenario_release_replay() {
+    scenario(Scenario::ReleaseReplay);
+}
+
 /// Issue 7 item 4: a leader lease is only as good as the clock it is counted on. With a clock
 /// that stands still while its node is paused (what `CLOCK_MONOTONIC` does while a Linux
 /// machine is suspended), a paused leader wakes inside a lease its followers stopped

@@ -197,6 +197,8 @@ pub struct Shard {
     /// Snapshot cadence (see the module docs).
     compact_every: u64,
     compact_keep: u64,
+    /// Uncommitted proposals beyond which requests get OVERLOADED ([`UNCOMMITTED_MAX`]).
+    uncommitted_max: u64,
     /// A snapshot taken, waiting for `compact_keep` more applied entries before Raft gets it.
     snapshot_pending: Option<Snapshot>,
     /// No snapshot is taken before this applied index (one came out too large).
@@ -275,6 +277,7 @@ impl Shard {
             buf: vec![0; LOG_COMMAND_LEN_MAX],
             compact_every: COMPACT_EVERY_DEFAULT,
             compact_keep: COMPACT_KEEP_DEFAULT,
+            uncommitted_max: UNCOMMITTED_MAX,
             snapshot_pending: None,
             compact_not_before: 0,
             table_stale: false,
@@ -293,6 +296,12 @@ impl Shard {
     pub fn set_compaction(&mut self, every: u64, keep: u64) {
         self.compact_every = every;
         self.compact_keep = keep;
+    }
+
+    /// Lowers the cap on uncommitted proposals (default [`UNCOMMITTED_MAX`], at least 1): the
+    /// simulator makes leaders answer OVERLOADED often with it.
+    pub fn set_uncommitted_max(&mut self, max: u64) {
+        self.uncommitted_max = max.clamp(1, UNCOMMITTED_MAX);
     }
 
     pub fn config(&self) -> &Config {
@@ -398,7 +407,7 @@ impl Shard {
             // The first copy is on its way through the log; its answer comes when it commits.
             return Ok(());
         }
-        if self.raft.last_index() - self.raft.commit_index() >= UNCOMMITTED_MAX {
+        if self.raft.last_index() - self.raft.commit_index() >= self.uncommitted_max {
             self.push_overloaded(&request);
             return Ok(());
         }
