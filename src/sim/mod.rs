@@ -765,6 +765,15 @@ impl Sim {
             let Some(shard) = n.shard.as_mut() else {
                 return Ok(());
             };
+            // Every node here is correct: a message one of them dropped as faulty or
+            // malformed was a correct message misjudged.
+            let drops = shard.raft().faulty_drops();
+            if drops > 0 {
+                return Err(self.fail(format!(
+                    "node {id} dropped {drops} message(s) of correct peers as faulty or \
+                     malformed (its log says which)"
+                )));
+            }
             n.persisted_state = shard.hard_state();
             let meta = shard.raft().snapshot_meta();
             if meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta) {

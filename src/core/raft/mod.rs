@@ -626,6 +626,9 @@ pub struct Raft {
     outbox: VecDeque<(NodeId, Message)>,
     /// Reused for majority computations, so they do not allocate.
     scratch: Vec<u64>,
+    /// Messages dropped because only a faulty or forged peer sends them (see
+    /// [`Raft::faulty_drops`]).
+    faulty_drops: u64,
 }
 
 impl Raft {
@@ -706,6 +709,7 @@ impl Raft {
             recovery: Recovery::None,
             outbox: VecDeque::new(),
             scratch: Vec::with_capacity(config.voters.len()),
+            faulty_drops: 0,
             config,
         };
         raft.reset_election_timer(now);
@@ -728,6 +732,7 @@ impl Raft {
                 self.config.id,
                 msg.term()
             );
+            self.faulty_drops += 1;
             return;
         }
         if matches!(self.recovery, Recovery::Querying { .. })
@@ -1053,6 +1058,16 @@ impl Raft {
 
     pub fn commit_index(&self) -> u64 {
         self.commit_index
+    }
+
+    /// Messages this instance dropped because only a faulty or forged peer sends them:
+    /// malformed ones, a term beyond [`TERM_MAX`], a second leader of a term, an Append or a
+    /// snapshot that contradicts a committed entry or this node's snapshot, a snapshot
+    /// larger than [`SNAPSHOT_LEN_MAX`]. Among correct nodes it stays 0 whatever the network
+    /// does (loss, duplication, reordering, delay, restarts): the simulator fails a run in
+    /// which it does not, so a correct message mistaken for a forgery is found.
+    pub fn faulty_drops(&self) -> u64 {
+        self.faulty_drops
     }
 
     /// Leader lease (thesis §6.4.1): true only if this node leads, has committed an entry of
@@ -1748,6 +1763,7 @@ impl Raft {
                 "raft {}: dropping a malformed InstallSnapshot from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         if total_len > SNAPSHOT_LEN_MAX {
@@ -1756,6 +1772,7 @@ impl Raft {
                  SNAPSHOT_LEN_MAX)",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         // As for an Append: a second leader of this term comes from a faulty or forged peer.
@@ -1778,6 +1795,7 @@ impl Raft {
                     "this node's log"
                 }
             );
+            self.faulty_drops += 1;
             return;
         }
         if term > self.hard.term || self.role != Role::Follower {
@@ -1890,6 +1908,7 @@ impl Raft {
                 "raft {}: dropping a malformed InstallSnapshotReply from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         let progress = &mut self.progress[position];
@@ -1975,6 +1994,7 @@ impl Raft {
                 "raft {}: dropping a malformed Append from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         // Election Safety (Raft §5.2) makes the rest impossible among correct nodes: a second
@@ -2004,6 +2024,7 @@ impl Raft {
                     "a committed entry"
                 }
             );
+            self.faulty_drops += 1;
             return;
         }
         if term > self.hard.term || self.role != Role::Follower {
@@ -2040,6 +2061,7 @@ impl Raft {
                      the snapshot (faulty peer?)",
                     self.config.id
                 );
+                self.faulty_drops += 1;
                 return;
             }
             prev_log_term = term_at_snapshot;
@@ -2132,6 +2154,7 @@ impl Raft {
                 "raft {}: dropping a malformed AppendReply from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         let progress = &mut self.progress[position];

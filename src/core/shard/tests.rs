@@ -457,6 +457,10 @@ fn appends_that_contradict_raft_from_a_faulty_peer_are_dropped() {
         .handle_message(now, leader, append(u64::MAX, last, term, 0));
     assert_eq!(c.shard(follower).raft().term(), term);
     assert_eq!(c.shard(leader).raft().role(), Role::Leader);
+    // Each was counted as coming from a faulty peer (the simulator requires none among
+    // correct nodes).
+    assert_eq!(c.shard(leader).raft().faulty_drops(), 1);
+    assert_eq!(c.shard(follower).raft().faulty_drops(), 3);
     // The cluster carries on.
     c.drain();
     c.deliver();
