@@ -102,7 +102,11 @@
 //! snapshot if its log holds the snapshot's last entry with the same term, else discards its
 //! log (Raft §7); its commit index moves to the snapshot's last index, and the shell gets the
 //! snapshot from `poll_snapshot` — before any later committed entry, which `poll_committed`
-//! holds back until then. The leader then continues with Appends after the snapshot. If the
+//! holds back until then. The leader then continues with Appends after the snapshot. A
+//! follower that has already committed through the snapshot's last index (a leader that
+//! compacted less recently than the follower sends an older snapshot than the follower's
+//! own) never installs it: it answers at once that it holds all of it, which counts as
+//! contact like any chunk, and the leader goes on with Appends. If the
 //! leader compacts again meanwhile, it starts over with the new snapshot (the follower drops
 //! a partial transfer of another snapshot).
 //!
@@ -1778,10 +1782,18 @@ impl Raft {
         // As for an Append: a second leader of this term comes from a faulty or forged peer.
         let second_leader = term == self.hard.term
             && (self.role == Role::Leader || self.leader.is_some_and(|leader| leader != from));
-        // A snapshot older in term than this node's own, or one that disagrees with a
-        // committed entry, contradicts Raft's log matching: also faulty or forged.
+        // A snapshot that disagrees with this node's own snapshot or with a committed entry
+        // contradicts Raft's log matching: also faulty or forged. Terms never decrease along
+        // a log, so an older snapshot (a leader that compacted less recently) has a term at
+        // most this node's snapshot term, and a newer one at least (spec §8.5, "Receiving a
+        // snapshot").
         let own = self.log.snapshot();
-        let contradicts = meta.term < own.term
+        let contradicts_own = match meta.index.cmp(&own.index) {
+            std::cmp::Ordering::Equal => meta.term != own.term,
+            std::cmp::Ordering::Less => meta.term > own.term,
+            std::cmp::Ordering::Greater => meta.term < own.term,
+        };
+        let contradicts = contradicts_own
             || (meta.index <= self.commit_index
                 && self.log.term_at(meta.index).is_some_and(|t| t != meta.term));
         if second_leader || contradicts {

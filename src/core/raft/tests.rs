@@ -1918,6 +1918,99 @@ fn a_snapshot_that_contradicts_the_followers_own_is_dropped() {
         meta,
         "the forged snapshot was installed"
     );
+    assert!(node.faulty_drops() > 0);
+}
+
+/// Issue 7 B6 (simulator seed 402413, 3 nodes, 30 s): a follower whose own snapshot is
+/// newer than the leader's was sent the leader's older one, took its older term for a
+/// forgery, dropped it without counting the leader's contact, and was cut off until the
+/// leader compacted again. It must answer that it holds everything the snapshot covers, so
+/// the leader goes on with Appends.
+#[test]
+fn an_older_snapshot_from_the_leader_is_answered_and_counts_as_contact() {
+    let now = Instant::from_micros(1_000);
+    let own = SnapshotMeta { index: 10, term: 3 };
+    let mut node = Raft::restore(
+        config(1, 3),
+        1,
+        HardState {
+            term: 4,
+            voted_for: None,
+        },
+        Some((own, Arc::new(vec![7; 40]))),
+        vec![entry(4, 11)],
+        now,
+    );
+    let data: Vec<u8> = (0..40).collect();
+    let older = SnapshotMeta { index: 6, term: 2 };
+    node.handle_message(now, 2, chunks(older, 4, &data, 5)[0].clone());
+    assert_eq!(
+        node.faulty_drops(),
+        0,
+        "a correct leader's snapshot was dropped"
+    );
+    assert_eq!(
+        node.leader(),
+        Some(2),
+        "the leader's contact was not counted"
+    );
+    assert_eq!(
+        drain(&mut node),
+        vec![(
+            2,
+            Message::InstallSnapshotReply {
+                term: 4,
+                last_index: 6,
+                received: 40,
+                round: 5
+            }
+        )]
+    );
+    assert_eq!(
+        node.snapshot_meta(),
+        own,
+        "never installs an older snapshot"
+    );
+    assert!(node.poll_snapshot().is_none());
+    assert_eq!(node.last_index(), 11);
+}
+
+/// What no correct leader sends is still dropped (spec §8.5, "Receiving a snapshot"): a
+/// snapshot through this node's own snapshot index with another term, one below it with a
+/// later term, one above it with an earlier term.
+#[test]
+fn a_snapshot_that_contradicts_the_followers_own_snapshot_is_dropped() {
+    let now = Instant::from_micros(1_000);
+    let own = SnapshotMeta { index: 10, term: 3 };
+    let data: Vec<u8> = (0..40).collect();
+    for forged in [
+        SnapshotMeta { index: 10, term: 2 },
+        SnapshotMeta { index: 10, term: 4 },
+        SnapshotMeta { index: 6, term: 4 },
+        SnapshotMeta { index: 12, term: 2 },
+    ] {
+        let mut node = Raft::restore(
+            config(1, 3),
+            1,
+            HardState {
+                term: 4,
+                voted_for: None,
+            },
+            Some((own, Arc::new(vec![7; 40]))),
+            Vec::new(),
+            now,
+        );
+        for msg in chunks(forged, 4, &data, 5) {
+            node.handle_message(now, 2, msg);
+        }
+        assert!(
+            node.faulty_drops() > 0,
+            "{forged:?} was not taken as forged"
+        );
+        assert!(drain(&mut node).is_empty(), "{forged:?} was answered");
+        assert_eq!(node.snapshot_meta(), own);
+        assert_eq!(node.leader(), None);
+    }
 }
 
 #[test]
