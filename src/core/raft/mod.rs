@@ -68,8 +68,14 @@
 //! leads, and after stepping down it refuses votes for `election_timeout_min` more, which
 //! outlasts its own lease. A node that restarts has forgotten when it last heard a leader, so
 //! it assumes it heard one at start-up and refuses votes for `election_timeout_min` too.
-//! Only AppendReplies of the leader's own term count: a follower that answered from a later
-//! term had already moved on, and that reply deposes the leader instead.
+//! Only answers to this leader's own rounds count. A follower answers an Append (or a
+//! snapshot chunk) of its own term with that request's round, and one of an earlier term with
+//! its later term and round 0, which deposes a leader of an earlier term and counts for
+//! nothing else. Round numbers start at 1 again whenever a node restarts, but a node leads a
+//! term at most once, in one life (it campaigns only in a term later than any it voted in,
+//! and a node that lost its state rejoins having voted in the latest term a quorum knows), so
+//! an answer of the leader's term with a round other than 0 answers one of this life's rounds:
+//! no answer sent to an earlier life of the leader ever counts (see `answering_follower`).
 //!
 //! `lease_valid` further requires that the leader has committed an entry of its own term (its
 //! no-op): before that it may not know every committed entry (thesis §6.4), so answering from
@@ -1746,12 +1752,13 @@ impl Raft {
         round: u64,
     ) {
         if term < self.hard.term {
-            // A deposed leader: tell it the newer term so it steps down.
+            // A deposed leader: tell it the newer term so it steps down. Round 0: this
+            // answers no round of a leader of `self.hard.term` (see `answering_follower`).
             let reply = Message::InstallSnapshotReply {
                 term: self.hard.term,
                 last_index: meta.index,
                 received: 0,
-                round,
+                round: 0,
             };
             self.send(from, reply);
             return;
@@ -1881,7 +1888,23 @@ impl Raft {
     /// The common start of a leader's handling of a follower's answer: a later term deposes
     /// it; an earlier term, or an answer reaching a node that no longer leads, is stale.
     /// `Some(position)` of the follower's progress when the answer is to be acted on.
-    fn answering_follower(&mut self, now: Instant, from: NodeId, term: u64) -> Option<usize> {
+    ///
+    /// Round 0 marks the answer of a follower whose term was already later than the request's
+    /// (`handle_append`, `handle_install_snapshot`): it answers a request of an EARLIER term,
+    /// perhaps one this node sent in a previous life, whose round numbers started at 1 as
+    /// this life's do. Only its term counts. Every other answer carries the term of the
+    /// request it answers, so one of this leader's term answers a request of this term, which
+    /// only this node, in this life, sent: a node leads a term at most once (it must campaign
+    /// in a later term than any it voted in, a restart included; a node that lost its state
+    /// rejoins having voted in the latest term a quorum knows, spec §8.5). So its round is one
+    /// of this life's, and its acknowledgement is real (issue 7 A3).
+    fn answering_follower(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        round: u64,
+    ) -> Option<usize> {
         if term > self.hard.term {
             log::info!(
                 "raft {}: stepping down: node {from} is in term {term}",
@@ -1890,7 +1913,7 @@ impl Raft {
             self.become_follower(now, term, None);
             return None;
         }
-        if term < self.hard.term || self.role != Role::Leader {
+        if term < self.hard.term || self.role != Role::Leader || round == 0 {
             return None;
         }
         self.progress.iter().position(|p| p.id == from)
@@ -1907,7 +1930,7 @@ impl Raft {
         received: u64,
         round: u64,
     ) {
-        let Some(position) = self.answering_follower(now, from, term) else {
+        let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
         };
         let meta = self.log.snapshot();
@@ -1982,12 +2005,13 @@ impl Raft {
         round: u64,
     ) {
         if term < self.hard.term {
-            // A deposed leader: tell it the newer term so it steps down.
+            // A deposed leader: tell it the newer term so it steps down. Round 0: this
+            // answers no round of a leader of `self.hard.term` (see `answering_follower`).
             let reply = Message::AppendReply {
                 term: self.hard.term,
                 success: false,
                 match_index: 0,
-                round,
+                round: 0,
             };
             self.send(from, reply);
             return;
@@ -2157,7 +2181,7 @@ impl Raft {
         match_index: u64,
         round: u64,
     ) {
-        let Some(position) = self.answering_follower(now, from, term) else {
+        let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
         };
         let last = self.log.last_index();

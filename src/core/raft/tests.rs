@@ -991,6 +991,75 @@ fn lease_ends_by_round_start_plus_min_election_timeout_over_drift() {
     assert!(!net.node(leader).lease_valid(net.now));
 }
 
+/// Issue 7 A3 (seen in simulator seed 504654): round numbers start again at 1 when a node
+/// restarts, and a follower of a later term answered a delayed Append of the leader's
+/// previous life with that Append's round. The restarted node, leading the later term, took
+/// it for an acknowledgement of its own round of that number: a lease and a ReadIndex
+/// confirmation no follower gave. No answer to an Append of an earlier term may count.
+#[test]
+fn a_restarted_leader_never_counts_answers_to_its_previous_lifes_rounds() {
+    let mut net = Net::new(3, 41);
+    let a = net.elect(ms(1_000));
+    net.run_for(ms(200));
+    let (b, c) = {
+        let others: Vec<NodeId> = net.ids().into_iter().filter(|&id| id != a).collect();
+        (others[0], others[1])
+    };
+    // A copy of the old life's latest Append to b, delayed in the network.
+    let stale = net
+        .sent
+        .iter()
+        .rev()
+        .find(|(from, to, m)| *from == a && *to == b && matches!(m, Message::Append { .. }))
+        .map(|(_, _, m)| m.clone())
+        .expect("an Append to b");
+    let Message::Append {
+        term: old_term,
+        round: old_round,
+        ..
+    } = stale
+    else {
+        unreachable!()
+    };
+    assert!(old_round > 2);
+    let persisted = net.crash(a);
+    net.restart(a, 99, persisted);
+    net.campaign(a);
+    assert_eq!(net.node(a).role(), Role::Leader);
+    assert!(net.node(a).term() > old_term);
+    // The new life's rounds catch up with the old number, each acknowledged...
+    while net.node_mut(a).confirmed_round() < old_round - 1 {
+        let now = net.now;
+        net.node_mut(a).confirm_leadership(now).expect("leads");
+        net.after_input(a);
+        net.deliver_due();
+    }
+    assert_eq!(net.node_mut(a).confirmed_round(), old_round - 1);
+    // ...then it is cut off, and later a read starts round `old_round`, which nobody hears.
+    net.isolate(a);
+    let t1 = net.now + ms(100);
+    assert_eq!(net.node_mut(a).confirm_leadership(t1), Some(old_round));
+    drain(net.node_mut(a));
+    // The delayed Append reaches b (now in the later term), and b's answer reaches a.
+    net.node_mut(b).handle_message(t1, a, stale);
+    for (to, reply) in drain(net.node_mut(b)) {
+        assert_eq!(to, a);
+        net.node_mut(a).handle_message(t1, b, reply);
+    }
+    assert!(
+        net.node_mut(a).confirmed_round() < old_round,
+        "a read confirmed by an answer to the previous life's round"
+    );
+    // The lease of the round acknowledged before the cut ends 48.5 ms after t1; a lease
+    // from round `old_round` would run on.
+    assert!(
+        !net.node(a).lease_valid(t1 + ms(60)),
+        "a lease from an answer to the previous life's round"
+    );
+    assert_eq!(net.node(a).faulty_drops(), 0);
+    let _ = c;
+}
+
 #[test]
 fn lease_duration_shrinks_with_the_drift_bound() {
     let with_drift = |drift_bound_ppm| Config {
@@ -1693,7 +1762,8 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
                 term: 5,
                 last_index: 4,
                 received: 0,
-                round: 4
+                // It answers no round of a leader of term 5 (issue 7 A3).
+                round: 0
             }
         )]
     );
