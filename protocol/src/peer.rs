@@ -63,11 +63,11 @@ pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 /// Body sizes of the fixed-size record kinds.
 const VOTE_LEN: usize = 24;
 const VOTE_REPLY_LEN: usize = 9;
-const APPEND_REPLY_LEN: usize = 25;
+const APPEND_REPLY_LEN: usize = 33;
 const TIMEOUT_NOW_LEN: usize = 8;
 const TERM_QUERY_LEN: usize = 16;
 const TERM_REPLY_LEN: usize = 24;
-const INSTALL_SNAPSHOT_REPLY_LEN: usize = 32;
+const INSTALL_SNAPSHOT_REPLY_LEN: usize = 40;
 /// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
 const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
 
@@ -83,7 +83,8 @@ const _: () = assert!(
         && FIXED_BODY_LEN_MAX >= TERM_REPLY_LEN
 );
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
-const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 4 * 8);
+const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 5 * 8);
+const _: () = assert!(APPEND_REPLY_LEN == 4 * 8 + 1);
 const _: () = assert!(SNAPSHOT_CHUNK_MAX == 1312);
 // A whole snapshot chunk fits one datagram; its data_len fits in a u16.
 const _: () = assert!(
@@ -127,13 +128,14 @@ pub mod field {
     pub const INSTALL_SNAPSHOT_REPLY_LAST_INDEX: Range<usize> = 8..16;
     pub const INSTALL_SNAPSHOT_REPLY_RECEIVED: Range<usize> = 16..24;
     pub const INSTALL_SNAPSHOT_REPLY_ROUND: Range<usize> = 24..32;
+    pub const INSTALL_SNAPSHOT_REPLY_LIFE: Range<usize> = 32..40;
 }
 
 const _: () = assert!(field::LEN.end == PEER_RECORD_HEADER_LEN);
 const _: () = assert!(field::APPEND_ENTRY_COUNT.end == APPEND_FIXED_LEN);
 const _: () = assert!(field::ENTRY_DATA_LEN.end == ENTRY_FIXED_LEN);
 const _: () = assert!(field::INSTALL_SNAPSHOT_DATA_LEN.end == INSTALL_SNAPSHOT_FIXED_LEN);
-const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_ROUND.end == INSTALL_SNAPSHOT_REPLY_LEN);
+const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_LIFE.end == INSTALL_SNAPSHOT_REPLY_LEN);
 
 /// Encoded size of one APPEND record (its 6-byte record header included) whose entries carry
 /// `entries_total_data` bytes of data in `entry_count` entries:
@@ -292,12 +294,16 @@ pub enum PeerMessage<'a> {
         entries: PeerEntries<'a>,
     },
     /// Answer to APPEND: `match_index` is the last index known to match the leader's log when
-    /// `success`, else a hint where to back up to; `round` is the APPEND's round.
+    /// `success`, else a hint where to back up to; `round` is the APPEND's round (0 when
+    /// `term`, the follower's, is later than the APPEND's); `life` is the follower's life id,
+    /// drawn at random each time it starts, so that a leader never counts an answer of an
+    /// earlier life of a node that has lost its state since (spec §8.5).
     AppendReply {
         term: u64,
         success: bool,
         match_index: u64,
         round: u64,
+        life: u64,
     },
     /// Leadership transfer: start an election now, without waiting for a timeout (thesis
     /// §3.10).
@@ -321,12 +327,14 @@ pub enum PeerMessage<'a> {
     },
     /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
     /// `received` counts the snapshot's bytes, from the start, that the follower holds
-    /// (`total_len` once it has them all), `round` echoes the chunk's.
+    /// (`total_len` once it has them all), `round` echoes the chunk's (0 as in APPEND_REPLY),
+    /// `life` is the follower's life id as in APPEND_REPLY.
     InstallSnapshotReply {
         term: u64,
         last_index: u64,
         received: u64,
         round: u64,
+        life: u64,
     },
     /// A node that restarted without its Raft state asks for the receiver's current term
     /// before it takes part again (spec §8.5, rejoining without state). `term` is the
@@ -581,6 +589,7 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 success: bool_at(body, 8)?,
                 match_index: u64_(9),
                 round: u64_(17),
+                life: u64_(25),
             }
         }
         PeerKind::TimeoutNow => {
@@ -610,6 +619,7 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 last_index: u64_(field::INSTALL_SNAPSHOT_REPLY_LAST_INDEX.start),
                 received: u64_(field::INSTALL_SNAPSHOT_REPLY_RECEIVED.start),
                 round: u64_(field::INSTALL_SNAPSHOT_REPLY_ROUND.start),
+                life: u64_(field::INSTALL_SNAPSHOT_REPLY_LIFE.start),
             }
         }
     })
@@ -853,11 +863,13 @@ impl<'b> PeerWriter<'b> {
                 success,
                 match_index,
                 round,
+                life,
             } => {
                 put(&mut body, 0, term);
                 body[8] = success as u8;
                 put(&mut body, 9, match_index);
                 put(&mut body, 17, round);
+                put(&mut body, 25, life);
                 APPEND_REPLY_LEN
             }
             PeerMessage::TimeoutNow { term } => {
@@ -884,6 +896,7 @@ impl<'b> PeerWriter<'b> {
                 last_index,
                 received,
                 round,
+                life,
             } => {
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_TERM.start, term);
                 put(
@@ -897,6 +910,7 @@ impl<'b> PeerWriter<'b> {
                     received,
                 );
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_ROUND.start, round);
+                put(&mut body, field::INSTALL_SNAPSHOT_REPLY_LIFE.start, life);
                 INSTALL_SNAPSHOT_REPLY_LEN
             }
         };

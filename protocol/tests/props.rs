@@ -246,7 +246,7 @@ enum Msg {
         round: u64,
         entries: Vec<(u64, Vec<u8>)>,
     },
-    AppendReply(u64, bool, u64, u64),
+    AppendReply(u64, bool, u64, u64, u64),
     TimeoutNow(u64),
     InstallSnapshot {
         term: u64,
@@ -257,7 +257,7 @@ enum Msg {
         round: u64,
         data: Vec<u8>,
     },
-    InstallSnapshotReply(u64, u64, u64, u64),
+    InstallSnapshotReply(u64, u64, u64, u64, u64),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
 }
@@ -302,7 +302,8 @@ impl Msg {
                 success,
                 match_index,
                 round,
-            } => Msg::AppendReply(term, success, match_index, round),
+                life,
+            } => Msg::AppendReply(term, success, match_index, round, life),
             PeerMessage::TimeoutNow { term } => Msg::TimeoutNow(term),
             PeerMessage::InstallSnapshot {
                 term,
@@ -326,7 +327,8 @@ impl Msg {
                 last_index,
                 received,
                 round,
-            } => Msg::InstallSnapshotReply(term, last_index, received, round),
+                life,
+            } => Msg::InstallSnapshotReply(term, last_index, received, round, life),
             PeerMessage::TermQuery { term, nonce } => Msg::TermQuery(term, nonce),
             PeerMessage::TermReply {
                 term,
@@ -343,10 +345,10 @@ impl Msg {
             Msg::Append { entries, .. } => {
                 append_record_len(entries.iter().map(|(_, d)| d.len()).sum(), entries.len())
             }
-            Msg::AppendReply(..) => 6 + 25,
+            Msg::AppendReply(..) => 6 + 33,
             Msg::TimeoutNow(..) => 6 + 8,
             Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
-            Msg::InstallSnapshotReply(..) => 6 + 32,
+            Msg::InstallSnapshotReply(..) => 6 + 40,
             Msg::TermQuery(..) => 6 + 16,
             Msg::TermReply(..) => 6 + 24,
         }
@@ -382,11 +384,12 @@ impl Msg {
                 let it = entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d });
                 return w.push_append(shard, term, prev, prev_term, commit, round, it);
             }
-            Msg::AppendReply(term, success, match_index, round) => PeerMessage::AppendReply {
+            Msg::AppendReply(term, success, match_index, round, life) => PeerMessage::AppendReply {
                 term,
                 success,
                 match_index,
                 round,
+                life,
             },
             Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
             Msg::TermQuery(term, nonce) => PeerMessage::TermQuery { term, nonce },
@@ -412,12 +415,13 @@ impl Msg {
                 round,
                 data,
             },
-            Msg::InstallSnapshotReply(term, last_index, received, round) => {
+            Msg::InstallSnapshotReply(term, last_index, received, round, life) => {
                 PeerMessage::InstallSnapshotReply {
                     term,
                     last_index,
                     received,
                     round,
+                    life,
                 }
             }
         };
@@ -508,12 +512,24 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::TransferVote(a, b, c)),
         (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::VoteReply(a, b)),
         append_msg(),
-        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>())
-            .prop_map(|(a, b, c, d)| Msg::AppendReply(a, b, c, d)),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(a, b, c, d, e)| Msg::AppendReply(a, b, c, d, e)),
         any::<u64>().prop_map(Msg::TimeoutNow),
         install_snapshot_msg(),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
-            .prop_map(|(a, b, c, d)| Msg::InstallSnapshotReply(a, b, c, d)),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(a, b, c, d, e)| Msg::InstallSnapshotReply(a, b, c, d, e)),
         // TERM_QUERY's term is 0 for a node that lost its state: generate it often.
         (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
             .prop_map(|(t, n)| Msg::TermQuery(t, n)),
@@ -1012,6 +1028,7 @@ fn snapshot_chunk_limits() {
         last_index: 0,
         received: u64::MAX,
         round: 1,
+        life: u64::MAX,
     };
     w.push(2, &reply).unwrap();
     let n = w.finish();
@@ -1033,7 +1050,7 @@ fn snapshot_chunk_limits() {
             3,
             INSTALL_SNAPSHOT_FIXED_LEN + 4,
             PeerKind::InstallSnapshotReply,
-            32
+            40
         )
     );
     assert_eq!(DecodeError::BadSnapshotChunk.reply_status(), None);

@@ -406,12 +406,13 @@ enum OwnedRecord {
     Vote(PeerKind, u64, u64, u64),
     VoteReply(PeerKind, u64, bool),
     Append([u64; 5], Vec<(u64, Vec<u8>)>),
-    AppendReply(u64, bool, u64, u64),
+    /// term, success, match_index, round, life.
+    AppendReply(u64, bool, u64, u64, u64),
     TimeoutNow(u64),
     /// term, last_index, last_term, offset, total_len, round; data.
     InstallSnapshot([u64; 6], Vec<u8>),
-    /// term, last_index, received, round.
-    InstallSnapshotReply([u64; 4]),
+    /// term, last_index, received, round, life.
+    InstallSnapshotReply([u64; 5]),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
 }
@@ -455,7 +456,8 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             success,
             match_index,
             round,
-        } => OwnedRecord::AppendReply(term, success, match_index, round),
+            life,
+        } => OwnedRecord::AppendReply(term, success, match_index, round, life),
         PeerMessage::TimeoutNow { term } => OwnedRecord::TimeoutNow(term),
         PeerMessage::InstallSnapshot {
             term,
@@ -474,7 +476,8 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             last_index,
             received,
             round,
-        } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round]),
+            life,
+        } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round, life]),
         PeerMessage::TermQuery { term, nonce } => OwnedRecord::TermQuery(term, nonce),
         PeerMessage::TermReply {
             term,
@@ -539,6 +542,7 @@ fn check_peer(r: &Record) {
                 word_bool(r, &w, "success"),
                 n("match_index"),
                 n("round"),
+                n("life"),
             ),
             PeerKind::TimeoutNow => OwnedRecord::TimeoutNow(n("term")),
             PeerKind::InstallSnapshot => {
@@ -564,6 +568,7 @@ fn check_peer(r: &Record) {
                 n("last_index"),
                 n("received"),
                 n("round"),
+                n("life"),
             ]),
             PeerKind::TermQuery => OwnedRecord::TermQuery(n("term"), n("nonce")),
             PeerKind::TermReply => OwnedRecord::TermReply(n("term"), n("last_index"), n("nonce")),
@@ -625,13 +630,14 @@ fn check_peer(r: &Record) {
                 *round,
                 entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
             ),
-            OwnedRecord::AppendReply(term, success, match_index, round) => w.push(
+            OwnedRecord::AppendReply(term, success, match_index, round, life) => w.push(
                 shard,
                 &PeerMessage::AppendReply {
                     term: *term,
                     success: *success,
                     match_index: *match_index,
                     round: *round,
+                    life: *life,
                 },
             ),
             OwnedRecord::TimeoutNow(term) => {
@@ -667,13 +673,14 @@ fn check_peer(r: &Record) {
                     data,
                 },
             ),
-            OwnedRecord::InstallSnapshotReply([term, last_index, received, round]) => w.push(
+            OwnedRecord::InstallSnapshotReply([term, last_index, received, round, life]) => w.push(
                 shard,
                 &PeerMessage::InstallSnapshotReply {
                     term: *term,
                     last_index: *last_index,
                     received: *received,
                     round: *round,
+                    life: *life,
                 },
             ),
         };

@@ -1008,6 +1008,7 @@ fn push(
             success,
             match_index,
             round,
+            life,
         } => writer.push(
             shard,
             &PeerMessage::AppendReply {
@@ -1015,6 +1016,7 @@ fn push(
                 success,
                 match_index,
                 round,
+                life,
             },
         ),
         Message::InstallSnapshot {
@@ -1042,6 +1044,7 @@ fn push(
             last_index,
             received,
             round,
+            life,
         } => writer.push(
             shard,
             &PeerMessage::InstallSnapshotReply {
@@ -1049,6 +1052,7 @@ fn push(
                 last_index,
                 received,
                 round,
+                life,
             },
         ),
     }
@@ -1117,11 +1121,13 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             success,
             match_index,
             round,
+            life,
         } => Message::AppendReply {
             term,
             success,
             match_index,
             round,
+            life,
         },
         PeerMessage::TimeoutNow { term } => Message::TimeoutNow { term },
         PeerMessage::TermQuery { term, nonce } => Message::TermQuery { term, nonce },
@@ -1156,11 +1162,13 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             last_index,
             received,
             round,
+            life,
         } => Message::InstallSnapshotReply {
             term,
             last_index,
             received,
             round,
+            life,
         },
     })
 }

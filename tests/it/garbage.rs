@@ -275,6 +275,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             success: true,
                             match_index: u64::MAX / 4,
                             round: u64::MAX / 4,
+                            life: round,
                         },
                     )]),
                     peer(&[(
@@ -296,6 +297,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             last_index: u64::MAX,
                             received: u64::MAX,
                             round: 9,
+                            life: round,
                         },
                     )]),
                     peer(&[

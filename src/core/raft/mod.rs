@@ -88,6 +88,17 @@
 //! clients on its own instead of waiting for a message of a later term that may never reach
 //! it. `poll_timeout` includes that deadline, so the step-down happens on time.
 //!
+//! # Answers of an earlier life (spec §8.5)
+//!
+//! A follower that restarts without its state (`rejoin`) no longer holds what it acknowledged
+//! before. Each instance draws a random life id and sends it in every answer; a leader counts
+//! a follower's acknowledgements only from the life it knows, and on hearing from a later life
+//! (an answer to a round after the previous sign of life, or a TermQuery) forgets what the
+//! follower held and starts replicating to it from scratch. A late acknowledgement of an
+//! earlier life answers a round the leader started before it heard from the later one, so it
+//! never counts again (`current_life`). Without this a late copy of an old acknowledgement
+//! made the leader believe the follower held entries it had lost, and never send them.
+//!
 //! # Log compaction and InstallSnapshot (Raft §7, thesis §5)
 //!
 //! Compaction is opt-in: a node whose shell never calls [`Raft::compact`] behaves exactly as
@@ -187,6 +198,9 @@ fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
 /// cluster never comes near it; a message beyond it comes from a faulty or forged peer, and
 /// adopting it would leave no room for `term + 1`.
 pub const TERM_MAX: u64 = u64::MAX / 2;
+
+/// Mixed into the rng seed to draw the life id (`Raft::life`) from a stream of its own.
+const LIFE_SEED_SALT: u64 = 0x6c69_6665_2069_6473;
 
 /// Parts per million in one: the unit of `drift_bound_ppm`.
 const PPM: u64 = 1_000_000;
@@ -393,12 +407,14 @@ pub enum Message {
         round: u64,
     },
     /// On success `match_index` is the last index the Append covered; on failure, the index
-    /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's.
+    /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's (0 when
+    /// `term` is later than the Append's). `life`: the replier's life id (see `Raft::life`).
     AppendReply {
         term: u64,
         success: bool,
         match_index: u64,
         round: u64,
+        life: u64,
     },
     /// Leadership transfer (thesis §3.10): the leader of `term` tells a caught-up follower
     /// to start an election at once.
@@ -434,13 +450,15 @@ pub enum Message {
     },
     /// `last_index` echoes the chunk's (which snapshot); `received`: how many bytes of it,
     /// from the start, the follower holds (`total_len` once it has it all, or if it already
-    /// holds everything the snapshot covers); `round` echoes the chunk's. On a chunk of an
-    /// older term, `term` is the follower's and nothing else counts.
+    /// holds everything the snapshot covers); `round` echoes the chunk's; `life` as in
+    /// AppendReply. On a chunk of an older term, `term` is the follower's, `round` is 0 and
+    /// nothing else counts.
     InstallSnapshotReply {
         term: u64,
         last_index: u64,
         received: u64,
         round: u64,
+        life: u64,
     },
 }
 
@@ -536,10 +554,28 @@ struct Progress {
     probe_sent: bool,
     /// Latest round the follower acknowledged (lease).
     acked_round: u64,
+    /// The follower's life whose answers count for `matched` and `next`, once known (see
+    /// `Raft::current_life`).
+    life: Option<u64>,
+    /// This leader's round when it last learnt that the follower had started afresh: every
+    /// answer of an earlier life answers a round at or below it.
+    life_floor: u64,
     /// When the leader last heard from it in this term (CheckQuorum).
     heard_at: Instant,
     /// A snapshot transfer, while `next <= ` the leader's snapshot index.
     snapshot: SnapshotSend,
+}
+
+impl Progress {
+    /// Forgets what the follower was known to hold (it may have lost it): probes again from
+    /// after the leader's last entry, `last`, and rewinds from the follower's answers.
+    fn start_over(&mut self, last: u64) {
+        self.matched = 0;
+        self.next = last + 1;
+        self.probing = true;
+        self.probe_sent = false;
+        self.snapshot = SnapshotSend::default();
+    }
 }
 
 /// The leader's side of one snapshot transfer to one follower. Offsets are bytes.
@@ -632,6 +668,10 @@ pub struct Raft {
     declines_transfers: bool,
     /// Rejoining without state (see `rejoin`); `None` for a node with its state.
     recovery: Recovery,
+    /// This instance's life id: drawn at random when it starts and sent in every answer to
+    /// a leader, so that the leader can tell this life's answers from those of an earlier
+    /// life of the node, which may have lost its state since (see `current_life`).
+    life: u64,
 
     outbox: VecDeque<(NodeId, Message)>,
     /// Reused for majority computations, so they do not allocate.
@@ -689,6 +729,8 @@ impl Raft {
         let log = RaftLog::from_persisted(snapshot_meta, log, state.term);
         let lease_duration = config.lease_duration();
         let quorum = config.quorum();
+        // The life id comes from a stream of its own, so drawing it changes no timer.
+        let life = StdRng::seed_from_u64(rng_seed ^ LIFE_SEED_SALT).gen::<u64>();
         let mut raft = Raft {
             rng: StdRng::seed_from_u64(rng_seed),
             lease_duration,
@@ -717,6 +759,7 @@ impl Raft {
             lease_forfeited: false,
             declines_transfers: false,
             recovery: Recovery::None,
+            life,
             outbox: VecDeque::new(),
             scratch: Vec::with_capacity(config.voters.len()),
             faulty_drops: 0,
@@ -792,7 +835,8 @@ impl Raft {
                 success,
                 match_index,
                 round,
-            } => self.handle_append_reply(now, from, term, success, match_index, round),
+                life,
+            } => self.handle_append_reply(now, from, term, success, match_index, round, life),
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
             Message::TermQuery { nonce, .. } => {
                 // A node still asking has no term worth telling: its silence makes the asker
@@ -810,13 +854,15 @@ impl Raft {
                 }
                 // Only a node that lost its state asks: whatever it acknowledged is gone, so
                 // the leader starts over with it (a late copy of the question only makes it
-                // resend what the node already has).
+                // resend what the node already has), and no answer of its earlier life,
+                // which answers a round up to this one, counts any more (see
+                // `current_life`; issue 7 B5).
                 if self.role == Role::Leader {
+                    let (last, round) = (self.log.last_index(), self.round);
                     if let Some(p) = self.progress.iter_mut().find(|p| p.id == from) {
-                        p.matched = 0;
-                        p.next = self.log.last_index() + 1;
-                        p.probing = true;
-                        p.probe_sent = false;
+                        p.start_over(last);
+                        p.life = None;
+                        p.life_floor = round;
                     }
                 }
             }
@@ -851,7 +897,9 @@ impl Raft {
                 last_index,
                 received,
                 round,
-            } => self.handle_install_snapshot_reply(now, from, term, last_index, received, round),
+                life,
+            } => self
+                .handle_install_snapshot_reply(now, from, term, last_index, received, round, life),
         }
         self.check_caught_up();
         self.check_invariants();
@@ -1068,6 +1116,11 @@ impl Raft {
 
     pub fn commit_index(&self) -> u64 {
         self.commit_index
+    }
+
+    /// This instance's life id, sent in its answers (see `Raft::current_life`).
+    pub fn life(&self) -> u64 {
+        self.life
     }
 
     /// Messages this instance dropped because only a faulty or forged peer sends them:
@@ -1556,6 +1609,8 @@ impl Raft {
                     probing: true,
                     probe_sent: false,
                     acked_round: 0,
+                    life: None,
+                    life_floor: 0,
                     heard_at: now,
                     snapshot: SnapshotSend::default(),
                 });
@@ -1759,6 +1814,7 @@ impl Raft {
                 last_index: meta.index,
                 received: 0,
                 round: 0,
+                life: self.life,
             };
             self.send(from, reply);
             return;
@@ -1829,6 +1885,7 @@ impl Raft {
             last_index: meta.index,
             received: total_len,
             round,
+            life: self.life,
         };
         if meta.index <= self.commit_index {
             // Already committed here (and so stored or snapshotted): nothing to install, and
@@ -1919,8 +1976,50 @@ impl Raft {
         self.progress.iter().position(|p| p.id == from)
     }
 
+    /// Whether an answer of `life` to round `round` comes from the follower's current life,
+    /// the only one whose acknowledgements may count (issue 7 B5): a node that lost its state
+    /// (durability `memory`) no longer holds what an earlier life acknowledged, and a leader
+    /// that counted a late copy of such an acknowledgement would never send that node what it
+    /// lacks. Every answer of an earlier life answers an Append (or chunk) that the leader
+    /// sent before that life ended, so before it processed the first message of any later
+    /// life: its round is at most the leader's round then, `life_floor`. So:
+    /// - the life already known: counts;
+    /// - another life answering a round above `life_floor`: a life newer than every one seen
+    ///   before. The leader forgets what the follower held (it may have lost it), notes the
+    ///   new life and its own current round as the new floor, and counts the answer;
+    /// - another life answering a round up to `life_floor`: an earlier life, or the new one
+    ///   answering an old round; ignored either way (the next round brings a fresh answer).
+    ///
+    /// A TermQuery (only a node that lost its state sends one) sets `life_floor` likewise and
+    /// forgets the known life. Life ids are random 64-bit numbers, so two lives of one node
+    /// share one with probability 2^-64; and an answer from a node that restarted WITH its
+    /// state merely makes the leader resend what that node already holds.
+    fn current_life(&mut self, position: usize, life: u64, round: u64) -> bool {
+        let last = self.log.last_index();
+        let leader_round = self.round;
+        let progress = &mut self.progress[position];
+        if progress.life == Some(life) {
+            return true;
+        }
+        if round <= progress.life_floor {
+            return false;
+        }
+        if progress.life.is_some() {
+            log::info!(
+                "raft {}: node {} restarted; replicating to it from scratch",
+                self.config.id,
+                progress.id
+            );
+            progress.start_over(last);
+        }
+        progress.life = Some(life);
+        progress.life_floor = leader_round;
+        true
+    }
+
     /// The follower's answer to a chunk: counts for the lease and CheckQuorum like an
     /// AppendReply of the same round; moves the transfer on, and to Appends once complete.
+    #[allow(clippy::too_many_arguments)]
     fn handle_install_snapshot_reply(
         &mut self,
         now: Instant,
@@ -1929,6 +2028,7 @@ impl Raft {
         last_index: u64,
         received: u64,
         round: u64,
+        life: u64,
     ) {
         let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
@@ -1944,6 +2044,9 @@ impl Raft {
                 self.config.id
             );
             self.faulty_drops += 1;
+            return;
+        }
+        if !self.current_life(position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];
@@ -2012,6 +2115,7 @@ impl Raft {
                 success: false,
                 match_index: 0,
                 round: 0,
+                life: self.life,
             };
             self.send(from, reply);
             return;
@@ -2085,6 +2189,7 @@ impl Raft {
                     success: true,
                     match_index: prev_log_index + entries.len() as u64,
                     round,
+                    life: self.life,
                 };
                 self.send(from, reply);
                 return;
@@ -2120,6 +2225,7 @@ impl Raft {
                     success: true,
                     match_index: last_new,
                     round,
+                    life: self.life,
                 }
             }
             Some(_) => {
@@ -2134,6 +2240,7 @@ impl Raft {
                     success: false,
                     match_index: hint,
                     round,
+                    life: self.life,
                 }
             }
             None => Message::AppendReply {
@@ -2141,6 +2248,7 @@ impl Raft {
                 success: false,
                 match_index: self.log.last_index(),
                 round,
+                life: self.life,
             },
         };
         self.send(from, reply);
@@ -2172,6 +2280,7 @@ impl Raft {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_append_reply(
         &mut self,
         now: Instant,
@@ -2180,6 +2289,7 @@ impl Raft {
         success: bool,
         match_index: u64,
         round: u64,
+        life: u64,
     ) {
         let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
@@ -2191,6 +2301,9 @@ impl Raft {
                 self.config.id
             );
             self.faulty_drops += 1;
+            return;
+        }
+        if !self.current_life(position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];

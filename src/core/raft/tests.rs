@@ -1344,7 +1344,18 @@ fn random_faults_with(seed: u64, compact: bool, amnesia: bool) -> usize {
                 let id = rng.gen_range(1..=5);
                 down.push((id, net.crash(id)));
             } else if let Some((id, persisted)) = down.pop() {
-                if amnesia && rng.gen_bool(0.5) {
+                // A node loses its state only while a majority of the others kept theirs
+                // (and has caught up): they can elect a leader that catches it up. With a
+                // majority in catch-up at once, no leader could ever be elected again (spec
+                // §8.5, rule 6).
+                let whole = net
+                    .ids()
+                    .into_iter()
+                    .filter(|&other| {
+                        other != id && net.is_up(other) && !net.node(other).rejoining()
+                    })
+                    .count();
+                if amnesia && whole >= net.configs[0].quorum() && rng.gen_bool(0.5) {
                     net.rejoin(id, rng.gen());
                 } else {
                     net.restart(id, rng.gen(), persisted);
@@ -1684,7 +1695,8 @@ fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
                     term: 1,
                     last_index: 3,
                     received,
-                    round: 9
+                    round: 9,
+                    life: node.life(),
                 }
             )]
         );
@@ -1736,7 +1748,8 @@ fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
                 term: 1,
                 last_index: 2,
                 received: 20,
-                round: 1
+                round: 1,
+                life: node.life(),
             }
         )]
     );
@@ -1763,7 +1776,8 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
                 last_index: 4,
                 received: 0,
                 // It answers no round of a leader of term 5 (issue 7 A3).
-                round: 0
+                round: 0,
+                life: node.life(),
             }
         )]
     );
@@ -1786,6 +1800,7 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
             last_index: 0,
             received: 0,
             round: 0,
+            life: 0,
         },
     );
     assert_eq!(net.node(leader).role(), Role::Follower);
@@ -2032,7 +2047,8 @@ fn an_older_snapshot_from_the_leader_is_answered_and_counts_as_contact() {
                 term: 4,
                 last_index: 6,
                 received: 40,
-                round: 5
+                round: 5,
+                life: node.life(),
             }
         )]
     );
@@ -2119,6 +2135,90 @@ fn a_node_that_lost_its_state_learns_the_term_and_votes_only_once_caught_up() {
     assert!(!net.node(lost).rejoining());
     assert_eq!(net.node(lost).log().len(), net.node(leader).log().len());
     assert_eq!(net.leader(), Some(leader), "the rejoin disturbed nobody");
+}
+
+/// Issue 7 B5: the leader forgot what a node that lost its state had acknowledged when that
+/// node asked for its term; a copy of the node's last acknowledgement from before, delivered
+/// late, then counted again: the leader believed it held entry k, never sent anything below
+/// k + 1, and the node stayed in catch-up for the rest of the term, unable to vote. No
+/// acknowledgement of an earlier life may count once the leader heard of the later one.
+#[test]
+fn a_late_acknowledgement_from_before_a_state_loss_does_not_strand_the_node() {
+    let mut net = Net::new(3, 35);
+    let leader = net.elect(ms(1_000));
+    for n in 0..5u8 {
+        net.propose(leader, vec![n]);
+    }
+    net.run_for(ms(100));
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let last_ack = net
+        .sent
+        .iter()
+        .rev()
+        .find(|(from, to, m)| {
+            *from == lost
+                && *to == leader
+                && matches!(m, Message::AppendReply { success: true, .. })
+        })
+        .map(|(_, _, m)| m.clone())
+        .expect("an acknowledgement");
+    assert!(matches!(last_ack, Message::AppendReply { match_index, .. } if match_index >= 6));
+    let _ = net.crash(lost);
+    net.rejoin(lost, 8);
+    // The leader hears the question (and forgets what `lost` held)...
+    net.deliver_due();
+    assert!(net.node(lost).rejoining());
+    // ...then the copy of the old acknowledgement arrives.
+    let now = net.now;
+    net.node_mut(leader).handle_message(now, lost, last_ack);
+    net.after_input(leader);
+    net.run_for(ms(500));
+    assert!(
+        !net.node(lost).rejoining(),
+        "stranded in catch-up: log {} of the leader's {}",
+        net.node(lost).last_index(),
+        net.node(leader).last_index()
+    );
+    assert_eq!(net.node(lost).last_index(), net.node(leader).last_index());
+    assert_eq!(net.leader(), Some(leader));
+}
+
+/// The same without the question reaching the leader (5 nodes: three others are enough to
+/// rejoin): the node's first answers from its new life must make the leader start over with
+/// it, instead of probing forever above what the node lost.
+#[test]
+fn a_node_that_lost_its_state_unseen_by_the_leader_still_catches_up() {
+    let mut net = Net::new(5, 36);
+    let leader = net.elect(ms(1_000));
+    for n in 0..5u8 {
+        net.propose(leader, vec![n]);
+    }
+    net.run_for(ms(100));
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let _ = net.crash(lost);
+    net.blocked.insert((lost, leader));
+    let before = net.sent.len();
+    net.rejoin(lost, 9);
+    net.run_for(ms(5));
+    assert!(
+        net.node(lost).rejoining(),
+        "the leader must not have caught it up yet"
+    );
+    // Its question to the leader was lost; it did ask the others (and rejoined).
+    assert!(net.sent[before..].iter().any(|(from, to, m)| *from == lost
+        && *to != leader
+        && matches!(m, Message::TermQuery { .. })));
+    assert!(net.node(lost).term() > 0);
+    net.heal();
+    net.run_for(ms(500));
+    assert!(
+        !net.node(lost).rejoining(),
+        "stranded in catch-up: log {} of the leader's {}",
+        net.node(lost).last_index(),
+        net.node(leader).last_index()
+    );
+    assert_eq!(net.node(lost).last_index(), net.node(leader).last_index());
+    assert_eq!(net.leader(), Some(leader));
 }
 
 #[test]
