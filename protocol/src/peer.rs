@@ -40,8 +40,8 @@ pub const PEER_DATAGRAM_LEN_MAX: usize = 1400;
 /// Size of the header in front of every record: shard u16, kind u8, reserved u8, len u16.
 pub const PEER_RECORD_HEADER_LEN: usize = 6;
 /// Size of an APPEND body before its entries: term, prev_log_index, prev_log_term,
-/// leader_commit, round (u64 each) and entry_count (u16).
-pub const APPEND_FIXED_LEN: usize = 42;
+/// leader_commit, round, transfer_to (u64 each) and entry_count (u16).
+pub const APPEND_FIXED_LEN: usize = 50;
 /// Size of an entry before its data: term u64, data_len u16.
 pub const ENTRY_FIXED_LEN: usize = 10;
 /// Size of an INSTALL_SNAPSHOT body before its data: term, last_index, last_term, offset,
@@ -73,7 +73,7 @@ const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
 
 const _: () = assert!(PEER_DATAGRAM_LEN_MAX + 48 <= 1500);
 const _: () = assert!(PEER_DATAGRAM_LEN_MAX - HEADER_LEN <= u16::MAX as usize);
-const _: () = assert!(APPEND_FIXED_LEN == 5 * 8 + 2);
+const _: () = assert!(APPEND_FIXED_LEN == 6 * 8 + 2);
 const _: () = assert!(
     FIXED_BODY_LEN_MAX >= VOTE_LEN
         && FIXED_BODY_LEN_MAX >= VOTE_REPLY_LEN
@@ -111,7 +111,8 @@ pub mod field {
     pub const APPEND_PREV_LOG_TERM: Range<usize> = 16..24;
     pub const APPEND_LEADER_COMMIT: Range<usize> = 24..32;
     pub const APPEND_ROUND: Range<usize> = 32..40;
-    pub const APPEND_ENTRY_COUNT: Range<usize> = 40..42;
+    pub const APPEND_TRANSFER_TO: Range<usize> = 40..48;
+    pub const APPEND_ENTRY_COUNT: Range<usize> = 48..50;
     /// Entry, relative to the entry's first byte.
     pub const ENTRY_TERM: Range<usize> = 0..8;
     pub const ENTRY_DATA_LEN: Range<usize> = 8..10;
@@ -139,7 +140,7 @@ const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_LIFE.end == INSTALL_SNAPSHOT
 
 /// Encoded size of one APPEND record (its 6-byte record header included) whose entries carry
 /// `entries_total_data` bytes of data in `entry_count` entries:
-/// `6 + 42 + Σ(10 + data_len)`. A sender caps a batch with it. Saturates instead of
+/// `6 + 50 + Σ(10 + data_len)`. A sender caps a batch with it. Saturates instead of
 /// overflowing.
 pub const fn append_record_len(entries_total_data: usize, entry_count: usize) -> usize {
     (PEER_RECORD_HEADER_LEN + APPEND_FIXED_LEN)
@@ -285,12 +286,15 @@ pub enum PeerMessage<'a> {
     },
     /// AppendEntries (Raft §5.3); no entries is a heartbeat. `round` numbers the leader's
     /// heartbeat rounds; a follower echoes it so the leader can time its lease (thesis §6.4.1).
+    /// `transfer_to` is 0, or the node id of the follower the leader is handing the shard to
+    /// in this round (leadership transfer, thesis §3.10, spec §8.5).
     Append {
         term: u64,
         prev_log_index: u64,
         prev_log_term: u64,
         leader_commit: u64,
         round: u64,
+        transfer_to: u64,
         entries: PeerEntries<'a>,
     },
     /// Answer to APPEND: `match_index` is the last index known to match the leader's log when
@@ -705,6 +709,7 @@ fn read_append(body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
         prev_log_term: u64_at(body, field::APPEND_PREV_LOG_TERM.start),
         leader_commit: u64_at(body, field::APPEND_LEADER_COMMIT.start),
         round: u64_at(body, field::APPEND_ROUND.start),
+        transfer_to: u64_at(body, field::APPEND_TRANSFER_TO.start),
         entries,
     })
 }
@@ -820,6 +825,7 @@ impl<'b> PeerWriter<'b> {
                 prev_log_term,
                 leader_commit,
                 round,
+                transfer_to,
                 entries,
             } => {
                 return self.push_append(
@@ -828,7 +834,7 @@ impl<'b> PeerWriter<'b> {
                     prev_log_index,
                     prev_log_term,
                     leader_commit,
-                    round,
+                    (round, transfer_to),
                     entries.iter(),
                 )
             }
@@ -925,10 +931,10 @@ impl<'b> PeerWriter<'b> {
     }
 
     /// Appends an APPEND record whose entries come from the caller's own log, without
-    /// building an intermediate list. The iterator is walked twice (once to size and check,
-    /// once to write), so it must yield the same entries both times; if it does not, the push
-    /// fails with [`EncodeError::BadEntries`] and nothing changed. Errors as in
-    /// [`PeerWriter::push`].
+    /// building an intermediate list; `(round, transfer_to)` are the APPEND's fields of those
+    /// names. The iterator is walked twice (once to size and check, once to write), so it
+    /// must yield the same entries both times; if it does not, the push fails with
+    /// [`EncodeError::BadEntries`] and nothing changed. Errors as in [`PeerWriter::push`].
     #[allow(clippy::too_many_arguments)]
     pub fn push_append<'e, I>(
         &mut self,
@@ -937,7 +943,7 @@ impl<'b> PeerWriter<'b> {
         prev_log_index: u64,
         prev_log_term: u64,
         leader_commit: u64,
-        round: u64,
+        (round, transfer_to): (u64, u64),
         entries: I,
     ) -> Result<(), EncodeError>
     where
@@ -957,6 +963,7 @@ impl<'b> PeerWriter<'b> {
         body[field::APPEND_PREV_LOG_TERM].copy_from_slice(&prev_log_term.to_be_bytes());
         body[field::APPEND_LEADER_COMMIT].copy_from_slice(&leader_commit.to_be_bytes());
         body[field::APPEND_ROUND].copy_from_slice(&round.to_be_bytes());
+        body[field::APPEND_TRANSFER_TO].copy_from_slice(&transfer_to.to_be_bytes());
         body[field::APPEND_ENTRY_COUNT].copy_from_slice(&(count as u16).to_be_bytes());
         // Second pass: write, re-checking the order so a changing iterator cannot produce a
         // datagram that its receiver would reject.

@@ -244,6 +244,7 @@ enum Msg {
         prev_term: u64,
         commit: u64,
         round: u64,
+        transfer_to: u64,
         entries: Vec<(u64, Vec<u8>)>,
     },
     AppendReply(u64, bool, u64, u64, u64),
@@ -288,6 +289,7 @@ impl Msg {
                 prev_log_term,
                 leader_commit,
                 round,
+                transfer_to,
                 entries,
             } => Msg::Append {
                 term,
@@ -295,6 +297,7 @@ impl Msg {
                 prev_term: prev_log_term,
                 commit: leader_commit,
                 round,
+                transfer_to,
                 entries: entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
             },
             PeerMessage::AppendReply {
@@ -379,10 +382,19 @@ impl Msg {
                 prev_term,
                 commit,
                 round,
+                transfer_to,
                 ref entries,
             } => {
                 let it = entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d });
-                return w.push_append(shard, term, prev, prev_term, commit, round, it);
+                return w.push_append(
+                    shard,
+                    term,
+                    prev,
+                    prev_term,
+                    commit,
+                    (round, transfer_to),
+                    it,
+                );
             }
             Msg::AppendReply(term, success, match_index, round, life) => PeerMessage::AppendReply {
                 term,
@@ -436,12 +448,14 @@ fn append_msg() -> impl Strategy<Value = Msg> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
+        // transfer_to: usually 0 (no transfer).
+        prop_oneof![Just(0u64), any::<u64>()],
         prop::collection::vec(
             (any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)),
             0..8,
         ),
     )
-        .prop_map(|(term, prev, prev_term, commit, round, raw)| {
+        .prop_map(|(term, prev, prev_term, commit, round, transfer_to, raw)| {
             // Entry terms: non-decreasing and at most the APPEND's term.
             let mut terms: Vec<u64> = raw.iter().map(|(t, _)| t % term + 1).collect();
             terms.sort_unstable();
@@ -457,6 +471,7 @@ fn append_msg() -> impl Strategy<Value = Msg> {
                 prev_term,
                 commit,
                 round,
+                transfer_to,
                 entries,
             }
         })
@@ -797,7 +812,7 @@ proptest! {
         let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
         let mut w = PeerWriter::new(&mut buf, PeerHeader { cluster_id: 1, from: 1 });
         let entry = PeerEntry { term: 1, data: &out[..n] };
-        w.push_append(0, 1, 0, 0, 0, 0, std::iter::once(entry)).unwrap();
+        w.push_append(0, 1, 0, 0, 0, (0, 0), std::iter::once(entry)).unwrap();
         let m = w.finish();
         let d = PeerDatagram::decode(&buf[..m]).unwrap();
         let (_, msg) = d.records().next().unwrap();
@@ -850,7 +865,7 @@ fn peer_limits() {
         term: 2,
         data: &data,
     };
-    w.push_append(3, 2, 10, 2, 10, 1, std::iter::once(entry))
+    w.push_append(3, 2, 10, 2, 10, (1, 0), std::iter::once(entry))
         .unwrap();
     assert_eq!(w.remaining(), 0);
     let n = w.finish();
@@ -870,7 +885,7 @@ fn peer_limits() {
         data: &data,
     };
     assert_eq!(
-        w.push_append(3, 2, 10, 2, 10, 1, std::iter::once(entry)),
+        w.push_append(3, 2, 10, 2, 10, (1, 0), std::iter::once(entry)),
         Err(EncodeError::TooLong)
     );
     assert_eq!(w.finish(), 0);
@@ -899,15 +914,15 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
     let e = |term| PeerEntry { term, data: b"" };
     // Terms decrease; above the APPEND's term; index overflow.
     assert_eq!(
-        w.push_append(0, 5, 0, 0, 0, 0, [e(3), e(2)].into_iter()),
+        w.push_append(0, 5, 0, 0, 0, (0, 0), [e(3), e(2)].into_iter()),
         Err(EncodeError::BadEntries)
     );
     assert_eq!(
-        w.push_append(0, 5, 0, 0, 0, 0, [e(6)].into_iter()),
+        w.push_append(0, 5, 0, 0, 0, (0, 0), [e(6)].into_iter()),
         Err(EncodeError::BadEntries)
     );
     assert_eq!(
-        w.push_append(0, 5, u64::MAX, 0, 0, 0, [e(5)].into_iter()),
+        w.push_append(0, 5, u64::MAX, 0, 0, (0, 0), [e(5)].into_iter()),
         Err(EncodeError::BadEntries)
     );
     assert_eq!(w.record_count(), 0);
@@ -918,6 +933,7 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
         prev_log_term: 4,
         leader_commit: 3,
         round: 8,
+        transfer_to: 0,
         entries: PeerEntries::empty(),
     };
     w.push(17, &hb).unwrap();
@@ -1085,7 +1101,7 @@ fn push_append_survives_an_inconsistent_iterator() {
         },
     );
     assert_eq!(
-        w.push_append(0, 1, 0, 0, 0, 0, Flaky(&passes, 0)),
+        w.push_append(0, 1, 0, 0, 0, (0, 0), Flaky(&passes, 0)),
         Err(EncodeError::BadEntries)
     );
     assert_eq!((w.len(), w.record_count()), (32, 0));

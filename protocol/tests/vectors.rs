@@ -405,7 +405,8 @@ fn word_bool(r: &Record, w: &BTreeMap<String, String>, k: &str) -> bool {
 enum OwnedRecord {
     Vote(PeerKind, u64, u64, u64),
     VoteReply(PeerKind, u64, bool),
-    Append([u64; 5], Vec<(u64, Vec<u8>)>),
+    /// term, prev_log_index, prev_log_term, leader_commit, round, transfer_to; entries.
+    Append([u64; 6], Vec<(u64, Vec<u8>)>),
     /// term, success, match_index, round, life.
     AppendReply(u64, bool, u64, u64, u64),
     TimeoutNow(u64),
@@ -446,9 +447,17 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             prev_log_term,
             leader_commit,
             round,
+            transfer_to,
             entries,
         } => OwnedRecord::Append(
-            [term, prev_log_index, prev_log_term, leader_commit, round],
+            [
+                term,
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+                round,
+                transfer_to,
+            ],
             entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
         ),
         PeerMessage::AppendReply {
@@ -533,6 +542,7 @@ fn check_peer(r: &Record) {
                         n("prev_log_term"),
                         n("leader_commit"),
                         n("round"),
+                        n("transfer_to"),
                     ],
                     entries,
                 )
@@ -621,15 +631,16 @@ fn check_peer(r: &Record) {
                 };
                 w.push(shard, &msg)
             }
-            OwnedRecord::Append([term, prev, prev_term, commit, round], entries) => w.push_append(
-                shard,
-                *term,
-                *prev,
-                *prev_term,
-                *commit,
-                *round,
-                entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
-            ),
+            OwnedRecord::Append([term, prev, prev_term, commit, round, transfer_to], entries) => w
+                .push_append(
+                    shard,
+                    *term,
+                    *prev,
+                    *prev_term,
+                    *commit,
+                    (*round, *transfer_to),
+                    entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
+                ),
             OwnedRecord::AppendReply(term, success, match_index, round, life) => w.push(
                 shard,
                 &PeerMessage::AppendReply {

@@ -991,13 +991,14 @@ fn push(
             ref entries,
             leader_commit,
             round,
+            transfer_to,
         } => writer.push_append(
             shard,
             term,
             prev_log_index,
             prev_log_term,
             leader_commit,
-            round,
+            (round, transfer_to.unwrap_or(0)),
             entries.iter().map(|e| PeerEntry {
                 term: e.term,
                 data: &e.data,
@@ -1099,6 +1100,7 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             prev_log_term,
             leader_commit,
             round,
+            transfer_to,
             entries,
         } => Message::Append {
             term,
@@ -1115,6 +1117,8 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
                 .collect(),
             leader_commit,
             round,
+            // Node ids are never 0 (spec §8.1): 0 names nobody.
+            transfer_to: (transfer_to != 0).then_some(transfer_to),
         },
         PeerMessage::AppendReply {
             term,

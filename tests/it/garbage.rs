@@ -256,6 +256,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             prev_log_term: 0,
                             leader_commit: 1_000,
                             round: 1,
+                            transfer_to: 3,
                             entries: Default::default(),
                         },
                     )]),
@@ -335,7 +336,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                         from: 3,
                     },
                 );
-                w.push_append(0, 1 + round % 3, 0, 0, 5, 1, entries.iter().copied())
+                w.push_append(0, 1 + round % 3, 0, 0, 5, (1, 0), entries.iter().copied())
                     .unwrap();
                 let n = w.finish();
                 sender.send_to(&buf[..n], to).unwrap();

@@ -47,7 +47,8 @@
 //! Votes (real and pre-) are granted only to a log at least as up to date as the voter's
 //! (Raft §5.4.1) and only by a node that has not heard from a live leader within
 //! `election_timeout_min` (leader stickiness, thesis §4.2.3 and §9.6). Such a node ignores a
-//! Vote of a higher term entirely: it neither grants it nor adopts the term.
+//! Vote of a higher term entirely: it neither grants it nor adopts the term; the one exception
+//! is a transfer vote for the node its leader's latest round names ("Lease", below).
 //!
 //! # Lease (thesis §6.4.1) and why it is safe
 //!
@@ -65,8 +66,9 @@
 //! `election_timeout_min / (1 + drift_bound)` on the leader's. A new leader needs votes from a
 //! majority, and every majority contains a member of the acknowledging one, so no leader of a
 //! later term can be elected while the lease runs. The leader itself never votes while it
-//! leads, and after stepping down it refuses votes for `election_timeout_min` more, which
-//! outlasts its own lease. A node that restarts has forgotten when it last heard a leader, so
+//! leads (but for its own transfer's target, while it holds no lease: below), and after
+//! stepping down it refuses votes for `election_timeout_min` more, which outlasts its own
+//! lease. A node that restarts has forgotten when it last heard a leader, so
 //! it assumes it heard one at start-up and refuses votes for `election_timeout_min` too.
 //! Only answers to this leader's own rounds count. A follower answers an Append (or a
 //! snapshot chunk) of its own term with that request's round, and one of an earlier term with
@@ -80,6 +82,23 @@
 //! `lease_valid` further requires that the leader has committed an entry of its own term (its
 //! no-op): before that it may not know every committed entry (thesis §6.4), so answering from
 //! its own state could miss a committed command.
+//!
+//! Leadership transfer (thesis §3.10) is the one exception to stickiness, and it is kept
+//! narrow so that the argument above still holds. A transfer vote overrides stickiness only
+//! for the node that the voter's *latest word* names: the `transfer_to` of the highest round
+//! it received from the leader of its term (`TransferSeen`; a snapshot chunk names nobody).
+//! A leader names a target only in the rounds of a transfer in progress (it starts a round
+//! when it starts or abandons one, so every round says one thing) and holds no lease while
+//! one runs. When it abandons a transfer it starts a round naming nobody, and takes a lease
+//! only from that round or a later one (`lease_from_round`). Every member of a majority that
+//! acknowledged such a round received an Append of that round or a later one, naming nobody;
+//! its latest word stays so (an older round naming the target that arrives later changes
+//! nothing) until the leader starts another transfer, which ends the lease at once. So while
+//! the lease runs such a member refuses a transfer vote as it refuses any vote, and a
+//! TimeoutNow delivered arbitrarily late elects nobody (its receiver obeys it only if its own
+//! latest word names it, and its voters would not follow). A leader whose transfer does not
+//! complete therefore holds a lease again one round trip to a majority after it abandons the
+//! transfer, at most `election_timeout_min` after it started it.
 //!
 //! # CheckQuorum (thesis §6.2)
 //!
@@ -397,7 +416,8 @@ pub enum Message {
         granted: bool,
     },
     /// AppendEntries (Raft §5.3), also the heartbeat. `round` numbers the leader's heartbeat
-    /// round it was built in, for the lease.
+    /// round it was built in, for the lease. `transfer_to`: the node the leader is handing
+    /// leadership to in that round, if any (see `TransferSeen`).
     Append {
         term: u64,
         prev_log_index: u64,
@@ -405,6 +425,7 @@ pub enum Message {
         entries: Vec<Entry>,
         leader_commit: u64,
         round: u64,
+        transfer_to: Option<NodeId>,
     },
     /// On success `match_index` is the last index the Append covered; on failure, the index
     /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's (0 when
@@ -509,8 +530,24 @@ struct Transfer {
     to: NodeId,
     /// Abandoned if the leader still leads then.
     deadline: Instant,
-    /// TimeoutNow has been sent (once `to` matched the whole log).
-    sent: bool,
+    /// The round in which TimeoutNow was last sent (0: not yet; it is sent once `to` matched
+    /// the whole log, and again in each later round, in case it was lost or overtook the
+    /// Append that names `to`).
+    timeout_now_round: u64,
+}
+
+/// What the highest round a follower received from the leader of `term` said about a
+/// leadership transfer: `to`, the node that leader is handing over to in that round, if any.
+/// Each round says one thing (a leader starts a new round when it starts or abandons a
+/// transfer), and rounds grow within a term, so the highest round is the leader's latest
+/// word, however the network reordered its Appends. A voter lets a transfer vote override
+/// stickiness only for the node it names; the target obeys TimeoutNow only if it names it
+/// (spec §8.5, "Leadership transfer").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TransferSeen {
+    term: u64,
+    round: u64,
+    to: Option<NodeId>,
 }
 
 /// A node's role in its current term.
@@ -660,12 +697,15 @@ pub struct Raft {
     flush_pending: bool,
     /// A leadership transfer in progress: to whom, until when, and whether TimeoutNow left.
     transfer: Option<Transfer>,
-    /// This leader started a transfer in its term: the voters it told to elect someone else
-    /// no longer promise anything by acknowledging its heartbeats, so it holds no lease for
-    /// the rest of the term.
-    lease_forfeited: bool,
+    /// Rounds before this one give no lease: `u64::MAX` while a transfer runs (the voters
+    /// that heard its rounds would elect its target despite stickiness), the first round
+    /// started after it was abandoned once it was (see the module docs, "Lease").
+    lease_from_round: u64,
     /// Set by `decline_transfers`.
     declines_transfers: bool,
+    /// Follower: what the latest round it received from the leader of its term said about a
+    /// leadership transfer (see `TransferSeen`).
+    transfer_seen: TransferSeen,
     /// Rejoining without state (see `rejoin`); `None` for a node with its state.
     recovery: Recovery,
     /// This instance's life id: drawn at random when it starts and sent in every answer to
@@ -756,8 +796,9 @@ impl Raft {
             noop_index: 0,
             flush_pending: false,
             transfer: None,
-            lease_forfeited: false,
+            lease_from_round: 0,
             declines_transfers: false,
+            transfer_seen: TransferSeen::default(),
             recovery: Recovery::None,
             life,
             outbox: VecDeque::new(),
@@ -820,6 +861,7 @@ impl Raft {
                 entries,
                 leader_commit,
                 round,
+                transfer_to,
             } => self.handle_append(
                 now,
                 from,
@@ -828,7 +870,7 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit,
-                round,
+                (round, transfer_to),
             ),
             Message::AppendReply {
                 term,
@@ -923,13 +965,17 @@ impl Raft {
             }
             if self.transfer.is_some_and(|t| now >= t.deadline) {
                 // Thesis §3.10: the target did not take over within an election timeout;
-                // lead on (without a lease for the rest of this term).
+                // lead on. A round of its own names nobody; once a majority acknowledged it
+                // (or a later one), no transfer election can win while the lease it gives
+                // runs (module docs, "Lease").
                 log::info!(
                     "raft {}: leadership transfer abandoned in term {}",
                     self.config.id,
                     self.hard.term
                 );
                 self.transfer = None;
+                self.lease_from_round = self.round + 1;
+                self.start_round(now);
             }
             if now >= self.heartbeat_deadline {
                 self.start_round(now);
@@ -1138,8 +1184,7 @@ impl Raft {
     /// a majority acknowledged plus `election_timeout_min / (1 + drift_bound)`. While true,
     /// no other node can have been elected leader (module docs, "Lease").
     pub fn lease_valid(&self, now: Instant) -> bool {
-        if self.role != Role::Leader || self.commit_index < self.noop_index || self.lease_forfeited
-        {
+        if self.role != Role::Leader || self.commit_index < self.noop_index {
             return false;
         }
         match self.lease_start {
@@ -1150,10 +1195,13 @@ impl Raft {
 
     /// Leader only: hands leadership to voter `to` (thesis §3.10), for a graceful shutdown or
     /// to spread leaders. The leader stops taking proposals (they get `NotLeader` naming
-    /// `to`), brings `to` up to date, then sends it TimeoutNow; `to` starts an election at
-    /// once, which voters grant despite stickiness. The leader gives up its lease for the rest
-    /// of its term at once, because those voters no longer keep the promise the lease rests
-    /// on. If `to` has not taken over within `election_timeout_min`, the leader leads on.
+    /// `to`), starts a heartbeat round whose Appends name `to`, brings `to` up to date, then
+    /// sends it TimeoutNow (again each round until the transfer ends); `to` starts an
+    /// election at once, which voters whose latest round names it grant despite stickiness.
+    /// The leader gives up its lease at once, because those voters no longer keep the promise
+    /// the lease rests on. If `to` has not taken over within `election_timeout_min`, the
+    /// leader abandons the transfer: it starts a round that names nobody, and regains its
+    /// lease once a majority acknowledges that round or a later one (module docs, "Lease").
     /// Ignored if `to` is this node or not a voter, or a transfer is already running.
     pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), NotLeader> {
         if self.role != Role::Leader {
@@ -1172,12 +1220,14 @@ impl Raft {
         self.transfer = Some(Transfer {
             to,
             deadline: now + self.config.election_timeout_min,
-            sent: false,
+            timeout_now_round: 0,
         });
-        self.lease_forfeited = true;
+        self.lease_from_round = u64::MAX;
         self.lease_start = None;
-        self.flush_pending = true;
-        self.send_timeout_now_if_caught_up();
+        // A round of its own, so that every round says one thing about the transfer. It also
+        // sends TimeoutNow if `to` is caught up already.
+        self.start_round(now);
+        assert!(!self.lease_valid(now));
         self.check_invariants();
         Ok(())
     }
@@ -1232,8 +1282,12 @@ impl Raft {
         self.transfer.map(|t| t.to)
     }
 
+    /// Sends TimeoutNow to the transfer's target once it matches the whole log, at most once
+    /// per round (each round resends it, in case it was lost or overtook the round's Append
+    /// naming the target, which the target needs to obey it).
     fn send_timeout_now_if_caught_up(&mut self) {
-        let Some(transfer) = self.transfer.filter(|t| !t.sent) else {
+        let round = self.round;
+        let Some(transfer) = self.transfer.filter(|t| t.timeout_now_round != round) else {
             return;
         };
         let last = self.log.last_index();
@@ -1243,7 +1297,7 @@ impl Raft {
             .any(|p| p.id == transfer.to && p.matched == last);
         if caught_up {
             self.transfer = Some(Transfer {
-                sent: true,
+                timeout_now_round: round,
                 ..transfer
             });
             let term = self.hard.term;
@@ -1361,11 +1415,42 @@ impl Raft {
         self.declines_transfers = true;
     }
 
+    /// A follower that heard a round of the current leader records what it said about a
+    /// transfer, if it is the highest round it heard in this term (see `TransferSeen`).
+    fn note_round(&mut self, round: u64, transfer_to: Option<NodeId>) {
+        assert!(self.role == Role::Follower);
+        let seen = self.transfer_seen;
+        if seen.term != self.hard.term || round >= seen.round {
+            self.transfer_seen = TransferSeen {
+                term: self.hard.term,
+                round,
+                // Only a voter can be a target (another id comes from a faulty peer).
+                to: transfer_to.filter(|to| self.config.voters.contains(to)),
+            };
+        }
+    }
+
+    /// Whether the latest word of the leader of this node's current term hands leadership to
+    /// `candidate`: the highest round it received names it, or, on the leader itself, its
+    /// transfer in progress does.
+    fn transfer_names(&self, candidate: NodeId) -> bool {
+        match self.role {
+            Role::Leader => self.transfer.is_some_and(|t| t.to == candidate),
+            _ => {
+                self.transfer_seen.term == self.hard.term
+                    && self.transfer_seen.to == Some(candidate)
+            }
+        }
+    }
+
     fn handle_timeout_now(&mut self, now: Instant, from: NodeId, term: u64) {
-        // Only the leader of this node's current term may ask it to take over.
+        // Only the leader of this node's current term may ask it to take over, and only while
+        // its latest round names this node: a TimeoutNow that arrives after the transfer was
+        // abandoned is stale (module docs, "Lease").
         if term != self.hard.term
             || self.role != Role::Follower
             || self.leader != Some(from)
+            || !self.transfer_names(self.config.id)
             || self.declines_transfers
             || self.recovery != Recovery::None
         {
@@ -1499,9 +1584,16 @@ impl Raft {
         last_log_term: u64,
         transfer: bool,
     ) {
-        // A transfer vote comes from the node the leader itself chose, after the leader gave
-        // up its lease (thesis §3.10): stickiness protects nothing then.
-        let sticky = !transfer && self.leader_contact_recent(now);
+        // A transfer vote overrides stickiness only for the node the leader of this term
+        // chose in its latest round (or, on the leader, its transfer in progress), for the
+        // next term: the leader gave up its lease when it started that transfer, and regains
+        // one only from a round that names nobody (thesis §3.10; module docs, "Lease"). A
+        // vote already granted to this candidate in this term may be granted again (a
+        // resend changes nothing).
+        let chosen = transfer
+            && ((term == self.hard.term + 1 && self.transfer_names(from))
+                || (term == self.hard.term && self.hard.voted_for == Some(from)));
+        let sticky = !chosen && self.leader_contact_recent(now);
         if term > self.hard.term {
             if sticky {
                 // Thesis §4.2.3: within election_timeout_min of hearing from a leader, neither
@@ -1597,7 +1689,7 @@ impl Raft {
         self.leader = Some(self.config.id);
         self.grants.clear();
         self.transfer = None;
-        self.lease_forfeited = false;
+        self.lease_from_round = 0;
         let next = self.log.last_index() + 1;
         self.progress.clear();
         for &id in &self.config.voters {
@@ -1654,6 +1746,7 @@ impl Raft {
         for position in 0..self.progress.len() {
             self.send_append(position, true);
         }
+        self.send_timeout_now_if_caught_up();
         self.refresh_quorum_deadline(now);
         self.refresh_lease();
         assert!(self.heartbeat_deadline > now);
@@ -1726,6 +1819,7 @@ impl Raft {
             entries,
             leader_commit: self.commit_index,
             round: self.round,
+            transfer_to: self.transfer.map(|t| t.to),
         }
     }
 
@@ -1879,6 +1973,9 @@ impl Raft {
         self.leader = Some(from);
         self.leader_contact = now;
         self.reset_election_timer(now);
+        // A chunk names no transfer target: a follower still receiving a snapshot is no
+        // target, and for its vote, naming nobody is the safe reading.
+        self.note_round(round, None);
 
         let mut reply = Message::InstallSnapshotReply {
             term: self.hard.term,
@@ -2105,7 +2202,7 @@ impl Raft {
         prev_log_term: u64,
         entries: Vec<Entry>,
         leader_commit: u64,
-        round: u64,
+        (round, transfer_to): (u64, Option<NodeId>),
     ) {
         if term < self.hard.term {
             // A deposed leader: tell it the newer term so it steps down. Round 0: this
@@ -2174,6 +2271,7 @@ impl Raft {
         self.leader = Some(from);
         self.leader_contact = now;
         self.reset_election_timer(now);
+        self.note_round(round, transfer_to);
 
         let mut prev_log_index = prev_log_index;
         let mut prev_log_term = prev_log_term;
@@ -2361,10 +2459,10 @@ impl Raft {
     /// acknowledges its own current round).
     fn refresh_lease(&mut self) {
         assert!(self.role == Role::Leader);
-        if self.lease_forfeited {
+        let round = self.quorum_value(self.round, |p| p.acked_round);
+        if round < self.lease_from_round {
             return;
         }
-        let round = self.quorum_value(self.round, |p| p.acked_round);
         while let Some(&(oldest, start)) = self.round_starts.front() {
             if oldest > round {
                 break;

@@ -366,13 +366,14 @@ fn without_a_lease_status_waits_for_a_confirmed_round() {
         .unwrap();
     c.deliver();
     c.take_replies();
-    // A transfer to an unreachable node is abandoned, and the lease stays given up.
+    // While a transfer to an unreachable node runs (until it is abandoned at 150 ms), the
+    // lease is given up.
     let target = (1..=3).find(|&id| id != leader).unwrap();
     c.isolated.push(target);
     let now = c.now;
     c.shard(leader).transfer_leadership(now, target).unwrap();
     c.drain();
-    c.run(ms(200));
+    c.run(ms(50));
     let now = c.now;
     assert!(!c.shard(leader).raft().lease_valid(now));
     assert_eq!(c.leader(), Some(leader));
@@ -430,6 +431,7 @@ fn append(term: u64, prev_log_index: u64, prev_log_term: u64, leader_commit: u64
         entries: Vec::new(),
         leader_commit,
         round: 1,
+        transfer_to: None,
     }
 }
 
