@@ -1019,6 +1019,17 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {
             if self.node(id).shard.is_none() {
+                // A node that keeps no state comes back without it, whenever it restarts (it
+                // used to restart here with the empty copy as if that were its state: a fresh
+                // node that could vote a second time in a term).
+                let n = self.node(id);
+                if n.memory {
+                    n.persisted_state = HardState::default();
+                    n.persisted_snapshot = None;
+                    n.persisted_log.clear();
+                    n.amnesia = true;
+                    self.report.amnesia_restarts += 1;
+                }
                 self.start_node(id)?;
             }
             if self.node(id).paused_until.is_some() {
