@@ -92,3 +92,23 @@ fn scenario_new_leader_unapplied() {
 fn scenario_duplicate_after_failover() {
     scenario(Scenario::DuplicateAfterFailover);
 }
+
+#[test]
+fn scenario_restarted_leader_late_answers() {
+    scenario(Scenario::RestartedLeaderLateAnswers);
+}
+
+#[test]
+fn scenario_late_ack_after_state_loss() {
+    scenario(Scenario::LateAckAfterStateLoss);
+}
+
+#[test]
+fn scenario_older_snapshot() {
+    scenario(Scenario::OlderSnapshot);
+}
+
+#[test]
+fn scenario_late_timeout_now() {
+    scenario(Scenario::LateTimeoutNow);
+}
