@@ -40,8 +40,8 @@ pub const PEER_DATAGRAM_LEN_MAX: usize = 1400;
 /// Size of the header in front of every record: shard u16, kind u8, reserved u8, len u16.
 pub const PEER_RECORD_HEADER_LEN: usize = 6;
 /// Size of an APPEND body before its entries: term, prev_log_index, prev_log_term,
-/// leader_commit, round (u64 each) and entry_count (u16).
-pub const APPEND_FIXED_LEN: usize = 42;
+/// leader_commit, round, transfer_to (u64 each) and entry_count (u16).
+pub const APPEND_FIXED_LEN: usize = 50;
 /// Size of an entry before its data: term u64, data_len u16.
 pub const ENTRY_FIXED_LEN: usize = 10;
 /// Size of an INSTALL_SNAPSHOT body before its data: term, last_index, last_term, offset,
@@ -63,17 +63,17 @@ pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 /// Body sizes of the fixed-size record kinds.
 const VOTE_LEN: usize = 24;
 const VOTE_REPLY_LEN: usize = 9;
-const APPEND_REPLY_LEN: usize = 25;
+const APPEND_REPLY_LEN: usize = 33;
 const TIMEOUT_NOW_LEN: usize = 8;
 const TERM_QUERY_LEN: usize = 16;
 const TERM_REPLY_LEN: usize = 24;
-const INSTALL_SNAPSHOT_REPLY_LEN: usize = 32;
+const INSTALL_SNAPSHOT_REPLY_LEN: usize = 40;
 /// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
 const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
 
 const _: () = assert!(PEER_DATAGRAM_LEN_MAX + 48 <= 1500);
 const _: () = assert!(PEER_DATAGRAM_LEN_MAX - HEADER_LEN <= u16::MAX as usize);
-const _: () = assert!(APPEND_FIXED_LEN == 5 * 8 + 2);
+const _: () = assert!(APPEND_FIXED_LEN == 6 * 8 + 2);
 const _: () = assert!(
     FIXED_BODY_LEN_MAX >= VOTE_LEN
         && FIXED_BODY_LEN_MAX >= VOTE_REPLY_LEN
@@ -83,7 +83,8 @@ const _: () = assert!(
         && FIXED_BODY_LEN_MAX >= TERM_REPLY_LEN
 );
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
-const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 4 * 8);
+const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 5 * 8);
+const _: () = assert!(APPEND_REPLY_LEN == 4 * 8 + 1);
 const _: () = assert!(SNAPSHOT_CHUNK_MAX == 1312);
 // A whole snapshot chunk fits one datagram; its data_len fits in a u16.
 const _: () = assert!(
@@ -110,7 +111,8 @@ pub mod field {
     pub const APPEND_PREV_LOG_TERM: Range<usize> = 16..24;
     pub const APPEND_LEADER_COMMIT: Range<usize> = 24..32;
     pub const APPEND_ROUND: Range<usize> = 32..40;
-    pub const APPEND_ENTRY_COUNT: Range<usize> = 40..42;
+    pub const APPEND_TRANSFER_TO: Range<usize> = 40..48;
+    pub const APPEND_ENTRY_COUNT: Range<usize> = 48..50;
     /// Entry, relative to the entry's first byte.
     pub const ENTRY_TERM: Range<usize> = 0..8;
     pub const ENTRY_DATA_LEN: Range<usize> = 8..10;
@@ -127,17 +129,18 @@ pub mod field {
     pub const INSTALL_SNAPSHOT_REPLY_LAST_INDEX: Range<usize> = 8..16;
     pub const INSTALL_SNAPSHOT_REPLY_RECEIVED: Range<usize> = 16..24;
     pub const INSTALL_SNAPSHOT_REPLY_ROUND: Range<usize> = 24..32;
+    pub const INSTALL_SNAPSHOT_REPLY_LIFE: Range<usize> = 32..40;
 }
 
 const _: () = assert!(field::LEN.end == PEER_RECORD_HEADER_LEN);
 const _: () = assert!(field::APPEND_ENTRY_COUNT.end == APPEND_FIXED_LEN);
 const _: () = assert!(field::ENTRY_DATA_LEN.end == ENTRY_FIXED_LEN);
 const _: () = assert!(field::INSTALL_SNAPSHOT_DATA_LEN.end == INSTALL_SNAPSHOT_FIXED_LEN);
-const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_ROUND.end == INSTALL_SNAPSHOT_REPLY_LEN);
+const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_LIFE.end == INSTALL_SNAPSHOT_REPLY_LEN);
 
 /// Encoded size of one APPEND record (its 6-byte record header included) whose entries carry
 /// `entries_total_data` bytes of data in `entry_count` entries:
-/// `6 + 42 + Σ(10 + data_len)`. A sender caps a batch with it. Saturates instead of
+/// `6 + 50 + Σ(10 + data_len)`. A sender caps a batch with it. Saturates instead of
 /// overflowing.
 pub const fn append_record_len(entries_total_data: usize, entry_count: usize) -> usize {
     (PEER_RECORD_HEADER_LEN + APPEND_FIXED_LEN)
@@ -283,21 +286,28 @@ pub enum PeerMessage<'a> {
     },
     /// AppendEntries (Raft §5.3); no entries is a heartbeat. `round` numbers the leader's
     /// heartbeat rounds; a follower echoes it so the leader can time its lease (thesis §6.4.1).
+    /// `transfer_to` is 0, or the node id of the follower the leader is handing the shard to
+    /// in this round (leadership transfer, thesis §3.10, spec §8.5).
     Append {
         term: u64,
         prev_log_index: u64,
         prev_log_term: u64,
         leader_commit: u64,
         round: u64,
+        transfer_to: u64,
         entries: PeerEntries<'a>,
     },
     /// Answer to APPEND: `match_index` is the last index known to match the leader's log when
-    /// `success`, else a hint where to back up to; `round` is the APPEND's round.
+    /// `success`, else a hint where to back up to; `round` is the APPEND's round (0 when
+    /// `term`, the follower's, is later than the APPEND's); `life` is the follower's life id,
+    /// drawn at random each time it starts, so that a leader never counts an answer of an
+    /// earlier life of a node that has lost its state since (spec §8.5).
     AppendReply {
         term: u64,
         success: bool,
         match_index: u64,
         round: u64,
+        life: u64,
     },
     /// Leadership transfer: start an election now, without waiting for a timeout (thesis
     /// §3.10).
@@ -321,12 +331,14 @@ pub enum PeerMessage<'a> {
     },
     /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
     /// `received` counts the snapshot's bytes, from the start, that the follower holds
-    /// (`total_len` once it has them all), `round` echoes the chunk's.
+    /// (`total_len` once it has them all), `round` echoes the chunk's (0 as in APPEND_REPLY),
+    /// `life` is the follower's life id as in APPEND_REPLY.
     InstallSnapshotReply {
         term: u64,
         last_index: u64,
         received: u64,
         round: u64,
+        life: u64,
     },
     /// A node that restarted without its Raft state asks for the receiver's current term
     /// before it takes part again (spec §8.5, rejoining without state). `term` is the
@@ -581,6 +593,7 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 success: bool_at(body, 8)?,
                 match_index: u64_(9),
                 round: u64_(17),
+                life: u64_(25),
             }
         }
         PeerKind::TimeoutNow => {
@@ -610,6 +623,7 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 last_index: u64_(field::INSTALL_SNAPSHOT_REPLY_LAST_INDEX.start),
                 received: u64_(field::INSTALL_SNAPSHOT_REPLY_RECEIVED.start),
                 round: u64_(field::INSTALL_SNAPSHOT_REPLY_ROUND.start),
+                life: u64_(field::INSTALL_SNAPSHOT_REPLY_LIFE.start),
             }
         }
     })
@@ -695,6 +709,7 @@ fn read_append(body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
         prev_log_term: u64_at(body, field::APPEND_PREV_LOG_TERM.start),
         leader_commit: u64_at(body, field::APPEND_LEADER_COMMIT.start),
         round: u64_at(body, field::APPEND_ROUND.start),
+        transfer_to: u64_at(body, field::APPEND_TRANSFER_TO.start),
         entries,
     })
 }
@@ -810,6 +825,7 @@ impl<'b> PeerWriter<'b> {
                 prev_log_term,
                 leader_commit,
                 round,
+                transfer_to,
                 entries,
             } => {
                 return self.push_append(
@@ -818,7 +834,7 @@ impl<'b> PeerWriter<'b> {
                     prev_log_index,
                     prev_log_term,
                     leader_commit,
-                    round,
+                    (round, transfer_to),
                     entries.iter(),
                 )
             }
@@ -853,11 +869,13 @@ impl<'b> PeerWriter<'b> {
                 success,
                 match_index,
                 round,
+                life,
             } => {
                 put(&mut body, 0, term);
                 body[8] = success as u8;
                 put(&mut body, 9, match_index);
                 put(&mut body, 17, round);
+                put(&mut body, 25, life);
                 APPEND_REPLY_LEN
             }
             PeerMessage::TimeoutNow { term } => {
@@ -884,6 +902,7 @@ impl<'b> PeerWriter<'b> {
                 last_index,
                 received,
                 round,
+                life,
             } => {
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_TERM.start, term);
                 put(
@@ -897,6 +916,7 @@ impl<'b> PeerWriter<'b> {
                     received,
                 );
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_ROUND.start, round);
+                put(&mut body, field::INSTALL_SNAPSHOT_REPLY_LIFE.start, life);
                 INSTALL_SNAPSHOT_REPLY_LEN
             }
         };
@@ -911,10 +931,10 @@ impl<'b> PeerWriter<'b> {
     }
 
     /// Appends an APPEND record whose entries come from the caller's own log, without
-    /// building an intermediate list. The iterator is walked twice (once to size and check,
-    /// once to write), so it must yield the same entries both times; if it does not, the push
-    /// fails with [`EncodeError::BadEntries`] and nothing changed. Errors as in
-    /// [`PeerWriter::push`].
+    /// building an intermediate list; `(round, transfer_to)` are the APPEND's fields of those
+    /// names. The iterator is walked twice (once to size and check, once to write), so it
+    /// must yield the same entries both times; if it does not, the push fails with
+    /// [`EncodeError::BadEntries`] and nothing changed. Errors as in [`PeerWriter::push`].
     #[allow(clippy::too_many_arguments)]
     pub fn push_append<'e, I>(
         &mut self,
@@ -923,7 +943,7 @@ impl<'b> PeerWriter<'b> {
         prev_log_index: u64,
         prev_log_term: u64,
         leader_commit: u64,
-        round: u64,
+        (round, transfer_to): (u64, u64),
         entries: I,
     ) -> Result<(), EncodeError>
     where
@@ -943,6 +963,7 @@ impl<'b> PeerWriter<'b> {
         body[field::APPEND_PREV_LOG_TERM].copy_from_slice(&prev_log_term.to_be_bytes());
         body[field::APPEND_LEADER_COMMIT].copy_from_slice(&leader_commit.to_be_bytes());
         body[field::APPEND_ROUND].copy_from_slice(&round.to_be_bytes());
+        body[field::APPEND_TRANSFER_TO].copy_from_slice(&transfer_to.to_be_bytes());
         body[field::APPEND_ENTRY_COUNT].copy_from_slice(&(count as u16).to_be_bytes());
         // Second pass: write, re-checking the order so a changing iterator cannot produce a
         // datagram that its receiver would reject.

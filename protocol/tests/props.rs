@@ -244,9 +244,10 @@ enum Msg {
         prev_term: u64,
         commit: u64,
         round: u64,
+        transfer_to: u64,
         entries: Vec<(u64, Vec<u8>)>,
     },
-    AppendReply(u64, bool, u64, u64),
+    AppendReply(u64, bool, u64, u64, u64),
     TimeoutNow(u64),
     InstallSnapshot {
         term: u64,
@@ -257,7 +258,7 @@ enum Msg {
         round: u64,
         data: Vec<u8>,
     },
-    InstallSnapshotReply(u64, u64, u64, u64),
+    InstallSnapshotReply(u64, u64, u64, u64, u64),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
 }
@@ -288,6 +289,7 @@ impl Msg {
                 prev_log_term,
                 leader_commit,
                 round,
+                transfer_to,
                 entries,
             } => Msg::Append {
                 term,
@@ -295,6 +297,7 @@ impl Msg {
                 prev_term: prev_log_term,
                 commit: leader_commit,
                 round,
+                transfer_to,
                 entries: entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
             },
             PeerMessage::AppendReply {
@@ -302,7 +305,8 @@ impl Msg {
                 success,
                 match_index,
                 round,
-            } => Msg::AppendReply(term, success, match_index, round),
+                life,
+            } => Msg::AppendReply(term, success, match_index, round, life),
             PeerMessage::TimeoutNow { term } => Msg::TimeoutNow(term),
             PeerMessage::InstallSnapshot {
                 term,
@@ -326,7 +330,8 @@ impl Msg {
                 last_index,
                 received,
                 round,
-            } => Msg::InstallSnapshotReply(term, last_index, received, round),
+                life,
+            } => Msg::InstallSnapshotReply(term, last_index, received, round, life),
             PeerMessage::TermQuery { term, nonce } => Msg::TermQuery(term, nonce),
             PeerMessage::TermReply {
                 term,
@@ -343,10 +348,10 @@ impl Msg {
             Msg::Append { entries, .. } => {
                 append_record_len(entries.iter().map(|(_, d)| d.len()).sum(), entries.len())
             }
-            Msg::AppendReply(..) => 6 + 25,
+            Msg::AppendReply(..) => 6 + 33,
             Msg::TimeoutNow(..) => 6 + 8,
             Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
-            Msg::InstallSnapshotReply(..) => 6 + 32,
+            Msg::InstallSnapshotReply(..) => 6 + 40,
             Msg::TermQuery(..) => 6 + 16,
             Msg::TermReply(..) => 6 + 24,
         }
@@ -377,16 +382,26 @@ impl Msg {
                 prev_term,
                 commit,
                 round,
+                transfer_to,
                 ref entries,
             } => {
                 let it = entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d });
-                return w.push_append(shard, term, prev, prev_term, commit, round, it);
+                return w.push_append(
+                    shard,
+                    term,
+                    prev,
+                    prev_term,
+                    commit,
+                    (round, transfer_to),
+                    it,
+                );
             }
-            Msg::AppendReply(term, success, match_index, round) => PeerMessage::AppendReply {
+            Msg::AppendReply(term, success, match_index, round, life) => PeerMessage::AppendReply {
                 term,
                 success,
                 match_index,
                 round,
+                life,
             },
             Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
             Msg::TermQuery(term, nonce) => PeerMessage::TermQuery { term, nonce },
@@ -412,12 +427,13 @@ impl Msg {
                 round,
                 data,
             },
-            Msg::InstallSnapshotReply(term, last_index, received, round) => {
+            Msg::InstallSnapshotReply(term, last_index, received, round, life) => {
                 PeerMessage::InstallSnapshotReply {
                     term,
                     last_index,
                     received,
                     round,
+                    life,
                 }
             }
         };
@@ -432,12 +448,14 @@ fn append_msg() -> impl Strategy<Value = Msg> {
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
+        // transfer_to: usually 0 (no transfer).
+        prop_oneof![Just(0u64), any::<u64>()],
         prop::collection::vec(
             (any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)),
             0..8,
         ),
     )
-        .prop_map(|(term, prev, prev_term, commit, round, raw)| {
+        .prop_map(|(term, prev, prev_term, commit, round, transfer_to, raw)| {
             // Entry terms: non-decreasing and at most the APPEND's term.
             let mut terms: Vec<u64> = raw.iter().map(|(t, _)| t % term + 1).collect();
             terms.sort_unstable();
@@ -453,6 +471,7 @@ fn append_msg() -> impl Strategy<Value = Msg> {
                 prev_term,
                 commit,
                 round,
+                transfer_to,
                 entries,
             }
         })
@@ -508,12 +527,24 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::TransferVote(a, b, c)),
         (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::VoteReply(a, b)),
         append_msg(),
-        (any::<u64>(), any::<bool>(), any::<u64>(), any::<u64>())
-            .prop_map(|(a, b, c, d)| Msg::AppendReply(a, b, c, d)),
+        (
+            any::<u64>(),
+            any::<bool>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(a, b, c, d, e)| Msg::AppendReply(a, b, c, d, e)),
         any::<u64>().prop_map(Msg::TimeoutNow),
         install_snapshot_msg(),
-        (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>())
-            .prop_map(|(a, b, c, d)| Msg::InstallSnapshotReply(a, b, c, d)),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>()
+        )
+            .prop_map(|(a, b, c, d, e)| Msg::InstallSnapshotReply(a, b, c, d, e)),
         // TERM_QUERY's term is 0 for a node that lost its state: generate it often.
         (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
             .prop_map(|(t, n)| Msg::TermQuery(t, n)),
@@ -781,7 +812,7 @@ proptest! {
         let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
         let mut w = PeerWriter::new(&mut buf, PeerHeader { cluster_id: 1, from: 1 });
         let entry = PeerEntry { term: 1, data: &out[..n] };
-        w.push_append(0, 1, 0, 0, 0, 0, std::iter::once(entry)).unwrap();
+        w.push_append(0, 1, 0, 0, 0, (0, 0), std::iter::once(entry)).unwrap();
         let m = w.finish();
         let d = PeerDatagram::decode(&buf[..m]).unwrap();
         let (_, msg) = d.records().next().unwrap();
@@ -834,7 +865,7 @@ fn peer_limits() {
         term: 2,
         data: &data,
     };
-    w.push_append(3, 2, 10, 2, 10, 1, std::iter::once(entry))
+    w.push_append(3, 2, 10, 2, 10, (1, 0), std::iter::once(entry))
         .unwrap();
     assert_eq!(w.remaining(), 0);
     let n = w.finish();
@@ -854,7 +885,7 @@ fn peer_limits() {
         data: &data,
     };
     assert_eq!(
-        w.push_append(3, 2, 10, 2, 10, 1, std::iter::once(entry)),
+        w.push_append(3, 2, 10, 2, 10, (1, 0), std::iter::once(entry)),
         Err(EncodeError::TooLong)
     );
     assert_eq!(w.finish(), 0);
@@ -883,15 +914,15 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
     let e = |term| PeerEntry { term, data: b"" };
     // Terms decrease; above the APPEND's term; index overflow.
     assert_eq!(
-        w.push_append(0, 5, 0, 0, 0, 0, [e(3), e(2)].into_iter()),
+        w.push_append(0, 5, 0, 0, 0, (0, 0), [e(3), e(2)].into_iter()),
         Err(EncodeError::BadEntries)
     );
     assert_eq!(
-        w.push_append(0, 5, 0, 0, 0, 0, [e(6)].into_iter()),
+        w.push_append(0, 5, 0, 0, 0, (0, 0), [e(6)].into_iter()),
         Err(EncodeError::BadEntries)
     );
     assert_eq!(
-        w.push_append(0, 5, u64::MAX, 0, 0, 0, [e(5)].into_iter()),
+        w.push_append(0, 5, u64::MAX, 0, 0, (0, 0), [e(5)].into_iter()),
         Err(EncodeError::BadEntries)
     );
     assert_eq!(w.record_count(), 0);
@@ -902,6 +933,7 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
         prev_log_term: 4,
         leader_commit: 3,
         round: 8,
+        transfer_to: 0,
         entries: PeerEntries::empty(),
     };
     w.push(17, &hb).unwrap();
@@ -1012,6 +1044,7 @@ fn snapshot_chunk_limits() {
         last_index: 0,
         received: u64::MAX,
         round: 1,
+        life: u64::MAX,
     };
     w.push(2, &reply).unwrap();
     let n = w.finish();
@@ -1033,7 +1066,7 @@ fn snapshot_chunk_limits() {
             3,
             INSTALL_SNAPSHOT_FIXED_LEN + 4,
             PeerKind::InstallSnapshotReply,
-            32
+            40
         )
     );
     assert_eq!(DecodeError::BadSnapshotChunk.reply_status(), None);
@@ -1068,7 +1101,7 @@ fn push_append_survives_an_inconsistent_iterator() {
         },
     );
     assert_eq!(
-        w.push_append(0, 1, 0, 0, 0, 0, Flaky(&passes, 0)),
+        w.push_append(0, 1, 0, 0, 0, (0, 0), Flaky(&passes, 0)),
         Err(EncodeError::BadEntries)
     );
     assert_eq!((w.len(), w.record_count()), (32, 0));

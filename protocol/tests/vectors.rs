@@ -405,13 +405,15 @@ fn word_bool(r: &Record, w: &BTreeMap<String, String>, k: &str) -> bool {
 enum OwnedRecord {
     Vote(PeerKind, u64, u64, u64),
     VoteReply(PeerKind, u64, bool),
-    Append([u64; 5], Vec<(u64, Vec<u8>)>),
-    AppendReply(u64, bool, u64, u64),
+    /// term, prev_log_index, prev_log_term, leader_commit, round, transfer_to; entries.
+    Append([u64; 6], Vec<(u64, Vec<u8>)>),
+    /// term, success, match_index, round, life.
+    AppendReply(u64, bool, u64, u64, u64),
     TimeoutNow(u64),
     /// term, last_index, last_term, offset, total_len, round; data.
     InstallSnapshot([u64; 6], Vec<u8>),
-    /// term, last_index, received, round.
-    InstallSnapshotReply([u64; 4]),
+    /// term, last_index, received, round, life.
+    InstallSnapshotReply([u64; 5]),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
 }
@@ -445,9 +447,17 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             prev_log_term,
             leader_commit,
             round,
+            transfer_to,
             entries,
         } => OwnedRecord::Append(
-            [term, prev_log_index, prev_log_term, leader_commit, round],
+            [
+                term,
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+                round,
+                transfer_to,
+            ],
             entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
         ),
         PeerMessage::AppendReply {
@@ -455,7 +465,8 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             success,
             match_index,
             round,
-        } => OwnedRecord::AppendReply(term, success, match_index, round),
+            life,
+        } => OwnedRecord::AppendReply(term, success, match_index, round, life),
         PeerMessage::TimeoutNow { term } => OwnedRecord::TimeoutNow(term),
         PeerMessage::InstallSnapshot {
             term,
@@ -474,7 +485,8 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             last_index,
             received,
             round,
-        } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round]),
+            life,
+        } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round, life]),
         PeerMessage::TermQuery { term, nonce } => OwnedRecord::TermQuery(term, nonce),
         PeerMessage::TermReply {
             term,
@@ -530,6 +542,7 @@ fn check_peer(r: &Record) {
                         n("prev_log_term"),
                         n("leader_commit"),
                         n("round"),
+                        n("transfer_to"),
                     ],
                     entries,
                 )
@@ -539,6 +552,7 @@ fn check_peer(r: &Record) {
                 word_bool(r, &w, "success"),
                 n("match_index"),
                 n("round"),
+                n("life"),
             ),
             PeerKind::TimeoutNow => OwnedRecord::TimeoutNow(n("term")),
             PeerKind::InstallSnapshot => {
@@ -564,6 +578,7 @@ fn check_peer(r: &Record) {
                 n("last_index"),
                 n("received"),
                 n("round"),
+                n("life"),
             ]),
             PeerKind::TermQuery => OwnedRecord::TermQuery(n("term"), n("nonce")),
             PeerKind::TermReply => OwnedRecord::TermReply(n("term"), n("last_index"), n("nonce")),
@@ -616,22 +631,24 @@ fn check_peer(r: &Record) {
                 };
                 w.push(shard, &msg)
             }
-            OwnedRecord::Append([term, prev, prev_term, commit, round], entries) => w.push_append(
-                shard,
-                *term,
-                *prev,
-                *prev_term,
-                *commit,
-                *round,
-                entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
-            ),
-            OwnedRecord::AppendReply(term, success, match_index, round) => w.push(
+            OwnedRecord::Append([term, prev, prev_term, commit, round, transfer_to], entries) => w
+                .push_append(
+                    shard,
+                    *term,
+                    *prev,
+                    *prev_term,
+                    *commit,
+                    (*round, *transfer_to),
+                    entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
+                ),
+            OwnedRecord::AppendReply(term, success, match_index, round, life) => w.push(
                 shard,
                 &PeerMessage::AppendReply {
                     term: *term,
                     success: *success,
                     match_index: *match_index,
                     round: *round,
+                    life: *life,
                 },
             ),
             OwnedRecord::TimeoutNow(term) => {
@@ -667,13 +684,14 @@ fn check_peer(r: &Record) {
                     data,
                 },
             ),
-            OwnedRecord::InstallSnapshotReply([term, last_index, received, round]) => w.push(
+            OwnedRecord::InstallSnapshotReply([term, last_index, received, round, life]) => w.push(
                 shard,
                 &PeerMessage::InstallSnapshotReply {
                     term: *term,
                     last_index: *last_index,
                     received: *received,
                     round: *round,
+                    life: *life,
                 },
             ),
         };

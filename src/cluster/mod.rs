@@ -992,13 +992,14 @@ fn push(
             ref entries,
             leader_commit,
             round,
+            transfer_to,
         } => writer.push_append(
             shard,
             term,
             prev_log_index,
             prev_log_term,
             leader_commit,
-            round,
+            (round, transfer_to.unwrap_or(0)),
             entries.iter().map(|e| PeerEntry {
                 term: e.term,
                 data: &e.data,
@@ -1009,6 +1010,7 @@ fn push(
             success,
             match_index,
             round,
+            life,
         } => writer.push(
             shard,
             &PeerMessage::AppendReply {
@@ -1016,6 +1018,7 @@ fn push(
                 success,
                 match_index,
                 round,
+                life,
             },
         ),
         Message::InstallSnapshot {
@@ -1043,6 +1046,7 @@ fn push(
             last_index,
             received,
             round,
+            life,
         } => writer.push(
             shard,
             &PeerMessage::InstallSnapshotReply {
@@ -1050,6 +1054,7 @@ fn push(
                 last_index,
                 received,
                 round,
+                life,
             },
         ),
     }
@@ -1096,6 +1101,7 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             prev_log_term,
             leader_commit,
             round,
+            transfer_to,
             entries,
         } => Message::Append {
             term,
@@ -1112,17 +1118,21 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
                 .collect(),
             leader_commit,
             round,
+            // Node ids are never 0 (spec §8.1): 0 names nobody.
+            transfer_to: (transfer_to != 0).then_some(transfer_to),
         },
         PeerMessage::AppendReply {
             term,
             success,
             match_index,
             round,
+            life,
         } => Message::AppendReply {
             term,
             success,
             match_index,
             round,
+            life,
         },
         PeerMessage::TimeoutNow { term } => Message::TimeoutNow { term },
         PeerMessage::TermQuery { term, nonce } => Message::TermQuery { term, nonce },
@@ -1157,11 +1167,13 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             last_index,
             received,
             round,
+            life,
         } => Message::InstallSnapshotReply {
             term,
             last_index,
             received,
             round,
+            life,
         },
     })
 }

@@ -469,6 +469,7 @@ mod tests {
             entries,
             leader_commit: 0,
             round: 1,
+            transfer_to: None,
         };
         raft.handle_message(
             now,

@@ -5,8 +5,9 @@
 //!
 //! One `u64` seed drives everything: the network (latency, loss, duplication, reordering,
 //! delay spikes), every node's and every client's clock rate and offset, every node's rng
-//! seed (also after each restart), every client's session id and workload, and the faults
-//! (partitions of every shape, an isolated leader, crashes and restarts, pauses). Nothing
+//! seed (also after each restart), every client's session id and workload, each replica's
+//! snapshot cadence, and the faults (partitions of every shape, an isolated leader, crashes
+//! and restarts, pauses, leadership transfers). Nothing
 //! reads a real clock, and no decision depends on a hash map's iteration order, so a failing
 //! seed fails the same way every time.
 //!
@@ -45,7 +46,12 @@
 //!   index (read through `shard.raft()` as the shard applies them);
 //! - **leader completeness** (Raft §5.4): a new leader's log holds every entry applied so far;
 //! - **lease safety** (issue 3 §1): at no instant of true time do two replicas both hold a
-//!   valid leader lease, each judged on its own drifting clock.
+//!   valid leader lease, each judged on its own drifting clock; and a replica that holds one
+//!   is backed by a majority (itself included) that accepted an Append or snapshot chunk of
+//!   its term from it within the last `election_timeout_min` of true time (a lease resting on
+//!   answers that no follower gave, issue 7 A3, fails here);
+//! - **no false forgery** (issue 7 D): no replica drops a message as coming from a faulty or
+//!   forged peer ([`crate::core::raft::Raft::faulty_drops`]): every peer here is correct.
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order, durability of acknowledged answers against the final committed
@@ -153,6 +159,8 @@ pub struct SimReport {
     pub amnesia_restarts: u64,
     /// OVERLOADED answers that reached clients.
     pub overloaded: u64,
+    /// Leadership transfers a fault started.
+    pub transfers: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -295,6 +303,12 @@ enum Event {
     },
     /// Note the commit index the replicas must all reach by the end.
     CatchUpMark,
+    /// Leader `from` starts handing leadership to `to` (a fault or a scenario; an event, so
+    /// that what it sends passes a script's `on_send` like anything else).
+    Transfer {
+        from: NodeId,
+        to: NodeId,
+    },
 }
 
 struct SimNode {
@@ -310,6 +324,10 @@ struct SimNode {
     amnesia: bool,
     /// This node keeps no state (it lost it once): every restart loses it.
     memory: bool,
+    /// Snapshot cadence `(every, keep)` in random runs: each node its own, as real nodes
+    /// compact independently (thesis §5), so a follower's snapshot may be newer than its
+    /// leader's.
+    compaction: (u64, u64),
     clock: Clock,
     paused_until: Option<Instant>,
     /// When the current pause began.
@@ -318,6 +336,9 @@ struct SimNode {
     /// Entries this incarnation applied (its shard's applied index, as last observed).
     applied: u64,
     was_leader_in: Option<u64>,
+    /// The latest Append or snapshot chunk this node accepted from a leader: (term, leader,
+    /// true time). Kept across crashes: it records what the node received.
+    heard_leader: Option<(u64, NodeId, Instant)>,
 }
 
 /// An entry some replica applied: the term and data, and when it first was.
@@ -436,12 +457,14 @@ impl Sim {
                 persisted_log: Vec::new(),
                 amnesia: false,
                 memory: false,
+                compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
                 paused_since: None,
                 timer_generation: 0,
                 applied: 0,
                 was_leader_in: None,
+                heard_leader: None,
             })
             .collect();
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
@@ -544,20 +567,30 @@ impl Sim {
         let local = n.clock.local(now);
         let log = n.persisted_log.clone();
         let snapshot = n.persisted_snapshot.clone();
+        let (every, keep) = n.compaction;
         let mut shard = if std::mem::take(&mut n.amnesia) {
             Shard::rejoin(config, seed, local)
         } else {
             Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
                 .expect("the persisted snapshot decodes")
         };
-        if self.config.scenario.is_none() {
+        match self.config.scenario {
             // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
-            // snapshot happen under every fault; scenarios keep whole logs to point at entries.
-            shard.set_compaction(COMPACT_EVERY, COMPACT_KEEP);
-            if overload_seed(&self.config) {
-                // Leaders answer OVERLOADED whenever two proposals are uncommitted, so clients
-                // meet it under every fault (issue 7: its paths were never simulated).
-                shard.set_uncommitted_max(OVERLOAD_UNCOMMITTED_MAX);
+            // snapshot happen under every fault; most scenarios keep whole logs to point at
+            // entries.
+            None => {
+                shard.set_compaction(every, keep);
+                if overload_seed(&self.config) {
+                    // Leaders answer OVERLOADED whenever two proposals are uncommitted, so
+                    // clients meet it under every fault (issue 7: its paths were never
+                    // simulated).
+                    shard.set_uncommitted_max(OVERLOAD_UNCOMMITTED_MAX);
+                }
+            }
+            Some(s) => {
+                if let Some((every, keep)) = s.compaction() {
+                    shard.set_compaction(every, keep);
+                }
             }
         }
         let n = self.node(id);
@@ -628,7 +661,19 @@ impl Sim {
                     } => Some(*match_index),
                     _ => None,
                 };
+                let from_leader = match msg {
+                    Message::Append { term, .. } | Message::InstallSnapshot { term, .. } => {
+                        Some(term)
+                    }
+                    _ => None,
+                };
                 shard.handle_message(local, from, msg);
+                if let Some(term) = from_leader {
+                    let raft = shard.raft();
+                    if raft.term() == term && raft.leader() == Some(from) {
+                        n.heard_leader = Some((term, from, now));
+                    }
+                }
                 self.report.messages_delivered += 1;
                 self.after_call(to)?;
                 if let Some(mut script) = self.script.take() {
@@ -746,6 +791,19 @@ impl Sim {
                     self.resume(node)?;
                 }
             }
+            Event::Transfer { from, to } => {
+                if let Some(until) = self.node(from).paused_until {
+                    self.schedule_at(until, Event::Transfer { from, to });
+                    return Ok(());
+                }
+                let now = self.now;
+                let n = self.node(from);
+                let local = n.clock.local(now);
+                if let Some(shard) = n.shard.as_mut() {
+                    let _ = shard.transfer_leadership(local, to);
+                }
+                self.after_call(from)?;
+            }
             Event::CatchUpMark => {
                 let commit = self
                     .nodes
@@ -820,6 +878,15 @@ impl Sim {
                 let local = n.clock.local(now);
                 shard.propose_init(local, wall_clock_base_us + local.as_micros());
             }
+            // Every node here is correct: a message one of them dropped as faulty or
+            // malformed was a correct message misjudged.
+            let drops = shard.raft().faulty_drops();
+            if drops > 0 {
+                return Err(self.fail(format!(
+                    "node {id} dropped {drops} message(s) of correct peers as faulty or \
+                     malformed (its log says which)"
+                )));
+            }
             n.persisted_state = shard.hard_state();
             let meta = shard.raft().snapshot_meta();
             if meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta) {
@@ -890,6 +957,14 @@ impl Sim {
     }
 
     fn send_peer(&mut self, from: NodeId, to: NodeId, msg: Message) {
+        if let Some(mut script) = self.script.take() {
+            // A scenario may hold a message back (to deliver it late itself) or copy it.
+            let deliver = script.on_send(self, from, to, &msg);
+            self.script = Some(script);
+            if !deliver {
+                return;
+            }
+        }
         for latency in self.copies(from, to) {
             let msg = msg.clone();
             self.schedule(latency, Event::Peer { to, from, msg });
@@ -963,7 +1038,7 @@ impl Sim {
 
     fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        match self.rng.gen_range(0..9) {
+        match self.rng.gen_range(0..10) {
             // Symmetric partition into two groups.
             0 => {
                 self.blocked.clear();
@@ -1054,6 +1129,17 @@ impl Sim {
                     self.report.partitions += 1;
                 }
             }
+            // A leader hands leadership to another node (graceful leave, leader spreading),
+            // under whatever faults are on: its TimeoutNow may be lost or come late.
+            9 => {
+                if let Some(&from) = self.leaders_now().first() {
+                    let others: Vec<NodeId> =
+                        ids.iter().copied().filter(|&id| id != from).collect();
+                    let to = others[self.rng.gen_range(0..others.len())];
+                    self.schedule(Duration::ZERO, Event::Transfer { from, to });
+                    self.report.transfers += 1;
+                }
+            }
             // Heal the network for a while.
             _ => self.blocked.clear(),
         }
@@ -1066,6 +1152,17 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {
             if self.node(id).shard.is_none() {
+                // A node that keeps no state comes back without it, whenever it restarts (it
+                // used to restart here with the empty copy as if that were its state: a fresh
+                // node that could vote a second time in a term).
+                let n = self.node(id);
+                if n.memory {
+                    n.persisted_state = HardState::default();
+                    n.persisted_snapshot = None;
+                    n.persisted_log.clear();
+                    n.amnesia = true;
+                    self.report.amnesia_restarts += 1;
+                }
                 self.start_node(id)?;
             }
             if self.node(id).paused_until.is_some() {
@@ -1241,6 +1338,29 @@ impl Sim {
                 "lease safety: nodes {holders:?} (id, term) all hold a valid leader lease"
             )));
         }
+        // A lease rests on a majority that heard from the leader in its term since the start
+        // of an acknowledged round, which is less than `election_timeout_min` of true time
+        // ago (the lease is shorter by the drift bound): check that such a majority exists.
+        let window = self.shard_config.raft.election_timeout_min;
+        for &(id, term) in &holders {
+            let heard = self
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.id == id
+                        || n.heard_leader.is_some_and(|(t, leader, at)| {
+                            (t, leader) == (term, id) && at + window > self.now
+                        })
+                })
+                .count();
+            if heard * 2 <= self.nodes.len() {
+                return Err(self.fail(format!(
+                    "lease safety: node {id} holds a lease in term {term}, but only {heard} \
+                     node(s), itself included, heard from it in that term within the last \
+                     {window:?}"
+                )));
+            }
+        }
         if self.healed && self.leader_after_heal.is_none() && !holders.is_empty() {
             self.leader_after_heal = Some(self.now);
         }
@@ -1352,10 +1472,11 @@ fn overload_seed(config: &SimConfig) -> bool {
     config.scenario.is_none() && config.seed % OVERLOAD_SEEDS_EVERY == OVERLOAD_SEEDS_EVERY - 1
 }
 
-/// Snapshot cadence of replicas in random runs (see `start_node`): small, so that every run
-/// takes snapshots and a node cut off or restarted catches up through InstallSnapshot.
-const COMPACT_EVERY: u64 = 128;
-const COMPACT_KEEP: u64 = 16;
+/// Snapshot cadences `(every, keep)` a replica of a random run draws from (see `start_node`):
+/// small, so that every run takes snapshots and a node cut off or restarted catches up
+/// through InstallSnapshot; different per node, so that snapshots of different ages meet (the
+/// shard's default, 16,384, would take no snapshot in a run of a few thousand entries).
+const COMPACTION_CADENCES: [(u64, u64); 3] = [(64, 8), (128, 16), (512, 64)];
 
 /// Brings the persisted copy of a log up to date with the log, copying only the changed
 /// tail: entries with the same index and term are the same (Raft's log matching property).

@@ -4,18 +4,21 @@
 //! nothing, so that is a failure too).
 //!
 //! A script is a small state machine: after every event [`Script::step`] looks at the cluster
-//! and, once its condition holds, acts (blocks links, crashes, pauses, probes a node with a
-//! STATUS, queues a scripted client's request) and moves to its next step. Partitions apply
-//! at delivery too, so a block also drops what is already in flight.
+//! and, once its condition holds, acts (blocks links, crashes, pauses, restarts a node without
+//! its state, starts a leadership transfer, probes a node with a STATUS, queues a scripted
+//! client's request) and moves to its next step. [`Script::on_send`] sees every peer message
+//! as it leaves and may drop it or keep a copy, which the script delivers late (a datagram
+//! the network delayed past what happened since). Partitions apply at delivery too, so a
+//! block also drops what is already in flight.
 
 use super::check::Outcome;
 use super::clients::{Action, CLIENT_IDS, RESOURCES};
 use crate::core::lock_table::Command;
 use udplock_protocol::{LogCommand, Status};
 
-use super::{Sim, SimConfig, SimFailure, CLIENT_ENDPOINT};
+use super::{Event, Sim, SimConfig, SimFailure, CLIENT_ENDPOINT};
 use crate::core::lock_table;
-use crate::core::raft::{self, NodeId, Role};
+use crate::core::raft::{self, HardState, Message, NodeId, Role};
 use crate::core::time::{Duration, Instant};
 
 /// The named scenarios (one test each in `tests/it/sim.rs`).
@@ -56,10 +59,32 @@ pub enum Scenario {
     /// number, or it drops that answer and the try-acquire gives up although the node answers
     /// every copy at once.
     ReleaseReplay,
+    /// Issue 7 A3: a leader restarts and leads a later term, its round numbers starting
+    /// again at 1; then its Appends stop reaching anyone while copies of its previous life's
+    /// Appends, delayed in the network, reach the followers, numbered like its current rounds.
+    /// The followers' answers must not give it a lease (or a ReadIndex confirmation): it must
+    /// hold none once the lease of the last round it really got acknowledged has run out.
+    RestartedLeaderLateAnswers,
+    /// Issue 7 B5: a follower loses its state (durability `memory`) and rejoins; a copy of
+    /// its last acknowledgement from before, delayed in the network, reaches the leader after
+    /// the leader heard its question. The node must still catch up (and so may vote again).
+    LateAckAfterStateLoss,
+    /// Issue 7 B6: replicas compact every 64 entries. A follower cut off meanwhile catches up
+    /// through the snapshot of a new leader, taken in an earlier term; a copy of one of its
+    /// chunks, delayed in the network, arrives after the follower compacted past it in the new
+    /// term. It must be answered, as from the valid leader it is (no correct node drops a
+    /// correct message as forged: the simulator fails the run if one does).
+    OlderSnapshot,
+    /// Issue 7 B8: a leader starts a leadership transfer; the TimeoutNow is held in the
+    /// network, and the target never hears the round in which the leader abandons the
+    /// transfer. The leader must regain its lease promptly (the bound of spec §8.5); then the
+    /// TimeoutNow arrives, and from then on nothing reaches the old leader: the lease checker
+    /// must still never see two leases.
+    LateTimeoutNow,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::StaleLeaderRead,
         Scenario::Figure8,
         Scenario::PartialPartition,
@@ -68,6 +93,10 @@ impl Scenario {
         Scenario::DuplicateAfterFailover,
         Scenario::OverloadedRelease,
         Scenario::ReleaseReplay,
+        Scenario::RestartedLeaderLateAnswers,
+        Scenario::LateAckAfterStateLoss,
+        Scenario::OlderSnapshot,
+        Scenario::LateTimeoutNow,
     ];
 
     /// The test in `tests/it/sim.rs` that runs it.
@@ -81,6 +110,10 @@ impl Scenario {
             Scenario::DuplicateAfterFailover => "scenario_duplicate_after_failover",
             Scenario::OverloadedRelease => "scenario_overloaded_release",
             Scenario::ReleaseReplay => "scenario_release_replay",
+            Scenario::RestartedLeaderLateAnswers => "scenario_restarted_leader_late_answers",
+            Scenario::LateAckAfterStateLoss => "scenario_late_ack_after_state_loss",
+            Scenario::OlderSnapshot => "scenario_older_snapshot",
+            Scenario::LateTimeoutNow => "scenario_late_timeout_now",
         }
     }
 
@@ -95,6 +128,10 @@ impl Scenario {
             Scenario::DuplicateAfterFailover => (3, 1, 1, 5_000),
             Scenario::OverloadedRelease => (3, 2, 2, 10_000),
             Scenario::ReleaseReplay => (3, 1, 1, 6_000),
+            Scenario::RestartedLeaderLateAnswers => (3, 4, 2, 6_000),
+            Scenario::LateAckAfterStateLoss => (3, 4, 2, 4_000),
+            Scenario::OlderSnapshot => (3, 6, 3, 8_000),
+            Scenario::LateTimeoutNow => (3, 4, 2, 4_000),
         };
         SimConfig {
             seed,
@@ -124,6 +161,14 @@ impl Scenario {
         }
     }
 
+    /// Snapshot cadence `(every, keep)` of every replica, for scenarios about compaction.
+    pub(super) fn compaction(self) -> Option<(u64, u64)> {
+        match self {
+            Scenario::OlderSnapshot => Some((64, 16)),
+            _ => None,
+        }
+    }
+
     pub(super) fn scripted_clients(self) -> bool {
         matches!(
             self,
@@ -150,10 +195,15 @@ pub(super) struct Script {
     count: u64,
     /// When the current step began.
     since: Instant,
+    /// Messages the script holds back, to deliver late: (from, to, message).
+    held: Vec<(NodeId, NodeId, Message)>,
 }
 
 /// The attempt number of the RELEASE copy that scenario ReleaseReplay delivers late.
 const REPLAYED_ATTEMPT: u16 = 18;
+
+/// Most messages a script holds back at once.
+const HELD_MAX: usize = 4_096;
 
 /// First byte of a REQUEST log command.
 fn is_request(data: &[u8]) -> bool {
@@ -225,6 +275,51 @@ impl Sim {
         }
     }
 
+    /// Delivers `msg` from `from` to `to` after `after`, as a datagram the network delayed
+    /// (partitions apply at delivery, as to any datagram).
+    fn deliver_late(&mut self, from: NodeId, to: NodeId, msg: Message, after: Duration) {
+        self.schedule(after, Event::Peer { to, from, msg });
+    }
+
+    /// Node `id` restarts without its state (durability `memory`): it rejoins by the rule of
+    /// spec §8.5 (and every later restart of it loses its state again).
+    fn restart_without_state(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        self.crash(id);
+        let n = self.node(id);
+        n.persisted_state = HardState::default();
+        n.persisted_snapshot = None;
+        n.persisted_log.clear();
+        n.amnesia = true;
+        n.memory = true;
+        self.report.amnesia_restarts += 1;
+        self.start_node(id)
+    }
+
+    /// The leader `from` starts handing leadership to `to`, at once (as an event, so that
+    /// the script sees what it sends).
+    fn transfer(&mut self, from: NodeId, to: NodeId) {
+        self.schedule(Duration::ZERO, Event::Transfer { from, to });
+    }
+
+    /// Whether node `id` runs, is not paused, and holds a valid lease on its own clock.
+    fn holds_lease(&self, id: NodeId) -> bool {
+        let n = &self.nodes[(id - 1) as usize];
+        n.paused_until.is_none()
+            && n.shard
+                .as_ref()
+                .is_some_and(|s| s.raft().lease_valid(n.clock.local(self.now)))
+    }
+
+    /// The node that leads a term above `term`, if any (the highest such term).
+    fn leader_above(&self, term: u64) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.shard.as_ref().map(|s| (n.id, s.raft())))
+            .filter(|(_, r)| r.role() == Role::Leader && r.term() > term)
+            .max_by_key(|(_, r)| r.term())
+            .map(|(id, _)| id)
+    }
+
     /// The outcome of `client`'s latest operation.
     fn last_outcome(&self, client: usize) -> Option<Outcome> {
         self.hist
@@ -249,6 +344,7 @@ impl Script {
             token: 0,
             count: 0,
             since: Instant::ZERO,
+            held: Vec::new(),
         }
     }
 
@@ -814,9 +910,371 @@ impl Script {
                 }
                 _ => {}
             },
+            // ---- RestartedLeaderLateAnswers ----
+            (Scenario::RestartedLeaderLateAnswers, 0) => {
+                // The first leader: its first rounds have small numbers, which its next life
+                // reaches again soon after it leads once more. `on_send` keeps copies of its
+                // Appends from now on.
+                if let Some(&l) = sim.leaders_now().first() {
+                    self.a = l;
+                    self.term = sim.shard_of(l).expect("running").raft().term();
+                    self.next(sim);
+                }
+            }
+            (Scenario::RestartedLeaderLateAnswers, 1) => {
+                if sim.now < self.since + Duration::from_millis(1_000) {
+                    return Ok(());
+                }
+                let leads = sim.shard_of(self.a).is_some_and(|s| {
+                    s.raft().role() == Role::Leader && s.raft().term() == self.term
+                });
+                if !leads {
+                    return Err(self.fail(sim, "the first leader lost its term early".into()));
+                }
+                sim.crash(self.a);
+                sim.start_node(self.a)?;
+                // Its followers cannot elect each other, so it leads again.
+                let others: Vec<NodeId> = (1..=sim.nodes.len() as u64)
+                    .filter(|&id| id != self.a)
+                    .collect();
+                sim.block_both(others[0], others[1]);
+                self.next(sim);
+            }
+            (Scenario::RestartedLeaderLateAnswers, 2) => {
+                let leader = sim.leader_above(self.term);
+                if leader == Some(self.a) {
+                    if sim.holds_lease(self.a) {
+                        sim.blocked.clear();
+                        self.count = sim.shard_of(self.a).expect("running").raft().term();
+                        self.next(sim);
+                    }
+                } else if let Some(other) = leader {
+                    // It voted for another: that one goes, and it tries again.
+                    sim.crash(other);
+                    sim.schedule(Duration::from_millis(500), Event::Restart { node: other });
+                }
+                if self.step == 2 && sim.now > self.since + Duration::from_millis(5_000) {
+                    return Err(self.fail(sim, "the restarted node never led again".into()));
+                }
+            }
+            // Its new life leads normally for a while (its rounds get real answers)...
+            (Scenario::RestartedLeaderLateAnswers, 3)
+                if sim.now >= self.since + Duration::from_millis(100) =>
+            {
+                self.next(sim);
+            }
+            (Scenario::RestartedLeaderLateAnswers, 4) => {
+                // ...then its Appends reach nobody, while copies of its previous life's
+                // Appends of the same round numbers reach the followers (`on_send`). The lease
+                // of the last round truly answered runs out by `lease_over` in true time.
+                let lease = sim.shard_config.raft.lease_duration();
+                let lease_over = self.since + lease + Duration::from_millis(2);
+                let same_term = sim
+                    .shard_of(self.a)
+                    .is_some_and(|s| s.raft().term() == self.count);
+                if sim.now > lease_over && same_term && sim.holds_lease(self.a) {
+                    return Err(self.fail(
+                        sim,
+                        format!(
+                            "node {}, leader of term {} after a restart, holds a lease though \
+                             no follower has heard from it since {:?}: answers to its \
+                             previous life's rounds counted",
+                            self.a, self.count, self.since
+                        ),
+                    ));
+                }
+                if sim.now > self.since + Duration::from_millis(1_000) {
+                    self.next(sim);
+                }
+            }
+            // ---- LateAckAfterStateLoss ----
+            (Scenario::LateAckAfterStateLoss, 0) => {
+                let Some(l) = sim.stable_leader() else {
+                    return Ok(());
+                };
+                if sim.now >= ms(1_000) {
+                    self.a = l;
+                    self.b = l % sim.nodes.len() as u64 + 1;
+                    self.next(sim);
+                }
+            }
+            // `on_send` keeps a copy of b's latest acknowledgement.
+            (Scenario::LateAckAfterStateLoss, 1)
+                if sim.now >= self.since + Duration::from_millis(300) && !self.held.is_empty() =>
+            {
+                sim.restart_without_state(self.b)?;
+                self.next(sim);
+            }
+            (Scenario::LateAckAfterStateLoss, 2) => {
+                // Once the leader has answered b's question and b has rejoined (it knows the
+                // term), the old acknowledgement arrives.
+                let rejoined = sim.shard_of(self.b).is_some_and(|s| s.raft().term() > 0);
+                if self.count > 0 && rejoined {
+                    let (from, to, msg) = self.held.pop().expect("a held acknowledgement");
+                    sim.deliver_late(from, to, msg, Duration::from_micros(1));
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(1_000) {
+                    return Err(self.fail(sim, "node b never rejoined".into()));
+                }
+            }
+            (Scenario::LateAckAfterStateLoss, 3) => {
+                let Some(raft) = sim.shard_of(self.b).map(|s| s.raft()) else {
+                    return Err(self.fail(sim, "node b vanished".into()));
+                };
+                if !raft.rejoining() {
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(2_000) {
+                    let leader_last = sim.shard_of(self.a).map_or(0, |s| s.raft().last_index());
+                    return Err(self.fail(
+                        sim,
+                        format!(
+                            "node {} is stranded in catch-up (log {} of the leader's {}): an \
+                             acknowledgement from before it lost its state counted",
+                            self.b,
+                            raft.last_index(),
+                            leader_last
+                        ),
+                    ));
+                }
+            }
+            // ---- OlderSnapshot ----
+            (Scenario::OlderSnapshot, 0) => {
+                let Some(l) = sim.stable_leader() else {
+                    return Ok(());
+                };
+                if sim.now >= ms(500) {
+                    let n = sim.nodes.len() as u64;
+                    self.a = l;
+                    self.b = l % n + 1;
+                    self.x = self.b % n + 1;
+                    self.term = sim.shard_of(l).expect("running").raft().term();
+                    sim.block_both(self.b, self.a);
+                    sim.block_both(self.b, self.x);
+                    self.next(sim);
+                }
+            }
+            (Scenario::OlderSnapshot, 1) => {
+                // Cut off, b falls behind what x has compacted; then a goes, and x leads a
+                // later term, with a snapshot of an earlier one.
+                let behind = match (sim.shard_of(self.b), sim.shard_of(self.x)) {
+                    (Some(b), Some(x)) => x.raft().snapshot_meta().index > b.raft().last_index(),
+                    _ => false,
+                };
+                if behind {
+                    sim.crash(self.a);
+                    sim.blocked.clear();
+                    sim.isolate(self.a);
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(4_000) {
+                    return Err(self.fail(sim, "x never compacted past b's log".into()));
+                }
+            }
+            (Scenario::OlderSnapshot, 2) => {
+                // `on_send` keeps a copy of the first chunk x sends b.
+                if !self.held.is_empty() {
+                    sim.blocked.clear();
+                    sim.start_node(self.a)?;
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(2_000) {
+                    return Err(self.fail(sim, "x never sent b its snapshot".into()));
+                }
+            }
+            (Scenario::OlderSnapshot, 3) => {
+                let Some((
+                    _,
+                    _,
+                    Message::InstallSnapshot {
+                        term,
+                        last_index,
+                        last_term,
+                        ..
+                    },
+                )) = self.held.first().cloned()
+                else {
+                    unreachable!("a chunk is held")
+                };
+                let ready = sim.shard_of(self.b).is_some_and(|s| {
+                    let own = s.raft().snapshot_meta();
+                    own.index > last_index && own.term > last_term && s.raft().term() == term
+                });
+                let x_leads = sim
+                    .shard_of(self.x)
+                    .is_some_and(|s| s.raft().role() == Role::Leader && s.raft().term() == term);
+                if ready && x_leads {
+                    let (from, to, msg) = self.held[0].clone();
+                    sim.deliver_late(from, to, msg, Duration::from_micros(100));
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(4_000) {
+                    return Err(self.fail(
+                        sim,
+                        "b never compacted past x's snapshot in x's term".into(),
+                    ));
+                }
+            }
+            (Scenario::OlderSnapshot, 4) if sim.now > self.since + Duration::from_millis(200) => {
+                self.next(sim);
+            }
+            // ---- LateTimeoutNow ----
+            (Scenario::LateTimeoutNow, 0) => {
+                let Some(l) = sim.stable_leader() else {
+                    return Ok(());
+                };
+                if sim.now >= ms(1_000) {
+                    let n = sim.nodes.len() as u64;
+                    self.a = l;
+                    self.x = l % n + 1;
+                    self.b = self.x % n + 1;
+                    self.term = sim.shard_of(l).expect("running").raft().term();
+                    // From now on `on_send` holds every TimeoutNow, and keeps from x the rounds
+                    // that no longer name it.
+                    self.next(sim);
+                    sim.transfer(self.a, self.x);
+                }
+            }
+            (Scenario::LateTimeoutNow, 1) => {
+                let Some(raft) = sim.shard_of(self.a).map(|s| s.raft()) else {
+                    return Err(self.fail(sim, "the leader vanished".into()));
+                };
+                if raft.role() != Role::Leader || raft.term() != self.term {
+                    return Err(
+                        self.fail(sim, "the leader lost its term during the transfer".into())
+                    );
+                }
+                // (The transfer starts with the next event; then it is abandoned.)
+                if raft.transferring_to().is_some() {
+                    self.count = 1;
+                } else if self.count == 1 {
+                    self.next(sim);
+                }
+            }
+            (Scenario::LateTimeoutNow, 2) => {
+                // Spec §8.5: the lease is back one round trip after the abandon, or a few
+                // heartbeat rounds later if datagrams are lost.
+                let bound = sim.shard_config.raft.election_timeout_min;
+                if sim.holds_lease(self.a) {
+                    if self.held.is_empty() {
+                        return Err(self.fail(sim, "no TimeoutNow was sent".into()));
+                    }
+                    let (from, to, msg) = self.held.remove(0);
+                    sim.deliver_late(from, to, msg, Duration::from_micros(1));
+                    self.next(sim);
+                } else if sim.now > self.since + bound {
+                    return Err(self.fail(
+                        sim,
+                        format!(
+                            "node {} did not regain its lease within {bound:?} of abandoning \
+                             its leadership transfer",
+                            self.a
+                        ),
+                    ));
+                }
+            }
+            (Scenario::LateTimeoutNow, 3) if sim.now > self.since + Duration::from_millis(500) => {
+                self.next(sim);
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Before a peer message leaves (before loss and latency apply): `false` drops it. The
+    /// script may keep a copy, to deliver late with `Sim::deliver_late`.
+    pub fn on_send(&mut self, sim: &mut Sim, from: NodeId, to: NodeId, msg: &Message) -> bool {
+        match (self.scenario, self.step) {
+            (Scenario::RestartedLeaderLateAnswers, 1) => {
+                let own = matches!(msg, Message::Append { term, .. } if *term == self.term);
+                if from == self.a && own && self.held.len() < HELD_MAX {
+                    self.held.push((from, to, msg.clone()));
+                }
+                true
+            }
+            (Scenario::RestartedLeaderLateAnswers, 4) => {
+                let Message::Append { term, round, .. } = *msg else {
+                    return true;
+                };
+                if from != self.a || term != self.count {
+                    return true;
+                }
+                // This round reaches nobody; a copy of the previous life's Append of the same
+                // number arrives instead.
+                let old = self.held.iter().find(|(_, t, m)| {
+                    *t == to && matches!(m, Message::Append { round: r, .. } if *r == round)
+                });
+                if let Some((_, _, old)) = old {
+                    sim.deliver_late(from, to, old.clone(), Duration::from_micros(100));
+                    self.token += 1;
+                }
+                false
+            }
+            (Scenario::LateAckAfterStateLoss, 1) => {
+                let ack = matches!(msg, Message::AppendReply { success: true, .. });
+                if (from, to) == (self.b, self.a) && ack {
+                    self.held = vec![(from, to, msg.clone())];
+                }
+                true
+            }
+            (Scenario::LateAckAfterStateLoss, 2) => {
+                if (from, to) == (self.a, self.b) && matches!(msg, Message::TermReply { .. }) {
+                    self.count += 1;
+                }
+                true
+            }
+            (Scenario::OlderSnapshot, 2) => {
+                let first = matches!(msg, Message::InstallSnapshot { offset: 0, .. });
+                if (from, to) == (self.x, self.b) && first && self.held.is_empty() {
+                    self.held.push((from, to, msg.clone()));
+                }
+                true
+            }
+            (Scenario::OlderSnapshot, 4) => {
+                if let (
+                    Some((
+                        _,
+                        _,
+                        Message::InstallSnapshot {
+                            last_index,
+                            total_len,
+                            ..
+                        },
+                    )),
+                    Message::InstallSnapshotReply {
+                        last_index: answered,
+                        received,
+                        ..
+                    },
+                ) = (self.held.first(), msg)
+                {
+                    if (from, to) == (self.b, self.x)
+                        && answered == last_index
+                        && received == total_len
+                    {
+                        self.count += 1;
+                    }
+                }
+                true
+            }
+            (Scenario::LateTimeoutNow, 1 | 2) if (from, to) == (self.a, self.x) => match msg {
+                Message::TimeoutNow { .. } => {
+                    if self.held.is_empty() {
+                        self.held.push((from, to, msg.clone()));
+                    }
+                    false
+                }
+                Message::Append {
+                    transfer_to: None, ..
+                } => false,
+                _ => true,
+            },
+            // Nothing reaches the old leader any more (so that a wrongly elected target could
+            // not depose it by its term before the lease checker sees both leases).
+            (Scenario::LateTimeoutNow, 3) => {
+                if from == self.x && matches!(msg, Message::Vote { transfer: true, .. }) {
+                    self.token += 1; // the late TimeoutNow made it campaign
+                }
+                to != self.a
+            }
+            _ => true,
+        }
     }
 
     /// After a peer message was delivered (and its outputs sent). `ack` is the match index
@@ -899,6 +1357,11 @@ impl Script {
             Scenario::DuplicateAfterFailover => self.step >= 3,
             Scenario::OverloadedRelease => self.step >= 9,
             Scenario::ReleaseReplay => self.step >= 5,
+            Scenario::RestartedLeaderLateAnswers => self.step >= 5 && self.token >= 2,
+            Scenario::LateAckAfterStateLoss => self.step >= 4,
+            Scenario::OlderSnapshot => self.step >= 5,
+            // The target campaigned on the late TimeoutNow.
+            Scenario::LateTimeoutNow => self.step >= 4 && self.token > 0,
         };
         if !reached {
             return Err(self.fail(sim, format!("never got past step {}", self.step)));
@@ -922,6 +1385,12 @@ impl Script {
                         ),
                     ));
                 }
+            }
+            Scenario::OlderSnapshot if self.count == 0 => {
+                return Err(self.fail(
+                    sim,
+                    "b never answered the older snapshot as one it holds".into(),
+                ));
             }
             Scenario::PartialPartition => {
                 let during = sim.hist.grants.len() as u64 - self.token;

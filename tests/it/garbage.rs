@@ -256,6 +256,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             prev_log_term: 0,
                             leader_commit: 1_000,
                             round: 1,
+                            transfer_to: 3,
                             entries: Default::default(),
                         },
                     )]),
@@ -275,6 +276,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             success: true,
                             match_index: u64::MAX / 4,
                             round: u64::MAX / 4,
+                            life: round,
                         },
                     )]),
                     peer(&[(
@@ -296,6 +298,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             last_index: u64::MAX,
                             received: u64::MAX,
                             round: 9,
+                            life: round,
                         },
                     )]),
                     peer(&[
@@ -333,7 +336,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                         from: 3,
                     },
                 );
-                w.push_append(0, 1 + round % 3, 0, 0, 5, 1, entries.iter().copied())
+                w.push_append(0, 1 + round % 3, 0, 0, 5, (1, 0), entries.iter().copied())
                     .unwrap();
                 let n = w.finish();
                 sender.send_to(&buf[..n], to).unwrap();
@@ -347,8 +350,10 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        let faulty =
+            |node: &ClusterNode| -> u64 { node.shard_stats().iter().map(|s| s.faulty_drops).sum() };
         if phase == 0 {
-            // From an unlisted address: all dropped, nothing changed.
+            // From an unlisted address: all dropped, nothing changed; Raft never saw them.
             let status = client.status("held").unwrap();
             assert_eq!(status.holder.as_deref(), Some("me"));
             client.acquire("after", "me", 5_000, Some(1_000)).unwrap();
@@ -359,6 +364,17 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                         .load(std::sync::atomic::Ordering::Relaxed)
                         >= 400
                 );
+                assert_eq!(faulty(node), 0);
+            }
+        } else {
+            // From node 3's address, Raft saw the forgeries and counted what it dropped as
+            // faulty (the published stats may lag: wait for them, with no speed assumed).
+            for node in &nodes {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while faulty(node) == 0 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                assert!(faulty(node) > 0, "no forgery was counted as faulty");
             }
         }
     }

@@ -94,6 +94,26 @@ fn scenario_duplicate_after_failover() {
 }
 
 #[test]
+fn scenario_restarted_leader_late_answers() {
+    scenario(Scenario::RestartedLeaderLateAnswers);
+}
+
+#[test]
+fn scenario_late_ack_after_state_loss() {
+    scenario(Scenario::LateAckAfterStateLoss);
+}
+
+#[test]
+fn scenario_older_snapshot() {
+    scenario(Scenario::OlderSnapshot);
+}
+
+#[test]
+fn scenario_late_timeout_now() {
+    scenario(Scenario::LateTimeoutNow);
+}
+
+#[test]
 fn scenario_overloaded_release() {
     scenario(Scenario::OverloadedRelease);
 }

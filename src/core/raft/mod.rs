@@ -47,7 +47,8 @@
 //! Votes (real and pre-) are granted only to a log at least as up to date as the voter's
 //! (Raft §5.4.1) and only by a node that has not heard from a live leader within
 //! `election_timeout_min` (leader stickiness, thesis §4.2.3 and §9.6). Such a node ignores a
-//! Vote of a higher term entirely: it neither grants it nor adopts the term.
+//! Vote of a higher term entirely: it neither grants it nor adopts the term; the one exception
+//! is a transfer vote for the node its leader's latest round names ("Lease", below).
 //!
 //! # Lease (thesis §6.4.1) and why it is safe
 //!
@@ -65,15 +66,39 @@
 //! `election_timeout_min / (1 + drift_bound)` on the leader's. A new leader needs votes from a
 //! majority, and every majority contains a member of the acknowledging one, so no leader of a
 //! later term can be elected while the lease runs. The leader itself never votes while it
-//! leads, and after stepping down it refuses votes for `election_timeout_min` more, which
-//! outlasts its own lease. A node that restarts has forgotten when it last heard a leader, so
+//! leads (but for its own transfer's target, while it holds no lease: below), and after
+//! stepping down it refuses votes for `election_timeout_min` more, which outlasts its own
+//! lease. A node that restarts has forgotten when it last heard a leader, so
 //! it assumes it heard one at start-up and refuses votes for `election_timeout_min` too.
-//! Only AppendReplies of the leader's own term count: a follower that answered from a later
-//! term had already moved on, and that reply deposes the leader instead.
+//! Only answers to this leader's own rounds count. A follower answers an Append (or a
+//! snapshot chunk) of its own term with that request's round, and one of an earlier term with
+//! its later term and round 0, which deposes a leader of an earlier term and counts for
+//! nothing else. Round numbers start at 1 again whenever a node restarts, but a node leads a
+//! term at most once, in one life (it campaigns only in a term later than any it voted in,
+//! and a node that lost its state rejoins having voted in the latest term a quorum knows), so
+//! an answer of the leader's term with a round other than 0 answers one of this life's rounds:
+//! no answer sent to an earlier life of the leader ever counts (see `answering_follower`).
 //!
 //! `lease_valid` further requires that the leader has committed an entry of its own term (its
 //! no-op): before that it may not know every committed entry (thesis §6.4), so answering from
 //! its own state could miss a committed command.
+//!
+//! Leadership transfer (thesis §3.10) is the one exception to stickiness, and it is kept
+//! narrow so that the argument above still holds. A transfer vote overrides stickiness only
+//! for the node that the voter's *latest word* names: the `transfer_to` of the highest round
+//! it received from the leader of its term (`TransferSeen`; a snapshot chunk names nobody).
+//! A leader names a target only in the rounds of a transfer in progress (it starts a round
+//! when it starts or abandons one, so every round says one thing) and holds no lease while
+//! one runs. When it abandons a transfer it starts a round naming nobody, and takes a lease
+//! only from that round or a later one (`lease_from_round`). Every member of a majority that
+//! acknowledged such a round received an Append of that round or a later one, naming nobody;
+//! its latest word stays so (an older round naming the target that arrives later changes
+//! nothing) until the leader starts another transfer, which ends the lease at once. So while
+//! the lease runs such a member refuses a transfer vote as it refuses any vote, and a
+//! TimeoutNow delivered arbitrarily late elects nobody (its receiver obeys it only if its own
+//! latest word names it, and its voters would not follow). A leader whose transfer does not
+//! complete therefore holds a lease again one round trip to a majority after it abandons the
+//! transfer, at most `election_timeout_min` after it started it.
 //!
 //! # CheckQuorum (thesis §6.2)
 //!
@@ -81,6 +106,17 @@
 //! `election_timeout_min` steps down, so a leader cut off from the cluster stops serving
 //! clients on its own instead of waiting for a message of a later term that may never reach
 //! it. `poll_timeout` includes that deadline, so the step-down happens on time.
+//!
+//! # Answers of an earlier life (spec §8.5)
+//!
+//! A follower that restarts without its state (`rejoin`) no longer holds what it acknowledged
+//! before. Each instance draws a random life id and sends it in every answer; a leader counts
+//! a follower's acknowledgements only from the life it knows, and on hearing from a later life
+//! (an answer to a round after the previous sign of life, or a TermQuery) forgets what the
+//! follower held and starts replicating to it from scratch. A late acknowledgement of an
+//! earlier life answers a round the leader started before it heard from the later one, so it
+//! never counts again (`current_life`). Without this a late copy of an old acknowledgement
+//! made the leader believe the follower held entries it had lost, and never send them.
 //!
 //! # Log compaction and InstallSnapshot (Raft §7, thesis §5)
 //!
@@ -102,7 +138,11 @@
 //! snapshot if its log holds the snapshot's last entry with the same term, else discards its
 //! log (Raft §7); its commit index moves to the snapshot's last index, and the shell gets the
 //! snapshot from `poll_snapshot` — before any later committed entry, which `poll_committed`
-//! holds back until then. The leader then continues with Appends after the snapshot. If the
+//! holds back until then. The leader then continues with Appends after the snapshot. A
+//! follower that has already committed through the snapshot's last index (a leader that
+//! compacted less recently than the follower sends an older snapshot than the follower's
+//! own) never installs it: it answers at once that it holds all of it, which counts as
+//! contact like any chunk, and the leader goes on with Appends. If the
 //! leader compacts again meanwhile, it starts over with the new snapshot (the follower drops
 //! a partial transfer of another snapshot).
 //!
@@ -177,6 +217,9 @@ fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
 /// cluster never comes near it; a message beyond it comes from a faulty or forged peer, and
 /// adopting it would leave no room for `term + 1`.
 pub const TERM_MAX: u64 = u64::MAX / 2;
+
+/// Mixed into the rng seed to draw the life id (`Raft::life`) from a stream of its own.
+const LIFE_SEED_SALT: u64 = 0x6c69_6665_2069_6473;
 
 /// Parts per million in one: the unit of `drift_bound_ppm`.
 const PPM: u64 = 1_000_000;
@@ -373,7 +416,8 @@ pub enum Message {
         granted: bool,
     },
     /// AppendEntries (Raft §5.3), also the heartbeat. `round` numbers the leader's heartbeat
-    /// round it was built in, for the lease.
+    /// round it was built in, for the lease. `transfer_to`: the node the leader is handing
+    /// leadership to in that round, if any (see `TransferSeen`).
     Append {
         term: u64,
         prev_log_index: u64,
@@ -381,14 +425,17 @@ pub enum Message {
         entries: Vec<Entry>,
         leader_commit: u64,
         round: u64,
+        transfer_to: Option<NodeId>,
     },
     /// On success `match_index` is the last index the Append covered; on failure, the index
-    /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's.
+    /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's (0 when
+    /// `term` is later than the Append's). `life`: the replier's life id (see `Raft::life`).
     AppendReply {
         term: u64,
         success: bool,
         match_index: u64,
         round: u64,
+        life: u64,
     },
     /// Leadership transfer (thesis §3.10): the leader of `term` tells a caught-up follower
     /// to start an election at once.
@@ -424,13 +471,15 @@ pub enum Message {
     },
     /// `last_index` echoes the chunk's (which snapshot); `received`: how many bytes of it,
     /// from the start, the follower holds (`total_len` once it has it all, or if it already
-    /// holds everything the snapshot covers); `round` echoes the chunk's. On a chunk of an
-    /// older term, `term` is the follower's and nothing else counts.
+    /// holds everything the snapshot covers); `round` echoes the chunk's; `life` as in
+    /// AppendReply. On a chunk of an older term, `term` is the follower's, `round` is 0 and
+    /// nothing else counts.
     InstallSnapshotReply {
         term: u64,
         last_index: u64,
         received: u64,
         round: u64,
+        life: u64,
     },
 }
 
@@ -481,8 +530,24 @@ struct Transfer {
     to: NodeId,
     /// Abandoned if the leader still leads then.
     deadline: Instant,
-    /// TimeoutNow has been sent (once `to` matched the whole log).
-    sent: bool,
+    /// The round in which TimeoutNow was last sent (0: not yet; it is sent once `to` matched
+    /// the whole log, and again in each later round, in case it was lost or overtook the
+    /// Append that names `to`).
+    timeout_now_round: u64,
+}
+
+/// What the highest round a follower received from the leader of `term` said about a
+/// leadership transfer: `to`, the node that leader is handing over to in that round, if any.
+/// Each round says one thing (a leader starts a new round when it starts or abandons a
+/// transfer), and rounds grow within a term, so the highest round is the leader's latest
+/// word, however the network reordered its Appends. A voter lets a transfer vote override
+/// stickiness only for the node it names; the target obeys TimeoutNow only if it names it
+/// (spec §8.5, "Leadership transfer").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct TransferSeen {
+    term: u64,
+    round: u64,
+    to: Option<NodeId>,
 }
 
 /// A node's role in its current term.
@@ -526,10 +591,28 @@ struct Progress {
     probe_sent: bool,
     /// Latest round the follower acknowledged (lease).
     acked_round: u64,
+    /// The follower's life whose answers count for `matched` and `next`, once known (see
+    /// `Raft::current_life`).
+    life: Option<u64>,
+    /// This leader's round when it last learnt that the follower had started afresh: every
+    /// answer of an earlier life answers a round at or below it.
+    life_floor: u64,
     /// When the leader last heard from it in this term (CheckQuorum).
     heard_at: Instant,
     /// A snapshot transfer, while `next <= ` the leader's snapshot index.
     snapshot: SnapshotSend,
+}
+
+impl Progress {
+    /// Forgets what the follower was known to hold (it may have lost it): probes again from
+    /// after the leader's last entry, `last`, and rewinds from the follower's answers.
+    fn start_over(&mut self, last: u64) {
+        self.matched = 0;
+        self.next = last + 1;
+        self.probing = true;
+        self.probe_sent = false;
+        self.snapshot = SnapshotSend::default();
+    }
 }
 
 /// The leader's side of one snapshot transfer to one follower. Offsets are bytes.
@@ -614,18 +697,28 @@ pub struct Raft {
     flush_pending: bool,
     /// A leadership transfer in progress: to whom, until when, and whether TimeoutNow left.
     transfer: Option<Transfer>,
-    /// This leader started a transfer in its term: the voters it told to elect someone else
-    /// no longer promise anything by acknowledging its heartbeats, so it holds no lease for
-    /// the rest of the term.
-    lease_forfeited: bool,
+    /// Rounds before this one give no lease: `u64::MAX` while a transfer runs (the voters
+    /// that heard its rounds would elect its target despite stickiness), the first round
+    /// started after it was abandoned once it was (see the module docs, "Lease").
+    lease_from_round: u64,
     /// Set by `decline_transfers`.
     declines_transfers: bool,
+    /// Follower: what the latest round it received from the leader of its term said about a
+    /// leadership transfer (see `TransferSeen`).
+    transfer_seen: TransferSeen,
     /// Rejoining without state (see `rejoin`); `None` for a node with its state.
     recovery: Recovery,
+    /// This instance's life id: drawn at random when it starts and sent in every answer to
+    /// a leader, so that the leader can tell this life's answers from those of an earlier
+    /// life of the node, which may have lost its state since (see `current_life`).
+    life: u64,
 
     outbox: VecDeque<(NodeId, Message)>,
     /// Reused for majority computations, so they do not allocate.
     scratch: Vec<u64>,
+    /// Messages dropped because only a faulty or forged peer sends them (see
+    /// [`Raft::faulty_drops`]).
+    faulty_drops: u64,
 }
 
 impl Raft {
@@ -676,6 +769,8 @@ impl Raft {
         let log = RaftLog::from_persisted(snapshot_meta, log, state.term);
         let lease_duration = config.lease_duration();
         let quorum = config.quorum();
+        // The life id comes from a stream of its own, so drawing it changes no timer.
+        let life = StdRng::seed_from_u64(rng_seed ^ LIFE_SEED_SALT).gen::<u64>();
         let mut raft = Raft {
             rng: StdRng::seed_from_u64(rng_seed),
             lease_duration,
@@ -701,11 +796,14 @@ impl Raft {
             noop_index: 0,
             flush_pending: false,
             transfer: None,
-            lease_forfeited: false,
+            lease_from_round: 0,
             declines_transfers: false,
+            transfer_seen: TransferSeen::default(),
             recovery: Recovery::None,
+            life,
             outbox: VecDeque::new(),
             scratch: Vec::with_capacity(config.voters.len()),
+            faulty_drops: 0,
             config,
         };
         raft.reset_election_timer(now);
@@ -728,6 +826,7 @@ impl Raft {
                 self.config.id,
                 msg.term()
             );
+            self.faulty_drops += 1;
             return;
         }
         if matches!(self.recovery, Recovery::Querying { .. })
@@ -762,6 +861,7 @@ impl Raft {
                 entries,
                 leader_commit,
                 round,
+                transfer_to,
             } => self.handle_append(
                 now,
                 from,
@@ -770,14 +870,15 @@ impl Raft {
                 prev_log_term,
                 entries,
                 leader_commit,
-                round,
+                (round, transfer_to),
             ),
             Message::AppendReply {
                 term,
                 success,
                 match_index,
                 round,
-            } => self.handle_append_reply(now, from, term, success, match_index, round),
+                life,
+            } => self.handle_append_reply(now, from, term, success, match_index, round, life),
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
             Message::TermQuery { nonce, .. } => {
                 // A node still asking has no term worth telling: its silence makes the asker
@@ -795,13 +896,15 @@ impl Raft {
                 }
                 // Only a node that lost its state asks: whatever it acknowledged is gone, so
                 // the leader starts over with it (a late copy of the question only makes it
-                // resend what the node already has).
+                // resend what the node already has), and no answer of its earlier life,
+                // which answers a round up to this one, counts any more (see
+                // `current_life`; issue 7 B5).
                 if self.role == Role::Leader {
+                    let (last, round) = (self.log.last_index(), self.round);
                     if let Some(p) = self.progress.iter_mut().find(|p| p.id == from) {
-                        p.matched = 0;
-                        p.next = self.log.last_index() + 1;
-                        p.probing = true;
-                        p.probe_sent = false;
+                        p.start_over(last);
+                        p.life = None;
+                        p.life_floor = round;
                     }
                 }
             }
@@ -836,7 +939,9 @@ impl Raft {
                 last_index,
                 received,
                 round,
-            } => self.handle_install_snapshot_reply(now, from, term, last_index, received, round),
+                life,
+            } => self
+                .handle_install_snapshot_reply(now, from, term, last_index, received, round, life),
         }
         self.check_caught_up();
         self.check_invariants();
@@ -860,13 +965,17 @@ impl Raft {
             }
             if self.transfer.is_some_and(|t| now >= t.deadline) {
                 // Thesis §3.10: the target did not take over within an election timeout;
-                // lead on (without a lease for the rest of this term).
+                // lead on. A round of its own names nobody; once a majority acknowledged it
+                // (or a later one), no transfer election can win while the lease it gives
+                // runs (module docs, "Lease").
                 log::info!(
                     "raft {}: leadership transfer abandoned in term {}",
                     self.config.id,
                     self.hard.term
                 );
                 self.transfer = None;
+                self.lease_from_round = self.round + 1;
+                self.start_round(now);
             }
             if now >= self.heartbeat_deadline {
                 self.start_round(now);
@@ -1055,13 +1164,27 @@ impl Raft {
         self.commit_index
     }
 
+    /// This instance's life id, sent in its answers (see `Raft::current_life`).
+    pub fn life(&self) -> u64 {
+        self.life
+    }
+
+    /// Messages this instance dropped because only a faulty or forged peer sends them:
+    /// malformed ones, a term beyond [`TERM_MAX`], a second leader of a term, an Append or a
+    /// snapshot that contradicts a committed entry or this node's snapshot, a snapshot
+    /// larger than [`SNAPSHOT_LEN_MAX`]. Among correct nodes it stays 0 whatever the network
+    /// does (loss, duplication, reordering, delay, restarts): the simulator fails a run in
+    /// which it does not, so a correct message mistaken for a forgery is found.
+    pub fn faulty_drops(&self) -> u64 {
+        self.faulty_drops
+    }
+
     /// Leader lease (thesis §6.4.1): true only if this node leads, has committed an entry of
     /// its term, and `now` (its own clock) is before the start of the latest heartbeat round
     /// a majority acknowledged plus `election_timeout_min / (1 + drift_bound)`. While true,
     /// no other node can have been elected leader (module docs, "Lease").
     pub fn lease_valid(&self, now: Instant) -> bool {
-        if self.role != Role::Leader || self.commit_index < self.noop_index || self.lease_forfeited
-        {
+        if self.role != Role::Leader || self.commit_index < self.noop_index {
             return false;
         }
         match self.lease_start {
@@ -1072,10 +1195,13 @@ impl Raft {
 
     /// Leader only: hands leadership to voter `to` (thesis §3.10), for a graceful shutdown or
     /// to spread leaders. The leader stops taking proposals (they get `NotLeader` naming
-    /// `to`), brings `to` up to date, then sends it TimeoutNow; `to` starts an election at
-    /// once, which voters grant despite stickiness. The leader gives up its lease for the rest
-    /// of its term at once, because those voters no longer keep the promise the lease rests
-    /// on. If `to` has not taken over within `election_timeout_min`, the leader leads on.
+    /// `to`), starts a heartbeat round whose Appends name `to`, brings `to` up to date, then
+    /// sends it TimeoutNow (again each round until the transfer ends); `to` starts an
+    /// election at once, which voters whose latest round names it grant despite stickiness.
+    /// The leader gives up its lease at once, because those voters no longer keep the promise
+    /// the lease rests on. If `to` has not taken over within `election_timeout_min`, the
+    /// leader abandons the transfer: it starts a round that names nobody, and regains its
+    /// lease once a majority acknowledges that round or a later one (module docs, "Lease").
     /// Ignored if `to` is this node or not a voter, or a transfer is already running.
     pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), NotLeader> {
         if self.role != Role::Leader {
@@ -1094,12 +1220,14 @@ impl Raft {
         self.transfer = Some(Transfer {
             to,
             deadline: now + self.config.election_timeout_min,
-            sent: false,
+            timeout_now_round: 0,
         });
-        self.lease_forfeited = true;
+        self.lease_from_round = u64::MAX;
         self.lease_start = None;
-        self.flush_pending = true;
-        self.send_timeout_now_if_caught_up();
+        // A round of its own, so that every round says one thing about the transfer. It also
+        // sends TimeoutNow if `to` is caught up already.
+        self.start_round(now);
+        assert!(!self.lease_valid(now));
         self.check_invariants();
         Ok(())
     }
@@ -1154,8 +1282,12 @@ impl Raft {
         self.transfer.map(|t| t.to)
     }
 
+    /// Sends TimeoutNow to the transfer's target once it matches the whole log, at most once
+    /// per round (each round resends it, in case it was lost or overtook the round's Append
+    /// naming the target, which the target needs to obey it).
     fn send_timeout_now_if_caught_up(&mut self) {
-        let Some(transfer) = self.transfer.filter(|t| !t.sent) else {
+        let round = self.round;
+        let Some(transfer) = self.transfer.filter(|t| t.timeout_now_round != round) else {
             return;
         };
         let last = self.log.last_index();
@@ -1165,7 +1297,7 @@ impl Raft {
             .any(|p| p.id == transfer.to && p.matched == last);
         if caught_up {
             self.transfer = Some(Transfer {
-                sent: true,
+                timeout_now_round: round,
                 ..transfer
             });
             let term = self.hard.term;
@@ -1283,11 +1415,42 @@ impl Raft {
         self.declines_transfers = true;
     }
 
+    /// A follower that heard a round of the current leader records what it said about a
+    /// transfer, if it is the highest round it heard in this term (see `TransferSeen`).
+    fn note_round(&mut self, round: u64, transfer_to: Option<NodeId>) {
+        assert!(self.role == Role::Follower);
+        let seen = self.transfer_seen;
+        if seen.term != self.hard.term || round >= seen.round {
+            self.transfer_seen = TransferSeen {
+                term: self.hard.term,
+                round,
+                // Only a voter can be a target (another id comes from a faulty peer).
+                to: transfer_to.filter(|to| self.config.voters.contains(to)),
+            };
+        }
+    }
+
+    /// Whether the latest word of the leader of this node's current term hands leadership to
+    /// `candidate`: the highest round it received names it, or, on the leader itself, its
+    /// transfer in progress does.
+    fn transfer_names(&self, candidate: NodeId) -> bool {
+        match self.role {
+            Role::Leader => self.transfer.is_some_and(|t| t.to == candidate),
+            _ => {
+                self.transfer_seen.term == self.hard.term
+                    && self.transfer_seen.to == Some(candidate)
+            }
+        }
+    }
+
     fn handle_timeout_now(&mut self, now: Instant, from: NodeId, term: u64) {
-        // Only the leader of this node's current term may ask it to take over.
+        // Only the leader of this node's current term may ask it to take over, and only while
+        // its latest round names this node: a TimeoutNow that arrives after the transfer was
+        // abandoned is stale (module docs, "Lease").
         if term != self.hard.term
             || self.role != Role::Follower
             || self.leader != Some(from)
+            || !self.transfer_names(self.config.id)
             || self.declines_transfers
             || self.recovery != Recovery::None
         {
@@ -1421,9 +1584,16 @@ impl Raft {
         last_log_term: u64,
         transfer: bool,
     ) {
-        // A transfer vote comes from the node the leader itself chose, after the leader gave
-        // up its lease (thesis §3.10): stickiness protects nothing then.
-        let sticky = !transfer && self.leader_contact_recent(now);
+        // A transfer vote overrides stickiness only for the node the leader of this term
+        // chose in its latest round (or, on the leader, its transfer in progress), for the
+        // next term: the leader gave up its lease when it started that transfer, and regains
+        // one only from a round that names nobody (thesis §3.10; module docs, "Lease"). A
+        // vote already granted to this candidate in this term may be granted again (a
+        // resend changes nothing).
+        let chosen = transfer
+            && ((term == self.hard.term + 1 && self.transfer_names(from))
+                || (term == self.hard.term && self.hard.voted_for == Some(from)));
+        let sticky = !chosen && self.leader_contact_recent(now);
         if term > self.hard.term {
             if sticky {
                 // Thesis §4.2.3: within election_timeout_min of hearing from a leader, neither
@@ -1519,7 +1689,7 @@ impl Raft {
         self.leader = Some(self.config.id);
         self.grants.clear();
         self.transfer = None;
-        self.lease_forfeited = false;
+        self.lease_from_round = 0;
         let next = self.log.last_index() + 1;
         self.progress.clear();
         for &id in &self.config.voters {
@@ -1531,6 +1701,8 @@ impl Raft {
                     probing: true,
                     probe_sent: false,
                     acked_round: 0,
+                    life: None,
+                    life_floor: 0,
                     heard_at: now,
                     snapshot: SnapshotSend::default(),
                 });
@@ -1574,6 +1746,7 @@ impl Raft {
         for position in 0..self.progress.len() {
             self.send_append(position, true);
         }
+        self.send_timeout_now_if_caught_up();
         self.refresh_quorum_deadline(now);
         self.refresh_lease();
         assert!(self.heartbeat_deadline > now);
@@ -1646,6 +1819,7 @@ impl Raft {
             entries,
             leader_commit: self.commit_index,
             round: self.round,
+            transfer_to: self.transfer.map(|t| t.to),
         }
     }
 
@@ -1727,12 +1901,14 @@ impl Raft {
         round: u64,
     ) {
         if term < self.hard.term {
-            // A deposed leader: tell it the newer term so it steps down.
+            // A deposed leader: tell it the newer term so it steps down. Round 0: this
+            // answers no round of a leader of `self.hard.term` (see `answering_follower`).
             let reply = Message::InstallSnapshotReply {
                 term: self.hard.term,
                 last_index: meta.index,
                 received: 0,
-                round,
+                round: 0,
+                life: self.life,
             };
             self.send(from, reply);
             return;
@@ -1748,6 +1924,7 @@ impl Raft {
                 "raft {}: dropping a malformed InstallSnapshot from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         if total_len > SNAPSHOT_LEN_MAX {
@@ -1756,15 +1933,24 @@ impl Raft {
                  SNAPSHOT_LEN_MAX)",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         // As for an Append: a second leader of this term comes from a faulty or forged peer.
         let second_leader = term == self.hard.term
             && (self.role == Role::Leader || self.leader.is_some_and(|leader| leader != from));
-        // A snapshot older in term than this node's own, or one that disagrees with a
-        // committed entry, contradicts Raft's log matching: also faulty or forged.
+        // A snapshot that disagrees with this node's own snapshot or with a committed entry
+        // contradicts Raft's log matching: also faulty or forged. Terms never decrease along
+        // a log, so an older snapshot (a leader that compacted less recently) has a term at
+        // most this node's snapshot term, and a newer one at least (spec §8.5, "Receiving a
+        // snapshot").
         let own = self.log.snapshot();
-        let contradicts = meta.term < own.term
+        let contradicts_own = match meta.index.cmp(&own.index) {
+            std::cmp::Ordering::Equal => meta.term != own.term,
+            std::cmp::Ordering::Less => meta.term > own.term,
+            std::cmp::Ordering::Greater => meta.term < own.term,
+        };
+        let contradicts = contradicts_own
             || (meta.index <= self.commit_index
                 && self.log.term_at(meta.index).is_some_and(|t| t != meta.term));
         if second_leader || contradicts {
@@ -1778,6 +1964,7 @@ impl Raft {
                     "this node's log"
                 }
             );
+            self.faulty_drops += 1;
             return;
         }
         if term > self.hard.term || self.role != Role::Follower {
@@ -1786,12 +1973,16 @@ impl Raft {
         self.leader = Some(from);
         self.leader_contact = now;
         self.reset_election_timer(now);
+        // A chunk names no transfer target: a follower still receiving a snapshot is no
+        // target, and for its vote, naming nobody is the safe reading.
+        self.note_round(round, None);
 
         let mut reply = Message::InstallSnapshotReply {
             term: self.hard.term,
             last_index: meta.index,
             received: total_len,
             round,
+            life: self.life,
         };
         if meta.index <= self.commit_index {
             // Already committed here (and so stored or snapshotted): nothing to install, and
@@ -1851,7 +2042,23 @@ impl Raft {
     /// The common start of a leader's handling of a follower's answer: a later term deposes
     /// it; an earlier term, or an answer reaching a node that no longer leads, is stale.
     /// `Some(position)` of the follower's progress when the answer is to be acted on.
-    fn answering_follower(&mut self, now: Instant, from: NodeId, term: u64) -> Option<usize> {
+    ///
+    /// Round 0 marks the answer of a follower whose term was already later than the request's
+    /// (`handle_append`, `handle_install_snapshot`): it answers a request of an EARLIER term,
+    /// perhaps one this node sent in a previous life, whose round numbers started at 1 as
+    /// this life's do. Only its term counts. Every other answer carries the term of the
+    /// request it answers, so one of this leader's term answers a request of this term, which
+    /// only this node, in this life, sent: a node leads a term at most once (it must campaign
+    /// in a later term than any it voted in, a restart included; a node that lost its state
+    /// rejoins having voted in the latest term a quorum knows, spec §8.5). So its round is one
+    /// of this life's, and its acknowledgement is real (issue 7 A3).
+    fn answering_follower(
+        &mut self,
+        now: Instant,
+        from: NodeId,
+        term: u64,
+        round: u64,
+    ) -> Option<usize> {
         if term > self.hard.term {
             log::info!(
                 "raft {}: stepping down: node {from} is in term {term}",
@@ -1860,14 +2067,56 @@ impl Raft {
             self.become_follower(now, term, None);
             return None;
         }
-        if term < self.hard.term || self.role != Role::Leader {
+        if term < self.hard.term || self.role != Role::Leader || round == 0 {
             return None;
         }
         self.progress.iter().position(|p| p.id == from)
     }
 
+    /// Whether an answer of `life` to round `round` comes from the follower's current life,
+    /// the only one whose acknowledgements may count (issue 7 B5): a node that lost its state
+    /// (durability `memory`) no longer holds what an earlier life acknowledged, and a leader
+    /// that counted a late copy of such an acknowledgement would never send that node what it
+    /// lacks. Every answer of an earlier life answers an Append (or chunk) that the leader
+    /// sent before that life ended, so before it processed the first message of any later
+    /// life: its round is at most the leader's round then, `life_floor`. So:
+    /// - the life already known: counts;
+    /// - another life answering a round above `life_floor`: a life newer than every one seen
+    ///   before. The leader forgets what the follower held (it may have lost it), notes the
+    ///   new life and its own current round as the new floor, and counts the answer;
+    /// - another life answering a round up to `life_floor`: an earlier life, or the new one
+    ///   answering an old round; ignored either way (the next round brings a fresh answer).
+    ///
+    /// A TermQuery (only a node that lost its state sends one) sets `life_floor` likewise and
+    /// forgets the known life. Life ids are random 64-bit numbers, so two lives of one node
+    /// share one with probability 2^-64; and an answer from a node that restarted WITH its
+    /// state merely makes the leader resend what that node already holds.
+    fn current_life(&mut self, position: usize, life: u64, round: u64) -> bool {
+        let last = self.log.last_index();
+        let leader_round = self.round;
+        let progress = &mut self.progress[position];
+        if progress.life == Some(life) {
+            return true;
+        }
+        if round <= progress.life_floor {
+            return false;
+        }
+        if progress.life.is_some() {
+            log::info!(
+                "raft {}: node {} restarted; replicating to it from scratch",
+                self.config.id,
+                progress.id
+            );
+            progress.start_over(last);
+        }
+        progress.life = Some(life);
+        progress.life_floor = leader_round;
+        true
+    }
+
     /// The follower's answer to a chunk: counts for the lease and CheckQuorum like an
     /// AppendReply of the same round; moves the transfer on, and to Appends once complete.
+    #[allow(clippy::too_many_arguments)]
     fn handle_install_snapshot_reply(
         &mut self,
         now: Instant,
@@ -1876,8 +2125,9 @@ impl Raft {
         last_index: u64,
         received: u64,
         round: u64,
+        life: u64,
     ) {
-        let Some(position) = self.answering_follower(now, from, term) else {
+        let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
         };
         let meta = self.log.snapshot();
@@ -1890,6 +2140,10 @@ impl Raft {
                 "raft {}: dropping a malformed InstallSnapshotReply from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
+            return;
+        }
+        if !self.current_life(position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];
@@ -1948,15 +2202,17 @@ impl Raft {
         prev_log_term: u64,
         entries: Vec<Entry>,
         leader_commit: u64,
-        round: u64,
+        (round, transfer_to): (u64, Option<NodeId>),
     ) {
         if term < self.hard.term {
-            // A deposed leader: tell it the newer term so it steps down.
+            // A deposed leader: tell it the newer term so it steps down. Round 0: this
+            // answers no round of a leader of `self.hard.term` (see `answering_follower`).
             let reply = Message::AppendReply {
                 term: self.hard.term,
                 success: false,
                 match_index: 0,
-                round,
+                round: 0,
+                life: self.life,
             };
             self.send(from, reply);
             return;
@@ -1975,6 +2231,7 @@ impl Raft {
                 "raft {}: dropping a malformed Append from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
             return;
         }
         // Election Safety (Raft §5.2) makes the rest impossible among correct nodes: a second
@@ -2004,6 +2261,7 @@ impl Raft {
                     "a committed entry"
                 }
             );
+            self.faulty_drops += 1;
             return;
         }
         if term > self.hard.term || self.role != Role::Follower {
@@ -2013,6 +2271,7 @@ impl Raft {
         self.leader = Some(from);
         self.leader_contact = now;
         self.reset_election_timer(now);
+        self.note_round(round, transfer_to);
 
         let mut prev_log_index = prev_log_index;
         let mut prev_log_term = prev_log_term;
@@ -2028,6 +2287,7 @@ impl Raft {
                     success: true,
                     match_index: prev_log_index + entries.len() as u64,
                     round,
+                    life: self.life,
                 };
                 self.send(from, reply);
                 return;
@@ -2040,6 +2300,7 @@ impl Raft {
                      the snapshot (faulty peer?)",
                     self.config.id
                 );
+                self.faulty_drops += 1;
                 return;
             }
             prev_log_term = term_at_snapshot;
@@ -2062,6 +2323,7 @@ impl Raft {
                     success: true,
                     match_index: last_new,
                     round,
+                    life: self.life,
                 }
             }
             Some(_) => {
@@ -2076,6 +2338,7 @@ impl Raft {
                     success: false,
                     match_index: hint,
                     round,
+                    life: self.life,
                 }
             }
             None => Message::AppendReply {
@@ -2083,6 +2346,7 @@ impl Raft {
                 success: false,
                 match_index: self.log.last_index(),
                 round,
+                life: self.life,
             },
         };
         self.send(from, reply);
@@ -2114,6 +2378,7 @@ impl Raft {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn handle_append_reply(
         &mut self,
         now: Instant,
@@ -2122,8 +2387,9 @@ impl Raft {
         success: bool,
         match_index: u64,
         round: u64,
+        life: u64,
     ) {
-        let Some(position) = self.answering_follower(now, from, term) else {
+        let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
         };
         let last = self.log.last_index();
@@ -2132,6 +2398,10 @@ impl Raft {
                 "raft {}: dropping a malformed AppendReply from {from}",
                 self.config.id
             );
+            self.faulty_drops += 1;
+            return;
+        }
+        if !self.current_life(position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];
@@ -2189,10 +2459,10 @@ impl Raft {
     /// acknowledges its own current round).
     fn refresh_lease(&mut self) {
         assert!(self.role == Role::Leader);
-        if self.lease_forfeited {
+        let round = self.quorum_value(self.round, |p| p.acked_round);
+        if round < self.lease_from_round {
             return;
         }
-        let round = self.quorum_value(self.round, |p| p.acked_round);
         while let Some(&(oldest, start)) = self.round_starts.front() {
             if oldest > round {
                 break;

@@ -756,6 +756,7 @@ fn figure_8() -> Net {
             entries,
             leader_commit,
             round,
+            transfer_to,
         } => Some(Message::Append {
             term,
             prev_log_index,
@@ -766,6 +767,7 @@ fn figure_8() -> Net {
                 .collect(),
             leader_commit,
             round,
+            transfer_to,
         }),
         other => Some(other),
     }));
@@ -989,6 +991,75 @@ fn lease_ends_by_round_start_plus_min_election_timeout_over_drift() {
         "CheckQuorum has not fired yet: the lease is what ends"
     );
     assert!(!net.node(leader).lease_valid(net.now));
+}
+
+/// Issue 7 A3 (seen in simulator seed 504654): round numbers start again at 1 when a node
+/// restarts, and a follower of a later term answered a delayed Append of the leader's
+/// previous life with that Append's round. The restarted node, leading the later term, took
+/// it for an acknowledgement of its own round of that number: a lease and a ReadIndex
+/// confirmation no follower gave. No answer to an Append of an earlier term may count.
+#[test]
+fn a_restarted_leader_never_counts_answers_to_its_previous_lifes_rounds() {
+    let mut net = Net::new(3, 41);
+    let a = net.elect(ms(1_000));
+    net.run_for(ms(200));
+    let (b, c) = {
+        let others: Vec<NodeId> = net.ids().into_iter().filter(|&id| id != a).collect();
+        (others[0], others[1])
+    };
+    // A copy of the old life's latest Append to b, delayed in the network.
+    let stale = net
+        .sent
+        .iter()
+        .rev()
+        .find(|(from, to, m)| *from == a && *to == b && matches!(m, Message::Append { .. }))
+        .map(|(_, _, m)| m.clone())
+        .expect("an Append to b");
+    let Message::Append {
+        term: old_term,
+        round: old_round,
+        ..
+    } = stale
+    else {
+        unreachable!()
+    };
+    assert!(old_round > 2);
+    let persisted = net.crash(a);
+    net.restart(a, 99, persisted);
+    net.campaign(a);
+    assert_eq!(net.node(a).role(), Role::Leader);
+    assert!(net.node(a).term() > old_term);
+    // The new life's rounds catch up with the old number, each acknowledged...
+    while net.node_mut(a).confirmed_round() < old_round - 1 {
+        let now = net.now;
+        net.node_mut(a).confirm_leadership(now).expect("leads");
+        net.after_input(a);
+        net.deliver_due();
+    }
+    assert_eq!(net.node_mut(a).confirmed_round(), old_round - 1);
+    // ...then it is cut off, and later a read starts round `old_round`, which nobody hears.
+    net.isolate(a);
+    let t1 = net.now + ms(100);
+    assert_eq!(net.node_mut(a).confirm_leadership(t1), Some(old_round));
+    drain(net.node_mut(a));
+    // The delayed Append reaches b (now in the later term), and b's answer reaches a.
+    net.node_mut(b).handle_message(t1, a, stale);
+    for (to, reply) in drain(net.node_mut(b)) {
+        assert_eq!(to, a);
+        net.node_mut(a).handle_message(t1, b, reply);
+    }
+    assert!(
+        net.node_mut(a).confirmed_round() < old_round,
+        "a read confirmed by an answer to the previous life's round"
+    );
+    // The lease of the round acknowledged before the cut ends 48.5 ms after t1; a lease
+    // from round `old_round` would run on.
+    assert!(
+        !net.node(a).lease_valid(t1 + ms(60)),
+        "a lease from an answer to the previous life's round"
+    );
+    assert_eq!(net.node(a).faulty_drops(), 0);
+    let _ = c;
 }
 
 #[test]
@@ -1275,7 +1346,18 @@ fn random_faults_with(seed: u64, compact: bool, amnesia: bool) -> usize {
                 let id = rng.gen_range(1..=5);
                 down.push((id, net.crash(id)));
             } else if let Some((id, persisted)) = down.pop() {
-                if amnesia && rng.gen_bool(0.5) {
+                // A node loses its state only while a majority of the others kept theirs
+                // (and has caught up): they can elect a leader that catches it up. With a
+                // majority in catch-up at once, no leader could ever be elected again (spec
+                // §8.5, rule 6).
+                let whole = net
+                    .ids()
+                    .into_iter()
+                    .filter(|&other| {
+                        other != id && net.is_up(other) && !net.node(other).rejoining()
+                    })
+                    .count();
+                if amnesia && whole >= net.configs[0].quorum() && rng.gen_bool(0.5) {
                     net.rejoin(id, rng.gen());
                 } else {
                     net.restart(id, rng.gen(), persisted);
@@ -1381,7 +1463,7 @@ fn transfer_waits_until_the_target_has_the_whole_log() {
 }
 
 #[test]
-fn an_unreachable_target_makes_the_leader_lead_on_without_a_lease() {
+fn an_unreachable_target_makes_the_leader_lead_on() {
     let mut net = Net::new(3, 23);
     let leader = net.elect(ms(1_000));
     net.run_for(ms(100));
@@ -1401,48 +1483,235 @@ fn an_unreachable_target_makes_the_leader_lead_on_without_a_lease() {
     net.propose(leader, vec![7]);
     net.run_for(ms(50));
     assert_eq!(net.committed_data(leader), vec![vec![7]]);
-    // ...but reads from the lease are over until a new term.
-    assert!(!net.node(leader).lease_valid(net.now));
+    // ...and the lease is back (issue 7 B8; it used to stay given up until a new term).
+    assert!(net.node(leader).lease_valid(net.now));
 }
 
+/// Issue 7 B8: a leader that abandoned a transfer (its target unreachable) stayed without a
+/// lease for the rest of its term. It must regain it once a majority acknowledges a round
+/// started at the abandon: here at once (the network answers within the instant).
 #[test]
-fn only_a_transfer_vote_overrides_stickiness_and_only_the_leader_can_start_it() {
+fn a_leader_regains_its_lease_at_once_after_abandoning_a_transfer() {
+    let mut net = Net::new(3, 23);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let target = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    net.isolate(target);
+    let start = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(start, target)
+        .unwrap();
+    net.after_input(leader);
+    let abandon = start + net.configs[0].election_timeout_min;
+    net.run_until(abandon - us(1));
+    assert_eq!(net.node(leader).transferring_to(), Some(target));
+    assert!(
+        !net.node(leader).lease_valid(net.now),
+        "a lease during a transfer"
+    );
+    net.run_until(abandon);
+    assert_eq!(net.node(leader).transferring_to(), None);
+    assert!(
+        net.node(leader).lease_valid(net.now),
+        "no lease once a majority acknowledged a round after the abandon"
+    );
+    assert_eq!(net.node(leader).role(), Role::Leader);
+}
+
+/// Issue 7 B8: the same when every TimeoutNow is lost (the target is reachable).
+#[test]
+fn a_leader_whose_timeout_now_is_lost_regains_its_lease() {
+    let mut net = Net::new(3, 26);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let target = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    net.filter = Some(Box::new(|_, _, message| match message {
+        Message::TimeoutNow { .. } => None,
+        other => Some(other),
+    }));
+    let start = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(start, target)
+        .unwrap();
+    net.after_input(leader);
+    net.run_until(start + net.configs[0].election_timeout_min + ms(1));
+    assert_eq!(net.leader(), Some(leader));
+    assert_eq!(net.node(leader).transferring_to(), None);
+    assert!(net.node(leader).lease_valid(net.now));
+    assert!(net
+        .sent
+        .iter()
+        .any(|(from, to, m)| (*from, *to) == (leader, target)
+            && matches!(m, Message::TimeoutNow { .. })));
+}
+
+/// Issue 7 B8, the danger in giving the lease back: a TimeoutNow delayed past the abandon
+/// reaches the target, which campaigns with a transfer vote, which voters used to grant
+/// whatever their leader's heartbeats said. Here the target heard the transfer's rounds but
+/// not the abandon; the third node acknowledged the round started at the abandon, so the
+/// leader holds a lease again. The late TimeoutNow must elect nobody while it runs.
+#[test]
+fn a_late_timeout_now_after_an_abandoned_transfer_elects_nobody_during_the_lease() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut net = Net::new(3, 27);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let others: Vec<NodeId> = net.ids().into_iter().filter(|&id| id != leader).collect();
+    let (target, third) = (others[0], others[1]);
+    let held: Rc<RefCell<Vec<(NodeId, NodeId, Message)>>> = Rc::default();
+    let hold = Rc::clone(&held);
+    net.filter = Some(Box::new(move |from, to, message| match message {
+        Message::TimeoutNow { .. } => {
+            hold.borrow_mut().push((from, to, message));
+            None
+        }
+        other => Some(other),
+    }));
+    let start = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(start, target)
+        .unwrap();
+    net.after_input(leader);
+    net.deliver_due();
+    assert!(!held.borrow().is_empty(), "no TimeoutNow was sent");
+    // The target hears nothing more from the leader: not the abandon.
+    net.blocked.insert((leader, target));
+    let abandon = start + net.configs[0].election_timeout_min;
+    net.run_until(abandon + ms(1));
+    assert_eq!(net.node(leader).transferring_to(), None);
+    assert!(
+        net.node(leader).lease_valid(net.now),
+        "no lease after the abandon"
+    );
+    assert_eq!(
+        net.node(target).role(),
+        Role::Follower,
+        "the target's own timer fired first: pick another seed"
+    );
+    // The first TimeoutNow arrives now.
+    let term = net.node(leader).term();
+    let (from, to, message) = held.borrow_mut().remove(0);
+    assert_eq!((from, to), (leader, target));
+    net.filter = None;
+    let now = net.now;
+    net.node_mut(target).handle_message(now, leader, message);
+    net.after_input(target);
+    net.deliver_due();
+    assert_eq!(
+        net.node(leader).role(),
+        Role::Leader,
+        "the late transfer deposed the leader during its lease"
+    );
+    assert!(
+        !net.leaders.contains_key(&(term + 1)),
+        "the target won term {} while the old leader's lease ran",
+        term + 1
+    );
+    assert!(net.node(leader).lease_valid(net.now));
+    assert_eq!(
+        net.node(third).term(),
+        term,
+        "the third node followed the late transfer"
+    );
+    // The lease runs on; the target eventually rejoins the leader's term or a later one
+    // through an ordinary election, never by the stale transfer.
+    net.heal();
+    net.run_for(ms(500));
+    assert!(net.leader().is_some());
+}
+
+/// Only a transfer vote overrides stickiness, only for the target that the latest round of
+/// the leader names (whatever order its Appends arrive in), and only the leader can make a
+/// node campaign at once, naming it.
+#[test]
+fn a_transfer_vote_overrides_stickiness_only_for_the_target_the_latest_round_names() {
     let mut net = Net::new(3, 24);
     let leader = net.elect(ms(1_000));
     net.run_for(ms(100));
     let term = net.node(leader).term();
     let others: Vec<NodeId> = net.ids().into_iter().filter(|&id| id != leader).collect();
     let (follower, other) = (others[0], others[1]);
+    let round = net
+        .sent
+        .iter()
+        .filter_map(|(from, to, m)| match m {
+            Message::Append { round, .. } if (*from, *to) == (leader, follower) => Some(*round),
+            _ => None,
+        })
+        .max()
+        .unwrap();
     let now = net.now;
-    // A TimeoutNow from a node that does not lead is ignored.
     let node = net.node_mut(follower);
-    node.handle_message(now, other, Message::TimeoutNow { term });
-    assert_eq!(node.role(), Role::Follower);
-    assert!(drain(node).is_empty());
-    // A sticky follower grants a transfer vote of the next term...
-    let (last_log_index, last_log_term) = (node.log().len() as u64, term);
+    let (last, commit) = (node.last_index(), node.commit_index());
+    let heartbeat = |round, transfer_to| Message::Append {
+        term,
+        prev_log_index: last,
+        prev_log_term: term,
+        entries: Vec::new(),
+        leader_commit: commit,
+        round,
+        transfer_to,
+    };
     let vote = |transfer| Message::Vote {
         term: term + 1,
-        last_log_index,
-        last_log_term,
+        last_log_index: last,
+        last_log_term: term,
         transfer,
     };
+    let granted = |out: Vec<(NodeId, Message)>| {
+        out.iter()
+            .any(|(_, m)| matches!(m, Message::VoteReply { granted: true, .. }))
+    };
+    // A TimeoutNow from a node that does not lead is ignored; so is one from the leader
+    // while its latest round names nobody.
+    node.handle_message(now, other, Message::TimeoutNow { term });
+    node.handle_message(now, leader, Message::TimeoutNow { term });
+    assert_eq!(node.role(), Role::Follower);
+    assert!(drain(node).is_empty());
+    // A sticky follower ignores a plain vote, and a transfer vote nobody named.
     node.handle_message(now, other, vote(false));
+    node.handle_message(now, other, vote(true));
+    assert!(!granted(drain(node)), "a vote granted while sticky");
+    assert_eq!(node.term(), term);
+    // The leader's later round names `other`; an older round naming nobody arrives after it
+    // and changes nothing.
+    node.handle_message(now, leader, heartbeat(round + 2, Some(other)));
+    node.handle_message(now, leader, heartbeat(round + 1, None));
+    drain(node);
+    // Still no plain vote; a transfer vote by `other` only, once (and again, for a resend).
+    node.handle_message(now, other, vote(false));
+    assert!(!granted(drain(node)));
+    node.handle_message(now, other, vote(true));
     assert!(
-        drain(node).is_empty(),
-        "a plain vote is ignored while sticky"
+        granted(drain(node)),
+        "the named target's transfer vote was refused"
     );
     node.handle_message(now, other, vote(true));
-    assert_eq!(
-        drain(node),
-        vec![(
-            other,
-            Message::VoteReply {
-                term: term + 1,
-                granted: true
-            }
-        )]
+    assert!(granted(drain(node)), "a resent transfer vote was refused");
+    assert_eq!(node.term(), term + 1);
+
+    // Reordered the other way: the round naming nobody is the latest word.
+    let mut net = Net::new(3, 24);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let now = net.now;
+    let node = net.node_mut(follower);
+    node.handle_message(now, leader, heartbeat(round + 2, None));
+    node.handle_message(now, leader, heartbeat(round + 1, Some(other)));
+    drain(node);
+    node.handle_message(now, other, vote(true));
+    assert!(
+        !granted(drain(node)),
+        "a transfer vote granted on an older round's word"
     );
+    // Nor does the named node obey a TimeoutNow on the older word.
+    let node = net.node_mut(other);
+    node.handle_message(now, leader, heartbeat(round + 2, None));
+    node.handle_message(now, leader, heartbeat(round + 1, Some(other)));
+    node.handle_message(now, leader, Message::TimeoutNow { term });
+    assert_eq!(node.role(), Role::Follower);
+    assert_eq!(node.term(), term);
 }
 
 // ---- Log compaction and InstallSnapshot (Raft §7, thesis §5) ----
@@ -1615,7 +1884,8 @@ fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
                     term: 1,
                     last_index: 3,
                     received,
-                    round: 9
+                    round: 9,
+                    life: node.life(),
                 }
             )]
         );
@@ -1667,7 +1937,8 @@ fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
                 term: 1,
                 last_index: 2,
                 received: 20,
-                round: 1
+                round: 1,
+                life: node.life(),
             }
         )]
     );
@@ -1693,7 +1964,9 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
                 term: 5,
                 last_index: 4,
                 received: 0,
-                round: 4
+                // It answers no round of a leader of term 5 (issue 7 A3).
+                round: 0,
+                life: node.life(),
             }
         )]
     );
@@ -1716,6 +1989,7 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
             last_index: 0,
             received: 0,
             round: 0,
+            life: 0,
         },
     );
     assert_eq!(net.node(leader).role(), Role::Follower);
@@ -1918,6 +2192,100 @@ fn a_snapshot_that_contradicts_the_followers_own_is_dropped() {
         meta,
         "the forged snapshot was installed"
     );
+    assert!(node.faulty_drops() > 0);
+}
+
+/// Issue 7 B6 (simulator seed 402413, 3 nodes, 30 s): a follower whose own snapshot is
+/// newer than the leader's was sent the leader's older one, took its older term for a
+/// forgery, dropped it without counting the leader's contact, and was cut off until the
+/// leader compacted again. It must answer that it holds everything the snapshot covers, so
+/// the leader goes on with Appends.
+#[test]
+fn an_older_snapshot_from_the_leader_is_answered_and_counts_as_contact() {
+    let now = Instant::from_micros(1_000);
+    let own = SnapshotMeta { index: 10, term: 3 };
+    let mut node = Raft::restore(
+        config(1, 3),
+        1,
+        HardState {
+            term: 4,
+            voted_for: None,
+        },
+        Some((own, Arc::new(vec![7; 40]))),
+        vec![entry(4, 11)],
+        now,
+    );
+    let data: Vec<u8> = (0..40).collect();
+    let older = SnapshotMeta { index: 6, term: 2 };
+    node.handle_message(now, 2, chunks(older, 4, &data, 5)[0].clone());
+    assert_eq!(
+        node.faulty_drops(),
+        0,
+        "a correct leader's snapshot was dropped"
+    );
+    assert_eq!(
+        node.leader(),
+        Some(2),
+        "the leader's contact was not counted"
+    );
+    assert_eq!(
+        drain(&mut node),
+        vec![(
+            2,
+            Message::InstallSnapshotReply {
+                term: 4,
+                last_index: 6,
+                received: 40,
+                round: 5,
+                life: node.life(),
+            }
+        )]
+    );
+    assert_eq!(
+        node.snapshot_meta(),
+        own,
+        "never installs an older snapshot"
+    );
+    assert!(node.poll_snapshot().is_none());
+    assert_eq!(node.last_index(), 11);
+}
+
+/// What no correct leader sends is still dropped (spec §8.5, "Receiving a snapshot"): a
+/// snapshot through this node's own snapshot index with another term, one below it with a
+/// later term, one above it with an earlier term.
+#[test]
+fn a_snapshot_that_contradicts_the_followers_own_snapshot_is_dropped() {
+    let now = Instant::from_micros(1_000);
+    let own = SnapshotMeta { index: 10, term: 3 };
+    let data: Vec<u8> = (0..40).collect();
+    for forged in [
+        SnapshotMeta { index: 10, term: 2 },
+        SnapshotMeta { index: 10, term: 4 },
+        SnapshotMeta { index: 6, term: 4 },
+        SnapshotMeta { index: 12, term: 2 },
+    ] {
+        let mut node = Raft::restore(
+            config(1, 3),
+            1,
+            HardState {
+                term: 4,
+                voted_for: None,
+            },
+            Some((own, Arc::new(vec![7; 40]))),
+            Vec::new(),
+            now,
+        );
+        for msg in chunks(forged, 4, &data, 5) {
+            node.handle_message(now, 2, msg);
+        }
+        assert!(
+            node.faulty_drops() > 0,
+            "{forged:?} was not taken as forged"
+        );
+        assert!(drain(&mut node).is_empty(), "{forged:?} was answered");
+        assert_eq!(node.snapshot_meta(), own);
+        assert_eq!(node.leader(), None);
+    }
 }
 
 #[test]
@@ -1956,6 +2324,90 @@ fn a_node_that_lost_its_state_learns_the_term_and_votes_only_once_caught_up() {
     assert!(!net.node(lost).rejoining());
     assert_eq!(net.node(lost).log().len(), net.node(leader).log().len());
     assert_eq!(net.leader(), Some(leader), "the rejoin disturbed nobody");
+}
+
+/// Issue 7 B5: the leader forgot what a node that lost its state had acknowledged when that
+/// node asked for its term; a copy of the node's last acknowledgement from before, delivered
+/// late, then counted again: the leader believed it held entry k, never sent anything below
+/// k + 1, and the node stayed in catch-up for the rest of the term, unable to vote. No
+/// acknowledgement of an earlier life may count once the leader heard of the later one.
+#[test]
+fn a_late_acknowledgement_from_before_a_state_loss_does_not_strand_the_node() {
+    let mut net = Net::new(3, 35);
+    let leader = net.elect(ms(1_000));
+    for n in 0..5u8 {
+        net.propose(leader, vec![n]);
+    }
+    net.run_for(ms(100));
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let last_ack = net
+        .sent
+        .iter()
+        .rev()
+        .find(|(from, to, m)| {
+            *from == lost
+                && *to == leader
+                && matches!(m, Message::AppendReply { success: true, .. })
+        })
+        .map(|(_, _, m)| m.clone())
+        .expect("an acknowledgement");
+    assert!(matches!(last_ack, Message::AppendReply { match_index, .. } if match_index >= 6));
+    let _ = net.crash(lost);
+    net.rejoin(lost, 8);
+    // The leader hears the question (and forgets what `lost` held)...
+    net.deliver_due();
+    assert!(net.node(lost).rejoining());
+    // ...then the copy of the old acknowledgement arrives.
+    let now = net.now;
+    net.node_mut(leader).handle_message(now, lost, last_ack);
+    net.after_input(leader);
+    net.run_for(ms(500));
+    assert!(
+        !net.node(lost).rejoining(),
+        "stranded in catch-up: log {} of the leader's {}",
+        net.node(lost).last_index(),
+        net.node(leader).last_index()
+    );
+    assert_eq!(net.node(lost).last_index(), net.node(leader).last_index());
+    assert_eq!(net.leader(), Some(leader));
+}
+
+/// The same without the question reaching the leader (5 nodes: three others are enough to
+/// rejoin): the node's first answers from its new life must make the leader start over with
+/// it, instead of probing forever above what the node lost.
+#[test]
+fn a_node_that_lost_its_state_unseen_by_the_leader_still_catches_up() {
+    let mut net = Net::new(5, 36);
+    let leader = net.elect(ms(1_000));
+    for n in 0..5u8 {
+        net.propose(leader, vec![n]);
+    }
+    net.run_for(ms(100));
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let _ = net.crash(lost);
+    net.blocked.insert((lost, leader));
+    let before = net.sent.len();
+    net.rejoin(lost, 9);
+    net.run_for(ms(5));
+    assert!(
+        net.node(lost).rejoining(),
+        "the leader must not have caught it up yet"
+    );
+    // Its question to the leader was lost; it did ask the others (and rejoined).
+    assert!(net.sent[before..].iter().any(|(from, to, m)| *from == lost
+        && *to != leader
+        && matches!(m, Message::TermQuery { .. })));
+    assert!(net.node(lost).term() > 0);
+    net.heal();
+    net.run_for(ms(500));
+    assert!(
+        !net.node(lost).rejoining(),
+        "stranded in catch-up: log {} of the leader's {}",
+        net.node(lost).last_index(),
+        net.node(leader).last_index()
+    );
+    assert_eq!(net.node(lost).last_index(), net.node(leader).last_index());
+    assert_eq!(net.leader(), Some(leader));
 }
 
 #[test]

@@ -165,6 +165,9 @@ pub struct ShardStats {
     pub applied_index: u64,
     pub log_len: u64,
     pub table: lock_table::Stats,
+    /// Peer messages Raft dropped as coming from a faulty or forged peer
+    /// ([`Raft::faulty_drops`]): 0 among correct nodes.
+    pub faulty_drops: u64,
 }
 
 /// One replica of one shard; see the module docs.
@@ -538,6 +541,7 @@ impl Shard {
             commit_index: self.raft.commit_index(),
             applied_index: self.applied_index,
             log_len: self.raft.last_index(),
+            faulty_drops: self.raft.faulty_drops(),
             table: self
                 .table
                 .as_ref()
