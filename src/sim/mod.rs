@@ -7,7 +7,10 @@
 //! delay spikes), every node's and every client's clock rate and offset, every node's rng
 //! seed (also after each restart), every client's session id and workload, each replica's
 //! snapshot cadence, and the faults (partitions of every shape, an isolated leader, crashes
-//! and restarts, pauses, leadership transfers). Nothing
+//! and restarts, pauses, leadership transfers, graceful leaves: a node hands over what it
+//! leads, stops, and comes back later). One seed in three also has a preferred leader, to
+//! which whoever leads hands the shard once it is caught up (leader spreading), and one in
+//! four has leaders that answer OVERLOADED whenever two proposals are uncommitted. Nothing
 //! reads a real clock, and no decision depends on a hash map's iteration order, so a failing
 //! seed fails the same way every time.
 //!
@@ -161,6 +164,11 @@ pub struct SimReport {
     pub overloaded: u64,
     /// Leadership transfers a fault started.
     pub transfers: u64,
+    /// Graceful leaves (a node hands its leadership over, then stops) that completed, and how
+    /// many of those handed leadership over first (the others did not lead, or could not
+    /// hand over before `LEAVE_WITHIN`).
+    pub leaves: u64,
+    pub leaves_handed_over: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -309,6 +317,17 @@ enum Event {
         from: NodeId,
         to: NodeId,
     },
+    /// Node `node` is leaving gracefully (`ClusterNode::leave`, SIGTERM): while it leads it
+    /// hands leadership to a caught-up peer, then it stops; it gives up handing over at
+    /// `until` and stops anyway.
+    Leave {
+        node: NodeId,
+        until: Instant,
+        /// It led when it began to leave.
+        led: bool,
+        /// The node's `crashes` then: a crash ends the leave.
+        incarnation: u64,
+    },
 }
 
 struct SimNode {
@@ -333,6 +352,8 @@ struct SimNode {
     /// When the current pause began.
     paused_since: Option<Instant>,
     timer_generation: u64,
+    /// How often this node crashed (or stopped).
+    crashes: u64,
     /// Entries this incarnation applied (its shard's applied index, as last observed).
     applied: u64,
     was_leader_in: Option<u64>,
@@ -462,6 +483,7 @@ impl Sim {
                 paused_until: None,
                 paused_since: None,
                 timer_generation: 0,
+                crashes: 0,
                 applied: 0,
                 was_leader_in: None,
                 heard_leader: None,
@@ -574,6 +596,11 @@ impl Sim {
             Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
                 .expect("the persisted snapshot decodes")
         };
+        if let Some(preferred) = preferred_leader(&self.config) {
+            // As every node of a cluster does (shard `s` prefers node `s mod n`): whoever leads
+            // hands the shard to its preferred node once that one is caught up.
+            shard.set_preferred_leader(Some(preferred));
+        }
         match self.config.scenario {
             // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
             // snapshot happen under every fault; most scenarios keep whole logs to point at
@@ -604,6 +631,7 @@ impl Sim {
         let n = self.node(id);
         n.shard = None;
         n.timer_generation += 1;
+        n.crashes += 1;
         self.report.crashes += 1;
     }
 
@@ -804,6 +832,7 @@ impl Sim {
                 }
                 self.after_call(from)?;
             }
+            leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::CatchUpMark => {
                 let commit = self
                     .nodes
@@ -1038,7 +1067,7 @@ impl Sim {
 
     fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        match self.rng.gen_range(0..10) {
+        match self.rng.gen_range(0..11) {
             // Symmetric partition into two groups.
             0 => {
                 self.blocked.clear();
@@ -1140,9 +1169,95 @@ impl Sim {
                     self.report.transfers += 1;
                 }
             }
+            // A node leaves gracefully (SIGTERM on `udplock server`): it declines to take
+            // shards over, hands over what it leads, stops, and is restarted later.
+            10 => {
+                let running = self.running();
+                let leaders = self.leaders_now();
+                if running.len() * 2 > ids.len() + 1 {
+                    // The leader half the time: handing over is the interesting part.
+                    let node = match leaders.first() {
+                        Some(&leader) if self.rng.gen_bool(0.5) => leader,
+                        _ => running[self.rng.gen_range(0..running.len())],
+                    };
+                    if self.node(node).paused_until.is_none() {
+                        let now = self.now;
+                        let n = self.node(node);
+                        let incarnation = n.crashes;
+                        let mut led = false;
+                        if let Some(shard) = n.shard.as_mut() {
+                            shard.set_leaving();
+                            led = shard.raft().role() == Role::Leader;
+                        }
+                        let leave = Event::Leave {
+                            node,
+                            until: now + LEAVE_WITHIN,
+                            led,
+                            incarnation,
+                        };
+                        self.schedule(Duration::ZERO, leave);
+                    }
+                }
+            }
             // Heal the network for a while.
             _ => self.blocked.clear(),
         }
+        Ok(())
+    }
+
+    /// One turn of a graceful leave (see `Event::Leave`): the cluster shell's `hand_over`
+    /// and `ClusterNode::leave`, for the one shard simulated here.
+    fn leave_step(&mut self, leave: Event) -> Result<(), SimFailure> {
+        let Event::Leave {
+            node,
+            until,
+            led,
+            incarnation,
+        } = leave
+        else {
+            unreachable!("a Leave event");
+        };
+        let (now, healed) = (self.now, self.healed);
+        let interval = self.shard_config.raft.heartbeat_interval;
+        let peers: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let n = self.node(node);
+        if n.crashes != incarnation || healed {
+            // It crashed meanwhile (and may run again as a new process), or the run is in its
+            // healed phase, where nothing stops: the leave ends here.
+            return Ok(());
+        }
+        if let Some(paused) = n.paused_until {
+            self.schedule_at(paused, leave);
+            return Ok(());
+        }
+        let local = n.clock.local(now);
+        let Some(shard) = n.shard.as_mut() else {
+            return Ok(());
+        };
+        let leads = shard.raft().role() == Role::Leader;
+        if leads && now < until {
+            if shard.raft().transferring_to().is_none() {
+                // The first peer after this node, by id, that is caught up.
+                let first_after = peers.iter().position(|&id| id > node).unwrap_or(0);
+                let target = peers[first_after..]
+                    .iter()
+                    .chain(&peers[..first_after])
+                    .copied()
+                    .find(|&id| id != node && shard.raft().follower_caught_up(id, local));
+                if let Some(target) = target {
+                    let _ = shard.transfer_leadership(local, target);
+                }
+            }
+            self.after_call(node)?;
+            self.schedule(interval, leave);
+            return Ok(());
+        }
+        let handed_over = led && !leads;
+        self.crash(node);
+        self.report.leaves += 1;
+        self.report.leaves_handed_over += u64::from(handed_over);
+        let down = Duration::from_millis(self.rng.gen_range(50..2_000));
+        self.schedule(down, Event::Restart { node });
         Ok(())
     }
 
@@ -1470,6 +1585,17 @@ const OVERLOAD_RETRY_AFTER_MS: u32 = 300;
 
 fn overload_seed(config: &SimConfig) -> bool {
     config.scenario.is_none() && config.seed % OVERLOAD_SEEDS_EVERY == OVERLOAD_SEEDS_EVERY - 1
+}
+
+/// How long a leaving node tries to hand its leadership over before it stops anyway (the
+/// shell's `udplock server` waits about as long on SIGTERM).
+const LEAVE_WITHIN: Duration = Duration::from_millis(2_000);
+
+/// One random seed in three runs with a preferred leader (leader spreading, spec §8.1): node
+/// `1 + (seed / 3) % nodes`, which every replica hands the shard to once it is caught up.
+fn preferred_leader(config: &SimConfig) -> Option<NodeId> {
+    (config.scenario.is_none() && config.seed % 3 == 1)
+        .then(|| 1 + (config.seed / 3) % config.nodes as u64)
 }
 
 /// Snapshot cadences `(every, keep)` a replica of a random run draws from (see `start_node`):
