@@ -125,7 +125,10 @@ struct ServerArgs {
     /// in any order, on every node). Without it the server is a single unreplicated node.
     #[arg(long, value_delimiter = ',', requires = "node_id")]
     peers: Option<Vec<String>>,
-    /// Where a cluster node keeps its Raft log and vote (with --peers).
+    /// Where a cluster node keeps its Raft log and vote (with --peers). Default:
+    /// $XDG_STATE_HOME/udplock/node-ID (or ~/.local/state/udplock/node-ID), so it depends on
+    /// the environment: under a service manager, name it. The node locks it, and it records
+    /// which node of which cluster it belongs to (another node refuses it).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// What a cluster node's state survives: fsync (power loss of every node), os (any
@@ -133,10 +136,15 @@ struct ServerArgs {
     /// nodes' state; a restarted node rejoins by the protocol's rule before it votes).
     #[arg(long, default_value = "os")]
     durability: String,
-    /// With --durability memory: this start creates the cluster (every node starts empty
-    /// and nobody could answer a rejoining node). Without it a memory node always rejoins.
-    /// After a total loss, restart every node with it and a --startup-grace-ms covering the
-    /// longest lease clients may still count.
+    /// This start may create the cluster. A node whose storage holds nothing (an empty data
+    /// directory, or --durability memory) then starts as new: it still asks every other node,
+    /// and its shards start only once EVERY other node answers that it is new too; next to a
+    /// cluster that holds state it rejoins like any node without state. Safe to leave in a
+    /// unit file; a node that holds its state ignores it. Without it, a node whose storage
+    /// holds nothing always rejoins (waits for nodes with state), so the nodes of a new
+    /// cluster must all be started with it. If every node of a cluster loses its state at
+    /// once, nodes started with it form a new cluster: keep --startup-grace-ms at the longest
+    /// lease clients use alongside it (the grace protects leases granted before the loss).
     #[arg(long)]
     new_cluster: bool,
     /// Shards of the cluster (fixed when the cluster is created; same on every node).
@@ -543,25 +551,23 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         .node_id
         .ok_or_else(|| invalid("--node-id is required".into()))?;
     let durability: Durability = a.durability.parse().map_err(invalid)?;
-    if a.new_cluster && durability != Durability::Memory {
-        return Err(invalid(
-            "--new-cluster is for --durability memory (a node with a data directory knows \
-             whether it is new)"
-                .into(),
-        ));
-    }
     let mut config = ClusterConfig::new(node_id, peers);
     config.shards = a.shards;
     config.table = table_config(&a);
     config.durability = durability;
-    config.rejoin_when_empty = durability == Durability::Memory && !a.new_cluster;
+    config.new_cluster = a.new_cluster;
+    // Where the default comes from, said at start: another HOME or XDG_STATE_HOME (a service
+    // manager's) is another, empty directory, and the node then rejoins without its state.
+    let mut data_dir_from = String::new();
     config.data_dir = match (durability, a.data_dir.clone()) {
         (Durability::Memory, _) => None,
         (_, Some(dir)) => Some(dir),
-        (_, None) => Some(
-            default_data_dir(node_id)
-                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?,
-        ),
+        (_, None) => {
+            let (dir, from) = default_data_dir(node_id)
+                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
+            data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
+            Some(dir)
+        }
     };
     config.cpu = a.cpu;
     config.validate().map_err(invalid)?;
@@ -574,7 +580,7 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
     let node = ClusterNode::start(config.clone())
         .map_err(|e| LockError::InternalError(format!("cannot start node {node_id}: {e}")))?;
     notice(&format!(
-        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {})\n",
+        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {}{data_dir_from})\n",
         config.peers.len(),
         node.local_addr(),
         config.shards,
@@ -617,12 +623,21 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7100))
 }
 
-/// Where a cluster node keeps its data by default: the user's state directory.
-fn default_data_dir(node_id: u64) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("udplock").join(format!("node-{node_id}")))
+/// Where a cluster node keeps its data by default: the user's state directory, and which
+/// variable chose it (`$XDG_STATE_HOME=...` or `$HOME=...`).
+fn default_data_dir(node_id: u64) -> Option<(PathBuf, String)> {
+    let (base, from) = match std::env::var_os("XDG_STATE_HOME") {
+        Some(x) => (
+            PathBuf::from(&x),
+            format!("$XDG_STATE_HOME={}", x.to_string_lossy()),
+        ),
+        None => {
+            let home = std::env::var_os("HOME")?;
+            let from = format!("$HOME={}", home.to_string_lossy());
+            (PathBuf::from(home).join(".local/state"), from)
+        }
+    };
+    Some((base.join("udplock").join(format!("node-{node_id}")), from))
 }
 
 fn run_dev(a: DevArgs) -> Result<(), LockError> {

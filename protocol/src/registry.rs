@@ -110,6 +110,7 @@ registry! {
         InstallSnapshotReply = 10, "INSTALL_SNAPSHOT_REPLY", "Answer to INSTALL_SNAPSHOT: contiguous bytes received.";
         TermQuery = 11, "TERM_QUERY", "A node that restarted without its state asks for the receiver's current term.";
         TermReply = 12, "TERM_REPLY", "Answer to TERM_QUERY: the replier's current term.";
+        NoStateReply = 13, "NO_STATE_REPLY", "Answer to TERM_QUERY from a node that holds no state for the shard: whether it is new.";
     }
 }
 

@@ -260,6 +260,7 @@ enum Msg {
     InstallSnapshotReply(u64, u64, u64, u64),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
+    NoStateReply(u64, u64, bool),
 }
 
 impl Msg {
@@ -333,6 +334,7 @@ impl Msg {
                 last_index,
                 nonce,
             } => Msg::TermReply(term, last_index, nonce),
+            PeerMessage::NoStateReply { term, nonce, new } => Msg::NoStateReply(term, nonce, new),
         }
     }
 
@@ -349,6 +351,7 @@ impl Msg {
             Msg::InstallSnapshotReply(..) => 6 + 32,
             Msg::TermQuery(..) => 6 + 16,
             Msg::TermReply(..) => 6 + 24,
+            Msg::NoStateReply(..) => 6 + 17,
         }
     }
 
@@ -395,6 +398,7 @@ impl Msg {
                 last_index,
                 nonce,
             },
+            Msg::NoStateReply(term, nonce, new) => PeerMessage::NoStateReply { term, nonce, new },
             Msg::InstallSnapshot {
                 term,
                 last_index,
@@ -518,6 +522,8 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
         (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
             .prop_map(|(t, n)| Msg::TermQuery(t, n)),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, n)| Msg::TermReply(t, i, n)),
+        (any::<u64>(), any::<u64>(), any::<bool>())
+            .prop_map(|(t, n, new)| Msg::NoStateReply(t, n, new)),
     ]
 }
 
@@ -1477,8 +1483,8 @@ fn shard_status_encoder_refuses_inconsistent_pages() {
     assert_eq!(ShardStatusReply::entries_that_fit(0), 0);
 }
 
-/// TERM_QUERY and TERM_REPLY (spec §8.5, rejoining without state): exact bodies of 16 and 24
-/// bytes, round trip through the writer and the decoder.
+/// TERM_QUERY, TERM_REPLY and NO_STATE_REPLY (spec §8.5, rejoining without state): exact
+/// bodies of 16, 24 and 17 bytes, round trip through the writer and the decoder.
 #[test]
 fn term_query_and_reply() {
     let q = PeerMessage::TermQuery { term: 0, nonce: 5 };
@@ -1497,7 +1503,17 @@ fn term_query_and_reply() {
     );
     assert_eq!(PeerKind::from_wire(11), Some(PeerKind::TermQuery));
     assert_eq!(PeerKind::from_wire(12), Some(PeerKind::TermReply));
-    assert_eq!(PeerKind::from_wire(13), None);
+    let e = PeerMessage::NoStateReply {
+        term: 0,
+        nonce: 5,
+        new: true,
+    };
+    assert_eq!(
+        (e.kind(), e.term(), e.body_len(), e.record_len()),
+        (PeerKind::NoStateReply, 0, 17, 23)
+    );
+    assert_eq!(PeerKind::from_wire(13), Some(PeerKind::NoStateReply));
+    assert_eq!(PeerKind::from_wire(14), None);
     let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
     let mut w = PeerWriter::new(
         &mut buf,
@@ -1508,11 +1524,12 @@ fn term_query_and_reply() {
     );
     w.push(0, &q).unwrap();
     w.push(SHARDS_MAX as u16 - 1, &r).unwrap();
+    w.push(1, &e).unwrap();
     let n = w.finish();
-    assert_eq!(n, 32 + 22 + 30);
+    assert_eq!(n, 32 + 22 + 30 + 23);
     let d = PeerDatagram::decode(&buf[..n]).unwrap();
     assert_eq!(
         d.records().collect::<Vec<_>>(),
-        vec![(0, q), (SHARDS_MAX as u16 - 1, r)]
+        vec![(0, q), (SHARDS_MAX as u16 - 1, r), (1, e)]
     );
 }

@@ -414,6 +414,8 @@ enum OwnedRecord {
     InstallSnapshotReply([u64; 4]),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
+    /// term, nonce, new.
+    NoStateReply(u64, u64, bool),
 }
 
 fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
@@ -481,6 +483,9 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             last_index,
             nonce,
         } => OwnedRecord::TermReply(term, last_index, nonce),
+        PeerMessage::NoStateReply { term, nonce, new } => {
+            OwnedRecord::NoStateReply(term, nonce, new)
+        }
     }
 }
 
@@ -567,6 +572,9 @@ fn check_peer(r: &Record) {
             ]),
             PeerKind::TermQuery => OwnedRecord::TermQuery(n("term"), n("nonce")),
             PeerKind::TermReply => OwnedRecord::TermReply(n("term"), n("last_index"), n("nonce")),
+            PeerKind::NoStateReply => {
+                OwnedRecord::NoStateReply(n("term"), n("nonce"), word_bool(r, &w, "new"))
+            }
         };
         expected.push((n("shard") as u16, rec));
     }
@@ -650,6 +658,14 @@ fn check_peer(r: &Record) {
                     term: *term,
                     last_index: *last_index,
                     nonce: *nonce,
+                },
+            ),
+            OwnedRecord::NoStateReply(term, nonce, new) => w.push(
+                shard,
+                &PeerMessage::NoStateReply {
+                    term: *term,
+                    nonce: *nonce,
+                    new: *new,
                 },
             ),
             OwnedRecord::InstallSnapshot(

@@ -24,11 +24,21 @@
 //! ```
 //!
 //! Persistence ("fsync before send"): after every call into a shard and before delivering
-//! anything it produced, the simulator copies its hard state and log; a crash drops the
-//! shard and a restart rebuilds it with [`Shard::new`] from that copy (a fresh rng seed, its
-//! clock reading). The copy is updated incrementally from the log's tail: an entry whose
-//! (index, term) is already in the copy is the same entry (Raft's log matching property,
-//! which the state-machine-safety checker below would catch breaking).
+//! anything it produced, the simulator copies its hard state and log, and the recovery mark
+//! its storage carries while it rejoins (`core::restart::mark`); a crash drops the shard and
+//! a restart rebuilds it from that copy (a fresh rng seed, its clock reading) through the
+//! decision a real node makes, [`crate::core::restart::decide`]. The copy is updated
+//! incrementally from the log's tail: an entry whose (index, term) is already in the copy is
+//! the same entry (Raft's log matching property, which the state-machine-safety checker below
+//! would catch breaking).
+//!
+//! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
+//! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
+//! a mistyped or emptied `--data-dir`). Either must rejoin by the rule of spec §8.5; each
+//! node's command line may keep `--new-cluster` (as a unit file would), which must not
+//! change that. At most a minority is without its state at any time (no protocol survives
+//! more), and every run starts as a new cluster: each node new, starting once all the others
+//! said they are new too.
 //!
 //! # Phases
 //!
@@ -77,6 +87,7 @@ pub use self::scenarios::Scenario;
 use self::scenarios::Script;
 use crate::core::lock_table::{self, Request};
 use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
+use crate::core::restart::{self, Found, Mark};
 use crate::core::shard::{self, Shard};
 use crate::core::time::{Duration, Instant};
 
@@ -141,8 +152,10 @@ pub struct SimReport {
     /// (InstallSnapshot) or a restart rather than the replica's own state.
     pub snapshots: u64,
     pub snapshots_received: u64,
-    /// Restarts that lost the node's state and went through the rejoin rule.
+    /// Restarts that lost the node's state and went through the rejoin rule: of `memory`
+    /// nodes, and of disk nodes whose directory came back empty.
     pub amnesia_restarts: u64,
+    pub disk_losses: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -285,10 +298,16 @@ struct SimNode {
     persisted_snapshot: Option<shard::Snapshot>,
     /// The log after that snapshot, as persisted.
     persisted_log: Vec<Entry>,
-    /// The next start loses everything and rejoins (`Shard::rejoin`).
-    amnesia: bool,
-    /// This node keeps no state (it lost it once): every restart loses it.
+    /// This node keeps no state (durability `memory`): every restart loses it.
     memory: bool,
+    /// The node's data directory records it (what a real node writes at its first start).
+    identity: bool,
+    /// The directory holds the shard's files.
+    files: bool,
+    /// The recovery mark its storage carries (see `core::restart`).
+    mark: Option<Mark>,
+    /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
+    new_cluster: bool,
     clock: Clock,
     paused_until: Option<Instant>,
     timer_generation: u64,
@@ -401,8 +420,12 @@ impl Sim {
                 persisted_state: HardState::default(),
                 persisted_snapshot: None,
                 persisted_log: Vec::new(),
-                amnesia: false,
                 memory: false,
+                identity: false,
+                files: false,
+                mark: None,
+                // A cluster's first start needs the flag; a unit file may keep it afterwards.
+                new_cluster: true,
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
                 timer_generation: 0,
@@ -458,6 +481,9 @@ impl Sim {
         };
         for id in voters {
             sim.start_node(id)?;
+            // Later starts: the unit file kept `--new-cluster`, or the operator removed it.
+            let keep = sim.rng.gen_bool(0.5);
+            sim.node(id).new_cluster = keep;
         }
         for c in 0..sim.clients.len() {
             sim.arm_client(c);
@@ -507,14 +533,32 @@ impl Sim {
         let now = self.now;
         let n = self.node(id);
         let local = n.clock.local(now);
-        let log = n.persisted_log.clone();
-        let snapshot = n.persisted_snapshot.clone();
-        let mut shard = if std::mem::take(&mut n.amnesia) {
-            Shard::rejoin(config, seed, local)
-        } else {
-            Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
-                .expect("the persisted snapshot decodes")
+        // What a real node's storage would show it (`cluster::storage`), and its decision.
+        let storage_new = n.memory || (!n.identity && !n.files && n.mark.is_none());
+        let found = match n.mark {
+            _ if n.memory => Found::Nothing,
+            Some(mark) => Found::Marked(mark),
+            None if n.files => Found::Files {
+                hard: n.persisted_state,
+                snapshot: n.persisted_snapshot.clone(),
+                log: n.persisted_log.clone(),
+            },
+            None => Found::Nothing,
         };
+        let start = restart::decide(found, storage_new, n.new_cluster);
+        if !n.memory {
+            n.mark = start.mark();
+            n.identity = true;
+            n.files = true;
+        }
+        if start.mark().is_some() {
+            // Opened empty, whatever the files held (`ShardStore::open_empty`).
+            n.persisted_state = HardState::default();
+            n.persisted_snapshot = None;
+            n.persisted_log.clear();
+        }
+        let mut shard =
+            Shard::start(config, seed, start, local).expect("the persisted snapshot decodes");
         if self.config.scenario.is_none() {
             // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
             // snapshot happen under every fault; scenarios keep whole logs to point at entries.
@@ -656,11 +700,11 @@ impl Sim {
             Event::Heal => self.heal()?,
             Event::Restart { node } => {
                 if self.node(node).shard.is_none() {
-                    // Some nodes keep no state (durability `memory`): once a node has come
-                    // back without its state it is such a node, and every later restart of
-                    // it loses everything again. It restarts only while every other node is
-                    // up and kept its own (a minority's loss, which the rejoin rule must
-                    // survive); otherwise it waits.
+                    // Lost state (see the module docs). A `memory` node loses it on every
+                    // restart, so it restarts only while a majority of the others are up and
+                    // hold theirs (else it waits); a disk node may come back without its
+                    // directory once. Nodes without state — `memory` ones, and disk ones
+                    // marked as rejoining — stay a minority: no protocol survives more.
                     let whole = self
                         .nodes
                         .iter()
@@ -669,26 +713,38 @@ impl Sim {
                         })
                         .count();
                     let others_whole = whole > self.nodes.len() / 2;
-                    let memory_nodes = self.nodes.iter().filter(|n| n.memory).count();
+                    let stateless_others = self
+                        .nodes
+                        .iter()
+                        .filter(|n| n.id != node && (n.memory || n.mark.is_some()))
+                        .count();
+                    let room = stateless_others < (self.nodes.len() - 1) / 2;
                     let memory = self.node(node).memory;
-                    // At most a minority keeps no state, so no failure of a majority's state.
-                    let may_become_memory = memory || memory_nodes < (self.nodes.len() - 1) / 2;
                     if memory && !others_whole {
                         self.schedule(Duration::from_millis(200), Event::Restart { node });
                         return Ok(());
                     }
-                    if self.config.scenario.is_none()
+                    if memory {
+                        self.report.amnesia_restarts += 1;
+                    } else if self.config.scenario.is_none()
                         && others_whole
-                        && may_become_memory
-                        && (memory || self.rng.gen_bool(0.3))
+                        && room
+                        && self.rng.gen_bool(0.3)
                     {
                         let n = self.node(node);
                         n.persisted_state = HardState::default();
                         n.persisted_snapshot = None;
                         n.persisted_log.clear();
-                        n.amnesia = true;
-                        n.memory = true;
-                        self.report.amnesia_restarts += 1;
+                        n.files = false;
+                        n.identity = false;
+                        n.mark = None;
+                        if self.rng.gen_bool(0.5) {
+                            // From now on a `memory` node.
+                            self.node(node).memory = true;
+                            self.report.amnesia_restarts += 1;
+                        } else {
+                            self.report.disk_losses += 1;
+                        }
                     }
                     self.start_node(node)?;
                 }
@@ -765,6 +821,11 @@ impl Sim {
             let Some(shard) = n.shard.as_mut() else {
                 return Ok(());
             };
+            if !n.memory {
+                // Atomic here; a real node sets a stronger mark before the state it covers
+                // and clears one after it (see `cluster`).
+                n.mark = restart::mark(shard.raft());
+            }
             n.persisted_state = shard.hard_state();
             let meta = shard.raft().snapshot_meta();
             if meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta) {

@@ -271,6 +271,8 @@ impl DiskCluster {
                 c.data_dir = Some(dir.join(format!("node-{id}")));
                 c.compact_every = 16;
                 c.compact_keep = 4;
+                // Every start, as a unit file would: the first creates the cluster.
+                c.new_cluster = true;
                 c
             })
             .collect();

@@ -230,6 +230,15 @@ impl Shard {
         shard
     }
 
+    /// A replica WITHOUT state that is new (`--new-cluster`): it asks like [`Shard::rejoin`]
+    /// and starts fresh only once every other node says it is new too (`Raft::start_new`).
+    pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Shard {
+        let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
+        shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
+        shard.settle(now);
+        shard
+    }
+
     /// A replica restarting from a persisted snapshot (if any) and the log after it. `Err`
     /// if the snapshot does not decode.
     pub fn restore(
