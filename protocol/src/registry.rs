@@ -120,6 +120,7 @@ registry! {
         Init = 1, "INIT", "First command of a shard's log: fixes the first fencing token.";
         Tick = 2, "TICK", "Advance log time: fire every timer due at or before the stamp.";
         Request = 3, "REQUEST", "Apply a client request (ACQUIRE, RELEASE, RENEW, CONFIGURE) as of the stamp.";
+        Settings = 4, "SETTINGS", "The leader's default TTL, retry-after hint and startup grace: what later commands apply with.";
     }
 }
 

@@ -569,6 +569,11 @@ impl Cmd {
                 token_first: self.value,
             },
             2 => LogCommand::Tick { stamp: self.value },
+            4 => LogCommand::Settings {
+                ttl_default_ms: self.wait_ms,
+                retry_after_ms: self.ttl_ms,
+                startup_grace_ms: self.value as u32,
+            },
             _ => LogCommand::Request {
                 stamp: self.value,
                 session_id: self.session,
@@ -600,7 +605,7 @@ fn socket_addr() -> impl Strategy<Value = SocketAddr> {
 
 fn command() -> impl Strategy<Value = Cmd> {
     (
-        1u8..=3,
+        1u8..=4,
         any::<u64>(),
         (nonzero(), nonzero(), any::<u16>(), any::<bool>()),
         socket_addr(),

@@ -721,6 +721,11 @@ fn check_command(r: &Record) {
         "TICK" => LogCommand::Tick {
             stamp: r.num("stamp"),
         },
+        "SETTINGS" => LogCommand::Settings {
+            ttl_default_ms: r.num("ttl_default_ms") as u32,
+            retry_after_ms: r.num("retry_after_ms") as u32,
+            startup_grace_ms: r.num("startup_grace_ms") as u32,
+        },
         "REQUEST" => LogCommand::Request {
             stamp: r.num("stamp"),
             session_id: r.num("session_id"),

@@ -153,6 +153,8 @@ impl ClusterConfig {
     /// never form one: the shard hash of the sorted node list, the shard count and the
     /// lock-table limits every replica must share, written
     /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64/limits` (see [`ClusterConfig::limits_text`]).
+    /// The settings a leader logs (default TTL, retry-after hint, startup grace; spec §8.8)
+    /// are not in it: nodes may differ in them.
     pub fn cluster_id(&self) -> u64 {
         let text = format!("{}/{}", self.membership(), self.limits_text());
         udplock_protocol::shard_hash(text.as_bytes()).max(1)
@@ -182,12 +184,13 @@ impl ClusterConfig {
         }
     }
 
-    /// The lock-table settings that decide outcomes, in the spec's order (§8.1): replicas
-    /// that differ in any would apply the same log differently.
+    /// The lock-table settings that decide outcomes and that every replica reads itself,
+    /// in the spec's order (§8.1): replicas that differ in any would apply the same log
+    /// differently, so they must be identical.
     pub fn limits_text(&self) -> String {
         let t = &self.table;
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             t.resources_max,
             t.waiters_per_resource_max,
             t.waiters_max,
@@ -195,11 +198,8 @@ impl ClusterConfig {
             t.sessions_max,
             t.answers_per_session_max,
             t.session_idle_ms,
-            t.ttl_default_ms,
             t.ttl_ms_max,
-            t.wait_ms_max,
-            t.retry_after_ms,
-            t.startup_grace_ms
+            t.wait_ms_max
         )
     }
 
@@ -1369,10 +1369,17 @@ mod tests {
             .collect();
         // spec §8.1, computed independently of this crate (default limits).
         let config = ClusterConfig::new(2, peers);
-        assert_eq!(config.cluster_id(), 0x5D0C_5100_F15F_D050);
+        assert_eq!(config.cluster_id(), 0xA44E_6338_C6FB_5C28);
+        assert_eq!(config.identity().membership_id, 0x0217_7EB5_B0C8_F755);
         // Different limits: another cluster (their replicas would decide differently).
         let mut other = config.clone();
         other.table.ttl_ms_max -= 1;
         assert_ne!(other.cluster_id(), config.cluster_id());
+        // The settings the leader logs may differ (spec §8.8): the same cluster.
+        let mut logged = config.clone();
+        logged.table.ttl_default_ms += 1;
+        logged.table.retry_after_ms += 1;
+        logged.table.startup_grace_ms += 1;
+        assert_eq!(logged.cluster_id(), config.cluster_id());
     }
 }

@@ -314,6 +314,8 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
         .collect();
     let mut model: Option<LockTable> = None;
     let mut stamp_last = Instant::ZERO;
+    // Spec §8.8: the values of the last SETTINGS apply, whatever a replica's own.
+    let mut table = table.clone();
     for entry in log {
         match LogCommand::decode(&entry.data) {
             Err(_) => {}
@@ -323,6 +325,25 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
                         fencing_token_first: token_first,
                         ..table.clone()
                     }));
+                }
+            }
+            Ok(LogCommand::Settings {
+                ttl_default_ms,
+                retry_after_ms,
+                startup_grace_ms,
+            }) => {
+                let logged = lock_table::Config {
+                    ttl_default_ms,
+                    retry_after_ms,
+                    startup_grace_ms,
+                    ..table.clone()
+                };
+                if logged.validate().is_ok() {
+                    table = logged;
+                    if let Some(m) = model.as_mut() {
+                        m.set_logged_settings(ttl_default_ms, retry_after_ms, startup_grace_ms)
+                            .expect("validated");
+                    }
                 }
             }
             Ok(LogCommand::Tick { stamp }) => {

@@ -308,6 +308,10 @@ struct SimNode {
     mark: Option<Mark>,
     /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
     new_cluster: bool,
+    /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
+    /// and may change at a restart (a rolling change); every replica must apply each command
+    /// with the logged ones.
+    settings: shard::LoggedSettings,
     clock: Clock,
     paused_until: Option<Instant>,
     timer_generation: u64,
@@ -426,6 +430,7 @@ impl Sim {
                 mark: None,
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
+                settings: logged_settings(&mut rng),
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
                 timer_generation: 0,
@@ -532,6 +537,9 @@ impl Sim {
         config.raft.id = id;
         let now = self.now;
         let n = self.node(id);
+        config.table.ttl_default_ms = n.settings.ttl_default_ms;
+        config.table.retry_after_ms = n.settings.retry_after_ms;
+        config.table.startup_grace_ms = n.settings.startup_grace_ms;
         let local = n.clock.local(now);
         // What a real node's storage would show it (`cluster::storage`), and its decision.
         let storage_new = n.memory || (!n.identity && !n.files && n.mark.is_none());
@@ -723,6 +731,11 @@ impl Sim {
                     if memory && !others_whole {
                         self.schedule(Duration::from_millis(200), Event::Restart { node });
                         return Ok(());
+                    }
+                    if self.config.scenario.is_none() && self.rng.gen_bool(0.2) {
+                        // Restarted with other settings (a rolling change).
+                        let settings = logged_settings(&mut self.rng);
+                        self.node(node).settings = settings;
                     }
                     if memory {
                         self.report.amnesia_restarts += 1;
@@ -1340,6 +1353,21 @@ impl Sim {
             }
         }
         Ok(())
+    }
+}
+
+/// A node's own default TTL, OVERLOADED retry hint and startup grace (spec §8.8): different
+/// on every node, so that a replica applying a command with its own values rather than the
+/// logged ones answers differently from the others (and from the checkers' replay).
+fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
+    shard::LoggedSettings {
+        ttl_default_ms: rng.gen_range(1_000..60_000),
+        retry_after_ms: rng.gen_range(1..50),
+        startup_grace_ms: if rng.gen_bool(0.3) {
+            rng.gen_range(1..300)
+        } else {
+            0
+        },
     }
 }
 
