@@ -217,25 +217,46 @@ impl StatusArgs {
     /// says it leads, in the highest term, is shown (else the view with the highest term).
     /// Fails only if no node answers.
     fn print_shards(&self, client: &Client) -> Result<(), LockError> {
-        use udplock::client::{ShardInfo, ShardRole, ShardStatusReport};
+        use udplock::client::{NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport};
         let servers = client.servers().to_vec();
-        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
-            std::thread::scope(|scope| {
-                let asks: Vec<_> = servers
-                    .iter()
-                    .map(|&addr| (addr, scope.spawn(move || client.shard_status(addr))))
-                    .collect();
-                asks.into_iter()
-                    .map(|(addr, ask)| {
-                        let result = ask.join().unwrap_or_else(|_| {
+        type Asked = (
+            Result<ShardStatusReport, LockError>,
+            Option<NodeSettingsReport>,
+        );
+        let asked: Vec<(SocketAddr, Asked)> = std::thread::scope(|scope| {
+            let asks: Vec<_> = servers
+                .iter()
+                .map(|&addr| {
+                    let ask = scope.spawn(move || {
+                        let shards = client.shard_status(addr);
+                        // Only a node that answered is asked for its settings too.
+                        let settings = shards
+                            .as_ref()
+                            .ok()
+                            .and_then(|_| client.node_settings(addr).ok());
+                        (shards, settings)
+                    });
+                    (addr, ask)
+                })
+                .collect();
+            asks.into_iter()
+                .map(|(addr, ask)| {
+                    let result = ask.join().unwrap_or_else(|_| {
+                        (
                             Err(LockError::InternalError(
                                 "shard status thread panicked".into(),
-                            ))
-                        });
-                        (addr, result)
-                    })
-                    .collect()
-            });
+                            )),
+                            None,
+                        )
+                    });
+                    (addr, result)
+                })
+                .collect()
+        });
+        let settings: Vec<NodeSettingsReport> =
+            asked.iter().filter_map(|(_, (_, s))| s.clone()).collect();
+        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
+            asked.into_iter().map(|(addr, (r, _))| (addr, r)).collect();
         let answered: Vec<(SocketAddr, &ShardStatusReport)> = views
             .iter()
             .filter_map(|(addr, r)| r.as_ref().ok().map(|r| (*addr, r)))
@@ -343,11 +364,28 @@ impl StatusArgs {
                 (Err(e), false) => format!("{addr}: unreachable: {}", why(e)),
             })
             .collect();
+        let differences = settings_differences(&settings);
         if json {
+            let rows: Vec<String> = differences
+                .iter()
+                .map(|(setting, values)| {
+                    let values: Vec<String> = values
+                        .iter()
+                        .map(|(node, v)| format!("{{\"node_id\":{node},\"value\":{v}}}"))
+                        .collect();
+                    format!(
+                        "{{\"setting\":{},\"must_be_equal\":{},\"values\":[{}]}}",
+                        json::string(setting.map_or("cluster_id", |s| s.name())),
+                        setting.is_none_or(|s| s.must_be_equal()),
+                        values.join(",")
+                    )
+                })
+                .collect();
             println!(
-                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}]}}",
+                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}],\"settings_differences\":[{}]}}",
                 shard_rows.join(","),
-                node_rows.join(",")
+                node_rows.join(","),
+                rows.join(",")
             );
         } else {
             println!(
@@ -357,9 +395,70 @@ impl StatusArgs {
             for row in shard_rows.iter().chain(&node_rows) {
                 println!("{row}");
             }
+            if !differences.is_empty() {
+                println!("settings differ between nodes (spec §8.10):");
+            }
+            for (setting, values) in &differences {
+                let shown: Vec<String> = values
+                    .iter()
+                    .map(|(node, v)| match setting {
+                        Some(udplock_protocol::Setting::Nodes) | None => {
+                            format!("node {node} = {v:#018x}")
+                        }
+                        Some(_) => format!("node {node} = {v}"),
+                    })
+                    .collect();
+                let why = match setting {
+                    Some(s) if !s.must_be_equal() => {
+                        "may differ (each leader applies its own): a rolling change not done \
+                         everywhere?"
+                    }
+                    Some(_) => "must be equal: nodes with another value are cut off from the rest",
+                    None => {
+                        "the cluster ids differ for a reason no setting names (another version?)"
+                    }
+                };
+                println!(
+                    "  {}: {} ({why})",
+                    setting.map_or("cluster_id", |s| s.name()),
+                    shown.join(", ")
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// The settings whose values differ between the nodes that answered (spec §8.10), in
+/// registry order, each with every node's value; `None` stands for the cluster id when the
+/// ids differ though no setting does. Empty when they all agree.
+#[allow(clippy::type_complexity)]
+fn settings_differences(
+    nodes: &[udplock::client::NodeSettingsReport],
+) -> Vec<(Option<udplock_protocol::Setting>, Vec<(u64, u64)>)> {
+    let mut out = Vec::new();
+    for &setting in udplock_protocol::Setting::ALL {
+        let values: Vec<(u64, u64)> = nodes
+            .iter()
+            .filter_map(|n| {
+                n.settings
+                    .iter()
+                    .find(|(s, _)| *s == setting)
+                    .map(|&(_, v)| (n.node_id, v))
+            })
+            .collect();
+        if values.windows(2).any(|w| w[0].1 != w[1].1) {
+            out.push((Some(setting), values));
+        }
+    }
+    let ids: Vec<(u64, u64)> = nodes.iter().map(|n| (n.node_id, n.cluster_id)).collect();
+    let must_differ = out
+        .iter()
+        .any(|(s, _)| s.is_some_and(|s| s.must_be_equal()));
+    if ids.windows(2).any(|w| w[0].1 != w[1].1) && !must_differ {
+        out.push((None, ids));
+    }
+    out
 }
 
 #[derive(Args)]

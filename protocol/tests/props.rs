@@ -82,8 +82,12 @@ fn reply_type() -> impl Strategy<Value = MessageType> {
         MessageType::ALL
             .iter()
             .copied()
-            // SHARD_STATUS_REPLY has its own layout and codec (shard_status_* below).
-            .filter(|t| t.is_reply() && *t != MessageType::ShardStatusReply)
+            // SHARD_STATUS_REPLY and NODE_SETTINGS_REPLY have their own layouts and codecs.
+            .filter(|t| {
+                t.is_reply()
+                    && *t != MessageType::ShardStatusReply
+                    && *t != MessageType::NodeSettingsReply
+            })
             .collect::<Vec<_>>(),
     )
 }
@@ -1537,4 +1541,54 @@ fn term_query_and_reply() {
         d.records().collect::<Vec<_>>(),
         vec![(0, q), (SHARDS_MAX as u16 - 1, r), (1, e)]
     );
+}
+
+proptest! {
+    /// PEER_SETTINGS and NODE_SETTINGS(_REPLY) (spec §8.10, §4.8, §5.7): whatever decodes
+    /// re-encodes to the same bytes, and arbitrary bytes never panic.
+    #[test]
+    fn settings_datagrams_are_canonical(bytes in prop::collection::vec(any::<u8>(), 0..1_400)) {
+        if let Ok(p) = PeerSettings::decode(&bytes) {
+            let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+            let n = p.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[..n], &bytes[..]);
+        }
+        if let Ok(r) = NodeSettingsReply::decode(&bytes) {
+            let mut out = [0u8; DATAGRAM_LEN_MAX];
+            let n = r.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[..n], &bytes[..n]);
+        }
+        let _ = NodeSettingsRequest::decode(&bytes);
+    }
+
+    #[test]
+    fn settings_round_trip(
+        cluster_id in nonzero(), from in nonzero(),
+        values in prop::collection::vec((any::<u16>(), any::<u64>()), 0..=SETTINGS_ENTRIES_MAX),
+    ) {
+        let values: Vec<SettingValue> = values
+            .into_iter()
+            .map(|(setting, value)| SettingValue { setting, value })
+            .collect();
+        let p = PeerSettings {
+            header: PeerHeader { cluster_id, from },
+            values: SettingValues::from_slice(&values),
+        };
+        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let n = p.encode(&mut out).unwrap();
+        prop_assert_eq!(n, 32 + 2 + 10 * values.len());
+        prop_assert_eq!(PeerSettings::decode(&out[..n]).unwrap(), p);
+        // A reply to a request of any length is never longer than the request (spec §2.2).
+        let request_len = 76 + n % (DATAGRAM_LEN_MAX - 75);
+        let fit = NodeSettingsReply::entries_that_fit(request_len).min(values.len());
+        let reply = NodeSettingsReply {
+            session_id: 1, request_id: 2, attempt: 3, status: Status::Ok,
+            node_id: from, cluster_id,
+            values: SettingValues::from_slice(&values[..fit]),
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let m = reply.encode(&mut out).unwrap();
+        prop_assert!(m <= request_len);
+        prop_assert_eq!(NodeSettingsReply::decode(&out[..m]).unwrap(), reply);
+    }
 }

@@ -41,9 +41,10 @@
 //! waits for an operator, unless every node is new (then it is a new cluster: its startup
 //! grace must cover the longest lease clients may still count).
 
+pub mod settings;
 pub mod storage;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -268,6 +269,8 @@ pub struct ClusterNode {
     leaving: Arc<AtomicBool>,
     stats: Arc<NodeStats>,
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
+    /// What this node last heard of each peer's settings (spec §8.10).
+    peer_settings: Arc<Mutex<BTreeMap<NodeId, settings::PeerSettingsView>>>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
@@ -351,7 +354,10 @@ impl ClusterNode {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
+        let peer_settings = Arc::new(Mutex::new(BTreeMap::new()));
         let event_loop = ClusterLoop {
+            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone()),
+            settings_next: Instant::ZERO,
             node_id: config.node_id,
             cluster_id: config.cluster_id(),
             addr_of: config.peers.iter().copied().collect(),
@@ -406,8 +412,19 @@ impl ClusterNode {
             leaving,
             stats,
             shard_stats,
+            peer_settings,
             thread: Some(thread),
         })
+    }
+
+    /// What this node last heard of each peer's settings (spec §8.10): per peer, the
+    /// settings that differ from this node's and whether their cluster ids differ. Peers
+    /// not heard from yet are missing.
+    pub fn peer_settings(&self) -> BTreeMap<NodeId, settings::PeerSettingsView> {
+        self.peer_settings
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -599,6 +616,9 @@ struct ClusterLoop {
     marks: Vec<Option<Mark>>,
     /// When the loop last said which shards still ask the others before taking part.
     recovery_logged: Instant,
+    /// The settings exchange (spec §8.10), and when this node next sends its own.
+    settings: settings::PeerSettingsLog,
+    settings_next: Instant,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
     deadlines: Vec<Instant>,
     /// Shards an input touched since the last flush (flag per shard, and their list).
@@ -651,7 +671,13 @@ impl ClusterLoop {
             self.flush(REQUEST_LEN_MIN);
             self.publish_stats(now);
             self.log_recovery(now);
-            let next = self.deadlines.iter().copied().min();
+            self.send_settings(now);
+            let next = self
+                .deadlines
+                .iter()
+                .copied()
+                .min()
+                .map(|d| d.min(self.settings_next));
             let now = self.now();
             self.read_timer.arm(&self.socket, next, now);
             match self.socket.recv_from(&mut buf) {
@@ -742,6 +768,9 @@ impl ClusterLoop {
         if msg_type == Some(MessageType::Peer.to_wire()) {
             return self.handle_peer(datagram, from);
         }
+        if msg_type == Some(MessageType::PeerSettings.to_wire()) {
+            return self.handle_peer_settings(datagram, from);
+        }
         if datagram.len() > DATAGRAM_LEN_MAX {
             NodeStats::bump(&self.stats.dropped);
             return;
@@ -750,6 +779,9 @@ impl ClusterLoop {
         // not read it (spec §4.7, §8.9).
         if msg_type == Some(MessageType::ShardStatus.to_wire()) {
             return self.answer_shard_status(datagram, from);
+        }
+        if msg_type == Some(MessageType::NodeSettings.to_wire()) {
+            return self.answer_node_settings(datagram, from);
         }
         let request = match Request::decode(datagram) {
             Ok(r) => r,
@@ -886,6 +918,86 @@ impl ClusterLoop {
                 self.send(&out[..len], from);
             }
             Err(e) => log::error!("udplock node: shard status reply did not encode: {e}"),
+        }
+    }
+
+    /// Spec §8.10: every `SETTINGS_PERIOD`, this node's settings to every other node.
+    fn send_settings(&mut self, now: Instant) {
+        if now < self.settings_next {
+            return;
+        }
+        self.settings_next = now + settings::SETTINGS_PERIOD;
+        let datagram = udplock_protocol::PeerSettings {
+            header: PeerHeader {
+                cluster_id: self.cluster_id,
+                from: self.node_id,
+            },
+            values: udplock_protocol::SettingValues::from_slice(self.settings.own()),
+        };
+        let len = match datagram.encode(&mut self.out) {
+            Ok(len) => len,
+            Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
+        };
+        let mut peers: Vec<(NodeId, SocketAddr)> =
+            self.addr_of.iter().map(|(&id, &a)| (id, a)).collect();
+        peers.sort_unstable();
+        for (id, addr) in peers {
+            if id != self.node_id {
+                self.send_peer(len, addr);
+            }
+        }
+    }
+
+    /// Spec §8.10: a peer's settings, heard only from a listed node at its listed address;
+    /// never answered, and nothing but this node's report of them changes.
+    fn handle_peer_settings(&mut self, datagram: &[u8], source: SocketAddr) {
+        let Ok(p) = udplock_protocol::PeerSettings::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let from = p.header.from;
+        if from == self.node_id || self.addr_of.get(&from) != Some(&source) {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        let now = self.now();
+        self.settings.heard(now, from, source, &p);
+    }
+
+    /// NODE_SETTINGS (spec §4.8, §5.7): this node's cluster id and settings, as many as fit
+    /// in a reply no longer than the request (§2.2). Changes nothing.
+    fn answer_node_settings(&mut self, datagram: &[u8], from: SocketAddr) {
+        use udplock_protocol::{NodeSettingsReply, NodeSettingsRequest, SettingValues};
+        let request = match NodeSettingsRequest::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => return self.answer_undecodable(datagram, e, from),
+        };
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let own = self.settings.own();
+        let fit = NodeSettingsReply::entries_that_fit(datagram.len()).min(own.len());
+        let reply = NodeSettingsReply {
+            session_id: request.session_id,
+            request_id: request.request_id,
+            attempt: request.attempt,
+            status: Status::Ok,
+            node_id: self.node_id,
+            cluster_id: self.cluster_id,
+            values: SettingValues::from_slice(&own[..fit]),
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        match reply.encode(&mut out) {
+            Ok(len) => {
+                assert!(
+                    len <= datagram.len(),
+                    "node settings reply larger than request"
+                );
+                self.send(&out[..len], from);
+            }
+            Err(e) => log::error!("udplock node: node settings reply did not encode: {e}"),
         }
     }
 

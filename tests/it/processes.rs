@@ -100,8 +100,14 @@ impl Servers {
     /// `new_cluster`: with `--new-cluster`, as a cluster's first start must be (and as a
     /// unit file may keep it for every later start).
     fn spawn_as(&mut self, i: usize, new_cluster: bool) {
+        self.spawn_with(i, new_cluster, &[]);
+    }
+
+    /// As `spawn_as`, with more arguments.
+    fn spawn_with(&mut self, i: usize, new_cluster: bool, more: &[&str]) {
         let mut command = Command::new(BIN);
         command.args(["server", "--node-id", &(i + 1).to_string()]);
+        command.args(more);
         if new_cluster {
             command.arg("--new-cluster");
         }
@@ -461,4 +467,34 @@ fn a_data_directory_in_use_or_of_another_node_is_refused() {
     let said = String::from_utf8_lossy(&other.stderr);
     assert!(!other.status.success(), "{said}");
     assert!(said.contains("belongs to node 3"), "{said}");
+}
+
+/// Issue 7 item 10: a node restarted with another value of a setting every node must share
+/// is kept out of the cluster, and no longer in silence: both it and the others log, at error
+/// level, which setting differs (spec §8.10).
+#[test]
+fn a_node_restarted_with_another_limit_is_named_by_both_sides() {
+    let mut servers = Servers::start(3);
+    servers.leader(Duration::from_secs(10));
+    servers.kill(2);
+    servers.spawn_with(2, false, &["--resources-max", "1000"]);
+    let said = |i: usize| std::fs::read_to_string(servers.stderr_path(i)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (one, three) = (said(0), said(2));
+        let named = |log: &str, peer: &str| {
+            log.lines().any(|l| {
+                l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 4000000")
+                    || l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 1000")
+            })
+        };
+        if named(&one, "node 3") && named(&three, "node 1") && named(&three, "node 2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the difference was not named on both sides:\nnode 1: {one}\nnode 3: {three}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use udplock::cluster::{ClusterConfig, ClusterNode};
 use udplock::{Client, ClientConfig};
+use udplock_protocol::Setting;
 
 const SHARDS: u32 = 4;
 
@@ -66,6 +67,25 @@ fn a_node_with_another_default_ttl_or_grace_takes_part_and_the_leaders_value_app
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Every node names the settings that differ, and none is cut off.
+    wait_for("nodes to compare settings", || {
+        let v1 = nodes[0].peer_settings();
+        let v3 = nodes[2].peer_settings();
+        v1.get(&3).is_some_and(|v| {
+            !v.cut_off()
+                && v.differences.iter().map(|d| d.setting).collect::<Vec<_>>()
+                    == [
+                        Setting::TtlDefaultMs,
+                        Setting::RetryAfterMs,
+                        Setting::StartupGraceMs,
+                    ]
+        }) && v3
+            .get(&1)
+            .is_some_and(|v| !v.cut_off() && v.differences.len() == 3)
+            && v1
+                .get(&2)
+                .is_some_and(|v| v.differences.is_empty() && !v.cut_off())
+    });
     // An acquire that names no TTL gets the default of the leader that logged it (which one
     // leads is up to the elections; `core::shard`'s tests check every replica agrees).
     let c = client(&nodes);
@@ -78,4 +98,67 @@ fn a_node_with_another_default_ttl_or_grace_takes_part_and_the_leaders_value_app
             lease.ttl_ms
         );
     }
+}
+
+/// Waits (at most 10 s) until `done`, else fails naming `what`.
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A limit every replica reads itself (in the cluster id) must be equal: a node with another
+/// value is kept out, and both sides name the setting; `udplock status` shows it too.
+#[test]
+fn a_node_with_another_limit_is_kept_out_and_both_sides_name_the_setting() {
+    let nodes = nodes(|id, c| {
+        if id == 3 {
+            c.table.resources_max = 1_000;
+        }
+    });
+    wait_for("both sides to name resources_max", || {
+        let names = |node: &ClusterNode, peer: u64| {
+            node.peer_settings().get(&peer).is_some_and(|v| {
+                v.cut_off()
+                    && v.differences
+                        .iter()
+                        .any(|d| d.setting == Setting::ResourcesMax && d.here != d.there)
+            })
+        };
+        names(&nodes[0], 3) && names(&nodes[1], 3) && names(&nodes[2], 1) && names(&nodes[2], 2)
+    });
+    assert!(nodes[0]
+        .peer_settings()
+        .get(&2)
+        .is_some_and(|v| !v.cut_off()));
+    let servers: Vec<String> = nodes.iter().map(|n| n.local_addr().to_string()).collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udplock"))
+        .args(["status", "--servers", &servers.join(","), "--shards", "4"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(
+            "resources_max: node 1 = 4000000, node 2 = 4000000, node 3 = 1000 (must be equal"
+        ),
+        "{said}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_udplock"))
+        .args([
+            "status",
+            "--json",
+            "--servers",
+            &servers.join(","),
+            "--shards",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(r#""settings_differences":[{"setting":"resources_max","must_be_equal":true"#),
+        "{said}"
+    );
 }
