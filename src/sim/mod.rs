@@ -40,6 +40,15 @@
 //! more), and every run starts as a new cluster: each node new, starting once all the others
 //! said they are new too.
 //!
+//! Failed and torn writes: a disk node's write may fail part-way, or a crash may tear it,
+//! while it persists what one input produced. The node stops (fail-stop: nothing that input
+//! produced leaves), and its files hold what the real storage (`cluster::storage`) can leave:
+//! the old state; or the new hard state (written first) over the old log; or that and the log
+//! cut back to where it agrees with the new one plus some of the new entries (a torn record is
+//! cut when read back); for a new snapshot, the old one, or the new one with the old log as
+//! opening repairs it, or everything new. A stronger recovery mark is written before the
+//! state, a weaker one after it. The node then restarts from that.
+//!
 //! # Phases
 //!
 //! A run has a *safety phase* with faults (loss, duplication and reordering are always on),
@@ -156,6 +165,8 @@ pub struct SimReport {
     /// nodes, and of disk nodes whose directory came back empty.
     pub amnesia_restarts: u64,
     pub disk_losses: u64,
+    /// Writes that failed part-way or were torn (the node stopped, see the module docs).
+    pub torn_writes: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -825,6 +836,9 @@ impl Sim {
     /// After any call into a node's shard: persist, send its messages and replies, re-arm
     /// its timer, observe what it applied.
     fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        if self.tear_write(id) {
+            return Ok(());
+        }
         let now = self.now;
         let mut messages = Vec::new();
         let mut replies = Vec::new();
@@ -887,6 +901,89 @@ impl Sim {
             },
         );
         self.observe_applied(id)
+    }
+
+    /// Sometimes (random runs, before healing) the write of what the last input produced
+    /// fails part-way or is torn: the files get part of it (see the module docs) and the
+    /// node stops before anything that input produced leaves. True if it did.
+    fn tear_write(&mut self, id: NodeId) -> bool {
+        if !self.config.faults || self.config.scenario.is_some() || self.healed {
+            return false;
+        }
+        let i = (id - 1) as usize;
+        let (hard, meta, log, mark) = {
+            let n = &self.nodes[i];
+            let Some(shard) = n.shard.as_ref() else {
+                return false;
+            };
+            if n.memory {
+                return false; // writes nothing
+            }
+            let raft = shard.raft();
+            (
+                raft.hard_state(),
+                raft.snapshot_meta(),
+                raft.log().to_vec(),
+                restart::mark(raft),
+            )
+        };
+        let n = &self.nodes[i];
+        let snapshot_changed =
+            meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta);
+        let log_changed = n.persisted_log.last().map(|e| (e.index, e.term))
+            != log.last().map(|e| (e.index, e.term))
+            || n.persisted_log.len() != log.len();
+        let changed = hard != n.persisted_state || snapshot_changed || log_changed;
+        if !changed || !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
+            return false;
+        }
+        // How far the write got: 0 nothing, 1 the hard state, 2 some of the log or snapshot.
+        let stage = self.rng.gen_range(0..3u8);
+        let all_new = self.rng.gen_bool(0.5);
+        let appended = self.rng.gen_range(0..=log.len());
+        let data = self.nodes[i]
+            .shard
+            .as_ref()
+            .and_then(|s| s.raft().snapshot_data().cloned());
+        let n = &mut self.nodes[i];
+        if mark > n.mark {
+            n.mark = mark;
+        }
+        if stage >= 1 {
+            n.persisted_state = hard;
+        }
+        if stage == 2 && snapshot_changed {
+            // The snapshot file is replaced whole, then the log rewritten from it.
+            let old = std::mem::take(&mut n.persisted_log);
+            n.persisted_snapshot = Some((meta, data.expect("a snapshot has data")));
+            n.persisted_log = if all_new {
+                log
+            } else {
+                // Opening keeps what follows the snapshot if the old log holds its entry.
+                let matches = old
+                    .iter()
+                    .any(|e| e.index == meta.index && e.term == meta.term);
+                if matches {
+                    old.into_iter().filter(|e| e.index > meta.index).collect()
+                } else {
+                    Vec::new()
+                }
+            };
+        } else if stage == 2 {
+            // Cut back to where the file agrees with the log, then part of the new entries.
+            let mut keep = n.persisted_log.len().min(log.len());
+            while keep > 0 && n.persisted_log[keep - 1].term != log[keep - 1].term {
+                keep -= 1;
+            }
+            n.persisted_log.truncate(keep);
+            let upto = appended.max(keep);
+            n.persisted_log.extend_from_slice(&log[keep..upto]);
+        }
+        self.report.torn_writes += 1;
+        self.crash(id);
+        let down = Duration::from_millis(self.rng.gen_range(50..1_000));
+        self.schedule(down, Event::Restart { node: id });
+        true
     }
 
     /// Latency, loss, duplication for one datagram; `None` if it is lost.
@@ -1370,6 +1467,10 @@ fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
         },
     }
 }
+
+/// Chance that persisting what one input changed fails part-way or is torn (see the module
+/// docs): a few times per run, on top of the crash faults.
+const TORN_WRITE_PROBABILITY: f64 = 0.0005;
 
 /// Snapshot cadence of replicas in random runs (see `start_node`): small, so that every run
 /// takes snapshots and a node cut off or restarted catches up through InstallSnapshot.
