@@ -111,6 +111,32 @@
 //! node is built with [`Raft::restore`] from them, and its commit index starts at the
 //! snapshot's last index (the shell loads its state machine from the snapshot itself).
 //!
+//! # Rejoining without state (spec §8.5)
+//!
+//! A node that lost its persisted state (durability `memory`, a replaced disk, an emptied or
+//! mistyped data directory, a rejoin cut short) is built with [`Raft::rejoin`], or with
+//! [`Raft::start_new`] when its operator says this start may create the cluster. Either way
+//! it first asks every other voter (TermQuery) and acts on nothing else; nodes that hold
+//! state answer TermReply (term, last index), nodes that hold none NoStateReply (new or not).
+//!
+//! - *Rejoin* (rules 3 and 4): once `q` of the OTHERS answered TermReply, every quorum the
+//!   node took part in before (a vote, an acknowledgement, in some term `T`) had `q - 1`
+//!   members besides it, and `(q - 1) + q > n - 1`, so some replier took part in it too and
+//!   its term is at least `T`. The node takes the largest term as its own, with a vote in it,
+//!   so it never votes twice in a term nor acknowledges an older leader; and it votes only once
+//!   its commit index holds an entry of the current leader's term (and, under the leader of
+//!   the very term it rejoined at, reaches the largest last index the repliers reported: every
+//!   committed entry it acknowledged is held by a replier, so lies at or below it). If all
+//!   `q` said term 0, it never took part in anything: it starts fresh.
+//! - *New* (rule 6): only when EVERY other voter answered, after this node lost its state,
+//!   that it holds nothing beyond term 0. A node that took part in anything has a term of at
+//!   least 1 from then on while it keeps its state, so each of them had lost its state when it
+//!   answered: nothing any quorum decided survives anywhere (a new cluster, or a total loss),
+//!   so this node's fresh start contradicts nothing. With only `q` such answers, a node that
+//!   keeps an acknowledged entry but is down could be outvoted by nodes that lost theirs (the
+//!   test `a_new_node_waits_while_any_other_node_may_hold_state` shows two leaders of one term
+//!   then); so a node that may hold state, even an unreachable one, keeps a new node asking.
+//!
 //! # Bounds
 //!
 //! The log holds what has not been compacted: bounded once the shell compacts. Per follower,
