@@ -368,6 +368,17 @@ pub struct ShardStatusReport {
     pub shards: Vec<ShardInfo>,
 }
 
+/// One cluster node's cluster id and settings, from [`Client::node_settings`] (spec §5.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSettingsReport {
+    pub node_id: u64,
+    /// Nodes whose cluster ids differ do not form one cluster (spec §8.1).
+    pub cluster_id: u64,
+    /// `(setting, value)` as the node lists them, in registry order; codes this client does
+    /// not know are left out.
+    pub settings: Vec<(udplock_protocol::Setting, u64)>,
+}
+
 /// One shard as one node sees it (spec §5.6). Nodes may disagree: a follower's counts lag
 /// its leader's, and a node cut off from the others may still name an old leader; believe
 /// the node that says it leads, with the highest term.
@@ -1332,6 +1343,94 @@ impl Client {
                 // Another request's reply, a late copy's, or garbage.
                 _ => self.dropped_datagrams.fetch_add(1, Ordering::Relaxed),
             };
+        }
+    }
+
+    /// Asks the node at `server` for its cluster id and settings (spec §4.8): what `udplock
+    /// status` compares between nodes, to name the settings that keep one out of the
+    /// cluster. Read-only; a single node answers UNSUPPORTED ([`LockError::InternalError`]).
+    /// Like [`Client::shard_status`]: its own socket and session, the request padded to 1200
+    /// bytes, retransmitted on the RTO until `request_timeout_ms`
+    /// ([`LockError::Unavailable`]).
+    pub fn node_settings(&self, server: SocketAddr) -> Result<NodeSettingsReport, LockError> {
+        use udplock_protocol::{NodeSettingsReply, NodeSettingsRequest, Setting};
+        let socket = open_socket(server.is_ipv6()).map_err(|e| {
+            LockError::InternalError(format!("cannot open a UDP socket for node settings: {e}"))
+        })?;
+        let session_id = new_session_id();
+        let request_id = 1;
+        let mut timer = lock(&self.rtt).timer();
+        let deadline = self.now() + Duration::from_millis(self.config.request_timeout_ms);
+        let mut datagram = [0u8; DATAGRAM_LEN_MAX];
+        let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
+        loop {
+            let now = self.now();
+            if now >= deadline {
+                return Err(LockError::Unavailable);
+            }
+            if timer.next_retransmit() <= now {
+                let attempt = timer.on_send(now);
+                let request = NodeSettingsRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                };
+                let len = request.encode(&mut datagram).map_err(|e| {
+                    LockError::InternalError(format!("node settings request did not encode: {e}"))
+                })?;
+                // A failed send is a lost copy: the timer sends another.
+                let _ = socket.send_to(&datagram[..len], server);
+            }
+            let wake = timer.next_retransmit().min(deadline);
+            let wait =
+                std_duration(wake.saturating_since(self.now())).max(StdDuration::from_micros(1));
+            if socket.set_read_timeout(Some(wait)).is_err() {
+                return Err(LockError::InternalError(
+                    "cannot set the node settings socket's receive timeout".into(),
+                ));
+            }
+            let Ok((len, _)) = socket.recv_from(&mut buf) else {
+                continue;
+            };
+            let datagram_in = &buf[..len];
+            if let Ok(reply) = NodeSettingsReply::decode(datagram_in) {
+                if (reply.session_id, reply.request_id) != (session_id, request_id) {
+                    continue;
+                }
+                if let Some(error) = LockError::from_status(reply.status) {
+                    return Err(error);
+                }
+                return Ok(NodeSettingsReport {
+                    node_id: reply.node_id,
+                    cluster_id: reply.cluster_id,
+                    settings: reply
+                        .values
+                        .iter()
+                        .filter_map(|v| Some((Setting::from_wire(v.setting)?, v.value)))
+                        .collect(),
+                });
+            }
+            match Reply::decode(datagram_in) {
+                Ok(reply)
+                    if reply.msg_type == MessageType::ErrorReply
+                        && (reply.session_id, reply.request_id) == (session_id, request_id) =>
+                {
+                    return Err(match reply.status {
+                        Status::Unsupported => LockError::InternalError(format!(
+                            "{server} does not answer NODE_SETTINGS (UNSUPPORTED): it is a \
+                             single node, not a member of a cluster, or older than this client"
+                        )),
+                        status => LockError::from_status(status).unwrap_or_else(|| {
+                            LockError::InternalError(
+                                "the server sent ERROR_REPLY with status OK: a server bug".into(),
+                            )
+                        }),
+                    });
+                }
+                _ => {
+                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 

@@ -191,7 +191,10 @@ struct ServerArgs {
     /// in any order, on every node). Without it the server is a single unreplicated node.
     #[arg(long, value_delimiter = ',', requires = "node_id")]
     peers: Option<Vec<String>>,
-    /// Where a cluster node keeps its Raft log and vote (with --peers).
+    /// Where a cluster node keeps its Raft log and vote (with --peers). Default:
+    /// $XDG_STATE_HOME/udplock/node-ID (or ~/.local/state/udplock/node-ID), so it depends on
+    /// the environment: under a service manager, name it. The node locks it, and it records
+    /// which node of which cluster it belongs to (another node refuses it).
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// What a cluster node's state survives: fsync (power loss of every node), os (any
@@ -199,10 +202,15 @@ struct ServerArgs {
     /// nodes' state; a restarted node rejoins by the protocol's rule before it votes).
     #[arg(long, default_value = "os")]
     durability: String,
-    /// With --durability memory: this start creates the cluster (every node starts empty
-    /// and nobody could answer a rejoining node). Without it a memory node always rejoins.
-    /// After a total loss, restart every node with it and a --startup-grace-ms covering the
-    /// longest lease clients may still count.
+    /// This start may create the cluster. A node whose storage holds nothing (an empty data
+    /// directory, or --durability memory) then starts as new: it still asks every other node,
+    /// and its shards start only once EVERY other node answers that it is new too; next to a
+    /// cluster that holds state it rejoins like any node without state. Safe to leave in a
+    /// unit file; a node that holds its state ignores it. Without it, a node whose storage
+    /// holds nothing always rejoins (waits for nodes with state), so the nodes of a new
+    /// cluster must all be started with it. If every node of a cluster loses its state at
+    /// once, nodes started with it form a new cluster: keep --startup-grace-ms at the longest
+    /// lease clients use alongside it (the grace protects leases granted before the loss).
     #[arg(long)]
     new_cluster: bool,
     /// Shards of the cluster (fixed when the cluster is created; same on every node).
@@ -275,25 +283,46 @@ impl StatusArgs {
     /// says it leads, in the highest term, is shown (else the view with the highest term).
     /// Fails only if no node answers.
     fn print_shards(&self, client: &Client) -> Result<(), LockError> {
-        use udplock::client::{ShardInfo, ShardRole, ShardStatusReport};
+        use udplock::client::{NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport};
         let servers = client.servers().to_vec();
-        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
-            std::thread::scope(|scope| {
-                let asks: Vec<_> = servers
-                    .iter()
-                    .map(|&addr| (addr, scope.spawn(move || client.shard_status(addr))))
-                    .collect();
-                asks.into_iter()
-                    .map(|(addr, ask)| {
-                        let result = ask.join().unwrap_or_else(|_| {
+        type Asked = (
+            Result<ShardStatusReport, LockError>,
+            Option<NodeSettingsReport>,
+        );
+        let asked: Vec<(SocketAddr, Asked)> = std::thread::scope(|scope| {
+            let asks: Vec<_> = servers
+                .iter()
+                .map(|&addr| {
+                    let ask = scope.spawn(move || {
+                        let shards = client.shard_status(addr);
+                        // Only a node that answered is asked for its settings too.
+                        let settings = shards
+                            .as_ref()
+                            .ok()
+                            .and_then(|_| client.node_settings(addr).ok());
+                        (shards, settings)
+                    });
+                    (addr, ask)
+                })
+                .collect();
+            asks.into_iter()
+                .map(|(addr, ask)| {
+                    let result = ask.join().unwrap_or_else(|_| {
+                        (
                             Err(LockError::InternalError(
                                 "shard status thread panicked".into(),
-                            ))
-                        });
-                        (addr, result)
-                    })
-                    .collect()
-            });
+                            )),
+                            None,
+                        )
+                    });
+                    (addr, result)
+                })
+                .collect()
+        });
+        let settings: Vec<NodeSettingsReport> =
+            asked.iter().filter_map(|(_, (_, s))| s.clone()).collect();
+        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
+            asked.into_iter().map(|(addr, (r, _))| (addr, r)).collect();
         let answered: Vec<(SocketAddr, &ShardStatusReport)> = views
             .iter()
             .filter_map(|(addr, r)| r.as_ref().ok().map(|r| (*addr, r)))
@@ -401,11 +430,28 @@ impl StatusArgs {
                 (Err(e), false) => format!("{addr}: unreachable: {}", why(e)),
             })
             .collect();
+        let differences = settings_differences(&settings);
         if json {
+            let rows: Vec<String> = differences
+                .iter()
+                .map(|(setting, values)| {
+                    let values: Vec<String> = values
+                        .iter()
+                        .map(|(node, v)| format!("{{\"node_id\":{node},\"value\":{v}}}"))
+                        .collect();
+                    format!(
+                        "{{\"setting\":{},\"must_be_equal\":{},\"values\":[{}]}}",
+                        json::string(setting.map_or("cluster_id", |s| s.name())),
+                        setting.is_none_or(|s| s.must_be_equal()),
+                        values.join(",")
+                    )
+                })
+                .collect();
             println!(
-                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}]}}",
+                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}],\"settings_differences\":[{}]}}",
                 shard_rows.join(","),
-                node_rows.join(",")
+                node_rows.join(","),
+                rows.join(",")
             );
         } else {
             println!(
@@ -415,9 +461,70 @@ impl StatusArgs {
             for row in shard_rows.iter().chain(&node_rows) {
                 println!("{row}");
             }
+            if !differences.is_empty() {
+                println!("settings differ between nodes (spec §8.10):");
+            }
+            for (setting, values) in &differences {
+                let shown: Vec<String> = values
+                    .iter()
+                    .map(|(node, v)| match setting {
+                        Some(udplock_protocol::Setting::Nodes) | None => {
+                            format!("node {node} = {v:#018x}")
+                        }
+                        Some(_) => format!("node {node} = {v}"),
+                    })
+                    .collect();
+                let why = match setting {
+                    Some(s) if !s.must_be_equal() => {
+                        "may differ (each leader applies its own): a rolling change not done \
+                         everywhere?"
+                    }
+                    Some(_) => "must be equal: nodes with another value are cut off from the rest",
+                    None => {
+                        "the cluster ids differ for a reason no setting names (another version?)"
+                    }
+                };
+                println!(
+                    "  {}: {} ({why})",
+                    setting.map_or("cluster_id", |s| s.name()),
+                    shown.join(", ")
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// The settings whose values differ between the nodes that answered (spec §8.10), in
+/// registry order, each with every node's value; `None` stands for the cluster id when the
+/// ids differ though no setting does. Empty when they all agree.
+#[allow(clippy::type_complexity)]
+fn settings_differences(
+    nodes: &[udplock::client::NodeSettingsReport],
+) -> Vec<(Option<udplock_protocol::Setting>, Vec<(u64, u64)>)> {
+    let mut out = Vec::new();
+    for &setting in udplock_protocol::Setting::ALL {
+        let values: Vec<(u64, u64)> = nodes
+            .iter()
+            .filter_map(|n| {
+                n.settings
+                    .iter()
+                    .find(|(s, _)| *s == setting)
+                    .map(|&(_, v)| (n.node_id, v))
+            })
+            .collect();
+        if values.windows(2).any(|w| w[0].1 != w[1].1) {
+            out.push((Some(setting), values));
+        }
+    }
+    let ids: Vec<(u64, u64)> = nodes.iter().map(|n| (n.node_id, n.cluster_id)).collect();
+    let must_differ = out
+        .iter()
+        .any(|(s, _)| s.is_some_and(|s| s.must_be_equal()));
+    if ids.windows(2).any(|w| w[0].1 != w[1].1) && !must_differ {
+        out.push((None, ids));
+    }
+    out
 }
 
 #[derive(Args)]
@@ -611,25 +718,23 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         .node_id
         .ok_or_else(|| invalid("--node-id is required".into()))?;
     let durability: Durability = a.durability.parse().map_err(invalid)?;
-    if a.new_cluster && durability != Durability::Memory {
-        return Err(invalid(
-            "--new-cluster is for --durability memory (a node with a data directory knows \
-             whether it is new)"
-                .into(),
-        ));
-    }
     let mut config = ClusterConfig::new(node_id, peers);
     config.shards = a.shards;
     config.table = table_config(&a);
     config.durability = durability;
-    config.rejoin_when_empty = durability == Durability::Memory && !a.new_cluster;
+    config.new_cluster = a.new_cluster;
+    // Where the default comes from, said at start: another HOME or XDG_STATE_HOME (a service
+    // manager's) is another, empty directory, and the node then rejoins without its state.
+    let mut data_dir_from = String::new();
     config.data_dir = match (durability, a.data_dir.clone()) {
         (Durability::Memory, _) => None,
         (_, Some(dir)) => Some(dir),
-        (_, None) => Some(
-            default_data_dir(node_id)
-                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?,
-        ),
+        (_, None) => {
+            let (dir, from) = default_data_dir(node_id)
+                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
+            data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
+            Some(dir)
+        }
     };
     config.cpu = a.cpu;
     config.validate().map_err(invalid)?;
@@ -642,7 +747,7 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
     let node = ClusterNode::start(config.clone())
         .map_err(|e| LockError::InternalError(format!("cannot start node {node_id}: {e}")))?;
     notice(&format!(
-        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {})\n",
+        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {}{data_dir_from})\n",
         config.peers.len(),
         node.local_addr(),
         config.shards,
@@ -685,12 +790,21 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7100))
 }
 
-/// Where a cluster node keeps its data by default: the user's state directory.
-fn default_data_dir(node_id: u64) -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("udplock").join(format!("node-{node_id}")))
+/// Where a cluster node keeps its data by default: the user's state directory, and which
+/// variable chose it (`$XDG_STATE_HOME=...` or `$HOME=...`).
+fn default_data_dir(node_id: u64) -> Option<(PathBuf, String)> {
+    let (base, from) = match std::env::var_os("XDG_STATE_HOME") {
+        Some(x) => (
+            PathBuf::from(&x),
+            format!("$XDG_STATE_HOME={}", x.to_string_lossy()),
+        ),
+        None => {
+            let home = std::env::var_os("HOME")?;
+            let from = format!("$HOME={}", home.to_string_lossy());
+            (PathBuf::from(home).join(".local/state"), from)
+        }
+    };
+    Some((base.join("udplock").join(format!("node-{node_id}")), from))
 }
 
 fn run_dev(a: DevArgs) -> Result<(), LockError> {

@@ -12,7 +12,12 @@
 //! REQUEST  kind=3 | stamp u64 | session_id u64 | request_id u64 | attempt u16 | flags u8
 //!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
 //!          | resource_len u8 | resource | client_len u8 | client
+//! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
 //! ```
+//!
+//! SETTINGS carries the values of the settings a leader applies with that may differ between
+//! nodes (spec §8.8): every replica applies the commands after it with the same values, so
+//! nodes need not share them and an operator can change them with a rolling restart.
 
 use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -22,6 +27,8 @@ use crate::{DecodeError, EncodeError, ID_LEN_MAX};
 
 /// Length of INIT and TICK: the kind byte and one u64.
 const SHORT_COMMAND_LEN: usize = 9;
+/// Length of SETTINGS: the kind byte and three u32.
+const SETTINGS_COMMAND_LEN: usize = 13;
 /// Length of a REQUEST command without its two ids (the two length bytes included).
 pub const LOG_REQUEST_FIXED_LEN: usize = 57;
 /// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id.
@@ -48,11 +55,16 @@ pub mod field {
     pub const TTL_MS: Range<usize> = 51..55;
     pub const RESOURCE_LEN: usize = 55;
     pub const RESOURCE: usize = 56;
+    /// SETTINGS.
+    pub const TTL_DEFAULT_MS: Range<usize> = 1..5;
+    pub const RETRY_AFTER_MS: Range<usize> = 5..9;
+    pub const STARTUP_GRACE_MS: Range<usize> = 9..13;
 }
 
 const _: () = assert!(field::RESOURCE + 1 == LOG_REQUEST_FIXED_LEN);
 const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
 const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
+const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
 
 /// The client operations that go through the log. STATUS never does: it is a read, answered
 /// by the leader from its applied state (spec §8.9).
@@ -112,6 +124,15 @@ pub enum LogCommand<'a> {
         resource: &'a [u8],
         client: &'a [u8],
     },
+    /// The values the proposing leader applies with, for the settings that may differ
+    /// between nodes: every command after it (until the next SETTINGS) applies with them on
+    /// every replica (spec §8.8). Checked when applied, not here: a replica skips one whose
+    /// `ttl_default_ms` is 0 or above its `ttl_ms_max`, or whose `retry_after_ms` is 0.
+    Settings {
+        ttl_default_ms: u32,
+        retry_after_ms: u32,
+        startup_grace_ms: u32,
+    },
 }
 
 impl<'a> LogCommand<'a> {
@@ -121,6 +142,7 @@ impl<'a> LogCommand<'a> {
             LogCommand::Init { .. } => LogCommandKind::Init,
             LogCommand::Tick { .. } => LogCommandKind::Tick,
             LogCommand::Request { .. } => LogCommandKind::Request,
+            LogCommand::Settings { .. } => LogCommandKind::Settings,
         }
     }
 
@@ -144,6 +166,16 @@ impl<'a> LogCommand<'a> {
                 })
             }
             LogCommandKind::Request => Self::decode_request(data, value),
+            LogCommandKind::Settings => {
+                if data.len() != SETTINGS_COMMAND_LEN {
+                    return Err(DecodeError::BadBodyLength);
+                }
+                Ok(LogCommand::Settings {
+                    ttl_default_ms: u32_at(data, field::TTL_DEFAULT_MS.start),
+                    retry_after_ms: u32_at(data, field::RETRY_AFTER_MS.start),
+                    startup_grace_ms: u32_at(data, field::STARTUP_GRACE_MS.start),
+                })
+            }
         }
     }
 
@@ -213,6 +245,7 @@ impl<'a> LogCommand<'a> {
     pub fn encoded_len(&self) -> usize {
         match self {
             LogCommand::Init { .. } | LogCommand::Tick { .. } => SHORT_COMMAND_LEN,
+            LogCommand::Settings { .. } => SETTINGS_COMMAND_LEN,
             LogCommand::Request {
                 resource, client, ..
             } => LOG_REQUEST_FIXED_LEN + resource.len() + client.len(),
@@ -228,6 +261,17 @@ impl<'a> LogCommand<'a> {
                 let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
                 out[field::KIND] = self.kind().to_wire();
                 out[field::VALUE].copy_from_slice(&value.to_be_bytes());
+            }
+            LogCommand::Settings {
+                ttl_default_ms,
+                retry_after_ms,
+                startup_grace_ms,
+            } => {
+                let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+                out[field::KIND] = self.kind().to_wire();
+                out[field::TTL_DEFAULT_MS].copy_from_slice(&ttl_default_ms.to_be_bytes());
+                out[field::RETRY_AFTER_MS].copy_from_slice(&retry_after_ms.to_be_bytes());
+                out[field::STARTUP_GRACE_MS].copy_from_slice(&startup_grace_ms.to_be_bytes());
             }
             LogCommand::Request {
                 stamp,

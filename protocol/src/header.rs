@@ -135,7 +135,11 @@ pub(crate) fn decode(
     let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
     // Reply-only flags in a request are as unknown as reserved bits, and so are they in a
     // SHARD_STATUS_REPLY, which defines none (spec §3.2 step 7, §5.6).
-    let flags_defined = direction == Direction::Reply && msg_type != MessageType::ShardStatusReply;
+    let flags_defined = direction == Direction::Reply
+        && !matches!(
+            msg_type,
+            MessageType::ShardStatusReply | MessageType::NodeSettingsReply
+        );
     if !flags_defined && !flags.is_empty() {
         return Err(DecodeError::UnknownFlags);
     }

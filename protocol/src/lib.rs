@@ -19,6 +19,9 @@
 //!   lock table, in log order.
 //! - [`shard_of`] maps a resource id to its shard (FNV-1a 64), the same on every node and
 //!   client.
+//! - [`PeerSettings`] (spec §8.10) and [`NodeSettingsRequest`] / [`NodeSettingsReply`] (spec
+//!   §4.8, §5.7) carry a node's settings, to its peers and to a client, so that nodes whose
+//!   settings differ can say which.
 //! - [`ShardStatusRequest`] / [`ShardStatusReply`] (spec §4.7, §5.6) ask one cluster node for
 //!   its own view of its shards (role, leader, term, commit index, locks held), a page of
 //!   shards per datagram; they have their own decoders, so [`Request::decode`] and
@@ -52,6 +55,7 @@ mod peer;
 pub mod registry;
 mod reply;
 mod request;
+mod settings;
 mod shard;
 mod shard_status;
 
@@ -63,9 +67,14 @@ pub use peer::{
     INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX,
     SNAPSHOT_LEN_MAX,
 };
-pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Status};
+pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use reply::{Hint, Reply};
 pub use request::{Request, RequestBody};
+pub use settings::{
+    NodeSettingsReply, NodeSettingsRequest, PeerSettings, SettingValue, SettingValues,
+    NODE_SETTINGS_REPLY_FIXED_LEN, NODE_SETTINGS_REQUEST_LEN, SETTINGS_ENTRIES_MAX,
+    SETTING_ENTRY_LEN,
+};
 pub use shard::{shard_hash, shard_of, FNV_OFFSET_BASIS, FNV_PRIME, SHARDS_DEFAULT, SHARDS_MAX};
 pub use shard_status::{
     ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusEntryIter, ShardStatusReply,
@@ -180,6 +189,9 @@ pub enum DecodeError {
     /// status, any non-zero field; or an entry whose shard is not `first_shard` plus its
     /// position, or whose role is not 0 to 3.
     BadShardStatus,
+    /// NODE_SETTINGS_REPLY: with OK, a zero node id or cluster id; with another status, any
+    /// non-zero field or entry.
+    BadSettings,
 }
 
 impl DecodeError {
@@ -218,7 +230,7 @@ impl DecodeError {
             | DecodeError::BadOp
             | DecodeError::NonZeroField => None,
             // Only a reply fails this way, and a client never answers.
-            DecodeError::BadShardStatus => None,
+            DecodeError::BadShardStatus | DecodeError::BadSettings => None,
         }
     }
 
@@ -252,6 +264,7 @@ impl DecodeError {
             DecodeError::BadOp => "BadOp",
             DecodeError::NonZeroField => "NonZeroField",
             DecodeError::BadShardStatus => "BadShardStatus",
+            DecodeError::BadSettings => "BadSettings",
         }
     }
 }
@@ -289,6 +302,8 @@ pub enum EncodeError {
     NonZeroField,
     /// A SHARD_STATUS_REPLY whose fields disagree (see [`DecodeError::BadShardStatus`]).
     BadShardStatus,
+    /// A NODE_SETTINGS_REPLY whose fields disagree (see [`DecodeError::BadSettings`]).
+    BadSettings,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -304,6 +319,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadSnapshotChunk => "snapshot chunk fields out of range",
             EncodeError::NonZeroField => "a field this operation requires to be zero is not",
             EncodeError::BadShardStatus => "shard status page fields disagree",
+            EncodeError::BadSettings => "node settings reply fields disagree",
         };
         f.write_str(what)
     }

@@ -25,7 +25,9 @@
 //!
 //! Rejoining without state (spec §8.5): a node that restarted without its Raft state sends
 //! TERM_QUERY and waits for TERM_REPLY from a majority-sized set of the other nodes before it
-//! votes or acknowledges anything; both records carry one term.
+//! votes or acknowledges anything; both records carry one term. A node that holds no state
+//! for the shard itself answers NO_STATE_REPLY instead, saying whether it is *new* (it never
+//! held state there), which is how a new cluster learns that every node is new.
 
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Header};
@@ -67,6 +69,7 @@ const APPEND_REPLY_LEN: usize = 33;
 const TIMEOUT_NOW_LEN: usize = 8;
 const TERM_QUERY_LEN: usize = 16;
 const TERM_REPLY_LEN: usize = 24;
+const NO_STATE_REPLY_LEN: usize = 17;
 const INSTALL_SNAPSHOT_REPLY_LEN: usize = 40;
 /// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
 const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
@@ -81,6 +84,7 @@ const _: () = assert!(
         && FIXED_BODY_LEN_MAX >= TIMEOUT_NOW_LEN
         && FIXED_BODY_LEN_MAX >= TERM_QUERY_LEN
         && FIXED_BODY_LEN_MAX >= TERM_REPLY_LEN
+        && FIXED_BODY_LEN_MAX >= NO_STATE_REPLY_LEN
 );
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
 const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 5 * 8);
@@ -353,6 +357,11 @@ pub enum PeerMessage<'a> {
         last_index: u64,
         nonce: u64,
     },
+    /// Answer to TERM_QUERY from a node that holds no state for the shard itself (it is
+    /// recovering too, spec §8.5): `term` is its current term (0), `nonce` echoes the query's,
+    /// and `new` says that it never held state for the shard and may take part in creating
+    /// the cluster. Sending it changes no state at the replier.
+    NoStateReply { term: u64, nonce: u64, new: bool },
 }
 
 impl PeerMessage<'_> {
@@ -371,6 +380,7 @@ impl PeerMessage<'_> {
             PeerMessage::InstallSnapshotReply { .. } => PeerKind::InstallSnapshotReply,
             PeerMessage::TermQuery { .. } => PeerKind::TermQuery,
             PeerMessage::TermReply { .. } => PeerKind::TermReply,
+            PeerMessage::NoStateReply { .. } => PeerKind::NoStateReply,
         }
     }
 
@@ -388,7 +398,8 @@ impl PeerMessage<'_> {
             | PeerMessage::InstallSnapshot { term, .. }
             | PeerMessage::InstallSnapshotReply { term, .. }
             | PeerMessage::TermQuery { term, .. }
-            | PeerMessage::TermReply { term, .. } => term,
+            | PeerMessage::TermReply { term, .. }
+            | PeerMessage::NoStateReply { term, .. } => term,
         }
     }
 
@@ -406,6 +417,7 @@ impl PeerMessage<'_> {
             PeerMessage::InstallSnapshotReply { .. } => INSTALL_SNAPSHOT_REPLY_LEN,
             PeerMessage::TermQuery { .. } => TERM_QUERY_LEN,
             PeerMessage::TermReply { .. } => TERM_REPLY_LEN,
+            PeerMessage::NoStateReply { .. } => NO_STATE_REPLY_LEN,
         }
     }
 
@@ -613,6 +625,14 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 term: u64_(0),
                 last_index: u64_(8),
                 nonce: u64_(16),
+            }
+        }
+        PeerKind::NoStateReply => {
+            exact(body, NO_STATE_REPLY_LEN)?;
+            PeerMessage::NoStateReply {
+                term: u64_(0),
+                nonce: u64_(8),
+                new: bool_at(body, 16)?,
             }
         }
         PeerKind::InstallSnapshot => read_install_snapshot(body)?,
@@ -896,6 +916,12 @@ impl<'b> PeerWriter<'b> {
                 put(&mut body, 8, last_index);
                 put(&mut body, 16, nonce);
                 TERM_REPLY_LEN
+            }
+            PeerMessage::NoStateReply { term, nonce, new } => {
+                put(&mut body, 0, term);
+                put(&mut body, 8, nonce);
+                body[16] = new as u8;
+                NO_STATE_REPLY_LEN
             }
             PeerMessage::InstallSnapshotReply {
                 term,

@@ -72,6 +72,9 @@ registry! {
         Peer = 0x40, "PEER", "Node-to-node datagram: Raft messages of one or more shards (Section 8.3).";
         ShardStatus = 0x06, "SHARD_STATUS", "Read a cluster node's own view of its shards: role, leader, term, commit index, locks held (Section 4.7).";
         ShardStatusReply = 0x86, "SHARD_STATUS_REPLY", "Answer to SHARD_STATUS: one entry per shard, as many as fit in the request.";
+        NodeSettings = 0x07, "NODE_SETTINGS", "Read a cluster node's settings, to compare them with its peers' (Section 4.8).";
+        NodeSettingsReply = 0x87, "NODE_SETTINGS_REPLY", "Answer to NODE_SETTINGS: the node's cluster id and settings, as many as fit in the request.";
+        PeerSettings = 0x41, "PEER_SETTINGS", "Node-to-node datagram: the sender's settings, so that nodes whose settings differ say which (Section 8.10).";
     }
 }
 
@@ -110,6 +113,7 @@ registry! {
         InstallSnapshotReply = 10, "INSTALL_SNAPSHOT_REPLY", "Answer to INSTALL_SNAPSHOT: contiguous bytes received.";
         TermQuery = 11, "TERM_QUERY", "A node that restarted without its state asks for the receiver's current term.";
         TermReply = 12, "TERM_REPLY", "Answer to TERM_QUERY: the replier's current term.";
+        NoStateReply = 13, "NO_STATE_REPLY", "Answer to TERM_QUERY from a node that holds no state for the shard: whether it is new.";
     }
 }
 
@@ -119,6 +123,40 @@ registry! {
         Init = 1, "INIT", "First command of a shard's log: fixes the first fencing token.";
         Tick = 2, "TICK", "Advance log time: fire every timer due at or before the stamp.";
         Request = 3, "REQUEST", "Apply a client request (ACQUIRE, RELEASE, RENEW, CONFIGURE) as of the stamp.";
+        Settings = 4, "SETTINGS", "The leader's default TTL, retry-after hint and startup grace: what later commands apply with.";
+    }
+}
+
+registry! {
+    /// Settings a cluster node states in PEER_SETTINGS and NODE_SETTINGS_REPLY (spec §8.10,
+    /// §10.7). The first eleven must be equal on every node (they are in the cluster id, or
+    /// are the cluster's shape); the last three may differ (a leader logs them, spec §8.8).
+    pub enum Setting: u16 {
+        Nodes = 1, "nodes", "FNV-1a 64 of the node list as the cluster id writes it (ids and addresses sorted by id); must be equal.";
+        Shards = 2, "shards", "The shard count S; must be equal.";
+        ResourcesMax = 3, "resources_max", "Section 9; must be equal.";
+        WaitersPerResourceMax = 4, "waiters_per_resource_max", "Section 9; must be equal.";
+        WaitersMax = 5, "waiters_max", "Section 9; must be equal.";
+        HoldsPerLockMax = 6, "holds_per_lock_max", "Section 9; must be equal.";
+        SessionsMax = 7, "sessions_max", "Section 9; must be equal.";
+        AnswersPerSessionMax = 8, "answers_per_session_max", "Section 9; must be equal.";
+        SessionIdleMs = 9, "session_idle_ms", "Section 9; must be equal.";
+        TtlMsMax = 10, "ttl_ms_max", "Section 9; must be equal.";
+        WaitMsMax = 11, "wait_ms_max", "Section 9; must be equal.";
+        TtlDefaultMs = 12, "ttl_default_ms", "Section 9; may differ (the leader logs it, Section 8.8).";
+        RetryAfterMs = 13, "retry_after_ms", "Section 9; may differ (the leader logs it, Section 8.8).";
+        StartupGraceMs = 14, "startup_grace_ms", "Section 9; may differ (the leader logs it, Section 8.8).";
+    }
+}
+
+impl Setting {
+    /// Whether every node of a cluster must have the same value: nodes that differ in one of
+    /// these do not form one cluster (spec §8.1). The others a leader logs (spec §8.8).
+    pub const fn must_be_equal(self) -> bool {
+        !matches!(
+            self,
+            Setting::TtlDefaultMs | Setting::RetryAfterMs | Setting::StartupGraceMs
+        )
     }
 }
 

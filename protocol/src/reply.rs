@@ -98,8 +98,9 @@ impl Reply<'static> {
 }
 
 /// The reply types [`Reply::decode`] reads and [`Reply::encode`] writes: ERROR_REPLY and the
-/// answers to the lock requests, all with the body of spec §5.1. SHARD_STATUS_REPLY has its
-/// own layout and codec ([`crate::ShardStatusReply`]).
+/// answers to the lock requests, all with the body of spec §5.1. SHARD_STATUS_REPLY and
+/// NODE_SETTINGS_REPLY have their own layouts and codecs ([`crate::ShardStatusReply`],
+/// [`crate::NodeSettingsReply`]).
 fn is_lock_reply(t: MessageType) -> bool {
     matches!(
         t,

@@ -82,8 +82,12 @@ fn reply_type() -> impl Strategy<Value = MessageType> {
         MessageType::ALL
             .iter()
             .copied()
-            // SHARD_STATUS_REPLY has its own layout and codec (shard_status_* below).
-            .filter(|t| t.is_reply() && *t != MessageType::ShardStatusReply)
+            // SHARD_STATUS_REPLY and NODE_SETTINGS_REPLY have their own layouts and codecs.
+            .filter(|t| {
+                t.is_reply()
+                    && *t != MessageType::ShardStatusReply
+                    && *t != MessageType::NodeSettingsReply
+            })
             .collect::<Vec<_>>(),
     )
 }
@@ -261,6 +265,7 @@ enum Msg {
     InstallSnapshotReply(u64, u64, u64, u64, u64),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
+    NoStateReply(u64, u64, bool),
 }
 
 impl Msg {
@@ -338,6 +343,7 @@ impl Msg {
                 last_index,
                 nonce,
             } => Msg::TermReply(term, last_index, nonce),
+            PeerMessage::NoStateReply { term, nonce, new } => Msg::NoStateReply(term, nonce, new),
         }
     }
 
@@ -354,6 +360,7 @@ impl Msg {
             Msg::InstallSnapshotReply(..) => 6 + 40,
             Msg::TermQuery(..) => 6 + 16,
             Msg::TermReply(..) => 6 + 24,
+            Msg::NoStateReply(..) => 6 + 17,
         }
     }
 
@@ -410,6 +417,7 @@ impl Msg {
                 last_index,
                 nonce,
             },
+            Msg::NoStateReply(term, nonce, new) => PeerMessage::NoStateReply { term, nonce, new },
             Msg::InstallSnapshot {
                 term,
                 last_index,
@@ -549,6 +557,8 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
         (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
             .prop_map(|(t, n)| Msg::TermQuery(t, n)),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, n)| Msg::TermReply(t, i, n)),
+        (any::<u64>(), any::<u64>(), any::<bool>())
+            .prop_map(|(t, n, new)| Msg::NoStateReply(t, n, new)),
     ]
 }
 
@@ -594,6 +604,11 @@ impl Cmd {
                 token_first: self.value,
             },
             2 => LogCommand::Tick { stamp: self.value },
+            4 => LogCommand::Settings {
+                ttl_default_ms: self.wait_ms,
+                retry_after_ms: self.ttl_ms,
+                startup_grace_ms: self.value as u32,
+            },
             _ => LogCommand::Request {
                 stamp: self.value,
                 session_id: self.session,
@@ -625,7 +640,7 @@ fn socket_addr() -> impl Strategy<Value = SocketAddr> {
 
 fn command() -> impl Strategy<Value = Cmd> {
     (
-        1u8..=3,
+        1u8..=4,
         any::<u64>(),
         (nonzero(), nonzero(), any::<u16>(), any::<bool>()),
         socket_addr(),
@@ -1510,8 +1525,8 @@ fn shard_status_encoder_refuses_inconsistent_pages() {
     assert_eq!(ShardStatusReply::entries_that_fit(0), 0);
 }
 
-/// TERM_QUERY and TERM_REPLY (spec §8.5, rejoining without state): exact bodies of 16 and 24
-/// bytes, round trip through the writer and the decoder.
+/// TERM_QUERY, TERM_REPLY and NO_STATE_REPLY (spec §8.5, rejoining without state): exact
+/// bodies of 16, 24 and 17 bytes, round trip through the writer and the decoder.
 #[test]
 fn term_query_and_reply() {
     let q = PeerMessage::TermQuery { term: 0, nonce: 5 };
@@ -1530,7 +1545,17 @@ fn term_query_and_reply() {
     );
     assert_eq!(PeerKind::from_wire(11), Some(PeerKind::TermQuery));
     assert_eq!(PeerKind::from_wire(12), Some(PeerKind::TermReply));
-    assert_eq!(PeerKind::from_wire(13), None);
+    let e = PeerMessage::NoStateReply {
+        term: 0,
+        nonce: 5,
+        new: true,
+    };
+    assert_eq!(
+        (e.kind(), e.term(), e.body_len(), e.record_len()),
+        (PeerKind::NoStateReply, 0, 17, 23)
+    );
+    assert_eq!(PeerKind::from_wire(13), Some(PeerKind::NoStateReply));
+    assert_eq!(PeerKind::from_wire(14), None);
     let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
     let mut w = PeerWriter::new(
         &mut buf,
@@ -1541,11 +1566,62 @@ fn term_query_and_reply() {
     );
     w.push(0, &q).unwrap();
     w.push(SHARDS_MAX as u16 - 1, &r).unwrap();
+    w.push(1, &e).unwrap();
     let n = w.finish();
-    assert_eq!(n, 32 + 22 + 30);
+    assert_eq!(n, 32 + 22 + 30 + 23);
     let d = PeerDatagram::decode(&buf[..n]).unwrap();
     assert_eq!(
         d.records().collect::<Vec<_>>(),
-        vec![(0, q), (SHARDS_MAX as u16 - 1, r)]
+        vec![(0, q), (SHARDS_MAX as u16 - 1, r), (1, e)]
     );
+}
+
+proptest! {
+    /// PEER_SETTINGS and NODE_SETTINGS(_REPLY) (spec §8.10, §4.8, §5.7): whatever decodes
+    /// re-encodes to the same bytes, and arbitrary bytes never panic.
+    #[test]
+    fn settings_datagrams_are_canonical(bytes in prop::collection::vec(any::<u8>(), 0..1_400)) {
+        if let Ok(p) = PeerSettings::decode(&bytes) {
+            let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+            let n = p.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[..n], &bytes[..]);
+        }
+        if let Ok(r) = NodeSettingsReply::decode(&bytes) {
+            let mut out = [0u8; DATAGRAM_LEN_MAX];
+            let n = r.encode(&mut out).unwrap();
+            prop_assert_eq!(&out[..n], &bytes[..n]);
+        }
+        let _ = NodeSettingsRequest::decode(&bytes);
+    }
+
+    #[test]
+    fn settings_round_trip(
+        cluster_id in nonzero(), from in nonzero(),
+        values in prop::collection::vec((any::<u16>(), any::<u64>()), 0..=SETTINGS_ENTRIES_MAX),
+    ) {
+        let values: Vec<SettingValue> = values
+            .into_iter()
+            .map(|(setting, value)| SettingValue { setting, value })
+            .collect();
+        let p = PeerSettings {
+            header: PeerHeader { cluster_id, from },
+            values: SettingValues::from_slice(&values),
+        };
+        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let n = p.encode(&mut out).unwrap();
+        prop_assert_eq!(n, 32 + 2 + 10 * values.len());
+        prop_assert_eq!(PeerSettings::decode(&out[..n]).unwrap(), p);
+        // A reply to a request of any length is never longer than the request (spec §2.2).
+        let request_len = 76 + n % (DATAGRAM_LEN_MAX - 75);
+        let fit = NodeSettingsReply::entries_that_fit(request_len).min(values.len());
+        let reply = NodeSettingsReply {
+            session_id: 1, request_id: 2, attempt: 3, status: Status::Ok,
+            node_id: from, cluster_id,
+            values: SettingValues::from_slice(&values[..fit]),
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let m = reply.encode(&mut out).unwrap();
+        prop_assert!(m <= request_len);
+        prop_assert_eq!(NodeSettingsReply::decode(&out[..m]).unwrap(), reply);
+    }
 }

@@ -2,7 +2,7 @@
 //! `udplock_protocol::registry`: same values, same names, same meanings, same order.
 
 use udplock_protocol::registry::FLAG_TABLE;
-use udplock_protocol::{LogCommandKind, MessageType, PeerKind, Status};
+use udplock_protocol::{LogCommandKind, MessageType, PeerKind, Setting, Status};
 
 const SPEC: &str = include_str!("../../spec/protocol.md");
 
@@ -114,6 +114,28 @@ fn log_command_kind_table_matches_registry() {
         .map(|k| (k.to_wire() as u64, k.name(), k.meaning()))
         .collect();
     assert_eq!(spec, code);
+}
+
+#[test]
+fn setting_table_matches_registry() {
+    let rows = table_after("Setting registry", "| Value | Name | Meaning |");
+    let spec: Vec<(u64, &str, &str)> = rows
+        .iter()
+        .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
+        .collect();
+    let code: Vec<(u64, &str, &str)> = Setting::ALL
+        .iter()
+        .map(|k| (k.to_wire() as u64, k.name(), k.meaning()))
+        .collect();
+    assert_eq!(spec, code);
+    // "must be equal" in the meaning is what `must_be_equal` says.
+    for k in Setting::ALL {
+        assert_eq!(
+            k.must_be_equal(),
+            k.meaning().ends_with("must be equal."),
+            "{k:?}"
+        );
+    }
 }
 
 #[test]

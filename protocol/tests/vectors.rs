@@ -30,6 +30,10 @@ const VECTORS: &[(&str, &str)] = &[
         "shard-status.txt",
         include_str!("../../spec/vectors/shard-status.txt"),
     ),
+    (
+        "settings.txt",
+        include_str!("../../spec/vectors/settings.txt"),
+    ),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -283,6 +287,9 @@ fn check_invalid(r: &Record) {
         "command" => LogCommand::decode(&bytes).err(),
         "shard-status-request" => ShardStatusRequest::decode(&bytes).err(),
         "shard-status-reply" => ShardStatusReply::decode(&bytes).err(),
+        "peer-settings" => PeerSettings::decode(&bytes).err(),
+        "node-settings-request" => NodeSettingsRequest::decode(&bytes).err(),
+        "node-settings-reply" => NodeSettingsReply::decode(&bytes).err(),
         other => panic!("[{}] decode_as {other:?}", r.name),
     };
     let got = got.unwrap_or_else(|| panic!("[{}] decoded, but should fail with {want}", r.name));
@@ -372,6 +379,96 @@ fn check_shard_status_reply(r: &Record) {
     assert_eq!(r.num("padding"), 0, "[{}] replies are not padded", r.name);
 }
 
+/// The `setting.N` lines of a settings vector.
+fn setting_values(r: &Record) -> Vec<SettingValue> {
+    (1..)
+        .map_while(|i| r.opt(&format!("setting.{i}")).map(|_| i))
+        .map(|i| {
+            let w = words(r, &format!("setting.{i}"));
+            let name = w.get("setting").expect("setting=");
+            let code = Setting::ALL
+                .iter()
+                .find(|s| s.name() == name)
+                .map(|s| s.to_wire())
+                .or_else(|| name.parse().ok())
+                .unwrap_or_else(|| panic!("[{}] setting {name:?}", r.name));
+            SettingValue {
+                setting: code,
+                value: word_num(r, &w, "value"),
+            }
+        })
+        .collect()
+}
+
+fn check_peer_settings(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "PEER_SETTINGS", "[{}]", r.name);
+    let values = setting_values(r);
+    let expected = PeerSettings {
+        header: PeerHeader {
+            cluster_id: r.num("cluster_id"),
+            from: r.num("from"),
+        },
+        values: SettingValues::from_slice(&values),
+    };
+    let decoded = PeerSettings::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // Neither a PEER datagram nor a request: a single node drops it (spec §3.2 step 5a).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnexpectedType));
+    assert_eq!(
+        PeerDatagram::decode(&bytes),
+        Err(DecodeError::UnexpectedType)
+    );
+}
+
+fn check_node_settings_request(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "NODE_SETTINGS", "[{}]", r.name);
+    let expected = NodeSettingsRequest {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+    };
+    let decoded = NodeSettingsRequest::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(bytes.len(), HEADER_LEN + r.num("padding") as usize);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode_padded(&mut out, bytes.len()).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // A single node's decoder does not read it: the node answers UNSUPPORTED (spec §4.8).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnknownType));
+}
+
+fn check_node_settings_reply(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "NODE_SETTINGS_REPLY", "[{}]", r.name);
+    let values = setting_values(r);
+    let status_name = r.get("status");
+    let expected = NodeSettingsReply {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        status: *Status::ALL
+            .iter()
+            .find(|s| s.name() == status_name)
+            .expect("status name"),
+        node_id: r.num("node_id"),
+        cluster_id: r.num("cluster_id"),
+        values: SettingValues::from_slice(&values),
+    };
+    let decoded = NodeSettingsReply::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+}
+
 /// `key=value` words of one `record.N` or `record.N.entry.M` line.
 fn words(r: &Record, key: &str) -> BTreeMap<String, String> {
     r.get(key)
@@ -416,6 +513,8 @@ enum OwnedRecord {
     InstallSnapshotReply([u64; 5]),
     TermQuery(u64, u64),
     TermReply(u64, u64, u64),
+    /// term, nonce, new.
+    NoStateReply(u64, u64, bool),
 }
 
 fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
@@ -493,6 +592,9 @@ fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
             last_index,
             nonce,
         } => OwnedRecord::TermReply(term, last_index, nonce),
+        PeerMessage::NoStateReply { term, nonce, new } => {
+            OwnedRecord::NoStateReply(term, nonce, new)
+        }
     }
 }
 
@@ -582,6 +684,9 @@ fn check_peer(r: &Record) {
             ]),
             PeerKind::TermQuery => OwnedRecord::TermQuery(n("term"), n("nonce")),
             PeerKind::TermReply => OwnedRecord::TermReply(n("term"), n("last_index"), n("nonce")),
+            PeerKind::NoStateReply => {
+                OwnedRecord::NoStateReply(n("term"), n("nonce"), word_bool(r, &w, "new"))
+            }
         };
         expected.push((n("shard") as u16, rec));
     }
@@ -669,6 +774,14 @@ fn check_peer(r: &Record) {
                     nonce: *nonce,
                 },
             ),
+            OwnedRecord::NoStateReply(term, nonce, new) => w.push(
+                shard,
+                &PeerMessage::NoStateReply {
+                    term: *term,
+                    nonce: *nonce,
+                    new: *new,
+                },
+            ),
             OwnedRecord::InstallSnapshot(
                 [term, last_index, last_term, offset, total_len, round],
                 data,
@@ -722,6 +835,11 @@ fn check_command(r: &Record) {
         },
         "TICK" => LogCommand::Tick {
             stamp: r.num("stamp"),
+        },
+        "SETTINGS" => LogCommand::Settings {
+            ttl_default_ms: r.num("ttl_default_ms") as u32,
+            retry_after_ms: r.num("retry_after_ms") as u32,
+            startup_grace_ms: r.num("startup_grace_ms") as u32,
         },
         "REQUEST" => LogCommand::Request {
             stamp: r.num("stamp"),
@@ -821,6 +939,9 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "shard" => check_shard(r),
             "shard-status-request" => check_shard_status_request(r),
             "shard-status-reply" => check_shard_status_reply(r),
+            "peer-settings" => check_peer_settings(r),
+            "node-settings-request" => check_node_settings_request(r),
+            "node-settings-reply" => check_node_settings_reply(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
         *counts.entry(kind).or_insert(0) += 1;
@@ -861,6 +982,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "BadOp",
         "NonZeroField",
         "BadShardStatus",
+        "BadSettings",
     ] {
         assert!(
             records.iter().any(|r| r.opt("error") == Some(e)),

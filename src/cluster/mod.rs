@@ -22,18 +22,29 @@
 //! # Durability and restarts
 //!
 //! `fsync` and `os` keep every shard's Raft log, vote and snapshot in `--data-dir` (see
-//! [`storage`] for what each survives). `memory` keeps nothing: a node that restarts has
-//! lost what it voted and acknowledged, so it must not act as the node it was. With
-//! `rejoin_when_empty` it rejoins by the rule of spec §8.5 (`Raft::rejoin`): it learns a
-//! term from a quorum of the others that kept their state, and neither votes nor campaigns
-//! until it has caught up with a leader. A `memory` cluster therefore survives the loss of
-//! a minority's state. A cluster started new (every node empty) starts fresh instead; a
-//! total loss, where nobody can answer, waits for an operator to restart it as new (with a
-//! startup grace covering the longest lease clients may still count).
+//! [`storage`] for what each survives), which is locked while the node runs and records
+//! which node of which cluster it belongs to. `memory` keeps nothing.
+//!
+//! A shard replica that finds no state of its own — always under `memory`; under `fsync`
+//! and `os` when its files are missing (a replaced disk, an emptied or mistyped directory,
+//! another `HOME`) or a rejoin was cut short — has lost what it voted and acknowledged, so it
+//! must not act as the node it was, whatever the durability. It rejoins by the rule of spec
+//! §8.5 (`Raft::rejoin`): it learns a term from a quorum of the others that hold state, and
+//! neither votes nor campaigns until it has caught up with a leader. The decision is
+//! [`crate::core::restart::decide`], shared with the simulator. A cluster therefore survives
+//! the loss of a minority's state.
+//!
+//! A cluster's first start (`new_cluster`, `--new-cluster`): every replica starts *new* and
+//! asks too, and starts fresh only once EVERY other node answers that it holds no state
+//! beyond term 0 (spec §8.5 rule 6). Next to a running cluster a new replica simply rejoins,
+//! so the flag may stay in a unit file. A total loss, where nobody can answer with state,
+//! waits for an operator, unless every node is new (then it is a new cluster: its startup
+//! grace must cover the longest lease clients may still count).
 
+pub mod settings;
 pub mod storage;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -48,10 +59,11 @@ use udplock_protocol::{
     PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
 };
 
-use self::storage::{Durability, ShardStore};
+use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
 use crate::clock::BootInstant;
 use crate::core::lock_table::{self, Command};
-use crate::core::raft::{self, Entry, HardState, Message, NodeId};
+use crate::core::raft::{self, Entry, Message, NodeId};
+use crate::core::restart::{self, Found, Mark, Start};
 use crate::core::shard::{self, Shard, ShardStats};
 use crate::core::time::Instant;
 use crate::node::{
@@ -69,6 +81,12 @@ const DRAIN_MAX: usize = 64;
 
 /// Wake-ups that skip draining after a drain found nothing.
 const DRAIN_SKIP: u8 = 7;
+
+/// How often a node whose shards still ask the others before they take part (spec §8.5)
+/// says so in its log, naming who answered what: often enough that an operator waiting for
+/// a cluster to form sees why it does not, seldom enough not to flood.
+const RECOVERY_LOG_PERIOD: crate::core::time::Duration =
+    crate::core::time::Duration::from_millis(10_000);
 
 /// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`].
 const STATS_PERIOD: crate::core::time::Duration = crate::core::time::Duration::from_millis(5);
@@ -96,11 +114,13 @@ pub struct ClusterConfig {
     /// entries later.
     pub compact_every: u64,
     pub compact_keep: u64,
-    /// A shard replica that finds no state (durability `memory`, or lost files) rejoins by
-    /// the rule of spec §8.5 instead of starting fresh: set it for every start of a node
-    /// that may have been part of this cluster before; leave it unset only when the whole
-    /// cluster is new (every node empty: nobody could answer a rejoining node).
-    pub rejoin_when_empty: bool,
+    /// This start may create the cluster (`--new-cluster`): a replica whose storage never
+    /// held anything (an empty, new data directory, or `memory`) starts *new* rather than
+    /// rejoining (spec §8.5 rule 6; see [`crate::core::restart`]). Safe on every start: a new
+    /// replica starts fresh only when every other node says it is new too, and rejoins next
+    /// to a cluster that holds state. Without it, storage that holds nothing always rejoins,
+    /// so the nodes of a new cluster started without it wait for each other for ever.
+    pub new_cluster: bool,
 }
 
 impl ClusterConfig {
@@ -118,7 +138,7 @@ impl ClusterConfig {
             cpu: None,
             compact_every: shard::COMPACT_EVERY_DEFAULT,
             compact_keep: shard::COMPACT_KEEP_DEFAULT,
-            rejoin_when_empty: false,
+            new_cluster: false,
         }
     }
 
@@ -135,23 +155,44 @@ impl ClusterConfig {
     /// never form one: the shard hash of the sorted node list, the shard count and the
     /// lock-table limits every replica must share, written
     /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64/limits` (see [`ClusterConfig::limits_text`]).
+    /// The settings a leader logs (default TTL, retry-after hint, startup grace; spec §8.8)
+    /// are not in it: nodes may differ in them.
     pub fn cluster_id(&self) -> u64 {
+        let text = format!("{}/{}", self.membership(), self.limits_text());
+        udplock_protocol::shard_hash(text.as_bytes()).max(1)
+    }
+
+    /// Who is in the cluster (spec §8.1): its nodes sorted by id, `/`, its shard count —
+    /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64`. What a data directory records (with the node
+    /// id), since a node's Raft state belongs to one node of one membership, whatever the
+    /// other settings.
+    pub fn membership(&self) -> String {
         let mut peers = self.peers.clone();
         peers.sort();
         let nodes: Vec<String> = peers
             .iter()
             .map(|(id, addr)| format!("{id}@{addr}"))
             .collect();
-        let text = format!("{}/{}/{}", nodes.join(","), self.shards, self.limits_text());
-        udplock_protocol::shard_hash(text.as_bytes()).max(1)
+        format!("{}/{}", nodes.join(","), self.shards)
     }
 
-    /// The lock-table settings that decide outcomes, in the spec's order (§8.1): replicas
-    /// that differ in any would apply the same log differently.
+    /// What this node's data directory must record (see [`storage::DataDir`]).
+    pub fn identity(&self) -> storage::Identity {
+        let membership = self.membership();
+        storage::Identity {
+            membership_id: udplock_protocol::shard_hash(membership.as_bytes()).max(1),
+            membership,
+            node: self.node_id,
+        }
+    }
+
+    /// The lock-table settings that decide outcomes and that every replica reads itself,
+    /// in the spec's order (§8.1): replicas that differ in any would apply the same log
+    /// differently, so they must be identical.
     pub fn limits_text(&self) -> String {
         let t = &self.table;
         format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{}",
             t.resources_max,
             t.waiters_per_resource_max,
             t.waiters_max,
@@ -159,11 +200,8 @@ impl ClusterConfig {
             t.sessions_max,
             t.answers_per_session_max,
             t.session_idle_ms,
-            t.ttl_default_ms,
             t.ttl_ms_max,
-            t.wait_ms_max,
-            t.retry_after_ms,
-            t.startup_grace_ms
+            t.wait_ms_max
         )
     }
 
@@ -231,80 +269,109 @@ pub struct ClusterNode {
     leaving: Arc<AtomicBool>,
     stats: Arc<NodeStats>,
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
+    /// What this node last heard of each peer's settings (spec §8.10).
+    peer_settings: Arc<Mutex<BTreeMap<NodeId, settings::PeerSettingsView>>>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
 impl ClusterNode {
     /// Binds the node's address and starts its event loop.
     pub fn start(config: ClusterConfig) -> io::Result<ClusterNode> {
-        let listen = config
-            .listen()
-            .ok_or_else(|| invalid(config.validate().err()))?;
+        config.validate().map_err(|e| invalid(Some(e)))?;
+        let listen = config.listen().ok_or_else(|| invalid(None))?;
+        // The directory's lock before the address: a second process started on the same
+        // directory is told that, rather than that the address is taken.
+        let dir = open_data_dir(&config)?;
         let socket = bind(listen)?;
-        ClusterNode::start_on(socket, config)
+        ClusterNode::start_with(socket, config, dir)
     }
 
     /// Starts the event loop on a socket already bound to this node's address (so a local
     /// cluster can bind every port before any node starts).
     pub fn start_on(socket: UdpSocket, config: ClusterConfig) -> io::Result<ClusterNode> {
         config.validate().map_err(|e| invalid(Some(e)))?;
+        let dir = open_data_dir(&config)?;
+        ClusterNode::start_with(socket, config, dir)
+    }
+
+    fn start_with(
+        socket: UdpSocket,
+        config: ClusterConfig,
+        mut dir: Option<DataDir>,
+    ) -> io::Result<ClusterNode> {
         let local_addr = socket.local_addr()?;
-        let mut shards = Vec::with_capacity(config.shards as usize);
-        let mut stores = Vec::with_capacity(config.shards as usize);
         let epoch = BootInstant::now();
+        let sync = config.durability == Durability::Fsync;
+        // Spec §8.5: what each shard's storage holds decides how its replica starts.
+        let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
+        let mut starts = Vec::with_capacity(config.shards as usize);
+        let mut stores = Vec::with_capacity(config.shards as usize);
         for shard in 0..config.shards {
-            let (store, persisted) = match (&config.data_dir, config.durability) {
-                (Some(dir), Durability::Fsync | Durability::Os) => {
-                    let sync = config.durability == Durability::Fsync;
-                    let (store, persisted) = ShardStore::open(dir, shard, sync)?;
-                    (Some(store), persisted)
+            let (found, store) = match &dir {
+                None => (Found::Nothing, None),
+                Some(d) => match d.shard_files(shard) {
+                    ShardFiles::Marked(mark) => (Found::Marked(mark), None),
+                    ShardFiles::Missing => (Found::Nothing, None),
+                    ShardFiles::Present => {
+                        let (store, p) = ShardStore::open(d.path(), shard, sync)?;
+                        let found = Found::Files {
+                            hard: p.hard,
+                            snapshot: p.snapshot,
+                            log: p.log,
+                        };
+                        (found, Some(store))
+                    }
+                },
+            };
+            starts.push(restart::decide(found, storage_new, config.new_cluster));
+            stores.push(store);
+        }
+        let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
+        if let Some(d) = dir.as_mut() {
+            // The marks first: from here on a crash makes the next start rejoin again.
+            let set: Vec<(u32, Option<Mark>)> = (0..config.shards)
+                .filter(|&s| marks[s as usize].is_some())
+                .map(|s| (s, marks[s as usize]))
+                .collect();
+            d.set_marks(&set)?;
+            d.record_identity(&config.identity())?;
+            for (shard, store) in stores.iter_mut().enumerate() {
+                if marks[shard].is_some() {
+                    *store = Some(ShardStore::open_empty(d.path(), shard as u32, sync)?);
                 }
-                _ => (
-                    None,
-                    storage::Persisted {
-                        hard: HardState::default(),
-                        snapshot: None,
-                        log: Vec::new(),
-                    },
-                ),
-            };
+            }
+        }
+        log_start(&config, dir.as_ref(), storage_new, &starts);
+        let mut shards = Vec::with_capacity(config.shards as usize);
+        for (shard, start) in (0..config.shards).zip(starts) {
             let seed = rand::random::<u64>() ^ u64::from(shard);
-            let empty = persisted.hard == HardState::default()
-                && persisted.snapshot.is_none()
-                && persisted.log.is_empty();
-            let mut replica = if empty && config.rejoin_when_empty {
-                // No state, and not a new cluster: this node may have voted or acknowledged
-                // before it lost its state, so it rejoins by the rule (spec §8.5).
-                Shard::rejoin(config.shard_config(shard), seed, Instant::ZERO)
-            } else {
-                Shard::restore(
-                    config.shard_config(shard),
-                    seed,
-                    persisted.hard,
-                    persisted.snapshot,
-                    persisted.log,
-                    Instant::ZERO,
-                )
-                .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?
-            };
+            let mut replica = Shard::start(config.shard_config(shard), seed, start, Instant::ZERO)
+                .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?;
             replica.set_preferred_leader(Some(config.preferred_leader(shard)));
             replica.set_compaction(config.compact_every, config.compact_keep);
             shards.push(replica);
-            stores.push(store);
         }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
+        let peer_settings = Arc::new(Mutex::new(BTreeMap::new()));
         let event_loop = ClusterLoop {
+            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone()),
+            settings_next: Instant::ZERO,
             node_id: config.node_id,
             cluster_id: config.cluster_id(),
             addr_of: config.peers.iter().copied().collect(),
             socket,
             deadlines: shards.iter().map(Shard::poll_timeout).collect(),
-            touched: vec![false; shards.len()],
-            touched_list: Vec::new(),
+            // Every shard, so the first flush sends what starting produced (a recovering
+            // replica's first TermQuery).
+            touched: vec![true; shards.len()],
+            touched_list: (0..shards.len() as u32).collect(),
             shards,
             stores,
+            dir,
+            marks,
+            recovery_logged: Instant::ZERO,
             stats: stats.clone(),
             shard_stats: shard_stats.clone(),
             stats_published: Instant::ZERO,
@@ -345,8 +412,19 @@ impl ClusterNode {
             leaving,
             stats,
             shard_stats,
+            peer_settings,
             thread: Some(thread),
         })
+    }
+
+    /// What this node last heard of each peer's settings (spec §8.10): per peer, the
+    /// settings that differ from this node's and whether their cluster ids differ. Peers
+    /// not heard from yet are missing.
+    pub fn peer_settings(&self) -> BTreeMap<NodeId, settings::PeerSettingsView> {
+        self.peer_settings
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -437,6 +515,58 @@ impl Drop for ClusterNode {
     }
 }
 
+/// Says how the node's shards start (spec §8.5): a replica without state of its own rejoins,
+/// and the log says so and why, so an operator waiting for a cluster to form knows what for.
+fn log_start(config: &ClusterConfig, dir: Option<&DataDir>, storage_new: bool, starts: &[Start]) {
+    let id = config.node_id;
+    let total = starts.len();
+    let rejoin = starts.iter().filter(|s| matches!(s, Start::Rejoin)).count();
+    let new = starts.iter().filter(|s| matches!(s, Start::New)).count();
+    let why = match dir {
+        None => "durability memory keeps nothing".to_string(),
+        Some(d) if storage_new => {
+            format!("the data directory {} holds nothing", d.path().display())
+        }
+        Some(d) => format!(
+            "their files in {} are missing, or a rejoin was cut short",
+            d.path().display()
+        ),
+    };
+    if rejoin > 0 {
+        let hint = if storage_new && !config.new_cluster {
+            " If this is the cluster's first start, start every node with --new-cluster."
+        } else {
+            ""
+        };
+        log::warn!(
+            "udplock node {id}: {rejoin} of {total} shards have no state of their own ({why}): \
+             rejoining. Each waits for a quorum of the other nodes that hold state before it \
+             votes or acknowledges anything (spec §8.5).{hint}"
+        );
+    }
+    if new > 0 {
+        log::warn!(
+            "udplock node {id}: {new} of {total} shards start new ({why}; --new-cluster): each \
+             starts once every other node answers that it is new too, and rejoins instead if \
+             the cluster already holds state (spec §8.5)."
+        );
+    }
+    if config.new_cluster && rejoin + new == 0 {
+        log::info!("udplock node {id}: holds its state; --new-cluster changes nothing");
+    }
+}
+
+/// The node's data directory (`fsync`, `os`), opened and locked; `None` for `memory`.
+fn open_data_dir(config: &ClusterConfig) -> io::Result<Option<DataDir>> {
+    match (&config.data_dir, config.durability) {
+        (Some(path), Durability::Fsync | Durability::Os) => {
+            let sync = config.durability == Durability::Fsync;
+            DataDir::open(path, &config.identity(), sync).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
 fn invalid(reason: Option<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -445,7 +575,9 @@ fn invalid(reason: Option<String>) -> io::Error {
 }
 
 /// Starts `nodes` cluster nodes in this process on loopback ports (each its own thread and
-/// socket), in `memory` mode: what `udplock dev` and the embedded benchmark run.
+/// socket), in `memory` mode: what `udplock dev` and the embedded benchmark run. It is always
+/// a new cluster: every node starts new (`new_cluster`), and the shards start once every node
+/// has heard from every other (spec §8.5 rule 6), a round trip after the last node starts.
 pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result<Vec<ClusterNode>> {
     let sockets = (0..nodes)
         .map(|_| bind(SocketAddr::from(([127, 0, 0, 1], 0))))
@@ -462,6 +594,7 @@ pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result
             let config = ClusterConfig {
                 node_id: i as NodeId + 1,
                 peers: peers.clone(),
+                new_cluster: true,
                 ..template.clone()
             };
             ClusterNode::start_on(socket, config)
@@ -477,6 +610,15 @@ struct ClusterLoop {
     socket: UdpSocket,
     shards: Vec<Shard>,
     stores: Vec<Option<ShardStore>>,
+    /// The data directory (`fsync`, `os`), locked while the loop runs.
+    dir: Option<DataDir>,
+    /// The recovery mark each shard's storage carries (see `core::restart`).
+    marks: Vec<Option<Mark>>,
+    /// When the loop last said which shards still ask the others before taking part.
+    recovery_logged: Instant,
+    /// The settings exchange (spec §8.10), and when this node next sends its own.
+    settings: settings::PeerSettingsLog,
+    settings_next: Instant,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
     deadlines: Vec<Instant>,
     /// Shards an input touched since the last flush (flag per shard, and their list).
@@ -530,7 +672,14 @@ impl ClusterLoop {
             }
             self.flush();
             self.publish_stats(now);
-            let next = self.deadlines.iter().copied().min();
+            self.log_recovery(now);
+            self.send_settings(now);
+            let next = self
+                .deadlines
+                .iter()
+                .copied()
+                .min()
+                .map(|d| d.min(self.settings_next));
             let now = self.now();
             self.read_timer.arm(&self.socket, next, now);
             match self.socket.recv_from(&mut buf) {
@@ -621,6 +770,9 @@ impl ClusterLoop {
         if msg_type == Some(MessageType::Peer.to_wire()) {
             return self.handle_peer(datagram, from);
         }
+        if msg_type == Some(MessageType::PeerSettings.to_wire()) {
+            return self.handle_peer_settings(datagram, from);
+        }
         if datagram.len() > DATAGRAM_LEN_MAX {
             NodeStats::bump(&self.stats.dropped);
             return;
@@ -629,6 +781,9 @@ impl ClusterLoop {
         // not read it (spec §4.7, §8.9).
         if msg_type == Some(MessageType::ShardStatus.to_wire()) {
             return self.answer_shard_status(datagram, from);
+        }
+        if msg_type == Some(MessageType::NodeSettings.to_wire()) {
+            return self.answer_node_settings(datagram, from);
         }
         let request = match Request::decode(datagram) {
             Ok(r) => r,
@@ -762,6 +917,86 @@ impl ClusterLoop {
         }
     }
 
+    /// Spec §8.10: every `SETTINGS_PERIOD`, this node's settings to every other node.
+    fn send_settings(&mut self, now: Instant) {
+        if now < self.settings_next {
+            return;
+        }
+        self.settings_next = now + settings::SETTINGS_PERIOD;
+        let datagram = udplock_protocol::PeerSettings {
+            header: PeerHeader {
+                cluster_id: self.cluster_id,
+                from: self.node_id,
+            },
+            values: udplock_protocol::SettingValues::from_slice(self.settings.own()),
+        };
+        let len = match datagram.encode(&mut self.out) {
+            Ok(len) => len,
+            Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
+        };
+        let mut peers: Vec<(NodeId, SocketAddr)> =
+            self.addr_of.iter().map(|(&id, &a)| (id, a)).collect();
+        peers.sort_unstable();
+        for (id, addr) in peers {
+            if id != self.node_id {
+                self.send_peer(len, addr);
+            }
+        }
+    }
+
+    /// Spec §8.10: a peer's settings, heard only from a listed node at its listed address;
+    /// never answered, and nothing but this node's report of them changes.
+    fn handle_peer_settings(&mut self, datagram: &[u8], source: SocketAddr) {
+        let Ok(p) = udplock_protocol::PeerSettings::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let from = p.header.from;
+        if from == self.node_id || self.addr_of.get(&from) != Some(&source) {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        let now = self.now();
+        self.settings.heard(now, from, source, &p);
+    }
+
+    /// NODE_SETTINGS (spec §4.8, §5.7): this node's cluster id and settings, as many as fit
+    /// in a reply no longer than the request (§2.2). Changes nothing.
+    fn answer_node_settings(&mut self, datagram: &[u8], from: SocketAddr) {
+        use udplock_protocol::{NodeSettingsReply, NodeSettingsRequest, SettingValues};
+        let request = match NodeSettingsRequest::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => return self.answer_undecodable(datagram, e, from),
+        };
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let own = self.settings.own();
+        let fit = NodeSettingsReply::entries_that_fit(datagram.len()).min(own.len());
+        let reply = NodeSettingsReply {
+            session_id: request.session_id,
+            request_id: request.request_id,
+            attempt: request.attempt,
+            status: Status::Ok,
+            node_id: self.node_id,
+            cluster_id: self.cluster_id,
+            values: SettingValues::from_slice(&own[..fit]),
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        match reply.encode(&mut out) {
+            Ok(len) => {
+                assert!(
+                    len <= datagram.len(),
+                    "node settings reply larger than request"
+                );
+                self.send(&out[..len], from);
+            }
+            Err(e) => log::error!("udplock node: node settings reply did not encode: {e}"),
+        }
+    }
+
     fn handle_peer(&mut self, datagram: &[u8], source: SocketAddr) {
         let Ok(peer) = PeerDatagram::decode(datagram) else {
             NodeStats::bump(&self.stats.dropped);
@@ -807,21 +1042,25 @@ impl ClusterLoop {
                 let now = self.now();
                 self.shards[s].propose_init(now, fencing_token_first_from_wall_clock());
             }
+            // A replica's recovery mark (see `core::restart`) goes down before the state it
+            // covers is written, and comes off only after the recovered state is.
+            let mark = restart::mark(self.shards[s].raft());
+            if mark > self.marks[s] {
+                if let Err(e) = self.set_mark(shard, mark) {
+                    return self.fail_stop(s, format!("shard {shard}: cannot mark it: {e}"));
+                }
+            }
             if let Some(store) = self.stores[s].as_mut() {
                 if let Err(e) = store.persist(self.shards[s].raft()) {
-                    // Nothing this input produced may leave. Raft's state in memory is already
-                    // ahead of the disk (a leader counts its own log toward a majority), so
-                    // going on could acknowledge what a crash would lose: stop instead
-                    // (fail-stop), like a crash the cluster already survives.
-                    let why = format!("shard {shard}: cannot persist the Raft log: {e}; stopping");
-                    log::error!("udplock node: {why}");
-                    while self.shards[s].poll_message().is_some() {}
-                    while self.shards[s].poll_reply().is_some() {}
-                    self.failed = Some(why);
-                    self.outgoing.clear();
-                    self.touched_list.clear();
-                    self.touched.fill(false);
-                    return;
+                    return self.fail_stop(
+                        s,
+                        format!("shard {shard}: cannot persist the Raft log: {e}"),
+                    );
+                }
+            }
+            if mark < self.marks[s] {
+                if let Err(e) = self.set_mark(shard, mark) {
+                    return self.fail_stop(s, format!("shard {shard}: cannot unmark it: {e}"));
                 }
             }
             while let Some((to, msg)) = self.shards[s].poll_message() {
@@ -845,6 +1084,65 @@ impl ClusterLoop {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
+    }
+
+    /// Nothing the current input produced may leave. Raft's state in memory is already ahead
+    /// of the disk (a leader counts its own log toward a majority), so going on could
+    /// acknowledge what a crash would lose: stop instead (fail-stop), like a crash the
+    /// cluster already survives.
+    fn fail_stop(&mut self, s: usize, why: String) {
+        let why = format!("{why}; stopping");
+        log::error!("udplock node: {why}");
+        while self.shards[s].poll_message().is_some() {}
+        while self.shards[s].poll_reply().is_some() {}
+        self.failed = Some(why);
+        self.outgoing.clear();
+        self.touched_list.clear();
+        self.touched.fill(false);
+    }
+
+    fn set_mark(&mut self, shard: u32, mark: Option<Mark>) -> io::Result<()> {
+        if let Some(dir) = &self.dir {
+            dir.set_marks(&[(shard, mark)])?;
+        }
+        self.marks[shard as usize] = mark;
+        Ok(())
+    }
+
+    /// Every [`RECOVERY_LOG_PERIOD`] while some shard still asks the other nodes before it
+    /// takes part (spec §8.5): how many, and what the others answered the first of them.
+    fn log_recovery(&mut self, now: Instant) {
+        if now < self.recovery_logged + RECOVERY_LOG_PERIOD {
+            return;
+        }
+        let asking: Vec<usize> = (0..self.shards.len())
+            .filter(|&s| self.shards[s].raft().asking())
+            .collect();
+        let Some(&first) = asking.first() else {
+            return;
+        };
+        self.recovery_logged = now;
+        let answers = self.shards[first].raft().rejoin_answers();
+        let mut peers: Vec<NodeId> = self.addr_of.keys().copied().collect();
+        peers.sort_unstable();
+        let heard: Vec<String> = peers
+            .iter()
+            .filter(|&&id| id != self.node_id)
+            .map(|&id| match answers.iter().find(|a| a.0 == id) {
+                Some((_, Some(term), _)) => format!("node {id} holds state (term {term})"),
+                Some((_, None, true)) => format!("node {id} is new"),
+                Some((_, None, false)) => format!("node {id} holds no state and is not new"),
+                None => format!("node {id} has not answered"),
+            })
+            .collect();
+        log::warn!(
+            "udplock node {}: {} of {} shards still wait before they take part (spec §8.5); \
+             shard {first}: {}",
+            self.node_id,
+            asking.len(),
+            self.shards.len(),
+            heard.join(", ")
+        );
     }
 
     /// Coalesces: one PEER datagram per peer carries the records of every shard, as many as
@@ -984,6 +1282,9 @@ fn push(
         ),
         Message::VoteReply { term, granted } => {
             writer.push(shard, &PeerMessage::VoteReply { term, granted })
+        }
+        Message::NoStateReply { term, nonce, new } => {
+            writer.push(shard, &PeerMessage::NoStateReply { term, nonce, new })
         }
         Message::Append {
             term,
@@ -1145,6 +1446,9 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
             last_index,
             nonce,
         },
+        PeerMessage::NoStateReply { term, nonce, new } => {
+            Message::NoStateReply { term, nonce, new }
+        }
         PeerMessage::InstallSnapshot {
             term,
             last_index,
@@ -1190,10 +1494,17 @@ mod tests {
             .collect();
         // spec §8.1, computed independently of this crate (default limits).
         let config = ClusterConfig::new(2, peers);
-        assert_eq!(config.cluster_id(), 0x5D0C_5100_F15F_D050);
+        assert_eq!(config.cluster_id(), 0xA44E_6338_C6FB_5C28);
+        assert_eq!(config.identity().membership_id, 0x0217_7EB5_B0C8_F755);
         // Different limits: another cluster (their replicas would decide differently).
         let mut other = config.clone();
         other.table.ttl_ms_max -= 1;
         assert_ne!(other.cluster_id(), config.cluster_id());
+        // The settings the leader logs may differ (spec §8.8): the same cluster.
+        let mut logged = config.clone();
+        logged.table.ttl_default_ms += 1;
+        logged.table.retry_after_ms += 1;
+        logged.table.startup_grace_ms += 1;
+        assert_eq!(logged.cluster_id(), config.cluster_id());
     }
 }

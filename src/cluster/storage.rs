@@ -25,6 +25,23 @@
 //!
 //! Reading back stops at the first record that is incomplete or fails its check (a write
 //! torn by a crash of the machine), and cuts the file there.
+//!
+//! # The directory: identity, lock and recovery marks
+//!
+//! Besides the shard files, [`DataDir`] keeps:
+//! - `identity`: which node of which cluster the directory belongs to (a format line, the
+//!   cluster's membership — its node list and shard count, spec §8.1 — with its id, and the
+//!   node id), written once, atomically (aside, synced, renamed over, directory synced). A
+//!   node configured as another node, or for another cluster, refuses to start on it: Raft
+//!   state is only ever valid for the node that wrote it.
+//! - `lock`: an empty file the running node holds an exclusive `flock(2)` on, so that two
+//!   processes never share a directory (the second one refuses to start).
+//! - `shard-NNNN.new` / `shard-NNNN.rejoin`: the mark of a shard that does not hold its state
+//!   yet (see [`crate::core::restart`]); set before the state it covers is written, removed
+//!   after the recovered state is.
+//!
+//! A directory that holds none of these and no shard file is *new*: a first start, or a lost
+//! or mistyped directory, which only `--new-cluster` tells apart (spec §8.5).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -33,6 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::core::raft::{Entry, HardState, Raft, SnapshotMeta};
+use crate::core::restart::Mark;
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +80,214 @@ impl std::str::FromStr for Durability {
             _ => Err(format!("unknown durability {s:?} (fsync, os or memory)")),
         }
     }
+}
+
+/// The identity a data directory records: which node of which cluster wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The cluster's membership as spec §8.1 writes it: its nodes sorted by id, `/`, its
+    /// shard count (`1@127.0.0.1:7101,2@127.0.0.1:7102,3@127.0.0.1:7103/64`).
+    pub membership: String,
+    /// The membership id: `shard_hash(membership)` (spec §8.1).
+    pub membership_id: u64,
+    /// This node's id.
+    pub node: u64,
+}
+
+/// First line of the identity file; the number is the directory format's version.
+const IDENTITY_FORMAT: &str = "udplock data directory 1";
+const IDENTITY_FILE: &str = "identity";
+const LOCK_FILE: &str = "lock";
+
+/// A node's data directory, locked (`flock`) for as long as this value lives; see the module
+/// docs.
+pub struct DataDir {
+    path: PathBuf,
+    sync: bool,
+    /// Holds the lock: closing the file releases it.
+    _lock: File,
+    /// The directory recorded no identity when opened.
+    identity_missing: bool,
+    /// The directory held nothing of any node when opened.
+    new: bool,
+}
+
+/// What a data directory holds for one shard, before its files are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardFiles {
+    /// Marked as recovering.
+    Marked(Mark),
+    /// Its state and log files, not marked.
+    Present,
+    /// No file of the shard.
+    Missing,
+}
+
+impl DataDir {
+    /// Opens (creating) the directory, takes its lock, and checks that it belongs to
+    /// `identity`. Errors: another process holds it, or it belongs to another node or
+    /// cluster, or its identity file is damaged or of another format.
+    pub fn open(path: &Path, identity: &Identity, sync: bool) -> io::Result<DataDir> {
+        std::fs::create_dir_all(path)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join(LOCK_FILE))?;
+        match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                return Err(io::Error::other(format!(
+                    "the data directory {} is in use by another process (it holds a lock on \
+                     {}): two nodes must never share a directory",
+                    path.display(),
+                    path.join(LOCK_FILE).display()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let recorded = match std::fs::read_to_string(path.join(IDENTITY_FILE)) {
+            Ok(text) => Some(parse_identity(&text).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{} is damaged or of another format (expected a first line {:?})",
+                        path.join(IDENTITY_FILE).display(),
+                        IDENTITY_FORMAT
+                    ),
+                )
+            })?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(recorded) = &recorded {
+            if recorded.node != identity.node || recorded.membership != identity.membership {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "the data directory {} belongs to node {} of the cluster {} ({:#018x}), \
+                         but this node is node {} of {} ({:#018x}). Raft state is only valid \
+                         for the node that wrote it: give this node its own --data-dir. (If \
+                         this IS node {}'s own directory and only the nodes' addresses changed \
+                         on purpose, delete {} and start again: the state is kept.)",
+                        path.display(),
+                        recorded.node,
+                        recorded.membership,
+                        recorded.membership_id,
+                        identity.node,
+                        identity.membership,
+                        identity.membership_id,
+                        identity.node,
+                        path.join(IDENTITY_FILE).display()
+                    ),
+                ));
+            }
+        }
+        let mut new = recorded.is_none();
+        for entry in std::fs::read_dir(path)? {
+            if entry?.file_name().to_string_lossy().starts_with("shard-") {
+                new = false;
+            }
+        }
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            sync,
+            _lock: lock,
+            identity_missing: recorded.is_none(),
+            new,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The directory held nothing of any node when opened (no identity, no shard file, no
+    /// mark): a first start — or a lost, emptied or mistyped directory.
+    pub fn is_new(&self) -> bool {
+        self.new
+    }
+
+    /// What the directory holds for `shard` (call before opening the shard's files).
+    pub fn shard_files(&self, shard: u32) -> ShardFiles {
+        let name = |suffix: &str| self.path.join(format!("shard-{shard:04}.{suffix}"));
+        if name("rejoin").exists() {
+            ShardFiles::Marked(Mark::Rejoin)
+        } else if name("new").exists() {
+            ShardFiles::Marked(Mark::New)
+        } else if name("state").exists() || name("log").exists() || name("snap").exists() {
+            ShardFiles::Present
+        } else {
+            ShardFiles::Missing
+        }
+    }
+
+    /// Sets (`Some`) or removes (`None`) the marks of `shards`, then syncs the directory if
+    /// the durability asks for it. Setting `Rejoin` removes `New`.
+    pub fn set_marks(&self, shards: &[(u32, Option<Mark>)]) -> io::Result<()> {
+        for &(shard, mark) in shards {
+            let name = |suffix: &str| self.path.join(format!("shard-{shard:04}.{suffix}"));
+            let (keep, drop) = match mark {
+                Some(Mark::Rejoin) => (Some(name("rejoin")), vec![name("new")]),
+                Some(Mark::New) => (Some(name("new")), vec![name("rejoin")]),
+                None => (None, vec![name("rejoin"), name("new")]),
+            };
+            if let Some(keep) = keep {
+                let file = File::create(keep)?;
+                if self.sync {
+                    file.sync_all()?;
+                }
+            }
+            for path in drop {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if self.sync {
+            File::open(&self.path)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Records `identity` if the directory has none yet: written aside, synced, renamed
+    /// over, the directory synced (whatever the durability: it is written once).
+    pub fn record_identity(&mut self, identity: &Identity) -> io::Result<()> {
+        if !self.identity_missing {
+            return Ok(());
+        }
+        let text = format!(
+            "{IDENTITY_FORMAT}\ncluster {:#018x} {}\nnode {}\n",
+            identity.membership_id, identity.membership, identity.node
+        );
+        let tmp = self.path.join(format!("{IDENTITY_FILE}.tmp"));
+        let mut file = File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.path.join(IDENTITY_FILE))?;
+        File::open(&self.path)?.sync_all()?;
+        self.identity_missing = false;
+        Ok(())
+    }
+}
+
+/// The identity file's contents; `None` if they are not of this format.
+fn parse_identity(text: &str) -> Option<Identity> {
+    let mut lines = text.lines();
+    if lines.next()? != IDENTITY_FORMAT {
+        return None;
+    }
+    let (id, membership) = lines.next()?.strip_prefix("cluster ")?.split_once(' ')?;
+    let membership_id = u64::from_str_radix(id.strip_prefix("0x")?, 16).ok()?;
+    let node = lines.next()?.strip_prefix("node ")?.parse().ok()?;
+    Some(Identity {
+        membership: membership.to_string(),
+        membership_id,
+        node,
+    })
 }
 
 const RECORD_HEADER_LEN: usize = 16;
@@ -209,6 +435,32 @@ impl ShardStore {
                 log: log_after,
             },
         ))
+    }
+
+    /// Opens the shard's files EMPTY, whatever they held: for a replica that starts without
+    /// state (spec §8.5), whose old files, if any, are not to be trusted (a rejoin cut short).
+    pub fn open_empty(dir: &Path, shard: u32, sync: bool) -> io::Result<ShardStore> {
+        std::fs::create_dir_all(dir)?;
+        let name = |suffix: &str| dir.join(format!("shard-{shard:04}.{suffix}"));
+        match std::fs::remove_file(name("snap")) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        for suffix in ["state", "log"] {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(name(suffix))?;
+            if sync {
+                file.sync_all()?;
+            }
+        }
+        let (store, persisted) = ShardStore::open(dir, shard, sync)?;
+        assert!(persisted.hard == HardState::default() && persisted.log.is_empty());
+        assert!(persisted.snapshot.is_none());
+        Ok(store)
     }
 
     /// Makes the files hold `raft`'s hard state and log. Call after every input, before
@@ -553,6 +805,102 @@ mod tests {
         let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
         assert_eq!(p.snapshot.unwrap().0.index, newer);
         assert!(p.log.iter().all(|e| e.index > newer));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn identity(node: u64, membership: &str) -> Identity {
+        Identity {
+            membership: membership.to_string(),
+            membership_id: udplock_protocol::shard_hash(membership.as_bytes()),
+            node,
+        }
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused_to_a_second_opener() {
+        let dir = dir("locked");
+        let me = identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/4");
+        let first = DataDir::open(&dir, &me, false).unwrap();
+        let second = DataDir::open(&dir, &me, false).err().expect("refused");
+        assert!(
+            second.to_string().contains("in use by another process"),
+            "{second}"
+        );
+        drop(first);
+        DataDir::open(&dir, &me, false).expect("free again once the first closes");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_records_its_node_and_refuses_another() {
+        let dir = dir("identity");
+        let me = identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/4");
+        let mut d = DataDir::open(&dir, &me, true).unwrap();
+        assert!(d.is_new());
+        assert_eq!(d.shard_files(0), ShardFiles::Missing);
+        d.record_identity(&me).unwrap();
+        drop(d);
+        let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
+        assert!(
+            text.starts_with("udplock data directory 1\ncluster 0x"),
+            "{text}"
+        );
+        assert_eq!(parse_identity(&text), Some(me.clone()));
+        // Recorded: no longer new, and the same node opens it again.
+        assert!(!DataDir::open(&dir, &me, true).unwrap().is_new());
+        for other in [
+            identity(2, "1@127.0.0.1:1,2@127.0.0.1:2/4"),
+            identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/8"),
+            identity(1, "1@127.0.0.1:9,2@127.0.0.1:2/4"),
+        ] {
+            let e = DataDir::open(&dir, &other, true).err().expect("refused");
+            assert!(
+                e.to_string().contains("belongs to node 1 of the cluster"),
+                "{e}"
+            );
+        }
+        std::fs::write(dir.join(IDENTITY_FILE), "something else\n").unwrap();
+        let e = DataDir::open(&dir, &me, true).err().expect("refused");
+        assert!(
+            e.to_string().contains("damaged or of another format"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn marks_say_which_shards_recover_and_files_make_a_directory_not_new() {
+        let dir = dir("marks");
+        let me = identity(3, "3@127.0.0.1:3/2");
+        let d = DataDir::open(&dir, &me, true).unwrap();
+        d.set_marks(&[(0, Some(Mark::New)), (1, Some(Mark::New))])
+            .unwrap();
+        d.set_marks(&[(1, Some(Mark::Rejoin))]).unwrap();
+        assert_eq!(d.shard_files(0), ShardFiles::Marked(Mark::New));
+        assert_eq!(d.shard_files(1), ShardFiles::Marked(Mark::Rejoin));
+        assert!(!dir.join("shard-0001.new").exists());
+        // A marked shard's files are opened empty, whatever they held.
+        let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
+        let config = Config {
+            id: 3,
+            voters: vec![3],
+            ..Config::default()
+        };
+        let now = Instant::from_micros(1);
+        let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
+        raft.handle_timeout(raft.poll_timeout());
+        store.persist(&raft).unwrap();
+        drop(store);
+        assert!(ShardStore::open(&dir, 1, true).unwrap().1.hard.term > 0);
+        drop(ShardStore::open_empty(&dir, 1, true).unwrap());
+        let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
+        assert_eq!((p.hard, p.log.len()), (HardState::default(), 0));
+        d.set_marks(&[(0, None), (1, None)]).unwrap();
+        assert_eq!(d.shard_files(0), ShardFiles::Missing);
+        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        drop(d);
+        // Shard files without an identity (a directory of an earlier version): not new.
+        assert!(!DataDir::open(&dir, &me, true).unwrap().is_new());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

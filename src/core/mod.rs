@@ -7,6 +7,7 @@
 
 pub mod lock_table;
 pub mod raft;
+pub mod restart;
 pub mod retransmit;
 pub mod shard;
 pub mod time;

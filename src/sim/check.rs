@@ -335,6 +335,8 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
         .collect();
     let mut model: Option<LockTable> = None;
     let mut stamp_last = Instant::ZERO;
+    // Spec §8.8: the values of the last SETTINGS apply, whatever a replica's own.
+    let mut table = table.clone();
     for entry in log {
         match LogCommand::decode(&entry.data) {
             Err(_) => {}
@@ -344,6 +346,25 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
                         fencing_token_first: token_first,
                         ..table.clone()
                     }));
+                }
+            }
+            Ok(LogCommand::Settings {
+                ttl_default_ms,
+                retry_after_ms,
+                startup_grace_ms,
+            }) => {
+                let logged = lock_table::Config {
+                    ttl_default_ms,
+                    retry_after_ms,
+                    startup_grace_ms,
+                    ..table.clone()
+                };
+                if logged.validate().is_ok() {
+                    table = logged;
+                    if let Some(m) = model.as_mut() {
+                        m.set_logged_settings(ttl_default_ms, retry_after_ms, startup_grace_ms)
+                            .expect("validated");
+                    }
                 }
             }
             Ok(LogCommand::Tick { stamp }) => {
@@ -440,8 +461,15 @@ pub(super) fn check_log(
         });
     for (n, at, reply) in answered.chain(h.late.iter().copied()) {
         let op = &h.ops[n];
-        if matches!(reply.answer.status, Status::Waiting | Status::Overloaded) {
-            continue; // no answer: nothing was read or done
+        if matches!(
+            reply.answer.status,
+            Status::Waiting | Status::Overloaded | Status::RequestExpired
+        ) {
+            // No answer: nothing was read or done by this copy. REQUEST_EXPIRED says the
+            // session's memory of the request is gone (spec §6.6): whatever its first copy did
+            // is unknown to the client, and a late copy (still in the network after the
+            // session moved on) gets it although the log answered an earlier copy otherwise.
+            continue;
         }
         if let Command::Status {
             resource,

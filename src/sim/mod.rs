@@ -28,11 +28,30 @@
 //! ```
 //!
 //! Persistence ("fsync before send"): after every call into a shard and before delivering
-//! anything it produced, the simulator copies its hard state and log; a crash drops the
-//! shard and a restart rebuilds it with [`Shard::new`] from that copy (a fresh rng seed, its
-//! clock reading). The copy is updated incrementally from the log's tail: an entry whose
-//! (index, term) is already in the copy is the same entry (Raft's log matching property,
-//! which the state-machine-safety checker below would catch breaking).
+//! anything it produced, the simulator copies its hard state and log, and the recovery mark
+//! its storage carries while it rejoins (`core::restart::mark`); a crash drops the shard and
+//! a restart rebuilds it from that copy (a fresh rng seed, its clock reading) through the
+//! decision a real node makes, [`crate::core::restart::decide`]. The copy is updated
+//! incrementally from the log's tail: an entry whose (index, term) is already in the copy is
+//! the same entry (Raft's log matching property, which the state-machine-safety checker below
+//! would catch breaking).
+//!
+//! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
+//! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
+//! a mistyped or emptied `--data-dir`). Either must rejoin by the rule of spec §8.5; each
+//! node's command line may keep `--new-cluster` (as a unit file would), which must not
+//! change that. At most a minority is without its state at any time (no protocol survives
+//! more), and every run starts as a new cluster: each node new, starting once all the others
+//! said they are new too.
+//!
+//! Failed and torn writes: a disk node's write may fail part-way, or a crash may tear it,
+//! while it persists what one input produced. The node stops (fail-stop: nothing that input
+//! produced leaves), and its files hold what the real storage (`cluster::storage`) can leave:
+//! the old state; or the new hard state (written first) over the old log; or that and the log
+//! cut back to where it agrees with the new one plus some of the new entries (a torn record is
+//! cut when read back); for a new snapshot, the old one, or the new one with the old log as
+//! opening repairs it, or everything new. A stronger recovery mark is written before the
+//! state, a weaker one after it. The node then restarts from that.
 //!
 //! # Phases
 //!
@@ -86,6 +105,7 @@ pub use self::scenarios::Scenario;
 use self::scenarios::Script;
 use crate::core::lock_table::{self, Request};
 use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
+use crate::core::restart::{self, Found, Mark};
 use crate::core::shard::{self, Shard};
 use crate::core::time::{Duration, Instant};
 
@@ -158,7 +178,8 @@ pub struct SimReport {
     /// (InstallSnapshot) or a restart rather than the replica's own state.
     pub snapshots: u64,
     pub snapshots_received: u64,
-    /// Restarts that lost the node's state and went through the rejoin rule.
+    /// Restarts that lost the node's state and went through the rejoin rule: of `memory`
+    /// nodes, and of disk nodes whose directory came back empty.
     pub amnesia_restarts: u64,
     /// OVERLOADED answers that reached clients.
     pub overloaded: u64,
@@ -169,6 +190,9 @@ pub struct SimReport {
     /// hand over before `LEAVE_WITHIN`).
     pub leaves: u64,
     pub leaves_handed_over: u64,
+    pub disk_losses: u64,
+    /// Writes that failed part-way or were torn (the node stopped, see the module docs).
+    pub torn_writes: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -339,14 +363,24 @@ struct SimNode {
     persisted_snapshot: Option<shard::Snapshot>,
     /// The log after that snapshot, as persisted.
     persisted_log: Vec<Entry>,
-    /// The next start loses everything and rejoins (`Shard::rejoin`).
-    amnesia: bool,
-    /// This node keeps no state (it lost it once): every restart loses it.
+    /// This node keeps no state (durability `memory`): every restart loses it.
     memory: bool,
     /// Snapshot cadence `(every, keep)` in random runs: each node its own, as real nodes
     /// compact independently (thesis §5), so a follower's snapshot may be newer than its
     /// leader's.
     compaction: (u64, u64),
+    /// The node's data directory records it (what a real node writes at its first start).
+    identity: bool,
+    /// The directory holds the shard's files.
+    files: bool,
+    /// The recovery mark its storage carries (see `core::restart`).
+    mark: Option<Mark>,
+    /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
+    new_cluster: bool,
+    /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
+    /// and may change at a restart (a rolling change); every replica must apply each command
+    /// with the logged ones.
+    settings: shard::LoggedSettings,
     clock: Clock,
     paused_until: Option<Instant>,
     /// When the current pause began.
@@ -476,9 +510,14 @@ impl Sim {
                 persisted_state: HardState::default(),
                 persisted_snapshot: None,
                 persisted_log: Vec::new(),
-                amnesia: false,
                 memory: false,
                 compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
+                identity: false,
+                files: false,
+                mark: None,
+                // A cluster's first start needs the flag; a unit file may keep it afterwards.
+                new_cluster: true,
+                settings: logged_settings(&mut rng),
                 clock: Clock::random(&mut rng, drift_ppm),
                 paused_until: None,
                 paused_since: None,
@@ -538,6 +577,9 @@ impl Sim {
         };
         for id in voters {
             sim.start_node(id)?;
+            // Later starts: the unit file kept `--new-cluster`, or the operator removed it.
+            let keep = sim.rng.gen_bool(0.5);
+            sim.node(id).new_cluster = keep;
         }
         for c in 0..sim.clients.len() {
             sim.arm_client(c);
@@ -585,17 +627,43 @@ impl Sim {
         let mut config = self.shard_config.clone();
         config.raft.id = id;
         let now = self.now;
+        let overload = overload_seed(&self.config);
         let n = self.node(id);
+        config.table.ttl_default_ms = n.settings.ttl_default_ms;
+        config.table.retry_after_ms = n.settings.retry_after_ms;
+        config.table.startup_grace_ms = n.settings.startup_grace_ms;
+        if overload {
+            // Every node answers with the long hint of those seeds (see `overload_seed`).
+            config.table.retry_after_ms = OVERLOAD_RETRY_AFTER_MS;
+        }
         let local = n.clock.local(now);
-        let log = n.persisted_log.clone();
-        let snapshot = n.persisted_snapshot.clone();
         let (every, keep) = n.compaction;
-        let mut shard = if std::mem::take(&mut n.amnesia) {
-            Shard::rejoin(config, seed, local)
-        } else {
-            Shard::restore(config, seed, n.persisted_state, snapshot, log, local)
-                .expect("the persisted snapshot decodes")
+        // What a real node's storage would show it (`cluster::storage`), and its decision.
+        let storage_new = n.memory || (!n.identity && !n.files && n.mark.is_none());
+        let found = match n.mark {
+            _ if n.memory => Found::Nothing,
+            Some(mark) => Found::Marked(mark),
+            None if n.files => Found::Files {
+                hard: n.persisted_state,
+                snapshot: n.persisted_snapshot.clone(),
+                log: n.persisted_log.clone(),
+            },
+            None => Found::Nothing,
         };
+        let start = restart::decide(found, storage_new, n.new_cluster);
+        if !n.memory {
+            n.mark = start.mark();
+            n.identity = true;
+            n.files = true;
+        }
+        if start.mark().is_some() {
+            // Opened empty, whatever the files held (`ShardStore::open_empty`).
+            n.persisted_state = HardState::default();
+            n.persisted_snapshot = None;
+            n.persisted_log.clear();
+        }
+        let mut shard =
+            Shard::start(config, seed, start, local).expect("the persisted snapshot decodes");
         if let Some(preferred) = preferred_leader(&self.config) {
             // As every node of a cluster does (shard `s` prefers node `s mod n`): whoever leads
             // hands the shard to its preferred node once that one is caught up.
@@ -772,11 +840,11 @@ impl Sim {
             Event::Heal => self.heal()?,
             Event::Restart { node } => {
                 if self.node(node).shard.is_none() {
-                    // Some nodes keep no state (durability `memory`): once a node has come
-                    // back without its state it is such a node, and every later restart of
-                    // it loses everything again. It restarts only while every other node is
-                    // up and kept its own (a minority's loss, which the rejoin rule must
-                    // survive); otherwise it waits.
+                    // Lost state (see the module docs). A `memory` node loses it on every
+                    // restart, so it restarts only while a majority of the others are up and
+                    // hold theirs (else it waits); a disk node may come back without its
+                    // directory once. Nodes without state — `memory` ones, and disk ones
+                    // marked as rejoining — stay a minority: no protocol survives more.
                     let whole = self
                         .nodes
                         .iter()
@@ -785,26 +853,43 @@ impl Sim {
                         })
                         .count();
                     let others_whole = whole > self.nodes.len() / 2;
-                    let memory_nodes = self.nodes.iter().filter(|n| n.memory).count();
+                    let stateless_others = self
+                        .nodes
+                        .iter()
+                        .filter(|n| n.id != node && (n.memory || n.mark.is_some()))
+                        .count();
+                    let room = stateless_others < (self.nodes.len() - 1) / 2;
                     let memory = self.node(node).memory;
-                    // At most a minority keeps no state, so no failure of a majority's state.
-                    let may_become_memory = memory || memory_nodes < (self.nodes.len() - 1) / 2;
                     if memory && !others_whole {
                         self.schedule(Duration::from_millis(200), Event::Restart { node });
                         return Ok(());
                     }
-                    if self.config.scenario.is_none()
+                    if self.config.scenario.is_none() && self.rng.gen_bool(0.2) {
+                        // Restarted with other settings (a rolling change).
+                        let settings = logged_settings(&mut self.rng);
+                        self.node(node).settings = settings;
+                    }
+                    if memory {
+                        self.report.amnesia_restarts += 1;
+                    } else if self.config.scenario.is_none()
                         && others_whole
-                        && may_become_memory
-                        && (memory || self.rng.gen_bool(0.3))
+                        && room
+                        && self.rng.gen_bool(0.3)
                     {
                         let n = self.node(node);
                         n.persisted_state = HardState::default();
                         n.persisted_snapshot = None;
                         n.persisted_log.clear();
-                        n.amnesia = true;
-                        n.memory = true;
-                        self.report.amnesia_restarts += 1;
+                        n.files = false;
+                        n.identity = false;
+                        n.mark = None;
+                        if self.rng.gen_bool(0.5) {
+                            // From now on a `memory` node.
+                            self.node(node).memory = true;
+                            self.report.amnesia_restarts += 1;
+                        } else {
+                            self.report.disk_losses += 1;
+                        }
                     }
                     self.start_node(node)?;
                 }
@@ -892,6 +977,9 @@ impl Sim {
     /// After any call into a node's shard: persist, send its messages and replies, re-arm
     /// its timer, observe what it applied.
     fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        if self.tear_write(id) {
+            return Ok(());
+        }
         let now = self.now;
         let mut messages = Vec::new();
         let mut replies = Vec::new();
@@ -915,6 +1003,11 @@ impl Sim {
                     "node {id} dropped {drops} message(s) of correct peers as faulty or \
                      malformed (its log says which)"
                 )));
+            }
+            if !n.memory {
+                // Atomic here; a real node sets a stronger mark before the state it covers
+                // and clears one after it (see `cluster`).
+                n.mark = restart::mark(shard.raft());
             }
             n.persisted_state = shard.hard_state();
             let meta = shard.raft().snapshot_meta();
@@ -964,6 +1057,89 @@ impl Sim {
             },
         );
         self.observe_applied(id)
+    }
+
+    /// Sometimes (random runs, before healing) the write of what the last input produced
+    /// fails part-way or is torn: the files get part of it (see the module docs) and the
+    /// node stops before anything that input produced leaves. True if it did.
+    fn tear_write(&mut self, id: NodeId) -> bool {
+        if !self.config.faults || self.config.scenario.is_some() || self.healed {
+            return false;
+        }
+        let i = (id - 1) as usize;
+        let (hard, meta, log, mark) = {
+            let n = &self.nodes[i];
+            let Some(shard) = n.shard.as_ref() else {
+                return false;
+            };
+            if n.memory {
+                return false; // writes nothing
+            }
+            let raft = shard.raft();
+            (
+                raft.hard_state(),
+                raft.snapshot_meta(),
+                raft.log().to_vec(),
+                restart::mark(raft),
+            )
+        };
+        let n = &self.nodes[i];
+        let snapshot_changed =
+            meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta);
+        let log_changed = n.persisted_log.last().map(|e| (e.index, e.term))
+            != log.last().map(|e| (e.index, e.term))
+            || n.persisted_log.len() != log.len();
+        let changed = hard != n.persisted_state || snapshot_changed || log_changed;
+        if !changed || !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
+            return false;
+        }
+        // How far the write got: 0 nothing, 1 the hard state, 2 some of the log or snapshot.
+        let stage = self.rng.gen_range(0..3u8);
+        let all_new = self.rng.gen_bool(0.5);
+        let appended = self.rng.gen_range(0..=log.len());
+        let data = self.nodes[i]
+            .shard
+            .as_ref()
+            .and_then(|s| s.raft().snapshot_data().cloned());
+        let n = &mut self.nodes[i];
+        if mark > n.mark {
+            n.mark = mark;
+        }
+        if stage >= 1 {
+            n.persisted_state = hard;
+        }
+        if stage == 2 && snapshot_changed {
+            // The snapshot file is replaced whole, then the log rewritten from it.
+            let old = std::mem::take(&mut n.persisted_log);
+            n.persisted_snapshot = Some((meta, data.expect("a snapshot has data")));
+            n.persisted_log = if all_new {
+                log
+            } else {
+                // Opening keeps what follows the snapshot if the old log holds its entry.
+                let matches = old
+                    .iter()
+                    .any(|e| e.index == meta.index && e.term == meta.term);
+                if matches {
+                    old.into_iter().filter(|e| e.index > meta.index).collect()
+                } else {
+                    Vec::new()
+                }
+            };
+        } else if stage == 2 {
+            // Cut back to where the file agrees with the log, then part of the new entries.
+            let mut keep = n.persisted_log.len().min(log.len());
+            while keep > 0 && n.persisted_log[keep - 1].term != log[keep - 1].term {
+                keep -= 1;
+            }
+            n.persisted_log.truncate(keep);
+            let upto = appended.max(keep);
+            n.persisted_log.extend_from_slice(&log[keep..upto]);
+        }
+        self.report.torn_writes += 1;
+        self.crash(id);
+        let down = Duration::from_millis(self.rng.gen_range(50..1_000));
+        self.schedule(down, Event::Restart { node: id });
+        true
     }
 
     /// Latency, loss, duplication for one datagram; `None` if it is lost.
@@ -1267,15 +1443,9 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {
             if self.node(id).shard.is_none() {
-                // A node that keeps no state comes back without it, whenever it restarts (it
-                // used to restart here with the empty copy as if that were its state: a fresh
-                // node that could vote a second time in a term).
-                let n = self.node(id);
-                if n.memory {
-                    n.persisted_state = HardState::default();
-                    n.persisted_snapshot = None;
-                    n.persisted_log.clear();
-                    n.amnesia = true;
+                // A node that keeps no state comes back without it (`start_node`), whenever
+                // it restarts.
+                if self.node(id).memory {
                     self.report.amnesia_restarts += 1;
                 }
                 self.start_node(id)?;
@@ -1603,6 +1773,25 @@ fn preferred_leader(config: &SimConfig) -> Option<NodeId> {
 /// through InstallSnapshot; different per node, so that snapshots of different ages meet (the
 /// shard's default, 16,384, would take no snapshot in a run of a few thousand entries).
 const COMPACTION_CADENCES: [(u64, u64); 3] = [(64, 8), (128, 16), (512, 64)];
+
+/// A node's own default TTL, OVERLOADED retry hint and startup grace (spec §8.8): different
+/// on every node, so that a replica applying a command with its own values rather than the
+/// logged ones answers differently from the others (and from the checkers' replay).
+fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
+    shard::LoggedSettings {
+        ttl_default_ms: rng.gen_range(1_000..60_000),
+        retry_after_ms: rng.gen_range(1..50),
+        startup_grace_ms: if rng.gen_bool(0.3) {
+            rng.gen_range(1..300)
+        } else {
+            0
+        },
+    }
+}
+
+/// Chance that persisting what one input changed fails part-way or is torn (see the module
+/// docs): a few times per run, on top of the crash faults.
+const TORN_WRITE_PROBABILITY: f64 = 0.0005;
 
 /// Brings the persisted copy of a log up to date with the log, copying only the changed
 /// tail: entries with the same index and term are the same (Raft's log matching property).

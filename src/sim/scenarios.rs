@@ -289,7 +289,6 @@ impl Sim {
         n.persisted_state = HardState::default();
         n.persisted_snapshot = None;
         n.persisted_log.clear();
-        n.amnesia = true;
         n.memory = true;
         self.report.amnesia_restarts += 1;
         self.start_node(id)

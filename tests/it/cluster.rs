@@ -268,6 +268,8 @@ impl DiskCluster {
                 c.data_dir = Some(dir.join(format!("node-{id}")));
                 c.compact_every = 16;
                 c.compact_keep = 4;
+                // Every start, as a unit file would: the first creates the cluster.
+                c.new_cluster = true;
                 c
             })
             .collect();
@@ -391,4 +393,41 @@ fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot_and_state_sur
         .acquire("churn/0", "other", 5_000, Some(1_000))
         .unwrap();
     assert!(next.fencing_token > held.fencing_token);
+}
+
+/// Issue 7 item 1 over real files: a node whose data directory comes back empty (here with
+/// `--new-cluster` left on, as a unit file would keep it) does not start afresh: it marks its
+/// shard as recovering and waits while only one node that holds state answers; killed then,
+/// it starts over from the mark instead of trusting the empty files it wrote; once a second
+/// node with state returns, it rejoins, its mark goes, and the hold survives the loss of the
+/// node that was up all along.
+#[test]
+fn an_emptied_directory_rejoins_and_a_rejoin_cut_short_starts_over() {
+    let mut cluster = DiskCluster::start("emptied");
+    let client = cluster.client();
+    let held = client
+        .acquire("kept", "holder", 5_000, Some(600_000))
+        .unwrap();
+    let leader = cluster.leader();
+    let (lost, other) = ((leader + 1) % 3, (leader + 2) % 3);
+    let dir = cluster.dir.join(format!("node-{}", lost + 1));
+    let marked = || dir.join("shard-0000.new").exists() || dir.join("shard-0000.rejoin").exists();
+    cluster.kill(lost);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster.kill(leader);
+    cluster.start_node(lost);
+    assert!(marked(), "no recovery mark on the emptied node");
+    cluster.kill(lost);
+    cluster.start_node(lost);
+    assert!(marked(), "a rejoin cut short trusted its files");
+    cluster.start_node(leader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while marked() {
+        assert!(Instant::now() < deadline, "the emptied node never rejoined");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cluster.kill(other);
+    let renewed = client.renew("kept", "holder", Some(600_000)).unwrap();
+    assert_eq!(renewed.fencing_token, held.fencing_token);
 }

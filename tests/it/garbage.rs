@@ -211,6 +211,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
         .map(|id| {
             let mut config = ClusterConfig::new(id, peers.clone());
             config.shards = 1;
+            config.new_cluster = true;
             ClusterNode::start_on(sockets.next().unwrap(), config).unwrap()
         })
         .collect();
@@ -224,7 +225,47 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
     let mut config = udplock::ClientConfig::new(servers.clone());
     config.shards = 1;
     let client = Client::new(config).unwrap();
-    client.acquire("held", "me", 5_000, Some(60_000)).unwrap();
+    // A new cluster starts once every node says it is new (spec §8.5): node 3, whose address
+    // the forger has, says so until the two real nodes have formed the cluster.
+    let answering = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let socket = forger.try_clone().unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+            let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+            while answering.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(d) = udplock_protocol::PeerDatagram::decode(&buf[..n]) else {
+                    continue;
+                };
+                for (shard, record) in d.records() {
+                    if let PeerMessage::TermQuery { nonce, .. } = record {
+                        let header = PeerHeader {
+                            cluster_id,
+                            from: 3,
+                        };
+                        let mut w = PeerWriter::new(&mut out, header);
+                        let new = PeerMessage::NoStateReply {
+                            term: 0,
+                            nonce,
+                            new: true,
+                        };
+                        w.push(shard, &new).unwrap();
+                        let len = w.finish();
+                        socket.send_to(&out[..len], from).unwrap();
+                    }
+                }
+            }
+        });
+        let acquired = client.acquire("held", "me", 10_000, Some(60_000));
+        answering.store(false, std::sync::atomic::Ordering::Relaxed);
+        acquired.unwrap();
+    });
 
     let peer = |records: &[(u16, PeerMessage<'_>)]| {
         let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];

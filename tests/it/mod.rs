@@ -6,6 +6,7 @@ mod garbage;
 mod lossy;
 mod processes;
 mod service;
+mod settings;
 mod shard_status;
 mod sim;
 

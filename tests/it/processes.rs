@@ -97,11 +97,18 @@ impl Servers {
         self.spawn_as(i, false);
     }
 
-    /// `first`: the cluster's first start (a memory node is then told it is new).
-    fn spawn_as(&mut self, i: usize, first: bool) {
+    /// `new_cluster`: with `--new-cluster`, as a cluster's first start must be (and as a
+    /// unit file may keep it for every later start).
+    fn spawn_as(&mut self, i: usize, new_cluster: bool) {
+        self.spawn_with(i, new_cluster, &[]);
+    }
+
+    /// As `spawn_as`, with more arguments.
+    fn spawn_with(&mut self, i: usize, new_cluster: bool, more: &[&str]) {
         let mut command = Command::new(BIN);
         command.args(["server", "--node-id", &(i + 1).to_string()]);
-        if self.durability == "memory" && first {
+        command.args(more);
+        if new_cluster {
             command.arg("--new-cluster");
         }
         let child = command
@@ -358,4 +365,136 @@ fn a_memory_node_killed_and_restarted_rejoins_and_the_hold_survives_its_leader()
         client.status("other/7").unwrap().holder.as_deref(),
         Some("w")
     );
+}
+
+/// Issue 7 item 1: a node whose data directory comes back empty (a replaced disk, a mistyped
+/// `--data-dir`, another `HOME` under a service manager) must rejoin by the rule of spec §8.5,
+/// not start as a brand-new member. Node B misses a grant that the other two commit (it is
+/// killed: a stopped B would still find the entries queued in its socket); then those two
+/// die, A comes back with an empty directory, and B with its own. A fresh A would vote for B,
+/// whose log lacks the grant, and B would give the lock to someone else. Instead nobody may
+/// have it until the third node returns, and then its holder still has it.
+fn an_emptied_node_rejoins_and_the_grant_survives(restart_with_new_cluster: bool) {
+    let mut servers = Servers::start(3);
+    let (a, b, c) = (0, 1, 2);
+    let addrs = servers.addrs.clone();
+    let client = |timeout_ms| {
+        let mut config = ClientConfig::new(addrs.clone());
+        config.shards = SHARDS;
+        config.request_timeout_ms = timeout_ms;
+        Client::new(config).unwrap()
+    };
+    servers.leader(Duration::from_secs(10));
+    servers.kill(b);
+    // Committed on A and C, the only nodes up: B lacks it.
+    let lease = client(10_000)
+        .acquire(RESOURCE, "holder", 10_000, Some(600_000))
+        .unwrap();
+    servers.kill(a);
+    servers.kill(c);
+    let dir_a = servers.dir.join("node-1");
+    std::fs::remove_dir_all(&dir_a).unwrap();
+    std::fs::create_dir_all(&dir_a).unwrap();
+    servers.spawn_as(a, restart_with_new_cluster);
+    servers.spawn_as(b, restart_with_new_cluster);
+    let intruder = client(3_000).acquire(RESOURCE, "intruder", 3_000, Some(1_000));
+    assert!(
+        intruder.is_err(),
+        "the lock was granted to another client while its holder's lease runs: {intruder:?}"
+    );
+    let said = std::fs::read_to_string(servers.stderr_path(a)).unwrap();
+    let expected = if restart_with_new_cluster {
+        "start new"
+    } else {
+        "rejoining"
+    };
+    assert!(
+        said.contains(expected),
+        "node A did not say {expected:?}: {said}"
+    );
+    // The third node returns: A rejoins from B and C, and the hold is still its holder's.
+    servers.spawn(c);
+    let renewed = client(20_000)
+        .renew(RESOURCE, "holder", Some(600_000))
+        .unwrap();
+    assert_eq!(renewed.fencing_token, lease.fencing_token);
+    assert_eq!(
+        client(20_000).status(RESOURCE).unwrap().holder.as_deref(),
+        Some("holder")
+    );
+}
+
+#[test]
+fn a_node_back_with_an_empty_data_directory_rejoins_and_the_grant_survives() {
+    an_emptied_node_rejoins_and_the_grant_survives(false);
+}
+
+/// The same with `--new-cluster` left in the nodes' command lines (a unit file): a node that
+/// is new next to a node that holds state still rejoins.
+#[test]
+fn with_new_cluster_left_on_an_emptied_node_still_rejoins() {
+    an_emptied_node_rejoins_and_the_grant_survives(true);
+}
+
+/// A data directory is locked by the server using it, and records which node of which
+/// cluster it belongs to: a second server on it, or another node's server, refuses to start
+/// with a clear error instead of sharing or reinitialising it.
+#[test]
+fn a_data_directory_in_use_or_of_another_node_is_refused() {
+    let servers = Servers::start(3);
+    servers.leader(Duration::from_secs(10));
+    let run = |node: usize, dir: usize| {
+        Command::new(BIN)
+            .args(["server", "--node-id", &node.to_string()])
+            .args(["--listen", &servers.addrs[node - 1].to_string()])
+            .args(["--peers", &servers.peers])
+            .args(["--shards", &SHARDS.to_string()])
+            .args(["--durability", "os", "--data-dir"])
+            .arg(servers.dir.join(format!("node-{dir}")))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let second = run(1, 1);
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{said}");
+    assert!(said.contains("in use by another process"), "{said}");
+    // Node 3's directory, copied while node 3 runs, offered to node 1.
+    let copy = servers.dir.join("node-9");
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::copy(servers.dir.join("node-3/identity"), copy.join("identity")).unwrap();
+    let other = run(1, 9);
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success(), "{said}");
+    assert!(said.contains("belongs to node 3"), "{said}");
+}
+
+/// Issue 7 item 10: a node restarted with another value of a setting every node must share
+/// is kept out of the cluster, and no longer in silence: both it and the others log, at error
+/// level, which setting differs (spec §8.10).
+#[test]
+fn a_node_restarted_with_another_limit_is_named_by_both_sides() {
+    let mut servers = Servers::start(3);
+    servers.leader(Duration::from_secs(10));
+    servers.kill(2);
+    servers.spawn_with(2, false, &["--resources-max", "1000"]);
+    let said = |i: usize| std::fs::read_to_string(servers.stderr_path(i)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (one, three) = (said(0), said(2));
+        let named = |log: &str, peer: &str| {
+            log.lines().any(|l| {
+                l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 4000000")
+                    || l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 1000")
+            })
+        };
+        if named(&one, "node 3") && named(&three, "node 1") && named(&three, "node 2") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the difference was not named on both sides:\nnode 1: {one}\nnode 3: {three}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

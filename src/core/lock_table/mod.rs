@@ -710,6 +710,27 @@ impl LockTable {
         &self.config
     }
 
+    /// Replaces the settings a cluster's leader logs for every replica to apply with (spec
+    /// §8.8: the default TTL, the OVERLOADED retry hint, the startup grace). Leases already
+    /// granted keep their length; later requests use the new values. `Err` (nothing
+    /// changed) if they break `Config::validate`.
+    pub fn set_logged_settings(
+        &mut self,
+        ttl_default_ms: u32,
+        retry_after_ms: u32,
+        startup_grace_ms: u32,
+    ) -> Result<(), ConfigError> {
+        let config = Config {
+            ttl_default_ms,
+            retry_after_ms,
+            startup_grace_ms,
+            ..self.config.clone()
+        };
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     /// Fires every timer due at `now` (as [`LockTable::handle_timeout`]), then handles one
     /// received copy of a request. Answers go to [`LockTable::poll_reply`].
     pub fn handle_request(&mut self, now: Instant, request: Request<'_>) {

@@ -151,6 +151,32 @@
 //! node is built with [`Raft::restore`] from them, and its commit index starts at the
 //! snapshot's last index (the shell loads its state machine from the snapshot itself).
 //!
+//! # Rejoining without state (spec §8.5)
+//!
+//! A node that lost its persisted state (durability `memory`, a replaced disk, an emptied or
+//! mistyped data directory, a rejoin cut short) is built with [`Raft::rejoin`], or with
+//! [`Raft::start_new`] when its operator says this start may create the cluster. Either way
+//! it first asks every other voter (TermQuery) and acts on nothing else; nodes that hold
+//! state answer TermReply (term, last index), nodes that hold none NoStateReply (new or not).
+//!
+//! - *Rejoin* (rules 3 and 4): once `q` of the OTHERS answered TermReply, every quorum the
+//!   node took part in before (a vote, an acknowledgement, in some term `T`) had `q - 1`
+//!   members besides it, and `(q - 1) + q > n - 1`, so some replier took part in it too and
+//!   its term is at least `T`. The node takes the largest term as its own, with a vote in it,
+//!   so it never votes twice in a term nor acknowledges an older leader; and it votes only once
+//!   its commit index holds an entry of the current leader's term (and, under the leader of
+//!   the very term it rejoined at, reaches the largest last index the repliers reported: every
+//!   committed entry it acknowledged is held by a replier, so lies at or below it). If all
+//!   `q` said term 0, it never took part in anything: it starts fresh.
+//! - *New* (rule 6): only when EVERY other voter answered, after this node lost its state,
+//!   that it holds nothing beyond term 0. A node that took part in anything has a term of at
+//!   least 1 from then on while it keeps its state, so each of them had lost its state when it
+//!   answered: nothing any quorum decided survives anywhere (a new cluster, or a total loss),
+//!   so this node's fresh start contradicts nothing. With only `q` such answers, a node that
+//!   keeps an acknowledged entry but is down could be outvoted by nodes that lost theirs (the
+//!   test `a_new_node_waits_while_any_other_node_may_hold_state` shows two leaders of one term
+//!   then); so a node that may hold state, even an unreachable one, keeps a new node asking.
+//!
 //! # Bounds
 //!
 //! The log holds what has not been compacted: bounded once the shell compacts. Per follower,
@@ -455,6 +481,14 @@ pub enum Message {
         last_index: u64,
         nonce: u64,
     },
+    /// Answer to TermQuery from a node that holds no state itself (it is still asking too):
+    /// `term` is its current term (0); `new` says it never held state for the shard and may
+    /// help create the cluster (see `Raft::start_new`). Changes no state at the replier.
+    NoStateReply {
+        term: u64,
+        nonce: u64,
+        new: bool,
+    },
     /// One chunk of the leader's snapshot (Raft §7), for a follower that needs entries the
     /// leader compacted away. `last_index`/`last_term`: what the snapshot covers (its meta);
     /// `offset`: where `data` (at most `snapshot_chunk_max` bytes) starts in the snapshot;
@@ -496,6 +530,7 @@ impl Message {
             | Message::TimeoutNow { term }
             | Message::TermQuery { term, .. }
             | Message::TermReply { term, .. }
+            | Message::NoStateReply { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotReply { term, .. } => term,
         }
@@ -507,14 +542,16 @@ impl Message {
 enum Recovery {
     /// A node with its state, or one that finished rejoining.
     None,
-    /// Asking the others for their terms: the replies so far (one per other voter).
+    /// Asking the others for their terms: the latest answer of each other voter so far.
     Querying {
-        /// (voter, its term, its last index).
-        replies: Vec<(NodeId, u64, u64)>,
+        replies: Vec<(NodeId, TermAnswer)>,
         next_query: Instant,
         /// Random per rejoin: only answers echoing it count (not those to a query of an
         /// earlier life of this node, delivered late).
         nonce: u64,
+        /// This node is *new* (spec §8.5 rule 6, see `Raft::start_new`): it never held
+        /// state for the shard and may help create the cluster.
+        new: bool,
     },
     /// Knows a safe term (`term`); acknowledges entries, but neither votes nor campaigns
     /// until caught up: its commit index at an entry of the current leader's own term, and,
@@ -522,6 +559,15 @@ enum Recovery {
     /// repliers reported. (Every committed entry it acknowledged before it lost its state is
     /// held by some replier: the repliers meet every quorum it was part of.)
     CatchingUp { term: u64, target: u64 },
+}
+
+/// What another voter answered a TermQuery (spec §8.5, rules 2, 3 and 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TermAnswer {
+    /// It holds state for the shard (TermReply): its current term and last index.
+    State { term: u64, last_index: u64 },
+    /// It holds none (NoStateReply); `new`: it never did, and may help create the cluster.
+    NoState { new: bool },
 }
 
 /// A leadership transfer in progress (thesis §3.10).
@@ -830,7 +876,12 @@ impl Raft {
             return;
         }
         if matches!(self.recovery, Recovery::Querying { .. })
-            && !matches!(msg, Message::TermQuery { .. } | Message::TermReply { .. })
+            && !matches!(
+                msg,
+                Message::TermQuery { .. }
+                    | Message::TermReply { .. }
+                    | Message::NoStateReply { .. }
+            )
         {
             // Rejoining without state: nothing is acted on until the terms of a quorum of
             // the others are known (see `rejoin`).
@@ -881,19 +932,22 @@ impl Raft {
             } => self.handle_append_reply(now, from, term, success, match_index, round, life),
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
             Message::TermQuery { nonce, .. } => {
-                // A node still asking has no term worth telling: its silence makes the asker
-                // wait for a node that kept its state (spec §8.5, rule 2).
-                if !matches!(self.recovery, Recovery::Querying { .. }) {
-                    let (term, last_index) = (self.hard.term, self.log.last_index());
-                    self.send(
-                        from,
-                        Message::TermReply {
-                            term,
-                            last_index,
-                            nonce,
-                        },
-                    );
-                }
+                // Spec §8.5, rule 2. A node still asking has no term worth telling, so it says
+                // only that it holds no state, and whether it is new (rule 6); a node that
+                // holds state tells its term and last index.
+                let answer = match self.recovery {
+                    Recovery::Querying { new, .. } => Message::NoStateReply {
+                        term: self.hard.term,
+                        nonce,
+                        new,
+                    },
+                    _ => Message::TermReply {
+                        term: self.hard.term,
+                        last_index: self.log.last_index(),
+                        nonce,
+                    },
+                };
+                self.send(from, answer);
                 // Only a node that lost its state asks: whatever it acknowledged is gone, so
                 // the leader starts over with it (a late copy of the question only makes it
                 // resend what the node already has), and no answer of its earlier life,
@@ -912,7 +966,13 @@ impl Raft {
                 term,
                 last_index,
                 nonce,
-            } => self.handle_term_reply(now, from, term, last_index, nonce),
+            } => self.handle_term_answer(now, from, nonce, TermAnswer::State { term, last_index }),
+            Message::NoStateReply { term, nonce, new } => {
+                // A node without state is at term 0; another term is a faulty peer's.
+                if term == 0 {
+                    self.handle_term_answer(now, from, nonce, TermAnswer::NoState { new });
+                }
+            }
             Message::InstallSnapshot {
                 term,
                 last_index,
@@ -1305,87 +1365,167 @@ impl Raft {
         }
     }
 
-    /// A node that restarts WITHOUT its state (durability `memory`, or lost files). It must
-    /// not act as the node it was: it could vote a second time in a term it voted in,
-    /// acknowledge a stale leader, or help elect a leader lacking an entry it acknowledged
-    /// and then forgot. So (spec §8.5, "Rejoining without state"):
+    /// A node that restarts WITHOUT its state (durability `memory`, lost or emptied files,
+    /// a rejoin cut short). It must not act as the node it was: it could vote a second time
+    /// in a term it voted in, acknowledge a stale leader, or help elect a leader lacking an
+    /// entry it acknowledged and then forgot. So (spec §8.5, "Rejoining without state"):
     /// 1. it asks every other voter for its term (TermQuery) and acts on nothing else until
-    ///    a quorum-sized set of the OTHERS answered: any quorum it took part in before, in
-    ///    some term T, shares a member with that set (quorum - 1 + quorum > n - 1), whose
-    ///    term is at least T;
+    ///    a quorum-sized set of the OTHERS that hold state answered (TermReply): any quorum
+    ///    it took part in before, in some term T, shares a member with that set
+    ///    (quorum - 1 + quorum > n - 1), whose term is at least T;
     /// 2. it takes the largest term reported and counts itself as having voted in it, so it
     ///    never votes twice in a term and refuses leaders of older terms;
     /// 3. it acknowledges entries but neither votes nor campaigns until its commit index
     ///    reaches an entry of the current leader's own term (its log then holds everything
-    ///    committed before that term);
-    /// 4. if every reply says term 0, no quorum ever formed: it starts fresh.
+    ///    committed before that term) and, in the term it rejoined at, the largest last
+    ///    index the repliers reported;
+    /// 4. if every one of those replies says term 0, it never took part in a quorum: it
+    ///    starts fresh.
     ///
-    /// A node that is itself still asking does not answer, so a cluster whose nodes ALL
-    /// start without state waits: that is a new cluster (start its nodes with `Raft::new`)
-    /// or a total loss, which needs an operator's decision.
+    /// Nodes that hold no state answer too (NoStateReply) but do not count: they cannot
+    /// vouch for a term. So a cluster whose nodes ALL start without state waits, whatever its
+    /// size (a single voter too: nobody else can vouch for anything): that is a new cluster,
+    /// whose nodes start with [`Raft::start_new`], or a total loss, which needs an operator.
     pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Raft {
+        Raft::recovering(config, rng_seed, now, false)
+    }
+
+    /// A node WITHOUT state that is *new* (spec §8.5 rule 6): it never held state for this
+    /// shard, and its operator lets it help create the cluster (`--new-cluster`). It asks
+    /// like [`Raft::rejoin`] and answers others' queries that it is new. It starts fresh only
+    /// when EVERY other voter answered, after this node lost whatever state it had, that it
+    /// holds no state beyond term 0 (a TermReply of term 0, or a NoStateReply saying new):
+    /// then no node held anything a quorum ever decided, so there is nothing this node could
+    /// contradict — a new cluster, or a total loss, which nothing can undo. If instead a
+    /// quorum of the others answer with their state, it rejoins by the rule as any node
+    /// without state does: next to a running cluster, a node started as new simply rejoins.
+    pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Raft {
+        Raft::recovering(config, rng_seed, now, true)
+    }
+
+    fn recovering(config: Config, rng_seed: u64, now: Instant, new: bool) -> Raft {
         let mut raft = Raft::new(config, rng_seed, HardState::default(), Vec::new(), now);
-        if raft.config.voters.len() == 1 {
-            // Alone, nothing can have been acknowledged by anyone else.
-            return raft;
-        }
         let nonce = raft.rng.gen::<u64>();
         raft.recovery = Recovery::Querying {
             replies: Vec::new(),
             next_query: now + raft.config.heartbeat_interval,
             nonce,
+            new,
         };
         raft.broadcast(Message::TermQuery { term: 0, nonce });
+        // A single new voter has nobody to wait for (rule 6 holds at once).
+        raft.decide_rejoin(now);
         raft
     }
 
-    /// Whether the node is still rejoining (see `rejoin`).
+    /// Whether the node is still rejoining (see `rejoin`): asking, or catching up.
     pub fn rejoining(&self) -> bool {
         self.recovery != Recovery::None
     }
 
-    fn handle_term_reply(
-        &mut self,
-        now: Instant,
-        from: NodeId,
-        term: u64,
-        last_index: u64,
-        nonce: u64,
-    ) {
-        let quorum = self.quorum;
+    /// Whether the node is still asking the others for their terms (see `rejoin`): it then
+    /// acts on nothing else.
+    pub fn asking(&self) -> bool {
+        matches!(self.recovery, Recovery::Querying { .. })
+    }
+
+    /// Whether the node is still asking as a *new* node (see `start_new`). It stops being
+    /// new once it starts fresh or rejoins by the rule.
+    pub fn asking_as_new(&self) -> bool {
+        matches!(self.recovery, Recovery::Querying { new: true, .. })
+    }
+
+    /// While the node is still asking (see `rejoin`): what each other voter answered so far,
+    /// for the shell's logs: `(voter, Some(term))` for a node that holds state,
+    /// `(voter, None)` for one that holds none (new or not). Voters that never answered are
+    /// missing. Empty once the node no longer asks.
+    pub fn rejoin_answers(&self) -> Vec<(NodeId, Option<u64>, bool)> {
+        match &self.recovery {
+            Recovery::Querying { replies, .. } => replies
+                .iter()
+                .map(|&(id, answer)| match answer {
+                    TermAnswer::State { term, .. } => (id, Some(term), false),
+                    TermAnswer::NoState { new } => (id, None, new),
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A TermReply or NoStateReply: kept (the latest per voter) if it echoes this life's
+    /// nonce, then the rules of spec §8.5 decide whether the node can stop asking.
+    fn handle_term_answer(&mut self, now: Instant, from: NodeId, nonce: u64, answer: TermAnswer) {
         let Recovery::Querying {
             replies,
             nonce: asked,
             ..
         } = &mut self.recovery
         else {
+            // Not asking (any more): late or duplicated answers change nothing.
             return;
         };
         if nonce != *asked {
             return;
         }
-        if !replies.iter().any(|&(id, _, _)| id == from) {
-            replies.push((from, term, last_index));
+        match replies.iter_mut().find(|(id, _)| *id == from) {
+            Some((_, kept)) => *kept = answer,
+            None => replies.push((from, answer)),
         }
-        if replies.len() < quorum {
+        self.decide_rejoin(now);
+    }
+
+    /// Spec §8.5 rules 3, 5 and 6, on the answers held so far.
+    fn decide_rejoin(&mut self, now: Instant) {
+        let Recovery::Querying { replies, new, .. } = &self.recovery else {
             return;
-        }
-        let max = replies.iter().map(|&(_, t, _)| t).max().unwrap_or(0);
-        let target = replies.iter().map(|&(_, _, i)| i).max().unwrap_or(0);
-        if max == 0 {
+        };
+        // Rules 3 and 5: a quorum of the others that hold state.
+        let states: Vec<(u64, u64)> = replies
+            .iter()
+            .filter_map(|&(_, a)| match a {
+                TermAnswer::State { term, last_index } => Some((term, last_index)),
+                TermAnswer::NoState { .. } => None,
+            })
+            .collect();
+        // Rule 6: a new node, and every other voter holds nothing beyond term 0.
+        let others = self.config.voters.len() - 1;
+        let all_new = *new
+            && replies.len() == others
+            && replies.iter().all(|&(_, a)| {
+                matches!(
+                    a,
+                    TermAnswer::State {
+                        term: 0,
+                        last_index: 0
+                    } | TermAnswer::NoState { new: true }
+                )
+            });
+        if states.len() >= self.quorum {
+            let max = states.iter().map(|&(t, _)| t).max().unwrap_or(0);
+            let target = states.iter().map(|&(_, i)| i).max().unwrap_or(0);
+            if max == 0 {
+                log::info!(
+                    "raft {}: rejoining: no quorum ever formed with this node; starting fresh",
+                    self.config.id
+                );
+                self.recovery = Recovery::None;
+            } else {
+                log::info!(
+                    "raft {}: rejoining at term {max}; no vote until caught up",
+                    self.config.id
+                );
+                self.hard.term = max;
+                self.hard.voted_for = Some(self.config.id);
+                self.recovery = Recovery::CatchingUp { term: max, target };
+            }
+        } else if all_new {
             log::info!(
-                "raft {}: rejoining: no quorum ever formed; starting fresh",
+                "raft {}: every other node is new too: starting a new cluster",
                 self.config.id
             );
             self.recovery = Recovery::None;
         } else {
-            log::info!(
-                "raft {}: rejoining at term {max}; no vote until caught up",
-                self.config.id
-            );
-            self.hard.term = max;
-            self.hard.voted_for = Some(self.config.id);
-            self.recovery = Recovery::CatchingUp { term: max, target };
+            return;
         }
         self.reset_election_timer(now);
     }

@@ -387,6 +387,15 @@ impl Net {
         self.after_input(id);
     }
 
+    /// A start without state as a *new* node (`--new-cluster`, spec §8.5 rule 6).
+    fn start_new(&mut self, id: NodeId, seed: u64) {
+        assert!(!self.is_up(id));
+        let config = self.configs[id as usize - 1].clone();
+        self.nodes[id as usize - 1] = Some(Raft::start_new(config, seed, self.now));
+        self.committed[id as usize - 1] = Vec::new();
+        self.after_input(id);
+    }
+
     fn restart(&mut self, id: NodeId, seed: u64, persisted: Persisted) {
         assert!(!self.is_up(id));
         let config = self.configs[id as usize - 1].clone();
@@ -2480,5 +2489,119 @@ fn a_new_node_among_fresh_peers_starts_fresh_when_they_answer_term_zero() {
     net.run_for(ms(100));
     for id in 1..=3 {
         assert_eq!(net.committed_data(id), vec![vec![9]]);
+    }
+}
+
+// ---- New clusters (spec §8.5 rule 6) ----
+
+#[test]
+fn a_new_cluster_starts_once_every_node_answered_that_it_is_new() {
+    let mut net = Net::new(3, 40);
+    for id in 1..=3 {
+        let _ = net.crash(id);
+    }
+    for id in 1..=3 {
+        net.start_new(id, id);
+        assert!(net.node(id).asking_as_new());
+    }
+    // Each asked the others; the answers say "no state, new".
+    assert!(net
+        .sent
+        .iter()
+        .any(|(from, _, m)| *from == 1 && matches!(m, Message::TermQuery { term: 0, .. })));
+    let leader = net.elect(ms(2_000));
+    assert!(net.sent.iter().any(|(_, _, m)| matches!(
+        m,
+        Message::NoStateReply {
+            term: 0,
+            new: true,
+            ..
+        }
+    )));
+    assert!(net.ids().iter().all(|&id| !net.node(id).rejoining()));
+    net.propose(leader, vec![1]);
+    net.run_for(ms(100));
+    for id in 1..=3 {
+        assert_eq!(net.committed_data(id), vec![vec![1]]);
+    }
+}
+
+#[test]
+fn a_single_new_voter_starts_at_once_and_a_single_rejoining_one_never_does() {
+    let new = Raft::start_new(config(1, 1), 1, Instant::ZERO);
+    assert!(!new.rejoining());
+    let lost = Raft::rejoin(config(1, 1), 1, Instant::ZERO);
+    assert!(lost.rejoining(), "nobody can vouch for a lone voter's term");
+}
+
+/// `--new-cluster` left in a unit file: a node that lost its state restarts as new next to
+/// a running cluster, and must rejoin by the rule instead of starting fresh.
+#[test]
+fn a_new_node_next_to_a_cluster_with_state_rejoins_by_the_rule() {
+    let mut net = Net::new(3, 41);
+    let leader = net.elect(ms(1_000));
+    for n in 0..5u8 {
+        net.propose(leader, vec![n]);
+    }
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let lost = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let _ = net.crash(lost);
+    net.start_new(lost, 7);
+    net.run_for(ms(1));
+    // It learned the term from nodes with state and "voted" in it: not a fresh start.
+    assert_eq!(net.node(lost).term(), term);
+    assert_eq!(net.node(lost).hard_state().voted_for, Some(lost));
+    assert!(!net.node(lost).asking_as_new());
+    net.run_for(ms(100));
+    assert!(!net.node(lost).rejoining());
+    assert_eq!(net.node(lost).log().len(), net.node(leader).log().len());
+    assert_eq!(net.leader(), Some(leader));
+}
+
+/// Rule 6 needs EVERY other node: one that holds state, even unreachable, keeps a new node
+/// asking. With only a quorum of "new" answers, the lost-state nodes below would start fresh
+/// and elect a leader without the entry node 1 holds (two lost states of five would lose an
+/// acknowledged entry).
+#[test]
+fn a_new_node_waits_while_any_other_node_may_hold_state() {
+    let mut net = Net::new(5, 42);
+    // Nodes 4 and 5 never take part: cut off from the start.
+    for cut in [4, 5] {
+        for other in 1..=5 {
+            net.blocked.insert((cut, other));
+            net.blocked.insert((other, cut));
+        }
+    }
+    let leader = net.elect(ms(2_000));
+    net.propose(leader, vec![1]);
+    net.run_for(ms(100));
+    assert_eq!(net.node(4).term(), 0, "node 4 never left term 0");
+    // Two of the three that hold the entry lose it and restart as new; the third goes down.
+    let keeper = leader;
+    let lost: Vec<NodeId> = (1..=3).filter(|&id| id != keeper).collect();
+    for &id in &lost {
+        let _ = net.crash(id);
+    }
+    let kept = net.crash(keeper);
+    net.blocked.clear();
+    for &id in &lost {
+        net.start_new(id, id + 10);
+    }
+    // Nodes 4 and 5 answer term 0 and the lost nodes answer new: a quorum of "new", but node
+    // `keeper` is silent.
+    net.run_for(ms(3_000));
+    for &id in &lost {
+        assert!(net.node(id).rejoining(), "node {id} started fresh");
+    }
+    assert_eq!(net.leader(), None);
+    // The keeper returns: the lost nodes rejoin from it, and its entry survives.
+    net.restart(keeper, 99, kept);
+    let leader = net.elect(ms(3_000));
+    net.propose(leader, vec![2]);
+    net.run_for(ms(300));
+    assert_eq!(net.committed_data(leader), vec![vec![1], vec![2]]);
+    for &id in &lost {
+        assert!(!net.node(id).rejoining(), "node {id} never caught up");
     }
 }

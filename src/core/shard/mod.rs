@@ -92,9 +92,49 @@ pub const COMPACT_EVERY_DEFAULT: u64 = 16_384;
 /// Entries kept in the log after a snapshot, for followers a little behind.
 pub const COMPACT_KEEP_DEFAULT: u64 = 1_024;
 
-/// The first bytes of a shard snapshot, then its format version.
+/// The first bytes of a shard snapshot, then its format version: 2 since the snapshot holds
+/// the logged settings (version 1, without them, is still read).
 pub const SHARD_SNAPSHOT_MAGIC: [u8; 4] = *b"ULSH";
-const SHARD_SNAPSHOT_VERSION: u8 = 1;
+const SHARD_SNAPSHOT_VERSION: u8 = 2;
+
+/// The values of the settings a leader logs (spec §8.8) because replicas may differ in them:
+/// every command applies with those of the last SETTINGS before it, whatever the replica's
+/// own, so nodes need not share them (an operator changes them with a rolling restart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoggedSettings {
+    pub ttl_default_ms: u32,
+    pub retry_after_ms: u32,
+    pub startup_grace_ms: u32,
+}
+
+impl LoggedSettings {
+    /// A replica's own values.
+    pub fn of(table: &lock_table::Config) -> LoggedSettings {
+        LoggedSettings {
+            ttl_default_ms: table.ttl_default_ms,
+            retry_after_ms: table.retry_after_ms,
+            startup_grace_ms: table.startup_grace_ms,
+        }
+    }
+
+    /// `table` with these values.
+    fn over(self, table: &lock_table::Config) -> lock_table::Config {
+        lock_table::Config {
+            ttl_default_ms: self.ttl_default_ms,
+            retry_after_ms: self.retry_after_ms,
+            startup_grace_ms: self.startup_grace_ms,
+            ..table.clone()
+        }
+    }
+
+    fn command(self) -> LogCommand<'static> {
+        LogCommand::Settings {
+            ttl_default_ms: self.ttl_default_ms,
+            retry_after_ms: self.retry_after_ms,
+            startup_grace_ms: self.startup_grace_ms,
+        }
+    }
+}
 
 /// A persisted or received snapshot: what it covers and its bytes.
 pub type Snapshot = (SnapshotMeta, Arc<Vec<u8>>);
@@ -209,6 +249,10 @@ pub struct Shard {
     /// A snapshot from the leader did not decode: this replica's table is no longer the
     /// shard's, so it serves nothing (a faulty or forged peer sent it).
     table_stale: bool,
+    /// The settings of the last SETTINGS applied (spec §8.8); `None` before the first, when
+    /// the table uses this replica's own (as with a log written before SETTINGS existed,
+    /// whose nodes shared every setting).
+    settings: Option<LoggedSettings>,
 }
 
 /// A STATUS held for ReadIndex.
@@ -241,6 +285,15 @@ impl Shard {
     pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Shard {
         let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
+        shard.settle(now);
+        shard
+    }
+
+    /// A replica WITHOUT state that is new (`--new-cluster`): it asks like [`Shard::rejoin`]
+    /// and starts fresh only once every other node says it is new too (`Raft::start_new`).
+    pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Shard {
+        let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
+        shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
         shard.settle(now);
         shard
     }
@@ -284,11 +337,13 @@ impl Shard {
             snapshot_pending: None,
             compact_not_before: 0,
             table_stale: false,
+            settings: None,
         };
-        if let Some((meta, (table, stamp))) = decoded {
+        if let Some((meta, (table, stamp, settings))) = decoded {
             shard.table = table;
             shard.applied_index = meta.index;
             shard.applied_stamp = stamp;
+            shard.settings = settings;
         }
         shard.settle(now);
         Ok(shard)
@@ -681,6 +736,8 @@ impl Shard {
         // (stamps never decrease along the log, so the last stamped entry has it).
         let mut base = self.applied_stamp;
         let mut has_init = self.table.is_some();
+        // The settings the log will hold at its end (spec §8.8).
+        let mut logged = self.settings;
         let first_unapplied = self.applied_index + 1;
         for index in first_unapplied..=self.raft.last_index() {
             let Some(entry) = self.raft.entry(index) else {
@@ -690,6 +747,17 @@ impl Shard {
                 Ok(LogCommand::Init { .. }) => has_init = true,
                 Ok(LogCommand::Tick { stamp }) | Ok(LogCommand::Request { stamp, .. }) => {
                     base = base.max(Instant::from_micros(stamp));
+                }
+                Ok(LogCommand::Settings {
+                    ttl_default_ms,
+                    retry_after_ms,
+                    startup_grace_ms,
+                }) => {
+                    logged = Some(LoggedSettings {
+                        ttl_default_ms,
+                        retry_after_ms,
+                        startup_grace_ms,
+                    });
                 }
                 Err(_) => {}
             }
@@ -708,8 +776,16 @@ impl Shard {
         self.proposed.clear();
         self.replies.clear();
         // INIT is proposed with the wall clock of the moment (spec §8.8), which the shell
-        // passes in right after this input (`propose_init`).
+        // passes in right after this input (`propose_init`); the table it creates takes the
+        // settings logged before it.
         self.init_wanted = !has_init;
+        // Spec §8.8: before any request this leader proposes, the log says the settings it
+        // applies with (unless it already does), so every replica applies its commands alike.
+        let own = LoggedSettings::of(&self.config.table);
+        if logged != Some(own) {
+            self.propose(now, &own.command())
+                .expect("a leader accepts proposals");
+        }
     }
 
     fn propose_tick(&mut self, now: Instant) {
@@ -748,10 +824,11 @@ impl Shard {
     /// Replaces this replica's state with a snapshot from the leader (thesis §5.3).
     fn install(&mut self, meta: SnapshotMeta, data: &[u8]) {
         match decode_snapshot(&self.config, data) {
-            Ok((table, stamp)) => {
+            Ok((table, stamp, settings)) => {
                 self.table = table;
                 self.applied_index = meta.index;
                 self.applied_stamp = stamp;
+                self.settings = settings;
                 self.table_stale = false;
             }
             Err(error) => {
@@ -794,6 +871,15 @@ impl Shard {
         data.extend_from_slice(&SHARD_SNAPSHOT_MAGIC);
         data.push(SHARD_SNAPSHOT_VERSION);
         data.extend_from_slice(&self.applied_stamp.as_micros().to_be_bytes());
+        match self.settings {
+            Some(s) => {
+                data.push(1);
+                for value in [s.ttl_default_ms, s.retry_after_ms, s.startup_grace_ms] {
+                    data.extend_from_slice(&value.to_be_bytes());
+                }
+            }
+            None => data.push(0),
+        }
         match &self.table {
             Some(table) => {
                 data.push(1);
@@ -852,10 +938,41 @@ impl Shard {
         match command {
             LogCommand::Init { token_first } => {
                 if self.table.is_none() {
+                    let table = match self.settings {
+                        Some(settings) => settings.over(&self.config.table),
+                        None => self.config.table.clone(),
+                    };
                     self.table = Some(LockTable::new(lock_table::Config {
                         fencing_token_first: token_first,
-                        ..self.config.table.clone()
+                        ..table
                     }));
+                }
+            }
+            LogCommand::Settings {
+                ttl_default_ms,
+                retry_after_ms,
+                startup_grace_ms,
+            } => {
+                let settings = LoggedSettings {
+                    ttl_default_ms,
+                    retry_after_ms,
+                    startup_grace_ms,
+                };
+                // Checked against limits every replica shares (the cluster id holds them),
+                // so every replica takes or skips it alike.
+                if let Err(error) = settings.over(&self.config.table).validate() {
+                    log::error!(
+                        "shard {}: entry {} sets {error}; skipped",
+                        self.config.shard,
+                        entry.index
+                    );
+                    return;
+                }
+                self.settings = Some(settings);
+                if let Some(table) = self.table.as_mut() {
+                    table
+                        .set_logged_settings(ttl_default_ms, retry_after_ms, startup_grace_ms)
+                        .expect("validated above");
                 }
             }
             LogCommand::Tick { stamp } => {
@@ -970,21 +1087,55 @@ fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<
     }
 }
 
-/// The table and the last stamp a shard snapshot holds (see the module docs).
-fn decode_snapshot(config: &Config, data: &[u8]) -> Result<(Option<LockTable>, Instant), String> {
-    let header = 4 + 1 + 8 + 1;
-    if data.len() < header || data[..4] != SHARD_SNAPSHOT_MAGIC {
+/// The table, the last stamp and the logged settings a shard snapshot holds (see the module
+/// docs). Reads version 1 (without settings) too.
+fn decode_snapshot(
+    config: &Config,
+    data: &[u8],
+) -> Result<(Option<LockTable>, Instant, Option<LoggedSettings>), String> {
+    if data.len() < 4 + 1 + 8 || data[..4] != SHARD_SNAPSHOT_MAGIC {
         return Err("not a shard snapshot".into());
     }
-    if data[4] != SHARD_SNAPSHOT_VERSION {
-        return Err(format!("shard snapshot version {} unknown", data[4]));
+    let version = data[4];
+    if version != 1 && version != SHARD_SNAPSHOT_VERSION {
+        return Err(format!("shard snapshot version {version} unknown"));
     }
     let stamp = Instant::from_micros(u64::from_be_bytes(data[5..13].try_into().expect("8 bytes")));
-    let table = match data[13] {
-        0 if data.len() == header => None,
-        1 => {
-            let table = LockTable::restore(config.table.clone(), &data[header..])
-                .map_err(|e| e.to_string())?;
+    let mut at = 13;
+    let settings = if version == 1 {
+        None
+    } else {
+        match data.get(at) {
+            Some(0) => {
+                at += 1;
+                None
+            }
+            Some(1) if data.len() >= at + 1 + 12 => {
+                let u32_at = |i: usize| u32::from_be_bytes(data[i..i + 4].try_into().expect("4"));
+                let settings = LoggedSettings {
+                    ttl_default_ms: u32_at(at + 1),
+                    retry_after_ms: u32_at(at + 5),
+                    startup_grace_ms: u32_at(at + 9),
+                };
+                settings
+                    .over(&config.table)
+                    .validate()
+                    .map_err(|e| format!("the snapshot's settings: {e}"))?;
+                at += 13;
+                Some(settings)
+            }
+            _ => return Err("bad settings marker".into()),
+        }
+    };
+    let table_config = match settings {
+        Some(s) => s.over(&config.table),
+        None => config.table.clone(),
+    };
+    let table = match data.get(at) {
+        Some(0) if data.len() == at + 1 => None,
+        Some(1) => {
+            let table =
+                LockTable::restore(table_config, &data[at + 1..]).map_err(|e| e.to_string())?;
             if table.clock() > stamp {
                 // Later entries are stamped from `stamp` on: the table's clock would go back.
                 return Err("the snapshot's stamp is behind its table's clock".into());
@@ -993,5 +1144,5 @@ fn decode_snapshot(config: &Config, data: &[u8]) -> Result<(Option<LockTable>, I
         }
         _ => return Err("bad table marker".into()),
     };
-    Ok((table, stamp))
+    Ok((table, stamp, settings))
 }

@@ -48,11 +48,18 @@ struct Cluster {
 
 impl Cluster {
     fn new(voters: u64) -> Cluster {
+        Cluster::with(voters, |_, _| {})
+    }
+
+    /// Replicas whose configs `tweak` adjusts (node id, config).
+    fn with(voters: u64, tweak: impl Fn(NodeId, &mut Config)) -> Cluster {
         let now = Instant::from_micros(1_000_000);
         let replicas = (1..=voters)
             .map(|id| {
+                let mut config = config(id, voters);
+                tweak(id, &mut config);
                 Some(Shard::new(
-                    config(id, voters),
+                    config,
                     id,
                     HardState::default(),
                     Vec::new(),
@@ -810,4 +817,45 @@ fn a_follower_behind_a_snapshot_catches_up_under_steady_load() {
          follower snapshot {:?}",
         c.shard(behind).raft().snapshot_meta()
     );
+}
+
+/// Issue 7 item 10: the default TTL, the OVERLOADED retry hint and the startup grace may
+/// differ between replicas (a rolling restart that changes them): the leader logs the values
+/// it applies with, so every replica applies each command the same way, and a failover to a
+/// replica with other values changes no lease already granted.
+#[test]
+fn replicas_with_other_defaults_apply_every_command_with_the_leaders() {
+    let mut c = Cluster::with(3, |id, config| {
+        config.table.ttl_default_ms = 10_000 * id as u32;
+        config.table.retry_after_ms = id as u32;
+    });
+    let leader = c.elect();
+    // ttl_ms 0: the server's default, which is the leader's.
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 0)).unwrap();
+    c.deliver();
+    let granted = c.take_replies()[0].1.answer;
+    assert_eq!(granted.status, Status::Ok);
+    assert_eq!(granted.lease_ms, 10_000 * leader as u32);
+    c.run(ms(50));
+    let views: Vec<_> = (1..=3)
+        .map(|id| {
+            let table = c.shard(id).table().unwrap();
+            table.read_status(table.clock(), b"r").0
+        })
+        .collect();
+    assert!(
+        views.iter().all(|v| *v == views[0]),
+        "replicas disagree about one grant: {views:?}"
+    );
+    // A failover to a replica with another default: the hold is the one granted.
+    c.isolated.push(leader);
+    let new = c.elect();
+    c.send(new, 8, 1, 0, acquire(b"r", b"b", 0, 0)).unwrap();
+    c.deliver();
+    let refused = c.take_replies()[0].1.answer;
+    assert_eq!(refused.status, Status::LockAcquisitionTimeout);
+    // Its own grants use its own default from now on.
+    c.send(new, 8, 2, 0, acquire(b"s", b"b", 0, 0)).unwrap();
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.lease_ms, 10_000 * new as u32);
 }

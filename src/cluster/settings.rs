@@ -1,0 +1,267 @@
+//! Settings between nodes (spec §8.10, issue 7 item 10): every node tells every other node
+//! its settings (PEER_SETTINGS, never answered), compares what it hears with its own, and
+//! says — in its log, rate-limited, naming the setting — when a peer's differ; and it tells a
+//! client that asks (NODE_SETTINGS), for `udplock status`.
+//!
+//! Settings that must be equal (in the cluster id, or the cluster's shape) keep two nodes
+//! that differ in them from forming one cluster: PEER datagrams with another cluster id are
+//! dropped (spec §8.3). This exchange does not change that, and changes no Raft or lock
+//! state; it only makes the cut visible. Settings a leader logs (spec §8.8) may differ: a
+//! difference there is a rolling change under way, said at a lower level.
+//!
+//! Only a listed node, from its listed address, is heard (the same check as PEER): an
+//! unlisted sender changes nothing, not even what this node reports.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use udplock_protocol::{PeerSettings, Setting, SettingValue};
+
+use super::ClusterConfig;
+use crate::core::raft::NodeId;
+use crate::core::time::{Duration, Instant};
+
+/// How often a node sends its settings to every other node: often enough that a node
+/// restarted with another value is named within seconds, seldom enough to cost nothing (one
+/// datagram of ~174 bytes per peer per period).
+pub const SETTINGS_PERIOD: Duration = Duration::from_millis(5_000);
+
+/// How often a node says again that a peer's settings still differ (it says so at once when
+/// the set of differing settings changes).
+pub const SETTINGS_LOG_PERIOD: Duration = Duration::from_millis(60_000);
+
+/// A setting whose value differs between this node and a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettingDifference {
+    pub setting: Setting,
+    /// This node's value (for `nodes`, the digest).
+    pub here: u64,
+    /// The peer's.
+    pub there: u64,
+}
+
+/// What this node last heard of one peer's settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerSettingsView {
+    /// The settings that differ, in registry order.
+    pub differences: Vec<SettingDifference>,
+    /// The peer's cluster id differs from this node's (so they do not form one cluster).
+    pub cluster_id_differs: bool,
+}
+
+impl PeerSettingsView {
+    /// True if the two nodes cannot form one cluster.
+    pub fn cut_off(&self) -> bool {
+        self.cluster_id_differs
+    }
+}
+
+/// This node's settings in the order of the registry (spec §10.7).
+pub fn own_settings(config: &ClusterConfig) -> Vec<SettingValue> {
+    let t = &config.table;
+    let mut peers = config.peers.clone();
+    peers.sort();
+    let nodes: Vec<String> = peers
+        .iter()
+        .map(|(id, addr)| format!("{id}@{addr}"))
+        .collect();
+    let digest = udplock_protocol::shard_hash(nodes.join(",").as_bytes());
+    Setting::ALL
+        .iter()
+        .map(|&setting| SettingValue {
+            setting: setting.to_wire(),
+            value: match setting {
+                Setting::Nodes => digest,
+                Setting::Shards => u64::from(config.shards),
+                Setting::ResourcesMax => u64::from(t.resources_max),
+                Setting::WaitersPerResourceMax => u64::from(t.waiters_per_resource_max),
+                Setting::WaitersMax => u64::from(t.waiters_max),
+                Setting::HoldsPerLockMax => u64::from(t.holds_per_lock_max),
+                Setting::SessionsMax => u64::from(t.sessions_max),
+                Setting::AnswersPerSessionMax => u64::from(t.answers_per_session_max),
+                Setting::SessionIdleMs => u64::from(t.session_idle_ms),
+                Setting::TtlMsMax => u64::from(t.ttl_ms_max),
+                Setting::WaitMsMax => u64::from(t.wait_ms_max),
+                Setting::TtlDefaultMs => u64::from(t.ttl_default_ms),
+                Setting::RetryAfterMs => u64::from(t.retry_after_ms),
+                Setting::StartupGraceMs => u64::from(t.startup_grace_ms),
+            },
+        })
+        .collect()
+}
+
+/// The settings of `theirs` that differ from `ours` (spec §8.10 rule 3): known codes both
+/// list, the first entry of a code counting.
+pub fn compare(
+    ours: &[SettingValue],
+    theirs: impl Iterator<Item = SettingValue>,
+) -> Vec<SettingDifference> {
+    let mut seen = Vec::new();
+    let mut differences = Vec::new();
+    for v in theirs {
+        if seen.contains(&v.setting) {
+            continue;
+        }
+        seen.push(v.setting);
+        let Some(setting) = Setting::from_wire(v.setting) else {
+            continue;
+        };
+        if let Some(mine) = ours.iter().find(|m| m.setting == v.setting) {
+            if mine.value != v.value {
+                differences.push(SettingDifference {
+                    setting,
+                    here: mine.value,
+                    there: v.value,
+                });
+            }
+        }
+    }
+    differences.sort_by_key(|d| d.setting.to_wire());
+    differences
+}
+
+/// Per peer: what it last said, and when this node last logged about it.
+pub struct PeerSettingsLog {
+    node_id: NodeId,
+    cluster_id: u64,
+    own: Vec<SettingValue>,
+    /// Shared with [`super::ClusterNode::peer_settings`].
+    views: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
+    logged: BTreeMap<NodeId, (Instant, PeerSettingsView)>,
+}
+
+impl PeerSettingsLog {
+    pub fn new(
+        config: &ClusterConfig,
+        views: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
+    ) -> PeerSettingsLog {
+        PeerSettingsLog {
+            node_id: config.node_id,
+            cluster_id: config.cluster_id(),
+            own: own_settings(config),
+            views,
+            logged: BTreeMap::new(),
+        }
+    }
+
+    pub fn own(&self) -> &[SettingValue] {
+        &self.own
+    }
+
+    /// A PEER_SETTINGS from `from` (already checked to be a listed node at its listed
+    /// address `addr`): compare, record, and log when due.
+    pub fn heard(&mut self, now: Instant, from: NodeId, addr: SocketAddr, p: &PeerSettings<'_>) {
+        let view = PeerSettingsView {
+            differences: compare(&self.own, p.values.iter()),
+            cluster_id_differs: p.header.cluster_id != self.cluster_id,
+        };
+        if let Ok(mut views) = self.views.lock() {
+            views.insert(from, view.clone());
+        }
+        let me = self.node_id;
+        let agreeing = view == PeerSettingsView::default();
+        let (logged_at, logged_view) = self
+            .logged
+            .get(&from)
+            .cloned()
+            .unwrap_or((Instant::ZERO, PeerSettingsView::default()));
+        if view == logged_view && (agreeing || now < logged_at + SETTINGS_LOG_PERIOD) {
+            return;
+        }
+        if agreeing {
+            log::warn!("udplock node {me}: node {from} ({addr}) agrees on every setting again");
+            self.logged.remove(&from);
+            return;
+        }
+        self.logged.insert(from, (now, view.clone()));
+        let named: Vec<String> = view
+            .differences
+            .iter()
+            .map(|d| format!("{} {} here, {} there", d.setting.name(), d.here, d.there))
+            .collect();
+        let must: Vec<String> = view
+            .differences
+            .iter()
+            .filter(|d| d.setting.must_be_equal())
+            .map(|d| d.setting.name().to_string())
+            .collect();
+        if view.cluster_id_differs {
+            let why = if must.is_empty() {
+                " for a reason it does not name (another version or implementation?)".to_string()
+            } else {
+                format!(": {} must be equal on every node", must.join(", "))
+            };
+            log::error!(
+                "udplock node {me}: node {from} ({addr}) is not in this node's cluster: its \
+                 cluster id differs{why}. The two drop each other's Raft traffic until it is \
+                 fixed (spec §8.10). Settings that differ: {}",
+                if named.is_empty() {
+                    "none listed".to_string()
+                } else {
+                    named.join("; ")
+                }
+            );
+        } else {
+            log::warn!(
+                "udplock node {me}: node {from} ({addr}) has other settings, which may differ \
+                 (each leader logs the values it applies, spec §8.8): {}. A rolling change \
+                 not yet done everywhere?",
+                named.join("; ")
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_known_settings_both_list_are_compared_and_the_first_entry_counts() {
+        let ours = [
+            SettingValue {
+                setting: Setting::Shards.to_wire(),
+                value: 64,
+            },
+            SettingValue {
+                setting: Setting::ResourcesMax.to_wire(),
+                value: 10,
+            },
+            SettingValue {
+                setting: Setting::TtlDefaultMs.to_wire(),
+                value: 30_000,
+            },
+        ];
+        let theirs = [
+            SettingValue {
+                setting: Setting::TtlDefaultMs.to_wire(),
+                value: 45_000,
+            },
+            SettingValue {
+                setting: Setting::TtlDefaultMs.to_wire(),
+                value: 30_000,
+            },
+            SettingValue {
+                setting: 999,
+                value: 1,
+            },
+            SettingValue {
+                setting: Setting::Shards.to_wire(),
+                value: 64,
+            },
+            SettingValue {
+                setting: Setting::WaitMsMax.to_wire(),
+                value: 5,
+            },
+        ];
+        assert_eq!(
+            compare(&ours, theirs.into_iter()),
+            vec![SettingDifference {
+                setting: Setting::TtlDefaultMs,
+                here: 30_000,
+                there: 45_000
+            }]
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! How a shard replica starts from what its node's storage held (spec §8.5, "Rejoining
+//! without state"), as one pure decision that the node and the simulator both make.
+//!
+//! A replica may act on its Raft state (vote, acknowledge, lead) only if that state is the
+//! one it persisted before everything it ever sent. Anything else — no files at all (durability
+//! `memory`, a replaced disk, an emptied or mistyped `--data-dir`, another `HOME`), files a
+//! shard is missing, or a rejoin that a crash cut short — is *no state*, and a replica with
+//! no state must rejoin by the rule of spec §8.5 before it votes or acknowledges anything,
+//! whatever the node's durability. Starting such a replica afresh instead is issue 7's item
+//! 1: it could vote again in a term it already voted in, or help a node that lacks an
+//! acknowledged entry to win an election, and an acknowledged grant is lost.
+//!
+//! ```text
+//!   storage at start                         new_cluster   start
+//!   ---------------------------------------  -----------   -------------------------------
+//!   the shard's files, not marked              (any)       Restore: its persisted state
+//!   marked "rejoin"                            (any)       Rejoin   (Raft::rejoin)
+//!   marked "new"                               yes         New      (Raft::start_new)
+//!   marked "new"                               no          Rejoin
+//!   nothing, in a directory that holds         yes         New
+//!     nothing at all (or durability memory)    no          Rejoin
+//!   nothing, in a directory that held the      (any)       Rejoin   (files lost since)
+//!     node before
+//! ```
+//!
+//! *New* (spec §8.5 rule 6) is the operator's word (`--new-cluster`) that empty storage is a
+//! first start rather than a loss; a directory that says this node was in the cluster (its
+//! identity, or any shard's files) never makes a shard new. A new replica still asks every
+//! other node and starts fresh only if every one of them answers that it holds no state
+//! beyond term 0; next to a running cluster it rejoins like any replica without state, so the
+//! flag is safe to leave in a unit file.
+//!
+//! While a replica is recovering, its storage carries a [`Mark`] ([`mark`] says which), so
+//! that a crash before it has rejoined makes the next start rejoin again instead of trusting
+//! files written meanwhile. A mark is set before the state it covers is persisted and
+//! removed only after the recovered state is.
+
+use std::sync::Arc;
+
+use crate::core::raft::{Entry, HardState, Raft, SnapshotMeta};
+use crate::core::shard::{self, Shard};
+use crate::core::time::Instant;
+
+/// What a shard's storage says about a replica that does not hold its state yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Mark {
+    /// No state, and never any: it may help create the cluster (spec §8.5 rule 6).
+    New,
+    /// No state it can trust: it rejoins by the rule. Stronger than `New` (a replica that has
+    /// learned that the cluster holds state is no longer new).
+    Rejoin,
+}
+
+/// What the storage held for one shard when the node started.
+#[derive(Clone, Debug)]
+pub enum Found {
+    /// The shard's files, not marked: its persisted state (term 0 and nothing else for a
+    /// replica that never heard from anyone).
+    Files {
+        hard: HardState,
+        snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+        log: Vec<Entry>,
+    },
+    /// The shard's mark: it was recovering when the node stopped.
+    Marked(Mark),
+    /// No file of the shard at all.
+    Nothing,
+}
+
+/// How a replica starts.
+#[derive(Clone, Debug)]
+pub enum Start {
+    /// From its persisted state.
+    Restore {
+        hard: HardState,
+        snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+        log: Vec<Entry>,
+    },
+    /// Without state: it rejoins by the rule (spec §8.5 rules 1 to 5).
+    Rejoin,
+    /// Without state, as a new replica (spec §8.5 rule 6).
+    New,
+}
+
+impl Start {
+    /// The mark a replica starting this way needs before it sends anything (`None`: its
+    /// state is its own).
+    pub fn mark(&self) -> Option<Mark> {
+        match self {
+            Start::Restore { .. } => None,
+            Start::Rejoin => Some(Mark::Rejoin),
+            Start::New => Some(Mark::New),
+        }
+    }
+}
+
+/// The decision of the table in the module docs. `storage_new`: the node's storage holds
+/// nothing at all — no identity, no shard's files, no mark — which is what a first start
+/// sees (and every start of a `memory` node). `new_cluster`: the operator let this start
+/// create the cluster (`--new-cluster`).
+pub fn decide(found: Found, storage_new: bool, new_cluster: bool) -> Start {
+    match found {
+        Found::Files {
+            hard,
+            snapshot,
+            log,
+        } => Start::Restore {
+            hard,
+            snapshot,
+            log,
+        },
+        Found::Marked(Mark::New) if new_cluster => Start::New,
+        Found::Marked(_) => Start::Rejoin,
+        Found::Nothing if storage_new && new_cluster => Start::New,
+        Found::Nothing => Start::Rejoin,
+    }
+}
+
+/// The mark a running replica's storage must carry: `Some` while it is still recovering.
+pub fn mark(raft: &Raft) -> Option<Mark> {
+    if !raft.rejoining() {
+        None
+    } else if raft.asking_as_new() {
+        Some(Mark::New)
+    } else {
+        Some(Mark::Rejoin)
+    }
+}
+
+impl Shard {
+    /// A replica as [`decide`] says. `Err` if a persisted snapshot does not decode.
+    pub fn start(
+        config: shard::Config,
+        rng_seed: u64,
+        start: Start,
+        now: Instant,
+    ) -> Result<Shard, String> {
+        match start {
+            Start::Restore {
+                hard,
+                snapshot,
+                log,
+            } => Shard::restore(config, rng_seed, hard, snapshot, log, now),
+            Start::Rejoin => Ok(Shard::rejoin(config, rng_seed, now)),
+            Start::New => Ok(Shard::start_new(config, rng_seed, now)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files() -> Found {
+        Found::Files {
+            hard: HardState::default(),
+            snapshot: None,
+            log: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_storage_that_never_held_anything_can_start_new() {
+        for new_cluster in [false, true] {
+            // Files, even empty ones, are the replica's own state.
+            assert!(matches!(
+                decide(files(), true, new_cluster),
+                Start::Restore { .. }
+            ));
+            assert!(matches!(
+                decide(Found::Marked(Mark::Rejoin), true, new_cluster),
+                Start::Rejoin
+            ));
+            // Files lost from a directory that held the node before: never new.
+            assert!(matches!(
+                decide(Found::Nothing, false, new_cluster),
+                Start::Rejoin
+            ));
+        }
+        // An empty directory (or memory) is a rejoin unless the operator says "new cluster".
+        assert!(matches!(decide(Found::Nothing, true, false), Start::Rejoin));
+        assert!(matches!(decide(Found::Nothing, true, true), Start::New));
+        assert!(matches!(
+            decide(Found::Marked(Mark::New), false, true),
+            Start::New
+        ));
+        assert!(matches!(
+            decide(Found::Marked(Mark::New), false, false),
+            Start::Rejoin
+        ));
+        assert!(Mark::Rejoin > Mark::New);
+    }
+}
