@@ -6,8 +6,9 @@
 //! Settings that must be equal (in the cluster id, or the cluster's shape) keep two nodes
 //! that differ in them from forming one cluster: PEER datagrams with another cluster id are
 //! dropped (spec §8.3). This exchange does not change that, and changes no Raft or lock
-//! state; it only makes the cut visible. Settings a leader logs (spec §8.8) may differ: a
-//! difference there is a rolling change under way, said at a lower level.
+//! state; it only makes the cut visible. Settings a leader logs (spec §8.8) may differ
+//! safely (a rolling change under way); a difference there is still logged at error level,
+//! since clients get different defaults depending on which node leads their shard.
 //!
 //! Only a listed node, from its listed address, is heard (the same check as PEER): an
 //! unlisted sender changes nothing, not even what this node reports.
@@ -170,7 +171,7 @@ impl PeerSettingsLog {
             return;
         }
         if agreeing {
-            log::warn!("udplock node {me}: node {from} ({addr}) agrees on every setting again");
+            log::info!("udplock node {me}: node {from} ({addr}) agrees on every setting again");
             self.logged.remove(&from);
             return;
         }
@@ -203,10 +204,14 @@ impl PeerSettingsLog {
                 }
             );
         } else {
-            log::warn!(
+            // Safe (each leader logs the values it applies), but still an error: which
+            // default a client gets depends on which node leads its shard until every node
+            // agrees (issue 7 item 10 asks for error level for every difference).
+            log::error!(
                 "udplock node {me}: node {from} ({addr}) has other settings, which may differ \
-                 (each leader logs the values it applies, spec §8.8): {}. A rolling change \
-                 not yet done everywhere?",
+                 safely (each leader logs the values it applies, spec §8.8), but clients get \
+                 different defaults depending on which node leads: {}. A rolling change not \
+                 yet done everywhere?",
                 named.join("; ")
             );
         }
