@@ -1067,7 +1067,7 @@ impl Sim {
             return false;
         }
         let i = (id - 1) as usize;
-        let (hard, meta, log, mark) = {
+        let (hard, meta, mark, snapshot_changed, changed) = {
             let n = &self.nodes[i];
             let Some(shard) = n.shard.as_ref() else {
                 return false;
@@ -1076,23 +1076,25 @@ impl Sim {
                 return false; // writes nothing
             }
             let raft = shard.raft();
-            (
-                raft.hard_state(),
-                raft.snapshot_meta(),
-                raft.log().to_vec(),
-                restart::mark(raft),
-            )
+            let (hard, meta, log) = (raft.hard_state(), raft.snapshot_meta(), raft.log());
+            let snapshot_changed =
+                meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta);
+            let log_changed = n.persisted_log.last().map(|e| (e.index, e.term))
+                != log.last().map(|e| (e.index, e.term))
+                || n.persisted_log.len() != log.len();
+            let changed = hard != n.persisted_state || snapshot_changed || log_changed;
+            (hard, meta, restart::mark(raft), snapshot_changed, changed)
         };
-        let n = &self.nodes[i];
-        let snapshot_changed =
-            meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta);
-        let log_changed = n.persisted_log.last().map(|e| (e.index, e.term))
-            != log.last().map(|e| (e.index, e.term))
-            || n.persisted_log.len() != log.len();
-        let changed = hard != n.persisted_state || snapshot_changed || log_changed;
         if !changed || !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
             return false;
         }
+        // Only a write that tears needs the log's copy (cloning it on every call would cost
+        // the simulator most of its speed).
+        let log = self.nodes[i]
+            .shard
+            .as_ref()
+            .map(|s| s.raft().log().to_vec())
+            .expect("running");
         // How far the write got: 0 nothing, 1 the hard state, 2 some of the log or snapshot.
         let stage = self.rng.gen_range(0..3u8);
         let all_new = self.rng.gen_bool(0.5);
