@@ -1257,54 +1257,29 @@ impl Client {
         request_id: u64,
         first_shard: u16,
     ) -> Result<ShardStatusPage, LockError> {
-        let mut timer = lock(&self.rtt).timer();
-        let deadline = self.now() + Duration::from_millis(self.config.request_timeout_ms);
-        let mut datagram = [0u8; DATAGRAM_LEN_MAX];
-        let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
-        loop {
-            let now = self.now();
-            if now >= deadline {
-                return Err(LockError::Unavailable);
-            }
-            if timer.next_retransmit() <= now {
-                let attempt = timer.on_send(now);
-                let request = ShardStatusRequest {
+        self.admin_exchange(
+            socket,
+            server,
+            "SHARD_STATUS",
+            (session_id, request_id),
+            |attempt, out| {
+                ShardStatusRequest {
                     session_id,
                     request_id,
                     attempt,
                     first_shard,
-                };
-                let len = request.encode(&mut datagram).map_err(|e| {
-                    LockError::InternalError(format!("shard status request did not encode: {e}"))
-                })?;
-                if attempt > 0 {
-                    self.retransmits.fetch_add(1, Ordering::Relaxed);
                 }
-                // A failed send is a lost copy: the timer sends another.
-                let _ = socket.send_to(&datagram[..len], server);
-            }
-            let wake = timer.next_retransmit().min(deadline);
-            let wait =
-                std_duration(wake.saturating_since(self.now())).max(StdDuration::from_micros(1));
-            if socket.set_read_timeout(Some(wait)).is_err() {
-                return Err(LockError::InternalError(
-                    "cannot set the shard status socket's receive timeout".into(),
-                ));
-            }
-            let len = match socket.recv_from(&mut buf) {
-                Ok((len, _from)) => len,
-                // Timeouts, and an ICMP error for an earlier copy (a node that is down).
-                Err(_) => continue,
-            };
-            let datagram_in = &buf[..len];
-            if let Ok(reply) = ShardStatusReply::decode(datagram_in) {
+                .encode(out)
+            },
+            |datagram| {
+                let reply = ShardStatusReply::decode(datagram).ok()?;
                 if (reply.session_id, reply.request_id) != (session_id, request_id) {
-                    continue;
+                    return None;
                 }
                 if let Some(error) = LockError::from_status(reply.status) {
-                    return Err(error);
+                    return Some(Err(error));
                 }
-                return Ok(ShardStatusPage {
+                Some(Ok(ShardStatusPage {
                     node_id: reply.node_id,
                     shards_total: reply.shards_total,
                     shards: reply
@@ -1321,29 +1296,9 @@ impl Client {
                             waiters: e.waiters,
                         })
                         .collect(),
-                });
-            }
-            match Reply::decode(datagram_in) {
-                Ok(reply)
-                    if reply.msg_type == MessageType::ErrorReply
-                        && (reply.session_id, reply.request_id) == (session_id, request_id) =>
-                {
-                    return Err(match reply.status {
-                        Status::Unsupported => LockError::InternalError(format!(
-                            "{server} does not answer SHARD_STATUS (UNSUPPORTED): it is a \
-                             single node, not a member of a cluster, or older than this client"
-                        )),
-                        status => LockError::from_status(status).unwrap_or_else(|| {
-                            LockError::InternalError(
-                                "the server sent ERROR_REPLY with status OK: a server bug".into(),
-                            )
-                        }),
-                    });
-                }
-                // Another request's reply, a late copy's, or garbage.
-                _ => self.dropped_datagrams.fetch_add(1, Ordering::Relaxed),
-            };
-        }
+                }))
+            },
+        )
     }
 
     /// Asks the node at `server` for its cluster id and settings (spec §4.8): what `udplock
@@ -1357,8 +1312,54 @@ impl Client {
         let socket = open_socket(server.is_ipv6()).map_err(|e| {
             LockError::InternalError(format!("cannot open a UDP socket for node settings: {e}"))
         })?;
-        let session_id = new_session_id();
-        let request_id = 1;
+        let (session_id, request_id) = (new_session_id(), 1);
+        self.admin_exchange(
+            &socket,
+            server,
+            "NODE_SETTINGS",
+            (session_id, request_id),
+            |attempt, out| {
+                NodeSettingsRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                }
+                .encode(out)
+            },
+            |datagram| {
+                let reply = NodeSettingsReply::decode(datagram).ok()?;
+                if (reply.session_id, reply.request_id) != (session_id, request_id) {
+                    return None;
+                }
+                if let Some(error) = LockError::from_status(reply.status) {
+                    return Some(Err(error));
+                }
+                Some(Ok(NodeSettingsReport {
+                    node_id: reply.node_id,
+                    cluster_id: reply.cluster_id,
+                    settings: reply
+                        .values
+                        .iter()
+                        .filter_map(|v| Some((Setting::from_wire(v.setting)?, v.value)))
+                        .collect(),
+                }))
+            },
+        )
+    }
+
+    /// One request of an operator's read-only query (`what`: SHARD_STATUS, NODE_SETTINGS) on
+    /// its own `socket`: `encode` builds the copy with a given attempt number, sent and
+    /// retransmitted on the RTO until `decode` recognises its reply (`Some`), an ERROR_REPLY
+    /// to `ids` arrives, or `request_timeout_ms` passes ([`LockError::Unavailable`]).
+    fn admin_exchange<T>(
+        &self,
+        socket: &UdpSocket,
+        server: SocketAddr,
+        what: &str,
+        ids: (u64, u64),
+        encode: impl Fn(u16, &mut [u8]) -> Result<usize, udplock_protocol::EncodeError>,
+        decode: impl Fn(&[u8]) -> Option<Result<T, LockError>>,
+    ) -> Result<T, LockError> {
         let mut timer = lock(&self.rtt).timer();
         let deadline = self.now() + Duration::from_millis(self.config.request_timeout_ms);
         let mut datagram = [0u8; DATAGRAM_LEN_MAX];
@@ -1370,14 +1371,12 @@ impl Client {
             }
             if timer.next_retransmit() <= now {
                 let attempt = timer.on_send(now);
-                let request = NodeSettingsRequest {
-                    session_id,
-                    request_id,
-                    attempt,
-                };
-                let len = request.encode(&mut datagram).map_err(|e| {
-                    LockError::InternalError(format!("node settings request did not encode: {e}"))
+                let len = encode(attempt, &mut datagram).map_err(|e| {
+                    LockError::InternalError(format!("{what} request did not encode: {e}"))
                 })?;
+                if attempt > 0 {
+                    self.retransmits.fetch_add(1, Ordering::Relaxed);
+                }
                 // A failed send is a lost copy: the timer sends another.
                 let _ = socket.send_to(&datagram[..len], server);
             }
@@ -1385,40 +1384,28 @@ impl Client {
             let wait =
                 std_duration(wake.saturating_since(self.now())).max(StdDuration::from_micros(1));
             if socket.set_read_timeout(Some(wait)).is_err() {
-                return Err(LockError::InternalError(
-                    "cannot set the node settings socket's receive timeout".into(),
-                ));
+                return Err(LockError::InternalError(format!(
+                    "cannot set the {what} socket's receive timeout"
+                )));
             }
-            let Ok((len, _)) = socket.recv_from(&mut buf) else {
-                continue;
+            let len = match socket.recv_from(&mut buf) {
+                Ok((len, _from)) => len,
+                // Timeouts, and an ICMP error for an earlier copy (a node that is down).
+                Err(_) => continue,
             };
             let datagram_in = &buf[..len];
-            if let Ok(reply) = NodeSettingsReply::decode(datagram_in) {
-                if (reply.session_id, reply.request_id) != (session_id, request_id) {
-                    continue;
-                }
-                if let Some(error) = LockError::from_status(reply.status) {
-                    return Err(error);
-                }
-                return Ok(NodeSettingsReport {
-                    node_id: reply.node_id,
-                    cluster_id: reply.cluster_id,
-                    settings: reply
-                        .values
-                        .iter()
-                        .filter_map(|v| Some((Setting::from_wire(v.setting)?, v.value)))
-                        .collect(),
-                });
+            if let Some(result) = decode(datagram_in) {
+                return result;
             }
             match Reply::decode(datagram_in) {
                 Ok(reply)
                     if reply.msg_type == MessageType::ErrorReply
-                        && (reply.session_id, reply.request_id) == (session_id, request_id) =>
+                        && (reply.session_id, reply.request_id) == ids =>
                 {
                     return Err(match reply.status {
                         Status::Unsupported => LockError::InternalError(format!(
-                            "{server} does not answer NODE_SETTINGS (UNSUPPORTED): it is a \
-                             single node, not a member of a cluster, or older than this client"
+                            "{server} does not answer {what} (UNSUPPORTED): it is a single \
+                             node, not a member of a cluster, or older than this client"
                         )),
                         status => LockError::from_status(status).unwrap_or_else(|| {
                             LockError::InternalError(
@@ -1427,6 +1414,7 @@ impl Client {
                         }),
                     });
                 }
+                // Another request's reply, a late copy's, or garbage.
                 _ => {
                     self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
                 }

@@ -436,43 +436,53 @@ pub struct PeerDatagram<'a> {
     record_count: usize,
 }
 
+/// The header checks every node-to-node datagram shares (spec §8.3, checks 1–8): length,
+/// magic, version, `msg_type`, no flags, `attempt` and the reserved bytes zero (node-to-node
+/// datagrams have no use for `attempt`), and non-zero cluster and node ids. Never panics.
+pub(crate) fn decode_node_header(
+    datagram: &[u8],
+    msg_type: MessageType,
+) -> Result<PeerHeader, DecodeError> {
+    if datagram.len() < HEADER_LEN {
+        return Err(DecodeError::TooShort);
+    }
+    if datagram.len() > PEER_DATAGRAM_LEN_MAX {
+        return Err(DecodeError::TooLong);
+    }
+    if datagram[hfield::MAGIC] != MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    if datagram[hfield::VERSION] != VERSION {
+        return Err(DecodeError::UnsupportedVersion);
+    }
+    if datagram[hfield::MSG_TYPE] != msg_type.to_wire() {
+        return Err(DecodeError::UnexpectedType);
+    }
+    let flags = u16_at(datagram, hfield::FLAGS.start);
+    if flags & Flags::AUTH.bits() != 0 {
+        return Err(DecodeError::AuthUnsupported);
+    }
+    if flags != 0 {
+        return Err(DecodeError::UnknownFlags);
+    }
+    if !all_zero(&datagram[hfield::ATTEMPT.start..hfield::RESERVED.end]) {
+        return Err(DecodeError::ReservedNonZero);
+    }
+    let header = PeerHeader {
+        cluster_id: u64_at(datagram, hfield::SESSION_ID.start),
+        from: u64_at(datagram, hfield::REQUEST_ID.start),
+    };
+    if header.cluster_id == 0 || header.from == 0 {
+        return Err(DecodeError::ZeroId);
+    }
+    Ok(header)
+}
+
 impl<'a> PeerDatagram<'a> {
     /// Decodes a PEER datagram, checking the header and then every record in order (spec
     /// §8.3, §8.4) before it returns. Never panics; never allocates.
     pub fn decode(datagram: &'a [u8]) -> Result<PeerDatagram<'a>, DecodeError> {
-        if datagram.len() < HEADER_LEN {
-            return Err(DecodeError::TooShort);
-        }
-        if datagram.len() > PEER_DATAGRAM_LEN_MAX {
-            return Err(DecodeError::TooLong);
-        }
-        if datagram[hfield::MAGIC] != MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        if datagram[hfield::VERSION] != VERSION {
-            return Err(DecodeError::UnsupportedVersion);
-        }
-        if datagram[hfield::MSG_TYPE] != MessageType::Peer.to_wire() {
-            return Err(DecodeError::UnexpectedType);
-        }
-        let flags = u16_at(datagram, hfield::FLAGS.start);
-        if flags & Flags::AUTH.bits() != 0 {
-            return Err(DecodeError::AuthUnsupported);
-        }
-        if flags != 0 {
-            return Err(DecodeError::UnknownFlags);
-        }
-        // PEER has no use for `attempt`: it is reserved like bytes 26..32.
-        if !all_zero(&datagram[hfield::ATTEMPT.start..hfield::RESERVED.end]) {
-            return Err(DecodeError::ReservedNonZero);
-        }
-        let header = PeerHeader {
-            cluster_id: u64_at(datagram, hfield::SESSION_ID.start),
-            from: u64_at(datagram, hfield::REQUEST_ID.start),
-        };
-        if header.cluster_id == 0 || header.from == 0 {
-            return Err(DecodeError::ZeroId);
-        }
+        let header = decode_node_header(datagram, MessageType::Peer)?;
         // No padding: a PEER datagram never needs to pay for an answer (none is ever sent).
         let body_len = u16_at(datagram, hfield::BODY_LEN.start) as usize;
         if HEADER_LEN + body_len != datagram.len() {

@@ -20,9 +20,9 @@ use core::fmt;
 
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Direction, Header};
-use crate::peer::{PeerHeader, PEER_DATAGRAM_LEN_MAX};
+use crate::peer::{decode_node_header, PeerHeader, PEER_DATAGRAM_LEN_MAX};
 use crate::registry::{Flags, MessageType, Setting, Status};
-use crate::{all_zero, DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC, VERSION};
+use crate::{DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC, VERSION};
 
 /// One entry of a settings list: `setting` u16, `value` u64.
 pub const SETTING_ENTRY_LEN: usize = 10;
@@ -165,38 +165,7 @@ impl<'a> PeerSettings<'a> {
     /// Decodes a PEER_SETTINGS datagram (spec §8.10, checks in the spec's order). Never
     /// panics; never allocates.
     pub fn decode(datagram: &'a [u8]) -> Result<PeerSettings<'a>, DecodeError> {
-        if datagram.len() < HEADER_LEN {
-            return Err(DecodeError::TooShort);
-        }
-        if datagram.len() > PEER_DATAGRAM_LEN_MAX {
-            return Err(DecodeError::TooLong);
-        }
-        if datagram[hfield::MAGIC] != MAGIC {
-            return Err(DecodeError::BadMagic);
-        }
-        if datagram[hfield::VERSION] != VERSION {
-            return Err(DecodeError::UnsupportedVersion);
-        }
-        if datagram[hfield::MSG_TYPE] != MessageType::PeerSettings.to_wire() {
-            return Err(DecodeError::UnexpectedType);
-        }
-        let flags = u16_at(datagram, hfield::FLAGS.start);
-        if flags & Flags::AUTH.bits() != 0 {
-            return Err(DecodeError::AuthUnsupported);
-        }
-        if flags != 0 {
-            return Err(DecodeError::UnknownFlags);
-        }
-        if !all_zero(&datagram[hfield::ATTEMPT.start..hfield::RESERVED.end]) {
-            return Err(DecodeError::ReservedNonZero);
-        }
-        let header = PeerHeader {
-            cluster_id: u64_at(datagram, hfield::SESSION_ID.start),
-            from: u64_at(datagram, hfield::REQUEST_ID.start),
-        };
-        if header.cluster_id == 0 || header.from == 0 {
-            return Err(DecodeError::ZeroId);
-        }
+        let header = decode_node_header(datagram, MessageType::PeerSettings)?;
         let body_len = usize::from(u16_at(datagram, hfield::BODY_LEN.start));
         if HEADER_LEN + body_len != datagram.len() {
             return Err(DecodeError::BadBodyLength);

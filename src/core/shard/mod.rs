@@ -267,6 +267,20 @@ struct PendingRead {
     at: Instant,
 }
 
+impl PendingRead {
+    /// A STATUS held until it can be answered: where to, and its own byte budget.
+    fn of(request: &ClientRequest<'_>, resource: &[u8], reply_len_max: u16, at: Instant) -> Self {
+        PendingRead {
+            to: request.reply_to,
+            id: request.id,
+            attempt: request.attempt,
+            resource: IdBuf::new(resource),
+            reply_len_max,
+            at,
+        }
+    }
+}
+
 impl Shard {
     /// A replica from what it persisted (empty for a fresh one). Panics if `config` does not
     /// validate.
@@ -398,17 +412,8 @@ impl Shard {
                     self.push_overloaded(&request);
                     return Ok(());
                 };
-                self.reads.push_back((
-                    round,
-                    PendingRead {
-                        to: request.reply_to,
-                        id: request.id,
-                        attempt: request.attempt,
-                        resource: IdBuf::new(resource),
-                        reply_len_max,
-                        at: log_now,
-                    },
-                ));
+                let read = PendingRead::of(&request, resource, reply_len_max, log_now);
+                self.reads.push_back((round, read));
                 self.settle(now);
                 return Ok(());
             }
@@ -424,17 +429,8 @@ impl Shard {
                     self.push_overloaded(&request);
                     return Ok(());
                 }
-                self.reads.push_back((
-                    0,
-                    PendingRead {
-                        to: request.reply_to,
-                        id: request.id,
-                        attempt: request.attempt,
-                        resource: IdBuf::new(resource),
-                        reply_len_max,
-                        at: log_now,
-                    },
-                ));
+                let read = PendingRead::of(&request, resource, reply_len_max, log_now);
+                self.reads.push_back((0, read));
                 self.settle(now);
                 return Ok(());
             }
