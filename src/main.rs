@@ -636,11 +636,9 @@ fn default_state_file(listen: SocketAddr) -> Option<PathBuf> {
     if listen.port() == 0 {
         return None;
     }
-    let base = std::env::var_os("XDG_STATE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    let (base, _) = state_dir()?;
     let name = format!("node-{}-{}.horizon", listen.ip(), listen.port()).replace(':', "_");
-    Some(base.join("udplock").join(name))
+    Some(base.join(name))
 }
 
 /// The wire's "0 = default" spelled as the client API's `None`.
@@ -790,9 +788,17 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7100))
 }
 
-/// Where a cluster node keeps its data by default: the user's state directory, and which
-/// variable chose it (`$XDG_STATE_HOME=...` or `$HOME=...`).
+/// Where a cluster node keeps its data by default (in [`state_dir`]), and which variable
+/// chose it.
 fn default_data_dir(node_id: u64) -> Option<(PathBuf, String)> {
+    let (base, from) = state_dir()?;
+    Some((base.join(format!("node-{node_id}")), from))
+}
+
+/// udplock's directory in the user's state directory (`$XDG_STATE_HOME/udplock`, else
+/// `~/.local/state/udplock`), and which variable chose it (`$XDG_STATE_HOME=...` or
+/// `$HOME=...`); `None` without either.
+fn state_dir() -> Option<(PathBuf, String)> {
     let (base, from) = match std::env::var_os("XDG_STATE_HOME") {
         Some(x) => (
             PathBuf::from(&x),
@@ -804,7 +810,7 @@ fn default_data_dir(node_id: u64) -> Option<(PathBuf, String)> {
             (PathBuf::from(home).join(".local/state"), from)
         }
     };
-    Some((base.join("udplock").join(format!("node-{node_id}")), from))
+    Some((base.join("udplock"), from))
 }
 
 fn run_dev(a: DevArgs) -> Result<(), LockError> {

@@ -167,13 +167,18 @@ impl ClusterConfig {
     /// id), since a node's Raft state belongs to one node of one membership, whatever the
     /// other settings.
     pub fn membership(&self) -> String {
+        format!("{}/{}", self.nodes_text(), self.shards)
+    }
+
+    /// The node list sorted by id, as the spec writes it (§8.1): `1@127.0.0.1:7101,2@…`.
+    pub fn nodes_text(&self) -> String {
         let mut peers = self.peers.clone();
         peers.sort();
         let nodes: Vec<String> = peers
             .iter()
             .map(|(id, addr)| format!("{id}@{addr}"))
             .collect();
-        format!("{}/{}", nodes.join(","), self.shards)
+        nodes.join(",")
     }
 
     /// What this node's data directory must record (see [`storage::DataDir`]).
@@ -1115,13 +1120,14 @@ impl ClusterLoop {
         if now < self.recovery_logged + RECOVERY_LOG_PERIOD {
             return;
         }
+        // Once per period whatever it finds: this runs on every turn of the loop.
+        self.recovery_logged = now;
         let asking: Vec<usize> = (0..self.shards.len())
             .filter(|&s| self.shards[s].raft().asking())
             .collect();
         let Some(&first) = asking.first() else {
             return;
         };
-        self.recovery_logged = now;
         let answers = self.shards[first].raft().rejoin_answers();
         let mut peers: Vec<NodeId> = self.addr_of.keys().copied().collect();
         peers.sort_unstable();

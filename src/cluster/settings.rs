@@ -61,13 +61,7 @@ impl PeerSettingsView {
 /// This node's settings in the order of the registry (spec §10.7).
 pub fn own_settings(config: &ClusterConfig) -> Vec<SettingValue> {
     let t = &config.table;
-    let mut peers = config.peers.clone();
-    peers.sort();
-    let nodes: Vec<String> = peers
-        .iter()
-        .map(|(id, addr)| format!("{id}@{addr}"))
-        .collect();
-    let digest = udplock_protocol::shard_hash(nodes.join(",").as_bytes());
+    let digest = udplock_protocol::shard_hash(config.nodes_text().as_bytes());
     Setting::ALL
         .iter()
         .map(|&setting| SettingValue {

@@ -117,6 +117,22 @@ impl LoggedSettings {
         }
     }
 
+    /// The values a SETTINGS log command carries (`None` for another command).
+    fn of_command(command: &LogCommand<'_>) -> Option<LoggedSettings> {
+        match *command {
+            LogCommand::Settings {
+                ttl_default_ms,
+                retry_after_ms,
+                startup_grace_ms,
+            } => Some(LoggedSettings {
+                ttl_default_ms,
+                retry_after_ms,
+                startup_grace_ms,
+            }),
+            _ => None,
+        }
+    }
+
     /// `table` with these values.
     fn over(self, table: &lock_table::Config) -> lock_table::Config {
         lock_table::Config {
@@ -644,7 +660,8 @@ impl Shard {
             .clock
             .map_or(self.applied_stamp, |clock| clock.log_time(now))
             .max(self.applied_stamp);
-        for (round, read) in std::mem::take(&mut self.reads) {
+        // In place, in arrival order: a read not ready yet stays where it is.
+        self.reads.retain(|&(round, ref read)| {
             let resource = read.resource.as_slice();
             let at = match &self.table {
                 _ if round > confirmed => None,
@@ -654,8 +671,7 @@ impl Shard {
                 _ => Some(log_now),
             };
             let Some(at) = at else {
-                self.reads.push_back((round, read));
-                continue;
+                return true;
             };
             let (answer, holder) = match &self.table {
                 Some(table) => table.read_status(at, resource),
@@ -673,7 +689,8 @@ impl Shard {
                 holder,
                 holder_truncated,
             });
-        }
+            false
+        });
     }
 
     /// Leader spreading (see `set_preferred_leader`).
@@ -744,16 +761,8 @@ impl Shard {
                 Ok(LogCommand::Tick { stamp }) | Ok(LogCommand::Request { stamp, .. }) => {
                     base = base.max(Instant::from_micros(stamp));
                 }
-                Ok(LogCommand::Settings {
-                    ttl_default_ms,
-                    retry_after_ms,
-                    startup_grace_ms,
-                }) => {
-                    logged = Some(LoggedSettings {
-                        ttl_default_ms,
-                        retry_after_ms,
-                        startup_grace_ms,
-                    });
+                Ok(command @ LogCommand::Settings { .. }) => {
+                    logged = LoggedSettings::of_command(&command);
                 }
                 Err(_) => {}
             }
@@ -944,16 +953,8 @@ impl Shard {
                     }));
                 }
             }
-            LogCommand::Settings {
-                ttl_default_ms,
-                retry_after_ms,
-                startup_grace_ms,
-            } => {
-                let settings = LoggedSettings {
-                    ttl_default_ms,
-                    retry_after_ms,
-                    startup_grace_ms,
-                };
+            command @ LogCommand::Settings { .. } => {
+                let settings = LoggedSettings::of_command(&command).expect("a SETTINGS command");
                 // Checked against limits every replica shares (the cluster id holds them),
                 // so every replica takes or skips it alike.
                 if let Err(error) = settings.over(&self.config.table).validate() {
@@ -967,7 +968,11 @@ impl Shard {
                 self.settings = Some(settings);
                 if let Some(table) = self.table.as_mut() {
                     table
-                        .set_logged_settings(ttl_default_ms, retry_after_ms, startup_grace_ms)
+                        .set_logged_settings(
+                            settings.ttl_default_ms,
+                            settings.retry_after_ms,
+                            settings.startup_grace_ms,
+                        )
                         .expect("validated above");
                 }
             }
