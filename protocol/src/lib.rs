@@ -49,6 +49,7 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod command;
 pub mod header;
 mod peer;
@@ -59,6 +60,7 @@ mod settings;
 mod shard;
 mod shard_status;
 
+pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{LogCommand, LogOp, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
 pub use peer::{

@@ -29,6 +29,7 @@
 //! for the shard itself answers NO_STATE_REPLY instead, saying whether it is *new* (it never
 //! held state there), which is how a new cluster learns that every node is new.
 
+use crate::auth::{AuthTrailer, AUTH_TRAILER_LEN};
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Header};
 use crate::registry::{Flags, MessageType, PeerKind};
@@ -49,13 +50,17 @@ pub const ENTRY_FIXED_LEN: usize = 10;
 /// Size of an INSTALL_SNAPSHOT body before its data: term, last_index, last_term, offset,
 /// total_len, round (u64 each) and data_len (u16).
 pub const INSTALL_SNAPSHOT_FIXED_LEN: usize = 50;
-/// Most snapshot bytes in one INSTALL_SNAPSHOT that is the only record of a PEER datagram:
-/// `PEER_DATAGRAM_LEN_MAX - HEADER_LEN - PEER_RECORD_HEADER_LEN - INSTALL_SNAPSHOT_FIXED_LEN`
-/// = 1400 - 32 - 6 - 50 = 1312. A node sets its Raft chunk size to this, so each chunk
-/// travels in a datagram of its own and is never fragmented; a smaller chunk leaves room to
-/// coalesce other records with it.
-pub const SNAPSHOT_CHUNK_MAX: usize =
-    PEER_DATAGRAM_LEN_MAX - HEADER_LEN - PEER_RECORD_HEADER_LEN - INSTALL_SNAPSHOT_FIXED_LEN;
+/// Most snapshot bytes in one INSTALL_SNAPSHOT that is the only record of an authenticated
+/// PEER datagram: `PEER_DATAGRAM_LEN_MAX - HEADER_LEN - PEER_RECORD_HEADER_LEN -
+/// INSTALL_SNAPSHOT_FIXED_LEN - AUTH_TRAILER_LEN` = 1400 - 32 - 6 - 50 - 56 = 1256. A node
+/// sets its Raft chunk size to this, so each chunk travels in a datagram of its own, with or
+/// without the authentication trailer, and is never fragmented; a smaller chunk leaves room
+/// to coalesce other records with it.
+pub const SNAPSHOT_CHUNK_MAX: usize = PEER_DATAGRAM_LEN_MAX
+    - HEADER_LEN
+    - PEER_RECORD_HEADER_LEN
+    - INSTALL_SNAPSHOT_FIXED_LEN
+    - AUTH_TRAILER_LEN;
 /// The largest snapshot (`total_len`, in bytes) an INSTALL_SNAPSHOT may announce: 256 MiB. A
 /// follower buffers a transfer until it is complete, so this bounds what one can make it
 /// allocate; a receiver rejects a larger `total_len` (spec §8.4, §9). The same value as the
@@ -89,16 +94,22 @@ const _: () = assert!(
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
 const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 5 * 8);
 const _: () = assert!(APPEND_REPLY_LEN == 4 * 8 + 1);
-const _: () = assert!(SNAPSHOT_CHUNK_MAX == 1312);
-// A whole snapshot chunk fits one datagram; its data_len fits in a u16.
+const _: () = assert!(SNAPSHOT_CHUNK_MAX == 1256);
+// A whole snapshot chunk fits one authenticated datagram; its data_len fits in a u16.
 const _: () = assert!(
-    HEADER_LEN + PEER_RECORD_HEADER_LEN + INSTALL_SNAPSHOT_FIXED_LEN + SNAPSHOT_CHUNK_MAX
+    HEADER_LEN
+        + PEER_RECORD_HEADER_LEN
+        + INSTALL_SNAPSHOT_FIXED_LEN
+        + SNAPSHOT_CHUNK_MAX
+        + AUTH_TRAILER_LEN
         == PEER_DATAGRAM_LEN_MAX
 );
 const _: () = assert!(SNAPSHOT_LEN_MAX == 268_435_456);
 // The longest log command fits in one APPEND of one entry.
-const _: () =
-    assert!(HEADER_LEN + append_record_len(crate::LOG_COMMAND_LEN_MAX, 1) <= PEER_DATAGRAM_LEN_MAX);
+const _: () = assert!(
+    HEADER_LEN + append_record_len(crate::LOG_COMMAND_LEN_MAX, 1) + AUTH_TRAILER_LEN
+        <= PEER_DATAGRAM_LEN_MAX
+);
 
 /// Byte offsets inside a record, relative to the record's first byte (header) or to the
 /// record body's first byte (the others).
@@ -431,18 +442,31 @@ impl PeerMessage<'_> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerDatagram<'a> {
     pub header: PeerHeader,
+    /// The authentication trailer (spec §8.11) if the AUTH flag is set: its layout is
+    /// checked, its MAC is not (that needs the key: [`crate::ClusterKey::verify`]).
+    pub auth: Option<AuthTrailer>,
     /// The records, back to back, all valid.
     body: &'a [u8],
     record_count: usize,
 }
 
-/// The header checks every node-to-node datagram shares (spec §8.3, checks 1–8): length,
-/// magic, version, `msg_type`, no flags, `attempt` and the reserved bytes zero (node-to-node
-/// datagrams have no use for `attempt`), and non-zero cluster and node ids. Never panics.
-pub(crate) fn decode_node_header(
+/// What the checks every node-to-node datagram shares found: the sender, the trailer if
+/// authenticated, and the body between them.
+pub(crate) struct NodeDatagram<'a> {
+    pub header: PeerHeader,
+    pub auth: Option<AuthTrailer>,
+    pub body: &'a [u8],
+}
+
+/// The checks every node-to-node datagram shares (spec §8.4, checks 1–10): length, magic,
+/// version, `msg_type`, no flag but AUTH, `attempt` and the reserved bytes zero (node-to-node
+/// datagrams have no use for `attempt`), non-zero cluster and node ids, `body_len` (no
+/// padding: a node-to-node datagram never pays for an answer), and the authentication
+/// trailer's layout when AUTH is set (spec §8.11). Never panics.
+pub(crate) fn decode_node_datagram(
     datagram: &[u8],
     msg_type: MessageType,
-) -> Result<PeerHeader, DecodeError> {
+) -> Result<NodeDatagram<'_>, DecodeError> {
     if datagram.len() < HEADER_LEN {
         return Err(DecodeError::TooShort);
     }
@@ -459,10 +483,7 @@ pub(crate) fn decode_node_header(
         return Err(DecodeError::UnexpectedType);
     }
     let flags = u16_at(datagram, hfield::FLAGS.start);
-    if flags & Flags::AUTH.bits() != 0 {
-        return Err(DecodeError::AuthUnsupported);
-    }
-    if flags != 0 {
+    if flags & !Flags::AUTH.bits() != 0 {
         return Err(DecodeError::UnknownFlags);
     }
     if !all_zero(&datagram[hfield::ATTEMPT.start..hfield::RESERVED.end]) {
@@ -475,20 +496,34 @@ pub(crate) fn decode_node_header(
     if header.cluster_id == 0 || header.from == 0 {
         return Err(DecodeError::ZeroId);
     }
-    Ok(header)
+    let trailer_len = if flags & Flags::AUTH.bits() != 0 {
+        AUTH_TRAILER_LEN
+    } else {
+        0
+    };
+    let body_len = u16_at(datagram, hfield::BODY_LEN.start) as usize;
+    if HEADER_LEN + body_len + trailer_len != datagram.len() {
+        return Err(DecodeError::BadBodyLength);
+    }
+    let body_end = HEADER_LEN + body_len;
+    let auth = if trailer_len == 0 {
+        None
+    } else {
+        Some(AuthTrailer::decode(&datagram[body_end..])?)
+    };
+    Ok(NodeDatagram {
+        header,
+        auth,
+        body: &datagram[HEADER_LEN..body_end],
+    })
 }
 
 impl<'a> PeerDatagram<'a> {
     /// Decodes a PEER datagram, checking the header and then every record in order (spec
     /// §8.3, §8.4) before it returns. Never panics; never allocates.
     pub fn decode(datagram: &'a [u8]) -> Result<PeerDatagram<'a>, DecodeError> {
-        let header = decode_node_header(datagram, MessageType::Peer)?;
-        // No padding: a PEER datagram never needs to pay for an answer (none is ever sent).
-        let body_len = u16_at(datagram, hfield::BODY_LEN.start) as usize;
-        if HEADER_LEN + body_len != datagram.len() {
-            return Err(DecodeError::BadBodyLength);
-        }
-        let body = &datagram[HEADER_LEN..];
+        let NodeDatagram { header, auth, body } =
+            decode_node_datagram(datagram, MessageType::Peer)?;
         if body.is_empty() {
             return Err(DecodeError::NoRecords);
         }
@@ -501,6 +536,7 @@ impl<'a> PeerDatagram<'a> {
         }
         Ok(PeerDatagram {
             header,
+            auth,
             body,
             record_count,
         })
@@ -781,17 +817,32 @@ pub struct PeerWriter<'b> {
     /// Bytes of the datagram so far, header included.
     len: usize,
     records: usize,
+    /// Longest datagram this writer makes: [`PEER_DATAGRAM_LEN_MAX`] less the room kept for
+    /// an authentication trailer.
+    len_max: usize,
 }
 
 impl<'b> PeerWriter<'b> {
     /// Starts a datagram; the 32-byte header is reserved and written by
     /// [`PeerWriter::finish`]. A buffer shorter than the header takes no record.
     pub fn new(buf: &'b mut [u8], header: PeerHeader) -> PeerWriter<'b> {
+        PeerWriter::with_trailer_room(buf, header, 0)
+    }
+
+    /// Like [`PeerWriter::new`], but keeps `trailer_len` bytes free at the end of the longest
+    /// datagram, for the authentication trailer that [`crate::ClusterKey::seal`] appends
+    /// ([`AUTH_TRAILER_LEN`]; 0 for an unauthenticated datagram).
+    pub fn with_trailer_room(
+        buf: &'b mut [u8],
+        header: PeerHeader,
+        trailer_len: usize,
+    ) -> PeerWriter<'b> {
         PeerWriter {
             buf,
             header,
             len: HEADER_LEN,
             records: 0,
+            len_max: PEER_DATAGRAM_LEN_MAX.saturating_sub(trailer_len),
         }
     }
 
@@ -813,10 +864,7 @@ impl<'b> PeerWriter<'b> {
     /// Bytes left for records (record headers included): the next record fits if its
     /// [`PeerMessage::record_len`] is at most this.
     pub fn remaining(&self) -> usize {
-        self.buf
-            .len()
-            .min(PEER_DATAGRAM_LEN_MAX)
-            .saturating_sub(self.len)
+        self.buf.len().min(self.len_max).saturating_sub(self.len)
     }
 
     /// Checks that a record of `record_len` bytes (header included) for `shard` may be
@@ -829,7 +877,7 @@ impl<'b> PeerWriter<'b> {
             return Err(EncodeError::BadShard);
         }
         let end = self.len.saturating_add(record_len);
-        if end > PEER_DATAGRAM_LEN_MAX {
+        if end > self.len_max {
             return Err(EncodeError::TooLong);
         }
         if end > self.buf.len() {
@@ -1062,7 +1110,7 @@ impl<'b> PeerWriter<'b> {
     }
 
     fn commit(&mut self, end: usize) {
-        debug_assert!(end > self.len && end <= self.buf.len().min(PEER_DATAGRAM_LEN_MAX));
+        debug_assert!(end > self.len && end <= self.buf.len().min(self.len_max));
         self.len = end;
         self.records += 1;
     }

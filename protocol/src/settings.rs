@@ -18,9 +18,10 @@
 
 use core::fmt;
 
+use crate::auth::AuthTrailer;
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Direction, Header};
-use crate::peer::{decode_node_header, PeerHeader, PEER_DATAGRAM_LEN_MAX};
+use crate::peer::{decode_node_datagram, NodeDatagram, PeerHeader, PEER_DATAGRAM_LEN_MAX};
 use crate::registry::{Flags, MessageType, Setting, Status};
 use crate::{DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC, VERSION};
 
@@ -158,6 +159,10 @@ pub struct PeerSettings<'a> {
     /// The sender's cluster id (header `session_id`) and node id (header `request_id`), as
     /// in PEER; a receiver compares the cluster id too, but does not require it to match.
     pub header: PeerHeader,
+    /// Set by [`PeerSettings::decode`] when the AUTH flag is (spec §8.11): the trailer, its
+    /// layout checked, its MAC not. [`PeerSettings::encode`] ignores it and writes an
+    /// unauthenticated datagram, which [`crate::ClusterKey::seal`] then authenticates.
+    pub auth: Option<AuthTrailer>,
     pub values: SettingValues<'a>,
 }
 
@@ -165,13 +170,14 @@ impl<'a> PeerSettings<'a> {
     /// Decodes a PEER_SETTINGS datagram (spec §8.10, checks in the spec's order). Never
     /// panics; never allocates.
     pub fn decode(datagram: &'a [u8]) -> Result<PeerSettings<'a>, DecodeError> {
-        let header = decode_node_header(datagram, MessageType::PeerSettings)?;
-        let body_len = usize::from(u16_at(datagram, hfield::BODY_LEN.start));
-        if HEADER_LEN + body_len != datagram.len() {
-            return Err(DecodeError::BadBodyLength);
-        }
-        let values = SettingValues::decode(&datagram[HEADER_LEN..])?;
-        Ok(PeerSettings { header, values })
+        let NodeDatagram { header, auth, body } =
+            decode_node_datagram(datagram, MessageType::PeerSettings)?;
+        let values = SettingValues::decode(body)?;
+        Ok(PeerSettings {
+            header,
+            auth,
+            values,
+        })
     }
 
     /// Encodes the datagram (unpadded); returns its length. More entries than

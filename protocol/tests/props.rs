@@ -975,18 +975,40 @@ fn snapshot_chunk_limits() {
             data,
         }
     }
-    // A chunk of SNAPSHOT_CHUNK_MAX bytes fills a datagram exactly; one byte more never fits.
+    // A chunk of SNAPSHOT_CHUNK_MAX bytes fills an authenticated datagram exactly, trailer
+    // included; one byte more never fits.
     let mut buf = [0u8; 2_000];
-    let mut w = PeerWriter::new(&mut buf, header);
+    let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
     let full = chunk(&data[..SNAPSHOT_CHUNK_MAX]);
-    assert_eq!(full.record_len(), PEER_DATAGRAM_LEN_MAX - HEADER_LEN);
+    assert_eq!(
+        full.record_len(),
+        PEER_DATAGRAM_LEN_MAX - HEADER_LEN - AUTH_TRAILER_LEN
+    );
     w.push(4, &full).unwrap();
     assert_eq!(w.remaining(), 0);
     let n = w.finish();
+    assert_eq!(n, PEER_DATAGRAM_LEN_MAX - AUTH_TRAILER_LEN);
+    let trailer = AuthTrailer {
+        to: 5,
+        incarnation: 1,
+        peer_incarnation: 0,
+        seq: 1,
+        key_id: 0,
+    };
+    let key = ClusterKey::new(&[3; 32]);
+    let n = key.seal(&mut buf, n, &trailer).unwrap();
     assert_eq!(n, PEER_DATAGRAM_LEN_MAX);
     let d = PeerDatagram::decode(&buf[..n]).unwrap();
     assert_eq!(d.records().collect::<Vec<_>>(), vec![(4, full)]);
-    let mut w = PeerWriter::new(&mut buf, header);
+    assert_eq!(
+        d.auth,
+        Some(AuthTrailer {
+            key_id: key.id(),
+            ..trailer
+        })
+    );
+    assert!(key.verify(&buf[..n]));
+    let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
     assert_eq!(w.push(4, &chunk(&data)), Err(EncodeError::TooLong));
     assert_eq!((w.len(), w.record_count()), (HEADER_LEN, 0));
 
@@ -1605,6 +1627,7 @@ proptest! {
             .collect();
         let p = PeerSettings {
             header: PeerHeader { cluster_id, from },
+            auth: None,
             values: SettingValues::from_slice(&values),
         };
         let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];

@@ -409,6 +409,7 @@ fn check_peer_settings(r: &Record) {
             cluster_id: r.num("cluster_id"),
             from: r.num("from"),
         },
+        auth: None,
         values: SettingValues::from_slice(&values),
     };
     let decoded = PeerSettings::decode(&bytes)

@@ -933,6 +933,7 @@ impl ClusterLoop {
                 cluster_id: self.cluster_id,
                 from: self.node_id,
             },
+            auth: None,
             values: udplock_protocol::SettingValues::from_slice(self.settings.own()),
         };
         let len = match datagram.encode(&mut self.out) {
