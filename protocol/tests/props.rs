@@ -358,7 +358,7 @@ impl Msg {
             Msg::TimeoutNow(..) => 6 + 8,
             Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
             Msg::InstallSnapshotReply(..) => 6 + 40,
-            Msg::TermQuery(..) => 6 + 16,
+            Msg::TermQuery(..) => 6 + 24,
             Msg::TermReply(..) => 6 + 24,
             Msg::NoStateReply(..) => 6 + 17,
         }
@@ -1548,7 +1548,8 @@ fn shard_status_encoder_refuses_inconsistent_pages() {
 }
 
 /// TERM_QUERY, TERM_REPLY and NO_STATE_REPLY (spec §8.5, rejoining without state): exact
-/// bodies of 16, 24 and 17 bytes, round trip through the writer and the decoder.
+/// bodies of 24 (8 of them reserved), 24 and 17 bytes, round trip through the writer and the
+/// decoder.
 #[test]
 fn term_query_and_reply() {
     let q = PeerMessage::TermQuery { term: 0, nonce: 5 };
@@ -1559,7 +1560,7 @@ fn term_query_and_reply() {
     };
     assert_eq!(
         (q.kind(), q.term(), q.body_len(), q.record_len()),
-        (PeerKind::TermQuery, 0, 16, 22)
+        (PeerKind::TermQuery, 0, 24, 30)
     );
     assert_eq!(
         (r.kind(), r.term(), r.body_len(), r.record_len()),
@@ -1590,12 +1591,127 @@ fn term_query_and_reply() {
     w.push(SHARDS_MAX as u16 - 1, &r).unwrap();
     w.push(1, &e).unwrap();
     let n = w.finish();
-    assert_eq!(n, 32 + 22 + 30 + 23);
+    assert_eq!(n, 32 + 30 + 30 + 23);
     let d = PeerDatagram::decode(&buf[..n]).unwrap();
     assert_eq!(
         d.records().collect::<Vec<_>>(),
         vec![(0, q), (SHARDS_MAX as u16 - 1, r), (1, e)]
     );
+}
+
+/// The shortest record of each kind: every field zero, no entries, no snapshot data.
+fn shortest(kind: PeerKind) -> PeerMessage<'static> {
+    match kind {
+        PeerKind::PreVote => PeerMessage::PreVote {
+            term: 0,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+        PeerKind::PreVoteReply => PeerMessage::PreVoteReply {
+            term: 0,
+            granted: false,
+        },
+        PeerKind::Vote => PeerMessage::Vote {
+            term: 0,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+        PeerKind::VoteReply => PeerMessage::VoteReply {
+            term: 0,
+            granted: false,
+        },
+        PeerKind::TransferVote => PeerMessage::TransferVote {
+            term: 0,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+        PeerKind::Append => PeerMessage::Append {
+            term: 0,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            leader_commit: 0,
+            round: 0,
+            transfer_to: 0,
+            entries: PeerEntries::empty(),
+        },
+        PeerKind::AppendReply => PeerMessage::AppendReply {
+            term: 0,
+            success: false,
+            match_index: 0,
+            round: 0,
+            life: 0,
+        },
+        PeerKind::TimeoutNow => PeerMessage::TimeoutNow { term: 0 },
+        PeerKind::InstallSnapshot => PeerMessage::InstallSnapshot {
+            term: 1,
+            last_index: 1,
+            last_term: 1,
+            offset: 0,
+            total_len: 0,
+            round: 0,
+            data: &[],
+        },
+        PeerKind::InstallSnapshotReply => PeerMessage::InstallSnapshotReply {
+            term: 0,
+            last_index: 0,
+            received: 0,
+            round: 0,
+            life: 0,
+        },
+        PeerKind::TermQuery => PeerMessage::TermQuery { term: 0, nonce: 0 },
+        PeerKind::TermReply => PeerMessage::TermReply {
+            term: 0,
+            last_index: 0,
+            nonce: 0,
+        },
+        PeerKind::NoStateReply => PeerMessage::NoStateReply {
+            term: 0,
+            nonce: 0,
+            new: false,
+        },
+    }
+}
+
+/// No peer answer is larger than its question (spec §8.3 rule 5): every record kind that is
+/// answered is, at its shortest, at least as long as every kind that answers it, so a forged
+/// datagram (where nothing authenticates peers) makes a node send no more bytes than it took.
+/// Every kind is classified, so a new one cannot slip past.
+#[test]
+fn no_peer_answer_is_longer_than_its_question() {
+    use PeerKind::*;
+    let answered: &[(PeerKind, &[PeerKind])] = &[
+        (PreVote, &[PreVoteReply]),
+        (Vote, &[VoteReply]),
+        (TransferVote, &[VoteReply]),
+        (Append, &[AppendReply]),
+        (InstallSnapshot, &[InstallSnapshotReply]),
+        (TermQuery, &[TermReply, NoStateReply]),
+    ];
+    // Sent without being asked for (leadership transfer), and answering nothing.
+    let unanswered = [TimeoutNow];
+    for &kind in PeerKind::ALL {
+        let is_question = answered.iter().any(|(q, _)| *q == kind);
+        let is_answer = answered.iter().any(|(_, a)| a.contains(&kind));
+        assert!(
+            is_question || is_answer || unanswered.contains(&kind),
+            "{kind:?} is neither a question, an answer nor listed as unanswered"
+        );
+    }
+    for (question, answers) in answered {
+        let q = shortest(*question);
+        assert_eq!(q.kind(), *question);
+        for answer in *answers {
+            let a = shortest(*answer);
+            assert!(
+                q.record_len() >= a.record_len(),
+                "{} ({} bytes) is answered by {} ({} bytes)",
+                question.name(),
+                q.body_len(),
+                answer.name(),
+                a.body_len()
+            );
+        }
+    }
 }
 
 proptest! {
