@@ -469,7 +469,7 @@ pub(crate) struct NodeDatagram<'a> {
     pub body: &'a [u8],
 }
 
-/// The checks every node-to-node datagram shares (spec §8.4, checks 1–10): length, magic,
+/// The checks every node-to-node datagram shares (spec §8.4, checks 1–11): length, magic,
 /// version, `msg_type`, no flag but AUTH, `attempt` and the reserved bytes zero (node-to-node
 /// datagrams have no use for `attempt`), non-zero cluster and node ids, `body_len` (no
 /// padding: a node-to-node datagram never pays for an answer), and the authentication
