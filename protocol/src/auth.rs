@@ -25,10 +25,10 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::be::{u32_at, u64_at};
+use crate::be::{u16_at, u32_at, u64_at};
 use crate::header::field as hfield;
-use crate::registry::Flags;
-use crate::{all_zero, DecodeError, EncodeError, HEADER_LEN};
+use crate::registry::{Flags, MessageType};
+use crate::{all_zero, DecodeError, EncodeError, HEADER_LEN, PEER_DATAGRAM_LEN_MAX};
 
 /// Bytes of the trailer that follows the body of an authenticated node-to-node datagram.
 pub const AUTH_TRAILER_LEN: usize = 56;
@@ -164,9 +164,17 @@ impl ClusterKey {
     /// flag, appends the trailer with `trailer`'s fields (its `key_id` is replaced by this
     /// key's id) and the MAC, and returns the new length, `len + AUTH_TRAILER_LEN`.
     ///
-    /// Errors: `buf` too short for the trailer, or a datagram that is not an unauthenticated
-    /// one of at least a header ([`EncodeError::BufferTooSmall`], [`EncodeError::WrongType`]);
-    /// a zero `to`, `incarnation` or `seq` ([`EncodeError::ZeroId`]). `buf` is unchanged then.
+    /// Every datagram it seals decodes ([`crate::PeerDatagram::decode`] or
+    /// [`crate::PeerSettings::decode`], whichever its type) if the unsealed one did.
+    ///
+    /// Errors, with `buf` unchanged: `buf` shorter than `len` or than the sealed datagram
+    /// ([`EncodeError::BufferTooSmall`]); `buf[..len]` not an unauthenticated node-to-node
+    /// datagram as its encoder wrote it — another message type (AUTH on a client request is
+    /// `AuthUnsupported`, spec §3.2), AUTH already set, or a `body_len` that is not the rest
+    /// of the datagram ([`EncodeError::WrongType`]); a sealed datagram longer than
+    /// [`PEER_DATAGRAM_LEN_MAX`] (build PEER datagrams with
+    /// [`crate::PeerWriter::with_trailer_room`]; [`EncodeError::TooLong`]); a zero `to`,
+    /// `incarnation` or `seq` ([`EncodeError::ZeroId`]).
     pub fn seal(
         &self,
         buf: &mut [u8],
@@ -176,14 +184,22 @@ impl ClusterKey {
         if len < HEADER_LEN || len > buf.len() {
             return Err(EncodeError::BufferTooSmall);
         }
-        let flags = u16::from_be_bytes([buf[hfield::FLAGS.start], buf[hfield::FLAGS.start + 1]]);
-        if flags & Flags::AUTH.bits() != 0 {
+        let node_to_node = matches!(
+            MessageType::from_wire(buf[hfield::MSG_TYPE]),
+            Some(MessageType::Peer | MessageType::PeerSettings)
+        );
+        let flags = u16_at(buf, hfield::FLAGS.start);
+        let body_len = usize::from(u16_at(buf, hfield::BODY_LEN.start));
+        if !node_to_node || flags & Flags::AUTH.bits() != 0 || HEADER_LEN + body_len != len {
             return Err(EncodeError::WrongType);
         }
         if trailer.to == 0 || trailer.incarnation == 0 || trailer.seq == 0 {
             return Err(EncodeError::ZeroId);
         }
         let end = len + AUTH_TRAILER_LEN;
+        if end > PEER_DATAGRAM_LEN_MAX {
+            return Err(EncodeError::TooLong);
+        }
         if end > buf.len() {
             return Err(EncodeError::BufferTooSmall);
         }
@@ -283,6 +299,92 @@ mod tests {
             key.seal(&mut buf, sealed, &TRAILER),
             Err(EncodeError::WrongType)
         );
+    }
+
+    /// Whatever `seal` returns Ok for is a datagram a receiver decodes (spec §8.4, §8.10):
+    /// the longest PEER_SETTINGS its encoder makes still fits with the trailer.
+    #[test]
+    fn the_longest_peer_settings_sealed_still_decodes() {
+        let key = ClusterKey::new(&[7; 32]);
+        let values = [crate::SettingValue {
+            setting: 1,
+            value: 7,
+        }; crate::SETTINGS_ENTRIES_MAX];
+        let settings = crate::PeerSettings {
+            header: crate::PeerHeader {
+                cluster_id: 5,
+                from: 1,
+            },
+            auth: None,
+            values: crate::SettingValues::from_slice(&values),
+        };
+        let mut buf = [0u8; 2 * crate::PEER_DATAGRAM_LEN_MAX];
+        let len = settings.encode(&mut buf).unwrap();
+        let sealed = key.seal(&mut buf, len, &TRAILER).unwrap();
+        let decoded = crate::PeerSettings::decode(&buf[..sealed]).unwrap();
+        assert_eq!(decoded.values.len(), crate::SETTINGS_ENTRIES_MAX);
+        assert_eq!(decoded.auth.map(|t| t.seq), Some(TRAILER.seq));
+        assert!(key.verify(&buf[..sealed]));
+    }
+
+    /// `seal` refuses, leaving the buffer as it was, a datagram that no receiver would take
+    /// once sealed: one too long for the trailer, one that is not node-to-node (AUTH on a
+    /// client request is `AuthUnsupported`, spec §3.2), one whose `body_len` is not the rest
+    /// of the datagram.
+    #[test]
+    fn seal_refuses_what_no_receiver_would_take() {
+        let key = ClusterKey::new(&[7; 32]);
+        let header = crate::PeerHeader {
+            cluster_id: 5,
+            from: 1,
+        };
+        // A PEER datagram filled to PEER_DATAGRAM_LEN_MAX without room for the trailer.
+        let mut buf = [0u8; crate::PEER_DATAGRAM_LEN_MAX + AUTH_TRAILER_LEN];
+        let mut w = crate::PeerWriter::new(&mut buf, header);
+        let data = [0u8; crate::PEER_DATAGRAM_LEN_MAX - HEADER_LEN - 6 - 50];
+        w.push(
+            0,
+            &crate::PeerMessage::InstallSnapshot {
+                term: 1,
+                last_index: 1,
+                last_term: 1,
+                offset: 0,
+                total_len: data.len() as u64,
+                round: 1,
+                data: &data,
+            },
+        )
+        .unwrap();
+        let len = w.finish();
+        assert_eq!(len, crate::PEER_DATAGRAM_LEN_MAX);
+        let before = buf;
+        assert_eq!(key.seal(&mut buf, len, &TRAILER), Err(EncodeError::TooLong));
+        assert_eq!(buf, before);
+
+        // A client request.
+        let request = crate::Request {
+            session_id: 1,
+            request_id: 2,
+            attempt: 0,
+            body: crate::RequestBody::Status { resource: b"r" },
+        };
+        let mut buf = [0u8; 400];
+        let len = request.encode(&mut buf).unwrap();
+        let before = buf;
+        assert_eq!(
+            key.seal(&mut buf, len, &TRAILER),
+            Err(EncodeError::WrongType)
+        );
+        assert_eq!(buf, before);
+
+        // A node-to-node datagram with bytes after its body (here one byte more).
+        let (mut buf, len) = datagram();
+        let before = buf;
+        assert_eq!(
+            key.seal(&mut buf, len + 1, &TRAILER),
+            Err(EncodeError::WrongType)
+        );
+        assert_eq!(buf, before);
     }
 
     #[test]

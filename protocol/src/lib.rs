@@ -22,6 +22,10 @@
 //! - [`PeerSettings`] (spec §8.10) and [`NodeSettingsRequest`] / [`NodeSettingsReply`] (spec
 //!   §4.8, §5.7) carry a node's settings, to its peers and to a client, so that nodes whose
 //!   settings differ can say which.
+//! - [`ClusterKey`] authenticates node-to-node datagrams (spec §8.11): [`ClusterKey::seal`]
+//!   appends the AUTH trailer ([`AuthTrailer`] and a MAC) to a PEER or PEER_SETTINGS datagram,
+//!   [`ClusterKey::verify`] checks the MAC of one whose trailer the decoder has read. What a
+//!   receiver does with the trailer's fields (replay windows, incarnations) is the node's.
 //! - [`ShardStatusRequest`] / [`ShardStatusReply`] (spec §4.7, §5.6) ask one cluster node for
 //!   its own view of its shards (role, leader, term, commit index, locks held), a page of
 //!   shards per datagram; they have their own decoders, so [`Request::decode`] and

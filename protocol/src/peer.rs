@@ -72,7 +72,9 @@ const VOTE_LEN: usize = 24;
 const VOTE_REPLY_LEN: usize = 9;
 const APPEND_REPLY_LEN: usize = 33;
 const TIMEOUT_NOW_LEN: usize = 8;
-const TERM_QUERY_LEN: usize = 16;
+/// term, nonce, and 8 reserved zero bytes: as long as TERM_REPLY, the longest answer, so that
+/// no answer is longer than its question (spec §8.3 rule 5).
+const TERM_QUERY_LEN: usize = 24;
 const TERM_REPLY_LEN: usize = 24;
 const NO_STATE_REPLY_LEN: usize = 17;
 const INSTALL_SNAPSHOT_REPLY_LEN: usize = 40;
@@ -94,6 +96,10 @@ const _: () = assert!(
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
 const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 5 * 8);
 const _: () = assert!(APPEND_REPLY_LEN == 4 * 8 + 1);
+// No answer is longer than its question (spec §8.3 rule 5); protocol/tests/props.rs checks
+// every kind, this the one that needed padding.
+const _: () = assert!(TERM_QUERY_LEN >= TERM_REPLY_LEN && TERM_QUERY_LEN >= NO_STATE_REPLY_LEN);
+const _: () = assert!(field::TERM_QUERY_RESERVED.end == TERM_QUERY_LEN);
 const _: () = assert!(SNAPSHOT_CHUNK_MAX == 1256);
 // A whole snapshot chunk fits one authenticated datagram; its data_len fits in a u16.
 const _: () = assert!(
@@ -145,6 +151,10 @@ pub mod field {
     pub const INSTALL_SNAPSHOT_REPLY_RECEIVED: Range<usize> = 16..24;
     pub const INSTALL_SNAPSHOT_REPLY_ROUND: Range<usize> = 24..32;
     pub const INSTALL_SNAPSHOT_REPLY_LIFE: Range<usize> = 32..40;
+    /// TERM_QUERY body.
+    pub const TERM_QUERY_TERM: Range<usize> = 0..8;
+    pub const TERM_QUERY_NONCE: Range<usize> = 8..16;
+    pub const TERM_QUERY_RESERVED: Range<usize> = 16..24;
 }
 
 const _: () = assert!(field::LEN.end == PEER_RECORD_HEADER_LEN);
@@ -357,7 +367,8 @@ pub enum PeerMessage<'a> {
     },
     /// A node that restarted without its Raft state asks for the receiver's current term
     /// before it takes part again (spec §8.5, rejoining without state). `term` is the
-    /// sender's current term: 0 for a node that lost its state.
+    /// sender's current term: 0 for a node that lost its state. On the wire 8 reserved zero
+    /// bytes follow, so that no answer is longer than the query (spec §8.3 rule 5).
     TermQuery { term: u64, nonce: u64 },
     /// Answer to TERM_QUERY: `term` is the replier's current term and `last_index` the last
     /// index its log holds; `nonce` echoes the query's, so an answer to a query of an earlier
@@ -458,7 +469,7 @@ pub(crate) struct NodeDatagram<'a> {
     pub body: &'a [u8],
 }
 
-/// The checks every node-to-node datagram shares (spec §8.4, checks 1–10): length, magic,
+/// The checks every node-to-node datagram shares (spec §8.4, checks 1–11): length, magic,
 /// version, `msg_type`, no flag but AUTH, `attempt` and the reserved bytes zero (node-to-node
 /// datagrams have no use for `attempt`), non-zero cluster and node ids, `body_len` (no
 /// padding: a node-to-node datagram never pays for an answer), and the authentication
@@ -660,9 +671,13 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
         }
         PeerKind::TermQuery => {
             exact(body, TERM_QUERY_LEN)?;
+            // Spec §8.4 record check 10.
+            if !all_zero(&body[field::TERM_QUERY_RESERVED]) {
+                return Err(DecodeError::ReservedNonZero);
+            }
             PeerMessage::TermQuery {
-                term: u64_(0),
-                nonce: u64_(8),
+                term: u64_(field::TERM_QUERY_TERM.start),
+                nonce: u64_(field::TERM_QUERY_NONCE.start),
             }
         }
         PeerKind::TermReply => {
@@ -961,8 +976,9 @@ impl<'b> PeerWriter<'b> {
                 TIMEOUT_NOW_LEN
             }
             PeerMessage::TermQuery { term, nonce } => {
-                put(&mut body, 0, term);
-                put(&mut body, 8, nonce);
+                // The reserved bytes stay zero, as `body` starts.
+                put(&mut body, field::TERM_QUERY_TERM.start, term);
+                put(&mut body, field::TERM_QUERY_NONCE.start, nonce);
                 TERM_QUERY_LEN
             }
             PeerMessage::TermReply {

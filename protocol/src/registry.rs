@@ -190,8 +190,9 @@ bitflags! {
     /// Header flags (spec §10.3). Unknown bits are reserved: zero when sent, rejected when received.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct Flags: u16 {
-        /// An authentication trailer follows the body. Reserved in version 1: servers answer
-        /// UNSUPPORTED.
+        /// Node-to-node datagrams only (PEER, PEER_SETTINGS): the authentication trailer
+        /// follows the body (spec §8.11). Reserved in requests and replies: a server answers a
+        /// request that sets it UNSUPPORTED (spec §3.1).
         const AUTH = 0x0001;
         /// Reply only: a STATUS_REPLY could not carry the holder's id because the request was
         /// shorter than the reply would have been.
@@ -207,7 +208,7 @@ pub const FLAG_TABLE: &[(u16, &str, &str)] = &[
     (
         0x0001,
         "AUTH",
-        "An authentication trailer follows the body (reserved in version 1).",
+        "Node-to-node only: an authentication trailer follows the body (Section 8.11); reserved in requests and replies.",
     ),
     (
         0x0002,

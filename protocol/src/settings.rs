@@ -18,7 +18,7 @@
 
 use core::fmt;
 
-use crate::auth::AuthTrailer;
+use crate::auth::{AuthTrailer, AUTH_TRAILER_LEN};
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Direction, Header};
 use crate::peer::{decode_node_datagram, NodeDatagram, PeerHeader, PEER_DATAGRAM_LEN_MAX};
@@ -34,12 +34,13 @@ pub const NODE_SETTINGS_REPLY_FIXED_LEN: usize = 2 + 8 + 8;
 /// Length a client pads NODE_SETTINGS to: the longest datagram, so the reply can list every
 /// setting (spec §2.2 rule 4).
 pub const NODE_SETTINGS_REQUEST_LEN: usize = DATAGRAM_LEN_MAX;
-/// Most entries one settings list carries: what fits a PEER datagram. A reply to a client
-/// carries fewer when its request is shorter.
+/// Most entries one settings list carries: what fits a PEER_SETTINGS datagram with its
+/// authentication trailer (spec §8.10, §8.11), `(1400 - 32 - 2 - 56) / 10`. A reply to a
+/// client carries fewer when its request is shorter.
 pub const SETTINGS_ENTRIES_MAX: usize =
-    (PEER_DATAGRAM_LEN_MAX - HEADER_LEN - COUNT_LEN) / SETTING_ENTRY_LEN;
+    (PEER_DATAGRAM_LEN_MAX - HEADER_LEN - COUNT_LEN - AUTH_TRAILER_LEN) / SETTING_ENTRY_LEN;
 
-const _: () = assert!(SETTINGS_ENTRIES_MAX == 136);
+const _: () = assert!(SETTINGS_ENTRIES_MAX == 131);
 // Every registered setting fits a reply to a full-length request.
 const _: () = assert!(
     HEADER_LEN + NODE_SETTINGS_REPLY_FIXED_LEN + COUNT_LEN + Setting::ALL.len() * SETTING_ENTRY_LEN

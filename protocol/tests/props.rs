@@ -358,7 +358,7 @@ impl Msg {
             Msg::TimeoutNow(..) => 6 + 8,
             Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
             Msg::InstallSnapshotReply(..) => 6 + 40,
-            Msg::TermQuery(..) => 6 + 16,
+            Msg::TermQuery(..) => 6 + 24,
             Msg::TermReply(..) => 6 + 24,
             Msg::NoStateReply(..) => 6 + 17,
         }
@@ -570,15 +570,46 @@ fn peer_header() -> impl Strategy<Value = PeerHeader> {
     (nonzero(), nonzero()).prop_map(|(cluster_id, from)| PeerHeader { cluster_id, from })
 }
 
-/// Re-encodes a decoded datagram record by record: what a canonical datagram must equal.
-fn reencode(d: &PeerDatagram<'_>) -> Vec<u8> {
+/// Re-encodes a datagram decoded from `bytes` record by record: what a canonical datagram
+/// must equal (see [`with_trailer`] for an authenticated one).
+fn reencode(d: &PeerDatagram<'_>, bytes: &[u8]) -> Vec<u8> {
     let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
-    let mut w = PeerWriter::new(&mut out, d.header);
+    let room = if d.auth.is_some() {
+        AUTH_TRAILER_LEN
+    } else {
+        0
+    };
+    let mut w = PeerWriter::with_trailer_room(&mut out, d.header, room);
     for (shard, msg) in d.records() {
         w.push(shard, &msg).expect("a decoded record re-encodes");
     }
     let n = w.finish();
-    out[..n].to_vec()
+    with_trailer(out[..n].to_vec(), d.auth, bytes)
+}
+
+/// The trailer's fields as a sender writes them (spec §8.11.2): everything but the MAC.
+fn trailer_fields(t: &AuthTrailer) -> Vec<u8> {
+    let mut b = Vec::with_capacity(AUTH_TRAILER_LEN - AUTH_MAC_LEN);
+    for v in [t.to, t.incarnation, t.peer_incarnation, t.seq] {
+        b.extend_from_slice(&v.to_be_bytes());
+    }
+    b.extend_from_slice(&t.key_id.to_be_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b
+}
+
+/// What a canonical node-to-node datagram decoded from `bytes` must equal, given its
+/// unauthenticated re-encoding `plain` and the trailer the decoder read: `plain` itself if
+/// none; else `plain` with AUTH set, the trailer's fields, and the MAC of `bytes`, which a
+/// decoder treats as opaque (only a key can remake it).
+fn with_trailer(mut plain: Vec<u8>, auth: Option<AuthTrailer>, bytes: &[u8]) -> Vec<u8> {
+    if let Some(t) = auth {
+        let flags = u16::from_be_bytes([plain[4], plain[5]]) | Flags::AUTH.bits();
+        plain[4..6].copy_from_slice(&flags.to_be_bytes());
+        plain.extend(trailer_fields(&t));
+        plain.extend_from_slice(&bytes[bytes.len().saturating_sub(AUTH_MAC_LEN)..]);
+    }
+    plain
 }
 
 #[derive(Debug, Clone)]
@@ -693,7 +724,7 @@ proptest! {
         bytes in prop::collection::vec(any::<u8>(), 0..1_500),
     ) {
         if let Ok(d) = PeerDatagram::decode(&bytes) {
-            prop_assert_eq!(reencode(&d), bytes.clone());
+            prop_assert_eq!(reencode(&d, &bytes), bytes.clone());
         }
         if let Ok(c) = LogCommand::decode(&bytes) {
             let mut out = [0u8; LOG_COMMAND_LEN_MAX];
@@ -726,7 +757,7 @@ proptest! {
         let body_len = (bytes.len() - 32) as u16;
         bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
         if let Ok(d) = PeerDatagram::decode(&bytes) {
-            prop_assert_eq!(reencode(&d), bytes.clone());
+            prop_assert_eq!(reencode(&d, &bytes), bytes.clone());
         }
         let _ = Request::decode(&bytes);
         let _ = Reply::decode(&bytes);
@@ -751,7 +782,7 @@ proptest! {
         prop_assert_eq!(&back, &pushed);
         prop_assert_eq!(d.record_count(), pushed.len());
         prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| m.record_len()).sum::<usize>());
-        prop_assert_eq!(reencode(&d), buf[..n].to_vec());
+        prop_assert_eq!(reencode(&d, &buf[..n]), buf[..n].to_vec());
     }
 
     /// The writer never writes past its buffer, never makes a datagram above
@@ -808,7 +839,7 @@ proptest! {
         let mut bytes = buf[..n].to_vec();
         bytes[at.index(n)] = byte;
         if let Ok(d) = PeerDatagram::decode(&bytes) {
-            prop_assert_eq!(reencode(&d), bytes.clone());
+            prop_assert_eq!(reencode(&d, &bytes), bytes.clone());
         }
         // A cut datagram never decodes: body_len no longer matches.
         let cut = cut.index(n);
@@ -1548,7 +1579,8 @@ fn shard_status_encoder_refuses_inconsistent_pages() {
 }
 
 /// TERM_QUERY, TERM_REPLY and NO_STATE_REPLY (spec §8.5, rejoining without state): exact
-/// bodies of 16, 24 and 17 bytes, round trip through the writer and the decoder.
+/// bodies of 24 (8 of them reserved), 24 and 17 bytes, round trip through the writer and the
+/// decoder.
 #[test]
 fn term_query_and_reply() {
     let q = PeerMessage::TermQuery { term: 0, nonce: 5 };
@@ -1559,7 +1591,7 @@ fn term_query_and_reply() {
     };
     assert_eq!(
         (q.kind(), q.term(), q.body_len(), q.record_len()),
-        (PeerKind::TermQuery, 0, 16, 22)
+        (PeerKind::TermQuery, 0, 24, 30)
     );
     assert_eq!(
         (r.kind(), r.term(), r.body_len(), r.record_len()),
@@ -1590,12 +1622,127 @@ fn term_query_and_reply() {
     w.push(SHARDS_MAX as u16 - 1, &r).unwrap();
     w.push(1, &e).unwrap();
     let n = w.finish();
-    assert_eq!(n, 32 + 22 + 30 + 23);
+    assert_eq!(n, 32 + 30 + 30 + 23);
     let d = PeerDatagram::decode(&buf[..n]).unwrap();
     assert_eq!(
         d.records().collect::<Vec<_>>(),
         vec![(0, q), (SHARDS_MAX as u16 - 1, r), (1, e)]
     );
+}
+
+/// The shortest record of each kind: every field zero, no entries, no snapshot data.
+fn shortest(kind: PeerKind) -> PeerMessage<'static> {
+    match kind {
+        PeerKind::PreVote => PeerMessage::PreVote {
+            term: 0,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+        PeerKind::PreVoteReply => PeerMessage::PreVoteReply {
+            term: 0,
+            granted: false,
+        },
+        PeerKind::Vote => PeerMessage::Vote {
+            term: 0,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+        PeerKind::VoteReply => PeerMessage::VoteReply {
+            term: 0,
+            granted: false,
+        },
+        PeerKind::TransferVote => PeerMessage::TransferVote {
+            term: 0,
+            last_log_index: 0,
+            last_log_term: 0,
+        },
+        PeerKind::Append => PeerMessage::Append {
+            term: 0,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            leader_commit: 0,
+            round: 0,
+            transfer_to: 0,
+            entries: PeerEntries::empty(),
+        },
+        PeerKind::AppendReply => PeerMessage::AppendReply {
+            term: 0,
+            success: false,
+            match_index: 0,
+            round: 0,
+            life: 0,
+        },
+        PeerKind::TimeoutNow => PeerMessage::TimeoutNow { term: 0 },
+        PeerKind::InstallSnapshot => PeerMessage::InstallSnapshot {
+            term: 1,
+            last_index: 1,
+            last_term: 1,
+            offset: 0,
+            total_len: 0,
+            round: 0,
+            data: &[],
+        },
+        PeerKind::InstallSnapshotReply => PeerMessage::InstallSnapshotReply {
+            term: 0,
+            last_index: 0,
+            received: 0,
+            round: 0,
+            life: 0,
+        },
+        PeerKind::TermQuery => PeerMessage::TermQuery { term: 0, nonce: 0 },
+        PeerKind::TermReply => PeerMessage::TermReply {
+            term: 0,
+            last_index: 0,
+            nonce: 0,
+        },
+        PeerKind::NoStateReply => PeerMessage::NoStateReply {
+            term: 0,
+            nonce: 0,
+            new: false,
+        },
+    }
+}
+
+/// No peer answer is larger than its question (spec §8.3 rule 5): every record kind that is
+/// answered is, at its shortest, at least as long as every kind that answers it, so a forged
+/// datagram (where nothing authenticates peers) makes a node send no more bytes than it took.
+/// Every kind is classified, so a new one cannot slip past.
+#[test]
+fn no_peer_answer_is_longer_than_its_question() {
+    use PeerKind::*;
+    let answered: &[(PeerKind, &[PeerKind])] = &[
+        (PreVote, &[PreVoteReply]),
+        (Vote, &[VoteReply]),
+        (TransferVote, &[VoteReply]),
+        (Append, &[AppendReply]),
+        (InstallSnapshot, &[InstallSnapshotReply]),
+        (TermQuery, &[TermReply, NoStateReply]),
+    ];
+    // Sent without being asked for (leadership transfer), and answering nothing.
+    let unanswered = [TimeoutNow];
+    for &kind in PeerKind::ALL {
+        let is_question = answered.iter().any(|(q, _)| *q == kind);
+        let is_answer = answered.iter().any(|(_, a)| a.contains(&kind));
+        assert!(
+            is_question || is_answer || unanswered.contains(&kind),
+            "{kind:?} is neither a question, an answer nor listed as unanswered"
+        );
+    }
+    for (question, answers) in answered {
+        let q = shortest(*question);
+        assert_eq!(q.kind(), *question);
+        for answer in *answers {
+            let a = shortest(*answer);
+            assert!(
+                q.record_len() >= a.record_len(),
+                "{} ({} bytes) is answered by {} ({} bytes)",
+                question.name(),
+                q.body_len(),
+                answer.name(),
+                a.body_len()
+            );
+        }
+    }
 }
 
 proptest! {
@@ -1604,9 +1751,7 @@ proptest! {
     #[test]
     fn settings_datagrams_are_canonical(bytes in prop::collection::vec(any::<u8>(), 0..1_400)) {
         if let Ok(p) = PeerSettings::decode(&bytes) {
-            let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
-            let n = p.encode(&mut out).unwrap();
-            prop_assert_eq!(&out[..n], &bytes[..]);
+            prop_assert_eq!(settings_reencode(&p, &bytes), bytes.clone());
         }
         if let Ok(r) = NodeSettingsReply::decode(&bytes) {
             let mut out = [0u8; DATAGRAM_LEN_MAX];
@@ -1647,4 +1792,162 @@ proptest! {
         prop_assert!(m <= request_len);
         prop_assert_eq!(NodeSettingsReply::decode(&out[..m]).unwrap(), reply);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authenticated node-to-node datagrams (spec §8.11).
+
+fn trailer() -> impl Strategy<Value = AuthTrailer> {
+    (nonzero(), nonzero(), any::<u64>(), nonzero(), any::<u32>()).prop_map(
+        |(to, incarnation, peer_incarnation, seq, key_id)| AuthTrailer {
+            to,
+            incarnation,
+            peer_incarnation,
+            seq,
+            key_id,
+        },
+    )
+}
+
+fn secret() -> impl Strategy<Value = [u8; CLUSTER_KEY_LEN]> {
+    any::<[u8; CLUSTER_KEY_LEN]>()
+}
+
+/// A PEER datagram of the records that fit, built as a node with a key builds it (room kept
+/// for the trailer), then sealed: (bytes, the records, the trailer as sealed).
+fn sealed_peer(
+    key: &ClusterKey,
+    header: PeerHeader,
+    msgs: &[(u16, Msg)],
+    trailer: &AuthTrailer,
+) -> (Vec<u8>, Vec<(u16, Msg)>) {
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
+    let mut pushed = Vec::new();
+    for (shard, m) in msgs {
+        match m.push(&mut w, *shard) {
+            Ok(()) => pushed.push((*shard, m.clone())),
+            Err(EncodeError::TooLong) | Err(EncodeError::BufferTooSmall) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let n = w.finish();
+    assert!(n > 0 && n + AUTH_TRAILER_LEN <= PEER_DATAGRAM_LEN_MAX);
+    let sealed = key
+        .seal(&mut buf, n, trailer)
+        .expect("a finished datagram seals");
+    (buf[..sealed].to_vec(), pushed)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// Seal, then decode: the records and the trailer come back (with the key's id), the MAC
+    /// verifies with the key and with no other, and the datagram is canonical.
+    #[test]
+    fn sealed_peer_datagrams_decode_and_verify(
+        s in secret(), header in peer_header(), t in trailer(),
+        msgs in prop::collection::vec((shard(), peer_msg()), 1..30),
+    ) {
+        let key = ClusterKey::new(&s);
+        let (bytes, pushed) = sealed_peer(&key, header, &msgs, &t);
+        let d = PeerDatagram::decode(&bytes).unwrap();
+        prop_assert_eq!(d.header, header);
+        prop_assert_eq!(d.auth, Some(AuthTrailer { key_id: key.id(), ..t }));
+        let back: Vec<_> = d.records().map(|(s, m)| (s, Msg::from_view(&m))).collect();
+        prop_assert_eq!(&back, &pushed);
+        prop_assert!(key.verify(&bytes));
+        let mut other = s;
+        other[0] ^= 1;
+        prop_assert!(!ClusterKey::new(&other).verify(&bytes));
+        prop_assert_eq!(reencode(&d, &bytes), bytes);
+    }
+
+    /// The same for PEER_SETTINGS, up to the most entries its encoder takes.
+    #[test]
+    fn sealed_peer_settings_decode_and_verify(
+        s in secret(), header in peer_header(), t in trailer(),
+        values in prop::collection::vec((any::<u16>(), any::<u64>()), 0..=SETTINGS_ENTRIES_MAX),
+    ) {
+        let key = ClusterKey::new(&s);
+        let values: Vec<SettingValue> = values
+            .into_iter()
+            .map(|(setting, value)| SettingValue { setting, value })
+            .collect();
+        let p = PeerSettings { header, auth: None, values: SettingValues::from_slice(&values) };
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let n = p.encode(&mut buf).unwrap();
+        let sealed = key.seal(&mut buf, n, &t).unwrap();
+        let d = PeerSettings::decode(&buf[..sealed]).unwrap();
+        prop_assert_eq!(d, PeerSettings { auth: Some(AuthTrailer { key_id: key.id(), ..t }), ..p });
+        prop_assert!(key.verify(&buf[..sealed]));
+        prop_assert_eq!(settings_reencode(&d, &buf[..sealed]), buf[..sealed].to_vec());
+    }
+
+    /// Any single changed byte of a sealed datagram (header, body, trailer or MAC) fails
+    /// verify, and so does any shorter or longer datagram.
+    #[test]
+    fn any_changed_byte_of_a_sealed_datagram_fails_verify(
+        s in secret(), header in peer_header(), t in trailer(),
+        msgs in prop::collection::vec((shard(), peer_msg()), 1..8),
+        at in any::<prop::sample::Index>(), xor in 1u8..=255,
+        cut in any::<prop::sample::Index>(), extra in prop::collection::vec(any::<u8>(), 1..8),
+    ) {
+        let key = ClusterKey::new(&s);
+        let (bytes, _) = sealed_peer(&key, header, &msgs, &t);
+        let mut changed = bytes.clone();
+        changed[at.index(bytes.len())] ^= xor;
+        prop_assert!(!key.verify(&changed));
+        prop_assert!(!key.verify(&bytes[..cut.index(bytes.len())]));
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&extra);
+        prop_assert!(!key.verify(&longer));
+    }
+
+    /// Decoding never panics on AUTH datagrams of any length: sealed ones whole, cut short or
+    /// extended, with `body_len` left alone or set to what the length implies, and any bytes
+    /// in a datagram with a PEER or PEER_SETTINGS header and AUTH set. Whatever decodes is
+    /// canonical.
+    #[test]
+    fn auth_datagrams_of_any_length_never_panic(
+        s in secret(), header in peer_header(), t in trailer(),
+        msgs in prop::collection::vec((shard(), peer_msg()), 1..4),
+        len in 0usize..1_500, whole in any::<bool>(), fill in prop::collection::vec(any::<u8>(), 1_500),
+        fix_body_len in any::<bool>(), settings in any::<bool>(),
+    ) {
+        let key = ClusterKey::new(&s);
+        let (sealed, _) = sealed_peer(&key, header, &msgs, &t);
+        let len = if whole { sealed.len() } else { len };
+        let mut framed = vec![0x55, 0x4C, 1, if settings { 0x41 } else { 0x40 }, 0, 1, 0, 0];
+        framed.extend_from_slice(&header.cluster_id.to_be_bytes());
+        framed.extend_from_slice(&header.from.to_be_bytes());
+        framed.extend_from_slice(&[0; 8]);
+        for start in [sealed, framed] {
+            // Cut to `len`, or extend to it with random bytes.
+            let mut bytes = start;
+            let keep = bytes.len().min(len);
+            bytes.truncate(keep);
+            bytes.extend_from_slice(&fill[keep..len]);
+            if fix_body_len && bytes.len() >= 32 + AUTH_TRAILER_LEN {
+                let body_len = (bytes.len() - 32 - AUTH_TRAILER_LEN) as u16;
+                bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
+            }
+            if let Ok(d) = PeerDatagram::decode(&bytes) {
+                prop_assert_eq!(reencode(&d, &bytes), bytes.clone());
+            }
+            if let Ok(p) = PeerSettings::decode(&bytes) {
+                prop_assert_eq!(settings_reencode(&p, &bytes), bytes.clone());
+            }
+            let _ = key.verify(&bytes);
+            let _ = Request::decode(&bytes);
+            let _ = Reply::decode(&bytes);
+        }
+    }
+}
+
+/// Re-encodes a PEER_SETTINGS decoded from `bytes`: what a canonical datagram must equal.
+fn settings_reencode(p: &PeerSettings<'_>, bytes: &[u8]) -> Vec<u8> {
+    let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let n = p.encode(&mut out).expect("a decoded PEER_SETTINGS encodes");
+    with_trailer(out[..n].to_vec(), p.auth, bytes)
 }

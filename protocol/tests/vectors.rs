@@ -2,8 +2,12 @@
 //! exactly the field values written beside it, and encoding those values gives the same bytes;
 //! every invalid one fails with the decode error it names. The same holds for PEER datagrams
 //! and replicated log commands; the shard-hash vectors give FNV-1a 64 values computed outside
-//! the crate. SHARD_STATUS and its reply (shard-status.txt) likewise.
+//! the crate. SHARD_STATUS and its reply (shard-status.txt) likewise. Authenticated datagrams
+//! (auth.txt, spec §8.11) also verify, or not, with the key they name, their MAC is the one
+//! the spec's formula gives, and sealing their fields with that key gives the same bytes.
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use udplock_protocol::*;
@@ -34,6 +38,7 @@ const VECTORS: &[(&str, &str)] = &[
         "settings.txt",
         include_str!("../../spec/vectors/settings.txt"),
     ),
+    ("auth.txt", include_str!("../../spec/vectors/auth.txt")),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -404,12 +409,13 @@ fn check_peer_settings(r: &Record) {
     let bytes = r.hex();
     assert_eq!(r.get("type"), "PEER_SETTINGS", "[{}]", r.name);
     let values = setting_values(r);
+    let sealed = Sealed::of(r);
     let expected = PeerSettings {
         header: PeerHeader {
             cluster_id: r.num("cluster_id"),
             from: r.num("from"),
         },
-        auth: None,
+        auth: sealed.as_ref().map(|s| s.trailer),
         values: SettingValues::from_slice(&values),
     };
     let decoded = PeerSettings::decode(&bytes)
@@ -417,7 +423,10 @@ fn check_peer_settings(r: &Record) {
     assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
     let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
     let n = expected.encode(&mut out).unwrap();
-    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    match &sealed {
+        Some(s) => s.check(r, &bytes, &mut out, n),
+        None => assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name),
+    }
     // Neither a PEER datagram nor a request: a single node drops it (spec §3.2 step 5a).
     assert_eq!(Request::decode(&bytes), Err(DecodeError::UnexpectedType));
     assert_eq!(
@@ -691,16 +700,29 @@ fn check_peer(r: &Record) {
         };
         expected.push((n("shard") as u16, rec));
     }
+    let sealed = Sealed::of(r);
     let d = PeerDatagram::decode(&bytes)
         .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
     assert_eq!(d.header, header, "[{}] header", r.name);
+    assert_eq!(
+        d.auth,
+        sealed.as_ref().map(|s| s.trailer),
+        "[{}] trailer",
+        r.name
+    );
     let got: Vec<_> = d.records().map(|(s, m)| (s, owned(&m))).collect();
     assert_eq!(got, expected, "[{}] decoded records differ", r.name);
     assert_eq!(d.record_count(), expected.len());
 
-    // Encode from the file's fields (not from the decoded view) and compare the bytes.
+    // Encode from the file's fields (not from the decoded view) and compare the bytes; an
+    // authenticated datagram keeps room for its trailer, then is sealed.
     let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
-    let mut w = PeerWriter::new(&mut out, header);
+    let room = if sealed.is_some() {
+        AUTH_TRAILER_LEN
+    } else {
+        0
+    };
+    let mut w = PeerWriter::with_trailer_room(&mut out, header, room);
     for (shard, rec) in &expected {
         let shard = *shard;
         let res = match rec {
@@ -812,7 +834,126 @@ fn check_peer(r: &Record) {
         res.unwrap_or_else(|e| panic!("[{}] push: {e}", r.name));
     }
     let n = w.finish();
-    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    match &sealed {
+        Some(s) => s.check(r, &bytes, &mut out, n),
+        None => assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name),
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104), written out here from spec §8.11.3 rather than taken from the
+/// codec, so the vectors check the spec's formula and not just the codec against itself.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+/// The labels of spec §8.11.3, as the spec spells them.
+const SPEC_MAC_KEY_LABEL: &[u8] = b"udplock v1 peer mac";
+const SPEC_KEY_ID_LABEL: &[u8] = b"udplock v1 key id";
+
+/// The cluster key of a record (`cluster_key = hex:` and 64 hex digits).
+fn cluster_key(r: &Record) -> [u8; CLUSTER_KEY_LEN] {
+    r.bytes("cluster_key")
+        .try_into()
+        .unwrap_or_else(|_| panic!("[{}] a cluster key is 32 bytes", r.name))
+}
+
+/// A `cluster-key` record: the MAC key and the key id the spec derives from the key, and the
+/// key id the codec derives.
+fn check_cluster_key(r: &Record) {
+    let secret = cluster_key(r);
+    assert_eq!(
+        (SPEC_MAC_KEY_LABEL, SPEC_KEY_ID_LABEL),
+        (auth::MAC_KEY_LABEL, auth::KEY_ID_LABEL),
+        "the codec's labels are the spec's"
+    );
+    let mac_key = hmac_sha256(&secret, SPEC_MAC_KEY_LABEL);
+    assert_eq!(
+        &mac_key[..],
+        &r.bytes("mac_key")[..],
+        "[{}] mac_key",
+        r.name
+    );
+    let id = hmac_sha256(&secret, SPEC_KEY_ID_LABEL);
+    let key_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    assert_eq!(u64::from(key_id), r.num("key_id"), "[{}] key_id", r.name);
+    assert_eq!(ClusterKey::new(&secret).id(), key_id, "[{}] codec", r.name);
+}
+
+/// What an authenticated PEER or PEER_SETTINGS vector states beyond its fields (spec
+/// Appendix A.1): its trailer, the key it was sealed with, its MAC, and whether that verifies.
+struct Sealed {
+    trailer: AuthTrailer,
+    secret: [u8; CLUSTER_KEY_LEN],
+    mac: Vec<u8>,
+    verifies: bool,
+}
+
+impl Sealed {
+    /// `None` for a record without AUTH (which then names no trailer).
+    fn of(r: &Record) -> Option<Sealed> {
+        let flags = r.num_or("flags", 0);
+        if flags == 0 {
+            assert!(
+                r.opt("trailer").is_none(),
+                "[{}] trailer without AUTH",
+                r.name
+            );
+            return None;
+        }
+        assert_eq!(flags, u64::from(Flags::AUTH.bits()), "[{}] flags", r.name);
+        let w = words(r, "trailer");
+        let n = |k: &str| word_num(r, &w, k);
+        Some(Sealed {
+            trailer: AuthTrailer {
+                to: n("to"),
+                incarnation: n("incarnation"),
+                peer_incarnation: n("peer_incarnation"),
+                seq: n("seq"),
+                key_id: n("key_id") as u32,
+            },
+            secret: cluster_key(r),
+            mac: r.bytes("mac"),
+            verifies: match r.num("verifies") {
+                0 => false,
+                1 => true,
+                _ => panic!("[{}] verifies must be 0 or 1", r.name),
+            },
+        })
+    }
+
+    /// `bytes` is the vector's datagram; `out[..n]` the same datagram re-encoded from the
+    /// file's fields, unauthenticated. Checks the MAC both ways and seals `out`.
+    fn check(&self, r: &Record, bytes: &[u8], out: &mut [u8], n: usize) {
+        let key = ClusterKey::new(&self.secret);
+        assert_eq!(key.id(), self.trailer.key_id, "[{}] key_id", r.name);
+        assert_eq!(bytes.len(), n + AUTH_TRAILER_LEN, "[{}] length", r.name);
+        let mac_at = bytes.len() - AUTH_MAC_LEN;
+        assert_eq!(&bytes[mac_at..], &self.mac[..], "[{}] mac", r.name);
+        // The spec's formula: the first 16 bytes of HMAC-SHA256(mac_key, all but the MAC).
+        let mac_key = hmac_sha256(&self.secret, SPEC_MAC_KEY_LABEL);
+        let tag = hmac_sha256(&mac_key, &bytes[..mac_at]);
+        assert_eq!(
+            tag[..AUTH_MAC_LEN] == bytes[mac_at..],
+            self.verifies,
+            "[{}] the spec's MAC",
+            r.name
+        );
+        assert_eq!(key.verify(bytes), self.verifies, "[{}] verify", r.name);
+        // Sealing the file's fields gives the vector's bytes (all but a wrong MAC).
+        let sealed = key
+            .seal(out, n, &self.trailer)
+            .unwrap_or_else(|e| panic!("[{}] seal: {e}", r.name));
+        assert_eq!(sealed, bytes.len(), "[{}] sealed length", r.name);
+        assert_eq!(&out[..mac_at], &bytes[..mac_at], "[{}] re-sealing", r.name);
+        assert_eq!(
+            out[mac_at..sealed] == bytes[mac_at..],
+            self.verifies,
+            "[{}] re-sealed MAC",
+            r.name
+        );
+    }
 }
 
 fn parse_addr(s: &str) -> SocketAddr {
@@ -943,6 +1084,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "peer-settings" => check_peer_settings(r),
             "node-settings-request" => check_node_settings_request(r),
             "node-settings-reply" => check_node_settings_reply(r),
+            "cluster-key" => check_cluster_key(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
         *counts.entry(kind).or_insert(0) += 1;
@@ -1051,4 +1193,15 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         counts["peer"] >= 7 && counts["command"] >= 6 && counts["shard"] >= 4,
         "{counts:?}"
     );
+    // ... and authenticated datagrams of both node-to-node types, one whose MAC does not
+    // verify, made with at least two keys (spec §8.11).
+    assert!(counts["cluster-key"] >= 2, "{counts:?}");
+    for (kind, verifies) in [("peer", "1"), ("peer", "0"), ("peer-settings", "1")] {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.get("kind") == kind && r.opt("verifies") == Some(verifies)),
+            "no authenticated {kind} vector with verifies = {verifies}"
+        );
+    }
 }
