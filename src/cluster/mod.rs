@@ -278,13 +278,16 @@ impl ClusterConfig {
             raft: raft::Config {
                 id: self.node_id,
                 voters: self.peers.iter().map(|&(id, _)| id).collect(),
-                // One Append always fits one PEER datagram.
+                // One Append always fits one PEER datagram, with room for the trailer of
+                // an authenticated one (spec §8.11) whether or not this node sends with a
+                // key: keys change while it runs.
                 // One snapshot chunk fits one PEER datagram too.
                 snapshot_chunk_max: udplock_protocol::SNAPSHOT_CHUNK_MAX,
                 append_bytes_max: PEER_DATAGRAM_LEN_MAX
                     - HEADER_LEN
                     - PEER_RECORD_HEADER_LEN
-                    - APPEND_FIXED_LEN,
+                    - APPEND_FIXED_LEN
+                    - udplock_protocol::AUTH_TRAILER_LEN,
                 ..self.raft.clone()
             },
             table: self.table.clone(),
@@ -1720,6 +1723,49 @@ fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
+    /// `ENTRY_OVERHEAD`); the loop must be able to send it in one datagram that keeps room
+    /// for the authentication trailer (spec §8.11), or the shard never replicates a full
+    /// batch: the message is dropped as too large, and sent again, for ever.
+    #[test]
+    fn a_full_append_fits_an_authenticated_datagram() {
+        let peers = (1..=3)
+            .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], 7100 + id as u16))))
+            .collect();
+        let config = ClusterConfig::new(1, peers).shard_config(0).raft;
+        for data_len in [1, 13, 60, 200, 567] {
+            let per_entry = data_len + raft::ENTRY_OVERHEAD;
+            let count = config.append_bytes_max / per_entry;
+            let entries: Vec<Entry> = (1..=count as u64)
+                .map(|index| Entry {
+                    term: 1,
+                    index,
+                    data: vec![7; data_len],
+                })
+                .collect();
+            let append = Message::Append {
+                term: 1,
+                prev_log_index: 0,
+                prev_log_term: 0,
+                entries,
+                leader_commit: 0,
+                round: 1,
+                transfer_to: None,
+            };
+            let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+            let header = PeerHeader {
+                cluster_id: 1,
+                from: 1,
+            };
+            let mut writer =
+                PeerWriter::with_trailer_room(&mut buf, header, udplock_protocol::AUTH_TRAILER_LEN);
+            assert!(
+                push(&mut writer, 0, &append).is_ok(),
+                "{count} entries of {data_len} bytes do not fit"
+            );
+        }
+    }
 
     #[test]
     fn the_cluster_id_is_the_specs_example() {
