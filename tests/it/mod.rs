@@ -4,6 +4,7 @@ mod client_failover;
 mod cluster;
 mod garbage;
 mod lossy;
+mod peer_auth;
 mod processes;
 mod service;
 mod settings;
