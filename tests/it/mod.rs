@@ -1,3 +1,4 @@
+mod attacks;
 mod cli;
 mod client_doubts;
 mod client_failover;
@@ -5,6 +6,7 @@ mod cluster;
 mod garbage;
 mod lossy;
 mod processes;
+mod raw;
 mod service;
 mod settings;
 mod shard_status;

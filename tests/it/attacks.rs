@@ -1,0 +1,716 @@
+//! Issue 8's attacks, replayed against real `udplock server` processes the way a hostile
+//! host on the same network would make them: root, a raw socket, the source address and
+//! port of a listed node (while that node runs), and only what is public — the cluster id
+//! (NODE_SETTINGS), each shard's term, commit index and leader (SHARD_STATUS), a lock's
+//! holder and token (STATUS).
+//!
+//! Each attack is a function over a [`Target`] (three processes) that sends its forged
+//! sequence and then checks what a lock service owes its users: the holder still holds with
+//! its token, nobody else is granted, no term jumps, no leader changes, every node restarts,
+//! no reply is larger than its request, memory stays bounded. Against a cluster without a key
+//! several of them break it (that is the failing-first evidence of issue 8, see each test's
+//! doc); the defences that do not need a key (issue 8 item 4) stop some.
+//!
+//! Timing: an attack's datagrams are followed by a read of every node's SHARD_STATUS, which
+//! each node answers only after it handled what came before on its socket; the checks then
+//! watch for [`SETTLE_AFTER_ATTACK`], long enough for a forged term or entry to cost a leader
+//! its shard. A slower machine can only make an attack look weaker, never fail a cluster
+//! that resists it.
+
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use udplock::client::{ShardInfo, ShardRole};
+use udplock::{Client, ClientConfig, LockError};
+use udplock_protocol::{
+    shard_of, LogCommand, LogOp, PeerDatagram, PeerEntries, PeerEntry, PeerHeader, PeerKind,
+    PeerMessage, PeerWriter, Reply, Request, RequestBody, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
+    STATUS_REQUEST_LEN,
+};
+
+use super::processes::{Servers, RESOURCE, SHARDS};
+use super::raw::{v4, Capture, Spoofer};
+
+/// How long the checks watch the cluster after an attack: several election timeouts
+/// (150–300 ms), so that a forged term or entry has deposed a leader by then.
+const SETTLE_AFTER_ATTACK: Duration = Duration::from_millis(1_500);
+
+/// Longest wait for a cluster's leadership to settle (every shard led by its preferred node,
+/// which every node names); only ends a broken run.
+const SETTLE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The lease of the lock the attacks go after: far longer than any test.
+const HOLD_TTL_MS: u32 = 120_000;
+
+/// Where an attack was made to look like it came from: the id of a listed node.
+type NodeIndex = usize;
+
+/// The shard of [`RESOURCE`], the lock the attacks go after.
+fn target_shard() -> u16 {
+    shard_of(RESOURCE.as_bytes(), SHARDS) as u16
+}
+
+/// One shard as the cluster agrees it stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ShardState {
+    /// Index (0-based) of the leading node.
+    leader: NodeIndex,
+    term: u64,
+    commit_index: u64,
+}
+
+/// Three server processes, a holder of [`RESOURCE`], and an attacker.
+struct Target {
+    servers: Servers,
+    cluster_id: u64,
+    spoofer: Spoofer,
+    /// The holder's lease: its token is the one an attack must not hand out again.
+    holder_token: u64,
+    /// Every shard as it stood before the attack.
+    before: Vec<ShardState>,
+}
+
+impl Target {
+    /// Three processes (`durability`), settled; `holder` holds [`RESOURCE`].
+    fn start(durability: &'static str) -> Target {
+        let servers = Servers::start_with(3, durability);
+        // The attacker's own tools first: without CAP_NET_RAW this fails, saying so.
+        let spoofer = Spoofer::new();
+        let client = client(&servers.addrs, 5_000);
+        // Public: any host may ask any node for its cluster id (spec §5.7).
+        let cluster_id = retry(|| client.node_settings(servers.addrs[0]))
+            .unwrap()
+            .cluster_id;
+        settle(&servers.addrs);
+        let lease = client
+            .acquire(RESOURCE, "holder", 5_000, Some(HOLD_TTL_MS))
+            .expect("the holder's acquire");
+        let before = settle(&servers.addrs);
+        Target {
+            servers,
+            cluster_id,
+            spoofer,
+            holder_token: lease.fencing_token,
+            before,
+        }
+    }
+
+    fn addr(&self, i: NodeIndex) -> SocketAddrV4 {
+        v4(self.servers.addrs[i])
+    }
+
+    /// The nodes other than `i`.
+    fn others(&self, i: NodeIndex) -> Vec<NodeIndex> {
+        (0..self.servers.addrs.len()).filter(|&j| j != i).collect()
+    }
+
+    /// A PEER datagram of this cluster from node `from`, with the records `write` pushes.
+    fn forge(&self, from: NodeIndex, write: impl FnOnce(&mut PeerWriter<'_>)) -> Vec<u8> {
+        let mut buf = vec![0u8; 2_048];
+        let header = PeerHeader {
+            cluster_id: self.cluster_id,
+            from: from as u64 + 1,
+        };
+        let mut writer = PeerWriter::new(&mut buf, header);
+        write(&mut writer);
+        let len = writer.finish();
+        assert!(len > 0, "the forged datagram holds no record");
+        buf.truncate(len);
+        // What a receiver will see: the forgery is a well-formed PEER datagram.
+        PeerDatagram::decode(&buf).expect("a forged datagram decodes");
+        buf
+    }
+
+    /// Sends `datagram` to node `to` from node `from`'s own address and port.
+    fn send(&mut self, from: NodeIndex, to: NodeIndex, datagram: &[u8]) {
+        let (from, to) = (self.addr(from), self.addr(to));
+        self.spoofer.send(from, to, datagram);
+    }
+
+    /// Every node's view of every shard, once each has answered (and so handled whatever
+    /// reached its socket before).
+    fn views(&self) -> Vec<Vec<ShardInfo>> {
+        views(&self.servers.addrs)
+    }
+
+    /// Watches the cluster for [`SETTLE_AFTER_ATTACK`] and fails at the first shard whose
+    /// leader or term moved from `before`, naming `attack`.
+    fn check_leaders_and_terms_hold(&self, attack: &str) {
+        let until = Instant::now() + SETTLE_AFTER_ATTACK;
+        loop {
+            let views = self.views();
+            for (s, before) in self.before.iter().enumerate() {
+                for (node, view) in views.iter().enumerate() {
+                    let now = view[s];
+                    assert!(
+                        now.term == before.term && now.leader_id == Some(before.leader as u64 + 1),
+                        "{attack}: shard {s} changed at node {}: term {} leader {:?}, was term \
+                         {} leader {}",
+                        node + 1,
+                        now.term,
+                        now.leader_id,
+                        before.term,
+                        before.leader + 1
+                    );
+                }
+            }
+            if Instant::now() >= until {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The holder still holds [`RESOURCE`] with its token, and another client asking for it
+    /// is not granted: fails with "two holders" otherwise.
+    fn check_holder_holds(&self, attack: &str) {
+        let client = client(&self.servers.addrs, 10_000);
+        // Any node may have lost its lease to the attack; a new leader needs a moment, so
+        // the intruder waits a while, like a real contender would.
+        match client.acquire(RESOURCE, "intruder", 3_000, Some(10_000)) {
+            Err(LockError::LockAcquisitionTimeout) => {}
+            Ok(lease) => panic!(
+                "{attack}: two holders: the intruder was granted {RESOURCE} with token {} while \
+                 the holder's lease (token {}) runs{}",
+                lease.fencing_token,
+                self.holder_token,
+                if lease.fencing_token <= self.holder_token {
+                    " — the same fencing token handed out again"
+                } else {
+                    ""
+                }
+            ),
+            Err(e) => panic!("{attack}: the intruder's acquire failed oddly: {e}"),
+        }
+        let status = client.status(RESOURCE).expect("status");
+        assert_eq!(
+            (status.holder.as_deref(), status.fencing_token),
+            (Some("holder"), self.holder_token),
+            "{attack}: the holder lost {RESOURCE}"
+        );
+        let renewed = client
+            .renew(RESOURCE, "holder", Some(HOLD_TTL_MS))
+            .unwrap_or_else(|e| panic!("{attack}: the holder cannot renew: {e}"));
+        assert_eq!(renewed.fencing_token, self.holder_token);
+    }
+}
+
+fn client(addrs: &[SocketAddr], timeout_ms: u64) -> Client {
+    let mut config = ClientConfig::new(addrs.to_vec());
+    config.shards = SHARDS;
+    config.request_timeout_ms = timeout_ms;
+    Client::new(config).unwrap()
+}
+
+/// Retries `f` while the node does not answer (a process still starting).
+fn retry<T>(mut f: impl FnMut() -> Result<T, LockError>) -> Result<T, LockError> {
+    let deadline = Instant::now() + SETTLE_WAIT_MAX;
+    loop {
+        match f() {
+            Err(LockError::Unavailable) if Instant::now() < deadline => {}
+            other => return other,
+        }
+    }
+}
+
+/// Every node's SHARD_STATUS.
+fn views(addrs: &[SocketAddr]) -> Vec<Vec<ShardInfo>> {
+    let client = client(addrs, 5_000);
+    addrs
+        .iter()
+        .map(|&a| {
+            retry(|| client.shard_status(a))
+                .unwrap_or_else(|e| panic!("node {a} does not answer SHARD_STATUS: {e}"))
+                .shards
+        })
+        .collect()
+}
+
+/// Waits until every shard is led by its preferred node (ids in turn: shard `s` by node
+/// `s % n + 1`), which every node names in the same term, and returns the shards' state.
+fn settle(addrs: &[SocketAddr]) -> Vec<ShardState> {
+    let started = Instant::now();
+    loop {
+        let views = views(addrs);
+        let settled: Option<Vec<ShardState>> = (0..SHARDS as usize)
+            .map(|s| {
+                let leader = s % addrs.len();
+                let info = views[leader][s];
+                let agreed = info.role == ShardRole::Leader
+                    && views.iter().all(|v| {
+                        v[s].leader_id == Some(leader as u64 + 1) && v[s].term == info.term
+                    });
+                agreed.then_some(ShardState {
+                    leader,
+                    term: info.term,
+                    commit_index: info.commit_index,
+                })
+            })
+            .collect();
+        if let Some(states) = settled {
+            return states;
+        }
+        assert!(
+            started.elapsed() < SETTLE_WAIT_MAX,
+            "the cluster did not settle: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A RELEASE of `resource` by `client` as a leader would log it.
+fn release_command(resource: &str, client: &str) -> Vec<u8> {
+    let command = LogCommand::Request {
+        stamp: 1,
+        session_id: 0xA77A_C4E5,
+        request_id: 1,
+        attempt: 0,
+        room_for_waiting: false,
+        reply_to: "127.0.0.1:9".parse().unwrap(),
+        op: LogOp::Release,
+        wait_ms: 0,
+        ttl_ms: 0,
+        resource: resource.as_bytes(),
+        client: client.as_bytes(),
+    };
+    let mut buf = vec![0u8; command.encoded_len()];
+    command.encode(&mut buf).unwrap();
+    buf
+}
+
+/// An INIT whose tokens start at `token_first`.
+fn init_command(token_first: u64) -> Vec<u8> {
+    let command = LogCommand::Init { token_first };
+    let mut buf = vec![0u8; command.encoded_len()];
+    command.encode(&mut buf).unwrap();
+    buf
+}
+
+/// A shard snapshot with nothing in it (spec §8.5's node-internal format: magic, version 2,
+/// stamp, no settings, no table): what a replica holds before INIT.
+fn empty_snapshot() -> Vec<u8> {
+    let mut data = b"ULSH".to_vec();
+    data.push(2);
+    data.extend_from_slice(&1u64.to_be_bytes());
+    data.extend_from_slice(&[0, 0]);
+    data
+}
+
+// ---------------------------------------------------------------------------------------
+// The attacks. Each sends its sequence; the callers check.
+
+/// (a) One APPEND of term T+1, from the leader's address to each follower, carrying a
+/// RELEASE of the held lock, committed at once (`leader_commit`). The followers free the
+/// lock, depose the real leader, elect one of themselves, and grant the lock again.
+fn forged_release(t: &mut Target) {
+    let shard = target_shard();
+    let s = t.before[shard as usize];
+    let release = release_command(RESOURCE, "holder");
+    let entry = [PeerEntry {
+        term: s.term + 1,
+        data: &release,
+    }];
+    let datagram = t.forge(s.leader, |w| {
+        w.push_append(
+            shard,
+            s.term + 1,
+            s.commit_index,
+            s.term,
+            s.commit_index + 1,
+            (1, 0),
+            entry.iter().copied(),
+        )
+        .unwrap()
+    });
+    for f in t.others(s.leader) {
+        t.send(s.leader, f, &datagram);
+    }
+}
+
+/// (b) An empty INSTALL_SNAPSHOT (term T+1, through the next index), then an APPEND with
+/// INIT at the holder's token, to each follower: the shard's table is wiped and its tokens
+/// start again where the holder's was.
+fn wiped_shard(t: &mut Target) {
+    let shard = target_shard();
+    let s = t.before[shard as usize];
+    let (term, index) = (s.term + 1, s.commit_index + 1);
+    let data = empty_snapshot();
+    let snapshot = t.forge(s.leader, |w| {
+        w.push(
+            shard,
+            &PeerMessage::InstallSnapshot {
+                term,
+                last_index: index,
+                last_term: term,
+                offset: 0,
+                total_len: data.len() as u64,
+                round: 1,
+                data: &data,
+            },
+        )
+        .unwrap()
+    });
+    let init = init_command(t.holder_token);
+    let entry = [PeerEntry { term, data: &init }];
+    let append = t.forge(s.leader, |w| {
+        w.push_append(
+            shard,
+            term,
+            index,
+            term,
+            index + 1,
+            (2, 0),
+            entry.iter().copied(),
+        )
+        .unwrap()
+    });
+    for f in t.others(s.leader) {
+        t.send(s.leader, f, &snapshot);
+        t.send(s.leader, f, &append);
+    }
+}
+
+/// (c) An APPEND_REPLY of term 2^63 − 1 to each shard's leader, from a follower.
+fn term_inflation(t: &mut Target) {
+    for (s, state) in t.before.clone().iter().enumerate() {
+        let follower = t.others(state.leader)[0];
+        let datagram = t.forge(follower, |w| {
+            w.push(
+                s as u16,
+                &PeerMessage::AppendReply {
+                    term: (1 << 63) - 1,
+                    success: false,
+                    match_index: 0,
+                    round: 0,
+                    life: 0,
+                },
+            )
+            .unwrap()
+        });
+        t.send(follower, state.leader, &datagram);
+    }
+}
+
+/// (d) A complete INSTALL_SNAPSHOT of junk (valid framing), term T+1, to one follower of the
+/// target shard, which stores it. Returns the follower.
+fn junk_snapshot(t: &mut Target) -> NodeIndex {
+    let shard = target_shard();
+    let s = t.before[shard as usize];
+    let victim = t.others(s.leader)[0];
+    let junk: Vec<u8> = (0..200u32).map(|i| (i * 37 + 11) as u8).collect();
+    let datagram = t.forge(s.leader, |w| {
+        w.push(
+            shard,
+            &PeerMessage::InstallSnapshot {
+                term: s.term + 1,
+                last_index: s.commit_index + 1,
+                last_term: s.term + 1,
+                offset: 0,
+                total_len: junk.len() as u64,
+                round: 1,
+                data: &junk,
+            },
+        )
+        .unwrap()
+    });
+    t.send(s.leader, victim, &datagram);
+    victim
+}
+
+/// (f) TERM_QUERY records for every shard, packed in one datagram, from node `from` to node
+/// `to`: a reply TERM_REPLY per record is longer than its query. Returns the datagram.
+fn term_queries(t: &mut Target, from: NodeIndex, to: NodeIndex) -> Vec<u8> {
+    let datagram = t.forge(from, |w| {
+        let mut nonce = 1;
+        while w
+            .push(
+                (nonce % u64::from(SHARDS)) as u16,
+                &PeerMessage::TermQuery { term: 0, nonce },
+            )
+            .is_ok()
+        {
+            nonce += 1;
+        }
+    });
+    t.send(from, to, &datagram);
+    datagram
+}
+
+/// (g) One burst: TIMEOUT_NOW of the current term, from each shard's current leader to each
+/// of its followers; with `announce`, after a heartbeat APPEND of that leader naming the
+/// follower as its transfer target (`transfer_to`, which a follower needs to have seen
+/// before it obeys, spec §8.5).
+fn timeout_now_burst(t: &mut Target, announce: bool) {
+    let views = t.views();
+    for s in 0..SHARDS as usize {
+        // The shard's current leader, as the nodes name it: the attacker speaks for it.
+        let Some(leader) = views
+            .iter()
+            .filter(|v| v[s].role == ShardRole::Leader)
+            .max_by_key(|v| v[s].term)
+            .and_then(|v| v[s].leader_id)
+        else {
+            continue;
+        };
+        let leader = leader as usize - 1;
+        let (term, commit) = (views[leader][s].term, views[leader][s].commit_index);
+        for f in t.others(leader) {
+            let datagram = t.forge(leader, |w| {
+                if announce {
+                    let heartbeat = PeerMessage::Append {
+                        term,
+                        prev_log_index: commit,
+                        prev_log_term: term,
+                        leader_commit: commit,
+                        round: 1 << 40,
+                        transfer_to: f as u64 + 1,
+                        entries: PeerEntries::empty(),
+                    };
+                    w.push(s as u16, &heartbeat).unwrap();
+                }
+                w.push(s as u16, &PeerMessage::TimeoutNow { term }).unwrap()
+            });
+            t.send(leader, f, &datagram);
+        }
+    }
+}
+
+/// Snapshot bytes (e) sends to the victim per shard, each shard's transfer announcing
+/// [`SNAPSHOT_LEN_MAX`]: over the shards, more than any node should hold for transfers that
+/// may never complete.
+const SNAPSHOT_FLOOD_BYTES_PER_SHARD: usize = 16 << 20;
+
+/// Datagrams (e) sends between two pings of the victim: few enough that its socket buffer
+/// (about 200 KiB by default) never overflows, so no chunk is lost and each transfer grows.
+const SNAPSHOT_FLOOD_WINDOW: usize = 32;
+
+/// (e) For every shard, snapshot chunks in order (offset 0, 1256, ...) of a transfer that
+/// announces [`SNAPSHOT_LEN_MAX`] bytes, [`SNAPSHOT_FLOOD_BYTES_PER_SHARD`] of them, to node
+/// `victim` from another node's address, at a term far above the cluster's that grows with
+/// each chunk (so that the elections they cause never overtake the transfers). Returns the
+/// bytes sent as chunk data.
+fn snapshot_flood(t: &mut Target, victim: NodeIndex) -> usize {
+    let chunk = vec![0x5A; SNAPSHOT_CHUNK_MAX];
+    let ping = UdpSocket::bind("127.0.0.1:0").unwrap();
+    ping.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let (mut sent, mut in_window, mut pings) = (0, 0, 0);
+    for offset in (0..SNAPSHOT_FLOOD_BYTES_PER_SHARD).step_by(SNAPSHOT_CHUNK_MAX) {
+        for (s, state) in t.before.clone().iter().enumerate() {
+            let from = t.others(victim)[0];
+            let datagram = t.forge(from, |w| {
+                w.push(
+                    s as u16,
+                    &PeerMessage::InstallSnapshot {
+                        term: state.term + 1_000_000 + (offset / SNAPSHOT_CHUNK_MAX) as u64,
+                        last_index: state.commit_index + 1_000_000,
+                        last_term: state.term + 1_000_000,
+                        offset: offset as u64,
+                        total_len: SNAPSHOT_LEN_MAX,
+                        round: 1,
+                        data: &chunk,
+                    },
+                )
+                .unwrap()
+            });
+            t.send(from, victim, &datagram);
+            sent += chunk.len();
+            in_window += 1;
+            if in_window == SNAPSHOT_FLOOD_WINDOW {
+                in_window = 0;
+                pings += 1;
+                status_ping(&ping, t.servers.addrs[victim], pings);
+            }
+        }
+    }
+    sent
+}
+
+/// Sends a STATUS of [`RESOURCE`] to `to` until an answer to it comes back: by then the
+/// node has handled everything that reached its socket before.
+fn status_ping(sock: &UdpSocket, to: SocketAddr, request_id: u64) {
+    let request = Request {
+        session_id: 0x5107,
+        request_id,
+        attempt: 0,
+        body: RequestBody::Status {
+            resource: RESOURCE.as_bytes(),
+        },
+    };
+    let mut buf = [0u8; STATUS_REQUEST_LEN];
+    let len = request.encode(&mut buf).unwrap();
+    let deadline = Instant::now() + SETTLE_WAIT_MAX;
+    loop {
+        sock.send_to(&buf[..len], to).unwrap();
+        let mut reply = [0u8; 1500];
+        while let Ok(n) = sock.recv(&mut reply) {
+            if Reply::decode(&reply[..n]).is_ok_and(|r| r.request_id == request_id) {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "node {to} stopped answering");
+    }
+}
+
+/// Resident memory of process `pid` in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        * 1024
+}
+
+// ---------------------------------------------------------------------------------------
+// The tests against a cluster without a key: the ones the defences of issue 8 item 4 stop.
+
+/// (d) Without a key: the follower that stored a junk snapshot must restart. Failed before
+/// the defence: "node 2 could not restart (exit status: 1): udplock: internal error: cannot
+/// start node 2: shard 3: not a shard snapshot".
+#[test]
+#[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
+fn keyless_a_junk_snapshot_leaves_every_node_able_to_restart() {
+    let mut t = Target::start("os");
+    let victim = junk_snapshot(&mut t);
+    t.views();
+    t.servers.kill(victim);
+    t.servers.spawn(victim);
+    expect_running(&mut t.servers, victim);
+}
+
+/// Fails if node `i` exits (with its stderr) before it answers SHARD_STATUS naming a leader
+/// for every shard.
+fn expect_running(servers: &mut Servers, i: NodeIndex) {
+    let client = client(&servers.addrs, 500);
+    let started = Instant::now();
+    loop {
+        if let Some(status) = servers.children[i].as_mut().unwrap().try_wait().unwrap() {
+            let said = std::fs::read_to_string(servers.stderr_path(i)).unwrap_or_default();
+            panic!(
+                "node {} could not restart ({status}): {}",
+                i + 1,
+                said.lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+            );
+        }
+        if let Ok(report) = client.shard_status(servers.addrs[i]) {
+            if report.shards.iter().all(|s| s.leader_id.is_some()) {
+                return;
+            }
+        }
+        assert!(
+            started.elapsed() < SETTLE_WAIT_MAX,
+            "node {} did not rejoin",
+            i + 1
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (f) Without a key: a TERM_QUERY datagram from a listed node's address (its answer goes
+/// there, a reflection) is answered, if at all, by no more bytes than it had. Failed before
+/// the defence: "a 1396-byte TERM_QUERY datagram got 1924 bytes of answer in 2 datagram(s)".
+#[test]
+#[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
+fn keyless_a_forged_term_query_gets_no_larger_answer() {
+    let mut t = Target::start("os");
+    let (from, to) = (0, 1);
+    let capture = Capture::new(&t.servers.addrs);
+    let query = term_queries(&mut t, from, to);
+    t.views();
+    let replies = capture.collect(Duration::from_millis(300), |c| {
+        c.from == t.addr(to)
+            && c.to == t.addr(from)
+            && PeerDatagram::decode(&c.payload)
+                .is_ok_and(|d| d.records().any(|(_, m)| m.kind() == PeerKind::TermReply))
+    });
+    let answered: usize = replies.iter().map(|c| c.payload.len()).sum();
+    assert!(
+        answered <= query.len(),
+        "a {}-byte TERM_QUERY datagram got {answered} bytes of answer in {} datagram(s)",
+        query.len(),
+        replies.len()
+    );
+}
+
+/// (g) Without a key: 72 bursts of TIMEOUT_NOW, each from every shard's leader's address to
+/// its followers, change no leader. Passed on the code before issue 8 already: issue 7 item 8
+/// made a follower obey TIMEOUT_NOW only while its leader's latest round names it.
+#[test]
+fn keyless_forged_timeout_now_bursts_change_no_leader() {
+    let mut t = Target::start("memory");
+    for _ in 0..72 {
+        timeout_now_burst(&mut t, false);
+    }
+    t.check_leaders_and_terms_hold("72 TIMEOUT_NOW bursts");
+}
+
+/// (e) Without a key: snapshot transfers that announce 256 MiB for every shard, fed in
+/// order, grow a node's memory by less than half of what they carry (a node-wide budget for
+/// partial transfers). Failed before the defence: "node 2 grew by 64 MiB receiving 64 MiB of
+/// partial snapshots".
+#[test]
+#[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
+fn keyless_partial_snapshots_of_every_shard_keep_memory_bounded() {
+    let mut t = Target::start("memory");
+    let victim = 1;
+    let pid = t.servers.children[victim].as_ref().unwrap().id();
+    let before = rss_bytes(pid);
+    let sent = snapshot_flood(&mut t, victim);
+    let grew = rss_bytes(pid).saturating_sub(before);
+    assert!(
+        grew < sent as u64 / 2,
+        "node {} grew by {} MiB receiving {} MiB of partial snapshots",
+        victim + 1,
+        grew >> 20,
+        sent >> 20
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The attacks that only a key stops: against a cluster without one they succeed, which
+// these tests show (and which `udplock server` without a key warns about).
+
+/// (a) Without a key, one forged APPEND frees a held lock cluster-wide: two holders.
+#[test]
+#[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
+fn keyless_a_forged_release_makes_two_holders() {
+    let mut t = Target::start("memory");
+    forged_release(&mut t);
+    t.views();
+    t.check_holder_holds("forged RELEASE");
+}
+
+/// (b) Without a key, an empty snapshot and an INIT hand the holder's token out again.
+#[test]
+#[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
+fn keyless_a_wiped_shard_hands_out_the_same_token() {
+    let mut t = Target::start("os");
+    wiped_shard(&mut t);
+    t.views();
+    t.check_holder_holds("empty snapshot + INIT");
+}
+
+/// (c) Without a key, one APPEND_REPLY per leader sends every term to 2^63 − 1.
+#[test]
+#[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
+fn keyless_an_inflated_term_moves_every_shard() {
+    let mut t = Target::start("os");
+    term_inflation(&mut t);
+    t.views();
+    t.check_leaders_and_terms_hold("APPEND_REPLY of term 2^63-1");
+}
+
+/// (g) Without a key, TIMEOUT_NOW after a forged heartbeat that announces the transfer moves
+/// leaders at will.
+#[test]
+#[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
+fn keyless_announced_timeout_now_bursts_move_leaders() {
+    let mut t = Target::start("memory");
+    for _ in 0..72 {
+        timeout_now_burst(&mut t, true);
+    }
+    t.check_leaders_and_terms_hold("72 announced TIMEOUT_NOW bursts");
+}
