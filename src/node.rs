@@ -33,6 +33,7 @@ use udplock_protocol::{
 
 use crate::clock::BootInstant;
 use crate::core::lock_table::{self, Command, CommandKind, LockTable, RequestId};
+use crate::core::peer_auth::AuthDrop;
 use crate::core::time::Instant;
 
 /// Socket receive buffer asked of the kernel: room for a burst of a few thousand requests
@@ -98,11 +99,30 @@ pub struct NodeStats {
     /// Cluster nodes: PEER datagrams sent and accepted (records of many shards share one).
     pub peer_sent: AtomicU64,
     pub peer_received: AtomicU64,
+    /// Cluster nodes: node-to-node datagrams (PEER, PEER_SETTINGS) from a listed node at its
+    /// listed address that failed the authentication checks (spec §8.11) and were dropped
+    /// before any state saw them, per reason (index [`AuthDrop::index`]; read with
+    /// [`NodeStats::auth_dropped`]). Not counted in `dropped`.
+    pub auth_dropped: [AtomicU64; AuthDrop::ALL.len()],
+    /// Cluster nodes: changed key files applied since start.
+    pub key_reloads: AtomicU64,
+    /// Cluster nodes: changed key files refused (the keys in force stayed).
+    pub key_file_errors: AtomicU64,
 }
 
 impl NodeStats {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Node-to-node datagrams dropped by the authentication checks for `reason`.
+    pub fn auth_dropped(&self, reason: AuthDrop) -> u64 {
+        self.auth_dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Node-to-node datagrams dropped by the authentication checks, for any reason.
+    pub fn auth_dropped_total(&self) -> u64 {
+        AuthDrop::ALL.iter().map(|&r| self.auth_dropped(r)).sum()
     }
 }
 
@@ -641,7 +661,7 @@ impl HorizonFile {
     }
 }
 
-fn wall_clock_micros() -> u64 {
+pub(crate) fn wall_clock_micros() -> u64 {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();

@@ -41,6 +41,7 @@
 //! waits for an operator, unless every node is new (then it is a new cluster: its startup
 //! grace must cover the longest lease clients may still count).
 
+pub mod keys;
 pub mod settings;
 pub mod storage;
 
@@ -54,21 +55,23 @@ use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
 use udplock_protocol::{
-    shard_of, Hint, MessageType, PeerDatagram, PeerEntry, PeerHeader, PeerMessage, PeerWriter,
-    Reply, Request, Status, APPEND_FIXED_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, PEER_DATAGRAM_LEN_MAX,
-    PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
+    shard_of, AuthTrailer, Hint, MessageType, PeerDatagram, PeerEntry, PeerHeader, PeerMessage,
+    PeerWriter, Reply, Request, Status, APPEND_FIXED_LEN, DATAGRAM_LEN_MAX, HEADER_LEN,
+    PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
 };
 
+use self::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
 use crate::clock::BootInstant;
 use crate::core::lock_table::{self, Command};
+use crate::core::peer_auth::{AuthDrop, PeerAuth};
 use crate::core::raft::{self, Entry, Message, NodeId};
 use crate::core::restart::{self, Found, Mark, Start};
 use crate::core::shard::{self, Shard, ShardStats};
 use crate::core::time::Instant;
 use crate::node::{
     bind, encode_reply, error_reply, fencing_token_first_from_wall_clock, recv_error_is_transient,
-    reply_type, table_request, NodeStats, ReadTimer,
+    reply_type, table_request, wall_clock_micros, NodeStats, ReadTimer,
 };
 
 /// Shards of a cluster unless `--shards` says otherwise: enough that leaders spread evenly
@@ -86,6 +89,13 @@ const DRAIN_SKIP: u8 = 7;
 /// says so in its log, naming who answered what: often enough that an operator waiting for
 /// a cluster to form sees why it does not, seldom enough not to flood.
 const RECOVERY_LOG_PERIOD: crate::core::time::Duration =
+    crate::core::time::Duration::from_millis(10_000);
+
+/// How often a node that dropped node-to-node datagrams for failing the authentication
+/// checks (spec §8.11) says so in its log, with a count per reason and source: often enough
+/// that an operator sees an attack or a node with the wrong key within seconds, seldom
+/// enough that a flood of forgeries costs one line per period, never one per datagram.
+pub const AUTH_DROP_LOG_PERIOD: crate::core::time::Duration =
     crate::core::time::Duration::from_millis(10_000);
 
 /// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`].
@@ -121,6 +131,17 @@ pub struct ClusterConfig {
     /// to a cluster that holds state. Without it, storage that holds nothing always rejoins,
     /// so the nodes of a new cluster started without it wait for each other for ever.
     pub new_cluster: bool,
+    /// The cluster keys (spec §8.11): the key this node authenticates its node-to-node
+    /// datagrams with, and the keys (or *none*) it accepts. `None`: no keys, peer traffic is
+    /// NOT authenticated — any host that can send this node UDP can forge it and make two
+    /// clients hold one lock (the node says so loudly at start). Leave it `None` when
+    /// `key_file` is set. ([`start_local_cluster`] gives its nodes a random key when neither
+    /// is set.)
+    pub keys: Option<KeySet>,
+    /// A key file (`--cluster-key-file`, see [`keys`]): read at start (a bad one refuses the
+    /// start), then checked about every [`keys::KEY_FILE_CHECK_MS`] and applied when it
+    /// changes, without a restart.
+    pub key_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -139,6 +160,8 @@ impl ClusterConfig {
             compact_every: shard::COMPACT_EVERY_DEFAULT,
             compact_keep: shard::COMPACT_KEEP_DEFAULT,
             new_cluster: false,
+            keys: None,
+            key_file: None,
         }
     }
 
@@ -228,6 +251,9 @@ impl ClusterConfig {
                 return Err(format!("peer {id}@{addr} is listed twice"));
             }
         }
+        if self.keys.is_some() && self.key_file.is_some() {
+            return Err("keys and a key file: name one (the key file is read at start)".into());
+        }
         if self.durability != Durability::Memory && self.data_dir.is_none() {
             return Err(format!(
                 "durability {} needs a data directory",
@@ -276,6 +302,8 @@ pub struct ClusterNode {
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     /// What this node last heard of each peer's settings (spec §8.10).
     peer_settings: Arc<Mutex<BTreeMap<NodeId, settings::PeerSettingsView>>>,
+    /// The cluster keys in force (spec §8.11): as started with, or as last reloaded.
+    keys: Arc<Mutex<KeySet>>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
@@ -305,6 +333,7 @@ impl ClusterNode {
         mut dir: Option<DataDir>,
     ) -> io::Result<ClusterNode> {
         let local_addr = socket.local_addr()?;
+        let (key_watch, keys) = open_keys(&config)?;
         let epoch = BootInstant::now();
         let sync = config.durability == Durability::Fsync;
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
@@ -360,7 +389,22 @@ impl ClusterNode {
         let stats = Arc::new(NodeStats::default());
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
         let peer_settings = Arc::new(Mutex::new(BTreeMap::new()));
+        let shared_keys = Arc::new(Mutex::new(keys.clone()));
+        // Spec §8.11: a number this node never used before, so that its peers tell its
+        // datagrams from those of its earlier lives (raised if a peer shows the clock went
+        // back).
+        let incarnation = wall_clock_micros().max(1);
         let event_loop = ClusterLoop {
+            auth: PeerAuth::new(
+                config.node_id,
+                incarnation,
+                config.peers.iter().map(|&(id, _)| id),
+                keys,
+            ),
+            key_watch,
+            keys: shared_keys.clone(),
+            auth_drops: BTreeMap::new(),
+            auth_drops_since: Instant::ZERO,
             settings: settings::PeerSettingsLog::new(&config, peer_settings.clone()),
             settings_next: Instant::ZERO,
             node_id: config.node_id,
@@ -418,8 +462,18 @@ impl ClusterNode {
             stats,
             shard_stats,
             peer_settings,
+            keys: shared_keys,
             thread: Some(thread),
         })
+    }
+
+    /// The cluster keys in force (spec §8.11): as the node started, or as its key file last
+    /// changed to. Key ids only are shown by its `Debug` and [`KeySet::describe`].
+    pub fn keys(&self) -> KeySet {
+        match self.keys.lock() {
+            Ok(k) => k.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// What this node last heard of each peer's settings (spec §8.10): per peer, the
@@ -572,6 +626,51 @@ fn open_data_dir(config: &ClusterConfig) -> io::Result<Option<DataDir>> {
     }
 }
 
+/// The keys a node starts with (spec §8.11): its key file's (read now: a bad one refuses the
+/// start), its configuration's, or none. Says which in the log, and says loudly when peer
+/// traffic is not authenticated.
+fn open_keys(config: &ClusterConfig) -> io::Result<(Option<KeyFileWatch>, KeySet)> {
+    let (watch, keys, from) = match (&config.key_file, &config.keys) {
+        (Some(path), _) => {
+            let (watch, keys) =
+                KeyFileWatch::open(path).map_err(|e| invalid(Some(e.to_string())))?;
+            let from = format!(" (from {})", path.display());
+            (Some(watch), keys, from)
+        }
+        (None, Some(keys)) => (None, keys.clone(), String::new()),
+        (None, None) => (None, KeySet::unauthenticated(), String::new()),
+    };
+    let id = config.node_id;
+    if config.keys.is_none() && config.key_file.is_none() {
+        log::warn!(
+            "udplock node {id}: peer traffic is NOT authenticated (no cluster key): any host              that can send this node UDP can forge node-to-node datagrams and make two clients              hold one lock. Give every node the same key: udplock keygen FILE, then              --cluster-key-file FILE (README, \"Securing a cluster\")."
+        );
+    } else {
+        log_keys(id, &keys, &from);
+    }
+    Ok((watch, keys))
+}
+
+/// One line naming the keys in force (key ids, never key bytes); a warning when they let
+/// unauthenticated datagrams in or out.
+fn log_keys(id: NodeId, keys: &KeySet, from: &str) {
+    if keys.is_authenticated() {
+        log::info!("udplock node {id}: cluster keys{from}: {}", keys.describe());
+    } else {
+        log::warn!(
+            "udplock node {id}: cluster keys{from}: {}: unauthenticated peer datagrams are \
+             {} (fine while turning keys on or off, step by step; until then any host that \
+             can send this node UDP can forge them)",
+            keys.describe(),
+            if keys.send().is_none() {
+                "sent and accepted"
+            } else {
+                "accepted"
+            }
+        );
+    }
+}
+
 fn invalid(reason: Option<String>) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -583,7 +682,13 @@ fn invalid(reason: Option<String>) -> io::Error {
 /// socket), in `memory` mode: what `udplock dev` and the embedded benchmark run. It is always
 /// a new cluster: every node starts new (`new_cluster`), and the shards start once every node
 /// has heard from every other (spec §8.5 rule 6), a round trip after the last node starts.
+/// Its nodes share the template's keys or key file; without either, a new random key
+/// (`Some(KeySet::unauthenticated())` runs it without keys).
 pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result<Vec<ClusterNode>> {
+    let keys = match (&template.keys, &template.key_file) {
+        (None, None) => Some(keys::random_key_set()),
+        (keys, _) => keys.clone(),
+    };
     let sockets = (0..nodes)
         .map(|_| bind(SocketAddr::from(([127, 0, 0, 1], 0))))
         .collect::<io::Result<Vec<_>>>()?;
@@ -600,6 +705,7 @@ pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result
                 node_id: i as NodeId + 1,
                 peers: peers.clone(),
                 new_cluster: true,
+                keys: keys.clone(),
                 ..template.clone()
             };
             ClusterNode::start_on(socket, config)
@@ -609,6 +715,18 @@ pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result
 
 /// The loop's state.
 struct ClusterLoop {
+    /// Seals every node-to-node datagram sent, and checks every one received before any
+    /// shard or settings state sees it (spec §8.11).
+    auth: PeerAuth,
+    /// The key file, checked for changes (`None`: keys fixed at start).
+    key_watch: Option<KeyFileWatch>,
+    /// The keys in force, for [`ClusterNode::keys`].
+    keys: Arc<Mutex<KeySet>>,
+    /// Datagrams dropped by the authentication checks since `auth_drops_since`, per reason
+    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]). Sources are listed
+    /// nodes' addresses (checked before), so it holds at most 8 entries per peer.
+    auth_drops: BTreeMap<(AuthDrop, SocketAddr), u64>,
+    auth_drops_since: Instant,
     node_id: NodeId,
     cluster_id: u64,
     addr_of: HashMap<NodeId, SocketAddr>,
@@ -679,12 +797,18 @@ impl ClusterLoop {
             self.publish_stats(now);
             self.log_recovery(now);
             self.send_settings(now);
+            self.check_key_file(now);
+            self.log_auth_drops(now);
             let next = self
                 .deadlines
                 .iter()
                 .copied()
                 .min()
-                .map(|d| d.min(self.settings_next));
+                .map(|d| d.min(self.settings_next))
+                .map(|d| match &self.key_watch {
+                    Some(w) => d.min(w.next_check()),
+                    None => d,
+                });
             let now = self.now();
             self.read_timer.arm(&self.socket, next, now);
             match self.socket.recv_from(&mut buf) {
@@ -928,25 +1052,29 @@ impl ClusterLoop {
             return;
         }
         self.settings_next = now + settings::SETTINGS_PERIOD;
-        let datagram = udplock_protocol::PeerSettings {
-            header: PeerHeader {
-                cluster_id: self.cluster_id,
-                from: self.node_id,
-            },
-            auth: None,
-            values: udplock_protocol::SettingValues::from_slice(self.settings.own()),
-        };
-        let len = match datagram.encode(&mut self.out) {
-            Ok(len) => len,
-            Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
-        };
         let mut peers: Vec<(NodeId, SocketAddr)> =
             self.addr_of.iter().map(|(&id, &a)| (id, a)).collect();
         peers.sort_unstable();
         for (id, addr) in peers {
-            if id != self.node_id {
-                self.send_peer(len, addr);
+            if id == self.node_id {
+                continue;
             }
+            // Encoded for each peer: each gets its own trailer (spec §8.11).
+            let datagram = udplock_protocol::PeerSettings {
+                header: PeerHeader {
+                    cluster_id: self.cluster_id,
+                    from: self.node_id,
+                },
+                auth: None,
+                values: udplock_protocol::SettingValues::from_slice(self.settings.own()),
+            };
+            let room = self.auth.trailer_room(id);
+            let end = self.out.len() - room;
+            let len = match datagram.encode(&mut self.out[..end]) {
+                Ok(len) => len,
+                Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
+            };
+            self.send_peer(id, len, addr);
         }
     }
 
@@ -960,6 +1088,9 @@ impl ClusterLoop {
         let from = p.header.from;
         if from == self.node_id || self.addr_of.get(&from) != Some(&source) {
             NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        if !self.authenticated(from, datagram, p.auth.as_ref(), source) {
             return;
         }
         let now = self.now();
@@ -1016,6 +1147,10 @@ impl ClusterLoop {
             || self.addr_of.get(&from) != Some(&source)
         {
             NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Spec §8.11: nothing of a datagram that fails the checks reaches a shard.
+        if !self.authenticated(from, datagram, peer.auth.as_ref(), source) {
             return;
         }
         NodeStats::bump(&self.stats.peer_received);
@@ -1172,7 +1307,9 @@ impl ClusterLoop {
                 i += 1;
                 continue;
             };
-            let mut writer = PeerWriter::new(&mut self.out, header);
+            // Room for the authentication trailer (spec §8.11) that `send_peer` appends.
+            let room = self.auth.trailer_room(to);
+            let mut writer = PeerWriter::with_trailer_room(&mut self.out, header, room);
             while i < outgoing.len() && outgoing[i].0 == to {
                 let (_, shard, ref msg) = outgoing[i];
                 if push(&mut writer, shard, msg).is_ok() {
@@ -1185,22 +1322,105 @@ impl ClusterLoop {
                     continue;
                 }
                 let len = writer.finish();
-                self.send_peer(len, addr);
-                writer = PeerWriter::new(&mut self.out, header);
+                self.send_peer(to, len, addr);
+                writer = PeerWriter::with_trailer_room(&mut self.out, header, room);
             }
             let len = writer.finish();
             if len > 0 {
-                self.send_peer(len, addr);
+                self.send_peer(to, len, addr);
             }
         }
         outgoing.clear();
         self.outgoing = outgoing;
     }
 
-    fn send_peer(&self, len: usize, to: SocketAddr) {
-        match self.socket.send_to(&self.out[..len], to) {
+    /// Sends the node-to-node datagram of `len` bytes in `out`, encoded for node `to` with
+    /// the room [`PeerAuth::trailer_room`] asked for, sealed (spec §8.11).
+    fn send_peer(&mut self, to: NodeId, len: usize, addr: SocketAddr) {
+        let len = self.auth.seal(to, &mut self.out, len);
+        match self.socket.send_to(&self.out[..len], addr) {
             Ok(_) => NodeStats::bump(&self.stats.peer_sent),
             Err(_) => NodeStats::bump(&self.stats.send_errors),
+        }
+    }
+
+    /// Spec §8.11, rules 1–5, for a node-to-node datagram from the listed node `from` at its
+    /// listed address `source`: true to go on; false if dropped (counted by reason, and
+    /// remembered for the next log line).
+    fn authenticated(
+        &mut self,
+        from: NodeId,
+        datagram: &[u8],
+        auth: Option<&AuthTrailer>,
+        source: SocketAddr,
+    ) -> bool {
+        let Err(reason) = self.auth.check(from, datagram, auth) else {
+            return true;
+        };
+        NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
+        *self.auth_drops.entry((reason, source)).or_default() += 1;
+        false
+    }
+
+    /// Every [`AUTH_DROP_LOG_PERIOD`], if any datagram failed the authentication checks: one
+    /// line with how many, per reason and source.
+    fn log_auth_drops(&mut self, now: Instant) {
+        if now < self.auth_drops_since + AUTH_DROP_LOG_PERIOD {
+            return;
+        }
+        self.auth_drops_since = now;
+        if self.auth_drops.is_empty() {
+            return;
+        }
+        let drops = std::mem::take(&mut self.auth_drops);
+        let total: u64 = drops.values().sum();
+        let named: Vec<String> = drops
+            .iter()
+            .map(|(&(reason, source), n)| format!("{n} {reason} from {source}"))
+            .collect();
+        // A datagram made before its receiver was heard from (StaleReceiver) is expected once
+        // per peer after either end starts: not worth a warning on its own.
+        let expected = drops.keys().all(|&(r, _)| r == AuthDrop::StaleReceiver);
+        let line = format!(
+            "udplock node {}: dropped {total} peer datagrams in the last {} s: {} (spec §8.11)",
+            self.node_id,
+            AUTH_DROP_LOG_PERIOD.as_millis() / 1000,
+            named.join(", ")
+        );
+        if expected {
+            log::info!("{line}; expected once per peer after a node starts");
+        } else {
+            log::warn!("{line}");
+        }
+    }
+
+    /// About every [`keys::KEY_FILE_CHECK_MS`]: applies a changed key file, or keeps the keys
+    /// in force and says why the new file is refused.
+    fn check_key_file(&mut self, now: Instant) {
+        let Some(watch) = self.key_watch.as_mut() else {
+            return;
+        };
+        match watch.check(now) {
+            KeyFileCheck::Unchanged => {}
+            KeyFileCheck::Refused(e) => {
+                NodeStats::bump(&self.stats.key_file_errors);
+                log::error!(
+                    "udplock node {}: the key file {} changed but is refused, the keys in \
+                     force stay ({}): {e}",
+                    self.node_id,
+                    watch.path().display(),
+                    self.auth.keys().describe()
+                );
+            }
+            KeyFileCheck::Changed(keys) => {
+                let from = format!(" reloaded from {}", watch.path().display());
+                log_keys(self.node_id, &keys, &from);
+                if let Ok(mut shared) = self.keys.lock() {
+                    *shared = keys.clone();
+                }
+                self.auth.set_keys(keys);
+                NodeStats::bump(&self.stats.key_reloads);
+            }
         }
     }
 

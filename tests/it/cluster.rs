@@ -260,6 +260,8 @@ impl DiskCluster {
             .map(|(i, s)| (i as u64 + 1, s.local_addr().unwrap()))
             .collect();
         drop(sockets);
+        // One cluster key for the three (spec §8.11), as every in-process cluster has.
+        let keys = udplock::cluster::keys::random_key_set();
         let configs: Vec<ClusterConfig> = (1..=3)
             .map(|id| {
                 let mut c = ClusterConfig::new(id, peers.clone());
@@ -270,6 +272,7 @@ impl DiskCluster {
                 c.compact_keep = 4;
                 // Every start, as a unit file would: the first creates the cluster.
                 c.new_cluster = true;
+                c.keys = Some(keys.clone());
                 c
             })
             .collect();

@@ -192,6 +192,10 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
 ///   member, which version 1's unauthenticated peer traffic cannot tell apart, spec §12),
 ///   they may disturb the shard, but never crash a node.
 ///
+/// The nodes run without a cluster key on purpose (`keys: None`): with one, the forgeries
+/// would be dropped by the authentication checks (spec §8.11, `it::peer_auth`) before Raft
+/// sees them, and this test is of the defences that hold without keys.
+///
 /// No reply is ever larger than what caused it.
 #[test]
 fn a_cluster_survives_garbage_and_forged_peer_datagrams() {

@@ -18,6 +18,8 @@ fn nodes(tweak: impl Fn(u64, &mut ClusterConfig)) -> Vec<ClusterNode> {
     let sockets: Vec<UdpSocket> = (0..3)
         .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
         .collect();
+    // One cluster key for the three (spec §8.11), as every in-process cluster has.
+    let keys = udplock::cluster::keys::random_key_set();
     let peers: Vec<(u64, SocketAddr)> = sockets
         .iter()
         .enumerate()
@@ -30,6 +32,7 @@ fn nodes(tweak: impl Fn(u64, &mut ClusterConfig)) -> Vec<ClusterNode> {
             let mut config = ClusterConfig::new(id, peers.clone());
             config.shards = SHARDS;
             config.new_cluster = true;
+            config.keys = Some(keys.clone());
             tweak(id, &mut config);
             ClusterNode::start_on(socket, config).unwrap()
         })
