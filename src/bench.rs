@@ -78,6 +78,18 @@
 //!    commit, and the client finding it. Reported in µs (the table's unit) with p50 and max in
 //!    ms beside Raft's `election_timeout_max`; target: p50 ≤ 2× it.
 //!
+//! 6. `peer keys` — embedded clusters of 2 nodes or more: what authenticating node-to-node
+//!    datagrams costs (spec §8.11, issue 8's targets). Two fresh clusters side by side on the
+//!    server CPU, one with a generated cluster key and one without; each iteration one raw
+//!    round trip and one acquire+release on each cluster, in alternating order, so both are
+//!    measured under the same conditions against the same floor. Rows: the floor, `acquire,
+//!    peer keys` and `acquire, no keys` (target: the keyed p50 within 5 % of the other), each
+//!    with its cluster's node CPU per grant (every node's threads, per acquire+release). Then
+//!    forged datagrams sent from a clone of node 1's own socket (so they come from a listed
+//!    node's address and reach the MAC check) to node 2, a small one and a full one, each
+//!    sealed with the right key id and a flipped MAC bit: node 2's CPU per dropped forgery,
+//!    net of its idle work, in the notes beside the legitimate request's.
+//!
 //! Resident memory per held lock (`--held` ≥ 100,000, embedded only) is the process's growth
 //! divided by the number of replicas in the process: with a cluster every node holds its own
 //! copy of every table, so the figure is labelled "per replica".
@@ -90,7 +102,9 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::client::{Client, ClientConfig};
+use crate::cluster::keys::KeySet;
 use crate::cluster::{start_local_cluster, ClusterConfig, ClusterNode};
+use crate::core::peer_auth::AuthDrop;
 use crate::core::raft::{NodeId, Role};
 use crate::core::shard::SPREAD_AFTER;
 use crate::error::LockError;
@@ -1197,8 +1211,18 @@ const FORGED_WINDOW: u64 = 256;
 /// The two clusters the keys phase compares: one whose nodes authenticate their datagrams
 /// with a generated cluster key (spec §8.11), one without a key; and the key.
 fn keyed_and_plain(template: &ClusterConfig) -> (ClusterConfig, ClusterConfig, ClusterKey) {
-    let key = ClusterKey::new(&rand::random::<[u8; udplock_protocol::CLUSTER_KEY_LEN]>());
-    (template.clone(), template.clone(), key)
+    let key = ClusterKey::new(&crate::cluster::keys::random_key());
+    let keyed = ClusterConfig {
+        keys: Some(KeySet::single(key.clone())),
+        key_file: None,
+        ..template.clone()
+    };
+    let plain = ClusterConfig {
+        keys: Some(KeySet::unauthenticated()),
+        key_file: None,
+        ..template.clone()
+    };
+    (keyed, plain, key)
 }
 
 /// An embedded cluster as [`start_local_cluster`] starts one, and a clone of each node's
@@ -1241,7 +1265,7 @@ fn start_cluster_with_clones(
 }
 
 /// A forged PEER datagram from node 1 to node 2 of the cluster `config`, `len_target` bytes
-/// long or a little less (heartbeat APPEND records of successive shards), sealed with `key`
+/// long or a little less (heartbeat APPEND records of successive shards; at least one), sealed with `key`
 /// and then one MAC bit flipped: everything a receiver checks before the MAC passes, and
 /// the MAC, computed over the whole datagram, fails (BadMac) — the most a forgery can cost.
 fn forged_datagram(config: &ClusterConfig, key: &ClusterKey, len_target: usize) -> Vec<u8> {
@@ -1289,8 +1313,9 @@ fn forged_datagram(config: &ClusterConfig, key: &ClusterKey, len_target: usize) 
 }
 
 /// Sends `count` copies of `datagram` to node `to` from `from` (a clone of a listed node's
-/// socket), never more than [`FORGED_WINDOW`] ahead of what the node has read; returns the
-/// node CPU time they cost, net of what the node spends idle for as long.
+/// socket), never more than [`FORGED_WINDOW`] ahead of what the node has dropped for a bad
+/// MAC; returns the node CPU time they cost, net of what the node spends idle for as long.
+/// `None` if the node did not drop every one for its MAC.
 fn forged_flood(
     from: &UdpSocket,
     to: &ClusterNode,
@@ -1298,20 +1323,28 @@ fn forged_flood(
     count: u64,
     cpu: &NodeCpu,
 ) -> Option<Duration> {
-    let read = || to.stats().datagrams.load(Ordering::Relaxed);
+    let dropped = || to.stats().auth_dropped(AuthDrop::BadMac);
     // The node's own work meanwhile (heartbeats): measured idle, for the same time.
     let idle_for = Duration::from_millis(200);
     let idle_before = cpu.read()?;
     std::thread::sleep(idle_for);
     let idle_ns = cpu.read()?.saturating_sub(idle_before);
-    let (first, cpu_before, started) = (read(), cpu.read()?, Instant::now());
+    let (first, cpu_before, started) = (dropped(), cpu.read()?, Instant::now());
+    // Only ends a broken run (a node that stopped dropping).
+    let wait_max = Duration::from_secs(10) + Duration::from_micros(count * 100);
     for sent in 1..=count {
         let _ = from.send_to(datagram, to.local_addr());
-        while read().saturating_sub(first) + FORGED_WINDOW < sent {
+        while dropped().saturating_sub(first) + FORGED_WINDOW < sent {
+            if started.elapsed() > wait_max {
+                return None;
+            }
             std::thread::yield_now();
         }
     }
-    while read().saturating_sub(first) < count {
+    while dropped().saturating_sub(first) < count {
+        if started.elapsed() > wait_max {
+            return None;
+        }
         std::thread::yield_now();
     }
     let took = started.elapsed();
@@ -1326,8 +1359,8 @@ fn forged_flood(
 /// one raw round trip and one acquire+release on each (in alternating order), so both see
 /// the same conditions and the same floor. Reports each acquire's latency, and the node CPU
 /// per grant (all nodes' threads, per acquire+release) of each cluster. Then forged
-/// datagrams from a listed node's own address, each dropped for its MAC, of 102 and 1,400
-/// bytes: the receiving node's CPU per forged datagram, beside the legitimate request's.
+/// datagrams from a listed node's own address, each dropped for its MAC, the smallest and
+/// the longest: the receiving node's CPU per forged datagram, beside the legitimate request's.
 fn peer_keys(
     config: &BenchConfig,
     template: &ClusterConfig,
@@ -1414,7 +1447,8 @@ fn peer_keys(
     let victim_cpu = NodeCpu::find_named(|comm| comm == "udplock-node-2").within(&keyed_cpu);
     let count = config.iterations;
     let mut forged = Vec::new();
-    for len in [102, udplock_protocol::PEER_DATAGRAM_LEN_MAX] {
+    // One heartbeat record (the smallest), and as many as fit (the most MAC work).
+    for len in [0, udplock_protocol::PEER_DATAGRAM_LEN_MAX] {
         let datagram = forged_datagram(&keyed_config, &key, len);
         let spent = forged_flood(&keyed_sockets[0], &keyed[1], &datagram, count, &victim_cpu);
         forged.push((datagram.len(), spent));
