@@ -124,6 +124,15 @@ enum Command {
     /// Run the deterministic cluster simulator (the lock service: shard replicas and clients
     /// under faults, with safety and liveness checkers) for a range of seeds.
     Sim(SimArgs),
+    /// Write a new random cluster key to a new file (mode 0600), for --cluster-key-file: copy
+    /// it to every node of the cluster. Never replaces an existing file.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The key file to create (it must not exist).
+    path: PathBuf,
 }
 
 #[derive(Args)]
@@ -216,6 +225,14 @@ struct ServerArgs {
     /// Shards of the cluster (fixed when the cluster is created; same on every node).
     #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
     shards: u32,
+    /// The cluster key file (with --peers; make one with `udplock keygen`): every
+    /// node-to-node datagram is authenticated with its first key, and the keys (or `none`)
+    /// on its lines are accepted; at most 2 lines, so keys rotate without downtime (README,
+    /// "Securing a cluster"). Re-read when it changes. Without it, peer traffic is NOT
+    /// authenticated: any host that can send the nodes UDP can make two clients hold one
+    /// lock.
+    #[arg(long, env = "UDPLOCK_CLUSTER_KEY_FILE")]
+    cluster_key_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -585,7 +602,13 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Warnings and errors; and the key reloads, which an operator rotating keys waits for
+    // on every node (README, "Securing a cluster").
+    env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or(format!("warn,{}=info", udplock::cluster::keys::LOG_TARGET)),
+    )
+    .init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -735,6 +758,7 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         }
     };
     config.cpu = a.cpu;
+    config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
     if config.listen() != Some(a.listen) && a.listen != default_listen() {
         return Err(invalid(format!(
@@ -744,8 +768,17 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
     }
     let node = ClusterNode::start(config.clone())
         .map_err(|e| LockError::InternalError(format!("cannot start node {node_id}: {e}")))?;
+    let keys = node.keys();
+    let authenticated = match &config.key_file {
+        Some(path) => format!(
+            "peer traffic keyed by {}: {}",
+            path.display(),
+            keys.describe()
+        ),
+        None => "peer traffic NOT authenticated: no --cluster-key-file".to_string(),
+    };
     notice(&format!(
-        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {}{data_dir_from})\n",
+        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {}{data_dir_from}; {authenticated})\n",
         config.peers.len(),
         node.local_addr(),
         config.shards,
@@ -821,12 +854,14 @@ fn run_dev(a: DevArgs) -> Result<(), LockError> {
     }
     let mut template = ClusterConfig::new(1, Vec::new());
     template.shards = a.shards;
+    // start_local_cluster gives the nodes a new random key (template.keys is None).
     let nodes = start_local_cluster(a.nodes, &template)
         .map_err(|e| LockError::InternalError(format!("cannot start the cluster: {e}")))?;
     let servers: Vec<String> = nodes.iter().map(|n| n.local_addr().to_string()).collect();
     println!("UDPLOCK_SERVERS={}", servers.join(","));
     notice(&format!(
-        "udplock dev: {} nodes, {} shards, in memory (Ctrl-C to stop). Try:\n  \
+        "udplock dev: {} nodes, {} shards, in memory, peer traffic authenticated with a \
+         random key (Ctrl-C to stop). Try:\n  \
          udplock acquire --servers {} orders/42 --client me\n",
         a.nodes,
         a.shards,
@@ -839,10 +874,33 @@ fn run_dev(a: DevArgs) -> Result<(), LockError> {
     Ok(())
 }
 
+/// `udplock keygen PATH`: a new random key in a new file, mode 0600.
+fn run_keygen(a: KeygenArgs) -> Result<(), LockError> {
+    use udplock::cluster::keys;
+    let key = keys::random_key();
+    keys::create(&a.path, &[Some(key)]).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => LockError::InvalidArgument(format!(
+            "{} exists: not replaced (a key in use would be lost); remove it first or name \
+             another file",
+            a.path.display()
+        )),
+        _ => LockError::InternalError(format!("cannot write {}: {e}", a.path.display())),
+    })?;
+    let id = udplock_protocol::ClusterKey::new(&key).id();
+    println!(
+        "wrote a new cluster key (key id {id:08x}) to {} (mode 0600). Copy it to every node, \
+         keeping it secret, and start each with --cluster-key-file {}",
+        a.path.display(),
+        a.path.display()
+    );
+    Ok(())
+}
+
 fn run(command: Command) -> Result<(), LockError> {
     match command {
         Command::Server(a) if a.peers.is_some() => run_cluster_server(a),
         Command::Dev(a) => run_dev(a),
+        Command::Keygen(a) => run_keygen(a),
         Command::Server(a) => {
             let mut config = NodeConfig::new(a.listen);
             config.cpu = a.cpu;
@@ -869,6 +927,12 @@ fn run(command: Command) -> Result<(), LockError> {
                 "udplock server listening on {} (Ctrl-C to stop)\n",
                 node.local_addr()
             );
+            if a.cluster_key_file.is_some() {
+                notice.push_str(
+                    "udplock server: --cluster-key-file ignored: a single node (no --peers) \
+                     has no peer traffic\n",
+                );
+            }
             if state_file.is_none() && a.startup_grace_ms == 0 {
                 notice.push_str(
                     "udplock server: no lease horizon file; locks are kept in memory, so if \

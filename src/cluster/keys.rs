@@ -42,6 +42,11 @@ pub const KEY_FILE_CHECK_MS: u64 = 1_000;
 /// names something else (a log, a device) is refused instead of read whole.
 pub const KEY_FILE_BYTES_MAX: u64 = 64 * 1024;
 
+/// The log target of the lines that say which keys a node uses (at start and after each
+/// reload): `udplock` shows them at info level by default, since an operator rotating keys
+/// waits for them on every node.
+pub const LOG_TARGET: &str = "udplock::keys";
+
 /// Hex digits of one key.
 const KEY_HEX_DIGITS: usize = 2 * CLUSTER_KEY_LEN;
 

@@ -643,7 +643,10 @@ fn open_keys(config: &ClusterConfig) -> io::Result<(Option<KeyFileWatch>, KeySet
     let id = config.node_id;
     if config.keys.is_none() && config.key_file.is_none() {
         log::warn!(
-            "udplock node {id}: peer traffic is NOT authenticated (no cluster key): any host              that can send this node UDP can forge node-to-node datagrams and make two clients              hold one lock. Give every node the same key: udplock keygen FILE, then              --cluster-key-file FILE (README, \"Securing a cluster\")."
+            "udplock node {id}: peer traffic is NOT authenticated (no cluster key): any host \
+             that can send this node UDP can forge node-to-node datagrams and make two \
+             clients hold one lock. Give every node the same key: udplock keygen FILE, then \
+             --cluster-key-file FILE (README, \"Securing a cluster\")."
         );
     } else {
         log_keys(id, &keys, &from);
@@ -653,16 +656,21 @@ fn open_keys(config: &ClusterConfig) -> io::Result<(Option<KeyFileWatch>, KeySet
 
 /// One line naming the keys in force (key ids, never key bytes); a warning when they let
 /// unauthenticated datagrams in or out.
-fn log_keys(id: NodeId, keys: &KeySet, from: &str) {
-    if keys.is_authenticated() {
-        log::info!("udplock node {id}: cluster keys{from}: {}", keys.describe());
+fn log_keys(id: NodeId, set: &KeySet, from: &str) {
+    if set.is_authenticated() {
+        log::info!(
+            target: keys::LOG_TARGET,
+            "udplock node {id}: cluster keys{from}: {}",
+            set.describe()
+        );
     } else {
         log::warn!(
+            target: keys::LOG_TARGET,
             "udplock node {id}: cluster keys{from}: {}: unauthenticated peer datagrams are \
              {} (fine while turning keys on or off, step by step; until then any host that \
              can send this node UDP can forge them)",
-            keys.describe(),
-            if keys.send().is_none() {
+            set.describe(),
+            if set.send().is_none() {
                 "sent and accepted"
             } else {
                 "accepted"

@@ -21,7 +21,7 @@ use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use udplock::client::{ShardInfo, ShardRole};
-use udplock::cluster::keys::random_key_set;
+use udplock::cluster::keys::{random_key, random_key_set};
 use udplock::cluster::{start_local_cluster, ClusterConfig, ClusterNode};
 use udplock::core::peer_auth::AuthDrop;
 use udplock::{Client, ClientConfig, LockError};
@@ -72,12 +72,21 @@ struct Target {
     holder_token: u64,
     /// Every shard as it stood before the attack.
     before: Vec<ShardState>,
+    /// The cluster's key, when it has one: the attacker never uses it, but may know its id
+    /// (every authenticated datagram on the wire shows it).
+    key: Option<ClusterKey>,
+    /// A key of the attacker's own, for forgeries that carry a trailer.
+    wrong_key: ClusterKey,
+    /// Sequence numbers of the attacker's trailers.
+    seq: u64,
 }
 
 impl Target {
-    /// Three processes (`durability`), settled; `holder` holds [`RESOURCE`].
-    fn start(durability: &'static str) -> Target {
-        let servers = Servers::start_with(3, durability);
+    /// Three processes (`durability`), with a cluster key if `keyed`, settled; `holder` holds
+    /// [`RESOURCE`].
+    fn start(durability: &'static str, keyed: bool) -> Target {
+        let secret = keyed.then(random_key);
+        let servers = Servers::start_with_keys(3, durability, &[secret]);
         // The attacker's own tools first: without CAP_NET_RAW this fails, saying so.
         let spoofer = Spoofer::new();
         let client = client(&servers.addrs, 5_000);
@@ -96,6 +105,9 @@ impl Target {
             spoofer,
             holder_token: lease.fencing_token,
             before,
+            key: secret.map(|s| ClusterKey::new(&s)),
+            wrong_key: ClusterKey::new(&random_key()),
+            seq: 0,
         }
     }
 
@@ -115,7 +127,8 @@ impl Target {
             cluster_id: self.cluster_id,
             from: from as u64 + 1,
         };
-        let mut writer = PeerWriter::new(&mut buf, header);
+        // Room for a trailer: the same forgery goes out sealed too (`send`).
+        let mut writer = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
         write(&mut writer);
         let len = writer.finish();
         assert!(len > 0, "the forged datagram holds no record");
@@ -125,10 +138,33 @@ impl Target {
         buf
     }
 
-    /// Sends `datagram` to node `to` from node `from`'s own address and port.
+    /// Sends `datagram` (unauthenticated) to node `to` from node `from`'s own address and
+    /// port. To a cluster with a key, also the best forgeries an attacker without the key
+    /// can make of it: sealed with a key of its own (a trailer for `to`, a fresh incarnation
+    /// and sequence number), once under its own key id and once under the cluster key's.
     fn send(&mut self, from: NodeIndex, to: NodeIndex, datagram: &[u8]) {
-        let (from, to) = (self.addr(from), self.addr(to));
-        self.spoofer.send(from, to, datagram);
+        let (from_addr, to_addr) = (self.addr(from), self.addr(to));
+        self.spoofer.send(from_addr, to_addr, datagram);
+        let Some(key_id) = self.key.as_ref().map(ClusterKey::id) else {
+            return;
+        };
+        self.seq += 1;
+        let trailer = AuthTrailer {
+            to: to as u64 + 1,
+            incarnation: wall_clock_micros(),
+            peer_incarnation: 0,
+            seq: self.seq,
+            key_id: 0,
+        };
+        let mut sealed = datagram.to_vec();
+        sealed.resize(datagram.len() + AUTH_TRAILER_LEN, 0);
+        self.wrong_key
+            .seal(&mut sealed, datagram.len(), &trailer)
+            .unwrap();
+        self.spoofer.send(from_addr, to_addr, &sealed);
+        let at = sealed.len() - AUTH_TRAILER_LEN + 32;
+        sealed[at..at + 4].copy_from_slice(&key_id.to_be_bytes());
+        self.spoofer.send(from_addr, to_addr, &sealed);
     }
 
     /// Every node's view of every shard, once each has answered (and so handled whatever
@@ -197,6 +233,13 @@ impl Target {
             .unwrap_or_else(|e| panic!("{attack}: the holder cannot renew: {e}"));
         assert_eq!(renewed.fencing_token, self.holder_token);
     }
+}
+
+fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 fn client(addrs: &[SocketAddr], timeout_ms: u64) -> Client {
@@ -577,7 +620,7 @@ fn rss_bytes(pid: u32) -> u64 {
 #[test]
 #[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
 fn keyless_a_junk_snapshot_leaves_every_node_able_to_restart() {
-    let mut t = Target::start("os");
+    let mut t = Target::start("os", false);
     let victim = junk_snapshot(&mut t);
     t.views();
     t.servers.kill(victim);
@@ -619,7 +662,7 @@ fn expect_running(servers: &mut Servers, i: NodeIndex) {
 #[test]
 #[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
 fn keyless_a_forged_term_query_gets_no_larger_answer() {
-    let mut t = Target::start("os");
+    let mut t = Target::start("os", false);
     let (from, to) = (0, 1);
     let capture = Capture::new(&t.servers.addrs);
     let query = term_queries(&mut t, from, to);
@@ -644,7 +687,7 @@ fn keyless_a_forged_term_query_gets_no_larger_answer() {
 /// made a follower obey TIMEOUT_NOW only while its leader's latest round names it.
 #[test]
 fn keyless_forged_timeout_now_bursts_change_no_leader() {
-    let mut t = Target::start("memory");
+    let mut t = Target::start("memory", false);
     for _ in 0..72 {
         timeout_now_burst(&mut t, false);
     }
@@ -658,7 +701,7 @@ fn keyless_forged_timeout_now_bursts_change_no_leader() {
 #[test]
 #[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
 fn keyless_partial_snapshots_of_every_shard_keep_memory_bounded() {
-    let mut t = Target::start("memory");
+    let mut t = Target::start("memory", false);
     let victim = 1;
     let pid = t.servers.children[victim].as_ref().unwrap().id();
     let before = rss_bytes(pid);
@@ -681,7 +724,7 @@ fn keyless_partial_snapshots_of_every_shard_keep_memory_bounded() {
 #[test]
 #[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
 fn keyless_a_forged_release_makes_two_holders() {
-    let mut t = Target::start("memory");
+    let mut t = Target::start("memory", false);
     forged_release(&mut t);
     t.views();
     t.check_holder_holds("forged RELEASE");
@@ -691,7 +734,7 @@ fn keyless_a_forged_release_makes_two_holders() {
 #[test]
 #[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
 fn keyless_a_wiped_shard_hands_out_the_same_token() {
-    let mut t = Target::start("os");
+    let mut t = Target::start("os", false);
     wiped_shard(&mut t);
     t.views();
     t.check_holder_holds("empty snapshot + INIT");
@@ -701,7 +744,7 @@ fn keyless_a_wiped_shard_hands_out_the_same_token() {
 #[test]
 #[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
 fn keyless_an_inflated_term_moves_every_shard() {
-    let mut t = Target::start("os");
+    let mut t = Target::start("os", false);
     term_inflation(&mut t);
     t.views();
     t.check_leaders_and_terms_hold("APPEND_REPLY of term 2^63-1");
@@ -712,11 +755,121 @@ fn keyless_an_inflated_term_moves_every_shard() {
 #[test]
 #[ignore = "shows issue 8's break of a cluster without a key; see the keyed tests"]
 fn keyless_announced_timeout_now_bursts_move_leaders() {
-    let mut t = Target::start("memory");
+    let mut t = Target::start("memory", false);
     for _ in 0..72 {
         timeout_now_burst(&mut t, true);
     }
     t.check_leaders_and_terms_hold("72 announced TIMEOUT_NOW bursts");
+}
+
+// ---------------------------------------------------------------------------------------
+// The same attacks against a cluster with a key (issue 8 item 5): each forgery goes out
+// unauthenticated, sealed with the attacker's key, and sealed under the cluster key's id; no
+// effect on holders, tokens, terms or leaders.
+
+/// (a) with a key: the forged RELEASE frees nothing.
+#[test]
+fn keyed_a_forged_release_changes_nothing() {
+    let mut t = Target::start("memory", true);
+    forged_release(&mut t);
+    t.views();
+    t.check_leaders_and_terms_hold("forged RELEASE");
+    t.check_holder_holds("forged RELEASE");
+}
+
+/// (b) with a key: the empty snapshot and INIT wipe nothing and hand out no token again,
+/// also after every node restarted.
+#[test]
+fn keyed_a_wiped_shard_changes_nothing() {
+    let mut t = Target::start("os", true);
+    wiped_shard(&mut t);
+    t.views();
+    t.check_leaders_and_terms_hold("empty snapshot + INIT");
+    t.check_holder_holds("empty snapshot + INIT");
+    for i in 0..3 {
+        t.servers.kill(i);
+    }
+    for i in 0..3 {
+        t.servers.spawn(i);
+    }
+    t.before = settle(&t.servers.addrs);
+    t.check_holder_holds("empty snapshot + INIT, every node restarted");
+}
+
+/// (c) with a key: no term moves.
+#[test]
+fn keyed_an_inflated_term_changes_nothing() {
+    let mut t = Target::start("os", true);
+    term_inflation(&mut t);
+    t.views();
+    t.check_leaders_and_terms_hold("APPEND_REPLY of term 2^63-1");
+    t.check_holder_holds("APPEND_REPLY of term 2^63-1");
+}
+
+/// (d) with a key: the junk snapshot is never stored; the follower restarts.
+#[test]
+fn keyed_a_junk_snapshot_changes_nothing() {
+    let mut t = Target::start("os", true);
+    let victim = junk_snapshot(&mut t);
+    t.views();
+    t.check_leaders_and_terms_hold("junk INSTALL_SNAPSHOT");
+    t.servers.kill(victim);
+    t.servers.spawn(victim);
+    expect_running(&mut t.servers, victim);
+    t.check_holder_holds("junk INSTALL_SNAPSHOT");
+}
+
+/// (e) with a key: partial snapshots of every shard are dropped before any buffer holds
+/// them.
+#[test]
+fn keyed_partial_snapshots_change_nothing() {
+    let mut t = Target::start("memory", true);
+    let victim = 1;
+    let pid = t.servers.children[victim].as_ref().unwrap().id();
+    let before = rss_bytes(pid);
+    let sent = snapshot_flood(&mut t, victim);
+    let grew = rss_bytes(pid).saturating_sub(before);
+    assert!(
+        grew < sent as u64 / 8,
+        "node {} grew by {} MiB receiving {} MiB of forged partial snapshots",
+        victim + 1,
+        grew >> 20,
+        sent >> 20
+    );
+    t.check_leaders_and_terms_hold("partial snapshots");
+    t.check_holder_holds("partial snapshots");
+}
+
+/// (f) with a key: a forged TERM_QUERY gets no answer at all.
+#[test]
+fn keyed_a_forged_term_query_gets_no_answer() {
+    let mut t = Target::start("os", true);
+    let (from, to) = (0, 1);
+    let capture = Capture::new(&t.servers.addrs);
+    term_queries(&mut t, from, to);
+    t.views();
+    let replies = capture.collect(Duration::from_millis(300), |c| {
+        c.from == t.addr(to) && c.to == t.addr(from) && c.payload.len() > 1_200
+    });
+    // Genuine traffic of this size between two idle nodes: none (heartbeats are small).
+    assert!(
+        replies.is_empty(),
+        "a forged TERM_QUERY was answered: {} datagram(s)",
+        replies.len()
+    );
+    t.check_leaders_and_terms_hold("TERM_QUERY");
+}
+
+/// (g) with a key: 72 bursts of TIMEOUT_NOW, each after a heartbeat naming the follower as
+/// the transfer target, move no leader.
+#[test]
+fn keyed_timeout_now_bursts_change_nothing() {
+    let mut t = Target::start("memory", true);
+    for _ in 0..72 {
+        timeout_now_burst(&mut t, true);
+    }
+    t.check_leaders_and_terms_hold("72 announced TIMEOUT_NOW bursts");
+    t.check_holder_holds("72 announced TIMEOUT_NOW bursts");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -58,6 +58,17 @@ impl Servers {
     }
 
     pub(super) fn start_with(n: usize, durability: &'static str) -> Servers {
+        let key = udplock::cluster::keys::random_key();
+        Servers::start_with_keys(n, durability, &[Some(key)])
+    }
+
+    /// As `start_with`, every node's key file holding `keys` (`None`: the line `none`; a
+    /// cluster without a key is `&[None]`).
+    pub(super) fn start_with_keys(
+        n: usize,
+        durability: &'static str,
+        keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+    ) -> Servers {
         // Free ports: bind, read, release (the servers bind them a moment later).
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|_| {
@@ -80,6 +91,9 @@ impl Servers {
             RUN.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
+        // One cluster key for every node, as a real cluster has (spec §8.11).
+        std::fs::create_dir_all(&dir).unwrap();
+        udplock::cluster::keys::create(&dir.join("cluster.key"), keys).unwrap();
         let mut servers = Servers {
             durability,
             peers,
@@ -115,6 +129,8 @@ impl Servers {
             .args(["--listen", &self.addrs[i].to_string()])
             .args(["--peers", &self.peers])
             .args(["--shards", &SHARDS.to_string()])
+            .arg("--cluster-key-file")
+            .arg(self.key_file())
             .args(["--durability", self.durability, "--data-dir"])
             .arg(self.dir.join(format!("node-{}", i + 1)))
             .stdout(Stdio::null())
@@ -122,6 +138,11 @@ impl Servers {
             .spawn()
             .expect("udplock server starts");
         self.children[i] = Some(child);
+    }
+
+    /// The cluster's key file, which every node is started with.
+    pub(super) fn key_file(&self) -> std::path::PathBuf {
+        self.dir.join("cluster.key")
     }
 
     pub(super) fn stderr_path(&self, i: usize) -> std::path::PathBuf {
@@ -449,6 +470,8 @@ fn a_data_directory_in_use_or_of_another_node_is_refused() {
             .args(["--listen", &servers.addrs[node - 1].to_string()])
             .args(["--peers", &servers.peers])
             .args(["--shards", &SHARDS.to_string()])
+            .arg("--cluster-key-file")
+            .arg(servers.key_file())
             .args(["--durability", "os", "--data-dir"])
             .arg(servers.dir.join(format!("node-{dir}")))
             .stdin(Stdio::null())
@@ -497,4 +520,69 @@ fn a_node_restarted_with_another_limit_is_named_by_both_sides() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Issue 8 item 2: `udplock keygen` writes a new key file (mode 0600) and never replaces one;
+/// a node started with it says which key ids it sends with and accepts (never the key); a
+/// node started without one says loudly that peer traffic is not authenticated, naming the
+/// flag.
+#[test]
+fn keygen_and_what_a_server_says_about_its_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let servers = Servers::start(3);
+    let path = servers.dir.join("new.key");
+    let made = Command::new(BIN).arg("keygen").arg(&path).output().unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let written = std::fs::read(&path).unwrap();
+    let again = Command::new(BIN).arg("keygen").arg(&path).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not replaced"));
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+
+    // The cluster's nodes name their key by id.
+    let keys = udplock::cluster::keys::read(&servers.key_file()).unwrap();
+    let id = format!("{:08x}", keys.send().unwrap().id());
+    let said = |i: usize| std::fs::read_to_string(servers.stderr_path(i)).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !said(0).contains(&format!("sending with {id}; accepting {id}")) {
+        assert!(Instant::now() < deadline, "node 1 said: {}", said(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let key_text = String::from_utf8_lossy(&std::fs::read(servers.key_file()).unwrap())
+        .lines()
+        .find(|l| l.len() == 64)
+        .unwrap()
+        .to_string();
+    assert!(!said(0).contains(&key_text), "the key itself is in the log");
+
+    // A node without a key file says so, loudly.
+    let addr = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let stderr = servers.dir.join("keyless.stderr");
+    let mut keyless = Command::new(BIN)
+        .args(["server", "--node-id", "1", "--listen", &addr.to_string()])
+        .args(["--peers", &format!("1@{addr}"), "--durability", "memory"])
+        .env_remove("UDPLOCK_CLUSTER_KEY_FILE")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let warned = loop {
+        let text = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if text.contains("WARN") && text.contains("NOT authenticated") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the keyless node said: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = keyless.kill();
+    let _ = keyless.wait();
+    assert!(warned.contains("--cluster-key-file"), "{warned}");
+    assert!(warned.contains("two clients hold one lock"), "{warned}");
 }
