@@ -1,3 +1,4 @@
+mod attacks;
 mod cli;
 mod client_doubts;
 mod client_failover;
@@ -6,6 +7,7 @@ mod garbage;
 mod lossy;
 mod peer_auth;
 mod processes;
+mod raw;
 mod service;
 mod settings;
 mod shard_status;

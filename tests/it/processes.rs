@@ -14,8 +14,8 @@ use udplock::{BootInstant, Client, ClientConfig};
 use udplock_protocol::{Reply, Request, RequestBody, Status, STATUS_REQUEST_LEN};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udplock");
-const SHARDS: u32 = 4;
-const RESOURCE: &str = "jobs/nightly";
+pub(super) const SHARDS: u32 = 4;
+pub(super) const RESOURCE: &str = "jobs/nightly";
 
 /// One grant as its client saw it: believed held from `from` (the reply arrived) until
 /// `until` (the client sent its release, or its lease's validity ended, whichever first).
@@ -43,21 +43,32 @@ pub fn check_history(history: &[Held]) {
     }
 }
 
-struct Servers {
+pub(super) struct Servers {
     /// `--durability` of every node.
     durability: &'static str,
-    peers: String,
-    addrs: Vec<SocketAddr>,
-    dir: std::path::PathBuf,
-    children: Vec<Option<Child>>,
+    pub(super) peers: String,
+    pub(super) addrs: Vec<SocketAddr>,
+    pub(super) dir: std::path::PathBuf,
+    pub(super) children: Vec<Option<Child>>,
 }
 
 impl Servers {
-    fn start(n: usize) -> Servers {
+    pub(super) fn start(n: usize) -> Servers {
         Servers::start_with(n, "os")
     }
 
-    fn start_with(n: usize, durability: &'static str) -> Servers {
+    pub(super) fn start_with(n: usize, durability: &'static str) -> Servers {
+        let key = udplock::cluster::keys::random_key();
+        Servers::start_with_keys(n, durability, &[Some(key)])
+    }
+
+    /// As `start_with`, every node's key file holding `keys` (`None`: the line `none`; a
+    /// cluster without a key is `&[None]`).
+    pub(super) fn start_with_keys(
+        n: usize,
+        durability: &'static str,
+        keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+    ) -> Servers {
         // Free ports: bind, read, release (the servers bind them a moment later).
         let addrs: Vec<SocketAddr> = (0..n)
             .map(|_| {
@@ -82,11 +93,7 @@ impl Servers {
         let _ = std::fs::remove_dir_all(&dir);
         // One cluster key for every node, as a real cluster has (spec §8.11).
         std::fs::create_dir_all(&dir).unwrap();
-        udplock::cluster::keys::create(
-            &dir.join("cluster.key"),
-            &[Some(udplock::cluster::keys::random_key())],
-        )
-        .unwrap();
+        udplock::cluster::keys::create(&dir.join("cluster.key"), keys).unwrap();
         let mut servers = Servers {
             durability,
             peers,
@@ -100,18 +107,18 @@ impl Servers {
         servers
     }
 
-    fn spawn(&mut self, i: usize) {
+    pub(super) fn spawn(&mut self, i: usize) {
         self.spawn_as(i, false);
     }
 
     /// `new_cluster`: with `--new-cluster`, as a cluster's first start must be (and as a
     /// unit file may keep it for every later start).
-    fn spawn_as(&mut self, i: usize, new_cluster: bool) {
+    pub(super) fn spawn_as(&mut self, i: usize, new_cluster: bool) {
         self.spawn_with(i, new_cluster, &[]);
     }
 
     /// As `spawn_as`, with more arguments.
-    fn spawn_with(&mut self, i: usize, new_cluster: bool, more: &[&str]) {
+    pub(super) fn spawn_with(&mut self, i: usize, new_cluster: bool, more: &[&str]) {
         let mut command = Command::new(BIN);
         command.args(["server", "--node-id", &(i + 1).to_string()]);
         command.args(more);
@@ -134,16 +141,16 @@ impl Servers {
     }
 
     /// The cluster's key file, which every node is started with.
-    fn key_file(&self) -> std::path::PathBuf {
+    pub(super) fn key_file(&self) -> std::path::PathBuf {
         self.dir.join("cluster.key")
     }
 
-    fn stderr_path(&self, i: usize) -> std::path::PathBuf {
+    pub(super) fn stderr_path(&self, i: usize) -> std::path::PathBuf {
         std::fs::create_dir_all(&self.dir).unwrap();
         self.dir.join(format!("node-{}.stderr", i + 1))
     }
 
-    fn signal(&self, i: usize, signal: &str) {
+    pub(super) fn signal(&self, i: usize, signal: &str) {
         let pid = self.children[i].as_ref().unwrap().id().to_string();
         let ok = Command::new("kill")
             .args([signal, &pid])
@@ -153,13 +160,13 @@ impl Servers {
         assert!(ok, "kill {signal} {pid}");
     }
 
-    fn kill(&mut self, i: usize) {
+    pub(super) fn kill(&mut self, i: usize) {
         self.signal(i, "-KILL");
         let _ = self.children[i].take().unwrap().wait();
     }
 
     /// Which node answers a STATUS of `RESOURCE` as its leader (the others say NOT_LEADER).
-    fn leader(&self, within: Duration) -> usize {
+    pub(super) fn leader(&self, within: Duration) -> usize {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
