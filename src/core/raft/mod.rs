@@ -134,7 +134,9 @@
 //! answer, or from the latest answer on a heartbeat round that brought no progress. Chunks
 //! carry the heartbeat round and their answers count for the lease and CheckQuorum exactly
 //! like AppendReplies (the follower treats a chunk as leader contact, like an Append). When
-//! the whole snapshot has arrived the follower installs it: it keeps the entries after the
+//! the whole snapshot has arrived the follower runs the state machine's check on it
+//! ([`Raft::set_snapshot_check`]: the shard decodes it as it would restore it), and drops one
+//! that fails, changing nothing else (spec §8.5); otherwise it installs it: it keeps the entries after the
 //! snapshot if its log holds the snapshot's last entry with the same term, else discards its
 //! log (Raft §7); its commit index moves to the snapshot's last index, and the shell gets the
 //! snapshot from `poll_snapshot` — before any later committed entry, which `poll_committed`
@@ -243,6 +245,22 @@ fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
 /// cluster never comes near it; a message beyond it comes from a faulty or forged peer, and
 /// adopting it would leave no room for `term + 1`.
 pub const TERM_MAX: u64 = u64::MAX / 2;
+
+/// Whether a complete snapshot received from a leader may replace this replica's state: the
+/// state machine's own decoder, run on the whole snapshot before Raft installs it (so before
+/// the shell persists it or replaces its state). `Err` says why not (spec §8.5, "Receiving a
+/// snapshot"). Raft alone treats snapshot bytes as opaque and accepts any.
+pub type SnapshotCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
+/// A [`SnapshotCheck`] in a `Raft` (which is `Debug`).
+#[derive(Clone)]
+struct Check(SnapshotCheck);
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SnapshotCheck")
+    }
+}
 
 /// Mixed into the rng seed to draw the life id (`Raft::life`) from a stream of its own.
 const LIFE_SEED_SALT: u64 = 0x6c69_6665_2069_6473;
@@ -713,6 +731,8 @@ pub struct Raft {
     snapshot_installed: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
     /// Follower: the snapshot transfer in progress, if any.
     snapshot_receive: Option<SnapshotReceive>,
+    /// Decides whether a complete snapshot may be installed (see [`Raft::set_snapshot_check`]).
+    snapshot_check: Option<Check>,
 
     role: Role,
     /// Who leads `hard.term`, if known.
@@ -828,6 +848,7 @@ impl Raft {
             snapshot_data,
             snapshot_installed: None,
             snapshot_receive: None,
+            snapshot_check: None,
             role: Role::Follower,
             leader: None,
             leader_contact: now,
@@ -1194,6 +1215,14 @@ impl Raft {
         self.snapshot_installed.take()
     }
 
+    /// The state machine's check of a complete snapshot from a leader, run before it is
+    /// installed: one it refuses is dropped (counted in [`Raft::faulty_drops`]) and changes
+    /// nothing, so a faulty or forged snapshot never replaces the replica's state nor reaches
+    /// its disk (spec §8.5, "Receiving a snapshot"). Without one, any snapshot is installed.
+    pub fn set_snapshot_check(&mut self, check: SnapshotCheck) {
+        self.snapshot_check = Some(Check(check));
+    }
+
     /// Index of the last entry in the log (0 if empty).
     pub fn last_index(&self) -> u64 {
         self.log.last_index()
@@ -1232,7 +1261,8 @@ impl Raft {
     /// Messages this instance dropped because only a faulty or forged peer sends them:
     /// malformed ones, a term beyond [`TERM_MAX`], a second leader of a term, an Append or a
     /// snapshot that contradicts a committed entry or this node's snapshot, a snapshot
-    /// larger than [`SNAPSHOT_LEN_MAX`]. Among correct nodes it stays 0 whatever the network
+    /// larger than [`SNAPSHOT_LEN_MAX`], a complete snapshot the state machine's check refuses
+    /// ([`Raft::set_snapshot_check`]). Among correct nodes it stays 0 whatever the network
     /// does (loss, duplication, reordering, delay, restarts): the simulator fails a run in
     /// which it does not, so a correct message mistaken for a forgery is found.
     pub fn faulty_drops(&self) -> u64 {
@@ -2146,11 +2176,30 @@ impl Raft {
         if offset == receive.buffer.len() as u64 {
             receive.buffer.extend_from_slice(&data);
         }
-        let received = receive.buffer.len() as u64;
+        let mut received = receive.buffer.len() as u64;
         assert!(received <= total_len);
         if received == total_len {
             let receive = self.snapshot_receive.take().expect("set above");
-            self.install_snapshot(receive.meta, Arc::new(receive.buffer));
+            let refused = match &self.snapshot_check {
+                Some(Check(check)) => check(&receive.buffer).err(),
+                None => None,
+            };
+            match refused {
+                None => self.install_snapshot(receive.meta, Arc::new(receive.buffer)),
+                Some(error) => {
+                    // Spec §8.5: checked before it replaces anything. The follower keeps its
+                    // state and holds none of this snapshot now; a leader that sent it starts
+                    // over at its next round (and a faulty one is refused again).
+                    log::error!(
+                        "raft {}: dropping a snapshot through {} from {from} that does not \
+                         decode ({error}; faulty peer?)",
+                        self.config.id,
+                        meta.index
+                    );
+                    self.faulty_drops += 1;
+                    received = 0;
+                }
+            }
         }
         if let Message::InstallSnapshotReply { received: r, .. } = &mut reply {
             *r = received;

@@ -262,9 +262,6 @@ pub struct Shard {
     snapshot_pending: Option<Snapshot>,
     /// No snapshot is taken before this applied index (one came out too large).
     compact_not_before: u64,
-    /// A snapshot from the leader did not decode: this replica's table is no longer the
-    /// shard's, so it serves nothing (a faulty or forged peer sent it).
-    table_stale: bool,
     /// The settings of the last SETTINGS applied (spec §8.8); `None` before the first, when
     /// the table uses this replica's own (as with a log written before SETTINGS existed,
     /// whose nodes shared every setting).
@@ -315,6 +312,7 @@ impl Shard {
     pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Shard {
         let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
+        shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
         shard
     }
@@ -324,6 +322,7 @@ impl Shard {
     pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Shard {
         let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
+        shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
         shard
     }
@@ -345,7 +344,8 @@ impl Shard {
             Some((meta, data)) => Some((*meta, decode_snapshot(&config, data)?)),
             None => None,
         };
-        let raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
+        let mut raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
+        raft.set_snapshot_check(snapshot_check(&config));
         let mut shard = Shard {
             config,
             raft,
@@ -366,7 +366,6 @@ impl Shard {
             uncommitted_max: UNCOMMITTED_MAX,
             snapshot_pending: None,
             compact_not_before: 0,
-            table_stale: false,
             settings: None,
         };
         if let Some((meta, (table, stamp, settings))) = decoded {
@@ -618,8 +617,7 @@ impl Shard {
     }
 
     fn leading(&self) -> bool {
-        !self.table_stale
-            && self.raft.role() == Role::Leader
+        self.raft.role() == Role::Leader
             && self
                 .clock
                 .is_some_and(|clock| clock.term == self.raft.term())
@@ -826,27 +824,16 @@ impl Shard {
         self.compact();
     }
 
-    /// Replaces this replica's state with a snapshot from the leader (thesis §5.3).
+    /// Replaces this replica's state with a snapshot from the leader (thesis §5.3). Raft
+    /// installs only a snapshot that [`snapshot_check`] accepted, which decodes it the same
+    /// way: a faulty or forged one never gets here (spec §8.5, "Receiving a snapshot").
     fn install(&mut self, meta: SnapshotMeta, data: &[u8]) {
-        match decode_snapshot(&self.config, data) {
-            Ok((table, stamp, settings)) => {
-                self.table = table;
-                self.applied_index = meta.index;
-                self.applied_stamp = stamp;
-                self.settings = settings;
-                self.table_stale = false;
-            }
-            Err(error) => {
-                log::error!(
-                    "shard {}: the leader's snapshot through {} does not decode ({error}); \
-                     this replica serves nothing until it gets a good one",
-                    self.config.shard,
-                    meta.index
-                );
-                self.applied_index = meta.index;
-                self.table_stale = true;
-            }
-        }
+        let (table, stamp, settings) = decode_snapshot(&self.config, data)
+            .expect("Raft installs only a snapshot that decoded (snapshot_check)");
+        self.table = table;
+        self.applied_index = meta.index;
+        self.applied_stamp = stamp;
+        self.settings = settings;
         self.tick_pending = None;
         self.proposed.clear();
         self.replies.clear();
@@ -858,7 +845,7 @@ impl Shard {
     fn compact(&mut self) {
         // While a follower receives the current snapshot, a new one would restart that
         // transfer from its first byte; under steady load it would never end.
-        if self.compact_every == 0 || self.table_stale || self.raft.sending_snapshot() {
+        if self.compact_every == 0 || self.raft.sending_snapshot() {
             return;
         }
         if let Some((meta, _)) = &self.snapshot_pending {
@@ -1086,6 +1073,15 @@ fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<
         resource,
         client,
     }
+}
+
+/// Raft's check of a complete snapshot from a leader (spec §8.5, "Receiving a snapshot"): it
+/// must decode as `config`'s replica would restore it, table included, before it replaces
+/// anything or is persisted; a junk one would otherwise silence the replica and, once on
+/// disk, keep its node from restarting (issue 8).
+fn snapshot_check(config: &Config) -> raft::SnapshotCheck {
+    let config = config.clone();
+    Arc::new(move |data: &[u8]| decode_snapshot(&config, data).map(|_| ()))
 }
 
 /// The table, the last stamp and the logged settings a shard snapshot holds (see the module
