@@ -186,7 +186,10 @@
 //! `SNAPSHOT_CHUNKS_IN_FLIGHT_MAX` snapshot chunks, are in flight; a follower buffers at most
 //! one partial snapshot of at most `SNAPSHOT_LEN_MAX` bytes; the leader remembers the start
 //! time of at most `ROUNDS_TRACKED_MAX` rounds; the outbox holds what one input produced (a
-//! few messages per voter, or a window of chunks).
+//! few messages per voter, or a window of chunks). A message from a voter makes this node
+//! send that voter at most one message (spec §8.5, "One record back per record"): a leader
+//! fills a follower's window only on its heartbeat rounds and proposals, and each answer
+//! brings one more message, so a forged or repeated answer amplifies nothing.
 
 mod entries;
 
@@ -700,6 +703,21 @@ struct SnapshotSend {
     resent_from: Option<u64>,
 }
 
+/// Why a leader sends a follower what it needs, which bounds how much it sends at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sending {
+    /// A heartbeat round: at least one message (an empty Append if nothing else), and as
+    /// much as the flow-control window allows.
+    Round,
+    /// Proposals were appended: entries as the window allows, nothing if it has none to send.
+    Proposals,
+    /// The follower answered: at most one message back to it, so that no message, forged or
+    /// not, makes the leader send its sender more than one (issue 8: no amplification). Each
+    /// answer brings one more, so a window the round filled stays full; what is left waits for
+    /// the next answer or round.
+    Answer,
+}
+
 /// A follower's partial snapshot transfer.
 #[derive(Debug)]
 struct SnapshotReceive {
@@ -1119,7 +1137,7 @@ impl Raft {
             self.flush_pending = false;
             if self.role == Role::Leader {
                 for position in 0..self.progress.len() {
-                    self.send_append(position, false);
+                    self.send_append(position, Sending::Proposals);
                 }
             }
         }
@@ -1374,12 +1392,10 @@ impl Raft {
 
     /// Sends TimeoutNow to the transfer's target once it matches the whole log, at most once
     /// per round (each round resends it, in case it was lost or overtook the round's Append
-    /// naming the target, which the target needs to obey it).
-    fn send_timeout_now_if_caught_up(&mut self) {
+    /// naming the target, which the target needs to obey it). Returns the target if it sent.
+    fn send_timeout_now_if_caught_up(&mut self) -> Option<NodeId> {
         let round = self.round;
-        let Some(transfer) = self.transfer.filter(|t| t.timeout_now_round != round) else {
-            return;
-        };
+        let transfer = self.transfer.filter(|t| t.timeout_now_round != round)?;
         let last = self.log.last_index();
         let caught_up = self
             .progress
@@ -1392,7 +1408,9 @@ impl Raft {
             });
             let term = self.hard.term;
             self.send(transfer.to, Message::TimeoutNow { term });
+            return Some(transfer.to);
         }
+        None
     }
 
     /// A node that restarts WITHOUT its state (durability `memory`, lost or emptied files,
@@ -1914,7 +1932,7 @@ impl Raft {
         self.round_starts.push_back((self.round, now));
         self.heartbeat_deadline = next_heartbeat(now, self.config.heartbeat_interval);
         for position in 0..self.progress.len() {
-            self.send_append(position, true);
+            self.send_append(position, Sending::Round);
         }
         self.send_timeout_now_if_caught_up();
         self.refresh_quorum_deadline(now);
@@ -1923,13 +1941,15 @@ impl Raft {
     }
 
     /// Sends follower `position` what it needs. A heartbeat always sends at least one Append
-    /// (possibly empty); otherwise only entries are sent, within the flow-control window.
-    fn send_append(&mut self, position: usize, heartbeat: bool) {
+    /// (possibly empty); otherwise only entries are sent, within the flow-control window, and
+    /// at most one Append in answer to the follower (see `Sending`).
+    fn send_append(&mut self, position: usize, why: Sending) {
         assert!(self.role == Role::Leader);
         if self.progress[position].next <= self.log.snapshot().index {
-            self.send_snapshot(position, heartbeat);
+            self.send_snapshot(position, why);
             return;
         }
+        let heartbeat = why == Sending::Round;
         let batch_max = self.config.entries_per_append_max;
         let window = (batch_max as u64).saturating_mul(APPENDS_IN_FLIGHT_MAX);
         let last = self.log.last_index();
@@ -1965,7 +1985,7 @@ impl Raft {
             }
             // Pipelining: assume it arrives; a failure answer rewinds `next`.
             progress.next += sent;
-            if sent == 0 {
+            if sent == 0 || why == Sending::Answer {
                 return;
             }
         }
@@ -1994,11 +2014,12 @@ impl Raft {
     }
 
     /// Sends follower `position`, which needs entries compacted away, chunks of the current
-    /// snapshot within the window (`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`). A heartbeat always sends
-    /// at least one chunk, and resumes from the follower's latest answer if the previous round
-    /// brought no progress (lost chunks, or a follower that restarted and lost its partial
-    /// transfer).
-    fn send_snapshot(&mut self, position: usize, heartbeat: bool) {
+    /// snapshot within the window (`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`), one chunk at most in
+    /// answer to the follower (see `Sending`). A heartbeat always sends at least one chunk, and
+    /// resumes from the follower's latest answer if the previous round brought no progress
+    /// (lost chunks, or a follower that restarted and lost its partial transfer).
+    fn send_snapshot(&mut self, position: usize, why: Sending) {
+        let heartbeat = why == Sending::Round;
         assert!(self.role == Role::Leader);
         let meta = self.log.snapshot();
         assert!(meta.index > 0 && self.progress[position].next <= meta.index);
@@ -2053,6 +2074,9 @@ impl Raft {
                 round: self.round,
             };
             self.send(id, msg);
+            if why == Sending::Answer {
+                return;
+            }
         }
     }
 
@@ -2374,11 +2398,15 @@ impl Raft {
         assert!(progress.matched < progress.next && progress.next <= last + 1);
         self.refresh_quorum_deadline(now);
         self.refresh_lease();
+        let mut timeout_now_to = None;
         if matched_more {
             self.advance_commit();
-            self.send_timeout_now_if_caught_up();
+            timeout_now_to = self.send_timeout_now_if_caught_up();
         }
-        self.send_append(position, false);
+        // At most one message back to the follower (see `Sending`).
+        if timeout_now_to != Some(from) {
+            self.send_append(position, Sending::Answer);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2617,11 +2645,15 @@ impl Raft {
         assert!(progress.matched < progress.next && progress.next <= last + 1);
         self.refresh_quorum_deadline(now);
         self.refresh_lease();
+        let mut timeout_now_to = None;
         if matched_more {
             self.advance_commit();
-            self.send_timeout_now_if_caught_up();
+            timeout_now_to = self.send_timeout_now_if_caught_up();
         }
-        self.send_append(position, false);
+        // At most one message back to the follower (see `Sending`).
+        if timeout_now_to != Some(from) {
+            self.send_append(position, Sending::Answer);
+        }
     }
 
     /// Raft §5.4.2: commit the highest index a majority stores, if it is of the current term.

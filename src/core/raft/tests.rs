@@ -275,7 +275,16 @@ impl Net {
             return;
         }
         let now = self.now;
-        self.node_mut(to).handle_message(now, from, message);
+        let kind = format!("{message:?}");
+        let node = self.node_mut(to);
+        node.handle_message(now, from, message);
+        // No amplification (issue 8 item 4): one message in, at most one back to its sender
+        // (what a leader then sends a follower beyond that waits for a timer or a proposal).
+        let back = node.outbox.iter().filter(|(to, _)| *to == from).count();
+        assert!(
+            back <= 1 && !node.flush_pending,
+            "node {to} answered {kind:.60} from {from} with {back} messages"
+        );
         self.after_input(to);
     }
 
@@ -919,6 +928,84 @@ fn appends_carry_at_most_entries_per_append_max() {
         })
         .count() as u64;
     assert_eq!(to_far, APPENDS_IN_FLIGHT_MAX);
+}
+
+/// Issue 8 item 4 (no amplification): a leader answered one AppendReply with up to
+/// APPENDS_IN_FLIGHT_MAX Appends, and one answer below its snapshot, or one
+/// InstallSnapshotReply, with up to SNAPSHOT_CHUNKS_IN_FLIGHT_MAX chunks: a forged answer made
+/// it send its sender eight messages (about 200 times the bytes). It now sends at most one
+/// back per answer; the rest of a window follows the follower's own answers (one each) or the
+/// next heartbeat round. (`Net::deliver` checks the same on every message of every test.)
+#[test]
+fn a_leader_sends_at_most_one_message_back_per_answer() {
+    let mut net = Net::with(
+        3,
+        9,
+        |config| {
+            config.entries_per_append_max = 4;
+            config.snapshot_chunk_max = CHUNK_TEST;
+        },
+        |_| (HardState::default(), Vec::new()),
+    );
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let far = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    net.isolate(far);
+    for k in 0..40u8 {
+        net.propose(leader, vec![k + 1]);
+    }
+    net.run_for(ms(100));
+    let held = net.node(far).last_index();
+    let (term, life) = (net.node(leader).term(), net.node(far).life());
+    let round = net.node(leader).round;
+    let now = net.now;
+    let mut back = |message: Message| {
+        let node = net.node_mut(leader);
+        node.handle_message(now, far, message);
+        drain(node).into_iter().filter(|(to, _)| *to == far).count()
+    };
+    let append_reply = |success, match_index| Message::AppendReply {
+        term,
+        success,
+        match_index,
+        round,
+        life,
+    };
+    // A refusal rewinds the leader to one probe; the probe's answer opens the whole window.
+    assert_eq!(back(append_reply(false, held)), 1);
+    assert_eq!(
+        back(append_reply(true, held)),
+        1,
+        "Appends for one AppendReply"
+    );
+    // Below the snapshot: a refusal starts a transfer, and an answer that acknowledges
+    // every chunk in flight moves the window on.
+    net.compact(leader);
+    let snapshot = net.node(leader).snapshot_meta();
+    assert!(snapshot.index > held);
+    let mut back = |message: Message| {
+        let node = net.node_mut(leader);
+        node.handle_message(now, far, message);
+        drain(node).into_iter().filter(|(to, _)| *to == far).count()
+    };
+    assert_eq!(
+        back(append_reply(false, held)),
+        1,
+        "chunks for one AppendReply"
+    );
+    let received = (CHUNK_TEST as u64) * SNAPSHOT_CHUNKS_IN_FLIGHT_MAX;
+    let snapshot_reply = Message::InstallSnapshotReply {
+        term,
+        last_index: snapshot.index,
+        received,
+        round,
+        life,
+    };
+    assert_eq!(
+        back(snapshot_reply),
+        1,
+        "chunks for one InstallSnapshotReply"
+    );
 }
 
 // ---- CheckQuorum and the lease ----
