@@ -249,6 +249,18 @@ fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
 /// adopting it would leave no room for `term + 1`.
 pub const TERM_MAX: u64 = u64::MAX / 2;
 
+/// How far above its own term the term of a message may be: a message beyond it comes from
+/// a faulty or forged peer and is dropped (spec §8.5, "Terms far ahead"). Without it one
+/// message of term `TERM_MAX` (a bit flip, a bug, a forgery on a cluster without a key) made
+/// its receiver adopt a term with no room for an election, which then spread to every node
+/// and left the shard without a leader for ever (issue 8). Correct nodes never come near it:
+/// terms grow by one per election, elections need an election timeout each (at least
+/// 150 ms by default, PreVote keeps a cut-off node from counting up), so a node this far
+/// behind would have missed 2^32 elections, years of nothing but elections. Dropping a
+/// message is always safe in Raft (it is a loss); a faulty peer now needs 2^31 messages, each
+/// adopted in turn, to bring a shard to `TERM_MAX`.
+pub const TERM_AHEAD_MAX: u64 = 1 << 32;
+
 /// Whether a complete snapshot received from a leader may replace this replica's state: the
 /// state machine's own decoder, run on the whole snapshot before Raft installs it (so before
 /// the shell persists it or replaces its state). `Err` says why not (spec §8.5, "Receiving a
@@ -905,11 +917,13 @@ impl Raft {
             );
             return;
         }
-        if msg.term() > TERM_MAX {
+        if msg.term() > TERM_MAX || msg.term() > self.hard.term.saturating_add(TERM_AHEAD_MAX) {
             log::error!(
-                "raft {}: dropping a message of term {} from {from} (faulty peer?)",
+                "raft {}: dropping a message of term {} from {from}, beyond TERM_MAX or more \
+                 than TERM_AHEAD_MAX above this node's term {} (faulty peer?)",
                 self.config.id,
-                msg.term()
+                msg.term(),
+                self.hard.term
             );
             self.faulty_drops += 1;
             return;
@@ -1277,7 +1291,8 @@ impl Raft {
     }
 
     /// Messages this instance dropped because only a faulty or forged peer sends them:
-    /// malformed ones, a term beyond [`TERM_MAX`], a second leader of a term, an Append or a
+    /// malformed ones, a term beyond [`TERM_MAX`] or more than [`TERM_AHEAD_MAX`] above this
+    /// node's, a second leader of a term, an Append or a
     /// snapshot that contradicts a committed entry or this node's snapshot, a snapshot
     /// larger than [`SNAPSHOT_LEN_MAX`], a complete snapshot the state machine's check refuses
     /// ([`Raft::set_snapshot_check`]). Among correct nodes it stays 0 whatever the network
@@ -1675,6 +1690,17 @@ impl Raft {
 
     fn start_pre_vote(&mut self, now: Instant) {
         assert!(self.role != Role::Leader);
+        if self.hard.term >= TERM_MAX {
+            // No term is left to campaign in (every node would drop it); only a faulty peer
+            // brings a node here (`TERM_AHEAD_MAX`). Nothing this node could send would help.
+            log::error!(
+                "raft {}: term {} leaves no room for an election (faulty peer?)",
+                self.config.id,
+                self.hard.term
+            );
+            self.reset_election_timer(now);
+            return;
+        }
         self.role = Role::PreCandidate;
         self.leader = None;
         self.grants.clear();

@@ -1498,6 +1498,53 @@ fn random_faults_with(seed: u64, compact: bool, amnesia: bool) -> usize {
     }
 }
 
+/// Issue 8 item 4: one APPEND_REPLY of term 2^63 - 1 (accepted then: it was not above
+/// TERM_MAX) made a leader adopt that term and step down, and its answers carried the term to
+/// every node; then no node could campaign (term + 1 is beyond TERM_MAX, which everyone drops)
+/// and the shard had no leader for ever, even across restarts (the term is on disk). A term
+/// more than TERM_AHEAD_MAX above the receiver's comes from a faulty or forged peer: dropped,
+/// counted, and nothing changes.
+#[test]
+fn a_term_far_above_the_receivers_is_dropped_and_cannot_wedge_the_shard() {
+    let mut net = Net::new(3, 31);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let follower = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let answer = |term| Message::AppendReply {
+        term,
+        success: true,
+        match_index: 0,
+        round: 0,
+        life: 0,
+    };
+    for forged in [u64::MAX / 2, term + TERM_AHEAD_MAX + 1] {
+        let now = net.now;
+        net.node_mut(leader)
+            .handle_message(now, follower, answer(forged));
+        net.after_input(leader);
+    }
+    assert_eq!(
+        net.node(leader).role(),
+        Role::Leader,
+        "the forged term deposed it"
+    );
+    assert_eq!(net.node(leader).term(), term);
+    assert_eq!(net.node(leader).faulty_drops(), 2);
+    // Within the bound a later term is a real one: the leader steps down to it, and the
+    // shard elects a leader of a later term still.
+    let now = net.now;
+    net.node_mut(leader)
+        .handle_message(now, follower, answer(term + TERM_AHEAD_MAX));
+    net.after_input(leader);
+    assert_eq!(net.node(leader).term(), term + TERM_AHEAD_MAX);
+    assert_eq!(net.node(leader).faulty_drops(), 2);
+    net.run_for(ms(3_000));
+    let leader = net.leader().expect("a leader after the term jump");
+    assert!(net.node(leader).term() > term + TERM_AHEAD_MAX);
+    assert!(net.node(leader).lease_valid(net.now));
+}
+
 // ---- Leadership transfer (thesis §3.10) ----
 
 #[test]
