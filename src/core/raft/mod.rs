@@ -184,14 +184,29 @@
 //! The log holds what has not been compacted: bounded once the shell compacts. Per follower,
 //! at most `APPENDS_IN_FLIGHT_MAX` Appends' worth of unacknowledged entries, or
 //! `SNAPSHOT_CHUNKS_IN_FLIGHT_MAX` snapshot chunks, are in flight; a follower buffers at most
-//! one partial snapshot of at most `SNAPSHOT_LEN_MAX` bytes; the leader remembers the start
+//! one partial snapshot of at most `SNAPSHOT_LEN_MAX` bytes, and the Raft groups of one node
+//! at most [`SNAPSHOT_RECEIVE_BYTES_MAX`] together ([`NodeShared`]: a transfer reserves its
+//! length when it starts, is refused if it does not fit, and is dropped once it stops
+//! growing); log lines about peer input are bounded per node and kind
+//! ([`PEER_LOG_LINES_MAX`]); the leader remembers the start
 //! time of at most `ROUNDS_TRACKED_MAX` rounds; the outbox holds what one input produced (a
 //! few messages per voter, or a window of chunks). A message from a voter makes this node
 //! send that voter at most one message (spec §8.5, "One record back per record"): a leader
 //! fills a follower's window only on its heartbeat rounds and proposals, and each answer
 //! brings one more message, so a forged or repeated answer amplifies nothing.
 
+/// Writes a log line about peer input if this node's budget for its kind allows it
+/// ([`PEER_LOG_LINES_MAX`] per [`PEER_LOG_PERIOD`]), telling how many were skipped before it.
+macro_rules! peer_log {
+    ($raft:expr, $now:expr, $kind:ident, $level:ident, $($arg:tt)+) => {
+        if let Some(skipped) = $raft.shared.peer_log.admit(PeerLogKind::$kind, $now) {
+            log::$level!("{}{skipped}", format_args!($($arg)+));
+        }
+    };
+}
+
 mod entries;
+mod shared;
 
 #[cfg(test)]
 mod tests;
@@ -204,6 +219,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use self::entries::RaftLog;
+use self::shared::Reservation;
+pub(crate) use self::shared::Skipped;
+pub use self::shared::{
+    NodeShared, PeerLogKind, PEER_LOG_LINES_MAX, PEER_LOG_PERIOD, SNAPSHOT_RECEIVE_BYTES_MAX,
+    SNAPSHOT_RECEIVE_STALL_TIMEOUTS,
+};
 use crate::core::time::{Duration, Instant};
 
 /// A voter's identity, unique within a shard.
@@ -735,8 +756,12 @@ enum Sending {
 struct SnapshotReceive {
     meta: SnapshotMeta,
     total_len: u64,
-    /// The first `buffer.len()` bytes of the snapshot.
+    /// The first `buffer.len()` bytes of the snapshot; its capacity never exceeds
+    /// `total_len`, which `reservation` holds of the node's budget.
     buffer: Vec<u8>,
+    /// When the buffer last grew (or the transfer started): see `Raft::snapshot_stall`.
+    progress_at: Instant,
+    reservation: Reservation,
 }
 
 /// One voter's Raft state machine. See the module docs.
@@ -763,6 +788,8 @@ pub struct Raft {
     snapshot_receive: Option<SnapshotReceive>,
     /// Decides whether a complete snapshot may be installed (see [`Raft::set_snapshot_check`]).
     snapshot_check: Option<Check>,
+    /// The budgets this node's Raft groups share (snapshot transfers, log lines).
+    shared: NodeShared,
 
     role: Role,
     /// Who leads `hard.term`, if known.
@@ -879,6 +906,7 @@ impl Raft {
             snapshot_installed: None,
             snapshot_receive: None,
             snapshot_check: None,
+            shared: NodeShared::new(),
             role: Role::Follower,
             leader: None,
             leader_contact: now,
@@ -917,8 +945,13 @@ impl Raft {
             );
             return;
         }
+        self.drop_stalled_snapshot(now);
         if msg.term() > TERM_MAX || msg.term() > self.hard.term.saturating_add(TERM_AHEAD_MAX) {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                Term,
+                error,
                 "raft {}: dropping a message of term {} from {from}, beyond TERM_MAX or more \
                  than TERM_AHEAD_MAX above this node's term {} (faulty peer?)",
                 self.config.id,
@@ -1063,6 +1096,7 @@ impl Raft {
     /// Fires whatever timer is due: a leader's CheckQuorum or heartbeat, anyone else's
     /// election timer. Call when `now >= poll_timeout()`; an early call does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.drop_stalled_snapshot(now);
         if self.role == Role::Leader {
             self.refresh_quorum_deadline(now);
             if now >= self.quorum_deadline {
@@ -1183,10 +1217,16 @@ impl Raft {
                     .min(self.quorum_deadline)
                     .min(transfer)
             }
-            _ => match self.recovery {
-                Recovery::Querying { next_query, .. } => next_query,
-                _ => self.election_deadline,
-            },
+            _ => {
+                let timer = match self.recovery {
+                    Recovery::Querying { next_query, .. } => next_query,
+                    _ => self.election_deadline,
+                };
+                let stall = self.snapshot_stall();
+                self.snapshot_receive
+                    .as_ref()
+                    .map_or(timer, |r| timer.min(r.progress_at + stall))
+            }
         }
     }
 
@@ -1253,6 +1293,62 @@ impl Raft {
     /// its disk (spec §8.5, "Receiving a snapshot"). Without one, any snapshot is installed.
     pub fn set_snapshot_check(&mut self, check: SnapshotCheck) {
         self.snapshot_check = Some(Check(check));
+    }
+
+    /// Makes this Raft group share `shared` with the node's other groups (see [`NodeShared`]):
+    /// the budget of incoming snapshot transfers and of log lines about peer input. A partial
+    /// transfer in progress is dropped (it held the previous budget).
+    pub fn share(&mut self, shared: NodeShared) {
+        self.snapshot_receive = None;
+        self.shared = shared;
+    }
+
+    /// The budgets this group shares with the node's others.
+    pub fn shared(&self) -> &NodeShared {
+        &self.shared
+    }
+
+    /// Bytes the partial snapshot transfer in progress holds in memory (0 without one).
+    pub fn snapshot_receive_bytes(&self) -> u64 {
+        self.snapshot_receive
+            .as_ref()
+            .map_or(0, |r| r.buffer.capacity() as u64)
+    }
+
+    /// How long a partial snapshot transfer may go without growing before it is dropped
+    /// ([`SNAPSHOT_RECEIVE_STALL_TIMEOUTS`] longest election timeouts).
+    fn snapshot_stall(&self) -> Duration {
+        Duration::from_micros(
+            self.config
+                .election_timeout_max
+                .as_micros()
+                .saturating_mul(SNAPSHOT_RECEIVE_STALL_TIMEOUTS),
+        )
+    }
+
+    /// Drops a partial snapshot transfer that has not grown for `snapshot_stall`, giving its
+    /// bytes back to the node's budget (spec §8.5, "Receiving a snapshot").
+    fn drop_stalled_snapshot(&mut self, now: Instant) {
+        let stall = self.snapshot_stall();
+        if self
+            .snapshot_receive
+            .as_ref()
+            .is_some_and(|r| now >= r.progress_at + stall)
+        {
+            let receive = self.snapshot_receive.take().expect("checked");
+            peer_log!(
+                self,
+                now,
+                SnapshotStalled,
+                info,
+                "raft {}: dropping a snapshot transfer through {} that has not grown for \
+                 {stall:?} ({} of {} bytes)",
+                self.config.id,
+                receive.meta.index,
+                receive.buffer.len(),
+                receive.total_len
+            );
+        }
     }
 
     /// Index of the last entry in the log (0 if empty).
@@ -1693,7 +1789,11 @@ impl Raft {
         if self.hard.term >= TERM_MAX {
             // No term is left to campaign in (every node would drop it); only a faulty peer
             // brings a node here (`TERM_AHEAD_MAX`). Nothing this node could send would help.
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                Term,
+                error,
                 "raft {}: term {} leaves no room for an election (faulty peer?)",
                 self.config.id,
                 self.hard.term
@@ -1902,6 +2002,8 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.grants.clear();
+        // A leader receives no snapshot: its budget goes back to the node.
+        self.snapshot_receive = None;
         self.transfer = None;
         self.lease_from_round = 0;
         let next = self.log.last_index() + 1;
@@ -2140,7 +2242,11 @@ impl Raft {
                 .checked_add(data.len() as u64)
                 .is_some_and(|end| end <= total_len);
         if !well_formed {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed InstallSnapshot from {from}",
                 self.config.id
             );
@@ -2148,7 +2254,11 @@ impl Raft {
             return;
         }
         if total_len > SNAPSHOT_LEN_MAX {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                SnapshotRefused,
+                error,
                 "raft {}: refusing a snapshot of {total_len} bytes from {from} (more than \
                  SNAPSHOT_LEN_MAX)",
                 self.config.id
@@ -2174,7 +2284,11 @@ impl Raft {
             || (meta.index <= self.commit_index
                 && self.log.term_at(meta.index).is_some_and(|t| t != meta.term));
         if second_leader || contradicts {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                Contradicts,
+                error,
                 "raft {}: dropping an InstallSnapshot of term {term} from {from} that \
                  contradicts {} (faulty peer?)",
                 self.config.id,
@@ -2216,16 +2330,52 @@ impl Raft {
             .as_ref()
             .is_some_and(|r| r.meta == meta && r.total_len == total_len);
         if !same_transfer {
+            // The transfer it replaces gives its bytes back first.
+            self.snapshot_receive = None;
+            let Some(reservation) = self.shared.snapshots.reserve(total_len) else {
+                // Spec §8.5: the node's transfers already hold its budget. Refused: the
+                // leader tries again from the start at its next round, by when another
+                // transfer may have ended (or stalled and been dropped).
+                peer_log!(
+                    self,
+                    now,
+                    SnapshotNoRoom,
+                    warn,
+                    "raft {}: no room for a snapshot of {total_len} bytes from {from}: the \
+                     node's transfers hold {} of SNAPSHOT_RECEIVE_BYTES_MAX {}; it waits",
+                    self.config.id,
+                    self.shared.snapshots.reserved(),
+                    self.shared.snapshots.bytes_max()
+                );
+                if let Message::InstallSnapshotReply { received, .. } = &mut reply {
+                    *received = 0;
+                }
+                self.send(from, reply);
+                return;
+            };
+            assert!(reservation.bytes() == total_len);
             self.snapshot_receive = Some(SnapshotReceive {
                 meta,
                 total_len,
                 buffer: Vec::new(),
+                progress_at: now,
+                reservation,
             });
         }
         let receive = self.snapshot_receive.as_mut().expect("set above");
-        if offset == receive.buffer.len() as u64 {
+        if offset == receive.buffer.len() as u64 && !data.is_empty() {
+            // Grow by doubling, but never beyond `total_len`: what the reservation covers.
+            let needed = receive.buffer.len() + data.len();
+            if needed > receive.buffer.capacity() {
+                let target = needed
+                    .max(receive.buffer.capacity().saturating_mul(2))
+                    .min(total_len as usize);
+                receive.buffer.reserve_exact(target - receive.buffer.len());
+            }
             receive.buffer.extend_from_slice(&data);
+            receive.progress_at = now;
         }
+        assert!(receive.buffer.len() as u64 <= receive.reservation.bytes());
         let mut received = receive.buffer.len() as u64;
         assert!(received <= total_len);
         if received == total_len {
@@ -2240,7 +2390,11 @@ impl Raft {
                     // Spec §8.5: checked before it replaces anything. The follower keeps its
                     // state and holds none of this snapshot now; a leader that sent it starts
                     // over at its next round (and a faulty one is refused again).
-                    log::error!(
+                    peer_log!(
+                        self,
+                        now,
+                        SnapshotRefused,
+                        error,
                         "raft {}: dropping a snapshot through {} from {from} that does not \
                          decode ({error}; faulty peer?)",
                         self.config.id,
@@ -2299,7 +2453,11 @@ impl Raft {
         round: u64,
     ) -> Option<usize> {
         if term > self.hard.term {
-            log::info!(
+            peer_log!(
+                self,
+                now,
+                SteppingDown,
+                info,
                 "raft {}: stepping down: node {from} is in term {term}",
                 self.config.id
             );
@@ -2330,7 +2488,7 @@ impl Raft {
     /// forgets the known life. Life ids are random 64-bit numbers, so two lives of one node
     /// share one with probability 2^-64; and an answer from a node that restarted WITH its
     /// state merely makes the leader resend what that node already holds.
-    fn current_life(&mut self, position: usize, life: u64, round: u64) -> bool {
+    fn current_life(&mut self, now: Instant, position: usize, life: u64, round: u64) -> bool {
         let last = self.log.last_index();
         let leader_round = self.round;
         let progress = &mut self.progress[position];
@@ -2341,7 +2499,11 @@ impl Raft {
             return false;
         }
         if progress.life.is_some() {
-            log::info!(
+            peer_log!(
+                self,
+                now,
+                NewLife,
+                info,
                 "raft {}: node {} restarted; replicating to it from scratch",
                 self.config.id,
                 progress.id
@@ -2375,14 +2537,18 @@ impl Raft {
             .as_ref()
             .map_or(0, |data| data.len() as u64);
         if round > self.round || last_index > self.log.last_index() {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed InstallSnapshotReply from {from}",
                 self.config.id
             );
             self.faulty_drops += 1;
             return;
         }
-        if !self.current_life(position, life, round) {
+        if !self.current_life(now, position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];
@@ -2470,7 +2636,11 @@ impl Raft {
                 .is_none_or(|entry| entry.term >= prev_log_term)
             && prev_log_term <= term;
         if !well_formed {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed Append from {from}",
                 self.config.id
             );
@@ -2494,7 +2664,11 @@ impl Raft {
                         .is_some_and(|t| t != entry.term)
             });
         if second_leader || rewrites_committed {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                Contradicts,
+                error,
                 "raft {}: dropping an Append of term {term} from {from} that contradicts \
                  {} (faulty peer?)",
                 self.config.id,
@@ -2538,7 +2712,11 @@ impl Raft {
             let rest = entries.split_off(covered as usize);
             let term_at_snapshot = entries.last().map_or(prev_log_term, |entry| entry.term);
             if term_at_snapshot != snapshot.term {
-                log::error!(
+                peer_log!(
+                    self,
+                    now,
+                    Contradicts,
+                    error,
                     "raft {}: dropping an Append of term {term} from {from} that contradicts \
                      the snapshot (faulty peer?)",
                     self.config.id
@@ -2637,14 +2815,18 @@ impl Raft {
         };
         let last = self.log.last_index();
         if round > self.round || match_index > last {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed AppendReply from {from}",
                 self.config.id
             );
             self.faulty_drops += 1;
             return;
         }
-        if !self.current_life(position, life, round) {
+        if !self.current_life(now, position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];

@@ -528,6 +528,12 @@ impl Shard {
         self.preferred_leader = node;
     }
 
+    /// Makes this replica share `shared` with the node's other shard replicas: the budget of
+    /// incoming snapshot transfers and of log lines about peer input (`raft::NodeShared`).
+    pub fn share(&mut self, shared: raft::NodeShared) {
+        self.raft.share(shared);
+    }
+
     /// This replica's node is leaving: it hands nothing to it and takes no shard over.
     pub fn set_leaving(&mut self) {
         self.preferred_leader = None;
@@ -736,7 +742,7 @@ impl Shard {
             self.replies.clear();
             self.reads.clear();
         }
-        self.apply_committed();
+        self.apply_committed(now);
         self.answer_reads(now);
         self.propose_tick(now);
         self.spread(now);
@@ -808,18 +814,18 @@ impl Shard {
             };
             self.tick_pending = Some(index);
             // A single voter commits inside propose.
-            self.apply_committed();
+            self.apply_committed(now);
         }
     }
 
     /// Installs what the leader's snapshot says, then applies committed entries, then takes
     /// or hands over a snapshot when due.
-    fn apply_committed(&mut self) {
+    fn apply_committed(&mut self, now: Instant) {
         while let Some((meta, data)) = self.raft.poll_snapshot() {
             self.install(meta, &data);
         }
         while let Some(entry) = self.raft.poll_committed() {
-            self.apply(&entry);
+            self.apply(now, &entry);
         }
         self.compact();
     }
@@ -905,8 +911,9 @@ impl Shard {
         }
     }
 
-    /// Applies one committed entry to the table, identically on every replica.
-    fn apply(&mut self, entry: &Entry) {
+    /// Applies one committed entry to the table, identically on every replica. `local_now`
+    /// (this node's clock) only paces log lines; the entry's stamp is its time.
+    fn apply(&mut self, local_now: Instant, entry: &Entry) {
         assert!(entry.index == self.applied_index + 1);
         self.applied_index = entry.index;
         if self.tick_pending == Some(entry.index) {
@@ -918,12 +925,15 @@ impl Shard {
         let command = match LogCommand::decode(&entry.data) {
             Ok(command) => command,
             Err(error) => {
-                // Every replica holds the same bytes, so every replica skips it alike.
-                log::error!(
-                    "shard {}: entry {} does not decode ({error:?}); skipped",
-                    self.config.shard,
-                    entry.index
-                );
+                // Every replica holds the same bytes, so every replica skips it alike. Only a
+                // faulty or forged peer's entries get here: log within the node's budget.
+                if let Some(skipped) = self.bad_entry_line(local_now) {
+                    log::error!(
+                        "shard {}: entry {} does not decode ({error:?}); skipped{skipped}",
+                        self.config.shard,
+                        entry.index
+                    );
+                }
                 return;
             }
         };
@@ -945,11 +955,13 @@ impl Shard {
                 // Checked against limits every replica shares (the cluster id holds them),
                 // so every replica takes or skips it alike.
                 if let Err(error) = settings.over(&self.config.table).validate() {
-                    log::error!(
-                        "shard {}: entry {} sets {error}; skipped",
-                        self.config.shard,
-                        entry.index
-                    );
+                    if let Some(skipped) = self.bad_entry_line(local_now) {
+                        log::error!(
+                            "shard {}: entry {} sets {error}; skipped{skipped}",
+                            self.config.shard,
+                            entry.index
+                        );
+                    }
                     return;
                 }
                 self.settings = Some(settings);
@@ -1030,6 +1042,15 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Whether a line about a committed entry this replica cannot apply may be written now
+    /// (the node's budget of lines about peer input, [`raft::PEER_LOG_LINES_MAX`]).
+    fn bad_entry_line(&self, now: Instant) -> Option<raft::Skipped> {
+        self.raft
+            .shared()
+            .peer_log()
+            .admit(raft::PeerLogKind::BadEntry, now)
     }
 
     /// The time a command applies at: its stamp, never before the previous one.
