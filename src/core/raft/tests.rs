@@ -1941,6 +1941,109 @@ fn a_transfer_vote_overrides_stickiness_only_for_the_target_the_latest_round_nam
     assert_eq!(node.term(), term);
 }
 
+/// Issue 8 item 4: 72 forged TIMEOUT_NOW datagrams caused 1,470 leader changes in 6 s. A
+/// TIMEOUT_NOW is obeyed only if it comes from the leader this node follows, of its current
+/// term, whose latest round names this node; a TRANSFER_VOTE overrides stickiness only for
+/// the candidate the voter's leader of its current term named (spec §8.5, "Leadership
+/// transfer"). Forged ones of every other kind start no election and win no vote; a genuine
+/// transfer still works, before and after them.
+#[test]
+fn forged_timeout_now_and_transfer_votes_start_no_election_and_win_no_vote() {
+    let mut net = Net::new(3, 34);
+    let first = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    // A genuine transfer: `leader` leads the next term, `first` led the one before.
+    let leader = net.ids().into_iter().find(|&id| id != first).unwrap();
+    let now = net.now;
+    net.node_mut(first)
+        .transfer_leadership(now, leader)
+        .unwrap();
+    net.after_input(first);
+    net.run_for(ms(100));
+    assert_eq!(net.leader(), Some(leader), "a genuine transfer failed");
+    let term = net.node(leader).term();
+    assert!(term >= 2);
+    let third = net
+        .ids()
+        .into_iter()
+        .find(|&id| id != first && id != leader)
+        .unwrap();
+    let last = net.node(leader).last_index();
+    let deliver = |net: &mut Net, from: NodeId, to: NodeId, message: Message| {
+        let now = net.now;
+        net.node_mut(to).handle_message(now, from, message);
+        let out = net
+            .node(to)
+            .outbox
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect::<Vec<_>>();
+        net.after_input(to);
+        out
+    };
+    for (target, other) in [(first, third), (third, first)] {
+        // (sender, term): the leader with a later term, a follower of the current term, the
+        // leader of the previous term with its term, the leader with no transfer announced.
+        let forged = [
+            (leader, term + 1),
+            (other, term),
+            (first, term - 1),
+            (leader, term),
+        ];
+        for (from, forged_term) in forged {
+            if from == target {
+                continue;
+            }
+            let out = deliver(
+                &mut net,
+                from,
+                target,
+                Message::TimeoutNow { term: forged_term },
+            );
+            assert!(
+                out.is_empty(),
+                "{target} answered a forged TimeoutNow: {out:?}"
+            );
+            assert_eq!(net.node(target).role(), Role::Follower);
+            assert_eq!(net.node(target).term(), term);
+        }
+        // A transfer vote nobody announced, to a follower and to the leader.
+        for voter in [other, leader] {
+            let vote = Message::Vote {
+                term: term + 1,
+                last_log_index: last + 10,
+                last_log_term: term,
+                transfer: true,
+            };
+            let out = deliver(&mut net, target, voter, vote);
+            assert!(
+                !out.iter()
+                    .any(|m| matches!(m, Message::VoteReply { granted: true, .. })),
+                "{voter} granted {target} a transfer vote nobody announced"
+            );
+            assert_eq!(net.node(voter).term(), term);
+        }
+    }
+    net.deliver_due();
+    net.run_for(ms(500));
+    assert_eq!(net.leader(), Some(leader));
+    assert_eq!(
+        net.node(leader).term(),
+        term,
+        "a forged message changed the term"
+    );
+    assert!(!net.leaders.contains_key(&(term + 1)));
+    // And a genuine transfer still works afterwards.
+    let now = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(now, third)
+        .unwrap();
+    net.after_input(leader);
+    net.run_for(ms(100));
+    assert_eq!(net.leader(), Some(third));
+    assert_eq!(net.node(third).term(), term + 1);
+}
+
 // ---- Log compaction and InstallSnapshot (Raft §7, thesis §5) ----
 
 /// Chunks small enough that the test snapshots take several.
