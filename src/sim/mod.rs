@@ -8,7 +8,8 @@
 //! seed (also after each restart), every client's session id and workload, each replica's
 //! snapshot cadence, and the faults (partitions of every shape, an isolated leader, crashes
 //! and restarts, pauses, leadership transfers, graceful leaves: a node hands over what it
-//! leads, stops, and comes back later). One seed in three also has a preferred leader, to
+//! leads, stops, and comes back later, and junk snapshots a faulty peer sends a follower as
+//! if from its leader). One seed in three also has a preferred leader, to
 //! which whoever leads hands the shard once it is caught up (leader spreading), and one in
 //! four has leaders that answer OVERLOADED whenever two proposals are uncommitted. Nothing
 //! reads a real clock, and no decision depends on a hash map's iteration order, so a failing
@@ -73,7 +74,8 @@
 //!   its term from it within the last `election_timeout_min` of true time (a lease resting on
 //!   answers that no follower gave, issue 7 A3, fails here);
 //! - **no false forgery** (issue 7 D): no replica drops a message as coming from a faulty or
-//!   forged peer ([`crate::core::raft::Raft::faulty_drops`]): every peer here is correct.
+//!   forged peer ([`crate::core::raft::Raft::faulty_drops`]) but the junk snapshots the
+//!   simulator itself sends: every other peer here is correct.
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order, durability of acknowledged answers against the final committed
