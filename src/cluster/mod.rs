@@ -364,7 +364,7 @@ impl ClusterNode {
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
         let peer_settings = Arc::new(Mutex::new(BTreeMap::new()));
         let event_loop = ClusterLoop {
-            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone()),
+            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone(), &shared),
             settings_next: Instant::ZERO,
             node_id: config.node_id,
             cluster_id: config.cluster_id(),

@@ -206,7 +206,7 @@ macro_rules! peer_log {
 }
 
 mod entries;
-mod shared;
+pub(crate) mod shared;
 
 #[cfg(test)]
 mod tests;

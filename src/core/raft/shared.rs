@@ -188,9 +188,11 @@ pub enum PeerLogKind {
     NewLife,
     /// A committed log entry that the shard cannot apply.
     BadEntry,
+    /// A peer's settings differ from this node's, or agree again (PEER_SETTINGS).
+    Settings,
 }
 
-const KINDS: usize = 9;
+const KINDS: usize = 10;
 
 impl PeerLogKind {
     fn index(self) -> usize {
@@ -204,6 +206,7 @@ impl PeerLogKind {
             PeerLogKind::NewLife => 6,
             PeerLogKind::BadEntry => 7,
             PeerLogKind::SnapshotStalled => 8,
+            PeerLogKind::Settings => 9,
         }
     }
 }
@@ -281,6 +284,44 @@ impl PeerLog {
 
     fn written_total(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).written
+    }
+}
+
+/// Counts the log lines (info and above) each test thread writes: a logger of its own,
+/// installed once for the test binary (no other test installs one). For tests that bound
+/// what peer input can make a node log.
+#[cfg(test)]
+pub(crate) mod log_lines {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        static LINES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    struct Counter;
+
+    impl log::Log for Counter {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= log::Level::Info
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                LINES.with(|lines| lines.set(lines.get() + 1));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    /// Lines this thread has written so far.
+    pub(crate) fn written() -> u64 {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            if log::set_boxed_logger(Box::new(Counter)).is_ok() {
+                log::set_max_level(log::LevelFilter::Info);
+            }
+        });
+        LINES.with(Cell::get)
     }
 }
 

@@ -1545,42 +1545,6 @@ fn a_term_far_above_the_receivers_is_dropped_and_cannot_wedge_the_shard() {
     assert!(net.node(leader).lease_valid(net.now));
 }
 
-/// Counts the log lines (info and above) each test thread writes: a logger of its own,
-/// installed once for the test binary (no other test installs one).
-mod log_lines {
-    use std::cell::Cell;
-    use std::sync::Once;
-
-    thread_local! {
-        static LINES: Cell<u64> = const { Cell::new(0) };
-    }
-
-    struct Counter;
-
-    impl log::Log for Counter {
-        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-            metadata.level() <= log::Level::Info
-        }
-        fn log(&self, record: &log::Record<'_>) {
-            if self.enabled(record.metadata()) {
-                LINES.with(|lines| lines.set(lines.get() + 1));
-            }
-        }
-        fn flush(&self) {}
-    }
-
-    /// Lines this thread has written so far.
-    pub(super) fn written() -> u64 {
-        static INSTALL: Once = Once::new();
-        INSTALL.call_once(|| {
-            if log::set_boxed_logger(Box::new(Counter)).is_ok() {
-                log::set_max_level(log::LevelFilter::Info);
-            }
-        });
-        LINES.with(Cell::get)
-    }
-}
-
 /// Issue 8 item 4: every record dropped as a faulty peer's, every step-down for a later term
 /// and every answer from a "new life" wrote a log line: an APPEND_REPLY of term 2^63 - 1 to
 /// each leader made every node log about 70 KB/s for ever. Lines about peer input are now
@@ -1593,7 +1557,7 @@ fn a_flood_of_peer_records_writes_a_bounded_number_of_log_lines() {
     let term = net.node(leader).term();
     let follower = net.ids().into_iter().find(|&id| id != leader).unwrap();
     let round = net.node(leader).round;
-    let before = log_lines::written();
+    let before = super::shared::log_lines::written();
     let now = net.now;
     let node = net.node_mut(leader);
     for n in 0..1_000u64 {
@@ -1620,7 +1584,7 @@ fn a_flood_of_peer_records_writes_a_bounded_number_of_log_lines() {
         }
         drain(node);
     }
-    let written = log_lines::written() - before;
+    let written = super::shared::log_lines::written() - before;
     let kinds = 3;
     assert!(
         written <= kinds * u64::from(PEER_LOG_LINES_MAX),
