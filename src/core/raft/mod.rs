@@ -136,11 +136,11 @@
 //! like AppendReplies (the follower treats a chunk as leader contact, like an Append). When
 //! the whole snapshot has arrived the follower runs the state machine's check on it
 //! ([`Raft::set_snapshot_check`]: the shard decodes it as it would restore it), and drops one
-//! that fails, changing nothing else (spec §8.5); otherwise it installs it: it keeps the entries after the
-//! snapshot if its log holds the snapshot's last entry with the same term, else discards its
-//! log (Raft §7); its commit index moves to the snapshot's last index, and the shell gets the
-//! snapshot from `poll_snapshot` — before any later committed entry, which `poll_committed`
-//! holds back until then. The leader then continues with Appends after the snapshot. A
+//! that fails, changing nothing else (spec §8.5); otherwise it installs it: it keeps the
+//! entries after the snapshot if its log holds the snapshot's last entry with the same term,
+//! else discards its log (Raft §7); its commit index moves to the snapshot's last index, and
+//! the shell gets the snapshot from `poll_snapshot` — before any later committed entry, which
+//! `poll_committed` holds back until then. The leader then continues with Appends after the snapshot. A
 //! follower that has already committed through the snapshot's last index (a leader that
 //! compacted less recently than the follower sends an older snapshot than the follower's
 //! own) never installs it: it answers at once that it holds all of it, which counts as
@@ -1388,12 +1388,12 @@ impl Raft {
 
     /// Messages this instance dropped because only a faulty or forged peer sends them:
     /// malformed ones, a term beyond [`TERM_MAX`] or more than [`TERM_AHEAD_MAX`] above this
-    /// node's, a second leader of a term, an Append or a
-    /// snapshot that contradicts a committed entry or this node's snapshot, a snapshot
-    /// larger than [`SNAPSHOT_LEN_MAX`], a complete snapshot the state machine's check refuses
-    /// ([`Raft::set_snapshot_check`]). Among correct nodes it stays 0 whatever the network
-    /// does (loss, duplication, reordering, delay, restarts): the simulator fails a run in
-    /// which it does not, so a correct message mistaken for a forgery is found.
+    /// node's, a second leader of a term, an Append or a snapshot that contradicts a committed
+    /// entry or this node's snapshot, a snapshot larger than [`SNAPSHOT_LEN_MAX`], a complete
+    /// snapshot the state machine's check refuses ([`Raft::set_snapshot_check`]). Among
+    /// correct nodes it stays 0 whatever the network does (loss, duplication, reordering,
+    /// delay, restarts): the simulator fails a run in which it does not, so a correct message
+    /// mistaken for a forgery is found.
     pub fn faulty_drops(&self) -> u64 {
         self.faulty_drops
     }
