@@ -380,10 +380,13 @@ impl ClusterNode {
         }
         log_start(&config, dir.as_ref(), storage_new, &starts);
         let mut shards = Vec::with_capacity(config.shards as usize);
+        // One budget per node for what peers can make its shards hold or log (issue 8).
+        let shared = raft::NodeShared::new();
         for (shard, start) in (0..config.shards).zip(starts) {
             let seed = rand::random::<u64>() ^ u64::from(shard);
             let mut replica = Shard::start(config.shard_config(shard), seed, start, Instant::ZERO)
                 .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?;
+            replica.share(shared.clone());
             replica.set_preferred_leader(Some(config.preferred_leader(shard)));
             replica.set_compaction(config.compact_every, config.compact_keep);
             shards.push(replica);
@@ -408,7 +411,7 @@ impl ClusterNode {
             keys: shared_keys.clone(),
             auth_drops: BTreeMap::new(),
             auth_drops_since: Instant::ZERO,
-            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone()),
+            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone(), &shared),
             settings_next: Instant::ZERO,
             node_id: config.node_id,
             cluster_id: config.cluster_id(),

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use udplock_protocol::{PeerSettings, Setting, SettingValue};
 
 use super::ClusterConfig;
-use crate::core::raft::NodeId;
+use crate::core::raft::{NodeId, NodeShared, PeerLogKind};
 use crate::core::time::{Duration, Instant};
 
 /// How often a node sends its settings to every other node: often enough that a node
@@ -124,12 +124,16 @@ pub struct PeerSettingsLog {
     /// Shared with [`super::ClusterNode::peer_settings`].
     views: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
     logged: BTreeMap<NodeId, (Instant, PeerSettingsView)>,
+    /// The node's budget of log lines about peer input: settings that keep changing (a
+    /// faulty or forged peer) log at most `PEER_LOG_LINES_MAX` lines per period.
+    shared: NodeShared,
 }
 
 impl PeerSettingsLog {
     pub fn new(
         config: &ClusterConfig,
         views: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
+        shared: &NodeShared,
     ) -> PeerSettingsLog {
         PeerSettingsLog {
             node_id: config.node_id,
@@ -137,6 +141,7 @@ impl PeerSettingsLog {
             own: own_settings(config),
             views,
             logged: BTreeMap::new(),
+            shared: shared.clone(),
         }
     }
 
@@ -164,12 +169,21 @@ impl PeerSettingsLog {
         if view == logged_view && (agreeing || now < logged_at + SETTINGS_LOG_PERIOD) {
             return;
         }
+        let line = self.shared.peer_log().admit(PeerLogKind::Settings, now);
         if agreeing {
-            log::info!("udplock node {me}: node {from} ({addr}) agrees on every setting again");
+            if let Some(skipped) = line {
+                log::info!(
+                    "udplock node {me}: node {from} ({addr}) agrees on every setting \
+                     again{skipped}"
+                );
+            }
             self.logged.remove(&from);
             return;
         }
         self.logged.insert(from, (now, view.clone()));
+        let Some(skipped) = line else {
+            return;
+        };
         let named: Vec<String> = view
             .differences
             .iter()
@@ -190,7 +204,7 @@ impl PeerSettingsLog {
             log::error!(
                 "udplock node {me}: node {from} ({addr}) is not in this node's cluster: its \
                  cluster id differs{why}. The two drop each other's Raft traffic until it is \
-                 fixed (spec §8.10). Settings that differ: {}",
+                 fixed (spec §8.10). Settings that differ: {}{skipped}",
                 if named.is_empty() {
                     "none listed".to_string()
                 } else {
@@ -205,7 +219,7 @@ impl PeerSettingsLog {
                 "udplock node {me}: node {from} ({addr}) has other settings, which may differ \
                  safely (each leader logs the values it applies, spec §8.8), but clients get \
                  different defaults depending on which node leads: {}. A rolling change not \
-                 yet done everywhere?",
+                 yet done everywhere?{skipped}",
                 named.join("; ")
             );
         }
@@ -215,6 +229,46 @@ impl PeerSettingsLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::raft::shared::log_lines;
+    use udplock_protocol::{PeerHeader, SettingValues};
+
+    /// Issue 8 item 4: a node logs at once whenever the settings a peer reports change, so
+    /// PEER_SETTINGS datagrams that alternate between two values (forged from a listed
+    /// node's address on a cluster without a key, or a faulty peer) made it log one line per
+    /// datagram. Such lines are now within the node's budget of lines about peer input.
+    #[test]
+    fn peer_settings_that_keep_changing_write_a_bounded_number_of_log_lines() {
+        let peers = vec![
+            (1, "127.0.0.1:7101".parse().unwrap()),
+            (2, "127.0.0.1:7102".parse().unwrap()),
+        ];
+        let config = ClusterConfig::new(1, peers.clone());
+        let mut log = PeerSettingsLog::new(&config, Arc::default(), &NodeShared::new());
+        let mut theirs = own_settings(&config);
+        let position = theirs
+            .iter()
+            .position(|v| v.setting == Setting::TtlDefaultMs.to_wire())
+            .unwrap();
+        let before = log_lines::written();
+        let now = Instant::from_micros(1_000_000);
+        for n in 0..1_000u64 {
+            theirs[position].value = 30_000 + n % 3;
+            let p = PeerSettings {
+                header: PeerHeader {
+                    cluster_id: config.cluster_id(),
+                    from: 2,
+                },
+                auth: None,
+                values: SettingValues::from_slice(&theirs),
+            };
+            log.heard(now, 2, peers[1].1, &p);
+        }
+        let written = log_lines::written() - before;
+        assert!(
+            written <= u64::from(crate::core::raft::PEER_LOG_LINES_MAX),
+            "1,000 PEER_SETTINGS wrote {written} log lines"
+        );
+    }
 
     #[test]
     fn only_known_settings_both_list_are_compared_and_the_first_entry_counts() {

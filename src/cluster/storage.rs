@@ -904,6 +904,65 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Issue 8 item 4: a follower that received a junk INSTALL_SNAPSHOT (valid framing,
+    /// garbage bytes) stored it, and then could not restart ("not a shard snapshot"). A
+    /// snapshot is now decoded before it replaces anything, so what reaches the disk is the
+    /// replica's own state, which restores.
+    #[test]
+    fn a_replica_fed_a_junk_snapshot_still_restarts_from_its_files() {
+        use crate::core::lock_table;
+        use crate::core::shard::{self, Shard};
+        let dir = dir("junk-snapshot");
+        let (mut store, _) = ShardStore::open(&dir, 2, false).unwrap();
+        let config = shard::Config {
+            shard: 2,
+            raft: Config {
+                id: 2,
+                voters: vec![1, 2, 3],
+                ..Config::default()
+            },
+            table: lock_table::Config::default(),
+        };
+        let now = Instant::from_micros(1);
+        let mut replica = Shard::new(config.clone(), 1, HardState::default(), Vec::new(), now);
+        // Node 1 leads term 1: its no-op, committed.
+        let noop = Entry {
+            term: 1,
+            index: 1,
+            data: Vec::new(),
+        };
+        let append = Message::Append {
+            term: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries: vec![noop],
+            leader_commit: 1,
+            round: 1,
+            transfer_to: None,
+        };
+        replica.handle_message(now, 1, append);
+        store.persist(replica.raft()).unwrap();
+        // A complete snapshot of garbage, in one chunk, "from the leader".
+        let junk = vec![0xA5u8; 700];
+        let chunk = Message::InstallSnapshot {
+            term: 1,
+            last_index: 9,
+            last_term: 1,
+            offset: 0,
+            total_len: junk.len() as u64,
+            data: junk,
+            round: 2,
+        };
+        replica.handle_message(now, 1, chunk);
+        store.persist(replica.raft()).unwrap();
+        drop(store);
+        let (_, p) = ShardStore::open(&dir, 2, false).unwrap();
+        let restored = Shard::restore(config, 2, p.hard, p.snapshot, p.log, now);
+        let _ = std::fs::remove_dir_all(&dir);
+        let restored = restored.expect("the replica restores from its files");
+        assert_eq!(restored.raft().last_index(), 1);
+    }
+
     /// Review finding: a log rewritten after a snapshot the directory no longer holds used to
     /// open fine and then crash Raft's restore; it is now an error at open.
     #[test]

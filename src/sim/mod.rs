@@ -8,7 +8,8 @@
 //! seed (also after each restart), every client's session id and workload, each replica's
 //! snapshot cadence, and the faults (partitions of every shape, an isolated leader, crashes
 //! and restarts, pauses, leadership transfers, graceful leaves: a node hands over what it
-//! leads, stops, and comes back later). One seed in three also has a preferred leader, to
+//! leads, stops, and comes back later, and junk snapshots a faulty peer sends a follower as
+//! if from its leader). One seed in three also has a preferred leader, to
 //! which whoever leads hands the shard once it is caught up (leader spreading), and one in
 //! four has leaders that answer OVERLOADED whenever two proposals are uncommitted. Nothing
 //! reads a real clock, and no decision depends on a hash map's iteration order, so a failing
@@ -73,7 +74,8 @@
 //!   its term from it within the last `election_timeout_min` of true time (a lease resting on
 //!   answers that no follower gave, issue 7 A3, fails here);
 //! - **no false forgery** (issue 7 D): no replica drops a message as coming from a faulty or
-//!   forged peer ([`crate::core::raft::Raft::faulty_drops`]): every peer here is correct.
+//!   forged peer ([`crate::core::raft::Raft::faulty_drops`]) but the junk snapshots the
+//!   simulator itself sends: every other peer here is correct.
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order, durability of acknowledged answers against the final committed
@@ -193,6 +195,8 @@ pub struct SimReport {
     pub disk_losses: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
+    /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
+    pub junk_snapshots: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -394,6 +398,10 @@ struct SimNode {
     /// The latest Append or snapshot chunk this node accepted from a leader: (term, leader,
     /// true time). Kept across crashes: it records what the node received.
     heard_leader: Option<(u64, NodeId, Instant)>,
+    /// Junk snapshots (valid framing, garbage bytes, as if from its leader: a faulty peer, or
+    /// a forgery on a cluster without a key) delivered to this incarnation: each may be
+    /// dropped as faulty, and must change nothing else (issue 8).
+    junk_snapshots: u64,
 }
 
 /// An entry some replica applied: the term and data, and when it first was.
@@ -526,6 +534,7 @@ impl Sim {
                 applied: 0,
                 was_leader_in: None,
                 heard_leader: None,
+                junk_snapshots: 0,
             })
             .collect();
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
@@ -692,6 +701,7 @@ impl Sim {
         n.shard = Some(shard);
         n.applied = 0;
         n.was_leader_in = None;
+        n.junk_snapshots = 0;
         self.after_call(id)
     }
 
@@ -996,9 +1006,10 @@ impl Sim {
                 shard.propose_init(local, wall_clock_base_us + local.as_micros());
             }
             // Every node here is correct: a message one of them dropped as faulty or
-            // malformed was a correct message misjudged.
+            // malformed was a correct message misjudged (but for the junk snapshots a faulty
+            // peer sent it).
             let drops = shard.raft().faulty_drops();
-            if drops > 0 {
+            if drops > n.junk_snapshots {
                 return Err(self.fail(format!(
                     "node {id} dropped {drops} message(s) of correct peers as faulty or \
                      malformed (its log says which)"
@@ -1245,7 +1256,7 @@ impl Sim {
 
     fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        match self.rng.gen_range(0..11) {
+        match self.rng.gen_range(0..12) {
             // Symmetric partition into two groups.
             0 => {
                 self.blocked.clear();
@@ -1377,10 +1388,57 @@ impl Sim {
                     }
                 }
             }
+            // A faulty peer (or a forger, on a cluster without a key) sends a follower a
+            // complete snapshot of garbage, as if from its leader: the follower must drop it
+            // and keep its state, and still restart from what it persisted (issue 8).
+            11 => return self.send_junk_snapshot(),
             // Heal the network for a while.
             _ => self.blocked.clear(),
         }
         Ok(())
+    }
+
+    /// Fault 11 (see `inject_fault`): one chunk holding a whole snapshot of garbage (it does
+    /// not even start with the snapshot magic), beyond the follower's commit index, of its
+    /// term, from the leader it follows; round 0, so its answer counts for nothing at the
+    /// leader.
+    fn send_junk_snapshot(&mut self) -> Result<(), SimFailure> {
+        let followers: Vec<(NodeId, NodeId)> = self
+            .nodes
+            .iter()
+            .filter(|n| n.paused_until.is_none())
+            .filter_map(|n| {
+                let raft = n.shard.as_ref()?.raft();
+                let leader = raft.leader().filter(|_| raft.role() == Role::Follower)?;
+                Some((n.id, leader))
+            })
+            .collect();
+        if followers.is_empty() {
+            return Ok(());
+        }
+        let (to, from) = followers[self.rng.gen_range(0..followers.len())];
+        let len = self.rng.gen_range(1..=udplock_protocol::SNAPSHOT_CHUNK_MAX);
+        let mut data: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+        data[0] = 0;
+        let ahead = self.rng.gen_range(1..100);
+        let now = self.now;
+        let n = self.node(to);
+        let local = n.clock.local(now);
+        let shard = n.shard.as_mut().expect("a running follower");
+        let (term, commit) = (shard.raft().term(), shard.raft().commit_index());
+        let junk = Message::InstallSnapshot {
+            term,
+            last_index: commit + ahead,
+            last_term: term,
+            offset: 0,
+            total_len: len as u64,
+            data,
+            round: 0,
+        };
+        shard.handle_message(local, from, junk);
+        n.junk_snapshots += 1;
+        self.report.junk_snapshots += 1;
+        self.after_call(to)
     }
 
     /// One turn of a graceful leave (see `Event::Leave`): the cluster shell's `hand_over`

@@ -629,7 +629,6 @@ fn rss_bytes(pid: u32) -> u64 {
 /// the defence: "node 2 could not restart (exit status: 1): udplock: internal error: cannot
 /// start node 2: shard 3: not a shard snapshot".
 #[test]
-#[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
 fn keyless_a_junk_snapshot_leaves_every_node_able_to_restart() {
     let mut t = Target::start("os", false);
     let victim = junk_snapshot(&mut t);
@@ -671,7 +670,6 @@ fn expect_running(servers: &mut Servers, i: NodeIndex) {
 /// there, a reflection) is answered, if at all, by no more bytes than it had. Failed before
 /// the defence: "a 1330-byte TERM_QUERY datagram got 1834 bytes of answer in 2 datagram(s)".
 #[test]
-#[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
 fn keyless_a_forged_term_query_gets_no_larger_answer() {
     let mut t = Target::start("os", false);
     let (from, to) = (0, 1);
@@ -710,7 +708,6 @@ fn keyless_forged_timeout_now_bursts_change_no_leader() {
 /// partial transfers). Failed before the defence: "node 2 grew by 64 MiB receiving 64 MiB of
 /// partial snapshots".
 #[test]
-#[ignore = "fails until the keyless defences of issue 8 item 4 (branch c-defence) are merged"]
 fn keyless_partial_snapshots_of_every_shard_keep_memory_bounded() {
     let mut t = Target::start("memory", false);
     let victim = 1;

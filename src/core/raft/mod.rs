@@ -134,11 +134,13 @@
 //! answer, or from the latest answer on a heartbeat round that brought no progress. Chunks
 //! carry the heartbeat round and their answers count for the lease and CheckQuorum exactly
 //! like AppendReplies (the follower treats a chunk as leader contact, like an Append). When
-//! the whole snapshot has arrived the follower installs it: it keeps the entries after the
-//! snapshot if its log holds the snapshot's last entry with the same term, else discards its
-//! log (Raft §7); its commit index moves to the snapshot's last index, and the shell gets the
-//! snapshot from `poll_snapshot` — before any later committed entry, which `poll_committed`
-//! holds back until then. The leader then continues with Appends after the snapshot. A
+//! the whole snapshot has arrived the follower runs the state machine's check on it
+//! ([`Raft::set_snapshot_check`]: the shard decodes it as it would restore it), and drops one
+//! that fails, changing nothing else (spec §8.5); otherwise it installs it: it keeps the
+//! entries after the snapshot if its log holds the snapshot's last entry with the same term,
+//! else discards its log (Raft §7); its commit index moves to the snapshot's last index, and
+//! the shell gets the snapshot from `poll_snapshot` — before any later committed entry, which
+//! `poll_committed` holds back until then. The leader then continues with Appends after the snapshot. A
 //! follower that has already committed through the snapshot's last index (a leader that
 //! compacted less recently than the follower sends an older snapshot than the follower's
 //! own) never installs it: it answers at once that it holds all of it, which counts as
@@ -182,11 +184,29 @@
 //! The log holds what has not been compacted: bounded once the shell compacts. Per follower,
 //! at most `APPENDS_IN_FLIGHT_MAX` Appends' worth of unacknowledged entries, or
 //! `SNAPSHOT_CHUNKS_IN_FLIGHT_MAX` snapshot chunks, are in flight; a follower buffers at most
-//! one partial snapshot of at most `SNAPSHOT_LEN_MAX` bytes; the leader remembers the start
+//! one partial snapshot of at most `SNAPSHOT_LEN_MAX` bytes, and the Raft groups of one node
+//! at most [`SNAPSHOT_RECEIVE_BYTES_MAX`] together ([`NodeShared`]: a transfer reserves its
+//! length when it starts, is refused if it does not fit, and is dropped once it stops
+//! growing); log lines about peer input are bounded per node and kind
+//! ([`PEER_LOG_LINES_MAX`]); the leader remembers the start
 //! time of at most `ROUNDS_TRACKED_MAX` rounds; the outbox holds what one input produced (a
-//! few messages per voter, or a window of chunks).
+//! few messages per voter, or a window of chunks). A message from a voter makes this node
+//! send that voter at most one message (spec §8.5, "One record back per record"): a leader
+//! fills a follower's window only on its heartbeat rounds and proposals, and each answer
+//! brings one more message, so a forged or repeated answer amplifies nothing.
+
+/// Writes a log line about peer input if this node's budget for its kind allows it
+/// ([`PEER_LOG_LINES_MAX`] per [`PEER_LOG_PERIOD`]), telling how many were skipped before it.
+macro_rules! peer_log {
+    ($raft:expr, $now:expr, $kind:ident, $level:ident, $($arg:tt)+) => {
+        if let Some(skipped) = $raft.shared.peer_log.admit(PeerLogKind::$kind, $now) {
+            log::$level!("{}{skipped}", format_args!($($arg)+));
+        }
+    };
+}
 
 mod entries;
+pub(crate) mod shared;
 
 #[cfg(test)]
 mod tests;
@@ -199,6 +219,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use self::entries::RaftLog;
+use self::shared::Reservation;
+pub(crate) use self::shared::Skipped;
+pub use self::shared::{
+    NodeShared, PeerLogKind, PEER_LOG_LINES_MAX, PEER_LOG_PERIOD, SNAPSHOT_RECEIVE_BYTES_MAX,
+    SNAPSHOT_RECEIVE_STALL_TIMEOUTS,
+};
 use crate::core::time::{Duration, Instant};
 
 /// A voter's identity, unique within a shard.
@@ -243,6 +269,34 @@ fn next_heartbeat(now: Instant, interval: Duration) -> Instant {
 /// cluster never comes near it; a message beyond it comes from a faulty or forged peer, and
 /// adopting it would leave no room for `term + 1`.
 pub const TERM_MAX: u64 = u64::MAX / 2;
+
+/// How far above its own term the term of a message may be: a message beyond it comes from
+/// a faulty or forged peer and is dropped (spec §8.5, "Terms far ahead"). Without it one
+/// message of term `TERM_MAX` (a bit flip, a bug, a forgery on a cluster without a key) made
+/// its receiver adopt a term with no room for an election, which then spread to every node
+/// and left the shard without a leader for ever (issue 8). Correct nodes never come near it:
+/// terms grow by one per election, elections need an election timeout each (at least
+/// 150 ms by default, PreVote keeps a cut-off node from counting up), so a node this far
+/// behind would have missed 2^32 elections, years of nothing but elections. Dropping a
+/// message is always safe in Raft (it is a loss); a faulty peer now needs 2^31 messages, each
+/// adopted in turn, to bring a shard to `TERM_MAX`.
+pub const TERM_AHEAD_MAX: u64 = 1 << 32;
+
+/// Whether a complete snapshot received from a leader may replace this replica's state: the
+/// state machine's own decoder, run on the whole snapshot before Raft installs it (so before
+/// the shell persists it or replaces its state). `Err` says why not (spec §8.5, "Receiving a
+/// snapshot"). Raft alone treats snapshot bytes as opaque and accepts any.
+pub type SnapshotCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+
+/// A [`SnapshotCheck`] in a `Raft` (which is `Debug`).
+#[derive(Clone)]
+struct Check(SnapshotCheck);
+
+impl fmt::Debug for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SnapshotCheck")
+    }
+}
 
 /// Mixed into the rng seed to draw the life id (`Raft::life`) from a stream of its own.
 const LIFE_SEED_SALT: u64 = 0x6c69_6665_2069_6473;
@@ -682,13 +736,32 @@ struct SnapshotSend {
     resent_from: Option<u64>,
 }
 
+/// Why a leader sends a follower what it needs, which bounds how much it sends at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sending {
+    /// A heartbeat round: at least one message (an empty Append if nothing else), and as
+    /// much as the flow-control window allows.
+    Round,
+    /// Proposals were appended: entries as the window allows, nothing if it has none to send.
+    Proposals,
+    /// The follower answered: at most one message back to it, so that no message, forged or
+    /// not, makes the leader send its sender more than one (issue 8: no amplification). Each
+    /// answer brings one more, so a window the round filled stays full; what is left waits for
+    /// the next answer or round.
+    Answer,
+}
+
 /// A follower's partial snapshot transfer.
 #[derive(Debug)]
 struct SnapshotReceive {
     meta: SnapshotMeta,
     total_len: u64,
-    /// The first `buffer.len()` bytes of the snapshot.
+    /// The first `buffer.len()` bytes of the snapshot; its capacity never exceeds
+    /// `total_len`, which `reservation` holds of the node's budget.
     buffer: Vec<u8>,
+    /// When the buffer last grew (or the transfer started): see `Raft::snapshot_stall`.
+    progress_at: Instant,
+    reservation: Reservation,
 }
 
 /// One voter's Raft state machine. See the module docs.
@@ -713,6 +786,10 @@ pub struct Raft {
     snapshot_installed: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
     /// Follower: the snapshot transfer in progress, if any.
     snapshot_receive: Option<SnapshotReceive>,
+    /// Decides whether a complete snapshot may be installed (see [`Raft::set_snapshot_check`]).
+    snapshot_check: Option<Check>,
+    /// The budgets this node's Raft groups share (snapshot transfers, log lines).
+    shared: NodeShared,
 
     role: Role,
     /// Who leads `hard.term`, if known.
@@ -828,6 +905,8 @@ impl Raft {
             snapshot_data,
             snapshot_installed: None,
             snapshot_receive: None,
+            snapshot_check: None,
+            shared: NodeShared::new(),
             role: Role::Follower,
             leader: None,
             leader_contact: now,
@@ -866,11 +945,18 @@ impl Raft {
             );
             return;
         }
-        if msg.term() > TERM_MAX {
-            log::error!(
-                "raft {}: dropping a message of term {} from {from} (faulty peer?)",
+        self.drop_stalled_snapshot(now);
+        if msg.term() > TERM_MAX || msg.term() > self.hard.term.saturating_add(TERM_AHEAD_MAX) {
+            peer_log!(
+                self,
+                now,
+                Term,
+                error,
+                "raft {}: dropping a message of term {} from {from}, beyond TERM_MAX or more \
+                 than TERM_AHEAD_MAX above this node's term {} (faulty peer?)",
                 self.config.id,
-                msg.term()
+                msg.term(),
+                self.hard.term
             );
             self.faulty_drops += 1;
             return;
@@ -1010,6 +1096,7 @@ impl Raft {
     /// Fires whatever timer is due: a leader's CheckQuorum or heartbeat, anyone else's
     /// election timer. Call when `now >= poll_timeout()`; an early call does nothing.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.drop_stalled_snapshot(now);
         if self.role == Role::Leader {
             self.refresh_quorum_deadline(now);
             if now >= self.quorum_deadline {
@@ -1098,7 +1185,7 @@ impl Raft {
             self.flush_pending = false;
             if self.role == Role::Leader {
                 for position in 0..self.progress.len() {
-                    self.send_append(position, false);
+                    self.send_append(position, Sending::Proposals);
                 }
             }
         }
@@ -1130,10 +1217,16 @@ impl Raft {
                     .min(self.quorum_deadline)
                     .min(transfer)
             }
-            _ => match self.recovery {
-                Recovery::Querying { next_query, .. } => next_query,
-                _ => self.election_deadline,
-            },
+            _ => {
+                let timer = match self.recovery {
+                    Recovery::Querying { next_query, .. } => next_query,
+                    _ => self.election_deadline,
+                };
+                let stall = self.snapshot_stall();
+                self.snapshot_receive
+                    .as_ref()
+                    .map_or(timer, |r| timer.min(r.progress_at + stall))
+            }
         }
     }
 
@@ -1194,6 +1287,70 @@ impl Raft {
         self.snapshot_installed.take()
     }
 
+    /// The state machine's check of a complete snapshot from a leader, run before it is
+    /// installed: one it refuses is dropped (counted in [`Raft::faulty_drops`]) and changes
+    /// nothing, so a faulty or forged snapshot never replaces the replica's state nor reaches
+    /// its disk (spec §8.5, "Receiving a snapshot"). Without one, any snapshot is installed.
+    pub fn set_snapshot_check(&mut self, check: SnapshotCheck) {
+        self.snapshot_check = Some(Check(check));
+    }
+
+    /// Makes this Raft group share `shared` with the node's other groups (see [`NodeShared`]):
+    /// the budget of incoming snapshot transfers and of log lines about peer input. A partial
+    /// transfer in progress is dropped (it held the previous budget).
+    pub fn share(&mut self, shared: NodeShared) {
+        self.snapshot_receive = None;
+        self.shared = shared;
+    }
+
+    /// The budgets this group shares with the node's others.
+    pub fn shared(&self) -> &NodeShared {
+        &self.shared
+    }
+
+    /// Bytes the partial snapshot transfer in progress holds in memory (0 without one).
+    pub fn snapshot_receive_bytes(&self) -> u64 {
+        self.snapshot_receive
+            .as_ref()
+            .map_or(0, |r| r.buffer.capacity() as u64)
+    }
+
+    /// How long a partial snapshot transfer may go without growing before it is dropped
+    /// ([`SNAPSHOT_RECEIVE_STALL_TIMEOUTS`] longest election timeouts).
+    fn snapshot_stall(&self) -> Duration {
+        Duration::from_micros(
+            self.config
+                .election_timeout_max
+                .as_micros()
+                .saturating_mul(SNAPSHOT_RECEIVE_STALL_TIMEOUTS),
+        )
+    }
+
+    /// Drops a partial snapshot transfer that has not grown for `snapshot_stall`, giving its
+    /// bytes back to the node's budget (spec §8.5, "Receiving a snapshot").
+    fn drop_stalled_snapshot(&mut self, now: Instant) {
+        let stall = self.snapshot_stall();
+        if self
+            .snapshot_receive
+            .as_ref()
+            .is_some_and(|r| now >= r.progress_at + stall)
+        {
+            let receive = self.snapshot_receive.take().expect("checked");
+            peer_log!(
+                self,
+                now,
+                SnapshotStalled,
+                info,
+                "raft {}: dropping a snapshot transfer through {} that has not grown for \
+                 {stall:?} ({} of {} bytes)",
+                self.config.id,
+                receive.meta.index,
+                receive.buffer.len(),
+                receive.total_len
+            );
+        }
+    }
+
     /// Index of the last entry in the log (0 if empty).
     pub fn last_index(&self) -> u64 {
         self.log.last_index()
@@ -1230,11 +1387,13 @@ impl Raft {
     }
 
     /// Messages this instance dropped because only a faulty or forged peer sends them:
-    /// malformed ones, a term beyond [`TERM_MAX`], a second leader of a term, an Append or a
-    /// snapshot that contradicts a committed entry or this node's snapshot, a snapshot
-    /// larger than [`SNAPSHOT_LEN_MAX`]. Among correct nodes it stays 0 whatever the network
-    /// does (loss, duplication, reordering, delay, restarts): the simulator fails a run in
-    /// which it does not, so a correct message mistaken for a forgery is found.
+    /// malformed ones, a term beyond [`TERM_MAX`] or more than [`TERM_AHEAD_MAX`] above this
+    /// node's, a second leader of a term, an Append or a snapshot that contradicts a committed
+    /// entry or this node's snapshot, a snapshot larger than [`SNAPSHOT_LEN_MAX`], a complete
+    /// snapshot the state machine's check refuses ([`Raft::set_snapshot_check`]). Among
+    /// correct nodes it stays 0 whatever the network does (loss, duplication, reordering,
+    /// delay, restarts): the simulator fails a run in which it does not, so a correct message
+    /// mistaken for a forgery is found.
     pub fn faulty_drops(&self) -> u64 {
         self.faulty_drops
     }
@@ -1344,12 +1503,10 @@ impl Raft {
 
     /// Sends TimeoutNow to the transfer's target once it matches the whole log, at most once
     /// per round (each round resends it, in case it was lost or overtook the round's Append
-    /// naming the target, which the target needs to obey it).
-    fn send_timeout_now_if_caught_up(&mut self) {
+    /// naming the target, which the target needs to obey it). Returns the target if it sent.
+    fn send_timeout_now_if_caught_up(&mut self) -> Option<NodeId> {
         let round = self.round;
-        let Some(transfer) = self.transfer.filter(|t| t.timeout_now_round != round) else {
-            return;
-        };
+        let transfer = self.transfer.filter(|t| t.timeout_now_round != round)?;
         let last = self.log.last_index();
         let caught_up = self
             .progress
@@ -1362,7 +1519,9 @@ impl Raft {
             });
             let term = self.hard.term;
             self.send(transfer.to, Message::TimeoutNow { term });
+            return Some(transfer.to);
         }
+        None
     }
 
     /// A node that restarts WITHOUT its state (durability `memory`, lost or emptied files,
@@ -1627,6 +1786,21 @@ impl Raft {
 
     fn start_pre_vote(&mut self, now: Instant) {
         assert!(self.role != Role::Leader);
+        if self.hard.term >= TERM_MAX {
+            // No term is left to campaign in (every node would drop it); only a faulty peer
+            // brings a node here (`TERM_AHEAD_MAX`). Nothing this node could send would help.
+            peer_log!(
+                self,
+                now,
+                Term,
+                error,
+                "raft {}: term {} leaves no room for an election (faulty peer?)",
+                self.config.id,
+                self.hard.term
+            );
+            self.reset_election_timer(now);
+            return;
+        }
         self.role = Role::PreCandidate;
         self.leader = None;
         self.grants.clear();
@@ -1828,6 +2002,8 @@ impl Raft {
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.grants.clear();
+        // A leader receives no snapshot: its budget goes back to the node.
+        self.snapshot_receive = None;
         self.transfer = None;
         self.lease_from_round = 0;
         let next = self.log.last_index() + 1;
@@ -1884,7 +2060,7 @@ impl Raft {
         self.round_starts.push_back((self.round, now));
         self.heartbeat_deadline = next_heartbeat(now, self.config.heartbeat_interval);
         for position in 0..self.progress.len() {
-            self.send_append(position, true);
+            self.send_append(position, Sending::Round);
         }
         self.send_timeout_now_if_caught_up();
         self.refresh_quorum_deadline(now);
@@ -1893,13 +2069,15 @@ impl Raft {
     }
 
     /// Sends follower `position` what it needs. A heartbeat always sends at least one Append
-    /// (possibly empty); otherwise only entries are sent, within the flow-control window.
-    fn send_append(&mut self, position: usize, heartbeat: bool) {
+    /// (possibly empty); otherwise only entries are sent, within the flow-control window, and
+    /// at most one Append in answer to the follower (see `Sending`).
+    fn send_append(&mut self, position: usize, why: Sending) {
         assert!(self.role == Role::Leader);
         if self.progress[position].next <= self.log.snapshot().index {
-            self.send_snapshot(position, heartbeat);
+            self.send_snapshot(position, why);
             return;
         }
+        let heartbeat = why == Sending::Round;
         let batch_max = self.config.entries_per_append_max;
         let window = (batch_max as u64).saturating_mul(APPENDS_IN_FLIGHT_MAX);
         let last = self.log.last_index();
@@ -1935,7 +2113,7 @@ impl Raft {
             }
             // Pipelining: assume it arrives; a failure answer rewinds `next`.
             progress.next += sent;
-            if sent == 0 {
+            if sent == 0 || why == Sending::Answer {
                 return;
             }
         }
@@ -1964,11 +2142,12 @@ impl Raft {
     }
 
     /// Sends follower `position`, which needs entries compacted away, chunks of the current
-    /// snapshot within the window (`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`). A heartbeat always sends
-    /// at least one chunk, and resumes from the follower's latest answer if the previous round
-    /// brought no progress (lost chunks, or a follower that restarted and lost its partial
-    /// transfer).
-    fn send_snapshot(&mut self, position: usize, heartbeat: bool) {
+    /// snapshot within the window (`SNAPSHOT_CHUNKS_IN_FLIGHT_MAX`), one chunk at most in
+    /// answer to the follower (see `Sending`). A heartbeat always sends at least one chunk, and
+    /// resumes from the follower's latest answer if the previous round brought no progress
+    /// (lost chunks, or a follower that restarted and lost its partial transfer).
+    fn send_snapshot(&mut self, position: usize, why: Sending) {
+        let heartbeat = why == Sending::Round;
         assert!(self.role == Role::Leader);
         let meta = self.log.snapshot();
         assert!(meta.index > 0 && self.progress[position].next <= meta.index);
@@ -2023,6 +2202,9 @@ impl Raft {
                 round: self.round,
             };
             self.send(id, msg);
+            if why == Sending::Answer {
+                return;
+            }
         }
     }
 
@@ -2060,7 +2242,11 @@ impl Raft {
                 .checked_add(data.len() as u64)
                 .is_some_and(|end| end <= total_len);
         if !well_formed {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed InstallSnapshot from {from}",
                 self.config.id
             );
@@ -2068,7 +2254,11 @@ impl Raft {
             return;
         }
         if total_len > SNAPSHOT_LEN_MAX {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                SnapshotRefused,
+                error,
                 "raft {}: refusing a snapshot of {total_len} bytes from {from} (more than \
                  SNAPSHOT_LEN_MAX)",
                 self.config.id
@@ -2094,7 +2284,11 @@ impl Raft {
             || (meta.index <= self.commit_index
                 && self.log.term_at(meta.index).is_some_and(|t| t != meta.term));
         if second_leader || contradicts {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                Contradicts,
+                error,
                 "raft {}: dropping an InstallSnapshot of term {term} from {from} that \
                  contradicts {} (faulty peer?)",
                 self.config.id,
@@ -2136,21 +2330,80 @@ impl Raft {
             .as_ref()
             .is_some_and(|r| r.meta == meta && r.total_len == total_len);
         if !same_transfer {
+            // The transfer it replaces gives its bytes back first.
+            self.snapshot_receive = None;
+            let Some(reservation) = self.shared.snapshots.reserve(total_len) else {
+                // Spec §8.5: the node's transfers already hold its budget. Refused: the
+                // leader tries again from the start at its next round, by when another
+                // transfer may have ended (or stalled and been dropped).
+                peer_log!(
+                    self,
+                    now,
+                    SnapshotNoRoom,
+                    warn,
+                    "raft {}: no room for a snapshot of {total_len} bytes from {from}: the \
+                     node's transfers hold {} of SNAPSHOT_RECEIVE_BYTES_MAX {}; it waits",
+                    self.config.id,
+                    self.shared.snapshots.reserved(),
+                    self.shared.snapshots.bytes_max()
+                );
+                if let Message::InstallSnapshotReply { received, .. } = &mut reply {
+                    *received = 0;
+                }
+                self.send(from, reply);
+                return;
+            };
+            assert!(reservation.bytes() == total_len);
             self.snapshot_receive = Some(SnapshotReceive {
                 meta,
                 total_len,
                 buffer: Vec::new(),
+                progress_at: now,
+                reservation,
             });
         }
         let receive = self.snapshot_receive.as_mut().expect("set above");
-        if offset == receive.buffer.len() as u64 {
+        if offset == receive.buffer.len() as u64 && !data.is_empty() {
+            // Grow by doubling, but never beyond `total_len`: what the reservation covers.
+            let needed = receive.buffer.len() + data.len();
+            if needed > receive.buffer.capacity() {
+                let target = needed
+                    .max(receive.buffer.capacity().saturating_mul(2))
+                    .min(total_len as usize);
+                receive.buffer.reserve_exact(target - receive.buffer.len());
+            }
             receive.buffer.extend_from_slice(&data);
+            receive.progress_at = now;
         }
-        let received = receive.buffer.len() as u64;
+        assert!(receive.buffer.len() as u64 <= receive.reservation.bytes());
+        let mut received = receive.buffer.len() as u64;
         assert!(received <= total_len);
         if received == total_len {
             let receive = self.snapshot_receive.take().expect("set above");
-            self.install_snapshot(receive.meta, Arc::new(receive.buffer));
+            let refused = match &self.snapshot_check {
+                Some(Check(check)) => check(&receive.buffer).err(),
+                None => None,
+            };
+            match refused {
+                None => self.install_snapshot(receive.meta, Arc::new(receive.buffer)),
+                Some(error) => {
+                    // Spec §8.5: checked before it replaces anything. The follower keeps its
+                    // state and holds none of this snapshot now; a leader that sent it starts
+                    // over at its next round (and a faulty one is refused again).
+                    peer_log!(
+                        self,
+                        now,
+                        SnapshotRefused,
+                        error,
+                        "raft {}: dropping a snapshot through {} from {from} that does not \
+                         decode ({error}; faulty peer?)",
+                        self.config.id,
+                        meta.index
+                    );
+                    self.faulty_drops += 1;
+                    received = 0;
+                }
+            }
         }
         if let Message::InstallSnapshotReply { received: r, .. } = &mut reply {
             *r = received;
@@ -2200,7 +2453,11 @@ impl Raft {
         round: u64,
     ) -> Option<usize> {
         if term > self.hard.term {
-            log::info!(
+            peer_log!(
+                self,
+                now,
+                SteppingDown,
+                info,
                 "raft {}: stepping down: node {from} is in term {term}",
                 self.config.id
             );
@@ -2231,7 +2488,7 @@ impl Raft {
     /// forgets the known life. Life ids are random 64-bit numbers, so two lives of one node
     /// share one with probability 2^-64; and an answer from a node that restarted WITH its
     /// state merely makes the leader resend what that node already holds.
-    fn current_life(&mut self, position: usize, life: u64, round: u64) -> bool {
+    fn current_life(&mut self, now: Instant, position: usize, life: u64, round: u64) -> bool {
         let last = self.log.last_index();
         let leader_round = self.round;
         let progress = &mut self.progress[position];
@@ -2242,7 +2499,11 @@ impl Raft {
             return false;
         }
         if progress.life.is_some() {
-            log::info!(
+            peer_log!(
+                self,
+                now,
+                NewLife,
+                info,
                 "raft {}: node {} restarted; replicating to it from scratch",
                 self.config.id,
                 progress.id
@@ -2276,14 +2537,18 @@ impl Raft {
             .as_ref()
             .map_or(0, |data| data.len() as u64);
         if round > self.round || last_index > self.log.last_index() {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed InstallSnapshotReply from {from}",
                 self.config.id
             );
             self.faulty_drops += 1;
             return;
         }
-        if !self.current_life(position, life, round) {
+        if !self.current_life(now, position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];
@@ -2325,11 +2590,15 @@ impl Raft {
         assert!(progress.matched < progress.next && progress.next <= last + 1);
         self.refresh_quorum_deadline(now);
         self.refresh_lease();
+        let mut timeout_now_to = None;
         if matched_more {
             self.advance_commit();
-            self.send_timeout_now_if_caught_up();
+            timeout_now_to = self.send_timeout_now_if_caught_up();
         }
-        self.send_append(position, false);
+        // At most one message back to the follower (see `Sending`).
+        if timeout_now_to != Some(from) {
+            self.send_append(position, Sending::Answer);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2367,7 +2636,11 @@ impl Raft {
                 .is_none_or(|entry| entry.term >= prev_log_term)
             && prev_log_term <= term;
         if !well_formed {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed Append from {from}",
                 self.config.id
             );
@@ -2391,7 +2664,11 @@ impl Raft {
                         .is_some_and(|t| t != entry.term)
             });
         if second_leader || rewrites_committed {
-            log::error!(
+            peer_log!(
+                self,
+                now,
+                Contradicts,
+                error,
                 "raft {}: dropping an Append of term {term} from {from} that contradicts \
                  {} (faulty peer?)",
                 self.config.id,
@@ -2435,7 +2712,11 @@ impl Raft {
             let rest = entries.split_off(covered as usize);
             let term_at_snapshot = entries.last().map_or(prev_log_term, |entry| entry.term);
             if term_at_snapshot != snapshot.term {
-                log::error!(
+                peer_log!(
+                    self,
+                    now,
+                    Contradicts,
+                    error,
                     "raft {}: dropping an Append of term {term} from {from} that contradicts \
                      the snapshot (faulty peer?)",
                     self.config.id
@@ -2534,14 +2815,18 @@ impl Raft {
         };
         let last = self.log.last_index();
         if round > self.round || match_index > last {
-            log::warn!(
+            peer_log!(
+                self,
+                now,
+                Malformed,
+                warn,
                 "raft {}: dropping a malformed AppendReply from {from}",
                 self.config.id
             );
             self.faulty_drops += 1;
             return;
         }
-        if !self.current_life(position, life, round) {
+        if !self.current_life(now, position, life, round) {
             return;
         }
         let progress = &mut self.progress[position];
@@ -2568,11 +2853,15 @@ impl Raft {
         assert!(progress.matched < progress.next && progress.next <= last + 1);
         self.refresh_quorum_deadline(now);
         self.refresh_lease();
+        let mut timeout_now_to = None;
         if matched_more {
             self.advance_commit();
-            self.send_timeout_now_if_caught_up();
+            timeout_now_to = self.send_timeout_now_if_caught_up();
         }
-        self.send_append(position, false);
+        // At most one message back to the follower (see `Sending`).
+        if timeout_now_to != Some(from) {
+            self.send_append(position, Sending::Answer);
+        }
     }
 
     /// Raft §5.4.2: commit the highest index a majority stores, if it is of the current term.

@@ -275,7 +275,16 @@ impl Net {
             return;
         }
         let now = self.now;
-        self.node_mut(to).handle_message(now, from, message);
+        let kind = format!("{message:?}");
+        let node = self.node_mut(to);
+        node.handle_message(now, from, message);
+        // No amplification (issue 8 item 4): one message in, at most one back to its sender
+        // (what a leader then sends a follower beyond that waits for a timer or a proposal).
+        let back = node.outbox.iter().filter(|(to, _)| *to == from).count();
+        assert!(
+            back <= 1 && !node.flush_pending,
+            "node {to} answered {kind:.60} from {from} with {back} messages"
+        );
         self.after_input(to);
     }
 
@@ -921,6 +930,84 @@ fn appends_carry_at_most_entries_per_append_max() {
     assert_eq!(to_far, APPENDS_IN_FLIGHT_MAX);
 }
 
+/// Issue 8 item 4 (no amplification): a leader answered one AppendReply with up to
+/// APPENDS_IN_FLIGHT_MAX Appends, and one answer below its snapshot, or one
+/// InstallSnapshotReply, with up to SNAPSHOT_CHUNKS_IN_FLIGHT_MAX chunks: a forged answer made
+/// it send its sender eight messages (about 200 times the bytes). It now sends at most one
+/// back per answer; the rest of a window follows the follower's own answers (one each) or the
+/// next heartbeat round. (`Net::deliver` checks the same on every message of every test.)
+#[test]
+fn a_leader_sends_at_most_one_message_back_per_answer() {
+    let mut net = Net::with(
+        3,
+        9,
+        |config| {
+            config.entries_per_append_max = 4;
+            config.snapshot_chunk_max = CHUNK_TEST;
+        },
+        |_| (HardState::default(), Vec::new()),
+    );
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let far = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    net.isolate(far);
+    for k in 0..40u8 {
+        net.propose(leader, vec![k + 1]);
+    }
+    net.run_for(ms(100));
+    let held = net.node(far).last_index();
+    let (term, life) = (net.node(leader).term(), net.node(far).life());
+    let round = net.node(leader).round;
+    let now = net.now;
+    let mut back = |message: Message| {
+        let node = net.node_mut(leader);
+        node.handle_message(now, far, message);
+        drain(node).into_iter().filter(|(to, _)| *to == far).count()
+    };
+    let append_reply = |success, match_index| Message::AppendReply {
+        term,
+        success,
+        match_index,
+        round,
+        life,
+    };
+    // A refusal rewinds the leader to one probe; the probe's answer opens the whole window.
+    assert_eq!(back(append_reply(false, held)), 1);
+    assert_eq!(
+        back(append_reply(true, held)),
+        1,
+        "Appends for one AppendReply"
+    );
+    // Below the snapshot: a refusal starts a transfer, and an answer that acknowledges
+    // every chunk in flight moves the window on.
+    net.compact(leader);
+    let snapshot = net.node(leader).snapshot_meta();
+    assert!(snapshot.index > held);
+    let mut back = |message: Message| {
+        let node = net.node_mut(leader);
+        node.handle_message(now, far, message);
+        drain(node).into_iter().filter(|(to, _)| *to == far).count()
+    };
+    assert_eq!(
+        back(append_reply(false, held)),
+        1,
+        "chunks for one AppendReply"
+    );
+    let received = (CHUNK_TEST as u64) * SNAPSHOT_CHUNKS_IN_FLIGHT_MAX;
+    let snapshot_reply = Message::InstallSnapshotReply {
+        term,
+        last_index: snapshot.index,
+        received,
+        round,
+        life,
+    };
+    assert_eq!(
+        back(snapshot_reply),
+        1,
+        "chunks for one InstallSnapshotReply"
+    );
+}
+
 // ---- CheckQuorum and the lease ----
 
 #[test]
@@ -1411,6 +1498,101 @@ fn random_faults_with(seed: u64, compact: bool, amnesia: bool) -> usize {
     }
 }
 
+/// Issue 8 item 4: one APPEND_REPLY of term 2^63 - 1 (accepted then: it was not above
+/// TERM_MAX) made a leader adopt that term and step down, and its answers carried the term to
+/// every node; then no node could campaign (term + 1 is beyond TERM_MAX, which everyone drops)
+/// and the shard had no leader for ever, even across restarts (the term is on disk). A term
+/// more than TERM_AHEAD_MAX above the receiver's comes from a faulty or forged peer: dropped,
+/// counted, and nothing changes.
+#[test]
+fn a_term_far_above_the_receivers_is_dropped_and_cannot_wedge_the_shard() {
+    let mut net = Net::new(3, 31);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let follower = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let answer = |term| Message::AppendReply {
+        term,
+        success: true,
+        match_index: 0,
+        round: 0,
+        life: 0,
+    };
+    for forged in [u64::MAX / 2, term + TERM_AHEAD_MAX + 1] {
+        let now = net.now;
+        net.node_mut(leader)
+            .handle_message(now, follower, answer(forged));
+        net.after_input(leader);
+    }
+    assert_eq!(
+        net.node(leader).role(),
+        Role::Leader,
+        "the forged term deposed it"
+    );
+    assert_eq!(net.node(leader).term(), term);
+    assert_eq!(net.node(leader).faulty_drops(), 2);
+    // Within the bound a later term is a real one: the leader steps down to it, and the
+    // shard elects a leader of a later term still.
+    let now = net.now;
+    net.node_mut(leader)
+        .handle_message(now, follower, answer(term + TERM_AHEAD_MAX));
+    net.after_input(leader);
+    assert_eq!(net.node(leader).term(), term + TERM_AHEAD_MAX);
+    assert_eq!(net.node(leader).faulty_drops(), 2);
+    net.run_for(ms(3_000));
+    let leader = net.leader().expect("a leader after the term jump");
+    assert!(net.node(leader).term() > term + TERM_AHEAD_MAX);
+    assert!(net.node(leader).lease_valid(net.now));
+}
+
+/// Issue 8 item 4: every record dropped as a faulty peer's, every step-down for a later term
+/// and every answer from a "new life" wrote a log line: an APPEND_REPLY of term 2^63 - 1 to
+/// each leader made every node log about 70 KB/s for ever. Lines about peer input are now
+/// bounded per node: `PEER_LOG_LINES_MAX` per kind per `PEER_LOG_PERIOD`, the rest counted.
+#[test]
+fn a_flood_of_peer_records_writes_a_bounded_number_of_log_lines() {
+    let mut net = Net::new(3, 32);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    let term = net.node(leader).term();
+    let follower = net.ids().into_iter().find(|&id| id != leader).unwrap();
+    let round = net.node(leader).round;
+    let before = super::shared::log_lines::written();
+    let now = net.now;
+    let node = net.node_mut(leader);
+    for n in 0..1_000u64 {
+        // A term beyond TERM_MAX; a malformed answer (a round the leader never started);
+        // answers from ever "newer lives" of the follower.
+        let forged = [
+            (u64::MAX / 2 + 1, true, round, 0),
+            (term, true, round + 1, 0),
+            (term, false, round, n + 1),
+        ];
+        for (term, success, round, life) in forged {
+            let match_index = 0;
+            node.handle_message(
+                now,
+                follower,
+                Message::AppendReply {
+                    term,
+                    success,
+                    match_index,
+                    round,
+                    life,
+                },
+            );
+        }
+        drain(node);
+    }
+    let written = super::shared::log_lines::written() - before;
+    let kinds = 3;
+    assert!(
+        written <= kinds * u64::from(PEER_LOG_LINES_MAX),
+        "3,000 forged records wrote {written} log lines"
+    );
+    assert!(net.node(leader).shared().peer_log_skipped() > 0);
+}
+
 // ---- Leadership transfer (thesis §3.10) ----
 
 #[test]
@@ -1723,6 +1905,109 @@ fn a_transfer_vote_overrides_stickiness_only_for_the_target_the_latest_round_nam
     assert_eq!(node.term(), term);
 }
 
+/// Issue 8 item 4: 72 forged TIMEOUT_NOW datagrams caused 1,470 leader changes in 6 s. A
+/// TIMEOUT_NOW is obeyed only if it comes from the leader this node follows, of its current
+/// term, whose latest round names this node; a TRANSFER_VOTE overrides stickiness only for
+/// the candidate the voter's leader of its current term named (spec §8.5, "Leadership
+/// transfer"). Forged ones of every other kind start no election and win no vote; a genuine
+/// transfer still works, before and after them.
+#[test]
+fn forged_timeout_now_and_transfer_votes_start_no_election_and_win_no_vote() {
+    let mut net = Net::new(3, 34);
+    let first = net.elect(ms(1_000));
+    net.run_for(ms(100));
+    // A genuine transfer: `leader` leads the next term, `first` led the one before.
+    let leader = net.ids().into_iter().find(|&id| id != first).unwrap();
+    let now = net.now;
+    net.node_mut(first)
+        .transfer_leadership(now, leader)
+        .unwrap();
+    net.after_input(first);
+    net.run_for(ms(100));
+    assert_eq!(net.leader(), Some(leader), "a genuine transfer failed");
+    let term = net.node(leader).term();
+    assert!(term >= 2);
+    let third = net
+        .ids()
+        .into_iter()
+        .find(|&id| id != first && id != leader)
+        .unwrap();
+    let last = net.node(leader).last_index();
+    let deliver = |net: &mut Net, from: NodeId, to: NodeId, message: Message| {
+        let now = net.now;
+        net.node_mut(to).handle_message(now, from, message);
+        let out = net
+            .node(to)
+            .outbox
+            .iter()
+            .map(|(_, m)| m.clone())
+            .collect::<Vec<_>>();
+        net.after_input(to);
+        out
+    };
+    for (target, other) in [(first, third), (third, first)] {
+        // (sender, term): the leader with a later term, a follower of the current term, the
+        // leader of the previous term with its term, the leader with no transfer announced.
+        let forged = [
+            (leader, term + 1),
+            (other, term),
+            (first, term - 1),
+            (leader, term),
+        ];
+        for (from, forged_term) in forged {
+            if from == target {
+                continue;
+            }
+            let out = deliver(
+                &mut net,
+                from,
+                target,
+                Message::TimeoutNow { term: forged_term },
+            );
+            assert!(
+                out.is_empty(),
+                "{target} answered a forged TimeoutNow: {out:?}"
+            );
+            assert_eq!(net.node(target).role(), Role::Follower);
+            assert_eq!(net.node(target).term(), term);
+        }
+        // A transfer vote nobody announced, to a follower and to the leader.
+        for voter in [other, leader] {
+            let vote = Message::Vote {
+                term: term + 1,
+                last_log_index: last + 10,
+                last_log_term: term,
+                transfer: true,
+            };
+            let out = deliver(&mut net, target, voter, vote);
+            assert!(
+                !out.iter()
+                    .any(|m| matches!(m, Message::VoteReply { granted: true, .. })),
+                "{voter} granted {target} a transfer vote nobody announced"
+            );
+            assert_eq!(net.node(voter).term(), term);
+        }
+    }
+    net.deliver_due();
+    net.run_for(ms(500));
+    assert_eq!(net.leader(), Some(leader));
+    assert_eq!(
+        net.node(leader).term(),
+        term,
+        "a forged message changed the term"
+    );
+    assert!(!net.leaders.contains_key(&(term + 1)));
+    // And a genuine transfer still works afterwards.
+    let now = net.now;
+    net.node_mut(leader)
+        .transfer_leadership(now, third)
+        .unwrap();
+    net.after_input(leader);
+    net.run_for(ms(100));
+    assert_eq!(net.leader(), Some(third));
+    assert_eq!(net.node(third).term(), term + 1);
+}
+
 // ---- Log compaction and InstallSnapshot (Raft §7, thesis §5) ----
 
 /// Chunks small enough that the test snapshots take several.
@@ -1836,6 +2121,144 @@ fn compaction_a_restarted_follower_catches_up_through_a_multi_chunk_snapshot() {
 fn compaction_snapshot_transfer_survives_chunk_loss_and_duplication() {
     for seed in 0..8 {
         follower_catches_up_through_a_snapshot(seed, true);
+    }
+}
+
+/// Issue 8 item 4: a node kept every shard's partial snapshot transfer 1:1, up to 256 MiB
+/// each (16 GiB over 64 shards), for whoever sent chunks. Its shards now share one budget:
+/// a transfer reserves its announced length when it starts, and one that does not fit is
+/// refused (answered `received` 0) until another ends.
+#[test]
+fn partial_snapshot_transfers_share_one_budget_per_node() {
+    const SHARDS: usize = 64;
+    const BUDGET: u64 = 1 << 20;
+    let shared = NodeShared::with_snapshot_bytes_max(BUDGET);
+    let total_len = 256 * 1024;
+    let chunk = vec![0x5Au8; 1_256];
+    let now = Instant::from_micros(1_000);
+    let mut held_total = 0;
+    let mut refused = 0;
+    let mut shards = Vec::new();
+    for _shard in 0..SHARDS {
+        let mut raft = follower_with(Vec::new(), 1);
+        raft.share(shared.clone());
+        let mut answers = Vec::new();
+        for n in 0..40u64 {
+            raft.handle_message(
+                now,
+                2,
+                Message::InstallSnapshot {
+                    term: 1,
+                    last_index: 1_000,
+                    last_term: 1,
+                    offset: n * chunk.len() as u64,
+                    total_len,
+                    data: chunk.clone(),
+                    round: 1,
+                },
+            );
+            answers.extend(drain(&mut raft));
+        }
+        held_total += raft.snapshot_receive_bytes();
+        if raft.snapshot_receive_bytes() == 0 {
+            refused += 1;
+            assert!(answers
+                .iter()
+                .all(|(_, m)| matches!(m, Message::InstallSnapshotReply { received: 0, .. })));
+        }
+        // Each replica lives on, holding its partial transfer, as a node's shards do.
+        shards.push(raft);
+    }
+    assert!(
+        held_total <= BUDGET,
+        "{SHARDS} partial transfers hold {held_total} bytes, over the node's {BUDGET}"
+    );
+    assert!(shared.snapshot_bytes_reserved() <= BUDGET);
+    assert_eq!(refused, SHARDS - (BUDGET / total_len) as usize);
+}
+
+/// A follower behind a compaction receives its leader's snapshot while another shard of its
+/// node holds a stale partial transfer (one forged chunk announcing a large snapshot, then
+/// nothing): at once if both fit in the node's budget; once the stale one has stalled for
+/// `SNAPSHOT_RECEIVE_STALL_TIMEOUTS` election timeouts and is dropped if they do not.
+#[test]
+fn a_lagging_follower_catches_up_beside_another_shards_stale_partial_transfer() {
+    for room in [true, false] {
+        let (mut net, leader) = compacting_net(5);
+        let lagging = net.ids().into_iter().find(|&id| id != leader).unwrap();
+        let persisted = net.crash(lagging);
+        for value in 0..20u8 {
+            net.propose(leader, vec![value + 1]);
+            net.run_for(ms(5));
+        }
+        net.run_for(ms(100));
+        for id in net.ids() {
+            if net.is_up(id) {
+                net.compact(id);
+            }
+        }
+        let snapshot = net.node(leader).snapshot_meta();
+        let snapshot_len = net.node(leader).snapshot_data().unwrap().len() as u64;
+        let stale_len = 100_000;
+        let budget = stale_len + snapshot_len - u64::from(!room);
+        let shared = NodeShared::with_snapshot_bytes_max(budget);
+        // Another shard of the lagging node, with its stale partial transfer.
+        let mut other = follower_with(Vec::new(), 1);
+        other.share(shared.clone());
+        other.handle_message(
+            net.now,
+            2,
+            Message::InstallSnapshot {
+                term: 1,
+                last_index: 50,
+                last_term: 1,
+                offset: 0,
+                total_len: stale_len,
+                data: vec![1; 16],
+                round: 1,
+            },
+        );
+        drain(&mut other);
+        assert!(other.snapshot_receive_bytes() > 0);
+        let stall_ends = net.now + other.snapshot_stall();
+        net.restart(lagging, 77, persisted);
+        net.node_mut(lagging).share(shared.clone());
+        // The node's loop: every shard's timers fire, `other`'s too.
+        let installed = |net: &Net| net.node(lagging).snapshot_meta() == snapshot;
+        let mut installed_at = None;
+        while net.now < stall_ends + ms(2_000) && installed_at.is_none() {
+            net.run_for(ms(10));
+            if other.poll_timeout() <= net.now {
+                other.handle_timeout(net.now);
+                drain(&mut other);
+            }
+            if installed(&net) {
+                installed_at = Some(net.now);
+            }
+        }
+        let installed_at = installed_at.expect("the lagging follower never caught up");
+        if room {
+            assert!(installed_at < stall_ends);
+            assert!(
+                other.snapshot_receive_bytes() > 0,
+                "the stale transfer sits there"
+            );
+        } else {
+            assert!(
+                installed_at >= stall_ends,
+                "it fit in the budget: the test shows nothing"
+            );
+            assert_eq!(
+                other.snapshot_receive_bytes(),
+                0,
+                "the stale one was dropped"
+            );
+        }
+        assert!(shared.snapshot_bytes_reserved() <= budget);
+        // And it goes on with Appends.
+        let index = net.propose(leader, b"after".to_vec());
+        net.run_for(ms(200));
+        assert!(net.node(lagging).commit_index() >= index);
     }
 }
 

@@ -262,9 +262,6 @@ pub struct Shard {
     snapshot_pending: Option<Snapshot>,
     /// No snapshot is taken before this applied index (one came out too large).
     compact_not_before: u64,
-    /// A snapshot from the leader did not decode: this replica's table is no longer the
-    /// shard's, so it serves nothing (a faulty or forged peer sent it).
-    table_stale: bool,
     /// The settings of the last SETTINGS applied (spec §8.8); `None` before the first, when
     /// the table uses this replica's own (as with a log written before SETTINGS existed,
     /// whose nodes shared every setting).
@@ -315,6 +312,7 @@ impl Shard {
     pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Shard {
         let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
+        shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
         shard
     }
@@ -324,6 +322,7 @@ impl Shard {
     pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Shard {
         let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
+        shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
         shard
     }
@@ -345,7 +344,8 @@ impl Shard {
             Some((meta, data)) => Some((*meta, decode_snapshot(&config, data)?)),
             None => None,
         };
-        let raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
+        let mut raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
+        raft.set_snapshot_check(snapshot_check(&config));
         let mut shard = Shard {
             config,
             raft,
@@ -366,7 +366,6 @@ impl Shard {
             uncommitted_max: UNCOMMITTED_MAX,
             snapshot_pending: None,
             compact_not_before: 0,
-            table_stale: false,
             settings: None,
         };
         if let Some((meta, (table, stamp, settings))) = decoded {
@@ -529,6 +528,12 @@ impl Shard {
         self.preferred_leader = node;
     }
 
+    /// Makes this replica share `shared` with the node's other shard replicas: the budget of
+    /// incoming snapshot transfers and of log lines about peer input (`raft::NodeShared`).
+    pub fn share(&mut self, shared: raft::NodeShared) {
+        self.raft.share(shared);
+    }
+
     /// This replica's node is leaving: it hands nothing to it and takes no shard over.
     pub fn set_leaving(&mut self) {
         self.preferred_leader = None;
@@ -618,8 +623,7 @@ impl Shard {
     }
 
     fn leading(&self) -> bool {
-        !self.table_stale
-            && self.raft.role() == Role::Leader
+        self.raft.role() == Role::Leader
             && self
                 .clock
                 .is_some_and(|clock| clock.term == self.raft.term())
@@ -738,7 +742,7 @@ impl Shard {
             self.replies.clear();
             self.reads.clear();
         }
-        self.apply_committed();
+        self.apply_committed(now);
         self.answer_reads(now);
         self.propose_tick(now);
         self.spread(now);
@@ -810,43 +814,32 @@ impl Shard {
             };
             self.tick_pending = Some(index);
             // A single voter commits inside propose.
-            self.apply_committed();
+            self.apply_committed(now);
         }
     }
 
     /// Installs what the leader's snapshot says, then applies committed entries, then takes
     /// or hands over a snapshot when due.
-    fn apply_committed(&mut self) {
+    fn apply_committed(&mut self, now: Instant) {
         while let Some((meta, data)) = self.raft.poll_snapshot() {
             self.install(meta, &data);
         }
         while let Some(entry) = self.raft.poll_committed() {
-            self.apply(&entry);
+            self.apply(now, &entry);
         }
         self.compact();
     }
 
-    /// Replaces this replica's state with a snapshot from the leader (thesis §5.3).
+    /// Replaces this replica's state with a snapshot from the leader (thesis §5.3). Raft
+    /// installs only a snapshot that [`snapshot_check`] accepted, which decodes it the same
+    /// way: a faulty or forged one never gets here (spec §8.5, "Receiving a snapshot").
     fn install(&mut self, meta: SnapshotMeta, data: &[u8]) {
-        match decode_snapshot(&self.config, data) {
-            Ok((table, stamp, settings)) => {
-                self.table = table;
-                self.applied_index = meta.index;
-                self.applied_stamp = stamp;
-                self.settings = settings;
-                self.table_stale = false;
-            }
-            Err(error) => {
-                log::error!(
-                    "shard {}: the leader's snapshot through {} does not decode ({error}); \
-                     this replica serves nothing until it gets a good one",
-                    self.config.shard,
-                    meta.index
-                );
-                self.applied_index = meta.index;
-                self.table_stale = true;
-            }
-        }
+        let (table, stamp, settings) = decode_snapshot(&self.config, data)
+            .expect("Raft installs only a snapshot that decoded (snapshot_check)");
+        self.table = table;
+        self.applied_index = meta.index;
+        self.applied_stamp = stamp;
+        self.settings = settings;
         self.tick_pending = None;
         self.proposed.clear();
         self.replies.clear();
@@ -858,7 +851,7 @@ impl Shard {
     fn compact(&mut self) {
         // While a follower receives the current snapshot, a new one would restart that
         // transfer from its first byte; under steady load it would never end.
-        if self.compact_every == 0 || self.table_stale || self.raft.sending_snapshot() {
+        if self.compact_every == 0 || self.raft.sending_snapshot() {
             return;
         }
         if let Some((meta, _)) = &self.snapshot_pending {
@@ -918,8 +911,9 @@ impl Shard {
         }
     }
 
-    /// Applies one committed entry to the table, identically on every replica.
-    fn apply(&mut self, entry: &Entry) {
+    /// Applies one committed entry to the table, identically on every replica. `local_now`
+    /// (this node's clock) only paces log lines; the entry's stamp is its time.
+    fn apply(&mut self, local_now: Instant, entry: &Entry) {
         assert!(entry.index == self.applied_index + 1);
         self.applied_index = entry.index;
         if self.tick_pending == Some(entry.index) {
@@ -931,12 +925,15 @@ impl Shard {
         let command = match LogCommand::decode(&entry.data) {
             Ok(command) => command,
             Err(error) => {
-                // Every replica holds the same bytes, so every replica skips it alike.
-                log::error!(
-                    "shard {}: entry {} does not decode ({error:?}); skipped",
-                    self.config.shard,
-                    entry.index
-                );
+                // Every replica holds the same bytes, so every replica skips it alike. Only a
+                // faulty or forged peer's entries get here: log within the node's budget.
+                if let Some(skipped) = self.bad_entry_line(local_now) {
+                    log::error!(
+                        "shard {}: entry {} does not decode ({error:?}); skipped{skipped}",
+                        self.config.shard,
+                        entry.index
+                    );
+                }
                 return;
             }
         };
@@ -958,11 +955,13 @@ impl Shard {
                 // Checked against limits every replica shares (the cluster id holds them),
                 // so every replica takes or skips it alike.
                 if let Err(error) = settings.over(&self.config.table).validate() {
-                    log::error!(
-                        "shard {}: entry {} sets {error}; skipped",
-                        self.config.shard,
-                        entry.index
-                    );
+                    if let Some(skipped) = self.bad_entry_line(local_now) {
+                        log::error!(
+                            "shard {}: entry {} sets {error}; skipped{skipped}",
+                            self.config.shard,
+                            entry.index
+                        );
+                    }
                     return;
                 }
                 self.settings = Some(settings);
@@ -1045,6 +1044,15 @@ impl Shard {
         }
     }
 
+    /// Whether a line about a committed entry this replica cannot apply may be written now
+    /// (the node's budget of lines about peer input, [`raft::PEER_LOG_LINES_MAX`]).
+    fn bad_entry_line(&self, now: Instant) -> Option<raft::Skipped> {
+        self.raft
+            .shared()
+            .peer_log()
+            .admit(raft::PeerLogKind::BadEntry, now)
+    }
+
     /// The time a command applies at: its stamp, never before the previous one.
     fn stamp(&mut self, stamp: u64) -> Instant {
         self.applied_stamp = self.applied_stamp.max(Instant::from_micros(stamp));
@@ -1086,6 +1094,15 @@ fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<
         resource,
         client,
     }
+}
+
+/// Raft's check of a complete snapshot from a leader (spec §8.5, "Receiving a snapshot"): it
+/// must decode as `config`'s replica would restore it, table included, before it replaces
+/// anything or is persisted; a junk one would otherwise silence the replica and, once on
+/// disk, keep its node from restarting (issue 8).
+fn snapshot_check(config: &Config) -> raft::SnapshotCheck {
+    let config = config.clone();
+    Arc::new(move |data: &[u8]| decode_snapshot(&config, data).map(|_| ()))
 }
 
 /// The table, the last stamp and the logged settings a shard snapshot holds (see the module

@@ -699,8 +699,8 @@ fn a_follower_far_behind_catches_up_from_the_leaders_snapshot() {
 
 /// Review finding: a snapshot whose header stamp is behind its table's clock used to pass
 /// decoding and then crash the replica (the table's clock would have gone back). Such a
-/// snapshot from a faulty or forged peer is now refused; the replica serves nothing, but
-/// never crashes.
+/// snapshot from a faulty or forged peer is now refused before Raft installs it (issue 8):
+/// the replica keeps its state, and never crashes.
 #[test]
 fn a_snapshot_stamped_behind_its_tables_clock_is_refused_not_a_crash() {
     let mut c = Cluster::new(3);
@@ -736,6 +736,8 @@ fn a_snapshot_stamped_behind_its_tables_clock_is_refused_not_a_crash() {
             round: 0,
         },
     );
+    assert_eq!(c.shard(follower).raft().snapshot_meta().index, 0);
+    assert_eq!(c.shard(follower).raft().faulty_drops(), 1);
     c.drain();
     // Two ordinary requests: the second entry follows the snapshot and is applied.
     for n in 1..=3u64 {
@@ -858,4 +860,74 @@ fn replicas_with_other_defaults_apply_every_command_with_the_leaders() {
     c.send(new, 8, 2, 0, acquire(b"s", b"b", 0, 0)).unwrap();
     c.deliver();
     assert_eq!(c.take_replies()[0].1.answer.lease_ms, 10_000 * new as u32);
+}
+
+/// The chunks of `data` as a leader of `term` sends a snapshot through `last_index`.
+fn snapshot_chunks(term: u64, last_index: u64, data: &[u8]) -> Vec<Message> {
+    data.chunks(udplock_protocol::SNAPSHOT_CHUNK_MAX)
+        .enumerate()
+        .map(|(n, chunk)| Message::InstallSnapshot {
+            term,
+            last_index,
+            last_term: term,
+            offset: (n * udplock_protocol::SNAPSHOT_CHUNK_MAX) as u64,
+            total_len: data.len() as u64,
+            data: chunk.to_vec(),
+            round: 1,
+        })
+        .collect()
+}
+
+/// Issue 8 item 4: a junk INSTALL_SNAPSHOT (valid framing, garbage bytes) replaced a
+/// follower's state: Raft installed it, the replica then served nothing, and the node that
+/// stored it could not restart ("not a shard snapshot"). A follower now decodes the complete
+/// snapshot as its table would restore it before anything replaces its state: a bad one is
+/// dropped and counted, and the replica keeps its state, its snapshot and its log.
+#[test]
+fn a_junk_snapshot_is_dropped_and_the_replica_keeps_its_state() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 60_000))
+        .unwrap();
+    c.deliver();
+    let granted = c.take_replies()[0].1.answer;
+    c.run(ms(50));
+    let term = c.shard(leader).raft().term();
+    let last = c.shard(follower).raft().last_index();
+    let (meta, commit) = {
+        let raft = c.shard(follower).raft();
+        (raft.snapshot_meta(), raft.commit_index())
+    };
+    // Three chunks of garbage, as the leader of the term would send a snapshot.
+    let junk: Vec<u8> = (0..3_000u32).map(|n| (n * 7 + 3) as u8).collect();
+    let now = c.now;
+    for chunk in snapshot_chunks(term, last + 5, &junk) {
+        c.shard(follower).handle_message(now, leader, chunk);
+    }
+    // Its answers would only puzzle the leader: drop them.
+    while c.shard(follower).poll_message().is_some() {}
+    let raft = c.shard(follower).raft();
+    assert_eq!(
+        raft.snapshot_meta(),
+        meta,
+        "the junk snapshot was installed"
+    );
+    assert_eq!(raft.commit_index(), commit);
+    assert_eq!(raft.last_index(), last);
+    assert_eq!(raft.faulty_drops(), 1, "the junk snapshot was not counted");
+    let (held, _) = c
+        .shard(follower)
+        .table()
+        .expect("the table survived")
+        .read_status(Instant::ZERO, b"r");
+    assert_eq!(held.fencing_token, granted.fencing_token);
+    // The replica keeps working: it applies what commits next.
+    c.send(leader, 7, 2, 0, acquire(b"s", b"a", 0, 60_000))
+        .unwrap();
+    c.deliver();
+    c.run(ms(50));
+    let stats = c.shard(follower).stats();
+    assert_eq!(stats.table.held, 2);
+    assert_eq!(stats.applied_index, c.shard(leader).applied_index());
 }
