@@ -766,8 +766,15 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
             a.listen
         )));
     }
-    let node = ClusterNode::start(config.clone())
-        .map_err(|e| LockError::InternalError(format!("cannot start node {node_id}: {e}")))?;
+    // A refused configuration (a key file, a data directory of another node) is the
+    // operator's to fix, not an internal error.
+    let node = ClusterNode::start(config.clone()).map_err(|e| {
+        let why = format!("cannot start node {node_id}: {e}");
+        match e.kind() {
+            std::io::ErrorKind::InvalidInput => invalid(why),
+            _ => LockError::InternalError(why),
+        }
+    })?;
     let keys = node.keys();
     let authenticated = match &config.key_file {
         Some(path) => format!(
@@ -777,13 +784,16 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         ),
         None => "peer traffic NOT authenticated: no --cluster-key-file".to_string(),
     };
+    let data = match &config.data_dir {
+        Some(dir) => format!(", data in {}{data_dir_from}", dir.display()),
+        None => String::new(),
+    };
     notice(&format!(
-        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}, data in {}{data_dir_from}; {authenticated})\n",
+        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}{data}; {authenticated})\n",
         config.peers.len(),
         node.local_addr(),
         config.shards,
         durability.name(),
-        config.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default()
     ));
     // SIGINT / SIGTERM: leave gracefully, handing every shard this node leads to another
     // node first (leadership transfer), so clients see a redirect, not an election timeout.
