@@ -2315,7 +2315,14 @@ mod tests {
             Err(LockError::OutcomeUnknown)
         );
         let stats = client.stats();
-        assert_eq!(stats.dropped_datagrams, 0);
+        // Only a retransmission can draw a second answer, which the client then drops as
+        // stray; a busy machine may make the client retransmit before the fake server answers.
+        assert!(
+            stats.dropped_datagrams <= stats.retransmits,
+            "{} datagrams dropped with {} retransmits",
+            stats.dropped_datagrams,
+            stats.retransmits
+        );
         assert!(stats.srtt.is_some());
     }
 

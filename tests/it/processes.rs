@@ -69,15 +69,13 @@ impl Servers {
         durability: &'static str,
         keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
     ) -> Servers {
-        // Free ports: bind, read, release (the servers bind them a moment later).
-        let addrs: Vec<SocketAddr> = (0..n)
-            .map(|_| {
-                UdpSocket::bind("127.0.0.1:0")
-                    .unwrap()
-                    .local_addr()
-                    .unwrap()
-            })
+        // Free ports: bind all, read, release (the servers bind them a moment later). All
+        // are held until all are read, so that no two nodes get the same one.
+        let held: Vec<UdpSocket> = (0..n)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
             .collect();
+        let addrs: Vec<SocketAddr> = held.iter().map(|s| s.local_addr().unwrap()).collect();
+        drop(held);
         let peers = addrs
             .iter()
             .enumerate()
@@ -216,9 +214,27 @@ impl Drop for Servers {
                 let _ = child.wait();
             }
         }
+        // A failing test shows what its nodes said: the files go with the directory.
+        if std::thread::panicking() {
+            for i in 0..self.children.len() {
+                let text = std::fs::read_to_string(self.stderr_path(i)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
+                eprintln!(
+                    "--- node {} ({}) stderr, last {} lines:\n{}",
+                    i + 1,
+                    self.addrs[i],
+                    tail.len(),
+                    tail.join("\n")
+                );
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Lines of each node's stderr a failing test prints.
+const STDERR_TAIL_LINES: usize = 30;
 
 #[test]
 fn kill_and_pause_leaders_of_real_processes_without_a_double_grant() {

@@ -141,6 +141,7 @@ impl Spoofer {
                 Err(e) if e.raw_os_error() == Some(105) => {
                     std::thread::sleep(Duration::from_micros(50))
                 }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => panic!("spoofed send from {from} to {to}: {e}"),
             }
         }
@@ -197,6 +198,8 @@ impl Capture {
                 {
                     return None
                 }
+                // A signal (the test harness, a child process ending) cut the wait short.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => panic!("capture: {e}"),
             };
             if let Some(c) = self.parse(&buf[..n]) {
