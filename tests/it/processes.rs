@@ -46,6 +46,9 @@ pub fn check_history(history: &[Held]) {
 pub(super) struct Servers {
     /// `--durability` of every node.
     durability: &'static str,
+    /// `RUST_LOG` of every node (`None`: the test's own environment, usually unset, so the
+    /// binary's default: warnings and errors).
+    rust_log: Option<&'static str>,
     pub(super) peers: String,
     pub(super) addrs: Vec<SocketAddr>,
     pub(super) dir: std::path::PathBuf,
@@ -68,6 +71,17 @@ impl Servers {
         n: usize,
         durability: &'static str,
         keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+    ) -> Servers {
+        Servers::start_logging(n, durability, keys, None)
+    }
+
+    /// As `start_with_keys`, every node (also when restarted) logging what the `RUST_LOG`
+    /// filter `rust_log` lets through.
+    pub(super) fn start_logging(
+        n: usize,
+        durability: &'static str,
+        keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+        rust_log: Option<&'static str>,
     ) -> Servers {
         // Free ports: bind, read, release (the servers bind them a moment later).
         let addrs: Vec<SocketAddr> = (0..n)
@@ -96,6 +110,7 @@ impl Servers {
         udplock::cluster::keys::create(&dir.join("cluster.key"), keys).unwrap();
         let mut servers = Servers {
             durability,
+            rust_log,
             peers,
             addrs,
             dir,
@@ -124,6 +139,9 @@ impl Servers {
         command.args(more);
         if new_cluster {
             command.arg("--new-cluster");
+        }
+        if let Some(filter) = self.rust_log {
+            command.env("RUST_LOG", filter);
         }
         let child = command
             .args(["--listen", &self.addrs[i].to_string()])
