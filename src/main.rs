@@ -9,6 +9,7 @@ use udplock::bench::{self, BenchConfig, Placement};
 use udplock::cluster::storage::Durability;
 use udplock::cluster::{start_local_cluster, ClusterConfig, ClusterNode};
 use udplock::core::lock_table;
+use udplock::core::time::Duration as CoreDuration;
 use udplock::node::{Node, NodeConfig};
 use udplock::{json, Client, ClientConfig, Lease, LockError};
 
@@ -151,6 +152,27 @@ struct SimArgs {
     seconds: u64,
 }
 
+/// `--election-timeout-ms`: the Raft core's default, and the range the option accepts.
+/// Below 10 ms a heartbeat every fifth of it would cost a datagram per shard every 2 ms;
+/// above a minute a dead leader would leave its shards unavailable for longer than most
+/// callers wait for a lock.
+const ELECTION_TIMEOUT_MS_DEFAULT: u32 = 150;
+const ELECTION_TIMEOUT_MS_MIN: i64 = 10;
+const ELECTION_TIMEOUT_MS_MAX: i64 = 60_000;
+
+#[cfg(test)]
+mod election_timeout_tests {
+    /// The option's default is the core's, so a node started without it behaves as before.
+    #[test]
+    fn the_default_is_the_raft_cores() {
+        let core = udplock::core::raft::Config::default();
+        let ms = u64::from(super::ELECTION_TIMEOUT_MS_DEFAULT);
+        assert_eq!(core.election_timeout_min.as_micros(), ms * 1_000);
+        assert_eq!(core.election_timeout_max.as_micros(), 2 * ms * 1_000);
+        assert_eq!(core.heartbeat_interval.as_micros(), ms / 5 * 1_000);
+    }
+}
+
 #[derive(Args)]
 struct ServerArgs {
     /// Address to listen on.
@@ -225,6 +247,14 @@ struct ServerArgs {
     /// Shards of the cluster (fixed when the cluster is created; same on every node).
     #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
     shards: u32,
+    /// Shortest Raft election timeout of every shard, in ms (with --peers): how long a
+    /// follower waits for a silent leader before it calls an election, and so about how long
+    /// a shard is unavailable after its leader dies. Timeouts are drawn from [this, 2 x this);
+    /// heartbeats go out every fifth of it. Longer rides out slow networks and long pauses (a
+    /// busy machine) without needless elections; shorter fails over sooner. Nodes may differ.
+    #[arg(long, default_value_t = ELECTION_TIMEOUT_MS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX))]
+    election_timeout_ms: u32,
     /// The cluster key file (with --peers; make one with `udplock keygen`): every
     /// node-to-node datagram is authenticated with its first key, and the keys (or `none`)
     /// on its lines are accepted; at most 2 lines, so keys rotate without downtime (README,
@@ -758,6 +788,10 @@ fn run_cluster_server(a: ServerArgs) -> Result<(), LockError> {
         }
     };
     config.cpu = a.cpu;
+    let election_timeout = u64::from(a.election_timeout_ms);
+    config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
+    config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
+    config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
     if config.listen() != Some(a.listen) && a.listen != default_listen() {

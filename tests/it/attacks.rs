@@ -17,7 +17,10 @@
 //!   record of what a cluster without a key allows.
 //! - `keyed_*`: the same sequences against a cluster with a key, each forgery sent
 //!   unauthenticated and sealed with a key of the attacker's (under its own key id and under
-//!   the cluster's): no effect.
+//!   the cluster's): no effect. And genuine datagrams, captured while the lock changes
+//!   hands and replayed at once and after kill -9 and restart of either end: no effect, and
+//!   each named as dropped, for the reason spec §8.11 gives, in the nodes' own log lines
+//!   (written at most every `AUTH_DROP_LOG_PERIOD`, 10 s: that test waits for them).
 //! - In process ([`Local`]), where the nodes' counters say what became of each datagram: the
 //!   replay of captured genuine datagrams (later, after the receiver restarted, after the
 //!   sender restarted), and 102,000 forged or replayed datagrams of which none is accepted.
@@ -28,31 +31,39 @@
 //! its shard. A slower machine can only make an attack look weaker, never fail a cluster
 //! that resists it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use udplock::client::{ShardInfo, ShardRole};
 use udplock::cluster::keys::{random_key, random_key_set};
-use udplock::cluster::{start_local_cluster, ClusterConfig, ClusterNode};
+use udplock::cluster::{start_local_cluster, ClusterConfig, ClusterNode, AUTH_DROP_LOG_PERIOD};
 use udplock::core::peer_auth::AuthDrop;
 use udplock::{Client, ClientConfig, LockError};
 use udplock_protocol::header::field as hfield;
 use udplock_protocol::{
     shard_of, AuthTrailer, ClusterKey, Flags, LogCommand, LogOp, PeerDatagram, PeerEntries,
-    PeerEntry, PeerHeader, PeerKind, PeerMessage, PeerWriter, Reply, Request, RequestBody,
-    AUTH_MAC_LEN, AUTH_TRAILER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX, STATUS_REQUEST_LEN,
+    PeerEntry, PeerHeader, PeerKind, PeerMessage, PeerSettings, PeerWriter, Reply, Request,
+    RequestBody, AUTH_MAC_LEN, AUTH_TRAILER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
+    STATUS_REQUEST_LEN,
 };
 
 use super::processes::{Servers, RESOURCE, SHARDS};
 use super::raw::{v4, Capture, Spoofer};
 
-/// How long the checks watch the cluster after an attack: several election timeouts
-/// (150–300 ms), so that a forged term or entry has deposed a leader by then.
+/// How long the checks watch the cluster after an attack: what a forged record does (a
+/// term adopted, a leader deposed, an election started by TIMEOUT_NOW, an entry applied)
+/// shows at once, whatever the election timeout ([`SERVER_ARGS`]).
 const SETTLE_AFTER_ATTACK: Duration = Duration::from_millis(1_500);
 
 /// Longest wait for a cluster's leadership to settle (every shard led by its preferred node,
 /// which every node names); only ends a broken run.
 const SETTLE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// Every node's election timeout: long, so that a machine busy with other work (both CPUs
+/// loaded, other tests' clusters) causes no election of its own while a test watches the
+/// leaders and terms hold. What an attack causes, it causes at once, not by a timeout.
+const SERVER_ARGS: &[&str] = &["--election-timeout-ms", "2000"];
 
 /// The lease of the lock the attacks go after: far longer than any test.
 const HOLD_TTL_MS: u32 = 120_000;
@@ -96,8 +107,17 @@ impl Target {
     /// Three processes (`durability`), with a cluster key if `keyed`, settled; `holder` holds
     /// [`RESOURCE`].
     fn start(durability: &'static str, keyed: bool) -> Target {
+        Target::start_logging(durability, keyed, None)
+    }
+
+    /// As `start`, the nodes logging what the `RUST_LOG` filter `rust_log` lets through.
+    fn start_logging(
+        durability: &'static str,
+        keyed: bool,
+        rust_log: Option<&'static str>,
+    ) -> Target {
         let secret = keyed.then(random_key);
-        let servers = Servers::start_with_keys(3, durability, &[secret]);
+        let servers = Servers::start_full(3, durability, &[secret], rust_log, SERVER_ARGS);
         // The attacker's own tools first: without CAP_NET_RAW this fails, saying so.
         let spoofer = Spoofer::new();
         let client = client(&servers.addrs, 5_000);
@@ -210,6 +230,18 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A STATUS of [`RESOURCE`] names the holder and its token.
+    fn check_lock_status(&self, what: &str) {
+        let status = client(&self.servers.addrs, 10_000)
+            .status(RESOURCE)
+            .expect("status");
+        assert_eq!(
+            (status.holder.as_deref(), status.fencing_token),
+            (Some("holder"), self.holder_token),
+            "{what}: the holder or its token changed"
+        );
     }
 
     /// The holder still holds [`RESOURCE`] with its token, and another client asking for it
@@ -878,6 +910,325 @@ fn keyed_timeout_now_bursts_change_nothing() {
     }
     t.check_leaders_and_terms_hold("72 announced TIMEOUT_NOW bursts");
     t.check_holder_holds("72 announced TIMEOUT_NOW bursts");
+}
+
+// ---------------------------------------------------------------------------------------
+// Genuine datagrams, captured and replayed against a cluster with a key (issue 8 item 5):
+// real processes, each restarted with its state; what became of the datagrams is read from
+// the nodes' own log lines.
+
+/// The `RUST_LOG` of the nodes whose drop lines the replay test reads: a line that names only
+/// StaleReceiver drops (expected after a node starts) is logged at info level, below the
+/// binary's default.
+const DROP_LOG_FILTER: &str = "warn,udplock::cluster=info";
+
+/// The name the replay test gives a drop by rule 5 (spec §8.11): a datagram seen before is
+/// Replayed while its sequence number is in the receiver's window and TooOld after; both are
+/// replays, and which one depends on how much the sender sent since.
+const REPLAY: &str = "Replayed or TooOld";
+
+/// Longest wait for the nodes' lines about the datagrams they dropped: one
+/// [`AUTH_DROP_LOG_PERIOD`] (a node says so at most that often) and a margin for a busy
+/// machine; only ends a broken run.
+fn drop_log_wait_max() -> Duration {
+    Duration::from_millis(AUTH_DROP_LOG_PERIOD.as_millis()) + SETTLE_WAIT_MAX
+}
+
+/// Captured node-to-node datagrams: (sender, receiver, bytes).
+type Captured = Vec<(NodeIndex, NodeIndex, Vec<u8>)>;
+
+/// Datagrams dropped for failing the checks of spec §8.11, by (receiver, reason, sender),
+/// the nodes by id (as the nodes' lines and the failure messages name them).
+type DropsBy = BTreeMap<(u64, String, u64), u64>;
+
+/// The id of node `i`.
+fn id(i: NodeIndex) -> u64 {
+    i as u64 + 1
+}
+
+/// What a node-to-node datagram carries, one name per record ("APPEND of RELEASE by holder",
+/// "heartbeat", "APPEND_REPLY", ...); `None` if it is neither PEER nor PEER_SETTINGS.
+fn kinds_of(datagram: &[u8]) -> Option<Vec<String>> {
+    if PeerSettings::decode(datagram).is_ok() {
+        return Some(vec!["PEER_SETTINGS".to_string()]);
+    }
+    let peer = PeerDatagram::decode(datagram).ok()?;
+    let mut kinds = Vec::new();
+    for (_, message) in peer.records() {
+        match message {
+            PeerMessage::Append { entries, .. } if entries.is_empty() => {
+                kinds.push("heartbeat".to_string())
+            }
+            PeerMessage::Append { entries, .. } => {
+                for entry in entries.iter() {
+                    kinds.push(match LogCommand::decode(entry.data) {
+                        Ok(LogCommand::Request { op, client, .. }) => format!(
+                            "APPEND of {} by {}",
+                            op.msg_type().name(),
+                            String::from_utf8_lossy(client)
+                        ),
+                        Ok(_) => "APPEND of another command".to_string(),
+                        Err(e) => panic!("a genuine APPEND carries an undecodable entry: {e}"),
+                    });
+                }
+            }
+            other => kinds.push(other.kind().name().to_string()),
+        }
+    }
+    Some(kinds)
+}
+
+/// Captures the node-to-node datagrams while the holder of [`RESOURCE`] releases it, `first`
+/// acquires it and releases it, and the holder acquires it again, until the capture holds
+/// the APPENDs that carried those four commands, an APPEND_REPLY, a heartbeat and a
+/// PEER_SETTINGS. Returns the datagrams and the holder's new token. The capture is read while
+/// the client works, so that a host busy with other UDP traffic does not overflow it.
+fn capture_hand_offs(t: &Target) -> (Captured, u64) {
+    let addrs = t.servers.addrs.clone();
+    let capture = Capture::new(&addrs);
+    let mut traffic = Some({
+        let addrs = addrs.clone();
+        std::thread::spawn(move || {
+            let client = client(&addrs, 10_000);
+            client
+                .release(RESOURCE, "holder")
+                .expect("the holder's release");
+            client
+                .acquire(RESOURCE, "first", 5_000, Some(HOLD_TTL_MS))
+                .expect("first's acquire");
+            client.release(RESOURCE, "first").expect("first's release");
+            client
+                .acquire(RESOURCE, "holder", 5_000, Some(HOLD_TTL_MS))
+                .expect("the holder's acquire again")
+                .fencing_token
+        })
+    });
+    let required = [
+        "APPEND of RELEASE by holder",
+        "APPEND of ACQUIRE by first",
+        "APPEND of RELEASE by first",
+        "APPEND of ACQUIRE by holder",
+        "APPEND_REPLY",
+        "heartbeat",
+        "PEER_SETTINGS",
+    ];
+    let index = |a: SocketAddrV4| addrs.iter().position(|&x| v4(x) == a).unwrap();
+    let (mut captured, mut seen, mut token) = (Vec::new(), BTreeSet::new(), None);
+    let started = Instant::now();
+    loop {
+        if traffic.as_ref().is_some_and(|t| t.is_finished()) {
+            token = Some(traffic.take().unwrap().join().unwrap());
+        }
+        let missing: Vec<_> = required.iter().filter(|&&k| !seen.contains(k)).collect();
+        if token.is_some() && missing.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < SETTLE_WAIT_MAX,
+            "not captured: {missing:?} (captured {} datagrams)",
+            captured.len()
+        );
+        let Some(c) = capture.next(Duration::from_millis(100), |c| {
+            kinds_of(&c.payload).is_some()
+        }) else {
+            continue;
+        };
+        seen.extend(kinds_of(&c.payload).unwrap());
+        captured.push((index(c.from), index(c.to), c.payload));
+    }
+    eprintln!(
+        "captured {} genuine node-to-node datagrams: {seen:?}",
+        captured.len()
+    );
+    (captured, token.unwrap())
+}
+
+/// Where node `i`'s log (stderr) ends now, at the end of its last complete line.
+fn log_end(t: &Target, i: NodeIndex) -> usize {
+    let log = std::fs::read(t.servers.stderr_path(i)).unwrap_or_default();
+    log.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1)
+}
+
+/// The drops every node's periodic line (spec §8.11, logged every [`AUTH_DROP_LOG_PERIOD`]
+/// at most) names in the complete lines after `since[i]` of its log: "udplock node 2:
+/// dropped 3 peer datagrams in the last 10 s: 2 Replayed from 127.0.0.1:4001, 1 TooOld from
+/// 127.0.0.1:4003 (spec §8.11)". Replayed and TooOld are counted as [`REPLAY`].
+fn logged_drops(t: &Target, since: &[usize]) -> DropsBy {
+    let sender = |a: SocketAddr| {
+        t.servers
+            .addrs
+            .iter()
+            .position(|&x| x == a)
+            .unwrap_or_else(|| panic!("a drop from {a}, not a listed node"))
+    };
+    let mut drops = DropsBy::new();
+    for (receiver, &from) in since.iter().enumerate() {
+        let log = std::fs::read(t.servers.stderr_path(receiver)).unwrap_or_default();
+        let end = log.iter().rposition(|&b| b == b'\n').map_or(0, |at| at + 1);
+        let text = String::from_utf8_lossy(log.get(from..end).unwrap_or_default());
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once(" peer datagrams in the last ") else {
+                continue;
+            };
+            let list = rest
+                .split_once(" s: ")
+                .and_then(|(_, r)| r.split_once(" (spec §8.11)"))
+                .map(|(list, _)| list)
+                .unwrap_or_else(|| panic!("a drop line of another form: {line}"));
+            for item in list.split(", ") {
+                let words: Vec<&str> = item.split(' ').collect();
+                let [n, reason, "from", source] = words[..] else {
+                    panic!("a drop line of another form: {line}");
+                };
+                let reason = match reason {
+                    "Replayed" | "TooOld" => REPLAY,
+                    r => r,
+                };
+                let n: u64 = n.parse().unwrap();
+                let source: SocketAddr = source.parse().unwrap();
+                *drops
+                    .entry((id(receiver), reason.to_string(), id(sender(source))))
+                    .or_default() += n;
+            }
+        }
+    }
+    drops
+}
+
+/// What each captured datagram must be dropped as, once the nodes `restarted` have restarted
+/// since it was sent (spec §8.11): from an earlier life of its sender (rule 3), else made for
+/// an earlier life of its receiver (rule 4), else a replay (rule 5).
+fn expected_drops(captured: &Captured, restarted: &[NodeIndex]) -> DropsBy {
+    let mut drops = DropsBy::new();
+    for &(from, to, _) in captured {
+        let reason = if restarted.contains(&from) {
+            "OldIncarnation"
+        } else if restarted.contains(&to) {
+            "StaleReceiver"
+        } else {
+            REPLAY
+        };
+        *drops
+            .entry((id(to), reason.to_string(), id(from)))
+            .or_default() += 1;
+    }
+    drops
+}
+
+/// Replays every captured datagram to its receiver from its sender's address (paced, so
+/// that each node has handled them when this goes on), then checks: the holder of
+/// [`RESOURCE`] and its token, by STATUS, right after and at the end; no shard's leader or
+/// term moved from what they were just before the replay (not across a restart, which may
+/// move them itself), watched for [`SETTLE_AFTER_ATTACK`]; and the nodes' own lines name
+/// every datagram as dropped for the reason [`expected_drops`] gives. `restarted`: the nodes
+/// restarted since the capture; `new_lives`: the nodes started since the last replay (every
+/// node before the first), whose first exchange with each peer drops a few genuine
+/// datagrams as StaleReceiver too (spec §8.11 rule 4), which its lines and theirs may name
+/// alongside the replay's (a node's first line comes one period after it starts).
+fn replay_captured(
+    t: &mut Target,
+    captured: &Captured,
+    what: &str,
+    restarted: &[NodeIndex],
+    new_lives: &[NodeIndex],
+) {
+    t.before = settle(&t.servers.addrs);
+    let since: Vec<usize> = (0..3).map(|i| log_end(t, i)).collect();
+    send_paced(&mut t.spoofer, &t.servers.addrs, captured);
+    // Every node has handled the replay: the holder, the leaders and the terms are as they
+    // were, and stay so while a replayed term or entry could still cost a leader its shard.
+    t.check_lock_status(what);
+    t.check_leaders_and_terms_hold(what);
+    // What the nodes say they did with the datagrams.
+    let expected = expected_drops(captured, restarted);
+    let started = Instant::now();
+    let logged = loop {
+        let logged = logged_drops(t, &since);
+        let named = expected
+            .iter()
+            .all(|(k, &n)| logged.get(k).copied().unwrap_or(0) >= n);
+        if named {
+            break logged;
+        }
+        assert!(
+            started.elapsed() < drop_log_wait_max(),
+            "{what}: the nodes did not log the drops of the {} replayed datagrams within \
+             {:?}\n(receiver, reason, sender) expected: {expected:?}\nlogged: {logged:?}",
+            captured.len(),
+            drop_log_wait_max()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    t.check_lock_status(what);
+    let keys: BTreeSet<_> = expected.keys().chain(logged.keys()).collect();
+    for key in keys {
+        let (receiver, reason, sender) = key;
+        let (want, got) = (
+            expected.get(key).copied().unwrap_or(0),
+            logged.get(key).copied().unwrap_or(0),
+        );
+        let first_exchange = reason == "StaleReceiver"
+            && new_lives
+                .iter()
+                .any(|&i| id(i) == *receiver || id(i) == *sender);
+        assert!(
+            got == want || first_exchange && got > want,
+            "{what}: node {receiver} logged {got} drops as {reason} from node {sender}, \
+             {want} expected from the replay\nexpected: {expected:?}\nlogged: {logged:?}"
+        );
+    }
+    eprintln!(
+        "{what}: {} datagrams replayed; dropped as logged (receiver, reason, sender): \
+         {logged:?}",
+        captured.len()
+    );
+}
+
+/// Issue 8 item 5 against real processes (`os` durability, so that a node restarts with its
+/// state): genuine node-to-node datagrams, captured while the lock changes hands (the APPENDs
+/// that carried a RELEASE and a grant, their answers, heartbeats, PEER_SETTINGS), re-sent
+/// later to their receivers from their senders' addresses — at once, after kill -9 and
+/// restart of a receiver (the leader of the lock's shard), and after kill -9 and restart of a
+/// sender — move no holder, token, term or leader, and every node says it dropped each one:
+/// as a replay (Replayed, TooOld), as made for the receiver's earlier life (StaleReceiver),
+/// as from the sender's earlier life (OldIncarnation).
+#[test]
+fn keyed_replayed_genuine_datagrams_change_nothing_also_after_either_end_restarts() {
+    let mut t = Target::start_logging("os", true, Some(DROP_LOG_FILTER));
+    let token_before = t.holder_token;
+    let (captured, token) = capture_hand_offs(&t);
+    assert!(
+        token > token_before,
+        "the holder's new grant: token {token}"
+    );
+    t.holder_token = token;
+    t.check_lock_status("after the hand-offs");
+    let receiver = t.before[target_shard() as usize].leader;
+    let sender = (receiver + 1) % 3;
+
+    // Every node started moments ago: its first lines may name its first exchanges too.
+    replay_captured(&mut t, &captured, "replayed at once", &[], &[0, 1, 2]);
+
+    t.servers.kill(receiver);
+    t.servers.spawn(receiver);
+    replay_captured(
+        &mut t,
+        &captured,
+        &format!("replayed after node {} restarted", id(receiver)),
+        &[receiver],
+        &[receiver],
+    );
+
+    t.servers.kill(sender);
+    t.servers.spawn(sender);
+    replay_captured(
+        &mut t,
+        &captured,
+        &format!("replayed after node {} restarted too", id(sender)),
+        &[receiver, sender],
+        &[sender],
+    );
+    t.check_holder_holds("replayed genuine datagrams");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -46,6 +46,11 @@ pub fn check_history(history: &[Held]) {
 pub(super) struct Servers {
     /// `--durability` of every node.
     durability: &'static str,
+    /// `RUST_LOG` of every node (`None`: the test's own environment, usually unset, so the
+    /// binary's default: warnings and errors).
+    rust_log: Option<&'static str>,
+    /// Arguments every node is started with, beyond those the harness always gives.
+    more: &'static [&'static str],
     pub(super) peers: String,
     pub(super) addrs: Vec<SocketAddr>,
     pub(super) dir: std::path::PathBuf,
@@ -68,6 +73,29 @@ impl Servers {
         n: usize,
         durability: &'static str,
         keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+    ) -> Servers {
+        Servers::start_logging(n, durability, keys, None)
+    }
+
+    /// As `start_with_keys`, every node (also when restarted) logging what the `RUST_LOG`
+    /// filter `rust_log` lets through.
+    pub(super) fn start_logging(
+        n: usize,
+        durability: &'static str,
+        keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+        rust_log: Option<&'static str>,
+    ) -> Servers {
+        Servers::start_full(n, durability, keys, rust_log, &[])
+    }
+
+    /// As `start_logging`, every node (also when restarted) started with the arguments
+    /// `more` too.
+    pub(super) fn start_full(
+        n: usize,
+        durability: &'static str,
+        keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+        rust_log: Option<&'static str>,
+        more: &'static [&'static str],
     ) -> Servers {
         // Free ports: bind all, read, release (the servers bind them a moment later). All
         // are held until all are read, so that no two nodes get the same one.
@@ -94,6 +122,8 @@ impl Servers {
         udplock::cluster::keys::create(&dir.join("cluster.key"), keys).unwrap();
         let mut servers = Servers {
             durability,
+            rust_log,
+            more,
             peers,
             addrs,
             dir,
@@ -119,9 +149,13 @@ impl Servers {
     pub(super) fn spawn_with(&mut self, i: usize, new_cluster: bool, more: &[&str]) {
         let mut command = Command::new(BIN);
         command.args(["server", "--node-id", &(i + 1).to_string()]);
+        command.args(self.more);
         command.args(more);
         if new_cluster {
             command.arg("--new-cluster");
+        }
+        if let Some(filter) = self.rust_log {
+            command.env("RUST_LOG", filter);
         }
         let child = command
             .args(["--listen", &self.addrs[i].to_string()])
