@@ -55,9 +55,9 @@ use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
 use udplock_protocol::{
-    shard_of, AuthTrailer, Hint, MessageType, PeerDatagram, PeerEntry, PeerHeader, PeerMessage,
-    PeerWriter, Reply, Request, Status, APPEND_FIXED_LEN, DATAGRAM_LEN_MAX, HEADER_LEN,
-    PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
+    shard_of, AuthTrailer, Hint, MessageType, PeerDatagram, PeerHeader, PeerWriter, Reply, Request,
+    Status, APPEND_FIXED_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, PEER_DATAGRAM_LEN_MAX,
+    PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
 };
 
 use self::keys::{KeyFileCheck, KeyFileWatch, KeySet};
@@ -65,7 +65,7 @@ use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
 use crate::clock::BootInstant;
 use crate::core::lock_table::{self, Command};
 use crate::core::peer_auth::{AuthDrop, PeerAuth};
-use crate::core::raft::{self, Entry, Message, NodeId};
+use crate::core::raft::{self, wire, Message, NodeId};
 use crate::core::restart::{self, Found, Mark, Start};
 use crate::core::shard::{self, Shard, ShardStats};
 use crate::core::time::Instant;
@@ -1173,10 +1173,8 @@ impl ClusterLoop {
             let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
                 continue;
             };
-            if let Some(msg) = from_wire(&record) {
-                replica.handle_message(now, from, msg);
-                self.touch(u32::from(shard));
-            }
+            replica.handle_message(now, from, wire::from_wire(&record));
+            self.touch(u32::from(shard));
         }
     }
 
@@ -1326,7 +1324,7 @@ impl ClusterLoop {
             let mut writer = PeerWriter::with_trailer_room(&mut self.out, header, room);
             while i < outgoing.len() && outgoing[i].0 == to {
                 let (_, shard, ref msg) = outgoing[i];
-                if push(&mut writer, shard, msg).is_ok() {
+                if wire::push(&mut writer, shard, msg).is_ok() {
                     i += 1;
                     continue;
                 }
@@ -1457,275 +1455,10 @@ impl ClusterLoop {
     }
 }
 
-/// Writes one Raft message as a PEER record.
-fn push(
-    writer: &mut PeerWriter<'_>,
-    shard: u16,
-    msg: &Message,
-) -> Result<(), udplock_protocol::EncodeError> {
-    match *msg {
-        Message::PreVote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => writer.push(
-            shard,
-            &PeerMessage::PreVote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-        ),
-        Message::PreVoteReply { term, granted } => {
-            writer.push(shard, &PeerMessage::PreVoteReply { term, granted })
-        }
-        Message::Vote {
-            term,
-            last_log_index,
-            last_log_term,
-            transfer: false,
-        } => writer.push(
-            shard,
-            &PeerMessage::Vote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-        ),
-        Message::Vote {
-            term,
-            last_log_index,
-            last_log_term,
-            transfer: true,
-        } => writer.push(
-            shard,
-            &PeerMessage::TransferVote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-        ),
-        Message::TimeoutNow { term } => writer.push(shard, &PeerMessage::TimeoutNow { term }),
-        Message::TermQuery { term, nonce } => {
-            writer.push(shard, &PeerMessage::TermQuery { term, nonce })
-        }
-        Message::TermReply {
-            term,
-            last_index,
-            nonce,
-        } => writer.push(
-            shard,
-            &PeerMessage::TermReply {
-                term,
-                last_index,
-                nonce,
-            },
-        ),
-        Message::VoteReply { term, granted } => {
-            writer.push(shard, &PeerMessage::VoteReply { term, granted })
-        }
-        Message::NoStateReply { term, nonce, new } => {
-            writer.push(shard, &PeerMessage::NoStateReply { term, nonce, new })
-        }
-        Message::Append {
-            term,
-            prev_log_index,
-            prev_log_term,
-            ref entries,
-            leader_commit,
-            round,
-            transfer_to,
-        } => writer.push_append(
-            shard,
-            term,
-            prev_log_index,
-            prev_log_term,
-            leader_commit,
-            (round, transfer_to.unwrap_or(0)),
-            entries.iter().map(|e| PeerEntry {
-                term: e.term,
-                data: &e.data,
-            }),
-        ),
-        Message::AppendReply {
-            term,
-            success,
-            match_index,
-            round,
-            life,
-        } => writer.push(
-            shard,
-            &PeerMessage::AppendReply {
-                term,
-                success,
-                match_index,
-                round,
-                life,
-            },
-        ),
-        Message::InstallSnapshot {
-            term,
-            last_index,
-            last_term,
-            offset,
-            total_len,
-            ref data,
-            round,
-        } => writer.push(
-            shard,
-            &PeerMessage::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data,
-            },
-        ),
-        Message::InstallSnapshotReply {
-            term,
-            last_index,
-            received,
-            round,
-            life,
-        } => writer.push(
-            shard,
-            &PeerMessage::InstallSnapshotReply {
-                term,
-                last_index,
-                received,
-                round,
-                life,
-            },
-        ),
-    }
-}
-
-/// The Raft message a PEER record carries (`None`: a kind this node does not act on; every
-/// kind of version 1 is acted on).
-fn from_wire(record: &PeerMessage<'_>) -> Option<Message> {
-    Some(match *record {
-        PeerMessage::PreVote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => Message::PreVote {
-            term,
-            last_log_index,
-            last_log_term,
-        },
-        PeerMessage::PreVoteReply { term, granted } => Message::PreVoteReply { term, granted },
-        PeerMessage::Vote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => Message::Vote {
-            term,
-            last_log_index,
-            last_log_term,
-            transfer: false,
-        },
-        PeerMessage::TransferVote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => Message::Vote {
-            term,
-            last_log_index,
-            last_log_term,
-            transfer: true,
-        },
-        PeerMessage::VoteReply { term, granted } => Message::VoteReply { term, granted },
-        PeerMessage::Append {
-            term,
-            prev_log_index,
-            prev_log_term,
-            leader_commit,
-            round,
-            transfer_to,
-            entries,
-        } => Message::Append {
-            term,
-            prev_log_index,
-            prev_log_term,
-            entries: entries
-                .iter()
-                .enumerate()
-                .map(|(i, e)| Entry {
-                    term: e.term,
-                    index: prev_log_index + 1 + i as u64,
-                    data: e.data.to_vec(),
-                })
-                .collect(),
-            leader_commit,
-            round,
-            // Node ids are never 0 (spec §8.1): 0 names nobody.
-            transfer_to: (transfer_to != 0).then_some(transfer_to),
-        },
-        PeerMessage::AppendReply {
-            term,
-            success,
-            match_index,
-            round,
-            life,
-        } => Message::AppendReply {
-            term,
-            success,
-            match_index,
-            round,
-            life,
-        },
-        PeerMessage::TimeoutNow { term } => Message::TimeoutNow { term },
-        PeerMessage::TermQuery { term, nonce } => Message::TermQuery { term, nonce },
-        PeerMessage::TermReply {
-            term,
-            last_index,
-            nonce,
-        } => Message::TermReply {
-            term,
-            last_index,
-            nonce,
-        },
-        PeerMessage::NoStateReply { term, nonce, new } => {
-            Message::NoStateReply { term, nonce, new }
-        }
-        PeerMessage::InstallSnapshot {
-            term,
-            last_index,
-            last_term,
-            offset,
-            total_len,
-            round,
-            data,
-        } => Message::InstallSnapshot {
-            term,
-            last_index,
-            last_term,
-            offset,
-            total_len,
-            data: data.to_vec(),
-            round,
-        },
-        PeerMessage::InstallSnapshotReply {
-            term,
-            last_index,
-            received,
-            round,
-            life,
-        } => Message::InstallSnapshotReply {
-            term,
-            last_index,
-            received,
-            round,
-            life,
-        },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::raft::Entry;
 
     /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
     /// `ENTRY_OVERHEAD`); the loop must be able to send it in one datagram that keeps room
@@ -1764,7 +1497,7 @@ mod tests {
             let mut writer =
                 PeerWriter::with_trailer_room(&mut buf, header, udplock_protocol::AUTH_TRAILER_LEN);
             assert!(
-                push(&mut writer, 0, &append).is_ok(),
+                wire::push(&mut writer, 0, &append).is_ok(),
                 "{count} entries of {data_len} bytes do not fit"
             );
         }

@@ -207,6 +207,7 @@ macro_rules! peer_log {
 
 mod entries;
 pub(crate) mod shared;
+pub mod wire;
 
 #[cfg(test)]
 mod tests;
