@@ -1203,8 +1203,9 @@ impl ClusterLoop {
                     return self.fail_stop(s, format!("shard {shard}: cannot mark it: {e}"));
                 }
             }
-            if let Some(store) = self.stores[s].as_mut() {
-                if let Err(e) = store.persist(self.shards[s].raft()) {
+            let persist = self.shards[s].take_persist();
+            if let (Some(store), Some(persist)) = (self.stores[s].as_mut(), persist) {
+                if let Err(e) = store.write(&persist) {
                     return self.fail_stop(
                         s,
                         format!("shard {shard}: cannot persist the Raft log: {e}"),

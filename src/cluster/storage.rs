@@ -49,7 +49,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::core::raft::{Entry, HardState, Raft, SnapshotMeta};
+use crate::core::raft::{Entry, HardState, Persist, SnapshotMeta};
 use crate::core::restart::Mark;
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
@@ -308,10 +308,7 @@ pub struct ShardStore {
     base: u64,
     /// File offset where entry `base + i + 1` starts; the file ends at `end`.
     offsets: Vec<u64>,
-    /// Term of entry `base + i + 1` as written.
-    terms: Vec<u64>,
     end: u64,
-    hard: HardState,
     /// The snapshot the files hold.
     snapshot: SnapshotMeta,
 }
@@ -372,11 +369,10 @@ impl ShardStore {
             ));
         }
         let mut entries = Vec::new();
-        let (mut offsets, mut terms) = (Vec::new(), Vec::new());
+        let mut offsets = Vec::new();
         let mut at = LOG_HEADER_LEN;
         while let Some((term, data)) = read_record(&bytes[at..]) {
             offsets.push(at as u64);
-            terms.push(term);
             entries.push(Entry {
                 term,
                 index: base + entries.len() as u64 + 1,
@@ -417,9 +413,7 @@ impl ShardStore {
             sync,
             base,
             offsets,
-            terms,
             end: at as u64,
-            hard,
             snapshot: SnapshotMeta::default(),
         };
         if snap_meta.index > base {
@@ -463,12 +457,15 @@ impl ShardStore {
         Ok(store)
     }
 
-    /// Makes the files hold `raft`'s hard state and log. Call after every input, before
-    /// sending anything that input produced.
-    pub fn persist(&mut self, raft: &Raft) -> io::Result<()> {
-        let mut wrote = false;
-        let hard = raft.hard_state();
-        if hard != self.hard {
+    /// Makes the files hold what `persist` says changed ([`crate::core::raft::Raft::take_persist`]): the hard
+    /// state, then a new snapshot and the log rewritten after it, or the log cut back to
+    /// `log_from - 1` and the new entries appended. Call it with every delta, before sending
+    /// anything the inputs it covers produced. The bookkeeping moves only after the file
+    /// did, so a failed call leaves it describing the file as it is; the caller then stops
+    /// (the delta is not handed out again).
+    pub fn write(&mut self, persist: &Persist) -> io::Result<()> {
+        persist.check();
+        if let Some(hard) = persist.hard {
             let mut buf = [0u8; STATE_LEN];
             buf[0..8].copy_from_slice(&hard.term.to_be_bytes());
             buf[8..16].copy_from_slice(&hard.voted_for.unwrap_or(0).to_be_bytes());
@@ -478,43 +475,43 @@ impl ShardStore {
             if self.sync {
                 self.state.sync_data()?;
             }
-            self.hard = hard;
         }
-        let meta = raft.snapshot_meta();
-        if meta != self.snapshot {
+        if let Some((meta, data)) = &persist.snapshot {
             // Compaction or an installed snapshot: the snapshot first, then the log from it.
-            let data = raft.snapshot_data().expect("a snapshot has data");
-            self.write_snapshot(meta, data)?;
-            let log: Vec<Entry> = raft.log().to_vec();
-            self.rewrite_log(meta.index, &log)?;
-            self.snapshot = meta;
+            assert!(
+                meta.index > self.snapshot.index,
+                "snapshot {meta:?} after {:?}",
+                self.snapshot
+            );
+            self.write_snapshot(*meta, data)?;
+            self.rewrite_log(meta.index, &persist.entries)?;
+            self.snapshot = *meta;
             return Ok(());
         }
-        // Where the file and the log part: normally at the file's end. The bookkeeping moves
-        // only after the file did, so a failed call leaves it describing the file as it is.
-        let base = self.base;
-        let last = raft.last_index();
-        let mut keep = self.terms.len() as u64;
-        while keep > 0
-            && (base + keep > last
-                || raft.entry(base + keep).map(|e| e.term) != Some(self.terms[keep as usize - 1]))
-        {
-            keep -= 1;
-        }
-        if keep < self.terms.len() as u64 {
-            let end = self.offsets[keep as usize];
+        let Some(from) = persist.log_from else {
+            return Ok(());
+        };
+        // The stored log ends at `base + offsets.len()`; the delta starts within it or right
+        // after it, never before what the file holds (Raft truncates only after its snapshot).
+        let held = self.offsets.len() as u64;
+        assert!(
+            from > self.base && from <= self.base + held + 1,
+            "a log delta from {from}, the file holds {}..={}",
+            self.base + 1,
+            self.base + held
+        );
+        let keep = (from - self.base - 1) as usize;
+        if keep < self.offsets.len() {
+            let end = self.offsets[keep];
             self.log.set_len(end)?;
             self.end = end;
-            self.offsets.truncate(keep as usize);
-            self.terms.truncate(keep as usize);
-            wrote = true;
+            self.offsets.truncate(keep);
         }
-        if base + keep < last {
+        if !persist.entries.is_empty() {
             let mut buf = Vec::new();
-            let mut offsets = Vec::new();
-            for index in base + keep + 1..=last {
-                let entry = raft.entry(index).expect("index within the log");
-                offsets.push((self.end + buf.len() as u64, entry.term));
+            let mut offsets = Vec::with_capacity(persist.entries.len());
+            for entry in &persist.entries {
+                offsets.push(self.end + buf.len() as u64);
                 write_record(&mut buf, entry);
             }
             if let Err(e) = self.log.write_all_at(&buf, self.end) {
@@ -523,13 +520,9 @@ impl ShardStore {
                 return Err(e);
             }
             self.end += buf.len() as u64;
-            for (offset, term) in offsets {
-                self.offsets.push(offset);
-                self.terms.push(term);
-            }
-            wrote = true;
+            self.offsets.extend(offsets);
         }
-        if wrote && self.sync {
+        if self.sync {
             self.log.sync_data()?;
         }
         Ok(())
@@ -578,17 +571,15 @@ impl ShardStore {
     /// Replaces the log file with `entries`, which follow index `base`.
     fn rewrite_log(&mut self, base: u64, entries: &[Entry]) -> io::Result<()> {
         let mut bytes = log_header(base).to_vec();
-        let (mut offsets, mut terms) = (Vec::new(), Vec::new());
+        let mut offsets = Vec::new();
         for entry in entries {
             offsets.push(bytes.len() as u64);
-            terms.push(entry.term);
             write_record(&mut bytes, entry);
         }
         let file = self.replace("log", &bytes)?;
         self.log = file;
         self.base = base;
         self.offsets = offsets;
-        self.terms = terms;
         self.end = bytes.len() as u64;
         Ok(())
     }
@@ -686,8 +677,15 @@ fn fnv32(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::raft::{Config, Message};
+    use crate::core::raft::{Config, Message, Raft, Role};
     use crate::core::time::Instant;
+
+    /// Stores what `raft` changed since the last call.
+    fn persist(store: &mut ShardStore, raft: &mut Raft) {
+        if let Some(p) = raft.take_persist() {
+            store.write(&p).unwrap();
+        }
+    }
 
     fn dir(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("udplock-store-{}-{name}", std::process::id()));
@@ -733,10 +731,10 @@ mod tests {
                 vec![entry(1, 1, 1), entry(1, 2, 2), entry(1, 3, 3)],
             ),
         );
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         // A leader of term 2 replaces entries 2 and 3.
         raft.handle_message(now, 1, append(2, 1, 1, vec![entry(2, 2, 9)]));
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         drop(store);
         let (_, p) = ShardStore::open(&dir, 3, false).unwrap();
         let (hard, log) = (p.hard, p.log);
@@ -779,12 +777,12 @@ mod tests {
             raft.propose(now, vec![byte]).unwrap();
         }
         while raft.poll_committed().is_some() {}
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         let through = raft.commit_index() - 2;
         raft.compact(through, Arc::new(b"state".to_vec()));
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         raft.propose(now, vec![9]).unwrap();
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         drop(store);
         let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
         let (meta, data) = p.snapshot.expect("a snapshot");
@@ -799,13 +797,203 @@ mod tests {
         let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
         let newer = raft2.commit_index();
         raft2.compact(newer, Arc::new(b"newer".to_vec()));
-        store.persist(&raft2).unwrap();
+        persist(&mut store, &mut raft2);
         drop(store);
         std::fs::write(dir.join("shard-0001.log"), &old_log).unwrap();
         let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
         assert_eq!(p.snapshot.unwrap().0.index, newer);
         assert!(p.log.iter().all(|e| e.index > newer));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// One input the property test below feeds replica 2 of {1, 2, 3}.
+    #[derive(Clone, Debug)]
+    enum Input {
+        /// The leader of this node's term + `bump` (a later one if this node campaigned in
+        /// its term) replaces the log after a point `at` (a fraction between the commit index
+        /// and the last index) with `count` entries of its term, committing them or not.
+        Append {
+            bump: u64,
+            at: u8,
+            count: u64,
+            commit: bool,
+        },
+        /// Node 1 or 3 asks for a vote in this node's term + `bump`, with a log like its own.
+        Vote { bump: u64, from: u64 },
+        /// This node's timer fires: it campaigns, each step answered by node 1; once it leads
+        /// it proposes `count` entries (nobody acknowledges them).
+        Campaign { count: u64 },
+        /// A leader sends a whole snapshot through `ahead` entries past the commit index,
+        /// agreeing with this log there (`agree`) or of its own term.
+        Snapshot { bump: u64, ahead: u64, agree: bool },
+        /// The shell compacts through a point `at` of what it applied.
+        Compact { at: u8 },
+    }
+
+    fn input() -> impl proptest::strategy::Strategy<Value = Input> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3u64, any::<u8>(), 0..4u64, any::<bool>()).prop_map(
+                |(bump, at, count, commit)| Input::Append { bump, at, count, commit }
+            ),
+            1 => (0..2u64, prop_oneof![Just(1u64), Just(3u64)])
+                .prop_map(|(bump, from)| Input::Vote { bump, from }),
+            2 => (0..4u64).prop_map(|count| Input::Campaign { count }),
+            1 => (0..2u64, 1..4u64, any::<bool>())
+                .prop_map(|(bump, ahead, agree)| Input::Snapshot { bump, ahead, agree }),
+            1 => any::<u8>().prop_map(|at| Input::Compact { at }),
+        ]
+    }
+
+    /// Term of `index` in `raft`'s log (its snapshot's at the snapshot's index, 0 at 0).
+    fn term_at(raft: &Raft, index: u64) -> u64 {
+        let meta = raft.snapshot_meta();
+        if index == meta.index {
+            meta.term
+        } else {
+            raft.entry(index).expect("held").term
+        }
+    }
+
+    /// `from + at/255` of the way to `to`.
+    fn between(from: u64, to: u64, at: u8) -> u64 {
+        from + (to - from) * u64::from(at) / 255
+    }
+
+    /// The term a leader uses for `bump`: never one this node campaigned in.
+    fn leader_term(raft: &Raft, bump: u64) -> (u64, u64) {
+        let own = raft.hard_state().voted_for == Some(2);
+        let term = raft.term() + bump.max(u64::from(own));
+        (term, if term % 2 == 0 { 1 } else { 3 })
+    }
+
+    fn feed(raft: &mut Raft, now: Instant, round: u64, input: &Input) {
+        match *input {
+            Input::Append {
+                bump,
+                at,
+                count,
+                commit,
+            } => {
+                let (term, leader) = leader_term(raft, bump);
+                let prev = between(raft.commit_index(), raft.last_index(), at);
+                let entries: Vec<Entry> = (prev + 1..=prev + count)
+                    .map(|index| Entry {
+                        term,
+                        index,
+                        data: vec![index as u8, term as u8],
+                    })
+                    .collect();
+                let msg = Message::Append {
+                    term,
+                    prev_log_index: prev,
+                    prev_log_term: term_at(raft, prev),
+                    entries,
+                    leader_commit: if commit { prev + count } else { 0 },
+                    round,
+                    transfer_to: None,
+                };
+                raft.handle_message(now, leader, msg);
+            }
+            Input::Vote { bump, from } => {
+                let msg = Message::Vote {
+                    term: raft.term() + bump,
+                    last_log_index: raft.last_index(),
+                    last_log_term: term_at(raft, raft.last_index()),
+                    transfer: false,
+                };
+                raft.handle_message(now, from, msg);
+            }
+            Input::Campaign { count } => {
+                raft.handle_timeout(now);
+                if raft.role() == Role::PreCandidate {
+                    let msg = Message::PreVoteReply {
+                        term: raft.term() + 1,
+                        granted: true,
+                    };
+                    raft.handle_message(now, 1, msg);
+                }
+                if raft.role() == Role::Candidate {
+                    let msg = Message::VoteReply {
+                        term: raft.term(),
+                        granted: true,
+                    };
+                    raft.handle_message(now, 1, msg);
+                }
+                if raft.role() == Role::Leader {
+                    for byte in 0..count {
+                        raft.propose(now, vec![byte as u8 + 1]).expect("leads");
+                    }
+                }
+            }
+            Input::Snapshot { bump, ahead, agree } => {
+                let (term, leader) = leader_term(raft, bump);
+                let last_index = raft.commit_index() + ahead;
+                let last_term = if agree && last_index <= raft.last_index() {
+                    term_at(raft, last_index)
+                } else {
+                    term
+                };
+                let data = vec![last_index as u8; 3];
+                let msg = Message::InstallSnapshot {
+                    term,
+                    last_index,
+                    last_term,
+                    offset: 0,
+                    total_len: data.len() as u64,
+                    data,
+                    round,
+                };
+                raft.handle_message(now, leader, msg);
+            }
+            Input::Compact { at } => {
+                while raft.poll_snapshot().is_some() {}
+                while raft.poll_committed().is_some() {}
+                let from = raft.snapshot_meta().index;
+                let through = between(from, raft.commit_index(), at);
+                if through > from {
+                    raft.compact(through, Arc::new(vec![through as u8]));
+                }
+            }
+        }
+        while raft.poll_message().is_some() {}
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Issue 9 item 3: storage writes exactly the deltas Raft hands out. After every
+        /// input to a replica, the delta goes to a real `ShardStore`, and opening the files
+        /// again gives exactly the replica's hard state, snapshot and log.
+        #[test]
+        fn the_files_hold_the_replica_after_every_delta(
+            inputs in proptest::collection::vec(input(), 1..40)
+        ) {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static CASE: AtomicU64 = AtomicU64::new(0);
+            let dir = dir(&format!("delta-{}", CASE.fetch_add(1, Ordering::Relaxed)));
+            let (mut store, _) = ShardStore::open(&dir, 0, false).unwrap();
+            let config = Config { id: 2, voters: vec![1, 2, 3], ..Config::default() };
+            let mut now = Instant::from_micros(1);
+            let mut raft = Raft::new(config, 5, HardState::default(), Vec::new(), now);
+            for (round, input) in inputs.iter().enumerate() {
+                // Long enough that no vote is refused for a leader heard recently.
+                now = now + crate::core::time::Duration::from_millis(1_000);
+                feed(&mut raft, now, round as u64 + 1, input);
+                if let Some(p) = raft.take_persist() {
+                    store.write(&p).unwrap();
+                }
+                let (_, p) = ShardStore::open(&dir, 0, false).unwrap();
+                let snapshot = p.snapshot.map(|(meta, data)| (meta, data.to_vec()));
+                let expected = (raft.snapshot_meta().index > 0).then(|| {
+                    (raft.snapshot_meta(), raft.snapshot_data().unwrap().to_vec())
+                });
+                proptest::prop_assert_eq!(p.hard, raft.hard_state(), "after {:?}", input);
+                proptest::prop_assert_eq!(snapshot, expected, "after {:?}", input);
+                proptest::prop_assert_eq!(&p.log, &raft.log().to_vec(), "after {:?}", input);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     fn identity(node: u64, membership: &str) -> Identity {
@@ -889,7 +1077,7 @@ mod tests {
         let now = Instant::from_micros(1);
         let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
         raft.handle_timeout(raft.poll_timeout());
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         drop(store);
         assert!(ShardStore::open(&dir, 1, true).unwrap().1.hard.term > 0);
         drop(ShardStore::open_empty(&dir, 1, true).unwrap());
@@ -941,7 +1129,9 @@ mod tests {
             transfer_to: None,
         };
         replica.handle_message(now, 1, append);
-        store.persist(replica.raft()).unwrap();
+        store
+            .write(&replica.take_persist().expect("a change"))
+            .unwrap();
         // A complete snapshot of garbage, in one chunk, "from the leader".
         let junk = vec![0xA5u8; 700];
         let chunk = Message::InstallSnapshot {
@@ -954,7 +1144,8 @@ mod tests {
             round: 2,
         };
         replica.handle_message(now, 1, chunk);
-        store.persist(replica.raft()).unwrap();
+        // Dropped before it replaced anything: nothing to store.
+        assert_eq!(replica.take_persist(), None);
         drop(store);
         let (_, p) = ShardStore::open(&dir, 2, false).unwrap();
         let restored = Shard::restore(config, 2, p.hard, p.snapshot, p.log, now);
@@ -983,7 +1174,7 @@ mod tests {
         while raft.poll_committed().is_some() {}
         let through = raft.commit_index() - 2;
         raft.compact(through, Arc::new(b"state".to_vec()));
-        store.persist(&raft).unwrap();
+        persist(&mut store, &mut raft);
         drop(store);
         std::fs::remove_file(dir.join("shard-0001.snap")).unwrap();
         let opened = ShardStore::open(&dir, 1, false);

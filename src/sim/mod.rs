@@ -29,13 +29,12 @@
 //! ```
 //!
 //! Persistence ("fsync before send"): after every call into a shard and before delivering
-//! anything it produced, the simulator copies its hard state and log, and the recovery mark
-//! its storage carries while it rejoins (`core::restart::mark`); a crash drops the shard and
-//! a restart rebuilds it from that copy (a fresh rng seed, its clock reading) through the
-//! decision a real node makes, [`crate::core::restart::decide`]. The copy is updated
-//! incrementally from the log's tail: an entry whose (index, term) is already in the copy is
-//! the same entry (Raft's log matching property, which the state-machine-safety checker below
-//! would catch breaking).
+//! anything it produced, the simulator stores what the shard hands out to be stored
+//! ([`crate::core::shard::Shard::take_persist`], the delta the real storage writes) into its
+//! copy of the node's files ([`Stored`]), and the recovery mark its storage carries while it
+//! rejoins (`core::restart::mark`); a crash drops the shard and a restart rebuilds it from
+//! that copy (a fresh rng seed, its clock reading) through the decision a real node makes,
+//! [`crate::core::restart::decide`].
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
@@ -362,11 +361,7 @@ struct SimNode {
     id: NodeId,
     shard: Option<Shard>,
     /// What survives a crash (see the module docs).
-    persisted_state: HardState,
-    /// The latest snapshot the replica took or installed, as persisted.
-    persisted_snapshot: Option<shard::Snapshot>,
-    /// The log after that snapshot, as persisted.
-    persisted_log: Vec<Entry>,
+    stored: Stored,
     /// This node keeps no state (durability `memory`): every restart loses it.
     memory: bool,
     /// Snapshot cadence `(every, keep)` in random runs: each node its own, as real nodes
@@ -515,9 +510,7 @@ impl Sim {
             .map(|&id| SimNode {
                 id,
                 shard: None,
-                persisted_state: HardState::default(),
-                persisted_snapshot: None,
-                persisted_log: Vec::new(),
+                stored: Stored::default(),
                 memory: false,
                 compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
                 identity: false,
@@ -653,9 +646,9 @@ impl Sim {
             _ if n.memory => Found::Nothing,
             Some(mark) => Found::Marked(mark),
             None if n.files => Found::Files {
-                hard: n.persisted_state,
-                snapshot: n.persisted_snapshot.clone(),
-                log: n.persisted_log.clone(),
+                hard: n.stored.hard,
+                snapshot: n.stored.snapshot.clone(),
+                log: n.stored.log.clone(),
             },
             None => Found::Nothing,
         };
@@ -667,9 +660,7 @@ impl Sim {
         }
         if start.mark().is_some() {
             // Opened empty, whatever the files held (`ShardStore::open_empty`).
-            n.persisted_state = HardState::default();
-            n.persisted_snapshot = None;
-            n.persisted_log.clear();
+            n.stored = Stored::default();
         }
         let mut shard =
             Shard::start(config, seed, start, local).expect("the persisted snapshot decodes");
@@ -887,9 +878,7 @@ impl Sim {
                         && self.rng.gen_bool(0.3)
                     {
                         let n = self.node(node);
-                        n.persisted_state = HardState::default();
-                        n.persisted_snapshot = None;
-                        n.persisted_log.clear();
+                        n.stored = Stored::default();
                         n.files = false;
                         n.identity = false;
                         n.mark = None;
@@ -987,14 +976,8 @@ impl Sim {
     /// After any call into a node's shard: persist, send its messages and replies, re-arm
     /// its timer, observe what it applied.
     fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
-        if self.tear_write(id) {
-            return Ok(());
-        }
         let now = self.now;
-        let mut messages = Vec::new();
-        let mut replies = Vec::new();
-        let timer_local;
-        {
+        let persist = {
             let wall_clock_base_us = self.wall_clock_base_us;
             let n = &mut self.nodes[(id - 1) as usize];
             let Some(shard) = n.shard.as_mut() else {
@@ -1015,20 +998,33 @@ impl Sim {
                      malformed (its log says which)"
                 )));
             }
+            let persist = shard.take_persist();
+            if persist.as_ref().is_some_and(|p| p.snapshot.is_some()) {
+                self.report.snapshots += 1;
+            }
+            // A `memory` node writes nothing: the delta is dropped, as its shell drops it.
+            persist.filter(|_| !n.memory)
+        };
+        if let Some(persist) = &persist {
+            if self.tear_write(id, persist) {
+                return Ok(());
+            }
+        }
+        let mut messages = Vec::new();
+        let mut replies = Vec::new();
+        let timer_local;
+        {
+            let n = &mut self.nodes[(id - 1) as usize];
+            let Some(shard) = n.shard.as_mut() else {
+                return Ok(());
+            };
             if !n.memory {
                 // Atomic here; a real node sets a stronger mark before the state it covers
                 // and clears one after it (see `cluster`).
                 n.mark = restart::mark(shard.raft());
             }
-            n.persisted_state = shard.hard_state();
-            let meta = shard.raft().snapshot_meta();
-            if meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta) {
-                let data = shard.raft().snapshot_data().expect("a snapshot has data");
-                n.persisted_snapshot = Some((meta, data.clone()));
-                self.report.snapshots += 1;
-                n.persisted_log = shard.raft().log().to_vec();
-            } else {
-                persist_log(&mut n.persisted_log, shard.raft().log());
+            if let Some(persist) = &persist {
+                n.stored.write(persist);
             }
             while let Some(m) = shard.poll_message() {
                 messages.push(m);
@@ -1071,83 +1067,27 @@ impl Sim {
     }
 
     /// Sometimes (random runs, before healing) the write of what the last input produced
-    /// fails part-way or is torn: the files get part of it (see the module docs) and the
-    /// node stops before anything that input produced leaves. True if it did.
-    fn tear_write(&mut self, id: NodeId) -> bool {
+    /// (`persist`) fails part-way or is torn: the files get part of it (see the module docs
+    /// and [`Stored::write_torn`]) and the node stops before anything that input produced
+    /// leaves. True if it did.
+    fn tear_write(&mut self, id: NodeId, persist: &raft::Persist) -> bool {
         if !self.config.faults || self.config.scenario.is_some() || self.healed {
             return false;
         }
-        let i = (id - 1) as usize;
-        let (hard, meta, mark, snapshot_changed, changed) = {
-            let n = &self.nodes[i];
-            let Some(shard) = n.shard.as_ref() else {
-                return false;
-            };
-            if n.memory {
-                return false; // writes nothing
-            }
-            let raft = shard.raft();
-            let (hard, meta, log) = (raft.hard_state(), raft.snapshot_meta(), raft.log());
-            let snapshot_changed =
-                meta.index > 0 && n.persisted_snapshot.as_ref().map(|(m, _)| *m) != Some(meta);
-            let log_changed = n.persisted_log.last().map(|e| (e.index, e.term))
-                != log.last().map(|e| (e.index, e.term))
-                || n.persisted_log.len() != log.len();
-            let changed = hard != n.persisted_state || snapshot_changed || log_changed;
-            (hard, meta, restart::mark(raft), snapshot_changed, changed)
-        };
-        if !changed || !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
+        if !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
             return false;
         }
-        // Only a write that tears needs the log's copy (cloning it on every call would cost
-        // the simulator most of its speed).
-        let log = self.nodes[i]
-            .shard
-            .as_ref()
-            .map(|s| s.raft().log().to_vec())
-            .expect("running");
         // How far the write got: 0 nothing, 1 the hard state, 2 some of the log or snapshot.
         let stage = self.rng.gen_range(0..3u8);
         let all_new = self.rng.gen_bool(0.5);
-        let appended = self.rng.gen_range(0..=log.len());
-        let data = self.nodes[i]
-            .shard
-            .as_ref()
-            .and_then(|s| s.raft().snapshot_data().cloned());
+        let appended = self.rng.gen_range(0..=persist.entries.len());
+        let i = (id - 1) as usize;
         let n = &mut self.nodes[i];
+        let mark = restart::mark(n.shard.as_ref().expect("running").raft());
         if mark > n.mark {
             n.mark = mark;
         }
-        if stage >= 1 {
-            n.persisted_state = hard;
-        }
-        if stage == 2 && snapshot_changed {
-            // The snapshot file is replaced whole, then the log rewritten from it.
-            let old = std::mem::take(&mut n.persisted_log);
-            n.persisted_snapshot = Some((meta, data.expect("a snapshot has data")));
-            n.persisted_log = if all_new {
-                log
-            } else {
-                // Opening keeps what follows the snapshot if the old log holds its entry.
-                let matches = old
-                    .iter()
-                    .any(|e| e.index == meta.index && e.term == meta.term);
-                if matches {
-                    old.into_iter().filter(|e| e.index > meta.index).collect()
-                } else {
-                    Vec::new()
-                }
-            };
-        } else if stage == 2 {
-            // Cut back to where the file agrees with the log, then part of the new entries.
-            let mut keep = n.persisted_log.len().min(log.len());
-            while keep > 0 && n.persisted_log[keep - 1].term != log[keep - 1].term {
-                keep -= 1;
-            }
-            n.persisted_log.truncate(keep);
-            let upto = appended.max(keep);
-            n.persisted_log.extend_from_slice(&log[keep..upto]);
-        }
+        n.stored.write_torn(persist, stage, all_new, appended);
         self.report.torn_writes += 1;
         self.crash(id);
         let down = Duration::from_millis(self.rng.gen_range(50..1_000));
@@ -1853,19 +1793,63 @@ fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
 /// docs): a few times per run, on top of the crash faults.
 const TORN_WRITE_PROBABILITY: f64 = 0.0005;
 
-/// Brings the persisted copy of a log up to date with the log, copying only the changed
-/// tail: entries with the same index and term are the same (Raft's log matching property).
-fn persist_log(persisted: &mut Vec<Entry>, log: &[Entry]) {
-    if persisted.first().map(|e| e.index) != log.first().map(|e| e.index) {
-        // The log starts elsewhere (a snapshot moved its start): copy it whole.
-        persisted.clear();
-        persisted.extend_from_slice(log);
-        return;
+/// What a disk node's files hold for its shard, as `cluster::storage` would leave them: kept
+/// up to date from the same deltas ([`raft::Persist`]) the real storage writes.
+#[derive(Clone, Debug, Default)]
+struct Stored {
+    hard: HardState,
+    /// The latest snapshot the replica took or installed.
+    snapshot: Option<shard::Snapshot>,
+    /// The log after that snapshot.
+    log: Vec<Entry>,
+}
+
+impl Stored {
+    /// Applies a whole delta, as `ShardStore::write` does.
+    fn write(&mut self, persist: &raft::Persist) {
+        let all = persist.entries.len();
+        self.write_torn(persist, 2, true, all);
     }
-    let mut keep = persisted.len().min(log.len());
-    while keep > 0 && persisted[keep - 1].term != log[keep - 1].term {
-        keep -= 1;
+
+    /// Applies a delta as far as a failed or torn write gets (see the module docs): `stage`
+    /// 0 nothing, 1 the hard state (written first), 2 that and the rest: a new snapshot
+    /// (replaced whole), then the log rewritten after it (`all_new`) or the old log as
+    /// opening repairs it; without a snapshot, the log cut back to `log_from - 1` and the
+    /// first `appended` new entries (a torn record is cut when read back).
+    fn write_torn(&mut self, persist: &raft::Persist, stage: u8, all_new: bool, appended: usize) {
+        if stage >= 1 {
+            if let Some(hard) = persist.hard {
+                self.hard = hard;
+            }
+        }
+        if stage < 2 {
+            return;
+        }
+        if let Some((meta, data)) = &persist.snapshot {
+            let old = std::mem::take(&mut self.log);
+            self.snapshot = Some((*meta, data.clone()));
+            self.log = if all_new {
+                persist.entries.clone()
+            } else {
+                // Opening keeps what follows the snapshot if the old log holds its entry.
+                let matches = old
+                    .iter()
+                    .any(|e| e.index == meta.index && e.term == meta.term);
+                if matches {
+                    old.into_iter().filter(|e| e.index > meta.index).collect()
+                } else {
+                    Vec::new()
+                }
+            };
+        } else if let Some(from) = persist.log_from {
+            let first = self.snapshot.as_ref().map_or(1, |(meta, _)| meta.index + 1);
+            assert!(
+                from >= first && from <= first + self.log.len() as u64,
+                "a log delta from {from} over a stored log of {} from {first}",
+                self.log.len()
+            );
+            self.log.truncate((from - first) as usize);
+            self.log.extend_from_slice(&persist.entries[..appended]);
+        }
     }
-    persisted.truncate(keep);
-    persisted.extend_from_slice(&log[keep..]);
 }

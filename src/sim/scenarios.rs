@@ -18,7 +18,7 @@ use udplock_protocol::{LogCommand, Status};
 
 use super::{Event, Sim, SimConfig, SimFailure, CLIENT_ENDPOINT};
 use crate::core::lock_table;
-use crate::core::raft::{self, HardState, Message, NodeId, Role};
+use crate::core::raft::{self, Message, NodeId, Role};
 use crate::core::time::{Duration, Instant};
 
 /// The named scenarios (one test each in `tests/it/sim.rs`).
@@ -286,9 +286,7 @@ impl Sim {
     fn restart_without_state(&mut self, id: NodeId) -> Result<(), SimFailure> {
         self.crash(id);
         let n = self.node(id);
-        n.persisted_state = HardState::default();
-        n.persisted_snapshot = None;
-        n.persisted_log.clear();
+        n.stored = Default::default();
         n.memory = true;
         self.report.amnesia_restarts += 1;
         self.start_node(id)

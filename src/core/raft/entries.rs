@@ -10,6 +10,11 @@
 //! replaced by the state machine snapshot the shell took (or received). The log remembers the
 //! snapshot's last index and term, so the consistency check of the first Append after it
 //! (`prev_log_index == snapshot.index`) and the election restriction still work.
+//!
+//! Persistence: each of those four changes also notes what the stored log must change (the
+//! first index it replaces, or a new snapshot), so that [`super::Raft::take_persist`] hands
+//! the shell exactly that ([`super::Persist`]) rather than the shell comparing its files with
+//! the log afterwards.
 
 use super::{Entry, SnapshotMeta};
 
@@ -20,6 +25,22 @@ pub(super) struct RaftLog {
     snapshot: SnapshotMeta,
     /// Indexes `snapshot.index + 1 ..`.
     entries: Vec<Entry>,
+    /// What changed since the last [`RaftLog::take_changes`]: the stored log is to be cut
+    /// back to before this index and to hold the entries from it (a push or a truncation
+    /// since; the lowest index any of them touched).
+    changed_from: Option<u64>,
+    /// The snapshot changed since (compaction or an installed one): the stored log is to be
+    /// rewritten whole after it.
+    snapshot_changed: bool,
+}
+
+/// What the stored log must change since the last [`RaftLog::take_changes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LogChanges {
+    /// A new snapshot: the stored log is rewritten to hold every entry after it.
+    Snapshot,
+    /// The stored log keeps its entries before this index and holds this log's from it on.
+    From(u64),
 }
 
 impl RaftLog {
@@ -56,7 +77,37 @@ impl RaftLog {
             );
             term_previous = entry.term;
         }
-        RaftLog { snapshot, entries }
+        // What was persisted needs no persisting.
+        RaftLog {
+            snapshot,
+            entries,
+            changed_from: None,
+            snapshot_changed: false,
+        }
+    }
+
+    /// What changed since the last call (`None`: nothing), and forgets it: the caller hands it
+    /// to storage now.
+    pub(super) fn take_changes(&mut self) -> Option<LogChanges> {
+        let from = self.changed_from.take();
+        if std::mem::take(&mut self.snapshot_changed) {
+            return Some(LogChanges::Snapshot);
+        }
+        let from = from?;
+        // Without a new snapshot nothing before the current one was touched: every change
+        // since the last call was a push or truncation after it.
+        assert!(
+            from >= self.first_index() && from <= self.last_index() + 1,
+            "log changed from {from}, outside {}..={}",
+            self.first_index(),
+            self.last_index() + 1
+        );
+        Some(LogChanges::From(from))
+    }
+
+    /// Notes that the entries from `index` on changed (see `changed_from`).
+    fn changed(&mut self, index: u64) {
+        self.changed_from = Some(self.changed_from.map_or(index, |from| from.min(index)));
     }
 
     /// The entries still held, `first_index()` first.
@@ -144,6 +195,7 @@ impl RaftLog {
             entry.term,
             self.last_term()
         );
+        self.changed(entry.index);
         self.entries.push(entry);
     }
 
@@ -152,6 +204,7 @@ impl RaftLog {
     pub(super) fn truncate_from(&mut self, index: u64) {
         assert!(index >= self.first_index() && index <= self.last_index());
         self.entries.truncate((index - self.first_index()) as usize);
+        self.changed(index);
         assert!(self.last_index() == index - 1);
     }
 
@@ -162,6 +215,7 @@ impl RaftLog {
         let term = self.entry(index).term;
         self.entries.drain(..(index - self.snapshot.index) as usize);
         self.snapshot = SnapshotMeta { index, term };
+        self.snapshot_changed = true;
         assert!(self.first_index() == index + 1);
         assert!(self.term_at(index) == Some(term));
     }
@@ -180,6 +234,7 @@ impl RaftLog {
             self.entries.clear();
         }
         self.snapshot = snapshot;
+        self.snapshot_changed = true;
         assert!(self.term_at(snapshot.index) == Some(snapshot.term));
         assert!(self
             .entries

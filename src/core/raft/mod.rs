@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   datagram ──> handle_message(now, from, msg) ─┐
-//!   timer    ──> handle_timeout(now)            ├─> state ──> persist hard_state() + log()
+//!   timer    ──> handle_timeout(now)            ├─> state ──> take_persist(): store it
 //!   client   ──> propose(now, data)             ─┘                  │ (fsync before send)
 //!                                                                   v
 //!                            poll_message() ──> (to, Message) datagrams, in order
@@ -19,7 +19,8 @@
 //!                            lease_valid(now) ──> may the leader answer from its own state?
 //! ```
 //!
-//! One owner thread per node takes one input, persists, then drains the outputs. Messages are
+//! One owner thread per node takes one input, stores what [`Raft::take_persist`] hands it
+//! (the delta since the last call: see `persist.rs`), then drains the outputs. Messages are
 //! only ever sent after the state that caused them is durable, so a vote or an acknowledged
 //! entry survives a crash (Raft §5, Figure 2, "persistent state"). The same goes for acting
 //! on `poll_committed`: a single voter commits an entry inside `propose` itself. A leader's `propose` only
@@ -206,6 +207,7 @@ macro_rules! peer_log {
 }
 
 mod entries;
+mod persist;
 pub(crate) mod shared;
 pub mod wire;
 
@@ -220,6 +222,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use self::entries::RaftLog;
+pub use self::persist::Persist;
 use self::shared::Reservation;
 pub(crate) use self::shared::Skipped;
 pub use self::shared::{
@@ -775,7 +778,10 @@ pub struct Raft {
     /// `config.quorum()`, computed once.
     quorum: usize,
 
+    /// Changed only through `set_hard`.
     hard: HardState,
+    /// `hard` changed since the last `take_persist`.
+    hard_changed: bool,
     log: RaftLog,
     /// Highest index known committed. Not persisted: a restarted node learns it again.
     commit_index: u64,
@@ -900,6 +906,7 @@ impl Raft {
             lease_duration,
             quorum,
             hard: state,
+            hard_changed: false,
             log,
             commit_index: snapshot_meta.index,
             returned_index: snapshot_meta.index,
@@ -1180,7 +1187,7 @@ impl Raft {
     }
 
     /// The next message to send, with its destination. Drain after every `handle_*` and
-    /// `propose`, after persisting `hard_state()` and `log()`.
+    /// `propose`, after storing what `take_persist` returned.
     pub fn poll_message(&mut self) -> Option<(NodeId, Message)> {
         if self.flush_pending {
             self.flush_pending = false;
@@ -1674,8 +1681,10 @@ impl Raft {
                     "raft {}: rejoining at term {max}; no vote until caught up",
                     self.config.id
                 );
-                self.hard.term = max;
-                self.hard.voted_for = Some(self.config.id);
+                self.set_hard(HardState {
+                    term: max,
+                    voted_for: Some(self.config.id),
+                });
                 self.recovery = Recovery::CatchingUp { term: max, target };
             }
         } else if all_new {
@@ -1826,8 +1835,10 @@ impl Raft {
     /// A real election; `transfer`: started by TimeoutNow, so voters ignore stickiness.
     fn start_election_as(&mut self, now: Instant, transfer: bool) {
         assert!(self.role == Role::PreCandidate && (transfer || self.grants.len() >= self.quorum));
-        self.hard.term += 1;
-        self.hard.voted_for = Some(self.config.id);
+        self.set_hard(HardState {
+            term: self.hard.term + 1,
+            voted_for: Some(self.config.id),
+        });
         self.role = Role::Candidate;
         self.leader = None;
         self.grants.clear();
@@ -1938,7 +1949,10 @@ impl Raft {
             if self.role == Role::PreCandidate {
                 self.become_follower(now, self.hard.term, None);
             }
-            self.hard.voted_for = Some(from);
+            self.set_hard(HardState {
+                term: self.hard.term,
+                voted_for: Some(from),
+            });
             log::debug!(
                 "raft {}: votes for {from} in term {} (log {}/{}, theirs {last_log_index}/{last_log_term})",
                 self.config.id,
@@ -1976,8 +1990,10 @@ impl Raft {
     fn become_follower(&mut self, now: Instant, term: u64, leader: Option<NodeId>) {
         assert!(term >= self.hard.term, "term {term} < {}", self.hard.term);
         if term > self.hard.term {
-            self.hard.term = term;
-            self.hard.voted_for = None;
+            self.set_hard(HardState {
+                term,
+                voted_for: None,
+            });
         }
         if self.role == Role::Leader {
             self.leader_contact = now;

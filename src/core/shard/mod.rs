@@ -595,6 +595,12 @@ impl Shard {
         self.raft.hard_state()
     }
 
+    /// What this replica must have stored before anything its inputs since the last call
+    /// produced may leave (see [`Raft::take_persist`]); `None`: nothing.
+    pub fn take_persist(&mut self) -> Option<raft::Persist> {
+        self.raft.take_persist()
+    }
+
     /// Index of the last log entry applied to the table (0 before the first).
     pub fn applied_index(&self) -> u64 {
         self.applied_index
