@@ -19,21 +19,18 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use udplock_protocol::header::HeaderIds;
-use udplock_protocol::{
-    EncodeError, Flags, Hint, MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX,
-    REPLY_LEN_MIN, REQUEST_LEN_MIN,
-};
+use udplock_protocol::{Request, DATAGRAM_LEN_MAX, REQUEST_LEN_MIN};
 
 use crate::clock::BootInstant;
-use crate::core::lock_table::{self, Command, CommandKind, LockTable, RequestId};
-use crate::core::peer_auth::AuthDrop;
+use crate::core::lock_table::{self, LockTable};
+pub use crate::core::node::requests::{encode_reply, error_reply, reply_type, table_request};
+pub use crate::core::node::NodeStats;
 use crate::core::time::Instant;
 
 /// Socket receive buffer asked of the kernel: room for a burst of a few thousand requests
@@ -79,51 +76,6 @@ impl NodeConfig {
 /// across the restart (spec §7.2.4). So tokens keep increasing across restarts with no disk.
 pub fn fencing_token_first_from_wall_clock() -> u64 {
     wall_clock_micros().clamp(1, u64::MAX / 2)
-}
-
-/// Counters of what the node did, readable from any thread while it runs.
-#[derive(Debug, Default)]
-pub struct NodeStats {
-    /// Datagrams read from the socket.
-    pub datagrams: AtomicU64,
-    /// Requests that decoded and went to the lock table.
-    pub requests: AtomicU64,
-    /// Replies sent (including error replies).
-    pub replies: AtomicU64,
-    /// Requests answered with an ERROR_REPLY because they did not decode.
-    pub error_replies: AtomicU64,
-    /// Datagrams dropped without an answer (not ours, oversized, too short to answer).
-    pub dropped: AtomicU64,
-    /// Replies the kernel refused to send.
-    pub send_errors: AtomicU64,
-    /// Cluster nodes: PEER datagrams sent and accepted (records of many shards share one).
-    pub peer_sent: AtomicU64,
-    pub peer_received: AtomicU64,
-    /// Cluster nodes: node-to-node datagrams (PEER, PEER_SETTINGS) from a listed node at its
-    /// listed address that failed the authentication checks (spec §8.11) and were dropped
-    /// before any state saw them, per reason (index [`AuthDrop::index`]; read with
-    /// [`NodeStats::auth_dropped`]). Not counted in `dropped`.
-    pub auth_dropped: [AtomicU64; AuthDrop::ALL.len()],
-    /// Cluster nodes: changed key files applied since start.
-    pub key_reloads: AtomicU64,
-    /// Cluster nodes: changed key files refused (the keys in force stayed).
-    pub key_file_errors: AtomicU64,
-}
-
-impl NodeStats {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Node-to-node datagrams dropped by the authentication checks for `reason`.
-    pub fn auth_dropped(&self, reason: AuthDrop) -> u64 {
-        self.auth_dropped[reason.index()].load(Ordering::Relaxed)
-    }
-
-    /// Node-to-node datagrams dropped by the authentication checks, for any reason.
-    pub fn auth_dropped_total(&self) -> u64 {
-        AuthDrop::ALL.iter().map(|&r| self.auth_dropped(r)).sum()
-    }
 }
 
 /// A running node. Dropping it stops the node.
@@ -445,141 +397,6 @@ pub(crate) fn recv_error_is_transient(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// The lock-table request a decoded client datagram of `datagram_len` bytes from `from` asks
-/// for.
-pub(crate) fn table_request<'a>(
-    request: &Request<'a>,
-    from: SocketAddr,
-    datagram_len: usize,
-) -> lock_table::Request<'a> {
-    let command = match request.body {
-        RequestBody::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        } => Command::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        },
-        RequestBody::Release { resource, client } => Command::Release { resource, client },
-        RequestBody::Renew {
-            resource,
-            client,
-            ttl_ms,
-        } => Command::Renew {
-            resource,
-            client,
-            ttl_ms,
-        },
-        RequestBody::Status { resource } => Command::Status {
-            resource,
-            // At most DATAGRAM_LEN_MAX (the shells drop longer datagrams before decoding).
-            reply_len_max: u16::try_from(datagram_len).unwrap_or(u16::MAX),
-        },
-        RequestBody::Configure {
-            resource,
-            default_ttl_ms,
-        } => Command::Configure {
-            resource,
-            default_ttl_ms,
-        },
-    };
-    lock_table::Request {
-        id: RequestId {
-            session: request.session_id,
-            request: request.request_id,
-        },
-        attempt: request.attempt,
-        reply_to: from,
-        command,
-        room_for_waiting: datagram_len >= 2 * REPLY_LEN_MIN,
-    }
-}
-
-/// Spec §3.2: the ERROR_REPLY for a request that did not decode, if the codec names a status
-/// for its fault and the reply fits in the request; `None`: drop it silently.
-pub(crate) fn error_reply(
-    datagram: &[u8],
-    error: udplock_protocol::DecodeError,
-    out: &mut [u8],
-) -> Option<usize> {
-    let (status, ids) = (error.reply_status()?, HeaderIds::peek(datagram)?);
-    // Whatever the version, a reply or node-to-node type is never answered: answering
-    // replies could make two endpoints answer each other forever (spec §3.2).
-    if (0x40..0xC0).contains(&datagram[udplock_protocol::header::field::MSG_TYPE]) {
-        return None;
-    }
-    if datagram.len() < REPLY_LEN_MIN {
-        return None;
-    }
-    let reply = Reply::bare(
-        MessageType::ErrorReply,
-        ids.session_id,
-        ids.request_id,
-        ids.attempt,
-        status,
-    );
-    // A zero session or request id cannot be echoed (and no client could match it).
-    reply.encode(out).ok()
-}
-
-/// The reply datagram for a table answer. Its size is already decided: the core left out a
-/// STATUS_REPLY's holder unless it fitted in the byte budget its own request carried (spec
-/// §2.2 rule 5, `lock_table::fit_holder`), wherever and whenever the reply is sent.
-pub(crate) fn encode_reply(r: &lock_table::Reply, out: &mut [u8]) -> Result<usize, EncodeError> {
-    let mut flags = Flags::empty();
-    if r.answer.queued {
-        flags |= Flags::QUEUED;
-    }
-    if r.holder_truncated {
-        flags |= Flags::HOLDER_TRUNCATED;
-    }
-    let holder = r.holder.as_slice();
-    let reply = Reply {
-        msg_type: reply_type(r.kind),
-        flags,
-        session_id: r.id.session,
-        request_id: r.id.request,
-        attempt: r.attempt,
-        status: r.answer.status,
-        hold_count: r.answer.hold_count,
-        fencing_token: r.answer.fencing_token,
-        lease_ms: r.answer.lease_ms,
-        waiter_count: r.answer.waiter_count,
-        hint: if r.answer.retry_after_ms > 0 {
-            Hint::RetryAfter {
-                ms: r.answer.retry_after_ms,
-            }
-        } else {
-            Hint::None
-        },
-        holder,
-    };
-    let len = reply.encode(out)?;
-    // Only a STATUS_REPLY is longer than the shortest request (spec §2.2 rule 5).
-    assert!(
-        len == REPLY_LEN_MIN || (r.kind == CommandKind::Status && !r.holder_truncated),
-        "a {:?} reply of {len} bytes",
-        r.kind
-    );
-    Ok(len)
-}
-
-/// The reply type answering a request of `kind`.
-pub(crate) fn reply_type(kind: CommandKind) -> MessageType {
-    let request_type = match kind {
-        CommandKind::Acquire => MessageType::Acquire,
-        CommandKind::Release => MessageType::Release,
-        CommandKind::Renew => MessageType::Renew,
-        CommandKind::Status => MessageType::Status,
-        CommandKind::Configure => MessageType::Configure,
-    };
-    request_type.reply_type().unwrap_or(MessageType::ErrorReply)
 }
 
 /// The lease horizon file (spec §7.2.4): one line holding a wall-clock time, in microseconds

@@ -42,10 +42,9 @@
 //! grace must cover the longest lease clients may still count).
 
 pub mod keys;
-pub mod settings;
 pub mod storage;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -54,29 +53,21 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
-use udplock_protocol::{
-    shard_of, AuthTrailer, Hint, MessageType, PeerDatagram, PeerHeader, PeerWriter, Reply, Request,
-    Status, APPEND_FIXED_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, PEER_DATAGRAM_LEN_MAX,
-    PEER_RECORD_HEADER_LEN, REPLY_LEN_MIN, REQUEST_LEN_MIN, SHARDS_MAX,
-};
+use udplock_protocol::{DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX};
 
 use self::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
 use crate::clock::BootInstant;
-use crate::core::lock_table::{self, Command};
-use crate::core::peer_auth::{AuthDrop, PeerAuth};
-use crate::core::raft::{self, wire, Message, NodeId};
+use crate::core::lock_table;
+use crate::core::node::settings::PeerSettingsView;
+use crate::core::node::{self, Node, NodeStats, ShardWrite};
+use crate::core::raft::{self, NodeId};
 use crate::core::restart::{self, Found, Mark, Start};
-use crate::core::shard::{self, Shard, ShardStats};
+use crate::core::shard::{self, ShardStats};
 use crate::core::time::Instant;
-use crate::node::{
-    bind, encode_reply, error_reply, fencing_token_first_from_wall_clock, recv_error_is_transient,
-    reply_type, table_request, wall_clock_micros, NodeStats, ReadTimer,
-};
+use crate::node::{bind, recv_error_is_transient, wall_clock_micros, ReadTimer};
 
-/// Shards of a cluster unless `--shards` says otherwise: enough that leaders spread evenly
-/// over a handful of nodes, few enough that idle shards cost little.
-pub const SHARDS_DEFAULT: u32 = 64;
+pub use crate::core::node::{AUTH_DROP_LOG_PERIOD, SHARDS_DEFAULT};
 
 /// Datagrams handled between two flushes at most: bounds how long the first one's answer
 /// waits behind the others.
@@ -84,19 +75,6 @@ const DRAIN_MAX: usize = 64;
 
 /// Wake-ups that skip draining after a drain found nothing.
 const DRAIN_SKIP: u8 = 7;
-
-/// How often a node whose shards still ask the others before they take part (spec §8.5)
-/// says so in its log, naming who answered what: often enough that an operator waiting for
-/// a cluster to form sees why it does not, seldom enough not to flood.
-const RECOVERY_LOG_PERIOD: crate::core::time::Duration =
-    crate::core::time::Duration::from_millis(10_000);
-
-/// How often a node that dropped node-to-node datagrams for failing the authentication
-/// checks (spec §8.11) says so in its log, with a count per reason and source: often enough
-/// that an operator sees an attack or a node with the wrong key within seconds, seldom
-/// enough that a flood of forgeries costs one line per period, never one per datagram.
-pub const AUTH_DROP_LOG_PERIOD: crate::core::time::Duration =
-    crate::core::time::Duration::from_millis(10_000);
 
 /// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`].
 const STATS_PERIOD: crate::core::time::Duration = crate::core::time::Duration::from_millis(5);
@@ -165,43 +143,32 @@ impl ClusterConfig {
         }
     }
 
+    /// The cluster as this node's core sees it (no addresses to bind, no disk, no keys).
+    pub fn node_config(&self) -> node::Config {
+        node::Config {
+            node_id: self.node_id,
+            peers: self.peers.clone(),
+            shards: self.shards,
+            raft: self.raft.clone(),
+            table: self.table.clone(),
+            compact_every: self.compact_every,
+            compact_keep: self.compact_keep,
+        }
+    }
+
     /// The address this node listens on.
     pub fn listen(&self) -> Option<SocketAddr> {
-        self.peers
-            .iter()
-            .find(|&&(id, _)| id == self.node_id)
-            .map(|&(_, addr)| addr)
+        self.node_config().listen()
     }
 
-    /// Identifies the cluster in every PEER datagram (spec §8.1), so nodes of two clusters
-    /// that share addresses never mix, and nodes whose lock tables would decide differently
-    /// never form one: the shard hash of the sorted node list, the shard count and the
-    /// lock-table limits every replica must share, written
-    /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64/limits` (see [`ClusterConfig::limits_text`]).
-    /// The settings a leader logs (default TTL, retry-after hint, startup grace; spec §8.8)
-    /// are not in it: nodes may differ in them.
+    /// The cluster id of every PEER datagram (spec §8.1): see [`node::Config::cluster_id`].
     pub fn cluster_id(&self) -> u64 {
-        let text = format!("{}/{}", self.membership(), self.limits_text());
-        udplock_protocol::shard_hash(text.as_bytes()).max(1)
+        self.node_config().cluster_id()
     }
 
-    /// Who is in the cluster (spec §8.1): its nodes sorted by id, `/`, its shard count —
-    /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64`. What a data directory records (with the node
-    /// id), since a node's Raft state belongs to one node of one membership, whatever the
-    /// other settings.
+    /// Who is in the cluster (spec §8.1): see [`node::Config::membership`].
     pub fn membership(&self) -> String {
-        format!("{}/{}", self.nodes_text(), self.shards)
-    }
-
-    /// The node list sorted by id, as the spec writes it (§8.1): `1@127.0.0.1:7101,2@…`.
-    pub fn nodes_text(&self) -> String {
-        let mut peers = self.peers.clone();
-        peers.sort();
-        let nodes: Vec<String> = peers
-            .iter()
-            .map(|(id, addr)| format!("{id}@{addr}"))
-            .collect();
-        nodes.join(",")
+        self.node_config().membership()
     }
 
     /// What this node's data directory must record (see [`storage::DataDir`]).
@@ -214,43 +181,13 @@ impl ClusterConfig {
         }
     }
 
-    /// The lock-table settings that decide outcomes and that every replica reads itself,
-    /// in the spec's order (§8.1): replicas that differ in any would apply the same log
-    /// differently, so they must be identical.
-    pub fn limits_text(&self) -> String {
-        let t = &self.table;
-        format!(
-            "{},{},{},{},{},{},{},{},{}",
-            t.resources_max,
-            t.waiters_per_resource_max,
-            t.waiters_max,
-            t.holds_per_lock_max,
-            t.sessions_max,
-            t.answers_per_session_max,
-            t.session_idle_ms,
-            t.ttl_ms_max,
-            t.wait_ms_max
-        )
+    /// The node that should lead `shard` when it is up: see
+    /// [`node::Config::preferred_leader`].
+    pub fn preferred_leader(&self, shard: u32) -> NodeId {
+        self.node_config().preferred_leader(shard)
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.shards == 0 || self.shards > SHARDS_MAX {
-            return Err(format!("shards must be 1..={SHARDS_MAX}"));
-        }
-        if self.node_id == 0 || self.peers.iter().any(|&(id, _)| id == 0) {
-            return Err("node ids must be greater than zero".into());
-        }
-        if self.listen().is_none() {
-            return Err(format!("node id {} is not in the peer list", self.node_id));
-        }
-        for (i, &(id, addr)) in self.peers.iter().enumerate() {
-            if self.peers[..i]
-                .iter()
-                .any(|&(other, a)| other == id || a == addr)
-            {
-                return Err(format!("peer {id}@{addr} is listed twice"));
-            }
-        }
         if self.keys.is_some() && self.key_file.is_some() {
             return Err("keys and a key file: name one (the key file is read at start)".into());
         }
@@ -260,38 +197,7 @@ impl ClusterConfig {
                 self.durability.name()
             ));
         }
-        self.shard_config(0).validate().map_err(|e| e.to_string())
-    }
-
-    /// The node that should lead `shard` when it is up: the nodes by id, in turn, so
-    /// leaders spread evenly (each shard's leader hands over to it, see
-    /// [`Shard::set_preferred_leader`]).
-    pub fn preferred_leader(&self, shard: u32) -> NodeId {
-        let mut ids: Vec<NodeId> = self.peers.iter().map(|&(id, _)| id).collect();
-        ids.sort_unstable();
-        ids[shard as usize % ids.len()]
-    }
-
-    fn shard_config(&self, shard: u32) -> shard::Config {
-        shard::Config {
-            shard,
-            raft: raft::Config {
-                id: self.node_id,
-                voters: self.peers.iter().map(|&(id, _)| id).collect(),
-                // One Append always fits one PEER datagram, with room for the trailer of
-                // an authenticated one (spec §8.11) whether or not this node sends with a
-                // key: keys change while it runs.
-                // One snapshot chunk fits one PEER datagram too.
-                snapshot_chunk_max: udplock_protocol::SNAPSHOT_CHUNK_MAX,
-                append_bytes_max: PEER_DATAGRAM_LEN_MAX
-                    - HEADER_LEN
-                    - PEER_RECORD_HEADER_LEN
-                    - APPEND_FIXED_LEN
-                    - udplock_protocol::AUTH_TRAILER_LEN,
-                ..self.raft.clone()
-            },
-            table: self.table.clone(),
-        }
+        self.node_config().validate()
     }
 }
 
@@ -304,7 +210,7 @@ pub struct ClusterNode {
     stats: Arc<NodeStats>,
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     /// What this node last heard of each peer's settings (spec §8.10).
-    peer_settings: Arc<Mutex<BTreeMap<NodeId, settings::PeerSettingsView>>>,
+    peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
     /// The cluster keys in force (spec §8.11): as started with, or as last reloaded.
     keys: Arc<Mutex<KeySet>>,
     thread: Option<JoinHandle<Result<(), String>>>,
@@ -379,18 +285,6 @@ impl ClusterNode {
             }
         }
         log_start(&config, dir.as_ref(), storage_new, &starts);
-        let mut shards = Vec::with_capacity(config.shards as usize);
-        // One budget per node for what peers can make its shards hold or log (issue 8).
-        let shared = raft::NodeShared::new();
-        for (shard, start) in (0..config.shards).zip(starts) {
-            let seed = rand::random::<u64>() ^ u64::from(shard);
-            let mut replica = Shard::start(config.shard_config(shard), seed, start, Instant::ZERO)
-                .map_err(|e| invalid(Some(format!("shard {shard}: {e}"))))?;
-            replica.share(shared.clone());
-            replica.set_preferred_leader(Some(config.preferred_leader(shard)));
-            replica.set_compaction(config.compact_every, config.compact_keep);
-            shards.push(replica);
-        }
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(NodeStats::default());
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
@@ -400,42 +294,33 @@ impl ClusterNode {
         // datagrams from those of its earlier lives (raised if a peer shows the clock went
         // back).
         let incarnation = wall_clock_micros().max(1);
+        let now = Instant::from_micros(epoch.elapsed().as_micros() as u64);
+        let mut node = Node::new(
+            config.node_config(),
+            starts,
+            keys,
+            incarnation,
+            rand::random::<u64>(),
+            stats.clone(),
+            now,
+        )
+        .map_err(|e| invalid(Some(e)))?;
+        node.set_wall_clock(now, wall_clock_micros());
         let event_loop = ClusterLoop {
-            auth: PeerAuth::new(
-                config.node_id,
-                incarnation,
-                config.peers.iter().map(|&(id, _)| id),
-                keys,
-            ),
+            node,
+            socket,
             key_watch,
             keys: shared_keys.clone(),
-            auth_drops: BTreeMap::new(),
-            auth_drops_since: Instant::ZERO,
-            settings: settings::PeerSettingsLog::new(&config, peer_settings.clone(), &shared),
-            settings_next: Instant::ZERO,
-            node_id: config.node_id,
-            cluster_id: config.cluster_id(),
-            addr_of: config.peers.iter().copied().collect(),
-            socket,
-            deadlines: shards.iter().map(Shard::poll_timeout).collect(),
-            // Every shard, so the first flush sends what starting produced (a recovering
-            // replica's first TermQuery).
-            touched: vec![true; shards.len()],
-            touched_list: (0..shards.len() as u32).collect(),
-            shards,
             stores,
             dir,
-            marks,
-            recovery_logged: Instant::ZERO,
+            stored: 0,
             stats: stats.clone(),
             shard_stats: shard_stats.clone(),
+            peer_settings: peer_settings.clone(),
             stats_published: Instant::ZERO,
             epoch,
             read_timer: ReadTimer::default(),
-            out: [0; PEER_DATAGRAM_LEN_MAX],
-            outgoing: Vec::new(),
-            failed: None,
-            leaving: false,
+            out: vec![0; PEER_DATAGRAM_LEN_MAX],
             drain_skips: 0,
         };
         let leaving = Arc::new(AtomicBool::new(false));
@@ -485,7 +370,7 @@ impl ClusterNode {
     /// What this node last heard of each peer's settings (spec §8.10): per peer, the
     /// settings that differ from this node's and whether their cluster ids differ. Peers
     /// not heard from yet are missing.
-    pub fn peer_settings(&self) -> BTreeMap<NodeId, settings::PeerSettingsView> {
+    pub fn peer_settings(&self) -> BTreeMap<NodeId, PeerSettingsView> {
         self.peer_settings
             .lock()
             .map(|v| v.clone())
@@ -727,56 +612,31 @@ pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result
         .collect()
 }
 
-/// The loop's state.
+/// The loop's state: the node's core and what it needs from the machine.
 struct ClusterLoop {
-    /// Seals every node-to-node datagram sent, and checks every one received before any
-    /// shard or settings state sees it (spec §8.11).
-    auth: PeerAuth,
+    node: Node,
+    socket: UdpSocket,
     /// The key file, checked for changes (`None`: keys fixed at start).
     key_watch: Option<KeyFileWatch>,
     /// The keys in force, for [`ClusterNode::keys`].
     keys: Arc<Mutex<KeySet>>,
-    /// Datagrams dropped by the authentication checks since `auth_drops_since`, per reason
-    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]). Sources are listed
-    /// nodes' addresses (checked before), so it holds at most 8 entries per peer.
-    auth_drops: BTreeMap<(AuthDrop, SocketAddr), u64>,
-    auth_drops_since: Instant,
-    node_id: NodeId,
-    cluster_id: u64,
-    addr_of: HashMap<NodeId, SocketAddr>,
-    socket: UdpSocket,
-    shards: Vec<Shard>,
+    /// Each shard's storage (`fsync`, `os`; `None` under `memory`).
     stores: Vec<Option<ShardStore>>,
     /// The data directory (`fsync`, `os`), locked while the loop runs.
     dir: Option<DataDir>,
-    /// The recovery mark each shard's storage carries (see `core::restart`).
-    marks: Vec<Option<Mark>>,
-    /// When the loop last said which shards still ask the others before taking part.
-    recovery_logged: Instant,
-    /// The settings exchange (spec §8.10), and when this node next sends its own.
-    settings: settings::PeerSettingsLog,
-    settings_next: Instant,
-    /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
-    deadlines: Vec<Instant>,
-    /// Shards an input touched since the last flush (flag per shard, and their list).
-    touched: Vec<bool>,
-    touched_list: Vec<u32>,
+    /// The last write stored (its `seq`).
+    stored: u64,
     stats: Arc<NodeStats>,
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
+    peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
     stats_published: Instant,
     /// On the suspend-aware clock (`crate::clock`): Raft leases and lock leases must count
     /// while the machine sleeps.
     epoch: BootInstant,
     read_timer: ReadTimer,
-    out: [u8; PEER_DATAGRAM_LEN_MAX],
-    /// Set when the node must stop (it could not persist).
-    failed: Option<String>,
-    /// Handing its shards over before it stops.
-    leaving: bool,
+    out: Vec<u8>,
     /// Wake-ups left that do not drain the socket (see `drain_socket`).
     drain_skips: u8,
-    /// Raft messages drained in one flush: (peer, shard, message).
-    outgoing: Vec<(NodeId, u16, Message)>,
 }
 
 impl ClusterLoop {
@@ -788,49 +648,30 @@ impl ClusterLoop {
         // Room for the largest datagram of either kind, plus one byte to see oversized ones.
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
         while !stop.load(Ordering::Acquire) {
-            if let Some(e) = self.failed.take() {
-                return Err(e);
-            }
             let now = self.now();
             if leaving.load(Ordering::Relaxed) {
-                if !self.leaving {
-                    self.leaving = true;
-                    for replica in &mut self.shards {
-                        replica.set_leaving();
-                    }
-                }
-                self.hand_over(now);
+                self.node.start_leaving(now);
             }
-            for shard in 0..self.shards.len() {
-                if self.deadlines[shard] <= now {
-                    self.shards[shard].handle_timeout(now);
-                    self.touch(shard as u32);
-                }
+            if self.node.poll_timeout() <= now {
+                self.node.set_wall_clock(now, wall_clock_micros());
+                self.node.handle_timeout(now);
             }
-            self.flush();
+            self.flush()?;
             self.publish_stats(now);
-            self.log_recovery(now);
-            self.send_settings(now);
             self.check_key_file(now);
-            self.log_auth_drops(now);
+            let next = self.node.poll_timeout();
             let next = self
-                .deadlines
-                .iter()
-                .copied()
-                .min()
-                .map(|d| d.min(self.settings_next))
-                .map(|d| match &self.key_watch {
-                    Some(w) => d.min(w.next_check()),
-                    None => d,
-                });
-            let now = self.now();
-            self.read_timer.arm(&self.socket, next, now);
+                .key_watch
+                .as_ref()
+                .map_or(next, |w| next.min(w.next_check()));
+            self.read_timer.arm(&self.socket, Some(next), self.now());
             match self.socket.recv_from(&mut buf) {
                 Ok((len, from)) => {
                     NodeStats::bump(&self.stats.datagrams);
-                    self.handle_datagram(&buf[..len], from);
+                    let now = self.now();
+                    self.node.handle_datagram(now, from, &buf[..len]);
                     self.drain_socket(&mut buf);
-                    self.flush();
+                    self.flush()?;
                 }
                 Err(e) if recv_error_is_transient(&e) => {}
                 Err(e) => {
@@ -842,9 +683,10 @@ impl ClusterLoop {
         Ok(())
     }
 
-    /// Handles whatever else already waits on the socket (up to [`DRAIN_MAX`]) before the
-    /// flush, so that under load many proposals travel in one Append and many answers in one
-    /// PEER datagram (batching); when idle it costs one `recv` that finds nothing.
+    /// Hands whatever else already waits on the socket (up to [`DRAIN_MAX`]) to the core
+    /// before the flush, so that under load many proposals travel in one Append and many
+    /// answers in one PEER datagram (batching); when idle it costs one `recv` that finds
+    /// nothing.
     ///
     /// Draining costs three system calls, wasted when nothing waits (one request at a time),
     /// so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do not try.
@@ -862,7 +704,8 @@ impl ClusterLoop {
                 Ok((len, from)) => {
                     found += 1;
                     NodeStats::bump(&self.stats.datagrams);
-                    self.handle_datagram(&buf[..len], from);
+                    let now = self.now();
+                    self.node.handle_datagram(now, from, &buf[..len]);
                 }
                 Err(_) => break,
             }
@@ -873,538 +716,51 @@ impl ClusterLoop {
         }
     }
 
-    /// Graceful leave: each shard this node leads goes to the first peer (after this node,
-    /// by id) that is up to date. Called on every loop turn while leaving; Raft ignores a
-    /// second transfer while one runs.
-    fn hand_over(&mut self, now: Instant) {
-        let mut peers: Vec<NodeId> = self.addr_of.keys().copied().collect();
-        peers.sort_unstable();
-        let first_after = peers.iter().position(|&id| id > self.node_id).unwrap_or(0);
-        peers.rotate_left(first_after);
-        for shard in 0..self.shards.len() {
-            let replica = &mut self.shards[shard];
-            if replica.raft().role() != raft::Role::Leader
-                || replica.raft().transferring_to().is_some()
-            {
-                continue;
-            }
-            let target = peers
-                .iter()
-                .copied()
-                .find(|&id| id != self.node_id && replica.raft().follower_caught_up(id, now));
-            if let Some(target) = target {
-                let _ = replica.transfer_leadership(now, target);
-                self.touch(shard as u32);
-            }
-        }
-    }
-
-    fn touch(&mut self, shard: u32) {
-        if !self.touched[shard as usize] {
-            self.touched[shard as usize] = true;
-            self.touched_list.push(shard);
-        }
-    }
-
-    fn handle_datagram(&mut self, datagram: &[u8], from: SocketAddr) {
-        let msg_type = datagram
-            .get(udplock_protocol::header::field::MSG_TYPE)
-            .copied();
-        if msg_type == Some(MessageType::Peer.to_wire()) {
-            return self.handle_peer(datagram, from);
-        }
-        if msg_type == Some(MessageType::PeerSettings.to_wire()) {
-            return self.handle_peer_settings(datagram, from);
-        }
-        if datagram.len() > DATAGRAM_LEN_MAX {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        // Read-only, answered by any node from its own view; the lock-request decoder does
-        // not read it (spec §4.7, §8.9).
-        if msg_type == Some(MessageType::ShardStatus.to_wire()) {
-            return self.answer_shard_status(datagram, from);
-        }
-        if msg_type == Some(MessageType::NodeSettings.to_wire()) {
-            return self.answer_node_settings(datagram, from);
-        }
-        let request = match Request::decode(datagram) {
-            Ok(r) => r,
-            Err(e) => return self.answer_undecodable(datagram, e, from),
-        };
-        // Spec §2.2: a request shorter than the smallest reply is never answered.
-        if datagram.len() < REQUEST_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        NodeStats::bump(&self.stats.requests);
-        let table_request = table_request(&request, from, datagram.len());
-        let resource = match table_request.command {
-            Command::Acquire { resource, .. }
-            | Command::Release { resource, .. }
-            | Command::Renew { resource, .. }
-            | Command::Status { resource, .. }
-            | Command::Configure { resource, .. } => resource,
-        };
-        let shard = shard_of(resource, self.shards.len() as u32);
-        let now = self.now();
-        let kind = table_request.command.kind();
-        match self.shards[shard as usize].handle_request(now, table_request) {
-            Ok(()) => self.touch(shard),
-            Err(not_leader) => {
-                // Not remembered: the client resends the same request to the leader.
-                let hint = not_leader
-                    .leader_hint
-                    .and_then(|id| self.addr_of.get(&id).copied())
-                    .map_or(Hint::None, Hint::Leader);
-                let reply = Reply {
-                    hint,
-                    ..Reply::bare(
-                        reply_type(kind),
-                        request.session_id,
-                        request.request_id,
-                        request.attempt,
-                        Status::NotLeader,
-                    )
-                };
-                let mut out = [0u8; REPLY_LEN_MIN];
-                if let Ok(len) = reply.encode(&mut out) {
-                    self.send(&out[..len], from);
-                }
-            }
-        }
-    }
-
-    /// Spec §3.2: an ERROR_REPLY if the codec names a status for the fault and the reply
-    /// fits in the request; otherwise a silent drop.
-    fn answer_undecodable(
-        &self,
-        datagram: &[u8],
-        error: udplock_protocol::DecodeError,
-        from: SocketAddr,
-    ) {
-        let mut out = [0u8; REPLY_LEN_MIN];
-        match error_reply(datagram, error, &mut out) {
-            Some(len) => {
-                NodeStats::bump(&self.stats.error_replies);
-                self.send(&out[..len], from);
-            }
-            None => NodeStats::bump(&self.stats.dropped),
-        }
-    }
-
-    /// SHARD_STATUS (spec §4.7, §8.9): this node's own view of its shards from `first_shard`
-    /// on, as many as fit in a reply no longer than the request (§2.2). Touches no shard,
-    /// logs and remembers nothing; a follower answers as readily as a leader.
-    fn answer_shard_status(&mut self, datagram: &[u8], from: SocketAddr) {
-        use crate::core::raft::Role;
-        use udplock_protocol::{
-            ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest,
-        };
-        let mut out = [0u8; DATAGRAM_LEN_MAX];
-        let request = match ShardStatusRequest::decode(datagram) {
-            Ok(r) => r,
-            Err(e) => return self.answer_undecodable(datagram, e, from),
-        };
-        if datagram.len() < REQUEST_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        NodeStats::bump(&self.stats.requests);
-        let fit = ShardStatusReply::entries_that_fit(datagram.len());
-        let entries: Vec<ShardStatusEntry> = self
-            .shards
-            .iter()
-            .enumerate()
-            .skip(usize::from(request.first_shard))
-            .take(fit)
-            .map(|(shard, replica)| {
-                let stats = replica.stats();
-                ShardStatusEntry {
-                    // ClusterConfig::validate keeps shards below SHARDS_MAX (4096).
-                    shard: shard as u16,
-                    role: match stats.role {
-                        Some(Role::Leader) => ShardRole::Leader,
-                        Some(Role::Candidate) => ShardRole::Candidate,
-                        Some(Role::PreCandidate) => ShardRole::PreCandidate,
-                        Some(Role::Follower) | None => ShardRole::Follower,
-                    },
-                    leader_id: stats.leader.unwrap_or(0),
-                    term: stats.term,
-                    commit_index: stats.commit_index,
-                    applied_index: stats.applied_index,
-                    held: u32::try_from(stats.table.held).unwrap_or(u32::MAX),
-                    waiters: u32::try_from(stats.table.waiters).unwrap_or(u32::MAX),
-                }
-            })
-            .collect();
-        let reply = ShardStatusReply {
-            session_id: request.session_id,
-            request_id: request.request_id,
-            attempt: request.attempt,
-            status: Status::Ok,
-            node_id: self.node_id,
-            shards_total: self.shards.len() as u16,
-            first_shard: request.first_shard,
-            entries: ShardStatusEntries::from_slice(&entries),
-        };
-        match reply.encode(&mut out) {
-            Ok(len) => {
-                assert!(
-                    len <= datagram.len(),
-                    "shard status reply larger than request"
+    /// Stores every write the core hands out, then sends its datagrams. A write that fails
+    /// stops the node before anything leaves (fail-stop): Raft's state in memory is already
+    /// ahead of the disk (a leader counts its own log toward a majority), so going on could
+    /// acknowledge what a crash would lose; stopping is a crash the cluster already survives.
+    fn flush(&mut self) -> Result<(), String> {
+        while let Some(write) = self.node.poll_persist() {
+            if let Err(e) = self.store(&write) {
+                let why = format!(
+                    "shard {}: cannot persist its state: {e}; stopping",
+                    write.shard
                 );
-                self.send(&out[..len], from);
+                log::error!("udplock node: {why}");
+                return Err(why);
             }
-            Err(e) => log::error!("udplock node: shard status reply did not encode: {e}"),
+            self.stored = write.seq;
         }
-    }
-
-    /// Spec §8.10: every `SETTINGS_PERIOD`, this node's settings to every other node.
-    fn send_settings(&mut self, now: Instant) {
-        if now < self.settings_next {
-            return;
-        }
-        self.settings_next = now + settings::SETTINGS_PERIOD;
-        let mut peers: Vec<(NodeId, SocketAddr)> =
-            self.addr_of.iter().map(|(&id, &a)| (id, a)).collect();
-        peers.sort_unstable();
-        for (id, addr) in peers {
-            if id == self.node_id {
-                continue;
-            }
-            // Encoded for each peer: each gets its own trailer (spec §8.11).
-            let datagram = udplock_protocol::PeerSettings {
-                header: PeerHeader {
-                    cluster_id: self.cluster_id,
-                    from: self.node_id,
-                },
-                auth: None,
-                values: udplock_protocol::SettingValues::from_slice(self.settings.own()),
-            };
-            let room = self.auth.trailer_room(id);
-            let end = self.out.len() - room;
-            let len = match datagram.encode(&mut self.out[..end]) {
-                Ok(len) => len,
-                Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
-            };
-            self.send_peer(id, len, addr);
-        }
-    }
-
-    /// Spec §8.10: a peer's settings, heard only from a listed node at its listed address;
-    /// never answered, and nothing but this node's report of them changes.
-    fn handle_peer_settings(&mut self, datagram: &[u8], source: SocketAddr) {
-        let Ok(p) = udplock_protocol::PeerSettings::decode(datagram) else {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        };
-        let from = p.header.from;
-        if from == self.node_id || self.addr_of.get(&from) != Some(&source) {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        if !self.authenticated(from, datagram, p.auth.as_ref(), source) {
-            return;
-        }
-        let now = self.now();
-        self.settings.heard(now, from, source, &p);
-    }
-
-    /// NODE_SETTINGS (spec §4.8, §5.7): this node's cluster id and settings, as many as fit
-    /// in a reply no longer than the request (§2.2). Changes nothing.
-    fn answer_node_settings(&mut self, datagram: &[u8], from: SocketAddr) {
-        use udplock_protocol::{NodeSettingsReply, NodeSettingsRequest, SettingValues};
-        let request = match NodeSettingsRequest::decode(datagram) {
-            Ok(r) => r,
-            Err(e) => return self.answer_undecodable(datagram, e, from),
-        };
-        if datagram.len() < REQUEST_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        NodeStats::bump(&self.stats.requests);
-        let own = self.settings.own();
-        let fit = NodeSettingsReply::entries_that_fit(datagram.len()).min(own.len());
-        let reply = NodeSettingsReply {
-            session_id: request.session_id,
-            request_id: request.request_id,
-            attempt: request.attempt,
-            status: Status::Ok,
-            node_id: self.node_id,
-            cluster_id: self.cluster_id,
-            values: SettingValues::from_slice(&own[..fit]),
-        };
-        let mut out = [0u8; DATAGRAM_LEN_MAX];
-        match reply.encode(&mut out) {
-            Ok(len) => {
-                assert!(
-                    len <= datagram.len(),
-                    "node settings reply larger than request"
-                );
-                self.send(&out[..len], from);
-            }
-            Err(e) => log::error!("udplock node: node settings reply did not encode: {e}"),
-        }
-    }
-
-    fn handle_peer(&mut self, datagram: &[u8], source: SocketAddr) {
-        let Ok(peer) = PeerDatagram::decode(datagram) else {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        };
-        let PeerHeader { cluster_id, from } = peer.header;
-        // The sender must be a listed node and the datagram must come from its listed
-        // address: a peer that is not in the list cannot speak for one that is.
-        if cluster_id != self.cluster_id
-            || from == self.node_id
-            || self.addr_of.get(&from) != Some(&source)
-        {
-            NodeStats::bump(&self.stats.dropped);
-            return;
-        }
-        // Spec §8.11: nothing of a datagram that fails the checks reaches a shard.
-        if !self.authenticated(from, datagram, peer.auth.as_ref(), source) {
-            return;
-        }
-        NodeStats::bump(&self.stats.peer_received);
-        let now = self.now();
-        for (shard, record) in peer.records() {
-            let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
-                continue;
-            };
-            replica.handle_message(now, from, wire::from_wire(&record));
-            self.touch(u32::from(shard));
-        }
-    }
-
-    /// Persists every touched shard, then sends its Raft messages (packed per peer) and its
-    /// client replies (each already sized against its own request by the shard, spec §2.2).
-    fn flush(&mut self) {
-        if self.touched_list.is_empty() {
-            return;
-        }
-        let touched = std::mem::take(&mut self.touched_list);
-        let mut replies = Vec::new();
-        for &shard in &touched {
-            let s = shard as usize;
-            self.touched[s] = false;
-            if self.shards[s].wants_wall_clock() {
-                // A new leader of an empty log: INIT's first token is the wall clock now,
-                // read here because the core has no clock (spec §8.8).
-                let now = self.now();
-                self.shards[s].propose_init(now, fencing_token_first_from_wall_clock());
-            }
-            // A replica's recovery mark (see `core::restart`) goes down before the state it
-            // covers is written, and comes off only after the recovered state is.
-            let mark = restart::mark(self.shards[s].raft());
-            if mark > self.marks[s] {
-                if let Err(e) = self.set_mark(shard, mark) {
-                    return self.fail_stop(s, format!("shard {shard}: cannot mark it: {e}"));
-                }
-            }
-            let persist = self.shards[s].take_persist();
-            if let (Some(store), Some(persist)) = (self.stores[s].as_mut(), persist) {
-                if let Err(e) = store.write(&persist) {
-                    return self.fail_stop(
-                        s,
-                        format!("shard {shard}: cannot persist the Raft log: {e}"),
-                    );
-                }
-            }
-            if mark < self.marks[s] {
-                if let Err(e) = self.set_mark(shard, mark) {
-                    return self.fail_stop(s, format!("shard {shard}: cannot unmark it: {e}"));
-                }
-            }
-            while let Some((to, msg)) = self.shards[s].poll_message() {
-                self.outgoing.push((to, shard as u16, msg));
-            }
-            while let Some(reply) = self.shards[s].poll_reply() {
-                replies.push(reply);
-            }
-            self.deadlines[s] = self.shards[s].poll_timeout();
-        }
-        self.touched_list = touched;
-        self.touched_list.clear();
-        self.send_peer_messages();
-        let mut out = [0u8; DATAGRAM_LEN_MAX];
-        for r in &replies {
-            match encode_reply(r, &mut out) {
-                Ok(len) => {
-                    NodeStats::bump(&self.stats.replies);
-                    let _ = self.socket.send_to(&out[..len], r.to);
-                }
-                Err(e) => log::error!("udplock node: reply did not encode: {e}"),
+        while let Some(t) = self.node.poll_transmit(&mut self.out) {
+            // Every write is stored before anything is sent (the core allows more).
+            assert!(
+                t.after <= self.stored,
+                "a datagram before the write it needs"
+            );
+            let sent = self.socket.send_to(&self.out[..t.len], t.to);
+            match (sent, t.to_peer) {
+                (Ok(_), false) => NodeStats::bump(&self.stats.replies),
+                (Ok(_), true) => {}
+                (Err(_), _) => NodeStats::bump(&self.stats.send_errors),
             }
         }
-    }
-
-    /// Nothing the current input produced may leave. Raft's state in memory is already ahead
-    /// of the disk (a leader counts its own log toward a majority), so going on could
-    /// acknowledge what a crash would lose: stop instead (fail-stop), like a crash the
-    /// cluster already survives.
-    fn fail_stop(&mut self, s: usize, why: String) {
-        let why = format!("{why}; stopping");
-        log::error!("udplock node: {why}");
-        while self.shards[s].poll_message().is_some() {}
-        while self.shards[s].poll_reply().is_some() {}
-        self.failed = Some(why);
-        self.outgoing.clear();
-        self.touched_list.clear();
-        self.touched.fill(false);
-    }
-
-    fn set_mark(&mut self, shard: u32, mark: Option<Mark>) -> io::Result<()> {
-        if let Some(dir) = &self.dir {
-            dir.set_marks(&[(shard, mark)])?;
-        }
-        self.marks[shard as usize] = mark;
         Ok(())
     }
 
-    /// Every [`RECOVERY_LOG_PERIOD`] while some shard still asks the other nodes before it
-    /// takes part (spec §8.5): how many, and what the others answered the first of them.
-    fn log_recovery(&mut self, now: Instant) {
-        if now < self.recovery_logged + RECOVERY_LOG_PERIOD {
-            return;
+    /// One write, in the order [`ShardWrite`] gives.
+    fn store(&mut self, write: &ShardWrite) -> io::Result<()> {
+        let shard = write.shard;
+        if let (Some(mark), Some(dir)) = (write.mark_first, &self.dir) {
+            dir.set_marks(&[(shard, Some(mark))])?;
         }
-        // Once per period whatever it finds: this runs on every turn of the loop.
-        self.recovery_logged = now;
-        let asking: Vec<usize> = (0..self.shards.len())
-            .filter(|&s| self.shards[s].raft().asking())
-            .collect();
-        let Some(&first) = asking.first() else {
-            return;
-        };
-        let answers = self.shards[first].raft().rejoin_answers();
-        let mut peers: Vec<NodeId> = self.addr_of.keys().copied().collect();
-        peers.sort_unstable();
-        let heard: Vec<String> = peers
-            .iter()
-            .filter(|&&id| id != self.node_id)
-            .map(|&id| match answers.iter().find(|a| a.0 == id) {
-                Some((_, Some(term), _)) => format!("node {id} holds state (term {term})"),
-                Some((_, None, true)) => format!("node {id} is new"),
-                Some((_, None, false)) => format!("node {id} holds no state and is not new"),
-                None => format!("node {id} has not answered"),
-            })
-            .collect();
-        log::warn!(
-            "udplock node {}: {} of {} shards still wait before they take part (spec §8.5); \
-             shard {first}: {}",
-            self.node_id,
-            asking.len(),
-            self.shards.len(),
-            heard.join(", ")
-        );
-    }
-
-    /// Coalesces: one PEER datagram per peer carries the records of every shard, as many as
-    /// fit; more datagrams only when they do not.
-    fn send_peer_messages(&mut self) {
-        if self.outgoing.is_empty() {
-            return;
+        if let (Some(persist), Some(store)) = (&write.raft, self.stores[shard as usize].as_mut()) {
+            store.write(persist)?;
         }
-        let mut outgoing = std::mem::take(&mut self.outgoing);
-        // Stable: each shard's messages to one peer keep their order.
-        outgoing.sort_by_key(|&(to, _, _)| to);
-        let header = PeerHeader {
-            cluster_id: self.cluster_id,
-            from: self.node_id,
-        };
-        let mut i = 0;
-        while i < outgoing.len() {
-            let to = outgoing[i].0;
-            let Some(&addr) = self.addr_of.get(&to) else {
-                i += 1;
-                continue;
-            };
-            // Room for the authentication trailer (spec §8.11) that `send_peer` appends.
-            let room = self.auth.trailer_room(to);
-            let mut writer = PeerWriter::with_trailer_room(&mut self.out, header, room);
-            while i < outgoing.len() && outgoing[i].0 == to {
-                let (_, shard, ref msg) = outgoing[i];
-                if wire::push(&mut writer, shard, msg).is_ok() {
-                    i += 1;
-                    continue;
-                }
-                if writer.record_count() == 0 {
-                    log::error!("udplock node: a Raft message does not fit a datagram; dropped");
-                    i += 1;
-                    continue;
-                }
-                let len = writer.finish();
-                self.send_peer(to, len, addr);
-                writer = PeerWriter::with_trailer_room(&mut self.out, header, room);
-            }
-            let len = writer.finish();
-            if len > 0 {
-                self.send_peer(to, len, addr);
-            }
+        if let (Some(mark), Some(dir)) = (write.mark_then, &self.dir) {
+            dir.set_marks(&[(shard, mark)])?;
         }
-        outgoing.clear();
-        self.outgoing = outgoing;
-    }
-
-    /// Sends the node-to-node datagram of `len` bytes in `out`, encoded for node `to` with
-    /// the room [`PeerAuth::trailer_room`] asked for, sealed (spec §8.11).
-    fn send_peer(&mut self, to: NodeId, len: usize, addr: SocketAddr) {
-        let len = self.auth.seal(to, &mut self.out, len);
-        match self.socket.send_to(&self.out[..len], addr) {
-            Ok(_) => NodeStats::bump(&self.stats.peer_sent),
-            Err(_) => NodeStats::bump(&self.stats.send_errors),
-        }
-    }
-
-    /// Spec §8.11, rules 1–5, for a node-to-node datagram from the listed node `from` at its
-    /// listed address `source`: true to go on; false if dropped (counted by reason, and
-    /// remembered for the next log line).
-    fn authenticated(
-        &mut self,
-        from: NodeId,
-        datagram: &[u8],
-        auth: Option<&AuthTrailer>,
-        source: SocketAddr,
-    ) -> bool {
-        let Err(reason) = self.auth.check(from, datagram, auth) else {
-            return true;
-        };
-        NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
-        *self.auth_drops.entry((reason, source)).or_default() += 1;
-        false
-    }
-
-    /// Every [`AUTH_DROP_LOG_PERIOD`], if any datagram failed the authentication checks: one
-    /// line with how many, per reason and source.
-    fn log_auth_drops(&mut self, now: Instant) {
-        if now < self.auth_drops_since + AUTH_DROP_LOG_PERIOD {
-            return;
-        }
-        self.auth_drops_since = now;
-        if self.auth_drops.is_empty() {
-            return;
-        }
-        let drops = std::mem::take(&mut self.auth_drops);
-        let total: u64 = drops.values().sum();
-        let named: Vec<String> = drops
-            .iter()
-            .map(|(&(reason, source), n)| format!("{n} {reason} from {source}"))
-            .collect();
-        // A datagram made before its receiver was heard from (StaleReceiver) is expected once
-        // per peer after either end starts: not worth a warning on its own.
-        let expected = drops.keys().all(|&(r, _)| r == AuthDrop::StaleReceiver);
-        let line = format!(
-            "udplock node {}: dropped {total} peer datagrams in the last {} s: {} (spec §8.11)",
-            self.node_id,
-            AUTH_DROP_LOG_PERIOD.as_millis() / 1000,
-            named.join(", ")
-        );
-        if expected {
-            log::info!("{line}; expected once per peer after a node starts");
-        } else {
-            log::warn!("{line}");
-        }
+        Ok(())
     }
 
     /// About every [`keys::KEY_FILE_CHECK_MS`]: applies a changed key file, or keeps the keys
@@ -1420,27 +776,20 @@ impl ClusterLoop {
                 log::error!(
                     "udplock node {}: the key file {} changed but is refused, the keys in \
                      force stay ({}): {e}",
-                    self.node_id,
+                    self.node.node_id(),
                     watch.path().display(),
-                    self.auth.keys().describe()
+                    self.node.keys().describe()
                 );
             }
             KeyFileCheck::Changed(keys) => {
                 let from = format!(" reloaded from {}", watch.path().display());
-                log_keys(self.node_id, &keys, &from);
+                log_keys(self.node.node_id(), &keys, &from);
                 if let Ok(mut shared) = self.keys.lock() {
                     *shared = keys.clone();
                 }
-                self.auth.set_keys(keys);
+                self.node.set_keys(keys);
                 NodeStats::bump(&self.stats.key_reloads);
             }
-        }
-    }
-
-    fn send(&self, datagram: &[u8], to: SocketAddr) {
-        match self.socket.send_to(datagram, to) {
-            Ok(_) => NodeStats::bump(&self.stats.replies),
-            Err(_) => NodeStats::bump(&self.stats.send_errors),
         }
     }
 
@@ -1450,8 +799,10 @@ impl ClusterLoop {
         }
         self.stats_published = now;
         if let Ok(mut stats) = self.shard_stats.lock() {
-            stats.clear();
-            stats.extend(self.shards.iter().map(Shard::stats));
+            *stats = self.node.shard_stats();
+        }
+        if let Ok(mut views) = self.peer_settings.lock() {
+            views.clone_from(self.node.peer_settings());
         }
     }
 }
@@ -1459,50 +810,6 @@ impl ClusterLoop {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::raft::Entry;
-
-    /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
-    /// `ENTRY_OVERHEAD`); the loop must be able to send it in one datagram that keeps room
-    /// for the authentication trailer (spec §8.11), or the shard never replicates a full
-    /// batch: the message is dropped as too large, and sent again, for ever.
-    #[test]
-    fn a_full_append_fits_an_authenticated_datagram() {
-        let peers = (1..=3)
-            .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], 7100 + id as u16))))
-            .collect();
-        let config = ClusterConfig::new(1, peers).shard_config(0).raft;
-        for data_len in [1, 13, 60, 200, 567] {
-            let per_entry = data_len + raft::ENTRY_OVERHEAD;
-            let count = config.append_bytes_max / per_entry;
-            let entries: Vec<Entry> = (1..=count as u64)
-                .map(|index| Entry {
-                    term: 1,
-                    index,
-                    data: vec![7; data_len],
-                })
-                .collect();
-            let append = Message::Append {
-                term: 1,
-                prev_log_index: 0,
-                prev_log_term: 0,
-                entries,
-                leader_commit: 0,
-                round: 1,
-                transfer_to: None,
-            };
-            let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
-            let header = PeerHeader {
-                cluster_id: 1,
-                from: 1,
-            };
-            let mut writer =
-                PeerWriter::with_trailer_room(&mut buf, header, udplock_protocol::AUTH_TRAILER_LEN);
-            assert!(
-                wire::push(&mut writer, 0, &append).is_ok(),
-                "{count} entries of {data_len} bytes do not fit"
-            );
-        }
-    }
 
     #[test]
     fn the_cluster_id_is_the_specs_example() {

@@ -6,6 +6,7 @@
 #![deny(clippy::disallowed_methods)]
 
 pub mod lock_table;
+pub mod node;
 pub mod peer_auth;
 pub mod raft;
 pub mod restart;

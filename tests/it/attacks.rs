@@ -915,7 +915,7 @@ fn keyed_timeout_now_bursts_change_nothing() {
 /// The `RUST_LOG` of the nodes whose drop lines the replay test reads: a line that names only
 /// StaleReceiver drops (expected after a node starts) is logged at info level, below the
 /// binary's default.
-const DROP_LOG_FILTER: &str = "warn,udplock::cluster=info";
+const DROP_LOG_FILTER: &str = "warn,udplock::cluster=info,udplock::core::node=info";
 
 /// The name the replay test gives a drop by rule 5 (spec §8.11): a datagram seen before is
 /// Replayed while its sequence number is in the receiver's window and TooOld after; both are

@@ -15,11 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use udplock_protocol::{PeerSettings, Setting, SettingValue};
 
-use super::ClusterConfig;
+use super::Config;
 use crate::core::raft::{NodeId, NodeShared, PeerLogKind};
 use crate::core::time::{Duration, Instant};
 
@@ -59,7 +58,7 @@ impl PeerSettingsView {
 }
 
 /// This node's settings in the order of the registry (spec §10.7).
-pub fn own_settings(config: &ClusterConfig) -> Vec<SettingValue> {
+pub fn own_settings(config: &Config) -> Vec<SettingValue> {
     let t = &config.table;
     let digest = udplock_protocol::shard_hash(config.nodes_text().as_bytes());
     Setting::ALL
@@ -121,8 +120,8 @@ pub struct PeerSettingsLog {
     node_id: NodeId,
     cluster_id: u64,
     own: Vec<SettingValue>,
-    /// Shared with [`super::ClusterNode::peer_settings`].
-    views: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
+    /// What each peer last said, as [`super::Node::peer_settings`] reports it.
+    views: BTreeMap<NodeId, PeerSettingsView>,
     logged: BTreeMap<NodeId, (Instant, PeerSettingsView)>,
     /// The node's budget of log lines about peer input: settings that keep changing (a
     /// faulty or forged peer) log at most `PEER_LOG_LINES_MAX` lines per period.
@@ -130,16 +129,12 @@ pub struct PeerSettingsLog {
 }
 
 impl PeerSettingsLog {
-    pub fn new(
-        config: &ClusterConfig,
-        views: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
-        shared: &NodeShared,
-    ) -> PeerSettingsLog {
+    pub fn new(config: &Config, shared: &NodeShared) -> PeerSettingsLog {
         PeerSettingsLog {
             node_id: config.node_id,
             cluster_id: config.cluster_id(),
             own: own_settings(config),
-            views,
+            views: BTreeMap::new(),
             logged: BTreeMap::new(),
             shared: shared.clone(),
         }
@@ -149,6 +144,11 @@ impl PeerSettingsLog {
         &self.own
     }
 
+    /// Per peer heard from: the settings that differ from this node's.
+    pub fn views(&self) -> &BTreeMap<NodeId, PeerSettingsView> {
+        &self.views
+    }
+
     /// A PEER_SETTINGS from `from` (already checked to be a listed node at its listed
     /// address `addr`): compare, record, and log when due.
     pub fn heard(&mut self, now: Instant, from: NodeId, addr: SocketAddr, p: &PeerSettings<'_>) {
@@ -156,9 +156,7 @@ impl PeerSettingsLog {
             differences: compare(&self.own, p.values.iter()),
             cluster_id_differs: p.header.cluster_id != self.cluster_id,
         };
-        if let Ok(mut views) = self.views.lock() {
-            views.insert(from, view.clone());
-        }
+        self.views.insert(from, view.clone());
         let me = self.node_id;
         let agreeing = view == PeerSettingsView::default();
         let (logged_at, logged_view) = self
@@ -242,8 +240,8 @@ mod tests {
             (1, "127.0.0.1:7101".parse().unwrap()),
             (2, "127.0.0.1:7102".parse().unwrap()),
         ];
-        let config = ClusterConfig::new(1, peers.clone());
-        let mut log = PeerSettingsLog::new(&config, Arc::default(), &NodeShared::new());
+        let config = Config::new(1, peers.clone());
+        let mut log = PeerSettingsLog::new(&config, &NodeShared::new());
         let mut theirs = own_settings(&config);
         let position = theirs
             .iter()

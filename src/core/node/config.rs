@@ -1,0 +1,171 @@
+//! What a node core needs to know about its cluster: who is in it, how many shards it has,
+//! and the Raft and lock-table settings every replica runs with. Pure: the IO shell's
+//! configuration (`cluster::ClusterConfig`: addresses to bind, data directory, durability,
+//! key file) builds one.
+
+use std::net::SocketAddr;
+
+use udplock_protocol::{
+    APPEND_FIXED_LEN, AUTH_TRAILER_LEN, HEADER_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN,
+    SHARDS_MAX, SNAPSHOT_CHUNK_MAX,
+};
+
+use crate::core::lock_table;
+use crate::core::raft::{self, NodeId};
+use crate::core::shard;
+
+/// Shards of a cluster unless configured otherwise: enough that leaders spread evenly over a
+/// handful of nodes, few enough that idle shards cost little.
+pub const SHARDS_DEFAULT: u32 = 64;
+
+/// The cluster as one node sees it.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id: one of `peers`.
+    pub node_id: NodeId,
+    /// Every node of the cluster, this one included: id and the address it listens on.
+    pub peers: Vec<(NodeId, SocketAddr)>,
+    /// Shards of the cluster (same on every node; fixed when the cluster is created).
+    pub shards: u32,
+    /// Raft timers and limits (`id`, `voters` and `append_bytes_max` are set per node).
+    pub raft: raft::Config,
+    /// Limits of each shard's lock table (same on every node).
+    pub table: lock_table::Config,
+    /// Snapshot cadence of every shard replica (see `core::shard`): a snapshot every
+    /// `compact_every` applied entries (0: never), the log dropped up to it `compact_keep`
+    /// entries later.
+    pub compact_every: u64,
+    pub compact_keep: u64,
+}
+
+impl Config {
+    /// Node `node_id` of a cluster of `peers`, with default shards, timers and limits.
+    pub fn new(node_id: NodeId, peers: Vec<(NodeId, SocketAddr)>) -> Config {
+        Config {
+            node_id,
+            peers,
+            shards: SHARDS_DEFAULT,
+            raft: raft::Config::default(),
+            table: lock_table::Config::default(),
+            compact_every: shard::COMPACT_EVERY_DEFAULT,
+            compact_keep: shard::COMPACT_KEEP_DEFAULT,
+        }
+    }
+
+    /// The address this node listens on.
+    pub fn listen(&self) -> Option<SocketAddr> {
+        self.address_of(self.node_id)
+    }
+
+    /// The address node `id` listens on, if it is listed.
+    pub fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
+        self.peers
+            .iter()
+            .find(|&&(node, _)| node == id)
+            .map(|&(_, addr)| addr)
+    }
+
+    /// Identifies the cluster in every PEER datagram (spec §8.1), so nodes of two clusters
+    /// that share addresses never mix, and nodes whose lock tables would decide differently
+    /// never form one: the shard hash of the sorted node list, the shard count and the
+    /// lock-table limits every replica must share, written
+    /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64/limits` (see [`Config::limits_text`]).
+    /// The settings a leader logs (default TTL, retry-after hint, startup grace; spec §8.8)
+    /// are not in it: nodes may differ in them.
+    pub fn cluster_id(&self) -> u64 {
+        let text = format!("{}/{}", self.membership(), self.limits_text());
+        udplock_protocol::shard_hash(text.as_bytes()).max(1)
+    }
+
+    /// Who is in the cluster (spec §8.1): its nodes sorted by id, `/`, its shard count —
+    /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64`. What a data directory records (with the node
+    /// id), since a node's Raft state belongs to one node of one membership, whatever the
+    /// other settings.
+    pub fn membership(&self) -> String {
+        format!("{}/{}", self.nodes_text(), self.shards)
+    }
+
+    /// The node list sorted by id, as the spec writes it (§8.1): `1@127.0.0.1:7101,2@…`.
+    pub fn nodes_text(&self) -> String {
+        let mut peers = self.peers.clone();
+        peers.sort();
+        let nodes: Vec<String> = peers
+            .iter()
+            .map(|(id, addr)| format!("{id}@{addr}"))
+            .collect();
+        nodes.join(",")
+    }
+
+    /// The lock-table settings that decide outcomes and that every replica reads itself,
+    /// in the spec's order (§8.1): replicas that differ in any would apply the same log
+    /// differently, so they must be identical.
+    pub fn limits_text(&self) -> String {
+        let t = &self.table;
+        format!(
+            "{},{},{},{},{},{},{},{},{}",
+            t.resources_max,
+            t.waiters_per_resource_max,
+            t.waiters_max,
+            t.holds_per_lock_max,
+            t.sessions_max,
+            t.answers_per_session_max,
+            t.session_idle_ms,
+            t.ttl_ms_max,
+            t.wait_ms_max
+        )
+    }
+
+    /// Refuses a configuration a node cannot run with, saying why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return Err(format!("shards must be 1..={SHARDS_MAX}"));
+        }
+        if self.node_id == 0 || self.peers.iter().any(|&(id, _)| id == 0) {
+            return Err("node ids must be greater than zero".into());
+        }
+        if self.listen().is_none() {
+            return Err(format!("node id {} is not in the peer list", self.node_id));
+        }
+        for (i, &(id, addr)) in self.peers.iter().enumerate() {
+            if self.peers[..i]
+                .iter()
+                .any(|&(other, a)| other == id || a == addr)
+            {
+                return Err(format!("peer {id}@{addr} is listed twice"));
+            }
+        }
+        self.shard_config(0).validate().map_err(|e| e.to_string())
+    }
+
+    /// The node that should lead `shard` when it is up: the nodes by id, in turn, so
+    /// leaders spread evenly (each shard's leader hands over to it, see
+    /// [`shard::Shard::set_preferred_leader`]).
+    pub fn preferred_leader(&self, shard: u32) -> NodeId {
+        let mut ids: Vec<NodeId> = self.peers.iter().map(|&(id, _)| id).collect();
+        ids.sort_unstable();
+        ids[shard as usize % ids.len()]
+    }
+
+    /// The configuration of this node's replica of `shard`.
+    pub fn shard_config(&self, shard: u32) -> shard::Config {
+        shard::Config {
+            shard,
+            raft: raft::Config {
+                id: self.node_id,
+                voters: self.peers.iter().map(|&(id, _)| id).collect(),
+                // One Append always fits one PEER datagram, with room for the trailer of
+                // an authenticated one (spec §8.11) whether or not this node sends with a
+                // key: keys change while it runs.
+                // One snapshot chunk fits one PEER datagram too.
+                snapshot_chunk_max: SNAPSHOT_CHUNK_MAX,
+                append_bytes_max: PEER_DATAGRAM_LEN_MAX
+                    - HEADER_LEN
+                    - PEER_RECORD_HEADER_LEN
+                    - APPEND_FIXED_LEN
+                    - AUTH_TRAILER_LEN,
+                ..self.raft.clone()
+            },
+            table: self.table.clone(),
+        }
+    }
+}

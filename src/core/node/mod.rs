@@ -1,0 +1,924 @@
+//! A cluster node as one pure state machine over bytes (quinn-proto's `Connection` shape,
+//! raft-rs's `Ready`): datagrams and timer expiries in; storage writes, datagrams and the next
+//! deadline out. No socket, no clock, no disk, no thread, no global randomness: the IO shell
+//! (`crate::cluster`) and the simulator (`crate::sim`) drive the same code.
+//!
+//! A node holds a replica ([`Shard`]) of every shard of the cluster (static membership), and
+//! everything between them and the wire:
+//!
+//! - **routing**: a client request goes to the replica of its resource's shard
+//!   ([`shard_of`]); a PEER datagram's records go to their shards' replicas;
+//! - **redirects**: a replica that cannot serve a request makes the node answer NOT_LEADER
+//!   with the leader's address as hint (spec §7.1.7);
+//! - **read-only answers** from the node's own view: SHARD_STATUS (spec §4.7, §8.9) and
+//!   NODE_SETTINGS (spec §4.8), each no longer than its request (spec §2.2);
+//! - **authentication** of every node-to-node datagram in and out (spec §8.11, [`PeerAuth`]);
+//! - **coalescing**: the Raft messages of every shard bound for one peer travel in as few PEER
+//!   datagrams as fit (spec §8.2);
+//! - **the settings exchange** (spec §8.10, [`settings`]);
+//! - **leader spreading and graceful leave**: each shard's preferred leader, and handing every
+//!   shard over before the node stops (Raft thesis §3.10).
+//!
+//! # Driving it
+//!
+//! ```text
+//!   handle_datagram(now, from, bytes) ─┐                ┌─> poll_persist()  -> ShardWrite   (store it)
+//!   handle_timeout(now)               ─┼─> shards ──────┼─> poll_transmit() -> Transmit     (send it)
+//!   start_leaving(), set_keys(..)     ─┘                └─> poll_timeout()  -> Instant      (sleep until)
+//! ```
+//!
+//! After one or more inputs (a shell may hand over every datagram waiting on its socket
+//! first, so that they share Appends and PEER datagrams), the shell drains `poll_persist`,
+//! then `poll_transmit`. Every [`Transmit`] names the last [`ShardWrite`] it depends on
+//! (`after`): the shell must not send it before every write up to that one is stored as its
+//! durability mode promises (Raft's persistence rule: a vote or an acknowledged entry must
+//! survive what the mode survives). A shell that cannot store a write must stop without
+//! sending anything that depends on it (fail-stop): the core's memory is already ahead of the
+//! disk.
+//!
+//! The first fencing token of a new shard's table is the wall clock (spec §8.8); the core has
+//! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
+
+pub mod config;
+pub mod requests;
+pub mod settings;
+pub mod stats;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use udplock_protocol::{
+    shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
+    PeerHeader, PeerSettings, PeerWriter, Reply, Request, SettingValues, ShardRole,
+    ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
+    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
+};
+
+pub use self::config::{Config, SHARDS_DEFAULT};
+use self::requests::{encode_reply, error_reply, reply_type, table_request};
+use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
+pub use self::stats::NodeStats;
+use crate::core::lock_table::Command;
+use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
+use crate::core::raft::{self, wire, Message, NodeId, Role};
+use crate::core::restart::{self, Mark, Start};
+use crate::core::shard::{Shard, ShardStats};
+use crate::core::time::{Duration, Instant};
+
+/// How often a node whose shards still ask the others before they take part (spec §8.5)
+/// says so in its log, naming who answered what: often enough that an operator waiting for
+/// a cluster to form sees why it does not, seldom enough not to flood.
+pub const RECOVERY_LOG_PERIOD: Duration = Duration::from_millis(10_000);
+
+/// How often a node that dropped node-to-node datagrams for failing the authentication
+/// checks (spec §8.11) says so in its log, with a count per reason and source: often enough
+/// that an operator sees an attack or a node with the wrong key within seconds, seldom
+/// enough that a flood of forgeries costs one line per period, never one per datagram.
+pub const AUTH_DROP_LOG_PERIOD: Duration = Duration::from_millis(10_000);
+
+/// Datagrams waiting for [`Node::poll_transmit`] at most. Each input produces a bounded
+/// number (one answer per client request; per touched shard, its messages and replies), and
+/// the shell drains them after every batch of inputs, so this is never reached by a shell
+/// that follows the contract; past it, the oldest wait and new client answers are dropped
+/// (clients retransmit) rather than memory growing.
+pub const TRANSMITS_QUEUED_MAX: usize = 65_536;
+
+/// Buffers kept for reuse once their datagram left: enough for a busy batch, so the steady
+/// state allocates nothing per datagram.
+const SPARE_BUFFERS_MAX: usize = 256;
+
+/// What the shell must store for one shard replica, in this order: the recovery mark
+/// `mark_first` (if any), the Raft state `raft` (if any), then the mark `mark_then` (if any).
+/// A mark (see `core::restart`) goes down before the state it covers is written, and comes
+/// off only after the recovered state is.
+#[derive(Debug)]
+pub struct ShardWrite {
+    /// Numbers every write, from 1; a [`Transmit`] names the last one it depends on.
+    pub seq: u64,
+    pub shard: u32,
+    /// A stronger recovery mark to set before anything else.
+    pub mark_first: Option<Mark>,
+    /// The replica's Raft state that changed (raft-rs's `Ready`): a delta, to apply as is.
+    pub raft: Option<raft::Persist>,
+    /// The mark the shard carries after the state is written (`Some(None)`: remove it).
+    pub mark_then: Option<Option<Mark>>,
+}
+
+/// A datagram [`Node::poll_transmit`] wrote into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub len: usize,
+    /// Send only once every [`ShardWrite`] with `seq <= after` is stored (0: none needed).
+    pub after: u64,
+    /// A node-to-node datagram (else an answer to a client).
+    pub to_peer: bool,
+}
+
+/// One datagram waiting to leave.
+struct Queued {
+    to: SocketAddr,
+    bytes: Vec<u8>,
+    after: u64,
+    to_peer: bool,
+}
+
+/// A cluster node's core: every shard replica and the rules between them and the wire.
+pub struct Node {
+    config: Config,
+    cluster_id: u64,
+    /// Seals every node-to-node datagram sent, and checks every one received before any
+    /// shard or settings state sees it (spec §8.11).
+    auth: PeerAuth,
+    /// Datagrams dropped by the authentication checks since `auth_drops_since`, per reason
+    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]). Sources are listed
+    /// nodes' addresses (checked before), so it holds at most 8 entries per peer.
+    auth_drops: BTreeMap<(AuthDrop, SocketAddr), u64>,
+    auth_drops_since: Instant,
+    /// The settings exchange (spec §8.10), and when this node next sends its own.
+    settings: PeerSettingsLog,
+    settings_next: Instant,
+    shards: Vec<Shard>,
+    /// The recovery mark each shard's storage carries, as far as the writes handed out go.
+    marks: Vec<Option<Mark>>,
+    /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
+    deadlines: Vec<Instant>,
+    /// Shards an input touched since the last flush (flag per shard, and their list).
+    touched: Vec<bool>,
+    touched_list: Vec<u32>,
+    /// When the node last said which shards still ask the others before taking part.
+    recovery_logged: Instant,
+    /// Handing its shards over before it stops.
+    leaving: bool,
+    /// The time of the latest input: what the writes and datagrams it produced are
+    /// collected at (INIT's wall clock, spec §8.8).
+    now: Instant,
+    /// The wall clock minus `now`, in µs, as the shell last said ([`Node::set_wall_clock`]).
+    wall_clock_offset_us: i128,
+    stats: Arc<NodeStats>,
+    /// Writes handed out so far (the last one's `seq`), and those not yet handed out.
+    write_seq: u64,
+    writes: VecDeque<ShardWrite>,
+    /// Raft messages drained in one flush: (peer, shard, message).
+    outgoing: Vec<(NodeId, u16, Message)>,
+    transmits: VecDeque<Queued>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Node {
+    /// A node whose shard replicas start as `starts` says (one per shard, from
+    /// [`restart::decide`] over what the shell's storage holds), at core time `now`.
+    /// `incarnation` is a number this node never used before (spec §8.11: the shell reads the
+    /// wall clock); `rng_seed` seeds every replica's election timers. `Err` if the
+    /// configuration is refused or a persisted snapshot does not decode.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Config,
+        starts: Vec<Start>,
+        keys: KeySet,
+        incarnation: u64,
+        rng_seed: u64,
+        stats: Arc<NodeStats>,
+        now: Instant,
+    ) -> Result<Node, String> {
+        config.validate()?;
+        assert_eq!(starts.len(), config.shards as usize, "one start per shard");
+        let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
+        // One budget per node for what peers can make its shards hold or log (issue 8).
+        let shared = raft::NodeShared::new();
+        let mut shards = Vec::with_capacity(config.shards as usize);
+        for (shard, start) in (0..config.shards).zip(starts) {
+            // Different per shard, so the replicas of one node do not time out together.
+            let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut replica = Shard::start(config.shard_config(shard), seed, start, now)
+                .map_err(|e| format!("shard {shard}: {e}"))?;
+            replica.share(shared.clone());
+            replica.set_preferred_leader(Some(config.preferred_leader(shard)));
+            replica.set_compaction(config.compact_every, config.compact_keep);
+            shards.push(replica);
+        }
+        let auth = PeerAuth::new(
+            config.node_id,
+            incarnation,
+            config.peers.iter().map(|&(id, _)| id),
+            keys,
+        );
+        let node = Node {
+            cluster_id: config.cluster_id(),
+            auth,
+            auth_drops: BTreeMap::new(),
+            auth_drops_since: now,
+            settings: PeerSettingsLog::new(&config, &shared),
+            settings_next: now,
+            deadlines: shards.iter().map(Shard::poll_timeout).collect(),
+            // Every shard, so the first flush hands out what starting produced (a recovering
+            // replica's first TermQuery).
+            touched: vec![true; shards.len()],
+            touched_list: (0..shards.len() as u32).collect(),
+            shards,
+            marks,
+            recovery_logged: now,
+            leaving: false,
+            now,
+            wall_clock_offset_us: 0,
+            stats,
+            write_seq: 0,
+            writes: VecDeque::new(),
+            outgoing: Vec::new(),
+            transmits: VecDeque::new(),
+            spare: Vec::new(),
+            config,
+        };
+        node.check();
+        Ok(node)
+    }
+
+    /// The invariants that hold between inputs.
+    fn check(&self) {
+        assert_eq!(self.shards.len(), self.config.shards as usize);
+        assert_eq!(self.deadlines.len(), self.shards.len());
+        assert_eq!(self.marks.len(), self.shards.len());
+        assert_eq!(
+            self.touched.iter().filter(|&&t| t).count(),
+            self.touched_list.len(),
+            "touched flags and list agree"
+        );
+        assert!(self.transmits.len() <= TRANSMITS_QUEUED_MAX);
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    /// The shard replicas, by shard number.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Every shard's role, term, leader, commit index and table counters.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(Shard::stats).collect()
+    }
+
+    /// What this node last heard of each peer's settings (spec §8.10).
+    pub fn peer_settings(&self) -> &BTreeMap<NodeId, PeerSettingsView> {
+        self.settings.views()
+    }
+
+    /// The cluster keys in force (spec §8.11).
+    pub fn keys(&self) -> &KeySet {
+        self.auth.keys()
+    }
+
+    /// New cluster keys (a changed key file), in force from the next datagram on.
+    pub fn set_keys(&mut self, keys: KeySet) {
+        self.auth.set_keys(keys);
+    }
+
+    /// The wall clock, in µs since the Unix epoch, read at core time `now`. A new leader of
+    /// an empty log takes its first fencing token from it (spec §8.8); call it at start and
+    /// from time to time (e.g. on every timer), so that it follows the wall clock.
+    pub fn set_wall_clock(&mut self, now: Instant, wall_clock_us: u64) {
+        self.wall_clock_offset_us = i128::from(wall_clock_us) - i128::from(now.as_micros());
+    }
+
+    /// Time passes (never backwards: the shells' clock is monotonic).
+    fn advance(&mut self, now: Instant) {
+        assert!(
+            now >= self.now,
+            "time went back: {now:?} after {:?}",
+            self.now
+        );
+        self.now = now;
+    }
+
+    fn wall_clock(&self, now: Instant) -> u64 {
+        let wall = i128::from(now.as_micros()) + self.wall_clock_offset_us;
+        u64::try_from(wall.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// Leave gracefully: hand every shard this node leads to an up-to-date peer (Raft thesis
+    /// §3.10), and take none over. The shell stops the node once it leads none (see
+    /// [`Node::leading`]) or its patience ends.
+    pub fn start_leaving(&mut self, now: Instant) {
+        self.advance(now);
+        if !self.leaving {
+            self.leaving = true;
+            for replica in &mut self.shards {
+                replica.set_leaving();
+            }
+        }
+        self.hand_over(now);
+    }
+
+    /// How many shards this node leads.
+    pub fn leading(&self) -> usize {
+        self.shards
+            .iter()
+            .filter(|s| s.raft().role() == Role::Leader)
+            .count()
+    }
+
+    /// When [`Node::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> Instant {
+        let shards = self.deadlines.iter().copied().min();
+        shards.map_or(self.settings_next, |d| d.min(self.settings_next))
+    }
+
+    /// Timers: every shard whose deadline passed, the settings exchange, the log lines due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        for shard in 0..self.shards.len() {
+            if self.deadlines[shard] <= now {
+                self.shards[shard].handle_timeout(now);
+                self.touch(shard as u32);
+            }
+        }
+        if self.leaving {
+            self.hand_over(now);
+        }
+        self.send_settings(now);
+        self.log_recovery(now);
+        self.log_auth_drops(now);
+        self.check();
+    }
+
+    /// One datagram from `from`, of either kind (client request or node-to-node).
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        self.advance(now);
+        let msg_type = datagram
+            .get(udplock_protocol::header::field::MSG_TYPE)
+            .copied();
+        if msg_type == Some(MessageType::Peer.to_wire()) {
+            self.handle_peer(now, datagram, from);
+        } else if msg_type == Some(MessageType::PeerSettings.to_wire()) {
+            self.handle_peer_settings(now, datagram, from);
+        } else if datagram.len() > DATAGRAM_LEN_MAX {
+            NodeStats::bump(&self.stats.dropped);
+        } else if msg_type == Some(MessageType::ShardStatus.to_wire()) {
+            // Read-only, answered by any node from its own view; the lock-request decoder
+            // does not read it (spec §4.7, §8.9).
+            self.answer_shard_status(datagram, from);
+        } else if msg_type == Some(MessageType::NodeSettings.to_wire()) {
+            self.answer_node_settings(datagram, from);
+        } else {
+            self.handle_request(now, datagram, from);
+        }
+        if self.leaving {
+            // An acknowledgement may have made a peer caught up enough to take a shard.
+            self.hand_over(now);
+        }
+        self.check();
+    }
+
+    /// The next write to store (see [`ShardWrite`] for the order within one). Drain before
+    /// [`Node::poll_transmit`].
+    pub fn poll_persist(&mut self) -> Option<ShardWrite> {
+        self.flush();
+        self.writes.pop_front()
+    }
+
+    /// The next datagram to send, written into `buf` (at least [`PEER_DATAGRAM_LEN_MAX`]
+    /// bytes); `None` when nothing waits.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
+        self.flush();
+        let queued = self.transmits.pop_front()?;
+        let len = queued.bytes.len();
+        buf[..len].copy_from_slice(&queued.bytes);
+        let transmit = Transmit {
+            to: queued.to,
+            len,
+            after: queued.after,
+            to_peer: queued.to_peer,
+        };
+        self.recycle(queued.bytes);
+        Some(transmit)
+    }
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_default()
+    }
+
+    fn recycle(&mut self, mut bytes: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS_MAX {
+            bytes.clear();
+            self.spare.push(bytes);
+        }
+    }
+
+    fn queue(&mut self, to: SocketAddr, bytes: Vec<u8>, after: u64, to_peer: bool) {
+        if self.transmits.len() >= TRANSMITS_QUEUED_MAX {
+            // A shell that does not drain: keep what waits (it may carry votes and
+            // acknowledgements in order) and drop the new datagram; its sender retransmits.
+            NodeStats::bump(&self.stats.dropped);
+            return self.recycle(bytes);
+        }
+        self.transmits.push_back(Queued {
+            to,
+            bytes,
+            after,
+            to_peer,
+        });
+    }
+
+    /// Queues a client answer of `len` bytes in `out` (it depends on no write).
+    fn answer(&mut self, out: &[u8], to: SocketAddr) {
+        let mut bytes = self.buffer();
+        bytes.extend_from_slice(out);
+        self.queue(to, bytes, 0, false);
+    }
+
+    fn touch(&mut self, shard: u32) {
+        if !self.touched[shard as usize] {
+            self.touched[shard as usize] = true;
+            self.touched_list.push(shard);
+        }
+    }
+
+    /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE).
+    fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
+        let request = match Request::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => return self.answer_undecodable(datagram, e, from),
+        };
+        // Spec §2.2: a request shorter than the smallest reply is never answered.
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let table_request = table_request(&request, from, datagram.len());
+        let resource = match table_request.command {
+            Command::Acquire { resource, .. }
+            | Command::Release { resource, .. }
+            | Command::Renew { resource, .. }
+            | Command::Status { resource, .. }
+            | Command::Configure { resource, .. } => resource,
+        };
+        let shard = shard_of(resource, self.shards.len() as u32);
+        let kind = table_request.command.kind();
+        match self.shards[shard as usize].handle_request(now, table_request) {
+            Ok(()) => self.touch(shard),
+            Err(not_leader) => {
+                // Not remembered: the client resends the same request to the leader.
+                let hint = not_leader
+                    .leader_hint
+                    .and_then(|id| self.config.address_of(id))
+                    .map_or(Hint::None, Hint::Leader);
+                let reply = Reply {
+                    hint,
+                    ..Reply::bare(
+                        reply_type(kind),
+                        request.session_id,
+                        request.request_id,
+                        request.attempt,
+                        Status::NotLeader,
+                    )
+                };
+                let mut out = [0u8; REPLY_LEN_MIN];
+                if let Ok(len) = reply.encode(&mut out) {
+                    assert!(len <= datagram.len(), "NOT_LEADER larger than its request");
+                    self.answer(&out[..len], from);
+                }
+            }
+        }
+    }
+
+    /// Spec §3.2: an ERROR_REPLY if the codec names a status for the fault and the reply
+    /// fits in the request; otherwise a silent drop.
+    fn answer_undecodable(
+        &mut self,
+        datagram: &[u8],
+        error: udplock_protocol::DecodeError,
+        from: SocketAddr,
+    ) {
+        let mut out = [0u8; REPLY_LEN_MIN];
+        match error_reply(datagram, error, &mut out) {
+            Some(len) => {
+                assert!(len <= datagram.len(), "ERROR_REPLY larger than its request");
+                NodeStats::bump(&self.stats.error_replies);
+                self.answer(&out[..len], from);
+            }
+            None => NodeStats::bump(&self.stats.dropped),
+        }
+    }
+
+    /// SHARD_STATUS (spec §4.7, §8.9): this node's own view of its shards from `first_shard`
+    /// on, as many as fit in a reply no longer than the request (§2.2). Touches no shard,
+    /// logs and remembers nothing; a follower answers as readily as a leader.
+    fn answer_shard_status(&mut self, datagram: &[u8], from: SocketAddr) {
+        let request = match ShardStatusRequest::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => return self.answer_undecodable(datagram, e, from),
+        };
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let fit = ShardStatusReply::entries_that_fit(datagram.len());
+        let entries: Vec<ShardStatusEntry> = self
+            .shards
+            .iter()
+            .enumerate()
+            .skip(usize::from(request.first_shard))
+            .take(fit)
+            .map(|(shard, replica)| {
+                let stats = replica.stats();
+                ShardStatusEntry {
+                    // Config::validate keeps shards below SHARDS_MAX (4096).
+                    shard: shard as u16,
+                    role: match stats.role {
+                        Some(Role::Leader) => ShardRole::Leader,
+                        Some(Role::Candidate) => ShardRole::Candidate,
+                        Some(Role::PreCandidate) => ShardRole::PreCandidate,
+                        Some(Role::Follower) | None => ShardRole::Follower,
+                    },
+                    leader_id: stats.leader.unwrap_or(0),
+                    term: stats.term,
+                    commit_index: stats.commit_index,
+                    applied_index: stats.applied_index,
+                    held: u32::try_from(stats.table.held).unwrap_or(u32::MAX),
+                    waiters: u32::try_from(stats.table.waiters).unwrap_or(u32::MAX),
+                }
+            })
+            .collect();
+        let reply = ShardStatusReply {
+            session_id: request.session_id,
+            request_id: request.request_id,
+            attempt: request.attempt,
+            status: Status::Ok,
+            node_id: self.config.node_id,
+            shards_total: self.shards.len() as u16,
+            first_shard: request.first_shard,
+            entries: ShardStatusEntries::from_slice(&entries),
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        match reply.encode(&mut out) {
+            Ok(len) => {
+                assert!(
+                    len <= datagram.len(),
+                    "shard status reply larger than request"
+                );
+                self.answer(&out[..len], from);
+            }
+            Err(e) => log::error!("udplock node: shard status reply did not encode: {e}"),
+        }
+    }
+
+    /// NODE_SETTINGS (spec §4.8, §5.7): this node's cluster id and settings, as many as fit
+    /// in a reply no longer than the request (§2.2). Changes nothing.
+    fn answer_node_settings(&mut self, datagram: &[u8], from: SocketAddr) {
+        let request = match NodeSettingsRequest::decode(datagram) {
+            Ok(r) => r,
+            Err(e) => return self.answer_undecodable(datagram, e, from),
+        };
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        NodeStats::bump(&self.stats.requests);
+        let own = self.settings.own();
+        let fit = NodeSettingsReply::entries_that_fit(datagram.len()).min(own.len());
+        let reply = NodeSettingsReply {
+            session_id: request.session_id,
+            request_id: request.request_id,
+            attempt: request.attempt,
+            status: Status::Ok,
+            node_id: self.config.node_id,
+            cluster_id: self.cluster_id,
+            values: SettingValues::from_slice(&own[..fit]),
+        };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        match reply.encode(&mut out) {
+            Ok(len) => {
+                assert!(
+                    len <= datagram.len(),
+                    "node settings reply larger than request"
+                );
+                self.answer(&out[..len], from);
+            }
+            Err(e) => log::error!("udplock node: node settings reply did not encode: {e}"),
+        }
+    }
+
+    /// Whether `from` is another listed node and `source` its listed address: a node that is
+    /// not in the list cannot speak for one that is.
+    fn listed_peer(&self, from: NodeId, source: SocketAddr) -> bool {
+        from != self.config.node_id && self.config.address_of(from) == Some(source)
+    }
+
+    /// A PEER datagram (spec §8.2): checked, authenticated, then each record to its shard.
+    fn handle_peer(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
+        let Ok(peer) = PeerDatagram::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let PeerHeader { cluster_id, from } = peer.header;
+        if cluster_id != self.cluster_id || !self.listed_peer(from, source) {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Spec §8.11: nothing of a datagram that fails the checks reaches a shard.
+        if !self.authenticated(from, datagram, peer.auth.as_ref(), source) {
+            return;
+        }
+        NodeStats::bump(&self.stats.peer_received);
+        for (shard, record) in peer.records() {
+            let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
+                continue;
+            };
+            replica.handle_message(now, from, wire::from_wire(&record));
+            self.touch(u32::from(shard));
+        }
+    }
+
+    /// Spec §8.10: a peer's settings, heard only from a listed node at its listed address;
+    /// never answered, and nothing but this node's report of them changes.
+    fn handle_peer_settings(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
+        let Ok(p) = PeerSettings::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let from = p.header.from;
+        if !self.listed_peer(from, source) {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        if !self.authenticated(from, datagram, p.auth.as_ref(), source) {
+            return;
+        }
+        self.settings.heard(now, from, source, &p);
+    }
+
+    /// Spec §8.11, rules 1–5, for a node-to-node datagram from the listed node `from` at its
+    /// listed address `source`: true to go on; false if dropped (counted by reason, and
+    /// remembered for the next log line).
+    fn authenticated(
+        &mut self,
+        from: NodeId,
+        datagram: &[u8],
+        auth: Option<&AuthTrailer>,
+        source: SocketAddr,
+    ) -> bool {
+        let Err(reason) = self.auth.check(from, datagram, auth) else {
+            return true;
+        };
+        NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
+        *self.auth_drops.entry((reason, source)).or_default() += 1;
+        false
+    }
+
+    /// Graceful leave: each shard this node leads goes to the first peer (after this node,
+    /// by id) that is up to date. Called on every input while leaving; Raft ignores a second
+    /// transfer while one runs.
+    fn hand_over(&mut self, now: Instant) {
+        let me = self.config.node_id;
+        let mut peers: Vec<NodeId> = self.config.peers.iter().map(|&(id, _)| id).collect();
+        peers.sort_unstable();
+        let first_after = peers.iter().position(|&id| id > me).unwrap_or(0);
+        peers.rotate_left(first_after);
+        for shard in 0..self.shards.len() {
+            let replica = &mut self.shards[shard];
+            if replica.raft().role() != Role::Leader || replica.raft().transferring_to().is_some() {
+                continue;
+            }
+            let target = peers
+                .iter()
+                .copied()
+                .find(|&id| id != me && replica.raft().follower_caught_up(id, now));
+            if let Some(target) = target {
+                let _ = replica.transfer_leadership(now, target);
+                self.touch(shard as u32);
+            }
+        }
+    }
+
+    /// Collects what the touched shards produced: the writes first (INIT proposed where a new
+    /// leader wants it, the recovery marks around the Raft delta), then their Raft messages
+    /// (packed per peer) and client answers, each naming the last write.
+    fn flush(&mut self) {
+        if self.touched_list.is_empty() {
+            return;
+        }
+        let touched = std::mem::take(&mut self.touched_list);
+        let mut replies = Vec::new();
+        for &shard in &touched {
+            let s = shard as usize;
+            self.touched[s] = false;
+            if self.shards[s].wants_wall_clock() {
+                // A new leader of an empty log: INIT's first token is the wall clock now
+                // (spec §8.8).
+                let now = self.now;
+                let wall = self.wall_clock(now);
+                self.shards[s].propose_init(now, wall);
+            }
+            let mark = restart::mark(self.shards[s].raft());
+            let mark_first = (mark > self.marks[s]).then_some(mark).flatten();
+            let raft = self.shards[s].take_persist();
+            let mark_then = (mark < self.marks[s]).then_some(mark);
+            if mark_first.is_some() || raft.is_some() || mark_then.is_some() {
+                self.write_seq += 1;
+                self.writes.push_back(ShardWrite {
+                    seq: self.write_seq,
+                    shard,
+                    mark_first,
+                    raft,
+                    mark_then,
+                });
+                self.marks[s] = mark;
+            }
+            while let Some((to, msg)) = self.shards[s].poll_message() {
+                self.outgoing.push((to, shard as u16, msg));
+            }
+            while let Some(reply) = self.shards[s].poll_reply() {
+                replies.push(reply);
+            }
+            self.deadlines[s] = self.shards[s].poll_timeout();
+        }
+        self.touched_list = touched;
+        self.touched_list.clear();
+        self.pack_peer_messages();
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        for r in &replies {
+            match encode_reply(r, &mut out) {
+                Ok(len) => {
+                    let mut bytes = self.buffer();
+                    bytes.extend_from_slice(&out[..len]);
+                    self.queue(r.to, bytes, self.write_seq, false);
+                }
+                Err(e) => log::error!("udplock node: reply did not encode: {e}"),
+            }
+        }
+    }
+
+    /// Coalesces: one PEER datagram per peer carries the records of every shard, as many as
+    /// fit; more datagrams only when they do not. Each is sealed for its receiver (spec
+    /// §8.11) and depends on every write handed out so far.
+    fn pack_peer_messages(&mut self) {
+        if self.outgoing.is_empty() {
+            return;
+        }
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        // Stable: each shard's messages to one peer keep their order.
+        outgoing.sort_by_key(|&(to, _, _)| to);
+        let header = PeerHeader {
+            cluster_id: self.cluster_id,
+            from: self.config.node_id,
+        };
+        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut i = 0;
+        while i < outgoing.len() {
+            let to = outgoing[i].0;
+            let Some(addr) = self.config.address_of(to) else {
+                i += 1;
+                continue;
+            };
+            // Room for the authentication trailer (spec §8.11) that `seal` appends.
+            let room = self.auth.trailer_room(to);
+            let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
+            while i < outgoing.len() && outgoing[i].0 == to {
+                let (_, shard, ref msg) = outgoing[i];
+                if wire::push(&mut writer, shard, msg).is_ok() {
+                    i += 1;
+                    continue;
+                }
+                if writer.record_count() == 0 {
+                    log::error!("udplock node: a Raft message does not fit a datagram; dropped");
+                    i += 1;
+                    continue;
+                }
+                let len = writer.finish();
+                self.queue_peer(to, addr, &mut out, len);
+                writer = PeerWriter::with_trailer_room(&mut out, header, room);
+            }
+            let len = writer.finish();
+            if len > 0 {
+                self.queue_peer(to, addr, &mut out, len);
+            }
+        }
+        outgoing.clear();
+        self.outgoing = outgoing;
+    }
+
+    /// Seals the node-to-node datagram of `len` bytes in `out` (encoded for node `to` with
+    /// the room [`PeerAuth::trailer_room`] asked for) and queues it.
+    fn queue_peer(&mut self, to: NodeId, addr: SocketAddr, out: &mut [u8], len: usize) {
+        let len = self.auth.seal(to, out, len);
+        let mut bytes = self.buffer();
+        bytes.extend_from_slice(&out[..len]);
+        NodeStats::bump(&self.stats.peer_sent);
+        self.queue(addr, bytes, self.write_seq, true);
+    }
+
+    /// Spec §8.10: every [`SETTINGS_PERIOD`], this node's settings to every other node.
+    fn send_settings(&mut self, now: Instant) {
+        if now < self.settings_next {
+            return;
+        }
+        self.settings_next = now + SETTINGS_PERIOD;
+        let mut peers = self.config.peers.clone();
+        peers.sort_unstable();
+        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        for (id, addr) in peers {
+            if id == self.config.node_id {
+                continue;
+            }
+            // Encoded for each peer: each gets its own trailer (spec §8.11).
+            let datagram = PeerSettings {
+                header: PeerHeader {
+                    cluster_id: self.cluster_id,
+                    from: self.config.node_id,
+                },
+                auth: None,
+                values: SettingValues::from_slice(self.settings.own()),
+            };
+            let end = out.len() - self.auth.trailer_room(id);
+            let len = match datagram.encode(&mut out[..end]) {
+                Ok(len) => len,
+                Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
+            };
+            self.queue_peer(id, addr, &mut out, len);
+        }
+    }
+
+    /// Every [`RECOVERY_LOG_PERIOD`] while some shard still asks the other nodes before it
+    /// takes part (spec §8.5): how many, and what the others answered the first of them.
+    fn log_recovery(&mut self, now: Instant) {
+        if now < self.recovery_logged + RECOVERY_LOG_PERIOD {
+            return;
+        }
+        self.recovery_logged = now;
+        let asking: Vec<usize> = (0..self.shards.len())
+            .filter(|&s| self.shards[s].raft().asking())
+            .collect();
+        let Some(&first) = asking.first() else {
+            return;
+        };
+        let answers = self.shards[first].raft().rejoin_answers();
+        let mut peers: Vec<NodeId> = self.config.peers.iter().map(|&(id, _)| id).collect();
+        peers.sort_unstable();
+        let heard: Vec<String> = peers
+            .iter()
+            .filter(|&&id| id != self.config.node_id)
+            .map(|&id| match answers.iter().find(|a| a.0 == id) {
+                Some((_, Some(term), _)) => format!("node {id} holds state (term {term})"),
+                Some((_, None, true)) => format!("node {id} is new"),
+                Some((_, None, false)) => format!("node {id} holds no state and is not new"),
+                None => format!("node {id} has not answered"),
+            })
+            .collect();
+        log::warn!(
+            "udplock node {}: {} of {} shards still wait before they take part (spec §8.5); \
+             shard {first}: {}",
+            self.config.node_id,
+            asking.len(),
+            self.shards.len(),
+            heard.join(", ")
+        );
+    }
+
+    /// Every [`AUTH_DROP_LOG_PERIOD`], if any datagram failed the authentication checks: one
+    /// line with how many, per reason and source.
+    fn log_auth_drops(&mut self, now: Instant) {
+        if now < self.auth_drops_since + AUTH_DROP_LOG_PERIOD {
+            return;
+        }
+        self.auth_drops_since = now;
+        if self.auth_drops.is_empty() {
+            return;
+        }
+        let drops = std::mem::take(&mut self.auth_drops);
+        let total: u64 = drops.values().sum();
+        let named: Vec<String> = drops
+            .iter()
+            .map(|(&(reason, source), n)| format!("{n} {reason} from {source}"))
+            .collect();
+        // A datagram made before its receiver was heard from (StaleReceiver) is expected once
+        // per peer after either end starts: not worth a warning on its own.
+        let expected = drops.keys().all(|&(r, _)| r == AuthDrop::StaleReceiver);
+        let line = format!(
+            "udplock node {}: dropped {total} peer datagrams in the last {} s: {} (spec §8.11)",
+            self.config.node_id,
+            AUTH_DROP_LOG_PERIOD.as_millis() / 1000,
+            named.join(", ")
+        );
+        if expected {
+            log::info!("{line}; expected once per peer after a node starts");
+        } else {
+            log::warn!("{line}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

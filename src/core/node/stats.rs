@@ -1,0 +1,51 @@
+//! Counters of what a node did, bumped by its core and its shell, readable from any thread
+//! while it runs (atomics: no lock on the datagram path).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::core::peer_auth::AuthDrop;
+
+/// Counters of what the node did, readable from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    /// Datagrams read from the socket.
+    pub datagrams: AtomicU64,
+    /// Requests that decoded and went to the lock table.
+    pub requests: AtomicU64,
+    /// Replies sent (including error replies).
+    pub replies: AtomicU64,
+    /// Requests answered with an ERROR_REPLY because they did not decode.
+    pub error_replies: AtomicU64,
+    /// Datagrams dropped without an answer (not ours, oversized, too short to answer).
+    pub dropped: AtomicU64,
+    /// Replies the kernel refused to send.
+    pub send_errors: AtomicU64,
+    /// Cluster nodes: PEER datagrams sent and accepted (records of many shards share one).
+    pub peer_sent: AtomicU64,
+    pub peer_received: AtomicU64,
+    /// Cluster nodes: node-to-node datagrams (PEER, PEER_SETTINGS) from a listed node at its
+    /// listed address that failed the authentication checks (spec §8.11) and were dropped
+    /// before any state saw them, per reason (index [`AuthDrop::index`]; read with
+    /// [`NodeStats::auth_dropped`]). Not counted in `dropped`.
+    pub auth_dropped: [AtomicU64; AuthDrop::ALL.len()],
+    /// Cluster nodes: changed key files applied since start.
+    pub key_reloads: AtomicU64,
+    /// Cluster nodes: changed key files refused (the keys in force stayed).
+    pub key_file_errors: AtomicU64,
+}
+
+impl NodeStats {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Node-to-node datagrams dropped by the authentication checks for `reason`.
+    pub fn auth_dropped(&self, reason: AuthDrop) -> u64 {
+        self.auth_dropped[reason.index()].load(Ordering::Relaxed)
+    }
+
+    /// Node-to-node datagrams dropped by the authentication checks, for any reason.
+    pub fn auth_dropped_total(&self) -> u64 {
+        AuthDrop::ALL.iter().map(|&r| self.auth_dropped(r)).sum()
+    }
+}

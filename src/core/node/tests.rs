@@ -1,0 +1,335 @@
+use super::*;
+use crate::core::raft::Entry;
+
+/// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
+/// `ENTRY_OVERHEAD`); the node must be able to send it in one datagram that keeps room for
+/// the authentication trailer (spec §8.11), or the shard never replicates a full batch: the
+/// message is dropped as too large, and sent again, for ever.
+#[test]
+fn a_full_append_fits_an_authenticated_datagram() {
+    let peers = (1..=3)
+        .map(|id| (id, SocketAddr::from(([127, 0, 0, 1], 7100 + id as u16))))
+        .collect();
+    let config = Config::new(1, peers).shard_config(0).raft;
+    for data_len in [1, 13, 60, 200, 567] {
+        let per_entry = data_len + raft::ENTRY_OVERHEAD;
+        let count = config.append_bytes_max / per_entry;
+        let entries: Vec<Entry> = (1..=count as u64)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                data: vec![7; data_len],
+            })
+            .collect();
+        let append = Message::Append {
+            term: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            entries,
+            leader_commit: 0,
+            round: 1,
+            transfer_to: None,
+        };
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let header = PeerHeader {
+            cluster_id: 1,
+            from: 1,
+        };
+        let mut writer =
+            PeerWriter::with_trailer_room(&mut buf, header, udplock_protocol::AUTH_TRAILER_LEN);
+        assert!(
+            wire::push(&mut writer, 0, &append).is_ok(),
+            "{count} entries of {data_len} bytes do not fit"
+        );
+    }
+}
+
+/// Three node cores and a perfect network of bytes between them (every datagram delivered in
+/// order, after a fixed delay), with one client address: enough to see each rule of the node
+/// at work without the simulator's faults.
+struct Trio {
+    nodes: Vec<Node>,
+    addrs: Vec<SocketAddr>,
+    now: Instant,
+    /// Datagrams in flight: (deliver at, from, to, bytes).
+    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Datagrams the nodes sent to the client.
+    to_client: Vec<(SocketAddr, Vec<u8>)>,
+    /// Per node, the last write handed out (every datagram must name one already handed out).
+    written: Vec<u64>,
+}
+
+const CLIENT: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9)),
+    9000,
+);
+const DELAY: Duration = Duration::from_micros(50);
+
+impl Trio {
+    fn new(shards: u32, keys: KeySet) -> Trio {
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|i| SocketAddr::from(([127, 0, 0, i], 7100 + u16::from(i))))
+            .collect();
+        let peers: Vec<(NodeId, SocketAddr)> = (1..=3u64).zip(addrs.iter().copied()).collect();
+        let nodes = (1..=3u64)
+            .map(|id| {
+                let config = Config {
+                    shards,
+                    ..Config::new(id, peers.clone())
+                };
+                let starts = (0..shards).map(|_| Start::New).collect();
+                let stats = Arc::new(NodeStats::default());
+                let mut node = Node::new(
+                    config,
+                    starts,
+                    keys.clone(),
+                    id,
+                    id * 77,
+                    stats,
+                    Instant::ZERO,
+                )
+                .expect("valid");
+                node.set_wall_clock(Instant::ZERO, 1_700_000_000_000_000);
+                node
+            })
+            .collect();
+        Trio {
+            nodes,
+            addrs,
+            now: Instant::ZERO,
+            wire: VecDeque::new(),
+            to_client: Vec::new(),
+            written: vec![0; 3],
+        }
+    }
+
+    /// Drains every node's writes and datagrams onto the wire.
+    fn drain(&mut self) {
+        let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+        for i in 0..3 {
+            while let Some(write) = self.nodes[i].poll_persist() {
+                assert_eq!(write.seq, self.written[i] + 1, "writes numbered in order");
+                self.written[i] = write.seq;
+            }
+            while let Some(t) = self.nodes[i].poll_transmit(&mut buf) {
+                assert!(
+                    t.after <= self.written[i],
+                    "a datagram names a write not handed out"
+                );
+                assert_eq!(t.to_peer, self.addrs.contains(&t.to));
+                let bytes = buf[..t.len].to_vec();
+                if t.to == CLIENT {
+                    self.to_client.push((self.addrs[i], bytes));
+                } else {
+                    self.wire
+                        .push_back((self.now + DELAY, self.addrs[i], t.to, bytes));
+                }
+            }
+        }
+    }
+
+    /// Runs until `until` (true time), delivering datagrams and firing timers in order.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            self.drain();
+            let timer = self.nodes.iter().map(Node::poll_timeout).min().unwrap();
+            let datagram = self.wire.front().map(|d| d.0);
+            let next = datagram.map_or(timer, |d| d.min(timer));
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(next);
+            if datagram == Some(next) {
+                let (_, from, to, bytes) = self.wire.pop_front().unwrap();
+                let i = self.addrs.iter().position(|&a| a == to).unwrap();
+                self.nodes[i].handle_datagram(self.now, from, &bytes);
+            } else {
+                for node in &mut self.nodes {
+                    if node.poll_timeout() <= self.now {
+                        node.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_for(&mut self, millis: u64) {
+        let until = self.now + Duration::from_millis(millis);
+        self.run_until(until);
+    }
+
+    /// Sends `datagram` from the client to node `i` and runs a while; the replies it got.
+    fn ask(&mut self, i: usize, datagram: &[u8]) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.nodes[i].handle_datagram(self.now, CLIENT, datagram);
+        self.run_for(20);
+        std::mem::take(&mut self.to_client)
+    }
+
+    fn leader_of(&self, shard: usize) -> Option<usize> {
+        let leaders: Vec<usize> = (0..3)
+            .filter(|&i| self.nodes[i].shards()[shard].raft().role() == Role::Leader)
+            .collect();
+        assert!(
+            leaders.len() <= 1 || {
+                let terms: Vec<u64> = leaders
+                    .iter()
+                    .map(|&i| self.nodes[i].shards()[shard].raft().term())
+                    .collect();
+                terms.iter().all(|&t| t != terms[0]) || terms.len() == 1
+            }
+        );
+        leaders
+            .into_iter()
+            .max_by_key(|&i| self.nodes[i].shards()[shard].raft().term())
+    }
+}
+
+fn acquire(request_id: u64, resource: &[u8]) -> Vec<u8> {
+    let request = Request {
+        session_id: 0xC11E,
+        request_id,
+        attempt: 0,
+        body: udplock_protocol::RequestBody::Acquire {
+            resource,
+            client: b"client-a",
+            wait_ms: 0,
+            ttl_ms: 10_000,
+        },
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+fn test_keys() -> KeySet {
+    KeySet::single(udplock_protocol::ClusterKey::new(&[7; 32]))
+}
+
+#[test]
+fn three_cores_over_bytes_form_a_cluster_redirect_and_grant() {
+    let mut trio = Trio::new(4, test_keys());
+    trio.run_for(3_000);
+    let shard = shard_of(b"printer", 4) as usize;
+    let leader = trio.leader_of(shard).expect("a leader after 3 s");
+    let follower = (leader + 1) % 3;
+    // A follower redirects to the leader's address (spec §7.1.7), in a reply no longer than
+    // the request.
+    let request = acquire(1, b"printer");
+    let replies = trio.ask(follower, &request);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let reply = Reply::decode(&replies[0].1).unwrap();
+    assert_eq!(reply.status, Status::NotLeader);
+    assert_eq!(reply.hint, Hint::Leader(trio.addrs[leader]));
+    assert!(replies[0].1.len() <= request.len());
+    // The leader grants, once the command is committed by a majority.
+    let replies = trio.ask(leader, &request);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let reply = Reply::decode(&replies[0].1).unwrap();
+    assert_eq!(reply.status, Status::Ok);
+    assert!(
+        reply.fencing_token >= 1_700_000_000_000_000,
+        "INIT's token is the wall clock"
+    );
+    // The grant is in every replica's log.
+    trio.run_for(200);
+    for node in &trio.nodes {
+        assert_eq!(
+            node.shards()[shard].raft().commit_index(),
+            trio.nodes[leader].shards()[shard].raft().commit_index()
+        );
+    }
+}
+
+#[test]
+fn shard_status_answers_from_any_node_within_the_request_length() {
+    let mut trio = Trio::new(64, test_keys());
+    trio.run_for(3_000);
+    let request = ShardStatusRequest {
+        session_id: 5,
+        request_id: 6,
+        attempt: 0,
+        first_shard: 10,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    let replies = trio.ask(2, &out[..len]);
+    assert_eq!(replies.len(), 1);
+    assert!(replies[0].1.len() <= len, "no amplification");
+    let reply = ShardStatusReply::decode(&replies[0].1).unwrap();
+    assert_eq!(reply.node_id, 3);
+    assert_eq!(reply.shards_total, 64);
+    assert_eq!(reply.first_shard, 10);
+    let entries: Vec<ShardStatusEntry> = reply.entries.iter().collect();
+    assert!(!entries.is_empty());
+    for (k, e) in entries.iter().enumerate() {
+        let shard = 10 + k;
+        assert_eq!(usize::from(e.shard), shard);
+        assert_eq!(e.term, trio.nodes[2].shards()[shard].raft().term());
+    }
+}
+
+#[test]
+fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing() {
+    let mut trio = Trio::new(4, test_keys());
+    trio.run_for(3_000);
+    let shard = 0;
+    let leader = trio.leader_of(shard).unwrap();
+    let victim = (leader + 1) % 3;
+    let term = trio.nodes[victim].shards()[shard].raft().term();
+    // A vote request for a far later term, from node 1's id: unsealed, and once from the
+    // wrong address. Either way no replica sees it.
+    let vote = Message::Vote {
+        term: term + 100,
+        last_log_index: 1_000,
+        last_log_term: term + 99,
+        transfer: true,
+    };
+    let from_id = trio.nodes[leader].node_id();
+    let header = PeerHeader {
+        cluster_id: trio.nodes[victim].cluster_id(),
+        from: from_id,
+    };
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut writer = PeerWriter::new(&mut buf, header);
+    wire::push(&mut writer, shard as u16, &vote).unwrap();
+    let len = writer.finish();
+    let stats = trio.nodes[victim].stats.clone();
+    let before = (
+        stats.auth_dropped_total(),
+        stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    trio.nodes[victim].handle_datagram(trio.now, trio.addrs[leader], &buf[..len]);
+    trio.nodes[victim].handle_datagram(trio.now, CLIENT, &buf[..len]);
+    assert_eq!(
+        stats.auth_dropped_total(),
+        before.0 + 1,
+        "unsealed: dropped by §8.11"
+    );
+    assert_eq!(
+        stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
+        before.1 + 1,
+        "wrong address: dropped"
+    );
+    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+}
+
+#[test]
+fn a_leaving_node_hands_every_shard_over() {
+    let mut trio = Trio::new(8, test_keys());
+    trio.run_for(3_000);
+    // Leaders spread: node 1 leads some shards.
+    let led = trio.nodes[0].leading();
+    assert!(led > 0, "node 1 leads none of 8 shards");
+    let now = trio.now;
+    trio.nodes[0].start_leaving(now);
+    trio.run_for(2_000);
+    assert_eq!(trio.nodes[0].leading(), 0);
+    for shard in 0..8 {
+        assert!(
+            trio.leader_of(shard).is_some_and(|l| l != 0),
+            "shard {shard}"
+        );
+    }
+}
