@@ -1,13 +1,11 @@
 //! Phase 4, `handoff (N clients)`: N clients loop acquire/release on one resource; the
 //! latency from a release to the next grant, FIFO shares, and the node CPU per grant.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::client::Client;
 use crate::error::LockError;
 
 use super::report::{histogram, summarize};
@@ -25,57 +23,39 @@ pub(super) fn contention(
     let resource = format!("bench/contended/{n}");
     let epoch = Instant::now();
     // Nanoseconds since `epoch` at which the last holder started its release (0: none yet).
-    let released_at = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let barrier = Arc::new(Barrier::new(n + 1));
-    let clients: Vec<Client> = (0..n).map(|_| servers.client()).collect::<Result<_, _>>()?;
-    let (histograms, cpu_used, elapsed) = std::thread::scope(|s| {
-        let handles: Vec<_> = clients
-            .iter()
-            .enumerate()
-            .map(|(i, client)| {
-                let (resource, released_at, stop, barrier) =
-                    (&resource, &released_at, &stop, &barrier);
-                s.spawn(move || -> Result<(Histogram<u64>, u64), LockError> {
-                    let id = format!("contender-{i}");
-                    let mut h = histogram();
-                    let mut grants = 0;
-                    barrier.wait();
-                    while !stop.load(Ordering::Acquire) {
-                        match client.acquire(resource, &id, 5_000, Some(5_000)) {
-                            Ok(_) => {}
-                            Err(LockError::LockAcquisitionTimeout) => continue,
-                            Err(e) => return Err(e),
-                        }
-                        let now = epoch.elapsed().as_nanos() as u64;
-                        let released = released_at.load(Ordering::Acquire);
-                        if released != 0 {
-                            h.saturating_record(now.saturating_sub(released).max(1));
-                        }
-                        grants += 1;
-                        released_at.store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
-                        client.release(resource, &id)?;
-                    }
-                    Ok((h, grants))
-                })
-            })
-            .collect();
-        let cpu_before = node.map(NodeCpu::read);
-        barrier.wait();
-        let started = Instant::now();
-        std::thread::sleep(run_for);
-        stop.store(true, Ordering::Release);
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| h.join().expect("contender thread"))
-            .collect();
-        let elapsed = started.elapsed();
-        let cpu_used = match (cpu_before, node.map(NodeCpu::read)) {
-            (Some(Some(a)), Some(Some(b))) => Some(b.saturating_sub(a)),
-            _ => None,
-        };
-        (results, cpu_used, elapsed)
-    });
+    let released_at = AtomicU64::new(0);
+    let mut cpu_before = None;
+    let (histograms, elapsed) = servers.run_together(
+        n,
+        run_for,
+        || cpu_before = node.map(NodeCpu::read),
+        |i, client, ready, stop| -> Result<(Histogram<u64>, u64), LockError> {
+            let id = format!("contender-{i}");
+            let mut h = histogram();
+            let mut grants = 0;
+            ready();
+            while !stop.load(Ordering::Acquire) {
+                match client.acquire(&resource, &id, 5_000, Some(5_000)) {
+                    Ok(_) => {}
+                    Err(LockError::LockAcquisitionTimeout) => continue,
+                    Err(e) => return Err(e),
+                }
+                let now = epoch.elapsed().as_nanos() as u64;
+                let released = released_at.load(Ordering::Acquire);
+                if released != 0 {
+                    h.saturating_record(now.saturating_sub(released).max(1));
+                }
+                grants += 1;
+                released_at.store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
+                client.release(&resource, &id)?;
+            }
+            Ok((h, grants))
+        },
+    )?;
+    let cpu_used = match (cpu_before, node.map(NodeCpu::read)) {
+        (Some(Some(a)), Some(Some(b))) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     let mut total = histogram();
     let mut shares = Vec::new();
     for r in histograms {

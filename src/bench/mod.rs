@@ -116,7 +116,9 @@ mod uncontended;
 mod usage;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig};
 use crate::cluster::start_local_cluster;
@@ -291,6 +293,50 @@ impl Servers {
         let mut config = ClientConfig::new(self.addrs.clone());
         config.shards = self.shards;
         Client::new(config)
+    }
+
+    /// `n` clients, each its own `Client` (its own socket and session) on a thread of its own,
+    /// running `client_loop` together for `run_for`: the clock starts once every loop has
+    /// called its `ready` (after any warm-up; a loop MUST call it, also when its warm-up
+    /// failed, or the run never starts), and `stop` is set when `run_for` has passed.
+    /// `at_start` runs on this thread just before the clock starts. Returns each loop's
+    /// result, in client order, and how long the run lasted (from the start until every loop
+    /// returned).
+    fn run_together<T: Send>(
+        &self,
+        n: usize,
+        run_for: Duration,
+        at_start: impl FnOnce(),
+        client_loop: impl Fn(usize, &Client, &dyn Fn(), &AtomicBool) -> Result<T, LockError> + Sync,
+    ) -> Result<(Vec<Result<T, LockError>>, Duration), LockError> {
+        let clients: Vec<Client> = (0..n).map(|_| self.client()).collect::<Result<_, _>>()?;
+        let stop = AtomicBool::new(false);
+        let barrier = Barrier::new(n + 1);
+        Ok(std::thread::scope(|s| {
+            let handles: Vec<_> = clients
+                .iter()
+                .enumerate()
+                .map(|(i, client)| {
+                    let (stop, barrier, client_loop) = (&stop, &barrier, &client_loop);
+                    s.spawn(move || {
+                        let ready = || {
+                            barrier.wait();
+                        };
+                        client_loop(i, client, &ready, stop)
+                    })
+                })
+                .collect();
+            at_start();
+            barrier.wait();
+            let started = Instant::now();
+            std::thread::sleep(run_for);
+            stop.store(true, Ordering::Release);
+            let results: Vec<_> = handles
+                .into_iter()
+                .map(|h| h.join().expect("bench client thread"))
+                .collect();
+            (results, started.elapsed())
+        }))
     }
 }
 

@@ -14,7 +14,7 @@ use udplock_protocol::ClusterKey;
 
 use super::contention::contention;
 use super::embedded::wait_for_leaders;
-use super::report::{histogram, record, summarize};
+use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
 use super::rtt::Echo;
 use super::usage::NodeCpu;
 use super::{BenchConfig, PhaseReport, Servers};
@@ -253,7 +253,7 @@ pub(super) fn peer_keys(
         }
     }
     let elapsed = started.elapsed();
-    let floor = summarize("raw udp rtt (keys phase)", &rtt, elapsed, 0.0);
+    let mut floor = summarize_floor("raw udp rtt (keys phase)", &rtt, elapsed);
     let floor_p50 = floor.p50_us;
     // Node CPU per grant, each cluster alone, under back-to-back hand-offs of one lock among
     // 4 clients (as the handoff rows): the nodes' idle work (heartbeats of every shard) is
@@ -266,16 +266,12 @@ pub(super) fn peer_keys(
     with_keys.goal = Some("p50 within 5% of no keys");
     let mut no_keys = summarize("acquire, no keys", &without, elapsed, floor_p50);
     no_keys.server_cpu_us_per_grant = plain_handoff.server_cpu_us_per_grant;
-    let mut floor = PhaseReport {
-        p50_ratio_to_rtt: 1.0,
-        ..floor
-    };
-    // As in the uncontended phase: what one caller doing only that achieves (1 / mean).
+    // The loop interleaves all three.
     for (row, h) in [&mut floor, &mut with_keys, &mut no_keys]
         .into_iter()
         .zip([&rtt, &with, &without])
     {
-        row.ops_per_sec = if h.mean() > 0.0 { 1e9 / h.mean() } else { 0.0 };
+        row.ops_per_sec = back_to_back_ops_per_sec(h);
     }
 
     // Forged datagrams, from node 1's address to node 2.

@@ -94,6 +94,26 @@ pub(super) fn record(h: &mut Histogram<u64>, d: Duration) {
     h.saturating_record((d.as_nanos() as u64).max(1));
 }
 
+/// The floor's row: the raw round trip, whose p50 the other rows of its loop are divided by
+/// (so its own ratio is 1).
+pub(super) fn summarize_floor(name: &str, h: &Histogram<u64>, elapsed: Duration) -> PhaseReport {
+    PhaseReport {
+        p50_ratio_to_rtt: 1.0,
+        ..summarize(name, h, elapsed, 0.0)
+    }
+}
+
+/// The ops/s of a row measured in a loop that interleaves several (one of each per
+/// iteration), whose overall rate says little about any one: what one caller doing only
+/// that, back to back, achieves (1 / mean).
+pub(super) fn back_to_back_ops_per_sec(h: &Histogram<u64>) -> f64 {
+    if h.mean() > 0.0 {
+        1e9 / h.mean()
+    } else {
+        0.0
+    }
+}
+
 /// The human-readable table header matching [`format_phase`].
 pub fn table_header() -> String {
     format!(

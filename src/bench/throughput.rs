@@ -1,13 +1,11 @@
 //! Phase 3, `throughput (N clients)`: N client threads, each with its own `Client`, loop
 //! acquire+release on resources no other client uses.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::client::Client;
 use crate::error::LockError;
 
 use super::report::{histogram, record, summarize};
@@ -25,53 +23,37 @@ pub(super) fn throughput(
     run_for: Duration,
     rtt_p50: f64,
 ) -> Result<PhaseReport, LockError> {
-    let stop = AtomicBool::new(false);
-    let barrier = Barrier::new(n + 1);
-    let clients: Vec<Client> = (0..n).map(|_| servers.client()).collect::<Result<_, _>>()?;
-    let (results, elapsed) = std::thread::scope(|s| {
-        let handles: Vec<_> = clients
-            .iter()
-            .enumerate()
-            .map(|(i, client)| {
-                let (stop, barrier) = (&stop, &barrier);
-                s.spawn(move || -> Result<(Histogram<u64>, u64), LockError> {
-                    let id = format!("throughput-{i}");
-                    let names: Vec<String> = (0..THROUGHPUT_RESOURCES_PER_CLIENT)
-                        .map(|k| format!("bench/throughput/{n}/{i}/{k}"))
-                        .collect();
-                    let pair = |name: &str| -> Result<(), LockError> {
-                        client.acquire(name, &id, 1_000, Some(10_000))?;
-                        client.release(name, &id).map(drop)
-                    };
-                    // Warm-up, before the clock starts: learn every resource's leader.
-                    let warmup = names.iter().try_for_each(|name| pair(name));
-                    barrier.wait();
-                    warmup?;
-                    let mut h = histogram();
-                    let mut ops = 0;
-                    for name in names.iter().cycle() {
-                        if stop.load(Ordering::Acquire) {
-                            break;
-                        }
-                        let t0 = Instant::now();
-                        pair(name)?;
-                        record(&mut h, t0.elapsed());
-                        ops += 1;
-                    }
-                    Ok((h, ops))
-                })
-            })
-            .collect();
-        barrier.wait();
-        let started = Instant::now();
-        std::thread::sleep(run_for);
-        stop.store(true, Ordering::Release);
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| h.join().expect("throughput thread"))
-            .collect();
-        (results, started.elapsed())
-    });
+    let (results, elapsed) = servers.run_together(
+        n,
+        run_for,
+        || {},
+        |i, client, ready, stop| -> Result<(Histogram<u64>, u64), LockError> {
+            let id = format!("throughput-{i}");
+            let names: Vec<String> = (0..THROUGHPUT_RESOURCES_PER_CLIENT)
+                .map(|k| format!("bench/throughput/{n}/{i}/{k}"))
+                .collect();
+            let pair = |name: &str| -> Result<(), LockError> {
+                client.acquire(name, &id, 1_000, Some(10_000))?;
+                client.release(name, &id).map(drop)
+            };
+            // Warm-up, before the clock starts: learn every resource's leader.
+            let warmup = names.iter().try_for_each(|name| pair(name));
+            ready();
+            warmup?;
+            let mut h = histogram();
+            let mut ops = 0;
+            for name in names.iter().cycle() {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let t0 = Instant::now();
+                pair(name)?;
+                record(&mut h, t0.elapsed());
+                ops += 1;
+            }
+            Ok((h, ops))
+        },
+    )?;
     let mut total = histogram();
     let mut ops = 0;
     for r in results {

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::client::Client;
 use crate::error::LockError;
 
-use super::report::{histogram, record, summarize};
+use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
 use super::rtt::Echo;
 use super::PhaseReport;
 
@@ -103,22 +103,17 @@ pub(super) fn uncontended(
         log::warn!("raw RTT: {lost} echoes lost on loopback");
     }
     let label = |what: &str| format!("{what} ({held} held)");
-    let floor = summarize("raw udp rtt", &rtt, elapsed, 0.0);
+    let floor = summarize_floor("raw udp rtt", &rtt, elapsed);
     let floor_p50 = floor.p50_us;
-    let floor = PhaseReport {
-        p50_ratio_to_rtt: 1.0,
-        ..floor
-    };
     let mut rows = vec![
         floor,
         summarize(&label("acquire"), &acq, elapsed, floor_p50),
         summarize(&label("release"), &rel, elapsed, floor_p50),
         summarize(&label("acquire+release"), &pair, elapsed, floor_p50),
     ];
-    // The loop interleaves all four, so its overall rate says little about any one: each
-    // row's ops/s is what one caller doing only that, back to back, achieves (1 / mean).
+    // The loop interleaves all four.
     for (row, h) in rows.iter_mut().zip([&rtt, &acq, &rel, &pair]) {
-        row.ops_per_sec = if h.mean() > 0.0 { 1e9 / h.mean() } else { 0.0 };
+        row.ops_per_sec = back_to_back_ops_per_sec(h);
     }
     Ok(rows)
 }
