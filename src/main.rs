@@ -1,4 +1,8 @@
 //! The `udplock` command: run a node, take and release locks from the shell, benchmark.
+//!
+//! This file parses the command line and turns a command's outcome into its exit code; each
+//! command is a module of `cmd` (its options, whose doc comments are its `--help`, and its
+//! `run`).
 
 use std::process::ExitCode;
 
