@@ -42,14 +42,23 @@
 //! ```
 #![forbid(unsafe_code)]
 
+// `core`, `sim`, `bench` and `json` are public only so that the `udplock` binary, the
+// benchmark, the integration tests and the simulator's tools can reach them; they are not the
+// library's API, so their types may change with any release. They are hidden from the
+// documentation until the adoption issue moves them behind cargo features and says what is
+// public (issue 9, item 7).
+#[doc(hidden)]
 pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod cluster;
+#[doc(hidden)]
 pub mod core;
 pub mod error;
+#[doc(hidden)]
 pub mod json;
 pub mod node;
+#[doc(hidden)]
 pub mod sim;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};

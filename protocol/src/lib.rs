@@ -1,6 +1,7 @@
-//! udplock-protocol: the udplock wire format (spec/protocol.md).
+//! udplock-protocol: the udplock wire format (spec/client-protocol.md, and for the node-to-node
+//! datagrams spec/node-protocol.md).
 //!
-//! Every udplock message is one UDP datagram: a 32-byte [header](header) at fixed offsets, then
+//! Every udplock message is one UDP datagram: a 32-byte [header] at fixed offsets, then
 //! a fixed-layout body, then zero padding. This crate turns bytes into typed views and typed
 //! values into bytes:
 //!

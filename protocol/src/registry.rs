@@ -1,5 +1,5 @@
 //! The one registry of message types, status codes, flags, PEER record kinds and log command
-//! kinds (spec/protocol.md §10).
+//! kinds (spec §10: spec/client-protocol.md, and §10.4 and §10.5 in spec/node-protocol.md).
 //!
 //! ONLY APPEND TO THESE TABLES. A value, once given a meaning, keeps it forever: third-party
 //! implementations are written against the spec, and `tests/spec_tables.rs` checks that the

@@ -1,14 +1,19 @@
-//! The spec's registry tables (spec/protocol.md §10) must list exactly the registry of
+//! The spec's registry tables (§10: 10.1 to 10.3 and 10.7 in spec/client-protocol.md, 10.4 and
+//! 10.5 in spec/node-protocol.md) must list exactly the registry of
 //! `udplock_protocol::registry`: same values, same names, same meanings, same order.
 
 use udplock_protocol::registry::FLAG_TABLE;
 use udplock_protocol::{LogCommandKind, MessageType, PeerKind, Setting, Status};
 
-const SPEC: &str = include_str!("../../spec/protocol.md");
+/// The client protocol: the registries a client reads (and the node reads too).
+const CLIENT_SPEC: &str = include_str!("../../spec/client-protocol.md");
+/// The node-to-node protocol: the registries only nodes read.
+const NODE_SPEC: &str = include_str!("../../spec/node-protocol.md");
 
-/// The rows of the first table after the first heading that contains `heading`, as cells.
-fn table_after(heading: &str, header: &str) -> Vec<Vec<String>> {
-    let mut lines = SPEC
+/// The rows of the first table after the first heading of `spec` that contains `heading`, as
+/// cells.
+fn table_after(spec: &str, heading: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = spec
         .lines()
         .skip_while(|l| !(l.starts_with('#') && l.contains(heading)));
     assert!(
@@ -43,7 +48,11 @@ fn parse(v: &str) -> u64 {
 
 #[test]
 fn message_type_table_matches_registry() {
-    let rows = table_after("Message type registry", "| Value | Name | Meaning |");
+    let rows = table_after(
+        CLIENT_SPEC,
+        "Message type registry",
+        "| Value | Name | Meaning |",
+    );
     let spec: Vec<(u64, &str, &str)> = rows
         .iter()
         .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
@@ -57,7 +66,11 @@ fn message_type_table_matches_registry() {
 
 #[test]
 fn status_code_table_matches_registry() {
-    let rows = table_after("Status code registry", "| Value | Name | Meaning |");
+    let rows = table_after(
+        CLIENT_SPEC,
+        "Status code registry",
+        "| Value | Name | Meaning |",
+    );
     let spec: Vec<(u64, &str, &str)> = rows
         .iter()
         .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
@@ -71,7 +84,7 @@ fn status_code_table_matches_registry() {
 
 #[test]
 fn flag_table_matches_registry() {
-    let rows = table_after("Flag registry", "| Bit | Name | Meaning |");
+    let rows = table_after(CLIENT_SPEC, "Flag registry", "| Bit | Name | Meaning |");
     let spec: Vec<(u64, &str, &str)> = rows
         .iter()
         .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
@@ -90,7 +103,11 @@ fn flag_table_matches_registry() {
 
 #[test]
 fn peer_record_kind_table_matches_registry() {
-    let rows = table_after("PEER record kind registry", "| Value | Name | Meaning |");
+    let rows = table_after(
+        NODE_SPEC,
+        "PEER record kind registry",
+        "| Value | Name | Meaning |",
+    );
     let spec: Vec<(u64, &str, &str)> = rows
         .iter()
         .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
@@ -104,7 +121,11 @@ fn peer_record_kind_table_matches_registry() {
 
 #[test]
 fn log_command_kind_table_matches_registry() {
-    let rows = table_after("Log command kind registry", "| Value | Name | Meaning |");
+    let rows = table_after(
+        NODE_SPEC,
+        "Log command kind registry",
+        "| Value | Name | Meaning |",
+    );
     let spec: Vec<(u64, &str, &str)> = rows
         .iter()
         .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
@@ -118,7 +139,11 @@ fn log_command_kind_table_matches_registry() {
 
 #[test]
 fn setting_table_matches_registry() {
-    let rows = table_after("Setting registry", "| Value | Name | Meaning |");
+    let rows = table_after(
+        CLIENT_SPEC,
+        "Setting registry",
+        "| Value | Name | Meaning |",
+    );
     let spec: Vec<(u64, &str, &str)> = rows
         .iter()
         .map(|r| (parse(&r[0]), r[1].as_str(), r[2].as_str()))
@@ -140,7 +165,11 @@ fn setting_table_matches_registry() {
 
 #[test]
 fn message_type_table_lists_peer() {
-    let rows = table_after("Message type registry", "| Value | Name | Meaning |");
+    let rows = table_after(
+        CLIENT_SPEC,
+        "Message type registry",
+        "| Value | Name | Meaning |",
+    );
     assert!(rows.iter().any(|r| r[0] == "0x40" && r[1] == "PEER"));
     assert!(MessageType::Peer.is_node_to_node());
 }

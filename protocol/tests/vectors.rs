@@ -1,4 +1,4 @@
-//! The golden test vectors of spec/vectors/ (spec Appendix A): every valid datagram decodes to
+//! The golden test vectors of spec/vectors/ (spec Appendix A and B): every valid datagram decodes to
 //! exactly the field values written beside it, and encoding those values gives the same bytes;
 //! every invalid one fails with the decode error it names. The same holds for PEER datagrams
 //! and replicated log commands; the shard-hash vectors give FNV-1a 64 values computed outside
@@ -1032,27 +1032,43 @@ fn check_shard(r: &Record) {
     );
 }
 
-/// The vectors printed in the spec's Appendix A.2 are the same bytes as the vector files.
-#[test]
-fn spec_appendix_shows_the_vector_files_bytes() {
-    let spec = include_str!("../../spec/protocol.md");
-    let appendix = &spec[spec.find("### A.2").expect("spec has Appendix A.2")..];
+/// The records in the fenced blocks of `spec` from its heading `heading` on.
+fn shown_in(file: &'static str, spec: &'static str, heading: &str) -> Vec<Record> {
+    let from = spec
+        .find(heading)
+        .unwrap_or_else(|| panic!("{file} has {heading:?}"));
     // Only the fenced blocks hold records.
-    let blocks: String = appendix
+    let blocks: String = spec[from..]
         .split("```")
         .skip(1)
         .step_by(2)
         .collect::<Vec<_>>()
         .join("\n");
-    let blocks: &'static str = Box::leak(blocks.into_boxed_str());
-    let shown = parse_records("protocol.md", blocks);
-    assert!(
-        shown.len() >= 5,
-        "Appendix A.2 shows {} vectors",
-        shown.len()
+    parse_records(file, Box::leak(blocks.into_boxed_str()))
+}
+
+/// The vectors printed in the spec (Appendix A.2 of the client protocol, Appendix B of the
+/// node-to-node protocol) are the same bytes as the vector files.
+#[test]
+fn spec_appendix_shows_the_vector_files_bytes() {
+    let client = shown_in(
+        "client-protocol.md",
+        include_str!("../../spec/client-protocol.md"),
+        "### A.2",
     );
+    let node = shown_in(
+        "node-protocol.md",
+        include_str!("../../spec/node-protocol.md"),
+        "## Appendix B",
+    );
+    assert!(
+        client.len() >= 5,
+        "Appendix A.2 shows {} vectors",
+        client.len()
+    );
+    assert!(node.len() >= 2, "Appendix B shows {} vectors", node.len());
     let files = records();
-    for r in &shown {
+    for r in client.iter().chain(&node) {
         let f = files
             .iter()
             .find(|f| f.name == r.name)

@@ -1,6 +1,6 @@
 //! The lock table: every lock, wait queue and client session of one server (later: of one
 //! Raft-replicated shard), as a pure deterministic state machine. Its rules are the spec's
-//! lock semantics (spec/protocol.md §6); this module is their one implementation.
+//! lock semantics (spec/client-protocol.md §6); this module is their one implementation.
 //!
 //! # Data flow
 //!

@@ -1,4 +1,4 @@
-//! Scenario tests of the lock table, one rule of the spec's lock semantics (spec/protocol.md §6) each.
+//! Scenario tests of the lock table, one rule of the spec's lock semantics (spec/client-protocol.md §6) each.
 
 use std::net::{Ipv4Addr, SocketAddr};
 

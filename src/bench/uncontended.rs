@@ -1,0 +1,119 @@
+//! Phases 1 and 2: one client, uncontended, acquire and release on distinct resources,
+//! interleaved with the raw round trip, at the scale of locks held asked for (`--held`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::client::Client;
+use crate::error::LockError;
+
+use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
+use super::rtt::Echo;
+use super::PhaseReport;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    Acquire,
+    Release,
+}
+
+/// Acquires (or releases) the locks `held/{i}` for `i` in `range` under a client id of its
+/// own, so the table holds that many while the uncontended phase runs; four threads keep
+/// several requests in flight.
+pub(super) fn hold_locks(
+    client: &Client,
+    range: std::ops::Range<u64>,
+    what: Hold,
+    progress: bool,
+) -> Result<(), LockError> {
+    const THREADS: u64 = 4;
+    let done = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (range, done) = (range.clone(), &done);
+                s.spawn(move || -> Result<(), LockError> {
+                    for i in (range.start + t..range.end).step_by(THREADS as usize) {
+                        let name = format!("held/{i}");
+                        match what {
+                            // Long TTL: the locks must outlive the whole run.
+                            Hold::Acquire => client
+                                .acquire(&name, "bench-holder", 1_000, Some(3_600_000))
+                                .map(drop)?,
+                            Hold::Release => client.release(&name, "bench-holder").map(drop)?,
+                        }
+                        let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                        if progress && d % 100_000 == 0 {
+                            eprintln!("bench:   {d} / {}", range.end - range.start);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("holder thread"))
+    })
+}
+
+/// Phases 1 and 2: the raw round trip, acquire and release on distinct resources, one client
+/// on the calling thread. The three are interleaved, one of each per iteration, so the floor
+/// and the figures compared with it see the same scheduling and load: on a 2-vCPU machine a
+/// round trip costs ~11 µs when both threads share a vCPU and ~55 µs across vCPUs, and
+/// measuring them in separate phases could compare one case with the other.
+pub(super) fn uncontended(
+    client: &Client,
+    echo: &Echo,
+    iterations: u64,
+    held: u64,
+) -> Result<Vec<PhaseReport>, LockError> {
+    // Names made up front: formatting in the loop would be measured too.
+    let names: Vec<String> = (0..1_024)
+        .map(|i| format!("bench/uncontended/{i}"))
+        .collect();
+    let (mut rtt, mut acq, mut rel, mut pair) =
+        (histogram(), histogram(), histogram(), histogram());
+    let warmup = (iterations / 10).max(100);
+    let mut lost = 0;
+    let mut started = Instant::now();
+    for i in 0..iterations + warmup {
+        if i == warmup {
+            started = Instant::now();
+        }
+        let round_trip = echo.round_trip();
+        let name = &names[i as usize % names.len()];
+        let t0 = Instant::now();
+        client.acquire(name, "bench-client", 1_000, Some(10_000))?;
+        let t1 = Instant::now();
+        client.release(name, "bench-client")?;
+        let t2 = Instant::now();
+        if i >= warmup {
+            match round_trip {
+                Some(d) => record(&mut rtt, d),
+                None => lost += 1,
+            }
+            record(&mut acq, t1 - t0);
+            record(&mut rel, t2 - t1);
+            record(&mut pair, t2 - t0);
+        }
+    }
+    let elapsed = started.elapsed();
+    if lost > 0 {
+        log::warn!("raw RTT: {lost} echoes lost on loopback");
+    }
+    let label = |what: &str| format!("{what} ({held} held)");
+    let floor = summarize_floor("raw udp rtt", &rtt, elapsed);
+    let floor_p50 = floor.p50_us;
+    let mut rows = vec![
+        floor,
+        summarize(&label("acquire"), &acq, elapsed, floor_p50),
+        summarize(&label("release"), &rel, elapsed, floor_p50),
+        summarize(&label("acquire+release"), &pair, elapsed, floor_p50),
+    ];
+    // The loop interleaves all four.
+    for (row, h) in rows.iter_mut().zip([&rtt, &acq, &rel, &pair]) {
+        row.ops_per_sec = back_to_back_ops_per_sec(h);
+    }
+    Ok(rows)
+}

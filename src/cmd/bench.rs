@@ -1,0 +1,112 @@
+//! `udplock bench`: the benchmark runner ([`udplock::bench`]) with the command's options,
+//! printing a table as each phase completes, or one JSON object.
+
+use clap::Args;
+use udplock::bench::{self, BenchConfig, Placement};
+use udplock::LockError;
+
+use super::args::resolve;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Measure a running service instead of an embedded one: every node's address (all go to
+    /// the client, which finds each shard's leader).
+    #[arg(long, env = "UDPLOCK_SERVERS", value_delimiter = ',')]
+    servers: Option<Vec<String>>,
+    /// Nodes of the embedded replicated cluster; 1 runs a single unreplicated node instead.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// Shards of the embedded cluster (and the shard count the clients assume with --servers).
+    #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
+    shards: u32,
+    /// Samples per latency phase.
+    #[arg(long, default_value_t = 20_000)]
+    iterations: u64,
+    /// Locks held by another client during the uncontended phase; several values make several
+    /// runs (e.g. 1000,1000000 for the scale check).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    held: Vec<u64>,
+    /// Numbers of clients contending for one lock, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "4,64")]
+    contenders: Vec<usize>,
+    /// Length of each contention run in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    contention_ms: u64,
+    /// Numbers of client threads looping acquire+release on their own resources, one
+    /// throughput run each (later runs are compared with the first).
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    throughput_clients: Vec<usize>,
+    /// Length of each throughput run in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    throughput_ms: u64,
+    /// Failover samples (embedded cluster of 3 nodes or more): each starts a fresh cluster and
+    /// kills a shard's leader; 0 skips the phase.
+    #[arg(long, default_value_t = 5)]
+    failovers: u32,
+    /// Thread placements to measure, comma-separated: one-cpu (client, echo and nodes pinned
+    /// to one CPU), two-cpus (client on one CPU, echo and every node on another). Default:
+    /// both when embedded on a machine with two CPUs or more; unpinned with --servers.
+    #[arg(long, value_delimiter = ',')]
+    placement: Option<Vec<String>>,
+    /// Print one JSON object with every figure instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs every phase of every placement asked for and prints the figures.
+pub fn run(a: BenchArgs) -> Result<(), LockError> {
+    let servers = match &a.servers {
+        Some(s) => resolve(s)?,
+        None => Vec::new(),
+    };
+    let config = BenchConfig {
+        servers,
+        nodes: a.nodes,
+        shards: a.shards,
+        iterations: a.iterations.max(1),
+        held: a.held,
+        throughput_clients: a.throughput_clients,
+        throughput_ms: a.throughput_ms,
+        contenders: a.contenders,
+        contention_ms: a.contention_ms,
+        failovers: a.failovers,
+        progress: !a.json,
+    };
+    config.validate()?;
+    let placements = match &a.placement {
+        None => bench::default_placements(&config),
+        Some(names) => names
+            .iter()
+            .map(|n| match n.trim() {
+                "one-cpu" => Ok(Placement::OneCpu),
+                "two-cpus" => Ok(Placement::TwoCpus),
+                "unpinned" => Ok(Placement::Unpinned),
+                other => Err(LockError::InvalidArgument(format!(
+                    "--placement {other:?}: expected one-cpu, two-cpus or unpinned"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if !a.json {
+        println!("target: {}", config.target_label());
+        println!("{}", bench::table_header());
+    }
+    let report = bench::run(&config, &placements, |p| {
+        if !a.json {
+            println!("{}", bench::format_phase(p));
+        }
+    })?;
+    if a.json {
+        println!("{}", bench::to_json(&report));
+    } else {
+        println!(
+            "target: {}; {} CPUs; ratios are p50 / the raw UDP round-trip p50 of the same \
+             placement in this run",
+            report.target, report.cpus
+        );
+        for note in &report.notes {
+            println!("note: {note}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,311 @@
+//! `udplock status`: one lock's state, or without a resource every shard of the cluster
+//! as its nodes see them (spec §4.7) and the settings on which they differ (spec §8.10).
+
+use std::net::SocketAddr;
+
+use clap::Args;
+use udplock::{json, Client, LockError};
+
+use super::args::{connect, ClientArgs};
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The resource to inspect. Omitted: ask every node of --servers for its view of the
+    /// shards (spec §4.7) and print one row per shard (its leader, term, commit index, held
+    /// locks and waiters, as the node that leads it says) and one line per node.
+    resource: Option<String>,
+    #[command(flatten)]
+    conn: ClientArgs,
+}
+
+/// `udplock status [RESOURCE]`.
+pub fn run(a: StatusArgs) -> Result<(), LockError> {
+    let client = connect(&a.conn, None)?;
+    let Some(resource) = a.resource.as_deref() else {
+        return a.print_shards(&client);
+    };
+    let s = client.status(resource)?;
+    if a.conn.json {
+        // `held` says free or held even when the holder's id did not fit (spec §5.3:
+        // a lock is free exactly when its hold count is 0).
+        println!(
+            "{{\"resource\":{},\"held\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
+            json::string(resource),
+            s.hold_count > 0,
+            s.holder.as_deref().map_or("null".to_string(), json::string),
+            s.holder_truncated,
+            s.hold_count,
+            s.fencing_token,
+            s.remaining_ttl_ms,
+            s.waiter_count
+        );
+    } else {
+        let holder = match (&s.holder, s.holder_truncated) {
+            (Some(h), _) => h.as_str(),
+            (None, true) => "a client whose id did not fit in the reply",
+            (None, false) => "",
+        };
+        if s.hold_count == 0 {
+            println!("{resource}: free, {} waiting", s.waiter_count);
+        } else {
+            println!(
+                "{resource}: held by {holder} (hold count {}, fencing token {}, {} ms left), {} waiting",
+                s.hold_count,
+                s.fencing_token,
+                s.remaining_ttl_ms,
+                s.waiter_count
+            );
+        }
+    }
+    Ok(())
+}
+
+impl StatusArgs {
+    /// `udplock status` without a resource: the cluster's shards. Every node is asked at once
+    /// (an unreachable one costs its timeout, once); for each shard the view of the node that
+    /// says it leads, in the highest term, is shown (else the view with the highest term).
+    /// Fails only if no node answers.
+    fn print_shards(&self, client: &Client) -> Result<(), LockError> {
+        use udplock::client::{NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport};
+        let servers = client.servers().to_vec();
+        type Asked = (
+            Result<ShardStatusReport, LockError>,
+            Option<NodeSettingsReport>,
+        );
+        let asked: Vec<(SocketAddr, Asked)> = std::thread::scope(|scope| {
+            let asks: Vec<_> = servers
+                .iter()
+                .map(|&addr| {
+                    let ask = scope.spawn(move || {
+                        let shards = client.shard_status(addr);
+                        // Only a node that answered is asked for its settings too.
+                        let settings = shards
+                            .as_ref()
+                            .ok()
+                            .and_then(|_| client.node_settings(addr).ok());
+                        (shards, settings)
+                    });
+                    (addr, ask)
+                })
+                .collect();
+            asks.into_iter()
+                .map(|(addr, ask)| {
+                    let result = ask.join().unwrap_or_else(|_| {
+                        (
+                            Err(LockError::InternalError(
+                                "shard status thread panicked".into(),
+                            )),
+                            None,
+                        )
+                    });
+                    (addr, result)
+                })
+                .collect()
+        });
+        let settings: Vec<NodeSettingsReport> =
+            asked.iter().filter_map(|(_, (_, s))| s.clone()).collect();
+        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
+            asked.into_iter().map(|(addr, (r, _))| (addr, r)).collect();
+        let answered: Vec<(SocketAddr, &ShardStatusReport)> = views
+            .iter()
+            .filter_map(|(addr, r)| r.as_ref().ok().map(|r| (*addr, r)))
+            .collect();
+        if answered.is_empty() {
+            // Every node failed: report the first failure (its exit code says which kind).
+            let (addr, error) = views
+                .into_iter()
+                .find_map(|(addr, r)| r.err().map(|e| (addr, e)))
+                .ok_or_else(|| LockError::InvalidArgument("no server given".into()))?;
+            return Err(match error {
+                LockError::Unavailable => LockError::Unavailable,
+                e => LockError::InternalError(format!("{addr}: {e}")),
+            });
+        }
+        let address_of = |node: u64| {
+            answered
+                .iter()
+                .find(|(_, r)| r.node_id == node)
+                .map(|(addr, _)| *addr)
+        };
+        let shards_total = answered
+            .iter()
+            .map(|(_, r)| r.shards.len())
+            .max()
+            .unwrap_or(0);
+        // Per shard: (node that answered, its view); leaders first, then the highest term.
+        let best: Vec<Option<(u64, ShardInfo)>> = (0..shards_total)
+            .map(|shard| {
+                answered
+                    .iter()
+                    .filter_map(|(_, r)| r.shards.get(shard).map(|info| (r.node_id, *info)))
+                    .max_by_key(|(_, info)| (info.role == ShardRole::Leader, info.term))
+            })
+            .collect();
+        let led_by = |node: u64| {
+            best.iter()
+                .flatten()
+                .filter(|(from, info)| *from == node && info.role == ShardRole::Leader)
+                .count()
+        };
+        let json = self.conn.json;
+        let mut shard_rows = Vec::new();
+        for (shard, view) in best.iter().enumerate() {
+            let Some((from, info)) = view else {
+                shard_rows.push(if json {
+                    format!("{{\"shard\":{shard},\"leader_id\":null}}")
+                } else {
+                    format!("{shard:>5}  (no node reported this shard)")
+                });
+                continue;
+            };
+            // Without a reachable leader, a follower may still name the leader it follows.
+            let leader = info.leader_id;
+            let leader_addr = leader.and_then(address_of);
+            shard_rows.push(if json {
+                format!(
+                    "{{\"shard\":{shard},\"leader_id\":{},\"leader_address\":{},\"term\":{},\"commit_index\":{},\"applied_index\":{},\"held\":{},\"waiters\":{},\"reported_by\":{from}}}",
+                    leader.map_or("null".into(), |id| id.to_string()),
+                    leader_addr.map_or("null".into(), |a| json::string(&a.to_string())),
+                    info.term,
+                    info.commit_index,
+                    info.applied_index,
+                    info.held,
+                    info.waiters,
+                )
+            } else {
+                let leader = match (leader, leader_addr) {
+                    (Some(id), Some(addr)) => format!("{id} ({addr})"),
+                    (Some(id), None) => id.to_string(),
+                    (None, _) => "none".into(),
+                };
+                format!(
+                    "{shard:>5}  {leader:<24}  {:>6}  {:>12}  {:>8}  {:>7}",
+                    info.term, info.commit_index, info.held, info.waiters
+                )
+            });
+        }
+        // An unanswered read changed nothing: say so more plainly than LockError does.
+        let why = |e: &LockError| match e {
+            LockError::Unavailable => "no answer before the deadline".to_string(),
+            e => e.to_string(),
+        };
+        let node_rows: Vec<String> = views
+            .iter()
+            .map(|(addr, r)| match (r, json) {
+                (Ok(r), true) => format!(
+                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"leads\":{}}}",
+                    json::string(&addr.to_string()),
+                    r.node_id,
+                    r.shards.len(),
+                    led_by(r.node_id)
+                ),
+                (Err(e), true) => format!(
+                    "{{\"address\":{},\"reachable\":false,\"error\":{}}}",
+                    json::string(&addr.to_string()),
+                    json::string(&why(e))
+                ),
+                (Ok(r), false) => format!(
+                    "node {} at {addr}: reachable, leads {} of {} shards",
+                    r.node_id,
+                    led_by(r.node_id),
+                    r.shards.len()
+                ),
+                (Err(e), false) => format!("{addr}: unreachable: {}", why(e)),
+            })
+            .collect();
+        let differences = settings_differences(&settings);
+        if json {
+            let rows: Vec<String> = differences
+                .iter()
+                .map(|(setting, values)| {
+                    let values: Vec<String> = values
+                        .iter()
+                        .map(|(node, v)| format!("{{\"node_id\":{node},\"value\":{v}}}"))
+                        .collect();
+                    format!(
+                        "{{\"setting\":{},\"must_be_equal\":{},\"values\":[{}]}}",
+                        json::string(setting.map_or("cluster_id", |s| s.name())),
+                        setting.is_none_or(|s| s.must_be_equal()),
+                        values.join(",")
+                    )
+                })
+                .collect();
+            println!(
+                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}],\"settings_differences\":[{}]}}",
+                shard_rows.join(","),
+                node_rows.join(","),
+                rows.join(",")
+            );
+        } else {
+            println!(
+                "{:>5}  {:<24}  {:>6}  {:>12}  {:>8}  {:>7}",
+                "shard", "leader", "term", "commit index", "held", "waiters"
+            );
+            for row in shard_rows.iter().chain(&node_rows) {
+                println!("{row}");
+            }
+            if !differences.is_empty() {
+                println!("settings differ between nodes (spec §8.10):");
+            }
+            for (setting, values) in &differences {
+                let shown: Vec<String> = values
+                    .iter()
+                    .map(|(node, v)| match setting {
+                        Some(udplock_protocol::Setting::Nodes) | None => {
+                            format!("node {node} = {v:#018x}")
+                        }
+                        Some(_) => format!("node {node} = {v}"),
+                    })
+                    .collect();
+                let why = match setting {
+                    Some(s) if !s.must_be_equal() => {
+                        "may differ (each leader applies its own): a rolling change not done \
+                         everywhere?"
+                    }
+                    Some(_) => "must be equal: nodes with another value are cut off from the rest",
+                    None => {
+                        "the cluster ids differ for a reason no setting names (another version?)"
+                    }
+                };
+                println!(
+                    "  {}: {} ({why})",
+                    setting.map_or("cluster_id", |s| s.name()),
+                    shown.join(", ")
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The settings whose values differ between the nodes that answered (spec §8.10), in
+/// registry order, each with every node's value; `None` stands for the cluster id when the
+/// ids differ though no setting does. Empty when they all agree.
+#[allow(clippy::type_complexity)]
+fn settings_differences(
+    nodes: &[udplock::client::NodeSettingsReport],
+) -> Vec<(Option<udplock_protocol::Setting>, Vec<(u64, u64)>)> {
+    let mut out = Vec::new();
+    for &setting in udplock_protocol::Setting::ALL {
+        let values: Vec<(u64, u64)> = nodes
+            .iter()
+            .filter_map(|n| {
+                n.settings
+                    .iter()
+                    .find(|(s, _)| *s == setting)
+                    .map(|&(_, v)| (n.node_id, v))
+            })
+            .collect();
+        if values.windows(2).any(|w| w[0].1 != w[1].1) {
+            out.push((Some(setting), values));
+        }
+    }
+    let ids: Vec<(u64, u64)> = nodes.iter().map(|n| (n.node_id, n.cluster_id)).collect();
+    let must_differ = out
+        .iter()
+        .any(|(s, _)| s.is_some_and(|s| s.must_be_equal()));
+    if ids.windows(2).any(|w| w[0].1 != w[1].1) && !must_differ {
+        out.push((None, ids));
+    }
+    out
+}
