@@ -1217,9 +1217,10 @@ impl ClusterLoop {
                     return self.fail_stop(s, format!("shard {shard}: cannot mark it: {e}"));
                 }
             }
-            let persist = self.shards[s].take_persist();
-            if let (Some(store), Some(persist)) = (self.stores[s].as_mut(), persist) {
-                if let Err(e) = store.write(&persist) {
+            // Without a store (`memory`) the delta is never taken: it costs nothing then.
+            if let Some(store) = self.stores[s].as_mut() {
+                let persist = self.shards[s].take_persist();
+                if let Err(e) = persist.map_or(Ok(()), |p| store.write(&p)) {
                     return self.fail_stop(
                         s,
                         format!("shard {shard}: cannot persist the Raft log: {e}"),
