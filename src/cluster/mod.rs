@@ -62,7 +62,7 @@ use crate::core::lock_table;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{self, Node, NodeStats, ShardWrite};
 use crate::core::raft::{self, NodeId};
-use crate::core::restart::{self, Found, Mark, Start};
+use crate::core::restart::{self, Boot, Found, Mark, Start};
 use crate::core::shard::{self, ShardStats};
 use crate::core::time::Instant;
 use crate::node::{bind, recv_error_is_transient, wall_clock_micros, ReadTimer};
@@ -247,6 +247,7 @@ impl ClusterNode {
         let sync = config.durability == Durability::Fsync;
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
         let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
+        let boot = dir.as_ref().map_or(Boot::Kept, DataDir::boot);
         let mut starts = Vec::with_capacity(config.shards as usize);
         let mut stores = Vec::with_capacity(config.shards as usize);
         for shard in 0..config.shards {
@@ -255,6 +256,8 @@ impl ClusterNode {
                 Some(d) => match d.shard_files(shard) {
                     ShardFiles::Marked(mark) => (Found::Marked(mark), None),
                     ShardFiles::Missing => (Found::Nothing, None),
+                    // Not trusted, so not read (`decide` ignores what was found).
+                    ShardFiles::Present if boot == Boot::Changed => (Found::Nothing, None),
                     ShardFiles::Present => {
                         let (store, p) = ShardStore::open(d.path(), shard, sync)?;
                         let found = Found::Files {
@@ -266,7 +269,12 @@ impl ClusterNode {
                     }
                 },
             };
-            starts.push(restart::decide(found, storage_new, config.new_cluster));
+            starts.push(restart::decide(
+                found,
+                storage_new,
+                config.new_cluster,
+                boot,
+            ));
             stores.push(store);
         }
         let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
@@ -278,6 +286,7 @@ impl ClusterNode {
                 .collect();
             d.set_marks(&set)?;
             d.record_identity(&config.identity())?;
+            d.record_boot()?;
             for (shard, store) in stores.iter_mut().enumerate() {
                 if marks[shard].is_some() {
                     *store = Some(ShardStore::open_empty(d.path(), shard as u32, sync)?);
@@ -477,6 +486,10 @@ fn log_start(config: &ClusterConfig, dir: Option<&DataDir>, storage_new: bool, s
         Some(d) if storage_new => {
             format!("the data directory {} holds nothing", d.path().display())
         }
+        Some(d) if d.boot() == Boot::Changed => format!(
+            "--durability os wrote {} in another boot of this machine",
+            d.path().display()
+        ),
         Some(d) => format!(
             "their files in {} are missing, or a rejoin was cut short",
             d.path().display()
@@ -511,7 +524,8 @@ fn open_data_dir(config: &ClusterConfig) -> io::Result<Option<DataDir>> {
     match (&config.data_dir, config.durability) {
         (Some(path), Durability::Fsync | Durability::Os) => {
             let sync = config.durability == Durability::Fsync;
-            DataDir::open(path, &config.identity(), sync).map(Some)
+            let boot_id = storage::current_boot_id();
+            DataDir::open(path, &config.identity(), sync, boot_id.as_deref()).map(Some)
         }
         _ => Ok(None),
     }

@@ -16,12 +16,25 @@
 //! | mode     | written                                                  | survives |
 //! |----------|----------------------------------------------------------|----------|
 //! | `fsync`  | `write` + `fdatasync` before any message or reply leaves | any crash, power loss of every node |
-//! | `os`     | `write` (page cache) before any message or reply leaves  | any process crash (kill -9) of any number of nodes; not a power loss |
+//! | `os`     | `write` (page cache) before any message or reply leaves  | any process crash (kill -9) of any number of nodes; the power loss of a minority at a time (its shards rejoin, spec §8.5) |
 //! | `memory` | nothing                                                  | the loss of a minority's state (a restarted node rejoins by rule, spec §8.5) |
 //!
-//! `os` after a power loss would be `memory` after a restart: the node could come back
-//! without a vote it gave or entries it acknowledged, and vote or count again. Use `fsync`
-//! where power can fail.
+//! `os` after a power loss is `memory` after a restart: the files may hold anything older
+//! than what the node acknowledged (a vote it gave, entries it acknowledged), so trusting
+//! them could make it vote or count again. An `os` run therefore records the machine's boot
+//! id before it writes (the `boot` file, below), and a start in another boot rejoins every
+//! shard instead of reading them ([`crate::core::restart::Boot`]). Use `fsync` where a
+//! majority can lose power at once.
+//!
+//! What each write does ([`ShardStore::write`], one [`Persist`] delta at a time): the hard
+//! state first (rewritten in place, synced under `fsync`), then a new snapshot (written aside
+//! and renamed over) and the log rewritten after it, or else the log cut back to where the
+//! delta starts and its entries appended (synced under `fsync`). A write that fails part-way,
+//! or a crash during one, leaves the old state; or the new hard state over the old log; or
+//! that and the log cut back plus some of the new records (a torn one is cut when read
+//! back); for a snapshot, the old one, or the new one over the old log (repaired when opened),
+//! or everything new. The node stops on a failed write (fail-stop), so nothing that depended
+//! on it leaves.
 //!
 //! Reading back stops at the first record that is incomplete or fails its check (a write
 //! torn by a crash of the machine), and cuts the file there.
@@ -39,6 +52,13 @@
 //! - `shard-NNNN.new` / `shard-NNNN.rejoin`: the mark of a shard that does not hold its state
 //!   yet (see [`crate::core::restart`]); set before the state it covers is written, removed
 //!   after the recovered state is.
+//! - `boot`: the boot record of an `os` run (`udplock boot record 1`, then `os <boot id>`),
+//!   written atomically like `identity` once the start's marks are set and before any shard's
+//!   files are written. A start whose boot id differs (or is unknown, or the record does not
+//!   read as one) rejoins every shard; an `fsync` start in the recorded boot syncs every file
+//!   first and removes the record; one after a reboot removes it once its shards are marked
+//!   rejoining. No record: the files hold what `fsync` runs synced (or what an `os` run of a
+//!   version before the record wrote, which cannot be told apart).
 //!
 //! A directory that holds none of these and no shard file is *new*: a first start, or a lost
 //! or mistyped directory, which only `--new-cluster` tells apart (spec §8.5).
@@ -50,7 +70,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::core::raft::{Entry, HardState, Persist, SnapshotMeta};
-use crate::core::restart::Mark;
+use crate::core::restart::{self, Boot, Mark};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +118,21 @@ pub struct Identity {
 const IDENTITY_FORMAT: &str = "udplock data directory 1";
 const IDENTITY_FILE: &str = "identity";
 const LOCK_FILE: &str = "lock";
+/// The boot record an `os` run keeps (see the module docs): [`BOOT_FORMAT`], then
+/// `os <boot id>`.
+const BOOT_FILE: &str = "boot";
+/// First line of the boot record; the number is its format's version.
+const BOOT_FORMAT: &str = "udplock boot record 1";
+/// Where Linux gives the machine's boot id, new at every boot.
+const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The machine's current boot id, `None` if it cannot be read (no `/proc`): the shell reads
+/// it and hands it to [`DataDir::open`].
+pub fn current_boot_id() -> Option<String> {
+    let id = std::fs::read_to_string(BOOT_ID_PATH).ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_string())
+}
 
 /// A node's data directory, locked (`flock`) for as long as this value lives; see the module
 /// docs.
@@ -110,6 +145,13 @@ pub struct DataDir {
     identity_missing: bool,
     /// The directory held nothing of any node when opened.
     new: bool,
+    /// This boot's id, as the shell read it (`None`: unknown).
+    boot_id: Option<String>,
+    /// The boot id the directory's boot record holds (`Some("")`: a record it cannot read);
+    /// `None`: no record.
+    boot_recorded: Option<String>,
+    /// What the record said when the directory was opened.
+    boot: Boot,
 }
 
 /// What a data directory holds for one shard, before its files are opened.
@@ -125,9 +167,17 @@ pub enum ShardFiles {
 
 impl DataDir {
     /// Opens (creating) the directory, takes its lock, and checks that it belongs to
-    /// `identity`. Errors: another process holds it, or it belongs to another node or
-    /// cluster, or its identity file is damaged or of another format.
-    pub fn open(path: &Path, identity: &Identity, sync: bool) -> io::Result<DataDir> {
+    /// `identity`; reads its boot record against `boot_id`, this boot's id
+    /// ([`current_boot_id`]; `None`: unknown), and, for an `fsync` node (`sync`) in the boot
+    /// an `os` run recorded, syncs every file before it trusts them. Errors: another process
+    /// holds it, or it belongs to another node or cluster, or its identity file is damaged or
+    /// of another format.
+    pub fn open(
+        path: &Path,
+        identity: &Identity,
+        sync: bool,
+        boot_id: Option<&str>,
+    ) -> io::Result<DataDir> {
         std::fs::create_dir_all(path)?;
         let lock = OpenOptions::new()
             .read(true)
@@ -190,13 +240,100 @@ impl DataDir {
                 new = false;
             }
         }
-        Ok(DataDir {
+        let mut dir = DataDir {
             path: path.to_path_buf(),
             sync,
             _lock: lock,
             identity_missing: recorded.is_none(),
             new,
-        })
+            boot_id: boot_id.map(str::to_string),
+            boot_recorded: read_boot_record(&path.join(BOOT_FILE))?,
+            boot: Boot::Kept,
+        };
+        dir.boot = restart::boot(dir.boot_recorded.as_deref(), boot_id);
+        dir.check_boot()?;
+        Ok(dir)
+    }
+
+    /// Acts on the boot record found at open (see the module docs).
+    fn check_boot(&mut self) -> io::Result<()> {
+        let path = self.path.display();
+        if self.boot == Boot::Changed {
+            log::warn!(
+                "the data directory {path} was last written with --durability os in another \
+                 boot of this machine (boot id {:?}, now {:?}): a power loss may have dropped \
+                 any of those writes, so its files are not trusted and every shard rejoins \
+                 (spec §8.5)",
+                self.boot_recorded.as_deref().unwrap_or_default(),
+                self.boot_id.as_deref().unwrap_or("unknown")
+            );
+        } else if self.boot_recorded.is_some() && self.sync {
+            // An `os` run in this boot left writes the disk may not hold yet: make them as
+            // durable as this run's own before anything is built on them.
+            for entry in std::fs::read_dir(&self.path)? {
+                let entry = entry?;
+                if entry.file_type()?.is_file() {
+                    File::open(entry.path())?.sync_all()?;
+                }
+            }
+            File::open(&self.path)?.sync_all()?;
+            log::info!(
+                "the data directory {path} was last written with --durability os in this boot: \
+                 its files are synced, and trusted"
+            );
+            self.remove_boot_record()?;
+        }
+        if self.boot_id.is_none() && !self.sync {
+            log::warn!(
+                "this machine's boot id ({BOOT_ID_PATH}) cannot be read: with --durability os \
+                 the node cannot tell a reboot from a process crash, so every restart rejoins \
+                 every shard (spec §8.5), as with --durability memory"
+            );
+        }
+        Ok(())
+    }
+
+    /// What the boot record said when the directory was opened: whether its files can be
+    /// trusted ([`restart::decide`] takes it).
+    pub fn boot(&self) -> Boot {
+        self.boot
+    }
+
+    /// Brings the boot record in line with this run; call it once the marks of the shards
+    /// that rejoin are set, before any shard's files are written. An `os` run records this
+    /// boot's id (written aside, synced, renamed over, the directory synced; an empty id if
+    /// unknown, which no later start trusts); an `fsync` run removes a record.
+    pub fn record_boot(&mut self) -> io::Result<()> {
+        if self.sync {
+            return self.remove_boot_record();
+        }
+        let id = self.boot_id.clone().unwrap_or_default();
+        if self.boot_recorded.as_deref() == Some(id.as_str()) && !id.is_empty() {
+            return Ok(());
+        }
+        let text = format!("{BOOT_FORMAT}\nos {id}\n");
+        let tmp = self.path.join(format!("{BOOT_FILE}.tmp"));
+        let mut file = File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, self.path.join(BOOT_FILE))?;
+        File::open(&self.path)?.sync_all()?;
+        self.boot_recorded = Some(id);
+        Ok(())
+    }
+
+    fn remove_boot_record(&mut self) -> io::Result<()> {
+        if self.boot_recorded.is_none() {
+            return Ok(());
+        }
+        match std::fs::remove_file(self.path.join(BOOT_FILE)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        File::open(&self.path)?.sync_all()?;
+        self.boot_recorded = None;
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -272,6 +409,26 @@ impl DataDir {
         self.identity_missing = false;
         Ok(())
     }
+}
+
+/// The boot id the boot record at `path` holds (`None`: no record; `Some("")`: a record that
+/// does not read as one, which no start trusts).
+fn read_boot_record(path: &Path) -> io::Result<Option<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Some(String::new())),
+        Err(e) => return Err(e),
+    };
+    let mut lines = text.lines();
+    let id = match (
+        lines.next(),
+        lines.next().and_then(|l| l.strip_prefix("os ")),
+    ) {
+        (Some(BOOT_FORMAT), Some(id)) => id.trim().to_string(),
+        _ => String::new(),
+    };
+    Ok(Some(id))
 }
 
 /// The identity file's contents; `None` if they are not of this format.
@@ -996,6 +1153,9 @@ mod tests {
         }
     }
 
+    /// The boot id the tests run in.
+    const BOOT: Option<&str> = Some("0b5e7c1d-this-boot");
+
     fn identity(node: u64, membership: &str) -> Identity {
         Identity {
             membership: membership.to_string(),
@@ -1008,14 +1168,16 @@ mod tests {
     fn a_directory_in_use_is_refused_to_a_second_opener() {
         let dir = dir("locked");
         let me = identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/4");
-        let first = DataDir::open(&dir, &me, false).unwrap();
-        let second = DataDir::open(&dir, &me, false).err().expect("refused");
+        let first = DataDir::open(&dir, &me, false, BOOT).unwrap();
+        let second = DataDir::open(&dir, &me, false, BOOT)
+            .err()
+            .expect("refused");
         assert!(
             second.to_string().contains("in use by another process"),
             "{second}"
         );
         drop(first);
-        DataDir::open(&dir, &me, false).expect("free again once the first closes");
+        DataDir::open(&dir, &me, false, BOOT).expect("free again once the first closes");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1023,7 +1185,7 @@ mod tests {
     fn a_directory_records_its_node_and_refuses_another() {
         let dir = dir("identity");
         let me = identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/4");
-        let mut d = DataDir::open(&dir, &me, true).unwrap();
+        let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
         assert!(d.is_new());
         assert_eq!(d.shard_files(0), ShardFiles::Missing);
         d.record_identity(&me).unwrap();
@@ -1035,20 +1197,22 @@ mod tests {
         );
         assert_eq!(parse_identity(&text), Some(me.clone()));
         // Recorded: no longer new, and the same node opens it again.
-        assert!(!DataDir::open(&dir, &me, true).unwrap().is_new());
+        assert!(!DataDir::open(&dir, &me, true, BOOT).unwrap().is_new());
         for other in [
             identity(2, "1@127.0.0.1:1,2@127.0.0.1:2/4"),
             identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/8"),
             identity(1, "1@127.0.0.1:9,2@127.0.0.1:2/4"),
         ] {
-            let e = DataDir::open(&dir, &other, true).err().expect("refused");
+            let e = DataDir::open(&dir, &other, true, BOOT)
+                .err()
+                .expect("refused");
             assert!(
                 e.to_string().contains("belongs to node 1 of the cluster"),
                 "{e}"
             );
         }
         std::fs::write(dir.join(IDENTITY_FILE), "something else\n").unwrap();
-        let e = DataDir::open(&dir, &me, true).err().expect("refused");
+        let e = DataDir::open(&dir, &me, true, BOOT).err().expect("refused");
         assert!(
             e.to_string().contains("damaged or of another format"),
             "{e}"
@@ -1060,7 +1224,7 @@ mod tests {
     fn marks_say_which_shards_recover_and_files_make_a_directory_not_new() {
         let dir = dir("marks");
         let me = identity(3, "3@127.0.0.1:3/2");
-        let d = DataDir::open(&dir, &me, true).unwrap();
+        let d = DataDir::open(&dir, &me, true, BOOT).unwrap();
         d.set_marks(&[(0, Some(Mark::New)), (1, Some(Mark::New))])
             .unwrap();
         d.set_marks(&[(1, Some(Mark::Rejoin))]).unwrap();
@@ -1088,7 +1252,137 @@ mod tests {
         assert_eq!(d.shard_files(1), ShardFiles::Present);
         drop(d);
         // Shard files without an identity (a directory of an earlier version): not new.
-        assert!(!DataDir::open(&dir, &me, true).unwrap().is_new());
+        assert!(!DataDir::open(&dir, &me, true, BOOT).unwrap().is_new());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// How the shell starts shard `shard` of `d` (`ClusterNode::start_with`): what the
+    /// directory holds, decided with its boot record.
+    fn start_of(d: &DataDir, shard: u32) -> restart::Start {
+        let found = match d.shard_files(shard) {
+            ShardFiles::Marked(mark) => restart::Found::Marked(mark),
+            ShardFiles::Missing => restart::Found::Nothing,
+            ShardFiles::Present if d.boot() == Boot::Changed => restart::Found::Nothing,
+            ShardFiles::Present => {
+                let p = ShardStore::open(d.path(), shard, d.sync).unwrap().1;
+                restart::Found::Files {
+                    hard: p.hard,
+                    snapshot: p.snapshot,
+                    log: p.log,
+                }
+            }
+        };
+        restart::decide(found, d.is_new(), false, d.boot())
+    }
+
+    /// A node that led term 1 of shard `shard` alone and stored it.
+    fn store_a_term(d: &DataDir, shard: u32) {
+        let (mut store, _) = ShardStore::open(d.path(), shard, d.sync).unwrap();
+        let config = Config {
+            id: 1,
+            voters: vec![1],
+            ..Config::default()
+        };
+        let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), Instant::ZERO);
+        raft.handle_timeout(raft.poll_timeout());
+        assert_eq!(raft.role(), Role::Leader);
+        persist(&mut store, &mut raft);
+    }
+
+    /// Issue 9 item 3: `os` writes reach the page cache only, so after a power loss (a new
+    /// boot id) its files may hold anything older than what the node acknowledged. A start
+    /// in another boot than the one the `os` run recorded rejoins every shard (spec §8.5);
+    /// one in the same boot (a process crash) trusts the files.
+    #[test]
+    fn an_os_directory_written_in_another_boot_rejoins_every_shard() {
+        let dir = dir("os-reboot");
+        let me = identity(1, "1@127.0.0.1:1/2");
+        let mut d = DataDir::open(&dir, &me, false, Some("boot-a")).unwrap();
+        assert_eq!(d.boot(), Boot::Kept);
+        d.record_identity(&me).unwrap();
+        d.record_boot().unwrap();
+        store_a_term(&d, 0);
+        store_a_term(&d, 1);
+        drop(d);
+        // A process crash: the same boot, the files are the node's state.
+        let d = DataDir::open(&dir, &me, false, Some("boot-a")).unwrap();
+        assert_eq!(d.boot(), Boot::Kept);
+        for shard in 0..2 {
+            assert!(matches!(
+                start_of(&d, shard),
+                restart::Start::Restore { .. }
+            ));
+        }
+        drop(d);
+        // A power loss: another boot. Every shard rejoins, and the marks say so from now on.
+        let mut d = DataDir::open(&dir, &me, false, Some("boot-b")).unwrap();
+        assert_eq!(d.boot(), Boot::Changed);
+        for shard in 0..2 {
+            let start = start_of(&d, shard);
+            assert!(matches!(start, restart::Start::Rejoin), "{start:?}");
+        }
+        d.set_marks(&[(0, Some(Mark::Rejoin)), (1, Some(Mark::Rejoin))])
+            .unwrap();
+        d.record_boot().unwrap();
+        drop(d);
+        // A crash while rejoining, in the new boot: the record now trusts the files, and the
+        // marks keep the shards rejoining.
+        let d = DataDir::open(&dir, &me, false, Some("boot-b")).unwrap();
+        assert_eq!(d.boot(), Boot::Kept);
+        assert!(matches!(start_of(&d, 0), restart::Start::Rejoin));
+        drop(d);
+        // A boot id that cannot be read is taken for another boot.
+        let d = DataDir::open(&dir, &me, false, None).unwrap();
+        assert_eq!(d.boot(), Boot::Changed);
+        drop(d);
+        // And so is a record that does not read as one.
+        std::fs::write(dir.join(BOOT_FILE), "junk").unwrap();
+        let d = DataDir::open(&dir, &me, false, Some("boot-b")).unwrap();
+        assert_eq!(d.boot(), Boot::Changed);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An `fsync` start on files an `os` run wrote: in the same boot it syncs them, removes
+    /// the record and trusts them; after a reboot its shards rejoin, and the record goes only
+    /// once they are marked.
+    #[test]
+    fn an_fsync_start_after_an_os_run_syncs_in_the_same_boot_and_rejoins_after_a_reboot() {
+        let dir = dir("os-then-fsync");
+        let me = identity(1, "1@127.0.0.1:1/1");
+        let os_run = |boot: &str| {
+            let mut d = DataDir::open(&dir, &me, false, Some(boot)).unwrap();
+            d.record_identity(&me).unwrap();
+            d.record_boot().unwrap();
+            store_a_term(&d, 0);
+        };
+        os_run("boot-a");
+        assert!(dir.join(BOOT_FILE).exists());
+        let d = DataDir::open(&dir, &me, true, Some("boot-a")).unwrap();
+        assert_eq!(d.boot(), Boot::Kept);
+        assert!(!dir.join(BOOT_FILE).exists(), "synced, so no longer needed");
+        assert!(matches!(start_of(&d, 0), restart::Start::Restore { .. }));
+        drop(d);
+        // Without the record, a later start in any boot trusts what fsync made durable.
+        let d = DataDir::open(&dir, &me, true, Some("boot-z")).unwrap();
+        assert_eq!(d.boot(), Boot::Kept);
+        drop(d);
+        os_run("boot-a");
+        let mut d = DataDir::open(&dir, &me, true, Some("boot-b")).unwrap();
+        assert_eq!(d.boot(), Boot::Changed);
+        assert!(matches!(start_of(&d, 0), restart::Start::Rejoin));
+        assert!(
+            dir.join(BOOT_FILE).exists(),
+            "kept until the shards are marked"
+        );
+        d.set_marks(&[(0, Some(Mark::Rejoin))]).unwrap();
+        d.record_boot().unwrap();
+        assert!(!dir.join(BOOT_FILE).exists());
+        drop(d);
+        let d = DataDir::open(&dir, &me, true, Some("boot-b")).unwrap();
+        assert_eq!(d.boot(), Boot::Kept);
+        assert!(matches!(start_of(&d, 0), restart::Start::Rejoin));
+        drop(d);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

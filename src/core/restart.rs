@@ -13,6 +13,8 @@
 //! ```text
 //!   storage at start                         new_cluster   start
 //!   ---------------------------------------  -----------   -------------------------------
+//!   anything, last written by an `os` run      (any)       Rejoin   (a power loss may have
+//!     in another boot of the machine                                  dropped any of it)
 //!   the shard's files, not marked              (any)       Restore: its persisted state
 //!   marked "rejoin"                            (any)       Rejoin   (Raft::rejoin)
 //!   marked "new"                               yes         New      (Raft::start_new)
@@ -34,6 +36,25 @@
 //! that a crash before it has rejoined makes the next start rejoin again instead of trusting
 //! files written meanwhile. A mark is set before the state it covers is persisted and
 //! removed only after the recovered state is.
+//!
+//! # Power loss under durability `os` ([`Boot`])
+//!
+//! Durability `os` writes to the page cache and never waits for the disk: a process crash
+//! loses nothing (the kernel still holds every write), but a power loss (or a kernel crash)
+//! may leave the files holding anything older than what the node acknowledged — a vote
+//! forgotten, acknowledged entries gone — which is *no state*, not the replica's state. The
+//! machine's boot id (`/proc/sys/kernel/random/boot_id`, new at every boot) tells the two
+//! apart: an `os` run records it in the data directory (synced) before it writes anything,
+//! and a start that finds a record of another boot — or cannot tell, because either id is
+//! unknown — does not trust a byte of the files: every shard rejoins. A start in this same
+//! boot trusts them, as after any process crash. So `os` survives the power loss of a
+//! minority of the nodes at a time, like the loss of a minority's disks; a power loss of a
+//! majority loses what they alone held, and the shards wait for an operator (spec §8.5).
+//!
+//! An `fsync` run needs no record: what it wrote is on the disk before anything leaves. One
+//! that starts on files an `os` run wrote in this same boot first syncs them (they are then
+//! as good as its own), then removes the record; after a reboot it rejoins like an `os` run
+//! (and removes the record once the shards are marked).
 
 use std::sync::Arc;
 
@@ -67,6 +88,32 @@ pub enum Found {
     Nothing,
 }
 
+/// Whether a data directory's files hold everything the node wrote to them (see the module
+/// docs, "Power loss under durability `os`").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// They do: no `os` run wrote to them since they were last synced, or one did during this
+    /// boot of the machine, whose page cache still holds its every write.
+    Kept,
+    /// An `os` run wrote to them during another boot, or one this node cannot tell: a power
+    /// loss in between may have dropped any of those writes.
+    Changed,
+}
+
+/// Compares the boot id an `os` run recorded in the data directory (`recorded`; `None`: no
+/// record, no `os` run wrote since the files were last synced) with the machine's current
+/// one (`current`; `None`: unknown). An empty or unknown id never matches: a node that cannot
+/// tell a reboot from a process crash must assume the reboot.
+pub fn boot(recorded: Option<&str>, current: Option<&str>) -> Boot {
+    match (recorded, current) {
+        (None, _) => Boot::Kept,
+        (Some(recorded), Some(current)) if !recorded.is_empty() && recorded == current => {
+            Boot::Kept
+        }
+        (Some(_), _) => Boot::Changed,
+    }
+}
+
 /// How a replica starts.
 #[derive(Clone, Debug)]
 pub enum Start {
@@ -97,8 +144,14 @@ impl Start {
 /// The decision of the table in the module docs. `storage_new`: the node's storage holds
 /// nothing at all — no identity, no shard's files, no mark — which is what a first start
 /// sees (and every start of a `memory` node). `new_cluster`: the operator let this start
-/// create the cluster (`--new-cluster`).
-pub fn decide(found: Found, storage_new: bool, new_cluster: bool) -> Start {
+/// create the cluster (`--new-cluster`). `boot`: what the directory's boot record says
+/// ([`boot`]; `Kept` without a directory); with `Changed` nothing the storage holds counts,
+/// so the shell need not read the shard's files (`found` is then ignored).
+pub fn decide(found: Found, storage_new: bool, new_cluster: bool, boot: Boot) -> Start {
+    if boot == Boot::Changed {
+        // Files a power loss may have cut short: no state (nor a trustworthy "new" mark).
+        return Start::Rejoin;
+    }
     match found {
         Found::Files {
             hard,
@@ -164,30 +217,65 @@ mod tests {
         for new_cluster in [false, true] {
             // Files, even empty ones, are the replica's own state.
             assert!(matches!(
-                decide(files(), true, new_cluster),
+                decide(files(), true, new_cluster, Boot::Kept),
                 Start::Restore { .. }
             ));
             assert!(matches!(
-                decide(Found::Marked(Mark::Rejoin), true, new_cluster),
+                decide(Found::Marked(Mark::Rejoin), true, new_cluster, Boot::Kept),
                 Start::Rejoin
             ));
             // Files lost from a directory that held the node before: never new.
             assert!(matches!(
-                decide(Found::Nothing, false, new_cluster),
+                decide(Found::Nothing, false, new_cluster, Boot::Kept),
                 Start::Rejoin
             ));
         }
         // An empty directory (or memory) is a rejoin unless the operator says "new cluster".
-        assert!(matches!(decide(Found::Nothing, true, false), Start::Rejoin));
-        assert!(matches!(decide(Found::Nothing, true, true), Start::New));
         assert!(matches!(
-            decide(Found::Marked(Mark::New), false, true),
+            decide(Found::Nothing, true, false, Boot::Kept),
+            Start::Rejoin
+        ));
+        assert!(matches!(
+            decide(Found::Nothing, true, true, Boot::Kept),
             Start::New
         ));
         assert!(matches!(
-            decide(Found::Marked(Mark::New), false, false),
+            decide(Found::Marked(Mark::New), false, true, Boot::Kept),
+            Start::New
+        ));
+        assert!(matches!(
+            decide(Found::Marked(Mark::New), false, false, Boot::Kept),
             Start::Rejoin
         ));
         assert!(Mark::Rejoin > Mark::New);
+    }
+
+    #[test]
+    fn files_an_os_run_wrote_in_another_boot_are_never_trusted() {
+        let this = Some("6c7d-this-boot");
+        assert_eq!(boot(None, this), Boot::Kept, "no record: fsync runs only");
+        assert_eq!(boot(None, None), Boot::Kept);
+        assert_eq!(boot(this, this), Boot::Kept, "a process crash in this boot");
+        assert_eq!(boot(Some("earlier-boot"), this), Boot::Changed);
+        // Unknown on either side: assume the reboot.
+        assert_eq!(boot(this, None), Boot::Changed);
+        assert_eq!(boot(Some(""), Some("")), Boot::Changed);
+        for new_cluster in [false, true] {
+            for storage_new in [false, true] {
+                for found in [files(), Found::Marked(Mark::New), Found::Nothing] {
+                    let kept = decide(found.clone(), storage_new, new_cluster, Boot::Kept);
+                    let changed = decide(found, storage_new, new_cluster, Boot::Changed);
+                    assert!(
+                        matches!(changed, Start::Rejoin),
+                        "{changed:?}, else {kept:?}"
+                    );
+                }
+            }
+        }
+        // The same files in the same boot restore.
+        assert!(matches!(
+            decide(files(), false, false, Boot::Kept),
+            Start::Restore { .. }
+        ));
     }
 }

@@ -31,7 +31,7 @@
 //! Persistence ("fsync before send"): after every call into a shard and before delivering
 //! anything it produced, the simulator stores what the shard hands out to be stored
 //! ([`crate::core::shard::Shard::take_persist`], the delta the real storage writes) into its
-//! copy of the node's files ([`Stored`]), and the recovery mark its storage carries while it
+//! copy of the node's files (`Stored`), and the recovery mark its storage carries while it
 //! rejoins (`core::restart::mark`); a crash drops the shard and a restart rebuilds it from
 //! that copy (a fresh rng seed, its clock reading) through the decision a real node makes,
 //! [`crate::core::restart::decide`].
@@ -43,6 +43,17 @@
 //! change that. At most a minority is without its state at any time (no protocol survives
 //! more), and every run starts as a new cluster: each node new, starting once all the others
 //! said they are new too.
+//!
+//! Power loss under durability `os`: in one random seed in `OS_SEEDS_EVERY` every node
+//! writes with `--durability os`: what it stores reaches its page cache (`SimNode::stored`)
+//! at once and its disk (`OsDisk::synced`) only when the kernel writes it back, at random
+//! moments while it runs. A restart may follow a power loss of that node (only while a
+//! majority of the others are up and hold their state, and at most a minority is without
+//! state): its files revert to what was written back, which may lack a vote it gave and
+//! entries it acknowledged, and its boot id changes. The boot record its runs keep in the
+//! directory (`cluster::storage::DataDir`) then differs from the boot id, so every shard
+//! rejoins by the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that
+//! trusted such files.
 //!
 //! Failed and torn writes: a disk node's write may fail part-way, or a crash may tear it,
 //! while it persists what one input produced. The node stops (fail-stop: nothing that input
@@ -106,7 +117,7 @@ pub use self::scenarios::Scenario;
 use self::scenarios::Script;
 use crate::core::lock_table::{self, Request};
 use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
-use crate::core::restart::{self, Found, Mark};
+use crate::core::restart::{self, Boot, Found, Mark};
 use crate::core::shard::{self, Shard};
 use crate::core::time::{Duration, Instant};
 
@@ -192,6 +203,9 @@ pub struct SimReport {
     pub leaves: u64,
     pub leaves_handed_over: u64,
     pub disk_losses: u64,
+    /// Restarts of `os` nodes after a power loss (their files reverted to what the kernel
+    /// had written back; see the module docs).
+    pub power_losses: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
@@ -336,6 +350,10 @@ enum Event {
     Resume {
         node: NodeId,
     },
+    /// The kernel of `os` node `node` writes its page cache back to the disk.
+    Writeback {
+        node: NodeId,
+    },
     /// Note the commit index the replicas must all reach by the end.
     CatchUpMark,
     /// Leader `from` starts handing leadership to `to` (a fault or a scenario; an event, so
@@ -360,8 +378,13 @@ enum Event {
 struct SimNode {
     id: NodeId,
     shard: Option<Shard>,
-    /// What survives a crash (see the module docs).
+    /// What survives a crash (see the module docs); for an `os` node, what its page cache
+    /// holds.
     stored: Stored,
+    /// Durability `os`: what survives a power loss (see the module docs).
+    os: Option<OsDisk>,
+    /// The machine's boot id: a power loss starts another boot.
+    boot: u64,
     /// This node keeps no state (durability `memory`): every restart loses it.
     memory: bool,
     /// Snapshot cadence `(every, keep)` in random runs: each node its own, as real nodes
@@ -511,6 +534,8 @@ impl Sim {
                 id,
                 shard: None,
                 stored: Stored::default(),
+                os: os_seed(&config).then(OsDisk::default),
+                boot: 1,
                 memory: false,
                 compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
                 identity: false,
@@ -590,6 +615,12 @@ impl Sim {
             let first = Duration::from_millis(sim.rng.gen_range(200..1_500));
             sim.schedule(first, Event::Fault);
         }
+        if os_seed(&sim.config) {
+            for node in 1..=sim.nodes.len() as NodeId {
+                let after = sim.rng.gen_range(WRITEBACK_INTERVAL_MS);
+                sim.schedule(Duration::from_millis(after), Event::Writeback { node });
+            }
+        }
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
         Ok(sim)
@@ -652,7 +683,15 @@ impl Sim {
             },
             None => Found::Nothing,
         };
-        let start = restart::decide(found, storage_new, n.new_cluster);
+        // An `os` node's boot record against its boot id (`DataDir::open`).
+        let boot = match &n.os {
+            Some(os) if !n.memory => restart::boot(
+                os.recorded.map(|b| b.to_string()).as_deref(),
+                Some(&n.boot.to_string()),
+            ),
+            _ => Boot::Kept,
+        };
+        let start = restart::decide(found, storage_new, n.new_cluster, boot);
         if !n.memory {
             n.mark = start.mark();
             n.identity = true;
@@ -661,6 +700,10 @@ impl Sim {
         if start.mark().is_some() {
             // Opened empty, whatever the files held (`ShardStore::open_empty`).
             n.stored = Stored::default();
+        }
+        if let Some(os) = n.os.as_mut() {
+            // Once the marks are set (`DataDir::record_boot`); written synced.
+            os.recorded = Some(n.boot);
         }
         let mut shard =
             Shard::start(config, seed, start, local).expect("the persisted snapshot decodes");
@@ -870,8 +913,22 @@ impl Sim {
                         let settings = logged_settings(&mut self.rng);
                         self.node(node).settings = settings;
                     }
+                    let os = self.node(node).os.is_some();
                     if memory {
                         self.report.amnesia_restarts += 1;
+                    } else if os
+                        && others_whole
+                        && room
+                        && self.rng.gen_bool(POWER_LOSS_PROBABILITY)
+                    {
+                        // The node crashed with its machine: the files hold what the kernel
+                        // had written back, and the machine boots again.
+                        let n = self.node(node);
+                        let disk = n.os.as_ref().expect("os");
+                        n.stored = disk.synced.clone();
+                        n.mark = disk.synced_mark;
+                        n.boot += 1;
+                        self.report.power_losses += 1;
                     } else if self.config.scenario.is_none()
                         && others_whole
                         && room
@@ -879,6 +936,9 @@ impl Sim {
                     {
                         let n = self.node(node);
                         n.stored = Stored::default();
+                        if let Some(disk) = n.os.as_mut() {
+                            *disk = OsDisk::default();
+                        }
                         n.files = false;
                         n.identity = false;
                         n.mark = None;
@@ -892,6 +952,17 @@ impl Sim {
                     }
                     self.start_node(node)?;
                 }
+            }
+            Event::Writeback { node } => {
+                let n = self.node(node);
+                if n.shard.is_some() {
+                    let (stored, mark) = (n.stored.clone(), n.mark);
+                    let disk = n.os.as_mut().expect("only os nodes write back");
+                    disk.synced = stored;
+                    disk.synced_mark = mark;
+                }
+                let after = self.rng.gen_range(WRITEBACK_INTERVAL_MS);
+                self.schedule(Duration::from_millis(after), Event::Writeback { node });
             }
             Event::Resume { node } => {
                 let now = self.now;
@@ -1792,6 +1863,34 @@ fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
 /// Chance that persisting what one input changed fails part-way or is torn (see the module
 /// docs): a few times per run, on top of the crash faults.
 const TORN_WRITE_PROBABILITY: f64 = 0.0005;
+
+/// One random seed in this many (those with `seed % OS_SEEDS_EVERY == 2`) runs its nodes
+/// with `--durability os` (see the module docs).
+const OS_SEEDS_EVERY: u64 = 4;
+
+fn os_seed(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % OS_SEEDS_EVERY == 2
+}
+
+/// How often (ms) an `os` node's kernel writes its page cache back: Linux wakes its flusher
+/// every 5 s and writes what has been dirty for 30 s; shorter here, so that a power loss may
+/// find the disk a little or a lot behind.
+const WRITEBACK_INTERVAL_MS: std::ops::Range<u64> = 200..6_000;
+
+/// Chance that a restart of an `os` node follows a power loss (when a minority can lose its
+/// state; see the module docs).
+const POWER_LOSS_PROBABILITY: f64 = 0.5;
+
+/// What an `os` node's disk holds beyond its page cache (see the module docs).
+#[derive(Clone, Debug, Default)]
+struct OsDisk {
+    /// The files as the kernel last wrote them back: what a power loss leaves.
+    synced: Stored,
+    /// The recovery mark then.
+    synced_mark: Option<Mark>,
+    /// The boot id the directory's boot record holds (written synced).
+    recorded: Option<u64>,
+}
 
 /// What a disk node's files hold for its shard, as `cluster::storage` would leave them: kept
 /// up to date from the same deltas ([`raft::Persist`]) the real storage writes.
