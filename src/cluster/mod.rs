@@ -153,6 +153,9 @@ impl ClusterConfig {
             table: self.table.clone(),
             compact_every: self.compact_every,
             compact_keep: self.compact_keep,
+            // Without a store (`memory`) the core hands out no write: nothing to store.
+            stores_state: self.durability != Durability::Memory,
+            ..node::Config::new(self.node_id, self.peers.clone())
         }
     }
 

@@ -1,19 +1,23 @@
-//! A deterministic whole-service simulator (issue 3 §5: "the main test"): replicas of one
-//! shard ([`Shard`], the code a node runs: Raft plus the replicated lock table) and lock
-//! clients that follow the spec's client rules, over a simulated network, on simulated
-//! drifting clocks.
+//! A deterministic whole-service simulator (issue 3 §5: "the main test"): whole nodes
+//! ([`Node`], the core a real node runs: routing, authentication, coalescing, redirects, and
+//! its shard replica — Raft plus the replicated lock table) fed the datagrams a real node
+//! would get, and lock clients that follow the spec's client rules, over a simulated network,
+//! on simulated drifting clocks. One shard is simulated.
 //!
 //! One `u64` seed drives everything: the network (latency, loss, duplication, reordering,
 //! delay spikes), every node's and every client's clock rate and offset, every node's rng
 //! seed (also after each restart), every client's session id and workload, each replica's
-//! snapshot cadence, and the faults (partitions of every shape, an isolated leader, crashes
-//! and restarts, pauses, leadership transfers, graceful leaves: a node hands over what it
-//! leads, stops, and comes back later, and junk snapshots a faulty peer sends a follower as
-//! if from its leader). One seed in three also has a preferred leader, to
-//! which whoever leads hands the shard once it is caught up (leader spreading), and one in
-//! four has leaders that answer OVERLOADED whenever two proposals are uncommitted. Nothing
-//! reads a real clock, and no decision depends on a hash map's iteration order, so a failing
-//! seed fails the same way every time.
+//! snapshot cadence, the cluster key, and the faults (partitions of every shape, an isolated
+//! leader, crashes and restarts, pauses, leadership transfers, graceful leaves: a node hands
+//! over what it leads, stops, and comes back later, and junk snapshots a faulty peer sends a
+//! follower as if from its leader). One seed in three also spreads leaders (whoever leads
+//! hands the shard to its preferred node once that one is caught up), one in four has
+//! leaders that answer OVERLOADED whenever two proposals are uncommitted, and one in four
+//! (`KEYLESS_SEEDS_EVERY`) runs without a cluster key, as every scenario does; the others
+//! authenticate every node-to-node datagram (spec §8.11), so the network's duplicates,
+//! late copies and a restarted node's first exchanges go through the checks a real node
+//! makes. Nothing reads a real clock, and no decision depends on a hash map's iteration
+//! order, so a failing seed fails the same way every time.
 //!
 //! # Data flow
 //!
@@ -21,20 +25,25 @@
 //! into exactly one core with that core's own clock reading:
 //!
 //! ```text
-//!   peer datagram ──> Shard::handle_message ─┐
-//!   node timer    ──> Shard::handle_timeout ├─> persist hard_state + log ─> poll_message ─> network
-//!   client request──> Shard::handle_request ─┘   (before anything leaves)   poll_reply   ─> network ─> client
-//!                          │ Err(NotLeader) ──> NOT_LEADER reply (with the hint) ─> network ─> client
-//!   client timer  ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
+//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> stored copy
+//!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (before anything leaves)
+//!   client request ──> encoded (wire.rs) ────┘                  └─> poll_transmit ─> network ─> node
+//!                                                                                  └─> decoded ─> client
+//!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
 //! ```
 //!
-//! Persistence ("fsync before send"): after every call into a shard and before delivering
-//! anything it produced, the simulator stores what the shard hands out to be stored
-//! ([`crate::core::shard::Shard::take_persist`], the delta the real storage writes) into its
-//! copy of the node's files (`Stored`), and the recovery mark its storage carries while it
-//! rejoins (`core::restart::mark`); a crash drops the shard and a restart rebuilds it from
-//! that copy (a fresh rng seed, its clock reading) through the decision a real node makes,
-//! [`crate::core::restart::decide`].
+//! The checkers read the replicas (`Node::shards`) and the Raft messages inside the PEER
+//! datagrams (decoded by the codec, `wire.rs`); the nodes know nothing of it. Under a
+//! scenario, whose script may hold a Raft message back and deliver it late, each message
+//! travels as its own (unauthenticated) datagram.
+//!
+//! Persistence ("fsync before send"): after every call into a node and before delivering
+//! anything it produced, the simulator stores each write the node hands out
+//! ([`Node::poll_persist`]: the recovery mark, the Raft delta the real storage writes, in
+//! that order) into its copy of the node's files (`Stored`), and checks that no datagram
+//! names a write not yet stored; a crash drops the node and a restart builds a new one from
+//! that copy (a fresh rng seed, its clock reading, a new incarnation) through the decision a
+//! real node makes, [`crate::core::restart::decide`].
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
@@ -85,7 +94,9 @@
 //!   answers that no follower gave, issue 7 A3, fails here);
 //! - **no false forgery** (issue 7 D): no replica drops a message as coming from a faulty or
 //!   forged peer ([`crate::core::raft::Raft::faulty_drops`]) but the junk snapshots the
-//!   simulator itself sends: every other peer here is correct.
+//!   simulator itself sends, and no node drops a datagram as forged (spec §8.11.5 checks 1
+//!   and 2) but those junk datagrams: every other peer here is correct. (Drops for age —
+//!   the network's duplicates, datagrams of an earlier life — are expected.)
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order, durability of acknowledged answers against the final committed
@@ -101,6 +112,7 @@ mod clients;
 mod scenarios;
 #[cfg(test)]
 mod tests;
+mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -116,10 +128,13 @@ use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
 pub use self::scenarios::Scenario;
 use self::scenarios::Script;
 use crate::core::lock_table::{self, Request};
+use crate::core::node::{self, Node, NodeStats, ShardWrite};
+use crate::core::peer_auth::{AuthDrop, KeySet};
 use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
 use crate::core::restart::{self, Boot, Found, Mark};
 use crate::core::shard::{self, Shard};
 use crate::core::time::{Duration, Instant};
+use std::sync::Arc;
 
 /// What one simulation run does.
 #[derive(Clone, Debug)]
@@ -319,10 +334,11 @@ impl Clock {
 
 #[derive(Clone, Debug)]
 enum Event {
+    /// A node-to-node datagram (PEER, PEER_SETTINGS), as sent.
     Peer {
         to: NodeId,
         from: NodeId,
-        msg: Message,
+        datagram: Arc<Vec<u8>>,
     },
     Request {
         to: NodeId,
@@ -377,7 +393,10 @@ enum Event {
 
 struct SimNode {
     id: NodeId,
-    shard: Option<Shard>,
+    /// The node's core while it runs: the code a real node runs, fed bytes.
+    node: Option<Node>,
+    /// Its counters (this incarnation's).
+    stats: Arc<NodeStats>,
     /// What survives a crash (see the module docs); for an `os` node, what its page cache
     /// holds.
     stored: Stored,
@@ -420,6 +439,18 @@ struct SimNode {
     /// a forgery on a cluster without a key) delivered to this incarnation: each may be
     /// dropped as faulty, and must change nothing else (issue 8).
     junk_snapshots: u64,
+    /// Unauthenticated junk datagrams sent to this incarnation of a node that has a key: each
+    /// must be dropped by the authentication checks (spec §8.11) and counted as such.
+    junk_unauthenticated: u64,
+    /// The last write of this incarnation's core that was stored (its `seq`).
+    stored_seq: u64,
+}
+
+impl SimNode {
+    /// Its replica of the one shard simulated.
+    pub(crate) fn shard(&self) -> Option<&Shard> {
+        self.node.as_ref().map(|n| &n.shards()[0])
+    }
 }
 
 /// An entry some replica applied: the term and data, and when it first was.
@@ -436,6 +467,11 @@ struct Applied {
 pub(crate) struct Sim {
     config: SimConfig,
     shard_config: shard::Config,
+    /// The cluster's keys (spec §8.11): most random runs have one; the others and the
+    /// scenarios run without, where a datagram held back and delivered late can be rebuilt
+    /// from its messages, and a faulty peer's junk reaches Raft.
+    keys: KeySet,
+    cluster_id: u64,
     /// A node's wall clock reads this plus its local clock, in µs (INIT's first token).
     wall_clock_base_us: u64,
     rng: StdRng,
@@ -532,7 +568,8 @@ impl Sim {
             .iter()
             .map(|&id| SimNode {
                 id,
-                shard: None,
+                node: None,
+                stats: Arc::default(),
                 stored: Stored::default(),
                 os: os_seed(&config).then(OsDisk::default),
                 boot: 1,
@@ -553,6 +590,8 @@ impl Sim {
                 was_leader_in: None,
                 heard_leader: None,
                 junk_snapshots: 0,
+                junk_unauthenticated: 0,
+                stored_seq: 0,
             })
             .collect();
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
@@ -576,9 +615,18 @@ impl Sim {
         let heal_at = Instant::ZERO + config.safety_phase;
         let end = heal_at + config.liveness_phase;
         let script = config.scenario.map(Script::new);
+        let secret: [u8; 32] = rng.gen();
+        let keys = if keyless_seed(&config) {
+            KeySet::unauthenticated()
+        } else {
+            KeySet::single(udplock_protocol::ClusterKey::new(&secret))
+        };
+        let cluster_id = cluster_config(&config, &shard_config, 1).cluster_id();
         let mut sim = Sim {
             config,
             shard_config,
+            keys,
+            cluster_id,
             wall_clock_base_us,
             rng,
             now: Instant::ZERO,
@@ -657,10 +705,10 @@ impl Sim {
 
     fn start_node(&mut self, id: NodeId) -> Result<(), SimFailure> {
         let seed = self.rng.gen();
-        let mut config = self.shard_config.clone();
-        config.raft.id = id;
+        let mut config = cluster_config(&self.config, &self.shard_config, id);
         let now = self.now;
         let overload = overload_seed(&self.config);
+        let random = self.config.scenario.is_none();
         let n = self.node(id);
         config.table.ttl_default_ms = n.settings.ttl_default_ms;
         config.table.retry_after_ms = n.settings.retry_after_ms;
@@ -669,8 +717,14 @@ impl Sim {
             // Every node answers with the long hint of those seeds (see `overload_seed`).
             config.table.retry_after_ms = OVERLOAD_RETRY_AFTER_MS;
         }
+        config.stores_state = !n.memory;
+        if random {
+            // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
+            // snapshot happen under every fault; most scenarios keep whole logs to point at
+            // entries.
+            (config.compact_every, config.compact_keep) = n.compaction;
+        }
         let local = n.clock.local(now);
-        let (every, keep) = n.compaction;
         // What a real node's storage would show it (`cluster::storage`), and its decision.
         let storage_new = n.memory || (!n.identity && !n.files && n.mark.is_none());
         let found = match n.mark {
@@ -705,43 +759,35 @@ impl Sim {
             // Once the marks are set (`DataDir::record_boot`); written synced.
             os.recorded = Some(n.boot);
         }
-        let mut shard =
-            Shard::start(config, seed, start, local).expect("the persisted snapshot decodes");
-        if let Some(preferred) = preferred_leader(&self.config) {
-            // As every node of a cluster does (shard `s` prefers node `s mod n`): whoever leads
-            // hands the shard to its preferred node once that one is caught up.
-            shard.set_preferred_leader(Some(preferred));
-        }
-        match self.config.scenario {
-            // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
-            // snapshot happen under every fault; most scenarios keep whole logs to point at
-            // entries.
-            None => {
-                shard.set_compaction(every, keep);
-                if overload_seed(&self.config) {
-                    // Leaders answer OVERLOADED whenever two proposals are uncommitted, so
-                    // clients meet it under every fault (issue 7: its paths were never
-                    // simulated).
-                    shard.set_uncommitted_max(OVERLOAD_UNCOMMITTED_MAX);
-                }
-            }
-            Some(s) => {
-                if let Some((every, keep)) = s.compaction() {
-                    shard.set_compaction(every, keep);
-                }
-            }
-        }
+        let stats = Arc::new(NodeStats::default());
+        // Spec §8.11: a number this node never used before (the wall clock at its start).
+        let incarnation = self.wall_clock_base_us + local.as_micros() + 1;
+        let keys = self.keys.clone();
+        let mut core = Node::new(
+            config,
+            vec![start],
+            keys,
+            incarnation,
+            seed,
+            stats.clone(),
+            local,
+        )
+        .expect("the node starts: its configuration is valid, its snapshot decodes");
+        core.set_wall_clock(local, self.wall_clock_base_us + local.as_micros());
         let n = self.node(id);
-        n.shard = Some(shard);
+        n.node = Some(core);
+        n.stats = stats;
         n.applied = 0;
         n.was_leader_in = None;
         n.junk_snapshots = 0;
+        n.junk_unauthenticated = 0;
+        n.stored_seq = 0;
         self.after_call(id)
     }
 
     fn crash(&mut self, id: NodeId) {
         let n = self.node(id);
-        n.shard = None;
+        n.node = None;
         n.timer_generation += 1;
         n.crashes += 1;
         self.report.crashes += 1;
@@ -778,38 +824,40 @@ impl Sim {
 
     fn handle(&mut self, event: Event) -> Result<(), SimFailure> {
         match event {
-            Event::Peer { to, from, msg } => {
+            Event::Peer { to, from, datagram } => {
                 if self.blocked.contains(&(from, to)) {
                     return Ok(());
                 }
                 if let Some(until) = self.node(to).paused_until {
                     // A frozen process: the datagram waits in its socket buffer.
-                    self.schedule_at(until, Event::Peer { to, from, msg });
+                    self.schedule_at(until, Event::Peer { to, from, datagram });
                     return Ok(());
                 }
-                let now = self.now;
-                let n = self.node(to);
-                let local = n.clock.local(now);
-                let Some(shard) = n.shard.as_mut() else {
-                    return Ok(()); // crashed: lost
-                };
-                let ack = match &msg {
+                // What it carries, read by the checkers (the node reads it itself).
+                let messages = wire::peer_messages(&datagram);
+                let ack = messages.iter().find_map(|(_, m)| match m {
                     Message::AppendReply {
                         success: true,
                         match_index,
                         ..
                     } => Some(*match_index),
                     _ => None,
-                };
-                let from_leader = match msg {
+                });
+                let from_leader = messages.iter().find_map(|(_, m)| match m {
                     Message::Append { term, .. } | Message::InstallSnapshot { term, .. } => {
-                        Some(term)
+                        Some(*term)
                     }
                     _ => None,
+                });
+                let now = self.now;
+                let n = self.node(to);
+                let local = n.clock.local(now);
+                let Some(core) = n.node.as_mut() else {
+                    return Ok(()); // crashed: lost
                 };
-                shard.handle_message(local, from, msg);
+                core.handle_datagram(local, wire::node_addr(from), &datagram);
                 if let Some(term) = from_leader {
-                    let raft = shard.raft();
+                    let raft = core.shards()[0].raft();
                     if raft.term() == term && raft.leader() == Some(from) {
                         n.heard_leader = Some((term, from, now));
                     }
@@ -848,8 +896,9 @@ impl Sim {
             }
             Event::Timer { node, generation } => {
                 let now = self.now;
+                let base = self.wall_clock_base_us;
                 let n = self.node(node);
-                if n.timer_generation != generation || n.shard.is_none() {
+                if n.timer_generation != generation || n.node.is_none() {
                     return Ok(());
                 }
                 if let Some(until) = n.paused_until {
@@ -857,9 +906,11 @@ impl Sim {
                     return Ok(());
                 }
                 let local = n.clock.local(now);
-                let shard = n.shard.as_mut().expect("running");
-                if shard.poll_timeout() <= local {
-                    shard.handle_timeout(local);
+                let core = n.node.as_mut().expect("running");
+                if core.poll_timeout() <= local {
+                    // As the shell does on its timer turns: the wall clock, then the timers.
+                    core.set_wall_clock(local, base + local.as_micros());
+                    core.handle_timeout(local);
                 }
                 self.after_call(node)?;
             }
@@ -883,7 +934,7 @@ impl Sim {
             }
             Event::Heal => self.heal()?,
             Event::Restart { node } => {
-                if self.node(node).shard.is_none() {
+                if self.node(node).node.is_none() {
                     // Lost state (see the module docs). A `memory` node loses it on every
                     // restart, so it restarts only while a majority of the others are up and
                     // hold theirs (else it waits); a disk node may come back without its
@@ -893,7 +944,7 @@ impl Sim {
                         .nodes
                         .iter()
                         .filter(|n| {
-                            n.id != node && n.shard.as_ref().is_some_and(|s| !s.raft().rejoining())
+                            n.id != node && n.shard().is_some_and(|s| !s.raft().rejoining())
                         })
                         .count();
                     let others_whole = whole > self.nodes.len() / 2;
@@ -955,7 +1006,7 @@ impl Sim {
             }
             Event::Writeback { node } => {
                 let n = self.node(node);
-                if n.shard.is_some() {
+                if n.node.is_some() {
                     let (stored, mark) = (n.stored.clone(), n.mark);
                     let disk = n.os.as_mut().expect("only os nodes write back");
                     disk.synced = stored;
@@ -982,8 +1033,8 @@ impl Sim {
                 let now = self.now;
                 let n = self.node(from);
                 let local = n.clock.local(now);
-                if let Some(shard) = n.shard.as_mut() {
-                    let _ = shard.transfer_leadership(local, to);
+                if let Some(core) = n.node.as_mut() {
+                    core.transfer_leadership(local, 0, to);
                 }
                 self.after_call(from)?;
             }
@@ -992,7 +1043,7 @@ impl Sim {
                 let commit = self
                     .nodes
                     .iter()
-                    .filter_map(|n| n.shard.as_ref())
+                    .filter_map(|n| n.shard())
                     .map(|s| s.raft().commit_index())
                     .max();
                 self.catch_up_index = commit;
@@ -1009,19 +1060,14 @@ impl Sim {
     ) -> Result<(), SimFailure> {
         let now = self.now;
         self.report.messages_delivered += 1;
+        let datagram = wire::request_datagram(&request);
         let n = self.node(to);
         let local = n.clock.local(now);
-        let Some(shard) = n.shard.as_mut() else {
+        let Some(core) = n.node.as_mut() else {
             return Ok(());
         };
-        if let Err(not_leader) = shard.handle_request(local, request) {
-            let msg = ReplyMsg::NotLeader {
-                id: request.id,
-                attempt: request.attempt,
-                hint: not_leader.leader_hint,
-            };
-            self.send_reply(to, from, msg);
-        }
+        core.handle_datagram(local, request.reply_to, &datagram);
+        let _ = from;
         self.after_call(to)
     }
 
@@ -1038,91 +1084,128 @@ impl Sim {
             self.script = Some(script);
             result?;
         }
-        if self.node(node).shard.is_some() {
+        if self.node(node).node.is_some() {
             self.after_call(node)?;
         }
         Ok(())
     }
 
-    /// After any call into a node's shard: persist, send its messages and replies, re-arm
-    /// its timer, observe what it applied.
+    /// After any call into a node: store what its core hands out to store, send what it
+    /// hands out to send, re-arm its timer, observe what it applied.
     fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
         let now = self.now;
-        let persist = {
-            let wall_clock_base_us = self.wall_clock_base_us;
-            let n = &mut self.nodes[(id - 1) as usize];
-            let Some(shard) = n.shard.as_mut() else {
+        let i = (id - 1) as usize;
+        {
+            let n = &self.nodes[i];
+            let Some(core) = n.node.as_ref() else {
                 return Ok(());
             };
-            if shard.wants_wall_clock() {
-                // As the node's shell does: INIT takes the wall clock of the moment.
-                let local = n.clock.local(now);
-                shard.propose_init(local, wall_clock_base_us + local.as_micros());
-            }
             // Every node here is correct: a message one of them dropped as faulty or
             // malformed was a correct message misjudged (but for the junk snapshots a faulty
             // peer sent it).
-            let drops = shard.raft().faulty_drops();
+            let drops = core.shards()[0].raft().faulty_drops();
             if drops > n.junk_snapshots {
                 return Err(self.fail(format!(
                     "node {id} dropped {drops} message(s) of correct peers as faulty or \
                      malformed (its log says which)"
                 )));
             }
-            let persist = shard.take_persist();
-            if persist.as_ref().is_some_and(|p| p.snapshot.is_some()) {
+            // Nor does a correct peer's datagram fail the authentication checks for anything
+            // but its age (a duplicate, one from an earlier life of either end: spec §8.11).
+            let misjudged: u64 = [
+                AuthDrop::Unauthenticated,
+                AuthDrop::UnknownKey,
+                AuthDrop::BadMac,
+                AuthDrop::WrongReceiver,
+            ]
+            .iter()
+            .map(|&r| n.stats.auth_dropped(r))
+            .sum();
+            if misjudged > n.junk_unauthenticated {
+                return Err(self.fail(format!(
+                    "node {id} dropped {misjudged} datagram(s) of correct peers as forged \
+                     (spec §8.11)"
+                )));
+            }
+        }
+        // The writes first, in order: nothing below leaves before what it depends on is
+        // stored (the core names it; this shell, like the real one, stores everything first).
+        loop {
+            let n = &mut self.nodes[i];
+            let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
+                break;
+            };
+            assert_eq!(write.shard, 0, "one shard is simulated");
+            n.stored_seq = write.seq;
+            if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
                 self.report.snapshots += 1;
             }
-            // A `memory` node writes nothing: the delta is dropped, as its shell drops it.
-            persist.filter(|_| !n.memory)
-        };
-        if let Some(persist) = &persist {
-            if self.tear_write(id, persist) {
+            if self.nodes[i].memory {
+                // A `memory` node writes nothing: its shell drops the writes.
+                continue;
+            }
+            if self.tear_write(id, &write) {
                 return Ok(());
             }
-        }
-        let mut messages = Vec::new();
-        let mut replies = Vec::new();
-        let timer_local;
-        {
-            let n = &mut self.nodes[(id - 1) as usize];
-            let Some(shard) = n.shard.as_mut() else {
-                return Ok(());
-            };
-            if !n.memory {
-                // Atomic here; a real node sets a stronger mark before the state it covers
-                // and clears one after it (see `cluster`).
-                n.mark = restart::mark(shard.raft());
+            let n = &mut self.nodes[i];
+            if let Some(mark) = write.mark_first {
+                n.mark = Some(mark);
             }
-            if let Some(persist) = &persist {
+            if let Some(persist) = &write.raft {
                 n.stored.write(persist);
             }
-            while let Some(m) = shard.poll_message() {
-                messages.push(m);
+            if let Some(mark) = write.mark_then {
+                n.mark = mark;
             }
-            while let Some(r) = shard.poll_reply() {
-                replies.push(r);
+        }
+        let mut transmits = Vec::new();
+        let timer_local;
+        {
+            let n = &mut self.nodes[i];
+            let core = n.node.as_mut().expect("running");
+            let mut buf = vec![0u8; udplock_protocol::PEER_DATAGRAM_LEN_MAX];
+            while let Some(t) = core.poll_transmit(&mut buf) {
+                transmits.push((t, buf[..t.len].to_vec()));
             }
-            timer_local = shard.poll_timeout();
+            timer_local = core.poll_timeout();
             n.timer_generation += 1;
         }
-        for (to, msg) in messages {
-            self.send_peer(id, to, msg);
-        }
-        for reply in replies {
-            if reply.to == PROBE_ADDR {
-                if let Some(&op) = self.probes.get(&reply.id) {
-                    self.hist.answered(op, now, reply);
-                    self.report.reads += 1;
+        for (t, datagram) in transmits {
+            if t.after > self.nodes[i].stored_seq {
+                return Err(self.fail(format!(
+                    "node {id} handed out a datagram that depends on write {} before that \
+                     write",
+                    t.after
+                )));
+            }
+            if t.to_peer {
+                let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
+                    return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));
+                };
+                self.send_peer(id, to, datagram);
+                continue;
+            }
+            let Some(msg) = wire::reply_msg(&datagram, t.to, self.nodes.len()) else {
+                return Err(self.fail(format!(
+                    "node {id} sent {} a datagram no client can read",
+                    t.to
+                )));
+            };
+            if t.to == PROBE_ADDR {
+                if let ReplyMsg::Answer(reply) = msg {
+                    if let Some(&op) = self.probes.get(&reply.id) {
+                        self.hist.answered(op, now, *reply);
+                        self.report.reads += 1;
+                    }
                 }
                 continue;
             }
-            let Some(&client) = self.client_by_addr.get(&reply.to) else {
+            let Some(&client) = self.client_by_addr.get(&t.to) else {
                 return Err(self.fail(format!(
-                    "node {id} answered an address no client has: {reply:?}"
+                    "node {id} answered an address no client has: {msg:?}"
                 )));
             };
-            self.send_reply(id, client, ReplyMsg::Answer(Box::new(reply)));
+            self.send_reply(id, client, msg);
         }
         let n = self.node(id);
         let at = n.clock.true_time(timer_local).max(now);
@@ -1138,10 +1221,13 @@ impl Sim {
     }
 
     /// Sometimes (random runs, before healing) the write of what the last input produced
-    /// (`persist`) fails part-way or is torn: the files get part of it (see the module docs
-    /// and [`Stored::write_torn`]) and the node stops before anything that input produced
+    /// fails part-way or is torn: the files get part of it (see the module docs and
+    /// [`Stored::write_torn`]) and the node stops before anything that input produced
     /// leaves. True if it did.
-    fn tear_write(&mut self, id: NodeId, persist: &raft::Persist) -> bool {
+    fn tear_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
+        let Some(persist) = &write.raft else {
+            return false;
+        };
         if !self.config.faults || self.config.scenario.is_some() || self.healed {
             return false;
         }
@@ -1152,11 +1238,10 @@ impl Sim {
         let stage = self.rng.gen_range(0..3u8);
         let all_new = self.rng.gen_bool(0.5);
         let appended = self.rng.gen_range(0..=persist.entries.len());
-        let i = (id - 1) as usize;
-        let n = &mut self.nodes[i];
-        let mark = restart::mark(n.shard.as_ref().expect("running").raft());
-        if mark > n.mark {
-            n.mark = mark;
+        let n = self.node(id);
+        // A stronger mark goes down before the state it covers.
+        if let Some(mark) = write.mark_first {
+            n.mark = Some(mark);
         }
         n.stored.write_torn(persist, stage, all_new, appended);
         self.report.torn_writes += 1;
@@ -1185,19 +1270,56 @@ impl Sim {
             .collect()
     }
 
-    fn send_peer(&mut self, from: NodeId, to: NodeId, msg: Message) {
-        if let Some(mut script) = self.script.take() {
-            // A scenario may hold a message back (to deliver it late itself) or copy it.
-            let deliver = script.on_send(self, from, to, &msg);
+    /// A node-to-node datagram from `from` to `to`, through the network. Under a scenario
+    /// (whose clusters have no key) the script sees each Raft message it carries and may
+    /// hold one back to deliver late itself; each message then travels alone, as its own
+    /// datagram.
+    fn send_peer(&mut self, from: NodeId, to: NodeId, datagram: Vec<u8>) {
+        let Some(mut script) = self.script.take() else {
+            let datagram = Arc::new(datagram);
+            for latency in self.copies(from, to) {
+                let datagram = datagram.clone();
+                self.schedule(latency, Event::Peer { to, from, datagram });
+            }
+            return;
+        };
+        let messages = wire::peer_messages(&datagram);
+        if messages.is_empty() {
+            // PEER_SETTINGS: no Raft message in it, nothing for a script to see.
             self.script = Some(script);
-            if !deliver {
-                return;
+            let datagram = Arc::new(datagram);
+            for latency in self.copies(from, to) {
+                let datagram = datagram.clone();
+                self.schedule(latency, Event::Peer { to, from, datagram });
+            }
+            return;
+        }
+        assert!(
+            !self.keys.is_authenticated(),
+            "scenarios run without keys: held datagrams are rebuilt"
+        );
+        let mut deliver = Vec::new();
+        for (shard, msg) in messages {
+            // A scenario may hold a message back (to deliver it late itself) or copy it.
+            if script.on_send(self, from, to, &msg) {
+                deliver.push((shard, msg));
             }
         }
-        for latency in self.copies(from, to) {
-            let msg = msg.clone();
-            self.schedule(latency, Event::Peer { to, from, msg });
+        self.script = Some(script);
+        for message in deliver {
+            let datagram = Arc::new(wire::peer_datagram(self.cluster_id, from, &[message]));
+            for latency in self.copies(from, to) {
+                let datagram = datagram.clone();
+                self.schedule(latency, Event::Peer { to, from, datagram });
+            }
         }
+    }
+
+    /// Delivers `msg` from `from` to `to` after `after`, as a datagram the network delayed
+    /// (partitions apply at delivery, as to any datagram).
+    pub(crate) fn deliver_late(&mut self, from: NodeId, to: NodeId, msg: Message, after: Duration) {
+        let datagram = Arc::new(wire::peer_datagram(self.cluster_id, from, &[(0, msg)]));
+        self.schedule(after, Event::Peer { to, from, datagram });
     }
 
     fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg) {
@@ -1230,7 +1352,7 @@ impl Sim {
     fn running(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|n| n.shard.is_some())
+            .filter(|n| n.node.is_some())
             .map(|n| n.id)
             .collect()
     }
@@ -1238,11 +1360,7 @@ impl Sim {
     fn leaders_now(&self) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|n| {
-                n.shard
-                    .as_ref()
-                    .is_some_and(|s| s.raft().role() == Role::Leader)
-            })
+            .filter(|n| n.shard().is_some_and(|s| s.raft().role() == Role::Leader))
             .map(|n| n.id)
             .collect()
     }
@@ -1255,7 +1373,7 @@ impl Sim {
     fn pause(&mut self, node: NodeId, for_: Duration) -> bool {
         let (now, until) = (self.now, self.now + for_);
         let n = self.node(node);
-        if n.paused_until.is_some() || n.shard.is_none() {
+        if n.paused_until.is_some() || n.node.is_none() {
             return false;
         }
         n.paused_until = Some(until);
@@ -1384,10 +1502,11 @@ impl Sim {
                         let now = self.now;
                         let n = self.node(node);
                         let incarnation = n.crashes;
+                        let local = n.clock.local(now);
                         let mut led = false;
-                        if let Some(shard) = n.shard.as_mut() {
-                            shard.set_leaving();
-                            led = shard.raft().role() == Role::Leader;
+                        if let Some(core) = n.node.as_mut() {
+                            core.start_leaving(local);
+                            led = core.leading() > 0;
                         }
                         let leave = Event::Leave {
                             node,
@@ -1411,15 +1530,16 @@ impl Sim {
 
     /// Fault 11 (see `inject_fault`): one chunk holding a whole snapshot of garbage (it does
     /// not even start with the snapshot magic), beyond the follower's commit index, of its
-    /// term, from the leader it follows; round 0, so its answer counts for nothing at the
-    /// leader.
+    /// term, from the leader it follows, in a PEER datagram from the leader's address but
+    /// without a trailer; round 0, so its answer counts for nothing at the leader. A node
+    /// with a key drops it as unauthenticated (spec §8.11); one without lets Raft judge it.
     fn send_junk_snapshot(&mut self) -> Result<(), SimFailure> {
         let followers: Vec<(NodeId, NodeId)> = self
             .nodes
             .iter()
             .filter(|n| n.paused_until.is_none())
             .filter_map(|n| {
-                let raft = n.shard.as_ref()?.raft();
+                let raft = n.shard()?.raft();
                 let leader = raft.leader().filter(|_| raft.role() == Role::Follower)?;
                 Some((n.id, leader))
             })
@@ -1433,10 +1553,11 @@ impl Sim {
         data[0] = 0;
         let ahead = self.rng.gen_range(1..100);
         let now = self.now;
+        let (cluster_id, keyed) = (self.cluster_id, self.keys.is_authenticated());
         let n = self.node(to);
         let local = n.clock.local(now);
-        let shard = n.shard.as_mut().expect("a running follower");
-        let (term, commit) = (shard.raft().term(), shard.raft().commit_index());
+        let raft = n.shard().expect("a running follower").raft();
+        let (term, commit) = (raft.term(), raft.commit_index());
         let junk = Message::InstallSnapshot {
             term,
             last_index: commit + ahead,
@@ -1446,14 +1567,26 @@ impl Sim {
             data,
             round: 0,
         };
-        shard.handle_message(local, from, junk);
-        n.junk_snapshots += 1;
+        let datagram = wire::peer_datagram(cluster_id, from, &[(0, junk)]);
+        if keyed {
+            n.junk_unauthenticated += 1;
+        } else {
+            n.junk_snapshots += 1;
+        }
+        let core = n.node.as_mut().expect("a running follower");
+        core.handle_datagram(local, wire::node_addr(from), &datagram);
+        if keyed && n.stats.auth_dropped(AuthDrop::Unauthenticated) < n.junk_unauthenticated {
+            return Err(self.fail(format!(
+                "node {to} with a cluster key took an unauthenticated datagram (spec §8.11)"
+            )));
+        }
         self.report.junk_snapshots += 1;
         self.after_call(to)
     }
 
-    /// One turn of a graceful leave (see `Event::Leave`): the cluster shell's `hand_over`
-    /// and `ClusterNode::leave`, for the one shard simulated here.
+    /// One turn of a graceful leave (see `Event::Leave`): `ClusterNode::leave` — the node's
+    /// core hands each shard it leads to a caught-up peer on every input, and the shell
+    /// stops it once it leads none or its patience ends.
     fn leave_step(&mut self, leave: Event) -> Result<(), SimFailure> {
         let Event::Leave {
             node,
@@ -1466,7 +1599,6 @@ impl Sim {
         };
         let (now, healed) = (self.now, self.healed);
         let interval = self.shard_config.raft.heartbeat_interval;
-        let peers: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         let n = self.node(node);
         if n.crashes != incarnation || healed {
             // It crashed meanwhile (and may run again as a new process), or the run is in its
@@ -1478,23 +1610,12 @@ impl Sim {
             return Ok(());
         }
         let local = n.clock.local(now);
-        let Some(shard) = n.shard.as_mut() else {
+        let Some(core) = n.node.as_mut() else {
             return Ok(());
         };
-        let leads = shard.raft().role() == Role::Leader;
+        core.start_leaving(local);
+        let leads = core.leading() > 0;
         if leads && now < until {
-            if shard.raft().transferring_to().is_none() {
-                // The first peer after this node, by id, that is caught up.
-                let first_after = peers.iter().position(|&id| id > node).unwrap_or(0);
-                let target = peers[first_after..]
-                    .iter()
-                    .chain(&peers[..first_after])
-                    .copied()
-                    .find(|&id| id != node && shard.raft().follower_caught_up(id, local));
-                if let Some(target) = target {
-                    let _ = shard.transfer_leadership(local, target);
-                }
-            }
             self.after_call(node)?;
             self.schedule(interval, leave);
             return Ok(());
@@ -1513,7 +1634,7 @@ impl Sim {
         self.blocked.clear();
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         for id in ids {
-            if self.node(id).shard.is_none() {
+            if self.node(id).node.is_none() {
                 // A node that keeps no state comes back without it (`start_node`), whenever
                 // it restarts.
                 if self.node(id).memory {
@@ -1549,26 +1670,28 @@ impl Sim {
         let action = clients::Action::Status { resource };
         let op = self.hist.begin(PROBE, request, action, now);
         self.probes.insert(request.id, op);
+        let datagram = wire::request_datagram(&request);
         let n = self.node(node);
         let local = n.clock.local(now);
-        let Some(shard) = n.shard.as_mut() else {
+        let Some(core) = n.node.as_mut() else {
             return Ok(false);
         };
-        let answered = shard.handle_request(local, request).is_ok();
+        core.handle_datagram(local, PROBE_ADDR, &datagram);
         self.after_call(node)?;
-        // OVERLOADED ("come back shortly") serves nothing.
+        // Not answered (NOT_LEADER, or later), or OVERLOADED ("come back shortly"): it
+        // serves nothing.
         let served = matches!(
             self.hist.ops[op].outcome,
             Outcome::Answered { reply, .. } if reply.answer.status != Status::Overloaded
         );
-        Ok(answered && served)
+        Ok(served)
     }
 
     /// State machine safety: every replica applies the same entries, in order.
     fn observe_applied(&mut self, id: NodeId) -> Result<(), SimFailure> {
         let now = self.now;
         let i = (id - 1) as usize;
-        let Some(shard) = self.nodes[i].shard.as_ref() else {
+        let Some(shard) = self.nodes[i].shard() else {
             return Ok(());
         };
         let applied_index = shard.applied_index();
@@ -1631,7 +1754,7 @@ impl Sim {
         for i in 0..self.nodes.len() {
             let (id, term, newly) = {
                 let n = &self.nodes[i];
-                let Some(shard) = n.shard.as_ref() else {
+                let Some(shard) = n.shard() else {
                     continue;
                 };
                 if shard.raft().role() != Role::Leader {
@@ -1654,7 +1777,7 @@ impl Sim {
             }
             if newly {
                 self.nodes[i].was_leader_in = Some(term);
-                let raft = self.nodes[i].shard.as_ref().expect("running").raft();
+                let raft = self.nodes[i].shard().expect("running").raft();
                 // Raft §5.4: an entry committed in a term is in the log of every leader of
                 // every LATER term. A node may still win an older term late (a vote granted
                 // long ago, delivered after a pause); it need not hold what later terms
@@ -1682,7 +1805,7 @@ impl Sim {
     fn check_leases(&mut self) -> Result<(), SimFailure> {
         let mut holders = Vec::new();
         for n in &self.nodes {
-            let Some(shard) = n.shard.as_ref() else {
+            let Some(shard) = n.shard() else {
                 continue;
             };
             if n.paused_until.is_none() && shard.raft().lease_valid(n.clock.local(self.now)) {
@@ -1745,7 +1868,7 @@ impl Sim {
         let best = self
             .nodes
             .iter()
-            .filter_map(|n| n.shard.as_ref())
+            .filter_map(|n| n.shard())
             .max_by_key(|s| s.raft().commit_index())
             .expect("every node runs after healing");
         let commit = best.raft().commit_index() as usize;
@@ -1823,6 +1946,40 @@ const OVERLOAD_UNCOMMITTED_MAX: u64 = 2;
 /// The retry-after hint of those seeds: long, as a server in its startup grace sends, so that
 /// an OVERLOADED often comes within its hint of a client's deadline.
 const OVERLOAD_RETRY_AFTER_MS: u32 = 300;
+
+/// One random seed in this many (those with `seed % KEYLESS_SEEDS_EVERY == 1`) runs a
+/// cluster without keys, as do the scenarios; the others authenticate every node-to-node
+/// datagram (spec §8.11).
+const KEYLESS_SEEDS_EVERY: u64 = 4;
+
+fn keyless_seed(config: &SimConfig) -> bool {
+    config.scenario.is_some() || config.seed % KEYLESS_SEEDS_EVERY == 1
+}
+
+/// Node `id`'s view of the simulated cluster: every node at its address (`wire::node_addr`),
+/// one shard with the run's Raft and table settings, leaders spread on the seeds that have a
+/// preferred leader, and the low cap on uncommitted proposals of the OVERLOADED seeds.
+fn cluster_config(config: &SimConfig, shard: &shard::Config, id: NodeId) -> node::Config {
+    let peers = (1..=config.nodes as NodeId)
+        .map(|node| (node, wire::node_addr(node)))
+        .collect();
+    let mut cluster = node::Config {
+        shards: 1,
+        raft: shard.raft.clone(),
+        table: shard.table.clone(),
+        spread_leaders: preferred_leader(config).is_some(),
+        ..node::Config::new(id, peers)
+    };
+    if overload_seed(config) {
+        // Leaders answer OVERLOADED whenever two proposals are uncommitted, so clients meet
+        // it under every fault (issue 7: its paths were never simulated).
+        cluster.uncommitted_max = OVERLOAD_UNCOMMITTED_MAX;
+    }
+    if let Some((every, keep)) = config.scenario.and_then(|s| s.compaction()) {
+        (cluster.compact_every, cluster.compact_keep) = (every, keep);
+    }
+    cluster
+}
 
 fn overload_seed(config: &SimConfig) -> bool {
     config.scenario.is_none() && config.seed % OVERLOAD_SEEDS_EVERY == OVERLOAD_SEEDS_EVERY - 1

@@ -215,7 +215,7 @@ impl Sim {
     fn stable_leader(&self) -> Option<NodeId> {
         let mut found = None;
         for n in &self.nodes {
-            let Some(s) = n.shard.as_ref() else { continue };
+            let Some(s) = n.shard() else { continue };
             if n.paused_until.is_none() && s.raft().lease_valid(n.clock.local(self.now)) {
                 if found.is_some() {
                     return None;
@@ -227,7 +227,7 @@ impl Sim {
     }
 
     fn shard_of(&self, id: NodeId) -> Option<&crate::core::shard::Shard> {
-        self.nodes[(id - 1) as usize].shard.as_ref()
+        self.nodes[(id - 1) as usize].shard()
     }
 
     fn isolate(&mut self, id: NodeId) {
@@ -275,12 +275,6 @@ impl Sim {
         }
     }
 
-    /// Delivers `msg` from `from` to `to` after `after`, as a datagram the network delayed
-    /// (partitions apply at delivery, as to any datagram).
-    fn deliver_late(&mut self, from: NodeId, to: NodeId, msg: Message, after: Duration) {
-        self.schedule(after, Event::Peer { to, from, msg });
-    }
-
     /// Node `id` restarts without its state (durability `memory`): it rejoins by the rule of
     /// spec §8.5 (and every later restart of it loses its state again).
     fn restart_without_state(&mut self, id: NodeId) -> Result<(), SimFailure> {
@@ -302,8 +296,7 @@ impl Sim {
     fn holds_lease(&self, id: NodeId) -> bool {
         let n = &self.nodes[(id - 1) as usize];
         n.paused_until.is_none()
-            && n.shard
-                .as_ref()
+            && n.shard()
                 .is_some_and(|s| s.raft().lease_valid(n.clock.local(self.now)))
     }
 
@@ -311,7 +304,7 @@ impl Sim {
     fn leader_above(&self, term: u64) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|n| n.shard.as_ref().map(|s| (n.id, s.raft())))
+            .filter_map(|n| n.shard().map(|s| (n.id, s.raft())))
             .filter(|(_, r)| r.role() == Role::Leader && r.term() > term)
             .max_by_key(|(_, r)| r.term())
             .map(|(id, _)| id)
@@ -380,8 +373,7 @@ impl Script {
                 };
                 let raft = sim.shard_of(s1).expect("running").raft();
                 let settled = sim.nodes.iter().all(|n| {
-                    n.shard
-                        .as_ref()
+                    n.shard()
                         .is_some_and(|s| s.raft().commit_index() == raft.last_index())
                 });
                 if sim.now >= ms(500) && settled {
@@ -546,11 +538,11 @@ impl Script {
                 };
                 let raft = sim.shard_of(l).expect("running").raft();
                 let commit = raft.commit_index();
-                let ahead = sim.nodes.iter().filter(|n| n.id != l).all(|n| {
-                    n.shard
-                        .as_ref()
-                        .is_some_and(|s| s.raft().commit_index() < commit)
-                });
+                let ahead = sim
+                    .nodes
+                    .iter()
+                    .filter(|n| n.id != l)
+                    .all(|n| n.shard().is_some_and(|s| s.raft().commit_index() < commit));
                 let fresh = raft.entry(commit).is_some_and(|e| is_request(&e.data));
                 if ahead && fresh {
                     self.a = l;
@@ -655,11 +647,10 @@ impl Script {
                 // Crash it once every replica applied its whole log: a new leader then has
                 // no answer of its own to send, only the retransmission can get one.
                 let everywhere = self.index > 0
-                    && sim.nodes.iter().all(|n| {
-                        n.shard
-                            .as_ref()
-                            .is_some_and(|s| s.applied_index() >= self.index)
-                    });
+                    && sim
+                        .nodes
+                        .iter()
+                        .all(|n| n.shard().is_some_and(|s| s.applied_index() >= self.index));
                 if everywhere {
                     sim.crash(self.a);
                     sim.isolate(self.a);
@@ -1369,7 +1360,7 @@ impl Script {
                 let best = sim
                     .nodes
                     .iter()
-                    .filter_map(|n| n.shard.as_ref())
+                    .filter_map(|n| n.shard())
                     .max_by_key(|s| s.raft().commit_index())
                     .expect("running");
                 let term = best.raft().entry(self.index).map(|e| e.term);

@@ -36,6 +36,18 @@ pub struct Config {
     /// entries later.
     pub compact_every: u64,
     pub compact_keep: u64,
+    /// Each shard has a preferred leader ([`Config::preferred_leader`]), to which whoever
+    /// leads it hands it once that node is caught up, so leaders spread evenly. On in every
+    /// real cluster; the simulator turns it off for some seeds.
+    pub spread_leaders: bool,
+    /// Uncommitted proposals per shard beyond which requests get OVERLOADED (at most
+    /// [`shard::UNCOMMITTED_MAX`], the default; the simulator lowers it for some seeds so
+    /// that clients meet OVERLOADED under every fault).
+    pub uncommitted_max: u64,
+    /// The shell keeps the replicas' state (durability `fsync` or `os`): the core hands out
+    /// what to store ([`super::Node::poll_persist`]). Without (`memory`) it hands out nothing,
+    /// and collects nothing to hand out.
+    pub stores_state: bool,
 }
 
 impl Config {
@@ -49,6 +61,9 @@ impl Config {
             table: lock_table::Config::default(),
             compact_every: shard::COMPACT_EVERY_DEFAULT,
             compact_keep: shard::COMPACT_KEEP_DEFAULT,
+            spread_leaders: true,
+            uncommitted_max: shard::UNCOMMITTED_MAX,
+            stores_state: false,
         }
     }
 

@@ -77,6 +77,15 @@ pub const RECOVERY_LOG_PERIOD: Duration = Duration::from_millis(10_000);
 /// enough that a flood of forgeries costs one line per period, never one per datagram.
 pub const AUTH_DROP_LOG_PERIOD: Duration = Duration::from_millis(10_000);
 
+/// The shortest time between two PEER_SETTINGS a node sends one peer in answer to datagrams
+/// of that peer's it dropped as made for an earlier life of this node (spec §8.11.5, check 4:
+/// `StaleReceiver`). The answer tells the peer this node's incarnation, so that the next
+/// datagram it sends passes: without it, two nodes that send each other nothing but
+/// questions (a follower and a node rejoining without state, spec §8.5) would wait for the
+/// periodic exchange, up to [`SETTINGS_PERIOD`]. Short beside any Raft timer, long enough that
+/// replayed or delayed datagrams make a node answer at most a hundred times a second.
+pub const STALE_ANSWER_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Datagrams waiting for [`Node::poll_transmit`] at most. Each input produces a bounded
 /// number (one answer per client request; per touched shard, its messages and replies), and
 /// the shell drains them after every batch of inputs, so this is never reached by a shell
@@ -136,6 +145,8 @@ pub struct Node {
     /// nodes' addresses (checked before), so it holds at most 8 entries per peer.
     auth_drops: BTreeMap<(AuthDrop, SocketAddr), u64>,
     auth_drops_since: Instant,
+    /// When this node last answered each peer's stale datagrams ([`STALE_ANSWER_INTERVAL`]).
+    stale_answered: BTreeMap<NodeId, Instant>,
     /// The settings exchange (spec §8.10), and when this node next sends its own.
     settings: PeerSettingsLog,
     settings_next: Instant,
@@ -194,8 +205,11 @@ impl Node {
             let mut replica = Shard::start(config.shard_config(shard), seed, start, now)
                 .map_err(|e| format!("shard {shard}: {e}"))?;
             replica.share(shared.clone());
-            replica.set_preferred_leader(Some(config.preferred_leader(shard)));
+            if config.spread_leaders {
+                replica.set_preferred_leader(Some(config.preferred_leader(shard)));
+            }
             replica.set_compaction(config.compact_every, config.compact_keep);
+            replica.set_uncommitted_max(config.uncommitted_max);
             shards.push(replica);
         }
         let auth = PeerAuth::new(
@@ -209,6 +223,7 @@ impl Node {
             auth,
             auth_drops: BTreeMap::new(),
             auth_drops_since: now,
+            stale_answered: BTreeMap::new(),
             settings: PeerSettingsLog::new(&config, &shared),
             settings_next: now,
             deadlines: shards.iter().map(Shard::poll_timeout).collect(),
@@ -318,6 +333,17 @@ impl Node {
             }
         }
         self.hand_over(now);
+    }
+
+    /// Hands `shard`'s leadership to node `to` (Raft thesis §3.10), if this node leads it:
+    /// what graceful leave and leader spreading do, for an operator or a test to ask.
+    pub fn transfer_leadership(&mut self, now: Instant, shard: u32, to: NodeId) {
+        self.advance(now);
+        if let Some(replica) = self.shards.get_mut(shard as usize) {
+            let _ = replica.transfer_leadership(now, to);
+            self.touch(shard);
+        }
+        self.check();
     }
 
     /// How many shards this node leads.
@@ -675,7 +701,27 @@ impl Node {
         };
         NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
         *self.auth_drops.entry((reason, source)).or_default() += 1;
+        if reason == AuthDrop::StaleReceiver {
+            self.answer_stale(from, source);
+        }
         false
+    }
+
+    /// Spec §8.11.5: the peer `from` sent a datagram that passed checks 1 to 3 (so it comes
+    /// from a node with the key, and this node now knows its life) but was made for an
+    /// earlier life of this node. Tell it this node's life at once, with a PEER_SETTINGS
+    /// (at most one per [`STALE_ANSWER_INTERVAL`]), rather than at the next periodic one.
+    fn answer_stale(&mut self, from: NodeId, source: SocketAddr) {
+        let now = self.now;
+        if self
+            .stale_answered
+            .get(&from)
+            .is_some_and(|&at| now < at + STALE_ANSWER_INTERVAL)
+        {
+            return;
+        }
+        self.stale_answered.insert(from, now);
+        self.send_settings_to(from, source);
     }
 
     /// Graceful leave: each shard this node leads goes to the first peer (after this node,
@@ -724,9 +770,15 @@ impl Node {
             }
             let mark = restart::mark(self.shards[s].raft());
             let mark_first = (mark > self.marks[s]).then_some(mark).flatten();
-            let raft = self.shards[s].take_persist();
+            // Without a store the delta is never taken: it costs nothing then.
+            let raft = if self.config.stores_state {
+                self.shards[s].take_persist()
+            } else {
+                None
+            };
             let mark_then = (mark < self.marks[s]).then_some(mark);
-            if mark_first.is_some() || raft.is_some() || mark_then.is_some() {
+            let stored = mark_first.is_some() || raft.is_some() || mark_then.is_some();
+            if stored && self.config.stores_state {
                 self.write_seq += 1;
                 self.writes.push_back(ShardWrite {
                     seq: self.write_seq,
@@ -735,8 +787,8 @@ impl Node {
                     raft,
                     mark_then,
                 });
-                self.marks[s] = mark;
             }
+            self.marks[s] = mark;
             while let Some((to, msg)) = self.shards[s].poll_message() {
                 self.outgoing.push((to, shard as u16, msg));
             }
@@ -828,26 +880,29 @@ impl Node {
         self.settings_next = now + SETTINGS_PERIOD;
         let mut peers = self.config.peers.clone();
         peers.sort_unstable();
-        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
         for (id, addr) in peers {
-            if id == self.config.node_id {
-                continue;
+            if id != self.config.node_id {
+                self.send_settings_to(id, addr);
             }
-            // Encoded for each peer: each gets its own trailer (spec §8.11).
-            let datagram = PeerSettings {
-                header: PeerHeader {
-                    cluster_id: self.cluster_id,
-                    from: self.config.node_id,
-                },
-                auth: None,
-                values: SettingValues::from_slice(self.settings.own()),
-            };
-            let end = out.len() - self.auth.trailer_room(id);
-            let len = match datagram.encode(&mut out[..end]) {
-                Ok(len) => len,
-                Err(e) => return log::error!("udplock node: settings did not encode: {e}"),
-            };
-            self.queue_peer(id, addr, &mut out, len);
+        }
+    }
+
+    /// This node's settings to node `id` at `addr`, encoded for it: each peer gets its own
+    /// trailer (spec §8.11).
+    fn send_settings_to(&mut self, id: NodeId, addr: SocketAddr) {
+        let datagram = PeerSettings {
+            header: PeerHeader {
+                cluster_id: self.cluster_id,
+                from: self.config.node_id,
+            },
+            auth: None,
+            values: SettingValues::from_slice(self.settings.own()),
+        };
+        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let end = out.len() - self.auth.trailer_room(id);
+        match datagram.encode(&mut out[..end]) {
+            Ok(len) => self.queue_peer(id, addr, &mut out, len),
+            Err(e) => log::error!("udplock node: settings did not encode: {e}"),
         }
     }
 

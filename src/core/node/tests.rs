@@ -333,3 +333,41 @@ fn a_leaving_node_hands_every_shard_over() {
         );
     }
 }
+
+/// Found by the simulator once it ran whole nodes over bytes with a cluster key: a node that
+/// restarts without its state asks every other node for its term (spec §8.5), but a follower
+/// that sends it nothing else dropped every question as made for the node's earlier life
+/// (`StaleReceiver`, spec §8.11.5 check 4) until its next periodic PEER_SETTINGS, up to 5 s
+/// later; all that time the node could not rejoin, and the leader, told by each question that
+/// it had started afresh, ignored its answers. A node now answers such a drop with its
+/// settings at once, so the two know each other's lives after one round trip.
+#[test]
+fn a_node_restarted_without_state_rejoins_within_a_round_trip_of_the_followers() {
+    let mut trio = Trio::new(1, test_keys());
+    trio.run_for(3_000);
+    let leader = trio.leader_of(0).expect("a leader");
+    let restarted = (leader + 1) % 3;
+    // The restarted node's peers heard its earlier life; its new one has a larger number.
+    let config = trio.nodes[restarted].config().clone();
+    let stats = Arc::new(NodeStats::default());
+    let now = trio.now;
+    trio.nodes[restarted] = Node::new(
+        config,
+        vec![Start::Rejoin],
+        test_keys(),
+        1_000 + restarted as u64,
+        99,
+        stats,
+        now,
+    )
+    .unwrap();
+    trio.written[restarted] = 0;
+    // Well within the 5 s between two periodic PEER_SETTINGS, far beyond a few round trips.
+    trio.run_for(1_000);
+    let replica = &trio.nodes[restarted].shards()[0];
+    assert!(
+        !replica.raft().asking(),
+        "still asking the others after 1 s"
+    );
+    assert!(!replica.raft().rejoining(), "not caught up after 1 s");
+}

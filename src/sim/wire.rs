@@ -1,0 +1,179 @@
+//! The simulator's side of the wire: its clients think in lock-table requests and answers,
+//! its nodes speak datagrams. A request is encoded as a real client would send it (padded
+//! to the length its byte budget says), and what a node sends a client is decoded as a real
+//! client would read it. Raft messages inside PEER datagrams are decoded for the checkers and
+//! the scenario scripts, which look at them without the nodes knowing.
+
+use std::net::SocketAddr;
+
+use udplock_protocol::{
+    Flags, Hint, MessageType, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestBody,
+    Status, ACQUIRE_WAIT_REQUEST_LEN, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
+};
+
+use super::clients::ReplyMsg;
+use crate::core::lock_table::{self, Answer, Command, CommandKind, IdBuf, RequestId};
+use crate::core::node::requests::table_request;
+use crate::core::raft::{wire, Message, NodeId};
+
+/// The address node `id` listens on in every simulation.
+pub(super) fn node_addr(id: NodeId) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, id as u8], 7000))
+}
+
+/// The node listening on `addr`, if any.
+pub(super) fn node_at(addr: SocketAddr, nodes: usize) -> Option<NodeId> {
+    (1..=nodes as NodeId).find(|&id| node_addr(id) == addr)
+}
+
+/// The datagram a client sends for `request`: the same request id, attempt and command,
+/// padded as its byte budget says (a STATUS to its `reply_len_max`, an ACQUIRE that may wait
+/// to two replies). Checked to decode, by the node's own reading, to `request` again.
+pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
+    let (body, len) = match request.command {
+        Command::Acquire {
+            resource,
+            client,
+            wait_ms,
+            ttl_ms,
+        } => (
+            RequestBody::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            },
+            if request.room_for_waiting {
+                ACQUIRE_WAIT_REQUEST_LEN
+            } else {
+                REQUEST_LEN_MIN
+            },
+        ),
+        Command::Release { resource, client } => {
+            (RequestBody::Release { resource, client }, REQUEST_LEN_MIN)
+        }
+        Command::Renew {
+            resource,
+            client,
+            ttl_ms,
+        } => (
+            RequestBody::Renew {
+                resource,
+                client,
+                ttl_ms,
+            },
+            REQUEST_LEN_MIN,
+        ),
+        Command::Status {
+            resource,
+            reply_len_max,
+        } => (RequestBody::Status { resource }, usize::from(reply_len_max)),
+        Command::Configure {
+            resource,
+            default_ttl_ms,
+        } => (
+            RequestBody::Configure {
+                resource,
+                default_ttl_ms,
+            },
+            REQUEST_LEN_MIN,
+        ),
+    };
+    let wire = Request {
+        session_id: request.id.session,
+        request_id: request.id.request,
+        attempt: request.attempt,
+        body,
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = wire
+        .encode_padded(&mut out, len.max(REQUEST_LEN_MIN))
+        .expect("a simulated request encodes");
+    out.truncate(len);
+    let decoded = Request::decode(&out).expect("a simulated request decodes");
+    let mut again = table_request(&decoded, request.reply_to, out.len());
+    if !matches!(request.command, Command::Acquire { .. }) {
+        // Only an acquire can wait: the sim's clients leave the flag set on a STATUS, which
+        // the node reads off its length.
+        again.room_for_waiting = request.room_for_waiting;
+    }
+    assert_eq!(
+        &again, request,
+        "a request does not survive the wire: {len} bytes"
+    );
+    out
+}
+
+/// What a client makes of a datagram from a node (`None`: not a reply it can read, which no
+/// correct node sends).
+pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option<ReplyMsg> {
+    let reply = Reply::decode(datagram).ok()?;
+    let id = RequestId {
+        session: reply.session_id,
+        request: reply.request_id,
+    };
+    if reply.status == Status::NotLeader {
+        let hint = match reply.hint {
+            Hint::Leader(addr) => node_at(addr, nodes),
+            _ => None,
+        };
+        return Some(ReplyMsg::NotLeader {
+            id,
+            attempt: reply.attempt,
+            hint,
+        });
+    }
+    let kind = match reply.msg_type {
+        MessageType::AcquireReply => CommandKind::Acquire,
+        MessageType::ReleaseReply => CommandKind::Release,
+        MessageType::RenewReply => CommandKind::Renew,
+        MessageType::StatusReply => CommandKind::Status,
+        MessageType::ConfigureReply => CommandKind::Configure,
+        _ => return None,
+    };
+    let retry_after_ms = match reply.hint {
+        Hint::RetryAfter { ms } => ms,
+        _ => 0,
+    };
+    Some(ReplyMsg::Answer(Box::new(lock_table::Reply {
+        to,
+        id,
+        attempt: reply.attempt,
+        kind,
+        answer: Answer {
+            status: reply.status,
+            fencing_token: reply.fencing_token,
+            hold_count: reply.hold_count,
+            lease_ms: reply.lease_ms,
+            waiter_count: reply.waiter_count,
+            retry_after_ms,
+            queued: reply.flags.contains(Flags::QUEUED),
+        },
+        holder: IdBuf::new(reply.holder),
+        holder_truncated: reply.flags.contains(Flags::HOLDER_TRUNCATED),
+    })))
+}
+
+/// The Raft messages a PEER datagram carries, by shard (none if it does not decode).
+pub(super) fn peer_messages(datagram: &[u8]) -> Vec<(u16, Message)> {
+    match PeerDatagram::decode(datagram) {
+        Ok(peer) => peer
+            .records()
+            .map(|(shard, record)| (shard, wire::from_wire(&record)))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// An unauthenticated PEER datagram from node `from` of cluster `cluster_id` carrying
+/// `messages` (what a cluster without keys sends, and what anyone can forge there).
+pub(super) fn peer_datagram(cluster_id: u64, from: NodeId, messages: &[(u16, Message)]) -> Vec<u8> {
+    let mut out = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut writer = PeerWriter::new(&mut out, PeerHeader { cluster_id, from });
+    for (shard, msg) in messages {
+        wire::push(&mut writer, *shard, msg).expect("held messages fit one datagram each");
+    }
+    let len = writer.finish();
+    out.truncate(len);
+    out
+}
