@@ -958,6 +958,7 @@ impl Sim {
             let msg = ReplyMsg::NotLeader {
                 id: request.id,
                 attempt: request.attempt,
+                kind: request.command.kind(),
                 hint: not_leader.leader_hint,
             };
             self.send_reply(to, from, msg);
