@@ -46,7 +46,9 @@ use udplock_protocol::{
 
 use super::check::History;
 use super::Clock;
-use crate::core::call::{Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle};
+use crate::core::call::{
+    lease_validity, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
+};
 use crate::core::lock_table::{CommandKind, Reply, Request, RequestId};
 use crate::core::raft::NodeId;
 use crate::core::retransmit::{RetransmitConfig, RttEstimator};
@@ -434,7 +436,7 @@ impl Client {
             Action::Acquire {
                 resource, ttl_ms, ..
             } if answer.status == Status::Ok => {
-                let valid_until = lease_start + self.validity(answer.lease_ms);
+                let valid_until = lease_start + lease_validity(answer.lease_ms, self.drift_ppm);
                 let held = self
                     .hold
                     .as_ref()
@@ -480,7 +482,7 @@ impl Client {
                 }
             }
             Action::Renew { resource, .. } if answer.status == Status::Ok => {
-                let valid_until = lease_start + self.validity(answer.lease_ms);
+                let valid_until = lease_start + lease_validity(answer.lease_ms, self.drift_ppm);
                 if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
                     h.count = answer.hold_count;
                     h.valid_until = h.valid_until.max(valid_until);
@@ -510,12 +512,6 @@ impl Client {
             }
             _ => {}
         }
-    }
-
-    /// `lease_ms · (1 − drift_bound)` (spec §6.4).
-    fn validity(&self, lease_ms: u32) -> Duration {
-        let us = Duration::from_millis(lease_ms.into()).as_micros();
-        Duration::from_micros(us - us * u64::from(self.drift_ppm) / 1_000_000)
     }
 
     /// The operation ended without a final answer (spec §7.1.5).

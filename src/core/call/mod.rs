@@ -64,6 +64,18 @@ use super::retransmit::{
 };
 use super::time::{Duration, Instant};
 
+/// How long after its start a client may rely on a lease of `lease_ms` (spec §6.4, "Lease
+/// rule"): shortened by the clock-drift bound, since the client's and the server's clocks may
+/// run at different rates, with the allowance rounded up so the client never believes longer
+/// than allowed.
+pub fn lease_validity(lease_ms: u32, drift_bound_ppm: u32) -> Duration {
+    let lease_us = u64::from(lease_ms) * 1_000;
+    let drift_us = (u128::from(lease_us) * u128::from(drift_bound_ppm)).div_ceil(1_000_000);
+    let valid = Duration::from_micros(lease_us.saturating_sub(drift_us as u64));
+    debug_assert!(drift_bound_ppm == 0 || lease_ms == 0 || valid.as_micros() < lease_us);
+    valid
+}
+
 /// What the rules need to know of a request: its identity, its type, its resource's shard
 /// and (for an ACQUIRE) how long the server may queue it. The request's bytes stay with the
 /// shell.

@@ -40,7 +40,7 @@ pub fn socket_addr_for(addr: SocketAddr, v6_socket: bool) -> Option<SocketAddr> 
     }
 }
 
-/// The shard → leader cache that all calls share (see "Routing" in the module docs).
+/// The shard → leader cache that all calls of one client share (spec §7.1.7).
 ///
 /// Lock-free for readers: a call reads its shard's entry (one atomic load) and the address it
 /// names (one more, in a `OnceLock`). Entries are indexes into an append-only address table,

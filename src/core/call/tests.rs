@@ -622,3 +622,13 @@ fn no_copy_of_a_doubt_after_the_request_lifetime() {
     assert_eq!(call.poll_transmit(), None);
     assert_eq!(call.outcome(), Some(Outcome::InDoubt(DoubtCause::Silence)));
 }
+
+/// Spec §6.4: the lease a client relies on is shorter by the drift bound, rounded against
+/// the client (the simulator's copy rounded it down: a 1 ms lease at 1 ppm stayed 1000 µs).
+#[test]
+fn a_lease_is_shortened_by_the_drift_bound_rounded_up() {
+    assert_eq!(lease_validity(1_000, 10_000), ms(990));
+    assert_eq!(lease_validity(1, 1), Duration::from_micros(999));
+    assert_eq!(lease_validity(5_000, 0), ms(5_000));
+    assert_eq!(lease_validity(u32::MAX, 999_999).as_micros(), 4_294_967);
+}
