@@ -251,6 +251,7 @@ impl Call {
         } else {
             call.send(now, routes);
         }
+        call.check();
         call
     }
 
@@ -302,6 +303,7 @@ impl Call {
             self.send(now, routes);
         }
         debug_assert!(self.outcome.is_some() || self.poll_timeout() > Some(now));
+        self.check();
     }
 
     /// A reply received at `now` from `from` (its source address, in the form `routes`
@@ -341,7 +343,9 @@ impl Call {
             self.unanswered = 0;
         }
         if reply.status == Status::NotLeader {
-            return self.on_not_leader(now, from, reply, routes);
+            let handled = self.on_not_leader(now, from, reply, routes);
+            self.check();
+            return handled;
         }
         self.fast_redirects = 0;
         // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY aside,
@@ -391,6 +395,10 @@ impl Call {
                     .timer
                     .lease_start(reply.attempt)
                     .unwrap_or(self.started);
+                debug_assert!(
+                    lease_start <= now,
+                    "a lease starts at a send, before its reply"
+                );
                 self.end(Outcome::Answered {
                     status,
                     attempt: reply.attempt,
@@ -398,7 +406,30 @@ impl Call {
                 });
             }
         }
+        self.check();
         Handled::Accepted
+    }
+
+    /// The call's invariants, checked after every input (debug builds: this is the hot
+    /// path of every lock call, and none of them guards mutual exclusion on its own).
+    fn check(&self) {
+        let latest = self.timer.latest_attempt();
+        debug_assert!(
+            latest.is_some() || self.outcome.is_some(),
+            "a live call has sent"
+        );
+        if let Some(copy) = self.transmit {
+            debug_assert_eq!(Some(copy.attempt), latest, "the ready copy is the latest");
+            debug_assert!(self.outcome.is_none(), "nothing is sent after the outcome");
+        }
+        debug_assert!(self
+            .dest_first_attempt
+            .is_none_or(|first| Some(first) <= latest));
+        debug_assert!(self.unanswered == 0 || Some(self.unanswered_from) <= latest);
+        debug_assert!(self.fast_redirects <= REDIRECTS_FAST_MAX);
+        debug_assert!(
+            self.deadline <= self.timer.first_send().unwrap_or(self.started) + REQUEST_LIFETIME_MAX
+        );
     }
 
     /// The call's timer, to keep with a doubt ([`Doubts::keep`]) or give back to one.
