@@ -174,8 +174,8 @@ use udplock_protocol::{
 pub use udplock_protocol::ShardRole;
 
 use crate::core::call::{
-    lease_validity, socket_addr_for, Call, CallRequest, DoubtCause, Doubts, Handled, Outcome,
-    Routes, Settle,
+    lease_validity, lock_of, socket_addr_for, Call, CallRequest, DoubtCause, Doubts, Handled,
+    Outcome, Routes, Settle,
 };
 use crate::core::retransmit::{RetransmitConfig, RttEstimator, REQUEST_LIFETIME_MAX};
 pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
@@ -1150,17 +1150,7 @@ impl Client {
         };
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
-        let holder = match body {
-            RequestBody::Acquire {
-                resource, client, ..
-            }
-            | RequestBody::Release { resource, client }
-            | RequestBody::Renew {
-                resource, client, ..
-            } => Some((resource, client)),
-            RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
-        };
-        if let Some((resource, client)) = holder {
+        if let Some((resource, client)) = lock_of(&body) {
             self.settle_doubts(resource, client, deadline)?;
         }
         let release = matches!(body, RequestBody::Release { .. });

@@ -47,7 +47,7 @@ use udplock_protocol::{
 use super::check::History;
 use super::Clock;
 use crate::core::call::{
-    lease_validity, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
+    lease_validity, lock_of, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
 };
 use crate::core::lock_table::{CommandKind, Reply, Request, RequestId};
 use crate::core::raft::NodeId;
@@ -375,18 +375,12 @@ impl Client {
                 self.give_up(now, hist);
                 return;
             }
-            // Settled: no copy of it can take effect any more. The action's own request goes.
+            // Settled: no copy of it can take effect any more. The next doubt on the lock, if
+            // any, or the action's own request goes.
+            let (request, deadline) = (op.request, op.deadline);
+            let (call, sending, settling) = self.next_call(local, &request, deadline);
             let op = self.op.as_mut().expect("outstanding");
-            op.call = Call::new(
-                local,
-                CallRequest::of(&op.request, &self.routes),
-                self.rtt.timer(),
-                op.deadline,
-                ACQUIRE_GRACE,
-                &self.routes,
-            );
-            op.sending = op.request;
-            op.settling = false;
+            (op.call, op.sending, op.settling) = (call, sending, settling);
             return self.after_input(now, None, hist, out);
         }
         match outcome {
@@ -546,7 +540,7 @@ impl Client {
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
         let local = self.clock.local(now);
-        let (body, timeout, resource) = match action {
+        let (body, timeout) = match action {
             Action::Abandon => {
                 self.hold = None;
                 if self.plan.is_empty() && !self.scripted {
@@ -566,7 +560,6 @@ impl Client {
                     ttl_ms,
                 },
                 Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE,
-                Some(resource),
             ),
             Action::Release { resource } => {
                 if self
@@ -583,7 +576,6 @@ impl Client {
                         client: self.id(),
                     },
                     RELEASE_TIMEOUT,
-                    Some(resource),
                 )
             }
             Action::Renew { resource, ttl_ms } => (
@@ -593,14 +585,12 @@ impl Client {
                     ttl_ms,
                 },
                 OP_TIMEOUT,
-                Some(resource),
             ),
             Action::Status { resource } => (
                 RequestBody::Status {
                     resource: RESOURCES[resource],
                 },
                 OP_TIMEOUT,
-                None,
             ),
         };
         let request = WireRequest {
@@ -617,34 +607,7 @@ impl Client {
             now,
         );
         let deadline = local + timeout;
-        // A doubt on this lock is settled first (spec §7.1.5): sent again with the next
-        // attempt number, on a fresh back-off.
-        let settle = match resource {
-            Some(r) => self
-                .doubts
-                .begin_settle(local, RESOURCES[r], self.id(), |_| {}),
-            None => Settle::Clear,
-        };
-        let (call, sending, settling) = match settle {
-            Settle::Resend(resend) => (
-                resend.call(local, deadline, &self.rtt, &self.routes),
-                resend.payload,
-                true,
-            ),
-            Settle::Clear => (
-                Call::new(
-                    local,
-                    CallRequest::of(&request, &self.routes),
-                    self.rtt.timer(),
-                    deadline,
-                    ACQUIRE_GRACE,
-                    &self.routes,
-                ),
-                request,
-                false,
-            ),
-            Settle::Busy => unreachable!("one operation at a time"),
-        };
+        let (call, sending, settling) = self.next_call(local, &request, deadline);
         self.op = Some(Op {
             record,
             action,
@@ -655,6 +618,41 @@ impl Client {
             settling,
         });
         self.after_input(now, None, hist, out);
+    }
+
+    /// The next call of an operation whose own request is `request`: a doubt on the same lock
+    /// first, sent again with the next attempt number on a fresh back-off (spec §7.1.5), or
+    /// the request itself. Returns the call, what it sends, and whether it is a doubt's.
+    fn next_call(
+        &mut self,
+        local: Instant,
+        request: &WireRequest,
+        deadline: Instant,
+    ) -> (Call, WireRequest, bool) {
+        let settle = match lock_of(&request.body) {
+            Some((resource, client)) => self.doubts.begin_settle(local, resource, client, |_| {}),
+            None => Settle::Clear,
+        };
+        match settle {
+            Settle::Resend(resend) => (
+                resend.call(local, deadline, &self.rtt, &self.routes),
+                resend.payload,
+                true,
+            ),
+            Settle::Clear => (
+                Call::new(
+                    local,
+                    CallRequest::of(request, &self.routes),
+                    self.rtt.timer(),
+                    deadline,
+                    ACQUIRE_GRACE,
+                    &self.routes,
+                ),
+                *request,
+                false,
+            ),
+            Settle::Busy => unreachable!("one operation at a time"),
+        }
     }
 
     /// Random mode: what to do after an operation, when nothing is planned.

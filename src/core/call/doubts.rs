@@ -13,6 +13,8 @@
 //! The table is generic over what the shell resends (`P`: the datagram's bytes for the real
 //! client, a typed request for the simulator); the rules only need its ids and timer.
 
+use udplock_protocol::RequestBody;
+
 use super::{Call, CallRequest, Outcome, Routes};
 use crate::core::retransmit::{RequestTimer, RttEstimator, DOUBT_LIFETIME};
 use crate::core::time::{Duration, Instant};
@@ -22,6 +24,22 @@ use crate::core::time::{Duration, Instant};
 /// releasing would otherwise grow them without bound. While the table is full a RELEASE is
 /// refused before anything is sent ([`Doubts::is_full`]).
 pub const DOUBTS_MAX: usize = 1_024;
+
+/// The lock an operation touches, as `(resource, client id)`, if a doubt on it must be
+/// settled before the operation's request leaves (spec §7.1.5): ACQUIRE, RENEW and RELEASE.
+/// STATUS and CONFIGURE change no hold, so a late RELEASE cannot turn their answers wrong.
+pub fn lock_of<'a>(body: &RequestBody<'a>) -> Option<(&'a [u8], &'a [u8])> {
+    match *body {
+        RequestBody::Acquire {
+            resource, client, ..
+        }
+        | RequestBody::Release { resource, client }
+        | RequestBody::Renew {
+            resource, client, ..
+        } => Some((resource, client)),
+        RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
+    }
+}
 
 /// One RELEASE whose outcome is unknown.
 #[derive(Clone, Debug)]

@@ -57,7 +57,7 @@ use std::net::SocketAddr;
 
 use udplock_protocol::{Flags, Hint, MessageType, Reply, Request, RequestBody, Status};
 
-pub use self::doubts::{Doubts, Resend, Settle, DOUBTS_MAX};
+pub use self::doubts::{lock_of, Doubts, Resend, Settle, DOUBTS_MAX};
 pub use self::routes::{socket_addr_for, Routes, LEARNED_LEADERS_MAX};
 use super::retransmit::{
     RequestTimer, RttEstimator, REDIRECTS_FAST_MAX, REQUEST_LIFETIME_MAX, SILENT_SENDS_MAX,
