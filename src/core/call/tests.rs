@@ -632,3 +632,172 @@ fn a_lease_is_shortened_by_the_drift_bound_rounded_up() {
     assert_eq!(lease_validity(5_000, 0), ms(5_000));
     assert_eq!(lease_validity(u32::MAX, 999_999).as_micros(), 4_294_967);
 }
+
+mod forged_input {
+    //! Any sequence of replies (forged, stray, duplicated, out of order, from any address)
+    //! and timeouts leaves a call in a state that keeps the rules: no panic, attempt numbers
+    //! rise one by one, nothing leaves after the outcome or past the request's lifetime, a
+    //! lease never starts after its answer, and only a RELEASE ends in doubt.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Input {
+        Reply {
+            after_us: u64,
+            from: u16,
+            msg_type: usize,
+            status: usize,
+            /// Echo the call's ids (else a random pair).
+            ours: bool,
+            attempt: u16,
+            queued: bool,
+            hint: (u8, u16, u32),
+            lease_ms: u32,
+        },
+        Timeout,
+    }
+
+    fn status_index(status: Status) -> usize {
+        Status::ALL.iter().position(|&s| s == status).unwrap()
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            (
+                0..5_000u64,
+                0..5u16,
+                // Mostly the request's reply type (usize::MAX), else any type.
+                prop_oneof![3 => Just(usize::MAX), 1 => 0..MessageType::ALL.len()],
+                // Mostly the statuses the rules turn on, else any.
+                prop_oneof![
+                    3 => Just(status_index(Status::NotLeader)),
+                    1 => Just(status_index(Status::Waiting)),
+                    1 => Just(status_index(Status::Overloaded)),
+                    3 => 0..Status::ALL.len(),
+                ],
+                prop::bool::weighted(0.9),
+                prop_oneof![0..4u16, any::<u16>()],
+                any::<bool>(),
+                (0..4u8, 0..6u16, 0..100u32),
+                0..3_000u32,
+            )
+                .prop_map(
+                    |(after_us, from, msg_type, status, ours, attempt, queued, hint, lease_ms)| {
+                        Input::Reply {
+                            after_us,
+                            from,
+                            msg_type,
+                            status,
+                            ours,
+                            attempt,
+                            queued,
+                            hint,
+                            lease_ms,
+                        }
+                    }
+                ),
+            Just(Input::Timeout),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_call_keeps_its_rules_whatever_it_is_sent(
+            release in any::<bool>(),
+            wait_ms in 0..2_000u32,
+            inputs in prop::collection::vec(input(), 1..80),
+        ) {
+            let mut h = Harness::new(3);
+            let msg_type = if release { MessageType::Release } else { MessageType::Acquire };
+            let request = h.request(msg_type, 9, if release { 0 } else { wait_ms });
+            let start = at(1_000);
+            let mut call = h.call(start, request, ms(500));
+            let mut now = start;
+            let mut latest = sent(&mut call).attempt;
+            prop_assert_eq!(latest, 0);
+            let mut fast = 0;
+            for input in inputs {
+                let mut by_reply = None;
+                match input {
+                    Input::Timeout => {
+                        let Some(due) = call.poll_timeout() else { break };
+                        now = now.max(due);
+                        call.handle_timeout(now, &h.routes);
+                    }
+                    Input::Reply { after_us, from, msg_type, status, ours, attempt, queued,
+                                   hint: (kind, port, ms), lease_ms } => {
+                        now = now + Duration::from_micros(after_us);
+                        let (session_id, request_id) =
+                            if ours { (SESSION, 9) } else { (SESSION ^ 1, 9 + u64::from(attempt)) };
+                        let hint = match kind {
+                            0 => Hint::None,
+                            1 => Hint::RetryAfter { ms },
+                            2 => Hint::Leader(node(port)),
+                            _ => Hint::Leader((Ipv4Addr::UNSPECIFIED, port).into()),
+                        };
+                        let status = Status::ALL[status];
+                        let reply = Reply {
+                            flags: if queued { Flags::QUEUED } else { Flags::empty() },
+                            hint,
+                            lease_ms,
+                            ..Reply::bare(
+                                MessageType::ALL
+                                    .get(msg_type)
+                                    .copied()
+                                    .unwrap_or(request.msg_type.reply_type().unwrap()),
+                                session_id,
+                                request_id,
+                                attempt,
+                                status,
+                            )
+                        };
+                        let before = call.outcome();
+                        let handled = h.reply(&mut call, now, node(from), reply);
+                        if before.is_some() {
+                            prop_assert_eq!(handled, Handled::Dropped);
+                        }
+                        if handled == Handled::Accepted && status != Status::NotLeader {
+                            fast = 0; // a reply of another kind
+                        }
+                        by_reply = Some(status);
+                    }
+                }
+                if let Some(copy) = call.poll_transmit() {
+                    prop_assert!(call.outcome().is_none(), "a copy after the outcome");
+                    prop_assert_eq!(copy.attempt, latest + 1, "attempts rise one by one");
+                    latest = copy.attempt;
+                    let first = call.timer().first_send().unwrap();
+                    prop_assert!(now < first + REQUEST_LIFETIME_MAX);
+                    // Rule 5.1: only a NOT_LEADER sends a copy at once, a few in a row.
+                    if let Some(status) = by_reply {
+                        prop_assert_eq!(status, Status::NotLeader);
+                        fast += 1;
+                        prop_assert!(fast <= REDIRECTS_FAST_MAX);
+                    }
+                }
+                prop_assert_eq!(call.poll_timeout().is_none(), call.outcome().is_some());
+                match call.outcome() {
+                    Some(Outcome::Answered { lease_start, status, .. }) => {
+                        prop_assert!(lease_start <= now);
+                        prop_assert!(lease_start >= start);
+                        prop_assert!(!matches!(
+                            status,
+                            Status::NotLeader | Status::Waiting | Status::Overloaded
+                        ));
+                        prop_assert!(!(release && status == Status::InternalError));
+                    }
+                    Some(Outcome::GaveUp { .. }) => prop_assert!(!release),
+                    Some(Outcome::InDoubt(_)) => prop_assert!(release),
+                    None => {}
+                }
+            }
+            // The call always ends: at the latest its lifetime after the first copy.
+            call.handle_timeout(start + REQUEST_LIFETIME_MAX, &h.routes);
+            prop_assert!(call.outcome().is_some());
+            prop_assert_eq!(call.poll_transmit(), None);
+        }
+    }
+}
