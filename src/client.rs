@@ -53,9 +53,13 @@
 //! reply address and the send time the lease is counted from. A final answer that arrives
 //! while a WAITING is still stored replaces it.
 //!
-//! The retransmission decisions (RTO, backoff, keepalives, which replies give RTT samples,
-//! when a lease starts) live in the pure core [`crate::core::retransmit`]; this module is the
-//! IO shell.
+//! Every decision about a request lives in the pure call core [`crate::core::call`] (one
+//! [`Call`] per operation, owned by the calling thread): where each copy goes and when, which
+//! replies it accepts, RTT samples, WAITING keepalives, OVERLOADED pauses, when it gives up,
+//! when a lease starts, which releases are kept as doubts. The simulator runs the same core
+//! for its clients. This module is the IO shell: the socket, the lanes, the pending map and
+//! the receive hand-off between threads described here, and the mapping of a call's outcome
+//! to [`LockError`].
 //!
 //! Timer precision: a parked caller wakes precisely (`park_timeout`), but the receiver's wait
 //! is the socket's receive timeout (`SO_RCVTIMEO`), which the kernel rounds up to its tick
@@ -85,7 +89,8 @@
 //! entry yet, shard `s` goes to `servers[s % servers.len()]`, which spreads first contacts over
 //! the cluster; the configured servers form a ring in their given order.
 //!
-//! The rules are the spec's, numbered as there:
+//! The rules are the spec's, numbered as there (the call core applies them; the route cache
+//! is its [`Routes`], shared by all calls of the client):
 //!
 //! - **One timer per request.** Every copy but a fast redirect leaves when the request's
 //!   retransmission timer fires, and the timer doubles with every copy up to its ceiling,
@@ -123,7 +128,7 @@
 //! and the client keeps the release as a *doubt*: before its next ACQUIRE, RENEW or RELEASE of
 //! the same resource and client id it sends it again, same ids and the next attempt number,
 //! until an answer settles it; if the call's deadline comes first, the call is not sent and
-//! fails with [`LockError::ReleaseInDoubt`]. A doubt is forgotten [`DOUBT_LIFETIME`] after its
+//! fails with [`LockError::ReleaseInDoubt`]. A doubt is forgotten [`DOUBT_LIFETIME`](crate::core::retransmit::DOUBT_LIFETIME) after its
 //! first copy (420 s: no copy can arrive later), and its lane (session) stays out of use until
 //! then. An ACQUIRE or RENEW without an answer needs none of this: a late copy can only give
 //! this client id a hold it does not believe in, which ends at its lease. Found by the
@@ -150,9 +155,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::{self, Thread};
 use std::time::Duration as StdDuration;
 
@@ -161,16 +166,18 @@ use crate::clock::BootInstant;
 use socket2::{Domain, Protocol, Socket, Type};
 use udplock_protocol::header::field as header_field;
 use udplock_protocol::{
-    shard_of, Flags, Hint, MessageType, Reply, Request, RequestBody, ShardStatusReply,
-    ShardStatusRequest, Status, DATAGRAM_LEN_MAX, ID_LEN_MAX, SHARDS_DEFAULT, SHARDS_MAX,
+    Flags, Hint, MessageType, Reply, Request, RequestBody, ShardStatusReply, ShardStatusRequest,
+    Status, DATAGRAM_LEN_MAX, ID_LEN_MAX, SHARDS_DEFAULT, SHARDS_MAX,
 };
 
 /// A node's role in one shard's Raft group, as [`Client::shard_status`] reports it.
 pub use udplock_protocol::ShardRole;
 
-use crate::core::retransmit::{
-    RequestTimer, RetransmitConfig, RttEstimator, DOUBT_LIFETIME, REQUEST_LIFETIME_MAX,
+use crate::core::call::{
+    lease_validity, lock_of, socket_addr_for, Call, CallRequest, DoubtCause, Doubts, Handled,
+    Outcome, Routes, Settle,
 };
+use crate::core::retransmit::{RetransmitConfig, RttEstimator, REQUEST_LIFETIME_MAX};
 pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -203,16 +210,7 @@ const PENDING_CAPACITY_INITIAL: usize = 64;
 /// broken socket cannot make it spin. Bounded by the caller's deadline in every case.
 const RECV_ERROR_PAUSE: StdDuration = StdDuration::from_millis(1);
 
-/// Leader addresses learned from hints that are not among [`ClientConfig::servers`], kept
-/// for the client's lifetime. Bounded, so a node that hints ever new addresses cannot grow
-/// the client's memory; a hint that no longer fits is still followed, only not remembered.
-pub const LEARNED_LEADERS_MAX: usize = 64;
-
-/// RELEASEs with an unknown outcome kept at once (spec §7.1.5, "Doubts"). Each is one datagram
-/// and a timer (about 1.4 KB at most); a client that cannot reach the service and keeps
-/// releasing would otherwise grow them without bound. While the table is full a RELEASE is
-/// refused before anything is sent ([`LockError::Overloaded`], nothing changed).
-pub const DOUBTS_MAX: usize = 1_024;
+pub use crate::core::call::{DOUBTS_MAX, LEARNED_LEADERS_MAX};
 
 /// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,24 +444,7 @@ pub struct Client {
     redirects: AtomicU64,
     /// RELEASEs whose outcome is unknown and which may still take effect (spec §7.1.5; see
     /// `settle_doubts`). At most [`DOUBTS_MAX`] (plus the releases in flight).
-    doubts: Mutex<Vec<Doubt>>,
-}
-
-/// A RELEASE whose outcome is unknown, kept so it can be settled (same ids, the next attempt)
-/// before this client touches the same lock again (spec §7.1.5). Its lane (session) is kept
-/// out of the pool meanwhile, so no other request shares the session while it may still be
-/// answered.
-struct Doubt {
-    resource: Vec<u8>,
-    client: Vec<u8>,
-    session_id: u64,
-    request_id: u64,
-    datagram: Vec<u8>,
-    /// Its copies so far: the replay continues their attempt numbers (spec §7.1.5 rule 2).
-    timer: RequestTimer,
-    first_sent: Instant,
-    /// A call is sending it again right now; others on the same lock do not wait for it.
-    settling: bool,
+    doubts: Mutex<Doubts<Vec<u8>>>,
 }
 
 /// Request id → waiting request.
@@ -491,6 +472,8 @@ struct ReceiverState {
 #[derive(Clone, Copy)]
 struct ReplyData {
     msg_type: MessageType,
+    session_id: u64,
+    request_id: u64,
     flags: Flags,
     attempt: u16,
     status: Status,
@@ -499,8 +482,8 @@ struct ReplyData {
     lease_ms: u32,
     waiter_count: u32,
     retry_after_ms: u32,
-    /// The hinted leader of a NOT_LEADER reply, as sent (not yet checked for use).
-    leader_hint: Option<SocketAddr>,
+    /// The reply's hint, as sent (a leader address is not yet checked for use).
+    hint: Hint,
     holder_len: u8,
     holder: [u8; ID_LEN_MAX],
     /// When the receiver read the datagram (for the RTT sample; a thread hop adds nothing).
@@ -517,6 +500,8 @@ impl ReplyData {
         holder[..holder_len].copy_from_slice(&reply.holder[..holder_len]);
         ReplyData {
             msg_type: reply.msg_type,
+            session_id: reply.session_id,
+            request_id: reply.request_id,
             flags: reply.flags,
             attempt: reply.attempt,
             status: reply.status,
@@ -528,10 +513,7 @@ impl ReplyData {
                 Hint::RetryAfter { ms } => ms,
                 _ => 0,
             },
-            leader_hint: match reply.hint {
-                Hint::Leader(addr) => Some(addr),
-                _ => None,
-            },
+            hint: reply.hint,
             holder_len: holder_len as u8,
             holder,
             received_at,
@@ -541,6 +523,24 @@ impl ReplyData {
 
     fn holder(&self) -> &[u8] {
         &self.holder[..usize::from(self.holder_len)]
+    }
+
+    /// The reply as it was decoded, for the call core.
+    fn wire(&self) -> Reply<'_> {
+        Reply {
+            msg_type: self.msg_type,
+            flags: self.flags,
+            session_id: self.session_id,
+            request_id: self.request_id,
+            attempt: self.attempt,
+            status: self.status,
+            hold_count: self.hold_count,
+            fencing_token: self.fencing_token,
+            lease_ms: self.lease_ms,
+            waiter_count: self.waiter_count,
+            hint: self.hint,
+            holder: self.holder(),
+        }
     }
 
     /// The error this reply stands for, if it is not a success.
@@ -563,18 +563,6 @@ struct ShardStatusPage {
     node_id: u64,
     shards_total: u16,
     shards: Vec<ShardInfo>,
-}
-
-/// How a request's copies ended (spec §7.1.5). Most requests end answered, and the reply
-/// stays on the caller's stack: boxing it would cost an allocation per call for nothing.
-#[allow(clippy::large_enum_variant)]
-enum Ended {
-    /// A final answer.
-    Answered(ReplyData),
-    /// The deadline passed without one. `overloaded`: the latest reply other than NOT_LEADER
-    /// was OVERLOADED, with this retry-after hint; `None` when only silence or NOT_LEADER came
-    /// (or a WAITING since the last OVERLOADED).
-    Unanswered { overloaded: Option<u32> },
 }
 
 /// A successful reply and the instant its lease (if any) starts.
@@ -602,301 +590,6 @@ impl Hasher for RequestIdHasher {
 
     fn finish(&self) -> u64 {
         self.0
-    }
-}
-
-/// `addr` as the client's socket can send to it: on an IPv6 socket an IPv4 address becomes
-/// IPv4-mapped; on an IPv4 socket an IPv4-mapped address becomes plain IPv4 (spec §5.2) and
-/// other IPv6 addresses cannot be reached (`None`). Normalising every address this way makes
-/// a reply's source address comparable with the addresses requests were sent to.
-fn socket_addr_for(addr: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
-    match (addr, v6_socket) {
-        (SocketAddr::V4(_), false) => Some(addr),
-        (SocketAddr::V4(v4), true) => Some(SocketAddr::V6(SocketAddrV6::new(
-            v4.ip().to_ipv6_mapped(),
-            v4.port(),
-            0,
-            0,
-        ))),
-        (SocketAddr::V6(_), true) => Some(addr),
-        (SocketAddr::V6(v6), false) => v6
-            .ip()
-            .to_ipv4_mapped()
-            .map(|ip| SocketAddr::new(IpAddr::V4(ip), v6.port())),
-    }
-}
-
-/// The shard → leader cache that all calls share (see "Routing" in the module docs).
-///
-/// Lock-free for readers: a call reads its shard's entry (one atomic load) and the address it
-/// names (one more, in a `OnceLock`). Entries are indexes into an append-only address table,
-/// so a writer never invalidates what a reader holds; only appending an address never seen
-/// before takes a lock.
-struct Routes {
-    /// Every address a request may go to, in the socket's address family: the configured
-    /// servers first, in their order, then leaders learned from hints that are not among
-    /// them (at most [`LEARNED_LEADERS_MAX`]). A slot, once set, never changes.
-    peers: Box<[OnceLock<SocketAddr>]>,
-    /// How many configured servers head `peers` (at least one).
-    servers_len: usize,
-    /// Serialises appends to `peers`; readers never take it.
-    append: Mutex<()>,
-    /// One entry per shard: 0 while no leader is known, otherwise its index in `peers` + 1.
-    leaders: Box<[AtomicU32]>,
-    /// One flag per slot of `peers`: the address left copies unanswered and has not answered
-    /// since (spec §7.1.7, "suspect").
-    suspect: Box<[AtomicBool]>,
-    /// The socket is IPv6 (IPv4 peers are then reached through IPv4-mapped addresses).
-    v6_socket: bool,
-}
-
-impl Routes {
-    /// Routes over `servers` (non-empty) for `shards` shards (1 or more), none known yet.
-    fn new(servers: &[SocketAddr], shards: u32, v6_socket: bool) -> Routes {
-        assert!(
-            !servers.is_empty() && shards > 0,
-            "validated by ClientConfig"
-        );
-        let peers: Box<[OnceLock<SocketAddr>]> = (0..servers.len() + LEARNED_LEADERS_MAX)
-            .map(|_| OnceLock::new())
-            .collect();
-        for (slot, &server) in peers.iter().zip(servers) {
-            let addr = socket_addr_for(server, v6_socket)
-                .expect("the socket's family was chosen so that every server is reachable");
-            slot.set(addr).expect("a fresh slot");
-        }
-        let suspect = (0..peers.len()).map(|_| AtomicBool::new(false)).collect();
-        Routes {
-            peers,
-            suspect,
-            servers_len: servers.len(),
-            append: Mutex::new(()),
-            leaders: (0..shards).map(|_| AtomicU32::new(0)).collect(),
-            v6_socket,
-        }
-    }
-
-    /// The shard of `resource`, an index into `leaders`.
-    fn shard(&self, resource: &[u8]) -> usize {
-        let shard = shard_of(resource, self.leaders.len() as u32) as usize;
-        debug_assert!(shard < self.leaders.len());
-        shard
-    }
-
-    fn peer(&self, index: u32) -> Option<SocketAddr> {
-        self.peers.get(index as usize)?.get().copied()
-    }
-
-    /// The configured server at `position` (modulo their number), with its peer index.
-    fn server(&self, position: usize) -> (u32, SocketAddr) {
-        let index = position % self.servers_len;
-        let addr = self
-            .peer(index as u32)
-            .expect("servers are set at creation");
-        (index as u32, addr)
-    }
-
-    /// Where a new request for `shard` goes first (spec §7.1.7 rule 2): its cached leader if
-    /// that is not suspect, otherwise the first configured server that is not suspect from
-    /// `servers[shard % n]` on. Returns the peer index, the address and the request's ring
-    /// position.
-    fn first_destination(&self, shard: usize) -> (u32, SocketAddr, usize) {
-        let home = shard % self.servers_len;
-        let entry = self.leaders[shard].load(Ordering::Acquire);
-        if let Some(index) = entry.checked_sub(1).filter(|&i| !self.is_suspect(i)) {
-            if let Some(addr) = self.peer(index) {
-                let configured = (index as usize) < self.servers_len;
-                return (index, addr, if configured { index as usize } else { home });
-            }
-        }
-        let position = self.ring_from(home);
-        let (index, addr) = self.server(position);
-        (index, addr, position)
-    }
-
-    /// The first ring position at or after `position` (modulo the number of configured
-    /// servers) whose server is not suspect; `position` itself if every one is.
-    fn ring_from(&self, position: usize) -> usize {
-        let n = self.servers_len;
-        (0..n)
-            .map(|k| (position + k) % n)
-            .find(|&i| !self.is_suspect(i as u32))
-            .unwrap_or(position % n)
-    }
-
-    /// Spec §7.1.7 rule 7: the ring position a request moves on to from `position`.
-    fn next_position(&self, position: usize) -> usize {
-        self.ring_from(position + 1)
-    }
-
-    fn is_suspect(&self, index: u32) -> bool {
-        self.suspect
-            .get(index as usize)
-            .is_some_and(|flag| flag.load(Ordering::Relaxed))
-    }
-
-    /// Marks the peer suspect (it left copies unanswered) or trusted again (it answered).
-    /// Writes only on a change, so the steady state touches no shared cache line.
-    fn set_suspect(&self, index: u32, suspect: bool) {
-        if let Some(flag) = self.suspect.get(index as usize) {
-            if flag.load(Ordering::Relaxed) != suspect {
-                flag.store(suspect, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// The peer index of `addr` (already in the socket's family), if it is known.
-    fn find(&self, addr: SocketAddr) -> Option<u32> {
-        self.peers
-            .iter()
-            .map_while(OnceLock::get)
-            .position(|&peer| peer == addr)
-            .map(|index| index as u32)
-    }
-
-    /// Records `index` as the leader of `shard`. Writes only when that changes, so calls that
-    /// keep finding the same leader do not bounce the entry's cache line between CPUs.
-    fn set_leader(&self, shard: usize, index: u32) {
-        debug_assert!(self.peer(index).is_some());
-        let entry = &self.leaders[shard];
-        if entry.load(Ordering::Relaxed) != index + 1 {
-            entry.store(index + 1, Ordering::Release);
-        }
-    }
-
-    /// Records a hinted leader for `shard`, adding its address to the table if it is new and
-    /// there is room. Returns its peer index; `None` when the table is full (the hint is then
-    /// followed by the one call but not remembered).
-    fn learn_leader(&self, shard: usize, addr: SocketAddr) -> Option<u32> {
-        let index = match self.find(addr) {
-            Some(index) => index,
-            None => {
-                let _append = lock(&self.append);
-                // Another thread may have added it meanwhile; appends are serialised here.
-                match self.find(addr) {
-                    Some(index) => index,
-                    None => {
-                        let index = self.peers.iter().position(|slot| slot.get().is_none())?;
-                        self.peers[index].set(addr).expect("appends hold the lock");
-                        index as u32
-                    }
-                }
-            }
-        };
-        self.set_leader(shard, index);
-        Some(index)
-    }
-
-    /// Forgets the leader of `shard` if it still is `index` (a node that stopped answering).
-    fn forget_leader(&self, shard: usize, index: u32) {
-        // Failing means another call already recorded something newer: keep that.
-        let _ =
-            self.leaders[shard].compare_exchange(index + 1, 0, Ordering::AcqRel, Ordering::Relaxed);
-    }
-
-    /// A hinted leader address as this client can use it: reachable from the socket's
-    /// address family, with a real IP address and port. `None` for anything else, which is
-    /// then treated as no hint.
-    fn usable_hint(&self, hint: SocketAddr) -> Option<SocketAddr> {
-        if hint.port() == 0 || hint.ip().is_unspecified() || hint.ip().is_multicast() {
-            return None;
-        }
-        socket_addr_for(hint, self.v6_socket)
-    }
-}
-
-/// One request on its way: its retransmission timer and where its copies go (spec §7.1.7).
-/// Owned by the calling thread, never shared.
-struct Flight {
-    timer: RequestTimer,
-    shard: usize,
-    /// `D`: where the next copy goes.
-    dest: SocketAddr,
-    /// `dest`'s index in [`Routes::peers`]; `None` for a hinted leader the table had no room
-    /// for.
-    dest_peer: Option<u32>,
-    /// `p`: the ring position "moving on" counts from (an index of the configured servers).
-    ring: usize,
-    /// Attempt number of the first copy sent to `dest`; `None` until one is sent. A reply
-    /// echoing an older attempt answers a copy sent elsewhere.
-    dest_first_attempt: Option<u16>,
-    /// Copies sent to `dest` in a row that no reply has answered yet (rule 4).
-    unanswered: u32,
-    /// Attempt number of the first of those copies: a reply echoing it or a later one
-    /// answers them.
-    unanswered_from: u16,
-    /// NOT_LEADER hints followed at once since the last reply of another kind (rule 5.1).
-    fast_redirects: u32,
-    /// No copy before this instant: an OVERLOADED asked for the pause (spec §7.1.3).
-    not_before: Instant,
-    /// The latest reply other than NOT_LEADER was OVERLOADED, with this retry-after hint (0:
-    /// none). Says how a request that ends without a final answer is reported.
-    overloaded: Option<u32>,
-}
-
-impl Flight {
-    fn new(
-        timer: RequestTimer,
-        shard: usize,
-        (peer, dest, ring): (u32, SocketAddr, usize),
-    ) -> Flight {
-        Flight {
-            timer,
-            shard,
-            dest,
-            dest_peer: Some(peer),
-            ring,
-            dest_first_attempt: None,
-            unanswered: 0,
-            unanswered_from: 0,
-            fast_redirects: 0,
-            not_before: Instant::ZERO,
-            overloaded: None,
-        }
-    }
-
-    /// When the next copy is due: when the timer fires, but not before an OVERLOADED's
-    /// retry-after (spec §7.1.3).
-    fn next_send(&self) -> Instant {
-        self.timer.next_retransmit().max(self.not_before)
-    }
-
-    /// The following copies go to `dest` (`peer`: its index in the route table, if it has
-    /// one). The back-off goes on (spec §7.1.3): a new node does not make the request's copies
-    /// any faster.
-    fn redirect(&mut self, dest: SocketAddr, peer: Option<u32>) {
-        self.dest = dest;
-        self.dest_peer = peer;
-        self.dest_first_attempt = None;
-        self.unanswered = 0;
-    }
-
-    /// Spec §7.1.7 rule 7: the following copies go to the next configured server on the ring
-    /// that is not suspect.
-    fn move_on(&mut self, routes: &Routes) {
-        self.ring = routes.next_position(self.ring);
-        let (index, addr) = routes.server(self.ring);
-        self.redirect(addr, Some(index));
-    }
-
-    /// True if `reply` answers a copy sent before `dest` was chosen.
-    fn is_stale(&self, reply: &ReplyData) -> bool {
-        self.dest_first_attempt
-            .is_none_or(|first| reply.attempt < first)
-    }
-
-    /// Rule 4: `dest` stayed silent for the copies sent to it since the last reply.
-    fn dest_is_silent(&self, routes: &Routes) -> bool {
-        let suspect = self.dest_peer.is_some_and(|index| routes.is_suspect(index));
-        let limit = if suspect { 1 } else { SILENT_SENDS_MAX };
-        self.unanswered >= limit
-    }
-
-    /// A reply to this request was accepted: the copies it answers were not lost.
-    fn on_reply(&mut self, reply: &ReplyData) {
-        if self.unanswered > 0 && reply.attempt >= self.unanswered_from {
-            self.unanswered = 0;
-        }
     }
 }
 
@@ -997,7 +690,7 @@ impl Client {
             retransmits: AtomicU64::new(0),
             dropped_datagrams: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
-            doubts: Mutex::new(Vec::new()),
+            doubts: Mutex::new(Doubts::new()),
         })
     }
 
@@ -1425,11 +1118,7 @@ impl Client {
     /// The client's view of a granted hold (spec "Lease rule").
     fn lease(&self, resource_id: &str, client_id: &str, answer: &Answer) -> Lease {
         let reply = &answer.reply;
-        let lease_us = u64::from(reply.lease_ms) * 1_000;
-        // Round the drift allowance up: the client must never believe longer than allowed.
-        let drift_us = (u128::from(lease_us) * u128::from(self.config.drift_bound_ppm))
-            .div_ceil(1_000_000) as u64;
-        let valid = Duration::from_micros(lease_us.saturating_sub(drift_us));
+        let valid = lease_validity(reply.lease_ms, self.config.drift_bound_ppm);
         Lease {
             resource_id: resource_id.to_owned(),
             client_id: client_id.to_owned(),
@@ -1451,35 +1140,21 @@ impl Client {
         self.epoch + StdDuration::from_micros(t.as_micros())
     }
 
-    /// One operation: settle any doubt on its lock, send, retransmit until a final answer or
-    /// the deadline, map the outcome (spec §7.1.5).
+    /// One operation: settle any doubt on its lock, then run the request's call (the rules
+    /// are the call core's, `crate::core::call`) and map its outcome (spec §7.1.5).
     fn call(&self, body: RequestBody<'_>, timeout_ms: u64) -> Result<Answer, LockError> {
         let Some(reply_type) = body.msg_type().reply_type() else {
             return Err(LockError::InternalError(
                 "a request type without a reply type: a client bug".into(),
             ));
         };
-        let wait_ms = match body {
-            RequestBody::Acquire { wait_ms, .. } => wait_ms,
-            _ => 0,
-        };
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
-        let holder = match body {
-            RequestBody::Acquire {
-                resource, client, ..
-            }
-            | RequestBody::Release { resource, client }
-            | RequestBody::Renew {
-                resource, client, ..
-            } => Some((resource, client)),
-            RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
-        };
-        if let Some((resource, client)) = holder {
+        if let Some((resource, client)) = lock_of(&body) {
             self.settle_doubts(resource, client, deadline)?;
         }
         let release = matches!(body, RequestBody::Release { .. });
-        if release && lock(&self.doubts).len() >= DOUBTS_MAX {
+        if release && lock(&self.doubts).is_full() {
             // Nothing is sent: a release that could not be remembered if it went unanswered
             // must not leave at all.
             return Err(LockError::Overloaded { retry_after_ms: 0 });
@@ -1497,334 +1172,140 @@ impl Client {
             .encode(&mut buf)
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
-        let shard = self.routes.shard(body.resource());
         let timer = lock(&self.rtt).timer();
-        let (ended, flight) = self.exchange(
-            lane.session_id,
-            request_id,
-            reply_type,
-            datagram,
-            shard,
+        let mut call = Call::new(
+            self.now(),
+            CallRequest::of(&request, &self.routes),
             timer,
-            wait_ms,
-            start,
             deadline,
-        )?;
-        let reply = match ended {
-            Ended::Answered(reply) => reply,
-            Ended::Unanswered { overloaded } => {
-                if let RequestBody::Release { resource, client } = body {
-                    // The release may still take effect, through a copy in flight or one in a
-                    // node's log: keep it, and settle it before this client touches the lock
-                    // again (spec §7.1.5).
-                    self.keep_doubt(&mut lane, resource, client, request_id, datagram, flight);
-                    return Err(match overloaded {
-                        Some(_) => LockError::ReleaseInDoubt,
-                        None => LockError::Unavailable,
-                    });
-                }
-                return Err(match overloaded {
-                    Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
-                    None => LockError::Unavailable,
-                });
-            }
-        };
-        if let (Status::InternalError, RequestBody::Release { resource, client }) =
-            (reply.status, body)
+            Duration::from_millis(self.config.grace_ms),
+            &self.routes,
+        );
+        let reply = self.exchange(&mut call, reply_type, datagram)?;
+        match call
+            .outcome()
+            .expect("an exchange ends with the call's outcome")
         {
-            // INTERNAL_ERROR settles nothing (spec §7.1.5): the release stays a doubt.
-            self.keep_doubt(&mut lane, resource, client, request_id, datagram, flight);
-            return Err(LockError::ReleaseInDoubt);
+            Outcome::Answered { lease_start, .. } => {
+                let reply = reply.expect("a final answer came in a reply");
+                match reply.error() {
+                    Some(error) => Err(error),
+                    None => Ok(Answer { reply, lease_start }),
+                }
+            }
+            Outcome::GaveUp { overloaded } => Err(match overloaded {
+                Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
+                None => LockError::Unavailable,
+            }),
+            Outcome::InDoubt(cause) => {
+                let RequestBody::Release { resource, client } = body else {
+                    unreachable!("only a RELEASE ends in doubt");
+                };
+                // The release may still take effect, through a copy in flight or one in a
+                // node's log: keep it, with its lane (no other request uses that session until
+                // the doubt is settled or forgotten), and settle it before this client touches
+                // the lock again (spec §7.1.5).
+                lane.retire();
+                lock(&self.doubts).keep(resource, client, datagram.to_vec(), call);
+                Err(match cause {
+                    DoubtCause::Silence => LockError::Unavailable,
+                    DoubtCause::Overloaded { .. } | DoubtCause::InternalError => {
+                        LockError::ReleaseInDoubt
+                    }
+                })
+            }
         }
-        if let Some(error) = reply.error() {
-            return Err(error);
-        }
-        Ok(Answer {
-            lease_start: flight.timer.lease_start(reply.attempt).unwrap_or(start),
-            reply,
-        })
-    }
-
-    /// Keeps an unsettled RELEASE as a doubt (spec §7.1.5), with its lane: no other request
-    /// uses that session until the doubt is settled or forgotten.
-    fn keep_doubt(
-        &self,
-        lane: &mut LaneGuard<'_>,
-        resource: &[u8],
-        client: &[u8],
-        request_id: u64,
-        datagram: &[u8],
-        flight: Flight,
-    ) {
-        lane.retire();
-        let first_sent = flight
-            .timer
-            .first_send()
-            .expect("an unsettled request was sent");
-        lock(&self.doubts).push(Doubt {
-            resource: resource.to_vec(),
-            client: client.to_vec(),
-            session_id: lane.session_id,
-            request_id,
-            datagram: datagram.to_vec(),
-            timer: flight.timer,
-            first_sent,
-            settling: false,
-        });
     }
 
     /// Spec §7.1.5: a RELEASE whose outcome is unknown may still take effect. Applied after
     /// this client's next ACQUIRE of the same lock, it would free the new hold behind the
     /// client's back. So before any ACQUIRE, RENEW or RELEASE of `(resource, client)`, each such
-    /// release is sent again, same ids and the next attempt number, until an answer settles it
-    /// (any final answer but INTERNAL_ERROR), or [`DOUBT_LIFETIME`] after its first copy (no
-    /// copy can take effect any more). [`LockError::ReleaseInDoubt`] if `deadline` comes
-    /// first, or if another call is settling it right now: the new request is then not sent.
+    /// release is sent again (the call core's [`Doubts`]: same ids, the next attempt number)
+    /// until an answer settles it, or until it is forgotten (no copy can take effect any
+    /// more). [`LockError::ReleaseInDoubt`] if `deadline` comes first, or if another call is
+    /// settling it right now: the new request is then not sent.
     fn settle_doubts(
         &self,
         resource: &[u8],
         client: &[u8],
         deadline: Instant,
     ) -> Result<(), LockError> {
+        let free_lane = |session_id| lock(&self.lanes_free).push(session_id);
         loop {
-            let (session_id, request_id, mut datagram, mut timer, first_sent) = {
+            let resend = {
                 let mut doubts = lock(&self.doubts);
                 if doubts.is_empty() {
                     // The common case, on every lock call: no clock read, no scan.
                     return Ok(());
                 }
-                let now = self.now();
-                // Past their lifetime no copy of them can take effect any more: forget them,
-                // and give their lanes back.
-                let mut i = 0;
-                while i < doubts.len() {
-                    if now >= doubts[i].first_sent + DOUBT_LIFETIME && !doubts[i].settling {
-                        let gone = doubts.swap_remove(i);
-                        lock(&self.lanes_free).push(gone.session_id);
-                    } else {
-                        i += 1;
-                    }
+                match doubts.begin_settle(self.now(), resource, client, free_lane) {
+                    Settle::Clear => return Ok(()),
+                    Settle::Busy => return Err(LockError::ReleaseInDoubt),
+                    Settle::Resend(resend) => resend,
                 }
-                let Some(doubt) = doubts
-                    .iter_mut()
-                    .find(|d| d.resource == resource && d.client == client)
-                else {
-                    return Ok(());
-                };
-                if doubt.settling {
-                    return Err(LockError::ReleaseInDoubt);
-                }
-                doubt.settling = true;
-                (
-                    doubt.session_id,
-                    doubt.request_id,
-                    doubt.datagram.clone(),
-                    doubt.timer.clone(),
-                    doubt.first_sent,
-                )
             };
-            // A request of its own for timing and routing, the same one for the server.
-            timer.resume(lock(&self.rtt).rto());
-            let until = deadline.min(first_sent + REQUEST_LIFETIME_MAX);
-            if self.now() >= until {
-                // No copy may leave any more (its lifetime is over, spec §6.6), or no time is
-                // left: the doubt stays until it is settled or forgotten.
-                let mut doubts = lock(&self.doubts);
-                if let Some(d) = doubts.iter_mut().find(|d| d.request_id == request_id) {
-                    d.settling = false;
-                }
+            let mut call = {
+                let rtt = lock(&self.rtt);
+                resend.call(self.now(), deadline, &rtt, &self.routes)
+            };
+            let mut datagram = resend.payload;
+            if let Err(e) = self.exchange(&mut call, MessageType::ReleaseReply, &mut datagram) {
+                lock(&self.doubts).abandon_settle(call.request().request_id);
+                return Err(e);
+            }
+            if !lock(&self.doubts).end_settle(call, free_lane) {
                 return Err(LockError::ReleaseInDoubt);
             }
-            let shard = self.routes.shard(resource);
-            let result = self.exchange(
-                session_id,
-                request_id,
-                MessageType::ReleaseReply,
-                &mut datagram,
-                shard,
-                timer,
-                0,
-                first_sent,
-                until,
-            );
-            let mut doubts = lock(&self.doubts);
-            let position = doubts
-                .iter()
-                .position(|d| d.request_id == request_id)
-                .expect("a doubt being settled stays in the table");
-            match result {
-                Ok((Ended::Answered(reply), _)) if reply.status != Status::InternalError => {
-                    // Settled: whatever the answer says, no copy can take effect any more.
-                    doubts.swap_remove(position);
-                    lock(&self.lanes_free).push(session_id);
-                }
-                Ok((_, flight)) => {
-                    let doubt = &mut doubts[position];
-                    doubt.timer = flight.timer;
-                    doubt.settling = false;
-                    return Err(LockError::ReleaseInDoubt);
-                }
-                Err(e) => {
-                    doubts[position].settling = false;
-                    return Err(e);
-                }
-            }
         }
     }
 
-    /// Sends `datagram` (request `request_id` of `session_id`, whose copies so far `timer`
-    /// knows) until it gets a final answer or `deadline` passes: routing (spec §7.1.7),
-    /// retransmission, WAITING keepalives, OVERLOADED pauses (§7.1.3). `Err` only for this
-    /// client's own limit on requests in flight (nothing sent).
-    #[allow(clippy::too_many_arguments)]
+    /// Runs `call` (whose request is `datagram`, answered by `reply_type`) to its outcome:
+    /// sends what it readies, hands it the replies and the timeouts. Returns the reply that
+    /// ended it, if one did. `Err` only for this client's own limit on requests in flight
+    /// (nothing sent).
     fn exchange(
         &self,
-        session_id: u64,
-        request_id: u64,
+        call: &mut Call,
         reply_type: MessageType,
         datagram: &mut [u8],
-        shard: usize,
-        timer: RequestTimer,
-        wait_ms: u32,
-        start: Instant,
-        deadline: Instant,
-    ) -> Result<(Ended, Flight), LockError> {
-        let pending = self.register(session_id, request_id, reply_type)?;
-        let mut flight = Flight::new(timer, shard, self.routes.first_destination(shard));
-        self.transmit(datagram, &mut flight);
-        let mut deadline = deadline;
-        let ended = loop {
-            let Some(reply) = self.await_reply(request_id, datagram, &mut flight, deadline) else {
-                break Ended::Unanswered {
-                    overloaded: flight.overloaded,
-                };
+    ) -> Result<Option<ReplyData>, LockError> {
+        if call.outcome().is_some() {
+            // Its deadline had passed before the first copy: nothing to send.
+            return Ok(None);
+        }
+        let request = *call.request();
+        let pending = self.register(request.session_id, request.request_id, reply_type)?;
+        self.flush(call, datagram);
+        let mut last = None;
+        while let Some(reply) = self.await_reply(request.request_id, datagram, call) {
+            let handled = {
+                let mut rtt = lock(&self.rtt);
+                call.handle_reply(
+                    reply.received_at,
+                    reply.from,
+                    &reply.wire(),
+                    &self.routes,
+                    &mut rtt,
+                )
             };
-            let timer = &mut flight.timer;
-            // Spec §7.1.4: a reply echoing a copy we never sent is forged or broken.
-            if timer
-                .latest_attempt()
-                .is_none_or(|latest| reply.attempt > latest)
-            {
-                self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            let queued = reply.flags.contains(Flags::QUEUED);
-            if let Some(sample) = timer.rtt_sample(reply.attempt, queued, reply.received_at) {
-                lock(&self.rtt).on_sample(sample);
-            }
-            // Whoever answered is alive (spec §7.1.7), and the copies it answers were not lost.
-            if let Some(index) = self.routes.find(reply.from) {
-                self.routes.set_suspect(index, false);
-            }
-            flight.on_reply(&reply);
-            if reply.status == Status::NotLeader {
-                // Never a final answer: send the request on (rule 5).
-                self.on_not_leader(&reply, &mut flight, datagram);
-                continue;
-            }
-            flight.fast_redirects = 0;
-            // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY
-            // aside, which any node may send): remember who it was (rule 6).
-            if reply.msg_type != MessageType::ErrorReply && reply.status != Status::Overloaded {
-                if let Some(index) = self.answered_by(&reply, &flight) {
-                    self.routes.set_leader(shard, index);
+            match handled {
+                Handled::Dropped => {
+                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
                 }
-            }
-            let timer = &mut flight.timer;
-            match reply.status {
-                // WAITING is provisional (spec §6.3): the acquire is queued, so keep waiting
-                // and send keepalives instead of loss-recovery retransmits. The server's wait
-                // started when it queued the request, no later than this reply: wait for its
-                // final answer until then + wait_ms + grace (within the request lifetime).
-                Status::Waiting => {
-                    if !timer.is_waiting() {
-                        let waits_until = reply.received_at
-                            + Duration::from_millis(wait_ms.into())
-                            + Duration::from_millis(self.config.grace_ms);
-                        deadline = deadline.max(waits_until).min(start + REQUEST_LIFETIME_MAX);
-                    }
-                    timer.on_waiting(reply.lease_ms);
-                    flight.overloaded = None;
-                    continue;
+                Handled::Redirected => {
+                    self.redirects.fetch_add(1, Ordering::Relaxed);
                 }
-                // OVERLOADED answers one copy and is not remembered (spec §7.1.3, §7.1.5): the
-                // SAME request goes again, to the same node, when the timer fires but not
-                // before the hinted delay, so no copy still in flight can take effect beside a
-                // new request. (Meanwhile this thread keeps receiving, for itself and others.)
-                Status::Overloaded => {
-                    let pause = Duration::from_millis(reply.retry_after_ms.into());
-                    flight.not_before = flight.not_before.max(reply.received_at + pause);
-                    flight.overloaded = Some(reply.retry_after_ms);
-                    continue;
-                }
-                _ => break Ended::Answered(reply),
+                Handled::Accepted => {}
             }
-        };
+            self.flush(call, datagram);
+            if call.outcome().is_some() {
+                last = Some(reply);
+                break;
+            }
+        }
         // Leave the pending map (and hand the receiver role on) before anything else.
         drop(pending);
-        Ok((ended, flight))
-    }
-
-    /// The node that most likely sent `reply`, as an index in the route table: its source
-    /// address when that is a known node (after a failover the new leader may answer a
-    /// request it was never sent), otherwise the current destination if the reply answers a
-    /// copy sent there. `None` when neither is known.
-    fn answered_by(&self, reply: &ReplyData, flight: &Flight) -> Option<u32> {
-        if reply.from == flight.dest {
-            return flight.dest_peer;
-        }
-        self.routes.find(reply.from).or_else(|| {
-            if flight.is_stale(reply) {
-                None
-            } else {
-                flight.dest_peer
-            }
-        })
-    }
-
-    /// NOT_LEADER (spec §7.1.7 rule 5): the node did not execute the request and does not
-    /// remember it, so the SAME request goes on: to a hinted leader that is not suspect at
-    /// once (a few times), to a suspect one on the timer, or without a usable hint to the
-    /// next server on the ring, on the timer.
-    fn on_not_leader(&self, reply: &ReplyData, flight: &mut Flight, datagram: &mut [u8]) {
-        if flight.is_stale(reply) {
-            // It answers a copy sent to an earlier destination: the request has moved on.
-            return;
-        }
-        self.redirects.fetch_add(1, Ordering::Relaxed);
-        let from = self.routes.find(reply.from);
-        let hint = reply
-            .leader_hint
-            .and_then(|hint| self.routes.usable_hint(hint))
-            .filter(|&hint| hint != reply.from);
-        match hint {
-            // Rule 5.2: a leader named by a node that has not noticed it is gone.
-            Some(leader)
-                if self
-                    .routes
-                    .find(leader)
-                    .is_some_and(|index| self.routes.is_suspect(index)) =>
-            {
-                flight.redirect(leader, self.routes.find(leader));
-            }
-            // Rule 5.1.
-            Some(leader) => {
-                let peer = self.routes.learn_leader(flight.shard, leader);
-                flight.redirect(leader, peer);
-                if flight.fast_redirects < REDIRECTS_FAST_MAX {
-                    flight.fast_redirects += 1;
-                    self.transmit(datagram, flight);
-                }
-            }
-            // Rule 5.3: no leader known (an election): neither this node nor the one the
-            // copies went to is it.
-            None => {
-                for index in [flight.dest_peer, from].into_iter().flatten() {
-                    self.routes.forget_leader(flight.shard, index);
-                }
-                flight.move_on(&self.routes);
-            }
-        }
+        Ok(last)
     }
 
     /// Enters a request in the pending map (step 1).
@@ -1861,42 +1342,40 @@ impl Client {
             .and_then(|p| p.reply.take())
     }
 
-    /// Sends the next copy: first leaves a node that stayed silent (spec §7.1.7 rule 4:
-    /// marked suspect, no longer the shard's cached leader), then records the copy's send time
-    /// (the lease counts from it) and patches its attempt number into the header.
-    fn transmit(&self, datagram: &mut [u8], flight: &mut Flight) {
-        if flight.dest_is_silent(&self.routes) {
-            if let Some(peer) = flight.dest_peer {
-                self.routes.set_suspect(peer, true);
-                self.routes.forget_leader(flight.shard, peer);
+    /// Sends the copy `call` readied, if any, with its attempt number patched into the
+    /// header. The core recorded its send time already (the lease counts from it, so it is
+    /// never later than the real send).
+    fn flush(&self, call: &mut Call, datagram: &mut [u8]) {
+        while let Some(copy) = call.poll_transmit() {
+            datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
+            if copy.attempt > 0 {
+                self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            flight.move_on(&self.routes);
-        }
-        let attempt = flight.timer.on_send(self.now());
-        datagram[header_field::ATTEMPT].copy_from_slice(&attempt.to_be_bytes());
-        if attempt > 0 {
-            self.retransmits.fetch_add(1, Ordering::Relaxed);
-        }
-        flight.dest_first_attempt.get_or_insert(attempt);
-        if flight.unanswered == 0 {
-            flight.unanswered_from = attempt;
-        }
-        flight.unanswered = flight.unanswered.saturating_add(1);
-        if let Err(e) = self.socket.send_to(datagram, flight.dest) {
-            // A failed send is a lost datagram: the retransmission timer covers it, and the
-            // deadline turns a persistent failure into Unavailable.
-            log::debug!("send to {} failed: {e}", flight.dest);
+            if let Err(e) = self.socket.send_to(datagram, copy.to) {
+                // A failed send is a lost datagram: the retransmission timer covers it, and
+                // the deadline turns a persistent failure into Unavailable.
+                log::debug!("send to {} failed: {e}", copy.to);
+            }
         }
     }
 
+    /// Gives `call` the time if one of its timers is due, and sends what it readies. Returns
+    /// when to come back, `None` once the call has ended.
+    fn tick(&self, call: &mut Call, datagram: &mut [u8], now: Instant) -> Option<Instant> {
+        if call.poll_timeout()? <= now {
+            call.handle_timeout(now, &self.routes);
+            self.flush(call, datagram);
+        }
+        call.poll_timeout()
+    }
+
     /// Waits for this request's reply: as the receiver if the receive lock is free
-    /// (step 2), parked otherwise (step 3).
+    /// (step 2), parked otherwise (step 3). `None` when the call ended at a timeout.
     fn await_reply(
         &self,
         request_id: u64,
         datagram: &mut [u8],
-        flight: &mut Flight,
-        deadline: Instant,
+        call: &mut Call,
     ) -> Option<ReplyData> {
         loop {
             let receiver = match self.receiver.try_lock() {
@@ -1911,43 +1390,30 @@ impl Client {
                 return Some(reply);
             }
             if let Some(mut state) = receiver {
-                return self.receive(&mut state, request_id, datagram, flight, deadline);
+                return self.receive(&mut state, request_id, datagram, call);
             }
             let now = self.now();
-            if now >= deadline {
-                return None;
-            }
-            if now >= flight.next_send() {
-                self.transmit(datagram, flight);
-            }
-            let wake_at = flight.next_send().min(deadline);
+            let wake_at = self.tick(call, datagram, now)?;
             thread::park_timeout(std_duration(wake_at.saturating_since(now)));
         }
     }
 
-    /// The receiver role: read the socket until this request's reply or its deadline,
+    /// The receiver role: read the socket until this request's reply or the end of its call,
     /// handing other requests' replies to their threads.
     fn receive(
         &self,
         state: &mut ReceiverState,
         request_id: u64,
         datagram: &mut [u8],
-        flight: &mut Flight,
-        deadline: Instant,
+        call: &mut Call,
     ) -> Option<ReplyData> {
         // One byte more than the longest valid datagram, so an oversized one is seen as such.
         let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
         let mut error_logged = false;
         loop {
             let now = self.now();
-            if now >= deadline {
-                return None;
-            }
-            if now >= flight.next_send() {
-                self.transmit(datagram, flight);
-            }
-            let wait = flight.next_send().min(deadline).saturating_since(now);
-            self.set_read_timeout(state, wait);
+            let wake_at = self.tick(call, datagram, now)?;
+            self.set_read_timeout(state, wake_at.saturating_since(now));
             match self.socket.recv_from(&mut buf) {
                 Ok((len, from)) => {
                     let received_at = self.now();
@@ -1967,7 +1433,7 @@ impl Client {
                             log::warn!("receiving from the lock server's socket failed: {e}");
                             error_logged = true;
                         }
-                        let pause = std_duration(deadline.saturating_since(self.now()));
+                        let pause = std_duration(wake_at.saturating_since(self.now()));
                         thread::sleep(pause.min(RECV_ERROR_PAUSE));
                     }
                 },
@@ -2112,7 +1578,9 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
+    use std::sync::OnceLock;
     use std::thread::JoinHandle;
+    use udplock_protocol::shard_of;
 
     /// What a fake server's handler sees: a request (with its receipt time), or an idle tick.
     enum Event<'a> {
@@ -3110,20 +2578,24 @@ mod tests {
         let client = client_of(&[&server], |c| c.request_timeout_ms = 50);
         assert_eq!(client.release("r0", "c"), Err(LockError::Unavailable));
         {
+            // Fill the table with doubts of other locks, as unanswered releases leave them.
             let mut doubts = lock(&client.doubts);
-            let first = doubts.pop().unwrap();
-            for i in 0..DOUBTS_MAX {
-                doubts.push(Doubt {
-                    resource: format!("r{i}").into_bytes(),
-                    client: first.client.clone(),
-                    session_id: first.session_id,
-                    request_id: first.request_id,
-                    datagram: first.datagram.clone(),
-                    timer: first.timer.clone(),
-                    first_sent: first.first_sent,
-                    settling: false,
-                });
+            let now = client.now();
+            for i in 1..DOUBTS_MAX {
+                let request = CallRequest {
+                    session_id: client.session_id,
+                    request_id: 1_000 + i as u64,
+                    msg_type: MessageType::Release,
+                    shard: 0,
+                    wait_ms: 0,
+                };
+                let timer = lock(&client.rtt).timer();
+                let end = now + Duration::from_micros(1);
+                let mut call = Call::new(now, request, timer, end, Duration::ZERO, &client.routes);
+                call.handle_timeout(end, &client.routes);
+                doubts.keep(format!("r{i}").as_bytes(), b"c", Vec::new(), call);
             }
+            assert!(doubts.is_full());
         }
         assert_eq!(
             client.release("one-more", "c"),
@@ -3236,85 +2708,5 @@ mod tests {
         assert_eq!(config.shards, SHARDS_DEFAULT);
         config.shards = SHARDS_MAX;
         assert_eq!(config.validate(), Ok(()));
-    }
-
-    /// Where a new request goes, as (peer index, address).
-    fn leader(routes: &Routes, shard: usize) -> (u32, SocketAddr) {
-        let (index, addr, _) = routes.first_destination(shard);
-        (index, addr)
-    }
-
-    /// Spec §7.1.7 rules 2 and 7: the ring of configured servers, in their order, skipping
-    /// suspects unless all are; a cached leader that became suspect is not used; a learned
-    /// leader leaves the ring position at `shard mod n`.
-    #[test]
-    fn the_ring_skips_suspects() {
-        let servers: Vec<SocketAddr> = (0..3)
-            .map(|i| (Ipv4Addr::LOCALHOST, 7100 + i).into())
-            .collect();
-        let routes = Routes::new(&servers, 8, false);
-        assert_eq!(
-            routes.first_destination(4),
-            (1, servers[1], 1),
-            "shard 4 mod 3"
-        );
-        routes.set_suspect(1, true);
-        assert_eq!(routes.first_destination(4), (2, servers[2], 2));
-        assert_eq!(routes.next_position(2), 0);
-        assert_eq!(routes.next_position(0), 2, "1 is suspect");
-        routes.set_leader(4, 1);
-        assert_eq!(
-            routes.first_destination(4).0,
-            2,
-            "a suspect cached leader is not used"
-        );
-        let learned: SocketAddr = (Ipv4Addr::LOCALHOST, 9000).into();
-        let index = routes.learn_leader(4, learned).unwrap();
-        assert_eq!(routes.first_destination(4), (index, learned, 1));
-        for i in 0..3 {
-            routes.set_suspect(i, true);
-        }
-        assert_eq!(routes.next_position(0), 1, "all suspect: the next one");
-        routes.set_suspect(1, false);
-        assert_eq!(routes.next_position(1), 1, "the only one left");
-    }
-
-    /// The table of learned leaders is bounded; a hint beyond it is followed but not kept.
-    #[test]
-    fn learned_leaders_are_bounded() {
-        let server: SocketAddr = (Ipv4Addr::LOCALHOST, 7100).into();
-        let routes = Routes::new(&[server], 4, false);
-        assert_eq!(leader(&routes, 3), (0, server));
-        for port in 0..LEARNED_LEADERS_MAX as u16 {
-            let addr = (Ipv4Addr::LOCALHOST, 8000 + port).into();
-            assert_eq!(routes.learn_leader(3, addr), Some(u32::from(port) + 1));
-            assert_eq!(leader(&routes, 3).1, addr);
-        }
-        // Known addresses are found again, not added twice.
-        assert_eq!(routes.learn_leader(2, server), Some(0));
-        let full = routes.learn_leader(1, (Ipv4Addr::LOCALHOST, 9999).into());
-        assert_eq!(full, None);
-        assert_eq!(leader(&routes, 1), (0, server), "still the initial guess");
-        routes.forget_leader(3, 0); // not the current entry: no effect
-        assert_eq!(leader(&routes, 3).1, (Ipv4Addr::LOCALHOST, 8063).into());
-        routes.forget_leader(3, LEARNED_LEADERS_MAX as u32);
-        assert_eq!(leader(&routes, 3), (0, server));
-    }
-
-    #[test]
-    fn addresses_are_normalised_to_the_sockets_family() {
-        let v4: SocketAddr = "10.0.0.1:7100".parse().unwrap();
-        let mapped: SocketAddr = "[::ffff:10.0.0.1]:7100".parse().unwrap();
-        let v6: SocketAddr = "[2001:db8::1]:7100".parse().unwrap();
-        assert_eq!(socket_addr_for(v4, false), Some(v4));
-        assert_eq!(socket_addr_for(mapped, false), Some(v4));
-        assert_eq!(socket_addr_for(v6, false), None);
-        assert_eq!(socket_addr_for(v4, true), Some(mapped));
-        assert_eq!(socket_addr_for(v6, true), Some(v6));
-        let routes = Routes::new(&[v4], 1, false);
-        assert_eq!(routes.usable_hint(mapped), Some(v4));
-        assert_eq!(routes.usable_hint("0.0.0.0:7100".parse().unwrap()), None);
-        assert_eq!(routes.usable_hint("10.0.0.2:0".parse().unwrap()), None);
-        assert_eq!(routes.usable_hint(v6), None);
     }
 }

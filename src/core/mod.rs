@@ -5,6 +5,7 @@
 // Clocks, global randomness, sleeps, threads and sockets are refused here (clippy.toml).
 #![deny(clippy::disallowed_methods)]
 
+pub mod call;
 pub mod lock_table;
 pub mod node;
 pub mod peer_auth;

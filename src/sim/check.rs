@@ -34,6 +34,11 @@
 //!   Both checks also cover *late* replies, which reached a client after it had finished with
 //!   the request (it drops them): each is judged with the request's interval running from its
 //!   first send to that late receipt.
+//! - **Doubts** ([`check_doubts`], spec §7.1.5): a client that gave up on a RELEASE it had
+//!   sent sends no ACQUIRE, RENEW or RELEASE of the same lock until an answer to that RELEASE
+//!   has reached it (a copy still in the network could otherwise free the hold the new request
+//!   takes). Seen on the network, outside the client: the first copy of each request is
+//!   recorded as it leaves.
 //! - **Liveness** ([`check_liveness`]): every operation a client starts once the network has
 //!   been healed for [`LIVENESS_SETTLE`] gets a final answer within its bound (its wait plus
 //!   [`LIVENESS_OP_SLACK`]; otherwise the slack alone), unless the run ends first.
@@ -45,6 +50,7 @@ use udplock_protocol::{LogCommand, LogOp, Status, REPLY_LEN_MIN};
 use super::clients::{Action, RESOURCES};
 use crate::core::lock_table::{self, Answer, Command, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::Entry;
+use crate::core::retransmit::DOUBT_LIFETIME;
 use crate::core::time::{Duration, Instant};
 
 /// After healing, the cluster has this long to elect a leader and settle before operations
@@ -108,6 +114,8 @@ pub(super) struct History {
     /// Replies that reached a client after it had finished with (or given up on) the request:
     /// (op, receipt, reply). No client acts on them, but the server still had to be right.
     pub late: Vec<(usize, Instant, Reply)>,
+    /// When the first copy of each request left its client (true time).
+    pub first_copy: HashMap<RequestId, Instant>,
     by_id: HashMap<RequestId, usize>,
 }
 
@@ -138,6 +146,11 @@ impl History {
         if let Some(&op) = self.by_id.get(&id) {
             self.late.push((op, at, reply));
         }
+    }
+
+    /// A copy of request `id` left its client at `at`.
+    pub fn copy_sent(&mut self, id: RequestId, at: Instant) {
+        self.first_copy.entry(id).or_insert(at);
     }
 
     pub fn gave_up(&mut self, op: usize, at: Instant) {
@@ -195,6 +208,62 @@ impl History {
             op,
         });
     }
+}
+
+/// Spec §7.1.5: after giving up on a RELEASE it sent, a client sends no ACQUIRE, RENEW or
+/// RELEASE of the same lock before an answer to that RELEASE reached it (or
+/// `DOUBT_LIFETIME` passed since its first copy). A late answer the client dropped counts as
+/// reaching it, which makes the check lenient, never wrong.
+pub(super) fn check_doubts(h: &History) -> Result<(), (Instant, String)> {
+    for (i, release) in h.ops.iter().enumerate() {
+        let (Action::Release { resource }, Outcome::GaveUp { at: gave_up }) =
+            (release.action, release.outcome)
+        else {
+            continue;
+        };
+        // A release that never left (its operation gave up settling an older doubt) is none.
+        let Some(&first) = h.first_copy.get(&release.request.id) else {
+            continue;
+        };
+        let settled = h
+            .late
+            .iter()
+            .filter(|&&(op, _, reply)| {
+                op == i && !matches!(reply.answer.status, Status::Waiting | Status::Overloaded)
+            })
+            .map(|&(_, at, _)| at)
+            .min()
+            .unwrap_or(Instant::MAX);
+        let touches = |action: Action| match action {
+            Action::Acquire { resource: r, .. }
+            | Action::Release { resource: r }
+            | Action::Renew { resource: r, .. } => r == resource,
+            Action::Status { .. } | Action::Abandon => false,
+        };
+        let later = h.ops[i + 1..]
+            .iter()
+            .filter(|o| o.client == release.client && touches(o.action));
+        for op in later {
+            let Some(&sent) = h.first_copy.get(&op.request.id) else {
+                continue;
+            };
+            if sent >= gave_up && sent < settled && sent < first + DOUBT_LIFETIME {
+                return Err((
+                    sent,
+                    format!(
+                        "doubts: client {} sent {:?} (request {}) while its RELEASE of {} \
+                         (request {}, given up at {gave_up:?}) was unsettled",
+                        release.client,
+                        op.action,
+                        op.request.id.request,
+                        String::from_utf8_lossy(RESOURCES[resource]),
+                        release.request.id.request
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// (a) No two clients believe they hold one lock at one instant of true time.

@@ -6,27 +6,28 @@
 //! [`Client::on_reply`] when a datagram reaches it; both push the requests to send into an
 //! outbox, and [`Client::next_wake`] says when to wake it next (on its own clock).
 //!
-//! Rules followed (spec §7.1), as the reference client (`crate::client`) follows them: a new
-//! request id per operation, the same id with attempt + 1 on every copy; RFC 6298
-//! retransmission through [`RequestTimer`], one back-off per request whatever node its copies
-//! go to; keepalives once WAITING, with the deadline moved to `WAITING receipt + wait_ms +
-//! grace`; OVERLOADED is not final: the same request again when the timer fires but not before
-//! its hint; the routing rules of §7.1.7 (a ring of configured servers in the client's own
-//! order, suspect nodes, hints followed at once only to nodes that are not suspect and at most
-//! [`REDIRECTS_FAST_MAX`] times, silence after [`SILENT_SENDS_MAX`] copies); every request
-//! gives up at its deadline. A RELEASE that ends without a settling answer (silence, or only
-//! OVERLOADED) is a *doubt* (§7.1.5): the client keeps it, moves to a new session (the real
-//! client's lanes: no other request shares a session that still carries a doubt), and before
-//! its next ACQUIRE, RENEW or RELEASE of the same lock sends it again, same ids and the next
-//! attempt number, until an answer settles it; if that does not happen within the new
-//! operation's deadline, the operation gives up without being sent. (A late copy of an
-//! abandoned RELEASE committed after the client's next ACQUIRE of the same lock would release
-//! that new hold while the client believes in it: seed 353 showed it, and issue 7 item 2 the
-//! OVERLOADED path to it.) The hold counts a client believes in are the server's, from the
-//! latest reply that reported one, so they never exceed the real count. Validity of a hold is
-//! `send_time(echoed attempt) + lease_ms · (1 − drift_bound)` (§6.4, §7.1.6), and a client
-//! stops believing it holds a lock the moment it sends the release that takes its hold count
-//! to zero.
+//! The rules of spec §7.1 are not written here: each operation is a [`Call`] of the client's
+//! call core (`crate::core::call`), the same code the real client (`crate::client`) runs, with
+//! its route cache ([`Routes`]: a ring of configured servers in the client's own order,
+//! suspect nodes, the leader), its RTT estimator and its doubts ([`Doubts`]). The simulator
+//! speaks the wire to it: a copy the core readies is a `udplock_protocol::Request`, turned
+//! into the lock-table request a node makes of it by the node's own conversion
+//! (`crate::node::table_request`, with the datagram's length); a node's reply reaches it as
+//! the datagram the node would send (`crate::node::encode_reply`, then the codec), and a
+//! NOT_LEADER as the wire reply with the leader's address as its hint. Nodes have the
+//! addresses of [`node_addr`].
+//!
+//! What is left here is a client's life: one operation at a time; a new session once a
+//! RELEASE is left carrying a doubt (the real client's lanes: no other request shares a
+//! session that still carries one); before an ACQUIRE, RENEW or RELEASE of a lock with a
+//! doubt, the doubt is sent again first, and if no answer settles it within the operation's
+//! deadline the operation gives up without being sent (seed 353, and issue 7 items 2 and 7).
+//! The hold counts a client believes in are the server's, from the latest reply that reported
+//! one, so they never exceed the real count; a doubtful release is assumed to have taken
+//! effect. Validity of a hold is `lease_start + lease_ms · (1 − drift_bound)` (§6.4, §7.1.6),
+//! the lease counted from the send time of the copy the grant echoes, and a client stops
+//! believing it holds a lock the moment it sends the release that takes its hold count to
+//! zero.
 //!
 //! In *random* mode a client loops: acquire (sometimes a try-acquire with wait 0) → hold for
 //! a while, sometimes renewing, sometimes re-entering, sometimes letting the lease lapse
@@ -38,16 +39,21 @@ use std::net::SocketAddr;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use udplock_protocol::{Status, REPLY_LEN_MIN, STATUS_REQUEST_LEN};
+use udplock_protocol::{
+    Hint, Reply as WireReply, RequestBody, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+    STATUS_REQUEST_LEN,
+};
 
 use super::check::History;
 use super::Clock;
-use crate::core::lock_table::{Command, Reply, Request, RequestId};
-use crate::core::raft::NodeId;
-use crate::core::retransmit::{
-    RequestTimer, RetransmitConfig, RttEstimator, REDIRECTS_FAST_MAX, SILENT_SENDS_MAX,
+use crate::core::call::{
+    lease_validity, lock_of, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
 };
+use crate::core::lock_table::{CommandKind, Reply, Request, RequestId};
+use crate::core::raft::NodeId;
+use crate::core::retransmit::{RetransmitConfig, RttEstimator};
 use crate::core::time::{Duration, Instant};
+use crate::node::{encode_reply, reply_type, table_request};
 
 /// The resources clients contend for (the first `SimConfig::resources` of them).
 pub(super) const RESOURCES: [&[u8]; 4] = [b"r0", b"r1", b"r2", b"r3"];
@@ -89,6 +95,7 @@ pub(super) enum ReplyMsg {
     NotLeader {
         id: RequestId,
         attempt: u16,
+        kind: CommandKind,
         hint: Option<NodeId>,
     },
 }
@@ -115,53 +122,47 @@ pub(super) enum Action {
     Abandon,
 }
 
-/// Where one request's copies go (spec §7.1.7): its destination `D`, its ring position `p`
-/// and what rules 4 and 5 need to know.
-struct Route {
-    dest: NodeId,
-    /// Index into the client's configured servers.
-    ring: usize,
-    dest_first_attempt: Option<u16>,
-    /// Copies sent to `dest` in a row that no reply answered yet, and the first one's attempt.
-    unanswered: u32,
-    unanswered_from: u16,
-    fast_redirects: u32,
+/// The address node `id` answers clients from, as a client's route cache knows it.
+pub(super) fn node_addr(id: NodeId) -> SocketAddr {
+    let octet = u8::try_from(id).expect("a simulated cluster has fewer than 256 nodes");
+    SocketAddr::from(([10, 0, 1, octet], 7_100))
 }
 
-/// A RELEASE whose outcome is unknown (spec §7.1.5).
-struct Doubt {
-    resource: usize,
-    /// The request as sent (its session is the one it was sent in).
-    request: Request<'static>,
-    /// Its copies so far: a replay goes on with the next attempt number.
-    timer: RequestTimer,
+/// The node at a client-facing address (the inverse of [`node_addr`]).
+fn node_at(addr: SocketAddr) -> NodeId {
+    match addr {
+        SocketAddr::V4(v4) => NodeId::from(v4.ip().octets()[3]),
+        SocketAddr::V6(_) => unreachable!("the simulated nodes have IPv4 addresses"),
+    }
 }
 
-/// The request outstanding.
+/// The length of the datagram carrying `request`: what the real client pads it to, but for
+/// STATUS the varying lengths of [`STATUS_LENS`].
+fn datagram_len(request: &WireRequest) -> usize {
+    match request.body {
+        RequestBody::Status { .. } => usize::from(status_len(request.request_id)),
+        _ => request.padded_len(),
+    }
+}
+
+/// The request as it leaves the client, in the form it has on the wire.
+type WireRequest = udplock_protocol::Request<'static>;
+
+/// The operation outstanding.
 struct Op {
     /// Its record in the history.
     record: usize,
     action: Action,
-    /// The action's own request.
-    request: Request<'static>,
-    /// A doubt on the same lock, sent again before the action's request leaves (§7.1.5).
-    settling: Option<Doubt>,
-    /// The timer of what is being sent: the doubt's while settling, else the request's.
-    timer: RequestTimer,
+    /// The action's own request (attempt 0; each copy carries the call's attempt number).
+    request: WireRequest,
     /// Give up at this local time.
     deadline: Instant,
-    /// No copy before this local time (OVERLOADED's retry-after).
-    not_before: Instant,
-    route: Route,
-    /// The latest reply other than NOT_LEADER was OVERLOADED.
-    overloaded: bool,
-}
-
-impl Op {
-    /// The request the next copy carries.
-    fn current(&self) -> &Request<'static> {
-        self.settling.as_ref().map_or(&self.request, |d| &d.request)
-    }
+    /// The call on its way: a doubt on the same lock first (spec §7.1.5), then the request.
+    call: Call,
+    /// What `call` sends: the doubt's request while settling, else `request`.
+    sending: WireRequest,
+    /// `call` sends a doubt again.
+    settling: bool,
 }
 
 /// The hold this client believes in.
@@ -186,18 +187,15 @@ pub(super) struct Client {
     request_next: u64,
     rng: StdRng,
     rtt: RttEstimator,
-    /// The configured servers, in this client's own order (a rotation of the node ids).
-    servers: Vec<NodeId>,
-    /// The leader cache (one shard): the leader as last learned.
-    leader: Option<NodeId>,
-    /// Nodes that left copies unanswered and have not answered since (§7.1.7).
-    suspect: Vec<bool>,
+    /// The leader cache (one shard) and suspect nodes over the configured servers, in this
+    /// client's own order (a rotation of the node ids).
+    routes: Routes,
     resources: usize,
     drift_ppm: u32,
     op: Option<Op>,
     hold: Option<Hold>,
-    /// RELEASEs with an unknown outcome, at most one per resource.
-    doubts: Vec<Doubt>,
+    /// RELEASEs with an unknown outcome.
+    doubts: Doubts<WireRequest>,
     /// Actions to start, each not before its local time, in order.
     plan: VecDeque<(Instant, Action)>,
 }
@@ -217,8 +215,8 @@ impl Client {
         let mut rng = StdRng::seed_from_u64(seed);
         let session = rng.gen_range(1..u64::MAX);
         let first = rng.gen_range(1..=nodes as u64);
-        let servers = (0..nodes as u64)
-            .map(|k| (first - 1 + k) % nodes as u64 + 1)
+        let servers: Vec<SocketAddr> = (0..nodes as u64)
+            .map(|k| node_addr((first - 1 + k) % nodes as u64 + 1))
             .collect();
         let mut client = Client {
             idx,
@@ -230,14 +228,12 @@ impl Client {
             request_next: 1,
             rng,
             rtt: RttEstimator::new(RetransmitConfig::default()),
-            servers,
-            leader: None,
-            suspect: vec![false; nodes],
+            routes: Routes::new(&servers, 1, false),
             resources,
             drift_ppm,
             op: None,
             hold: None,
-            doubts: Vec::new(),
+            doubts: Doubts::new(),
             plan: VecDeque::new(),
         };
         if !scripted {
@@ -260,12 +256,7 @@ impl Client {
     /// When to call [`Client::wake`] next, on this client's clock.
     pub fn next_wake(&self) -> Option<Instant> {
         match &self.op {
-            Some(op) => Some(
-                op.timer
-                    .next_retransmit()
-                    .max(op.not_before)
-                    .min(op.deadline),
-            ),
+            Some(op) => op.call.poll_timeout(),
             None => self.plan.front().map(|&(at, _)| at),
         }
     }
@@ -278,12 +269,9 @@ impl Client {
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
         let local = self.clock.local(now);
-        if let Some(op) = self.op.as_ref() {
-            if local >= op.deadline {
-                self.give_up(now, hist);
-            } else if op.timer.next_retransmit() <= local && op.not_before <= local {
-                self.send(local, out);
-            }
+        if let Some(op) = self.op.as_mut() {
+            op.call.handle_timeout(local, &self.routes);
+            self.after_input(now, None, hist, out);
         }
         while self.op.is_none() {
             let Some(&(at, action)) = self.plan.front() else {
@@ -297,63 +285,6 @@ impl Client {
         }
     }
 
-    fn is_suspect(&self, node: NodeId) -> bool {
-        self.suspect[(node - 1) as usize]
-    }
-
-    /// Rule 2: the first destination of a new request, and its ring position.
-    fn first_route(&self) -> Route {
-        let (dest, ring) = match self.leader.filter(|&l| !self.is_suspect(l)) {
-            Some(leader) => {
-                let ring = self.servers.iter().position(|&n| n == leader).unwrap_or(0);
-                (leader, ring)
-            }
-            None => {
-                let ring = self.ring_from(0);
-                (self.servers[ring], ring)
-            }
-        };
-        Route {
-            dest,
-            ring,
-            dest_first_attempt: None,
-            unanswered: 0,
-            unanswered_from: 0,
-            fast_redirects: 0,
-        }
-    }
-
-    /// The first ring position at or after `position` whose server is not suspect.
-    fn ring_from(&self, position: usize) -> usize {
-        let n = self.servers.len();
-        (0..n)
-            .map(|k| (position + k) % n)
-            .find(|&i| !self.is_suspect(self.servers[i]))
-            .unwrap_or(position % n)
-    }
-
-    /// Rule 7: the request's copies move on along the ring.
-    fn move_on(&mut self) {
-        let op = self.op.as_mut().expect("outstanding");
-        let ring = {
-            let n = self.servers.len();
-            let from = op.route.ring + 1;
-            (0..n)
-                .map(|k| (from + k) % n)
-                .find(|&i| !self.suspect[(self.servers[i] - 1) as usize])
-                .unwrap_or(from % n)
-        };
-        let op = self.op.as_mut().expect("outstanding");
-        op.route.ring = ring;
-        Self::redirect(&mut op.route, self.servers[ring]);
-    }
-
-    fn redirect(route: &mut Route, dest: NodeId) {
-        route.dest = dest;
-        route.dest_first_attempt = None;
-        route.unanswered = 0;
-    }
-
     /// A datagram for this client. Anything that does not answer the outstanding request is
     /// dropped (spec §7.1.4).
     pub fn on_reply(
@@ -365,143 +296,133 @@ impl Client {
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
         let local = self.clock.local(now);
-        let (id, attempt) = match &msg {
-            ReplyMsg::Answer(reply) => (reply.id, reply.attempt),
-            ReplyMsg::NotLeader { id, attempt, .. } => (*id, *attempt),
+        let id = match &msg {
+            ReplyMsg::Answer(reply) => reply.id,
+            ReplyMsg::NotLeader { id, .. } => *id,
         };
-        let current = self
-            .op
-            .as_ref()
-            .map(|op| (op.current().id, op.current().command.kind()));
-        if current.is_none_or(|(c, _)| c != id) {
+        let sending = self.op.as_ref().map(|op| RequestId {
+            session: op.sending.session_id,
+            request: op.sending.request_id,
+        });
+        if sending != Some(id) {
             // Dropped (spec §7.1.4), but the checkers still judge what the server said.
             if let ReplyMsg::Answer(reply) = &msg {
                 hist.late(id, now, **reply);
             }
             return;
         }
-        let op = self.op.as_mut().expect("outstanding");
-        let latest = op
-            .timer
-            .latest_attempt()
-            .expect("an outstanding request was sent");
-        if attempt > latest {
-            return;
-        }
-        // Whoever answered is alive; the copies it answers were not lost (rules 4, 6).
-        self.suspect[(from - 1) as usize] = false;
-        if op.route.unanswered > 0 && attempt >= op.route.unanswered_from {
-            op.route.unanswered = 0;
-        }
-        let reply = match msg {
-            ReplyMsg::NotLeader { hint, .. } => {
-                self.on_not_leader(local, from, attempt, hint, out);
-                return;
+        // The datagram the node sends, as the client reads it: through the node's own
+        // encoding and the codec.
+        let mut buf = [0u8; DATAGRAM_LEN_MAX];
+        let reply = match &msg {
+            ReplyMsg::Answer(reply) => {
+                let len = encode_reply(reply, &mut buf).expect("a table reply encodes");
+                WireReply::decode(&buf[..len]).expect("an encoded reply decodes")
             }
-            ReplyMsg::Answer(reply) => *reply,
+            &ReplyMsg::NotLeader {
+                id,
+                attempt,
+                kind,
+                hint,
+            } => WireReply {
+                hint: hint.map_or(Hint::None, |node| Hint::Leader(node_addr(node))),
+                ..WireReply::bare(
+                    reply_type(kind),
+                    id.session,
+                    id.request,
+                    attempt,
+                    Status::NotLeader,
+                )
+            },
         };
-        if reply.kind != current.expect("outstanding").1 {
+        let op = self.op.as_mut().expect("outstanding");
+        let handled =
+            op.call
+                .handle_reply(local, node_addr(from), &reply, &self.routes, &mut self.rtt);
+        if handled == Handled::Dropped {
             return;
         }
-        op.route.fast_redirects = 0;
-        if let Some(rtt) = op
-            .timer
-            .rtt_sample(reply.attempt, reply.answer.queued, local)
-        {
-            self.rtt.on_sample(rtt);
-        }
-        match reply.answer.status {
-            Status::Waiting => {
-                self.leader = Some(from);
-                op.overloaded = false;
-                op.timer.on_waiting(reply.answer.lease_ms);
-                if let (Action::Acquire { wait_ms, .. }, None) = (op.action, &op.settling) {
-                    let until = local + Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE;
-                    op.deadline = op.deadline.max(until);
-                }
-                return;
-            }
-            Status::Overloaded => {
-                let pause = Duration::from_millis(reply.answer.retry_after_ms.into());
-                op.not_before = op.not_before.max(local + pause);
-                op.overloaded = true;
-                return;
-            }
-            _ => {}
-        }
-        self.leader = Some(from);
-        if op.settling.is_some() {
-            // Any final answer but INTERNAL_ERROR settles the doubt (spec §7.1.5): no copy of
-            // it can take effect any more. The action's own request goes now.
-            hist.late(id, now, reply);
-            if reply.answer.status == Status::InternalError {
-                return;
-            }
-            op.settling = None;
-            op.timer = self.rtt.timer();
-            op.not_before = Instant::ZERO;
-            op.overloaded = false;
-            let route = self.first_route();
-            self.op.as_mut().expect("outstanding").route = route;
-            self.send(local, out);
-            return;
-        }
-        let op = self.op.take().expect("outstanding");
-        hist.answered(op.record, now, reply);
-        self.on_final(now, local, &op, &reply, hist);
-        if self.plan.is_empty() && !self.scripted {
-            self.plan_after(local);
-        }
+        let answer = match msg {
+            ReplyMsg::Answer(reply) => Some(*reply),
+            ReplyMsg::NotLeader { .. } => None,
+        };
+        self.after_input(now, answer, hist, out);
     }
 
-    /// Rule 5: NOT_LEADER never ends a request.
-    fn on_not_leader(
+    /// After an input to the outstanding call: send what it readied, and act on its outcome.
+    /// `reply`: the answer the input carried, if any.
+    fn after_input(
         &mut self,
-        local: Instant,
-        from: NodeId,
-        attempt: u16,
-        hint: Option<NodeId>,
+        now: Instant,
+        reply: Option<Reply>,
+        hist: &mut History,
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
+        let local = self.clock.local(now);
+        self.flush(out);
         let op = self.op.as_mut().expect("outstanding");
-        if op
-            .route
-            .dest_first_attempt
-            .is_none_or(|first| attempt < first)
-        {
-            return; // answers a copy sent to an earlier destination
+        let Some(outcome) = op.call.outcome() else {
+            return;
+        };
+        if op.settling {
+            if let Some(reply) = reply {
+                // What the server said to the doubt: the checkers judge it like any answer.
+                hist.late(reply.id, now, reply);
+            }
+            let call = op.call.clone();
+            if !self.doubts.end_settle(call, |_| {}) {
+                // Still unsettled: the action was never sent and changed nothing.
+                self.give_up(now, hist);
+                return;
+            }
+            // Settled: no copy of it can take effect any more. The next doubt on the lock, if
+            // any, or the action's own request goes.
+            let (request, deadline) = (op.request, op.deadline);
+            let (call, sending, settling) = self.next_call(local, &request, deadline);
+            let op = self.op.as_mut().expect("outstanding");
+            (op.call, op.sending, op.settling) = (call, sending, settling);
+            return self.after_input(now, None, hist, out);
         }
-        match hint.filter(|&h| h != from) {
-            // 5.2: a leader named by a node that has not noticed it is gone: on the timer.
-            Some(leader) if self.suspect[(leader - 1) as usize] => {
-                Self::redirect(&mut op.route, leader);
-            }
-            // 5.1: at once, a few times.
-            Some(leader) => {
-                self.leader = Some(leader);
-                Self::redirect(&mut op.route, leader);
-                if op.route.fast_redirects < REDIRECTS_FAST_MAX {
-                    op.route.fast_redirects += 1;
-                    self.send(local, out);
+        match outcome {
+            Outcome::Answered { lease_start, .. } => {
+                let reply = reply.expect("a final answer came with a reply");
+                let op = self.op.take().expect("outstanding");
+                hist.answered(op.record, now, reply);
+                self.on_final(now, local, &op, &reply, lease_start, hist);
+                if self.plan.is_empty() && !self.scripted {
+                    self.plan_after(local);
                 }
             }
-            // 5.3: no leader known: move on, on the timer.
-            None => {
-                let dest = op.route.dest;
-                if self.leader.is_some_and(|l| l == dest || l == from) {
-                    self.leader = None;
+            Outcome::GaveUp { .. } | Outcome::InDoubt(_) => {
+                if let Some(reply) = reply {
+                    hist.late(reply.id, now, reply);
                 }
-                self.move_on();
+                self.give_up(now, hist);
             }
         }
     }
 
+    /// Hands the copy the call readied to the network.
+    fn flush(&mut self, out: &mut Vec<(NodeId, Request<'static>)>) {
+        let op = self.op.as_mut().expect("outstanding");
+        if let Some(copy) = op.call.poll_transmit() {
+            let wire = WireRequest {
+                attempt: copy.attempt,
+                ..op.sending
+            };
+            let request = table_request(&wire, self.addr, datagram_len(&wire));
+            out.push((node_at(copy.to), request));
+        }
+    }
+
+    /// A final answer to the action's own request, its lease counted from `lease_start`.
     fn on_final(
         &mut self,
         now: Instant,
         local: Instant,
         op: &Op,
         reply: &Reply,
+        lease_start: Instant,
         hist: &mut History,
     ) {
         let answer = &reply.answer;
@@ -509,11 +430,7 @@ impl Client {
             Action::Acquire {
                 resource, ttl_ms, ..
             } if answer.status == Status::Ok => {
-                let start = op
-                    .timer
-                    .lease_start(reply.attempt)
-                    .expect("the request was sent");
-                let valid_until = start + self.validity(answer.lease_ms);
+                let valid_until = lease_start + lease_validity(answer.lease_ms, self.drift_ppm);
                 let held = self
                     .hold
                     .as_ref()
@@ -559,8 +476,7 @@ impl Client {
                 }
             }
             Action::Renew { resource, .. } if answer.status == Status::Ok => {
-                let start = op.timer.lease_start(reply.attempt).expect("sent");
-                let valid_until = start + self.validity(answer.lease_ms);
+                let valid_until = lease_start + lease_validity(answer.lease_ms, self.drift_ppm);
                 if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
                     h.count = answer.hold_count;
                     h.valid_until = h.valid_until.max(valid_until);
@@ -592,23 +508,13 @@ impl Client {
         }
     }
 
-    /// `lease_ms · (1 − drift_bound)` (spec §6.4).
-    fn validity(&self, lease_ms: u32) -> Duration {
-        let us = Duration::from_millis(lease_ms.into()).as_micros();
-        Duration::from_micros(us - us * u64::from(self.drift_ppm) / 1_000_000)
-    }
-
-    /// The deadline passed without a final answer (spec §7.1.5).
+    /// The operation ended without a final answer (spec §7.1.5).
     fn give_up(&mut self, now: Instant, hist: &mut History) {
         let op = self.op.take().expect("outstanding");
         hist.gave_up(op.record, now);
-        if let Some(doubt) = op.settling {
-            // The doubt is still unsettled: the action was never sent and changed nothing.
-            self.doubts.push(Doubt {
-                timer: op.timer,
-                ..doubt
-            });
-        } else if let Action::Release { resource } = op.action {
+        if let (false, Some(Outcome::InDoubt(_)), Action::Release { resource }) =
+            (op.settling, op.call.outcome(), op.action)
+        {
             // The outcome is unknown: assume it took effect (believing in fewer holds is
             // safe), and keep the release until it is settled, in a session of its own.
             if let Some(h) = self.hold.as_mut().filter(|h| h.resource == resource) {
@@ -617,11 +523,8 @@ impl Client {
                     self.hold = None;
                 }
             }
-            self.doubts.push(Doubt {
-                resource,
-                request: op.request,
-                timer: op.timer,
-            });
+            self.doubts
+                .keep(RESOURCES[resource], self.id(), op.request, op.call);
             self.session = self.rng.gen_range(1..u64::MAX);
         }
         if self.plan.is_empty() && !self.scripted {
@@ -637,7 +540,7 @@ impl Client {
         out: &mut Vec<(NodeId, Request<'static>)>,
     ) {
         let local = self.clock.local(now);
-        let (command, room_for_waiting, timeout, resource) = match action {
+        let (body, timeout) = match action {
             Action::Abandon => {
                 self.hold = None;
                 if self.plan.is_empty() && !self.scripted {
@@ -650,15 +553,13 @@ impl Client {
                 wait_ms,
                 ttl_ms,
             } => (
-                Command::Acquire {
+                RequestBody::Acquire {
                     resource: RESOURCES[resource],
                     client: self.id(),
                     wait_ms,
                     ttl_ms,
                 },
-                wait_ms > 0,
                 Duration::from_millis(wait_ms.into()) + ACQUIRE_GRACE,
-                Some(resource),
             ),
             Action::Release { resource } => {
                 if self
@@ -670,101 +571,88 @@ impl Client {
                     hist.cut(self.idx, resource, now);
                 }
                 (
-                    Command::Release {
+                    RequestBody::Release {
                         resource: RESOURCES[resource],
                         client: self.id(),
                     },
-                    false,
                     RELEASE_TIMEOUT,
-                    Some(resource),
                 )
             }
             Action::Renew { resource, ttl_ms } => (
-                Command::Renew {
+                RequestBody::Renew {
                     resource: RESOURCES[resource],
                     client: self.id(),
                     ttl_ms,
                 },
-                false,
                 OP_TIMEOUT,
-                Some(resource),
             ),
             Action::Status { resource } => (
-                Command::Status {
+                RequestBody::Status {
                     resource: RESOURCES[resource],
-                    reply_len_max: status_len(self.request_next),
                 },
-                true,
                 OP_TIMEOUT,
-                None,
             ),
         };
-        let id = RequestId {
-            session: self.session,
-            request: self.request_next,
+        let request = WireRequest {
+            session_id: self.session,
+            request_id: self.request_next,
+            attempt: 0,
+            body,
         };
         self.request_next += 1;
-        let request = Request {
-            id,
-            attempt: 0,
-            reply_to: self.addr,
-            command,
-            room_for_waiting,
-        };
-        let record = hist.begin(self.idx, request, action, now);
-        // A doubt on this lock is settled first (spec §7.1.5): sent again with the next
-        // attempt number, on a fresh timer.
-        let settling = resource
-            .and_then(|r| self.doubts.iter().position(|d| d.resource == r))
-            .map(|i| self.doubts.swap_remove(i));
-        let timer = match &settling {
-            Some(doubt) => {
-                let mut timer = doubt.timer.clone();
-                timer.resume(self.rtt.rto());
-                timer
-            }
-            None => self.rtt.timer(),
-        };
+        let record = hist.begin(
+            self.idx,
+            table_request(&request, self.addr, datagram_len(&request)),
+            action,
+            now,
+        );
+        let deadline = local + timeout;
+        let (call, sending, settling) = self.next_call(local, &request, deadline);
         self.op = Some(Op {
             record,
             action,
             request,
+            deadline,
+            call,
+            sending,
             settling,
-            timer,
-            deadline: local + timeout,
-            not_before: Instant::ZERO,
-            route: self.first_route(),
-            overloaded: false,
         });
-        self.send(local, out);
+        self.after_input(now, None, hist, out);
     }
 
-    /// Sends the next copy of the current request, first leaving a silent node (rule 4).
-    fn send(&mut self, local: Instant, out: &mut Vec<(NodeId, Request<'static>)>) {
-        let op = self.op.as_ref().expect("outstanding");
-        let dest = op.route.dest;
-        let limit = if self.is_suspect(dest) {
-            1
-        } else {
-            SILENT_SENDS_MAX
+    /// The next call of an operation whose own request is `request`: a doubt on the same lock
+    /// first, sent again with the next attempt number on a fresh back-off (spec §7.1.5), or
+    /// the request itself. Returns the call, what it sends, and whether it is a doubt's.
+    fn next_call(
+        &mut self,
+        local: Instant,
+        request: &WireRequest,
+        deadline: Instant,
+    ) -> (Call, WireRequest, bool) {
+        let settle = match lock_of(&request.body) {
+            Some((resource, client)) => self.doubts.begin_settle(local, resource, client, |_| {}),
+            None => Settle::Clear,
         };
-        if op.route.unanswered >= limit {
-            self.suspect[(dest - 1) as usize] = true;
-            if self.leader == Some(dest) {
-                self.leader = None;
-            }
-            self.move_on();
+        match settle {
+            Settle::Resend(resend) => (
+                resend.call(local, deadline, &self.rtt, &self.routes),
+                resend.payload,
+                true,
+            ),
+            Settle::Clear => (
+                Call::new(
+                    local,
+                    CallRequest::of(request, &self.routes),
+                    self.rtt.timer(),
+                    deadline,
+                    ACQUIRE_GRACE,
+                    &self.routes,
+                ),
+                *request,
+                false,
+            ),
+            Settle::Busy => unreachable!("one operation at a time"),
         }
-        let op = self.op.as_mut().expect("outstanding");
-        let attempt = op.timer.on_send(local);
-        op.route.dest_first_attempt.get_or_insert(attempt);
-        if op.route.unanswered == 0 {
-            op.route.unanswered_from = attempt;
-        }
-        op.route.unanswered += 1;
-        let mut request = *op.current();
-        request.attempt = attempt;
-        out.push((op.route.dest, request));
     }
 
     /// Random mode: what to do after an operation, when nothing is planned.

@@ -100,7 +100,9 @@
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order, durability of acknowledged answers against the final committed
-//! log, linearizability with the committed log as the witness order, and liveness (a leader
+//! log, linearizability with the committed log as the witness order, doubts (no client
+//! touches a lock again before an answer settled the RELEASE of it it gave up on, spec
+//! §7.1.5), and liveness (a leader
 //! with a valid lease within [`LEADER_AFTER_HEAL_MAX`] of healing; every client operation
 //! started after the settle time answered within its bound; every replica applies what was
 //! committed a second before the end).
@@ -1331,6 +1333,7 @@ impl Sim {
 
     fn send_requests(&mut self, from: usize, out: &mut Vec<(NodeId, Request<'static>)>) {
         for (to, request) in out.drain(..) {
+            self.hist.copy_sent(request.id, self.now);
             for latency in self.copies(CLIENT_ENDPOINT + from as u64, to) {
                 self.schedule(latency, Event::Request { to, from, request });
             }
@@ -1864,6 +1867,7 @@ impl Sim {
         let fail = |sim: &Sim, (at, what): (Instant, String)| sim.fail_at(at, what);
         check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
         check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;
+        check::check_doubts(&self.hist).map_err(|e| fail(self, e))?;
         // The final committed log: the longest committed prefix (all agree, see above).
         let best = self
             .nodes

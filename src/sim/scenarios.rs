@@ -815,6 +815,28 @@ impl Script {
                     if reply.answer.status != Status::LockAcquisitionTimeout {
                         return Err(self.fail(sim, format!("C's acquire was answered {reply:?}")));
                     }
+                    // Spec §7.1.5: the release ended with OVERLOADED only, so its outcome was
+                    // unknown to C, and C must have sent it again (and had it answered) before
+                    // its acquire. Had the late copy been still in the network, it would free
+                    // C's next hold behind its back; here it arrived in time, so only this
+                    // check sees a client that forgot the doubt.
+                    let release = sim
+                        .hist
+                        .ops
+                        .iter()
+                        .rposition(|o| o.client == 0 && matches!(o.action, Action::Release { .. }))
+                        .expect("C's release");
+                    let settled = sim
+                        .hist
+                        .late
+                        .iter()
+                        .any(|&(op, at, _)| op == release && at >= self.since);
+                    if !settled {
+                        return Err(self.fail(
+                            sim,
+                            "C acquired again without settling its doubtful release first".into(),
+                        ));
+                    }
                     self.next(sim);
                 }
                 Some(Outcome::GaveUp { .. }) => {

@@ -126,6 +126,69 @@ fn mutual_exclusion_fires_on_overlapping_beliefs() {
     assert!(check::check_mutual_exclusion(&h).is_ok());
 }
 
+/// Client 0 gives up on a RELEASE of r0 it sent (at 100..300 ms), then sends an ACQUIRE of
+/// r0 at 400 ms; `answer_at`: when an answer to the RELEASE reached it, if one did.
+fn history_with_a_doubt(answer_at: Option<u64>) -> History {
+    let mut h = History::default();
+    let request = |request, command| Request {
+        id: RequestId {
+            session: 1,
+            request,
+        },
+        attempt: 0,
+        reply_to: PROBE_ADDR,
+        command,
+        room_for_waiting: false,
+    };
+    let (resource, client) = (RESOURCES[0], CLIENT_IDS[0]);
+    let release = request(1, Command::Release { resource, client });
+    let op = h.begin(0, release, Action::Release { resource: 0 }, at(100));
+    h.copy_sent(release.id, at(100));
+    h.gave_up(op, at(300));
+    if let Some(ms) = answer_at {
+        let reply = lock_table::Reply {
+            to: PROBE_ADDR,
+            id: release.id,
+            attempt: 0,
+            kind: lock_table::CommandKind::Release,
+            answer: lock_table::Answer::bare(Status::Ok),
+            holder: Default::default(),
+            holder_truncated: false,
+        };
+        h.late(release.id, at(ms), reply);
+    }
+    let acquire = request(
+        2,
+        Command::Acquire {
+            resource,
+            client,
+            wait_ms: 0,
+            ttl_ms: 1_000,
+        },
+    );
+    let action = Action::Acquire {
+        resource: 0,
+        wait_ms: 0,
+        ttl_ms: 1_000,
+    };
+    h.begin(0, acquire, action, at(350));
+    h.copy_sent(acquire.id, at(400));
+    h
+}
+
+#[test]
+fn the_doubts_check_fires_on_a_lock_touched_before_its_release_was_settled() {
+    let (when, what) = check::check_doubts(&history_with_a_doubt(None)).unwrap_err();
+    assert_eq!(when, at(400));
+    assert!(what.contains("doubts"), "{what}");
+    let (_, what) = check::check_doubts(&history_with_a_doubt(Some(450))).unwrap_err();
+    assert!(
+        what.contains("unsettled"),
+        "an answer after the new request: {what}"
+    );
+    assert!(check::check_doubts(&history_with_a_doubt(Some(380))).is_ok());
+}
+
 #[test]
 fn fencing_fires_on_a_token_that_goes_back() {
     // Client 0 got token 10, then client 1 token 9.

@@ -108,6 +108,14 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
 /// correct node sends).
 pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option<ReplyMsg> {
     let reply = Reply::decode(datagram).ok()?;
+    let kind = match reply.msg_type {
+        MessageType::AcquireReply => CommandKind::Acquire,
+        MessageType::ReleaseReply => CommandKind::Release,
+        MessageType::RenewReply => CommandKind::Renew,
+        MessageType::StatusReply => CommandKind::Status,
+        MessageType::ConfigureReply => CommandKind::Configure,
+        _ => return None,
+    };
     let id = RequestId {
         session: reply.session_id,
         request: reply.request_id,
@@ -120,17 +128,10 @@ pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option
         return Some(ReplyMsg::NotLeader {
             id,
             attempt: reply.attempt,
+            kind,
             hint,
         });
     }
-    let kind = match reply.msg_type {
-        MessageType::AcquireReply => CommandKind::Acquire,
-        MessageType::ReleaseReply => CommandKind::Release,
-        MessageType::RenewReply => CommandKind::Renew,
-        MessageType::StatusReply => CommandKind::Status,
-        MessageType::ConfigureReply => CommandKind::Configure,
-        _ => return None,
-    };
     let retry_after_ms = match reply.hint {
         Hint::RetryAfter { ms } => ms,
         _ => 0,

@@ -166,6 +166,7 @@ fn a_clock_that_stops_during_a_pause_breaks_the_lease_and_the_real_clock_does_no
             fired += 1;
         }
     }
-    assert!(paused > 20, "pauses happened in only {paused} of 40 seeds");
+    // Pauses are one fault of a dozen: about half the seeds have one.
+    assert!(paused >= 15, "pauses happened in only {paused} of 40 seeds");
     assert!(fired > 0, "a stopped clock never broke a lease in 40 seeds");
 }

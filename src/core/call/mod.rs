@@ -1,0 +1,594 @@
+//! The client's call core: the life of one client operation, from its first copy to its
+//! outcome, by the rules of spec §7.1 (sans-IO, in the shape of quinn-proto's `Connection`).
+//!
+//! One [`Call`] is one request (one session id and request id) on its way: where its copies
+//! go (spec §7.1.7: the shard's leader as last known, NOT_LEADER hints, silent nodes and the
+//! ring of configured servers), when they go (RFC 6298 through [`crate::core::retransmit`],
+//! WAITING keepalives, OVERLOADED's retry-after, spec §7.1.3), which replies it accepts
+//! (§7.1.4), when it gives up, and how it ended (§7.1.5). What one client's calls share lives
+//! beside it: the route cache ([`Routes`]), the RTT estimator
+//! ([`crate::core::retransmit::RttEstimator`]) and the RELEASEs whose outcome is unknown
+//! ([`Doubts`]).
+//!
+//! Pure like every core: no IO, no clock, no randomness, no threads. The shell passes `now`
+//! in, and after every input drains the outputs:
+//!
+//! ```text
+//!  Call::new(now, request, timer, deadline) ──> poll_transmit() ─> (node, attempt) ─> socket
+//!  handle_reply(now, from, &Reply)  ─┐          poll_timeout()  ─> when to call handle_timeout
+//!  handle_timeout(now)              ─┴────────> outcome()       ─> Answered / GaveUp / InDoubt
+//! ```
+//!
+//! A copy is only a destination and an attempt number ([`Transmit`]): the shell keeps the
+//! request's bytes (or typed value) and patches the attempt into it, so nothing is copied or
+//! allocated per request. `crate::client` drives one `Call` per calling thread, all of them
+//! sharing one [`Routes`]; the simulator (`crate::sim`) drives the same `Call` for each of its
+//! clients, so the rules it checks are the rules the real client follows.
+//!
+//! # The rules, in the order a reply meets them
+//!
+//! 1. A reply is accepted only if it names this call's session and request ids, has the
+//!    request's reply type or ERROR_REPLY, and echoes an attempt that was sent (§7.1.4).
+//!    Anything else is dropped ([`Handled::Dropped`]).
+//! 2. It yields an RTT sample if it answers the latest copy and did not wait in a queue.
+//! 3. Its sender is alive: no longer suspect; the copies it answers were not lost (§7.1.7
+//!    rule 4).
+//! 4. NOT_LEADER is never final (§7.1.7 rule 5): the same request goes on, to a hinted leader
+//!    at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
+//!    one on the timer, without a hint along the ring on the timer.
+//! 5. Any other reply but ERROR_REPLY and OVERLOADED names the shard's leader (rule 6).
+//! 6. WAITING is provisional (§6.3): keepalives instead of retransmissions, and the deadline
+//!    moves to the server's wait plus the grace. OVERLOADED is not final either (§7.1.3): the
+//!    same request again when the timer fires, not before the hinted delay.
+//! 7. Anything else is the final answer; for a RELEASE, INTERNAL_ERROR settles nothing and
+//!    leaves a doubt (§7.1.5).
+//!
+//! And the timer: at the deadline the call ends without an answer, and a RELEASE that ends
+//! so is a doubt (§7.1.5) whatever the last reply was; otherwise, when the next copy is due it
+//! leaves, first moving away from a node that left [`SILENT_SENDS_MAX`] copies in a row
+//! unanswered (one, if already suspect). One back-off per request, wherever its copies go.
+
+pub mod doubts;
+pub mod routes;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+
+use udplock_protocol::{Flags, Hint, MessageType, Reply, Request, RequestBody, Status};
+
+pub use self::doubts::{lock_of, Doubts, Resend, Settle, DOUBTS_MAX};
+pub use self::routes::{socket_addr_for, Routes, LEARNED_LEADERS_MAX};
+use super::retransmit::{
+    RequestTimer, RttEstimator, REDIRECTS_FAST_MAX, REQUEST_LIFETIME_MAX, SILENT_SENDS_MAX,
+};
+use super::time::{Duration, Instant};
+
+/// How long after its start a client may rely on a lease of `lease_ms` (spec §6.4, "Lease
+/// rule"): shortened by the clock-drift bound, since the client's and the server's clocks may
+/// run at different rates, with the allowance rounded up so the client never believes longer
+/// than allowed.
+pub fn lease_validity(lease_ms: u32, drift_bound_ppm: u32) -> Duration {
+    let lease_us = u64::from(lease_ms) * 1_000;
+    let drift_us = (u128::from(lease_us) * u128::from(drift_bound_ppm)).div_ceil(1_000_000);
+    let valid = Duration::from_micros(lease_us.saturating_sub(drift_us as u64));
+    debug_assert!(drift_bound_ppm == 0 || lease_ms == 0 || valid.as_micros() < lease_us);
+    valid
+}
+
+/// What the rules need to know of a request: its identity, its type, its resource's shard
+/// and (for an ACQUIRE) how long the server may queue it. The request's bytes stay with the
+/// shell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallRequest {
+    pub session_id: u64,
+    pub request_id: u64,
+    /// ACQUIRE, RELEASE, RENEW, STATUS or CONFIGURE.
+    pub msg_type: MessageType,
+    /// The shard of its resource, an index into the route cache ([`Routes::shard`]).
+    pub shard: usize,
+    /// ACQUIRE: the longest the server may queue it (`wait_ms`); 0 for every other request.
+    pub wait_ms: u32,
+}
+
+impl CallRequest {
+    /// The call of `request`, routed by `routes`.
+    pub fn of(request: &Request<'_>, routes: &Routes) -> CallRequest {
+        CallRequest {
+            session_id: request.session_id,
+            request_id: request.request_id,
+            msg_type: request.body.msg_type(),
+            shard: routes.shard(request.body.resource()),
+            wait_ms: match request.body {
+                RequestBody::Acquire { wait_ms, .. } => wait_ms,
+                _ => 0,
+            },
+        }
+    }
+
+    fn is_release(&self) -> bool {
+        self.msg_type == MessageType::Release
+    }
+}
+
+/// One copy to send: the request with this attempt number, to this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub to: SocketAddr,
+    pub attempt: u16,
+}
+
+/// How a call ended (spec §7.1.5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A final answer with this status (never NOT_LEADER, WAITING or OVERLOADED; for a
+    /// RELEASE never INTERNAL_ERROR). A grant's or renewal's lease counts from `lease_start`,
+    /// the send time of the copy the reply echoes (spec "Lease rule").
+    Answered {
+        status: Status,
+        attempt: u16,
+        lease_start: Instant,
+    },
+    /// The deadline passed without a final answer. `overloaded`: the latest reply other than
+    /// NOT_LEADER was OVERLOADED, with this retry-after hint; `None` when only silence or
+    /// NOT_LEADER came (or a WAITING since the last OVERLOADED). A late copy may still take
+    /// effect; for an ACQUIRE or RENEW that can only give this client a hold that ends at its
+    /// lease.
+    GaveUp { overloaded: Option<u32> },
+    /// A RELEASE ended without an answer that settles it: it may still take effect, so it
+    /// must be kept as a doubt ([`Doubts::keep`]) and sent again before the client touches
+    /// the same lock (spec §7.1.5).
+    InDoubt(DoubtCause),
+}
+
+/// Why a RELEASE's outcome is unknown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoubtCause {
+    /// No reply but NOT_LEADER came before the deadline.
+    Silence,
+    /// The latest reply other than NOT_LEADER was OVERLOADED (which no server remembers).
+    Overloaded { retry_after_ms: u32 },
+    /// The answer was INTERNAL_ERROR (which settles nothing).
+    InternalError,
+}
+
+/// What [`Call::handle_reply`] made of a reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handled {
+    /// Not an answer to this call (another request's, a forged or stray one, one echoing a
+    /// copy never sent, one after the outcome): ignored.
+    Dropped,
+    /// A NOT_LEADER that sent the request on to another node.
+    Redirected,
+    /// Any other reply of this call.
+    Accepted,
+}
+
+/// One request on its way (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Call {
+    request: CallRequest,
+    /// The reply type that answers the request (ERROR_REPLY is accepted too).
+    reply_type: MessageType,
+    timer: RequestTimer,
+    /// When the call was created: a lease falls back to it if no copy is remembered.
+    started: Instant,
+    /// Added to the server's wait when a WAITING moves the deadline.
+    grace: Duration,
+    /// No copy at or after this instant; the call then ends without an answer.
+    deadline: Instant,
+    /// The latest instant an input carried. A reply read by another thread may carry an
+    /// earlier receive time than a copy this thread sent since; send times never go back.
+    now_max: Instant,
+    /// `D`: where the next copy goes.
+    dest: SocketAddr,
+    /// `dest`'s index in the route cache; `None` for a hinted leader it had no room for.
+    dest_peer: Option<u32>,
+    /// `p`: the ring position "moving on" counts from (an index of the configured servers).
+    ring: usize,
+    /// Attempt number of the first copy sent to `dest`; `None` until one is sent. A reply
+    /// echoing an older attempt answers a copy sent elsewhere.
+    dest_first_attempt: Option<u16>,
+    /// Copies sent to `dest` in a row that no reply has answered yet (rule 4).
+    unanswered: u32,
+    /// Attempt number of the first of those copies.
+    unanswered_from: u16,
+    /// NOT_LEADER hints followed at once since the last reply of another kind (rule 5.1).
+    fast_redirects: u32,
+    /// No copy before this instant: an OVERLOADED asked for the pause (spec §7.1.3).
+    not_before: Instant,
+    /// The latest reply other than NOT_LEADER was OVERLOADED, with this retry-after hint.
+    overloaded: Option<u32>,
+    /// The copy to send, until the shell takes it.
+    transmit: Option<Transmit>,
+    outcome: Option<Outcome>,
+}
+
+impl Call {
+    /// A call of `request`, its first copy ready in [`Call::poll_transmit`]: to the shard's
+    /// leader as `routes` last knew it (spec §7.1.7 rule 2). `timer` is the request's
+    /// retransmission timer: a fresh one from the estimator for a new request, or the copies
+    /// so far of a request sent again ([`Resend::call`]). No copy leaves at or after
+    /// `deadline`, nor more than [`REQUEST_LIFETIME_MAX`] after the request's first copy; a
+    /// call whose deadline has already passed ends at once, unsent. `grace`: how long after
+    /// the server's wait (a WAITING's) the call still waits for the final answer.
+    pub fn new(
+        now: Instant,
+        request: CallRequest,
+        timer: RequestTimer,
+        deadline: Instant,
+        grace: Duration,
+        routes: &Routes,
+    ) -> Call {
+        let reply_type = request
+            .msg_type
+            .reply_type()
+            .expect("a call carries a request type, which has a reply type");
+        let (peer, dest, ring) = routes.first_destination(request.shard);
+        let first_send = timer.first_send().unwrap_or(now);
+        let mut call = Call {
+            request,
+            reply_type,
+            timer,
+            started: now,
+            grace,
+            deadline: deadline.min(first_send + REQUEST_LIFETIME_MAX),
+            now_max: now,
+            dest,
+            dest_peer: Some(peer),
+            ring,
+            dest_first_attempt: None,
+            unanswered: 0,
+            unanswered_from: 0,
+            fast_redirects: 0,
+            not_before: Instant::ZERO,
+            overloaded: None,
+            transmit: None,
+            outcome: None,
+        };
+        if now >= call.deadline {
+            call.outcome = Some(call.unanswered_outcome());
+        } else {
+            call.send(now, routes);
+        }
+        call.check();
+        call
+    }
+
+    /// The request this call sends.
+    pub fn request(&self) -> &CallRequest {
+        &self.request
+    }
+
+    /// The request's retransmission timer (its copies' attempt numbers and send times).
+    pub fn timer(&self) -> &RequestTimer {
+        &self.timer
+    }
+
+    /// How the call ended; `None` while it goes on.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// Where the next copy goes.
+    pub fn destination(&self) -> SocketAddr {
+        self.dest
+    }
+
+    /// The copy to send now, if any. Call after every input: at most one copy is ready at a
+    /// time.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmit.take()
+    }
+
+    /// When to call [`Call::handle_timeout`]: the next copy (the retransmission timer, not
+    /// before an OVERLOADED's hint) or the deadline, whichever is first. `None` once ended.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        Some(self.next_send().min(self.deadline))
+    }
+
+    /// Timers: ends the call at its deadline, or readies the next copy when it is due.
+    pub fn handle_timeout(&mut self, now: Instant, routes: &Routes) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let now = self.advance(now);
+        if now >= self.deadline {
+            self.transmit = None;
+            self.outcome = Some(self.unanswered_outcome());
+        } else if now >= self.next_send() {
+            self.send(now, routes);
+        }
+        debug_assert!(self.outcome.is_some() || self.poll_timeout() > Some(now));
+        self.check();
+    }
+
+    /// A reply received at `now` from `from` (its source address, in the form `routes`
+    /// keeps). The RTT sample it yields goes into `rtt`.
+    pub fn handle_reply(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        reply: &Reply<'_>,
+        routes: &Routes,
+        rtt: &mut RttEstimator,
+    ) -> Handled {
+        // Spec §7.1.4: only an answer to this request, to a copy that was sent.
+        let fits = reply.msg_type == self.reply_type || reply.msg_type == MessageType::ErrorReply;
+        let ids = (reply.session_id, reply.request_id);
+        let sent = self
+            .timer
+            .latest_attempt()
+            .is_some_and(|latest| reply.attempt <= latest);
+        if self.outcome.is_some()
+            || !fits
+            || ids != (self.request.session_id, self.request.request_id)
+            || !sent
+        {
+            return Handled::Dropped;
+        }
+        let queued = reply.flags.contains(Flags::QUEUED);
+        if let Some(sample) = self.timer.rtt_sample(reply.attempt, queued, now) {
+            rtt.on_sample(sample);
+        }
+        let now = self.advance(now);
+        // Whoever answered is alive (rule 4), and the copies it answers were not lost.
+        if let Some(index) = routes.find(from) {
+            routes.set_suspect(index, false);
+        }
+        if self.unanswered > 0 && reply.attempt >= self.unanswered_from {
+            self.unanswered = 0;
+        }
+        if reply.status == Status::NotLeader {
+            let handled = self.on_not_leader(now, from, reply, routes);
+            self.check();
+            return handled;
+        }
+        self.fast_redirects = 0;
+        // Only the shard's leader gives an answer other than NOT_LEADER (ERROR_REPLY aside,
+        // which any node may send, and OVERLOADED, which a node may send while it starts up):
+        // remember who it was (rule 6).
+        if reply.msg_type != MessageType::ErrorReply && reply.status != Status::Overloaded {
+            if let Some(index) = self.answered_by(from, reply.attempt, routes) {
+                routes.set_leader(self.request.shard, index);
+            }
+        }
+        match reply.status {
+            // WAITING (spec §6.3): the acquire is queued. The server's wait started when it
+            // queued it, no later than this reply: wait for its final answer until then +
+            // wait_ms + grace (within the request lifetime), with keepalives.
+            Status::Waiting => {
+                if !self.timer.is_waiting() {
+                    let waits_until =
+                        now + Duration::from_millis(self.request.wait_ms.into()) + self.grace;
+                    let first = self.timer.first_send().expect("a copy was answered");
+                    self.deadline = self
+                        .deadline
+                        .max(waits_until)
+                        .min(first + REQUEST_LIFETIME_MAX);
+                }
+                self.timer.on_waiting(reply.lease_ms);
+                self.overloaded = None;
+            }
+            // OVERLOADED answers one copy and is not remembered (spec §7.1.3, §7.1.5): the
+            // SAME request goes again, to the same node, when the timer fires but not before
+            // the hinted delay, so no copy still in flight can take effect beside a new
+            // request.
+            Status::Overloaded => {
+                let retry_after_ms = match reply.hint {
+                    Hint::RetryAfter { ms } => ms,
+                    _ => 0,
+                };
+                let pause = Duration::from_millis(retry_after_ms.into());
+                self.not_before = self.not_before.max(now + pause);
+                self.overloaded = Some(retry_after_ms);
+            }
+            // INTERNAL_ERROR settles no RELEASE (spec §7.1.5).
+            Status::InternalError if self.request.is_release() => {
+                self.end(Outcome::InDoubt(DoubtCause::InternalError));
+            }
+            status => {
+                let lease_start = self
+                    .timer
+                    .lease_start(reply.attempt)
+                    .unwrap_or(self.started);
+                debug_assert!(
+                    lease_start <= now,
+                    "a lease starts at a send, before its reply"
+                );
+                self.end(Outcome::Answered {
+                    status,
+                    attempt: reply.attempt,
+                    lease_start,
+                });
+            }
+        }
+        self.check();
+        Handled::Accepted
+    }
+
+    /// The call's invariants, checked after every input (debug builds: this is the hot
+    /// path of every lock call, and none of them guards mutual exclusion on its own).
+    fn check(&self) {
+        let latest = self.timer.latest_attempt();
+        debug_assert!(
+            latest.is_some() || self.outcome.is_some(),
+            "a live call has sent"
+        );
+        if let Some(copy) = self.transmit {
+            debug_assert_eq!(Some(copy.attempt), latest, "the ready copy is the latest");
+            debug_assert!(self.outcome.is_none(), "nothing is sent after the outcome");
+        }
+        debug_assert!(self
+            .dest_first_attempt
+            .is_none_or(|first| Some(first) <= latest));
+        debug_assert!(self.unanswered == 0 || Some(self.unanswered_from) <= latest);
+        debug_assert!(self.fast_redirects <= REDIRECTS_FAST_MAX);
+        debug_assert!(
+            self.deadline <= self.timer.first_send().unwrap_or(self.started) + REQUEST_LIFETIME_MAX
+        );
+    }
+
+    /// The call's timer, to keep with a doubt ([`Doubts::keep`]) or give back to one.
+    pub(crate) fn into_timer(self) -> RequestTimer {
+        self.timer
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        debug_assert!(self.outcome.is_none());
+        self.transmit = None;
+        self.outcome = Some(outcome);
+    }
+
+    /// `now`, never earlier than an earlier input's.
+    fn advance(&mut self, now: Instant) -> Instant {
+        self.now_max = self.now_max.max(now);
+        self.now_max
+    }
+
+    /// The outcome of a call that reached its deadline (spec §7.1.5): a RELEASE is a doubt
+    /// whatever came before, since a copy may still be applied later.
+    fn unanswered_outcome(&self) -> Outcome {
+        if self.request.is_release() {
+            Outcome::InDoubt(match self.overloaded {
+                Some(retry_after_ms) => DoubtCause::Overloaded { retry_after_ms },
+                None => DoubtCause::Silence,
+            })
+        } else {
+            Outcome::GaveUp {
+                overloaded: self.overloaded,
+            }
+        }
+    }
+
+    /// When the next copy is due: when the timer fires, but not before an OVERLOADED's
+    /// retry-after (spec §7.1.3).
+    fn next_send(&self) -> Instant {
+        self.timer.next_retransmit().max(self.not_before)
+    }
+
+    /// Readies the next copy: first leaves a node that stayed silent (spec §7.1.7 rule 4:
+    /// marked suspect, no longer the shard's cached leader), then records the copy's send
+    /// time (the lease counts from it, so the shell must send after this, never before).
+    fn send(&mut self, now: Instant, routes: &Routes) {
+        if self.dest_is_silent(routes) {
+            if let Some(peer) = self.dest_peer {
+                routes.set_suspect(peer, true);
+                routes.forget_leader(self.request.shard, peer);
+            }
+            self.move_on(routes);
+        }
+        debug_assert!(self.transmit.is_none(), "the shell polls after every input");
+        let attempt = self.timer.on_send(now);
+        self.dest_first_attempt.get_or_insert(attempt);
+        if self.unanswered == 0 {
+            self.unanswered_from = attempt;
+        }
+        self.unanswered = self.unanswered.saturating_add(1);
+        self.transmit = Some(Transmit {
+            to: self.dest,
+            attempt,
+        });
+    }
+
+    /// The following copies go to `dest` (`peer`: its index in the route cache, if it has
+    /// one). The back-off goes on (spec §7.1.3): a new node does not make the request's
+    /// copies any faster.
+    fn redirect(&mut self, dest: SocketAddr, peer: Option<u32>) {
+        self.dest = dest;
+        self.dest_peer = peer;
+        self.dest_first_attempt = None;
+        self.unanswered = 0;
+    }
+
+    /// Spec §7.1.7 rule 7: the following copies go to the next configured server on the ring
+    /// that is not suspect.
+    fn move_on(&mut self, routes: &Routes) {
+        self.ring = routes.next_position(self.ring);
+        let (index, addr) = routes.server(self.ring);
+        self.redirect(addr, Some(index));
+    }
+
+    /// True if a reply echoing `attempt` answers a copy sent before `dest` was chosen.
+    fn is_stale(&self, attempt: u16) -> bool {
+        self.dest_first_attempt.is_none_or(|first| attempt < first)
+    }
+
+    /// Rule 4: `dest` stayed silent for the copies sent to it since the last reply.
+    fn dest_is_silent(&self, routes: &Routes) -> bool {
+        let suspect = self.dest_peer.is_some_and(|index| routes.is_suspect(index));
+        let limit = if suspect { 1 } else { SILENT_SENDS_MAX };
+        self.unanswered >= limit
+    }
+
+    /// The node that most likely sent a reply echoing `attempt` from `from`, as an index in
+    /// the route cache: its source address when that is a known node (after a failover the
+    /// new leader may answer a request it was never sent), otherwise the current destination
+    /// if the reply answers a copy sent there.
+    fn answered_by(&self, from: SocketAddr, attempt: u16, routes: &Routes) -> Option<u32> {
+        if from == self.dest {
+            return self.dest_peer;
+        }
+        routes.find(from).or_else(|| {
+            if self.is_stale(attempt) {
+                None
+            } else {
+                self.dest_peer
+            }
+        })
+    }
+
+    /// NOT_LEADER (spec §7.1.7 rule 5): the node did not execute the request and does not
+    /// remember it, so the SAME request goes on: to a hinted leader that is not suspect at
+    /// once (a few times), to a suspect one on the timer, or without a usable hint to the
+    /// next server on the ring, on the timer.
+    fn on_not_leader(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        reply: &Reply<'_>,
+        routes: &Routes,
+    ) -> Handled {
+        if self.is_stale(reply.attempt) {
+            // It answers a copy sent to an earlier destination: the request has moved on.
+            return Handled::Accepted;
+        }
+        let shard = self.request.shard;
+        let hint = match reply.hint {
+            Hint::Leader(addr) => routes.usable_hint(addr),
+            _ => None,
+        }
+        .filter(|&hint| hint != from);
+        match hint {
+            // Rule 5.2: a leader named by a node that has not noticed it is gone.
+            Some(leader)
+                if routes
+                    .find(leader)
+                    .is_some_and(|index| routes.is_suspect(index)) =>
+            {
+                self.redirect(leader, routes.find(leader));
+            }
+            // Rule 5.1.
+            Some(leader) => {
+                let peer = routes.learn_leader(shard, leader);
+                self.redirect(leader, peer);
+                if self.fast_redirects < REDIRECTS_FAST_MAX {
+                    self.fast_redirects += 1;
+                    self.send(now, routes);
+                }
+            }
+            // Rule 5.3: no leader known (an election): neither this node nor the one the
+            // copies went to is it.
+            None => {
+                for index in [self.dest_peer, routes.find(from)].into_iter().flatten() {
+                    routes.forget_leader(shard, index);
+                }
+                self.move_on(routes);
+            }
+        }
+        Handled::Redirected
+    }
+}

@@ -1,0 +1,803 @@
+//! One test per rule of the call core (spec §7.1), each driving a [`Call`] by hand: inputs
+//! with explicit instants, outputs read back. No socket, no clock, no thread.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use udplock_protocol::{Flags, Hint, MessageType, Reply, Status};
+
+use super::*;
+use crate::core::retransmit::{RetransmitConfig, DOUBT_LIFETIME};
+
+const SESSION: u64 = 0x5e55;
+const GRACE: Duration = Duration::from_millis(200);
+
+fn node(i: u16) -> SocketAddr {
+    (Ipv4Addr::new(10, 0, 1, 1), 7100 + i).into()
+}
+
+fn at(us: u64) -> Instant {
+    Instant::from_micros(us)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A client of three nodes, one shard: requests go to node 0 first.
+struct Harness {
+    routes: Routes,
+    rtt: RttEstimator,
+}
+
+impl Harness {
+    fn new(nodes: u16) -> Harness {
+        let servers: Vec<SocketAddr> = (0..nodes).map(node).collect();
+        Harness {
+            routes: Routes::new(&servers, 1, false),
+            rtt: RttEstimator::new(RetransmitConfig::default()),
+        }
+    }
+
+    fn request(&self, msg_type: MessageType, request_id: u64, wait_ms: u32) -> CallRequest {
+        CallRequest {
+            session_id: SESSION,
+            request_id,
+            msg_type,
+            shard: 0,
+            wait_ms,
+        }
+    }
+
+    fn call(&self, now: Instant, request: CallRequest, timeout: Duration) -> Call {
+        Call::new(
+            now,
+            request,
+            self.rtt.timer(),
+            now + timeout,
+            GRACE,
+            &self.routes,
+        )
+    }
+
+    fn reply(&mut self, call: &mut Call, now: Instant, from: SocketAddr, reply: Reply) -> Handled {
+        call.handle_reply(now, from, &reply, &self.routes, &mut self.rtt)
+    }
+
+    /// Runs the call's timers up to `until`; returns the copies it sent, with their times.
+    fn run(&self, call: &mut Call, until: Instant) -> Vec<(Instant, Transmit)> {
+        let mut sent = Vec::new();
+        if let Some(copy) = call.poll_transmit() {
+            let at = call.timer().send_time(copy.attempt).expect("sent");
+            sent.push((at, copy));
+        }
+        while let Some(t) = call.poll_timeout().filter(|&t| t <= until) {
+            call.handle_timeout(t, &self.routes);
+            if let Some(copy) = call.poll_transmit() {
+                sent.push((t, copy));
+            }
+        }
+        sent
+    }
+}
+
+/// The reply to `call`'s request echoing `attempt`.
+fn answer(call: &Call, attempt: u16, status: Status) -> Reply<'static> {
+    let request = call.request();
+    Reply::bare(
+        request.msg_type.reply_type().unwrap(),
+        request.session_id,
+        request.request_id,
+        attempt,
+        status,
+    )
+}
+
+fn sent(call: &mut Call) -> Transmit {
+    call.poll_transmit().expect("a copy is ready")
+}
+
+#[test]
+fn copies_carry_rising_attempts_to_the_same_node_on_a_doubling_timer() {
+    let h = Harness::new(3);
+    let mut call = h.call(at(1_000), h.request(MessageType::Renew, 1, 0), ms(100));
+    assert_eq!(
+        sent(&mut call),
+        Transmit {
+            to: node(0),
+            attempt: 0
+        }
+    );
+    assert_eq!(call.poll_transmit(), None, "one copy per input");
+    assert_eq!(
+        call.poll_timeout(),
+        Some(at(2_000)),
+        "the initial RTO, 1 ms"
+    );
+    call.handle_timeout(at(1_500), &h.routes);
+    assert_eq!(call.poll_transmit(), None, "not due yet");
+    call.handle_timeout(at(2_000), &h.routes);
+    assert_eq!(
+        sent(&mut call),
+        Transmit {
+            to: node(0),
+            attempt: 1
+        }
+    );
+    assert_eq!(call.poll_timeout(), Some(at(4_000)), "backed off to 2 ms");
+}
+
+#[test]
+fn the_deadline_ends_a_call_without_an_answer() {
+    let h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(10));
+    let copies = h.run(&mut call, at(1_000_000));
+    assert!(copies.iter().all(|(t, _)| *t < at(10_000)));
+    assert_eq!(call.outcome(), Some(Outcome::GaveUp { overloaded: None }));
+    assert_eq!(call.poll_timeout(), None);
+    // A call whose deadline has passed ends at once, unsent.
+    let mut late = Call::new(
+        at(50),
+        h.request(MessageType::Status, 2, 0),
+        h.rtt.timer(),
+        at(50),
+        GRACE,
+        &h.routes,
+    );
+    assert_eq!(late.poll_transmit(), None);
+    assert_eq!(late.outcome(), Some(Outcome::GaveUp { overloaded: None }));
+}
+
+#[test]
+fn only_answers_to_copies_sent_are_accepted() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 7, 0), ms(100));
+    sent(&mut call);
+    let good = answer(&call, 0, Status::Ok);
+    let forged = [
+        Reply {
+            session_id: SESSION + 1,
+            ..good
+        },
+        Reply {
+            request_id: 8,
+            ..good
+        },
+        Reply {
+            msg_type: MessageType::ReleaseReply,
+            ..good
+        },
+        Reply { attempt: 1, ..good },
+    ];
+    for reply in forged {
+        assert_eq!(h.reply(&mut call, at(10), node(0), reply), Handled::Dropped);
+        assert_eq!(call.outcome(), None, "{reply:?}");
+    }
+    assert_eq!(h.reply(&mut call, at(20), node(0), good), Handled::Accepted);
+    assert!(matches!(call.outcome(), Some(Outcome::Answered { .. })));
+    assert_eq!(
+        h.reply(&mut call, at(30), node(0), good),
+        Handled::Dropped,
+        "a duplicate after the outcome"
+    );
+}
+
+#[test]
+fn a_reply_to_the_latest_copy_is_an_rtt_sample_a_queued_one_is_not() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Renew, 1, 0), ms(100));
+    sent(&mut call);
+    let queued = Reply {
+        flags: Flags::QUEUED,
+        ..answer(&call, 0, Status::Waiting)
+    };
+    h.reply(&mut call, at(70), node(0), queued);
+    assert_eq!(h.rtt.samples(), 0);
+    {
+        let reply = answer(&call, 0, Status::Ok);
+        h.reply(&mut call, at(90), node(0), reply)
+    };
+    assert_eq!(h.rtt.srtt(), Some(Duration::from_micros(90)));
+}
+
+#[test]
+fn a_grants_lease_counts_from_the_send_time_of_the_echoed_copy() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(100));
+    let copies = h.run(&mut call, at(2_500));
+    assert_eq!(copies.len(), 2, "attempts 0 and 1 (at 0 and 1 ms)");
+    {
+        let reply = answer(&call, 1, Status::Ok);
+        h.reply(&mut call, at(2_600), node(0), reply)
+    };
+    assert_eq!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            status: Status::Ok,
+            attempt: 1,
+            lease_start: at(1_000)
+        })
+    );
+}
+
+/// Spec §7.1.7 rule 5.1: the SAME request goes to a hinted leader at once, and the hint is
+/// cached for the shard; at most REDIRECTS_FAST_MAX at once between two other replies.
+#[test]
+fn not_leader_with_a_hint_goes_to_the_leader_at_once_a_few_times() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(100));
+    sent(&mut call);
+    let mut now = 10;
+    for k in 0..REDIRECTS_FAST_MAX {
+        let attempt = k as u16;
+        let (from, to) = (node(k as u16 % 2), node(1 - k as u16 % 2));
+        let reply = Reply {
+            hint: Hint::Leader(to),
+            ..answer(&call, attempt, Status::NotLeader)
+        };
+        assert_eq!(
+            h.reply(&mut call, at(now), from, reply),
+            Handled::Redirected
+        );
+        assert_eq!(
+            sent(&mut call),
+            Transmit {
+                to,
+                attempt: attempt + 1
+            }
+        );
+        assert_eq!(h.routes.first_destination(0).1, to, "cached");
+        now += 10;
+    }
+    // Two nodes naming each other: the next hint waits for the timer.
+    let last = REDIRECTS_FAST_MAX as u16;
+    let reply = Reply {
+        hint: Hint::Leader(node(0)),
+        ..answer(&call, last, Status::NotLeader)
+    };
+    h.reply(&mut call, at(now), node(1), reply);
+    assert_eq!(call.poll_transmit(), None, "no longer at once");
+    assert_eq!(call.destination(), node(0));
+    // A reply of another kind resets the count.
+    let waiting = answer(&call, last, Status::Overloaded);
+    h.reply(&mut call, at(now + 1), node(1), waiting);
+    assert!(call.poll_transmit().is_none());
+}
+
+/// Rule 5.3: no hint (an election): along the ring, on the timer; and the cached leader is
+/// forgotten. A NOT_LEADER answering a copy sent to an earlier destination is ignored.
+#[test]
+fn not_leader_without_a_hint_moves_on_along_the_ring_on_the_timer() {
+    let mut h = Harness::new(3);
+    h.routes.set_leader(0, 0);
+    let mut call = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(100));
+    assert_eq!(sent(&mut call).to, node(0));
+    let reply = answer(&call, 0, Status::NotLeader);
+    h.reply(&mut call, at(10), node(0), reply);
+    assert_eq!(call.poll_transmit(), None, "on the timer");
+    assert_eq!(call.destination(), node(1));
+    assert_eq!(
+        h.routes.first_destination(0).1,
+        node(0),
+        "no leader cached: the first server on the ring"
+    );
+    let copies = h.run(&mut call, at(1_000));
+    assert_eq!(
+        copies[0].1,
+        Transmit {
+            to: node(1),
+            attempt: 1
+        }
+    );
+    // A late NOT_LEADER for attempt 0 answers a copy sent to node 0: ignored.
+    let stale = answer(&call, 0, Status::NotLeader);
+    assert_eq!(
+        h.reply(&mut call, at(1_100), node(0), stale),
+        Handled::Accepted
+    );
+    assert_eq!(call.destination(), node(1));
+}
+
+/// Rule 5.2: a hint naming a suspect node is followed on the timer only.
+#[test]
+fn a_hint_naming_a_suspect_node_waits_for_the_timer() {
+    let mut h = Harness::new(3);
+    h.routes.set_suspect(2, true);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(100));
+    sent(&mut call);
+    let reply = Reply {
+        hint: Hint::Leader(node(2)),
+        ..answer(&call, 0, Status::NotLeader)
+    };
+    h.reply(&mut call, at(10), node(0), reply);
+    assert_eq!(call.poll_transmit(), None);
+    assert_eq!(call.destination(), node(2));
+    let copies = h.run(&mut call, at(1_000));
+    assert_eq!(copies[0].1.to, node(2));
+}
+
+/// Rule 4: a node that leaves SILENT_SENDS_MAX copies in a row unanswered is marked suspect
+/// and left for the next server on the ring; a suspect node is left after one.
+#[test]
+fn a_silent_node_is_left_and_marked_suspect() {
+    let h = Harness::new(3);
+    h.routes.set_leader(0, 0);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(1_000));
+    let copies = h.run(&mut call, at(20_000));
+    let to: Vec<SocketAddr> = copies.iter().map(|(_, c)| c.to).collect();
+    assert_eq!(
+        to[..5],
+        [node(0), node(0), node(1), node(1), node(2)],
+        "two copies each"
+    );
+    assert!(h.routes.is_suspect(0) && h.routes.is_suspect(1));
+    assert_eq!(
+        h.routes.first_destination(0).1,
+        node(2),
+        "the suspect leader is forgotten"
+    );
+    // A later call leaves a suspect node after one unanswered copy.
+    h.routes.set_suspect(2, true);
+    let mut again = h.call(at(30_000), h.request(MessageType::Acquire, 2, 0), ms(1_000));
+    let first = sent(&mut again).to;
+    let copies = h.run(&mut again, at(40_000));
+    assert_ne!(copies[0].1.to, first, "left after one copy");
+}
+
+#[test]
+fn any_reply_clears_a_suspicion_and_a_final_answer_names_the_leader() {
+    let mut h = Harness::new(3);
+    h.routes.set_suspect(1, true);
+    let mut call = h.call(at(0), h.request(MessageType::Status, 1, 0), ms(100));
+    sent(&mut call);
+    // An answer from another node than the one the copy went to (after a failover).
+    {
+        let reply = answer(&call, 0, Status::Ok);
+        h.reply(&mut call, at(10), node(1), reply)
+    };
+    assert!(!h.routes.is_suspect(1));
+    assert_eq!(h.routes.first_destination(0).1, node(1));
+    // ERROR_REPLY names nobody: any node may send it.
+    let mut other = h.call(at(100), h.request(MessageType::Status, 2, 0), ms(100));
+    sent(&mut other);
+    let error = Reply {
+        msg_type: MessageType::ErrorReply,
+        ..answer(&other, 0, Status::InvalidArgument)
+    };
+    h.reply(&mut other, at(110), node(2), error);
+    assert_eq!(h.routes.first_destination(0).1, node(1));
+    assert!(matches!(
+        other.outcome(),
+        Some(Outcome::Answered {
+            status: Status::InvalidArgument,
+            ..
+        })
+    ));
+}
+
+/// Spec §6.3: WAITING is provisional. Copies become keepalives paced by the lease, and the
+/// deadline moves to the server's wait plus the grace, once.
+#[test]
+fn waiting_turns_copies_into_keepalives_and_moves_the_deadline() {
+    let mut h = Harness::new(1);
+    let start = at(0);
+    let mut call = h.call(start, h.request(MessageType::Acquire, 1, 5_000), ms(300));
+    sent(&mut call);
+    let waiting = Reply {
+        lease_ms: 1_600,
+        flags: Flags::QUEUED,
+        ..answer(&call, 0, Status::Waiting)
+    };
+    h.reply(&mut call, at(100), node(0), waiting);
+    assert!(call.timer().is_waiting());
+    let copies = h.run(&mut call, at(1_000_000));
+    let gaps: Vec<u64> = copies
+        .windows(2)
+        .map(|w| w[1].0.saturating_since(w[0].0).as_micros())
+        .collect();
+    assert!(
+        gaps.iter().all(|&g| g == 100_000),
+        "every lease/16: {gaps:?}"
+    );
+    assert_eq!(
+        copies[0].0,
+        at(100_000),
+        "the first keepalive one interval after the send"
+    );
+    assert_eq!(
+        call.outcome(),
+        None,
+        "still waiting past the first deadline"
+    );
+    let grant = answer(&call, 9, Status::Ok);
+    h.reply(&mut call, at(1_000_010), node(0), grant);
+    assert!(matches!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            lease_start,
+            ..
+        }) if lease_start == at(900_000)
+    ));
+    // Without the grant, the call ends at the WAITING's receipt + wait + grace.
+    let mut h = Harness::new(1);
+    let mut call = h.call(start, h.request(MessageType::Acquire, 2, 5_000), ms(300));
+    sent(&mut call);
+    let waiting = Reply {
+        lease_ms: 1_600,
+        ..answer(&call, 0, Status::Waiting)
+    };
+    h.reply(&mut call, at(100), node(0), waiting);
+    h.run(&mut call, at(3_000_000));
+    let latest = call.timer().latest_attempt().unwrap();
+    let again = Reply {
+        attempt: latest,
+        ..waiting
+    };
+    h.reply(&mut call, at(3_000_100), node(0), again);
+    h.run(&mut call, at(10_000_000));
+    assert_eq!(call.outcome(), Some(Outcome::GaveUp { overloaded: None }));
+    assert_eq!(
+        call.timer().latest_attempt(),
+        Some(52),
+        "every 100 ms until 5.2 s + 100 µs: a later WAITING does not move the deadline again"
+    );
+}
+
+/// Spec §7.1.3: OVERLOADED is not final; the same request goes again to the same node, not
+/// before the hint. At the deadline the call reports it.
+#[test]
+fn overloaded_is_retried_not_before_its_hint() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(100));
+    sent(&mut call);
+    let overloaded = Reply {
+        hint: Hint::RetryAfter { ms: 25 },
+        ..answer(&call, 0, Status::Overloaded)
+    };
+    h.reply(&mut call, at(50), node(0), overloaded);
+    assert_eq!(call.poll_timeout(), Some(at(25_050)));
+    let copies = h.run(&mut call, at(25_050));
+    assert_eq!(
+        copies,
+        [(
+            at(25_050),
+            Transmit {
+                to: node(0),
+                attempt: 1
+            }
+        )]
+    );
+    h.run(&mut call, at(1_000_000));
+    assert_eq!(
+        call.outcome(),
+        Some(Outcome::GaveUp {
+            overloaded: Some(25)
+        })
+    );
+}
+
+/// Spec §7.1.5: a RELEASE that ends without a settling answer is a doubt, whatever the last
+/// reply was: silence, OVERLOADED (issue 7: it was not kept), or INTERNAL_ERROR.
+#[test]
+fn a_release_without_a_settling_answer_ends_in_doubt() {
+    let mut h = Harness::new(1);
+    let mut silent = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(10));
+    h.run(&mut silent, at(1_000_000));
+    assert_eq!(
+        silent.outcome(),
+        Some(Outcome::InDoubt(DoubtCause::Silence))
+    );
+
+    let mut overloaded = h.call(at(0), h.request(MessageType::Release, 2, 0), ms(10));
+    sent(&mut overloaded);
+    let reply = Reply {
+        hint: Hint::RetryAfter { ms: 1 },
+        ..answer(&overloaded, 0, Status::Overloaded)
+    };
+    h.reply(&mut overloaded, at(5), node(0), reply);
+    h.run(&mut overloaded, at(1_000_000));
+    assert_eq!(
+        overloaded.outcome(),
+        Some(Outcome::InDoubt(DoubtCause::Overloaded {
+            retry_after_ms: 1
+        }))
+    );
+
+    let mut failed = h.call(at(0), h.request(MessageType::Release, 3, 0), ms(10));
+    sent(&mut failed);
+    {
+        let reply = answer(&failed, 0, Status::InternalError);
+        h.reply(&mut failed, at(5), node(0), reply)
+    };
+    assert_eq!(
+        failed.outcome(),
+        Some(Outcome::InDoubt(DoubtCause::InternalError))
+    );
+
+    // An answer settles it, whatever it says.
+    let mut answered = h.call(at(0), h.request(MessageType::Release, 4, 0), ms(10));
+    sent(&mut answered);
+    {
+        let reply = answer(&answered, 0, Status::LockNotHeld);
+        h.reply(&mut answered, at(5), node(0), reply)
+    };
+    assert!(matches!(answered.outcome(), Some(Outcome::Answered { .. })));
+}
+
+/// A doubtful RELEASE is sent again with the same ids and the next attempt number (spec
+/// §7.1.5 rule 2: issue 7 found it resent from attempt 0), until an answer settles it.
+#[test]
+fn a_doubt_is_resent_with_the_next_attempt_until_settled() {
+    let mut h = Harness::new(1);
+    let mut doubts: Doubts<&'static str> = Doubts::new();
+    let mut release = h.call(at(0), h.request(MessageType::Release, 5, 0), ms(10));
+    h.run(&mut release, at(1_000_000));
+    let sends = release.timer().sends();
+    assert!(sends >= 3);
+    doubts.keep(b"r", b"c", "the datagram", release);
+    let mut freed = Vec::new();
+
+    assert!(matches!(
+        doubts.begin_settle(at(20_000), b"other", b"c", |s| freed.push(s)),
+        Settle::Clear
+    ));
+    let Settle::Resend(resend) = doubts.begin_settle(at(20_000), b"r", b"c", |s| freed.push(s))
+    else {
+        panic!("the doubt is sent again")
+    };
+    assert_eq!(resend.payload, "the datagram");
+    assert!(
+        matches!(
+            doubts.begin_settle(at(20_000), b"r", b"c", |_| {}),
+            Settle::Busy
+        ),
+        "another call on the lock while it is being settled"
+    );
+    let mut call = resend.call(at(20_000), at(20_005), &h.rtt, &h.routes);
+    assert_eq!(call.request().request_id, 5);
+    assert_eq!(
+        sent(&mut call).attempt,
+        sends as u16,
+        "the next attempt number"
+    );
+    h.run(&mut call, at(1_000_000));
+    assert!(!doubts.end_settle(call, |s| freed.push(s)), "not settled");
+
+    let Settle::Resend(resend) = doubts.begin_settle(at(30_000), b"r", b"c", |s| freed.push(s))
+    else {
+        panic!("still a doubt")
+    };
+    let mut call = resend.call(at(30_000), at(40_000), &h.rtt, &h.routes);
+    let copy = sent(&mut call);
+    assert!(
+        copy.attempt > sends as u16,
+        "numbering goes on from the failed settle"
+    );
+    {
+        let reply = answer(&call, copy.attempt, Status::Ok);
+        h.reply(&mut call, at(30_100), node(0), reply)
+    };
+    assert!(doubts.end_settle(call, |s| freed.push(s)));
+    assert_eq!(freed, [SESSION], "its session is free again");
+    assert!(doubts.is_empty());
+}
+
+#[test]
+fn doubts_are_forgotten_after_their_lifetime_and_bounded() {
+    let h = Harness::new(1);
+    let mut doubts: Doubts<()> = Doubts::new();
+    for id in 0..DOUBTS_MAX as u64 {
+        let mut release = h.call(at(0), h.request(MessageType::Release, id + 1, 0), ms(1));
+        h.run(&mut release, at(10_000));
+        doubts.keep(b"r", &id.to_be_bytes(), (), release);
+    }
+    assert!(doubts.is_full());
+    let mut freed = 0;
+    doubts.expire(at(0) + DOUBT_LIFETIME - Duration::from_micros(1), |_| {
+        freed += 1
+    });
+    assert_eq!(freed, 0);
+    let Settle::Resend(_) = doubts.begin_settle(at(1), b"r", &0u64.to_be_bytes(), |_| {}) else {
+        panic!("a doubt")
+    };
+    doubts.expire(at(0) + DOUBT_LIFETIME, |_| freed += 1);
+    assert_eq!(freed, DOUBTS_MAX - 1, "all but the one being settled");
+    doubts.abandon_settle(1);
+    doubts.expire(at(0) + DOUBT_LIFETIME, |_| freed += 1);
+    assert!(doubts.is_empty());
+}
+
+/// A doubt whose lifetime is over is not sent again: the call ends at once, still in doubt.
+#[test]
+fn no_copy_of_a_doubt_after_the_request_lifetime() {
+    let h = Harness::new(1);
+    let mut doubts: Doubts<()> = Doubts::new();
+    let mut release = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(1));
+    h.run(&mut release, at(10_000));
+    doubts.keep(b"r", b"c", (), release);
+    let late = at(0) + REQUEST_LIFETIME_MAX;
+    let Settle::Resend(resend) = doubts.begin_settle(late, b"r", b"c", |_| {}) else {
+        panic!("kept until DOUBT_LIFETIME")
+    };
+    let mut call = resend.call(late, late + ms(1_000), &h.rtt, &h.routes);
+    assert_eq!(call.poll_transmit(), None);
+    assert_eq!(call.outcome(), Some(Outcome::InDoubt(DoubtCause::Silence)));
+}
+
+/// Spec §6.4: the lease a client relies on is shorter by the drift bound, rounded against
+/// the client (the simulator's copy rounded it down: a 1 ms lease at 1 ppm stayed 1000 µs).
+#[test]
+fn a_lease_is_shortened_by_the_drift_bound_rounded_up() {
+    assert_eq!(lease_validity(1_000, 10_000), ms(990));
+    assert_eq!(lease_validity(1, 1), Duration::from_micros(999));
+    assert_eq!(lease_validity(5_000, 0), ms(5_000));
+    assert_eq!(lease_validity(u32::MAX, 999_999).as_micros(), 4_294_967);
+}
+
+mod forged_input {
+    //! Any sequence of replies (forged, stray, duplicated, out of order, from any address)
+    //! and timeouts leaves a call in a state that keeps the rules: no panic, attempt numbers
+    //! rise one by one, nothing leaves after the outcome or past the request's lifetime, a
+    //! lease never starts after its answer, and only a RELEASE ends in doubt.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    enum Input {
+        Reply {
+            after_us: u64,
+            from: u16,
+            msg_type: usize,
+            status: usize,
+            /// Echo the call's ids (else a random pair).
+            ours: bool,
+            attempt: u16,
+            queued: bool,
+            hint: (u8, u16, u32),
+            lease_ms: u32,
+        },
+        Timeout,
+    }
+
+    fn status_index(status: Status) -> usize {
+        Status::ALL.iter().position(|&s| s == status).unwrap()
+    }
+
+    fn input() -> impl Strategy<Value = Input> {
+        prop_oneof![
+            (
+                0..5_000u64,
+                0..5u16,
+                // Mostly the request's reply type (usize::MAX), else any type.
+                prop_oneof![3 => Just(usize::MAX), 1 => 0..MessageType::ALL.len()],
+                // Mostly the statuses the rules turn on, else any.
+                prop_oneof![
+                    3 => Just(status_index(Status::NotLeader)),
+                    1 => Just(status_index(Status::Waiting)),
+                    1 => Just(status_index(Status::Overloaded)),
+                    3 => 0..Status::ALL.len(),
+                ],
+                prop::bool::weighted(0.9),
+                prop_oneof![0..4u16, any::<u16>()],
+                any::<bool>(),
+                (0..4u8, 0..6u16, 0..100u32),
+                0..3_000u32,
+            )
+                .prop_map(
+                    |(after_us, from, msg_type, status, ours, attempt, queued, hint, lease_ms)| {
+                        Input::Reply {
+                            after_us,
+                            from,
+                            msg_type,
+                            status,
+                            ours,
+                            attempt,
+                            queued,
+                            hint,
+                            lease_ms,
+                        }
+                    }
+                ),
+            Just(Input::Timeout),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn a_call_keeps_its_rules_whatever_it_is_sent(
+            release in any::<bool>(),
+            wait_ms in 0..2_000u32,
+            inputs in prop::collection::vec(input(), 1..80),
+        ) {
+            let mut h = Harness::new(3);
+            let msg_type = if release { MessageType::Release } else { MessageType::Acquire };
+            let request = h.request(msg_type, 9, if release { 0 } else { wait_ms });
+            let start = at(1_000);
+            let mut call = h.call(start, request, ms(500));
+            let mut now = start;
+            let mut latest = sent(&mut call).attempt;
+            prop_assert_eq!(latest, 0);
+            let mut fast = 0;
+            for input in inputs {
+                let mut by_reply = None;
+                match input {
+                    Input::Timeout => {
+                        let Some(due) = call.poll_timeout() else { break };
+                        now = now.max(due);
+                        call.handle_timeout(now, &h.routes);
+                    }
+                    Input::Reply { after_us, from, msg_type, status, ours, attempt, queued,
+                                   hint: (kind, port, ms), lease_ms } => {
+                        now = now + Duration::from_micros(after_us);
+                        let (session_id, request_id) =
+                            if ours { (SESSION, 9) } else { (SESSION ^ 1, 9 + u64::from(attempt)) };
+                        let hint = match kind {
+                            0 => Hint::None,
+                            1 => Hint::RetryAfter { ms },
+                            2 => Hint::Leader(node(port)),
+                            _ => Hint::Leader((Ipv4Addr::UNSPECIFIED, port).into()),
+                        };
+                        let status = Status::ALL[status];
+                        let reply = Reply {
+                            flags: if queued { Flags::QUEUED } else { Flags::empty() },
+                            hint,
+                            lease_ms,
+                            ..Reply::bare(
+                                MessageType::ALL
+                                    .get(msg_type)
+                                    .copied()
+                                    .unwrap_or(request.msg_type.reply_type().unwrap()),
+                                session_id,
+                                request_id,
+                                attempt,
+                                status,
+                            )
+                        };
+                        let before = call.outcome();
+                        let handled = h.reply(&mut call, now, node(from), reply);
+                        if before.is_some() {
+                            prop_assert_eq!(handled, Handled::Dropped);
+                        }
+                        if handled == Handled::Accepted && status != Status::NotLeader {
+                            fast = 0; // a reply of another kind
+                        }
+                        by_reply = Some(status);
+                    }
+                }
+                if let Some(copy) = call.poll_transmit() {
+                    prop_assert!(call.outcome().is_none(), "a copy after the outcome");
+                    prop_assert_eq!(copy.attempt, latest + 1, "attempts rise one by one");
+                    latest = copy.attempt;
+                    let first = call.timer().first_send().unwrap();
+                    prop_assert!(now < first + REQUEST_LIFETIME_MAX);
+                    // Rule 5.1: only a NOT_LEADER sends a copy at once, a few in a row.
+                    if let Some(status) = by_reply {
+                        prop_assert_eq!(status, Status::NotLeader);
+                        fast += 1;
+                        prop_assert!(fast <= REDIRECTS_FAST_MAX);
+                    }
+                }
+                prop_assert_eq!(call.poll_timeout().is_none(), call.outcome().is_some());
+                match call.outcome() {
+                    Some(Outcome::Answered { lease_start, status, .. }) => {
+                        prop_assert!(lease_start <= now);
+                        prop_assert!(lease_start >= start);
+                        prop_assert!(!matches!(
+                            status,
+                            Status::NotLeader | Status::Waiting | Status::Overloaded
+                        ));
+                        prop_assert!(!(release && status == Status::InternalError));
+                    }
+                    Some(Outcome::GaveUp { .. }) => prop_assert!(!release),
+                    Some(Outcome::InDoubt(_)) => prop_assert!(release),
+                    None => {}
+                }
+            }
+            // The call always ends: at the latest its lifetime after the first copy.
+            call.handle_timeout(start + REQUEST_LIFETIME_MAX, &h.routes);
+            prop_assert!(call.outcome().is_some());
+            prop_assert_eq!(call.poll_transmit(), None);
+        }
+    }
+}
