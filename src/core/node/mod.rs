@@ -472,16 +472,9 @@ impl Node {
 
     /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE).
     fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
-        let request = match Request::decode(datagram) {
-            Ok(r) => r,
-            Err(e) => return self.answer_undecodable(datagram, e, from),
-        };
-        // Spec §2.2: a request shorter than the smallest reply is never answered.
-        if datagram.len() < REQUEST_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
+        let Some(request) = self.admit(datagram, from, Request::decode) else {
             return;
-        }
-        NodeStats::bump(&self.stats.requests);
+        };
         let table_request = table_request(&request, from, datagram.len());
         let resource = match table_request.command {
             Command::Acquire { resource, .. }
@@ -519,6 +512,30 @@ impl Node {
         }
     }
 
+    /// A client datagram, decoded by `decode`: `None` if it is not to be served — it did not
+    /// decode (answered by an ERROR_REPLY when the spec says so, §3.2), or it is shorter than
+    /// the smallest reply and so is never answered (§2.2).
+    fn admit<'d, T>(
+        &mut self,
+        datagram: &'d [u8],
+        from: SocketAddr,
+        decode: impl FnOnce(&'d [u8]) -> Result<T, udplock_protocol::DecodeError>,
+    ) -> Option<T> {
+        let decoded = match decode(datagram) {
+            Ok(d) => d,
+            Err(e) => {
+                self.answer_undecodable(datagram, e, from);
+                return None;
+            }
+        };
+        if datagram.len() < REQUEST_LEN_MIN {
+            NodeStats::bump(&self.stats.dropped);
+            return None;
+        }
+        NodeStats::bump(&self.stats.requests);
+        Some(decoded)
+    }
+
     /// Spec §3.2: an ERROR_REPLY if the codec names a status for the fault and the reply
     /// fits in the request; otherwise a silent drop.
     fn answer_undecodable(
@@ -542,15 +559,9 @@ impl Node {
     /// on, as many as fit in a reply no longer than the request (§2.2). Touches no shard,
     /// logs and remembers nothing; a follower answers as readily as a leader.
     fn answer_shard_status(&mut self, datagram: &[u8], from: SocketAddr) {
-        let request = match ShardStatusRequest::decode(datagram) {
-            Ok(r) => r,
-            Err(e) => return self.answer_undecodable(datagram, e, from),
-        };
-        if datagram.len() < REQUEST_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
+        let Some(request) = self.admit(datagram, from, ShardStatusRequest::decode) else {
             return;
-        }
-        NodeStats::bump(&self.stats.requests);
+        };
         let fit = ShardStatusReply::entries_that_fit(datagram.len());
         let entries: Vec<ShardStatusEntry> = self
             .shards
@@ -604,15 +615,9 @@ impl Node {
     /// NODE_SETTINGS (spec §4.8, §5.7): this node's cluster id and settings, as many as fit
     /// in a reply no longer than the request (§2.2). Changes nothing.
     fn answer_node_settings(&mut self, datagram: &[u8], from: SocketAddr) {
-        let request = match NodeSettingsRequest::decode(datagram) {
-            Ok(r) => r,
-            Err(e) => return self.answer_undecodable(datagram, e, from),
-        };
-        if datagram.len() < REQUEST_LEN_MIN {
-            NodeStats::bump(&self.stats.dropped);
+        let Some(request) = self.admit(datagram, from, NodeSettingsRequest::decode) else {
             return;
-        }
-        NodeStats::bump(&self.stats.requests);
+        };
         let own = self.settings.own();
         let fit = NodeSettingsReply::entries_that_fit(datagram.len()).min(own.len());
         let reply = NodeSettingsReply {
