@@ -73,7 +73,7 @@ pub(super) const STATUS_LENS: [u16; 4] = [
 
 /// The length of the STATUS with request id `request`: it varies from one STATUS to the next
 /// without drawing from the client's random numbers (which would change every other seed).
-fn status_len(request: u64) -> u16 {
+pub(super) fn status_len(request: u64) -> u16 {
     STATUS_LENS[(request % STATUS_LENS.len() as u64) as usize]
 }
 

@@ -497,6 +497,10 @@ pub(crate) struct Sim {
     hist: History,
     /// Scenario probes awaiting a reply, by request id.
     probes: HashMap<lock_table::RequestId, usize>,
+    /// The length of the shortest datagram each request reached a node in, by request id:
+    /// no reply to it may be longer (spec §2.2), judged on the bytes, not on what the
+    /// request's conversion says its budget is.
+    request_lens: HashMap<lock_table::RequestId, usize>,
     probe_next: u64,
     script: Option<Script>,
     report: SimReport,
@@ -647,6 +651,7 @@ impl Sim {
             catch_up_index: None,
             hist: History::default(),
             probes: HashMap::new(),
+            request_lens: HashMap::new(),
             probe_next: 1,
             script,
             report: SimReport::default(),
@@ -1062,7 +1067,12 @@ impl Sim {
     ) -> Result<(), SimFailure> {
         let now = self.now;
         self.report.messages_delivered += 1;
-        let datagram = wire::request_datagram(&request);
+        let datagram = wire::request_datagram(&request, None);
+        let len = self
+            .request_lens
+            .entry(request.id)
+            .or_insert(datagram.len());
+        *len = (*len).min(datagram.len());
         let n = self.node(to);
         let local = n.clock.local(now);
         let Some(core) = n.node.as_mut() else {
@@ -1193,6 +1203,25 @@ impl Sim {
                     t.to
                 )));
             };
+            let asked = match &msg {
+                ReplyMsg::Answer(r) => r.id,
+                ReplyMsg::NotLeader { id, .. } => *id,
+            };
+            match self.request_lens.get(&asked) {
+                Some(&len) if datagram.len() > len => {
+                    return Err(self.fail(format!(
+                        "amplification: node {id} answered a request of {len} bytes with {} \
+                         bytes ({msg:?}; spec §2.2)",
+                        datagram.len()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(self.fail(format!(
+                        "node {id} answered a request no node received: {msg:?}"
+                    )));
+                }
+            }
             if t.to == PROBE_ADDR {
                 if let ReplyMsg::Answer(reply) = msg {
                     if let Some(&op) = self.probes.get(&reply.id) {
@@ -1673,7 +1702,12 @@ impl Sim {
         let action = clients::Action::Status { resource };
         let op = self.hist.begin(PROBE, request, action, now);
         self.probes.insert(request.id, op);
-        let datagram = wire::request_datagram(&request);
+        let datagram = wire::request_datagram(&request, Some(udplock_protocol::STATUS_REQUEST_LEN));
+        let len = self
+            .request_lens
+            .entry(request.id)
+            .or_insert(datagram.len());
+        *len = (*len).min(datagram.len());
         let n = self.node(node);
         let local = n.clock.local(now);
         let Some(core) = n.node.as_mut() else {

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 
 use udplock_protocol::{
     Flags, Hint, MessageType, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestBody,
-    Status, ACQUIRE_WAIT_REQUEST_LEN, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
+    Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
 };
 
-use super::clients::ReplyMsg;
+use super::clients::{status_len, ReplyMsg};
 use crate::core::lock_table::{self, Answer, Command, CommandKind, IdBuf, RequestId};
 use crate::core::node::requests::table_request;
 use crate::core::raft::{wire, Message, NodeId};
@@ -27,57 +27,42 @@ pub(super) fn node_at(addr: SocketAddr, nodes: usize) -> Option<NodeId> {
 }
 
 /// The datagram a client sends for `request`: the same request id, attempt and command,
-/// padded as its byte budget says (a STATUS to its `reply_len_max`, an ACQUIRE that may wait
-/// to two replies). Checked to decode, by the node's own reading, to `request` again.
-pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
-    let (body, len) = match request.command {
+/// `len` bytes long (`None`: as long as a client makes it — a STATUS as long as the
+/// simulator's clients choose for its request id, any other request padded as the codec
+/// pads it). The length is the client's, never derived from the budget the request's
+/// conversion records, so that the no-amplification check judges bytes against bytes.
+/// Checked to decode, by the node's own reading, to `request` again.
+pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<usize>) -> Vec<u8> {
+    let body = match request.command {
         Command::Acquire {
             resource,
             client,
             wait_ms,
             ttl_ms,
-        } => (
-            RequestBody::Acquire {
-                resource,
-                client,
-                wait_ms,
-                ttl_ms,
-            },
-            if request.room_for_waiting {
-                ACQUIRE_WAIT_REQUEST_LEN
-            } else {
-                REQUEST_LEN_MIN
-            },
-        ),
-        Command::Release { resource, client } => {
-            (RequestBody::Release { resource, client }, REQUEST_LEN_MIN)
-        }
+        } => RequestBody::Acquire {
+            resource,
+            client,
+            wait_ms,
+            ttl_ms,
+        },
+        Command::Release { resource, client } => RequestBody::Release { resource, client },
         Command::Renew {
             resource,
             client,
             ttl_ms,
-        } => (
-            RequestBody::Renew {
-                resource,
-                client,
-                ttl_ms,
-            },
-            REQUEST_LEN_MIN,
-        ),
-        Command::Status {
+        } => RequestBody::Renew {
             resource,
-            reply_len_max,
-        } => (RequestBody::Status { resource }, usize::from(reply_len_max)),
+            client,
+            ttl_ms,
+        },
+        Command::Status { resource, .. } => RequestBody::Status { resource },
         Command::Configure {
             resource,
             default_ttl_ms,
-        } => (
-            RequestBody::Configure {
-                resource,
-                default_ttl_ms,
-            },
-            REQUEST_LEN_MIN,
-        ),
+        } => RequestBody::Configure {
+            resource,
+            default_ttl_ms,
+        },
     };
     let wire = Request {
         session_id: request.id.session,
@@ -85,6 +70,10 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
         attempt: request.attempt,
         body,
     };
+    let len = len.unwrap_or(match body {
+        RequestBody::Status { .. } => usize::from(status_len(request.id.request)),
+        _ => wire.padded_len(),
+    });
     let mut out = vec![0u8; DATAGRAM_LEN_MAX];
     let len = wire
         .encode_padded(&mut out, len.max(REQUEST_LEN_MIN))
