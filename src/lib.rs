@@ -60,6 +60,7 @@ pub mod json;
 pub mod node;
 #[doc(hidden)]
 pub mod sim;
+pub mod store;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
 pub use clock::BootInstant;

@@ -1,23 +1,19 @@
-//! A node of a replicated cluster: the IO shell around one [`Shard`] core per shard.
+//! A node of a replicated cluster: the IO shell around its core, [`crate::core::node::Node`].
 //!
 //! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
-//! thread owns the node's single UDP socket, which carries both client requests and PEER
-//! datagrams (spec §"Node-to-node protocol"), and all of the node's shard replicas. For each
-//! datagram it:
+//! thread owns the node's single UDP socket, which carries both client requests and
+//! node-to-node datagrams (spec §8), the clock, the disk and the key file; the core owns
+//! every protocol decision. The loop:
 //!
-//! 1. tells PEER datagrams from client requests by the message type;
-//! 2. PEER: checks the cluster id and the sender, and hands each record to its shard;
-//!    client request: computes the resource's shard ([`shard_of`]) and hands the request to
-//!    that shard's replica, which proposes it (leader), answers it from its lease (STATUS),
-//!    or refuses it, which the loop turns into NOT_LEADER with the leader's address as hint;
-//! 3. flushes: for every shard the datagram touched, persists its Raft state (per
-//!    `--durability`, [`storage`]), then packs every Raft message bound for the same peer —
-//!    of all shards — into as few PEER datagrams as fit, sends them, and sends the shards'
-//!    client replies.
-//!
-//! Timers: the loop keeps each shard's next deadline and blocks in `recv_from` until the
-//! earliest, so an idle node sleeps. No protocol decision is taken here; every rule lives in
-//! the cores and the codec.
+//! 1. blocks in `recv_from` until a datagram or the core's next deadline
+//!    (`Node::poll_timeout`), so an idle node sleeps;
+//! 2. hands the core the datagram (`Node::handle_datagram`), and whatever else already waits
+//!    on the socket (up to `DRAIN_MAX`), so that under load many requests share one Append and
+//!    many answers one PEER datagram; or the timer (`Node::handle_timeout`);
+//! 3. stores every write the core hands out (`Node::poll_persist`: a recovery mark and the
+//!    Raft delta, per `--durability`, [`storage`]), then sends every datagram it hands out
+//!    (`Node::poll_transmit`). The core names, for each datagram, the last write it depends
+//!    on; this loop stores them all first. A write that fails stops the node (fail-stop).
 //!
 //! # Durability and restarts
 //!

@@ -1,17 +1,7 @@
 //! What a replica keeps on disk, per shard, under each `--durability` mode.
 //!
-//! Three files per shard in the data directory:
-//! - `shard-NNNN.state`: the Raft hard state (term, vote), 24 bytes rewritten in place;
-//! - `shard-NNNN.snap`: the latest snapshot (thesis §5): `"ULSN" | index u64 | term u64 |
-//!   len u64 | check u32 | data`, replaced whole (written aside, then renamed over);
-//! - `shard-NNNN.log`: a 16-byte header (`"ULLOG\0\0\1" | base u64`: the index before the
-//!   first record), then one record per entry: `term u64 | len u32 | check u32 | data`
-//!   (big-endian; `check` is FNV-1a 32 over term, len and data), appended in index order.
-//!   When Raft replaces a suffix (a follower's conflicting entries, Raft §5.3) the file is
-//!   cut back to the first replaced entry first. When Raft compacts, the snapshot is written
-//!   first and the log is then rewritten from the snapshot on (aside, then renamed over), so
-//!   a crash between the two leaves a log whose prefix the snapshot covers, which opening
-//!   drops.
+//! Three files per shard in the data directory, in the format [`crate::store`] writes and
+//! reads (the same code the simulator runs over its own disk).
 //!
 //! | mode     | written                                                  | survives |
 //! |----------|----------------------------------------------------------|----------|
@@ -26,18 +16,15 @@
 //! shard instead of reading them ([`crate::core::restart::Boot`]). Use `fsync` where a
 //! majority can lose power at once.
 //!
-//! What each write does ([`ShardStore::write`], one [`Persist`] delta at a time): the hard
-//! state first (rewritten in place, synced under `fsync`), then a new snapshot (written aside
-//! and renamed over) and the log rewritten after it, or else the log cut back to where the
-//! delta starts and its entries appended (synced under `fsync`). A write that fails part-way,
+//! What each write does ([`ShardStore::write`], one [`crate::core::raft::Persist`] delta at
+//! a time): the hard state first (rewritten in place, synced under `fsync`), then a new
+//! snapshot (written aside and renamed over) and the log rewritten after it, or else the log
+//! cut back to where the delta starts and its entries appended (synced under `fsync`). A write that fails part-way,
 //! or a crash during one, leaves the old state; or the new hard state over the old log; or
 //! that and the log cut back plus some of the new records (a torn one is cut when read
 //! back); for a snapshot, the old one, or the new one over the old log (repaired when opened),
 //! or everything new. The node stops on a failed write (fail-stop), so nothing that depended
 //! on it leaves.
-//!
-//! Reading back stops at the first record that is incomplete or fails its check (a write
-//! torn by a crash of the machine), and cuts the file there.
 //!
 //! # The directory: identity, lock and recovery marks
 //!
@@ -64,13 +51,11 @@
 //! or mistyped directory, which only `--new-cluster` tells apart (spec §8.5).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use crate::core::raft::{Entry, HardState, Persist, SnapshotMeta};
 use crate::core::restart::{self, Boot, Mark};
+pub use crate::store::{Persisted, ShardStore};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -447,394 +432,13 @@ fn parse_identity(text: &str) -> Option<Identity> {
     })
 }
 
-const RECORD_HEADER_LEN: usize = 16;
-const STATE_LEN: usize = 24;
-const LOG_MAGIC: [u8; 8] = *b"ULLOG\0\0\x01";
-const LOG_HEADER_LEN: usize = 16;
-const SNAP_MAGIC: [u8; 4] = *b"ULSN";
-const SNAP_HEADER_LEN: usize = 4 + 8 + 8 + 8 + 4;
-
-/// The files of one shard.
-pub struct ShardStore {
-    dir: PathBuf,
-    shard: u32,
-    log: File,
-    state: File,
-    sync: bool,
-    /// The index before the log file's first record (the snapshot's, when it was written).
-    base: u64,
-    /// File offset where entry `base + i + 1` starts; the file ends at `end`.
-    offsets: Vec<u64>,
-    end: u64,
-    /// The snapshot the files hold.
-    snapshot: SnapshotMeta,
-}
-
-/// What a shard's files held when opened.
-pub struct Persisted {
-    pub hard: HardState,
-    pub snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
-    /// The entries after the snapshot, in index order.
-    pub log: Vec<Entry>,
-}
-
-impl ShardStore {
-    /// Opens (creating) the shard's files and reads back what they hold.
-    pub fn open(dir: &Path, shard: u32, sync: bool) -> io::Result<(ShardStore, Persisted)> {
-        std::fs::create_dir_all(dir)?;
-        let open = |name: String| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(name))
-        };
-        let mut state = open(format!("shard-{shard:04}.state"))?;
-        let mut log = open(format!("shard-{shard:04}.log"))?;
-        if sync {
-            // The files' names must survive a power loss too.
-            File::open(dir)?.sync_all()?;
-        }
-        let hard = read_state(&mut state)?;
-        let snapshot = read_snapshot(&dir.join(format!("shard-{shard:04}.snap")))?;
-        let snap_meta = snapshot.as_ref().map(|(meta, _)| *meta).unwrap_or_default();
-        let mut bytes = Vec::new();
-        log.read_to_end(&mut bytes)?;
-        let base = if bytes.is_empty() {
-            log.write_all_at(&log_header(snap_meta.index), 0)?;
-            bytes.extend_from_slice(&log_header(snap_meta.index));
-            snap_meta.index
-        } else if bytes.len() >= LOG_HEADER_LEN && bytes[..8] == LOG_MAGIC {
-            u64::from_be_bytes(bytes[8..16].try_into().expect("8 bytes"))
-        } else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("shard {shard}: the log file is not in a format this node knows"),
-            ));
-        };
-        if base > snap_meta.index {
-            // The log was rewritten after a snapshot this directory no longer holds (files
-            // lost or mixed up): the entries up to `base` are gone.
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "shard {shard}: the log starts after entry {base}, but the snapshot file \
-                     covers only {}",
-                    snap_meta.index
-                ),
-            ));
-        }
-        let mut entries = Vec::new();
-        let mut offsets = Vec::new();
-        let mut at = LOG_HEADER_LEN;
-        while let Some((term, data)) = read_record(&bytes[at..]) {
-            offsets.push(at as u64);
-            entries.push(Entry {
-                term,
-                index: base + entries.len() as u64 + 1,
-                data: data.to_vec(),
-            });
-            at += RECORD_HEADER_LEN + data.len();
-        }
-        if at < bytes.len() {
-            log::warn!(
-                "shard {shard}: {} bytes at the end of the log do not form a record; cut",
-                bytes.len() - at
-            );
-            log.set_len(at as u64)?;
-        }
-        // A crash between writing a snapshot and rewriting the log leaves entries the
-        // snapshot covers: Raft takes only what follows it.
-        let log_after: Vec<Entry> = if snap_meta.index > base {
-            let matches = entries
-                .iter()
-                .find(|e| e.index == snap_meta.index)
-                .is_some_and(|e| e.term == snap_meta.term);
-            if matches {
-                entries
-                    .into_iter()
-                    .filter(|e| e.index > snap_meta.index)
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        } else {
-            entries
-        };
-        let mut store = ShardStore {
-            dir: dir.to_path_buf(),
-            shard,
-            log,
-            state,
-            sync,
-            base,
-            offsets,
-            end: at as u64,
-            snapshot: SnapshotMeta::default(),
-        };
-        if snap_meta.index > base {
-            // Bring the file in line with what Raft will hold.
-            store.rewrite_log(snap_meta.index, &log_after)?;
-        }
-        store.snapshot = snap_meta;
-        Ok((
-            store,
-            Persisted {
-                hard,
-                snapshot,
-                log: log_after,
-            },
-        ))
-    }
-
-    /// Opens the shard's files EMPTY, whatever they held: for a replica that starts without
-    /// state (spec §8.5), whose old files, if any, are not to be trusted (a rejoin cut short).
-    pub fn open_empty(dir: &Path, shard: u32, sync: bool) -> io::Result<ShardStore> {
-        std::fs::create_dir_all(dir)?;
-        let name = |suffix: &str| dir.join(format!("shard-{shard:04}.{suffix}"));
-        match std::fs::remove_file(name("snap")) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        for suffix in ["state", "log"] {
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(name(suffix))?;
-            if sync {
-                file.sync_all()?;
-            }
-        }
-        let (store, persisted) = ShardStore::open(dir, shard, sync)?;
-        assert!(persisted.hard == HardState::default() && persisted.log.is_empty());
-        assert!(persisted.snapshot.is_none());
-        Ok(store)
-    }
-
-    /// Makes the files hold what `persist` says changed ([`crate::core::raft::Raft::take_persist`]): the hard
-    /// state, then a new snapshot and the log rewritten after it, or the log cut back to
-    /// `log_from - 1` and the new entries appended. Call it with every delta, before sending
-    /// anything the inputs it covers produced. The bookkeeping moves only after the file
-    /// did, so a failed call leaves it describing the file as it is; the caller then stops
-    /// (the delta is not handed out again).
-    pub fn write(&mut self, persist: &Persist) -> io::Result<()> {
-        persist.check();
-        if let Some(hard) = persist.hard {
-            let mut buf = [0u8; STATE_LEN];
-            buf[0..8].copy_from_slice(&hard.term.to_be_bytes());
-            buf[8..16].copy_from_slice(&hard.voted_for.unwrap_or(0).to_be_bytes());
-            let check = fnv32(&buf[..16]);
-            buf[16..20].copy_from_slice(&check.to_be_bytes());
-            self.state.write_all_at(&buf, 0)?;
-            if self.sync {
-                self.state.sync_data()?;
-            }
-        }
-        if let Some((meta, data)) = &persist.snapshot {
-            // Compaction or an installed snapshot: the snapshot first, then the log from it.
-            assert!(
-                meta.index > self.snapshot.index,
-                "snapshot {meta:?} after {:?}",
-                self.snapshot
-            );
-            self.write_snapshot(*meta, data)?;
-            self.rewrite_log(meta.index, &persist.entries)?;
-            self.snapshot = *meta;
-            return Ok(());
-        }
-        let Some(from) = persist.log_from else {
-            return Ok(());
-        };
-        // The stored log ends at `base + offsets.len()`; the delta starts within it or right
-        // after it, never before what the file holds (Raft truncates only after its snapshot).
-        let held = self.offsets.len() as u64;
-        assert!(
-            from > self.base && from <= self.base + held + 1,
-            "a log delta from {from}, the file holds {}..={}",
-            self.base + 1,
-            self.base + held
-        );
-        let keep = (from - self.base - 1) as usize;
-        if keep < self.offsets.len() {
-            let end = self.offsets[keep];
-            self.log.set_len(end)?;
-            self.end = end;
-            self.offsets.truncate(keep);
-        }
-        if !persist.entries.is_empty() {
-            let mut buf = Vec::new();
-            let mut offsets = Vec::with_capacity(persist.entries.len());
-            for entry in &persist.entries {
-                offsets.push(self.end + buf.len() as u64);
-                write_record(&mut buf, entry);
-            }
-            if let Err(e) = self.log.write_all_at(&buf, self.end) {
-                // Cut whatever part of the write landed, so no stale record follows `end`.
-                let _ = self.log.set_len(self.end);
-                return Err(e);
-            }
-            self.end += buf.len() as u64;
-            self.offsets.extend(offsets);
-        }
-        if self.sync {
-            self.log.sync_data()?;
-        }
-        Ok(())
-    }
-}
-
-impl ShardStore {
-    fn path(&self, suffix: &str) -> PathBuf {
-        self.dir.join(format!("shard-{:04}.{suffix}", self.shard))
-    }
-
-    /// Writes `path.tmp`, syncs it if asked, renames it over `path`, syncs the directory.
-    fn replace(&self, name: &str, bytes: &[u8]) -> io::Result<File> {
-        let path = self.path(name);
-        let tmp = self.path(&format!("{name}.tmp"));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        std::io::Write::write_all(&mut file, bytes)?;
-        if self.sync {
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp, &path)?;
-        if self.sync {
-            File::open(&self.dir)?.sync_all()?;
-        }
-        Ok(file)
-    }
-
-    fn write_snapshot(&mut self, meta: SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let mut bytes = Vec::with_capacity(SNAP_HEADER_LEN + data.len());
-        bytes.extend_from_slice(&SNAP_MAGIC);
-        bytes.extend_from_slice(&meta.index.to_be_bytes());
-        bytes.extend_from_slice(&meta.term.to_be_bytes());
-        bytes.extend_from_slice(&(data.len() as u64).to_be_bytes());
-        let check = record_check(&bytes[4..28], data);
-        bytes.extend_from_slice(&check.to_be_bytes());
-        bytes.extend_from_slice(data);
-        self.replace("snap", &bytes)?;
-        Ok(())
-    }
-
-    /// Replaces the log file with `entries`, which follow index `base`.
-    fn rewrite_log(&mut self, base: u64, entries: &[Entry]) -> io::Result<()> {
-        let mut bytes = log_header(base).to_vec();
-        let mut offsets = Vec::new();
-        for entry in entries {
-            offsets.push(bytes.len() as u64);
-            write_record(&mut bytes, entry);
-        }
-        let file = self.replace("log", &bytes)?;
-        self.log = file;
-        self.base = base;
-        self.offsets = offsets;
-        self.end = bytes.len() as u64;
-        Ok(())
-    }
-}
-
-fn log_header(base: u64) -> [u8; LOG_HEADER_LEN] {
-    let mut header = [0u8; LOG_HEADER_LEN];
-    header[..8].copy_from_slice(&LOG_MAGIC);
-    header[8..].copy_from_slice(&base.to_be_bytes());
-    header
-}
-
-/// The snapshot file's meta and data; `None` if there is none. A damaged one is an error:
-/// the log it replaced is gone.
-fn read_snapshot(path: &Path) -> io::Result<Option<(SnapshotMeta, Arc<Vec<u8>>)>> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let damaged = || io::Error::new(io::ErrorKind::InvalidData, "the snapshot file is damaged");
-    if bytes.len() < SNAP_HEADER_LEN || bytes[..4] != SNAP_MAGIC {
-        return Err(damaged());
-    }
-    let u64_at = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    let (index, term, len) = (u64_at(4), u64_at(12), u64_at(20));
-    let check = u32::from_be_bytes(bytes[28..32].try_into().expect("4 bytes"));
-    let data = &bytes[SNAP_HEADER_LEN..];
-    if data.len() as u64 != len || record_check(&bytes[4..28], data) != check || index == 0 {
-        return Err(damaged());
-    }
-    Ok(Some((
-        SnapshotMeta { index, term },
-        Arc::new(data.to_vec()),
-    )))
-}
-
-fn read_state(file: &mut File) -> io::Result<HardState> {
-    let mut buf = Vec::new();
-    file.read_to_end(&mut buf)?;
-    if buf.is_empty() {
-        return Ok(HardState::default());
-    }
-    if buf.len() < STATE_LEN
-        || u32::from_be_bytes(buf[16..20].try_into().unwrap()) != fnv32(&buf[..16])
-    {
-        // A vote that cannot be read back might have been given: refuse to guess.
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the Raft state file is damaged; the node cannot know whom it voted for",
-        ));
-    }
-    let term = u64::from_be_bytes(buf[0..8].try_into().unwrap());
-    let vote = u64::from_be_bytes(buf[8..16].try_into().unwrap());
-    Ok(HardState {
-        term,
-        voted_for: (vote != 0).then_some(vote),
-    })
-}
-
-fn write_record(buf: &mut Vec<u8>, entry: &Entry) {
-    let start = buf.len();
-    buf.extend_from_slice(&entry.term.to_be_bytes());
-    buf.extend_from_slice(&(entry.data.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&[0; 4]);
-    buf.extend_from_slice(&entry.data);
-    let check = record_check(&buf[start..start + 12], &entry.data);
-    buf[start + 12..start + 16].copy_from_slice(&check.to_be_bytes());
-}
-
-fn read_record(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let header = bytes.get(..RECORD_HEADER_LEN)?;
-    let term = u64::from_be_bytes(header[0..8].try_into().unwrap());
-    let len = u32::from_be_bytes(header[8..12].try_into().unwrap()) as usize;
-    let check = u32::from_be_bytes(header[12..16].try_into().unwrap());
-    let data = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN.checked_add(len)?)?;
-    (record_check(&header[..12], data) == check).then_some((term, data))
-}
-
-fn record_check(head: &[u8], data: &[u8]) -> u32 {
-    let mut hash = FNV32_BASIS;
-    for &b in head.iter().chain(data) {
-        hash = (hash ^ u32::from(b)).wrapping_mul(FNV32_PRIME);
-    }
-    hash
-}
-
-const FNV32_BASIS: u32 = 0x811c_9dc5;
-const FNV32_PRIME: u32 = 0x0100_0193;
-
-fn fnv32(bytes: &[u8]) -> u32 {
-    record_check(bytes, &[])
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::core::raft::{Config, Message, Raft, Role};
+    use crate::core::raft::{Entry, HardState};
     use crate::core::time::Instant;
 
     /// Stores what `raft` changed since the last call.
