@@ -113,6 +113,13 @@ impl Raft {
         self.quorum_value(self.round, |p| p.acked_round)
     }
 
+    /// The latest heartbeat round this node started (0 before it first led): rounds grow over
+    /// the node's lifetime, so no round a majority acknowledges, and none that
+    /// [`Raft::confirm_leadership`] returned, is beyond it.
+    pub fn round(&self) -> u64 {
+        self.round
+    }
+
     /// Starts a heartbeat round: numbers it, remembers its start for the lease, and sends
     /// every follower an Append (with whatever entries it still needs).
     pub(super) fn start_round(&mut self, now: Instant) {
