@@ -13,12 +13,12 @@
 //! Why no other leader can exist before then: every follower in that majority received an
 //! Append of the leader's term built at or after `s_r`, and from that moment on it neither
 //! grants a vote (pre- or real) nor starts an election for `election_timeout_min` on its own
-//! clock (stickiness above; its election timer is never shorter than that). Clocks may run
-//! apart by at most `drift_bound`, so `election_timeout_min` on a follower's clock is at least
-//! `election_timeout_min / (1 + drift_bound)` on the leader's. A new leader needs votes from a
-//! majority, and every majority contains a member of the acknowledging one, so no leader of a
-//! later term can be elected while the lease runs. The leader itself never votes while it
-//! leads (but for its own transfer's target, while it holds no lease: below), and after
+//! clock (stickiness, `election.rs`; its election timer is never shorter than that). Clocks
+//! may run apart by at most `drift_bound`, so `election_timeout_min` on a follower's clock is
+//! at least `election_timeout_min / (1 + drift_bound)` on the leader's. A new leader needs
+//! votes from a majority, and every majority contains a member of the acknowledging one, so no
+//! leader of a later term can be elected while the lease runs. The leader itself never votes
+//! while it leads (but for its own transfer's target, while it holds no lease: below), and after
 //! stepping down it refuses votes for `election_timeout_min` more, which outlasts its own
 //! lease. A node that restarts has forgotten when it last heard a leader, so
 //! it assumes it heard one at start-up and refuses votes for `election_timeout_min` too.
