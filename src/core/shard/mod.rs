@@ -195,6 +195,9 @@ struct LogClock {
     base: Instant,
     /// This node's clock at the election.
     elected_at: Instant,
+    /// The latest stamp this leader proposed (`base` until its first): stamps never decrease
+    /// along the log, so each proposal's is at least this one.
+    stamped: Instant,
 }
 
 impl LogClock {
@@ -314,6 +317,7 @@ impl Shard {
         shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
         shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
+        shard.check_invariants();
         shard
     }
 
@@ -324,6 +328,7 @@ impl Shard {
         shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
         shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
+        shard.check_invariants();
         shard
     }
 
@@ -375,6 +380,7 @@ impl Shard {
             shard.settings = settings;
         }
         shard.settle(now);
+        shard.check_invariants();
         Ok(shard)
     }
 
@@ -383,12 +389,14 @@ impl Shard {
     pub fn set_compaction(&mut self, every: u64, keep: u64) {
         self.compact_every = every;
         self.compact_keep = keep;
+        self.check_invariants();
     }
 
     /// Lowers the cap on uncommitted proposals (default [`UNCOMMITTED_MAX`], at least 1): the
     /// simulator makes leaders answer OVERLOADED often with it.
     pub fn set_uncommitted_max(&mut self, max: u64) {
         self.uncommitted_max = max.clamp(1, UNCOMMITTED_MAX);
+        self.check_invariants();
     }
 
     pub fn config(&self) -> &Config {
@@ -403,6 +411,13 @@ impl Shard {
         now: Instant,
         request: ClientRequest<'_>,
     ) -> Result<(), NotLeader> {
+        let result = self.take_request(now, request);
+        self.check_invariants();
+        result
+    }
+
+    /// [`Shard::handle_request`] but for the invariants' check.
+    fn take_request(&mut self, now: Instant, request: ClientRequest<'_>) -> Result<(), NotLeader> {
         let leading = self.leading();
         let Some(clock) = self.clock.filter(|_| leading) else {
             return Err(self.not_leader());
@@ -427,6 +442,7 @@ impl Shard {
                     self.push_overloaded(&request);
                     return Ok(());
                 };
+                assert!(round > 0 && round == self.raft.round());
                 let read = PendingRead::of(&request, resource, reply_len_max, log_now);
                 self.reads.push_back((round, read));
                 self.settle(now);
@@ -482,7 +498,8 @@ impl Shard {
         }
         let command = log_command(log_now, &request);
         let index = self.propose(now, &command)?;
-        self.proposed.insert(request.id, index);
+        let earlier = self.proposed.insert(request.id, index);
+        assert!(earlier.is_none(), "a request proposed twice in a term");
         self.settle(now);
         Ok(())
     }
@@ -511,6 +528,7 @@ impl Shard {
             self.init_wanted = false;
         }
         self.settle(now);
+        self.check_invariants();
     }
 
     /// Hands this shard's leadership to `to` (thesis §3.10): for a graceful shutdown. Client
@@ -518,6 +536,7 @@ impl Shard {
     pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), NotLeader> {
         self.raft.transfer_leadership(now, to)?;
         self.settle(now);
+        self.check_invariants();
         Ok(())
     }
 
@@ -526,24 +545,28 @@ impl Shard {
     /// spread evenly over the nodes instead of piling up on whoever won the elections.
     pub fn set_preferred_leader(&mut self, node: Option<NodeId>) {
         self.preferred_leader = node;
+        self.check_invariants();
     }
 
     /// Makes this replica share `shared` with the node's other shard replicas: the budget of
     /// incoming snapshot transfers and of log lines about peer input (`raft::NodeShared`).
     pub fn share(&mut self, shared: raft::NodeShared) {
         self.raft.share(shared);
+        self.check_invariants();
     }
 
     /// This replica's node is leaving: it hands nothing to it and takes no shard over.
     pub fn set_leaving(&mut self) {
         self.preferred_leader = None;
         self.raft.decline_transfers();
+        self.check_invariants();
     }
 
     /// A Raft message from another replica of this shard.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
         self.raft.handle_message(now, from, msg);
         self.settle(now);
+        self.check_invariants();
     }
 
     /// Call when `now >= poll_timeout()`.
@@ -552,6 +575,7 @@ impl Shard {
             self.raft.handle_timeout(now);
         }
         self.settle(now);
+        self.check_invariants();
     }
 
     /// The next Raft message to send. Drain after every `handle_*`, after persisting
@@ -625,6 +649,81 @@ impl Shard {
                 .as_ref()
                 .map(LockTable::stats)
                 .unwrap_or_default(),
+        }
+    }
+
+    /// What holds after every input, checked at the end of each (as Raft checks its own),
+    /// in release builds too: a broken one is a bug in this code, never bad input (Raft drops
+    /// forged peer input, and every replica skips a committed entry it cannot apply alike).
+    /// Checks that walk a queue run in debug builds only (tests and the simulator): the rest
+    /// is a few comparisons per input.
+    fn check_invariants(&self) {
+        let commit = self.raft.commit_index();
+        let last = self.raft.last_index();
+        let applied = self.applied_index;
+        // `settle` applies everything committed before an input returns, and nothing else:
+        // only what a majority stores changes the table.
+        assert!(
+            applied == commit,
+            "shard {}: applied {applied}, committed {commit}",
+            self.config.shard
+        );
+        // Raft's snapshot is one this replica took of its own applied state, or installed.
+        assert!(self.raft.snapshot_meta().index <= applied);
+        if let Some((meta, _)) = &self.snapshot_pending {
+            assert!(self.raft.snapshot_meta().index < meta.index && meta.index <= applied);
+        }
+        // The table exists once INIT applied, an entry of the applied prefix; its clock is
+        // the applied stamp (it never saw a later time).
+        if let Some(table) = &self.table {
+            assert!(applied > 0 && table.clock() <= self.applied_stamp);
+        }
+        assert!(self.spread_tried_in <= self.raft.term());
+        assert!(self.reads.len() <= READS_PENDING_MAX);
+        assert!(self.proposed.len() as u64 <= UNCOMMITTED_MAX);
+        // Each proposed request is an entry of its own, after the applied prefix.
+        assert!(self.proposed.len() as u64 <= last - applied);
+        let Some(clock) = self.clock else {
+            // Only a leader keeps a log clock, proposes, answers or holds reads: whatever it
+            // kept for them goes when it stops leading.
+            assert!(self.raft.role() != Role::Leader);
+            assert!(self.tick_pending.is_none() && !self.init_wanted);
+            assert!(self.proposed.is_empty() && self.replies.is_empty() && self.reads.is_empty());
+            return;
+        };
+        // The log clock is the current term's, on a leader.
+        assert!(self.raft.role() == Role::Leader && clock.term == self.raft.term());
+        // Log time never goes back along the log: everything applied is stamped at or
+        // before the latest stamp this leader proposed, which is at least its base.
+        assert!(clock.base <= clock.stamped && self.applied_stamp <= clock.stamped);
+        // INIT is wanted only while the log has none, so nothing applied created the table.
+        assert!(!self.init_wanted || self.table.is_none());
+        if let Some(tick) = self.tick_pending {
+            // The TICK this leader proposed and has not applied yet is in its log.
+            assert!(applied < tick && tick <= last);
+            let entry = self
+                .raft
+                .entry(tick)
+                .expect("an unapplied entry is in the log");
+            assert!(matches!(
+                LogCommand::decode(&entry.data),
+                Ok(LogCommand::Tick { .. })
+            ));
+        }
+        if cfg!(debug_assertions) {
+            for &index in self.proposed.values() {
+                assert!(applied < index && index <= last);
+            }
+            // A held STATUS waits for a round this leader started (0: none), and rounds grow.
+            let round = self.raft.round();
+            let mut previous = 0;
+            for &(read_round, _) in &self.reads {
+                assert!(read_round <= round);
+                if read_round > 0 {
+                    assert!(read_round >= previous);
+                    previous = read_round;
+                }
+            }
         }
     }
 
@@ -729,7 +828,20 @@ impl Shard {
         let len = command
             .encode(&mut self.buf)
             .expect("the scratch buffer fits every command");
-        self.raft.propose(now, self.buf[..len].to_vec())
+        let index = self.raft.propose(now, self.buf[..len].to_vec())?;
+        // Log time never goes back along the log (module docs, "Log time"): this leader
+        // stamps from its election's base on, with its own clock, which never goes back.
+        if let (Some(clock), Some(stamp)) = (self.clock.as_mut(), stamp_of(command)) {
+            assert!(
+                stamp >= clock.stamped,
+                "shard {}: stamp {stamp:?} proposed after {:?}",
+                self.config.shard,
+                clock.stamped
+            );
+            clock.stamped = stamp;
+        }
+        assert!(index > self.applied_index && index == self.raft.last_index());
+        Ok(index)
     }
 
     /// After every input: follows role changes, applies what committed, proposes a TICK if a
@@ -786,6 +898,7 @@ impl Shard {
             term,
             base,
             elected_at: now,
+            stamped: base,
         });
         self.tick_pending = None;
         self.proposed.clear();
@@ -840,6 +953,9 @@ impl Shard {
     /// installs only a snapshot that [`snapshot_check`] accepted, which decodes it the same
     /// way: a faulty or forged one never gets here (spec §8.5, "Receiving a snapshot").
     fn install(&mut self, meta: SnapshotMeta, data: &[u8]) {
+        // Raft installs only a snapshot beyond its commit index, which this replica applied
+        // through: the applied index never goes back.
+        assert!(meta.index > self.applied_index && self.clock.is_none());
         let (table, stamp, settings) = decode_snapshot(&self.config, data)
             .expect("Raft installs only a snapshot that decoded (snapshot_check)");
         self.table = table;
@@ -1099,6 +1215,16 @@ fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<
         ttl_ms,
         resource,
         client,
+    }
+}
+
+/// The stamp a command carries, if it carries one (TICK and REQUEST).
+fn stamp_of(command: &LogCommand<'_>) -> Option<Instant> {
+    match *command {
+        LogCommand::Tick { stamp } | LogCommand::Request { stamp, .. } => {
+            Some(Instant::from_micros(stamp))
+        }
+        _ => None,
     }
 }
 

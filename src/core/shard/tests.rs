@@ -931,3 +931,136 @@ fn a_junk_snapshot_is_dropped_and_the_replica_keeps_its_state() {
     assert_eq!(stats.table.held, 2);
     assert_eq!(stats.applied_index, c.shard(leader).applied_index());
 }
+
+// ---- The replica's invariants fire (each check can fail) ----
+
+/// A replica of a 3-replica shard that served one ACQUIRE (its leader if `leader`, else a
+/// follower), broken by `mutate`, then checked as after an input.
+fn check_broken(leader: bool, mutate: impl FnOnce(&mut Shard)) {
+    let mut cluster = Cluster::new(3);
+    let leader_id = cluster.elect();
+    cluster
+        .send(leader_id, 1, 1, 0, acquire(b"r", b"a", 0, 10_000))
+        .unwrap();
+    cluster.run(ms(50));
+    let id = if leader { leader_id } else { leader_id % 3 + 1 };
+    let shard = cluster.shard(id);
+    assert!(shard.table().is_some() && shard.applied_index() > 0);
+    shard.check_invariants();
+    mutate(shard);
+    shard.check_invariants();
+}
+
+#[test]
+fn the_check_passes_on_a_replica_left_alone() {
+    check_broken(true, |_| {});
+    check_broken(false, |_| {});
+}
+
+#[test]
+#[should_panic(expected = "applied")]
+fn an_applied_index_behind_the_commit_index_is_a_bug() {
+    check_broken(false, |shard| shard.applied_index -= 1);
+}
+
+#[test]
+#[should_panic(expected = "assertion failed: self.raft.role() != Role::Leader")]
+fn a_leader_without_its_log_clock_is_a_bug() {
+    check_broken(true, |shard| shard.clock = None);
+}
+
+#[test]
+#[should_panic(expected = "clock.term == self.raft.term()")]
+fn a_log_clock_of_an_earlier_term_is_a_bug() {
+    check_broken(true, |shard| {
+        if let Some(clock) = shard.clock.as_mut() {
+            clock.term -= 1;
+        }
+    });
+}
+
+#[test]
+#[should_panic(expected = "self.applied_stamp <= clock.stamped")]
+fn an_applied_stamp_beyond_the_leaders_log_time_is_a_bug() {
+    check_broken(true, |shard| {
+        shard.applied_stamp = shard.applied_stamp + ms(1_000)
+    });
+}
+
+#[test]
+#[should_panic(expected = "self.replies.is_empty()")]
+fn a_reply_waiting_on_a_follower_is_a_bug() {
+    check_broken(false, |shard| {
+        let reply = Reply {
+            to: addr(),
+            id: RequestId {
+                session: 1,
+                request: 2,
+            },
+            attempt: 0,
+            kind: CommandKind::Status,
+            answer: lock_table::Answer::bare(Status::Ok),
+            holder: IdBuf::EMPTY,
+            holder_truncated: false,
+        };
+        shard.replies.push_back(reply);
+    });
+}
+
+#[test]
+#[should_panic(expected = "applied < tick")]
+fn a_pending_tick_already_applied_is_a_bug() {
+    check_broken(true, |shard| shard.tick_pending = Some(shard.applied_index));
+}
+
+#[test]
+#[should_panic(expected = "applied > 0")]
+fn a_table_before_init_applied_is_a_bug() {
+    let config = config(1, 3);
+    let mut shard = Shard::new(
+        config.clone(),
+        1,
+        HardState::default(),
+        Vec::new(),
+        Instant::ZERO,
+    );
+    shard.check_invariants();
+    shard.table = Some(LockTable::new(lock_table::Config {
+        fencing_token_first: 1,
+        ..config.table
+    }));
+    shard.check_invariants();
+}
+
+#[test]
+#[should_panic(expected = "self.proposed.len() as u64 <= last - applied")]
+fn more_proposed_requests_than_unapplied_entries_is_a_bug() {
+    check_broken(true, |shard| {
+        let id = RequestId {
+            session: 9,
+            request: 9,
+        };
+        shard.proposed.insert(id, shard.applied_index + 1);
+    });
+}
+
+/// Walks the proposed requests, which only debug builds do.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(expected = "applied < index")]
+fn a_proposed_request_at_an_applied_index_is_a_bug() {
+    let mut cluster = Cluster::new(3);
+    let leader = cluster.elect();
+    // Cut off, the leader keeps its proposal uncommitted.
+    cluster.isolated = (1..=3).filter(|&id| id != leader).collect();
+    cluster
+        .send(leader, 1, 1, 0, acquire(b"r", b"a", 0, 10_000))
+        .unwrap();
+    let shard = cluster.shard(leader);
+    shard.check_invariants();
+    let applied = shard.applied_index;
+    let index = shard.proposed.values_mut().next().expect("proposed");
+    assert!(*index == applied + 1);
+    *index = applied;
+    shard.check_invariants();
+}
