@@ -940,6 +940,7 @@ impl Raft {
             config,
         };
         raft.reset_election_timer(now);
+        raft.campaign_at_once_if_alone(now);
         raft
     }
 
@@ -1697,6 +1698,7 @@ impl Raft {
             return;
         }
         self.reset_election_timer(now);
+        self.campaign_at_once_if_alone(now);
     }
 
     /// Rejoin step 3 (see `Recovery::CatchingUp`).
@@ -1783,6 +1785,17 @@ impl Raft {
     fn leader_contact_recent(&self, now: Instant) -> bool {
         self.role == Role::Leader
             || now.saturating_since(self.leader_contact) < self.config.election_timeout_min
+    }
+
+    /// A lone voter (a single node) campaigns at its first timer instead of an election
+    /// timeout later: no other leader can exist for it to wait for, and no other voter's
+    /// stickiness to respect, so it is its own majority at once (a new single node serves as
+    /// soon as it starts). Called where a node starts to take part: at start, and when it
+    /// stops asking the others (spec §8.5 rule 6, with no others).
+    fn campaign_at_once_if_alone(&mut self, now: Instant) {
+        if self.quorum == 1 && self.role == Role::Follower && self.recovery == Recovery::None {
+            self.election_deadline = now;
+        }
     }
 
     fn reset_election_timer(&mut self, now: Instant) {
