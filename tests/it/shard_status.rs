@@ -150,16 +150,28 @@ fn a_cluster_larger_than_one_page_is_read_page_by_page() {
     assert_eq!(shards, (0..64).collect::<Vec<u16>>());
 }
 
+/// Issue 9 item 5: the single node is a cluster of one voter and one shard, and answers
+/// SHARD_STATUS like any node: its one shard, which it leads, with the locks it holds.
 #[test]
-fn a_single_node_answers_unsupported_and_a_silent_one_is_unavailable() {
+fn a_single_node_reports_its_one_shard_and_a_silent_one_is_unavailable() {
     let node = super::start_node();
     let mut config = ClientConfig::new(vec![node.local_addr()]);
     config.request_timeout_ms = 300;
     let c = Client::new(config).unwrap();
-    match c.shard_status(node.local_addr()) {
-        Err(LockError::InternalError(why)) => assert!(why.contains("UNSUPPORTED"), "{why}"),
-        other => panic!("a single node answered {other:?}"),
-    }
+    c.acquire("one", "holder", 0, Some(60_000)).unwrap();
+    c.acquire("two", "holder", 0, Some(60_000)).unwrap();
+    let report = c
+        .shard_status(node.local_addr())
+        .unwrap_or_else(|e| panic!("a single node answered {e:?}"));
+    assert_eq!(report.node_id, 1);
+    assert_eq!(report.shards.len(), 1, "one shard");
+    let shard = &report.shards[0];
+    assert_eq!(
+        (shard.shard, shard.role, shard.leader_id),
+        (0, ShardRole::Leader, Some(1))
+    );
+    assert_eq!(shard.held, 2);
+    assert!(shard.commit_index >= 2 && shard.applied_index == shard.commit_index);
     // A port nobody answers on.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let started = Instant::now();
