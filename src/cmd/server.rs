@@ -111,8 +111,8 @@ pub struct ServerArgs {
     #[arg(long)]
     new_cluster: bool,
     /// Shards of the cluster (fixed when the cluster is created; same on every node; with
-    /// --peers). Default: 64. A single node has one.
-    #[arg(long, requires = "peers")]
+    /// --peers). Default: 64. A single node has one (the option is ignored without --peers).
+    #[arg(long)]
     shards: Option<u32>,
     /// Shortest Raft election timeout of every shard, in ms (with --peers): how long a
     /// follower waits for a silent leader before it calls an election, and so about how long
@@ -206,6 +206,9 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
             "udplock server: --cluster-key-file ignored: a single node (no --peers) \
              has no peer traffic\n",
         );
+    }
+    if a.shards.is_some() {
+        notice_text.push_str("udplock server: --shards ignored: a single node has one shard\n");
     }
     if a.new_cluster {
         notice_text.push_str(
