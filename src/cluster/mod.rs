@@ -1,4 +1,7 @@
-//! A node of a replicated cluster: the IO shell around one [`Shard`] core per shard.
+//! A node of a replicated cluster: the IO shell around one [`Shard`] core per shard. The
+//! single node is one too: a cluster of one voter and one shard ([`ClusterConfig::single`],
+//! `crate::node`), whose restarts in `memory` mode are made safe by its lease horizon file
+//! ([`horizon`]).
 //!
 //! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
 //! thread owns the node's single UDP socket, which carries both client requests and PEER
@@ -161,6 +164,8 @@ impl ClusterConfig {
         ClusterConfig {
             shards: 1,
             new_cluster: true,
+            // No peer traffic: no key to use or to ask for.
+            keys: Some(KeySet::unauthenticated()),
             ..ClusterConfig::new(1, vec![(1, listen)])
         }
     }
@@ -317,7 +322,10 @@ impl ClusterNode {
             ));
             stores.push(store);
         }
-        if config.is_single() && starts.iter().any(|s| matches!(s, Start::Rejoin)) {
+        // A lone voter whose directory held its state, now lost or untrusted, could only wait
+        // for ever; say so and stop instead.
+        let lost = dir.is_some() && !storage_new;
+        if config.is_single() && lost && starts.iter().any(|s| matches!(s, Start::Rejoin)) {
             return Err(invalid(Some(single_without_state(&config, dir.as_ref()))));
         }
         let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
@@ -634,8 +642,8 @@ fn open_keys(config: &ClusterConfig) -> io::Result<(Option<KeyFileWatch>, KeySet
         (None, None) => (None, KeySet::unauthenticated(), String::new()),
     };
     let id = config.node_id;
-    if config.is_single() {
-        // No peer traffic to authenticate.
+    if config.is_single() && config.keys.is_some() && config.key_file.is_none() {
+        // The single node (`ClusterConfig::single`): no peer traffic to authenticate.
     } else if config.keys.is_none() && config.key_file.is_none() {
         log::warn!(
             "udplock node {id}: peer traffic is NOT authenticated (no cluster key): any host \

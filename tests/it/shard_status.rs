@@ -190,14 +190,18 @@ struct Dev {
 
 impl Dev {
     fn start(nodes: usize, shards: u32) -> Dev {
+        Dev::start_with(&[
+            "dev",
+            "--nodes",
+            &nodes.to_string(),
+            "--shards",
+            &shards.to_string(),
+        ])
+    }
+
+    fn start_with(args: &[&str]) -> Dev {
         let mut child = Command::new(BIN)
-            .args([
-                "dev",
-                "--nodes",
-                &nodes.to_string(),
-                "--shards",
-                &shards.to_string(),
-            ])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -306,4 +310,31 @@ fn status_without_a_resource_prints_every_shards_leader_as_json() {
         String::from_utf8_lossy(&o.stdout).contains("\"holder\":\"me\""),
         "{o:?}"
     );
+}
+
+/// Issue 9 item 5: `udplock dev --nodes 1` runs the single node (one voter, one shard), and
+/// `udplock status` without a resource shows its one shard, led by it, with the lock held.
+#[test]
+fn status_without_a_resource_shows_the_single_nodes_one_shard() {
+    let dev = Dev::start_with(&["dev", "--nodes", "1"]);
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--servers", &dev.servers])
+            .output()
+            .expect("udplock runs")
+    };
+    let o = run(&["acquire", "cli/1", "--client", "me", "--ttl-ms", "60000"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // The node is its own majority: the grant is applied before it is answered, so the
+    // report that follows counts it.
+    let o = run(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let json = String::from_utf8(o.stdout).unwrap();
+    assert!(json.starts_with("{\"shards_total\":1,"), "{json}");
+    assert_eq!(json_values(&json, "shard"), ["0"], "{json}");
+    assert_eq!(json_values(&json, "reachable"), ["true"], "{json}");
+    assert_eq!(json_values(&json, "leader_id"), ["1"], "{json}");
+    assert_eq!(json_values(&json, "held"), ["1"], "{json}");
+    assert_eq!(json_values(&json, "leads"), ["1"], "{json}");
 }
