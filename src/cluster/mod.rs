@@ -383,6 +383,7 @@ impl ClusterNode {
             read_timer: ReadTimer::default(),
             out: vec![0; PEER_DATAGRAM_LEN_MAX],
             drain_skips: 0,
+            drains: !config.is_single(),
         };
         let leaving = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -751,6 +752,10 @@ struct ClusterLoop {
     out: Vec<u8>,
     /// Wake-ups left that do not drain the socket (see `drain_socket`).
     drain_skips: u8,
+    /// Whether the loop drains the socket at all: not for a single node, which has nothing
+    /// to batch (it commits each command inside the input that brings it), so a drain would
+    /// only delay the answer already made.
+    drains: bool,
 }
 
 impl ClusterLoop {
@@ -805,6 +810,9 @@ impl ClusterLoop {
     /// Draining costs three system calls, wasted when nothing waits (one request at a time),
     /// so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do not try.
     fn drain_socket(&mut self, buf: &mut [u8]) {
+        if !self.drains {
+            return;
+        }
         if self.drain_skips > 0 {
             self.drain_skips -= 1;
             return;
