@@ -891,7 +891,8 @@ impl Client {
 
     /// Asks the node at `server` for its own view of every shard (spec §4.7): role, leader,
     /// term, commit and applied index, locks held and waiting. Read-only, answered by any
-    /// node of a cluster, leader or not; a single node (not in a cluster) answers
+    /// node of a cluster, leader or not (udplock's single node is a cluster of one node and
+    /// one shard); a server that is not a node of a cluster (an older single node) answers
     /// UNSUPPORTED, reported as [`LockError::InternalError`].
     ///
     /// Off the lock path on purpose: it uses a socket and a session of its own, one request
@@ -996,7 +997,8 @@ impl Client {
 
     /// Asks the node at `server` for its cluster id and settings (spec §4.8): what `udplock
     /// status` compares between nodes, to name the settings that keep one out of the
-    /// cluster. Read-only; a single node answers UNSUPPORTED ([`LockError::InternalError`]).
+    /// cluster. Read-only; a server that is not a node of a cluster (an older single node)
+    /// answers UNSUPPORTED ([`LockError::InternalError`]).
     /// Like [`Client::shard_status`]: its own socket and session, the request padded to 1200
     /// bytes, retransmitted on the RTO until `request_timeout_ms`
     /// ([`LockError::Unavailable`]).
@@ -1097,8 +1099,8 @@ impl Client {
                 {
                     return Err(match reply.status {
                         Status::Unsupported => LockError::InternalError(format!(
-                            "{server} does not answer {what} (UNSUPPORTED): it is a single \
-                             node, not a member of a cluster, or older than this client"
+                            "{server} does not answer {what} (UNSUPPORTED): it is not a node \
+                             of a cluster (an older single node), or older than this client"
                         )),
                         status => LockError::from_status(status).unwrap_or_else(|| {
                             LockError::InternalError(

@@ -7,9 +7,9 @@
 //!   core (src/core/)               pure state machines: the lock table, Raft, the shard
 //!          ^                       replica (Raft + replicated lock table), the retransmit
 //!          |                       timer, time as a value; no IO, no clock, no global rng
-//!   cluster (src/cluster/)         IO shell of a cluster node: one thread, one socket, every
+//!   cluster (src/cluster/)         IO shell of a node: one thread, one socket, every
 //!          |                       shard's replica, storage per --durability
-//!   node (src/node.rs)             IO shell of a single unreplicated node
+//!   node (src/node.rs)             the single node: a cluster of one voter and one shard
 //!   client (src/client.rs)         IO shell of the client: blocking, thread-safe, routes to
 //!          ^                       each shard's leader
 //!   bench, sim, the `udplock` binary

@@ -77,7 +77,7 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Configure(ConfigureArgs),
     /// Measure latency, throughput and failover against the raw UDP round trip (an embedded
-    /// 3-node cluster unless --servers; --nodes 1 for a single unreplicated node).
+    /// 3-node cluster unless --servers; --nodes 1 for a single node, one voter and one shard).
     Bench(BenchArgs),
     /// Run the deterministic cluster simulator (the lock service: shard replicas and clients
     /// under faults, with safety and liveness checkers) for a range of seeds.

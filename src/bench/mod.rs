@@ -21,7 +21,9 @@
 //!   figure includes an election; each phase still counts the shards whose term changed while
 //!   it ran (`ELECTIONS` in the notes, `elections` in JSON), and the report notes how the
 //!   leaders spread over the nodes.
-//! - `nodes = 1`: the unreplicated single [`Node`], measured exactly as before the cluster.
+//! - `nodes = 1`: the single [`Node`] as `udplock server` runs it without `--peers`: a
+//!   cluster of one voter and one shard, in memory mode, without a lease horizon file (its
+//!   port is ephemeral); the clients assume its one shard.
 //! - [`BenchConfig::servers`]: a running service; every address goes to the client.
 //!
 //! # Placements, and what they mean for a replicated request's floor
@@ -144,7 +146,8 @@ pub struct BenchConfig {
     /// A running service to measure (every node's address); empty starts an embedded one on
     /// loopback.
     pub servers: Vec<SocketAddr>,
-    /// Embedded: nodes of the replicated cluster; 1 runs the unreplicated single node instead.
+    /// Embedded: nodes of the replicated cluster; 1 runs the single node (one voter, one
+    /// shard) instead.
     pub nodes: usize,
     /// Shards of the embedded cluster, and the shard count the clients assume (for
     /// `servers`, it must match the service's to avoid redirects).
@@ -191,7 +194,7 @@ impl BenchConfig {
     /// What the run measures, in words (the table's title).
     pub fn target_label(&self) -> String {
         match (self.servers.as_slice(), self.nodes) {
-            ([], 1) => "embedded single node (unreplicated)".to_string(),
+            ([], 1) => "embedded single node (one voter, one shard, memory mode)".to_string(),
             ([], n) => format!(
                 "embedded {n}-node replicated cluster, {} shards, memory mode",
                 self.shards
@@ -402,7 +405,11 @@ fn run_placement(
             Some(e) => e.addrs(),
             None => config.servers.clone(),
         },
-        shards: config.shards,
+        // The single node has one shard, whatever the clients would assume of a cluster.
+        shards: match &embedded {
+            Some(Embedded::Node(_)) => 1,
+            _ => config.shards,
+        },
     };
     let replicas = embedded.as_ref().map_or(0, Embedded::replicas);
     // An election during a phase puts its pause into that phase's figures: each phase of an

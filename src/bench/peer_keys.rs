@@ -49,7 +49,7 @@ fn start_cluster_with_clones(
     template: &ClusterConfig,
 ) -> std::io::Result<(Vec<ClusterNode>, Vec<UdpSocket>, ClusterConfig)> {
     let sockets = (0..n)
-        .map(|_| crate::node::bind(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .map(|_| crate::cluster::socket::bind(SocketAddr::from(([127, 0, 0, 1], 0))))
         .collect::<std::io::Result<Vec<_>>>()?;
     let peers = sockets
         .iter()

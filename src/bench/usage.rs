@@ -1,8 +1,8 @@
 //! What the node threads of this process spend: CPU time per thread (Linux schedstat) and
 //! the process's resident memory, for the node CPU per grant and memory per held lock.
 
-/// CPU time of every node thread of this process (`udplock-node` for the single node,
-/// `udplock-node-{id}` for cluster nodes), summed, from Linux's per-thread schedstat
+/// CPU time of every node thread of this process (`udplock-node-{id}`; the single node is
+/// node 1 of its one-voter cluster), summed, from Linux's per-thread schedstat
 /// (nanoseconds on CPU; finer than the clock ticks in `stat`).
 pub(super) struct NodeCpu {
     pub(super) paths: Vec<std::path::PathBuf>,

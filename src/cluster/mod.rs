@@ -1,4 +1,7 @@
 //! A node of a replicated cluster: the IO shell around its core, [`crate::core::node::Node`].
+//! The single node is one too: a cluster of one voter and one shard
+//! ([`ClusterConfig::single`], `crate::node`), whose restarts in `memory` mode are made safe
+//! by its lease horizon file ([`horizon`]).
 //!
 //! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
 //! thread owns the node's single UDP socket, which carries both client requests and
@@ -37,7 +40,9 @@
 //! waits for an operator, unless every node is new (then it is a new cluster: its startup
 //! grace must cover the longest lease clients may still count).
 
+pub mod horizon;
 pub mod keys;
+pub(crate) mod socket;
 pub mod storage;
 
 use std::collections::BTreeMap;
@@ -51,7 +56,9 @@ use std::time::Duration as StdDuration;
 
 use udplock_protocol::{DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX};
 
+use self::horizon::HorizonFile;
 use self::keys::{KeyFileCheck, KeyFileWatch, KeySet};
+use self::socket::{bind, recv_error_is_transient, wall_clock_micros, ReadTimer};
 use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
 use crate::clock::BootInstant;
 use crate::core::lock_table;
@@ -61,7 +68,6 @@ use crate::core::raft::{self, NodeId};
 use crate::core::restart::{self, Boot, Found, Mark, Start};
 use crate::core::shard::{self, ShardStats};
 use crate::core::time::Instant;
-use crate::node::{bind, recv_error_is_transient, wall_clock_micros, ReadTimer};
 
 pub use crate::core::node::{AUTH_DROP_LOG_PERIOD, SHARDS_DEFAULT};
 
@@ -116,6 +122,12 @@ pub struct ClusterConfig {
     /// start), then checked about every [`keys::KEY_FILE_CHECK_MS`] and applied when it
     /// changes, without a restart.
     pub key_file: Option<PathBuf>,
+    /// The lease horizon file ([`horizon`], spec §7.2.4) of a one-voter node without a disk
+    /// (`memory`): restarted at the same address, it grants nothing a client may still hold.
+    /// `None` for every other node (a replicated or stored node rejoins by spec §8.5, or
+    /// restores its log), and for a single node nobody can have preceded (an ephemeral port)
+    /// or whose operator takes care of restarts (`startup_grace_ms`).
+    pub state_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -136,7 +148,27 @@ impl ClusterConfig {
             new_cluster: false,
             keys: None,
             key_file: None,
+            state_file: None,
         }
+    }
+
+    /// The single node (`udplock server` without `--peers`): a cluster of one voter, node 1
+    /// at `listen`, with one shard (so its limits are not multiplied by the shard count),
+    /// new on every start that finds no state (nobody else can vouch for anything, spec §8.5
+    /// rule 6), in `memory` mode (set `durability`, `data_dir` or `state_file`).
+    pub fn single(listen: SocketAddr) -> ClusterConfig {
+        ClusterConfig {
+            shards: 1,
+            new_cluster: true,
+            // No peer traffic: no key to use or to ask for.
+            keys: Some(KeySet::unauthenticated()),
+            ..ClusterConfig::new(1, vec![(1, listen)])
+        }
+    }
+
+    /// A cluster of one voter: no peer traffic, nobody to rejoin with.
+    pub fn is_single(&self) -> bool {
+        self.peers.len() == 1
     }
 
     /// The cluster as this node's core sees it (no addresses to bind, no disk, no keys).
@@ -151,6 +183,7 @@ impl ClusterConfig {
             compact_keep: self.compact_keep,
             // Without a store (`memory`) the core hands out no write: nothing to store.
             stores_state: self.durability != Durability::Memory,
+            keeps_lease_horizon: self.state_file.is_some(),
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }
@@ -189,6 +222,14 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.keys.is_some() && self.key_file.is_some() {
             return Err("keys and a key file: name one (the key file is read at start)".into());
+        }
+        if self.state_file.is_some() && (!self.is_single() || self.durability != Durability::Memory)
+        {
+            return Err(
+                "a lease horizon file is for a single node in memory mode (a replicated or \
+                 stored node needs none)"
+                    .into(),
+            );
         }
         if self.durability != Durability::Memory && self.data_dir.is_none() {
             return Err(format!(
@@ -237,11 +278,12 @@ impl ClusterNode {
 
     fn start_with(
         socket: UdpSocket,
-        config: ClusterConfig,
+        mut config: ClusterConfig,
         mut dir: Option<DataDir>,
     ) -> io::Result<ClusterNode> {
         let local_addr = socket.local_addr()?;
         let (key_watch, keys) = open_keys(&config)?;
+        let horizon = open_horizon(&mut config)?;
         let epoch = BootInstant::now();
         let sync = config.durability == Durability::Fsync;
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
@@ -275,6 +317,12 @@ impl ClusterNode {
                 boot,
             ));
             stores.push(store);
+        }
+        // A lone voter whose directory held its state, now lost or untrusted, could only wait
+        // for ever; say so and stop instead.
+        let lost = dir.is_some() && !storage_new;
+        if config.is_single() && lost && starts.iter().any(|s| matches!(s, Start::Rejoin)) {
+            return Err(invalid(Some(single_without_state(&config, dir.as_ref()))));
         }
         let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
         if let Some(d) = dir.as_mut() {
@@ -321,6 +369,7 @@ impl ClusterNode {
             keys: shared_keys.clone(),
             stores,
             dir,
+            horizon,
             stored: 0,
             stats: stats.clone(),
             shard_stats: shard_stats.clone(),
@@ -330,6 +379,7 @@ impl ClusterNode {
             read_timer: ReadTimer::default(),
             out: vec![0; PEER_DATAGRAM_LEN_MAX],
             drain_skips: 0,
+            drains: !config.is_single(),
         };
         let leaving = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -506,7 +556,12 @@ fn log_start(config: &ClusterConfig, dir: Option<&DataDir>, storage_new: bool, s
              votes or acknowledges anything (spec §8.5).{hint}"
         );
     }
-    if new > 0 {
+    if config.is_single() {
+        // Nobody to ask: a new single node starts at once (spec §8.5 rule 6, no others).
+        if new > 0 {
+            log::info!("udplock node {id}: a single node, starting empty ({why})");
+        }
+    } else if new > 0 {
         log::warn!(
             "udplock node {id}: {new} of {total} shards start new ({why}; --new-cluster): each \
              starts once every other node answers that it is new too, and rejoins instead if \
@@ -516,6 +571,45 @@ fn log_start(config: &ClusterConfig, dir: Option<&DataDir>, storage_new: bool, s
     if config.new_cluster && rejoin + new == 0 {
         log::info!("udplock node {id}: holds its state; --new-cluster changes nothing");
     }
+}
+
+/// Why a single node whose storage it cannot trust does not start: a lone voter cannot rejoin
+/// (spec §8.5: nobody can vouch for its term or its log), and starting empty would forget
+/// locks clients hold. What the operator can do instead.
+fn single_without_state(config: &ClusterConfig, dir: Option<&DataDir>) -> String {
+    let path = dir.map_or_else(String::new, |d| d.path().display().to_string());
+    let why = match dir {
+        Some(d) if d.boot() == Boot::Changed => {
+            "it was written by --durability os in another boot of this machine, and a power \
+             loss may have dropped any of it (--durability fsync survives one)"
+        }
+        _ => "its shard's files are missing or a recovery was cut short",
+    };
+    format!(
+        "single node {}: the state in {path} cannot be trusted: {why}. A single node cannot \
+         rejoin (nobody can vouch for it), and starting empty would forget the locks clients \
+         hold. To start empty, move the directory away and start with --startup-grace-ms set \
+         to the longest lease clients use (spec §7.2.4)",
+        config.listen().map_or_else(String::new, |a| a.to_string())
+    )
+}
+
+/// The lease horizon file of a single node in memory mode (`None` without one): opened, and
+/// the node's startup grace raised to cover every lease its predecessor may have granted.
+fn open_horizon(config: &mut ClusterConfig) -> io::Result<Option<HorizonFile>> {
+    let Some(path) = &config.state_file else {
+        return Ok(None);
+    };
+    let (file, grace_ms) = HorizonFile::open(path, config.table.ttl_ms_max)?;
+    if grace_ms > config.table.startup_grace_ms {
+        log::warn!(
+            "udplock node: a previous node granted leases until {grace_ms} ms from now ({}); \
+             granting nothing until then",
+            path.display()
+        );
+        config.table.startup_grace_ms = grace_ms;
+    }
+    Ok(Some(file))
 }
 
 /// The node's data directory (`fsync`, `os`), opened and locked; `None` for `memory`.
@@ -545,7 +639,9 @@ fn open_keys(config: &ClusterConfig) -> io::Result<(Option<KeyFileWatch>, KeySet
         (None, None) => (None, KeySet::unauthenticated(), String::new()),
     };
     let id = config.node_id;
-    if config.keys.is_none() && config.key_file.is_none() {
+    if config.is_single() && config.keys.is_some() && config.key_file.is_none() {
+        // The single node (`ClusterConfig::single`): no peer traffic to authenticate.
+    } else if config.keys.is_none() && config.key_file.is_none() {
         log::warn!(
             "udplock node {id}: peer traffic is NOT authenticated (no cluster key): any host \
              that can send this node UDP can forge node-to-node datagrams and make two \
@@ -637,6 +733,8 @@ struct ClusterLoop {
     stores: Vec<Option<ShardStore>>,
     /// The data directory (`fsync`, `os`), locked while the loop runs.
     dir: Option<DataDir>,
+    /// The lease horizon file of a single node in memory mode ([`horizon`]).
+    horizon: Option<HorizonFile>,
     /// The last write stored (its `seq`).
     stored: u64,
     stats: Arc<NodeStats>,
@@ -650,6 +748,10 @@ struct ClusterLoop {
     out: Vec<u8>,
     /// Wake-ups left that do not drain the socket (see `drain_socket`).
     drain_skips: u8,
+    /// Whether the loop drains the socket at all: not for a single node, which has nothing
+    /// to batch (it commits each command inside the input that brings it), so a drain would
+    /// only delay the answer already made.
+    drains: bool,
 }
 
 impl ClusterLoop {
@@ -704,6 +806,9 @@ impl ClusterLoop {
     /// Draining costs three system calls, wasted when nothing waits (one request at a time),
     /// so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do not try.
     fn drain_socket(&mut self, buf: &mut [u8]) {
+        if !self.drains {
+            return;
+        }
         if self.drain_skips > 0 {
             self.drain_skips -= 1;
             return;
@@ -772,6 +877,9 @@ impl ClusterLoop {
         }
         if let (Some(mark), Some(dir)) = (write.mark_then, &self.dir) {
             dir.set_marks(&[(shard, mark)])?;
+        }
+        if let (Some(wall_us), Some(file)) = (write.lease_horizon_us, self.horizon.as_mut()) {
+            file.write(wall_us)?;
         }
         Ok(())
     }

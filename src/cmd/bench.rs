@@ -13,7 +13,8 @@ pub struct BenchArgs {
     /// the client, which finds each shard's leader).
     #[arg(long, env = "UDPLOCK_SERVERS", value_delimiter = ',')]
     servers: Option<Vec<String>>,
-    /// Nodes of the embedded replicated cluster; 1 runs a single unreplicated node instead.
+    /// Nodes of the embedded replicated cluster; 1 runs a single node (one voter, one shard)
+    /// instead.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
     /// Shards of the embedded cluster (and the shard count the clients assume with --servers).

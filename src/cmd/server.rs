@@ -1,5 +1,5 @@
-//! `udplock server`: one node, serving until killed: a single unreplicated node, or with
-//! `--peers` one node of a replicated cluster.
+//! `udplock server`: one node, serving until killed: a single node (a cluster of one voter
+//! and one shard, [`udplock::node`]), or with `--peers` one node of a replicated cluster.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use udplock::cluster::storage::Durability;
 use udplock::cluster::{ClusterConfig, ClusterNode};
 use udplock::core::lock_table;
 use udplock::core::time::Duration as CoreDuration;
-use udplock::node::{Node, NodeConfig};
+use udplock::node::{start_single, NodeConfig};
 use udplock::LockError;
 
 use super::args::resolve;
@@ -85,17 +85,20 @@ pub struct ServerArgs {
     /// in any order, on every node). Without it the server is a single unreplicated node.
     #[arg(long, value_delimiter = ',', requires = "node_id")]
     peers: Option<Vec<String>>,
-    /// Where a cluster node keeps its Raft log and vote (with --peers). Default:
-    /// $XDG_STATE_HOME/udplock/node-ID (or ~/.local/state/udplock/node-ID), so it depends on
-    /// the environment: under a service manager, name it. The node locks it, and it records
-    /// which node of which cluster it belongs to (another node refuses it).
+    /// Where a node keeps its Raft log and vote (--durability fsync or os). Default:
+    /// $XDG_STATE_HOME/udplock/node-ID (or ~/.local/state/udplock/node-ID; a single node:
+    /// single-HOST-PORT), so it depends on the environment: under a service manager, name it.
+    /// The node locks it, and it records which node of which cluster it belongs to (another
+    /// node refuses it).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// What a cluster node's state survives: fsync (power loss of every node), os (any
-    /// process crash, not a power loss), memory (no disk: survives losing a minority of the
-    /// nodes' state; a restarted node rejoins by the protocol's rule before it votes).
-    #[arg(long, default_value = "os")]
-    durability: String,
+    /// What a node's state survives: fsync (power loss of every node), os (any process
+    /// crash, not a power loss), memory (no disk: a cluster survives losing a minority of the
+    /// nodes' state, a restarted node rejoining by the protocol's rule before it votes; a
+    /// single node's restarts are made safe by its lease horizon file). Default: os with
+    /// --peers, memory for a single node.
+    #[arg(long)]
+    durability: Option<String>,
     /// This start may create the cluster. A node whose storage holds nothing (an empty data
     /// directory, or --durability memory) then starts as new: it still asks every other node,
     /// and its shards start only once EVERY other node answers that it is new too; next to a
@@ -107,9 +110,10 @@ pub struct ServerArgs {
     /// lease clients use alongside it (the grace protects leases granted before the loss).
     #[arg(long)]
     new_cluster: bool,
-    /// Shards of the cluster (fixed when the cluster is created; same on every node).
-    #[arg(long, default_value_t = udplock::cluster::SHARDS_DEFAULT)]
-    shards: u32,
+    /// Shards of the cluster (fixed when the cluster is created; same on every node; with
+    /// --peers). Default: 64. A single node has one (the option is ignored without --peers).
+    #[arg(long)]
+    shards: Option<u32>,
     /// Shortest Raft election timeout of every shard, in ms (with --peers): how long a
     /// follower waits for a silent leader before it calls an election, and so about how long
     /// a shard is unavailable after its leader dies. Timeouts are drawn from [this, 2 x this);
@@ -138,46 +142,90 @@ pub fn run(a: ServerArgs) -> Result<(), LockError> {
 }
 
 fn run_single(a: ServerArgs) -> Result<(), LockError> {
+    let invalid = |e: String| LockError::InvalidArgument(e);
+    let durability: Durability = a
+        .durability
+        .as_deref()
+        .unwrap_or("memory")
+        .parse()
+        .map_err(invalid)?;
     let mut config = NodeConfig::new(a.listen);
     config.cpu = a.cpu;
-    config.state_file = match (a.no_state_file, a.state_file.clone()) {
-        (true, _) => None,
-        (false, Some(path)) => Some(path),
-        (false, None) => default_state_file(a.listen),
-    };
-    config.table = lock_table::Config {
-        fencing_token_first: config.table.fencing_token_first,
-        ..table_config(&a)
-    };
-    config
-        .table
-        .validate()
-        .map_err(|e| LockError::InvalidArgument(e.to_string()))?;
+    config.table = table_config(&a);
+    config.durability = durability;
+    let mut data_dir_from = String::new();
+    match durability {
+        // No disk: the lease horizon file makes a restart at the same address safe.
+        Durability::Memory => {
+            config.state_file = match (a.no_state_file, a.state_file.clone()) {
+                (true, _) => None,
+                (false, Some(path)) => Some(path),
+                (false, None) => default_state_file(a.listen),
+            };
+        }
+        // The Raft log makes restarts safe: no horizon file.
+        Durability::Fsync | Durability::Os => {
+            config.data_dir = match a.data_dir.clone() {
+                Some(dir) => Some(dir),
+                None => {
+                    let (dir, from) = default_single_data_dir(a.listen)
+                        .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
+                    data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
+                    Some(dir)
+                }
+            };
+        }
+    }
+    let election_timeout = u64::from(a.election_timeout_ms);
+    let mut cluster = config.cluster_config();
+    cluster.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
+    cluster.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
+    cluster.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
+    cluster.validate().map_err(invalid)?;
     let state_file = config.state_file.clone();
-    let node = Node::start(config)
-        .map_err(|e| LockError::InternalError(format!("cannot listen on {}: {e}", a.listen)))?;
+    let node = start_single(cluster.clone()).map_err(|e| {
+        let why = format!("cannot start the node on {}: {e}", a.listen);
+        match e.kind() {
+            std::io::ErrorKind::InvalidInput => invalid(why),
+            _ => LockError::InternalError(why),
+        }
+    })?;
     // A server must keep serving when nobody reads its stderr any more (a closed pipe):
     // these notices are written without eprintln!, which would panic.
-    let mut notice = format!(
-        "udplock server listening on {} (Ctrl-C to stop)\n",
-        node.local_addr()
+    let data = match &cluster.data_dir {
+        Some(dir) => format!(", data in {}{data_dir_from}", dir.display()),
+        None => String::new(),
+    };
+    let mut notice_text = format!(
+        "udplock server listening on {} (a single node, durability {}{data}; Ctrl-C to stop)\n",
+        node.local_addr(),
+        durability.name()
     );
     if a.cluster_key_file.is_some() {
-        notice.push_str(
+        notice_text.push_str(
             "udplock server: --cluster-key-file ignored: a single node (no --peers) \
              has no peer traffic\n",
         );
     }
-    if state_file.is_none() && a.startup_grace_ms == 0 {
-        notice.push_str(
+    if a.shards.is_some() {
+        notice_text.push_str("udplock server: --shards ignored: a single node has one shard\n");
+    }
+    if a.new_cluster {
+        notice_text.push_str(
+            "udplock server: --new-cluster ignored: a single node (no --peers) starts by \
+             itself\n",
+        );
+    }
+    if durability == Durability::Memory && state_file.is_none() && a.startup_grace_ms == 0 {
+        notice_text.push_str(
             "udplock server: no lease horizon file; locks are kept in memory, so if \
              this restarts a node at the same address, restart with \
              --startup-grace-ms set to the longest lease its clients use\n",
         );
     }
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), notice.as_bytes());
-    node.wait();
-    Ok(())
+    notice(&notice_text);
+    node.wait()
+        .map_err(|e| LockError::InternalError(format!("the node stopped: {e}")))
 }
 
 fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
@@ -186,9 +234,14 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     let node_id = a
         .node_id
         .ok_or_else(|| invalid("--node-id is required".into()))?;
-    let durability: Durability = a.durability.parse().map_err(invalid)?;
+    let durability: Durability = a
+        .durability
+        .as_deref()
+        .unwrap_or("os")
+        .parse()
+        .map_err(invalid)?;
     let mut config = ClusterConfig::new(node_id, peers);
-    config.shards = a.shards;
+    config.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
     config.table = table_config(&a);
     config.durability = durability;
     config.new_cluster = a.new_cluster;
@@ -289,6 +342,14 @@ fn default_state_file(listen: SocketAddr) -> Option<PathBuf> {
     let (base, _) = state_dir()?;
     let name = format!("node-{}-{}.horizon", listen.ip(), listen.port()).replace(':', "_");
     Some(base.join(name))
+}
+
+/// Where a single node with a disk keeps its data by default (in [`state_dir`]), named after
+/// its address, and which variable chose it.
+fn default_single_data_dir(listen: SocketAddr) -> Option<(PathBuf, String)> {
+    let (base, from) = state_dir()?;
+    let name = format!("single-{}-{}", listen.ip(), listen.port()).replace(':', "_");
+    Some((base.join(name), from))
 }
 
 /// Parses `ID@HOST:PORT,...`.

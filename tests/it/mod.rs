@@ -12,6 +12,7 @@ mod service;
 mod settings;
 mod shard_status;
 mod sim;
+mod single;
 
 use std::net::SocketAddr;
 use udplock::node::{Node, NodeConfig};

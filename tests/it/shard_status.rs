@@ -150,16 +150,28 @@ fn a_cluster_larger_than_one_page_is_read_page_by_page() {
     assert_eq!(shards, (0..64).collect::<Vec<u16>>());
 }
 
+/// Issue 9 item 5: the single node is a cluster of one voter and one shard, and answers
+/// SHARD_STATUS like any node: its one shard, which it leads, with the locks it holds.
 #[test]
-fn a_single_node_answers_unsupported_and_a_silent_one_is_unavailable() {
+fn a_single_node_reports_its_one_shard_and_a_silent_one_is_unavailable() {
     let node = super::start_node();
     let mut config = ClientConfig::new(vec![node.local_addr()]);
     config.request_timeout_ms = 300;
     let c = Client::new(config).unwrap();
-    match c.shard_status(node.local_addr()) {
-        Err(LockError::InternalError(why)) => assert!(why.contains("UNSUPPORTED"), "{why}"),
-        other => panic!("a single node answered {other:?}"),
-    }
+    c.acquire("one", "holder", 0, Some(60_000)).unwrap();
+    c.acquire("two", "holder", 0, Some(60_000)).unwrap();
+    let report = c
+        .shard_status(node.local_addr())
+        .unwrap_or_else(|e| panic!("a single node answered {e:?}"));
+    assert_eq!(report.node_id, 1);
+    assert_eq!(report.shards.len(), 1, "one shard");
+    let shard = &report.shards[0];
+    assert_eq!(
+        (shard.shard, shard.role, shard.leader_id),
+        (0, ShardRole::Leader, Some(1))
+    );
+    assert_eq!(shard.held, 2);
+    assert!(shard.commit_index >= 2 && shard.applied_index == shard.commit_index);
     // A port nobody answers on.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let started = Instant::now();
@@ -178,14 +190,18 @@ struct Dev {
 
 impl Dev {
     fn start(nodes: usize, shards: u32) -> Dev {
+        Dev::start_with(&[
+            "dev",
+            "--nodes",
+            &nodes.to_string(),
+            "--shards",
+            &shards.to_string(),
+        ])
+    }
+
+    fn start_with(args: &[&str]) -> Dev {
         let mut child = Command::new(BIN)
-            .args([
-                "dev",
-                "--nodes",
-                &nodes.to_string(),
-                "--shards",
-                &shards.to_string(),
-            ])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -294,4 +310,31 @@ fn status_without_a_resource_prints_every_shards_leader_as_json() {
         String::from_utf8_lossy(&o.stdout).contains("\"holder\":\"me\""),
         "{o:?}"
     );
+}
+
+/// Issue 9 item 5: `udplock dev --nodes 1` runs the single node (one voter, one shard), and
+/// `udplock status` without a resource shows its one shard, led by it, with the lock held.
+#[test]
+fn status_without_a_resource_shows_the_single_nodes_one_shard() {
+    let dev = Dev::start_with(&["dev", "--nodes", "1"]);
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--servers", &dev.servers])
+            .output()
+            .expect("udplock runs")
+    };
+    let o = run(&["acquire", "cli/1", "--client", "me", "--ttl-ms", "60000"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // The node is its own majority: the grant is applied before it is answered, so the
+    // report that follows counts it.
+    let o = run(&["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let json = String::from_utf8(o.stdout).unwrap();
+    assert!(json.starts_with("{\"shards_total\":1,"), "{json}");
+    assert_eq!(json_values(&json, "shard"), ["0"], "{json}");
+    assert_eq!(json_values(&json, "reachable"), ["true"], "{json}");
+    assert_eq!(json_values(&json, "leader_id"), ["1"], "{json}");
+    assert_eq!(json_values(&json, "held"), ["1"], "{json}");
+    assert_eq!(json_values(&json, "leads"), ["1"], "{json}");
 }

@@ -48,6 +48,12 @@ pub struct Config {
     /// what to store ([`super::Node::poll_persist`]). Without (`memory`) it hands out nothing,
     /// and collects nothing to hand out.
     pub stores_state: bool,
+    /// The shell keeps a lease horizon file (spec §7.2.4) in place of the replicas' state: a
+    /// one-voter node without a store (the single node under durability `memory`), whose
+    /// restart must not grant what a client may still hold. The core then hands out a write
+    /// naming the horizon ([`super::ShardWrite::lease_horizon_us`]) before any answer that
+    /// grants or extends a lease past what the file covers.
+    pub keeps_lease_horizon: bool,
 }
 
 impl Config {
@@ -64,6 +70,7 @@ impl Config {
             spread_leaders: true,
             uncommitted_max: shard::UNCOMMITTED_MAX,
             stores_state: false,
+            keeps_lease_horizon: false,
         }
     }
 
@@ -148,6 +155,10 @@ impl Config {
             {
                 return Err(format!("peer {id}@{addr} is listed twice"));
             }
+        }
+        if self.keeps_lease_horizon && (self.peers.len() != 1 || self.stores_state) {
+            // A replicated or stored node's restart safety is its Raft state (spec §8.5).
+            return Err("a lease horizon file is for a one-voter node without a store".into());
         }
         self.shard_config(0).validate().map_err(|e| e.to_string())
     }

@@ -93,6 +93,12 @@ pub const STALE_ANSWER_INTERVAL: Duration = Duration::from_millis(10);
 /// (clients retransmit) rather than memory growing.
 pub const TRANSMITS_QUEUED_MAX: usize = 65_536;
 
+/// How far past the latest lease the lease horizon file is written (spec §7.2.4,
+/// [`Config::keeps_lease_horizon`]), so that a steady stream of grants rewrites it about once
+/// per this period instead of on every grant. The price: a restart waits up to this much
+/// longer than the leases it protects.
+pub const LEASE_HORIZON_AHEAD: Duration = Duration::from_millis(1_000);
+
 /// Buffers kept for reuse once their datagram left: enough for a busy batch, so the steady
 /// state allocates nothing per datagram.
 const SPARE_BUFFERS_MAX: usize = 256;
@@ -112,6 +118,10 @@ pub struct ShardWrite {
     pub raft: Option<raft::Persist>,
     /// The mark the shard carries after the state is written (`Some(None)`: remove it).
     pub mark_then: Option<Option<Mark>>,
+    /// The node's lease horizon file (a one-voter node without a store,
+    /// [`Config::keeps_lease_horizon`]) must name this wall-clock time, in µs since the Unix
+    /// epoch: no lease the node granted runs past it (spec §7.2.4).
+    pub lease_horizon_us: Option<u64>,
 }
 
 /// A datagram [`Node::poll_transmit`] wrote into the caller's buffer.
@@ -168,6 +178,9 @@ pub struct Node {
     /// The wall clock minus `now`, in µs, as the shell last said ([`Node::set_wall_clock`]).
     wall_clock_offset_us: i128,
     stats: Arc<NodeStats>,
+    /// Up to when (core time) the lease horizon writes handed out cover leases
+    /// ([`Config::keeps_lease_horizon`]).
+    horizon_covered: Instant,
     /// Writes handed out so far (the last one's `seq`), and those not yet handed out.
     write_seq: u64,
     writes: VecDeque<ShardWrite>,
@@ -238,6 +251,7 @@ impl Node {
             now,
             wall_clock_offset_us: 0,
             stats,
+            horizon_covered: Instant::ZERO,
             write_seq: 0,
             writes: VecDeque::new(),
             outgoing: Vec::new(),
@@ -791,6 +805,7 @@ impl Node {
                     mark_first,
                     raft,
                     mark_then,
+                    lease_horizon_us: None,
                 });
             }
             self.marks[s] = mark;
@@ -801,6 +816,9 @@ impl Node {
                 replies.push(reply);
             }
             self.deadlines[s] = self.shards[s].poll_timeout();
+            if self.config.keeps_lease_horizon {
+                self.cover_lease_horizon(shard);
+            }
         }
         self.touched_list = touched;
         self.touched_list.clear();
@@ -816,6 +834,31 @@ impl Node {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
+    }
+
+    /// Spec §7.2.4, for a one-voter node without a store ([`Config::keeps_lease_horizon`]):
+    /// if `shard` granted or extended a lease past what the lease horizon file covers, a
+    /// write naming a later horizon ([`LEASE_HORIZON_AHEAD`] beyond), which every answer
+    /// collected after it depends on.
+    fn cover_lease_horizon(&mut self, shard: u32) {
+        let Some(horizon) = self.shards[shard as usize].lease_horizon() else {
+            return;
+        };
+        if horizon <= self.horizon_covered {
+            return;
+        }
+        let covered = horizon + LEASE_HORIZON_AHEAD;
+        self.horizon_covered = covered;
+        self.write_seq += 1;
+        self.writes.push_back(ShardWrite {
+            seq: self.write_seq,
+            shard,
+            mark_first: None,
+            raft: None,
+            mark_then: None,
+            lease_horizon_us: Some(self.wall_clock(covered)),
+        });
+        assert!(self.horizon_covered > horizon);
     }
 
     /// Coalesces: one PEER datagram per peer carries the records of every shard, as many as

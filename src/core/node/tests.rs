@@ -371,3 +371,161 @@ fn a_node_restarted_without_state_rejoins_within_a_round_trip_of_the_followers()
     );
     assert!(!replica.raft().rejoining(), "not caught up after 1 s");
 }
+
+/// The wall clock the one-voter tests start at (µs since the Unix epoch).
+const WALL_START_US: u64 = 1_700_000_000_000_000;
+
+/// The single node (issue 9 item 5): a cluster of one voter and one shard, at `SOLO`.
+const SOLO: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    7100,
+);
+
+fn solo(keeps_lease_horizon: bool) -> Node {
+    let config = Config {
+        shards: 1,
+        keeps_lease_horizon,
+        ..Config::new(1, vec![(1, SOLO)])
+    };
+    let stats = Arc::new(NodeStats::default());
+    let mut node = Node::new(
+        config,
+        vec![Start::New],
+        KeySet::unauthenticated(),
+        1,
+        5,
+        stats,
+        Instant::ZERO,
+    )
+    .expect("valid");
+    node.set_wall_clock(Instant::ZERO, WALL_START_US);
+    node
+}
+
+/// What a one-voter node handed out after an input: its writes (seq, lease horizon named),
+/// then its datagrams (transmit, bytes).
+type Drained = (Vec<(u64, Option<u64>)>, Vec<(Transmit, Vec<u8>)>);
+
+fn drain_solo(node: &mut Node) -> Drained {
+    let mut writes = Vec::new();
+    while let Some(w) = node.poll_persist() {
+        writes.push((w.seq, w.lease_horizon_us));
+    }
+    let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut sent = Vec::new();
+    while let Some(t) = node.poll_transmit(&mut buf) {
+        sent.push((t, buf[..t.len].to_vec()));
+    }
+    (writes, sent)
+}
+
+fn acquire_for(request_id: u64, resource: &[u8], ttl_ms: u32) -> Vec<u8> {
+    let request = Request {
+        session_id: 0xC11E,
+        request_id,
+        attempt: 0,
+        body: udplock_protocol::RequestBody::Acquire {
+            resource,
+            client: b"client-a",
+            wait_ms: 0,
+            ttl_ms,
+        },
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// A new single node has nobody to ask and no leader to wait for (spec §8.5 rule 6 with no
+/// others): its first timer is due at once, makes it the leader, and the first request is
+/// granted in the same input that brings it, before any other timer.
+#[test]
+fn a_one_voter_node_leads_at_once_and_grants_the_first_request() {
+    let mut node = solo(false);
+    assert_eq!(node.poll_timeout(), Instant::ZERO, "a timer due at once");
+    node.handle_timeout(Instant::ZERO);
+    let _ = drain_solo(&mut node);
+    assert_eq!(node.leading(), 1);
+    let now = Instant::from_micros(10);
+    node.handle_datagram(now, CLIENT, &acquire_for(1, b"printer", 5_000));
+    let (writes, sent) = drain_solo(&mut node);
+    assert!(writes.is_empty(), "memory, no horizon: nothing to store");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let reply = Reply::decode(&sent[0].1).unwrap();
+    assert_eq!(reply.status, Status::Ok);
+    assert!(
+        reply.fencing_token >= WALL_START_US,
+        "INIT's token is the wall clock"
+    );
+    assert_eq!(sent[0].0.to, CLIENT);
+}
+
+/// Spec §7.2.4: a one-voter node without a disk keeps its lease horizon in a file, so that a
+/// restarted node grants nothing a client may still hold. The core hands the horizon out as a
+/// write before any answer that grants or extends a lease past it, and every such answer
+/// depends on that write; the horizon covers the lease on the wall clock.
+#[test]
+fn a_one_voter_node_without_a_disk_hands_out_its_lease_horizon_before_the_grant() {
+    let mut node = solo(true);
+    node.handle_timeout(Instant::ZERO);
+    let _ = drain_solo(&mut node);
+    let at = Instant::from_micros(1_000);
+    node.handle_datagram(at, CLIENT, &acquire_for(1, b"a", 10_000));
+    let (writes, sent) = drain_solo(&mut node);
+    assert_eq!(writes.len(), 1, "one horizon write: {writes:?}");
+    let (seq, horizon) = writes[0];
+    let horizon = horizon.expect("the write names the horizon");
+    assert!(
+        horizon >= WALL_START_US + 1_000 + 10_000_000,
+        "the horizon {horizon} does not cover the lease"
+    );
+    assert_eq!(sent.len(), 1);
+    assert_eq!(Reply::decode(&sent[0].1).unwrap().status, Status::Ok);
+    assert!(
+        sent[0].0.after >= seq,
+        "the grant may leave before its horizon is stored"
+    );
+
+    // A shorter lease is covered already: no write.
+    let at = Instant::from_micros(2_000);
+    node.handle_datagram(at, CLIENT, &acquire_for(2, b"b", 1_000));
+    let (writes, sent) = drain_solo(&mut node);
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(Reply::decode(&sent[0].1).unwrap().status, Status::Ok);
+
+    // A longer one moves the horizon, and its grant waits for it.
+    let at = Instant::from_micros(3_000);
+    node.handle_datagram(at, CLIENT, &acquire_for(3, b"c", 60_000));
+    let (writes, sent) = drain_solo(&mut node);
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let (seq_c, horizon_c) = writes[0];
+    assert!(seq_c > seq);
+    assert!(horizon_c.expect("a horizon") >= WALL_START_US + 3_000 + 60_000_000);
+    assert!(sent[0].0.after >= seq_c);
+}
+
+/// SHARD_STATUS (spec §4.7) on the single node: its one shard, led by itself.
+#[test]
+fn shard_status_answers_on_a_one_voter_node() {
+    let mut node = solo(false);
+    node.handle_timeout(Instant::ZERO);
+    let _ = drain_solo(&mut node);
+    let request = ShardStatusRequest {
+        session_id: 5,
+        request_id: 6,
+        attempt: 0,
+        first_shard: 0,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    node.handle_datagram(Instant::from_micros(5), CLIENT, &out[..len]);
+    let (_, sent) = drain_solo(&mut node);
+    assert_eq!(sent.len(), 1);
+    let reply = ShardStatusReply::decode(&sent[0].1).unwrap();
+    assert_eq!((reply.node_id, reply.shards_total), (1, 1));
+    let entries: Vec<ShardStatusEntry> = reply.entries.iter().collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].role, ShardRole::Leader);
+    assert_eq!(entries[0].leader_id, 1);
+}

@@ -25,6 +25,17 @@ impl Raft {
             || now.saturating_since(self.leader_contact) < self.config.election_timeout_min
     }
 
+    /// A lone voter (a single node) campaigns at its first timer instead of an election
+    /// timeout later: no other leader can exist for it to wait for, and no other voter's
+    /// stickiness to respect, so it is its own majority at once (a new single node serves as
+    /// soon as it starts). Called where a node starts to take part: at start, and when it
+    /// stops asking the others (spec §8.5 rule 6, with no others).
+    pub(super) fn campaign_at_once_if_alone(&mut self, now: Instant) {
+        if self.quorum == 1 && self.role == Role::Follower && self.recovery == Recovery::None {
+            self.election_deadline = now;
+        }
+    }
+
     pub(super) fn reset_election_timer(&mut self, now: Instant) {
         let min_us = self.config.election_timeout_min.as_micros();
         let max_us = self.config.election_timeout_max.as_micros();

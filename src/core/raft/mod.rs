@@ -666,6 +666,7 @@ impl Raft {
             config,
         };
         raft.reset_election_timer(now);
+        raft.campaign_at_once_if_alone(now);
         raft
     }
 

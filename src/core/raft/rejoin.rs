@@ -273,6 +273,7 @@ impl Raft {
             return;
         }
         self.reset_election_timer(now);
+        self.campaign_at_once_if_alone(now);
     }
 
     /// Rejoin step 3 (see `Recovery::CatchingUp`).

@@ -630,6 +630,16 @@ impl Shard {
         self.applied_index
     }
 
+    /// Until when, on this node's clock, a lease this replica granted may run: its table's
+    /// lease horizon (log time) at its log clock's rate. `None` unless it leads (only a
+    /// leader's answers grant) or while no lease was ever granted. What the lease horizon
+    /// file of a one-voter node without a disk must cover (spec §7.2.4).
+    pub fn lease_horizon(&self) -> Option<Instant> {
+        let clock = self.clock.filter(|_| self.leading())?;
+        let horizon = self.table.as_ref()?.lease_horizon();
+        (horizon > Instant::ZERO).then(|| clock.local_time(horizon, clock.elected_at))
+    }
+
     /// The applied lock table (`None` before the INIT command is applied).
     pub fn table(&self) -> Option<&LockTable> {
         self.table.as_ref()
