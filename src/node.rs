@@ -29,7 +29,7 @@ use udplock_protocol::{Request, DATAGRAM_LEN_MAX, REQUEST_LEN_MIN};
 
 use crate::clock::BootInstant;
 use crate::core::lock_table::{self, LockTable};
-pub use crate::core::node::requests::{encode_reply, error_reply, reply_type, table_request};
+pub use crate::core::node::requests::{encode_reply, error_reply, table_request};
 pub use crate::core::node::NodeStats;
 use crate::core::time::Instant;
 

@@ -7,12 +7,12 @@
 use std::net::SocketAddr;
 
 use udplock_protocol::{
-    Flags, Hint, MessageType, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestBody,
-    Status, ACQUIRE_WAIT_REQUEST_LEN, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
+    Flags, Hint, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestKind, Status,
+    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
 };
 
 use super::clients::ReplyMsg;
-use crate::core::lock_table::{self, Answer, Command, CommandKind, IdBuf, RequestId};
+use crate::core::lock_table::{self, Answer, IdBuf, RequestId};
 use crate::core::node::requests::table_request;
 use crate::core::raft::{wire, Message, NodeId};
 
@@ -26,59 +26,11 @@ pub(super) fn node_at(addr: SocketAddr, nodes: usize) -> Option<NodeId> {
     (1..=nodes as NodeId).find(|&id| node_addr(id) == addr)
 }
 
-/// The datagram a client sends for `request`: the same request id, attempt and command,
-/// padded as its byte budget says (a STATUS to its `reply_len_max`, an ACQUIRE that may wait
-/// to two replies). Checked to decode, by the node's own reading, to `request` again.
+/// The datagram a client sends for `request`: the same request id, attempt and operation,
+/// padded to its datagram length. Checked to decode, by the node's own reading, to `request`
+/// again.
 pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
-    let (body, len) = match request.command {
-        Command::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        } => (
-            RequestBody::Acquire {
-                resource,
-                client,
-                wait_ms,
-                ttl_ms,
-            },
-            if request.room_for_waiting {
-                ACQUIRE_WAIT_REQUEST_LEN
-            } else {
-                REQUEST_LEN_MIN
-            },
-        ),
-        Command::Release { resource, client } => {
-            (RequestBody::Release { resource, client }, REQUEST_LEN_MIN)
-        }
-        Command::Renew {
-            resource,
-            client,
-            ttl_ms,
-        } => (
-            RequestBody::Renew {
-                resource,
-                client,
-                ttl_ms,
-            },
-            REQUEST_LEN_MIN,
-        ),
-        Command::Status {
-            resource,
-            reply_len_max,
-        } => (RequestBody::Status { resource }, usize::from(reply_len_max)),
-        Command::Configure {
-            resource,
-            default_ttl_ms,
-        } => (
-            RequestBody::Configure {
-                resource,
-                default_ttl_ms,
-            },
-            REQUEST_LEN_MIN,
-        ),
-    };
+    let (body, len) = (request.body, usize::from(request.datagram_len));
     let wire = Request {
         session_id: request.id.session,
         request_id: request.id.request,
@@ -91,12 +43,7 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
         .expect("a simulated request encodes");
     out.truncate(len);
     let decoded = Request::decode(&out).expect("a simulated request decodes");
-    let mut again = table_request(&decoded, request.reply_to, out.len());
-    if !matches!(request.command, Command::Acquire { .. }) {
-        // Only an acquire can wait: the sim's clients leave the flag set on a STATUS, which
-        // the node reads off its length.
-        again.room_for_waiting = request.room_for_waiting;
-    }
+    let again = table_request(&decoded, request.reply_to, out.len());
     assert_eq!(
         &again, request,
         "a request does not survive the wire: {len} bytes"
@@ -108,14 +55,7 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>) -> Vec<u8> {
 /// correct node sends).
 pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option<ReplyMsg> {
     let reply = Reply::decode(datagram).ok()?;
-    let kind = match reply.msg_type {
-        MessageType::AcquireReply => CommandKind::Acquire,
-        MessageType::ReleaseReply => CommandKind::Release,
-        MessageType::RenewReply => CommandKind::Renew,
-        MessageType::StatusReply => CommandKind::Status,
-        MessageType::ConfigureReply => CommandKind::Configure,
-        _ => return None,
-    };
+    let kind = RequestKind::of_reply_type(reply.msg_type)?;
     let id = RequestId {
         session: reply.session_id,
         request: reply.request_id,
