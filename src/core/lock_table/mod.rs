@@ -851,24 +851,14 @@ impl LockTable {
         if request.id.session == 0 || request.id.request == 0 {
             return false;
         }
-        match request.body {
+        let ids = id(request.body.resource()) && request.body.client().is_none_or(id);
+        ids && match request.body {
             RequestBody::Acquire {
-                resource,
-                client,
-                wait_ms,
-                ttl_ms,
-            } => id(resource) && id(client) && wait_ms <= self.config.wait_ms_max && ttl(ttl_ms),
-            RequestBody::Release { resource, client } => id(resource) && id(client),
-            RequestBody::Renew {
-                resource,
-                client,
-                ttl_ms,
-            } => id(resource) && id(client) && ttl(ttl_ms),
-            RequestBody::Status { resource } => id(resource),
-            RequestBody::Configure {
-                resource,
-                default_ttl_ms,
-            } => id(resource) && ttl(default_ttl_ms),
+                wait_ms, ttl_ms, ..
+            } => wait_ms <= self.config.wait_ms_max && ttl(ttl_ms),
+            RequestBody::Renew { ttl_ms, .. } => ttl(ttl_ms),
+            RequestBody::Configure { default_ttl_ms, .. } => ttl(default_ttl_ms),
+            RequestBody::Release { .. } | RequestBody::Status { .. } => true,
         }
     }
 
