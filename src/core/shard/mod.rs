@@ -1035,7 +1035,7 @@ fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<
     }
 }
 
-/// The lock-table request a REQUEST log command applies (the inverse of [`log_command`]),
+/// The lock-table request a REQUEST log command applies (the inverse of `log_command`),
 /// with its stamp (µs); `None` for another command.
 ///
 /// The log keeps of the copy's datagram length only whether it paid for a WAITING and a final
