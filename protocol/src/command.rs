@@ -249,7 +249,7 @@ impl<'a> LogCommand<'a> {
                 if session_id == 0 || request_id == 0 {
                     return Err(EncodeError::ZeroId);
                 }
-                let (wait_ms, ttl_ms) = log_u32s(&body);
+                let (wait_ms, ttl_ms) = body.numbers();
                 let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
                 out[field::KIND] = self.kind().to_wire();
                 out[field::VALUE].copy_from_slice(&stamp.to_be_bytes());
@@ -281,27 +281,9 @@ impl<'a> LogCommand<'a> {
     }
 }
 
-/// Whether a logged op names a client (all but CONFIGURE).
-const fn names_client(kind: RequestKind) -> bool {
-    !matches!(kind, RequestKind::Configure)
-}
-
-/// The `wait_ms` and `ttl_ms` fields of an op (spec §8.7): only ACQUIRE waits; the TTL field
-/// carries ACQUIRE's and RENEW's `ttl_ms` and CONFIGURE's `default_ttl_ms`; RELEASE has none.
-const fn log_u32s(body: &RequestBody<'_>) -> (u32, u32) {
-    match *body {
-        RequestBody::Acquire {
-            wait_ms, ttl_ms, ..
-        } => (wait_ms, ttl_ms),
-        RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
-        RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
-        RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
-    }
-}
-
 /// The operation of a REQUEST command from its op byte and fields (the inverse of
-/// [`log_u32s`]), checked in the spec's order: the op, the client id, the fields the op
-/// requires to be zero.
+/// [`RequestBody::numbers`] and `ids`), checked in the spec's order: the op, the client id,
+/// the fields the op requires to be zero.
 fn decode_body<'a>(
     op: u8,
     wait_ms: u32,
@@ -313,32 +295,14 @@ fn decode_body<'a>(
         .and_then(RequestKind::of_request_type)
         .filter(|kind| kind.is_logged())
         .ok_or(DecodeError::BadOp)?;
-    match (names_client(kind), client.is_empty()) {
+    let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms));
+    match (body.client().is_some(), client.is_empty()) {
         (false, false) => return Err(DecodeError::NonZeroField),
         (true, true) => return Err(DecodeError::EmptyId),
         _ => {}
     }
-    let body = match kind {
-        RequestKind::Acquire => RequestBody::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        },
-        RequestKind::Release => RequestBody::Release { resource, client },
-        RequestKind::Renew => RequestBody::Renew {
-            resource,
-            client,
-            ttl_ms,
-        },
-        RequestKind::Configure => RequestBody::Configure {
-            resource,
-            default_ttl_ms: ttl_ms,
-        },
-        RequestKind::Status => return Err(DecodeError::BadOp),
-    };
     // What the op has no field for must be zero: then the body gives the bytes back.
-    if log_u32s(&body) != (wait_ms, ttl_ms) {
+    if body.numbers() != (wait_ms, ttl_ms) {
         return Err(DecodeError::NonZeroField);
     }
     Ok(body)

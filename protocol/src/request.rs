@@ -187,15 +187,58 @@ impl<'a> RequestBody<'a> {
         (self.resource(), self.client().unwrap_or_default())
     }
 
-    /// The u32 fields at the start of the body, in wire order (unused ones are 0).
-    fn fixed_u32s(&self) -> [u32; 2] {
+    /// The operation's numbers as (`wait_ms`, `ttl_ms`), 0 where it has none: only ACQUIRE
+    /// waits; `ttl_ms` is ACQUIRE's and RENEW's `ttl_ms` and CONFIGURE's `default_ttl_ms`. A
+    /// log command carries them in two fields of these names (spec §8.7).
+    pub(crate) const fn numbers(&self) -> (u32, u32) {
         match *self {
             RequestBody::Acquire {
                 wait_ms, ttl_ms, ..
-            } => [wait_ms, ttl_ms],
-            RequestBody::Renew { ttl_ms, .. } => [ttl_ms, 0],
-            RequestBody::Configure { default_ttl_ms, .. } => [default_ttl_ms, 0],
-            RequestBody::Release { .. } | RequestBody::Status { .. } => [0, 0],
+            } => (wait_ms, ttl_ms),
+            RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
+            RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
+            RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
+        }
+    }
+
+    /// The operation of `kind` with these ids and numbers (as [`RequestBody::numbers`] gives
+    /// them): the one constructor of both decoders, the datagram's and the log's. What `kind`
+    /// has no field for is dropped (a client id for STATUS and CONFIGURE, a number): a decoder
+    /// that must refuse it compares `ids` and `numbers` of the result with what it read.
+    pub(crate) fn from_parts(
+        kind: RequestKind,
+        resource: &'a [u8],
+        client: &'a [u8],
+        (wait_ms, ttl_ms): (u32, u32),
+    ) -> RequestBody<'a> {
+        match kind {
+            RequestKind::Acquire => RequestBody::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            },
+            RequestKind::Release => RequestBody::Release { resource, client },
+            RequestKind::Renew => RequestBody::Renew {
+                resource,
+                client,
+                ttl_ms,
+            },
+            RequestKind::Status => RequestBody::Status { resource },
+            RequestKind::Configure => RequestBody::Configure {
+                resource,
+                default_ttl_ms: ttl_ms,
+            },
+        }
+    }
+
+    /// The u32 fields at the start of the body, in wire order (unused ones are 0): ACQUIRE's
+    /// `wait_ms` then `ttl_ms`, RENEW's `ttl_ms`, CONFIGURE's `default_ttl_ms` (spec §4).
+    fn fixed_u32s(&self) -> [u32; 2] {
+        let (wait_ms, ttl_ms) = self.numbers();
+        match self.kind() {
+            RequestKind::Acquire => [wait_ms, ttl_ms],
+            _ => [ttl_ms, 0],
         }
     }
 }
@@ -235,25 +278,13 @@ impl<'a> Request<'a> {
         }
         let resource = &body[ids_at..ids_at + rlen];
         let client = &body[ids_at + rlen..];
-        let body = match kind {
-            RequestKind::Acquire => RequestBody::Acquire {
-                resource,
-                client,
-                wait_ms: u32_at(body, 0),
-                ttl_ms: u32_at(body, 4),
-            },
-            RequestKind::Release => RequestBody::Release { resource, client },
-            RequestKind::Renew => RequestBody::Renew {
-                resource,
-                client,
-                ttl_ms: u32_at(body, 0),
-            },
-            RequestKind::Status => RequestBody::Status { resource },
-            RequestKind::Configure => RequestBody::Configure {
-                resource,
-                default_ttl_ms: u32_at(body, 0),
-            },
+        // The inverse of `fixed_u32s`.
+        let numbers = match kind {
+            RequestKind::Acquire => (u32_at(body, 0), u32_at(body, 4)),
+            _ if fixed >= 4 => (0, u32_at(body, 0)),
+            _ => (0, 0),
         };
+        let body = RequestBody::from_parts(kind, resource, client, numbers);
         header::check_padding(datagram, &header)?;
         Ok(Request {
             session_id: header.session_id,
