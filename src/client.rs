@@ -1145,11 +1145,7 @@ impl Client {
     /// One operation: settle any doubt on its lock, then run the request's call (the rules
     /// are the call core's, `crate::core::call`) and map its outcome (spec §7.1.5).
     fn call(&self, body: RequestBody<'_>, timeout_ms: u64) -> Result<Answer, LockError> {
-        let Some(reply_type) = body.msg_type().reply_type() else {
-            return Err(LockError::InternalError(
-                "a request type without a reply type: a client bug".into(),
-            ));
-        };
+        let reply_type = body.kind().reply_type();
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
         if let Some((resource, client)) = lock_of(&body) {

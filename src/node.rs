@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use crate::cluster::storage::Durability;
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::core::lock_table;
-pub use crate::core::node::requests::{encode_reply, error_reply, reply_type, table_request};
+pub use crate::core::node::requests::{encode_reply, error_reply, table_request};
 pub use crate::core::node::NodeStats;
 use crate::core::shard::ShardStats;
 

@@ -23,6 +23,7 @@ use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::be::{u16_at, u32_at, u64_at};
 use crate::registry::{LogCommandKind, MessageType};
+use crate::request::{RequestBody, RequestKind};
 use crate::{DecodeError, EncodeError, ID_LEN_MAX};
 
 /// Length of INIT and TICK: the kind byte and one u64.
@@ -66,39 +67,6 @@ const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
 const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
 const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
 
-/// The client operations that go through the log. STATUS never does: it is a read, answered
-/// by the leader from its applied state (spec §8.9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LogOp {
-    Acquire,
-    Release,
-    Renew,
-    Configure,
-}
-
-impl LogOp {
-    /// The request message type whose value the command's `op` byte carries.
-    pub const fn msg_type(self) -> MessageType {
-        match self {
-            LogOp::Acquire => MessageType::Acquire,
-            LogOp::Release => MessageType::Release,
-            LogOp::Renew => MessageType::Renew,
-            LogOp::Configure => MessageType::Configure,
-        }
-    }
-
-    /// The op for a request type; `None` for STATUS and every non-request type.
-    pub const fn from_msg_type(t: MessageType) -> Option<LogOp> {
-        match t {
-            MessageType::Acquire => Some(LogOp::Acquire),
-            MessageType::Release => Some(LogOp::Release),
-            MessageType::Renew => Some(LogOp::Renew),
-            MessageType::Configure => Some(LogOp::Configure),
-            _ => None,
-        }
-    }
-}
-
 /// One replicated log command. Ids borrow from the entry's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogCommand<'a> {
@@ -107,7 +75,9 @@ pub enum LogCommand<'a> {
     /// Log time has reached `stamp` (µs): fire every timer due at or before it.
     Tick { stamp: u64 },
     /// A client request, applied as of log time `stamp` (µs), answered to `reply_to` by the
-    /// leader. For CONFIGURE, `ttl_ms` is the `default_ttl_ms` and `client` is empty.
+    /// leader. `body` is the request's own operation, never a STATUS (a read, answered by
+    /// the leader from its applied state, spec §8.9): [`LogCommand::encode`] refuses one, and
+    /// the op byte of one does not decode.
     ///
     /// `reply_to` travels as 16 address bytes and a port: an IPv6 address loses its flow
     /// info and scope id, and an IPv4-mapped address comes back as IPv4.
@@ -118,11 +88,7 @@ pub enum LogCommand<'a> {
         attempt: u16,
         room_for_waiting: bool,
         reply_to: SocketAddr,
-        op: LogOp,
-        wait_ms: u32,
-        ttl_ms: u32,
-        resource: &'a [u8],
-        client: &'a [u8],
+        body: RequestBody<'a>,
     },
     /// The values the proposing leader applies with, for the settings that may differ
     /// between nodes: every command after it (until the next SETTINGS) applies with them on
@@ -204,21 +170,13 @@ impl<'a> LogCommand<'a> {
         if flags & !FLAG_ROOM_FOR_WAITING != 0 {
             return Err(DecodeError::UnknownFlags);
         }
-        let op = MessageType::from_wire(data[field::OP])
-            .and_then(LogOp::from_msg_type)
-            .ok_or(DecodeError::BadOp)?;
-        match (op, client.is_empty()) {
-            (LogOp::Configure, false) => return Err(DecodeError::NonZeroField),
-            (LogOp::Acquire | LogOp::Release | LogOp::Renew, true) => {
-                return Err(DecodeError::EmptyId)
-            }
-            _ => {}
-        }
-        let wait_ms = u32_at(data, field::WAIT_MS.start);
-        let ttl_ms = u32_at(data, field::TTL_MS.start);
-        if !zero_fields_ok(op, wait_ms, ttl_ms) {
-            return Err(DecodeError::NonZeroField);
-        }
+        let body = decode_body(
+            data[field::OP],
+            u32_at(data, field::WAIT_MS.start),
+            u32_at(data, field::TTL_MS.start),
+            resource,
+            client,
+        )?;
         let mut octets = [0u8; 16];
         octets.copy_from_slice(&data[field::ADDR]);
         let v6 = Ipv6Addr::from(octets);
@@ -233,11 +191,7 @@ impl<'a> LogCommand<'a> {
             attempt: u16_at(data, field::ATTEMPT.start),
             room_for_waiting: flags & FLAG_ROOM_FOR_WAITING != 0,
             reply_to: SocketAddr::new(ip, u16_at(data, field::PORT.start)),
-            op,
-            wait_ms,
-            ttl_ms,
-            resource,
-            client,
+            body,
         })
     }
 
@@ -246,9 +200,10 @@ impl<'a> LogCommand<'a> {
         match self {
             LogCommand::Init { .. } | LogCommand::Tick { .. } => SHORT_COMMAND_LEN,
             LogCommand::Settings { .. } => SETTINGS_COMMAND_LEN,
-            LogCommand::Request {
-                resource, client, ..
-            } => LOG_REQUEST_FIXED_LEN + resource.len() + client.len(),
+            LogCommand::Request { body, .. } => {
+                let (resource, client) = body.ids();
+                LOG_REQUEST_FIXED_LEN + resource.len() + client.len()
+            }
         }
     }
 
@@ -280,31 +235,21 @@ impl<'a> LogCommand<'a> {
                 attempt,
                 room_for_waiting,
                 reply_to,
-                op,
-                wait_ms,
-                ttl_ms,
-                resource,
-                client,
+                body,
             } => {
-                if resource.is_empty() || resource.len() > ID_LEN_MAX {
-                    return Err(EncodeError::BadIdLength);
+                let kind = body.kind();
+                if !kind.is_logged() {
+                    return Err(EncodeError::WrongType);
                 }
-                match op {
-                    LogOp::Configure if !client.is_empty() => {
-                        return Err(EncodeError::NonZeroField)
-                    }
-                    LogOp::Configure => {}
-                    _ if client.is_empty() || client.len() > ID_LEN_MAX => {
-                        return Err(EncodeError::BadIdLength)
-                    }
-                    _ => {}
+                let (resource, client) = body.ids();
+                let bad_len = |id: &[u8]| id.is_empty() || id.len() > ID_LEN_MAX;
+                if bad_len(resource) || body.client().is_some_and(bad_len) {
+                    return Err(EncodeError::BadIdLength);
                 }
                 if session_id == 0 || request_id == 0 {
                     return Err(EncodeError::ZeroId);
                 }
-                if !zero_fields_ok(op, wait_ms, ttl_ms) {
-                    return Err(EncodeError::NonZeroField);
-                }
+                let (wait_ms, ttl_ms) = body.numbers();
                 let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
                 out[field::KIND] = self.kind().to_wire();
                 out[field::VALUE].copy_from_slice(&stamp.to_be_bytes());
@@ -322,7 +267,7 @@ impl<'a> LogCommand<'a> {
                 };
                 out[field::ADDR].copy_from_slice(&ip.octets());
                 out[field::PORT].copy_from_slice(&reply_to.port().to_be_bytes());
-                out[field::OP] = op.msg_type().to_wire();
+                out[field::OP] = kind.request_type().to_wire();
                 out[field::WAIT_MS].copy_from_slice(&wait_ms.to_be_bytes());
                 out[field::TTL_MS].copy_from_slice(&ttl_ms.to_be_bytes());
                 out[field::RESOURCE_LEN] = resource.len() as u8;
@@ -336,9 +281,29 @@ impl<'a> LogCommand<'a> {
     }
 }
 
-/// The op-specific zero rules: only ACQUIRE waits; RELEASE has no TTL.
-const fn zero_fields_ok(op: LogOp, wait_ms: u32, ttl_ms: u32) -> bool {
-    let wait_ok = wait_ms == 0 || matches!(op, LogOp::Acquire);
-    let ttl_ok = ttl_ms == 0 || !matches!(op, LogOp::Release);
-    wait_ok && ttl_ok
+/// The operation of a REQUEST command from its op byte and fields (the inverse of
+/// [`RequestBody::numbers`] and `ids`), checked in the spec's order: the op, the client id,
+/// the fields the op requires to be zero.
+fn decode_body<'a>(
+    op: u8,
+    wait_ms: u32,
+    ttl_ms: u32,
+    resource: &'a [u8],
+    client: &'a [u8],
+) -> Result<RequestBody<'a>, DecodeError> {
+    let kind = MessageType::from_wire(op)
+        .and_then(RequestKind::of_request_type)
+        .filter(|kind| kind.is_logged())
+        .ok_or(DecodeError::BadOp)?;
+    let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms));
+    match (body.client().is_some(), client.is_empty()) {
+        (false, false) => return Err(DecodeError::NonZeroField),
+        (true, true) => return Err(DecodeError::EmptyId),
+        _ => {}
+    }
+    // What the op has no field for must be zero: then the body gives the bytes back.
+    if body.numbers() != (wait_ms, ttl_ms) {
+        return Err(DecodeError::NonZeroField);
+    }
+    Ok(body)
 }

@@ -66,7 +66,7 @@ mod shard;
 mod shard_status;
 
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
-pub use command::{LogCommand, LogOp, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
+pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
 pub use peer::{
     append_record_len, PeerDatagram, PeerEntries, PeerEntry, PeerEntryIter, PeerHeader,
@@ -76,7 +76,7 @@ pub use peer::{
 };
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use reply::{Hint, Reply};
-pub use request::{Request, RequestBody};
+pub use request::{Request, RequestBody, RequestKind};
 pub use settings::{
     NodeSettingsReply, NodeSettingsRequest, PeerSettings, SettingValue, SettingValues,
     NODE_SETTINGS_REPLY_FIXED_LEN, NODE_SETTINGS_REQUEST_LEN, SETTINGS_ENTRIES_MAX,
@@ -291,7 +291,8 @@ pub enum EncodeError {
     BadIdLength,
     /// The session id or request id is zero.
     ZeroId,
-    /// A reply type was given where a request type is needed, or the reverse.
+    /// A reply type was given where a request type is needed, or the reverse; or a log
+    /// command was to carry a STATUS, which is never logged (spec §8.7).
     WrongType,
     /// The datagram would exceed its maximum length: [`DATAGRAM_LEN_MAX`] for client
     /// messages, [`PEER_DATAGRAM_LEN_MAX`] for PEER datagrams.
@@ -304,9 +305,6 @@ pub enum EncodeError {
     BadEntries,
     /// An INSTALL_SNAPSHOT that breaks a chunk rule (see [`DecodeError::BadSnapshotChunk`]).
     BadSnapshotChunk,
-    /// A log command field the op requires to be zero or empty is not (`wait_ms` unless
-    /// ACQUIRE, `ttl_ms` of RELEASE, the client id of CONFIGURE).
-    NonZeroField,
     /// A SHARD_STATUS_REPLY whose fields disagree (see [`DecodeError::BadShardStatus`]).
     BadShardStatus,
     /// A NODE_SETTINGS_REPLY whose fields disagree (see [`DecodeError::BadSettings`]).
@@ -324,7 +322,6 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadShard => "shard must be below SHARDS_MAX",
             EncodeError::BadEntries => "append entries out of order or out of range",
             EncodeError::BadSnapshotChunk => "snapshot chunk fields out of range",
-            EncodeError::NonZeroField => "a field this operation requires to be zero is not",
             EncodeError::BadShardStatus => "shard status page fields disagree",
             EncodeError::BadSettings => "node settings reply fields disagree",
         };

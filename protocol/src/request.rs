@@ -3,6 +3,13 @@
 //!
 //! Each body is a few fixed fields followed by one or two length-prefixed ids; the lengths
 //! sit before the ids so that a body is read front to back with no search.
+//!
+//! [`RequestBody`] is the one operation type of the whole service: the client builds it, the
+//! node decodes it, the Raft log carries it inside [`crate::LogCommand::Request`] (spec §8.7)
+//! and the lock table executes it. [`RequestKind`] names an operation without its arguments
+//! (what a reply answers, what a session remembers); its message types are listed once, in
+//! [`RequestKind::request_type`]. A sixth operation is a variant of each of the two enums and
+//! its handlers.
 
 use crate::be::u32_at;
 use crate::header::{self, Direction, Header};
@@ -25,8 +32,66 @@ pub struct Request<'a> {
     pub body: RequestBody<'a>,
 }
 
-/// The message-specific part of a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which lock operation a request asks for, without its arguments (spec §4.2 to §4.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    Acquire,
+    Release,
+    Renew,
+    Status,
+    Configure,
+}
+
+impl RequestKind {
+    /// Every operation, in registry order.
+    pub const ALL: [RequestKind; 5] = [
+        RequestKind::Acquire,
+        RequestKind::Release,
+        RequestKind::Renew,
+        RequestKind::Status,
+        RequestKind::Configure,
+    ];
+
+    /// The request message type that asks for it: the one table from operations to types
+    /// (every other mapping below is derived from it).
+    pub const fn request_type(self) -> MessageType {
+        match self {
+            RequestKind::Acquire => MessageType::Acquire,
+            RequestKind::Release => MessageType::Release,
+            RequestKind::Renew => MessageType::Renew,
+            RequestKind::Status => MessageType::Status,
+            RequestKind::Configure => MessageType::Configure,
+        }
+    }
+
+    /// The reply message type that answers it.
+    pub const fn reply_type(self) -> MessageType {
+        match self.request_type().reply_type() {
+            Some(t) => t,
+            None => panic!("every request type has a reply type"),
+        }
+    }
+
+    /// The operation a request type asks for; `None` for every other type (SHARD_STATUS and
+    /// NODE_SETTINGS included: they are no lock operations).
+    pub fn of_request_type(t: MessageType) -> Option<RequestKind> {
+        RequestKind::ALL.into_iter().find(|k| k.request_type() == t)
+    }
+
+    /// The operation a reply type answers; `None` for every other type.
+    pub fn of_reply_type(t: MessageType) -> Option<RequestKind> {
+        RequestKind::ALL.into_iter().find(|k| k.reply_type() == t)
+    }
+
+    /// Whether the operation goes through a shard's log (spec §8.7): all but STATUS, a read
+    /// the leader answers from its applied state (spec §8.9).
+    pub const fn is_logged(self) -> bool {
+        !matches!(self, RequestKind::Status)
+    }
+}
+
+/// The message-specific part of a request: the operation and its arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestBody<'a> {
     /// Take the lock; the server may queue the request for up to `wait_ms` (0: never queue).
     /// `ttl_ms` 0 asks for the resource's default lease.
@@ -57,15 +122,20 @@ pub enum RequestBody<'a> {
 }
 
 impl<'a> RequestBody<'a> {
+    /// Which operation this is.
+    pub const fn kind(&self) -> RequestKind {
+        match self {
+            RequestBody::Acquire { .. } => RequestKind::Acquire,
+            RequestBody::Release { .. } => RequestKind::Release,
+            RequestBody::Renew { .. } => RequestKind::Renew,
+            RequestBody::Status { .. } => RequestKind::Status,
+            RequestBody::Configure { .. } => RequestKind::Configure,
+        }
+    }
+
     /// The message type that carries this body.
     pub const fn msg_type(&self) -> MessageType {
-        match self {
-            RequestBody::Acquire { .. } => MessageType::Acquire,
-            RequestBody::Release { .. } => MessageType::Release,
-            RequestBody::Renew { .. } => MessageType::Renew,
-            RequestBody::Status { .. } => MessageType::Status,
-            RequestBody::Configure { .. } => MessageType::Configure,
-        }
+        self.kind().request_type()
     }
 
     /// The resource the request is about.
@@ -80,20 +150,19 @@ impl<'a> RequestBody<'a> {
     }
 
     /// The fixed fields before the ids, and whether a client id follows the resource id.
-    const fn layout(msg_type: MessageType) -> (usize, bool) {
-        match msg_type {
-            MessageType::Acquire => (8, true),
-            MessageType::Release => (0, true),
-            MessageType::Renew => (4, true),
-            MessageType::Status => (0, false),
-            MessageType::Configure => (4, false),
-            _ => (0, false),
+    const fn layout(kind: RequestKind) -> (usize, bool) {
+        match kind {
+            RequestKind::Acquire => (8, true),
+            RequestKind::Release => (0, true),
+            RequestKind::Renew => (4, true),
+            RequestKind::Status => (0, false),
+            RequestKind::Configure => (4, false),
         }
     }
 
     /// Length of the body: fixed fields, the length bytes, the ids.
     pub fn body_len(&self) -> usize {
-        let (fixed, two_ids) = Self::layout(self.msg_type());
+        let (fixed, two_ids) = Self::layout(self.kind());
         let (r, c) = self.ids();
         fixed
             + if two_ids {
@@ -103,30 +172,73 @@ impl<'a> RequestBody<'a> {
             }
     }
 
-    fn ids(&self) -> (&'a [u8], &'a [u8]) {
+    /// The client the request acts for; `None` for STATUS and CONFIGURE, which name none.
+    pub const fn client(&self) -> Option<&'a [u8]> {
         match *self {
-            RequestBody::Acquire {
-                resource, client, ..
-            }
-            | RequestBody::Release { resource, client }
-            | RequestBody::Renew {
-                resource, client, ..
-            } => (resource, client),
-            RequestBody::Status { resource } | RequestBody::Configure { resource, .. } => {
-                (resource, &[])
-            }
+            RequestBody::Acquire { client, .. }
+            | RequestBody::Release { client, .. }
+            | RequestBody::Renew { client, .. } => Some(client),
+            RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
         }
     }
 
-    /// The u32 fields at the start of the body, in wire order (unused ones are 0).
-    fn fixed_u32s(&self) -> [u32; 2] {
+    /// The resource id and the client id (empty if the operation names no client).
+    pub(crate) fn ids(&self) -> (&'a [u8], &'a [u8]) {
+        (self.resource(), self.client().unwrap_or_default())
+    }
+
+    /// The operation's numbers as (`wait_ms`, `ttl_ms`), 0 where it has none: only ACQUIRE
+    /// waits; `ttl_ms` is ACQUIRE's and RENEW's `ttl_ms` and CONFIGURE's `default_ttl_ms`. A
+    /// log command carries them in two fields of these names (spec §8.7).
+    pub(crate) const fn numbers(&self) -> (u32, u32) {
         match *self {
             RequestBody::Acquire {
                 wait_ms, ttl_ms, ..
-            } => [wait_ms, ttl_ms],
-            RequestBody::Renew { ttl_ms, .. } => [ttl_ms, 0],
-            RequestBody::Configure { default_ttl_ms, .. } => [default_ttl_ms, 0],
-            RequestBody::Release { .. } | RequestBody::Status { .. } => [0, 0],
+            } => (wait_ms, ttl_ms),
+            RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
+            RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
+            RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
+        }
+    }
+
+    /// The operation of `kind` with these ids and numbers (as [`RequestBody::numbers`] gives
+    /// them): the one constructor of both decoders, the datagram's and the log's. What `kind`
+    /// has no field for is dropped (a client id for STATUS and CONFIGURE, a number): a decoder
+    /// that must refuse it compares `ids` and `numbers` of the result with what it read.
+    pub(crate) fn from_parts(
+        kind: RequestKind,
+        resource: &'a [u8],
+        client: &'a [u8],
+        (wait_ms, ttl_ms): (u32, u32),
+    ) -> RequestBody<'a> {
+        match kind {
+            RequestKind::Acquire => RequestBody::Acquire {
+                resource,
+                client,
+                wait_ms,
+                ttl_ms,
+            },
+            RequestKind::Release => RequestBody::Release { resource, client },
+            RequestKind::Renew => RequestBody::Renew {
+                resource,
+                client,
+                ttl_ms,
+            },
+            RequestKind::Status => RequestBody::Status { resource },
+            RequestKind::Configure => RequestBody::Configure {
+                resource,
+                default_ttl_ms: ttl_ms,
+            },
+        }
+    }
+
+    /// The u32 fields at the start of the body, in wire order (unused ones are 0): ACQUIRE's
+    /// `wait_ms` then `ttl_ms`, RENEW's `ttl_ms`, CONFIGURE's `default_ttl_ms` (spec §4).
+    fn fixed_u32s(&self) -> [u32; 2] {
+        let (wait_ms, ttl_ms) = self.numbers();
+        match self.kind() {
+            RequestKind::Acquire => [wait_ms, ttl_ms],
+            _ => [ttl_ms, 0],
         }
     }
 }
@@ -135,14 +247,7 @@ impl<'a> RequestBody<'a> {
 /// SHARD_STATUS, which only a node of a cluster answers, has its own decoder
 /// ([`crate::ShardStatusRequest`]); given to this one it is `UnknownType` (UNSUPPORTED).
 fn is_lock_request(t: MessageType) -> bool {
-    matches!(
-        t,
-        MessageType::Acquire
-            | MessageType::Release
-            | MessageType::Renew
-            | MessageType::Status
-            | MessageType::Configure
-    )
+    RequestKind::of_request_type(t).is_some()
 }
 
 impl<'a> Request<'a> {
@@ -155,7 +260,10 @@ impl<'a> Request<'a> {
     pub fn decode(datagram: &'a [u8]) -> Result<Request<'a>, DecodeError> {
         let header = header::decode(datagram, Direction::Request, is_lock_request)?;
         let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
-        let (fixed, two_ids) = RequestBody::layout(header.msg_type);
+        // header::decode only lets the lock request types through.
+        let kind =
+            RequestKind::of_request_type(header.msg_type).ok_or(DecodeError::UnexpectedType)?;
+        let (fixed, two_ids) = RequestBody::layout(kind);
         let ids_at = fixed + if two_ids { 2 } else { 1 };
         if body.len() < ids_at {
             return Err(DecodeError::BadBodyLength);
@@ -170,27 +278,13 @@ impl<'a> Request<'a> {
         }
         let resource = &body[ids_at..ids_at + rlen];
         let client = &body[ids_at + rlen..];
-        let body = match header.msg_type {
-            MessageType::Acquire => RequestBody::Acquire {
-                resource,
-                client,
-                wait_ms: u32_at(body, 0),
-                ttl_ms: u32_at(body, 4),
-            },
-            MessageType::Release => RequestBody::Release { resource, client },
-            MessageType::Renew => RequestBody::Renew {
-                resource,
-                client,
-                ttl_ms: u32_at(body, 0),
-            },
-            MessageType::Status => RequestBody::Status { resource },
-            MessageType::Configure => RequestBody::Configure {
-                resource,
-                default_ttl_ms: u32_at(body, 0),
-            },
-            // header::decode only lets the lock request types through.
-            _ => return Err(DecodeError::UnexpectedType),
+        // The inverse of `fixed_u32s`.
+        let numbers = match kind {
+            RequestKind::Acquire => (u32_at(body, 0), u32_at(body, 4)),
+            _ if fixed >= 4 => (0, u32_at(body, 0)),
+            _ => (0, 0),
         };
+        let body = RequestBody::from_parts(kind, resource, client, numbers);
         header::check_padding(datagram, &header)?;
         Ok(Request {
             session_id: header.session_id,
@@ -223,7 +317,7 @@ impl<'a> Request<'a> {
     /// For tests and tools that need other paddings; clients use [`Request::encode`].
     pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
         let (resource, client) = self.body.ids();
-        let (fixed, two_ids) = RequestBody::layout(self.body.msg_type());
+        let (fixed, two_ids) = RequestBody::layout(self.body.kind());
         let bad_len = |id: &[u8]| id.is_empty() || id.len() > ID_LEN_MAX;
         if bad_len(resource) || (two_ids && bad_len(client)) {
             return Err(EncodeError::BadIdLength);

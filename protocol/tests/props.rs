@@ -621,11 +621,10 @@ struct Cmd {
     attempt: u16,
     room: bool,
     addr: SocketAddr,
-    op: LogOp,
-    wait_ms: u32,
-    ttl_ms: u32,
-    resource: Vec<u8>,
-    client: Vec<u8>,
+    /// A REQUEST's operation (never a STATUS).
+    body: Body,
+    /// SETTINGS: its first two values.
+    settings: (u32, u32),
 }
 
 impl Cmd {
@@ -636,8 +635,8 @@ impl Cmd {
             },
             2 => LogCommand::Tick { stamp: self.value },
             4 => LogCommand::Settings {
-                ttl_default_ms: self.wait_ms,
-                retry_after_ms: self.ttl_ms,
+                ttl_default_ms: self.settings.0,
+                retry_after_ms: self.settings.1,
                 startup_grace_ms: self.value as u32,
             },
             _ => LogCommand::Request {
@@ -647,11 +646,7 @@ impl Cmd {
                 attempt: self.attempt,
                 room_for_waiting: self.room,
                 reply_to: self.addr,
-                op: self.op,
-                wait_ms: self.wait_ms,
-                ttl_ms: self.ttl_ms,
-                resource: &self.resource,
-                client: &self.client,
+                body: self.body.view(),
             },
         }
     }
@@ -669,33 +664,22 @@ fn socket_addr() -> impl Strategy<Value = SocketAddr> {
     ]
 }
 
+/// The operations a REQUEST command carries: every one but STATUS.
+fn logged_body() -> impl Strategy<Value = Body> {
+    body().prop_filter("STATUS is never logged", |b| !matches!(b, Body::Status(_)))
+}
+
 fn command() -> impl Strategy<Value = Cmd> {
     (
         1u8..=4,
         any::<u64>(),
         (nonzero(), nonzero(), any::<u16>(), any::<bool>()),
         socket_addr(),
-        prop::sample::select(vec![
-            LogOp::Acquire,
-            LogOp::Release,
-            LogOp::Renew,
-            LogOp::Configure,
-        ]),
+        logged_body(),
         (any::<u32>(), any::<u32>()),
-        id(),
-        id(),
     )
         .prop_map(
-            |(
-                kind,
-                value,
-                (session, request, attempt, room),
-                addr,
-                op,
-                (w, t),
-                resource,
-                client,
-            )| Cmd {
+            |(kind, value, (session, request, attempt, room), addr, body, settings)| Cmd {
                 kind,
                 value,
                 session,
@@ -703,15 +687,8 @@ fn command() -> impl Strategy<Value = Cmd> {
                 attempt,
                 room,
                 addr,
-                op,
-                wait_ms: if op == LogOp::Acquire { w } else { 0 },
-                ttl_ms: if op == LogOp::Release { 0 } else { t },
-                resource,
-                client: if op == LogOp::Configure {
-                    Vec::new()
-                } else {
-                    client
-                },
+                body,
+                settings,
             },
         )
 }
@@ -864,6 +841,44 @@ proptest! {
         let (_, msg) = d.records().next().unwrap();
         let PeerMessage::Append { entries, .. } = msg else { panic!("not an append") };
         prop_assert_eq!(LogCommand::decode(entries.iter().next().unwrap().data).unwrap(), cmd);
+    }
+
+    /// The one operation type crosses the wire and the log unchanged: a request decoded from
+    /// its datagram, logged as a REQUEST command and decoded from the log entry, is the
+    /// operation the client sent; a STATUS is never logged.
+    #[test]
+    fn a_request_body_survives_the_wire_and_the_log(b in body(), session in nonzero(), request in nonzero(), attempt in any::<u16>(), room in any::<bool>(), addr in socket_addr(), stamp in any::<u64>()) {
+        let sent = Request { session_id: session, request_id: request, attempt, body: b.view() };
+        let mut datagram = [0u8; DATAGRAM_LEN_MAX];
+        let len = sent.encode(&mut datagram).unwrap();
+        let received = Request::decode(&datagram[..len]).unwrap();
+        prop_assert_eq!(received.body.kind(), sent.body.kind());
+        prop_assert_eq!(RequestKind::of_request_type(sent.body.msg_type()), Some(sent.body.kind()));
+        let logged = LogCommand::Request {
+            stamp,
+            session_id: received.session_id,
+            request_id: received.request_id,
+            attempt: received.attempt,
+            room_for_waiting: room,
+            reply_to: addr,
+            body: received.body,
+        };
+        let mut entry = [0u8; LOG_COMMAND_LEN_MAX];
+        match logged.encode(&mut entry) {
+            Ok(n) => {
+                prop_assert!(sent.body.kind().is_logged());
+                let LogCommand::Request { body, session_id, request_id, .. } =
+                    LogCommand::decode(&entry[..n]).unwrap() else {
+                    panic!("a REQUEST command decodes as another kind");
+                };
+                prop_assert_eq!(body, sent.body);
+                prop_assert_eq!((session_id, request_id), (session, request));
+            }
+            Err(e) => {
+                prop_assert_eq!(e, EncodeError::WrongType);
+                prop_assert_eq!(sent.body.kind(), RequestKind::Status);
+            }
+        }
     }
 
     #[test]
@@ -1200,19 +1215,16 @@ fn peer_datagrams_are_never_requests_or_replies() {
 #[test]
 fn log_command_encode_refuses_what_decode_rejects() {
     let mut out = [0u8; LOG_COMMAND_LEN_MAX];
-    let base = LogCommand::Request {
+    let release = |resource: &'static [u8], client: &'static [u8]| LogCommand::Request {
         stamp: 1,
         session_id: 1,
         request_id: 1,
         attempt: 0,
         room_for_waiting: false,
         reply_to: SocketAddr::from(([127, 0, 0, 1], 9)),
-        op: LogOp::Release,
-        wait_ms: 0,
-        ttl_ms: 0,
-        resource: b"r",
-        client: b"c",
+        body: RequestBody::Release { resource, client },
     };
+    let base = release(b"r", b"c");
     assert!(base.encode(&mut out).is_ok());
     let with = |f: &dyn Fn(&mut LogCommand<'static>)| {
         let mut c = base;
@@ -1221,47 +1233,47 @@ fn log_command_encode_refuses_what_decode_rejects() {
     };
     use LogCommand::Request as R;
     assert_eq!(
-        with(&|c| if let R { ttl_ms, .. } = c {
-            *ttl_ms = 5
-        }),
-        Err(EncodeError::NonZeroField)
-    );
-    assert_eq!(
-        with(&|c| if let R { wait_ms, .. } = c {
-            *wait_ms = 5
-        }),
-        Err(EncodeError::NonZeroField)
-    );
-    assert_eq!(
         with(&|c| if let R { session_id, .. } = c {
             *session_id = 0
         }),
         Err(EncodeError::ZeroId)
     );
+    let mut buf = [0u8; LOG_COMMAND_LEN_MAX];
     assert_eq!(
-        with(&|c| if let R { resource, .. } = c {
-            *resource = b""
-        }),
+        release(b"", b"c").encode(&mut buf),
         Err(EncodeError::BadIdLength)
     );
     assert_eq!(
-        with(&|c| if let R { client, .. } = c {
-            *client = b""
-        }),
+        release(b"r", b"").encode(&mut buf),
         Err(EncodeError::BadIdLength)
     );
+    // STATUS is a read, never logged (spec §8.7).
     assert_eq!(
-        with(&|c| if let R { op, .. } = c {
-            *op = LogOp::Configure
+        with(&|c| if let R { body, .. } = c {
+            *body = RequestBody::Status { resource: b"r" }
         }),
-        Err(EncodeError::NonZeroField)
+        Err(EncodeError::WrongType)
     );
     assert_eq!(
         base.encode(&mut [0u8; 10]),
         Err(EncodeError::BufferTooSmall)
     );
     assert_eq!(LogCommand::decode(&[]), Err(DecodeError::TooShort));
-    assert_eq!(LogOp::from_msg_type(MessageType::Status), None);
+    // What the operation type cannot express (a RELEASE with a TTL or a wait, a CONFIGURE
+    // naming a client, a logged STATUS) the decoder refuses in bytes. Offsets: spec §8.7.
+    let n = base.encode(&mut buf).unwrap();
+    let (op_at, wait_at, ttl_at) = (46, 47, 51);
+    let refused = |at: usize, byte: u8| {
+        let mut bytes = buf[..n].to_vec();
+        bytes[at] = byte;
+        LogCommand::decode(&bytes).map(|_| ())
+    };
+    assert_eq!(refused(ttl_at + 3, 5), Err(DecodeError::NonZeroField));
+    assert_eq!(refused(wait_at + 3, 5), Err(DecodeError::NonZeroField));
+    let configure = MessageType::Configure.to_wire();
+    assert_eq!(refused(op_at, configure), Err(DecodeError::NonZeroField));
+    let status = MessageType::Status.to_wire();
+    assert_eq!(refused(op_at, status), Err(DecodeError::BadOp));
     assert_eq!(LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX);
 }
 

@@ -45,12 +45,13 @@
 
 use std::collections::HashMap;
 
-use udplock_protocol::{LogCommand, LogOp, Status, REPLY_LEN_MIN};
+use udplock_protocol::{LogCommand, RequestBody, Status, REPLY_LEN_MIN};
 
 use super::clients::{Action, RESOURCES};
-use crate::core::lock_table::{self, Answer, Command, IdBuf, LockTable, Reply, Request, RequestId};
+use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::Entry;
 use crate::core::retransmit::DOUBT_LIFETIME;
+use crate::core::shard::logged_request;
 use crate::core::time::{Duration, Instant};
 
 /// After healing, the cluster has this long to elect a leader and settle before operations
@@ -442,52 +443,11 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
                     m.handle_timeout(stamp_last);
                 }
             }
-            Ok(LogCommand::Request {
-                stamp,
-                session_id,
-                request_id,
-                attempt,
-                room_for_waiting,
-                reply_to,
-                op,
-                wait_ms,
-                ttl_ms,
-                resource,
-                client,
-            }) => {
+            Ok(command @ LogCommand::Request { .. }) => {
+                let (stamp, request) = logged_request(&command).expect("a REQUEST command");
                 stamp_last = stamp_last.max(Instant::from_micros(stamp));
-                let command = match op {
-                    LogOp::Acquire => Command::Acquire {
-                        resource,
-                        client,
-                        wait_ms,
-                        ttl_ms,
-                    },
-                    LogOp::Release => Command::Release { resource, client },
-                    LogOp::Renew => Command::Renew {
-                        resource,
-                        client,
-                        ttl_ms,
-                    },
-                    LogOp::Configure => Command::Configure {
-                        resource,
-                        default_ttl_ms: ttl_ms,
-                    },
-                };
                 if let Some(m) = model.as_mut() {
-                    m.handle_request(
-                        stamp_last,
-                        Request {
-                            id: RequestId {
-                                session: session_id,
-                                request: request_id,
-                            },
-                            attempt,
-                            reply_to,
-                            command,
-                            room_for_waiting,
-                        },
-                    );
+                    m.handle_request(stamp_last, request);
                 }
             }
         }
@@ -540,11 +500,8 @@ pub(super) fn check_log(
             // session moved on) gets it although the log answered an earlier copy otherwise.
             continue;
         }
-        if let Command::Status {
-            resource,
-            reply_len_max,
-        } = op.request.command
-        {
+        if let RequestBody::Status { resource } = op.request.body {
+            let reply_len_max = op.request.datagram_len;
             let r = RESOURCES
                 .iter()
                 .position(|&x| x == resource)

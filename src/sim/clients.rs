@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use udplock_protocol::{
-    Hint, Reply as WireReply, RequestBody, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+    Hint, Reply as WireReply, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
     STATUS_REQUEST_LEN,
 };
 
@@ -49,11 +49,11 @@ use super::Clock;
 use crate::core::call::{
     lease_validity, lock_of, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
 };
-use crate::core::lock_table::{CommandKind, Reply, Request, RequestId};
+use crate::core::lock_table::{Reply, Request, RequestId};
 use crate::core::raft::NodeId;
 use crate::core::retransmit::{RetransmitConfig, RttEstimator};
 use crate::core::time::{Duration, Instant};
-use crate::node::{encode_reply, reply_type, table_request};
+use crate::node::{encode_reply, table_request};
 
 /// The resources clients contend for (the first `SimConfig::resources` of them).
 pub(super) const RESOURCES: [&[u8]; 4] = [b"r0", b"r1", b"r2", b"r3"];
@@ -95,7 +95,7 @@ pub(super) enum ReplyMsg {
     NotLeader {
         id: RequestId,
         attempt: u16,
-        kind: CommandKind,
+        kind: RequestKind,
         hint: Option<NodeId>,
     },
 }
@@ -327,7 +327,7 @@ impl Client {
             } => WireReply {
                 hint: hint.map_or(Hint::None, |node| Hint::Leader(node_addr(node))),
                 ..WireReply::bare(
-                    reply_type(kind),
+                    kind.reply_type(),
                     id.session,
                     id.request,
                     attempt,

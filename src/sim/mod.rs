@@ -1695,11 +1695,10 @@ impl Sim {
             },
             attempt: 0,
             reply_to: PROBE_ADDR,
-            command: lock_table::Command::Status {
+            body: udplock_protocol::RequestBody::Status {
                 resource: RESOURCES[resource],
-                reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
             },
-            room_for_waiting: true,
+            datagram_len: udplock_protocol::STATUS_REQUEST_LEN as u16,
         };
         self.probe_next += 1;
         let now = self.now;
@@ -1891,7 +1890,10 @@ impl Sim {
     fn finish(&mut self) -> Result<(), SimFailure> {
         for op in &self.hist.ops {
             if op.client != PROBE && matches!(op.outcome, Outcome::Answered { .. }) {
-                let read = matches!(op.request.command, lock_table::Command::Status { .. });
+                let read = matches!(
+                    op.request.body,
+                    udplock_protocol::RequestBody::Status { .. }
+                );
                 self.report.reads += u64::from(read);
             }
             match op.outcome {

@@ -13,8 +13,7 @@
 
 use super::check::Outcome;
 use super::clients::{Action, CLIENT_IDS, RESOURCES};
-use crate::core::lock_table::Command;
-use udplock_protocol::{LogCommand, Status};
+use udplock_protocol::{LogCommand, RequestBody, Status};
 
 use super::{Event, Sim, SimConfig, SimFailure, CLIENT_ENDPOINT};
 use crate::core::lock_table;
@@ -743,7 +742,7 @@ impl Script {
             }
             (Scenario::OverloadedRelease, 4) => match sim.last_op(0) {
                 Some((request, outcome)) if !matches!(outcome, Outcome::Pending) => {
-                    if let Command::Release { .. } = request.command {
+                    if let RequestBody::Release { .. } = request.body {
                         if let Outcome::Answered { reply, .. } = outcome {
                             if reply.answer.status != Status::Overloaded {
                                 return Err(

@@ -4,7 +4,8 @@
 use super::check::{self, History};
 use super::clients::Action;
 use super::*;
-use crate::core::lock_table::{Command, RequestId};
+use crate::core::lock_table::RequestId;
+use udplock_protocol::{RequestBody, RequestKind, REQUEST_LEN_MIN};
 
 fn at(ms: u64) -> Instant {
     Instant::ZERO + Duration::from_millis(ms)
@@ -92,13 +93,13 @@ fn history_with_two_holders(second_client: usize) -> History {
             },
             attempt: 0,
             reply_to: PROBE_ADDR,
-            command: Command::Acquire {
+            body: RequestBody::Acquire {
                 resource: RESOURCES[0],
                 client: CLIENT_IDS[client],
                 wait_ms: 0,
                 ttl_ms: 1_000,
             },
-            room_for_waiting: false,
+            datagram_len: REQUEST_LEN_MIN as u16,
         };
         let action = Action::Acquire {
             resource: 0,
@@ -130,18 +131,18 @@ fn mutual_exclusion_fires_on_overlapping_beliefs() {
 /// r0 at 400 ms; `answer_at`: when an answer to the RELEASE reached it, if one did.
 fn history_with_a_doubt(answer_at: Option<u64>) -> History {
     let mut h = History::default();
-    let request = |request, command| Request {
+    let request = |request, body| Request {
         id: RequestId {
             session: 1,
             request,
         },
         attempt: 0,
         reply_to: PROBE_ADDR,
-        command,
-        room_for_waiting: false,
+        body,
+        datagram_len: REQUEST_LEN_MIN as u16,
     };
     let (resource, client) = (RESOURCES[0], CLIENT_IDS[0]);
-    let release = request(1, Command::Release { resource, client });
+    let release = request(1, RequestBody::Release { resource, client });
     let op = h.begin(0, release, Action::Release { resource: 0 }, at(100));
     h.copy_sent(release.id, at(100));
     h.gave_up(op, at(300));
@@ -150,7 +151,7 @@ fn history_with_a_doubt(answer_at: Option<u64>) -> History {
             to: PROBE_ADDR,
             id: release.id,
             attempt: 0,
-            kind: lock_table::CommandKind::Release,
+            kind: RequestKind::Release,
             answer: lock_table::Answer::bare(Status::Ok),
             holder: Default::default(),
             holder_truncated: false,
@@ -159,7 +160,7 @@ fn history_with_a_doubt(answer_at: Option<u64>) -> History {
     }
     let acquire = request(
         2,
-        Command::Acquire {
+        RequestBody::Acquire {
             resource,
             client,
             wait_ms: 0,

@@ -7,12 +7,12 @@
 use std::net::SocketAddr;
 
 use udplock_protocol::{
-    Flags, Hint, MessageType, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestBody,
+    Flags, Hint, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestBody, RequestKind,
     Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
 };
 
 use super::clients::{status_len, ReplyMsg};
-use crate::core::lock_table::{self, Answer, Command, CommandKind, IdBuf, RequestId};
+use crate::core::lock_table::{self, Answer, IdBuf, RequestId};
 use crate::core::node::requests::table_request;
 use crate::core::raft::{wire, Message, NodeId};
 
@@ -26,44 +26,14 @@ pub(super) fn node_at(addr: SocketAddr, nodes: usize) -> Option<NodeId> {
     (1..=nodes as NodeId).find(|&id| node_addr(id) == addr)
 }
 
-/// The datagram a client sends for `request`: the same request id, attempt and command,
+/// The datagram a client sends for `request`: the same request id, attempt and operation,
 /// `len` bytes long (`None`: as long as a client makes it — a STATUS as long as the
 /// simulator's clients choose for its request id, any other request padded as the codec
-/// pads it). The length is the client's, never derived from the budget the request's
-/// conversion records, so that the no-amplification check judges bytes against bytes.
-/// Checked to decode, by the node's own reading, to `request` again.
+/// pads it). The length is the client's, never the budget the request's conversion
+/// recorded, so that the no-amplification check judges bytes against bytes. Checked to
+/// decode, by the node's own reading, to `request` again.
 pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<usize>) -> Vec<u8> {
-    let body = match request.command {
-        Command::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        } => RequestBody::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        },
-        Command::Release { resource, client } => RequestBody::Release { resource, client },
-        Command::Renew {
-            resource,
-            client,
-            ttl_ms,
-        } => RequestBody::Renew {
-            resource,
-            client,
-            ttl_ms,
-        },
-        Command::Status { resource, .. } => RequestBody::Status { resource },
-        Command::Configure {
-            resource,
-            default_ttl_ms,
-        } => RequestBody::Configure {
-            resource,
-            default_ttl_ms,
-        },
-    };
+    let body = request.body;
     let wire = Request {
         session_id: request.id.session,
         request_id: request.id.request,
@@ -80,12 +50,7 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<us
         .expect("a simulated request encodes");
     out.truncate(len);
     let decoded = Request::decode(&out).expect("a simulated request decodes");
-    let mut again = table_request(&decoded, request.reply_to, out.len());
-    if !matches!(request.command, Command::Acquire { .. }) {
-        // Only an acquire can wait: the sim's clients leave the flag set on a STATUS, which
-        // the node reads off its length.
-        again.room_for_waiting = request.room_for_waiting;
-    }
+    let again = table_request(&decoded, request.reply_to, out.len());
     assert_eq!(
         &again, request,
         "a request does not survive the wire: {len} bytes"
@@ -97,14 +62,7 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<us
 /// correct node sends).
 pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option<ReplyMsg> {
     let reply = Reply::decode(datagram).ok()?;
-    let kind = match reply.msg_type {
-        MessageType::AcquireReply => CommandKind::Acquire,
-        MessageType::ReleaseReply => CommandKind::Release,
-        MessageType::RenewReply => CommandKind::Renew,
-        MessageType::StatusReply => CommandKind::Status,
-        MessageType::ConfigureReply => CommandKind::Configure,
-        _ => return None,
-    };
+    let kind = RequestKind::of_reply_type(reply.msg_type)?;
     let id = RequestId {
         session: reply.session_id,
         request: reply.request_id,

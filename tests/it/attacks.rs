@@ -42,10 +42,9 @@ use udplock::core::peer_auth::AuthDrop;
 use udplock::{Client, ClientConfig, LockError};
 use udplock_protocol::header::field as hfield;
 use udplock_protocol::{
-    shard_of, AuthTrailer, ClusterKey, Flags, LogCommand, LogOp, PeerDatagram, PeerEntries,
-    PeerEntry, PeerHeader, PeerKind, PeerMessage, PeerSettings, PeerWriter, Reply, Request,
-    RequestBody, AUTH_MAC_LEN, AUTH_TRAILER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
-    STATUS_REQUEST_LEN,
+    shard_of, AuthTrailer, ClusterKey, Flags, LogCommand, PeerDatagram, PeerEntries, PeerEntry,
+    PeerHeader, PeerKind, PeerMessage, PeerSettings, PeerWriter, Reply, Request, RequestBody,
+    AUTH_MAC_LEN, AUTH_TRAILER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX, STATUS_REQUEST_LEN,
 };
 
 use super::processes::{Servers, RESOURCE, SHARDS};
@@ -357,11 +356,10 @@ fn release_command(resource: &str, client: &str) -> Vec<u8> {
         attempt: 0,
         room_for_waiting: false,
         reply_to: "127.0.0.1:9".parse().unwrap(),
-        op: LogOp::Release,
-        wait_ms: 0,
-        ttl_ms: 0,
-        resource: resource.as_bytes(),
-        client: client.as_bytes(),
+        body: RequestBody::Release {
+            resource: resource.as_bytes(),
+            client: client.as_bytes(),
+        },
     };
     let mut buf = vec![0u8; command.encoded_len()];
     command.encode(&mut buf).unwrap();
@@ -957,10 +955,10 @@ fn kinds_of(datagram: &[u8]) -> Option<Vec<String>> {
             PeerMessage::Append { entries, .. } => {
                 for entry in entries.iter() {
                     kinds.push(match LogCommand::decode(entry.data) {
-                        Ok(LogCommand::Request { op, client, .. }) => format!(
+                        Ok(LogCommand::Request { body, .. }) => format!(
                             "APPEND of {} by {}",
-                            op.msg_type().name(),
-                            String::from_utf8_lossy(client)
+                            body.msg_type().name(),
+                            String::from_utf8_lossy(body.client().unwrap_or_default())
                         ),
                         Ok(_) => "APPEND of another command".to_string(),
                         Err(e) => panic!("a genuine APPEND carries an undecodable entry: {e}"),

@@ -21,8 +21,8 @@ use udplock::cluster::{ClusterConfig, ClusterNode};
 use udplock::core::peer_auth::AuthDrop;
 use udplock::{Client, ClientConfig};
 use udplock_protocol::{
-    AuthTrailer, ClusterKey, LogCommand, LogOp, PeerDatagram, PeerEntry, PeerHeader, PeerMessage,
-    PeerSettings, PeerWriter, Setting, SettingValue, SettingValues, AUTH_TRAILER_LEN,
+    AuthTrailer, ClusterKey, LogCommand, PeerDatagram, PeerEntry, PeerHeader, PeerMessage,
+    PeerSettings, PeerWriter, RequestBody, Setting, SettingValue, SettingValues, AUTH_TRAILER_LEN,
     CLUSTER_KEY_LEN, PEER_DATAGRAM_LEN_MAX,
 };
 
@@ -181,11 +181,10 @@ impl Forger {
             attempt: 0,
             room_for_waiting: false,
             reply_to: self.socket.local_addr().unwrap(),
-            op: LogOp::Release,
-            wait_ms: 0,
-            ttl_ms: 0,
-            resource: resource.as_bytes(),
-            client: b"me",
+            body: RequestBody::Release {
+                resource: resource.as_bytes(),
+                client: b"me",
+            },
         }
         .encode(&mut release)
         .unwrap();

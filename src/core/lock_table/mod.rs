@@ -78,7 +78,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
-use udplock_protocol::{Status, REPLY_LEN_MIN, REQUEST_LIFETIME_MS_MAX};
+use udplock_protocol::{RequestBody, RequestKind, Status, REPLY_LEN_MIN, REQUEST_LIFETIME_MS_MAX};
 
 use self::index::ResourceIndex;
 use self::queue::{WaitQueue, Waiter};
@@ -246,67 +246,6 @@ pub struct RequestId {
     pub request: u64,
 }
 
-/// An operation on one resource, borrowing its ids from the received datagram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command<'a> {
-    /// Take the lock for `client`, waiting up to `wait_ms` in the queue; lease `ttl_ms`
-    /// (0 = the resource's default, else the server's).
-    Acquire {
-        resource: &'a [u8],
-        client: &'a [u8],
-        wait_ms: u32,
-        ttl_ms: u32,
-    },
-    /// Give back one re-entrant hold.
-    Release {
-        resource: &'a [u8],
-        client: &'a [u8],
-    },
-    /// Restart the lease: `ttl_ms` from now (0 = the hold's current TTL).
-    Renew {
-        resource: &'a [u8],
-        client: &'a [u8],
-        ttl_ms: u32,
-    },
-    /// Read holder, hold count, token, remaining lease and waiters. Read-only.
-    Status {
-        resource: &'a [u8],
-        /// The reply's byte budget: the length of the datagram that carried this copy. The
-        /// answer names the holder only if the reply still fits in it (spec §2.2 rule 5: no
-        /// reply larger than its request); it travels with the request wherever it waits
-        /// (a cluster leader's ReadIndex). At least `REPLY_LEN_MIN`: shells drop shorter
-        /// requests unanswered.
-        reply_len_max: u16,
-    },
-    /// Set the resource's default TTL, or clear it with 0.
-    Configure {
-        resource: &'a [u8],
-        default_ttl_ms: u32,
-    },
-}
-
-/// Which operation a [`Command`] is, without its arguments (what a [`Reply`] answers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandKind {
-    Acquire,
-    Release,
-    Renew,
-    Status,
-    Configure,
-}
-
-impl Command<'_> {
-    pub fn kind(&self) -> CommandKind {
-        match self {
-            Command::Acquire { .. } => CommandKind::Acquire,
-            Command::Release { .. } => CommandKind::Release,
-            Command::Renew { .. } => CommandKind::Renew,
-            Command::Status { .. } => CommandKind::Status,
-            Command::Configure { .. } => CommandKind::Configure,
-        }
-    }
-}
-
 /// One received copy of a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Request<'a> {
@@ -315,12 +254,26 @@ pub struct Request<'a> {
     pub attempt: u16,
     /// Where this copy came from; the answer goes to the latest copy's address.
     pub reply_to: SocketAddr,
-    pub command: Command<'a>,
-    /// This copy is long enough to pay for two replies (spec §2.2: the bytes sent in answer
-    /// to a datagram never exceed it): an acquire that must wait is then told WAITING at once
-    /// and answered finally later. A shorter first copy gets no WAITING; its retransmissions
-    /// (keepalives) each get one, and the final answer is the first copy's.
-    pub room_for_waiting: bool,
+    /// The operation, as the client sent it (borrowing its ids from the datagram or the log
+    /// entry).
+    pub body: RequestBody<'a>,
+    /// The length of the datagram that carried this copy: the byte budget of everything sent
+    /// in answer to it (spec §2.2 rule 5: the bytes sent in answer to a datagram never exceed
+    /// it). It decides two things. A STATUS answer names the holder only if the reply still
+    /// fits in it ([`fit_holder`]); the budget travels with the STATUS wherever it waits (a
+    /// cluster leader's ReadIndex). An acquire that must wait is told WAITING at once and
+    /// answered finally later only if the copy pays for two replies
+    /// ([`Request::room_for_waiting`]); a shorter first copy gets no WAITING, its
+    /// retransmissions (keepalives) each get one, and the final answer is the first copy's.
+    /// At least `REPLY_LEN_MIN`: shells drop shorter requests unanswered.
+    pub datagram_len: u16,
+}
+
+impl Request<'_> {
+    /// The copy pays for two replies: a WAITING now and the final answer later (spec §2.2).
+    pub fn room_for_waiting(&self) -> bool {
+        usize::from(self.datagram_len) >= 2 * REPLY_LEN_MIN
+    }
 }
 
 /// The outcome of a request, as carried by the reply body.
@@ -424,7 +377,7 @@ pub struct Reply {
     /// The highest attempt number received for this request when the answer was produced.
     pub attempt: u16,
     /// The operation answered (the reply's message type).
-    pub kind: CommandKind,
+    pub kind: RequestKind,
     pub answer: Answer,
     /// STATUS only: the holder's client id, if it fits in the reply's byte budget (see
     /// [`fit_holder`]); empty otherwise.
@@ -620,7 +573,7 @@ struct Session {
 
 #[derive(Clone, Copy)]
 struct Remembered {
-    kind: CommandKind,
+    kind: RequestKind,
     answer: Answer,
     /// The attempt the answer was produced for, echoed again with every duplicate.
     attempt: u16,
@@ -743,17 +696,13 @@ impl LockTable {
             );
             return;
         }
-        if let Command::Status {
-            resource,
-            reply_len_max,
-        } = request.command
-        {
-            assert!(
-                usize::from(reply_len_max) >= REPLY_LEN_MIN,
-                "shells drop short requests"
-            );
+        assert!(
+            usize::from(request.datagram_len) >= REPLY_LEN_MIN,
+            "shells drop short requests"
+        );
+        if let RequestBody::Status { resource } = request.body {
             let (answer, holder) = self.status(now, resource);
-            let (holder, holder_truncated) = fit_holder(holder, reply_len_max);
+            let (holder, holder_truncated) = fit_holder(holder, request.datagram_len);
             self.replies.push_back(Reply {
                 holder,
                 holder_truncated,
@@ -776,13 +725,13 @@ impl LockTable {
                     // Queued: WAITING now if the copy paid for it (spec §2.2, §6.3), the final
                     // answer when granted or timed out. WAITING is not remembered: it is no
                     // answer, and changes nothing.
-                    let Command::Acquire {
+                    let RequestBody::Acquire {
                         resource, ttl_ms, ..
-                    } = request.command
+                    } = request.body
                     else {
                         unreachable!("only an acquire is queued");
                     };
-                    if request.room_for_waiting {
+                    if request.room_for_waiting() {
                         let slot = self
                             .lookup(resource)
                             .expect("a queued acquire's resource is known");
@@ -794,7 +743,7 @@ impl LockTable {
                 assert!(!answer.queued);
                 assert!(answer.status != Status::InvalidArgument);
                 if answer.status != Status::Overloaded {
-                    let kind = request.command.kind();
+                    let kind = request.body.kind();
                     self.remember(request.id, kind, answer, request.attempt);
                 }
                 self.reply(&request, request.attempt, answer);
@@ -902,24 +851,14 @@ impl LockTable {
         if request.id.session == 0 || request.id.request == 0 {
             return false;
         }
-        match request.command {
-            Command::Acquire {
-                resource,
-                client,
-                wait_ms,
-                ttl_ms,
-            } => id(resource) && id(client) && wait_ms <= self.config.wait_ms_max && ttl(ttl_ms),
-            Command::Release { resource, client } => id(resource) && id(client),
-            Command::Renew {
-                resource,
-                client,
-                ttl_ms,
-            } => id(resource) && id(client) && ttl(ttl_ms),
-            Command::Status { resource, .. } => id(resource),
-            Command::Configure {
-                resource,
-                default_ttl_ms,
-            } => id(resource) && ttl(default_ttl_ms),
+        let ids = id(request.body.resource()) && request.body.client().is_none_or(id);
+        ids && match request.body {
+            RequestBody::Acquire {
+                wait_ms, ttl_ms, ..
+            } => wait_ms <= self.config.wait_ms_max && ttl(ttl_ms),
+            RequestBody::Renew { ttl_ms, .. } => ttl(ttl_ms),
+            RequestBody::Configure { default_ttl_ms, .. } => ttl(default_ttl_ms),
+            RequestBody::Release { .. } | RequestBody::Status { .. } => true,
         }
     }
 
@@ -930,7 +869,7 @@ impl LockTable {
             session: session_id,
             request: request_id,
         } = request.id;
-        let kind = request.command.kind();
+        let kind = request.body.kind();
         let refuse = |status| Admission::Answer {
             answer: Answer::bare(status),
             attempt: request.attempt,
@@ -963,7 +902,7 @@ impl LockTable {
             };
         }
         if let Some(&Pending { slot, seq }) = session.pending.get(&request_id) {
-            if kind != CommandKind::Acquire {
+            if kind != RequestKind::Acquire {
                 return refuse(Status::InvalidArgument);
             }
             let waiter = self.slots[slot as usize]
@@ -1015,24 +954,24 @@ impl LockTable {
 
     /// Runs a request never seen before. `None`: the acquire was queued.
     fn execute(&mut self, now: Instant, request: &Request<'_>) -> Option<Answer> {
-        match request.command {
-            Command::Acquire {
+        match request.body {
+            RequestBody::Acquire {
                 resource,
                 client,
                 wait_ms,
                 ttl_ms,
             } => self.acquire(now, request, resource, client, wait_ms, ttl_ms),
-            Command::Release { resource, client } => Some(self.release(now, resource, client)),
-            Command::Renew {
+            RequestBody::Release { resource, client } => Some(self.release(now, resource, client)),
+            RequestBody::Renew {
                 resource,
                 client,
                 ttl_ms,
             } => Some(self.renew(now, resource, client, ttl_ms)),
-            Command::Configure {
+            RequestBody::Configure {
                 resource,
                 default_ttl_ms,
             } => Some(self.configure(resource, default_ttl_ms)),
-            Command::Status { .. } => unreachable!("STATUS is answered before admission"),
+            RequestBody::Status { .. } => unreachable!("STATUS is answered before admission"),
         }
     }
 
@@ -1409,12 +1348,12 @@ impl LockTable {
             .expect("a session with a queued request is never forgotten");
         let pending = session.pending.remove(&waiter.id.request);
         assert!(pending.is_some_and(|pending| pending.seq == waiter.seq));
-        self.remember(waiter.id, CommandKind::Acquire, answer, waiter.attempt);
+        self.remember(waiter.id, RequestKind::Acquire, answer, waiter.attempt);
         self.replies.push_back(Reply {
             to: waiter.reply_to,
             id: waiter.id,
             attempt: waiter.attempt,
-            kind: CommandKind::Acquire,
+            kind: RequestKind::Acquire,
             answer,
             holder: IdBuf::EMPTY,
             holder_truncated: false,
@@ -1423,7 +1362,7 @@ impl LockTable {
 
     /// Remembers the final answer to `id`, evicting the session's smallest request id when
     /// full (which makes every id up to it expired).
-    fn remember(&mut self, id: RequestId, kind: CommandKind, answer: Answer, attempt: u16) {
+    fn remember(&mut self, id: RequestId, kind: RequestKind, answer: Answer, attempt: u16) {
         assert!(!matches!(
             answer.status,
             Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
@@ -1544,7 +1483,7 @@ impl LockTable {
             to: request.reply_to,
             id: request.id,
             attempt,
-            kind: request.command.kind(),
+            kind: request.body.kind(),
             answer,
             holder: IdBuf::EMPTY,
             holder_truncated: false,

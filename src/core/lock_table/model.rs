@@ -46,7 +46,7 @@ struct ModelLock {
 struct ModelSession {
     active_last: Instant,
     expired_through: u64,
-    answers: BTreeMap<u64, (CommandKind, Answer, u16)>,
+    answers: BTreeMap<u64, (RequestKind, Answer, u16)>,
     pending: BTreeSet<u64>,
 }
 
@@ -243,19 +243,19 @@ impl Model {
     fn answer_waiter(&mut self, waiter: ModelWaiter, answer: Answer) {
         let session = self.sessions.get_mut(&waiter.id.session).unwrap();
         assert!(session.pending.remove(&waiter.id.request));
-        self.remember(waiter.id, CommandKind::Acquire, answer, waiter.attempt);
+        self.remember(waiter.id, RequestKind::Acquire, answer, waiter.attempt);
         self.replies.push(Reply {
             to: waiter.reply_to,
             id: waiter.id,
             attempt: waiter.attempt,
-            kind: CommandKind::Acquire,
+            kind: RequestKind::Acquire,
             answer,
             holder: IdBuf::EMPTY,
             holder_truncated: false,
         });
     }
 
-    fn remember(&mut self, id: RequestId, kind: CommandKind, answer: Answer, attempt: u16) {
+    fn remember(&mut self, id: RequestId, kind: RequestKind, answer: Answer, attempt: u16) {
         let session = self.sessions.get_mut(&id.session).unwrap();
         session.answers.insert(id.request, (kind, answer, attempt));
         if session.answers.len() > self.config.answers_per_session_max as usize {
@@ -272,10 +272,8 @@ impl Model {
     fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer, holder: IdBuf) {
         // Spec §2.2 rule 5: a STATUS_REPLY (76 bytes + the holder id) is no longer than the
         // datagram that asked; the holder id is left out, and said to be, when it does not fit.
-        let (holder, holder_truncated) = match request.command {
-            Command::Status { reply_len_max, .. }
-                if 76 + holder.len() > usize::from(reply_len_max) =>
-            {
+        let (holder, holder_truncated) = match request.body {
+            RequestBody::Status { .. } if 76 + holder.len() > usize::from(request.datagram_len) => {
                 (IdBuf::EMPTY, !holder.is_empty())
             }
             _ => (holder, false),
@@ -284,7 +282,7 @@ impl Model {
             to: request.reply_to,
             id: request.id,
             attempt,
-            kind: request.command.kind(),
+            kind: request.body.kind(),
             answer,
             holder,
             holder_truncated,
@@ -296,8 +294,8 @@ impl Model {
         let c = &self.config;
         request.id.session != 0
             && request.id.request != 0
-            && match request.command {
-                Command::Acquire {
+            && match request.body {
+                RequestBody::Acquire {
                     resource,
                     client,
                     wait_ms,
@@ -305,14 +303,14 @@ impl Model {
                 } => {
                     id(resource) && id(client) && wait_ms <= c.wait_ms_max && ttl_ms <= c.ttl_ms_max
                 }
-                Command::Release { resource, client } => id(resource) && id(client),
-                Command::Renew {
+                RequestBody::Release { resource, client } => id(resource) && id(client),
+                RequestBody::Renew {
                     resource,
                     client,
                     ttl_ms,
                 } => id(resource) && id(client) && ttl_ms <= c.ttl_ms_max,
-                Command::Status { resource, .. } => id(resource),
-                Command::Configure {
+                RequestBody::Status { resource } => id(resource),
+                RequestBody::Configure {
                     resource,
                     default_ttl_ms,
                 } => id(resource) && default_ttl_ms <= c.ttl_ms_max,
@@ -330,7 +328,7 @@ impl Model {
             );
             return;
         }
-        if let Command::Status { resource, .. } = request.command {
+        if let RequestBody::Status { resource } = request.body {
             let (answer, holder) = match self.locks.get(resource) {
                 // Free, known or not: every field zero.
                 None => (with_status(Status::Ok), IdBuf::EMPTY),
@@ -365,7 +363,7 @@ impl Model {
             session: sid,
             request: rid,
         } = request.id;
-        let kind = request.command.kind();
+        let kind = request.body.kind();
         if !self.sessions.contains_key(&sid)
             && self.sessions.len() == self.config.sessions_max as usize
         {
@@ -390,7 +388,7 @@ impl Model {
             return;
         }
         if session.pending.contains(&rid) {
-            if kind != CommandKind::Acquire {
+            if kind != RequestKind::Acquire {
                 self.reply(
                     &request,
                     request.attempt,
@@ -426,33 +424,33 @@ impl Model {
             self.reply(&request, request.attempt, answer, IdBuf::EMPTY);
             return;
         }
-        let answer = match request.command {
-            Command::Acquire {
+        let answer = match request.body {
+            RequestBody::Acquire {
                 resource,
                 client,
                 wait_ms,
                 ttl_ms,
             } => self.acquire(now, &request, resource, client, wait_ms, ttl_ms),
-            Command::Release { resource, client } => Some(self.release(now, resource, client)),
-            Command::Renew {
+            RequestBody::Release { resource, client } => Some(self.release(now, resource, client)),
+            RequestBody::Renew {
                 resource,
                 client,
                 ttl_ms,
             } => Some(self.renew(now, resource, client, ttl_ms)),
-            Command::Configure {
+            RequestBody::Configure {
                 resource,
                 default_ttl_ms,
             } => Some(self.configure(resource, default_ttl_ms)),
-            Command::Status { .. } => unreachable!(),
+            RequestBody::Status { .. } => unreachable!(),
         };
         if let Some(answer) = answer {
             if answer.status != Status::Overloaded {
                 self.remember(request.id, kind, answer, request.attempt);
             }
             self.reply(&request, request.attempt, answer, IdBuf::EMPTY);
-        } else if let Command::Acquire {
+        } else if let RequestBody::Acquire {
             resource, ttl_ms, ..
-        } = request.command
+        } = request.body
         {
             let answer = self.waiting(resource, ttl_ms);
             self.reply(&request, request.attempt, answer, IdBuf::EMPTY);
@@ -638,7 +636,8 @@ fn model_config() -> Config {
 enum Op {
     Send {
         session: u8,
-        command: Command<'static>,
+        body: RequestBody<'static>,
+        datagram_len: u16,
     },
     /// Sends an earlier request again, with the next attempt number, from `port`.
     Retransmit { pick: Index, port: u16 },
@@ -646,27 +645,33 @@ enum Op {
     Advance { us: u64 },
 }
 
-fn command() -> impl Strategy<Value = Command<'static>> {
+/// The length of every request but a STATUS: room for a WAITING and a final answer.
+const ROOM_FOR_WAITING_LEN: u16 = 2 * REPLY_LEN_MIN as u16;
+
+/// An operation and the length of the datagram that carries it.
+fn command() -> impl Strategy<Value = (RequestBody<'static>, u16)> {
     let (resource, client) = (pick(RESOURCES), pick(CLIENTS));
     let (wait, ttl) = (pick(WAITS_MS), pick(TTLS_MS));
+    let room = |body| (body, ROOM_FOR_WAITING_LEN);
     prop_oneof![
         5 => (resource.clone(), client.clone(), wait, ttl.clone()).prop_map(
-            |(resource, client, wait_ms, ttl_ms)| Command::Acquire { resource, client, wait_ms, ttl_ms }
+            move |(resource, client, wait_ms, ttl_ms)| room(RequestBody::Acquire { resource, client, wait_ms, ttl_ms })
         ),
         3 => (resource.clone(), client.clone())
-            .prop_map(|(resource, client)| Command::Release { resource, client }),
+            .prop_map(move |(resource, client)| room(RequestBody::Release { resource, client })),
         1 => (resource.clone(), client, ttl.clone())
-            .prop_map(|(resource, client, ttl_ms)| Command::Renew { resource, client, ttl_ms }),
+            .prop_map(move |(resource, client, ttl_ms)| room(RequestBody::Renew { resource, client, ttl_ms })),
         1 => (resource.clone(), pick(STATUS_LENS))
-            .prop_map(|(resource, reply_len_max)| Command::Status { resource, reply_len_max }),
+            .prop_map(|(resource, datagram_len)| (RequestBody::Status { resource }, datagram_len)),
         1 => (resource, ttl)
-            .prop_map(|(resource, default_ttl_ms)| Command::Configure { resource, default_ttl_ms }),
+            .prop_map(move |(resource, default_ttl_ms)| room(RequestBody::Configure { resource, default_ttl_ms })),
     ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        12 => (pick(SESSIONS), command()).prop_map(|(session, command)| Op::Send { session, command }),
+        12 => (pick(SESSIONS), command())
+            .prop_map(|(session, (body, datagram_len))| Op::Send { session, body, datagram_len }),
         3 => (any::<Index>(), 1..4u16).prop_map(|(pick, port)| Op::Retransmit { pick, port }),
         4 => (0..20_000u64).prop_map(|us| Op::Advance { us }),
         1 => Just(Op::Advance { us: 1_000 * u64::from(model_config().session_idle_ms) }),
@@ -680,7 +685,7 @@ struct Driver {
     now: Instant,
     request_last: [u64; 4],
     /// Every request sent so far (for retransmits), with its latest attempt.
-    sent: Vec<(RequestId, u16, Command<'static>)>,
+    sent: Vec<(RequestId, u16, RequestBody<'static>, u16)>,
     /// The first remembered answer per request: it must never change.
     first_answer: HashMap<RequestId, Answer>,
     /// Acquires queued and not answered yet.
@@ -707,15 +712,19 @@ impl Driver {
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         match *op {
-            Op::Send { session, command } => {
+            Op::Send {
+                session,
+                body,
+                datagram_len,
+            } => {
                 let index = usize::from(session);
                 self.request_last[index] += 1;
                 let id = RequestId {
                     session: 100 + u64::from(session),
                     request: self.request_last[index],
                 };
-                self.sent.push((id, 0, command));
-                self.send(id, 0, addr(1), command)
+                self.sent.push((id, 0, body, datagram_len));
+                self.send(id, 0, addr(1), body, datagram_len)
             }
             Op::Retransmit { pick, port } => {
                 if self.sent.is_empty() {
@@ -724,8 +733,8 @@ impl Driver {
                 let index = pick.index(self.sent.len());
                 let entry = &mut self.sent[index];
                 entry.1 = entry.1.saturating_add(1);
-                let (id, attempt, command) = *entry;
-                self.send(id, attempt, addr(port), command)
+                let (id, attempt, body, datagram_len) = *entry;
+                self.send(id, attempt, addr(port), body, datagram_len)
             }
             Op::Advance { us } => {
                 self.now = self.now + Duration::from_micros(us);
@@ -743,7 +752,8 @@ impl Driver {
         id: RequestId,
         attempt: u16,
         reply_to: SocketAddr,
-        command: Command<'static>,
+        body: RequestBody<'static>,
+        datagram_len: u16,
     ) -> Result<(), TestCaseError> {
         // Fire due timers first, so every reply of handle_request with another id is a side
         // effect (a hand-off), and the one with this id is the answer to this request.
@@ -753,15 +763,15 @@ impl Driver {
         self.compare(&replies)?;
         self.check_async(&replies)?;
 
-        if let Command::Acquire { resource, .. } = command {
+        if let RequestBody::Acquire { resource, .. } = body {
             self.resource_of.insert(id, resource);
         }
         let request = Request {
             id,
             attempt,
             reply_to,
-            command,
-            room_for_waiting: true,
+            body,
+            datagram_len,
         };
         self.table.handle_request(self.now, request);
         self.model.handle_request(self.now, request);
@@ -774,7 +784,7 @@ impl Driver {
             // Every request is answered at once: a queued acquire (or its keepalive) WAITING.
             None => prop_assert!(false, "{id:?} got no answer"),
             Some(reply) if reply.answer.status == Status::Waiting => {
-                prop_assert_eq!(command.kind(), CommandKind::Acquire);
+                prop_assert_eq!(body.kind(), RequestKind::Acquire);
                 prop_assert!(!self.first_answer.contains_key(&id));
                 self.pending.insert(id);
             }
@@ -834,7 +844,7 @@ impl Driver {
 
     fn check_answer(&mut self, reply: &Reply) -> Result<(), TestCaseError> {
         let answer = reply.answer;
-        if reply.kind == CommandKind::Status && answer.status == Status::Ok {
+        if reply.kind == RequestKind::Status && answer.status == Status::Ok {
             prop_assert_eq!(
                 reply.holder.is_empty() && !reply.holder_truncated,
                 answer.hold_count == 0
@@ -860,7 +870,7 @@ impl Driver {
             Some(first) => prop_assert_eq!(*first, answer, "a remembered answer never changes"),
             None => {
                 self.first_answer.insert(reply.id, answer);
-                if reply.kind == CommandKind::Acquire && answer.status == Status::Ok {
+                if reply.kind == RequestKind::Acquire && answer.status == Status::Ok {
                     let resource = self.resource_of[&reply.id];
                     let last = self.token_last.entry(resource).or_insert(0);
                     if answer.hold_count == 1 {

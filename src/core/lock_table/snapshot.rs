@@ -155,13 +155,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use udplock_protocol::{MessageType, Status};
+use udplock_protocol::{MessageType, RequestKind, Status};
 
 use super::index::ResourceIndex;
 use super::queue::{WaitQueue, Waiter};
 use super::{
-    Answer, CommandKind, Config, LockTable, Pending, Remembered, RequestId, Session, Slot, Timer,
-    ID_LEN_MAX,
+    Answer, Config, LockTable, Pending, Remembered, RequestId, Session, Slot, Timer, ID_LEN_MAX,
 };
 use crate::core::time::{Duration, Instant};
 
@@ -582,25 +581,16 @@ fn put_id(out: &mut Vec<u8>, id: &[u8]) {
     out.extend_from_slice(id);
 }
 
-fn kind_code(kind: CommandKind) -> u8 {
-    let message_type = match kind {
-        CommandKind::Acquire => MessageType::Acquire,
-        CommandKind::Release => MessageType::Release,
-        CommandKind::Renew => MessageType::Renew,
-        CommandKind::Configure => MessageType::Configure,
-        CommandKind::Status => unreachable!("STATUS is never remembered"),
-    };
-    message_type.to_wire()
+/// A remembered answer's operation as its request type's byte.
+fn kind_code(kind: RequestKind) -> u8 {
+    assert!(kind != RequestKind::Status, "STATUS is never remembered");
+    kind.request_type().to_wire()
 }
 
-fn kind_from_code(code: u8) -> Option<CommandKind> {
-    match MessageType::from_wire(code)? {
-        MessageType::Acquire => Some(CommandKind::Acquire),
-        MessageType::Release => Some(CommandKind::Release),
-        MessageType::Renew => Some(CommandKind::Renew),
-        MessageType::Configure => Some(CommandKind::Configure),
-        _ => None,
-    }
+fn kind_from_code(code: u8) -> Option<RequestKind> {
+    MessageType::from_wire(code)
+        .and_then(RequestKind::of_request_type)
+        .filter(|&kind| kind != RequestKind::Status)
 }
 
 /// The final answers a session can remember (`LockTable::remember` refuses the others).

@@ -16,8 +16,8 @@ fn ms(ms: u64) -> Instant {
     Instant::from_micros(ms * 1_000)
 }
 
-fn acquire<'a>(resource: &'a str, client: &'a str, wait_ms: u32, ttl_ms: u32) -> Command<'a> {
-    Command::Acquire {
+fn acquire<'a>(resource: &'a str, client: &'a str, wait_ms: u32, ttl_ms: u32) -> RequestBody<'a> {
+    RequestBody::Acquire {
         resource: resource.as_bytes(),
         client: client.as_bytes(),
         wait_ms,
@@ -25,36 +25,29 @@ fn acquire<'a>(resource: &'a str, client: &'a str, wait_ms: u32, ttl_ms: u32) ->
     }
 }
 
-fn release<'a>(resource: &'a str, client: &'a str) -> Command<'a> {
-    Command::Release {
+fn release<'a>(resource: &'a str, client: &'a str) -> RequestBody<'a> {
+    RequestBody::Release {
         resource: resource.as_bytes(),
         client: client.as_bytes(),
     }
 }
 
-fn renew<'a>(resource: &'a str, client: &'a str, ttl_ms: u32) -> Command<'a> {
-    Command::Renew {
+fn renew<'a>(resource: &'a str, client: &'a str, ttl_ms: u32) -> RequestBody<'a> {
+    RequestBody::Renew {
         resource: resource.as_bytes(),
         client: client.as_bytes(),
         ttl_ms,
     }
 }
 
-/// A STATUS padded as the spec asks (§2.2 rule 4): the reply can name any holder.
-fn status(resource: &str) -> Command<'_> {
-    status_in(resource, udplock_protocol::STATUS_REQUEST_LEN as u16)
-}
-
-/// A STATUS carried by a datagram of `reply_len_max` bytes.
-fn status_in(resource: &str, reply_len_max: u16) -> Command<'_> {
-    Command::Status {
+fn status(resource: &str) -> RequestBody<'_> {
+    RequestBody::Status {
         resource: resource.as_bytes(),
-        reply_len_max,
     }
 }
 
-fn configure(resource: &str, default_ttl_ms: u32) -> Command<'_> {
-    Command::Configure {
+fn configure(resource: &str, default_ttl_ms: u32) -> RequestBody<'_> {
+    RequestBody::Configure {
         resource: resource.as_bytes(),
         default_ttl_ms,
     }
@@ -62,8 +55,10 @@ fn configure(resource: &str, default_ttl_ms: u32) -> Command<'_> {
 
 /// A table, a clock in milliseconds, and a request id counter per test.
 struct Harness {
-    /// What every request sent says (spec §2.2): true unless a test turns it off.
-    room_for_waiting: bool,
+    /// The length of every datagram sent (spec §2.2): unless a test changes it, that of a
+    /// STATUS padded as the spec asks (§2.2 rule 4), which pays for any holder's id and for
+    /// a WAITING and a final answer.
+    datagram_len: u16,
     table: LockTable,
     now: Instant,
     request_last: u64,
@@ -76,7 +71,7 @@ impl Harness {
 
     fn with(config: Config) -> Harness {
         Harness {
-            room_for_waiting: true,
+            datagram_len: udplock_protocol::STATUS_REQUEST_LEN as u16,
             table: LockTable::new(config),
             now: Instant::ZERO,
             request_last: 0,
@@ -103,21 +98,21 @@ impl Harness {
         request: u64,
         attempt: u16,
         port: u16,
-        command: Command<'_>,
+        command: RequestBody<'_>,
     ) -> Vec<Reply> {
         let request = Request {
             id: RequestId { session, request },
             attempt,
             reply_to: addr(port),
-            command,
-            room_for_waiting: self.room_for_waiting,
+            body: command,
+            datagram_len: self.datagram_len,
         };
         self.table.handle_request(self.now, request);
         self.drain()
     }
 
     /// Sends a new request; returns its id and every reply produced.
-    fn new_request(&mut self, session: u64, command: Command<'_>) -> (RequestId, Vec<Reply>) {
+    fn new_request(&mut self, session: u64, command: RequestBody<'_>) -> (RequestId, Vec<Reply>) {
         self.request_last += 1;
         let request = self.request_last;
         let replies = self.send(session, request, 0, 1000, command);
@@ -125,7 +120,7 @@ impl Harness {
     }
 
     /// Sends a new request that must be answered at once, alone; returns the answer.
-    fn call(&mut self, session: u64, command: Command<'_>) -> Answer {
+    fn call(&mut self, session: u64, command: RequestBody<'_>) -> Answer {
         let (id, replies) = self.new_request(session, command);
         assert_eq!(replies.len(), 1, "{replies:?}");
         assert_eq!(replies[0].id, id);
@@ -135,7 +130,7 @@ impl Harness {
 
     /// Sends a new request answered at once; returns its answer and the replies to queued
     /// acquires it caused (a release hands the lock on), in order.
-    fn call_with_grants(&mut self, session: u64, command: Command<'_>) -> (Answer, Vec<Reply>) {
+    fn call_with_grants(&mut self, session: u64, command: RequestBody<'_>) -> (Answer, Vec<Reply>) {
         let (id, replies) = self.new_request(session, command);
         let (own, grants): (Vec<Reply>, Vec<Reply>) = replies.into_iter().partition(|r| r.id == id);
         assert_eq!(own.len(), 1, "{own:?}");
@@ -143,7 +138,7 @@ impl Harness {
     }
 
     /// Sends an acquire that must be queued (answered WAITING alone); returns its id.
-    fn queue(&mut self, session: u64, command: Command<'_>) -> RequestId {
+    fn queue(&mut self, session: u64, command: RequestBody<'_>) -> RequestId {
         let (id, replies) = self.new_request(session, command);
         let waiting = waiting(&replies);
         assert_eq!(waiting.id, id);
@@ -156,7 +151,7 @@ fn waiting(replies: &[Reply]) -> Reply {
     assert_eq!(replies.len(), 1, "expected one WAITING, got {replies:?}");
     let r = replies[0];
     assert_eq!(r.answer.status, Status::Waiting, "{r:?}");
-    assert_eq!(r.kind, CommandKind::Acquire);
+    assert_eq!(r.kind, RequestKind::Acquire);
     assert!(!r.answer.queued && r.answer.fencing_token == 0 && r.answer.hold_count == 0);
     assert!(r.answer.lease_ms > 0 && r.answer.waiter_count > 0, "{r:?}");
     r
@@ -238,7 +233,7 @@ fn expiry_frees_and_grants_the_next_waiter_with_a_fresh_token() {
     let grant = replies[0];
     assert_eq!(
         (grant.id, grant.to, grant.kind),
-        (id, addr(1000), CommandKind::Acquire)
+        (id, addr(1000), RequestKind::Acquire)
     );
     let answer = ok(grant.answer);
     assert!(answer.queued);
@@ -257,7 +252,8 @@ fn status_names_the_holder_only_within_its_request() {
     let mut h = Harness::new();
     ok(h.call(S1, acquire("r", "worker-7", 0, 0)));
     for (len, named) in [(331, true), (84, true), (83, false), (76, false)] {
-        let (_, replies) = h.new_request(S2, status_in("r", len));
+        h.datagram_len = len;
+        let (_, replies) = h.new_request(S2, status("r"));
         let reply = replies[0];
         assert_eq!(ok(reply.answer).hold_count, 1);
         let holder: &[u8] = if named { b"worker-7" } else { b"" };
@@ -268,7 +264,8 @@ fn status_names_the_holder_only_within_its_request() {
         );
     }
     // A free lock has no holder to leave out: never HOLDER_TRUNCATED.
-    let (_, replies) = h.new_request(S2, status_in("free", 76));
+    h.datagram_len = 76;
+    let (_, replies) = h.new_request(S2, status("free"));
     assert!(!replies[0].holder_truncated);
 }
 
@@ -831,7 +828,7 @@ fn status_reports_holder_count_token_lease_and_waiters() {
     h.at(1);
     let (_, replies) = h.new_request(S3, status("r"));
     let reply = replies[0];
-    assert_eq!(reply.kind, CommandKind::Status);
+    assert_eq!(reply.kind, RequestKind::Status);
     assert_eq!(reply.holder.as_slice(), b"alice");
     let state = ok(reply.answer);
     assert_eq!(state.hold_count, 2);
@@ -1073,7 +1070,7 @@ fn startup_grace_refuses_grants_then_tokens_start_where_told() {
 fn a_short_first_copy_gets_no_waiting_but_its_keepalives_do() {
     let mut h = Harness::new();
     ok(h.call(S1, acquire("r", "a", 0, 0)));
-    h.room_for_waiting = false;
+    h.datagram_len = udplock_protocol::REQUEST_LEN_MIN as u16;
     assert!(h
         .send(S2, 7, 0, 1000, acquire("r", "b", 5_000, 0))
         .is_empty());

@@ -56,10 +56,9 @@ use udplock_protocol::{
 };
 
 pub use self::config::{Config, SHARDS_DEFAULT};
-use self::requests::{encode_reply, error_reply, reply_type, table_request};
+use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
-use crate::core::lock_table::Command;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, wire, Message, NodeId, Role};
 use crate::core::restart::{self, Mark, Start};
@@ -490,15 +489,8 @@ impl Node {
             return;
         };
         let table_request = table_request(&request, from, datagram.len());
-        let resource = match table_request.command {
-            Command::Acquire { resource, .. }
-            | Command::Release { resource, .. }
-            | Command::Renew { resource, .. }
-            | Command::Status { resource, .. }
-            | Command::Configure { resource, .. } => resource,
-        };
-        let shard = shard_of(resource, self.shards.len() as u32);
-        let kind = table_request.command.kind();
+        let shard = shard_of(request.body.resource(), self.shards.len() as u32);
+        let kind = request.body.kind();
         match self.shards[shard as usize].handle_request(now, table_request) {
             Ok(()) => self.touch(shard),
             Err(not_leader) => {
@@ -510,7 +502,7 @@ impl Node {
                 let reply = Reply {
                     hint,
                     ..Reply::bare(
-                        reply_type(kind),
+                        kind.reply_type(),
                         request.session_id,
                         request.request_id,
                         request.attempt,

@@ -7,53 +7,18 @@ use std::net::SocketAddr;
 
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
-    EncodeError, Flags, Hint, MessageType, Reply, Request, RequestBody, REPLY_LEN_MIN,
+    EncodeError, Flags, Hint, MessageType, Reply, Request, RequestKind, REPLY_LEN_MIN,
 };
 
-use crate::core::lock_table::{self, Command, CommandKind, RequestId};
+use crate::core::lock_table::{self, RequestId};
 
 /// The lock-table request a decoded client datagram of `datagram_len` bytes from `from` asks
-/// for.
+/// for: the request's own operation, with the datagram's length as its reply byte budget.
 pub fn table_request<'a>(
     request: &Request<'a>,
     from: SocketAddr,
     datagram_len: usize,
 ) -> lock_table::Request<'a> {
-    let command = match request.body {
-        RequestBody::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        } => Command::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        },
-        RequestBody::Release { resource, client } => Command::Release { resource, client },
-        RequestBody::Renew {
-            resource,
-            client,
-            ttl_ms,
-        } => Command::Renew {
-            resource,
-            client,
-            ttl_ms,
-        },
-        RequestBody::Status { resource } => Command::Status {
-            resource,
-            // At most DATAGRAM_LEN_MAX (the shells drop longer datagrams before decoding).
-            reply_len_max: u16::try_from(datagram_len).unwrap_or(u16::MAX),
-        },
-        RequestBody::Configure {
-            resource,
-            default_ttl_ms,
-        } => Command::Configure {
-            resource,
-            default_ttl_ms,
-        },
-    };
     lock_table::Request {
         id: RequestId {
             session: request.session_id,
@@ -61,8 +26,9 @@ pub fn table_request<'a>(
         },
         attempt: request.attempt,
         reply_to: from,
-        command,
-        room_for_waiting: datagram_len >= 2 * REPLY_LEN_MIN,
+        body: request.body,
+        // At most DATAGRAM_LEN_MAX (the shells drop longer datagrams before decoding).
+        datagram_len: u16::try_from(datagram_len).unwrap_or(u16::MAX),
     }
 }
 
@@ -106,7 +72,7 @@ pub fn encode_reply(r: &lock_table::Reply, out: &mut [u8]) -> Result<usize, Enco
     }
     let holder = r.holder.as_slice();
     let reply = Reply {
-        msg_type: reply_type(r.kind),
+        msg_type: r.kind.reply_type(),
         flags,
         session_id: r.id.session,
         request_id: r.id.request,
@@ -128,21 +94,9 @@ pub fn encode_reply(r: &lock_table::Reply, out: &mut [u8]) -> Result<usize, Enco
     let len = reply.encode(out)?;
     // Only a STATUS_REPLY is longer than the shortest request (spec §2.2 rule 5).
     assert!(
-        len == REPLY_LEN_MIN || (r.kind == CommandKind::Status && !r.holder_truncated),
+        len == REPLY_LEN_MIN || (r.kind == RequestKind::Status && !r.holder_truncated),
         "a {:?} reply of {len} bytes",
         r.kind
     );
     Ok(len)
-}
-
-/// The reply type answering a request of `kind`.
-pub fn reply_type(kind: CommandKind) -> MessageType {
-    let request_type = match kind {
-        CommandKind::Acquire => MessageType::Acquire,
-        CommandKind::Release => MessageType::Release,
-        CommandKind::Renew => MessageType::Renew,
-        CommandKind::Status => MessageType::Status,
-        CommandKind::Configure => MessageType::Configure,
-    };
-    request_type.reply_type().unwrap_or(MessageType::ErrorReply)
 }

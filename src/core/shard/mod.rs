@@ -65,11 +65,11 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use udplock_protocol::{LogCommand, LogOp, Status, LOG_COMMAND_LEN_MAX};
-
-use crate::core::lock_table::{
-    self, Answer, Command, CommandKind, IdBuf, LockTable, Reply, Request, RequestId,
+use udplock_protocol::{
+    LogCommand, RequestBody, RequestKind, Status, LOG_COMMAND_LEN_MAX, REPLY_LEN_MIN,
 };
+
+use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::{
     self, Entry, HardState, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
 };
@@ -423,11 +423,8 @@ impl Shard {
             return Err(self.not_leader());
         };
         let log_now = clock.log_time(now);
-        if let Command::Status {
-            resource,
-            reply_len_max,
-        } = request.command
-        {
+        if let RequestBody::Status { resource } = request.body {
+            let reply_len_max = request.datagram_len;
             if !self.raft.lease_valid(now) {
                 // No lease (clocks are not trusted now, e.g. after a leadership transfer):
                 // confirm leadership with a heartbeat round first (ReadIndex).
@@ -475,7 +472,7 @@ impl Shard {
                 to: request.reply_to,
                 id: request.id,
                 attempt: request.attempt,
-                kind: CommandKind::Status,
+                kind: RequestKind::Status,
                 answer,
                 holder,
                 holder_truncated,
@@ -755,7 +752,7 @@ impl Shard {
             to: request.reply_to,
             id: request.id,
             attempt: request.attempt,
-            kind: request.command.kind(),
+            kind: request.body.kind(),
             answer: Answer {
                 retry_after_ms,
                 ..Answer::bare(Status::Overloaded)
@@ -803,7 +800,7 @@ impl Shard {
                 to: read.to,
                 id: read.id,
                 attempt: read.attempt,
-                kind: CommandKind::Status,
+                kind: RequestKind::Status,
                 answer,
                 holder,
                 holder_truncated,
@@ -1113,56 +1110,14 @@ impl Shard {
                     table.handle_timeout(now);
                 }
             }
-            LogCommand::Request {
-                stamp,
-                session_id,
-                request_id,
-                attempt,
-                room_for_waiting,
-                reply_to,
-                op,
-                wait_ms,
-                ttl_ms,
-                resource,
-                client,
-            } => {
+            command @ LogCommand::Request { .. } => {
+                let (stamp, request) = logged_request(&command).expect("a REQUEST command");
                 let now = self.stamp(stamp);
-                let id = RequestId {
-                    session: session_id,
-                    request: request_id,
-                };
-                if self.proposed.get(&id) == Some(&entry.index) {
-                    self.proposed.remove(&id);
+                if self.proposed.get(&request.id) == Some(&entry.index) {
+                    self.proposed.remove(&request.id);
                 }
-                let command = match op {
-                    LogOp::Acquire => Command::Acquire {
-                        resource,
-                        client,
-                        wait_ms,
-                        ttl_ms,
-                    },
-                    LogOp::Release => Command::Release { resource, client },
-                    LogOp::Renew => Command::Renew {
-                        resource,
-                        client,
-                        ttl_ms,
-                    },
-                    LogOp::Configure => Command::Configure {
-                        resource,
-                        default_ttl_ms: ttl_ms,
-                    },
-                };
                 if let Some(table) = self.table.as_mut() {
-                    table.handle_request(
-                        now,
-                        Request {
-                            id,
-                            attempt,
-                            reply_to,
-                            command,
-                            room_for_waiting,
-                        },
-                    );
+                    table.handle_request(now, request);
                 }
             }
         }
@@ -1194,37 +1149,15 @@ impl Shard {
 
 /// The REQUEST command for a client request, stamped `log_now`.
 fn log_command<'a>(log_now: Instant, request: &ClientRequest<'a>) -> LogCommand<'a> {
-    let (op, wait_ms, ttl_ms, resource, client) = match request.command {
-        Command::Acquire {
-            resource,
-            client,
-            wait_ms,
-            ttl_ms,
-        } => (LogOp::Acquire, wait_ms, ttl_ms, resource, client),
-        Command::Release { resource, client } => (LogOp::Release, 0, 0, resource, client),
-        Command::Renew {
-            resource,
-            client,
-            ttl_ms,
-        } => (LogOp::Renew, 0, ttl_ms, resource, client),
-        Command::Configure {
-            resource,
-            default_ttl_ms,
-        } => (LogOp::Configure, 0, default_ttl_ms, resource, &[][..]),
-        Command::Status { .. } => unreachable!("STATUS is never logged"),
-    };
+    assert!(request.body.kind().is_logged(), "STATUS is never logged");
     LogCommand::Request {
         stamp: log_now.as_micros(),
         session_id: request.id.session,
         request_id: request.id.request,
         attempt: request.attempt,
-        room_for_waiting: request.room_for_waiting,
+        room_for_waiting: request.room_for_waiting(),
         reply_to: request.reply_to,
-        op,
-        wait_ms,
-        ttl_ms,
-        resource,
-        client,
+        body: request.body,
     }
 }
 
@@ -1236,6 +1169,45 @@ fn stamp_of(command: &LogCommand<'_>) -> Option<Instant> {
         }
         _ => None,
     }
+}
+
+/// The lock-table request a REQUEST log command applies (the inverse of `log_command`),
+/// with its stamp (µs); `None` for another command.
+///
+/// The log keeps of the copy's datagram length only whether it paid for a WAITING and a final
+/// answer (spec §8.7, `room_for_waiting`): that is all the answers of a logged request depend
+/// on (only a STATUS answer, never logged, depends on more), so it applies with the shortest
+/// length that pays the same.
+pub fn logged_request<'a>(command: &LogCommand<'a>) -> Option<(u64, Request<'a>)> {
+    let LogCommand::Request {
+        stamp,
+        session_id,
+        request_id,
+        attempt,
+        room_for_waiting,
+        reply_to,
+        body,
+    } = *command
+    else {
+        return None;
+    };
+    let datagram_len = if room_for_waiting {
+        2 * REPLY_LEN_MIN
+    } else {
+        REPLY_LEN_MIN
+    };
+    let request = Request {
+        id: RequestId {
+            session: session_id,
+            request: request_id,
+        },
+        attempt,
+        reply_to,
+        body,
+        datagram_len: datagram_len as u16,
+    };
+    assert_eq!(request.room_for_waiting(), room_for_waiting);
+    Some((stamp, request))
 }
 
 /// Raft's check of a complete snapshot from a leader (spec §8.5, "Receiving a snapshot"): it

@@ -6,9 +6,10 @@ use std::net::SocketAddr;
 use udplock_protocol::Status;
 
 use super::*;
-use crate::core::lock_table::{Command, CommandKind, Reply, Request, RequestId};
+use crate::core::lock_table::{Reply, Request, RequestId};
 use crate::core::raft::{HardState, Message, NodeId, Role};
 use crate::core::time::{Duration, Instant};
+use udplock_protocol::{RequestBody, RequestKind};
 
 /// The replicas' wall clock in microseconds since the Unix epoch, at core time `now`.
 fn wall_clock_us(now: Instant) -> u64 {
@@ -162,7 +163,7 @@ impl Cluster {
         session: u64,
         request: u64,
         attempt: u16,
-        command: Command<'_>,
+        (body, datagram_len): Sent<'_>,
     ) -> Result<(), NotLeader> {
         let now = self.now;
         let result = self.shard(to).handle_request(
@@ -171,8 +172,8 @@ impl Cluster {
                 id: RequestId { session, request },
                 attempt,
                 reply_to: addr(),
-                command,
-                room_for_waiting: true,
+                body,
+                datagram_len,
             },
         );
         self.drain();
@@ -184,26 +185,28 @@ impl Cluster {
     }
 }
 
-fn acquire<'a>(resource: &'a [u8], client: &'a [u8], wait_ms: u32, ttl_ms: u32) -> Command<'a> {
-    Command::Acquire {
+/// An operation and the length of the datagram that carries it.
+type Sent<'a> = (RequestBody<'a>, u16);
+
+/// An ACQUIRE padded for a WAITING and a final answer (spec §2.2).
+fn acquire<'a>(resource: &'a [u8], client: &'a [u8], wait_ms: u32, ttl_ms: u32) -> Sent<'a> {
+    let body = RequestBody::Acquire {
         resource,
         client,
         wait_ms,
         ttl_ms,
-    }
+    };
+    (body, udplock_protocol::ACQUIRE_WAIT_REQUEST_LEN as u16)
 }
 
 /// A STATUS padded as the spec asks (§2.2 rule 4), so the reply may name any holder.
-fn status(resource: &[u8]) -> Command<'_> {
+fn status(resource: &[u8]) -> Sent<'_> {
     status_in(resource, udplock_protocol::STATUS_REQUEST_LEN as u16)
 }
 
-/// A STATUS carried by a datagram of `reply_len_max` bytes.
-fn status_in(resource: &[u8], reply_len_max: u16) -> Command<'_> {
-    Command::Status {
-        resource,
-        reply_len_max,
-    }
+/// A STATUS carried by a datagram of `datagram_len` bytes.
+fn status_in(resource: &[u8], datagram_len: u16) -> Sent<'_> {
+    (RequestBody::Status { resource }, datagram_len)
 }
 
 #[test]
@@ -216,7 +219,7 @@ fn single_replica_grants_with_the_init_token() {
     let replies = c.take_replies();
     assert_eq!(replies.len(), 1);
     let reply = replies[0].1;
-    assert_eq!(reply.kind, CommandKind::Acquire);
+    assert_eq!(reply.kind, RequestKind::Acquire);
     assert_eq!(reply.answer.status, Status::Ok);
     // The INIT token (the wall clock at the election), the first one granted.
     let token = reply.answer.fencing_token;
@@ -549,7 +552,7 @@ fn a_status_through_read_index_fires_the_timers_due_first() {
     let replies = c.take_replies();
     let status = replies
         .iter()
-        .find(|(_, r)| r.kind == CommandKind::Status)
+        .find(|(_, r)| r.kind == RequestKind::Status)
         .expect("STATUS answered");
     assert_eq!(status.1.holder.as_slice(), b"b", "{replies:?}");
     assert_eq!(status.1.answer.waiter_count, 0);
@@ -998,7 +1001,7 @@ fn a_reply_waiting_on_a_follower_is_a_bug() {
                 request: 2,
             },
             attempt: 0,
-            kind: CommandKind::Status,
+            kind: RequestKind::Status,
             answer: lock_table::Answer::bare(Status::Ok),
             holder: IdBuf::EMPTY,
             holder_truncated: false,
@@ -1063,4 +1066,76 @@ fn a_proposed_request_at_an_applied_index_is_a_bug() {
     assert!(*index == applied + 1);
     *index = applied;
     shard.check_invariants();
+}
+
+/// The one conversion left at the log boundary: a client request proposed as a REQUEST
+/// command ([`log_command`]) and read back from the entry's bytes ([`logged_request`]) is the
+/// same request (the same operation, ids, attempt and reply address, and the same answers:
+/// the datagram length keeps whether it pays for a WAITING), at the stamp it was logged with.
+mod log_round_trip {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn id() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(any::<u8>(), 1..=255)
+    }
+
+    fn body() -> impl Strategy<Value = (u8, Vec<u8>, Vec<u8>, u32, u32)> {
+        (0u8..4, id(), id(), any::<u32>(), any::<u32>())
+    }
+
+    fn view<'a>(
+        &(op, ref resource, ref client, a, b): &'a (u8, Vec<u8>, Vec<u8>, u32, u32),
+    ) -> RequestBody<'a> {
+        match op {
+            0 => RequestBody::Acquire {
+                resource,
+                client,
+                wait_ms: a,
+                ttl_ms: b,
+            },
+            1 => RequestBody::Release { resource, client },
+            2 => RequestBody::Renew {
+                resource,
+                client,
+                ttl_ms: a,
+            },
+            _ => RequestBody::Configure {
+                resource,
+                default_ttl_ms: a,
+            },
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_logged_request_reads_back_as_itself(
+            b in body(),
+            (session, request) in (1..=u64::MAX, 1..=u64::MAX),
+            attempt in any::<u16>(),
+            (ip, port) in (any::<[u8; 4]>(), any::<u16>()),
+            datagram_len in (udplock_protocol::REQUEST_LEN_MIN as u16)..=(udplock_protocol::DATAGRAM_LEN_MAX as u16),
+            stamp_us in 0..=u64::MAX / 2,
+        ) {
+            let sent = Request {
+                id: RequestId { session, request },
+                attempt,
+                reply_to: SocketAddr::from((ip, port)),
+                body: view(&b),
+                datagram_len,
+            };
+            let command = log_command(Instant::from_micros(stamp_us), &sent);
+            let mut entry = [0u8; LOG_COMMAND_LEN_MAX];
+            let n = command.encode(&mut entry).unwrap();
+            let decoded = LogCommand::decode(&entry[..n]).unwrap();
+            let (stamp, applied) = logged_request(&decoded).unwrap();
+            prop_assert_eq!(stamp, stamp_us);
+            prop_assert_eq!(applied.body, sent.body);
+            prop_assert_eq!((applied.id, applied.attempt, applied.reply_to), (sent.id, sent.attempt, sent.reply_to));
+            prop_assert_eq!(applied.room_for_waiting(), sent.room_for_waiting());
+            prop_assert!(applied.datagram_len <= sent.datagram_len);
+            prop_assert_eq!(logged_request(&LogCommand::Tick { stamp: stamp_us }), None);
+        }
+    }
 }

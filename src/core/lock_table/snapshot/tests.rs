@@ -8,8 +8,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use proptest::prelude::*;
 use proptest::sample::Index;
 
-use super::super::{Command, Reply, Request, Stats};
+use super::super::{Reply, Request, Stats};
 use super::*;
+use udplock_protocol::RequestBody;
 
 fn ms(ms: u64) -> Instant {
     Instant::from_micros(ms * 1_000)
@@ -59,7 +60,7 @@ fn request(
     request: u64,
     attempt: u16,
     reply_to: SocketAddr,
-    command: Command<'static>,
+    command: RequestBody<'static>,
 ) -> Input {
     Input::Request(
         ms(now_ms),
@@ -67,10 +68,21 @@ fn request(
             id: RequestId { session, request },
             attempt,
             reply_to,
-            command,
-            room_for_waiting: true,
+            body: command,
+            datagram_len: datagram_len(&command, true),
         },
     )
+}
+
+/// The length of the datagram carrying `body`: a STATUS padded as the spec asks (§2.2 rule
+/// 4), any other request padded for a WAITING and a final answer (`room_for_waiting`) or not.
+fn datagram_len(body: &RequestBody<'_>, room_for_waiting: bool) -> u16 {
+    let len = match body {
+        RequestBody::Status { .. } => udplock_protocol::STATUS_REQUEST_LEN,
+        _ if room_for_waiting => udplock_protocol::ACQUIRE_WAIT_REQUEST_LEN,
+        _ => udplock_protocol::REQUEST_LEN_MIN,
+    };
+    len as u16
 }
 
 fn acquire(
@@ -78,8 +90,8 @@ fn acquire(
     client: &'static str,
     wait_ms: u32,
     ttl_ms: u32,
-) -> Command<'static> {
-    Command::Acquire {
+) -> RequestBody<'static> {
+    RequestBody::Acquire {
         resource: resource.as_bytes(),
         client: client.as_bytes(),
         wait_ms,
@@ -102,11 +114,11 @@ fn rich_inputs() -> Vec<Input> {
     const A: u64 = 0xa;
     const B: u64 = 0xb;
     const C: u64 = 0xc;
-    let configure = Command::Configure {
+    let configure = RequestBody::Configure {
         resource: b"cfg",
         default_ttl_ms: 700,
     };
-    let renew = Command::Renew {
+    let renew = RequestBody::Renew {
         resource: b"alpha",
         client: b"a",
         ttl_ms: 0,
@@ -128,7 +140,7 @@ fn rich_inputs() -> Vec<Input> {
             5,
             0,
             v4(1),
-            Command::Release {
+            RequestBody::Release {
                 resource: b"cfg",
                 client: b"a",
             },
@@ -632,23 +644,20 @@ fn exercise(mut table: LockTable, config: &Config) {
         for (m, client) in holders.iter().enumerate() {
             let session = sessions[(n + m) % sessions.len()];
             let commands = [
-                Command::Status {
-                    resource,
-                    reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
-                },
-                Command::Renew {
+                RequestBody::Status { resource },
+                RequestBody::Renew {
                     resource,
                     client,
                     ttl_ms: 0,
                 },
-                Command::Acquire {
+                RequestBody::Acquire {
                     resource,
                     client,
                     wait_ms: 10,
                     ttl_ms: 0,
                 },
-                Command::Release { resource, client },
-                Command::Configure {
+                RequestBody::Release { resource, client },
+                RequestBody::Configure {
                     resource,
                     default_ttl_ms: 0,
                 },
@@ -662,8 +671,8 @@ fn exercise(mut table: LockTable, config: &Config) {
                     },
                     attempt: 1,
                     reply_to: v4(5),
-                    command,
-                    room_for_waiting: k % 2 == 0,
+                    body: command,
+                    datagram_len: datagram_len(&command, k % 2 == 0),
                 };
                 table.handle_request(now, request);
                 drain(&mut table);
@@ -745,7 +754,7 @@ fn address(n: usize) -> SocketAddr {
 enum Op {
     Send {
         session: u8,
-        command: Command<'static>,
+        command: RequestBody<'static>,
         address: usize,
         room_for_waiting: bool,
     },
@@ -755,25 +764,22 @@ enum Op {
     Advance { us: u64 },
 }
 
-fn command() -> impl Strategy<Value = Command<'static>> {
+fn command() -> impl Strategy<Value = RequestBody<'static>> {
     let resource = prop::sample::select(RESOURCES);
     let client = prop::sample::select(CLIENTS);
     let wait_ms = prop_oneof![Just(0u32), 1..=50u32];
     let ttl_ms = prop_oneof![Just(0u32), 1..=100u32];
     prop_oneof![
         5 => (resource.clone(), client.clone(), wait_ms, ttl_ms.clone()).prop_map(
-            |(resource, client, wait_ms, ttl_ms)| Command::Acquire { resource, client, wait_ms, ttl_ms }
+            |(resource, client, wait_ms, ttl_ms)| RequestBody::Acquire { resource, client, wait_ms, ttl_ms }
         ),
         3 => (resource.clone(), client.clone())
-            .prop_map(|(resource, client)| Command::Release { resource, client }),
+            .prop_map(|(resource, client)| RequestBody::Release { resource, client }),
         1 => (resource.clone(), client, ttl_ms.clone())
-            .prop_map(|(resource, client, ttl_ms)| Command::Renew { resource, client, ttl_ms }),
-        1 => resource.clone().prop_map(|resource| Command::Status {
-            resource,
-            reply_len_max: udplock_protocol::STATUS_REQUEST_LEN as u16,
-        }),
+            .prop_map(|(resource, client, ttl_ms)| RequestBody::Renew { resource, client, ttl_ms }),
+        1 => resource.clone().prop_map(|resource| RequestBody::Status { resource }),
         1 => (resource, ttl_ms)
-            .prop_map(|(resource, default_ttl_ms)| Command::Configure { resource, default_ttl_ms }),
+            .prop_map(|(resource, default_ttl_ms)| RequestBody::Configure { resource, default_ttl_ms }),
     ]
 }
 
@@ -794,7 +800,7 @@ fn op() -> impl Strategy<Value = Op> {
 struct Inputs {
     now: Instant,
     request_last: [u64; 5],
-    sent: Vec<(RequestId, u16, Command<'static>, bool)>,
+    sent: Vec<(RequestId, u16, RequestBody<'static>, bool)>,
 }
 
 impl Inputs {
@@ -803,8 +809,8 @@ impl Inputs {
             id,
             attempt,
             reply_to: self::address(address),
-            command,
-            room_for_waiting,
+            body: command,
+            datagram_len: datagram_len(&command, room_for_waiting),
         };
         match *op {
             Op::Send {
@@ -982,13 +988,13 @@ fn snapshot_size_and_speed_for_100k_held_locks() {
                 },
                 attempt: 0,
                 reply_to: v4(40_000 + (n % 1_000) as u16),
-                command: Command::Acquire {
+                body: RequestBody::Acquire {
                     resource,
                     client,
                     wait_ms,
                     ttl_ms: 60_000,
                 },
-                room_for_waiting: true,
+                datagram_len: udplock_protocol::ACQUIRE_WAIT_REQUEST_LEN as u16,
             },
         );
         while table.poll_reply().is_some() {}
