@@ -40,6 +40,7 @@
 //! waits for an operator, unless every node is new (then it is a new cluster: its startup
 //! grace must cover the longest lease clients may still count).
 
+mod event_loop;
 pub mod horizon;
 pub mod keys;
 pub(crate) mod socket;
@@ -54,32 +55,23 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
-use udplock_protocol::{DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX};
+use udplock_protocol::PEER_DATAGRAM_LEN_MAX;
 
+use self::event_loop::ClusterLoop;
 use self::horizon::HorizonFile;
-use self::keys::{KeyFileCheck, KeyFileWatch, KeySet};
-use self::socket::{bind, recv_error_is_transient, wall_clock_micros, ReadTimer};
+use self::keys::{KeyFileWatch, KeySet};
+use self::socket::{bind, wall_clock_micros, ReadTimer};
 use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
 use crate::clock::BootInstant;
 use crate::core::lock_table;
 use crate::core::node::settings::PeerSettingsView;
-use crate::core::node::{self, Node, NodeStats, ShardWrite};
+use crate::core::node::{self, Node, NodeStats};
 use crate::core::raft::{self, NodeId};
 use crate::core::restart::{self, Boot, Found, Mark, Start};
 use crate::core::shard::{self, ShardStats};
 use crate::core::time::Instant;
 
 pub use crate::core::node::{AUTH_DROP_LOG_PERIOD, SHARDS_DEFAULT};
-
-/// Datagrams handled between two flushes at most: bounds how long the first one's answer
-/// waits behind the others.
-const DRAIN_MAX: usize = 64;
-
-/// Wake-ups that skip draining after a drain found nothing.
-const DRAIN_SKIP: u8 = 7;
-
-/// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`].
-const STATS_PERIOD: crate::core::time::Duration = crate::core::time::Duration::from_millis(5);
 
 /// What a cluster node needs to start.
 #[derive(Clone, Debug)]
@@ -656,7 +648,7 @@ fn open_keys(config: &ClusterConfig) -> io::Result<(Option<KeyFileWatch>, KeySet
 
 /// One line naming the keys in force (key ids, never key bytes); a warning when they let
 /// unauthenticated datagrams in or out.
-fn log_keys(id: NodeId, set: &KeySet, from: &str) {
+pub(crate) fn log_keys(id: NodeId, set: &KeySet, from: &str) {
     if set.is_authenticated() {
         log::info!(
             target: keys::LOG_TARGET,
@@ -719,213 +711,6 @@ pub fn start_local_cluster(nodes: usize, template: &ClusterConfig) -> io::Result
             ClusterNode::start_on(socket, config)
         })
         .collect()
-}
-
-/// The loop's state: the node's core and what it needs from the machine.
-struct ClusterLoop {
-    node: Node,
-    socket: UdpSocket,
-    /// The key file, checked for changes (`None`: keys fixed at start).
-    key_watch: Option<KeyFileWatch>,
-    /// The keys in force, for [`ClusterNode::keys`].
-    keys: Arc<Mutex<KeySet>>,
-    /// Each shard's storage (`fsync`, `os`; `None` under `memory`).
-    stores: Vec<Option<ShardStore>>,
-    /// The data directory (`fsync`, `os`), locked while the loop runs.
-    dir: Option<DataDir>,
-    /// The lease horizon file of a single node in memory mode ([`horizon`]).
-    horizon: Option<HorizonFile>,
-    /// The last write stored (its `seq`).
-    stored: u64,
-    stats: Arc<NodeStats>,
-    shard_stats: Arc<Mutex<Vec<ShardStats>>>,
-    peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
-    stats_published: Instant,
-    /// On the suspend-aware clock (`crate::clock`): Raft leases and lock leases must count
-    /// while the machine sleeps.
-    epoch: BootInstant,
-    read_timer: ReadTimer,
-    out: Vec<u8>,
-    /// Wake-ups left that do not drain the socket (see `drain_socket`).
-    drain_skips: u8,
-    /// Whether the loop drains the socket at all: not for a single node, which has nothing
-    /// to batch (it commits each command inside the input that brings it), so a drain would
-    /// only delay the answer already made.
-    drains: bool,
-}
-
-impl ClusterLoop {
-    fn now(&self) -> Instant {
-        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
-    }
-
-    fn run(mut self, stop: &AtomicBool, leaving: &AtomicBool) -> Result<(), String> {
-        // Room for the largest datagram of either kind, plus one byte to see oversized ones.
-        let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
-        while !stop.load(Ordering::Acquire) {
-            let now = self.now();
-            if leaving.load(Ordering::Relaxed) {
-                self.node.start_leaving(now);
-            }
-            if self.node.poll_timeout() <= now {
-                self.node.set_wall_clock(now, wall_clock_micros());
-                self.node.handle_timeout(now);
-            }
-            self.flush()?;
-            self.publish_stats(now);
-            self.check_key_file(now);
-            let next = self.node.poll_timeout();
-            let next = self
-                .key_watch
-                .as_ref()
-                .map_or(next, |w| next.min(w.next_check()));
-            self.read_timer.arm(&self.socket, Some(next), self.now());
-            match self.socket.recv_from(&mut buf) {
-                Ok((len, from)) => {
-                    NodeStats::bump(&self.stats.datagrams);
-                    let now = self.now();
-                    self.node.handle_datagram(now, from, &buf[..len]);
-                    self.drain_socket(&mut buf);
-                    self.flush()?;
-                }
-                Err(e) if recv_error_is_transient(&e) => {}
-                Err(e) => {
-                    log::error!("udplock node: recv failed: {e}; retrying");
-                    std::thread::sleep(StdDuration::from_millis(1));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands whatever else already waits on the socket (up to [`DRAIN_MAX`]) to the core
-    /// before the flush, so that under load many proposals travel in one Append and many
-    /// answers in one PEER datagram (batching); when idle it costs one `recv` that finds
-    /// nothing.
-    ///
-    /// Draining costs three system calls, wasted when nothing waits (one request at a time),
-    /// so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do not try.
-    fn drain_socket(&mut self, buf: &mut [u8]) {
-        if !self.drains {
-            return;
-        }
-        if self.drain_skips > 0 {
-            self.drain_skips -= 1;
-            return;
-        }
-        if self.socket.set_nonblocking(true).is_err() {
-            return;
-        }
-        let mut found = 0;
-        for _ in 0..DRAIN_MAX {
-            match self.socket.recv_from(buf) {
-                Ok((len, from)) => {
-                    found += 1;
-                    NodeStats::bump(&self.stats.datagrams);
-                    let now = self.now();
-                    self.node.handle_datagram(now, from, &buf[..len]);
-                }
-                Err(_) => break,
-            }
-        }
-        let _ = self.socket.set_nonblocking(false);
-        if found == 0 {
-            self.drain_skips = DRAIN_SKIP;
-        }
-    }
-
-    /// Stores every write the core hands out, then sends its datagrams. A write that fails
-    /// stops the node before anything leaves (fail-stop): Raft's state in memory is already
-    /// ahead of the disk (a leader counts its own log toward a majority), so going on could
-    /// acknowledge what a crash would lose; stopping is a crash the cluster already survives.
-    fn flush(&mut self) -> Result<(), String> {
-        while let Some(write) = self.node.poll_persist() {
-            if let Err(e) = self.store(&write) {
-                let why = format!(
-                    "shard {}: cannot persist its state: {e}; stopping",
-                    write.shard
-                );
-                log::error!("udplock node: {why}");
-                return Err(why);
-            }
-            self.stored = write.seq;
-        }
-        while let Some(t) = self.node.poll_transmit(&mut self.out) {
-            // Every write is stored before anything is sent (the core allows more).
-            assert!(
-                t.after <= self.stored,
-                "a datagram before the write it needs"
-            );
-            let sent = self.socket.send_to(&self.out[..t.len], t.to);
-            match (sent, t.to_peer) {
-                (Ok(_), false) => NodeStats::bump(&self.stats.replies),
-                (Ok(_), true) => {}
-                (Err(_), _) => NodeStats::bump(&self.stats.send_errors),
-            }
-        }
-        Ok(())
-    }
-
-    /// One write, in the order [`ShardWrite`] gives.
-    fn store(&mut self, write: &ShardWrite) -> io::Result<()> {
-        let shard = write.shard;
-        if let (Some(mark), Some(dir)) = (write.mark_first, &self.dir) {
-            dir.set_marks(&[(shard, Some(mark))])?;
-        }
-        if let (Some(persist), Some(store)) = (&write.raft, self.stores[shard as usize].as_mut()) {
-            store.write(persist)?;
-        }
-        if let (Some(mark), Some(dir)) = (write.mark_then, &self.dir) {
-            dir.set_marks(&[(shard, mark)])?;
-        }
-        if let (Some(wall_us), Some(file)) = (write.lease_horizon_us, self.horizon.as_mut()) {
-            file.write(wall_us)?;
-        }
-        Ok(())
-    }
-
-    /// About every [`keys::KEY_FILE_CHECK_MS`]: applies a changed key file, or keeps the keys
-    /// in force and says why the new file is refused.
-    fn check_key_file(&mut self, now: Instant) {
-        let Some(watch) = self.key_watch.as_mut() else {
-            return;
-        };
-        match watch.check(now) {
-            KeyFileCheck::Unchanged => {}
-            KeyFileCheck::Refused(e) => {
-                NodeStats::bump(&self.stats.key_file_errors);
-                log::error!(
-                    "udplock node {}: the key file {} changed but is refused, the keys in \
-                     force stay ({}): {e}",
-                    self.node.node_id(),
-                    watch.path().display(),
-                    self.node.keys().describe()
-                );
-            }
-            KeyFileCheck::Changed(keys) => {
-                let from = format!(" reloaded from {}", watch.path().display());
-                log_keys(self.node.node_id(), &keys, &from);
-                if let Ok(mut shared) = self.keys.lock() {
-                    *shared = keys.clone();
-                }
-                self.node.set_keys(keys);
-                NodeStats::bump(&self.stats.key_reloads);
-            }
-        }
-    }
-
-    fn publish_stats(&mut self, now: Instant) {
-        if now < self.stats_published + STATS_PERIOD {
-            return;
-        }
-        self.stats_published = now;
-        if let Ok(mut stats) = self.shard_stats.lock() {
-            *stats = self.node.shard_stats();
-        }
-        if let Ok(mut views) = self.peer_settings.lock() {
-            views.clone_from(self.node.peer_settings());
-        }
-    }
 }
 
 #[cfg(test)]

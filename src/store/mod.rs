@@ -22,8 +22,6 @@
 //! survives, and the data directory around these files, is `cluster::storage`'s.
 
 mod fs;
-#[cfg(test)]
-mod tests;
 
 use std::io;
 use std::path::Path;
