@@ -122,6 +122,19 @@ pub(super) enum Action {
     Abandon,
 }
 
+impl Action {
+    /// The resource it asks the service about (an index into [`RESOURCES`]).
+    pub fn resource(&self) -> Option<usize> {
+        match *self {
+            Action::Acquire { resource, .. }
+            | Action::Release { resource }
+            | Action::Renew { resource, .. }
+            | Action::Status { resource } => Some(resource),
+            Action::Abandon => None,
+        }
+    }
+}
+
 /// The address node `id` answers clients from, as a client's route cache knows it.
 pub(super) fn node_addr(id: NodeId) -> SocketAddr {
     let octet = u8::try_from(id).expect("a simulated cluster has fewer than 256 nodes");
@@ -187,7 +200,7 @@ pub(super) struct Client {
     request_next: u64,
     rng: StdRng,
     rtt: RttEstimator,
-    /// The leader cache (one shard) and suspect nodes over the configured servers, in this
+    /// The leader cache (per shard) and suspect nodes over the configured servers, in this
     /// client's own order (a rotation of the node ids).
     routes: Routes,
     resources: usize,
@@ -205,6 +218,7 @@ impl Client {
     pub fn new(
         idx: usize,
         nodes: usize,
+        shards: u32,
         resources: usize,
         clock: Clock,
         seed: u64,
@@ -228,7 +242,7 @@ impl Client {
             request_next: 1,
             rng,
             rtt: RttEstimator::new(RetransmitConfig::default()),
-            routes: Routes::new(&servers, 1, false),
+            routes: Routes::new(&servers, shards, false),
             resources,
             drift_ppm,
             op: None,

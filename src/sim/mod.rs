@@ -144,6 +144,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Cluster size (3 or 5 make sense).
     pub nodes: usize,
+    /// Shards of the cluster: every node holds a replica of each, and clients' resources
+    /// spread over them by `udplock_protocol::shard_of`. [`SimConfig::new`] draws it from
+    /// the seed ([`SHARD_COUNTS`]); the scenarios run one.
+    pub shards: u32,
     /// Simulated time with faults.
     pub safety_phase: Duration,
     /// Simulated time after healing everything.
@@ -173,6 +177,7 @@ impl SimConfig {
         SimConfig {
             seed,
             nodes,
+            shards: shards_of_seed(seed),
             safety_phase: Duration::from_millis(seconds * 1_000),
             liveness_phase: Duration::from_millis(5_000),
             faults: true,
@@ -234,6 +239,7 @@ pub struct SimReport {
 pub struct SimFailure {
     pub seed: u64,
     pub nodes: usize,
+    pub shards: u32,
     /// The safety phase, whole seconds (the CLI's `--seconds`).
     pub seconds: u64,
     pub scenario: Option<Scenario>,
@@ -245,8 +251,8 @@ impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} ({} nodes) failed at {:?}: {}\n  reproduce: ",
-            self.seed, self.nodes, self.at, self.what
+            "seed {} ({} nodes, {} shards) failed at {:?}: {}\n  reproduce: ",
+            self.seed, self.nodes, self.shards, self.at, self.what
         )?;
         match self.scenario {
             Some(s) => write!(
@@ -255,11 +261,17 @@ impl fmt::Display for SimFailure {
                 s.test_name(),
                 self.seed
             ),
-            None => write!(
-                f,
-                "udplock sim --seed {} --nodes {} --seconds {}",
-                self.seed, self.nodes, self.seconds
-            ),
+            None => {
+                write!(
+                    f,
+                    "udplock sim --seed {} --nodes {} --seconds {}",
+                    self.seed, self.nodes, self.seconds
+                )?;
+                if self.shards != shards_of_seed(self.seed) {
+                    write!(f, " --shards {}", self.shards)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -374,11 +386,12 @@ enum Event {
     },
     /// Note the commit index the replicas must all reach by the end.
     CatchUpMark,
-    /// Leader `from` starts handing leadership to `to` (a fault or a scenario; an event, so
-    /// that what it sends passes a script's `on_send` like anything else).
+    /// Leader `from` starts handing leadership of `shard` to `to` (a fault or a scenario; an
+    /// event, so that what it sends passes a script's `on_send` like anything else).
     Transfer {
         from: NodeId,
         to: NodeId,
+        shard: u32,
     },
     /// Node `node` is leaving gracefully (`ClusterNode::leave`, SIGTERM): while it leads it
     /// hands leadership to a caught-up peer, then it stops; it gives up handing over at
@@ -399,9 +412,9 @@ struct SimNode {
     node: Option<Node>,
     /// Its counters (this incarnation's).
     stats: Arc<NodeStats>,
-    /// What survives a crash (see the module docs); for an `os` node, what its page cache
-    /// holds.
-    stored: Stored,
+    /// What survives a crash, per shard (see the module docs); for an `os` node, what its
+    /// page cache holds.
+    stored: Vec<Stored>,
     /// Durability `os`: what survives a power loss (see the module docs).
     os: Option<OsDisk>,
     /// The machine's boot id: a power loss starts another boot.
@@ -414,10 +427,10 @@ struct SimNode {
     compaction: (u64, u64),
     /// The node's data directory records it (what a real node writes at its first start).
     identity: bool,
-    /// The directory holds the shard's files.
+    /// The directory holds the shards' files (a node creates them all at its first start).
     files: bool,
-    /// The recovery mark its storage carries (see `core::restart`).
-    mark: Option<Mark>,
+    /// The recovery mark each shard's storage carries (see `core::restart`).
+    mark: Vec<Option<Mark>>,
     /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
     new_cluster: bool,
     /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
@@ -431,15 +444,17 @@ struct SimNode {
     timer_generation: u64,
     /// How often this node crashed (or stopped).
     crashes: u64,
-    /// Entries this incarnation applied (its shard's applied index, as last observed).
-    applied: u64,
-    was_leader_in: Option<u64>,
-    /// The latest Append or snapshot chunk this node accepted from a leader: (term, leader,
-    /// true time). Kept across crashes: it records what the node received.
-    heard_leader: Option<(u64, NodeId, Instant)>,
+    /// Entries this incarnation applied, per shard (the replica's applied index, as last
+    /// observed).
+    applied: Vec<u64>,
+    /// Per shard, the term this incarnation's replica was last seen leading.
+    was_leader_in: Vec<Option<u64>>,
+    /// Per shard, the latest Append or snapshot chunk this node accepted from a leader:
+    /// (term, leader, true time). Kept across crashes: it records what the node received.
+    heard_leader: Vec<Option<(u64, NodeId, Instant)>>,
     /// Junk snapshots (valid framing, garbage bytes, as if from its leader: a faulty peer, or
-    /// a forgery on a cluster without a key) delivered to this incarnation: each may be
-    /// dropped as faulty, and must change nothing else (issue 8).
+    /// a forgery on a cluster without a key) delivered to this incarnation, to any shard:
+    /// each may be dropped as faulty, and must change nothing else (issue 8).
     junk_snapshots: u64,
     /// Unauthenticated junk datagrams sent to this incarnation of a node that has a key: each
     /// must be dropped by the authentication checks (spec §8.11) and counted as such.
@@ -449,9 +464,22 @@ struct SimNode {
 }
 
 impl SimNode {
-    /// Its replica of the one shard simulated.
-    pub(crate) fn shard(&self) -> Option<&Shard> {
-        self.node.as_ref().map(|n| &n.shards()[0])
+    /// Its replica of `shard`, while it runs.
+    pub(crate) fn replica(&self, shard: usize) -> Option<&Shard> {
+        self.node.as_ref().map(|n| &n.shards()[shard])
+    }
+
+    /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
+    fn whole(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
+    }
+
+    /// Some shard of it is without state: its node keeps none, or a shard's storage is
+    /// marked as recovering.
+    fn stateless(&self) -> bool {
+        self.memory || self.mark.iter().any(Option::is_some)
     }
 }
 
@@ -488,12 +516,14 @@ pub(crate) struct Sim {
     heal_at: Instant,
     end: Instant,
     healed: bool,
-    /// Entry `i` at position `i - 1`, as first applied.
-    applied: Vec<Applied>,
-    /// term → the node that led it.
-    leaders: BTreeMap<u64, NodeId>,
-    leader_after_heal: Option<Instant>,
-    catch_up_index: Option<u64>,
+    /// Per shard, entry `i` at position `i - 1`, as first applied.
+    applied: Vec<Vec<Applied>>,
+    /// Per shard, term → the node that led it.
+    leaders: Vec<BTreeMap<u64, NodeId>>,
+    /// Per shard, when a replica first held a valid lease after healing.
+    leader_after_heal: Vec<Option<Instant>>,
+    /// Per shard, the commit index every replica must reach by the end.
+    catch_up_index: Vec<Option<u64>>,
     hist: History,
     /// Scenario probes awaiting a reply, by request id.
     probes: HashMap<lock_table::RequestId, usize>,
@@ -519,6 +549,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
         SimFailure {
             seed: config.seed,
             nodes: config.nodes,
+            shards: config.shards,
             seconds: config.safety_phase.as_millis() / 1_000,
             scenario: config.scenario,
             at,
@@ -541,6 +572,10 @@ pub fn run_scenario(scenario: Scenario, seed: u64) -> Result<SimReport, SimFailu
 
 impl Sim {
     fn new(config: SimConfig) -> Result<Sim, SimFailure> {
+        assert!(
+            config.shards >= 1 && (config.scenario.is_none() || config.shards == 1),
+            "scenarios run one shard"
+        );
         let mut rng = StdRng::seed_from_u64(config.seed);
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let mut raft = raft::Config {
@@ -564,6 +599,7 @@ impl Sim {
             raft,
             table,
         };
+        let shards = config.shards as usize;
         // Every node's wall clock reads this plus its own local clock (in µs): INIT takes it.
         let wall_clock_base_us = rng.gen_range(1..1_000_000_000);
         let nodes = voters
@@ -572,14 +608,14 @@ impl Sim {
                 id,
                 node: None,
                 stats: Arc::default(),
-                stored: Stored::default(),
-                os: os_seed(&config).then(OsDisk::default),
+                stored: vec![Stored::default(); shards],
+                os: os_seed(&config).then(|| OsDisk::new(shards)),
                 boot: 1,
                 memory: false,
                 compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
                 identity: false,
                 files: false,
-                mark: None,
+                mark: vec![None; shards],
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
                 settings: logged_settings(&mut rng),
@@ -588,9 +624,9 @@ impl Sim {
                 paused_since: None,
                 timer_generation: 0,
                 crashes: 0,
-                applied: 0,
-                was_leader_in: None,
-                heard_leader: None,
+                applied: vec![0; shards],
+                was_leader_in: vec![None; shards],
+                heard_leader: vec![None; shards],
                 junk_snapshots: 0,
                 junk_unauthenticated: 0,
                 stored_seq: 0,
@@ -604,6 +640,7 @@ impl Sim {
                 Client::new(
                     idx,
                     config.nodes,
+                    config.shards,
                     config.resources,
                     clock,
                     seed,
@@ -641,10 +678,10 @@ impl Sim {
             heal_at,
             end,
             healed: false,
-            applied: Vec::new(),
-            leaders: BTreeMap::new(),
-            leader_after_heal: None,
-            catch_up_index: None,
+            applied: (0..shards).map(|_| Vec::new()).collect(),
+            leaders: vec![BTreeMap::new(); shards],
+            leader_after_heal: vec![None; shards],
+            catch_up_index: vec![None; shards],
             hist: History::default(),
             probes: HashMap::new(),
             probe_next: 1,
@@ -684,6 +721,7 @@ impl Sim {
         SimFailure {
             seed: self.config.seed,
             nodes: self.config.nodes,
+            shards: self.config.shards,
             seconds: self.config.safety_phase.as_millis() / 1_000,
             scenario: self.config.scenario,
             at,
@@ -728,17 +766,8 @@ impl Sim {
         }
         let local = n.clock.local(now);
         // What a real node's storage would show it (`cluster::storage`), and its decision.
-        let storage_new = n.memory || (!n.identity && !n.files && n.mark.is_none());
-        let found = match n.mark {
-            _ if n.memory => Found::Nothing,
-            Some(mark) => Found::Marked(mark),
-            None if n.files => Found::Files {
-                hard: n.stored.hard,
-                snapshot: n.stored.snapshot.clone(),
-                log: n.stored.log.clone(),
-            },
-            None => Found::Nothing,
-        };
+        let storage_new =
+            n.memory || (!n.identity && !n.files && n.mark.iter().all(Option::is_none));
         // An `os` node's boot record against its boot id (`DataDir::open`).
         let boot = match &n.os {
             Some(os) if !n.memory => restart::boot(
@@ -747,15 +776,34 @@ impl Sim {
             ),
             _ => Boot::Kept,
         };
-        let start = restart::decide(found, storage_new, n.new_cluster, boot);
+        let mut starts = Vec::with_capacity(n.stored.len());
+        for shard in 0..n.stored.len() {
+            let found = match n.mark[shard] {
+                _ if n.memory => Found::Nothing,
+                Some(mark) => Found::Marked(mark),
+                None if n.files => {
+                    let stored = &n.stored[shard];
+                    Found::Files {
+                        hard: stored.hard,
+                        snapshot: stored.snapshot.clone(),
+                        log: stored.log.clone(),
+                    }
+                }
+                None => Found::Nothing,
+            };
+            let start = restart::decide(found, storage_new, n.new_cluster, boot);
+            if !n.memory {
+                n.mark[shard] = start.mark();
+            }
+            if start.mark().is_some() {
+                // Opened empty, whatever the files held (`ShardStore::open_empty`).
+                n.stored[shard] = Stored::default();
+            }
+            starts.push(start);
+        }
         if !n.memory {
-            n.mark = start.mark();
             n.identity = true;
             n.files = true;
-        }
-        if start.mark().is_some() {
-            // Opened empty, whatever the files held (`ShardStore::open_empty`).
-            n.stored = Stored::default();
         }
         if let Some(os) = n.os.as_mut() {
             // Once the marks are set (`DataDir::record_boot`); written synced.
@@ -767,7 +815,7 @@ impl Sim {
         let keys = self.keys.clone();
         let mut core = Node::new(
             config,
-            vec![start],
+            starts,
             keys,
             incarnation,
             seed,
@@ -779,8 +827,8 @@ impl Sim {
         let n = self.node(id);
         n.node = Some(core);
         n.stats = stats;
-        n.applied = 0;
-        n.was_leader_in = None;
+        n.applied.fill(0);
+        n.was_leader_in.fill(None);
         n.junk_snapshots = 0;
         n.junk_unauthenticated = 0;
         n.stored_seq = 0;
@@ -845,12 +893,16 @@ impl Sim {
                     } => Some(*match_index),
                     _ => None,
                 });
-                let from_leader = messages.iter().find_map(|(_, m)| match m {
-                    Message::Append { term, .. } | Message::InstallSnapshot { term, .. } => {
-                        Some(*term)
-                    }
-                    _ => None,
-                });
+                // (shard, term) of each Append or snapshot chunk from a leader.
+                let from_leader: Vec<(u16, u64)> = messages
+                    .iter()
+                    .filter_map(|(shard, m)| match m {
+                        Message::Append { term, .. } | Message::InstallSnapshot { term, .. } => {
+                            Some((*shard, *term))
+                        }
+                        _ => None,
+                    })
+                    .collect();
                 let now = self.now;
                 let n = self.node(to);
                 let local = n.clock.local(now);
@@ -858,10 +910,13 @@ impl Sim {
                     return Ok(()); // crashed: lost
                 };
                 core.handle_datagram(local, wire::node_addr(from), &datagram);
-                if let Some(term) = from_leader {
-                    let raft = core.shards()[0].raft();
+                for (shard, term) in from_leader {
+                    let Some(replica) = core.shards().get(usize::from(shard)) else {
+                        continue;
+                    };
+                    let raft = replica.raft();
                     if raft.term() == term && raft.leader() == Some(from) {
-                        n.heard_leader = Some((term, from, now));
+                        n.heard_leader[usize::from(shard)] = Some((term, from, now));
                     }
                 }
                 self.report.messages_delivered += 1;
@@ -945,15 +1000,13 @@ impl Sim {
                     let whole = self
                         .nodes
                         .iter()
-                        .filter(|n| {
-                            n.id != node && n.shard().is_some_and(|s| !s.raft().rejoining())
-                        })
+                        .filter(|n| n.id != node && n.whole())
                         .count();
                     let others_whole = whole > self.nodes.len() / 2;
                     let stateless_others = self
                         .nodes
                         .iter()
-                        .filter(|n| n.id != node && (n.memory || n.mark.is_some()))
+                        .filter(|n| n.id != node && n.stateless())
                         .count();
                     let room = stateless_others < (self.nodes.len() - 1) / 2;
                     let memory = self.node(node).memory;
@@ -979,7 +1032,7 @@ impl Sim {
                         let n = self.node(node);
                         let disk = n.os.as_ref().expect("os");
                         n.stored = disk.synced.clone();
-                        n.mark = disk.synced_mark;
+                        n.mark = disk.synced_mark.clone();
                         n.boot += 1;
                         self.report.power_losses += 1;
                     } else if self.config.scenario.is_none()
@@ -988,13 +1041,14 @@ impl Sim {
                         && self.rng.gen_bool(0.3)
                     {
                         let n = self.node(node);
-                        n.stored = Stored::default();
+                        let shards = n.stored.len();
+                        n.stored = vec![Stored::default(); shards];
                         if let Some(disk) = n.os.as_mut() {
-                            *disk = OsDisk::default();
+                            *disk = OsDisk::new(shards);
                         }
                         n.files = false;
                         n.identity = false;
-                        n.mark = None;
+                        n.mark = vec![None; shards];
                         if self.rng.gen_bool(0.5) {
                             // From now on a `memory` node.
                             self.node(node).memory = true;
@@ -1009,7 +1063,7 @@ impl Sim {
             Event::Writeback { node } => {
                 let n = self.node(node);
                 if n.node.is_some() {
-                    let (stored, mark) = (n.stored.clone(), n.mark);
+                    let (stored, mark) = (n.stored.clone(), n.mark.clone());
                     let disk = n.os.as_mut().expect("only os nodes write back");
                     disk.synced = stored;
                     disk.synced_mark = mark;
@@ -1027,28 +1081,30 @@ impl Sim {
                     self.resume(node)?;
                 }
             }
-            Event::Transfer { from, to } => {
+            Event::Transfer { from, to, shard } => {
                 if let Some(until) = self.node(from).paused_until {
-                    self.schedule_at(until, Event::Transfer { from, to });
+                    self.schedule_at(until, Event::Transfer { from, to, shard });
                     return Ok(());
                 }
                 let now = self.now;
                 let n = self.node(from);
                 let local = n.clock.local(now);
                 if let Some(core) = n.node.as_mut() {
-                    core.transfer_leadership(local, 0, to);
+                    core.transfer_leadership(local, shard, to);
                 }
                 self.after_call(from)?;
             }
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::CatchUpMark => {
-                let commit = self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.shard())
-                    .map(|s| s.raft().commit_index())
-                    .max();
-                self.catch_up_index = commit;
+                for shard in 0..self.catch_up_index.len() {
+                    let commit = self
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.replica(shard))
+                        .map(|s| s.raft().commit_index())
+                        .max();
+                    self.catch_up_index[shard] = commit;
+                }
             }
         }
         Ok(())
@@ -1104,8 +1160,8 @@ impl Sim {
             };
             // Every node here is correct: a message one of them dropped as faulty or
             // malformed was a correct message misjudged (but for the junk snapshots a faulty
-            // peer sent it).
-            let drops = core.shards()[0].raft().faulty_drops();
+            // peer sent it, to any of its shards).
+            let drops: u64 = core.shards().iter().map(|s| s.raft().faulty_drops()).sum();
             if drops > n.junk_snapshots {
                 return Err(self.fail(format!(
                     "node {id} dropped {drops} message(s) of correct peers as faulty or \
@@ -1137,7 +1193,6 @@ impl Sim {
             let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
                 break;
             };
-            assert_eq!(write.shard, 0, "one shard is simulated");
             n.stored_seq = write.seq;
             if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
                 self.report.snapshots += 1;
@@ -1150,14 +1205,15 @@ impl Sim {
                 return Ok(());
             }
             let n = &mut self.nodes[i];
+            let shard = write.shard as usize;
             if let Some(mark) = write.mark_first {
-                n.mark = Some(mark);
+                n.mark[shard] = Some(mark);
             }
             if let Some(persist) = &write.raft {
-                n.stored.write(persist);
+                n.stored[shard].write(persist);
             }
             if let Some(mark) = write.mark_then {
-                n.mark = mark;
+                n.mark[shard] = mark;
             }
         }
         let mut transmits = Vec::new();
@@ -1241,11 +1297,12 @@ impl Sim {
         let all_new = self.rng.gen_bool(0.5);
         let appended = self.rng.gen_range(0..=persist.entries.len());
         let n = self.node(id);
+        let shard = write.shard as usize;
         // A stronger mark goes down before the state it covers.
         if let Some(mark) = write.mark_first {
-            n.mark = Some(mark);
+            n.mark[shard] = Some(mark);
         }
-        n.stored.write_torn(persist, stage, all_new, appended);
+        n.stored[shard].write_torn(persist, stage, all_new, appended);
         self.report.torn_writes += 1;
         self.crash(id);
         let down = Duration::from_millis(self.rng.gen_range(50..1_000));
@@ -1360,12 +1417,28 @@ impl Sim {
             .collect()
     }
 
-    fn leaders_now(&self) -> Vec<NodeId> {
+    /// The nodes whose replica of `shard` leads (in some term).
+    fn leaders_now(&self, shard: usize) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|n| n.shard().is_some_and(|s| s.raft().role() == Role::Leader))
+            .filter(|n| {
+                n.replica(shard)
+                    .is_some_and(|s| s.raft().role() == Role::Leader)
+            })
             .map(|n| n.id)
             .collect()
+    }
+
+    /// The shard a fault aimed at a leader picks: half the time the shard of a resource the
+    /// clients use, else any.
+    fn fault_shard(&mut self) -> usize {
+        let shards = self.config.shards;
+        if self.rng.gen_bool(0.5) {
+            let resource = RESOURCES[self.rng.gen_range(0..self.config.resources)];
+            udplock_protocol::shard_of(resource, shards) as usize
+        } else {
+            self.rng.gen_range(0..shards as usize)
+        }
     }
 
     fn block_both(&mut self, a: u64, b: u64) {
@@ -1388,7 +1461,14 @@ impl Sim {
 
     fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        match self.rng.gen_range(0..12) {
+        let fault = self.rng.gen_range(0..12);
+        // The shard whose leader the leader-aimed faults (3, 5, 9, 10) pick.
+        let shard = if self.config.shards > 1 && matches!(fault, 3 | 5 | 9 | 10) {
+            self.fault_shard()
+        } else {
+            0
+        };
+        match fault {
             // Symmetric partition into two groups.
             0 => {
                 self.blocked.clear();
@@ -1431,7 +1511,7 @@ impl Sim {
             // (else clients keep reaching a leader that cannot commit).
             3 => {
                 let with_clients = self.rng.gen_bool(0.5);
-                for l in self.leaders_now() {
+                for l in self.leaders_now(shard) {
                     for &other in &ids {
                         if other != l {
                             self.block_both(l, other);
@@ -1460,7 +1540,7 @@ impl Sim {
             // Pause a node (a GC pause, a stopped VM): it wakes believing what it believed.
             // Pausing the leader is the interesting case, so it is chosen half the time.
             5 => {
-                let leaders = self.leaders_now();
+                let leaders = self.leaders_now(shard);
                 let victim = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
                     leaders[0]
                 } else {
@@ -1482,11 +1562,12 @@ impl Sim {
             // A leader hands leadership to another node (graceful leave, leader spreading),
             // under whatever faults are on: its TimeoutNow may be lost or come late.
             9 => {
-                if let Some(&from) = self.leaders_now().first() {
+                if let Some(&from) = self.leaders_now(shard).first() {
                     let others: Vec<NodeId> =
                         ids.iter().copied().filter(|&id| id != from).collect();
                     let to = others[self.rng.gen_range(0..others.len())];
-                    self.schedule(Duration::ZERO, Event::Transfer { from, to });
+                    let shard = shard as u32;
+                    self.schedule(Duration::ZERO, Event::Transfer { from, to, shard });
                     self.report.transfers += 1;
                 }
             }
@@ -1494,7 +1575,7 @@ impl Sim {
             // shards over, hands over what it leads, stops, and is restarted later.
             10 => {
                 let running = self.running();
-                let leaders = self.leaders_now();
+                let leaders = self.leaders_now(shard);
                 if running.len() * 2 > ids.len() + 1 {
                     // The leader half the time: handing over is the interesting part.
                     let node = match leaders.first() {
@@ -1537,20 +1618,23 @@ impl Sim {
     /// without a trailer; round 0, so its answer counts for nothing at the leader. A node
     /// with a key drops it as unauthenticated (spec §8.11); one without lets Raft judge it.
     fn send_junk_snapshot(&mut self) -> Result<(), SimFailure> {
-        let followers: Vec<(NodeId, NodeId)> = self
+        let shards = self.config.shards as usize;
+        // (follower, its leader, shard)
+        let followers: Vec<(NodeId, NodeId, usize)> = self
             .nodes
             .iter()
             .filter(|n| n.paused_until.is_none())
-            .filter_map(|n| {
-                let raft = n.shard()?.raft();
+            .flat_map(|n| (0..shards).map(move |shard| (n, shard)))
+            .filter_map(|(n, shard)| {
+                let raft = n.replica(shard)?.raft();
                 let leader = raft.leader().filter(|_| raft.role() == Role::Follower)?;
-                Some((n.id, leader))
+                Some((n.id, leader, shard))
             })
             .collect();
         if followers.is_empty() {
             return Ok(());
         }
-        let (to, from) = followers[self.rng.gen_range(0..followers.len())];
+        let (to, from, shard) = followers[self.rng.gen_range(0..followers.len())];
         let len = self.rng.gen_range(1..=udplock_protocol::SNAPSHOT_CHUNK_MAX);
         let mut data: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
         data[0] = 0;
@@ -1559,7 +1643,7 @@ impl Sim {
         let (cluster_id, keyed) = (self.cluster_id, self.keys.is_authenticated());
         let n = self.node(to);
         let local = n.clock.local(now);
-        let raft = n.shard().expect("a running follower").raft();
+        let raft = n.replica(shard).expect("a running follower").raft();
         let (term, commit) = (raft.term(), raft.commit_index());
         let junk = Message::InstallSnapshot {
             term,
@@ -1570,7 +1654,7 @@ impl Sim {
             data,
             round: 0,
         };
-        let datagram = wire::peer_datagram(cluster_id, from, &[(0, junk)]);
+        let datagram = wire::peer_datagram(cluster_id, from, &[(shard as u16, junk)]);
         if keyed {
             n.junk_unauthenticated += 1;
         } else {
@@ -1692,32 +1776,42 @@ impl Sim {
 
     /// State machine safety: every replica applies the same entries, in order.
     fn observe_applied(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        for shard in 0..self.applied.len() {
+            self.observe_applied_shard(id, shard)?;
+        }
+        Ok(())
+    }
+
+    /// State machine safety for node `id`'s replica of `shard`.
+    fn observe_applied_shard(&mut self, id: NodeId, s: usize) -> Result<(), SimFailure> {
         let now = self.now;
         let i = (id - 1) as usize;
-        let Some(shard) = self.nodes[i].shard() else {
+        let Some(shard) = self.nodes[i].replica(s) else {
             return Ok(());
         };
         let applied_index = shard.applied_index();
         let current_term = shard.raft().term();
-        let from = self.nodes[i].applied + 1;
+        let from = self.nodes[i].applied[s] + 1;
         if applied_index + 1 < from {
             return Err(self.fail(format!(
-                "node {id} applied index went back from {} to {applied_index}",
+                "node {id} shard {s}: applied index went back from {} to {applied_index}",
                 from - 1
             )));
         }
+        let applied = &mut self.applied[s];
         // A snapshot (installed from the leader, or restored at restart) stands for the
         // entries it covers: others applied those, and they are no longer in this log.
         let snapshot = shard.raft().snapshot_meta();
         if snapshot.index >= from {
             self.report.snapshots_received += 1;
-            if let Some(a) = self.applied.get((snapshot.index - 1) as usize) {
+            if let Some(a) = applied.get((snapshot.index - 1) as usize) {
                 if a.term != snapshot.term {
-                    return Err(self.fail(format!(
-                        "state machine safety: node {id} holds a snapshot through {} of term \
-                         {}, where term {} was applied",
+                    let what = format!(
+                        "state machine safety: node {id} shard {s} holds a snapshot through {} \
+                         of term {}, where term {} was applied",
                         snapshot.index, snapshot.term, a.term
-                    )));
+                    );
+                    return Err(self.fail(what));
                 }
             }
         }
@@ -1727,18 +1821,19 @@ impl Sim {
                 .raft()
                 .entry(index)
                 .expect("an applied entry is in the log");
-            match self.applied.get((index - 1) as usize) {
+            match applied.get((index - 1) as usize) {
                 Some(a) if (a.term, &a.data) != (entry.term, &entry.data) => {
-                    return Err(self.fail(format!(
-                        "state machine safety: node {id} applied (term {}) at index {index} \
-                         where another applied (term {})",
+                    let what = format!(
+                        "state machine safety: node {id} shard {s} applied (term {}) at index \
+                         {index} where another applied (term {})",
                         entry.term, a.term
-                    )));
+                    );
+                    return Err(self.fail(what));
                 }
                 Some(_) => {}
                 None => {
-                    assert_eq!(self.applied.len() as u64, index - 1);
-                    self.applied.push(Applied {
+                    assert_eq!(applied.len() as u64, index - 1);
+                    applied.push(Applied {
                         term: entry.term,
                         data: entry.data.clone(),
                         at: now,
@@ -1748,55 +1843,59 @@ impl Sim {
                 }
             }
         }
-        self.nodes[i].applied = applied_index;
+        self.nodes[i].applied[s] = applied_index;
         Ok(())
     }
 
-    /// Election safety, and leader completeness at the moment a node becomes leader.
+    /// Election safety, and leader completeness at the moment a node becomes leader, per
+    /// shard.
     fn check_leaders(&mut self) -> Result<(), SimFailure> {
-        for i in 0..self.nodes.len() {
-            let (id, term, newly) = {
-                let n = &self.nodes[i];
-                let Some(shard) = n.shard() else {
-                    continue;
-                };
-                if shard.raft().role() != Role::Leader {
-                    continue;
-                }
-                let term = shard.raft().term();
-                (n.id, term, n.was_leader_in != Some(term))
-            };
-            match self.leaders.get(&term) {
-                Some(&other) if other != id => {
-                    return Err(self.fail(format!(
-                        "election safety: nodes {other} and {id} both lead term {term}"
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.leaders.insert(term, id);
-                    self.report.leaders_elected += 1;
-                }
-            }
-            if newly {
-                self.nodes[i].was_leader_in = Some(term);
-                let raft = self.nodes[i].shard().expect("running").raft();
-                // Raft §5.4: an entry committed in a term is in the log of every leader of
-                // every LATER term. A node may still win an older term late (a vote granted
-                // long ago, delivered after a pause); it need not hold what later terms
-                // committed, and can never commit anything over it.
-                for (position, a) in self.applied.iter().enumerate() {
-                    let index = position as u64 + 1;
-                    if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
+        for s in 0..self.leaders.len() {
+            for i in 0..self.nodes.len() {
+                let (id, term, newly) = {
+                    let n = &self.nodes[i];
+                    let Some(shard) = n.replica(s) else {
+                        continue;
+                    };
+                    if shard.raft().role() != Role::Leader {
                         continue;
                     }
-                    let held = raft.entry(index);
-                    if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
+                    let term = shard.raft().term();
+                    (n.id, term, n.was_leader_in[s] != Some(term))
+                };
+                match self.leaders[s].get(&term) {
+                    Some(&other) if other != id => {
                         return Err(self.fail(format!(
-                            "leader completeness: node {id}, leader of term {term}, lacks \
-                             applied entry {index} (term {})",
-                            a.term
+                            "election safety: nodes {other} and {id} both lead term {term} of \
+                             shard {s}"
                         )));
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.leaders[s].insert(term, id);
+                        self.report.leaders_elected += 1;
+                    }
+                }
+                if newly {
+                    self.nodes[i].was_leader_in[s] = Some(term);
+                    let raft = self.nodes[i].replica(s).expect("running").raft();
+                    // Raft §5.4: an entry committed in a term is in the log of every leader
+                    // of every LATER term. A node may still win an older term late (a vote
+                    // granted long ago, delivered after a pause); it need not hold what later
+                    // terms committed, and can never commit anything over it.
+                    for (position, a) in self.applied[s].iter().enumerate() {
+                        let index = position as u64 + 1;
+                        if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
+                            continue;
+                        }
+                        let held = raft.entry(index);
+                        if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
+                            return Err(self.fail(format!(
+                                "leader completeness: node {id}, leader of term {term} of \
+                                 shard {s}, lacks applied entry {index} (term {})",
+                                a.term
+                            )));
+                        }
                     }
                 }
             }
@@ -1804,47 +1903,53 @@ impl Sim {
         Ok(())
     }
 
-    /// Lease safety: two nodes never both hold a valid lease at one instant of true time.
+    /// Lease safety, per shard: two nodes never both hold a valid lease at one instant of
+    /// true time.
     fn check_leases(&mut self) -> Result<(), SimFailure> {
         let mut holders = Vec::new();
-        for n in &self.nodes {
-            let Some(shard) = n.shard() else {
-                continue;
-            };
-            if n.paused_until.is_none() && shard.raft().lease_valid(n.clock.local(self.now)) {
-                holders.push((n.id, shard.raft().term()));
+        for s in 0..self.leaders.len() {
+            holders.clear();
+            for n in &self.nodes {
+                let Some(shard) = n.replica(s) else {
+                    continue;
+                };
+                if n.paused_until.is_none() && shard.raft().lease_valid(n.clock.local(self.now)) {
+                    holders.push((n.id, shard.raft().term()));
+                }
             }
-        }
-        if holders.len() > 1 {
-            return Err(self.fail(format!(
-                "lease safety: nodes {holders:?} (id, term) all hold a valid leader lease"
-            )));
-        }
-        // A lease rests on a majority that heard from the leader in its term since the start
-        // of an acknowledged round, which is less than `election_timeout_min` of true time
-        // ago (the lease is shorter by the drift bound): check that such a majority exists.
-        let window = self.shard_config.raft.election_timeout_min;
-        for &(id, term) in &holders {
-            let heard = self
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.id == id
-                        || n.heard_leader.is_some_and(|(t, leader, at)| {
-                            (t, leader) == (term, id) && at + window > self.now
-                        })
-                })
-                .count();
-            if heard * 2 <= self.nodes.len() {
+            if holders.len() > 1 {
                 return Err(self.fail(format!(
-                    "lease safety: node {id} holds a lease in term {term}, but only {heard} \
-                     node(s), itself included, heard from it in that term within the last \
-                     {window:?}"
+                    "lease safety: nodes {holders:?} (id, term) all hold a valid leader lease \
+                     of shard {s}"
                 )));
             }
-        }
-        if self.healed && self.leader_after_heal.is_none() && !holders.is_empty() {
-            self.leader_after_heal = Some(self.now);
+            // A lease rests on a majority that heard from the leader in its term since the
+            // start of an acknowledged round, which is less than `election_timeout_min` of
+            // true time ago (the lease is shorter by the drift bound): check that such a
+            // majority exists.
+            let window = self.shard_config.raft.election_timeout_min;
+            for &(id, term) in &holders {
+                let heard = self
+                    .nodes
+                    .iter()
+                    .filter(|n| {
+                        n.id == id
+                            || n.heard_leader[s].is_some_and(|(t, leader, at)| {
+                                (t, leader) == (term, id) && at + window > self.now
+                            })
+                    })
+                    .count();
+                if heard * 2 <= self.nodes.len() {
+                    return Err(self.fail(format!(
+                        "lease safety: node {id} holds a lease in term {term} of shard {s}, but \
+                         only {heard} node(s), itself included, heard from it in that term \
+                         within the last {window:?}"
+                    )));
+                }
+            }
+            if self.healed && self.leader_after_heal[s].is_none() && !holders.is_empty() {
+                self.leader_after_heal[s] = Some(self.now);
+            }
         }
         Ok(())
     }
@@ -1868,24 +1973,71 @@ impl Sim {
         check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
         check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;
         check::check_doubts(&self.hist).map_err(|e| fail(self, e))?;
+        // Each resource's shard: its log holds every logged request on the resource.
+        let resource_shards: Vec<u32> = RESOURCES
+            .iter()
+            .map(|r| udplock_protocol::shard_of(r, self.config.shards))
+            .collect();
+        for s in 0..self.applied.len() {
+            self.check_shard_log(s, &resource_shards)?;
+        }
+        if let Some(mut script) = self.script.take() {
+            let result = script.finish(self);
+            self.script = Some(script);
+            result?;
+        }
+        // Liveness.
+        for (s, &after_heal) in self.leader_after_heal.iter().enumerate() {
+            match after_heal {
+                Some(at) if at <= self.heal_at + LEADER_AFTER_HEAL_MAX => {}
+                at => {
+                    return Err(self.fail(format!(
+                        "liveness: no replica of shard {s} held a valid leader lease within \
+                         {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
+                    )));
+                }
+            }
+        }
+        check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
+        for (s, &mark) in self.catch_up_index.iter().enumerate() {
+            let Some(mark) = mark else { continue };
+            for n in &self.nodes {
+                if n.applied[s] < mark {
+                    return Err(self.fail(format!(
+                        "liveness: node {} applied only up to {} of the {mark} entries of \
+                         shard {s} committed {CATCH_UP:?} before the end",
+                        n.id, n.applied[s]
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// State machine safety of shard `s`'s final log, then durability and linearizability of
+    /// the operations on its resources against it.
+    fn check_shard_log(&self, s: usize, resource_shards: &[u32]) -> Result<(), SimFailure> {
+        let fail = |(at, what): (Instant, String)| self.fail_at(at, what);
         // The final committed log: the longest committed prefix (all agree, see above).
         let best = self
             .nodes
             .iter()
-            .filter_map(|n| n.shard())
-            .max_by_key(|s| s.raft().commit_index())
+            .filter_map(|n| n.replica(s))
+            .max_by_key(|r| r.raft().commit_index())
             .expect("every node runs after healing");
         let commit = best.raft().commit_index() as usize;
-        let effect: Vec<Instant> = self.applied.iter().map(|a| a.at).collect();
+        let applied = &self.applied[s];
+        let effect: Vec<Instant> = applied.iter().map(|a| a.at).collect();
         if effect.len() < commit {
             return Err(self.fail(format!(
-                "committed index {commit} was never applied by any replica (applied {})",
+                "committed index {commit} of shard {s} was never applied by any replica \
+                 (applied {})",
                 effect.len()
             )));
         }
         // The committed log as applied (the best replica may have compacted its prefix);
         // the part it still holds must agree with it.
-        let log: Vec<Entry> = self.applied[..commit]
+        let log: Vec<Entry> = applied[..commit]
             .iter()
             .enumerate()
             .map(|(position, a)| Entry {
@@ -1894,51 +2046,29 @@ impl Sim {
                 data: a.data.clone(),
             })
             .collect();
-        let log = &log[..];
         let held = best
             .raft()
             .log()
             .iter()
             .filter(|e| e.index as usize <= commit);
-        for (e, a) in held.map(|e| (e, &self.applied[e.index as usize - 1])) {
+        for (e, a) in held.map(|e| (e, &applied[e.index as usize - 1])) {
             if e.term != a.term || e.data != a.data {
                 return Err(self.fail(format!(
-                    "state machine safety: the final log holds term {} at index {}, where term \
-                     {} was applied",
+                    "state machine safety: the final log of shard {s} holds term {} at index \
+                     {}, where term {} was applied",
                     e.term, e.index, a.term
                 )));
             }
         }
-        check::check_log(&self.hist, log, &effect, &self.shard_config.table)
-            .map_err(|e| fail(self, e))?;
-        if let Some(mut script) = self.script.take() {
-            let result = script.finish(self);
-            self.script = Some(script);
-            result?;
-        }
-        // Liveness.
-        match self.leader_after_heal {
-            Some(at) if at <= self.heal_at + LEADER_AFTER_HEAL_MAX => {}
-            at => {
-                return Err(self.fail(format!(
-                    "liveness: no replica held a valid leader lease within \
-                     {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
-                )));
-            }
-        }
-        check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
-        if let Some(mark) = self.catch_up_index {
-            for n in &self.nodes {
-                if n.applied < mark {
-                    return Err(self.fail(format!(
-                        "liveness: node {} applied only up to {} of the {mark} entries committed \
-                         {CATCH_UP:?} before the end",
-                        n.id, n.applied
-                    )));
-                }
-            }
-        }
-        Ok(())
+        let on_shard = |resource: usize| resource_shards[resource] as usize == s;
+        check::check_log(
+            &self.hist,
+            &log,
+            &effect,
+            &self.shard_config.table,
+            on_shard,
+        )
+        .map_err(fail)
     }
 }
 
@@ -1960,18 +2090,31 @@ fn keyless_seed(config: &SimConfig) -> bool {
     config.scenario.is_some() || config.seed % KEYLESS_SEEDS_EVERY == 1
 }
 
+/// Shard counts a random run draws from ([`shards_of_seed`]): one shard (the single node's
+/// case, and the cheapest), a few (leaders spread over the nodes, PEER datagrams carry
+/// several shards' messages), and many (most shards idle: their heartbeats, elections and
+/// snapshots still run, beside the busy ones).
+pub const SHARD_COUNTS: [u32; 3] = [1, 4, 16];
+
+/// The shard count of random seed `seed`: one of [`SHARD_COUNTS`] in turn for each block of
+/// four seeds, so every count meets every one of the seed classes chosen by `seed % 4`
+/// (keyless, `os`, OVERLOADED) and by `seed % 3` (spread leaders).
+pub fn shards_of_seed(seed: u64) -> u32 {
+    SHARD_COUNTS[(seed / 4 % SHARD_COUNTS.len() as u64) as usize]
+}
+
 /// Node `id`'s view of the simulated cluster: every node at its address (`wire::node_addr`),
-/// one shard with the run's Raft and table settings, leaders spread on the seeds that have a
+/// `config.shards` shards with the run's Raft and table settings, leaders spread on the seeds that have a
 /// preferred leader, and the low cap on uncommitted proposals of the OVERLOADED seeds.
 fn cluster_config(config: &SimConfig, shard: &shard::Config, id: NodeId) -> node::Config {
     let peers = (1..=config.nodes as NodeId)
         .map(|node| (node, wire::node_addr(node)))
         .collect();
     let mut cluster = node::Config {
-        shards: 1,
+        shards: config.shards,
         raft: shard.raft.clone(),
         table: shard.table.clone(),
-        spread_leaders: preferred_leader(config).is_some(),
+        spread_leaders: spread_leaders(config),
         ..node::Config::new(id, peers)
     };
     if overload_seed(config) {
@@ -1993,11 +2136,11 @@ fn overload_seed(config: &SimConfig) -> bool {
 /// shell's `udplock server` waits about as long on SIGTERM).
 const LEAVE_WITHIN: Duration = Duration::from_millis(2_000);
 
-/// One random seed in three runs with a preferred leader (leader spreading, spec §8.1): node
-/// `1 + (seed / 3) % nodes`, which every replica hands the shard to once it is caught up.
-fn preferred_leader(config: &SimConfig) -> Option<NodeId> {
-    (config.scenario.is_none() && config.seed % 3 == 1)
-        .then(|| 1 + (config.seed / 3) % config.nodes as u64)
+/// One random seed in three spreads leaders (spec §8.1): each shard has a preferred leader
+/// (`node::Config::preferred_leader`), to which whoever leads it hands it once that node is
+/// caught up.
+fn spread_leaders(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % 3 == 1
 }
 
 /// Snapshot cadences `(every, keep)` a replica of a random run draws from (see `start_node`):
@@ -2045,15 +2188,26 @@ const POWER_LOSS_PROBABILITY: f64 = 0.5;
 /// What an `os` node's disk holds beyond its page cache (see the module docs).
 #[derive(Clone, Debug, Default)]
 struct OsDisk {
-    /// The files as the kernel last wrote them back: what a power loss leaves.
-    synced: Stored,
-    /// The recovery mark then.
-    synced_mark: Option<Mark>,
+    /// The files as the kernel last wrote them back, per shard: what a power loss leaves.
+    synced: Vec<Stored>,
+    /// The recovery marks then.
+    synced_mark: Vec<Option<Mark>>,
     /// The boot id the directory's boot record holds (written synced).
     recorded: Option<u64>,
 }
 
-/// What a disk node's files hold for its shard, as `cluster::storage` would leave them: kept
+impl OsDisk {
+    /// A new disk of a node of `shards` shards: nothing written back yet.
+    fn new(shards: usize) -> OsDisk {
+        OsDisk {
+            synced: vec![Stored::default(); shards],
+            synced_mark: vec![None; shards],
+            recorded: None,
+        }
+    }
+}
+
+/// What a disk node's files hold for one shard, as `cluster::storage` would leave them: kept
 /// up to date from the same deltas ([`raft::Persist`]) the real storage writes.
 #[derive(Clone, Debug, Default)]
 struct Stored {

@@ -213,6 +213,7 @@ fn the_failure_names_the_command_that_reproduces_it() {
     let failure = SimFailure {
         seed: 42,
         nodes: 5,
+        shards: shards_of_seed(42),
         seconds: 7,
         scenario: None,
         at: at(1),
