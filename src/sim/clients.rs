@@ -37,8 +37,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
     Hint, Reply as WireReply, RequestBody, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
     STATUS_REQUEST_LEN,
@@ -198,7 +198,7 @@ pub(super) struct Client {
     /// The session new requests go in; replaced when one is left carrying a doubt.
     session: u64,
     request_next: u64,
-    rng: StdRng,
+    rng: ChaCha8Rng,
     rtt: RttEstimator,
     /// The leader cache (per shard) and suspect nodes over the configured servers, in this
     /// client's own order (a rotation of the node ids).
@@ -226,7 +226,7 @@ impl Client {
         scripted: bool,
         now: Instant,
     ) -> Client {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let session = rng.gen_range(1..u64::MAX);
         let first = rng.gen_range(1..=nodes as u64);
         let servers: Vec<SocketAddr> = (0..nodes as u64)
@@ -707,7 +707,7 @@ impl Client {
     /// Random mode: what to do with a new hold.
     fn plan_hold(&mut self, local: Instant, resource: usize, lease_ms: u32) {
         let lease = Duration::from_millis(lease_ms.into());
-        let frac = |rng: &mut StdRng, lo: u64, hi: u64| {
+        let frac = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| {
             Duration::from_micros(lease.as_micros() * rng.gen_range(lo..hi) / 100)
         };
         let pattern = self.rng.gen_range(0..100);

@@ -111,9 +111,11 @@
 
 mod check;
 mod clients;
+mod clock;
 mod scenarios;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -121,14 +123,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use udplock_protocol::Status;
 
 use self::check::{History, Outcome, PROBE};
 use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
+use self::clock::Clock;
 pub use self::scenarios::Scenario;
 use self::scenarios::Script;
+use self::trace::Trace;
 use crate::core::lock_table::{self, Request};
 use crate::core::node::{self, Node, NodeStats, ShardWrite};
 use crate::core::peer_auth::{AuthDrop, KeySet};
@@ -161,6 +165,12 @@ pub struct SimConfig {
     pub resources: usize,
     /// A named scenario instead of random faults.
     pub scenario: Option<Scenario>,
+    /// Every replica snapshots at the shard's production cadence
+    /// (`shard::COMPACT_EVERY_DEFAULT`, `COMPACT_KEEP_DEFAULT`) instead of the short ones of
+    /// [`COMPACTION_CADENCES`]. [`SimConfig::new`] sets it for one seed in
+    /// [`PRODUCTION_COMPACTION_SEEDS_EVERY`]; a run must apply that many entries to a shard
+    /// before it snapshots, which takes minutes of simulated time (`--seconds 240`).
+    pub production_compaction: bool,
     /// A mutation experiment, never set by the sweep: a paused node's clock stands still
     /// while it is paused, as `CLOCK_MONOTONIC` does while a Linux machine is suspended.
     /// Without it a pause is a suspend on the clock the shells really read (`crate::clock`,
@@ -184,6 +194,7 @@ impl SimConfig {
             clients: 6,
             resources: 3,
             scenario: None,
+            production_compaction: seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3,
             clock_stops_during_pauses: false,
         }
     }
@@ -232,6 +243,9 @@ pub struct SimReport {
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
     pub junk_snapshots: u64,
+    /// A digest of the whole event trace: every event delivered, in order, with its true
+    /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
+    pub trace: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -301,49 +315,11 @@ const PROBE_ADDR: SocketAddr = SocketAddr::new(
     9_999,
 );
 
-/// A clock that runs at `1 + rate_ppm / 10^6` of true time from `offset_us`, less the time
-/// it stood still (`stopped_us`, only in the `clock_stops_during_pauses` experiment).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    rate_ppm: i64,
-    offset_us: u64,
-    stopped_us: u64,
-}
-
-impl Clock {
-    fn random(rng: &mut StdRng, drift_bound_ppm: u32) -> Clock {
-        // Within ± half the bound, so any two clocks differ by at most the bound.
-        let half = i64::from(drift_bound_ppm / 2);
-        Clock {
-            rate_ppm: rng.gen_range(-half..=half),
-            offset_us: rng.gen_range(0..1_000_000_000),
-            stopped_us: 0,
-        }
-    }
-
-    /// This clock's reading at true time `t`.
-    pub(crate) fn local(&self, t: Instant) -> Instant {
-        let scaled = (t.as_micros() as i128 * (1_000_000 + self.rate_ppm as i128)) / 1_000_000;
-        // `stopped_us` is never more than the clock ran (see `stand_still`).
-        Instant::from_micros(self.offset_us + scaled as u64 - self.stopped_us)
-    }
-
-    /// The first true time at which this clock reads at least `local`.
-    pub(crate) fn true_time(&self, local: Instant) -> Instant {
-        if local == Instant::MAX {
-            return Instant::MAX;
-        }
-        let l = (local.as_micros() + self.stopped_us).saturating_sub(self.offset_us) as i128;
-        let rate = 1_000_000 + self.rate_ppm as i128;
-        Instant::from_micros(((l * 1_000_000 + rate - 1) / rate) as u64)
-    }
-
-    /// The clock stood still from true time `from` to `to`: it resumes at `to` reading what
-    /// it read at `from`.
-    fn stand_still(&mut self, from: Instant, to: Instant) {
-        let lost = self.local(to).saturating_since(self.local(from));
-        self.stopped_us += lost.as_micros();
-    }
+/// A clock within ± half the drift bound of true time, so any two clocks differ by at most
+/// the bound, from a random offset.
+fn random_clock(rng: &mut ChaCha8Rng, drift_bound_ppm: u32) -> Clock {
+    let half = i64::from(drift_bound_ppm / 2);
+    Clock::new(rng.gen_range(-half..=half), rng.gen_range(0..1_000_000_000))
 }
 
 #[derive(Clone, Debug)]
@@ -363,6 +339,8 @@ enum Event {
         to: usize,
         from: NodeId,
         msg: ReplyMsg,
+        /// The digest of the datagram the node sent ([`Trace::of`]).
+        digest: u64,
     },
     Timer {
         node: NodeId,
@@ -404,6 +382,80 @@ enum Event {
         /// The node's `crashes` then: a crash ends the leave.
         incarnation: u64,
     },
+}
+
+impl Event {
+    /// Mixes this event into the run's trace: its kind, endpoints, and the digest of the
+    /// bytes it carries (a request's bytes are mixed in as they reach the node).
+    fn trace(&self, trace: &mut Trace) {
+        match self {
+            Event::Peer { to, from, datagram } => {
+                trace.word(1);
+                trace.word(*to);
+                trace.word(*from);
+                trace.bytes(datagram);
+            }
+            Event::Request { to, from, request } => {
+                trace.word(2);
+                trace.word(*to);
+                trace.word(*from as u64);
+                trace.word(request.id.session);
+                trace.word(request.id.request);
+                trace.word(request.attempt.into());
+            }
+            Event::Reply {
+                to, from, digest, ..
+            } => {
+                trace.word(3);
+                trace.word(*to as u64);
+                trace.word(*from);
+                trace.word(*digest);
+            }
+            Event::Timer { node, generation } => {
+                trace.word(4);
+                trace.word(*node);
+                trace.word(*generation);
+            }
+            Event::ClientWake { client, generation } => {
+                trace.word(5);
+                trace.word(*client as u64);
+                trace.word(*generation);
+            }
+            Event::Fault => trace.word(6),
+            Event::Heal => trace.word(7),
+            Event::Restart { node } => {
+                trace.word(8);
+                trace.word(*node);
+            }
+            Event::Resume { node } => {
+                trace.word(9);
+                trace.word(*node);
+            }
+            Event::Writeback { node } => {
+                trace.word(10);
+                trace.word(*node);
+            }
+            Event::CatchUpMark => trace.word(11),
+            Event::Transfer { from, to, shard } => {
+                trace.word(12);
+                trace.word(*from);
+                trace.word(*to);
+                trace.word((*shard).into());
+            }
+            Event::Leave {
+                node,
+                until,
+                led,
+                incarnation,
+            } => {
+                trace.word(13);
+                trace.word(*node);
+                trace.word(until.as_micros());
+                trace.word((*led).into());
+                trace.word(*incarnation);
+            }
+        }
+    }
 }
 
 struct SimNode {
@@ -504,7 +556,7 @@ pub(crate) struct Sim {
     cluster_id: u64,
     /// A node's wall clock reads this plus its local clock, in µs (INIT's first token).
     wall_clock_base_us: u64,
-    rng: StdRng,
+    rng: ChaCha8Rng,
     now: Instant,
     seq: u64,
     events: BTreeMap<(Instant, u64), Event>,
@@ -530,6 +582,8 @@ pub(crate) struct Sim {
     probe_next: u64,
     script: Option<Script>,
     report: SimReport,
+    /// The digest of every event delivered so far (see `trace.rs`).
+    trace: Trace,
     outbox: Vec<(NodeId, Request<'static>)>,
 }
 
@@ -576,7 +630,7 @@ impl Sim {
             config.shards >= 1 && (config.scenario.is_none() || config.shards == 1),
             "scenarios run one shard"
         );
-        let mut rng = StdRng::seed_from_u64(config.seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let mut raft = raft::Config {
             id: 1,
@@ -612,14 +666,19 @@ impl Sim {
                 os: os_seed(&config).then(|| OsDisk::new(shards)),
                 boot: 1,
                 memory: false,
-                compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
+                compaction: match COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())] {
+                    _ if config.production_compaction => {
+                        (shard::COMPACT_EVERY_DEFAULT, shard::COMPACT_KEEP_DEFAULT)
+                    }
+                    cadence => cadence,
+                },
                 identity: false,
                 files: false,
                 mark: vec![None; shards],
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
                 settings: logged_settings(&mut rng),
-                clock: Clock::random(&mut rng, drift_ppm),
+                clock: random_clock(&mut rng, drift_ppm),
                 paused_until: None,
                 paused_since: None,
                 timer_generation: 0,
@@ -635,7 +694,7 @@ impl Sim {
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
         let clients: Vec<Client> = (0..config.clients)
             .map(|idx| {
-                let clock = Clock::random(&mut rng, drift_ppm);
+                let clock = random_clock(&mut rng, drift_ppm);
                 let seed = rng.gen();
                 Client::new(
                     idx,
@@ -687,6 +746,7 @@ impl Sim {
             probe_next: 1,
             script,
             report: SimReport::default(),
+            trace: Trace::default(),
             outbox: Vec::new(),
         };
         for id in voters {
@@ -858,6 +918,8 @@ impl Sim {
             }
             self.now = at;
             self.report.events += 1;
+            self.trace.word(at.as_micros());
+            event.trace(&mut self.trace);
             self.handle(event)?;
             self.check_leaders()?;
             self.check_leases()?;
@@ -869,6 +931,7 @@ impl Sim {
         }
         self.now = self.end;
         self.report.simulated = self.end.saturating_since(Instant::ZERO);
+        self.report.trace = self.trace.digest();
         self.finish()
     }
 
@@ -937,7 +1000,7 @@ impl Sim {
                 }
                 self.deliver_request(to, from, request)?;
             }
-            Event::Reply { to, from, msg } => {
+            Event::Reply { to, from, msg, .. } => {
                 if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {
                     return Ok(());
                 }
@@ -1119,6 +1182,7 @@ impl Sim {
         let now = self.now;
         self.report.messages_delivered += 1;
         let datagram = wire::request_datagram(&request);
+        self.trace.bytes(&datagram);
         let n = self.node(to);
         let local = n.clock.local(now);
         let Some(core) = n.node.as_mut() else {
@@ -1263,7 +1327,7 @@ impl Sim {
                     "node {id} answered an address no client has: {msg:?}"
                 )));
             };
-            self.send_reply(id, client, msg);
+            self.send_reply(id, client, msg, &datagram);
         }
         let n = self.node(id);
         let at = n.clock.true_time(timer_local).max(now);
@@ -1381,10 +1445,19 @@ impl Sim {
         self.schedule(after, Event::Peer { to, from, datagram });
     }
 
-    fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg) {
+    fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg, datagram: &[u8]) {
+        let digest = Trace::of(datagram);
         for latency in self.copies(from, CLIENT_ENDPOINT + to as u64) {
             let msg = msg.clone();
-            self.schedule(latency, Event::Reply { to, from, msg });
+            self.schedule(
+                latency,
+                Event::Reply {
+                    to,
+                    from,
+                    msg,
+                    digest,
+                },
+            );
         }
     }
 
@@ -1641,7 +1714,7 @@ impl Sim {
         let ahead = self.rng.gen_range(1..100);
         let now = self.now;
         let (cluster_id, keyed) = (self.cluster_id, self.keys.is_authenticated());
-        let n = self.node(to);
+        let n = &mut self.nodes[(to - 1) as usize];
         let local = n.clock.local(now);
         let raft = n.replica(shard).expect("a running follower").raft();
         let (term, commit) = (raft.term(), raft.commit_index());
@@ -1655,6 +1728,7 @@ impl Sim {
             round: 0,
         };
         let datagram = wire::peer_datagram(cluster_id, from, &[(shard as u16, junk)]);
+        self.trace.bytes(&datagram);
         if keyed {
             n.junk_unauthenticated += 1;
         } else {
@@ -1758,6 +1832,7 @@ impl Sim {
         let op = self.hist.begin(PROBE, request, action, now);
         self.probes.insert(request.id, op);
         let datagram = wire::request_datagram(&request);
+        self.trace.bytes(&datagram);
         let n = self.node(node);
         let local = n.clock.local(now);
         let Some(core) = n.node.as_mut() else {
@@ -1906,14 +1981,22 @@ impl Sim {
     /// Lease safety, per shard: two nodes never both hold a valid lease at one instant of
     /// true time.
     fn check_leases(&mut self) -> Result<(), SimFailure> {
+        // Each running node's clock reading (none while it is paused).
+        let locals: Vec<Option<Instant>> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                (n.node.is_some() && n.paused_until.is_none()).then(|| n.clock.local(self.now))
+            })
+            .collect();
         let mut holders = Vec::new();
         for s in 0..self.leaders.len() {
             holders.clear();
-            for n in &self.nodes {
-                let Some(shard) = n.replica(s) else {
+            for (n, local) in self.nodes.iter().zip(&locals) {
+                let (Some(shard), Some(local)) = (n.replica(s), *local) else {
                     continue;
                 };
-                if n.paused_until.is_none() && shard.raft().lease_valid(n.clock.local(self.now)) {
+                if shard.raft().lease_valid(local) {
                     holders.push((n.id, shard.raft().term()));
                 }
             }
@@ -2143,6 +2226,11 @@ fn spread_leaders(config: &SimConfig) -> bool {
     config.scenario.is_none() && config.seed % 3 == 1
 }
 
+/// One random seed in this many (those with `seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3`)
+/// snapshots at the production cadence ([`SimConfig::production_compaction`]): a snapshot
+/// taken from thousands of entries, with the whole default log kept behind it.
+pub const PRODUCTION_COMPACTION_SEEDS_EVERY: u64 = 5;
+
 /// Snapshot cadences `(every, keep)` a replica of a random run draws from (see `start_node`):
 /// small, so that every run takes snapshots and a node cut off or restarted catches up
 /// through InstallSnapshot; different per node, so that snapshots of different ages meet (the
@@ -2152,7 +2240,7 @@ const COMPACTION_CADENCES: [(u64, u64); 3] = [(64, 8), (128, 16), (512, 64)];
 /// A node's own default TTL, OVERLOADED retry hint and startup grace (spec §8.8): different
 /// on every node, so that a replica applying a command with its own values rather than the
 /// logged ones answers differently from the others (and from the checkers' replay).
-fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
+fn logged_settings(rng: &mut ChaCha8Rng) -> shard::LoggedSettings {
     shard::LoggedSettings {
         ttl_default_ms: rng.gen_range(1_000..60_000),
         retry_after_ms: rng.gen_range(1..50),

@@ -144,6 +144,7 @@ impl Scenario {
             clients,
             resources,
             scenario: Some(self),
+            production_compaction: false,
             clock_stops_during_pauses: false,
         }
     }

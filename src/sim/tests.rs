@@ -13,11 +13,7 @@ fn at(ms: u64) -> Instant {
 #[test]
 fn clock_conversions_round_trip() {
     for rate_ppm in [-5_000, 0, 5_000] {
-        let clock = Clock {
-            rate_ppm,
-            offset_us: 123_456,
-            stopped_us: 0,
-        };
+        let clock = Clock::new(rate_ppm, 123_456);
         for t in [0, 1, 999_999, 10_000_000_007] {
             let t = Instant::from_micros(t);
             let local = clock.local(t);
