@@ -1,10 +1,11 @@
 //! The simulated clocks of nodes and clients: each runs at its own rate from its own offset,
 //! and the faults may change that rate, stop it or make it jump.
 //!
-//! A clock is a line through one point: it read `base_local_us` at true time `base_true_us`
-//! and runs at `1 + rate_ppm / 10^6` of true time from there (before the point too, when
-//! asked about the past). A change of rate, a stall and a jump each move the point, so the
-//! readings stay continuous across a change of rate, and never go back.
+//! A clock is a line from one point: it reads `base_local_us` at true time `base_true_us`
+//! and runs at `1 + rate_ppm / 10^6` of true time from there; before the point (asked about
+//! the past, or during a stall whose end is the point) it reads the point's reading. A change
+//! of rate, a stall and a jump each move the point, so the readings never go back, and stay
+//! continuous across a change of rate.
 //!
 //! # The drift bound
 //!
@@ -44,19 +45,15 @@ impl Clock {
         }
     }
 
-    pub(crate) fn rate_ppm(&self) -> i64 {
-        self.rate_ppm
-    }
-
     /// This clock's reading at true time `t`.
     pub(crate) fn local(&self, t: Instant) -> Instant {
-        let elapsed = t.as_micros() as i64 - self.base_true_us as i64;
-        let scaled = match elapsed.checked_mul(PPM + self.rate_ppm) {
-            Some(product) => product.div_euclid(PPM),
-            None => (i128::from(elapsed) * i128::from(PPM + self.rate_ppm)).div_euclid(PPM.into())
-                as i64,
+        let elapsed = t.as_micros().saturating_sub(self.base_true_us);
+        let rate = (PPM + self.rate_ppm) as u64;
+        let scaled = match elapsed.checked_mul(rate) {
+            Some(product) => product / PPM as u64,
+            None => (u128::from(elapsed) * u128::from(rate) / PPM as u128) as u64,
         };
-        Instant::from_micros(self.base_local_us.saturating_add_signed(scaled))
+        Instant::from_micros(self.base_local_us.saturating_add(scaled))
     }
 
     /// The first true time at which this clock reads at least `local`.
@@ -64,14 +61,17 @@ impl Clock {
         if local == Instant::MAX {
             return Instant::MAX;
         }
-        let ahead = local.as_micros() as i64 - self.base_local_us as i64;
-        let rate = PPM + self.rate_ppm;
-        // ceil(ahead · PPM / rate), for either sign of `ahead`.
-        let elapsed = match ahead.checked_mul(PPM) {
-            Some(product) => -(-product).div_euclid(rate),
-            None => -(-i128::from(ahead) * i128::from(PPM)).div_euclid(rate.into()) as i64,
+        // Up to the point, the clock reads the point's reading (see the module docs).
+        let Some(ahead) = local.as_micros().checked_sub(self.base_local_us) else {
+            return Instant::ZERO;
         };
-        Instant::from_micros(self.base_true_us.saturating_add_signed(elapsed))
+        let rate = (PPM + self.rate_ppm) as u64;
+        // ceil(ahead · PPM / rate)
+        let elapsed = match ahead.checked_mul(PPM as u64) {
+            Some(product) => product.div_ceil(rate),
+            None => (u128::from(ahead) * PPM as u128).div_ceil(rate.into()) as u64,
+        };
+        Instant::from_micros(self.base_true_us.saturating_add(elapsed))
     }
 
     /// Moves the clock's point to true time `t`, reading `local` there.
@@ -92,8 +92,9 @@ impl Clock {
         self.rate_ppm = rate_ppm;
     }
 
-    /// The clock stood still from true time `from` to `to`: it resumes at `to` reading what
-    /// it read at `from`. Beyond the drift bound.
+    /// The clock stands (or stood) still from true time `from` to `to`: it reads at `to`
+    /// what it read at `from`, and in between too if `to` is still ahead. Beyond the drift
+    /// bound.
     pub(crate) fn stand_still(&mut self, from: Instant, to: Instant) {
         let local = self.local(from);
         self.rebase(to, local);

@@ -178,6 +178,13 @@ pub struct SimConfig {
     /// leader wakes inside a lease its followers stopped honouring), which is why the shells
     /// must not read `std::time::Instant` (issue 7 item 4).
     pub clock_stops_during_pauses: bool,
+    /// A mutation experiment, never set by the sweep: the clock faults go beyond the drift
+    /// bound — a running leader's clock stands still for a while (its timers and its lease
+    /// stop with it), or a follower's jumps forward (its patience with the leader ends
+    /// early). Without it they stay within the bound (rate steps, see `clock_fault`). With
+    /// it the lease-safety checker fires: the spec's one assumption about clocks is the
+    /// bound (client protocol §6.4, "The clock").
+    pub clock_faults_beyond_bound: bool,
 }
 
 impl SimConfig {
@@ -196,6 +203,7 @@ impl SimConfig {
             scenario: None,
             production_compaction: seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3,
             clock_stops_during_pauses: false,
+            clock_faults_beyond_bound: false,
         }
     }
 }
@@ -243,6 +251,9 @@ pub struct SimReport {
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
     pub junk_snapshots: u64,
+    /// Clock faults (see `Sim::clock_fault`): steps of a clock's rate within the drift bound,
+    /// or in the `clock_faults_beyond_bound` experiment stalls and jumps.
+    pub clock_faults: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -1534,9 +1545,9 @@ impl Sim {
 
     fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let fault = self.rng.gen_range(0..12);
-        // The shard whose leader the leader-aimed faults (3, 5, 9, 10) pick.
-        let shard = if self.config.shards > 1 && matches!(fault, 3 | 5 | 9 | 10) {
+        let fault = self.rng.gen_range(0..13);
+        // The shard whose leader the leader-aimed faults (3, 5, 9, 10, 12) pick.
+        let shard = if self.config.shards > 1 && matches!(fault, 3 | 5 | 9 | 10 | 12) {
             self.fault_shard()
         } else {
             0
@@ -1679,8 +1690,53 @@ impl Sim {
             // complete snapshot of garbage, as if from its leader: the follower must drop it
             // and keep its state, and still restart from what it persisted (issue 8).
             11 => return self.send_junk_snapshot(),
+            // A node's clock changes rate (or, in an experiment, stalls or jumps).
+            12 => return self.clock_fault(shard),
             // Heal the network for a while.
             _ => self.blocked.clear(),
+        }
+        Ok(())
+    }
+
+    /// Fault 12 (see `inject_fault`): a node's clock changes (see `clock.rs`). Within the
+    /// drift bound, as in every random run: one clock's rate steps to another rate within ±
+    /// half the bound; or, half the time when `shard` has a leader, the leader's clock steps
+    /// to the slowest rate and every other node's to the fastest, so the leader's lease lasts
+    /// longest in true time while its followers' patience is shortest — the edge the lease's
+    /// margin is for (spec §8.5, "Leader lease"). Beyond the bound (the
+    /// `clock_faults_beyond_bound` experiment): the leader's clock stands still for 50 ms to
+    /// 1.5 s while it runs, or a node's clock jumps forward by as much.
+    fn clock_fault(&mut self, shard: usize) -> Result<(), SimFailure> {
+        let half = i64::from(self.shard_config.raft.drift_bound_ppm / 2);
+        let leader = self.leaders_now(shard).first().copied();
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let now = self.now;
+        let adversarial = leader.is_some() && self.rng.gen_bool(0.5);
+        if self.config.clock_faults_beyond_bound {
+            let by = Duration::from_millis(self.rng.gen_range(50..1_500));
+            match leader {
+                Some(leader) if adversarial => self.node(leader).clock.stand_still(now, now + by),
+                _ => {
+                    let victim = ids[self.rng.gen_range(0..ids.len())];
+                    self.node(victim).clock.jump(now, by);
+                }
+            }
+        } else if let (Some(leader), true) = (leader, adversarial) {
+            for &id in &ids {
+                let rate = if id == leader { -half } else { half };
+                self.node(id).clock.set_rate(now, rate);
+            }
+        } else {
+            let victim = ids[self.rng.gen_range(0..ids.len())];
+            let rate = self.rng.gen_range(-half..=half);
+            self.node(victim).clock.set_rate(now, rate);
+        }
+        self.report.clock_faults += 1;
+        // Timers were set on the old clocks: set them again (a paused node's are at resume).
+        for id in ids {
+            if self.node(id).paused_until.is_none() {
+                self.after_call(id)?;
+            }
         }
         Ok(())
     }

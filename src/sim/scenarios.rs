@@ -146,6 +146,7 @@ impl Scenario {
             scenario: Some(self),
             production_compaction: false,
             clock_stops_during_pauses: false,
+            clock_faults_beyond_bound: false,
         }
     }
 
