@@ -524,6 +524,8 @@ struct SimNode {
     junk_unauthenticated: u64,
     /// The last write of this incarnation's core that was stored (its `seq`).
     stored_seq: u64,
+    /// The shards its replicas lead (in some term), as of the last call into it.
+    leading: Vec<usize>,
 }
 
 impl SimNode {
@@ -595,6 +597,11 @@ pub(crate) struct Sim {
     report: SimReport,
     /// The digest of every event delivered so far (see `trace.rs`).
     trace: Trace,
+    /// Per shard, the last holder of a valid lease `check_leases` saw: (the event it saw
+    /// it after, `report.events`; node; term).
+    lease_seen: Vec<(u64, NodeId, u64)>,
+    /// Reused for every PEER datagram delivered (see `wire::peer_glance`).
+    from_leader_buf: Vec<(u16, u64)>,
     outbox: Vec<(NodeId, Request<'static>)>,
 }
 
@@ -700,6 +707,7 @@ impl Sim {
                 junk_snapshots: 0,
                 junk_unauthenticated: 0,
                 stored_seq: 0,
+                leading: Vec::new(),
             })
             .collect();
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
@@ -758,6 +766,8 @@ impl Sim {
             script,
             report: SimReport::default(),
             trace: Trace::default(),
+            lease_seen: vec![(0, 0, 0); shards],
+            from_leader_buf: Vec::new(),
             outbox: Vec::new(),
         };
         for id in voters {
@@ -909,6 +919,7 @@ impl Sim {
     fn crash(&mut self, id: NodeId) {
         let n = self.node(id);
         n.node = None;
+        n.leading.clear();
         n.timer_generation += 1;
         n.crashes += 1;
         self.report.crashes += 1;
@@ -932,7 +943,6 @@ impl Sim {
             self.trace.word(at.as_micros());
             event.trace(&mut self.trace);
             self.handle(event)?;
-            self.check_leaders()?;
             self.check_leases()?;
             if let Some(mut script) = self.script.take() {
                 let result = script.step(self);
@@ -957,26 +967,10 @@ impl Sim {
                     self.schedule_at(until, Event::Peer { to, from, datagram });
                     return Ok(());
                 }
-                // What it carries, read by the checkers (the node reads it itself).
-                let messages = wire::peer_messages(&datagram);
-                let ack = messages.iter().find_map(|(_, m)| match m {
-                    Message::AppendReply {
-                        success: true,
-                        match_index,
-                        ..
-                    } => Some(*match_index),
-                    _ => None,
-                });
+                // What it carries, read by the checkers (the node reads it itself): the
                 // (shard, term) of each Append or snapshot chunk from a leader.
-                let from_leader: Vec<(u16, u64)> = messages
-                    .iter()
-                    .filter_map(|(shard, m)| match m {
-                        Message::Append { term, .. } | Message::InstallSnapshot { term, .. } => {
-                            Some((*shard, *term))
-                        }
-                        _ => None,
-                    })
-                    .collect();
+                let mut from_leader = std::mem::take(&mut self.from_leader_buf);
+                let ack = wire::peer_glance(&datagram, &mut from_leader);
                 let now = self.now;
                 let n = self.node(to);
                 let local = n.clock.local(now);
@@ -984,7 +978,7 @@ impl Sim {
                     return Ok(()); // crashed: lost
                 };
                 core.handle_datagram(local, wire::node_addr(from), &datagram);
-                for (shard, term) in from_leader {
+                for &(shard, term) in &from_leader {
                     let Some(replica) = core.shards().get(usize::from(shard)) else {
                         continue;
                     };
@@ -993,6 +987,7 @@ impl Sim {
                         n.heard_leader[usize::from(shard)] = Some((term, from, now));
                     }
                 }
+                self.from_leader_buf = from_leader;
                 self.report.messages_delivered += 1;
                 self.after_call(to)?;
                 if let Some(mut script) = self.script.take() {
@@ -1905,10 +1900,25 @@ impl Sim {
         Ok(served)
     }
 
-    /// State machine safety: every replica applies the same entries, in order.
+    /// After a call into node `id` (only an input changes a replica): state machine safety
+    /// (every replica applies the same entries, in order), election safety and leader
+    /// completeness, for each of its shards; and which shards it leads now, for the lease
+    /// checker.
     fn observe_applied(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let i = (id - 1) as usize;
         for shard in 0..self.applied.len() {
             self.observe_applied_shard(id, shard)?;
+            self.check_leader(i, shard)?;
+        }
+        let n = &mut self.nodes[i];
+        n.leading.clear();
+        if let Some(core) = n.node.as_ref() {
+            let leading = core.shards().iter().enumerate();
+            n.leading.extend(
+                leading
+                    .filter(|(_, r)| r.raft().role() == Role::Leader)
+                    .map(|(s, _)| s),
+            );
         }
         Ok(())
     }
@@ -1978,56 +1988,51 @@ impl Sim {
         Ok(())
     }
 
-    /// Election safety, and leader completeness at the moment a node becomes leader, per
-    /// shard.
-    fn check_leaders(&mut self) -> Result<(), SimFailure> {
-        for s in 0..self.leaders.len() {
-            for i in 0..self.nodes.len() {
-                let (id, term, newly) = {
-                    let n = &self.nodes[i];
-                    let Some(shard) = n.replica(s) else {
-                        continue;
-                    };
-                    if shard.raft().role() != Role::Leader {
-                        continue;
-                    }
-                    let term = shard.raft().term();
-                    (n.id, term, n.was_leader_in[s] != Some(term))
-                };
-                match self.leaders[s].get(&term) {
-                    Some(&other) if other != id => {
-                        return Err(self.fail(format!(
-                            "election safety: nodes {other} and {id} both lead term {term} of \
-                             shard {s}"
-                        )));
-                    }
-                    Some(_) => {}
-                    None => {
-                        self.leaders[s].insert(term, id);
-                        self.report.leaders_elected += 1;
-                    }
+    /// Election safety, and leader completeness at the moment a node becomes leader: node
+    /// `i`'s replica of shard `s`.
+    fn check_leader(&mut self, i: usize, s: usize) -> Result<(), SimFailure> {
+        let (id, term, newly) = {
+            let n = &self.nodes[i];
+            let Some(shard) = n.replica(s) else {
+                return Ok(());
+            };
+            if shard.raft().role() != Role::Leader {
+                return Ok(());
+            }
+            let term = shard.raft().term();
+            (n.id, term, n.was_leader_in[s] != Some(term))
+        };
+        match self.leaders[s].get(&term) {
+            Some(&other) if other != id => {
+                return Err(self.fail(format!(
+                    "election safety: nodes {other} and {id} both lead term {term} of shard {s}"
+                )));
+            }
+            Some(_) => {}
+            None => {
+                self.leaders[s].insert(term, id);
+                self.report.leaders_elected += 1;
+            }
+        }
+        if newly {
+            self.nodes[i].was_leader_in[s] = Some(term);
+            let raft = self.nodes[i].replica(s).expect("running").raft();
+            // Raft §5.4: an entry committed in a term is in the log of every leader of every
+            // LATER term. A node may still win an older term late (a vote granted long ago,
+            // delivered after a pause); it need not hold what later terms committed, and can
+            // never commit anything over it.
+            for (position, a) in self.applied[s].iter().enumerate() {
+                let index = position as u64 + 1;
+                if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
+                    continue;
                 }
-                if newly {
-                    self.nodes[i].was_leader_in[s] = Some(term);
-                    let raft = self.nodes[i].replica(s).expect("running").raft();
-                    // Raft §5.4: an entry committed in a term is in the log of every leader
-                    // of every LATER term. A node may still win an older term late (a vote
-                    // granted long ago, delivered after a pause); it need not hold what later
-                    // terms committed, and can never commit anything over it.
-                    for (position, a) in self.applied[s].iter().enumerate() {
-                        let index = position as u64 + 1;
-                        if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
-                            continue;
-                        }
-                        let held = raft.entry(index);
-                        if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
-                            return Err(self.fail(format!(
-                                "leader completeness: node {id}, leader of term {term} of \
-                                 shard {s}, lacks applied entry {index} (term {})",
-                                a.term
-                            )));
-                        }
-                    }
+                let held = raft.entry(index);
+                if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
+                    return Err(self.fail(format!(
+                        "leader completeness: node {id}, leader of term {term} of shard {s}, \
+                         lacks applied entry {index} (term {})",
+                        a.term
+                    )));
                 }
             }
         }
@@ -2037,58 +2042,64 @@ impl Sim {
     /// Lease safety, per shard: two nodes never both hold a valid lease at one instant of
     /// true time.
     fn check_leases(&mut self) -> Result<(), SimFailure> {
-        // Each running node's clock reading (none while it is paused).
-        let locals: Vec<Option<Instant>> = self
-            .nodes
-            .iter()
-            .map(|n| {
-                (n.node.is_some() && n.paused_until.is_none()).then(|| n.clock.local(self.now))
-            })
-            .collect();
-        let mut holders = Vec::new();
-        for s in 0..self.leaders.len() {
-            holders.clear();
-            for (n, local) in self.nodes.iter().zip(&locals) {
-                let (Some(shard), Some(local)) = (n.replica(s), *local) else {
+        // Every valid lease: only a leader holds one, and a replica becomes leader only on
+        // an input, after which `observe_applied` lists it. A paused node acts on nothing,
+        // its lease included.
+        let event = self.report.events;
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.paused_until.is_some() || n.leading.is_empty() {
+                continue;
+            }
+            let local = n.clock.local(self.now);
+            for k in 0..n.leading.len() {
+                let n = &self.nodes[i];
+                let s = n.leading[k];
+                let raft = n.replica(s).expect("running").raft();
+                if !raft.lease_valid(local) {
                     continue;
-                };
-                if shard.raft().lease_valid(local) {
-                    holders.push((n.id, shard.raft().term()));
                 }
-            }
-            if holders.len() > 1 {
-                return Err(self.fail(format!(
-                    "lease safety: nodes {holders:?} (id, term) all hold a valid leader lease \
-                     of shard {s}"
-                )));
-            }
-            // A lease rests on a majority that heard from the leader in its term since the
-            // start of an acknowledged round, which is less than `election_timeout_min` of
-            // true time ago (the lease is shorter by the drift bound): check that such a
-            // majority exists.
-            let window = self.shard_config.raft.election_timeout_min;
-            for &(id, term) in &holders {
-                let heard = self
-                    .nodes
-                    .iter()
-                    .filter(|n| {
-                        n.id == id
-                            || n.heard_leader[s].is_some_and(|(t, leader, at)| {
-                                (t, leader) == (term, id) && at + window > self.now
-                            })
-                    })
-                    .count();
-                if heard * 2 <= self.nodes.len() {
+                let (id, term) = (n.id, raft.term());
+                let (seen_at, other, other_term) = self.lease_seen[s];
+                if seen_at == event {
                     return Err(self.fail(format!(
-                        "lease safety: node {id} holds a lease in term {term} of shard {s}, but \
-                         only {heard} node(s), itself included, heard from it in that term \
-                         within the last {window:?}"
+                        "lease safety: nodes {:?} (id, term) all hold a valid leader lease of \
+                         shard {s}",
+                        [(other, other_term), (id, term)]
                     )));
                 }
+                self.lease_seen[s] = (event, id, term);
+                self.check_lease_backed(s, id, term)?;
             }
-            if self.healed && self.leader_after_heal[s].is_none() && !holders.is_empty() {
-                self.leader_after_heal[s] = Some(self.now);
-            }
+        }
+        Ok(())
+    }
+
+    /// Node `id`'s valid lease of shard `s` in `term` rests on a majority that heard from it
+    /// in its term since the start of an acknowledged round, which is less than
+    /// `election_timeout_min` of true time ago (the lease is shorter by the drift bound):
+    /// check that such a majority exists.
+    fn check_lease_backed(&mut self, s: usize, id: NodeId, term: u64) -> Result<(), SimFailure> {
+        let window = self.shard_config.raft.election_timeout_min;
+        let heard = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.id == id
+                    || n.heard_leader[s].is_some_and(|(t, leader, at)| {
+                        (t, leader) == (term, id) && at + window > self.now
+                    })
+            })
+            .count();
+        if heard * 2 <= self.nodes.len() {
+            return Err(self.fail(format!(
+                "lease safety: node {id} holds a lease in term {term} of shard {s}, but only \
+                 {heard} node(s), itself included, heard from it in that term within the last \
+                 {window:?}"
+            )));
+        }
+        if self.healed && self.leader_after_heal[s].is_none() {
+            self.leader_after_heal[s] = Some(self.now);
         }
         Ok(())
     }
