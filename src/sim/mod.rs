@@ -1,23 +1,31 @@
 //! A deterministic whole-service simulator (issue 3 §5: "the main test"): whole nodes
 //! ([`Node`], the core a real node runs: routing, authentication, coalescing, redirects, and
-//! its shard replica — Raft plus the replicated lock table) fed the datagrams a real node
-//! would get, and lock clients that follow the spec's client rules, over a simulated network,
-//! on simulated drifting clocks. One shard is simulated.
+//! its shard replicas — Raft plus the replicated lock table, one per shard) fed the datagrams
+//! a real node would get, and lock clients that follow the spec's client rules, over a
+//! simulated network, on simulated drifting clocks. A random run has 1, 4 or 16 shards by
+//! its seed ([`shards_of_seed`]; `--shards` sets any count), over which the clients'
+//! resources spread by `udplock_protocol::shard_of`; a scenario has one.
 //!
-//! One `u64` seed drives everything: the network (latency, loss, duplication, reordering,
-//! delay spikes), every node's and every client's clock rate and offset, every node's rng
-//! seed (also after each restart), every client's session id and workload, each replica's
-//! snapshot cadence, the cluster key, and the faults (partitions of every shape, an isolated
-//! leader, crashes and restarts, pauses, leadership transfers, graceful leaves: a node hands
-//! over what it leads, stops, and comes back later, and junk snapshots a faulty peer sends a
-//! follower as if from its leader). One seed in three also spreads leaders (whoever leads
-//! hands the shard to its preferred node once that one is caught up), one in four has
+//! One `u64` seed drives everything, through ChaCha8 generators (whose streams are the same
+//! in every version, unlike `rand`'s `StdRng`; the Raft cores draw their timers from them
+//! too): the network (latency, loss, duplication, reordering, delay spikes), every node's and
+//! every client's clock rate and offset, every node's rng seed (also after each restart),
+//! every client's session id and workload, each replica's snapshot cadence, the cluster key,
+//! and the faults (partitions of every shape, an isolated leader, crashes and restarts,
+//! pauses, leadership transfers, graceful leaves: a node hands over every shard it leads,
+//! stops, and comes back later; junk snapshots a faulty peer sends a follower as if from its
+//! leader; and steps of a node's clock rate within the drift bound, see `clock.rs`). The
+//! faults aimed at a leader pick a shard first, half the time one the clients use. One seed
+//! in three also spreads leaders (whoever leads a shard hands it to its preferred node once
+//! that one is caught up), one in five snapshots at the production cadence
+//! ([`SimConfig::production_compaction`]), one in four has
 //! leaders that answer OVERLOADED whenever two proposals are uncommitted, and one in four
 //! (`KEYLESS_SEEDS_EVERY`) runs without a cluster key, as every scenario does; the others
 //! authenticate every node-to-node datagram (spec §8.11), so the network's duplicates,
 //! late copies and a restarted node's first exchanges go through the checks a real node
 //! makes. Nothing reads a real clock, and no decision depends on a hash map's iteration
-//! order, so a failing seed fails the same way every time.
+//! order, so a failing seed fails the same way every time: the report carries a digest of
+//! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
 //!
 //! # Data flow
 //!
@@ -32,7 +40,8 @@
 //!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
 //! ```
 //!
-//! The checkers read the replicas (`Node::shards`) and the Raft messages inside the PEER
+//! The checkers read the replicas (`Node::shards`), each shard on its own, and the Raft
+//! messages inside the PEER
 //! datagrams (decoded by the codec, `wire.rs`); the nodes know nothing of it. Under a
 //! scenario, whose script may hold a Raft message back and deliver it late, each message
 //! travels as its own (unauthenticated) datagram.
@@ -40,10 +49,11 @@
 //! Persistence ("fsync before send"): after every call into a node and before delivering
 //! anything it produced, the simulator stores each write the node hands out
 //! ([`Node::poll_persist`]: the recovery mark, the Raft delta the real storage writes, in
-//! that order) into its copy of the node's files (`Stored`), and checks that no datagram
+//! that order) into its copy of the files of the write's shard (`Stored`, one per shard, as
+//! `ShardWrite::shard` names it), and checks that no datagram
 //! names a write not yet stored; a crash drops the node and a restart builds a new one from
 //! that copy (a fresh rng seed, its clock reading, a new incarnation) through the decision a
-//! real node makes, [`crate::core::restart::decide`].
+//! real node makes, [`crate::core::restart::decide`], for each shard.
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
@@ -64,8 +74,8 @@
 //! rejoins by the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that
 //! trusted such files.
 //!
-//! Failed and torn writes: a disk node's write may fail part-way, or a crash may tear it,
-//! while it persists what one input produced. The node stops (fail-stop: nothing that input
+//! Failed and torn writes: a disk node's write of one shard's state may fail part-way, or a
+//! crash may tear it, while it persists what one input produced. The node stops (fail-stop: nothing that input
 //! produced leaves), and its files hold what the real storage (`cluster::storage`) can leave:
 //! the old state; or the new hard state (written first) over the old log; or that and the log
 //! cut back to where it agrees with the new one plus some of the new entries (a torn record is
@@ -81,7 +91,9 @@
 //!
 //! # Checkers
 //!
-//! Outside the nodes, after every event:
+//! Outside the nodes, each per shard: after every call into a node, for its replicas (only
+//! an input changes a replica), election safety, state machine safety and leader
+//! completeness; after every event, lease safety and no false forgery:
 //!
 //! - **election safety** (Raft §5.2): at most one leader per term;
 //! - **state machine safety** (Raft §5.4.3): every replica applies the same entry at each
@@ -99,11 +111,11 @@
 //!   the network's duplicates, datagrams of an earlier life — are expected.)
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
-//! exclusion, fencing order, durability of acknowledged answers against the final committed
-//! log, linearizability with the committed log as the witness order, doubts (no client
-//! touches a lock again before an answer settled the RELEASE of it it gave up on, spec
-//! §7.1.5), and liveness (a leader
-//! with a valid lease within [`LEADER_AFTER_HEAL_MAX`] of healing; every client operation
+//! exclusion, fencing order (both per resource), durability of acknowledged answers against
+//! the final committed log of the resource's shard, linearizability with that log as the
+//! witness order, doubts (no client touches a lock again before an answer settled the
+//! RELEASE of it it gave up on, spec §7.1.5), and liveness (in every shard a leader with a
+//! valid lease within [`LEADER_AFTER_HEAL_MAX`] of healing; every client operation
 //! started after the settle time answered within its bound; every replica applies what was
 //! committed a second before the end).
 //!
