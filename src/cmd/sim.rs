@@ -14,6 +14,9 @@ pub struct SimArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     nodes: usize,
+    /// Shards of every run (default: drawn from each seed, as the CI sweep does).
+    #[arg(long)]
+    shards: Option<u32>,
     /// Simulated seconds of faults per seed (a healed liveness phase of 5 s follows).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
@@ -24,7 +27,11 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let (mut simulated_us, mut failed) = (0u64, 0u64);
     for seed in a.seed..a.seed.saturating_add(a.seeds) {
-        match udplock::sim::run(&udplock::sim::SimConfig::new(seed, a.nodes, a.seconds)) {
+        let mut config = udplock::sim::SimConfig::new(seed, a.nodes, a.seconds);
+        if let Some(shards) = a.shards {
+            config.shards = shards;
+        }
+        match udplock::sim::run(&config) {
             Ok(r) => {
                 simulated_us += r.simulated.as_micros();
                 if a.seeds == 1 {

@@ -470,13 +470,15 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
     Replay { answers, views }
 }
 
-/// (c) durability and (d) linearizability, against the final committed log. `effect[i - 1]`
-/// is the first true time any replica applied entry `i`.
+/// (c) durability and (d) linearizability, against the final committed log of one shard.
+/// `effect[i - 1]` is the first true time any replica applied entry `i`; only operations on
+/// the resources `on_shard` says the shard holds are judged.
 pub(super) fn check_log(
     h: &History,
     log: &[Entry],
     effect: &[Instant],
     table: &lock_table::Config,
+    on_shard: impl Fn(usize) -> bool,
 ) -> Result<(), (Instant, String)> {
     assert!(effect.len() >= log.len());
     let replay = replay(log, table);
@@ -490,6 +492,9 @@ pub(super) fn check_log(
         });
     for (n, at, reply) in answered.chain(h.late.iter().copied()) {
         let op = &h.ops[n];
+        if op.action.resource().is_some_and(|r| !on_shard(r)) {
+            continue;
+        }
         if matches!(
             reply.answer.status,
             Status::Waiting | Status::Overloaded | Status::RequestExpired

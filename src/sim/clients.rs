@@ -37,8 +37,8 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
     Hint, Reply as WireReply, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
     STATUS_REQUEST_LEN,
@@ -122,6 +122,19 @@ pub(super) enum Action {
     Abandon,
 }
 
+impl Action {
+    /// The resource it asks the service about (an index into [`RESOURCES`]).
+    pub fn resource(&self) -> Option<usize> {
+        match *self {
+            Action::Acquire { resource, .. }
+            | Action::Release { resource }
+            | Action::Renew { resource, .. }
+            | Action::Status { resource } => Some(resource),
+            Action::Abandon => None,
+        }
+    }
+}
+
 /// The address node `id` answers clients from, as a client's route cache knows it.
 pub(super) fn node_addr(id: NodeId) -> SocketAddr {
     let octet = u8::try_from(id).expect("a simulated cluster has fewer than 256 nodes");
@@ -185,9 +198,9 @@ pub(super) struct Client {
     /// The session new requests go in; replaced when one is left carrying a doubt.
     session: u64,
     request_next: u64,
-    rng: StdRng,
+    rng: ChaCha8Rng,
     rtt: RttEstimator,
-    /// The leader cache (one shard) and suspect nodes over the configured servers, in this
+    /// The leader cache (per shard) and suspect nodes over the configured servers, in this
     /// client's own order (a rotation of the node ids).
     routes: Routes,
     resources: usize,
@@ -205,6 +218,7 @@ impl Client {
     pub fn new(
         idx: usize,
         nodes: usize,
+        shards: u32,
         resources: usize,
         clock: Clock,
         seed: u64,
@@ -212,7 +226,7 @@ impl Client {
         scripted: bool,
         now: Instant,
     ) -> Client {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let session = rng.gen_range(1..u64::MAX);
         let first = rng.gen_range(1..=nodes as u64);
         let servers: Vec<SocketAddr> = (0..nodes as u64)
@@ -228,7 +242,7 @@ impl Client {
             request_next: 1,
             rng,
             rtt: RttEstimator::new(RetransmitConfig::default()),
-            routes: Routes::new(&servers, 1, false),
+            routes: Routes::new(&servers, shards, false),
             resources,
             drift_ppm,
             op: None,
@@ -693,7 +707,7 @@ impl Client {
     /// Random mode: what to do with a new hold.
     fn plan_hold(&mut self, local: Instant, resource: usize, lease_ms: u32) {
         let lease = Duration::from_millis(lease_ms.into());
-        let frac = |rng: &mut StdRng, lo: u64, hi: u64| {
+        let frac = |rng: &mut ChaCha8Rng, lo: u64, hi: u64| {
             Duration::from_micros(lease.as_micros() * rng.gen_range(lo..hi) / 100)
         };
         let pattern = self.rng.gen_range(0..100);

@@ -1,23 +1,31 @@
 //! A deterministic whole-service simulator (issue 3 §5: "the main test"): whole nodes
 //! ([`Node`], the core a real node runs: routing, authentication, coalescing, redirects, and
-//! its shard replica — Raft plus the replicated lock table) fed the datagrams a real node
-//! would get, and lock clients that follow the spec's client rules, over a simulated network,
-//! on simulated drifting clocks. One shard is simulated.
+//! its shard replicas — Raft plus the replicated lock table, one per shard) fed the datagrams
+//! a real node would get, and lock clients that follow the spec's client rules, over a
+//! simulated network, on simulated drifting clocks. A random run has 1, 4 or 16 shards by
+//! its seed ([`shards_of_seed`]; `--shards` sets any count), over which the clients'
+//! resources spread by `udplock_protocol::shard_of`; a scenario has one.
 //!
-//! One `u64` seed drives everything: the network (latency, loss, duplication, reordering,
-//! delay spikes), every node's and every client's clock rate and offset, every node's rng
-//! seed (also after each restart), every client's session id and workload, each replica's
-//! snapshot cadence, the cluster key, and the faults (partitions of every shape, an isolated
-//! leader, crashes and restarts, pauses, leadership transfers, graceful leaves: a node hands
-//! over what it leads, stops, and comes back later, and junk snapshots a faulty peer sends a
-//! follower as if from its leader). One seed in three also spreads leaders (whoever leads
-//! hands the shard to its preferred node once that one is caught up), one in four has
+//! One `u64` seed drives everything, through ChaCha8 generators (whose streams are the same
+//! in every version, unlike `rand`'s `StdRng`; the Raft cores draw their timers from them
+//! too): the network (latency, loss, duplication, reordering, delay spikes), every node's and
+//! every client's clock rate and offset, every node's rng seed (also after each restart),
+//! every client's session id and workload, each replica's snapshot cadence, the cluster key,
+//! and the faults (partitions of every shape, an isolated leader, crashes and restarts,
+//! pauses, leadership transfers, graceful leaves: a node hands over every shard it leads,
+//! stops, and comes back later; junk snapshots a faulty peer sends a follower as if from its
+//! leader; and steps of a node's clock rate within the drift bound, see `clock.rs`). The
+//! faults aimed at a leader pick a shard first, half the time one the clients use. One seed
+//! in three also spreads leaders (whoever leads a shard hands it to its preferred node once
+//! that one is caught up), one in five snapshots at the production cadence
+//! ([`SimConfig::production_compaction`]), one in four has
 //! leaders that answer OVERLOADED whenever two proposals are uncommitted, and one in four
 //! (`KEYLESS_SEEDS_EVERY`) runs without a cluster key, as every scenario does; the others
 //! authenticate every node-to-node datagram (spec §8.11), so the network's duplicates,
 //! late copies and a restarted node's first exchanges go through the checks a real node
 //! makes. Nothing reads a real clock, and no decision depends on a hash map's iteration
-//! order, so a failing seed fails the same way every time.
+//! order, so a failing seed fails the same way every time: the report carries a digest of
+//! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
 //!
 //! # Data flow
 //!
@@ -32,7 +40,8 @@
 //!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
 //! ```
 //!
-//! The checkers read the replicas (`Node::shards`) and the Raft messages inside the PEER
+//! The checkers read the replicas (`Node::shards`), each shard on its own, and the Raft
+//! messages inside the PEER
 //! datagrams (decoded by the codec, `wire.rs`); the nodes know nothing of it. Under a
 //! scenario, whose script may hold a Raft message back and deliver it late, each message
 //! travels as its own (unauthenticated) datagram.
@@ -40,10 +49,11 @@
 //! Persistence ("fsync before send"): after every call into a node and before delivering
 //! anything it produced, the simulator stores each write the node hands out
 //! ([`Node::poll_persist`]: the recovery mark, the Raft delta the real storage writes, in
-//! that order) into its copy of the node's files (`Stored`), and checks that no datagram
+//! that order) into its copy of the files of the write's shard (`Stored`, one per shard, as
+//! `ShardWrite::shard` names it), and checks that no datagram
 //! names a write not yet stored; a crash drops the node and a restart builds a new one from
 //! that copy (a fresh rng seed, its clock reading, a new incarnation) through the decision a
-//! real node makes, [`crate::core::restart::decide`].
+//! real node makes, [`crate::core::restart::decide`], for each shard.
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
@@ -64,8 +74,8 @@
 //! rejoins by the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that
 //! trusted such files.
 //!
-//! Failed and torn writes: a disk node's write may fail part-way, or a crash may tear it,
-//! while it persists what one input produced. The node stops (fail-stop: nothing that input
+//! Failed and torn writes: a disk node's write of one shard's state may fail part-way, or a
+//! crash may tear it, while it persists what one input produced. The node stops (fail-stop: nothing that input
 //! produced leaves), and its files hold what the real storage (`cluster::storage`) can leave:
 //! the old state; or the new hard state (written first) over the old log; or that and the log
 //! cut back to where it agrees with the new one plus some of the new entries (a torn record is
@@ -81,7 +91,9 @@
 //!
 //! # Checkers
 //!
-//! Outside the nodes, after every event:
+//! Outside the nodes, each per shard: after every call into a node, for its replicas (only
+//! an input changes a replica), election safety, state machine safety and leader
+//! completeness; after every event, lease safety and no false forgery:
 //!
 //! - **election safety** (Raft §5.2): at most one leader per term;
 //! - **state machine safety** (Raft §5.4.3): every replica applies the same entry at each
@@ -99,11 +111,11 @@
 //!   the network's duplicates, datagrams of an earlier life — are expected.)
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
-//! exclusion, fencing order, durability of acknowledged answers against the final committed
-//! log, linearizability with the committed log as the witness order, doubts (no client
-//! touches a lock again before an answer settled the RELEASE of it it gave up on, spec
-//! §7.1.5), and liveness (a leader
-//! with a valid lease within [`LEADER_AFTER_HEAL_MAX`] of healing; every client operation
+//! exclusion, fencing order (both per resource), durability of acknowledged answers against
+//! the final committed log of the resource's shard, linearizability with that log as the
+//! witness order, doubts (no client touches a lock again before an answer settled the
+//! RELEASE of it it gave up on, spec §7.1.5), and liveness (in every shard a leader with a
+//! valid lease within [`LEADER_AFTER_HEAL_MAX`] of healing; every client operation
 //! started after the settle time answered within its bound; every replica applies what was
 //! committed a second before the end).
 //!
@@ -111,6 +123,7 @@
 
 mod check;
 mod clients;
+mod clock;
 // The real storage code over a simulated disk, tested here; the runs still keep their own
 // copy of each node's files (`Stored`) until they store through it (issue 9 item 3).
 #[cfg_attr(not(test), allow(dead_code))]
@@ -118,6 +131,7 @@ mod disk;
 mod scenarios;
 #[cfg(test)]
 mod tests;
+mod trace;
 mod wire;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -125,14 +139,16 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use udplock_protocol::Status;
 
 use self::check::{History, Outcome, PROBE};
 use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
+use self::clock::Clock;
 pub use self::scenarios::Scenario;
 use self::scenarios::Script;
+use self::trace::Trace;
 use crate::core::lock_table::{self, Request};
 use crate::core::node::{self, Node, NodeStats, ShardWrite};
 use crate::core::peer_auth::{AuthDrop, KeySet};
@@ -148,6 +164,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Cluster size (3 or 5 make sense).
     pub nodes: usize,
+    /// Shards of the cluster: every node holds a replica of each, and clients' resources
+    /// spread over them by `udplock_protocol::shard_of`. [`SimConfig::new`] draws it from
+    /// the seed ([`SHARD_COUNTS`]); the scenarios run one.
+    pub shards: u32,
     /// Simulated time with faults.
     pub safety_phase: Duration,
     /// Simulated time after healing everything.
@@ -161,6 +181,12 @@ pub struct SimConfig {
     pub resources: usize,
     /// A named scenario instead of random faults.
     pub scenario: Option<Scenario>,
+    /// Every replica snapshots at the shard's production cadence
+    /// (`shard::COMPACT_EVERY_DEFAULT`, `COMPACT_KEEP_DEFAULT`) instead of the short ones of
+    /// [`COMPACTION_CADENCES`]. [`SimConfig::new`] sets it for one seed in
+    /// [`PRODUCTION_COMPACTION_SEEDS_EVERY`]; a run must apply that many entries to a shard
+    /// before it snapshots, which takes minutes of simulated time (`--seconds 240`).
+    pub production_compaction: bool,
     /// A mutation experiment, never set by the sweep: a paused node's clock stands still
     /// while it is paused, as `CLOCK_MONOTONIC` does while a Linux machine is suspended.
     /// Without it a pause is a suspend on the clock the shells really read (`crate::clock`,
@@ -168,6 +194,13 @@ pub struct SimConfig {
     /// leader wakes inside a lease its followers stopped honouring), which is why the shells
     /// must not read `std::time::Instant` (issue 7 item 4).
     pub clock_stops_during_pauses: bool,
+    /// A mutation experiment, never set by the sweep: the clock faults go beyond the drift
+    /// bound — a running leader's clock stands still for a while (its timers and its lease
+    /// stop with it), or a follower's jumps forward (its patience with the leader ends
+    /// early). Without it they stay within the bound (rate steps, see `clock_fault`). With
+    /// it the lease-safety checker fires: the spec's one assumption about clocks is the
+    /// bound (client protocol §6.4, "The clock").
+    pub clock_faults_beyond_bound: bool,
 }
 
 impl SimConfig {
@@ -177,13 +210,16 @@ impl SimConfig {
         SimConfig {
             seed,
             nodes,
+            shards: shards_of_seed(seed),
             safety_phase: Duration::from_millis(seconds * 1_000),
             liveness_phase: Duration::from_millis(5_000),
             faults: true,
             clients: 6,
             resources: 3,
             scenario: None,
+            production_compaction: seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3,
             clock_stops_during_pauses: false,
+            clock_faults_beyond_bound: false,
         }
     }
 }
@@ -231,6 +267,12 @@ pub struct SimReport {
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
     pub junk_snapshots: u64,
+    /// Clock faults (see `Sim::clock_fault`): steps of a clock's rate within the drift bound,
+    /// or in the `clock_faults_beyond_bound` experiment stalls and jumps.
+    pub clock_faults: u64,
+    /// A digest of the whole event trace: every event delivered, in order, with its true
+    /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
+    pub trace: u64,
 }
 
 /// A checker fired (or the run could not make progress): the seed reproduces it.
@@ -238,6 +280,7 @@ pub struct SimReport {
 pub struct SimFailure {
     pub seed: u64,
     pub nodes: usize,
+    pub shards: u32,
     /// The safety phase, whole seconds (the CLI's `--seconds`).
     pub seconds: u64,
     pub scenario: Option<Scenario>,
@@ -249,8 +292,8 @@ impl fmt::Display for SimFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} ({} nodes) failed at {:?}: {}\n  reproduce: ",
-            self.seed, self.nodes, self.at, self.what
+            "seed {} ({} nodes, {} shards) failed at {:?}: {}\n  reproduce: ",
+            self.seed, self.nodes, self.shards, self.at, self.what
         )?;
         match self.scenario {
             Some(s) => write!(
@@ -259,11 +302,17 @@ impl fmt::Display for SimFailure {
                 s.test_name(),
                 self.seed
             ),
-            None => write!(
-                f,
-                "udplock sim --seed {} --nodes {} --seconds {}",
-                self.seed, self.nodes, self.seconds
-            ),
+            None => {
+                write!(
+                    f,
+                    "udplock sim --seed {} --nodes {} --seconds {}",
+                    self.seed, self.nodes, self.seconds
+                )?;
+                if self.shards != shards_of_seed(self.seed) {
+                    write!(f, " --shards {}", self.shards)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -293,49 +342,11 @@ const PROBE_ADDR: SocketAddr = SocketAddr::new(
     9_999,
 );
 
-/// A clock that runs at `1 + rate_ppm / 10^6` of true time from `offset_us`, less the time
-/// it stood still (`stopped_us`, only in the `clock_stops_during_pauses` experiment).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock {
-    rate_ppm: i64,
-    offset_us: u64,
-    stopped_us: u64,
-}
-
-impl Clock {
-    fn random(rng: &mut StdRng, drift_bound_ppm: u32) -> Clock {
-        // Within ± half the bound, so any two clocks differ by at most the bound.
-        let half = i64::from(drift_bound_ppm / 2);
-        Clock {
-            rate_ppm: rng.gen_range(-half..=half),
-            offset_us: rng.gen_range(0..1_000_000_000),
-            stopped_us: 0,
-        }
-    }
-
-    /// This clock's reading at true time `t`.
-    pub(crate) fn local(&self, t: Instant) -> Instant {
-        let scaled = (t.as_micros() as i128 * (1_000_000 + self.rate_ppm as i128)) / 1_000_000;
-        // `stopped_us` is never more than the clock ran (see `stand_still`).
-        Instant::from_micros(self.offset_us + scaled as u64 - self.stopped_us)
-    }
-
-    /// The first true time at which this clock reads at least `local`.
-    pub(crate) fn true_time(&self, local: Instant) -> Instant {
-        if local == Instant::MAX {
-            return Instant::MAX;
-        }
-        let l = (local.as_micros() + self.stopped_us).saturating_sub(self.offset_us) as i128;
-        let rate = 1_000_000 + self.rate_ppm as i128;
-        Instant::from_micros(((l * 1_000_000 + rate - 1) / rate) as u64)
-    }
-
-    /// The clock stood still from true time `from` to `to`: it resumes at `to` reading what
-    /// it read at `from`.
-    fn stand_still(&mut self, from: Instant, to: Instant) {
-        let lost = self.local(to).saturating_since(self.local(from));
-        self.stopped_us += lost.as_micros();
-    }
+/// A clock within ± half the drift bound of true time, so any two clocks differ by at most
+/// the bound, from a random offset.
+fn random_clock(rng: &mut ChaCha8Rng, drift_bound_ppm: u32) -> Clock {
+    let half = i64::from(drift_bound_ppm / 2);
+    Clock::new(rng.gen_range(-half..=half), rng.gen_range(0..1_000_000_000))
 }
 
 #[derive(Clone, Debug)]
@@ -355,6 +366,8 @@ enum Event {
         to: usize,
         from: NodeId,
         msg: ReplyMsg,
+        /// The digest of the datagram the node sent ([`Trace::of`]).
+        digest: u64,
     },
     Timer {
         node: NodeId,
@@ -378,11 +391,12 @@ enum Event {
     },
     /// Note the commit index the replicas must all reach by the end.
     CatchUpMark,
-    /// Leader `from` starts handing leadership to `to` (a fault or a scenario; an event, so
-    /// that what it sends passes a script's `on_send` like anything else).
+    /// Leader `from` starts handing leadership of `shard` to `to` (a fault or a scenario; an
+    /// event, so that what it sends passes a script's `on_send` like anything else).
     Transfer {
         from: NodeId,
         to: NodeId,
+        shard: u32,
     },
     /// Node `node` is leaving gracefully (`ClusterNode::leave`, SIGTERM): while it leads it
     /// hands leadership to a caught-up peer, then it stops; it gives up handing over at
@@ -397,15 +411,89 @@ enum Event {
     },
 }
 
+impl Event {
+    /// Mixes this event into the run's trace: its kind, endpoints, and the digest of the
+    /// bytes it carries (a request's bytes are mixed in as they reach the node).
+    fn trace(&self, trace: &mut Trace) {
+        match self {
+            Event::Peer { to, from, datagram } => {
+                trace.word(1);
+                trace.word(*to);
+                trace.word(*from);
+                trace.bytes(datagram);
+            }
+            Event::Request { to, from, request } => {
+                trace.word(2);
+                trace.word(*to);
+                trace.word(*from as u64);
+                trace.word(request.id.session);
+                trace.word(request.id.request);
+                trace.word(request.attempt.into());
+            }
+            Event::Reply {
+                to, from, digest, ..
+            } => {
+                trace.word(3);
+                trace.word(*to as u64);
+                trace.word(*from);
+                trace.word(*digest);
+            }
+            Event::Timer { node, generation } => {
+                trace.word(4);
+                trace.word(*node);
+                trace.word(*generation);
+            }
+            Event::ClientWake { client, generation } => {
+                trace.word(5);
+                trace.word(*client as u64);
+                trace.word(*generation);
+            }
+            Event::Fault => trace.word(6),
+            Event::Heal => trace.word(7),
+            Event::Restart { node } => {
+                trace.word(8);
+                trace.word(*node);
+            }
+            Event::Resume { node } => {
+                trace.word(9);
+                trace.word(*node);
+            }
+            Event::Writeback { node } => {
+                trace.word(10);
+                trace.word(*node);
+            }
+            Event::CatchUpMark => trace.word(11),
+            Event::Transfer { from, to, shard } => {
+                trace.word(12);
+                trace.word(*from);
+                trace.word(*to);
+                trace.word((*shard).into());
+            }
+            Event::Leave {
+                node,
+                until,
+                led,
+                incarnation,
+            } => {
+                trace.word(13);
+                trace.word(*node);
+                trace.word(until.as_micros());
+                trace.word((*led).into());
+                trace.word(*incarnation);
+            }
+        }
+    }
+}
+
 struct SimNode {
     id: NodeId,
     /// The node's core while it runs: the code a real node runs, fed bytes.
     node: Option<Node>,
     /// Its counters (this incarnation's).
     stats: Arc<NodeStats>,
-    /// What survives a crash (see the module docs); for an `os` node, what its page cache
-    /// holds.
-    stored: Stored,
+    /// What survives a crash, per shard (see the module docs); for an `os` node, what its
+    /// page cache holds.
+    stored: Vec<Stored>,
     /// Durability `os`: what survives a power loss (see the module docs).
     os: Option<OsDisk>,
     /// The machine's boot id: a power loss starts another boot.
@@ -418,10 +506,10 @@ struct SimNode {
     compaction: (u64, u64),
     /// The node's data directory records it (what a real node writes at its first start).
     identity: bool,
-    /// The directory holds the shard's files.
+    /// The directory holds the shards' files (a node creates them all at its first start).
     files: bool,
-    /// The recovery mark its storage carries (see `core::restart`).
-    mark: Option<Mark>,
+    /// The recovery mark each shard's storage carries (see `core::restart`).
+    mark: Vec<Option<Mark>>,
     /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
     new_cluster: bool,
     /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
@@ -435,27 +523,44 @@ struct SimNode {
     timer_generation: u64,
     /// How often this node crashed (or stopped).
     crashes: u64,
-    /// Entries this incarnation applied (its shard's applied index, as last observed).
-    applied: u64,
-    was_leader_in: Option<u64>,
-    /// The latest Append or snapshot chunk this node accepted from a leader: (term, leader,
-    /// true time). Kept across crashes: it records what the node received.
-    heard_leader: Option<(u64, NodeId, Instant)>,
+    /// Entries this incarnation applied, per shard (the replica's applied index, as last
+    /// observed).
+    applied: Vec<u64>,
+    /// Per shard, the term this incarnation's replica was last seen leading.
+    was_leader_in: Vec<Option<u64>>,
+    /// Per shard, the latest Append or snapshot chunk this node accepted from a leader:
+    /// (term, leader, true time). Kept across crashes: it records what the node received.
+    heard_leader: Vec<Option<(u64, NodeId, Instant)>>,
     /// Junk snapshots (valid framing, garbage bytes, as if from its leader: a faulty peer, or
-    /// a forgery on a cluster without a key) delivered to this incarnation: each may be
-    /// dropped as faulty, and must change nothing else (issue 8).
+    /// a forgery on a cluster without a key) delivered to this incarnation, to any shard:
+    /// each may be dropped as faulty, and must change nothing else (issue 8).
     junk_snapshots: u64,
     /// Unauthenticated junk datagrams sent to this incarnation of a node that has a key: each
     /// must be dropped by the authentication checks (spec §8.11) and counted as such.
     junk_unauthenticated: u64,
     /// The last write of this incarnation's core that was stored (its `seq`).
     stored_seq: u64,
+    /// The shards its replicas lead (in some term), as of the last call into it.
+    leading: Vec<usize>,
 }
 
 impl SimNode {
-    /// Its replica of the one shard simulated.
-    pub(crate) fn shard(&self) -> Option<&Shard> {
-        self.node.as_ref().map(|n| &n.shards()[0])
+    /// Its replica of `shard`, while it runs.
+    pub(crate) fn replica(&self, shard: usize) -> Option<&Shard> {
+        self.node.as_ref().map(|n| &n.shards()[shard])
+    }
+
+    /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
+    fn whole(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
+    }
+
+    /// Some shard of it is without state: its node keeps none, or a shard's storage is
+    /// marked as recovering.
+    fn stateless(&self) -> bool {
+        self.memory || self.mark.iter().any(Option::is_some)
     }
 }
 
@@ -480,7 +585,7 @@ pub(crate) struct Sim {
     cluster_id: u64,
     /// A node's wall clock reads this plus its local clock, in µs (INIT's first token).
     wall_clock_base_us: u64,
-    rng: StdRng,
+    rng: ChaCha8Rng,
     now: Instant,
     seq: u64,
     events: BTreeMap<(Instant, u64), Event>,
@@ -492,12 +597,14 @@ pub(crate) struct Sim {
     heal_at: Instant,
     end: Instant,
     healed: bool,
-    /// Entry `i` at position `i - 1`, as first applied.
-    applied: Vec<Applied>,
-    /// term → the node that led it.
-    leaders: BTreeMap<u64, NodeId>,
-    leader_after_heal: Option<Instant>,
-    catch_up_index: Option<u64>,
+    /// Per shard, entry `i` at position `i - 1`, as first applied.
+    applied: Vec<Vec<Applied>>,
+    /// Per shard, term → the node that led it.
+    leaders: Vec<BTreeMap<u64, NodeId>>,
+    /// Per shard, when a replica first held a valid lease after healing.
+    leader_after_heal: Vec<Option<Instant>>,
+    /// Per shard, the commit index every replica must reach by the end.
+    catch_up_index: Vec<Option<u64>>,
     hist: History,
     /// Scenario probes awaiting a reply, by request id.
     probes: HashMap<lock_table::RequestId, usize>,
@@ -508,6 +615,13 @@ pub(crate) struct Sim {
     probe_next: u64,
     script: Option<Script>,
     report: SimReport,
+    /// The digest of every event delivered so far (see `trace.rs`).
+    trace: Trace,
+    /// Per shard, the last holder of a valid lease `check_leases` saw: (the event it saw
+    /// it after, `report.events`; node; term).
+    lease_seen: Vec<(u64, NodeId, u64)>,
+    /// Reused for every PEER datagram delivered (see `wire::peer_glance`).
+    from_leader_buf: Vec<(u16, u64)>,
     outbox: Vec<(NodeId, Request<'static>)>,
 }
 
@@ -527,6 +641,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
         SimFailure {
             seed: config.seed,
             nodes: config.nodes,
+            shards: config.shards,
             seconds: config.safety_phase.as_millis() / 1_000,
             scenario: config.scenario,
             at,
@@ -549,7 +664,11 @@ pub fn run_scenario(scenario: Scenario, seed: u64) -> Result<SimReport, SimFailu
 
 impl Sim {
     fn new(config: SimConfig) -> Result<Sim, SimFailure> {
-        let mut rng = StdRng::seed_from_u64(config.seed);
+        assert!(
+            config.shards >= 1 && (config.scenario.is_none() || config.shards == 1),
+            "scenarios run one shard"
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let mut raft = raft::Config {
             id: 1,
@@ -572,6 +691,7 @@ impl Sim {
             raft,
             table,
         };
+        let shards = config.shards as usize;
         // Every node's wall clock reads this plus its own local clock (in µs): INIT takes it.
         let wall_clock_base_us = rng.gen_range(1..1_000_000_000);
         let nodes = voters
@@ -580,38 +700,45 @@ impl Sim {
                 id,
                 node: None,
                 stats: Arc::default(),
-                stored: Stored::default(),
-                os: os_seed(&config).then(OsDisk::default),
+                stored: vec![Stored::default(); shards],
+                os: os_seed(&config).then(|| OsDisk::new(shards)),
                 boot: 1,
                 memory: false,
-                compaction: COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())],
+                compaction: match COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())] {
+                    _ if config.production_compaction => {
+                        (shard::COMPACT_EVERY_DEFAULT, shard::COMPACT_KEEP_DEFAULT)
+                    }
+                    cadence => cadence,
+                },
                 identity: false,
                 files: false,
-                mark: None,
+                mark: vec![None; shards],
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
                 settings: logged_settings(&mut rng),
-                clock: Clock::random(&mut rng, drift_ppm),
+                clock: random_clock(&mut rng, drift_ppm),
                 paused_until: None,
                 paused_since: None,
                 timer_generation: 0,
                 crashes: 0,
-                applied: 0,
-                was_leader_in: None,
-                heard_leader: None,
+                applied: vec![0; shards],
+                was_leader_in: vec![None; shards],
+                heard_leader: vec![None; shards],
                 junk_snapshots: 0,
                 junk_unauthenticated: 0,
                 stored_seq: 0,
+                leading: Vec::new(),
             })
             .collect();
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
         let clients: Vec<Client> = (0..config.clients)
             .map(|idx| {
-                let clock = Clock::random(&mut rng, drift_ppm);
+                let clock = random_clock(&mut rng, drift_ppm);
                 let seed = rng.gen();
                 Client::new(
                     idx,
                     config.nodes,
+                    config.shards,
                     config.resources,
                     clock,
                     seed,
@@ -649,16 +776,19 @@ impl Sim {
             heal_at,
             end,
             healed: false,
-            applied: Vec::new(),
-            leaders: BTreeMap::new(),
-            leader_after_heal: None,
-            catch_up_index: None,
+            applied: (0..shards).map(|_| Vec::new()).collect(),
+            leaders: vec![BTreeMap::new(); shards],
+            leader_after_heal: vec![None; shards],
+            catch_up_index: vec![None; shards],
             hist: History::default(),
             probes: HashMap::new(),
             request_lens: HashMap::new(),
             probe_next: 1,
             script,
             report: SimReport::default(),
+            trace: Trace::default(),
+            lease_seen: vec![(0, 0, 0); shards],
+            from_leader_buf: Vec::new(),
             outbox: Vec::new(),
         };
         for id in voters {
@@ -693,6 +823,7 @@ impl Sim {
         SimFailure {
             seed: self.config.seed,
             nodes: self.config.nodes,
+            shards: self.config.shards,
             seconds: self.config.safety_phase.as_millis() / 1_000,
             scenario: self.config.scenario,
             at,
@@ -737,17 +868,8 @@ impl Sim {
         }
         let local = n.clock.local(now);
         // What a real node's storage would show it (`cluster::storage`), and its decision.
-        let storage_new = n.memory || (!n.identity && !n.files && n.mark.is_none());
-        let found = match n.mark {
-            _ if n.memory => Found::Nothing,
-            Some(mark) => Found::Marked(mark),
-            None if n.files => Found::Files {
-                hard: n.stored.hard,
-                snapshot: n.stored.snapshot.clone(),
-                log: n.stored.log.clone(),
-            },
-            None => Found::Nothing,
-        };
+        let storage_new =
+            n.memory || (!n.identity && !n.files && n.mark.iter().all(Option::is_none));
         // An `os` node's boot record against its boot id (`DataDir::open`).
         let boot = match &n.os {
             Some(os) if !n.memory => restart::boot(
@@ -756,15 +878,34 @@ impl Sim {
             ),
             _ => Boot::Kept,
         };
-        let start = restart::decide(found, storage_new, n.new_cluster, boot);
+        let mut starts = Vec::with_capacity(n.stored.len());
+        for shard in 0..n.stored.len() {
+            let found = match n.mark[shard] {
+                _ if n.memory => Found::Nothing,
+                Some(mark) => Found::Marked(mark),
+                None if n.files => {
+                    let stored = &n.stored[shard];
+                    Found::Files {
+                        hard: stored.hard,
+                        snapshot: stored.snapshot.clone(),
+                        log: stored.log.clone(),
+                    }
+                }
+                None => Found::Nothing,
+            };
+            let start = restart::decide(found, storage_new, n.new_cluster, boot);
+            if !n.memory {
+                n.mark[shard] = start.mark();
+            }
+            if start.mark().is_some() {
+                // Opened empty, whatever the files held (`ShardStore::open_empty`).
+                n.stored[shard] = Stored::default();
+            }
+            starts.push(start);
+        }
         if !n.memory {
-            n.mark = start.mark();
             n.identity = true;
             n.files = true;
-        }
-        if start.mark().is_some() {
-            // Opened empty, whatever the files held (`ShardStore::open_empty`).
-            n.stored = Stored::default();
         }
         if let Some(os) = n.os.as_mut() {
             // Once the marks are set (`DataDir::record_boot`); written synced.
@@ -776,7 +917,7 @@ impl Sim {
         let keys = self.keys.clone();
         let mut core = Node::new(
             config,
-            vec![start],
+            starts,
             keys,
             incarnation,
             seed,
@@ -788,8 +929,8 @@ impl Sim {
         let n = self.node(id);
         n.node = Some(core);
         n.stats = stats;
-        n.applied = 0;
-        n.was_leader_in = None;
+        n.applied.fill(0);
+        n.was_leader_in.fill(None);
         n.junk_snapshots = 0;
         n.junk_unauthenticated = 0;
         n.stored_seq = 0;
@@ -799,6 +940,7 @@ impl Sim {
     fn crash(&mut self, id: NodeId) {
         let n = self.node(id);
         n.node = None;
+        n.leading.clear();
         n.timer_generation += 1;
         n.crashes += 1;
         self.report.crashes += 1;
@@ -819,8 +961,9 @@ impl Sim {
             }
             self.now = at;
             self.report.events += 1;
+            self.trace.word(at.as_micros());
+            event.trace(&mut self.trace);
             self.handle(event)?;
-            self.check_leaders()?;
             self.check_leases()?;
             if let Some(mut script) = self.script.take() {
                 let result = script.step(self);
@@ -830,6 +973,7 @@ impl Sim {
         }
         self.now = self.end;
         self.report.simulated = self.end.saturating_since(Instant::ZERO);
+        self.report.trace = self.trace.digest();
         self.finish()
     }
 
@@ -844,22 +988,10 @@ impl Sim {
                     self.schedule_at(until, Event::Peer { to, from, datagram });
                     return Ok(());
                 }
-                // What it carries, read by the checkers (the node reads it itself).
-                let messages = wire::peer_messages(&datagram);
-                let ack = messages.iter().find_map(|(_, m)| match m {
-                    Message::AppendReply {
-                        success: true,
-                        match_index,
-                        ..
-                    } => Some(*match_index),
-                    _ => None,
-                });
-                let from_leader = messages.iter().find_map(|(_, m)| match m {
-                    Message::Append { term, .. } | Message::InstallSnapshot { term, .. } => {
-                        Some(*term)
-                    }
-                    _ => None,
-                });
+                // What it carries, read by the checkers (the node reads it itself): the
+                // (shard, term) of each Append or snapshot chunk from a leader.
+                let mut from_leader = std::mem::take(&mut self.from_leader_buf);
+                let ack = wire::peer_glance(&datagram, &mut from_leader);
                 let now = self.now;
                 let n = self.node(to);
                 let local = n.clock.local(now);
@@ -867,12 +999,16 @@ impl Sim {
                     return Ok(()); // crashed: lost
                 };
                 core.handle_datagram(local, wire::node_addr(from), &datagram);
-                if let Some(term) = from_leader {
-                    let raft = core.shards()[0].raft();
+                for &(shard, term) in &from_leader {
+                    let Some(replica) = core.shards().get(usize::from(shard)) else {
+                        continue;
+                    };
+                    let raft = replica.raft();
                     if raft.term() == term && raft.leader() == Some(from) {
-                        n.heard_leader = Some((term, from, now));
+                        n.heard_leader[usize::from(shard)] = Some((term, from, now));
                     }
                 }
+                self.from_leader_buf = from_leader;
                 self.report.messages_delivered += 1;
                 self.after_call(to)?;
                 if let Some(mut script) = self.script.take() {
@@ -891,7 +1027,7 @@ impl Sim {
                 }
                 self.deliver_request(to, from, request)?;
             }
-            Event::Reply { to, from, msg } => {
+            Event::Reply { to, from, msg, .. } => {
                 if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {
                     return Ok(());
                 }
@@ -954,15 +1090,13 @@ impl Sim {
                     let whole = self
                         .nodes
                         .iter()
-                        .filter(|n| {
-                            n.id != node && n.shard().is_some_and(|s| !s.raft().rejoining())
-                        })
+                        .filter(|n| n.id != node && n.whole())
                         .count();
                     let others_whole = whole > self.nodes.len() / 2;
                     let stateless_others = self
                         .nodes
                         .iter()
-                        .filter(|n| n.id != node && (n.memory || n.mark.is_some()))
+                        .filter(|n| n.id != node && n.stateless())
                         .count();
                     let room = stateless_others < (self.nodes.len() - 1) / 2;
                     let memory = self.node(node).memory;
@@ -988,7 +1122,7 @@ impl Sim {
                         let n = self.node(node);
                         let disk = n.os.as_ref().expect("os");
                         n.stored = disk.synced.clone();
-                        n.mark = disk.synced_mark;
+                        n.mark = disk.synced_mark.clone();
                         n.boot += 1;
                         self.report.power_losses += 1;
                     } else if self.config.scenario.is_none()
@@ -997,13 +1131,14 @@ impl Sim {
                         && self.rng.gen_bool(0.3)
                     {
                         let n = self.node(node);
-                        n.stored = Stored::default();
+                        let shards = n.stored.len();
+                        n.stored = vec![Stored::default(); shards];
                         if let Some(disk) = n.os.as_mut() {
-                            *disk = OsDisk::default();
+                            *disk = OsDisk::new(shards);
                         }
                         n.files = false;
                         n.identity = false;
-                        n.mark = None;
+                        n.mark = vec![None; shards];
                         if self.rng.gen_bool(0.5) {
                             // From now on a `memory` node.
                             self.node(node).memory = true;
@@ -1018,7 +1153,7 @@ impl Sim {
             Event::Writeback { node } => {
                 let n = self.node(node);
                 if n.node.is_some() {
-                    let (stored, mark) = (n.stored.clone(), n.mark);
+                    let (stored, mark) = (n.stored.clone(), n.mark.clone());
                     let disk = n.os.as_mut().expect("only os nodes write back");
                     disk.synced = stored;
                     disk.synced_mark = mark;
@@ -1036,28 +1171,30 @@ impl Sim {
                     self.resume(node)?;
                 }
             }
-            Event::Transfer { from, to } => {
+            Event::Transfer { from, to, shard } => {
                 if let Some(until) = self.node(from).paused_until {
-                    self.schedule_at(until, Event::Transfer { from, to });
+                    self.schedule_at(until, Event::Transfer { from, to, shard });
                     return Ok(());
                 }
                 let now = self.now;
                 let n = self.node(from);
                 let local = n.clock.local(now);
                 if let Some(core) = n.node.as_mut() {
-                    core.transfer_leadership(local, 0, to);
+                    core.transfer_leadership(local, shard, to);
                 }
                 self.after_call(from)?;
             }
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::CatchUpMark => {
-                let commit = self
-                    .nodes
-                    .iter()
-                    .filter_map(|n| n.shard())
-                    .map(|s| s.raft().commit_index())
-                    .max();
-                self.catch_up_index = commit;
+                for shard in 0..self.catch_up_index.len() {
+                    let commit = self
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.replica(shard))
+                        .map(|s| s.raft().commit_index())
+                        .max();
+                    self.catch_up_index[shard] = commit;
+                }
             }
         }
         Ok(())
@@ -1072,6 +1209,7 @@ impl Sim {
         let now = self.now;
         self.report.messages_delivered += 1;
         let datagram = wire::request_datagram(&request, None);
+        self.trace.bytes(&datagram);
         let len = self
             .request_lens
             .entry(request.id)
@@ -1118,8 +1256,8 @@ impl Sim {
             };
             // Every node here is correct: a message one of them dropped as faulty or
             // malformed was a correct message misjudged (but for the junk snapshots a faulty
-            // peer sent it).
-            let drops = core.shards()[0].raft().faulty_drops();
+            // peer sent it, to any of its shards).
+            let drops: u64 = core.shards().iter().map(|s| s.raft().faulty_drops()).sum();
             if drops > n.junk_snapshots {
                 return Err(self.fail(format!(
                     "node {id} dropped {drops} message(s) of correct peers as faulty or \
@@ -1151,7 +1289,6 @@ impl Sim {
             let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
                 break;
             };
-            assert_eq!(write.shard, 0, "one shard is simulated");
             n.stored_seq = write.seq;
             if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
                 self.report.snapshots += 1;
@@ -1164,14 +1301,15 @@ impl Sim {
                 return Ok(());
             }
             let n = &mut self.nodes[i];
+            let shard = write.shard as usize;
             if let Some(mark) = write.mark_first {
-                n.mark = Some(mark);
+                n.mark[shard] = Some(mark);
             }
             if let Some(persist) = &write.raft {
-                n.stored.write(persist);
+                n.stored[shard].write(persist);
             }
             if let Some(mark) = write.mark_then {
-                n.mark = mark;
+                n.mark[shard] = mark;
             }
         }
         let mut transmits = Vec::new();
@@ -1240,7 +1378,7 @@ impl Sim {
                     "node {id} answered an address no client has: {msg:?}"
                 )));
             };
-            self.send_reply(id, client, msg);
+            self.send_reply(id, client, msg, &datagram);
         }
         let n = self.node(id);
         let at = n.clock.true_time(timer_local).max(now);
@@ -1274,11 +1412,12 @@ impl Sim {
         let all_new = self.rng.gen_bool(0.5);
         let appended = self.rng.gen_range(0..=persist.entries.len());
         let n = self.node(id);
+        let shard = write.shard as usize;
         // A stronger mark goes down before the state it covers.
         if let Some(mark) = write.mark_first {
-            n.mark = Some(mark);
+            n.mark[shard] = Some(mark);
         }
-        n.stored.write_torn(persist, stage, all_new, appended);
+        n.stored[shard].write_torn(persist, stage, all_new, appended);
         self.report.torn_writes += 1;
         self.crash(id);
         let down = Duration::from_millis(self.rng.gen_range(50..1_000));
@@ -1357,10 +1496,19 @@ impl Sim {
         self.schedule(after, Event::Peer { to, from, datagram });
     }
 
-    fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg) {
+    fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg, datagram: &[u8]) {
+        let digest = Trace::of(datagram);
         for latency in self.copies(from, CLIENT_ENDPOINT + to as u64) {
             let msg = msg.clone();
-            self.schedule(latency, Event::Reply { to, from, msg });
+            self.schedule(
+                latency,
+                Event::Reply {
+                    to,
+                    from,
+                    msg,
+                    digest,
+                },
+            );
         }
     }
 
@@ -1393,12 +1541,28 @@ impl Sim {
             .collect()
     }
 
-    fn leaders_now(&self) -> Vec<NodeId> {
+    /// The nodes whose replica of `shard` leads (in some term).
+    fn leaders_now(&self, shard: usize) -> Vec<NodeId> {
         self.nodes
             .iter()
-            .filter(|n| n.shard().is_some_and(|s| s.raft().role() == Role::Leader))
+            .filter(|n| {
+                n.replica(shard)
+                    .is_some_and(|s| s.raft().role() == Role::Leader)
+            })
             .map(|n| n.id)
             .collect()
+    }
+
+    /// The shard a fault aimed at a leader picks: half the time the shard of a resource the
+    /// clients use, else any.
+    fn fault_shard(&mut self) -> usize {
+        let shards = self.config.shards;
+        if self.rng.gen_bool(0.5) {
+            let resource = RESOURCES[self.rng.gen_range(0..self.config.resources)];
+            udplock_protocol::shard_of(resource, shards) as usize
+        } else {
+            self.rng.gen_range(0..shards as usize)
+        }
     }
 
     fn block_both(&mut self, a: u64, b: u64) {
@@ -1421,7 +1585,14 @@ impl Sim {
 
     fn inject_fault(&mut self) -> Result<(), SimFailure> {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        match self.rng.gen_range(0..12) {
+        let fault = self.rng.gen_range(0..13);
+        // The shard whose leader the leader-aimed faults (3, 5, 9, 10, 12) pick.
+        let shard = if self.config.shards > 1 && matches!(fault, 3 | 5 | 9 | 10 | 12) {
+            self.fault_shard()
+        } else {
+            0
+        };
+        match fault {
             // Symmetric partition into two groups.
             0 => {
                 self.blocked.clear();
@@ -1464,7 +1635,7 @@ impl Sim {
             // (else clients keep reaching a leader that cannot commit).
             3 => {
                 let with_clients = self.rng.gen_bool(0.5);
-                for l in self.leaders_now() {
+                for l in self.leaders_now(shard) {
                     for &other in &ids {
                         if other != l {
                             self.block_both(l, other);
@@ -1493,7 +1664,7 @@ impl Sim {
             // Pause a node (a GC pause, a stopped VM): it wakes believing what it believed.
             // Pausing the leader is the interesting case, so it is chosen half the time.
             5 => {
-                let leaders = self.leaders_now();
+                let leaders = self.leaders_now(shard);
                 let victim = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
                     leaders[0]
                 } else {
@@ -1515,11 +1686,12 @@ impl Sim {
             // A leader hands leadership to another node (graceful leave, leader spreading),
             // under whatever faults are on: its TimeoutNow may be lost or come late.
             9 => {
-                if let Some(&from) = self.leaders_now().first() {
+                if let Some(&from) = self.leaders_now(shard).first() {
                     let others: Vec<NodeId> =
                         ids.iter().copied().filter(|&id| id != from).collect();
                     let to = others[self.rng.gen_range(0..others.len())];
-                    self.schedule(Duration::ZERO, Event::Transfer { from, to });
+                    let shard = shard as u32;
+                    self.schedule(Duration::ZERO, Event::Transfer { from, to, shard });
                     self.report.transfers += 1;
                 }
             }
@@ -1527,7 +1699,7 @@ impl Sim {
             // shards over, hands over what it leads, stops, and is restarted later.
             10 => {
                 let running = self.running();
-                let leaders = self.leaders_now();
+                let leaders = self.leaders_now(shard);
                 if running.len() * 2 > ids.len() + 1 {
                     // The leader half the time: handing over is the interesting part.
                     let node = match leaders.first() {
@@ -1558,8 +1730,53 @@ impl Sim {
             // complete snapshot of garbage, as if from its leader: the follower must drop it
             // and keep its state, and still restart from what it persisted (issue 8).
             11 => return self.send_junk_snapshot(),
+            // A node's clock changes rate (or, in an experiment, stalls or jumps).
+            12 => return self.clock_fault(shard),
             // Heal the network for a while.
             _ => self.blocked.clear(),
+        }
+        Ok(())
+    }
+
+    /// Fault 12 (see `inject_fault`): a node's clock changes (see `clock.rs`). Within the
+    /// drift bound, as in every random run: one clock's rate steps to another rate within ±
+    /// half the bound; or, half the time when `shard` has a leader, the leader's clock steps
+    /// to the slowest rate and every other node's to the fastest, so the leader's lease lasts
+    /// longest in true time while its followers' patience is shortest — the edge the lease's
+    /// margin is for (spec §8.5, "Leader lease"). Beyond the bound (the
+    /// `clock_faults_beyond_bound` experiment): the leader's clock stands still for 50 ms to
+    /// 1.5 s while it runs, or a node's clock jumps forward by as much.
+    fn clock_fault(&mut self, shard: usize) -> Result<(), SimFailure> {
+        let half = i64::from(self.shard_config.raft.drift_bound_ppm / 2);
+        let leader = self.leaders_now(shard).first().copied();
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let now = self.now;
+        let adversarial = leader.is_some() && self.rng.gen_bool(0.5);
+        if self.config.clock_faults_beyond_bound {
+            let by = Duration::from_millis(self.rng.gen_range(50..1_500));
+            match leader {
+                Some(leader) if adversarial => self.node(leader).clock.stand_still(now, now + by),
+                _ => {
+                    let victim = ids[self.rng.gen_range(0..ids.len())];
+                    self.node(victim).clock.jump(now, by);
+                }
+            }
+        } else if let (Some(leader), true) = (leader, adversarial) {
+            for &id in &ids {
+                let rate = if id == leader { -half } else { half };
+                self.node(id).clock.set_rate(now, rate);
+            }
+        } else {
+            let victim = ids[self.rng.gen_range(0..ids.len())];
+            let rate = self.rng.gen_range(-half..=half);
+            self.node(victim).clock.set_rate(now, rate);
+        }
+        self.report.clock_faults += 1;
+        // Timers were set on the old clocks: set them again (a paused node's are at resume).
+        for id in ids {
+            if self.node(id).paused_until.is_none() {
+                self.after_call(id)?;
+            }
         }
         Ok(())
     }
@@ -1570,29 +1787,32 @@ impl Sim {
     /// without a trailer; round 0, so its answer counts for nothing at the leader. A node
     /// with a key drops it as unauthenticated (spec §8.11); one without lets Raft judge it.
     fn send_junk_snapshot(&mut self) -> Result<(), SimFailure> {
-        let followers: Vec<(NodeId, NodeId)> = self
+        let shards = self.config.shards as usize;
+        // (follower, its leader, shard)
+        let followers: Vec<(NodeId, NodeId, usize)> = self
             .nodes
             .iter()
             .filter(|n| n.paused_until.is_none())
-            .filter_map(|n| {
-                let raft = n.shard()?.raft();
+            .flat_map(|n| (0..shards).map(move |shard| (n, shard)))
+            .filter_map(|(n, shard)| {
+                let raft = n.replica(shard)?.raft();
                 let leader = raft.leader().filter(|_| raft.role() == Role::Follower)?;
-                Some((n.id, leader))
+                Some((n.id, leader, shard))
             })
             .collect();
         if followers.is_empty() {
             return Ok(());
         }
-        let (to, from) = followers[self.rng.gen_range(0..followers.len())];
+        let (to, from, shard) = followers[self.rng.gen_range(0..followers.len())];
         let len = self.rng.gen_range(1..=udplock_protocol::SNAPSHOT_CHUNK_MAX);
         let mut data: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
         data[0] = 0;
         let ahead = self.rng.gen_range(1..100);
         let now = self.now;
         let (cluster_id, keyed) = (self.cluster_id, self.keys.is_authenticated());
-        let n = self.node(to);
+        let n = &mut self.nodes[(to - 1) as usize];
         let local = n.clock.local(now);
-        let raft = n.shard().expect("a running follower").raft();
+        let raft = n.replica(shard).expect("a running follower").raft();
         let (term, commit) = (raft.term(), raft.commit_index());
         let junk = Message::InstallSnapshot {
             term,
@@ -1603,7 +1823,8 @@ impl Sim {
             data,
             round: 0,
         };
-        let datagram = wire::peer_datagram(cluster_id, from, &[(0, junk)]);
+        let datagram = wire::peer_datagram(cluster_id, from, &[(shard as u16, junk)]);
+        self.trace.bytes(&datagram);
         if keyed {
             n.junk_unauthenticated += 1;
         } else {
@@ -1706,6 +1927,7 @@ impl Sim {
         let op = self.hist.begin(PROBE, request, action, now);
         self.probes.insert(request.id, op);
         let datagram = wire::request_datagram(&request, Some(udplock_protocol::STATUS_REQUEST_LEN));
+        self.trace.bytes(&datagram);
         let len = self
             .request_lens
             .entry(request.id)
@@ -1727,34 +1949,59 @@ impl Sim {
         Ok(served)
     }
 
-    /// State machine safety: every replica applies the same entries, in order.
+    /// After a call into node `id` (only an input changes a replica): state machine safety
+    /// (every replica applies the same entries, in order), election safety and leader
+    /// completeness, for each of its shards; and which shards it leads now, for the lease
+    /// checker.
     fn observe_applied(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let i = (id - 1) as usize;
+        for shard in 0..self.applied.len() {
+            self.observe_applied_shard(id, shard)?;
+            self.check_leader(i, shard)?;
+        }
+        let n = &mut self.nodes[i];
+        n.leading.clear();
+        if let Some(core) = n.node.as_ref() {
+            let leading = core.shards().iter().enumerate();
+            n.leading.extend(
+                leading
+                    .filter(|(_, r)| r.raft().role() == Role::Leader)
+                    .map(|(s, _)| s),
+            );
+        }
+        Ok(())
+    }
+
+    /// State machine safety for node `id`'s replica of `shard`.
+    fn observe_applied_shard(&mut self, id: NodeId, s: usize) -> Result<(), SimFailure> {
         let now = self.now;
         let i = (id - 1) as usize;
-        let Some(shard) = self.nodes[i].shard() else {
+        let Some(shard) = self.nodes[i].replica(s) else {
             return Ok(());
         };
         let applied_index = shard.applied_index();
         let current_term = shard.raft().term();
-        let from = self.nodes[i].applied + 1;
+        let from = self.nodes[i].applied[s] + 1;
         if applied_index + 1 < from {
             return Err(self.fail(format!(
-                "node {id} applied index went back from {} to {applied_index}",
+                "node {id} shard {s}: applied index went back from {} to {applied_index}",
                 from - 1
             )));
         }
+        let applied = &mut self.applied[s];
         // A snapshot (installed from the leader, or restored at restart) stands for the
         // entries it covers: others applied those, and they are no longer in this log.
         let snapshot = shard.raft().snapshot_meta();
         if snapshot.index >= from {
             self.report.snapshots_received += 1;
-            if let Some(a) = self.applied.get((snapshot.index - 1) as usize) {
+            if let Some(a) = applied.get((snapshot.index - 1) as usize) {
                 if a.term != snapshot.term {
-                    return Err(self.fail(format!(
-                        "state machine safety: node {id} holds a snapshot through {} of term \
-                         {}, where term {} was applied",
+                    let what = format!(
+                        "state machine safety: node {id} shard {s} holds a snapshot through {} \
+                         of term {}, where term {} was applied",
                         snapshot.index, snapshot.term, a.term
-                    )));
+                    );
+                    return Err(self.fail(what));
                 }
             }
         }
@@ -1764,18 +2011,19 @@ impl Sim {
                 .raft()
                 .entry(index)
                 .expect("an applied entry is in the log");
-            match self.applied.get((index - 1) as usize) {
+            match applied.get((index - 1) as usize) {
                 Some(a) if (a.term, &a.data) != (entry.term, &entry.data) => {
-                    return Err(self.fail(format!(
-                        "state machine safety: node {id} applied (term {}) at index {index} \
-                         where another applied (term {})",
+                    let what = format!(
+                        "state machine safety: node {id} shard {s} applied (term {}) at index \
+                         {index} where another applied (term {})",
                         entry.term, a.term
-                    )));
+                    );
+                    return Err(self.fail(what));
                 }
                 Some(_) => {}
                 None => {
-                    assert_eq!(self.applied.len() as u64, index - 1);
-                    self.applied.push(Applied {
+                    assert_eq!(applied.len() as u64, index - 1);
+                    applied.push(Applied {
                         term: entry.term,
                         data: entry.data.clone(),
                         at: now,
@@ -1785,103 +2033,122 @@ impl Sim {
                 }
             }
         }
-        self.nodes[i].applied = applied_index;
+        self.nodes[i].applied[s] = applied_index;
         Ok(())
     }
 
-    /// Election safety, and leader completeness at the moment a node becomes leader.
-    fn check_leaders(&mut self) -> Result<(), SimFailure> {
-        for i in 0..self.nodes.len() {
-            let (id, term, newly) = {
-                let n = &self.nodes[i];
-                let Some(shard) = n.shard() else {
-                    continue;
-                };
-                if shard.raft().role() != Role::Leader {
-                    continue;
-                }
-                let term = shard.raft().term();
-                (n.id, term, n.was_leader_in != Some(term))
+    /// Election safety, and leader completeness at the moment a node becomes leader: node
+    /// `i`'s replica of shard `s`.
+    fn check_leader(&mut self, i: usize, s: usize) -> Result<(), SimFailure> {
+        let (id, term, newly) = {
+            let n = &self.nodes[i];
+            let Some(shard) = n.replica(s) else {
+                return Ok(());
             };
-            match self.leaders.get(&term) {
-                Some(&other) if other != id => {
-                    return Err(self.fail(format!(
-                        "election safety: nodes {other} and {id} both lead term {term}"
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    self.leaders.insert(term, id);
-                    self.report.leaders_elected += 1;
-                }
+            if shard.raft().role() != Role::Leader {
+                return Ok(());
             }
-            if newly {
-                self.nodes[i].was_leader_in = Some(term);
-                let raft = self.nodes[i].shard().expect("running").raft();
-                // Raft §5.4: an entry committed in a term is in the log of every leader of
-                // every LATER term. A node may still win an older term late (a vote granted
-                // long ago, delivered after a pause); it need not hold what later terms
-                // committed, and can never commit anything over it.
-                for (position, a) in self.applied.iter().enumerate() {
-                    let index = position as u64 + 1;
-                    if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
-                        continue;
-                    }
-                    let held = raft.entry(index);
-                    if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
-                        return Err(self.fail(format!(
-                            "leader completeness: node {id}, leader of term {term}, lacks \
-                             applied entry {index} (term {})",
-                            a.term
-                        )));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Lease safety: two nodes never both hold a valid lease at one instant of true time.
-    fn check_leases(&mut self) -> Result<(), SimFailure> {
-        let mut holders = Vec::new();
-        for n in &self.nodes {
-            let Some(shard) = n.shard() else {
-                continue;
-            };
-            if n.paused_until.is_none() && shard.raft().lease_valid(n.clock.local(self.now)) {
-                holders.push((n.id, shard.raft().term()));
-            }
-        }
-        if holders.len() > 1 {
-            return Err(self.fail(format!(
-                "lease safety: nodes {holders:?} (id, term) all hold a valid leader lease"
-            )));
-        }
-        // A lease rests on a majority that heard from the leader in its term since the start
-        // of an acknowledged round, which is less than `election_timeout_min` of true time
-        // ago (the lease is shorter by the drift bound): check that such a majority exists.
-        let window = self.shard_config.raft.election_timeout_min;
-        for &(id, term) in &holders {
-            let heard = self
-                .nodes
-                .iter()
-                .filter(|n| {
-                    n.id == id
-                        || n.heard_leader.is_some_and(|(t, leader, at)| {
-                            (t, leader) == (term, id) && at + window > self.now
-                        })
-                })
-                .count();
-            if heard * 2 <= self.nodes.len() {
+            let term = shard.raft().term();
+            (n.id, term, n.was_leader_in[s] != Some(term))
+        };
+        match self.leaders[s].get(&term) {
+            Some(&other) if other != id => {
                 return Err(self.fail(format!(
-                    "lease safety: node {id} holds a lease in term {term}, but only {heard} \
-                     node(s), itself included, heard from it in that term within the last \
-                     {window:?}"
+                    "election safety: nodes {other} and {id} both lead term {term} of shard {s}"
                 )));
             }
+            Some(_) => {}
+            None => {
+                self.leaders[s].insert(term, id);
+                self.report.leaders_elected += 1;
+            }
         }
-        if self.healed && self.leader_after_heal.is_none() && !holders.is_empty() {
-            self.leader_after_heal = Some(self.now);
+        if newly {
+            self.nodes[i].was_leader_in[s] = Some(term);
+            let raft = self.nodes[i].replica(s).expect("running").raft();
+            // Raft §5.4: an entry committed in a term is in the log of every leader of every
+            // LATER term. A node may still win an older term late (a vote granted long ago,
+            // delivered after a pause); it need not hold what later terms committed, and can
+            // never commit anything over it.
+            for (position, a) in self.applied[s].iter().enumerate() {
+                let index = position as u64 + 1;
+                if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
+                    continue;
+                }
+                let held = raft.entry(index);
+                if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
+                    return Err(self.fail(format!(
+                        "leader completeness: node {id}, leader of term {term} of shard {s}, \
+                         lacks applied entry {index} (term {})",
+                        a.term
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Lease safety, per shard: two nodes never both hold a valid lease at one instant of
+    /// true time.
+    fn check_leases(&mut self) -> Result<(), SimFailure> {
+        // Every valid lease: only a leader holds one, and a replica becomes leader only on
+        // an input, after which `observe_applied` lists it. A paused node acts on nothing,
+        // its lease included.
+        let event = self.report.events;
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.paused_until.is_some() || n.leading.is_empty() {
+                continue;
+            }
+            let local = n.clock.local(self.now);
+            for k in 0..n.leading.len() {
+                let n = &self.nodes[i];
+                let s = n.leading[k];
+                let raft = n.replica(s).expect("running").raft();
+                if !raft.lease_valid(local) {
+                    continue;
+                }
+                let (id, term) = (n.id, raft.term());
+                let (seen_at, other, other_term) = self.lease_seen[s];
+                if seen_at == event {
+                    return Err(self.fail(format!(
+                        "lease safety: nodes {:?} (id, term) all hold a valid leader lease of \
+                         shard {s}",
+                        [(other, other_term), (id, term)]
+                    )));
+                }
+                self.lease_seen[s] = (event, id, term);
+                self.check_lease_backed(s, id, term)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Node `id`'s valid lease of shard `s` in `term` rests on a majority that heard from it
+    /// in its term since the start of an acknowledged round, which is less than
+    /// `election_timeout_min` of true time ago (the lease is shorter by the drift bound):
+    /// check that such a majority exists.
+    fn check_lease_backed(&mut self, s: usize, id: NodeId, term: u64) -> Result<(), SimFailure> {
+        let window = self.shard_config.raft.election_timeout_min;
+        let heard = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.id == id
+                    || n.heard_leader[s].is_some_and(|(t, leader, at)| {
+                        (t, leader) == (term, id) && at + window > self.now
+                    })
+            })
+            .count();
+        if heard * 2 <= self.nodes.len() {
+            return Err(self.fail(format!(
+                "lease safety: node {id} holds a lease in term {term} of shard {s}, but only \
+                 {heard} node(s), itself included, heard from it in that term within the last \
+                 {window:?}"
+            )));
+        }
+        if self.healed && self.leader_after_heal[s].is_none() {
+            self.leader_after_heal[s] = Some(self.now);
         }
         Ok(())
     }
@@ -1908,24 +2175,71 @@ impl Sim {
         check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
         check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;
         check::check_doubts(&self.hist).map_err(|e| fail(self, e))?;
+        // Each resource's shard: its log holds every logged request on the resource.
+        let resource_shards: Vec<u32> = RESOURCES
+            .iter()
+            .map(|r| udplock_protocol::shard_of(r, self.config.shards))
+            .collect();
+        for s in 0..self.applied.len() {
+            self.check_shard_log(s, &resource_shards)?;
+        }
+        if let Some(mut script) = self.script.take() {
+            let result = script.finish(self);
+            self.script = Some(script);
+            result?;
+        }
+        // Liveness.
+        for (s, &after_heal) in self.leader_after_heal.iter().enumerate() {
+            match after_heal {
+                Some(at) if at <= self.heal_at + LEADER_AFTER_HEAL_MAX => {}
+                at => {
+                    return Err(self.fail(format!(
+                        "liveness: no replica of shard {s} held a valid leader lease within \
+                         {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
+                    )));
+                }
+            }
+        }
+        check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
+        for (s, &mark) in self.catch_up_index.iter().enumerate() {
+            let Some(mark) = mark else { continue };
+            for n in &self.nodes {
+                if n.applied[s] < mark {
+                    return Err(self.fail(format!(
+                        "liveness: node {} applied only up to {} of the {mark} entries of \
+                         shard {s} committed {CATCH_UP:?} before the end",
+                        n.id, n.applied[s]
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// State machine safety of shard `s`'s final log, then durability and linearizability of
+    /// the operations on its resources against it.
+    fn check_shard_log(&self, s: usize, resource_shards: &[u32]) -> Result<(), SimFailure> {
+        let fail = |(at, what): (Instant, String)| self.fail_at(at, what);
         // The final committed log: the longest committed prefix (all agree, see above).
         let best = self
             .nodes
             .iter()
-            .filter_map(|n| n.shard())
-            .max_by_key(|s| s.raft().commit_index())
+            .filter_map(|n| n.replica(s))
+            .max_by_key(|r| r.raft().commit_index())
             .expect("every node runs after healing");
         let commit = best.raft().commit_index() as usize;
-        let effect: Vec<Instant> = self.applied.iter().map(|a| a.at).collect();
+        let applied = &self.applied[s];
+        let effect: Vec<Instant> = applied.iter().map(|a| a.at).collect();
         if effect.len() < commit {
             return Err(self.fail(format!(
-                "committed index {commit} was never applied by any replica (applied {})",
+                "committed index {commit} of shard {s} was never applied by any replica \
+                 (applied {})",
                 effect.len()
             )));
         }
         // The committed log as applied (the best replica may have compacted its prefix);
         // the part it still holds must agree with it.
-        let log: Vec<Entry> = self.applied[..commit]
+        let log: Vec<Entry> = applied[..commit]
             .iter()
             .enumerate()
             .map(|(position, a)| Entry {
@@ -1934,51 +2248,29 @@ impl Sim {
                 data: a.data.clone(),
             })
             .collect();
-        let log = &log[..];
         let held = best
             .raft()
             .log()
             .iter()
             .filter(|e| e.index as usize <= commit);
-        for (e, a) in held.map(|e| (e, &self.applied[e.index as usize - 1])) {
+        for (e, a) in held.map(|e| (e, &applied[e.index as usize - 1])) {
             if e.term != a.term || e.data != a.data {
                 return Err(self.fail(format!(
-                    "state machine safety: the final log holds term {} at index {}, where term \
-                     {} was applied",
+                    "state machine safety: the final log of shard {s} holds term {} at index \
+                     {}, where term {} was applied",
                     e.term, e.index, a.term
                 )));
             }
         }
-        check::check_log(&self.hist, log, &effect, &self.shard_config.table)
-            .map_err(|e| fail(self, e))?;
-        if let Some(mut script) = self.script.take() {
-            let result = script.finish(self);
-            self.script = Some(script);
-            result?;
-        }
-        // Liveness.
-        match self.leader_after_heal {
-            Some(at) if at <= self.heal_at + LEADER_AFTER_HEAL_MAX => {}
-            at => {
-                return Err(self.fail(format!(
-                    "liveness: no replica held a valid leader lease within \
-                     {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
-                )));
-            }
-        }
-        check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
-        if let Some(mark) = self.catch_up_index {
-            for n in &self.nodes {
-                if n.applied < mark {
-                    return Err(self.fail(format!(
-                        "liveness: node {} applied only up to {} of the {mark} entries committed \
-                         {CATCH_UP:?} before the end",
-                        n.id, n.applied
-                    )));
-                }
-            }
-        }
-        Ok(())
+        let on_shard = |resource: usize| resource_shards[resource] as usize == s;
+        check::check_log(
+            &self.hist,
+            &log,
+            &effect,
+            &self.shard_config.table,
+            on_shard,
+        )
+        .map_err(fail)
     }
 }
 
@@ -2000,18 +2292,33 @@ fn keyless_seed(config: &SimConfig) -> bool {
     config.scenario.is_some() || config.seed % KEYLESS_SEEDS_EVERY == 1
 }
 
+/// Shard counts a random run draws from ([`shards_of_seed`]), in turn: one shard (the
+/// single node's case, and the cheapest: half the seeds), a few (leaders spread over the
+/// nodes, PEER datagrams carry several shards' messages), and many (most shards idle: their
+/// heartbeats, elections and snapshots still run, beside the busy ones; a 16-shard seed
+/// costs about twice a 1-shard one, so a quarter of the seeds, which keeps the CI sweep's
+/// time within half again of the one-shard sweep's).
+pub const SHARD_COUNTS: [u32; 4] = [1, 4, 1, 16];
+
+/// The shard count of random seed `seed`: one of [`SHARD_COUNTS`] in turn for each block of
+/// four seeds, so every count meets every one of the seed classes chosen by `seed % 4`
+/// (keyless, `os`, OVERLOADED) and by `seed % 3` (spread leaders).
+pub fn shards_of_seed(seed: u64) -> u32 {
+    SHARD_COUNTS[(seed / 4 % SHARD_COUNTS.len() as u64) as usize]
+}
+
 /// Node `id`'s view of the simulated cluster: every node at its address (`wire::node_addr`),
-/// one shard with the run's Raft and table settings, leaders spread on the seeds that have a
+/// `config.shards` shards with the run's Raft and table settings, leaders spread on the seeds that have a
 /// preferred leader, and the low cap on uncommitted proposals of the OVERLOADED seeds.
 fn cluster_config(config: &SimConfig, shard: &shard::Config, id: NodeId) -> node::Config {
     let peers = (1..=config.nodes as NodeId)
         .map(|node| (node, wire::node_addr(node)))
         .collect();
     let mut cluster = node::Config {
-        shards: 1,
+        shards: config.shards,
         raft: shard.raft.clone(),
         table: shard.table.clone(),
-        spread_leaders: preferred_leader(config).is_some(),
+        spread_leaders: spread_leaders(config),
         ..node::Config::new(id, peers)
     };
     if overload_seed(config) {
@@ -2033,12 +2340,17 @@ fn overload_seed(config: &SimConfig) -> bool {
 /// shell's `udplock server` waits about as long on SIGTERM).
 const LEAVE_WITHIN: Duration = Duration::from_millis(2_000);
 
-/// One random seed in three runs with a preferred leader (leader spreading, spec §8.1): node
-/// `1 + (seed / 3) % nodes`, which every replica hands the shard to once it is caught up.
-fn preferred_leader(config: &SimConfig) -> Option<NodeId> {
-    (config.scenario.is_none() && config.seed % 3 == 1)
-        .then(|| 1 + (config.seed / 3) % config.nodes as u64)
+/// One random seed in three spreads leaders (spec §8.1): each shard has a preferred leader
+/// (`node::Config::preferred_leader`), to which whoever leads it hands it once that node is
+/// caught up.
+fn spread_leaders(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % 3 == 1
 }
+
+/// One random seed in this many (those with `seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3`)
+/// snapshots at the production cadence ([`SimConfig::production_compaction`]): a snapshot
+/// taken from thousands of entries, with the whole default log kept behind it.
+pub const PRODUCTION_COMPACTION_SEEDS_EVERY: u64 = 5;
 
 /// Snapshot cadences `(every, keep)` a replica of a random run draws from (see `start_node`):
 /// small, so that every run takes snapshots and a node cut off or restarted catches up
@@ -2049,7 +2361,7 @@ const COMPACTION_CADENCES: [(u64, u64); 3] = [(64, 8), (128, 16), (512, 64)];
 /// A node's own default TTL, OVERLOADED retry hint and startup grace (spec §8.8): different
 /// on every node, so that a replica applying a command with its own values rather than the
 /// logged ones answers differently from the others (and from the checkers' replay).
-fn logged_settings(rng: &mut StdRng) -> shard::LoggedSettings {
+fn logged_settings(rng: &mut ChaCha8Rng) -> shard::LoggedSettings {
     shard::LoggedSettings {
         ttl_default_ms: rng.gen_range(1_000..60_000),
         retry_after_ms: rng.gen_range(1..50),
@@ -2085,15 +2397,26 @@ const POWER_LOSS_PROBABILITY: f64 = 0.5;
 /// What an `os` node's disk holds beyond its page cache (see the module docs).
 #[derive(Clone, Debug, Default)]
 struct OsDisk {
-    /// The files as the kernel last wrote them back: what a power loss leaves.
-    synced: Stored,
-    /// The recovery mark then.
-    synced_mark: Option<Mark>,
+    /// The files as the kernel last wrote them back, per shard: what a power loss leaves.
+    synced: Vec<Stored>,
+    /// The recovery marks then.
+    synced_mark: Vec<Option<Mark>>,
     /// The boot id the directory's boot record holds (written synced).
     recorded: Option<u64>,
 }
 
-/// What a disk node's files hold for its shard, as `cluster::storage` would leave them: kept
+impl OsDisk {
+    /// A new disk of a node of `shards` shards: nothing written back yet.
+    fn new(shards: usize) -> OsDisk {
+        OsDisk {
+            synced: vec![Stored::default(); shards],
+            synced_mark: vec![None; shards],
+            recorded: None,
+        }
+    }
+}
+
+/// What a disk node's files hold for one shard, as `cluster::storage` would leave them: kept
 /// up to date from the same deltas ([`raft::Persist`]) the real storage writes.
 #[derive(Clone, Debug, Default)]
 struct Stored {

@@ -135,13 +135,17 @@ impl Scenario {
         SimConfig {
             seed,
             nodes,
+            // A script points at one shard's messages and entries.
+            shards: 1,
             safety_phase: Duration::from_millis(safety_ms),
             liveness_phase: Duration::from_millis(3_000),
             faults: false,
             clients,
             resources,
             scenario: Some(self),
+            production_compaction: false,
             clock_stops_during_pauses: false,
+            clock_faults_beyond_bound: false,
         }
     }
 
@@ -214,7 +218,7 @@ impl Sim {
     fn stable_leader(&self) -> Option<NodeId> {
         let mut found = None;
         for n in &self.nodes {
-            let Some(s) = n.shard() else { continue };
+            let Some(s) = n.replica(0) else { continue };
             if n.paused_until.is_none() && s.raft().lease_valid(n.clock.local(self.now)) {
                 if found.is_some() {
                     return None;
@@ -226,7 +230,7 @@ impl Sim {
     }
 
     fn shard_of(&self, id: NodeId) -> Option<&crate::core::shard::Shard> {
-        self.nodes[(id - 1) as usize].shard()
+        self.nodes[(id - 1) as usize].replica(0)
     }
 
     fn isolate(&mut self, id: NodeId) {
@@ -279,7 +283,7 @@ impl Sim {
     fn restart_without_state(&mut self, id: NodeId) -> Result<(), SimFailure> {
         self.crash(id);
         let n = self.node(id);
-        n.stored = Default::default();
+        n.stored.fill(Default::default());
         n.memory = true;
         self.report.amnesia_restarts += 1;
         self.start_node(id)
@@ -288,14 +292,14 @@ impl Sim {
     /// The leader `from` starts handing leadership to `to`, at once (as an event, so that
     /// the script sees what it sends).
     fn transfer(&mut self, from: NodeId, to: NodeId) {
-        self.schedule(Duration::ZERO, Event::Transfer { from, to });
+        self.schedule(Duration::ZERO, Event::Transfer { from, to, shard: 0 });
     }
 
     /// Whether node `id` runs, is not paused, and holds a valid lease on its own clock.
     fn holds_lease(&self, id: NodeId) -> bool {
         let n = &self.nodes[(id - 1) as usize];
         n.paused_until.is_none()
-            && n.shard()
+            && n.replica(0)
                 .is_some_and(|s| s.raft().lease_valid(n.clock.local(self.now)))
     }
 
@@ -303,7 +307,7 @@ impl Sim {
     fn leader_above(&self, term: u64) -> Option<NodeId> {
         self.nodes
             .iter()
-            .filter_map(|n| n.shard().map(|s| (n.id, s.raft())))
+            .filter_map(|n| n.replica(0).map(|s| (n.id, s.raft())))
             .filter(|(_, r)| r.role() == Role::Leader && r.term() > term)
             .max_by_key(|(_, r)| r.term())
             .map(|(id, _)| id)
@@ -372,7 +376,7 @@ impl Script {
                 };
                 let raft = sim.shard_of(s1).expect("running").raft();
                 let settled = sim.nodes.iter().all(|n| {
-                    n.shard()
+                    n.replica(0)
                         .is_some_and(|s| s.raft().commit_index() == raft.last_index())
                 });
                 if sim.now >= ms(500) && settled {
@@ -464,7 +468,7 @@ impl Script {
             (Scenario::PartialPartition, _)
                 if sim.now >= ms(1_000) && sim.now >= self.since + Duration::from_millis(700) =>
             {
-                let leaders = sim.leaders_now();
+                let leaders = sim.leaders_now(0);
                 if let Some(&l) = leaders.first() {
                     let others: Vec<NodeId> =
                         (1..=sim.nodes.len() as u64).filter(|&id| id != l).collect();
@@ -537,11 +541,10 @@ impl Script {
                 };
                 let raft = sim.shard_of(l).expect("running").raft();
                 let commit = raft.commit_index();
-                let ahead = sim
-                    .nodes
-                    .iter()
-                    .filter(|n| n.id != l)
-                    .all(|n| n.shard().is_some_and(|s| s.raft().commit_index() < commit));
+                let ahead = sim.nodes.iter().filter(|n| n.id != l).all(|n| {
+                    n.replica(0)
+                        .is_some_and(|s| s.raft().commit_index() < commit)
+                });
                 let fresh = raft.entry(commit).is_some_and(|e| is_request(&e.data));
                 if ahead && fresh {
                     self.a = l;
@@ -646,10 +649,10 @@ impl Script {
                 // Crash it once every replica applied its whole log: a new leader then has
                 // no answer of its own to send, only the retransmission can get one.
                 let everywhere = self.index > 0
-                    && sim
-                        .nodes
-                        .iter()
-                        .all(|n| n.shard().is_some_and(|s| s.applied_index() >= self.index));
+                    && sim.nodes.iter().all(|n| {
+                        n.replica(0)
+                            .is_some_and(|s| s.applied_index() >= self.index)
+                    });
                 if everywhere {
                     sim.crash(self.a);
                     sim.isolate(self.a);
@@ -924,7 +927,7 @@ impl Script {
                 // The first leader: its first rounds have small numbers, which its next life
                 // reaches again soon after it leads once more. `on_send` keeps copies of its
                 // Appends from now on.
-                if let Some(&l) = sim.leaders_now().first() {
+                if let Some(&l) = sim.leaders_now(0).first() {
                     self.a = l;
                     self.term = sim.shard_of(l).expect("running").raft().term();
                     self.next(sim);
@@ -1338,7 +1341,7 @@ impl Script {
         let still_leads = sim
             .shard_of(node)
             .is_some_and(|s| s.raft().role() == Role::Leader && s.raft().term() == self.term);
-        let newer = sim.leaders.keys().any(|&t| t > self.term);
+        let newer = sim.leaders[0].keys().any(|&t| t > self.term);
         if !still_leads || !newer {
             return Err(self.fail(
                 sim,
@@ -1381,7 +1384,7 @@ impl Script {
                 let best = sim
                     .nodes
                     .iter()
-                    .filter_map(|n| n.shard())
+                    .filter_map(|n| n.replica(0))
                     .max_by_key(|s| s.raft().commit_index())
                     .expect("running");
                 let term = best.raft().entry(self.index).map(|e| e.term);
@@ -1444,8 +1447,7 @@ impl Script {
                     .expect("the acquire")
                     .request
                     .id;
-                let copies = sim
-                    .applied
+                let copies = sim.applied[0]
                     .iter()
                     .filter(|a| a.term > self.term)
                     .filter(|a| match LogCommand::decode(&a.data) {

@@ -14,11 +14,7 @@ fn at(ms: u64) -> Instant {
 #[test]
 fn clock_conversions_round_trip() {
     for rate_ppm in [-5_000, 0, 5_000] {
-        let clock = Clock {
-            rate_ppm,
-            offset_us: 123_456,
-            stopped_us: 0,
-        };
+        let clock = Clock::new(rate_ppm, 123_456);
         for t in [0, 1, 999_999, 10_000_000_007] {
             let t = Instant::from_micros(t);
             let local = clock.local(t);
@@ -27,6 +23,45 @@ fn clock_conversions_round_trip() {
             assert!(clock.local(back) >= local);
         }
     }
+}
+
+#[test]
+fn a_clock_steps_its_rate_stalls_and_jumps_without_going_back() {
+    let mut clock = Clock::new(-5_000, 1_000);
+    let mut last = clock.local(at(0));
+    let mut check = |clock: &Clock, ms: u64| {
+        let now = clock.local(at(ms));
+        assert!(now >= last, "went back at {ms} ms: {now:?} < {last:?}");
+        last = now;
+        now
+    };
+    check(&clock, 100);
+    // A step of rate keeps the reading continuous, then runs at the new rate.
+    let before = clock.local(at(200));
+    clock.set_rate(at(200), 5_000);
+    assert_eq!(clock.local(at(200)), before);
+    assert_eq!(
+        clock.local(at(1_200)).saturating_since(before),
+        Duration::from_millis(1_005)
+    );
+    check(&clock, 1_200);
+    // A stall: the reading stands from 1.3 s to 1.8 s of true time, then runs on.
+    let stalled = clock.local(at(1_300));
+    clock.stand_still(at(1_300), at(1_800));
+    for ms in [1_300, 1_500, 1_800] {
+        assert_eq!(check(&clock, ms), stalled);
+    }
+    assert!(check(&clock, 1_801) > stalled);
+    // Timers set during the stall come due after it.
+    assert_eq!(
+        clock.true_time(stalled + Duration::from_micros(1)),
+        at(1_800) + Duration::from_micros(1)
+    );
+    // A jump forward.
+    let before = clock.local(at(2_000));
+    clock.jump(at(2_000), Duration::from_millis(700));
+    assert_eq!(check(&clock, 2_000), before + Duration::from_millis(700));
+    check(&clock, 2_001);
 }
 
 fn entry(index: u64, term: u64) -> Entry {
@@ -214,6 +249,7 @@ fn the_failure_names_the_command_that_reproduces_it() {
     let failure = SimFailure {
         seed: 42,
         nodes: 5,
+        shards: shards_of_seed(42),
         seconds: 7,
         scenario: None,
         at: at(1),
@@ -222,4 +258,20 @@ fn the_failure_names_the_command_that_reproduces_it() {
     assert!(failure
         .to_string()
         .contains("reproduce: udplock sim --seed 42 --nodes 5 --seconds 7"));
+    assert!(!failure.to_string().contains("--shards"), "{failure}");
+    // A shard count other than the seed's own is part of the command.
+    let other = SHARD_COUNTS
+        .into_iter()
+        .find(|&n| n != shards_of_seed(42))
+        .unwrap();
+    let failure = SimFailure {
+        shards: other,
+        ..failure
+    };
+    assert!(
+        failure
+            .to_string()
+            .ends_with(&format!("--seconds 7 --shards {other}")),
+        "{failure}"
+    );
 }

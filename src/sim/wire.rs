@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 
 use udplock_protocol::{
-    Flags, Hint, PeerDatagram, PeerHeader, PeerWriter, Reply, Request, RequestBody, RequestKind,
-    Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
+    Flags, Hint, PeerDatagram, PeerHeader, PeerMessage, PeerWriter, Reply, Request, RequestBody,
+    RequestKind, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
 };
 
 use super::clients::{status_len, ReplyMsg};
@@ -111,6 +111,33 @@ pub(super) fn peer_messages(datagram: &[u8]) -> Vec<(u16, Message)> {
             .collect(),
         Err(_) => Vec::new(),
     }
+}
+
+/// What the checkers read of a PEER datagram without decoding its messages whole: the
+/// (shard, term) of each APPEND or INSTALL_SNAPSHOT it carries, into `from_leader`, and the
+/// `match_index` of its first successful APPEND_REPLY, if any (for the scripts).
+pub(super) fn peer_glance(datagram: &[u8], from_leader: &mut Vec<(u16, u64)>) -> Option<u64> {
+    from_leader.clear();
+    let Ok(peer) = PeerDatagram::decode(datagram) else {
+        return None;
+    };
+    let mut ack = None;
+    for (shard, record) in peer.records() {
+        match record {
+            PeerMessage::Append { term, .. } | PeerMessage::InstallSnapshot { term, .. } => {
+                from_leader.push((shard, term));
+            }
+            PeerMessage::AppendReply {
+                success: true,
+                match_index,
+                ..
+            } => {
+                ack = ack.or(Some(match_index));
+            }
+            _ => {}
+        }
+    }
+    ack
 }
 
 /// An unauthenticated PEER datagram from node `from` of cluster `cluster_id` carrying

@@ -8,6 +8,12 @@ use udplock::sim::{self, Scenario, SimConfig};
 /// Seconds of faults per seed in the sweep (then 5 s healed), as `udplock sim --seconds`.
 const SWEEP_SECONDS: u64 = 10;
 
+/// Seconds of faults of the production-compaction runs: long enough to apply the 16,384
+/// entries a replica snapshots after (`shard::COMPACT_EVERY_DEFAULT`) and more.
+const PRODUCTION_COMPACTION_SECONDS: u64 = 300;
+/// The seed of that run (one of the production-compaction class).
+const PRODUCTION_COMPACTION_SEED: u64 = 3;
+
 fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut failures = Vec::new();
     let mut grants = 0;
@@ -72,6 +78,47 @@ fn a_run_is_a_function_of_its_seed() {
     assert_eq!(key(&a), key(&b));
     assert!(a.entries_applied > 100, "{a:?}");
     assert!(a.grants > 10, "{a:?}");
+}
+
+/// Determinism (issue 9 item 6): two runs of one seed deliver the same events, in the same
+/// order, at the same times, with the same bytes — the digest of the whole trace, not only
+/// the report — for one shard and for many; and the digest tells two seeds apart.
+#[test]
+fn a_seed_gives_the_same_event_trace_twice() {
+    let mut digests = Vec::new();
+    for (seed, shards) in [(7, 1), (8, 16)] {
+        let mut config = SimConfig::new(seed, 3, 3);
+        config.shards = shards;
+        let a = sim::run(&config).unwrap_or_else(|f| panic!("{f}"));
+        let b = sim::run(&config).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(a.trace, b.trace, "seed {seed}: {a:?}\n{b:?}");
+        assert!(a.events > 1_000, "{a:?}");
+        digests.push(a.trace);
+    }
+    assert_ne!(digests[0], digests[1], "two seeds, one trace digest");
+}
+
+/// Snapshots at the production cadence (issue 9 item 6): with the shard's defaults a replica
+/// snapshots every 16,384 applied entries, which the sweep's short runs never reach (their
+/// seeds of that class, `PRODUCTION_COMPACTION_SEEDS_EVERY`, run whole logs). A seed of the
+/// class runs here for five minutes of simulated time (about 22,000 entries), with every
+/// client the simulator has on one shard, under the usual faults: it must pass, and its
+/// replicas must have persisted a snapshot. (One seed: each costs seconds; `udplock sim
+/// --seed 3 --seconds 300 --shards 1` and its neighbours soak more.)
+#[test]
+fn production_compaction_intervals_under_faults() {
+    let seed = PRODUCTION_COMPACTION_SEED;
+    let mut config = SimConfig::new(seed, 3, PRODUCTION_COMPACTION_SECONDS);
+    assert!(
+        config.production_compaction,
+        "seed {seed} is of another class"
+    );
+    (config.shards, config.clients, config.resources) = (1, 8, 4);
+    let report = sim::run(&config).unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        report.snapshots > 0,
+        "no replica took a snapshot at the production cadence: {report:?}"
+    );
 }
 
 fn scenario(scenario: Scenario) {
@@ -169,4 +216,38 @@ fn a_clock_that_stops_during_a_pause_breaks_the_lease_and_the_real_clock_does_no
     // Pauses are one fault of a dozen: about half the seeds have one.
     assert!(paused >= 15, "pauses happened in only {paused} of 40 seeds");
     assert!(fired > 0, "a stopped clock never broke a lease in 40 seeds");
+}
+
+/// Issue 9 item 6: clocks that step within the drift bound break nothing, clocks that stall
+/// or jump beyond it break leases — as the spec says (client protocol §6.4, "The clock": the
+/// bound on rates is its one assumption about clocks). Every random run steps clock rates
+/// within the bound, adversarially too (a shard's leader at the slowest rate, the others at
+/// the fastest); the experiment turns the same faults into stalls of a running leader's
+/// clock and forward jumps of a node's clock, and the lease-safety checker fires.
+#[test]
+fn clocks_within_the_drift_bound_break_nothing_and_beyond_it_break_leases() {
+    let (mut fired, mut stepped) = (0, 0);
+    for seed in 0..30 {
+        let mut config = SimConfig::new(seed, 3, SWEEP_SECONDS);
+        let report = sim::run(&config).unwrap_or_else(|f| panic!("{f}"));
+        stepped += u64::from(report.clock_faults > 0);
+        config.clock_faults_beyond_bound = true;
+        if let Err(failure) = sim::run(&config) {
+            assert!(
+                failure.what.contains("lease safety"),
+                "seed {seed}: {}",
+                failure.what
+            );
+            fired += 1;
+        }
+    }
+    // A clock fault is one fault of thirteen: most seeds have one.
+    assert!(
+        stepped >= 20,
+        "clocks stepped in only {stepped} of 40 seeds"
+    );
+    assert!(
+        fired > 0,
+        "clocks beyond the bound never broke a lease in 40 seeds"
+    );
 }

@@ -109,8 +109,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use self::entries::RaftLog;
 pub use self::persist::Persist;
@@ -498,7 +498,7 @@ impl std::error::Error for NotLeader {}
 #[derive(Debug)]
 pub struct Raft {
     config: Config,
-    rng: StdRng,
+    rng: ChaCha8Rng,
     /// `config.lease_duration()`, computed once.
     lease_duration: Duration,
     /// `config.quorum()`, computed once.
@@ -626,9 +626,9 @@ impl Raft {
         let lease_duration = config.lease_duration();
         let quorum = config.quorum();
         // The life id comes from a stream of its own, so drawing it changes no timer.
-        let life = StdRng::seed_from_u64(rng_seed ^ LIFE_SEED_SALT).gen::<u64>();
+        let life = ChaCha8Rng::seed_from_u64(rng_seed ^ LIFE_SEED_SALT).gen::<u64>();
         let mut raft = Raft {
-            rng: StdRng::seed_from_u64(rng_seed),
+            rng: ChaCha8Rng::seed_from_u64(rng_seed),
             lease_duration,
             quorum,
             hard: state,
