@@ -4,12 +4,12 @@
 //! ```text
 //!   udplock-protocol (protocol/)   the wire format: typed views over datagrams, no IO
 //!          ^
-//!   core (src/core/)               pure state machines: the lock table, Raft, the shard
-//!          ^                       replica (Raft + replicated lock table), the retransmit
-//!          |                       timer, time as a value; no IO, no clock, no global rng
+//!   core (src/core/)               pure state machines: the lock table, Raft, a shard's
+//!          ^                       replica (Raft + replicated lock table), the node over
+//!          |                       bytes, the client's calls; no IO, no clock, no rng
 //!   cluster (src/cluster/)         IO shell of a node: one thread, one socket, every
 //!          |                       shard's replica, storage per --durability
-//!   node (src/node.rs)             the single node: a cluster of one voter and one shard
+//!   single (src/single.rs)         the single node: a cluster of one voter and one shard
 //!   client (src/client.rs)         IO shell of the client: blocking, thread-safe, routes to
 //!          ^                       each shard's leader
 //!   bench, sim, the `udplock` binary
@@ -23,10 +23,10 @@
 //!
 //! # Example
 //! ```
-//! use udplock::node::{Node, NodeConfig};
+//! use udplock::single::{SingleNode, SingleConfig};
 //! use udplock::Client;
 //!
-//! let node = Node::start(NodeConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+//! let node = SingleNode::start(SingleConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
 //! let client = Client::connect(&[node.local_addr()]).unwrap();
 //!
 //! // The mission's API.
@@ -57,9 +57,9 @@ pub mod core;
 pub mod error;
 #[doc(hidden)]
 pub mod json;
-pub mod node;
 #[doc(hidden)]
 pub mod sim;
+pub mod single;
 pub mod store;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};

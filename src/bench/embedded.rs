@@ -7,29 +7,29 @@ use std::time::{Duration, Instant};
 
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::core::raft::{NodeId, Role};
-use crate::core::shard::SPREAD_AFTER;
+use crate::core::replica::SPREAD_AFTER;
 use crate::error::LockError;
-use crate::node::Node;
+use crate::single::SingleNode;
 
 use super::BenchConfig;
 
 /// The service a placement measures, when this process runs it.
 pub(super) enum Embedded {
-    Node(Node),
+    Single(SingleNode),
     Cluster(Vec<ClusterNode>),
 }
 
 impl Embedded {
     pub(super) fn addrs(&self) -> Vec<SocketAddr> {
         match self {
-            Embedded::Node(n) => vec![n.local_addr()],
+            Embedded::Single(n) => vec![n.local_addr()],
             Embedded::Cluster(nodes) => nodes.iter().map(ClusterNode::local_addr).collect(),
         }
     }
 
     pub(super) fn replicas(&self) -> usize {
         match self {
-            Embedded::Node(_) => 1,
+            Embedded::Single(_) => 1,
             Embedded::Cluster(nodes) => nodes.len(),
         }
     }

@@ -21,7 +21,7 @@
 //!   figure includes an election; each phase still counts the shards whose term changed while
 //!   it ran (`ELECTIONS` in the notes, `elections` in JSON), and the report notes how the
 //!   leaders spread over the nodes.
-//! - `nodes = 1`: the single [`Node`] as `udplock server` runs it without `--peers`: a
+//! - `nodes = 1`: the single [`SingleNode`] as `udplock server` runs it without `--peers`: a
 //!   cluster of one voter and one shard, in memory mode, without a lease horizon file (its
 //!   port is ephemeral); the clients assume its one shard.
 //! - [`BenchConfig::servers`]: a running service; every address goes to the client.
@@ -125,7 +125,7 @@ use std::time::{Duration, Instant};
 use crate::client::{Client, ClientConfig};
 use crate::cluster::start_local_cluster;
 use crate::error::LockError;
-use crate::node::{Node, NodeConfig};
+use crate::single::{SingleConfig, SingleNode};
 
 use contention::contention;
 use embedded::{cluster_template, shard_terms, wait_for_leaders, Embedded};
@@ -371,11 +371,11 @@ fn run_placement(
     let embedded = match (config.servers.is_empty(), config.nodes) {
         (false, _) => None,
         (true, 1) => {
-            let mut node_config = NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+            let mut node_config = SingleConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
             node_config.cpu = server_cpu;
-            Some(Embedded::Node(Node::start(node_config).map_err(|e| {
-                LockError::InternalError(format!("embedded node did not start: {e}"))
-            })?))
+            Some(Embedded::Single(SingleNode::start(node_config).map_err(
+                |e| LockError::InternalError(format!("embedded node did not start: {e}")),
+            )?))
         }
         (true, n) => {
             progress(&format!("starting a {n}-node cluster, waiting for leaders"));
@@ -407,7 +407,7 @@ fn run_placement(
         },
         // The single node has one shard, whatever the clients would assume of a cluster.
         shards: match &embedded {
-            Some(Embedded::Node(_)) => 1,
+            Some(Embedded::Single(_)) => 1,
             _ => config.shards,
         },
     };

@@ -20,7 +20,7 @@ use crate::clock::BootInstant;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{Node, NodeStats, ShardWrite};
 use crate::core::raft::NodeId;
-use crate::core::shard::ShardStats;
+use crate::core::replica::ShardStats;
 use crate::core::time::Instant;
 
 /// Datagrams handled between two flushes at most: bounds how long the first one's answer

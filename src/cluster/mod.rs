@@ -1,6 +1,6 @@
 //! A node of a replicated cluster: the IO shell around its core, [`crate::core::node::Node`].
 //! The single node is one too: a cluster of one voter and one shard
-//! ([`ClusterConfig::single`], `crate::node`), whose restarts in `memory` mode are made safe
+//! ([`ClusterConfig::single`], `crate::single`), whose restarts in `memory` mode are made safe
 //! by its lease horizon file ([`horizon`]).
 //!
 //! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
@@ -67,8 +67,8 @@ use crate::core::lock_table;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{self, Node, NodeStats};
 use crate::core::raft::{self, NodeId};
+use crate::core::replica::{self, ShardStats};
 use crate::core::restart::{self, Boot, Found, Mark, Start};
-use crate::core::shard::{self, ShardStats};
 use crate::core::time::Instant;
 
 pub use crate::core::node::{AUTH_DROP_LOG_PERIOD, SHARDS_DEFAULT};
@@ -91,7 +91,7 @@ pub struct ClusterConfig {
     pub data_dir: Option<PathBuf>,
     /// Pin the event-loop thread to this CPU.
     pub cpu: Option<usize>,
-    /// Snapshot cadence of every shard replica (see `core::shard`): a snapshot every
+    /// Snapshot cadence of every shard replica (see `core::replica`): a snapshot every
     /// `compact_every` applied entries (0: never), the log dropped up to it `compact_keep`
     /// entries later.
     pub compact_every: u64,
@@ -135,8 +135,8 @@ impl ClusterConfig {
             durability: Durability::Memory,
             data_dir: None,
             cpu: None,
-            compact_every: shard::COMPACT_EVERY_DEFAULT,
-            compact_keep: shard::COMPACT_KEEP_DEFAULT,
+            compact_every: replica::COMPACT_EVERY_DEFAULT,
+            compact_keep: replica::COMPACT_KEEP_DEFAULT,
             new_cluster: false,
             keys: None,
             key_file: None,

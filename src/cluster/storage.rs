@@ -997,10 +997,10 @@ mod tests {
     #[test]
     fn a_replica_fed_a_junk_snapshot_still_restarts_from_its_files() {
         use crate::core::lock_table;
-        use crate::core::shard::{self, Shard};
+        use crate::core::replica::{self, Replica};
         let dir = dir("junk-snapshot");
         let (mut store, _) = ShardStore::open(&dir, 2, false).unwrap();
-        let config = shard::Config {
+        let config = replica::Config {
             shard: 2,
             raft: Config {
                 id: 2,
@@ -1010,7 +1010,7 @@ mod tests {
             table: lock_table::Config::default(),
         };
         let now = Instant::from_micros(1);
-        let mut replica = Shard::new(config.clone(), 1, HardState::default(), Vec::new(), now);
+        let mut replica = Replica::new(config.clone(), 1, HardState::default(), Vec::new(), now);
         // Node 1 leads term 1: its no-op, committed.
         let noop = Entry {
             term: 1,
@@ -1046,7 +1046,7 @@ mod tests {
         assert_eq!(replica.take_persist(), None);
         drop(store);
         let (_, p) = ShardStore::open(&dir, 2, false).unwrap();
-        let restored = Shard::restore(config, 2, p.hard, p.snapshot, p.log, now);
+        let restored = Replica::restore(config, 2, p.hard, p.snapshot, p.log, now);
         let _ = std::fs::remove_dir_all(&dir);
         let restored = restored.expect("the replica restores from its files");
         assert_eq!(restored.raft().last_index(), 1);

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use udplock::cluster::{start_local_cluster, ClusterConfig};
-use udplock::node::{start_single, NodeConfig};
+use udplock::single::{start_single, SingleConfig};
 use udplock::LockError;
 
 use super::out::notice;
@@ -28,7 +28,7 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
         if a.shards.is_some() {
             notice("udplock dev: --shards ignored: a single node has one shard\n");
         }
-        let config = NodeConfig::new("127.0.0.1:0".parse().expect("an address"));
+        let config = SingleConfig::new("127.0.0.1:0".parse().expect("an address"));
         vec![start_single(config.cluster_config()).map_err(cannot_start)?]
     } else {
         let mut template = ClusterConfig::new(1, Vec::new());

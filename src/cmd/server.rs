@@ -1,5 +1,5 @@
 //! `udplock server`: one node, serving until killed: a single node (a cluster of one voter
-//! and one shard, [`udplock::node`]), or with `--peers` one node of a replicated cluster.
+//! and one shard, [`udplock::single`]), or with `--peers` one node of a replicated cluster.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use udplock::cluster::storage::Durability;
 use udplock::cluster::{ClusterConfig, ClusterNode};
 use udplock::core::lock_table;
 use udplock::core::time::Duration as CoreDuration;
-use udplock::node::{start_single, NodeConfig};
+use udplock::single::{start_single, SingleConfig};
 use udplock::LockError;
 
 use super::args::resolve;
@@ -149,7 +149,7 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         .unwrap_or("memory")
         .parse()
         .map_err(invalid)?;
-    let mut config = NodeConfig::new(a.listen);
+    let mut config = SingleConfig::new(a.listen);
     config.cpu = a.cpu;
     config.table = table_config(&a);
     config.durability = durability;

@@ -1,6 +1,6 @@
 //! The pure cores: deterministic state machines with no IO, no clock and no global
 //! randomness. Each takes `(now, input)` and returns what to send, what to reply and when to
-//! wake up. The IO shell (`crate::node`, `crate::client`) and tests drive the same code.
+//! wake up. The IO shells (`crate::cluster`, `crate::client`) and tests drive the same code.
 
 // Clocks, global randomness, sleeps, threads and sockets are refused here (clippy.toml).
 #![deny(clippy::disallowed_methods)]
@@ -10,9 +10,9 @@ pub mod lock_table;
 pub mod node;
 pub mod peer_auth;
 pub mod raft;
+pub mod replica;
 pub mod restart;
 pub mod retransmit;
-pub mod shard;
 pub mod time;
 
 /// A field of a core's `Config` that breaks one of its rules (each core's `validate` names

@@ -59,7 +59,7 @@
 use std::sync::Arc;
 
 use crate::core::raft::{Entry, HardState, Raft, SnapshotMeta};
-use crate::core::shard::{self, Shard};
+use crate::core::replica::{self, Replica};
 use crate::core::time::Instant;
 
 /// What a shard's storage says about a replica that does not hold its state yet.
@@ -180,22 +180,22 @@ pub fn mark(raft: &Raft) -> Option<Mark> {
     }
 }
 
-impl Shard {
+impl Replica {
     /// A replica as [`decide`] says. `Err` if a persisted snapshot does not decode.
     pub fn start(
-        config: shard::Config,
+        config: replica::Config,
         rng_seed: u64,
         start: Start,
         now: Instant,
-    ) -> Result<Shard, String> {
+    ) -> Result<Replica, String> {
         match start {
             Start::Restore {
                 hard,
                 snapshot,
                 log,
-            } => Shard::restore(config, rng_seed, hard, snapshot, log, now),
-            Start::Rejoin => Ok(Shard::rejoin(config, rng_seed, now)),
-            Start::New => Ok(Shard::start_new(config, rng_seed, now)),
+            } => Replica::restore(config, rng_seed, hard, snapshot, log, now),
+            Start::Rejoin => Ok(Replica::rejoin(config, rng_seed, now)),
+            Start::New => Ok(Replica::start_new(config, rng_seed, now)),
         }
     }
 }

@@ -50,8 +50,8 @@ use udplock_protocol::{LogCommand, RequestBody, Status, REPLY_LEN_MIN};
 use super::clients::{Action, RESOURCES};
 use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::Entry;
+use crate::core::replica::logged_request;
 use crate::core::retransmit::DOUBT_LIFETIME;
-use crate::core::shard::logged_request;
 use crate::core::time::{Duration, Instant};
 
 /// After healing, the cluster has this long to elect a leader and settle before operations

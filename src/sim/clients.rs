@@ -12,8 +12,8 @@
 //! suspect nodes, the leader), its RTT estimator and its doubts ([`Doubts`]). The simulator
 //! speaks the wire to it: a copy the core readies is a `udplock_protocol::Request`, turned
 //! into the lock-table request a node makes of it by the node's own conversion
-//! (`crate::node::table_request`, with the datagram's length); a node's reply reaches it as
-//! the datagram the node would send (`crate::node::encode_reply`, then the codec), and a
+//! (`core::node::requests::table_request`, with the datagram's length); a node's reply reaches it as
+//! the datagram the node would send (`core::node::requests::encode_reply`, then the codec), and a
 //! NOT_LEADER as the wire reply with the leader's address as its hint. Nodes have the
 //! addresses of [`node_addr`].
 //!
@@ -50,10 +50,10 @@ use crate::core::call::{
     lease_validity, lock_of, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
 };
 use crate::core::lock_table::{Reply, Request, RequestId};
+use crate::core::node::requests::{encode_reply, table_request};
 use crate::core::raft::NodeId;
 use crate::core::retransmit::{RetransmitConfig, RttEstimator};
 use crate::core::time::{Duration, Instant};
-use crate::node::{encode_reply, table_request};
 
 /// The resources clients contend for (the first `SimConfig::resources` of them).
 pub(super) const RESOURCES: [&[u8]; 4] = [b"r0", b"r1", b"r2", b"r3"];

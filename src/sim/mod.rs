@@ -153,8 +153,8 @@ use crate::core::lock_table::{self, Request};
 use crate::core::node::{self, Node, NodeStats, ShardWrite};
 use crate::core::peer_auth::{AuthDrop, KeySet};
 use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
+use crate::core::replica::{self, Replica};
 use crate::core::restart::{self, Boot, Found, Mark};
-use crate::core::shard::{self, Shard};
 use crate::core::time::{Duration, Instant};
 use std::sync::Arc;
 
@@ -182,7 +182,7 @@ pub struct SimConfig {
     /// A named scenario instead of random faults.
     pub scenario: Option<Scenario>,
     /// Every replica snapshots at the shard's production cadence
-    /// (`shard::COMPACT_EVERY_DEFAULT`, `COMPACT_KEEP_DEFAULT`) instead of the short ones of
+    /// (`replica::COMPACT_EVERY_DEFAULT`, `COMPACT_KEEP_DEFAULT`) instead of the short ones of
     /// [`COMPACTION_CADENCES`]. [`SimConfig::new`] sets it for one seed in
     /// [`PRODUCTION_COMPACTION_SEEDS_EVERY`]; a run must apply that many entries to a shard
     /// before it snapshots, which takes minutes of simulated time (`--seconds 240`).
@@ -515,7 +515,7 @@ struct SimNode {
     /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
     /// and may change at a restart (a rolling change); every replica must apply each command
     /// with the logged ones.
-    settings: shard::LoggedSettings,
+    settings: replica::LoggedSettings,
     clock: Clock,
     paused_until: Option<Instant>,
     /// When the current pause began.
@@ -546,7 +546,7 @@ struct SimNode {
 
 impl SimNode {
     /// Its replica of `shard`, while it runs.
-    pub(crate) fn replica(&self, shard: usize) -> Option<&Shard> {
+    pub(crate) fn replica(&self, shard: usize) -> Option<&Replica> {
         self.node.as_ref().map(|n| &n.shards()[shard])
     }
 
@@ -577,7 +577,7 @@ struct Applied {
 
 pub(crate) struct Sim {
     config: SimConfig,
-    shard_config: shard::Config,
+    shard_config: replica::Config,
     /// The cluster's keys (spec §8.11): most random runs have one; the others and the
     /// scenarios run without, where a datagram held back and delivered late can be rebuilt
     /// from its messages, and a faulty peer's junk reaches Raft.
@@ -686,7 +686,7 @@ impl Sim {
         if let Some(s) = config.scenario {
             s.adjust_table(&mut table);
         }
-        let shard_config = shard::Config {
+        let shard_config = replica::Config {
             shard: 0,
             raft,
             table,
@@ -705,9 +705,10 @@ impl Sim {
                 boot: 1,
                 memory: false,
                 compaction: match COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())] {
-                    _ if config.production_compaction => {
-                        (shard::COMPACT_EVERY_DEFAULT, shard::COMPACT_KEEP_DEFAULT)
-                    }
+                    _ if config.production_compaction => (
+                        replica::COMPACT_EVERY_DEFAULT,
+                        replica::COMPACT_KEEP_DEFAULT,
+                    ),
                     cadence => cadence,
                 },
                 identity: false,
@@ -2310,7 +2311,7 @@ pub fn shards_of_seed(seed: u64) -> u32 {
 /// Node `id`'s view of the simulated cluster: every node at its address (`wire::node_addr`),
 /// `config.shards` shards with the run's Raft and table settings, leaders spread on the seeds that have a
 /// preferred leader, and the low cap on uncommitted proposals of the OVERLOADED seeds.
-fn cluster_config(config: &SimConfig, shard: &shard::Config, id: NodeId) -> node::Config {
+fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> node::Config {
     let peers = (1..=config.nodes as NodeId)
         .map(|node| (node, wire::node_addr(node)))
         .collect();
@@ -2361,8 +2362,8 @@ const COMPACTION_CADENCES: [(u64, u64); 3] = [(64, 8), (128, 16), (512, 64)];
 /// A node's own default TTL, OVERLOADED retry hint and startup grace (spec §8.8): different
 /// on every node, so that a replica applying a command with its own values rather than the
 /// logged ones answers differently from the others (and from the checkers' replay).
-fn logged_settings(rng: &mut ChaCha8Rng) -> shard::LoggedSettings {
-    shard::LoggedSettings {
+fn logged_settings(rng: &mut ChaCha8Rng) -> replica::LoggedSettings {
+    replica::LoggedSettings {
         ttl_default_ms: rng.gen_range(1_000..60_000),
         retry_after_ms: rng.gen_range(1..50),
         startup_grace_ms: if rng.gen_bool(0.3) {
@@ -2422,7 +2423,7 @@ impl OsDisk {
 struct Stored {
     hard: HardState,
     /// The latest snapshot the replica took or installed.
-    snapshot: Option<shard::Snapshot>,
+    snapshot: Option<replica::Snapshot>,
     /// The log after that snapshot.
     log: Vec<Entry>,
 }

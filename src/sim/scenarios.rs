@@ -229,7 +229,7 @@ impl Sim {
         found
     }
 
-    fn shard_of(&self, id: NodeId) -> Option<&crate::core::shard::Shard> {
+    fn shard_of(&self, id: NodeId) -> Option<&crate::core::replica::Replica> {
         self.nodes[(id - 1) as usize].replica(0)
     }
 

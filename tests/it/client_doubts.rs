@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use udplock::node::{Node, NodeConfig};
+use udplock::single::{SingleConfig, SingleNode};
 use udplock::{Client, ClientConfig, LockError};
 use udplock_protocol::{MessageType, Reply, Request, Status};
 
@@ -183,10 +183,10 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 /// and the client must settle that RELEASE before it touches the lock again.
 #[test]
 fn a_release_answered_only_overloaded_stays_a_doubt_until_settled() {
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut config = SingleConfig::new("127.0.0.1:0".parse().unwrap());
     // One queued ACQUIRE per session: a second request of that session gets OVERLOADED.
     config.table.answers_per_session_max = 1;
-    let node = Node::start(config).unwrap();
+    let node = SingleNode::start(config).unwrap();
     let relay = Relay::start(node.local_addr());
     let mut c_config = ClientConfig::new(vec![relay.addr]);
     // (Also the deadline of C's last acquire, which first settles its doubt: generous.)

@@ -15,9 +15,10 @@ mod sim;
 mod single;
 
 use std::net::SocketAddr;
-use udplock::node::{Node, NodeConfig};
+use udplock::single::{SingleConfig, SingleNode};
 
 /// A node on a free loopback port with the default limits.
-pub fn start_node() -> Node {
-    Node::start(NodeConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))).expect("node starts")
+pub fn start_node() -> SingleNode {
+    SingleNode::start(SingleConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))))
+        .expect("node starts")
 }

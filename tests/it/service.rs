@@ -225,17 +225,17 @@ fn no_server_means_unavailable() {
 /// nothing until the grace ends; the client waits the grace out within its timeout.
 #[test]
 fn a_restarted_node_keeps_tokens_increasing_and_honours_its_grace() {
-    use udplock::node::{Node, NodeConfig};
+    use udplock::single::{SingleConfig, SingleNode};
     let first = super::start_node();
     let addr = first.local_addr();
     let c = Client::connect(&[addr]).unwrap();
     let before = c.acquire("restart", "old-holder", 0, Some(300)).unwrap();
     first.shutdown();
 
-    let mut config = NodeConfig::new(addr);
+    let mut config = SingleConfig::new(addr);
     config.table.startup_grace_ms = 300;
     let started = Instant::now();
-    let second = Node::start(config).unwrap();
+    let second = SingleNode::start(config).unwrap();
     // Within the grace, a try without waiting is refused with a retry hint...
     match c.try_acquire("restart", "new-holder", None) {
         Err(LockError::Overloaded { retry_after_ms }) => assert!(retry_after_ms <= 300),
@@ -252,19 +252,19 @@ fn a_restarted_node_keeps_tokens_increasing_and_honours_its_grace() {
 /// file grants nothing until the leases of its predecessor have run out.
 #[test]
 fn the_lease_horizon_file_makes_a_restart_wait_out_old_leases() {
-    use udplock::node::{Node, NodeConfig};
+    use udplock::single::{SingleConfig, SingleNode};
     let dir = std::env::temp_dir().join(format!("udplock-horizon-{}", std::process::id()));
     let file = dir.join("node.horizon");
     let _ = std::fs::remove_file(&file);
-    let mut config = NodeConfig::new("127.0.0.1:0".parse().unwrap());
+    let mut config = SingleConfig::new("127.0.0.1:0".parse().unwrap());
     config.state_file = Some(file.clone());
-    let first = Node::start(config.clone()).unwrap();
+    let first = SingleNode::start(config.clone()).unwrap();
     let c = Client::connect(&[first.local_addr()]).unwrap();
     let before_grant = Instant::now();
     c.acquire("horizon", "old-holder", 0, Some(400)).unwrap();
     first.shutdown();
 
-    let second = Node::start(config).unwrap();
+    let second = SingleNode::start(config).unwrap();
     let c = Client::connect(&[second.local_addr()]).unwrap();
     match c.try_acquire("horizon", "new-holder", None) {
         Err(LockError::Overloaded { retry_after_ms }) => assert!(retry_after_ms <= 1_400),

@@ -90,7 +90,7 @@ fn a_node_with_another_default_ttl_or_grace_takes_part_and_the_leaders_value_app
                 .is_some_and(|v| v.differences.is_empty() && !v.cut_off())
     });
     // An acquire that names no TTL gets the default of the leader that logged it (which one
-    // leads is up to the elections; `core::shard`'s tests check every replica agrees).
+    // leads is up to the elections; `core::replica`'s tests check every replica agrees).
     let c = client(&nodes);
     for i in 0..8 {
         let resource = format!("r/{i}");

@@ -9,7 +9,7 @@ use udplock::sim::{self, Scenario, SimConfig};
 const SWEEP_SECONDS: u64 = 10;
 
 /// Seconds of faults of the production-compaction runs: long enough to apply the 16,384
-/// entries a replica snapshots after (`shard::COMPACT_EVERY_DEFAULT`) and more.
+/// entries a replica snapshots after (`replica::COMPACT_EVERY_DEFAULT`) and more.
 const PRODUCTION_COMPACTION_SECONDS: u64 = 300;
 /// The seed of that run (one of the production-compaction class).
 const PRODUCTION_COMPACTION_SEED: u64 = 3;

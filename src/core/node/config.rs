@@ -12,7 +12,7 @@ use udplock_protocol::{
 
 use crate::core::lock_table;
 use crate::core::raft::{self, NodeId};
-use crate::core::shard;
+use crate::core::replica;
 
 /// Shards of a cluster unless configured otherwise: enough that leaders spread evenly over a
 /// handful of nodes, few enough that idle shards cost little.
@@ -31,7 +31,7 @@ pub struct Config {
     pub raft: raft::Config,
     /// Limits of each shard's lock table (same on every node).
     pub table: lock_table::Config,
-    /// Snapshot cadence of every shard replica (see `core::shard`): a snapshot every
+    /// Snapshot cadence of every shard replica (see `core::replica`): a snapshot every
     /// `compact_every` applied entries (0: never), the log dropped up to it `compact_keep`
     /// entries later.
     pub compact_every: u64,
@@ -41,7 +41,7 @@ pub struct Config {
     /// real cluster; the simulator turns it off for some seeds.
     pub spread_leaders: bool,
     /// Uncommitted proposals per shard beyond which requests get OVERLOADED (at most
-    /// [`shard::UNCOMMITTED_MAX`], the default; the simulator lowers it for some seeds so
+    /// [`replica::UNCOMMITTED_MAX`], the default; the simulator lowers it for some seeds so
     /// that clients meet OVERLOADED under every fault).
     pub uncommitted_max: u64,
     /// The shell keeps the replicas' state (durability `fsync` or `os`): the core hands out
@@ -65,10 +65,10 @@ impl Config {
             shards: SHARDS_DEFAULT,
             raft: raft::Config::default(),
             table: lock_table::Config::default(),
-            compact_every: shard::COMPACT_EVERY_DEFAULT,
-            compact_keep: shard::COMPACT_KEEP_DEFAULT,
+            compact_every: replica::COMPACT_EVERY_DEFAULT,
+            compact_keep: replica::COMPACT_KEEP_DEFAULT,
             spread_leaders: true,
-            uncommitted_max: shard::UNCOMMITTED_MAX,
+            uncommitted_max: replica::UNCOMMITTED_MAX,
             stores_state: false,
             keeps_lease_horizon: false,
         }
@@ -165,7 +165,7 @@ impl Config {
 
     /// The node that should lead `shard` when it is up: the nodes by id, in turn, so
     /// leaders spread evenly (each shard's leader hands over to it, see
-    /// [`shard::Shard::set_preferred_leader`]).
+    /// [`replica::Replica::set_preferred_leader`]).
     pub fn preferred_leader(&self, shard: u32) -> NodeId {
         let mut ids: Vec<NodeId> = self.peers.iter().map(|&(id, _)| id).collect();
         ids.sort_unstable();
@@ -173,8 +173,8 @@ impl Config {
     }
 
     /// The configuration of this node's replica of `shard`.
-    pub fn shard_config(&self, shard: u32) -> shard::Config {
-        shard::Config {
+    pub fn shard_config(&self, shard: u32) -> replica::Config {
+        replica::Config {
             shard,
             raft: raft::Config {
                 id: self.node_id,

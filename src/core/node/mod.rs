@@ -3,7 +3,7 @@
 //! deadline out. No socket, no clock, no disk, no thread, no global randomness: the IO shell
 //! (`crate::cluster`) and the simulator (`crate::sim`) drive the same code.
 //!
-//! A node holds a replica ([`Shard`]) of every shard of the cluster (static membership), and
+//! A node holds a replica ([`Replica`]) of every shard of the cluster (static membership), and
 //! everything between them and the wire:
 //!
 //! - **routing**: a client request goes to the replica of its resource's shard
@@ -61,8 +61,8 @@ use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, wire, Message, NodeId, Role};
+use crate::core::replica::{Replica, ShardStats};
 use crate::core::restart::{self, Mark, Start};
-use crate::core::shard::{Shard, ShardStats};
 use crate::core::time::{Duration, Instant};
 
 /// How often a node whose shards still ask the others before they take part (spec §8.5)
@@ -159,7 +159,7 @@ pub struct Node {
     /// The settings exchange (spec §8.10), and when this node next sends its own.
     settings: PeerSettingsLog,
     settings_next: Instant,
-    shards: Vec<Shard>,
+    shards: Vec<Replica>,
     /// The recovery mark each shard's storage carries, as far as the writes handed out go.
     marks: Vec<Option<Mark>>,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
@@ -214,7 +214,7 @@ impl Node {
         for (shard, start) in (0..config.shards).zip(starts) {
             // Different per shard, so the replicas of one node do not time out together.
             let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let mut replica = Shard::start(config.shard_config(shard), seed, start, now)
+            let mut replica = Replica::start(config.shard_config(shard), seed, start, now)
                 .map_err(|e| format!("shard {shard}: {e}"))?;
             replica.share(shared.clone());
             if config.spread_leaders {
@@ -238,7 +238,7 @@ impl Node {
             stale_answered: BTreeMap::new(),
             settings: PeerSettingsLog::new(&config, &shared),
             settings_next: now,
-            deadlines: shards.iter().map(Shard::poll_timeout).collect(),
+            deadlines: shards.iter().map(Replica::poll_timeout).collect(),
             // Every shard, so the first flush hands out what starting produced (a recovering
             // replica's first TermQuery).
             touched: vec![true; shards.len()],
@@ -290,13 +290,13 @@ impl Node {
     }
 
     /// The shard replicas, by shard number.
-    pub fn shards(&self) -> &[Shard] {
+    pub fn shards(&self) -> &[Replica] {
         &self.shards
     }
 
     /// Every shard's role, term, leader, commit index and table counters.
     pub fn shard_stats(&self) -> Vec<ShardStats> {
-        self.shards.iter().map(Shard::stats).collect()
+        self.shards.iter().map(Replica::stats).collect()
     }
 
     /// What this node last heard of each peer's settings (spec §8.10).

@@ -39,7 +39,7 @@ fn config(id: NodeId, voters: u64) -> Config {
 /// Replicas of one shard; messages wait in `net` until delivered.
 struct Cluster {
     now: Instant,
-    replicas: Vec<Option<Shard>>,
+    replicas: Vec<Option<Replica>>,
     net: VecDeque<(NodeId, NodeId, Message)>,
     /// Replies sent, with the replica that sent them.
     replies: Vec<(NodeId, Reply)>,
@@ -59,7 +59,7 @@ impl Cluster {
             .map(|id| {
                 let mut config = config(id, voters);
                 tweak(id, &mut config);
-                Some(Shard::new(
+                Some(Replica::new(
                     config,
                     id,
                     HardState::default(),
@@ -79,7 +79,7 @@ impl Cluster {
         cluster
     }
 
-    fn shard(&mut self, id: NodeId) -> &mut Shard {
+    fn shard(&mut self, id: NodeId) -> &mut Replica {
         self.replicas[(id - 1) as usize].as_mut().unwrap()
     }
 
@@ -686,7 +686,7 @@ fn a_follower_far_behind_catches_up_from_the_leaders_snapshot() {
     let hard = c.shard(behind).hard_state();
     let log = c.shard(behind).raft().log().to_vec();
     let now = c.now;
-    let restarted = Shard::restore(
+    let restarted = Replica::restore(
         config(behind, 3),
         99,
         hard,
@@ -939,7 +939,7 @@ fn a_junk_snapshot_is_dropped_and_the_replica_keeps_its_state() {
 
 /// A replica of a 3-replica shard that served one ACQUIRE (its leader if `leader`, else a
 /// follower), broken by `mutate`, then checked as after an input.
-fn check_broken(leader: bool, mutate: impl FnOnce(&mut Shard)) {
+fn check_broken(leader: bool, mutate: impl FnOnce(&mut Replica)) {
     let mut cluster = Cluster::new(3);
     let leader_id = cluster.elect();
     cluster
@@ -1020,7 +1020,7 @@ fn a_pending_tick_already_applied_is_a_bug() {
 #[should_panic(expected = "applied > 0")]
 fn a_table_before_init_applied_is_a_bug() {
     let config = config(1, 3);
-    let mut shard = Shard::new(
+    let mut shard = Replica::new(
         config.clone(),
         1,
         HardState::default(),

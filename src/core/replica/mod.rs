@@ -168,7 +168,7 @@ pub struct Config {
     pub raft: raft::Config,
     /// Limits of the replicated table. Must be identical on every replica (the table's
     /// decisions depend on them). `fencing_token_first` is ignored: the INIT command fixes it
-    /// (see [`Shard::propose_init`]).
+    /// (see [`Replica::propose_init`]).
     pub table: lock_table::Config,
 }
 
@@ -230,7 +230,7 @@ pub struct ShardStats {
 }
 
 /// One replica of one shard; see the module docs.
-pub struct Shard {
+pub struct Replica {
     config: Config,
     raft: Raft,
     /// `None` until the INIT command is applied.
@@ -243,7 +243,7 @@ pub struct Shard {
     /// Index of the TICK proposed and not yet applied.
     tick_pending: Option<u64>,
     /// This replica leads a log without INIT and has not proposed it yet: it waits for the
-    /// shell's wall clock ([`Shard::propose_init`]) and proposes nothing else meanwhile.
+    /// shell's wall clock ([`Replica::propose_init`]) and proposes nothing else meanwhile.
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
@@ -297,7 +297,7 @@ impl PendingRead {
     }
 }
 
-impl Shard {
+impl Replica {
     /// A replica from what it persisted (empty for a fresh one). Panics if `config` does not
     /// validate.
     pub fn new(
@@ -306,14 +306,14 @@ impl Shard {
         state: HardState,
         log: Vec<Entry>,
         now: Instant,
-    ) -> Shard {
-        Shard::restore(config, rng_seed, state, None, log, now).expect("no snapshot to decode")
+    ) -> Replica {
+        Replica::restore(config, rng_seed, state, None, log, now).expect("no snapshot to decode")
     }
 
     /// A replica restarting WITHOUT its state (durability `memory`, or its files are gone):
     /// it rejoins by Raft's rule (`Raft::rejoin`) and serves nothing until it has caught up.
-    pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Shard {
-        let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
+    pub fn rejoin(config: Config, rng_seed: u64, now: Instant) -> Replica {
+        let mut shard = Replica::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
         shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
@@ -321,10 +321,10 @@ impl Shard {
         shard
     }
 
-    /// A replica WITHOUT state that is new (`--new-cluster`): it asks like [`Shard::rejoin`]
+    /// A replica WITHOUT state that is new (`--new-cluster`): it asks like [`Replica::rejoin`]
     /// and starts fresh only once every other node says it is new too (`Raft::start_new`).
-    pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Shard {
-        let mut shard = Shard::new(config, rng_seed, HardState::default(), Vec::new(), now);
+    pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Replica {
+        let mut shard = Replica::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
         shard.raft.set_snapshot_check(snapshot_check(&shard.config));
         shard.settle(now);
@@ -341,7 +341,7 @@ impl Shard {
         snapshot: Option<Snapshot>,
         log: Vec<Entry>,
         now: Instant,
-    ) -> Result<Shard, String> {
+    ) -> Result<Replica, String> {
         if let Err(error) = config.validate() {
             panic!("{error}");
         }
@@ -351,7 +351,7 @@ impl Shard {
         };
         let mut raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
         raft.set_snapshot_check(snapshot_check(&config));
-        let mut shard = Shard {
+        let mut shard = Replica {
             config,
             raft,
             table: None,
@@ -416,7 +416,7 @@ impl Shard {
         result
     }
 
-    /// [`Shard::handle_request`] but for the invariants' check.
+    /// [`Replica::handle_request`] but for the invariants' check.
     fn take_request(&mut self, now: Instant, request: ClientRequest<'_>) -> Result<(), NotLeader> {
         let leading = self.leading();
         let Some(clock) = self.clock.filter(|_| leading) else {
@@ -502,7 +502,7 @@ impl Shard {
     }
 
     /// True when this replica leads a log that holds no INIT yet: the shell must call
-    /// [`Shard::propose_init`] with its wall clock before it hands this replica anything else
+    /// [`Replica::propose_init`] with its wall clock before it hands this replica anything else
     /// (client requests get OVERLOADED until then).
     pub fn wants_wall_clock(&self) -> bool {
         self.init_wanted && self.leading()
@@ -513,7 +513,7 @@ impl Shard {
     /// when INIT is proposed, not when the node started, so that it is above every token an
     /// earlier incarnation of the shard issued until now (spec §7.2.4); the core has no clock
     /// of its own, so the shell passes it in. Does nothing unless
-    /// [`Shard::wants_wall_clock`].
+    /// [`Replica::wants_wall_clock`].
     pub fn propose_init(&mut self, now: Instant, wall_clock_us: u64) {
         if !self.wants_wall_clock() {
             return;

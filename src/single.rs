@@ -21,7 +21,7 @@
 //!   (nobody can vouch for it), so one whose files cannot be trusted refuses to start and
 //!   says what to do.
 //!
-//! [`Node`] and [`NodeConfig`] are thin wrappers kept for the library's users: the
+//! [`SingleNode`] and [`SingleConfig`] are thin wrappers kept for the library's users: the
 //! configuration of a single node, and a handle to the running [`ClusterNode`].
 
 use std::io;
@@ -31,13 +31,12 @@ use std::path::PathBuf;
 use crate::cluster::storage::Durability;
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::core::lock_table;
-pub use crate::core::node::requests::{encode_reply, error_reply, table_request};
 pub use crate::core::node::NodeStats;
-use crate::core::shard::ShardStats;
+use crate::core::replica::ShardStats;
 
 /// What a single node needs to start.
 #[derive(Clone, Debug)]
-pub struct NodeConfig {
+pub struct SingleConfig {
     /// Address to bind the UDP socket to (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Limits and defaults of the lock table (its first fencing token is the wall clock when
@@ -58,10 +57,10 @@ pub struct NodeConfig {
     pub data_dir: Option<PathBuf>,
 }
 
-impl NodeConfig {
+impl SingleConfig {
     /// A node on `listen` with the default limits, in memory, without a horizon file.
-    pub fn new(listen: SocketAddr) -> NodeConfig {
-        NodeConfig {
+    pub fn new(listen: SocketAddr) -> SingleConfig {
+        SingleConfig {
             listen,
             table: lock_table::Config::default(),
             cpu: None,
@@ -98,14 +97,14 @@ pub fn start_single(mut config: ClusterConfig) -> io::Result<ClusterNode> {
 }
 
 /// A running single node. Dropping it stops the node.
-pub struct Node {
+pub struct SingleNode {
     inner: ClusterNode,
 }
 
-impl Node {
+impl SingleNode {
     /// Binds the socket and starts the event-loop thread.
-    pub fn start(config: NodeConfig) -> io::Result<Node> {
-        Ok(Node {
+    pub fn start(config: SingleConfig) -> io::Result<SingleNode> {
+        Ok(SingleNode {
             inner: start_single(config.cluster_config())?,
         })
     }
@@ -126,7 +125,7 @@ impl Node {
         self.inner.shard_stats()
     }
 
-    /// False once the event loop has stopped on its own (see [`Node::wait`]).
+    /// False once the event loop has stopped on its own (see [`SingleNode::wait`]).
     pub fn is_running(&self) -> bool {
         self.inner.is_running()
     }
