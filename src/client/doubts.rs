@@ -12,9 +12,9 @@
 //! until an answer settles it; if the call's deadline comes first, the call is not sent and
 //! fails with [`LockError::ReleaseInDoubt`]. A doubt is forgotten [`DOUBT_LIFETIME`] after
 //! its first copy (420 s: no copy can arrive later), and its lane (session) stays out of use
-//! until then. An ACQUIRE or RENEW without an answer needs none of this: a late copy can only give
-//! this client id a hold it does not believe in, which ends at its lease. Found by the
-//! lock-service simulator (seed 353 of an early sweep) and by the outside review (issue 7).
+//! until then. An ACQUIRE or RENEW without an answer needs none of this: a late copy can
+//! only give this client id a hold it does not believe in, which ends at its lease. Found by
+//! the lock-service simulator (seed 353 of an early sweep) and by the outside review (issue 7).
 //!
 //! [`LockError::Unavailable`]: crate::error::LockError::Unavailable
 //! [`LockError::ReleaseInDoubt`]: crate::error::LockError::ReleaseInDoubt
