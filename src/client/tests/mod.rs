@@ -1,6 +1,7 @@
 //! Unit tests of the client against scripted fake servers on loopback, one file per
 //! concern; the fake server and the reply builders they share are here.
 
+mod admin;
 mod api;
 mod doubts;
 mod operation;
@@ -39,6 +40,21 @@ impl FakeServer {
     where
         F: FnMut(Event<'_>) -> Vec<Vec<u8>> + Send + 'static,
     {
+        FakeServer::spawn_raw(move |datagram| match datagram {
+            Some(bytes) => match Request::decode(bytes) {
+                Ok(req) => handler(Event::Request(req, BootInstant::now())),
+                Err(_) => Vec::new(),
+            },
+            None => handler(Event::Idle),
+        })
+    }
+
+    /// The same over raw datagrams (`None`: an idle tick), for the requests the lock codec
+    /// does not read (the operators' queries).
+    fn spawn_raw<F>(mut handler: F) -> FakeServer
+    where
+        F: FnMut(Option<&[u8]>) -> Vec<Vec<u8>> + Send + 'static,
+    {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(StdDuration::from_millis(1)))
@@ -53,12 +69,9 @@ impl FakeServer {
                 let out = match socket.recv_from(&mut buf) {
                     Ok((len, from)) => {
                         peer = Some(from);
-                        match Request::decode(&buf[..len]) {
-                            Ok(req) => handler(Event::Request(req, BootInstant::now())),
-                            Err(_) => Vec::new(),
-                        }
+                        handler(Some(&buf[..len]))
                     }
-                    Err(_) => handler(Event::Idle),
+                    Err(_) => handler(None),
                 };
                 if let Some(peer) = peer {
                     for d in out {
