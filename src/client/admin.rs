@@ -38,9 +38,7 @@ impl Client {
     /// ([`LockError::Unavailable`] after that). Pages are read one after the other, so the
     /// report is not a snapshot of one instant.
     pub fn shard_status(&self, server: SocketAddr) -> Result<ShardStatusReport, LockError> {
-        let socket = open_socket(server.is_ipv6()).map_err(|e| {
-            LockError::InternalError(format!("cannot open a UDP socket for shard status: {e}"))
-        })?;
+        let socket = admin_socket(server, "shard status")?;
         let session_id = new_session_id();
         let mut node_id = None;
         let mut shards_total = None;
@@ -104,13 +102,7 @@ impl Client {
             },
             |datagram| {
                 let reply = ShardStatusReply::decode(datagram).ok()?;
-                if (reply.session_id, reply.request_id) != (session_id, request_id) {
-                    return None;
-                }
-                if let Some(error) = LockError::from_status(reply.status) {
-                    return Some(Err(error));
-                }
-                Some(Ok(ShardStatusPage {
+                let page = ShardStatusPage {
                     node_id: reply.node_id,
                     shards_total: reply.shards_total,
                     shards: reply
@@ -127,7 +119,8 @@ impl Client {
                             waiters: e.waiters,
                         })
                         .collect(),
-                }))
+                };
+                Some(((reply.session_id, reply.request_id), reply.status, page))
             },
         )
     }
@@ -141,9 +134,7 @@ impl Client {
     /// ([`LockError::Unavailable`]).
     pub fn node_settings(&self, server: SocketAddr) -> Result<NodeSettingsReport, LockError> {
         use udplock_protocol::{NodeSettingsReply, NodeSettingsRequest, Setting};
-        let socket = open_socket(server.is_ipv6()).map_err(|e| {
-            LockError::InternalError(format!("cannot open a UDP socket for node settings: {e}"))
-        })?;
+        let socket = admin_socket(server, "node settings")?;
         let (session_id, request_id) = (new_session_id(), 1);
         self.admin_exchange(
             &socket,
@@ -160,13 +151,7 @@ impl Client {
             },
             |datagram| {
                 let reply = NodeSettingsReply::decode(datagram).ok()?;
-                if (reply.session_id, reply.request_id) != (session_id, request_id) {
-                    return None;
-                }
-                if let Some(error) = LockError::from_status(reply.status) {
-                    return Some(Err(error));
-                }
-                Some(Ok(NodeSettingsReport {
+                let report = NodeSettingsReport {
                     node_id: reply.node_id,
                     cluster_id: reply.cluster_id,
                     settings: reply
@@ -174,15 +159,18 @@ impl Client {
                         .iter()
                         .filter_map(|v| Some((Setting::from_wire(v.setting)?, v.value)))
                         .collect(),
-                }))
+                };
+                Some(((reply.session_id, reply.request_id), reply.status, report))
             },
         )
     }
 
     /// One request of an operator's read-only query (`what`: SHARD_STATUS, NODE_SETTINGS) on
     /// its own `socket`: `encode` builds the copy with a given attempt number, sent and
-    /// retransmitted on the RTO until `decode` recognises its reply (`Some`), an ERROR_REPLY
-    /// to `ids` arrives, or `request_timeout_ms` passes ([`LockError::Unavailable`]).
+    /// retransmitted on the RTO until its reply arrives, an ERROR_REPLY to `ids` arrives, or
+    /// `request_timeout_ms` passes ([`LockError::Unavailable`]). `decode` reads a reply of the
+    /// query's type: the ids it answers, its status, and what it reports; only a reply to
+    /// `ids` counts, and then its status's error, if any, is the result.
     fn admin_exchange<T>(
         &self,
         socket: &UdpSocket,
@@ -190,7 +178,7 @@ impl Client {
         what: &str,
         ids: (u64, u64),
         encode: impl Fn(u16, &mut [u8]) -> Result<usize, udplock_protocol::EncodeError>,
-        decode: impl Fn(&[u8]) -> Option<Result<T, LockError>>,
+        decode: impl Fn(&[u8]) -> Option<((u64, u64), Status, T)>,
     ) -> Result<T, LockError> {
         let mut timer = lock(&self.rtt).timer();
         let deadline = self.now() + Duration::from_millis(self.config.request_timeout_ms);
@@ -226,8 +214,13 @@ impl Client {
                 Err(_) => continue,
             };
             let datagram_in = &buf[..len];
-            if let Some(result) = decode(datagram_in) {
-                return result;
+            if let Some((reply_ids, status, value)) = decode(datagram_in) {
+                if reply_ids == ids {
+                    return match LockError::from_status(status) {
+                        Some(error) => Err(error),
+                        None => Ok(value),
+                    };
+                }
             }
             match Reply::decode(datagram_in) {
                 Ok(reply)
@@ -253,4 +246,10 @@ impl Client {
             }
         }
     }
+}
+
+/// The socket of one operator's query (`what`: "shard status", "node settings") to `server`.
+fn admin_socket(server: SocketAddr, what: &str) -> Result<UdpSocket, LockError> {
+    open_socket(server.is_ipv6())
+        .map_err(|e| LockError::InternalError(format!("cannot open a UDP socket for {what}: {e}")))
 }
