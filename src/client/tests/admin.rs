@@ -3,8 +3,8 @@
 
 use super::*;
 use udplock_protocol::{
-    NodeSettingsReply, NodeSettingsRequest, Setting, SettingValue, SettingValues, ShardRole,
-    ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest,
+    DecodeError, NodeSettingsReply, NodeSettingsRequest, Setting, SettingValue, SettingValues,
+    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest,
 };
 
 /// Shards of the scripted node, and how many it lists per page.
@@ -56,6 +56,18 @@ fn page(req: &ShardStatusRequest, stray: bool) -> Vec<u8> {
     encoded(reply.encode(&mut buf), &buf)
 }
 
+/// A node that answers each request `decode` reads with what `answer` returns for it, and
+/// ignores any other datagram.
+fn node_of<R: 'static>(
+    decode: fn(&[u8]) -> Result<R, DecodeError>,
+    mut answer: impl FnMut(R) -> Vec<Vec<u8>> + Send + 'static,
+) -> FakeServer {
+    FakeServer::spawn_raw(move |datagram| match datagram.map(decode) {
+        Some(Ok(req)) => answer(req),
+        _ => Vec::new(),
+    })
+}
+
 /// An ERROR_REPLY with `status` to the request `(session_id, request_id, attempt)`.
 fn error_reply((session_id, request_id, attempt): (u64, u64, u16), status: Status) -> Vec<u8> {
     let reply = Reply::bare(
@@ -71,10 +83,7 @@ fn error_reply((session_id, request_id, attempt): (u64, u64, u16), status: Statu
 
 #[test]
 fn shard_status_reads_every_page_and_ignores_replies_to_other_requests() {
-    let node = FakeServer::spawn_raw(|datagram| {
-        let Some(req) = datagram.and_then(|d| ShardStatusRequest::decode(d).ok()) else {
-            return Vec::new();
-        };
+    let node = node_of(ShardStatusRequest::decode, |req| {
         // First a page answering another request id, and an ERROR_REPLY to another one:
         // both must be dropped, not taken for this page's answer.
         let ids = (req.session_id, req.request_id + 2_000, req.attempt);
@@ -113,10 +122,7 @@ fn shard_status_reads_every_page_and_ignores_replies_to_other_requests() {
 
 #[test]
 fn an_error_status_or_an_error_reply_ends_a_shard_status() {
-    let node = FakeServer::spawn_raw(|datagram| {
-        let Some(req) = datagram.and_then(|d| ShardStatusRequest::decode(d).ok()) else {
-            return Vec::new();
-        };
+    let node = node_of(ShardStatusRequest::decode, |req| {
         let reply = ShardStatusReply {
             session_id: req.session_id,
             request_id: req.request_id,
@@ -136,10 +142,7 @@ fn an_error_status_or_an_error_reply_ends_a_shard_status() {
         Err(LockError::OutcomeUnknown)
     );
 
-    let unsupported = FakeServer::spawn_raw(|datagram| {
-        let Some(req) = datagram.and_then(|d| ShardStatusRequest::decode(d).ok()) else {
-            return Vec::new();
-        };
+    let unsupported = node_of(ShardStatusRequest::decode, |req| {
         let ids = (req.session_id, req.request_id, req.attempt);
         vec![error_reply(ids, Status::Unsupported)]
     });
@@ -154,10 +157,7 @@ fn an_error_status_or_an_error_reply_ends_a_shard_status() {
 
 #[test]
 fn node_settings_reports_the_settings_it_knows_and_maps_errors() {
-    let node = FakeServer::spawn_raw(|datagram| {
-        let Some(req) = datagram.and_then(|d| NodeSettingsRequest::decode(d).ok()) else {
-            return Vec::new();
-        };
+    let node = node_of(NodeSettingsRequest::decode, |req| {
         let values = [
             SettingValue {
                 setting: Setting::Shards.to_wire(),
@@ -204,10 +204,7 @@ fn node_settings_reports_the_settings_it_knows_and_maps_errors() {
     );
     assert!(client.stats().dropped_datagrams >= 1);
 
-    let refusing = FakeServer::spawn_raw(|datagram| {
-        let Some(req) = datagram.and_then(|d| NodeSettingsRequest::decode(d).ok()) else {
-            return Vec::new();
-        };
+    let refusing = node_of(NodeSettingsRequest::decode, |req| {
         let reply = NodeSettingsReply {
             session_id: req.session_id,
             request_id: req.request_id,

@@ -21,11 +21,7 @@ fn an_unanswered_release_is_settled_before_the_lock_is_touched_again() {
     });
     let client = client_of(&[&server], |c| {
         c.request_timeout_ms = 250;
-        c.retransmit = RetransmitConfig {
-            rto_initial: Duration::from_millis(20),
-            rto_min: Duration::from_millis(20),
-            rto_max: Duration::from_millis(20),
-        };
+        c.retransmit = fixed_rto(Duration::from_millis(20));
     });
     client.acquire("r", "c", 0, None).unwrap();
     assert_eq!(client.release("r", "c"), Err(LockError::Unavailable));
@@ -83,11 +79,7 @@ fn a_doubtful_release_is_replayed_with_the_next_attempt_number() {
     });
     let client = client_of(&[&server], |c| {
         c.request_timeout_ms = 250;
-        c.retransmit = RetransmitConfig {
-            rto_initial: Duration::from_millis(20),
-            rto_min: Duration::from_millis(20),
-            rto_max: Duration::from_millis(20),
-        };
+        c.retransmit = fixed_rto(Duration::from_millis(20));
     });
     client.acquire("r", "c", 0, None).unwrap();
     assert_eq!(client.release("r", "c"), Err(LockError::Unavailable));

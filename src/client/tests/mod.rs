@@ -186,14 +186,19 @@ fn not_leader(req: &Request<'_>, leader: Option<SocketAddr>) -> Vec<u8> {
 fn client_of(servers: &[&FakeServer], edit: impl FnOnce(&mut ClientConfig)) -> Client {
     let mut config = ClientConfig::new(servers.iter().map(|s| s.addr).collect());
     config.shards = 1;
-    let rto = Duration::from_millis(100);
-    config.retransmit = RetransmitConfig {
+    config.retransmit = fixed_rto(Duration::from_millis(100));
+    edit(&mut config);
+    Client::new(config).unwrap()
+}
+
+/// Retransmission settings with one RTO throughout: RTT samples do not move it and it never
+/// doubles, so the pace of the copies is the test's, not the RTT estimator's.
+fn fixed_rto(rto: Duration) -> RetransmitConfig {
+    RetransmitConfig {
         rto_initial: rto,
         rto_min: rto,
         rto_max: rto,
-    };
-    edit(&mut config);
-    Client::new(config).unwrap()
+    }
 }
 
 /// A node that shares a late-bound address (a peer's, or the client's) with a handler.

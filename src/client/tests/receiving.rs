@@ -131,11 +131,7 @@ fn threads_sharing_one_client_get_their_own_replies() {
 fn receiver_hand_off_needs_no_retransmission() {
     let five_s = Duration::from_millis(5_000);
     many_threads(|c| {
-        c.retransmit = RetransmitConfig {
-            rto_initial: five_s,
-            rto_min: five_s,
-            rto_max: five_s,
-        };
+        c.retransmit = fixed_rto(five_s);
         c.grace_ms = 4_000;
     });
 }
