@@ -1,7 +1,7 @@
 //! The operators' read-only queries of one node: SHARD_STATUS (spec §4.7) and NODE_SETTINGS
 //! (spec §4.8). Off the lock path on purpose: each uses a socket and a session of its own,
 //! requests are retransmitted on the RTO, and nothing here touches the lanes, the pending map
-//! or the route cache.
+//! or the route cache (only the RTT estimate and the counters are shared).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
