@@ -10,7 +10,7 @@
 //!   cluster (src/cluster/)         IO shell of a node: one thread, one socket, every
 //!          |                       shard's replica, storage per --durability
 //!   single (src/single.rs)         the single node: a cluster of one voter and one shard
-//!   client (src/client.rs)         IO shell of the client: blocking, thread-safe, routes to
+//!   client (src/client/)           IO shell of the client: blocking, thread-safe, routes to
 //!          ^                       each shard's leader
 //!   bench, sim, the `udplock` binary
 //! ```

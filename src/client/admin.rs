@@ -1,0 +1,255 @@
+//! The operators' read-only queries of one node: SHARD_STATUS (spec §4.7) and NODE_SETTINGS
+//! (spec §4.8). Off the lock path on purpose: each uses a socket and a session of its own,
+//! requests are retransmitted on the RTO, and nothing here touches the lanes, the pending map
+//! or the route cache (only the RTT estimate and the counters are shared).
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::Duration as StdDuration;
+
+use udplock_protocol::{
+    MessageType, Reply, ShardStatusReply, ShardStatusRequest, Status, DATAGRAM_LEN_MAX,
+};
+
+use super::lanes::new_session_id;
+use super::{
+    lock, open_socket, std_duration, Client, NodeSettingsReport, ShardInfo, ShardStatusReport,
+};
+use crate::core::time::Duration;
+use crate::error::LockError;
+
+/// One decoded SHARD_STATUS_REPLY page.
+struct ShardStatusPage {
+    node_id: u64,
+    shards_total: u16,
+    shards: Vec<ShardInfo>,
+}
+
+impl Client {
+    /// Asks the node at `server` for its own view of every shard (spec §4.7): role, leader,
+    /// term, commit and applied index, locks held and waiting. Read-only, answered by any
+    /// node of a cluster, leader or not (udplock's single node is a cluster of one node and
+    /// one shard); a server that is not a node of a cluster (an older single node) answers
+    /// UNSUPPORTED, reported as [`LockError::InternalError`].
+    ///
+    /// Off the lock path on purpose: it uses a socket and a session of its own, one request
+    /// per page of up to 26 shards (the request padded to 1200 bytes so the reply can be that
+    /// large, spec §2.2), each retransmitted on the usual RTO and given `request_timeout_ms`
+    /// ([`LockError::Unavailable`] after that). Pages are read one after the other, so the
+    /// report is not a snapshot of one instant.
+    pub fn shard_status(&self, server: SocketAddr) -> Result<ShardStatusReport, LockError> {
+        let socket = admin_socket(server, "shard status")?;
+        let session_id = new_session_id();
+        let mut node_id = None;
+        let mut shards_total = None;
+        let mut shards: Vec<ShardInfo> = Vec::new();
+        // Request ids of this private session: new per page, strictly increasing.
+        for request_id in 1u64.. {
+            let first_shard = u16::try_from(shards.len()).unwrap_or(u16::MAX);
+            let page =
+                self.shard_status_page(&socket, server, session_id, request_id, first_shard)?;
+            let total = *shards_total.get_or_insert(page.shards_total);
+            let node = *node_id.get_or_insert(page.node_id);
+            if total != page.shards_total || node != page.node_id {
+                return Err(LockError::InternalError(format!(
+                    "{server} changed its answer between pages (node {node} with {total} \
+                     shards, then node {} with {}): was the node restarted? Try again",
+                    page.node_id, page.shards_total
+                )));
+            }
+            if shards.len() >= usize::from(total) {
+                break;
+            }
+            if page.shards.is_empty() {
+                return Err(LockError::InternalError(format!(
+                    "{server} sent no shard from shard {first_shard} on, of {total}: a node bug"
+                )));
+            }
+            shards.extend(page.shards);
+            if shards.len() >= usize::from(total) {
+                break;
+            }
+        }
+        Ok(ShardStatusReport {
+            node_id: node_id.unwrap_or(0),
+            shards,
+        })
+    }
+
+    /// One SHARD_STATUS page from `server`: sent, retransmitted on the RTO, until its reply
+    /// or `request_timeout_ms`.
+    fn shard_status_page(
+        &self,
+        socket: &UdpSocket,
+        server: SocketAddr,
+        session_id: u64,
+        request_id: u64,
+        first_shard: u16,
+    ) -> Result<ShardStatusPage, LockError> {
+        self.admin_exchange(
+            socket,
+            server,
+            "SHARD_STATUS",
+            (session_id, request_id),
+            |attempt, out| {
+                ShardStatusRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                    first_shard,
+                }
+                .encode(out)
+            },
+            |datagram| {
+                let reply = ShardStatusReply::decode(datagram).ok()?;
+                let page = ShardStatusPage {
+                    node_id: reply.node_id,
+                    shards_total: reply.shards_total,
+                    shards: reply
+                        .entries
+                        .iter()
+                        .map(|e| ShardInfo {
+                            shard: e.shard,
+                            role: e.role,
+                            leader_id: (e.leader_id != 0).then_some(e.leader_id),
+                            term: e.term,
+                            commit_index: e.commit_index,
+                            applied_index: e.applied_index,
+                            held: e.held,
+                            waiters: e.waiters,
+                        })
+                        .collect(),
+                };
+                Some(((reply.session_id, reply.request_id), reply.status, page))
+            },
+        )
+    }
+
+    /// Asks the node at `server` for its cluster id and settings (spec §4.8): what `udplock
+    /// status` compares between nodes, to name the settings that keep one out of the
+    /// cluster. Read-only; a server that is not a node of a cluster (an older single node)
+    /// answers UNSUPPORTED ([`LockError::InternalError`]).
+    /// Like [`Client::shard_status`]: its own socket and session, the request padded to 1200
+    /// bytes, retransmitted on the RTO until `request_timeout_ms`
+    /// ([`LockError::Unavailable`]).
+    pub fn node_settings(&self, server: SocketAddr) -> Result<NodeSettingsReport, LockError> {
+        use udplock_protocol::{NodeSettingsReply, NodeSettingsRequest, Setting};
+        let socket = admin_socket(server, "node settings")?;
+        let (session_id, request_id) = (new_session_id(), 1);
+        self.admin_exchange(
+            &socket,
+            server,
+            "NODE_SETTINGS",
+            (session_id, request_id),
+            |attempt, out| {
+                NodeSettingsRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                }
+                .encode(out)
+            },
+            |datagram| {
+                let reply = NodeSettingsReply::decode(datagram).ok()?;
+                let report = NodeSettingsReport {
+                    node_id: reply.node_id,
+                    cluster_id: reply.cluster_id,
+                    settings: reply
+                        .values
+                        .iter()
+                        .filter_map(|v| Some((Setting::from_wire(v.setting)?, v.value)))
+                        .collect(),
+                };
+                Some(((reply.session_id, reply.request_id), reply.status, report))
+            },
+        )
+    }
+
+    /// One request of an operator's read-only query (`what`: SHARD_STATUS, NODE_SETTINGS) on
+    /// its own `socket`: `encode` builds the copy with a given attempt number, sent and
+    /// retransmitted on the RTO until its reply arrives, an ERROR_REPLY to `ids` arrives, or
+    /// `request_timeout_ms` passes ([`LockError::Unavailable`]). `decode` reads a reply of the
+    /// query's type: the ids it answers, its status, and what it reports; only a reply to
+    /// `ids` counts, and then its status's error, if any, is the result.
+    fn admin_exchange<T>(
+        &self,
+        socket: &UdpSocket,
+        server: SocketAddr,
+        what: &str,
+        ids: (u64, u64),
+        encode: impl Fn(u16, &mut [u8]) -> Result<usize, udplock_protocol::EncodeError>,
+        decode: impl Fn(&[u8]) -> Option<((u64, u64), Status, T)>,
+    ) -> Result<T, LockError> {
+        let mut timer = lock(&self.rtt).timer();
+        let deadline = self.now() + Duration::from_millis(self.config.request_timeout_ms);
+        let mut datagram = [0u8; DATAGRAM_LEN_MAX];
+        let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
+        loop {
+            let now = self.now();
+            if now >= deadline {
+                return Err(LockError::Unavailable);
+            }
+            if timer.next_retransmit() <= now {
+                let attempt = timer.on_send(now);
+                let len = encode(attempt, &mut datagram).map_err(|e| {
+                    LockError::InternalError(format!("{what} request did not encode: {e}"))
+                })?;
+                if attempt > 0 {
+                    self.retransmits.fetch_add(1, Ordering::Relaxed);
+                }
+                // A failed send is a lost copy: the timer sends another.
+                let _ = socket.send_to(&datagram[..len], server);
+            }
+            let wake = timer.next_retransmit().min(deadline);
+            let wait =
+                std_duration(wake.saturating_since(self.now())).max(StdDuration::from_micros(1));
+            if socket.set_read_timeout(Some(wait)).is_err() {
+                return Err(LockError::InternalError(format!(
+                    "cannot set the {what} socket's receive timeout"
+                )));
+            }
+            let len = match socket.recv_from(&mut buf) {
+                Ok((len, _from)) => len,
+                // Timeouts, and an ICMP error for an earlier copy (a node that is down).
+                Err(_) => continue,
+            };
+            let datagram_in = &buf[..len];
+            if let Some((reply_ids, status, value)) = decode(datagram_in) {
+                if reply_ids == ids {
+                    return match LockError::from_status(status) {
+                        Some(error) => Err(error),
+                        None => Ok(value),
+                    };
+                }
+            }
+            match Reply::decode(datagram_in) {
+                Ok(reply)
+                    if reply.msg_type == MessageType::ErrorReply
+                        && (reply.session_id, reply.request_id) == ids =>
+                {
+                    return Err(match reply.status {
+                        Status::Unsupported => LockError::InternalError(format!(
+                            "{server} does not answer {what} (UNSUPPORTED): it is not a node \
+                             of a cluster (an older single node), or older than this client"
+                        )),
+                        status => LockError::from_status(status).unwrap_or_else(|| {
+                            LockError::InternalError(
+                                "the server sent ERROR_REPLY with status OK: a server bug".into(),
+                            )
+                        }),
+                    });
+                }
+                // Another request's reply, a late copy's, or garbage.
+                _ => {
+                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// The socket of one operator's query (`what`: "shard status", "node settings") to `server`.
+fn admin_socket(server: SocketAddr, what: &str) -> Result<UdpSocket, LockError> {
+    open_socket(server.is_ipv6())
+        .map_err(|e| LockError::InternalError(format!("cannot open a UDP socket for {what}: {e}")))
+}

@@ -1,0 +1,116 @@
+//! The client's settings ([`ClientConfig`]), their validation, and the limits a caller can
+//! run into.
+
+use std::net::SocketAddr;
+
+use udplock_protocol::{SHARDS_DEFAULT, SHARDS_MAX};
+
+use crate::core::retransmit::{RetransmitConfig, REQUEST_LIFETIME_MAX};
+use crate::error::LockError;
+
+#[cfg(doc)]
+use super::Client;
+
+/// Longest wait an acquire may ask for: the spec's default `wait_ms_max` (5 minutes). Longer
+/// waits belong in a loop in the caller, which can also re-check whether it still wants the
+/// lock.
+pub const WAIT_MS_MAX: u64 = 300_000;
+
+/// Requests one `Client` may have in flight at once. Beyond it an operation fails at once
+/// with [`LockError::Overloaded`] rather than queueing: 4096 threads blocked on one client
+/// means the program is already in trouble, and the bound keeps the pending map and the
+/// number of sessions (one lane per call in flight) this client uses at the server bounded.
+pub const OUTSTANDING_MAX: usize = 4096;
+
+/// Longest grace a [`ClientConfig`] accepts, so that `WAIT_MS_MAX + grace_ms` stays within
+/// the spec's `request_lifetime_ms_max` (360 000 ms) after which a client MUST NOT
+/// retransmit.
+pub const GRACE_MS_MAX: u64 = 60_000;
+
+/// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// The cluster's node addresses (the UDP address clients send to). Requests go to the
+    /// leader of their resource's shard, found through these (see "Routing" in the module
+    /// docs); one address is enough to find the others' leadership through hints, more let
+    /// the client get past a dead node. IPv4 and IPv6 addresses may be mixed.
+    pub servers: Vec<SocketAddr>,
+    /// How many shards the cluster splits resources into: a resource's shard is
+    /// `FNV-1a-64(resource_id) % shards`. Must match the cluster's shard count for the best
+    /// latency (every call then goes straight to its leader); a mismatch only costs redirects
+    /// (NOT_LEADER hints), never correctness. Default [`SHARDS_DEFAULT`]; 1 to
+    /// [`SHARDS_MAX`].
+    pub shards: u32,
+    /// Retransmission timer settings (RTO initial value, floor and ceiling).
+    pub retransmit: RetransmitConfig,
+    /// Extra wait after an acquire's own `timeout_ms` for the server's final answer: the
+    /// server answers LOCK_ACQUISITION_TIMEOUT at its deadline, and this lets that reply
+    /// arrive; it is also all a try-acquire (wait 0) waits for its answer. Default 200 ms;
+    /// 1 to [`GRACE_MS_MAX`].
+    pub grace_ms: u64,
+    /// Deadline of release, renew, status and configure. Default 2000 ms; at most 360 000.
+    pub request_timeout_ms: u64,
+    /// Clock-drift bound in parts per million: a lease is shortened by this fraction, since
+    /// the client's and the server's clocks may run at different rates. Default 10 000 (1%).
+    pub drift_bound_ppm: u32,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            servers: Vec::new(),
+            shards: SHARDS_DEFAULT,
+            retransmit: RetransmitConfig::default(),
+            grace_ms: 200,
+            request_timeout_ms: 2_000,
+            drift_bound_ppm: 10_000,
+        }
+    }
+}
+
+impl ClientConfig {
+    /// The defaults, with these servers.
+    pub fn new(servers: Vec<SocketAddr>) -> ClientConfig {
+        ClientConfig {
+            servers,
+            ..ClientConfig::default()
+        }
+    }
+
+    /// Refuses settings that cannot work; the error says which and why.
+    pub fn validate(&self) -> Result<(), LockError> {
+        let invalid = |what: String| Err(LockError::InvalidArgument(what));
+        if self.servers.is_empty() {
+            return invalid("no lock server address given: pass at least one in --servers".into());
+        }
+        if self.shards == 0 || self.shards > SHARDS_MAX {
+            return invalid(format!(
+                "shards must be 1 to {SHARDS_MAX} (the cluster's shard count), got {}",
+                self.shards
+            ));
+        }
+        if let Err(e) = self.retransmit.validate() {
+            return invalid(format!("retransmit config: {e}"));
+        }
+        let lifetime_ms = REQUEST_LIFETIME_MAX.as_millis();
+        if self.request_timeout_ms == 0 || self.request_timeout_ms > lifetime_ms {
+            return invalid(format!(
+                "request_timeout_ms must be 1 to {lifetime_ms}, got {}",
+                self.request_timeout_ms
+            ));
+        }
+        if self.grace_ms == 0 || self.grace_ms > GRACE_MS_MAX {
+            return invalid(format!(
+                "grace_ms must be 1 to {GRACE_MS_MAX}, got {}",
+                self.grace_ms
+            ));
+        }
+        if self.drift_bound_ppm >= 1_000_000 {
+            return invalid(format!(
+                "drift_bound_ppm must be below 1000000 (100%), got {}",
+                self.drift_bound_ppm
+            ));
+        }
+        Ok(())
+    }
+}

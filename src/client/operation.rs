@@ -1,0 +1,177 @@
+//! One operation of a [`Client`], from its request to its outcome: any doubt on its lock
+//! settled first, a lane taken, the request encoded once into a stack buffer, its [`Call`]
+//! (the rules, in the pure call core) run against the socket — the copies it readies sent,
+//! the replies and the timeouts handed to it — and its outcome mapped to [`LockError`].
+
+use std::sync::atomic::Ordering;
+
+use udplock_protocol::header::field as header_field;
+use udplock_protocol::{MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
+
+use super::receiving::ReplyData;
+use super::{lock, Client};
+use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome};
+use crate::core::time::{Duration, Instant};
+use crate::error::LockError;
+
+/// A successful reply and the instant its lease (if any) starts.
+pub(super) struct Answer {
+    pub(super) reply: ReplyData,
+    pub(super) lease_start: Instant,
+}
+
+impl Client {
+    /// One operation: settle any doubt on its lock, then run the request's call (the rules
+    /// are the call core's, `crate::core::call`) and map its outcome (spec §7.1.5).
+    pub(super) fn call(&self, body: RequestBody<'_>, timeout_ms: u64) -> Result<Answer, LockError> {
+        let reply_type = body.kind().reply_type();
+        let start = self.now();
+        let deadline = start + Duration::from_millis(timeout_ms);
+        if let Some((resource, client)) = lock_of(&body) {
+            self.settle_doubts(resource, client, deadline)?;
+        }
+        let release = matches!(body, RequestBody::Release { .. });
+        if release && lock(&self.doubts).is_full() {
+            // Nothing is sent: a release that could not be remembered if it went unanswered
+            // must not leave at all.
+            return Err(LockError::Overloaded { retry_after_ms: 0 });
+        }
+        let mut lane = self.take_lane();
+        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let request = Request {
+            session_id: lane.session_id,
+            request_id,
+            attempt: 0,
+            body,
+        };
+        let mut buf = [0u8; DATAGRAM_LEN_MAX];
+        let len = request
+            .encode(&mut buf)
+            .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
+        let datagram = &mut buf[..len];
+        let timer = lock(&self.rtt).timer();
+        let mut call = Call::new(
+            self.now(),
+            CallRequest::of(&request, &self.routes),
+            timer,
+            deadline,
+            Duration::from_millis(self.config.grace_ms),
+            &self.routes,
+        );
+        let reply = self.exchange(&mut call, reply_type, datagram)?;
+        match call
+            .outcome()
+            .expect("an exchange ends with the call's outcome")
+        {
+            Outcome::Answered { lease_start, .. } => {
+                let reply = reply.expect("a final answer came in a reply");
+                match reply.error() {
+                    Some(error) => Err(error),
+                    None => Ok(Answer { reply, lease_start }),
+                }
+            }
+            Outcome::GaveUp { overloaded } => Err(match overloaded {
+                Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
+                None => LockError::Unavailable,
+            }),
+            Outcome::InDoubt(cause) => {
+                let RequestBody::Release { resource, client } = body else {
+                    unreachable!("only a RELEASE ends in doubt");
+                };
+                // The release may still take effect, through a copy in flight or one in a
+                // node's log: keep it, with its lane (no other request uses that session until
+                // the doubt is settled or forgotten), and settle it before this client touches
+                // the lock again (spec §7.1.5).
+                lane.retire();
+                lock(&self.doubts).keep(resource, client, datagram.to_vec(), call);
+                Err(match cause {
+                    DoubtCause::Silence => LockError::Unavailable,
+                    DoubtCause::Overloaded { .. } | DoubtCause::InternalError => {
+                        LockError::ReleaseInDoubt
+                    }
+                })
+            }
+        }
+    }
+
+    /// Runs `call` (whose request is `datagram`, answered by `reply_type`) to its outcome:
+    /// sends what it readies, hands it the replies and the timeouts. Returns the reply that
+    /// ended it, if one did. `Err` only for this client's own limit on requests in flight
+    /// (nothing sent).
+    pub(super) fn exchange(
+        &self,
+        call: &mut Call,
+        reply_type: MessageType,
+        datagram: &mut [u8],
+    ) -> Result<Option<ReplyData>, LockError> {
+        if call.outcome().is_some() {
+            // Its deadline had passed before the first copy: nothing to send.
+            return Ok(None);
+        }
+        let request = *call.request();
+        let pending = self.register(request.session_id, request.request_id, reply_type)?;
+        self.flush(call, datagram);
+        let mut last = None;
+        while let Some(reply) = self.await_reply(request.request_id, datagram, call) {
+            let handled = {
+                let mut rtt = lock(&self.rtt);
+                call.handle_reply(
+                    reply.received_at,
+                    reply.from,
+                    &reply.wire(),
+                    &self.routes,
+                    &mut rtt,
+                )
+            };
+            match handled {
+                Handled::Dropped => {
+                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                }
+                Handled::Redirected => {
+                    self.redirects.fetch_add(1, Ordering::Relaxed);
+                }
+                Handled::Accepted => {}
+            }
+            self.flush(call, datagram);
+            if call.outcome().is_some() {
+                last = Some(reply);
+                break;
+            }
+        }
+        // Leave the pending map (and hand the receiver role on) before anything else.
+        drop(pending);
+        Ok(last)
+    }
+
+    /// Sends the copy `call` readied, if any, with its attempt number patched into the
+    /// header. The core recorded its send time already (the lease counts from it, so it is
+    /// never later than the real send).
+    fn flush(&self, call: &mut Call, datagram: &mut [u8]) {
+        while let Some(copy) = call.poll_transmit() {
+            datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
+            if copy.attempt > 0 {
+                self.retransmits.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Err(e) = self.socket.send_to(datagram, copy.to) {
+                // A failed send is a lost datagram: the retransmission timer covers it, and
+                // the deadline turns a persistent failure into Unavailable.
+                log::debug!("send to {} failed: {e}", copy.to);
+            }
+        }
+    }
+
+    /// Gives `call` the time if one of its timers is due, and sends what it readies. Returns
+    /// when to come back, `None` once the call has ended.
+    pub(super) fn tick(
+        &self,
+        call: &mut Call,
+        datagram: &mut [u8],
+        now: Instant,
+    ) -> Option<Instant> {
+        if call.poll_timeout()? <= now {
+            call.handle_timeout(now, &self.routes);
+            self.flush(call, datagram);
+        }
+        call.poll_timeout()
+    }
+}

@@ -1,0 +1,131 @@
+//! What the client's operations return: a granted [`Lease`], a lock's [`LockStatus`], the
+//! client's own [`ClientStats`], and the operators' reports of one node
+//! ([`ShardStatusReport`], [`NodeSettingsReport`]).
+
+use std::time::Duration as StdDuration;
+
+use crate::clock::BootInstant;
+
+#[cfg(doc)]
+use super::{Client, ClientConfig};
+
+/// A node's role in one shard's Raft group, as [`Client::shard_status`] reports it.
+pub use udplock_protocol::ShardRole;
+
+/// A granted hold of a lock, as this client must see it.
+///
+/// Each `Lease` describes the one reply it came from. The server never shortens a hold's
+/// lease (re-entry and renewal only extend it, spec §6.4), so every `Lease` of a hold stays
+/// safe on its own until the client releases the lock to hold count zero; after that none of
+/// them means anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub resource_id: String,
+    pub client_id: String,
+    /// Strictly increasing per resource across holders: pass it to the storage you protect,
+    /// so that it can refuse writes from an older holder.
+    pub fencing_token: u64,
+    /// Re-entrant holds this client has on the lock after the operation.
+    pub hold_count: u32,
+    /// The lease the hold has as of the grant or renewal, in milliseconds (the reply's
+    /// `lease_ms`, spec §6.4): the TTL of a new hold; after a re-entry or renewal the hold's
+    /// whole remaining lease, which may be longer than the TTL asked for.
+    pub ttl_ms: u32,
+    /// When this client must consider the lock lost: the send time of the answered request
+    /// copy plus the TTL, minus the clock-drift bound. The server's expiry is later.
+    /// On the suspend-aware clock ([`BootInstant`]): a lease counted on a clock that stopped
+    /// while the machine slept would outlive the server's.
+    pub valid_until: BootInstant,
+}
+
+impl Lease {
+    /// True while the lease may still be relied on.
+    pub fn is_valid(&self) -> bool {
+        BootInstant::now() < self.valid_until
+    }
+
+    /// Time left before [`Lease::valid_until`] (zero once passed).
+    pub fn remaining(&self) -> StdDuration {
+        self.valid_until
+            .saturating_duration_since(BootInstant::now())
+    }
+}
+
+/// A lock's state as the server saw it when it answered a status request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockStatus {
+    pub resource_id: String,
+    /// The holder's client id (lossy UTF-8), `None` when free or when it did not fit.
+    pub holder: Option<String>,
+    /// The lock is held but the holder's id did not fit in the reply (never for this client,
+    /// which pads status requests so that it always fits).
+    pub holder_truncated: bool,
+    pub hold_count: u32,
+    /// Token of the current hold (0: none).
+    pub fencing_token: u64,
+    /// Lease time left at the server, in milliseconds.
+    pub remaining_ttl_ms: u32,
+    /// Clients queued waiting for the lock.
+    pub waiter_count: u32,
+}
+
+/// One cluster node's own view of its shards, from [`Client::shard_status`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardStatusReport {
+    /// The node that answered (its id in the cluster).
+    pub node_id: u64,
+    /// Every shard of the cluster, in shard order (`shards.len()` is the shard count).
+    pub shards: Vec<ShardInfo>,
+}
+
+/// One cluster node's cluster id and settings, from [`Client::node_settings`] (spec §5.7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSettingsReport {
+    pub node_id: u64,
+    /// Nodes whose cluster ids differ do not form one cluster (spec §8.1).
+    pub cluster_id: u64,
+    /// `(setting, value)` as the node lists them, in registry order; codes this client does
+    /// not know are left out.
+    pub settings: Vec<(udplock_protocol::Setting, u64)>,
+}
+
+/// One shard as one node sees it (spec §5.6). Nodes may disagree: a follower's counts lag
+/// its leader's, and a node cut off from the others may still name an old leader; believe
+/// the node that says it leads, with the highest term.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard: u16,
+    /// The answering node's role in this shard.
+    pub role: ShardRole,
+    /// The node it believes leads the shard in its current term (itself if it leads);
+    /// `None` when it knows none, e.g. during an election.
+    pub leader_id: Option<u64>,
+    /// Its current Raft term for the shard.
+    pub term: u64,
+    /// Highest log index it knows to be committed.
+    pub commit_index: u64,
+    /// Highest log index applied to its copy of the shard's lock table.
+    pub applied_index: u64,
+    /// Locks held in its copy of the lock table.
+    pub held: u32,
+    /// Acquires queued in its copy of the lock table.
+    pub waiters: u32,
+}
+
+/// Counters of a [`Client`], for monitoring and benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Copies sent beyond the first of each request.
+    pub retransmits: u64,
+    /// Received datagrams dropped: undecodable, another session's, an unknown or finished
+    /// request id, the wrong reply type, or a duplicate reply.
+    pub dropped_datagrams: u64,
+    /// NOT_LEADER answers that sent a request on to another node (with or without a hint).
+    /// Steadily growing means [`ClientConfig::shards`] or the server list is off, or the
+    /// cluster keeps changing leaders.
+    pub redirects: u64,
+    /// Smoothed round-trip time, once measured.
+    pub srtt: Option<StdDuration>,
+    /// Retransmission timeout a new request starts with.
+    pub rto: StdDuration,
+}

@@ -1,0 +1,224 @@
+//! The operators' queries (SHARD_STATUS, NODE_SETTINGS) against a scripted node: pages put
+//! together, replies to other requests ignored, error statuses and ERROR_REPLY mapped.
+
+use super::*;
+use udplock_protocol::{
+    DecodeError, NodeSettingsReply, NodeSettingsRequest, Setting, SettingValue, SettingValues,
+    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest,
+};
+
+/// Shards of the scripted node, and how many it lists per page.
+const SHARDS: u16 = 5;
+const PAGE: u16 = 2;
+/// A term no real entry has: the entries of replies to other requests carry it.
+const STRAY_TERM: u64 = 666;
+
+fn encoded(len: Result<usize, udplock_protocol::EncodeError>, buf: &[u8]) -> Vec<u8> {
+    buf[..len.unwrap()].to_vec()
+}
+
+/// The entry the scripted node reports for `shard`.
+fn entry(shard: u16, term: u64) -> ShardStatusEntry {
+    ShardStatusEntry {
+        shard,
+        role: if shard % 2 == 0 {
+            ShardRole::Leader
+        } else {
+            ShardRole::Follower
+        },
+        leader_id: u64::from(shard % 2), // shard 0, 2, 4: no leader known (0)
+        term,
+        commit_index: u64::from(shard) * 10,
+        applied_index: u64::from(shard) * 10 - u64::from(shard % 2),
+        held: u32::from(shard),
+        waiters: 1,
+    }
+}
+
+/// A SHARD_STATUS_REPLY page from node 7 to `req` (or, with `stray`, to another request of
+/// its session, with other entries).
+fn page(req: &ShardStatusRequest, stray: bool) -> Vec<u8> {
+    let first = req.first_shard.min(SHARDS);
+    let end = (first + PAGE).min(SHARDS);
+    let term = if stray { STRAY_TERM } else { 3 };
+    let entries: Vec<ShardStatusEntry> = (first..end).map(|s| entry(s, term)).collect();
+    let reply = ShardStatusReply {
+        session_id: req.session_id,
+        request_id: req.request_id + u64::from(stray) * 1_000,
+        attempt: req.attempt,
+        status: Status::Ok,
+        node_id: 7,
+        shards_total: SHARDS,
+        first_shard: first,
+        entries: ShardStatusEntries::from_slice(&entries),
+    };
+    let mut buf = [0u8; DATAGRAM_LEN_MAX];
+    encoded(reply.encode(&mut buf), &buf)
+}
+
+/// A node that answers each request `decode` reads with what `answer` returns for it, and
+/// ignores any other datagram.
+fn node_of<R: 'static>(
+    decode: fn(&[u8]) -> Result<R, DecodeError>,
+    mut answer: impl FnMut(R) -> Vec<Vec<u8>> + Send + 'static,
+) -> FakeServer {
+    FakeServer::spawn_raw(move |datagram| match datagram.map(decode) {
+        Some(Ok(req)) => answer(req),
+        _ => Vec::new(),
+    })
+}
+
+/// An ERROR_REPLY with `status` to the request `(session_id, request_id, attempt)`.
+fn error_reply((session_id, request_id, attempt): (u64, u64, u16), status: Status) -> Vec<u8> {
+    let reply = Reply::bare(
+        MessageType::ErrorReply,
+        session_id,
+        request_id,
+        attempt,
+        status,
+    );
+    let mut buf = [0u8; DATAGRAM_LEN_MAX];
+    encoded(reply.encode(&mut buf), &buf)
+}
+
+#[test]
+fn shard_status_reads_every_page_and_ignores_replies_to_other_requests() {
+    let node = node_of(ShardStatusRequest::decode, |req| {
+        // First a page answering another request id, and an ERROR_REPLY to another one:
+        // both must be dropped, not taken for this page's answer.
+        let ids = (req.session_id, req.request_id + 2_000, req.attempt);
+        vec![
+            page(&req, true),
+            error_reply(ids, Status::Unsupported),
+            page(&req, false),
+        ]
+    });
+    let client = client_for(&node, |_| {});
+    let report = client.shard_status(node.addr).unwrap();
+    assert_eq!(report.node_id, 7);
+    let expected: Vec<ShardInfo> = (0..SHARDS)
+        .map(|s| {
+            let e = entry(s, 3);
+            ShardInfo {
+                shard: s,
+                role: e.role,
+                leader_id: (s % 2 == 1).then_some(1),
+                term: 3,
+                commit_index: e.commit_index,
+                applied_index: e.applied_index,
+                held: e.held,
+                waiters: 1,
+            }
+        })
+        .collect();
+    assert_eq!(report.shards, expected);
+    // Three pages, each preceded by two replies to other requests.
+    assert!(
+        client.stats().dropped_datagrams >= 6,
+        "{:?}",
+        client.stats()
+    );
+}
+
+#[test]
+fn an_error_status_or_an_error_reply_ends_a_shard_status() {
+    let node = node_of(ShardStatusRequest::decode, |req| {
+        let reply = ShardStatusReply {
+            session_id: req.session_id,
+            request_id: req.request_id,
+            attempt: req.attempt,
+            status: Status::RequestExpired,
+            node_id: 0,
+            shards_total: 0,
+            first_shard: 0,
+            entries: ShardStatusEntries::empty(),
+        };
+        let mut buf = [0u8; DATAGRAM_LEN_MAX];
+        vec![encoded(reply.encode(&mut buf), &buf)]
+    });
+    let client = client_for(&node, |_| {});
+    assert_eq!(
+        client.shard_status(node.addr),
+        Err(LockError::OutcomeUnknown)
+    );
+
+    let unsupported = node_of(ShardStatusRequest::decode, |req| {
+        let ids = (req.session_id, req.request_id, req.attempt);
+        vec![error_reply(ids, Status::Unsupported)]
+    });
+    match client.shard_status(unsupported.addr) {
+        Err(LockError::InternalError(message)) => {
+            assert!(message.contains("UNSUPPORTED"), "{message}");
+            assert!(message.contains("SHARD_STATUS"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn node_settings_reports_the_settings_it_knows_and_maps_errors() {
+    let node = node_of(NodeSettingsRequest::decode, |req| {
+        let values = [
+            SettingValue {
+                setting: Setting::Shards.to_wire(),
+                value: 64,
+            },
+            SettingValue {
+                setting: 0xfffe, // a code this client does not know
+                value: 1,
+            },
+            SettingValue {
+                setting: Setting::WaitMsMax.to_wire(),
+                value: 300_000,
+            },
+        ];
+        let reply = |request_id, status, values| NodeSettingsReply {
+            session_id: req.session_id,
+            request_id,
+            attempt: req.attempt,
+            status,
+            node_id: if status == Status::Ok { 3 } else { 0 },
+            cluster_id: if status == Status::Ok { 0xc1 } else { 0 },
+            values: SettingValues::from_slice(values),
+        };
+        let mut buf = [0u8; DATAGRAM_LEN_MAX];
+        let stray = encoded(
+            reply(req.request_id + 1, Status::Ok, &values[..1]).encode(&mut buf),
+            &buf,
+        );
+        let answer = encoded(
+            reply(req.request_id, Status::Ok, &values).encode(&mut buf),
+            &buf,
+        );
+        vec![stray, answer]
+    });
+    let client = client_for(&node, |_| {});
+    let report = client.node_settings(node.addr).unwrap();
+    assert_eq!(
+        report,
+        NodeSettingsReport {
+            node_id: 3,
+            cluster_id: 0xc1,
+            settings: vec![(Setting::Shards, 64), (Setting::WaitMsMax, 300_000)],
+        }
+    );
+    assert!(client.stats().dropped_datagrams >= 1);
+
+    let refusing = node_of(NodeSettingsRequest::decode, |req| {
+        let reply = NodeSettingsReply {
+            session_id: req.session_id,
+            request_id: req.request_id,
+            attempt: req.attempt,
+            status: Status::RequestExpired,
+            node_id: 0,
+            cluster_id: 0,
+            values: SettingValues::from_slice(&[]),
+        };
+        let mut buf = [0u8; DATAGRAM_LEN_MAX];
+        vec![encoded(reply.encode(&mut buf), &buf)]
+    });
+    assert_eq!(
+        client.node_settings(refusing.addr),
+        Err(LockError::OutcomeUnknown)
+    );
+}

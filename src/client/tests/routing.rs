@@ -1,0 +1,218 @@
+//! Routing: redirects, hints, silent nodes, replies from other addresses, one leader per
+//! shard.
+
+use super::*;
+
+#[test]
+fn not_leader_with_a_hint_sends_the_same_request_to_the_leader_and_caches_it() {
+    let (follower_log, leader_log) = (Seen::default(), Seen::default());
+    let leader = node(&leader_log, |req| vec![grant(req)]);
+    let leader_addr = leader.addr;
+    let follower = node(&follower_log, move |req| {
+        vec![not_leader(req, Some(leader_addr))]
+    });
+    let client = client_of(&[&follower, &leader], |_| {});
+    assert_eq!(
+        client.leader_addr("r"),
+        follower.addr,
+        "servers[0 % 2] first"
+    );
+
+    assert_eq!(client.acquire("r", "c", 0, None).unwrap().fencing_token, 5);
+    let (f, l) = (seen(&follower_log), seen(&leader_log));
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!(
+        (l[0].0, l[0].1),
+        (f[0].0, f[0].1),
+        "the same session and request id"
+    );
+    assert_eq!((f[0].2, l[0].2), (0, 1), "the redirect is the next attempt");
+    assert_eq!(client.stats().redirects, 1);
+    assert_eq!(client.stats().retransmits, 1);
+
+    // The next call about the resource goes straight to the leader.
+    assert_eq!(client.leader_addr("r"), leader.addr);
+    assert_eq!(client.release("r", "c"), Ok(1));
+    assert_eq!(seen(&follower_log).len(), 1);
+    let l = seen(&leader_log);
+    assert_eq!(l.len(), 2);
+    assert_eq!(l[1].2, 0, "a new request, sent once");
+    assert_eq!(client.stats().redirects, 1);
+}
+
+#[test]
+fn a_hinted_leader_outside_the_server_list_is_used_and_cached() {
+    let (follower_log, leader_log) = (Seen::default(), Seen::default());
+    let leader = node(&leader_log, |req| vec![grant(req)]);
+    let leader_addr = leader.addr;
+    let follower = node(&follower_log, move |req| {
+        vec![not_leader(req, Some(leader_addr))]
+    });
+    let client = client_of(&[&follower], |_| {});
+    assert_eq!(client.release("r", "c"), Ok(1));
+    assert_eq!(client.leader_addr("r"), leader.addr);
+    assert_eq!(client.release("r", "c"), Ok(1));
+    assert_eq!(seen(&follower_log).len(), 1);
+    assert_eq!(seen(&leader_log).len(), 2);
+    assert_eq!(client.servers(), &[follower.addr]);
+    assert_eq!(client.server_addr(), follower.addr);
+}
+
+#[test]
+fn not_leader_without_a_hint_moves_on_to_the_next_server() {
+    let (electing_log, leader_log) = (Seen::default(), Seen::default());
+    let electing = node(&electing_log, |req| vec![not_leader(req, None)]);
+    let leader = node(&leader_log, |req| vec![grant(req)]);
+    let client = client_of(&[&electing, &leader], |_| {});
+    assert_eq!(client.release("r", "c"), Ok(1));
+    let (e, l) = (seen(&electing_log), seen(&leader_log));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!((l[0].0, l[0].1, l[0].2), (e[0].0, e[0].1, 1));
+    assert_eq!(client.stats().redirects, 1);
+    assert_eq!(client.leader_addr("r"), leader.addr);
+}
+
+#[test]
+fn a_silent_server_is_left_after_two_copies() {
+    let (silent_log, leader_log) = (Seen::default(), Seen::default());
+    let silent = node(&silent_log, |_| Vec::new()); // dead, as far as anyone can tell
+    let leader = node(&leader_log, |req| vec![grant(req)]);
+    let rto = Duration::from_millis(20);
+    let client = client_of(&[&silent, &leader], |c| {
+        c.retransmit = RetransmitConfig {
+            rto_initial: rto,
+            rto_min: rto,
+            rto_max: Duration::from_millis(100),
+        };
+    });
+    assert_eq!(client.release("r", "c"), Ok(1));
+    let (s, l) = (seen(&silent_log), seen(&leader_log));
+    let attempts =
+        |log: &[(u64, u64, u16, Vec<u8>)]| -> Vec<u16> { log.iter().map(|e| e.2).collect() };
+    assert_eq!(attempts(&s), [0, 1], "{s:?}");
+    assert_eq!(attempts(&l), [2], "{l:?}");
+    assert_eq!((l[0].0, l[0].1), (s[0].0, s[0].1));
+    assert_eq!(client.stats().redirects, 0, "moving on is not a redirect");
+
+    assert_eq!(client.leader_addr("r"), leader.addr);
+    assert_eq!(client.release("r", "c"), Ok(1));
+    assert_eq!(
+        seen(&silent_log).len(),
+        2,
+        "the next call skips the silent node"
+    );
+}
+
+/// Replies are matched on session and request id, not on where they come from: after a
+/// failover the new leader answers requests that were sent to the old one.
+#[test]
+fn a_reply_from_another_address_is_accepted() {
+    let (target_log, other_log) = (Seen::default(), Seen::default());
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (client_addr, late_client_addr) = late_addr();
+    let target = node(&target_log, move |req| {
+        // Answered by a different socket, on this node's behalf.
+        if let Some(&to) = late_client_addr.get() {
+            other.send_to(&grant(req), to).unwrap();
+        }
+        Vec::new()
+    });
+    let never = node(&other_log, |_| Vec::new());
+    let client = client_of(&[&target, &never], |_| {});
+    let port = client.socket.local_addr().unwrap().port();
+    client_addr.set((Ipv4Addr::LOCALHOST, port).into()).unwrap();
+
+    assert_eq!(client.acquire("r", "c", 0, None).unwrap().fencing_token, 5);
+    assert_eq!(client.stats().dropped_datagrams, 0);
+    assert_eq!(seen(&target_log).len(), 1);
+    assert!(seen(&other_log).is_empty());
+    // The answer came from an unknown address: the node it was sent to stays the leader.
+    assert_eq!(client.leader_addr("r"), target.addr);
+}
+
+/// Two nodes that name each other as the leader cost a bounded number of datagrams and
+/// end in the call's own timeout, not in a hot loop, a hang or a NOT_LEADER error.
+#[test]
+fn a_redirect_loop_ends_at_the_deadline() {
+    let (a_log, b_log) = (Seen::default(), Seen::default());
+    let (b_addr, late_b_addr) = late_addr();
+    let a = node(&a_log, move |req| {
+        vec![not_leader(req, late_b_addr.get().copied())]
+    });
+    let a_addr = a.addr;
+    let b = node(&b_log, move |req| vec![not_leader(req, Some(a_addr))]);
+    b_addr.set(b.addr).unwrap();
+    let client = client_of(&[&a, &b], |c| {
+        c.retransmit = RetransmitConfig::default();
+        c.request_timeout_ms = 200;
+    });
+    let start = BootInstant::now();
+    assert_eq!(client.status("r"), Err(LockError::Unavailable));
+    let took = start.elapsed();
+    assert!(took >= StdDuration::from_millis(200), "{took:?}");
+    // Ends at its deadline, not in a hang (a bound load cannot reach).
+    assert!(took < StdDuration::from_millis(10_000), "{took:?}");
+    thread::sleep(StdDuration::from_millis(20)); // let the fakes log the last copies
+    let datagrams = seen(&a_log).len() + seen(&b_log).len();
+    assert!(
+        datagrams > REDIRECTS_FAST_MAX as usize,
+        "{datagrams} datagrams"
+    );
+    assert!(datagrams < 100, "{datagrams} datagrams in 200 ms");
+    let ids: std::collections::HashSet<_> = seen(&a_log)
+        .into_iter()
+        .chain(seen(&b_log))
+        .map(|e| (e.0, e.1))
+        .collect();
+    assert_eq!(ids.len(), 1, "one request throughout");
+}
+
+/// Every shard has its own cache entry: two resources in different shards, each led by
+/// the node the initial guess does not pick, are redirected once each and then go
+/// straight to their own leaders.
+#[test]
+fn each_shard_has_its_own_leader() {
+    let shard = |r: &str| shard_of(r.as_bytes(), 2);
+    let name = |s: u32| {
+        (0..)
+            .map(|i| format!("res-{i}"))
+            .find(|r| shard(r) == s)
+            .unwrap()
+    };
+    let (r0, r1) = (name(0), name(1));
+    let (a_log, b_log) = (Seen::default(), Seen::default());
+    let (b_addr, late_b_addr) = late_addr();
+    // a leads shard 1, b shard 0: the opposite of the initial guess `servers[s % 2]`.
+    let a = node(&a_log, move |req| {
+        if shard_of(req.body.resource(), 2) == 1 {
+            vec![grant(req)]
+        } else {
+            vec![not_leader(req, late_b_addr.get().copied())]
+        }
+    });
+    let a_addr = a.addr;
+    let b = node(&b_log, move |req| {
+        if shard_of(req.body.resource(), 2) == 0 {
+            vec![grant(req)]
+        } else {
+            vec![not_leader(req, Some(a_addr))]
+        }
+    });
+    b_addr.set(b.addr).unwrap();
+    let client = client_of(&[&a, &b], |c| c.shards = 2);
+    assert_eq!(client.leader_addr(&r0), a.addr);
+    assert_eq!(client.leader_addr(&r1), b.addr);
+
+    for _ in 0..3 {
+        assert_eq!(client.release(&r0, "c"), Ok(1));
+        assert_eq!(client.release(&r1, "c"), Ok(1));
+    }
+    assert_eq!(client.stats().redirects, 2, "one per shard");
+    assert_eq!(client.leader_addr(&r0), b.addr);
+    assert_eq!(client.leader_addr(&r1), a.addr);
+    let granted = |log: &Seen, s: u32| seen(log).iter().filter(|e| shard_of(&e.3, 2) == s).count();
+    assert_eq!((granted(&b_log, 0), granted(&a_log, 0)), (3, 1));
+    assert_eq!((granted(&a_log, 1), granted(&b_log, 1)), (3, 1));
+}
