@@ -30,7 +30,7 @@ const DRAIN_MAX: usize = 64;
 /// Wake-ups that skip draining after a drain found nothing.
 const DRAIN_SKIP: u8 = 7;
 
-/// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`].
+/// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`](super::ClusterNode::shard_stats).
 const STATS_PERIOD: crate::core::time::Duration = crate::core::time::Duration::from_millis(5);
 
 /// The loop's state: the node's core and what it needs from the machine.
@@ -39,13 +39,13 @@ pub(super) struct ClusterLoop {
     pub(super) socket: UdpSocket,
     /// The key file, checked for changes (`None`: keys fixed at start).
     pub(super) key_watch: Option<KeyFileWatch>,
-    /// The keys in force, for [`ClusterNode::keys`].
+    /// The keys in force, for [`ClusterNode::keys`](super::ClusterNode::keys).
     pub(super) keys: Arc<Mutex<KeySet>>,
     /// Each shard's storage (`fsync`, `os`; `None` under `memory`).
     pub(super) stores: Vec<Option<ShardStore>>,
     /// The data directory (`fsync`, `os`), locked while the loop runs.
     pub(super) dir: Option<DataDir>,
-    /// The lease horizon file of a single node in memory mode ([`horizon`]).
+    /// The lease horizon file of a single node in memory mode ([`horizon`](super::horizon)).
     pub(super) horizon: Option<HorizonFile>,
     /// The last write stored (its `seq`).
     pub(super) stored: u64,
@@ -196,7 +196,7 @@ impl ClusterLoop {
         Ok(())
     }
 
-    /// About every [`keys::KEY_FILE_CHECK_MS`]: applies a changed key file, or keeps the keys
+    /// About every [`keys::KEY_FILE_CHECK_MS`](super::keys::KEY_FILE_CHECK_MS): applies a changed key file, or keeps the keys
     /// in force and says why the new file is refused.
     fn check_key_file(&mut self, now: Instant) {
         let Some(watch) = self.key_watch.as_mut() else {
