@@ -69,10 +69,10 @@ pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_
 pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
 pub use peer::{
-    append_record_len, PeerDatagram, PeerEntries, PeerEntry, PeerEntryIter, PeerHeader,
-    PeerMessage, PeerRecords, PeerWriter, APPEND_FIXED_LEN, ENTRY_FIXED_LEN,
-    INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX,
-    SNAPSHOT_LEN_MAX,
+    append_record_len, AppendEntries, LogEntry, PeerDatagram, PeerEntries, PeerEntry,
+    PeerEntryIter, PeerHeader, PeerMessage, PeerRecords, PeerWriter, RaftMessage, APPEND_FIXED_LEN,
+    ENTRY_FIXED_LEN, INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN,
+    SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
 };
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use reply::{Hint, Reply};

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::*;
 
+mod common;
+use common::{numbered, Msg};
+
 fn id() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 1..=ID_LEN_MAX)
 }
@@ -234,253 +237,65 @@ fn every_decode_error_has_a_drop_or_reply_rule() {
 // ---------------------------------------------------------------------------------------------
 // PEER datagrams and log commands (spec §8).
 
-/// A PEER message with owned entries, so strategies can build it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Msg {
-    PreVote(u64, u64, u64),
-    PreVoteReply(u64, bool),
-    Vote(u64, u64, u64),
-    VoteReply(u64, bool),
-    TransferVote(u64, u64, u64),
-    Append {
-        term: u64,
-        prev: u64,
-        prev_term: u64,
-        commit: u64,
-        round: u64,
-        transfer_to: u64,
-        entries: Vec<(u64, Vec<u8>)>,
-    },
-    AppendReply(u64, bool, u64, u64, u64),
-    TimeoutNow(u64),
-    InstallSnapshot {
-        term: u64,
-        last_index: u64,
-        last_term: u64,
-        offset: u64,
-        total_len: u64,
-        round: u64,
-        data: Vec<u8>,
-    },
-    InstallSnapshotReply(u64, u64, u64, u64, u64),
-    TermQuery(u64, u64),
-    TermReply(u64, u64, u64),
-    NoStateReply(u64, u64, bool),
+/// The record's length as spec §8.5 gives each kind's layout, computed apart from the codec.
+fn expected_record_len(m: &Msg) -> usize {
+    match m {
+        Msg::PreVote { .. } | Msg::Vote { .. } => 6 + 24,
+        Msg::PreVoteReply { .. } | Msg::VoteReply { .. } => 6 + 9,
+        Msg::Append { entries, .. } => {
+            append_record_len(entries.iter().map(|e| e.data.len()).sum(), entries.len())
+        }
+        Msg::AppendReply { .. } => 6 + 33,
+        Msg::TimeoutNow { .. } => 6 + 8,
+        Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
+        Msg::InstallSnapshotReply { .. } => 6 + 40,
+        Msg::TermQuery { .. } => 6 + 24,
+        Msg::TermReply { .. } => 6 + 24,
+        Msg::NoStateReply { .. } => 6 + 17,
+    }
 }
 
-impl Msg {
-    fn from_view(m: &PeerMessage<'_>) -> Msg {
-        match *m {
-            PeerMessage::PreVote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => Msg::PreVote(term, last_log_index, last_log_term),
-            PeerMessage::PreVoteReply { term, granted } => Msg::PreVoteReply(term, granted),
-            PeerMessage::Vote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => Msg::Vote(term, last_log_index, last_log_term),
-            PeerMessage::VoteReply { term, granted } => Msg::VoteReply(term, granted),
-            PeerMessage::TransferVote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => Msg::TransferVote(term, last_log_index, last_log_term),
-            PeerMessage::Append {
-                term,
-                prev_log_index,
-                prev_log_term,
-                leader_commit,
-                round,
-                transfer_to,
-                entries,
-            } => Msg::Append {
-                term,
-                prev: prev_log_index,
-                prev_term: prev_log_term,
-                commit: leader_commit,
-                round,
-                transfer_to,
-                entries: entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
-            },
-            PeerMessage::AppendReply {
-                term,
-                success,
-                match_index,
-                round,
-                life,
-            } => Msg::AppendReply(term, success, match_index, round, life),
-            PeerMessage::TimeoutNow { term } => Msg::TimeoutNow(term),
-            PeerMessage::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data,
-            } => Msg::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data: data.to_vec(),
-            },
-            PeerMessage::InstallSnapshotReply {
-                term,
-                last_index,
-                received,
-                round,
-                life,
-            } => Msg::InstallSnapshotReply(term, last_index, received, round, life),
-            PeerMessage::TermQuery { term, nonce } => Msg::TermQuery(term, nonce),
-            PeerMessage::TermReply {
-                term,
-                last_index,
-                nonce,
-            } => Msg::TermReply(term, last_index, nonce),
-            PeerMessage::NoStateReply { term, nonce, new } => Msg::NoStateReply(term, nonce, new),
-        }
-    }
-
-    fn record_len(&self) -> usize {
-        match self {
-            Msg::PreVote(..) | Msg::Vote(..) | Msg::TransferVote(..) => 6 + 24,
-            Msg::PreVoteReply(..) | Msg::VoteReply(..) => 6 + 9,
-            Msg::Append { entries, .. } => {
-                append_record_len(entries.iter().map(|(_, d)| d.len()).sum(), entries.len())
-            }
-            Msg::AppendReply(..) => 6 + 33,
-            Msg::TimeoutNow(..) => 6 + 8,
-            Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
-            Msg::InstallSnapshotReply(..) => 6 + 40,
-            Msg::TermQuery(..) => 6 + 24,
-            Msg::TermReply(..) => 6 + 24,
-            Msg::NoStateReply(..) => 6 + 17,
-        }
-    }
-
-    fn push(&self, w: &mut PeerWriter<'_>, shard: u16) -> Result<(), EncodeError> {
-        let msg = match *self {
-            Msg::PreVote(term, last_log_index, last_log_term) => PeerMessage::PreVote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-            Msg::PreVoteReply(term, granted) => PeerMessage::PreVoteReply { term, granted },
-            Msg::Vote(term, last_log_index, last_log_term) => PeerMessage::Vote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-            Msg::VoteReply(term, granted) => PeerMessage::VoteReply { term, granted },
-            Msg::TransferVote(term, last_log_index, last_log_term) => PeerMessage::TransferVote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-            Msg::Append {
-                term,
-                prev,
-                prev_term,
-                commit,
-                round,
-                transfer_to,
-                ref entries,
-            } => {
-                let it = entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d });
-                return w.push_append(
-                    shard,
-                    term,
-                    prev,
-                    prev_term,
-                    commit,
-                    (round, transfer_to),
-                    it,
-                );
-            }
-            Msg::AppendReply(term, success, match_index, round, life) => PeerMessage::AppendReply {
-                term,
-                success,
-                match_index,
-                round,
-                life,
-            },
-            Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
-            Msg::TermQuery(term, nonce) => PeerMessage::TermQuery { term, nonce },
-            Msg::TermReply(term, last_index, nonce) => PeerMessage::TermReply {
-                term,
-                last_index,
-                nonce,
-            },
-            Msg::NoStateReply(term, nonce, new) => PeerMessage::NoStateReply { term, nonce, new },
-            Msg::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                ref data,
-            } => PeerMessage::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data,
-            },
-            Msg::InstallSnapshotReply(term, last_index, received, round, life) => {
-                PeerMessage::InstallSnapshotReply {
-                    term,
-                    last_index,
-                    received,
-                    round,
-                    life,
-                }
-            }
-        };
-        w.push(shard, &msg)
-    }
+/// An APPEND's entries, of every shape a datagram can hold: a few small ones; many empty
+/// ones (up to as many as fit an authenticated datagram alone:
+/// `(1400 - 32 - 56 - 56) / 10` = 125); one as long as the longest log command.
+fn entry_data() -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
+    prop_oneof![
+        4 => prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)), 0..8),
+        1 => prop::collection::vec((any::<u64>(), Just(Vec::new())), 100..=125),
+        1 => (any::<u64>(), prop::collection::vec(any::<u8>(), LOG_COMMAND_LEN_MAX))
+            .prop_map(|e| vec![e]),
+    ]
 }
 
 fn append_msg() -> impl Strategy<Value = Msg> {
     (
         1..=u64::MAX,
+        prop_oneof![any::<u64>(), Just(u64::MAX)],
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
-        any::<u64>(),
-        // transfer_to: usually 0 (no transfer).
-        prop_oneof![Just(0u64), any::<u64>()],
-        prop::collection::vec(
-            (any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)),
-            0..8,
-        ),
+        // transfer_to: usually nobody.
+        prop_oneof![Just(None), nonzero().prop_map(Some)],
+        entry_data(),
     )
         .prop_map(|(term, prev, prev_term, commit, round, transfer_to, raw)| {
             // Entry terms: non-decreasing and at most the APPEND's term.
             let mut terms: Vec<u64> = raw.iter().map(|(t, _)| t % term + 1).collect();
             terms.sort_unstable();
-            let entries: Vec<_> = terms
+            let raw = terms
                 .into_iter()
                 .zip(raw.into_iter().map(|(_, d)| d))
-                .collect();
+                .collect::<Vec<_>>();
             // The last index must fit in a u64.
-            let prev = prev.min(u64::MAX - entries.len() as u64);
+            let prev = prev.min(u64::MAX - raw.len() as u64);
             Msg::Append {
                 term,
-                prev,
-                prev_term,
-                commit,
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: numbered(prev, raw),
+                leader_commit: commit,
                 round,
                 transfer_to,
-                entries,
             }
         })
 }
@@ -520,45 +335,66 @@ fn install_snapshot_msg() -> impl Strategy<Value = Msg> {
                     last_term,
                     offset,
                     total_len,
-                    round,
                     data,
+                    round,
                 }
             },
         )
 }
 
+/// Any message a correct node may send: every kind, every field over its valid range.
 fn peer_msg() -> impl Strategy<Value = Msg> {
+    let u = any::<u64>;
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::PreVote(a, b, c)),
-        (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::PreVoteReply(a, b)),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::Vote(a, b, c)),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::TransferVote(a, b, c)),
-        (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::VoteReply(a, b)),
+        (u(), u(), u()).prop_map(|(term, last_log_index, last_log_term)| Msg::PreVote {
+            term,
+            last_log_index,
+            last_log_term
+        }),
+        (u(), any::<bool>()).prop_map(|(term, granted)| Msg::PreVoteReply { term, granted }),
+        (u(), u(), u(), any::<bool>()).prop_map(
+            |(term, last_log_index, last_log_term, transfer)| Msg::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+                transfer
+            }
+        ),
+        (u(), any::<bool>()).prop_map(|(term, granted)| Msg::VoteReply { term, granted }),
         append_msg(),
-        (
-            any::<u64>(),
-            any::<bool>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>()
-        )
-            .prop_map(|(a, b, c, d, e)| Msg::AppendReply(a, b, c, d, e)),
-        any::<u64>().prop_map(Msg::TimeoutNow),
+        (u(), any::<bool>(), u(), u(), u()).prop_map(
+            |(term, success, match_index, round, life)| Msg::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+                life
+            }
+        ),
+        u().prop_map(|term| Msg::TimeoutNow { term }),
         install_snapshot_msg(),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>()
-        )
-            .prop_map(|(a, b, c, d, e)| Msg::InstallSnapshotReply(a, b, c, d, e)),
+        (u(), u(), u(), u(), u()).prop_map(|(term, last_index, received, round, life)| {
+            Msg::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+                life,
+            }
+        }),
         // TERM_QUERY's term is 0 for a node that lost its state: generate it often.
-        (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
-            .prop_map(|(t, n)| Msg::TermQuery(t, n)),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, n)| Msg::TermReply(t, i, n)),
-        (any::<u64>(), any::<u64>(), any::<bool>())
-            .prop_map(|(t, n, new)| Msg::NoStateReply(t, n, new)),
+        (prop_oneof![Just(0u64), u()], u())
+            .prop_map(|(term, nonce)| Msg::TermQuery { term, nonce }),
+        (u(), u(), u()).prop_map(|(term, last_index, nonce)| Msg::TermReply {
+            term,
+            last_index,
+            nonce
+        }),
+        (u(), u(), any::<bool>()).prop_map(|(term, nonce, new)| Msg::NoStateReply {
+            term,
+            nonce,
+            new
+        }),
     ]
 }
 
@@ -746,7 +582,7 @@ proptest! {
         let mut w = PeerWriter::new(&mut buf, header);
         let mut pushed = Vec::new();
         for (shard, m) in &msgs {
-            match m.push(&mut w, *shard) {
+            match w.push(*shard, m) {
                 Ok(()) => pushed.push((*shard, m.clone())),
                 Err(EncodeError::TooLong) | Err(EncodeError::BufferTooSmall) => break,
                 Err(e) => panic!("{e}"),
@@ -755,10 +591,10 @@ proptest! {
         let n = w.finish();
         let d = PeerDatagram::decode(&buf[..n]).unwrap();
         prop_assert_eq!(d.header, header);
-        let back: Vec<_> = d.records().map(|(s, m)| (s, Msg::from_view(&m))).collect();
+        let back: Vec<_> = d.records().map(|(s, m)| (s, m.into_owned())).collect();
         prop_assert_eq!(&back, &pushed);
         prop_assert_eq!(d.record_count(), pushed.len());
-        prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| m.record_len()).sum::<usize>());
+        prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| expected_record_len(m)).sum::<usize>());
         prop_assert_eq!(reencode(&d, &buf[..n]), buf[..n].to_vec());
     }
 
@@ -776,15 +612,15 @@ proptest! {
         let mut accepted = 0;
         for (shard, m) in &msgs {
             let (len, count) = (w.len(), w.record_count());
-            match m.push(&mut w, *shard) {
+            match w.push(*shard, m) {
                 Ok(()) => {
                     accepted += 1;
-                    prop_assert_eq!(w.len(), len + m.record_len());
+                    prop_assert_eq!(w.len(), len + expected_record_len(m));
                     prop_assert!(w.len() <= cap.min(PEER_DATAGRAM_LEN_MAX));
                 }
                 Err(e) => {
                     prop_assert!(matches!(e, EncodeError::TooLong | EncodeError::BufferTooSmall), "{e}");
-                    prop_assert!(len + m.record_len() > cap.min(PEER_DATAGRAM_LEN_MAX));
+                    prop_assert!(len + expected_record_len(m) > cap.min(PEER_DATAGRAM_LEN_MAX));
                     prop_assert_eq!((w.len(), w.record_count()), (len, count));
                 }
             }
@@ -809,7 +645,7 @@ proptest! {
         let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
         let mut w = PeerWriter::new(&mut buf, header);
         for (shard, m) in &msgs {
-            let _ = m.push(&mut w, *shard);
+            let _ = w.push(*shard, m);
         }
         let n = w.finish();
         prop_assume!(n > 0);
@@ -994,7 +830,7 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
         prev_log_term: 4,
         leader_commit: 3,
         round: 8,
-        transfer_to: 0,
+        transfer_to: None,
         entries: PeerEntries::empty(),
     };
     w.push(17, &hb).unwrap();
@@ -1654,19 +1490,15 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             term: 0,
             granted: false,
         },
-        PeerKind::Vote => PeerMessage::Vote {
+        PeerKind::Vote | PeerKind::TransferVote => PeerMessage::Vote {
             term: 0,
             last_log_index: 0,
             last_log_term: 0,
+            transfer: kind == PeerKind::TransferVote,
         },
         PeerKind::VoteReply => PeerMessage::VoteReply {
             term: 0,
             granted: false,
-        },
-        PeerKind::TransferVote => PeerMessage::TransferVote {
-            term: 0,
-            last_log_index: 0,
-            last_log_term: 0,
         },
         PeerKind::Append => PeerMessage::Append {
             term: 0,
@@ -1674,7 +1506,7 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             prev_log_term: 0,
             leader_commit: 0,
             round: 0,
-            transfer_to: 0,
+            transfer_to: None,
             entries: PeerEntries::empty(),
         },
         PeerKind::AppendReply => PeerMessage::AppendReply {
@@ -1837,7 +1669,7 @@ fn sealed_peer(
     let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
     let mut pushed = Vec::new();
     for (shard, m) in msgs {
-        match m.push(&mut w, *shard) {
+        match w.push(*shard, m) {
             Ok(()) => pushed.push((*shard, m.clone())),
             Err(EncodeError::TooLong) | Err(EncodeError::BufferTooSmall) => break,
             Err(e) => panic!("{e}"),
@@ -1866,7 +1698,7 @@ proptest! {
         let d = PeerDatagram::decode(&bytes).unwrap();
         prop_assert_eq!(d.header, header);
         prop_assert_eq!(d.auth, Some(AuthTrailer { key_id: key.id(), ..t }));
-        let back: Vec<_> = d.records().map(|(s, m)| (s, Msg::from_view(&m))).collect();
+        let back: Vec<_> = d.records().map(|(s, m)| (s, m.into_owned())).collect();
         prop_assert_eq!(&back, &pushed);
         prop_assert!(key.verify(&bytes));
         let mut other = s;
