@@ -529,6 +529,119 @@ fn command() -> impl Strategy<Value = Cmd> {
         )
 }
 
+/// An APPEND or INSTALL_SNAPSHOT whose fields may break the rules both ends enforce (spec
+/// §8.4, §8.5): entries out of term order or newer than the APPEND, a last index past
+/// `u64::MAX`, a `transfer_to` naming node 0; a snapshot of `last_index` or `last_term` 0, a
+/// `last_term` above the term, a `total_len` above [`SNAPSHOT_LEN_MAX`], a chunk outside its
+/// snapshot (overflowing or not). Small values, so that the edges are hit often.
+fn loose_msg() -> impl Strategy<Value = Msg> {
+    let small = || prop_oneof![0u64..4, Just(u64::MAX)];
+    let appends = (
+        small(),
+        prop_oneof![0u64..4, u64::MAX - 4..=u64::MAX],
+        prop::collection::vec((0u64..5, prop::collection::vec(any::<u8>(), 0..4)), 0..5),
+        prop_oneof![Just(None), Just(Some(0)), (1u64..4).prop_map(Some)],
+    )
+        .prop_map(|(term, prev, raw, transfer_to)| Msg::Append {
+            term,
+            prev_log_index: prev,
+            prev_log_term: 1,
+            entries: numbered(prev, raw),
+            leader_commit: 2,
+            round: 3,
+            transfer_to,
+        });
+    let chunks = (
+        small(),
+        small(),
+        small(),
+        prop_oneof![0u64..10, Just(u64::MAX - 2)],
+        prop_oneof![
+            0u64..10,
+            Just(SNAPSHOT_LEN_MAX),
+            Just(SNAPSHOT_LEN_MAX + 1),
+            Just(u64::MAX)
+        ],
+        prop::collection::vec(any::<u8>(), 0..6),
+    )
+        .prop_map(|(term, last_index, last_term, offset, total_len, data)| {
+            Msg::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                data,
+                round: 4,
+            }
+        });
+    prop_oneof![appends, chunks]
+}
+
+/// The PEER datagram of cluster 7 from node 3 that carries `m` as its one record, laid out
+/// as spec §8.5 draws it, with none of the writer's checks: what a faulty sender would send.
+fn loose_datagram(shard: u16, m: &Msg) -> Vec<u8> {
+    let mut body = Vec::new();
+    let kind = match m {
+        Msg::Append {
+            term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            round,
+            transfer_to,
+        } => {
+            let to = transfer_to.unwrap_or(0);
+            for v in [
+                *term,
+                *prev_log_index,
+                *prev_log_term,
+                *leader_commit,
+                *round,
+                to,
+            ] {
+                body.extend_from_slice(&v.to_be_bytes());
+            }
+            body.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+            for e in entries {
+                body.extend_from_slice(&e.term.to_be_bytes());
+                body.extend_from_slice(&(e.data.len() as u16).to_be_bytes());
+                body.extend_from_slice(&e.data);
+            }
+            PeerKind::Append
+        }
+        Msg::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            data,
+            round,
+        } => {
+            for v in [*term, *last_index, *last_term, *offset, *total_len, *round] {
+                body.extend_from_slice(&v.to_be_bytes());
+            }
+            body.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            body.extend_from_slice(data);
+            PeerKind::InstallSnapshot
+        }
+        _ => unreachable!("loose_msg makes APPENDs and INSTALL_SNAPSHOTs only"),
+    };
+    let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
+    bytes.extend_from_slice(&7u64.to_be_bytes());
+    bytes.extend_from_slice(&3u64.to_be_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&shard.to_be_bytes());
+    bytes.extend_from_slice(&[kind.to_wire(), 0]);
+    bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    let body_len = (bytes.len() - 32) as u16;
+    bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
+    bytes
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -574,6 +687,49 @@ proptest! {
         }
         let _ = Request::decode(&bytes);
         let _ = Reply::decode(&bytes);
+    }
+
+    /// The writer and the decoder keep one set of rules (spec §8.4, §8.5): a message the
+    /// writer takes decodes from the same bytes to the same message, and a message it
+    /// refuses, sent anyway by a faulty node, is rejected by the decoder with the matching
+    /// error. The one refusal without a wire form to reject is a `transfer_to` of node 0,
+    /// which the wire would read back as nobody.
+    #[test]
+    fn decoding_rejects_what_encoding_refuses(
+        shard in prop_oneof![8 => 0..SHARDS_MAX as u16, 1 => SHARDS_MAX as u16..=u16::MAX],
+        m in loose_msg(),
+    ) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, PeerHeader { cluster_id: 7, from: 3 });
+        let pushed = w.push(shard, &m);
+        let n = w.finish();
+        let loose = loose_datagram(shard, &m);
+        let decoded = PeerDatagram::decode(&loose)
+            .map(|d| d.records().map(|(s, r)| (s, r.into_owned())).collect::<Vec<(u16, Msg)>>());
+        match pushed {
+            Ok(()) => {
+                prop_assert_eq!(&buf[..n], &loose[..]);
+                prop_assert_eq!(decoded, Ok(vec![(shard, m)]));
+            }
+            Err(EncodeError::ZeroId) => {
+                let zero_target = matches!(m, Msg::Append { transfer_to: Some(0), .. });
+                prop_assert!(zero_target, "{:?} refused with ZeroId", m);
+                prop_assert!(decoded != Ok(vec![(shard, m)]));
+            }
+            Err(e) => {
+                let expected = if shard as u32 >= SHARDS_MAX {
+                    // The decoder checks the shard before the body, the writer after.
+                    DecodeError::BadShard
+                } else {
+                    match e {
+                        EncodeError::BadEntries => DecodeError::BadEntries,
+                        EncodeError::BadSnapshotChunk => DecodeError::BadSnapshotChunk,
+                        other => panic!("{m:?} refused with {other:?}"),
+                    }
+                };
+                prop_assert_eq!(decoded, Err(expected));
+            }
+        }
     }
 
     #[test]
