@@ -351,6 +351,11 @@ pub struct SnapshotMeta {
 /// values: an Append's entries as this core's [`Entry`]s, a snapshot chunk's bytes as a
 /// `Vec<u8>`. The node core writes it as a PEER record ([`udplock_protocol::PeerWriter::push`])
 /// and makes one of a decoded record ([`udplock_protocol::PeerMessage::into_owned`]).
+///
+/// Where this core acts on each: [`Raft::handle_message`] dispatches them; an Append's
+/// `transfer_to` feeds `TransferSeen` (`transfer.rs`); TermQuery and its two answers are
+/// `rejoin.rs`'s ([`Raft::rejoin`], [`Raft::start_new`]); a snapshot chunk's data is at most
+/// `Config::snapshot_chunk_max` bytes.
 pub type Message = RaftMessage<Vec<Entry>, Vec<u8>>;
 
 /// An entry on the wire: its term and data; its index is implicit (spec §8.5).
