@@ -1245,9 +1245,10 @@ impl<'b> PeerWriter<'b> {
         Ok(())
     }
 
-    /// Appends an APPEND record whose entries come from the caller's own log, without
-    /// building an intermediate list; `(round, transfer_to)` are the APPEND's fields of those
-    /// names. The iterator is walked twice (once to size and check, once to write), so it
+    /// Appends an APPEND record from its fields as the wire holds them, the entries from any
+    /// iterator (what [`PeerWriter::push`] does with a [`RaftMessage::Append`]'s, and what a
+    /// test uses to send what no message would hold); `(round, transfer_to)` are the APPEND's
+    /// fields of those names, `transfer_to` 0 for nobody. The iterator is walked twice (once to size and check, once to write), so it
     /// must yield the same entries both times; if it does not, the push fails with
     /// [`EncodeError::BadEntries`] and nothing changed. Errors as in [`PeerWriter::push`].
     #[allow(clippy::too_many_arguments)]

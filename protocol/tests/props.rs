@@ -751,6 +751,10 @@ proptest! {
         prop_assert_eq!(&back, &pushed);
         prop_assert_eq!(d.record_count(), pushed.len());
         prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| expected_record_len(m)).sum::<usize>());
+        // The codec's own sizes, for a message that owns its entries, agree with the spec's.
+        for (_, m) in &pushed {
+            prop_assert_eq!(m.record_len(), expected_record_len(m));
+        }
         prop_assert_eq!(reencode(&d, &buf[..n]), buf[..n].to_vec());
     }
 
