@@ -457,7 +457,8 @@ impl<'a> AppendEntries for PeerEntries<'a> {
 impl<C, T> AppendEntries for C
 where
     C: core::ops::Deref<Target = [T]>,
-    // Owned entries: a list that borrows its entries is not what a Raft core holds.
+    // `Self: 's` does not give `T: 's` to the iterator type below, so entries are `'static`:
+    // a Raft core's own entries own their data anyway.
     T: LogEntry + 'static,
 {
     type Iter<'s>
