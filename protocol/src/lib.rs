@@ -12,10 +12,13 @@
 //!
 //! Nodes of a cluster also talk to each other (spec §8, "Node-to-node protocol"):
 //!
-//! - [`PeerDatagram::decode`] checks a whole PEER datagram (Raft messages of many shards,
-//!   coalesced) and then hands out its records as [`PeerMessage`] views; [`PeerWriter`] packs
-//!   records into one datagram in the caller's buffer until it is full. Snapshots travel in
-//!   chunks of at most [`SNAPSHOT_CHUNK_MAX`] bytes ([`PeerMessage::InstallSnapshot`]).
+//! - [`RaftMessage`] is the one Raft message type, generic over how it holds an APPEND's
+//!   entries and a snapshot chunk's bytes. [`PeerDatagram::decode`] checks a whole PEER
+//!   datagram (Raft messages of many shards, coalesced) and then hands out its records as
+//!   [`PeerMessage`] views (no copy); [`PeerWriter`] packs records, views or a Raft core's own
+//!   owned messages alike, into one datagram in the caller's buffer until it is full. Snapshots
+//!   travel in chunks of at most [`SNAPSHOT_CHUNK_MAX`] bytes
+//!   ([`RaftMessage::InstallSnapshot`]).
 //! - [`LogCommand`] is the data of one replicated log entry: what every replica applies to its
 //!   lock table, in log order.
 //! - [`shard_of`] maps a resource id to its shard (FNV-1a 64), the same on every node and
@@ -69,10 +72,10 @@ pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_
 pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
 pub use peer::{
-    append_record_len, PeerDatagram, PeerEntries, PeerEntry, PeerEntryIter, PeerHeader,
-    PeerMessage, PeerRecords, PeerWriter, APPEND_FIXED_LEN, ENTRY_FIXED_LEN,
-    INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX,
-    SNAPSHOT_LEN_MAX,
+    append_record_len, AppendEntries, LogEntry, PeerDatagram, PeerEntries, PeerEntry,
+    PeerEntryIter, PeerHeader, PeerMessage, PeerRecords, PeerWriter, RaftMessage, APPEND_FIXED_LEN,
+    ENTRY_FIXED_LEN, INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN,
+    SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
 };
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use reply::{Hint, Reply};
@@ -289,7 +292,9 @@ pub enum EncodeError {
     BufferTooSmall,
     /// An id is empty or longer than [`ID_LEN_MAX`].
     BadIdLength,
-    /// The session id or request id is zero.
+    /// The session id or request id is zero; or a PEER datagram's cluster id or sender, or an
+    /// APPEND's `transfer_to`, is node 0 (node ids are never 0, spec §8.1; a `transfer_to`
+    /// of 0 on the wire means nobody, so `Some(0)` has no wire form).
     ZeroId,
     /// A reply type was given where a request type is needed, or the reverse; or a log
     /// command was to carry a STATUS, which is never logged (spec §8.7).
@@ -316,7 +321,7 @@ impl core::fmt::Display for EncodeError {
         let what = match self {
             EncodeError::BufferTooSmall => "output buffer too small",
             EncodeError::BadIdLength => "id must be 1 to 255 bytes",
-            EncodeError::ZeroId => "session id and request id must be non-zero",
+            EncodeError::ZeroId => "ids must be non-zero",
             EncodeError::WrongType => "message type does not fit this message",
             EncodeError::TooLong => "datagram would exceed its maximum length",
             EncodeError::BadShard => "shard must be below SHARDS_MAX",

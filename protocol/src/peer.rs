@@ -282,48 +282,66 @@ fn read_entry(b: &[u8]) -> Option<(PeerEntry<'_>, usize)> {
     Some((PeerEntry { term, data }, ENTRY_FIXED_LEN + data_len))
 }
 
-/// One Raft message of one shard (spec §8.5). Field names follow the Raft paper.
+/// One Raft message of one shard (spec §8.5): the one definition of what voters send each
+/// other, used by the Raft core and by this codec alike. Field names follow the Raft paper.
+///
+/// The message is generic over how it holds its two payloads, so that one type serves both
+/// ends without a copy where none is needed:
+///
+/// - `E`, the entries of an APPEND: [`PeerEntries`] when decoded (a view into the datagram),
+///   or a list of the sender's own log entries ([`LogEntry`]) when built by a Raft core;
+/// - `D`, the bytes of an INSTALL_SNAPSHOT chunk: `&[u8]` when decoded, owned bytes when
+///   built.
+///
+/// [`PeerMessage`] is the decoded form. [`PeerWriter::push`] writes any form whose entries are
+/// [`AppendEntries`] and whose chunk is `AsRef<[u8]>`; [`RaftMessage::into_owned`] copies a
+/// decoded message into an owned one, the only conversion there is.
+///
+/// Two things are represented once here and mapped by the codec alone: a VOTE and a
+/// TRANSFER_VOTE are one variant told apart by `transfer`, and an APPEND's `transfer_to` of 0
+/// on the wire is `None` (node ids are never 0, spec §8.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum PeerMessage<'a> {
+pub enum RaftMessage<E, D> {
     /// Would the receiver vote for the sender at `term` (the sender's current term + 1)?
-    /// Changes no state at either end (Raft thesis §9.6).
+    /// Changes no state at either end (Raft thesis §9.6): a node cut off from the cluster
+    /// cannot inflate terms and, on rejoining, depose a healthy leader.
     PreVote {
         term: u64,
         last_log_index: u64,
         last_log_term: u64,
     },
-    /// Answer to PRE_VOTE; `term` is the receiver's current term.
+    /// Answer to PRE_VOTE: `term` echoes the asked term when granted, else it is the
+    /// replier's own term.
     PreVoteReply { term: u64, granted: bool },
-    /// RequestVote (Raft §5.2, §5.4.1).
+    /// RequestVote (Raft §5.2, §5.4.1). `transfer`: sent after a TIMEOUT_NOW from the leader
+    /// of the previous term, so voters grant it even within an election timeout of hearing
+    /// from that leader, despite leader stickiness (thesis §3.10). On the wire, VOTE (kind 3)
+    /// when false and TRANSFER_VOTE (kind 8) when true.
     Vote {
         term: u64,
         last_log_index: u64,
         last_log_term: u64,
+        transfer: bool,
     },
     /// Answer to VOTE and TRANSFER_VOTE.
     VoteReply { term: u64, granted: bool },
-    /// VOTE from a node the leader told to take over (TIMEOUT_NOW): voters grant it even
-    /// within an election timeout of hearing from that leader (thesis §3.10).
-    TransferVote {
-        term: u64,
-        last_log_index: u64,
-        last_log_term: u64,
-    },
-    /// AppendEntries (Raft §5.3); no entries is a heartbeat. `round` numbers the leader's
-    /// heartbeat rounds; a follower echoes it so the leader can time its lease (thesis §6.4.1).
-    /// `transfer_to` is 0, or the node id of the follower the leader is handing the shard to
-    /// in this round (leadership transfer, thesis §3.10, spec §8.5).
+    /// AppendEntries (Raft §5.3); no entries is a heartbeat. Entry `i` has index
+    /// `prev_log_index + 1 + i` (the wire leaves indexes implicit). `round` numbers the
+    /// leader's heartbeat round it was built in; a follower echoes it so the leader can time
+    /// its lease (thesis §6.4.1). `transfer_to`: the node the leader is handing the shard to
+    /// in this round, if any (leadership transfer, thesis §3.10, spec §8.5); 0 on the wire
+    /// for `None`, and the writer refuses `Some(0)`.
     Append {
         term: u64,
         prev_log_index: u64,
         prev_log_term: u64,
+        entries: E,
         leader_commit: u64,
         round: u64,
-        transfer_to: u64,
-        entries: PeerEntries<'a>,
+        transfer_to: Option<u64>,
     },
-    /// Answer to APPEND: `match_index` is the last index known to match the leader's log when
-    /// `success`, else a hint where to back up to; `round` is the APPEND's round (0 when
+    /// Answer to APPEND: `match_index` is the last index the APPEND covered when `success`,
+    /// else a hint where to back up to (Raft §5.3); `round` is the APPEND's round (0 when
     /// `term`, the follower's, is later than the APPEND's); `life` is the follower's life id,
     /// drawn at random each time it starts, so that a leader never counts an answer of an
     /// earlier life of a node that has lost its state since (spec §8.5).
@@ -334,37 +352,9 @@ pub enum PeerMessage<'a> {
         round: u64,
         life: u64,
     },
-    /// Leadership transfer: start an election now, without waiting for a timeout (thesis
-    /// §3.10).
+    /// Leadership transfer: the leader of `term` tells a caught-up follower to start an
+    /// election now, without waiting for a timeout (thesis §3.10).
     TimeoutNow { term: u64 },
-    /// One chunk of the leader's snapshot, for a follower that needs entries the leader
-    /// compacted away (Raft §7, thesis §5). The snapshot covers the log through `last_index`,
-    /// whose entry has term `last_term`; it is `total_len` bytes long and `data` is its bytes
-    /// from `offset` on. `round` is the leader's heartbeat round, as in APPEND.
-    ///
-    /// Decoding and [`PeerWriter::push`] enforce `1 <= last_term <= term`,
-    /// `last_index >= 1`, `total_len <= SNAPSHOT_LEN_MAX` and
-    /// `offset + data.len() <= total_len`.
-    InstallSnapshot {
-        term: u64,
-        last_index: u64,
-        last_term: u64,
-        offset: u64,
-        total_len: u64,
-        round: u64,
-        data: &'a [u8],
-    },
-    /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
-    /// `received` counts the snapshot's bytes, from the start, that the follower holds
-    /// (`total_len` once it has them all), `round` echoes the chunk's (0 as in APPEND_REPLY),
-    /// `life` is the follower's life id as in APPEND_REPLY.
-    InstallSnapshotReply {
-        term: u64,
-        last_index: u64,
-        received: u64,
-        round: u64,
-        life: u64,
-    },
     /// A node that restarted without its Raft state asks for the receiver's current term
     /// before it takes part again (spec §8.5, rejoining without state). `term` is the
     /// sender's current term: 0 for a node that lost its state. On the wire 8 reserved zero
@@ -384,68 +374,288 @@ pub enum PeerMessage<'a> {
     /// and `new` says that it never held state for the shard and may take part in creating
     /// the cluster. Sending it changes no state at the replier.
     NoStateReply { term: u64, nonce: u64, new: bool },
+    /// One chunk of the leader's snapshot, for a follower that needs entries the leader
+    /// compacted away (Raft §7, thesis §5). The snapshot covers the log through `last_index`,
+    /// whose entry has term `last_term`; it is `total_len` bytes long and `data` (at most
+    /// [`SNAPSHOT_CHUNK_MAX`] bytes) is its bytes from `offset` on. `round` is the leader's
+    /// heartbeat round the chunk was sent in, as in APPEND.
+    ///
+    /// Decoding and [`PeerWriter::push`] enforce `1 <= last_term <= term`,
+    /// `last_index >= 1`, `total_len <= SNAPSHOT_LEN_MAX` and
+    /// `offset + data.len() <= total_len`.
+    InstallSnapshot {
+        term: u64,
+        last_index: u64,
+        last_term: u64,
+        offset: u64,
+        total_len: u64,
+        data: D,
+        round: u64,
+    },
+    /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
+    /// `received` counts the snapshot's bytes, from the start, that the follower holds
+    /// (`total_len` once it has them all, or if it already holds everything the snapshot
+    /// covers), `round` echoes the chunk's, `life` is the follower's life id as in
+    /// APPEND_REPLY. On a chunk of an older term, `term` is the follower's, `round` is 0 and
+    /// nothing else counts.
+    InstallSnapshotReply {
+        term: u64,
+        last_index: u64,
+        received: u64,
+        round: u64,
+        life: u64,
+    },
 }
 
-impl PeerMessage<'_> {
+/// A Raft message as decoded from a PEER record: a view into the datagram, no copy.
+pub type PeerMessage<'a> = RaftMessage<PeerEntries<'a>, &'a [u8]>;
+
+/// The entries of an APPEND, however a message holds them, as the writer reads them: in log
+/// order, each as a [`PeerEntry`]. [`PeerEntries`] (decoded) and any slice-like list of
+/// [`LogEntry`] values (a Raft core's own, e.g. a `Vec`) are entries.
+pub trait AppendEntries {
+    /// The entries in log order; walked twice by the writer (to size, then to write).
+    type Iter<'s>: Iterator<Item = PeerEntry<'s>> + Clone
+    where
+        Self: 's;
+
+    /// The entries in log order.
+    fn peer_entries(&self) -> Self::Iter<'_>;
+
+    /// Bytes the entries take on the wire: `Σ(10 + data_len)`.
+    fn encoded_len(&self) -> usize {
+        self.peer_entries()
+            .map(|e| ENTRY_FIXED_LEN.saturating_add(e.data.len()))
+            .fold(0, usize::saturating_add)
+    }
+}
+
+/// A log entry of a Raft core's own that an APPEND carries: its term and data go on the
+/// wire, its index is implicit (`prev_log_index + 1 + i`, spec §8.5).
+pub trait LogEntry {
+    /// The entry as the wire carries it.
+    fn peer_entry(&self) -> PeerEntry<'_>;
+    /// The entry at `index` that the wire carried as `entry`: a copy of its data.
+    fn from_peer_entry(index: u64, entry: PeerEntry<'_>) -> Self;
+}
+
+impl<'a> AppendEntries for PeerEntries<'a> {
+    type Iter<'s>
+        = PeerEntryIter<'s>
+    where
+        Self: 's;
+
+    fn peer_entries(&self) -> PeerEntryIter<'_> {
+        self.iter()
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+impl<C, T> AppendEntries for C
+where
+    C: core::ops::Deref<Target = [T]>,
+    // `Self: 's` does not give `T: 's` to the iterator type below, so entries are `'static`:
+    // a Raft core's own entries own their data anyway.
+    T: LogEntry + 'static,
+{
+    type Iter<'s>
+        = core::iter::Map<core::slice::Iter<'s, T>, fn(&'s T) -> PeerEntry<'s>>
+    where
+        Self: 's;
+
+    fn peer_entries(&self) -> Self::Iter<'_> {
+        self.iter().map(T::peer_entry)
+    }
+}
+
+impl<E, D> RaftMessage<E, D> {
     /// The record kind that carries this message.
     pub const fn kind(&self) -> PeerKind {
         match self {
-            PeerMessage::PreVote { .. } => PeerKind::PreVote,
-            PeerMessage::PreVoteReply { .. } => PeerKind::PreVoteReply,
-            PeerMessage::Vote { .. } => PeerKind::Vote,
-            PeerMessage::VoteReply { .. } => PeerKind::VoteReply,
-            PeerMessage::TransferVote { .. } => PeerKind::TransferVote,
-            PeerMessage::Append { .. } => PeerKind::Append,
-            PeerMessage::AppendReply { .. } => PeerKind::AppendReply,
-            PeerMessage::TimeoutNow { .. } => PeerKind::TimeoutNow,
-            PeerMessage::InstallSnapshot { .. } => PeerKind::InstallSnapshot,
-            PeerMessage::InstallSnapshotReply { .. } => PeerKind::InstallSnapshotReply,
-            PeerMessage::TermQuery { .. } => PeerKind::TermQuery,
-            PeerMessage::TermReply { .. } => PeerKind::TermReply,
-            PeerMessage::NoStateReply { .. } => PeerKind::NoStateReply,
+            RaftMessage::PreVote { .. } => PeerKind::PreVote,
+            RaftMessage::PreVoteReply { .. } => PeerKind::PreVoteReply,
+            RaftMessage::Vote {
+                transfer: false, ..
+            } => PeerKind::Vote,
+            RaftMessage::Vote { transfer: true, .. } => PeerKind::TransferVote,
+            RaftMessage::VoteReply { .. } => PeerKind::VoteReply,
+            RaftMessage::Append { .. } => PeerKind::Append,
+            RaftMessage::AppendReply { .. } => PeerKind::AppendReply,
+            RaftMessage::TimeoutNow { .. } => PeerKind::TimeoutNow,
+            RaftMessage::InstallSnapshot { .. } => PeerKind::InstallSnapshot,
+            RaftMessage::InstallSnapshotReply { .. } => PeerKind::InstallSnapshotReply,
+            RaftMessage::TermQuery { .. } => PeerKind::TermQuery,
+            RaftMessage::TermReply { .. } => PeerKind::TermReply,
+            RaftMessage::NoStateReply { .. } => PeerKind::NoStateReply,
         }
     }
 
     /// The term the message carries (every kind has one).
     pub const fn term(&self) -> u64 {
-        match *self {
-            PeerMessage::PreVote { term, .. }
-            | PeerMessage::PreVoteReply { term, .. }
-            | PeerMessage::Vote { term, .. }
-            | PeerMessage::VoteReply { term, .. }
-            | PeerMessage::TransferVote { term, .. }
-            | PeerMessage::Append { term, .. }
-            | PeerMessage::AppendReply { term, .. }
-            | PeerMessage::TimeoutNow { term }
-            | PeerMessage::InstallSnapshot { term, .. }
-            | PeerMessage::InstallSnapshotReply { term, .. }
-            | PeerMessage::TermQuery { term, .. }
-            | PeerMessage::TermReply { term, .. }
-            | PeerMessage::NoStateReply { term, .. } => term,
+        match self {
+            RaftMessage::PreVote { term, .. }
+            | RaftMessage::PreVoteReply { term, .. }
+            | RaftMessage::Vote { term, .. }
+            | RaftMessage::VoteReply { term, .. }
+            | RaftMessage::Append { term, .. }
+            | RaftMessage::AppendReply { term, .. }
+            | RaftMessage::TimeoutNow { term }
+            | RaftMessage::InstallSnapshot { term, .. }
+            | RaftMessage::InstallSnapshotReply { term, .. }
+            | RaftMessage::TermQuery { term, .. }
+            | RaftMessage::TermReply { term, .. }
+            | RaftMessage::NoStateReply { term, .. } => *term,
         }
     }
+}
 
+impl<E: AppendEntries, D: AsRef<[u8]>> RaftMessage<E, D> {
     /// Size of the record body (the record's `len` field).
-    pub const fn body_len(&self) -> usize {
+    pub fn body_len(&self) -> usize {
         match self {
-            PeerMessage::PreVote { .. }
-            | PeerMessage::Vote { .. }
-            | PeerMessage::TransferVote { .. } => VOTE_LEN,
-            PeerMessage::PreVoteReply { .. } | PeerMessage::VoteReply { .. } => VOTE_REPLY_LEN,
-            PeerMessage::Append { entries, .. } => APPEND_FIXED_LEN + entries.encoded_len(),
-            PeerMessage::AppendReply { .. } => APPEND_REPLY_LEN,
-            PeerMessage::TimeoutNow { .. } => TIMEOUT_NOW_LEN,
-            PeerMessage::InstallSnapshot { data, .. } => INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
-            PeerMessage::InstallSnapshotReply { .. } => INSTALL_SNAPSHOT_REPLY_LEN,
-            PeerMessage::TermQuery { .. } => TERM_QUERY_LEN,
-            PeerMessage::TermReply { .. } => TERM_REPLY_LEN,
-            PeerMessage::NoStateReply { .. } => NO_STATE_REPLY_LEN,
+            RaftMessage::PreVote { .. } | RaftMessage::Vote { .. } => VOTE_LEN,
+            RaftMessage::PreVoteReply { .. } | RaftMessage::VoteReply { .. } => VOTE_REPLY_LEN,
+            RaftMessage::Append { entries, .. } => {
+                APPEND_FIXED_LEN.saturating_add(entries.encoded_len())
+            }
+            RaftMessage::AppendReply { .. } => APPEND_REPLY_LEN,
+            RaftMessage::TimeoutNow { .. } => TIMEOUT_NOW_LEN,
+            RaftMessage::InstallSnapshot { data, .. } => {
+                INSTALL_SNAPSHOT_FIXED_LEN.saturating_add(data.as_ref().len())
+            }
+            RaftMessage::InstallSnapshotReply { .. } => INSTALL_SNAPSHOT_REPLY_LEN,
+            RaftMessage::TermQuery { .. } => TERM_QUERY_LEN,
+            RaftMessage::TermReply { .. } => TERM_REPLY_LEN,
+            RaftMessage::NoStateReply { .. } => NO_STATE_REPLY_LEN,
         }
     }
 
     /// Size of the whole record, its 6-byte header included.
-    pub const fn record_len(&self) -> usize {
-        PEER_RECORD_HEADER_LEN + self.body_len()
+    pub fn record_len(&self) -> usize {
+        PEER_RECORD_HEADER_LEN.saturating_add(self.body_len())
+    }
+}
+
+impl<'a> PeerMessage<'a> {
+    /// A copy of this decoded message that owns its payloads: each entry of an APPEND made
+    /// by [`LogEntry::from_peer_entry`] with its index (`prev_log_index + 1 + i`), collected
+    /// into `C`; a snapshot chunk's bytes into `D`. Every other field is the same. The only
+    /// conversion between the two forms; the writer needs none ([`PeerWriter::push`]).
+    pub fn into_owned<C, T, D>(self) -> RaftMessage<C, D>
+    where
+        C: FromIterator<T>,
+        T: LogEntry,
+        D: From<&'a [u8]>,
+    {
+        match self {
+            RaftMessage::Append {
+                term,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit,
+                round,
+                transfer_to,
+            } => RaftMessage::Append {
+                term,
+                prev_log_index,
+                prev_log_term,
+                // Decoding checked that the last index fits in a u64 (spec §8.4), so the
+                // index never saturates; it does not count with a range, which would
+                // overflow one step past an entry at index u64::MAX.
+                entries: (1u64..)
+                    .zip(entries.iter())
+                    .map(|(i, entry)| T::from_peer_entry(prev_log_index.saturating_add(i), entry))
+                    .collect(),
+                leader_commit,
+                round,
+                transfer_to,
+            },
+            RaftMessage::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                data,
+                round,
+            } => RaftMessage::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                data: D::from(data),
+                round,
+            },
+            RaftMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => RaftMessage::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            },
+            RaftMessage::PreVoteReply { term, granted } => {
+                RaftMessage::PreVoteReply { term, granted }
+            }
+            RaftMessage::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+                transfer,
+            } => RaftMessage::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+                transfer,
+            },
+            RaftMessage::VoteReply { term, granted } => RaftMessage::VoteReply { term, granted },
+            RaftMessage::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+                life,
+            } => RaftMessage::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+                life,
+            },
+            RaftMessage::TimeoutNow { term } => RaftMessage::TimeoutNow { term },
+            RaftMessage::TermQuery { term, nonce } => RaftMessage::TermQuery { term, nonce },
+            RaftMessage::TermReply {
+                term,
+                last_index,
+                nonce,
+            } => RaftMessage::TermReply {
+                term,
+                last_index,
+                nonce,
+            },
+            RaftMessage::NoStateReply { term, nonce, new } => {
+                RaftMessage::NoStateReply { term, nonce, new }
+            }
+            RaftMessage::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+                life,
+            } => RaftMessage::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+                life,
+            },
+        }
     }
 }
 
@@ -631,17 +841,12 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                     last_log_index,
                     last_log_term,
                 }
-            } else if kind == PeerKind::TransferVote {
-                PeerMessage::TransferVote {
-                    term,
-                    last_log_index,
-                    last_log_term,
-                }
             } else {
                 PeerMessage::Vote {
                     term,
                     last_log_index,
                     last_log_term,
+                    transfer: kind == PeerKind::TransferVote,
                 }
             }
         }
@@ -738,19 +943,19 @@ fn read_install_snapshot(body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
 /// entry 1 (`last_index >= 1`), whose term is at least 1 and at most the leader's
 /// (`1 <= last_term <= term`); it is at most [`SNAPSHOT_LEN_MAX`] bytes long; and the chunk
 /// lies inside it (`offset + data_len <= total_len`, without overflow). Anything else is Ok.
-fn check_snapshot_chunk(msg: &PeerMessage<'_>) -> Result<(), ()> {
-    if let PeerMessage::InstallSnapshot {
+fn check_snapshot_chunk<E, D: AsRef<[u8]>>(msg: &RaftMessage<E, D>) -> Result<(), ()> {
+    if let RaftMessage::InstallSnapshot {
         term,
         last_index,
         last_term,
         offset,
         total_len,
-        data,
+        ref data,
         ..
     } = *msg
     {
         let inside = offset
-            .checked_add(data.len() as u64)
+            .checked_add(data.as_ref().len() as u64)
             .is_some_and(|end| end <= total_len);
         if last_index == 0
             || last_term == 0
@@ -790,7 +995,8 @@ fn read_append(body: &[u8]) -> Result<PeerMessage<'_>, DecodeError> {
         prev_log_term: u64_at(body, field::APPEND_PREV_LOG_TERM.start),
         leader_commit: u64_at(body, field::APPEND_LEADER_COMMIT.start),
         round: u64_at(body, field::APPEND_ROUND.start),
-        transfer_to: u64_at(body, field::APPEND_TRANSFER_TO.start),
+        // Node ids are never 0 (spec §8.1): 0 names nobody.
+        transfer_to: Some(u64_at(body, field::APPEND_TRANSFER_TO.start)).filter(|&to| to != 0),
         entries,
     })
 }
@@ -877,7 +1083,7 @@ impl<'b> PeerWriter<'b> {
     }
 
     /// Bytes left for records (record headers included): the next record fits if its
-    /// [`PeerMessage::record_len`] is at most this.
+    /// [`RaftMessage::record_len`] is at most this.
     pub fn remaining(&self) -> usize {
         self.buf.len().min(self.len_max).saturating_sub(self.len)
     }
@@ -907,20 +1113,34 @@ impl<'b> PeerWriter<'b> {
     /// than [`SNAPSHOT_CHUNK_MAX`] never fits); [`EncodeError::BadShard`],
     /// [`EncodeError::ZeroId`] (a zero id in the header), [`EncodeError::BadEntries`] and
     /// [`EncodeError::BadSnapshotChunk`] mean it can never be sent.
-    pub fn push(&mut self, shard: u16, msg: &PeerMessage<'_>) -> Result<(), EncodeError> {
+    ///
+    /// Any form of the message is written the same way (a decoded view, or a Raft core's own
+    /// entries and chunk), without copying its payloads anywhere but into the datagram. An
+    /// APPEND's `transfer_to` of `Some(0)` has no wire form (0 means nobody) and is refused
+    /// with [`EncodeError::ZeroId`].
+    pub fn push<E, D>(&mut self, shard: u16, msg: &RaftMessage<E, D>) -> Result<(), EncodeError>
+    where
+        E: AppendEntries,
+        D: AsRef<[u8]>,
+    {
         let mut body = [0u8; FIXED_BODY_LEN_MAX];
         let put = |b: &mut [u8], at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_be_bytes());
         let len = match *msg {
-            PeerMessage::InstallSnapshot { .. } => return self.push_install_snapshot(shard, msg),
-            PeerMessage::Append {
+            RaftMessage::InstallSnapshot { .. } => return self.push_install_snapshot(shard, msg),
+            RaftMessage::Append {
                 term,
                 prev_log_index,
                 prev_log_term,
                 leader_commit,
                 round,
                 transfer_to,
-                entries,
+                ref entries,
             } => {
+                let transfer_to = match transfer_to {
+                    None => 0,
+                    Some(0) => return Err(EncodeError::ZeroId),
+                    Some(to) => to,
+                };
                 return self.push_append(
                     shard,
                     term,
@@ -928,36 +1148,32 @@ impl<'b> PeerWriter<'b> {
                     prev_log_term,
                     leader_commit,
                     (round, transfer_to),
-                    entries.iter(),
-                )
+                    entries.peer_entries(),
+                );
             }
-            PeerMessage::PreVote {
+            RaftMessage::PreVote {
                 term,
                 last_log_index,
                 last_log_term,
             }
-            | PeerMessage::Vote {
+            | RaftMessage::Vote {
                 term,
                 last_log_index,
                 last_log_term,
-            }
-            | PeerMessage::TransferVote {
-                term,
-                last_log_index,
-                last_log_term,
+                ..
             } => {
                 put(&mut body, 0, term);
                 put(&mut body, 8, last_log_index);
                 put(&mut body, 16, last_log_term);
                 VOTE_LEN
             }
-            PeerMessage::PreVoteReply { term, granted }
-            | PeerMessage::VoteReply { term, granted } => {
+            RaftMessage::PreVoteReply { term, granted }
+            | RaftMessage::VoteReply { term, granted } => {
                 put(&mut body, 0, term);
                 body[8] = granted as u8;
                 VOTE_REPLY_LEN
             }
-            PeerMessage::AppendReply {
+            RaftMessage::AppendReply {
                 term,
                 success,
                 match_index,
@@ -971,17 +1187,17 @@ impl<'b> PeerWriter<'b> {
                 put(&mut body, 25, life);
                 APPEND_REPLY_LEN
             }
-            PeerMessage::TimeoutNow { term } => {
+            RaftMessage::TimeoutNow { term } => {
                 put(&mut body, 0, term);
                 TIMEOUT_NOW_LEN
             }
-            PeerMessage::TermQuery { term, nonce } => {
+            RaftMessage::TermQuery { term, nonce } => {
                 // The reserved bytes stay zero, as `body` starts.
                 put(&mut body, field::TERM_QUERY_TERM.start, term);
                 put(&mut body, field::TERM_QUERY_NONCE.start, nonce);
                 TERM_QUERY_LEN
             }
-            PeerMessage::TermReply {
+            RaftMessage::TermReply {
                 term,
                 last_index,
                 nonce,
@@ -991,13 +1207,13 @@ impl<'b> PeerWriter<'b> {
                 put(&mut body, 16, nonce);
                 TERM_REPLY_LEN
             }
-            PeerMessage::NoStateReply { term, nonce, new } => {
+            RaftMessage::NoStateReply { term, nonce, new } => {
                 put(&mut body, 0, term);
                 put(&mut body, 8, nonce);
                 body[16] = new as u8;
                 NO_STATE_REPLY_LEN
             }
-            PeerMessage::InstallSnapshotReply {
+            RaftMessage::InstallSnapshotReply {
                 term,
                 last_index,
                 received,
@@ -1030,9 +1246,10 @@ impl<'b> PeerWriter<'b> {
         Ok(())
     }
 
-    /// Appends an APPEND record whose entries come from the caller's own log, without
-    /// building an intermediate list; `(round, transfer_to)` are the APPEND's fields of those
-    /// names. The iterator is walked twice (once to size and check, once to write), so it
+    /// Appends an APPEND record from its fields as the wire holds them, the entries from any
+    /// iterator (what [`PeerWriter::push`] does with a [`RaftMessage::Append`]'s, and what a
+    /// test uses to send what no message would hold); `(round, transfer_to)` are the APPEND's
+    /// fields of those names, `transfer_to` 0 for nobody. The iterator is walked twice (once to size and check, once to write), so it
     /// must yield the same entries both times; if it does not, the push fails with
     /// [`EncodeError::BadEntries`] and nothing changed. Errors as in [`PeerWriter::push`].
     #[allow(clippy::too_many_arguments)]
@@ -1087,19 +1304,19 @@ impl<'b> PeerWriter<'b> {
     }
 
     /// Appends an INSTALL_SNAPSHOT record: checks the chunk rules first, then the room.
-    fn push_install_snapshot(
+    fn push_install_snapshot<E: AppendEntries, D: AsRef<[u8]>>(
         &mut self,
         shard: u16,
-        msg: &PeerMessage<'_>,
+        msg: &RaftMessage<E, D>,
     ) -> Result<(), EncodeError> {
-        let PeerMessage::InstallSnapshot {
+        let RaftMessage::InstallSnapshot {
             term,
             last_index,
             last_term,
             offset,
             total_len,
             round,
-            data,
+            ref data,
         } = *msg
         else {
             // `push` calls this for INSTALL_SNAPSHOT only.
@@ -1119,6 +1336,7 @@ impl<'b> PeerWriter<'b> {
         body[field::INSTALL_SNAPSHOT_OFFSET].copy_from_slice(&offset.to_be_bytes());
         body[field::INSTALL_SNAPSHOT_TOTAL_LEN].copy_from_slice(&total_len.to_be_bytes());
         body[field::INSTALL_SNAPSHOT_ROUND].copy_from_slice(&round.to_be_bytes());
+        let data = data.as_ref();
         body[field::INSTALL_SNAPSHOT_DATA_LEN].copy_from_slice(&(data.len() as u16).to_be_bytes());
         body[INSTALL_SNAPSHOT_FIXED_LEN..].copy_from_slice(data);
         self.commit(end);

@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::*;
 
+mod common;
+use common::{numbered, Msg};
+
 fn id() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 1..=ID_LEN_MAX)
 }
@@ -234,253 +237,65 @@ fn every_decode_error_has_a_drop_or_reply_rule() {
 // ---------------------------------------------------------------------------------------------
 // PEER datagrams and log commands (spec §8).
 
-/// A PEER message with owned entries, so strategies can build it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Msg {
-    PreVote(u64, u64, u64),
-    PreVoteReply(u64, bool),
-    Vote(u64, u64, u64),
-    VoteReply(u64, bool),
-    TransferVote(u64, u64, u64),
-    Append {
-        term: u64,
-        prev: u64,
-        prev_term: u64,
-        commit: u64,
-        round: u64,
-        transfer_to: u64,
-        entries: Vec<(u64, Vec<u8>)>,
-    },
-    AppendReply(u64, bool, u64, u64, u64),
-    TimeoutNow(u64),
-    InstallSnapshot {
-        term: u64,
-        last_index: u64,
-        last_term: u64,
-        offset: u64,
-        total_len: u64,
-        round: u64,
-        data: Vec<u8>,
-    },
-    InstallSnapshotReply(u64, u64, u64, u64, u64),
-    TermQuery(u64, u64),
-    TermReply(u64, u64, u64),
-    NoStateReply(u64, u64, bool),
+/// The record's length as spec §8.5 gives each kind's layout, computed apart from the codec.
+fn expected_record_len(m: &Msg) -> usize {
+    match m {
+        Msg::PreVote { .. } | Msg::Vote { .. } => 6 + 24,
+        Msg::PreVoteReply { .. } | Msg::VoteReply { .. } => 6 + 9,
+        Msg::Append { entries, .. } => {
+            append_record_len(entries.iter().map(|e| e.data.len()).sum(), entries.len())
+        }
+        Msg::AppendReply { .. } => 6 + 33,
+        Msg::TimeoutNow { .. } => 6 + 8,
+        Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
+        Msg::InstallSnapshotReply { .. } => 6 + 40,
+        Msg::TermQuery { .. } => 6 + 24,
+        Msg::TermReply { .. } => 6 + 24,
+        Msg::NoStateReply { .. } => 6 + 17,
+    }
 }
 
-impl Msg {
-    fn from_view(m: &PeerMessage<'_>) -> Msg {
-        match *m {
-            PeerMessage::PreVote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => Msg::PreVote(term, last_log_index, last_log_term),
-            PeerMessage::PreVoteReply { term, granted } => Msg::PreVoteReply(term, granted),
-            PeerMessage::Vote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => Msg::Vote(term, last_log_index, last_log_term),
-            PeerMessage::VoteReply { term, granted } => Msg::VoteReply(term, granted),
-            PeerMessage::TransferVote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => Msg::TransferVote(term, last_log_index, last_log_term),
-            PeerMessage::Append {
-                term,
-                prev_log_index,
-                prev_log_term,
-                leader_commit,
-                round,
-                transfer_to,
-                entries,
-            } => Msg::Append {
-                term,
-                prev: prev_log_index,
-                prev_term: prev_log_term,
-                commit: leader_commit,
-                round,
-                transfer_to,
-                entries: entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
-            },
-            PeerMessage::AppendReply {
-                term,
-                success,
-                match_index,
-                round,
-                life,
-            } => Msg::AppendReply(term, success, match_index, round, life),
-            PeerMessage::TimeoutNow { term } => Msg::TimeoutNow(term),
-            PeerMessage::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data,
-            } => Msg::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data: data.to_vec(),
-            },
-            PeerMessage::InstallSnapshotReply {
-                term,
-                last_index,
-                received,
-                round,
-                life,
-            } => Msg::InstallSnapshotReply(term, last_index, received, round, life),
-            PeerMessage::TermQuery { term, nonce } => Msg::TermQuery(term, nonce),
-            PeerMessage::TermReply {
-                term,
-                last_index,
-                nonce,
-            } => Msg::TermReply(term, last_index, nonce),
-            PeerMessage::NoStateReply { term, nonce, new } => Msg::NoStateReply(term, nonce, new),
-        }
-    }
-
-    fn record_len(&self) -> usize {
-        match self {
-            Msg::PreVote(..) | Msg::Vote(..) | Msg::TransferVote(..) => 6 + 24,
-            Msg::PreVoteReply(..) | Msg::VoteReply(..) => 6 + 9,
-            Msg::Append { entries, .. } => {
-                append_record_len(entries.iter().map(|(_, d)| d.len()).sum(), entries.len())
-            }
-            Msg::AppendReply(..) => 6 + 33,
-            Msg::TimeoutNow(..) => 6 + 8,
-            Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
-            Msg::InstallSnapshotReply(..) => 6 + 40,
-            Msg::TermQuery(..) => 6 + 24,
-            Msg::TermReply(..) => 6 + 24,
-            Msg::NoStateReply(..) => 6 + 17,
-        }
-    }
-
-    fn push(&self, w: &mut PeerWriter<'_>, shard: u16) -> Result<(), EncodeError> {
-        let msg = match *self {
-            Msg::PreVote(term, last_log_index, last_log_term) => PeerMessage::PreVote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-            Msg::PreVoteReply(term, granted) => PeerMessage::PreVoteReply { term, granted },
-            Msg::Vote(term, last_log_index, last_log_term) => PeerMessage::Vote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-            Msg::VoteReply(term, granted) => PeerMessage::VoteReply { term, granted },
-            Msg::TransferVote(term, last_log_index, last_log_term) => PeerMessage::TransferVote {
-                term,
-                last_log_index,
-                last_log_term,
-            },
-            Msg::Append {
-                term,
-                prev,
-                prev_term,
-                commit,
-                round,
-                transfer_to,
-                ref entries,
-            } => {
-                let it = entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d });
-                return w.push_append(
-                    shard,
-                    term,
-                    prev,
-                    prev_term,
-                    commit,
-                    (round, transfer_to),
-                    it,
-                );
-            }
-            Msg::AppendReply(term, success, match_index, round, life) => PeerMessage::AppendReply {
-                term,
-                success,
-                match_index,
-                round,
-                life,
-            },
-            Msg::TimeoutNow(term) => PeerMessage::TimeoutNow { term },
-            Msg::TermQuery(term, nonce) => PeerMessage::TermQuery { term, nonce },
-            Msg::TermReply(term, last_index, nonce) => PeerMessage::TermReply {
-                term,
-                last_index,
-                nonce,
-            },
-            Msg::NoStateReply(term, nonce, new) => PeerMessage::NoStateReply { term, nonce, new },
-            Msg::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                ref data,
-            } => PeerMessage::InstallSnapshot {
-                term,
-                last_index,
-                last_term,
-                offset,
-                total_len,
-                round,
-                data,
-            },
-            Msg::InstallSnapshotReply(term, last_index, received, round, life) => {
-                PeerMessage::InstallSnapshotReply {
-                    term,
-                    last_index,
-                    received,
-                    round,
-                    life,
-                }
-            }
-        };
-        w.push(shard, &msg)
-    }
+/// An APPEND's entries, of every shape a datagram can hold: a few small ones; many empty
+/// ones (up to as many as fit an authenticated datagram alone:
+/// `(1400 - 32 - 56 - 56) / 10` = 125); one as long as the longest log command.
+fn entry_data() -> impl Strategy<Value = Vec<(u64, Vec<u8>)>> {
+    prop_oneof![
+        4 => prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)), 0..8),
+        1 => prop::collection::vec((any::<u64>(), Just(Vec::new())), 100..=125),
+        1 => (any::<u64>(), prop::collection::vec(any::<u8>(), LOG_COMMAND_LEN_MAX))
+            .prop_map(|e| vec![e]),
+    ]
 }
 
 fn append_msg() -> impl Strategy<Value = Msg> {
     (
         1..=u64::MAX,
+        prop_oneof![any::<u64>(), Just(u64::MAX)],
         any::<u64>(),
         any::<u64>(),
         any::<u64>(),
-        any::<u64>(),
-        // transfer_to: usually 0 (no transfer).
-        prop_oneof![Just(0u64), any::<u64>()],
-        prop::collection::vec(
-            (any::<u64>(), prop::collection::vec(any::<u8>(), 0..80)),
-            0..8,
-        ),
+        // transfer_to: usually nobody.
+        prop_oneof![Just(None), nonzero().prop_map(Some)],
+        entry_data(),
     )
         .prop_map(|(term, prev, prev_term, commit, round, transfer_to, raw)| {
             // Entry terms: non-decreasing and at most the APPEND's term.
             let mut terms: Vec<u64> = raw.iter().map(|(t, _)| t % term + 1).collect();
             terms.sort_unstable();
-            let entries: Vec<_> = terms
+            let raw = terms
                 .into_iter()
                 .zip(raw.into_iter().map(|(_, d)| d))
-                .collect();
+                .collect::<Vec<_>>();
             // The last index must fit in a u64.
-            let prev = prev.min(u64::MAX - entries.len() as u64);
+            let prev = prev.min(u64::MAX - raw.len() as u64);
             Msg::Append {
                 term,
-                prev,
-                prev_term,
-                commit,
+                prev_log_index: prev,
+                prev_log_term: prev_term,
+                entries: numbered(prev, raw),
+                leader_commit: commit,
                 round,
                 transfer_to,
-                entries,
             }
         })
 }
@@ -520,45 +335,66 @@ fn install_snapshot_msg() -> impl Strategy<Value = Msg> {
                     last_term,
                     offset,
                     total_len,
-                    round,
                     data,
+                    round,
                 }
             },
         )
 }
 
+/// Any message a correct node may send: every kind, every field over its valid range.
 fn peer_msg() -> impl Strategy<Value = Msg> {
+    let u = any::<u64>;
     prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::PreVote(a, b, c)),
-        (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::PreVoteReply(a, b)),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::Vote(a, b, c)),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(a, b, c)| Msg::TransferVote(a, b, c)),
-        (any::<u64>(), any::<bool>()).prop_map(|(a, b)| Msg::VoteReply(a, b)),
+        (u(), u(), u()).prop_map(|(term, last_log_index, last_log_term)| Msg::PreVote {
+            term,
+            last_log_index,
+            last_log_term
+        }),
+        (u(), any::<bool>()).prop_map(|(term, granted)| Msg::PreVoteReply { term, granted }),
+        (u(), u(), u(), any::<bool>()).prop_map(
+            |(term, last_log_index, last_log_term, transfer)| Msg::Vote {
+                term,
+                last_log_index,
+                last_log_term,
+                transfer
+            }
+        ),
+        (u(), any::<bool>()).prop_map(|(term, granted)| Msg::VoteReply { term, granted }),
         append_msg(),
-        (
-            any::<u64>(),
-            any::<bool>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>()
-        )
-            .prop_map(|(a, b, c, d, e)| Msg::AppendReply(a, b, c, d, e)),
-        any::<u64>().prop_map(Msg::TimeoutNow),
+        (u(), any::<bool>(), u(), u(), u()).prop_map(
+            |(term, success, match_index, round, life)| Msg::AppendReply {
+                term,
+                success,
+                match_index,
+                round,
+                life
+            }
+        ),
+        u().prop_map(|term| Msg::TimeoutNow { term }),
         install_snapshot_msg(),
-        (
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>(),
-            any::<u64>()
-        )
-            .prop_map(|(a, b, c, d, e)| Msg::InstallSnapshotReply(a, b, c, d, e)),
+        (u(), u(), u(), u(), u()).prop_map(|(term, last_index, received, round, life)| {
+            Msg::InstallSnapshotReply {
+                term,
+                last_index,
+                received,
+                round,
+                life,
+            }
+        }),
         // TERM_QUERY's term is 0 for a node that lost its state: generate it often.
-        (prop_oneof![Just(0u64), any::<u64>()], any::<u64>())
-            .prop_map(|(t, n)| Msg::TermQuery(t, n)),
-        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(t, i, n)| Msg::TermReply(t, i, n)),
-        (any::<u64>(), any::<u64>(), any::<bool>())
-            .prop_map(|(t, n, new)| Msg::NoStateReply(t, n, new)),
+        (prop_oneof![Just(0u64), u()], u())
+            .prop_map(|(term, nonce)| Msg::TermQuery { term, nonce }),
+        (u(), u(), u()).prop_map(|(term, last_index, nonce)| Msg::TermReply {
+            term,
+            last_index,
+            nonce
+        }),
+        (u(), u(), any::<bool>()).prop_map(|(term, nonce, new)| Msg::NoStateReply {
+            term,
+            nonce,
+            new
+        }),
     ]
 }
 
@@ -693,6 +529,119 @@ fn command() -> impl Strategy<Value = Cmd> {
         )
 }
 
+/// An APPEND or INSTALL_SNAPSHOT whose fields may break the rules both ends enforce (spec
+/// §8.4, §8.5): entries out of term order or newer than the APPEND, a last index past
+/// `u64::MAX`, a `transfer_to` naming node 0; a snapshot of `last_index` or `last_term` 0, a
+/// `last_term` above the term, a `total_len` above [`SNAPSHOT_LEN_MAX`], a chunk outside its
+/// snapshot (overflowing or not). Small values, so that the edges are hit often.
+fn loose_msg() -> impl Strategy<Value = Msg> {
+    let small = || prop_oneof![0u64..4, Just(u64::MAX)];
+    let appends = (
+        small(),
+        prop_oneof![0u64..4, u64::MAX - 4..=u64::MAX],
+        prop::collection::vec((0u64..5, prop::collection::vec(any::<u8>(), 0..4)), 0..5),
+        prop_oneof![Just(None), Just(Some(0)), (1u64..4).prop_map(Some)],
+    )
+        .prop_map(|(term, prev, raw, transfer_to)| Msg::Append {
+            term,
+            prev_log_index: prev,
+            prev_log_term: 1,
+            entries: numbered(prev, raw),
+            leader_commit: 2,
+            round: 3,
+            transfer_to,
+        });
+    let chunks = (
+        small(),
+        small(),
+        small(),
+        prop_oneof![0u64..10, Just(u64::MAX - 2)],
+        prop_oneof![
+            0u64..10,
+            Just(SNAPSHOT_LEN_MAX),
+            Just(SNAPSHOT_LEN_MAX + 1),
+            Just(u64::MAX)
+        ],
+        prop::collection::vec(any::<u8>(), 0..6),
+    )
+        .prop_map(|(term, last_index, last_term, offset, total_len, data)| {
+            Msg::InstallSnapshot {
+                term,
+                last_index,
+                last_term,
+                offset,
+                total_len,
+                data,
+                round: 4,
+            }
+        });
+    prop_oneof![appends, chunks]
+}
+
+/// The PEER datagram of cluster 7 from node 3 that carries `m` as its one record, laid out
+/// as spec §8.5 draws it, with none of the writer's checks: what a faulty sender would send.
+fn loose_datagram(shard: u16, m: &Msg) -> Vec<u8> {
+    let mut body = Vec::new();
+    let kind = match m {
+        Msg::Append {
+            term,
+            prev_log_index,
+            prev_log_term,
+            entries,
+            leader_commit,
+            round,
+            transfer_to,
+        } => {
+            let to = transfer_to.unwrap_or(0);
+            for v in [
+                *term,
+                *prev_log_index,
+                *prev_log_term,
+                *leader_commit,
+                *round,
+                to,
+            ] {
+                body.extend_from_slice(&v.to_be_bytes());
+            }
+            body.extend_from_slice(&(entries.len() as u16).to_be_bytes());
+            for e in entries {
+                body.extend_from_slice(&e.term.to_be_bytes());
+                body.extend_from_slice(&(e.data.len() as u16).to_be_bytes());
+                body.extend_from_slice(&e.data);
+            }
+            PeerKind::Append
+        }
+        Msg::InstallSnapshot {
+            term,
+            last_index,
+            last_term,
+            offset,
+            total_len,
+            data,
+            round,
+        } => {
+            for v in [*term, *last_index, *last_term, *offset, *total_len, *round] {
+                body.extend_from_slice(&v.to_be_bytes());
+            }
+            body.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            body.extend_from_slice(data);
+            PeerKind::InstallSnapshot
+        }
+        _ => unreachable!("loose_msg makes APPENDs and INSTALL_SNAPSHOTs only"),
+    };
+    let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
+    bytes.extend_from_slice(&7u64.to_be_bytes());
+    bytes.extend_from_slice(&3u64.to_be_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&shard.to_be_bytes());
+    bytes.extend_from_slice(&[kind.to_wire(), 0]);
+    bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    let body_len = (bytes.len() - 32) as u16;
+    bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
+    bytes
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2_000))]
 
@@ -740,13 +689,56 @@ proptest! {
         let _ = Reply::decode(&bytes);
     }
 
+    /// The writer and the decoder keep one set of rules (spec §8.4, §8.5): a message the
+    /// writer takes decodes from the same bytes to the same message, and a message it
+    /// refuses, sent anyway by a faulty node, is rejected by the decoder with the matching
+    /// error. The one refusal without a wire form to reject is a `transfer_to` of node 0,
+    /// which the wire would read back as nobody.
+    #[test]
+    fn decoding_rejects_what_encoding_refuses(
+        shard in prop_oneof![8 => 0..SHARDS_MAX as u16, 1 => SHARDS_MAX as u16..=u16::MAX],
+        m in loose_msg(),
+    ) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, PeerHeader { cluster_id: 7, from: 3 });
+        let pushed = w.push(shard, &m);
+        let n = w.finish();
+        let loose = loose_datagram(shard, &m);
+        let decoded = PeerDatagram::decode(&loose)
+            .map(|d| d.records().map(|(s, r)| (s, r.into_owned())).collect::<Vec<(u16, Msg)>>());
+        match pushed {
+            Ok(()) => {
+                prop_assert_eq!(&buf[..n], &loose[..]);
+                prop_assert_eq!(decoded, Ok(vec![(shard, m)]));
+            }
+            Err(EncodeError::ZeroId) => {
+                let zero_target = matches!(m, Msg::Append { transfer_to: Some(0), .. });
+                prop_assert!(zero_target, "{:?} refused with ZeroId", m);
+                prop_assert!(decoded != Ok(vec![(shard, m)]));
+            }
+            Err(e) => {
+                let expected = if shard as u32 >= SHARDS_MAX {
+                    // The decoder checks the shard before the body, the writer after.
+                    DecodeError::BadShard
+                } else {
+                    match e {
+                        EncodeError::BadEntries => DecodeError::BadEntries,
+                        EncodeError::BadSnapshotChunk => DecodeError::BadSnapshotChunk,
+                        other => panic!("{m:?} refused with {other:?}"),
+                    }
+                };
+                prop_assert_eq!(decoded, Err(expected));
+            }
+        }
+    }
+
     #[test]
     fn peer_datagrams_round_trip(header in peer_header(), msgs in prop::collection::vec((shard(), peer_msg()), 1..30)) {
         let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
         let mut w = PeerWriter::new(&mut buf, header);
         let mut pushed = Vec::new();
         for (shard, m) in &msgs {
-            match m.push(&mut w, *shard) {
+            match w.push(*shard, m) {
                 Ok(()) => pushed.push((*shard, m.clone())),
                 Err(EncodeError::TooLong) | Err(EncodeError::BufferTooSmall) => break,
                 Err(e) => panic!("{e}"),
@@ -755,10 +747,14 @@ proptest! {
         let n = w.finish();
         let d = PeerDatagram::decode(&buf[..n]).unwrap();
         prop_assert_eq!(d.header, header);
-        let back: Vec<_> = d.records().map(|(s, m)| (s, Msg::from_view(&m))).collect();
+        let back: Vec<_> = d.records().map(|(s, m)| (s, m.into_owned())).collect();
         prop_assert_eq!(&back, &pushed);
         prop_assert_eq!(d.record_count(), pushed.len());
-        prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| m.record_len()).sum::<usize>());
+        prop_assert_eq!(n, 32 + pushed.iter().map(|(_, m)| expected_record_len(m)).sum::<usize>());
+        // The codec's own sizes, for a message that owns its entries, agree with the spec's.
+        for (_, m) in &pushed {
+            prop_assert_eq!(m.record_len(), expected_record_len(m));
+        }
         prop_assert_eq!(reencode(&d, &buf[..n]), buf[..n].to_vec());
     }
 
@@ -776,15 +772,15 @@ proptest! {
         let mut accepted = 0;
         for (shard, m) in &msgs {
             let (len, count) = (w.len(), w.record_count());
-            match m.push(&mut w, *shard) {
+            match w.push(*shard, m) {
                 Ok(()) => {
                     accepted += 1;
-                    prop_assert_eq!(w.len(), len + m.record_len());
+                    prop_assert_eq!(w.len(), len + expected_record_len(m));
                     prop_assert!(w.len() <= cap.min(PEER_DATAGRAM_LEN_MAX));
                 }
                 Err(e) => {
                     prop_assert!(matches!(e, EncodeError::TooLong | EncodeError::BufferTooSmall), "{e}");
-                    prop_assert!(len + m.record_len() > cap.min(PEER_DATAGRAM_LEN_MAX));
+                    prop_assert!(len + expected_record_len(m) > cap.min(PEER_DATAGRAM_LEN_MAX));
                     prop_assert_eq!((w.len(), w.record_count()), (len, count));
                 }
             }
@@ -809,7 +805,7 @@ proptest! {
         let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
         let mut w = PeerWriter::new(&mut buf, header);
         for (shard, m) in &msgs {
-            let _ = m.push(&mut w, *shard);
+            let _ = w.push(*shard, m);
         }
         let n = w.finish();
         prop_assume!(n > 0);
@@ -994,7 +990,7 @@ fn peer_writer_refuses_what_a_receiver_would_reject() {
         prev_log_term: 4,
         leader_commit: 3,
         round: 8,
-        transfer_to: 0,
+        transfer_to: None,
         entries: PeerEntries::empty(),
     };
     w.push(17, &hb).unwrap();
@@ -1654,19 +1650,15 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             term: 0,
             granted: false,
         },
-        PeerKind::Vote => PeerMessage::Vote {
+        PeerKind::Vote | PeerKind::TransferVote => PeerMessage::Vote {
             term: 0,
             last_log_index: 0,
             last_log_term: 0,
+            transfer: kind == PeerKind::TransferVote,
         },
         PeerKind::VoteReply => PeerMessage::VoteReply {
             term: 0,
             granted: false,
-        },
-        PeerKind::TransferVote => PeerMessage::TransferVote {
-            term: 0,
-            last_log_index: 0,
-            last_log_term: 0,
         },
         PeerKind::Append => PeerMessage::Append {
             term: 0,
@@ -1674,7 +1666,7 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             prev_log_term: 0,
             leader_commit: 0,
             round: 0,
-            transfer_to: 0,
+            transfer_to: None,
             entries: PeerEntries::empty(),
         },
         PeerKind::AppendReply => PeerMessage::AppendReply {
@@ -1837,7 +1829,7 @@ fn sealed_peer(
     let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
     let mut pushed = Vec::new();
     for (shard, m) in msgs {
-        match m.push(&mut w, *shard) {
+        match w.push(*shard, m) {
             Ok(()) => pushed.push((*shard, m.clone())),
             Err(EncodeError::TooLong) | Err(EncodeError::BufferTooSmall) => break,
             Err(e) => panic!("{e}"),
@@ -1866,7 +1858,7 @@ proptest! {
         let d = PeerDatagram::decode(&bytes).unwrap();
         prop_assert_eq!(d.header, header);
         prop_assert_eq!(d.auth, Some(AuthTrailer { key_id: key.id(), ..t }));
-        let back: Vec<_> = d.records().map(|(s, m)| (s, Msg::from_view(&m))).collect();
+        let back: Vec<_> = d.records().map(|(s, m)| (s, m.into_owned())).collect();
         prop_assert_eq!(&back, &pushed);
         prop_assert!(key.verify(&bytes));
         let mut other = s;

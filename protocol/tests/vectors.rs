@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use udplock_protocol::*;
 
+mod common;
+use common::{numbered, Msg};
+
 const VECTORS: &[(&str, &str)] = &[
     (
         "requests.txt",
@@ -507,107 +510,6 @@ fn word_bool(r: &Record, w: &BTreeMap<String, String>, k: &str) -> bool {
     }
 }
 
-/// A PEER record as the vector file states it, independent of the codec's borrowed types.
-#[derive(Debug, PartialEq, Eq)]
-enum OwnedRecord {
-    Vote(PeerKind, u64, u64, u64),
-    VoteReply(PeerKind, u64, bool),
-    /// term, prev_log_index, prev_log_term, leader_commit, round, transfer_to; entries.
-    Append([u64; 6], Vec<(u64, Vec<u8>)>),
-    /// term, success, match_index, round, life.
-    AppendReply(u64, bool, u64, u64, u64),
-    TimeoutNow(u64),
-    /// term, last_index, last_term, offset, total_len, round; data.
-    InstallSnapshot([u64; 6], Vec<u8>),
-    /// term, last_index, received, round, life.
-    InstallSnapshotReply([u64; 5]),
-    TermQuery(u64, u64),
-    TermReply(u64, u64, u64),
-    /// term, nonce, new.
-    NoStateReply(u64, u64, bool),
-}
-
-fn owned(msg: &PeerMessage<'_>) -> OwnedRecord {
-    match *msg {
-        PeerMessage::PreVote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => OwnedRecord::Vote(PeerKind::PreVote, term, last_log_index, last_log_term),
-        PeerMessage::Vote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => OwnedRecord::Vote(PeerKind::Vote, term, last_log_index, last_log_term),
-        PeerMessage::TransferVote {
-            term,
-            last_log_index,
-            last_log_term,
-        } => OwnedRecord::Vote(PeerKind::TransferVote, term, last_log_index, last_log_term),
-        PeerMessage::PreVoteReply { term, granted } => {
-            OwnedRecord::VoteReply(PeerKind::PreVoteReply, term, granted)
-        }
-        PeerMessage::VoteReply { term, granted } => {
-            OwnedRecord::VoteReply(PeerKind::VoteReply, term, granted)
-        }
-        PeerMessage::Append {
-            term,
-            prev_log_index,
-            prev_log_term,
-            leader_commit,
-            round,
-            transfer_to,
-            entries,
-        } => OwnedRecord::Append(
-            [
-                term,
-                prev_log_index,
-                prev_log_term,
-                leader_commit,
-                round,
-                transfer_to,
-            ],
-            entries.iter().map(|e| (e.term, e.data.to_vec())).collect(),
-        ),
-        PeerMessage::AppendReply {
-            term,
-            success,
-            match_index,
-            round,
-            life,
-        } => OwnedRecord::AppendReply(term, success, match_index, round, life),
-        PeerMessage::TimeoutNow { term } => OwnedRecord::TimeoutNow(term),
-        PeerMessage::InstallSnapshot {
-            term,
-            last_index,
-            last_term,
-            offset,
-            total_len,
-            round,
-            data,
-        } => OwnedRecord::InstallSnapshot(
-            [term, last_index, last_term, offset, total_len, round],
-            data.to_vec(),
-        ),
-        PeerMessage::InstallSnapshotReply {
-            term,
-            last_index,
-            received,
-            round,
-            life,
-        } => OwnedRecord::InstallSnapshotReply([term, last_index, received, round, life]),
-        PeerMessage::TermQuery { term, nonce } => OwnedRecord::TermQuery(term, nonce),
-        PeerMessage::TermReply {
-            term,
-            last_index,
-            nonce,
-        } => OwnedRecord::TermReply(term, last_index, nonce),
-        PeerMessage::NoStateReply { term, nonce, new } => {
-            OwnedRecord::NoStateReply(term, nonce, new)
-        }
-    }
-}
-
 fn check_peer(r: &Record) {
     let bytes = r.hex();
     assert_eq!(r.get("type"), "PEER", "[{}]", r.name);
@@ -627,13 +529,28 @@ fn check_peer(r: &Record) {
             .iter()
             .find(|k| Some(k.name()) == w.get("type").map(String::as_str))
             .unwrap_or_else(|| panic!("[{}] {key}: unknown type", r.name));
+        // The record as the file states it, built field by field (not from the decoded view):
+        // a message that owns its payloads, of the type the decoder returns a view of.
         let rec = match kind {
-            PeerKind::PreVote | PeerKind::Vote | PeerKind::TransferVote => {
-                OwnedRecord::Vote(kind, n("term"), n("last_log_index"), n("last_log_term"))
-            }
-            PeerKind::PreVoteReply | PeerKind::VoteReply => {
-                OwnedRecord::VoteReply(kind, n("term"), word_bool(r, &w, "granted"))
-            }
+            PeerKind::PreVote => Msg::PreVote {
+                term: n("term"),
+                last_log_index: n("last_log_index"),
+                last_log_term: n("last_log_term"),
+            },
+            PeerKind::Vote | PeerKind::TransferVote => Msg::Vote {
+                term: n("term"),
+                last_log_index: n("last_log_index"),
+                last_log_term: n("last_log_term"),
+                transfer: kind == PeerKind::TransferVote,
+            },
+            PeerKind::PreVoteReply => Msg::PreVoteReply {
+                term: n("term"),
+                granted: word_bool(r, &w, "granted"),
+            },
+            PeerKind::VoteReply => Msg::VoteReply {
+                term: n("term"),
+                granted: word_bool(r, &w, "granted"),
+            },
             PeerKind::Append => {
                 let count = n("entries");
                 let entries = (1..=count)
@@ -647,56 +564,59 @@ fn check_peer(r: &Record) {
                         (word_num(r, &e, "term"), data)
                     })
                     .collect();
-                OwnedRecord::Append(
-                    [
-                        n("term"),
-                        n("prev_log_index"),
-                        n("prev_log_term"),
-                        n("leader_commit"),
-                        n("round"),
-                        n("transfer_to"),
-                    ],
-                    entries,
-                )
+                Msg::Append {
+                    term: n("term"),
+                    prev_log_index: n("prev_log_index"),
+                    prev_log_term: n("prev_log_term"),
+                    entries: numbered(n("prev_log_index"), entries),
+                    leader_commit: n("leader_commit"),
+                    round: n("round"),
+                    // Spec §8.5: 0 names nobody (node ids are never 0).
+                    transfer_to: Some(n("transfer_to")).filter(|&to| to != 0),
+                }
             }
-            PeerKind::AppendReply => OwnedRecord::AppendReply(
-                n("term"),
-                word_bool(r, &w, "success"),
-                n("match_index"),
-                n("round"),
-                n("life"),
-            ),
-            PeerKind::TimeoutNow => OwnedRecord::TimeoutNow(n("term")),
-            PeerKind::InstallSnapshot => {
-                let data = match w.get("data").map(String::as_str) {
+            PeerKind::AppendReply => Msg::AppendReply {
+                term: n("term"),
+                success: word_bool(r, &w, "success"),
+                match_index: n("match_index"),
+                round: n("round"),
+                life: n("life"),
+            },
+            PeerKind::TimeoutNow => Msg::TimeoutNow { term: n("term") },
+            PeerKind::InstallSnapshot => Msg::InstallSnapshot {
+                term: n("term"),
+                last_index: n("last_index"),
+                last_term: n("last_term"),
+                offset: n("offset"),
+                total_len: n("total_len"),
+                data: match w.get("data").map(String::as_str) {
                     Some("-") => Vec::new(),
                     Some(d) => parse_bytes(d),
                     None => panic!("[{}] {key} has no data", r.name),
-                };
-                OwnedRecord::InstallSnapshot(
-                    [
-                        n("term"),
-                        n("last_index"),
-                        n("last_term"),
-                        n("offset"),
-                        n("total_len"),
-                        n("round"),
-                    ],
-                    data,
-                )
-            }
-            PeerKind::InstallSnapshotReply => OwnedRecord::InstallSnapshotReply([
-                n("term"),
-                n("last_index"),
-                n("received"),
-                n("round"),
-                n("life"),
-            ]),
-            PeerKind::TermQuery => OwnedRecord::TermQuery(n("term"), n("nonce")),
-            PeerKind::TermReply => OwnedRecord::TermReply(n("term"), n("last_index"), n("nonce")),
-            PeerKind::NoStateReply => {
-                OwnedRecord::NoStateReply(n("term"), n("nonce"), word_bool(r, &w, "new"))
-            }
+                },
+                round: n("round"),
+            },
+            PeerKind::InstallSnapshotReply => Msg::InstallSnapshotReply {
+                term: n("term"),
+                last_index: n("last_index"),
+                received: n("received"),
+                round: n("round"),
+                life: n("life"),
+            },
+            PeerKind::TermQuery => Msg::TermQuery {
+                term: n("term"),
+                nonce: n("nonce"),
+            },
+            PeerKind::TermReply => Msg::TermReply {
+                term: n("term"),
+                last_index: n("last_index"),
+                nonce: n("nonce"),
+            },
+            PeerKind::NoStateReply => Msg::NoStateReply {
+                term: n("term"),
+                nonce: n("nonce"),
+                new: word_bool(r, &w, "new"),
+            },
         };
         expected.push((n("shard") as u16, rec));
     }
@@ -710,7 +630,7 @@ fn check_peer(r: &Record) {
         "[{}] trailer",
         r.name
     );
-    let got: Vec<_> = d.records().map(|(s, m)| (s, owned(&m))).collect();
+    let got: Vec<(u16, Msg)> = d.records().map(|(s, m)| (s, m.into_owned())).collect();
     assert_eq!(got, expected, "[{}] decoded records differ", r.name);
     assert_eq!(d.record_count(), expected.len());
 
@@ -724,113 +644,7 @@ fn check_peer(r: &Record) {
     };
     let mut w = PeerWriter::with_trailer_room(&mut out, header, room);
     for (shard, rec) in &expected {
-        let shard = *shard;
-        let res = match rec {
-            OwnedRecord::Vote(kind, term, last_log_index, last_log_term) => {
-                let (term, last_log_index, last_log_term) =
-                    (*term, *last_log_index, *last_log_term);
-                let msg = if *kind == PeerKind::PreVote {
-                    PeerMessage::PreVote {
-                        term,
-                        last_log_index,
-                        last_log_term,
-                    }
-                } else if *kind == PeerKind::TransferVote {
-                    PeerMessage::TransferVote {
-                        term,
-                        last_log_index,
-                        last_log_term,
-                    }
-                } else {
-                    PeerMessage::Vote {
-                        term,
-                        last_log_index,
-                        last_log_term,
-                    }
-                };
-                w.push(shard, &msg)
-            }
-            OwnedRecord::VoteReply(kind, term, granted) => {
-                let (term, granted) = (*term, *granted);
-                let msg = if *kind == PeerKind::PreVoteReply {
-                    PeerMessage::PreVoteReply { term, granted }
-                } else {
-                    PeerMessage::VoteReply { term, granted }
-                };
-                w.push(shard, &msg)
-            }
-            OwnedRecord::Append([term, prev, prev_term, commit, round, transfer_to], entries) => w
-                .push_append(
-                    shard,
-                    *term,
-                    *prev,
-                    *prev_term,
-                    *commit,
-                    (*round, *transfer_to),
-                    entries.iter().map(|(t, d)| PeerEntry { term: *t, data: d }),
-                ),
-            OwnedRecord::AppendReply(term, success, match_index, round, life) => w.push(
-                shard,
-                &PeerMessage::AppendReply {
-                    term: *term,
-                    success: *success,
-                    match_index: *match_index,
-                    round: *round,
-                    life: *life,
-                },
-            ),
-            OwnedRecord::TimeoutNow(term) => {
-                w.push(shard, &PeerMessage::TimeoutNow { term: *term })
-            }
-            OwnedRecord::TermQuery(term, nonce) => w.push(
-                shard,
-                &PeerMessage::TermQuery {
-                    term: *term,
-                    nonce: *nonce,
-                },
-            ),
-            OwnedRecord::TermReply(term, last_index, nonce) => w.push(
-                shard,
-                &PeerMessage::TermReply {
-                    term: *term,
-                    last_index: *last_index,
-                    nonce: *nonce,
-                },
-            ),
-            OwnedRecord::NoStateReply(term, nonce, new) => w.push(
-                shard,
-                &PeerMessage::NoStateReply {
-                    term: *term,
-                    nonce: *nonce,
-                    new: *new,
-                },
-            ),
-            OwnedRecord::InstallSnapshot(
-                [term, last_index, last_term, offset, total_len, round],
-                data,
-            ) => w.push(
-                shard,
-                &PeerMessage::InstallSnapshot {
-                    term: *term,
-                    last_index: *last_index,
-                    last_term: *last_term,
-                    offset: *offset,
-                    total_len: *total_len,
-                    round: *round,
-                    data,
-                },
-            ),
-            OwnedRecord::InstallSnapshotReply([term, last_index, received, round, life]) => w.push(
-                shard,
-                &PeerMessage::InstallSnapshotReply {
-                    term: *term,
-                    last_index: *last_index,
-                    received: *received,
-                    round: *round,
-                    life: *life,
-                },
-            ),
-        };
+        let res = w.push(*shard, rec);
         res.unwrap_or_else(|e| panic!("[{}] push: {e}", r.name));
     }
     let n = w.finish();

@@ -98,7 +98,7 @@ fn forged_datagram(config: &ClusterConfig, key: &ClusterKey, len_target: usize) 
         prev_log_term: 0,
         leader_commit: 0,
         round: 1,
-        transfer_to: 0,
+        transfer_to: None,
         entries: PeerEntries::empty(),
     };
     let mut shard = 0;

@@ -14,7 +14,7 @@ use udplock_protocol::{
 use super::clients::{status_len, ReplyMsg};
 use crate::core::lock_table::{self, Answer, IdBuf, RequestId};
 use crate::core::node::requests::table_request;
-use crate::core::raft::{wire, Message, NodeId};
+use crate::core::raft::{Message, NodeId};
 
 /// The address node `id` listens on in every simulation.
 pub(super) fn node_addr(id: NodeId) -> SocketAddr {
@@ -107,7 +107,7 @@ pub(super) fn peer_messages(datagram: &[u8]) -> Vec<(u16, Message)> {
     match PeerDatagram::decode(datagram) {
         Ok(peer) => peer
             .records()
-            .map(|(shard, record)| (shard, wire::from_wire(&record)))
+            .map(|(shard, record)| (shard, record.into_owned()))
             .collect(),
         Err(_) => Vec::new(),
     }
@@ -146,7 +146,9 @@ pub(super) fn peer_datagram(cluster_id: u64, from: NodeId, messages: &[(u16, Mes
     let mut out = vec![0u8; PEER_DATAGRAM_LEN_MAX];
     let mut writer = PeerWriter::new(&mut out, PeerHeader { cluster_id, from });
     for (shard, msg) in messages {
-        wire::push(&mut writer, *shard, msg).expect("held messages fit one datagram each");
+        writer
+            .push(*shard, msg)
+            .expect("held messages fit one datagram each");
     }
     let len = writer.finish();
     out.truncate(len);

@@ -551,7 +551,7 @@ fn timeout_now_burst(t: &mut Target, announce: bool) {
                         prev_log_term: term,
                         leader_commit: commit,
                         round: 1 << 40,
-                        transfer_to: f as u64 + 1,
+                        transfer_to: Some(f as u64 + 1),
                         entries: PeerEntries::empty(),
                     };
                     w.push(s as u16, &heartbeat).unwrap();

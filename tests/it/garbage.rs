@@ -301,7 +301,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             prev_log_term: 0,
                             leader_commit: 1_000,
                             round: 1,
-                            transfer_to: 3,
+                            transfer_to: Some(3),
                             entries: Default::default(),
                         },
                     )]),
@@ -312,6 +312,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             term: u64::MAX,
                             last_log_index: u64::MAX,
                             last_log_term: u64::MAX,
+                            transfer: false,
                         },
                     )]),
                     peer(&[(

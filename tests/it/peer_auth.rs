@@ -230,6 +230,7 @@ impl Forger {
                     term: u64::MAX,
                     last_log_index: u64::MAX,
                     last_log_term: u64::MAX,
+                    transfer: false,
                 },
             )]),
             self.peer(&[(

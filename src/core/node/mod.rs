@@ -60,7 +60,7 @@ use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
-use crate::core::raft::{self, wire, Message, NodeId, Role};
+use crate::core::raft::{self, Message, NodeId, Role};
 use crate::core::replica::{Replica, ShardStats};
 use crate::core::restart::{self, Mark, Start};
 use crate::core::time::{Duration, Instant};
@@ -676,7 +676,7 @@ impl Node {
             let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
                 continue;
             };
-            replica.handle_message(now, from, wire::from_wire(&record));
+            replica.handle_message(now, from, record.into_owned());
             self.touch(u32::from(shard));
         }
     }
@@ -882,7 +882,7 @@ impl Node {
             let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
             while i < outgoing.len() && outgoing[i].0 == to {
                 let (_, shard, ref msg) = outgoing[i];
-                if wire::push(&mut writer, shard, msg).is_ok() {
+                if writer.push(shard, msg).is_ok() {
                     i += 1;
                     continue;
                 }

@@ -38,7 +38,7 @@ fn a_full_append_fits_an_authenticated_datagram() {
         let mut writer =
             PeerWriter::with_trailer_room(&mut buf, header, udplock_protocol::AUTH_TRAILER_LEN);
         assert!(
-            wire::push(&mut writer, 0, &append).is_ok(),
+            writer.push(0, &append).is_ok(),
             "{count} entries of {data_len} bytes do not fit"
         );
     }
@@ -293,7 +293,7 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
     };
     let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
     let mut writer = PeerWriter::new(&mut buf, header);
-    wire::push(&mut writer, shard as u16, &vote).unwrap();
+    writer.push(shard as u16, &vote).unwrap();
     let len = writer.finish();
     let stats = trio.nodes[victim].stats.clone();
     let before = (

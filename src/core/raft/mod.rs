@@ -63,7 +63,8 @@
 //! - `rejoin.rs`: a node without its state rejoining: TermQuery and its answers, the
 //!   recovery states (spec §8.5).
 //! - `entries.rs`: the log itself; `persist.rs`: what to store, as a delta; `shared.rs`: the
-//!   budgets a node's Raft groups share; `wire.rs`: the messages as PEER records.
+//!   budgets a node's Raft groups share. The messages themselves ([`Message`]) are the
+//!   protocol crate's [`RaftMessage`], so the PEER records need no mapping of their own.
 //!
 //! # Bounds
 //!
@@ -100,7 +101,6 @@ mod replication;
 pub(crate) mod shared;
 mod snapshot;
 mod transfer;
-pub mod wire;
 
 #[cfg(test)]
 mod tests;
@@ -111,6 +111,8 @@ use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+pub use udplock_protocol::RaftMessage;
+use udplock_protocol::{LogEntry, PeerEntry};
 
 use self::entries::RaftLog;
 pub use self::persist::Persist;
@@ -344,125 +346,32 @@ pub struct SnapshotMeta {
     pub term: u64,
 }
 
-/// What voters send each other.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Message {
-    /// Would you vote for me? `term` is the term the sender would use (its own + 1); sending
-    /// it changes no one's term (thesis §9.6).
-    PreVote {
-        term: u64,
-        last_log_index: u64,
-        last_log_term: u64,
-    },
-    /// `term` echoes the asked term when granted, else the replier's own term.
-    PreVoteReply {
-        term: u64,
-        granted: bool,
-    },
-    /// RequestVote (Raft §5.2). `transfer`: sent after a TimeoutNow from the leader of the
-    /// previous term, so voters grant it despite leader stickiness (thesis §3.10).
-    Vote {
-        term: u64,
-        last_log_index: u64,
-        last_log_term: u64,
-        transfer: bool,
-    },
-    VoteReply {
-        term: u64,
-        granted: bool,
-    },
-    /// AppendEntries (Raft §5.3), also the heartbeat. `round` numbers the leader's heartbeat
-    /// round it was built in, for the lease. `transfer_to`: the node the leader is handing
-    /// leadership to in that round, if any (see `TransferSeen`).
-    Append {
-        term: u64,
-        prev_log_index: u64,
-        prev_log_term: u64,
-        entries: Vec<Entry>,
-        leader_commit: u64,
-        round: u64,
-        transfer_to: Option<NodeId>,
-    },
-    /// On success `match_index` is the last index the Append covered; on failure, the index
-    /// the leader should retry after (a hint, Raft §5.3). `round` echoes the Append's (0 when
-    /// `term` is later than the Append's). `life`: the replier's life id (see `Raft::life`).
-    AppendReply {
-        term: u64,
-        success: bool,
-        match_index: u64,
-        round: u64,
-        life: u64,
-    },
-    /// Leadership transfer (thesis §3.10): the leader of `term` tells a caught-up follower
-    /// to start an election at once.
-    TimeoutNow {
-        term: u64,
-    },
-    /// A node that restarted without its state asks for the receiver's current term
-    /// (`term`: the sender's, 0 when it lost everything). See `Raft::rejoin`.
-    TermQuery {
-        term: u64,
-        nonce: u64,
-    },
-    /// Answer to TermQuery: the replier's current term and the last index its log holds.
-    /// Changes no state at the replier.
-    TermReply {
-        term: u64,
-        last_index: u64,
-        nonce: u64,
-    },
-    /// Answer to TermQuery from a node that holds no state itself (it is still asking too):
-    /// `term` is its current term (0); `new` says it never held state for the shard and may
-    /// help create the cluster (see `Raft::start_new`). Changes no state at the replier.
-    NoStateReply {
-        term: u64,
-        nonce: u64,
-        new: bool,
-    },
-    /// One chunk of the leader's snapshot (Raft §7), for a follower that needs entries the
-    /// leader compacted away. `last_index`/`last_term`: what the snapshot covers (its meta);
-    /// `offset`: where `data` (at most `snapshot_chunk_max` bytes) starts in the snapshot;
-    /// `total_len`: the snapshot's whole length in bytes; `round`: the heartbeat round the
-    /// chunk was sent in, as in Append.
-    InstallSnapshot {
-        term: u64,
-        last_index: u64,
-        last_term: u64,
-        offset: u64,
-        total_len: u64,
-        data: Vec<u8>,
-        round: u64,
-    },
-    /// `last_index` echoes the chunk's (which snapshot); `received`: how many bytes of it,
-    /// from the start, the follower holds (`total_len` once it has it all, or if it already
-    /// holds everything the snapshot covers); `round` echoes the chunk's; `life` as in
-    /// AppendReply. On a chunk of an older term, `term` is the follower's, `round` is 0 and
-    /// nothing else counts.
-    InstallSnapshotReply {
-        term: u64,
-        last_index: u64,
-        received: u64,
-        round: u64,
-        life: u64,
-    },
-}
+/// What voters send each other: the one Raft message type, defined (with each variant's
+/// meaning and paper section) in the protocol crate, here holding its payloads as owned
+/// values: an Append's entries as this core's [`Entry`]s, a snapshot chunk's bytes as a
+/// `Vec<u8>`. The node core writes it as a PEER record ([`udplock_protocol::PeerWriter::push`])
+/// and makes one of a decoded record ([`udplock_protocol::PeerMessage::into_owned`]).
+///
+/// Where this core acts on each: [`Raft::handle_message`] dispatches them; an Append's
+/// `transfer_to` feeds `TransferSeen` (`transfer.rs`); TermQuery and its two answers are
+/// `rejoin.rs`'s ([`Raft::rejoin`], [`Raft::start_new`]); a snapshot chunk's data is at most
+/// `Config::snapshot_chunk_max` bytes.
+pub type Message = RaftMessage<Vec<Entry>, Vec<u8>>;
 
-impl Message {
-    /// The term every message carries.
-    pub fn term(&self) -> u64 {
-        match *self {
-            Message::PreVote { term, .. }
-            | Message::PreVoteReply { term, .. }
-            | Message::Vote { term, .. }
-            | Message::VoteReply { term, .. }
-            | Message::Append { term, .. }
-            | Message::AppendReply { term, .. }
-            | Message::TimeoutNow { term }
-            | Message::TermQuery { term, .. }
-            | Message::TermReply { term, .. }
-            | Message::NoStateReply { term, .. }
-            | Message::InstallSnapshot { term, .. }
-            | Message::InstallSnapshotReply { term, .. } => term,
+/// An entry on the wire: its term and data; its index is implicit (spec §8.5).
+impl LogEntry for Entry {
+    fn peer_entry(&self) -> PeerEntry<'_> {
+        PeerEntry {
+            term: self.term,
+            data: &self.data,
+        }
+    }
+
+    fn from_peer_entry(index: u64, entry: PeerEntry<'_>) -> Entry {
+        Entry {
+            term: entry.term,
+            index,
+            data: entry.data.to_vec(),
         }
     }
 }
