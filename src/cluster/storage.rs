@@ -54,8 +54,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::core::node::ShardWrite;
 use crate::core::restart::{self, Boot, Mark};
-pub use crate::store::{Persisted, ShardStore};
+use crate::store::FsDisk;
+pub use crate::store::{Persisted, ShardFiles, ShardStore};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +125,8 @@ pub fn current_boot_id() -> Option<String> {
 /// docs.
 pub struct DataDir {
     path: PathBuf,
+    /// The same directory, for the code that writes through a [`crate::store::Disk`].
+    disk: FsDisk,
     sync: bool,
     /// Holds the lock: closing the file releases it.
     _lock: File,
@@ -137,17 +141,6 @@ pub struct DataDir {
     boot_recorded: Option<String>,
     /// What the record said when the directory was opened.
     boot: Boot,
-}
-
-/// What a data directory holds for one shard, before its files are opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShardFiles {
-    /// Marked as recovering.
-    Marked(Mark),
-    /// Its state and log files, not marked.
-    Present,
-    /// No file of the shard.
-    Missing,
 }
 
 impl DataDir {
@@ -227,6 +220,7 @@ impl DataDir {
         }
         let mut dir = DataDir {
             path: path.to_path_buf(),
+            disk: FsDisk::new(path)?,
             sync,
             _lock: lock,
             identity_missing: recorded.is_none(),
@@ -333,46 +327,19 @@ impl DataDir {
 
     /// What the directory holds for `shard` (call before opening the shard's files).
     pub fn shard_files(&self, shard: u32) -> ShardFiles {
-        let name = |suffix: &str| self.path.join(format!("shard-{shard:04}.{suffix}"));
-        if name("rejoin").exists() {
-            ShardFiles::Marked(Mark::Rejoin)
-        } else if name("new").exists() {
-            ShardFiles::Marked(Mark::New)
-        } else if name("state").exists() || name("log").exists() || name("snap").exists() {
-            ShardFiles::Present
-        } else {
-            ShardFiles::Missing
-        }
+        crate::store::shard_files(&self.disk, shard)
     }
 
     /// Sets (`Some`) or removes (`None`) the marks of `shards`, then syncs the directory if
     /// the durability asks for it. Setting `Rejoin` removes `New`.
     pub fn set_marks(&self, shards: &[(u32, Option<Mark>)]) -> io::Result<()> {
-        for &(shard, mark) in shards {
-            let name = |suffix: &str| self.path.join(format!("shard-{shard:04}.{suffix}"));
-            let (keep, drop) = match mark {
-                Some(Mark::Rejoin) => (Some(name("rejoin")), vec![name("new")]),
-                Some(Mark::New) => (Some(name("new")), vec![name("rejoin")]),
-                None => (None, vec![name("rejoin"), name("new")]),
-            };
-            if let Some(keep) = keep {
-                let file = File::create(keep)?;
-                if self.sync {
-                    file.sync_all()?;
-                }
-            }
-            for path in drop {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if self.sync {
-            File::open(&self.path)?.sync_all()?;
-        }
-        Ok(())
+        crate::store::set_marks(&self.disk, self.sync, shards)
+    }
+
+    /// Stores one write of the node's core into this directory and `store`, the shard's
+    /// files ([`crate::store::store_write`], which the simulator runs too).
+    pub fn store(&self, store: Option<&mut ShardStore>, write: &ShardWrite) -> io::Result<()> {
+        crate::store::store_write(&self.disk, self.sync, store, write)
     }
 
     /// Records `identity` if the directory has none yet: written aside, synced, renamed

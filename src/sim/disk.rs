@@ -7,8 +7,14 @@
 //! - a **power loss** ([`SimDisk::lose_power`]) keeps only what was synced: each file's
 //!   content as of its last `sync`, and the directory's entries (files created, renamed,
 //!   removed) as of its last `sync_dir`;
-//! - a **failed or torn write** ([`SimDisk::fail_write`]): the next `write_at` or `replace`
-//!   writes only the first bytes asked for, then fails;
+//! - the kernel's **writeback** ([`SimDisk::writeback`]): every file's content and the
+//!   directory become durable, as if each had been synced (what an `os` node's data reaches
+//!   at random moments);
+//! - a **failed or torn write** ([`SimDisk::fail_write`]): one of the next writes (`write_at`,
+//!   or the content of a `replace`) writes only some of its bytes, in whole sectors (a disk
+//!   writes a sector all or nothing: [`SECTOR_LEN`]), then fails; and, if the process died
+//!   in the middle of it, every later change fails too until the node restarts
+//!   ([`SimDisk::restart`]), so that nothing cleans up after the torn write;
 //! - a **lost directory** ([`SimDisk::wipe`]): nothing is left.
 //!
 //! Files are inodes, as on a real file system: a name points to one, `replace` points the
@@ -36,11 +42,29 @@ struct State {
     /// The directory as processes see it, and as it survives a power loss.
     names: BTreeMap<String, u64>,
     names_synced: BTreeMap<String, u64>,
-    /// The next write fails after writing this many of its bytes (see `fail_write`).
-    fail_next_write: Option<usize>,
+    /// A write to fail (see `fail_write`).
+    fail: Option<Fail>,
+    /// The process died in the middle of a write: every change fails until `restart`.
+    dead: bool,
     /// Writes that failed so far.
     failed_writes: u64,
 }
+
+/// The write [`SimDisk::fail_write`] armed.
+#[derive(Clone, Copy, Debug)]
+struct Fail {
+    /// Writes that still succeed before the one that fails.
+    skip: usize,
+    /// Picks how many of its bytes land: `pick % (len + 1)`, rounded down to a sector.
+    pick: u64,
+    /// The process dies with it (see `dead`).
+    dies: bool,
+}
+
+/// What a disk writes all or nothing: a write torn part-way keeps only whole sectors of it.
+/// (So the 24-byte Raft state, rewritten in place at offset 0, is never half old, half new:
+/// the assumption every storage engine makes for a small write within a sector.)
+pub(crate) const SECTOR_LEN: u64 = 512;
 
 impl State {
     fn create(&mut self) -> u64 {
@@ -49,11 +73,35 @@ impl State {
         self.next_inode
     }
 
-    /// Writes `bytes` at `offset` of `inode`, or only a prefix and fails, if armed to.
+    /// Fails if the process died in the middle of a write (see `dead`).
+    fn alive(&self) -> io::Result<()> {
+        if self.dead {
+            return Err(io::Error::other(
+                "simulated: the process died during a write",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at `offset` of `inode`, or only whole sectors of a prefix and fails, if
+    /// armed to.
     fn write(&mut self, inode: u64, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let (len, fail) = match self.fail_next_write.take() {
-            Some(keep) => (keep.min(bytes.len()), true),
-            None => (bytes.len(), false),
+        self.alive()?;
+        let fail = match self.fail.as_mut() {
+            Some(fail) if fail.skip > 0 => {
+                fail.skip -= 1;
+                None
+            }
+            Some(_) => self.fail.take(),
+            None => None,
+        };
+        let len = match fail {
+            Some(fail) => {
+                let keep = fail.pick % (bytes.len() as u64 + 1);
+                let end = (offset + keep) / SECTOR_LEN * SECTOR_LEN;
+                end.saturating_sub(offset) as usize
+            }
+            None => bytes.len(),
         };
         let file = &mut self
             .inodes
@@ -61,12 +109,13 @@ impl State {
             .expect("an open file's inode")
             .written;
         let offset = usize::try_from(offset).expect("simulated files are small");
-        if file.len() < offset + len {
+        if len > 0 && file.len() < offset + len {
             file.resize(offset + len, 0);
         }
         file[offset..offset + len].copy_from_slice(&bytes[..len]);
-        if fail {
+        if let Some(fail) = fail {
             self.failed_writes += 1;
+            self.dead = fail.dies;
             return Err(io::Error::other("simulated write failure"));
         }
         Ok(())
@@ -99,13 +148,37 @@ impl SimDisk {
         for inode in state.inodes.values_mut() {
             inode.written = inode.synced.clone();
         }
-        state.fail_next_write = None;
+        state.fail = None;
     }
 
-    /// The next write (`write_at`, or the content of a `replace`) stores only its first
-    /// `keep` bytes, then fails.
-    pub(crate) fn fail_write(&self, keep: usize) {
-        self.state.borrow_mut().fail_next_write = Some(keep);
+    /// The kernel writes its page cache back: every file's content and the directory's
+    /// entries become durable.
+    pub(crate) fn writeback(&self) {
+        let mut state = self.state.borrow_mut();
+        state.names_synced = state.names.clone();
+        for inode in state.inodes.values_mut() {
+            inode.synced = inode.written.clone();
+        }
+    }
+
+    /// After `skip` more writes succeed, the next one (`write_at`, or the content of a
+    /// `replace`) stores only part of its bytes (`pick % (len + 1)`, cut to whole sectors:
+    /// [`SECTOR_LEN`]) and fails; if `dies`, every later change fails too until
+    /// [`SimDisk::restart`] (the process died in the middle of the write).
+    pub(crate) fn fail_write(&self, skip: usize, pick: u64, dies: bool) {
+        self.state.borrow_mut().fail = Some(Fail { skip, pick, dies });
+    }
+
+    /// Disarms a [`SimDisk::fail_write`]; true if it was still armed (had not fired).
+    pub(crate) fn disarm(&self) -> bool {
+        self.state.borrow_mut().fail.take().is_some()
+    }
+
+    /// The node starts again on this disk: a write that failed no longer stops changes.
+    pub(crate) fn restart(&self) {
+        let mut state = self.state.borrow_mut();
+        state.dead = false;
+        state.fail = None;
     }
 
     /// Writes that failed so far.
@@ -115,12 +188,20 @@ impl SimDisk {
 
     /// The directory is lost (a replaced disk, an emptied or mistyped `--data-dir`).
     pub(crate) fn wipe(&self) {
-        *self.state.borrow_mut() = State::default();
+        let failed_writes = self.failed_writes();
+        *self.state.borrow_mut() = State {
+            failed_writes,
+            ..State::default()
+        };
     }
 
-    /// Whether `name` exists (as a process sees the directory).
-    pub(crate) fn exists(&self, name: &str) -> bool {
-        self.state.borrow().names.contains_key(name)
+    /// Whether some name (as a process sees the directory) starts with `prefix`.
+    pub(crate) fn any_named(&self, prefix: &str) -> bool {
+        let state = self.state.borrow();
+        let mut after = state.names.range(prefix.to_string()..);
+        after
+            .next()
+            .is_some_and(|(name, _)| name.starts_with(prefix))
     }
 
     fn file(&self, inode: u64) -> SimFile {
@@ -136,6 +217,7 @@ impl Disk for SimDisk {
 
     fn open(&self, name: &str, truncate: bool) -> io::Result<SimFile> {
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         let inode = match state.names.get(name) {
             Some(&inode) => inode,
             None => {
@@ -162,6 +244,7 @@ impl Disk for SimDisk {
     fn replace(&self, name: &str, bytes: &[u8], sync: bool) -> io::Result<SimFile> {
         let tmp = format!("{name}.tmp");
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         let inode = state.create();
         state.names.insert(tmp.clone(), inode);
         state.write(inode, bytes, 0)?;
@@ -179,14 +262,21 @@ impl Disk for SimDisk {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.state.borrow_mut().names.remove(name);
+        let mut state = self.state.borrow_mut();
+        state.alive()?;
+        state.names.remove(name);
         Ok(())
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         state.names_synced = state.names.clone();
         Ok(())
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.state.borrow().names.contains_key(name)
     }
 }
 
@@ -201,6 +291,7 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         let file = &mut state.inodes.get_mut(&self.inode).expect("open").written;
         file.resize(usize::try_from(len).expect("small"), 0);
         Ok(())
@@ -208,6 +299,7 @@ impl DiskFile for SimFile {
 
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         let file = state.inodes.get_mut(&self.inode).expect("open");
         file.synced = file.written.clone();
         Ok(())
@@ -287,18 +379,70 @@ mod tests {
 
     #[test]
     fn a_torn_append_reads_back_as_the_records_before_it() {
+        let big = |index: u64| Entry {
+            term: 2,
+            index,
+            data: vec![index as u8; 200],
+        };
+        let append = |index: u64| Persist {
+            hard: None,
+            snapshot: None,
+            log_from: Some(index),
+            entries: vec![big(index)],
+        };
         let disk = SimDisk::new();
         let (mut store, _) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
-        let deltas = deltas();
-        store.write(&deltas[0]).unwrap();
-        store.write(&deltas[1]).unwrap();
-        // The third record's header only, then the write fails; then the machine dies.
-        disk.fail_write(10);
-        assert!(store.write(&deltas[2]).is_err());
+        store.write(&append(1)).unwrap();
+        store.write(&append(2)).unwrap();
+        // Records of 216 bytes after the 16-byte header: the third spans 448..664, so a write
+        // torn 100 bytes in keeps its first sector's part (448..512), and the process dies
+        // before it can cut it.
+        disk.fail_write(0, 100, true);
+        assert!(store.write(&append(3)).is_err());
         assert_eq!(disk.failed_writes(), 1);
+        assert_eq!(disk.read("shard-0000.log").unwrap().unwrap().len(), 512);
+        disk.restart();
+        let (_, p) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
+        assert_eq!(p.log, vec![big(1), big(2)]);
+        assert_eq!(
+            disk.read("shard-0000.log").unwrap().unwrap().len(),
+            448,
+            "cut"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_keeps_whole_sectors_only_and_fires_after_the_writes_it_skips() {
+        let disk = SimDisk::new();
+        let file = disk.open("f", false).unwrap();
+        file.write_at(&[1; 100], 0).unwrap();
+        // The state file's case: a small write within one sector lands whole or not at all.
+        disk.fail_write(1, 23, false);
+        file.write_at(&[2; 24], 0).unwrap();
+        assert!(file.write_at(&[3; 24], 0).is_err());
+        assert_eq!(file.read_all().unwrap()[..24], [2; 24]);
+        // Not dead: the next change works, and a write that crosses a sector boundary keeps
+        // the sectors before it.
+        disk.fail_write(0, 600, false);
+        assert!(file.write_at(&[4; 1_000], 100).is_err());
+        assert_eq!(file.read_all().unwrap().len(), 512);
+        assert!(!disk.disarm(), "it fired");
+        disk.fail_write(5, 0, true);
+        assert!(disk.disarm(), "it did not fire");
+        file.write_at(&[5; 1], 0).unwrap();
+    }
+
+    #[test]
+    fn writeback_makes_every_file_and_the_directory_durable() {
+        let disk = written(false);
+        disk.writeback();
+        disk.replace("late", b"x", false).unwrap();
         disk.lose_power();
-        let (_, p) = ShardStore::open_on(disk, 0, true).unwrap();
-        assert_eq!(p.log, vec![entry(2, 1), entry(2, 2)]);
+        let (_, p) = ShardStore::open_on(disk.clone(), 0, false).unwrap();
+        assert_eq!(p.hard.term, 2);
+        assert_eq!(p.log.len(), 3);
+        assert!(!disk.exists("late"), "renamed after the writeback");
+        assert!(disk.any_named("shard-") && !disk.any_named("shard-9"));
     }
 
     #[test]

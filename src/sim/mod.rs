@@ -33,7 +33,7 @@
 //! into exactly one core with that core's own clock reading:
 //!
 //! ```text
-//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> stored copy
+//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> ShardStore<SimDisk>
 //!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (before anything leaves)
 //!   client request ──> encoded (wire.rs) ────┘                  └─> poll_transmit ─> network ─> node
 //!                                                                                  └─> decoded ─> client
@@ -46,42 +46,45 @@
 //! scenario, whose script may hold a Raft message back and deliver it late, each message
 //! travels as its own (unauthenticated) datagram.
 //!
-//! Persistence ("fsync before send"): after every call into a node and before delivering
-//! anything it produced, the simulator stores each write the node hands out
-//! ([`Node::poll_persist`]: the recovery mark, the Raft delta the real storage writes, in
-//! that order) into its copy of the files of the write's shard (`Stored`, one per shard, as
-//! `ShardWrite::shard` names it), and checks that no datagram
-//! names a write not yet stored; a crash drops the node and a restart builds a new one from
-//! that copy (a fresh rng seed, its clock reading, a new incarnation) through the decision a
-//! real node makes, [`crate::core::restart::decide`], for each shard.
+//! Persistence ("fsync before send"): every disk node owns a `SimDisk` (`disk.rs`, its
+//! data directory) and stores through the real storage code: after every call into a node
+//! and before delivering anything it produced, the simulator hands each write the node hands
+//! out ([`Node::poll_persist`]) to [`store::store_write`], the function the real shell calls
+//! too (the recovery mark, the Raft delta through [`ShardStore::write`], the mark after, in
+//! that order, with the syncs the node's durability asks for), and checks that no datagram
+//! names a write not yet stored. A crash drops the node (a process crash keeps everything
+//! written); a restart reopens its files from the disk ([`ShardStore::open_on`]) and builds a
+//! new core (a fresh rng seed, its clock reading, a new incarnation) through the decision a
+//! real start makes, [`crate::core::restart::decide`], for each shard, marking and emptying
+//! the shards without state as the real start does. The identity and the boot record of the
+//! directory (`cluster::storage::DataDir`) are modelled (`SimNode::identity`,
+//! `SimNode::boot_recorded`): both are written synced, once per start.
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
-//! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
-//! a mistyped or emptied `--data-dir`). Either must rejoin by the rule of spec §8.5; each
-//! node's command line may keep `--new-cluster` (as a unit file would), which must not
-//! change that. At most a minority is without its state at any time (no protocol survives
-//! more), and every run starts as a new cluster: each node new, starting once all the others
-//! said they are new too.
+//! on every restart, or a disk node whose directory comes back empty once
+//! (`SimDisk::wipe`: a replaced disk, a mistyped or emptied `--data-dir`). Either must
+//! rejoin by the rule of spec §8.5; each node's command line may keep `--new-cluster` (as a
+//! unit file would), which must not change that. At most a minority is without its state at
+//! any time (no protocol survives more), and every run starts as a new cluster: each node
+//! new, starting once all the others said they are new too.
 //!
-//! Power loss under durability `os`: in one random seed in `OS_SEEDS_EVERY` every node
-//! writes with `--durability os`: what it stores reaches its page cache (`SimNode::stored`)
-//! at once and its disk (`OsDisk::synced`) only when the kernel writes it back, at random
-//! moments while it runs. A restart may follow a power loss of that node (only while a
-//! majority of the others are up and hold their state, and at most a minority is without
-//! state): its files revert to what was written back, which may lack a vote it gave and
-//! entries it acknowledged, and its boot id changes. The boot record its runs keep in the
-//! directory (`cluster::storage::DataDir`) then differs from the boot id, so every shard
-//! rejoins by the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that
-//! trusted such files.
+//! Power loss (`SimDisk::lose_power`: every file and the directory revert to what was last
+//! synced): an `fsync` node's restart may follow one at any time (its syncs kept everything
+//! it acknowledged). In one random seed in `OS_SEEDS_EVERY` every node writes with
+//! `--durability os`: its stores never sync, and the kernel writes its page cache back
+//! (`SimDisk::writeback`) at random moments while it runs. A restart may follow a power
+//! loss of that node (only while a majority of the others are up and hold their state, and at
+//! most a minority is without state): its files revert to what was written back, which may
+//! lack a vote it gave and entries it acknowledged, and its boot id changes. The boot record
+//! its runs keep in the directory then differs from the boot id, so every shard rejoins by
+//! the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that trusted such
+//! files.
 //!
-//! Failed and torn writes: a disk node's write of one shard's state may fail part-way, or a
-//! crash may tear it, while it persists what one input produced. The node stops (fail-stop: nothing that input
-//! produced leaves), and its files hold what the real storage (`cluster::storage`) can leave:
-//! the old state; or the new hard state (written first) over the old log; or that and the log
-//! cut back to where it agrees with the new one plus some of the new entries (a torn record is
-//! cut when read back); for a new snapshot, the old one, or the new one with the old log as
-//! opening repairs it, or everything new. A stronger recovery mark is written before the
-//! state, a weaker one after it. The node then restarts from that.
+//! Failed and torn writes: while a disk node stores what one input produced, one of the
+//! writes it makes may fail at a random byte (`SimDisk::fail_write`; a disk writes whole
+//! sectors), and the process may die in the middle of it (nothing then cleans up). The node
+//! stops (fail-stop, as the real shell exits: nothing that input produced leaves) and
+//! restarts from what its files hold.
 //!
 //! # Phases
 //!
@@ -124,9 +127,6 @@
 mod check;
 mod clients;
 mod clock;
-// The real storage code over a simulated disk, tested here; the runs still keep their own
-// copy of each node's files (`Stored`) until they store through it (issue 9 item 3).
-#[cfg_attr(not(test), allow(dead_code))]
 mod disk;
 mod scenarios;
 #[cfg(test)]
@@ -146,16 +146,18 @@ use udplock_protocol::Status;
 use self::check::{History, Outcome, PROBE};
 use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
 use self::clock::Clock;
+use self::disk::SimDisk;
 pub use self::scenarios::Scenario;
 use self::scenarios::Script;
 use self::trace::Trace;
 use crate::core::lock_table::{self, Request};
 use crate::core::node::{self, Node, NodeStats, ShardWrite};
 use crate::core::peer_auth::{AuthDrop, KeySet};
-use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
+use crate::core::raft::{self, Entry, Message, NodeId, Role};
 use crate::core::replica::{self, Replica};
 use crate::core::restart::{self, Boot, Found, Mark};
 use crate::core::time::{Duration, Instant};
+use crate::store::{self, ShardFiles, ShardStore};
 use std::sync::Arc;
 
 /// What one simulation run does.
@@ -263,6 +265,8 @@ pub struct SimReport {
     /// Restarts of `os` nodes after a power loss (their files reverted to what the kernel
     /// had written back; see the module docs).
     pub power_losses: u64,
+    /// Restarts of `fsync` nodes after a power loss (their files hold what they synced).
+    pub fsync_power_losses: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
@@ -491,11 +495,16 @@ struct SimNode {
     node: Option<Node>,
     /// Its counters (this incarnation's).
     stats: Arc<NodeStats>,
-    /// What survives a crash, per shard (see the module docs); for an `os` node, what its
-    /// page cache holds.
-    stored: Vec<Stored>,
-    /// Durability `os`: what survives a power loss (see the module docs).
-    os: Option<OsDisk>,
+    /// Its data directory: the shards' files and recovery marks, written by the real
+    /// storage code (see the module docs).
+    disk: SimDisk,
+    /// Each shard's files, open while the node runs (`None` under `memory`).
+    stores: Vec<Option<ShardStore<SimDisk>>>,
+    /// Durability `os`: its stores do not sync; the kernel writes back at random moments.
+    os: bool,
+    /// The boot id the directory's boot record holds (`DataDir::record_boot`, written
+    /// synced; an `os` node's only).
+    boot_recorded: Option<u64>,
     /// The machine's boot id: a power loss starts another boot.
     boot: u64,
     /// This node keeps no state (durability `memory`): every restart loses it.
@@ -506,10 +515,6 @@ struct SimNode {
     compaction: (u64, u64),
     /// The node's data directory records it (what a real node writes at its first start).
     identity: bool,
-    /// The directory holds the shards' files (a node creates them all at its first start).
-    files: bool,
-    /// The recovery mark each shard's storage carries (see `core::restart`).
-    mark: Vec<Option<Mark>>,
     /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
     new_cluster: bool,
     /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
@@ -557,10 +562,68 @@ impl SimNode {
             .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
     }
 
+    /// Opens the shards' files and decides how each replica starts, as a real node's start
+    /// does (`ClusterNode::start_with`: [`restart::decide`] on what the directory holds and
+    /// what its boot record says), then marks the shards without state, records the
+    /// identity and the boot, and opens the marked shards' files empty.
+    fn open_stores(&mut self) -> std::io::Result<Vec<restart::Start>> {
+        let shards = self.stores.len() as u32;
+        let sync = !self.os;
+        self.disk.restart();
+        self.stores.iter_mut().for_each(|s| *s = None);
+        if self.memory {
+            let decide = |_| restart::decide(Found::Nothing, true, self.new_cluster, Boot::Kept);
+            return Ok((0..shards).map(decide).collect());
+        }
+        let storage_new = !self.identity && !self.disk.any_named("shard-");
+        // An `os` node's boot record against its boot id (`DataDir::open`).
+        let boot = match self.boot_recorded {
+            Some(recorded) => {
+                restart::boot(Some(&recorded.to_string()), Some(&self.boot.to_string()))
+            }
+            None => Boot::Kept,
+        };
+        let mut starts = Vec::with_capacity(shards as usize);
+        for shard in 0..shards {
+            let found = match store::shard_files(&self.disk, shard) {
+                ShardFiles::Marked(mark) => Found::Marked(mark),
+                ShardFiles::Missing => Found::Nothing,
+                ShardFiles::Present if boot == Boot::Changed => Found::Nothing,
+                ShardFiles::Present => {
+                    let (store, p) = ShardStore::open_on(self.disk.clone(), shard, sync)?;
+                    self.stores[shard as usize] = Some(store);
+                    Found::Files {
+                        hard: p.hard,
+                        snapshot: p.snapshot,
+                        log: p.log,
+                    }
+                }
+            };
+            starts.push(restart::decide(found, storage_new, self.new_cluster, boot));
+        }
+        let marks: Vec<(u32, Option<Mark>)> = (0..shards)
+            .map(|s| (s, starts[s as usize].mark()))
+            .filter(|(_, mark)| mark.is_some())
+            .collect();
+        store::set_marks(&self.disk, sync, &marks)?;
+        self.identity = true;
+        if self.os {
+            // Once the marks are set (`DataDir::record_boot`); written synced.
+            self.boot_recorded = Some(self.boot);
+        }
+        for (shard, _) in marks {
+            let store = ShardStore::open_empty_on(self.disk.clone(), shard, sync)?;
+            self.stores[shard as usize] = Some(store);
+        }
+        Ok(starts)
+    }
+
     /// Some shard of it is without state: its node keeps none, or a shard's storage is
     /// marked as recovering.
     fn stateless(&self) -> bool {
-        self.memory || self.mark.iter().any(Option::is_some)
+        self.memory
+            || (0..self.stores.len() as u32)
+                .any(|s| matches!(store::shard_files(&self.disk, s), ShardFiles::Marked(_)))
     }
 }
 
@@ -700,8 +763,10 @@ impl Sim {
                 id,
                 node: None,
                 stats: Arc::default(),
-                stored: vec![Stored::default(); shards],
-                os: os_seed(&config).then(|| OsDisk::new(shards)),
+                disk: SimDisk::new(),
+                stores: (0..shards).map(|_| None).collect(),
+                os: os_seed(&config),
+                boot_recorded: None,
                 boot: 1,
                 memory: false,
                 compaction: match COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())] {
@@ -712,8 +777,6 @@ impl Sim {
                     cadence => cadence,
                 },
                 identity: false,
-                files: false,
-                mark: vec![None; shards],
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
                 settings: logged_settings(&mut rng),
@@ -868,50 +931,12 @@ impl Sim {
             (config.compact_every, config.compact_keep) = n.compaction;
         }
         let local = n.clock.local(now);
-        // What a real node's storage would show it (`cluster::storage`), and its decision.
-        let storage_new =
-            n.memory || (!n.identity && !n.files && n.mark.iter().all(Option::is_none));
-        // An `os` node's boot record against its boot id (`DataDir::open`).
-        let boot = match &n.os {
-            Some(os) if !n.memory => restart::boot(
-                os.recorded.map(|b| b.to_string()).as_deref(),
-                Some(&n.boot.to_string()),
-            ),
-            _ => Boot::Kept,
-        };
-        let mut starts = Vec::with_capacity(n.stored.len());
-        for shard in 0..n.stored.len() {
-            let found = match n.mark[shard] {
-                _ if n.memory => Found::Nothing,
-                Some(mark) => Found::Marked(mark),
-                None if n.files => {
-                    let stored = &n.stored[shard];
-                    Found::Files {
-                        hard: stored.hard,
-                        snapshot: stored.snapshot.clone(),
-                        log: stored.log.clone(),
-                    }
-                }
-                None => Found::Nothing,
-            };
-            let start = restart::decide(found, storage_new, n.new_cluster, boot);
-            if !n.memory {
-                n.mark[shard] = start.mark();
-            }
-            if start.mark().is_some() {
-                // Opened empty, whatever the files held (`ShardStore::open_empty`).
-                n.stored[shard] = Stored::default();
-            }
-            starts.push(start);
-        }
-        if !n.memory {
-            n.identity = true;
-            n.files = true;
-        }
-        if let Some(os) = n.os.as_mut() {
-            // Once the marks are set (`DataDir::record_boot`); written synced.
-            os.recorded = Some(n.boot);
-        }
+        // What the node's data directory shows it, and its decision, as a real node's start
+        // reads them (`ClusterNode::start_with`).
+        let starts = n
+            .open_stores()
+            .map_err(|e| format!("node {id} cannot start on its files: {e}"));
+        let starts = starts.map_err(|what| self.fail(what))?;
         let stats = Arc::new(NodeStats::default());
         // Spec §8.11: a number this node never used before (the wall clock at its start).
         let incarnation = self.wall_clock_base_us + local.as_micros() + 1;
@@ -1110,7 +1135,7 @@ impl Sim {
                         let settings = logged_settings(&mut self.rng);
                         self.node(node).settings = settings;
                     }
-                    let os = self.node(node).os.is_some();
+                    let os = self.node(node).os;
                     if memory {
                         self.report.amnesia_restarts += 1;
                     } else if os
@@ -1121,9 +1146,7 @@ impl Sim {
                         // The node crashed with its machine: the files hold what the kernel
                         // had written back, and the machine boots again.
                         let n = self.node(node);
-                        let disk = n.os.as_ref().expect("os");
-                        n.stored = disk.synced.clone();
-                        n.mark = disk.synced_mark.clone();
+                        n.disk.lose_power();
                         n.boot += 1;
                         self.report.power_losses += 1;
                     } else if self.config.scenario.is_none()
@@ -1132,14 +1155,9 @@ impl Sim {
                         && self.rng.gen_bool(0.3)
                     {
                         let n = self.node(node);
-                        let shards = n.stored.len();
-                        n.stored = vec![Stored::default(); shards];
-                        if let Some(disk) = n.os.as_mut() {
-                            *disk = OsDisk::new(shards);
-                        }
-                        n.files = false;
+                        n.disk.wipe();
                         n.identity = false;
-                        n.mark = vec![None; shards];
+                        n.boot_recorded = None;
                         if self.rng.gen_bool(0.5) {
                             // From now on a `memory` node.
                             self.node(node).memory = true;
@@ -1147,17 +1165,26 @@ impl Sim {
                         } else {
                             self.report.disk_losses += 1;
                         }
+                    } else if !os
+                        && self.config.scenario.is_none()
+                        && self.rng.gen_bool(FSYNC_POWER_LOSS_PROBABILITY)
+                    {
+                        // An `fsync` node's machine lost power: its files hold what it synced,
+                        // which is everything it acknowledged, so any number of these may
+                        // happen at once.
+                        let n = self.node(node);
+                        n.disk.lose_power();
+                        n.boot += 1;
+                        self.report.fsync_power_losses += 1;
                     }
                     self.start_node(node)?;
                 }
             }
             Event::Writeback { node } => {
                 let n = self.node(node);
+                assert!(n.os, "only os nodes write back");
                 if n.node.is_some() {
-                    let (stored, mark) = (n.stored.clone(), n.mark.clone());
-                    let disk = n.os.as_mut().expect("only os nodes write back");
-                    disk.synced = stored;
-                    disk.synced_mark = mark;
+                    n.disk.writeback();
                 }
                 let after = self.rng.gen_range(WRITEBACK_INTERVAL_MS);
                 self.schedule(Duration::from_millis(after), Event::Writeback { node });
@@ -1298,19 +1325,33 @@ impl Sim {
                 // A `memory` node writes nothing: its shell drops the writes.
                 continue;
             }
-            if self.tear_write(id, &write) {
-                return Ok(());
-            }
+            let armed = self.arm_torn_write(id, &write);
             let n = &mut self.nodes[i];
-            let shard = write.shard as usize;
-            if let Some(mark) = write.mark_first {
-                n.mark[shard] = Some(mark);
-            }
-            if let Some(persist) = &write.raft {
-                n.stored[shard].write(persist);
-            }
-            if let Some(mark) = write.mark_then {
-                n.mark[shard] = mark;
+            let store = n.stores[write.shard as usize].as_mut();
+            let stored = store::store_write(&n.disk, !n.os, store, &write);
+            let torn = armed && !n.disk.disarm();
+            match stored {
+                Ok(()) if !torn => {}
+                Ok(()) => {
+                    return Err(self.fail(format!(
+                        "node {id}: a write the disk failed was stored without an error"
+                    )));
+                }
+                Err(_) if torn => {
+                    // Fail-stop, as the real shell does: nothing that input produced leaves,
+                    // and the node restarts from what its files hold.
+                    self.report.torn_writes += 1;
+                    self.crash(id);
+                    let down = Duration::from_millis(self.rng.gen_range(50..1_000));
+                    self.schedule(down, Event::Restart { node: id });
+                    return Ok(());
+                }
+                Err(e) => {
+                    return Err(self.fail(format!(
+                        "node {id} failed to store a write of shard {}: {e}",
+                        write.shard
+                    )));
+                }
             }
         }
         let mut transmits = Vec::new();
@@ -1395,10 +1436,9 @@ impl Sim {
     }
 
     /// Sometimes (random runs, before healing) the write of what the last input produced
-    /// fails part-way or is torn: the files get part of it (see the module docs and
-    /// [`Stored::write_torn`]) and the node stops before anything that input produced
-    /// leaves. True if it did.
-    fn tear_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
+    /// fails part-way or is torn by a crash: arms the node's disk to fail one of the writes
+    /// `write` makes, at a random byte ([`SimDisk::fail_write`]). True if it did.
+    fn arm_torn_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
         let Some(persist) = &write.raft else {
             return false;
         };
@@ -1408,21 +1448,19 @@ impl Sim {
         if !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
             return false;
         }
-        // How far the write got: 0 nothing, 1 the hard state, 2 some of the log or snapshot.
-        let stage = self.rng.gen_range(0..3u8);
-        let all_new = self.rng.gen_bool(0.5);
-        let appended = self.rng.gen_range(0..=persist.entries.len());
-        let n = self.node(id);
-        let shard = write.shard as usize;
-        // A stronger mark goes down before the state it covers.
-        if let Some(mark) = write.mark_first {
-            n.mark[shard] = Some(mark);
+        // The writes `ShardStore::write` makes for it: the hard state; a snapshot and the
+        // log rewritten after it, or the appended entries.
+        let writes = usize::from(persist.hard.is_some())
+            + match &persist.snapshot {
+                Some(_) => 2,
+                None => usize::from(!persist.entries.is_empty()),
+            };
+        if writes == 0 {
+            return false;
         }
-        n.stored[shard].write_torn(persist, stage, all_new, appended);
-        self.report.torn_writes += 1;
-        self.crash(id);
-        let down = Duration::from_millis(self.rng.gen_range(50..1_000));
-        self.schedule(down, Event::Restart { node: id });
+        let skip = self.rng.gen_range(0..writes);
+        let (pick, dies) = (self.rng.gen(), self.rng.gen_bool(0.5));
+        self.node(id).disk.fail_write(skip, pick, dies);
         true
     }
 
@@ -2395,85 +2433,6 @@ const WRITEBACK_INTERVAL_MS: std::ops::Range<u64> = 200..6_000;
 /// state; see the module docs).
 const POWER_LOSS_PROBABILITY: f64 = 0.5;
 
-/// What an `os` node's disk holds beyond its page cache (see the module docs).
-#[derive(Clone, Debug, Default)]
-struct OsDisk {
-    /// The files as the kernel last wrote them back, per shard: what a power loss leaves.
-    synced: Vec<Stored>,
-    /// The recovery marks then.
-    synced_mark: Vec<Option<Mark>>,
-    /// The boot id the directory's boot record holds (written synced).
-    recorded: Option<u64>,
-}
-
-impl OsDisk {
-    /// A new disk of a node of `shards` shards: nothing written back yet.
-    fn new(shards: usize) -> OsDisk {
-        OsDisk {
-            synced: vec![Stored::default(); shards],
-            synced_mark: vec![None; shards],
-            recorded: None,
-        }
-    }
-}
-
-/// What a disk node's files hold for one shard, as `cluster::storage` would leave them: kept
-/// up to date from the same deltas ([`raft::Persist`]) the real storage writes.
-#[derive(Clone, Debug, Default)]
-struct Stored {
-    hard: HardState,
-    /// The latest snapshot the replica took or installed.
-    snapshot: Option<replica::Snapshot>,
-    /// The log after that snapshot.
-    log: Vec<Entry>,
-}
-
-impl Stored {
-    /// Applies a whole delta, as `ShardStore::write` does.
-    fn write(&mut self, persist: &raft::Persist) {
-        let all = persist.entries.len();
-        self.write_torn(persist, 2, true, all);
-    }
-
-    /// Applies a delta as far as a failed or torn write gets (see the module docs): `stage`
-    /// 0 nothing, 1 the hard state (written first), 2 that and the rest: a new snapshot
-    /// (replaced whole), then the log rewritten after it (`all_new`) or the old log as
-    /// opening repairs it; without a snapshot, the log cut back to `log_from - 1` and the
-    /// first `appended` new entries (a torn record is cut when read back).
-    fn write_torn(&mut self, persist: &raft::Persist, stage: u8, all_new: bool, appended: usize) {
-        if stage >= 1 {
-            if let Some(hard) = persist.hard {
-                self.hard = hard;
-            }
-        }
-        if stage < 2 {
-            return;
-        }
-        if let Some((meta, data)) = &persist.snapshot {
-            let old = std::mem::take(&mut self.log);
-            self.snapshot = Some((*meta, data.clone()));
-            self.log = if all_new {
-                persist.entries.clone()
-            } else {
-                // Opening keeps what follows the snapshot if the old log holds its entry.
-                let matches = old
-                    .iter()
-                    .any(|e| e.index == meta.index && e.term == meta.term);
-                if matches {
-                    old.into_iter().filter(|e| e.index > meta.index).collect()
-                } else {
-                    Vec::new()
-                }
-            };
-        } else if let Some(from) = persist.log_from {
-            let first = self.snapshot.as_ref().map_or(1, |(meta, _)| meta.index + 1);
-            assert!(
-                from >= first && from <= first + self.log.len() as u64,
-                "a log delta from {from} over a stored log of {} from {first}",
-                self.log.len()
-            );
-            self.log.truncate((from - first) as usize);
-            self.log.extend_from_slice(&persist.entries[..appended]);
-        }
-    }
-}
+/// Chance that a restart of an `fsync` node follows a power loss (any number at once: their
+/// files hold everything they acknowledged).
+const FSYNC_POWER_LOSS_PROBABILITY: f64 = 0.3;

@@ -1,4 +1,4 @@
-//! Unit tests of the simulator's own parts: clocks, the stored copy, and that the
+//! Unit tests of the simulator's own parts: clocks, and that the
 //! history checkers fire on histories that break their rule.
 
 use super::check::{self, History};
@@ -62,60 +62,6 @@ fn a_clock_steps_its_rate_stalls_and_jumps_without_going_back() {
     clock.jump(at(2_000), Duration::from_millis(700));
     assert_eq!(check(&clock, 2_000), before + Duration::from_millis(700));
     check(&clock, 2_001);
-}
-
-fn entry(index: u64, term: u64) -> Entry {
-    Entry {
-        term,
-        index,
-        data: vec![index as u8],
-    }
-}
-
-fn delta(log_from: u64, entries: Vec<Entry>) -> raft::Persist {
-    raft::Persist {
-        hard: None,
-        snapshot: None,
-        log_from: Some(log_from),
-        entries,
-    }
-}
-
-#[test]
-fn the_stored_copy_follows_the_deltas_and_a_torn_one_keeps_a_prefix() {
-    let mut stored = Stored::default();
-    let log: Vec<Entry> = vec![entry(1, 1), entry(2, 1), entry(3, 2)];
-    stored.write(&delta(1, log.clone()));
-    assert_eq!(stored.log, log);
-    // A conflict truncated the tail and appended another term's entries.
-    stored.write(&delta(2, vec![entry(2, 3)]));
-    assert_eq!(stored.log, vec![entry(1, 1), entry(2, 3)]);
-    // A torn write: the cut, and only the first of two new entries.
-    let mut torn = stored.clone();
-    torn.write_torn(&delta(2, vec![entry(2, 4), entry(3, 4)]), 2, false, 1);
-    assert_eq!(torn.log, vec![entry(1, 1), entry(2, 4)]);
-    // Torn after the hard state: the log as it was.
-    let mut torn = stored.clone();
-    let mut d = delta(3, vec![entry(3, 4)]);
-    d.hard = Some(HardState {
-        term: 4,
-        voted_for: Some(2),
-    });
-    torn.write_torn(&d, 1, false, 1);
-    assert_eq!((torn.hard.term, torn.log.len()), (4, 2));
-    // A snapshot through 2: the log rewritten after it.
-    stored.write(&raft::Persist {
-        hard: None,
-        snapshot: Some((
-            raft::SnapshotMeta { index: 2, term: 3 },
-            std::sync::Arc::new(vec![1]),
-        )),
-        log_from: Some(3),
-        entries: vec![entry(3, 3)],
-    });
-    assert_eq!(stored.log, vec![entry(3, 3)]);
-    stored.write(&delta(4, vec![entry(4, 3)]));
-    assert_eq!(stored.log, vec![entry(3, 3), entry(4, 3)]);
 }
 
 fn history_with_two_holders(second_client: usize) -> History {

@@ -78,6 +78,10 @@ impl Disk for FsDisk {
     fn sync_dir(&self) -> io::Result<()> {
         File::open(&self.dir)?.sync_all()
     }
+
+    fn exists(&self, name: &str) -> bool {
+        self.dir.join(name).exists()
+    }
 }
 
 impl DiskFile for File {
