@@ -445,6 +445,55 @@ mod tests {
         assert!(disk.any_named("shard-") && !disk.any_named("shard-9"));
     }
 
+    /// Whatever write of a delta fails, at whatever byte, and whether the process dies with
+    /// it, the files read back as a state Raft can restore from: no entry of a term after the
+    /// stored current term (the hard state goes down before the log), and a log that is a
+    /// prefix of the old one plus the new one.
+    #[test]
+    fn a_torn_delta_never_leaves_entries_of_a_term_after_the_stored_one() {
+        let old = vec![entry(1, 1), entry(1, 2), entry(1, 3)];
+        // A follower's first Append of term 3: the new term, and entries of it replacing
+        // entry 3 (one delta).
+        let delta = Persist {
+            hard: Some(HardState {
+                term: 3,
+                voted_for: None,
+            }),
+            snapshot: None,
+            log_from: Some(3),
+            entries: vec![entry(3, 3), entry(3, 4)],
+        };
+        for skip in 0..2 {
+            for pick in [0, 1, 17, 40, 600, u64::MAX] {
+                for dies in [false, true] {
+                    let disk = SimDisk::new();
+                    let (mut store, _) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
+                    store
+                        .write(&Persist {
+                            hard: Some(HardState {
+                                term: 1,
+                                voted_for: Some(1),
+                            }),
+                            snapshot: None,
+                            log_from: Some(1),
+                            entries: old.clone(),
+                        })
+                        .unwrap();
+                    disk.fail_write(skip, pick, dies);
+                    let _ = store.write(&delta);
+                    disk.restart();
+                    let (_, p) = ShardStore::open_on(disk, 0, true).unwrap();
+                    let case = format!("skip {skip}, pick {pick}, dies {dies}: {p:?}", p = p.log);
+                    for e in &p.log {
+                        assert!(e.term <= p.hard.term, "term {}; {case}", p.hard.term);
+                    }
+                    let new: Vec<Entry> = old[..2].iter().chain(&delta.entries).cloned().collect();
+                    assert!(old.starts_with(&p.log) || new.starts_with(&p.log), "{case}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_unsynced_rename_is_lost_to_a_power_loss() {
         let disk = SimDisk::new();
