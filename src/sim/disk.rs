@@ -19,13 +19,23 @@
 //!
 //! Files are inodes, as on a real file system: a name points to one, `replace` points the
 //! name at a new one, and a handle keeps writing to the inode it opened.
+//!
+//! Below the disk, the simulator's use of it: storing a node's writes through
+//! [`crate::store::store_write`], the torn writes it arms, the kernel's writeback of `os`
+//! nodes, and the chances of each.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
 
-use crate::store::{Disk, DiskFile};
+use rand::Rng;
+
+use super::{Event, Sim, SimConfig, SimFailure};
+use crate::core::node::{Node, ShardWrite};
+use crate::core::raft::NodeId;
+use crate::core::time::Duration;
+use crate::store::{self, Disk, DiskFile};
 
 /// One file's bytes: as written (what a process reads) and as synced (what survives a
 /// power loss).
@@ -303,6 +313,123 @@ impl DiskFile for SimFile {
         let file = state.inodes.get_mut(&self.inode).expect("open");
         file.synced = file.written.clone();
         Ok(())
+    }
+}
+
+/// Chance that persisting what one input changed fails part-way or is torn (see the module
+/// docs): a few times per run, on top of the crash faults.
+pub(super) const TORN_WRITE_PROBABILITY: f64 = 0.0005;
+
+/// One random seed in this many (those with `seed % OS_SEEDS_EVERY == 2`) runs its nodes
+/// with `--durability os` (see the module docs).
+pub(super) const OS_SEEDS_EVERY: u64 = 4;
+
+pub(super) fn os_seed(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % OS_SEEDS_EVERY == 2
+}
+
+/// How often (ms) an `os` node's kernel writes its page cache back: Linux wakes its flusher
+/// every 5 s and writes what has been dirty for 30 s; shorter here, so that a power loss may
+/// find the disk a little or a lot behind.
+pub(super) const WRITEBACK_INTERVAL_MS: std::ops::Range<u64> = 200..6_000;
+
+/// Chance that a restart of an `os` node follows a power loss (when a minority can lose its
+/// state; see the module docs).
+pub(super) const POWER_LOSS_PROBABILITY: f64 = 0.5;
+
+/// Chance that a restart of an `fsync` node follows a power loss (any number at once: their
+/// files hold everything they acknowledged).
+pub(super) const FSYNC_POWER_LOSS_PROBABILITY: f64 = 0.3;
+
+impl Sim {
+    /// Stores every write node `id`'s core hands out, in order, through the real storage
+    /// code; a torn or failed one stops the node (fail-stop). True if it stopped.
+    pub(super) fn store_writes(&mut self, id: NodeId) -> Result<bool, SimFailure> {
+        let i = (id - 1) as usize;
+        loop {
+            let n = &mut self.nodes[i];
+            let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
+                break;
+            };
+            n.stored_seq = write.seq;
+            if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
+                self.report.snapshots += 1;
+            }
+            if self.nodes[i].memory {
+                // A `memory` node writes nothing: its shell drops the writes.
+                continue;
+            }
+            let armed = self.arm_torn_write(id, &write);
+            let n = &mut self.nodes[i];
+            let store = n.stores[write.shard as usize].as_mut();
+            let stored = store::store_write(&n.disk, !n.os, store, &write);
+            let torn = armed && !n.disk.disarm();
+            match stored {
+                Ok(()) if !torn => {}
+                Ok(()) => {
+                    return Err(self.fail(format!(
+                        "node {id}: a write the disk failed was stored without an error"
+                    )));
+                }
+                Err(_) if torn => {
+                    // Fail-stop, as the real shell does: nothing that input produced leaves,
+                    // and the node restarts from what its files hold.
+                    self.report.torn_writes += 1;
+                    self.crash(id);
+                    let down = Duration::from_millis(self.rng.gen_range(50..1_000));
+                    self.schedule(down, Event::Restart { node: id });
+                    return Ok(true);
+                }
+                Err(e) => {
+                    return Err(self.fail(format!(
+                        "node {id} failed to store a write of shard {}: {e}",
+                        write.shard
+                    )));
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The kernel of `os` node `node` writes its page cache back, while it runs; and again
+    /// later.
+    pub(super) fn writeback(&mut self, node: NodeId) {
+        let n = self.node(node);
+        assert!(n.os, "only os nodes write back");
+        if n.node.is_some() {
+            n.disk.writeback();
+        }
+        let after = self.rng.gen_range(WRITEBACK_INTERVAL_MS);
+        self.schedule(Duration::from_millis(after), Event::Writeback { node });
+    }
+
+    /// Sometimes (random runs, before healing) the write of what the last input produced
+    /// fails part-way or is torn by a crash: arms the node's disk to fail one of the writes
+    /// `write` makes, at a random byte ([`SimDisk::fail_write`]). True if it did.
+    pub(super) fn arm_torn_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
+        let Some(persist) = &write.raft else {
+            return false;
+        };
+        if !self.config.faults || self.config.scenario.is_some() || self.healed {
+            return false;
+        }
+        if !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
+            return false;
+        }
+        // The writes `ShardStore::write` makes for it: the hard state; a snapshot and the
+        // log rewritten after it, or the appended entries.
+        let writes = usize::from(persist.hard.is_some())
+            + match &persist.snapshot {
+                Some(_) => 2,
+                None => usize::from(!persist.entries.is_empty()),
+            };
+        if writes == 0 {
+            return false;
+        }
+        let skip = self.rng.gen_range(0..writes);
+        let (pick, dies) = (self.rng.gen(), self.rng.gen_bool(0.5));
+        self.node(id).disk.fail_write(skip, pick, dies);
+        true
     }
 }
 
