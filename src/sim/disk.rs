@@ -43,6 +43,39 @@ use crate::store::{self, Disk, DiskFile};
 struct Inode {
     written: Vec<u8>,
     synced: Vec<u8>,
+    /// `written` and `synced` agree before this offset, so a sync copies only what follows
+    /// (a log grows by appends: a sync costs the bytes appended, not the file).
+    dirty_from: usize,
+    /// Open handles ([`SimFile`]): an inode no name points to goes once none is left.
+    handles: usize,
+}
+
+impl Inode {
+    fn write_at(&mut self, bytes: &[u8], offset: usize) {
+        self.dirty_from = self.dirty_from.min(offset);
+        if self.written.len() < offset + bytes.len() {
+            self.written.resize(offset + bytes.len(), 0);
+        }
+        self.written[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn set_len(&mut self, len: usize) {
+        self.dirty_from = self.dirty_from.min(len);
+        self.written.resize(len, 0);
+    }
+
+    fn sync(&mut self) {
+        self.synced.truncate(self.dirty_from);
+        self.synced
+            .extend_from_slice(&self.written[self.dirty_from..]);
+        self.dirty_from = self.written.len();
+    }
+
+    /// A power loss: back to what was synced.
+    fn revert(&mut self) {
+        self.written.clone_from(&self.synced);
+        self.dirty_from = self.written.len();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +128,24 @@ impl State {
 
     /// Writes `bytes` at `offset` of `inode`, or only whole sectors of a prefix and fails, if
     /// armed to.
+    /// Drops `inode` if no name (seen or synced) points to it and no handle is open.
+    fn forget_if_unused(&mut self, inode: u64) {
+        let used = self.inodes.get(&inode).is_none_or(|i| i.handles > 0)
+            || self.names.values().any(|&i| i == inode)
+            || self.names_synced.values().any(|&i| i == inode);
+        if !used {
+            self.inodes.remove(&inode);
+        }
+    }
+
+    /// Makes the directory's entries durable; forgets the inodes only the old ones named.
+    fn sync_names(&mut self) {
+        let old = std::mem::replace(&mut self.names_synced, self.names.clone());
+        for inode in old.into_values() {
+            self.forget_if_unused(inode);
+        }
+    }
+
     fn write(&mut self, inode: u64, bytes: &[u8], offset: u64) -> io::Result<()> {
         self.alive()?;
         let fail = match self.fail.as_mut() {
@@ -113,16 +164,11 @@ impl State {
             }
             None => bytes.len(),
         };
-        let file = &mut self
-            .inodes
-            .get_mut(&inode)
-            .expect("an open file's inode")
-            .written;
+        let file = self.inodes.get_mut(&inode).expect("an open file's inode");
         let offset = usize::try_from(offset).expect("simulated files are small");
-        if len > 0 && file.len() < offset + len {
-            file.resize(offset + len, 0);
+        if len > 0 {
+            file.write_at(&bytes[..len], offset);
         }
-        file[offset..offset + len].copy_from_slice(&bytes[..len]);
         if let Some(fail) = fail {
             self.failed_writes += 1;
             self.dead = fail.dies;
@@ -156,7 +202,11 @@ impl SimDisk {
         let mut state = self.state.borrow_mut();
         state.names = state.names_synced.clone();
         for inode in state.inodes.values_mut() {
-            inode.written = inode.synced.clone();
+            inode.revert();
+        }
+        let inodes: Vec<u64> = state.inodes.keys().copied().collect();
+        for inode in inodes {
+            state.forget_if_unused(inode);
         }
         state.fail = None;
     }
@@ -165,9 +215,9 @@ impl SimDisk {
     /// entries become durable.
     pub(crate) fn writeback(&self) {
         let mut state = self.state.borrow_mut();
-        state.names_synced = state.names.clone();
+        state.sync_names();
         for inode in state.inodes.values_mut() {
-            inode.synced = inode.written.clone();
+            inode.sync();
         }
     }
 
@@ -192,15 +242,18 @@ impl SimDisk {
     }
 
     /// Writes that failed so far.
+    #[cfg(test)]
     pub(crate) fn failed_writes(&self) -> u64 {
         self.state.borrow().failed_writes
     }
 
     /// The directory is lost (a replaced disk, an emptied or mistyped `--data-dir`).
     pub(crate) fn wipe(&self) {
-        let failed_writes = self.failed_writes();
-        *self.state.borrow_mut() = State {
-            failed_writes,
+        let mut state = self.state.borrow_mut();
+        // Inode numbers are never reused: handles of the lost files may still be open.
+        *state = State {
+            failed_writes: state.failed_writes,
+            next_inode: state.next_inode,
             ..State::default()
         };
     }
@@ -215,6 +268,9 @@ impl SimDisk {
     }
 
     fn file(&self, inode: u64) -> SimFile {
+        if let Some(file) = self.state.borrow_mut().inodes.get_mut(&inode) {
+            file.handles += 1;
+        }
         SimFile {
             state: self.state.clone(),
             inode,
@@ -237,7 +293,7 @@ impl Disk for SimDisk {
             }
         };
         if truncate {
-            state.inodes.get_mut(&inode).expect("named").written.clear();
+            state.inodes.get_mut(&inode).expect("named").set_len(0);
         }
         drop(state);
         Ok(self.file(inode))
@@ -259,13 +315,14 @@ impl Disk for SimDisk {
         state.names.insert(tmp.clone(), inode);
         state.write(inode, bytes, 0)?;
         if sync {
-            let file = state.inodes.get_mut(&inode).expect("created");
-            file.synced = file.written.clone();
+            state.inodes.get_mut(&inode).expect("created").sync();
         }
         state.names.remove(&tmp);
-        state.names.insert(name.to_string(), inode);
+        if let Some(old) = state.names.insert(name.to_string(), inode) {
+            state.forget_if_unused(old);
+        }
         if sync {
-            state.names_synced = state.names.clone();
+            state.sync_names();
         }
         drop(state);
         Ok(self.file(inode))
@@ -274,14 +331,16 @@ impl Disk for SimDisk {
     fn remove(&self, name: &str) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.alive()?;
-        state.names.remove(name);
+        if let Some(old) = state.names.remove(name) {
+            state.forget_if_unused(old);
+        }
         Ok(())
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.alive()?;
-        state.names_synced = state.names.clone();
+        state.sync_names();
         Ok(())
     }
 
@@ -302,17 +361,26 @@ impl DiskFile for SimFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.alive()?;
-        let file = &mut state.inodes.get_mut(&self.inode).expect("open").written;
-        file.resize(usize::try_from(len).expect("small"), 0);
+        let file = state.inodes.get_mut(&self.inode).expect("open");
+        file.set_len(usize::try_from(len).expect("small"));
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.alive()?;
-        let file = state.inodes.get_mut(&self.inode).expect("open");
-        file.synced = file.written.clone();
+        state.inodes.get_mut(&self.inode).expect("open").sync();
         Ok(())
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut state = self.state.borrow_mut();
+        if let Some(file) = state.inodes.get_mut(&self.inode) {
+            file.handles -= 1;
+        }
+        state.forget_if_unused(self.inode);
     }
 }
 
@@ -619,6 +687,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn replaced_files_are_forgotten_once_nothing_points_to_them() {
+        let disk = SimDisk::new();
+        let first = disk.replace("a", b"one", true).unwrap();
+        for _ in 0..10 {
+            drop(disk.replace("a", b"two", true).unwrap());
+        }
+        assert_eq!(
+            disk.state.borrow().inodes.len(),
+            2,
+            "the open first, and the last"
+        );
+        drop(first);
+        assert_eq!(disk.state.borrow().inodes.len(), 1);
+        // Unsynced: the synced name still holds the old inode until a power loss.
+        disk.replace("a", b"three", false).unwrap();
+        assert_eq!(disk.state.borrow().inodes.len(), 2);
+        disk.lose_power();
+        assert_eq!(disk.read("a").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(disk.state.borrow().inodes.len(), 1);
     }
 
     #[test]
