@@ -18,7 +18,7 @@ pub(super) struct Applied {
 
 impl Sim {
     /// No false forgery (see the module docs): node `id` dropped no datagram of a correct
-    /// peer as faulty, malformed or forged.
+    /// peer as faulty, malformed, forged or undecodable.
     pub(super) fn check_drops(&self, id: NodeId) -> Result<(), SimFailure> {
         let n = &self.nodes[(id - 1) as usize];
         let Some(core) = n.node.as_ref() else {
@@ -49,6 +49,16 @@ impl Sim {
             return Err(self.fail(format!(
                 "node {id} dropped {misjudged} datagram(s) of correct peers as forged \
                  (spec §8.11)"
+            )));
+        }
+        // Nor does its core drop one as undecodable, not for it, or too long
+        // (`NodeStats::dropped`): the simulator sends no such junk, every datagram here comes
+        // from a correct node or client through the real encoders.
+        let undecodable = n.stats.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if undecodable > 0 {
+            return Err(self.fail(format!(
+                "node {id} dropped {undecodable} datagram(s) of correct peers or clients as \
+                 undecodable, not for it, or too long (NodeStats::dropped)"
             )));
         }
         Ok(())

@@ -221,3 +221,41 @@ fn the_failure_names_the_command_that_reproduces_it() {
         "{failure}"
     );
 }
+
+/// Issue 9 item 6: a datagram of a correct node that its peer's core drops as undecodable
+/// (its `NodeStats::dropped`) is a failure, as the drops for forgery and faults are: every
+/// peer here is correct, so the codec misjudged it (or the sender wrote it wrong).
+#[test]
+fn a_correct_peers_datagram_dropped_as_undecodable_is_a_failure() {
+    let mut config = SimConfig::new(1, 3, 1);
+    config.faults = false;
+    let mut sim = Sim::new(config).expect("starts");
+    let heartbeat = Message::Append {
+        term: 0,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: Vec::new(),
+        leader_commit: 0,
+        round: 1,
+        transfer_to: None,
+    };
+    let mut datagram = wire::peer_datagram(sim.cluster_id, 2, &[(0, heartbeat)]);
+    // Whole, it is delivered as any other (an old term's, so ignored).
+    let whole = Arc::new(datagram.clone());
+    sim.handle(Event::Peer {
+        to: 1,
+        from: 2,
+        datagram: whole,
+    })
+    .expect("a whole datagram is fine");
+    // Cut short by a byte, as a codec that writes a length wrong would send it.
+    datagram.pop();
+    let failure = sim
+        .handle(Event::Peer {
+            to: 1,
+            from: 2,
+            datagram: Arc::new(datagram),
+        })
+        .expect_err("a correct peer's datagram dropped as undecodable");
+    assert!(failure.what.contains("undecodable"), "{failure}");
+}
