@@ -112,8 +112,7 @@
 //!   simulator itself sends, and no node drops a datagram as forged (spec §8.11.5 checks 1
 //!   and 2) but those junk datagrams, and no node's core drops a datagram as undecodable, not
 //!   for it or too long (`NodeStats::dropped`): every other peer here is correct. (Drops for
-//!   age —
-//!   the network's duplicates, datagrams of an earlier life — are expected.)
+//!   age — the network's duplicates, datagrams of an earlier life — are expected.)
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order (both per resource), durability of acknowledged answers against
