@@ -56,7 +56,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::node::ShardWrite;
 use crate::core::restart::{self, Boot, Mark};
-use crate::store::FsDisk;
+use crate::store::{Disk, DiskFile, FsDisk};
 pub use crate::store::{Persisted, ShardFiles, ShardStore};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
@@ -122,14 +122,15 @@ pub fn current_boot_id() -> Option<String> {
 }
 
 /// A node's data directory, locked (`flock`) for as long as this value lives; see the module
-/// docs.
-pub struct DataDir {
+/// docs. Over any [`Disk`]: the file system ([`FsDisk`], what a node uses) or the simulator's
+/// disk, so that the simulator runs this code.
+pub struct DataDir<D: Disk = FsDisk> {
+    /// Where it is, for messages.
     path: PathBuf,
-    /// The same directory, for the code that writes through a [`crate::store::Disk`].
-    disk: FsDisk,
+    disk: D,
     sync: bool,
-    /// Holds the lock: closing the file releases it.
-    _lock: File,
+    /// Holds the lock: closing the file releases it (`None`: a disk no other process sees).
+    _lock: Option<File>,
     /// The directory recorded no identity when opened.
     identity_missing: bool,
     /// The directory held nothing of any node when opened.
@@ -175,8 +176,31 @@ impl DataDir {
             }
             Err(e) => return Err(e.into()),
         }
-        let recorded = match std::fs::read_to_string(path.join(IDENTITY_FILE)) {
-            Ok(text) => Some(parse_identity(&text).ok_or_else(|| {
+        DataDir::open_on(
+            FsDisk::new(path)?,
+            path,
+            Some(lock),
+            identity,
+            sync,
+            boot_id,
+        )
+    }
+}
+
+impl<D: Disk> DataDir<D> {
+    /// Opens the directory on `disk` (`path` names it in messages; `lock`, if any, is held
+    /// while the value lives) and checks it as [`DataDir::open`] says.
+    pub fn open_on(
+        disk: D,
+        path: &Path,
+        lock: Option<File>,
+        identity: &Identity,
+        sync: bool,
+        boot_id: Option<&str>,
+    ) -> io::Result<DataDir<D>> {
+        let identity_text = disk.read(IDENTITY_FILE)?.map(String::from_utf8);
+        let recorded = match identity_text {
+            Some(Ok(text)) => Some(parse_identity(&text).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -186,8 +210,13 @@ impl DataDir {
                     ),
                 )
             })?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+            Some(Err(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not UTF-8", path.join(IDENTITY_FILE).display()),
+                ));
+            }
+            None => None,
         };
         if let Some(recorded) = &recorded {
             if recorded.node != identity.node || recorded.membership != identity.membership {
@@ -212,21 +241,17 @@ impl DataDir {
                 ));
             }
         }
-        let mut new = recorded.is_none();
-        for entry in std::fs::read_dir(path)? {
-            if entry?.file_name().to_string_lossy().starts_with("shard-") {
-                new = false;
-            }
-        }
+        let new = recorded.is_none() && !disk.list()?.iter().any(|n| n.starts_with("shard-"));
+        let boot_recorded = read_boot_record(disk.read(BOOT_FILE)?);
         let mut dir = DataDir {
             path: path.to_path_buf(),
-            disk: FsDisk::new(path)?,
+            disk,
             sync,
             _lock: lock,
             identity_missing: recorded.is_none(),
             new,
             boot_id: boot_id.map(str::to_string),
-            boot_recorded: read_boot_record(&path.join(BOOT_FILE))?,
+            boot_recorded,
             boot: Boot::Kept,
         };
         dir.boot = restart::boot(dir.boot_recorded.as_deref(), boot_id);
@@ -249,13 +274,10 @@ impl DataDir {
         } else if self.boot_recorded.is_some() && self.sync {
             // An `os` run in this boot left writes the disk may not hold yet: make them as
             // durable as this run's own before anything is built on them.
-            for entry in std::fs::read_dir(&self.path)? {
-                let entry = entry?;
-                if entry.file_type()?.is_file() {
-                    File::open(entry.path())?.sync_all()?;
-                }
+            for name in self.disk.list()? {
+                self.disk.open(&name, false)?.sync()?;
             }
-            File::open(&self.path)?.sync_all()?;
+            self.disk.sync_dir()?;
             log::info!(
                 "the data directory {path} was last written with --durability os in this boot: \
                  its files are synced, and trusted"
@@ -291,12 +313,7 @@ impl DataDir {
             return Ok(());
         }
         let text = format!("{BOOT_FORMAT}\nos {id}\n");
-        let tmp = self.path.join(format!("{BOOT_FILE}.tmp"));
-        let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, self.path.join(BOOT_FILE))?;
-        File::open(&self.path)?.sync_all()?;
+        self.disk.replace(BOOT_FILE, text.as_bytes(), true)?;
         self.boot_recorded = Some(id);
         Ok(())
     }
@@ -305,18 +322,24 @@ impl DataDir {
         if self.boot_recorded.is_none() {
             return Ok(());
         }
-        match std::fs::remove_file(self.path.join(BOOT_FILE)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        File::open(&self.path)?.sync_all()?;
+        self.disk.remove(BOOT_FILE)?;
+        self.disk.sync_dir()?;
         self.boot_recorded = None;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The disk the directory is on (its shard files open on a clone of it).
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
+    /// Whether its writes are synced (durability `fsync`).
+    pub fn syncs(&self) -> bool {
+        self.sync
     }
 
     /// The directory held nothing of any node when opened (no identity, no shard file, no
@@ -338,7 +361,7 @@ impl DataDir {
 
     /// Stores one write of the node's core into this directory and `store`, the shard's
     /// files ([`crate::store::store_write`], which the simulator runs too).
-    pub fn store(&self, store: Option<&mut ShardStore>, write: &ShardWrite) -> io::Result<()> {
+    pub fn store(&self, store: Option<&mut ShardStore<D>>, write: &ShardWrite) -> io::Result<()> {
         crate::store::store_write(&self.disk, self.sync, store, write)
     }
 
@@ -352,26 +375,16 @@ impl DataDir {
             "{IDENTITY_FORMAT}\ncluster {:#018x} {}\nnode {}\n",
             identity.membership_id, identity.membership, identity.node
         );
-        let tmp = self.path.join(format!("{IDENTITY_FILE}.tmp"));
-        let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, self.path.join(IDENTITY_FILE))?;
-        File::open(&self.path)?.sync_all()?;
+        self.disk.replace(IDENTITY_FILE, text.as_bytes(), true)?;
         self.identity_missing = false;
         Ok(())
     }
 }
 
-/// The boot id the boot record at `path` holds (`None`: no record; `Some("")`: a record that
-/// does not read as one, which no start trusts).
-fn read_boot_record(path: &Path) -> io::Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Some(String::new())),
-        Err(e) => return Err(e),
-    };
+/// The boot id the boot record holds, from its bytes (`None`: no record; `Some("")`: a
+/// record that does not read as one, which no start trusts).
+fn read_boot_record(bytes: Option<Vec<u8>>) -> Option<String> {
+    let text = String::from_utf8(bytes?).unwrap_or_default();
     let mut lines = text.lines();
     let id = match (
         lines.next(),
@@ -380,7 +393,7 @@ fn read_boot_record(path: &Path) -> io::Result<Option<String>> {
         (Some(BOOT_FORMAT), Some(id)) => id.trim().to_string(),
         _ => String::new(),
     };
-    Ok(Some(id))
+    Some(id)
 }
 
 /// The identity file's contents; `None` if they are not of this format.

@@ -347,6 +347,10 @@ impl Disk for SimDisk {
     fn exists(&self, name: &str) -> bool {
         self.state.borrow().names.contains_key(name)
     }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.state.borrow().names.keys().cloned().collect())
+    }
 }
 
 impl DiskFile for SimFile {

@@ -49,6 +49,8 @@ pub trait Disk {
     fn sync_dir(&self) -> io::Result<()>;
     /// Whether `name` exists.
     fn exists(&self, name: &str) -> bool;
+    /// The names of the files in the directory.
+    fn list(&self) -> io::Result<Vec<String>>;
 }
 
 /// An open file of a [`Disk`].
