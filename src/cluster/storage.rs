@@ -55,7 +55,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::core::node::ShardWrite;
-use crate::core::restart::{self, Boot, Mark};
+use crate::core::restart::{self, Boot, Found, Mark, Start};
 use crate::store::{Disk, DiskFile, FsDisk};
 pub use crate::store::{Persisted, ShardFiles, ShardStore};
 
@@ -379,6 +379,70 @@ impl<D: Disk> DataDir<D> {
         self.identity_missing = false;
         Ok(())
     }
+}
+
+/// Each shard's files, open (`None`: not opened, as for a node without a directory).
+pub type ShardStores<D = FsDisk> = Vec<Option<ShardStore<D>>>;
+
+/// Spec §8.5 at a start: how each of `shards` replicas starts ([`restart::decide`]), from
+/// what `dir` holds for it and what its boot record says (`None`: a node without a
+/// directory, durability `memory`); and the shards' files that were opened to read their
+/// state. Call [`settle_start`] next. The node's start and the simulator's both run this.
+pub fn open_shards<D: Disk + Clone>(
+    dir: Option<&DataDir<D>>,
+    shards: u32,
+    new_cluster: bool,
+) -> io::Result<(Vec<Start>, ShardStores<D>)> {
+    let storage_new = dir.is_none_or(DataDir::is_new);
+    let boot = dir.map_or(Boot::Kept, DataDir::boot);
+    let mut starts = Vec::with_capacity(shards as usize);
+    let mut stores = Vec::with_capacity(shards as usize);
+    for shard in 0..shards {
+        let (found, store) = match dir {
+            None => (Found::Nothing, None),
+            Some(d) => match d.shard_files(shard) {
+                ShardFiles::Marked(mark) => (Found::Marked(mark), None),
+                ShardFiles::Missing => (Found::Nothing, None),
+                // Not trusted, so not read (`decide` ignores what was found).
+                ShardFiles::Present if boot == Boot::Changed => (Found::Nothing, None),
+                ShardFiles::Present => {
+                    let (store, p) = ShardStore::open_on(d.disk.clone(), shard, d.sync)?;
+                    let found = Found::Files {
+                        hard: p.hard,
+                        snapshot: p.snapshot,
+                        log: p.log,
+                    };
+                    (found, Some(store))
+                }
+            },
+        };
+        starts.push(restart::decide(found, storage_new, new_cluster, boot));
+        stores.push(store);
+    }
+    Ok((starts, stores))
+}
+
+/// Once the starts are decided ([`open_shards`]): marks the shards that start without state
+/// (first: from here on a crash makes the next start rejoin again), records the identity and
+/// the boot, and opens the marked shards' files empty (into `stores`).
+pub fn settle_start<D: Disk + Clone>(
+    dir: &mut DataDir<D>,
+    identity: &Identity,
+    starts: &[Start],
+    stores: &mut [Option<ShardStore<D>>],
+) -> io::Result<()> {
+    let marks: Vec<(u32, Option<Mark>)> = (0..starts.len() as u32)
+        .map(|s| (s, starts[s as usize].mark()))
+        .filter(|(_, mark)| mark.is_some())
+        .collect();
+    dir.set_marks(&marks)?;
+    dir.record_identity(identity)?;
+    dir.record_boot()?;
+    for &(shard, _) in &marks {
+        let store = ShardStore::open_empty_on(dir.disk.clone(), shard, dir.sync)?;
+        stores[shard as usize] = Some(store);
+    }
+    Ok(())
 }
 
 /// The boot id the boot record holds, from its bytes (`None`: no record; `Some("")`: a

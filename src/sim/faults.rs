@@ -59,8 +59,6 @@ impl Sim {
             {
                 let n = self.node(node);
                 n.disk.wipe();
-                n.identity = false;
-                n.boot_recorded = None;
                 if self.rng.gen_bool(0.5) {
                     // From now on a `memory` node.
                     self.node(node).memory = true;

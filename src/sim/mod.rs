@@ -49,16 +49,17 @@
 //! Persistence ("fsync before send"): every disk node owns a `SimDisk` (`disk.rs`, its
 //! data directory) and stores through the real storage code: after every call into a node
 //! and before delivering anything it produced, the simulator hands each write the node hands
-//! out ([`Node::poll_persist`]) to [`store::store_write`], the function the real shell calls
-//! too (the recovery mark, the Raft delta through [`ShardStore::write`], the mark after, in
-//! that order, with the syncs the node's durability asks for), and checks that no datagram
-//! names a write not yet stored. A crash drops the node (a process crash keeps everything
-//! written); a restart reopens its files from the disk ([`ShardStore::open_on`]) and builds a
-//! new core (a fresh rng seed, its clock reading, a new incarnation) through the decision a
-//! real start makes, [`crate::core::restart::decide`], for each shard, marking and emptying
-//! the shards without state as the real start does. The identity and the boot record of the
-//! directory (`cluster::storage::DataDir`) are modelled (`SimNode::identity`,
-//! `SimNode::boot_recorded`): both are written synced, once per start.
+//! out ([`Node::poll_persist`]) to [`crate::store::store_write`] (`DataDir::store`), as the
+//! real shell does (the recovery mark, the Raft delta through [`ShardStore::write`], the mark
+//! after, in that order, with the syncs the node's durability asks for), and checks that no
+//! datagram names a write not yet stored. A crash drops the node (a process crash keeps
+//! everything written); a restart opens its data directory ([`crate::cluster::storage::DataDir`] over
+//! the node's `SimDisk`: its identity, boot record and recovery marks) and its shards' files
+//! through the functions a real start runs (`cluster::storage::open_shards`, which decides
+//! per shard with [`crate::core::restart::decide`], then `settle_start`, which marks the
+//! shards without state, records the identity and the boot and empties the marked shards'
+//! files), and builds a new core from that (a fresh rng seed, its clock reading, a new
+//! incarnation).
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once
@@ -173,7 +174,7 @@ use crate::core::node::{self, Node, NodeStats};
 use crate::core::peer_auth::{AuthDrop, KeySet};
 use crate::core::raft::{self, Entry, Message, NodeId, Role};
 use crate::core::replica::{self, Replica};
-use crate::core::restart::{self, Boot, Found, Mark};
+use crate::core::restart;
 use crate::core::time::{Duration, Instant};
 use crate::store::{self, ShardFiles, ShardStore};
 use std::sync::Arc;
@@ -628,7 +629,7 @@ impl Sim {
                 disk: SimDisk::new(),
                 stores: (0..shards).map(|_| None).collect(),
                 os: os_seed(&config),
-                boot_recorded: None,
+                dir: None,
                 boot: 1,
                 memory: false,
                 compaction: match COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())] {
@@ -638,7 +639,6 @@ impl Sim {
                     ),
                     cadence => cadence,
                 },
-                identity: false,
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
                 settings: logged_settings(&mut rng),

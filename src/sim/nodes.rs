@@ -3,6 +3,7 @@
 //! after a pause, and the shell's work after every call into it (store, then send).
 
 use super::*;
+use crate::cluster::storage::{self, DataDir, Identity};
 
 /// One node of the simulated cluster, across its crashes and restarts.
 pub(super) struct SimNode {
@@ -18,9 +19,8 @@ pub(super) struct SimNode {
     pub(super) stores: Vec<Option<ShardStore<SimDisk>>>,
     /// Durability `os`: its stores do not sync; the kernel writes back at random moments.
     pub(super) os: bool,
-    /// The boot id the directory's boot record holds (`DataDir::record_boot`, written
-    /// synced; an `os` node's only).
-    pub(super) boot_recorded: Option<u64>,
+    /// The data directory on `disk`, open while the node runs (`None` under `memory`).
+    pub(super) dir: Option<DataDir<SimDisk>>,
     /// The machine's boot id: a power loss starts another boot.
     pub(super) boot: u64,
     /// This node keeps no state (durability `memory`): every restart loses it.
@@ -29,8 +29,6 @@ pub(super) struct SimNode {
     /// compact independently (thesis §5), so a follower's snapshot may be newer than its
     /// leader's.
     pub(super) compaction: (u64, u64),
-    /// The node's data directory records it (what a real node writes at its first start).
-    pub(super) identity: bool,
     /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
     pub(super) new_cluster: bool,
     /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
@@ -78,59 +76,34 @@ impl SimNode {
             .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
     }
 
-    /// Opens the shards' files and decides how each replica starts, as a real node's start
-    /// does (`ClusterNode::start_with`: [`restart::decide`] on what the directory holds and
-    /// what its boot record says), then marks the shards without state, records the
-    /// identity and the boot, and opens the marked shards' files empty.
-    pub(super) fn open_stores(&mut self) -> std::io::Result<Vec<restart::Start>> {
-        let shards = self.stores.len() as u32;
-        let sync = !self.os;
+    /// Opens its data directory and the shards' files and decides how each replica starts,
+    /// through the code a real node's start runs (`ClusterNode::start_with`:
+    /// [`storage::open_shards`], then [`storage::settle_start`]).
+    pub(super) fn open_stores(
+        &mut self,
+        identity: &Identity,
+    ) -> std::io::Result<Vec<restart::Start>> {
         self.disk.restart();
         self.stores.iter_mut().for_each(|s| *s = None);
-        if self.memory {
-            let decide = |_| restart::decide(Found::Nothing, true, self.new_cluster, Boot::Kept);
-            return Ok((0..shards).map(decide).collect());
-        }
-        let storage_new = !self.identity && !self.disk.any_named("shard-");
-        // An `os` node's boot record against its boot id (`DataDir::open`).
-        let boot = match self.boot_recorded {
-            Some(recorded) => {
-                restart::boot(Some(&recorded.to_string()), Some(&self.boot.to_string()))
-            }
-            None => Boot::Kept,
+        self.dir = None;
+        let mut dir = match self.memory {
+            true => None,
+            false => Some(DataDir::open_on(
+                self.disk.clone(),
+                std::path::Path::new(&format!("(node {}'s simulated disk)", self.id)),
+                None,
+                identity,
+                !self.os,
+                Some(&self.boot.to_string()),
+            )?),
         };
-        let mut starts = Vec::with_capacity(shards as usize);
-        for shard in 0..shards {
-            let found = match store::shard_files(&self.disk, shard) {
-                ShardFiles::Marked(mark) => Found::Marked(mark),
-                ShardFiles::Missing => Found::Nothing,
-                ShardFiles::Present if boot == Boot::Changed => Found::Nothing,
-                ShardFiles::Present => {
-                    let (store, p) = ShardStore::open_on(self.disk.clone(), shard, sync)?;
-                    self.stores[shard as usize] = Some(store);
-                    Found::Files {
-                        hard: p.hard,
-                        snapshot: p.snapshot,
-                        log: p.log,
-                    }
-                }
-            };
-            starts.push(restart::decide(found, storage_new, self.new_cluster, boot));
+        let shards = self.stores.len() as u32;
+        let (starts, stores) = storage::open_shards(dir.as_ref(), shards, self.new_cluster)?;
+        self.stores = stores;
+        if let Some(d) = dir.as_mut() {
+            storage::settle_start(d, identity, &starts, &mut self.stores)?;
         }
-        let marks: Vec<(u32, Option<Mark>)> = (0..shards)
-            .map(|s| (s, starts[s as usize].mark()))
-            .filter(|(_, mark)| mark.is_some())
-            .collect();
-        store::set_marks(&self.disk, sync, &marks)?;
-        self.identity = true;
-        if self.os {
-            // Once the marks are set (`DataDir::record_boot`); written synced.
-            self.boot_recorded = Some(self.boot);
-        }
-        for (shard, _) in marks {
-            let store = ShardStore::open_empty_on(self.disk.clone(), shard, sync)?;
-            self.stores[shard as usize] = Some(store);
-        }
+        self.dir = dir;
         Ok(starts)
     }
 
@@ -150,6 +123,17 @@ impl Sim {
         let now = self.now;
         let overload = overload_seed(&self.config);
         let random = self.config.scenario.is_none();
+        // What the node's data directory records (what `ClusterConfig::identity` gives a
+        // real node).
+        let identity = Identity {
+            membership: format!(
+                "{} simulated nodes/{}",
+                self.nodes.len(),
+                self.config.shards
+            ),
+            membership_id: self.cluster_id,
+            node: id,
+        };
         let n = self.node(id);
         config.table.ttl_default_ms = n.settings.ttl_default_ms;
         config.table.retry_after_ms = n.settings.retry_after_ms;
@@ -169,7 +153,7 @@ impl Sim {
         // What the node's data directory shows it, and its decision, as a real node's start
         // reads them (`ClusterNode::start_with`).
         let starts = n
-            .open_stores()
+            .open_stores(&identity)
             .map_err(|e| format!("node {id} cannot start on its files: {e}"));
         let starts = starts.map_err(|what| self.fail(what))?;
         let stats = Arc::new(NodeStats::default());
