@@ -35,9 +35,9 @@
 //! ```text
 //!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> ShardStore<SimDisk>
 //!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (before anything leaves)
-//!   client request ──> encoded (wire.rs) ────┘                  └─> poll_transmit ─> network ─> node
+//!   client request ──> (its datagram) ───────┘                  └─> poll_transmit ─> network ─> node
 //!                                                                                  └─> decoded ─> client
-//!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
+//!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> datagrams ─> network ─> node
 //! ```
 //!
 //! The checkers read the replicas (`Node::shards`), each shard on its own, and the Raft
@@ -161,7 +161,7 @@ use rand_chacha::ChaCha8Rng;
 use udplock_protocol::Status;
 
 use self::check::{History, Outcome, PROBE};
-use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
+use self::clients::{Client, Outgoing, ReplyMsg, CLIENT_IDS, RESOURCES};
 use self::clock::Clock;
 use self::disk::{os_seed, SimDisk, WRITEBACK_INTERVAL_MS};
 use self::invariants::Applied;
@@ -373,10 +373,12 @@ enum Event {
         from: NodeId,
         datagram: Arc<Vec<u8>>,
     },
+    /// A client's request datagram, as it encoded it.
     Request {
         to: NodeId,
         from: usize,
-        request: Request<'static>,
+        id: lock_table::RequestId,
+        datagram: Arc<Vec<u8>>,
     },
     Reply {
         to: usize,
@@ -438,13 +440,13 @@ impl Event {
                 trace.word(*from);
                 trace.bytes(datagram);
             }
-            Event::Request { to, from, request } => {
+            Event::Request {
+                to, from, datagram, ..
+            } => {
                 trace.word(2);
                 trace.word(*to);
                 trace.word(*from as u64);
-                trace.word(request.id.session);
-                trace.word(request.id.request);
-                trace.word(request.attempt.into());
+                trace.bytes(datagram);
             }
             Event::Reply {
                 to, from, digest, ..
@@ -548,7 +550,7 @@ pub(crate) struct Sim {
     lease_seen: Vec<(u64, NodeId, u64)>,
     /// Reused for every PEER datagram delivered (see `wire::peer_glance`).
     from_leader_buf: Vec<(u16, u64)>,
-    outbox: Vec<(NodeId, Request<'static>)>,
+    outbox: Vec<Outgoing>,
 }
 
 /// Runs one simulation.
@@ -805,15 +807,26 @@ impl Sim {
     fn handle(&mut self, event: Event) -> Result<(), SimFailure> {
         match event {
             Event::Peer { to, from, datagram } => self.deliver_peer(to, from, datagram)?,
-            Event::Request { to, from, request } => {
+            Event::Request {
+                to,
+                from,
+                id,
+                datagram,
+            } => {
                 if self.blocked.contains(&(CLIENT_ENDPOINT + from as u64, to)) {
                     return Ok(());
                 }
                 if let Some(until) = self.node(to).paused_until {
-                    self.schedule_at(until, Event::Request { to, from, request });
+                    let event = Event::Request {
+                        to,
+                        from,
+                        id,
+                        datagram,
+                    };
+                    self.schedule_at(until, event);
                     return Ok(());
                 }
-                self.deliver_request(to, from, request)?;
+                self.deliver_request_datagram(to, from, id, &datagram)?;
             }
             Event::Reply { to, from, msg, .. } => {
                 if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {

@@ -15,28 +15,38 @@ pub(super) const LOSS: f64 = 0.02;
 pub(super) const DUPLICATION: f64 = 0.02;
 
 impl Sim {
+    /// Delivers a request the history recorded for client `from` (a scenario replays one),
+    /// encoded as the client encodes it.
     pub(super) fn deliver_request(
         &mut self,
         to: NodeId,
         from: usize,
         request: Request<'static>,
     ) -> Result<(), SimFailure> {
+        let datagram = wire::request_datagram(&request, None);
+        self.deliver_request_datagram(to, from, request.id, &datagram)
+    }
+
+    /// Delivers a client's request datagram to node `to`'s core (lost if it is down).
+    pub(super) fn deliver_request_datagram(
+        &mut self,
+        to: NodeId,
+        from: usize,
+        id: lock_table::RequestId,
+        datagram: &[u8],
+    ) -> Result<(), SimFailure> {
         let now = self.now;
         self.report.messages_delivered += 1;
-        let datagram = wire::request_datagram(&request, None);
-        self.trace.bytes(&datagram);
-        let len = self
-            .request_lens
-            .entry(request.id)
-            .or_insert(datagram.len());
+        self.trace.bytes(datagram);
+        let len = self.request_lens.entry(id).or_insert(datagram.len());
         *len = (*len).min(datagram.len());
+        let reply_to = self.clients[from].addr;
         let n = self.node(to);
         let local = n.clock.local(now);
         let Some(core) = n.node.as_mut() else {
             return Ok(());
         };
-        core.handle_datagram(local, request.reply_to, &datagram);
-        let _ = from;
+        core.handle_datagram(local, reply_to, datagram);
         self.after_call(to)
     }
 
@@ -174,11 +184,21 @@ impl Sim {
         }
     }
 
-    pub(super) fn send_requests(&mut self, from: usize, out: &mut Vec<(NodeId, Request<'static>)>) {
-        for (to, request) in out.drain(..) {
-            self.hist.copy_sent(request.id, self.now);
+    pub(super) fn send_requests(&mut self, from: usize, out: &mut Vec<Outgoing>) {
+        for sent in out.drain(..) {
+            self.hist.copy_sent(sent.id, self.now);
+            let (to, id, datagram) = (sent.to, sent.id, Arc::new(sent.datagram));
             for latency in self.copies(CLIENT_ENDPOINT + from as u64, to) {
-                self.schedule(latency, Event::Request { to, from, request });
+                let datagram = datagram.clone();
+                self.schedule(
+                    latency,
+                    Event::Request {
+                        to,
+                        from,
+                        id,
+                        datagram,
+                    },
+                );
             }
         }
     }
