@@ -303,7 +303,10 @@ impl Disk for SimDisk {
         let mut state = self.state.borrow_mut();
         state.alive()?;
         let inode = state.create();
-        state.names.insert(tmp.clone(), inode);
+        if let Some(old) = state.names.insert(tmp.clone(), inode) {
+            // What an earlier, failed replace left.
+            state.forget_if_unused(old);
+        }
         state.write(inode, bytes, 0)?;
         if sync {
             state.inodes.get_mut(&inode).expect("created").sync();
