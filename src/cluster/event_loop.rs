@@ -180,15 +180,8 @@ impl ClusterLoop {
 
     /// One write, in the order [`ShardWrite`] gives.
     fn store(&mut self, write: &ShardWrite) -> io::Result<()> {
-        let shard = write.shard;
-        if let (Some(mark), Some(dir)) = (write.mark_first, &self.dir) {
-            dir.set_marks(&[(shard, Some(mark))])?;
-        }
-        if let (Some(persist), Some(store)) = (&write.raft, self.stores[shard as usize].as_mut()) {
-            store.write(persist)?;
-        }
-        if let (Some(mark), Some(dir)) = (write.mark_then, &self.dir) {
-            dir.set_marks(&[(shard, mark)])?;
+        if let Some(dir) = &self.dir {
+            dir.store(self.stores[write.shard as usize].as_mut(), write)?;
         }
         if let (Some(wall_us), Some(file)) = (write.lease_horizon_us, self.horizon.as_mut()) {
             file.write(wall_us)?;

@@ -61,14 +61,14 @@ use self::event_loop::ClusterLoop;
 use self::horizon::HorizonFile;
 use self::keys::{KeyFileWatch, KeySet};
 use self::socket::{bind, wall_clock_micros, ReadTimer};
-use self::storage::{DataDir, Durability, ShardFiles, ShardStore};
+use self::storage::{DataDir, Durability};
 use crate::clock::BootInstant;
 use crate::core::lock_table;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{self, Node, NodeStats};
 use crate::core::raft::{self, NodeId};
 use crate::core::replica::{self, ShardStats};
-use crate::core::restart::{self, Boot, Found, Mark, Start};
+use crate::core::restart::{Boot, Start};
 use crate::core::time::Instant;
 
 pub use crate::core::node::{AUTH_DROP_LOG_PERIOD, SHARDS_DEFAULT};
@@ -277,60 +277,18 @@ impl ClusterNode {
         let (key_watch, keys) = open_keys(&config)?;
         let horizon = open_horizon(&mut config)?;
         let epoch = BootInstant::now();
-        let sync = config.durability == Durability::Fsync;
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
         let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
-        let boot = dir.as_ref().map_or(Boot::Kept, DataDir::boot);
-        let mut starts = Vec::with_capacity(config.shards as usize);
-        let mut stores = Vec::with_capacity(config.shards as usize);
-        for shard in 0..config.shards {
-            let (found, store) = match &dir {
-                None => (Found::Nothing, None),
-                Some(d) => match d.shard_files(shard) {
-                    ShardFiles::Marked(mark) => (Found::Marked(mark), None),
-                    ShardFiles::Missing => (Found::Nothing, None),
-                    // Not trusted, so not read (`decide` ignores what was found).
-                    ShardFiles::Present if boot == Boot::Changed => (Found::Nothing, None),
-                    ShardFiles::Present => {
-                        let (store, p) = ShardStore::open(d.path(), shard, sync)?;
-                        let found = Found::Files {
-                            hard: p.hard,
-                            snapshot: p.snapshot,
-                            log: p.log,
-                        };
-                        (found, Some(store))
-                    }
-                },
-            };
-            starts.push(restart::decide(
-                found,
-                storage_new,
-                config.new_cluster,
-                boot,
-            ));
-            stores.push(store);
-        }
+        let (starts, mut stores) =
+            storage::open_shards(dir.as_ref(), config.shards, config.new_cluster)?;
         // A lone voter whose directory held its state, now lost or untrusted, could only wait
         // for ever; say so and stop instead.
         let lost = dir.is_some() && !storage_new;
         if config.is_single() && lost && starts.iter().any(|s| matches!(s, Start::Rejoin)) {
             return Err(invalid(Some(single_without_state(&config, dir.as_ref()))));
         }
-        let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
         if let Some(d) = dir.as_mut() {
-            // The marks first: from here on a crash makes the next start rejoin again.
-            let set: Vec<(u32, Option<Mark>)> = (0..config.shards)
-                .filter(|&s| marks[s as usize].is_some())
-                .map(|s| (s, marks[s as usize]))
-                .collect();
-            d.set_marks(&set)?;
-            d.record_identity(&config.identity())?;
-            d.record_boot()?;
-            for (shard, store) in stores.iter_mut().enumerate() {
-                if marks[shard].is_some() {
-                    *store = Some(ShardStore::open_empty(d.path(), shard as u32, sync)?);
-                }
-            }
+            storage::settle_start(d, &config.identity(), &starts, &mut stores)?;
         }
         log_start(&config, dir.as_ref(), storage_new, &starts);
         let stop = Arc::new(AtomicBool::new(false));

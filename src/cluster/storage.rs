@@ -54,8 +54,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::core::restart::{self, Boot, Mark};
-pub use crate::store::{Persisted, ShardStore};
+use crate::core::node::ShardWrite;
+use crate::core::restart::{self, Boot, Found, Mark, Start};
+use crate::store::{Disk, DiskFile, FsDisk};
+pub use crate::store::{Persisted, ShardFiles, ShardStore};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,12 +122,15 @@ pub fn current_boot_id() -> Option<String> {
 }
 
 /// A node's data directory, locked (`flock`) for as long as this value lives; see the module
-/// docs.
-pub struct DataDir {
+/// docs. Over any [`Disk`]: the file system ([`FsDisk`], what a node uses) or the simulator's
+/// disk, so that the simulator runs this code.
+pub struct DataDir<D: Disk = FsDisk> {
+    /// Where it is, for messages.
     path: PathBuf,
+    disk: D,
     sync: bool,
-    /// Holds the lock: closing the file releases it.
-    _lock: File,
+    /// Holds the lock: closing the file releases it (`None`: a disk no other process sees).
+    _lock: Option<File>,
     /// The directory recorded no identity when opened.
     identity_missing: bool,
     /// The directory held nothing of any node when opened.
@@ -137,17 +142,6 @@ pub struct DataDir {
     boot_recorded: Option<String>,
     /// What the record said when the directory was opened.
     boot: Boot,
-}
-
-/// What a data directory holds for one shard, before its files are opened.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ShardFiles {
-    /// Marked as recovering.
-    Marked(Mark),
-    /// Its state and log files, not marked.
-    Present,
-    /// No file of the shard.
-    Missing,
 }
 
 impl DataDir {
@@ -182,8 +176,31 @@ impl DataDir {
             }
             Err(e) => return Err(e.into()),
         }
-        let recorded = match std::fs::read_to_string(path.join(IDENTITY_FILE)) {
-            Ok(text) => Some(parse_identity(&text).ok_or_else(|| {
+        DataDir::open_on(
+            FsDisk::new(path)?,
+            path,
+            Some(lock),
+            identity,
+            sync,
+            boot_id,
+        )
+    }
+}
+
+impl<D: Disk> DataDir<D> {
+    /// Opens the directory on `disk` (`path` names it in messages; `lock`, if any, is held
+    /// while the value lives) and checks it as [`DataDir::open`] says.
+    pub fn open_on(
+        disk: D,
+        path: &Path,
+        lock: Option<File>,
+        identity: &Identity,
+        sync: bool,
+        boot_id: Option<&str>,
+    ) -> io::Result<DataDir<D>> {
+        let identity_text = disk.read(IDENTITY_FILE)?.map(String::from_utf8);
+        let recorded = match identity_text {
+            Some(Ok(text)) => Some(parse_identity(&text).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -193,8 +210,13 @@ impl DataDir {
                     ),
                 )
             })?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
+            Some(Err(_)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not UTF-8", path.join(IDENTITY_FILE).display()),
+                ));
+            }
+            None => None,
         };
         if let Some(recorded) = &recorded {
             if recorded.node != identity.node || recorded.membership != identity.membership {
@@ -219,20 +241,17 @@ impl DataDir {
                 ));
             }
         }
-        let mut new = recorded.is_none();
-        for entry in std::fs::read_dir(path)? {
-            if entry?.file_name().to_string_lossy().starts_with("shard-") {
-                new = false;
-            }
-        }
+        let new = recorded.is_none() && !disk.list()?.iter().any(|n| n.starts_with("shard-"));
+        let boot_recorded = read_boot_record(disk.read(BOOT_FILE)?);
         let mut dir = DataDir {
             path: path.to_path_buf(),
+            disk,
             sync,
             _lock: lock,
             identity_missing: recorded.is_none(),
             new,
             boot_id: boot_id.map(str::to_string),
-            boot_recorded: read_boot_record(&path.join(BOOT_FILE))?,
+            boot_recorded,
             boot: Boot::Kept,
         };
         dir.boot = restart::boot(dir.boot_recorded.as_deref(), boot_id);
@@ -255,13 +274,10 @@ impl DataDir {
         } else if self.boot_recorded.is_some() && self.sync {
             // An `os` run in this boot left writes the disk may not hold yet: make them as
             // durable as this run's own before anything is built on them.
-            for entry in std::fs::read_dir(&self.path)? {
-                let entry = entry?;
-                if entry.file_type()?.is_file() {
-                    File::open(entry.path())?.sync_all()?;
-                }
+            for name in self.disk.list()? {
+                self.disk.open(&name, false)?.sync()?;
             }
-            File::open(&self.path)?.sync_all()?;
+            self.disk.sync_dir()?;
             log::info!(
                 "the data directory {path} was last written with --durability os in this boot: \
                  its files are synced, and trusted"
@@ -297,12 +313,7 @@ impl DataDir {
             return Ok(());
         }
         let text = format!("{BOOT_FORMAT}\nos {id}\n");
-        let tmp = self.path.join(format!("{BOOT_FILE}.tmp"));
-        let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, self.path.join(BOOT_FILE))?;
-        File::open(&self.path)?.sync_all()?;
+        self.disk.replace(BOOT_FILE, text.as_bytes(), true)?;
         self.boot_recorded = Some(id);
         Ok(())
     }
@@ -311,18 +322,24 @@ impl DataDir {
         if self.boot_recorded.is_none() {
             return Ok(());
         }
-        match std::fs::remove_file(self.path.join(BOOT_FILE)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        File::open(&self.path)?.sync_all()?;
+        self.disk.remove(BOOT_FILE)?;
+        self.disk.sync_dir()?;
         self.boot_recorded = None;
         Ok(())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The disk the directory is on (its shard files open on a clone of it).
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+
+    /// Whether its writes are synced (durability `fsync`).
+    pub fn syncs(&self) -> bool {
+        self.sync
     }
 
     /// The directory held nothing of any node when opened (no identity, no shard file, no
@@ -333,46 +350,19 @@ impl DataDir {
 
     /// What the directory holds for `shard` (call before opening the shard's files).
     pub fn shard_files(&self, shard: u32) -> ShardFiles {
-        let name = |suffix: &str| self.path.join(format!("shard-{shard:04}.{suffix}"));
-        if name("rejoin").exists() {
-            ShardFiles::Marked(Mark::Rejoin)
-        } else if name("new").exists() {
-            ShardFiles::Marked(Mark::New)
-        } else if name("state").exists() || name("log").exists() || name("snap").exists() {
-            ShardFiles::Present
-        } else {
-            ShardFiles::Missing
-        }
+        crate::store::shard_files(&self.disk, shard)
     }
 
     /// Sets (`Some`) or removes (`None`) the marks of `shards`, then syncs the directory if
     /// the durability asks for it. Setting `Rejoin` removes `New`.
     pub fn set_marks(&self, shards: &[(u32, Option<Mark>)]) -> io::Result<()> {
-        for &(shard, mark) in shards {
-            let name = |suffix: &str| self.path.join(format!("shard-{shard:04}.{suffix}"));
-            let (keep, drop) = match mark {
-                Some(Mark::Rejoin) => (Some(name("rejoin")), vec![name("new")]),
-                Some(Mark::New) => (Some(name("new")), vec![name("rejoin")]),
-                None => (None, vec![name("rejoin"), name("new")]),
-            };
-            if let Some(keep) = keep {
-                let file = File::create(keep)?;
-                if self.sync {
-                    file.sync_all()?;
-                }
-            }
-            for path in drop {
-                match std::fs::remove_file(path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if self.sync {
-            File::open(&self.path)?.sync_all()?;
-        }
-        Ok(())
+        crate::store::set_marks(&self.disk, self.sync, shards)
+    }
+
+    /// Stores one write of the node's core into this directory and `store`, the shard's
+    /// files ([`crate::store::store_write`], which the simulator runs too).
+    pub fn store(&self, store: Option<&mut ShardStore<D>>, write: &ShardWrite) -> io::Result<()> {
+        crate::store::store_write(&self.disk, self.sync, store, write)
     }
 
     /// Records `identity` if the directory has none yet: written aside, synced, renamed
@@ -385,26 +375,80 @@ impl DataDir {
             "{IDENTITY_FORMAT}\ncluster {:#018x} {}\nnode {}\n",
             identity.membership_id, identity.membership, identity.node
         );
-        let tmp = self.path.join(format!("{IDENTITY_FILE}.tmp"));
-        let mut file = File::create(&tmp)?;
-        std::io::Write::write_all(&mut file, text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, self.path.join(IDENTITY_FILE))?;
-        File::open(&self.path)?.sync_all()?;
+        self.disk.replace(IDENTITY_FILE, text.as_bytes(), true)?;
         self.identity_missing = false;
         Ok(())
     }
 }
 
-/// The boot id the boot record at `path` holds (`None`: no record; `Some("")`: a record that
-/// does not read as one, which no start trusts).
-fn read_boot_record(path: &Path) -> io::Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Some(String::new())),
-        Err(e) => return Err(e),
-    };
+/// Each shard's files, open (`None`: not opened, as for a node without a directory).
+pub type ShardStores<D = FsDisk> = Vec<Option<ShardStore<D>>>;
+
+/// Spec §8.5 at a start: how each of `shards` replicas starts ([`restart::decide`]), from
+/// what `dir` holds for it and what its boot record says (`None`: a node without a
+/// directory, durability `memory`); and the shards' files that were opened to read their
+/// state. Call [`settle_start`] next. The node's start and the simulator's both run this.
+pub fn open_shards<D: Disk + Clone>(
+    dir: Option<&DataDir<D>>,
+    shards: u32,
+    new_cluster: bool,
+) -> io::Result<(Vec<Start>, ShardStores<D>)> {
+    let storage_new = dir.is_none_or(DataDir::is_new);
+    let boot = dir.map_or(Boot::Kept, DataDir::boot);
+    let mut starts = Vec::with_capacity(shards as usize);
+    let mut stores = Vec::with_capacity(shards as usize);
+    for shard in 0..shards {
+        let (found, store) = match dir {
+            None => (Found::Nothing, None),
+            Some(d) => match d.shard_files(shard) {
+                ShardFiles::Marked(mark) => (Found::Marked(mark), None),
+                ShardFiles::Missing => (Found::Nothing, None),
+                // Not trusted, so not read (`decide` ignores what was found).
+                ShardFiles::Present if boot == Boot::Changed => (Found::Nothing, None),
+                ShardFiles::Present => {
+                    let (store, p) = ShardStore::open_on(d.disk.clone(), shard, d.sync)?;
+                    let found = Found::Files {
+                        hard: p.hard,
+                        snapshot: p.snapshot,
+                        log: p.log,
+                    };
+                    (found, Some(store))
+                }
+            },
+        };
+        starts.push(restart::decide(found, storage_new, new_cluster, boot));
+        stores.push(store);
+    }
+    Ok((starts, stores))
+}
+
+/// Once the starts are decided ([`open_shards`]): marks the shards that start without state
+/// (first: from here on a crash makes the next start rejoin again), records the identity and
+/// the boot, and opens the marked shards' files empty (into `stores`).
+pub fn settle_start<D: Disk + Clone>(
+    dir: &mut DataDir<D>,
+    identity: &Identity,
+    starts: &[Start],
+    stores: &mut [Option<ShardStore<D>>],
+) -> io::Result<()> {
+    let marks: Vec<(u32, Option<Mark>)> = (0..starts.len() as u32)
+        .map(|s| (s, starts[s as usize].mark()))
+        .filter(|(_, mark)| mark.is_some())
+        .collect();
+    dir.set_marks(&marks)?;
+    dir.record_identity(identity)?;
+    dir.record_boot()?;
+    for &(shard, _) in &marks {
+        let store = ShardStore::open_empty_on(dir.disk.clone(), shard, dir.sync)?;
+        stores[shard as usize] = Some(store);
+    }
+    Ok(())
+}
+
+/// The boot id the boot record holds, from its bytes (`None`: no record; `Some("")`: a
+/// record that does not read as one, which no start trusts).
+fn read_boot_record(bytes: Option<Vec<u8>>) -> Option<String> {
+    let text = String::from_utf8(bytes?).unwrap_or_default();
     let mut lines = text.lines();
     let id = match (
         lines.next(),
@@ -413,7 +457,7 @@ fn read_boot_record(path: &Path) -> io::Result<Option<String>> {
         (Some(BOOT_FORMAT), Some(id)) => id.trim().to_string(),
         _ => String::new(),
     };
-    Ok(Some(id))
+    Some(id)
 }
 
 /// The identity file's contents; `None` if they are not of this format.

@@ -10,9 +10,9 @@
 //! call core (`crate::core::call`), the same code the real client (`crate::client`) runs, with
 //! its route cache ([`Routes`]: a ring of configured servers in the client's own order,
 //! suspect nodes, the leader), its RTT estimator and its doubts ([`Doubts`]). The simulator
-//! speaks the wire to it: a copy the core readies is a `udplock_protocol::Request`, turned
-//! into the lock-table request a node makes of it by the node's own conversion
-//! (`core::node::requests::table_request`, with the datagram's length); a node's reply reaches it as
+//! speaks the wire to it: a copy the core readies is a `udplock_protocol::Request`, encoded
+//! into the datagram a real client sends (the history records the lock-table request a node
+//! makes of it, `core::node::requests::table_request`); a node's reply reaches it as
 //! the datagram the node would send (`core::node::requests::encode_reply`, then the codec), and a
 //! NOT_LEADER as the wire reply with the leader's address as its hint. Nodes have the
 //! addresses of [`node_addr`].
@@ -41,7 +41,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
     Hint, Reply as WireReply, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
-    STATUS_REQUEST_LEN,
+    REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 use super::check::History;
@@ -49,7 +49,7 @@ use super::Clock;
 use crate::core::call::{
     lease_validity, lock_of, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
 };
-use crate::core::lock_table::{Reply, Request, RequestId};
+use crate::core::lock_table::{Reply, RequestId};
 use crate::core::node::requests::{encode_reply, table_request};
 use crate::core::raft::NodeId;
 use crate::core::retransmit::{RetransmitConfig, RttEstimator};
@@ -160,6 +160,14 @@ fn datagram_len(request: &WireRequest) -> usize {
 
 /// The request as it leaves the client, in the form it has on the wire.
 type WireRequest = udplock_protocol::Request<'static>;
+
+/// A request datagram a client sends, as it encoded it (the bytes a real client sends).
+pub(super) struct Outgoing {
+    pub to: NodeId,
+    /// Its request id (read from the datagram by the node).
+    pub id: RequestId,
+    pub datagram: Vec<u8>,
+}
 
 /// The operation outstanding.
 struct Op {
@@ -276,12 +284,7 @@ impl Client {
     }
 
     /// Timers: retransmit, give up, or start the next planned action.
-    pub fn wake(
-        &mut self,
-        now: Instant,
-        hist: &mut History,
-        out: &mut Vec<(NodeId, Request<'static>)>,
-    ) {
+    pub fn wake(&mut self, now: Instant, hist: &mut History, out: &mut Vec<Outgoing>) {
         let local = self.clock.local(now);
         if let Some(op) = self.op.as_mut() {
             op.call.handle_timeout(local, &self.routes);
@@ -307,7 +310,7 @@ impl Client {
         from: NodeId,
         msg: ReplyMsg,
         hist: &mut History,
-        out: &mut Vec<(NodeId, Request<'static>)>,
+        out: &mut Vec<Outgoing>,
     ) {
         let local = self.clock.local(now);
         let id = match &msg {
@@ -370,7 +373,7 @@ impl Client {
         now: Instant,
         reply: Option<Reply>,
         hist: &mut History,
-        out: &mut Vec<(NodeId, Request<'static>)>,
+        out: &mut Vec<Outgoing>,
     ) {
         let local = self.clock.local(now);
         self.flush(out);
@@ -417,15 +420,26 @@ impl Client {
     }
 
     /// Hands the copy the call readied to the network.
-    fn flush(&mut self, out: &mut Vec<(NodeId, Request<'static>)>) {
+    fn flush(&mut self, out: &mut Vec<Outgoing>) {
         let op = self.op.as_mut().expect("outstanding");
         if let Some(copy) = op.call.poll_transmit() {
             let wire = WireRequest {
                 attempt: copy.attempt,
                 ..op.sending
             };
-            let request = table_request(&wire, self.addr, datagram_len(&wire));
-            out.push((node_at(copy.to), request));
+            let mut datagram = vec![0u8; DATAGRAM_LEN_MAX];
+            let len = wire
+                .encode_padded(&mut datagram, datagram_len(&wire).max(REQUEST_LEN_MIN))
+                .expect("a simulated request encodes");
+            datagram.truncate(len);
+            out.push(Outgoing {
+                to: node_at(copy.to),
+                id: RequestId {
+                    session: wire.session_id,
+                    request: wire.request_id,
+                },
+                datagram,
+            });
         }
     }
 
@@ -546,13 +560,7 @@ impl Client {
         }
     }
 
-    fn start(
-        &mut self,
-        now: Instant,
-        action: Action,
-        hist: &mut History,
-        out: &mut Vec<(NodeId, Request<'static>)>,
-    ) {
+    fn start(&mut self, now: Instant, action: Action, hist: &mut History, out: &mut Vec<Outgoing>) {
         let local = self.clock.local(now);
         let (body, timeout) = match action {
             Action::Abandon => {

@@ -7,18 +7,34 @@
 //! - a **power loss** ([`SimDisk::lose_power`]) keeps only what was synced: each file's
 //!   content as of its last `sync`, and the directory's entries (files created, renamed,
 //!   removed) as of its last `sync_dir`;
-//! - a **failed or torn write** ([`SimDisk::fail_write`]): the next `write_at` or `replace`
-//!   writes only the first bytes asked for, then fails;
+//! - the kernel's **writeback** ([`SimDisk::writeback`]): every file's content and the
+//!   directory become durable, as if each had been synced (what an `os` node's data reaches
+//!   at random moments);
+//! - a **failed or torn write** ([`SimDisk::fail_write`]): one of the next writes (`write_at`,
+//!   or the content of a `replace`) writes only some of its bytes, in whole sectors (a disk
+//!   writes a sector all or nothing: [`SECTOR_LEN`]), then fails; and, if the process died
+//!   in the middle of it, every later change fails too until the node restarts
+//!   ([`SimDisk::restart`]), so that nothing cleans up after the torn write;
 //! - a **lost directory** ([`SimDisk::wipe`]): nothing is left.
 //!
 //! Files are inodes, as on a real file system: a name points to one, `replace` points the
 //! name at a new one, and a handle keeps writing to the inode it opened.
+//!
+//! Below the disk, the simulator's use of it: storing a node's writes through
+//! [`crate::store::store_write`], the torn writes it arms, the kernel's writeback of `os`
+//! nodes, and the chances of each.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::rc::Rc;
 
+use rand::Rng;
+
+use super::{Event, Sim, SimConfig, SimFailure};
+use crate::core::node::{Node, ShardWrite};
+use crate::core::raft::NodeId;
+use crate::core::time::Duration;
 use crate::store::{Disk, DiskFile};
 
 /// One file's bytes: as written (what a process reads) and as synced (what survives a
@@ -27,6 +43,39 @@ use crate::store::{Disk, DiskFile};
 struct Inode {
     written: Vec<u8>,
     synced: Vec<u8>,
+    /// `written` and `synced` agree before this offset, so a sync copies only what follows
+    /// (a log grows by appends: a sync costs the bytes appended, not the file).
+    dirty_from: usize,
+    /// Open handles ([`SimFile`]): an inode no name points to goes once none is left.
+    handles: usize,
+}
+
+impl Inode {
+    fn write_at(&mut self, bytes: &[u8], offset: usize) {
+        self.dirty_from = self.dirty_from.min(offset);
+        if self.written.len() < offset + bytes.len() {
+            self.written.resize(offset + bytes.len(), 0);
+        }
+        self.written[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    fn set_len(&mut self, len: usize) {
+        self.dirty_from = self.dirty_from.min(len);
+        self.written.resize(len, 0);
+    }
+
+    fn sync(&mut self) {
+        self.synced.truncate(self.dirty_from);
+        self.synced
+            .extend_from_slice(&self.written[self.dirty_from..]);
+        self.dirty_from = self.written.len();
+    }
+
+    /// A power loss: back to what was synced.
+    fn revert(&mut self) {
+        self.written.clone_from(&self.synced);
+        self.dirty_from = self.written.len();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,11 +85,29 @@ struct State {
     /// The directory as processes see it, and as it survives a power loss.
     names: BTreeMap<String, u64>,
     names_synced: BTreeMap<String, u64>,
-    /// The next write fails after writing this many of its bytes (see `fail_write`).
-    fail_next_write: Option<usize>,
+    /// A write to fail (see `fail_write`).
+    fail: Option<Fail>,
+    /// The process died in the middle of a write: every change fails until `restart`.
+    dead: bool,
     /// Writes that failed so far.
     failed_writes: u64,
 }
+
+/// The write [`SimDisk::fail_write`] armed.
+#[derive(Clone, Copy, Debug)]
+struct Fail {
+    /// Writes that still succeed before the one that fails.
+    skip: usize,
+    /// Picks how many of its bytes land: `pick % (len + 1)`, rounded down to a sector.
+    pick: u64,
+    /// The process dies with it (see `dead`).
+    dies: bool,
+}
+
+/// What a disk writes all or nothing: a write torn part-way keeps only whole sectors of it.
+/// (So the 24-byte Raft state, rewritten in place at offset 0, is never half old, half new:
+/// the assumption every storage engine makes for a small write within a sector.)
+pub(crate) const SECTOR_LEN: u64 = 512;
 
 impl State {
     fn create(&mut self) -> u64 {
@@ -49,24 +116,62 @@ impl State {
         self.next_inode
     }
 
-    /// Writes `bytes` at `offset` of `inode`, or only a prefix and fails, if armed to.
-    fn write(&mut self, inode: u64, bytes: &[u8], offset: u64) -> io::Result<()> {
-        let (len, fail) = match self.fail_next_write.take() {
-            Some(keep) => (keep.min(bytes.len()), true),
-            None => (bytes.len(), false),
-        };
-        let file = &mut self
-            .inodes
-            .get_mut(&inode)
-            .expect("an open file's inode")
-            .written;
-        let offset = usize::try_from(offset).expect("simulated files are small");
-        if file.len() < offset + len {
-            file.resize(offset + len, 0);
+    /// Fails if the process died in the middle of a write (see `dead`).
+    fn alive(&self) -> io::Result<()> {
+        if self.dead {
+            return Err(io::Error::other(
+                "simulated: the process died during a write",
+            ));
         }
-        file[offset..offset + len].copy_from_slice(&bytes[..len]);
-        if fail {
+        Ok(())
+    }
+
+    /// Writes `bytes` at `offset` of `inode`, or only whole sectors of a prefix and fails, if
+    /// armed to.
+    /// Drops `inode` if no name (seen or synced) points to it and no handle is open.
+    fn forget_if_unused(&mut self, inode: u64) {
+        let used = self.inodes.get(&inode).is_none_or(|i| i.handles > 0)
+            || self.names.values().any(|&i| i == inode)
+            || self.names_synced.values().any(|&i| i == inode);
+        if !used {
+            self.inodes.remove(&inode);
+        }
+    }
+
+    /// Makes the directory's entries durable; forgets the inodes only the old ones named.
+    fn sync_names(&mut self) {
+        let old = std::mem::replace(&mut self.names_synced, self.names.clone());
+        for inode in old.into_values() {
+            self.forget_if_unused(inode);
+        }
+    }
+
+    fn write(&mut self, inode: u64, bytes: &[u8], offset: u64) -> io::Result<()> {
+        self.alive()?;
+        let fail = match self.fail.as_mut() {
+            Some(fail) if fail.skip > 0 => {
+                fail.skip -= 1;
+                None
+            }
+            Some(_) => self.fail.take(),
+            None => None,
+        };
+        let len = match fail {
+            Some(fail) => {
+                let keep = fail.pick % (bytes.len() as u64 + 1);
+                let end = (offset + keep) / SECTOR_LEN * SECTOR_LEN;
+                end.saturating_sub(offset) as usize
+            }
+            None => bytes.len(),
+        };
+        let file = self.inodes.get_mut(&inode).expect("an open file's inode");
+        let offset = usize::try_from(offset).expect("simulated files are small");
+        if len > 0 {
+            file.write_at(&bytes[..len], offset);
+        }
+        if let Some(fail) = fail {
             self.failed_writes += 1;
+            self.dead = fail.dies;
             return Err(io::Error::other("simulated write failure"));
         }
         Ok(())
@@ -97,33 +202,66 @@ impl SimDisk {
         let mut state = self.state.borrow_mut();
         state.names = state.names_synced.clone();
         for inode in state.inodes.values_mut() {
-            inode.written = inode.synced.clone();
+            inode.revert();
         }
-        state.fail_next_write = None;
+        let inodes: Vec<u64> = state.inodes.keys().copied().collect();
+        for inode in inodes {
+            state.forget_if_unused(inode);
+        }
+        state.fail = None;
     }
 
-    /// The next write (`write_at`, or the content of a `replace`) stores only its first
-    /// `keep` bytes, then fails.
-    pub(crate) fn fail_write(&self, keep: usize) {
-        self.state.borrow_mut().fail_next_write = Some(keep);
+    /// The kernel writes its page cache back: every file's content and the directory's
+    /// entries become durable.
+    pub(crate) fn writeback(&self) {
+        let mut state = self.state.borrow_mut();
+        state.sync_names();
+        for inode in state.inodes.values_mut() {
+            inode.sync();
+        }
+    }
+
+    /// After `skip` more writes succeed, the next one (`write_at`, or the content of a
+    /// `replace`) stores only part of its bytes (`pick % (len + 1)`, cut to whole sectors:
+    /// [`SECTOR_LEN`]) and fails; if `dies`, every later change fails too until
+    /// [`SimDisk::restart`] (the process died in the middle of the write).
+    pub(crate) fn fail_write(&self, skip: usize, pick: u64, dies: bool) {
+        self.state.borrow_mut().fail = Some(Fail { skip, pick, dies });
+    }
+
+    /// Disarms a [`SimDisk::fail_write`]; true if it was still armed (had not fired).
+    pub(crate) fn disarm(&self) -> bool {
+        self.state.borrow_mut().fail.take().is_some()
+    }
+
+    /// The node starts again on this disk: a write that failed no longer stops changes.
+    pub(crate) fn restart(&self) {
+        let mut state = self.state.borrow_mut();
+        state.dead = false;
+        state.fail = None;
     }
 
     /// Writes that failed so far.
+    #[cfg(test)]
     pub(crate) fn failed_writes(&self) -> u64 {
         self.state.borrow().failed_writes
     }
 
     /// The directory is lost (a replaced disk, an emptied or mistyped `--data-dir`).
     pub(crate) fn wipe(&self) {
-        *self.state.borrow_mut() = State::default();
-    }
-
-    /// Whether `name` exists (as a process sees the directory).
-    pub(crate) fn exists(&self, name: &str) -> bool {
-        self.state.borrow().names.contains_key(name)
+        let mut state = self.state.borrow_mut();
+        // Inode numbers are never reused: handles of the lost files may still be open.
+        *state = State {
+            failed_writes: state.failed_writes,
+            next_inode: state.next_inode,
+            ..State::default()
+        };
     }
 
     fn file(&self, inode: u64) -> SimFile {
+        if let Some(file) = self.state.borrow_mut().inodes.get_mut(&inode) {
+            file.handles += 1;
+        }
         SimFile {
             state: self.state.clone(),
             inode,
@@ -136,6 +274,7 @@ impl Disk for SimDisk {
 
     fn open(&self, name: &str, truncate: bool) -> io::Result<SimFile> {
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         let inode = match state.names.get(name) {
             Some(&inode) => inode,
             None => {
@@ -145,7 +284,7 @@ impl Disk for SimDisk {
             }
         };
         if truncate {
-            state.inodes.get_mut(&inode).expect("named").written.clear();
+            state.inodes.get_mut(&inode).expect("named").set_len(0);
         }
         drop(state);
         Ok(self.file(inode))
@@ -162,31 +301,49 @@ impl Disk for SimDisk {
     fn replace(&self, name: &str, bytes: &[u8], sync: bool) -> io::Result<SimFile> {
         let tmp = format!("{name}.tmp");
         let mut state = self.state.borrow_mut();
+        state.alive()?;
         let inode = state.create();
-        state.names.insert(tmp.clone(), inode);
+        if let Some(old) = state.names.insert(tmp.clone(), inode) {
+            // What an earlier, failed replace left.
+            state.forget_if_unused(old);
+        }
         state.write(inode, bytes, 0)?;
         if sync {
-            let file = state.inodes.get_mut(&inode).expect("created");
-            file.synced = file.written.clone();
+            state.inodes.get_mut(&inode).expect("created").sync();
         }
         state.names.remove(&tmp);
-        state.names.insert(name.to_string(), inode);
+        if let Some(old) = state.names.insert(name.to_string(), inode) {
+            state.forget_if_unused(old);
+        }
         if sync {
-            state.names_synced = state.names.clone();
+            state.sync_names();
         }
         drop(state);
         Ok(self.file(inode))
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.state.borrow_mut().names.remove(name);
+        let mut state = self.state.borrow_mut();
+        state.alive()?;
+        if let Some(old) = state.names.remove(name) {
+            state.forget_if_unused(old);
+        }
         Ok(())
     }
 
     fn sync_dir(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
-        state.names_synced = state.names.clone();
+        state.alive()?;
+        state.sync_names();
         Ok(())
+    }
+
+    fn exists(&self, name: &str) -> bool {
+        self.state.borrow().names.contains_key(name)
+    }
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        Ok(self.state.borrow().names.keys().cloned().collect())
     }
 }
 
@@ -201,16 +358,145 @@ impl DiskFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
-        let file = &mut state.inodes.get_mut(&self.inode).expect("open").written;
-        file.resize(usize::try_from(len).expect("small"), 0);
+        state.alive()?;
+        let file = state.inodes.get_mut(&self.inode).expect("open");
+        file.set_len(usize::try_from(len).expect("small"));
         Ok(())
     }
 
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
-        let file = state.inodes.get_mut(&self.inode).expect("open");
-        file.synced = file.written.clone();
+        state.alive()?;
+        state.inodes.get_mut(&self.inode).expect("open").sync();
         Ok(())
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        let mut state = self.state.borrow_mut();
+        if let Some(file) = state.inodes.get_mut(&self.inode) {
+            file.handles -= 1;
+        }
+        state.forget_if_unused(self.inode);
+    }
+}
+
+/// Chance that persisting what one input changed fails part-way or is torn (see the module
+/// docs): a few times per run, on top of the crash faults.
+pub(super) const TORN_WRITE_PROBABILITY: f64 = 0.0005;
+
+/// One random seed in this many (those with `seed % OS_SEEDS_EVERY == 2`) runs its nodes
+/// with `--durability os` (see the module docs).
+pub(super) const OS_SEEDS_EVERY: u64 = 4;
+
+pub(super) fn os_seed(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % OS_SEEDS_EVERY == 2
+}
+
+/// How often (ms) an `os` node's kernel writes its page cache back: Linux wakes its flusher
+/// every 5 s and writes what has been dirty for 30 s; shorter here, so that a power loss may
+/// find the disk a little or a lot behind.
+pub(super) const WRITEBACK_INTERVAL_MS: std::ops::Range<u64> = 200..6_000;
+
+/// Chance that a restart of an `os` node follows a power loss (when a minority can lose its
+/// state; see the module docs).
+pub(super) const POWER_LOSS_PROBABILITY: f64 = 0.5;
+
+/// Chance that a restart of an `fsync` node follows a power loss (any number at once: their
+/// files hold everything they acknowledged).
+pub(super) const FSYNC_POWER_LOSS_PROBABILITY: f64 = 0.3;
+
+impl Sim {
+    /// Stores every write node `id`'s core hands out, in order, through the real storage
+    /// code; a torn or failed one stops the node (fail-stop). True if it stopped.
+    pub(super) fn store_writes(&mut self, id: NodeId) -> Result<bool, SimFailure> {
+        let i = (id - 1) as usize;
+        loop {
+            let n = &mut self.nodes[i];
+            let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
+                break;
+            };
+            n.stored_seq = write.seq;
+            if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
+                self.report.snapshots += 1;
+            }
+            if self.nodes[i].memory {
+                // A `memory` node writes nothing: its shell drops the writes.
+                continue;
+            }
+            let armed = self.arm_torn_write(id, &write);
+            let n = &mut self.nodes[i];
+            let store = n.stores[write.shard as usize].as_mut();
+            let dir = n.dir.as_ref().expect("a disk node runs on its directory");
+            let stored = dir.store(store, &write);
+            let torn = armed && !n.disk.disarm();
+            match stored {
+                Ok(()) if !torn => {}
+                Ok(()) => {
+                    return Err(self.fail(format!(
+                        "node {id}: a write the disk failed was stored without an error"
+                    )));
+                }
+                Err(_) if torn => {
+                    // Fail-stop, as the real shell does: nothing that input produced leaves,
+                    // and the node restarts from what its files hold.
+                    self.report.torn_writes += 1;
+                    self.crash(id);
+                    let down = Duration::from_millis(self.rng.gen_range(50..1_000));
+                    self.schedule(down, Event::Restart { node: id });
+                    return Ok(true);
+                }
+                Err(e) => {
+                    return Err(self.fail(format!(
+                        "node {id} failed to store a write of shard {}: {e}",
+                        write.shard
+                    )));
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The kernel of `os` node `node` writes its page cache back, while it runs; and again
+    /// later.
+    pub(super) fn writeback(&mut self, node: NodeId) {
+        let n = self.node(node);
+        assert!(n.os, "only os nodes write back");
+        if n.node.is_some() {
+            n.disk.writeback();
+        }
+        let after = self.rng.gen_range(WRITEBACK_INTERVAL_MS);
+        self.schedule(Duration::from_millis(after), Event::Writeback { node });
+    }
+
+    /// Sometimes (random runs, before healing) the write of what the last input produced
+    /// fails part-way or is torn by a crash: arms the node's disk to fail one of the writes
+    /// `write` makes, at a random byte ([`SimDisk::fail_write`]). True if it did.
+    pub(super) fn arm_torn_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
+        let Some(persist) = &write.raft else {
+            return false;
+        };
+        if !self.config.faults || self.config.scenario.is_some() || self.healed {
+            return false;
+        }
+        if !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
+            return false;
+        }
+        // The writes `ShardStore::write` makes for it: the hard state; a snapshot and the
+        // log rewritten after it, or the appended entries.
+        let writes = usize::from(persist.hard.is_some())
+            + match &persist.snapshot {
+                Some(_) => 2,
+                None => usize::from(!persist.entries.is_empty()),
+            };
+        if writes == 0 {
+            return false;
+        }
+        let skip = self.rng.gen_range(0..writes);
+        let (pick, dies) = (self.rng.gen(), self.rng.gen_bool(0.5));
+        self.node(id).disk.fail_write(skip, pick, dies);
+        true
     }
 }
 
@@ -287,18 +573,140 @@ mod tests {
 
     #[test]
     fn a_torn_append_reads_back_as_the_records_before_it() {
+        let big = |index: u64| Entry {
+            term: 2,
+            index,
+            data: vec![index as u8; 200],
+        };
+        let append = |index: u64| Persist {
+            hard: None,
+            snapshot: None,
+            log_from: Some(index),
+            entries: vec![big(index)],
+        };
         let disk = SimDisk::new();
         let (mut store, _) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
-        let deltas = deltas();
-        store.write(&deltas[0]).unwrap();
-        store.write(&deltas[1]).unwrap();
-        // The third record's header only, then the write fails; then the machine dies.
-        disk.fail_write(10);
-        assert!(store.write(&deltas[2]).is_err());
+        store.write(&append(1)).unwrap();
+        store.write(&append(2)).unwrap();
+        // Records of 216 bytes after the 16-byte header: the third spans 448..664, so a write
+        // torn 100 bytes in keeps its first sector's part (448..512), and the process dies
+        // before it can cut it.
+        disk.fail_write(0, 100, true);
+        assert!(store.write(&append(3)).is_err());
         assert_eq!(disk.failed_writes(), 1);
+        assert_eq!(disk.read("shard-0000.log").unwrap().unwrap().len(), 512);
+        disk.restart();
+        let (_, p) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
+        assert_eq!(p.log, vec![big(1), big(2)]);
+        assert_eq!(
+            disk.read("shard-0000.log").unwrap().unwrap().len(),
+            448,
+            "cut"
+        );
+    }
+
+    #[test]
+    fn a_failed_write_keeps_whole_sectors_only_and_fires_after_the_writes_it_skips() {
+        let disk = SimDisk::new();
+        let file = disk.open("f", false).unwrap();
+        file.write_at(&[1; 100], 0).unwrap();
+        // The state file's case: a small write within one sector lands whole or not at all.
+        disk.fail_write(1, 23, false);
+        file.write_at(&[2; 24], 0).unwrap();
+        assert!(file.write_at(&[3; 24], 0).is_err());
+        assert_eq!(file.read_all().unwrap()[..24], [2; 24]);
+        // Not dead: the next change works, and a write that crosses a sector boundary keeps
+        // the sectors before it.
+        disk.fail_write(0, 600, false);
+        assert!(file.write_at(&[4; 1_000], 100).is_err());
+        assert_eq!(file.read_all().unwrap().len(), 512);
+        assert!(!disk.disarm(), "it fired");
+        disk.fail_write(5, 0, true);
+        assert!(disk.disarm(), "it did not fire");
+        file.write_at(&[5; 1], 0).unwrap();
+    }
+
+    #[test]
+    fn writeback_makes_every_file_and_the_directory_durable() {
+        let disk = written(false);
+        disk.writeback();
+        disk.replace("late", b"x", false).unwrap();
         disk.lose_power();
-        let (_, p) = ShardStore::open_on(disk, 0, true).unwrap();
-        assert_eq!(p.log, vec![entry(2, 1), entry(2, 2)]);
+        let (_, p) = ShardStore::open_on(disk.clone(), 0, false).unwrap();
+        assert_eq!(p.hard.term, 2);
+        assert_eq!(p.log.len(), 3);
+        assert!(!disk.exists("late"), "renamed after the writeback");
+    }
+
+    /// Whatever write of a delta fails, at whatever byte, and whether the process dies with
+    /// it, the files read back as a state Raft can restore from: no entry of a term after the
+    /// stored current term (the hard state goes down before the log), and a log that is a
+    /// prefix of the old one plus the new one.
+    #[test]
+    fn a_torn_delta_never_leaves_entries_of_a_term_after_the_stored_one() {
+        let old = vec![entry(1, 1), entry(1, 2), entry(1, 3)];
+        // A follower's first Append of term 3: the new term, and entries of it replacing
+        // entry 3 (one delta).
+        let delta = Persist {
+            hard: Some(HardState {
+                term: 3,
+                voted_for: None,
+            }),
+            snapshot: None,
+            log_from: Some(3),
+            entries: vec![entry(3, 3), entry(3, 4)],
+        };
+        for skip in 0..2 {
+            for pick in [0, 1, 17, 40, 600, u64::MAX] {
+                for dies in [false, true] {
+                    let disk = SimDisk::new();
+                    let (mut store, _) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
+                    store
+                        .write(&Persist {
+                            hard: Some(HardState {
+                                term: 1,
+                                voted_for: Some(1),
+                            }),
+                            snapshot: None,
+                            log_from: Some(1),
+                            entries: old.clone(),
+                        })
+                        .unwrap();
+                    disk.fail_write(skip, pick, dies);
+                    let _ = store.write(&delta);
+                    disk.restart();
+                    let (_, p) = ShardStore::open_on(disk, 0, true).unwrap();
+                    let case = format!("skip {skip}, pick {pick}, dies {dies}: {p:?}", p = p.log);
+                    for e in &p.log {
+                        assert!(e.term <= p.hard.term, "term {}; {case}", p.hard.term);
+                    }
+                    let new: Vec<Entry> = old[..2].iter().chain(&delta.entries).cloned().collect();
+                    assert!(old.starts_with(&p.log) || new.starts_with(&p.log), "{case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn replaced_files_are_forgotten_once_nothing_points_to_them() {
+        let disk = SimDisk::new();
+        let first = disk.replace("a", b"one", true).unwrap();
+        for _ in 0..10 {
+            drop(disk.replace("a", b"two", true).unwrap());
+        }
+        assert_eq!(
+            disk.state.borrow().inodes.len(),
+            2,
+            "the open first, and the last"
+        );
+        drop(first);
+        assert_eq!(disk.state.borrow().inodes.len(), 1);
+        // Unsynced: the synced name still holds the old inode until a power loss.
+        disk.replace("a", b"three", false).unwrap();
+        assert_eq!(disk.state.borrow().inodes.len(), 2);
+        disk.lose_power();
+        assert_eq!(disk.read("a").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(disk.state.borrow().inodes.len(), 1);
     }
 
     #[test]

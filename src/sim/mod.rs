@@ -33,11 +33,11 @@
 //! into exactly one core with that core's own clock reading:
 //!
 //! ```text
-//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> stored copy
+//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> ShardStore<SimDisk>
 //!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (before anything leaves)
-//!   client request ──> encoded (wire.rs) ────┘                  └─> poll_transmit ─> network ─> node
+//!   client request ──> (its datagram) ───────┘                  └─> poll_transmit ─> network ─> node
 //!                                                                                  └─> decoded ─> client
-//!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> requests ─> network ─> node
+//!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> datagrams ─> network ─> node
 //! ```
 //!
 //! The checkers read the replicas (`Node::shards`), each shard on its own, and the Raft
@@ -46,42 +46,46 @@
 //! scenario, whose script may hold a Raft message back and deliver it late, each message
 //! travels as its own (unauthenticated) datagram.
 //!
-//! Persistence ("fsync before send"): after every call into a node and before delivering
-//! anything it produced, the simulator stores each write the node hands out
-//! ([`Node::poll_persist`]: the recovery mark, the Raft delta the real storage writes, in
-//! that order) into its copy of the files of the write's shard (`Stored`, one per shard, as
-//! `ShardWrite::shard` names it), and checks that no datagram
-//! names a write not yet stored; a crash drops the node and a restart builds a new one from
-//! that copy (a fresh rng seed, its clock reading, a new incarnation) through the decision a
-//! real node makes, [`crate::core::restart::decide`], for each shard.
+//! Persistence ("fsync before send"): every disk node owns a `SimDisk` (`disk.rs`, its
+//! data directory) and stores through the real storage code: after every call into a node
+//! and before delivering anything it produced, the simulator hands each write the node hands
+//! out ([`Node::poll_persist`]) to [`crate::store::store_write`] (`DataDir::store`), as the
+//! real shell does (the recovery mark, the Raft delta through [`ShardStore::write`], the mark
+//! after, in that order, with the syncs the node's durability asks for), and checks that no
+//! datagram names a write not yet stored. A crash drops the node (a process crash keeps
+//! everything written); a restart opens its data directory ([`crate::cluster::storage::DataDir`] over
+//! the node's `SimDisk`: its identity, boot record and recovery marks) and its shards' files
+//! through the functions a real start runs (`cluster::storage::open_shards`, which decides
+//! per shard with [`crate::core::restart::decide`], then `settle_start`, which marks the
+//! shards without state, records the identity and the boot and empties the marked shards'
+//! files), and builds a new core from that (a fresh rng seed, its clock reading, a new
+//! incarnation).
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
-//! on every restart, or a disk node whose directory comes back empty once (a replaced disk,
-//! a mistyped or emptied `--data-dir`). Either must rejoin by the rule of spec §8.5; each
-//! node's command line may keep `--new-cluster` (as a unit file would), which must not
-//! change that. At most a minority is without its state at any time (no protocol survives
-//! more), and every run starts as a new cluster: each node new, starting once all the others
-//! said they are new too.
+//! on every restart, or a disk node whose directory comes back empty once
+//! (`SimDisk::wipe`: a replaced disk, a mistyped or emptied `--data-dir`). Either must
+//! rejoin by the rule of spec §8.5; each node's command line may keep `--new-cluster` (as a
+//! unit file would), which must not change that. At most a minority is without its state at
+//! any time (no protocol survives more), and every run starts as a new cluster: each node
+//! new, starting once all the others said they are new too.
 //!
-//! Power loss under durability `os`: in one random seed in `OS_SEEDS_EVERY` every node
-//! writes with `--durability os`: what it stores reaches its page cache (`SimNode::stored`)
-//! at once and its disk (`OsDisk::synced`) only when the kernel writes it back, at random
-//! moments while it runs. A restart may follow a power loss of that node (only while a
-//! majority of the others are up and hold their state, and at most a minority is without
-//! state): its files revert to what was written back, which may lack a vote it gave and
-//! entries it acknowledged, and its boot id changes. The boot record its runs keep in the
-//! directory (`cluster::storage::DataDir`) then differs from the boot id, so every shard
-//! rejoins by the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that
-//! trusted such files.
+//! Power loss (`SimDisk::lose_power`: every file and the directory revert to what was last
+//! synced): an `fsync` node's restart may follow one at any time (its syncs kept everything
+//! it acknowledged). In one random seed in `OS_SEEDS_EVERY` every node writes with
+//! `--durability os`: its stores never sync, and the kernel writes its page cache back
+//! (`SimDisk::writeback`) at random moments while it runs. A restart may follow a power
+//! loss of that node (only while a majority of the others are up and hold their state, and at
+//! most a minority is without state): its files revert to what was written back, which may
+//! lack a vote it gave and entries it acknowledged, and its boot id changes. The boot record
+//! its runs keep in the directory then differs from the boot id, so every shard rejoins by
+//! the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that trusted such
+//! files.
 //!
-//! Failed and torn writes: a disk node's write of one shard's state may fail part-way, or a
-//! crash may tear it, while it persists what one input produced. The node stops (fail-stop: nothing that input
-//! produced leaves), and its files hold what the real storage (`cluster::storage`) can leave:
-//! the old state; or the new hard state (written first) over the old log; or that and the log
-//! cut back to where it agrees with the new one plus some of the new entries (a torn record is
-//! cut when read back); for a new snapshot, the old one, or the new one with the old log as
-//! opening repairs it, or everything new. A stronger recovery mark is written before the
-//! state, a weaker one after it. The node then restarts from that.
+//! Failed and torn writes: while a disk node stores what one input produced, one of the
+//! writes it makes may fail at a random byte (`SimDisk::fail_write`; a disk writes whole
+//! sectors), and the process may die in the middle of it (nothing then cleans up). The node
+//! stops (fail-stop, as the real shell exits: nothing that input produced leaves) and
+//! restarts from what its files hold.
 //!
 //! # Phases
 //!
@@ -107,8 +111,9 @@
 //! - **no false forgery** (issue 7 D): no replica drops a message as coming from a faulty or
 //!   forged peer ([`crate::core::raft::Raft::faulty_drops`]) but the junk snapshots the
 //!   simulator itself sends, and no node drops a datagram as forged (spec §8.11.5 checks 1
-//!   and 2) but those junk datagrams: every other peer here is correct. (Drops for age —
-//!   the network's duplicates, datagrams of an earlier life — are expected.)
+//!   and 2) but those junk datagrams, and no node's core drops a datagram as undecodable, not
+//!   for it or too long (`NodeStats::dropped`): every other peer here is correct. (Drops for
+//!   age — the network's duplicates, datagrams of an earlier life — are expected.)
 //!
 //! After the run, on the clients' history (see `check.rs` for the exact rules): mutual
 //! exclusion, fencing order (both per resource), durability of acknowledged answers against
@@ -120,14 +125,26 @@
 //! committed a second before the end).
 //!
 //! A failure names the seed and the command that reproduces it.
+//!
+//! # Files
+//!
+//! This file holds the configuration, the report, the failure, the event queue and the run
+//! loop; `network.rs` the datagrams in flight and their delivery; `nodes.rs` a simulated
+//! node (its core, disk, clock, start and crash) and the shell's work after every call into
+//! it; `disk.rs` the simulated disk and the storing of writes through the real storage code;
+//! `faults.rs` drawing and applying the random faults; `invariants.rs` the checkers that read
+//! the replicas; `check.rs` the checkers of the clients' history; `clients.rs` the clients
+//! (the real call core); `clock.rs` the drifting clocks; `scenarios.rs` the scripted runs;
+//! `wire.rs` the codec glue; `trace.rs` the trace digest.
 
 mod check;
 mod clients;
 mod clock;
-// The real storage code over a simulated disk, tested here; the runs still keep their own
-// copy of each node's files (`Stored`) until they store through it (issue 9 item 3).
-#[cfg_attr(not(test), allow(dead_code))]
 mod disk;
+mod faults;
+mod invariants;
+mod network;
+mod nodes;
 mod scenarios;
 #[cfg(test)]
 mod tests;
@@ -144,18 +161,22 @@ use rand_chacha::ChaCha8Rng;
 use udplock_protocol::Status;
 
 use self::check::{History, Outcome, PROBE};
-use self::clients::{Client, ReplyMsg, CLIENT_IDS, RESOURCES};
+use self::clients::{Client, Outgoing, ReplyMsg, CLIENT_IDS, RESOURCES};
 use self::clock::Clock;
+use self::disk::{os_seed, SimDisk, WRITEBACK_INTERVAL_MS};
+use self::invariants::Applied;
+use self::nodes::SimNode;
 pub use self::scenarios::Scenario;
 use self::scenarios::Script;
 use self::trace::Trace;
 use crate::core::lock_table::{self, Request};
-use crate::core::node::{self, Node, NodeStats, ShardWrite};
+use crate::core::node::{self, Node, NodeStats};
 use crate::core::peer_auth::{AuthDrop, KeySet};
-use crate::core::raft::{self, Entry, HardState, Message, NodeId, Role};
+use crate::core::raft::{self, Entry, Message, NodeId, Role};
 use crate::core::replica::{self, Replica};
-use crate::core::restart::{self, Boot, Found, Mark};
+use crate::core::restart;
 use crate::core::time::{Duration, Instant};
+use crate::store::{self, ShardFiles, ShardStore};
 use std::sync::Arc;
 
 /// What one simulation run does.
@@ -263,6 +284,8 @@ pub struct SimReport {
     /// Restarts of `os` nodes after a power loss (their files reverted to what the kernel
     /// had written back; see the module docs).
     pub power_losses: u64,
+    /// Restarts of `fsync` nodes after a power loss (their files hold what they synced).
+    pub fsync_power_losses: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
@@ -319,13 +342,6 @@ impl fmt::Display for SimFailure {
 
 impl std::error::Error for SimFailure {}
 
-/// Network model: per-message latency, loss, duplication, rare spikes (which also reorder).
-const LATENCY_MIN: Duration = Duration::from_micros(50);
-const LATENCY_MAX: Duration = Duration::from_micros(2_000);
-const SPIKE_PROBABILITY: f64 = 0.01;
-const SPIKE_MAX: Duration = Duration::from_micros(80_000);
-const LOSS: f64 = 0.02;
-const DUPLICATION: f64 = 0.02;
 /// After healing, some replica must hold a valid leader lease within this (PreVote, an
 /// election, the no-op's commit; a node paused until the heal may first have to step down).
 pub const LEADER_AFTER_HEAL_MAX: Duration = Duration::from_millis(1_000);
@@ -357,10 +373,12 @@ enum Event {
         from: NodeId,
         datagram: Arc<Vec<u8>>,
     },
+    /// A client's request datagram, as it encoded it.
     Request {
         to: NodeId,
         from: usize,
-        request: Request<'static>,
+        id: lock_table::RequestId,
+        datagram: Arc<Vec<u8>>,
     },
     Reply {
         to: usize,
@@ -422,13 +440,13 @@ impl Event {
                 trace.word(*from);
                 trace.bytes(datagram);
             }
-            Event::Request { to, from, request } => {
+            Event::Request {
+                to, from, datagram, ..
+            } => {
                 trace.word(2);
                 trace.word(*to);
                 trace.word(*from as u64);
-                trace.word(request.id.session);
-                trace.word(request.id.request);
-                trace.word(request.attempt.into());
+                trace.bytes(datagram);
             }
             Event::Reply {
                 to, from, digest, ..
@@ -485,96 +503,6 @@ impl Event {
     }
 }
 
-struct SimNode {
-    id: NodeId,
-    /// The node's core while it runs: the code a real node runs, fed bytes.
-    node: Option<Node>,
-    /// Its counters (this incarnation's).
-    stats: Arc<NodeStats>,
-    /// What survives a crash, per shard (see the module docs); for an `os` node, what its
-    /// page cache holds.
-    stored: Vec<Stored>,
-    /// Durability `os`: what survives a power loss (see the module docs).
-    os: Option<OsDisk>,
-    /// The machine's boot id: a power loss starts another boot.
-    boot: u64,
-    /// This node keeps no state (durability `memory`): every restart loses it.
-    memory: bool,
-    /// Snapshot cadence `(every, keep)` in random runs: each node its own, as real nodes
-    /// compact independently (thesis §5), so a follower's snapshot may be newer than its
-    /// leader's.
-    compaction: (u64, u64),
-    /// The node's data directory records it (what a real node writes at its first start).
-    identity: bool,
-    /// The directory holds the shards' files (a node creates them all at its first start).
-    files: bool,
-    /// The recovery mark each shard's storage carries (see `core::restart`).
-    mark: Vec<Option<Mark>>,
-    /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
-    new_cluster: bool,
-    /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
-    /// and may change at a restart (a rolling change); every replica must apply each command
-    /// with the logged ones.
-    settings: replica::LoggedSettings,
-    clock: Clock,
-    paused_until: Option<Instant>,
-    /// When the current pause began.
-    paused_since: Option<Instant>,
-    timer_generation: u64,
-    /// How often this node crashed (or stopped).
-    crashes: u64,
-    /// Entries this incarnation applied, per shard (the replica's applied index, as last
-    /// observed).
-    applied: Vec<u64>,
-    /// Per shard, the term this incarnation's replica was last seen leading.
-    was_leader_in: Vec<Option<u64>>,
-    /// Per shard, the latest Append or snapshot chunk this node accepted from a leader:
-    /// (term, leader, true time). Kept across crashes: it records what the node received.
-    heard_leader: Vec<Option<(u64, NodeId, Instant)>>,
-    /// Junk snapshots (valid framing, garbage bytes, as if from its leader: a faulty peer, or
-    /// a forgery on a cluster without a key) delivered to this incarnation, to any shard:
-    /// each may be dropped as faulty, and must change nothing else (issue 8).
-    junk_snapshots: u64,
-    /// Unauthenticated junk datagrams sent to this incarnation of a node that has a key: each
-    /// must be dropped by the authentication checks (spec §8.11) and counted as such.
-    junk_unauthenticated: u64,
-    /// The last write of this incarnation's core that was stored (its `seq`).
-    stored_seq: u64,
-    /// The shards its replicas lead (in some term), as of the last call into it.
-    leading: Vec<usize>,
-}
-
-impl SimNode {
-    /// Its replica of `shard`, while it runs.
-    pub(crate) fn replica(&self, shard: usize) -> Option<&Replica> {
-        self.node.as_ref().map(|n| &n.shards()[shard])
-    }
-
-    /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
-    fn whole(&self) -> bool {
-        self.node
-            .as_ref()
-            .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
-    }
-
-    /// Some shard of it is without state: its node keeps none, or a shard's storage is
-    /// marked as recovering.
-    fn stateless(&self) -> bool {
-        self.memory || self.mark.iter().any(Option::is_some)
-    }
-}
-
-/// An entry some replica applied: the term and data, and when it first was.
-struct Applied {
-    term: u64,
-    data: Vec<u8>,
-    at: Instant,
-    /// The current term of the first replica that applied it: at least the term in which the
-    /// entry was committed (that replica learned the commit from a leader of that term or a
-    /// later one).
-    committed_by_term: u64,
-}
-
 pub(crate) struct Sim {
     config: SimConfig,
     shard_config: replica::Config,
@@ -622,7 +550,7 @@ pub(crate) struct Sim {
     lease_seen: Vec<(u64, NodeId, u64)>,
     /// Reused for every PEER datagram delivered (see `wire::peer_glance`).
     from_leader_buf: Vec<(u16, u64)>,
-    outbox: Vec<(NodeId, Request<'static>)>,
+    outbox: Vec<Outgoing>,
 }
 
 /// Runs one simulation.
@@ -700,8 +628,10 @@ impl Sim {
                 id,
                 node: None,
                 stats: Arc::default(),
-                stored: vec![Stored::default(); shards],
-                os: os_seed(&config).then(|| OsDisk::new(shards)),
+                disk: SimDisk::new(),
+                stores: (0..shards).map(|_| None).collect(),
+                os: os_seed(&config),
+                dir: None,
                 boot: 1,
                 memory: false,
                 compaction: match COMPACTION_CADENCES[rng.gen_range(0..COMPACTION_CADENCES.len())] {
@@ -711,9 +641,6 @@ impl Sim {
                     ),
                     cadence => cadence,
                 },
-                identity: false,
-                files: false,
-                mark: vec![None; shards],
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
                 new_cluster: true,
                 settings: logged_settings(&mut rng),
@@ -846,107 +773,6 @@ impl Sim {
         &mut self.nodes[(id - 1) as usize]
     }
 
-    fn start_node(&mut self, id: NodeId) -> Result<(), SimFailure> {
-        let seed = self.rng.gen();
-        let mut config = cluster_config(&self.config, &self.shard_config, id);
-        let now = self.now;
-        let overload = overload_seed(&self.config);
-        let random = self.config.scenario.is_none();
-        let n = self.node(id);
-        config.table.ttl_default_ms = n.settings.ttl_default_ms;
-        config.table.retry_after_ms = n.settings.retry_after_ms;
-        config.table.startup_grace_ms = n.settings.startup_grace_ms;
-        if overload {
-            // Every node answers with the long hint of those seeds (see `overload_seed`).
-            config.table.retry_after_ms = OVERLOAD_RETRY_AFTER_MS;
-        }
-        config.stores_state = !n.memory;
-        if random {
-            // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
-            // snapshot happen under every fault; most scenarios keep whole logs to point at
-            // entries.
-            (config.compact_every, config.compact_keep) = n.compaction;
-        }
-        let local = n.clock.local(now);
-        // What a real node's storage would show it (`cluster::storage`), and its decision.
-        let storage_new =
-            n.memory || (!n.identity && !n.files && n.mark.iter().all(Option::is_none));
-        // An `os` node's boot record against its boot id (`DataDir::open`).
-        let boot = match &n.os {
-            Some(os) if !n.memory => restart::boot(
-                os.recorded.map(|b| b.to_string()).as_deref(),
-                Some(&n.boot.to_string()),
-            ),
-            _ => Boot::Kept,
-        };
-        let mut starts = Vec::with_capacity(n.stored.len());
-        for shard in 0..n.stored.len() {
-            let found = match n.mark[shard] {
-                _ if n.memory => Found::Nothing,
-                Some(mark) => Found::Marked(mark),
-                None if n.files => {
-                    let stored = &n.stored[shard];
-                    Found::Files {
-                        hard: stored.hard,
-                        snapshot: stored.snapshot.clone(),
-                        log: stored.log.clone(),
-                    }
-                }
-                None => Found::Nothing,
-            };
-            let start = restart::decide(found, storage_new, n.new_cluster, boot);
-            if !n.memory {
-                n.mark[shard] = start.mark();
-            }
-            if start.mark().is_some() {
-                // Opened empty, whatever the files held (`ShardStore::open_empty`).
-                n.stored[shard] = Stored::default();
-            }
-            starts.push(start);
-        }
-        if !n.memory {
-            n.identity = true;
-            n.files = true;
-        }
-        if let Some(os) = n.os.as_mut() {
-            // Once the marks are set (`DataDir::record_boot`); written synced.
-            os.recorded = Some(n.boot);
-        }
-        let stats = Arc::new(NodeStats::default());
-        // Spec §8.11: a number this node never used before (the wall clock at its start).
-        let incarnation = self.wall_clock_base_us + local.as_micros() + 1;
-        let keys = self.keys.clone();
-        let mut core = Node::new(
-            config,
-            starts,
-            keys,
-            incarnation,
-            seed,
-            stats.clone(),
-            local,
-        )
-        .expect("the node starts: its configuration is valid, its snapshot decodes");
-        core.set_wall_clock(local, self.wall_clock_base_us + local.as_micros());
-        let n = self.node(id);
-        n.node = Some(core);
-        n.stats = stats;
-        n.applied.fill(0);
-        n.was_leader_in.fill(None);
-        n.junk_snapshots = 0;
-        n.junk_unauthenticated = 0;
-        n.stored_seq = 0;
-        self.after_call(id)
-    }
-
-    fn crash(&mut self, id: NodeId) {
-        let n = self.node(id);
-        n.node = None;
-        n.leading.clear();
-        n.timer_generation += 1;
-        n.crashes += 1;
-        self.report.crashes += 1;
-    }
-
     fn run(&mut self) -> Result<(), SimFailure> {
         let mut same_instant = 0;
         while let Some(((at, _), event)) = self.events.pop_first() {
@@ -980,53 +806,27 @@ impl Sim {
 
     fn handle(&mut self, event: Event) -> Result<(), SimFailure> {
         match event {
-            Event::Peer { to, from, datagram } => {
-                if self.blocked.contains(&(from, to)) {
-                    return Ok(());
-                }
-                if let Some(until) = self.node(to).paused_until {
-                    // A frozen process: the datagram waits in its socket buffer.
-                    self.schedule_at(until, Event::Peer { to, from, datagram });
-                    return Ok(());
-                }
-                // What it carries, read by the checkers (the node reads it itself): the
-                // (shard, term) of each Append or snapshot chunk from a leader.
-                let mut from_leader = std::mem::take(&mut self.from_leader_buf);
-                let ack = wire::peer_glance(&datagram, &mut from_leader);
-                let now = self.now;
-                let n = self.node(to);
-                let local = n.clock.local(now);
-                let Some(core) = n.node.as_mut() else {
-                    return Ok(()); // crashed: lost
-                };
-                core.handle_datagram(local, wire::node_addr(from), &datagram);
-                for &(shard, term) in &from_leader {
-                    let Some(replica) = core.shards().get(usize::from(shard)) else {
-                        continue;
-                    };
-                    let raft = replica.raft();
-                    if raft.term() == term && raft.leader() == Some(from) {
-                        n.heard_leader[usize::from(shard)] = Some((term, from, now));
-                    }
-                }
-                self.from_leader_buf = from_leader;
-                self.report.messages_delivered += 1;
-                self.after_call(to)?;
-                if let Some(mut script) = self.script.take() {
-                    let result = script.after_peer(self, to, from, ack);
-                    self.script = Some(script);
-                    result?;
-                }
-            }
-            Event::Request { to, from, request } => {
+            Event::Peer { to, from, datagram } => self.deliver_peer(to, from, datagram)?,
+            Event::Request {
+                to,
+                from,
+                id,
+                datagram,
+            } => {
                 if self.blocked.contains(&(CLIENT_ENDPOINT + from as u64, to)) {
                     return Ok(());
                 }
                 if let Some(until) = self.node(to).paused_until {
-                    self.schedule_at(until, Event::Request { to, from, request });
+                    let event = Event::Request {
+                        to,
+                        from,
+                        id,
+                        datagram,
+                    };
+                    self.schedule_at(until, event);
                     return Ok(());
                 }
-                self.deliver_request(to, from, request)?;
+                self.deliver_request_datagram(to, from, id, &datagram)?;
             }
             Event::Reply { to, from, msg, .. } => {
                 if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {
@@ -1081,87 +881,8 @@ impl Sim {
                 }
             }
             Event::Heal => self.heal()?,
-            Event::Restart { node } => {
-                if self.node(node).node.is_none() {
-                    // Lost state (see the module docs). A `memory` node loses it on every
-                    // restart, so it restarts only while a majority of the others are up and
-                    // hold theirs (else it waits); a disk node may come back without its
-                    // directory once. Nodes without state — `memory` ones, and disk ones
-                    // marked as rejoining — stay a minority: no protocol survives more.
-                    let whole = self
-                        .nodes
-                        .iter()
-                        .filter(|n| n.id != node && n.whole())
-                        .count();
-                    let others_whole = whole > self.nodes.len() / 2;
-                    let stateless_others = self
-                        .nodes
-                        .iter()
-                        .filter(|n| n.id != node && n.stateless())
-                        .count();
-                    let room = stateless_others < (self.nodes.len() - 1) / 2;
-                    let memory = self.node(node).memory;
-                    if memory && !others_whole {
-                        self.schedule(Duration::from_millis(200), Event::Restart { node });
-                        return Ok(());
-                    }
-                    if self.config.scenario.is_none() && self.rng.gen_bool(0.2) {
-                        // Restarted with other settings (a rolling change).
-                        let settings = logged_settings(&mut self.rng);
-                        self.node(node).settings = settings;
-                    }
-                    let os = self.node(node).os.is_some();
-                    if memory {
-                        self.report.amnesia_restarts += 1;
-                    } else if os
-                        && others_whole
-                        && room
-                        && self.rng.gen_bool(POWER_LOSS_PROBABILITY)
-                    {
-                        // The node crashed with its machine: the files hold what the kernel
-                        // had written back, and the machine boots again.
-                        let n = self.node(node);
-                        let disk = n.os.as_ref().expect("os");
-                        n.stored = disk.synced.clone();
-                        n.mark = disk.synced_mark.clone();
-                        n.boot += 1;
-                        self.report.power_losses += 1;
-                    } else if self.config.scenario.is_none()
-                        && others_whole
-                        && room
-                        && self.rng.gen_bool(0.3)
-                    {
-                        let n = self.node(node);
-                        let shards = n.stored.len();
-                        n.stored = vec![Stored::default(); shards];
-                        if let Some(disk) = n.os.as_mut() {
-                            *disk = OsDisk::new(shards);
-                        }
-                        n.files = false;
-                        n.identity = false;
-                        n.mark = vec![None; shards];
-                        if self.rng.gen_bool(0.5) {
-                            // From now on a `memory` node.
-                            self.node(node).memory = true;
-                            self.report.amnesia_restarts += 1;
-                        } else {
-                            self.report.disk_losses += 1;
-                        }
-                    }
-                    self.start_node(node)?;
-                }
-            }
-            Event::Writeback { node } => {
-                let n = self.node(node);
-                if n.node.is_some() {
-                    let (stored, mark) = (n.stored.clone(), n.mark.clone());
-                    let disk = n.os.as_mut().expect("only os nodes write back");
-                    disk.synced = stored;
-                    disk.synced_mark = mark;
-                }
-                let after = self.rng.gen_range(WRITEBACK_INTERVAL_MS);
-                self.schedule(Duration::from_millis(after), Event::Writeback { node });
-            }
+            Event::Restart { node } => self.restart(node)?,
+            Event::Writeback { node } => self.writeback(node),
             Event::Resume { node } => {
                 let now = self.now;
                 if self
@@ -1201,327 +922,6 @@ impl Sim {
         Ok(())
     }
 
-    fn deliver_request(
-        &mut self,
-        to: NodeId,
-        from: usize,
-        request: Request<'static>,
-    ) -> Result<(), SimFailure> {
-        let now = self.now;
-        self.report.messages_delivered += 1;
-        let datagram = wire::request_datagram(&request, None);
-        self.trace.bytes(&datagram);
-        let len = self
-            .request_lens
-            .entry(request.id)
-            .or_insert(datagram.len());
-        *len = (*len).min(datagram.len());
-        let n = self.node(to);
-        let local = n.clock.local(now);
-        let Some(core) = n.node.as_mut() else {
-            return Ok(());
-        };
-        core.handle_datagram(local, request.reply_to, &datagram);
-        let _ = from;
-        self.after_call(to)
-    }
-
-    fn resume(&mut self, node: NodeId) -> Result<(), SimFailure> {
-        let (now, stops) = (self.now, self.config.clock_stops_during_pauses);
-        let n = self.node(node);
-        if let (true, Some(since)) = (stops, n.paused_since) {
-            n.clock.stand_still(since, now);
-        }
-        n.paused_until = None;
-        n.paused_since = None;
-        if let Some(mut script) = self.script.take() {
-            let result = script.on_resume(self, node);
-            self.script = Some(script);
-            result?;
-        }
-        if self.node(node).node.is_some() {
-            self.after_call(node)?;
-        }
-        Ok(())
-    }
-
-    /// After any call into a node: store what its core hands out to store, send what it
-    /// hands out to send, re-arm its timer, observe what it applied.
-    fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
-        let now = self.now;
-        let i = (id - 1) as usize;
-        {
-            let n = &self.nodes[i];
-            let Some(core) = n.node.as_ref() else {
-                return Ok(());
-            };
-            // Every node here is correct: a message one of them dropped as faulty or
-            // malformed was a correct message misjudged (but for the junk snapshots a faulty
-            // peer sent it, to any of its shards).
-            let drops: u64 = core.shards().iter().map(|s| s.raft().faulty_drops()).sum();
-            if drops > n.junk_snapshots {
-                return Err(self.fail(format!(
-                    "node {id} dropped {drops} message(s) of correct peers as faulty or \
-                     malformed (its log says which)"
-                )));
-            }
-            // Nor does a correct peer's datagram fail the authentication checks for anything
-            // but its age (a duplicate, one from an earlier life of either end: spec §8.11).
-            let misjudged: u64 = [
-                AuthDrop::Unauthenticated,
-                AuthDrop::UnknownKey,
-                AuthDrop::BadMac,
-                AuthDrop::WrongReceiver,
-            ]
-            .iter()
-            .map(|&r| n.stats.auth_dropped(r))
-            .sum();
-            if misjudged > n.junk_unauthenticated {
-                return Err(self.fail(format!(
-                    "node {id} dropped {misjudged} datagram(s) of correct peers as forged \
-                     (spec §8.11)"
-                )));
-            }
-        }
-        // The writes first, in order: nothing below leaves before what it depends on is
-        // stored (the core names it; this shell, like the real one, stores everything first).
-        loop {
-            let n = &mut self.nodes[i];
-            let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
-                break;
-            };
-            n.stored_seq = write.seq;
-            if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
-                self.report.snapshots += 1;
-            }
-            if self.nodes[i].memory {
-                // A `memory` node writes nothing: its shell drops the writes.
-                continue;
-            }
-            if self.tear_write(id, &write) {
-                return Ok(());
-            }
-            let n = &mut self.nodes[i];
-            let shard = write.shard as usize;
-            if let Some(mark) = write.mark_first {
-                n.mark[shard] = Some(mark);
-            }
-            if let Some(persist) = &write.raft {
-                n.stored[shard].write(persist);
-            }
-            if let Some(mark) = write.mark_then {
-                n.mark[shard] = mark;
-            }
-        }
-        let mut transmits = Vec::new();
-        let timer_local;
-        {
-            let n = &mut self.nodes[i];
-            let core = n.node.as_mut().expect("running");
-            let mut buf = vec![0u8; udplock_protocol::PEER_DATAGRAM_LEN_MAX];
-            while let Some(t) = core.poll_transmit(&mut buf) {
-                transmits.push((t, buf[..t.len].to_vec()));
-            }
-            timer_local = core.poll_timeout();
-            n.timer_generation += 1;
-        }
-        for (t, datagram) in transmits {
-            if t.after > self.nodes[i].stored_seq {
-                return Err(self.fail(format!(
-                    "node {id} handed out a datagram that depends on write {} before that \
-                     write",
-                    t.after
-                )));
-            }
-            if t.to_peer {
-                let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
-                    return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));
-                };
-                self.send_peer(id, to, datagram);
-                continue;
-            }
-            let Some(msg) = wire::reply_msg(&datagram, t.to, self.nodes.len()) else {
-                return Err(self.fail(format!(
-                    "node {id} sent {} a datagram no client can read",
-                    t.to
-                )));
-            };
-            let asked = match &msg {
-                ReplyMsg::Answer(r) => r.id,
-                ReplyMsg::NotLeader { id, .. } => *id,
-            };
-            match self.request_lens.get(&asked) {
-                Some(&len) if datagram.len() > len => {
-                    return Err(self.fail(format!(
-                        "amplification: node {id} answered a request of {len} bytes with {} \
-                         bytes ({msg:?}; spec §2.2)",
-                        datagram.len()
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    return Err(self.fail(format!(
-                        "node {id} answered a request no node received: {msg:?}"
-                    )));
-                }
-            }
-            if t.to == PROBE_ADDR {
-                if let ReplyMsg::Answer(reply) = msg {
-                    if let Some(&op) = self.probes.get(&reply.id) {
-                        self.hist.answered(op, now, *reply);
-                        self.report.reads += 1;
-                    }
-                }
-                continue;
-            }
-            let Some(&client) = self.client_by_addr.get(&t.to) else {
-                return Err(self.fail(format!(
-                    "node {id} answered an address no client has: {msg:?}"
-                )));
-            };
-            self.send_reply(id, client, msg, &datagram);
-        }
-        let n = self.node(id);
-        let at = n.clock.true_time(timer_local).max(now);
-        let generation = n.timer_generation;
-        self.schedule_at(
-            at,
-            Event::Timer {
-                node: id,
-                generation,
-            },
-        );
-        self.observe_applied(id)
-    }
-
-    /// Sometimes (random runs, before healing) the write of what the last input produced
-    /// fails part-way or is torn: the files get part of it (see the module docs and
-    /// [`Stored::write_torn`]) and the node stops before anything that input produced
-    /// leaves. True if it did.
-    fn tear_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
-        let Some(persist) = &write.raft else {
-            return false;
-        };
-        if !self.config.faults || self.config.scenario.is_some() || self.healed {
-            return false;
-        }
-        if !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
-            return false;
-        }
-        // How far the write got: 0 nothing, 1 the hard state, 2 some of the log or snapshot.
-        let stage = self.rng.gen_range(0..3u8);
-        let all_new = self.rng.gen_bool(0.5);
-        let appended = self.rng.gen_range(0..=persist.entries.len());
-        let n = self.node(id);
-        let shard = write.shard as usize;
-        // A stronger mark goes down before the state it covers.
-        if let Some(mark) = write.mark_first {
-            n.mark[shard] = Some(mark);
-        }
-        n.stored[shard].write_torn(persist, stage, all_new, appended);
-        self.report.torn_writes += 1;
-        self.crash(id);
-        let down = Duration::from_millis(self.rng.gen_range(50..1_000));
-        self.schedule(down, Event::Restart { node: id });
-        true
-    }
-
-    /// Latency, loss, duplication for one datagram; `None` if it is lost.
-    fn copies(&mut self, from: u64, to: u64) -> Vec<Duration> {
-        if from == to || self.blocked.contains(&(from, to)) || self.rng.gen_bool(LOSS) {
-            return Vec::new();
-        }
-        let copies = if self.rng.gen_bool(DUPLICATION) { 2 } else { 1 };
-        (0..copies)
-            .map(|_| {
-                let mut latency = self
-                    .rng
-                    .gen_range(LATENCY_MIN.as_micros()..=LATENCY_MAX.as_micros());
-                if self.rng.gen_bool(SPIKE_PROBABILITY) {
-                    latency += self.rng.gen_range(0..=SPIKE_MAX.as_micros());
-                }
-                Duration::from_micros(latency)
-            })
-            .collect()
-    }
-
-    /// A node-to-node datagram from `from` to `to`, through the network. Under a scenario
-    /// (whose clusters have no key) the script sees each Raft message it carries and may
-    /// hold one back to deliver late itself; each message then travels alone, as its own
-    /// datagram.
-    fn send_peer(&mut self, from: NodeId, to: NodeId, datagram: Vec<u8>) {
-        let Some(mut script) = self.script.take() else {
-            let datagram = Arc::new(datagram);
-            for latency in self.copies(from, to) {
-                let datagram = datagram.clone();
-                self.schedule(latency, Event::Peer { to, from, datagram });
-            }
-            return;
-        };
-        let messages = wire::peer_messages(&datagram);
-        if messages.is_empty() {
-            // PEER_SETTINGS: no Raft message in it, nothing for a script to see.
-            self.script = Some(script);
-            let datagram = Arc::new(datagram);
-            for latency in self.copies(from, to) {
-                let datagram = datagram.clone();
-                self.schedule(latency, Event::Peer { to, from, datagram });
-            }
-            return;
-        }
-        assert!(
-            !self.keys.is_authenticated(),
-            "scenarios run without keys: held datagrams are rebuilt"
-        );
-        let mut deliver = Vec::new();
-        for (shard, msg) in messages {
-            // A scenario may hold a message back (to deliver it late itself) or copy it.
-            if script.on_send(self, from, to, &msg) {
-                deliver.push((shard, msg));
-            }
-        }
-        self.script = Some(script);
-        for message in deliver {
-            let datagram = Arc::new(wire::peer_datagram(self.cluster_id, from, &[message]));
-            for latency in self.copies(from, to) {
-                let datagram = datagram.clone();
-                self.schedule(latency, Event::Peer { to, from, datagram });
-            }
-        }
-    }
-
-    /// Delivers `msg` from `from` to `to` after `after`, as a datagram the network delayed
-    /// (partitions apply at delivery, as to any datagram).
-    pub(crate) fn deliver_late(&mut self, from: NodeId, to: NodeId, msg: Message, after: Duration) {
-        let datagram = Arc::new(wire::peer_datagram(self.cluster_id, from, &[(0, msg)]));
-        self.schedule(after, Event::Peer { to, from, datagram });
-    }
-
-    fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg, datagram: &[u8]) {
-        let digest = Trace::of(datagram);
-        for latency in self.copies(from, CLIENT_ENDPOINT + to as u64) {
-            let msg = msg.clone();
-            self.schedule(
-                latency,
-                Event::Reply {
-                    to,
-                    from,
-                    msg,
-                    digest,
-                },
-            );
-        }
-    }
-
-    fn send_requests(&mut self, from: usize, out: &mut Vec<(NodeId, Request<'static>)>) {
-        for (to, request) in out.drain(..) {
-            self.hist.copy_sent(request.id, self.now);
-            for latency in self.copies(CLIENT_ENDPOINT + from as u64, to) {
-                self.schedule(latency, Event::Request { to, from, request });
-            }
-        }
-    }
-
     fn arm_client(&mut self, client: usize) {
         let c = &mut self.clients[client];
         c.generation += 1;
@@ -1532,379 +932,6 @@ impl Sim {
                 self.schedule_at(at, Event::ClientWake { client, generation });
             }
         }
-    }
-
-    fn running(&self) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|n| n.node.is_some())
-            .map(|n| n.id)
-            .collect()
-    }
-
-    /// The nodes whose replica of `shard` leads (in some term).
-    fn leaders_now(&self, shard: usize) -> Vec<NodeId> {
-        self.nodes
-            .iter()
-            .filter(|n| {
-                n.replica(shard)
-                    .is_some_and(|s| s.raft().role() == Role::Leader)
-            })
-            .map(|n| n.id)
-            .collect()
-    }
-
-    /// The shard a fault aimed at a leader picks: half the time the shard of a resource the
-    /// clients use, else any.
-    fn fault_shard(&mut self) -> usize {
-        let shards = self.config.shards;
-        if self.rng.gen_bool(0.5) {
-            let resource = RESOURCES[self.rng.gen_range(0..self.config.resources)];
-            udplock_protocol::shard_of(resource, shards) as usize
-        } else {
-            self.rng.gen_range(0..shards as usize)
-        }
-    }
-
-    fn block_both(&mut self, a: u64, b: u64) {
-        self.blocked.insert((a, b));
-        self.blocked.insert((b, a));
-    }
-
-    fn pause(&mut self, node: NodeId, for_: Duration) -> bool {
-        let (now, until) = (self.now, self.now + for_);
-        let n = self.node(node);
-        if n.paused_until.is_some() || n.node.is_none() {
-            return false;
-        }
-        n.paused_until = Some(until);
-        n.paused_since = Some(now);
-        self.report.pauses += 1;
-        self.schedule_at(until, Event::Resume { node });
-        true
-    }
-
-    fn inject_fault(&mut self) -> Result<(), SimFailure> {
-        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let fault = self.rng.gen_range(0..13);
-        // The shard whose leader the leader-aimed faults (3, 5, 9, 10, 12) pick.
-        let shard = if self.config.shards > 1 && matches!(fault, 3 | 5 | 9 | 10 | 12) {
-            self.fault_shard()
-        } else {
-            0
-        };
-        match fault {
-            // Symmetric partition into two groups.
-            0 => {
-                self.blocked.clear();
-                let split: Vec<bool> = ids.iter().map(|_| self.rng.gen_bool(0.5)).collect();
-                for (i, &a) in ids.iter().enumerate() {
-                    for (j, &b) in ids.iter().enumerate() {
-                        if split[i] != split[j] {
-                            self.blocked.insert((a, b));
-                        }
-                    }
-                }
-                self.report.partitions += 1;
-            }
-            // Asymmetric: one node can send but not receive, or the reverse.
-            1 => {
-                let victim = ids[self.rng.gen_range(0..ids.len())];
-                let inbound = self.rng.gen_bool(0.5);
-                for &other in &ids {
-                    if other != victim {
-                        let pair = if inbound {
-                            (other, victim)
-                        } else {
-                            (victim, other)
-                        };
-                        self.blocked.insert(pair);
-                    }
-                }
-                self.report.partitions += 1;
-            }
-            // Partial: two nodes cannot talk to each other, both talk to the rest.
-            2 => {
-                let a = ids[self.rng.gen_range(0..ids.len())];
-                let b = ids[self.rng.gen_range(0..ids.len())];
-                if a != b {
-                    self.block_both(a, b);
-                }
-                self.report.partitions += 1;
-            }
-            // Isolate whoever leads from the other replicas, and sometimes from clients too
-            // (else clients keep reaching a leader that cannot commit).
-            3 => {
-                let with_clients = self.rng.gen_bool(0.5);
-                for l in self.leaders_now(shard) {
-                    for &other in &ids {
-                        if other != l {
-                            self.block_both(l, other);
-                        }
-                    }
-                    if with_clients {
-                        for c in 0..self.clients.len() {
-                            self.block_both(l, CLIENT_ENDPOINT + c as u64);
-                        }
-                    }
-                }
-                self.report.partitions += 1;
-            }
-            // Crash a node (keeping a majority up most of the time), restart it later.
-            4 => {
-                let running = self.running();
-                if !running.is_empty()
-                    && (running.len() * 2 > ids.len() + 1 || self.rng.gen_bool(0.2))
-                {
-                    let victim = running[self.rng.gen_range(0..running.len())];
-                    self.crash(victim);
-                    let down = Duration::from_millis(self.rng.gen_range(50..2_000));
-                    self.schedule(down, Event::Restart { node: victim });
-                }
-            }
-            // Pause a node (a GC pause, a stopped VM): it wakes believing what it believed.
-            // Pausing the leader is the interesting case, so it is chosen half the time.
-            5 => {
-                let leaders = self.leaders_now(shard);
-                let victim = if !leaders.is_empty() && self.rng.gen_bool(0.5) {
-                    leaders[0]
-                } else {
-                    ids[self.rng.gen_range(0..ids.len())]
-                };
-                let for_ = Duration::from_millis(self.rng.gen_range(50..1_500));
-                self.pause(victim, for_);
-            }
-            // Cut one client off from one node (a partial partition between client and
-            // cluster: it must find another way in).
-            6 => {
-                if !self.clients.is_empty() {
-                    let c = self.rng.gen_range(0..self.clients.len()) as u64;
-                    let node = ids[self.rng.gen_range(0..ids.len())];
-                    self.block_both(CLIENT_ENDPOINT + c, node);
-                    self.report.partitions += 1;
-                }
-            }
-            // A leader hands leadership to another node (graceful leave, leader spreading),
-            // under whatever faults are on: its TimeoutNow may be lost or come late.
-            9 => {
-                if let Some(&from) = self.leaders_now(shard).first() {
-                    let others: Vec<NodeId> =
-                        ids.iter().copied().filter(|&id| id != from).collect();
-                    let to = others[self.rng.gen_range(0..others.len())];
-                    let shard = shard as u32;
-                    self.schedule(Duration::ZERO, Event::Transfer { from, to, shard });
-                    self.report.transfers += 1;
-                }
-            }
-            // A node leaves gracefully (SIGTERM on `udplock server`): it declines to take
-            // shards over, hands over what it leads, stops, and is restarted later.
-            10 => {
-                let running = self.running();
-                let leaders = self.leaders_now(shard);
-                if running.len() * 2 > ids.len() + 1 {
-                    // The leader half the time: handing over is the interesting part.
-                    let node = match leaders.first() {
-                        Some(&leader) if self.rng.gen_bool(0.5) => leader,
-                        _ => running[self.rng.gen_range(0..running.len())],
-                    };
-                    if self.node(node).paused_until.is_none() {
-                        let now = self.now;
-                        let n = self.node(node);
-                        let incarnation = n.crashes;
-                        let local = n.clock.local(now);
-                        let mut led = false;
-                        if let Some(core) = n.node.as_mut() {
-                            core.start_leaving(local);
-                            led = core.leading() > 0;
-                        }
-                        let leave = Event::Leave {
-                            node,
-                            until: now + LEAVE_WITHIN,
-                            led,
-                            incarnation,
-                        };
-                        self.schedule(Duration::ZERO, leave);
-                    }
-                }
-            }
-            // A faulty peer (or a forger, on a cluster without a key) sends a follower a
-            // complete snapshot of garbage, as if from its leader: the follower must drop it
-            // and keep its state, and still restart from what it persisted (issue 8).
-            11 => return self.send_junk_snapshot(),
-            // A node's clock changes rate (or, in an experiment, stalls or jumps).
-            12 => return self.clock_fault(shard),
-            // Heal the network for a while.
-            _ => self.blocked.clear(),
-        }
-        Ok(())
-    }
-
-    /// Fault 12 (see `inject_fault`): a node's clock changes (see `clock.rs`). Within the
-    /// drift bound, as in every random run: one clock's rate steps to another rate within ±
-    /// half the bound; or, half the time when `shard` has a leader, the leader's clock steps
-    /// to the slowest rate and every other node's to the fastest, so the leader's lease lasts
-    /// longest in true time while its followers' patience is shortest — the edge the lease's
-    /// margin is for (spec §8.5, "Leader lease"). Beyond the bound (the
-    /// `clock_faults_beyond_bound` experiment): the leader's clock stands still for 50 ms to
-    /// 1.5 s while it runs, or a node's clock jumps forward by as much.
-    fn clock_fault(&mut self, shard: usize) -> Result<(), SimFailure> {
-        let half = i64::from(self.shard_config.raft.drift_bound_ppm / 2);
-        let leader = self.leaders_now(shard).first().copied();
-        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        let now = self.now;
-        let adversarial = leader.is_some() && self.rng.gen_bool(0.5);
-        if self.config.clock_faults_beyond_bound {
-            let by = Duration::from_millis(self.rng.gen_range(50..1_500));
-            match leader {
-                Some(leader) if adversarial => self.node(leader).clock.stand_still(now, now + by),
-                _ => {
-                    let victim = ids[self.rng.gen_range(0..ids.len())];
-                    self.node(victim).clock.jump(now, by);
-                }
-            }
-        } else if let (Some(leader), true) = (leader, adversarial) {
-            for &id in &ids {
-                let rate = if id == leader { -half } else { half };
-                self.node(id).clock.set_rate(now, rate);
-            }
-        } else {
-            let victim = ids[self.rng.gen_range(0..ids.len())];
-            let rate = self.rng.gen_range(-half..=half);
-            self.node(victim).clock.set_rate(now, rate);
-        }
-        self.report.clock_faults += 1;
-        // Timers were set on the old clocks: set them again (a paused node's are at resume).
-        for id in ids {
-            if self.node(id).paused_until.is_none() {
-                self.after_call(id)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Fault 11 (see `inject_fault`): one chunk holding a whole snapshot of garbage (it does
-    /// not even start with the snapshot magic), beyond the follower's commit index, of its
-    /// term, from the leader it follows, in a PEER datagram from the leader's address but
-    /// without a trailer; round 0, so its answer counts for nothing at the leader. A node
-    /// with a key drops it as unauthenticated (spec §8.11); one without lets Raft judge it.
-    fn send_junk_snapshot(&mut self) -> Result<(), SimFailure> {
-        let shards = self.config.shards as usize;
-        // (follower, its leader, shard)
-        let followers: Vec<(NodeId, NodeId, usize)> = self
-            .nodes
-            .iter()
-            .filter(|n| n.paused_until.is_none())
-            .flat_map(|n| (0..shards).map(move |shard| (n, shard)))
-            .filter_map(|(n, shard)| {
-                let raft = n.replica(shard)?.raft();
-                let leader = raft.leader().filter(|_| raft.role() == Role::Follower)?;
-                Some((n.id, leader, shard))
-            })
-            .collect();
-        if followers.is_empty() {
-            return Ok(());
-        }
-        let (to, from, shard) = followers[self.rng.gen_range(0..followers.len())];
-        let len = self.rng.gen_range(1..=udplock_protocol::SNAPSHOT_CHUNK_MAX);
-        let mut data: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
-        data[0] = 0;
-        let ahead = self.rng.gen_range(1..100);
-        let now = self.now;
-        let (cluster_id, keyed) = (self.cluster_id, self.keys.is_authenticated());
-        let n = &mut self.nodes[(to - 1) as usize];
-        let local = n.clock.local(now);
-        let raft = n.replica(shard).expect("a running follower").raft();
-        let (term, commit) = (raft.term(), raft.commit_index());
-        let junk = Message::InstallSnapshot {
-            term,
-            last_index: commit + ahead,
-            last_term: term,
-            offset: 0,
-            total_len: len as u64,
-            data,
-            round: 0,
-        };
-        let datagram = wire::peer_datagram(cluster_id, from, &[(shard as u16, junk)]);
-        self.trace.bytes(&datagram);
-        if keyed {
-            n.junk_unauthenticated += 1;
-        } else {
-            n.junk_snapshots += 1;
-        }
-        let core = n.node.as_mut().expect("a running follower");
-        core.handle_datagram(local, wire::node_addr(from), &datagram);
-        if keyed && n.stats.auth_dropped(AuthDrop::Unauthenticated) < n.junk_unauthenticated {
-            return Err(self.fail(format!(
-                "node {to} with a cluster key took an unauthenticated datagram (spec §8.11)"
-            )));
-        }
-        self.report.junk_snapshots += 1;
-        self.after_call(to)
-    }
-
-    /// One turn of a graceful leave (see `Event::Leave`): `ClusterNode::leave` — the node's
-    /// core hands each shard it leads to a caught-up peer on every input, and the shell
-    /// stops it once it leads none or its patience ends.
-    fn leave_step(&mut self, leave: Event) -> Result<(), SimFailure> {
-        let Event::Leave {
-            node,
-            until,
-            led,
-            incarnation,
-        } = leave
-        else {
-            unreachable!("a Leave event");
-        };
-        let (now, healed) = (self.now, self.healed);
-        let interval = self.shard_config.raft.heartbeat_interval;
-        let n = self.node(node);
-        if n.crashes != incarnation || healed {
-            // It crashed meanwhile (and may run again as a new process), or the run is in its
-            // healed phase, where nothing stops: the leave ends here.
-            return Ok(());
-        }
-        if let Some(paused) = n.paused_until {
-            self.schedule_at(paused, leave);
-            return Ok(());
-        }
-        let local = n.clock.local(now);
-        let Some(core) = n.node.as_mut() else {
-            return Ok(());
-        };
-        core.start_leaving(local);
-        let leads = core.leading() > 0;
-        if leads && now < until {
-            self.after_call(node)?;
-            self.schedule(interval, leave);
-            return Ok(());
-        }
-        let handed_over = led && !leads;
-        self.crash(node);
-        self.report.leaves += 1;
-        self.report.leaves_handed_over += u64::from(handed_over);
-        let down = Duration::from_millis(self.rng.gen_range(50..2_000));
-        self.schedule(down, Event::Restart { node });
-        Ok(())
-    }
-
-    fn heal(&mut self) -> Result<(), SimFailure> {
-        self.healed = true;
-        self.blocked.clear();
-        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
-        for id in ids {
-            if self.node(id).node.is_none() {
-                // A node that keeps no state comes back without it (`start_node`), whenever
-                // it restarts.
-                if self.node(id).memory {
-                    self.report.amnesia_restarts += 1;
-                }
-                self.start_node(id)?;
-            }
-            if self.node(id).paused_until.is_some() {
-                self.resume(id)?;
-            }
-        }
-        Ok(())
     }
 
     /// A STATUS handed straight to `node` (scenarios), recorded in the history as an
@@ -1948,330 +975,6 @@ impl Sim {
             Outcome::Answered { reply, .. } if reply.answer.status != Status::Overloaded
         );
         Ok(served)
-    }
-
-    /// After a call into node `id` (only an input changes a replica): state machine safety
-    /// (every replica applies the same entries, in order), election safety and leader
-    /// completeness, for each of its shards; and which shards it leads now, for the lease
-    /// checker.
-    fn observe_applied(&mut self, id: NodeId) -> Result<(), SimFailure> {
-        let i = (id - 1) as usize;
-        for shard in 0..self.applied.len() {
-            self.observe_applied_shard(id, shard)?;
-            self.check_leader(i, shard)?;
-        }
-        let n = &mut self.nodes[i];
-        n.leading.clear();
-        if let Some(core) = n.node.as_ref() {
-            let leading = core.shards().iter().enumerate();
-            n.leading.extend(
-                leading
-                    .filter(|(_, r)| r.raft().role() == Role::Leader)
-                    .map(|(s, _)| s),
-            );
-        }
-        Ok(())
-    }
-
-    /// State machine safety for node `id`'s replica of `shard`.
-    fn observe_applied_shard(&mut self, id: NodeId, s: usize) -> Result<(), SimFailure> {
-        let now = self.now;
-        let i = (id - 1) as usize;
-        let Some(shard) = self.nodes[i].replica(s) else {
-            return Ok(());
-        };
-        let applied_index = shard.applied_index();
-        let current_term = shard.raft().term();
-        let from = self.nodes[i].applied[s] + 1;
-        if applied_index + 1 < from {
-            return Err(self.fail(format!(
-                "node {id} shard {s}: applied index went back from {} to {applied_index}",
-                from - 1
-            )));
-        }
-        let applied = &mut self.applied[s];
-        // A snapshot (installed from the leader, or restored at restart) stands for the
-        // entries it covers: others applied those, and they are no longer in this log.
-        let snapshot = shard.raft().snapshot_meta();
-        if snapshot.index >= from {
-            self.report.snapshots_received += 1;
-            if let Some(a) = applied.get((snapshot.index - 1) as usize) {
-                if a.term != snapshot.term {
-                    let what = format!(
-                        "state machine safety: node {id} shard {s} holds a snapshot through {} \
-                         of term {}, where term {} was applied",
-                        snapshot.index, snapshot.term, a.term
-                    );
-                    return Err(self.fail(what));
-                }
-            }
-        }
-        let from = from.max(snapshot.index + 1);
-        for index in from..=applied_index {
-            let entry = shard
-                .raft()
-                .entry(index)
-                .expect("an applied entry is in the log");
-            match applied.get((index - 1) as usize) {
-                Some(a) if (a.term, &a.data) != (entry.term, &entry.data) => {
-                    let what = format!(
-                        "state machine safety: node {id} shard {s} applied (term {}) at index \
-                         {index} where another applied (term {})",
-                        entry.term, a.term
-                    );
-                    return Err(self.fail(what));
-                }
-                Some(_) => {}
-                None => {
-                    assert_eq!(applied.len() as u64, index - 1);
-                    applied.push(Applied {
-                        term: entry.term,
-                        data: entry.data.clone(),
-                        at: now,
-                        committed_by_term: current_term,
-                    });
-                    self.report.entries_applied += 1;
-                }
-            }
-        }
-        self.nodes[i].applied[s] = applied_index;
-        Ok(())
-    }
-
-    /// Election safety, and leader completeness at the moment a node becomes leader: node
-    /// `i`'s replica of shard `s`.
-    fn check_leader(&mut self, i: usize, s: usize) -> Result<(), SimFailure> {
-        let (id, term, newly) = {
-            let n = &self.nodes[i];
-            let Some(shard) = n.replica(s) else {
-                return Ok(());
-            };
-            if shard.raft().role() != Role::Leader {
-                return Ok(());
-            }
-            let term = shard.raft().term();
-            (n.id, term, n.was_leader_in[s] != Some(term))
-        };
-        match self.leaders[s].get(&term) {
-            Some(&other) if other != id => {
-                return Err(self.fail(format!(
-                    "election safety: nodes {other} and {id} both lead term {term} of shard {s}"
-                )));
-            }
-            Some(_) => {}
-            None => {
-                self.leaders[s].insert(term, id);
-                self.report.leaders_elected += 1;
-            }
-        }
-        if newly {
-            self.nodes[i].was_leader_in[s] = Some(term);
-            let raft = self.nodes[i].replica(s).expect("running").raft();
-            // Raft §5.4: an entry committed in a term is in the log of every leader of every
-            // LATER term. A node may still win an older term late (a vote granted long ago,
-            // delivered after a pause); it need not hold what later terms committed, and can
-            // never commit anything over it.
-            for (position, a) in self.applied[s].iter().enumerate() {
-                let index = position as u64 + 1;
-                if a.committed_by_term >= term || index <= raft.snapshot_meta().index {
-                    continue;
-                }
-                let held = raft.entry(index);
-                if held.is_none_or(|e| e.term != a.term || e.data != a.data) {
-                    return Err(self.fail(format!(
-                        "leader completeness: node {id}, leader of term {term} of shard {s}, \
-                         lacks applied entry {index} (term {})",
-                        a.term
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Lease safety, per shard: two nodes never both hold a valid lease at one instant of
-    /// true time.
-    fn check_leases(&mut self) -> Result<(), SimFailure> {
-        // Every valid lease: only a leader holds one, and a replica becomes leader only on
-        // an input, after which `observe_applied` lists it. A paused node acts on nothing,
-        // its lease included.
-        let event = self.report.events;
-        for i in 0..self.nodes.len() {
-            let n = &self.nodes[i];
-            if n.paused_until.is_some() || n.leading.is_empty() {
-                continue;
-            }
-            let local = n.clock.local(self.now);
-            for k in 0..n.leading.len() {
-                let n = &self.nodes[i];
-                let s = n.leading[k];
-                let raft = n.replica(s).expect("running").raft();
-                if !raft.lease_valid(local) {
-                    continue;
-                }
-                let (id, term) = (n.id, raft.term());
-                let (seen_at, other, other_term) = self.lease_seen[s];
-                if seen_at == event {
-                    return Err(self.fail(format!(
-                        "lease safety: nodes {:?} (id, term) all hold a valid leader lease of \
-                         shard {s}",
-                        [(other, other_term), (id, term)]
-                    )));
-                }
-                self.lease_seen[s] = (event, id, term);
-                self.check_lease_backed(s, id, term)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Node `id`'s valid lease of shard `s` in `term` rests on a majority that heard from it
-    /// in its term since the start of an acknowledged round, which is less than
-    /// `election_timeout_min` of true time ago (the lease is shorter by the drift bound):
-    /// check that such a majority exists.
-    fn check_lease_backed(&mut self, s: usize, id: NodeId, term: u64) -> Result<(), SimFailure> {
-        let window = self.shard_config.raft.election_timeout_min;
-        let heard = self
-            .nodes
-            .iter()
-            .filter(|n| {
-                n.id == id
-                    || n.heard_leader[s].is_some_and(|(t, leader, at)| {
-                        (t, leader) == (term, id) && at + window > self.now
-                    })
-            })
-            .count();
-        if heard * 2 <= self.nodes.len() {
-            return Err(self.fail(format!(
-                "lease safety: node {id} holds a lease in term {term} of shard {s}, but only \
-                 {heard} node(s), itself included, heard from it in that term within the last \
-                 {window:?}"
-            )));
-        }
-        if self.healed && self.leader_after_heal[s].is_none() {
-            self.leader_after_heal[s] = Some(self.now);
-        }
-        Ok(())
-    }
-
-    /// The checkers that judge the whole run.
-    fn finish(&mut self) -> Result<(), SimFailure> {
-        for op in &self.hist.ops {
-            if op.client != PROBE && matches!(op.outcome, Outcome::Answered { .. }) {
-                let read = matches!(
-                    op.request.body,
-                    udplock_protocol::RequestBody::Status { .. }
-                );
-                self.report.reads += u64::from(read);
-            }
-            match op.outcome {
-                Outcome::Answered { .. } if op.client != PROBE => self.report.ops_answered += 1,
-                Outcome::GaveUp { .. } => self.report.ops_gave_up += 1,
-                _ => {}
-            }
-        }
-        self.report.ops = self.hist.ops.iter().filter(|o| o.client != PROBE).count() as u64;
-        self.report.grants = self.hist.grants.len() as u64;
-        let fail = |sim: &Sim, (at, what): (Instant, String)| sim.fail_at(at, what);
-        check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
-        check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;
-        check::check_doubts(&self.hist).map_err(|e| fail(self, e))?;
-        // Each resource's shard: its log holds every logged request on the resource.
-        let resource_shards: Vec<u32> = RESOURCES
-            .iter()
-            .map(|r| udplock_protocol::shard_of(r, self.config.shards))
-            .collect();
-        for s in 0..self.applied.len() {
-            self.check_shard_log(s, &resource_shards)?;
-        }
-        if let Some(mut script) = self.script.take() {
-            let result = script.finish(self);
-            self.script = Some(script);
-            result?;
-        }
-        // Liveness.
-        for (s, &after_heal) in self.leader_after_heal.iter().enumerate() {
-            match after_heal {
-                Some(at) if at <= self.heal_at + LEADER_AFTER_HEAL_MAX => {}
-                at => {
-                    return Err(self.fail(format!(
-                        "liveness: no replica of shard {s} held a valid leader lease within \
-                         {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
-                    )));
-                }
-            }
-        }
-        check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
-        for (s, &mark) in self.catch_up_index.iter().enumerate() {
-            let Some(mark) = mark else { continue };
-            for n in &self.nodes {
-                if n.applied[s] < mark {
-                    return Err(self.fail(format!(
-                        "liveness: node {} applied only up to {} of the {mark} entries of \
-                         shard {s} committed {CATCH_UP:?} before the end",
-                        n.id, n.applied[s]
-                    )));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// State machine safety of shard `s`'s final log, then durability and linearizability of
-    /// the operations on its resources against it.
-    fn check_shard_log(&self, s: usize, resource_shards: &[u32]) -> Result<(), SimFailure> {
-        let fail = |(at, what): (Instant, String)| self.fail_at(at, what);
-        // The final committed log: the longest committed prefix (all agree, see above).
-        let best = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.replica(s))
-            .max_by_key(|r| r.raft().commit_index())
-            .expect("every node runs after healing");
-        let commit = best.raft().commit_index() as usize;
-        let applied = &self.applied[s];
-        let effect: Vec<Instant> = applied.iter().map(|a| a.at).collect();
-        if effect.len() < commit {
-            return Err(self.fail(format!(
-                "committed index {commit} of shard {s} was never applied by any replica \
-                 (applied {})",
-                effect.len()
-            )));
-        }
-        // The committed log as applied (the best replica may have compacted its prefix);
-        // the part it still holds must agree with it.
-        let log: Vec<Entry> = applied[..commit]
-            .iter()
-            .enumerate()
-            .map(|(position, a)| Entry {
-                term: a.term,
-                index: position as u64 + 1,
-                data: a.data.clone(),
-            })
-            .collect();
-        let held = best
-            .raft()
-            .log()
-            .iter()
-            .filter(|e| e.index as usize <= commit);
-        for (e, a) in held.map(|e| (e, &applied[e.index as usize - 1])) {
-            if e.term != a.term || e.data != a.data {
-                return Err(self.fail(format!(
-                    "state machine safety: the final log of shard {s} holds term {} at index \
-                     {}, where term {} was applied",
-                    e.term, e.index, a.term
-                )));
-            }
-        }
-        let on_shard = |resource: usize| resource_shards[resource] as usize == s;
-        check::check_log(
-            &self.hist,
-            &log,
-            &effect,
-            &self.shard_config.table,
-            on_shard,
-        )
-        .map_err(fail)
     }
 }
 
@@ -2337,10 +1040,6 @@ fn overload_seed(config: &SimConfig) -> bool {
     config.scenario.is_none() && config.seed % OVERLOAD_SEEDS_EVERY == OVERLOAD_SEEDS_EVERY - 1
 }
 
-/// How long a leaving node tries to hand its leadership over before it stops anyway (the
-/// shell's `udplock server` waits about as long on SIGTERM).
-const LEAVE_WITHIN: Duration = Duration::from_millis(2_000);
-
 /// One random seed in three spreads leaders (spec §8.1): each shard has a preferred leader
 /// (`node::Config::preferred_leader`), to which whoever leads it hands it once that node is
 /// caught up.
@@ -2371,109 +1070,5 @@ fn logged_settings(rng: &mut ChaCha8Rng) -> replica::LoggedSettings {
         } else {
             0
         },
-    }
-}
-
-/// Chance that persisting what one input changed fails part-way or is torn (see the module
-/// docs): a few times per run, on top of the crash faults.
-const TORN_WRITE_PROBABILITY: f64 = 0.0005;
-
-/// One random seed in this many (those with `seed % OS_SEEDS_EVERY == 2`) runs its nodes
-/// with `--durability os` (see the module docs).
-const OS_SEEDS_EVERY: u64 = 4;
-
-fn os_seed(config: &SimConfig) -> bool {
-    config.scenario.is_none() && config.seed % OS_SEEDS_EVERY == 2
-}
-
-/// How often (ms) an `os` node's kernel writes its page cache back: Linux wakes its flusher
-/// every 5 s and writes what has been dirty for 30 s; shorter here, so that a power loss may
-/// find the disk a little or a lot behind.
-const WRITEBACK_INTERVAL_MS: std::ops::Range<u64> = 200..6_000;
-
-/// Chance that a restart of an `os` node follows a power loss (when a minority can lose its
-/// state; see the module docs).
-const POWER_LOSS_PROBABILITY: f64 = 0.5;
-
-/// What an `os` node's disk holds beyond its page cache (see the module docs).
-#[derive(Clone, Debug, Default)]
-struct OsDisk {
-    /// The files as the kernel last wrote them back, per shard: what a power loss leaves.
-    synced: Vec<Stored>,
-    /// The recovery marks then.
-    synced_mark: Vec<Option<Mark>>,
-    /// The boot id the directory's boot record holds (written synced).
-    recorded: Option<u64>,
-}
-
-impl OsDisk {
-    /// A new disk of a node of `shards` shards: nothing written back yet.
-    fn new(shards: usize) -> OsDisk {
-        OsDisk {
-            synced: vec![Stored::default(); shards],
-            synced_mark: vec![None; shards],
-            recorded: None,
-        }
-    }
-}
-
-/// What a disk node's files hold for one shard, as `cluster::storage` would leave them: kept
-/// up to date from the same deltas ([`raft::Persist`]) the real storage writes.
-#[derive(Clone, Debug, Default)]
-struct Stored {
-    hard: HardState,
-    /// The latest snapshot the replica took or installed.
-    snapshot: Option<replica::Snapshot>,
-    /// The log after that snapshot.
-    log: Vec<Entry>,
-}
-
-impl Stored {
-    /// Applies a whole delta, as `ShardStore::write` does.
-    fn write(&mut self, persist: &raft::Persist) {
-        let all = persist.entries.len();
-        self.write_torn(persist, 2, true, all);
-    }
-
-    /// Applies a delta as far as a failed or torn write gets (see the module docs): `stage`
-    /// 0 nothing, 1 the hard state (written first), 2 that and the rest: a new snapshot
-    /// (replaced whole), then the log rewritten after it (`all_new`) or the old log as
-    /// opening repairs it; without a snapshot, the log cut back to `log_from - 1` and the
-    /// first `appended` new entries (a torn record is cut when read back).
-    fn write_torn(&mut self, persist: &raft::Persist, stage: u8, all_new: bool, appended: usize) {
-        if stage >= 1 {
-            if let Some(hard) = persist.hard {
-                self.hard = hard;
-            }
-        }
-        if stage < 2 {
-            return;
-        }
-        if let Some((meta, data)) = &persist.snapshot {
-            let old = std::mem::take(&mut self.log);
-            self.snapshot = Some((*meta, data.clone()));
-            self.log = if all_new {
-                persist.entries.clone()
-            } else {
-                // Opening keeps what follows the snapshot if the old log holds its entry.
-                let matches = old
-                    .iter()
-                    .any(|e| e.index == meta.index && e.term == meta.term);
-                if matches {
-                    old.into_iter().filter(|e| e.index > meta.index).collect()
-                } else {
-                    Vec::new()
-                }
-            };
-        } else if let Some(from) = persist.log_from {
-            let first = self.snapshot.as_ref().map_or(1, |(meta, _)| meta.index + 1);
-            assert!(
-                from >= first && from <= first + self.log.len() as u64,
-                "a log delta from {from} over a stored log of {} from {first}",
-                self.log.len()
-            );
-            self.log.truncate((from - first) as usize);
-            self.log.extend_from_slice(&persist.entries[..appended]);
-        }
     }
 }

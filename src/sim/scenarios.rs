@@ -283,7 +283,7 @@ impl Sim {
     fn restart_without_state(&mut self, id: NodeId) -> Result<(), SimFailure> {
         self.crash(id);
         let n = self.node(id);
-        n.stored.fill(Default::default());
+        n.disk.wipe();
         n.memory = true;
         self.report.amnesia_restarts += 1;
         self.start_node(id)

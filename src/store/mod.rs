@@ -28,7 +28,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use self::fs::FsDisk;
+use crate::core::node::ShardWrite;
 use crate::core::raft::{Entry, HardState, Persist, SnapshotMeta};
+use crate::core::restart::Mark;
 
 /// Where a shard's files live: a flat directory of named files.
 pub trait Disk {
@@ -45,6 +47,10 @@ pub trait Disk {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes the directory's entries (created, renamed, removed files) durable.
     fn sync_dir(&self) -> io::Result<()>;
+    /// Whether `name` exists.
+    fn exists(&self, name: &str) -> bool;
+    /// The names of the files in the directory.
+    fn list(&self) -> io::Result<Vec<String>>;
 }
 
 /// An open file of a [`Disk`].
@@ -56,6 +62,85 @@ pub trait DiskFile {
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Makes the file's content durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
+}
+
+/// What a directory holds for one shard, before its files are opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShardFiles {
+    /// Marked as recovering.
+    Marked(Mark),
+    /// Its state and log files, not marked.
+    Present,
+    /// No file of the shard.
+    Missing,
+}
+
+/// What `disk` holds for `shard` (call before opening the shard's files).
+pub fn shard_files<D: Disk>(disk: &D, shard: u32) -> ShardFiles {
+    let exists = |suffix: &str| disk.exists(&file_name(shard, suffix));
+    if exists("rejoin") {
+        ShardFiles::Marked(Mark::Rejoin)
+    } else if exists("new") {
+        ShardFiles::Marked(Mark::New)
+    } else if exists("state") || exists("log") || exists("snap") {
+        ShardFiles::Present
+    } else {
+        ShardFiles::Missing
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) the recovery marks of `shards` (`shard-NNNN.new`,
+/// `shard-NNNN.rejoin`: see [`crate::core::restart`]), then syncs the directory if `sync`.
+/// Setting `Rejoin` removes `New`.
+pub fn set_marks<D: Disk>(disk: &D, sync: bool, shards: &[(u32, Option<Mark>)]) -> io::Result<()> {
+    for &(shard, mark) in shards {
+        let (keep, drop) = match mark {
+            Some(Mark::Rejoin) => (Some("rejoin"), Some("new")),
+            Some(Mark::New) => (Some("new"), Some("rejoin")),
+            None => (None, None),
+        };
+        if let Some(keep) = keep {
+            let file = disk.open(&file_name(shard, keep), true)?;
+            if sync {
+                file.sync()?;
+            }
+        }
+        match drop {
+            Some(suffix) => disk.remove(&file_name(shard, suffix))?,
+            None => {
+                disk.remove(&file_name(shard, "rejoin"))?;
+                disk.remove(&file_name(shard, "new"))?;
+            }
+        }
+    }
+    if sync {
+        disk.sync_dir()?;
+    }
+    Ok(())
+}
+
+/// Stores one write the node core handed out ([`crate::core::node::Node::poll_persist`]),
+/// in the order [`ShardWrite`] gives: a stronger recovery mark first, then the Raft delta
+/// (into `store`, the shard's files; `None` for a node that keeps none), then the mark it
+/// carries after. The node's shell and the simulator both store through this. An error
+/// leaves the files as far as they got: the caller stops (fail-stop) before anything that
+/// depends on the write leaves.
+pub fn store_write<D: Disk>(
+    disk: &D,
+    sync: bool,
+    store: Option<&mut ShardStore<D>>,
+    write: &ShardWrite,
+) -> io::Result<()> {
+    if let Some(mark) = write.mark_first {
+        set_marks(disk, sync, &[(write.shard, Some(mark))])?;
+    }
+    if let (Some(persist), Some(store)) = (&write.raft, store) {
+        store.write(persist)?;
+    }
+    if let Some(mark) = write.mark_then {
+        set_marks(disk, sync, &[(write.shard, mark)])?;
+    }
+    Ok(())
 }
 
 const RECORD_HEADER_LEN: usize = 16;

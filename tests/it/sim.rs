@@ -20,6 +20,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut lost_state = 0;
     let mut torn_writes = 0;
     let mut power_losses = 0;
+    let mut fsync_power_losses = 0;
     let mut junk_snapshots = 0;
     for seed in seeds {
         match sim::run(&SimConfig::new(seed, nodes, SWEEP_SECONDS)) {
@@ -28,6 +29,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 lost_state += report.disk_losses + report.amnesia_restarts;
                 torn_writes += report.torn_writes;
                 power_losses += report.power_losses;
+                fsync_power_losses += report.fsync_power_losses;
                 junk_snapshots += report.junk_snapshots;
             }
             Err(f) => failures.push(f.to_string()),
@@ -38,6 +40,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     assert!(lost_state > 0, "no node ever restarted without its state");
     assert!(torn_writes > 0, "no write ever failed part-way");
     assert!(power_losses > 0, "no `os` node ever lost power");
+    assert!(fsync_power_losses > 0, "no `fsync` node ever lost power");
     assert!(
         junk_snapshots > 0,
         "no follower was ever sent a junk snapshot"

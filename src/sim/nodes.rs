@@ -1,0 +1,327 @@
+//! A simulated node: the node core a real node runs, its disk, its clock, its incarnation;
+//! starting it (from what its disk holds, as a real start does), crashing it, resuming it
+//! after a pause, and the shell's work after every call into it (store, then send).
+
+use super::*;
+use crate::cluster::storage::{self, DataDir, Identity};
+
+/// One node of the simulated cluster, across its crashes and restarts.
+pub(super) struct SimNode {
+    pub(super) id: NodeId,
+    /// The node's core while it runs: the code a real node runs, fed bytes.
+    pub(super) node: Option<Node>,
+    /// Its counters (this incarnation's).
+    pub(super) stats: Arc<NodeStats>,
+    /// Its data directory: the shards' files and recovery marks, written by the real
+    /// storage code (see the module docs).
+    pub(super) disk: SimDisk,
+    /// Each shard's files, open while the node runs (`None` under `memory`).
+    pub(super) stores: Vec<Option<ShardStore<SimDisk>>>,
+    /// Durability `os`: its stores do not sync; the kernel writes back at random moments.
+    pub(super) os: bool,
+    /// The data directory on `disk`, open while the node runs (`None` under `memory`).
+    pub(super) dir: Option<DataDir<SimDisk>>,
+    /// The machine's boot id: a power loss starts another boot.
+    pub(super) boot: u64,
+    /// This node keeps no state (durability `memory`): every restart loses it.
+    pub(super) memory: bool,
+    /// Snapshot cadence `(every, keep)` in random runs: each node its own, as real nodes
+    /// compact independently (thesis §5), so a follower's snapshot may be newer than its
+    /// leader's.
+    pub(super) compaction: (u64, u64),
+    /// Its command line has `--new-cluster` (kept in a unit file for every start, or not).
+    pub(super) new_cluster: bool,
+    /// Its own values of the settings a leader logs (spec §8.8), which differ between nodes
+    /// and may change at a restart (a rolling change); every replica must apply each command
+    /// with the logged ones.
+    pub(super) settings: replica::LoggedSettings,
+    pub(super) clock: Clock,
+    pub(super) paused_until: Option<Instant>,
+    /// When the current pause began.
+    pub(super) paused_since: Option<Instant>,
+    pub(super) timer_generation: u64,
+    /// How often this node crashed (or stopped).
+    pub(super) crashes: u64,
+    /// Entries this incarnation applied, per shard (the replica's applied index, as last
+    /// observed).
+    pub(super) applied: Vec<u64>,
+    /// Per shard, the term this incarnation's replica was last seen leading.
+    pub(super) was_leader_in: Vec<Option<u64>>,
+    /// Per shard, the latest Append or snapshot chunk this node accepted from a leader:
+    /// (term, leader, true time). Kept across crashes: it records what the node received.
+    pub(super) heard_leader: Vec<Option<(u64, NodeId, Instant)>>,
+    /// Junk snapshots (valid framing, garbage bytes, as if from its leader: a faulty peer, or
+    /// a forgery on a cluster without a key) delivered to this incarnation, to any shard:
+    /// each may be dropped as faulty, and must change nothing else (issue 8).
+    pub(super) junk_snapshots: u64,
+    /// Unauthenticated junk datagrams sent to this incarnation of a node that has a key: each
+    /// must be dropped by the authentication checks (spec §8.11) and counted as such.
+    pub(super) junk_unauthenticated: u64,
+    /// The last write of this incarnation's core that was stored (its `seq`).
+    pub(super) stored_seq: u64,
+    /// The shards its replicas lead (in some term), as of the last call into it.
+    pub(super) leading: Vec<usize>,
+}
+
+impl SimNode {
+    /// Its replica of `shard`, while it runs.
+    pub(crate) fn replica(&self, shard: usize) -> Option<&Replica> {
+        self.node.as_ref().map(|n| &n.shards()[shard])
+    }
+
+    /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
+    pub(super) fn whole(&self) -> bool {
+        self.node
+            .as_ref()
+            .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
+    }
+
+    /// Opens its data directory and the shards' files and decides how each replica starts,
+    /// through the code a real node's start runs (`ClusterNode::start_with`:
+    /// [`storage::open_shards`], then [`storage::settle_start`]).
+    pub(super) fn open_stores(
+        &mut self,
+        identity: &Identity,
+    ) -> std::io::Result<Vec<restart::Start>> {
+        self.disk.restart();
+        self.stores.iter_mut().for_each(|s| *s = None);
+        self.dir = None;
+        let mut dir = match self.memory {
+            true => None,
+            false => Some(DataDir::open_on(
+                self.disk.clone(),
+                std::path::Path::new(&format!("(node {}'s simulated disk)", self.id)),
+                None,
+                identity,
+                !self.os,
+                Some(&self.boot.to_string()),
+            )?),
+        };
+        let shards = self.stores.len() as u32;
+        let (starts, stores) = storage::open_shards(dir.as_ref(), shards, self.new_cluster)?;
+        self.stores = stores;
+        if let Some(d) = dir.as_mut() {
+            storage::settle_start(d, identity, &starts, &mut self.stores)?;
+        }
+        self.dir = dir;
+        Ok(starts)
+    }
+
+    /// Some shard of it is without state: its node keeps none, or a shard's storage is
+    /// marked as recovering.
+    pub(super) fn stateless(&self) -> bool {
+        self.memory
+            || (0..self.stores.len() as u32)
+                .any(|s| matches!(store::shard_files(&self.disk, s), ShardFiles::Marked(_)))
+    }
+}
+
+impl Sim {
+    pub(super) fn start_node(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let seed = self.rng.gen();
+        let mut config = cluster_config(&self.config, &self.shard_config, id);
+        let now = self.now;
+        let overload = overload_seed(&self.config);
+        let random = self.config.scenario.is_none();
+        // What the node's data directory records (what `ClusterConfig::identity` gives a
+        // real node).
+        let identity = Identity {
+            membership: format!(
+                "{} simulated nodes/{}",
+                self.nodes.len(),
+                self.config.shards
+            ),
+            membership_id: self.cluster_id,
+            node: id,
+        };
+        let n = self.node(id);
+        config.table.ttl_default_ms = n.settings.ttl_default_ms;
+        config.table.retry_after_ms = n.settings.retry_after_ms;
+        config.table.startup_grace_ms = n.settings.startup_grace_ms;
+        if overload {
+            // Every node answers with the long hint of those seeds (see `overload_seed`).
+            config.table.retry_after_ms = OVERLOAD_RETRY_AFTER_MS;
+        }
+        config.stores_state = !n.memory;
+        if random {
+            // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
+            // snapshot happen under every fault; most scenarios keep whole logs to point at
+            // entries.
+            (config.compact_every, config.compact_keep) = n.compaction;
+        }
+        let local = n.clock.local(now);
+        // What the node's data directory shows it, and its decision, as a real node's start
+        // reads them (`ClusterNode::start_with`).
+        let starts = n
+            .open_stores(&identity)
+            .map_err(|e| format!("node {id} cannot start on its files: {e}"));
+        let starts = starts.map_err(|what| self.fail(what))?;
+        let stats = Arc::new(NodeStats::default());
+        // Spec §8.11: a number this node never used before (the wall clock at its start).
+        let incarnation = self.wall_clock_base_us + local.as_micros() + 1;
+        let keys = self.keys.clone();
+        let mut core = Node::new(
+            config,
+            starts,
+            keys,
+            incarnation,
+            seed,
+            stats.clone(),
+            local,
+        )
+        .expect("the node starts: its configuration is valid, its snapshot decodes");
+        core.set_wall_clock(local, self.wall_clock_base_us + local.as_micros());
+        let n = self.node(id);
+        n.node = Some(core);
+        n.stats = stats;
+        n.applied.fill(0);
+        n.was_leader_in.fill(None);
+        n.junk_snapshots = 0;
+        n.junk_unauthenticated = 0;
+        n.stored_seq = 0;
+        self.after_call(id)
+    }
+
+    pub(super) fn crash(&mut self, id: NodeId) {
+        let n = self.node(id);
+        n.node = None;
+        n.leading.clear();
+        n.timer_generation += 1;
+        n.crashes += 1;
+        self.report.crashes += 1;
+    }
+
+    pub(super) fn resume(&mut self, node: NodeId) -> Result<(), SimFailure> {
+        let (now, stops) = (self.now, self.config.clock_stops_during_pauses);
+        let n = self.node(node);
+        if let (true, Some(since)) = (stops, n.paused_since) {
+            n.clock.stand_still(since, now);
+        }
+        n.paused_until = None;
+        n.paused_since = None;
+        if let Some(mut script) = self.script.take() {
+            let result = script.on_resume(self, node);
+            self.script = Some(script);
+            result?;
+        }
+        if self.node(node).node.is_some() {
+            self.after_call(node)?;
+        }
+        Ok(())
+    }
+
+    /// After any call into a node: store what its core hands out to store, send what it
+    /// hands out to send, re-arm its timer, observe what it applied.
+    pub(super) fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let now = self.now;
+        let i = (id - 1) as usize;
+        if self.nodes[i].node.is_none() {
+            return Ok(());
+        }
+        self.check_drops(id)?;
+        // The writes first, in order: nothing below leaves before what it depends on is
+        // stored (the core names it; this shell, like the real one, stores everything first).
+        if self.store_writes(id)? {
+            return Ok(());
+        }
+        let mut transmits = Vec::new();
+        let timer_local;
+        {
+            let n = &mut self.nodes[i];
+            let core = n.node.as_mut().expect("running");
+            let mut buf = vec![0u8; udplock_protocol::PEER_DATAGRAM_LEN_MAX];
+            while let Some(t) = core.poll_transmit(&mut buf) {
+                transmits.push((t, buf[..t.len].to_vec()));
+            }
+            timer_local = core.poll_timeout();
+            n.timer_generation += 1;
+        }
+        for (t, datagram) in transmits {
+            if t.after > self.nodes[i].stored_seq {
+                return Err(self.fail(format!(
+                    "node {id} handed out a datagram that depends on write {} before that \
+                     write",
+                    t.after
+                )));
+            }
+            if t.to_peer {
+                let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
+                    return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));
+                };
+                self.send_peer(id, to, datagram);
+                continue;
+            }
+            let Some(msg) = wire::reply_msg(&datagram, t.to, self.nodes.len()) else {
+                return Err(self.fail(format!(
+                    "node {id} sent {} a datagram no client can read",
+                    t.to
+                )));
+            };
+            let asked = match &msg {
+                ReplyMsg::Answer(r) => r.id,
+                ReplyMsg::NotLeader { id, .. } => *id,
+            };
+            match self.request_lens.get(&asked) {
+                Some(&len) if datagram.len() > len => {
+                    return Err(self.fail(format!(
+                        "amplification: node {id} answered a request of {len} bytes with {} \
+                         bytes ({msg:?}; spec §2.2)",
+                        datagram.len()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    return Err(self.fail(format!(
+                        "node {id} answered a request no node received: {msg:?}"
+                    )));
+                }
+            }
+            if t.to == PROBE_ADDR {
+                if let ReplyMsg::Answer(reply) = msg {
+                    if let Some(&op) = self.probes.get(&reply.id) {
+                        self.hist.answered(op, now, *reply);
+                        self.report.reads += 1;
+                    }
+                }
+                continue;
+            }
+            let Some(&client) = self.client_by_addr.get(&t.to) else {
+                return Err(self.fail(format!(
+                    "node {id} answered an address no client has: {msg:?}"
+                )));
+            };
+            self.send_reply(id, client, msg, &datagram);
+        }
+        let n = self.node(id);
+        let at = n.clock.true_time(timer_local).max(now);
+        let generation = n.timer_generation;
+        self.schedule_at(
+            at,
+            Event::Timer {
+                node: id,
+                generation,
+            },
+        );
+        self.observe_applied(id)
+    }
+
+    pub(super) fn running(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.node.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The nodes whose replica of `shard` leads (in some term).
+    pub(super) fn leaders_now(&self, shard: usize) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| {
+                n.replica(shard)
+                    .is_some_and(|s| s.raft().role() == Role::Leader)
+            })
+            .map(|n| n.id)
+            .collect()
+    }
+}
