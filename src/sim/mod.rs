@@ -204,7 +204,7 @@ pub struct SimConfig {
     pub scenario: Option<Scenario>,
     /// Every replica snapshots at the shard's production cadence
     /// (`replica::COMPACT_EVERY_DEFAULT`, `COMPACT_KEEP_DEFAULT`) instead of the short ones of
-    /// [`COMPACTION_CADENCES`]. [`SimConfig::new`] sets it for one seed in
+    /// `COMPACTION_CADENCES`. [`SimConfig::new`] sets it for one seed in
     /// [`PRODUCTION_COMPACTION_SEEDS_EVERY`]; a run must apply that many entries to a shard
     /// before it snapshots, which takes minutes of simulated time (`--seconds 240`).
     pub production_compaction: bool,
