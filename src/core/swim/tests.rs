@@ -1,0 +1,514 @@
+//! Each rule of the SWIM core, on hand-driven members (SWIM 2002 §3–§4, Lifeguard 2017 §IV).
+
+use std::net::SocketAddr;
+
+use super::*;
+
+fn addr(id: NodeId) -> SocketAddr {
+    SocketAddr::from(([10, 0, (id >> 8) as u8, id as u8], 7000))
+}
+
+fn id_of(a: SocketAddr) -> NodeId {
+    match a.ip() {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            ((o[2] as u64) << 8) | o[3] as u64
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(n: u64) -> Instant {
+    Instant::from_micros(n * 1_000)
+}
+
+fn member(id: NodeId, lifeguard: bool) -> Swim {
+    let mut c = Config::new(id, addr(id));
+    c.lifeguard = lifeguard;
+    Swim::new(c, id, Instant::ZERO).unwrap()
+}
+
+fn update(id: NodeId, incarnation: u64, state: State, from: NodeId) -> Update {
+    Update {
+        id,
+        addr: addr(id),
+        incarnation,
+        state,
+        from,
+    }
+}
+
+fn drain(s: &mut Swim) -> Vec<Transmit> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn events(s: &mut Swim) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// Members 1..=n that all know each other (the news of each one's arrival is gossip that
+/// the tests below would otherwise see first).
+fn group(n: u64, lifeguard: bool) -> Vec<Swim> {
+    let mut all: Vec<Swim> = (1..=n).map(|id| member(id, lifeguard)).collect();
+    for s in all.iter_mut() {
+        for other in 1..=n {
+            if other != s.id() {
+                s.apply(Instant::ZERO, update(other, 0, State::Alive, 0));
+            }
+        }
+        s.broadcasts.clear();
+        drain(s);
+        events(s);
+    }
+    all
+}
+
+/// Delivers every queued message (zero delay) until the group is quiet, except those `drop`
+/// refuses; returns what was delivered as (from, to, message).
+fn settle(
+    all: &mut [Swim],
+    now: Instant,
+    drop: &dyn Fn(NodeId, NodeId, &Message) -> bool,
+) -> Vec<(NodeId, NodeId, Message)> {
+    let mut log = Vec::new();
+    loop {
+        let mut moved = false;
+        for i in 0..all.len() {
+            let from = all[i].id();
+            for t in drain(&mut all[i]) {
+                moved = true;
+                let to = id_of(t.to);
+                if drop(from, to, &t.msg) {
+                    continue;
+                }
+                log.push((from, to, t.msg.clone()));
+                if let Some(dst) = all.iter_mut().find(|s| s.id() == to) {
+                    dst.handle_message(now, from, addr(from), t.msg);
+                }
+            }
+        }
+        if !moved {
+            return log;
+        }
+    }
+}
+
+fn keep_all(_: NodeId, _: NodeId, _: &Message) -> bool {
+    false
+}
+
+#[test]
+fn precedence_follows_swim_section_4_2() {
+    use State::*;
+    // {Alive, i} overrides {Suspect, j} and {Alive, j} only if i > j.
+    assert!(overrides((Alive, 2), (Suspect, 1)));
+    assert!(!overrides((Alive, 1), (Suspect, 1)));
+    assert!(overrides((Alive, 2), (Alive, 1)));
+    assert!(!overrides((Alive, 1), (Alive, 1)));
+    // {Suspect, i} overrides {Suspect, j} if i > j, {Alive, j} if i >= j.
+    assert!(overrides((Suspect, 2), (Suspect, 1)));
+    assert!(!overrides((Suspect, 1), (Suspect, 1)));
+    assert!(overrides((Suspect, 1), (Alive, 1)));
+    assert!(!overrides((Suspect, 0), (Alive, 1)));
+    // {Confirm, i} overrides {Alive, j} and {Suspect, j} for any j.
+    assert!(overrides((Dead, 0), (Alive, 5)));
+    assert!(overrides((Dead, 0), (Suspect, 5)));
+    // The dead come back only with a higher incarnation; suspicion never revives them.
+    assert!(!overrides((Suspect, 9), (Dead, 1)));
+    assert!(!overrides((Alive, 1), (Dead, 1)));
+    assert!(overrides((Alive, 2), (Dead, 1)));
+    assert!(!overrides((Dead, 3), (Left, 1)));
+    assert!(overrides((Left, 1), (Dead, 1)));
+}
+
+#[test]
+fn a_suspected_member_refutes_with_a_higher_incarnation() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    events(&mut a);
+    // Someone suspects member 1 at its incarnation 0: it refutes with 1.
+    a.handle_message(
+        at(1),
+        2,
+        addr(2),
+        Message::Ack {
+            seq: 99,
+            updates: vec![update(1, 0, State::Suspect, 2)],
+        },
+    );
+    assert_eq!(a.incarnation(), 1);
+    assert_eq!(events(&mut a), vec![Event::Refuted { incarnation: 1 }]);
+    // Lifeguard §IV.A: having to refute is a sign of this member's own trouble.
+    assert_eq!(a.health(), 1);
+    // The refutation is the first news it gossips.
+    let g = a.gossip(PING_FIXED_LEN, None);
+    assert!(g.contains(&update(1, 1, State::Alive, 0)), "{g:?}");
+    // A suspicion of an older incarnation is stale: nothing happens.
+    a.apply(at(2), update(1, 0, State::Suspect, 2));
+    assert_eq!(a.incarnation(), 1);
+    // A death notice is refuted too.
+    a.apply(at(3), update(1, 1, State::Dead, 0));
+    assert_eq!(a.incarnation(), 2);
+}
+
+#[test]
+fn a_suspicion_becomes_death_after_its_timeout_unless_refuted() {
+    for lifeguard in [false, true] {
+        let mut a = member(1, lifeguard);
+        a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+        a.apply(Instant::ZERO, update(3, 0, State::Alive, 0));
+        events(&mut a);
+        a.apply(at(10), update(2, 0, State::Suspect, 3));
+        a.apply(at(10), update(3, 0, State::Suspect, 2));
+        assert_eq!(
+            events(&mut a),
+            vec![
+                Event::Suspect {
+                    id: 2,
+                    incarnation: 0
+                },
+                Event::Suspect {
+                    id: 3,
+                    incarnation: 0
+                }
+            ]
+        );
+        let timeout = a.suspicion_timeout(2).unwrap();
+        // Member 3 refutes; member 2 does not.
+        a.apply(at(20), update(3, 1, State::Alive, 0));
+        assert_eq!(
+            events(&mut a),
+            vec![Event::Alive {
+                id: 3,
+                incarnation: 1
+            }]
+        );
+        let deadline = at(10) + timeout;
+        assert_eq!(a.poll_timeout().min(deadline), a.poll_timeout());
+        a.handle_timeout(deadline - Duration::from_micros(1));
+        assert_eq!(a.member(2), Some((State::Suspect, 0)));
+        a.handle_timeout(deadline);
+        assert_eq!(a.member(2), Some((State::Dead, 0)));
+        assert_eq!(a.member(3), Some((State::Alive, 1)));
+        let ev = events(&mut a);
+        assert!(ev.contains(&Event::Dead { id: 2 }), "{ev:?}");
+        assert!(!ev.contains(&Event::Dead { id: 3 }), "{ev:?}");
+    }
+}
+
+/// Runs the group until member 1 has probed `target` and its period ended; returns the log.
+fn probe_round(
+    all: &mut [Swim],
+    target: NodeId,
+    drop: &dyn Fn(NodeId, NodeId, &Message) -> bool,
+) -> Vec<(NodeId, NodeId, Message)> {
+    all[0].probe_order = vec![target];
+    all[0].probe_next = 0;
+    let mut log = Vec::new();
+    let mut now = Instant::ZERO;
+    let mut started = false;
+    for _ in 0..100 {
+        now = all.iter().map(|s| s.poll_timeout()).min().unwrap();
+        let before = all[0].periods();
+        for s in all.iter_mut() {
+            if s.poll_timeout() <= now {
+                s.handle_timeout(now);
+            }
+        }
+        // Only member 1 probes in these tests: the others' probes are forgotten.
+        for s in all[1..].iter_mut() {
+            s.probe = None;
+            s.transmits
+                .retain(|t| !matches!(t.msg, Message::Ping { .. }));
+        }
+        if all[0].periods() > before {
+            if started {
+                // The next period's probe is not part of this round.
+                all[0].probe = None;
+                drain(&mut all[0]);
+                return log;
+            }
+            started = true;
+        }
+        log.extend(settle(all, now, drop));
+    }
+    panic!("no second period by {now:?}");
+}
+
+#[test]
+fn a_silent_target_is_probed_through_k_others_and_their_ack_counts() {
+    let mut all = group(5, true);
+    // Member 1's direct ping to 2 and 2's direct ack to 1 are lost; the paths through the
+    // helpers work.
+    let drop = |from: NodeId, to: NodeId, _: &Message| (from, to) == (1, 2) || (from, to) == (2, 1);
+    let log = probe_round(&mut all, 2, &drop);
+    let reqs: Vec<_> = log
+        .iter()
+        .filter(|(f, _, m)| *f == 1 && matches!(m, Message::PingReq { target: 2, .. }))
+        .collect();
+    assert_eq!(reqs.len(), 3, "k = 3 ping-reqs: {log:?}");
+    let relayed = log
+        .iter()
+        .filter(|(f, t, m)| *f != 2 && *t == 1 && matches!(m, Message::Ack { .. }))
+        .count();
+    assert!(relayed >= 1, "{log:?}");
+    assert_eq!(all[0].member(2), Some((State::Alive, 0)));
+    assert_eq!(all[0].stats().probes_failed, 0);
+}
+
+#[test]
+fn nacks_tell_the_prober_that_the_target_is_the_trouble() {
+    // Target 2 is unreachable from everyone: the helpers answer NACK, so member 1's health
+    // rises by one (the failed probe) and not by the nacks it got.
+    let mut all = group(5, true);
+    let drop = |_: NodeId, to: NodeId, _: &Message| to == 2;
+    let log = probe_round(&mut all, 2, &drop);
+    let nacks = log
+        .iter()
+        .filter(|(_, t, m)| *t == 1 && matches!(m, Message::Nack { .. }))
+        .count();
+    assert_eq!(nacks, 3, "{log:?}");
+    assert_eq!(all[0].member(2), Some((State::Suspect, 0)));
+    assert_eq!(all[0].health(), 1);
+
+    // Member 1 itself is cut off from the helpers' answers: no nack arrives, so the trouble
+    // is more likely its own: health rises by 1 + 3 missed nacks.
+    let mut all = group(5, true);
+    let drop = |from: NodeId, to: NodeId, _: &Message| to == 2 || (to == 1 && from != 2);
+    probe_round(&mut all, 2, &drop);
+    assert_eq!(all[0].health(), 4);
+
+    // Without Lifeguard there are no nacks and no health.
+    let mut all = group(5, false);
+    let drop = |_: NodeId, to: NodeId, _: &Message| to == 2;
+    let log = probe_round(&mut all, 2, &drop);
+    assert!(!log
+        .iter()
+        .any(|(_, _, m)| matches!(m, Message::Nack { .. })));
+    assert_eq!(all[0].health(), 0);
+    assert_eq!(all[0].member(2), Some((State::Suspect, 0)));
+}
+
+#[test]
+fn local_health_stretches_the_period_and_recovers_with_acks() {
+    let mut all = group(4, true);
+    // Member 1 hears nothing at all: each failed probe raises its health by 1 + 3 missed
+    // nacks, up to health_max.
+    let deaf = |_: NodeId, to: NodeId, _: &Message| to == 1;
+    for _ in 0..3 {
+        probe_round(&mut all, 2, &deaf);
+    }
+    assert_eq!(all[0].health(), 8);
+    // Its own period is stretched by (1 + health).
+    let now = all[0].period_end;
+    all[0].handle_timeout(now);
+    let period = all[0].period_end.saturating_since(now);
+    assert!(
+        period.as_micros() >= 9 * ms(1_000).as_micros(),
+        "{period:?}"
+    );
+    // Each probe that works brings it down by one.
+    all[0].probe = None;
+    let before = all[0].health();
+    probe_round(&mut all, 3, &keep_all);
+    probe_round(&mut all, 4, &keep_all);
+    assert_eq!(all[0].health(), before - 2);
+}
+
+#[test]
+fn the_suspicion_timeout_shrinks_with_independent_confirmations() {
+    let mut a = member(1, true);
+    for id in 2..=8 {
+        a.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    // n = 8 → min = 4 periods (log10 8 < 1), max = 6 × min = 24 periods.
+    a.apply(at(0), update(2, 0, State::Suspect, 3));
+    assert_eq!(a.suspicion_timeout(2), Some(ms(24_000)));
+    let mut last = ms(24_000);
+    for (c, from) in [4, 5, 6].into_iter().enumerate() {
+        a.apply(at(1), update(2, 0, State::Suspect, from));
+        let t = a.suspicion_timeout(2).unwrap();
+        assert!(t < last, "confirmation {c}: {t:?} after {last:?}");
+        last = t;
+    }
+    // K = 3 confirmations reach the minimum; the same suspecter twice is no confirmation.
+    assert_eq!(last, ms(4_000));
+    a.apply(at(1), update(2, 0, State::Suspect, 7));
+    assert_eq!(a.suspicion_timeout(2), Some(ms(4_000)));
+
+    // Without Lifeguard the timeout is fixed at the minimum.
+    let mut b = member(1, false);
+    for id in 2..=8 {
+        b.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    b.apply(at(0), update(2, 0, State::Suspect, 3));
+    b.apply(at(0), update(2, 0, State::Suspect, 4));
+    assert_eq!(b.suspicion_timeout(2), Some(ms(4_000)));
+}
+
+#[test]
+fn each_update_is_gossiped_lambda_log_n_times_least_sent_first() {
+    let mut a = member(1, true);
+    for id in 2..=20 {
+        a.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    // n = 20: λ·⌈log10 21⌉ = 4 × 2 = 8.
+    assert_eq!(a.retransmit_limit(), 8);
+    a.broadcasts.clear();
+    a.apply(at(1), update(5, 0, State::Suspect, 9));
+    let mut sent = 0;
+    for _ in 0..20 {
+        if a.gossip(PING_FIXED_LEN, None)
+            .contains(&update(5, 0, State::Suspect, 9))
+        {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 8);
+    // Fresh news goes before news already sent, whatever the room.
+    a.apply(at(2), update(6, 0, State::Suspect, 9));
+    a.gossip(PING_FIXED_LEN, None);
+    a.apply(at(3), update(7, 0, State::Suspect, 9));
+    let g = a.gossip(PING_FIXED_LEN, None);
+    assert_eq!(g[0].id, 7, "{g:?}");
+    // A message never exceeds its byte budget, however much news waits.
+    for id in 100..200 {
+        a.apply(at(4), update(id, 0, State::Alive, 0));
+    }
+    let g = a.gossip(PING_REQ_FIXED_LEN, None);
+    assert_eq!(g.len(), UPDATES_PER_MESSAGE_MAX);
+    let msg = Message::PingReq {
+        seq: 1,
+        target: 2,
+        target_addr: addr(2),
+        updates: g,
+    };
+    assert!(msg.encoded_len() <= MESSAGE_LEN_MAX);
+}
+
+#[test]
+fn the_buddy_system_tells_a_suspect_in_the_ping_itself() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    a.apply(at(1), update(2, 0, State::Suspect, 3));
+    // Spend the suspicion's gossip so only the buddy rule can carry it.
+    for _ in 0..20 {
+        a.gossip(PING_FIXED_LEN, None);
+    }
+    a.probe_order = vec![2];
+    a.probe_next = 0;
+    drain(&mut a);
+    a.handle_timeout(a.period_end);
+    let t = drain(&mut a);
+    match &t[..] {
+        [Transmit {
+            msg: Message::Ping {
+                updates, target: 2, ..
+            },
+            ..
+        }] => assert_eq!(updates[0], update(2, 0, State::Suspect, 3)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_leaving_member_tells_the_group_and_stops_probing() {
+    let mut all = group(4, true);
+    all[0].leave(at(1));
+    assert!(!all[0].left_announced());
+    let log = settle(&mut all, at(1), &keep_all);
+    assert_eq!(
+        log.iter()
+            .filter(|(f, _, m)| *f == 1 && matches!(m, Message::Ping { .. }))
+            .count(),
+        3
+    );
+    for s in all[1..].iter_mut() {
+        assert_eq!(s.member(1), Some((State::Left, 0)), "member {}", s.id());
+        assert!(events(s).contains(&Event::Left { id: 1 }));
+    }
+    // It answers pings but never probes; the news runs out after the retransmit limit.
+    for _ in 0..10 {
+        let t = all[0].period_end;
+        all[0].handle_timeout(t);
+        assert!(all[0].probe.is_none());
+        all[0].handle_message(
+            t,
+            2,
+            addr(2),
+            Message::Ping {
+                seq: 5,
+                target: 1,
+                updates: vec![],
+            },
+        );
+        assert!(matches!(
+            &drain(&mut all[0])[..],
+            [Transmit {
+                msg: Message::Ack { seq: 5, .. },
+                ..
+            }]
+        ));
+    }
+    assert!(all[0].left_announced());
+}
+
+#[test]
+fn a_member_joins_through_one_seed_and_learns_everyone() {
+    let mut all = group(3, true);
+    let mut joiner = member(9, true);
+    joiner.join(Instant::ZERO, &[addr(1)]);
+    all.push(joiner);
+    settle(&mut all, at(1), &keep_all);
+    // The seed and the joiner exchanged full state.
+    assert_eq!(all[0].member(9), Some((State::Alive, 0)));
+    let known: Vec<NodeId> = all[3].members().iter().map(|m| m.id).collect();
+    assert_eq!(known, vec![9, 1, 2, 3]);
+    assert!(events(&mut all[3]).contains(&Event::Joined {
+        id: 2,
+        addr: addr(2)
+    }));
+    // The others hear of the joiner by gossip within a few periods.
+    let mut now = at(1);
+    for _ in 0..200 {
+        now = all.iter().map(|s| s.poll_timeout()).min().unwrap();
+        for s in all.iter_mut() {
+            if s.poll_timeout() <= now {
+                s.handle_timeout(now);
+            }
+        }
+        settle(&mut all, now, &keep_all);
+        if all.iter().all(|s| s.group_size() == 4) {
+            break;
+        }
+    }
+    assert!(all.iter().all(|s| s.group_size() == 4), "by {now:?}");
+    assert!(now < at(10_000), "{now:?}");
+}
+
+#[test]
+fn messages_from_itself_or_too_long_are_dropped() {
+    let mut a = member(1, true);
+    a.handle_message(
+        at(1),
+        1,
+        addr(1),
+        Message::Ack {
+            seq: 1,
+            updates: vec![update(1, 0, State::Suspect, 2)],
+        },
+    );
+    assert_eq!(a.incarnation(), 0);
+    let long = Message::Ack {
+        seq: 1,
+        updates: vec![update(2, 0, State::Alive, 0); MESSAGE_LEN_MAX / message::UPDATE_LEN + 1],
+    };
+    assert!(long.encoded_len() > MESSAGE_LEN_MAX);
+    a.handle_message(at(1), 3, addr(3), long);
+    assert_eq!(a.member(2), None);
+    assert!(a.poll_transmit().is_none());
+}
