@@ -290,6 +290,9 @@ pub struct Swim {
     periods: u64,
     seq: u32,
     health: u32,
+    /// Members alive or suspect, this one included (n of the log n formulas), kept as the
+    /// table changes so gossip does not count the table on every message.
+    group: usize,
     relays: Vec<Relay>,
     suspicions: BTreeMap<NodeId, Suspicion>,
     broadcasts: Vec<Broadcast>,
@@ -325,6 +328,11 @@ pub fn overrides(new: (State, u64), old: (State, u64)) -> bool {
     }
 }
 
+/// Whether a member in `state` counts in the group's size n.
+fn in_group(state: State) -> bool {
+    matches!(state, State::Alive | State::Suspect)
+}
+
 impl Swim {
     /// A member alone in its group; [`Swim::join`] finds the others. `rng_seed` drives every
     /// random choice (probe order, helpers, jitter).
@@ -350,6 +358,7 @@ impl Swim {
             periods: 0,
             seq: 0,
             health: 0,
+            group: 1,
             relays: Vec::new(),
             suspicions: BTreeMap::new(),
             broadcasts: Vec::new(),
@@ -589,11 +598,7 @@ impl Swim {
 
     /// Members counted as the group's size n: alive or suspect, this one included.
     pub fn group_size(&self) -> usize {
-        1 + self
-            .members
-            .values()
-            .filter(|m| matches!(m.state, State::Alive | State::Suspect))
-            .count()
+        self.group
     }
 
     /// The current suspicion timeout of `id`, if suspected (for tests and operators).
@@ -821,6 +826,7 @@ impl Swim {
                     state: u.state,
                 },
             );
+            self.group += usize::from(in_group(u.state));
             match u.state {
                 State::Alive | State::Suspect => {
                     self.event(Event::Joined {
@@ -856,6 +862,7 @@ impl Swim {
                 state: u.state,
             },
         );
+        self.group = self.group + usize::from(in_group(u.state)) - usize::from(in_group(old.state));
         if old.state == State::Suspect {
             self.suspicions.remove(&u.id);
         }
@@ -1158,6 +1165,8 @@ impl Swim {
                     .all(|o| o.update.id != b.update.id));
             }
             assert!(self.probe_order.iter().all(|id| *id != self.config.id));
+            let group = 1 + self.members.values().filter(|m| in_group(m.state)).count();
+            assert_eq!(self.group, group);
         }
     }
 }
