@@ -306,7 +306,14 @@ pub struct Swim {
 /// Whether news `new` about a member overrides what this member holds, `old` (SWIM §4.2):
 /// - {Alive, i} overrides {Suspect, j} and {Alive, j} when i > j;
 /// - {Suspect, i} overrides {Suspect, j} when i > j, and {Alive, j} when i ≥ j;
-/// - {Confirm, i} (dead) overrides {Alive, j} and {Suspect, j} for any j.
+/// - {Confirm, i} (dead) overrides {Alive, j} and {Suspect, j} — the paper says for any j;
+///   here only for j ≤ i. A confirmation of an older incarnation is late news: the member
+///   refuted the suspicion it confirms, so it was alive after it. With "any j", a member whose
+///   suspicion timed out just before the refutation reached it killed the refuted member
+///   everywhere, for good (it never refutes a death older than its incarnation); the scale
+///   simulation found it under pauses
+///   (`a_late_confirmation_of_an_older_incarnation_does_not_kill_a_refuted_member`).
+///   memberlist makes the same choice.
 ///
 /// Beyond the paper: a dead or left member comes back only with a higher incarnation (a
 /// restarted member refutes its own death, so it does); `Left` is a confirmation the member
@@ -320,9 +327,9 @@ pub fn overrides(new: (State, u64), old: (State, u64)) -> bool {
         (Suspect, Suspect) => ni > oi,
         (Suspect, Alive) => ni >= oi,
         (Suspect, Dead | Left) => false,
-        (Dead, Alive | Suspect) => true,
+        (Dead, Alive | Suspect) => ni >= oi,
         (Dead, Dead | Left) => false,
-        (Left, Alive | Suspect) => true,
+        (Left, Alive | Suspect) => ni >= oi,
         (Left, Dead) => ni >= oi,
         (Left, Left) => false,
     }

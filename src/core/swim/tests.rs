@@ -114,9 +114,14 @@ fn precedence_follows_swim_section_4_2() {
     assert!(!overrides((Suspect, 1), (Suspect, 1)));
     assert!(overrides((Suspect, 1), (Alive, 1)));
     assert!(!overrides((Suspect, 0), (Alive, 1)));
-    // {Confirm, i} overrides {Alive, j} and {Suspect, j} for any j.
-    assert!(overrides((Dead, 0), (Alive, 5)));
-    assert!(overrides((Dead, 0), (Suspect, 5)));
+    // {Confirm, i} overrides {Alive, j} and {Suspect, j}: the paper says for any j, this core
+    // for j <= i (see `overrides` and the test of the late confirmation below).
+    assert!(overrides((Dead, 5), (Alive, 5)));
+    assert!(overrides((Dead, 5), (Suspect, 2)));
+    assert!(!overrides((Dead, 0), (Alive, 5)));
+    assert!(!overrides((Dead, 0), (Suspect, 5)));
+    assert!(overrides((Left, 5), (Alive, 5)));
+    assert!(!overrides((Left, 4), (Alive, 5)));
     // The dead come back only with a higher incarnation; suspicion never revives them.
     assert!(!overrides((Suspect, 9), (Dead, 1)));
     assert!(!overrides((Alive, 1), (Dead, 1)));
@@ -511,4 +516,27 @@ fn messages_from_itself_or_too_long_are_dropped() {
     a.handle_message(at(1), 3, addr(3), long);
     assert_eq!(a.member(2), None);
     assert!(a.poll_transmit().is_none());
+}
+
+/// Found by the scale simulation (pauses, 64 members): a member that refuted its suspicion
+/// (incarnation 1) was killed for good by a late confirmation of incarnation 0 from a member
+/// whose suspicion timed out before the refutation reached it. SWIM §4.2 lets {Confirm, i}
+/// override any {Alive, j}; and the member, already at 1, never refutes a death at 0.
+#[test]
+fn a_late_confirmation_of_an_older_incarnation_does_not_kill_a_refuted_member() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    a.apply(at(1), update(2, 0, State::Suspect, 3));
+    a.apply(at(2), update(2, 1, State::Alive, 0));
+    events(&mut a);
+    a.apply(at(3), update(2, 0, State::Dead, 0));
+    assert_eq!(a.member(2), Some((State::Alive, 1)));
+    assert_eq!(events(&mut a), vec![]);
+    // A member that never heard the refutation takes the confirmation, and the refutation
+    // then brings the member back.
+    let mut b = member(4, true);
+    b.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    b.apply(at(3), update(2, 0, State::Dead, 0));
+    b.apply(at(4), update(2, 1, State::Alive, 0));
+    assert_eq!(b.member(2), Some((State::Alive, 1)));
 }
