@@ -150,6 +150,7 @@ struct Sim {
     timer_at: Vec<Instant>,
     digest: u64,
     delivered: u64,
+    health_max_seen: u32,
     /// Suspicions and deaths seen, for the false-positive counts and the detection times.
     suspected: HashSet<(usize, u64)>,
     declared_dead: HashSet<usize>,
@@ -204,6 +205,7 @@ impl Sim {
             timer_at: vec![Instant::MAX; n],
             digest: 0xcbf2_9ce4_8422_2325,
             delivered: 0,
+            health_max_seen: 0,
             suspected: HashSet::new(),
             declared_dead: HashSet::new(),
             watch: None,
@@ -238,6 +240,7 @@ impl Sim {
                 },
             );
         }
+        self.health_max_seen = self.health_max_seen.max(self.members[i].health());
         while let Some(e) = self.members[i].poll_event() {
             self.on_event(i, e);
         }
@@ -499,7 +502,7 @@ pub fn run(cfg: &SwimSimConfig) -> SwimReport {
     // From the steady phase on, the crashes' phase included.
     report.suspicions_of_live = sim.suspected.len() as u64;
     report.live_declared_dead = sim.declared_dead.len() as u64;
-    report.health_max_seen = sim.members.iter().map(|m| m.health()).max().unwrap_or(0);
+    report.health_max_seen = sim.health_max_seen;
     report.digest = sim.digest;
     report.messages_delivered = sim.delivered;
     report

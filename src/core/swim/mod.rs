@@ -853,6 +853,21 @@ impl Swim {
             return true;
         };
         if !overrides((u.state, u.incarnation), (old.state, old.incarnation)) {
+            if old.state == State::Alive && u.incarnation < old.incarnation {
+                // Stale news: its sender missed the refutation (dissemination reaches each
+                // member with high probability only, SWIM §4.1). Gossip the newer news again:
+                // it goes first into this member's next message, the answer to a ping from
+                // that sender included, before the sender's suspicion times out. Bounded: only
+                // stale news triggers it, and stale news stops once the refutation is known.
+                self.broadcast(Update {
+                    id: u.id,
+                    addr: old.addr,
+                    incarnation: old.incarnation,
+                    state: State::Alive,
+                    from: 0,
+                });
+                return false;
+            }
             if u.state == State::Suspect
                 && old.state == State::Suspect
                 && u.incarnation == old.incarnation

@@ -540,3 +540,42 @@ fn a_late_confirmation_of_an_older_incarnation_does_not_kill_a_refuted_member() 
     b.apply(at(4), update(2, 1, State::Alive, 0));
     assert_eq!(b.member(2), Some((State::Alive, 1)));
 }
+
+/// Found by the scale simulation (pauses, 64 members): a member that missed a refutation
+/// (gossip reaches each member with high probability, not surely) kept suspecting the refuted
+/// member and declared it dead when its timeout ran out. A member that hears stale news
+/// (an older incarnation than it holds alive) gossips its newer news again, so the one that
+/// sent the stale news gets the refutation in the very answer.
+#[test]
+fn stale_news_is_answered_with_the_newer_incarnation() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    a.apply(Instant::ZERO, update(3, 0, State::Alive, 0));
+    a.apply(at(1), update(2, 1, State::Alive, 0));
+    // The refutation's gossip runs out.
+    for _ in 0..20 {
+        a.gossip(PING_FIXED_LEN, None);
+    }
+    drain(&mut a);
+    // Member 3 still suspects incarnation 0 and says so in a ping.
+    a.handle_message(
+        at(2),
+        3,
+        addr(3),
+        Message::Ping {
+            seq: 4,
+            target: 1,
+            updates: vec![update(2, 0, State::Suspect, 3)],
+        },
+    );
+    match &drain(&mut a)[..] {
+        [Transmit {
+            msg: Message::Ack { updates, .. },
+            ..
+        }] => assert!(
+            updates.contains(&update(2, 1, State::Alive, 0)),
+            "{updates:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
