@@ -35,8 +35,12 @@
 //!   shrinks, log-scaled, as independent members confirm the suspicion (§IV.B); and the buddy
 //!   system (§IV.C): a ping to a member this one suspects carries the suspicion first, so the
 //!   suspect hears it at once and can refute.
-//! - **Leave**: a member that leaves gossips `Left` at its incarnation, stops probing and keeps
-//!   answering until the news has been sent out ([`Swim::left_announced`]).
+//! - **Leave**: a member that leaves gossips `Left` at its incarnation and keeps answering
+//!   and pinging (without ever suspecting anyone) until the news has been sent out
+//!   ([`Swim::left_announced`]).
+//! - **Answers no longer than questions** (spec §8.3 rule 5, for when these messages travel
+//!   as PEER records): an ACK carries at most as many updates as the PING or PING_REQ it
+//!   answers; a full-state answer goes to the address the table holds for its sender.
 //!
 //! Membership here only informs: SWIM never decides who holds a lock (issue 10 §2).
 //! Authentication is the carrier's: SWIM messages travel as records of the authenticated PEER
@@ -251,6 +255,8 @@ struct Relay {
     origin: SocketAddr,
     origin_seq: u32,
     seq: u32,
+    /// Updates the PING_REQ carried: the relayed ACK carries no more (spec §8.3 rule 5).
+    asked: usize,
     deadline: Instant,
 }
 
@@ -392,8 +398,9 @@ impl Swim {
         self.check_invariants();
     }
 
-    /// Leaves the group: gossips `Left`, straight to up to k members as well, stops probing,
-    /// keeps answering. Stop the member once [`Swim::left_announced`].
+    /// Leaves the group: gossips `Left`, straight to up to k members as well, and keeps
+    /// answering and pinging (the pings carry the news; a failed one accuses no one). Stop the
+    /// member once [`Swim::left_announced`].
     pub fn leave(&mut self, now: Instant) {
         if self.leaving {
             return;
@@ -439,10 +446,12 @@ impl Swim {
         for u in msg.updates() {
             self.apply(now, *u);
         }
+        // Answers go to the source address, no longer than the question (spec §8.3 rule 5).
+        let asked = msg.updates().len();
         match msg {
             Message::Ping { seq, target, .. } => {
                 if target == self.config.id {
-                    let updates = self.gossip(PING_FIXED_LEN, None);
+                    let updates = self.gossip_at_most(PING_FIXED_LEN, None, asked);
                     self.send(addr, Message::Ack { seq, updates });
                 }
             }
@@ -452,7 +461,7 @@ impl Swim {
                 target,
                 target_addr,
                 ..
-            } => self.on_ping_req(now, addr, seq, target, target_addr),
+            } => self.on_ping_req(now, addr, seq, target, target_addr, asked),
             Message::Nack { seq } => {
                 if let Some(p) = &mut self.probe {
                     if p.seq == seq && p.nacks < p.nacks_expected {
@@ -464,8 +473,10 @@ impl Swim {
                 for u in members.iter().take(PUSH_PULL_MEMBERS_MAX) {
                     self.apply(now, *u);
                 }
-                if reply {
-                    self.send_state(addr, false);
+                // Not an answer of its size: it goes to the address the table holds for the
+                // sender (its own record, just merged), never to the datagram's source.
+                if let (true, Some(m)) = (reply, self.members.get(&from)) {
+                    self.send_state(m.addr, false);
                 }
             }
         }
@@ -621,7 +632,8 @@ impl Swim {
     /// suspect (§4.2), and tells this member something about its own health (Lifeguard §IV.A).
     fn end_period(&mut self, now: Instant) {
         let Some(p) = self.probe.take() else { return };
-        if p.acked {
+        // A leaving member's pings only spread its leave: it accuses no one.
+        if p.acked || self.leaving {
             return;
         }
         self.stats.probes_failed += 1;
@@ -649,9 +661,6 @@ impl Swim {
         self.period_end = now + self.scaled(self.config.protocol_period);
         if self.members.is_empty() && !self.seeds.is_empty() {
             self.send_join(now);
-        }
-        if self.leaving {
-            return;
         }
         let Some(target) = self.next_target() else {
             return;
@@ -759,7 +768,7 @@ impl Swim {
         }
         if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
             let r = self.relays.swap_remove(i);
-            let updates = self.gossip(PING_FIXED_LEN, None);
+            let updates = self.gossip_at_most(PING_FIXED_LEN, None, r.asked);
             self.send(
                 r.origin,
                 Message::Ack {
@@ -777,9 +786,10 @@ impl Swim {
         origin_seq: u32,
         target: NodeId,
         target_addr: SocketAddr,
+        asked: usize,
     ) {
         if target == self.config.id {
-            let updates = self.gossip(PING_FIXED_LEN, None);
+            let updates = self.gossip_at_most(PING_FIXED_LEN, None, asked);
             self.send(
                 origin,
                 Message::Ack {
@@ -801,11 +811,16 @@ impl Swim {
             origin,
             origin_seq,
             seq,
+            asked,
             deadline: now + wait,
         });
+        // The ping goes where the table says the target is (spec §8.3 rule 5: what a node
+        // sends because of what it received goes to known addresses); to the address the
+        // request names only for a member this one does not know yet.
+        let to = self.members.get(&target).map_or(target_addr, |m| m.addr);
         let updates = self.gossip(PING_FIXED_LEN, None);
         self.send(
-            target_addr,
+            to,
             Message::Ping {
                 seq,
                 target,
@@ -1028,7 +1043,19 @@ impl Swim {
     /// The updates to piggyback on a message whose fixed part takes `fixed` bytes: `first` if
     /// any (the buddy system's suspicion), then the least-sent, freshest news that fits.
     fn gossip(&mut self, fixed: usize, first: Option<Update>) -> Vec<Update> {
-        let room = ((MESSAGE_LEN_MAX - fixed) / UPDATE_LEN).min(UPDATES_PER_MESSAGE_MAX);
+        self.gossip_at_most(fixed, first, UPDATES_PER_MESSAGE_MAX)
+    }
+
+    /// [`Swim::gossip`] for an answer: at most `most` updates, as many as the message it
+    /// answers carried, so the answer is no longer than the question (spec §8.3 rule 5; an
+    /// ACK's fixed part is no longer than a PING's or a PING_REQ's).
+    fn gossip_at_most(&mut self, fixed: usize, first: Option<Update>, most: usize) -> Vec<Update> {
+        let room = ((MESSAGE_LEN_MAX - fixed) / UPDATE_LEN)
+            .min(UPDATES_PER_MESSAGE_MAX)
+            .min(most);
+        if room == 0 {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         if let Some(u) = first {
             out.push(u);
@@ -1165,7 +1192,7 @@ impl Swim {
         assert!(self.members.len() <= self.config.members_max);
         assert!(self.suspicions.len() <= self.members.len());
         if let Some(p) = &self.probe {
-            assert!(p.target != self.config.id && !self.leaving);
+            assert!(p.target != self.config.id);
             assert!(p.nacks <= p.nacks_expected);
         }
         if cfg!(debug_assertions) {

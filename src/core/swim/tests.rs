@@ -421,7 +421,7 @@ fn the_buddy_system_tells_a_suspect_in_the_ping_itself() {
 }
 
 #[test]
-fn a_leaving_member_tells_the_group_and_stops_probing() {
+fn a_leaving_member_tells_the_group_and_never_suspects() {
     let mut all = group(4, true);
     all[0].leave(at(1));
     assert!(!all[0].left_announced());
@@ -436,11 +436,22 @@ fn a_leaving_member_tells_the_group_and_stops_probing() {
         assert_eq!(s.member(1), Some((State::Left, 0)), "member {}", s.id());
         assert!(events(s).contains(&Event::Left { id: 1 }));
     }
-    // It answers pings but never probes; the news runs out after the retransmit limit.
+    // It answers pings and keeps pinging, which carries the news until it runs out after the
+    // retransmit limit; a probe nobody answers makes it suspect no one (it is going).
     for _ in 0..10 {
         let t = all[0].period_end;
         all[0].handle_timeout(t);
-        assert!(all[0].probe.is_none());
+        let pings = drain(&mut all[0]);
+        assert!(
+            matches!(
+                &pings[..],
+                [Transmit {
+                    msg: Message::Ping { .. },
+                    ..
+                }]
+            ),
+            "{pings:?}"
+        );
         all[0].handle_message(
             t,
             2,
@@ -460,6 +471,9 @@ fn a_leaving_member_tells_the_group_and_stops_probing() {
         ));
     }
     assert!(all[0].left_announced());
+    assert_eq!(all[0].stats().probes_failed, 0);
+    assert!(all[0].members().iter().all(|m| m.state != State::Suspect));
+    assert_eq!(all[0].health(), 0);
 }
 
 #[test]
@@ -578,4 +592,63 @@ fn stale_news_is_answered_with_the_newer_incarnation() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// Spec §8.3 rule 5 (SWIM messages will travel as PEER records): an answer is never longer
+/// than what it answers, so a forged source address gains nothing in bytes. An ACK carries at
+/// most as much gossip as the PING it answers; a full-state answer goes to the address the
+/// table holds for its sender, never to a datagram's source.
+#[test]
+fn an_answer_is_never_longer_than_its_question() {
+    let mut a = member(1, true);
+    for id in 2..=40 {
+        a.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    drain(&mut a);
+    // Forty joins wait to be gossiped; an empty PING gets an ACK as short as itself.
+    let ping = Message::Ping {
+        seq: 1,
+        target: 1,
+        updates: vec![],
+    };
+    let ping_len = ping.encoded_len();
+    a.handle_message(at(1), 2, addr(2), ping);
+    let t = drain(&mut a);
+    assert_eq!(t.len(), 1);
+    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    // A PING with two updates gets at most two back.
+    let ping = Message::Ping {
+        seq: 2,
+        target: 1,
+        updates: vec![update(2, 0, State::Alive, 0), update(3, 0, State::Alive, 0)],
+    };
+    let ping_len = ping.encoded_len();
+    a.handle_message(at(1), 2, addr(2), ping);
+    let t = drain(&mut a);
+    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    // A PING_REQ naming this member as the target is answered at most as long as itself.
+    let req = Message::PingReq {
+        seq: 3,
+        target: 1,
+        target_addr: addr(1),
+        updates: vec![],
+    };
+    let req_len = req.encoded_len();
+    a.handle_message(at(1), 2, addr(2), req);
+    let t = drain(&mut a);
+    assert!(t[0].msg.encoded_len() <= req_len, "{t:?}");
+    // A full-state request from a known member is answered at its address in the table, not
+    // at the source the datagram claims.
+    let spoofed: SocketAddr = "192.0.2.1:9".parse().unwrap();
+    a.handle_message(
+        at(1),
+        3,
+        spoofed,
+        Message::PushPull {
+            reply: true,
+            members: vec![],
+        },
+    );
+    let t = drain(&mut a);
+    assert!(!t.is_empty() && t.iter().all(|t| t.to == addr(3)), "{t:?}");
 }
