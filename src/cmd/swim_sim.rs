@@ -162,7 +162,7 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
                 );
             }
         }
-        println!("  suspicions: distinct (member, incarnation) suspected while alive; dead: live members declared dead (a paused member is alive).");
+        println!("  suspicions: distinct (member, incarnation) suspected while alive; dead: the same, declared dead (a paused member is alive).");
     }
     println!("({:.1} wall s)", started.elapsed().as_secs_f64());
     Ok(())

@@ -21,7 +21,7 @@
 //! - **messages** per member per protocol period: pings, acks, ping-reqs and nacks over the
 //!   measured phase; PUSH_PULL chunks apart (those of joining, and the periodic ones).
 //! - **false positives**: suspicions of live members (distinct member × incarnation suspected
-//!   by anyone), and live members declared dead.
+//!   by anyone), and live members declared dead (distinct member × incarnation, too).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
@@ -108,8 +108,8 @@ pub struct SwimReport {
     pub join_push_pulls_per_member: f64,
     /// Distinct (member, incarnation) suspected by anyone while the member was alive.
     pub suspicions_of_live: u64,
-    /// Distinct live members declared dead by anyone (pauses included: a paused member is
-    /// alive).
+    /// Distinct (member, incarnation) declared dead by anyone while the member was alive
+    /// (a paused member is alive).
     pub live_declared_dead: u64,
     /// Pauses that happened.
     pub pauses: u64,
@@ -153,7 +153,7 @@ struct Sim {
     health_max_seen: u32,
     /// Suspicions and deaths seen, for the false-positive counts and the detection times.
     suspected: HashSet<(usize, u64)>,
-    declared_dead: HashSet<usize>,
+    declared_dead: HashSet<(usize, u64)>,
     /// Per crashed member: (crash time, every member's period count at the crash).
     watch: Option<Watch>,
 }
@@ -274,7 +274,8 @@ impl Sim {
             Event::Dead { id } => {
                 let who = (id - 1) as usize;
                 if !self.crashed[who] {
-                    self.declared_dead.insert(who);
+                    let incarnation = self.members[i].member(id).map_or(0, |m| m.1);
+                    self.declared_dead.insert((who, incarnation));
                 }
             }
             _ => {}

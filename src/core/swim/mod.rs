@@ -270,6 +270,8 @@ struct Suspicion {
     min: Duration,
     max: Duration,
     deadline: Instant,
+    /// When to ask the suspect directly if still suspecting ([`Swim::check_suspects`]).
+    check_at: Option<Instant>,
 }
 
 /// An update waiting to be gossiped.
@@ -507,6 +509,7 @@ impl Swim {
                 i += 1;
             }
         }
+        self.check_suspects(now);
         let due: Vec<NodeId> = self
             .suspicions
             .iter()
@@ -561,7 +564,7 @@ impl Swim {
             t = t.min(r.deadline);
         }
         for s in self.suspicions.values() {
-            t = t.min(s.deadline);
+            t = t.min(s.deadline).min(s.check_at.unwrap_or(Instant::MAX));
         }
         t
     }
@@ -945,6 +948,11 @@ impl Swim {
             State::Suspect | State::Dead | State::Left => u.incarnation >= self.incarnation,
         };
         if !refute {
+            if u.state != State::Alive && u.incarnation < self.incarnation {
+                // Stale suspicion of this member: its sender missed the refutation. Gossip it
+                // again: it goes first into the answer to that sender (see `apply`).
+                self.broadcast(self.own_update(State::Alive));
+            }
             return false;
         }
         self.incarnation = u.incarnation.saturating_add(1);
@@ -982,9 +990,53 @@ impl Swim {
                 min,
                 max,
                 deadline: now + max,
+                check_at: self
+                    .config
+                    .lifeguard
+                    .then(|| now + Duration::from_micros(min.as_micros() / 2)),
             },
         );
         self.recompute_deadline(u.id);
+    }
+
+    /// Halfway through the shortest suspicion timeout, a member that still suspects asks the
+    /// suspect itself: a ping carrying the suspicion first (as the buddy system's does), not a
+    /// probe (no ping-req, no verdict, no health change). Gossip reaches every member with high
+    /// probability only (SWIM §4.1); a member that missed the refutation would otherwise
+    /// declare a live member dead when its timeout runs out, and the suspect answers stale
+    /// suspicion with its newer incarnation (`about_me`). Costs one ping per member holding
+    /// the suspicion then: for a member that refuted, the few that missed it; for a crashed
+    /// one, every member once. Lifeguard only (an extension of its buddy system, §IV.C).
+    fn check_suspects(&mut self, now: Instant) {
+        let due: Vec<NodeId> = self
+            .suspicions
+            .iter()
+            .filter(|(_, s)| s.check_at.is_some_and(|t| now >= t))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            let s = self.suspicions.get_mut(&id).expect("due suspicion");
+            s.check_at = None;
+            let (incarnation, from) = (s.incarnation, s.from[0]);
+            let addr = self.members[&id].addr;
+            let suspicion = Update {
+                id,
+                addr,
+                incarnation,
+                state: State::Suspect,
+                from,
+            };
+            let seq = self.next_seq();
+            let updates = self.gossip(PING_FIXED_LEN, Some(suspicion));
+            self.send(
+                addr,
+                Message::Ping {
+                    seq,
+                    target: id,
+                    updates,
+                },
+            );
+        }
     }
 
     /// Another member suspects the same incarnation: with Lifeguard, an independent
