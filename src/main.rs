@@ -34,6 +34,7 @@ use cmd::lock::{ConfigureArgs, LockArgs};
 use cmd::server::ServerArgs;
 use cmd::sim::SimArgs;
 use cmd::status::StatusArgs;
+use cmd::swim_sim::SwimSimArgs;
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -82,6 +83,10 @@ enum Command {
     /// Run the deterministic cluster simulator (the lock service: shard replicas and clients
     /// under faults, with safety and liveness checkers) for a range of seeds.
     Sim(SimArgs),
+    /// Run the SWIM-only scale simulation (membership and failure detection, 8 to 1,000
+    /// simulated members) and print its table: time to detect a crash, messages per member per
+    /// protocol period, false positives under loss and pauses with and without Lifeguard.
+    SwimSim(SwimSimArgs),
     /// Write a new random cluster key to a new file (mode 0600), for --cluster-key-file: copy
     /// it to every node of the cluster. Never replaces an existing file.
     Keygen(KeygenArgs),
@@ -132,6 +137,7 @@ fn run(command: Command) -> Result<(), LockError> {
         Command::Configure(a) => cmd::lock::configure(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Sim(a) => cmd::sim::run(a),
+        Command::SwimSim(a) => cmd::swim_sim::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
     }
 }

@@ -14,3 +14,4 @@ pub mod out;
 pub mod server;
 pub mod sim;
 pub mod status;
+pub mod swim_sim;

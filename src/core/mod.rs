@@ -13,6 +13,7 @@ pub mod raft;
 pub mod replica;
 pub mod restart;
 pub mod retransmit;
+pub mod swim;
 pub mod time;
 
 /// A field of a core's `Config` that breaks one of its rules (each core's `validate` names

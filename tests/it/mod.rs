@@ -13,6 +13,7 @@ mod settings;
 mod shard_status;
 mod sim;
 mod single;
+mod swim;
 
 use std::net::SocketAddr;
 use udplock::single::{SingleConfig, SingleNode};

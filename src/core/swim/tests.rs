@@ -1,0 +1,696 @@
+//! Each rule of the SWIM core, on hand-driven members (SWIM 2002 §3–§4, Lifeguard 2017 §IV).
+
+use std::net::SocketAddr;
+
+use super::*;
+
+fn addr(id: NodeId) -> SocketAddr {
+    SocketAddr::from(([10, 0, (id >> 8) as u8, id as u8], 7000))
+}
+
+fn id_of(a: SocketAddr) -> NodeId {
+    match a.ip() {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            ((o[2] as u64) << 8) | o[3] as u64
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn at(n: u64) -> Instant {
+    Instant::from_micros(n * 1_000)
+}
+
+fn member(id: NodeId, lifeguard: bool) -> Swim {
+    let mut c = Config::new(id, addr(id));
+    c.lifeguard = lifeguard;
+    Swim::new(c, id, Instant::ZERO).unwrap()
+}
+
+fn update(id: NodeId, incarnation: u64, state: State, from: NodeId) -> Update {
+    Update {
+        id,
+        addr: addr(id),
+        incarnation,
+        state,
+        from,
+    }
+}
+
+fn drain(s: &mut Swim) -> Vec<Transmit> {
+    std::iter::from_fn(|| s.poll_transmit()).collect()
+}
+
+fn events(s: &mut Swim) -> Vec<Event> {
+    std::iter::from_fn(|| s.poll_event()).collect()
+}
+
+/// Members 1..=n that all know each other (the news of each one's arrival is gossip that
+/// the tests below would otherwise see first).
+fn group(n: u64, lifeguard: bool) -> Vec<Swim> {
+    let mut all: Vec<Swim> = (1..=n).map(|id| member(id, lifeguard)).collect();
+    for s in all.iter_mut() {
+        for other in 1..=n {
+            if other != s.id() {
+                s.apply(Instant::ZERO, update(other, 0, State::Alive, 0));
+            }
+        }
+        s.broadcasts.clear();
+        drain(s);
+        events(s);
+    }
+    all
+}
+
+/// Delivers every queued message (zero delay) until the group is quiet, except those `drop`
+/// refuses; returns what was delivered as (from, to, message).
+fn settle(
+    all: &mut [Swim],
+    now: Instant,
+    drop: &dyn Fn(NodeId, NodeId, &Message) -> bool,
+) -> Vec<(NodeId, NodeId, Message)> {
+    let mut log = Vec::new();
+    loop {
+        let mut moved = false;
+        for i in 0..all.len() {
+            let from = all[i].id();
+            for t in drain(&mut all[i]) {
+                moved = true;
+                let to = id_of(t.to);
+                if drop(from, to, &t.msg) {
+                    continue;
+                }
+                log.push((from, to, t.msg.clone()));
+                if let Some(dst) = all.iter_mut().find(|s| s.id() == to) {
+                    dst.handle_message(now, from, addr(from), t.msg);
+                }
+            }
+        }
+        if !moved {
+            return log;
+        }
+    }
+}
+
+fn keep_all(_: NodeId, _: NodeId, _: &Message) -> bool {
+    false
+}
+
+#[test]
+fn precedence_follows_swim_section_4_2() {
+    use State::*;
+    // {Alive, i} overrides {Suspect, j} and {Alive, j} only if i > j.
+    assert!(overrides((Alive, 2), (Suspect, 1)));
+    assert!(!overrides((Alive, 1), (Suspect, 1)));
+    assert!(overrides((Alive, 2), (Alive, 1)));
+    assert!(!overrides((Alive, 1), (Alive, 1)));
+    // {Suspect, i} overrides {Suspect, j} if i > j, {Alive, j} if i >= j.
+    assert!(overrides((Suspect, 2), (Suspect, 1)));
+    assert!(!overrides((Suspect, 1), (Suspect, 1)));
+    assert!(overrides((Suspect, 1), (Alive, 1)));
+    assert!(!overrides((Suspect, 0), (Alive, 1)));
+    // {Confirm, i} overrides {Alive, j} and {Suspect, j}: the paper says for any j, this core
+    // for j <= i (see `overrides` and the test of the late confirmation below).
+    assert!(overrides((Dead, 5), (Alive, 5)));
+    assert!(overrides((Dead, 5), (Suspect, 2)));
+    assert!(!overrides((Dead, 0), (Alive, 5)));
+    assert!(!overrides((Dead, 0), (Suspect, 5)));
+    assert!(overrides((Left, 5), (Alive, 5)));
+    assert!(!overrides((Left, 4), (Alive, 5)));
+    // The dead come back only with a higher incarnation; suspicion never revives them.
+    assert!(!overrides((Suspect, 9), (Dead, 1)));
+    assert!(!overrides((Alive, 1), (Dead, 1)));
+    assert!(overrides((Alive, 2), (Dead, 1)));
+    assert!(!overrides((Dead, 3), (Left, 1)));
+    assert!(overrides((Left, 1), (Dead, 1)));
+}
+
+#[test]
+fn a_suspected_member_refutes_with_a_higher_incarnation() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    events(&mut a);
+    // Someone suspects member 1 at its incarnation 0: it refutes with 1.
+    a.handle_message(
+        at(1),
+        2,
+        addr(2),
+        Message::Ack {
+            seq: 99,
+            updates: vec![update(1, 0, State::Suspect, 2)],
+        },
+    );
+    assert_eq!(a.incarnation(), 1);
+    assert_eq!(events(&mut a), vec![Event::Refuted { incarnation: 1 }]);
+    // Lifeguard §IV.A: having to refute is a sign of this member's own trouble.
+    assert_eq!(a.health(), 1);
+    // The refutation is the first news it gossips.
+    let g = a.gossip(PING_FIXED_LEN, None);
+    assert!(g.contains(&update(1, 1, State::Alive, 0)), "{g:?}");
+    // A suspicion of an older incarnation is stale: nothing happens.
+    a.apply(at(2), update(1, 0, State::Suspect, 2));
+    assert_eq!(a.incarnation(), 1);
+    // A death notice is refuted too.
+    a.apply(at(3), update(1, 1, State::Dead, 0));
+    assert_eq!(a.incarnation(), 2);
+}
+
+#[test]
+fn a_suspicion_becomes_death_after_its_timeout_unless_refuted() {
+    for lifeguard in [false, true] {
+        let mut a = member(1, lifeguard);
+        a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+        a.apply(Instant::ZERO, update(3, 0, State::Alive, 0));
+        events(&mut a);
+        a.apply(at(10), update(2, 0, State::Suspect, 3));
+        a.apply(at(10), update(3, 0, State::Suspect, 2));
+        assert_eq!(
+            events(&mut a),
+            vec![
+                Event::Suspect {
+                    id: 2,
+                    incarnation: 0
+                },
+                Event::Suspect {
+                    id: 3,
+                    incarnation: 0
+                }
+            ]
+        );
+        let timeout = a.suspicion_timeout(2).unwrap();
+        // Member 3 refutes; member 2 does not.
+        a.apply(at(20), update(3, 1, State::Alive, 0));
+        assert_eq!(
+            events(&mut a),
+            vec![Event::Alive {
+                id: 3,
+                incarnation: 1
+            }]
+        );
+        let deadline = at(10) + timeout;
+        assert_eq!(a.poll_timeout().min(deadline), a.poll_timeout());
+        a.handle_timeout(deadline - Duration::from_micros(1));
+        assert_eq!(a.member(2), Some((State::Suspect, 0)));
+        a.handle_timeout(deadline);
+        assert_eq!(a.member(2), Some((State::Dead, 0)));
+        assert_eq!(a.member(3), Some((State::Alive, 1)));
+        let ev = events(&mut a);
+        assert!(ev.contains(&Event::Dead { id: 2 }), "{ev:?}");
+        assert!(!ev.contains(&Event::Dead { id: 3 }), "{ev:?}");
+    }
+}
+
+/// Runs the group until member 1 has probed `target` and its period ended; returns the log.
+fn probe_round(
+    all: &mut [Swim],
+    target: NodeId,
+    drop: &dyn Fn(NodeId, NodeId, &Message) -> bool,
+) -> Vec<(NodeId, NodeId, Message)> {
+    all[0].probe_order = vec![target];
+    all[0].probe_next = 0;
+    let mut log = Vec::new();
+    let mut now = Instant::ZERO;
+    let mut started = false;
+    for _ in 0..100 {
+        now = all.iter().map(|s| s.poll_timeout()).min().unwrap();
+        let before = all[0].periods();
+        for s in all.iter_mut() {
+            if s.poll_timeout() <= now {
+                s.handle_timeout(now);
+            }
+        }
+        // Only member 1 probes in these tests: the others' probes are forgotten.
+        for s in all[1..].iter_mut() {
+            s.probe = None;
+            s.transmits
+                .retain(|t| !matches!(t.msg, Message::Ping { .. }));
+        }
+        if all[0].periods() > before {
+            if started {
+                // The next period's probe is not part of this round.
+                all[0].probe = None;
+                drain(&mut all[0]);
+                return log;
+            }
+            started = true;
+        }
+        log.extend(settle(all, now, drop));
+    }
+    panic!("no second period by {now:?}");
+}
+
+#[test]
+fn a_silent_target_is_probed_through_k_others_and_their_ack_counts() {
+    let mut all = group(5, true);
+    // Member 1's direct ping to 2 and 2's direct ack to 1 are lost; the paths through the
+    // helpers work.
+    let drop = |from: NodeId, to: NodeId, _: &Message| (from, to) == (1, 2) || (from, to) == (2, 1);
+    let log = probe_round(&mut all, 2, &drop);
+    let reqs: Vec<_> = log
+        .iter()
+        .filter(|(f, _, m)| *f == 1 && matches!(m, Message::PingReq { target: 2, .. }))
+        .collect();
+    assert_eq!(reqs.len(), 3, "k = 3 ping-reqs: {log:?}");
+    let relayed = log
+        .iter()
+        .filter(|(f, t, m)| *f != 2 && *t == 1 && matches!(m, Message::Ack { .. }))
+        .count();
+    assert!(relayed >= 1, "{log:?}");
+    assert_eq!(all[0].member(2), Some((State::Alive, 0)));
+    assert_eq!(all[0].stats().probes_failed, 0);
+}
+
+#[test]
+fn nacks_tell_the_prober_that_the_target_is_the_trouble() {
+    // Target 2 is unreachable from everyone: the helpers answer NACK, so member 1's health
+    // rises by one (the failed probe) and not by the nacks it got.
+    let mut all = group(5, true);
+    let drop = |_: NodeId, to: NodeId, _: &Message| to == 2;
+    let log = probe_round(&mut all, 2, &drop);
+    let nacks = log
+        .iter()
+        .filter(|(_, t, m)| *t == 1 && matches!(m, Message::Nack { .. }))
+        .count();
+    assert_eq!(nacks, 3, "{log:?}");
+    assert_eq!(all[0].member(2), Some((State::Suspect, 0)));
+    assert_eq!(all[0].health(), 1);
+
+    // Member 1 itself is cut off from the helpers' answers: no nack arrives, so the trouble
+    // is more likely its own: health rises by 1 + 3 missed nacks.
+    let mut all = group(5, true);
+    let drop = |from: NodeId, to: NodeId, _: &Message| to == 2 || (to == 1 && from != 2);
+    probe_round(&mut all, 2, &drop);
+    assert_eq!(all[0].health(), 4);
+
+    // Without Lifeguard there are no nacks and no health.
+    let mut all = group(5, false);
+    let drop = |_: NodeId, to: NodeId, _: &Message| to == 2;
+    let log = probe_round(&mut all, 2, &drop);
+    assert!(!log
+        .iter()
+        .any(|(_, _, m)| matches!(m, Message::Nack { .. })));
+    assert_eq!(all[0].health(), 0);
+    assert_eq!(all[0].member(2), Some((State::Suspect, 0)));
+}
+
+#[test]
+fn local_health_stretches_the_period_and_recovers_with_acks() {
+    let mut all = group(4, true);
+    // Member 1 hears nothing at all: each failed probe raises its health by 1 + 3 missed
+    // nacks, up to health_max.
+    let deaf = |_: NodeId, to: NodeId, _: &Message| to == 1;
+    for _ in 0..3 {
+        probe_round(&mut all, 2, &deaf);
+    }
+    assert_eq!(all[0].health(), 8);
+    // Its own period is stretched by (1 + health).
+    let now = all[0].period_end;
+    all[0].handle_timeout(now);
+    let period = all[0].period_end.saturating_since(now);
+    assert!(
+        period.as_micros() >= 9 * ms(1_000).as_micros(),
+        "{period:?}"
+    );
+    // Each probe that works brings it down by one.
+    all[0].probe = None;
+    let before = all[0].health();
+    probe_round(&mut all, 3, &keep_all);
+    probe_round(&mut all, 4, &keep_all);
+    assert_eq!(all[0].health(), before - 2);
+}
+
+#[test]
+fn the_suspicion_timeout_shrinks_with_independent_confirmations() {
+    let mut a = member(1, true);
+    for id in 2..=8 {
+        a.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    // n = 8 → min = 4 periods (log10 8 < 1), max = 6 × min = 24 periods.
+    a.apply(at(0), update(2, 0, State::Suspect, 3));
+    assert_eq!(a.suspicion_timeout(2), Some(ms(24_000)));
+    let mut last = ms(24_000);
+    for (c, from) in [4, 5, 6].into_iter().enumerate() {
+        a.apply(at(1), update(2, 0, State::Suspect, from));
+        let t = a.suspicion_timeout(2).unwrap();
+        assert!(t < last, "confirmation {c}: {t:?} after {last:?}");
+        last = t;
+    }
+    // K = 3 confirmations reach the minimum; the same suspecter twice is no confirmation.
+    assert_eq!(last, ms(4_000));
+    a.apply(at(1), update(2, 0, State::Suspect, 7));
+    assert_eq!(a.suspicion_timeout(2), Some(ms(4_000)));
+
+    // Without Lifeguard the timeout is fixed at the minimum.
+    let mut b = member(1, false);
+    for id in 2..=8 {
+        b.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    b.apply(at(0), update(2, 0, State::Suspect, 3));
+    b.apply(at(0), update(2, 0, State::Suspect, 4));
+    assert_eq!(b.suspicion_timeout(2), Some(ms(4_000)));
+}
+
+#[test]
+fn each_update_is_gossiped_lambda_log_n_times_least_sent_first() {
+    let mut a = member(1, true);
+    for id in 2..=20 {
+        a.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    // n = 20: λ·⌈log10 21⌉ = 4 × 2 = 8.
+    assert_eq!(a.retransmit_limit(), 8);
+    a.broadcasts.clear();
+    a.apply(at(1), update(5, 0, State::Suspect, 9));
+    let mut sent = 0;
+    for _ in 0..20 {
+        if a.gossip(PING_FIXED_LEN, None)
+            .contains(&update(5, 0, State::Suspect, 9))
+        {
+            sent += 1;
+        }
+    }
+    assert_eq!(sent, 8);
+    // Fresh news goes before news already sent, whatever the room.
+    a.apply(at(2), update(6, 0, State::Suspect, 9));
+    a.gossip(PING_FIXED_LEN, None);
+    a.apply(at(3), update(7, 0, State::Suspect, 9));
+    let g = a.gossip(PING_FIXED_LEN, None);
+    assert_eq!(g[0].id, 7, "{g:?}");
+    // A message never exceeds its byte budget, however much news waits.
+    for id in 100..200 {
+        a.apply(at(4), update(id, 0, State::Alive, 0));
+    }
+    let g = a.gossip(PING_REQ_FIXED_LEN, None);
+    assert_eq!(g.len(), UPDATES_PER_MESSAGE_MAX);
+    let msg = Message::PingReq {
+        seq: 1,
+        target: 2,
+        target_addr: addr(2),
+        updates: g,
+    };
+    assert!(msg.encoded_len() <= MESSAGE_LEN_MAX);
+}
+
+#[test]
+fn the_buddy_system_tells_a_suspect_in_the_ping_itself() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    a.apply(at(1), update(2, 0, State::Suspect, 3));
+    // Spend the suspicion's gossip so only the buddy rule can carry it.
+    for _ in 0..20 {
+        a.gossip(PING_FIXED_LEN, None);
+    }
+    a.probe_order = vec![2];
+    a.probe_next = 0;
+    drain(&mut a);
+    a.handle_timeout(a.period_end);
+    let t = drain(&mut a);
+    match &t[..] {
+        [Transmit {
+            msg: Message::Ping {
+                updates, target: 2, ..
+            },
+            ..
+        }] => assert_eq!(updates[0], update(2, 0, State::Suspect, 3)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_leaving_member_tells_the_group_and_never_suspects() {
+    let mut all = group(4, true);
+    all[0].leave(at(1));
+    assert!(!all[0].left_announced());
+    let log = settle(&mut all, at(1), &keep_all);
+    assert_eq!(
+        log.iter()
+            .filter(|(f, _, m)| *f == 1 && matches!(m, Message::Ping { .. }))
+            .count(),
+        3
+    );
+    for s in all[1..].iter_mut() {
+        assert_eq!(s.member(1), Some((State::Left, 0)), "member {}", s.id());
+        assert!(events(s).contains(&Event::Left { id: 1 }));
+    }
+    // It answers pings and keeps pinging, which carries the news until it runs out after the
+    // retransmit limit; a probe nobody answers makes it suspect no one (it is going).
+    for _ in 0..10 {
+        let t = all[0].period_end;
+        all[0].handle_timeout(t);
+        let pings = drain(&mut all[0]);
+        assert!(
+            matches!(
+                &pings[..],
+                [Transmit {
+                    msg: Message::Ping { .. },
+                    ..
+                }]
+            ),
+            "{pings:?}"
+        );
+        all[0].handle_message(
+            t,
+            2,
+            addr(2),
+            Message::Ping {
+                seq: 5,
+                target: 1,
+                updates: vec![],
+            },
+        );
+        assert!(matches!(
+            &drain(&mut all[0])[..],
+            [Transmit {
+                msg: Message::Ack { seq: 5, .. },
+                ..
+            }]
+        ));
+    }
+    assert!(all[0].left_announced());
+    assert_eq!(all[0].stats().probes_failed, 0);
+    assert!(all[0].members().iter().all(|m| m.state != State::Suspect));
+    assert_eq!(all[0].health(), 0);
+}
+
+#[test]
+fn a_member_joins_through_one_seed_and_learns_everyone() {
+    let mut all = group(3, true);
+    let mut joiner = member(9, true);
+    joiner.join(Instant::ZERO, &[addr(1)]);
+    all.push(joiner);
+    settle(&mut all, at(1), &keep_all);
+    // The seed and the joiner exchanged full state.
+    assert_eq!(all[0].member(9), Some((State::Alive, 0)));
+    let known: Vec<NodeId> = all[3].members().iter().map(|m| m.id).collect();
+    assert_eq!(known, vec![9, 1, 2, 3]);
+    assert!(events(&mut all[3]).contains(&Event::Joined {
+        id: 2,
+        addr: addr(2)
+    }));
+    // The others hear of the joiner by gossip within a few periods.
+    let mut now = at(1);
+    for _ in 0..200 {
+        now = all.iter().map(|s| s.poll_timeout()).min().unwrap();
+        for s in all.iter_mut() {
+            if s.poll_timeout() <= now {
+                s.handle_timeout(now);
+            }
+        }
+        settle(&mut all, now, &keep_all);
+        if all.iter().all(|s| s.group_size() == 4) {
+            break;
+        }
+    }
+    assert!(all.iter().all(|s| s.group_size() == 4), "by {now:?}");
+    assert!(now < at(10_000), "{now:?}");
+}
+
+#[test]
+fn messages_from_itself_or_too_long_are_dropped() {
+    let mut a = member(1, true);
+    a.handle_message(
+        at(1),
+        1,
+        addr(1),
+        Message::Ack {
+            seq: 1,
+            updates: vec![update(1, 0, State::Suspect, 2)],
+        },
+    );
+    assert_eq!(a.incarnation(), 0);
+    let long = Message::Ack {
+        seq: 1,
+        updates: vec![update(2, 0, State::Alive, 0); MESSAGE_LEN_MAX / message::UPDATE_LEN + 1],
+    };
+    assert!(long.encoded_len() > MESSAGE_LEN_MAX);
+    a.handle_message(at(1), 3, addr(3), long);
+    assert_eq!(a.member(2), None);
+    assert!(a.poll_transmit().is_none());
+}
+
+/// Found by the scale simulation (pauses, 64 members): a member that refuted its suspicion
+/// (incarnation 1) was killed for good by a late confirmation of incarnation 0 from a member
+/// whose suspicion timed out before the refutation reached it. SWIM §4.2 lets {Confirm, i}
+/// override any {Alive, j}; and the member, already at 1, never refutes a death at 0.
+#[test]
+fn a_late_confirmation_of_an_older_incarnation_does_not_kill_a_refuted_member() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    a.apply(at(1), update(2, 0, State::Suspect, 3));
+    a.apply(at(2), update(2, 1, State::Alive, 0));
+    events(&mut a);
+    a.apply(at(3), update(2, 0, State::Dead, 0));
+    assert_eq!(a.member(2), Some((State::Alive, 1)));
+    assert_eq!(events(&mut a), vec![]);
+    // A member that never heard the refutation takes the confirmation, and the refutation
+    // then brings the member back.
+    let mut b = member(4, true);
+    b.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    b.apply(at(3), update(2, 0, State::Dead, 0));
+    b.apply(at(4), update(2, 1, State::Alive, 0));
+    assert_eq!(b.member(2), Some((State::Alive, 1)));
+}
+
+/// Found by the scale simulation (pauses, 64 members): a member that missed a refutation
+/// (gossip reaches each member with high probability, not surely) kept suspecting the refuted
+/// member and declared it dead when its timeout ran out. A member that hears stale news
+/// (an older incarnation than it holds alive) gossips its newer news again, so the one that
+/// sent the stale news gets the refutation in the very answer.
+#[test]
+fn stale_news_is_answered_with_the_newer_incarnation() {
+    let mut a = member(1, true);
+    a.apply(Instant::ZERO, update(2, 0, State::Alive, 0));
+    a.apply(Instant::ZERO, update(3, 0, State::Alive, 0));
+    a.apply(at(1), update(2, 1, State::Alive, 0));
+    // The refutation's gossip runs out.
+    for _ in 0..20 {
+        a.gossip(PING_FIXED_LEN, None);
+    }
+    drain(&mut a);
+    // Member 3 still suspects incarnation 0 and says so in a ping.
+    a.handle_message(
+        at(2),
+        3,
+        addr(3),
+        Message::Ping {
+            seq: 4,
+            target: 1,
+            updates: vec![update(2, 0, State::Suspect, 3)],
+        },
+    );
+    match &drain(&mut a)[..] {
+        [Transmit {
+            msg: Message::Ack { updates, .. },
+            ..
+        }] => assert!(
+            updates.contains(&update(2, 1, State::Alive, 0)),
+            "{updates:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Spec §8.3 rule 5 (SWIM messages will travel as PEER records): an answer is never longer
+/// than what it answers, so a forged source address gains nothing in bytes. An ACK carries at
+/// most as much gossip as the PING it answers; a full-state answer goes to the address the
+/// table holds for its sender, never to a datagram's source.
+#[test]
+fn an_answer_is_never_longer_than_its_question() {
+    let mut a = member(1, true);
+    for id in 2..=40 {
+        a.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    drain(&mut a);
+    // Forty joins wait to be gossiped; an empty PING gets an ACK as short as itself.
+    let ping = Message::Ping {
+        seq: 1,
+        target: 1,
+        updates: vec![],
+    };
+    let ping_len = ping.encoded_len();
+    a.handle_message(at(1), 2, addr(2), ping);
+    let t = drain(&mut a);
+    assert_eq!(t.len(), 1);
+    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    // A PING with two updates gets at most two back.
+    let ping = Message::Ping {
+        seq: 2,
+        target: 1,
+        updates: vec![update(2, 0, State::Alive, 0), update(3, 0, State::Alive, 0)],
+    };
+    let ping_len = ping.encoded_len();
+    a.handle_message(at(1), 2, addr(2), ping);
+    let t = drain(&mut a);
+    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    // A PING_REQ naming this member as the target is answered at most as long as itself.
+    let req = Message::PingReq {
+        seq: 3,
+        target: 1,
+        target_addr: addr(1),
+        updates: vec![],
+    };
+    let req_len = req.encoded_len();
+    a.handle_message(at(1), 2, addr(2), req);
+    let t = drain(&mut a);
+    assert!(t[0].msg.encoded_len() <= req_len, "{t:?}");
+    // A full-state request from a known member is answered at its address in the table, not
+    // at the source the datagram claims.
+    let spoofed: SocketAddr = "192.0.2.1:9".parse().unwrap();
+    a.handle_message(
+        at(1),
+        3,
+        spoofed,
+        Message::PushPull {
+            reply: true,
+            members: vec![],
+        },
+    );
+    let t = drain(&mut a);
+    assert!(!t.is_empty() && t.iter().all(|t| t.to == addr(3)), "{t:?}");
+}
+
+/// Found by the scale simulation (5% loss, 64 members, Lifeguard, 10,000 periods: 3 live
+/// members declared dead): 62 of 63 members heard a refutation; the one that missed it held
+/// its suspicion for the whole 43-period timeout and declared the member dead. A member
+/// still suspecting halfway through the shortest timeout asks the suspect itself: a ping
+/// carrying the suspicion, which the suspect answers with its newer incarnation.
+#[test]
+fn a_member_that_missed_the_refutation_asks_the_suspect_before_its_timeout() {
+    let mut all = group(2, true);
+    // Member 2 was suspected at incarnation 0 and refuted; its refutation's gossip ran out
+    // before member 1 heard it.
+    all[1].apply(at(1), update(2, 0, State::Suspect, 3));
+    assert_eq!(all[1].incarnation(), 1);
+    for _ in 0..20 {
+        all[1].gossip(PING_FIXED_LEN, None);
+    }
+    drain(&mut all[1]);
+    all[0].apply(at(1), update(2, 0, State::Suspect, 3));
+    let deadline = at(1) + all[0].suspicion_timeout(2).unwrap();
+    let mut now = at(1);
+    while now < deadline {
+        now = all.iter().map(|s| s.poll_timeout()).min().unwrap();
+        for s in all.iter_mut() {
+            if s.poll_timeout() <= now {
+                s.handle_timeout(now);
+            }
+        }
+        // Neither member's own round-robin probes run (they would carry the news anyway).
+        for s in all.iter_mut() {
+            if let Some(p) = s.probe.take() {
+                s.transmits
+                    .retain(|t| !matches!(t.msg, Message::Ping { seq, .. } if seq == p.seq));
+            }
+        }
+        settle(&mut all, now, &keep_all);
+        if all[0].member(2) != Some((State::Suspect, 0)) {
+            break;
+        }
+    }
+    assert_eq!(all[0].member(2), Some((State::Alive, 1)), "at {now:?}");
+    assert!(now < deadline);
+}
