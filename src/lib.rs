@@ -61,8 +61,6 @@ pub mod json;
 pub mod sim;
 pub mod single;
 pub mod store;
-#[doc(hidden)]
-pub mod swimsim;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
 pub use clock::BootInstant;

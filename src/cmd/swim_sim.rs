@@ -1,7 +1,7 @@
 //! `udplock swim-sim`: the SWIM-only scale simulation (issue 10 §3), printed as a table.
 
 use clap::Args;
-use udplock::swimsim::{self, mean, SwimReport, SwimSimConfig};
+use udplock::sim::swim::{self as swimsim, mean, SwimReport, SwimSimConfig};
 use udplock::LockError;
 
 #[derive(Args)]
@@ -9,7 +9,7 @@ pub struct SwimSimArgs {
     /// First seed (each group size and each false-positive run uses seeds from it on).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Group sizes of the detection and message table, comma-separated (2 to 4096).
+    /// Group sizes of the detection and message table, comma-separated (8 to 4096).
     #[arg(long, value_delimiter = ',', default_value = "8,16,64,256,1000")]
     members: Vec<usize>,
     /// Crashes measured per group size (at most a quarter of the group per seed; more seeds

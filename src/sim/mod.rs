@@ -135,7 +135,8 @@
 //! `faults.rs` drawing and applying the random faults; `invariants.rs` the checkers that read
 //! the replicas; `check.rs` the checkers of the clients' history; `clients.rs` the clients
 //! (the real call core); `clock.rs` the drifting clocks; `scenarios.rs` the scripted runs;
-//! `wire.rs` the codec glue; `trace.rs` the trace digest.
+//! `wire.rs` the codec glue; `trace.rs` the trace digest. `swim.rs` is apart: the SWIM-only
+//! scale simulation of the membership core (`udplock swim-sim`), which the nodes do not run yet.
 
 mod check;
 mod clients;
@@ -146,6 +147,7 @@ mod invariants;
 mod network;
 mod nodes;
 mod scenarios;
+pub mod swim;
 #[cfg(test)]
 mod tests;
 mod trace;

@@ -2,7 +2,7 @@
 //! known dead by everyone, live ones are not, and a seed replays the same run. The measured
 //! table at scale is `udplock swim-sim` (release); these check properties, not speeds.
 
-use udplock::swimsim::{self, SwimSimConfig};
+use udplock::sim::swim::{self as swimsim, SwimSimConfig};
 
 fn config(seed: u64, members: usize) -> SwimSimConfig {
     let mut c = SwimSimConfig::new(seed, members);
