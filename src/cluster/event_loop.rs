@@ -30,7 +30,8 @@ const DRAIN_MAX: usize = 64;
 /// Wake-ups that skip draining after a drain found nothing.
 const DRAIN_SKIP: u8 = 7;
 
-/// How often the loop publishes its shards' state for [`ClusterNode::shard_stats`](super::ClusterNode::shard_stats).
+/// How often the loop publishes its shards' state for
+/// [`ClusterNode::shard_stats`](super::ClusterNode::shard_stats).
 const STATS_PERIOD: crate::core::time::Duration = crate::core::time::Duration::from_millis(5);
 
 /// The loop's state: the node's core and what it needs from the machine.
@@ -189,8 +190,8 @@ impl ClusterLoop {
         Ok(())
     }
 
-    /// About every [`keys::KEY_FILE_CHECK_MS`](super::keys::KEY_FILE_CHECK_MS): applies a changed key file, or keeps the keys
-    /// in force and says why the new file is refused.
+    /// About every [`keys::KEY_FILE_CHECK_MS`](super::keys::KEY_FILE_CHECK_MS): applies a
+    /// changed key file, or keeps the keys in force and says why the new file is refused.
     fn check_key_file(&mut self, now: Instant) {
         let Some(watch) = self.key_watch.as_mut() else {
             return;
