@@ -19,8 +19,8 @@
 //! What each write does ([`ShardStore::write`], one [`crate::core::raft::Persist`] delta at
 //! a time): the hard state first (rewritten in place, synced under `fsync`), then a new
 //! snapshot (written aside and renamed over) and the log rewritten after it, or else the log
-//! cut back to where the delta starts and its entries appended (synced under `fsync`). A write that fails part-way,
-//! or a crash during one, leaves the old state; or the new hard state over the old log; or
+//! cut back to where the delta starts and its entries appended (synced under `fsync`). A
+//! write that fails part-way, or a crash during one, leaves the old state; or the new hard state over the old log; or
 //! that and the log cut back plus some of the new records (a torn one is cut when read
 //! back); for a snapshot, the old one, or the new one over the old log (repaired when opened),
 //! or everything new. The node stops on a failed write (fail-stop), so nothing that depended

@@ -53,8 +53,8 @@
 //! real shell does (the recovery mark, the Raft delta through [`ShardStore::write`], the mark
 //! after, in that order, with the syncs the node's durability asks for), and checks that no
 //! datagram names a write not yet stored. A crash drops the node (a process crash keeps
-//! everything written); a restart opens its data directory ([`crate::cluster::storage::DataDir`] over
-//! the node's `SimDisk`: its identity, boot record and recovery marks) and its shards' files
+//! everything written); a restart opens its data directory
+//! ([`crate::cluster::storage::DataDir`] over the node's `SimDisk`: its identity, boot record and recovery marks) and its shards' files
 //! through the functions a real start runs (`cluster::storage::open_shards`, which decides
 //! per shard with [`crate::core::restart::decide`], then `settle_start`, which marks the
 //! shards without state, records the identity and the boot and empties the marked shards'
