@@ -41,9 +41,9 @@ fn keyed_and_plain(template: &ClusterConfig) -> (ClusterConfig, ClusterConfig, C
 }
 
 /// An embedded cluster as [`start_local_cluster`](crate::cluster::start_local_cluster)
-/// starts one, and a clone of each node's socket: what the bench sends from a clone comes from that listed node's own address and
-/// port, which is how it makes forged node-to-node datagrams reach the authentication
-/// checks without raw sockets.
+/// starts one, and a clone of each node's socket: what the bench sends from a clone comes
+/// from that listed node's own address and port, which is how it makes forged node-to-node
+/// datagrams reach the authentication checks without raw sockets.
 fn start_cluster_with_clones(
     n: usize,
     template: &ClusterConfig,
