@@ -142,6 +142,7 @@ fn a_suspected_member_refutes_with_a_higher_incarnation() {
         addr(2),
         Message::Ack {
             seq: 99,
+            target: 2,
             updates: vec![update(1, 0, State::Suspect, 2)],
         },
     );
@@ -392,7 +393,7 @@ fn each_update_is_gossiped_lambda_log_n_times_least_sent_first() {
         target_addr: addr(2),
         updates: g,
     };
-    assert!(msg.encoded_len() <= MESSAGE_LEN_MAX);
+    assert!(msg.body_len() <= MESSAGE_LEN_MAX);
 }
 
 #[test]
@@ -518,15 +519,20 @@ fn messages_from_itself_or_too_long_are_dropped() {
         addr(1),
         Message::Ack {
             seq: 1,
+            target: 1,
             updates: vec![update(1, 0, State::Suspect, 2)],
         },
     );
     assert_eq!(a.incarnation(), 0);
     let long = Message::Ack {
         seq: 1,
-        updates: vec![update(2, 0, State::Alive, 0); MESSAGE_LEN_MAX / message::UPDATE_LEN + 1],
+        target: 3,
+        updates: vec![
+            update(2, 0, State::Alive, 0);
+            MESSAGE_LEN_MAX / udplock_protocol::SWIM_UPDATE_LEN + 1
+        ],
     };
-    assert!(long.encoded_len() > MESSAGE_LEN_MAX);
+    assert!(long.body_len() > MESSAGE_LEN_MAX);
     a.handle_message(at(1), 3, addr(3), long);
     assert_eq!(a.member(2), None);
     assert!(a.poll_transmit().is_none());
@@ -611,21 +617,21 @@ fn an_answer_is_never_longer_than_its_question() {
         target: 1,
         updates: vec![],
     };
-    let ping_len = ping.encoded_len();
+    let ping_len = ping.body_len();
     a.handle_message(at(1), 2, addr(2), ping);
     let t = drain(&mut a);
     assert_eq!(t.len(), 1);
-    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    assert!(t[0].msg.body_len() <= ping_len, "{t:?}");
     // A PING with two updates gets at most two back.
     let ping = Message::Ping {
         seq: 2,
         target: 1,
         updates: vec![update(2, 0, State::Alive, 0), update(3, 0, State::Alive, 0)],
     };
-    let ping_len = ping.encoded_len();
+    let ping_len = ping.body_len();
     a.handle_message(at(1), 2, addr(2), ping);
     let t = drain(&mut a);
-    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    assert!(t[0].msg.body_len() <= ping_len, "{t:?}");
     // A PING_REQ naming this member as the target is answered at most as long as itself.
     let req = Message::PingReq {
         seq: 3,
@@ -633,10 +639,10 @@ fn an_answer_is_never_longer_than_its_question() {
         target_addr: addr(1),
         updates: vec![],
     };
-    let req_len = req.encoded_len();
+    let req_len = req.body_len();
     a.handle_message(at(1), 2, addr(2), req);
     let t = drain(&mut a);
-    assert!(t[0].msg.encoded_len() <= req_len, "{t:?}");
+    assert!(t[0].msg.body_len() <= req_len, "{t:?}");
     // A full-state request from a known member is answered at its address in the table, not
     // at the source the datagram claims.
     let spoofed: SocketAddr = "192.0.2.1:9".parse().unwrap();
