@@ -304,6 +304,46 @@ impl<U> SwimMessage<U> {
             SwimMessage::Nack { .. } | SwimMessage::PushPull { .. } => None,
         }
     }
+
+    /// The same message with its update list (if it has one) replaced by `f` of it.
+    pub fn map_updates<V>(self, f: impl FnOnce(U) -> V) -> SwimMessage<V> {
+        match self {
+            SwimMessage::Ping {
+                seq,
+                target,
+                updates,
+            } => SwimMessage::Ping {
+                seq,
+                target,
+                updates: f(updates),
+            },
+            SwimMessage::Ack {
+                seq,
+                target,
+                updates,
+            } => SwimMessage::Ack {
+                seq,
+                target,
+                updates: f(updates),
+            },
+            SwimMessage::PingReq {
+                seq,
+                target,
+                target_addr,
+                updates,
+            } => SwimMessage::PingReq {
+                seq,
+                target,
+                target_addr,
+                updates: f(updates),
+            },
+            SwimMessage::Nack { seq } => SwimMessage::Nack { seq },
+            SwimMessage::PushPull { reply, members } => SwimMessage::PushPull {
+                reply,
+                members: f(members),
+            },
+        }
+    }
 }
 
 impl<U: UpdateList> SwimMessage<U> {
@@ -342,42 +382,7 @@ impl<'a> SwimView<'a> {
     /// conversion between the two forms; the writer needs none
     /// ([`crate::PeerWriter::push_swim`]).
     pub fn into_owned<C: FromIterator<SwimUpdate>>(self) -> SwimMessage<C> {
-        match self {
-            SwimMessage::Ping {
-                seq,
-                target,
-                updates,
-            } => SwimMessage::Ping {
-                seq,
-                target,
-                updates: updates.iter().collect(),
-            },
-            SwimMessage::Ack {
-                seq,
-                target,
-                updates,
-            } => SwimMessage::Ack {
-                seq,
-                target,
-                updates: updates.iter().collect(),
-            },
-            SwimMessage::PingReq {
-                seq,
-                target,
-                target_addr,
-                updates,
-            } => SwimMessage::PingReq {
-                seq,
-                target,
-                target_addr,
-                updates: updates.iter().collect(),
-            },
-            SwimMessage::Nack { seq } => SwimMessage::Nack { seq },
-            SwimMessage::PushPull { reply, members } => SwimMessage::PushPull {
-                reply,
-                members: members.iter().collect(),
-            },
-        }
+        self.map_updates(|u| u.iter().collect())
     }
 }
 
@@ -448,21 +453,6 @@ fn read_update(b: &[u8]) -> Result<SwimUpdate, DecodeError> {
     Ok(u)
 }
 
-/// Checks `count` updates filling `bytes` exactly (`BadRecordLength`), at most `max` of them
-/// (`TooManyUpdates`), each valid.
-fn read_updates(bytes: &[u8], count: usize, max: usize) -> Result<SwimUpdates<'_>, DecodeError> {
-    if bytes.len() != count.saturating_mul(SWIM_UPDATE_LEN) {
-        return Err(DecodeError::BadRecordLength);
-    }
-    if count > max {
-        return Err(DecodeError::TooManyUpdates);
-    }
-    for one in bytes.chunks_exact(SWIM_UPDATE_LEN) {
-        read_update(one)?;
-    }
-    Ok(SwimUpdates { bytes })
-}
-
 /// Reads and checks the body of a SWIM record of `kind` (spec §8.12, in its order); `None` if
 /// `kind` is not a SWIM kind.
 pub(crate) fn read_swim_body(
@@ -480,65 +470,67 @@ pub(crate) fn read_swim_body(
 }
 
 fn read_swim(kind: PeerKind, fixed: usize, body: &[u8]) -> Result<SwimView<'_>, DecodeError> {
+    // Check a: the fixed part, then exactly `count` updates after it.
     let (head, rest) = body
         .split_at_checked(fixed)
         .ok_or(DecodeError::BadRecordLength)?;
+    let (count, max) = match kind {
+        PeerKind::SwimNack => (0, 0),
+        PeerKind::SwimPushPull => (
+            u16_at(head, field::PUSH_PULL_COUNT.start) as usize,
+            PUSH_PULL_MEMBERS_MAX,
+        ),
+        PeerKind::SwimPingReq => (
+            head[field::PING_REQ_COUNT] as usize,
+            UPDATES_PER_MESSAGE_MAX,
+        ),
+        _ => (head[field::PING_COUNT] as usize, UPDATES_PER_MESSAGE_MAX),
+    };
+    if rest.len() != count.saturating_mul(SWIM_UPDATE_LEN) {
+        return Err(DecodeError::BadRecordLength);
+    }
+    // Check b.
+    if count > max {
+        return Err(DecodeError::TooManyUpdates);
+    }
+    // Check c: the fixed part's fields.
     let seq = u32_at(head, field::SEQ.start);
     let target = u64_at(head, field::TARGET.start);
-    Ok(match kind {
-        PeerKind::SwimNack => {
-            if !rest.is_empty() {
-                return Err(DecodeError::BadRecordLength);
-            }
-            SwimMessage::Nack { seq }
-        }
+    let msg_without_updates = match kind {
+        PeerKind::SwimNack => return Ok(SwimMessage::Nack { seq }),
         PeerKind::SwimPushPull => {
-            let count = u16_at(head, field::PUSH_PULL_COUNT.start) as usize;
-            let members = read_updates(rest, count, PUSH_PULL_MEMBERS_MAX)?;
             let flags = head[field::PUSH_PULL_FLAGS];
             if flags & !SWIM_PUSH_PULL_REPLY != 0 {
                 return Err(DecodeError::ReservedNonZero);
             }
             SwimMessage::PushPull {
                 reply: flags & SWIM_PUSH_PULL_REPLY != 0,
-                members,
+                members: (),
             }
         }
-        PeerKind::SwimPingReq => {
-            let count = head[field::PING_REQ_COUNT] as usize;
-            let updates = read_updates(rest, count, UPDATES_PER_MESSAGE_MAX)?;
-            let target_addr = read_addr(&head[field::PING_REQ_TARGET_ADDR])?;
-            if target == 0 {
-                return Err(DecodeError::ZeroId);
-            }
-            SwimMessage::PingReq {
-                seq,
-                target,
-                target_addr,
-                updates,
-            }
-        }
-        _ => {
-            let count = head[field::PING_COUNT] as usize;
-            let updates = read_updates(rest, count, UPDATES_PER_MESSAGE_MAX)?;
-            if target == 0 {
-                return Err(DecodeError::ZeroId);
-            }
-            if kind == PeerKind::SwimPing {
-                SwimMessage::Ping {
-                    seq,
-                    target,
-                    updates,
-                }
-            } else {
-                SwimMessage::Ack {
-                    seq,
-                    target,
-                    updates,
-                }
-            }
-        }
-    })
+        _ if target == 0 => return Err(DecodeError::ZeroId),
+        PeerKind::SwimPingReq => SwimMessage::PingReq {
+            seq,
+            target,
+            target_addr: read_addr(&head[field::PING_REQ_TARGET_ADDR])?,
+            updates: (),
+        },
+        PeerKind::SwimPing => SwimMessage::Ping {
+            seq,
+            target,
+            updates: (),
+        },
+        _ => SwimMessage::Ack {
+            seq,
+            target,
+            updates: (),
+        },
+    };
+    // Check d: every update.
+    for one in rest.chunks_exact(SWIM_UPDATE_LEN) {
+        read_update(one)?;
+    }
+    Ok(msg_without_updates.map_updates(|()| SwimUpdates { bytes: rest }))
 }
 
 /// Writes the body of `msg` into `out`, which is exactly `msg.body_len()` bytes long; checks
