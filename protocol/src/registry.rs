@@ -56,7 +56,8 @@ macro_rules! registry {
 registry! {
     /// Message types (spec §10.1). Client requests live in 0x01..=0x3F, their replies at the
     /// request's value with bit 7 set; node-to-node traffic lives in 0x40..=0x7F: PEER (0x40)
-    /// carries Raft, the rest of 0x40..=0x5F stays reserved for it, and 0x60..=0x7F for SWIM.
+    /// carries Raft and SWIM membership records (spec §8.12), the rest of 0x40..=0x7F stays
+    /// reserved for further node-to-node messages.
     pub enum MessageType: u8 {
         Acquire = 0x01, "ACQUIRE", "Take a lock, waiting up to wait_ms in the server's FIFO queue.";
         Release = 0x02, "RELEASE", "Give back one re-entrant hold of a lock.";
