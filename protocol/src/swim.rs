@@ -470,7 +470,7 @@ pub(crate) fn read_swim_body(
 }
 
 fn read_swim(kind: PeerKind, fixed: usize, body: &[u8]) -> Result<SwimView<'_>, DecodeError> {
-    // Check a: the fixed part, then exactly `count` updates after it.
+    // Check a: the fixed part.
     let (head, rest) = body
         .split_at_checked(fixed)
         .ok_or(DecodeError::BadRecordLength)?;
@@ -486,14 +486,15 @@ fn read_swim(kind: PeerKind, fixed: usize, body: &[u8]) -> Result<SwimView<'_>, 
         ),
         _ => (head[field::PING_COUNT] as usize, UPDATES_PER_MESSAGE_MAX),
     };
-    if rest.len() != count.saturating_mul(SWIM_UPDATE_LEN) {
-        return Err(DecodeError::BadRecordLength);
-    }
-    // Check b.
+    // Check b: the count within its limit.
     if count > max {
         return Err(DecodeError::TooManyUpdates);
     }
-    // Check c: the fixed part's fields.
+    // Check c: exactly `count` updates after the fixed part.
+    if rest.len() != count.saturating_mul(SWIM_UPDATE_LEN) {
+        return Err(DecodeError::BadRecordLength);
+    }
+    // Check d: the fixed part's fields.
     let seq = u32_at(head, field::SEQ.start);
     let target = u64_at(head, field::TARGET.start);
     let msg_without_updates = match kind {
@@ -526,7 +527,7 @@ fn read_swim(kind: PeerKind, fixed: usize, body: &[u8]) -> Result<SwimView<'_>, 
             updates: (),
         },
     };
-    // Check d: every update.
+    // Check e: every update.
     for one in rest.chunks_exact(SWIM_UPDATE_LEN) {
         read_update(one)?;
     }
