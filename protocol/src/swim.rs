@@ -596,13 +596,14 @@ pub(crate) fn write_swim_body<U: UpdateList>(
     for u in updates.swim_updates() {
         // More updates than `count()` said: the list is inconsistent.
         let slot = slots.next().ok_or(EncodeError::BadUpdate)?;
+        // The decoder's order (spec §8.12 check e): the address, then id and `from`.
+        write_addr(&mut slot[field::UPDATE_ADDR], u.addr)?;
         if !update_ok(&u) {
             return Err(EncodeError::BadUpdate);
         }
         slot[field::UPDATE_ID].copy_from_slice(&u.id.to_be_bytes());
         slot[field::UPDATE_INCARNATION].copy_from_slice(&u.incarnation.to_be_bytes());
         slot[field::UPDATE_STATE] = u.state.to_wire();
-        write_addr(&mut slot[field::UPDATE_ADDR], u.addr)?;
         slot[field::UPDATE_FROM].copy_from_slice(&u.from.to_be_bytes());
     }
     if slots.next().is_some() {
