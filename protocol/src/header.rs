@@ -121,7 +121,7 @@ pub(crate) fn decode(
         // The other direction, or PEER (0x40): a node-to-node datagram is never a request or a
         // reply, whichever side looks at it (spec §3.2 step 5a).
         (Some(_), _) => return Err(DecodeError::UnexpectedType),
-        // At a server: the node-to-node families (Raft 0x40..=0x5F, SWIM 0x60..=0x7F) and the
+        // At a server: the node-to-node range (0x40..=0x7F; SWIM travels inside PEER) and the
         // reply range are dropped, never answered (answering replies could loop forever).
         (None, Direction::Request) if (0x40..0xC0).contains(&raw_type) => {
             return Err(DecodeError::UnexpectedType)

@@ -67,15 +67,16 @@ mod request;
 mod settings;
 mod shard;
 mod shard_status;
+mod swim;
 
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
 pub use peer::{
-    append_record_len, AppendEntries, LogEntry, PeerDatagram, PeerEntries, PeerEntry,
-    PeerEntryIter, PeerHeader, PeerMessage, PeerRecords, PeerWriter, RaftMessage, APPEND_FIXED_LEN,
-    ENTRY_FIXED_LEN, INSTALL_SNAPSHOT_FIXED_LEN, PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN,
-    SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
+    append_record_len, AllRecords, AppendEntries, LogEntry, PeerDatagram, PeerEntries, PeerEntry,
+    PeerEntryIter, PeerHeader, PeerMessage, PeerRecord, PeerRecords, PeerWriter, RaftMessage,
+    SwimRecords, APPEND_FIXED_LEN, ENTRY_FIXED_LEN, INSTALL_SNAPSHOT_FIXED_LEN,
+    PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
 };
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use reply::{Hint, Reply};
@@ -90,6 +91,12 @@ pub use shard_status::{
     ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusEntryIter, ShardStatusReply,
     ShardStatusRequest, SHARD_STATUS_BODY_LEN, SHARD_STATUS_ENTRIES_MAX, SHARD_STATUS_ENTRY_LEN,
     SHARD_STATUS_REPLY_FIXED_LEN, SHARD_STATUS_REQUEST_LEN,
+};
+pub use swim::{
+    field as swim_field, SwimMessage, SwimState, SwimUpdate, SwimUpdateIter, SwimUpdates, SwimView,
+    UpdateList, PUSH_PULL_MEMBERS_MAX, SWIM_ADDR_LEN, SWIM_MESSAGE_LEN_MAX, SWIM_NACK_LEN,
+    SWIM_PING_FIXED_LEN, SWIM_PING_REQ_FIXED_LEN, SWIM_PUSH_PULL_FIXED_LEN, SWIM_PUSH_PULL_REPLY,
+    SWIM_UPDATE_LEN, UPDATES_PER_MESSAGE_MAX,
 };
 
 /// The two bytes every udplock datagram starts with ("UL").
@@ -171,7 +178,8 @@ pub enum DecodeError {
     BadHolderLength,
     /// PEER: the body holds no record.
     NoRecords,
-    /// PEER: a record's shard is not below [`SHARDS_MAX`].
+    /// PEER: a record's shard is not below [`SHARDS_MAX`], or a SWIM record's shard is not 0
+    /// (spec §8.12).
     BadShard,
     /// PEER: a record kind that is not registered ([`PeerKind`]).
     UnknownRecordKind,
@@ -202,6 +210,15 @@ pub enum DecodeError {
     /// NODE_SETTINGS_REPLY: with OK, a zero node id or cluster id; with another status, any
     /// non-zero field or entry.
     BadSettings,
+    /// SWIM record (spec §8.12): an address whose family is not 4 or 6, an IPv4 address with
+    /// a non-zero byte among its 12 unused ones, or port 0.
+    BadAddress,
+    /// SWIM record: an UPDATE whose state is not 0 to 3, whose id is 0, or whose `from` is 0
+    /// for a suspicion or non-zero for another state.
+    BadUpdate,
+    /// SWIM record: more updates than [`UPDATES_PER_MESSAGE_MAX`] (PING, ACK, PING_REQ) or
+    /// [`PUSH_PULL_MEMBERS_MAX`] (PUSH_PULL).
+    TooManyUpdates,
 }
 
 impl DecodeError {
@@ -238,7 +255,10 @@ impl DecodeError {
             | DecodeError::BadSnapshotChunk
             | DecodeError::UnknownCommand
             | DecodeError::BadOp
-            | DecodeError::NonZeroField => None,
+            | DecodeError::NonZeroField
+            | DecodeError::BadAddress
+            | DecodeError::BadUpdate
+            | DecodeError::TooManyUpdates => None,
             // Only a reply fails this way, and a client never answers.
             DecodeError::BadShardStatus | DecodeError::BadSettings => None,
         }
@@ -275,6 +295,9 @@ impl DecodeError {
             DecodeError::NonZeroField => "NonZeroField",
             DecodeError::BadShardStatus => "BadShardStatus",
             DecodeError::BadSettings => "BadSettings",
+            DecodeError::BadAddress => "BadAddress",
+            DecodeError::BadUpdate => "BadUpdate",
+            DecodeError::TooManyUpdates => "TooManyUpdates",
         }
     }
 }
@@ -314,6 +337,15 @@ pub enum EncodeError {
     BadShardStatus,
     /// A NODE_SETTINGS_REPLY whose fields disagree (see [`DecodeError::BadSettings`]).
     BadSettings,
+    /// A SWIM address the wire cannot carry exactly: port 0, or an IPv6 address with a flow
+    /// label or scope id (see [`DecodeError::BadAddress`]).
+    BadAddress,
+    /// A SWIM update that breaks a rule of [`DecodeError::BadUpdate`], or an update list that
+    /// yields another number of updates than it counts.
+    BadUpdate,
+    /// A SWIM message with more updates than its kind carries (see
+    /// [`DecodeError::TooManyUpdates`]).
+    TooManyUpdates,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -329,6 +361,9 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadSnapshotChunk => "snapshot chunk fields out of range",
             EncodeError::BadShardStatus => "shard status page fields disagree",
             EncodeError::BadSettings => "node settings reply fields disagree",
+            EncodeError::BadAddress => "swim address not representable on the wire",
+            EncodeError::BadUpdate => "swim update breaks a rule of spec 8.12",
+            EncodeError::TooManyUpdates => "swim message carries too many updates",
         };
         f.write_str(what)
     }

@@ -23,6 +23,10 @@
 //! each, so that a chunk never spans two datagrams; a snapshot is at most [`SNAPSHOT_LEN_MAX`]
 //! bytes long. The chunk's bytes are opaque to this crate.
 //!
+//! Membership (spec §8.12): SWIM messages travel as records of their own kinds (14 to 18,
+//! shard 0) in the same datagrams ([`crate::SwimMessage`], [`PeerWriter::push_swim`],
+//! [`PeerDatagram::swim_records`]); [`PeerDatagram::records`] yields the Raft records only.
+//!
 //! Rejoining without state (spec §8.5): a node that restarted without its Raft state sends
 //! TERM_QUERY and waits for TERM_REPLY from a majority-sized set of the other nodes before it
 //! votes or acknowledges anything; both records carry one term. A node that holds no state
@@ -33,6 +37,7 @@ use crate::auth::{AuthTrailer, AUTH_TRAILER_LEN};
 use crate::be::{u16_at, u64_at};
 use crate::header::{self, field as hfield, Header};
 use crate::registry::{Flags, MessageType, PeerKind};
+use crate::swim::{read_swim_body, write_swim_body, SwimMessage, SwimView, UpdateList};
 use crate::{all_zero, DecodeError, EncodeError, HEADER_LEN, MAGIC, SHARDS_MAX, VERSION};
 
 /// Longest PEER datagram a node sends or accepts. 1400 bytes of UDP payload plus the IPv6 (40)
@@ -751,7 +756,7 @@ impl<'a> PeerDatagram<'a> {
         let mut rest = body;
         let mut record_count = 0;
         while !rest.is_empty() {
-            let (_, _, used) = read_record(rest)?;
+            let (_, used) = read_record(rest)?;
             rest = rest.get(used..).ok_or(DecodeError::BadRecordLength)?;
             record_count += 1;
         }
@@ -768,32 +773,89 @@ impl<'a> PeerDatagram<'a> {
         self.record_count
     }
 
-    /// The records in datagram order, as (shard, message).
+    /// The Raft records in datagram order, as (shard, message); SWIM records are skipped.
     pub fn records(&self) -> PeerRecords<'a> {
-        PeerRecords { rest: self.body }
+        PeerRecords {
+            all: self.all_records(),
+        }
+    }
+
+    /// The SWIM records in datagram order (spec §8.12); Raft records are skipped.
+    pub fn swim_records(&self) -> SwimRecords<'a> {
+        SwimRecords {
+            all: self.all_records(),
+        }
+    }
+
+    /// Every record in datagram order.
+    pub fn all_records(&self) -> AllRecords<'a> {
+        AllRecords { rest: self.body }
     }
 }
 
-/// Iterator over the records of a decoded [`PeerDatagram`]: `(shard, message)`.
+/// One record of a PEER datagram: a Raft message of a shard, or a SWIM membership message
+/// (spec §8.12; its record header's shard is 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRecord<'a> {
+    Raft { shard: u16, msg: PeerMessage<'a> },
+    Swim(SwimView<'a>),
+}
+
+/// Iterator over the Raft records of a decoded [`PeerDatagram`]: `(shard, message)`. SWIM
+/// records are skipped ([`PeerDatagram::swim_records`]).
 #[derive(Clone, Debug)]
 pub struct PeerRecords<'a> {
-    rest: &'a [u8],
+    all: AllRecords<'a>,
 }
 
 impl<'a> Iterator for PeerRecords<'a> {
     type Item = (u16, PeerMessage<'a>);
 
     fn next(&mut self) -> Option<(u16, PeerMessage<'a>)> {
-        // Decode checked every record, so this fails only at the end.
-        let (shard, msg, used) = read_record(self.rest).ok()?;
-        self.rest = self.rest.get(used..)?;
-        Some((shard, msg))
+        self.all.find_map(|r| match r {
+            PeerRecord::Raft { shard, msg } => Some((shard, msg)),
+            PeerRecord::Swim(_) => None,
+        })
     }
 }
 
-/// Reads and checks the record at the start of `rest` (spec §8.4, in the spec's order):
-/// the shard, the message and the bytes the record takes.
-fn read_record(rest: &[u8]) -> Result<(u16, PeerMessage<'_>, usize), DecodeError> {
+/// Iterator over the SWIM records of a decoded [`PeerDatagram`].
+#[derive(Clone, Debug)]
+pub struct SwimRecords<'a> {
+    all: AllRecords<'a>,
+}
+
+impl<'a> Iterator for SwimRecords<'a> {
+    type Item = SwimView<'a>;
+
+    fn next(&mut self) -> Option<SwimView<'a>> {
+        self.all.find_map(|r| match r {
+            PeerRecord::Swim(msg) => Some(msg),
+            PeerRecord::Raft { .. } => None,
+        })
+    }
+}
+
+/// Iterator over every record of a decoded [`PeerDatagram`], in datagram order.
+#[derive(Clone, Debug)]
+pub struct AllRecords<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for AllRecords<'a> {
+    type Item = PeerRecord<'a>;
+
+    fn next(&mut self) -> Option<PeerRecord<'a>> {
+        // Decode checked every record, so this fails only at the end.
+        let (record, used) = read_record(self.rest).ok()?;
+        self.rest = self.rest.get(used..)?;
+        Some(record)
+    }
+}
+
+/// Reads and checks the record at the start of `rest` (spec §8.4, in the spec's order; a SWIM
+/// record's body as spec §8.12 says): the record and the bytes it takes.
+fn read_record(rest: &[u8]) -> Result<(PeerRecord<'_>, usize), DecodeError> {
     if rest.len() < PEER_RECORD_HEADER_LEN {
         return Err(DecodeError::BadRecordLength);
     }
@@ -802,6 +864,10 @@ fn read_record(rest: &[u8]) -> Result<(u16, PeerMessage<'_>, usize), DecodeError
         return Err(DecodeError::BadShard);
     }
     let kind = PeerKind::from_wire(rest[field::KIND]).ok_or(DecodeError::UnknownRecordKind)?;
+    if kind.is_swim() && shard != 0 {
+        // Membership belongs to no shard (spec §8.4 record check 3a).
+        return Err(DecodeError::BadShard);
+    }
     if rest[field::RESERVED] != 0 {
         return Err(DecodeError::ReservedNonZero);
     }
@@ -809,8 +875,14 @@ fn read_record(rest: &[u8]) -> Result<(u16, PeerMessage<'_>, usize), DecodeError
     let body = rest
         .get(PEER_RECORD_HEADER_LEN..PEER_RECORD_HEADER_LEN + len)
         .ok_or(DecodeError::BadRecordLength)?;
-    let msg = read_body(kind, body)?;
-    Ok((shard, msg, PEER_RECORD_HEADER_LEN + len))
+    let record = match read_swim_body(kind, body) {
+        Some(swim) => PeerRecord::Swim(swim?),
+        None => PeerRecord::Raft {
+            shard,
+            msg: read_body(kind, body)?,
+        },
+    };
+    Ok((record, PEER_RECORD_HEADER_LEN + len))
 }
 
 fn exact(body: &[u8], len: usize) -> Result<(), DecodeError> {
@@ -912,6 +984,12 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 life: u64_(field::INSTALL_SNAPSHOT_REPLY_LIFE.start),
             }
         }
+        // `read_record` hands these to `read_swim_body`.
+        PeerKind::SwimPing
+        | PeerKind::SwimAck
+        | PeerKind::SwimPingReq
+        | PeerKind::SwimNack
+        | PeerKind::SwimPushPull => return Err(DecodeError::UnknownRecordKind),
     })
 }
 
@@ -1339,6 +1417,31 @@ impl<'b> PeerWriter<'b> {
         let data = data.as_ref();
         body[field::INSTALL_SNAPSHOT_DATA_LEN].copy_from_slice(&(data.len() as u16).to_be_bytes());
         body[INSTALL_SNAPSHOT_FIXED_LEN..].copy_from_slice(data);
+        self.commit(end);
+        Ok(())
+    }
+
+    /// Appends one SWIM record (spec §8.12; its shard is 0), from any form of the message (a
+    /// decoded view, or the membership core's own `Vec`). On `Err` nothing changed:
+    /// [`EncodeError::TooLong`] or [`EncodeError::BufferTooSmall`] mean it does not fit in
+    /// this datagram; [`EncodeError::TooManyUpdates`], [`EncodeError::BadUpdate`],
+    /// [`EncodeError::BadAddress`] and [`EncodeError::ZeroId`] (a zero target or header id)
+    /// mean it can never be sent: a receiver would reject it.
+    pub fn push_swim<U: UpdateList>(&mut self, msg: &SwimMessage<U>) -> Result<(), EncodeError> {
+        let updates = match msg {
+            SwimMessage::PushPull { members, .. } => members.count(),
+            _ => msg.gossip().map_or(0, U::count),
+        };
+        if updates > msg.updates_max() {
+            return Err(EncodeError::TooManyUpdates);
+        }
+        let end = self.room(0, msg.record_len())?;
+        let at = self.len;
+        let out = &mut self.buf[at..end];
+        write_record_header(out, 0, msg.kind(), msg.body_len());
+        // Bytes past `self.len` are not the datagram's until `commit`: a refusal leaves
+        // nothing behind.
+        write_swim_body(&mut out[PEER_RECORD_HEADER_LEN..], msg)?;
         self.commit(end);
         Ok(())
     }

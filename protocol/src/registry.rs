@@ -56,7 +56,8 @@ macro_rules! registry {
 registry! {
     /// Message types (spec §10.1). Client requests live in 0x01..=0x3F, their replies at the
     /// request's value with bit 7 set; node-to-node traffic lives in 0x40..=0x7F: PEER (0x40)
-    /// carries Raft, the rest of 0x40..=0x5F stays reserved for it, and 0x60..=0x7F for SWIM.
+    /// carries Raft and SWIM membership records (spec §8.12), the rest of 0x40..=0x7F stays
+    /// reserved for further node-to-node messages.
     pub enum MessageType: u8 {
         Acquire = 0x01, "ACQUIRE", "Take a lock, waiting up to wait_ms in the server's FIFO queue.";
         Release = 0x02, "RELEASE", "Give back one re-entrant hold of a lock.";
@@ -99,7 +100,8 @@ registry! {
 }
 
 registry! {
-    /// Kinds of the records a PEER datagram carries (spec §8.4, §10.4): one Raft message each.
+    /// Kinds of the records a PEER datagram carries (spec §8.4, §10.4): one Raft message each
+    /// (1 to 13), or one SWIM membership message (14 to 18, spec §8.12).
     pub enum PeerKind: u8 {
         PreVote = 1, "PRE_VOTE", "Would you vote for me in the next term? Changes no state (Raft thesis 9.6).";
         PreVoteReply = 2, "PRE_VOTE_REPLY", "Answer to PRE_VOTE.";
@@ -114,6 +116,25 @@ registry! {
         TermQuery = 11, "TERM_QUERY", "A node that restarted without its state asks for the receiver's current term.";
         TermReply = 12, "TERM_REPLY", "Answer to TERM_QUERY: the replier's current term.";
         NoStateReply = 13, "NO_STATE_REPLY", "Answer to TERM_QUERY from a node that holds no state for the shard: whether it is new.";
+        SwimPing = 14, "SWIM_PING", "Membership: are you alive? Carries gossip (SWIM 3.1, 4.1).";
+        SwimAck = 15, "SWIM_ACK", "Membership: answer to SWIM_PING, or relayed for a SWIM_PING_REQ.";
+        SwimPingReq = 16, "SWIM_PING_REQ", "Membership: probe this member for me (SWIM 3.1).";
+        SwimNack = 17, "SWIM_NACK", "Membership: the member asked for by SWIM_PING_REQ did not answer (Lifeguard IV.A).";
+        SwimPushPull = 18, "SWIM_PUSH_PULL", "Membership: one chunk of a full-state exchange.";
+    }
+}
+
+impl PeerKind {
+    /// True for the SWIM membership kinds (spec §8.12), whose records belong to no shard.
+    pub const fn is_swim(self) -> bool {
+        matches!(
+            self,
+            PeerKind::SwimPing
+                | PeerKind::SwimAck
+                | PeerKind::SwimPingReq
+                | PeerKind::SwimNack
+                | PeerKind::SwimPushPull
+        )
     }
 }
 

@@ -416,8 +416,12 @@ fn reencode(d: &PeerDatagram<'_>, bytes: &[u8]) -> Vec<u8> {
         0
     };
     let mut w = PeerWriter::with_trailer_room(&mut out, d.header, room);
-    for (shard, msg) in d.records() {
-        w.push(shard, &msg).expect("a decoded record re-encodes");
+    for record in d.all_records() {
+        let pushed = match record {
+            PeerRecord::Raft { shard, msg } => w.push(shard, &msg),
+            PeerRecord::Swim(msg) => w.push_swim(&msg),
+        };
+        pushed.expect("a decoded record re-encodes");
     }
     let n = w.finish();
     with_trailer(out[..n].to_vec(), d.auth, bytes)
@@ -664,7 +668,7 @@ proptest! {
     #[test]
     fn framed_peer_bytes_never_panic(
         body in prop::collection::vec(any::<u8>(), 0..400),
-        kinds in prop::collection::vec((0u16..20, 0u8..15, 0usize..80), 0..6),
+        kinds in prop::collection::vec((0u16..20, 0u8..20, 0usize..80), 0..6),
     ) {
         let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
         bytes.extend_from_slice(&7u64.to_be_bytes());
@@ -1617,7 +1621,9 @@ fn term_query_and_reply() {
         (PeerKind::NoStateReply, 0, 17, 23)
     );
     assert_eq!(PeerKind::from_wire(13), Some(PeerKind::NoStateReply));
-    assert_eq!(PeerKind::from_wire(14), None);
+    // Kinds 14 to 18 are the SWIM records (spec §8.12); 19 is the first unassigned.
+    assert_eq!(PeerKind::from_wire(14), Some(PeerKind::SwimPing));
+    assert_eq!(PeerKind::from_wire(19), None);
     let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
     let mut w = PeerWriter::new(
         &mut buf,
@@ -1704,6 +1710,54 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             nonce: 0,
             new: false,
         },
+        PeerKind::SwimPing
+        | PeerKind::SwimAck
+        | PeerKind::SwimPingReq
+        | PeerKind::SwimNack
+        | PeerKind::SwimPushPull => unreachable!("not a Raft kind: shortest_swim"),
+    }
+}
+
+/// The SWIM record of `kind` with no updates: an answer carries at most as many updates as
+/// its question (spec §8.12), so comparing these compares every answer with its question.
+fn shortest_swim(kind: PeerKind) -> SwimMessage<Vec<SwimUpdate>> {
+    let addr: SocketAddr = "10.0.0.1:1".parse().unwrap();
+    match kind {
+        PeerKind::SwimPing => SwimMessage::Ping {
+            seq: 0,
+            target: 1,
+            updates: vec![],
+        },
+        PeerKind::SwimAck => SwimMessage::Ack {
+            seq: 0,
+            target: 1,
+            updates: vec![],
+        },
+        PeerKind::SwimPingReq => SwimMessage::PingReq {
+            seq: 0,
+            target: 1,
+            target_addr: addr,
+            updates: vec![],
+        },
+        PeerKind::SwimNack => SwimMessage::Nack { seq: 0 },
+        PeerKind::SwimPushPull => SwimMessage::PushPull {
+            reply: false,
+            members: vec![],
+        },
+        _ => unreachable!("not a SWIM kind: shortest"),
+    }
+}
+
+/// The shortest record of any kind, header included.
+fn shortest_record_len(kind: PeerKind) -> usize {
+    if kind.is_swim() {
+        let m = shortest_swim(kind);
+        assert_eq!(m.kind(), kind);
+        m.record_len()
+    } else {
+        let m = shortest(kind);
+        assert_eq!(m.kind(), kind);
+        m.record_len()
     }
 }
 
@@ -1721,9 +1775,14 @@ fn no_peer_answer_is_longer_than_its_question() {
         (Append, &[AppendReply]),
         (InstallSnapshot, &[InstallSnapshotReply]),
         (TermQuery, &[TermReply, NoStateReply]),
+        // Spec §8.12: an ACK carries no more updates than the PING or PING_REQ it answers.
+        (SwimPing, &[SwimAck]),
+        (SwimPingReq, &[SwimAck, SwimNack]),
     ];
-    // Sent without being asked for (leadership transfer), and answering nothing.
-    let unanswered = [TimeoutNow];
+    // Sent without being asked for (leadership transfer), and answering nothing; a
+    // PUSH_PULL's answer goes to the member table's address, never to a source address
+    // (spec §8.12).
+    let unanswered = [TimeoutNow, SwimPushPull];
     for &kind in PeerKind::ALL {
         let is_question = answered.iter().any(|(q, _)| *q == kind);
         let is_answer = answered.iter().any(|(_, a)| a.contains(&kind));
@@ -1733,17 +1792,14 @@ fn no_peer_answer_is_longer_than_its_question() {
         );
     }
     for (question, answers) in answered {
-        let q = shortest(*question);
-        assert_eq!(q.kind(), *question);
         for answer in *answers {
-            let a = shortest(*answer);
             assert!(
-                q.record_len() >= a.record_len(),
+                shortest_record_len(*question) >= shortest_record_len(*answer),
                 "{} ({} bytes) is answered by {} ({} bytes)",
                 question.name(),
-                q.body_len(),
+                shortest_record_len(*question),
                 answer.name(),
-                a.body_len()
+                shortest_record_len(*answer)
             );
         }
     }
@@ -1954,4 +2010,453 @@ fn settings_reencode(p: &PeerSettings<'_>, bytes: &[u8]) -> Vec<u8> {
     let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
     let n = p.encode(&mut out).expect("a decoded PEER_SETTINGS encodes");
     with_trailer(out[..n].to_vec(), p.auth, bytes)
+}
+
+// ---- SWIM membership records (spec §8.12) ----
+
+type Swim = SwimMessage<Vec<SwimUpdate>>;
+
+/// Addresses the wire carries exactly: IPv4, or IPv6 without flow label and scope id; any
+/// port but 0.
+fn swim_addr() -> impl Strategy<Value = SocketAddr> {
+    (socket_addr(), 1u16..).prop_map(|(a, port)| SocketAddr::new(a.ip(), port))
+}
+
+fn swim_state() -> impl Strategy<Value = SwimState> {
+    prop_oneof![
+        Just(SwimState::Alive),
+        Just(SwimState::Suspect),
+        Just(SwimState::Dead),
+        Just(SwimState::Left)
+    ]
+}
+
+/// A valid update: non-zero id, `from` non-zero exactly for a suspicion.
+fn swim_update() -> impl Strategy<Value = SwimUpdate> {
+    (
+        nonzero(),
+        swim_addr(),
+        any::<u64>(),
+        swim_state(),
+        nonzero(),
+    )
+        .prop_map(|(id, addr, incarnation, state, from)| SwimUpdate {
+            id,
+            addr,
+            incarnation,
+            state,
+            from: if state == SwimState::Suspect { from } else { 0 },
+        })
+}
+
+fn swim_msg_from(
+    update: BoxedStrategy<SwimUpdate>,
+    target: BoxedStrategy<u64>,
+    addr: BoxedStrategy<SocketAddr>,
+    gossip_max: usize,
+    members_max: usize,
+) -> impl Strategy<Value = Swim> {
+    let gossip = prop::collection::vec(update.clone(), 0..=gossip_max);
+    prop_oneof![
+        (any::<u32>(), target.clone(), gossip.clone()).prop_map(|(seq, target, updates)| {
+            Swim::Ping {
+                seq,
+                target,
+                updates,
+            }
+        }),
+        (any::<u32>(), target.clone(), gossip.clone()).prop_map(|(seq, target, updates)| {
+            Swim::Ack {
+                seq,
+                target,
+                updates,
+            }
+        }),
+        (any::<u32>(), target, addr, gossip).prop_map(|(seq, target, target_addr, updates)| {
+            Swim::PingReq {
+                seq,
+                target,
+                target_addr,
+                updates,
+            }
+        }),
+        any::<u32>().prop_map(|seq| Swim::Nack { seq }),
+        (
+            any::<bool>(),
+            prop::collection::vec(update, 0..=members_max)
+        )
+            .prop_map(|(reply, members)| Swim::PushPull { reply, members }),
+    ]
+}
+
+/// A message every receiver accepts.
+fn swim_msg() -> impl Strategy<Value = Swim> {
+    swim_msg_from(
+        swim_update().boxed(),
+        nonzero().boxed(),
+        swim_addr().boxed(),
+        UPDATES_PER_MESSAGE_MAX,
+        PUSH_PULL_MEMBERS_MAX,
+    )
+}
+
+/// A message a faulty node might send: zero ids and targets, port 0, `from` on the wrong
+/// states, a few updates too many.
+fn loose_swim_msg() -> impl Strategy<Value = Swim> {
+    let addr = || {
+        (socket_addr(), prop_oneof![4 => 1u16.., 1 => Just(0u16)])
+            .prop_map(|(a, port)| SocketAddr::new(a.ip(), port))
+    };
+    let update = (
+        prop_oneof![4 => nonzero(), 1 => Just(0u64)],
+        addr(),
+        any::<u64>(),
+        swim_state(),
+        prop_oneof![Just(0u64), nonzero()],
+    )
+        .prop_map(|(id, addr, incarnation, state, from)| SwimUpdate {
+            id,
+            addr,
+            incarnation,
+            state,
+            from,
+        });
+    swim_msg_from(
+        update.boxed(),
+        prop_oneof![4 => nonzero(), 1 => Just(0u64)].boxed(),
+        addr().boxed(),
+        UPDATES_PER_MESSAGE_MAX + 2,
+        PUSH_PULL_MEMBERS_MAX + 2,
+    )
+}
+
+/// The body of `m` as spec §8.12 draws it, written here without any of the codec's checks.
+fn loose_swim_body(m: &Swim) -> (PeerKind, Vec<u8>) {
+    fn addr(b: &mut Vec<u8>, a: &SocketAddr) {
+        match a.ip() {
+            std::net::IpAddr::V4(v4) => {
+                b.push(4);
+                b.extend_from_slice(&v4.octets());
+                b.extend_from_slice(&[0; 12]);
+            }
+            std::net::IpAddr::V6(v6) => {
+                b.push(6);
+                b.extend_from_slice(&v6.octets());
+            }
+        }
+        b.extend_from_slice(&a.port().to_be_bytes());
+    }
+    fn updates(b: &mut Vec<u8>, us: &[SwimUpdate]) {
+        for u in us {
+            b.extend_from_slice(&u.id.to_be_bytes());
+            b.extend_from_slice(&u.incarnation.to_be_bytes());
+            b.push(u.state as u8);
+            addr(b, &u.addr);
+            b.extend_from_slice(&u.from.to_be_bytes());
+        }
+    }
+    let mut b = Vec::new();
+    let kind = match m {
+        Swim::Ping {
+            seq,
+            target,
+            updates: us,
+        }
+        | Swim::Ack {
+            seq,
+            target,
+            updates: us,
+        } => {
+            b.extend_from_slice(&seq.to_be_bytes());
+            b.extend_from_slice(&target.to_be_bytes());
+            b.push(us.len() as u8);
+            updates(&mut b, us);
+            if matches!(m, Swim::Ping { .. }) {
+                PeerKind::SwimPing
+            } else {
+                PeerKind::SwimAck
+            }
+        }
+        Swim::PingReq {
+            seq,
+            target,
+            target_addr,
+            updates: us,
+        } => {
+            b.extend_from_slice(&seq.to_be_bytes());
+            b.extend_from_slice(&target.to_be_bytes());
+            addr(&mut b, target_addr);
+            b.push(us.len() as u8);
+            updates(&mut b, us);
+            PeerKind::SwimPingReq
+        }
+        Swim::Nack { seq } => {
+            b.extend_from_slice(&seq.to_be_bytes());
+            PeerKind::SwimNack
+        }
+        Swim::PushPull { reply, members } => {
+            b.push(*reply as u8);
+            b.extend_from_slice(&(members.len() as u16).to_be_bytes());
+            updates(&mut b, members);
+            PeerKind::SwimPushPull
+        }
+    };
+    (kind, b)
+}
+
+/// The PEER datagram of cluster 7 from node 3 carrying `m` alone in record shard `shard`.
+fn loose_swim_datagram(shard: u16, m: &Swim) -> Vec<u8> {
+    let (kind, body) = loose_swim_body(m);
+    let mut bytes = vec![0x55, 0x4C, 1, 0x40, 0, 0, 0, 0];
+    bytes.extend_from_slice(&7u64.to_be_bytes());
+    bytes.extend_from_slice(&3u64.to_be_bytes());
+    bytes.extend_from_slice(&[0; 8]);
+    bytes.extend_from_slice(&shard.to_be_bytes());
+    bytes.extend_from_slice(&[kind.to_wire(), 0]);
+    bytes.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    bytes.extend_from_slice(&body);
+    let body_len = (bytes.len() - 32) as u16;
+    bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
+    bytes
+}
+
+/// One record of a mixed datagram.
+#[derive(Clone, Debug, PartialEq)]
+enum AnyRecord {
+    Raft(u16, Msg),
+    Swim(Swim),
+}
+
+fn any_record() -> impl Strategy<Value = AnyRecord> {
+    prop_oneof![
+        (shard(), peer_msg()).prop_map(|(s, m)| AnyRecord::Raft(s, m)),
+        swim_msg().prop_map(AnyRecord::Swim),
+    ]
+}
+
+fn swim_decoded(bytes: &[u8]) -> Result<Vec<Swim>, DecodeError> {
+    PeerDatagram::decode(bytes).map(|d| d.swim_records().map(|m| m.into_owned()).collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// Any message encodes, then decodes to itself, beside Raft records in any order; its
+    /// record is as long as spec §8.12 says, and the datagram is canonical.
+    #[test]
+    fn swim_records_round_trip(header in peer_header(), records in prop::collection::vec(any_record(), 1..8)) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, header);
+        let mut pushed = Vec::new();
+        for r in &records {
+            let len = w.len();
+            let res = match r {
+                AnyRecord::Raft(s, m) => w.push(*s, m),
+                AnyRecord::Swim(m) => w.push_swim(m),
+            };
+            match res {
+                Ok(()) => {
+                    if let AnyRecord::Swim(m) = r {
+                        let updates = match m {
+                            Swim::PushPull { members, .. } => members.len(),
+                            _ => m.gossip().map_or(0, Vec::len),
+                        };
+                        let fixed = match m {
+                            Swim::Ping { .. } | Swim::Ack { .. } => 13,
+                            Swim::PingReq { .. } => 32,
+                            Swim::Nack { .. } => 4,
+                            Swim::PushPull { .. } => 3,
+                        };
+                        prop_assert_eq!(w.len() - len, 6 + fixed + 44 * updates);
+                        prop_assert_eq!(m.record_len(), 6 + fixed + 44 * updates);
+                    }
+                    pushed.push(r.clone());
+                }
+                Err(EncodeError::TooLong) => {}
+                Err(e) => panic!("{e}: {r:?}"),
+            }
+        }
+        let n = w.finish();
+        prop_assume!(n > 0);
+        let d = PeerDatagram::decode(&buf[..n]).unwrap();
+        let back: Vec<AnyRecord> = d
+            .all_records()
+            .map(|r| match r {
+                PeerRecord::Raft { shard, msg } => AnyRecord::Raft(shard, msg.into_owned()),
+                PeerRecord::Swim(m) => AnyRecord::Swim(m.into_owned()),
+            })
+            .collect();
+        prop_assert_eq!(&back, &pushed);
+        prop_assert_eq!(d.record_count(), pushed.len());
+        let swim = pushed.iter().filter(|r| matches!(r, AnyRecord::Swim(_))).count();
+        prop_assert_eq!(d.swim_records().count(), swim);
+        prop_assert_eq!(d.records().count(), pushed.len() - swim);
+        prop_assert_eq!(reencode(&d, &buf[..n]), buf[..n].to_vec());
+    }
+
+    /// The writer and the decoder keep one set of rules (spec §8.12): what the writer takes
+    /// is the bytes the spec draws; what it refuses, sent anyway by a faulty node, the decoder
+    /// rejects with the matching error; and a SWIM record outside shard 0 is rejected.
+    #[test]
+    fn decoding_rejects_what_swim_encoding_refuses(
+        m in loose_swim_msg(),
+        shard in prop_oneof![8 => Just(0u16), 1 => 1u16..],
+    ) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, PeerHeader { cluster_id: 7, from: 3 });
+        let pushed = w.push_swim(&m);
+        let n = w.finish();
+        let loose = loose_swim_datagram(shard, &m);
+        let decoded = swim_decoded(&loose);
+        if loose.len() > PEER_DATAGRAM_LEN_MAX {
+            // More updates than a datagram holds: the decoder stops at its length.
+            prop_assert_eq!(decoded, Err(DecodeError::TooLong));
+            prop_assert_eq!(pushed, Err(EncodeError::TooManyUpdates));
+            return Ok(());
+        }
+        if shard != 0 {
+            prop_assert_eq!(decoded, Err(DecodeError::BadShard));
+            return Ok(());
+        }
+        match pushed {
+            Ok(()) => {
+                prop_assert_eq!(&buf[..n], &loose[..]);
+                prop_assert_eq!(decoded, Ok(vec![m]));
+            }
+            Err(e) => {
+                let expected = match e {
+                    EncodeError::TooManyUpdates => DecodeError::TooManyUpdates,
+                    EncodeError::ZeroId => DecodeError::ZeroId,
+                    EncodeError::BadAddress => DecodeError::BadAddress,
+                    EncodeError::BadUpdate => DecodeError::BadUpdate,
+                    other => panic!("{m:?} refused with {other:?}"),
+                };
+                prop_assert_eq!(decoded, Err(expected));
+            }
+        }
+    }
+
+    /// A SWIM datagram with one byte changed and any cut never panics the decoder; what
+    /// still decodes is canonical.
+    #[test]
+    fn mutated_swim_datagrams_never_panic(
+        header in peer_header(),
+        records in prop::collection::vec(any_record(), 1..5),
+        at in any::<prop::sample::Index>(), byte in any::<u8>(), cut in any::<prop::sample::Index>(),
+    ) {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::new(&mut buf, header);
+        for r in &records {
+            let _ = match r {
+                AnyRecord::Raft(s, m) => w.push(*s, m),
+                AnyRecord::Swim(m) => w.push_swim(m),
+            };
+        }
+        let n = w.finish();
+        prop_assume!(n > 0);
+        let mut bytes = buf[..n].to_vec();
+        bytes[at.index(n)] = byte;
+        if let Ok(d) = PeerDatagram::decode(&bytes) {
+            prop_assert_eq!(reencode(&d, &bytes), bytes.clone());
+        }
+        let cut = cut.index(n);
+        prop_assert!(PeerDatagram::decode(&buf[..cut]).is_err());
+    }
+}
+
+/// The limits of spec §8.12 and §9: the fullest message of each kind fits an authenticated
+/// datagram alone; one update more is refused and rejected; an address the wire cannot carry
+/// exactly is refused.
+#[test]
+fn swim_limits() {
+    let u = SwimUpdate {
+        id: 5,
+        addr: "10.0.0.5:7005".parse().unwrap(),
+        incarnation: 1,
+        state: SwimState::Alive,
+        from: 0,
+    };
+    let header = PeerHeader {
+        cluster_id: 1,
+        from: 2,
+    };
+    let full = [
+        Swim::PingReq {
+            seq: 1,
+            target: 9,
+            target_addr: u.addr,
+            updates: vec![u; UPDATES_PER_MESSAGE_MAX],
+        },
+        Swim::PushPull {
+            reply: true,
+            members: vec![u; PUSH_PULL_MEMBERS_MAX],
+        },
+    ];
+    for m in &full {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
+        w.push_swim(m).unwrap();
+        assert!(m.body_len() <= SWIM_MESSAGE_LEN_MAX);
+        assert!(w.finish() + AUTH_TRAILER_LEN <= PEER_DATAGRAM_LEN_MAX);
+        // One more: refused by the writer; the decoder rejects the same bytes.
+        let more = m.clone().map_updates(|mut v| {
+            v.push(u);
+            v
+        });
+        let mut w = PeerWriter::new(&mut buf, header);
+        assert_eq!(w.push_swim(&more), Err(EncodeError::TooManyUpdates));
+        assert_eq!(w.record_count(), 0);
+        assert_eq!(
+            swim_decoded(&loose_swim_datagram(0, &more)),
+            Err(DecodeError::TooManyUpdates)
+        );
+    }
+    // An IPv6 flow label or scope id has no place on the wire: refused, not dropped.
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut w = PeerWriter::new(&mut buf, header);
+    for v6 in [
+        std::net::SocketAddrV6::new("fd00::1".parse().unwrap(), 7000, 1, 0),
+        std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 7000, 0, 3),
+    ] {
+        let ping_req = Swim::PingReq {
+            seq: 1,
+            target: 9,
+            target_addr: v6.into(),
+            updates: vec![],
+        };
+        assert_eq!(w.push_swim(&ping_req), Err(EncodeError::BadAddress));
+        let ping = Swim::Ping {
+            seq: 1,
+            target: 9,
+            updates: vec![SwimUpdate {
+                addr: v6.into(),
+                ..u
+            }],
+        };
+        assert_eq!(w.push_swim(&ping), Err(EncodeError::BadAddress));
+    }
+    assert_eq!(w.finish(), 0);
+    // A list that yields another number of updates than it counts is refused, and nothing
+    // is written (a `Vec` or a decoded view never does this).
+    struct Miscounted(Vec<SwimUpdate>, usize);
+    impl UpdateList for Miscounted {
+        type Iter<'s> = std::iter::Copied<std::slice::Iter<'s, SwimUpdate>>;
+        fn swim_updates(&self) -> Self::Iter<'_> {
+            self.0.iter().copied()
+        }
+        fn count(&self) -> usize {
+            self.1
+        }
+    }
+    let mut w = PeerWriter::new(&mut buf, header);
+    for (have, say) in [(1, 2), (2, 1)] {
+        let ping = SwimMessage::Ping {
+            seq: 1,
+            target: 9,
+            updates: Miscounted(vec![u; have], say),
+        };
+        assert_eq!(w.push_swim(&ping), Err(EncodeError::BadUpdate));
+    }
+    assert_eq!(w.record_count(), 0);
+    assert_eq!(w.finish(), 0);
 }

@@ -29,6 +29,7 @@ const VECTORS: &[(&str, &str)] = &[
         include_str!("../../spec/vectors/invalid.txt"),
     ),
     ("peer.txt", include_str!("../../spec/vectors/peer.txt")),
+    ("swim.txt", include_str!("../../spec/vectors/swim.txt")),
     (
         "commands.txt",
         include_str!("../../spec/vectors/commands.txt"),
@@ -510,6 +511,69 @@ fn word_bool(r: &Record, w: &BTreeMap<String, String>, k: &str) -> bool {
     }
 }
 
+/// One record of a PEER vector, as the file states it.
+#[derive(Debug, PartialEq)]
+enum Rec {
+    Raft(u16, Msg),
+    Swim(SwimMessage<Vec<SwimUpdate>>),
+}
+
+/// The updates of SWIM record `key` (`updates` of them, as `key.update.M`).
+fn swim_updates(r: &Record, key: &str, count: u64) -> Vec<SwimUpdate> {
+    (1..=count)
+        .map(|m| {
+            let u = words(r, &format!("{key}.update.{m}"));
+            let state = match u.get("state").map(String::as_str) {
+                Some("alive") => SwimState::Alive,
+                Some("suspect") => SwimState::Suspect,
+                Some("dead") => SwimState::Dead,
+                Some("left") => SwimState::Left,
+                other => panic!("[{}] update {m}: state {other:?}", r.name),
+            };
+            SwimUpdate {
+                id: word_num(r, &u, "id"),
+                incarnation: word_num(r, &u, "incarnation"),
+                state,
+                addr: u["addr"].parse().expect("socket address"),
+                from: word_num(r, &u, "from"),
+            }
+        })
+        .collect()
+}
+
+/// A SWIM record of a vector, from its words; `None` for a Raft kind.
+fn swim_record(r: &Record, key: &str, kind: PeerKind) -> Option<SwimMessage<Vec<SwimUpdate>>> {
+    let w = words(r, key);
+    let n = |k: &str| word_num(r, &w, k);
+    let updates = || swim_updates(r, key, n("updates"));
+    Some(match kind {
+        PeerKind::SwimPing => SwimMessage::Ping {
+            seq: n("seq") as u32,
+            target: n("target"),
+            updates: updates(),
+        },
+        PeerKind::SwimAck => SwimMessage::Ack {
+            seq: n("seq") as u32,
+            target: n("target"),
+            updates: updates(),
+        },
+        PeerKind::SwimPingReq => SwimMessage::PingReq {
+            seq: n("seq") as u32,
+            target: n("target"),
+            target_addr: w["target_addr"].parse().expect("socket address"),
+            updates: updates(),
+        },
+        PeerKind::SwimNack => SwimMessage::Nack {
+            seq: n("seq") as u32,
+        },
+        PeerKind::SwimPushPull => SwimMessage::PushPull {
+            reply: word_bool(r, &w, "reply"),
+            members: updates(),
+        },
+        _ => return None,
+    })
+}
+
 fn check_peer(r: &Record) {
     let bytes = r.hex();
     assert_eq!(r.get("type"), "PEER", "[{}]", r.name);
@@ -529,6 +593,16 @@ fn check_peer(r: &Record) {
             .iter()
             .find(|k| Some(k.name()) == w.get("type").map(String::as_str))
             .unwrap_or_else(|| panic!("[{}] {key}: unknown type", r.name));
+        if let Some(swim) = swim_record(r, &key, kind) {
+            assert_eq!(
+                n("shard"),
+                0,
+                "[{}] {key}: a SWIM record's shard is 0",
+                r.name
+            );
+            expected.push(Rec::Swim(swim));
+            continue;
+        }
         // The record as the file states it, built field by field (not from the decoded view):
         // a message that owns its payloads, of the type the decoder returns a view of.
         let rec = match kind {
@@ -617,8 +691,13 @@ fn check_peer(r: &Record) {
                 nonce: n("nonce"),
                 new: word_bool(r, &w, "new"),
             },
+            PeerKind::SwimPing
+            | PeerKind::SwimAck
+            | PeerKind::SwimPingReq
+            | PeerKind::SwimNack
+            | PeerKind::SwimPushPull => unreachable!("swim_record took it"),
         };
-        expected.push((n("shard") as u16, rec));
+        expected.push(Rec::Raft(n("shard") as u16, rec));
     }
     let sealed = Sealed::of(r);
     let d = PeerDatagram::decode(&bytes)
@@ -630,9 +709,21 @@ fn check_peer(r: &Record) {
         "[{}] trailer",
         r.name
     );
-    let got: Vec<(u16, Msg)> = d.records().map(|(s, m)| (s, m.into_owned())).collect();
+    let got: Vec<Rec> = d
+        .all_records()
+        .map(|rec| match rec {
+            PeerRecord::Raft { shard, msg } => Rec::Raft(shard, msg.into_owned()),
+            PeerRecord::Swim(msg) => Rec::Swim(msg.into_owned()),
+        })
+        .collect();
     assert_eq!(got, expected, "[{}] decoded records differ", r.name);
     assert_eq!(d.record_count(), expected.len());
+    assert_eq!(
+        d.records().count() + d.swim_records().count(),
+        expected.len(),
+        "[{}] records and swim_records split the datagram",
+        r.name
+    );
 
     // Encode from the file's fields (not from the decoded view) and compare the bytes; an
     // authenticated datagram keeps room for its trailer, then is sealed.
@@ -643,8 +734,11 @@ fn check_peer(r: &Record) {
         0
     };
     let mut w = PeerWriter::with_trailer_room(&mut out, header, room);
-    for (shard, rec) in &expected {
-        let res = w.push(*shard, rec);
+    for rec in &expected {
+        let res = match rec {
+            Rec::Raft(shard, msg) => w.push(*shard, msg),
+            Rec::Swim(msg) => w.push_swim(msg),
+        };
         res.unwrap_or_else(|e| panic!("[{}] push: {e}", r.name));
     }
     let n = w.finish();
@@ -997,6 +1091,9 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "NonZeroField",
         "BadShardStatus",
         "BadSettings",
+        "BadAddress",
+        "BadUpdate",
+        "TooManyUpdates",
     ] {
         assert!(
             records.iter().any(|r| r.opt("error") == Some(e)),

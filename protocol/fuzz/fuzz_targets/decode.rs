@@ -8,8 +8,9 @@ use libfuzzer_sys::fuzz_target;
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
     AuthTrailer, ClusterKey, Flags, LogCommand, NodeSettingsReply, NodeSettingsRequest,
-    PeerDatagram, PeerSettings, PeerWriter, Reply, Request, ShardStatusReply, ShardStatusRequest,
-    AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
+    PeerDatagram, PeerRecord, PeerSettings, PeerWriter, Reply, Request, ShardStatusReply,
+    ShardStatusRequest, AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX,
+    PEER_DATAGRAM_LEN_MAX,
 };
 
 /// `plain` (an unauthenticated re-encoding of `data`'s header and body) and `auth` (the
@@ -91,8 +92,12 @@ fuzz_target!(|data: &[u8]| {
             0
         };
         let mut w = PeerWriter::with_trailer_room(&mut out, d.header, room);
-        for (shard, msg) in d.records() {
-            w.push(shard, &msg).expect("a decoded record re-encodes");
+        for record in d.all_records() {
+            let pushed = match record {
+                PeerRecord::Raft { shard, msg } => w.push(shard, &msg),
+                PeerRecord::Swim(msg) => w.push_swim(&msg),
+            };
+            pushed.expect("a decoded record re-encodes");
         }
         assert_eq!(w.record_count(), d.record_count());
         let n = w.finish();

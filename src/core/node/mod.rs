@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use udplock_protocol::{
     shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerHeader, PeerSettings, PeerWriter, Reply, Request, SettingValues, ShardRole,
+    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, SettingValues, ShardRole,
     ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
     DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
@@ -672,7 +672,13 @@ impl Node {
             return;
         }
         NodeStats::bump(&self.stats.peer_received);
-        for (shard, record) in peer.records() {
+        for record in peer.all_records() {
+            let (shard, record) = match record {
+                PeerRecord::Raft { shard, msg } => (shard, msg),
+                // Spec §8.12: this node does not run membership yet; a SWIM record is dropped
+                // without effect, and the datagram's other records still count.
+                PeerRecord::Swim(_) => continue,
+            };
             let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
                 continue;
             };

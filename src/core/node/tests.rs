@@ -315,6 +315,118 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
     assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
 }
 
+/// Spec §8.12: a node that does not run membership drops SWIM records without effect — no
+/// answer, no state — and still acts on the Raft records of the same datagram.
+#[test]
+fn swim_records_are_dropped_without_effect_and_their_datagram_still_counts() {
+    use udplock_protocol::{PeerDatagram, SwimMessage, SwimState, SwimUpdate};
+    let mut trio = Trio::new(4, test_keys());
+    trio.run_for(3_000);
+    let shard = 0;
+    let leader = trio.leader_of(shard).unwrap();
+    let victim = (leader + 1) % 3;
+    let term = trio.nodes[victim].shards()[shard].raft().term();
+    let (leader_id, victim_id) = (trio.nodes[leader].node_id(), trio.nodes[victim].node_id());
+    let header = PeerHeader {
+        cluster_id: trio.nodes[victim].cluster_id(),
+        from: leader_id,
+    };
+    // News that would matter to a member: the victim suspected, the leader left.
+    let news = vec![
+        SwimUpdate {
+            id: victim_id,
+            addr: trio.addrs[victim],
+            incarnation: 9,
+            state: SwimState::Suspect,
+            from: leader_id,
+        },
+        SwimUpdate {
+            id: leader_id,
+            addr: trio.addrs[leader],
+            incarnation: 9,
+            state: SwimState::Left,
+            from: 0,
+        },
+    ];
+    let swim = [
+        SwimMessage::Ping {
+            seq: 1,
+            target: victim_id,
+            updates: news.clone(),
+        },
+        SwimMessage::PushPull {
+            reply: true,
+            members: news,
+        },
+    ];
+    // The leader's own sealer, so the datagram passes §8.11 like any of its datagrams.
+    let seal = |trio: &mut Trio, write: &dyn Fn(&mut PeerWriter<'_>)| {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let room = trio.nodes[leader].auth.trailer_room(victim_id);
+        let mut writer = PeerWriter::with_trailer_room(&mut buf, header, room);
+        write(&mut writer);
+        let len = writer.finish();
+        let len = trio.nodes[leader].auth.seal(victim_id, &mut buf, len);
+        buf[..len].to_vec()
+    };
+    let only_swim = seal(&mut trio, &|w| {
+        for m in &swim {
+            w.push_swim(m).unwrap();
+        }
+    });
+    let stats = trio.nodes[victim].stats.clone();
+    let received = || {
+        stats
+            .peer_received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = received();
+    trio.nodes[victim].handle_datagram(trio.now, trio.addrs[leader], &only_swim);
+    assert_eq!(received(), before + 1, "a well-formed datagram, not a drop");
+    let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+    while let Some(t) = trio.nodes[victim].poll_transmit(&mut out) {
+        let swim_answers =
+            PeerDatagram::decode(&out[..t.len]).map_or(0, |d| d.swim_records().count());
+        assert_eq!(swim_answers, 0, "a SWIM record was answered");
+    }
+    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    // With a Raft record between the SWIM ones: the Raft record is acted on (a TERM_QUERY
+    // gets its TERM_REPLY, spec §8.5), the SWIM records still are not.
+    let query = Message::TermQuery {
+        term,
+        nonce: 0x5EED,
+    };
+    let mixed = seal(&mut trio, &|w| {
+        w.push_swim(&swim[0]).unwrap();
+        w.push(shard as u16, &query).unwrap();
+        w.push_swim(&swim[1]).unwrap();
+    });
+    trio.nodes[victim].handle_datagram(trio.now, trio.addrs[leader], &mixed);
+    assert_eq!(received(), before + 2);
+    let mut replies = 0;
+    while let Some(t) = trio.nodes[victim].poll_transmit(&mut out) {
+        let Ok(d) = PeerDatagram::decode(&out[..t.len]) else {
+            continue;
+        };
+        assert_eq!(d.swim_records().count(), 0, "a SWIM record was answered");
+        replies += d
+            .records()
+            .filter(|(s, m)| {
+                usize::from(*s) == shard
+                    && matches!(
+                        m,
+                        udplock_protocol::RaftMessage::TermReply { nonce: 0x5EED, .. }
+                    )
+            })
+            .count();
+    }
+    assert_eq!(
+        replies, 1,
+        "the TERM_QUERY beside the SWIM records was answered"
+    );
+    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+}
+
 #[test]
 fn a_leaving_node_hands_every_shard_over() {
     let mut trio = Trio::new(8, test_keys());

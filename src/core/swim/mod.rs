@@ -47,8 +47,6 @@
 //! datagram (spec §8.11), so a forged message never reaches this core; a malformed or
 //! oversized one is dropped here all the same, never asserted on.
 
-pub mod message;
-
 #[cfg(test)]
 mod tests;
 
@@ -59,11 +57,23 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use self::message::{Message, State, Update, MESSAGE_LEN_MAX, UPDATES_PER_MESSAGE_MAX};
-use self::message::{PING_FIXED_LEN, PING_REQ_FIXED_LEN, PUSH_PULL_MEMBERS_MAX, UPDATE_LEN};
 use crate::core::raft::NodeId;
 use crate::core::time::{Duration, Instant};
 use crate::core::ConfigError;
+use udplock_protocol::{
+    SwimMessage, PUSH_PULL_MEMBERS_MAX, SWIM_PING_FIXED_LEN as PING_FIXED_LEN,
+    SWIM_PING_REQ_FIXED_LEN as PING_REQ_FIXED_LEN, SWIM_UPDATE_LEN as UPDATE_LEN,
+};
+pub use udplock_protocol::{
+    SwimState as State, SwimUpdate as Update, SWIM_MESSAGE_LEN_MAX as MESSAGE_LEN_MAX,
+    UPDATES_PER_MESSAGE_MAX,
+};
+
+/// A SWIM message as this core holds it: the wire's one type (spec §8.12,
+/// `udplock_protocol::SwimMessage`) with its updates in a `Vec`. A decoded record becomes one
+/// with `SwimView::into_owned`; `PeerWriter::push_swim` writes it; its `body_len` is the
+/// length of its record body, which this core keeps within [`MESSAGE_LEN_MAX`].
+pub type Message = SwimMessage<Vec<Update>>;
 
 /// Ping-reqs this member runs for others at once; more are dropped (the prober then hears
 /// neither ack nor nack from this helper, which is what a lossy helper looks like anyway). A
@@ -254,6 +264,8 @@ struct Probe {
 struct Relay {
     origin: SocketAddr,
     origin_seq: u32,
+    /// The member probed for the origin: the relayed ACK names it.
+    target: NodeId,
     seq: u32,
     /// Updates the PING_REQ carried: the relayed ACK carries no more (spec §8.3 rule 5).
     asked: usize,
@@ -441,20 +453,28 @@ impl Swim {
 
     /// One message from member `from`, which arrived from `addr` (replies go there).
     pub fn handle_message(&mut self, now: Instant, from: NodeId, addr: SocketAddr, msg: Message) {
-        if from == self.config.id || msg.encoded_len() > MESSAGE_LEN_MAX {
+        if from == self.config.id || msg.body_len() > MESSAGE_LEN_MAX {
             // Our own message looped back, or one no decoder would have accepted.
             return;
         }
-        for u in msg.updates() {
+        let gossip = msg.gossip().map_or(&[][..], Vec::as_slice);
+        for u in gossip {
             self.apply(now, *u);
         }
         // Answers go to the source address, no longer than the question (spec §8.3 rule 5).
-        let asked = msg.updates().len();
+        let asked = gossip.len();
         match msg {
             Message::Ping { seq, target, .. } => {
                 if target == self.config.id {
                     let updates = self.gossip_at_most(PING_FIXED_LEN, None, asked);
-                    self.send(addr, Message::Ack { seq, updates });
+                    self.send(
+                        addr,
+                        Message::Ack {
+                            seq,
+                            target,
+                            updates,
+                        },
+                    );
                 }
             }
             Message::Ack { seq, .. } => self.on_ack(seq),
@@ -776,6 +796,7 @@ impl Swim {
                 r.origin,
                 Message::Ack {
                     seq: r.origin_seq,
+                    target: r.target,
                     updates,
                 },
             );
@@ -797,6 +818,7 @@ impl Swim {
                 origin,
                 Message::Ack {
                     seq: origin_seq,
+                    target,
                     updates,
                 },
             );
@@ -813,6 +835,7 @@ impl Swim {
         self.relays.push(Relay {
             origin,
             origin_seq,
+            target,
             seq,
             asked,
             deadline: now + wait,
@@ -1185,7 +1208,7 @@ impl Swim {
 
     fn send(&mut self, to: SocketAddr, msg: Message) {
         // Sending side of the size rule; the receiving side drops anything longer.
-        assert!(msg.encoded_len() <= MESSAGE_LEN_MAX, "{msg:?}");
+        assert!(msg.body_len() <= MESSAGE_LEN_MAX, "{msg:?}");
         if self.transmits.len() >= TRANSMITS_MAX {
             self.stats.transmits_dropped += 1;
             return;

@@ -142,6 +142,7 @@ fn a_suspected_member_refutes_with_a_higher_incarnation() {
         addr(2),
         Message::Ack {
             seq: 99,
+            target: 2,
             updates: vec![update(1, 0, State::Suspect, 2)],
         },
     );
@@ -392,7 +393,7 @@ fn each_update_is_gossiped_lambda_log_n_times_least_sent_first() {
         target_addr: addr(2),
         updates: g,
     };
-    assert!(msg.encoded_len() <= MESSAGE_LEN_MAX);
+    assert!(msg.body_len() <= MESSAGE_LEN_MAX);
 }
 
 #[test]
@@ -518,15 +519,20 @@ fn messages_from_itself_or_too_long_are_dropped() {
         addr(1),
         Message::Ack {
             seq: 1,
+            target: 1,
             updates: vec![update(1, 0, State::Suspect, 2)],
         },
     );
     assert_eq!(a.incarnation(), 0);
     let long = Message::Ack {
         seq: 1,
-        updates: vec![update(2, 0, State::Alive, 0); MESSAGE_LEN_MAX / message::UPDATE_LEN + 1],
+        target: 3,
+        updates: vec![
+            update(2, 0, State::Alive, 0);
+            MESSAGE_LEN_MAX / udplock_protocol::SWIM_UPDATE_LEN + 1
+        ],
     };
-    assert!(long.encoded_len() > MESSAGE_LEN_MAX);
+    assert!(long.body_len() > MESSAGE_LEN_MAX);
     a.handle_message(at(1), 3, addr(3), long);
     assert_eq!(a.member(2), None);
     assert!(a.poll_transmit().is_none());
@@ -611,21 +617,21 @@ fn an_answer_is_never_longer_than_its_question() {
         target: 1,
         updates: vec![],
     };
-    let ping_len = ping.encoded_len();
+    let ping_len = ping.body_len();
     a.handle_message(at(1), 2, addr(2), ping);
     let t = drain(&mut a);
     assert_eq!(t.len(), 1);
-    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    assert!(t[0].msg.body_len() <= ping_len, "{t:?}");
     // A PING with two updates gets at most two back.
     let ping = Message::Ping {
         seq: 2,
         target: 1,
         updates: vec![update(2, 0, State::Alive, 0), update(3, 0, State::Alive, 0)],
     };
-    let ping_len = ping.encoded_len();
+    let ping_len = ping.body_len();
     a.handle_message(at(1), 2, addr(2), ping);
     let t = drain(&mut a);
-    assert!(t[0].msg.encoded_len() <= ping_len, "{t:?}");
+    assert!(t[0].msg.body_len() <= ping_len, "{t:?}");
     // A PING_REQ naming this member as the target is answered at most as long as itself.
     let req = Message::PingReq {
         seq: 3,
@@ -633,10 +639,10 @@ fn an_answer_is_never_longer_than_its_question() {
         target_addr: addr(1),
         updates: vec![],
     };
-    let req_len = req.encoded_len();
+    let req_len = req.body_len();
     a.handle_message(at(1), 2, addr(2), req);
     let t = drain(&mut a);
-    assert!(t[0].msg.encoded_len() <= req_len, "{t:?}");
+    assert!(t[0].msg.body_len() <= req_len, "{t:?}");
     // A full-state request from a known member is answered at its address in the table, not
     // at the source the datagram claims.
     let spoofed: SocketAddr = "192.0.2.1:9".parse().unwrap();
@@ -693,4 +699,113 @@ fn a_member_that_missed_the_refutation_asks_the_suspect_before_its_timeout() {
     }
     assert_eq!(all[0].member(2), Some((State::Alive, 1)), "at {now:?}");
     assert!(now < deadline);
+}
+
+/// The wire and the core keep one size (spec §8.12): every message a group of members sends
+/// over a few hundred periods — gossip at full load, probes through others under loss, a
+/// crash, a join with a full-state exchange, a leave — is written as the only record of an
+/// authenticated PEER datagram, its record body is exactly `body_len()` bytes, and it decodes
+/// back to itself; the receiver gets the decoded copy, so the run goes through the bytes.
+#[test]
+fn every_message_the_core_sends_fits_the_wire_and_decodes_to_itself() {
+    use udplock_protocol::{
+        PeerDatagram, PeerHeader, PeerWriter, AUTH_TRAILER_LEN, PEER_DATAGRAM_LEN_MAX,
+        PEER_RECORD_HEADER_LEN,
+    };
+    let mut all = group(40, true);
+    let (mut sent, mut kinds, mut longest, mut most_updates) = (0u64, [0u64; 5], 0, 0);
+    let mut through_wire = |from: NodeId, msg: &Message| -> Message {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let header = PeerHeader {
+            cluster_id: 1,
+            from,
+        };
+        let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
+        w.push_swim(msg)
+            .unwrap_or_else(|e| panic!("{e}: {msg:?} does not go out alone"));
+        let n = w.finish();
+        assert_eq!(
+            n,
+            udplock_protocol::HEADER_LEN + PEER_RECORD_HEADER_LEN + msg.body_len()
+        );
+        assert!(n + AUTH_TRAILER_LEN <= PEER_DATAGRAM_LEN_MAX);
+        let d = PeerDatagram::decode(&buf[..n]).expect("what the writer wrote decodes");
+        let back: Vec<Message> = d.swim_records().map(|m| m.into_owned()).collect();
+        assert_eq!(back, vec![msg.clone()]);
+        sent += 1;
+        kinds[msg.kind().to_wire() as usize - 14] += 1;
+        longest = longest.max(msg.body_len());
+        let carried = match msg {
+            Message::PushPull { members, .. } => members.len(),
+            _ => msg.gossip().map_or(0, Vec::len),
+        };
+        most_updates = most_updates.max(carried);
+        back.into_iter().next().unwrap()
+    };
+    let (mut now, mut delivered) = (at(1), 0u64);
+    for period in 0..300u64 {
+        match period {
+            // News for everyone at once: gossip fills whole messages.
+            10 => {
+                for s in all.iter_mut().take(30) {
+                    s.leave(now);
+                }
+            }
+            // A crash: member 40 stops answering (it is removed below, before delivery).
+            50 => {
+                all.pop();
+            }
+            // A join through one seed: a full-state exchange in several chunks.
+            80 => {
+                let mut joiner = member(99, true);
+                joiner.join(now, &[addr(31)]);
+                all.push(joiner);
+            }
+            _ => {}
+        }
+        let until = now + ms(1_000);
+        while now < until {
+            now = all.iter().map(|s| s.poll_timeout()).min().unwrap().max(now);
+            if now >= until {
+                now = until;
+                break;
+            }
+            for s in all.iter_mut() {
+                if s.poll_timeout() <= now {
+                    s.handle_timeout(now);
+                }
+            }
+            // Deliver through the codec, losing one message in 11 (deterministically).
+            loop {
+                let mut moved = false;
+                for i in 0..all.len() {
+                    let from = all[i].id();
+                    for t in drain(&mut all[i]) {
+                        moved = true;
+                        let msg = through_wire(from, &t.msg);
+                        delivered += 1;
+                        if delivered % 11 == 0 {
+                            continue;
+                        }
+                        let to = id_of(t.to);
+                        if let Some(dst) = all.iter_mut().find(|s| s.id() == to) {
+                            dst.handle_message(now, from, addr(from), msg);
+                        }
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+    }
+    // The run reached what the test is about: every kind, a full-state exchange in chunks,
+    // and messages at the size limits.
+    assert!(kinds.iter().all(|&k| k > 0), "kinds sent: {kinds:?}");
+    assert!(sent > 10_000, "{sent} messages");
+    assert_eq!(most_updates, udplock_protocol::PUSH_PULL_MEMBERS_MAX);
+    assert!(
+        longest > MESSAGE_LEN_MAX - UPDATE_LEN,
+        "longest body {longest}"
+    );
 }
