@@ -263,7 +263,8 @@ impl Node {
         }
         // Its own stream: the replicas' seeds are the node's xor a multiple of the shard.
         let swim_seed = rng_seed.rotate_left(32) ^ 0x5317_u64;
-        let mut swim = Swim::new(config.swim_config()?, swim_seed, now).map_err(|e| e.to_string())?;
+        let mut swim =
+            Swim::new(config.swim_config()?, swim_seed, now).map_err(|e| e.to_string())?;
         let seeds: Vec<SocketAddr> = config
             .peers
             .iter()
@@ -1087,14 +1088,7 @@ impl Node {
     /// Seals the node-to-node datagram of `len` bytes in `out` (encoded for node `to` with
     /// the room [`PeerAuth::trailer_room`] asked for) and queues it.
     /// It may leave once every write up to `after` is stored.
-    fn queue_peer(
-        &mut self,
-        to: NodeId,
-        addr: SocketAddr,
-        out: &mut [u8],
-        len: usize,
-        after: u64,
-    ) {
+    fn queue_peer(&mut self, to: NodeId, addr: SocketAddr, out: &mut [u8], len: usize, after: u64) {
         let len = self.auth.seal(to, out, len);
         let mut bytes = self.buffer();
         bytes.extend_from_slice(&out[..len]);

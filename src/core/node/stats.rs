@@ -58,8 +58,10 @@ impl NodeStats {
             .store(count(State::Alive), Ordering::Relaxed);
         self.members_suspect
             .store(count(State::Suspect), Ordering::Relaxed);
-        self.members_dead.store(count(State::Dead), Ordering::Relaxed);
-        self.members_left.store(count(State::Left), Ordering::Relaxed);
+        self.members_dead
+            .store(count(State::Dead), Ordering::Relaxed);
+        self.members_left
+            .store(count(State::Left), Ordering::Relaxed);
     }
 
     /// Node-to-node datagrams dropped by the authentication checks for `reason`.

@@ -403,8 +403,7 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
             acks += d
                 .swim_records()
                 .filter(|m| {
-                    t.to == trio.addrs[leader]
-                        && matches!(m, SwimMessage::Ack { seq: 1, .. })
+                    t.to == trio.addrs[leader] && matches!(m, SwimMessage::Ack { seq: 1, .. })
                 })
                 .count();
         }
@@ -412,7 +411,11 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
     };
     assert_eq!(acks(&mut trio, &mut out), 1, "the PING was not answered");
     let membership = &trio.nodes[victim].swim;
-    assert_eq!(membership.incarnation(), 10, "the suspicion was not refuted");
+    assert_eq!(
+        membership.incarnation(),
+        10,
+        "the suspicion was not refuted"
+    );
     assert_eq!(membership.member(leader_id), Some((SwimState::Left, 9)));
     assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
     // With a Raft record between the SWIM ones: the Raft record is acted on (a TERM_QUERY
@@ -488,7 +491,8 @@ fn three_cores_run_swim_declare_a_cut_off_node_dead_and_alive_again() {
     use udplock_protocol::SwimState::{Alive, Dead};
     let mut trio = Trio::new(1, test_keys());
     let all_alive = |trio: &Trio| {
-        (0..3).all(|i| (0..3).all(|j| i == j || member_state(trio, i, j).map(|m| m.0) == Some(Alive)))
+        (0..3)
+            .all(|i| (0..3).all(|j| i == j || member_state(trio, i, j).map(|m| m.0) == Some(Alive)))
     };
     // The join is one full-state exchange with each listed node.
     assert!(
@@ -513,14 +517,25 @@ fn three_cores_run_swim_declare_a_cut_off_node_dead_and_alive_again() {
     // The events tell the shell the same.
     let id = trio.nodes[2].node_id();
     for i in 0..2 {
-        let events: Vec<swim::Event> = std::iter::from_fn(|| trio.nodes[i].poll_member_event()).collect();
+        let events: Vec<swim::Event> =
+            std::iter::from_fn(|| trio.nodes[i].poll_member_event()).collect();
         assert!(
             events.contains(&swim::Event::Dead { id }),
             "node {i} reported no death: {events:?}"
         );
         let stats = &trio.nodes[i].stats;
-        assert_eq!(stats.members_dead.load(std::sync::atomic::Ordering::Relaxed), 1);
-        assert_eq!(stats.members_alive.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(
+            stats
+                .members_dead
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            stats
+                .members_alive
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
     }
     // Back: the others reach it again within the reconnect interval and a few periods.
     trio.cut = None;
@@ -532,9 +547,13 @@ fn three_cores_run_swim_declare_a_cut_off_node_dead_and_alive_again() {
     );
     for i in 0..2 {
         let (_, incarnation) = member_state(&trio, i, 2).unwrap();
-        assert!(incarnation > before, "node {i} holds incarnation {incarnation}");
+        assert!(
+            incarnation > before,
+            "node {i} holds incarnation {incarnation}"
+        );
     }
-    let events: Vec<swim::Event> = std::iter::from_fn(|| trio.nodes[0].poll_member_event()).collect();
+    let events: Vec<swim::Event> =
+        std::iter::from_fn(|| trio.nodes[0].poll_member_event()).collect();
     assert!(
         events.iter().any(|e| matches!(e, swim::Event::Joined { id: j, .. } | swim::Event::Alive { id: j, .. } if *j == id)),
         "no event says the node is back: {events:?}"
