@@ -339,7 +339,8 @@ impl Sim {
 
     /// Liveness of the membership (spec §8.12): at the end, every running node holds every
     /// other alive (or suspect, not yet refuted: a probe may have just failed to loss), none
-    /// dead, gone or unknown.
+    /// dead, gone or unknown — but a node whose leave the heal cut short (it runs on, leaving)
+    /// is rightly held gone.
     fn check_members(&self) -> Result<(), SimFailure> {
         use crate::core::swim::State;
         for n in &self.nodes {
@@ -348,7 +349,8 @@ impl Sim {
             };
             let members = core.members();
             for other in &self.nodes {
-                if other.id == n.id || other.node.is_none() {
+                let leaving = other.node.as_ref().is_none_or(Node::is_leaving);
+                if other.id == n.id || leaving {
                     continue;
                 }
                 let held = members.iter().find(|m| m.id == other.id).map(|m| m.state);

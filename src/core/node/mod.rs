@@ -423,6 +423,11 @@ impl Node {
         self.hand_over(now);
     }
 
+    /// Whether [`Node::start_leaving`] was called (its SWIM member says `Left` then).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
+    }
+
     /// Hands `shard`'s leadership to node `to` (Raft thesis §3.10), if this node leads it:
     /// what graceful leave and leader spreading do, for an operator or a test to ask.
     pub fn transfer_leadership(&mut self, now: Instant, shard: u32, to: NodeId) {
