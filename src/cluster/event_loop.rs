@@ -21,6 +21,7 @@ use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{Node, NodeStats, ShardWrite};
 use crate::core::raft::NodeId;
 use crate::core::replica::ShardStats;
+use crate::core::swim::{self, MemberInfo};
 use crate::core::time::Instant;
 
 /// Datagrams handled between two flushes at most: bounds how long the first one's answer
@@ -53,6 +54,9 @@ pub(super) struct ClusterLoop {
     pub(super) stats: Arc<NodeStats>,
     pub(super) shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     pub(super) peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
+    /// The members SWIM knows (spec §8.12), for
+    /// [`ClusterNode::members`](super::ClusterNode::members).
+    pub(super) members: Arc<Mutex<Vec<MemberInfo>>>,
     pub(super) stats_published: Instant,
     /// On the suspend-aware clock (`crate::clock`): Raft leases and lock leases must count
     /// while the machine sleeps.
@@ -176,6 +180,9 @@ impl ClusterLoop {
                 (Err(_), _) => NodeStats::bump(&self.stats.send_errors),
             }
         }
+        while let Some(event) = self.node.poll_member_event() {
+            log_member_event(self.node.node_id(), event);
+        }
         Ok(())
     }
 
@@ -231,5 +238,30 @@ impl ClusterLoop {
         if let Ok(mut views) = self.peer_settings.lock() {
             views.clone_from(self.node.peer_settings());
         }
+        if let Ok(mut members) = self.members.lock() {
+            *members = self.node.members();
+        }
+    }
+}
+
+/// One line per membership event (spec §8.12): news of others at `info`, a death or a
+/// suspicion at `warn` (an operator looks at those).
+fn log_member_event(me: NodeId, event: swim::Event) {
+    use swim::Event::*;
+    match event {
+        Joined { id, addr } => log::info!("udplock node {me}: node {id} at {addr} is alive"),
+        Alive { id, incarnation } => {
+            log::info!(
+                "udplock node {me}: node {id} refuted its suspicion (incarnation {incarnation})"
+            )
+        }
+        Suspect { id, incarnation } => {
+            log::warn!("udplock node {me}: node {id} is suspected (incarnation {incarnation})")
+        }
+        Dead { id } => log::warn!("udplock node {me}: node {id} is dead (SWIM)"),
+        Left { id } => log::info!("udplock node {me}: node {id} left"),
+        Refuted { incarnation } => log::warn!(
+            "udplock node {me}: others suspected this node; refuted (incarnation {incarnation})"
+        ),
     }
 }

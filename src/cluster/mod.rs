@@ -69,7 +69,8 @@ use crate::core::node::{self, Node, NodeStats};
 use crate::core::raft::{self, NodeId};
 use crate::core::replica::{self, ShardStats};
 use crate::core::restart::{Boot, Start};
-use crate::core::time::Instant;
+use crate::core::swim::MemberInfo;
+use crate::core::time::{Duration, Instant};
 
 pub use crate::core::node::{AUTH_DROP_LOG_PERIOD, SHARDS_DEFAULT};
 
@@ -120,6 +121,9 @@ pub struct ClusterConfig {
     /// restores its log), and for a single node nobody can have preceded (an ephemeral port)
     /// or whose operator takes care of restarts (`startup_grace_ms`).
     pub state_file: Option<PathBuf>,
+    /// SWIM's protocol period among the nodes (`node::Config::swim_period`, spec §8.12):
+    /// 1 s by default; no flag sets it yet (tests shorten it).
+    pub swim_period: Duration,
 }
 
 impl ClusterConfig {
@@ -141,6 +145,7 @@ impl ClusterConfig {
             keys: None,
             key_file: None,
             state_file: None,
+            swim_period: node::Config::new(node_id, Vec::new()).swim_period,
         }
     }
 
@@ -176,6 +181,7 @@ impl ClusterConfig {
             // Without a store (`memory`) the core hands out no write: nothing to store.
             stores_state: self.durability != Durability::Memory,
             keeps_lease_horizon: self.state_file.is_some(),
+            swim_period: self.swim_period,
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }
@@ -243,6 +249,8 @@ pub struct ClusterNode {
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     /// What this node last heard of each peer's settings (spec §8.10).
     peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
+    /// The members SWIM knows (spec §8.12), as the loop last published them.
+    members: Arc<Mutex<Vec<MemberInfo>>>,
     /// The cluster keys in force (spec §8.11): as started with, or as last reloaded.
     keys: Arc<Mutex<KeySet>>,
     thread: Option<JoinHandle<Result<(), String>>>,
@@ -295,6 +303,7 @@ impl ClusterNode {
         let stats = Arc::new(NodeStats::default());
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
         let peer_settings = Arc::new(Mutex::new(BTreeMap::new()));
+        let members = Arc::new(Mutex::new(Vec::new()));
         let shared_keys = Arc::new(Mutex::new(keys.clone()));
         // Spec §8.11: a number this node never used before, so that its peers tell its
         // datagrams from those of its earlier lives (raised if a peer shows the clock went
@@ -324,6 +333,7 @@ impl ClusterNode {
             stats: stats.clone(),
             shard_stats: shard_stats.clone(),
             peer_settings: peer_settings.clone(),
+            members: members.clone(),
             stats_published: Instant::ZERO,
             epoch,
             read_timer: ReadTimer::default(),
@@ -361,6 +371,7 @@ impl ClusterNode {
             stats,
             shard_stats,
             peer_settings,
+            members,
             keys: shared_keys,
             thread: Some(thread),
         })
@@ -383,6 +394,12 @@ impl ClusterNode {
             .lock()
             .map(|v| v.clone())
             .unwrap_or_default()
+    }
+
+    /// Every node SWIM knows of (spec §8.12), this one first: id, address, state,
+    /// incarnation, as of at most a few milliseconds ago. Informs operators only.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
     pub fn local_addr(&self) -> SocketAddr {

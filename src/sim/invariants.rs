@@ -321,6 +321,7 @@ impl Sim {
             }
         }
         check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
+        self.check_members()?;
         for (s, &mark) in self.catch_up_index.iter().enumerate() {
             let Some(mark) = mark else { continue };
             for n in &self.nodes {
@@ -329,6 +330,35 @@ impl Sim {
                         "liveness: node {} applied only up to {} of the {mark} entries of \
                          shard {s} committed {CATCH_UP:?} before the end",
                         n.id, n.applied[s]
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Liveness of the membership (spec §8.12): at the end, every running node holds every
+    /// other alive (or suspect, not yet refuted: a probe may have just failed to loss), none
+    /// dead, gone or unknown — but a node whose leave the heal cut short (it runs on, leaving)
+    /// is rightly held gone.
+    fn check_members(&self) -> Result<(), SimFailure> {
+        use crate::core::swim::State;
+        for n in &self.nodes {
+            let Some(core) = n.node.as_ref() else {
+                continue;
+            };
+            let members = core.members();
+            for other in &self.nodes {
+                let leaving = other.node.as_ref().is_none_or(Node::is_leaving);
+                if other.id == n.id || leaving {
+                    continue;
+                }
+                let held = members.iter().find(|m| m.id == other.id).map(|m| m.state);
+                if !matches!(held, Some(State::Alive | State::Suspect)) {
+                    return Err(self.fail(format!(
+                        "liveness: at the end node {} holds running node {} as {held:?} \
+                         (SWIM, spec §8.12): {members:?}",
+                        n.id, other.id
                     )));
                 }
             }

@@ -295,6 +295,13 @@ pub struct SimReport {
     /// Clock faults (see `Sim::clock_fault`): steps of a clock's rate within the drift bound,
     /// or in the `clock_faults_beyond_bound` experiment stalls and jumps.
     pub clock_faults: u64,
+    /// Deaths the nodes' SWIM members declared (spec §8.12; one per node that declared it),
+    /// and of those, how many were declared after the heal of a node that ran then: the
+    /// network was healthy, so each is a false positive (a suspicion started before the heal
+    /// may still end so; not a failure, since SWIM decides nothing, but visible). Partitions
+    /// and pauses during the safety phase legitimately cause the others.
+    pub swim_deaths: u64,
+    pub swim_deaths_healed: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -343,6 +350,13 @@ impl fmt::Display for SimFailure {
 }
 
 impl std::error::Error for SimFailure {}
+
+/// The SWIM protocol period of the simulated nodes (`node::Config::swim_period`; a real
+/// node's default is 1 s): short enough that a node declared dead during the faults is
+/// alive again everywhere well within the shortest liveness phase (3 s): a listed node held
+/// dead is asked again every `SWIM_RECONNECT_PERIODS` (5) periods, and a suspicion left
+/// over from the faults is refuted within a period or two of the buddy system's ping.
+pub const SWIM_PERIOD: Duration = Duration::from_millis(100);
 
 /// After healing, some replica must hold a valid leader lease within this (PreVote, an
 /// election, the no-op's commit; a node paused until the heal may first have to step down).
@@ -1025,6 +1039,7 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         raft: shard.raft.clone(),
         table: shard.table.clone(),
         spread_leaders: spread_leaders(config),
+        swim_period: SWIM_PERIOD,
         ..node::Config::new(id, peers)
     };
     if overload_seed(config) {

@@ -144,6 +144,14 @@ impl Sim {
             !self.keys.is_authenticated(),
             "scenarios run without keys: held datagrams are rebuilt"
         );
+        // The SWIM records beside the Raft ones go on, in a datagram of their own.
+        if let Some(swim) = wire::swim_datagram(self.cluster_id, from, &datagram) {
+            let swim = Arc::new(swim);
+            for latency in self.copies(from, to) {
+                let datagram = swim.clone();
+                self.schedule(latency, Event::Peer { to, from, datagram });
+            }
+        }
         let mut deliver = Vec::new();
         for (shard, msg) in messages {
             // A scenario may hold a message back (to deliver it late itself) or copy it.

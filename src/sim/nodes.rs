@@ -225,6 +225,7 @@ impl Sim {
             return Ok(());
         }
         let mut transmits = Vec::new();
+        let mut deaths = Vec::new();
         let timer_local;
         {
             let n = &mut self.nodes[i];
@@ -235,6 +236,23 @@ impl Sim {
             }
             timer_local = core.poll_timeout();
             n.timer_generation += 1;
+            while let Some(event) = core.poll_member_event() {
+                if let crate::core::swim::Event::Dead { id } = event {
+                    deaths.push(id);
+                }
+            }
+        }
+        for dead in deaths {
+            self.report.swim_deaths += 1;
+            let i = (dead - 1) as usize;
+            if self.healed
+                && self
+                    .nodes
+                    .get(i)
+                    .is_some_and(|n| n.node.is_some() && n.paused_until.is_none())
+            {
+                self.report.swim_deaths_healed += 1;
+            }
         }
         for (t, datagram) in transmits {
             if t.after > self.nodes[i].stored_seq {

@@ -142,6 +142,23 @@ pub(super) fn peer_glance(datagram: &[u8], from_leader: &mut Vec<(u16, u64)>) ->
 
 /// An unauthenticated PEER datagram from node `from` of cluster `cluster_id` carrying
 /// `messages` (what a cluster without keys sends, and what anyone can forge there).
+/// The SWIM records of a PEER datagram alone, in a datagram of their own (unauthenticated:
+/// for the scenarios, which rebuild the datagrams that carry Raft messages); `None` if it
+/// carries none.
+pub(super) fn swim_datagram(cluster_id: u64, from: NodeId, datagram: &[u8]) -> Option<Vec<u8>> {
+    let peer = PeerDatagram::decode(datagram).ok()?;
+    let mut out = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut writer = PeerWriter::new(&mut out, PeerHeader { cluster_id, from });
+    for msg in peer.swim_records() {
+        writer
+            .push_swim(&msg)
+            .expect("records of one datagram fit one datagram");
+    }
+    let len = writer.finish();
+    out.truncate(len);
+    (len > 0).then_some(out)
+}
+
 pub(super) fn peer_datagram(cluster_id: u64, from: NodeId, messages: &[(u16, Message)]) -> Vec<u8> {
     let mut out = vec![0u8; PEER_DATAGRAM_LEN_MAX];
     let mut writer = PeerWriter::new(&mut out, PeerHeader { cluster_id, from });

@@ -434,3 +434,59 @@ fn an_emptied_directory_rejoins_and_a_rejoin_cut_short_starts_over() {
     let renewed = client.renew("kept", "holder", Some(600_000)).unwrap();
     assert_eq!(renewed.fencing_token, held.fencing_token);
 }
+
+/// Issue 10, spec §8.12: the nodes run SWIM among themselves. Every node comes to hold the
+/// others alive; once one stops (shut down: it answers nothing, as after `kill -9`), both
+/// others report it dead through `ClusterNode::members`, and their counters say so. SWIM's
+/// period is shortened to 100 ms so that the test is short; the deadline is generous (the
+/// bound is about 30 periods, 3 s).
+#[test]
+fn the_nodes_run_swim_and_report_a_stopped_node_dead() {
+    use udplock::core::swim::State;
+    let mut template = ClusterConfig::new(1, Vec::new());
+    template.shards = 1;
+    template.swim_period = udplock::core::time::Duration::from_millis(100);
+    let mut nodes = start_local_cluster(3, &template).expect("cluster starts");
+    let ids: Vec<u64> = (1..=3).collect();
+    let state =
+        |node: &ClusterNode, id: u64| node.members().iter().find(|m| m.id == id).map(|m| m.state);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !nodes.iter().enumerate().all(|(i, n)| {
+        ids.iter()
+            .filter(|&&id| id != ids[i])
+            .all(|&id| state(n, id) == Some(State::Alive))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "not every node holds the others alive: {:?}",
+            nodes.iter().map(ClusterNode::members).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    nodes.remove(2).shutdown();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !nodes.iter().all(|n| state(n, 3) == Some(State::Dead)) {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped node is not dead everywhere: {:?}",
+            nodes.iter().map(ClusterNode::members).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in &nodes {
+        let stats = n.stats();
+        assert_eq!(
+            stats
+                .members_dead
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert!(stats.swim_sent.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        assert!(
+            stats
+                .swim_received
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+    }
+}

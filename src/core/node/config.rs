@@ -13,6 +13,8 @@ use udplock_protocol::{
 use crate::core::lock_table;
 use crate::core::raft::{self, NodeId};
 use crate::core::replica;
+use crate::core::swim;
+use crate::core::time::Duration;
 
 /// Shards of a cluster unless configured otherwise: enough that leaders spread evenly over a
 /// handful of nodes, few enough that idle shards cost little.
@@ -54,6 +56,10 @@ pub struct Config {
     /// naming the horizon ([`super::ShardWrite::lease_horizon_us`]) before any answer that
     /// grants or extends a lease past what the file covers.
     pub keeps_lease_horizon: bool,
+    /// SWIM's protocol period among the nodes (SWIM §3.1's T'; see [`Config::swim_config`]
+    /// for the timers derived from it). Default 1 s (memberlist's LAN profile); the
+    /// simulator shortens it so that detection and recovery fit its runs.
+    pub swim_period: Duration,
 }
 
 impl Config {
@@ -71,7 +77,32 @@ impl Config {
             uncommitted_max: replica::UNCOMMITTED_MAX,
             stores_state: false,
             keeps_lease_horizon: false,
+            swim_period: swim::Config::new(node_id, SocketAddr::from(([0, 0, 0, 0], 0)))
+                .protocol_period,
         }
+    }
+
+    /// The SWIM member this node runs (`core::swim`): its id and listed address, the
+    /// defaults of `swim::Config::new` with every timer scaled to [`Config::swim_period`]
+    /// (the probe timeout half of it, a full-state exchange every 30 periods).
+    pub fn swim_config(&self) -> Result<swim::Config, String> {
+        let addr = self
+            .listen()
+            .ok_or_else(|| format!("node id {} is not in the peer list", self.node_id))?;
+        let defaults = swim::Config::new(self.node_id, addr);
+        let scale = |d: Duration| {
+            let scaled = u128::from(d.as_micros()) * u128::from(self.swim_period.as_micros())
+                / u128::from(defaults.protocol_period.as_micros());
+            Duration::from_micros(u64::try_from(scaled).unwrap_or(u64::MAX))
+        };
+        let config = swim::Config {
+            protocol_period: self.swim_period,
+            probe_timeout: scale(defaults.probe_timeout),
+            push_pull_interval: scale(defaults.push_pull_interval),
+            ..defaults
+        };
+        config.validate().map_err(|e| format!("swim: {e}"))?;
+        Ok(config)
     }
 
     /// The address this node listens on.
@@ -160,6 +191,7 @@ impl Config {
             // A replicated or stored node's restart safety is its Raft state (spec §8.5).
             return Err("a lease horizon file is for a one-voter node without a store".into());
         }
+        self.swim_config()?;
         self.shard_config(0).validate().map_err(|e| e.to_string())
     }
 

@@ -17,7 +17,17 @@
 //!   datagrams as fit (spec §8.2);
 //! - **the settings exchange** (spec §8.10, [`settings`]);
 //! - **leader spreading and graceful leave**: each shard's preferred leader, and handing every
-//!   shard over before the node stops (Raft thesis §3.10).
+//!   shard over before the node stops (Raft thesis §3.10);
+//! - **membership** (spec §8.12, issue 10): one SWIM member ([`Swim`], `core::swim`) runs
+//!   among the listed nodes. It starts by joining through every listed peer (SWIM's own join:
+//!   a full-state exchange with each), so each node learns the others as SWIM does, by their
+//!   answers, rather than taking the list as the truth; and since the list is static, a
+//!   listed node held dead or gone is asked again every [`SWIM_RECONNECT_PERIODS`] periods
+//!   (Serf's reconnect), so that two sides of a healed partition, each holding the other
+//!   dead, find each other. Its messages travel as SWIM records of the PEER datagrams,
+//!   coalesced with the Raft records and sealed like them; they depend on no write. SWIM
+//!   only informs operators ([`Node::members`], [`Node::poll_member_event`], [`NodeStats`]):
+//!   nothing in Raft or the lock tables reads it.
 //!
 //! # Driving it
 //!
@@ -63,6 +73,7 @@ use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, Message, NodeId, Role};
 use crate::core::replica::{Replica, ShardStats};
 use crate::core::restart::{self, Mark, Start};
+use crate::core::swim::{self, Swim};
 use crate::core::time::{Duration, Instant};
 
 /// How often a node whose shards still ask the others before they take part (spec §8.5)
@@ -97,6 +108,25 @@ pub const TRANSMITS_QUEUED_MAX: usize = 65_536;
 /// per this period instead of on every grant. The price: a restart waits up to this much
 /// longer than the leases it protects.
 pub const LEASE_HORIZON_AHEAD: Duration = Duration::from_millis(1_000);
+
+/// Every this many SWIM protocol periods, the listed nodes SWIM holds dead or gone (or has
+/// not heard of yet) get a full-state exchange, as at the join. SWIM alone never probes a
+/// dead member again, so without it the two sides of a healed partition would each hold the
+/// other dead for good; a listed node is expected back. Each exchange makes a node that
+/// runs refute its death (SWIM §4.2). Often enough that a healed cluster knows itself again
+/// within seconds, seldom enough that a dead node costs each other one datagram per
+/// 5 periods.
+pub const SWIM_RECONNECT_PERIODS: u32 = 5;
+
+/// [`SWIM_RECONNECT_PERIODS`] protocol periods of `config`.
+fn reconnect_interval(config: &Config) -> Duration {
+    let us = config.swim_period.as_micros();
+    Duration::from_micros(us.saturating_mul(u64::from(SWIM_RECONNECT_PERIODS)))
+}
+
+/// Membership events waiting for [`Node::poll_member_event`]; the oldest is dropped beyond
+/// it (a shell that logs them drains after every input; the simulator reads them too).
+pub const MEMBER_EVENTS_MAX: usize = swim::EVENTS_MAX;
 
 /// Buffers kept for reuse once their datagram left: enough for a busy batch, so the steady
 /// state allocates nothing per datagram.
@@ -185,6 +215,13 @@ pub struct Node {
     writes: VecDeque<ShardWrite>,
     /// Raft messages drained in one flush: (peer, shard, message).
     outgoing: Vec<(NodeId, u16, Message)>,
+    /// The SWIM member among the listed nodes (spec §8.12), its messages not yet packed
+    /// (peer, message), its events not yet polled, and when it next asks the listed nodes it
+    /// holds dead again ([`SWIM_RECONNECT_PERIODS`]).
+    swim: Swim,
+    swim_outgoing: Vec<(NodeId, swim::Message)>,
+    member_events: VecDeque<swim::Event>,
+    swim_reconnect_at: Instant,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
 }
@@ -224,13 +261,24 @@ impl Node {
             replica.set_uncommitted_max(config.uncommitted_max);
             shards.push(replica);
         }
+        // Its own stream: the replicas' seeds are the node's xor a multiple of the shard.
+        let swim_seed = rng_seed.rotate_left(32) ^ 0x5317_u64;
+        let mut swim =
+            Swim::new(config.swim_config()?, swim_seed, now).map_err(|e| e.to_string())?;
+        let seeds: Vec<SocketAddr> = config
+            .peers
+            .iter()
+            .filter(|&&(id, _)| id != config.node_id)
+            .map(|&(_, addr)| addr)
+            .collect();
+        swim.join(now, &seeds);
         let auth = PeerAuth::new(
             config.node_id,
             incarnation,
             config.peers.iter().map(|&(id, _)| id),
             keys,
         );
-        let node = Node {
+        let mut node = Node {
             cluster_id: config.cluster_id(),
             auth,
             auth_drops: BTreeMap::new(),
@@ -254,10 +302,15 @@ impl Node {
             write_seq: 0,
             writes: VecDeque::new(),
             outgoing: Vec::new(),
+            swim,
+            swim_outgoing: Vec::new(),
+            member_events: VecDeque::new(),
+            swim_reconnect_at: now + reconnect_interval(&config),
             transmits: VecDeque::new(),
             spare: Vec::new(),
             config,
         };
+        node.drain_swim();
         node.check();
         Ok(node)
     }
@@ -275,6 +328,7 @@ impl Node {
         );
         assert!(self.touched_list.len() <= self.shards.len());
         assert!(self.transmits.len() <= TRANSMITS_QUEUED_MAX);
+        assert!(self.member_events.len() <= MEMBER_EVENTS_MAX);
     }
 
     pub fn config(&self) -> &Config {
@@ -302,6 +356,23 @@ impl Node {
     /// What this node last heard of each peer's settings (spec §8.10).
     pub fn peer_settings(&self) -> &BTreeMap<NodeId, PeerSettingsView> {
         self.settings.views()
+    }
+
+    /// Every node SWIM knows of, this one first: id, address, state, incarnation (spec
+    /// §8.12). Informs operators only.
+    pub fn members(&self) -> Vec<swim::MemberInfo> {
+        self.swim.members()
+    }
+
+    /// The next membership event (a node joined, is suspected, alive again, dead, left; this
+    /// node refuted a suspicion), for the shell's log. At most [`MEMBER_EVENTS_MAX`] wait.
+    pub fn poll_member_event(&mut self) -> Option<swim::Event> {
+        self.member_events.pop_front()
+    }
+
+    /// The SWIM member (for its counters and timers).
+    pub fn swim(&self) -> &Swim {
+        &self.swim
     }
 
     /// The cluster keys in force (spec §8.11).
@@ -346,8 +417,15 @@ impl Node {
             for replica in &mut self.shards {
                 replica.set_leaving();
             }
+            self.swim.leave(now);
+            self.drain_swim();
         }
         self.hand_over(now);
+    }
+
+    /// Whether [`Node::start_leaving`] was called (its SWIM member says `Left` then).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving
     }
 
     /// Hands `shard`'s leadership to node `to` (Raft thesis §3.10), if this node leads it:
@@ -372,7 +450,11 @@ impl Node {
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
         let shards = self.deadlines.iter().copied().min();
-        shards.map_or(self.settings_next, |d| d.min(self.settings_next))
+        let own = self
+            .settings_next
+            .min(self.swim.poll_timeout())
+            .min(self.swim_reconnect_at);
+        shards.map_or(own, |d| d.min(own))
     }
 
     /// Timers: every shard whose deadline passed, the settings exchange, the log lines due.
@@ -387,6 +469,11 @@ impl Node {
         if self.leaving {
             self.hand_over(now);
         }
+        if self.swim.poll_timeout() <= now {
+            self.swim.handle_timeout(now);
+        }
+        self.reconnect_swim(now);
+        self.drain_swim();
         self.send_settings(now);
         self.log_recovery(now);
         self.log_auth_drops(now);
@@ -672,18 +759,76 @@ impl Node {
             return;
         }
         NodeStats::bump(&self.stats.peer_received);
+        let mut swim = false;
         for record in peer.all_records() {
             let (shard, record) = match record {
                 PeerRecord::Raft { shard, msg } => (shard, msg),
-                // Spec §8.12: this node does not run membership yet; a SWIM record is dropped
-                // without effect, and the datagram's other records still count.
-                PeerRecord::Swim(_) => continue,
+                // Spec §8.12: to the membership, as from the (listed, authenticated) sender.
+                PeerRecord::Swim(msg) => {
+                    NodeStats::bump(&self.stats.swim_received);
+                    self.swim
+                        .handle_message(now, from, source, msg.into_owned());
+                    swim = true;
+                    continue;
+                }
             };
             let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
                 continue;
             };
             replica.handle_message(now, from, record.into_owned());
             self.touch(u32::from(shard));
+        }
+        if swim {
+            self.drain_swim();
+        }
+    }
+
+    /// Takes what the SWIM member produced: its messages, to be packed with the next flush
+    /// (a message to an address no listed node has is dropped: only listed nodes are members
+    /// until joins exist, spec §8.3 rule 3), and its events, which also refresh the member
+    /// counts in [`NodeStats`].
+    fn drain_swim(&mut self) {
+        while let Some(t) = self.swim.poll_transmit() {
+            match self.config.peers.iter().find(|&&(_, addr)| addr == t.to) {
+                Some(&(id, _)) if id != self.config.node_id => self.swim_outgoing.push((id, t.msg)),
+                _ => NodeStats::bump(&self.stats.swim_unroutable),
+            }
+        }
+        let mut changed = false;
+        while let Some(event) = self.swim.poll_event() {
+            changed = true;
+            if self.member_events.len() >= MEMBER_EVENTS_MAX {
+                self.member_events.pop_front();
+            }
+            self.member_events.push_back(event);
+        }
+        if changed {
+            self.stats.set_members(&self.swim.members());
+        }
+    }
+
+    /// [`SWIM_RECONNECT_PERIODS`]: a full-state exchange with every listed node SWIM holds
+    /// dead or gone, or has not heard of.
+    fn reconnect_swim(&mut self, now: Instant) {
+        if now < self.swim_reconnect_at {
+            return;
+        }
+        self.swim_reconnect_at = now + reconnect_interval(&self.config);
+        let absent: Vec<SocketAddr> = self
+            .config
+            .peers
+            .iter()
+            .filter(|&&(id, _)| {
+                id != self.config.node_id
+                    && !matches!(
+                        self.swim.member(id),
+                        Some((swim::State::Alive | swim::State::Suspect, _))
+                    )
+            })
+            .map(|&(_, addr)| addr)
+            .collect();
+        if !absent.is_empty() && !self.leaving {
+            self.swim.join(now, &absent);
         }
     }
 
@@ -772,7 +917,7 @@ impl Node {
     /// leader wants it, the recovery marks around the Raft delta), then their Raft messages
     /// (packed per peer) and client answers, each naming the last write.
     fn flush(&mut self) {
-        if self.touched_list.is_empty() {
+        if self.touched_list.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
         let touched = std::mem::take(&mut self.touched_list);
@@ -861,63 +1006,99 @@ impl Node {
         assert!(self.horizon_covered > horizon);
     }
 
-    /// Coalesces: one PEER datagram per peer carries the records of every shard, as many as
-    /// fit; more datagrams only when they do not. Each is sealed for its receiver (spec
-    /// §8.11) and depends on every write handed out so far.
+    /// Coalesces: one PEER datagram per peer carries the SWIM messages and the Raft records
+    /// of every shard, as many as fit; more datagrams only when they do not. Each is sealed
+    /// for its receiver (spec §8.11); one that carries a Raft record depends on every write
+    /// handed out so far, one of SWIM records only on none (membership is not persisted).
     fn pack_peer_messages(&mut self) {
-        if self.outgoing.is_empty() {
+        if self.outgoing.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
         let mut outgoing = std::mem::take(&mut self.outgoing);
-        // Stable: each shard's messages to one peer keep their order.
+        let mut swim_outgoing = std::mem::take(&mut self.swim_outgoing);
+        // Stable: each shard's messages to one peer keep their order, and SWIM's too.
         outgoing.sort_by_key(|&(to, _, _)| to);
+        swim_outgoing.sort_by_key(|&(to, _)| to);
         let header = PeerHeader {
             cluster_id: self.cluster_id,
             from: self.config.node_id,
         };
         let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
-        let mut i = 0;
-        while i < outgoing.len() {
-            let to = outgoing[i].0;
+        let (mut i, mut j) = (0, 0);
+        loop {
+            let to = match (outgoing.get(i), swim_outgoing.get(j)) {
+                (Some(&(a, _, _)), Some(&(b, _))) => a.min(b),
+                (Some(&(a, _, _)), None) => a,
+                (None, Some(&(b, _))) => b,
+                (None, None) => break,
+            };
+            let raft_for = |i: usize| outgoing.get(i).is_some_and(|m| m.0 == to);
+            let swim_for = |j: usize| swim_outgoing.get(j).is_some_and(|m| m.0 == to);
             let Some(addr) = self.config.address_of(to) else {
-                i += 1;
+                while raft_for(i) {
+                    i += 1;
+                }
+                while swim_for(j) {
+                    j += 1;
+                }
                 continue;
             };
             // Room for the authentication trailer (spec §8.11) that `seal` appends.
             let room = self.auth.trailer_room(to);
             let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
-            while i < outgoing.len() && outgoing[i].0 == to {
-                let (_, shard, ref msg) = outgoing[i];
-                if writer.push(shard, msg).is_ok() {
-                    i += 1;
+            let mut raft = false;
+            // SWIM first: its acks are timed (a late one makes a healthy node suspect).
+            while swim_for(j) || raft_for(i) {
+                let swim = swim_for(j);
+                let pushed = if swim {
+                    writer.push_swim(&swim_outgoing[j].1)
+                } else {
+                    let (_, shard, ref msg) = outgoing[i];
+                    writer.push(shard, msg)
+                };
+                if pushed.is_err() && writer.record_count() > 0 {
+                    // Full: this datagram goes, the message starts the next.
+                    let len = writer.finish();
+                    let after = if raft { self.write_seq } else { 0 };
+                    self.queue_peer(to, addr, &mut out, len, after);
+                    writer = PeerWriter::with_trailer_room(&mut out, header, room);
+                    raft = false;
                     continue;
                 }
-                if writer.record_count() == 0 {
-                    log::error!("udplock node: a Raft message does not fit a datagram; dropped");
-                    i += 1;
-                    continue;
+                if pushed.is_err() {
+                    log::error!("udplock node: a peer message does not fit a datagram; dropped");
                 }
-                let len = writer.finish();
-                self.queue_peer(to, addr, &mut out, len);
-                writer = PeerWriter::with_trailer_room(&mut out, header, room);
+                if swim {
+                    if pushed.is_ok() {
+                        NodeStats::bump(&self.stats.swim_sent);
+                    }
+                    j += 1;
+                } else {
+                    raft |= pushed.is_ok();
+                    i += 1;
+                }
             }
             let len = writer.finish();
             if len > 0 {
-                self.queue_peer(to, addr, &mut out, len);
+                let after = if raft { self.write_seq } else { 0 };
+                self.queue_peer(to, addr, &mut out, len, after);
             }
         }
         outgoing.clear();
+        swim_outgoing.clear();
         self.outgoing = outgoing;
+        self.swim_outgoing = swim_outgoing;
     }
 
     /// Seals the node-to-node datagram of `len` bytes in `out` (encoded for node `to` with
     /// the room [`PeerAuth::trailer_room`] asked for) and queues it.
-    fn queue_peer(&mut self, to: NodeId, addr: SocketAddr, out: &mut [u8], len: usize) {
+    /// It may leave once every write up to `after` is stored.
+    fn queue_peer(&mut self, to: NodeId, addr: SocketAddr, out: &mut [u8], len: usize, after: u64) {
         let len = self.auth.seal(to, out, len);
         let mut bytes = self.buffer();
         bytes.extend_from_slice(&out[..len]);
         NodeStats::bump(&self.stats.peer_sent);
-        self.queue(addr, bytes, self.write_seq, true);
+        self.queue(addr, bytes, after, true);
     }
 
     /// Spec §8.10: every [`SETTINGS_PERIOD`], this node's settings to every other node.
@@ -949,7 +1130,7 @@ impl Node {
         let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
         let end = out.len() - self.auth.trailer_room(id);
         match datagram.encode(&mut out[..end]) {
-            Ok(len) => self.queue_peer(id, addr, &mut out, len),
+            Ok(len) => self.queue_peer(id, addr, &mut out, len, self.write_seq),
             Err(e) => log::error!("udplock node: settings did not encode: {e}"),
         }
     }

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::core::peer_auth::AuthDrop;
+use crate::core::swim::{MemberInfo, State};
 
 /// Counters of what the node did, readable from any thread while it runs.
 #[derive(Debug, Default)]
@@ -32,11 +33,35 @@ pub struct NodeStats {
     pub key_reloads: AtomicU64,
     /// Cluster nodes: changed key files refused (the keys in force stayed).
     pub key_file_errors: AtomicU64,
+    /// Cluster nodes: SWIM messages (records, spec §8.12) sent and received from listed,
+    /// authenticated nodes; and messages SWIM addressed to no listed node, dropped.
+    pub swim_sent: AtomicU64,
+    pub swim_received: AtomicU64,
+    pub swim_unroutable: AtomicU64,
+    /// Cluster nodes: the members SWIM holds in each state, this node included (as alive,
+    /// or left once it leaves), as of its latest membership event.
+    pub members_alive: AtomicU64,
+    pub members_suspect: AtomicU64,
+    pub members_dead: AtomicU64,
+    pub members_left: AtomicU64,
 }
 
 impl NodeStats {
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Sets the member gauges from SWIM's table.
+    pub fn set_members(&self, members: &[MemberInfo]) {
+        let count = |state| members.iter().filter(|m| m.state == state).count() as u64;
+        self.members_alive
+            .store(count(State::Alive), Ordering::Relaxed);
+        self.members_suspect
+            .store(count(State::Suspect), Ordering::Relaxed);
+        self.members_dead
+            .store(count(State::Dead), Ordering::Relaxed);
+        self.members_left
+            .store(count(State::Left), Ordering::Relaxed);
     }
 
     /// Node-to-node datagrams dropped by the authentication checks for `reason`.

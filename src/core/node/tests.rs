@@ -57,6 +57,8 @@ struct Trio {
     to_client: Vec<(SocketAddr, Vec<u8>)>,
     /// Per node, the last write handed out (every datagram must name one already handed out).
     written: Vec<u64>,
+    /// A node whose datagrams, in and out, the network drops.
+    cut: Option<usize>,
 }
 
 const CLIENT: SocketAddr = SocketAddr::new(
@@ -100,6 +102,7 @@ impl Trio {
             wire: VecDeque::new(),
             to_client: Vec::new(),
             written: vec![0; 3],
+            cut: None,
         }
     }
 
@@ -120,6 +123,8 @@ impl Trio {
                 let bytes = buf[..t.len].to_vec();
                 if t.to == CLIENT {
                     self.to_client.push((self.addrs[i], bytes));
+                } else if self.cut.is_some_and(|c| c == i || self.addrs[c] == t.to) {
+                    // Lost.
                 } else {
                     self.wire
                         .push_back((self.now + DELAY, self.addrs[i], t.to, bytes));
@@ -315,10 +320,11 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
     assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
 }
 
-/// Spec §8.12: a node that does not run membership drops SWIM records without effect — no
-/// answer, no state — and still acts on the Raft records of the same datagram.
+/// Spec §8.12: the SWIM records of an authenticated PEER datagram go to the node's membership
+/// (a PING is answered with its ACK, news about the node is refuted, news about others is
+/// taken), Raft sees none of it, and the Raft records of the same datagram are acted on.
 #[test]
-fn swim_records_are_dropped_without_effect_and_their_datagram_still_counts() {
+fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() {
     use udplock_protocol::{PeerDatagram, SwimMessage, SwimState, SwimUpdate};
     let mut trio = Trio::new(4, test_keys());
     trio.run_for(3_000);
@@ -384,11 +390,33 @@ fn swim_records_are_dropped_without_effect_and_their_datagram_still_counts() {
     trio.nodes[victim].handle_datagram(trio.now, trio.addrs[leader], &only_swim);
     assert_eq!(received(), before + 1, "a well-formed datagram, not a drop");
     let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
-    while let Some(t) = trio.nodes[victim].poll_transmit(&mut out) {
-        let swim_answers =
-            PeerDatagram::decode(&out[..t.len]).map_or(0, |d| d.swim_records().count());
-        assert_eq!(swim_answers, 0, "a SWIM record was answered");
-    }
+    // The ACK of PING seq 1, to the leader; `after` 0 where a datagram holds SWIM only.
+    let acks = |trio: &mut Trio, out: &mut [u8]| {
+        let mut acks = 0;
+        while let Some(t) = trio.nodes[victim].poll_transmit(out) {
+            let Ok(d) = PeerDatagram::decode(&out[..t.len]) else {
+                continue;
+            };
+            if d.records().count() == 0 {
+                assert_eq!(t.after, 0, "a SWIM-only datagram waits for a write");
+            }
+            acks += d
+                .swim_records()
+                .filter(|m| {
+                    t.to == trio.addrs[leader] && matches!(m, SwimMessage::Ack { seq: 1, .. })
+                })
+                .count();
+        }
+        acks
+    };
+    assert_eq!(acks(&mut trio, &mut out), 1, "the PING was not answered");
+    let membership = &trio.nodes[victim].swim;
+    assert_eq!(
+        membership.incarnation(),
+        10,
+        "the suspicion was not refuted"
+    );
+    assert_eq!(membership.member(leader_id), Some((SwimState::Left, 9)));
     assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
     // With a Raft record between the SWIM ones: the Raft record is acted on (a TERM_QUERY
     // gets its TERM_REPLY, spec §8.5), the SWIM records still are not.
@@ -403,12 +431,15 @@ fn swim_records_are_dropped_without_effect_and_their_datagram_still_counts() {
     });
     trio.nodes[victim].handle_datagram(trio.now, trio.addrs[leader], &mixed);
     assert_eq!(received(), before + 2);
-    let mut replies = 0;
+    let (mut replies, mut acks) = (0, 0);
     while let Some(t) = trio.nodes[victim].poll_transmit(&mut out) {
         let Ok(d) = PeerDatagram::decode(&out[..t.len]) else {
             continue;
         };
-        assert_eq!(d.swim_records().count(), 0, "a SWIM record was answered");
+        acks += d
+            .swim_records()
+            .filter(|m| matches!(m, SwimMessage::Ack { seq: 1, .. }))
+            .count();
         replies += d
             .records()
             .filter(|(s, m)| {
@@ -424,7 +455,109 @@ fn swim_records_are_dropped_without_effect_and_their_datagram_still_counts() {
         replies, 1,
         "the TERM_QUERY beside the SWIM records was answered"
     );
+    assert_eq!(acks, 1, "the PING beside the TERM_QUERY was answered");
     assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+}
+
+/// What node `i` holds about node `j` (by index), from `Node::members`.
+fn member_state(trio: &Trio, i: usize, j: usize) -> Option<(udplock_protocol::SwimState, u64)> {
+    let id = trio.nodes[j].node_id();
+    trio.nodes[i]
+        .members()
+        .iter()
+        .find(|m| m.id == id)
+        .map(|m| (m.state, m.incarnation))
+}
+
+/// Runs the trio a protocol period at a time until `done` holds, for at most `periods`
+/// periods; how many it took (`None`: never).
+fn periods_until(trio: &mut Trio, periods: u64, done: impl Fn(&Trio) -> bool) -> Option<u64> {
+    let period = trio.nodes[0].config().swim_period.as_micros() / 1_000;
+    for n in 0..=periods {
+        if done(trio) {
+            return Some(n);
+        }
+        trio.run_for(period);
+    }
+    None
+}
+
+/// Issue 10, spec §8.12: the nodes run SWIM among their listed peers over the same
+/// authenticated PEER datagrams as Raft. Every node comes to hold the others alive; a node
+/// cut off from the network is declared dead by both others within SWIM's bound; once it is
+/// reachable again, both hold it alive again, at a higher incarnation (it refuted its death).
+#[test]
+fn three_cores_run_swim_declare_a_cut_off_node_dead_and_alive_again() {
+    use udplock_protocol::SwimState::{Alive, Dead};
+    let mut trio = Trio::new(1, test_keys());
+    let all_alive = |trio: &Trio| {
+        (0..3)
+            .all(|i| (0..3).all(|j| i == j || member_state(trio, i, j).map(|m| m.0) == Some(Alive)))
+    };
+    // The join is one full-state exchange with each listed node.
+    assert!(
+        periods_until(&mut trio, 3, all_alive).is_some(),
+        "not every node holds the others alive after 3 periods: {:?}",
+        trio.nodes.iter().map(Node::members).collect::<Vec<_>>()
+    );
+    let before = member_state(&trio, 0, 2).unwrap().1;
+    trio.cut = Some(2);
+    // SWIM's bound for 3 members with Lifeguard: the cut node is probed by each of the others
+    // within 2·(n − 1) periods, and the suspicion it starts times out after at most
+    // suspicion_max_mult × suspicion_mult × max(1, log10 n) = 6 × 4 periods; one more for
+    // the timer's phase.
+    let bound = 2 * 2 + 6 * 4 + 1;
+    let dead = |trio: &Trio| (0..2).all(|i| member_state(trio, i, 2).map(|m| m.0) == Some(Dead));
+    let took = periods_until(&mut trio, bound, dead);
+    assert!(
+        took.is_some(),
+        "the cut-off node is not dead everywhere after {bound} periods: {:?}",
+        trio.nodes[0].members()
+    );
+    // The events tell the shell the same.
+    let id = trio.nodes[2].node_id();
+    for i in 0..2 {
+        let events: Vec<swim::Event> =
+            std::iter::from_fn(|| trio.nodes[i].poll_member_event()).collect();
+        assert!(
+            events.contains(&swim::Event::Dead { id }),
+            "node {i} reported no death: {events:?}"
+        );
+        let stats = &trio.nodes[i].stats;
+        assert_eq!(
+            stats
+                .members_dead
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+        assert_eq!(
+            stats
+                .members_alive
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+    }
+    // Back: the others reach it again within the reconnect interval and a few periods.
+    trio.cut = None;
+    let bound = u64::from(SWIM_RECONNECT_PERIODS) + 5;
+    assert!(
+        periods_until(&mut trio, bound, all_alive).is_some(),
+        "not every node holds the others alive {bound} periods after the cut healed: {:?}",
+        trio.nodes.iter().map(Node::members).collect::<Vec<_>>()
+    );
+    for i in 0..2 {
+        let (_, incarnation) = member_state(&trio, i, 2).unwrap();
+        assert!(
+            incarnation > before,
+            "node {i} holds incarnation {incarnation}"
+        );
+    }
+    let events: Vec<swim::Event> =
+        std::iter::from_fn(|| trio.nodes[0].poll_member_event()).collect();
+    assert!(
+        events.iter().any(|e| matches!(e, swim::Event::Joined { id: j, .. } | swim::Event::Alive { id: j, .. } if *j == id)),
+        "no event says the node is back: {events:?}"
+    );
 }
 
 #[test]
