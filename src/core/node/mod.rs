@@ -450,11 +450,19 @@ impl Node {
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
         let shards = self.deadlines.iter().copied().min();
-        let own = self
-            .settings_next
-            .min(self.swim.poll_timeout())
-            .min(self.swim_reconnect_at);
+        let mut own = self.settings_next;
+        if self.runs_swim() {
+            own = own
+                .min(self.swim.poll_timeout())
+                .min(self.swim_reconnect_at);
+        }
         shards.map_or(own, |d| d.min(own))
+    }
+
+    /// Whether SWIM has anyone to probe: a one-voter node (the single node) has nobody, so
+    /// its member never runs a period and never wakes the node.
+    fn runs_swim(&self) -> bool {
+        self.config.peers.len() > 1
     }
 
     /// Timers: every shard whose deadline passed, the settings exchange, the log lines due.
@@ -469,11 +477,13 @@ impl Node {
         if self.leaving {
             self.hand_over(now);
         }
-        if self.swim.poll_timeout() <= now {
-            self.swim.handle_timeout(now);
+        if self.runs_swim() {
+            if self.swim.poll_timeout() <= now {
+                self.swim.handle_timeout(now);
+            }
+            self.reconnect_swim(now);
+            self.drain_swim();
         }
-        self.reconnect_swim(now);
-        self.drain_swim();
         self.send_settings(now);
         self.log_recovery(now);
         self.log_auth_drops(now);

@@ -774,3 +774,24 @@ fn shard_status_answers_on_a_one_voter_node() {
     assert_eq!(entries[0].role, ShardRole::Leader);
     assert_eq!(entries[0].leader_id, 1);
 }
+
+/// A one-voter node has nobody to probe: its SWIM member never runs a protocol period, and
+/// its timers are its shard's and the settings exchange's only (issue 10: a single node woke
+/// once a second for SWIM, for nothing).
+#[test]
+fn a_one_voter_node_runs_no_swim_periods() {
+    let mut node = solo(false);
+    let mut wakeups = 0;
+    let end = Instant::ZERO + Duration::from_millis(30_000);
+    loop {
+        let at = node.poll_timeout();
+        if at > end {
+            break;
+        }
+        node.handle_timeout(at);
+        drain_solo(&mut node);
+        wakeups += 1;
+        assert!(wakeups < 100_000, "the node's timer does not advance");
+    }
+    assert_eq!(node.swim().periods(), 0, "a lone node ran SWIM periods");
+}
