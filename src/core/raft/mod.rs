@@ -130,6 +130,25 @@ use crate::core::time::{Duration, Instant};
 /// A voter's identity, unique within a shard.
 pub type NodeId = u64;
 
+/// One single-server change of a shard's membership (thesis §4.1): the shard's leader
+/// proposes it as a log entry, and the new configuration takes effect on every replica as
+/// soon as the entry is in its log. Changing one server at a time keeps any majority of the
+/// old voters overlapping any majority of the new ones, so two leaders of one term can never
+/// both win. The placement of replicas (`core::placement`) decides which change comes next;
+/// Raft decides whether and when it is safe to make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MembershipChange {
+    /// Start replicating the shard to a node that neither votes nor counts towards any
+    /// majority until it is promoted: a new replica catches up first (thesis §4.2.1), so
+    /// adding it never leaves the shard waiting on a node with an empty log.
+    AddLearner(NodeId),
+    /// Make a caught-up learner a voter.
+    Promote(NodeId),
+    /// Stop replicating the shard to a node, voter or learner. A leader that removes itself
+    /// steps down once the change is committed (thesis §4.2.2).
+    Remove(NodeId),
+}
+
 /// Unacknowledged Appends (each up to `entries_per_append_max` entries) the leader pipelines to
 /// one follower before it waits for an answer. Bounds the memory a slow follower costs in
 /// messages and the entries resent after a loss, while keeping a follower that acknowledges
