@@ -170,3 +170,71 @@ fn status_shows_every_member_alive_then_a_stopped_one_suspect_or_dead() {
     // The stopped node is reported unreachable, and status still succeeds.
     assert!(json.contains("\"reachable\":false"), "{json}");
 }
+
+/// `--swim-period-ms` (alias `--swim-period`) on `udplock server` and `udplock dev`: a value
+/// outside its named range is refused with the range, and `--help` documents it; a local
+/// cluster started with it runs SWIM (every node comes to hold the others alive).
+#[test]
+fn swim_period_is_a_bounded_option_of_server_and_dev() {
+    for args in [
+        &["server", "--swim-period-ms", "5"][..],
+        &["server", "--swim-period", "60001"][..],
+        &["dev", "--swim-period-ms", "0"][..],
+    ] {
+        let o = Command::new(BIN).args(args).output().expect("udplock runs");
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?}: {o:?}");
+        assert!(stderr.contains("10..=60000"), "{args:?}: {stderr}");
+    }
+    for sub in ["server", "dev"] {
+        let o = Command::new(BIN)
+            .args([sub, "--help"])
+            .output()
+            .expect("udplock runs");
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains("--swim-period-ms <MS>"), "{sub}: {help}");
+    }
+    let mut child = Command::new(BIN)
+        .args([
+            "dev",
+            "--nodes",
+            "3",
+            "--shards",
+            "2",
+            "--swim-period-ms",
+            "50",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("udplock dev starts");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let servers: Vec<SocketAddr> = line
+        .trim()
+        .strip_prefix("UDPLOCK_SERVERS=")
+        .unwrap_or_else(|| panic!("no server list in {line:?}"))
+        .split(',')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let client = Client::new(ClientConfig::new(servers.clone())).expect("client");
+    let deadline = Instant::now() + DEADLINE;
+    let all_alive = loop {
+        let full = servers.iter().all(|&a| {
+            client.members(a).is_ok_and(|t| {
+                t.members.len() == 3 && t.members.iter().all(|m| m.state == MemberState::Alive)
+            })
+        });
+        if full || Instant::now() > deadline {
+            break full;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(all_alive, "the nodes never held each other alive");
+}
