@@ -238,3 +238,88 @@ fn swim_period_is_a_bounded_option_of_server_and_dev() {
     let _ = child.wait();
     assert!(all_alive, "the nodes never held each other alive");
 }
+
+/// The single node answers MEMBERS with itself, alive, at its address (spec §4.9); mutated
+/// and truncated MEMBERS datagrams get a MEMBERS_REPLY or an ERROR_REPLY no longer than
+/// themselves, or nothing, and the node keeps serving.
+#[test]
+fn a_single_node_answers_itself_and_mutated_members_requests_stay_small() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use udplock_protocol::{MembersReply, MembersRequest, MessageType, Reply, DATAGRAM_LEN_MAX};
+
+    let node = super::start_node();
+    let to = node.local_addr();
+    let client = Client::connect(&[to]).expect("client");
+    let table = client.members(to).expect("the single node answers MEMBERS");
+    assert_eq!(table.node_id, 1);
+    assert_eq!(table.members.len(), 1, "{table:?}");
+    assert_eq!(
+        (
+            table.members[0].id,
+            table.members[0].state,
+            table.members[0].addr
+        ),
+        (1, MemberState::Alive, to)
+    );
+
+    let mut valid = [0u8; DATAGRAM_LEN_MAX];
+    let n = MembersRequest {
+        session_id: 9,
+        request_id: 1,
+        attempt: 0,
+        first_id: 0,
+    }
+    .encode(&mut valid)
+    .unwrap();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = StdRng::seed_from_u64(10);
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..1_000u64 {
+        let mut d = valid[..n].to_vec();
+        // A new request id per datagram, so each answer names what caused it.
+        d[16..24].copy_from_slice(&(i + 2).to_be_bytes());
+        match i % 3 {
+            0 => d.truncate(rng.gen_range(0..n)),
+            1 => {
+                let at = rng.gen_range(0..n);
+                d[at] = rng.gen();
+            }
+            _ => {
+                let at = rng.gen_range(32..48);
+                d[at] = rng.gen();
+            }
+        }
+        if d.len() >= 24 {
+            sent.insert(d[8..24].to_vec(), d.len());
+        }
+        sock.send_to(&d, to).unwrap();
+        if i % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 65_536];
+    let (mut members, mut errors) = (0, 0);
+    while let Ok((len, _)) = sock.recv_from(&mut buf) {
+        let caused_by = sent[&buf[8..24]];
+        assert!(
+            len <= caused_by,
+            "{len}-byte reply to a {caused_by}-byte datagram"
+        );
+        if MembersReply::decode(&buf[..len]).is_ok() {
+            members += 1;
+        } else {
+            let r = Reply::decode(&buf[..len]).expect("a MEMBERS_REPLY or an ERROR_REPLY");
+            assert_eq!(r.msg_type, MessageType::ErrorReply);
+            errors += 1;
+        }
+    }
+    assert!(
+        members > 0 && errors > 0,
+        "{members} members replies, {errors} errors"
+    );
+    // Still serving.
+    client.acquire_lock("after-mutations", "me", 0).unwrap();
+    client.release_lock("after-mutations", "me").unwrap();
+}
