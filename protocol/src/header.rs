@@ -134,11 +134,14 @@ pub(crate) fn decode(
     }
     let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
     // Reply-only flags in a request are as unknown as reserved bits, and so are they in a
-    // SHARD_STATUS_REPLY, which defines none (spec §3.2 step 7, §5.6).
+    // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY or MEMBERS_REPLY, which define none (spec §3.2
+    // step 7, §5.6 to §5.8).
     let flags_defined = direction == Direction::Reply
         && !matches!(
             msg_type,
-            MessageType::ShardStatusReply | MessageType::NodeSettingsReply
+            MessageType::ShardStatusReply
+                | MessageType::NodeSettingsReply
+                | MessageType::MembersReply
         );
     if !flags_defined && !flags.is_empty() {
         return Err(DecodeError::UnknownFlags);

@@ -34,6 +34,9 @@
 //!   its own view of its shards (role, leader, term, commit index, locks held), a page of
 //!   shards per datagram; they have their own decoders, so [`Request::decode`] and
 //!   [`Reply::decode`] keep to the lock requests and their replies.
+//! - [`MembersRequest`] / [`MembersReply`] (spec §4.9, §5.8) ask one cluster node for its
+//!   member table as its SWIM member holds it (id, state, incarnation, address), a page of
+//!   members per datagram, paged by member id.
 //!
 //! # The no-panic contract
 //! Decoding any byte sequence of any length returns a value or a [`DecodeError`]; it never
@@ -60,6 +63,7 @@
 pub mod auth;
 mod command;
 pub mod header;
+mod members;
 mod peer;
 pub mod registry;
 mod reply;
@@ -72,6 +76,11 @@ mod swim;
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
 pub use header::Header;
+pub use members::{
+    field as members_field, MemberEntries, MemberEntry, MemberEntryIter, MembersReply,
+    MembersRequest, MEMBERS_BODY_LEN, MEMBERS_ENTRIES_MAX, MEMBERS_ENTRY_LEN,
+    MEMBERS_REPLY_FIXED_LEN, MEMBERS_REQUEST_LEN,
+};
 pub use peer::{
     append_record_len, AllRecords, AppendEntries, LogEntry, PeerDatagram, PeerEntries, PeerEntry,
     PeerEntryIter, PeerHeader, PeerMessage, PeerRecord, PeerRecords, PeerWriter, RaftMessage,
@@ -210,7 +219,12 @@ pub enum DecodeError {
     /// NODE_SETTINGS_REPLY: with OK, a zero node id or cluster id; with another status, any
     /// non-zero field or entry.
     BadSettings,
-    /// SWIM record (spec §8.12): an address whose family is not 4 or 6, an IPv4 address with
+    /// MEMBERS_REPLY: the page is inconsistent (spec §5.8): with OK, a zero node id, more
+    /// entries than `members_total`, an entry id of 0, below `first_id` or not above the one
+    /// before, a `next_id` not above the last entry's id, or a state that is not 0 to 3; with
+    /// another status, any non-zero field.
+    BadMembers,
+    /// SWIM record or MEMBERS_REPLY entry (spec §8.12, §5.8): an address whose family is not 4 or 6, an IPv4 address with
     /// a non-zero byte among its 12 unused ones, or port 0.
     BadAddress,
     /// SWIM record: an UPDATE whose state is not 0 to 3, whose id is 0, or whose `from` is 0
@@ -260,7 +274,9 @@ impl DecodeError {
             | DecodeError::BadUpdate
             | DecodeError::TooManyUpdates => None,
             // Only a reply fails this way, and a client never answers.
-            DecodeError::BadShardStatus | DecodeError::BadSettings => None,
+            DecodeError::BadShardStatus | DecodeError::BadSettings | DecodeError::BadMembers => {
+                None
+            }
         }
     }
 
@@ -295,6 +311,7 @@ impl DecodeError {
             DecodeError::NonZeroField => "NonZeroField",
             DecodeError::BadShardStatus => "BadShardStatus",
             DecodeError::BadSettings => "BadSettings",
+            DecodeError::BadMembers => "BadMembers",
             DecodeError::BadAddress => "BadAddress",
             DecodeError::BadUpdate => "BadUpdate",
             DecodeError::TooManyUpdates => "TooManyUpdates",
@@ -337,7 +354,9 @@ pub enum EncodeError {
     BadShardStatus,
     /// A NODE_SETTINGS_REPLY whose fields disagree (see [`DecodeError::BadSettings`]).
     BadSettings,
-    /// A SWIM address the wire cannot carry exactly: port 0, or an IPv6 address with a flow
+    /// A MEMBERS_REPLY whose fields disagree (see [`DecodeError::BadMembers`]).
+    BadMembers,
+    /// A SWIM or MEMBERS_REPLY address the wire cannot carry exactly: port 0, or an IPv6 address with a flow
     /// label or scope id (see [`DecodeError::BadAddress`]).
     BadAddress,
     /// A SWIM update that breaks a rule of [`DecodeError::BadUpdate`], or an update list that
@@ -361,6 +380,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadSnapshotChunk => "snapshot chunk fields out of range",
             EncodeError::BadShardStatus => "shard status page fields disagree",
             EncodeError::BadSettings => "node settings reply fields disagree",
+            EncodeError::BadMembers => "members page fields disagree",
             EncodeError::BadAddress => "swim address not representable on the wire",
             EncodeError::BadUpdate => "swim update breaks a rule of spec 8.12",
             EncodeError::TooManyUpdates => "swim message carries too many updates",

@@ -76,6 +76,8 @@ registry! {
         NodeSettings = 0x07, "NODE_SETTINGS", "Read a cluster node's settings, to compare them with its peers' (Section 4.8).";
         NodeSettingsReply = 0x87, "NODE_SETTINGS_REPLY", "Answer to NODE_SETTINGS: the node's cluster id and settings, as many as fit in the request.";
         PeerSettings = 0x41, "PEER_SETTINGS", "Node-to-node datagram: the sender's settings, so that nodes whose settings differ say which (Section 8.10).";
+        Members = 0x08, "MEMBERS", "Read a cluster node's member table as its SWIM member holds it: id, state, incarnation, address (Section 4.9).";
+        MembersReply = 0x88, "MEMBERS_REPLY", "Answer to MEMBERS: the members from a given id on, as many as fit in the request.";
     }
 }
 

@@ -388,7 +388,7 @@ impl<'a> SwimView<'a> {
 
 /// Reads an address (spec §8.12): family 4 or 6, an IPv4 address's 12 unused bytes zero, a
 /// non-zero port; otherwise `BadAddress`.
-fn read_addr(b: &[u8]) -> Result<SocketAddr, DecodeError> {
+pub(crate) fn read_addr(b: &[u8]) -> Result<SocketAddr, DecodeError> {
     let b = b.get(..SWIM_ADDR_LEN).ok_or(DecodeError::BadRecordLength)?;
     let mut ip = [0u8; 16];
     ip.copy_from_slice(&b[field::ADDR_IP]);
@@ -406,7 +406,7 @@ fn read_addr(b: &[u8]) -> Result<SocketAddr, DecodeError> {
 
 /// Writes an address, or refuses one the wire cannot carry exactly (port 0; an IPv6 flow
 /// label or scope id).
-fn write_addr(out: &mut [u8], addr: SocketAddr) -> Result<(), EncodeError> {
+pub(crate) fn write_addr(out: &mut [u8], addr: SocketAddr) -> Result<(), EncodeError> {
     if addr.port() == 0 {
         return Err(EncodeError::BadAddress);
     }

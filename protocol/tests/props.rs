@@ -85,11 +85,13 @@ fn reply_type() -> impl Strategy<Value = MessageType> {
         MessageType::ALL
             .iter()
             .copied()
-            // SHARD_STATUS_REPLY and NODE_SETTINGS_REPLY have their own layouts and codecs.
+            // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY and MEMBERS_REPLY have their own layouts
+            // and codecs.
             .filter(|t| {
                 t.is_reply()
                     && *t != MessageType::ShardStatusReply
                     && *t != MessageType::NodeSettingsReply
+                    && *t != MessageType::MembersReply
             })
             .collect::<Vec<_>>(),
     )
@@ -1588,6 +1590,277 @@ fn shard_status_encoder_refuses_inconsistent_pages() {
     assert_eq!(ShardStatusReply::entries_that_fit(REQUEST_LEN_MIN), 0);
     assert_eq!(ShardStatusReply::entries_that_fit(48 + 44), 1);
     assert_eq!(ShardStatusReply::entries_that_fit(0), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// MEMBERS and MEMBERS_REPLY (spec §4.9, §5.8).
+
+/// A consistent OK page: `first_id`, up to 31 members with increasing ids from it, `next_id`
+/// past them (or 0), and a `members_total` at least their number.
+fn members_page() -> impl Strategy<Value = (u64, u32, u64, u64, Vec<MemberEntry>)> {
+    let entry = (1u64..1_000, any::<u64>(), swim_state(), swim_addr());
+    (
+        nonzero(),
+        any::<u32>(),
+        prop_oneof![Just(0u64), 1u64..1_000_000, Just(u64::MAX - 40_000)],
+        prop::collection::vec(entry, 0..=MEMBERS_ENTRIES_MAX),
+        prop_oneof![Just(0u64), 1u64..1_000],
+    )
+        .prop_map(|(node_id, extra, first_id, raw, gap)| {
+            let mut id = first_id.max(1) - 1;
+            let entries: Vec<MemberEntry> = raw
+                .into_iter()
+                .map(|(step, incarnation, state, addr)| {
+                    id += step;
+                    MemberEntry {
+                        id,
+                        incarnation,
+                        state,
+                        addr,
+                    }
+                })
+                .collect();
+            let next_id = if gap == 0 { 0 } else { id.max(first_id) + gap };
+            let total = (entries.len() as u32).saturating_add(extra % 100);
+            (node_id, total, first_id, next_id, entries)
+        })
+}
+
+fn members_reply(
+    (node_id, total, first_id, next_id, entries): &(u64, u32, u64, u64, Vec<MemberEntry>),
+) -> MembersReply<'_> {
+    MembersReply {
+        session_id: 3,
+        request_id: 4,
+        attempt: 1,
+        status: Status::Ok,
+        node_id: *node_id,
+        members_total: *total,
+        first_id: *first_id,
+        next_id: *next_id,
+        entries: MemberEntries::from_slice(entries),
+    }
+}
+
+/// Whatever a members decoder accepts re-encodes to the same bytes (replies: the same bytes
+/// followed by zero padding).
+fn assert_members_canonical(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(req) = MembersRequest::decode(bytes) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode_padded(&mut out, bytes.len()).unwrap();
+        prop_assert_eq!(&out[..n], bytes);
+    }
+    if let Ok(reply) = MembersReply::decode(bytes) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert_eq!(n, reply.encoded_len());
+        prop_assert_eq!(&out[..n], &bytes[..n]);
+        prop_assert!(bytes[n..].iter().all(|&b| b == 0));
+        prop_assert_eq!(reply.entries.iter().count(), reply.entries.len());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn members_requests_round_trip(
+        session in nonzero(), request in nonzero(), attempt in any::<u16>(), first_id in any::<u64>(),
+        len in (HEADER_LEN + MEMBERS_BODY_LEN)..=DATAGRAM_LEN_MAX,
+    ) {
+        let req = MembersRequest { session_id: session, request_id: request, attempt, first_id };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode(&mut out).unwrap();
+        prop_assert_eq!(n, MEMBERS_REQUEST_LEN);
+        prop_assert_eq!(MembersRequest::decode(&out[..n]).unwrap(), req);
+        let n = req.encode_padded(&mut out, len).unwrap();
+        prop_assert_eq!(n, len);
+        prop_assert_eq!(MembersRequest::decode(&out[..n]).unwrap(), req);
+        // Neither the lock decoder nor the other operators' decoders read it.
+        prop_assert_eq!(Request::decode(&out[..n]), Err(DecodeError::UnknownType));
+        prop_assert_eq!(ShardStatusRequest::decode(&out[..n]), Err(DecodeError::UnknownType));
+    }
+
+    #[test]
+    fn members_replies_round_trip(page in members_page()) {
+        let reply = members_reply(&page);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert_eq!(n, HEADER_LEN + MEMBERS_REPLY_FIXED_LEN + MEMBERS_ENTRY_LEN * page.4.len());
+        let back = MembersReply::decode(&out[..n]).unwrap();
+        prop_assert_eq!(back, reply);
+        prop_assert_eq!(back.entries.iter().collect::<Vec<_>>(), page.4.clone());
+        prop_assert_eq!(Reply::decode(&out[..n]), Err(DecodeError::UnknownType));
+        prop_assert_eq!(ShardStatusReply::decode(&out[..n]), Err(DecodeError::UnknownType));
+    }
+
+    /// No amplification (spec §2.2): a page of `entries_that_fit(request_len)` entries is
+    /// never longer than the request, whatever its length.
+    #[test]
+    fn members_replies_never_exceed_requests(
+        page in members_page(), request_len in REQUEST_LEN_MIN..=DATAGRAM_LEN_MAX,
+    ) {
+        let fit = MembersReply::entries_that_fit(request_len);
+        let entries = &page.4[..page.4.len().min(fit)];
+        let reply = MembersReply { entries: MemberEntries::from_slice(entries), next_id: 0, ..members_reply(&page) };
+        let n = reply.encode(&mut [0u8; DATAGRAM_LEN_MAX]).unwrap();
+        prop_assert!(n <= request_len, "{} > {}", n, request_len);
+    }
+
+    #[test]
+    fn members_decoders_take_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1_400)) {
+        assert_members_canonical(&bytes)?;
+    }
+
+    /// Framed as MEMBERS or its reply, so the body checks are reached.
+    #[test]
+    fn framed_members_bytes_never_panic(
+        reply in any::<bool>(), flags in prop::sample::select(vec![0u16, 2, 4, 8]),
+        body_len in 0u16..1_200, rest in prop::collection::vec(any::<u8>(), 0..1_200),
+    ) {
+        let ty = if reply { 0x88 } else { 0x08 };
+        let mut bytes = vec![0x55, 0x4C, 1, ty];
+        bytes.extend_from_slice(&flags.to_be_bytes());
+        bytes.extend_from_slice(&body_len.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&rest);
+        assert_members_canonical(&bytes)?;
+    }
+
+    /// One byte of a valid reply changed, or the reply cut short: an error or a canonical
+    /// value, never a panic.
+    #[test]
+    fn mutated_members_replies_never_panic(
+        page in members_page(), at in any::<prop::sample::Index>(), byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let reply = members_reply(&page);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        let mut bytes = out[..n].to_vec();
+        bytes[at.index(n)] = byte;
+        assert_members_canonical(&bytes)?;
+        prop_assert!(MembersReply::decode(&out[..cut.index(n)]).is_err());
+    }
+}
+
+#[test]
+fn members_encoder_refuses_inconsistent_pages() {
+    let addr: SocketAddr = "10.0.0.1:7000".parse().unwrap();
+    let entry = |id| MemberEntry {
+        id,
+        incarnation: 1,
+        state: SwimState::Alive,
+        addr,
+    };
+    let entries = [entry(5), entry(9)];
+    let base = MembersReply {
+        session_id: 1,
+        request_id: 2,
+        attempt: 0,
+        status: Status::Ok,
+        node_id: 5,
+        members_total: 3,
+        first_id: 4,
+        next_id: 12,
+        entries: MemberEntries::from_slice(&entries),
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    assert_eq!(base.encode(&mut out), Ok(64 + 2 * 36));
+    let bad = |r: MembersReply<'_>| r.encode(&mut [0u8; DATAGRAM_LEN_MAX]);
+    let unordered = [entry(9), entry(5)];
+    let repeated = [entry(5), entry(5)];
+    let zero = [entry(0)];
+    let max_then = [entry(u64::MAX)];
+    for r in [
+        MembersReply { node_id: 0, ..base },
+        MembersReply {
+            members_total: 1,
+            ..base
+        },
+        MembersReply {
+            first_id: 6,
+            ..base
+        },
+        MembersReply { next_id: 9, ..base },
+        MembersReply {
+            entries: MemberEntries::from_slice(&unordered),
+            ..base
+        },
+        MembersReply {
+            entries: MemberEntries::from_slice(&repeated),
+            ..base
+        },
+        MembersReply {
+            first_id: 0,
+            entries: MemberEntries::from_slice(&zero),
+            next_id: 0,
+            ..base
+        },
+        MembersReply {
+            entries: MemberEntries::from_slice(&max_then),
+            next_id: 1,
+            ..base
+        },
+        MembersReply {
+            status: Status::Overloaded,
+            ..base
+        },
+    ] {
+        assert_eq!(bad(r), Err(EncodeError::BadMembers), "{r:?}");
+    }
+    // The last possible id ends the table; an empty page may still point further on.
+    let last = MembersReply {
+        entries: MemberEntries::from_slice(&max_then),
+        next_id: 0,
+        ..base
+    };
+    assert_eq!(bad(last), Ok(64 + 36));
+    let pointer = MembersReply {
+        entries: MemberEntries::empty(),
+        next_id: 4,
+        ..base
+    };
+    assert_eq!(bad(pointer), Ok(64));
+    let refusal = MembersReply {
+        status: Status::Overloaded,
+        node_id: 0,
+        members_total: 0,
+        first_id: 0,
+        next_id: 0,
+        entries: MemberEntries::empty(),
+        ..base
+    };
+    assert_eq!(bad(refusal), Ok(64));
+    let port0 = [MemberEntry {
+        addr: "10.0.0.1:0".parse().unwrap(),
+        ..entry(5)
+    }];
+    assert_eq!(
+        bad(MembersReply {
+            entries: MemberEntries::from_slice(&port0),
+            ..base
+        }),
+        Err(EncodeError::BadAddress)
+    );
+    let many: Vec<MemberEntry> = (1..=MEMBERS_ENTRIES_MAX as u64 + 1).map(entry).collect();
+    let too_many = MembersReply {
+        members_total: 100,
+        first_id: 0,
+        next_id: 0,
+        entries: MemberEntries::from_slice(&many),
+        ..base
+    };
+    assert_eq!(bad(too_many), Err(EncodeError::TooLong));
+    assert_eq!(
+        base.encode(&mut [0u8; 100]),
+        Err(EncodeError::BufferTooSmall)
+    );
+    assert_eq!(MembersReply::entries_that_fit(MEMBERS_REQUEST_LEN), 31);
+    assert_eq!(MembersReply::entries_that_fit(REQUEST_LEN_MIN), 0);
+    assert_eq!(MembersReply::entries_that_fit(64 + 36), 1);
+    assert_eq!(MembersReply::entries_that_fit(0), 0);
 }
 
 /// TERM_QUERY, TERM_REPLY and NO_STATE_REPLY (spec §8.5, rejoining without state): exact

@@ -43,6 +43,10 @@ const VECTORS: &[(&str, &str)] = &[
         include_str!("../../spec/vectors/settings.txt"),
     ),
     ("auth.txt", include_str!("../../spec/vectors/auth.txt")),
+    (
+        "members.txt",
+        include_str!("../../spec/vectors/members.txt"),
+    ),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -299,6 +303,8 @@ fn check_invalid(r: &Record) {
         "peer-settings" => PeerSettings::decode(&bytes).err(),
         "node-settings-request" => NodeSettingsRequest::decode(&bytes).err(),
         "node-settings-reply" => NodeSettingsReply::decode(&bytes).err(),
+        "members-request" => MembersRequest::decode(&bytes).err(),
+        "members-reply" => MembersReply::decode(&bytes).err(),
         other => panic!("[{}] decode_as {other:?}", r.name),
     };
     let got = got.unwrap_or_else(|| panic!("[{}] decoded, but should fail with {want}", r.name));
@@ -380,6 +386,92 @@ fn check_shard_status_reply(r: &Record) {
         r.name
     );
     let decoded = ShardStatusReply::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    assert_eq!(r.num("padding"), 0, "[{}] replies are not padded", r.name);
+}
+
+fn check_members_request(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "MEMBERS", "[{}]", r.name);
+    assert_eq!(
+        r.num_or("flags", 0),
+        0,
+        "[{}] requests carry no flags",
+        r.name
+    );
+    let expected = MembersRequest {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        first_id: r.num("first_id"),
+    };
+    let decoded = MembersRequest::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(
+        bytes.len(),
+        HEADER_LEN + MEMBERS_BODY_LEN + r.num("padding") as usize,
+        "[{}] padding",
+        r.name
+    );
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode_padded(&mut out, bytes.len()).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // A server without it answers UNSUPPORTED (spec §4.9).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnknownType));
+}
+
+/// A SWIM state by the name the spec uses for it (Sections 5.8, 8.12).
+fn swim_state_named(r: &Record, name: Option<&str>) -> SwimState {
+    match name {
+        Some("alive") => SwimState::Alive,
+        Some("suspect") => SwimState::Suspect,
+        Some("dead") => SwimState::Dead,
+        Some("left") => SwimState::Left,
+        other => panic!("[{}] state {other:?}", r.name),
+    }
+}
+
+fn check_members_reply(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "MEMBERS_REPLY", "[{}]", r.name);
+    assert_eq!(
+        r.num_or("flags", 0),
+        0,
+        "[{}] this reply has no flag",
+        r.name
+    );
+    let entries: Vec<MemberEntry> = (1..=r.num("entries"))
+        .map(|i| {
+            let w = words(r, &format!("entry.{i}"));
+            MemberEntry {
+                id: word_num(r, &w, "id"),
+                incarnation: word_num(r, &w, "incarnation"),
+                state: swim_state_named(r, w.get("state").map(String::as_str)),
+                addr: w["addr"].parse().expect("socket address"),
+            }
+        })
+        .collect();
+    let status_name = r.get("status");
+    let expected = MembersReply {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        status: *Status::ALL
+            .iter()
+            .find(|s| s.name() == status_name)
+            .expect("status name"),
+        node_id: r.num("node_id"),
+        members_total: r.num("members_total") as u32,
+        first_id: r.num("first_id"),
+        next_id: r.num("next_id"),
+        entries: MemberEntries::from_slice(&entries),
+    };
+    let decoded = MembersReply::decode(&bytes)
         .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
     assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
     let mut out = [0u8; DATAGRAM_LEN_MAX];
@@ -1049,6 +1141,8 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "peer-settings" => check_peer_settings(r),
             "node-settings-request" => check_node_settings_request(r),
             "node-settings-reply" => check_node_settings_reply(r),
+            "members-request" => check_members_request(r),
+            "members-reply" => check_members_reply(r),
             "cluster-key" => check_cluster_key(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
@@ -1091,6 +1185,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "NonZeroField",
         "BadShardStatus",
         "BadSettings",
+        "BadMembers",
         "BadAddress",
         "BadUpdate",
         "TooManyUpdates",
@@ -1147,7 +1242,22 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             role.name()
         );
     }
+    // ... and every state a MEMBERS_REPLY entry can name.
+    for state in ["alive", "suspect", "dead", "left"] {
+        let word = format!("state={state}");
+        assert!(
+            records.iter().any(|r| r.get("kind") == "members-reply"
+                && r.fields
+                    .values()
+                    .any(|v| v.split_whitespace().any(|w| w == word))),
+            "no MEMBERS_REPLY vector with a {state} entry"
+        );
+    }
     assert!(counts["request"] >= 5 && counts["reply"] >= 6, "{counts:?}");
+    assert!(
+        counts["members-request"] >= 2 && counts["members-reply"] >= 3,
+        "{counts:?}"
+    );
     assert!(
         counts["shard-status-request"] >= 2 && counts["shard-status-reply"] >= 3,
         "{counts:?}"

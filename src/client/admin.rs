@@ -1,5 +1,5 @@
-//! The operators' read-only queries of one node: SHARD_STATUS (spec §4.7) and NODE_SETTINGS
-//! (spec §4.8). Off the lock path on purpose: each uses a socket and a session of its own,
+//! The operators' read-only queries of one node: SHARD_STATUS (spec §4.7), NODE_SETTINGS
+//! (spec §4.8) and MEMBERS (spec §4.9). Off the lock path on purpose: each uses a socket and a session of its own,
 //! requests are retransmitted on the RTO, and nothing here touches the lanes, the pending map
 //! or the route cache (only the RTT estimate and the counters are shared).
 
@@ -13,10 +13,23 @@ use udplock_protocol::{
 
 use super::lanes::new_session_id;
 use super::{
-    lock, open_socket, std_duration, Client, NodeSettingsReport, ShardInfo, ShardStatusReport,
+    lock, open_socket, std_duration, Client, MemberInfo, MembersReport, NodeSettingsReport,
+    ShardInfo, ShardStatusReport,
 };
 use crate::core::time::Duration;
 use crate::error::LockError;
+
+/// Most members [`Client::members`] reads from one node before it gives up: the largest
+/// table a node's SWIM member may hold (`core::swim::MEMBERS_MAX_LIMIT`). A node that keeps
+/// paging past it is faulty; the limit keeps its answer from growing the report for ever.
+pub const MEMBERS_REPORT_MAX: usize = crate::core::swim::MEMBERS_MAX_LIMIT;
+
+/// One decoded MEMBERS_REPLY page.
+struct MembersPage {
+    node_id: u64,
+    next_id: u64,
+    members: Vec<MemberInfo>,
+}
 
 /// One decoded SHARD_STATUS_REPLY page.
 struct ShardStatusPage {
@@ -125,6 +138,101 @@ impl Client {
         )
     }
 
+    /// Asks the node at `server` for its member table (spec §4.9): every node its SWIM member
+    /// knows of, itself included, with the state it believes (alive, suspect, dead, left),
+    /// the incarnation and the address. Read-only, answered by any node of a cluster
+    /// (udplock's single node answers itself, alive); a server that does not implement it
+    /// answers UNSUPPORTED ([`LockError::InternalError`]).
+    ///
+    /// Like [`Client::shard_status`]: its own socket and session, one request per page of up
+    /// to 31 members (padded to 1200 bytes), paged by member id until the node says the
+    /// table ends, each page retransmitted on the RTO until `request_timeout_ms`
+    /// ([`LockError::Unavailable`]). At most [`MEMBERS_REPORT_MAX`] members are read.
+    pub fn members(&self, server: SocketAddr) -> Result<MembersReport, LockError> {
+        let socket = admin_socket(server, "members")?;
+        let session_id = new_session_id();
+        let mut node_id = None;
+        let mut members: Vec<MemberInfo> = Vec::new();
+        let mut first_id = 0;
+        for request_id in 1u64.. {
+            let page = self.members_page(&socket, server, session_id, request_id, first_id)?;
+            let node = *node_id.get_or_insert(page.node_id);
+            if node != page.node_id {
+                return Err(LockError::InternalError(format!(
+                    "{server} changed its answer between pages (node {node}, then node {}): \
+                     was the node restarted? Try again",
+                    page.node_id
+                )));
+            }
+            let progress = !page.members.is_empty();
+            members.extend(page.members);
+            if page.next_id == 0 {
+                break;
+            }
+            // The decoder checked that next_id is past every id of the page, so each page
+            // with an entry moves on; one without cannot (spec §4.9).
+            if !progress || members.len() >= MEMBERS_REPORT_MAX {
+                return Err(LockError::InternalError(format!(
+                    "{server} keeps paging its member table (at member {}, after {} members): \
+                     a node bug",
+                    page.next_id,
+                    members.len()
+                )));
+            }
+            first_id = page.next_id;
+        }
+        Ok(MembersReport {
+            node_id: node_id.unwrap_or(0),
+            members,
+        })
+    }
+
+    /// One MEMBERS page from `server`: sent, retransmitted on the RTO, until its reply or
+    /// `request_timeout_ms`.
+    fn members_page(
+        &self,
+        socket: &UdpSocket,
+        server: SocketAddr,
+        session_id: u64,
+        request_id: u64,
+        first_id: u64,
+    ) -> Result<MembersPage, LockError> {
+        use udplock_protocol::{MembersReply, MembersRequest};
+        self.admin_exchange(
+            socket,
+            server,
+            "MEMBERS",
+            (session_id, request_id),
+            |attempt, out| {
+                MembersRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                    first_id,
+                }
+                .encode(out)
+            },
+            |datagram| {
+                let reply = MembersReply::decode(datagram).ok()?;
+                let page = MembersPage {
+                    node_id: reply.node_id,
+                    next_id: reply.next_id,
+                    members: reply
+                        .entries
+                        .iter()
+                        .map(|e| MemberInfo {
+                            id: e.id,
+                            state: e.state,
+                            incarnation: e.incarnation,
+                            addr: e.addr,
+                        })
+                        .collect(),
+                };
+                Some(((reply.session_id, reply.request_id), reply.status, page))
+            },
+        )
+    }
+
     /// Asks the node at `server` for its cluster id and settings (spec §4.8): what `udplock
     /// status` compares between nodes, to name the settings that keep one out of the
     /// cluster. Read-only; a server that is not a node of a cluster (an older single node)
@@ -165,7 +273,8 @@ impl Client {
         )
     }
 
-    /// One request of an operator's read-only query (`what`: SHARD_STATUS, NODE_SETTINGS) on
+    /// One request of an operator's read-only query (`what`: SHARD_STATUS, NODE_SETTINGS,
+    /// MEMBERS) on
     /// its own `socket`: `encode` builds the copy with a given attempt number, sent and
     /// retransmitted on the RTO until its reply arrives, an ERROR_REPLY to `ids` arrives, or
     /// `request_timeout_ms` passes ([`LockError::Unavailable`]). `decode` reads a reply of the
@@ -248,7 +357,8 @@ impl Client {
     }
 }
 
-/// The socket of one operator's query (`what`: "shard status", "node settings") to `server`.
+/// The socket of one operator's query (`what`: "shard status", "node settings", "members")
+/// to `server`.
 fn admin_socket(server: SocketAddr, what: &str) -> Result<UdpSocket, LockError> {
     open_socket(server.is_ipv6())
         .map_err(|e| LockError::InternalError(format!("cannot open a UDP socket for {what}: {e}")))

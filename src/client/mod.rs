@@ -103,9 +103,11 @@ use crate::core::retransmit::RttEstimator;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
+pub use self::admin::MEMBERS_REPORT_MAX;
 pub use self::config::{ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
 pub use self::reports::{
-    ClientStats, Lease, LockStatus, NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport,
+    ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,
+    ShardInfo, ShardRole, ShardStatusReport,
 };
 pub use crate::core::call::{DOUBTS_MAX, LEARNED_LEADERS_MAX};
 pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};

@@ -1,6 +1,6 @@
 //! What the client's operations return: a granted [`Lease`], a lock's [`LockStatus`], the
 //! client's own [`ClientStats`], and the operators' reports of one node
-//! ([`ShardStatusReport`], [`NodeSettingsReport`]).
+//! ([`ShardStatusReport`], [`NodeSettingsReport`], [`MembersReport`]).
 
 use std::time::Duration as StdDuration;
 
@@ -87,6 +87,32 @@ pub struct NodeSettingsReport {
     /// `(setting, value)` as the node lists them, in registry order; codes this client does
     /// not know are left out.
     pub settings: Vec<(udplock_protocol::Setting, u64)>,
+}
+
+/// What a member is, as the answering node believes (spec §5.8): alive, suspect, dead or
+/// left, SWIM's states (spec §8.12).
+pub use udplock_protocol::SwimState as MemberState;
+
+/// One cluster node's member table as its SWIM member holds it, from [`Client::members`]
+/// (spec §4.9). Informs operators only: SWIM never decides who holds a lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MembersReport {
+    /// The node that answered.
+    pub node_id: u64,
+    /// Every member it knows of, itself included, in id order.
+    pub members: Vec<MemberInfo>,
+}
+
+/// One member as one node sees it (spec §5.8). Nodes may disagree for a while (gossip takes
+/// a few protocol periods to spread); SWIM's own rule says whose word wins: the higher
+/// incarnation, and at equal incarnations left or dead over suspect over alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub id: u64,
+    pub state: MemberState,
+    /// The highest incarnation the answering node knows for this member.
+    pub incarnation: u64,
+    pub addr: std::net::SocketAddr,
 }
 
 /// One shard as one node sees it (spec §5.6). Nodes may disagree: a follower's counts lag

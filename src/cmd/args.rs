@@ -26,6 +26,19 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// `--swim-period-ms` of `udplock server` and `udplock dev`: SWIM's protocol period among the
+/// nodes (spec §8.12, `cluster::ClusterConfig::swim_period`), its default, and the range the
+/// option accepts. Each period a node probes one other node, so a crashed one is suspected
+/// within about 1 to 2 periods and declared dead after the suspicion timeout (a few tens of
+/// periods at most; README, "Membership"). Below 10 ms the probe timeout (half a period)
+/// would be shorter than a round trip on a busy machine, and healthy nodes would be
+/// suspected; above a minute a dead node would go unnoticed for half an hour. Nodes may
+/// differ: a node's period only paces its own probes and timers (SWIM answers every probe at
+/// once), and SWIM never decides who holds a lock.
+pub const SWIM_PERIOD_MS_DEFAULT: u32 = 1_000;
+pub const SWIM_PERIOD_MS_MIN: i64 = 10;
+pub const SWIM_PERIOD_MS_MAX: i64 = 60_000;
+
 pub fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
     let mut out = Vec::new();
     for s in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -51,4 +64,18 @@ pub fn connect(conn: &ClientArgs, timeout_ms: Option<u64>) -> Result<Client, Loc
         config.request_timeout_ms = t;
     }
     Client::new(config)
+}
+
+#[cfg(test)]
+mod swim_period_tests {
+    /// The option's default is the node core's, so a node started without it behaves as
+    /// before.
+    #[test]
+    fn the_default_is_the_node_cores() {
+        let core = udplock::core::node::Config::new(1, Vec::new()).swim_period;
+        assert_eq!(
+            core.as_micros(),
+            u64::from(super::SWIM_PERIOD_MS_DEFAULT) * 1_000
+        );
+    }
 }

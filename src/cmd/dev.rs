@@ -3,6 +3,7 @@
 
 use clap::Args;
 use udplock::cluster::{start_local_cluster, ClusterConfig};
+use udplock::core::time::Duration as CoreDuration;
 use udplock::single::{start_single, SingleConfig};
 use udplock::LockError;
 
@@ -16,6 +17,14 @@ pub struct DevArgs {
     /// Shards of the local cluster (default 64; a single node has one).
     #[arg(long)]
     shards: Option<u32>,
+    /// SWIM's protocol period among the nodes, in ms: each period a node probes one other,
+    /// so a crashed node is suspected within about 1 to 2 periods and declared dead after
+    /// the suspicion timeout (README, "Membership"). Shorter notices sooner and costs a ping
+    /// and an ack per node per period; 10 to 60000. Nodes may differ.
+    #[arg(long, visible_alias = "swim-period", value_name = "MS",
+          default_value_t = super::args::SWIM_PERIOD_MS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(super::args::SWIM_PERIOD_MS_MIN..=super::args::SWIM_PERIOD_MS_MAX))]
+    swim_period_ms: u32,
 }
 
 pub fn run(a: DevArgs) -> Result<(), LockError> {
@@ -24,15 +33,19 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
             "--nodes must be at least 1".into(),
         ));
     }
+    let swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
     let nodes = if a.nodes == 1 {
         if a.shards.is_some() {
             notice("udplock dev: --shards ignored: a single node has one shard\n");
         }
         let config = SingleConfig::new("127.0.0.1:0".parse().expect("an address"));
-        vec![start_single(config.cluster_config()).map_err(cannot_start)?]
+        let mut cluster = config.cluster_config();
+        cluster.swim_period = swim_period;
+        vec![start_single(cluster).map_err(cannot_start)?]
     } else {
         let mut template = ClusterConfig::new(1, Vec::new());
         template.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
+        template.swim_period = swim_period;
         // start_local_cluster gives the nodes a new random key (template.keys is None).
         start_local_cluster(a.nodes, &template).map_err(cannot_start)?
     };

@@ -122,6 +122,14 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = ELECTION_TIMEOUT_MS_DEFAULT,
           value_parser = clap::value_parser!(u32).range(ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX))]
     election_timeout_ms: u32,
+    /// SWIM's protocol period among the nodes, in ms: each period a node probes one other,
+    /// so a crashed node is suspected within about 1 to 2 periods and declared dead after
+    /// the suspicion timeout (README, "Membership"). Shorter notices sooner and costs a ping
+    /// and an ack per node per period; 10 to 60000. Nodes may differ.
+    #[arg(long, visible_alias = "swim-period", value_name = "MS",
+          default_value_t = super::args::SWIM_PERIOD_MS_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(super::args::SWIM_PERIOD_MS_MIN..=super::args::SWIM_PERIOD_MS_MAX))]
+    swim_period_ms: u32,
     /// The cluster key file (with --peers; make one with `udplock keygen`): every
     /// node-to-node datagram is authenticated with its first key, and the keys (or `none`)
     /// on its lines are accepted; at most 2 lines, so keys rotate without downtime (README,
@@ -181,6 +189,7 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
     cluster.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
     cluster.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
     cluster.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
+    cluster.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
     cluster.validate().map_err(invalid)?;
     let state_file = config.state_file.clone();
     let node = start_single(cluster.clone()).map_err(|e| {
@@ -263,6 +272,7 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
     config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
     config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
+    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
     if config.listen() != Some(a.listen) && a.listen != default_listen() {

@@ -1,5 +1,6 @@
 //! `udplock status`: one lock's state, or without a resource every shard of the cluster
-//! as its nodes see them (spec §4.7) and the settings on which they differ (spec §8.10).
+//! as its nodes see them (spec §4.7), the members their SWIM tables hold (spec §4.9) and the
+//! settings on which they differ (spec §8.10).
 
 use std::net::SocketAddr;
 
@@ -12,7 +13,9 @@ use super::args::{connect, ClientArgs};
 pub struct StatusArgs {
     /// The resource to inspect. Omitted: ask every node of --servers for its view of the
     /// shards (spec §4.7) and print one row per shard (its leader, term, commit index, held
-    /// locks and waiters, as the node that leads it says) and one line per node.
+    /// locks and waiters, as the node that leads it says), one line per node, and one row
+    /// per member of the cluster (state, incarnation, address, and whether its settings that
+    /// must agree do), as SWIM's rule merges the nodes' member tables (spec §4.9).
     resource: Option<String>,
     #[command(flatten)]
     conn: ClientArgs,
@@ -66,11 +69,14 @@ impl StatusArgs {
     /// says it leads, in the highest term, is shown (else the view with the highest term).
     /// Fails only if no node answers.
     fn print_shards(&self, client: &Client) -> Result<(), LockError> {
-        use udplock::client::{NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport};
+        use udplock::client::{
+            MembersReport, NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport,
+        };
         let servers = client.servers().to_vec();
         type Asked = (
             Result<ShardStatusReport, LockError>,
             Option<NodeSettingsReport>,
+            Option<MembersReport>,
         );
         let asked: Vec<(SocketAddr, Asked)> = std::thread::scope(|scope| {
             let asks: Vec<_> = servers
@@ -83,7 +89,8 @@ impl StatusArgs {
                             .as_ref()
                             .ok()
                             .and_then(|_| client.node_settings(addr).ok());
-                        (shards, settings)
+                        let members = shards.as_ref().ok().and_then(|_| client.members(addr).ok());
+                        (shards, settings, members)
                     });
                     (addr, ask)
                 })
@@ -96,16 +103,25 @@ impl StatusArgs {
                                 "shard status thread panicked".into(),
                             )),
                             None,
+                            None,
                         )
                     });
                     (addr, result)
                 })
                 .collect()
         });
-        let settings: Vec<NodeSettingsReport> =
-            asked.iter().filter_map(|(_, (_, s))| s.clone()).collect();
-        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> =
-            asked.into_iter().map(|(addr, (r, _))| (addr, r)).collect();
+        let settings: Vec<NodeSettingsReport> = asked
+            .iter()
+            .filter_map(|(_, (_, s, _))| s.clone())
+            .collect();
+        let tables: Vec<MembersReport> = asked
+            .iter()
+            .filter_map(|(_, (_, _, m))| m.clone())
+            .collect();
+        let views: Vec<(SocketAddr, Result<ShardStatusReport, LockError>)> = asked
+            .into_iter()
+            .map(|(addr, (r, _, _))| (addr, r))
+            .collect();
         let answered: Vec<(SocketAddr, &ShardStatusReport)> = views
             .iter()
             .filter_map(|(addr, r)| r.as_ref().ok().map(|r| (*addr, r)))
@@ -214,6 +230,8 @@ impl StatusArgs {
             })
             .collect();
         let differences = settings_differences(&settings);
+        let members = merge_members(&tables);
+        let member_rows = member_rows(&members, &settings, &differences, json);
         if json {
             let rows: Vec<String> = differences
                 .iter()
@@ -231,9 +249,10 @@ impl StatusArgs {
                 })
                 .collect();
             println!(
-                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}],\"settings_differences\":[{}]}}",
+                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}],\"members\":[{}],\"settings_differences\":[{}]}}",
                 shard_rows.join(","),
                 node_rows.join(","),
+                member_rows.join(","),
                 rows.join(",")
             );
         } else {
@@ -243,6 +262,22 @@ impl StatusArgs {
             );
             for row in shard_rows.iter().chain(&node_rows) {
                 println!("{row}");
+            }
+            if tables.is_empty() {
+                println!("members: no node answered MEMBERS (older nodes?)");
+            } else {
+                let from: Vec<String> = tables.iter().map(|t| t.node_id.to_string()).collect();
+                println!(
+                    "members (SWIM's view, merged from nodes {}; it informs, it never decides a lock):",
+                    from.join(", ")
+                );
+                println!(
+                    "{:>8}  {:<8}  {:>11}  {:<40}  settings",
+                    "id", "state", "incarnation", "address"
+                );
+                for row in &member_rows {
+                    println!("{row}");
+                }
             }
             if !differences.is_empty() {
                 println!("settings differ between nodes (spec §8.10):");
@@ -276,6 +311,111 @@ impl StatusArgs {
         }
         Ok(())
     }
+}
+
+/// The name spec §5.8 gives a member state.
+fn state_name(state: udplock::client::MemberState) -> &'static str {
+    use udplock::client::MemberState;
+    match state {
+        MemberState::Alive => "alive",
+        MemberState::Suspect => "suspect",
+        MemberState::Dead => "dead",
+        MemberState::Left => "left",
+    }
+}
+
+/// One row per member of the nodes' tables merged as SWIM merges news (spec §4.9): for each
+/// member, the view that SWIM's own rule lets win (`core::swim::overrides`: the higher
+/// incarnation; at equal ones left or dead over suspect over alive), with the node that
+/// reported it. In id order.
+fn merge_members(
+    tables: &[udplock::client::MembersReport],
+) -> Vec<(udplock::client::MemberInfo, u64)> {
+    let mut merged: std::collections::BTreeMap<u64, (udplock::client::MemberInfo, u64)> =
+        std::collections::BTreeMap::new();
+    for table in tables {
+        for m in &table.members {
+            let wins = merged.get(&m.id).is_none_or(|(best, _)| {
+                udplock::core::swim::overrides(
+                    (m.state, m.incarnation),
+                    (best.state, best.incarnation),
+                )
+            });
+            if wins {
+                merged.insert(m.id, (*m, table.node_id));
+            }
+        }
+    }
+    merged.into_values().collect()
+}
+
+/// The member rows of `udplock status`, text or JSON. Each member's settings that must
+/// agree (spec §8.10) come from its own NODE_SETTINGS answer, when it was asked (listed in
+/// --servers) and answered: "agree", or the ones on which it differs from most nodes.
+#[allow(clippy::type_complexity)]
+fn member_rows(
+    members: &[(udplock::client::MemberInfo, u64)],
+    settings: &[udplock::client::NodeSettingsReport],
+    differences: &[(Option<udplock_protocol::Setting>, Vec<(u64, u64)>)],
+    json: bool,
+) -> Vec<String> {
+    members
+        .iter()
+        .map(|(m, reported_by)| {
+            let own = settings.iter().find(|s| s.node_id == m.id);
+            // The must-agree settings on which this member differs from most nodes.
+            let differs: Vec<&str> = differences
+                .iter()
+                .filter_map(|(setting, values)| {
+                    let setting = (*setting)?;
+                    if !setting.must_be_equal() {
+                        return None;
+                    }
+                    let mine = values.iter().find(|(node, _)| *node == m.id)?.1;
+                    let agreeing = values.iter().filter(|(_, v)| *v == mine).count();
+                    (2 * agreeing <= values.len()).then_some(setting.name())
+                })
+                .collect();
+            if json {
+                let shown = own.map_or("null".to_string(), |s| {
+                    let values: Vec<String> = s
+                        .settings
+                        .iter()
+                        .filter(|(setting, _)| setting.must_be_equal())
+                        .map(|(setting, v)| format!("{}:{v}", json::string(setting.name())))
+                        .collect();
+                    format!("{{{}}}", values.join(","))
+                });
+                let differ: Vec<String> = differs.iter().map(|d| json::string(d)).collect();
+                format!(
+                    "{{\"id\":{},\"state\":{},\"incarnation\":{},\"address\":{},\"reported_by\":{reported_by},\"cluster_id\":{},\"settings\":{shown},\"settings_differ\":{}}}",
+                    m.id,
+                    json::string(state_name(m.state)),
+                    m.incarnation,
+                    json::string(&m.addr.to_string()),
+                    own.map_or("null".to_string(), |s| s.cluster_id.to_string()),
+                    if own.is_some() {
+                        format!("[{}]", differ.join(","))
+                    } else {
+                        "null".to_string()
+                    },
+                )
+            } else {
+                let verdict = match (own, differs.is_empty()) {
+                    (None, _) => "unknown (not asked, or no answer)".to_string(),
+                    (Some(_), true) => "agree".to_string(),
+                    (Some(_), false) => format!("differ: {}", differs.join(", ")),
+                };
+                format!(
+                    "{:>8}  {:<8}  {:>11}  {:<40}  {verdict}",
+                    m.id,
+                    state_name(m.state),
+                    m.incarnation,
+                    m.addr.to_string()
+                )
+            }
+        })
+        .collect()
 }
 
 /// The settings whose values differ between the nodes that answered (spec §8.10), in

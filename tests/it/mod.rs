@@ -5,6 +5,7 @@ mod client_failover;
 mod cluster;
 mod garbage;
 mod lossy;
+mod members;
 mod peer_auth;
 mod processes;
 mod raw;

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
-    AuthTrailer, ClusterKey, Flags, LogCommand, NodeSettingsReply, NodeSettingsRequest,
+    AuthTrailer, ClusterKey, Flags, LogCommand, MembersReply, MembersRequest, NodeSettingsReply, NodeSettingsRequest,
     PeerDatagram, PeerRecord, PeerSettings, PeerWriter, Reply, Request, ShardStatusReply,
     ShardStatusRequest, AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX,
     PEER_DATAGRAM_LEN_MAX,
@@ -81,6 +81,25 @@ fuzz_target!(|data: &[u8]| {
             &out[..n],
             &data[..n],
             "decoded shard status reply is not canonical"
+        );
+        assert!(data[n..].iter().all(|&b| b == 0));
+    }
+    if let Ok(req) = MembersRequest::decode(data) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req
+            .encode_padded(&mut out, data.len())
+            .expect("a decoded MEMBERS encodes");
+        assert_eq!(&out[..n], data, "decoded MEMBERS is not canonical");
+    }
+    if let Ok(reply) = MembersReply::decode(data) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply
+            .encode(&mut out)
+            .expect("a decoded MEMBERS_REPLY encodes");
+        assert_eq!(
+            &out[..n],
+            &data[..n],
+            "decoded MEMBERS_REPLY is not canonical"
         );
         assert!(data[n..].iter().all(|&b| b == 0));
     }

@@ -11,7 +11,8 @@
 //! - **redirects**: a replica that cannot serve a request makes the node answer NOT_LEADER
 //!   with the leader's address as hint (spec §7.1.7);
 //! - **read-only answers** from the node's own view: SHARD_STATUS (spec §4.7, §8.9) and
-//!   NODE_SETTINGS (spec §4.8), each no longer than its request (spec §2.2);
+//!   NODE_SETTINGS (spec §4.8) and MEMBERS (spec §4.9, [`members`]), each no longer than its
+//!   request (spec §2.2);
 //! - **authentication** of every node-to-node datagram in and out (spec §8.11, [`PeerAuth`]);
 //! - **coalescing**: the Raft messages of every shard bound for one peer travel in as few PEER
 //!   datagrams as fit (spec §8.2);
@@ -50,6 +51,7 @@
 //! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
 
 pub mod config;
+pub mod members;
 pub mod requests;
 pub mod settings;
 pub mod stats;
@@ -508,6 +510,9 @@ impl Node {
             self.answer_shard_status(datagram, from);
         } else if msg_type == Some(MessageType::NodeSettings.to_wire()) {
             self.answer_node_settings(datagram, from);
+        } else if msg_type == Some(MessageType::Members.to_wire()) {
+            // Read-only, from this node's SWIM table (spec §4.9).
+            self.answer_members(datagram, from);
         } else {
             self.handle_request(now, datagram, from);
         }

@@ -795,3 +795,116 @@ fn a_one_voter_node_runs_no_swim_periods() {
     }
     assert_eq!(node.swim().periods(), 0, "a lone node ran SWIM periods");
 }
+
+/// MEMBERS (spec §4.9, §5.8): one MEMBERS request to node `i`, padded to `len` bytes, from
+/// member id `first_id` on; its one reply, decoded and no longer than the request.
+fn ask_members(trio: &mut Trio, i: usize, first_id: u64, len: usize) -> Vec<u8> {
+    let request = udplock_protocol::MembersRequest {
+        session_id: 5,
+        request_id: 7,
+        attempt: 2,
+        first_id,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = request.encode_padded(&mut out, len).unwrap();
+    let replies = trio.ask(i, &out[..n]);
+    assert_eq!(replies.len(), 1, "one reply to one MEMBERS");
+    assert!(replies[0].1.len() <= n, "no amplification (spec §2.2)");
+    replies.into_iter().next().unwrap().1
+}
+
+/// Issue 10: any node answers MEMBERS from its own SWIM table, in id order, a page no longer
+/// than the request, pointing at the rest with `next_id` (spec §4.9, §5.8).
+#[test]
+fn members_answers_from_any_node_in_id_order_within_the_request_length() {
+    use udplock_protocol::{MemberEntry, MembersReply, SwimState};
+    let mut trio = Trio::new(1, test_keys());
+    let all_alive = |trio: &Trio| {
+        (0..3).all(|i| {
+            (0..3)
+                .all(|j| i == j || member_state(trio, i, j).map(|m| m.0) == Some(SwimState::Alive))
+        })
+    };
+    assert!(periods_until(&mut trio, 3, all_alive).is_some());
+    let bytes = ask_members(&mut trio, 1, 0, DATAGRAM_LEN_MAX);
+    let reply = MembersReply::decode(&bytes).expect("a MEMBERS_REPLY");
+    assert_eq!((reply.node_id, reply.members_total), (2, 3));
+    assert_eq!((reply.first_id, reply.next_id, reply.attempt), (0, 0, 2));
+    let entries: Vec<MemberEntry> = reply.entries.iter().collect();
+    let expected: Vec<MemberEntry> = (1..=3u64)
+        .map(|id| {
+            let m = trio.nodes[1]
+                .members()
+                .into_iter()
+                .find(|m| m.id == id)
+                .unwrap();
+            MemberEntry {
+                id,
+                incarnation: m.incarnation,
+                state: SwimState::Alive,
+                addr: trio.nodes[id as usize - 1].config().address_of(id).unwrap(),
+            }
+        })
+        .collect();
+    assert_eq!(entries, expected);
+    // Room for two entries: the page stops at node 2 and names node 3 next.
+    let bytes = ask_members(&mut trio, 1, 0, 64 + 2 * 36);
+    let reply = MembersReply::decode(&bytes).unwrap();
+    assert_eq!(reply.entries.iter().collect::<Vec<_>>(), expected[..2]);
+    assert_eq!(reply.next_id, 3);
+    let bytes = ask_members(&mut trio, 1, reply.next_id, 64 + 2 * 36);
+    let reply = MembersReply::decode(&bytes).unwrap();
+    assert_eq!(reply.entries.iter().collect::<Vec<_>>(), expected[2..]);
+    assert_eq!(reply.next_id, 0);
+    // The shortest request pays for no entry: only the table's size and where it starts.
+    let bytes = ask_members(&mut trio, 1, 0, REQUEST_LEN_MIN);
+    let reply = MembersReply::decode(&bytes).unwrap();
+    assert!(reply.entries.is_empty());
+    assert_eq!((reply.members_total, reply.next_id), (3, 1));
+    // A node cut off is suspected by the others, and their tables say so.
+    trio.cut = Some(2);
+    let suspected = |trio: &Trio| member_state(trio, 0, 2).is_some_and(|m| m.0 != SwimState::Alive);
+    assert!(periods_until(&mut trio, 2 * 2 + 6 * 4 + 1, suspected).is_some());
+    let bytes = ask_members(&mut trio, 0, 3, DATAGRAM_LEN_MAX);
+    let reply = MembersReply::decode(&bytes).unwrap();
+    let third = reply.entries.iter().next().unwrap();
+    assert_eq!(third.id, 3);
+    assert_eq!(Some(third.state), member_state(&trio, 0, 2).map(|m| m.0));
+    assert_ne!(third.state, SwimState::Alive);
+}
+
+/// A single node (a cluster of one node) answers MEMBERS with one entry: itself, alive, at
+/// its own address (spec §4.9).
+#[test]
+fn members_answers_on_a_one_voter_node_with_itself() {
+    use udplock_protocol::{MemberEntry, MembersReply, MembersRequest, SwimState};
+    let mut node = solo(false);
+    node.handle_timeout(Instant::ZERO);
+    let _ = drain_solo(&mut node);
+    let request = MembersRequest {
+        session_id: 5,
+        request_id: 6,
+        attempt: 0,
+        first_id: 0,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    node.handle_datagram(Instant::from_micros(5), CLIENT, &out[..len]);
+    let (_, sent) = drain_solo(&mut node);
+    assert_eq!(sent.len(), 1);
+    let reply = MembersReply::decode(&sent[0].1).expect("a MEMBERS_REPLY");
+    assert_eq!(
+        (reply.node_id, reply.members_total, reply.next_id),
+        (1, 1, 0)
+    );
+    let entries: Vec<MemberEntry> = reply.entries.iter().collect();
+    assert_eq!(
+        entries,
+        [MemberEntry {
+            id: 1,
+            incarnation: 0,
+            state: SwimState::Alive,
+            addr: SOLO,
+        }]
+    );
+}
