@@ -125,6 +125,13 @@ pub struct Config {
     /// The Lifeguard mechanisms (LHM, dynamic suspicion, buddy system, nacks). Default on; off
     /// is plain SWIM with suspicion, for comparison.
     pub lifeguard: bool,
+    /// The incarnation this member starts at. It must exceed every incarnation an earlier
+    /// life of the same member had, or the others' news of that life's death or suspicion
+    /// (at its incarnation) overrides the new life's `Alive` until it hears the news and
+    /// refutes it (SWIM §4.2), a period or more later. The node passes its spec §8.11
+    /// incarnation, its start time in microseconds, which grows from life to life and is far
+    /// above what refutations reach (one per suspicion). Default 0 (a member with one life).
+    pub start_incarnation: u64,
 }
 
 impl Config {
@@ -143,6 +150,7 @@ impl Config {
             push_pull_interval: Duration::from_millis(30_000),
             members_max: 4_096,
             lifeguard: true,
+            start_incarnation: 0,
         }
     }
 
@@ -370,12 +378,13 @@ impl Swim {
         let phase = Duration::from_micros(rng.gen_range(0..config.protocol_period.as_micros()));
         let pp_phase =
             Duration::from_micros(rng.gen_range(0..config.push_pull_interval.as_micros()));
+        let incarnation = config.start_incarnation;
         let mut swim = Swim {
             period_end: now + phase,
             push_pull_at: now + config.push_pull_interval + pp_phase,
             config,
             rng,
-            incarnation: 0,
+            incarnation,
             leaving: false,
             seeds: Vec::new(),
             members: BTreeMap::new(),
