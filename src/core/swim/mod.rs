@@ -122,6 +122,16 @@ pub struct Config {
     pub push_pull_interval: Duration,
     /// Most members in the table (≤ [`MEMBERS_MAX_LIMIT`]). Default 4,096.
     pub members_max: usize,
+    /// How long a dead or left member stays in the table before it is forgotten, so that
+    /// churn does not fill the table for ever (a full table takes no newcomer). While it stays,
+    /// news of its old incarnation cannot bring it back, and full-state exchanges carry its
+    /// death. Default 900 s: the death has reached every member many times over by then
+    /// (gossip lasts λ·log n periods, about 12 at 1,000 members, and a full-state exchange
+    /// runs every 30 s), so no old `Alive` is left to resurrect it; and it is long enough
+    /// for placement's dead-after time (`core::placement`), which needs to know since when a
+    /// member is dead. memberlist keeps the dead 30 s; ours serves placement too. At least
+    /// two full-state intervals.
+    pub dead_keep: Duration,
     /// The Lifeguard mechanisms (LHM, dynamic suspicion, buddy system, nacks). Default on; off
     /// is plain SWIM with suspicion, for comparison.
     pub lifeguard: bool,
@@ -149,6 +159,7 @@ impl Config {
             health_max: 8,
             push_pull_interval: Duration::from_millis(30_000),
             members_max: 4_096,
+            dead_keep: Duration::from_millis(900_000),
             lifeguard: true,
             start_incarnation: 0,
         }
@@ -185,6 +196,11 @@ impl Config {
         if self.push_pull_interval < self.protocol_period {
             return bad("push_pull_interval", "must be at least one protocol_period");
         }
+        if self.dead_keep.as_micros() < self.push_pull_interval.as_micros().saturating_mul(2) {
+            // A member that missed the death (partitioned, paused) hears of it in a full-state
+            // exchange; forgotten before that, its stale `Alive` would bring the dead back.
+            return bad("dead_keep", "must be at least twice the push_pull_interval");
+        }
         if self.members_max < 2 || self.members_max > MEMBERS_MAX_LIMIT {
             return bad("members_max", "must be 2 to MEMBERS_MAX_LIMIT");
         }
@@ -212,6 +228,9 @@ pub enum Event {
     Dead { id: NodeId },
     /// A member left on purpose.
     Left { id: NodeId },
+    /// A member dead or left for `Config::dead_keep` was removed from the table; it may come
+    /// back by joining.
+    Forgotten { id: NodeId },
     /// This member was suspected (or declared dead) and refuted it with a higher incarnation.
     Refuted { incarnation: u64 },
 }
@@ -223,6 +242,9 @@ pub struct MemberInfo {
     pub addr: SocketAddr,
     pub incarnation: u64,
     pub state: State,
+    /// When this member learned of `state` (for itself: when it started). Placement's
+    /// dead-after rule reads it.
+    pub since: Instant,
 }
 
 /// Counters of what this member sent and decided (for the simulator and `udplock status`).
@@ -239,6 +261,8 @@ pub struct Stats {
     pub refutations: u64,
     pub transmits_dropped: u64,
     pub events_dropped: u64,
+    /// Dead or left members removed from the table after `Config::dead_keep`.
+    pub forgotten: u64,
 }
 
 impl Stats {
@@ -253,6 +277,8 @@ struct Member {
     addr: SocketAddr,
     incarnation: u64,
     state: State,
+    /// When it entered `state` (a dead member is forgotten `dead_keep` after its death).
+    since: Instant,
 }
 
 /// This period's probe.
@@ -308,6 +334,8 @@ pub struct Swim {
     config: Config,
     rng: ChaCha8Rng,
     incarnation: u64,
+    /// When this member started (its own `MemberInfo::since`).
+    started: Instant,
     leaving: bool,
     seeds: Vec<SocketAddr>,
     members: BTreeMap<NodeId, Member>,
@@ -385,6 +413,7 @@ impl Swim {
             config,
             rng,
             incarnation,
+            started: now,
             leaving: false,
             seeds: Vec::new(),
             members: BTreeMap::new(),
@@ -609,12 +638,14 @@ impl Swim {
             } else {
                 State::Alive
             },
+            since: self.started,
         };
         let others = self.members.iter().map(|(id, m)| MemberInfo {
             id: *id,
             addr: m.addr,
             incarnation: m.incarnation,
             state: m.state,
+            since: m.since,
         });
         std::iter::once(me).chain(others).collect()
     }
@@ -690,6 +721,7 @@ impl Swim {
 
     fn start_period(&mut self, now: Instant) {
         self.periods += 1;
+        self.forget_the_long_dead(now);
         self.period_end = now + self.scaled(self.config.protocol_period);
         if self.members.is_empty() && !self.seeds.is_empty() {
             self.send_join(now);
@@ -728,6 +760,24 @@ impl Swim {
             nacks_expected: 0,
             nacks: 0,
         });
+    }
+
+    /// Removes members dead or left for `dead_keep` (once a period: O(members), like a pass of
+    /// the probe order). The probe order skips members no longer in the table; a pending
+    /// broadcast of the death runs out as any does.
+    fn forget_the_long_dead(&mut self, now: Instant) {
+        let keep = self.config.dead_keep;
+        let gone: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !in_group(m.state) && now.saturating_since(m.since) >= keep)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.members.remove(&id);
+            self.stats.forgotten += 1;
+            self.event(Event::Forgotten { id });
+        }
     }
 
     /// The next member of the randomized round-robin order (SWIM §4.3), skipping members that
@@ -881,6 +931,7 @@ impl Swim {
                     addr: u.addr,
                     incarnation: u.incarnation,
                     state: u.state,
+                    since: now,
                 },
             );
             self.group += usize::from(in_group(u.state));
@@ -932,6 +983,7 @@ impl Swim {
                 addr: u.addr,
                 incarnation: u.incarnation,
                 state: u.state,
+                since: if u.state == old.state { old.since } else { now },
             },
         );
         self.group = self.group + usize::from(in_group(u.state)) - usize::from(in_group(old.state));

@@ -809,3 +809,69 @@ fn every_message_the_core_sends_fits_the_wire_and_decodes_to_itself() {
         "longest body {longest}"
     );
 }
+
+/// Drives `s` alone through its timers until `end`, dropping what it sends.
+fn run_alone(s: &mut Swim, end: Instant) {
+    loop {
+        let t = s.poll_timeout();
+        if t > end {
+            return;
+        }
+        s.handle_timeout(t);
+        drain(s);
+    }
+}
+
+/// Churn must not fill the table for ever: a member dead or left for longer than the keep
+/// time is forgotten (the news of its death has long reached everyone by then), which makes
+/// room for new members; it may come back by joining.
+#[test]
+fn dead_and_left_members_are_forgotten_after_the_keep_time_and_may_join_again() {
+    let mut c = Config::new(1, addr(1));
+    c.members_max = 4;
+    let mut s = Swim::new(c, 1, Instant::ZERO).unwrap();
+    for id in 2..=5 {
+        s.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    s.apply(Instant::ZERO, update(2, 0, State::Dead, 0));
+    s.apply(Instant::ZERO, update(3, 0, State::Dead, 0));
+    s.apply(Instant::ZERO, update(4, 0, State::Left, 0));
+    // Full: a newcomer is not taken.
+    s.apply(Instant::ZERO, update(6, 0, State::Alive, 0));
+    assert_eq!(s.member(6), None);
+    // Kept until the keep time has passed (the periods run meanwhile)...
+    let keep = s.config.dead_keep;
+    let period = s.config.protocol_period;
+    run_alone(
+        &mut s,
+        Instant::ZERO + Duration::from_micros(keep.as_micros() - 1),
+    );
+    assert_eq!(s.member(2), Some((State::Dead, 0)));
+    assert_eq!(s.member(4), Some((State::Left, 0)));
+    events(&mut s);
+    // ... and forgotten within a period after it.
+    let end = Instant::ZERO + keep + period + period;
+    run_alone(&mut s, end);
+    for id in 2..=4 {
+        assert_eq!(s.member(id), None, "member {id} is still in the table");
+    }
+    let forgotten: Vec<Event> = events(&mut s)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Forgotten { .. }))
+        .collect();
+    assert_eq!(
+        forgotten,
+        [2, 3, 4].map(|id| Event::Forgotten { id }),
+        "{:?}",
+        s.stats()
+    );
+    assert_eq!(s.stats().forgotten, 3);
+    // An hour later member 5 (alone with no answer, it died meanwhile) is gone too.
+    run_alone(&mut s, at(3_600_000));
+    assert_eq!(s.member(5), None);
+    s.apply(at(3_600_000), update(6, 0, State::Alive, 0));
+    assert_eq!(s.member(6), Some((State::Alive, 0)));
+    // A forgotten member may come back.
+    s.apply(at(3_600_000), update(2, 1, State::Alive, 0));
+    assert_eq!(s.member(2), Some((State::Alive, 1)));
+}
