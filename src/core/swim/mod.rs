@@ -1083,14 +1083,21 @@ impl Swim {
         self.recompute_deadline(u.id);
     }
 
-    /// Halfway through the shortest suspicion timeout, a member that still suspects asks the
-    /// suspect itself: a ping carrying the suspicion first (as the buddy system's does), not a
-    /// probe (no ping-req, no verdict, no health change). Gossip reaches every member with high
-    /// probability only (SWIM §4.1); a member that missed the refutation would otherwise
-    /// declare a live member dead when its timeout runs out, and the suspect answers stale
-    /// suspicion with its newer incarnation (`about_me`). Costs one ping per member holding
-    /// the suspicion then: for a member that refuted, the few that missed it; for a crashed
-    /// one, every member once. Lifeguard only (an extension of its buddy system, §IV.C).
+    /// Halfway through the shortest suspicion timeout, and again every half shortest timeout
+    /// while it lasts, a member that still suspects asks the suspect itself: a ping carrying
+    /// the suspicion first (as the buddy system's does), not a probe (no ping-req, no verdict,
+    /// no health change). Gossip reaches every member with high probability only (SWIM §4.1);
+    /// a member that missed the refutation would otherwise declare a live member dead when its
+    /// timeout runs out, and the suspect answers stale suspicion with its newer incarnation
+    /// (`about_me`). Asked again because an ask can be lost with the rest: a member cut off
+    /// by a partition suspects everyone, its gossip and its first asks die in the partition,
+    /// and after the heal nobody else knows of the suspicion, so without a later ask it runs
+    /// out against a reachable member (the cluster simulator's `swim_deaths_healed`,
+    /// `a_suspecter_asks_the_suspect_again_when_its_first_ask_was_lost`). Costs, per member
+    /// holding the suspicion, one ping per half shortest timeout: for a member that refuted,
+    /// the few that missed it, until they hear the answer; for a crashed one, every member up
+    /// to 2·`suspicion_max_mult` times (fewer as confirmations shorten the timeout). Lifeguard
+    /// only (an extension of its buddy system, §IV.C).
     fn check_suspects(&mut self, now: Instant) {
         let due: Vec<NodeId> = self
             .suspicions
@@ -1100,7 +1107,10 @@ impl Swim {
             .collect();
         for id in due {
             let s = self.suspicions.get_mut(&id).expect("due suspicion");
-            s.check_at = None;
+            // Again every half shortest timeout while it runs: an ask lost (in the partition
+            // that raised the suspicion) must not leave the suspect unaware until the end.
+            let next = now + Duration::from_micros(s.min.as_micros() / 2);
+            s.check_at = (next < s.deadline).then_some(next);
             let (incarnation, from) = (s.incarnation, s.from[0]);
             let addr = self.members[&id].addr;
             let suspicion = Update {

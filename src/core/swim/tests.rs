@@ -875,3 +875,55 @@ fn dead_and_left_members_are_forgotten_after_the_keep_time_and_may_join_again() 
     s.apply(at(3_600_000), update(2, 1, State::Alive, 0));
     assert_eq!(s.member(2), Some((State::Alive, 1)));
 }
+
+/// Found by the cluster simulator (issue 10, `swim_deaths_healed`): a member cut off by a
+/// partition suspects the others; its gossip of the suspicion and its one direct ask
+/// (`check_suspects`) are lost in the partition. After the heal, nobody else knows of the
+/// suspicion, and the suspecter itself probes slowly (its health multiplier is high after the
+/// partition) or not the suspect: the suspicion ran out and a reachable member was declared
+/// dead, up to 1.6 s after the heal at 100 ms periods (`udplock sim --seed 160 --nodes 5`).
+/// The suspecter now asks the suspect again every half shortest timeout while it suspects.
+#[test]
+fn a_suspecter_asks_the_suspect_again_when_its_first_ask_was_lost() {
+    let mut all = group(3, true);
+    let t0 = at(10);
+    all[0].apply(t0, update(2, 0, State::Suspect, 1));
+    drain(&mut all[0]);
+    let deadline = t0 + all[0].suspicion_timeout(2).unwrap();
+    // Member 1 alone: its probes and its gossip are lost (the partition, then its slowed
+    // periods); only the pings that ask member 2 outside a probe are kept.
+    let mut asks = Vec::new();
+    loop {
+        let t = all[0].poll_timeout();
+        if t >= deadline {
+            break;
+        }
+        all[0].handle_timeout(t);
+        let probe_seq = all[0].probe.map(|p| p.seq);
+        for tr in drain(&mut all[0]) {
+            if let Message::Ping { seq, target: 2, .. } = tr.msg {
+                if Some(seq) != probe_seq {
+                    asks.push((t, tr.msg));
+                }
+            }
+        }
+    }
+    assert!(
+        asks.len() >= 2,
+        "member 1 asked the suspect {} time(s) before its deadline",
+        asks.len()
+    );
+    // The first ask was lost; the partition heals and a later one arrives: member 2 refutes,
+    // and its answer reaches member 1 before the deadline.
+    let (t, ask) = asks.pop().unwrap();
+    assert!(t < deadline);
+    all[1].handle_message(t, 1, addr(1), ask);
+    for tr in drain(&mut all[1]) {
+        if id_of(tr.to) == 1 {
+            all[0].handle_message(t, 2, addr(2), tr.msg);
+        }
+    }
+    assert_eq!(all[0].member(2), Some((State::Alive, 1)));
+    all[0].handle_timeout(deadline);
+    assert_eq!(all[0].member(2), Some((State::Alive, 1)));
+}
