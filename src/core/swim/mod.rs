@@ -26,7 +26,8 @@
 //! - **Dissemination** (§4.1): membership news piggybacks on pings, acks and ping-reqs, each
 //!   update sent `retransmit_mult`·⌈log10(n+1)⌉ times (λ·log n), least-sent and freshest first,
 //!   within [`MESSAGE_LEN_MAX`]. A full-state exchange (PUSH_PULL) runs at join and then every
-//!   `push_pull_interval` with one random member, to heal what the gossip missed.
+//!   `push_pull_interval` (longer beyond 32 members, [`Swim::push_pull_interval`]) with one
+//!   random member, to heal what the gossip missed.
 //! - **Lifeguard** (all three mechanisms switch with `Config::lifeguard`, so the simulator can
 //!   compare): the local health multiplier (§IV.A, "LHM") counts this member's own signs of
 //!   trouble — failed probes, missed NACKs, having to refute a suspicion — and stretches its
@@ -89,6 +90,12 @@ pub const EVENTS_MAX: usize = 4096;
 /// clusters are the design point of issue 10).
 pub const MEMBERS_MAX_LIMIT: usize = 16_384;
 
+/// Group size up to which the periodic full-state exchange runs every `push_pull_interval`;
+/// beyond it the interval grows with log2 of the group ([`Swim::push_pull_interval`]). 32 is
+/// memberlist's threshold: below it a whole table is one or two chunks.
+pub const PUSH_PULL_SCALE_MEMBERS: usize = 32;
+const _: () = assert!(1 << 5 == PUSH_PULL_SCALE_MEMBERS);
+
 /// The rules and timers of one member. [`Config::new`] gives the defaults (memberlist's LAN
 /// profile, which the Lifeguard paper measured).
 #[derive(Clone, Debug)]
@@ -118,7 +125,8 @@ pub struct Config {
     /// up to (1 + health_max)×. Default 8.
     pub health_max: u32,
     /// A full-state exchange with one random member this often (heals partitions gossip
-    /// missed). Default 30 s.
+    /// missed), in groups of up to [`PUSH_PULL_SCALE_MEMBERS`]; longer in larger ones
+    /// ([`Swim::push_pull_interval`]). Default 30 s.
     pub push_pull_interval: Duration,
     /// Most members in the table (≤ [`MEMBERS_MAX_LIMIT`]). Default 4,096.
     pub members_max: usize,
@@ -589,7 +597,7 @@ impl Swim {
             );
         }
         if now >= self.push_pull_at {
-            self.push_pull_at = now + self.config.push_pull_interval;
+            self.push_pull_at = now + self.push_pull_interval();
             let alive = self.alive_members(&[]);
             if let Some(id) = alive.choose(&mut self.rng) {
                 let addr = self.members[id].addr;
@@ -680,6 +688,28 @@ impl Swim {
     /// Members counted as the group's size n: alive or suspect, this one included.
     pub fn group_size(&self) -> usize {
         self.group
+    }
+
+    /// How long from one periodic full-state exchange to the next: `push_pull_interval`,
+    /// times ⌈log2 n⌉ − 4 beyond [`PUSH_PULL_SCALE_MEMBERS`] (n the group size: 2× at 33 to 64
+    /// members, 6× at 1,000), as memberlist scales it. The answer to an exchange is the whole
+    /// table, ⌈n/29⌉ chunks, so at a fixed interval each member's share of the traffic grew
+    /// with n: at 1,000 members 1.2 chunks (1.5 KB) per member per period beside 2 probe
+    /// messages. Scaled, it grows as n / log n; gossip, not this exchange, spreads news.
+    pub fn push_pull_interval(&self) -> Duration {
+        let n = self.group_size() as u64;
+        let scale = if n <= PUSH_PULL_SCALE_MEMBERS as u64 {
+            1
+        } else {
+            let log2_ceil = u64::from(u64::BITS - (n - 1).leading_zeros());
+            log2_ceil - 4
+        };
+        Duration::from_micros(
+            self.config
+                .push_pull_interval
+                .as_micros()
+                .saturating_mul(scale),
+        )
     }
 
     /// The current suspicion timeout of `id`, if suspected (for tests and operators).

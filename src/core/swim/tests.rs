@@ -927,3 +927,71 @@ fn a_suspecter_asks_the_suspect_again_when_its_first_ask_was_lost() {
     all[0].handle_timeout(deadline);
     assert_eq!(all[0].member(2), Some((State::Alive, 1)));
 }
+
+/// A full-state exchange costs the answering member its whole table (⌈n/29⌉ PUSH_PULL
+/// chunks), so at a fixed interval its cost per member grows with n: at 1,000 members
+/// `udplock swim-sim` measured 1.2 chunks (1.5 KB) per member per period beside 2 probe
+/// messages. Like memberlist's push-pull scaling, the interval grows with log2 of the
+/// group beyond 32 members, keeping the cost about n / log n.
+#[test]
+fn the_full_state_interval_grows_with_the_log_of_the_group_beyond_32() {
+    let interval = Config::new(1, addr(1)).push_pull_interval;
+    for (n, scale) in [
+        (1, 1),
+        (32, 1),
+        (33, 2),
+        (64, 2),
+        (65, 3),
+        (1_000, 6),
+        (4_096, 8),
+    ] {
+        let mut s = member(1, true);
+        for id in 2..=n as u64 {
+            s.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+        }
+        assert_eq!(s.group_size(), n);
+        assert_eq!(
+            s.push_pull_interval().as_micros(),
+            interval.as_micros() * scale,
+            "{n} members"
+        );
+    }
+    // And the exchanges of a 40-member group come that far apart.
+    let mut s = member(1, true);
+    for id in 2..=40 {
+        s.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    let mut exchanges = Vec::new();
+    let end = at(10 * interval.as_micros() / 1_000);
+    loop {
+        let t = s.poll_timeout();
+        if t > end {
+            break;
+        }
+        s.handle_timeout(t);
+        // Everyone answers every probe: no suspicion shrinks the group.
+        for tr in drain(&mut s) {
+            match tr.msg {
+                Message::PushPull { reply: true, .. } => exchanges.push(t),
+                Message::Ping { seq, target, .. } => s.handle_message(
+                    t,
+                    target,
+                    tr.to,
+                    Message::Ack {
+                        seq,
+                        target,
+                        updates: Vec::new(),
+                    },
+                ),
+                _ => {}
+            }
+        }
+    }
+    assert!(exchanges.len() >= 2, "{exchanges:?}");
+    for w in exchanges.windows(2) {
+        assert_eq!(
+            w[1].saturating_since(w[0]).as_micros(),
+            2 * interval.as_micros()
+        );
+    }
+}
