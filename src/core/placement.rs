@@ -33,6 +33,7 @@
 use std::collections::BTreeMap;
 
 use crate::core::raft::{MembershipChange, NodeId};
+use crate::core::swim::{MemberInfo, State};
 use crate::core::time::{Duration, Instant};
 use crate::core::ConfigError;
 use udplock_protocol::placement_weight;
@@ -91,6 +92,25 @@ pub enum Liveness {
     },
     /// Left on purpose: it will not come back under this incarnation.
     Left,
+}
+
+impl Liveness {
+    /// What a SWIM member table entry says (`Swim::members`, `Node::members`).
+    pub fn of(member: &MemberInfo) -> Liveness {
+        match member.state {
+            State::Alive => Liveness::Alive,
+            State::Suspect => Liveness::Suspect,
+            State::Dead => Liveness::Dead {
+                since: member.since,
+            },
+            State::Left => Liveness::Left,
+        }
+    }
+}
+
+/// The planner's member table from SWIM's (the node itself included, as SWIM lists it).
+pub fn liveness_table(members: &[MemberInfo]) -> BTreeMap<NodeId, Liveness> {
+    members.iter().map(|m| (m.id, Liveness::of(m))).collect()
 }
 
 /// One shard's membership as its leader's log has it.
@@ -362,6 +382,28 @@ mod tests {
             checked += 1;
         }
         assert!(checked >= 4);
+    }
+
+    #[test]
+    fn the_member_table_comes_from_swim_with_the_time_of_death() {
+        let addr = std::net::SocketAddr::from(([10, 0, 0, 1], 7000));
+        let info = |id, state, since| MemberInfo {
+            id,
+            addr,
+            incarnation: 3,
+            state,
+            since,
+        };
+        let table = liveness_table(&[
+            info(1, State::Alive, at(0)),
+            info(2, State::Suspect, at(5)),
+            info(3, State::Dead, at(7)),
+            info(4, State::Left, at(9)),
+        ]);
+        assert_eq!(table[&1], Liveness::Alive);
+        assert_eq!(table[&2], Liveness::Suspect);
+        assert_eq!(table[&3], Liveness::Dead { since: at(7) });
+        assert_eq!(table[&4], Liveness::Left);
     }
 
     #[test]
