@@ -65,6 +65,7 @@ mod command;
 pub mod header;
 mod members;
 mod peer;
+mod placement;
 pub mod registry;
 mod reply;
 mod request;
@@ -87,6 +88,7 @@ pub use peer::{
     SwimRecords, APPEND_FIXED_LEN, ENTRY_FIXED_LEN, INSTALL_SNAPSHOT_FIXED_LEN,
     PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
 };
+pub use placement::{placement_weight, PLACEMENT_LABEL};
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use reply::{Hint, Reply};
 pub use request::{Request, RequestBody, RequestKind};

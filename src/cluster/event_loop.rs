@@ -260,6 +260,9 @@ fn log_member_event(me: NodeId, event: swim::Event) {
         }
         Dead { id } => log::warn!("udplock node {me}: node {id} is dead (SWIM)"),
         Left { id } => log::info!("udplock node {me}: node {id} left"),
+        Forgotten { id } => {
+            log::info!("udplock node {me}: node {id}, dead or gone, is forgotten (SWIM)")
+        }
         Refuted { incarnation } => log::warn!(
             "udplock node {me}: others suspected this node; refuted (incarnation {incarnation})"
         ),

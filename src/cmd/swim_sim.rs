@@ -1,6 +1,7 @@
 //! `udplock swim-sim`: the SWIM-only scale simulation (issue 10 §3), printed as a table.
 
 use clap::Args;
+use udplock::core::placement;
 use udplock::sim::swim::{self as swimsim, mean, SwimReport, SwimSimConfig};
 use udplock::LockError;
 
@@ -35,9 +36,19 @@ pub struct SwimSimArgs {
     /// always shows both).
     #[arg(long)]
     no_lifeguard: bool,
+    /// Print only the placement table instead (spec §8.13): one node joining N = 3 to 64
+    /// nodes, 64 and 4096 shards, R replicas each.
+    #[arg(long)]
+    placement: bool,
+    /// Replicas per shard of the placement table.
+    #[arg(long, default_value_t = placement::REPLICAS_DEFAULT)]
+    replicas: usize,
 }
 
 pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
+    if a.placement {
+        return placement_table(a.replicas);
+    }
     if !(0.0..=1.0).contains(&a.loss) || !(0.0..=1.0).contains(&a.fp_loss) {
         return Err(LockError::InvalidArgument("loss must be 0 to 1".into()));
     }
@@ -164,6 +175,53 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
         }
         println!("  suspicions: distinct (member, incarnation) suspected while alive; dead: the same, declared dead (a paused member is alive).");
     }
+    println!("({:.1} wall s)", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Issue 10's placement target: "a joining node takes about R/N of all replicas (within 10
+/// percentage points); no other replica moves", with the spread of replicas over the nodes.
+fn placement_table(replicas: usize) -> Result<(), LockError> {
+    placement::validate_replicas(replicas)
+        .map_err(|e| LockError::InvalidArgument(e.to_string()))?;
+    let started = std::time::Instant::now();
+    println!(
+        "Placement (rendezvous hashing, spec §8.13): node N+1 joins nodes 1..=N, R = {replicas}"
+    );
+    println!(
+        "{:>4} {:>6} {:>7} {:>8} {:>8} {:>7} {:>6} {:>8} {:>8} {:>8}",
+        "N", "shards", "taken", "share", "R/(N+1)", "diff", "moved", "max/node", "min/node", "mean"
+    );
+    let mut worst = Vec::new();
+    for shards in [64u32, 4096] {
+        let mut most: f64 = 0.0;
+        for n in 3u64..=64 {
+            let r = placement::join_report(n, shards, replicas);
+            let want = (replicas as f64 / (n + 1) as f64).min(1.0);
+            let diff = r.share() - want;
+            most = most.max(diff.abs());
+            println!(
+                "{:>4} {:>6} {:>7} {:>8.3} {:>8.3} {:>+7.3} {:>6} {:>8} {:>8} {:>8.1}",
+                n,
+                shards,
+                r.taken,
+                r.share(),
+                want,
+                diff,
+                r.moved_elsewhere,
+                r.per_node_max,
+                r.per_node_min,
+                f64::from(shards) * replicas as f64 / (n + 1) as f64
+            );
+        }
+        worst.push(format!("{most:.3} at {shards} shards"));
+    }
+    println!("  taken: shards the joiner becomes a replica of; share = taken / shards, expected R/(N+1) (N+1 counting it);");
+    println!("  moved: replicas that changed other than to the joiner (0 by rendezvous hashing); max/min/mean: replicas per node after the join.");
+    println!(
+        "  largest |share - R/(N+1)|: {} (a binomial count: at 64 shards one standard deviation is up to 6 points)",
+        worst.join(", ")
+    );
     println!("({:.1} wall s)", started.elapsed().as_secs_f64());
     Ok(())
 }

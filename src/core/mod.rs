@@ -9,6 +9,7 @@ pub mod call;
 pub mod lock_table;
 pub mod node;
 pub mod peer_auth;
+pub mod placement;
 pub mod raft;
 pub mod replica;
 pub mod restart;

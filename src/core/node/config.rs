@@ -99,6 +99,7 @@ impl Config {
             protocol_period: self.swim_period,
             probe_timeout: scale(defaults.probe_timeout),
             push_pull_interval: scale(defaults.push_pull_interval),
+            dead_keep: scale(defaults.dead_keep),
             ..defaults
         };
         config.validate().map_err(|e| format!("swim: {e}"))?;

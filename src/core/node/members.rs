@@ -95,6 +95,7 @@ mod tests {
             addr: SocketAddr::from(([10, 0, 0, id as u8], 7000)),
             incarnation: id * 10,
             state: SwimState::Alive,
+            since: crate::core::time::Instant::ZERO,
         }
     }
 

@@ -265,8 +265,13 @@ impl Node {
         }
         // Its own stream: the replicas' seeds are the node's xor a multiple of the shard.
         let swim_seed = rng_seed.rotate_left(32) ^ 0x5317_u64;
-        let mut swim =
-            Swim::new(config.swim_config()?, swim_seed, now).map_err(|e| e.to_string())?;
+        // SWIM starts at the §8.11 incarnation, above every incarnation of its earlier lives,
+        // so their deaths cannot override its Alive (swim::Config::start_incarnation).
+        let swim_config = swim::Config {
+            start_incarnation: incarnation,
+            ..config.swim_config()?
+        };
+        let mut swim = Swim::new(swim_config, swim_seed, now).map_err(|e| e.to_string())?;
         let seeds: Vec<SocketAddr> = config
             .peers
             .iter()

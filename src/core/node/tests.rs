@@ -902,9 +902,70 @@ fn members_answers_on_a_one_voter_node_with_itself() {
         entries,
         [MemberEntry {
             id: 1,
-            incarnation: 0,
+            // A node's SWIM incarnation starts at its §8.11 incarnation (spec §8.12).
+            incarnation: node.swim().incarnation(),
             state: SwimState::Alive,
             addr: SOLO,
         }]
+    );
+}
+
+/// Issue 10: a node that restarts with a fresh core starts SWIM above every incarnation its
+/// earlier lives had, from its §8.11 incarnation (its start time), so the others' news of its
+/// earlier life's death cannot override the new life's `Alive`: its join makes it alive on
+/// its own word. At SWIM incarnation 0 (as before) it was alive again only after it had heard
+/// of its death and refuted it (SWIM §4.2), a period or more later.
+#[test]
+fn a_node_restarted_with_a_fresh_core_is_alive_again_on_its_own_word() {
+    use udplock_protocol::SwimState::{Alive, Dead};
+    let mut trio = Trio::new(1, test_keys());
+    let everyone_alive = |trio: &Trio| {
+        (0..3)
+            .all(|i| (0..3).all(|j| i == j || member_state(trio, i, j).map(|m| m.0) == Some(Alive)))
+    };
+    assert!(periods_until(&mut trio, 3, everyone_alive).is_some());
+    // Node 3 is cut off until both others hold it dead, then restarts with nothing.
+    trio.cut = Some(2);
+    let dead = |trio: &Trio| (0..2).all(|i| member_state(trio, i, 2).map(|m| m.0) == Some(Dead));
+    assert!(periods_until(&mut trio, 60, dead).is_some());
+    let held = member_state(&trio, 0, 2).unwrap().1;
+    trio.cut = None;
+    let config = trio.nodes[2].config().clone();
+    let now = trio.now;
+    // Its §8.11 incarnation: a number it never used (its start time in microseconds).
+    let incarnation = 1_700_000_100_000_000;
+    trio.nodes[2] = Node::new(
+        config,
+        vec![Start::Rejoin],
+        test_keys(),
+        incarnation,
+        4242,
+        Arc::new(NodeStats::default()),
+        now,
+    )
+    .unwrap();
+    trio.written[2] = 0;
+    assert!(
+        trio.nodes[2].swim().incarnation() > held,
+        "restarted at SWIM incarnation {} while the others hold {held}",
+        trio.nodes[2].swim().incarnation()
+    );
+    // Its first datagrams to each node are dropped (they name the node's incarnation as
+    // its earlier life learned it, spec §8.11.5 check 4) and answered at once with the
+    // node's settings; the join, a full-state exchange with each node, is repeated at the
+    // start of each of its periods while it knows nobody.
+    let period_ms = trio.nodes[0].config().swim_period.as_micros() / 1_000;
+    let alive_at_both =
+        |trio: &Trio| (0..2).all(|i| member_state(trio, i, 2).map(|m| m.0) == Some(Alive));
+    assert!(
+        periods_until(&mut trio, 3, alive_at_both).is_some(),
+        "the restarted node is not alive at both others within 3 periods of {period_ms} ms"
+    );
+    // On its own word: its join's Alive overrode the death, no refutation was needed (with
+    // SWIM at incarnation 0 it had to hear of its death first and refute it).
+    assert_eq!(
+        trio.nodes[2].swim().stats().refutations,
+        0,
+        "the restarted node refuted its earlier life's death"
     );
 }

@@ -26,7 +26,8 @@
 //! - **Dissemination** (§4.1): membership news piggybacks on pings, acks and ping-reqs, each
 //!   update sent `retransmit_mult`·⌈log10(n+1)⌉ times (λ·log n), least-sent and freshest first,
 //!   within [`MESSAGE_LEN_MAX`]. A full-state exchange (PUSH_PULL) runs at join and then every
-//!   `push_pull_interval` with one random member, to heal what the gossip missed.
+//!   `push_pull_interval` (longer beyond 32 members, [`Swim::push_pull_interval`]) with one
+//!   random member, to heal what the gossip missed.
 //! - **Lifeguard** (all three mechanisms switch with `Config::lifeguard`, so the simulator can
 //!   compare): the local health multiplier (§IV.A, "LHM") counts this member's own signs of
 //!   trouble — failed probes, missed NACKs, having to refute a suspicion — and stretches its
@@ -89,6 +90,12 @@ pub const EVENTS_MAX: usize = 4096;
 /// clusters are the design point of issue 10).
 pub const MEMBERS_MAX_LIMIT: usize = 16_384;
 
+/// Group size up to which the periodic full-state exchange runs every `push_pull_interval`;
+/// beyond it the interval grows with log2 of the group ([`Swim::push_pull_interval`]). 32 is
+/// memberlist's threshold: below it a whole table is one or two chunks.
+pub const PUSH_PULL_SCALE_MEMBERS: usize = 32;
+const _: () = assert!(1 << 5 == PUSH_PULL_SCALE_MEMBERS);
+
 /// The rules and timers of one member. [`Config::new`] gives the defaults (memberlist's LAN
 /// profile, which the Lifeguard paper measured).
 #[derive(Clone, Debug)]
@@ -118,13 +125,31 @@ pub struct Config {
     /// up to (1 + health_max)×. Default 8.
     pub health_max: u32,
     /// A full-state exchange with one random member this often (heals partitions gossip
-    /// missed). Default 30 s.
+    /// missed), in groups of up to [`PUSH_PULL_SCALE_MEMBERS`]; longer in larger ones
+    /// ([`Swim::push_pull_interval`]). Default 30 s.
     pub push_pull_interval: Duration,
     /// Most members in the table (≤ [`MEMBERS_MAX_LIMIT`]). Default 4,096.
     pub members_max: usize,
+    /// How long a dead or left member stays in the table before it is forgotten, so that
+    /// churn does not fill the table for ever (a full table takes no newcomer). While it stays,
+    /// news of its old incarnation cannot bring it back, and full-state exchanges carry its
+    /// death. Default 900 s: the death has reached every member many times over by then
+    /// (gossip lasts λ·log n periods, about 12 at 1,000 members, and a full-state exchange
+    /// runs every 30 s), so no old `Alive` is left to resurrect it; and it is long enough
+    /// for placement's dead-after time (`core::placement`), which needs to know since when a
+    /// member is dead. memberlist keeps the dead 30 s; ours serves placement too. At least
+    /// two full-state intervals.
+    pub dead_keep: Duration,
     /// The Lifeguard mechanisms (LHM, dynamic suspicion, buddy system, nacks). Default on; off
     /// is plain SWIM with suspicion, for comparison.
     pub lifeguard: bool,
+    /// The incarnation this member starts at. It must exceed every incarnation an earlier
+    /// life of the same member had, or the others' news of that life's death or suspicion
+    /// (at its incarnation) overrides the new life's `Alive` until it hears the news and
+    /// refutes it (SWIM §4.2), a period or more later. The node passes its spec §8.11
+    /// incarnation, its start time in microseconds, which grows from life to life and is far
+    /// above what refutations reach (one per suspicion). Default 0 (a member with one life).
+    pub start_incarnation: u64,
 }
 
 impl Config {
@@ -142,7 +167,9 @@ impl Config {
             health_max: 8,
             push_pull_interval: Duration::from_millis(30_000),
             members_max: 4_096,
+            dead_keep: Duration::from_millis(900_000),
             lifeguard: true,
+            start_incarnation: 0,
         }
     }
 
@@ -177,6 +204,11 @@ impl Config {
         if self.push_pull_interval < self.protocol_period {
             return bad("push_pull_interval", "must be at least one protocol_period");
         }
+        if self.dead_keep.as_micros() < self.push_pull_interval.as_micros().saturating_mul(2) {
+            // A member that missed the death (partitioned, paused) hears of it in a full-state
+            // exchange; forgotten before that, its stale `Alive` would bring the dead back.
+            return bad("dead_keep", "must be at least twice the push_pull_interval");
+        }
         if self.members_max < 2 || self.members_max > MEMBERS_MAX_LIMIT {
             return bad("members_max", "must be 2 to MEMBERS_MAX_LIMIT");
         }
@@ -204,6 +236,9 @@ pub enum Event {
     Dead { id: NodeId },
     /// A member left on purpose.
     Left { id: NodeId },
+    /// A member dead or left for `Config::dead_keep` was removed from the table; it may come
+    /// back by joining.
+    Forgotten { id: NodeId },
     /// This member was suspected (or declared dead) and refuted it with a higher incarnation.
     Refuted { incarnation: u64 },
 }
@@ -215,6 +250,9 @@ pub struct MemberInfo {
     pub addr: SocketAddr,
     pub incarnation: u64,
     pub state: State,
+    /// When this member learned of `state` (for itself: when it started). Placement's
+    /// dead-after rule reads it.
+    pub since: Instant,
 }
 
 /// Counters of what this member sent and decided (for the simulator and `udplock status`).
@@ -231,6 +269,8 @@ pub struct Stats {
     pub refutations: u64,
     pub transmits_dropped: u64,
     pub events_dropped: u64,
+    /// Dead or left members removed from the table after `Config::dead_keep`.
+    pub forgotten: u64,
 }
 
 impl Stats {
@@ -245,6 +285,8 @@ struct Member {
     addr: SocketAddr,
     incarnation: u64,
     state: State,
+    /// When it entered `state` (a dead member is forgotten `dead_keep` after its death).
+    since: Instant,
 }
 
 /// This period's probe.
@@ -300,6 +342,8 @@ pub struct Swim {
     config: Config,
     rng: ChaCha8Rng,
     incarnation: u64,
+    /// When this member started (its own `MemberInfo::since`).
+    started: Instant,
     leaving: bool,
     seeds: Vec<SocketAddr>,
     members: BTreeMap<NodeId, Member>,
@@ -370,12 +414,14 @@ impl Swim {
         let phase = Duration::from_micros(rng.gen_range(0..config.protocol_period.as_micros()));
         let pp_phase =
             Duration::from_micros(rng.gen_range(0..config.push_pull_interval.as_micros()));
+        let incarnation = config.start_incarnation;
         let mut swim = Swim {
             period_end: now + phase,
             push_pull_at: now + config.push_pull_interval + pp_phase,
             config,
             rng,
-            incarnation: 0,
+            incarnation,
+            started: now,
             leaving: false,
             seeds: Vec::new(),
             members: BTreeMap::new(),
@@ -551,7 +597,7 @@ impl Swim {
             );
         }
         if now >= self.push_pull_at {
-            self.push_pull_at = now + self.config.push_pull_interval;
+            self.push_pull_at = now + self.push_pull_interval();
             let alive = self.alive_members(&[]);
             if let Some(id) = alive.choose(&mut self.rng) {
                 let addr = self.members[id].addr;
@@ -600,12 +646,14 @@ impl Swim {
             } else {
                 State::Alive
             },
+            since: self.started,
         };
         let others = self.members.iter().map(|(id, m)| MemberInfo {
             id: *id,
             addr: m.addr,
             incarnation: m.incarnation,
             state: m.state,
+            since: m.since,
         });
         std::iter::once(me).chain(others).collect()
     }
@@ -640,6 +688,28 @@ impl Swim {
     /// Members counted as the group's size n: alive or suspect, this one included.
     pub fn group_size(&self) -> usize {
         self.group
+    }
+
+    /// How long from one periodic full-state exchange to the next: `push_pull_interval`,
+    /// times ⌈log2 n⌉ − 4 beyond [`PUSH_PULL_SCALE_MEMBERS`] (n the group size: 2× at 33 to 64
+    /// members, 6× at 1,000), as memberlist scales it. The answer to an exchange is the whole
+    /// table, ⌈n/29⌉ chunks, so at a fixed interval each member's share of the traffic grew
+    /// with n: at 1,000 members 1.2 chunks (1.5 KB) per member per period beside 2 probe
+    /// messages. Scaled, it grows as n / log n; gossip, not this exchange, spreads news.
+    pub fn push_pull_interval(&self) -> Duration {
+        let n = self.group_size() as u64;
+        let scale = if n <= PUSH_PULL_SCALE_MEMBERS as u64 {
+            1
+        } else {
+            let log2_ceil = u64::from(u64::BITS - (n - 1).leading_zeros());
+            log2_ceil - 4
+        };
+        Duration::from_micros(
+            self.config
+                .push_pull_interval
+                .as_micros()
+                .saturating_mul(scale),
+        )
     }
 
     /// The current suspicion timeout of `id`, if suspected (for tests and operators).
@@ -681,6 +751,7 @@ impl Swim {
 
     fn start_period(&mut self, now: Instant) {
         self.periods += 1;
+        self.forget_the_long_dead(now);
         self.period_end = now + self.scaled(self.config.protocol_period);
         if self.members.is_empty() && !self.seeds.is_empty() {
             self.send_join(now);
@@ -719,6 +790,24 @@ impl Swim {
             nacks_expected: 0,
             nacks: 0,
         });
+    }
+
+    /// Removes members dead or left for `dead_keep` (once a period: O(members), like a pass of
+    /// the probe order). The probe order skips members no longer in the table; a pending
+    /// broadcast of the death runs out as any does.
+    fn forget_the_long_dead(&mut self, now: Instant) {
+        let keep = self.config.dead_keep;
+        let gone: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| !in_group(m.state) && now.saturating_since(m.since) >= keep)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.members.remove(&id);
+            self.stats.forgotten += 1;
+            self.event(Event::Forgotten { id });
+        }
     }
 
     /// The next member of the randomized round-robin order (SWIM §4.3), skipping members that
@@ -872,6 +961,7 @@ impl Swim {
                     addr: u.addr,
                     incarnation: u.incarnation,
                     state: u.state,
+                    since: now,
                 },
             );
             self.group += usize::from(in_group(u.state));
@@ -923,6 +1013,7 @@ impl Swim {
                 addr: u.addr,
                 incarnation: u.incarnation,
                 state: u.state,
+                since: if u.state == old.state { old.since } else { now },
             },
         );
         self.group = self.group + usize::from(in_group(u.state)) - usize::from(in_group(old.state));
@@ -1022,14 +1113,21 @@ impl Swim {
         self.recompute_deadline(u.id);
     }
 
-    /// Halfway through the shortest suspicion timeout, a member that still suspects asks the
-    /// suspect itself: a ping carrying the suspicion first (as the buddy system's does), not a
-    /// probe (no ping-req, no verdict, no health change). Gossip reaches every member with high
-    /// probability only (SWIM §4.1); a member that missed the refutation would otherwise
-    /// declare a live member dead when its timeout runs out, and the suspect answers stale
-    /// suspicion with its newer incarnation (`about_me`). Costs one ping per member holding
-    /// the suspicion then: for a member that refuted, the few that missed it; for a crashed
-    /// one, every member once. Lifeguard only (an extension of its buddy system, §IV.C).
+    /// Halfway through the shortest suspicion timeout, and again every half shortest timeout
+    /// while it lasts, a member that still suspects asks the suspect itself: a ping carrying
+    /// the suspicion first (as the buddy system's does), not a probe (no ping-req, no verdict,
+    /// no health change). Gossip reaches every member with high probability only (SWIM §4.1);
+    /// a member that missed the refutation would otherwise declare a live member dead when its
+    /// timeout runs out, and the suspect answers stale suspicion with its newer incarnation
+    /// (`about_me`). Asked again because an ask can be lost with the rest: a member cut off
+    /// by a partition suspects everyone, its gossip and its first asks die in the partition,
+    /// and after the heal nobody else knows of the suspicion, so without a later ask it runs
+    /// out against a reachable member (the cluster simulator's `swim_deaths_healed`,
+    /// `a_suspecter_asks_the_suspect_again_when_its_first_ask_was_lost`). Costs, per member
+    /// holding the suspicion, one ping per half shortest timeout: for a member that refuted,
+    /// the few that missed it, until they hear the answer; for a crashed one, every member up
+    /// to 2·`suspicion_max_mult` times (fewer as confirmations shorten the timeout). Lifeguard
+    /// only (an extension of its buddy system, §IV.C).
     fn check_suspects(&mut self, now: Instant) {
         let due: Vec<NodeId> = self
             .suspicions
@@ -1039,7 +1137,10 @@ impl Swim {
             .collect();
         for id in due {
             let s = self.suspicions.get_mut(&id).expect("due suspicion");
-            s.check_at = None;
+            // Again every half shortest timeout while it runs: an ask lost (in the partition
+            // that raised the suspicion) must not leave the suspect unaware until the end.
+            let next = now + Duration::from_micros(s.min.as_micros() / 2);
+            s.check_at = (next < s.deadline).then_some(next);
             let (incarnation, from) = (s.incarnation, s.from[0]);
             let addr = self.members[&id].addr;
             let suspicion = Update {

@@ -809,3 +809,189 @@ fn every_message_the_core_sends_fits_the_wire_and_decodes_to_itself() {
         "longest body {longest}"
     );
 }
+
+/// Drives `s` alone through its timers until `end`, dropping what it sends.
+fn run_alone(s: &mut Swim, end: Instant) {
+    loop {
+        let t = s.poll_timeout();
+        if t > end {
+            return;
+        }
+        s.handle_timeout(t);
+        drain(s);
+    }
+}
+
+/// Churn must not fill the table for ever: a member dead or left for longer than the keep
+/// time is forgotten (the news of its death has long reached everyone by then), which makes
+/// room for new members; it may come back by joining.
+#[test]
+fn dead_and_left_members_are_forgotten_after_the_keep_time_and_may_join_again() {
+    let mut c = Config::new(1, addr(1));
+    c.members_max = 4;
+    let mut s = Swim::new(c, 1, Instant::ZERO).unwrap();
+    for id in 2..=5 {
+        s.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    s.apply(Instant::ZERO, update(2, 0, State::Dead, 0));
+    s.apply(Instant::ZERO, update(3, 0, State::Dead, 0));
+    s.apply(Instant::ZERO, update(4, 0, State::Left, 0));
+    // Full: a newcomer is not taken.
+    s.apply(Instant::ZERO, update(6, 0, State::Alive, 0));
+    assert_eq!(s.member(6), None);
+    // Kept until the keep time has passed (the periods run meanwhile)...
+    let keep = s.config.dead_keep;
+    let period = s.config.protocol_period;
+    run_alone(
+        &mut s,
+        Instant::ZERO + Duration::from_micros(keep.as_micros() - 1),
+    );
+    assert_eq!(s.member(2), Some((State::Dead, 0)));
+    assert_eq!(s.member(4), Some((State::Left, 0)));
+    events(&mut s);
+    // ... and forgotten within a period after it.
+    let end = Instant::ZERO + keep + period + period;
+    run_alone(&mut s, end);
+    for id in 2..=4 {
+        assert_eq!(s.member(id), None, "member {id} is still in the table");
+    }
+    let forgotten: Vec<Event> = events(&mut s)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Forgotten { .. }))
+        .collect();
+    assert_eq!(
+        forgotten,
+        [2, 3, 4].map(|id| Event::Forgotten { id }),
+        "{:?}",
+        s.stats()
+    );
+    assert_eq!(s.stats().forgotten, 3);
+    // An hour later member 5 (alone with no answer, it died meanwhile) is gone too.
+    run_alone(&mut s, at(3_600_000));
+    assert_eq!(s.member(5), None);
+    s.apply(at(3_600_000), update(6, 0, State::Alive, 0));
+    assert_eq!(s.member(6), Some((State::Alive, 0)));
+    // A forgotten member may come back.
+    s.apply(at(3_600_000), update(2, 1, State::Alive, 0));
+    assert_eq!(s.member(2), Some((State::Alive, 1)));
+}
+
+/// Found by the cluster simulator (issue 10, `swim_deaths_healed`): a member cut off by a
+/// partition suspects the others; its gossip of the suspicion and its one direct ask
+/// (`check_suspects`) are lost in the partition. After the heal, nobody else knows of the
+/// suspicion, and the suspecter itself probes slowly (its health multiplier is high after the
+/// partition) or not the suspect: the suspicion ran out and a reachable member was declared
+/// dead, up to 1.6 s after the heal at 100 ms periods (`udplock sim --seed 160 --nodes 5`).
+/// The suspecter now asks the suspect again every half shortest timeout while it suspects.
+#[test]
+fn a_suspecter_asks_the_suspect_again_when_its_first_ask_was_lost() {
+    let mut all = group(3, true);
+    let t0 = at(10);
+    all[0].apply(t0, update(2, 0, State::Suspect, 1));
+    drain(&mut all[0]);
+    let deadline = t0 + all[0].suspicion_timeout(2).unwrap();
+    // Member 1 alone: its probes and its gossip are lost (the partition, then its slowed
+    // periods); only the pings that ask member 2 outside a probe are kept.
+    let mut asks = Vec::new();
+    loop {
+        let t = all[0].poll_timeout();
+        if t >= deadline {
+            break;
+        }
+        all[0].handle_timeout(t);
+        let probe_seq = all[0].probe.map(|p| p.seq);
+        for tr in drain(&mut all[0]) {
+            if let Message::Ping { seq, target: 2, .. } = tr.msg {
+                if Some(seq) != probe_seq {
+                    asks.push((t, tr.msg));
+                }
+            }
+        }
+    }
+    assert!(
+        asks.len() >= 2,
+        "member 1 asked the suspect {} time(s) before its deadline",
+        asks.len()
+    );
+    // The first ask was lost; the partition heals and a later one arrives: member 2 refutes,
+    // and its answer reaches member 1 before the deadline.
+    let (t, ask) = asks.pop().unwrap();
+    assert!(t < deadline);
+    all[1].handle_message(t, 1, addr(1), ask);
+    for tr in drain(&mut all[1]) {
+        if id_of(tr.to) == 1 {
+            all[0].handle_message(t, 2, addr(2), tr.msg);
+        }
+    }
+    assert_eq!(all[0].member(2), Some((State::Alive, 1)));
+    all[0].handle_timeout(deadline);
+    assert_eq!(all[0].member(2), Some((State::Alive, 1)));
+}
+
+/// A full-state exchange costs the answering member its whole table (⌈n/29⌉ PUSH_PULL
+/// chunks), so at a fixed interval its cost per member grows with n: at 1,000 members
+/// `udplock swim-sim` measured 1.2 chunks (1.5 KB) per member per period beside 2 probe
+/// messages. Like memberlist's push-pull scaling, the interval grows with log2 of the
+/// group beyond 32 members, keeping the cost about n / log n.
+#[test]
+fn the_full_state_interval_grows_with_the_log_of_the_group_beyond_32() {
+    let interval = Config::new(1, addr(1)).push_pull_interval;
+    for (n, scale) in [
+        (1, 1),
+        (32, 1),
+        (33, 2),
+        (64, 2),
+        (65, 3),
+        (1_000, 6),
+        (4_096, 8),
+    ] {
+        let mut s = member(1, true);
+        for id in 2..=n as u64 {
+            s.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+        }
+        assert_eq!(s.group_size(), n);
+        assert_eq!(
+            s.push_pull_interval().as_micros(),
+            interval.as_micros() * scale,
+            "{n} members"
+        );
+    }
+    // And the exchanges of a 40-member group come that far apart.
+    let mut s = member(1, true);
+    for id in 2..=40 {
+        s.apply(Instant::ZERO, update(id, 0, State::Alive, 0));
+    }
+    let mut exchanges = Vec::new();
+    let end = at(10 * interval.as_micros() / 1_000);
+    loop {
+        let t = s.poll_timeout();
+        if t > end {
+            break;
+        }
+        s.handle_timeout(t);
+        // Everyone answers every probe: no suspicion shrinks the group.
+        for tr in drain(&mut s) {
+            match tr.msg {
+                Message::PushPull { reply: true, .. } => exchanges.push(t),
+                Message::Ping { seq, target, .. } => s.handle_message(
+                    t,
+                    target,
+                    tr.to,
+                    Message::Ack {
+                        seq,
+                        target,
+                        updates: Vec::new(),
+                    },
+                ),
+                _ => {}
+            }
+        }
+    }
+    assert!(exchanges.len() >= 2, "{exchanges:?}");
+    for w in exchanges.windows(2) {
+        assert_eq!(
+            w[1].saturating_since(w[0]).as_micros(),
+            2 * interval.as_micros()
+        );
+    }
+}
