@@ -70,7 +70,9 @@ mod shard_status;
 mod swim;
 
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
-pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
+pub use command::{
+    LogCommand, NodeIds, CONFIG_MEMBERS_MAX, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN,
+};
 pub use header::Header;
 pub use peer::{
     append_record_len, AllRecords, AppendEntries, LogEntry, PeerDatagram, PeerEntries, PeerEntry,
@@ -219,6 +221,9 @@ pub enum DecodeError {
     /// SWIM record: more updates than [`UPDATES_PER_MESSAGE_MAX`] (PING, ACK, PING_REQ) or
     /// [`PUSH_PULL_MEMBERS_MAX`] (PUSH_PULL).
     TooManyUpdates,
+    /// Log command CONFIG: no voter, more than [`CONFIG_MEMBERS_MAX`] members, a node id 0,
+    /// or a node named twice (spec §8.7).
+    BadMembers,
 }
 
 impl DecodeError {
@@ -258,7 +263,8 @@ impl DecodeError {
             | DecodeError::NonZeroField
             | DecodeError::BadAddress
             | DecodeError::BadUpdate
-            | DecodeError::TooManyUpdates => None,
+            | DecodeError::TooManyUpdates
+            | DecodeError::BadMembers => None,
             // Only a reply fails this way, and a client never answers.
             DecodeError::BadShardStatus | DecodeError::BadSettings => None,
         }
@@ -298,6 +304,7 @@ impl DecodeError {
             DecodeError::BadAddress => "BadAddress",
             DecodeError::BadUpdate => "BadUpdate",
             DecodeError::TooManyUpdates => "TooManyUpdates",
+            DecodeError::BadMembers => "BadMembers",
         }
     }
 }
@@ -346,6 +353,8 @@ pub enum EncodeError {
     /// A SWIM message with more updates than its kind carries (see
     /// [`DecodeError::TooManyUpdates`]).
     TooManyUpdates,
+    /// A CONFIG whose members break a rule of [`DecodeError::BadMembers`].
+    BadMembers,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -364,6 +373,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadAddress => "swim address not representable on the wire",
             EncodeError::BadUpdate => "swim update breaks a rule of spec 8.12",
             EncodeError::TooManyUpdates => "swim message carries too many updates",
+            EncodeError::BadMembers => "config members break a rule of spec 8.7",
         };
         f.write_str(what)
     }

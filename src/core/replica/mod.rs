@@ -893,7 +893,7 @@ impl Replica {
                 Ok(command @ LogCommand::Settings { .. }) => {
                     logged = LoggedSettings::of_command(&command);
                 }
-                Err(_) => {}
+                Ok(LogCommand::Config { .. }) | Err(_) => {}
             }
         }
         log::info!(
@@ -1104,6 +1104,8 @@ impl Replica {
                         .expect("validated above");
                 }
             }
+            // Raft's configuration (spec §8.7): who replicates the log, not the table's state.
+            LogCommand::Config { .. } => {}
             LogCommand::Tick { stamp } => {
                 let now = self.stamp(stamp);
                 if let Some(table) = self.table.as_mut() {
