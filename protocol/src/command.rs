@@ -116,7 +116,6 @@ impl<'a> NodeIds<'a> {
             .chunks_exact(8)
             .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
     }
-
 }
 
 /// One replicated log command. Ids borrow from the entry's data.
@@ -209,10 +208,9 @@ impl<'a> LogCommand<'a> {
     }
 
     fn decode_config(data: &'a [u8]) -> Result<LogCommand<'a>, DecodeError> {
-        let (Some(&voters), Some(&learners)) = (
-            data.get(field::VOTER_COUNT),
-            data.get(field::LEARNER_COUNT),
-        ) else {
+        let (Some(&voters), Some(&learners)) =
+            (data.get(field::VOTER_COUNT), data.get(field::LEARNER_COUNT))
+        else {
             return Err(DecodeError::BadBodyLength);
         };
         let (voters, learners) = (voters as usize, learners as usize);

@@ -1291,7 +1291,11 @@ fn config_commands_encode_only_what_decodes() {
         let mut out = [0u8; LOG_COMMAND_LEN_MAX];
         let n = command.encode(&mut out)?;
         let decoded = LogCommand::decode(&out[..n]).expect("decodes");
-        let LogCommand::Config { voters: dv, learners: dl } = decoded else {
+        let LogCommand::Config {
+            voters: dv,
+            learners: dl,
+        } = decoded
+        else {
             panic!("not a CONFIG: {decoded:?}");
         };
         assert_eq!(dv.iter().collect::<Vec<_>>(), voters);
