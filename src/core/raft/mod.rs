@@ -562,6 +562,21 @@ impl Raft {
         log: Vec<Entry>,
         now: Instant,
     ) -> Raft {
+        Raft::restore_with_membership(config, rng_seed, state, snapshot, None, log, now)
+    }
+
+    /// [`Raft::restore`] from a snapshot that records the configuration as of its last index
+    /// (`membership`; `None`: it records none, so the static `Config::voters` hold before
+    /// the log's first CONFIG). Spec §8.5, "Configuration".
+    pub fn restore_with_membership(
+        config: Config,
+        rng_seed: u64,
+        state: HardState,
+        snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+        membership: Option<Membership>,
+        log: Vec<Entry>,
+        now: Instant,
+    ) -> Raft {
         let (snapshot_meta, snapshot_data) = match snapshot {
             Some((meta, data)) if meta.index > 0 => (meta, Some(data)),
             Some((meta, _)) => {
@@ -575,12 +590,11 @@ impl Raft {
         }
         // A vote may be for a node of a configuration since changed: any node but none.
         assert!(state.voted_for != Some(0), "persisted vote for node 0");
-        let log = RaftLog::from_persisted(
-            snapshot_meta,
-            log,
-            state.term,
-            Membership::of_voters(&config.voters),
-        );
+        let base = match membership {
+            Some(membership) if snapshot_meta.index > 0 => membership,
+            _ => Membership::of_voters(&config.voters),
+        };
+        let log = RaftLog::from_persisted(snapshot_meta, log, state.term, base);
         let lease_duration = config.lease_duration();
         let quorum = log.configs().latest().quorum();
         let membership_generation = log.configs().generation();
