@@ -220,6 +220,10 @@ pub enum MembershipError {
     TooManyMembers,
     /// Node id 0 names no node.
     NodeIdZero,
+    /// The change would leave voters that a node which lost its state could not rejoin
+    /// among safely (spec §8.5, "Rejoining without state", rule 8): a voter outside the
+    /// static voters, or fewer static voters than the rejoin rule's quorum can vouch for.
+    RejoinUnsafe,
 }
 
 impl fmt::Display for MembershipError {
@@ -248,6 +252,11 @@ impl fmt::Display for MembershipError {
                 write!(f, "at most {CONFIG_MEMBERS_MAX} voters and learners")
             }
             MembershipError::NodeIdZero => write!(f, "node id 0 names no node"),
+            MembershipError::RejoinUnsafe => write!(
+                f,
+                "a node that lost its state could not rejoin these voters safely (spec 8.5 \
+                 rule 8)"
+            ),
         }
     }
 }
@@ -393,6 +402,9 @@ impl Raft {
             return Err(MembershipError::ChangePending { index: pending });
         }
         let next = self.membership().after(change)?;
+        if !rejoin_safe(&self.config.voters, &next.voters) {
+            return Err(MembershipError::RejoinUnsafe);
+        }
         if let MembershipChange::Promote(id) = change {
             let last = self.log.last_index();
             let matched = self
@@ -496,6 +508,20 @@ impl Raft {
     pub(super) fn may_campaign(&self) -> bool {
         self.membership().is_voter(self.config.id)
     }
+}
+
+/// Spec §8.5, "Rejoining without state", rule 8: whether a node that loses its state while
+/// `voters` vote can rejoin by rule 3, which counts TermReplies from a quorum `q` of the
+/// static voters (`static_voters`, `n` of them: a node without state knows no other
+/// configuration). A quorum the node took part in holds ⌊|voters|/2⌋ voters besides it; at
+/// most `n - 1 - q` of the others stay silent when it rejoins, so some replier took part in
+/// that quorum if every voter is a static one and ⌊|voters|/2⌋ > n - 1 - q. With 3 or 5
+/// static voters: every configuration that lacks at most one of them.
+pub fn rejoin_safe(static_voters: &[NodeId], voters: &[NodeId]) -> bool {
+    let n = static_voters.len();
+    let q = n / 2 + 1;
+    // ⌊|voters|/2⌋ > n - 1 - q, without going below zero.
+    voters.iter().all(|v| static_voters.contains(v)) && voters.len() / 2 + q + 1 > n
 }
 
 impl Progress {

@@ -119,7 +119,9 @@ use udplock_protocol::{LogEntry, PeerEntry};
 
 use self::entries::RaftLog;
 use self::membership::MembershipOf;
-pub use self::membership::{Membership, MembershipError, SnapshotMembership, CATCH_UP_ENTRIES_MAX};
+pub use self::membership::{
+    rejoin_safe, Membership, MembershipError, SnapshotMembership, CATCH_UP_ENTRIES_MAX,
+};
 pub use self::persist::Persist;
 use self::rejoin::{Recovery, TermAnswer};
 use self::replication::{Progress, Sending};

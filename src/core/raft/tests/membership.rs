@@ -20,6 +20,18 @@ fn members_net(nodes: u64, voters: u64, seed: u64) -> Net {
     net
 }
 
+/// Static voters 1..=`nodes`, led by node 1, which has removed node `outside` (so that it can
+/// come back as a learner: a voter is always one of the static voters, spec §8.5 rule 8).
+fn net_without(nodes: u64, outside: NodeId, seed: u64) -> Net {
+    let mut net = Net::new(nodes, seed);
+    lead(&mut net, 1);
+    let index = change(&mut net, 1, MembershipChange::Remove(outside)).expect("removed");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    assert!(!net.node(1).membership().contains(outside));
+    net
+}
+
 /// Proposes `change` on `leader` and delivers what follows at once.
 fn change(net: &mut Net, leader: NodeId, change: MembershipChange) -> Result<u64, MembershipError> {
     let now = net.now;
@@ -63,14 +75,13 @@ fn a_node_outside_the_static_voters_starts_and_never_campaigns() {
 
 #[test]
 fn a_learner_catches_up_is_promoted_and_a_voter_is_removed() {
-    let mut net = members_net(4, 3, 2);
-    lead(&mut net, 1);
+    let mut net = net_without(4, 4, 2);
     for k in 1..=5u8 {
         net.propose(1, vec![k]);
     }
     net.run_for(ms(50));
-    // Node 4 hears from nobody until it is a learner.
-    assert_eq!(net.node(4).last_index(), 0);
+    // Node 4 hears from nobody until it is a learner again.
+    assert!(net.node(4).last_index() < net.node(1).last_index());
 
     let index = change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
     assert_eq!(learners(&net, 1), [4], "in force on the leader at once");
@@ -118,8 +129,7 @@ fn a_learner_catches_up_is_promoted_and_a_voter_is_removed() {
 
 #[test]
 fn learners_count_towards_no_majority() {
-    let mut net = members_net(4, 3, 3);
-    lead(&mut net, 1);
+    let mut net = net_without(4, 4, 3);
     change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
     net.run_for(ms(100));
     // The leader with its learner is no majority of voters 1, 2, 3.
@@ -151,7 +161,7 @@ fn learners_count_towards_no_majority() {
 
 #[test]
 fn a_leader_refuses_changes_it_cannot_make_safely() {
-    let mut net = members_net(5, 3, 4);
+    let mut net = members_net(5, 4, 4);
     assert!(matches!(
         change(&mut net, 1, MembershipChange::AddLearner(4)),
         Err(MembershipError::NotLeader(_))
@@ -170,6 +180,8 @@ fn a_leader_refuses_changes_it_cannot_make_safely() {
     net.filter = None;
     net.run_for(ms(100));
     assert_eq!(net.node(1).commit_index(), net.node(1).last_index());
+    change(&mut net, 1, MembershipChange::Remove(4)).expect("removed");
+    net.run_for(ms(100));
     assert_eq!(
         change(&mut net, 1, MembershipChange::AddLearner(2)),
         Err(MembershipError::AlreadyMember(2))
@@ -202,6 +214,24 @@ fn a_leader_refuses_changes_it_cannot_make_safely() {
     net.heal();
     net.run_for(ms(100));
     change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up now");
+    net.run_for(ms(100));
+    // Spec §8.5 rule 8: no voter outside the static voters, none fewer than a node without
+    // state could rejoin among (here: 2 of the 4 static voters are still enough).
+    change(&mut net, 1, MembershipChange::AddLearner(5)).expect("a learner may be anyone");
+    net.run_for(ms(100));
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Promote(5)),
+        Err(MembershipError::RejoinUnsafe)
+    );
+    let mut five = Net::new(5, 12);
+    lead(&mut five, 1);
+    change(&mut five, 1, MembershipChange::Remove(5)).expect("4 of 5 static voters");
+    five.run_for(ms(100));
+    assert_eq!(
+        change(&mut five, 1, MembershipChange::Remove(4)),
+        Err(MembershipError::RejoinUnsafe),
+        "3 of 5: a rejoining node hears from 3 of its 4 others, maybe not the one it voted with"
+    );
     // The last voter is never removed.
     let mut alone = members_net(2, 1, 6);
     alone.run_for(ms(10));
@@ -296,45 +326,41 @@ fn a_truncated_configuration_gives_way_to_the_previous_one() {
 }
 
 /// Ongaro's single-server change bug (raft-dev, 2015), which the rule "a leader proposes a
-/// change only after committing an entry of its own term" prevents. Voters 1..=4, learner 5.
-/// Leader 1 (term 1) promotes 5, which only 5 hears of: C1 = voters 1..=5. Node 2 is elected
-/// in term 2 by 2, 3 and 4, and its Appends reach 3 only. Were it to remove node 1 at once
-/// (C2 = voters 2, 3, 4), C2 would commit on 2 and 3, a majority of C2; node 1 would then be
-/// elected in term 3 by 1, 4 and 5, a majority of C1, and commit C1 at the index where 2 and
-/// 3 committed C2's no-op: two committed entries at one index. C1 and C2 differ by two
-/// servers, so their majorities need not overlap. With the rule node 2 cannot propose C2
-/// before its no-op commits, which needs node 4 or node 1.
+/// change only after committing an entry of its own term" prevents. Static voters 1..=4.
+/// Leader 1 (term 1) removes 4, which only it hears of: C1 = voters 1, 2, 3. Node 3 is elected
+/// in term 2 by 2, 3 and 4 (C0 = 1..=4), and its Appends reach 4 only. Were it to remove node
+/// 1 at once (C2 = voters 2, 3, 4), C2 would commit on 3 and 4, a majority of C2; node 1 would
+/// then be elected in term 3 by 1 and 2, a majority of C1, and commit C1 at the index where 3
+/// and 4 committed C2's no-op: two committed entries at one index. C1 and C2 differ by two
+/// servers, so their majorities need not overlap. With the rule node 3 cannot propose C2
+/// before its no-op commits, which needs node 1 or node 2.
 #[test]
 fn a_change_waits_for_an_entry_of_the_leaders_term_so_two_configurations_never_split() {
-    let mut net = members_net(5, 4, 9);
+    let mut net = Net::new(4, 9);
     lead(&mut net, 1);
-    change(&mut net, 1, MembershipChange::AddLearner(5)).expect("added");
-    net.run_for(ms(100));
-    assert_eq!(learners(&net, 4), [5]);
     for id in [2, 3, 4] {
         net.isolate(id);
     }
-    change(&mut net, 1, MembershipChange::Promote(5)).expect("5 is caught up");
+    change(&mut net, 1, MembershipChange::Remove(4)).expect("proposed");
     net.run_for(ms(10));
-    assert_eq!(voters(&net, 5), [1, 2, 3, 4, 5]);
-    assert_eq!(voters(&net, 4), [1, 2, 3, 4]);
+    assert_eq!(voters(&net, 1), [1, 2, 3]);
+    assert_eq!(voters(&net, 2), [1, 2, 3, 4]);
 
-    // Node 2 is elected by 2, 3 and 4 (C0); its Appends never reach node 4.
+    // Node 3 is elected by 2, 3 and 4 (C0); its Appends never reach node 2.
     net.heal();
     net.isolate(1);
-    net.isolate(5);
     net.filter = Some(Box::new(|from, to, message| {
-        (from != 2 || to != 4 || !matches!(message, Message::Append { .. })).then_some(message)
+        (from != 3 || to != 2 || !matches!(message, Message::Append { .. })).then_some(message)
     }));
-    net.campaign(2);
-    assert_eq!(net.node(2).role(), Role::Leader);
-    assert!(net.node(2).commit_index() < net.node(2).last_index());
-    let refused = change(&mut net, 2, MembershipChange::Remove(1));
+    net.campaign(3);
+    assert_eq!(net.node(3).role(), Role::Leader);
+    assert!(net.node(3).commit_index() < net.node(3).last_index());
+    let refused = change(&mut net, 3, MembershipChange::Remove(1));
     net.run_for(ms(20));
 
-    // Node 1 campaigns with 4 and 5 only.
+    // Node 1 campaigns with node 2 only.
     net.heal();
-    for (a, b) in [(1, 2), (1, 3), (5, 2), (5, 3)] {
+    for (a, b) in [(1, 3), (1, 4), (2, 3), (2, 4)] {
         net.blocked.insert((a, b));
         net.blocked.insert((b, a));
     }
@@ -345,7 +371,8 @@ fn a_change_waits_for_an_entry_of_the_leaders_term_so_two_configurations_never_s
     let leader = net.leader().expect("a leader after healing");
     let index = net.propose(leader, vec![42]);
     net.run_for(ms(500));
-    for id in net.ids() {
+    let members: Vec<NodeId> = net.node(leader).membership().members().collect();
+    for id in members {
         assert!(net.node(id).commit_index() >= index, "node {id}");
     }
     assert_eq!(refused, Err(MembershipError::NoCommitInTerm));
@@ -353,8 +380,7 @@ fn a_change_waits_for_an_entry_of_the_leaders_term_so_two_configurations_never_s
 
 #[test]
 fn the_configuration_survives_a_restart_and_compaction() {
-    let mut net = members_net(4, 3, 10);
-    lead(&mut net, 1);
+    let mut net = net_without(4, 4, 10);
     change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
     net.run_for(ms(100));
     change(&mut net, 1, MembershipChange::Promote(4)).expect("promoted");
@@ -378,24 +404,33 @@ fn the_configuration_survives_a_restart_and_compaction() {
     assert_eq!(restored.membership().voters, [1, 2, 3, 4]);
 }
 
-/// One change at a time (thesis §4.1): a leader cut off from its followers that could stack
-/// two uncommitted removals would be its own majority (voters 1, 2, 3 → 1, 3 → 1) and commit
-/// alone while 2 and 3, which never saw either change, elect a leader and commit too.
+/// One change at a time (thesis §4.1). Voters 1, 2, 3 and learner 4 (C0). Leader 1, cut off
+/// from 2 and 3 but not from 4, promotes 4 (C1 = 1, 2, 3, 4) and, were it allowed to stack a
+/// second change before the first commits, removes 2 (C2 = 1, 3, 4): C2's majority {1, 4}
+/// commits both and whatever follows, while 2 and 3, a majority of C0 that never saw either
+/// change, elect a leader and commit at the same index. C0 and C2 differ by two servers.
 #[test]
 fn a_cut_off_leader_cannot_stack_changes_into_a_majority_of_its_own() {
-    let mut net = members_net(3, 3, 11);
-    lead(&mut net, 1);
-    net.isolate(1);
-    let first = change(&mut net, 1, MembershipChange::Remove(2)).expect("proposed");
-    let second = change(&mut net, 1, MembershipChange::Remove(3));
-    let index = net.node(1).last_index() + 1;
+    let mut net = net_without(4, 4, 11);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    assert_eq!(learners(&net, 2), [4]);
+    for (a, b) in [(1, 2), (1, 3), (4, 2), (4, 3)] {
+        net.blocked.insert((a, b));
+        net.blocked.insert((b, a));
+    }
+    let first = change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up");
+    let second = change(&mut net, 1, MembershipChange::Remove(2));
     if net.node(1).role() == Role::Leader {
         net.propose(1, vec![1]);
     }
-    // Nodes 2 and 3 elect a leader of their own and commit at that index.
+    // Nodes 2 and 3 elect a leader of their own and commit.
     net.run_for(ms(1_000));
-    let other = net.leader().filter(|&l| l != 1).expect("2 or 3 leads");
-    net.propose(other, vec![2]);
+    let other = net
+        .leader()
+        .filter(|&l| l == 2 || l == 3)
+        .expect("2 or 3 leads");
+    let index = net.propose(other, vec![2]);
     net.run_for(ms(100));
     assert!(net.node(other).commit_index() >= index);
     net.heal();
