@@ -68,7 +68,7 @@ impl Raft {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.grants.clear();
-        self.grants.push(self.config.id);
+        self.count_grant(self.config.id);
         self.reset_election_timer(now);
         if self.grants.len() >= self.quorum {
             self.start_election(now);
@@ -96,7 +96,7 @@ impl Raft {
         self.role = Role::Candidate;
         self.leader = None;
         self.grants.clear();
-        self.grants.push(self.config.id);
+        self.count_grant(self.config.id);
         self.reset_election_timer(now);
         log::debug!(
             "raft {}: campaigning in term {}",
@@ -249,7 +249,7 @@ impl Raft {
 
     /// Counts a (pre-)vote granted by `from`, once, if `from` is a voter of this node's
     /// configuration: a learner's or a stranger's grant counts for nothing (thesis §4.2.1).
-    fn count_grant(&mut self, from: NodeId) {
+    pub(super) fn count_grant(&mut self, from: NodeId) {
         if self.membership().is_voter(from) && !self.grants.contains(&from) {
             self.grants.push(from);
         }

@@ -75,9 +75,12 @@
 //!   a majority of the old less the removed node (⌊n/2⌋) and one of the new (⌊(n−1)/2⌋+1)
 //!   together exceed `n − 1`.
 //!
-//! So a lease taken from a round acknowledged by a majority of the old configuration stays
-//! valid after the leader adopts the next one (it need not be recomputed), and a lease taken
-//! in the next one holds against a candidate that still uses the old one. A learner's
+//! So a lease taken in the new configuration holds against a candidate that still uses the
+//! old one, and the other way round. A leader that adopts a new configuration nevertheless
+//! drops its lease and takes one again only from a round started after the change and
+//! acknowledged by a majority of the new voters (`adopt_membership` sets `lease_from_round`):
+//! it costs one round trip of lease per change, and a lease then always rests on the
+//! configuration in force, which is what the simulator's lease checker can see. A learner's
 //! acknowledgement never counts: it makes no promise the argument can use, since a learner's
 //! grant is not counted by any candidate either, but the candidate that promotes it in its
 //! own log would count it. A removed leader's own acknowledgement no longer counts from the

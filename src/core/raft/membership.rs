@@ -476,6 +476,11 @@ impl Raft {
                 }
             }
             self.progress = progress;
+            // The lease starts afresh from a round the new voters acknowledge (`lease.rs`):
+            // one round trip without it, and a lease always rests on the configuration in
+            // force.
+            self.lease_start = None;
+            self.lease_from_round = self.lease_from_round.max(self.round + 1);
             if self.transfer.is_some_and(|t| !membership.is_voter(t.to)) {
                 // The target no longer votes: it could not win. Lead on; lease from a round
                 // that names nobody (as when a transfer is abandoned, `lease.rs`).
@@ -504,9 +509,20 @@ impl Raft {
         self.become_follower(now, self.hard.term, None);
     }
 
-    /// Whether this node may start a (pre-)election: only a voter of its configuration.
+    /// Whether this node may start a (pre-)election: a voter of its configuration, or of
+    /// the committed one before it while the latest, which removes it, is not known
+    /// committed. The latter case is a leader that proposed its own removal and lost its
+    /// leadership before the removal committed: its log may be the only one that is up to
+    /// date, so without it the shard could stay without a leader. It campaigns as any
+    /// candidate does, counting the voters of its latest configuration (not itself), whose
+    /// majorities overlap those of the one before (single-server change); once elected it
+    /// commits its removal and steps down (thesis §4.2.2).
     pub(super) fn may_campaign(&self) -> bool {
-        self.membership().is_voter(self.config.id)
+        let id = self.config.id;
+        let configs = self.log.configs();
+        configs.latest().is_voter(id)
+            || (configs.latest_index() > self.commit_index
+                && configs.at(self.commit_index).is_voter(id))
     }
 }
 

@@ -437,3 +437,33 @@ fn a_cut_off_leader_cannot_stack_changes_into_a_majority_of_its_own() {
     net.run_for(ms(1_000));
     assert_eq!(second, Err(MembershipError::ChangePending { index: first }));
 }
+
+/// A leader that proposed its own removal and lost its leadership before the removal
+/// committed may hold the only up-to-date log: it must still be able to campaign (counting
+/// the voters of its latest configuration, not itself), or the shard can stay without a
+/// leader (found by the simulator: seed 266 on 4 nodes). Static voters 1..=4; node 4 is down.
+#[test]
+fn a_leader_whose_removal_did_not_commit_can_still_be_elected() {
+    let mut net = Net::new(4, 13);
+    lead(&mut net, 1);
+    // Node 1's Appends stop reaching anyone: its removal stays in its own log only.
+    net.filter = Some(Box::new(|from, _, message| {
+        (from != 1 || !matches!(message, Message::Append { .. })).then_some(message)
+    }));
+    change(&mut net, 1, MembershipChange::Remove(1)).expect("proposed");
+    net.crash(4);
+    // Node 1 steps down (CheckQuorum); 2 and 3 cannot be elected without it.
+    net.run_for(ms(400));
+    net.filter = None;
+    // Nodes 2 and 3 alone are no majority of 1..=4, and node 1's log is ahead of theirs.
+    net.run_for(ms(3_000));
+    let leader = net.leader().expect("a leader");
+    assert!(
+        leader == 2 || leader == 3,
+        "node 1 stepped down once removed"
+    );
+    let index = net.propose(leader, vec![5]);
+    net.run_for(ms(200));
+    assert!(net.node(leader).commit_index() >= index);
+    assert_eq!(voters(&net, leader), [2, 3, 4]);
+}
