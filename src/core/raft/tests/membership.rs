@@ -467,3 +467,19 @@ fn a_leader_whose_removal_did_not_commit_can_still_be_elected() {
     assert!(net.node(leader).commit_index() >= index);
     assert_eq!(voters(&net, leader), [2, 3, 4]);
 }
+
+/// A leader that adopts a new configuration holds no lease until a majority of the new
+/// voters acknowledged a round started after the change (`lease.rs`).
+#[test]
+fn a_configuration_change_restarts_the_lease_from_the_new_voters() {
+    let mut net = net_without(4, 4, 14);
+    net.run_for(ms(100));
+    assert!(net.node(1).lease_valid(net.now));
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    assert!(!net.node(1).lease_valid(net.now), "dropped at the change");
+    net.run_for(ms(100));
+    assert!(
+        net.node(1).lease_valid(net.now),
+        "back after a round of the new voters"
+    );
+}
