@@ -13,11 +13,17 @@
 //!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
 //!          | resource_len u8 | resource | client_len u8 | client
 //! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
+//! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters u64 × voter_count
+//!          | learners u64 × learner_count
 //! ```
 //!
 //! SETTINGS carries the values of the settings a leader applies with that may differ between
 //! nodes (spec §8.8): every replica applies the commands after it with the same values, so
 //! nodes need not share them and an operator can change them with a rolling restart.
+//!
+//! CONFIG is the shard's Raft configuration (spec §8.7, thesis §4.1): who votes and who only
+//! learns. Raft itself writes and reads it (`core::raft::membership`); a replica's lock table
+//! skips it.
 
 use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -30,6 +36,13 @@ use crate::{DecodeError, EncodeError, ID_LEN_MAX};
 const SHORT_COMMAND_LEN: usize = 9;
 /// Length of SETTINGS: the kind byte and three u32.
 const SETTINGS_COMMAND_LEN: usize = 13;
+/// Length of CONFIG without its node ids: the kind byte and the two counts.
+const CONFIG_FIXED_LEN: usize = 3;
+/// Most members (voters and learners together) one CONFIG names: a shard has 1, 3 or 5
+/// voters (typically 3) and, while a replica moves, one learner more; 16 leaves room for 7
+/// voters with learners, and bounds what a CONFIG costs to read, to store (131 bytes) and,
+/// on a leader, in per-follower state. More does not decode (`BadMembers`).
+pub const CONFIG_MEMBERS_MAX: usize = 16;
 /// Length of a REQUEST command without its two ids (the two length bytes included).
 pub const LOG_REQUEST_FIXED_LEN: usize = 57;
 /// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id.
@@ -60,12 +73,50 @@ pub mod field {
     pub const TTL_DEFAULT_MS: Range<usize> = 1..5;
     pub const RETRY_AFTER_MS: Range<usize> = 5..9;
     pub const STARTUP_GRACE_MS: Range<usize> = 9..13;
+    /// CONFIG.
+    pub const VOTER_COUNT: usize = 1;
+    pub const LEARNER_COUNT: usize = 2;
+    pub const MEMBERS: usize = 3;
 }
 
 const _: () = assert!(field::RESOURCE + 1 == LOG_REQUEST_FIXED_LEN);
 const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
 const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
 const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
+const _: () = assert!(field::MEMBERS == CONFIG_FIXED_LEN);
+const _: () = assert!(CONFIG_FIXED_LEN + 8 * CONFIG_MEMBERS_MAX <= LOG_COMMAND_LEN_MAX);
+
+/// Node ids as a CONFIG holds them: big-endian u64s, borrowed from the entry's data (or
+/// from a caller's buffer, [`NodeIds::write`]). Compared by their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeIds<'a>(&'a [u8]);
+
+impl<'a> NodeIds<'a> {
+    /// Writes `ids` into `buf` as a CONFIG holds them; `None` if `buf` is too small.
+    pub fn write(ids: &[u64], buf: &'a mut [u8]) -> Option<NodeIds<'a>> {
+        let out = buf.get_mut(..ids.len().checked_mul(8)?)?;
+        for (chunk, id) in out.chunks_exact_mut(8).zip(ids) {
+            chunk.copy_from_slice(&id.to_be_bytes());
+        }
+        Some(NodeIds(out))
+    }
+
+    /// How many ids.
+    pub fn len(&self) -> usize {
+        self.0.len() / 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The ids in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + 'a {
+        self.0
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+    }
+}
 
 /// One replicated log command. Ids borrow from the entry's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -99,6 +150,15 @@ pub enum LogCommand<'a> {
         retry_after_ms: u32,
         startup_grace_ms: u32,
     },
+    /// The shard's Raft configuration from this entry on (thesis §4.1): the voters (at
+    /// least one) and the learners, which receive the log but never vote nor count towards a
+    /// majority (thesis §4.2.1). Ids are non-zero, none named twice, at most
+    /// [`CONFIG_MEMBERS_MAX`] in all; [`LogCommand::decode`] and [`LogCommand::encode`]
+    /// refuse others.
+    Config {
+        voters: NodeIds<'a>,
+        learners: NodeIds<'a>,
+    },
 }
 
 impl<'a> LogCommand<'a> {
@@ -109,6 +169,7 @@ impl<'a> LogCommand<'a> {
             LogCommand::Tick { .. } => LogCommandKind::Tick,
             LogCommand::Request { .. } => LogCommandKind::Request,
             LogCommand::Settings { .. } => LogCommandKind::Settings,
+            LogCommand::Config { .. } => LogCommandKind::Config,
         }
     }
 
@@ -142,7 +203,27 @@ impl<'a> LogCommand<'a> {
                     startup_grace_ms: u32_at(data, field::STARTUP_GRACE_MS.start),
                 })
             }
+            LogCommandKind::Config => Self::decode_config(data),
         }
+    }
+
+    fn decode_config(data: &'a [u8]) -> Result<LogCommand<'a>, DecodeError> {
+        let (Some(&voters), Some(&learners)) =
+            (data.get(field::VOTER_COUNT), data.get(field::LEARNER_COUNT))
+        else {
+            return Err(DecodeError::BadBodyLength);
+        };
+        let (voters, learners) = (voters as usize, learners as usize);
+        if data.len() != CONFIG_FIXED_LEN + 8 * (voters + learners) {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let split = field::MEMBERS + 8 * voters;
+        let voters = NodeIds(&data[field::MEMBERS..split]);
+        let learners = NodeIds(&data[split..]);
+        if !config_members_ok(voters, learners) {
+            return Err(DecodeError::BadMembers);
+        }
+        Ok(LogCommand::Config { voters, learners })
     }
 
     fn decode_request(data: &'a [u8], stamp: u64) -> Result<LogCommand<'a>, DecodeError> {
@@ -200,6 +281,9 @@ impl<'a> LogCommand<'a> {
         match self {
             LogCommand::Init { .. } | LogCommand::Tick { .. } => SHORT_COMMAND_LEN,
             LogCommand::Settings { .. } => SETTINGS_COMMAND_LEN,
+            LogCommand::Config { voters, learners } => {
+                CONFIG_FIXED_LEN + 8 * (voters.len() + learners.len())
+            }
             LogCommand::Request { body, .. } => {
                 let (resource, client) = body.ids();
                 LOG_REQUEST_FIXED_LEN + resource.len() + client.len()
@@ -227,6 +311,18 @@ impl<'a> LogCommand<'a> {
                 out[field::TTL_DEFAULT_MS].copy_from_slice(&ttl_default_ms.to_be_bytes());
                 out[field::RETRY_AFTER_MS].copy_from_slice(&retry_after_ms.to_be_bytes());
                 out[field::STARTUP_GRACE_MS].copy_from_slice(&startup_grace_ms.to_be_bytes());
+            }
+            LogCommand::Config { voters, learners } => {
+                if !config_members_ok(voters, learners) {
+                    return Err(EncodeError::BadMembers);
+                }
+                let out = buf.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+                out[field::KIND] = self.kind().to_wire();
+                out[field::VOTER_COUNT] = voters.len() as u8;
+                out[field::LEARNER_COUNT] = learners.len() as u8;
+                let split = field::MEMBERS + voters.0.len();
+                out[field::MEMBERS..split].copy_from_slice(voters.0);
+                out[split..].copy_from_slice(learners.0);
             }
             LogCommand::Request {
                 stamp,
@@ -279,6 +375,18 @@ impl<'a> LogCommand<'a> {
         }
         Ok(len)
     }
+}
+
+/// Spec §8.7, CONFIG: at least one voter, at most [`CONFIG_MEMBERS_MAX`] members, no id 0,
+/// no id named twice (in one list or in both).
+fn config_members_ok(voters: NodeIds<'_>, learners: NodeIds<'_>) -> bool {
+    if voters.is_empty() || voters.len() + learners.len() > CONFIG_MEMBERS_MAX {
+        return false;
+    }
+    let members = || voters.iter().chain(learners.iter());
+    members()
+        .enumerate()
+        .all(|(position, id)| id != 0 && !members().take(position).any(|other| other == id))
 }
 
 /// The operation of a REQUEST command from its op byte and fields (the inverse of

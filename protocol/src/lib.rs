@@ -75,7 +75,9 @@ mod shard_status;
 mod swim;
 
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
-pub use command::{LogCommand, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN};
+pub use command::{
+    LogCommand, NodeIds, CONFIG_MEMBERS_MAX, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN,
+};
 pub use header::Header;
 pub use members::{
     field as members_field, MemberEntries, MemberEntry, MemberEntryIter, MembersReply,
@@ -221,10 +223,11 @@ pub enum DecodeError {
     /// NODE_SETTINGS_REPLY: with OK, a zero node id or cluster id; with another status, any
     /// non-zero field or entry.
     BadSettings,
-    /// MEMBERS_REPLY: the page is inconsistent (spec §5.8): with OK, a zero node id, more
-    /// entries than `members_total`, an entry id of 0, below `first_id` or not above the one
-    /// before, a `next_id` not above the last entry's id, or a state that is not 0 to 3; with
-    /// another status, any non-zero field.
+    /// A list of members that breaks its rules. MEMBERS_REPLY (spec §5.8): with OK, a zero
+    /// node id, more entries than `members_total`, an entry id of 0, below `first_id` or not
+    /// above the one before, a `next_id` not above the last entry's id, or a state that is
+    /// not 0 to 3; with another status, any non-zero field. Log command CONFIG (spec §8.7):
+    /// no voter, more than [`CONFIG_MEMBERS_MAX`] members, a node id 0, or a node named twice.
     BadMembers,
     /// SWIM record or MEMBERS_REPLY entry (spec §8.12, §5.8): an address whose family is not 4 or 6, an IPv4 address with
     /// a non-zero byte among its 12 unused ones, or port 0.
@@ -356,7 +359,8 @@ pub enum EncodeError {
     BadShardStatus,
     /// A NODE_SETTINGS_REPLY whose fields disagree (see [`DecodeError::BadSettings`]).
     BadSettings,
-    /// A MEMBERS_REPLY whose fields disagree (see [`DecodeError::BadMembers`]).
+    /// A MEMBERS_REPLY whose fields disagree, or a CONFIG whose members break a rule (see
+    /// [`DecodeError::BadMembers`]).
     BadMembers,
     /// A SWIM or MEMBERS_REPLY address the wire cannot carry exactly: port 0, or an IPv6 address with a flow
     /// label or scope id (see [`DecodeError::BadAddress`]).
@@ -382,7 +386,9 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadSnapshotChunk => "snapshot chunk fields out of range",
             EncodeError::BadShardStatus => "shard status page fields disagree",
             EncodeError::BadSettings => "node settings reply fields disagree",
-            EncodeError::BadMembers => "members page fields disagree",
+            EncodeError::BadMembers => {
+                "members page fields disagree, or config members break a rule of spec 8.7"
+            }
             EncodeError::BadAddress => "swim address not representable on the wire",
             EncodeError::BadUpdate => "swim update breaks a rule of spec 8.12",
             EncodeError::TooManyUpdates => "swim message carries too many updates",

@@ -1279,6 +1279,43 @@ fn log_command_encode_refuses_what_decode_rejects() {
     assert_eq!(LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX);
 }
 
+/// CONFIG (spec §8.7): what decodes re-encodes byte for byte, and the encoder refuses the
+/// members the decoder refuses (no voter, id 0, a node twice, more than the limit).
+#[test]
+fn config_commands_encode_only_what_decodes() {
+    let config = |voters: &[u64], learners: &[u64]| {
+        let mut ids = [0u8; 8 * (CONFIG_MEMBERS_MAX + 1)];
+        let (v, l) = ids.split_at_mut(8 * voters.len());
+        let command = LogCommand::Config {
+            voters: NodeIds::write(voters, v).unwrap(),
+            learners: NodeIds::write(learners, l).unwrap(),
+        };
+        let mut out = [0u8; LOG_COMMAND_LEN_MAX];
+        let n = command.encode(&mut out)?;
+        let decoded = LogCommand::decode(&out[..n]).expect("decodes");
+        let LogCommand::Config {
+            voters: dv,
+            learners: dl,
+        } = decoded
+        else {
+            panic!("not a CONFIG: {decoded:?}");
+        };
+        assert_eq!(dv.iter().collect::<Vec<_>>(), voters);
+        assert_eq!(dl.iter().collect::<Vec<_>>(), learners);
+        Ok::<usize, EncodeError>(n)
+    };
+    assert_eq!(config(&[1, 2, 3], &[4]), Ok(35));
+    assert_eq!(config(&[9], &[]), Ok(11));
+    assert_eq!(config(&[], &[4]), Err(EncodeError::BadMembers));
+    assert_eq!(config(&[1, 0], &[]), Err(EncodeError::BadMembers));
+    assert_eq!(config(&[1, 2], &[2]), Err(EncodeError::BadMembers));
+    assert_eq!(config(&[1, 2, 1], &[]), Err(EncodeError::BadMembers));
+    let max: Vec<u64> = (1..=CONFIG_MEMBERS_MAX as u64).collect();
+    assert_eq!(config(&max, &[]), Ok(3 + 8 * CONFIG_MEMBERS_MAX));
+    let over: Vec<u64> = (1..=CONFIG_MEMBERS_MAX as u64 + 1).collect();
+    assert_eq!(config(&over[..1], &over[1..]), Err(EncodeError::BadMembers));
+}
+
 // ---------------------------------------------------------------------------------------------
 // SHARD_STATUS and SHARD_STATUS_REPLY (spec §4.7, §5.6).
 

@@ -1011,6 +1011,7 @@ fn check_command(r: &Record) {
     let bytes = r.hex();
     let resource = r.opt("resource").map(parse_bytes).unwrap_or_default();
     let client = r.opt("client").map(parse_bytes).unwrap_or_default();
+    let mut config_ids = [0u8; 8 * CONFIG_MEMBERS_MAX];
     let expected = match r.get("command") {
         "INIT" => LogCommand::Init {
             token_first: r.num("token_first"),
@@ -1023,6 +1024,24 @@ fn check_command(r: &Record) {
             retry_after_ms: r.num("retry_after_ms") as u32,
             startup_grace_ms: r.num("startup_grace_ms") as u32,
         },
+        "CONFIG" => {
+            let ids = |key: &str| -> Vec<u64> {
+                let list = r.get(key);
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|id| !id.is_empty())
+                    .map(|id| id.parse().expect("a node id"))
+                    .collect()
+            };
+            let (voters, learners) = (ids("voters"), ids("learners"));
+            let voters_len = 8 * voters.len();
+            config_ids[..voters_len + 8 * learners.len()].fill(0);
+            let (v, l) = config_ids.split_at_mut(voters_len);
+            LogCommand::Config {
+                voters: NodeIds::write(&voters, v).expect("room"),
+                learners: NodeIds::write(&learners, l).expect("room"),
+            }
+        }
         "REQUEST" => LogCommand::Request {
             stamp: r.num("stamp"),
             session_id: r.num("session_id"),

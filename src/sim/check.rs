@@ -409,7 +409,8 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
     let mut table = table.clone();
     for entry in log {
         match LogCommand::decode(&entry.data) {
-            Err(_) => {}
+            // CONFIG changes who replicates the log, not the table.
+            Err(_) | Ok(LogCommand::Config { .. }) => {}
             Ok(LogCommand::Init { token_first }) => {
                 if model.is_none() {
                     model = Some(LockTable::new(lock_table::Config {

@@ -138,6 +138,9 @@ impl Sim {
                 Some(_) => {}
                 None => {
                     assert_eq!(applied.len() as u64, index - 1);
+                    if crate::core::raft::Membership::of_entry(&entry.data).is_some() {
+                        self.report.membership_changes += 1;
+                    }
                     applied.push(Applied {
                         term: entry.term,
                         data: entry.data.clone(),
@@ -250,9 +253,16 @@ impl Sim {
         term: u64,
     ) -> Result<(), SimFailure> {
         let window = self.shard_config.raft.election_timeout_min;
+        // A majority of the voters of the leader's configuration (raft `membership.rs`):
+        // every node while the configuration is the static one.
+        let voters = self.nodes[(id - 1) as usize]
+            .replica(s)
+            .map(|r| r.raft().membership().voters.clone())
+            .unwrap_or_default();
         let heard = self
             .nodes
             .iter()
+            .filter(|n| voters.contains(&n.id))
             .filter(|n| {
                 n.id == id
                     || n.heard_leader[s].is_some_and(|(t, leader, at)| {
@@ -260,7 +270,7 @@ impl Sim {
                     })
             })
             .count();
-        if heard * 2 <= self.nodes.len() {
+        if heard * 2 <= voters.len() {
             return Err(self.fail(format!(
                 "lease safety: node {id} holds a lease in term {term} of shard {s}, but only \
                  {heard} node(s), itself included, heard from it in that term within the last \
@@ -322,6 +332,12 @@ impl Sim {
         }
         check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
         self.check_members()?;
+        if self.config.membership_changes && self.report.membership_changes == 0 {
+            return Err(self.fail(format!(
+                "membership: no change committed ({} proposed, {} refused)",
+                self.report.membership_proposed, self.report.membership_refused
+            )));
+        }
         for (s, &mark) in self.catch_up_index.iter().enumerate() {
             let Some(mark) = mark else { continue };
             for n in &self.nodes {

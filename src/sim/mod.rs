@@ -19,7 +19,9 @@
 //! in three also spreads leaders (whoever leads a shard hands it to its preferred node once
 //! that one is caught up), one in five snapshots at the production cadence
 //! ([`SimConfig::production_compaction`]), one in four has
-//! leaders that answer OVERLOADED whenever two proposals are uncommitted, and one in four
+//! leaders that answer OVERLOADED whenever two proposals are uncommitted, one in four on 4
+//! nodes or more moves replicas by single-server membership changes while it runs
+//! (`membership.rs`: remove a voter, add it back as a learner, promote it), and one in four
 //! (`KEYLESS_SEEDS_EVERY`) runs without a cluster key, as every scenario does; the others
 //! authenticate every node-to-node datagram (spec §8.11), so the network's duplicates,
 //! late copies and a restarted node's first exchanges go through the checks a real node
@@ -144,6 +146,7 @@ mod clock;
 mod disk;
 mod faults;
 mod invariants;
+mod membership;
 mod network;
 mod nodes;
 mod scenarios;
@@ -224,6 +227,10 @@ pub struct SimConfig {
     /// it the lease-safety checker fires: the spec's one assumption about clocks is the
     /// bound (client protocol §6.4, "The clock").
     pub clock_faults_beyond_bound: bool,
+    /// The run asks shards' leaders for single-server membership changes while clients run
+    /// and faults happen (`membership.rs`); it fails if none commits. [`SimConfig::new`] sets
+    /// it for one seed in `MEMBERSHIP_SEEDS_EVERY`.
+    pub membership_changes: bool,
 }
 
 impl SimConfig {
@@ -243,6 +250,7 @@ impl SimConfig {
             production_compaction: seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3,
             clock_stops_during_pauses: false,
             clock_faults_beyond_bound: false,
+            membership_changes: membership::membership_seed(seed, nodes),
         }
     }
 }
@@ -302,6 +310,11 @@ pub struct SimReport {
     /// and pauses during the safety phase legitimately cause the others.
     pub swim_deaths: u64,
     pub swim_deaths_healed: u64,
+    /// Membership changes the simulator asked for that a leader accepted or refused, and
+    /// CONFIG entries the replicas applied (committed changes; `membership.rs`).
+    pub membership_proposed: u64,
+    pub membership_refused: u64,
+    pub membership_changes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -425,6 +438,8 @@ enum Event {
     },
     /// Note the commit index the replicas must all reach by the end.
     CatchUpMark,
+    /// Ask a shard's leader for the next membership change (`membership.rs`).
+    Membership,
     /// Leader `from` starts handing leadership of `shard` to `to` (a fault or a scenario; an
     /// event, so that what it sends passes a script's `on_send` like anything else).
     Transfer {
@@ -497,6 +512,7 @@ impl Event {
                 trace.word(*node);
             }
             Event::CatchUpMark => trace.word(11),
+            Event::Membership => trace.word(14),
             Event::Transfer { from, to, shard } => {
                 trace.word(12);
                 trace.word(*from);
@@ -754,6 +770,7 @@ impl Sim {
                 sim.schedule(Duration::from_millis(after), Event::Writeback { node });
             }
         }
+        sim.arm_membership();
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
         Ok(sim)
@@ -923,6 +940,7 @@ impl Sim {
                 self.after_call(from)?;
             }
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
+            Event::Membership => self.membership_step()?,
             Event::CatchUpMark => {
                 for shard in 0..self.catch_up_index.len() {
                     let commit = self

@@ -146,6 +146,7 @@ impl Scenario {
             production_compaction: false,
             clock_stops_during_pauses: false,
             clock_faults_beyond_bound: false,
+            membership_changes: false,
         }
     }
 

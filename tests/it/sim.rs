@@ -22,6 +22,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut power_losses = 0;
     let mut fsync_power_losses = 0;
     let mut junk_snapshots = 0;
+    let mut membership_changes = 0;
     for seed in seeds {
         match sim::run(&SimConfig::new(seed, nodes, SWEEP_SECONDS)) {
             Ok(report) => {
@@ -31,6 +32,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 power_losses += report.power_losses;
                 fsync_power_losses += report.fsync_power_losses;
                 junk_snapshots += report.junk_snapshots;
+                membership_changes += report.membership_changes;
             }
             Err(f) => failures.push(f.to_string()),
         }
@@ -54,6 +56,12 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
         "no follower was ever sent a junk snapshot"
     );
     assert!(grants > 0, "the clients never got a lock");
+    // Single-server membership changes (issue 10) on 4 nodes or more, one seed in four.
+    assert_eq!(
+        membership_changes > 0,
+        nodes >= 4,
+        "membership changes committed: {membership_changes}"
+    );
 }
 
 #[test]

@@ -446,6 +446,31 @@ impl Node {
         self.check();
     }
 
+    /// Asks this node's replica of `shard`, if it leads, for one single-server change of the
+    /// shard's Raft configuration (thesis §4; `raft::Raft::propose_membership` says when it
+    /// is refused): what placement, an operator or a test decides. Raft messages reach
+    /// learners like any listed peer. Returns the CONFIG entry's index.
+    pub fn change_membership(
+        &mut self,
+        now: Instant,
+        shard: u32,
+        change: raft::MembershipChange,
+    ) -> Result<u64, raft::MembershipError> {
+        self.advance(now);
+        let result = match self.shards.get_mut(shard as usize) {
+            Some(replica) => {
+                let result = replica.change_membership(now, change);
+                self.touch(shard);
+                result
+            }
+            None => Err(raft::MembershipError::NotLeader(raft::NotLeader {
+                leader_hint: None,
+            })),
+        };
+        self.check();
+        result
+    }
+
     /// How many shards this node leads.
     pub fn leading(&self) -> usize {
         self.shards

@@ -969,3 +969,42 @@ fn a_node_restarted_with_a_fresh_core_is_alive_again_on_its_own_word() {
         "the restarted node refuted its earlier life's death"
     );
 }
+
+/// Node::change_membership (issue 10): the leader of a shard removes a node, adds it back as
+/// a learner and promotes it; every change reaches every node over bytes (learners included),
+/// and a node that does not lead the shard refuses.
+#[test]
+fn a_shards_leader_changes_its_membership_over_bytes() {
+    let mut trio = Trio::new(1, test_keys());
+    trio.run_for(1_000);
+    let leader = trio.leader_of(0).expect("a leader");
+    let other = (leader + 1) % 3;
+    let other_id = other as NodeId + 1;
+    let now = trio.now;
+    assert!(matches!(
+        trio.nodes[other].change_membership(now, 0, raft::MembershipChange::Remove(other_id)),
+        Err(raft::MembershipError::NotLeader(_))
+    ));
+    let membership = |trio: &Trio, i: usize| trio.nodes[i].shards()[0].raft().membership().clone();
+    for change in [
+        raft::MembershipChange::Remove(other_id),
+        raft::MembershipChange::AddLearner(other_id),
+        raft::MembershipChange::Promote(other_id),
+    ] {
+        let now = trio.now;
+        let index = trio.nodes[leader]
+            .change_membership(now, 0, change)
+            .unwrap_or_else(|e| panic!("{change:?}: {e}"));
+        trio.run_for(200);
+        assert!(trio.nodes[leader].shards()[0].raft().commit_index() >= index);
+        for i in 0..3 {
+            if i != other || !matches!(change, raft::MembershipChange::Remove(_)) {
+                assert_eq!(membership(&trio, i), membership(&trio, leader), "node {i}");
+            }
+        }
+        if let raft::MembershipChange::AddLearner(id) = change {
+            assert_eq!(membership(&trio, other).learners, [id]);
+        }
+    }
+    assert_eq!(membership(&trio, other).voters.len(), 3);
+}

@@ -12,7 +12,6 @@ use rand::Rng;
 
 use super::rejoin::Recovery;
 use super::replication::Progress;
-use super::snapshot::SnapshotSend;
 use super::{HardState, Message, NodeId, PeerLogKind, Raft, Role, TERM_MAX};
 use crate::core::time::{Duration, Instant};
 
@@ -31,7 +30,11 @@ impl Raft {
     /// soon as it starts). Called where a node starts to take part: at start, and when it
     /// stops asking the others (spec §8.5 rule 6, with no others).
     pub(super) fn campaign_at_once_if_alone(&mut self, now: Instant) {
-        if self.quorum == 1 && self.role == Role::Follower && self.recovery == Recovery::None {
+        if self.quorum == 1
+            && self.role == Role::Follower
+            && self.recovery == Recovery::None
+            && self.may_campaign()
+        {
             self.election_deadline = now;
         }
     }
@@ -46,7 +49,7 @@ impl Raft {
     }
 
     pub(super) fn start_pre_vote(&mut self, now: Instant) {
-        assert!(self.role != Role::Leader);
+        assert!(self.role != Role::Leader && self.may_campaign());
         if self.hard.term >= TERM_MAX {
             // No term is left to campaign in (every node would drop it); only a faulty peer
             // brings a node here (`TERM_AHEAD_MAX`). Nothing this node could send would help.
@@ -65,7 +68,7 @@ impl Raft {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.grants.clear();
-        self.grants.push(self.config.id);
+        self.count_grant(self.config.id);
         self.reset_election_timer(now);
         if self.grants.len() >= self.quorum {
             self.start_election(now);
@@ -93,7 +96,7 @@ impl Raft {
         self.role = Role::Candidate;
         self.leader = None;
         self.grants.clear();
-        self.grants.push(self.config.id);
+        self.count_grant(self.config.id);
         self.reset_election_timer(now);
         log::debug!(
             "raft {}: campaigning in term {}",
@@ -150,9 +153,7 @@ impl Raft {
         if self.role != Role::PreCandidate || !granted || term != self.hard.term + 1 {
             return;
         }
-        if !self.grants.contains(&from) {
-            self.grants.push(from);
-        }
+        self.count_grant(from);
         if self.grants.len() >= self.quorum {
             self.start_election(now);
         }
@@ -240,12 +241,19 @@ impl Raft {
         if self.role != Role::Candidate || term != self.hard.term || !granted {
             return;
         }
-        if !self.grants.contains(&from) {
-            self.grants.push(from);
-        }
+        self.count_grant(from);
         if self.grants.len() >= self.quorum {
             self.become_leader(now);
         }
+    }
+
+    /// Counts a (pre-)vote granted by `from`, once, if `from` is a voter of this node's
+    /// configuration: a learner's or a stranger's grant counts for nothing (thesis §4.2.1).
+    pub(super) fn count_grant(&mut self, from: NodeId) {
+        if self.membership().is_voter(from) && !self.grants.contains(&from) {
+            self.grants.push(from);
+        }
+        assert!(self.grants.len() <= self.membership().voters.len());
     }
 
     /// Moves to follower of `term` (a later term clears the vote). Leaving leadership counts
@@ -288,21 +296,10 @@ impl Raft {
         self.lease_from_round = 0;
         let next = self.log.last_index() + 1;
         self.progress.clear();
-        for &id in &self.config.voters {
-            if id != self.config.id {
-                self.progress.push(Progress {
-                    id,
-                    next,
-                    matched: 0,
-                    probing: true,
-                    probe_sent: false,
-                    acked_round: 0,
-                    life: None,
-                    life_floor: 0,
-                    heard_at: now,
-                    snapshot: SnapshotSend::default(),
-                });
-            }
+        let membership = self.log.configs().latest();
+        for id in membership.members().filter(|&id| id != self.config.id) {
+            let voter = membership.is_voter(id);
+            self.progress.push(Progress::new(id, voter, next, now));
         }
         self.round_starts.clear();
         self.lease_start = None;

@@ -16,6 +16,7 @@
 //! the shell exactly that ([`super::Persist`]) rather than the shell comparing its files with
 //! the log afterwards.
 
+use super::membership::{Configs, Membership};
 use super::{Entry, SnapshotMeta};
 
 /// The log, owned by [`super::Raft`].
@@ -32,6 +33,9 @@ pub(super) struct RaftLog {
     /// The snapshot changed since (compaction or an installed one): the stored log is to be
     /// rewritten whole after it.
     snapshot_changed: bool,
+    /// The configurations the snapshot and the entries hold (`membership.rs`), kept in step
+    /// with every change.
+    configs: Configs,
 }
 
 /// What the stored log must change since the last [`RaftLog::take_changes`].
@@ -47,10 +51,12 @@ impl RaftLog {
     /// Takes the snapshot meta and the log after it that a node persisted. `term` is the
     /// persisted current term: no entry can be of a later term, because a node adopts a term
     /// before it stores anything of it.
+    /// `base` is the configuration as of the snapshot (the static one without a snapshot).
     pub(super) fn from_persisted(
         snapshot: SnapshotMeta,
         entries: Vec<Entry>,
         term: u64,
+        base: Membership,
     ) -> RaftLog {
         assert!(
             (snapshot.index == 0) == (snapshot.term == 0),
@@ -77,12 +83,17 @@ impl RaftLog {
             );
             term_previous = entry.term;
         }
+        let mut configs = Configs::new(base);
+        for entry in &entries {
+            configs.pushed(entry.index, &entry.data);
+        }
         // What was persisted needs no persisting.
         RaftLog {
             snapshot,
             entries,
             changed_from: None,
             snapshot_changed: false,
+            configs,
         }
     }
 
@@ -108,6 +119,11 @@ impl RaftLog {
     /// Notes that the entries from `index` on changed (see `changed_from`).
     fn changed(&mut self, index: u64) {
         self.changed_from = Some(self.changed_from.map_or(index, |from| from.min(index)));
+    }
+
+    /// The configurations the log holds.
+    pub(super) fn configs(&self) -> &Configs {
+        &self.configs
     }
 
     /// The entries still held, `first_index()` first.
@@ -196,6 +212,7 @@ impl RaftLog {
             self.last_term()
         );
         self.changed(entry.index);
+        self.configs.pushed(entry.index, &entry.data);
         self.entries.push(entry);
     }
 
@@ -205,6 +222,7 @@ impl RaftLog {
         assert!(index >= self.first_index() && index <= self.last_index());
         self.entries.truncate((index - self.first_index()) as usize);
         self.changed(index);
+        self.configs.truncated(index);
         assert!(self.last_index() == index - 1);
     }
 
@@ -214,6 +232,7 @@ impl RaftLog {
         assert!(index >= self.first_index() && index <= self.last_index());
         let term = self.entry(index).term;
         self.entries.drain(..(index - self.snapshot.index) as usize);
+        self.configs.compacted(index);
         self.snapshot = SnapshotMeta { index, term };
         self.snapshot_changed = true;
         assert!(self.first_index() == index + 1);
@@ -223,8 +242,14 @@ impl RaftLog {
     /// Installs a snapshot received from the leader (Raft §7): if this log holds the
     /// snapshot's last entry with the same term, the entries after it are kept (they may be
     /// what the leader sent after the snapshot; Log Matching makes them agree with it),
-    /// otherwise the whole log is discarded. Returns whether the suffix was kept.
-    pub(super) fn install(&mut self, snapshot: SnapshotMeta) -> bool {
+    /// otherwise the whole log is discarded. Returns whether the suffix was kept. The
+    /// snapshot records `membership` (`None`: none, so `fallback`, the static one).
+    pub(super) fn install(
+        &mut self,
+        snapshot: SnapshotMeta,
+        membership: Option<Membership>,
+        fallback: &Membership,
+    ) -> bool {
         assert!(snapshot.index > self.snapshot.index && snapshot.term >= self.snapshot.term);
         let kept = self.term_at(snapshot.index) == Some(snapshot.term);
         if kept {
@@ -233,6 +258,8 @@ impl RaftLog {
         } else {
             self.entries.clear();
         }
+        self.configs
+            .installed(snapshot.index, membership, fallback, kept);
         self.snapshot = snapshot;
         self.snapshot_changed = true;
         assert!(self.term_at(snapshot.index) == Some(snapshot.term));

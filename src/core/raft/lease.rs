@@ -52,6 +52,40 @@
 //! complete therefore holds a lease again one round trip to a majority after it abandons the
 //! transfer, at most `election_timeout_min` after it started it.
 //!
+//! # Membership changes (thesis §4; `membership.rs`)
+//!
+//! The argument above needs "every majority that can elect a leader overlaps the majority
+//! that acknowledged the round". With a configuration that changes, what a lease counts is
+//! the voters of the leader's configuration *when it counts* (`quorum_value`: never a learner,
+//! never the leader itself once it is being removed), and a candidate counts the voters of
+//! *its* configuration. Those two may differ, and the lease stays safe because they differ by
+//! at most one voter:
+//!
+//! - Configurations form a chain: a leader appends a CONFIG only once the previous one is
+//!   committed and once it has committed an entry of its own term (Ongaro's correction), and
+//!   each differs from its predecessor by one server (`propose_membership` asserts it).
+//!   Without the second condition two leaders of different terms could each append a child of
+//!   the same configuration, two voters apart (the test
+//!   `a_change_waits_for_an_entry_of_the_leaders_term_so_two_configurations_never_split`).
+//!   So any configuration a node can campaign with while this leader leads is its own, its
+//!   committed predecessor, or (once its own is committed) nothing newer that it did not
+//!   create: only a leader appends configurations, and none other can be elected meanwhile.
+//! - Adjacent configurations' majorities overlap: adding a voter to `n`, a majority of the
+//!   old (⌊n/2⌋+1) and one of the new (⌊(n+1)/2⌋+1) together exceed `n + 1`; removing one,
+//!   a majority of the old less the removed node (⌊n/2⌋) and one of the new (⌊(n−1)/2⌋+1)
+//!   together exceed `n − 1`.
+//!
+//! So a lease taken in the new configuration holds against a candidate that still uses the
+//! old one, and the other way round. A leader that adopts a new configuration nevertheless
+//! drops its lease and takes one again only from a round started after the change and
+//! acknowledged by a majority of the new voters (`adopt_membership` sets `lease_from_round`):
+//! it costs one round trip of lease per change, and a lease then always rests on the
+//! configuration in force, which is what the simulator's lease checker can see. A learner's
+//! acknowledgement never counts: it makes no promise the argument can use, since a learner's
+//! grant is not counted by any candidate either, but the candidate that promotes it in its
+//! own log would count it. A removed leader's own acknowledgement no longer counts from the
+//! moment it appends its removal; it steps down once the removal commits.
+//!
 //! # CheckQuorum (thesis §6.2)
 //!
 //! A leader that has not heard from a majority (itself included) within

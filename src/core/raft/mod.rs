@@ -60,6 +60,8 @@
 //! - `snapshot.rs`: log compaction, InstallSnapshot sent and received, the state machine's
 //!   check of a received snapshot (Raft §7; thesis §5; spec §8.5).
 //! - `transfer.rs`: leadership transfer and TimeoutNow (thesis §3.10).
+//! - `membership.rs`: the configuration in the log (voters and learners), single-server
+//!   changes and when a leader may propose one (thesis §4; spec §8.5, "Configuration").
 //! - `rejoin.rs`: a node without its state rejoining: TermQuery and its answers, the
 //!   recovery states (spec §8.5).
 //! - `entries.rs`: the log itself; `persist.rs`: what to store, as a delta; `shared.rs`: the
@@ -95,6 +97,7 @@ macro_rules! peer_log {
 mod election;
 mod entries;
 mod lease;
+mod membership;
 mod persist;
 mod rejoin;
 mod replication;
@@ -115,6 +118,10 @@ pub use udplock_protocol::RaftMessage;
 use udplock_protocol::{LogEntry, PeerEntry};
 
 use self::entries::RaftLog;
+use self::membership::MembershipOf;
+pub use self::membership::{
+    rejoin_safe, Membership, MembershipError, SnapshotMembership, CATCH_UP_ENTRIES_MAX,
+};
 pub use self::persist::Persist;
 use self::rejoin::{Recovery, TermAnswer};
 use self::replication::{Progress, Sending};
@@ -206,8 +213,10 @@ const PPM: u64 = 1_000_000;
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every voter including `id` (static membership in this step). 1, 3 or 5 typical: a
-    /// majority must stay up for the shard to make progress.
+    /// The voters before any configuration entry (thesis §4.1; `membership.rs`): the
+    /// configuration of a shard whose log holds no CONFIG. 1, 3 or 5 typical: a majority must
+    /// stay up for the shard to make progress. `id` need not be one of them (a node that
+    /// joins later as a learner). At most `CONFIG_MEMBERS_MAX`; no id 0.
     pub voters: Vec<NodeId>,
     /// Shortest election timeout, and how long a node that heard from a leader refuses to
     /// vote (stickiness). Bounds the lease, so it sets how long a shard is unavailable after
@@ -271,10 +280,25 @@ impl Config {
                 });
             }
         }
-        if !self.voters.contains(&self.id) {
+        if self.voters.len() > udplock_protocol::CONFIG_MEMBERS_MAX {
+            return Err(ConfigError {
+                field: "voters",
+                rule: "must name at most CONFIG_MEMBERS_MAX (16) voters (a configuration \
+                       entry holds no more, spec §8.7)",
+            });
+        }
+        if self.voters.contains(&0) {
+            return Err(ConfigError {
+                field: "voters",
+                rule: "must not name node 0 (no node has that id)",
+            });
+        }
+        // `id` need not be a voter: a node outside the static voters starts as a non-member
+        // that never campaigns, and joins once a leader adds it (`membership.rs`).
+        if self.id == 0 {
             return Err(ConfigError {
                 field: "id",
-                rule: "must be one of voters",
+                rule: "must not be 0",
             });
         }
         if self.election_timeout_min >= self.election_timeout_max {
@@ -329,8 +353,10 @@ impl Config {
         Duration::from_micros(u64::try_from(lease_us).expect("at most election_timeout_min"))
     }
 
-    /// Votes (or acknowledgements, or matching logs) that make a majority.
-    fn quorum(&self) -> usize {
+    /// Votes that make a majority of the static voters (the configuration before any CONFIG
+    /// entry; see [`Membership::quorum`] for the one in force).
+    #[cfg(test)]
+    pub(crate) fn quorum(&self) -> usize {
         self.voters.len() / 2 + 1
     }
 }
@@ -429,8 +455,10 @@ pub struct Raft {
     rng: ChaCha8Rng,
     /// `config.lease_duration()`, computed once.
     lease_duration: Duration,
-    /// `config.quorum()`, computed once.
+    /// `membership().quorum()`, computed when the configuration changes (`adopt_membership`).
     quorum: usize,
+    /// The log's configuration generation `quorum` and `progress` were computed for.
+    membership_generation: u64,
 
     /// Changed only through `set_hard`.
     hard: HardState,
@@ -449,6 +477,9 @@ pub struct Raft {
     snapshot_receive: Option<SnapshotReceive>,
     /// Decides whether a complete snapshot may be installed (see [`Raft::set_snapshot_check`]).
     snapshot_check: Option<Check>,
+    /// Reads the configuration an installed snapshot records (see
+    /// [`Raft::set_snapshot_membership`]).
+    snapshot_membership: Option<MembershipOf>,
     /// The budgets this node's Raft groups share (snapshot transfers, log lines).
     shared: NodeShared,
 
@@ -533,6 +564,21 @@ impl Raft {
         log: Vec<Entry>,
         now: Instant,
     ) -> Raft {
+        Raft::restore_with_membership(config, rng_seed, state, snapshot, None, log, now)
+    }
+
+    /// [`Raft::restore`] from a snapshot that records the configuration as of its last index
+    /// (`membership`; `None`: it records none, so the static `Config::voters` hold before
+    /// the log's first CONFIG). Spec §8.5, "Configuration".
+    pub fn restore_with_membership(
+        config: Config,
+        rng_seed: u64,
+        state: HardState,
+        snapshot: Option<(SnapshotMeta, Arc<Vec<u8>>)>,
+        membership: Option<Membership>,
+        log: Vec<Entry>,
+        now: Instant,
+    ) -> Raft {
         let (snapshot_meta, snapshot_data) = match snapshot {
             Some((meta, data)) if meta.index > 0 => (meta, Some(data)),
             Some((meta, _)) => {
@@ -544,21 +590,23 @@ impl Raft {
         if let Err(error) = config.validate() {
             panic!("{error}");
         }
-        if let Some(voted_for) = state.voted_for {
-            assert!(
-                config.voters.contains(&voted_for),
-                "persisted vote for {voted_for}, not a voter"
-            );
-        }
-        let log = RaftLog::from_persisted(snapshot_meta, log, state.term);
+        // A vote may be for a node of a configuration since changed: any node but none.
+        assert!(state.voted_for != Some(0), "persisted vote for node 0");
+        let base = match membership {
+            Some(membership) if snapshot_meta.index > 0 => membership,
+            _ => Membership::of_voters(&config.voters),
+        };
+        let log = RaftLog::from_persisted(snapshot_meta, log, state.term, base);
         let lease_duration = config.lease_duration();
-        let quorum = config.quorum();
+        let quorum = log.configs().latest().quorum();
+        let membership_generation = log.configs().generation();
         // The life id comes from a stream of its own, so drawing it changes no timer.
         let life = ChaCha8Rng::seed_from_u64(rng_seed ^ LIFE_SEED_SALT).gen::<u64>();
         let mut raft = Raft {
             rng: ChaCha8Rng::seed_from_u64(rng_seed),
             lease_duration,
             quorum,
+            membership_generation,
             hard: state,
             hard_changed: false,
             log,
@@ -568,6 +616,7 @@ impl Raft {
             snapshot_installed: None,
             snapshot_receive: None,
             snapshot_check: None,
+            snapshot_membership: None,
             shared: NodeShared::new(),
             role: Role::Follower,
             leader: None,
@@ -598,14 +647,13 @@ impl Raft {
         raft
     }
 
-    /// Takes one message from voter `from`. Messages from unknown nodes or from itself are
-    /// dropped.
+    /// Takes one message from node `from`, a member of this node's configuration or not
+    /// (thesis §4.1: a new member hears from the leader before it has the entry that adds it;
+    /// only voters count in any tally, `membership.rs`). Messages from itself or from node 0
+    /// are dropped.
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
-        if from == self.config.id || !self.config.voters.contains(&from) {
-            log::debug!(
-                "raft {}: dropping a message from non-voter {from}",
-                self.config.id
-            );
+        if from == self.config.id || from == 0 {
+            log::debug!("raft {}: dropping a message from {from}", self.config.id);
             return;
         }
         self.drop_stalled_snapshot(now);
@@ -722,6 +770,8 @@ impl Raft {
             } => self
                 .handle_install_snapshot_reply(now, from, term, last_index, received, round, life),
         }
+        // The log may hold another configuration now (an Append, a snapshot).
+        self.adopt_membership(now);
         self.check_caught_up();
         self.check_invariants();
     }
@@ -771,8 +821,9 @@ impl Raft {
                 self.broadcast(Message::TermQuery { term: 0, nonce });
             }
         } else if now >= self.election_deadline {
-            if matches!(self.recovery, Recovery::CatchingUp { .. }) {
-                // No campaign before catching up: wait for the leader.
+            if matches!(self.recovery, Recovery::CatchingUp { .. }) || !self.may_campaign() {
+                // No campaign before catching up, nor by a learner or a removed node
+                // (thesis §4.2.1, §4.2.3): wait for the leader.
                 self.reset_election_timer(now);
             } else {
                 self.start_pre_vote(now);
@@ -800,6 +851,10 @@ impl Raft {
                 leader_hint: Some(transfer.to),
             });
         }
+        assert!(
+            Membership::of_entry(&data).is_none(),
+            "a configuration is changed through propose_membership"
+        );
         let index = self.append_own(data);
         self.flush_pending = true;
         // A leader alone is its own majority.
@@ -948,14 +1003,18 @@ impl Raft {
         self.faulty_drops
     }
 
-    /// The largest value that a majority of voters has reached: the leader's `own` and one
-    /// per follower.
+    /// The largest value that a majority of voters has reached: the leader's `own` (if it is
+    /// a voter: a leader being removed counts not itself, thesis §4.2.2) and one per voting
+    /// follower. Learners count towards no majority (thesis §4.2.1).
     fn quorum_value(&mut self, own: u64, per_follower: impl Fn(&Progress) -> u64) -> u64 {
         let mut values = std::mem::take(&mut self.scratch);
         values.clear();
-        values.push(own);
-        values.extend(self.progress.iter().map(per_follower));
-        assert!(values.len() == self.config.voters.len());
+        if self.log.configs().latest().is_voter(self.config.id) {
+            values.push(own);
+        }
+        values.extend(self.progress.iter().filter(|p| p.voter).map(per_follower));
+        assert!(values.len() == self.log.configs().latest().voters.len());
+        assert!(self.quorum == self.log.configs().latest().quorum());
         values.sort_unstable_by(|a, b| b.cmp(a));
         let value = values[self.quorum - 1];
         self.scratch = values;
@@ -967,9 +1026,10 @@ impl Raft {
         self.outbox.push_back((to, msg));
     }
 
+    /// Sends `msg` to every other voter of this node's configuration.
     fn broadcast(&mut self, msg: Message) {
-        for position in 0..self.config.voters.len() {
-            let to = self.config.voters[position];
+        let voters = &self.log.configs().latest().voters;
+        for &to in voters {
             if to != self.config.id {
                 self.outbox.push_back((to, msg.clone()));
             }
@@ -987,7 +1047,10 @@ impl Raft {
             Role::Leader => {
                 assert!(self.hard.voted_for == Some(self.config.id));
                 assert!(self.leader == Some(self.config.id));
-                assert!(self.progress.len() + 1 == self.config.voters.len());
+                let membership = self.log.configs().latest();
+                let others = membership.members().filter(|&id| id != self.config.id);
+                assert!(self.progress.len() == others.count());
+                assert!(self.quorum == membership.quorum());
             }
             Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),
             Role::Follower | Role::PreCandidate => assert!(self.progress.is_empty()),

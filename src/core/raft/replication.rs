@@ -24,6 +24,9 @@ use crate::core::time::Instant;
 #[derive(Clone, Debug)]
 pub(super) struct Progress {
     pub(super) id: NodeId,
+    /// A voter of the leader's configuration (else a learner, or a node being removed: it
+    /// counts towards no majority).
+    pub(super) voter: bool,
     /// Next index to send.
     pub(super) next: u64,
     /// Highest index known to be stored on the follower and to match the leader's log.
@@ -381,6 +384,7 @@ impl Raft {
             Some(prev_term) if prev_term == prev_log_term => {
                 let last_new = prev_log_index + entries.len() as u64;
                 self.accept_entries(entries);
+                self.adopt_membership(now);
                 assert!(self.log.last_index() >= last_new);
                 let commit = leader_commit.min(last_new);
                 if commit > self.commit_index {
@@ -504,6 +508,10 @@ impl Raft {
         if matched_more {
             self.advance_commit();
             timeout_now_to = self.send_timeout_now_if_caught_up();
+            self.step_down_if_removed(now);
+            if self.role != Role::Leader {
+                return;
+            }
         }
         // At most one message back to the follower (see `Sending`).
         if timeout_now_to != Some(from) {

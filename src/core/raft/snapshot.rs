@@ -45,8 +45,8 @@ use std::sync::Arc;
 use super::replication::Sending;
 use super::shared::Reservation;
 use super::{
-    Message, NodeId, PeerLogKind, Raft, Role, SnapshotCheck, SnapshotMeta,
-    SNAPSHOT_CHUNKS_IN_FLIGHT_MAX, SNAPSHOT_LEN_MAX, SNAPSHOT_RECEIVE_STALL_TIMEOUTS,
+    Membership, MembershipOf, Message, NodeId, PeerLogKind, Raft, Role, SnapshotCheck,
+    SnapshotMeta, SNAPSHOT_CHUNKS_IN_FLIGHT_MAX, SNAPSHOT_LEN_MAX, SNAPSHOT_RECEIVE_STALL_TIMEOUTS,
 };
 use crate::core::time::{Duration, Instant};
 
@@ -463,7 +463,12 @@ impl Raft {
     fn install_snapshot(&mut self, meta: SnapshotMeta, data: Arc<Vec<u8>>) {
         assert!(self.role == Role::Follower);
         assert!(meta.index > self.commit_index && meta.term <= self.hard.term);
-        let kept = self.log.install(meta);
+        let membership = self
+            .snapshot_membership
+            .as_ref()
+            .and_then(|MembershipOf(of)| of(&data));
+        let fallback = Membership::of_voters(&self.config.voters);
+        let kept = self.log.install(meta, membership, &fallback);
         log::info!(
             "raft {}: installed a snapshot through {} of term {} ({} bytes, log suffix {})",
             self.config.id,

@@ -50,7 +50,7 @@ impl Raft {
                 leader_hint: self.leader,
             });
         }
-        if to == self.config.id || !self.config.voters.contains(&to) || self.transfer.is_some() {
+        if to == self.config.id || !self.membership().is_voter(to) || self.transfer.is_some() {
             return Ok(());
         }
         log::info!(
@@ -129,7 +129,7 @@ impl Raft {
                 term: self.hard.term,
                 round,
                 // Only a voter can be a target (another id comes from a faulty peer).
-                to: transfer_to.filter(|to| self.config.voters.contains(to)),
+                to: transfer_to.filter(|&to| self.membership().is_voter(to)),
             };
         }
     }
@@ -157,6 +157,7 @@ impl Raft {
             || !self.transfer_names(self.config.id)
             || self.declines_transfers
             || self.recovery != Recovery::None
+            || !self.may_campaign()
         {
             return;
         }
@@ -166,7 +167,7 @@ impl Raft {
         );
         self.role = Role::PreCandidate;
         self.grants.clear();
-        self.grants.push(self.config.id);
+        self.count_grant(self.config.id);
         self.start_election_as(now, true);
     }
 }

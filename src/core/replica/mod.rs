@@ -51,7 +51,10 @@
 //! little behind gets entries, not a whole snapshot. A follower too far behind receives the
 //! leader's snapshot (InstallSnapshot) and replaces its state with it before applying any
 //! later entry. The snapshot format is this module's (`SHARD_SNAPSHOT_MAGIC`): node-internal
-//! in version 1.
+//! in version 1. Since format version 3 it records Raft's configuration as of its index (the
+//! last CONFIG applied, spec §8.5 "Configuration"), which Raft reads back when the replica
+//! restarts from it or installs it from a leader; a snapshot of an older version records
+//! none (its log had none: the static voters hold).
 //!
 //! # Bounds
 //!
@@ -71,7 +74,7 @@ use udplock_protocol::{
 
 use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::{
-    self, Entry, HardState, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
+    self, Entry, HardState, Membership, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
 };
 use crate::core::time::Instant;
 use crate::core::ConfigError;
@@ -93,9 +96,10 @@ pub const COMPACT_EVERY_DEFAULT: u64 = 16_384;
 pub const COMPACT_KEEP_DEFAULT: u64 = 1_024;
 
 /// The first bytes of a shard snapshot, then its format version: 2 since the snapshot holds
-/// the logged settings (version 1, without them, is still read).
+/// the logged settings, 3 since it holds Raft's configuration (versions 1 and 2 are still
+/// read).
 pub const SHARD_SNAPSHOT_MAGIC: [u8; 4] = *b"ULSH";
-const SHARD_SNAPSHOT_VERSION: u8 = 2;
+const SHARD_SNAPSHOT_VERSION: u8 = 3;
 
 /// The values of the settings a leader logs (spec §8.8) because replicas may differ in them:
 /// every command applies with those of the last SETTINGS before it, whatever the replica's
@@ -269,6 +273,9 @@ pub struct Replica {
     /// the table uses this replica's own (as with a log written before SETTINGS existed,
     /// whose nodes shared every setting).
     settings: Option<LoggedSettings>,
+    /// Raft's configuration as of the applied index: that of the last CONFIG applied, or of
+    /// the snapshot this replica started from; `None` before any (the static voters).
+    membership: Option<Membership>,
 }
 
 /// A STATUS held for ReadIndex.
@@ -316,9 +323,25 @@ impl Replica {
         let mut shard = Replica::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::rejoin(shard.config.raft.clone(), rng_seed, now);
         shard.raft.set_snapshot_check(snapshot_check(&shard.config));
+        shard
+            .raft
+            .set_snapshot_membership(Arc::new(snapshot_membership));
         shard.settle(now);
         shard.check_invariants();
         shard
+    }
+
+    /// Leader only: proposes one single-server change of the shard's Raft configuration
+    /// (`Raft::propose_membership`, which says when it is refused). Returns the entry's index.
+    pub fn change_membership(
+        &mut self,
+        now: Instant,
+        change: raft::MembershipChange,
+    ) -> Result<u64, raft::MembershipError> {
+        let result = self.raft.propose_membership(now, change);
+        self.settle(now);
+        self.check_invariants();
+        result
     }
 
     /// A replica WITHOUT state that is new (`--new-cluster`): it asks like [`Replica::rejoin`]
@@ -327,6 +350,9 @@ impl Replica {
         let mut shard = Replica::new(config, rng_seed, HardState::default(), Vec::new(), now);
         shard.raft = Raft::start_new(shard.config.raft.clone(), rng_seed, now);
         shard.raft.set_snapshot_check(snapshot_check(&shard.config));
+        shard
+            .raft
+            .set_snapshot_membership(Arc::new(snapshot_membership));
         shard.settle(now);
         shard.check_invariants();
         shard
@@ -349,8 +375,18 @@ impl Replica {
             Some((meta, data)) => Some((*meta, decode_snapshot(&config, data)?)),
             None => None,
         };
-        let mut raft = Raft::restore(config.raft.clone(), rng_seed, state, snapshot, log, now);
+        let membership = decoded.as_ref().and_then(|(_, d)| d.membership.clone());
+        let mut raft = Raft::restore_with_membership(
+            config.raft.clone(),
+            rng_seed,
+            state,
+            snapshot,
+            membership,
+            log,
+            now,
+        );
         raft.set_snapshot_check(snapshot_check(&config));
+        raft.set_snapshot_membership(Arc::new(snapshot_membership));
         let mut shard = Replica {
             config,
             raft,
@@ -372,12 +408,14 @@ impl Replica {
             snapshot_pending: None,
             compact_not_before: 0,
             settings: None,
+            membership: None,
         };
-        if let Some((meta, (table, stamp, settings))) = decoded {
-            shard.table = table;
+        if let Some((meta, decoded)) = decoded {
+            shard.table = decoded.table;
             shard.applied_index = meta.index;
-            shard.applied_stamp = stamp;
-            shard.settings = settings;
+            shard.applied_stamp = decoded.stamp;
+            shard.settings = decoded.settings;
+            shard.membership = decoded.membership;
         }
         shard.settle(now);
         shard.check_invariants();
@@ -893,7 +931,7 @@ impl Replica {
                 Ok(command @ LogCommand::Settings { .. }) => {
                     logged = LoggedSettings::of_command(&command);
                 }
-                Err(_) => {}
+                Ok(LogCommand::Config { .. }) | Err(_) => {}
             }
         }
         log::info!(
@@ -963,12 +1001,13 @@ impl Replica {
         // Raft installs only a snapshot beyond its commit index, which this replica applied
         // through: the applied index never goes back.
         assert!(meta.index > self.applied_index && self.clock.is_none());
-        let (table, stamp, settings) = decode_snapshot(&self.config, data)
+        let decoded = decode_snapshot(&self.config, data)
             .expect("Raft installs only a snapshot that decoded (snapshot_check)");
-        self.table = table;
+        self.table = decoded.table;
         self.applied_index = meta.index;
-        self.applied_stamp = stamp;
-        self.settings = settings;
+        self.applied_stamp = decoded.stamp;
+        self.settings = decoded.settings;
+        self.membership = decoded.membership;
         self.tick_pending = None;
         self.proposed.clear();
         self.replies.clear();
@@ -1004,6 +1043,25 @@ impl Replica {
                 for value in [s.ttl_default_ms, s.retry_after_ms, s.startup_grace_ms] {
                     data.extend_from_slice(&value.to_be_bytes());
                 }
+            }
+            None => data.push(0),
+        }
+        // Raft's configuration as of the applied index is the one it compacts into this
+        // snapshot (the log's latest CONFIG through it; the static one before any).
+        assert!(
+            self.applied_index >= self.raft.snapshot_meta().index
+                && self.applied_index <= self.raft.last_index()
+        );
+        let static_voters = Membership::of_voters(&self.config.raft.voters);
+        assert!(
+            self.membership.as_ref().unwrap_or(&static_voters)
+                == self.raft.membership_at(self.applied_index),
+            "the applied configuration is Raft's as of the applied index"
+        );
+        match &self.membership {
+            Some(membership) => {
+                data.push(1);
+                data.extend_from_slice(&membership.to_entry());
             }
             None => data.push(0),
         }
@@ -1103,6 +1161,11 @@ impl Replica {
                         )
                         .expect("validated above");
                 }
+            }
+            // Raft's configuration (spec §8.7): who replicates the log, not the table's
+            // state; recorded as of the applied index for the next snapshot.
+            LogCommand::Config { .. } => {
+                self.membership = Membership::of_entry(&entry.data);
             }
             LogCommand::Tick { stamp } => {
                 let now = self.stamp(stamp);
@@ -1210,6 +1273,14 @@ pub fn logged_request<'a>(command: &LogCommand<'a>) -> Option<(u64, Request<'a>)
     Some((stamp, request))
 }
 
+/// What a shard snapshot holds (see the module docs).
+struct DecodedSnapshot {
+    table: Option<LockTable>,
+    stamp: Instant,
+    settings: Option<LoggedSettings>,
+    membership: Option<Membership>,
+}
+
 /// Raft's check of a complete snapshot from a leader (spec §8.5, "Receiving a snapshot"): it
 /// must decode as `config`'s replica would restore it, table included, before it replaces
 /// anything or is persisted; a junk one would otherwise silence the replica and, once on
@@ -1219,19 +1290,61 @@ fn snapshot_check(config: &Config) -> raft::SnapshotCheck {
     Arc::new(move |data: &[u8]| decode_snapshot(&config, data).map(|_| ()))
 }
 
-/// The table, the last stamp and the logged settings a shard snapshot holds (see the module
-/// docs). Reads version 1 (without settings) too.
-fn decode_snapshot(
-    config: &Config,
-    data: &[u8],
-) -> Result<(Option<LockTable>, Instant, Option<LoggedSettings>), String> {
+/// The configuration a shard snapshot records (Raft's `SnapshotMembership`), read from its
+/// header without restoring the table; `None` for one that records none. Raft asks only for
+/// a snapshot that [`snapshot_check`] accepted.
+fn snapshot_membership(data: &[u8]) -> Option<Membership> {
+    let (at, version) = snapshot_header(data).ok()?;
+    if version < 3 {
+        return None;
+    }
+    read_membership(data, at).ok()?.0
+}
+
+/// The offset after the settings of a shard snapshot, and its version.
+fn snapshot_header(data: &[u8]) -> Result<(usize, u8), String> {
     if data.len() < 4 + 1 + 8 || data[..4] != SHARD_SNAPSHOT_MAGIC {
         return Err("not a shard snapshot".into());
     }
     let version = data[4];
-    if version != 1 && version != SHARD_SNAPSHOT_VERSION {
+    if !(1..=SHARD_SNAPSHOT_VERSION).contains(&version) {
         return Err(format!("shard snapshot version {version} unknown"));
     }
+    let at = match (version, data.get(13)) {
+        (1, _) => 13,
+        (_, Some(0)) => 14,
+        (_, Some(1)) => 14 + 12,
+        _ => return Err("bad settings marker".into()),
+    };
+    Ok((at, version))
+}
+
+/// The configuration marker at `at` and the CONFIG command after it (spec §8.7); the offset
+/// after them.
+fn read_membership(data: &[u8], at: usize) -> Result<(Option<Membership>, usize), String> {
+    match data.get(at) {
+        Some(0) => Ok((None, at + 1)),
+        Some(1) => {
+            let counts = data
+                .get(at + 2..at + 4)
+                .ok_or("the snapshot's configuration is cut short")?;
+            let len = 3 + 8 * (counts[0] as usize + counts[1] as usize);
+            let command = data
+                .get(at + 1..at + 1 + len)
+                .ok_or("the snapshot's configuration is cut short")?;
+            let membership =
+                Membership::of_entry(command).ok_or("the snapshot's configuration is bad")?;
+            Ok((Some(membership), at + 1 + len))
+        }
+        _ => Err("bad configuration marker".into()),
+    }
+}
+
+/// The table, the last stamp, the logged settings and Raft's configuration a shard snapshot
+/// holds (see the module docs). Reads versions 1 (without settings) and 2 (without a
+/// configuration) too.
+fn decode_snapshot(config: &Config, data: &[u8]) -> Result<DecodedSnapshot, String> {
+    let (_, version) = snapshot_header(data)?;
     let stamp = Instant::from_micros(u64::from_be_bytes(data[5..13].try_into().expect("8 bytes")));
     let mut at = 13;
     let settings = if version == 1 {
@@ -1259,6 +1372,13 @@ fn decode_snapshot(
             _ => return Err("bad settings marker".into()),
         }
     };
+    let membership = if version >= 3 {
+        let (membership, after) = read_membership(data, at)?;
+        at = after;
+        membership
+    } else {
+        None
+    };
     let table_config = match settings {
         Some(s) => s.over(&config.table),
         None => config.table.clone(),
@@ -1276,5 +1396,10 @@ fn decode_snapshot(
         }
         _ => return Err("bad table marker".into()),
     };
-    Ok((table, stamp, settings))
+    Ok(DecodedSnapshot {
+        table,
+        stamp,
+        settings,
+        membership,
+    })
 }

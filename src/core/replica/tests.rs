@@ -1139,3 +1139,75 @@ mod log_round_trip {
         }
     }
 }
+
+/// Spec §8.5, "Configuration": a snapshot records the configuration as of its last index, so
+/// a follower that installs it, and a replica that restarts from it, use that configuration
+/// once the CONFIG entries are compacted away.
+#[test]
+fn a_snapshot_records_the_configuration_and_a_follower_that_installs_it_adopts_it() {
+    let mut c = Cluster::with(4, |_, config| config.raft.voters = vec![1, 2, 3]);
+    for id in 1..=4 {
+        c.shard(id).set_compaction(8, 2);
+    }
+    c.isolated.push(4);
+    let leader = c.elect();
+    assert_ne!(leader, 4);
+    let now = c.now;
+    let added = c
+        .shard(leader)
+        .change_membership(now, raft::MembershipChange::AddLearner(4))
+        .expect("added");
+    c.drain();
+    c.deliver();
+    c.run(ms(50));
+    let with_learner = raft::Membership {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+    };
+    for n in 1..=40u64 {
+        c.send(leader, 7, n, 0, acquire(b"r", b"a", 0, 60_000))
+            .unwrap();
+        c.deliver();
+    }
+    assert!(
+        c.shard(leader).raft().snapshot_meta().index >= added,
+        "the CONFIG entry is compacted away"
+    );
+    assert_eq!(
+        c.shard(4).raft().last_index(),
+        0,
+        "node 4 heard nothing yet"
+    );
+    c.isolated.clear();
+    c.run(ms(300));
+    assert!(
+        c.shard(4).raft().snapshot_meta().index > 0,
+        "node 4 installed a snapshot"
+    );
+    assert_eq!(c.shard(4).raft().membership(), &with_learner);
+    assert_eq!(
+        c.shard(4).raft().commit_index(),
+        c.shard(leader).raft().commit_index()
+    );
+    // Restarted from their snapshots (the CONFIG entry compacted away), leader and learner
+    // keep the configuration.
+    for id in [leader, 4] {
+        let shard = c.shard(id);
+        let snapshot = shard.raft().snapshot_meta();
+        let first = shard.raft().first_index();
+        assert!(
+            (first..=shard.raft().last_index())
+                .all(
+                    |i| raft::Membership::of_entry(&shard.raft().entry(i).unwrap().data).is_none()
+                ),
+            "no CONFIG left in the log of node {id}"
+        );
+        let data = shard.raft().snapshot_data().cloned().unwrap();
+        let hard = shard.hard_state();
+        let log = shard.raft().log().to_vec();
+        let config = shard.config().clone();
+        let restarted =
+            Replica::restore(config, 99, hard, Some((snapshot, data)), log, c.now).unwrap();
+        assert_eq!(restarted.raft().membership(), &with_learner, "node {id}");
+    }
+}

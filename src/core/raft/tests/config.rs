@@ -13,7 +13,7 @@ fn config_validation() {
     };
     assert_eq!(field(&|c| c.voters.clear()), Err("voters"));
     assert_eq!(field(&|c| c.voters = vec![1, 2, 2]), Err("voters"));
-    assert_eq!(field(&|c| c.id = 4), Err("id"));
+    assert_eq!(field(&|c| c.id = 0), Err("id"));
     assert_eq!(
         field(&|c| c.election_timeout_min = c.election_timeout_max),
         Err("election_timeout_min")
@@ -40,15 +40,19 @@ fn config_validation() {
         field(&|c| c.entries_per_append_max = 0),
         Err("entries_per_append_max")
     );
-    let error = config(4, 3).validate().unwrap_err();
-    assert_eq!(error.to_string(), "config: id must be one of voters");
+    // A node outside the static voters is valid: it joins as a learner (membership.rs).
+    assert_eq!(config(4, 3).validate(), Ok(()));
+    let error = config(0, 3).validate().unwrap_err();
+    assert_eq!(error.to_string(), "config: id must not be 0");
+    assert_eq!(field(&|c| c.voters = vec![1, 0]), Err("voters"));
+    assert_eq!(field(&|c| c.voters = (1..=17).collect()), Err("voters"));
 }
 
 #[test]
-#[should_panic(expected = "config: id must be one of voters")]
+#[should_panic(expected = "config: id must not be 0")]
 fn new_refuses_an_invalid_config() {
     let _ = Raft::new(
-        config(4, 3),
+        config(0, 3),
         1,
         HardState::default(),
         Vec::new(),

@@ -9,6 +9,7 @@ mod config;
 mod election;
 mod faults;
 mod lease;
+mod membership;
 mod rejoin;
 mod replication;
 mod restart;

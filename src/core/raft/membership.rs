@@ -1,0 +1,561 @@
+//! Membership changes (thesis §4): who votes, who only learns, and how a leader changes that
+//! one server at a time.
+//!
+//! # The configuration lives in the log (thesis §4.1; spec §8.5, "Configuration")
+//!
+//! A shard's configuration is a [`Membership`]: its voters and its learners. It travels as a
+//! log entry whose data is a CONFIG command (spec §8.7), and a replica uses the latest CONFIG
+//! in its log, committed or not, from the moment the entry is appended: if a conflicting
+//! leader truncates it away, the previous one holds again; once compacted away, the one its
+//! snapshot recorded; before any, every node of the static `Config::voters` votes (today's
+//! clusters work unchanged). [`Configs`] keeps that list for the log (`entries.rs` tells it of
+//! every push, truncation, compaction and installed snapshot), and [`Raft`] re-reads the
+//! latest whenever it changed (`Raft::adopt_membership`).
+//!
+//! # Who counts
+//!
+//! Only voters, and only those of the configuration of the node that counts: the PreVote and
+//! Vote tallies, the commit rule, the lease, CheckQuorum and ReadIndex are majorities of
+//! `Membership::voters` (`Raft::quorum_value`, `Raft::count_grant`). Learners receive Appends
+//! and snapshots like any follower (thesis §4.2.1: a new server catches up before it can slow
+//! a majority down), but never start a (pre-)election and their grants count for nobody.
+//! A node acts on messages from nodes outside its configuration (thesis §4.1): a new member
+//! hears from the leader before it has the entry that adds it, and a removed one answers until
+//! it learns that it was removed.
+//!
+//! # One change at a time, and only when it is safe ([`Raft::propose_membership`])
+//!
+//! A single-server change keeps every majority of the old voters overlapping every majority
+//! of the new ones, so no two leaders of one term can be elected by the two. That argument
+//! holds between *consecutive* configurations only, so a leader proposes a change only when
+//! - its previous CONFIG is committed (at most one change pending, thesis §4.1), and
+//! - it has committed an entry of its own term (its no-op). Ongaro's correction (raft-dev,
+//!   2015): without it, a leader of term 1 may append change C1 and be deposed before C1
+//!   commits; a leader of term 2 that never saw C1 appends C2 and commits it with a majority
+//!   of C2; the leader of term 1 comes back (term 3), with C1 in its log elected by a majority
+//!   of C1 that overlaps no majority of C2, and commits C1 over C2: two configurations differ
+//!   from their common ancestor by two servers, and committed entries are lost. Once a leader
+//!   has committed an entry of its term, every configuration a later leader can hold descends
+//!   from its own.
+//!
+//! A learner is promoted only once caught up ([`CATCH_UP_ENTRIES_MAX`]), so promoting it does
+//! not make the shard wait on a node with an empty log. A leader that the committed
+//! configuration no longer names as a voter steps down (thesis §4.2.2); until then it
+//! replicates and commits without counting itself. A node that is no longer a voter starts
+//! no (pre-)elections; one that does not know yet that it was removed is kept from disrupting
+//! the shard by PreVote and leader stickiness (thesis §4.2.3): the voters hear from their
+//! leader and refuse it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use udplock_protocol::{LogCommand, NodeIds, CONFIG_MEMBERS_MAX};
+
+use super::replication::Progress;
+use super::snapshot::SnapshotSend;
+use super::{MembershipChange, NodeId, NotLeader, Raft, Role};
+use crate::core::time::Instant;
+
+/// How far behind the leader's last index a learner's matched index may be for the learner to
+/// be promoted: "caught up" (thesis §4.2.1 asks for a learner that would not hold the shard up
+/// once it votes). 64 entries: about two full Appends of a busy shard, a few round trips
+/// of replication; a learner that matched at least once (so its log agrees with the leader's)
+/// and is this close finishes within a heartbeat round or two. A larger bound would let a
+/// promoted voter hold up commits while it catches up; a smaller one could starve a learner
+/// under steady load. Promoting one further behind is refused ([`MembershipError::NotCaughtUp`]).
+pub const CATCH_UP_ENTRIES_MAX: u64 = 64;
+
+/// A shard's configuration: who votes, who only learns (spec §8.5, "Configuration").
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Membership {
+    /// At least one; majorities are of these.
+    pub voters: Vec<NodeId>,
+    /// Receive the log; never vote, never count.
+    pub learners: Vec<NodeId>,
+}
+
+impl Membership {
+    /// Every node votes, none learns (the static configuration).
+    pub fn of_voters(voters: &[NodeId]) -> Membership {
+        Membership {
+            voters: voters.to_vec(),
+            learners: Vec::new(),
+        }
+    }
+
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        self.voters.contains(&id)
+    }
+
+    pub fn is_learner(&self, id: NodeId) -> bool {
+        self.learners.contains(&id)
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.is_voter(id) || self.is_learner(id)
+    }
+
+    /// Every member, voters first.
+    pub fn members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().chain(self.learners.iter()).copied()
+    }
+
+    /// Votes (or acknowledgements) that make a majority of the voters.
+    pub fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    /// The configuration a log entry's data sets, if it is a CONFIG command (spec §8.7).
+    pub fn of_entry(data: &[u8]) -> Option<Membership> {
+        match LogCommand::decode(data) {
+            Ok(LogCommand::Config { voters, learners }) => Some(Membership {
+                voters: voters.iter().collect(),
+                learners: learners.iter().collect(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The CONFIG command (spec §8.7) that sets this configuration: a log entry's data.
+    /// Panics on a configuration the command cannot hold (callers check with
+    /// [`Membership::after`]).
+    pub fn to_entry(&self) -> Vec<u8> {
+        let mut voters = vec![0u8; 8 * self.voters.len()];
+        let mut learners = vec![0u8; 8 * self.learners.len()];
+        let command = LogCommand::Config {
+            voters: NodeIds::write(&self.voters, &mut voters).expect("sized"),
+            learners: NodeIds::write(&self.learners, &mut learners).expect("sized"),
+        };
+        let mut data = vec![0u8; command.encoded_len()];
+        let len = command
+            .encode(&mut data)
+            .expect("a configuration of at least one voter, distinct non-zero ids, bounded");
+        assert!(len == data.len());
+        data
+    }
+
+    /// The configuration after `change`, or why the change does not apply to this one (the
+    /// checks that depend on the configuration alone; the leader checks the rest).
+    pub fn after(&self, change: MembershipChange) -> Result<Membership, MembershipError> {
+        let mut next = self.clone();
+        match change {
+            MembershipChange::AddLearner(id) => {
+                if id == 0 {
+                    return Err(MembershipError::NodeIdZero);
+                }
+                if self.contains(id) {
+                    return Err(MembershipError::AlreadyMember(id));
+                }
+                if self.voters.len() + self.learners.len() >= CONFIG_MEMBERS_MAX {
+                    return Err(MembershipError::TooManyMembers);
+                }
+                next.learners.push(id);
+            }
+            MembershipChange::Promote(id) => {
+                if !self.is_learner(id) {
+                    return Err(MembershipError::NotALearner(id));
+                }
+                next.learners.retain(|&l| l != id);
+                next.voters.push(id);
+            }
+            MembershipChange::Remove(id) => {
+                if !self.contains(id) {
+                    return Err(MembershipError::NotAMember(id));
+                }
+                if self.voters == [id] {
+                    return Err(MembershipError::LastVoter(id));
+                }
+                next.voters.retain(|&v| v != id);
+                next.learners.retain(|&l| l != id);
+            }
+        }
+        assert!(!next.voters.is_empty());
+        Ok(next)
+    }
+}
+
+impl fmt::Display for Membership {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "voters {:?}, learners {:?}", self.voters, self.learners)
+    }
+}
+
+/// The configuration a snapshot's data records (as of its last index), read by the state
+/// machine that wrote it ([`Raft::set_snapshot_membership`]): `None` for a snapshot that
+/// records none (the static configuration then holds).
+pub type SnapshotMembership = Arc<dyn Fn(&[u8]) -> Option<Membership> + Send + Sync>;
+
+/// A [`SnapshotMembership`] in a `Raft` (which is `Debug`).
+#[derive(Clone)]
+pub(super) struct MembershipOf(pub(super) SnapshotMembership);
+
+impl fmt::Debug for MembershipOf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SnapshotMembership")
+    }
+}
+
+/// Why a leader refuses a membership change ([`Raft::propose_membership`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MembershipError {
+    /// Only the leader changes the configuration (or it is handing leadership over).
+    NotLeader(NotLeader),
+    /// The previous change, at this index, is not committed yet: one at a time (thesis §4.1).
+    ChangePending { index: u64 },
+    /// The leader has not committed an entry of its own term yet (its no-op): a change now
+    /// could conflict with one of an earlier leader (Ongaro, raft-dev 2015; module docs).
+    NoCommitInTerm,
+    /// AddLearner of a node already a voter or learner.
+    AlreadyMember(NodeId),
+    /// Remove of a node that is neither voter nor learner.
+    NotAMember(NodeId),
+    /// Promote of a node that is not a learner.
+    NotALearner(NodeId),
+    /// Promote of a learner whose log is not within [`CATCH_UP_ENTRIES_MAX`] of the leader's
+    /// last index (`matched`: what it is known to hold; 0 before it first answered).
+    NotCaughtUp { id: NodeId, matched: u64, last: u64 },
+    /// Remove of the only voter: nobody could ever commit again.
+    LastVoter(NodeId),
+    /// AddLearner beyond `CONFIG_MEMBERS_MAX` members (spec §8.7).
+    TooManyMembers,
+    /// Node id 0 names no node.
+    NodeIdZero,
+    /// The change would leave voters that a node which lost its state could not rejoin
+    /// among safely (spec §8.5, "Rejoining without state", rule 8): a voter outside the
+    /// static voters, or fewer static voters than the rejoin rule's quorum can vouch for.
+    RejoinUnsafe,
+}
+
+impl fmt::Display for MembershipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MembershipError::NotLeader(not_leader) => write!(f, "{not_leader}"),
+            MembershipError::ChangePending { index } => {
+                write!(
+                    f,
+                    "the previous membership change (entry {index}) is not committed"
+                )
+            }
+            MembershipError::NoCommitInTerm => {
+                write!(f, "the leader has not committed an entry of its term yet")
+            }
+            MembershipError::AlreadyMember(id) => write!(f, "node {id} is already a member"),
+            MembershipError::NotAMember(id) => write!(f, "node {id} is not a member"),
+            MembershipError::NotALearner(id) => write!(f, "node {id} is not a learner"),
+            MembershipError::NotCaughtUp { id, matched, last } => write!(
+                f,
+                "learner {id} holds the log through {matched} of {last}: not within \
+                 {CATCH_UP_ENTRIES_MAX} entries"
+            ),
+            MembershipError::LastVoter(id) => write!(f, "node {id} is the last voter"),
+            MembershipError::TooManyMembers => {
+                write!(f, "at most {CONFIG_MEMBERS_MAX} voters and learners")
+            }
+            MembershipError::NodeIdZero => write!(f, "node id 0 names no node"),
+            MembershipError::RejoinUnsafe => write!(
+                f,
+                "a node that lost its state could not rejoin these voters safely (spec 8.5 \
+                 rule 8)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for MembershipError {}
+
+/// The configurations a log holds: the one as of the snapshot (or the static one) and every
+/// CONFIG entry after it, in index order. Owned by the log (`entries.rs`).
+#[derive(Debug)]
+pub(super) struct Configs {
+    /// As of the snapshot's last index; the static one before any CONFIG.
+    base: Membership,
+    /// `(index, configuration)` of each CONFIG entry after the snapshot, ascending.
+    logged: Vec<(u64, Membership)>,
+    /// Bumped on every change of `latest()`, so `Raft` re-reads it only then.
+    generation: u64,
+}
+
+impl Configs {
+    pub(super) fn new(base: Membership) -> Configs {
+        Configs {
+            base,
+            logged: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The configuration in force: the latest in the log.
+    pub(super) fn latest(&self) -> &Membership {
+        self.logged.last().map_or(&self.base, |(_, m)| m)
+    }
+
+    /// The index of the latest CONFIG entry still in the log (0: none after the snapshot).
+    pub(super) fn latest_index(&self) -> u64 {
+        self.logged.last().map_or(0, |&(index, _)| index)
+    }
+
+    /// The configuration as of `index` (at or after the snapshot's last index).
+    pub(super) fn at(&self, index: u64) -> &Membership {
+        self.logged
+            .iter()
+            .rev()
+            .find(|&&(at, _)| at <= index)
+            .map_or(&self.base, |(_, m)| m)
+    }
+
+    pub(super) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// An entry was appended at `index`.
+    pub(super) fn pushed(&mut self, index: u64, data: &[u8]) {
+        assert!(self.logged.last().is_none_or(|&(at, _)| at < index));
+        if let Some(membership) = Membership::of_entry(data) {
+            self.logged.push((index, membership));
+            self.generation += 1;
+        }
+    }
+
+    /// The entries from `index` on were removed.
+    pub(super) fn truncated(&mut self, index: u64) {
+        let before = self.logged.len();
+        self.logged.retain(|&(at, _)| at < index);
+        if self.logged.len() != before {
+            self.generation += 1;
+        }
+    }
+
+    /// The entries through `index` were compacted into a snapshot: its configuration is the
+    /// one in force at `index`.
+    pub(super) fn compacted(&mut self, index: u64) {
+        let base = self.at(index).clone();
+        self.logged.retain(|&(at, _)| at > index);
+        self.base = base;
+    }
+
+    /// A snapshot through `index` was installed, recording `membership` (`None`: a snapshot
+    /// that records none, taken before any CONFIG: the static one, `fallback`). `kept`: the
+    /// entries after it stayed.
+    pub(super) fn installed(
+        &mut self,
+        index: u64,
+        membership: Option<Membership>,
+        fallback: &Membership,
+        kept: bool,
+    ) {
+        if kept {
+            self.logged.retain(|&(at, _)| at > index);
+        } else {
+            self.logged.clear();
+        }
+        self.base = membership.unwrap_or_else(|| fallback.clone());
+        self.generation += 1;
+    }
+}
+
+impl Raft {
+    /// The configuration this node uses now: the latest in its log (see the module docs).
+    pub fn membership(&self) -> &Membership {
+        self.log.configs().latest()
+    }
+
+    /// How to read the configuration a snapshot from a leader records (spec §8.5: a snapshot
+    /// is an image of the state and the configuration as of its last index). Without one an
+    /// installed snapshot records none: the static `Config::voters` hold after it.
+    pub fn set_snapshot_membership(&mut self, of: SnapshotMembership) {
+        self.snapshot_membership = Some(MembershipOf(of));
+    }
+
+    /// The configuration as of `index` (at or after the snapshot's last index, at most the
+    /// last index): what a snapshot through `index` records.
+    pub fn membership_at(&self, index: u64) -> &Membership {
+        assert!(index >= self.log.snapshot().index && index <= self.log.last_index());
+        self.log.configs().at(index)
+    }
+
+    /// Leader only: proposes one single-server change of the shard's configuration, which
+    /// takes effect here at once (thesis §4.1) and on every replica as its log gets the entry.
+    /// Returns the entry's index. Refused (see [`MembershipError`]) unless this node leads,
+    /// is not handing leadership over, has committed an entry of its term, has no change
+    /// pending, and the change applies: a learner added that is not a member, a learner
+    /// promoted that is caught up, a member removed that is not the last voter.
+    pub fn propose_membership(
+        &mut self,
+        now: Instant,
+        change: MembershipChange,
+    ) -> Result<u64, MembershipError> {
+        if self.role != Role::Leader {
+            return Err(MembershipError::NotLeader(NotLeader {
+                leader_hint: self.leader,
+            }));
+        }
+        if let Some(transfer) = self.transfer {
+            return Err(MembershipError::NotLeader(NotLeader {
+                leader_hint: Some(transfer.to),
+            }));
+        }
+        if self.commit_index < self.noop_index {
+            return Err(MembershipError::NoCommitInTerm);
+        }
+        let pending = self.log.configs().latest_index();
+        if pending > self.commit_index {
+            return Err(MembershipError::ChangePending { index: pending });
+        }
+        let next = self.membership().after(change)?;
+        if !rejoin_safe(&self.config.voters, &next.voters) {
+            return Err(MembershipError::RejoinUnsafe);
+        }
+        if let MembershipChange::Promote(id) = change {
+            let last = self.log.last_index();
+            let matched = self
+                .progress
+                .iter()
+                .find(|p| p.id == id)
+                .map_or(0, |p| p.matched);
+            if matched == 0 || last - matched > CATCH_UP_ENTRIES_MAX {
+                return Err(MembershipError::NotCaughtUp { id, matched, last });
+            }
+        }
+        log::info!(
+            "raft {}: proposing {change:?} in term {}: {next}",
+            self.config.id,
+            self.hard.term
+        );
+        // Single-server change (thesis §4.1): the voters differ by at most one node, so every
+        // majority of the old overlaps every majority of the new (`lease.rs`).
+        let current = self.membership();
+        let differ = current
+            .voters
+            .iter()
+            .filter(|v| !next.is_voter(**v))
+            .count()
+            + next
+                .voters
+                .iter()
+                .filter(|v| !current.is_voter(**v))
+                .count();
+        assert!(differ <= 1, "{change:?}: {current} → {next}");
+        let index = self.append_own(next.to_entry());
+        assert!(self.log.configs().latest_index() == index);
+        self.adopt_membership(now);
+        self.flush_pending = true;
+        // A leader alone is its own majority.
+        self.advance_commit();
+        self.step_down_if_removed(now);
+        self.check_invariants();
+        Ok(index)
+    }
+
+    /// Re-reads the configuration if the log's changed since the last call: the quorum, and
+    /// on a leader one progress per other member (kept for those that stay, fresh for new
+    /// ones: probing from after the last entry). Grants from nodes that no longer vote stop
+    /// counting.
+    pub(super) fn adopt_membership(&mut self, now: Instant) {
+        let generation = self.log.configs().generation();
+        if generation == self.membership_generation {
+            return;
+        }
+        self.membership_generation = generation;
+        let membership = self.log.configs().latest().clone();
+        self.quorum = membership.quorum();
+        self.grants.retain(|id| membership.is_voter(*id));
+        log::debug!("raft {}: configuration {membership}", self.config.id);
+        if self.role == Role::Leader {
+            let next = self.log.last_index() + 1;
+            let mut progress =
+                Vec::with_capacity(membership.voters.len() + membership.learners.len());
+            for id in membership.members().filter(|&id| id != self.config.id) {
+                let voter = membership.is_voter(id);
+                match self.progress.iter().position(|p| p.id == id) {
+                    Some(position) => {
+                        let mut kept = self.progress[position].clone();
+                        kept.voter = voter;
+                        progress.push(kept);
+                    }
+                    None => progress.push(Progress::new(id, voter, next, now)),
+                }
+            }
+            self.progress = progress;
+            // The lease starts afresh from a round the new voters acknowledge (`lease.rs`):
+            // one round trip without it, and a lease always rests on the configuration in
+            // force.
+            self.lease_start = None;
+            self.lease_from_round = self.lease_from_round.max(self.round + 1);
+            if self.transfer.is_some_and(|t| !membership.is_voter(t.to)) {
+                // The target no longer votes: it could not win. Lead on; lease from a round
+                // that names nobody (as when a transfer is abandoned, `lease.rs`).
+                self.transfer = None;
+                self.lease_from_round = self.round + 1;
+            }
+        }
+    }
+
+    /// Thesis §4.2.2: a leader that the committed configuration no longer names as a voter
+    /// steps down once that configuration is committed (until then it leads, without
+    /// counting itself in any majority).
+    pub(super) fn step_down_if_removed(&mut self, now: Instant) {
+        if self.role != Role::Leader
+            || self.membership().is_voter(self.config.id)
+            || self.log.configs().latest_index() > self.commit_index
+        {
+            return;
+        }
+        log::info!(
+            "raft {}: stepping down in term {}: no longer a voter ({})",
+            self.config.id,
+            self.hard.term,
+            self.membership()
+        );
+        self.become_follower(now, self.hard.term, None);
+    }
+
+    /// Whether this node may start a (pre-)election: a voter of its configuration, or of
+    /// the committed one before it while the latest, which removes it, is not known
+    /// committed. The latter case is a leader that proposed its own removal and lost its
+    /// leadership before the removal committed: its log may be the only one that is up to
+    /// date, so without it the shard could stay without a leader. It campaigns as any
+    /// candidate does, counting the voters of its latest configuration (not itself), whose
+    /// majorities overlap those of the one before (single-server change); once elected it
+    /// commits its removal and steps down (thesis §4.2.2).
+    pub(super) fn may_campaign(&self) -> bool {
+        let id = self.config.id;
+        let configs = self.log.configs();
+        configs.latest().is_voter(id)
+            || (configs.latest_index() > self.commit_index
+                && configs.at(self.commit_index).is_voter(id))
+    }
+}
+
+/// Spec §8.5, "Rejoining without state", rule 8: whether a node that loses its state while
+/// `voters` vote can rejoin by rule 3, which counts TermReplies from a quorum `q` of the
+/// static voters (`static_voters`, `n` of them: a node without state knows no other
+/// configuration). A quorum the node took part in holds ⌊|voters|/2⌋ voters besides it; at
+/// most `n - 1 - q` of the others stay silent when it rejoins, so some replier took part in
+/// that quorum if every voter is a static one and ⌊|voters|/2⌋ > n - 1 - q. With 3 or 5
+/// static voters: every configuration that lacks at most one of them.
+pub fn rejoin_safe(static_voters: &[NodeId], voters: &[NodeId]) -> bool {
+    let n = static_voters.len();
+    let q = n / 2 + 1;
+    // ⌊|voters|/2⌋ > n - 1 - q, without going below zero.
+    voters.iter().all(|v| static_voters.contains(v)) && voters.len() / 2 + q + 1 > n
+}
+
+impl Progress {
+    /// What a new leader (or a leader that adds a member) knows of a follower: nothing yet;
+    /// it probes from after its last entry, `next`.
+    pub(super) fn new(id: NodeId, voter: bool, next: u64, now: Instant) -> Progress {
+        Progress {
+            id,
+            voter,
+            next,
+            matched: 0,
+            probing: true,
+            probe_sent: false,
+            acked_round: 0,
+            life: None,
+            life_floor: 0,
+            heard_at: now,
+            snapshot: SnapshotSend::default(),
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Single-server membership changes with learners (thesis §4; `membership.rs`).
+
+use super::*;
+
+/// Nodes 1..=`nodes`, of which 1..=`voters` are the static voters; the others start outside
+/// the configuration (they join as learners).
+fn members_net(nodes: u64, voters: u64, seed: u64) -> Net {
+    let mut net = Net::new(nodes, seed);
+    for id in 1..=nodes {
+        let config = config(id, voters);
+        net.nodes[id as usize - 1] = Some(Raft::new(
+            config.clone(),
+            seed.wrapping_mul(1_000).wrapping_add(id),
+            HardState::default(),
+            Vec::new(),
+            Instant::ZERO,
+        ));
+        net.configs[id as usize - 1] = config;
+    }
+    net
+}
+
+/// Static voters 1..=`nodes`, led by node 1, which has removed node `outside` (so that it can
+/// come back as a learner: a voter is always one of the static voters, spec §8.5 rule 8).
+fn net_without(nodes: u64, outside: NodeId, seed: u64) -> Net {
+    let mut net = Net::new(nodes, seed);
+    lead(&mut net, 1);
+    let index = change(&mut net, 1, MembershipChange::Remove(outside)).expect("removed");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    assert!(!net.node(1).membership().contains(outside));
+    net
+}
+
+/// Proposes `change` on `leader` and delivers what follows at once.
+fn change(net: &mut Net, leader: NodeId, change: MembershipChange) -> Result<u64, MembershipError> {
+    let now = net.now;
+    let result = net.node_mut(leader).propose_membership(now, change);
+    net.after_input(leader);
+    result
+}
+
+/// Campaigns `id` and runs until it leads and has committed its no-op.
+fn lead(net: &mut Net, id: NodeId) {
+    net.campaign(id);
+    net.run_for(ms(20));
+    assert_eq!(net.node(id).role(), Role::Leader, "node {id} leads");
+    assert_eq!(net.node(id).commit_index(), net.node(id).last_index());
+}
+
+fn voters(net: &Net, id: NodeId) -> Vec<NodeId> {
+    net.node(id).membership().voters.clone()
+}
+
+fn learners(net: &Net, id: NodeId) -> Vec<NodeId> {
+    net.node(id).membership().learners.clone()
+}
+
+#[test]
+fn a_node_outside_the_static_voters_starts_and_never_campaigns() {
+    let mut net = members_net(4, 3, 1);
+    net.isolate(4);
+    net.run_for(ms(3_000));
+    assert_eq!(net.node(4).role(), Role::Follower);
+    assert_eq!(
+        net.node(4).term(),
+        0,
+        "a non-voter never starts an election"
+    );
+    assert!(
+        !net.sent.iter().any(|(from, _, _)| *from == 4),
+        "it sends nothing of its own"
+    );
+}
+
+#[test]
+fn a_learner_catches_up_is_promoted_and_a_voter_is_removed() {
+    let mut net = net_without(4, 4, 2);
+    for k in 1..=5u8 {
+        net.propose(1, vec![k]);
+    }
+    net.run_for(ms(50));
+    // Node 4 hears from nobody until it is a learner again.
+    assert!(net.node(4).last_index() < net.node(1).last_index());
+
+    let index = change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    assert_eq!(learners(&net, 1), [4], "in force on the leader at once");
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Promote(4)),
+        Err(MembershipError::ChangePending { index }),
+        "one change at a time"
+    );
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    for id in net.ids() {
+        assert_eq!(voters(&net, id), [1, 2, 3], "node {id}");
+        assert_eq!(learners(&net, id), [4], "node {id}");
+    }
+    assert_eq!(
+        net.node(4).commit_index(),
+        net.node(1).commit_index(),
+        "the learner holds the log"
+    );
+    assert_eq!(net.committed_data(4), net.committed_data(1));
+
+    let index = change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    for id in net.ids() {
+        assert_eq!(voters(&net, id), [1, 2, 3, 4], "node {id}");
+    }
+
+    let index = change(&mut net, 1, MembershipChange::Remove(2)).expect("removed");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    assert_eq!(voters(&net, 1), [1, 3, 4]);
+    // Voters 3 and 4 now make the majority with the leader: node 2 is not needed.
+    net.isolate(2);
+    let index = net.propose(1, vec![9]);
+    net.run_for(ms(50));
+    assert!(net.node(1).commit_index() >= index);
+    // The removed node never disrupts: whatever it does, the leader keeps its term.
+    net.heal();
+    let term = net.node(1).term();
+    net.run_for(ms(3_000));
+    assert_eq!(net.leader(), Some(1));
+    assert_eq!(net.node(1).term(), term);
+}
+
+#[test]
+fn learners_count_towards_no_majority() {
+    let mut net = net_without(4, 4, 3);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    // The leader with its learner is no majority of voters 1, 2, 3.
+    for id in [2, 3] {
+        net.isolate(id);
+    }
+    let cut_at = net.now;
+    let committed = net.node(1).commit_index();
+    let index = net.propose(1, vec![7]);
+    net.run_for(ms(20));
+    assert_eq!(net.node(4).last_index(), index, "the learner holds it");
+    assert_eq!(
+        net.node(1).commit_index(),
+        committed,
+        "the learner's copy commits nothing"
+    );
+    // Every round a voter acknowledged started before the cut: the lease ends a lease
+    // duration after it, whatever the learner acknowledges (and CheckQuorum follows).
+    let lease = net.configs[0].lease_duration();
+    net.run_until(cut_at + lease);
+    assert!(!net.node(1).lease_valid(net.now));
+    net.run_for(ms(500));
+    assert_ne!(
+        net.node(1).role(),
+        Role::Leader,
+        "CheckQuorum counts no learner"
+    );
+}
+
+#[test]
+fn a_leader_refuses_changes_it_cannot_make_safely() {
+    let mut net = members_net(5, 4, 4);
+    assert!(matches!(
+        change(&mut net, 1, MembershipChange::AddLearner(4)),
+        Err(MembershipError::NotLeader(_))
+    ));
+    // A leader whose no-op has not committed (Ongaro, raft-dev 2015): its Appends are lost.
+    net.filter = Some(Box::new(|from, _, message| {
+        (from != 1 || !matches!(message, Message::Append { .. })).then_some(message)
+    }));
+    net.campaign(1);
+    assert_eq!(net.node(1).role(), Role::Leader);
+    assert!(net.node(1).commit_index() < net.node(1).last_index());
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::AddLearner(4)),
+        Err(MembershipError::NoCommitInTerm)
+    );
+    net.filter = None;
+    net.run_for(ms(100));
+    assert_eq!(net.node(1).commit_index(), net.node(1).last_index());
+    change(&mut net, 1, MembershipChange::Remove(4)).expect("removed");
+    net.run_for(ms(100));
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::AddLearner(2)),
+        Err(MembershipError::AlreadyMember(2))
+    );
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::AddLearner(0)),
+        Err(MembershipError::NodeIdZero)
+    );
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Promote(2)),
+        Err(MembershipError::NotALearner(2))
+    );
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Remove(5)),
+        Err(MembershipError::NotAMember(5))
+    );
+    // A learner that has not caught up is not promoted.
+    net.isolate(4);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    let last = net.node(1).last_index();
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Promote(4)),
+        Err(MembershipError::NotCaughtUp {
+            id: 4,
+            matched: 0,
+            last
+        })
+    );
+    net.heal();
+    net.run_for(ms(100));
+    change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up now");
+    net.run_for(ms(100));
+    // Spec §8.5 rule 8: no voter outside the static voters, none fewer than a node without
+    // state could rejoin among (here: 2 of the 4 static voters are still enough).
+    change(&mut net, 1, MembershipChange::AddLearner(5)).expect("a learner may be anyone");
+    net.run_for(ms(100));
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Promote(5)),
+        Err(MembershipError::RejoinUnsafe)
+    );
+    let mut five = Net::new(5, 12);
+    lead(&mut five, 1);
+    change(&mut five, 1, MembershipChange::Remove(5)).expect("4 of 5 static voters");
+    five.run_for(ms(100));
+    assert_eq!(
+        change(&mut five, 1, MembershipChange::Remove(4)),
+        Err(MembershipError::RejoinUnsafe),
+        "3 of 5: a rejoining node hears from 3 of its 4 others, maybe not the one it voted with"
+    );
+    // The last voter is never removed.
+    let mut alone = members_net(2, 1, 6);
+    alone.run_for(ms(10));
+    assert_eq!(alone.node(1).role(), Role::Leader);
+    assert_eq!(
+        change(&mut alone, 1, MembershipChange::Remove(1)),
+        Err(MembershipError::LastVoter(1))
+    );
+    // A single voter commits its change at once.
+    let index = change(&mut alone, 1, MembershipChange::AddLearner(2)).expect("added");
+    assert_eq!(alone.node(1).commit_index(), index);
+}
+
+#[test]
+fn a_removed_leader_leads_until_the_change_commits_then_steps_down() {
+    let mut net = members_net(3, 3, 7);
+    lead(&mut net, 1);
+    let index = change(&mut net, 1, MembershipChange::Remove(1)).expect("removed");
+    assert_eq!(voters(&net, 1), [2, 3]);
+    assert_eq!(net.node(1).role(), Role::Leader, "until the change commits");
+    net.run_for(ms(10));
+    assert!(net.node(2).commit_index() >= index || net.node(1).role() != Role::Leader);
+    assert_ne!(
+        net.node(1).role(),
+        Role::Leader,
+        "steps down once committed"
+    );
+    let leader = net.elect(ms(2_000));
+    assert!(leader == 2 || leader == 3);
+    let term = net.node(leader).term();
+    let index = net.propose(leader, vec![3]);
+    net.run_for(ms(3_000));
+    assert!(net.node(leader).commit_index() >= index);
+    assert_eq!(
+        net.node(leader).term(),
+        term,
+        "the removed node disrupts nobody"
+    );
+    assert_eq!(net.node(1).role(), Role::Follower);
+}
+
+#[test]
+fn a_truncated_configuration_gives_way_to_the_previous_one() {
+    // Node 2 of static voters 1, 2, 3 receives a change from leader 1 of term 1, then the
+    // entries of leader 3 of term 2 that replace it (Raft §5.3).
+    let mut node = Raft::new(
+        config(2, 3),
+        1,
+        HardState::default(),
+        Vec::new(),
+        Instant::ZERO,
+    );
+    let added = Membership {
+        voters: vec![1, 2, 3],
+        learners: vec![4],
+    };
+    let append = |term, prev_log_index, prev_log_term, entries: Vec<Entry>| Message::Append {
+        term,
+        prev_log_index,
+        prev_log_term,
+        entries,
+        leader_commit: 1,
+        round: 1,
+        transfer_to: None,
+    };
+    let noop = Entry {
+        term: 1,
+        index: 1,
+        data: Vec::new(),
+    };
+    let config_entry = Entry {
+        term: 1,
+        index: 2,
+        data: added.to_entry(),
+    };
+    let now = Instant::ZERO + ms(1);
+    node.handle_message(now, 1, append(1, 0, 0, vec![noop, config_entry]));
+    assert_eq!(
+        node.membership(),
+        &added,
+        "in force once in the log, uncommitted"
+    );
+    assert_eq!(node.commit_index(), 1);
+    let later = now + ms(1_000);
+    node.handle_message(later, 3, append(2, 1, 1, vec![entry(2, 2)]));
+    assert_eq!(node.last_index(), 2);
+    assert_eq!(
+        node.membership(),
+        &Membership::of_voters(&[1, 2, 3]),
+        "the previous configuration holds again"
+    );
+}
+
+/// Ongaro's single-server change bug (raft-dev, 2015), which the rule "a leader proposes a
+/// change only after committing an entry of its own term" prevents. Static voters 1..=4.
+/// Leader 1 (term 1) removes 4, which only it hears of: C1 = voters 1, 2, 3. Node 3 is elected
+/// in term 2 by 2, 3 and 4 (C0 = 1..=4), and its Appends reach 4 only. Were it to remove node
+/// 1 at once (C2 = voters 2, 3, 4), C2 would commit on 3 and 4, a majority of C2; node 1 would
+/// then be elected in term 3 by 1 and 2, a majority of C1, and commit C1 at the index where 3
+/// and 4 committed C2's no-op: two committed entries at one index. C1 and C2 differ by two
+/// servers, so their majorities need not overlap. With the rule node 3 cannot propose C2
+/// before its no-op commits, which needs node 1 or node 2.
+#[test]
+fn a_change_waits_for_an_entry_of_the_leaders_term_so_two_configurations_never_split() {
+    let mut net = Net::new(4, 9);
+    lead(&mut net, 1);
+    for id in [2, 3, 4] {
+        net.isolate(id);
+    }
+    change(&mut net, 1, MembershipChange::Remove(4)).expect("proposed");
+    net.run_for(ms(10));
+    assert_eq!(voters(&net, 1), [1, 2, 3]);
+    assert_eq!(voters(&net, 2), [1, 2, 3, 4]);
+
+    // Node 3 is elected by 2, 3 and 4 (C0); its Appends never reach node 2.
+    net.heal();
+    net.isolate(1);
+    net.filter = Some(Box::new(|from, to, message| {
+        (from != 3 || to != 2 || !matches!(message, Message::Append { .. })).then_some(message)
+    }));
+    net.campaign(3);
+    assert_eq!(net.node(3).role(), Role::Leader);
+    assert!(net.node(3).commit_index() < net.node(3).last_index());
+    let refused = change(&mut net, 3, MembershipChange::Remove(1));
+    net.run_for(ms(20));
+
+    // Node 1 campaigns with node 2 only.
+    net.heal();
+    for (a, b) in [(1, 3), (1, 4), (2, 3), (2, 4)] {
+        net.blocked.insert((a, b));
+        net.blocked.insert((b, a));
+    }
+    net.run_for(ms(2_000));
+    net.heal();
+    net.filter = None;
+    net.run_for(ms(2_000));
+    let leader = net.leader().expect("a leader after healing");
+    let index = net.propose(leader, vec![42]);
+    net.run_for(ms(500));
+    let members: Vec<NodeId> = net.node(leader).membership().members().collect();
+    for id in members {
+        assert!(net.node(id).commit_index() >= index, "node {id}");
+    }
+    assert_eq!(refused, Err(MembershipError::NoCommitInTerm));
+}
+
+#[test]
+fn the_configuration_survives_a_restart_and_compaction() {
+    let mut net = net_without(4, 4, 10);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    change(&mut net, 1, MembershipChange::Promote(4)).expect("promoted");
+    net.run_for(ms(100));
+    // Compaction past the CONFIG entries: the snapshot's configuration holds.
+    let commit = net.node(1).commit_index();
+    let data = Arc::new(snapshot_bytes(&net.chosen[..commit as usize]));
+    net.node_mut(1).compact(commit, Arc::clone(&data));
+    assert_eq!(voters(&net, 1), [1, 2, 3, 4]);
+    assert_eq!(net.node(1).membership_at(commit).voters, [1, 2, 3, 4]);
+    // A restart reads the configuration back from the log.
+    let persisted = net.crash(2);
+    let restored = Raft::restore(
+        net.configs[1].clone(),
+        99,
+        persisted.hard,
+        persisted.snapshot,
+        persisted.log,
+        net.now,
+    );
+    assert_eq!(restored.membership().voters, [1, 2, 3, 4]);
+}
+
+/// One change at a time (thesis §4.1). Voters 1, 2, 3 and learner 4 (C0). Leader 1, cut off
+/// from 2 and 3 but not from 4, promotes 4 (C1 = 1, 2, 3, 4) and, were it allowed to stack a
+/// second change before the first commits, removes 2 (C2 = 1, 3, 4): C2's majority {1, 4}
+/// commits both and whatever follows, while 2 and 3, a majority of C0 that never saw either
+/// change, elect a leader and commit at the same index. C0 and C2 differ by two servers.
+#[test]
+fn a_cut_off_leader_cannot_stack_changes_into_a_majority_of_its_own() {
+    let mut net = net_without(4, 4, 11);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    assert_eq!(learners(&net, 2), [4]);
+    for (a, b) in [(1, 2), (1, 3), (4, 2), (4, 3)] {
+        net.blocked.insert((a, b));
+        net.blocked.insert((b, a));
+    }
+    let first = change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up");
+    let second = change(&mut net, 1, MembershipChange::Remove(2));
+    if net.node(1).role() == Role::Leader {
+        net.propose(1, vec![1]);
+    }
+    // Nodes 2 and 3 elect a leader of their own and commit.
+    net.run_for(ms(1_000));
+    let other = net
+        .leader()
+        .filter(|&l| l == 2 || l == 3)
+        .expect("2 or 3 leads");
+    let index = net.propose(other, vec![2]);
+    net.run_for(ms(100));
+    assert!(net.node(other).commit_index() >= index);
+    net.heal();
+    net.run_for(ms(1_000));
+    assert_eq!(second, Err(MembershipError::ChangePending { index: first }));
+}
+
+/// A leader that proposed its own removal and lost its leadership before the removal
+/// committed may hold the only up-to-date log: it must still be able to campaign (counting
+/// the voters of its latest configuration, not itself), or the shard can stay without a
+/// leader (found by the simulator: seed 266 on 4 nodes). Static voters 1..=4; node 4 is down.
+#[test]
+fn a_leader_whose_removal_did_not_commit_can_still_be_elected() {
+    let mut net = Net::new(4, 13);
+    lead(&mut net, 1);
+    // Node 1's Appends stop reaching anyone: its removal stays in its own log only.
+    net.filter = Some(Box::new(|from, _, message| {
+        (from != 1 || !matches!(message, Message::Append { .. })).then_some(message)
+    }));
+    change(&mut net, 1, MembershipChange::Remove(1)).expect("proposed");
+    net.crash(4);
+    // Node 1 steps down (CheckQuorum); 2 and 3 cannot be elected without it.
+    net.run_for(ms(400));
+    net.filter = None;
+    // Nodes 2 and 3 alone are no majority of 1..=4, and node 1's log is ahead of theirs.
+    net.run_for(ms(3_000));
+    let leader = net.leader().expect("a leader");
+    assert!(
+        leader == 2 || leader == 3,
+        "node 1 stepped down once removed"
+    );
+    let index = net.propose(leader, vec![5]);
+    net.run_for(ms(200));
+    assert!(net.node(leader).commit_index() >= index);
+    assert_eq!(voters(&net, leader), [2, 3, 4]);
+}
+
+/// A leader that adopts a new configuration holds no lease until a majority of the new
+/// voters acknowledged a round started after the change (`lease.rs`).
+#[test]
+fn a_configuration_change_restarts_the_lease_from_the_new_voters() {
+    let mut net = net_without(4, 4, 14);
+    net.run_for(ms(100));
+    assert!(net.node(1).lease_valid(net.now));
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    assert!(!net.node(1).lease_valid(net.now), "dropped at the change");
+    net.run_for(ms(100));
+    assert!(
+        net.node(1).lease_valid(net.now),
+        "back after a round of the new voters"
+    );
+}

@@ -1,0 +1,117 @@
+//! Membership changes while clients run and faults happen (issue 10, Raft thesis §4): in a
+//! run with [`SimConfig::membership_changes`], every few hundred milliseconds the simulator
+//! asks the leader of a random shard for the next single-server change of a cycle that moves
+//! a replica out and back: remove a voter (the leader itself sometimes), add it back as a
+//! learner, promote it once caught up. Which change comes next is read from the leader's own
+//! configuration, so a change that was refused, lost with a deposed leader or truncated is
+//! simply asked for again. Configurations stay those a node without state can rejoin among
+//! (spec §8.5 rule 8: every static voter but at most one on 3 or 5 nodes), which the leader
+//! enforces; the cycle never asks for more.
+//!
+//! After the heal only the changes that bring every node back are asked for (once some
+//! change has committed), so the shard ends fully replicated and the catch-up check holds for
+//! every node. The run fails if no
+//! change ever committed (`SimReport::membership_changes`, counted from the CONFIG entries
+//! the replicas apply), so a rule that refused every change cannot pass unnoticed.
+
+use super::*;
+use crate::core::raft::{Membership, MembershipChange};
+
+/// The first change is asked for this long after the start, then every
+/// [`MEMBERSHIP_STEP_MS`] (a random draw in the range).
+const MEMBERSHIP_FIRST_MS: std::ops::Range<u64> = 500..1_000;
+const MEMBERSHIP_STEP_MS: std::ops::Range<u64> = 200..800;
+/// After the heal: quicker, so every shard is whole again well before the end.
+const MEMBERSHIP_RESTORE_STEP_MS: std::ops::Range<u64> = 20..60;
+
+/// One random seed in this many asks for membership changes (`SimConfig::new`).
+pub const MEMBERSHIP_SEEDS_EVERY: u64 = 4;
+
+/// Whether a random run of `seed` on `nodes` nodes makes membership changes: one seed in
+/// [`MEMBERSHIP_SEEDS_EVERY`], on 4 nodes or more. On 3, a removal leaves 2 voters, which
+/// survive no loss of state (a majority of 2 is both): a node that rejoins by spec §8.5 then
+/// waits for a leader that only its own vote could elect, and the shard stays without one.
+/// The simulator's faults take the state of any minority of the nodes, so such runs would
+/// fail on that, not on a rule; a real 3-node shard is moved by adding first (3 → 4 → 3).
+pub fn membership_seed(seed: u64, nodes: usize) -> bool {
+    nodes >= 4 && seed % MEMBERSHIP_SEEDS_EVERY == 2
+}
+
+impl Sim {
+    /// Schedules the first change of a run that makes them.
+    pub(super) fn arm_membership(&mut self) {
+        if self.config.membership_changes {
+            let first = Duration::from_millis(self.rng.gen_range(MEMBERSHIP_FIRST_MS));
+            self.schedule(first, Event::Membership);
+        }
+    }
+
+    /// A leader of `shard` (a running, unpaused node that leads it) and its configuration:
+    /// the one of the highest term, or with `deposed` the one of the lowest, which may not
+    /// know yet that it was deposed (a partition): a change it makes is the kind a later
+    /// leader's may conflict with (Ongaro's single-server change bug).
+    fn shard_leader(&self, shard: usize, deposed: bool) -> Option<(NodeId, Membership)> {
+        let leaders = self.nodes.iter().filter(|n| n.paused_until.is_none());
+        let mut leaders: Vec<(u64, NodeId, &Membership)> = leaders
+            .filter_map(|n| {
+                let raft = n.replica(shard)?.raft();
+                (raft.role() == Role::Leader).then(|| (raft.term(), n.id, raft.membership()))
+            })
+            .collect();
+        leaders.sort_unstable_by_key(|&(term, id, _)| (term, id));
+        let chosen = if deposed {
+            leaders.first()
+        } else {
+            leaders.last()
+        };
+        chosen.map(|&(_, id, membership)| (id, membership.clone()))
+    }
+
+    /// Asks a random shard's leader for the next change of the cycle (see the module docs);
+    /// after the heal, the leader of a shard that lacks a node, for the change that brings it
+    /// back.
+    pub(super) fn membership_step(&mut self) -> Result<(), SimFailure> {
+        // After the heal, only what brings nodes back; unless no change has committed yet
+        // (the faults left no leader long enough): then the cycle goes on.
+        let restoring = self.now >= self.heal_at && self.report.membership_changes > 0;
+        let step = if restoring {
+            MEMBERSHIP_RESTORE_STEP_MS
+        } else {
+            MEMBERSHIP_STEP_MS
+        };
+        let next = Duration::from_millis(self.rng.gen_range(step));
+        if self.now + next < self.end {
+            self.schedule(next, Event::Membership);
+        }
+        let shards = self.config.shards as usize;
+        let first = self.rng.gen_range(0..shards);
+        let deposed = !restoring && self.rng.gen_bool(0.5);
+        let nodes = self.nodes.len();
+        let chosen = (0..shards)
+            .map(|k| (first + k) % shards)
+            .filter_map(|shard| Some((shard, self.shard_leader(shard, deposed)?)))
+            .find(|(_, (_, m))| !restoring || m.voters.len() < nodes);
+        let Some((shard, (leader, membership))) = chosen else {
+            return Ok(());
+        };
+        let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let change = if let Some(&learner) = membership.learners.first() {
+            MembershipChange::Promote(learner)
+        } else if let Some(&missing) = ids.iter().find(|&&id| !membership.contains(id)) {
+            MembershipChange::AddLearner(missing)
+        } else if restoring {
+            return Ok(());
+        } else {
+            MembershipChange::Remove(ids[self.rng.gen_range(0..ids.len())])
+        };
+        let now = self.now;
+        let n = self.node(leader);
+        let local = n.clock.local(now);
+        let core = n.node.as_mut().expect("a leader runs");
+        match core.change_membership(local, shard as u32, change) {
+            Ok(_) => self.report.membership_proposed += 1,
+            Err(_) => self.report.membership_refused += 1,
+        }
+        self.after_call(leader)
+    }
+}
