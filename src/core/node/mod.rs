@@ -50,6 +50,7 @@
 //! The first fencing token of a new shard's table is the wall clock (spec §8.8); the core has
 //! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
 
+pub mod book;
 pub mod config;
 pub mod members;
 pub mod requests;
@@ -67,7 +68,8 @@ use udplock_protocol::{
     DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
-pub use self::config::{Config, SHARDS_DEFAULT};
+use self::book::AddressBook;
+pub use self::config::{Config, Joined, SHARDS_DEFAULT};
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -126,6 +128,12 @@ fn reconnect_interval(config: &Config) -> Duration {
     Duration::from_micros(us.saturating_mul(u64::from(SWIM_RECONNECT_PERIODS)))
 }
 
+/// (reason, source) pairs of authentication drops remembered for one log line
+/// ([`AUTH_DROP_LOG_PERIOD`]); beyond it, drops are counted under the unspecified address.
+/// Forged datagrams from nodes the book does not know come from any source (spec §8.3
+/// rule 3), so the map is bounded rather than one entry per source.
+pub const AUTH_DROP_SOURCES_MAX: usize = 256;
+
 /// Membership events waiting for [`Node::poll_member_event`]; the oldest is dropped beyond
 /// it (a shell that logs them drains after every input; the simulator reads them too).
 pub const MEMBER_EVENTS_MAX: usize = swim::EVENTS_MAX;
@@ -182,8 +190,8 @@ pub struct Node {
     /// shard or settings state sees it (spec §8.11).
     auth: PeerAuth,
     /// Datagrams dropped by the authentication checks since `auth_drops_since`, per reason
-    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]). Sources are listed
-    /// nodes' addresses (checked before), so it holds at most 8 entries per peer.
+    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]); at most
+    /// [`AUTH_DROP_SOURCES_MAX`] entries.
     auth_drops: BTreeMap<(AuthDrop, SocketAddr), u64>,
     auth_drops_since: Instant,
     /// When this node last answered each peer's stale datagrams ([`STALE_ANSWER_INTERVAL`]).
@@ -224,6 +232,8 @@ pub struct Node {
     swim_outgoing: Vec<(NodeId, swim::Message)>,
     member_events: VecDeque<swim::Event>,
     swim_reconnect_at: Instant,
+    /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
+    book: AddressBook,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
 }
@@ -245,12 +255,16 @@ impl Node {
         now: Instant,
     ) -> Result<Node, String> {
         config.validate()?;
-        assert_eq!(starts.len(), config.shards as usize, "one start per shard");
+        assert_eq!(
+            starts.len(),
+            config.held_shards() as usize,
+            "one start per shard held"
+        );
         let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
         // One budget per node for what peers can make its shards hold or log (issue 8).
         let shared = raft::NodeShared::new();
         let mut shards = Vec::with_capacity(config.shards as usize);
-        for (shard, start) in (0..config.shards).zip(starts) {
+        for (shard, start) in (0..config.held_shards()).zip(starts) {
             // Different per shard, so the replicas of one node do not time out together.
             let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut replica = Replica::start(config.shard_config(shard), seed, start, now)
@@ -267,9 +281,11 @@ impl Node {
         let swim_seed = rng_seed.rotate_left(32) ^ 0x5317_u64;
         let mut swim =
             Swim::new(config.swim_config()?, swim_seed, now).map_err(|e| e.to_string())?;
+        let joined_seeds = config.joined.as_ref().map_or(&[][..], |j| &j.seeds);
         let seeds: Vec<SocketAddr> = config
             .peers
             .iter()
+            .chain(joined_seeds)
             .filter(|&&(id, _)| id != config.node_id)
             .map(|&(_, addr)| addr)
             .collect();
@@ -277,7 +293,7 @@ impl Node {
         let auth = PeerAuth::new(
             config.node_id,
             incarnation,
-            config.peers.iter().map(|&(id, _)| id),
+            config.peers.iter().chain(joined_seeds).map(|&(id, _)| id),
             keys,
         );
         let mut node = Node {
@@ -308,10 +324,12 @@ impl Node {
             swim_outgoing: Vec::new(),
             member_events: VecDeque::new(),
             swim_reconnect_at: now + reconnect_interval(&config),
+            book: AddressBook::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
             config,
         };
+        node.refresh_book();
         node.drain_swim();
         node.check();
         Ok(node)
@@ -319,7 +337,7 @@ impl Node {
 
     /// The invariants that hold between inputs.
     fn check(&self) {
-        assert_eq!(self.shards.len(), self.config.shards as usize);
+        assert_eq!(self.shards.len(), self.config.held_shards() as usize);
         assert_eq!(self.deadlines.len(), self.shards.len());
         assert_eq!(self.marks.len(), self.shards.len());
         // O(shards): in debug builds only, as this runs after every datagram.
@@ -464,7 +482,7 @@ impl Node {
     /// Whether SWIM has anyone to probe: a one-voter node (the single node) has nobody, so
     /// its member never runs a period and never wakes the node.
     fn runs_swim(&self) -> bool {
-        self.config.peers.len() > 1
+        self.config.peers.len() > 1 || self.config.joined.is_some()
     }
 
     /// Timers: every shard whose deadline passed, the settings exchange, the log lines due.
@@ -482,6 +500,7 @@ impl Node {
         if self.runs_swim() {
             if self.swim.poll_timeout() <= now {
                 self.swim.handle_timeout(now);
+                self.refresh_book();
             }
             self.reconnect_swim(now);
             self.drain_swim();
@@ -592,16 +611,25 @@ impl Node {
         let Some(request) = self.admit(datagram, from, Request::decode) else {
             return;
         };
-        let table_request = table_request(&request, from, datagram.len());
-        let shard = shard_of(request.body.resource(), self.shards.len() as u32);
         let kind = request.body.kind();
-        match self.shards[shard as usize].handle_request(now, table_request) {
-            Ok(()) => self.touch(shard),
-            Err(not_leader) => {
+        let outcome = if self.shards.is_empty() {
+            // A node that joined holds no replica yet (voters are static in this step): it
+            // cannot name the leader either, so the client asks its other servers.
+            Err(None)
+        } else {
+            let table_request = table_request(&request, from, datagram.len());
+            let shard = shard_of(request.body.resource(), self.shards.len() as u32);
+            self.shards[shard as usize]
+                .handle_request(now, table_request)
+                .map(|()| shard)
+                .map_err(|not_leader| not_leader.leader_hint)
+        };
+        match outcome {
+            Ok(shard) => self.touch(shard),
+            Err(leader_hint) => {
                 // Not remembered: the client resends the same request to the leader.
-                let hint = not_leader
-                    .leader_hint
-                    .and_then(|id| self.config.address_of(id))
+                let hint = leader_hint
+                    .and_then(|id| self.book.address_of(id))
                     .map_or(Hint::None, Hint::Leader);
                 let reply = Reply {
                     hint,
@@ -752,10 +780,10 @@ impl Node {
         }
     }
 
-    /// Whether `from` is another listed node and `source` its listed address: a node that is
-    /// not in the list cannot speak for one that is.
+    /// Whether `from` is another node this node knows and `source` its address in the
+    /// address book ([`book`]): a node that is not in the book cannot speak for one that is.
     fn listed_peer(&self, from: NodeId, source: SocketAddr) -> bool {
-        from != self.config.node_id && self.config.address_of(from) == Some(source)
+        from != self.config.node_id && self.book.knows(from, source)
     }
 
     /// A PEER datagram (spec §8.2): checked, authenticated, then each record to its shard.
@@ -765,13 +793,33 @@ impl Node {
             return;
         };
         let PeerHeader { cluster_id, from } = peer.header;
-        if cluster_id != self.cluster_id || !self.listed_peer(from, source) {
+        if cluster_id != self.cluster_id || from == self.config.node_id {
             NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Spec §8.3 rule 3: a node the book does not know (or not at this address) is heard
+        // only announcing itself, authenticated, with SWIM records alone.
+        let known = self.listed_peer(from, source);
+        if !known && !self.admit_stranger(from, source, datagram, &peer) {
             return;
         }
         // Spec §8.11: nothing of a datagram that fails the checks reaches a shard.
         if !self.authenticated(from, datagram, peer.auth.as_ref(), source) {
             return;
+        }
+        if !known {
+            let swim_addr = self
+                .swim
+                .members()
+                .iter()
+                .find(|m| m.id == from)
+                .map(|m| m.addr);
+            if self.book.prove(from, source, swim_addr) {
+                log::info!(
+                    "udplock node {}: node {from} announced itself at {source} (spec §8.3)",
+                    self.config.node_id
+                );
+            }
         }
         NodeStats::bump(&self.stats.peer_received);
         let mut swim = false;
@@ -794,18 +842,64 @@ impl Node {
             self.touch(u32::from(shard));
         }
         if swim {
+            self.refresh_book();
             self.drain_swim();
         }
     }
 
+    /// Spec §8.3 rule 3, for a PEER datagram of `from` that the address book does not know
+    /// at `source`: it passes only if it carries SWIM records alone, one of them `from`'s own
+    /// update at `source`, and rules 1–2 of §8.11 (which need no state of the sender). Then,
+    /// and only then, the sender gets authentication state (bounded, [`book::JOINERS_MAX`])
+    /// for rules 3–5. Nothing else is kept of a sender that fails.
+    fn admit_stranger(
+        &mut self,
+        from: NodeId,
+        source: SocketAddr,
+        datagram: &[u8],
+        peer: &PeerDatagram<'_>,
+    ) -> bool {
+        if !book::stranger_announces_itself(peer, from, source) {
+            NodeStats::bump(&self.stats.dropped);
+            return false;
+        }
+        if let Err(reason) = self.auth.check_stranger(datagram, peer.auth.as_ref()) {
+            NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
+            self.count_auth_drop(reason, source);
+            return false;
+        }
+        if !self.auth.knows(from) {
+            if let Some(evicted) = self.book.admit_joiner(from) {
+                self.auth.remove_peer(evicted);
+                self.stale_answered.remove(&evicted);
+            }
+            self.auth.add_peer(from);
+        }
+        true
+    }
+
+    /// Rebuilds the address book from the static list, the seeds and SWIM's table, and
+    /// keeps the authentication state in step: every node in it has an entry, a node that
+    /// left it (forgotten by SWIM) loses its own.
+    fn refresh_book(&mut self) {
+        let members = self.swim.members();
+        for gone in self.book.rebuild(&self.config, &members) {
+            self.auth.remove_peer(gone);
+            self.stale_answered.remove(&gone);
+        }
+        for (id, _) in self.book.nodes() {
+            self.auth.add_peer(id);
+        }
+    }
+
     /// Takes what the SWIM member produced: its messages, to be packed with the next flush
-    /// (a message to an address no listed node has is dropped: only listed nodes are members
-    /// until joins exist, spec §8.3 rule 3), and its events, which also refresh the member
-    /// counts in [`NodeStats`].
+    /// (SWIM names receivers by address: the address book says which node that is, and a
+    /// message to an address it does not know is dropped, spec §8.3 rule 3), and its events,
+    /// which also refresh the member counts in [`NodeStats`].
     fn drain_swim(&mut self) {
         while let Some(t) = self.swim.poll_transmit() {
-            match self.config.peers.iter().find(|&&(_, addr)| addr == t.to) {
-                Some(&(id, _)) if id != self.config.node_id => self.swim_outgoing.push((id, t.msg)),
+            match self.book.node_at(t.to) {
+                Some(id) if id != self.config.node_id => self.swim_outgoing.push((id, t.msg)),
                 _ => NodeStats::bump(&self.stats.swim_unroutable),
             }
         }
@@ -879,11 +973,25 @@ impl Node {
             return true;
         };
         NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
-        *self.auth_drops.entry((reason, source)).or_default() += 1;
+        self.count_auth_drop(reason, source);
         if reason == AuthDrop::StaleReceiver {
             self.answer_stale(from, source);
         }
         false
+    }
+
+    /// Remembers a drop for the next log line, per reason and source: at most
+    /// [`AUTH_DROP_SOURCES_MAX`] pairs (strangers' sources are anyone's), the rest counted
+    /// under the unspecified address.
+    fn count_auth_drop(&mut self, reason: AuthDrop, source: SocketAddr) {
+        let key = if self.auth_drops.len() < AUTH_DROP_SOURCES_MAX
+            || self.auth_drops.contains_key(&(reason, source))
+        {
+            (reason, source)
+        } else {
+            (reason, SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        *self.auth_drops.entry(key).or_default() += 1;
     }
 
     /// Spec §8.11.5: the peer `from` sent a datagram that passed checks 1 to 3 (so it comes
@@ -1049,7 +1157,7 @@ impl Node {
             };
             let raft_for = |i: usize| outgoing.get(i).is_some_and(|m| m.0 == to);
             let swim_for = |j: usize| swim_outgoing.get(j).is_some_and(|m| m.0 == to);
-            let Some(addr) = self.config.address_of(to) else {
+            let Some(addr) = self.book.address_of(to) else {
                 while raft_for(i) {
                     i += 1;
                 }
@@ -1122,12 +1230,9 @@ impl Node {
             return;
         }
         self.settings_next = now + SETTINGS_PERIOD;
-        let mut peers = self.config.peers.clone();
-        peers.sort_unstable();
+        let peers: Vec<(NodeId, SocketAddr)> = self.book.nodes().collect();
         for (id, addr) in peers {
-            if id != self.config.node_id {
-                self.send_settings_to(id, addr);
-            }
+            self.send_settings_to(id, addr);
         }
     }
 
