@@ -923,10 +923,14 @@ impl Node {
             return;
         }
         self.swim_reconnect_at = now + reconnect_interval(&self.config);
+        // A joined node's seeds too: the cluster's first node, restarted after the others
+        // held it dead, knows nobody until someone asks it again.
+        let seeds = self.config.joined.as_ref().map_or(&[][..], |j| &j.seeds);
         let absent: Vec<SocketAddr> = self
             .config
             .peers
             .iter()
+            .chain(seeds)
             .filter(|&&(id, _)| {
                 id != self.config.node_id
                     && !matches!(
@@ -934,7 +938,7 @@ impl Node {
                         Some((swim::State::Alive | swim::State::Suspect, _))
                     )
             })
-            .map(|&(_, addr)| addr)
+            .filter_map(|&(id, _)| self.book.address_of(id))
             .collect();
         if !absent.is_empty() && !self.leaving {
             self.swim.join(now, &absent);

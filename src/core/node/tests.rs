@@ -1281,3 +1281,31 @@ fn a_member_back_at_a_new_address_is_reached_there() {
         net.nodes[1].1.members()
     );
 }
+
+/// The cluster's first node, restarted after the others came to hold it dead, knows nobody
+/// (it has no seeds): the others ask their seeds they hold dead again every
+/// `SWIM_RECONNECT_PERIODS` periods, as a static node asks its listed peers, so it is found
+/// and both hold each other alive again.
+#[test]
+fn the_first_node_back_after_it_was_held_dead_is_found_again() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    // Node 1 is gone long enough for node 2 to declare it dead.
+    let first = net.nodes.remove(0);
+    assert!(net.run_until(60, |n| n.holds(0, 1)
+        == Some(udplock_protocol::SwimState::Dead)));
+    drop(first);
+    let restarted = joined_node(1, a1, vec![], keys, 33, net.now);
+    net.nodes.insert(0, (a1, restarted));
+    assert!(
+        net.run_until(30, Joining::all_alive),
+        "node 1 holds {:?}; node 2 holds {:?}",
+        net.nodes[0].1.members(),
+        net.nodes[1].1.members()
+    );
+}
