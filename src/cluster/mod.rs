@@ -3,7 +3,9 @@
 //! ([`ClusterConfig::single`], `crate::single`), whose restarts in `memory` mode are made safe
 //! by its lease horizon file ([`horizon`]).
 //!
-//! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
+//! Every node runs a replica of every shard (static membership, `--peers`); in a joined
+//! cluster (`--bootstrap`, `--join`, spec §8.1) the first node does, and the nodes that
+//! joined are members without replicas ([`join`] finds the cluster before the node starts). One event-loop
 //! thread owns the node's single UDP socket, which carries both client requests and
 //! node-to-node datagrams (spec §8), the clock, the disk and the key file; the core owns
 //! every protocol decision. The loop:

@@ -1,5 +1,6 @@
 //! `udplock server`: one node, serving until killed: a single node (a cluster of one voter
-//! and one shard, [`udplock::single`]), or with `--peers` one node of a replicated cluster.
+//! and one shard, [`udplock::single`]), with `--peers` one node of a replicated cluster, or
+//! with `--bootstrap` / `--join` a node of a joined cluster (spec §8.1).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -19,8 +19,15 @@
 //! - **the settings exchange** (spec §8.10, [`settings`]);
 //! - **leader spreading and graceful leave**: each shard's preferred leader, and handing every
 //!   shard over before the node stops (Raft thesis §3.10);
+//! - **the address book** (spec §8.3 rule 3, [`book`]): the nodes this node sends to and
+//!   accepts from — the listed ones, a joined node's seeds, every SWIM member — at the
+//!   address SWIM holds or the member last proved; a node it does not know is heard only
+//!   announcing itself, authenticated, with SWIM records alone;
+//! - **joined clusters** (spec §8.1, [`Joined`]): a random cluster id and seeds instead of a
+//!   node list; the node that bootstrapped the cluster is its only voter, a joined node holds
+//!   no replica yet (it answers lock requests NOT_LEADER, without a hint);
 //! - **membership** (spec §8.12, issue 10): one SWIM member ([`Swim`], `core::swim`) runs
-//!   among the listed nodes. It starts by joining through every listed peer (SWIM's own join:
+//!   among the listed nodes and the seeds. It starts by joining through every listed peer (SWIM's own join:
 //!   a full-state exchange with each), so each node learns the others as SWIM does, by their
 //!   answers, rather than taking the list as the truth; and since the list is static, a
 //!   listed node held dead or gone is asked again every [`SWIM_RECONNECT_PERIODS`] periods
