@@ -170,7 +170,9 @@ struct JoinArgs {
     join: Option<Vec<String>>,
     /// The address the other nodes use to reach this one (its SWIM update, its entry in
     /// their member tables), default --listen. Required when --listen is 0.0.0.0 or [::]:
-    /// an unspecified address cannot be announced.
+    /// an unspecified address cannot be announced. The node's datagrams must come from it
+    /// (a node it does not know yet is heard only from the address it announces): on a host
+    /// with several addresses, advertise the one its route to the other nodes uses.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
 }

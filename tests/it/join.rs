@@ -149,11 +149,27 @@ fn members_alive(json: &str, ids: &[u64]) -> bool {
 #[test]
 fn a_bootstrapped_node_and_two_joined_show_three_members_alive_and_grant() {
     let mut c = Joined::new("three");
-    let (a1, a2, a3) = (free(1), free(2), free(3));
+    // Held together, so that the two on 127.0.0.1 differ.
+    let held: Vec<UdpSocket> = [1, 2, 1]
+        .map(|h| UdpSocket::bind(SocketAddr::from(([127, 0, 0, h], 0))).unwrap())
+        .into();
+    let [a1, a2, a3] = [0, 1, 2].map(|i| held[i].local_addr().unwrap());
+    drop(held);
     c.spawn(1, a1, &["--bootstrap"]);
     c.spawn(2, a2, &["--join", &a1.to_string()]);
-    // Node 3 joins through node 2 (and node 1 as a second seed).
-    c.spawn(3, a3, &["--join", &format!("{a2},{a1}")]);
+    // Node 3 listens on every interface and announces its loopback address; it joins
+    // through node 2 (and node 1 as a second seed).
+    let any = SocketAddr::from(([0, 0, 0, 0], a3.port()));
+    c.spawn(
+        3,
+        any,
+        &[
+            "--advertise",
+            &a3.to_string(),
+            "--join",
+            &format!("{a2},{a1}"),
+        ],
+    );
     let deadline = Instant::now() + DEADLINE;
     let json = loop {
         let o = status_json(a1);
@@ -221,6 +237,26 @@ fn what_a_joined_cluster_refuses() {
         &["--join", &a1.to_string()],
     );
     assert!(said.contains("pass --advertise"), "{said}");
+    // The static form too: the list names this node's address, --advertise must say it.
+    let any = format!("0.0.0.0:{}", a1.port());
+    let o = Command::new(BIN)
+        .args([
+            "server",
+            "--node-id",
+            "1",
+            "--listen",
+            &any,
+            "--durability",
+            "memory",
+        ])
+        .args(["--peers", &format!("1@{a1},2@{}", free(2))])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && said.contains("pass --advertise"),
+        "{said}"
+    );
 
     c.spawn(1, a1, &["--bootstrap"]);
     let deadline = Instant::now() + DEADLINE;
