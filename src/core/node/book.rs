@@ -119,6 +119,8 @@ impl AddressBook {
             return false;
         }
         self.proven.insert(id, (addr, swim_addr));
+        // In the book now: no longer a joiner (whose state could be forgotten to make room).
+        self.joiners.retain(|&j| j != id);
         self.to.insert(id, addr);
         self.by_addr.insert(addr, id);
         true

@@ -356,6 +356,10 @@ impl Node {
         assert!(self.touched_list.len() <= self.shards.len());
         assert!(self.transmits.len() <= TRANSMITS_QUEUED_MAX);
         assert!(self.member_events.len() <= MEMBER_EVENTS_MAX);
+        assert!(self.book.joiners() <= book::JOINERS_MAX);
+        // O(nodes): every node of the book has authentication state (sealing for it and
+        // checking its datagrams need it).
+        debug_assert!(self.book.nodes().all(|(id, _)| self.auth.knows(id)));
     }
 
     pub fn config(&self) -> &Config {
@@ -952,8 +956,8 @@ impl Node {
         }
     }
 
-    /// Spec §8.10: a peer's settings, heard only from a listed node at its listed address;
-    /// never answered, and nothing but this node's report of them changes.
+    /// Spec §8.10: a peer's settings, heard only from a node of the address book at its
+    /// address there; never answered, and nothing but this node's report of them changes.
     fn handle_peer_settings(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
         let Ok(p) = PeerSettings::decode(datagram) else {
             NodeStats::bump(&self.stats.dropped);
