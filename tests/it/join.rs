@@ -205,6 +205,13 @@ fn a_bootstrapped_node_and_two_joined_show_three_members_alive_and_grant() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+    // A joined node answers status too (no replica: no leader known), and the members.
+    let o = status_json(a2);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && json.contains("\"members\":["),
+        "{o:?}"
+    );
     // Locks work through the first node: it holds every shard.
     let mut config = ClientConfig::new(vec![a1]);
     config.shards = 4;

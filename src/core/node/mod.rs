@@ -712,6 +712,25 @@ impl Node {
             return;
         };
         let fit = ShardStatusReply::entries_that_fit(datagram.len());
+        if self.shards.is_empty() {
+            // A node that joined holds no replica (spec §8.1): every shard of the cluster, as
+            // a follower that knows no leader.
+            let entries: Vec<ShardStatusEntry> = (u32::from(request.first_shard)
+                ..self.config.shards)
+                .take(fit)
+                .map(|shard| ShardStatusEntry {
+                    shard: shard as u16,
+                    role: ShardRole::Follower,
+                    leader_id: 0,
+                    term: 0,
+                    commit_index: 0,
+                    applied_index: 0,
+                    held: 0,
+                    waiters: 0,
+                })
+                .collect();
+            return self.send_shard_status(datagram, from, &request, &entries);
+        }
         let entries: Vec<ShardStatusEntry> = self
             .shards
             .iter()
@@ -738,15 +757,27 @@ impl Node {
                 }
             })
             .collect();
+        self.send_shard_status(datagram, from, &request, &entries);
+    }
+
+    /// The SHARD_STATUS_REPLY to `request` (in `datagram`, from `from`) with `entries`.
+    fn send_shard_status(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        request: &ShardStatusRequest,
+        entries: &[ShardStatusEntry],
+    ) {
         let reply = ShardStatusReply {
             session_id: request.session_id,
             request_id: request.request_id,
             attempt: request.attempt,
             status: Status::Ok,
             node_id: self.config.node_id,
-            shards_total: self.shards.len() as u16,
+            // Config::validate keeps shards within SHARDS_MAX (4096).
+            shards_total: self.config.shards as u16,
             first_shard: request.first_shard,
-            entries: ShardStatusEntries::from_slice(&entries),
+            entries: ShardStatusEntries::from_slice(entries),
         };
         let mut out = [0u8; DATAGRAM_LEN_MAX];
         match reply.encode(&mut out) {

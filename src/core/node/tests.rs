@@ -1309,3 +1309,43 @@ fn the_first_node_back_after_it_was_held_dead_is_found_again() {
         net.nodes[1].1.members()
     );
 }
+
+/// A node that joined holds no replica, yet answers SHARD_STATUS like any node (spec §4.7,
+/// §8.1): every shard of the cluster, as a follower that knows no leader (term 0, leader 0,
+/// nothing held), no longer than the request. It used to answer nothing (its reply did not
+/// encode: zero shards), so `udplock status` called it unreachable.
+#[test]
+fn a_joined_node_answers_shard_status_knowing_no_leader() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    let request = ShardStatusRequest {
+        session_id: 5,
+        request_id: 6,
+        attempt: 0,
+        first_shard: 1,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    net.nodes[1].1.handle_datagram(net.now, CLIENT, &out[..len]);
+    net.run_for(20);
+    assert_eq!(net.to_client.len(), 1, "one answer");
+    let answer = net.to_client.pop().unwrap();
+    assert!(answer.len() <= len, "no amplification");
+    let reply = ShardStatusReply::decode(&answer).unwrap();
+    assert_eq!(
+        (reply.node_id, reply.shards_total, reply.first_shard),
+        (2, 4, 1)
+    );
+    let entries: Vec<ShardStatusEntry> = reply.entries.iter().collect();
+    assert_eq!(entries.len(), 3);
+    for (k, e) in entries.iter().enumerate() {
+        assert_eq!(usize::from(e.shard), 1 + k);
+        assert_eq!((e.role, e.leader_id, e.term), (ShardRole::Follower, 0, 0));
+        assert_eq!((e.commit_index, e.held, e.waiters), (0, 0, 0));
+    }
+}
