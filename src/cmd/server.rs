@@ -574,11 +574,17 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         } else {
             JOIN_PATIENCE
         };
-        let found = match discover(&seeds, &own.node_config(), recorded_id, patience) {
-            Ok(found) => Some(found),
-            // The cluster's voter restarts without waiting for the others.
-            Err(JoinError::NoAnswer(_)) if recorded_voter => None,
-            Err(e) => return Err(invalid(format!("--join: {e}"))),
+        // The same --join list on every node names this one too: the voter needs nobody.
+        let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen);
+        let found = if recorded_voter && only_me {
+            None
+        } else {
+            match discover(&seeds, &own.node_config(), recorded_id, patience) {
+                Ok(found) => Some(found),
+                // The cluster's voter restarts without waiting for the others.
+                Err(JoinError::NoAnswer(_)) if recorded_voter => None,
+                Err(e) => return Err(invalid(format!("--join: {e}"))),
+            }
         };
         let cluster_id = found
             .as_ref()
