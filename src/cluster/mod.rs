@@ -3,7 +3,9 @@
 //! ([`ClusterConfig::single`], `crate::single`), whose restarts in `memory` mode are made safe
 //! by its lease horizon file ([`horizon`]).
 //!
-//! Every node runs a replica of every shard (static membership, `--peers`). One event-loop
+//! Every node runs a replica of every shard (static membership, `--peers`); in a joined
+//! cluster (`--bootstrap`, `--join`, spec §8.1) the first node does, and the nodes that
+//! joined are members without replicas ([`join`] finds the cluster before the node starts). One event-loop
 //! thread owns the node's single UDP socket, which carries both client requests and
 //! node-to-node datagrams (spec §8), the clock, the disk and the key file; the core owns
 //! every protocol decision. The loop:
@@ -42,6 +44,7 @@
 
 mod event_loop;
 pub mod horizon;
+pub mod join;
 pub mod keys;
 pub(crate) mod socket;
 pub mod storage;
@@ -124,6 +127,12 @@ pub struct ClusterConfig {
     /// SWIM's protocol period among the nodes (`node::Config::swim_period`, spec §8.12):
     /// 1 s by default; no flag sets it yet (tests shorten it).
     pub swim_period: Duration,
+    /// A joined cluster (`--bootstrap`, `--join`; spec §8.1): its cluster id, the address
+    /// this node announces, the seeds (see [`node::Joined`]). `None`: the static form.
+    pub joined: Option<node::Joined>,
+    /// The address to bind when it is not the one the others use (`--listen 0.0.0.0:P`
+    /// with `--advertise HOST:P`); `None`: bind [`ClusterConfig::listen`].
+    pub bind: Option<SocketAddr>,
 }
 
 impl ClusterConfig {
@@ -146,6 +155,8 @@ impl ClusterConfig {
             key_file: None,
             state_file: None,
             swim_period: node::Config::new(node_id, Vec::new()).swim_period,
+            joined: None,
+            bind: None,
         }
     }
 
@@ -182,6 +193,7 @@ impl ClusterConfig {
             stores_state: self.durability != Durability::Memory,
             keeps_lease_horizon: self.state_file.is_some(),
             swim_period: self.swim_period,
+            joined: self.joined.clone(),
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }
@@ -208,6 +220,7 @@ impl ClusterConfig {
             membership_id: udplock_protocol::shard_hash(membership.as_bytes()).max(1),
             membership,
             node: self.node_id,
+            joined: self.joined.as_ref().map(|j| j.cluster_id),
         }
     }
 
@@ -264,7 +277,7 @@ impl ClusterNode {
         // The directory's lock before the address: a second process started on the same
         // directory is told that, rather than that the address is taken.
         let dir = open_data_dir(&config)?;
-        let socket = bind(listen)?;
+        let socket = bind(config.bind.unwrap_or(listen))?;
         ClusterNode::start_with(socket, config, dir)
     }
 
@@ -287,8 +300,11 @@ impl ClusterNode {
         let epoch = BootInstant::now();
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
         let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
-        let (starts, mut stores) =
-            storage::open_shards(dir.as_ref(), config.shards, config.new_cluster)?;
+        let (starts, mut stores) = storage::open_shards(
+            dir.as_ref(),
+            config.node_config().held_shards(),
+            config.new_cluster,
+        )?;
         // A lone voter whose directory held its state, now lost or untrusted, could only wait
         // for ever; say so and stop instead.
         let lost = dir.is_some() && !storage_new;

@@ -31,7 +31,8 @@
 //! Besides the shard files, [`DataDir`] keeps:
 //! - `identity`: which node of which cluster the directory belongs to (a format line, the
 //!   cluster's membership — its node list and shard count, spec §8.1 — with its id, and the
-//!   node id), written once, atomically (aside, synced, renamed over, directory synced). A
+//!   node id, and for a joined cluster its random cluster id, spec §8.1, in format version
+//!   2), written once, atomically (aside, synced, renamed over, directory synced). A
 //!   node configured as another node, or for another cluster, refuses to start on it: Raft
 //!   state is only ever valid for the node that wrote it.
 //! - `lock`: an empty file the running node holds an exclusive `flock(2)` on, so that two
@@ -99,10 +100,17 @@ pub struct Identity {
     pub membership_id: u64,
     /// This node's id.
     pub node: u64,
+    /// A joined cluster's id (spec §8.1: drawn at random by `--bootstrap`); `None` for the
+    /// static form (`--peers`), whose id is derived from its node list.
+    pub joined: Option<u64>,
 }
 
-/// First line of the identity file; the number is the directory format's version.
+/// First line of the identity file; the number is the directory format's version. Version
+/// 2 adds a line `joined 0x…` (the cluster id) for a node of a joined cluster; a static
+/// cluster's directory is still written as version 1, so that it reads as before, and a
+/// version 1 directory is read as a static cluster's.
 const IDENTITY_FORMAT: &str = "udplock data directory 1";
+const IDENTITY_FORMAT_JOINED: &str = "udplock data directory 2";
 const IDENTITY_FILE: &str = "identity";
 const LOCK_FILE: &str = "lock";
 /// The boot record an `os` run keeps (see the module docs): [`BOOT_FORMAT`], then
@@ -219,7 +227,10 @@ impl<D: Disk> DataDir<D> {
             None => None,
         };
         if let Some(recorded) = &recorded {
-            if recorded.node != identity.node || recorded.membership != identity.membership {
+            if recorded.node != identity.node
+                || recorded.membership != identity.membership
+                || recorded.joined != identity.joined
+            {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
@@ -371,10 +382,19 @@ impl<D: Disk> DataDir<D> {
         if !self.identity_missing {
             return Ok(());
         }
-        let text = format!(
-            "{IDENTITY_FORMAT}\ncluster {:#018x} {}\nnode {}\n",
-            identity.membership_id, identity.membership, identity.node
+        let mut text = format!(
+            "{}\ncluster {:#018x} {}\nnode {}\n",
+            match identity.joined {
+                Some(_) => IDENTITY_FORMAT_JOINED,
+                None => IDENTITY_FORMAT,
+            },
+            identity.membership_id,
+            identity.membership,
+            identity.node
         );
+        if let Some(cluster_id) = identity.joined {
+            text.push_str(&format!("joined {cluster_id:#018x}\n"));
+        }
         self.disk.replace(IDENTITY_FILE, text.as_bytes(), true)?;
         self.identity_missing = false;
         Ok(())
@@ -460,19 +480,49 @@ fn read_boot_record(bytes: Option<Vec<u8>>) -> Option<String> {
     Some(id)
 }
 
-/// The identity file's contents; `None` if they are not of this format.
+/// The identity file's contents; `None` if they are of neither format.
 fn parse_identity(text: &str) -> Option<Identity> {
     let mut lines = text.lines();
-    if lines.next()? != IDENTITY_FORMAT {
-        return None;
-    }
+    let joined = match lines.next()? {
+        IDENTITY_FORMAT => false,
+        IDENTITY_FORMAT_JOINED => true,
+        _ => return None,
+    };
+    let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
     let (id, membership) = lines.next()?.strip_prefix("cluster ")?.split_once(' ')?;
-    let membership_id = u64::from_str_radix(id.strip_prefix("0x")?, 16).ok()?;
+    let membership_id = hex(id)?;
     let node = lines.next()?.strip_prefix("node ")?.parse().ok()?;
+    let joined = match joined {
+        true => Some(hex(lines.next()?.strip_prefix("joined ")?).filter(|&c| c != 0)?),
+        false => None,
+    };
     Some(Identity {
         membership: membership.to_string(),
         membership_id,
         node,
+        joined,
+    })
+}
+
+/// The identity the data directory at `path` records, read without taking its lock (the
+/// shell reads it before it configures the node: a joined node's cluster id comes from
+/// it); `None` if it records none (or does not exist).
+pub fn read_identity(path: &Path) -> io::Result<Option<Identity>> {
+    let file = path.join(IDENTITY_FILE);
+    let text = match std::fs::read_to_string(&file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    parse_identity(&text).map(Some).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} is damaged or of another format (expected a first line {IDENTITY_FORMAT:?} \
+                 or {IDENTITY_FORMAT_JOINED:?})",
+                file.display()
+            ),
+        )
     })
 }
 
@@ -809,6 +859,7 @@ mod tests {
             membership: membership.to_string(),
             membership_id: udplock_protocol::shard_hash(membership.as_bytes()),
             node,
+            joined: None,
         }
     }
 
@@ -865,6 +916,44 @@ mod tests {
             e.to_string().contains("damaged or of another format"),
             "{e}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A joined cluster's directory (spec §8.1) records its random cluster id, in format
+    /// version 2; it is read back (also without the lock, `read_identity`), and refused to
+    /// a node of another joined cluster or of a static one. A static cluster's is still
+    /// written as version 1.
+    #[test]
+    fn a_joined_directory_records_its_cluster_id_in_format_2() {
+        let dir = dir("joined-identity");
+        assert_eq!(read_identity(&dir).unwrap(), None);
+        let me = Identity {
+            joined: Some(0x1234_5678_9ABC_DEF0),
+            ..identity(2, "joined 0x123456789abcdef0 voters /4")
+        };
+        let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+        d.record_identity(&me).unwrap();
+        drop(d);
+        let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
+        assert!(text.starts_with("udplock data directory 2\n"), "{text}");
+        assert!(text.ends_with("joined 0x123456789abcdef0\n"), "{text}");
+        assert_eq!(read_identity(&dir).unwrap(), Some(me.clone()));
+        DataDir::open(&dir, &me, true, BOOT).expect("the same node opens it again");
+        for other in [
+            Identity {
+                joined: Some(0x1234_5678_9ABC_DEF1),
+                ..me.clone()
+            },
+            Identity {
+                joined: None,
+                ..me.clone()
+            },
+        ] {
+            let e = DataDir::open(&dir, &other, true, BOOT)
+                .err()
+                .expect("refused");
+            assert!(e.to_string().contains("belongs to node 2"), "{e}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

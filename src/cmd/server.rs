@@ -1,5 +1,6 @@
 //! `udplock server`: one node, serving until killed: a single node (a cluster of one voter
-//! and one shard, [`udplock::single`]), or with `--peers` one node of a replicated cluster.
+//! and one shard, [`udplock::single`]), with `--peers` one node of a replicated cluster, or
+//! with `--bootstrap` / `--join` a node of a joined cluster (spec §8.1).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +12,8 @@ use udplock::core::lock_table;
 use udplock::core::time::Duration as CoreDuration;
 use udplock::single::{start_single, SingleConfig};
 use udplock::LockError;
+
+use rand::RngCore;
 
 use super::args::resolve;
 use super::out::notice;
@@ -78,8 +81,9 @@ pub struct ServerArgs {
     /// Pin the event-loop thread to this CPU (default: let the OS place it).
     #[arg(long)]
     cpu: Option<usize>,
-    /// This node's id in the cluster (with --peers).
-    #[arg(long, requires = "peers")]
+    /// This node's id in the cluster (with --peers, --bootstrap or --join; alone, it restarts
+    /// the node of a joined cluster its --data-dir records).
+    #[arg(long)]
     node_id: Option<u64>,
     /// Every node of a replicated cluster, this one included: ID@HOST:PORT,... (the same list,
     /// in any order, on every node). Without it the server is a single unreplicated node.
@@ -136,14 +140,50 @@ pub struct ServerArgs {
     /// "Securing a cluster"). Re-read when it changes. Without it, peer traffic is NOT
     /// authenticated: any host that can send the nodes UDP can make two clients hold one
     /// lock.
-    #[arg(long, env = "UDPLOCK_CLUSTER_KEY_FILE")]
+    #[arg(long, visible_alias = "key-file", env = "UDPLOCK_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<PathBuf>,
+    #[command(flatten)]
+    join: JoinArgs,
 }
 
-/// `udplock server`: a cluster node with `--peers`, else a single node.
+/// Starting a cluster by joining (spec §8.1; README, "Starting a cluster by joining"): the
+/// options of a joined cluster, apart from the static `--peers`.
+#[derive(Args)]
+struct JoinArgs {
+    /// Start a new cluster with this node as its first node: draws a random cluster id,
+    /// records it in --data-dir, and holds every shard alone. Once only: later starts of
+    /// the same directory need no flag, and a directory that already records a cluster is
+    /// refused (so a typo cannot fork a cluster). Needs --node-id and --cluster-key-file.
+    #[arg(long, conflicts_with_all = ["peers", "join"])]
+    bootstrap: bool,
+    /// Join a cluster through any of its nodes: HOST:PORT,... (no peer list). The node learns
+    /// the cluster id, the seed's settings (it refuses to start if the settings that must
+    /// agree differ) and its members, then joins SWIM with authenticated datagrams. Needs
+    /// --node-id and --cluster-key-file: without the key nobody would accept it. A joined
+    /// node holds no shard yet (this version: the first node holds every shard).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "peers",
+        value_name = "ADDR,..."
+    )]
+    join: Option<Vec<String>>,
+    /// The address the other nodes use to reach this one (its SWIM update, its entry in
+    /// their member tables), default --listen. Required when --listen is 0.0.0.0 or [::]:
+    /// an unspecified address cannot be announced. The node's datagrams must come from it
+    /// (a node it does not know yet is heard only from the address it announces): on a host
+    /// with several addresses, advertise the one its route to the other nodes uses.
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+}
+
+/// `udplock server`: a cluster node with `--peers`; of a joined cluster with `--bootstrap`,
+/// `--join` or `--node-id` alone; else a single node.
 pub fn run(a: ServerArgs) -> Result<(), LockError> {
     if a.peers.is_some() {
         run_cluster(a)
+    } else if a.join.bootstrap || a.join.join.is_some() || a.node_id.is_some() {
+        run_joined(a)
     } else {
         run_single(a)
     }
@@ -250,6 +290,28 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
         .parse()
         .map_err(invalid)?;
     let mut config = ClusterConfig::new(node_id, peers);
+    if a.listen.ip().is_unspecified() {
+        // The list says where the others reach this node; bind every interface on its port.
+        let listed = config.listen();
+        let advertise = a.join.advertise.as_deref().map(resolve_one).transpose()?;
+        if advertise.is_none()
+            || advertise != listed
+            || listed.map(|l| l.port()) != Some(a.listen.port())
+        {
+            return Err(invalid(format!(
+                "--listen {} is an unspecified address: pass --advertise with this node's \
+                 address in --peers (on the same port)",
+                a.listen
+            )));
+        }
+        config.bind = Some(a.listen);
+    } else if let Some(advertise) = &a.join.advertise {
+        if Some(resolve_one(advertise)?) != config.listen() {
+            return Err(invalid(format!(
+                "--advertise {advertise} differs from this node's address in --peers"
+            )));
+        }
+    }
     config.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
     config.table = table_config(&a);
     config.durability = durability;
@@ -275,12 +337,23 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
-    if config.listen() != Some(a.listen) && a.listen != default_listen() {
+    if config.listen() != Some(a.listen) && a.listen != default_listen() && config.bind.is_none() {
         return Err(invalid(format!(
             "--listen {} differs from this node's address in --peers",
             a.listen
         )));
     }
+    let shape = format!("node {node_id} of {}", config.peers.len());
+    serve(config, &shape, &data_dir_from)
+}
+
+/// Starts the cluster node `config` and serves until a signal (leaving gracefully) or
+/// until it stops; `shape` says which node of what it is, `data_dir_from` where the default
+/// data directory came from (empty when named).
+fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), LockError> {
+    let invalid = |e: String| LockError::InvalidArgument(e);
+    let node_id = config.node_id;
+    let durability = config.durability;
     // A refused configuration (a key file, a data directory of another node) is the
     // operator's to fix, not an internal error.
     let node = ClusterNode::start(config.clone()).map_err(|e| {
@@ -304,8 +377,7 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
         None => String::new(),
     };
     notice(&format!(
-        "udplock server: node {node_id} of {} listening on {} ({} shards, durability {}{data}; {authenticated})\n",
-        config.peers.len(),
+        "udplock server: {shape} listening on {} ({} shards, durability {}{data}; {authenticated})\n",
         node.local_addr(),
         config.shards,
         durability.name(),
@@ -340,6 +412,234 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
                 .map_err(|e| LockError::InternalError(format!("node {node_id} stopped: {e}")));
         }
     }
+}
+
+/// How long `--join` asks its seeds before it gives up (a node whose data directory makes
+/// it the cluster's voter does not wait: it starts, and SWIM finds the others). Long enough
+/// for a cluster restarting as a whole to bring its first node up; a service manager
+/// restarts a node that gave up.
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// A node of a joined cluster (spec §8.1): `--bootstrap` (the first node), `--join` (through
+/// seeds), or `--node-id` alone (a restart of the first node, from its data directory).
+fn run_joined(a: ServerArgs) -> Result<(), LockError> {
+    use udplock::cluster::join::{discover, JoinError};
+    use udplock::cluster::storage::read_identity;
+    use udplock::core::node::Joined;
+    let invalid = |e: String| LockError::InvalidArgument(e);
+    let node_id = a.node_id.ok_or_else(|| {
+        invalid(
+            "--bootstrap and --join need --node-id (this node's id, unique in the cluster)".into(),
+        )
+    })?;
+    if a.cluster_key_file.is_none() {
+        return Err(invalid(
+            "a joined cluster needs a cluster key (--cluster-key-file FILE, alias --key-file; \
+             make one with `udplock keygen FILE` and give every node the same): nodes accept \
+             a node they do not know only from an authenticated datagram, and an \
+             unauthenticated join would let any host become a member"
+                .into(),
+        ));
+    }
+    if a.new_cluster {
+        return Err(invalid(
+            "--new-cluster is for the static form (--peers); a joined cluster starts with \
+             --bootstrap on its first node"
+                .into(),
+        ));
+    }
+    let advertise = match &a.join.advertise {
+        Some(addr) => resolve_one(addr)?,
+        None => a.listen,
+    };
+    if advertise.ip().is_unspecified() || advertise.port() == 0 {
+        return Err(invalid(format!(
+            "--listen {} cannot be announced to the other nodes: pass --advertise HOST:PORT, \
+             the address they reach this node at",
+            a.listen
+        )));
+    }
+    let durability: Durability = a
+        .durability
+        .as_deref()
+        .unwrap_or("os")
+        .parse()
+        .map_err(invalid)?;
+    let mut data_dir_from = String::new();
+    let data_dir = match (durability, a.data_dir.clone()) {
+        (Durability::Memory, _) => None,
+        (_, Some(dir)) => Some(dir),
+        (_, None) => {
+            let (dir, from) = default_data_dir(node_id)
+                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
+            data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
+            Some(dir)
+        }
+    };
+    let recorded = match &data_dir {
+        Some(dir) => read_identity(dir).map_err(|e| invalid(e.to_string()))?,
+        None => None,
+    };
+    let dir_text = data_dir
+        .as_ref()
+        .map_or_else(String::new, |d| d.display().to_string());
+    if let Some(r) = &recorded {
+        if r.joined.is_none() {
+            return Err(invalid(format!(
+                "the data directory {dir_text} belongs to node {} of a static cluster \
+                 (--peers): start it with --peers, or give this node another --data-dir",
+                r.node
+            )));
+        }
+        if r.node != node_id {
+            return Err(invalid(format!(
+                "the data directory {dir_text} belongs to node {}, not {node_id}: give this \
+                 node its own --data-dir",
+                r.node
+            )));
+        }
+    }
+    let mut config = ClusterConfig::new(node_id, Vec::new());
+    config.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
+    config.table = table_config(&a);
+    config.durability = durability;
+    config.data_dir = data_dir;
+    config.cpu = a.cpu;
+    let election_timeout = u64::from(a.election_timeout_ms);
+    config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
+    config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
+    config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
+    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    config.key_file = a.cluster_key_file.clone();
+    if advertise != a.listen {
+        config.bind = Some(a.listen);
+    }
+    // The first node of the cluster holds every shard; its directory says so on restarts.
+    let voter = |config: &mut ClusterConfig, cluster_id: u64, seeds| {
+        config.peers = vec![(node_id, advertise)];
+        config.joined = Some(Joined {
+            cluster_id,
+            addr: advertise,
+            seeds,
+        });
+        config.identity()
+    };
+    let recorded_voter = recorded.as_ref().is_some_and(|r| {
+        let mut probe = config.clone();
+        r.joined
+            .is_some_and(|c| voter(&mut probe, c, Vec::new()) == *r)
+    });
+    let shape;
+    if a.join.bootstrap {
+        if let Some(r) = &recorded {
+            return Err(invalid(format!(
+                "--bootstrap: the data directory {dir_text} already records the cluster \
+                 {:#018x}; start without --bootstrap to restart this node (a second \
+                 bootstrap would make another cluster)",
+                r.joined.unwrap_or_default()
+            )));
+        }
+        if durability == Durability::Memory {
+            return Err(invalid(
+                "--bootstrap needs a data directory (--durability fsync or os): the first \
+                 node holds every shard alone, and a restart without its state would forget \
+                 the locks clients hold"
+                    .into(),
+            ));
+        }
+        // The OS rng, here in the shell: the core draws nothing.
+        let cluster_id = loop {
+            let id = rand::rngs::OsRng.next_u64();
+            if id != 0 {
+                break id;
+            }
+        };
+        voter(&mut config, cluster_id, Vec::new());
+        config.new_cluster = true;
+        shape = format!(
+            "node {node_id}, the first of the new cluster {cluster_id:#018x} (holds every shard)"
+        );
+    } else if let Some(seeds) = &a.join.join {
+        let seeds = resolve(seeds)?;
+        // What this node would run with, to compare with the seed's settings.
+        let mut own = config.clone();
+        own.joined = Some(Joined {
+            cluster_id: 1,
+            addr: advertise,
+            seeds: Vec::new(),
+        });
+        let recorded_id = recorded.as_ref().and_then(|r| r.joined);
+        let patience = if recorded_voter {
+            std::time::Duration::ZERO
+        } else {
+            JOIN_PATIENCE
+        };
+        // The same --join list on every node names this one too: the voter needs nobody.
+        let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen);
+        let found = if recorded_voter && only_me {
+            None
+        } else {
+            match discover(&seeds, &own.node_config(), recorded_id, patience) {
+                Ok(found) => Some(found),
+                // The cluster's voter restarts without waiting for the others.
+                Err(JoinError::NoAnswer(_)) if recorded_voter => None,
+                Err(e) => return Err(invalid(format!("--join: {e}"))),
+            }
+        };
+        let cluster_id = found
+            .as_ref()
+            .map(|f| f.cluster_id)
+            .or(recorded_id)
+            .unwrap_or_default();
+        let seeds = found.map(|f| f.seeds).unwrap_or_default();
+        if recorded_voter {
+            voter(&mut config, cluster_id, seeds);
+            shape = format!("node {node_id} of the cluster {cluster_id:#018x} (holds every shard)");
+        } else {
+            config.joined = Some(Joined {
+                cluster_id,
+                addr: advertise,
+                seeds,
+            });
+            shape = format!(
+                "node {node_id}, joined the cluster {cluster_id:#018x} (a member; holds no shard \
+                 yet: the first node holds them)"
+            );
+        }
+    } else {
+        match &recorded {
+            Some(r) if recorded_voter => {
+                let cluster_id = r.joined.unwrap_or_default();
+                voter(&mut config, cluster_id, Vec::new());
+                shape =
+                    format!("node {node_id} of the cluster {cluster_id:#018x} (holds every shard)");
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "node {node_id} joined its cluster: restart it with --join (any member's \
+                     address) so that it finds the others"
+                )))
+            }
+            None => {
+                return Err(invalid(format!(
+                    "--node-id {node_id} alone: pass --peers (a static cluster), --bootstrap \
+                     (the first node of a new cluster) or --join ADDR (join one){}",
+                    if dir_text.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; the data directory {dir_text} records no cluster")
+                    }
+                )))
+            }
+        }
+    }
+    config.validate().map_err(invalid)?;
+    serve(config, &shape, &data_dir_from)
+}
+
+/// One address (`HOST:PORT`), resolved.
+fn resolve_one(addr: &str) -> Result<SocketAddr, LockError> {
+    Ok(resolve(&[addr.to_string()])?[0])
 }
 
 /// Where `udplock server --listen ADDR` keeps its lease horizon by default: the user's state

@@ -415,6 +415,66 @@ impl PeerAuth {
         self.peer(peer).incarnation
     }
 
+    /// Whether `id` has an entry (a listed peer, or one added by [`PeerAuth::add_peer`]).
+    pub fn knows(&self, id: NodeId) -> bool {
+        self.peers.binary_search_by_key(&id, |p| p.id).is_ok()
+    }
+
+    /// Adds node `id` as a peer (nothing heard from it yet), if it is not one already and
+    /// is not this node: a member of a joined cluster, learned from SWIM or from its own
+    /// authenticated join (spec §8.3 rule 3). The caller bounds how many it adds.
+    pub fn add_peer(&mut self, id: NodeId) {
+        if id == self.id {
+            return;
+        }
+        if let Err(at) = self.peers.binary_search_by_key(&id, |p| p.id) {
+            self.peers.insert(
+                at,
+                Peer {
+                    id,
+                    incarnation: 0,
+                    window: ReplayWindow::new(),
+                    key_id: None,
+                },
+            );
+        }
+    }
+
+    /// Forgets peer `id` (a joiner that never became a member, or a member forgotten):
+    /// its incarnation and replay window go with it.
+    pub fn remove_peer(&mut self, id: NodeId) {
+        if let Ok(at) = self.peers.binary_search_by_key(&id, |p| p.id) {
+            self.peers.remove(at);
+        }
+    }
+
+    /// Rules 1 and 2 of spec §8.11 alone, which need no state of the sender: an
+    /// authenticated datagram (a trailer is required here, whatever the key set accepts),
+    /// with an accepted key, whose MAC verifies, made for this node. What a node checks of
+    /// a sender it does not know before it keeps any state for it (spec §8.3 rule 3).
+    /// Counted like [`PeerAuth::check`]'s drops.
+    pub fn check_stranger(
+        &mut self,
+        datagram: &[u8],
+        auth: Option<&AuthTrailer>,
+    ) -> Result<(), AuthDrop> {
+        let checked = (|| {
+            let t = auth.ok_or(AuthDrop::Unauthenticated)?;
+            let key = self.keys.accepted(t.key_id).ok_or(AuthDrop::UnknownKey)?;
+            if !key.verify(datagram) {
+                return Err(AuthDrop::BadMac);
+            }
+            if t.to != self.id {
+                return Err(AuthDrop::WrongReceiver);
+            }
+            Ok(())
+        })();
+        if let Err(reason) = checked {
+            self.drops.bump(reason);
+        }
+        checked
+    }
+
     fn peer_index(&self, id: NodeId) -> usize {
         match self.peers.binary_search_by_key(&id, |p| p.id) {
             Ok(i) => i,

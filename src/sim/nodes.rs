@@ -133,6 +133,7 @@ impl Sim {
             ),
             membership_id: self.cluster_id,
             node: id,
+            joined: None,
         };
         let n = self.node(id);
         config.table.ttl_default_ms = n.settings.ttl_default_ms;

@@ -4,6 +4,7 @@ mod client_doubts;
 mod client_failover;
 mod cluster;
 mod garbage;
+mod join;
 mod lossy;
 mod members;
 mod peer_auth;

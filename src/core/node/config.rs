@@ -60,7 +60,37 @@ pub struct Config {
     /// for the timers derived from it). Default 1 s (memberlist's LAN profile); the
     /// simulator shortens it so that detection and recovery fit its runs.
     pub swim_period: Duration,
+    /// A joined cluster (`--bootstrap`, `--join`; spec §8.1): its random cluster id, this
+    /// node's advertised address and the members to join SWIM through. `None`: the static
+    /// form (`--peers`), whose cluster id is derived from the node list.
+    pub joined: Option<Joined>,
 }
+
+/// What a node of a joined cluster (spec §8.1) starts knowing. The shell learns it: the
+/// cluster id from the data directory (a restart) or a seed (over the client protocol,
+/// NODE_SETTINGS and MEMBERS, spec §4.8, §4.9), and `seeds` from the seeds' member tables.
+/// Discovery is IO with retries and deadlines, so it stays in the shell; the core starts
+/// from its result, so the simulator and the tests can start a joined node without any.
+///
+/// In this step voters are static: a joined cluster's shards are held by the node that
+/// bootstrapped it alone (the node whose id is in [`Config::peers`]). A node that joins is
+/// a SWIM member and a peer (addresses, authentication) but holds no shard replica.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    /// Drawn at random (non-zero) when the cluster was bootstrapped (spec §8.1).
+    pub cluster_id: u64,
+    /// The address this node announces (`--advertise`, default the listen address): in its
+    /// own SWIM UPDATE, and as the hint that redirects clients to it.
+    pub addr: SocketAddr,
+    /// Members to join SWIM through, with their ids (authenticated PEER datagrams name their
+    /// receiver, spec §8.11): the seed and the members it listed. Empty for the node that
+    /// bootstraps the cluster.
+    pub seeds: Vec<(NodeId, SocketAddr)>,
+}
+
+/// Seeds a joined node starts with at most (a seed's member table may be long): SWIM's
+/// full-state exchange with each of them reaches the whole table anyway.
+pub const JOIN_SEEDS_MAX: usize = 16;
 
 impl Config {
     /// Node `node_id` of a cluster of `peers`, with default shards, timers and limits.
@@ -79,6 +109,7 @@ impl Config {
             keeps_lease_horizon: false,
             swim_period: swim::Config::new(node_id, SocketAddr::from(([0, 0, 0, 0], 0)))
                 .protocol_period,
+            joined: None,
         }
     }
 
@@ -106,9 +137,28 @@ impl Config {
         Ok(config)
     }
 
-    /// The address this node listens on.
+    /// The address this node listens on (as the others reach it): its own in the node list,
+    /// or in a joined cluster the address it announces.
     pub fn listen(&self) -> Option<SocketAddr> {
-        self.address_of(self.node_id)
+        match &self.joined {
+            Some(j) => Some(j.addr),
+            None => self.address_of(self.node_id),
+        }
+    }
+
+    /// Whether this node holds a replica of every shard: it is one of the static voters
+    /// ([`Config::peers`]). A node that joined a cluster holds none yet.
+    pub fn holds_replicas(&self) -> bool {
+        self.address_of(self.node_id).is_some()
+    }
+
+    /// The shard replicas this node holds: every shard, or none ([`Config::holds_replicas`]).
+    pub fn held_shards(&self) -> u32 {
+        if self.holds_replicas() {
+            self.shards
+        } else {
+            0
+        }
     }
 
     /// The address node `id` listens on, if it is listed.
@@ -126,7 +176,14 @@ impl Config {
     /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64/limits` (see [`Config::limits_text`]).
     /// The settings a leader logs (default TTL, retry-after hint, startup grace; spec §8.8)
     /// are not in it: nodes may differ in them.
+    ///
+    /// A joined cluster's id is the random one drawn when it was bootstrapped (spec §8.1):
+    /// its nodes change, so it cannot be derived from them; a joining node compares the
+    /// settings that must agree with its seed's before it starts instead.
     pub fn cluster_id(&self) -> u64 {
+        if let Some(j) = &self.joined {
+            return j.cluster_id;
+        }
         let text = format!("{}/{}", self.membership(), self.limits_text());
         udplock_protocol::shard_hash(text.as_bytes()).max(1)
     }
@@ -135,12 +192,29 @@ impl Config {
     /// `1@127.0.0.1:7101,2@127.0.0.1:7102/64`. What a data directory records (with the node
     /// id), since a node's Raft state belongs to one node of one membership, whatever the
     /// other settings.
+    ///
+    /// In a joined cluster (spec §8.1): `joined 0x…(cluster id) voters 1/64`, the voters by
+    /// id without their addresses, so that a node may come back at another address.
     pub fn membership(&self) -> String {
+        if self.joined.is_some() {
+            let mut ids: Vec<String> = self.peers.iter().map(|(id, _)| id.to_string()).collect();
+            ids.sort();
+            return format!(
+                "{} voters {}/{}",
+                self.nodes_text(),
+                ids.join(","),
+                self.shards
+            );
+        }
         format!("{}/{}", self.nodes_text(), self.shards)
     }
 
-    /// The node list sorted by id, as the spec writes it (§8.1): `1@127.0.0.1:7101,2@…`.
+    /// The node list sorted by id, as the spec writes it (§8.1): `1@127.0.0.1:7101,2@…`; in
+    /// a joined cluster `joined 0x…` (its cluster id), the same on every node.
     pub fn nodes_text(&self) -> String {
+        if let Some(j) = &self.joined {
+            return format!("joined {:#018x}", j.cluster_id);
+        }
         let mut peers = self.peers.clone();
         peers.sort();
         let nodes: Vec<String> = peers
@@ -180,6 +254,25 @@ impl Config {
         if self.listen().is_none() {
             return Err(format!("node id {} is not in the peer list", self.node_id));
         }
+        if let Some(j) = &self.joined {
+            if j.cluster_id == 0 {
+                return Err("a joined cluster's id is non-zero".into());
+            }
+            // In this step the one node that bootstrapped the cluster holds every shard.
+            if self
+                .peers
+                .iter()
+                .any(|&(id, a)| id != self.node_id || a != j.addr)
+            {
+                return Err("a joined node lists itself alone as a voter, or nobody".into());
+            }
+            if j.seeds.len() > JOIN_SEEDS_MAX {
+                return Err(format!("more than {JOIN_SEEDS_MAX} seeds"));
+            }
+            if j.seeds.iter().any(|&(id, _)| id == 0 || id == self.node_id) {
+                return Err("a seed's id is non-zero and not this node's".into());
+            }
+        }
         for (i, &(id, addr)) in self.peers.iter().enumerate() {
             if self.peers[..i]
                 .iter()
@@ -188,11 +281,16 @@ impl Config {
                 return Err(format!("peer {id}@{addr} is listed twice"));
             }
         }
-        if self.keeps_lease_horizon && (self.peers.len() != 1 || self.stores_state) {
+        if self.keeps_lease_horizon
+            && (self.peers.len() != 1 || self.stores_state || self.joined.is_some())
+        {
             // A replicated or stored node's restart safety is its Raft state (spec §8.5).
             return Err("a lease horizon file is for a one-voter node without a store".into());
         }
         self.swim_config()?;
+        if !self.holds_replicas() {
+            return Ok(());
+        }
         self.shard_config(0).validate().map_err(|e| e.to_string())
     }
 

@@ -19,8 +19,15 @@
 //! - **the settings exchange** (spec §8.10, [`settings`]);
 //! - **leader spreading and graceful leave**: each shard's preferred leader, and handing every
 //!   shard over before the node stops (Raft thesis §3.10);
+//! - **the address book** (spec §8.3 rule 3, [`book`]): the nodes this node sends to and
+//!   accepts from — the listed ones, a joined node's seeds, every SWIM member — at the
+//!   address SWIM holds or the member last proved; a node it does not know is heard only
+//!   announcing itself, authenticated, with SWIM records alone;
+//! - **joined clusters** (spec §8.1, [`Joined`]): a random cluster id and seeds instead of a
+//!   node list; the node that bootstrapped the cluster is its only voter, a joined node holds
+//!   no replica yet (it answers lock requests NOT_LEADER, without a hint);
 //! - **membership** (spec §8.12, issue 10): one SWIM member ([`Swim`], `core::swim`) runs
-//!   among the listed nodes. It starts by joining through every listed peer (SWIM's own join:
+//!   among the listed nodes and the seeds. It starts by joining through every listed peer (SWIM's own join:
 //!   a full-state exchange with each), so each node learns the others as SWIM does, by their
 //!   answers, rather than taking the list as the truth; and since the list is static, a
 //!   listed node held dead or gone is asked again every [`SWIM_RECONNECT_PERIODS`] periods
@@ -50,6 +57,7 @@
 //! The first fencing token of a new shard's table is the wall clock (spec §8.8); the core has
 //! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
 
+pub mod book;
 pub mod config;
 pub mod members;
 pub mod requests;
@@ -67,7 +75,8 @@ use udplock_protocol::{
     DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
-pub use self::config::{Config, SHARDS_DEFAULT};
+use self::book::AddressBook;
+pub use self::config::{Config, Joined, SHARDS_DEFAULT};
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -126,6 +135,12 @@ fn reconnect_interval(config: &Config) -> Duration {
     Duration::from_micros(us.saturating_mul(u64::from(SWIM_RECONNECT_PERIODS)))
 }
 
+/// (reason, source) pairs of authentication drops remembered for one log line
+/// ([`AUTH_DROP_LOG_PERIOD`]); beyond it, drops are counted under the unspecified address.
+/// Forged datagrams from nodes the book does not know come from any source (spec §8.3
+/// rule 3), so the map is bounded rather than one entry per source.
+pub const AUTH_DROP_SOURCES_MAX: usize = 256;
+
 /// Membership events waiting for [`Node::poll_member_event`]; the oldest is dropped beyond
 /// it (a shell that logs them drains after every input; the simulator reads them too).
 pub const MEMBER_EVENTS_MAX: usize = swim::EVENTS_MAX;
@@ -182,8 +197,8 @@ pub struct Node {
     /// shard or settings state sees it (spec §8.11).
     auth: PeerAuth,
     /// Datagrams dropped by the authentication checks since `auth_drops_since`, per reason
-    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]). Sources are listed
-    /// nodes' addresses (checked before), so it holds at most 8 entries per peer.
+    /// and source, for the next log line ([`AUTH_DROP_LOG_PERIOD`]); at most
+    /// [`AUTH_DROP_SOURCES_MAX`] entries.
     auth_drops: BTreeMap<(AuthDrop, SocketAddr), u64>,
     auth_drops_since: Instant,
     /// When this node last answered each peer's stale datagrams ([`STALE_ANSWER_INTERVAL`]).
@@ -224,6 +239,8 @@ pub struct Node {
     swim_outgoing: Vec<(NodeId, swim::Message)>,
     member_events: VecDeque<swim::Event>,
     swim_reconnect_at: Instant,
+    /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
+    book: AddressBook,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
 }
@@ -245,12 +262,16 @@ impl Node {
         now: Instant,
     ) -> Result<Node, String> {
         config.validate()?;
-        assert_eq!(starts.len(), config.shards as usize, "one start per shard");
+        assert_eq!(
+            starts.len(),
+            config.held_shards() as usize,
+            "one start per shard held"
+        );
         let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
         // One budget per node for what peers can make its shards hold or log (issue 8).
         let shared = raft::NodeShared::new();
         let mut shards = Vec::with_capacity(config.shards as usize);
-        for (shard, start) in (0..config.shards).zip(starts) {
+        for (shard, start) in (0..config.held_shards()).zip(starts) {
             // Different per shard, so the replicas of one node do not time out together.
             let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             let mut replica = Replica::start(config.shard_config(shard), seed, start, now)
@@ -272,9 +293,11 @@ impl Node {
             ..config.swim_config()?
         };
         let mut swim = Swim::new(swim_config, swim_seed, now).map_err(|e| e.to_string())?;
+        let joined_seeds = config.joined.as_ref().map_or(&[][..], |j| &j.seeds);
         let seeds: Vec<SocketAddr> = config
             .peers
             .iter()
+            .chain(joined_seeds)
             .filter(|&&(id, _)| id != config.node_id)
             .map(|&(_, addr)| addr)
             .collect();
@@ -282,7 +305,7 @@ impl Node {
         let auth = PeerAuth::new(
             config.node_id,
             incarnation,
-            config.peers.iter().map(|&(id, _)| id),
+            config.peers.iter().chain(joined_seeds).map(|&(id, _)| id),
             keys,
         );
         let mut node = Node {
@@ -313,10 +336,12 @@ impl Node {
             swim_outgoing: Vec::new(),
             member_events: VecDeque::new(),
             swim_reconnect_at: now + reconnect_interval(&config),
+            book: AddressBook::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
             config,
         };
+        node.refresh_book();
         node.drain_swim();
         node.check();
         Ok(node)
@@ -324,7 +349,7 @@ impl Node {
 
     /// The invariants that hold between inputs.
     fn check(&self) {
-        assert_eq!(self.shards.len(), self.config.shards as usize);
+        assert_eq!(self.shards.len(), self.config.held_shards() as usize);
         assert_eq!(self.deadlines.len(), self.shards.len());
         assert_eq!(self.marks.len(), self.shards.len());
         // O(shards): in debug builds only, as this runs after every datagram.
@@ -336,6 +361,10 @@ impl Node {
         assert!(self.touched_list.len() <= self.shards.len());
         assert!(self.transmits.len() <= TRANSMITS_QUEUED_MAX);
         assert!(self.member_events.len() <= MEMBER_EVENTS_MAX);
+        assert!(self.book.joiners() <= book::JOINERS_MAX);
+        // O(nodes): every node of the book has authentication state (sealing for it and
+        // checking its datagrams need it).
+        debug_assert!(self.book.nodes().all(|(id, _)| self.auth.knows(id)));
     }
 
     pub fn config(&self) -> &Config {
@@ -494,7 +523,7 @@ impl Node {
     /// Whether SWIM has anyone to probe: a one-voter node (the single node) has nobody, so
     /// its member never runs a period and never wakes the node.
     fn runs_swim(&self) -> bool {
-        self.config.peers.len() > 1
+        self.config.peers.len() > 1 || self.config.joined.is_some()
     }
 
     /// Timers: every shard whose deadline passed, the settings exchange, the log lines due.
@@ -512,6 +541,7 @@ impl Node {
         if self.runs_swim() {
             if self.swim.poll_timeout() <= now {
                 self.swim.handle_timeout(now);
+                self.refresh_book();
             }
             self.reconnect_swim(now);
             self.drain_swim();
@@ -622,16 +652,25 @@ impl Node {
         let Some(request) = self.admit(datagram, from, Request::decode) else {
             return;
         };
-        let table_request = table_request(&request, from, datagram.len());
-        let shard = shard_of(request.body.resource(), self.shards.len() as u32);
         let kind = request.body.kind();
-        match self.shards[shard as usize].handle_request(now, table_request) {
-            Ok(()) => self.touch(shard),
-            Err(not_leader) => {
+        let outcome = if self.shards.is_empty() {
+            // A node that joined holds no replica yet (voters are static in this step): it
+            // cannot name the leader either, so the client asks its other servers.
+            Err(None)
+        } else {
+            let table_request = table_request(&request, from, datagram.len());
+            let shard = shard_of(request.body.resource(), self.shards.len() as u32);
+            self.shards[shard as usize]
+                .handle_request(now, table_request)
+                .map(|()| shard)
+                .map_err(|not_leader| not_leader.leader_hint)
+        };
+        match outcome {
+            Ok(shard) => self.touch(shard),
+            Err(leader_hint) => {
                 // Not remembered: the client resends the same request to the leader.
-                let hint = not_leader
-                    .leader_hint
-                    .and_then(|id| self.config.address_of(id))
+                let hint = leader_hint
+                    .and_then(|id| self.book.address_of(id))
                     .map_or(Hint::None, Hint::Leader);
                 let reply = Reply {
                     hint,
@@ -703,6 +742,25 @@ impl Node {
             return;
         };
         let fit = ShardStatusReply::entries_that_fit(datagram.len());
+        if self.shards.is_empty() {
+            // A node that joined holds no replica (spec §8.1): every shard of the cluster, as
+            // a follower that knows no leader.
+            let entries: Vec<ShardStatusEntry> = (u32::from(request.first_shard)
+                ..self.config.shards)
+                .take(fit)
+                .map(|shard| ShardStatusEntry {
+                    shard: shard as u16,
+                    role: ShardRole::Follower,
+                    leader_id: 0,
+                    term: 0,
+                    commit_index: 0,
+                    applied_index: 0,
+                    held: 0,
+                    waiters: 0,
+                })
+                .collect();
+            return self.send_shard_status(datagram, from, &request, &entries);
+        }
         let entries: Vec<ShardStatusEntry> = self
             .shards
             .iter()
@@ -729,15 +787,27 @@ impl Node {
                 }
             })
             .collect();
+        self.send_shard_status(datagram, from, &request, &entries);
+    }
+
+    /// The SHARD_STATUS_REPLY to `request` (in `datagram`, from `from`) with `entries`.
+    fn send_shard_status(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        request: &ShardStatusRequest,
+        entries: &[ShardStatusEntry],
+    ) {
         let reply = ShardStatusReply {
             session_id: request.session_id,
             request_id: request.request_id,
             attempt: request.attempt,
             status: Status::Ok,
             node_id: self.config.node_id,
-            shards_total: self.shards.len() as u16,
+            // Config::validate keeps shards within SHARDS_MAX (4096).
+            shards_total: self.config.shards as u16,
             first_shard: request.first_shard,
-            entries: ShardStatusEntries::from_slice(&entries),
+            entries: ShardStatusEntries::from_slice(entries),
         };
         let mut out = [0u8; DATAGRAM_LEN_MAX];
         match reply.encode(&mut out) {
@@ -782,10 +852,10 @@ impl Node {
         }
     }
 
-    /// Whether `from` is another listed node and `source` its listed address: a node that is
-    /// not in the list cannot speak for one that is.
+    /// Whether `from` is another node this node knows and `source` its address in the
+    /// address book ([`book`]): a node that is not in the book cannot speak for one that is.
     fn listed_peer(&self, from: NodeId, source: SocketAddr) -> bool {
-        from != self.config.node_id && self.config.address_of(from) == Some(source)
+        from != self.config.node_id && self.book.knows(from, source)
     }
 
     /// A PEER datagram (spec §8.2): checked, authenticated, then each record to its shard.
@@ -795,13 +865,33 @@ impl Node {
             return;
         };
         let PeerHeader { cluster_id, from } = peer.header;
-        if cluster_id != self.cluster_id || !self.listed_peer(from, source) {
+        if cluster_id != self.cluster_id || from == self.config.node_id {
             NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Spec §8.3 rule 3: a node the book does not know (or not at this address) is heard
+        // only announcing itself, authenticated, with SWIM records alone.
+        let known = self.listed_peer(from, source);
+        if !known && !self.admit_stranger(from, source, datagram, &peer) {
             return;
         }
         // Spec §8.11: nothing of a datagram that fails the checks reaches a shard.
         if !self.authenticated(from, datagram, peer.auth.as_ref(), source) {
             return;
+        }
+        if !known {
+            let swim_addr = self
+                .swim
+                .members()
+                .iter()
+                .find(|m| m.id == from)
+                .map(|m| m.addr);
+            if self.book.prove(from, source, swim_addr) {
+                log::info!(
+                    "udplock node {}: node {from} announced itself at {source} (spec §8.3)",
+                    self.config.node_id
+                );
+            }
         }
         NodeStats::bump(&self.stats.peer_received);
         let mut swim = false;
@@ -824,18 +914,64 @@ impl Node {
             self.touch(u32::from(shard));
         }
         if swim {
+            self.refresh_book();
             self.drain_swim();
         }
     }
 
+    /// Spec §8.3 rule 3, for a PEER datagram of `from` that the address book does not know
+    /// at `source`: it passes only if it carries SWIM records alone, one of them `from`'s own
+    /// update at `source`, and rules 1–2 of §8.11 (which need no state of the sender). Then,
+    /// and only then, the sender gets authentication state (bounded, [`book::JOINERS_MAX`])
+    /// for rules 3–5. Nothing else is kept of a sender that fails.
+    fn admit_stranger(
+        &mut self,
+        from: NodeId,
+        source: SocketAddr,
+        datagram: &[u8],
+        peer: &PeerDatagram<'_>,
+    ) -> bool {
+        if !book::stranger_announces_itself(peer, from, source) {
+            NodeStats::bump(&self.stats.dropped);
+            return false;
+        }
+        if let Err(reason) = self.auth.check_stranger(datagram, peer.auth.as_ref()) {
+            NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
+            self.count_auth_drop(reason, source);
+            return false;
+        }
+        if !self.auth.knows(from) {
+            if let Some(evicted) = self.book.admit_joiner(from) {
+                self.auth.remove_peer(evicted);
+                self.stale_answered.remove(&evicted);
+            }
+            self.auth.add_peer(from);
+        }
+        true
+    }
+
+    /// Rebuilds the address book from the static list, the seeds and SWIM's table, and
+    /// keeps the authentication state in step: every node in it has an entry, a node that
+    /// left it (forgotten by SWIM) loses its own.
+    fn refresh_book(&mut self) {
+        let members = self.swim.members();
+        for gone in self.book.rebuild(&self.config, &members) {
+            self.auth.remove_peer(gone);
+            self.stale_answered.remove(&gone);
+        }
+        for (id, _) in self.book.nodes() {
+            self.auth.add_peer(id);
+        }
+    }
+
     /// Takes what the SWIM member produced: its messages, to be packed with the next flush
-    /// (a message to an address no listed node has is dropped: only listed nodes are members
-    /// until joins exist, spec §8.3 rule 3), and its events, which also refresh the member
-    /// counts in [`NodeStats`].
+    /// (SWIM names receivers by address: the address book says which node that is, and a
+    /// message to an address it does not know is dropped, spec §8.3 rule 3), and its events,
+    /// which also refresh the member counts in [`NodeStats`].
     fn drain_swim(&mut self) {
         while let Some(t) = self.swim.poll_transmit() {
-            match self.config.peers.iter().find(|&&(_, addr)| addr == t.to) {
-                Some(&(id, _)) if id != self.config.node_id => self.swim_outgoing.push((id, t.msg)),
+            match self.book.node_at(t.to) {
+                Some(id) if id != self.config.node_id => self.swim_outgoing.push((id, t.msg)),
                 _ => NodeStats::bump(&self.stats.swim_unroutable),
             }
         }
@@ -859,10 +995,14 @@ impl Node {
             return;
         }
         self.swim_reconnect_at = now + reconnect_interval(&self.config);
+        // A joined node's seeds too: the cluster's first node, restarted after the others
+        // held it dead, knows nobody until someone asks it again.
+        let seeds = self.config.joined.as_ref().map_or(&[][..], |j| &j.seeds);
         let absent: Vec<SocketAddr> = self
             .config
             .peers
             .iter()
+            .chain(seeds)
             .filter(|&&(id, _)| {
                 id != self.config.node_id
                     && !matches!(
@@ -870,15 +1010,15 @@ impl Node {
                         Some((swim::State::Alive | swim::State::Suspect, _))
                     )
             })
-            .map(|&(_, addr)| addr)
+            .filter_map(|&(id, _)| self.book.address_of(id))
             .collect();
         if !absent.is_empty() && !self.leaving {
             self.swim.join(now, &absent);
         }
     }
 
-    /// Spec §8.10: a peer's settings, heard only from a listed node at its listed address;
-    /// never answered, and nothing but this node's report of them changes.
+    /// Spec §8.10: a peer's settings, heard only from a node of the address book at its
+    /// address there; never answered, and nothing but this node's report of them changes.
     fn handle_peer_settings(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
         let Ok(p) = PeerSettings::decode(datagram) else {
             NodeStats::bump(&self.stats.dropped);
@@ -909,11 +1049,25 @@ impl Node {
             return true;
         };
         NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
-        *self.auth_drops.entry((reason, source)).or_default() += 1;
+        self.count_auth_drop(reason, source);
         if reason == AuthDrop::StaleReceiver {
             self.answer_stale(from, source);
         }
         false
+    }
+
+    /// Remembers a drop for the next log line, per reason and source: at most
+    /// [`AUTH_DROP_SOURCES_MAX`] pairs (strangers' sources are anyone's), the rest counted
+    /// under the unspecified address.
+    fn count_auth_drop(&mut self, reason: AuthDrop, source: SocketAddr) {
+        let key = if self.auth_drops.len() < AUTH_DROP_SOURCES_MAX
+            || self.auth_drops.contains_key(&(reason, source))
+        {
+            (reason, source)
+        } else {
+            (reason, SocketAddr::from(([0, 0, 0, 0], 0)))
+        };
+        *self.auth_drops.entry(key).or_default() += 1;
     }
 
     /// Spec §8.11.5: the peer `from` sent a datagram that passed checks 1 to 3 (so it comes
@@ -1079,7 +1233,7 @@ impl Node {
             };
             let raft_for = |i: usize| outgoing.get(i).is_some_and(|m| m.0 == to);
             let swim_for = |j: usize| swim_outgoing.get(j).is_some_and(|m| m.0 == to);
-            let Some(addr) = self.config.address_of(to) else {
+            let Some(addr) = self.book.address_of(to) else {
                 while raft_for(i) {
                     i += 1;
                 }
@@ -1152,12 +1306,9 @@ impl Node {
             return;
         }
         self.settings_next = now + SETTINGS_PERIOD;
-        let mut peers = self.config.peers.clone();
-        peers.sort_unstable();
+        let peers: Vec<(NodeId, SocketAddr)> = self.book.nodes().collect();
         for (id, addr) in peers {
-            if id != self.config.node_id {
-                self.send_settings_to(id, addr);
-            }
+            self.send_settings_to(id, addr);
         }
     }
 

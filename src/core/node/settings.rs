@@ -10,8 +10,9 @@
 //! safely (a rolling change under way); a difference there is still logged at error level,
 //! since clients get different defaults depending on which node leads their shard.
 //!
-//! Only a listed node, from its listed address, is heard (the same check as PEER): an
-//! unlisted sender changes nothing, not even what this node reports.
+//! Only a node of the address book, from its address there, is heard (the same check as
+//! PEER, spec §8.3 rule 3, without the stranger rule): any other sender changes nothing, not
+//! even what this node reports.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1008,3 +1008,444 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
     }
     assert_eq!(membership(&trio, other).voters.len(), 3);
 }
+
+// ---- Joined clusters (issue 10 step 3's foundation: spec §8.1, §8.3 rule 3) ----
+
+const JOINED_CLUSTER_ID: u64 = 0x5EED_C1D0_0000_0001;
+
+fn joined_addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 10 + i], 7200 + u16::from(i)))
+}
+
+/// Node `id` of the joined cluster [`JOINED_CLUSTER_ID`] at `addr`: the node that
+/// bootstrapped it (it alone holds the shards) when `seeds` is empty, else a node joining
+/// through `seeds`. SWIM runs every 100 ms.
+fn joined_node(
+    id: NodeId,
+    addr: SocketAddr,
+    seeds: Vec<(NodeId, SocketAddr)>,
+    keys: KeySet,
+    incarnation: u64,
+    now: Instant,
+) -> Node {
+    let bootstrap = seeds.is_empty();
+    let config = Config {
+        shards: 4,
+        swim_period: Duration::from_millis(100),
+        joined: Some(Joined {
+            cluster_id: JOINED_CLUSTER_ID,
+            addr,
+            seeds,
+        }),
+        ..Config::new(id, if bootstrap { vec![(id, addr)] } else { vec![] })
+    };
+    let starts = (0..config.held_shards()).map(|_| Start::New).collect();
+    let stats = Arc::new(NodeStats::default());
+    let mut node =
+        Node::new(config, starts, keys, incarnation, id * 31, stats, now).expect("valid");
+    node.set_wall_clock(now, 1_700_000_000_000_000);
+    node
+}
+
+/// Joined node cores over a perfect network of bytes, by address; a node may be replaced
+/// (a restart) at another address. Every datagram any node sent to node 1 is recorded, to
+/// replay.
+struct Joining {
+    nodes: Vec<(SocketAddr, Node)>,
+    now: Instant,
+    wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    to_client: Vec<Vec<u8>>,
+    sent_to_first: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Joining {
+    fn new(nodes: Vec<Node>) -> Joining {
+        Joining {
+            nodes: nodes
+                .into_iter()
+                .map(|n| (n.config().listen().unwrap(), n))
+                .collect(),
+            now: Instant::ZERO,
+            wire: VecDeque::new(),
+            to_client: Vec::new(),
+            sent_to_first: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+        let first = self.nodes[0].0;
+        for (addr, node) in &mut self.nodes {
+            while node.poll_persist().is_some() {}
+            while let Some(t) = node.poll_transmit(&mut buf) {
+                let bytes = buf[..t.len].to_vec();
+                if t.to == CLIENT {
+                    self.to_client.push(bytes);
+                    continue;
+                }
+                if t.to == first {
+                    self.sent_to_first.push((*addr, bytes.clone()));
+                }
+                self.wire.push_back((self.now + DELAY, *addr, t.to, bytes));
+            }
+        }
+    }
+
+    fn run_for(&mut self, millis: u64) {
+        let until = self.now + Duration::from_millis(millis);
+        loop {
+            self.drain();
+            let timer = self
+                .nodes
+                .iter()
+                .map(|(_, n)| n.poll_timeout())
+                .min()
+                .unwrap();
+            let datagram = self.wire.front().map(|d| d.0);
+            let next = datagram.map_or(timer, |d| d.min(timer));
+            if next > until {
+                self.now = until;
+                return;
+            }
+            self.now = self.now.max(next);
+            if datagram == Some(next) {
+                let (_, from, to, bytes) = self.wire.pop_front().unwrap();
+                if let Some((_, node)) = self.nodes.iter_mut().find(|(a, _)| *a == to) {
+                    node.handle_datagram(self.now, from, &bytes);
+                }
+            } else {
+                for (_, node) in &mut self.nodes {
+                    if node.poll_timeout() <= self.now {
+                        node.handle_timeout(self.now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What node `i` holds about node id `id`.
+    fn holds(&self, i: usize, id: NodeId) -> Option<udplock_protocol::SwimState> {
+        let members = self.nodes[i].1.members();
+        members.iter().find(|m| m.id == id).map(|m| m.state)
+    }
+
+    /// Every node holds every other alive.
+    fn all_alive(&self) -> bool {
+        let ids: Vec<NodeId> = self.nodes.iter().map(|(_, n)| n.node_id()).collect();
+        (0..self.nodes.len()).all(|i| {
+            ids.iter().all(|&id| {
+                id == self.nodes[i].1.node_id()
+                    || self.holds(i, id) == Some(udplock_protocol::SwimState::Alive)
+            })
+        })
+    }
+
+    /// Runs 100 ms at a time until `done`, for at most `seconds`; whether it got there.
+    fn run_until(&mut self, seconds: u64, done: impl Fn(&Joining) -> bool) -> bool {
+        for _ in 0..seconds * 10 {
+            if done(self) {
+                return true;
+            }
+            self.run_for(100);
+        }
+        done(self)
+    }
+}
+
+/// A bootstrapped node and two nodes joining it by seed (spec §8.1): every node ends holding
+/// the other two alive, learned by SWIM over authenticated PEER datagrams; the bootstrapped
+/// node holds and leads every shard and grants; a joined node holds none and answers a lock
+/// request with NOT_LEADER and no hint (it cannot name a leader it has no replica of).
+#[test]
+fn a_bootstrapped_node_and_two_joiners_hold_each_other_alive() {
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+        // Node 3 joins through node 2, which it learned the id of from its seed.
+        joined_node(3, a3, vec![(2, a2)], keys, 33, Instant::ZERO),
+    ]);
+    assert!(
+        net.run_until(10, Joining::all_alive),
+        "members after 10 s: {:?}",
+        net.nodes
+            .iter()
+            .map(|(_, n)| n.members())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(net.nodes[0].1.shards().len(), 4);
+    assert!(net.nodes[1].1.shards().is_empty() && net.nodes[2].1.shards().is_empty());
+    assert_eq!(
+        net.nodes[0].1.leading(),
+        4,
+        "the only voter leads every shard"
+    );
+    net.nodes[0]
+        .1
+        .handle_datagram(net.now, CLIENT, &acquire(1, b"printer"));
+    net.run_for(20);
+    let answer = net.to_client.pop().expect("an answer");
+    let reply = Reply::decode(&answer).unwrap();
+    assert_eq!(reply.status, Status::Ok);
+    net.nodes[1]
+        .1
+        .handle_datagram(net.now, CLIENT, &acquire(2, b"printer"));
+    net.run_for(20);
+    let answer = net.to_client.pop().expect("an answer");
+    let reply = Reply::decode(&answer).unwrap();
+    assert_eq!((reply.status, reply.hint), (Status::NotLeader, Hint::None));
+    // The same cluster id everywhere, the bootstrapped one.
+    assert!(net
+        .nodes
+        .iter()
+        .all(|(_, n)| n.cluster_id() == JOINED_CLUSTER_ID));
+}
+
+/// What must not change when a forged join reaches node 1: its member table, its shards'
+/// terms, and the authentication state it keeps for strangers.
+fn node_state(node: &Node) -> (Vec<swim::MemberInfo>, Vec<u64>, usize) {
+    (
+        node.members(),
+        node.shards().iter().map(|s| s.raft().term()).collect(),
+        node.book.joiners(),
+    )
+}
+
+/// A PEER datagram from node `from` of the joined cluster: `records` (a SWIM PUSH_PULL
+/// announcing `from` at `announced`, and optionally a Raft vote request for shard 0), sealed
+/// with `key` for node 1 whose incarnation is `peer_incarnation` (None: unsealed).
+fn forged_join(
+    from: NodeId,
+    announced: SocketAddr,
+    with_vote: bool,
+    key: Option<&udplock_protocol::ClusterKey>,
+    peer_incarnation: u64,
+    seq: u64,
+) -> Vec<u8> {
+    use udplock_protocol::{SwimMessage, SwimState, SwimUpdate};
+    let header = PeerHeader {
+        cluster_id: JOINED_CLUSTER_ID,
+        from,
+    };
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut writer =
+        PeerWriter::with_trailer_room(&mut buf, header, udplock_protocol::AUTH_TRAILER_LEN);
+    let join: swim::Message = SwimMessage::PushPull {
+        reply: true,
+        members: vec![SwimUpdate {
+            id: from,
+            addr: announced,
+            incarnation: 0,
+            state: SwimState::Alive,
+            from: 0,
+        }],
+    };
+    writer.push_swim(&join).unwrap();
+    if with_vote {
+        let vote = Message::Vote {
+            term: 1_000,
+            last_log_index: 1_000,
+            last_log_term: 999,
+            transfer: true,
+        };
+        writer.push(0, &vote).unwrap();
+    }
+    let len = writer.finish();
+    let len = match key {
+        None => len,
+        Some(key) => {
+            let trailer = AuthTrailer {
+                to: 1,
+                incarnation: 5_000 + from,
+                peer_incarnation,
+                seq,
+                key_id: key.id(),
+            };
+            key.seal(&mut buf, len, &trailer).unwrap()
+        }
+    };
+    buf[..len].to_vec()
+}
+
+/// Spec §8.3 rule 3, §8.11: a join from a node nobody knows changes nothing unless it is
+/// authenticated with the cluster key, for this node, new, carries SWIM records alone, and
+/// comes from the address its own update announces. Each forgery below is dropped with node
+/// 1's members, terms and stranger state unchanged; the honest datagram after them (the
+/// control) is accepted, so the forgeries failed for what they lack. Strangers that pass the
+/// stateless checks but not the rest hold at most `JOINERS_MAX` entries.
+#[test]
+fn a_forged_join_changes_nothing() {
+    let a1 = joined_addr(1);
+    let keys = test_keys();
+    let key = keys.send().unwrap().clone();
+    let wrong = udplock_protocol::ClusterKey::new(&[8; 32]);
+    let mut net = Joining::new(vec![joined_node(1, a1, vec![], keys, 11, Instant::ZERO)]);
+    net.run_for(1_000);
+    let a9 = joined_addr(9);
+    let before = node_state(&net.nodes[0].1);
+    let forgeries: [(&str, Vec<u8>, SocketAddr); 5] = [
+        ("no MAC", forged_join(9, a9, false, None, 11, 1), a9),
+        (
+            "wrong key",
+            forged_join(9, a9, false, Some(&wrong), 11, 1),
+            a9,
+        ),
+        (
+            "a MAC that does not verify",
+            {
+                let mut d = forged_join(9, a9, false, Some(&key), 11, 1);
+                let last = d.len() - 1;
+                d[last] ^= 1;
+                d
+            },
+            a9,
+        ),
+        (
+            "from another address than it announces",
+            forged_join(9, a9, false, Some(&key), 11, 1),
+            joined_addr(10),
+        ),
+        (
+            "Raft records from an unknown id",
+            forged_join(9, a9, true, Some(&key), 11, 1),
+            a9,
+        ),
+    ];
+    for (what, datagram, source) in &forgeries {
+        net.nodes[0].1.handle_datagram(net.now, *source, datagram);
+        net.run_for(300);
+        assert_eq!(node_state(&net.nodes[0].1), before, "{what} changed node 1");
+    }
+    // The control: the same join, honest, is taken; replayed, it changes nothing more.
+    let honest = forged_join(9, a9, false, Some(&key), 11, 1);
+    net.nodes[0].1.handle_datagram(net.now, a9, &honest);
+    assert_eq!(
+        net.holds(0, 9),
+        Some(udplock_protocol::SwimState::Alive),
+        "the honest join is taken"
+    );
+    let after = node_state(&net.nodes[0].1);
+    let replays = net.nodes[0].1.stats.auth_dropped[AuthDrop::Replayed.index()]
+        .load(std::sync::atomic::Ordering::Relaxed);
+    net.nodes[0].1.handle_datagram(net.now, a9, &honest);
+    assert_eq!(
+        node_state(&net.nodes[0].1),
+        after,
+        "a replay changed node 1"
+    );
+    assert_eq!(
+        net.nodes[0].1.stats.auth_dropped[AuthDrop::Replayed.index()]
+            .load(std::sync::atomic::Ordering::Relaxed),
+        replays + 1
+    );
+    // Many key holders made for an earlier life of node 1 (peer incarnation 0): each gets
+    // state for rules 3–5, bounded; none becomes a member.
+    for id in 100..100 + book::JOINERS_MAX as u64 + 20 {
+        let a = SocketAddr::from(([10, 1, (id >> 8) as u8, id as u8], 7000));
+        net.nodes[0]
+            .1
+            .handle_datagram(net.now, a, &forged_join(id, a, false, Some(&key), 0, 1));
+        assert!(net.nodes[0].1.book.joiners() <= book::JOINERS_MAX);
+    }
+    assert_eq!(net.nodes[0].1.book.joiners(), book::JOINERS_MAX);
+    assert_eq!(
+        net.nodes[0].1.members(),
+        after.0,
+        "no stranger became a member"
+    );
+}
+
+/// Issue 10: a node restarted with one setting changed (here its address) used to be cut off
+/// in silence. A member that comes back at a new address, announcing itself there with the
+/// cluster key, is reached there: both ends hold each other alive again.
+#[test]
+fn a_member_back_at_a_new_address_is_reached_there() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    // Node 2 restarts at another address: a new life (incarnation), nothing of SWIM kept.
+    let moved = joined_addr(12);
+    let restarted = joined_node(2, moved, vec![(1, a1)], keys, 44, net.now);
+    net.nodes[1] = (moved, restarted);
+    assert!(
+        net.run_until(10, |n| n.all_alive()
+            && n.nodes[0].1.book.address_of(2) == Some(moved)),
+        "node 1 holds {:?}, reaches node 2 at {:?}; node 2 holds {:?}",
+        net.nodes[0].1.members(),
+        net.nodes[0].1.book.address_of(2),
+        net.nodes[1].1.members()
+    );
+}
+
+/// The cluster's first node, restarted after the others came to hold it dead, knows nobody
+/// (it has no seeds): the others ask their seeds they hold dead again every
+/// `SWIM_RECONNECT_PERIODS` periods, as a static node asks its listed peers, so it is found
+/// and both hold each other alive again.
+#[test]
+fn the_first_node_back_after_it_was_held_dead_is_found_again() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    // Node 1 is gone long enough for node 2 to declare it dead.
+    let first = net.nodes.remove(0);
+    assert!(net.run_until(60, |n| n.holds(0, 1)
+        == Some(udplock_protocol::SwimState::Dead)));
+    drop(first);
+    let restarted = joined_node(1, a1, vec![], keys, 33, net.now);
+    net.nodes.insert(0, (a1, restarted));
+    assert!(
+        net.run_until(30, Joining::all_alive),
+        "node 1 holds {:?}; node 2 holds {:?}",
+        net.nodes[0].1.members(),
+        net.nodes[1].1.members()
+    );
+}
+
+/// A node that joined holds no replica, yet answers SHARD_STATUS like any node (spec §4.7,
+/// §8.1): every shard of the cluster, as a follower that knows no leader (term 0, leader 0,
+/// nothing held), no longer than the request. It used to answer nothing (its reply did not
+/// encode: zero shards), so `udplock status` called it unreachable.
+#[test]
+fn a_joined_node_answers_shard_status_knowing_no_leader() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    let request = ShardStatusRequest {
+        session_id: 5,
+        request_id: 6,
+        attempt: 0,
+        first_shard: 1,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    net.nodes[1].1.handle_datagram(net.now, CLIENT, &out[..len]);
+    net.run_for(20);
+    assert_eq!(net.to_client.len(), 1, "one answer");
+    let answer = net.to_client.pop().unwrap();
+    assert!(answer.len() <= len, "no amplification");
+    let reply = ShardStatusReply::decode(&answer).unwrap();
+    assert_eq!(
+        (reply.node_id, reply.shards_total, reply.first_shard),
+        (2, 4, 1)
+    );
+    let entries: Vec<ShardStatusEntry> = reply.entries.iter().collect();
+    assert_eq!(entries.len(), 3);
+    for (k, e) in entries.iter().enumerate() {
+        assert_eq!(usize::from(e.shard), 1 + k);
+        assert_eq!((e.role, e.leader_id, e.term), (ShardRole::Follower, 0, 0));
+        assert_eq!((e.commit_index, e.held, e.waiters), (0, 0, 0));
+    }
+}

@@ -1,0 +1,333 @@
+//! Starting a cluster by joining, with real processes (issue 10, spec §8.1): the `udplock`
+//! binary on loopback (127.0.0.x), temp data directories, a key from `udplock keygen`.
+//! `--bootstrap` one node, `--join` two more; `udplock status` comes to show three members
+//! alive, and locks work through the first node (it holds every shard). And what a join
+//! refuses: no key, an unspecified address without `--advertise`, a second bootstrap of a
+//! directory, a seed of another cluster, settings that must agree and differ. No speed is
+//! assumed: every wait polls until a generous deadline.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use udplock::{Client, ClientConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_udplock");
+const DEADLINE: Duration = Duration::from_secs(120);
+const SHARDS: &str = "4";
+
+/// A temp directory with a key file, and the server processes started in it.
+struct Joined {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Joined {
+    fn new(name: &str) -> Joined {
+        let dir = std::env::temp_dir().join(format!("udplock-join-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let made = Command::new(BIN)
+            .arg("keygen")
+            .arg(dir.join("cluster.key"))
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+        Joined {
+            dir,
+            children: Vec::new(),
+        }
+    }
+
+    /// `udplock server` for node `id` at `addr`, its data directory `node-ID`, with `more`.
+    fn command(&self, id: u64, addr: SocketAddr, more: &[&str]) -> Command {
+        self.command_with_shards(id, addr, SHARDS, more)
+    }
+
+    fn command_with_shards(
+        &self,
+        id: u64,
+        addr: SocketAddr,
+        shards: &str,
+        more: &[&str],
+    ) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args(["server", "--node-id", &id.to_string()])
+            .args(["--listen", &addr.to_string()])
+            .args(["--shards", shards, "--swim-period-ms", "100"])
+            .arg("--key-file")
+            .arg(self.dir.join("cluster.key"))
+            .arg("--data-dir")
+            .arg(self.dir.join(format!("node-{id}")))
+            .args(more);
+        command
+    }
+
+    fn spawn(&mut self, id: u64, addr: SocketAddr, more: &[&str]) {
+        let child = self
+            .command(id, addr, more)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join(format!("node-{id}.stderr"))).unwrap())
+            .spawn()
+            .expect("udplock server starts");
+        self.children.push(child);
+    }
+
+    /// Runs a server that must refuse to start; what it said.
+    fn refused(&self, id: u64, addr: SocketAddr, more: &[&str]) -> String {
+        let mut child = self
+            .command(id, addr, more)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + DEADLINE;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} with {more:?} did not refuse to start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        assert!(!o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for id in 1..=3 {
+                let path = self.dir.join(format!("node-{id}.stderr"));
+                if let Ok(text) = std::fs::read_to_string(path) {
+                    eprintln!("--- node {id} stderr:\n{text}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port on loopback address 127.0.0.`host`.
+fn free(host: u8) -> SocketAddr {
+    let s = UdpSocket::bind(SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
+    s.local_addr().unwrap()
+}
+
+fn status_json(server: SocketAddr) -> Output {
+    Command::new(BIN)
+        .args(["status", "--json", "--shards", SHARDS, "--servers"])
+        .arg(server.to_string())
+        .output()
+        .unwrap()
+}
+
+/// Whether a `udplock status --json` line lists exactly `ids`, each alive.
+fn members_alive(json: &str, ids: &[u64]) -> bool {
+    let Some(start) = json.find("\"members\":[") else {
+        return false;
+    };
+    let Some(end) = json.find("],\"settings_differences\"") else {
+        return false;
+    };
+    let members = &json[start..end];
+    let alive = members.matches("\"state\":\"alive\"").count();
+    alive == ids.len()
+        && members.matches("\"id\":").count() == ids.len()
+        && ids
+            .iter()
+            .all(|id| members.contains(&format!("\"id\":{id},")))
+}
+
+#[test]
+fn a_bootstrapped_node_and_two_joined_show_three_members_alive_and_grant() {
+    let mut c = Joined::new("three");
+    // Held together, so that the two on 127.0.0.1 differ.
+    let held: Vec<UdpSocket> = [1, 2, 1]
+        .map(|h| UdpSocket::bind(SocketAddr::from(([127, 0, 0, h], 0))).unwrap())
+        .into();
+    let [a1, a2, a3] = [0, 1, 2].map(|i| held[i].local_addr().unwrap());
+    drop(held);
+    c.spawn(1, a1, &["--bootstrap"]);
+    c.spawn(2, a2, &["--join", &a1.to_string()]);
+    // Node 3 listens on every interface and announces its loopback address; it joins
+    // through node 2 (and node 1 as a second seed).
+    let any = SocketAddr::from(([0, 0, 0, 0], a3.port()));
+    c.spawn(
+        3,
+        any,
+        &[
+            "--advertise",
+            &a3.to_string(),
+            "--join",
+            &format!("{a2},{a1}"),
+        ],
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let json = loop {
+        let o = status_json(a1);
+        let json = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && members_alive(&json, &[1, 2, 3]) {
+            break json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never three members alive: {o:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for addr in [a1, a2, a3] {
+        assert!(json.contains(&addr.to_string()), "{addr} in {json}");
+    }
+    // Every member's table holds all three too (each node answers MEMBERS).
+    let client = Client::new(ClientConfig::new(vec![a1])).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    for addr in [a2, a3] {
+        loop {
+            let table = client.members(addr);
+            let alive = table.as_ref().is_ok_and(|t| {
+                t.members.len() == 3
+                    && t.members
+                        .iter()
+                        .all(|m| m.state == udplock::client::MemberState::Alive)
+            });
+            if alive {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr}: {table:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // A joined node answers status too (no replica: no leader known), and the members.
+    let o = status_json(a2);
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && json.contains("\"members\":["),
+        "{o:?}"
+    );
+    // Locks work through the first node: it holds every shard.
+    let mut config = ClientConfig::new(vec![a1]);
+    config.shards = 4;
+    let client = Client::new(config).unwrap();
+    let lease = client
+        .acquire("join-printer", "holder", 10_000, Some(10_000))
+        .expect("granted by the first node");
+    assert!(lease.fencing_token > 0);
+    client.release("join-printer", "holder").expect("released");
+}
+
+#[test]
+fn what_a_joined_cluster_refuses() {
+    let mut c = Joined::new("refusals");
+    let a1 = free(1);
+    let out = {
+        let mut command = Command::new(BIN);
+        command.args(["server", "--node-id", "2", "--listen", &free(2).to_string()]);
+        command.args(["--join", &a1.to_string(), "--durability", "memory"]);
+        command.output().unwrap()
+    };
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("needs a cluster key"),
+        "{said}"
+    );
+    let said = c.refused(
+        2,
+        "0.0.0.0:0".parse().unwrap(),
+        &["--join", &a1.to_string()],
+    );
+    assert!(said.contains("pass --advertise"), "{said}");
+    // The static form too: the list names this node's address, --advertise must say it.
+    let any = format!("0.0.0.0:{}", a1.port());
+    let o = Command::new(BIN)
+        .args([
+            "server",
+            "--node-id",
+            "1",
+            "--listen",
+            &any,
+            "--durability",
+            "memory",
+        ])
+        .args(["--peers", &format!("1@{a1},2@{}", free(2))])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && said.contains("pass --advertise"),
+        "{said}"
+    );
+
+    c.spawn(1, a1, &["--bootstrap"]);
+    let deadline = Instant::now() + DEADLINE;
+    while !status_json(a1).status.success() {
+        assert!(Instant::now() < deadline, "the first node never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Settings that must agree (the shard count here) refuse the join, naming them.
+    let a2 = free(2);
+    let o = c
+        .command_with_shards(2, a2, "8", &["--join", &a1.to_string()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && said.contains("shards 8 here, 4 at the seed"),
+        "{said}"
+    );
+
+    // A second bootstrap of a directory that records a cluster is refused. Node 9 makes
+    // another cluster; node 2 joins the first one, then is refused by a seed of the other.
+    let a9 = free(9);
+    c.spawn(9, a9, &["--bootstrap"]);
+    c.spawn(2, a2, &["--join", &a1.to_string()]);
+    let identity = c.dir.join("node-2").join("identity");
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&identity).is_ok_and(|t| t.contains("joined 0x")) {
+        assert!(
+            Instant::now() < deadline,
+            "node 2 never recorded its cluster"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut node2 = c.children.pop().unwrap();
+    let _ = node2.kill();
+    let _ = node2.wait();
+    let said = c.refused(2, a2, &["--join", &a9.to_string()]);
+    assert!(said.contains("records the cluster"), "{said}");
+    let said = c.refused(2, a2, &["--bootstrap"]);
+    assert!(said.contains("already records the cluster"), "{said}");
+    // A joined node needs --join to find its cluster again; with it, it rejoins.
+    let said = c.refused(2, a2, &[]);
+    assert!(said.contains("restart it with --join"), "{said}");
+    c.spawn(2, a2, &["--join", &a1.to_string()]);
+    // The first node restarts from its directory alone, without --bootstrap, holding every
+    // shard again: the two members come to hold each other alive, and it grants.
+    let mut node1 = c.children.remove(0);
+    let _ = node1.kill();
+    let _ = node1.wait();
+    c.spawn(1, a1, &[]);
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let o = status_json(a1);
+        let json = String::from_utf8_lossy(&o.stdout).into_owned();
+        if o.status.success() && members_alive(&json, &[1, 2]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never both alive again: {o:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut config = ClientConfig::new(vec![a1]);
+    config.shards = 4;
+    let client = Client::new(config).unwrap();
+    client
+        .acquire("join-restart", "holder", 10_000, Some(10_000))
+        .expect("granted by the restarted first node");
+}
