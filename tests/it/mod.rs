@@ -3,6 +3,7 @@ mod cli;
 mod client_doubts;
 mod client_failover;
 mod cluster;
+mod environment;
 mod garbage;
 mod lossy;
 mod members;
