@@ -30,10 +30,12 @@ pub const GRACE_MS_MAX: u64 = 60_000;
 /// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// The cluster's node addresses (the UDP address clients send to). Requests go to the
-    /// leader of their resource's shard, found through these (see "Routing" in the module
-    /// docs); one address is enough to find the others' leadership through hints, more let
-    /// the client get past a dead node. IPv4 and IPv6 addresses may be mixed.
+    /// The cluster's node addresses (the UDP address clients send to; from host names with
+    /// [`ClientConfig::resolve`]). Requests go to the leader of their resource's shard, found
+    /// through these (see "Routing" in the module docs). One reachable address is enough: the
+    /// client reads the cluster's member table from it and then uses every alive member too
+    /// ("Discovery" in `routing.rs`, spec §7.1.8); more let it start when a node is down.
+    /// IPv4 and IPv6 addresses may be mixed.
     pub servers: Vec<SocketAddr>,
     /// How many shards the cluster splits resources into: a resource's shard is
     /// `FNV-1a-64(resource_id) % shards`. Must match the cluster's shard count for the best

@@ -33,7 +33,9 @@
 //! answers: the same request follows a leader hint, moves on to the next server, or waits
 //! out the hinted delay, and a call that only ever met them (or silence) ends at its deadline
 //! ([`LockError::Unavailable`], or [`LockError::Overloaded`]). A reply is accepted from any
-//! source address. The rules are the spec's (§7.1.7); see `routing.rs`.
+//! source address. The rules are the spec's (§7.1.7); see `routing.rs`. One reachable server
+//! is enough: the client reads the member table from the servers it was given and sends to
+//! every alive member too (spec §7.1.8, "Discovery" in `routing.rs`).
 //!
 //! # A release without a settling answer
 //!
@@ -65,7 +67,8 @@
 //! - `operation.rs`: one operation from its request to its outcome: the [`Call`] run
 //!   against the socket, and the outcome mapped to [`LockError`].
 //! - `receiving.rs`: the pending map, and the receive hand-off between the calling threads.
-//! - `routing.rs`: where a request goes: shards and their leaders.
+//! - `routing.rs`: where a request goes: shards and their leaders, and the nodes discovered
+//!   from the member table.
 //! - `lanes.rs`: one session per call in flight.
 //! - `doubts.rs`: releases whose outcome is unknown, settled before the lock is touched again.
 //! - `admin.rs`: the operators' read-only queries (SHARD_STATUS, NODE_SETTINGS), off the lock

@@ -52,12 +52,15 @@
 //! resource's real shard is one hint away.
 //!
 //!
-//! # Discovery: one reachable address is enough
+//! # Discovery: one reachable address is enough (spec §7.1.8)
 //!
 //! The configured servers need not name every node. The client asks for the member table
 //! (MEMBERS, spec §4.9) and makes every *alive* member's address a candidate: the ring above
-//! becomes the members (in node id order) followed by the configured servers, at most
-//! [`CANDIDATES_MAX`] addresses. The table is only ever a list of addresses to try: who
+//! becomes the members that are not configured servers (in node id order) followed by the
+//! configured servers, at most [`CANDIDATES_MAX`] addresses. Only if the table lists the node
+//! that answered at the address the client reached it at: otherwise the addresses belong to
+//! another network (a relay, a NAT, a container's published port) and the client keeps to its
+//! configured servers. The table is only ever a list of addresses to try: who
 //! leads a shard, and who holds a lock, is only what a leader answers (a member table never
 //! decides either).
 //!
