@@ -82,6 +82,11 @@
 //! The decisions are [`Discovery`]'s, a sans-IO state machine; the client only sends what it
 //! readies and hands it the pages.
 //!
+//! The shard map (SHARD_STATUS, spec §4.7) is not read to route first requests: the first
+//! request of a shard costs at most one NOT_LEADER redirect, whose hint is then cached for
+//! every later call, while reading the map costs one request per 26 shards up front, from one
+//! node whose view of the leaders may be stale by the time it is used.
+//!
 //! [`ClientConfig::shards`]: super::ClientConfig::shards
 //! [`Routes`]: crate::core::call::Routes
 //! [`SILENT_SENDS_MAX`]: super::SILENT_SENDS_MAX
