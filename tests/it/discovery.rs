@@ -93,3 +93,36 @@ fn a_single_node_is_its_own_member_table() {
         "the MEMBERS_REPLY is not junk"
     );
 }
+
+/// `udplock status` given one node asks the members that node lists too: every node's view.
+#[test]
+fn status_given_one_node_shows_every_node() {
+    let mut template = ClusterConfig::new(1, Vec::new());
+    template.shards = SHARDS;
+    let nodes: Vec<ClusterNode> = start_local_cluster(3, &template).expect("cluster starts");
+    let one = nodes[0].local_addr().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_udplock"))
+            .args(["status", "--servers", &one, "--shards", "8", "--json"])
+            .output()
+            .expect("udplock runs");
+        let json = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        let reachable = nodes
+            .iter()
+            .filter(|n| {
+                let row = format!("{{\"address\":\"{}\",\"reachable\":true", n.local_addr());
+                json.contains(&row)
+            })
+            .count();
+        if reachable == nodes.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed every node: {json}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
