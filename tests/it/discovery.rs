@@ -87,11 +87,6 @@ fn a_single_node_is_its_own_member_table() {
         assert_eq!(client.release(&r, "w"), Ok(0));
     }
     assert_eq!(client.candidates(), vec![node.local_addr()]);
-    assert_eq!(
-        client.stats().dropped_datagrams,
-        0,
-        "the MEMBERS_REPLY is not junk"
-    );
 }
 
 /// `udplock status` given one node asks the members that node lists too: every node's view.
