@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use udplock::LockError;
 
 /// Prints a line on stdout without ever panicking (see `cmd::out`). Shadows std's `println!` in
@@ -93,7 +93,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::try_parse();
+    // Options also from UDPLOCK_* environment variables (see `cmd::args::with_environment`).
+    let cli = cmd::args::with_environment(Cli::command())
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
     // Warnings and errors; and the key reloads, which an operator rotating keys waits for
     // on every node (README, "Securing a cluster"). The simulator's nodes meet faults on
     // purpose and would say so on every seed: only its own report, unless RUST_LOG asks.

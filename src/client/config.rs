@@ -1,7 +1,7 @@
 //! The client's settings ([`ClientConfig`]), their validation, and the limits a caller can
 //! run into.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 
 use udplock_protocol::{SHARDS_DEFAULT, SHARDS_MAX};
 
@@ -30,10 +30,12 @@ pub const GRACE_MS_MAX: u64 = 60_000;
 /// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
-    /// The cluster's node addresses (the UDP address clients send to). Requests go to the
-    /// leader of their resource's shard, found through these (see "Routing" in the module
-    /// docs); one address is enough to find the others' leadership through hints, more let
-    /// the client get past a dead node. IPv4 and IPv6 addresses may be mixed.
+    /// The cluster's node addresses (the UDP address clients send to; from host names with
+    /// [`ClientConfig::resolve`]). Requests go to the leader of their resource's shard, found
+    /// through these (see "Routing" in the module docs). One reachable address is enough: the
+    /// client reads the cluster's member table from it and then uses every alive member too
+    /// ("Discovery" in `routing.rs`, spec §7.1.8); more let it start when a node is down.
+    /// IPv4 and IPv6 addresses may be mixed.
     pub servers: Vec<SocketAddr>,
     /// How many shards the cluster splits resources into: a resource's shard is
     /// `FNV-1a-64(resource_id) % shards`. Must match the cluster's shard count for the best
@@ -53,6 +55,45 @@ pub struct ClientConfig {
     /// Clock-drift bound in parts per million: a lease is shortened by this fraction, since
     /// the client's and the server's clocks may run at different rates. Default 10 000 (1%).
     pub drift_bound_ppm: u32,
+}
+
+/// Resolves `HOST:PORT`s (or `IP:PORT`, `[IPv6]:PORT`) into the addresses of
+/// [`ClientConfig::servers`], now, with the system's resolver: EVERY address of each name, in
+/// the resolver's order, duplicates dropped. A name with several addresses (a DNS name for
+/// the whole cluster, or `localhost` with IPv4 and IPv6) is several ways in, and any one
+/// that answers is enough ([`Client`] asks them all for the member table at once, and marks
+/// the silent ones suspect). Blank entries are skipped; an error names the host that does
+/// not resolve, or says that no address was given.
+pub fn resolve_servers<S: AsRef<str>>(hosts: &[S]) -> Result<Vec<SocketAddr>, LockError> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for host in hosts
+        .iter()
+        .map(|h| h.as_ref().trim())
+        .filter(|h| !h.is_empty())
+    {
+        let addrs = host.to_socket_addrs().map_err(|e| {
+            LockError::InvalidArgument(format!(
+                "server address {host:?} (HOST:PORT, IP:PORT or [IPv6]:PORT): {e}"
+            ))
+        })?;
+        let addrs: Vec<SocketAddr> = addrs.collect();
+        if addrs.is_empty() {
+            return Err(LockError::InvalidArgument(format!(
+                "server address {host:?}: the host has no address"
+            )));
+        }
+        for addr in addrs {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(LockError::InvalidArgument(
+            "no server address: pass --servers HOST:PORT or set UDPLOCK_SERVERS".into(),
+        ));
+    }
+    Ok(out)
 }
 
 impl Default for ClientConfig {
@@ -75,6 +116,11 @@ impl ClientConfig {
             servers,
             ..ClientConfig::default()
         }
+    }
+
+    /// The defaults, with the servers `hosts` name, resolved now ([`resolve_servers`]).
+    pub fn resolve(hosts: &[impl AsRef<str>]) -> Result<ClientConfig, LockError> {
+        Ok(ClientConfig::new(resolve_servers(hosts)?))
     }
 
     /// Refuses settings that cannot work; the error says which and why.
@@ -112,5 +158,39 @@ impl ClientConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every address of every name, once each; IPv6 literals in brackets; a name that does
+    /// not resolve is named in the error.
+    #[test]
+    fn servers_are_resolved_with_every_address() {
+        let addrs = resolve_servers(&[
+            "localhost:7100",
+            " 127.0.0.1:7100 ",
+            "",
+            "[::1]:7101",
+            "10.0.0.1:7102",
+        ])
+        .unwrap();
+        assert!(
+            addrs.contains(&"127.0.0.1:7100".parse().unwrap()),
+            "{addrs:?}"
+        );
+        assert!(addrs.contains(&"[::1]:7101".parse().unwrap()), "{addrs:?}");
+        assert_eq!(addrs.last(), Some(&"10.0.0.1:7102".parse().unwrap()));
+        let v4 = addrs.iter().filter(|a| a.port() == 7100 && a.is_ipv4());
+        assert_eq!(v4.count(), 1, "duplicates dropped: {addrs:?}");
+        let err = resolve_servers(&["127.0.0.1:1", "no-such-host.invalid:7100"]).unwrap_err();
+        assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
+        let err = resolve_servers(&["localhost"]).unwrap_err();
+        assert!(err.to_string().contains("\"localhost\""), "{err}");
+        assert!(resolve_servers::<&str>(&[]).is_err());
+        let config = ClientConfig::resolve(&["localhost:7100"]).unwrap();
+        assert!(config.validate().is_ok());
     }
 }

@@ -58,12 +58,14 @@ impl Client {
                     Settle::Resend(resend) => resend,
                 }
             };
+            let routes = self.routes();
             let mut call = {
                 let rtt = lock(&self.rtt);
-                resend.call(self.now(), deadline, &rtt, &self.routes)
+                resend.call(self.now(), deadline, &rtt, &routes)
             };
             let mut datagram = resend.payload;
-            if let Err(e) = self.exchange(&mut call, MessageType::ReleaseReply, &mut datagram) {
+            let reply_type = MessageType::ReleaseReply;
+            if let Err(e) = self.exchange(&mut call, &routes, reply_type, &mut datagram) {
                 lock(&self.doubts).abandon_settle(call.request().request_id);
                 return Err(e);
             }

@@ -33,7 +33,9 @@
 //! answers: the same request follows a leader hint, moves on to the next server, or waits
 //! out the hinted delay, and a call that only ever met them (or silence) ends at its deadline
 //! ([`LockError::Unavailable`], or [`LockError::Overloaded`]). A reply is accepted from any
-//! source address. The rules are the spec's (§7.1.7); see `routing.rs`.
+//! source address. The rules are the spec's (§7.1.7); see `routing.rs`. One reachable server
+//! is enough: the client reads the member table from the servers it was given and sends to
+//! every alive member too (spec §7.1.8, "Discovery" in `routing.rs`).
 //!
 //! # A release without a settling answer
 //!
@@ -65,7 +67,8 @@
 //! - `operation.rs`: one operation from its request to its outcome: the [`Call`] run
 //!   against the socket, and the outcome mapped to [`LockError`].
 //! - `receiving.rs`: the pending map, and the receive hand-off between the calling threads.
-//! - `routing.rs`: where a request goes: shards and their leaders.
+//! - `routing.rs`: where a request goes: shards and their leaders, and the nodes discovered
+//!   from the member table.
 //! - `lanes.rs`: one session per call in flight.
 //! - `doubts.rs`: releases whose outcome is unknown, settled before the lock is touched again.
 //! - `admin.rs`: the operators' read-only queries (SHARD_STATUS, NODE_SETTINGS), off the lock
@@ -90,8 +93,8 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration as StdDuration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -104,7 +107,7 @@ use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
 pub use self::admin::MEMBERS_REPORT_MAX;
-pub use self::config::{ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
+pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
 pub use self::reports::{
     ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,
     ShardInfo, ShardRole, ShardStatusReport,
@@ -115,6 +118,8 @@ pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 use self::lanes::new_session_id;
 use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
+use self::routing::Discovery;
+pub use self::routing::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
 
 /// Receive buffer the socket asks for: room for a burst of replies to many threads' requests
 /// while the receiver is busy (the kernel may grant less; that only means more
@@ -125,8 +130,16 @@ const RECV_BUFFER_BYTES: usize = 1 << 20;
 pub struct Client {
     /// Unconnected: copies go wherever their shard's leader is, replies come from anywhere.
     socket: UdpSocket,
-    /// Where each shard's requests go (see `routing.rs`).
-    routes: Routes,
+    /// Where each shard's requests go (see `routing.rs`): replaced when discovery changes the
+    /// candidates; a call keeps the routes it started with.
+    routes: RwLock<Arc<Routes>>,
+    /// The socket is IPv6 (dual-stack): IPv4 servers are reached through IPv4-mapped
+    /// addresses.
+    v6_socket: bool,
+    /// Member-table discovery and refreshes (see "Discovery" in `routing.rs`).
+    discovery: Mutex<Discovery>,
+    /// Whether `discovery` wants a refresh: what every call checks, one relaxed load.
+    refresh_wanted: AtomicBool,
     /// The first lane's session id (what [`Client::session_id`] reports).
     session_id: u64,
     /// Session ids not in use by a call right now (see `lanes.rs`). A call
@@ -201,9 +214,16 @@ impl Client {
             LockError::InternalError(format!("cannot set the socket's receive timeout: {e}"))
         })?;
         let session_id = new_session_id();
+        let routes = Routes::new(&config.servers, config.shards, v6_socket);
+        let configured: Vec<SocketAddr> = (0u32..config.servers.len() as u32)
+            .filter_map(|i| routes.peer(i))
+            .collect();
         Ok(Client {
             socket,
-            routes: Routes::new(&config.servers, config.shards, v6_socket),
+            routes: RwLock::new(Arc::new(routes)),
+            v6_socket,
+            discovery: Mutex::new(Discovery::new(&configured, v6_socket, new_session_id())),
+            refresh_wanted: AtomicBool::new(true),
             session_id,
             lanes_free: Mutex::new(vec![session_id]),
             next_request_id: AtomicU64::new(1),

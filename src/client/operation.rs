@@ -10,7 +10,7 @@ use udplock_protocol::{MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
 
 use super::receiving::ReplyData;
 use super::{lock, Client};
-use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome};
+use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome, Routes};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -26,6 +26,7 @@ impl Client {
     pub(super) fn call(&self, body: RequestBody<'_>, timeout_ms: u64) -> Result<Answer, LockError> {
         let reply_type = body.kind().reply_type();
         let start = self.now();
+        self.poll_discovery(start);
         let deadline = start + Duration::from_millis(timeout_ms);
         if let Some((resource, client)) = lock_of(&body) {
             self.settle_doubts(resource, client, deadline)?;
@@ -50,15 +51,16 @@ impl Client {
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
         let timer = lock(&self.rtt).timer();
+        let routes = self.routes();
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, &self.routes),
+            CallRequest::of(&request, &routes),
             timer,
             deadline,
             Duration::from_millis(self.config.grace_ms),
-            &self.routes,
+            &routes,
         );
-        let reply = self.exchange(&mut call, reply_type, datagram)?;
+        let reply = self.exchange(&mut call, &routes, reply_type, datagram)?;
         match call
             .outcome()
             .expect("an exchange ends with the call's outcome")
@@ -72,9 +74,16 @@ impl Client {
             }
             Outcome::GaveUp { overloaded } => Err(match overloaded {
                 Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
-                None => LockError::Unavailable,
+                None => {
+                    // No answer at all: the candidates may be stale (routing.rs, "Discovery").
+                    self.want_refresh();
+                    LockError::Unavailable
+                }
             }),
             Outcome::InDoubt(cause) => {
+                if cause == DoubtCause::Silence {
+                    self.want_refresh();
+                }
                 let RequestBody::Release { resource, client } = body else {
                     unreachable!("only a RELEASE ends in doubt");
                 };
@@ -94,13 +103,15 @@ impl Client {
         }
     }
 
-    /// Runs `call` (whose request is `datagram`, answered by `reply_type`) to its outcome:
+    /// Runs `call` (whose request is `datagram`, answered by `reply_type`) on `routes` (those
+    /// it was created with) to its outcome:
     /// sends what it readies, hands it the replies and the timeouts. Returns the reply that
     /// ended it, if one did. `Err` only for this client's own limit on requests in flight
     /// (nothing sent).
     pub(super) fn exchange(
         &self,
         call: &mut Call,
+        routes: &Routes,
         reply_type: MessageType,
         datagram: &mut [u8],
     ) -> Result<Option<ReplyData>, LockError> {
@@ -112,14 +123,15 @@ impl Client {
         let pending = self.register(request.session_id, request.request_id, reply_type)?;
         self.flush(call, datagram);
         let mut last = None;
-        while let Some(reply) = self.await_reply(request.request_id, datagram, call) {
+        while let Some(reply) = self.await_reply(request.request_id, datagram, call, routes) {
+            self.check_hint(&reply, routes);
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 call.handle_reply(
                     reply.received_at,
                     reply.from,
                     &reply.wire(),
-                    &self.routes,
+                    routes,
                     &mut rtt,
                 )
             };
@@ -165,12 +177,15 @@ impl Client {
     pub(super) fn tick(
         &self,
         call: &mut Call,
+        routes: &Routes,
         datagram: &mut [u8],
         now: Instant,
     ) -> Option<Instant> {
         if call.poll_timeout()? <= now {
-            call.handle_timeout(now, &self.routes);
+            call.handle_timeout(now, routes);
             self.flush(call, datagram);
+            self.check_silence(routes);
+            self.poll_discovery(now);
         }
         call.poll_timeout()
     }

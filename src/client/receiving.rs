@@ -58,7 +58,7 @@ use std::time::Duration as StdDuration;
 use udplock_protocol::{Flags, Hint, MessageType, Reply, Status, DATAGRAM_LEN_MAX, ID_LEN_MAX};
 
 use super::{lock, std_duration, Client, OUTSTANDING_MAX};
-use crate::core::call::Call;
+use crate::core::call::{Call, Routes};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -273,6 +273,7 @@ impl Client {
         request_id: u64,
         datagram: &mut [u8],
         call: &mut Call,
+        routes: &Routes,
     ) -> Option<ReplyData> {
         loop {
             let receiver = match self.receiver.try_lock() {
@@ -287,10 +288,10 @@ impl Client {
                 return Some(reply);
             }
             if let Some(mut state) = receiver {
-                return self.receive(&mut state, request_id, datagram, call);
+                return self.receive(&mut state, request_id, datagram, call, routes);
             }
             let now = self.now();
-            let wake_at = self.tick(call, datagram, now)?;
+            let wake_at = self.tick(call, routes, datagram, now)?;
             thread::park_timeout(std_duration(wake_at.saturating_since(now)));
         }
     }
@@ -303,13 +304,14 @@ impl Client {
         request_id: u64,
         datagram: &mut [u8],
         call: &mut Call,
+        routes: &Routes,
     ) -> Option<ReplyData> {
         // One byte more than the longest valid datagram, so an oversized one is seen as such.
         let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];
         let mut error_logged = false;
         loop {
             let now = self.now();
-            let wake_at = self.tick(call, datagram, now)?;
+            let wake_at = self.tick(call, routes, datagram, now)?;
             self.set_read_timeout(state, wake_at.saturating_since(now));
             match self.socket.recv_from(&mut buf) {
                 Ok((len, from)) => {
@@ -369,6 +371,10 @@ impl Client {
             None
         };
         let Ok(reply) = Reply::decode(datagram) else {
+            // Not a lock reply: a page of the member table this client asked for, or junk.
+            if self.handle_members_reply(datagram, from) {
+                return None;
+            }
             return drop_it();
         };
         let fits = |expected: MessageType| {

@@ -39,20 +39,70 @@ pub const SWIM_PERIOD_MS_DEFAULT: u32 = 1_000;
 pub const SWIM_PERIOD_MS_MIN: i64 = 10;
 pub const SWIM_PERIOD_MS_MAX: i64 = 60_000;
 
+/// The commands whose options can also be set by `UDPLOCK_*` environment variables: the
+/// server (and `dev`), so that it runs under a service manager or in a container from its
+/// environment alone, and the client commands, so that a shell or a job names its cluster
+/// and its client id once. Not the simulators, the benchmark or keygen: their options are a
+/// run's parameters, which an exported variable left over from a service should not change
+/// (the benchmark reads `UDPLOCK_SERVERS` only, declared on its option).
+const ENV_COMMANDS: [&str; 7] = [
+    "server",
+    "dev",
+    "acquire",
+    "release",
+    "renew",
+    "status",
+    "configure",
+];
+
+/// Gives every option of the [`ENV_COMMANDS`] the environment variable `UDPLOCK_` + its long
+/// name in upper case with `_` for `-` (`--node-id`: `UDPLOCK_NODE_ID`), unless it declares
+/// one itself. An option given on the command line wins over its variable (clap's rule);
+/// `--help` shows each variable. A switch (`--no-state-file`) is on when its variable is set
+/// to anything but `0`, `false`, `no`, `off`, `n`, `f` or the empty string. Done on the built
+/// command rather than on each option so that an option added later gets its variable too.
+pub fn with_environment(command: clap::Command) -> clap::Command {
+    command.mut_subcommands(|sub| {
+        if !ENV_COMMANDS.contains(&sub.get_name()) {
+            return sub;
+        }
+        sub.mut_args(|arg| {
+            let Some(long) = arg.get_long() else {
+                return arg;
+            };
+            if arg.get_env().is_some() || matches!(long, "help" | "version") {
+                return arg;
+            }
+            let var = format!("UDPLOCK_{}", long.to_uppercase().replace('-', "_"));
+            let arg = arg.env(var);
+            if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
+                arg.value_parser(clap::builder::FalseyValueParser::new())
+            } else {
+                arg
+            }
+        })
+    })
+}
+
+/// `--servers` (and `UDPLOCK_SERVERS`): every address of every `HOST:PORT`, resolved now
+/// (see [`udplock::client::resolve_servers`]).
 pub fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
-    let mut out = Vec::new();
-    for s in servers.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        let addrs = s
-            .to_socket_addrs()
-            .map_err(|e| LockError::InvalidArgument(format!("server address {s:?}: {e}")))?;
-        out.extend(addrs.take(1));
-    }
-    if out.is_empty() {
-        return Err(LockError::InvalidArgument(
-            "no server address: pass --servers HOST:PORT or set UDPLOCK_SERVERS".into(),
-        ));
-    }
-    Ok(out)
+    udplock::client::resolve_servers(servers)
+}
+
+/// One `HOST:PORT` (or `IP:PORT`, `[IPv6]:PORT`) that names this node's own address
+/// (`--listen`, and each node of `--peers`): resolved now, its first address. A node binds
+/// one socket, and its peers know it by one address (the source of its datagrams), so a name
+/// with several addresses stands for the first, the one the resolver prefers (RFC 6724
+/// order); name the address itself where that is not the one meant.
+pub fn host_port(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not an address (HOST:PORT, IP:PORT or [IPv6]:PORT): {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("host {s:?} has no address"))
 }
 
 /// A client for the command's servers; `timeout_ms` bounds the wait for an answer to

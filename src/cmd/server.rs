@@ -15,7 +15,7 @@ use udplock::LockError;
 
 use rand::RngCore;
 
-use super::args::resolve;
+use super::args::{host_port, resolve};
 use super::out::notice;
 
 /// `--election-timeout-ms`: the Raft core's default, and the range the option accepts.
@@ -41,8 +41,8 @@ mod election_timeout_tests {
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:7100")]
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address).
+    #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::args::host_port)]
     listen: SocketAddr,
     /// Lease length when neither the acquire nor the resource names one.
     #[arg(long, default_value_t = lock_table::Config::default().ttl_default_ms)]
@@ -673,7 +673,7 @@ fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, LockError> {
                 .split_once('@')
                 .ok_or_else(|| bad("expected ID@HOST:PORT".into()))?;
             let id = id.parse::<u64>().map_err(|e| bad(e.to_string()))?;
-            let addr = resolve(&[addr.to_string()]).map_err(|e| bad(e.to_string()))?[0];
+            let addr = host_port(addr).map_err(bad)?;
             Ok((id, addr))
         })
         .collect()

@@ -11,8 +11,8 @@ use super::args::{connect, ClientArgs};
 
 #[derive(Args)]
 pub struct StatusArgs {
-    /// The resource to inspect. Omitted: ask every node of --servers for its view of the
-    /// shards (spec §4.7) and print one row per shard (its leader, term, commit index, held
+    /// The resource to inspect. Omitted: ask every node of --servers, and the alive members
+    /// they list, for its view of the shards (spec §4.7) and print one row per shard (its leader, term, commit index, held
     /// locks and waiters, as the node that leads it says), one line per node, and one row
     /// per member of the cluster (state, incarnation, address, and whether its settings that
     /// must agree do), as SWIM's rule merges the nodes' member tables (spec §4.9).
@@ -78,38 +78,51 @@ impl StatusArgs {
             Option<NodeSettingsReport>,
             Option<MembersReport>,
         );
-        let asked: Vec<(SocketAddr, Asked)> = std::thread::scope(|scope| {
-            let asks: Vec<_> = servers
-                .iter()
-                .map(|&addr| {
-                    let ask = scope.spawn(move || {
-                        let shards = client.shard_status(addr);
-                        // Only a node that answered is asked for its settings too.
-                        let settings = shards
-                            .as_ref()
-                            .ok()
-                            .and_then(|_| client.node_settings(addr).ok());
-                        let members = shards.as_ref().ok().and_then(|_| client.members(addr).ok());
-                        (shards, settings, members)
-                    });
-                    (addr, ask)
-                })
-                .collect();
-            asks.into_iter()
-                .map(|(addr, ask)| {
-                    let result = ask.join().unwrap_or_else(|_| {
-                        (
-                            Err(LockError::InternalError(
-                                "shard status thread panicked".into(),
-                            )),
-                            None,
-                            None,
-                        )
-                    });
-                    (addr, result)
-                })
-                .collect()
-        });
+        let ask = |servers: &[SocketAddr]| -> Vec<(SocketAddr, Asked)> {
+            std::thread::scope(|scope| {
+                let asks: Vec<_> = servers
+                    .iter()
+                    .map(|&addr| {
+                        let ask = scope.spawn(move || {
+                            let shards = client.shard_status(addr);
+                            // Only a node that answered is asked for its settings too.
+                            let settings = shards
+                                .as_ref()
+                                .ok()
+                                .and_then(|_| client.node_settings(addr).ok());
+                            let members =
+                                shards.as_ref().ok().and_then(|_| client.members(addr).ok());
+                            (shards, settings, members)
+                        });
+                        (addr, ask)
+                    })
+                    .collect();
+                asks.into_iter()
+                    .map(|(addr, ask)| {
+                        let result = ask.join().unwrap_or_else(|_| {
+                            (
+                                Err(LockError::InternalError(
+                                    "shard status thread panicked".into(),
+                                )),
+                                None,
+                                None,
+                            )
+                        });
+                        (addr, result)
+                    })
+                    .collect()
+            })
+        };
+        let mut asked = ask(&servers);
+        // One reachable node is enough: the alive members the answering nodes list and
+        // --servers does not name are asked too (spec §7.1.8).
+        let tables = asked
+            .iter()
+            .filter_map(|(addr, (_, _, table))| Some((*addr, table.as_ref()?)));
+        let more = members_not_asked(tables, &servers);
+        if !more.is_empty() {
+            asked.extend(ask(&more));
+        }
         let settings: Vec<NodeSettingsReport> = asked
             .iter()
             .filter_map(|(_, (_, s, _))| s.clone())
@@ -311,6 +324,33 @@ impl StatusArgs {
         }
         Ok(())
     }
+}
+
+/// The alive members of `tables` (each with the address its node was asked at) that are not
+/// among `servers`, from the tables that list their own node at the address it was asked at (else its addresses are another
+/// network's, as for a client's discovery, spec §7.1.8); at most `CANDIDATES_MAX`.
+fn members_not_asked<'a>(
+    tables: impl Iterator<Item = (SocketAddr, &'a udplock::client::MembersReport)>,
+    servers: &[SocketAddr],
+) -> Vec<SocketAddr> {
+    let mut more: Vec<SocketAddr> = Vec::new();
+    for (addr, table) in tables {
+        let own = |m: &udplock::client::MemberInfo| m.id == table.node_id && m.addr == addr;
+        if !table.members.iter().any(own) {
+            continue;
+        }
+        for m in &table.members {
+            let alive = m.state == udplock::client::MemberState::Alive;
+            if alive
+                && !servers.contains(&m.addr)
+                && !more.contains(&m.addr)
+                && more.len() < udplock::client::CANDIDATES_MAX
+            {
+                more.push(m.addr);
+            }
+        }
+    }
+    more
 }
 
 /// The name spec §5.8 gives a member state.

@@ -3,6 +3,8 @@ mod cli;
 mod client_doubts;
 mod client_failover;
 mod cluster;
+mod discovery;
+mod environment;
 mod garbage;
 mod join;
 mod lossy;

@@ -154,8 +154,8 @@ fn doubts_are_bounded() {
             };
             let timer = lock(&client.rtt).timer();
             let end = now + Duration::from_micros(1);
-            let mut call = Call::new(now, request, timer, end, Duration::ZERO, &client.routes);
-            call.handle_timeout(end, &client.routes);
+            let mut call = Call::new(now, request, timer, end, Duration::ZERO, &client.routes());
+            call.handle_timeout(end, &client.routes());
             doubts.keep(format!("r{i}").as_bytes(), b"c", Vec::new(), call);
         }
         assert!(doubts.is_full());

@@ -216,3 +216,78 @@ fn each_shard_has_its_own_leader() {
     assert_eq!((granted(&b_log, 0), granted(&a_log, 0)), (3, 1));
     assert_eq!((granted(&a_log, 1), granted(&b_log, 1)), (3, 1));
 }
+
+/// Discovery in the shell (spec §7.1.8): the first call asks the configured server for the
+/// member table; a NOT_LEADER naming a node that is not a candidate asks again, but no
+/// sooner than REFRESH_INTERVAL_MIN after the last round (the limits themselves are
+/// `routing::tests`'); the answer of the hinted leader is what counts.
+#[test]
+fn a_not_leader_naming_an_unknown_node_refreshes_the_member_table() {
+    use udplock_protocol::{MemberEntries, MemberEntry, MembersReply, MembersRequest, SwimState};
+    let leader_log = Seen::default();
+    let leader = node(&leader_log, |req| vec![grant(req)]);
+    let leader_addr = leader.addr;
+    let members_asked = Arc::new(AtomicU64::new(0));
+    let asked = Arc::clone(&members_asked);
+    let self_addr: Arc<OnceLock<SocketAddr>> = Arc::default();
+    let own = Arc::clone(&self_addr);
+    // A node whose table lists only itself, and that sends every lock request on to the
+    // leader, which it does not list (its table is stale).
+    let follower = FakeServer::spawn_raw(move |datagram| {
+        let Some(bytes) = datagram else {
+            return Vec::new();
+        };
+        if let Ok(req) = MembersRequest::decode(bytes) {
+            asked.fetch_add(1, Ordering::Relaxed);
+            let entries = [MemberEntry {
+                id: 1,
+                incarnation: 0,
+                state: SwimState::Alive,
+                addr: *own.get().expect("set before the client starts"),
+            }];
+            let reply = MembersReply {
+                session_id: req.session_id,
+                request_id: req.request_id,
+                attempt: req.attempt,
+                status: Status::Ok,
+                node_id: 1,
+                members_total: 1,
+                first_id: req.first_id,
+                next_id: 0,
+                entries: MemberEntries::from_slice(&entries),
+            };
+            let mut buf = [0u8; DATAGRAM_LEN_MAX];
+            let len = reply.encode(&mut buf).unwrap();
+            return vec![buf[..len].to_vec()];
+        }
+        match Request::decode(bytes) {
+            Ok(req) => vec![not_leader(&req, Some(leader_addr))],
+            Err(_) => Vec::new(),
+        }
+    });
+    self_addr.set(follower.addr).unwrap();
+    let client = client_of(&[&follower], |_| {});
+    let wait_for_asks = |n: u64| {
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(10);
+        while members_asked.load(Ordering::Relaxed) < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "MEMBERS #{n} never came"
+            );
+            thread::sleep(StdDuration::from_millis(1));
+        }
+    };
+    let started = std::time::Instant::now();
+    assert_eq!(client.release("r", "c"), Ok(1), "the leader's answer");
+    wait_for_asks(1);
+    // The table named only the follower: nothing to add.
+    assert_eq!(client.candidates(), vec![follower.addr]);
+    // Past the interval (a lower bound, whatever the machine's speed), the next call asks
+    // again, because the NOT_LEADER named a node the table did not list.
+    let interval = std_duration(REFRESH_INTERVAL_MIN);
+    thread::sleep(interval.saturating_sub(started.elapsed()) + StdDuration::from_millis(10));
+    assert_eq!(client.release("r", "c"), Ok(1));
+    wait_for_asks(2);
+    // Requests went to the leader all along after the first redirect.
+    assert_eq!(seen(&leader_log).len(), 2);
+}
