@@ -1243,6 +1243,13 @@ impl Local {
     fn start() -> Local {
         let mut template = ClusterConfig::new(1, Vec::new());
         template.shards = LOCAL_SHARDS;
+        // The tests compare leaders and terms before and after an attack: an election that a
+        // starved CPU causes (a follower not scheduled for an election timeout; seen once with
+        // three builds beside the suite) would fail them without any attack having worked.
+        // Timeouts of seconds instead of the default 150-300 ms make that practically
+        // impossible; the nodes still elect leaders and hand shards over as usual.
+        template.raft.election_timeout_min = udplock::core::time::Duration::from_millis(1_000);
+        template.raft.election_timeout_max = udplock::core::time::Duration::from_millis(2_000);
         // One key for the three, kept for their restarts.
         template.keys = Some(random_key_set());
         let nodes = start_local_cluster(3, &template).expect("cluster starts");
