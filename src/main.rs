@@ -97,14 +97,18 @@ fn main() -> ExitCode {
     let cli = cmd::args::with_environment(Cli::command())
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));
-    // Warnings and errors; and the key reloads, which an operator rotating keys waits for
-    // on every node (README, "Securing a cluster"). The simulator's nodes meet faults on
+    // Warnings and errors; the key reloads, which an operator rotating keys waits for on
+    // every node (README, "Securing a cluster"); and membership news (README, "Membership"). The simulator's nodes meet faults on
     // purpose and would say so on every seed: only its own report, unless RUST_LOG asks.
     let default = match &cli {
         Ok(Cli {
             command: Command::Sim(_),
         }) => "off".to_string(),
-        _ => format!("warn,{}=info", udplock::cluster::keys::LOG_TARGET),
+        _ => format!(
+            "warn,{}=info,{}=info",
+            udplock::cluster::keys::LOG_TARGET,
+            udplock::cluster::MEMBERS_LOG_TARGET
+        ),
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     let cli = match cli {

@@ -245,25 +245,33 @@ impl ClusterLoop {
 }
 
 /// One line per membership event (spec §8.12): news of others at `info`, a death or a
-/// suspicion at `warn` (an operator looks at those).
+/// suspicion at `warn` (an operator looks at those). All under [`super::MEMBERS_LOG_TARGET`],
+/// which the `udplock` command logs at `info` by default: members come and go rarely, and an
+/// operator replacing a machine waits for the line saying the new one is alive.
 fn log_member_event(me: NodeId, event: swim::Event) {
     use swim::Event::*;
     match event {
-        Joined { id, addr } => log::info!("udplock node {me}: node {id} at {addr} is alive"),
+        Joined { id, addr } => {
+            log::info!(target: super::MEMBERS_LOG_TARGET, "udplock node {me}: node {id} at {addr} is alive")
+        }
         Alive { id, incarnation } => {
-            log::info!(
-                "udplock node {me}: node {id} refuted its suspicion (incarnation {incarnation})"
+            log::info!(target: super::MEMBERS_LOG_TARGET,
+                "udplock node {me}: node {id} is alive again (incarnation {incarnation}: it refuted the suspicion, or restarted)"
             )
         }
         Suspect { id, incarnation } => {
-            log::warn!("udplock node {me}: node {id} is suspected (incarnation {incarnation})")
+            log::warn!(target: super::MEMBERS_LOG_TARGET, "udplock node {me}: node {id} is suspected (incarnation {incarnation})")
         }
-        Dead { id } => log::warn!("udplock node {me}: node {id} is dead (SWIM)"),
-        Left { id } => log::info!("udplock node {me}: node {id} left"),
+        Dead { id } => {
+            log::warn!(target: super::MEMBERS_LOG_TARGET, "udplock node {me}: node {id} is dead (SWIM)")
+        }
+        Left { id } => {
+            log::info!(target: super::MEMBERS_LOG_TARGET, "udplock node {me}: node {id} left")
+        }
         Forgotten { id } => {
-            log::info!("udplock node {me}: node {id}, dead or gone, is forgotten (SWIM)")
+            log::info!(target: super::MEMBERS_LOG_TARGET, "udplock node {me}: node {id}, dead or gone, is forgotten (SWIM)")
         }
-        Refuted { incarnation } => log::warn!(
+        Refuted { incarnation } => log::warn!(target: super::MEMBERS_LOG_TARGET,
             "udplock node {me}: others suspected this node; refuted (incarnation {incarnation})"
         ),
     }

@@ -43,6 +43,10 @@
 //! grace must cover the longest lease clients may still count).
 
 mod event_loop;
+
+/// The log target of membership events (a node joined, suspected, dead, alive again, left):
+/// the `udplock` command shows them at `info` by default.
+pub const MEMBERS_LOG_TARGET: &str = "udplock::members";
 pub mod horizon;
 pub mod join;
 pub mod keys;

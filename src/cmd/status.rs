@@ -285,7 +285,7 @@ impl StatusArgs {
                     from.join(", ")
                 );
                 println!(
-                    "{:>8}  {:<8}  {:>11}  {:<40}  settings",
+                    "{:>8}  {:<8}  {:>16}  {:<40}  settings",
                     "id", "state", "incarnation", "address"
                 );
                 for row in &member_rows {
@@ -447,7 +447,7 @@ fn member_rows(
                     (Some(_), false) => format!("differ: {}", differs.join(", ")),
                 };
                 format!(
-                    "{:>8}  {:<8}  {:>11}  {:<40}  {verdict}",
+                    "{:>8}  {:<8}  {:>16}  {:<40}  {verdict}",
                     m.id,
                     state_name(m.state),
                     m.incarnation,

@@ -54,6 +54,7 @@ impl Joined {
     ) -> Command {
         let mut command = Command::new(BIN);
         command
+            .env_remove("RUST_LOG")
             .args(["server", "--node-id", &id.to_string()])
             .args(["--listen", &addr.to_string()])
             .args(["--shards", shards, "--swim-period-ms", "100"])
@@ -221,6 +222,21 @@ fn a_bootstrapped_node_and_two_joined_show_three_members_alive_and_grant() {
         .expect("granted by the first node");
     assert!(lease.fencing_token > 0);
     client.release("join-printer", "holder").expect("released");
+    // The operator's line: the first node's default log (no RUST_LOG) names each member that
+    // joined, at its address (a SWIM Joined event; the log line comes right after the event
+    // that put the member in the table status read, so poll for it).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let log = std::fs::read_to_string(c.dir.join("node-1.stderr")).unwrap();
+        let named = [(2, a2), (3, a3)]
+            .iter()
+            .all(|(id, addr)| log.contains(&format!("node 1: node {id} at {addr} is alive")));
+        if named {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1's log: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
