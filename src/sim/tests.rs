@@ -198,6 +198,7 @@ fn the_failure_names_the_command_that_reproduces_it() {
         shards: shards_of_seed(42),
         seconds: 7,
         scenario: None,
+        joined: false,
         at: at(1),
         what: "x".into(),
     };
@@ -220,6 +221,13 @@ fn the_failure_names_the_command_that_reproduces_it() {
             .ends_with(&format!("--seconds 7 --shards {other}")),
         "{failure}"
     );
+    // So is a joined run on a seed the sweep runs static.
+    assert!(!joined_seed(42));
+    let failure = SimFailure {
+        joined: true,
+        ..failure
+    };
+    assert!(failure.to_string().ends_with(" --joined"), "{failure}");
 }
 
 /// Issue 9 item 6: a datagram of a correct node that its peer's core drops as undecodable

@@ -367,6 +367,11 @@ impl Node {
         debug_assert!(self.book.nodes().all(|(id, _)| self.auth.knows(id)));
     }
 
+    /// Its counters (the ones the shell reads too).
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -919,6 +924,17 @@ impl Node {
         }
     }
 
+    /// Counts a node-to-node datagram of `from` dropped by spec §8.3 rule 3: as from an
+    /// unknown node if the book knows no node `from` (a member not heard of yet: gossip
+    /// reaches members one after the other), else as dropped (a known node's id from another
+    /// address: not ours).
+    fn count_unknown(&self, from: NodeId) {
+        match self.book.address_of(from) {
+            None => NodeStats::bump(&self.stats.peer_unknown),
+            Some(_) => NodeStats::bump(&self.stats.dropped),
+        }
+    }
+
     /// Spec §8.3 rule 3, for a PEER datagram of `from` that the address book does not know
     /// at `source`: it passes only if it carries SWIM records alone, one of them `from`'s own
     /// update at `source`, and rules 1–2 of §8.11 (which need no state of the sender). Then,
@@ -932,7 +948,7 @@ impl Node {
         peer: &PeerDatagram<'_>,
     ) -> bool {
         if !book::stranger_announces_itself(peer, from, source) {
-            NodeStats::bump(&self.stats.dropped);
+            self.count_unknown(from);
             return false;
         }
         if let Err(reason) = self.auth.check_stranger(datagram, peer.auth.as_ref()) {
@@ -1026,7 +1042,7 @@ impl Node {
         };
         let from = p.header.from;
         if !self.listed_peer(from, source) {
-            NodeStats::bump(&self.stats.dropped);
+            self.count_unknown(from);
             return;
         }
         if !self.authenticated(from, datagram, p.auth.as_ref(), source) {

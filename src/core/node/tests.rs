@@ -1202,6 +1202,25 @@ fn a_bootstrapped_node_and_two_joiners_hold_each_other_alive() {
         .all(|(_, n)| n.cluster_id() == JOINED_CLUSTER_ID));
 }
 
+/// A joiner tells its seed its settings (spec §8.10) on its first turn, before the seed has
+/// heard its join: the seed must not count that correct datagram as dropped (undecodable,
+/// not for it: `NodeStats::dropped`), but as one from a node its address book does not know
+/// yet (`NodeStats::peer_unknown`, spec §8.3 rule 3). The simulator's joined runs found it.
+#[test]
+fn a_joiners_settings_before_its_join_are_from_an_unknown_node_not_dropped() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    let stats = net.nodes[0].1.stats();
+    assert_eq!(stats.dropped.load(Relaxed), 0, "dropped as undecodable");
+    assert!(stats.peer_unknown.load(Relaxed) >= 1, "its early settings");
+}
+
 /// What must not change when a forged join reaches node 1: its member table, its shards'
 /// terms, and the authentication state it keeps for strangers.
 fn node_state(node: &Node) -> (Vec<swim::MemberInfo>, Vec<u64>, usize) {
