@@ -365,6 +365,13 @@ impl Node {
         // O(nodes): every node of the book has authentication state (sealing for it and
         // checking its datagrams need it).
         debug_assert!(self.book.nodes().all(|(id, _)| self.auth.knows(id)));
+        // Per-node state is of nodes of the book (or joiners on their way in) alone: a node
+        // SWIM forgot leaves nothing behind.
+        debug_assert!(self
+            .settings
+            .views()
+            .keys()
+            .all(|&id| self.book.address_of(id).is_some()));
     }
 
     /// Its counters (the ones the shell reads too).
@@ -967,13 +974,15 @@ impl Node {
     }
 
     /// Rebuilds the address book from the static list, the seeds and SWIM's table, and
-    /// keeps the authentication state in step: every node in it has an entry, a node that
-    /// left it (forgotten by SWIM) loses its own.
+    /// keeps the per-node state in step: every node in it has an authentication entry, a
+    /// node that left it (forgotten by SWIM) loses its own, its settings view (spec §8.10)
+    /// and the rest, so that what this node keeps is bounded by its book.
     fn refresh_book(&mut self) {
         let members = self.swim.members();
         for gone in self.book.rebuild(&self.config, &members) {
             self.auth.remove_peer(gone);
             self.stale_answered.remove(&gone);
+            self.settings.forget(gone);
         }
         for (id, _) in self.book.nodes() {
             self.auth.add_peer(id);

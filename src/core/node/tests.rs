@@ -1221,6 +1221,62 @@ fn a_joiners_settings_before_its_join_are_from_an_unknown_node_not_dropped() {
     assert!(stats.peer_unknown.load(Relaxed) >= 1, "its early settings");
 }
 
+/// Issue 10 (T's note): a member SWIM forgets (`swim::Event::Forgotten`, `dead_keep` after
+/// its death) leaves no per-member state behind in the node core: no settings view (spec
+/// §8.10), no authentication state, no address in the book. Waves of joiners come, tell
+/// node 1 their settings, die and are forgotten: what node 1 keeps stays bounded by the
+/// members it still has.
+#[test]
+fn forgotten_members_leave_no_settings_views_behind() {
+    let a1 = joined_addr(1);
+    let keys = test_keys();
+    let mut net = Joining::new(vec![joined_node(
+        1,
+        a1,
+        vec![],
+        keys.clone(),
+        11,
+        Instant::ZERO,
+    )]);
+    let mut next_id: NodeId = 2;
+    for wave in 0..2 {
+        let joiners: Vec<Node> = (0..3)
+            .map(|k| {
+                let id = next_id + k;
+                let addr = joined_addr(id as u8);
+                joined_node(id, addr, vec![(1, a1)], keys.clone(), 100 + id, net.now)
+            })
+            .collect();
+        next_id += 3;
+        net.nodes.extend(
+            joiners
+                .into_iter()
+                .map(|n| (n.config().listen().unwrap(), n)),
+        );
+        // Every member alive everywhere, and node 1 has heard every joiner's settings.
+        let heard = |net: &Joining| net.all_alive() && net.nodes[0].1.peer_settings().len() == 3;
+        assert!(
+            net.run_until(20, heard),
+            "wave {wave}: {:?}",
+            net.nodes[0].1.peer_settings()
+        );
+        // The joiners stop (crash): node 1 declares them dead, then forgets them.
+        net.nodes.truncate(1);
+        let forgotten = |net: &Joining| net.nodes[0].1.members().len() == 1;
+        assert!(
+            net.run_until(200, forgotten),
+            "wave {wave}: still held: {:?}",
+            net.nodes[0].1.members()
+        );
+        let node = &net.nodes[0].1;
+        assert_eq!(
+            node.peer_settings().keys().collect::<Vec<_>>(),
+            Vec::<&NodeId>::new(),
+            "wave {wave}: settings views of forgotten members"
+        );
+    }
+}
+
 /// What must not change when a forged join reaches node 1: its member table, its shards'
 /// terms, and the authentication state it keeps for strangers.
 fn node_state(node: &Node) -> (Vec<swim::MemberInfo>, Vec<u64>, usize) {
