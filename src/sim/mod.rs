@@ -22,11 +22,15 @@
 //! leaders that answer OVERLOADED whenever two proposals are uncommitted, one in four on 4
 //! nodes or more moves replicas by single-server membership changes while it runs
 //! (`membership.rs`: remove a voter, add it back as a learner, promote it), and one in four
-//! (`KEYLESS_SEEDS_EVERY`) runs without a cluster key, as every scenario does; the others
-//! authenticate every node-to-node datagram (spec §8.11), so the network's duplicates,
-//! late copies and a restarted node's first exchanges go through the checks a real node
-//! makes. Nothing reads a real clock, and no decision depends on a hash map's iteration
-//! order, so a failing seed fails the same way every time: the report carries a digest of
+//! (`KEYLESS_SEEDS_EVERY`, never a joined one) runs without a cluster key, as every
+//! scenario does; the others authenticate every node-to-node datagram (spec §8.11), so the
+//! network's duplicates, late copies and a restarted node's first exchanges go through the
+//! checks a real node makes. One seed in seven (`JOINED_SEEDS_EVERY`; every seed with `udplock sim --joined`)
+//! runs a joined cluster ([`SimConfig::joined`]): node 1 bootstraps it and holds every shard
+//! alone, the others join through it as SWIM members without replicas (and crash, pause,
+//! leave and restart like any node); the membership checker holds every running member
+//! alive everywhere at the end. Nothing reads a real clock, and no decision depends on a
+//! hash map's iteration order, so a failing seed fails the same way every time: the report carries a digest of
 //! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
 //!
 //! # Data flow
@@ -324,6 +328,8 @@ pub struct SimReport {
     pub membership_proposed: u64,
     pub membership_refused: u64,
     pub membership_changes: u64,
+    /// Crashes and stops of joined nodes (members without replicas, [`SimConfig::joined`]).
+    pub joined_crashes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,

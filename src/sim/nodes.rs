@@ -204,7 +204,9 @@ impl Sim {
         n.leading.clear();
         n.timer_generation += 1;
         n.crashes += 1;
+        let joined = !n.holds_replicas();
         self.report.crashes += 1;
+        self.report.joined_crashes += u64::from(joined);
     }
 
     pub(super) fn resume(&mut self, node: NodeId) -> Result<(), SimFailure> {
