@@ -378,6 +378,13 @@ impl Sim {
                 continue;
             };
             let members = core.members();
+            if members.iter().any(|m| m.id == FORGED_JOINER) {
+                return Err(self.fail(format!(
+                    "node {} holds the forger {FORGED_JOINER} as a member (spec §8.3 rule 3): \
+                     {members:?}",
+                    n.id
+                )));
+            }
             for other in &self.nodes {
                 let leaving = other.node.as_ref().is_none_or(Node::is_leaving);
                 if other.id == n.id || leaving {

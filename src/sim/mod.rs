@@ -328,6 +328,8 @@ pub struct SimReport {
     pub membership_proposed: u64,
     pub membership_refused: u64,
     pub membership_changes: u64,
+    /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
+    pub forged_joins: u64,
     /// Crashes and stops of joined nodes (members without replicas, [`SimConfig::joined`]).
     pub joined_crashes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
@@ -1122,6 +1124,10 @@ pub const JOINED_SEEDS_EVERY: u64 = 7;
 pub fn joined_seed(seed: u64) -> bool {
     seed % JOINED_SEEDS_EVERY == 5
 }
+
+/// The id a forger's join announces in a joined run (`Sim::send_forged_join`): no node's,
+/// at an address no node has.
+pub(crate) const FORGED_JOINER: NodeId = 200;
 
 /// The node that bootstraps a joined run and holds every shard (the others hold none).
 pub(crate) const BOOTSTRAP_NODE: NodeId = 1;
