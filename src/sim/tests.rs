@@ -267,3 +267,18 @@ fn a_correct_peers_datagram_dropped_as_undecodable_is_a_failure() {
         .expect_err("a correct peer's datagram dropped as undecodable");
     assert!(failure.what.contains("undecodable"), "{failure}");
 }
+
+/// Found by `udplock sim --seed 1033 --nodes 5 --joined`: nodes 1 and 4 restart together at
+/// the heal; node 4 joins node 1 while node 1 knows nobody yet, and never learns of nodes 2
+/// and 5, whose pings it drops as from nodes it does not know (spec §8.3 rule 3): gossip of
+/// them had run out, and its own full-state exchange was lost. A node that drops a datagram
+/// of a node it has not heard of now asks a member for its whole table at its next
+/// reconnect turn. Failed first: "liveness: at the end node 4 holds running node 2 as None".
+#[test]
+fn a_restarted_joined_node_learns_the_members_it_missed() {
+    let mut config = SimConfig::new(1033, 5, 10);
+    (config.joined, config.membership_changes) = (true, false);
+    if let Err(f) = run(&config) {
+        panic!("{f}");
+    }
+}

@@ -32,7 +32,8 @@
 //!   answers, rather than taking the list as the truth; and since the list is static, a
 //!   listed node held dead or gone is asked again every [`SWIM_RECONNECT_PERIODS`] periods
 //!   (Serf's reconnect), so that two sides of a healed partition, each holding the other
-//!   dead, find each other. Its messages travel as SWIM records of the PEER datagrams,
+//!   dead, find each other; so is one member it holds dead, in turn (a member held dead on
+//!   stale news hears of it and refutes, though nobody pings it). Its messages travel as SWIM records of the PEER datagrams,
 //!   coalesced with the Raft records and sealed like them; they depend on no write. SWIM
 //!   only informs operators ([`Node::members`], [`Node::poll_member_event`], [`NodeStats`]):
 //!   nothing in Raft or the lock tables reads it.
@@ -239,6 +240,12 @@ pub struct Node {
     swim_outgoing: Vec<(NodeId, swim::Message)>,
     member_events: VecDeque<swim::Event>,
     swim_reconnect_at: Instant,
+    /// The member held dead that [`Node::reconnect_swim`] asked last (it asks them in turn).
+    swim_reconnect_last: NodeId,
+    /// A node this node has not heard of sent it a datagram since the last reconnect turn:
+    /// the next asks the alive member after `swim_refresh_last` for its whole table.
+    swim_missing: bool,
+    swim_refresh_last: NodeId,
     /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
     book: AddressBook,
     transmits: VecDeque<Queued>,
@@ -336,6 +343,9 @@ impl Node {
             swim_outgoing: Vec::new(),
             member_events: VecDeque::new(),
             swim_reconnect_at: now + reconnect_interval(&config),
+            swim_reconnect_last: 0,
+            swim_missing: false,
+            swim_refresh_last: 0,
             book: AddressBook::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
@@ -935,9 +945,13 @@ impl Node {
     /// unknown node if the book knows no node `from` (a member not heard of yet: gossip
     /// reaches members one after the other), else as dropped (a known node's id from another
     /// address: not ours).
-    fn count_unknown(&self, from: NodeId) {
+    fn count_unknown(&mut self, from: NodeId) {
         match self.book.address_of(from) {
-            None => NodeStats::bump(&self.stats.peer_unknown),
+            None => {
+                NodeStats::bump(&self.stats.peer_unknown);
+                // This node's table may lack a member (see `reconnect_swim`).
+                self.swim_missing = true;
+            }
             Some(_) => NodeStats::bump(&self.stats.dropped),
         }
     }
@@ -1014,7 +1028,8 @@ impl Node {
     }
 
     /// [`SWIM_RECONNECT_PERIODS`]: a full-state exchange with every listed node SWIM holds
-    /// dead or gone, or has not heard of.
+    /// dead or gone, or has not heard of, with one member it holds dead, and, if a node it
+    /// has not heard of spoke to it, with one member it holds alive.
     fn reconnect_swim(&mut self, now: Instant) {
         if now < self.swim_reconnect_at {
             return;
@@ -1023,7 +1038,7 @@ impl Node {
         // A joined node's seeds too: the cluster's first node, restarted after the others
         // held it dead, knows nobody until someone asks it again.
         let seeds = self.config.joined.as_ref().map_or(&[][..], |j| &j.seeds);
-        let absent: Vec<SocketAddr> = self
+        let mut absent: Vec<SocketAddr> = self
             .config
             .peers
             .iter()
@@ -1037,6 +1052,53 @@ impl Node {
             })
             .filter_map(|&(id, _)| self.book.address_of(id))
             .collect();
+        // And one member SWIM holds dead, in turn (Serf's reconnect asks any failed member):
+        // stale news of a death may reach this node after the member talked to it last, and
+        // nobody pings a member held dead, nor do acks carry news it did not ask for (spec
+        // §8.3 rule 5), so without this it would hear of it only at its next full-state
+        // exchange — and not at all from a node with no listed peers, like the first node
+        // of a joined cluster.
+        let dead: Vec<(NodeId, SocketAddr)> = self
+            .swim
+            .members()
+            .iter()
+            .filter(|m| m.state == swim::State::Dead && m.id != self.config.node_id)
+            .map(|m| (m.id, m.addr))
+            .collect();
+        let next = dead
+            .iter()
+            .find(|&&(id, _)| id > self.swim_reconnect_last)
+            .or(dead.first());
+        if let Some(&(id, addr)) = next {
+            self.swim_reconnect_last = id;
+            if !absent.contains(&addr) {
+                absent.push(addr);
+            }
+        }
+        // A node it has not heard of spoke to it (`count_unknown`): its table may lack
+        // members whose news ran out before it came (a node that restarted and joined a seed
+        // that knew few), and it drops their pings (spec §8.3 rule 3). Ask one member it
+        // holds alive, in turn, for its whole table: never the unknown sender (its source is
+        // unproven; an answer there would reflect), and once per turn whatever a forger sends.
+        if std::mem::take(&mut self.swim_missing) {
+            let alive: Vec<(NodeId, SocketAddr)> = self
+                .swim
+                .members()
+                .iter()
+                .filter(|m| m.state == swim::State::Alive && m.id != self.config.node_id)
+                .map(|m| (m.id, m.addr))
+                .collect();
+            let next = alive
+                .iter()
+                .find(|&&(id, _)| id > self.swim_refresh_last)
+                .or(alive.first());
+            if let Some(&(id, addr)) = next {
+                self.swim_refresh_last = id;
+                if !absent.contains(&addr) {
+                    absent.push(addr);
+                }
+            }
+        }
         if !absent.is_empty() && !self.leaving {
             self.swim.join(now, &absent);
         }

@@ -1056,6 +1056,8 @@ struct Joining {
     wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     to_client: Vec<Vec<u8>>,
     sent_to_first: Vec<(SocketAddr, Vec<u8>)>,
+    /// (from, to) address pairs whose datagrams are lost.
+    cut: std::collections::BTreeSet<(SocketAddr, SocketAddr)>,
 }
 
 impl Joining {
@@ -1069,6 +1071,7 @@ impl Joining {
             wire: VecDeque::new(),
             to_client: Vec::new(),
             sent_to_first: Vec::new(),
+            cut: std::collections::BTreeSet::new(),
         }
     }
 
@@ -1110,6 +1113,9 @@ impl Joining {
             self.now = self.now.max(next);
             if datagram == Some(next) {
                 let (_, from, to, bytes) = self.wire.pop_front().unwrap();
+                if self.cut.contains(&(from, to)) {
+                    continue;
+                }
                 if let Some((_, node)) = self.nodes.iter_mut().find(|(a, _)| *a == to) {
                     node.handle_datagram(self.now, from, &bytes);
                 }
@@ -1275,6 +1281,64 @@ fn forgotten_members_leave_no_settings_views_behind() {
             "wave {wave}: settings views of forgotten members"
         );
     }
+}
+
+/// Found by the simulator's joined runs (seed 209 of `udplock sim --joined`): stale news of
+/// a death reaches a node after the member has rejoined it. Node 1 (the bootstrap node, no
+/// seeds) restarts knowing nobody while nodes 2 and 3 are cut off from each other and hold
+/// each other dead; node 2 joins node 1 first, then node 3 joins it carrying `Dead(2)` at
+/// node 2's incarnation, which node 1 takes. Nobody pings a member held dead, and node 2's
+/// pings of node 1 carry no news, so node 1's acks carry none either (an answer is no longer
+/// than its question): node 2 learned of it only at its next full-state exchange (every 30
+/// periods, and lost with the datagram). A node asks one member it holds dead again every
+/// `SWIM_RECONNECT_PERIODS`, as it asks its listed nodes, so the member hears of it and
+/// refutes within a few periods.
+#[test]
+fn a_member_held_dead_on_stale_news_hears_of_it_and_refutes() {
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+        joined_node(3, a3, vec![(1, a1)], keys.clone(), 33, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    // Node 1 goes away; nodes 2 and 3 are cut off from each other.
+    use udplock_protocol::SwimState::{Alive, Dead};
+    for (a, b) in [(a1, a2), (a1, a3), (a2, a3)] {
+        net.cut.insert((a, b));
+        net.cut.insert((b, a));
+    }
+    assert!(net.run_until(30, |n| n.holds(1, 3) == Some(Dead)
+        && n.holds(2, 2) == Some(Dead)));
+    // Node 1 comes back knowing nobody; node 2 reaches it first.
+    net.nodes[0].1 = joined_node(1, a1, vec![], keys, 44, net.now);
+    net.cut.remove(&(a1, a2));
+    net.cut.remove(&(a2, a1));
+    assert!(net.run_until(10, |n| n.holds(0, 2) == Some(Alive)
+        && n.holds(1, 1) == Some(Alive)));
+    // Then node 3, with its stale news of node 2.
+    net.cut.remove(&(a1, a3));
+    net.cut.remove(&(a3, a1));
+    assert!(
+        net.run_until(10, |n| n.holds(0, 2) == Some(Dead)),
+        "node 1 took the news"
+    );
+    // Everything heals: within a few periods every node holds every other alive.
+    net.cut.clear();
+    let mut periods = 0;
+    while !net.all_alive() && periods < 10 {
+        net.run_for(100);
+        periods += 1;
+    }
+    assert!(
+        net.all_alive(),
+        "after {periods} periods: {:?}",
+        net.nodes
+            .iter()
+            .map(|(_, n)| n.members())
+            .collect::<Vec<_>>()
+    );
 }
 
 /// What must not change when a forged join reaches node 1: its member table, its shards'
