@@ -546,7 +546,13 @@ fn log_start(config: &ClusterConfig, dir: Option<&DataDir>, storage_new: bool, s
     if config.is_single() {
         // Nobody to ask: a new single node starts at once (spec §8.5 rule 6, no others).
         if new > 0 {
-            log::info!("udplock node {id}: a single node, starting empty ({why})");
+            // The node that bootstrapped a joined cluster is its one voter for now, not a
+            // single node: others join it.
+            let what = match config.joined {
+                Some(_) => "bootstrapping a new cluster as its only voter",
+                None => "a single node",
+            };
+            log::info!("udplock node {id}: {what}, starting empty ({why})");
         }
     } else if new > 0 {
         log::warn!(

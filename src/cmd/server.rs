@@ -354,6 +354,8 @@ fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), 
     let invalid = |e: String| LockError::InvalidArgument(e);
     let node_id = config.node_id;
     let durability = config.durability;
+    // A node that joined holds no shard replica yet: it has nothing to hand over.
+    let holds_replicas = config.node_config().holds_replicas();
     // A refused configuration (a key file, a data directory of another node) is the
     // operator's to fix, not an internal error.
     let node = ClusterNode::start(config.clone()).map_err(|e| {
@@ -397,6 +399,15 @@ fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), 
             .recv_timeout(std::time::Duration::from_millis(100))
             .is_ok()
         {
+            if !holds_replicas {
+                notice(&format!(
+                    "udplock server: node {node_id} leaving (it holds no shard replica: nothing \
+                     to hand over)\n"
+                ));
+                node.leave(std::time::Duration::from_secs(5));
+                notice(&format!("udplock server: node {node_id} stopped\n"));
+                return Ok(());
+            }
             notice(&format!(
                 "udplock server: node {node_id} leaving: handing its shards over\n"
             ));

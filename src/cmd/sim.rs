@@ -20,6 +20,10 @@ pub struct SimArgs {
     /// Simulated seconds of faults per seed (a healed liveness phase of 5 s follows).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Every seed runs a joined cluster (spec §8.1): node 1 bootstraps it and holds every
+    /// shard, the others join through it without replicas (the sweep runs one seed in 7 so).
+    #[arg(long)]
+    joined: bool,
 }
 
 /// Runs every seed of the range; fails if any seed failed (each failure is printed).
@@ -30,6 +34,10 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
         let mut config = udplock::sim::SimConfig::new(seed, a.nodes, a.seconds);
         if let Some(shards) = a.shards {
             config.shards = shards;
+        }
+        if a.joined {
+            config.joined = true;
+            config.membership_changes = false;
         }
         match udplock::sim::run(&config) {
             Ok(r) => {

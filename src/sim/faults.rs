@@ -35,6 +35,10 @@ impl Sim {
             // (`membership.rs`), whose minority is smaller: one less may be without state.
             let spare = if self.config.membership_changes { 2 } else { 1 };
             let room = stateless_others < (self.nodes.len() - spare) / 2;
+            // A joined run's bootstrap node is the one voter of every shard: its state is
+            // all there is, so it never loses it (a minority of one voter is nobody).
+            let sole_voter = self.config.joined && node == BOOTSTRAP_NODE;
+            let (others_whole, room) = (others_whole && !sole_voter, room && !sole_voter);
             let memory = self.node(node).memory;
             if memory && (!others_whole || (self.config.membership_changes && !room)) {
                 self.schedule(Duration::from_millis(200), Event::Restart { node });
@@ -257,6 +261,8 @@ impl Sim {
             // A faulty peer (or a forger, on a cluster without a key) sends a follower a
             // complete snapshot of garbage, as if from its leader: the follower must drop it
             // and keep its state, and still restart from what it persisted (issue 8).
+            // In a joined cluster, half the time a forger's join instead (spec §8.3 rule 3).
+            11 if self.config.joined && self.rng.gen_bool(0.5) => return self.send_forged_join(),
             11 => return self.send_junk_snapshot(),
             // A node's clock changes rate (or, in an experiment, stalls or jumps).
             12 => return self.clock_fault(shard),
@@ -366,6 +372,60 @@ impl Sim {
             )));
         }
         self.report.junk_snapshots += 1;
+        self.after_call(to)
+    }
+
+    /// Fault 11 in a joined cluster (see `inject_fault`): a stranger without the key asks a
+    /// running node to let it join — an unsealed PEER datagram whose SWIM PUSH_PULL announces
+    /// node [`FORGED_JOINER`] at the address it comes from (spec §8.3 rule 3). The node drops
+    /// it as unauthenticated (spec §8.11) and answers nothing (a datagram to an address no
+    /// node has fails the run), and the forger never becomes a member (checked at the end,
+    /// `check_members`).
+    pub(super) fn send_forged_join(&mut self) -> Result<(), SimFailure> {
+        use udplock_protocol::{PeerWriter, SwimMessage, SwimState, SwimUpdate};
+        let targets: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.is_some() && n.paused_until.is_none())
+            .map(|n| n.id)
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let to = targets[self.rng.gen_range(0..targets.len())];
+        let from = wire::node_addr(FORGED_JOINER);
+        let join: crate::core::swim::Message = SwimMessage::PushPull {
+            reply: true,
+            members: vec![SwimUpdate {
+                id: FORGED_JOINER,
+                addr: from,
+                incarnation: self.rng.gen_range(0..1_000),
+                state: SwimState::Alive,
+                from: 0,
+            }],
+        };
+        let header = udplock_protocol::PeerHeader {
+            cluster_id: self.cluster_id,
+            from: FORGED_JOINER,
+        };
+        let mut datagram = vec![0u8; udplock_protocol::PEER_DATAGRAM_LEN_MAX];
+        let mut writer = PeerWriter::new(&mut datagram, header);
+        writer.push_swim(&join).expect("one update fits");
+        let len = writer.finish();
+        datagram.truncate(len);
+        self.trace.bytes(&datagram);
+        let now = self.now;
+        let n = self.node(to);
+        n.junk_unauthenticated += 1;
+        let local = n.clock.local(now);
+        let core = n.node.as_mut().expect("a running node");
+        core.handle_datagram(local, from, &datagram);
+        if n.stats.auth_dropped(AuthDrop::Unauthenticated) < n.junk_unauthenticated {
+            return Err(self.fail(format!(
+                "node {to} took a forged join without the cluster key (spec §8.3 rule 3, §8.11)"
+            )));
+        }
+        self.report.forged_joins += 1;
         self.after_call(to)
     }
 

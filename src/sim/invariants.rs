@@ -48,7 +48,21 @@ impl Sim {
         if misjudged > n.junk_unauthenticated {
             return Err(self.fail(format!(
                 "node {id} dropped {misjudged} datagram(s) of correct peers as forged \
-                 (spec §8.11)"
+                 (spec §8.11): {:?}",
+                AuthDrop::ALL.map(|r| (r, n.stats.auth_dropped(r)))
+            )));
+        }
+        // A datagram from a node it has not heard of (`NodeStats::peer_unknown`) is expected
+        // only in a joined cluster, whose members learn of each other one after the other; in
+        // a static one every node knows every other from the start.
+        let unknown = n
+            .stats
+            .peer_unknown
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unknown > 0 && !self.config.joined {
+            return Err(self.fail(format!(
+                "node {id} dropped {unknown} datagram(s) of correct peers as from unknown \
+                 nodes in a static cluster (NodeStats::peer_unknown)"
             )));
         }
         // Nor does its core drop one as undecodable, not for it, or too long
@@ -340,7 +354,7 @@ impl Sim {
         }
         for (s, &mark) in self.catch_up_index.iter().enumerate() {
             let Some(mark) = mark else { continue };
-            for n in &self.nodes {
+            for n in self.nodes.iter().filter(|n| n.holds_replicas()) {
                 if n.applied[s] < mark {
                     return Err(self.fail(format!(
                         "liveness: node {} applied only up to {} of the {mark} entries of \
@@ -364,6 +378,13 @@ impl Sim {
                 continue;
             };
             let members = core.members();
+            if members.iter().any(|m| m.id == FORGED_JOINER) {
+                return Err(self.fail(format!(
+                    "node {} holds the forger {FORGED_JOINER} as a member (spec §8.3 rule 3): \
+                     {members:?}",
+                    n.id
+                )));
+            }
             for other in &self.nodes {
                 let leaving = other.node.as_ref().is_none_or(Node::is_leaving);
                 if other.id == n.id || leaving {

@@ -22,11 +22,15 @@
 //! leaders that answer OVERLOADED whenever two proposals are uncommitted, one in four on 4
 //! nodes or more moves replicas by single-server membership changes while it runs
 //! (`membership.rs`: remove a voter, add it back as a learner, promote it), and one in four
-//! (`KEYLESS_SEEDS_EVERY`) runs without a cluster key, as every scenario does; the others
-//! authenticate every node-to-node datagram (spec §8.11), so the network's duplicates,
-//! late copies and a restarted node's first exchanges go through the checks a real node
-//! makes. Nothing reads a real clock, and no decision depends on a hash map's iteration
-//! order, so a failing seed fails the same way every time: the report carries a digest of
+//! (`KEYLESS_SEEDS_EVERY`, never a joined one) runs without a cluster key, as every
+//! scenario does; the others authenticate every node-to-node datagram (spec §8.11), so the
+//! network's duplicates, late copies and a restarted node's first exchanges go through the
+//! checks a real node makes. One seed in seven (`JOINED_SEEDS_EVERY`; every seed with `udplock sim --joined`)
+//! runs a joined cluster ([`SimConfig::joined`]): node 1 bootstraps it and holds every shard
+//! alone, the others join through it as SWIM members without replicas (and crash, pause,
+//! leave and restart like any node); the membership checker holds every running member
+//! alive everywhere at the end. Nothing reads a real clock, and no decision depends on a
+//! hash map's iteration order, so a failing seed fails the same way every time: the report carries a digest of
 //! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
 //!
 //! # Data flow
@@ -231,6 +235,14 @@ pub struct SimConfig {
     /// and faults happen (`membership.rs`); it fails if none commits. [`SimConfig::new`] sets
     /// it for one seed in `MEMBERSHIP_SEEDS_EVERY`.
     pub membership_changes: bool,
+    /// A joined cluster (spec §8.1, `udplock server --bootstrap` / `--join`): node 1
+    /// bootstraps it and holds every shard alone; every other node starts joined with node 1
+    /// as its seed and holds no replica (a SWIM member and a peer only). The simulator builds
+    /// their `node::Config` as `cluster::join::discover` would have (the cluster id, the seed
+    /// with its id): the client-protocol discovery itself is not simulated. Clients talk to
+    /// node 1 alone. [`SimConfig::new`] sets it for one seed in [`JOINED_SEEDS_EVERY`];
+    /// `udplock sim --joined` for every seed.
+    pub joined: bool,
 }
 
 impl SimConfig {
@@ -250,7 +262,8 @@ impl SimConfig {
             production_compaction: seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3,
             clock_stops_during_pauses: false,
             clock_faults_beyond_bound: false,
-            membership_changes: membership::membership_seed(seed, nodes),
+            membership_changes: membership::membership_seed(seed, nodes) && !joined_seed(seed),
+            joined: joined_seed(seed),
         }
     }
 }
@@ -315,6 +328,10 @@ pub struct SimReport {
     pub membership_proposed: u64,
     pub membership_refused: u64,
     pub membership_changes: u64,
+    /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
+    pub forged_joins: u64,
+    /// Crashes and stops of joined nodes (members without replicas, [`SimConfig::joined`]).
+    pub joined_crashes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -329,6 +346,8 @@ pub struct SimFailure {
     /// The safety phase, whole seconds (the CLI's `--seconds`).
     pub seconds: u64,
     pub scenario: Option<Scenario>,
+    /// The run was a joined cluster ([`SimConfig::joined`]).
+    pub joined: bool,
     pub at: Instant,
     pub what: String,
 }
@@ -355,6 +374,9 @@ impl fmt::Display for SimFailure {
                 )?;
                 if self.shards != shards_of_seed(self.seed) {
                     write!(f, " --shards {}", self.shards)?;
+                }
+                if self.joined && !joined_seed(self.seed) {
+                    write!(f, " --joined")?;
                 }
                 Ok(())
             }
@@ -604,6 +626,7 @@ pub fn run(config: &SimConfig) -> Result<SimReport, SimFailure> {
             shards: config.shards,
             seconds: config.safety_phase.as_millis() / 1_000,
             scenario: config.scenario,
+            joined: config.joined,
             at,
             what: format!("panicked: {what}"),
         }
@@ -661,7 +684,12 @@ impl Sim {
                 node: None,
                 stats: Arc::default(),
                 disk: SimDisk::new(),
-                stores: (0..shards).map(|_| None).collect(),
+                // A node holds a replica of every shard, or (joined, not the bootstrap
+                // node) of none: its data directory has no shard files.
+                stores: (0..shards)
+                    .filter(|_| !config.joined || id == BOOTSTRAP_NODE)
+                    .map(|_| None)
+                    .collect(),
                 os: os_seed(&config),
                 dir: None,
                 boot: 1,
@@ -697,7 +725,8 @@ impl Sim {
                 let seed = rng.gen();
                 Client::new(
                     idx,
-                    config.nodes,
+                    // A joined run's clients know node 1 only (the others hold no shard).
+                    if config.joined { 1 } else { config.nodes },
                     config.shards,
                     config.resources,
                     clock,
@@ -787,6 +816,7 @@ impl Sim {
             shards: self.config.shards,
             seconds: self.config.safety_phase.as_millis() / 1_000,
             scenario: self.config.scenario,
+            joined: self.config.joined,
             at,
             what,
         }
@@ -1027,7 +1057,9 @@ const OVERLOAD_RETRY_AFTER_MS: u32 = 300;
 const KEYLESS_SEEDS_EVERY: u64 = 4;
 
 fn keyless_seed(config: &SimConfig) -> bool {
-    config.scenario.is_some() || config.seed % KEYLESS_SEEDS_EVERY == 1
+    // A joined cluster needs a key (`udplock server --join` refuses to start without one):
+    // a stranger's join is accepted only authenticated (spec §8.3 rule 3, §8.11).
+    config.scenario.is_some() || (config.seed % KEYLESS_SEEDS_EVERY == 1 && !config.joined)
 }
 
 /// Shard counts a random run draws from ([`shards_of_seed`]), in turn: one shard (the
@@ -1060,6 +1092,18 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         swim_period: SWIM_PERIOD,
         ..node::Config::new(id, peers)
     };
+    if config.joined {
+        // Spec §8.1: node 1 bootstrapped the cluster (it alone is a voter); the others
+        // joined through it, as `cluster::join::discover` hands a joining node its seed.
+        let first = (BOOTSTRAP_NODE, wire::node_addr(BOOTSTRAP_NODE));
+        let bootstrap = id == BOOTSTRAP_NODE;
+        cluster.peers = if bootstrap { vec![first] } else { Vec::new() };
+        cluster.joined = Some(node::Joined {
+            cluster_id: joined_cluster_id(config.seed),
+            addr: wire::node_addr(id),
+            seeds: if bootstrap { Vec::new() } else { vec![first] },
+        });
+    }
     if overload_seed(config) {
         // Leaders answer OVERLOADED whenever two proposals are uncommitted, so clients meet
         // it under every fault (issue 7: its paths were never simulated).
@@ -1069,6 +1113,29 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         (cluster.compact_every, cluster.compact_keep) = (every, keep);
     }
     cluster
+}
+
+/// One random seed in this many (those with `seed % JOINED_SEEDS_EVERY == 5`; 7 is prime to
+/// the other classes' 3, 4 and 5, so a joined run meets each of them) runs a joined cluster
+/// ([`SimConfig::joined`]).
+pub const JOINED_SEEDS_EVERY: u64 = 7;
+
+/// Whether random seed `seed` runs a joined cluster (see [`JOINED_SEEDS_EVERY`]).
+pub fn joined_seed(seed: u64) -> bool {
+    seed % JOINED_SEEDS_EVERY == 5
+}
+
+/// The id a forger's join announces in a joined run (`Sim::send_forged_join`): no node's,
+/// at an address no node has.
+pub(crate) const FORGED_JOINER: NodeId = 200;
+
+/// The node that bootstraps a joined run and holds every shard (the others hold none).
+pub(crate) const BOOTSTRAP_NODE: NodeId = 1;
+
+/// A joined run's cluster id: what `--bootstrap` draws at random, here from the seed
+/// (non-zero, spec §8.1).
+fn joined_cluster_id(seed: u64) -> u64 {
+    udplock_protocol::shard_hash(format!("joined sim {seed}").as_bytes()).max(1)
 }
 
 fn overload_seed(config: &SimConfig) -> bool {

@@ -66,7 +66,13 @@ pub(super) struct SimNode {
 impl SimNode {
     /// Its replica of `shard`, while it runs.
     pub(crate) fn replica(&self, shard: usize) -> Option<&Replica> {
-        self.node.as_ref().map(|n| &n.shards()[shard])
+        self.node.as_ref().and_then(|n| n.shards().get(shard))
+    }
+
+    /// It holds a replica of every shard (else none: a joined node, see
+    /// [`SimConfig::joined`]); its `stores` has a slot per replica it holds.
+    pub(super) fn holds_replicas(&self) -> bool {
+        !self.stores.is_empty()
     }
 
     /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
@@ -125,15 +131,24 @@ impl Sim {
         let random = self.config.scenario.is_none();
         // What the node's data directory records (what `ClusterConfig::identity` gives a
         // real node).
-        let identity = Identity {
-            membership: format!(
-                "{} simulated nodes/{}",
-                self.nodes.len(),
-                self.config.shards
-            ),
-            membership_id: self.cluster_id,
-            node: id,
-            joined: None,
+        let identity = match &config.joined {
+            // As `ClusterConfig::identity` records a joined node's.
+            Some(j) => Identity {
+                membership: config.membership(),
+                membership_id: udplock_protocol::shard_hash(config.membership().as_bytes()).max(1),
+                node: id,
+                joined: Some(j.cluster_id),
+            },
+            None => Identity {
+                membership: format!(
+                    "{} simulated nodes/{}",
+                    self.nodes.len(),
+                    self.config.shards
+                ),
+                membership_id: self.cluster_id,
+                node: id,
+                joined: None,
+            },
         };
         let n = self.node(id);
         config.table.ttl_default_ms = n.settings.ttl_default_ms;
@@ -189,7 +204,9 @@ impl Sim {
         n.leading.clear();
         n.timer_generation += 1;
         n.crashes += 1;
+        let joined = !n.holds_replicas();
         self.report.crashes += 1;
+        self.report.joined_crashes += u64::from(joined);
     }
 
     pub(super) fn resume(&mut self, node: NodeId) -> Result<(), SimFailure> {

@@ -147,6 +147,7 @@ impl Scenario {
             clock_stops_during_pauses: false,
             clock_faults_beyond_bound: false,
             membership_changes: false,
+            joined: false,
         }
     }
 

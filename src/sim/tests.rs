@@ -198,6 +198,7 @@ fn the_failure_names_the_command_that_reproduces_it() {
         shards: shards_of_seed(42),
         seconds: 7,
         scenario: None,
+        joined: false,
         at: at(1),
         what: "x".into(),
     };
@@ -220,6 +221,13 @@ fn the_failure_names_the_command_that_reproduces_it() {
             .ends_with(&format!("--seconds 7 --shards {other}")),
         "{failure}"
     );
+    // So is a joined run on a seed the sweep runs static.
+    assert!(!joined_seed(42));
+    let failure = SimFailure {
+        joined: true,
+        ..failure
+    };
+    assert!(failure.to_string().ends_with(" --joined"), "{failure}");
 }
 
 /// Issue 9 item 6: a datagram of a correct node that its peer's core drops as undecodable
@@ -258,4 +266,19 @@ fn a_correct_peers_datagram_dropped_as_undecodable_is_a_failure() {
         })
         .expect_err("a correct peer's datagram dropped as undecodable");
     assert!(failure.what.contains("undecodable"), "{failure}");
+}
+
+/// Found by `udplock sim --seed 1033 --nodes 5 --joined`: nodes 1 and 4 restart together at
+/// the heal; node 4 joins node 1 while node 1 knows nobody yet, and never learns of nodes 2
+/// and 5, whose pings it drops as from nodes it does not know (spec §8.3 rule 3): gossip of
+/// them had run out, and its own full-state exchange was lost. A node that drops a datagram
+/// of a node it has not heard of now asks a member for its whole table at its next
+/// reconnect turn. Failed first: "liveness: at the end node 4 holds running node 2 as None".
+#[test]
+fn a_restarted_joined_node_learns_the_members_it_missed() {
+    let mut config = SimConfig::new(1033, 5, 10);
+    (config.joined, config.membership_changes) = (true, false);
+    if let Err(f) = run(&config) {
+        panic!("{f}");
+    }
 }

@@ -32,7 +32,8 @@
 //!   answers, rather than taking the list as the truth; and since the list is static, a
 //!   listed node held dead or gone is asked again every [`SWIM_RECONNECT_PERIODS`] periods
 //!   (Serf's reconnect), so that two sides of a healed partition, each holding the other
-//!   dead, find each other. Its messages travel as SWIM records of the PEER datagrams,
+//!   dead, find each other; so is one member it holds dead, in turn (a member held dead on
+//!   stale news hears of it and refutes, though nobody pings it). Its messages travel as SWIM records of the PEER datagrams,
 //!   coalesced with the Raft records and sealed like them; they depend on no write. SWIM
 //!   only informs operators ([`Node::members`], [`Node::poll_member_event`], [`NodeStats`]):
 //!   nothing in Raft or the lock tables reads it.
@@ -239,6 +240,12 @@ pub struct Node {
     swim_outgoing: Vec<(NodeId, swim::Message)>,
     member_events: VecDeque<swim::Event>,
     swim_reconnect_at: Instant,
+    /// The member held dead that [`Node::reconnect_swim`] asked last (it asks them in turn).
+    swim_reconnect_last: NodeId,
+    /// A node this node has not heard of sent it a datagram since the last reconnect turn:
+    /// the next asks the alive member after `swim_refresh_last` for its whole table.
+    swim_missing: bool,
+    swim_refresh_last: NodeId,
     /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
     book: AddressBook,
     transmits: VecDeque<Queued>,
@@ -336,6 +343,9 @@ impl Node {
             swim_outgoing: Vec::new(),
             member_events: VecDeque::new(),
             swim_reconnect_at: now + reconnect_interval(&config),
+            swim_reconnect_last: 0,
+            swim_missing: false,
+            swim_refresh_last: 0,
             book: AddressBook::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
@@ -365,6 +375,18 @@ impl Node {
         // O(nodes): every node of the book has authentication state (sealing for it and
         // checking its datagrams need it).
         debug_assert!(self.book.nodes().all(|(id, _)| self.auth.knows(id)));
+        // Per-node state is of nodes of the book (or joiners on their way in) alone: a node
+        // SWIM forgot leaves nothing behind.
+        debug_assert!(self
+            .settings
+            .views()
+            .keys()
+            .all(|&id| self.book.address_of(id).is_some()));
+    }
+
+    /// Its counters (the ones the shell reads too).
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
     }
 
     pub fn config(&self) -> &Config {
@@ -919,6 +941,21 @@ impl Node {
         }
     }
 
+    /// Counts a node-to-node datagram of `from` dropped by spec §8.3 rule 3: as from an
+    /// unknown node if the book knows no node `from` (a member not heard of yet: gossip
+    /// reaches members one after the other), else as dropped (a known node's id from another
+    /// address: not ours).
+    fn count_unknown(&mut self, from: NodeId) {
+        match self.book.address_of(from) {
+            None => {
+                NodeStats::bump(&self.stats.peer_unknown);
+                // This node's table may lack a member (see `reconnect_swim`).
+                self.swim_missing = true;
+            }
+            Some(_) => NodeStats::bump(&self.stats.dropped),
+        }
+    }
+
     /// Spec §8.3 rule 3, for a PEER datagram of `from` that the address book does not know
     /// at `source`: it passes only if it carries SWIM records alone, one of them `from`'s own
     /// update at `source`, and rules 1–2 of §8.11 (which need no state of the sender). Then,
@@ -932,7 +969,7 @@ impl Node {
         peer: &PeerDatagram<'_>,
     ) -> bool {
         if !book::stranger_announces_itself(peer, from, source) {
-            NodeStats::bump(&self.stats.dropped);
+            self.count_unknown(from);
             return false;
         }
         if let Err(reason) = self.auth.check_stranger(datagram, peer.auth.as_ref()) {
@@ -951,13 +988,15 @@ impl Node {
     }
 
     /// Rebuilds the address book from the static list, the seeds and SWIM's table, and
-    /// keeps the authentication state in step: every node in it has an entry, a node that
-    /// left it (forgotten by SWIM) loses its own.
+    /// keeps the per-node state in step: every node in it has an authentication entry, a
+    /// node that left it (forgotten by SWIM) loses its own, its settings view (spec §8.10)
+    /// and the rest, so that what this node keeps is bounded by its book.
     fn refresh_book(&mut self) {
         let members = self.swim.members();
         for gone in self.book.rebuild(&self.config, &members) {
             self.auth.remove_peer(gone);
             self.stale_answered.remove(&gone);
+            self.settings.forget(gone);
         }
         for (id, _) in self.book.nodes() {
             self.auth.add_peer(id);
@@ -989,7 +1028,8 @@ impl Node {
     }
 
     /// [`SWIM_RECONNECT_PERIODS`]: a full-state exchange with every listed node SWIM holds
-    /// dead or gone, or has not heard of.
+    /// dead or gone, or has not heard of, with one member it holds dead, and, if a node it
+    /// has not heard of spoke to it, with one member it holds alive.
     fn reconnect_swim(&mut self, now: Instant) {
         if now < self.swim_reconnect_at {
             return;
@@ -998,7 +1038,7 @@ impl Node {
         // A joined node's seeds too: the cluster's first node, restarted after the others
         // held it dead, knows nobody until someone asks it again.
         let seeds = self.config.joined.as_ref().map_or(&[][..], |j| &j.seeds);
-        let absent: Vec<SocketAddr> = self
+        let mut absent: Vec<SocketAddr> = self
             .config
             .peers
             .iter()
@@ -1012,6 +1052,53 @@ impl Node {
             })
             .filter_map(|&(id, _)| self.book.address_of(id))
             .collect();
+        // And one member SWIM holds dead, in turn (Serf's reconnect asks any failed member):
+        // stale news of a death may reach this node after the member talked to it last, and
+        // nobody pings a member held dead, nor do acks carry news it did not ask for (spec
+        // §8.3 rule 5), so without this it would hear of it only at its next full-state
+        // exchange — and not at all from a node with no listed peers, like the first node
+        // of a joined cluster.
+        let dead: Vec<(NodeId, SocketAddr)> = self
+            .swim
+            .members()
+            .iter()
+            .filter(|m| m.state == swim::State::Dead && m.id != self.config.node_id)
+            .map(|m| (m.id, m.addr))
+            .collect();
+        let next = dead
+            .iter()
+            .find(|&&(id, _)| id > self.swim_reconnect_last)
+            .or(dead.first());
+        if let Some(&(id, addr)) = next {
+            self.swim_reconnect_last = id;
+            if !absent.contains(&addr) {
+                absent.push(addr);
+            }
+        }
+        // A node it has not heard of spoke to it (`count_unknown`): its table may lack
+        // members whose news ran out before it came (a node that restarted and joined a seed
+        // that knew few), and it drops their pings (spec §8.3 rule 3). Ask one member it
+        // holds alive, in turn, for its whole table: never the unknown sender (its source is
+        // unproven; an answer there would reflect), and once per turn whatever a forger sends.
+        if std::mem::take(&mut self.swim_missing) {
+            let alive: Vec<(NodeId, SocketAddr)> = self
+                .swim
+                .members()
+                .iter()
+                .filter(|m| m.state == swim::State::Alive && m.id != self.config.node_id)
+                .map(|m| (m.id, m.addr))
+                .collect();
+            let next = alive
+                .iter()
+                .find(|&&(id, _)| id > self.swim_refresh_last)
+                .or(alive.first());
+            if let Some(&(id, addr)) = next {
+                self.swim_refresh_last = id;
+                if !absent.contains(&addr) {
+                    absent.push(addr);
+                }
+            }
+        }
         if !absent.is_empty() && !self.leaving {
             self.swim.join(now, &absent);
         }
@@ -1026,7 +1113,7 @@ impl Node {
         };
         let from = p.header.from;
         if !self.listed_peer(from, source) {
-            NodeStats::bump(&self.stats.dropped);
+            self.count_unknown(from);
             return;
         }
         if !self.authenticated(from, datagram, p.auth.as_ref(), source) {

@@ -150,6 +150,14 @@ impl PeerSettingsLog {
         &self.views
     }
 
+    /// Node `id` left the address book (SWIM forgot it): nothing of it is kept, so the
+    /// views stay bounded by the book however many members come and go. If it comes back,
+    /// its next PEER_SETTINGS (every [`SETTINGS_PERIOD`]) makes a new view.
+    pub fn forget(&mut self, id: NodeId) {
+        self.views.remove(&id);
+        self.logged.remove(&id);
+    }
+
     /// A PEER_SETTINGS from `from` (already checked to be a listed node at its listed
     /// address `addr`): compare, record, and log when due.
     pub fn heard(&mut self, now: Instant, from: NodeId, addr: SocketAddr, p: &PeerSettings<'_>) {

@@ -19,6 +19,13 @@ pub struct NodeStats {
     pub error_replies: AtomicU64,
     /// Datagrams dropped without an answer (not ours, oversized, too short to answer).
     pub dropped: AtomicU64,
+    /// Cluster nodes: node-to-node datagrams (PEER, PEER_SETTINGS) from a node id the
+    /// address book does not know (spec §8.3 rule 3) that were not its own join: dropped, not
+    /// counted in `dropped` (a known id from another address is). A joined cluster's members
+    /// learn of each other by gossip, one after the other, and a restarted node knows nobody
+    /// but its seeds, so a correct node's settings or SWIM message may reach one that has not
+    /// heard of it yet; a steady stream is a stranger's.
+    pub peer_unknown: AtomicU64,
     /// Replies the kernel refused to send.
     pub send_errors: AtomicU64,
     /// Cluster nodes: PEER datagrams sent and accepted (records of many shards share one).

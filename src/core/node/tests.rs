@@ -1056,6 +1056,8 @@ struct Joining {
     wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     to_client: Vec<Vec<u8>>,
     sent_to_first: Vec<(SocketAddr, Vec<u8>)>,
+    /// (from, to) address pairs whose datagrams are lost.
+    cut: std::collections::BTreeSet<(SocketAddr, SocketAddr)>,
 }
 
 impl Joining {
@@ -1069,6 +1071,7 @@ impl Joining {
             wire: VecDeque::new(),
             to_client: Vec::new(),
             sent_to_first: Vec::new(),
+            cut: std::collections::BTreeSet::new(),
         }
     }
 
@@ -1110,6 +1113,9 @@ impl Joining {
             self.now = self.now.max(next);
             if datagram == Some(next) {
                 let (_, from, to, bytes) = self.wire.pop_front().unwrap();
+                if self.cut.contains(&(from, to)) {
+                    continue;
+                }
                 if let Some((_, node)) = self.nodes.iter_mut().find(|(a, _)| *a == to) {
                     node.handle_datagram(self.now, from, &bytes);
                 }
@@ -1200,6 +1206,139 @@ fn a_bootstrapped_node_and_two_joiners_hold_each_other_alive() {
         .nodes
         .iter()
         .all(|(_, n)| n.cluster_id() == JOINED_CLUSTER_ID));
+}
+
+/// A joiner tells its seed its settings (spec §8.10) on its first turn, before the seed has
+/// heard its join: the seed must not count that correct datagram as dropped (undecodable,
+/// not for it: `NodeStats::dropped`), but as one from a node its address book does not know
+/// yet (`NodeStats::peer_unknown`, spec §8.3 rule 3). The simulator's joined runs found it.
+#[test]
+fn a_joiners_settings_before_its_join_are_from_an_unknown_node_not_dropped() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    let stats = net.nodes[0].1.stats();
+    assert_eq!(stats.dropped.load(Relaxed), 0, "dropped as undecodable");
+    assert!(stats.peer_unknown.load(Relaxed) >= 1, "its early settings");
+}
+
+/// Issue 10 (T's note): a member SWIM forgets (`swim::Event::Forgotten`, `dead_keep` after
+/// its death) leaves no per-member state behind in the node core: no settings view (spec
+/// §8.10), no authentication state, no address in the book. Waves of joiners come, tell
+/// node 1 their settings, die and are forgotten: what node 1 keeps stays bounded by the
+/// members it still has.
+#[test]
+fn forgotten_members_leave_no_settings_views_behind() {
+    let a1 = joined_addr(1);
+    let keys = test_keys();
+    let mut net = Joining::new(vec![joined_node(
+        1,
+        a1,
+        vec![],
+        keys.clone(),
+        11,
+        Instant::ZERO,
+    )]);
+    let mut next_id: NodeId = 2;
+    for wave in 0..2 {
+        let joiners: Vec<Node> = (0..3)
+            .map(|k| {
+                let id = next_id + k;
+                let addr = joined_addr(id as u8);
+                joined_node(id, addr, vec![(1, a1)], keys.clone(), 100 + id, net.now)
+            })
+            .collect();
+        next_id += 3;
+        net.nodes.extend(
+            joiners
+                .into_iter()
+                .map(|n| (n.config().listen().unwrap(), n)),
+        );
+        // Every member alive everywhere, and node 1 has heard every joiner's settings.
+        let heard = |net: &Joining| net.all_alive() && net.nodes[0].1.peer_settings().len() == 3;
+        assert!(
+            net.run_until(20, heard),
+            "wave {wave}: {:?}",
+            net.nodes[0].1.peer_settings()
+        );
+        // The joiners stop (crash): node 1 declares them dead, then forgets them.
+        net.nodes.truncate(1);
+        let forgotten = |net: &Joining| net.nodes[0].1.members().len() == 1;
+        assert!(
+            net.run_until(200, forgotten),
+            "wave {wave}: still held: {:?}",
+            net.nodes[0].1.members()
+        );
+        let node = &net.nodes[0].1;
+        assert_eq!(
+            node.peer_settings().keys().collect::<Vec<_>>(),
+            Vec::<&NodeId>::new(),
+            "wave {wave}: settings views of forgotten members"
+        );
+    }
+}
+
+/// Found by the simulator's joined runs (seed 209 of `udplock sim --joined`): stale news of
+/// a death reaches a node after the member has rejoined it. Node 1 (the bootstrap node, no
+/// seeds) restarts knowing nobody while nodes 2 and 3 are cut off from each other and hold
+/// each other dead; node 2 joins node 1 first, then node 3 joins it carrying `Dead(2)` at
+/// node 2's incarnation, which node 1 takes. Nobody pings a member held dead, and node 2's
+/// pings of node 1 carry no news, so node 1's acks carry none either (an answer is no longer
+/// than its question): node 2 learned of it only at its next full-state exchange (every 30
+/// periods, and lost with the datagram). A node asks one member it holds dead again every
+/// `SWIM_RECONNECT_PERIODS`, as it asks its listed nodes, so the member hears of it and
+/// refutes within a few periods.
+#[test]
+fn a_member_held_dead_on_stale_news_hears_of_it_and_refutes() {
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+        joined_node(3, a3, vec![(1, a1)], keys.clone(), 33, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    // Node 1 goes away; nodes 2 and 3 are cut off from each other.
+    use udplock_protocol::SwimState::{Alive, Dead};
+    for (a, b) in [(a1, a2), (a1, a3), (a2, a3)] {
+        net.cut.insert((a, b));
+        net.cut.insert((b, a));
+    }
+    assert!(net.run_until(30, |n| n.holds(1, 3) == Some(Dead)
+        && n.holds(2, 2) == Some(Dead)));
+    // Node 1 comes back knowing nobody; node 2 reaches it first.
+    net.nodes[0].1 = joined_node(1, a1, vec![], keys, 44, net.now);
+    net.cut.remove(&(a1, a2));
+    net.cut.remove(&(a2, a1));
+    assert!(net.run_until(10, |n| n.holds(0, 2) == Some(Alive)
+        && n.holds(1, 1) == Some(Alive)));
+    // Then node 3, with its stale news of node 2.
+    net.cut.remove(&(a1, a3));
+    net.cut.remove(&(a3, a1));
+    assert!(
+        net.run_until(10, |n| n.holds(0, 2) == Some(Dead)),
+        "node 1 took the news"
+    );
+    // Everything heals: within a few periods every node holds every other alive.
+    net.cut.clear();
+    let mut periods = 0;
+    while !net.all_alive() && periods < 10 {
+        net.run_for(100);
+        periods += 1;
+    }
+    assert!(
+        net.all_alive(),
+        "after {periods} periods: {:?}",
+        net.nodes
+            .iter()
+            .map(|(_, n)| n.members())
+            .collect::<Vec<_>>()
+    );
 }
 
 /// What must not change when a forged join reaches node 1: its member table, its shards'
