@@ -141,8 +141,10 @@
 //! `faults.rs` drawing and applying the random faults; `invariants.rs` the checkers that read
 //! the replicas; `check.rs` the checkers of the clients' history; `clients.rs` the clients
 //! (the real call core); `clock.rs` the drifting clocks; `scenarios.rs` the scripted runs;
-//! `wire.rs` the codec glue; `trace.rs` the trace digest. `swim.rs` is apart: the SWIM-only
-//! scale simulation of the membership core (`udplock swim-sim`), which the nodes do not run yet.
+//! `wire.rs` the codec glue; `trace.rs` the trace digest; `membership.rs` the replicas moved
+//! by membership changes. `swim.rs` is apart: the SWIM-only scale simulation of the
+//! membership core (`udplock swim-sim`, thousands of members; the cluster runs above run SWIM
+//! inside their node cores).
 
 mod check;
 mod clients;

@@ -1,7 +1,8 @@
 //! Raft consensus for one shard, as a pure deterministic state machine: leader election with
 //! PreVote, log replication, the commit rule, CheckQuorum and a leader lease. No IO, no clock,
 //! no global randomness: the caller passes `now` and a seed in, and drains what to send. The
-//! contract shared with the simulator is `design/RAFT.md`; citations are to the Raft paper
+//! rules on the wire are spec §8.5 (`spec/node-protocol.md`), and the simulator (`crate::sim`)
+//! runs this core with checkers of its safety; citations are to the Raft paper
 //! ("Raft §5.x", Ongaro & Ousterhout 2014) and Ongaro's thesis ("thesis §x", *Consensus:
 //! Bridging Theory and Practice*, 2014).
 //!
