@@ -62,6 +62,7 @@
 
 pub mod auth;
 mod command;
+mod entries;
 pub mod header;
 mod members;
 mod peer;
@@ -78,6 +79,7 @@ pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_
 pub use command::{
     LogCommand, NodeIds, CONFIG_MEMBERS_MAX, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN,
 };
+pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;
 pub use members::{
     field as members_field, MemberEntries, MemberEntry, MemberEntryIter, MembersReply,

@@ -22,10 +22,10 @@
 //! known state; a well-formed address), so what decodes is canonical: re-encoding it gives
 //! the same bytes.
 
-use core::fmt;
 use core::net::SocketAddr;
 
 use crate::be::{u16_at, u32_at, u64_at};
+use crate::entries::{Entries, EntryIter, WireEntry};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType, Status};
 use crate::swim::{read_addr, write_addr, SwimState, SWIM_ADDR_LEN};
@@ -284,9 +284,7 @@ impl<'a> MembersReply<'a> {
             members_total,
             first_id,
             next_id,
-            entries: MemberEntries {
-                repr: Repr::Wire { bytes, count },
-            },
+            entries: MemberEntries::from_wire(bytes, count),
         })
     }
 
@@ -342,122 +340,22 @@ impl<'a> MembersReply<'a> {
     }
 }
 
-/// The entries of a [`MembersReply`]: still in wire form when decoded (no copy), or the
-/// caller's slice when built for encoding. Two values are equal when they list the same
-/// entries, whichever form they are in.
-#[derive(Clone, Copy)]
-pub struct MemberEntries<'a> {
-    repr: Repr<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum Repr<'a> {
-    /// Exactly `count` entries of [`MEMBERS_ENTRY_LEN`] bytes, checked by
-    /// [`MembersReply::decode`].
-    Wire {
-        bytes: &'a [u8],
-        count: u16,
-    },
-    Values(&'a [MemberEntry]),
-}
-
-impl<'a> MemberEntries<'a> {
-    /// No entries.
-    pub const fn empty() -> MemberEntries<'static> {
-        MemberEntries {
-            repr: Repr::Values(&[]),
-        }
-    }
-
-    /// Entries to encode.
-    pub const fn from_slice(entries: &'a [MemberEntry]) -> MemberEntries<'a> {
-        MemberEntries {
-            repr: Repr::Values(entries),
-        }
-    }
-
-    /// Number of entries.
-    pub const fn len(&self) -> usize {
-        match self.repr {
-            Repr::Wire { count, .. } => count as usize,
-            Repr::Values(v) => v.len(),
-        }
-    }
-
-    pub const fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The entries in id order.
-    pub fn iter(&self) -> MemberEntryIter<'a> {
-        MemberEntryIter { repr: self.repr }
-    }
-}
-
-impl PartialEq for MemberEntries<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for MemberEntries<'_> {}
-
-impl fmt::Debug for MemberEntries<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl<'a> IntoIterator for MemberEntries<'a> {
-    type Item = MemberEntry;
-    type IntoIter = MemberEntryIter<'a>;
-    fn into_iter(self) -> MemberEntryIter<'a> {
-        self.iter()
-    }
-}
+/// The entries of a reply in this module: see [`Entries`](crate::Entries).
+pub type MemberEntries<'a> = Entries<'a, MemberEntry>;
 
 /// Iterator over [`MemberEntries`].
-#[derive(Clone)]
-pub struct MemberEntryIter<'a> {
-    /// What is left to yield.
-    repr: Repr<'a>,
-}
+pub type MemberEntryIter<'a> = EntryIter<'a, MemberEntry>;
 
-impl Iterator for MemberEntryIter<'_> {
-    type Item = MemberEntry;
+impl WireEntry for MemberEntry {
+    const LEN: usize = MEMBERS_ENTRY_LEN;
 
-    fn next(&mut self) -> Option<MemberEntry> {
-        match &mut self.repr {
-            Repr::Values(v) => {
-                let (first, rest) = v.split_first()?;
-                *v = rest;
-                Some(*first)
-            }
-            Repr::Wire { bytes, count } => {
-                if *count == 0 {
-                    return None;
-                }
-                let raw = bytes.get(..MEMBERS_ENTRY_LEN)?;
-                *bytes = bytes.get(MEMBERS_ENTRY_LEN..)?;
-                *count -= 1;
-                // Decode checked every state and address; a bad one cannot reach here.
-                Some(MemberEntry {
-                    id: u64_at(raw, field::ID.start),
-                    incarnation: u64_at(raw, field::INCARNATION.start),
-                    state: SwimState::from_wire(raw[field::STATE])?,
-                    addr: read_addr(&raw[field::ADDR]).ok()?,
-                })
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = match self.repr {
-            Repr::Wire { count, .. } => usize::from(count),
-            Repr::Values(v) => v.len(),
-        };
-        (left, Some(left))
+    fn read(raw: &[u8]) -> Option<MemberEntry> {
+        // Decode checked every state and address; a bad one cannot reach here.
+        Some(MemberEntry {
+            id: u64_at(raw, field::ID.start),
+            incarnation: u64_at(raw, field::INCARNATION.start),
+            state: SwimState::from_wire(raw[field::STATE])?,
+            addr: read_addr(&raw[field::ADDR]).ok()?,
+        })
     }
 }
-
-impl ExactSizeIterator for MemberEntryIter<'_> {}

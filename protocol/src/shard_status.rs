@@ -20,9 +20,8 @@
 //! `first_shard + 1`, ...; no entry past `shards_total`; a known role; zero reserved bytes),
 //! so what decodes is canonical: re-encoding it gives the same bytes.
 
-use core::fmt;
-
 use crate::be::{u16_at, u32_at, u64_at};
+use crate::entries::{Entries, EntryIter, WireEntry};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType, Status};
 use crate::{DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, SHARDS_MAX};
@@ -339,9 +338,7 @@ impl<'a> ShardStatusReply<'a> {
             node_id,
             shards_total,
             first_shard,
-            entries: ShardStatusEntries {
-                repr: Repr::Wire { bytes, count },
-            },
+            entries: ShardStatusEntries::from_wire(bytes, count),
         })
     }
 
@@ -406,127 +403,27 @@ impl<'a> ShardStatusReply<'a> {
     }
 }
 
-/// The entries of a [`ShardStatusReply`]: still in wire form when decoded (no copy), or the
-/// caller's slice when built for encoding. Two values are equal when they list the same
-/// entries, whichever form they are in.
-#[derive(Clone, Copy)]
-pub struct ShardStatusEntries<'a> {
-    repr: Repr<'a>,
-}
-
-#[derive(Clone, Copy)]
-enum Repr<'a> {
-    /// Exactly `count` entries of [`SHARD_STATUS_ENTRY_LEN`] bytes, checked by
-    /// [`ShardStatusReply::decode`].
-    Wire {
-        bytes: &'a [u8],
-        count: u16,
-    },
-    Values(&'a [ShardStatusEntry]),
-}
-
-impl<'a> ShardStatusEntries<'a> {
-    /// No entries.
-    pub const fn empty() -> ShardStatusEntries<'static> {
-        ShardStatusEntries {
-            repr: Repr::Values(&[]),
-        }
-    }
-
-    /// Entries to encode.
-    pub const fn from_slice(entries: &'a [ShardStatusEntry]) -> ShardStatusEntries<'a> {
-        ShardStatusEntries {
-            repr: Repr::Values(entries),
-        }
-    }
-
-    /// Number of entries.
-    pub const fn len(&self) -> usize {
-        match self.repr {
-            Repr::Wire { count, .. } => count as usize,
-            Repr::Values(v) => v.len(),
-        }
-    }
-
-    pub const fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The entries in shard order.
-    pub fn iter(&self) -> ShardStatusEntryIter<'a> {
-        ShardStatusEntryIter { repr: self.repr }
-    }
-}
-
-impl PartialEq for ShardStatusEntries<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
-    }
-}
-
-impl Eq for ShardStatusEntries<'_> {}
-
-impl fmt::Debug for ShardStatusEntries<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl<'a> IntoIterator for ShardStatusEntries<'a> {
-    type Item = ShardStatusEntry;
-    type IntoIter = ShardStatusEntryIter<'a>;
-    fn into_iter(self) -> ShardStatusEntryIter<'a> {
-        self.iter()
-    }
-}
+/// The entries of a reply in this module: see [`Entries`](crate::Entries).
+pub type ShardStatusEntries<'a> = Entries<'a, ShardStatusEntry>;
 
 /// Iterator over [`ShardStatusEntries`].
-#[derive(Clone)]
-pub struct ShardStatusEntryIter<'a> {
-    /// What is left to yield.
-    repr: Repr<'a>,
-}
+pub type ShardStatusEntryIter<'a> = EntryIter<'a, ShardStatusEntry>;
 
-impl Iterator for ShardStatusEntryIter<'_> {
-    type Item = ShardStatusEntry;
+impl WireEntry for ShardStatusEntry {
+    const LEN: usize = SHARD_STATUS_ENTRY_LEN;
 
-    fn next(&mut self) -> Option<ShardStatusEntry> {
-        match &mut self.repr {
-            Repr::Values(v) => {
-                let (first, rest) = v.split_first()?;
-                *v = rest;
-                Some(*first)
-            }
-            Repr::Wire { bytes, count } => {
-                if *count == 0 {
-                    return None;
-                }
-                let raw = bytes.get(..SHARD_STATUS_ENTRY_LEN)?;
-                *bytes = bytes.get(SHARD_STATUS_ENTRY_LEN..)?;
-                *count -= 1;
-                // Decode checked every role; a reserved value cannot reach here.
-                let role = ShardRole::from_wire(raw[field::ROLE])?;
-                Some(ShardStatusEntry {
-                    shard: u16_at(raw, field::SHARD.start),
-                    role,
-                    leader_id: u64_at(raw, field::LEADER_ID.start),
-                    term: u64_at(raw, field::TERM.start),
-                    commit_index: u64_at(raw, field::COMMIT_INDEX.start),
-                    applied_index: u64_at(raw, field::APPLIED_INDEX.start),
-                    held: u32_at(raw, field::HELD.start),
-                    waiters: u32_at(raw, field::WAITERS.start),
-                })
-            }
-        }
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = match self.repr {
-            Repr::Wire { count, .. } => usize::from(count),
-            Repr::Values(v) => v.len(),
-        };
-        (left, Some(left))
+    fn read(raw: &[u8]) -> Option<ShardStatusEntry> {
+        // Decode checked every role; a reserved value cannot reach here.
+        let role = ShardRole::from_wire(raw[field::ROLE])?;
+        Some(ShardStatusEntry {
+            shard: u16_at(raw, field::SHARD.start),
+            role,
+            leader_id: u64_at(raw, field::LEADER_ID.start),
+            term: u64_at(raw, field::TERM.start),
+            commit_index: u64_at(raw, field::COMMIT_INDEX.start),
+            applied_index: u64_at(raw, field::APPLIED_INDEX.start),
+            held: u32_at(raw, field::HELD.start),
+            waiters: u32_at(raw, field::WAITERS.start),
+        })
     }
 }
-
-impl ExactSizeIterator for ShardStatusEntryIter<'_> {}
