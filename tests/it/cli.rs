@@ -8,16 +8,25 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udplock");
 
-/// A `udplock server` process on a free port, killed on drop.
-struct Server {
+/// A `udplock server` process, killed on drop (also used by `environment.rs`).
+pub(super) struct Server {
     child: Child,
-    addr: String,
+    /// The address it listens on, as its first line names it.
+    pub(super) addr: String,
 }
 
 impl Server {
+    /// A server on a free port.
     fn start() -> Server {
+        Server::start_with(&["--listen", "127.0.0.1:0"], &[])
+    }
+
+    /// A server started with `args` and the environment variables `vars`.
+    pub(super) fn start_with(args: &[&str], vars: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0"])
+            .arg("server")
+            .args(args)
+            .envs(vars.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -33,7 +42,7 @@ impl Server {
             .split_whitespace()
             .skip_while(|w| *w != "on")
             .nth(1)
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
             .to_string();
         Server { child, addr }
     }

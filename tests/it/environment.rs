@@ -2,48 +2,11 @@
 //! container runs the `udplock` binary: a server configured by its environment alone
 //! answers; a flag wins over its variable; `--help` names every variable.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use super::cli::Server;
 
 const BIN: &str = env!("CARGO_BIN_EXE_udplock");
-
-/// A `udplock server` process started with `args` and the environment `vars`, killed on
-/// drop; its address is read from its first line ("... listening on ADDR ...").
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(args: &[&str], vars: &[(&str, &str)]) -> Server {
-        let mut child = Command::new(BIN)
-            .arg("server")
-            .args(args)
-            .envs(vars.iter().copied())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("udplock server starts");
-        let mut line = String::new();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        stderr.read_line(&mut line).unwrap();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let addr = line
-            .split_whitespace()
-            .skip_while(|w| *w != "on")
-            .nth(1)
-            .unwrap_or_else(|| panic!("the server did not start: {line:?}"))
-            .to_string();
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `udplock ARGS` with the environment `vars`: (exit code, stdout, stderr).
 fn run(args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
@@ -63,7 +26,7 @@ fn run(args: &[&str], vars: &[(&str, &str)]) -> (Option<i32>, String, String) {
 /// too) answers a client whose every setting comes from its environment.
 #[test]
 fn a_server_from_environment_variables_only_answers() {
-    let server = Server::start(
+    let server = Server::start_with(
         &[],
         &[
             ("UDPLOCK_LISTEN", "localhost:0"),
@@ -88,7 +51,7 @@ fn a_server_from_environment_variables_only_answers() {
 /// A flag wins over its variable: the server's and the client's.
 #[test]
 fn a_flag_overrides_its_variable() {
-    let server = Server::start(
+    let server = Server::start_with(
         &["--listen", "127.0.0.1:0", "--no-state-file"],
         &[("UDPLOCK_LISTEN", "no-such-host.invalid:1")],
     );
