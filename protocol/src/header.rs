@@ -168,6 +168,54 @@ pub(crate) fn decode(
     })
 }
 
+/// Decodes a fixed-length request (SHARD_STATUS, NODE_SETTINGS, MEMBERS: spec §4.7 to §4.9):
+/// its header, of a type `reads` accepts, a body of exactly `body_len` bytes
+/// (`BadBodyLength` otherwise), and zero padding after it.
+pub(crate) fn decode_fixed_request(
+    datagram: &[u8],
+    reads: fn(MessageType) -> bool,
+    body_len: usize,
+) -> Result<Header, DecodeError> {
+    let header = decode(datagram, Direction::Request, reads)?;
+    if usize::from(header.body_len) != body_len {
+        return Err(DecodeError::BadBodyLength);
+    }
+    check_padding(datagram, &header)?;
+    Ok(header)
+}
+
+/// Encodes a fixed-length request (spec §4.7 to §4.9): the header (`msg_type`, no flags, the
+/// ids), `body`, then zero padding up to `len` bytes (at least the body's end, at most
+/// `DATAGRAM_LEN_MAX`). Returns the datagram length.
+pub(crate) fn encode_fixed_request(
+    out: &mut [u8],
+    msg_type: MessageType,
+    ids: HeaderIds,
+    body: &[u8],
+    len: usize,
+) -> Result<usize, EncodeError> {
+    let len = len.max(HEADER_LEN + body.len());
+    if len > DATAGRAM_LEN_MAX {
+        return Err(EncodeError::TooLong);
+    }
+    let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+    encode(
+        out,
+        &Header {
+            msg_type,
+            flags: Flags::empty(),
+            body_len: body.len() as u16,
+            session_id: ids.session_id,
+            request_id: ids.request_id,
+            attempt: ids.attempt,
+        },
+    )?;
+    let (body_out, padding) = out[HEADER_LEN..].split_at_mut(body.len());
+    body_out.copy_from_slice(body);
+    padding.fill(0);
+    Ok(len)
+}
+
 /// Padding after the body must be zero (spec §2.2).
 pub(crate) fn check_padding(datagram: &[u8], header: &Header) -> Result<(), DecodeError> {
     let body_end = HEADER_LEN + header.body_len as usize;

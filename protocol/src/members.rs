@@ -26,7 +26,7 @@ use core::net::SocketAddr;
 
 use crate::be::{u16_at, u32_at, u64_at};
 use crate::entries::{Entries, EntryIter, WireEntry};
-use crate::header::{self, Direction, Header};
+use crate::header::{self, Direction, Header, HeaderIds};
 use crate::registry::{Flags, MessageType, Status};
 use crate::swim::{read_addr, write_addr, SwimState, SWIM_ADDR_LEN};
 use crate::{DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN};
@@ -114,11 +114,11 @@ impl MembersRequest {
     /// Decodes a MEMBERS datagram (spec §3.2, §4.9). Never panics; never allocates. Any other
     /// request type fails with [`DecodeError::UnknownType`].
     pub fn decode(datagram: &[u8]) -> Result<MembersRequest, DecodeError> {
-        let header = header::decode(datagram, Direction::Request, |t| t == MessageType::Members)?;
-        if usize::from(header.body_len) != MEMBERS_BODY_LEN {
-            return Err(DecodeError::BadBodyLength);
-        }
-        header::check_padding(datagram, &header)?;
+        let header = header::decode_fixed_request(
+            datagram,
+            |t| t == MessageType::Members,
+            MEMBERS_BODY_LEN,
+        )?;
         Ok(MembersRequest {
             session_id: header.session_id,
             request_id: header.request_id,
@@ -136,26 +136,18 @@ impl MembersRequest {
     /// Encodes the request, then zero padding up to `len` bytes (at least the body's end).
     /// For tests and tools; clients use [`MembersRequest::encode`].
     pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
-        let len = len.max(HEADER_LEN + MEMBERS_BODY_LEN);
-        if len > DATAGRAM_LEN_MAX {
-            return Err(EncodeError::TooLong);
-        }
-        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
-        header::encode(
+        let ids = HeaderIds {
+            session_id: self.session_id,
+            request_id: self.request_id,
+            attempt: self.attempt,
+        };
+        header::encode_fixed_request(
             out,
-            &Header {
-                msg_type: MessageType::Members,
-                flags: Flags::empty(),
-                body_len: MEMBERS_BODY_LEN as u16,
-                session_id: self.session_id,
-                request_id: self.request_id,
-                attempt: self.attempt,
-            },
-        )?;
-        let b = &mut out[HEADER_LEN..];
-        b[field::FIRST_ID_REQUEST].copy_from_slice(&self.first_id.to_be_bytes());
-        b[MEMBERS_BODY_LEN..].fill(0);
-        Ok(len)
+            MessageType::Members,
+            ids,
+            &self.first_id.to_be_bytes(),
+            len,
+        )
     }
 }
 

@@ -20,7 +20,7 @@ use core::fmt;
 
 use crate::auth::{AuthTrailer, AUTH_TRAILER_LEN};
 use crate::be::{u16_at, u64_at};
-use crate::header::{self, field as hfield, Direction, Header};
+use crate::header::{self, field as hfield, Direction, Header, HeaderIds};
 use crate::peer::{decode_node_datagram, NodeDatagram, PeerHeader, PEER_DATAGRAM_LEN_MAX};
 use crate::registry::{Flags, MessageType, Setting, Status};
 use crate::{DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC, VERSION};
@@ -220,13 +220,7 @@ pub struct NodeSettingsRequest {
 impl NodeSettingsRequest {
     /// Decodes a NODE_SETTINGS datagram (spec §3.2, §4.8). Never panics; never allocates.
     pub fn decode(datagram: &[u8]) -> Result<NodeSettingsRequest, DecodeError> {
-        let header = header::decode(datagram, Direction::Request, |t| {
-            t == MessageType::NodeSettings
-        })?;
-        if header.body_len != 0 {
-            return Err(DecodeError::BadBodyLength);
-        }
-        header::check_padding(datagram, &header)?;
+        let header = header::decode_fixed_request(datagram, |t| t == MessageType::NodeSettings, 0)?;
         Ok(NodeSettingsRequest {
             session_id: header.session_id,
             request_id: header.request_id,
@@ -241,24 +235,12 @@ impl NodeSettingsRequest {
 
     /// Encodes the request, then zero padding up to `len` bytes (at least the header).
     pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
-        let len = len.max(HEADER_LEN);
-        if len > DATAGRAM_LEN_MAX {
-            return Err(EncodeError::TooLong);
-        }
-        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
-        header::encode(
-            out,
-            &Header {
-                msg_type: MessageType::NodeSettings,
-                flags: Flags::empty(),
-                body_len: 0,
-                session_id: self.session_id,
-                request_id: self.request_id,
-                attempt: self.attempt,
-            },
-        )?;
-        out[HEADER_LEN..].fill(0);
-        Ok(len)
+        let ids = HeaderIds {
+            session_id: self.session_id,
+            request_id: self.request_id,
+            attempt: self.attempt,
+        };
+        header::encode_fixed_request(out, MessageType::NodeSettings, ids, &[], len)
     }
 }
 

@@ -22,7 +22,7 @@
 
 use crate::be::{u16_at, u32_at, u64_at};
 use crate::entries::{Entries, EntryIter, WireEntry};
-use crate::header::{self, Direction, Header};
+use crate::header::{self, Direction, Header, HeaderIds};
 use crate::registry::{Flags, MessageType, Status};
 use crate::{DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, SHARDS_MAX};
 
@@ -177,11 +177,8 @@ impl ShardStatusRequest {
     /// Decodes a SHARD_STATUS datagram (spec §3.2, §4.7). Never panics; never allocates. Any
     /// other request type fails with [`DecodeError::UnknownType`].
     pub fn decode(datagram: &[u8]) -> Result<ShardStatusRequest, DecodeError> {
-        let header = header::decode(datagram, Direction::Request, reads_shard_status)?;
-        if usize::from(header.body_len) != SHARD_STATUS_BODY_LEN {
-            return Err(DecodeError::BadBodyLength);
-        }
-        header::check_padding(datagram, &header)?;
+        let header =
+            header::decode_fixed_request(datagram, reads_shard_status, SHARD_STATUS_BODY_LEN)?;
         Ok(ShardStatusRequest {
             session_id: header.session_id,
             request_id: header.request_id,
@@ -199,26 +196,18 @@ impl ShardStatusRequest {
     /// Encodes the request, then zero padding up to `len` bytes (at least the body's end).
     /// For tests and tools; clients use [`ShardStatusRequest::encode`].
     pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
-        let len = len.max(HEADER_LEN + SHARD_STATUS_BODY_LEN);
-        if len > DATAGRAM_LEN_MAX {
-            return Err(EncodeError::TooLong);
-        }
-        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
-        header::encode(
+        let ids = HeaderIds {
+            session_id: self.session_id,
+            request_id: self.request_id,
+            attempt: self.attempt,
+        };
+        header::encode_fixed_request(
             out,
-            &Header {
-                msg_type: MessageType::ShardStatus,
-                flags: Flags::empty(),
-                body_len: SHARD_STATUS_BODY_LEN as u16,
-                session_id: self.session_id,
-                request_id: self.request_id,
-                attempt: self.attempt,
-            },
-        )?;
-        let b = &mut out[HEADER_LEN..];
-        b[field::FIRST_SHARD_REQUEST].copy_from_slice(&self.first_shard.to_be_bytes());
-        b[SHARD_STATUS_BODY_LEN..].fill(0);
-        Ok(len)
+            MessageType::ShardStatus,
+            ids,
+            &self.first_shard.to_be_bytes(),
+            len,
+        )
     }
 }
 
