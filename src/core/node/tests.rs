@@ -750,24 +750,34 @@ fn a_one_voter_node_without_a_disk_hands_out_its_lease_horizon_before_the_grant(
     assert!(sent[0].0.after >= seq_c);
 }
 
-/// SHARD_STATUS (spec §4.7) on the single node: its one shard, led by itself.
-#[test]
-fn shard_status_answers_on_a_one_voter_node() {
+/// A started single node asked one admin request (`encode` writes it into a buffer and
+/// returns its length): the node, and its one answer.
+fn ask_solo(encode: impl FnOnce(&mut [u8]) -> usize) -> (Node, Vec<u8>) {
     let mut node = solo(false);
     node.handle_timeout(Instant::ZERO);
     let _ = drain_solo(&mut node);
-    let request = ShardStatusRequest {
-        session_id: 5,
-        request_id: 6,
-        attempt: 0,
-        first_shard: 0,
-    };
     let mut out = [0u8; DATAGRAM_LEN_MAX];
-    let len = request.encode(&mut out).unwrap();
+    let len = encode(&mut out);
     node.handle_datagram(Instant::from_micros(5), CLIENT, &out[..len]);
-    let (_, sent) = drain_solo(&mut node);
-    assert_eq!(sent.len(), 1);
-    let reply = ShardStatusReply::decode(&sent[0].1).unwrap();
+    let (_, mut sent) = drain_solo(&mut node);
+    assert_eq!(sent.len(), 1, "one answer");
+    let answer = sent.pop().unwrap().1;
+    (node, answer)
+}
+
+/// SHARD_STATUS (spec §4.7) on the single node: its one shard, led by itself.
+#[test]
+fn shard_status_answers_on_a_one_voter_node() {
+    let (_, answer) = ask_solo(|out| {
+        let request = ShardStatusRequest {
+            session_id: 5,
+            request_id: 6,
+            attempt: 0,
+            first_shard: 0,
+        };
+        request.encode(out).unwrap()
+    });
+    let reply = ShardStatusReply::decode(&answer).unwrap();
     assert_eq!((reply.node_id, reply.shards_total), (1, 1));
     let entries: Vec<ShardStatusEntry> = reply.entries.iter().collect();
     assert_eq!(entries.len(), 1);
@@ -878,21 +888,16 @@ fn members_answers_from_any_node_in_id_order_within_the_request_length() {
 #[test]
 fn members_answers_on_a_one_voter_node_with_itself() {
     use udplock_protocol::{MemberEntry, MembersReply, MembersRequest, SwimState};
-    let mut node = solo(false);
-    node.handle_timeout(Instant::ZERO);
-    let _ = drain_solo(&mut node);
-    let request = MembersRequest {
-        session_id: 5,
-        request_id: 6,
-        attempt: 0,
-        first_id: 0,
-    };
-    let mut out = [0u8; DATAGRAM_LEN_MAX];
-    let len = request.encode(&mut out).unwrap();
-    node.handle_datagram(Instant::from_micros(5), CLIENT, &out[..len]);
-    let (_, sent) = drain_solo(&mut node);
-    assert_eq!(sent.len(), 1);
-    let reply = MembersReply::decode(&sent[0].1).expect("a MEMBERS_REPLY");
+    let (node, answer) = ask_solo(|out| {
+        let request = MembersRequest {
+            session_id: 5,
+            request_id: 6,
+            attempt: 0,
+            first_id: 0,
+        };
+        request.encode(out).unwrap()
+    });
+    let reply = MembersReply::decode(&answer).expect("a MEMBERS_REPLY");
     assert_eq!(
         (reply.node_id, reply.members_total, reply.next_id),
         (1, 1, 0)
