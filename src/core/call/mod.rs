@@ -22,7 +22,8 @@
 //! A copy is only a destination and an attempt number ([`Transmit`]): the shell keeps the
 //! request's bytes (or typed value) and patches the attempt into it, so nothing is copied or
 //! allocated per request. `crate::client` drives one `Call` per calling thread, all of them
-//! sharing one [`Routes`]; the simulator (`crate::sim`) drives the same `Call` for each of its
+//! sharing one [`Routes`] (replaced when discovery changes the ring, spec §7.1.8: a call under
+//! way goes on by the new one, [`Call::rebase`]); the simulator (`crate::sim`) drives the same `Call` for each of its
 //! clients, so the rules it checks are the rules the real client follows.
 //!
 //! # The rules, in the order a reply meets them

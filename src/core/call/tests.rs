@@ -719,6 +719,8 @@ mod forged_input {
             lease_ms: u32,
         },
         Timeout,
+        /// Discovery replaced the client's routes: a ring over these nodes (spec §7.1.8).
+        Rebase(Vec<u16>),
     }
 
     fn status_index(status: Status) -> usize {
@@ -761,6 +763,7 @@ mod forged_input {
                     }
                 ),
             Just(Input::Timeout),
+            prop::collection::vec(0..6u16, 1..5).prop_map(Input::Rebase),
         ]
     }
 
@@ -787,6 +790,17 @@ mod forged_input {
                         let Some(due) = call.poll_timeout() else { break };
                         now = now.max(due);
                         call.handle_timeout(now, &h.routes);
+                    }
+                    Input::Rebase(ring) => {
+                        let mut servers: Vec<SocketAddr> = Vec::new();
+                        for addr in ring.into_iter().map(node) {
+                            if !servers.contains(&addr) {
+                                servers.push(addr);
+                            }
+                        }
+                        let new = Routes::new(&servers, 1, false);
+                        let old = std::mem::replace(&mut h.routes, new);
+                        call.rebase(&old, &h.routes);
                     }
                     Input::Reply { after_us, from, msg_type, status, ours, attempt, queued,
                                    hint: (kind, port, ms), lease_ms } => {
