@@ -399,4 +399,12 @@ fn a_client_given_only_a_joined_node_is_granted_on_its_first_call() {
     assert!(lease.fencing_token > 0);
     assert_eq!(client.leader_addr("first-call"), a1, "the first node leads");
     assert_eq!(client.release("first-call", "holder"), Ok(0));
+    // The one-shot command too: its only call is its first.
+    let o = Command::new(BIN)
+        .args(["acquire", "first-call-cli", "--client", "cli"])
+        .args(["--shards", SHARDS, "--servers", &a2.to_string()])
+        .args(["--timeout-ms", "10000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
 }
