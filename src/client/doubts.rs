@@ -22,6 +22,7 @@
 
 use udplock_protocol::MessageType;
 
+use super::lanes::Lane;
 use super::{lock, Client};
 use crate::core::call::Settle;
 use crate::core::time::Instant;
@@ -44,7 +45,7 @@ impl Client {
         client: &[u8],
         deadline: Instant,
     ) -> Result<(), LockError> {
-        let free_lane = |session_id| lock(&self.lanes_free).push(session_id);
+        let free_lane = |session_id| lock(&self.lanes_free).push(Lane::new(session_id));
         loop {
             let resend = {
                 let mut doubts = lock(&self.doubts);
@@ -58,14 +59,14 @@ impl Client {
                     Settle::Resend(resend) => resend,
                 }
             };
-            let routes = self.routes();
+            let mut routes = self.routes();
             let mut call = {
                 let rtt = lock(&self.rtt);
                 resend.call(self.now(), deadline, &rtt, &routes)
             };
             let mut datagram = resend.payload;
             let reply_type = MessageType::ReleaseReply;
-            if let Err(e) = self.exchange(&mut call, &routes, reply_type, &mut datagram) {
+            if let Err(e) = self.exchange(&mut call, &mut routes, reply_type, &mut datagram) {
                 lock(&self.doubts).abandon_settle(call.request().request_id);
                 return Err(e);
             }

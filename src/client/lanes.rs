@@ -14,15 +14,43 @@
 //!
 //! [`OUTSTANDING_MAX`]: super::OUTSTANDING_MAX
 
+use super::routing::CallRoutes;
 use super::{lock, Client};
 
+/// A free lane: its session id and the routes its last call used (none yet for a new lane
+/// or one back from a doubt).
+pub(super) struct Lane {
+    session_id: u64,
+    routes: Option<CallRoutes>,
+}
+
+impl Lane {
+    pub(super) fn new(session_id: u64) -> Lane {
+        Lane {
+            session_id,
+            routes: None,
+        }
+    }
+}
+
 impl Client {
-    /// Takes a free lane (a session with no request outstanding), or opens a new one.
+    /// Takes a free lane (a session with no request outstanding), or opens a new one, with
+    /// the client's current routes: the ones its last call used if they still are (one
+    /// atomic load; no lock, no reference count on the common path).
     pub(super) fn take_lane(&self) -> LaneGuard<'_> {
-        let session_id = lock(&self.lanes_free).pop().unwrap_or_else(new_session_id);
+        let free = lock(&self.lanes_free).pop();
+        let Lane { session_id, routes } = free.unwrap_or_else(|| Lane::new(new_session_id()));
+        let routes = match routes {
+            Some(mut routes) => {
+                self.routes_changed(&mut routes);
+                routes
+            }
+            None => self.routes(),
+        };
         LaneGuard {
             client: self,
             session_id,
+            routes: Some(routes),
             retired: false,
         }
     }
@@ -33,10 +61,18 @@ impl Client {
 pub(super) struct LaneGuard<'a> {
     client: &'a Client,
     pub(super) session_id: u64,
+    /// The routes the lane's call goes by (always `Some` until the lane is dropped).
+    routes: Option<CallRoutes>,
     retired: bool,
 }
 
 impl LaneGuard<'_> {
+    /// The routes the lane's call goes by; kept up to date with
+    /// [`Client::follow_routes`].
+    pub(super) fn routes(&mut self) -> &mut CallRoutes {
+        self.routes.as_mut().expect("a lane in use has routes")
+    }
+
     /// The lane carries a doubt (spec §7.1.5): it stays out of the pool until the doubt is
     /// settled or forgotten, so that no other request shares its session meanwhile.
     pub(super) fn retire(&mut self) {
@@ -47,7 +83,11 @@ impl LaneGuard<'_> {
 impl Drop for LaneGuard<'_> {
     fn drop(&mut self) {
         if !self.retired {
-            lock(&self.client.lanes_free).push(self.session_id);
+            let lane = Lane {
+                session_id: self.session_id,
+                routes: self.routes.take(),
+            };
+            lock(&self.client.lanes_free).push(lane);
         }
     }
 }

@@ -94,7 +94,7 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration as StdDuration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -115,10 +115,10 @@ pub use self::reports::{
 pub use crate::core::call::{DOUBTS_MAX, LEARNED_LEADERS_MAX};
 pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 
-use self::lanes::new_session_id;
+use self::lanes::{new_session_id, Lane};
 use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
-use self::routing::Discovery;
+use self::routing::{CallRoutes, Discovery};
 pub use self::routing::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
 
 /// Receive buffer the socket asks for: room for a burst of replies to many threads' requests
@@ -131,8 +131,12 @@ pub struct Client {
     /// Unconnected: copies go wherever their shard's leader is, replies come from anywhere.
     socket: UdpSocket,
     /// Where each shard's requests go (see `routing.rs`): replaced when discovery changes the
-    /// candidates; a call keeps the routes it started with.
-    routes: RwLock<Arc<Routes>>,
+    /// candidates. Calls do not read it: each lane keeps the routes its last call used, and
+    /// a call checks them against `routes_version` (one atomic load), taking the new ones,
+    /// even under way, when they changed.
+    routes: RwLock<CallRoutes>,
+    /// The version of `routes`, written under its write lock.
+    routes_version: AtomicU64,
     /// The socket is IPv6 (dual-stack): IPv4 servers are reached through IPv4-mapped
     /// addresses.
     v6_socket: bool,
@@ -142,9 +146,10 @@ pub struct Client {
     refresh_wanted: AtomicBool,
     /// The first lane's session id (what [`Client::session_id`] reports).
     session_id: u64,
-    /// Session ids not in use by a call right now (see `lanes.rs`). A call
-    /// takes one and gives it back, so each session has at most one request outstanding.
-    lanes_free: Mutex<Vec<u64>>,
+    /// Lanes not in use by a call right now (see `lanes.rs`): a session id, and the routes
+    /// its last call used. A call takes one and gives it back, so each session has at most
+    /// one request outstanding.
+    lanes_free: Mutex<Vec<Lane>>,
     /// Request ids come from one counter for all lanes: unique within the client (the pending
     /// map's key) and strictly increasing within every session, as the spec requires.
     next_request_id: AtomicU64,
@@ -220,12 +225,13 @@ impl Client {
             .collect();
         Ok(Client {
             socket,
-            routes: RwLock::new(Arc::new(routes)),
+            routes: RwLock::new(CallRoutes::first(routes)),
+            routes_version: AtomicU64::new(0),
             v6_socket,
             discovery: Mutex::new(Discovery::new(&configured, v6_socket, new_session_id())),
             refresh_wanted: AtomicBool::new(true),
             session_id,
-            lanes_free: Mutex::new(vec![session_id]),
+            lanes_free: Mutex::new(vec![Lane::new(session_id)]),
             next_request_id: AtomicU64::new(1),
             rtt: Mutex::new(RttEstimator::new(config.retransmit)),
             config,

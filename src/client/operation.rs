@@ -9,8 +9,9 @@ use udplock_protocol::header::field as header_field;
 use udplock_protocol::{MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
 
 use super::receiving::ReplyData;
+use super::routing::CallRoutes;
 use super::{lock, Client};
-use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome, Routes};
+use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -51,16 +52,16 @@ impl Client {
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
         let timer = lock(&self.rtt).timer();
-        let routes = self.routes();
+        let routes = lane.routes();
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, &routes),
+            CallRequest::of(&request, routes),
             timer,
             deadline,
             Duration::from_millis(self.config.grace_ms),
-            &routes,
+            routes,
         );
-        let reply = self.exchange(&mut call, &routes, reply_type, datagram)?;
+        let reply = self.exchange(&mut call, routes, reply_type, datagram)?;
         match call
             .outcome()
             .expect("an exchange ends with the call's outcome")
@@ -104,14 +105,14 @@ impl Client {
     }
 
     /// Runs `call` (whose request is `datagram`, answered by `reply_type`) on `routes` (those
-    /// it was created with) to its outcome:
-    /// sends what it readies, hands it the replies and the timeouts. Returns the reply that
-    /// ended it, if one did. `Err` only for this client's own limit on requests in flight
-    /// (nothing sent).
+    /// it was created with, followed to the client's newer ones whenever discovery replaces
+    /// them: spec §7.1.8 rule 2) to its outcome: sends what it readies, hands it the replies
+    /// and the timeouts. Returns the reply that ended it, if one did. `Err` only for this
+    /// client's own limit on requests in flight (nothing sent).
     pub(super) fn exchange(
         &self,
         call: &mut Call,
-        routes: &Routes,
+        routes: &mut CallRoutes,
         reply_type: MessageType,
         datagram: &mut [u8],
     ) -> Result<Option<ReplyData>, LockError> {
@@ -124,6 +125,7 @@ impl Client {
         self.flush(call, datagram);
         let mut last = None;
         while let Some(reply) = self.await_reply(request.request_id, datagram, call, routes) {
+            self.follow_routes(call, routes);
             self.check_hint(&reply, routes);
             let handled = {
                 let mut rtt = lock(&self.rtt);
@@ -177,11 +179,12 @@ impl Client {
     pub(super) fn tick(
         &self,
         call: &mut Call,
-        routes: &Routes,
+        routes: &mut CallRoutes,
         datagram: &mut [u8],
         now: Instant,
     ) -> Option<Instant> {
         if call.poll_timeout()? <= now {
+            self.follow_routes(call, routes);
             call.handle_timeout(now, routes);
             self.flush(call, datagram);
             self.check_silence(routes);

@@ -57,8 +57,9 @@ use std::time::Duration as StdDuration;
 
 use udplock_protocol::{Flags, Hint, MessageType, Reply, Status, DATAGRAM_LEN_MAX, ID_LEN_MAX};
 
+use super::routing::CallRoutes;
 use super::{lock, std_duration, Client, OUTSTANDING_MAX};
-use crate::core::call::{Call, Routes};
+use crate::core::call::Call;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -273,7 +274,7 @@ impl Client {
         request_id: u64,
         datagram: &mut [u8],
         call: &mut Call,
-        routes: &Routes,
+        routes: &mut CallRoutes,
     ) -> Option<ReplyData> {
         loop {
             let receiver = match self.receiver.try_lock() {
@@ -304,7 +305,7 @@ impl Client {
         request_id: u64,
         datagram: &mut [u8],
         call: &mut Call,
-        routes: &Routes,
+        routes: &mut CallRoutes,
     ) -> Option<ReplyData> {
         // One byte more than the longest valid datagram, so an oversized one is seen as such.
         let mut buf = [0u8; DATAGRAM_LEN_MAX + 1];

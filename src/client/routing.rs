@@ -68,9 +68,26 @@
 //! address it knows (the configured servers and the leaders learned from hints) from the
 //! client's own socket, then goes on with its own request; whichever thread is receiving
 //! reads the first MEMBERS_REPLY that comes back (later pages are asked of the same node), and
-//! calls that start after it use the new candidates (a call in flight keeps the routes it
-//! started with, so its peer indexes and ring positions stay its own). Leaders the old routes
-//! had learned, and the suspect marks, carry over. A node that does not answer MEMBERS (a
+//! the new candidates are every call's from then on, the calls in flight included. Leaders
+//! the old routes had learned, and the suspect marks, carry over.
+//!
+//! Calls in flight take the new routes too, because the first call is the one that needs
+//! them: a client given only a node that holds no replica (a node that joined a cluster,
+//! which answers NOT_LEADER without a hint for every shard) has nowhere else to send its
+//! first request, and would end it `Unavailable` if it kept the routes it started with.
+//! A call checks, before it handles a reply or a timeout, whether the client's routes
+//! changed (one atomic load: the version kept with them) and if so goes on by the new ones
+//! ([`Call::rebase`]): its destination and ring position are translated by address, and
+//! the request stays the same one (ids, body, attempts, back-off, deadline, lease start). The
+//! alternative, holding the first call back until the member table comes (at most one
+//! retransmission timeout), would cost every first call of every client a round trip even
+//! where its configured servers answer at once; this way such a call is not delayed at all,
+//! and the one through a node without replicas costs one retransmission timeout (the
+//! NOT_LEADER without a hint moves the request on the timer, spec §7.1.7 rule 5.3).
+//!
+//! Calls do not read the client's routes under a lock: each lane keeps the routes its last
+//! call used with their version, and takes the client's (a read lock and a reference count)
+//! only when discovery has replaced them. A node that does not answer MEMBERS (a
 //! server older than it, or one that lost the request) leaves the client as it was: the
 //! configured servers and the hints of NOT_LEADER.
 //!
@@ -89,6 +106,7 @@
 //!
 //! [`ClientConfig::shards`]: super::ClientConfig::shards
 //! [`Routes`]: crate::core::call::Routes
+//! [`Call::rebase`]: crate::core::call::Call::rebase
 //! [`SILENT_SENDS_MAX`]: super::SILENT_SENDS_MAX
 //! [`REDIRECTS_FAST_MAX`]: super::REDIRECTS_FAST_MAX
 //! [`LEARNED_LEADERS_MAX`]: super::LEARNED_LEADERS_MAX
@@ -104,7 +122,7 @@ use udplock_protocol::{Hint, MembersRequest, Status, SwimState, DATAGRAM_LEN_MAX
 
 use super::receiving::ReplyData;
 use super::{lock, Client};
-use crate::core::call::{socket_addr_for, Routes};
+use crate::core::call::{socket_addr_for, Call, Routes};
 use crate::core::time::{Duration, Instant};
 
 /// Most addresses a client's ring holds after discovery (configured servers included, all of
@@ -367,6 +385,34 @@ fn usable(addr: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
     socket_addr_for(addr, v6_socket)
 }
 
+/// One version of a client's routes, as a call (or a lane, between calls) holds it: the
+/// routes themselves and which of the client's successive routes they are, so that checking
+/// them against the client's current ones is one atomic load ([`Client::routes_changed`]).
+#[derive(Clone)]
+pub(super) struct CallRoutes {
+    /// 0 for the routes over the configured servers, then one more per [`Client::adopt`].
+    version: u64,
+    routes: Arc<Routes>,
+}
+
+impl CallRoutes {
+    /// The routes over the configured servers, the client's first.
+    pub(super) fn first(routes: Routes) -> CallRoutes {
+        CallRoutes {
+            version: 0,
+            routes: Arc::new(routes),
+        }
+    }
+}
+
+impl std::ops::Deref for CallRoutes {
+    type Target = Routes;
+
+    fn deref(&self) -> &Routes {
+        &self.routes
+    }
+}
+
 impl Client {
     /// Where the next request about `resource_id` goes: the leader of its shard as this
     /// client last heard of it, or the initial guess (in the socket's address family, so an
@@ -383,14 +429,31 @@ impl Client {
         lock(&self.discovery).candidates().to_vec()
     }
 
-    /// The routes a new call uses (a call keeps them to its end).
-    pub(super) fn routes(&self) -> Arc<Routes> {
-        Arc::clone(
-            &self
-                .routes
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+    /// The client's current routes (a read lock and a reference count: off the common
+    /// path, which keeps a [`CallRoutes`] in each lane and checks it with
+    /// [`Client::routes_changed`]).
+    pub(super) fn routes(&self) -> CallRoutes {
+        self.routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Brings `routes` up to date with the client's: one atomic load when they are. Returns
+    /// the routes they were if discovery has replaced them since.
+    pub(super) fn routes_changed(&self, routes: &mut CallRoutes) -> Option<Arc<Routes>> {
+        if self.routes_version.load(Ordering::Acquire) == routes.version {
+            return None;
+        }
+        Some(std::mem::replace(routes, self.routes()).routes)
+    }
+
+    /// Before `call` uses `routes` again: if discovery replaced the client's routes, the
+    /// call goes on by the new ones ([`Call::rebase`]).
+    pub(super) fn follow_routes(&self, call: &mut Call, routes: &mut CallRoutes) {
+        if let Some(old) = self.routes_changed(routes) {
+            call.rebase(&old, routes);
+        }
     }
 
     /// Asks for a member-table refresh (a trigger of the module docs); it starts with the
@@ -527,10 +590,17 @@ impl Client {
             }
         }
         log::debug!("discovered members: requests now go to {candidates:?}");
-        *self
+        let mut current = self
             .routes
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(new);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let version = current.version + 1;
+        *current = CallRoutes {
+            version,
+            routes: Arc::new(new),
+        };
+        // Under the lock, so a reader that sees the new version reads the new routes.
+        self.routes_version.store(version, Ordering::Release);
     }
 }
 

@@ -347,3 +347,64 @@ fn what_a_joined_cluster_refuses() {
         .acquire("join-restart", "holder", 10_000, Some(10_000))
         .expect("granted by the restarted first node");
 }
+
+/// A client given only a joined node's address (a member that holds no replica: it answers
+/// every lock request NOT_LEADER without a hint) is granted on its FIRST call: the member
+/// table its discovery asks for lands while the call is under way, and the request moves
+/// on along the members to the first node's leader (spec §7.1.8, §7.1.7 rule 5.3).
+#[test]
+fn a_client_given_only_a_joined_node_is_granted_on_its_first_call() {
+    let mut c = Joined::new("first-call");
+    let held: Vec<UdpSocket> = [1, 2]
+        .map(|h| UdpSocket::bind(SocketAddr::from(([127, 0, 0, h], 0))).unwrap())
+        .into();
+    let [a1, a2] = [0, 1].map(|i| held[i].local_addr().unwrap());
+    drop(held);
+    c.spawn(1, a1, &["--bootstrap"]);
+    c.spawn(2, a2, &["--join", &a1.to_string()]);
+    // The joined node's table lists both alive (what the lock client will read).
+    let admin = Client::new(ClientConfig::new(vec![a1])).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let table = admin.members(a2);
+        let both = table.as_ref().is_ok_and(|t| {
+            t.members.len() == 2
+                && t.members
+                    .iter()
+                    .all(|m| m.state == udplock::client::MemberState::Alive)
+        });
+        if both {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{a2}: {table:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And the first node grants (its shards have leaders).
+    let mut config = ClientConfig::new(vec![a1]);
+    config.shards = 4;
+    let direct = Client::new(config.clone()).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while let Err(e) = direct.acquire("first-call-ready", "probe", 1_000, Some(1_000)) {
+        assert!(
+            Instant::now() < deadline,
+            "the first node never granted: {e}"
+        );
+    }
+
+    config.servers = vec![a2];
+    let client = Client::new(config).unwrap();
+    let lease = client
+        .acquire("first-call", "holder", 10_000, Some(10_000))
+        .expect("the first call, through the joined node, is granted");
+    assert!(lease.fencing_token > 0);
+    assert_eq!(client.leader_addr("first-call"), a1, "the first node leads");
+    assert_eq!(client.release("first-call", "holder"), Ok(0));
+    // The one-shot command too: its only call is its first.
+    let o = Command::new(BIN)
+        .args(["acquire", "first-call-cli", "--client", "cli"])
+        .args(["--shards", SHARDS, "--servers", &a2.to_string()])
+        .args(["--timeout-ms", "10000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+}

@@ -291,3 +291,88 @@ fn a_not_leader_naming_an_unknown_node_refreshes_the_member_table() {
     // Requests went to the leader all along after the first redirect.
     assert_eq!(seen(&leader_log).len(), 2);
 }
+
+/// A MEMBERS_REPLY of node `node_id` to `request` (one page): `members` as (id, address),
+/// every one alive.
+fn members_reply(
+    request: &udplock_protocol::MembersRequest,
+    node_id: u64,
+    members: &[(u64, SocketAddr)],
+) -> Vec<u8> {
+    use udplock_protocol::{MemberEntries, MemberEntry, MembersReply, SwimState};
+    let entries: Vec<MemberEntry> = members
+        .iter()
+        .map(|&(id, addr)| MemberEntry {
+            id,
+            incarnation: 0,
+            state: SwimState::Alive,
+            addr,
+        })
+        .collect();
+    let reply = MembersReply {
+        session_id: request.session_id,
+        request_id: request.request_id,
+        attempt: request.attempt,
+        status: Status::Ok,
+        node_id,
+        members_total: entries.len() as u32,
+        first_id: request.first_id,
+        next_id: 0,
+        entries: MemberEntries::from_slice(&entries),
+    };
+    let mut buf = [0u8; DATAGRAM_LEN_MAX];
+    let len = reply.encode(&mut buf).unwrap();
+    buf[..len].to_vec()
+}
+
+/// Spec §7.1.8 rule 2 with §7.1.7 rule 5.3: a client given only a node that holds no
+/// replica (a joined node: NOT_LEADER without a hint, for every shard) reaches the leader
+/// within its FIRST call. The member table the call's discovery asked for lands while the
+/// call is under way; the call's ring then holds the members, and the request (the same
+/// session, request id and body) moves on along it to the leader.
+#[test]
+fn the_first_call_of_a_client_given_only_a_node_without_replicas_reaches_the_leader() {
+    use udplock_protocol::MembersRequest;
+    let (joined_log, leader_log) = (Seen::default(), Seen::default());
+    let leader = node(&leader_log, |req| vec![grant(req)]);
+    let leader_addr = leader.addr;
+    let own: Arc<OnceLock<SocketAddr>> = Arc::default();
+    let own_addr = Arc::clone(&own);
+    let log = Arc::clone(&joined_log);
+    // Node 2 joined node 1's cluster: it lists both, leads nothing, knows no leader.
+    let joined = FakeServer::spawn_raw(move |datagram| {
+        let Some(bytes) = datagram else {
+            return Vec::new();
+        };
+        if let Ok(ask) = MembersRequest::decode(bytes) {
+            let me = *own_addr.get().expect("set before the client starts");
+            return vec![members_reply(&ask, 2, &[(1, leader_addr), (2, me)])];
+        }
+        match Request::decode(bytes) {
+            Ok(req) => {
+                let resource = req.body.resource().to_vec();
+                log.lock()
+                    .unwrap()
+                    .push((req.session_id, req.request_id, req.attempt, resource));
+                vec![not_leader(&req, None)]
+            }
+            Err(_) => Vec::new(),
+        }
+    });
+    own.set(joined.addr).unwrap();
+    let client = client_of(&[&joined], |_| {});
+    let lease = client
+        .acquire("r", "c", 2_000, None)
+        .expect("the first call is granted by the leader");
+    assert_eq!(lease.fencing_token, 5);
+    let (j, l) = (seen(&joined_log), seen(&leader_log));
+    assert!(!j.is_empty(), "the call started at the configured node");
+    assert_eq!(l.len(), 1, "{l:?}");
+    assert_eq!((l[0].0, l[0].1), (j[0].0, j[0].1), "the same request");
+    assert!(
+        l[0].2 as usize >= j.len(),
+        "later attempts of the one request"
+    );
+    assert_eq!(client.candidates(), vec![leader.addr, joined.addr]);
+    assert_eq!(client.leader_addr("r"), leader.addr);
+}

@@ -22,7 +22,8 @@
 //! A copy is only a destination and an attempt number ([`Transmit`]): the shell keeps the
 //! request's bytes (or typed value) and patches the attempt into it, so nothing is copied or
 //! allocated per request. `crate::client` drives one `Call` per calling thread, all of them
-//! sharing one [`Routes`]; the simulator (`crate::sim`) drives the same `Call` for each of its
+//! sharing one [`Routes`] (replaced when discovery changes the ring, spec §7.1.8: a call under
+//! way goes on by the new one, [`Call::rebase`]); the simulator (`crate::sim`) drives the same `Call` for each of its
 //! clients, so the rules it checks are the rules the real client follows.
 //!
 //! # The rules, in the order a reply meets them
@@ -408,6 +409,22 @@ impl Call {
         }
         self.check();
         Handled::Accepted
+    }
+
+    /// The client's routes were replaced under the call, `old` by `new` (discovery read a
+    /// member table, spec §7.1.8): the following copies go by `new`. Only where the call
+    /// stands is translated, by address: its destination (the copies sent there keep
+    /// counting towards rule 4) and its ring position (the same server, or the shard's first
+    /// on the new ring if it is no longer on it). The request, its copies and their send
+    /// times (the lease counts from them), the back-off, the deadline and any OVERLOADED
+    /// pause are the call's own and stay as they are.
+    pub fn rebase(&mut self, old: &Routes, new: &Routes) {
+        self.dest_peer = new.find(self.dest);
+        let (_, at) = old.server(self.ring);
+        self.ring = new
+            .ring_position(at)
+            .unwrap_or_else(|| new.ring_from(self.request.shard));
+        self.check();
     }
 
     /// The call's invariants, checked after every input (debug builds: this is the hot

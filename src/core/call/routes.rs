@@ -143,6 +143,13 @@ impl Routes {
         self.ring_from(position + 1)
     }
 
+    /// The ring position of `addr` (already in the socket's family), if it is on the ring.
+    pub fn ring_position(&self, addr: SocketAddr) -> Option<usize> {
+        self.find(addr)
+            .map(|index| index as usize)
+            .filter(|&index| index < self.servers_len)
+    }
+
     pub fn is_suspect(&self, index: u32) -> bool {
         self.suspect
             .get(index as usize)

@@ -297,6 +297,67 @@ fn not_leader_without_a_hint_moves_on_along_the_ring_on_the_timer() {
     assert_eq!(call.destination(), node(1));
 }
 
+/// Spec §7.1.8 rule 2: routes replaced under a call (discovery read a member table while
+/// the call was under way) are the call's from then on: a NOT_LEADER without a hint moves
+/// it along the NEW ring from where it stood, and its copies keep their attempt numbers,
+/// back-off and send times (the lease counts from the echoed copy's).
+#[test]
+fn a_call_goes_on_by_routes_replaced_under_it() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(100));
+    assert_eq!(sent(&mut call).to, node(0));
+    let members = Routes::new(&[node(1), node(2), node(0)], 1, false);
+    let old = std::mem::replace(&mut h.routes, members);
+    call.rebase(&old, &h.routes);
+    assert_eq!(call.destination(), node(0), "where it stood");
+    let reply = answer(&call, 0, Status::NotLeader);
+    assert_eq!(
+        h.reply(&mut call, at(10), node(0), reply),
+        Handled::Redirected
+    );
+    assert_eq!(call.destination(), node(1), "after node 0 on the new ring");
+    let copies = h.run(&mut call, at(1_500));
+    assert_eq!(
+        copies,
+        [(
+            at(1_000),
+            Transmit {
+                to: node(1),
+                attempt: 1
+            }
+        )],
+        "on the request's own timer"
+    );
+    let reply = answer(&call, 1, Status::Ok);
+    h.reply(&mut call, at(1_100), node(1), reply);
+    assert_eq!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            status: Status::Ok,
+            attempt: 1,
+            lease_start: at(1_000)
+        })
+    );
+    assert_eq!(
+        h.routes.first_destination(0).1,
+        node(1),
+        "the leader, cached"
+    );
+
+    // A destination that stays silent is marked suspect under its index in the new routes
+    // (not under the index it had in the old ones, which names another node there).
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 2, 0), ms(100));
+    sent(&mut call);
+    let old = std::mem::replace(&mut h.routes, Routes::new(&[node(1), node(0)], 1, false));
+    call.rebase(&old, &h.routes);
+    let copies = h.run(&mut call, at(3_500));
+    let to: Vec<SocketAddr> = copies.iter().map(|(_, copy)| copy.to).collect();
+    assert_eq!(to, [node(0), node(1)], "attempts 1 and 2");
+    assert!(h.routes.is_suspect(h.routes.find(node(0)).unwrap()));
+    assert!(!h.routes.is_suspect(h.routes.find(node(1)).unwrap()));
+}
+
 /// Rule 5.2: a hint naming a suspect node is followed on the timer only.
 #[test]
 fn a_hint_naming_a_suspect_node_waits_for_the_timer() {
@@ -658,6 +719,8 @@ mod forged_input {
             lease_ms: u32,
         },
         Timeout,
+        /// Discovery replaced the client's routes: a ring over these nodes (spec §7.1.8).
+        Rebase(Vec<u16>),
     }
 
     fn status_index(status: Status) -> usize {
@@ -700,6 +763,7 @@ mod forged_input {
                     }
                 ),
             Just(Input::Timeout),
+            prop::collection::vec(0..6u16, 1..5).prop_map(Input::Rebase),
         ]
     }
 
@@ -726,6 +790,17 @@ mod forged_input {
                         let Some(due) = call.poll_timeout() else { break };
                         now = now.max(due);
                         call.handle_timeout(now, &h.routes);
+                    }
+                    Input::Rebase(ring) => {
+                        let mut servers: Vec<SocketAddr> = Vec::new();
+                        for addr in ring.into_iter().map(node) {
+                            if !servers.contains(&addr) {
+                                servers.push(addr);
+                            }
+                        }
+                        let new = Routes::new(&servers, 1, false);
+                        let old = std::mem::replace(&mut h.routes, new);
+                        call.rebase(&old, &h.routes);
                     }
                     Input::Reply { after_us, from, msg_type, status, ours, attempt, queued,
                                    hint: (kind, port, ms), lease_ms } => {
