@@ -260,3 +260,26 @@ fn a_mistaken_removal_of_a_live_node_heals() {
         member_state(&trio, 1, 2)
     );
 }
+
+/// Spec §4.10: a member held suspect (not yet dead) may be removed too, at its incarnation:
+/// the operator knows the machine is gone before SWIM's suspicion times out.
+#[test]
+fn a_suspected_member_can_be_removed() {
+    use udplock_protocol::SwimState::Suspect;
+    let mut trio = Trio::new(1, test_keys());
+    let all_alive = |trio: &Trio| {
+        (0..3)
+            .all(|i| (0..3).all(|j| i == j || member_state(trio, i, j).map(|m| m.0) == Some(Alive)))
+    };
+    assert!(periods_until(&mut trio, 3, all_alive).is_some());
+    trio.cut = Some(2);
+    let suspect = |trio: &Trio| member_state(trio, 0, 2).map(|m| m.0) == Some(Suspect);
+    assert!(periods_until(&mut trio, 30, suspect).is_some());
+    let incarnation = member_state(&trio, 0, 2).unwrap().1;
+    let reply = remove_at(&mut trio, 0, &removal(3, incarnation, &key(), 0));
+    assert_eq!(reply.outcome, Some(RemoveOutcome::Removed));
+    assert_eq!(member_state(&trio, 0, 2), Some((Left, incarnation)));
+    // Its suspicion ended with it: it never becomes dead later.
+    trio.run_for(60_000);
+    assert_eq!(member_state(&trio, 0, 2), Some((Left, incarnation)));
+}
