@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use udplock_protocol::SwimState::{Alive, Dead, Left};
-use udplock_protocol::{ClusterKey, RemoveOutcome, RemoveReply, RemoveRequest, REMOVE_REQUEST_LEN};
+use udplock_protocol::{
+    remove_field, ClusterKey, RemoveOutcome, RemoveReply, RemoveRequest, REMOVE_REQUEST_LEN,
+};
 
 use super::*;
 
@@ -156,12 +158,11 @@ fn a_forged_removal_is_dropped_and_removes_nothing() {
     bad_mac[REMOVE_REQUEST_LEN - 1] ^= 0x80;
     let other_key = removal(3, incarnation, &ClusterKey::new(&[8; 32]), 0);
     let mut relabelled = other_key.clone();
-    relabelled[HEADER_LEN_FOR_KEY_ID..HEADER_LEN_FOR_KEY_ID + 4]
-        .copy_from_slice(&key().id().to_be_bytes());
+    let key_id = udplock_protocol::HEADER_LEN + remove_field::KEY_ID.start;
+    relabelled[key_id..key_id + 4].copy_from_slice(&key().id().to_be_bytes());
     let truncated = valid[..REMOVE_REQUEST_LEN - 1].to_vec();
     let mut longer = valid.clone();
     longer.push(0);
-    // A peer MAC of the same bytes is no admin MAC (spec §4.10).
     let forged = [bad_mac, other_key, relabelled, truncated, longer];
     for (k, datagram) in forged.iter().enumerate() {
         let before = trio.nodes[0].stats().remove_dropped.load(Relaxed);
@@ -185,9 +186,6 @@ fn a_forged_removal_is_dropped_and_removes_nothing() {
     assert_eq!(trio.nodes[0].stats().remove_dropped.load(Relaxed), 1);
     assert_eq!(member_state(&trio, 0, 2), Some((Dead, incarnation)));
 }
-
-/// Where the key id sits in a REMOVE datagram: after the header, member id and incarnation.
-const HEADER_LEN_FOR_KEY_ID: usize = 32 + 16;
 
 /// Spec §12: a replayed removal never removes a node that came back. Node 3 is removed at its
 /// incarnation, restarts (a fresh core at a higher incarnation, spec §8.11) and is alive
