@@ -31,6 +31,7 @@ use cmd::bench::BenchArgs;
 use cmd::dev::DevArgs;
 use cmd::keygen::KeygenArgs;
 use cmd::lock::{ConfigureArgs, LockArgs};
+use cmd::remove::RemoveArgs;
 use cmd::server::ServerArgs;
 use cmd::sim::SimArgs;
 use cmd::status::StatusArgs;
@@ -87,6 +88,11 @@ enum Command {
     /// simulated members) and print its table: time to detect a crash, messages per member per
     /// protocol period, false positives under loss and pauses with and without Lifeguard.
     SwimSim(SwimSimArgs),
+    /// Retire a cluster member that is gone for good (a dead machine, replaced by a new node
+    /// at a new address): an authenticated REMOVE (--cluster-key-file) to one node, which
+    /// holds it left and gossips it. Refused (exit code 1) for a member held alive or at
+    /// another incarnation; exit code 6 if no node answers.
+    Remove(RemoveArgs),
     /// Write a new random cluster key to a new file (mode 0600), for --cluster-key-file: copy
     /// it to every node of the cluster. Never replaces an existing file.
     Keygen(KeygenArgs),
@@ -145,6 +151,7 @@ fn run(command: Command) -> Result<(), LockError> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Sim(a) => cmd::sim::run(a),
         Command::SwimSim(a) => cmd::swim_sim::run(a),
+        Command::Remove(a) => cmd::remove::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
     }
 }

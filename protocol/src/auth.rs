@@ -43,6 +43,11 @@ pub const CLUSTER_KEY_LEN: usize = 32;
 /// Derivation label of the MAC key: `mac_key = HMAC-SHA256(cluster_key, label)`.
 pub const MAC_KEY_LABEL: &[u8] = b"udplock v1 peer mac";
 
+/// Derivation label of the admin MAC key, which authenticates an operator's REMOVE (spec
+/// §4.10): `admin_mac_key = HMAC-SHA256(cluster_key, label)`. A label of its own, so that no
+/// MAC made for a node-to-node datagram ever verifies as an admin request, nor the reverse.
+pub const ADMIN_MAC_KEY_LABEL: &[u8] = b"udplock v1 admin mac";
+
 /// Derivation label of the key id: `key_id` = the first 4 bytes, big-endian, of
 /// `HMAC-SHA256(cluster_key, label)`.
 pub const KEY_ID_LABEL: &[u8] = b"udplock v1 key id";
@@ -119,6 +124,7 @@ impl AuthTrailer {
 #[derive(Clone)]
 pub struct ClusterKey {
     mac: Hmac<Sha256>,
+    admin: Hmac<Sha256>,
     id: u32,
 }
 
@@ -140,9 +146,11 @@ impl ClusterKey {
     /// Derives the MAC key and the key id from the cluster key's 32 bytes (spec §8.11).
     pub fn new(secret: &[u8; CLUSTER_KEY_LEN]) -> ClusterKey {
         let mac_key = hmac_sha256(secret, MAC_KEY_LABEL);
+        let admin_key = hmac_sha256(secret, ADMIN_MAC_KEY_LABEL);
         let id = hmac_sha256(secret, KEY_ID_LABEL);
         ClusterKey {
             mac: Hmac::<Sha256>::new_from_slice(&mac_key).expect("HMAC takes any key length"),
+            admin: Hmac::<Sha256>::new_from_slice(&admin_key).expect("HMAC takes any key length"),
             id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
         }
     }
@@ -157,6 +165,29 @@ impl ClusterKey {
         let mut mac = self.mac.clone();
         mac.update(data);
         mac.finalize().into_bytes().into()
+    }
+
+    /// The admin MAC of `data` (spec §4.10): the first [`AUTH_MAC_LEN`] bytes of
+    /// HMAC-SHA256 keyed with the admin MAC key.
+    pub(crate) fn admin_tag(&self, data: &[u8]) -> [u8; AUTH_MAC_LEN] {
+        let mut mac = self.admin.clone();
+        mac.update(data);
+        let tag: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut out = [0u8; AUTH_MAC_LEN];
+        out.copy_from_slice(&tag[..AUTH_MAC_LEN]);
+        out
+    }
+
+    /// True if `datagram` ends with the admin MAC this key gives for every byte before it
+    /// (spec §4.10), compared in constant time. Checks nothing else: decode it first.
+    pub fn verify_admin(&self, datagram: &[u8]) -> bool {
+        if datagram.len() < HEADER_LEN + AUTH_MAC_LEN {
+            return false;
+        }
+        let mac_at = datagram.len() - AUTH_MAC_LEN;
+        let mut mac = self.admin.clone();
+        mac.update(&datagram[..mac_at]);
+        mac.verify_truncated_left(&datagram[mac_at..]).is_ok()
     }
 
     /// Authenticates the node-to-node datagram of `len` bytes at the start of `buf`, which

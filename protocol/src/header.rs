@@ -134,14 +134,15 @@ pub(crate) fn decode(
     }
     let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
     // Reply-only flags in a request are as unknown as reserved bits, and so are they in a
-    // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY or MEMBERS_REPLY, which define none (spec §3.2
-    // step 7, §5.6 to §5.8).
+    // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY, MEMBERS_REPLY or REMOVE_REPLY, which define
+    // none (spec §3.2 step 7, §5.6 to §5.9).
     let flags_defined = direction == Direction::Reply
         && !matches!(
             msg_type,
             MessageType::ShardStatusReply
                 | MessageType::NodeSettingsReply
                 | MessageType::MembersReply
+                | MessageType::RemoveReply
         );
     if !flags_defined && !flags.is_empty() {
         return Err(DecodeError::UnknownFlags);
@@ -168,7 +169,8 @@ pub(crate) fn decode(
     })
 }
 
-/// Decodes a fixed-length request (SHARD_STATUS, NODE_SETTINGS, MEMBERS: spec §4.7 to §4.9):
+/// Decodes a fixed-length request (SHARD_STATUS, NODE_SETTINGS, MEMBERS, REMOVE: spec §4.7 to
+/// §4.10):
 /// its header, of a type `reads` accepts, a body of exactly `body_len` bytes
 /// (`BadBodyLength` otherwise), and zero padding after it.
 pub(crate) fn decode_fixed_request(

@@ -37,6 +37,9 @@
 //! - [`MembersRequest`] / [`MembersReply`] (spec §4.9, §5.8) ask one cluster node for its
 //!   member table as its SWIM member holds it (id, state, incarnation, address), a page of
 //!   members per datagram, paged by member id.
+//! - [`RemoveRequest`] / [`RemoveReply`] (spec §4.10, §5.9): an operator retires a member
+//!   that is gone for good, authenticated with the cluster key's admin MAC
+//!   ([`ClusterKey::verify_admin`]).
 //!
 //! # The no-panic contract
 //! Decoding any byte sequence of any length returns a value or a [`DecodeError`]; it never
@@ -68,6 +71,7 @@ mod members;
 mod peer;
 mod placement;
 pub mod registry;
+mod remove;
 mod reply;
 mod request;
 mod settings;
@@ -94,6 +98,10 @@ pub use peer::{
 };
 pub use placement::{placement_weight, PLACEMENT_LABEL};
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
+pub use remove::{
+    field as remove_field, RemoveOutcome, RemoveReply, RemoveRequest, REMOVE_BODY_LEN,
+    REMOVE_REPLY_BODY_LEN, REMOVE_REPLY_LEN, REMOVE_REQUEST_LEN,
+};
 pub use reply::{Hint, Reply};
 pub use request::{Request, RequestBody, RequestKind};
 pub use settings::{
@@ -240,6 +248,11 @@ pub enum DecodeError {
     /// SWIM record: more updates than [`UPDATES_PER_MESSAGE_MAX`] (PING, ACK, PING_REQ) or
     /// [`PUSH_PULL_MEMBERS_MAX`] (PUSH_PULL).
     TooManyUpdates,
+    /// REMOVE_REPLY (spec §5.9): an outcome that is not registered, a state that is not 0 to
+    /// 3, or fields that disagree with the outcome (with OK: a zero node or member id, a
+    /// state the outcome does not allow, an incarnation that is 0 exactly when the member is
+    /// not unknown; with another status: any non-zero field).
+    BadRemove,
 }
 
 impl DecodeError {
@@ -281,9 +294,10 @@ impl DecodeError {
             | DecodeError::BadUpdate
             | DecodeError::TooManyUpdates => None,
             // Only a reply fails this way, and a client never answers.
-            DecodeError::BadShardStatus | DecodeError::BadSettings | DecodeError::BadMembers => {
-                None
-            }
+            DecodeError::BadShardStatus
+            | DecodeError::BadSettings
+            | DecodeError::BadMembers
+            | DecodeError::BadRemove => None,
         }
     }
 
@@ -322,6 +336,7 @@ impl DecodeError {
             DecodeError::BadAddress => "BadAddress",
             DecodeError::BadUpdate => "BadUpdate",
             DecodeError::TooManyUpdates => "TooManyUpdates",
+            DecodeError::BadRemove => "BadRemove",
         }
     }
 }
@@ -373,6 +388,8 @@ pub enum EncodeError {
     /// A SWIM message with more updates than its kind carries (see
     /// [`DecodeError::TooManyUpdates`]).
     TooManyUpdates,
+    /// A REMOVE_REPLY whose fields disagree (see [`DecodeError::BadRemove`]).
+    BadRemove,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -394,6 +411,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadAddress => "swim address not representable on the wire",
             EncodeError::BadUpdate => "swim update breaks a rule of spec 8.12",
             EncodeError::TooManyUpdates => "swim message carries too many updates",
+            EncodeError::BadRemove => "remove reply fields disagree",
         };
         f.write_str(what)
     }

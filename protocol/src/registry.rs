@@ -78,6 +78,8 @@ registry! {
         PeerSettings = 0x41, "PEER_SETTINGS", "Node-to-node datagram: the sender's settings, so that nodes whose settings differ say which (Section 8.10).";
         Members = 0x08, "MEMBERS", "Read a cluster node's member table as its SWIM member holds it: id, state, incarnation, address (Section 4.9).";
         MembersReply = 0x88, "MEMBERS_REPLY", "Answer to MEMBERS: the members from a given id on, as many as fit in the request.";
+        Remove = 0x09, "REMOVE", "An operator retires a member that is gone for good; authenticated with the cluster key (Section 4.10).";
+        RemoveReply = 0x89, "REMOVE_REPLY", "Answer to an authenticated REMOVE: removed, already removed, or why not.";
     }
 }
 

@@ -85,13 +85,14 @@ fn reply_type() -> impl Strategy<Value = MessageType> {
         MessageType::ALL
             .iter()
             .copied()
-            // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY and MEMBERS_REPLY have their own layouts
-            // and codecs.
+            // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY, MEMBERS_REPLY and REMOVE_REPLY have
+            // their own layouts and codecs.
             .filter(|t| {
                 t.is_reply()
                     && *t != MessageType::ShardStatusReply
                     && *t != MessageType::NodeSettingsReply
                     && *t != MessageType::MembersReply
+                    && *t != MessageType::RemoveReply
             })
             .collect::<Vec<_>>(),
     )
@@ -2769,4 +2770,150 @@ fn swim_limits() {
     }
     assert_eq!(w.record_count(), 0);
     assert_eq!(w.finish(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// REMOVE and REMOVE_REPLY (spec §4.10, §5.9).
+
+/// A consistent REMOVE_REPLY: an outcome with a state it allows, an incarnation that is 0
+/// exactly when the member is unknown.
+fn remove_reply() -> impl Strategy<Value = RemoveReply> {
+    (
+        nonzero(),
+        nonzero(),
+        any::<u16>(),
+        prop::sample::select(RemoveOutcome::ALL.to_vec()),
+        any::<bool>(),
+        nonzero(),
+        nonzero(),
+        nonzero(),
+    )
+        .prop_map(
+            |(session, request, attempt, outcome, dead, node_id, member_id, incarnation)| {
+                let state = match outcome {
+                    RemoveOutcome::Removed | RemoveOutcome::AlreadyRemoved => SwimState::Left,
+                    RemoveOutcome::Alive | RemoveOutcome::UnknownMember => SwimState::Alive,
+                    RemoveOutcome::OtherIncarnation if dead => SwimState::Dead,
+                    RemoveOutcome::OtherIncarnation => SwimState::Suspect,
+                };
+                let unknown = outcome == RemoveOutcome::UnknownMember;
+                RemoveReply {
+                    session_id: session,
+                    request_id: request,
+                    attempt,
+                    status: Status::Ok,
+                    outcome: Some(outcome),
+                    state,
+                    node_id,
+                    member_id,
+                    incarnation: if unknown { 0 } else { incarnation },
+                }
+            },
+        )
+}
+
+/// Whatever a REMOVE decoder accepts re-encodes to the same bytes: a request with the key its
+/// MAC verifies with (up to the MAC otherwise), a reply followed by zero padding.
+fn assert_remove_canonical(bytes: &[u8], key: &ClusterKey) -> Result<(), TestCaseError> {
+    if let Ok(req) = RemoveRequest::decode(bytes) {
+        prop_assert_eq!(bytes.len(), REMOVE_REQUEST_LEN);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode(&mut out, key).unwrap();
+        prop_assert_eq!(n, bytes.len());
+        let mac_at = n - AUTH_MAC_LEN;
+        let key_id = remove_field::KEY_ID.start + HEADER_LEN;
+        // All but the key id and the MAC, which only the sender's key remakes.
+        prop_assert_eq!(&out[..key_id], &bytes[..key_id]);
+        prop_assert_eq!(&out[key_id + 4..mac_at], &bytes[key_id + 4..mac_at]);
+        if req.key_id == key.id() {
+            prop_assert_eq!(key.verify_admin(bytes), out[..n] == bytes[..]);
+        }
+    }
+    if let Ok(reply) = RemoveReply::decode(bytes) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert_eq!(n, REMOVE_REPLY_LEN);
+        prop_assert_eq!(&out[..n], &bytes[..n]);
+        prop_assert!(bytes[n..].iter().all(|&b| b == 0));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn remove_requests_round_trip_and_verify(
+        session in nonzero(), request in nonzero(), attempt in any::<u16>(),
+        member_id in nonzero(), incarnation in nonzero(), secret in any::<[u8; 32]>(),
+    ) {
+        let key = ClusterKey::new(&secret);
+        let req = RemoveRequest { session_id: session, request_id: request, attempt, member_id, incarnation, key_id: key.id() };
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode(&mut out, &key).unwrap();
+        prop_assert_eq!(n, REMOVE_REQUEST_LEN);
+        prop_assert_eq!(RemoveRequest::decode(&out[..n]).unwrap(), req);
+        prop_assert!(key.verify_admin(&out[..n]));
+        // Not a peer MAC (spec §8.11.3's labels differ), and no other decoder reads it.
+        prop_assert!(!key.verify(&out[..n]));
+        prop_assert_eq!(Request::decode(&out[..n]), Err(DecodeError::UnknownType));
+        prop_assert_eq!(MembersRequest::decode(&out[..n]), Err(DecodeError::UnknownType));
+    }
+
+    /// No amplification (spec §2.2): every reply is shorter than every request.
+    #[test]
+    fn remove_replies_round_trip_within_the_request(reply in remove_reply()) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        prop_assert!(n <= REMOVE_REQUEST_LEN);
+        prop_assert_eq!(RemoveReply::decode(&out[..n]).unwrap(), reply);
+        prop_assert_eq!(Reply::decode(&out[..n]), Err(DecodeError::UnknownType));
+        prop_assert_eq!(MembersReply::decode(&out[..n]), Err(DecodeError::UnknownType));
+    }
+
+    #[test]
+    fn remove_decoders_take_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1_400)) {
+        assert_remove_canonical(&bytes, &ClusterKey::new(&[7; 32]))?;
+    }
+
+    /// Framed as REMOVE or its reply, so the body checks are reached.
+    #[test]
+    fn framed_remove_bytes_never_panic(
+        reply in any::<bool>(), flags in prop::sample::select(vec![0u16, 2, 4, 8]),
+        body_len in prop_oneof![Just(32u16), Just(44), 0u16..100],
+        rest in prop::collection::vec(any::<u8>(), 0..100),
+    ) {
+        let ty = if reply { 0x89 } else { 0x09 };
+        let mut bytes = vec![0x55, 0x4C, 1, ty];
+        bytes.extend_from_slice(&flags.to_be_bytes());
+        bytes.extend_from_slice(&body_len.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&rest);
+        assert_remove_canonical(&bytes, &ClusterKey::new(&[7; 32]))?;
+    }
+
+    /// One byte of a valid request or reply changed, or it cut short: an error or a
+    /// canonical value, never a panic; a changed request never verifies.
+    #[test]
+    fn mutated_removes_never_panic_or_verify(
+        reply in remove_reply(), at in any::<prop::sample::Index>(), byte in any::<u8>(),
+        cut in any::<prop::sample::Index>(), member_id in nonzero(), incarnation in nonzero(),
+    ) {
+        let key = ClusterKey::new(&[7; 32]);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).unwrap();
+        let mut bytes = out[..n].to_vec();
+        bytes[at.index(n)] = byte;
+        assert_remove_canonical(&bytes, &key)?;
+        prop_assert!(RemoveReply::decode(&out[..cut.index(n)]).is_err());
+        let req = RemoveRequest { session_id: 1, request_id: 2, attempt: 0, member_id, incarnation, key_id: 0 };
+        let n = req.encode(&mut out, &key).unwrap();
+        let mut bytes = out[..n].to_vec();
+        let i = at.index(n);
+        let changed = bytes[i] != byte;
+        bytes[i] = byte;
+        assert_remove_canonical(&bytes, &key)?;
+        prop_assert_eq!(key.verify_admin(&bytes), !changed);
+        prop_assert!(RemoveRequest::decode(&out[..cut.index(n)]).is_err());
+    }
 }

@@ -173,3 +173,28 @@ fn message_type_table_lists_peer() {
     assert!(rows.iter().any(|r| r[0] == "0x40" && r[1] == "PEER"));
     assert!(MessageType::Peer.is_node_to_node());
 }
+
+/// Spec §5.9 names REMOVE_REPLY's outcomes with their values, in the codec's order, and
+/// reserves the rest.
+#[test]
+fn remove_outcomes_match_the_spec() {
+    use udplock_protocol::RemoveOutcome;
+    let listed: Vec<String> = RemoveOutcome::ALL
+        .iter()
+        .map(|o| format!("{} {}", o.to_wire(), o.name()))
+        .collect();
+    let sentence = format!(
+        "With OK: {}. Values 0 and {} to 255 are reserved.",
+        listed.join(", "),
+        RemoveOutcome::ALL.len() + 1
+    );
+    assert!(
+        CLIENT_SPEC.contains(&sentence),
+        "spec §5.9 does not say {sentence:?}"
+    );
+    for (i, o) in RemoveOutcome::ALL.iter().enumerate() {
+        assert_eq!(usize::from(o.to_wire()), i + 1);
+        assert_eq!(RemoveOutcome::from_wire(o.to_wire()), Some(*o));
+    }
+    assert_eq!(RemoveOutcome::from_wire(0), None);
+}

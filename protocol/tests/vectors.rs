@@ -47,6 +47,7 @@ const VECTORS: &[(&str, &str)] = &[
         "members.txt",
         include_str!("../../spec/vectors/members.txt"),
     ),
+    ("remove.txt", include_str!("../../spec/vectors/remove.txt")),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -305,6 +306,8 @@ fn check_invalid(r: &Record) {
         "node-settings-reply" => NodeSettingsReply::decode(&bytes).err(),
         "members-request" => MembersRequest::decode(&bytes).err(),
         "members-reply" => MembersReply::decode(&bytes).err(),
+        "remove-request" => RemoveRequest::decode(&bytes).err(),
+        "remove-reply" => RemoveReply::decode(&bytes).err(),
         other => panic!("[{}] decode_as {other:?}", r.name),
     };
     let got = got.unwrap_or_else(|| panic!("[{}] decoded, but should fail with {want}", r.name));
@@ -848,8 +851,9 @@ fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// The labels of spec §8.11.3, as the spec spells them.
+/// The labels of spec §8.11.3 and §4.10, as the spec spells them.
 const SPEC_MAC_KEY_LABEL: &[u8] = b"udplock v1 peer mac";
+const SPEC_ADMIN_MAC_KEY_LABEL: &[u8] = b"udplock v1 admin mac";
 const SPEC_KEY_ID_LABEL: &[u8] = b"udplock v1 key id";
 
 /// The cluster key of a record (`cluster_key = hex:` and 64 hex digits).
@@ -954,6 +958,94 @@ impl Sealed {
             r.name
         );
     }
+}
+
+/// A REMOVE (spec §4.10): its fields decode, its MAC is the one the spec's formula gives with
+/// its key (or not, as `verifies` says), and encoding its fields with that key gives its
+/// bytes (all but a wrong MAC).
+fn check_remove_request(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "REMOVE", "[{}]", r.name);
+    assert_eq!(auth::ADMIN_MAC_KEY_LABEL, SPEC_ADMIN_MAC_KEY_LABEL);
+    let secret = cluster_key(r);
+    let key = ClusterKey::new(&secret);
+    let expected = RemoveRequest {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        member_id: r.num("member_id"),
+        incarnation: r.num("incarnation"),
+        key_id: r.num("key_id") as u32,
+    };
+    assert_eq!(expected.key_id, key.id(), "[{}] key_id", r.name);
+    let decoded = RemoveRequest::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let verifies = r.num("verifies") == 1;
+    let mac_at = bytes.len() - AUTH_MAC_LEN;
+    assert_eq!(&bytes[mac_at..], &r.bytes("mac")[..], "[{}] mac", r.name);
+    // The spec's formula: the first 16 bytes of HMAC-SHA256(admin_mac_key, all but the MAC).
+    let admin_key = hmac_sha256(&secret, SPEC_ADMIN_MAC_KEY_LABEL);
+    let tag = hmac_sha256(&admin_key, &bytes[..mac_at]);
+    assert_eq!(
+        tag[..AUTH_MAC_LEN] == bytes[mac_at..],
+        verifies,
+        "[{}] the spec's MAC",
+        r.name
+    );
+    assert_eq!(
+        key.verify_admin(&bytes),
+        verifies,
+        "[{}] verify_admin",
+        r.name
+    );
+    // An admin MAC is never a peer MAC.
+    assert!(!key.verify(&bytes), "[{}] verifies as a peer MAC", r.name);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out, &key).unwrap();
+    assert_eq!(n, bytes.len(), "[{}] length", r.name);
+    assert_eq!(&out[..mac_at], &bytes[..mac_at], "[{}] re-encoding", r.name);
+    assert_eq!(
+        out[mac_at..n] == bytes[mac_at..],
+        verifies,
+        "[{}] re-encoded MAC",
+        r.name
+    );
+    // A server without it answers UNSUPPORTED (spec §4.10).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnknownType));
+}
+
+fn check_remove_reply(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "REMOVE_REPLY", "[{}]", r.name);
+    let status = Status::ALL
+        .iter()
+        .copied()
+        .find(|s| s.name() == r.get("status"))
+        .unwrap_or_else(|| panic!("[{}] status", r.name));
+    let outcome = RemoveOutcome::ALL
+        .iter()
+        .copied()
+        .find(|o| o.name() == r.get("outcome"));
+    let expected = RemoveReply {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        status,
+        outcome,
+        state: swim_state_named(r, r.opt("state")),
+        node_id: r.num("node_id"),
+        member_id: r.num("member_id"),
+        incarnation: r.num("incarnation"),
+    };
+    let decoded =
+        RemoveReply::decode(&bytes).unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(bytes.len(), REMOVE_REPLY_LEN + r.num("padding") as usize);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    assert_eq!(Reply::decode(&bytes), Err(DecodeError::UnknownType));
 }
 
 fn parse_addr(s: &str) -> SocketAddr {
@@ -1162,6 +1254,8 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "node-settings-reply" => check_node_settings_reply(r),
             "members-request" => check_members_request(r),
             "members-reply" => check_members_reply(r),
+            "remove-request" => check_remove_request(r),
+            "remove-reply" => check_remove_reply(r),
             "cluster-key" => check_cluster_key(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
@@ -1208,6 +1302,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "BadAddress",
         "BadUpdate",
         "TooManyUpdates",
+        "BadRemove",
     ] {
         assert!(
             records.iter().any(|r| r.opt("error") == Some(e)),
@@ -1276,6 +1371,20 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
     assert!(
         counts["members-request"] >= 2 && counts["members-reply"] >= 3,
         "{counts:?}"
+    );
+    // ... every outcome of a REMOVE_REPLY, and a REMOVE whose MAC does not verify.
+    for o in RemoveOutcome::ALL {
+        assert!(
+            records.iter().any(|r| r.opt("outcome") == Some(o.name())),
+            "no REMOVE_REPLY vector with outcome {}",
+            o.name()
+        );
+    }
+    assert!(
+        records
+            .iter()
+            .any(|r| r.get("kind") == "remove-request" && r.opt("verifies") == Some("0")),
+        "no REMOVE vector whose MAC does not verify"
     );
     assert!(
         counts["shard-status-request"] >= 2 && counts["shard-status-reply"] >= 3,

@@ -8,7 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration as StdDuration;
 
 use udplock_protocol::{
-    MessageType, Reply, ShardStatusReply, ShardStatusRequest, Status, DATAGRAM_LEN_MAX,
+    ClusterKey, MessageType, RemoveOutcome, RemoveReply, RemoveRequest, Reply, ShardStatusReply,
+    ShardStatusRequest, Status, SwimState, DATAGRAM_LEN_MAX,
 };
 
 use super::lanes::new_session_id;
@@ -23,6 +24,19 @@ use crate::error::LockError;
 /// table a node's SWIM member may hold (`core::swim::MEMBERS_MAX_LIMIT`). A node that keeps
 /// paging past it is faulty; the limit keeps its answer from growing the report for ever.
 pub const MEMBERS_REPORT_MAX: usize = crate::core::swim::MEMBERS_MAX_LIMIT;
+
+/// What one node did with an operator's REMOVE ([`Client::remove`], spec §5.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoveReport {
+    /// The node that answered.
+    pub node_id: u64,
+    /// What it did.
+    pub outcome: RemoveOutcome,
+    /// The member's state at that node afterwards (alive for an unknown member).
+    pub state: SwimState,
+    /// The member's incarnation at that node afterwards; 0 for an unknown member.
+    pub incarnation: u64,
+}
 
 /// One decoded MEMBERS_REPLY page.
 struct MembersPage {
@@ -267,6 +281,55 @@ impl Client {
                         .iter()
                         .filter_map(|v| Some((Setting::from_wire(v.setting)?, v.value)))
                         .collect(),
+                };
+                Some(((reply.session_id, reply.request_id), reply.status, report))
+            },
+        )
+    }
+
+    /// Asks the node at `server` to remove member `member_id` at `incarnation` (spec §4.10):
+    /// a REMOVE authenticated with `key`'s admin MAC, each copy with its own, retransmitted on
+    /// the RTO until its REMOVE_REPLY or `request_timeout_ms` ([`LockError::Unavailable`]: the
+    /// node is unreachable, or dropped the request because it does not accept `key`; it never
+    /// says which, spec §4.10). Idempotent: a retransmission after the removal took effect
+    /// is answered ALREADY_REMOVED. The report says what the node did; a refusal is not an
+    /// error here.
+    pub fn remove(
+        &self,
+        server: SocketAddr,
+        key: &ClusterKey,
+        member_id: u64,
+        incarnation: u64,
+    ) -> Result<RemoveReport, LockError> {
+        let socket = admin_socket(server, "remove")?;
+        let (session_id, request_id) = (new_session_id(), 1);
+        self.admin_exchange(
+            &socket,
+            server,
+            "REMOVE",
+            (session_id, request_id),
+            |attempt, out| {
+                RemoveRequest {
+                    session_id,
+                    request_id,
+                    attempt,
+                    member_id,
+                    incarnation,
+                    key_id: key.id(),
+                }
+                .encode(out, key)
+            },
+            |datagram| {
+                let reply = RemoveReply::decode(datagram).ok()?;
+                // A reply about another member is not an answer to this request.
+                if reply.outcome.is_some() && reply.member_id != member_id {
+                    return None;
+                }
+                let report = RemoveReport {
+                    node_id: reply.node_id,
+                    outcome: reply.outcome?,
+                    state: reply.state,
+                    incarnation: reply.incarnation,
                 };
                 Some(((reply.session_id, reply.request_id), reply.status, report))
             },

@@ -106,7 +106,7 @@ use crate::core::retransmit::RttEstimator;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
-pub use self::admin::MEMBERS_REPORT_MAX;
+pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
 pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
 pub use self::reports::{
     ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,

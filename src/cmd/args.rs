@@ -45,7 +45,7 @@ pub const SWIM_PERIOD_MS_MAX: i64 = 60_000;
 /// and its client id once. Not the simulators, the benchmark or keygen: their options are a
 /// run's parameters, which an exported variable left over from a service should not change
 /// (the benchmark reads `UDPLOCK_SERVERS` only, declared on its option).
-const ENV_COMMANDS: [&str; 7] = [
+const ENV_COMMANDS: [&str; 8] = [
     "server",
     "dev",
     "acquire",
@@ -53,6 +53,7 @@ const ENV_COMMANDS: [&str; 7] = [
     "renew",
     "status",
     "configure",
+    "remove",
 ];
 
 /// Gives every option of the [`ENV_COMMANDS`] the environment variable `UDPLOCK_` + its long

@@ -11,6 +11,7 @@ pub mod dev;
 pub mod keygen;
 pub mod lock;
 pub mod out;
+pub mod remove;
 pub mod server;
 pub mod sim;
 pub mod status;

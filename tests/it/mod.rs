@@ -12,6 +12,7 @@ mod members;
 mod peer_auth;
 mod processes;
 mod raw;
+mod remove;
 mod service;
 mod settings;
 mod shard_status;

@@ -8,8 +8,8 @@ use libfuzzer_sys::fuzz_target;
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
     AuthTrailer, ClusterKey, Flags, LogCommand, MembersReply, MembersRequest, NodeSettingsReply, NodeSettingsRequest,
-    PeerDatagram, PeerRecord, PeerSettings, PeerWriter, Reply, Request, ShardStatusReply,
-    ShardStatusRequest, AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX,
+    PeerDatagram, PeerRecord, PeerSettings, PeerWriter, RemoveReply, RemoveRequest, Reply, Request,
+    ShardStatusReply, ShardStatusRequest, AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX,
     PEER_DATAGRAM_LEN_MAX,
 };
 
@@ -144,6 +144,24 @@ fuzz_target!(|data: &[u8]| {
             &data[..n],
             "decoded NODE_SETTINGS_REPLY is not canonical"
         );
+        assert!(data[n..].iter().all(|&b| b == 0));
+    }
+    // REMOVE (spec §4.10): canonical up to the key id and the MAC, which only the sender's key
+    // remakes; re-encoded with the fuzzer's key, it verifies with that key.
+    let _ = ClusterKey::new(&[7; 32]).verify_admin(data);
+    if let Ok(req) = RemoveRequest::decode(data) {
+        let key = ClusterKey::new(&[7; 32]);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode(&mut out, &key).expect("a decoded REMOVE encodes");
+        assert_eq!(n, data.len(), "decoded REMOVE has another length");
+        assert_eq!(&out[..48], &data[..48], "decoded REMOVE is not canonical");
+        assert_eq!(&out[52..60], &data[52..60], "decoded REMOVE is not canonical");
+        assert!(key.verify_admin(&out[..n]));
+    }
+    if let Ok(reply) = RemoveReply::decode(data) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply.encode(&mut out).expect("a decoded REMOVE_REPLY encodes");
+        assert_eq!(&out[..n], &data[..n], "decoded REMOVE_REPLY is not canonical");
         assert!(data[n..].iter().all(|&b| b == 0));
     }
     if let Ok(cmd) = LogCommand::decode(data) {

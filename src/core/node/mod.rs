@@ -61,6 +61,7 @@
 pub mod book;
 pub mod config;
 pub mod members;
+pub mod remove;
 pub mod requests;
 pub mod settings;
 pub mod stats;
@@ -595,6 +596,9 @@ impl Node {
         } else if msg_type == Some(MessageType::Members.to_wire()) {
             // Read-only, from this node's SWIM table (spec §4.9).
             self.answer_members(datagram, from);
+        } else if msg_type == Some(MessageType::Remove.to_wire()) {
+            // An operator's removal: authenticated, or dropped unanswered (spec §4.10).
+            self.answer_remove(now, datagram, from);
         } else {
             self.handle_request(now, datagram, from);
         }

@@ -36,6 +36,10 @@ pub struct NodeStats {
     /// before any state saw them, per reason (index [`AuthDrop::index`]; read with
     /// [`NodeStats::auth_dropped`]). Not counted in `dropped`.
     pub auth_dropped: [AtomicU64; AuthDrop::ALL.len()],
+    /// Cluster nodes: REMOVE requests (spec §4.10) dropped without an answer: malformed, made
+    /// with a key this node does not accept, or whose admin MAC does not verify. Not counted
+    /// in `dropped`: a steady stream is someone trying to evict nodes without the key.
+    pub remove_dropped: AtomicU64,
     /// Cluster nodes: changed key files applied since start.
     pub key_reloads: AtomicU64,
     /// Cluster nodes: changed key files refused (the keys in force stayed).

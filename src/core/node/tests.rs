@@ -1,6 +1,8 @@
 use super::*;
 use crate::core::raft::Entry;
 
+mod remove;
+
 /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
 /// `ENTRY_OVERHEAD`); the node must be able to send it in one datagram that keeps room for
 /// the authentication trailer (spec §8.11), or the shard never replicates a full batch: the

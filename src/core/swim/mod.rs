@@ -62,7 +62,7 @@ use crate::core::raft::NodeId;
 use crate::core::time::{Duration, Instant};
 use crate::core::ConfigError;
 use udplock_protocol::{
-    SwimMessage, PUSH_PULL_MEMBERS_MAX, SWIM_PING_FIXED_LEN as PING_FIXED_LEN,
+    RemoveOutcome, SwimMessage, PUSH_PULL_MEMBERS_MAX, SWIM_PING_FIXED_LEN as PING_FIXED_LEN,
     SWIM_PING_REQ_FIXED_LEN as PING_REQ_FIXED_LEN, SWIM_UPDATE_LEN as UPDATE_LEN,
 };
 pub use udplock_protocol::{
@@ -661,6 +661,51 @@ impl Swim {
     /// What this member holds about `id` (not itself).
     pub fn member(&self, id: NodeId) -> Option<(State, u64)> {
         self.members.get(&id).map(|m| (m.state, m.incarnation))
+    }
+
+    /// An operator's removal of member `id` (spec §4.10, §8.12): if this member holds it
+    /// suspect or dead at exactly `incarnation`, it holds it left there from now on and gossips
+    /// that as any leave (so every member that holds it at that incarnation comes to hold it
+    /// left; a member that is in fact alive refutes it with a higher incarnation, SWIM §4.2).
+    /// Otherwise nothing changes: itself or a member held alive is refused, one held left is
+    /// already removed, one held at another incarnation (it came back, or refuted) is refused.
+    /// Returns what it did and what it holds afterwards: the state and the incarnation (0 for
+    /// an unknown member).
+    pub fn remove(
+        &mut self,
+        now: Instant,
+        id: NodeId,
+        incarnation: u64,
+    ) -> (RemoveOutcome, State, u64) {
+        if id == self.config.id {
+            return (RemoveOutcome::Alive, State::Alive, self.incarnation);
+        }
+        let Some(m) = self.members.get(&id).copied() else {
+            return (RemoveOutcome::UnknownMember, State::Alive, 0);
+        };
+        let held = (m.state, m.incarnation);
+        let answer = match m.state {
+            State::Alive => (RemoveOutcome::Alive, held.0, held.1),
+            State::Left => (RemoveOutcome::AlreadyRemoved, held.0, held.1),
+            State::Suspect | State::Dead if m.incarnation != incarnation => {
+                (RemoveOutcome::OtherIncarnation, held.0, held.1)
+            }
+            State::Suspect | State::Dead => {
+                let left = Update {
+                    id,
+                    addr: m.addr,
+                    incarnation,
+                    state: State::Left,
+                    from: 0,
+                };
+                // Left overrides suspect and dead at the same incarnation (`overrides`).
+                let applied = self.apply(now, left);
+                assert!(applied, "a left did not override {held:?}");
+                (RemoveOutcome::Removed, State::Left, incarnation)
+            }
+        };
+        self.check_invariants();
+        answer
     }
 
     pub fn id(&self) -> NodeId {
