@@ -134,7 +134,9 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
     }
     println!("  first(p): periods of the first detector's own until its probe failed (the paper's measure); first(t): simulated time / period;");
     println!("  all-susp / all-dead: time until every live member suspects it / holds it dead; msgs/m/p: ping+ack+ping-req+nack per member per period;");
-    println!("  B/m/p: bytes of those messages (SWIM record bodies, spec §8.12) per member per period;");
+    println!(
+        "  B/m/p: bytes of those messages (SWIM record bodies, spec §8.12) per member per period;"
+    );
     println!("  pp/m/p: periodic PUSH_PULL chunks per member per period; join-pp/m: PUSH_PULL chunks per member while the group formed.");
 
     if a.fp_periods > 0 {

@@ -995,3 +995,90 @@ fn the_full_state_interval_grows_with_the_log_of_the_group_beyond_32() {
         );
     }
 }
+
+/// Every question a member sends — its probe's PING, its PING_REQs, the PING it sends for
+/// another's PING_REQ — carries its own alive UPDATE, however much news waits and after its
+/// own join news ran out: the receiver may not know it yet (gossip reaches members one after
+/// another), and a node drops a datagram of a sender it does not know unless it announces
+/// itself (spec §8.3 rule 3, §8.12). Once, even when its own news is also queued (a
+/// refutation); never `Alive` while it leaves.
+#[test]
+fn every_question_introduces_its_sender() {
+    let mut all = group(3, true);
+    let a = &mut all[0];
+    for id in 10..60 {
+        a.apply(at(1), update(id, 0, State::Alive, 0));
+    }
+    let me = update(1, 0, State::Alive, 0);
+    let introduces = |updates: &[Update]| updates.iter().filter(|u| **u == me).count() == 1;
+    a.probe_order = vec![2];
+    a.probe_next = 0;
+    let t0 = a.period_end;
+    a.handle_timeout(t0);
+    let ping = drain(a);
+    match &ping[..] {
+        [Transmit {
+            msg: Message::Ping { updates, .. },
+            ..
+        }] => {
+            assert!(introduces(updates), "{updates:?}");
+            assert_eq!(
+                updates.len(),
+                UPDATES_PER_MESSAGE_MAX,
+                "news fills the rest"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // No ack: the PING_REQs introduce it too.
+    let indirect = a.probe.unwrap().indirect_at.unwrap();
+    a.handle_timeout(indirect);
+    let reqs = drain(a);
+    assert!(!reqs.is_empty());
+    for t in &reqs {
+        match &t.msg {
+            Message::PingReq { updates, .. } => assert!(introduces(updates), "{t:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The PING it sends for another member's PING_REQ introduces it to the target.
+    a.handle_message(
+        indirect,
+        2,
+        addr(2),
+        Message::PingReq {
+            seq: 9,
+            target: 3,
+            target_addr: addr(3),
+            updates: vec![],
+        },
+    );
+    match &drain(a)[..] {
+        [Transmit {
+            msg: Message::Ping { updates, .. },
+            ..
+        }] => assert!(introduces(updates), "{updates:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Its own news queued (a refutation at incarnation 1): sent once, at the new incarnation.
+    a.apply(indirect, update(1, 0, State::Suspect, 2));
+    assert_eq!(a.incarnation(), 1);
+    let me = update(1, 1, State::Alive, 0);
+    let t1 = a.period_end;
+    a.handle_timeout(t1);
+    for t in drain(a) {
+        if let Message::Ping { updates, .. } = &t.msg {
+            assert_eq!(updates.iter().filter(|u| u.id == 1).count(), 1, "{t:?}");
+            assert!(updates.contains(&me), "{t:?}");
+        }
+    }
+    // Leaving: no question says it is alive.
+    a.leave(t1);
+    for t in drain(a) {
+        let updates = t.msg.gossip().map_or(&[][..], Vec::as_slice);
+        assert!(
+            updates.iter().all(|u| u.id != 1 || u.state == State::Left),
+            "{t:?}"
+        );
+    }
+}
