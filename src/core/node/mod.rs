@@ -987,13 +987,20 @@ impl Node {
         true
     }
 
-    /// Rebuilds the address book from the static list, the seeds and SWIM's table, and
-    /// keeps the per-node state in step: every node in it has an authentication entry, a
+    /// Rebuilds the address book from the static list, the seeds and SWIM's table if the
+    /// table moved since the last rebuild (`AddressBook::refresh`), and keeps the per-node
+    /// state in step: every node in it has an authentication entry, a
     /// node that left it (forgotten by SWIM) loses its own, its settings view (spec §8.10)
     /// and the rest, so that what this node keeps is bounded by its book.
     fn refresh_book(&mut self) {
-        let members = self.swim.members();
-        for gone in self.book.rebuild(&self.config, &members) {
+        let swim = &self.swim;
+        let Some(gone) = self
+            .book
+            .refresh(&self.config, swim.version(), || swim.members())
+        else {
+            return;
+        };
+        for gone in gone {
             self.auth.remove_peer(gone);
             self.stale_answered.remove(&gone);
             self.settings.forget(gone);

@@ -1131,6 +1131,7 @@ impl Joining {
                     }
                 }
             }
+            self.assert_books_rebuilt();
         }
     }
 
@@ -1615,6 +1616,7 @@ impl Joining {
             if let Some((_, node)) = self.nodes.iter_mut().find(|(a, _)| *a == to) {
                 node.handle_datagram(self.now, from, &bytes);
             }
+            self.assert_books_rebuilt();
             return Some((from, to, bytes));
         }
         for (_, node) in &mut self.nodes {
@@ -1622,7 +1624,18 @@ impl Joining {
                 node.handle_timeout(self.now);
             }
         }
+        self.assert_books_rebuilt();
         None
+    }
+
+    /// Every node's address book, rebuilt only when SWIM's table version moved
+    /// (`AddressBook::refresh`), is the book a full rebuild from the table gives now.
+    fn assert_books_rebuilt(&self) {
+        for (addr, node) in &self.nodes {
+            let mut fresh = node.book.clone();
+            fresh.rebuild(&node.config, &node.swim.members());
+            assert_eq!(fresh, node.book, "node at {addr} at {:?}", self.now);
+        }
     }
 }
 

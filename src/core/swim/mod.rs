@@ -367,6 +367,11 @@ pub struct Swim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// [`Swim::version`]: moves with every change of what [`Swim::members`] lists.
+    version: u64,
+    /// Debug builds: the version and a digest of the table when the invariants were last
+    /// checked, so that a change of the table that forgot to move the version is caught.
+    checked: Option<(u64, u64)>,
 }
 
 /// Whether news `new` about a member overrides what this member holds, `old` (SWIM §4.2):
@@ -441,6 +446,8 @@ impl Swim {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            version: 0,
+            checked: None,
         };
         swim.broadcast(swim.own_update(State::Alive));
         swim.check_invariants();
@@ -468,6 +475,7 @@ impl Swim {
             return;
         }
         self.leaving = true;
+        self.version += 1;
         self.probe = None;
         let left = self.own_update(State::Left);
         self.broadcast(left);
@@ -660,6 +668,15 @@ impl Swim {
         std::iter::once(me).chain(others).collect()
     }
 
+    /// The member table's version: a counter that moves whenever what [`Swim::members`]
+    /// lists changes — a member added or forgotten, a member's state, incarnation or
+    /// address, this member's own incarnation or its leave — and never otherwise, so a
+    /// reader may keep what it derived from the table (the node's address book, a sorted
+    /// view for MEMBERS) until it moves. (`since` changes only with a state.)
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
     /// What this member holds about `id` (not itself).
     pub fn member(&self, id: NodeId) -> Option<(State, u64)> {
         self.members.get(&id).map(|m| (m.state, m.incarnation))
@@ -807,6 +824,7 @@ impl Swim {
             .collect();
         for id in gone {
             self.members.remove(&id);
+            self.version += 1;
             self.stats.forgotten += 1;
             self.event(Event::Forgotten { id });
         }
@@ -966,6 +984,7 @@ impl Swim {
                     since: now,
                 },
             );
+            self.version += 1;
             self.group += usize::from(in_group(u.state));
             match u.state {
                 State::Alive | State::Suspect => {
@@ -1018,6 +1037,8 @@ impl Swim {
                 since: if u.state == old.state { old.since } else { now },
             },
         );
+        // News that overrides changes the incarnation or the state ([`overrides`]).
+        self.version += 1;
         self.group = self.group + usize::from(in_group(u.state)) - usize::from(in_group(old.state));
         if old.state == State::Suspect {
             self.suspicions.remove(&u.id);
@@ -1072,6 +1093,7 @@ impl Swim {
             return false;
         }
         self.incarnation = u.incarnation.saturating_add(1);
+        self.version += 1;
         self.stats.refutations += 1;
         if u.state == State::Suspect {
             // Lifeguard §IV.A: being suspected means others do not hear this member in time.
@@ -1220,6 +1242,9 @@ impl Swim {
 
     /// The updates to piggyback on a message whose fixed part takes `fixed` bytes: `first` if
     /// any (the buddy system's suspicion), then the least-sent, freshest news that fits.
+    /// Questions use [`Swim::question`], answers [`Swim::gossip_at_most`]; the tests read the
+    /// gossip alone here.
+    #[cfg(test)]
     fn gossip(&mut self, fixed: usize, first: Option<Update>) -> Vec<Update> {
         let first: Vec<Update> = first.into_iter().collect();
         self.gossip_at_most(fixed, &first, UPDATES_PER_MESSAGE_MAX)
@@ -1384,7 +1409,7 @@ impl Swim {
 
     /// What holds after every input. The O(members) checks run in debug builds only (the
     /// simulator's 1,000-member runs would spend their time here).
-    fn check_invariants(&self) {
+    fn check_invariants(&mut self) {
         assert!(!self.members.contains_key(&self.config.id));
         assert!(self.health <= self.config.health_max);
         assert!(self.config.lifeguard || self.health == 0);
@@ -1417,6 +1442,24 @@ impl Swim {
             assert!(self.probe_order.iter().all(|id| *id != self.config.id));
             let group = 1 + self.members.values().filter(|m| in_group(m.state)).count();
             assert_eq!(self.group, group);
+            // The version moved if the table changed.
+            let digest = self.table_digest();
+            if let Some((version, was)) = self.checked {
+                if version == self.version {
+                    assert_eq!(was, digest, "the table changed at version {version}");
+                }
+            }
+            self.checked = Some((self.version, digest));
         }
+    }
+
+    /// A hash of everything [`Swim::members`] lists (for [`Swim::check_invariants`]).
+    fn table_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for m in self.members() {
+            (m.id, m.addr, m.incarnation, m.state, m.since.as_micros()).hash(&mut h);
+        }
+        h.finish()
     }
 }

@@ -1082,3 +1082,87 @@ fn every_question_introduces_its_sender() {
         );
     }
 }
+
+/// `Swim::version` moves with each kind of change of the member table — a member added,
+/// suspected, refuted (its incarnation), declared dead, back at a new address, forgotten;
+/// this member's own refutation and leave — and not for news that changes nothing, nor for
+/// messages, probes and periods that change no member.
+#[test]
+fn the_table_version_moves_with_each_change_and_only_then() {
+    let mut a = member(1, true);
+    let mut v = a.version();
+    let mut moved = |a: &Swim, what: &str, expect: bool| {
+        assert_eq!(
+            a.version() != v,
+            expect,
+            "{what}: {} after {v}",
+            a.version()
+        );
+        v = a.version();
+    };
+    a.apply(at(1), update(2, 0, State::Alive, 0));
+    moved(&a, "added", true);
+    a.apply(at(1), update(3, 0, State::Alive, 0));
+    moved(&a, "added", true);
+    a.apply(at(1), update(2, 0, State::Alive, 0));
+    moved(&a, "the same news", false);
+    a.apply(at(1), update(2, 0, State::Suspect, 3));
+    moved(&a, "suspected", true);
+    a.apply(at(1), update(2, 0, State::Suspect, 4));
+    moved(&a, "a confirmation", false);
+    a.apply(at(1), update(2, 1, State::Alive, 0));
+    moved(&a, "refuted (incarnation)", true);
+    a.apply(at(1), update(2, 0, State::Dead, 0));
+    moved(&a, "stale death", false);
+    a.apply(at(1), update(2, 1, State::Dead, 0));
+    moved(&a, "dead", true);
+    let elsewhere = Update {
+        addr: "10.9.9.9:7000".parse().unwrap(),
+        ..update(2, 2, State::Alive, 0)
+    };
+    a.apply(at(1), elsewhere);
+    moved(&a, "back at a new address", true);
+    assert_eq!(a.members()[1].addr, elsewhere.addr);
+    // Messages and periods that change no member.
+    drain(&mut a);
+    a.handle_message(
+        at(2),
+        2,
+        elsewhere.addr,
+        Message::Ping {
+            seq: 1,
+            target: 1,
+            updates: vec![update(3, 0, State::Alive, 0)],
+        },
+    );
+    moved(&a, "a ping with old news", false);
+    let t = a.period_end;
+    a.handle_timeout(t);
+    moved(&a, "a period starts", false);
+    // Its own incarnation: a refutation.
+    a.apply(at(3), update(1, 0, State::Suspect, 2));
+    assert_eq!(a.incarnation(), 1);
+    moved(&a, "own refutation", true);
+    // Forgotten after dead_keep; on the way (member 2's probes fail: nobody answers), the
+    // version moves at exactly the timeouts that change the table.
+    a.apply(at(3), update(3, 0, State::Dead, 0));
+    moved(&a, "dead", true);
+    let keep = a.config.dead_keep;
+    while a.members().iter().any(|m| m.id == 3) {
+        let before = (a.members(), a.version());
+        let t = a.poll_timeout();
+        a.handle_timeout(t);
+        drain(&mut a);
+        assert_eq!(
+            before.0 != a.members(),
+            before.1 != a.version(),
+            "at {t:?}: {:?} -> {:?}",
+            before.0,
+            a.members()
+        );
+        assert!(t <= at(3) + keep + ms(60_000), "{t:?}");
+    }
+    v = a.version();
+    a.leave(a.poll_timeout());
+    assert!(a.version() != v, "left");
+}
