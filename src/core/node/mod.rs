@@ -248,6 +248,8 @@ pub struct Node {
     swim_refresh_last: NodeId,
     /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
     book: AddressBook,
+    /// MEMBERS' sorted view of the member table, per table version (spec §4.9).
+    members_view: members::MembersView,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
 }
@@ -347,6 +349,7 @@ impl Node {
             swim_missing: false,
             swim_refresh_last: 0,
             book: AddressBook::default(),
+            members_view: members::MembersView::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
             config,
