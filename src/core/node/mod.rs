@@ -1397,13 +1397,14 @@ impl Node {
         self.queue(addr, bytes, after, true);
     }
 
-    /// Spec §8.10: every [`SETTINGS_PERIOD`], this node's settings to every other node.
+    /// Spec §8.10: every [`SETTINGS_PERIOD`], this node's settings to the nodes of its book
+    /// that are due (`PeerSettingsLog::due`: new ones and changed ones, and some in turn).
     fn send_settings(&mut self, now: Instant) {
         if now < self.settings_next {
             return;
         }
         self.settings_next = now + SETTINGS_PERIOD;
-        let peers: Vec<(NodeId, SocketAddr)> = self.book.nodes().collect();
+        let peers = self.settings.due(self.book.nodes());
         for (id, addr) in peers {
             self.send_settings_to(id, addr);
         }

@@ -1639,6 +1639,30 @@ impl Joining {
     }
 }
 
+/// `count` members that died recently (ids 100 on), as node `member` at `addr` told `node`
+/// in a full-state exchange: a node of a large cluster, in its member table and its book.
+fn add_dead_members(node: &mut Node, now: Instant, member: NodeId, addr: SocketAddr, count: u64) {
+    let dead: Vec<swim::Update> = (100..100 + count)
+        .map(|id| swim::Update {
+            id,
+            addr: SocketAddr::from(([127, 0, 1, (id % 250) as u8], 7000 + id as u16)),
+            incarnation: 1,
+            state: udplock_protocol::SwimState::Dead,
+            from: 0,
+        })
+        .collect();
+    for chunk in dead.chunks(udplock_protocol::PUSH_PULL_MEMBERS_MAX) {
+        let members = chunk.to_vec();
+        let msg = swim::Message::PushPull {
+            reply: false,
+            members,
+        };
+        node.swim.handle_message(now, member, addr, msg);
+    }
+    node.refresh_book();
+    node.drain_swim();
+}
+
 /// The SWIM records of a PEER datagram, decoded (its MAC unchecked).
 fn swim_records(bytes: &[u8]) -> Vec<swim::Message> {
     let peer = PeerDatagram::decode(bytes).expect("a PEER datagram");
@@ -1664,7 +1688,7 @@ fn swim_records(bytes: &[u8]) -> Vec<swim::Message> {
 #[test]
 fn a_new_members_ping_introduces_it_and_is_answered() {
     use std::sync::atomic::Ordering::Relaxed;
-    use udplock_protocol::SwimState::{Alive, Dead};
+    use udplock_protocol::SwimState::Alive;
     let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
     let keys = test_keys();
     let mut net = Joining::new(vec![
@@ -1672,27 +1696,7 @@ fn a_new_members_ping_introduces_it_and_is_answered() {
         joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
     ]);
     assert!(net.run_until(10, Joining::all_alive));
-    let now = net.now;
-    let dead: Vec<swim::Update> = (100..400)
-        .map(|id| swim::Update {
-            id,
-            addr: SocketAddr::from(([127, 0, 1, (id % 250) as u8], 7000 + id as u16)),
-            incarnation: 1,
-            state: Dead,
-            from: 0,
-        })
-        .collect();
-    let node1 = &mut net.nodes[0].1;
-    for chunk in dead.chunks(udplock_protocol::PUSH_PULL_MEMBERS_MAX) {
-        let members = chunk.to_vec();
-        let msg = swim::Message::PushPull {
-            reply: false,
-            members,
-        };
-        node1.swim.handle_message(now, 2, a2, msg);
-    }
-    node1.refresh_book();
-    node1.drain_swim();
+    add_dead_members(&mut net.nodes[0].1, net.now, 2, a2, 300);
     net.run_for(2_000);
     net.cut.insert((a1, a2));
     let node3 = joined_node(3, a3, vec![(1, a1)], keys, 33, net.now);
@@ -1750,4 +1754,84 @@ fn a_new_members_ping_introduces_it_and_is_answered() {
     }
     assert!(acked, "node 2 acked node 3's PING");
     assert_eq!(net.holds(2, 2), Some(Alive), "node 3 holds node 2 alive");
+}
+
+/// Spec §8.10 rule 1 at scale: a node whose book holds 100 other members (recently dead
+/// ones here) sends its settings to all of them once, then to at most
+/// `SETTINGS_PEERS_PER_PERIOD_MAX` a period, not to all 100 every period.
+/// A node restarted with another setting still hears back within a period, and both say
+/// so: the others hear its settings at its start, and answer it at once (with a key, the
+/// stale answer of spec §8.11.5 does: its start-up datagram carries `peer_incarnation` 0;
+/// without one, its settings changed as they hear them, so they tell it theirs at their
+/// next period — `PeerSettingsLog::due`).
+#[test]
+fn settings_go_to_some_members_a_period_and_at_once_to_a_changed_one() {
+    use settings::{SETTINGS_PEERS_PER_PERIOD_MAX, SETTINGS_PERIOD};
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    add_dead_members(&mut net.nodes[0].1, net.now, 2, a2, 100);
+    // Its first period after the 100 came: all of them; then at most the maximum a period.
+    let settings_of_1 = |from: SocketAddr, b: &[u8]| from == a1 && b[3] == 0x41;
+    let mut per_period = Vec::new();
+    for _ in 0..4 {
+        let until = net.now + SETTINGS_PERIOD;
+        let mut sent = 0;
+        while net.now < until {
+            // Node 1's datagrams to members that are gone: counted and dropped at once;
+            // the one to node 2 when delivered.
+            net.drain();
+            let before = net.wire.len();
+            net.wire
+                .retain(|(_, from, to, b)| !(settings_of_1(*from, b) && *to != a2));
+            sent += before - net.wire.len();
+            if let Some((from, _, b)) = net.step(until) {
+                sent += usize::from(settings_of_1(from, &b));
+            }
+        }
+        per_period.push(sent);
+    }
+    // (The second period also tells node 2 at once: node 1 heard node 2's settings for
+    // the first time in the first, node 2's earlier ones having come before its join.)
+    assert!(per_period[0] >= 100, "{per_period:?}");
+    assert!(
+        per_period[1] <= SETTINGS_PEERS_PER_PERIOD_MAX + 1,
+        "{per_period:?}"
+    );
+    assert!(
+        per_period[2..]
+            .iter()
+            .all(|&n| n == SETTINGS_PEERS_PER_PERIOD_MAX),
+        "{per_period:?}"
+    );
+    // Node 2 restarts with another default TTL (a setting that may differ): node 1 hears
+    // it at node 2's start and tells node 2 its own at its next period.
+    let mut config = net.nodes[1].1.config().clone();
+    config.table.ttl_default_ms += 1_000;
+    let starts = (0..config.held_shards()).map(|_| Start::New).collect();
+    let stats = Arc::new(NodeStats::default());
+    let mut node2 = Node::new(config, starts, keys, 23, 2 * 31, stats, net.now).expect("valid");
+    node2.set_wall_clock(net.now, 1_700_000_000_000_000);
+    net.nodes[1].1 = node2;
+    let until = net.now + SETTINGS_PERIOD + Duration::from_millis(100);
+    let differs = |n: &Node, peer: NodeId| {
+        n.peer_settings()
+            .get(&peer)
+            .is_some_and(|v| !v.differences.is_empty())
+    };
+    while net.now < until && !(differs(&net.nodes[0].1, 2) && differs(&net.nodes[1].1, 1)) {
+        net.step(until);
+    }
+    assert!(
+        differs(&net.nodes[0].1, 2),
+        "node 1 heard node 2's settings"
+    );
+    assert!(
+        differs(&net.nodes[1].1, 1),
+        "node 2 heard back within a period"
+    );
 }
