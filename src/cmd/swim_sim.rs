@@ -71,7 +71,7 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
         std::f64::consts::E / (std::f64::consts::E - 1.0)
     );
     println!(
-        "{:>7} {:>6} {:>9} {:>10} {:>10} {:>9} {:>9} {:>10} {:>9} {:>8} {:>6}",
+        "{:>7} {:>6} {:>9} {:>10} {:>10} {:>9} {:>9} {:>8} {:>10} {:>9} {:>8} {:>6}",
         "members",
         "crashes",
         "first(p)",
@@ -79,6 +79,7 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
         "all-susp",
         "all-dead",
         "msgs/m/p",
+        "B/m/p",
         "pp/m/p",
         "join-pp/m",
         "fp-susp",
@@ -109,7 +110,7 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
             reports.iter().map(f).sum::<f64>() / reports.len() as f64
         };
         println!(
-            "{:>7} {:>6} {:>9.2} {:>10.2} {:>10.2} {:>9.2} {:>9.3} {:>10.4} {:>9.1} {:>8} {:>6}",
+            "{:>7} {:>6} {:>9.2} {:>10.2} {:>10.2} {:>9.2} {:>9.3} {:>8.0} {:>10.4} {:>9.1} {:>8} {:>6}",
             n,
             format!(
                 "{}{}",
@@ -124,6 +125,7 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
             mean(&ds, |d| d.all_suspect_periods),
             mean(&ds, |d| d.all_dead_periods),
             avg(&|r| r.messages_per_member_period),
+            avg(&|r| r.probe_bytes_per_member_period),
             avg(&|r| r.push_pulls_per_member_period),
             avg(&|r| r.join_push_pulls_per_member),
             reports.iter().map(|r| r.suspicions_of_live).sum::<u64>(),
@@ -132,6 +134,9 @@ pub fn run(a: SwimSimArgs) -> Result<(), LockError> {
     }
     println!("  first(p): periods of the first detector's own until its probe failed (the paper's measure); first(t): simulated time / period;");
     println!("  all-susp / all-dead: time until every live member suspects it / holds it dead; msgs/m/p: ping+ack+ping-req+nack per member per period;");
+    println!(
+        "  B/m/p: bytes of those messages (SWIM record bodies, spec §8.12) per member per period;"
+    );
     println!("  pp/m/p: periodic PUSH_PULL chunks per member per period; join-pp/m: PUSH_PULL chunks per member while the group formed.");
 
     if a.fp_periods > 0 {

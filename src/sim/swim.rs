@@ -102,6 +102,9 @@ pub struct SwimReport {
     pub undetected: usize,
     /// Probe messages (ping, ack, ping-req, nack) per live member per period, steady phase.
     pub messages_per_member_period: f64,
+    /// Bytes of those probe messages (their record bodies, spec §8.12) per live member per
+    /// period, steady phase: what piggybacked gossip costs beside the message count.
+    pub probe_bytes_per_member_period: f64,
     /// PUSH_PULL chunks per live member per period, steady phase (the periodic exchange).
     pub push_pulls_per_member_period: f64,
     /// PUSH_PULL chunks sent while the group formed (the joins), per member.
@@ -150,6 +153,8 @@ struct Sim {
     timer_at: Vec<Instant>,
     digest: u64,
     delivered: u64,
+    /// Per member: bytes of the probe messages it sent (record bodies).
+    probe_bytes: Vec<u64>,
     health_max_seen: u32,
     /// Suspicions and deaths seen, for the false-positive counts and the detection times.
     suspected: HashSet<(usize, u64)>,
@@ -205,6 +210,7 @@ impl Sim {
             timer_at: vec![Instant::MAX; n],
             digest: 0xcbf2_9ce4_8422_2325,
             delivered: 0,
+            probe_bytes: vec![0; n],
             health_max_seen: 0,
             suspected: HashSet::new(),
             declared_dead: HashSet::new(),
@@ -223,6 +229,10 @@ impl Sim {
     /// Sends what member `i` queued, arms its timer and records its events.
     fn after_input(&mut self, i: usize) {
         while let Some(t) = self.members[i].poll_transmit() {
+            if !matches!(t.msg, Message::PushPull { .. }) {
+                // Counted when sent, as the members' own message counters are.
+                self.probe_bytes[i] += t.msg.body_len() as u64;
+            }
             let Some(&to) = self.by_addr.get(&t.to) else {
                 continue;
             };
@@ -378,6 +388,11 @@ impl Sim {
             (m + s.probe_messages(), p + s.push_pulls_sent)
         })
     }
+
+    /// Bytes of the probe messages live members sent (record bodies).
+    fn probe_bytes(&self) -> u64 {
+        self.live().map(|i| self.probe_bytes[i]).sum()
+    }
 }
 
 fn periods_since(now: Instant, since: Instant) -> f64 {
@@ -420,6 +435,7 @@ pub fn run(cfg: &SwimSimConfig) -> SwimReport {
     sim.suspected.clear();
     sim.declared_dead.clear();
     let (m0, p0) = sim.probe_messages();
+    let b0 = sim.probe_bytes();
     let steady_start = sim.now;
     let mut pauses = 0;
     for _ in 0..cfg.periods {
@@ -434,11 +450,13 @@ pub fn run(cfg: &SwimSimConfig) -> SwimReport {
         sim.run_until(t);
     }
     let (m1, p1) = sim.probe_messages();
+    let b1 = sim.probe_bytes();
     let member_periods = n as f64 * periods_since(sim.now, steady_start).max(1e-9);
     let mut report = SwimReport {
         members: n,
         converge_periods,
         messages_per_member_period: (m1 - m0) as f64 / member_periods,
+        probe_bytes_per_member_period: (b1 - b0) as f64 / member_periods,
         push_pulls_per_member_period: (p1 - p0) as f64 / member_periods,
         join_push_pulls_per_member: join_pp as f64 / n as f64,
         pauses,

@@ -249,6 +249,8 @@ pub struct Node {
     swim_refresh_last: NodeId,
     /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
     book: AddressBook,
+    /// MEMBERS' sorted view of the member table, per table version (spec §4.9).
+    members_view: members::MembersView,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
 }
@@ -348,6 +350,7 @@ impl Node {
             swim_missing: false,
             swim_refresh_last: 0,
             book: AddressBook::default(),
+            members_view: members::MembersView::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
             config,
@@ -991,13 +994,20 @@ impl Node {
         true
     }
 
-    /// Rebuilds the address book from the static list, the seeds and SWIM's table, and
-    /// keeps the per-node state in step: every node in it has an authentication entry, a
+    /// Rebuilds the address book from the static list, the seeds and SWIM's table if the
+    /// table moved since the last rebuild (`AddressBook::refresh`), and keeps the per-node
+    /// state in step: every node in it has an authentication entry, a
     /// node that left it (forgotten by SWIM) loses its own, its settings view (spec §8.10)
     /// and the rest, so that what this node keeps is bounded by its book.
     fn refresh_book(&mut self) {
-        let members = self.swim.members();
-        for gone in self.book.rebuild(&self.config, &members) {
+        let swim = &self.swim;
+        let Some(gone) = self
+            .book
+            .refresh(&self.config, swim.version(), || swim.members())
+        else {
+            return;
+        };
+        for gone in gone {
             self.auth.remove_peer(gone);
             self.stale_answered.remove(&gone);
             self.settings.forget(gone);
@@ -1391,13 +1401,14 @@ impl Node {
         self.queue(addr, bytes, after, true);
     }
 
-    /// Spec §8.10: every [`SETTINGS_PERIOD`], this node's settings to every other node.
+    /// Spec §8.10: every [`SETTINGS_PERIOD`], this node's settings to the nodes of its book
+    /// that are due (`PeerSettingsLog::due`: new ones and changed ones, and some in turn).
     fn send_settings(&mut self, now: Instant) {
         if now < self.settings_next {
             return;
         }
         self.settings_next = now + SETTINGS_PERIOD;
-        let peers: Vec<(NodeId, SocketAddr)> = self.book.nodes().collect();
+        let peers = self.settings.due(self.book.nodes());
         for (id, addr) in peers {
             self.send_settings_to(id, addr);
         }

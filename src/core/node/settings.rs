@@ -1,5 +1,7 @@
 //! Settings between nodes (spec §8.10, issue 7 item 10): every node tells every other node
-//! its settings (PEER_SETTINGS, never answered), compares what it hears with its own, and
+//! its settings (PEER_SETTINGS, never answered) — at its start, to a node new to it or whose
+//! settings it hears changed at once, and to the others in turn, a bounded number a period
+//! ([`SETTINGS_PEERS_PER_PERIOD_MAX`], [`PeerSettingsLog::due`]) —, compares what it hears with its own, and
 //! says — in its log, rate-limited, naming the setting — when a peer's differ; and it tells a
 //! client that asks (NODE_SETTINGS), for `udplock status`.
 //!
@@ -14,7 +16,7 @@
 //! PEER, spec §8.3 rule 3, without the stranger rule): any other sender changes nothing, not
 //! even what this node reports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use udplock_protocol::{PeerSettings, Setting, SettingValue};
@@ -23,10 +25,20 @@ use super::Config;
 use crate::core::raft::{NodeId, NodeShared, PeerLogKind};
 use crate::core::time::{Duration, Instant};
 
-/// How often a node sends its settings to every other node: often enough that a node
-/// restarted with another value is named within seconds, seldom enough to cost nothing (one
-/// datagram of ~174 bytes per peer per period).
+/// How often a node sends its settings to the nodes that are due ([`PeerSettingsLog::due`]):
+/// often enough that a node restarted with another value is named within seconds, seldom
+/// enough to cost nothing (one datagram of ~174 bytes per node due).
 pub const SETTINGS_PERIOD: Duration = Duration::from_millis(5_000);
+
+/// Most nodes of the address book a node sends its settings to in one [`SETTINGS_PERIOD`]
+/// besides the ones it has not told yet (spec §8.10 rule 1): the others in turn, so each
+/// hears them every ⌈n / 32⌉ periods. Up to 32 other nodes that is every period, as
+/// before; at 1,000 members it keeps a node's settings traffic at 6.4 datagrams a second
+/// instead of 200, while a node new to the book, or whose settings changed (a restart with
+/// another value, a fix), is told at the next period whatever the group size ([`due`]).
+///
+/// [`due`]: PeerSettingsLog::due
+pub const SETTINGS_PEERS_PER_PERIOD_MAX: usize = 32;
 
 /// How often a node says again that a peer's settings still differ (it says so at once when
 /// the set of differing settings changes).
@@ -124,6 +136,11 @@ pub struct PeerSettingsLog {
     /// What each peer last said, as [`super::Node::peer_settings`] reports it.
     views: BTreeMap<NodeId, PeerSettingsView>,
     logged: BTreeMap<NodeId, (Instant, PeerSettingsView)>,
+    /// Nodes of the address book told this node's settings since they entered it and since
+    /// their own settings last changed as heard here ([`PeerSettingsLog::due`]).
+    told: BTreeSet<NodeId>,
+    /// The last node told in turn: the next turn starts after it.
+    turn: NodeId,
     /// The node's budget of log lines about peer input: settings that keep changing (a
     /// faulty or forged peer) log at most `PEER_LOG_LINES_MAX` lines per period.
     shared: NodeShared,
@@ -137,6 +154,8 @@ impl PeerSettingsLog {
             own: own_settings(config),
             views: BTreeMap::new(),
             logged: BTreeMap::new(),
+            told: BTreeSet::new(),
+            turn: 0,
             shared: shared.clone(),
         }
     }
@@ -152,10 +171,42 @@ impl PeerSettingsLog {
 
     /// Node `id` left the address book (SWIM forgot it): nothing of it is kept, so the
     /// views stay bounded by the book however many members come and go. If it comes back,
-    /// its next PEER_SETTINGS (every [`SETTINGS_PERIOD`]) makes a new view.
+    /// its next PEER_SETTINGS makes a new view, and it is told this node's at once.
     pub fn forget(&mut self, id: NodeId) {
         self.views.remove(&id);
         self.logged.remove(&id);
+        self.told.remove(&id);
+    }
+
+    /// The nodes of `book` (the address book's nodes, by id) to send this node's settings
+    /// to this [`SETTINGS_PERIOD`] (spec §8.10 rule 1): every node not told yet — new to
+    /// the book (this node's start: all of them), or whose settings, as heard here, changed
+    /// since it was told, so that a node restarted with another value hears back at once
+    /// and both say so — and [`SETTINGS_PEERS_PER_PERIOD_MAX`] of the others, in id order
+    /// from where the last turn stopped. Marks them told.
+    pub fn due(
+        &mut self,
+        book: impl Iterator<Item = (NodeId, SocketAddr)>,
+    ) -> Vec<(NodeId, SocketAddr)> {
+        let nodes: Vec<(NodeId, SocketAddr)> = book.collect();
+        assert!(
+            nodes.windows(2).all(|w| w[0].0 < w[1].0),
+            "the book is by id"
+        );
+        let (new, known): (Vec<_>, Vec<_>) =
+            nodes.iter().partition(|(id, _)| !self.told.contains(id));
+        let start = known.partition_point(|(id, _)| *id <= self.turn);
+        let in_turn: Vec<(NodeId, SocketAddr)> = known[start..]
+            .iter()
+            .chain(&known[..start])
+            .take(SETTINGS_PEERS_PER_PERIOD_MAX)
+            .copied()
+            .collect();
+        if let Some(&(last, _)) = in_turn.last() {
+            self.turn = last;
+        }
+        self.told.extend(new.iter().map(|(id, _)| *id));
+        new.into_iter().chain(in_turn).collect()
     }
 
     /// A PEER_SETTINGS from `from` (already checked to be a listed node at its listed
@@ -165,7 +216,11 @@ impl PeerSettingsLog {
             differences: compare(&self.own, p.values.iter()),
             cluster_id_differs: p.header.cluster_id != self.cluster_id,
         };
-        self.views.insert(from, view.clone());
+        if self.views.insert(from, view.clone()).as_ref() != Some(&view) {
+            // Heard for the first time, or changed (a restart with other settings, or with
+            // them fixed): tell it this node's at the next period, so it says so too.
+            self.told.remove(&from);
+        }
         let me = self.node_id;
         let agreeing = view == PeerSettingsView::default();
         let (logged_at, logged_view) = self
@@ -275,6 +330,76 @@ mod tests {
             written <= u64::from(crate::core::raft::PEER_LOG_LINES_MAX),
             "1,000 PEER_SETTINGS wrote {written} log lines"
         );
+    }
+
+    fn book(ids: impl Iterator<Item = NodeId>) -> Vec<(NodeId, SocketAddr)> {
+        ids.map(|id| {
+            (
+                id,
+                SocketAddr::from(([10, 0, 0, id as u8], 7000 + id as u16)),
+            )
+        })
+        .collect()
+    }
+
+    /// Spec §8.10 rule 1: every node of the book at the first period; then up to
+    /// `SETTINGS_PEERS_PER_PERIOD_MAX` a period in turn, so each is told every
+    /// ⌈n / max⌉ periods; a node new to the book, and one whose settings changed, at the next
+    /// period besides. A book of at most the maximum is told whole every period.
+    #[test]
+    fn settings_go_to_new_and_changed_nodes_at_once_and_to_the_others_in_turn() {
+        let config = Config::new(1, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
+        let mut log = PeerSettingsLog::new(&config, &NodeShared::new());
+        let max = SETTINGS_PEERS_PER_PERIOD_MAX;
+        let small = book(2..2 + max as u64);
+        for _ in 0..3 {
+            assert_eq!(log.due(small.iter().copied()), small);
+        }
+        let mut log = PeerSettingsLog::new(&config, &NodeShared::new());
+        let n = 100;
+        let big = book(2..2 + n);
+        assert_eq!(
+            log.due(big.iter().copied()).len(),
+            n as usize,
+            "all at first"
+        );
+        let periods = (n as usize).div_ceil(max);
+        let mut told = BTreeMap::new();
+        for _ in 0..periods {
+            let due = log.due(big.iter().copied());
+            assert_eq!(due.len(), max);
+            for (id, _) in due {
+                *told.entry(id).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(told.len(), n as usize, "each in {periods} periods");
+        assert!(told.values().all(|&c| c <= 2), "{told:?}");
+        // A node new to the book, and one whose settings changed: at the next period.
+        let mut bigger = big.clone();
+        bigger.push((200, "10.0.0.200:7200".parse().unwrap()));
+        let changed = big[40];
+        let mut theirs = own_settings(&config);
+        theirs[1].value += 1;
+        let p = PeerSettings {
+            header: PeerHeader {
+                cluster_id: config.cluster_id(),
+                from: changed.0,
+            },
+            auth: None,
+            values: SettingValues::from_slice(&theirs),
+        };
+        let now = Instant::from_micros(1);
+        log.heard(now, changed.0, changed.1, &p);
+        let due = log.due(bigger.iter().copied());
+        assert_eq!(due.len(), max + 2);
+        assert!(due.contains(&changed) && due.contains(&bigger[n as usize]));
+        // Heard the same again: nothing extra. Forgotten and back: new again.
+        log.heard(now, changed.0, changed.1, &p);
+        assert_eq!(log.due(bigger.iter().copied()).len(), max);
+        log.forget(200);
+        assert!(log
+            .due(bigger.iter().copied())
+            .contains(&(200, bigger[n as usize].1)));
     }
 
     #[test]

@@ -1133,6 +1133,7 @@ impl Joining {
                     }
                 }
             }
+            self.assert_books_rebuilt();
         }
     }
 
@@ -1594,4 +1595,245 @@ fn a_joined_node_answers_shard_status_knowing_no_leader() {
         assert_eq!((e.role, e.leader_id, e.term), (ShardRole::Follower, 0, 0));
         assert_eq!((e.commit_index, e.held, e.waiters), (0, 0, 0));
     }
+}
+
+impl Joining {
+    /// Runs to the next event, at most until `until`: a datagram delivered (returned as
+    /// (from, to, bytes), lost ones included as `None`) or the timers due.
+    fn step(&mut self, until: Instant) -> Option<(SocketAddr, SocketAddr, Vec<u8>)> {
+        self.drain();
+        let timer = self.nodes.iter().map(|(_, n)| n.poll_timeout()).min()?;
+        let datagram = self.wire.front().map(|d| d.0);
+        let next = datagram.map_or(timer, |d| d.min(timer));
+        if next > until {
+            self.now = until;
+            return None;
+        }
+        self.now = self.now.max(next);
+        if datagram == Some(next) {
+            let (_, from, to, bytes) = self.wire.pop_front().unwrap();
+            if self.cut.contains(&(from, to)) {
+                return None;
+            }
+            if let Some((_, node)) = self.nodes.iter_mut().find(|(a, _)| *a == to) {
+                node.handle_datagram(self.now, from, &bytes);
+            }
+            self.assert_books_rebuilt();
+            return Some((from, to, bytes));
+        }
+        for (_, node) in &mut self.nodes {
+            if node.poll_timeout() <= self.now {
+                node.handle_timeout(self.now);
+            }
+        }
+        self.assert_books_rebuilt();
+        None
+    }
+
+    /// Every node's address book, rebuilt only when SWIM's table version moved
+    /// (`AddressBook::refresh`), is the book a full rebuild from the table gives now.
+    fn assert_books_rebuilt(&self) {
+        for (addr, node) in &self.nodes {
+            let mut fresh = node.book.clone();
+            fresh.rebuild(&node.config, &node.swim.members());
+            assert_eq!(fresh, node.book, "node at {addr} at {:?}", self.now);
+        }
+    }
+}
+
+/// `count` members that died recently (ids 100 on), as node `member` at `addr` told `node`
+/// in a full-state exchange: a node of a large cluster, in its member table and its book.
+fn add_dead_members(node: &mut Node, now: Instant, member: NodeId, addr: SocketAddr, count: u64) {
+    let dead: Vec<swim::Update> = (100..100 + count)
+        .map(|id| swim::Update {
+            id,
+            addr: SocketAddr::from(([127, 0, 1, (id % 250) as u8], 7000 + id as u16)),
+            incarnation: 1,
+            state: udplock_protocol::SwimState::Dead,
+            from: 0,
+        })
+        .collect();
+    for chunk in dead.chunks(udplock_protocol::PUSH_PULL_MEMBERS_MAX) {
+        let members = chunk.to_vec();
+        let msg = swim::Message::PushPull {
+            reply: false,
+            members,
+        };
+        node.swim.handle_message(now, member, addr, msg);
+    }
+    node.refresh_book();
+    node.drain_swim();
+}
+
+/// The SWIM records of a PEER datagram, decoded (its MAC unchecked).
+fn swim_records(bytes: &[u8]) -> Vec<swim::Message> {
+    let peer = PeerDatagram::decode(bytes).expect("a PEER datagram");
+    peer.all_records()
+        .filter_map(|r| match r {
+            PeerRecord::Swim(m) => Some(m.into_owned()),
+            PeerRecord::Raft { .. } => None,
+        })
+        .collect()
+}
+
+/// Spec §8.3 rule 3, §8.12: a new member's PING introduces its sender. Node 3 joins through
+/// node 1 and learns node 2 from node 1's answer; node 1 cannot tell node 2 (its datagrams to
+/// node 2 are lost), so node 2 first hears of node 3 from node 3's own PING. Node 1's table
+/// also holds 300 members that died recently, so node 3 has 300 pieces of news fresher than
+/// its own join to gossip (as a joiner of a large cluster has): its own news does not fit
+/// its first PINGs. Every PING carries its sender's own alive UPDATE all the same, so node
+/// 2 acts on it under the stranger rule: it learns node 3 from the PING itself and answers
+/// it with an ACK — no full-state exchange, no reconnect. (Authentication costs the first
+/// datagram between two nodes that never talked: it carries `peer_incarnation` 0, is
+/// dropped by check 4 of §8.11.5 and answered with node 2's PEER_SETTINGS.) Before, node 2
+/// dropped node 3's PINGs as from an unknown node until node 3's own news came round.
+#[test]
+fn a_new_members_ping_introduces_it_and_is_answered() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use udplock_protocol::SwimState::Alive;
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    add_dead_members(&mut net.nodes[0].1, net.now, 2, a2, 300);
+    net.run_for(2_000);
+    net.cut.insert((a1, a2));
+    let node3 = joined_node(3, a3, vec![(1, a1)], keys, 33, net.now);
+    net.nodes.push((a3, node3));
+    // Until node 2 holds node 3: what node 2 heard of node 3 on the way.
+    let until = net.now + Duration::from_millis(3_000);
+    let mut learned_from = None;
+    let mut heard = 0;
+    while net.now < until {
+        let Some((from, to, bytes)) = net.step(until) else {
+            continue;
+        };
+        heard += usize::from(from == a3 && to == a2);
+        if to == a2 && net.holds(1, 3).is_some() {
+            learned_from = Some((from, swim_records(&bytes)));
+            break;
+        }
+    }
+    let (from, records) = learned_from.expect("node 2 heard of node 3 within 30 periods");
+    assert_eq!(from, a3, "from node 3 itself");
+    assert!(
+        heard <= 2,
+        "from node 3's first datagrams to it, not its {heard}th"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|m| matches!(m, swim::Message::Ping { target: 2, .. })),
+        "node 2 learned node 3 from {records:?}, not from its PING"
+    );
+    assert!(
+        !records
+            .iter()
+            .any(|m| matches!(m, swim::Message::PushPull { .. })),
+        "{records:?}"
+    );
+    assert_eq!(net.holds(1, 3), Some(Alive));
+    let stats = net.nodes[1].1.stats();
+    assert_eq!(
+        stats.peer_unknown.load(Relaxed),
+        0,
+        "no PING of node 3 dropped"
+    );
+    // The PING is answered: node 2's next datagram to node 3 carries the ACK.
+    let until = net.now + Duration::from_millis(50);
+    let mut acked = false;
+    while net.now < until && !acked {
+        if let Some((from, to, bytes)) = net.step(until) {
+            acked = from == a2
+                && to == a3
+                && swim_records(&bytes)
+                    .iter()
+                    .any(|m| matches!(m, swim::Message::Ack { target: 2, .. }));
+        }
+    }
+    assert!(acked, "node 2 acked node 3's PING");
+    assert_eq!(net.holds(2, 2), Some(Alive), "node 3 holds node 2 alive");
+}
+
+/// Spec §8.10 rule 1 at scale: a node whose book holds 100 other members (recently dead
+/// ones here) sends its settings to all of them once, then to at most
+/// `SETTINGS_PEERS_PER_PERIOD_MAX` a period, not to all 100 every period.
+/// A node restarted with another setting still hears back within a period, and both say
+/// so: the others hear its settings at its start, and answer it at once (with a key, the
+/// stale answer of spec §8.11.5 does: its start-up datagram carries `peer_incarnation` 0;
+/// without one, its settings changed as they hear them, so they tell it theirs at their
+/// next period — `PeerSettingsLog::due`).
+#[test]
+fn settings_go_to_some_members_a_period_and_at_once_to_a_changed_one() {
+    use settings::{SETTINGS_PEERS_PER_PERIOD_MAX, SETTINGS_PERIOD};
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    add_dead_members(&mut net.nodes[0].1, net.now, 2, a2, 100);
+    // Its first period after the 100 came: all of them; then at most the maximum a period.
+    let settings_of_1 = |from: SocketAddr, b: &[u8]| from == a1 && b[3] == 0x41;
+    let mut per_period = Vec::new();
+    for _ in 0..4 {
+        let until = net.now + SETTINGS_PERIOD;
+        let mut sent = 0;
+        while net.now < until {
+            // Node 1's datagrams to members that are gone: counted and dropped at once;
+            // the one to node 2 when delivered.
+            net.drain();
+            let before = net.wire.len();
+            net.wire
+                .retain(|(_, from, to, b)| !(settings_of_1(*from, b) && *to != a2));
+            sent += before - net.wire.len();
+            if let Some((from, _, b)) = net.step(until) {
+                sent += usize::from(settings_of_1(from, &b));
+            }
+        }
+        per_period.push(sent);
+    }
+    // (The second period also tells node 2 at once: node 1 heard node 2's settings for
+    // the first time in the first, node 2's earlier ones having come before its join.)
+    assert!(per_period[0] >= 100, "{per_period:?}");
+    assert!(
+        per_period[1] <= SETTINGS_PEERS_PER_PERIOD_MAX + 1,
+        "{per_period:?}"
+    );
+    assert!(
+        per_period[2..]
+            .iter()
+            .all(|&n| n == SETTINGS_PEERS_PER_PERIOD_MAX),
+        "{per_period:?}"
+    );
+    // Node 2 restarts with another default TTL (a setting that may differ): node 1 hears
+    // it at node 2's start and tells node 2 its own at its next period.
+    let mut config = net.nodes[1].1.config().clone();
+    config.table.ttl_default_ms += 1_000;
+    let starts = (0..config.held_shards()).map(|_| Start::New).collect();
+    let stats = Arc::new(NodeStats::default());
+    let mut node2 = Node::new(config, starts, keys, 23, 2 * 31, stats, net.now).expect("valid");
+    node2.set_wall_clock(net.now, 1_700_000_000_000_000);
+    net.nodes[1].1 = node2;
+    let until = net.now + SETTINGS_PERIOD + Duration::from_millis(100);
+    let differs = |n: &Node, peer: NodeId| {
+        n.peer_settings()
+            .get(&peer)
+            .is_some_and(|v| !v.differences.is_empty())
+    };
+    while net.now < until && !(differs(&net.nodes[0].1, 2) && differs(&net.nodes[1].1, 1)) {
+        net.step(until);
+    }
+    assert!(
+        differs(&net.nodes[0].1, 2),
+        "node 1 heard node 2's settings"
+    );
+    assert!(
+        differs(&net.nodes[1].1, 1),
+        "node 2 heard back within a period"
+    );
 }

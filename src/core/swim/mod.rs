@@ -25,7 +25,9 @@
 //!   follows §4.2 exactly ([`overrides`]).
 //! - **Dissemination** (§4.1): membership news piggybacks on pings, acks and ping-reqs, each
 //!   update sent `retransmit_mult`·⌈log10(n+1)⌉ times (λ·log n), least-sent and freshest first,
-//!   within [`MESSAGE_LEN_MAX`]. A full-state exchange (PUSH_PULL) runs at join and then every
+//!   within [`MESSAGE_LEN_MAX`]. Every question (PING, PING_REQ) also carries the sender's
+//!   own alive update, so a member that has not heard of it yet learns it from the question
+//!   itself and answers it (spec §8.3 rule 3, §8.12; `Swim::question`). A full-state exchange (PUSH_PULL) runs at join and then every
 //!   `push_pull_interval` (longer beyond 32 members, [`Swim::push_pull_interval`]) with one
 //!   random member, to heal what the gossip missed.
 //! - **Lifeguard** (all three mechanisms switch with `Config::lifeguard`, so the simulator can
@@ -365,6 +367,11 @@ pub struct Swim {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// [`Swim::version`]: moves with every change of what [`Swim::members`] lists.
+    version: u64,
+    /// Debug builds: the version and a digest of the table when the invariants were last
+    /// checked, so that a change of the table that forgot to move the version is caught.
+    checked: Option<(u64, u64)>,
 }
 
 /// Whether news `new` about a member overrides what this member holds, `old` (SWIM §4.2):
@@ -439,6 +446,8 @@ impl Swim {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            version: 0,
+            checked: None,
         };
         swim.broadcast(swim.own_update(State::Alive));
         swim.check_invariants();
@@ -466,6 +475,7 @@ impl Swim {
             return;
         }
         self.leaving = true;
+        self.version += 1;
         self.probe = None;
         let left = self.own_update(State::Left);
         self.broadcast(left);
@@ -474,7 +484,7 @@ impl Swim {
         for id in alive.into_iter().take(self.config.indirect_probes) {
             let addr = self.members[&id].addr;
             let seq = self.next_seq();
-            let updates = self.gossip(PING_FIXED_LEN, None);
+            let updates = self.question(PING_FIXED_LEN, None);
             self.send(
                 addr,
                 Message::Ping {
@@ -512,7 +522,7 @@ impl Swim {
         match msg {
             Message::Ping { seq, target, .. } => {
                 if target == self.config.id {
-                    let updates = self.gossip_at_most(PING_FIXED_LEN, None, asked);
+                    let updates = self.gossip_at_most(PING_FIXED_LEN, &[], asked);
                     self.send(
                         addr,
                         Message::Ack {
@@ -656,6 +666,15 @@ impl Swim {
             since: m.since,
         });
         std::iter::once(me).chain(others).collect()
+    }
+
+    /// The member table's version: a counter that moves whenever what [`Swim::members`]
+    /// lists changes — a member added or forgotten, a member's state, incarnation or
+    /// address, this member's own incarnation or its leave — and never otherwise, so a
+    /// reader may keep what it derived from the table (the node's address book, a sorted
+    /// view for MEMBERS) until it moves. (`since` changes only with a state.)
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// What this member holds about `id` (not itself).
@@ -818,7 +837,7 @@ impl Swim {
         } else {
             None
         };
-        let updates = self.gossip(PING_FIXED_LEN, buddy);
+        let updates = self.question(PING_FIXED_LEN, buddy);
         self.send(
             m.addr,
             Message::Ping {
@@ -850,6 +869,7 @@ impl Swim {
             .collect();
         for id in gone {
             self.members.remove(&id);
+            self.version += 1;
             self.stats.forgotten += 1;
             self.event(Event::Forgotten { id });
         }
@@ -894,7 +914,7 @@ impl Swim {
         if let Some(target_addr) = target_addr {
             for h in chosen {
                 let addr = self.members[&h].addr;
-                let updates = self.gossip(PING_REQ_FIXED_LEN, None);
+                let updates = self.question(PING_REQ_FIXED_LEN, None);
                 self.send(
                     addr,
                     Message::PingReq {
@@ -925,7 +945,7 @@ impl Swim {
         }
         if let Some(i) = self.relays.iter().position(|r| r.seq == seq) {
             let r = self.relays.swap_remove(i);
-            let updates = self.gossip_at_most(PING_FIXED_LEN, None, r.asked);
+            let updates = self.gossip_at_most(PING_FIXED_LEN, &[], r.asked);
             self.send(
                 r.origin,
                 Message::Ack {
@@ -947,7 +967,7 @@ impl Swim {
         asked: usize,
     ) {
         if target == self.config.id {
-            let updates = self.gossip_at_most(PING_FIXED_LEN, None, asked);
+            let updates = self.gossip_at_most(PING_FIXED_LEN, &[], asked);
             self.send(
                 origin,
                 Message::Ack {
@@ -978,7 +998,7 @@ impl Swim {
         // sends because of what it received goes to known addresses); to the address the
         // request names only for a member this one does not know yet.
         let to = self.members.get(&target).map_or(target_addr, |m| m.addr);
-        let updates = self.gossip(PING_FIXED_LEN, None);
+        let updates = self.question(PING_FIXED_LEN, None);
         self.send(
             to,
             Message::Ping {
@@ -1009,6 +1029,7 @@ impl Swim {
                     since: now,
                 },
             );
+            self.version += 1;
             self.group += usize::from(in_group(u.state));
             match u.state {
                 State::Alive | State::Suspect => {
@@ -1061,6 +1082,8 @@ impl Swim {
                 since: if u.state == old.state { old.since } else { now },
             },
         );
+        // News that overrides changes the incarnation or the state ([`overrides`]).
+        self.version += 1;
         self.group = self.group + usize::from(in_group(u.state)) - usize::from(in_group(old.state));
         if old.state == State::Suspect {
             self.suspicions.remove(&u.id);
@@ -1115,6 +1138,7 @@ impl Swim {
             return false;
         }
         self.incarnation = u.incarnation.saturating_add(1);
+        self.version += 1;
         self.stats.refutations += 1;
         if u.state == State::Suspect {
             // Lifeguard §IV.A: being suspected means others do not hear this member in time.
@@ -1196,7 +1220,7 @@ impl Swim {
                 from,
             };
             let seq = self.next_seq();
-            let updates = self.gossip(PING_FIXED_LEN, Some(suspicion));
+            let updates = self.question(PING_FIXED_LEN, Some(suspicion));
             self.send(
                 addr,
                 Message::Ping {
@@ -1263,33 +1287,59 @@ impl Swim {
 
     /// The updates to piggyback on a message whose fixed part takes `fixed` bytes: `first` if
     /// any (the buddy system's suspicion), then the least-sent, freshest news that fits.
+    /// Questions use [`Swim::question`], answers [`Swim::gossip_at_most`]; the tests read the
+    /// gossip alone here.
+    #[cfg(test)]
     fn gossip(&mut self, fixed: usize, first: Option<Update>) -> Vec<Update> {
-        self.gossip_at_most(fixed, first, UPDATES_PER_MESSAGE_MAX)
+        let first: Vec<Update> = first.into_iter().collect();
+        self.gossip_at_most(fixed, &first, UPDATES_PER_MESSAGE_MAX)
+    }
+
+    /// The updates of a question (PING or PING_REQ) whose fixed part takes `fixed` bytes:
+    /// `buddy` if any (the buddy system's suspicion), then this member's own alive UPDATE,
+    /// then gossip as [`Swim::gossip`]. The receiver may not know this member yet — gossip
+    /// of its join reaches the others one after another, and a joiner starts probing the
+    /// members it learned at once —, and a node acts on a datagram from a sender it does not
+    /// know only if the sender announces itself in it (spec §8.3 rule 3, §8.12): so the
+    /// question that reaches a member first also introduces its sender, and is answered,
+    /// instead of being dropped and making its sender suspect a live member. It also tells
+    /// a receiver that holds this member at an older incarnation (dead, or suspected) the
+    /// current one. 44 bytes per question; an ACK may then carry one update more (as many
+    /// as its question). Not while leaving: the member's news is then its `Left`.
+    fn question(&mut self, fixed: usize, buddy: Option<Update>) -> Vec<Update> {
+        let mut first: Vec<Update> = buddy.into_iter().collect();
+        if !self.leaving {
+            first.push(self.own_update(State::Alive));
+        }
+        self.gossip_at_most(fixed, &first, UPDATES_PER_MESSAGE_MAX)
     }
 
     /// [`Swim::gossip`] for an answer: at most `most` updates, as many as the message it
     /// answers carried, so the answer is no longer than the question (spec §8.3 rule 5; an
     /// ACK's fixed part is no longer than a PING's or a PING_REQ's).
-    fn gossip_at_most(&mut self, fixed: usize, first: Option<Update>, most: usize) -> Vec<Update> {
+    /// `first` goes first (as much of it as fits); news about a member `first` names is not
+    /// repeated, and counts as sent if `first` holds this member's own news itself.
+    fn gossip_at_most(&mut self, fixed: usize, first: &[Update], most: usize) -> Vec<Update> {
         let room = ((MESSAGE_LEN_MAX - fixed) / UPDATE_LEN)
             .min(UPDATES_PER_MESSAGE_MAX)
             .min(most);
         if room == 0 {
             return Vec::new();
         }
-        let mut out = Vec::new();
-        if let Some(u) = first {
-            out.push(u);
-        }
+        let mut out: Vec<Update> = first.iter().take(room).copied().collect();
         self.broadcasts
             .sort_by(|a, b| a.transmits.cmp(&b.transmits).then(b.order.cmp(&a.order)));
         let limit = self.retransmit_limit();
+        let me = self.config.id;
         for b in self.broadcasts.iter_mut() {
+            if let Some(f) = out.iter().find(|f| f.id == b.update.id) {
+                if f.id == me && *f == b.update {
+                    b.transmits += 1;
+                }
+                continue;
+            }
             if out.len() >= room {
                 break;
-            }
-            if first.is_some_and(|f| f.id == b.update.id) {
-                continue;
             }
             out.push(b.update);
             b.transmits += 1;
@@ -1404,7 +1454,7 @@ impl Swim {
 
     /// What holds after every input. The O(members) checks run in debug builds only (the
     /// simulator's 1,000-member runs would spend their time here).
-    fn check_invariants(&self) {
+    fn check_invariants(&mut self) {
         assert!(!self.members.contains_key(&self.config.id));
         assert!(self.health <= self.config.health_max);
         assert!(self.config.lifeguard || self.health == 0);
@@ -1437,6 +1487,24 @@ impl Swim {
             assert!(self.probe_order.iter().all(|id| *id != self.config.id));
             let group = 1 + self.members.values().filter(|m| in_group(m.state)).count();
             assert_eq!(self.group, group);
+            // The version moved if the table changed.
+            let digest = self.table_digest();
+            if let Some((version, was)) = self.checked {
+                if version == self.version {
+                    assert_eq!(was, digest, "the table changed at version {version}");
+                }
+            }
+            self.checked = Some((self.version, digest));
         }
+    }
+
+    /// A hash of everything [`Swim::members`] lists (for [`Swim::check_invariants`]).
+    fn table_digest(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for m in self.members() {
+            (m.id, m.addr, m.incarnation, m.state, m.since.as_micros()).hash(&mut h);
+        }
+        h.finish()
     }
 }

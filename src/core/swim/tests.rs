@@ -995,3 +995,174 @@ fn the_full_state_interval_grows_with_the_log_of_the_group_beyond_32() {
         );
     }
 }
+
+/// Every question a member sends — its probe's PING, its PING_REQs, the PING it sends for
+/// another's PING_REQ — carries its own alive UPDATE, however much news waits and after its
+/// own join news ran out: the receiver may not know it yet (gossip reaches members one after
+/// another), and a node drops a datagram of a sender it does not know unless it announces
+/// itself (spec §8.3 rule 3, §8.12). Once, even when its own news is also queued (a
+/// refutation); never `Alive` while it leaves.
+#[test]
+fn every_question_introduces_its_sender() {
+    let mut all = group(3, true);
+    let a = &mut all[0];
+    for id in 10..60 {
+        a.apply(at(1), update(id, 0, State::Alive, 0));
+    }
+    let me = update(1, 0, State::Alive, 0);
+    let introduces = |updates: &[Update]| updates.iter().filter(|u| **u == me).count() == 1;
+    a.probe_order = vec![2];
+    a.probe_next = 0;
+    let t0 = a.period_end;
+    a.handle_timeout(t0);
+    let ping = drain(a);
+    match &ping[..] {
+        [Transmit {
+            msg: Message::Ping { updates, .. },
+            ..
+        }] => {
+            assert!(introduces(updates), "{updates:?}");
+            assert_eq!(
+                updates.len(),
+                UPDATES_PER_MESSAGE_MAX,
+                "news fills the rest"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // No ack: the PING_REQs introduce it too.
+    let indirect = a.probe.unwrap().indirect_at.unwrap();
+    a.handle_timeout(indirect);
+    let reqs = drain(a);
+    assert!(!reqs.is_empty());
+    for t in &reqs {
+        match &t.msg {
+            Message::PingReq { updates, .. } => assert!(introduces(updates), "{t:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The PING it sends for another member's PING_REQ introduces it to the target.
+    a.handle_message(
+        indirect,
+        2,
+        addr(2),
+        Message::PingReq {
+            seq: 9,
+            target: 3,
+            target_addr: addr(3),
+            updates: vec![],
+        },
+    );
+    match &drain(a)[..] {
+        [Transmit {
+            msg: Message::Ping { updates, .. },
+            ..
+        }] => assert!(introduces(updates), "{updates:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Its own news queued (a refutation at incarnation 1): sent once, at the new incarnation.
+    a.apply(indirect, update(1, 0, State::Suspect, 2));
+    assert_eq!(a.incarnation(), 1);
+    let me = update(1, 1, State::Alive, 0);
+    let t1 = a.period_end;
+    a.handle_timeout(t1);
+    for t in drain(a) {
+        if let Message::Ping { updates, .. } = &t.msg {
+            assert_eq!(updates.iter().filter(|u| u.id == 1).count(), 1, "{t:?}");
+            assert!(updates.contains(&me), "{t:?}");
+        }
+    }
+    // Leaving: no question says it is alive.
+    a.leave(t1);
+    for t in drain(a) {
+        let updates = t.msg.gossip().map_or(&[][..], Vec::as_slice);
+        assert!(
+            updates.iter().all(|u| u.id != 1 || u.state == State::Left),
+            "{t:?}"
+        );
+    }
+}
+
+/// `Swim::version` moves with each kind of change of the member table — a member added,
+/// suspected, refuted (its incarnation), declared dead, back at a new address, forgotten;
+/// this member's own refutation and leave — and not for news that changes nothing, nor for
+/// messages, probes and periods that change no member.
+#[test]
+fn the_table_version_moves_with_each_change_and_only_then() {
+    let mut a = member(1, true);
+    let mut v = a.version();
+    let mut moved = |a: &Swim, what: &str, expect: bool| {
+        assert_eq!(
+            a.version() != v,
+            expect,
+            "{what}: {} after {v}",
+            a.version()
+        );
+        v = a.version();
+    };
+    a.apply(at(1), update(2, 0, State::Alive, 0));
+    moved(&a, "added", true);
+    a.apply(at(1), update(3, 0, State::Alive, 0));
+    moved(&a, "added", true);
+    a.apply(at(1), update(2, 0, State::Alive, 0));
+    moved(&a, "the same news", false);
+    a.apply(at(1), update(2, 0, State::Suspect, 3));
+    moved(&a, "suspected", true);
+    a.apply(at(1), update(2, 0, State::Suspect, 4));
+    moved(&a, "a confirmation", false);
+    a.apply(at(1), update(2, 1, State::Alive, 0));
+    moved(&a, "refuted (incarnation)", true);
+    a.apply(at(1), update(2, 0, State::Dead, 0));
+    moved(&a, "stale death", false);
+    a.apply(at(1), update(2, 1, State::Dead, 0));
+    moved(&a, "dead", true);
+    let elsewhere = Update {
+        addr: "10.9.9.9:7000".parse().unwrap(),
+        ..update(2, 2, State::Alive, 0)
+    };
+    a.apply(at(1), elsewhere);
+    moved(&a, "back at a new address", true);
+    assert_eq!(a.members()[1].addr, elsewhere.addr);
+    // Messages and periods that change no member.
+    drain(&mut a);
+    a.handle_message(
+        at(2),
+        2,
+        elsewhere.addr,
+        Message::Ping {
+            seq: 1,
+            target: 1,
+            updates: vec![update(3, 0, State::Alive, 0)],
+        },
+    );
+    moved(&a, "a ping with old news", false);
+    let t = a.period_end;
+    a.handle_timeout(t);
+    moved(&a, "a period starts", false);
+    // Its own incarnation: a refutation.
+    a.apply(at(3), update(1, 0, State::Suspect, 2));
+    assert_eq!(a.incarnation(), 1);
+    moved(&a, "own refutation", true);
+    // Forgotten after dead_keep; on the way (member 2's probes fail: nobody answers), the
+    // version moves at exactly the timeouts that change the table.
+    a.apply(at(3), update(3, 0, State::Dead, 0));
+    moved(&a, "dead", true);
+    let keep = a.config.dead_keep;
+    while a.members().iter().any(|m| m.id == 3) {
+        let before = (a.members(), a.version());
+        let t = a.poll_timeout();
+        a.handle_timeout(t);
+        drain(&mut a);
+        assert_eq!(
+            before.0 != a.members(),
+            before.1 != a.version(),
+            "at {t:?}: {:?} -> {:?}",
+            before.0,
+            a.members()
+        );
+        assert!(t <= at(3) + keep + ms(60_000), "{t:?}");
+    }
+    v = a.version();
+    a.leave(a.poll_timeout());
+    assert!(a.version() != v, "left");
+}
