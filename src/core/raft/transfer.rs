@@ -167,7 +167,7 @@ impl Raft {
         );
         self.role = Role::PreCandidate;
         self.grants.clear();
-        self.count_grant(self.config.id);
+        self.count_grant(self.config.id, self.hard.replica);
         self.start_election_as(now, true);
     }
 }
