@@ -584,6 +584,16 @@ fn a_leader_counts_no_acknowledgement_of_a_replaced_replica() {
         .map(|m| m.id)
         .collect();
     assert_eq!(replaced, [2]);
+    // Node 2's new replica may not campaign, so no transfer goes to it (it would never end,
+    // and the leader holds no lease while one runs).
+    let now = net.now;
+    assert!(!net.node(1).follower_caught_up(2, now));
+    net.node_mut(1).transfer_leadership(now, 2).expect("leads");
+    assert_eq!(
+        net.node(1).transferring_to(),
+        None,
+        "a transfer to a replaced voter"
+    );
     // With node 3 down, 1 and the new replica of 2 are no majority of 1, (2, old), 3.
     let three = net.crash(3);
     let index = net.propose(1, vec![9]);
