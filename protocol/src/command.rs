@@ -13,8 +13,8 @@
 //!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
 //!          | resource_len u8 | resource | client_len u8 | client
 //! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
-//! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters u64 × voter_count
-//!          | learners u64 × learner_count
+//! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters (node u64, replica u64)
+//!          × voter_count | learners (node u64, replica u64) × learner_count
 //! ```
 //!
 //! SETTINGS carries the values of the settings a leader applies with that may differ between
@@ -22,7 +22,9 @@
 //! nodes need not share them and an operator can change them with a rolling restart.
 //!
 //! CONFIG is the shard's Raft configuration (spec §8.7, thesis §4.1): who votes and who only
-//! learns. Raft itself writes and reads it (`core::raft::membership`); a replica's lock table
+//! learns, each member named by its node id and its *replica id* (spec §8.5, "Replica
+//! identities"): a replica that lost its state comes back with a new one, so it is a new
+//! server to every configuration. Raft itself writes and reads it (`core::raft::membership`); a replica's lock table
 //! skips it.
 
 use core::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -36,11 +38,13 @@ use crate::{DecodeError, EncodeError, ID_LEN_MAX};
 const SHORT_COMMAND_LEN: usize = 9;
 /// Length of SETTINGS: the kind byte and three u32.
 const SETTINGS_COMMAND_LEN: usize = 13;
-/// Length of CONFIG without its node ids: the kind byte and the two counts.
+/// Length of CONFIG without its members: the kind byte and the two counts.
 const CONFIG_FIXED_LEN: usize = 3;
+/// Length of one member of a CONFIG: its node id and its replica id.
+pub const CONFIG_MEMBER_LEN: usize = 16;
 /// Most members (voters and learners together) one CONFIG names: a shard has 1, 3 or 5
 /// voters (typically 3) and, while a replica moves, one learner more; 16 leaves room for 7
-/// voters with learners, and bounds what a CONFIG costs to read, to store (131 bytes) and,
+/// voters with learners, and bounds what a CONFIG costs to read, to store (259 bytes) and,
 /// on a leader, in per-follower state. More does not decode (`BadMembers`).
 pub const CONFIG_MEMBERS_MAX: usize = 16;
 /// Length of a REQUEST command without its two ids (the two length bytes included).
@@ -84,37 +88,50 @@ const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
 const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
 const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
 const _: () = assert!(field::MEMBERS == CONFIG_FIXED_LEN);
-const _: () = assert!(CONFIG_FIXED_LEN + 8 * CONFIG_MEMBERS_MAX <= LOG_COMMAND_LEN_MAX);
+const _: () =
+    assert!(CONFIG_FIXED_LEN + CONFIG_MEMBER_LEN * CONFIG_MEMBERS_MAX <= LOG_COMMAND_LEN_MAX);
 
-/// Node ids as a CONFIG holds them: big-endian u64s, borrowed from the entry's data (or
-/// from a caller's buffer, [`NodeIds::write`]). Compared by their bytes.
+/// One member of a CONFIG: a replica, named by the node that holds it and the replica id it
+/// drew when it started without state (spec §8.5, "Replica identities"). A voter's replica
+/// id is never 0; a learner's may be 0, "not known yet".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReplicaRef {
+    pub node: u64,
+    pub replica: u64,
+}
+
+/// Members as a CONFIG holds them: per member its node id then its replica id, big-endian
+/// u64s, borrowed from the entry's data (or from a caller's buffer, [`Replicas::write`]).
+/// Compared by their bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct NodeIds<'a>(&'a [u8]);
+pub struct Replicas<'a>(&'a [u8]);
 
-impl<'a> NodeIds<'a> {
-    /// Writes `ids` into `buf` as a CONFIG holds them; `None` if `buf` is too small.
-    pub fn write(ids: &[u64], buf: &'a mut [u8]) -> Option<NodeIds<'a>> {
-        let out = buf.get_mut(..ids.len().checked_mul(8)?)?;
-        for (chunk, id) in out.chunks_exact_mut(8).zip(ids) {
-            chunk.copy_from_slice(&id.to_be_bytes());
+impl<'a> Replicas<'a> {
+    /// Writes `members` into `buf` as a CONFIG holds them; `None` if `buf` is too small.
+    pub fn write(members: &[ReplicaRef], buf: &'a mut [u8]) -> Option<Replicas<'a>> {
+        let out = buf.get_mut(..members.len().checked_mul(CONFIG_MEMBER_LEN)?)?;
+        for (chunk, member) in out.chunks_exact_mut(CONFIG_MEMBER_LEN).zip(members) {
+            chunk[..8].copy_from_slice(&member.node.to_be_bytes());
+            chunk[8..].copy_from_slice(&member.replica.to_be_bytes());
         }
-        Some(NodeIds(out))
+        Some(Replicas(out))
     }
 
-    /// How many ids.
+    /// How many members.
     pub fn len(&self) -> usize {
-        self.0.len() / 8
+        self.0.len() / CONFIG_MEMBER_LEN
     }
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
-    /// The ids in order.
-    pub fn iter(&self) -> impl Iterator<Item = u64> + 'a {
-        self.0
-            .chunks_exact(8)
-            .map(|c| u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+    /// The members in order.
+    pub fn iter(&self) -> impl Iterator<Item = ReplicaRef> + 'a {
+        self.0.chunks_exact(CONFIG_MEMBER_LEN).map(|c| ReplicaRef {
+            node: u64_at(c, 0),
+            replica: u64_at(c, 8),
+        })
     }
 }
 
@@ -152,12 +169,12 @@ pub enum LogCommand<'a> {
     },
     /// The shard's Raft configuration from this entry on (thesis §4.1): the voters (at
     /// least one) and the learners, which receive the log but never vote nor count towards a
-    /// majority (thesis §4.2.1). Ids are non-zero, none named twice, at most
-    /// [`CONFIG_MEMBERS_MAX`] in all; [`LogCommand::decode`] and [`LogCommand::encode`]
-    /// refuse others.
+    /// majority (thesis §4.2.1). Node ids are non-zero, none named twice, at most
+    /// [`CONFIG_MEMBERS_MAX`] in all; a voter's replica id is non-zero (a learner's may be
+    /// 0: not known yet); [`LogCommand::decode`] and [`LogCommand::encode`] refuse others.
     Config {
-        voters: NodeIds<'a>,
-        learners: NodeIds<'a>,
+        voters: Replicas<'a>,
+        learners: Replicas<'a>,
     },
 }
 
@@ -214,12 +231,12 @@ impl<'a> LogCommand<'a> {
             return Err(DecodeError::BadBodyLength);
         };
         let (voters, learners) = (voters as usize, learners as usize);
-        if data.len() != CONFIG_FIXED_LEN + 8 * (voters + learners) {
+        if data.len() != CONFIG_FIXED_LEN + CONFIG_MEMBER_LEN * (voters + learners) {
             return Err(DecodeError::BadBodyLength);
         }
-        let split = field::MEMBERS + 8 * voters;
-        let voters = NodeIds(&data[field::MEMBERS..split]);
-        let learners = NodeIds(&data[split..]);
+        let split = field::MEMBERS + CONFIG_MEMBER_LEN * voters;
+        let voters = Replicas(&data[field::MEMBERS..split]);
+        let learners = Replicas(&data[split..]);
         if !config_members_ok(voters, learners) {
             return Err(DecodeError::BadMembers);
         }
@@ -282,7 +299,7 @@ impl<'a> LogCommand<'a> {
             LogCommand::Init { .. } | LogCommand::Tick { .. } => SHORT_COMMAND_LEN,
             LogCommand::Settings { .. } => SETTINGS_COMMAND_LEN,
             LogCommand::Config { voters, learners } => {
-                CONFIG_FIXED_LEN + 8 * (voters.len() + learners.len())
+                CONFIG_FIXED_LEN + CONFIG_MEMBER_LEN * (voters.len() + learners.len())
             }
             LogCommand::Request { body, .. } => {
                 let (resource, client) = body.ids();
@@ -377,16 +394,22 @@ impl<'a> LogCommand<'a> {
     }
 }
 
-/// Spec §8.7, CONFIG: at least one voter, at most [`CONFIG_MEMBERS_MAX`] members, no id 0,
-/// no id named twice (in one list or in both).
-fn config_members_ok(voters: NodeIds<'_>, learners: NodeIds<'_>) -> bool {
+/// Spec §8.7, CONFIG: at least one voter, at most [`CONFIG_MEMBERS_MAX`] members, no node
+/// id 0, no voter with replica id 0, no node named twice (in one list or in both).
+fn config_members_ok(voters: Replicas<'_>, learners: Replicas<'_>) -> bool {
     if voters.is_empty() || voters.len() + learners.len() > CONFIG_MEMBERS_MAX {
         return false;
     }
+    if voters.iter().any(|voter| voter.replica == 0) {
+        return false;
+    }
     let members = || voters.iter().chain(learners.iter());
-    members()
-        .enumerate()
-        .all(|(position, id)| id != 0 && !members().take(position).any(|other| other == id))
+    members().enumerate().all(|(position, member)| {
+        member.node != 0
+            && !members()
+                .take(position)
+                .any(|other| other.node == member.node)
+    })
 }
 
 /// The operation of a REQUEST command from its op byte and fields (the inverse of

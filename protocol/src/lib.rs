@@ -81,7 +81,8 @@ mod swim;
 
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{
-    LogCommand, NodeIds, CONFIG_MEMBERS_MAX, LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN,
+    LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN, LOG_COMMAND_LEN_MAX,
+    LOG_REQUEST_FIXED_LEN,
 };
 pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;

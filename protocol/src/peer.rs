@@ -74,15 +74,15 @@ pub const SNAPSHOT_LEN_MAX: u64 = 256 * 1024 * 1024;
 
 /// Body sizes of the fixed-size record kinds.
 const VOTE_LEN: usize = 24;
-const VOTE_REPLY_LEN: usize = 9;
-const APPEND_REPLY_LEN: usize = 33;
+const VOTE_REPLY_LEN: usize = 17;
+const APPEND_REPLY_LEN: usize = 41;
 const TIMEOUT_NOW_LEN: usize = 8;
 /// term, nonce, and 8 reserved zero bytes: as long as TERM_REPLY, the longest answer, so that
 /// no answer is longer than its question (spec §8.3 rule 5).
 const TERM_QUERY_LEN: usize = 24;
 const TERM_REPLY_LEN: usize = 24;
 const NO_STATE_REPLY_LEN: usize = 17;
-const INSTALL_SNAPSHOT_REPLY_LEN: usize = 40;
+const INSTALL_SNAPSHOT_REPLY_LEN: usize = 48;
 /// The largest fixed-size body, for the stack buffer [`PeerWriter::push`] builds it in.
 const FIXED_BODY_LEN_MAX: usize = INSTALL_SNAPSHOT_REPLY_LEN;
 
@@ -99,8 +99,15 @@ const _: () = assert!(
         && FIXED_BODY_LEN_MAX >= NO_STATE_REPLY_LEN
 );
 const _: () = assert!(INSTALL_SNAPSHOT_FIXED_LEN == 6 * 8 + 2);
-const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 5 * 8);
-const _: () = assert!(APPEND_REPLY_LEN == 4 * 8 + 1);
+const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN == 6 * 8);
+const _: () = assert!(APPEND_REPLY_LEN == 5 * 8 + 1);
+const _: () = assert!(VOTE_REPLY_LEN == 2 * 8 + 1);
+// Spec §8.3 rule 5: no answer is longer than what it answers. VOTE_REPLY answers PRE_VOTE,
+// VOTE and TRANSFER_VOTE (24 bytes each); APPEND_REPLY an APPEND and INSTALL_SNAPSHOT_REPLY
+// an INSTALL_SNAPSHOT, each at least 50 bytes.
+const _: () = assert!(VOTE_REPLY_LEN <= VOTE_LEN);
+const _: () = assert!(APPEND_REPLY_LEN <= APPEND_FIXED_LEN);
+const _: () = assert!(INSTALL_SNAPSHOT_REPLY_LEN <= INSTALL_SNAPSHOT_FIXED_LEN);
 // No answer is longer than its question (spec §8.3 rule 5); protocol/tests/props.rs checks
 // every kind, this the one that needed padding.
 const _: () = assert!(TERM_QUERY_LEN >= TERM_REPLY_LEN && TERM_QUERY_LEN >= NO_STATE_REPLY_LEN);
@@ -156,6 +163,12 @@ pub mod field {
     pub const INSTALL_SNAPSHOT_REPLY_RECEIVED: Range<usize> = 16..24;
     pub const INSTALL_SNAPSHOT_REPLY_ROUND: Range<usize> = 24..32;
     pub const INSTALL_SNAPSHOT_REPLY_LIFE: Range<usize> = 32..40;
+    pub const INSTALL_SNAPSHOT_REPLY_REPLICA: Range<usize> = 40..48;
+    /// PRE_VOTE_REPLY and VOTE_REPLY body.
+    pub const VOTE_REPLY_REPLICA: Range<usize> = 9..17;
+    /// APPEND_REPLY body.
+    pub const APPEND_REPLY_LIFE: Range<usize> = 25..33;
+    pub const APPEND_REPLY_REPLICA: Range<usize> = 33..41;
     /// TERM_QUERY body.
     pub const TERM_QUERY_TERM: Range<usize> = 0..8;
     pub const TERM_QUERY_NONCE: Range<usize> = 8..16;
@@ -166,7 +179,9 @@ const _: () = assert!(field::LEN.end == PEER_RECORD_HEADER_LEN);
 const _: () = assert!(field::APPEND_ENTRY_COUNT.end == APPEND_FIXED_LEN);
 const _: () = assert!(field::ENTRY_DATA_LEN.end == ENTRY_FIXED_LEN);
 const _: () = assert!(field::INSTALL_SNAPSHOT_DATA_LEN.end == INSTALL_SNAPSHOT_FIXED_LEN);
-const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_LIFE.end == INSTALL_SNAPSHOT_REPLY_LEN);
+const _: () = assert!(field::INSTALL_SNAPSHOT_REPLY_REPLICA.end == INSTALL_SNAPSHOT_REPLY_LEN);
+const _: () = assert!(field::VOTE_REPLY_REPLICA.end == VOTE_REPLY_LEN);
+const _: () = assert!(field::APPEND_REPLY_REPLICA.end == APPEND_REPLY_LEN);
 
 /// Encoded size of one APPEND record (its 6-byte record header included) whose entries carry
 /// `entries_total_data` bytes of data in `entry_count` entries:
@@ -316,8 +331,14 @@ pub enum RaftMessage<E, D> {
         last_log_term: u64,
     },
     /// Answer to PRE_VOTE: `term` echoes the asked term when granted, else it is the
-    /// replier's own term.
-    PreVoteReply { term: u64, granted: bool },
+    /// replier's own term. `replica` is the replier's replica id: a grant counts only where
+    /// the counter's configuration names the replier with it (spec §8.5, "Replica
+    /// identities").
+    PreVoteReply {
+        term: u64,
+        granted: bool,
+        replica: u64,
+    },
     /// RequestVote (Raft §5.2, §5.4.1). `transfer`: sent after a TIMEOUT_NOW from the leader
     /// of the previous term, so voters grant it even within an election timeout of hearing
     /// from that leader, despite leader stickiness (thesis §3.10). On the wire, VOTE (kind 3)
@@ -328,8 +349,12 @@ pub enum RaftMessage<E, D> {
         last_log_term: u64,
         transfer: bool,
     },
-    /// Answer to VOTE and TRANSFER_VOTE.
-    VoteReply { term: u64, granted: bool },
+    /// Answer to VOTE and TRANSFER_VOTE; `replica` as in PRE_VOTE_REPLY.
+    VoteReply {
+        term: u64,
+        granted: bool,
+        replica: u64,
+    },
     /// AppendEntries (Raft §5.3); no entries is a heartbeat. Entry `i` has index
     /// `prev_log_index + 1 + i` (the wire leaves indexes implicit). `round` numbers the
     /// leader's heartbeat round it was built in; a follower echoes it so the leader can time
@@ -349,13 +374,16 @@ pub enum RaftMessage<E, D> {
     /// else a hint where to back up to (Raft §5.3); `round` is the APPEND's round (0 when
     /// `term`, the follower's, is later than the APPEND's); `life` is the follower's life id,
     /// drawn at random each time it starts, so that a leader never counts an answer of an
-    /// earlier life of a node that has lost its state since (spec §8.5).
+    /// earlier life of a node that has lost its state since (spec §8.5); `replica` is the
+    /// follower's replica id, which an acknowledgement counts under (spec §8.5, "Replica
+    /// identities").
     AppendReply {
         term: u64,
         success: bool,
         match_index: u64,
         round: u64,
         life: u64,
+        replica: u64,
     },
     /// Leadership transfer: the leader of `term` tells a caught-up follower to start an
     /// election now, without waiting for a timeout (thesis §3.10).
@@ -400,15 +428,16 @@ pub enum RaftMessage<E, D> {
     /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
     /// `received` counts the snapshot's bytes, from the start, that the follower holds
     /// (`total_len` once it has them all, or if it already holds everything the snapshot
-    /// covers), `round` echoes the chunk's, `life` is the follower's life id as in
-    /// APPEND_REPLY. On a chunk of an older term, `term` is the follower's, `round` is 0 and
-    /// nothing else counts.
+    /// covers), `round` echoes the chunk's, `life` and `replica` are the follower's life id
+    /// and replica id as in APPEND_REPLY. On a chunk of an older term, `term` is the
+    /// follower's, `round` is 0 and nothing else counts.
     InstallSnapshotReply {
         term: u64,
         last_index: u64,
         received: u64,
         round: u64,
         life: u64,
+        replica: u64,
     },
 }
 
@@ -605,9 +634,15 @@ impl<'a> PeerMessage<'a> {
                 last_log_index,
                 last_log_term,
             },
-            RaftMessage::PreVoteReply { term, granted } => {
-                RaftMessage::PreVoteReply { term, granted }
-            }
+            RaftMessage::PreVoteReply {
+                term,
+                granted,
+                replica,
+            } => RaftMessage::PreVoteReply {
+                term,
+                granted,
+                replica,
+            },
             RaftMessage::Vote {
                 term,
                 last_log_index,
@@ -619,19 +654,29 @@ impl<'a> PeerMessage<'a> {
                 last_log_term,
                 transfer,
             },
-            RaftMessage::VoteReply { term, granted } => RaftMessage::VoteReply { term, granted },
+            RaftMessage::VoteReply {
+                term,
+                granted,
+                replica,
+            } => RaftMessage::VoteReply {
+                term,
+                granted,
+                replica,
+            },
             RaftMessage::AppendReply {
                 term,
                 success,
                 match_index,
                 round,
                 life,
+                replica,
             } => RaftMessage::AppendReply {
                 term,
                 success,
                 match_index,
                 round,
                 life,
+                replica,
             },
             RaftMessage::TimeoutNow { term } => RaftMessage::TimeoutNow { term },
             RaftMessage::TermQuery { term, nonce } => RaftMessage::TermQuery { term, nonce },
@@ -653,12 +698,14 @@ impl<'a> PeerMessage<'a> {
                 received,
                 round,
                 life,
+                replica,
             } => RaftMessage::InstallSnapshotReply {
                 term,
                 last_index,
                 received,
                 round,
                 life,
+                replica,
             },
         }
     }
@@ -925,10 +972,19 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
         PeerKind::PreVoteReply | PeerKind::VoteReply => {
             exact(body, VOTE_REPLY_LEN)?;
             let (term, granted) = (u64_(0), bool_at(body, 8)?);
+            let replica = u64_(field::VOTE_REPLY_REPLICA.start);
             if kind == PeerKind::PreVoteReply {
-                PeerMessage::PreVoteReply { term, granted }
+                PeerMessage::PreVoteReply {
+                    term,
+                    granted,
+                    replica,
+                }
             } else {
-                PeerMessage::VoteReply { term, granted }
+                PeerMessage::VoteReply {
+                    term,
+                    granted,
+                    replica,
+                }
             }
         }
         PeerKind::Append => read_append(body)?,
@@ -939,7 +995,8 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 success: bool_at(body, 8)?,
                 match_index: u64_(9),
                 round: u64_(17),
-                life: u64_(25),
+                life: u64_(field::APPEND_REPLY_LIFE.start),
+                replica: u64_(field::APPEND_REPLY_REPLICA.start),
             }
         }
         PeerKind::TimeoutNow => {
@@ -982,6 +1039,7 @@ fn read_body(kind: PeerKind, body: &[u8]) -> Result<PeerMessage<'_>, DecodeError
                 received: u64_(field::INSTALL_SNAPSHOT_REPLY_RECEIVED.start),
                 round: u64_(field::INSTALL_SNAPSHOT_REPLY_ROUND.start),
                 life: u64_(field::INSTALL_SNAPSHOT_REPLY_LIFE.start),
+                replica: u64_(field::INSTALL_SNAPSHOT_REPLY_REPLICA.start),
             }
         }
         // `read_record` hands these to `read_swim_body`.
@@ -1245,10 +1303,19 @@ impl<'b> PeerWriter<'b> {
                 put(&mut body, 16, last_log_term);
                 VOTE_LEN
             }
-            RaftMessage::PreVoteReply { term, granted }
-            | RaftMessage::VoteReply { term, granted } => {
+            RaftMessage::PreVoteReply {
+                term,
+                granted,
+                replica,
+            }
+            | RaftMessage::VoteReply {
+                term,
+                granted,
+                replica,
+            } => {
                 put(&mut body, 0, term);
                 body[8] = granted as u8;
+                put(&mut body, field::VOTE_REPLY_REPLICA.start, replica);
                 VOTE_REPLY_LEN
             }
             RaftMessage::AppendReply {
@@ -1257,12 +1324,14 @@ impl<'b> PeerWriter<'b> {
                 match_index,
                 round,
                 life,
+                replica,
             } => {
                 put(&mut body, 0, term);
                 body[8] = success as u8;
                 put(&mut body, 9, match_index);
                 put(&mut body, 17, round);
-                put(&mut body, 25, life);
+                put(&mut body, field::APPEND_REPLY_LIFE.start, life);
+                put(&mut body, field::APPEND_REPLY_REPLICA.start, replica);
                 APPEND_REPLY_LEN
             }
             RaftMessage::TimeoutNow { term } => {
@@ -1297,6 +1366,7 @@ impl<'b> PeerWriter<'b> {
                 received,
                 round,
                 life,
+                replica,
             } => {
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_TERM.start, term);
                 put(
@@ -1311,6 +1381,11 @@ impl<'b> PeerWriter<'b> {
                 );
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_ROUND.start, round);
                 put(&mut body, field::INSTALL_SNAPSHOT_REPLY_LIFE.start, life);
+                put(
+                    &mut body,
+                    field::INSTALL_SNAPSHOT_REPLY_REPLICA.start,
+                    replica,
+                );
                 INSTALL_SNAPSHOT_REPLY_LEN
             }
         };

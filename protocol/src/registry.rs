@@ -149,7 +149,7 @@ registry! {
         Tick = 2, "TICK", "Advance log time: fire every timer due at or before the stamp.";
         Request = 3, "REQUEST", "Apply a client request (ACQUIRE, RELEASE, RENEW, CONFIGURE) as of the stamp.";
         Settings = 4, "SETTINGS", "The leader's default TTL, retry-after hint and startup grace: what later commands apply with.";
-        Config = 5, "CONFIG", "The shard's Raft configuration from this entry on: its voters and its learners.";
+        Config = 5, "CONFIG", "The shard's Raft configuration from this entry on: its voters and its learners, each named by node id and replica id.";
     }
 }
 

@@ -244,14 +244,14 @@ fn every_decode_error_has_a_drop_or_reply_rule() {
 fn expected_record_len(m: &Msg) -> usize {
     match m {
         Msg::PreVote { .. } | Msg::Vote { .. } => 6 + 24,
-        Msg::PreVoteReply { .. } | Msg::VoteReply { .. } => 6 + 9,
+        Msg::PreVoteReply { .. } | Msg::VoteReply { .. } => 6 + 17,
         Msg::Append { entries, .. } => {
             append_record_len(entries.iter().map(|e| e.data.len()).sum(), entries.len())
         }
-        Msg::AppendReply { .. } => 6 + 33,
+        Msg::AppendReply { .. } => 6 + 41,
         Msg::TimeoutNow { .. } => 6 + 8,
         Msg::InstallSnapshot { data, .. } => 6 + INSTALL_SNAPSHOT_FIXED_LEN + data.len(),
-        Msg::InstallSnapshotReply { .. } => 6 + 40,
+        Msg::InstallSnapshotReply { .. } => 6 + 48,
         Msg::TermQuery { .. } => 6 + 24,
         Msg::TermReply { .. } => 6 + 24,
         Msg::NoStateReply { .. } => 6 + 17,
@@ -354,7 +354,11 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
             last_log_index,
             last_log_term
         }),
-        (u(), any::<bool>()).prop_map(|(term, granted)| Msg::PreVoteReply { term, granted }),
+        (u(), any::<bool>(), u()).prop_map(|(term, granted, replica)| Msg::PreVoteReply {
+            term,
+            granted,
+            replica
+        }),
         (u(), u(), u(), any::<bool>()).prop_map(
             |(term, last_log_index, last_log_term, transfer)| Msg::Vote {
                 term,
@@ -363,28 +367,34 @@ fn peer_msg() -> impl Strategy<Value = Msg> {
                 transfer
             }
         ),
-        (u(), any::<bool>()).prop_map(|(term, granted)| Msg::VoteReply { term, granted }),
+        (u(), any::<bool>(), u()).prop_map(|(term, granted, replica)| Msg::VoteReply {
+            term,
+            granted,
+            replica
+        }),
         append_msg(),
-        (u(), any::<bool>(), u(), u(), u()).prop_map(
-            |(term, success, match_index, round, life)| Msg::AppendReply {
+        (u(), any::<bool>(), u(), u(), u(), u()).prop_map(
+            |(term, success, match_index, round, life, replica)| Msg::AppendReply {
                 term,
                 success,
                 match_index,
                 round,
-                life
+                life,
+                replica
             }
         ),
         u().prop_map(|term| Msg::TimeoutNow { term }),
         install_snapshot_msg(),
-        (u(), u(), u(), u(), u()).prop_map(|(term, last_index, received, round, life)| {
-            Msg::InstallSnapshotReply {
+        (u(), u(), u(), u(), u(), u()).prop_map(
+            |(term, last_index, received, round, life, replica)| Msg::InstallSnapshotReply {
                 term,
                 last_index,
                 received,
                 round,
                 life,
+                replica,
             }
-        }),
+        ),
         // TERM_QUERY's term is 0 for a node that lost its state: generate it often.
         (prop_oneof![Just(0u64), u()], u())
             .prop_map(|(term, nonce)| Msg::TermQuery { term, nonce }),
@@ -1131,6 +1141,7 @@ fn snapshot_chunk_limits() {
         received: u64::MAX,
         round: 1,
         life: u64::MAX,
+        replica: u64::MAX,
     };
     w.push(2, &reply).unwrap();
     let n = w.finish();
@@ -1152,7 +1163,7 @@ fn snapshot_chunk_limits() {
             3,
             INSTALL_SNAPSHOT_FIXED_LEN + 4,
             PeerKind::InstallSnapshotReply,
-            40
+            48
         )
     );
     assert_eq!(DecodeError::BadSnapshotChunk.reply_status(), None);
@@ -1281,15 +1292,22 @@ fn log_command_encode_refuses_what_decode_rejects() {
 }
 
 /// CONFIG (spec §8.7): what decodes re-encodes byte for byte, and the encoder refuses the
-/// members the decoder refuses (no voter, id 0, a node twice, more than the limit).
+/// members the decoder refuses (no voter, node id 0, a voter with replica id 0, a node
+/// twice, more than the limit). A learner may name replica 0 ("not known yet").
 #[test]
 fn config_commands_encode_only_what_decodes() {
-    let config = |voters: &[u64], learners: &[u64]| {
-        let mut ids = [0u8; 8 * (CONFIG_MEMBERS_MAX + 1)];
-        let (v, l) = ids.split_at_mut(8 * voters.len());
+    // Node `n` with replica `n << 32 | n`, or the replica given.
+    let member = |n: u64| ReplicaRef {
+        node: n,
+        replica: n << 32 | n,
+    };
+    let members = |ids: &[u64]| ids.iter().map(|&n| member(n)).collect::<Vec<_>>();
+    let config = |voters: &[ReplicaRef], learners: &[ReplicaRef]| {
+        let mut ids = [0u8; CONFIG_MEMBER_LEN * (CONFIG_MEMBERS_MAX + 1)];
+        let (v, l) = ids.split_at_mut(CONFIG_MEMBER_LEN * voters.len());
         let command = LogCommand::Config {
-            voters: NodeIds::write(voters, v).unwrap(),
-            learners: NodeIds::write(learners, l).unwrap(),
+            voters: Replicas::write(voters, v).unwrap(),
+            learners: Replicas::write(learners, l).unwrap(),
         };
         let mut out = [0u8; LOG_COMMAND_LEN_MAX];
         let n = command.encode(&mut out)?;
@@ -1305,15 +1323,45 @@ fn config_commands_encode_only_what_decodes() {
         assert_eq!(dl.iter().collect::<Vec<_>>(), learners);
         Ok::<usize, EncodeError>(n)
     };
-    assert_eq!(config(&[1, 2, 3], &[4]), Ok(35));
-    assert_eq!(config(&[9], &[]), Ok(11));
-    assert_eq!(config(&[], &[4]), Err(EncodeError::BadMembers));
-    assert_eq!(config(&[1, 0], &[]), Err(EncodeError::BadMembers));
-    assert_eq!(config(&[1, 2], &[2]), Err(EncodeError::BadMembers));
-    assert_eq!(config(&[1, 2, 1], &[]), Err(EncodeError::BadMembers));
-    let max: Vec<u64> = (1..=CONFIG_MEMBERS_MAX as u64).collect();
-    assert_eq!(config(&max, &[]), Ok(3 + 8 * CONFIG_MEMBERS_MAX));
-    let over: Vec<u64> = (1..=CONFIG_MEMBERS_MAX as u64 + 1).collect();
+    let unknown = |n: u64| ReplicaRef {
+        node: n,
+        replica: 0,
+    };
+    assert_eq!(config(&members(&[1, 2, 3]), &members(&[4])), Ok(67));
+    assert_eq!(config(&members(&[1, 2, 3]), &[unknown(4)]), Ok(67));
+    assert_eq!(config(&members(&[9]), &[]), Ok(19));
+    assert_eq!(config(&[], &members(&[4])), Err(EncodeError::BadMembers));
+    assert_eq!(config(&members(&[1, 0]), &[]), Err(EncodeError::BadMembers));
+    assert_eq!(
+        config(&[member(1), unknown(2)], &[]),
+        Err(EncodeError::BadMembers)
+    );
+    assert_eq!(
+        config(&members(&[1, 2]), &members(&[2])),
+        Err(EncodeError::BadMembers)
+    );
+    assert_eq!(
+        config(&members(&[1, 2]), &[unknown(2)]),
+        Err(EncodeError::BadMembers)
+    );
+    let other_replica = ReplicaRef {
+        node: 1,
+        replica: 77,
+    };
+    assert_eq!(
+        config(&[member(1), other_replica], &[]),
+        Err(EncodeError::BadMembers)
+    );
+    assert_eq!(
+        config(&members(&[1, 2, 1]), &[]),
+        Err(EncodeError::BadMembers)
+    );
+    let max = members(&(1..=CONFIG_MEMBERS_MAX as u64).collect::<Vec<_>>());
+    assert_eq!(
+        config(&max, &[]),
+        Ok(3 + CONFIG_MEMBER_LEN * CONFIG_MEMBERS_MAX)
+    );
+    let over = members(&(1..=CONFIG_MEMBERS_MAX as u64 + 1).collect::<Vec<_>>());
     assert_eq!(config(&over[..1], &over[1..]), Err(EncodeError::BadMembers));
 }
 
@@ -1966,6 +2014,7 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
         PeerKind::PreVoteReply => PeerMessage::PreVoteReply {
             term: 0,
             granted: false,
+            replica: 0,
         },
         PeerKind::Vote | PeerKind::TransferVote => PeerMessage::Vote {
             term: 0,
@@ -1976,6 +2025,7 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
         PeerKind::VoteReply => PeerMessage::VoteReply {
             term: 0,
             granted: false,
+            replica: 0,
         },
         PeerKind::Append => PeerMessage::Append {
             term: 0,
@@ -1992,6 +2042,7 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             match_index: 0,
             round: 0,
             life: 0,
+            replica: 0,
         },
         PeerKind::TimeoutNow => PeerMessage::TimeoutNow { term: 0 },
         PeerKind::InstallSnapshot => PeerMessage::InstallSnapshot {
@@ -2009,6 +2060,7 @@ fn shortest(kind: PeerKind) -> PeerMessage<'static> {
             received: 0,
             round: 0,
             life: 0,
+            replica: 0,
         },
         PeerKind::TermQuery => PeerMessage::TermQuery { term: 0, nonce: 0 },
         PeerKind::TermReply => PeerMessage::TermReply {

@@ -715,10 +715,12 @@ fn check_peer(r: &Record) {
             PeerKind::PreVoteReply => Msg::PreVoteReply {
                 term: n("term"),
                 granted: word_bool(r, &w, "granted"),
+                replica: n("replica"),
             },
             PeerKind::VoteReply => Msg::VoteReply {
                 term: n("term"),
                 granted: word_bool(r, &w, "granted"),
+                replica: n("replica"),
             },
             PeerKind::Append => {
                 let count = n("entries");
@@ -750,6 +752,7 @@ fn check_peer(r: &Record) {
                 match_index: n("match_index"),
                 round: n("round"),
                 life: n("life"),
+                replica: n("replica"),
             },
             PeerKind::TimeoutNow => Msg::TimeoutNow { term: n("term") },
             PeerKind::InstallSnapshot => Msg::InstallSnapshot {
@@ -771,6 +774,7 @@ fn check_peer(r: &Record) {
                 received: n("received"),
                 round: n("round"),
                 life: n("life"),
+                replica: n("replica"),
             },
             PeerKind::TermQuery => Msg::TermQuery {
                 term: n("term"),
@@ -1103,7 +1107,7 @@ fn check_command(r: &Record) {
     let bytes = r.hex();
     let resource = r.opt("resource").map(parse_bytes).unwrap_or_default();
     let client = r.opt("client").map(parse_bytes).unwrap_or_default();
-    let mut config_ids = [0u8; 8 * CONFIG_MEMBERS_MAX];
+    let mut config_ids = [0u8; CONFIG_MEMBER_LEN * CONFIG_MEMBERS_MAX];
     let expected = match r.get("command") {
         "INIT" => LogCommand::Init {
             token_first: r.num("token_first"),
@@ -1117,21 +1121,28 @@ fn check_command(r: &Record) {
             startup_grace_ms: r.num("startup_grace_ms") as u32,
         },
         "CONFIG" => {
-            let ids = |key: &str| -> Vec<u64> {
+            // Each member is `node:replica` (spec §8.7).
+            let members = |key: &str| -> Vec<ReplicaRef> {
                 let list = r.get(key);
                 list.split(',')
                     .map(str::trim)
-                    .filter(|id| !id.is_empty())
-                    .map(|id| id.parse().expect("a node id"))
+                    .filter(|member| !member.is_empty())
+                    .map(|member| {
+                        let (node, replica) = member.split_once(':').expect("node:replica");
+                        ReplicaRef {
+                            node: node.parse().expect("a node id"),
+                            replica: parse_num(replica).expect("a replica id"),
+                        }
+                    })
                     .collect()
             };
-            let (voters, learners) = (ids("voters"), ids("learners"));
-            let voters_len = 8 * voters.len();
-            config_ids[..voters_len + 8 * learners.len()].fill(0);
+            let (voters, learners) = (members("voters"), members("learners"));
+            let voters_len = CONFIG_MEMBER_LEN * voters.len();
+            config_ids[..voters_len + CONFIG_MEMBER_LEN * learners.len()].fill(0);
             let (v, l) = config_ids.split_at_mut(voters_len);
             LogCommand::Config {
-                voters: NodeIds::write(&voters, v).expect("room"),
-                learners: NodeIds::write(&learners, l).expect("room"),
+                voters: Replicas::write(&voters, v).expect("room"),
+                learners: Replicas::write(&learners, l).expect("room"),
             }
         }
         "REQUEST" => LogCommand::Request {

@@ -765,6 +765,7 @@ mod tests {
                     let msg = Message::PreVoteReply {
                         term: raft.term() + 1,
                         granted: true,
+                        replica: 1,
                     };
                     raft.handle_message(now, 1, msg);
                 }
@@ -772,6 +773,7 @@ mod tests {
                     let msg = Message::VoteReply {
                         term: raft.term(),
                         granted: true,
+                        replica: 1,
                     };
                     raft.handle_message(now, 1, msg);
                 }

@@ -521,6 +521,7 @@ mod tests {
                 hard: Some(HardState {
                     term: 2,
                     voted_for: Some(1),
+                    replica: 1,
                 }),
                 snapshot: None,
                 log_from: None,
@@ -651,6 +652,7 @@ mod tests {
             hard: Some(HardState {
                 term: 3,
                 voted_for: None,
+                replica: 1,
             }),
             snapshot: None,
             log_from: Some(3),
@@ -666,6 +668,7 @@ mod tests {
                             hard: Some(HardState {
                                 term: 1,
                                 voted_for: Some(1),
+                                replica: 1,
                             }),
                             snapshot: None,
                             log_from: Some(1),
@@ -685,6 +688,60 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The hard state file (`store`): version 2 keeps the replica id; a version 1 file
+    /// (before replica ids, 24 bytes) still reads, as a hard state without a replica id, and
+    /// the next write turns it into version 2; a damaged one is refused.
+    #[test]
+    fn the_hard_state_file_keeps_the_replica_id_and_reads_the_version_before_it() {
+        fn fnv1a(bytes: &[u8]) -> u32 {
+            bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
+                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+            })
+        }
+        let disk = SimDisk::new();
+        let mut v1 = Vec::new();
+        v1.extend_from_slice(&5u64.to_be_bytes());
+        v1.extend_from_slice(&2u64.to_be_bytes());
+        v1.extend_from_slice(&fnv1a(&v1).to_be_bytes());
+        v1.extend_from_slice(&[0; 4]);
+        let file = disk.open("shard-0000.state", true).unwrap();
+        file.write_at(&v1, 0).unwrap();
+        let (mut store, persisted) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
+        let old = HardState {
+            term: 5,
+            voted_for: Some(2),
+            replica: 0,
+        };
+        assert_eq!(persisted.hard, old);
+        let now = HardState {
+            replica: 0xfeed_f00d,
+            ..old
+        };
+        store
+            .write(&Persist {
+                hard: Some(now),
+                snapshot: None,
+                log_from: None,
+                entries: Vec::new(),
+            })
+            .unwrap();
+        let (_, persisted) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
+        assert_eq!(persisted.hard, now);
+        let mut bytes = disk.read("shard-0000.state").unwrap().unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(bytes[16..24], 0xfeed_f00du64.to_be_bytes());
+        assert_eq!(bytes[28..32], 2u32.to_be_bytes());
+        bytes[20] ^= 1;
+        disk.open("shard-0000.state", true)
+            .unwrap()
+            .write_at(&bytes, 0)
+            .unwrap();
+        assert!(
+            ShardStore::open_on(disk, 0, true).is_err(),
+            "a damaged state"
+        );
     }
 
     #[test]

@@ -26,10 +26,14 @@ impl Sim {
                 .filter(|n| n.id != node && n.whole())
                 .count();
             let others_whole = whole > self.nodes.len() / 2;
+            // A node whose replica a configuration still names with its old replica id (it
+            // lost its state since) counts for nothing there until it is replaced
+            // (`membership.rs`): as good as without state.
+            let replaced = self.replaced_nodes();
             let stateless_others = self
                 .nodes
                 .iter()
-                .filter(|n| n.id != node && n.stateless())
+                .filter(|n| n.id != node && (n.stateless() || replaced.contains(&n.id)))
                 .count();
             // With membership changes a shard may have one voter fewer than the nodes
             // (`membership.rs`), whose minority is smaller: one less may be without state.

@@ -4,9 +4,15 @@
 //! a replica out and back: remove a voter (the leader itself sometimes), add it back as a
 //! learner, promote it once caught up. Which change comes next is read from the leader's own
 //! configuration, so a change that was refused, lost with a deposed leader or truncated is
-//! simply asked for again. Configurations stay those a node without state can rejoin among
-//! (spec §8.5 rule 8: every static voter but at most one on 3 or 5 nodes), which the leader
-//! enforces; the cycle never asks for more.
+//! simply asked for again.
+//!
+//! Replica identities (spec §8.5): the faults take the state of nodes (`memory` nodes, wiped
+//! directories) also while shards have explicit configurations, and a replica that lost its
+//! state comes back with a new replica id, a new server that counts for nothing. The leader's
+//! `Raft::member_replicas` shows such a *replaced* voter (the id named differs from the one
+//! heard), and the cycle replaces it before anything else: remove the old (node, replica),
+//! add the node back as a learner (named with its new replica id), promote it
+//! (`SimReport::membership_replaced` counts the removals).
 //!
 //! After the heal only the changes that bring every node back are asked for (once some
 //! change has committed), so the shard ends fully replicated and the catch-up check holds for
@@ -49,13 +55,18 @@ impl Sim {
     /// A leader of `shard` (a running, unpaused node that leads it) and its configuration:
     /// the one of the highest term, or with `deposed` the one of the lowest, which may not
     /// know yet that it was deposed (a partition): a change it makes is the kind a later
-    /// leader's may conflict with (Ongaro's single-server change bug).
-    fn shard_leader(&self, shard: usize, deposed: bool) -> Option<(NodeId, Membership)> {
+    /// leader's may conflict with (Ongaro's single-server change bug). With them, the voters
+    /// whose replica that leader knows was replaced (see the module docs).
+    fn shard_leader(
+        &self,
+        shard: usize,
+        deposed: bool,
+    ) -> Option<(NodeId, Membership, Vec<NodeId>)> {
         let leaders = self.nodes.iter().filter(|n| n.paused_until.is_none());
-        let mut leaders: Vec<(u64, NodeId, &Membership)> = leaders
+        let mut leaders: Vec<(u64, NodeId, &crate::core::raft::Raft)> = leaders
             .filter_map(|n| {
                 let raft = n.replica(shard)?.raft();
-                (raft.role() == Role::Leader).then(|| (raft.term(), n.id, raft.membership()))
+                (raft.role() == Role::Leader).then(|| (raft.term(), n.id, raft))
             })
             .collect();
         leaders.sort_unstable_by_key(|&(term, id, _)| (term, id));
@@ -64,7 +75,42 @@ impl Sim {
         } else {
             leaders.last()
         };
-        chosen.map(|&(_, id, membership)| (id, membership.clone()))
+        chosen.map(|&(_, id, raft)| {
+            let replaced = raft.member_replicas().into_iter().filter(|m| m.replaced());
+            (
+                id,
+                raft.membership().clone(),
+                replaced.map(|m| m.id).collect(),
+            )
+        })
+    }
+
+    /// Running nodes that some running replica's configuration names with a replica id
+    /// other than the one their replica of that shard holds now: they lost their state since
+    /// (spec §8.5, "Replica identities") and count for nothing there until the cycle replaces
+    /// them, so the faults treat them as nodes without state (`faults.rs`).
+    pub(super) fn replaced_nodes(&self) -> Vec<NodeId> {
+        let mut replaced = Vec::new();
+        for shard in 0..self.config.shards as usize {
+            for n in &self.nodes {
+                let Some(membership) = n.replica(shard).map(|r| r.raft().membership()) else {
+                    continue;
+                };
+                for other in &self.nodes {
+                    let Some(mine) = other.replica(shard).map(|r| r.raft().replica()) else {
+                        continue;
+                    };
+                    let named = membership.replica_of(other.id);
+                    if membership.is_voter(other.id)
+                        && named.is_some_and(|named| named != mine)
+                        && !replaced.contains(&other.id)
+                    {
+                        replaced.push(other.id);
+                    }
+                }
+            }
+        }
+        replaced
     }
 
     /// Asks a random shard's leader for the next change of the cycle (see the module docs);
@@ -90,8 +136,10 @@ impl Sim {
         let chosen = (0..shards)
             .map(|k| (first + k) % shards)
             .filter_map(|shard| Some((shard, self.shard_leader(shard, deposed)?)))
-            .find(|(_, (_, m))| !restoring || m.voters.len() < nodes);
-        let Some((shard, (leader, membership))) = chosen else {
+            .find(|(_, (_, m, replaced))| {
+                !restoring || m.voters.len() < nodes || !replaced.is_empty()
+            });
+        let Some((shard, (leader, membership, replaced))) = chosen else {
             return Ok(());
         };
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
@@ -99,6 +147,10 @@ impl Sim {
             MembershipChange::Promote(learner)
         } else if let Some(&missing) = ids.iter().find(|&&id| !membership.contains(id)) {
             MembershipChange::AddLearner(missing)
+        } else if let Some(&old) = replaced.first() {
+            // A voter whose replica lost its state: replace it (module docs).
+            self.report.membership_replaced += 1;
+            MembershipChange::Remove(old)
         } else if restoring {
             return Ok(());
         } else {

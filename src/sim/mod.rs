@@ -329,6 +329,9 @@ pub struct SimReport {
     /// CONFIG entries the replicas applied (committed changes; `membership.rs`).
     pub membership_proposed: u64,
     pub membership_refused: u64,
+    /// Removals of a voter whose replica was replaced (it lost its state while the shard's
+    /// configuration named its replica id), asked for by `membership.rs`.
+    pub membership_replaced: u64,
     pub membership_changes: u64,
     /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
     pub forged_joins: u64,

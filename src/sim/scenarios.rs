@@ -80,10 +80,18 @@ pub enum Scenario {
     /// TimeoutNow arrives, and from then on nothing reaches the old leader: the lease checker
     /// must still never see two leases.
     LateTimeoutNow,
+    /// Issue 10 (spec §8.5, "Replica identities"): 4 nodes; the leader removes one, so the
+    /// shard's configuration names three voters with their replica ids. Voter b then loses
+    /// its state and rejoins with a new replica id, and voter x crashes: the leader and b's
+    /// new replica are two nodes of three, but b's new replica is not the one named, so
+    /// nothing may commit (its acknowledgements count for nobody). Then x comes back and the
+    /// script replaces b as the simulator's mover does: remove the old (b, replica), add b
+    /// back as a learner (named with its new id), promote it; and adds the removed node back.
+    ReplacedVoter,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::StaleLeaderRead,
         Scenario::Figure8,
         Scenario::PartialPartition,
@@ -96,6 +104,7 @@ impl Scenario {
         Scenario::LateAckAfterStateLoss,
         Scenario::OlderSnapshot,
         Scenario::LateTimeoutNow,
+        Scenario::ReplacedVoter,
     ];
 
     /// The test in `tests/it/sim.rs` that runs it.
@@ -113,6 +122,7 @@ impl Scenario {
             Scenario::LateAckAfterStateLoss => "scenario_late_ack_after_state_loss",
             Scenario::OlderSnapshot => "scenario_older_snapshot",
             Scenario::LateTimeoutNow => "scenario_late_timeout_now",
+            Scenario::ReplacedVoter => "scenario_replaced_voter",
         }
     }
 
@@ -131,6 +141,7 @@ impl Scenario {
             Scenario::LateAckAfterStateLoss => (3, 4, 2, 4_000),
             Scenario::OlderSnapshot => (3, 6, 3, 8_000),
             Scenario::LateTimeoutNow => (3, 4, 2, 4_000),
+            Scenario::ReplacedVoter => (4, 4, 2, 6_000),
         };
         SimConfig {
             seed,
@@ -289,6 +300,22 @@ impl Sim {
         n.memory = true;
         self.report.amnesia_restarts += 1;
         self.start_node(id)
+    }
+
+    /// Asks node `id` for a membership change of shard 0 (refusals are fine: the script asks
+    /// again, as `membership.rs` does).
+    fn ask_change(&mut self, id: NodeId, change: raft::MembershipChange) -> Result<(), SimFailure> {
+        let now = self.now;
+        let n = self.node(id);
+        let local = n.clock.local(now);
+        let Some(core) = n.node.as_mut() else {
+            return Ok(());
+        };
+        match core.change_membership(local, 0, change) {
+            Ok(_) => self.report.membership_proposed += 1,
+            Err(_) => self.report.membership_refused += 1,
+        }
+        self.after_call(id)
     }
 
     /// The leader `from` starts handing leadership to `to`, at once (as an event, so that
@@ -1051,6 +1078,126 @@ impl Script {
                     ));
                 }
             }
+            // ---- ReplacedVoter ----
+            (Scenario::ReplacedVoter, 0) => {
+                let Some(l) = sim.stable_leader() else {
+                    return Ok(());
+                };
+                if sim.now >= ms(1_000) {
+                    let n = sim.nodes.len() as u64;
+                    let other = |k: u64| (l - 1 + k) % n + 1;
+                    (self.a, self.b, self.x, self.token) = (l, other(1), other(2), other(3));
+                    self.next(sim);
+                }
+            }
+            (Scenario::ReplacedVoter, 1) => {
+                // The first CONFIG: node `token` removed, the three others named with ids.
+                let Some(raft) = sim.shard_of(self.a).map(|s| s.raft()) else {
+                    return Err(self.fail(sim, "the leader vanished".into()));
+                };
+                let m = raft.membership();
+                if m.replicas.is_some() && !m.contains(self.token) && raft.commit_index() > 0 {
+                    let config_committed = (raft.first_index()..=raft.commit_index())
+                        .filter_map(|i| raft.entry(i))
+                        .any(|e| raft::Membership::of_entry(&e.data).is_some());
+                    if config_committed {
+                        sim.restart_without_state(self.b)?;
+                        self.next(sim);
+                    }
+                } else if sim.now >= self.since + Duration::from_millis(50) {
+                    self.since = sim.now;
+                    let change = raft::MembershipChange::Remove(self.token);
+                    sim.ask_change(self.a, change)?;
+                }
+                if sim.now > ms(4_000) && self.step == 1 {
+                    return Err(self.fail(sim, "the first CONFIG never committed".into()));
+                }
+            }
+            (Scenario::ReplacedVoter, 2) => {
+                // b rejoined (static peers, rules 1-7) with a new replica id, which the
+                // leader has heard: the voter named (b, old) is replaced.
+                let rejoined = sim.shard_of(self.b).is_some_and(|s| !s.raft().rejoining());
+                let replaced = sim.shard_of(self.a).is_some_and(|s| {
+                    let members = s.raft().member_replicas();
+                    members.iter().any(|m| m.id == self.b && m.replaced())
+                });
+                if rejoined && replaced {
+                    self.index = sim
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.replica(0))
+                        .map(|s| s.raft().commit_index())
+                        .max()
+                        .unwrap_or(0);
+                    sim.crash(self.x);
+                    self.next(sim);
+                } else if sim.now > self.since + Duration::from_millis(2_000) {
+                    return Err(self.fail(
+                        sim,
+                        format!("b never rejoined as a replaced voter (rejoined: {rejoined})"),
+                    ));
+                }
+            }
+            (Scenario::ReplacedVoter, 3) => {
+                // The leader and b's new replica: no majority of the named replicas.
+                let commit = sim
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.replica(0))
+                    .map(|s| s.raft().commit_index())
+                    .max()
+                    .unwrap_or(0);
+                if commit > self.index {
+                    return Err(self.fail(
+                        sim,
+                        format!(
+                            "index {commit} committed (was {}) while only the leader and the \
+                             replaced voter {}'s new replica were up: a new replica's \
+                             acknowledgement counted for the old one",
+                            self.index, self.b
+                        ),
+                    ));
+                }
+                if sim.now > self.since + Duration::from_millis(800) {
+                    sim.start_node(self.x)?;
+                    self.next(sim);
+                }
+            }
+            (Scenario::ReplacedVoter, 4) => {
+                // Replace b, then bring the removed node back, as `membership.rs` does.
+                let leader = sim.nodes.iter().find_map(|n| {
+                    let raft = n.replica(0)?.raft();
+                    (raft.role() == Role::Leader && n.paused_until.is_none()).then_some(n.id)
+                });
+                let Some(leader) = leader else {
+                    return Ok(());
+                };
+                let raft = sim.shard_of(leader).expect("running").raft();
+                let m = raft.membership().clone();
+                let replaced = raft.member_replicas().iter().any(|r| r.replaced());
+                let b_replica = sim.shard_of(self.b).map(|s| s.raft().replica());
+                let change = if let Some(&learner) = m.learners.first() {
+                    Some(raft::MembershipChange::Promote(learner))
+                } else if replaced {
+                    Some(raft::MembershipChange::Remove(self.b))
+                } else {
+                    [self.b, self.token]
+                        .into_iter()
+                        .find(|&id| !m.contains(id))
+                        .map(raft::MembershipChange::AddLearner)
+                };
+                match change {
+                    None if m.voters.len() == 4 && m.replica_of(self.b) == b_replica => {
+                        self.next(sim);
+                    }
+                    None => {}
+                    Some(change) if sim.now >= self.since + Duration::from_millis(50) => {
+                        self.since = sim.now;
+                        sim.ask_change(leader, change)?;
+                    }
+                    Some(_) => {}
+                }
+            }
             // ---- OlderSnapshot ----
             (Scenario::OlderSnapshot, 0) => {
                 let Some(l) = sim.stable_leader() else {
@@ -1376,6 +1523,7 @@ impl Script {
             Scenario::OlderSnapshot => self.step >= 5,
             // The target campaigned on the late TimeoutNow.
             Scenario::LateTimeoutNow => self.step >= 4 && self.token > 0,
+            Scenario::ReplacedVoter => self.step >= 5,
         };
         if !reached {
             return Err(self.fail(sim, format!("never got past step {}", self.step)));

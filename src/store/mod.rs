@@ -5,7 +5,11 @@
 //! write and lose what was not synced, so that the simulator runs this very code.
 //!
 //! Three files per shard:
-//! - `shard-NNNN.state`: the Raft hard state (term, vote), 24 bytes rewritten in place;
+//! - `shard-NNNN.state`: the Raft hard state, rewritten in place: version 2 (32 bytes) is
+//!   `term u64 | vote u64 | replica u64 | check u32 | version u32 = 2` (`check`: FNV-1a 32
+//!   over the first 24 bytes; `replica`: the replica id, spec §8.5 "Replica identities").
+//!   Version 1 (24 bytes, `term | vote | check over 16 | 0 u32`) is still read, as a hard
+//!   state without a replica id (see [`read_state`]);
 //! - `shard-NNNN.snap`: the latest snapshot (thesis §5): `"ULSN" | index u64 | term u64 |
 //!   len u64 | check u32 | data`, replaced whole (written aside, then renamed over);
 //! - `shard-NNNN.log`: a 16-byte header (`"ULLOG\0\0\1" | base u64`: the index before the
@@ -144,7 +148,12 @@ pub fn store_write<D: Disk>(
 }
 
 const RECORD_HEADER_LEN: usize = 16;
-const STATE_LEN: usize = 24;
+/// The hard state file, version 2: term, vote, replica id, check, version.
+const STATE_LEN: usize = 32;
+/// The hard state file of version 1 (before replica ids): term, vote, check, zero.
+const STATE_V1_LEN: usize = 24;
+/// The last 4 bytes of a version 2 hard state file.
+const STATE_VERSION: u32 = 2;
 const LOG_MAGIC: [u8; 8] = *b"ULLOG\0\0\x01";
 const LOG_HEADER_LEN: usize = 16;
 const SNAP_MAGIC: [u8; 4] = *b"ULSN";
@@ -312,11 +321,17 @@ impl<D: Disk> ShardStore<D> {
     pub fn write(&mut self, persist: &Persist) -> io::Result<()> {
         persist.check();
         if let Some(hard) = persist.hard {
+            assert!(
+                hard.replica != 0,
+                "storing a hard state without a replica id"
+            );
             let mut buf = [0u8; STATE_LEN];
             buf[0..8].copy_from_slice(&hard.term.to_be_bytes());
             buf[8..16].copy_from_slice(&hard.voted_for.unwrap_or(0).to_be_bytes());
-            let check = fnv32(&buf[..16]);
-            buf[16..20].copy_from_slice(&check.to_be_bytes());
+            buf[16..24].copy_from_slice(&hard.replica.to_be_bytes());
+            let check = fnv32(&buf[..24]);
+            buf[24..28].copy_from_slice(&check.to_be_bytes());
+            buf[28..32].copy_from_slice(&STATE_VERSION.to_be_bytes());
             self.state.write_at(&buf, 0)?;
             if self.sync {
                 self.state.sync()?;
@@ -452,25 +467,38 @@ fn read_snapshot(bytes: Option<Vec<u8>>) -> io::Result<Option<(SnapshotMeta, Arc
     )))
 }
 
+/// Reads the hard state file: version 2, or version 1 (written before replica ids), which
+/// gives replica id 0, so that the replica draws a fresh one (`Raft::restore`) and stores it
+/// at once. Why that is safe: a version 1 node wrote CONFIG entries in the layout without
+/// replica ids (8 bytes per member), which this version does not decode, so the only shards
+/// it can restore are those whose configuration is the static one, where every static voter
+/// counts whatever replica id it answers with (spec §8.5, "Replica identities"); the first
+/// CONFIG written later names the id it answers with from then on. Its term, vote and log are
+/// its own, so it is restored, not rejoined.
 fn read_state(file: &impl DiskFile) -> io::Result<HardState> {
     let buf = file.read_all()?;
     if buf.is_empty() {
         return Ok(HardState::default());
     }
-    if buf.len() < STATE_LEN
-        || u32::from_be_bytes(buf[16..20].try_into().unwrap()) != fnv32(&buf[..16])
-    {
+    let u32_at = |at: usize| u32::from_be_bytes(buf[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_be_bytes(buf[at..at + 8].try_into().unwrap());
+    let v2 = buf.len() >= STATE_LEN
+        && u32_at(28) == STATE_VERSION
+        && u32_at(24) == fnv32(&buf[..24])
+        && u64_at(16) != 0;
+    let v1 = !v2 && buf.len() >= STATE_V1_LEN && u32_at(16) == fnv32(&buf[..16]);
+    if !v1 && !v2 {
         // A vote that cannot be read back might have been given: refuse to guess.
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "the Raft state file is damaged; the node cannot know whom it voted for",
         ));
     }
-    let term = u64::from_be_bytes(buf[0..8].try_into().unwrap());
-    let vote = u64::from_be_bytes(buf[8..16].try_into().unwrap());
+    let vote = u64_at(8);
     Ok(HardState {
-        term,
+        term: u64_at(0),
         voted_for: (vote != 0).then_some(vote),
+        replica: if v2 { u64_at(16) } else { 0 },
     })
 }
 

@@ -471,6 +471,7 @@ fn term_inflation(t: &mut Target) {
                     match_index: 0,
                     round: 0,
                     life: 0,
+                    replica: 0,
                 },
             )
             .unwrap()

@@ -323,6 +323,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             match_index: u64::MAX / 4,
                             round: u64::MAX / 4,
                             life: round,
+                            replica: round,
                         },
                     )]),
                     peer(&[(
@@ -345,6 +346,7 @@ fn a_cluster_survives_garbage_and_forged_peer_datagrams() {
                             received: u64::MAX,
                             round: 9,
                             life: round,
+                            replica: round,
                         },
                     )]),
                     peer(&[

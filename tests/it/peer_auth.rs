@@ -241,6 +241,7 @@ impl Forger {
                     match_index: u64::MAX / 4,
                     round: 1,
                     life: 1,
+                    replica: 1,
                 },
             )]),
             self.peer(&[(

@@ -192,6 +192,11 @@ fn scenario_late_ack_after_state_loss() {
 }
 
 #[test]
+fn scenario_replaced_voter() {
+    scenario(Scenario::ReplacedVoter);
+}
+
+#[test]
 fn scenario_older_snapshot() {
     scenario(Scenario::OlderSnapshot);
 }

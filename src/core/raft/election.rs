@@ -12,7 +12,7 @@ use rand::Rng;
 
 use super::rejoin::Recovery;
 use super::replication::Progress;
-use super::{HardState, Message, NodeId, PeerLogKind, Raft, Role, TERM_MAX};
+use super::{HardState, Message, NodeId, PeerLogKind, Raft, ReplicaId, Role, TERM_MAX};
 use crate::core::time::{Duration, Instant};
 
 impl Raft {
@@ -68,7 +68,7 @@ impl Raft {
         self.role = Role::PreCandidate;
         self.leader = None;
         self.grants.clear();
-        self.count_grant(self.config.id);
+        self.count_grant(self.config.id, self.hard.replica);
         self.reset_election_timer(now);
         if self.grants.len() >= self.quorum {
             self.start_election(now);
@@ -92,11 +92,12 @@ impl Raft {
         self.set_hard(HardState {
             term: self.hard.term + 1,
             voted_for: Some(self.config.id),
+            replica: self.hard.replica,
         });
         self.role = Role::Candidate;
         self.leader = None;
         self.grants.clear();
-        self.count_grant(self.config.id);
+        self.count_grant(self.config.id, self.hard.replica);
         self.reset_election_timer(now);
         log::debug!(
             "raft {}: campaigning in term {}",
@@ -138,6 +139,7 @@ impl Raft {
             Message::PreVoteReply {
                 term: reply_term,
                 granted,
+                replica: self.hard.replica,
             },
         );
     }
@@ -148,12 +150,13 @@ impl Raft {
         from: NodeId,
         term: u64,
         granted: bool,
+        replica: ReplicaId,
     ) {
         // Replies to an older pre-vote, or refusals, change nothing (and never the term).
         if self.role != Role::PreCandidate || !granted || term != self.hard.term + 1 {
             return;
         }
-        self.count_grant(from);
+        self.count_grant(from, replica);
         if self.grants.len() >= self.quorum {
             self.start_election(now);
         }
@@ -190,6 +193,7 @@ impl Raft {
             let reply = Message::VoteReply {
                 term: self.hard.term,
                 granted: false,
+                replica: self.hard.replica,
             };
             self.send(from, reply);
             return;
@@ -210,6 +214,7 @@ impl Raft {
             self.set_hard(HardState {
                 term: self.hard.term,
                 voted_for: Some(from),
+                replica: self.hard.replica,
             });
             log::debug!(
                 "raft {}: votes for {from} in term {} (log {}/{}, theirs {last_log_index}/{last_log_term})",
@@ -223,6 +228,7 @@ impl Raft {
         let reply = Message::VoteReply {
             term: self.hard.term,
             granted,
+            replica: self.hard.replica,
         };
         self.send(from, reply);
     }
@@ -233,6 +239,7 @@ impl Raft {
         from: NodeId,
         term: u64,
         granted: bool,
+        replica: ReplicaId,
     ) {
         if term > self.hard.term {
             self.become_follower(now, term, None);
@@ -241,17 +248,20 @@ impl Raft {
         if self.role != Role::Candidate || term != self.hard.term || !granted {
             return;
         }
-        self.count_grant(from);
+        self.count_grant(from, replica);
         if self.grants.len() >= self.quorum {
             self.become_leader(now);
         }
     }
 
-    /// Counts a (pre-)vote granted by `from`, once, if `from` is a voter of this node's
-    /// configuration: a learner's or a stranger's grant counts for nothing (thesis §4.2.1).
-    pub(super) fn count_grant(&mut self, from: NodeId) {
-        if self.membership().is_voter(from) && !self.grants.contains(&from) {
-            self.grants.push(from);
+    /// Counts a (pre-)vote granted by `from` with replica id `replica`, once, if this node's
+    /// configuration names `from` as a voter with that replica id (any, in the static
+    /// configuration): a learner's or a stranger's grant counts for nothing (thesis §4.2.1),
+    /// nor does one of a replica that replaced the configured one after losing its state
+    /// (spec §8.5, "Replica identities": it is a new server, not yet a voter).
+    pub(super) fn count_grant(&mut self, from: NodeId, replica: ReplicaId) {
+        if self.membership().counts(from, replica) && !self.grants.iter().any(|g| g.0 == from) {
+            self.grants.push((from, replica));
         }
         assert!(self.grants.len() <= self.membership().voters.len());
     }
@@ -264,6 +274,7 @@ impl Raft {
             self.set_hard(HardState {
                 term,
                 voted_for: None,
+                replica: self.hard.replica,
             });
         }
         if self.role == Role::Leader {

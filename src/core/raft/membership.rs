@@ -16,7 +16,24 @@
 //!
 //! Only voters, and only those of the configuration of the node that counts: the PreVote and
 //! Vote tallies, the commit rule, the lease, CheckQuorum and ReadIndex are majorities of
-//! `Membership::voters` (`Raft::quorum_value`, `Raft::count_grant`). Learners receive Appends
+//! `Membership::voters` (`Raft::quorum_value`, `Raft::count_grant`).
+//!
+//! # Replica identities (spec §8.5)
+//!
+//! A CONFIG names each member as a replica: its node id and its replica id
+//! ([`super::ReplicaId`]), drawn when the replica started without state and kept with its
+//! state. A grant or an acknowledgement counts only if the counter's configuration names its
+//! sender with the replica id the answer carries ([`Membership::counts`]); a node counts
+//! itself, and campaigns, only if its configuration names its own replica id. So a replica
+//! that lost its state and came back is a *new server*: the old one is a server that crashed
+//! for ever (its votes and acknowledgements stay counted where they were, as a crashed
+//! server's do), and the new one counts for nothing until a leader removes the old, adds the
+//! new as a learner, and promotes it once caught up (thesis §4.2.1). Safety is then Raft's
+//! own (thesis §4), for any configuration: no rejoin quorum is involved. The static
+//! configuration (no CONFIG in the log yet) names no replica ids: every static voter counts
+//! whatever replica id it answers with, and a replica without state rejoins it by spec §8.5
+//! rules 1–7. The first CONFIG a leader writes names, for every voter it keeps, the replica
+//! id it heard from it ([`MembershipError::ReplicaUnknown`] until it has). Learners receive Appends
 //! and snapshots like any follower (thesis §4.2.1: a new server catches up before it can slow
 //! a majority down), but never start a (pre-)election and their grants count for nobody.
 //! A node acts on messages from nodes outside its configuration (thesis §4.1): a new member
@@ -49,11 +66,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use udplock_protocol::{LogCommand, NodeIds, CONFIG_MEMBERS_MAX};
+use udplock_protocol::{LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN};
 
 use super::replication::Progress;
 use super::snapshot::SnapshotSend;
-use super::{MembershipChange, NodeId, NotLeader, Raft, Role};
+use super::{MembershipChange, NodeId, NotLeader, Raft, ReplicaId, Role};
 use crate::core::time::Instant;
 
 /// How far behind the leader's last index a learner's matched index may be for the learner to
@@ -65,13 +82,18 @@ use crate::core::time::Instant;
 /// under steady load. Promoting one further behind is refused ([`MembershipError::NotCaughtUp`]).
 pub const CATCH_UP_ENTRIES_MAX: u64 = 64;
 
-/// A shard's configuration: who votes, who only learns (spec §8.5, "Configuration").
+/// A shard's configuration: who votes, who only learns (spec §8.5, "Configuration"), and
+/// under which replica ids (spec §8.5, "Replica identities").
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct Membership {
     /// At least one; majorities are of these.
     pub voters: Vec<NodeId>,
     /// Receive the log; never vote, never count.
     pub learners: Vec<NodeId>,
+    /// The replica id the configuration names each member with, one per member (a learner's
+    /// may be 0: not known yet); `None` for the static configuration, which names none: a
+    /// static voter counts with any replica id.
+    pub replicas: Option<Vec<(NodeId, ReplicaId)>>,
 }
 
 impl Membership {
@@ -80,11 +102,32 @@ impl Membership {
         Membership {
             voters: voters.to_vec(),
             learners: Vec::new(),
+            replicas: None,
         }
     }
 
     pub fn is_voter(&self, id: NodeId) -> bool {
         self.voters.contains(&id)
+    }
+
+    /// The replica id this configuration names `id` with: `None` for a node it does not
+    /// name, or for any node in the static configuration (which names no replica ids).
+    pub fn replica_of(&self, id: NodeId) -> Option<ReplicaId> {
+        let replicas = self.replicas.as_ref()?;
+        replicas.iter().find(|m| m.0 == id).map(|m| m.1)
+    }
+
+    /// Whether a grant or an acknowledgement of replica `replica` of node `id` counts in
+    /// this configuration: `id` is a voter, named with `replica` (any replica of a voter of
+    /// the static configuration counts). Spec §8.5, "Replica identities".
+    /// Replica id 0 names no replica and never counts.
+    pub fn counts(&self, id: NodeId, replica: ReplicaId) -> bool {
+        replica != 0
+            && self.is_voter(id)
+            && match &self.replicas {
+                None => true,
+                Some(_) => self.replica_of(id) == Some(replica),
+            }
     }
 
     pub fn is_learner(&self, id: NodeId) -> bool {
@@ -109,33 +152,54 @@ impl Membership {
     pub fn of_entry(data: &[u8]) -> Option<Membership> {
         match LogCommand::decode(data) {
             Ok(LogCommand::Config { voters, learners }) => Some(Membership {
-                voters: voters.iter().collect(),
-                learners: learners.iter().collect(),
+                voters: voters.iter().map(|m| m.node).collect(),
+                learners: learners.iter().map(|m| m.node).collect(),
+                replicas: Some(
+                    voters
+                        .iter()
+                        .chain(learners.iter())
+                        .map(|m| (m.node, m.replica))
+                        .collect(),
+                ),
             }),
             _ => None,
         }
     }
 
     /// The CONFIG command (spec §8.7) that sets this configuration: a log entry's data.
-    /// Panics on a configuration the command cannot hold (callers check with
-    /// [`Membership::after`]).
+    /// Panics on a configuration the command cannot hold (the static one, which names no
+    /// replica ids; callers check the rest with [`Membership::after`] and
+    /// `Raft::propose_membership`).
     pub fn to_entry(&self) -> Vec<u8> {
-        let mut voters = vec![0u8; 8 * self.voters.len()];
-        let mut learners = vec![0u8; 8 * self.learners.len()];
+        let named = |ids: &[NodeId]| -> Vec<ReplicaRef> {
+            ids.iter()
+                .map(|&node| ReplicaRef {
+                    node,
+                    replica: self.replica_of(node).expect("every member named"),
+                })
+                .collect()
+        };
+        let (voters, learners) = (named(&self.voters), named(&self.learners));
+        let mut voter_bytes = vec![0u8; CONFIG_MEMBER_LEN * voters.len()];
+        let mut learner_bytes = vec![0u8; CONFIG_MEMBER_LEN * learners.len()];
         let command = LogCommand::Config {
-            voters: NodeIds::write(&self.voters, &mut voters).expect("sized"),
-            learners: NodeIds::write(&self.learners, &mut learners).expect("sized"),
+            voters: Replicas::write(&voters, &mut voter_bytes).expect("sized"),
+            learners: Replicas::write(&learners, &mut learner_bytes).expect("sized"),
         };
         let mut data = vec![0u8; command.encoded_len()];
-        let len = command
-            .encode(&mut data)
-            .expect("a configuration of at least one voter, distinct non-zero ids, bounded");
+        let len = command.encode(&mut data).expect(
+            "a configuration of at least one voter, distinct non-zero ids, voters' replica ids \
+             non-zero, bounded",
+        );
         assert!(len == data.len());
         data
     }
 
     /// The configuration after `change`, or why the change does not apply to this one (the
-    /// checks that depend on the configuration alone; the leader checks the rest).
+    /// checks that depend on the configuration alone; the leader checks the rest). The
+    /// members it keeps keep the replica ids this one names; the member the change adds or
+    /// promotes, and every member if this is the static configuration, are named with
+    /// replica 0, for the leader to fill in (`Raft::propose_membership`).
     pub fn after(&self, change: MembershipChange) -> Result<Membership, MembershipError> {
         let mut next = self.clone();
         match change {
@@ -170,13 +234,68 @@ impl Membership {
             }
         }
         assert!(!next.voters.is_empty());
+        let changed = match change {
+            MembershipChange::AddLearner(id) | MembershipChange::Promote(id) => Some(id),
+            MembershipChange::Remove(_) => None,
+        };
+        let replicas = next
+            .members()
+            .map(|id| {
+                let kept = (Some(id) != changed).then(|| self.replica_of(id)).flatten();
+                (id, kept.unwrap_or(0))
+            })
+            .collect();
+        next.replicas = Some(replicas);
         Ok(next)
     }
 }
 
 impl fmt::Display for Membership {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "voters {:?}, learners {:?}", self.voters, self.learners)
+        match &self.replicas {
+            None => write!(
+                f,
+                "voters {:?} (static), learners {:?}",
+                self.voters, self.learners
+            ),
+            Some(replicas) => {
+                let named = |ids: &[NodeId]| -> Vec<String> {
+                    ids.iter()
+                        .map(|&id| {
+                            let replica = replicas.iter().find(|m| m.0 == id).map_or(0, |m| m.1);
+                            format!("{id}:{replica:x}")
+                        })
+                        .collect()
+                };
+                write!(
+                    f,
+                    "voters {:?}, learners {:?}",
+                    named(&self.voters),
+                    named(&self.learners)
+                )
+            }
+        }
+    }
+}
+
+/// One member of a configuration as [`Raft::member_replicas`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberReplicas {
+    pub id: NodeId,
+    pub voter: bool,
+    /// The replica id the configuration names it with (`None`: the static configuration
+    /// names none; `Some(0)`: a learner not known yet).
+    pub named: Option<ReplicaId>,
+    /// The replica id the leader last heard from it (`None`: not a leader, or not heard).
+    pub heard: Option<ReplicaId>,
+}
+
+impl MemberReplicas {
+    /// A voter whose node answers with another replica than the one named: its replica
+    /// lost its state, and the voter counts for nothing until it is replaced.
+    pub fn replaced(&self) -> bool {
+        self.voter
+            && matches!((self.named, self.heard), (Some(named), Some(heard)) if named != heard)
     }
 }
 
@@ -220,10 +339,11 @@ pub enum MembershipError {
     TooManyMembers,
     /// Node id 0 names no node.
     NodeIdZero,
-    /// The change would leave voters that a node which lost its state could not rejoin
-    /// among safely (spec §8.5, "Rejoining without state", rule 8): a voter outside the
-    /// static voters, or fewer static voters than the rejoin rule's quorum can vouch for.
-    RejoinUnsafe,
+    /// The change would name this node as a voter, but the leader knows no replica id for
+    /// it: it has not heard from it in this term (spec §8.5, "Replica identities": a voter
+    /// counts only under the replica id the configuration names, so one must be named).
+    /// Nothing changed; retry once the node has answered the leader.
+    ReplicaUnknown(NodeId),
 }
 
 impl fmt::Display for MembershipError {
@@ -252,10 +372,10 @@ impl fmt::Display for MembershipError {
                 write!(f, "at most {CONFIG_MEMBERS_MAX} voters and learners")
             }
             MembershipError::NodeIdZero => write!(f, "node id 0 names no node"),
-            MembershipError::RejoinUnsafe => write!(
+            MembershipError::ReplicaUnknown(id) => write!(
                 f,
-                "a node that lost its state could not rejoin these voters safely (spec 8.5 \
-                 rule 8)"
+                "no replica id known for node {id}: the leader has not heard from it (nothing \
+                 changed)"
             ),
         }
     }
@@ -378,7 +498,9 @@ impl Raft {
     /// Returns the entry's index. Refused (see [`MembershipError`]) unless this node leads,
     /// is not handing leadership over, has committed an entry of its term, has no change
     /// pending, and the change applies: a learner added that is not a member, a learner
-    /// promoted that is caught up, a member removed that is not the last voter.
+    /// promoted that is caught up, a member removed that is not the last voter, and every
+    /// voter of the new configuration named with a replica id (module docs, "Replica
+    /// identities"; [`MembershipError::ReplicaUnknown`]).
     pub fn propose_membership(
         &mut self,
         now: Instant,
@@ -401,10 +523,7 @@ impl Raft {
         if pending > self.commit_index {
             return Err(MembershipError::ChangePending { index: pending });
         }
-        let next = self.membership().after(change)?;
-        if !rejoin_safe(&self.config.voters, &next.voters) {
-            return Err(MembershipError::RejoinUnsafe);
-        }
+        let mut next = self.membership().after(change)?;
         if let MembershipChange::Promote(id) = change {
             let last = self.log.last_index();
             let matched = self
@@ -416,6 +535,30 @@ impl Raft {
                 return Err(MembershipError::NotCaughtUp { id, matched, last });
             }
         }
+        // Spec §8.5, "Replica identities": name every member the change adds or promotes,
+        // and every member of the static configuration it leaves, with the replica id the
+        // leader heard from it (its own, for itself). `matched` above came from answers of
+        // that very replica: a replica id that changes starts its progress over.
+        let heard = |id: NodeId| -> ReplicaId {
+            if id == self.config.id {
+                self.hard.replica
+            } else {
+                self.progress
+                    .iter()
+                    .find(|p| p.id == id)
+                    .map_or(0, |p| p.replica)
+            }
+        };
+        let mut replicas = next.replicas.take().expect("after names replicas");
+        for (id, replica) in &mut replicas {
+            if *replica == 0 {
+                *replica = heard(*id);
+            }
+            if *replica == 0 && next.is_voter(*id) {
+                return Err(MembershipError::ReplicaUnknown(*id));
+            }
+        }
+        next.replicas = Some(replicas);
         log::info!(
             "raft {}: proposing {change:?} in term {}: {next}",
             self.config.id,
@@ -458,7 +601,8 @@ impl Raft {
         self.membership_generation = generation;
         let membership = self.log.configs().latest().clone();
         self.quorum = membership.quorum();
-        self.grants.retain(|id| membership.is_voter(*id));
+        self.grants
+            .retain(|&(id, replica)| membership.counts(id, replica));
         log::debug!("raft {}: configuration {membership}", self.config.id);
         if self.role == Role::Leader {
             let next = self.log.last_index() + 1;
@@ -495,7 +639,7 @@ impl Raft {
     /// counting itself in any majority).
     pub(super) fn step_down_if_removed(&mut self, now: Instant) {
         if self.role != Role::Leader
-            || self.membership().is_voter(self.config.id)
+            || self.membership().counts(self.config.id, self.hard.replica)
             || self.log.configs().latest_index() > self.commit_index
         {
             return;
@@ -517,27 +661,49 @@ impl Raft {
     /// candidate does, counting the voters of its latest configuration (not itself), whose
     /// majorities overlap those of the one before (single-server change); once elected it
     /// commits its removal and steps down (thesis §4.2.2).
+    ///
+    /// "Voter" is by replica (spec §8.5, "Replica identities"): a configuration that names
+    /// this node with another replica id names a replica this one replaced, and this one
+    /// waits to be added and promoted.
     pub(super) fn may_campaign(&self) -> bool {
-        let id = self.config.id;
+        let (id, replica) = (self.config.id, self.hard.replica);
         let configs = self.log.configs();
-        configs.latest().is_voter(id)
+        configs.latest().counts(id, replica)
             || (configs.latest_index() > self.commit_index
-                && configs.at(self.commit_index).is_voter(id))
+                && configs.at(self.commit_index).counts(id, replica))
     }
-}
 
-/// Spec §8.5, "Rejoining without state", rule 8: whether a node that loses its state while
-/// `voters` vote can rejoin by rule 3, which counts TermReplies from a quorum `q` of the
-/// static voters (`static_voters`, `n` of them: a node without state knows no other
-/// configuration). A quorum the node took part in holds ⌊|voters|/2⌋ voters besides it; at
-/// most `n - 1 - q` of the others stay silent when it rejoins, so some replier took part in
-/// that quorum if every voter is a static one and ⌊|voters|/2⌋ > n - 1 - q. With 3 or 5
-/// static voters: every configuration that lacks at most one of them.
-pub fn rejoin_safe(static_voters: &[NodeId], voters: &[NodeId]) -> bool {
-    let n = static_voters.len();
-    let q = n / 2 + 1;
-    // ⌊|voters|/2⌋ > n - 1 - q, without going below zero.
-    voters.iter().all(|v| static_voters.contains(v)) && voters.len() / 2 + q + 1 > n
+    /// For each member of the configuration in force, the replica id it names and, on a
+    /// leader, the one the leader last heard from it (its own for itself; `None` elsewhere,
+    /// and for a follower not heard from yet in this term). A placement driver reads it to
+    /// find a voter whose replica was replaced (named ≠ heard): that voter counts for
+    /// nothing until it is removed, added back as a learner and promoted (spec §8.5,
+    /// "Replica identities").
+    pub fn member_replicas(&self) -> Vec<MemberReplicas> {
+        let membership = self.membership();
+        membership
+            .members()
+            .map(|id| {
+                let heard = if self.role != Role::Leader {
+                    None
+                } else if id == self.config.id {
+                    Some(self.hard.replica)
+                } else {
+                    self.progress
+                        .iter()
+                        .find(|p| p.id == id)
+                        .map(|p| p.replica)
+                        .filter(|&r| r != 0)
+                };
+                MemberReplicas {
+                    id,
+                    voter: membership.is_voter(id),
+                    named: membership.replica_of(id),
+                    heard,
+                }
+            })
+            .collect()
+    }
 }
 
 impl Progress {
@@ -554,6 +720,7 @@ impl Progress {
             acked_round: 0,
             life: None,
             life_floor: 0,
+            replica: 0,
             heard_at: now,
             snapshot: SnapshotSend::default(),
         }

@@ -121,7 +121,7 @@ use udplock_protocol::{LogEntry, PeerEntry};
 use self::entries::RaftLog;
 use self::membership::MembershipOf;
 pub use self::membership::{
-    rejoin_safe, Membership, MembershipError, SnapshotMembership, CATCH_UP_ENTRIES_MAX,
+    MemberReplicas, Membership, MembershipError, SnapshotMembership, CATCH_UP_ENTRIES_MAX,
 };
 pub use self::persist::Persist;
 use self::rejoin::{Recovery, TermAnswer};
@@ -137,6 +137,13 @@ use crate::core::time::{Duration, Instant};
 
 /// A voter's identity, unique within a shard.
 pub type NodeId = u64;
+
+/// A replica's identity on its node (spec §8.5, "Replica identities"): a random non-zero
+/// number the replica draws when it starts without state (fresh, new, or rejoining) and
+/// keeps with its state. A replica that lost its state comes back with a new one, so every
+/// configuration that names the old one treats it as a new server. 0 names no replica: a
+/// learner not heard from yet, or a hard state stored before replica ids existed.
+pub type ReplicaId = u64;
 
 /// One single-server change of a shard's membership (thesis §4.1): the shard's leader
 /// proposes it as a log entry, and the new configuration takes effect on every replica as
@@ -205,6 +212,9 @@ pub type SnapshotCheck = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
 
 /// Mixed into the rng seed to draw the life id (`Raft::life`) from a stream of its own.
 const LIFE_SEED_SALT: u64 = 0x6c69_6665_2069_6473;
+/// Mixed into the rng seed to draw a replica id (`HardState::replica`) from a stream of its
+/// own, so drawing it changes no timer.
+const REPLICA_SEED_SALT: u64 = 0x7265_706c_6963_6173;
 
 /// Parts per million in one: the unit of `drift_bound_ppm`.
 const PPM: u64 = 1_000_000;
@@ -371,6 +381,11 @@ pub struct HardState {
     pub term: u64,
     /// Whom this node voted for in `term`, if anyone: at most one vote per term.
     pub voted_for: Option<NodeId>,
+    /// This replica's id ([`ReplicaId`]): stored with its state, so a replica restored from
+    /// its own state keeps it. 0 in a hard state that never held one (a fresh replica before
+    /// it draws one, or a file of the format before replica ids): [`Raft::restore`] draws
+    /// one then and hands it to `take_persist` at once.
+    pub replica: ReplicaId,
 }
 
 /// One log entry. Empty `data` is a leader's no-op (clients never propose empty data).
@@ -492,8 +507,9 @@ pub struct Raft {
     leader_contact: Instant,
     /// When a follower or (pre-)candidate starts a new (pre-)election.
     election_deadline: Instant,
-    /// Voters that granted this (pre-)candidacy, self included.
-    grants: Vec<NodeId>,
+    /// Voters that granted this (pre-)candidacy, self included, each with the replica id
+    /// its grant carried.
+    grants: Vec<(NodeId, ReplicaId)>,
 
     // Leader only (reset on becoming leader).
     /// One per other voter, in `config.voters` order.
@@ -598,6 +614,19 @@ impl Raft {
             _ => Membership::of_voters(&config.voters),
         };
         let log = RaftLog::from_persisted(snapshot_meta, log, state.term, base);
+        // A replica without an id draws one (spec §8.5, "Replica identities"): one that
+        // starts without state, or one restored from a file that predates replica ids.
+        let mut state = state;
+        let drew_replica = state.replica == 0;
+        if drew_replica {
+            let mut draw = ChaCha8Rng::seed_from_u64(rng_seed ^ REPLICA_SEED_SALT);
+            state.replica = loop {
+                let replica = draw.gen::<u64>();
+                if replica != 0 {
+                    break replica;
+                }
+            };
+        }
         let lease_duration = config.lease_duration();
         let quorum = log.configs().latest().quorum();
         let membership_generation = log.configs().generation();
@@ -609,7 +638,8 @@ impl Raft {
             quorum,
             membership_generation,
             hard: state,
-            hard_changed: false,
+            // A drawn replica id is stored before anything that carries it leaves.
+            hard_changed: drew_replica,
             log,
             commit_index: snapshot_meta.index,
             returned_index: snapshot_meta.index,
@@ -691,18 +721,22 @@ impl Raft {
                 last_log_index,
                 last_log_term,
             } => self.handle_pre_vote(now, from, term, last_log_index, last_log_term),
-            Message::PreVoteReply { term, granted } => {
-                self.handle_pre_vote_reply(now, from, term, granted)
-            }
+            Message::PreVoteReply {
+                term,
+                granted,
+                replica,
+            } => self.handle_pre_vote_reply(now, from, term, granted, replica),
             Message::Vote {
                 term,
                 last_log_index,
                 last_log_term,
                 transfer,
             } => self.handle_vote(now, from, term, last_log_index, last_log_term, transfer),
-            Message::VoteReply { term, granted } => {
-                self.handle_vote_reply(now, from, term, granted)
-            }
+            Message::VoteReply {
+                term,
+                granted,
+                replica,
+            } => self.handle_vote_reply(now, from, term, granted, replica),
             Message::Append {
                 term,
                 prev_log_index,
@@ -727,7 +761,15 @@ impl Raft {
                 match_index,
                 round,
                 life,
-            } => self.handle_append_reply(now, from, term, success, match_index, round, life),
+                replica,
+            } => self.handle_append_reply(
+                now,
+                from,
+                term,
+                success,
+                match_index,
+                (round, life, replica),
+            ),
             Message::TimeoutNow { term } => self.handle_timeout_now(now, from, term),
             Message::TermQuery { nonce, .. } => self.handle_term_query(from, nonce),
             Message::TermReply {
@@ -768,8 +810,15 @@ impl Raft {
                 received,
                 round,
                 life,
-            } => self
-                .handle_install_snapshot_reply(now, from, term, last_index, received, round, life),
+                replica,
+            } => self.handle_install_snapshot_reply(
+                now,
+                from,
+                term,
+                last_index,
+                received,
+                (round, life, replica),
+            ),
         }
         // The log may hold another configuration now (an Append, a snapshot).
         self.adopt_membership(now);
@@ -992,6 +1041,12 @@ impl Raft {
         self.life
     }
 
+    /// This replica's id (spec §8.5, "Replica identities"), sent in every answer that is
+    /// counted: drawn when it started without state, kept with its state.
+    pub fn replica(&self) -> ReplicaId {
+        self.hard.replica
+    }
+
     /// Messages this instance dropped because only a faulty or forged peer sends them:
     /// malformed ones, a term beyond [`TERM_MAX`] or more than [`TERM_AHEAD_MAX`] above this
     /// node's, a second leader of a term, an Append or a snapshot that contradicts a committed
@@ -1006,14 +1061,27 @@ impl Raft {
 
     /// The largest value that a majority of voters has reached: the leader's `own` (if it is
     /// a voter: a leader being removed counts not itself, thesis §4.2.2) and one per voting
-    /// follower. Learners count towards no majority (thesis §4.2.1).
+    /// follower. Learners count towards no majority (thesis §4.2.1), and a voter counts only
+    /// with the replica id the configuration names for it (spec §8.5, "Replica
+    /// identities"): a node whose replies carry another (it lost its state since) counts as
+    /// a voter that never answered, 0. A follower not heard from yet in this term (replica
+    /// id unknown, 0) counts with the values it started with: nothing acknowledged, and the
+    /// leader's start as its last contact (CheckQuorum's grace, as before replica ids).
     fn quorum_value(&mut self, own: u64, per_follower: impl Fn(&Progress) -> u64) -> u64 {
         let mut values = std::mem::take(&mut self.scratch);
         values.clear();
-        if self.log.configs().latest().is_voter(self.config.id) {
-            values.push(own);
+        let membership = self.log.configs().latest();
+        if membership.is_voter(self.config.id) {
+            let counts = membership.counts(self.config.id, self.hard.replica);
+            values.push(if counts { own } else { 0 });
         }
-        values.extend(self.progress.iter().filter(|p| p.voter).map(per_follower));
+        values.extend(self.progress.iter().filter(|p| p.voter).map(|p| {
+            if p.replica == 0 || membership.counts(p.id, p.replica) {
+                per_follower(p)
+            } else {
+                0
+            }
+        }));
         assert!(values.len() == self.log.configs().latest().voters.len());
         assert!(self.quorum == self.log.configs().latest().quorum());
         values.sort_unstable_by(|a, b| b.cmp(a));
@@ -1044,6 +1112,7 @@ impl Raft {
         assert!(self.snapshot_data.is_some() == (self.log.snapshot().index > 0));
         assert!(self.commit_index <= self.log.last_index());
         assert!(self.log.last_term() <= self.hard.term);
+        assert!(self.hard.replica != 0, "a replica without an id");
         match self.role {
             Role::Leader => {
                 assert!(self.hard.voted_for == Some(self.config.id));

@@ -10,9 +10,13 @@
 //!                                          poll_message() ──> may leave once it is stored
 //! ```
 //!
-//! A replica built from what it persisted ([`Raft::restore`]) or without state
-//! ([`Raft::rejoin`], [`Raft::start_new`], whose storage the shell opened empty) starts with
-//! nothing to persist.
+//! A replica built from what it persisted ([`Raft::restore`]) starts with nothing to
+//! persist, and so does one rejoining without state ([`Raft::rejoin`], [`Raft::start_new`],
+//! whose storage the shell opened empty) while it asks the others: the replica id it drew
+//! (spec §8.5, "Replica identities") is handed out when it stops asking, before any answer
+//! that carries it leaves. A replica built by [`Raft::new`] with an empty hard state, or
+//! restored from one stored without a replica id (`HardState::replica` 0), hands out its
+//! hard state with the id it drew in its first delta.
 
 use std::sync::Arc;
 
@@ -188,11 +192,18 @@ mod tests {
     fn a_delta_says_what_changed_and_only_once() {
         let now = Instant::from_micros(1);
         let mut raft = follower();
+        let fresh = HardState {
+            term: 0,
+            voted_for: None,
+            replica: raft.replica(),
+        };
+        assert_ne!(fresh.replica, 0);
         assert_eq!(
-            raft.take_persist(),
-            None,
-            "a fresh replica has nothing to store"
+            raft.take_persist().map(|p| (p.hard, p.log_from)),
+            Some((Some(fresh), None)),
+            "a fresh replica stores the replica id it drew, and nothing else"
         );
+        assert_eq!(raft.take_persist(), None, "handed out once");
         raft.handle_message(now, 1, append(1, (0, 0), vec![entry(1, 1), entry(1, 2)], 0));
         let p = raft.take_persist().expect("a term and two entries");
         assert_eq!(
@@ -200,7 +211,8 @@ mod tests {
             Persist {
                 hard: Some(HardState {
                     term: 1,
-                    voted_for: None
+                    voted_for: None,
+                    replica: raft.replica(),
                 }),
                 snapshot: None,
                 log_from: Some(1),
@@ -235,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_or_rejoining_replica_has_nothing_to_store() {
+    fn a_restored_or_rejoining_replica_has_nothing_to_store_until_it_takes_part() {
         let now = Instant::from_micros(1);
         let mut raft = follower();
         raft.handle_message(now, 1, append(1, (0, 0), vec![entry(1, 1), entry(1, 2)], 2));
@@ -252,10 +264,60 @@ mod tests {
             now,
         );
         assert_eq!(restored.take_persist(), None);
-        let mut rejoined = Raft::rejoin(config.clone(), 1, now);
-        assert_eq!(rejoined.take_persist(), None);
-        let mut new = Raft::start_new(config, 1, now);
-        assert_eq!(new.take_persist(), None);
+        assert_eq!(restored.replica(), raft.replica(), "keeps its replica id");
+        let only_replica = |raft: &mut Raft| {
+            let stored = raft.take_persist().expect("the replica id");
+            assert_eq!(stored.log_from, None);
+            assert_eq!(
+                stored.hard,
+                Some(HardState {
+                    term: 0,
+                    voted_for: None,
+                    replica: raft.replica(),
+                })
+            );
+            assert_eq!(raft.take_persist(), None);
+            raft.replica()
+        };
+        let mut rejoined = Raft::rejoin(config.clone(), 2, now);
+        assert_eq!(rejoined.take_persist(), None, "asking");
+        let mut new = Raft::start_new(config.clone(), 3, now);
+        assert_eq!(new.take_persist(), None, "asking");
+        assert!(rejoined.replica() != raft.replica() && new.replica() != rejoined.replica());
+        // Once it stops asking (here: every other node said it is new too), its id.
+        for (from, nonce) in [(1, new_nonce(&mut new)), (3, new_nonce(&mut new))] {
+            let answer = Message::NoStateReply {
+                term: 0,
+                nonce,
+                new: true,
+            };
+            new.handle_message(now, from, answer);
+        }
+        assert!(!new.rejoining());
+        only_replica(&mut new);
+        // A hard state stored before replica ids (a version 1 file): a fresh id, stored.
+        let old = HardState {
+            replica: 0,
+            ..raft.hard_state()
+        };
+        let mut upgraded = Raft::restore(config, 4, old, None, Vec::new(), now);
+        let stored = upgraded.take_persist().expect("the replica id");
+        assert_eq!(
+            stored.hard.map(|h| (h.term, h.replica)),
+            Some((old.term, upgraded.replica()))
+        );
+        assert_ne!(upgraded.replica(), 0);
+    }
+
+    /// The nonce of the TermQuery `raft` sent (it asks every other voter).
+    fn new_nonce(raft: &mut Raft) -> u64 {
+        raft.outbox
+            .iter()
+            .find_map(|(_, m)| match m {
+                Message::TermQuery { nonce, .. } => Some(*nonce),
+                _ => None,
+            })
+            .expect("asking")
     }
 
     #[test]
@@ -265,10 +327,12 @@ mod tests {
         raft.set_hard(HardState {
             term: 3,
             voted_for: Some(1),
+            replica: raft.replica(),
         });
         raft.set_hard(HardState {
             term: 3,
             voted_for: Some(3),
+            replica: raft.replica(),
         });
     }
 }

@@ -108,6 +108,11 @@ impl Raft {
 
     fn recovering(config: Config, rng_seed: u64, now: Instant, new: bool) -> Raft {
         let mut raft = Raft::new(config, rng_seed, HardState::default(), Vec::new(), now);
+        // The replica id it drew (spec §8.5, "Replica identities") travels in no message it
+        // sends while asking (TermQuery, NoStateReply), so it is stored only when it stops
+        // asking (`decide_rejoin`). Storing nothing before keeps a replica that stops while
+        // asking exactly as it started: its mark says what it is (`core::restart`).
+        raft.hard_changed = false;
         let nonce = raft.rng.gen::<u64>();
         raft.recovery = Recovery::Querying {
             replies: Vec::new(),
@@ -252,6 +257,8 @@ impl Raft {
                     self.config.id
                 );
                 self.recovery = Recovery::None;
+                // Its replica id goes out in its answers from now on: store it first.
+                self.hard_changed = true;
             } else {
                 log::info!(
                     "raft {}: rejoining at term {max}; no vote until caught up",
@@ -260,6 +267,7 @@ impl Raft {
                 self.set_hard(HardState {
                     term: max,
                     voted_for: Some(self.config.id),
+                    replica: self.hard.replica,
                 });
                 self.recovery = Recovery::CatchingUp { term: max, target };
             }
@@ -269,6 +277,7 @@ impl Raft {
                 self.config.id
             );
             self.recovery = Recovery::None;
+            self.hard_changed = true;
         } else {
             return;
         }

@@ -17,7 +17,7 @@
 //! made the leader believe the follower held entries it had lost, and never send them.
 
 use super::snapshot::SnapshotSend;
-use super::{Entry, Message, NodeId, PeerLogKind, Raft, Role, APPENDS_IN_FLIGHT_MAX};
+use super::{Entry, Message, NodeId, PeerLogKind, Raft, ReplicaId, Role, APPENDS_IN_FLIGHT_MAX};
 use crate::core::time::Instant;
 
 /// What a leader knows about one follower (Raft Figure 2, "volatile state on leaders").
@@ -40,6 +40,10 @@ pub(super) struct Progress {
     /// The follower's life whose answers count for `matched` and `next`, once known (see
     /// `Raft::current_life`).
     pub(super) life: Option<u64>,
+    /// The replica id of the follower's latest counted answer (0: none yet). Its
+    /// acknowledgements count only if the configuration names it with this id (spec §8.5,
+    /// "Replica identities").
+    pub(super) replica: ReplicaId,
     /// This leader's round when it last learnt that the follower had started afresh: every
     /// answer of an earlier life answers a round at or below it.
     pub(super) life_floor: u64,
@@ -218,21 +222,53 @@ impl Raft {
     /// forgets the known life. Life ids are random 64-bit numbers, so two lives of one node
     /// share one with probability 2^-64; and an answer from a node that restarted WITH its
     /// state merely makes the leader resend what that node already holds.
+    ///
+    /// An answer that counts also tells the leader the follower's replica id (spec §8.5,
+    /// "Replica identities"), kept in its progress: acknowledgements count under it
+    /// (`quorum_value`), and a configuration names it. If it differs from the one known, the
+    /// replica lost its state and started again: another log, so the leader forgets what the
+    /// follower held and probes it afresh, as for a new follower.
     pub(super) fn current_life(
         &mut self,
         now: Instant,
         position: usize,
         life: u64,
         round: u64,
+        replica: ReplicaId,
     ) -> bool {
         let last = self.log.last_index();
         let leader_round = self.round;
         let progress = &mut self.progress[position];
+        if replica == 0 {
+            // Names no replica: only a faulty peer sends it.
+            return false;
+        }
         if progress.life == Some(life) {
+            if progress.replica != replica {
+                // One life has one replica id; another is a faulty peer's: drop it.
+                return false;
+            }
             return true;
         }
         if round <= progress.life_floor {
             return false;
+        }
+        if progress.replica != replica {
+            if progress.replica != 0 {
+                peer_log!(
+                    self,
+                    now,
+                    NewLife,
+                    info,
+                    "raft {}: node {} answers as replica {replica:#x}, was {:#x}: a new server",
+                    self.config.id,
+                    progress.id,
+                    progress.replica
+                );
+                progress.start_over(last);
+                progress.acked_round = 0;
+            }
+            progress.replica = replica;
         }
         if progress.life.is_some() {
             peer_log!(
@@ -272,6 +308,7 @@ impl Raft {
                 match_index: 0,
                 round: 0,
                 life: self.life,
+                replica: self.hard.replica,
             };
             self.send(from, reply);
             return;
@@ -355,6 +392,7 @@ impl Raft {
                     match_index: prev_log_index + entries.len() as u64,
                     round,
                     life: self.life,
+                    replica: self.hard.replica,
                 };
                 self.send(from, reply);
                 return;
@@ -396,6 +434,7 @@ impl Raft {
                     match_index: last_new,
                     round,
                     life: self.life,
+                    replica: self.hard.replica,
                 }
             }
             Some(_) => {
@@ -411,6 +450,7 @@ impl Raft {
                     match_index: hint,
                     round,
                     life: self.life,
+                    replica: self.hard.replica,
                 }
             }
             None => Message::AppendReply {
@@ -419,6 +459,7 @@ impl Raft {
                 match_index: self.log.last_index(),
                 round,
                 life: self.life,
+                replica: self.hard.replica,
             },
         };
         self.send(from, reply);
@@ -458,8 +499,7 @@ impl Raft {
         term: u64,
         success: bool,
         match_index: u64,
-        round: u64,
-        life: u64,
+        (round, life, replica): (u64, u64, ReplicaId),
     ) {
         let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
@@ -477,7 +517,7 @@ impl Raft {
             self.faulty_drops += 1;
             return;
         }
-        if !self.current_life(now, position, life, round) {
+        if !self.current_life(now, position, life, round, replica) {
             return;
         }
         let progress = &mut self.progress[position];

@@ -45,7 +45,7 @@ use std::sync::Arc;
 use super::replication::Sending;
 use super::shared::Reservation;
 use super::{
-    Membership, MembershipOf, Message, NodeId, PeerLogKind, Raft, Role, SnapshotCheck,
+    Membership, MembershipOf, Message, NodeId, PeerLogKind, Raft, ReplicaId, Role, SnapshotCheck,
     SnapshotMeta, SNAPSHOT_CHUNKS_IN_FLIGHT_MAX, SNAPSHOT_LEN_MAX, SNAPSHOT_RECEIVE_STALL_TIMEOUTS,
 };
 use crate::core::time::{Duration, Instant};
@@ -278,6 +278,7 @@ impl Raft {
                 received: 0,
                 round: 0,
                 life: self.life,
+                replica: self.hard.replica,
             };
             self.send(from, reply);
             return;
@@ -364,6 +365,7 @@ impl Raft {
             received: total_len,
             round,
             life: self.life,
+            replica: self.hard.replica,
         };
         if meta.index <= self.commit_index {
             // Already committed here (and so stored or snapshotted): nothing to install, and
@@ -494,8 +496,7 @@ impl Raft {
         term: u64,
         last_index: u64,
         received: u64,
-        round: u64,
-        life: u64,
+        (round, life, replica): (u64, u64, ReplicaId),
     ) {
         let Some(position) = self.answering_follower(now, from, term, round) else {
             return;
@@ -517,7 +518,7 @@ impl Raft {
             self.faulty_drops += 1;
             return;
         }
-        if !self.current_life(now, position, life, round) {
+        if !self.current_life(now, position, life, round, replica) {
             return;
         }
         let progress = &mut self.progress[position];

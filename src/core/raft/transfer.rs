@@ -43,14 +43,15 @@ impl Raft {
     /// the lease rests on. If `to` has not taken over within `election_timeout_min`, the
     /// leader abandons the transfer: it starts a round that names nobody, and regains its
     /// lease once a majority acknowledges that round or a later one (`lease.rs`).
-    /// Ignored if `to` is this node or not a voter, or a transfer is already running.
+    /// Ignored if `to` is this node, not a voter (or one whose replica was replaced: it could
+    /// not take over), or a transfer is already running.
     pub fn transfer_leadership(&mut self, now: Instant, to: NodeId) -> Result<(), NotLeader> {
         if self.role != Role::Leader {
             return Err(NotLeader {
                 leader_hint: self.leader,
             });
         }
-        if to == self.config.id || !self.membership().is_voter(to) || self.transfer.is_some() {
+        if to == self.config.id || !self.may_take_over(to) || self.transfer.is_some() {
             return Ok(());
         }
         log::info!(
@@ -74,15 +75,28 @@ impl Raft {
     }
 
     /// Leader: whether voter `id` stores the whole log and answered within two heartbeat
-    /// intervals (a transfer to it would complete at once).
+    /// intervals (a transfer to it would complete at once), as the replica the
+    /// configuration names (spec §8.5, "Replica identities": a node whose replica was
+    /// replaced may not campaign, so a transfer to it could never complete).
     pub fn follower_caught_up(&self, id: NodeId, now: Instant) -> bool {
         let recent = self.config.heartbeat_interval.as_micros().saturating_mul(2);
         self.role == Role::Leader
             && self.progress.iter().any(|p| {
                 p.id == id
+                    && self.membership().counts(id, p.replica)
                     && p.matched == self.log.last_index()
                     && now.saturating_since(p.heard_at).as_micros() < recent
             })
+    }
+
+    /// Whether a transfer to `id` could complete: a voter that, if the configuration names
+    /// replica ids, answered as the replica named (one whose replica was replaced may not
+    /// campaign, spec §8.5 "Replica identities").
+    fn may_take_over(&self, id: NodeId) -> bool {
+        let membership = self.membership();
+        let heard = self.progress.iter().find(|p| p.id == id).map(|p| p.replica);
+        membership.is_voter(id)
+            && (membership.replicas.is_none() || heard.is_some_and(|r| membership.counts(id, r)))
     }
 
     /// The node a transfer in progress hands leadership to.
@@ -167,7 +181,7 @@ impl Raft {
         );
         self.role = Role::PreCandidate;
         self.grants.clear();
-        self.count_grant(self.config.id);
+        self.count_grant(self.config.id, self.hard.replica);
         self.start_election_as(now, true);
     }
 }

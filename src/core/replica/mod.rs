@@ -54,7 +54,10 @@
 //! in version 1. Since format version 3 it records Raft's configuration as of its index (the
 //! last CONFIG applied, spec §8.5 "Configuration"), which Raft reads back when the replica
 //! restarts from it or installs it from a leader; a snapshot of an older version records
-//! none (its log had none: the static voters hold).
+//! none (its log had none: the static voters hold). Since version 4 that CONFIG names each
+//! member's replica id (spec §8.7); a version 3 snapshot that records a configuration (node
+//! ids only) is refused, since which replicas count cannot be recovered from it, and one that
+//! records none is read.
 //!
 //! # Bounds
 //!
@@ -96,10 +99,10 @@ pub const COMPACT_EVERY_DEFAULT: u64 = 16_384;
 pub const COMPACT_KEEP_DEFAULT: u64 = 1_024;
 
 /// The first bytes of a shard snapshot, then its format version: 2 since the snapshot holds
-/// the logged settings, 3 since it holds Raft's configuration (versions 1 and 2 are still
-/// read).
+/// the logged settings, 3 since it holds Raft's configuration, 4 since that configuration
+/// names replica ids (versions 1 to 3 are still read; see the module docs for version 3).
 pub const SHARD_SNAPSHOT_MAGIC: [u8; 4] = *b"ULSH";
-const SHARD_SNAPSHOT_VERSION: u8 = 3;
+const SHARD_SNAPSHOT_VERSION: u8 = 4;
 
 /// The values of the settings a leader logs (spec §8.8) because replicas may differ in them:
 /// every command applies with those of the last SETTINGS before it, whatever the replica's
@@ -1298,7 +1301,7 @@ fn snapshot_membership(data: &[u8]) -> Option<Membership> {
     if version < 3 {
         return None;
     }
-    read_membership(data, at).ok()?.0
+    read_membership(data, at, version).ok()?.0
 }
 
 /// The offset after the settings of a shard snapshot, and its version.
@@ -1320,15 +1323,23 @@ fn snapshot_header(data: &[u8]) -> Result<(usize, u8), String> {
 }
 
 /// The configuration marker at `at` and the CONFIG command after it (spec §8.7); the offset
-/// after them.
-fn read_membership(data: &[u8], at: usize) -> Result<(Option<Membership>, usize), String> {
+/// after them. Version 3 recorded CONFIGs without replica ids: refused (module docs).
+fn read_membership(
+    data: &[u8],
+    at: usize,
+    version: u8,
+) -> Result<(Option<Membership>, usize), String> {
     match data.get(at) {
         Some(0) => Ok((None, at + 1)),
+        Some(1) if version < 4 => Err("a version 3 snapshot's configuration names no replica \
+                                       ids (spec 8.5, \"Replica identities\")"
+            .into()),
         Some(1) => {
             let counts = data
                 .get(at + 2..at + 4)
                 .ok_or("the snapshot's configuration is cut short")?;
-            let len = 3 + 8 * (counts[0] as usize + counts[1] as usize);
+            let members = counts[0] as usize + counts[1] as usize;
+            let len = 3 + udplock_protocol::CONFIG_MEMBER_LEN * members;
             let command = data
                 .get(at + 1..at + 1 + len)
                 .ok_or("the snapshot's configuration is cut short")?;
@@ -1373,7 +1384,7 @@ fn decode_snapshot(config: &Config, data: &[u8]) -> Result<DecodedSnapshot, Stri
         }
     };
     let membership = if version >= 3 {
-        let (membership, after) = read_membership(data, at)?;
+        let (membership, after) = read_membership(data, at, version)?;
         at = after;
         membership
     } else {

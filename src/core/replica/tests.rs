@@ -1160,10 +1160,14 @@ fn a_snapshot_records_the_configuration_and_a_follower_that_installs_it_adopts_i
     c.drain();
     c.deliver();
     c.run(ms(50));
-    let with_learner = raft::Membership {
-        voters: vec![1, 2, 3],
-        learners: vec![4],
-    };
+    // Each member named with the replica id the leader heard from it (spec §8.5, "Replica
+    // identities"); node 4, not heard from yet, with 0.
+    let with_learner = c.shard(leader).raft().membership().clone();
+    assert_eq!(
+        (&with_learner.voters[..], &with_learner.learners[..]),
+        (&[1, 2, 3][..], &[4][..])
+    );
+    assert_eq!(with_learner.replica_of(4), Some(0));
     for n in 1..=40u64 {
         c.send(leader, 7, n, 0, acquire(b"r", b"a", 0, 60_000))
             .unwrap();

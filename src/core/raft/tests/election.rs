@@ -116,7 +116,8 @@ fn follower_that_heard_from_a_live_leader_rejects_votes() {
             candidate,
             Message::PreVoteReply {
                 term,
-                granted: false
+                granted: false,
+                replica: node.replica(),
             }
         )]
     );
@@ -133,7 +134,8 @@ fn follower_that_heard_from_a_live_leader_rejects_votes() {
             candidate,
             Message::VoteReply {
                 term: term + 1,
-                granted: true
+                granted: true,
+                replica: node.replica(),
             }
         )]
     );
@@ -146,6 +148,7 @@ fn vote_needs_an_up_to_date_log() {
     let hard = HardState {
         term: 2,
         voted_for: None,
+        replica: 0x5eed,
     };
     let mut node = Raft::new(config(2, 3), 1, hard, log, Instant::ZERO);
     let t = Instant::ZERO + ms(200);
@@ -169,7 +172,14 @@ fn vote_needs_an_up_to_date_log() {
         );
         assert_eq!(
             drain(&mut node_copy),
-            vec![(3, Message::VoteReply { term: 3, granted })],
+            vec![(
+                3,
+                Message::VoteReply {
+                    term: 3,
+                    granted,
+                    replica: node_copy.replica(),
+                }
+            )],
             "log ({last_log_index}, {last_log_term})"
         );
     }
@@ -189,7 +199,8 @@ fn vote_needs_an_up_to_date_log() {
             3,
             Message::VoteReply {
                 term: 2,
-                granted: false
+                granted: false,
+                replica: node.replica(),
             }
         )],
         "a lower term is answered with ours"

@@ -160,6 +160,7 @@ fn a_term_far_above_the_receivers_is_dropped_and_cannot_wedge_the_shard() {
         match_index: 0,
         round: 0,
         life: 0,
+        replica: 0,
     };
     for forged in [u64::MAX / 2, term + TERM_AHEAD_MAX + 1] {
         let now = net.now;
@@ -222,6 +223,7 @@ fn a_flood_of_peer_records_writes_a_bounded_number_of_log_lines() {
                     match_index,
                     round,
                     life,
+                    replica: 0,
                 },
             );
         }

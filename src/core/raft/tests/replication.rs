@@ -55,6 +55,7 @@ fn follower_with_a_conflicting_suffix_is_truncated_and_repaired() {
                 HardState {
                     term: 2,
                     voted_for: None,
+                    replica: 0x5eed,
                 },
                 vec![entry(1, 1), entry(2, 2), entry(2, 3), entry(2, 4)],
             ),
@@ -62,6 +63,7 @@ fn follower_with_a_conflicting_suffix_is_truncated_and_repaired() {
                 HardState {
                     term: 3,
                     voted_for: None,
+                    replica: 0x5eed,
                 },
                 vec![entry(1, 1), entry(3, 2)],
             ),
@@ -94,6 +96,7 @@ fn figure_8() -> Net {
             let hard = HardState {
                 term: 3,
                 voted_for: None,
+                replica: 0x5eed,
             };
             (hard, log)
         },
@@ -291,6 +294,7 @@ fn a_leader_sends_at_most_one_message_back_per_answer() {
     net.run_for(ms(100));
     let held = net.node(far).last_index();
     let (term, life) = (net.node(leader).term(), net.node(far).life());
+    let replica = net.node(far).replica();
     let round = net.node(leader).round;
     let now = net.now;
     let mut back = |message: Message| {
@@ -304,6 +308,7 @@ fn a_leader_sends_at_most_one_message_back_per_answer() {
         match_index,
         round,
         life,
+        replica,
     };
     // A refusal rewinds the leader to one probe; the probe's answer opens the whole window.
     assert_eq!(back(append_reply(false, held)), 1);
@@ -334,6 +339,7 @@ fn a_leader_sends_at_most_one_message_back_per_answer() {
         received,
         round,
         life,
+        replica,
     };
     assert_eq!(
         back(snapshot_reply),

@@ -21,7 +21,8 @@ fn restart_keeps_the_vote_and_votes_once_per_term() {
             1,
             Message::VoteReply {
                 term: 5,
-                granted: true
+                granted: true,
+                replica: node.replica(),
             }
         )]
     );
@@ -30,7 +31,8 @@ fn restart_keeps_the_vote_and_votes_once_per_term() {
         persisted,
         HardState {
             term: 5,
-            voted_for: Some(1)
+            voted_for: Some(1),
+            replica: persisted.replica,
         }
     );
 
@@ -50,7 +52,8 @@ fn restart_keeps_the_vote_and_votes_once_per_term() {
             3,
             Message::VoteReply {
                 term: 5,
-                granted: false
+                granted: false,
+                replica: node.replica(),
             }
         )],
         "already voted for 1 in term 5"
@@ -62,7 +65,8 @@ fn restart_keeps_the_vote_and_votes_once_per_term() {
             1,
             Message::VoteReply {
                 term: 5,
-                granted: true
+                granted: true,
+                replica: node.replica(),
             }
         )],
         "a resent request of the same candidate"

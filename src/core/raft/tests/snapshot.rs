@@ -259,6 +259,7 @@ fn follower_with(log: Vec<Entry>, term: u64) -> Raft {
         HardState {
             term,
             voted_for: None,
+            replica: 0x5eed,
         },
         log,
         Instant::ZERO,
@@ -307,6 +308,7 @@ fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
                     received,
                     round: 9,
                     life: node.life(),
+                    replica: node.replica(),
                 }
             )]
         );
@@ -360,6 +362,7 @@ fn install_keeps_a_matching_suffix_and_discards_a_conflicting_log() {
                 received: 20,
                 round: 1,
                 life: node.life(),
+                replica: node.replica(),
             }
         )]
     );
@@ -388,6 +391,7 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
                 // It answers no round of a leader of term 5 (issue 7 A3).
                 round: 0,
                 life: node.life(),
+                replica: node.replica(),
             }
         )]
     );
@@ -411,6 +415,7 @@ fn install_snapshot_of_a_stale_term_is_refused_with_the_newer_term() {
             received: 0,
             round: 0,
             life: 0,
+            replica: 0,
         },
     );
     assert_eq!(net.node(leader).role(), Role::Follower);
@@ -496,6 +501,7 @@ fn votes_and_appends_after_compaction_use_the_snapshot() {
             HardState {
                 term: 3,
                 voted_for: None,
+                replica: 0x5eed,
             },
             Some((meta, Arc::clone(&data))),
             log,
@@ -523,7 +529,14 @@ fn votes_and_appends_after_compaction_use_the_snapshot() {
         );
         assert_eq!(
             drain(&mut node),
-            vec![(2, Message::VoteReply { term: 4, granted })],
+            vec![(
+                2,
+                Message::VoteReply {
+                    term: 4,
+                    granted,
+                    replica: node.replica(),
+                }
+            )],
             "candidate log ({last_log_index}, {last_log_term})"
         );
     }
@@ -631,6 +644,7 @@ fn an_older_snapshot_from_the_leader_is_answered_and_counts_as_contact() {
         HardState {
             term: 4,
             voted_for: None,
+            replica: 0x5eed,
         },
         Some((own, Arc::new(vec![7; 40]))),
         vec![entry(4, 11)],
@@ -659,6 +673,7 @@ fn an_older_snapshot_from_the_leader_is_answered_and_counts_as_contact() {
                 received: 40,
                 round: 5,
                 life: node.life(),
+                replica: node.replica(),
             }
         )]
     );
@@ -691,6 +706,7 @@ fn a_snapshot_that_contradicts_the_followers_own_snapshot_is_dropped() {
             HardState {
                 term: 4,
                 voted_for: None,
+                replica: 0x5eed,
             },
             Some((own, Arc::new(vec![7; 40]))),
             Vec::new(),
