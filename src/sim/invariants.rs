@@ -27,7 +27,7 @@ impl Sim {
         // Every node here is correct: a message one of them dropped as faulty or
         // malformed was a correct message misjudged (but for the junk snapshots a faulty
         // peer sent it, to any of its shards).
-        let drops: u64 = core.shards().iter().map(|s| s.raft().faulty_drops()).sum();
+        let drops: u64 = core.replicas().map(|(_, s)| s.raft().faulty_drops()).sum();
         if drops > n.junk_snapshots {
             return Err(self.fail(format!(
                 "node {id} dropped {drops} message(s) of correct peers as faulty or \
@@ -91,11 +91,10 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.leading.clear();
         if let Some(core) = n.node.as_ref() {
-            let leading = core.shards().iter().enumerate();
             n.leading.extend(
-                leading
+                core.replicas()
                     .filter(|(_, r)| r.raft().role() == Role::Leader)
-                    .map(|(s, _)| s),
+                    .map(|(s, _)| s as usize),
             );
         }
         Ok(())
@@ -354,7 +353,13 @@ impl Sim {
         }
         for (s, &mark) in self.catch_up_index.iter().enumerate() {
             let Some(mark) = mark else { continue };
-            for n in self.nodes.iter().filter(|n| n.holds_replicas()) {
+            // Every node whose replica of the shard its configuration names (a joined node
+            // holds some shards only, spec §8.1).
+            let members = self.nodes.iter().filter(|n| {
+                n.replica(s)
+                    .is_some_and(|r| r.raft().membership().contains(n.id))
+            });
+            for n in members {
                 if n.applied[s] < mark {
                     return Err(self.fail(format!(
                         "liveness: node {} applied only up to {} of the {mark} entries of \

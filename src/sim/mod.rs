@@ -686,12 +686,10 @@ impl Sim {
                 node: None,
                 stats: Arc::default(),
                 disk: SimDisk::new(),
-                // A node holds a replica of every shard, or (joined, not the bootstrap
-                // node) of none: its data directory has no shard files.
-                stores: (0..shards)
-                    .filter(|_| !config.joined || id == BOOTSTRAP_NODE)
-                    .map(|_| None)
-                    .collect(),
+                voter: !config.joined || id == BOOTSTRAP_NODE,
+                joined: config.joined,
+                // A slot per shard; a joined node's are open where it holds the shard.
+                stores: (0..shards).map(|_| None).collect(),
                 os: os_seed(&config),
                 dir: None,
                 boot: 1,

@@ -12,6 +12,10 @@ pub(super) struct SimNode {
     pub(super) node: Option<Node>,
     /// Its counters (this incarnation's).
     pub(super) stats: Arc<NodeStats>,
+    /// A static voter of every shard (see [`SimNode::holds_replicas`]).
+    pub(super) voter: bool,
+    /// A node of a joined cluster (spec §8.1): it holds the shards it has state of.
+    pub(super) joined: bool,
     /// Its data directory: the shards' files and recovery marks, written by the real
     /// storage code (see the module docs).
     pub(super) disk: SimDisk,
@@ -66,20 +70,26 @@ pub(super) struct SimNode {
 impl SimNode {
     /// Its replica of `shard`, while it runs.
     pub(crate) fn replica(&self, shard: usize) -> Option<&Replica> {
-        self.node.as_ref().and_then(|n| n.shards().get(shard))
+        self.node.as_ref().and_then(|n| n.replica(shard as u32))
     }
 
-    /// It holds a replica of every shard (else none: a joined node, see
-    /// [`SimConfig::joined`]); its `stores` has a slot per replica it holds.
+    /// It is a static voter of every shard: a static cluster's node, or the node that
+    /// bootstrapped a joined one (the others hold the shards a leader added them to, see
+    /// [`SimConfig::joined`]).
     pub(super) fn holds_replicas(&self) -> bool {
-        !self.stores.is_empty()
+        self.voter
+    }
+
+    /// Its replicas of any shards, while it runs: how many it holds.
+    pub(super) fn held(&self) -> usize {
+        self.node.as_ref().map_or(0, Node::held)
     }
 
     /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
     pub(super) fn whole(&self) -> bool {
         self.node
             .as_ref()
-            .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
+            .is_some_and(|n| n.replicas().all(|(_, s)| !s.raft().rejoining()))
     }
 
     /// Opens its data directory and the shards' files and decides how each replica starts,
@@ -88,7 +98,7 @@ impl SimNode {
     pub(super) fn open_stores(
         &mut self,
         identity: &Identity,
-    ) -> std::io::Result<Vec<restart::Start>> {
+    ) -> std::io::Result<Vec<Option<restart::Start>>> {
         self.disk.restart();
         self.stores.iter_mut().for_each(|s| *s = None);
         self.dir = None;
@@ -104,7 +114,8 @@ impl SimNode {
             )?),
         };
         let shards = self.stores.len() as u32;
-        let (starts, stores) = storage::open_shards(dir.as_ref(), shards, self.new_cluster)?;
+        let (starts, stores) =
+            storage::open_shards(dir.as_ref(), shards, self.new_cluster, self.joined)?;
         self.stores = stores;
         if let Some(d) = dir.as_mut() {
             storage::settle_start(d, identity, &starts, &mut self.stores)?;

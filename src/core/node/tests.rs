@@ -79,7 +79,7 @@ impl Trio {
                     shards,
                     ..Config::new(id, peers.clone())
                 };
-                let starts = (0..shards).map(|_| Start::New).collect();
+                let starts = (0..shards).map(|_| Some(Start::New)).collect();
                 let stats = Arc::new(NodeStats::default());
                 let mut node = Node::new(
                     config,
@@ -173,20 +173,37 @@ impl Trio {
 
     fn leader_of(&self, shard: usize) -> Option<usize> {
         let leaders: Vec<usize> = (0..3)
-            .filter(|&i| self.nodes[i].shards()[shard].raft().role() == Role::Leader)
+            .filter(|&i| {
+                self.nodes[i].shards()[shard]
+                    .as_ref()
+                    .unwrap()
+                    .raft()
+                    .role()
+                    == Role::Leader
+            })
             .collect();
         assert!(
             leaders.len() <= 1 || {
                 let terms: Vec<u64> = leaders
                     .iter()
-                    .map(|&i| self.nodes[i].shards()[shard].raft().term())
+                    .map(|&i| {
+                        self.nodes[i].shards()[shard]
+                            .as_ref()
+                            .unwrap()
+                            .raft()
+                            .term()
+                    })
                     .collect();
                 terms.iter().all(|&t| t != terms[0]) || terms.len() == 1
             }
         );
-        leaders
-            .into_iter()
-            .max_by_key(|&i| self.nodes[i].shards()[shard].raft().term())
+        leaders.into_iter().max_by_key(|&i| {
+            self.nodes[i].shards()[shard]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .term()
+        })
     }
 }
 
@@ -241,8 +258,12 @@ fn three_cores_over_bytes_form_a_cluster_redirect_and_grant() {
     trio.run_for(200);
     for node in &trio.nodes {
         assert_eq!(
-            node.shards()[shard].raft().commit_index(),
-            trio.nodes[leader].shards()[shard].raft().commit_index()
+            node.shards()[shard].as_ref().unwrap().raft().commit_index(),
+            trio.nodes[leader].shards()[shard]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .commit_index()
         );
     }
 }
@@ -271,7 +292,14 @@ fn shard_status_answers_from_any_node_within_the_request_length() {
     for (k, e) in entries.iter().enumerate() {
         let shard = 10 + k;
         assert_eq!(usize::from(e.shard), shard);
-        assert_eq!(e.term, trio.nodes[2].shards()[shard].raft().term());
+        assert_eq!(
+            e.term,
+            trio.nodes[2].shards()[shard]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .term()
+        );
     }
 }
 
@@ -282,7 +310,11 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
     let shard = 0;
     let leader = trio.leader_of(shard).unwrap();
     let victim = (leader + 1) % 3;
-    let term = trio.nodes[victim].shards()[shard].raft().term();
+    let term = trio.nodes[victim].shards()[shard]
+        .as_ref()
+        .unwrap()
+        .raft()
+        .term();
     // A vote request for a far later term, from node 1's id: unsealed, and once from the
     // wrong address. Either way no replica sees it.
     let vote = Message::Vote {
@@ -317,7 +349,14 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
         before.1 + 1,
         "wrong address: dropped"
     );
-    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    assert_eq!(
+        trio.nodes[victim].shards()[shard]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .term(),
+        term
+    );
 }
 
 /// Spec §8.12: the SWIM records of an authenticated PEER datagram go to the node's membership
@@ -331,7 +370,11 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
     let shard = 0;
     let leader = trio.leader_of(shard).unwrap();
     let victim = (leader + 1) % 3;
-    let term = trio.nodes[victim].shards()[shard].raft().term();
+    let term = trio.nodes[victim].shards()[shard]
+        .as_ref()
+        .unwrap()
+        .raft()
+        .term();
     let (leader_id, victim_id) = (trio.nodes[leader].node_id(), trio.nodes[victim].node_id());
     let header = PeerHeader {
         cluster_id: trio.nodes[victim].cluster_id(),
@@ -417,7 +460,14 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
         "the suspicion was not refuted"
     );
     assert_eq!(membership.member(leader_id), Some((SwimState::Left, 9)));
-    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    assert_eq!(
+        trio.nodes[victim].shards()[shard]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .term(),
+        term
+    );
     // With a Raft record between the SWIM ones: the Raft record is acted on (a TERM_QUERY
     // gets its TERM_REPLY, spec §8.5), the SWIM records still are not.
     let query = Message::TermQuery {
@@ -456,7 +506,14 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
         "the TERM_QUERY beside the SWIM records was answered"
     );
     assert_eq!(acks, 1, "the PING beside the TERM_QUERY was answered");
-    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    assert_eq!(
+        trio.nodes[victim].shards()[shard]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .term(),
+        term
+    );
 }
 
 /// What node `i` holds about node `j` (by index), from `Node::members`.
@@ -598,7 +655,7 @@ fn a_node_restarted_without_state_rejoins_within_a_round_trip_of_the_followers()
     let now = trio.now;
     trio.nodes[restarted] = Node::new(
         config,
-        vec![Start::Rejoin],
+        vec![Some(Start::Rejoin)],
         test_keys(),
         1_000 + restarted as u64,
         99,
@@ -609,7 +666,7 @@ fn a_node_restarted_without_state_rejoins_within_a_round_trip_of_the_followers()
     trio.written[restarted] = 0;
     // Well within the 5 s between two periodic PEER_SETTINGS, far beyond a few round trips.
     trio.run_for(1_000);
-    let replica = &trio.nodes[restarted].shards()[0];
+    let replica = trio.nodes[restarted].replica(0).unwrap();
     assert!(
         !replica.raft().asking(),
         "still asking the others after 1 s"
@@ -635,7 +692,7 @@ fn solo(keeps_lease_horizon: bool) -> Node {
     let stats = Arc::new(NodeStats::default());
     let mut node = Node::new(
         config,
-        vec![Start::New],
+        vec![Some(Start::New)],
         KeySet::unauthenticated(),
         1,
         5,
@@ -941,7 +998,7 @@ fn a_node_restarted_with_a_fresh_core_is_alive_again_on_its_own_word() {
     let incarnation = 1_700_000_100_000_000;
     trio.nodes[2] = Node::new(
         config,
-        vec![Start::Rejoin],
+        vec![Some(Start::Rejoin)],
         test_keys(),
         incarnation,
         4242,
@@ -990,7 +1047,14 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
         trio.nodes[other].change_membership(now, 0, raft::MembershipChange::Remove(other_id)),
         Err(raft::MembershipError::NotLeader(_))
     ));
-    let membership = |trio: &Trio, i: usize| trio.nodes[i].shards()[0].raft().membership().clone();
+    let membership = |trio: &Trio, i: usize| {
+        trio.nodes[i].shards()[0]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .membership()
+            .clone()
+    };
     for change in [
         raft::MembershipChange::Remove(other_id),
         raft::MembershipChange::AddLearner(other_id),
@@ -1001,7 +1065,14 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
             .change_membership(now, 0, change)
             .unwrap_or_else(|e| panic!("{change:?}: {e}"));
         trio.run_for(200);
-        assert!(trio.nodes[leader].shards()[0].raft().commit_index() >= index);
+        assert!(
+            trio.nodes[leader].shards()[0]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .commit_index()
+                >= index
+        );
         for i in 0..3 {
             if i != other || !matches!(change, raft::MembershipChange::Remove(_)) {
                 assert_eq!(membership(&trio, i), membership(&trio, leader), "node {i}");
@@ -1044,7 +1115,10 @@ fn joined_node(
         }),
         ..Config::new(id, if bootstrap { vec![(id, addr)] } else { vec![] })
     };
-    let starts = (0..config.held_shards()).map(|_| Start::New).collect();
+    // The bootstrap node holds every shard; a node joining holds none yet.
+    let starts = (0..config.shards)
+        .map(|_| bootstrap.then_some(Start::New))
+        .collect();
     let stats = Arc::new(NodeStats::default());
     let mut node =
         Node::new(config, starts, keys, incarnation, id * 31, stats, now).expect("valid");
@@ -1185,8 +1259,8 @@ fn a_bootstrapped_node_and_two_joiners_hold_each_other_alive() {
             .map(|(_, n)| n.members())
             .collect::<Vec<_>>()
     );
-    assert_eq!(net.nodes[0].1.shards().len(), 4);
-    assert!(net.nodes[1].1.shards().is_empty() && net.nodes[2].1.shards().is_empty());
+    assert_eq!(net.nodes[0].1.held(), 4);
+    assert!(net.nodes[1].1.held() == 0 && net.nodes[2].1.held() == 0);
     assert_eq!(
         net.nodes[0].1.leading(),
         4,
@@ -1351,7 +1425,7 @@ fn a_member_held_dead_on_stale_news_hears_of_it_and_refutes() {
 fn node_state(node: &Node) -> (Vec<swim::MemberInfo>, Vec<u64>, usize) {
     (
         node.members(),
-        node.shards().iter().map(|s| s.raft().term()).collect(),
+        node.replicas().map(|(_, s)| s.raft().term()).collect(),
         node.book.joiners(),
     )
 }

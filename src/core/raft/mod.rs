@@ -267,12 +267,9 @@ impl Default for Config {
 impl Config {
     /// Refuses memberships and timer combinations that would break safety or liveness.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.voters.is_empty() {
-            return Err(ConfigError {
-                field: "voters",
-                rule: "must not be empty",
-            });
-        }
+        // `voters` may be empty: a replica that a leader is adding to a joined cluster's
+        // shard (spec §8.1, `core::node`) knows no configuration until its log (or snapshot)
+        // names one; with no static voter it counts nobody and never campaigns until then.
         for (position, voter) in self.voters.iter().enumerate() {
             if self.voters[..position].contains(voter) {
                 return Err(ConfigError {
