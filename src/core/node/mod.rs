@@ -146,6 +146,23 @@ pub const AUTH_DROP_SOURCES_MAX: usize = 256;
 /// it (a shell that logs them drains after every input; the simulator reads them too).
 pub const MEMBER_EVENTS_MAX: usize = swim::EVENTS_MAX;
 
+/// After a node drops a replica (removed from its shard), a leader's records for the shard
+/// create none for this many election timeouts (`election_timeout_max`): the leader that
+/// removed it sends it the log until it has acknowledged a round after learning of the
+/// removal (`raft::Progress::departing`), and those Appends, or any the network delays or
+/// duplicates, would otherwise create at once a replica no leader completes. A leader that
+/// adds the node back within it is heard once it ends. Two: well past a round trip and a
+/// heartbeat round, short beside how long placement takes to change a shard again.
+pub const DROP_QUIET_ELECTION_TIMEOUTS: u64 = 2;
+
+/// A replica created on demand that has heard no APPEND or INSTALL_SNAPSHOT for this many
+/// election timeouts (`election_timeout_max`) while its applied configuration does not name
+/// this node yet is dropped (an orphan): what created it was stale (delayed, duplicated, or
+/// from a leader since deposed whose entry adding this node was cut). A learner being
+/// caught up hears from its leader every heartbeat; four election timeouts is what a leader
+/// change takes several times over, so a live one is never dropped.
+pub const ORPHAN_ELECTION_TIMEOUTS: u64 = 4;
+
 /// Buffers kept for reuse once their datagram left: enough for a busy batch, so the steady
 /// state allocates nothing per datagram.
 const SPARE_BUFFERS_MAX: usize = 256;
@@ -236,6 +253,12 @@ pub struct Node {
     named: Vec<bool>,
     /// Per shard: the next write of the shard creates its files ([`ShardWrite::create`]).
     creating: Vec<bool>,
+    /// Per shard: records create no replica of it before this time (a replica was dropped,
+    /// [`DROP_QUIET_ELECTION_TIMEOUTS`]).
+    quiet_until: Vec<Instant>,
+    /// Per shard: a created replica not named yet is dropped at this time, unless a leader's
+    /// record comes first ([`ORPHAN_ELECTION_TIMEOUTS`]; [`Instant::MAX`] otherwise).
+    orphan_at: Vec<Instant>,
     /// Replicas created on demand so far: each draws its own seed from it, so a replica
     /// created again after a drop never repeats an earlier one's draws.
     creations: u64,
@@ -386,6 +409,8 @@ impl Node {
                 .collect(),
             created: vec![false; shards.len()],
             creating: vec![false; shards.len()],
+            quiet_until: vec![Instant::ZERO; shards.len()],
+            orphan_at: vec![Instant::MAX; shards.len()],
             named,
             creations: 0,
             rng_seed,
@@ -439,6 +464,7 @@ impl Node {
             self.held,
             "the held count agrees"
         );
+        debug_assert!((0..shards).all(|s| self.created[s] || self.orphan_at[s] == Instant::MAX));
         debug_assert!((0..shards).all(|s| self.shards[s].is_some()
             || (self.deadlines[s] == Instant::MAX
                 && self.marks[s].is_none()
@@ -806,7 +832,8 @@ impl Node {
             "udplock node {}: shard {shard}: a leader adds this node; replica created",
             self.config.node_id
         );
-        self.deadlines[s] = replica.poll_timeout();
+        self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
+        self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
         self.shards[s] = Some(replica);
         self.held += 1;
         self.created[s] = true;
@@ -817,7 +844,7 @@ impl Node {
     /// Drops this node's replica of `shard`, which its applied configuration no longer names
     /// (see "Replicas on demand"): the shell deletes the shard's files. Called by `flush`
     /// once the replica's last write and messages are collected.
-    fn drop_replica(&mut self, shard: u32) {
+    fn drop_replica(&mut self, shard: u32, orphan: bool) {
         let s = shard as usize;
         let mut replica = self.shards[s].take().expect("a replica to drop");
         assert!(
@@ -831,8 +858,15 @@ impl Node {
         self.created[s] = false;
         self.named[s] = false;
         self.creating[s] = false;
+        self.orphan_at[s] = Instant::MAX;
+        self.quiet_until[s] = self.now + self.election_timeouts(DROP_QUIET_ELECTION_TIMEOUTS);
+        let why = if orphan {
+            "created, but no leader completed it"
+        } else {
+            "removed from its configuration"
+        };
         log::info!(
-            "udplock node {}: shard {shard}: removed from its configuration; replica dropped",
+            "udplock node {}: shard {shard}: {why}; replica dropped",
             self.config.node_id
         );
         if self.config.stores_state {
@@ -848,6 +882,12 @@ impl Node {
                 remove: true,
             });
         }
+    }
+
+    /// `n` times the longest election timeout.
+    fn election_timeouts(&self, n: u64) -> Duration {
+        let us = self.config.raft.election_timeout_max.as_micros();
+        Duration::from_micros(us.saturating_mul(n))
     }
 
     /// The recovery mark `shard`'s storage must carry: a created replica's `Rejoin` until
@@ -1119,16 +1159,20 @@ impl Node {
                 continue;
             }
             let msg: Message = record.into_owned();
-            if self.shards[usize::from(shard)].is_none() {
-                // Only what a leader sends creates a replica (see "Replicas on demand").
-                let from_leader = matches!(
-                    msg,
-                    Message::Append { .. } | Message::InstallSnapshot { .. }
-                );
-                if !from_leader || self.config.joined.is_none() {
+            let s = usize::from(shard);
+            // Only what a leader sends creates a replica (see "Replicas on demand").
+            let from_leader = matches!(
+                msg,
+                Message::Append { .. } | Message::InstallSnapshot { .. }
+            );
+            if self.shards[s].is_none() {
+                if !from_leader || self.config.joined.is_none() || now < self.quiet_until[s] {
                     continue;
                 }
                 self.create_replica(now, u32::from(shard));
+            }
+            if from_leader && self.created[s] {
+                self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
             }
             let replica = self.shards[usize::from(shard)]
                 .as_mut()
@@ -1434,7 +1478,9 @@ impl Node {
             self.named[s] = named;
             if named {
                 self.created[s] = false;
+                self.orphan_at[s] = Instant::MAX;
             }
+            let orphan = self.created[s] && self.orphan_at[s] <= now;
             let mark = self.wanted_mark(s);
             let mark_first = (mark > self.marks[s]).then_some(mark).flatten();
             let replica = self.shards[s].as_mut().expect("held");
@@ -1472,12 +1518,12 @@ impl Node {
             while let Some(reply) = replica.poll_reply() {
                 replies.push(reply);
             }
-            self.deadlines[s] = replica.poll_timeout();
+            self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
             if self.config.keeps_lease_horizon {
                 self.cover_lease_horizon(shard);
             }
-            if removed {
-                self.drop_replica(shard);
+            if removed || orphan {
+                self.drop_replica(shard, orphan);
             }
         }
         self.touched_list = touched;

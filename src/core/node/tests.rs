@@ -1137,6 +1137,8 @@ struct Joining {
     sent_to_first: Vec<(SocketAddr, Vec<u8>)>,
     /// (from, to) address pairs whose datagrams are lost.
     cut: std::collections::BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Every write that created or removed a shard's files: (node's address, shard, create).
+    shard_files: Vec<(SocketAddr, u32, bool)>,
 }
 
 impl Joining {
@@ -1151,6 +1153,7 @@ impl Joining {
             to_client: Vec::new(),
             sent_to_first: Vec::new(),
             cut: std::collections::BTreeSet::new(),
+            shard_files: Vec::new(),
         }
     }
 
@@ -1158,7 +1161,12 @@ impl Joining {
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
         let first = self.nodes[0].0;
         for (addr, node) in &mut self.nodes {
-            while node.poll_persist().is_some() {}
+            while let Some(write) = node.poll_persist() {
+                if write.create || write.remove {
+                    assert!(!(write.create && write.remove));
+                    self.shard_files.push((*addr, write.shard, write.create));
+                }
+            }
             while let Some(t) = node.poll_transmit(&mut buf) {
                 let bytes = buf[..t.len].to_vec();
                 if t.to == CLIENT {
@@ -1666,4 +1674,238 @@ fn a_joined_node_answers_shard_status_knowing_no_leader() {
         assert_eq!((e.role, e.leader_id, e.term), (ShardRole::Follower, 0, 0));
         assert_eq!((e.commit_index, e.held, e.waiters), (0, 0, 0));
     }
+}
+
+// ---- Replicas on demand (issue 10 placement: spec §8.1) ----
+
+/// The bootstrap node 1 and joined nodes 2 and 3 (4 shards, a key, state kept), every node
+/// alive at every other, node 1 leading every shard.
+fn joined_trio() -> Joining {
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let stored = |mut node: Node| {
+        node.config.stores_state = true;
+        node
+    };
+    let mut net = Joining::new(vec![
+        stored(joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO)),
+        stored(joined_node(
+            2,
+            a2,
+            vec![(1, a1)],
+            keys.clone(),
+            22,
+            Instant::ZERO,
+        )),
+        stored(joined_node(3, a3, vec![(1, a1)], keys, 33, Instant::ZERO)),
+    ]);
+    assert!(net.run_until(10, |n| n.all_alive() && n.nodes[0].1.leading() == 4));
+    net
+}
+
+/// Node 1 (which leads every shard of `joined_trio`) changes `shard`'s configuration; runs
+/// until the change is committed on node 1 and a while more.
+fn change(net: &mut Joining, shard: u32, change: raft::MembershipChange) {
+    let now = net.now;
+    let index = net.nodes[0]
+        .1
+        .change_membership(now, shard, change)
+        .unwrap_or_else(|e| panic!("{change:?}: {e}"));
+    assert!(
+        net.run_until(5, |n| n.nodes[0]
+            .1
+            .replica(shard)
+            .unwrap()
+            .raft()
+            .commit_index()
+            >= index),
+        "{change:?} not committed"
+    );
+    net.run_for(500);
+}
+
+/// Spec §8.1 "Replicas on demand": a joined node holds no replica until a leader adds it as
+/// a learner of a shard; then it creates one (its files too), catches up, and holds that
+/// shard alone. Removed, it drops the replica and deletes the shard's files; added again,
+/// it creates a fresh one.
+#[test]
+fn a_joined_node_creates_a_replica_when_added_and_drops_it_when_removed() {
+    let mut net = joined_trio();
+    let a2 = net.nodes[1].0;
+    assert_eq!(net.nodes[1].1.held(), 0);
+    change(&mut net, 2, raft::MembershipChange::AddLearner(2));
+    let node2 = &net.nodes[1].1;
+    assert_eq!(node2.held(), 1, "node 2 holds shard 2 alone");
+    let replica = node2.replica(2).expect("shard 2 created");
+    assert_eq!(replica.raft().membership().learners, [2]);
+    assert_eq!(
+        replica.raft().commit_index(),
+        net.nodes[0].1.replica(2).unwrap().raft().commit_index(),
+        "caught up"
+    );
+    assert_eq!(replica.applied_index(), replica.raft().commit_index());
+    assert_eq!(net.shard_files, [(a2, 2, true)], "its files created, once");
+    // Its status lists the shard it holds, as a follower of node 1, and the others as held
+    // by nobody it knows.
+    let stats = node2.shard_stats();
+    assert_eq!(stats[2].role, Some(Role::Follower));
+    assert_eq!(stats[2].leader, Some(1));
+    assert!(stats
+        .iter()
+        .enumerate()
+        .all(|(s, st)| s == 2 || st.role.is_none()));
+
+    change(&mut net, 2, raft::MembershipChange::Remove(2));
+    assert_eq!(net.nodes[1].1.held(), 0, "removed: dropped");
+    assert_eq!(
+        net.shard_files,
+        [(a2, 2, true), (a2, 2, false)],
+        "its files deleted"
+    );
+    change(&mut net, 2, raft::MembershipChange::AddLearner(2));
+    assert_eq!(net.nodes[1].1.held(), 1, "added again: created again");
+    assert_eq!(net.shard_files.len(), 3);
+    assert_eq!(net.nodes[2].1.held(), 0, "node 3 was never added");
+    // A lock request for a shard it holds is redirected to the leader it knows; one for a
+    // shard it does not hold is answered NOT_LEADER without a hint (spec §8.1).
+    let in_shard = |shard: u32| {
+        (0..)
+            .map(|i| format!("lock-{i}"))
+            .find(|r| shard_of(r.as_bytes(), 4) == shard)
+            .unwrap()
+    };
+    for (shard, hint) in [(2, Hint::Leader(net.nodes[0].0)), (1, Hint::None)] {
+        let resource = in_shard(shard);
+        let request = acquire(10 + u64::from(shard), resource.as_bytes());
+        net.nodes[1].1.handle_datagram(net.now, CLIENT, &request);
+        net.run_for(20);
+        let answer = net.to_client.pop().expect("an answer");
+        let reply = Reply::decode(&answer).unwrap();
+        assert_eq!(
+            (reply.status, reply.hint),
+            (Status::NotLeader, hint),
+            "shard {shard}"
+        );
+    }
+}
+
+/// A Raft record of `shard` in a PEER datagram from node `from`, without an authentication
+/// trailer.
+fn unsealed_peer(from: NodeId, shard: u16, msg: &Message) -> Vec<u8> {
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let header = PeerHeader {
+        cluster_id: JOINED_CLUSTER_ID,
+        from,
+    };
+    let mut writer = PeerWriter::with_trailer_room(&mut buf, header, 0);
+    writer.push(shard, msg).unwrap();
+    let len = writer.finish();
+    buf[..len].to_vec()
+}
+
+fn heartbeat(term: u64) -> Message {
+    Message::Append {
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: Vec::new(),
+        leader_commit: 0,
+        round: 1,
+        transfer_to: None,
+    }
+}
+
+/// Only an APPEND or INSTALL_SNAPSHOT creates a replica (records only a leader sends); and
+/// one that no leader follows up is dropped again ([`ORPHAN_ELECTION_TIMEOUTS`]). Keys that
+/// accept unauthenticated datagrams too, so the test can write records as node 1.
+#[test]
+fn only_a_leaders_record_creates_a_replica_and_an_orphan_is_dropped() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    // Sends with the key, accepts unauthenticated datagrams too (as during a key rollout).
+    let key = udplock_protocol::ClusterKey::new(&[7; 32]);
+    let keys = KeySet::new(vec![Some(key), None]).unwrap();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
+    ]);
+    for (_, node) in &mut net.nodes {
+        node.config.stores_state = true;
+    }
+    assert!(net.run_until(10, Joining::all_alive));
+    let now = net.now;
+    let node2 = &mut net.nodes[1].1;
+    let others = [
+        Message::TermQuery { term: 1, nonce: 5 },
+        Message::AppendReply {
+            term: 1,
+            success: true,
+            match_index: 0,
+            round: 1,
+            life: 1,
+        },
+        Message::VoteReply {
+            term: 1,
+            granted: true,
+        },
+    ];
+    for msg in &others {
+        node2.handle_datagram(now, a1, &unsealed_peer(1, 3, msg));
+        assert_eq!(node2.held(), 0, "{msg:?} created a replica");
+    }
+    node2.handle_datagram(now, a1, &unsealed_peer(1, 3, &heartbeat(1)));
+    assert_eq!(node2.held(), 1, "an APPEND creates one");
+    net.run_for(100);
+    assert_eq!(net.nodes[1].1.held(), 1);
+    // Node 1 never added node 2: nothing follows, and the replica is an orphan.
+    let orphan_ms = 300 * ORPHAN_ELECTION_TIMEOUTS;
+    net.run_for(orphan_ms);
+    assert_eq!(net.nodes[1].1.held(), 0, "the orphan is dropped");
+    assert_eq!(net.shard_files, [(a2, 3, true), (a2, 3, false)]);
+}
+
+/// Spec §8.11: an APPEND that fails the authentication checks reaches no shard, so it
+/// creates no replica either.
+#[test]
+fn a_forged_append_creates_no_replica() {
+    let mut net = joined_trio();
+    let a1 = net.nodes[0].0;
+    let now = net.now;
+    let node2 = &mut net.nodes[1].1;
+    let dropped = node2.stats().auth_dropped_total();
+    node2.handle_datagram(now, a1, &unsealed_peer(1, 3, &heartbeat(99)));
+    assert_eq!(node2.held(), 0, "a forged APPEND created a replica");
+    assert_eq!(node2.stats().auth_dropped_total(), dropped + 1);
+}
+
+/// Thesis §4.2.1: a joined node added as a learner, caught up and promoted votes and
+/// counts: the shard commits with it, and without the bootstrap node once that is removed.
+#[test]
+#[ignore = "needs replica ids (helper X's branch): until then spec §8.5 rule 8 refuses a \
+            voter outside the static ones (RejoinUnsafe)"]
+fn a_created_replica_promoted_votes_and_commits() {
+    let mut net = joined_trio();
+    change(&mut net, 0, raft::MembershipChange::AddLearner(2));
+    change(&mut net, 0, raft::MembershipChange::AddLearner(3));
+    change(&mut net, 0, raft::MembershipChange::Promote(2));
+    change(&mut net, 0, raft::MembershipChange::Promote(3));
+    let voters = |net: &Joining, i: usize| {
+        net.nodes[i]
+            .1
+            .replica(0)
+            .unwrap()
+            .raft()
+            .membership()
+            .voters
+            .clone()
+    };
+    assert_eq!(voters(&net, 1), [1, 2, 3]);
+    change(&mut net, 0, raft::MembershipChange::Remove(1));
+    assert!(
+        net.run_until(5, |n| n.nodes[0].1.replica(0).is_none()),
+        "node 1 dropped shard 0"
+    );
+    let leaders: Vec<usize> = (1..3)
+        .filter(|&i| net.nodes[i].1.replica(0).unwrap().raft().role() == Role::Leader)
+        .collect();
+    assert_eq!(leaders.len(), 1, "a joined node leads shard 0");
 }

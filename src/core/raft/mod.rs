@@ -770,6 +770,7 @@ impl Raft {
         }
         // The log may hold another configuration now (an Append, a snapshot).
         self.adopt_membership(now);
+        self.release_departed();
         self.check_caught_up();
         self.check_invariants();
     }
@@ -1047,7 +1048,12 @@ impl Raft {
                 assert!(self.leader == Some(self.config.id));
                 let membership = self.log.configs().latest();
                 let others = membership.members().filter(|&id| id != self.config.id);
-                assert!(self.progress.len() == others.count());
+                // Besides the members, nodes removed that have not learnt it yet.
+                let departing = self.progress.iter().filter(|p| p.departing.is_some());
+                assert!(departing
+                    .clone()
+                    .all(|p| !p.voter && !membership.contains(p.id)));
+                assert!(self.progress.len() == others.count() + departing.count());
                 assert!(self.quorum == membership.quorum());
             }
             Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),

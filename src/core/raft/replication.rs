@@ -47,6 +47,11 @@ pub(super) struct Progress {
     pub(super) heard_at: Instant,
     /// A snapshot transfer, while `next <= ` the leader's snapshot index.
     pub(super) snapshot: SnapshotSend,
+    /// A node the latest configuration removed (`voter` is false): `(index of that CONFIG,
+    /// the round in which the leader's commit first covered it)`. It is sent the log until
+    /// it has the CONFIG and acknowledged a later round, whose Appends told it the CONFIG
+    /// is committed, so that it learns it was removed (`Raft::release_departed`).
+    pub(super) departing: Option<(u64, Option<u64>)>,
 }
 
 impl Progress {
