@@ -1076,6 +1076,103 @@ mod tests {
         persist(&mut store, &mut raft);
     }
 
+    /// A write of the node core for `shard` (see [`ShardWrite`]).
+    fn write(
+        shard: u32,
+        raft: &mut Raft,
+        create: bool,
+        marked: Option<Option<Mark>>,
+    ) -> ShardWrite {
+        ShardWrite {
+            seq: 1,
+            shard,
+            mark_first: create.then_some(Mark::Rejoin),
+            raft: raft.take_persist(),
+            mark_then: marked,
+            lease_horizon_us: None,
+            create,
+            remove: false,
+        }
+    }
+
+    /// Spec §8.1 "Replicas on demand", in the shell: a created replica's first write marks
+    /// the shard, then creates its files; a drop deletes them all. A joined node's start holds
+    /// the shards whose files are unmarked (its state) and no other: a creation cut short
+    /// (still marked) is not held and its files are deleted, never rejoined.
+    #[test]
+    fn a_joined_node_creates_and_deletes_shard_files_and_restarts_with_those_it_holds() {
+        let dir = dir("joined");
+        let me = Identity {
+            joined: Some(7),
+            ..identity(2, "joined 0x7 voters /4")
+        };
+        let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+        d.record_identity(&me).unwrap();
+        let mut stores: ShardStores = (0..4).map(|_| None).collect();
+        // A replica that led a term alone: something to store.
+        let config = Config {
+            id: 2,
+            voters: vec![2],
+            ..Config::default()
+        };
+        let mut raft = |terms: u64| {
+            let mut raft = Raft::new(
+                config.clone(),
+                1,
+                HardState::default(),
+                Vec::new(),
+                Instant::ZERO,
+            );
+            for _ in 0..terms {
+                raft.handle_timeout(raft.poll_timeout());
+            }
+            raft
+        };
+        // Shard 1: created, then named by its configuration (the mark comes off).
+        let mut one = raft(1);
+        d.apply(&mut stores, &write(1, &mut one, true, None))
+            .unwrap();
+        assert_eq!(d.shard_files(1), ShardFiles::Marked(Mark::Rejoin));
+        assert!(stores[1].is_some());
+        d.apply(&mut stores, &write(1, &mut one, false, Some(None)))
+            .unwrap();
+        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        // Shard 2: created, not named yet when the node stops.
+        d.apply(&mut stores, &write(2, &mut raft(1), true, None))
+            .unwrap();
+        // Shard 3: created, then dropped.
+        d.apply(&mut stores, &write(3, &mut raft(1), true, Some(None)))
+            .unwrap();
+        assert_eq!(d.shard_files(3), ShardFiles::Present);
+        let remove = ShardWrite {
+            create: false,
+            remove: true,
+            ..write(3, &mut raft(0), false, None)
+        };
+        d.apply(&mut stores, &remove).unwrap();
+        assert!(stores[3].is_none());
+        assert_eq!(d.shard_files(3), ShardFiles::Missing);
+        drop((stores, d));
+
+        let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+        let (starts, mut stores) = open_shards(Some(&d), 4, false, true).unwrap();
+        match &starts[..] {
+            [None, Some(restart::Start::Restore { hard, .. }), None, None] => {
+                assert_eq!(hard.term, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        settle_start(&mut d, &me, &starts, &mut stores).unwrap();
+        assert_eq!(
+            d.shard_files(2),
+            ShardFiles::Missing,
+            "a cut-short creation deleted"
+        );
+        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        assert!(stores[1].is_some() && stores[2].is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Issue 9 item 3: `os` writes reach the page cache only, so after a power loss (a new
     /// boot id) its files may hold anything older than what the node acknowledged. A start
     /// in another boot than the one the `os` run recorded rejoins every shard (spec §8.5);

@@ -327,6 +327,46 @@ mod tests {
         assert!(Mark::Rejoin > Mark::New);
     }
 
+    /// The joined-cluster table of the module docs: only unmarked files of a trusted boot
+    /// are held; nothing ever rejoins; the bootstrap node's first start creates.
+    #[test]
+    fn a_joined_node_holds_only_the_shards_whose_files_it_trusts() {
+        for storage_new in [false, true] {
+            for new_cluster in [false, true] {
+                let held = |found: Found, boot| {
+                    let start = decide_joined(found, storage_new, new_cluster, boot);
+                    assert!(
+                        !matches!(start, Some(Start::Rejoin | Start::Fresh)),
+                        "{start:?}"
+                    );
+                    start
+                };
+                assert!(matches!(
+                    held(files(), Boot::Kept),
+                    Some(Start::Restore { .. }) | Some(Start::New)
+                ));
+                assert!(held(files(), Boot::Changed).is_none(), "a power loss");
+                assert!(held(Found::Marked(Mark::Rejoin), Boot::Kept).is_none());
+                assert!(held(Found::Nothing, Boot::Changed).is_none());
+                let first_start = storage_new && new_cluster;
+                assert_eq!(
+                    held(Found::Nothing, Boot::Kept).is_some(),
+                    first_start,
+                    "storage_new {storage_new}, new_cluster {new_cluster}"
+                );
+                assert_eq!(
+                    held(Found::Marked(Mark::New), Boot::Kept).is_some(),
+                    new_cluster,
+                    "a first start cut short"
+                );
+            }
+        }
+        assert!(matches!(
+            decide_joined(files(), false, false, Boot::Kept),
+            Some(Start::Restore { .. })
+        ));
+    }
+
     #[test]
     fn files_an_os_run_wrote_in_another_boot_are_never_trusted() {
         let this = Some("6c7d-this-boot");
