@@ -1115,7 +1115,7 @@ mod tests {
             voters: vec![2],
             ..Config::default()
         };
-        let mut raft = |terms: u64| {
+        let raft = |terms: u64| {
             let mut raft = Raft::new(
                 config.clone(),
                 1,

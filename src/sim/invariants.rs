@@ -104,7 +104,18 @@ impl Sim {
     pub(super) fn observe_applied_shard(&mut self, id: NodeId, s: usize) -> Result<(), SimFailure> {
         let now = self.now;
         let i = (id - 1) as usize;
+        let held = self.nodes[i].replica(s).is_some();
+        if held != self.nodes[i].held[s] {
+            self.nodes[i].held[s] = held;
+            match held {
+                true => self.report.replicas_created += 1,
+                false => self.report.replicas_dropped += 1,
+            }
+        }
         let Some(shard) = self.nodes[i].replica(s) else {
+            // Not held (a joined node): a replica created later starts from nothing.
+            self.nodes[i].applied[s] = 0;
+            self.nodes[i].was_leader_in[s] = None;
             return Ok(());
         };
         let applied_index = shard.applied_index();
@@ -345,6 +356,17 @@ impl Sim {
         }
         check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
         self.check_members()?;
+        let placed = self.report.replicas_created > 0 && self.report.replicas_dropped > 0;
+        if self.config.joined && self.config.scenario.is_none() && self.nodes.len() > 1 && !placed {
+            return Err(self.fail(format!(
+                "placement: no replica was both created and dropped ({} created, {} dropped; \
+                 {} changes proposed, {} refused)",
+                self.report.replicas_created,
+                self.report.replicas_dropped,
+                self.report.placement_proposed,
+                self.report.placement_refused
+            )));
+        }
         if self.config.membership_changes && self.report.membership_changes == 0 {
             return Err(self.fail(format!(
                 "membership: no change committed ({} proposed, {} refused)",
@@ -353,12 +375,17 @@ impl Sim {
         }
         for (s, &mark) in self.catch_up_index.iter().enumerate() {
             let Some(mark) = mark else { continue };
-            // Every node whose replica of the shard its configuration names (a joined node
+            // Every node the shard's configuration names (its leader's; a joined node
             // holds some shards only, spec §8.1).
-            let members = self.nodes.iter().filter(|n| {
-                n.replica(s)
-                    .is_some_and(|r| r.raft().membership().contains(n.id))
-            });
+            let leader = self.shard_leader(s, false).map(|(_, m)| m);
+            let members: Vec<&SimNode> = self
+                .nodes
+                .iter()
+                .filter(|n| match &leader {
+                    Some(m) => m.contains(n.id),
+                    None => n.holds_replicas(),
+                })
+                .collect();
             for n in members {
                 if n.applied[s] < mark {
                     return Err(self.fail(format!(

@@ -50,7 +50,7 @@ impl Sim {
     /// the one of the highest term, or with `deposed` the one of the lowest, which may not
     /// know yet that it was deposed (a partition): a change it makes is the kind a later
     /// leader's may conflict with (Ongaro's single-server change bug).
-    fn shard_leader(&self, shard: usize, deposed: bool) -> Option<(NodeId, Membership)> {
+    pub(super) fn shard_leader(&self, shard: usize, deposed: bool) -> Option<(NodeId, Membership)> {
         let leaders = self.nodes.iter().filter(|n| n.paused_until.is_none());
         let mut leaders: Vec<(u64, NodeId, &Membership)> = leaders
             .filter_map(|n| {

@@ -155,6 +155,7 @@ mod invariants;
 mod membership;
 mod network;
 mod nodes;
+mod placement;
 mod scenarios;
 pub mod swim;
 #[cfg(test)]
@@ -330,6 +331,13 @@ pub struct SimReport {
     pub membership_proposed: u64,
     pub membership_refused: u64,
     pub membership_changes: u64,
+    /// Joined runs (`placement.rs`): changes the simulator asked for that a leader accepted
+    /// or refused, and replicas nodes created on a leader's record and dropped (removed, or
+    /// orphans) while they ran.
+    pub placement_proposed: u64,
+    pub placement_refused: u64,
+    pub replicas_created: u64,
+    pub replicas_dropped: u64,
     /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
     pub forged_joins: u64,
     /// Crashes and stops of joined nodes (members without replicas, [`SimConfig::joined`]).
@@ -464,6 +472,8 @@ enum Event {
     CatchUpMark,
     /// Ask a shard's leader for the next membership change (`membership.rs`).
     Membership,
+    /// Ask a shard's leader of a joined run for the next placement change (`placement.rs`).
+    Placement,
     /// Leader `from` starts handing leadership of `shard` to `to` (a fault or a scenario; an
     /// event, so that what it sends passes a script's `on_send` like anything else).
     Transfer {
@@ -537,6 +547,7 @@ impl Event {
             }
             Event::CatchUpMark => trace.word(11),
             Event::Membership => trace.word(14),
+            Event::Placement => trace.word(15),
             Event::Transfer { from, to, shard } => {
                 trace.word(12);
                 trace.word(*from);
@@ -702,7 +713,8 @@ impl Sim {
                     cadence => cadence,
                 },
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
-                new_cluster: true,
+                // A joined cluster's: its bootstrap node's `--bootstrap` alone.
+                new_cluster: !config.joined || id == BOOTSTRAP_NODE,
                 settings: logged_settings(&mut rng),
                 clock: random_clock(&mut rng, drift_ppm),
                 paused_until: None,
@@ -710,6 +722,7 @@ impl Sim {
                 timer_generation: 0,
                 crashes: 0,
                 applied: vec![0; shards],
+                held: vec![false; shards],
                 was_leader_in: vec![None; shards],
                 heard_leader: vec![None; shards],
                 junk_snapshots: 0,
@@ -784,7 +797,9 @@ impl Sim {
             sim.start_node(id)?;
             // Later starts: the unit file kept `--new-cluster`, or the operator removed it.
             let keep = sim.rng.gen_bool(0.5);
-            sim.node(id).new_cluster = keep;
+            // (A joined node's start has no such flag: only the bootstrap node's may keep it.)
+            let n = sim.node(id);
+            n.new_cluster = keep && n.voter;
         }
         for c in 0..sim.clients.len() {
             sim.arm_client(c);
@@ -800,6 +815,7 @@ impl Sim {
             }
         }
         sim.arm_membership();
+        sim.arm_placement();
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
         Ok(sim)
@@ -971,6 +987,7 @@ impl Sim {
             }
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::Membership => self.membership_step()?,
+            Event::Placement => self.placement_step()?,
             Event::CatchUpMark => {
                 for shard in 0..self.catch_up_index.len() {
                     let commit = self

@@ -49,6 +49,9 @@ pub(super) struct SimNode {
     /// Entries this incarnation applied, per shard (the replica's applied index, as last
     /// observed).
     pub(super) applied: Vec<u64>,
+    /// Per shard, whether this incarnation held a replica of it as of the last call (a
+    /// joined node's come and go: `placement.rs` counts them).
+    pub(super) held: Vec<bool>,
     /// Per shard, the term this incarnation's replica was last seen leading.
     pub(super) was_leader_in: Vec<Option<u64>>,
     /// Per shard, the latest Append or snapshot chunk this node accepted from a leader:
@@ -78,11 +81,6 @@ impl SimNode {
     /// [`SimConfig::joined`]).
     pub(super) fn holds_replicas(&self) -> bool {
         self.voter
-    }
-
-    /// Its replicas of any shards, while it runs: how many it holds.
-    pub(super) fn held(&self) -> usize {
-        self.node.as_ref().map_or(0, Node::held)
     }
 
     /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
@@ -203,6 +201,7 @@ impl Sim {
         n.stats = stats;
         n.applied.fill(0);
         n.was_leader_in.fill(None);
+        n.held = (0..n.held.len()).map(|s| n.replica(s).is_some()).collect();
         n.junk_snapshots = 0;
         n.junk_unauthenticated = 0;
         n.stored_seq = 0;

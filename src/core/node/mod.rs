@@ -155,10 +155,12 @@ pub const MEMBER_EVENTS_MAX: usize = swim::EVENTS_MAX;
 /// heartbeat round, short beside how long placement takes to change a shard again.
 pub const DROP_QUIET_ELECTION_TIMEOUTS: u64 = 2;
 
-/// A replica created on demand that has heard no APPEND or INSTALL_SNAPSHOT for this many
-/// election timeouts (`election_timeout_max`) while its applied configuration does not name
-/// this node yet is dropped (an orphan): what created it was stale (delayed, duplicated, or
-/// from a leader since deposed whose entry adding this node was cut). A learner being
+/// A joined node's replica whose applied configuration does not name its node (one created
+/// on demand and not caught up yet, or one removed that has not applied all its leader
+/// committed) and that has heard no APPEND or INSTALL_SNAPSHOT for this many election
+/// timeouts (`election_timeout_max`) is dropped (an orphan): what created it was stale
+/// (delayed, duplicated, or from a leader since deposed whose entry adding this node was
+/// cut), or the leader that removed it stopped sending before it caught up. A learner being
 /// caught up hears from its leader every heartbeat; four election timeouts is what a leader
 /// change takes several times over, so a live one is never dropped.
 pub const ORPHAN_ELECTION_TIMEOUTS: u64 = 4;
@@ -256,8 +258,9 @@ pub struct Node {
     /// Per shard: records create no replica of it before this time (a replica was dropped,
     /// [`DROP_QUIET_ELECTION_TIMEOUTS`]).
     quiet_until: Vec<Instant>,
-    /// Per shard: a created replica not named yet is dropped at this time, unless a leader's
-    /// record comes first ([`ORPHAN_ELECTION_TIMEOUTS`]; [`Instant::MAX`] otherwise).
+    /// Per shard: a joined node's replica not named (by its applied configuration) is
+    /// dropped at this time, unless a leader's record comes first
+    /// ([`ORPHAN_ELECTION_TIMEOUTS`]; [`Instant::MAX`] for one named, or a static cluster's).
     orphan_at: Vec<Instant>,
     /// Replicas created on demand so far: each draws its own seed from it, so a replica
     /// created again after a drop never repeats an earlier one's draws.
@@ -330,12 +333,14 @@ impl Node {
             config.joined.is_some() || starts.iter().all(Option::is_some),
             "a static cluster's node holds every shard"
         );
-        assert!(
-            config.holds_replicas()
-                || starts.iter().all(Option::is_none)
-                || config.joined.is_some(),
-            "only a voter or a joined node holds replicas"
-        );
+        if !config.holds_replicas()
+            && starts
+                .iter()
+                .any(|s| matches!(s, Some(Start::New | Start::Rejoin)))
+        {
+            // Both ask the static voters, of which this node knows none.
+            return Err("only a static voter starts a replica new or rejoining".into());
+        }
         let marks: Vec<Option<Mark>> = starts
             .iter()
             .map(|s| s.as_ref().and_then(Start::mark))
@@ -464,7 +469,7 @@ impl Node {
             self.held,
             "the held count agrees"
         );
-        debug_assert!((0..shards).all(|s| self.created[s] || self.orphan_at[s] == Instant::MAX));
+        debug_assert!((0..shards).all(|s| !self.named[s] || self.orphan_at[s] == Instant::MAX));
         debug_assert!((0..shards).all(|s| self.shards[s].is_some()
             || (self.deadlines[s] == Instant::MAX
                 && self.marks[s].is_none()
@@ -847,8 +852,9 @@ impl Node {
     fn drop_replica(&mut self, shard: u32, orphan: bool) {
         let s = shard as usize;
         let mut replica = self.shards[s].take().expect("a replica to drop");
+        // (Without a store nothing is ever taken.)
         assert!(
-            replica.take_persist().is_none(),
+            !self.config.stores_state || replica.take_persist().is_none(),
             "a dropped replica has no pending write"
         );
         assert!(replica.raft().role() != Role::Leader);
@@ -1171,7 +1177,7 @@ impl Node {
                 }
                 self.create_replica(now, u32::from(shard));
             }
-            if from_leader && self.created[s] {
+            if from_leader && !self.named[s] && self.config.joined.is_some() {
                 self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
             }
             let replica = self.shards[usize::from(shard)]
@@ -1468,21 +1474,37 @@ impl Node {
                 replica.propose_init(now, wall);
             }
             let named = names(replica, self.config.node_id);
-            // Removed: it was named, and the configuration it applied (committed) no longer
-            // names it. A leader that removed itself steps down when the removal commits
-            // (thesis §4.2.2); it is dropped once it has.
+            // Removed: it was named, and the configuration it applied no longer names it,
+            // nor does the latest in its log, and it applied all its leader said was
+            // committed (a replica catching up replays every earlier removal of its node
+            // before the entry that added it again). A leader that removed itself steps
+            // down when the removal commits (thesis §4.2.2); it is dropped once it has.
+            let raft = replica.raft();
             let removed = self.config.joined.is_some()
                 && self.named[s]
                 && !named
-                && replica.raft().role() != Role::Leader;
+                && !raft.membership().contains(self.config.node_id)
+                && replica.applied_index() >= raft.leader_commit_heard()
+                && raft.role() != Role::Leader;
             self.named[s] = named;
             if named {
                 self.created[s] = false;
                 self.orphan_at[s] = Instant::MAX;
+            } else if self.orphan_at[s] == Instant::MAX && self.config.joined.is_some() {
+                self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
             }
-            let orphan = self.created[s] && self.orphan_at[s] <= now;
+            let orphan = !named && self.orphan_at[s] <= now;
             let mark = self.wanted_mark(s);
-            let mark_first = (mark > self.marks[s]).then_some(mark).flatten();
+            let create = std::mem::take(&mut self.creating[s]);
+            let mut mark_first = (mark > self.marks[s]).then_some(mark).flatten();
+            let mut mark_then = (mark < self.marks[s]).then_some(mark);
+            if create {
+                // The mark before the files, always (see `ShardWrite::create`), even for a
+                // replica its first record already named: off again once its state is.
+                assert!(self.marks[s].is_none());
+                mark_first = Some(Mark::Rejoin);
+                mark_then = (mark != mark_first).then_some(mark);
+            }
             let replica = self.shards[s].as_mut().expect("held");
             // Without a store the delta is never taken: it costs nothing then.
             let raft = if self.config.stores_state {
@@ -1490,13 +1512,7 @@ impl Node {
             } else {
                 None
             };
-            let mark_then = (mark < self.marks[s]).then_some(mark);
             let stored = mark_first.is_some() || raft.is_some() || mark_then.is_some();
-            let create = std::mem::take(&mut self.creating[s]);
-            assert!(
-                !create || mark_first == Some(Mark::Rejoin),
-                "created: marked first"
-            );
             if stored && self.config.stores_state {
                 self.write_seq += 1;
                 self.writes.push_back(ShardWrite {

@@ -465,6 +465,9 @@ pub struct Raft {
     log: RaftLog,
     /// Highest index known committed. Not persisted: a restarted node learns it again.
     commit_index: u64,
+    /// The highest commit index a leader's Append told this node (it may not hold those
+    /// entries yet): `commit_index` reaches it once the log has caught up.
+    leader_commit_heard: u64,
     /// Highest index `poll_committed` has returned (or a snapshot covered).
     returned_index: u64,
     /// The data of the snapshot the log was compacted into (`log.snapshot()`), to send.
@@ -609,6 +612,7 @@ impl Raft {
             hard_changed: false,
             log,
             commit_index: snapshot_meta.index,
+            leader_commit_heard: 0,
             returned_index: snapshot_meta.index,
             snapshot_data,
             snapshot_installed: None,
@@ -983,6 +987,14 @@ impl Raft {
 
     pub fn commit_index(&self) -> u64 {
         self.commit_index
+    }
+
+    /// The highest commit index a leader told this node: a follower whose log has not caught
+    /// up holds less. Once `commit_index` reaches it, what this node applied is as recent as
+    /// what that leader had committed (a joined node drops a replica whose applied
+    /// configuration no longer names it only then, `core::node`).
+    pub fn leader_commit_heard(&self) -> u64 {
+        self.leader_commit_heard.max(self.commit_index)
     }
 
     /// This instance's life id, sent in its answers (see `Raft::current_life`).

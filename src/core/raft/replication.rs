@@ -392,6 +392,7 @@ impl Raft {
                 self.adopt_membership(now);
                 assert!(self.log.last_index() >= last_new);
                 let commit = leader_commit.min(last_new);
+                self.leader_commit_heard = self.leader_commit_heard.max(leader_commit);
                 if commit > self.commit_index {
                     self.set_commit(commit);
                 }
