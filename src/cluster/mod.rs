@@ -4,8 +4,11 @@
 //! by its lease horizon file ([`horizon`]).
 //!
 //! Every node runs a replica of every shard (static membership, `--peers`); in a joined
-//! cluster (`--bootstrap`, `--join`, spec §8.1) the first node does, and the nodes that
-//! joined are members without replicas ([`join`] finds the cluster before the node starts). One event-loop
+//! cluster (`--bootstrap`, `--join`, spec §8.1) the first node starts with every one, and
+//! the nodes that joined hold the replicas leaders add them to (created, and their files,
+//! on a leader's first record; dropped, files deleted, when removed: `ShardWrite::create`,
+//! `remove`, [`storage::DataDir::apply`]; [`join`] finds the cluster before the node
+//! starts). One event-loop
 //! thread owns the node's single UDP socket, which carries both client requests and
 //! node-to-node datagrams (spec §8), the clock, the disk and the key file; the core owns
 //! every protocol decision. The loop:

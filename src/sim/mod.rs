@@ -26,9 +26,10 @@
 //! scenario does; the others authenticate every node-to-node datagram (spec §8.11), so the
 //! network's duplicates, late copies and a restarted node's first exchanges go through the
 //! checks a real node makes. One seed in seven (`JOINED_SEEDS_EVERY`; every seed with `udplock sim --joined`)
-//! runs a joined cluster ([`SimConfig::joined`]): node 1 bootstraps it and holds every shard
-//! alone, the others join through it as SWIM members without replicas (and crash, pause,
-//! leave and restart like any node); the membership checker holds every running member
+//! runs a joined cluster ([`SimConfig::joined`]): node 1 bootstraps it and holds every shard,
+//! the others join through it as SWIM members and get and lose replicas as the placement
+//! mover adds and removes them (`placement.rs`; and crash, pause, leave and restart with the
+//! shards whose files they hold, like any node); the membership checker holds every running member
 //! alive everywhere at the end. Nothing reads a real clock, and no decision depends on a
 //! hash map's iteration order, so a failing seed fails the same way every time: the report carries a digest of
 //! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
@@ -239,8 +240,9 @@ pub struct SimConfig {
     /// it for one seed in `MEMBERSHIP_SEEDS_EVERY`.
     pub membership_changes: bool,
     /// A joined cluster (spec §8.1, `udplock server --bootstrap` / `--join`): node 1
-    /// bootstraps it and holds every shard alone; every other node starts joined with node 1
-    /// as its seed and holds no replica (a SWIM member and a peer only). The simulator builds
+    /// bootstraps it and holds every shard; every other node starts joined with node 1 as
+    /// its seed, holding no replica until the placement mover adds it to shards
+    /// (`placement.rs`). The simulator builds
     /// their `node::Config` as `cluster::join::discover` would have (the cluster id, the seed
     /// with its id): the client-protocol discovery itself is not simulated. Clients talk to
     /// node 1 alone. [`SimConfig::new`] sets it for one seed in [`JOINED_SEEDS_EVERY`];
@@ -340,7 +342,7 @@ pub struct SimReport {
     pub replicas_dropped: u64,
     /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
     pub forged_joins: u64,
-    /// Crashes and stops of joined nodes (members without replicas, [`SimConfig::joined`]).
+    /// Crashes and stops of joined nodes (not static voters, [`SimConfig::joined`]).
     pub joined_crashes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
@@ -1146,7 +1148,7 @@ pub fn joined_seed(seed: u64) -> bool {
 /// at an address no node has.
 pub(crate) const FORGED_JOINER: NodeId = 200;
 
-/// The node that bootstraps a joined run and holds every shard (the others hold none).
+/// The node that bootstraps a joined run: the static voter of every shard.
 pub(crate) const BOOTSTRAP_NODE: NodeId = 1;
 
 /// A joined run's cluster id: what `--bootstrap` draws at random, here from the seed

@@ -3,8 +3,8 @@
 //! deadline out. No socket, no clock, no disk, no thread, no global randomness: the IO shell
 //! (`crate::cluster`) and the simulator (`crate::sim`) drive the same code.
 //!
-//! A node holds a replica ([`Replica`]) of every shard of the cluster (static membership), and
-//! everything between them and the wire:
+//! A node holds a replica ([`Replica`]) of every shard of the cluster (static membership), or
+//! of some of them (a joined cluster, below), and everything between them and the wire:
 //!
 //! - **routing**: a client request goes to the replica of its resource's shard
 //!   ([`shard_of`]); a PEER datagram's records go to their shards' replicas;
@@ -24,8 +24,22 @@
 //!   address SWIM holds or the member last proved; a node it does not know is heard only
 //!   announcing itself, authenticated, with SWIM records alone;
 //! - **joined clusters** (spec §8.1, [`Joined`]): a random cluster id and seeds instead of a
-//!   node list; the node that bootstrapped the cluster is its only voter, a joined node holds
-//!   no replica yet (it answers lock requests NOT_LEADER, without a hint);
+//!   node list; the node that bootstrapped the cluster is its static voter and starts with
+//!   every shard, a joined node holds the replicas leaders add it to (for a shard it does not
+//!   hold it answers lock requests NOT_LEADER, without a hint; SHARD_STATUS as a follower
+//!   that knows no leader);
+//! - **replicas on demand** (spec §8.1; joined clusters only): the replicas are a slot per
+//!   shard, `None` where not held (every per-shard lookup O(1); the timer scan reads one
+//!   deadline per shard, `Instant::MAX` for an empty slot; at most `shards` replicas, so
+//!   memory is bounded by the configuration). An authenticated APPEND or INSTALL_SNAPSHOT
+//!   of a shard not held creates a fresh replica ([`Start::Fresh`]: no state, no static
+//!   voter) and its files ([`ShardWrite::create`], marked first, the mark off once its
+//!   applied configuration names this node); no other record does. A replica is dropped,
+//!   its files deleted ([`ShardWrite::remove`]), once it applied all its leader committed
+//!   and neither its applied nor its latest configuration names this node (the leader keeps
+//!   sending a removed node the log until it knows: `raft::Raft::leader_commit_heard`), or
+//!   as an orphan ([`ORPHAN_ELECTION_TIMEOUTS`]); a shard just dropped is not created again
+//!   for [`DROP_QUIET_ELECTION_TIMEOUTS`];
 //! - **membership** (spec §8.12, issue 10): one SWIM member ([`Swim`], `core::swim`) runs
 //!   among the listed nodes and the seeds. It starts by joining through every listed peer (SWIM's own join:
 //!   a full-state exchange with each), so each node learns the others as SWIM does, by their
