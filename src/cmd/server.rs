@@ -201,10 +201,11 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
     config.cpu = a.cpu;
     config.table = table_config(&a);
     config.durability = durability;
-    let mut data_dir_from = String::new();
+    let data_dir_from;
     match durability {
         // No disk: the lease horizon file makes a restart at the same address safe.
         Durability::Memory => {
+            data_dir_from = String::new();
             config.state_file = match (a.no_state_file, a.state_file.clone()) {
                 (true, _) => None,
                 (false, Some(path)) => Some(path),
@@ -213,23 +214,13 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         }
         // The Raft log makes restarts safe: no horizon file.
         Durability::Fsync | Durability::Os => {
-            config.data_dir = match a.data_dir.clone() {
-                Some(dir) => Some(dir),
-                None => {
-                    let (dir, from) = default_single_data_dir(a.listen)
-                        .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
-                    data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
-                    Some(dir)
-                }
-            };
+            let listen = a.listen;
+            (config.data_dir, data_dir_from) =
+                choose_data_dir(durability, &a, || default_single_data_dir(listen))?;
         }
     }
-    let election_timeout = u64::from(a.election_timeout_ms);
     let mut cluster = config.cluster_config();
-    cluster.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
-    cluster.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
-    cluster.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
-    cluster.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    set_timers(&mut cluster, &a);
     cluster.validate().map_err(invalid)?;
     let state_file = config.state_file.clone();
     let node = start_single(cluster.clone()).map_err(|e| {
@@ -316,25 +307,10 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     config.table = table_config(&a);
     config.durability = durability;
     config.new_cluster = a.new_cluster;
-    // Where the default comes from, said at start: another HOME or XDG_STATE_HOME (a service
-    // manager's) is another, empty directory, and the node then rejoins without its state.
-    let mut data_dir_from = String::new();
-    config.data_dir = match (durability, a.data_dir.clone()) {
-        (Durability::Memory, _) => None,
-        (_, Some(dir)) => Some(dir),
-        (_, None) => {
-            let (dir, from) = default_data_dir(node_id)
-                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
-            data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
-            Some(dir)
-        }
-    };
+    let (data_dir, data_dir_from) = choose_data_dir(durability, &a, || default_data_dir(node_id))?;
+    config.data_dir = data_dir;
     config.cpu = a.cpu;
-    let election_timeout = u64::from(a.election_timeout_ms);
-    config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
-    config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
-    config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
-    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
     if config.listen() != Some(a.listen) && a.listen != default_listen() && config.bind.is_none() {
@@ -476,17 +452,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         .unwrap_or("os")
         .parse()
         .map_err(invalid)?;
-    let mut data_dir_from = String::new();
-    let data_dir = match (durability, a.data_dir.clone()) {
-        (Durability::Memory, _) => None,
-        (_, Some(dir)) => Some(dir),
-        (_, None) => {
-            let (dir, from) = default_data_dir(node_id)
-                .ok_or_else(|| invalid("no --data-dir and no home directory".into()))?;
-            data_dir_from = format!(" (the default, from {from}; name it with --data-dir)");
-            Some(dir)
-        }
-    };
+    let (data_dir, data_dir_from) = choose_data_dir(durability, &a, || default_data_dir(node_id))?;
     let recorded = match &data_dir {
         Some(dir) => read_identity(dir).map_err(|e| invalid(e.to_string()))?,
         None => None,
@@ -516,11 +482,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     config.durability = durability;
     config.data_dir = data_dir;
     config.cpu = a.cpu;
-    let election_timeout = u64::from(a.election_timeout_ms);
-    config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
-    config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
-    config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
-    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     if advertise != a.listen {
         config.bind = Some(a.listen);
@@ -649,6 +611,41 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
 }
 
 /// One address (`HOST:PORT`), resolved.
+/// A node's Raft timers from `--election-timeout-ms` (drawn from [it, 2 x it), heartbeats
+/// every fifth of it) and SWIM's period from `--swim-period-ms`: the same for the single
+/// node, a static cluster and a joined one.
+fn set_timers(config: &mut ClusterConfig, a: &ServerArgs) {
+    let election_timeout = u64::from(a.election_timeout_ms);
+    config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
+    config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
+    config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
+    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+}
+
+/// The data directory of a node with `durability`: none without a disk, else `--data-dir`,
+/// else `default` (under HOME or XDG_STATE_HOME). With it, the words that say where a
+/// default came from, for the start-up line (another HOME — a service manager's — is
+/// another, empty directory, and the node then starts without its state).
+fn choose_data_dir(
+    durability: Durability,
+    a: &ServerArgs,
+    default: impl FnOnce() -> Option<(PathBuf, String)>,
+) -> Result<(Option<PathBuf>, String), LockError> {
+    match (durability, a.data_dir.clone()) {
+        (Durability::Memory, _) => Ok((None, String::new())),
+        (_, Some(dir)) => Ok((Some(dir), String::new())),
+        (_, None) => {
+            let (dir, from) = default().ok_or_else(|| {
+                LockError::InvalidArgument("no --data-dir and no home directory".into())
+            })?;
+            Ok((
+                Some(dir),
+                format!(" (the default, from {from}; name it with --data-dir)"),
+            ))
+        }
+    }
+}
+
 fn resolve_one(addr: &str) -> Result<SocketAddr, LockError> {
     Ok(resolve(&[addr.to_string()])?[0])
 }
