@@ -189,7 +189,7 @@ impl ClusterLoop {
     /// One write, in the order [`ShardWrite`] gives.
     fn store(&mut self, write: &ShardWrite) -> io::Result<()> {
         if let Some(dir) = &self.dir {
-            dir.store(self.stores[write.shard as usize].as_mut(), write)?;
+            dir.apply(&mut self.stores, write)?;
         }
         if let (Some(wall_us), Some(file)) = (write.lease_horizon_us, self.horizon.as_mut()) {
             file.write(wall_us)?;

@@ -4,8 +4,11 @@
 //! by its lease horizon file ([`horizon`]).
 //!
 //! Every node runs a replica of every shard (static membership, `--peers`); in a joined
-//! cluster (`--bootstrap`, `--join`, spec §8.1) the first node does, and the nodes that
-//! joined are members without replicas ([`join`] finds the cluster before the node starts). One event-loop
+//! cluster (`--bootstrap`, `--join`, spec §8.1) the first node starts with every one, and
+//! the nodes that joined hold the replicas leaders add them to (created, and their files,
+//! on a leader's first record; dropped, files deleted, when removed: `ShardWrite::create`,
+//! `remove`, [`storage::DataDir::apply`]; [`join`] finds the cluster before the node
+//! starts). One event-loop
 //! thread owns the node's single UDP socket, which carries both client requests and
 //! node-to-node datagrams (spec §8), the clock, the disk and the key file; the core owns
 //! every protocol decision. The loop:
@@ -306,13 +309,14 @@ impl ClusterNode {
         let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
         let (starts, mut stores) = storage::open_shards(
             dir.as_ref(),
-            config.node_config().held_shards(),
+            config.shards,
             config.new_cluster,
+            config.joined.is_some(),
         )?;
         // A lone voter whose directory held its state, now lost or untrusted, could only wait
         // for ever; say so and stop instead.
         let lost = dir.is_some() && !storage_new;
-        if config.is_single() && lost && starts.iter().any(|s| matches!(s, Start::Rejoin)) {
+        if config.is_single() && lost && starts.iter().any(|s| matches!(s, Some(Start::Rejoin))) {
             return Err(invalid(Some(single_without_state(&config, dir.as_ref()))));
         }
         if let Some(d) = dir.as_mut() {
@@ -512,11 +516,28 @@ impl Drop for ClusterNode {
 
 /// Says how the node's shards start (spec §8.5): a replica without state of its own rejoins,
 /// and the log says so and why, so an operator waiting for a cluster to form knows what for.
-fn log_start(config: &ClusterConfig, dir: Option<&DataDir>, storage_new: bool, starts: &[Start]) {
+fn log_start(
+    config: &ClusterConfig,
+    dir: Option<&DataDir>,
+    storage_new: bool,
+    starts: &[Option<Start>],
+) {
     let id = config.node_id;
     let total = starts.len();
-    let rejoin = starts.iter().filter(|s| matches!(s, Start::Rejoin)).count();
-    let new = starts.iter().filter(|s| matches!(s, Start::New)).count();
+    let rejoin = starts
+        .iter()
+        .filter(|s| matches!(s, Some(Start::Rejoin)))
+        .count();
+    let new = starts
+        .iter()
+        .filter(|s| matches!(s, Some(Start::New)))
+        .count();
+    if config.joined.is_some() {
+        // Spec §8.1: a joined cluster's node holds the shards it has state of; the others a
+        // leader adds it to later.
+        let held = starts.iter().filter(|s| s.is_some()).count();
+        log::info!("udplock node {id}: holds {held} of {total} shards");
+    }
     let why = match dir {
         None => "durability memory keeps nothing".to_string(),
         Some(d) if storage_new => {

@@ -401,6 +401,35 @@ impl<D: Disk> DataDir<D> {
     }
 }
 
+impl<D: Disk + Clone> DataDir<D> {
+    /// Stores one write of the node's core, with `stores` the node's open shard files (a
+    /// slot per shard): a replica the write creates gets its mark, then its files, empty
+    /// (opened into its slot), then the rest ([`ShardWrite::create`]); a dropped one has its
+    /// slot closed and every file deleted ([`ShardWrite::remove`]).
+    pub fn apply(
+        &self,
+        stores: &mut [Option<ShardStore<D>>],
+        write: &ShardWrite,
+    ) -> io::Result<()> {
+        let slot = &mut stores[write.shard as usize];
+        if write.remove {
+            *slot = None;
+            return crate::store::remove_shard(&self.disk, write.shard, self.sync);
+        }
+        if write.create {
+            // The mark before the files: a crash in between leaves the mark alone, and the
+            // next start holds nothing of the shard (`restart::decide_joined`).
+            self.set_marks(&[(write.shard, write.mark_first)])?;
+            *slot = Some(ShardStore::open_empty_on(
+                self.disk.clone(),
+                write.shard,
+                self.sync,
+            )?);
+        }
+        self.store(slot.as_mut(), write)
+    }
+}
+
 /// Each shard's files, open (`None`: not opened, as for a node without a directory).
 pub type ShardStores<D = FsDisk> = Vec<Option<ShardStore<D>>>;
 
@@ -408,11 +437,16 @@ pub type ShardStores<D = FsDisk> = Vec<Option<ShardStore<D>>>;
 /// what `dir` holds for it and what its boot record says (`None`: a node without a
 /// directory, durability `memory`); and the shards' files that were opened to read their
 /// state. Call [`settle_start`] next. The node's start and the simulator's both run this.
+///
+/// `joined`: the node is of a joined cluster (spec §8.1), whose shards it holds only where
+/// its files are its state ([`restart::decide_joined`]; `None`: not held); a static
+/// cluster's node holds every shard (`Some` everywhere).
 pub fn open_shards<D: Disk + Clone>(
     dir: Option<&DataDir<D>>,
     shards: u32,
     new_cluster: bool,
-) -> io::Result<(Vec<Start>, ShardStores<D>)> {
+    joined: bool,
+) -> io::Result<(Vec<Option<Start>>, ShardStores<D>)> {
     let storage_new = dir.is_none_or(DataDir::is_new);
     let boot = dir.map_or(Boot::Kept, DataDir::boot);
     let mut starts = Vec::with_capacity(shards as usize);
@@ -436,23 +470,39 @@ pub fn open_shards<D: Disk + Clone>(
                 }
             },
         };
-        starts.push(restart::decide(found, storage_new, new_cluster, boot));
-        stores.push(store);
+        let start = if joined {
+            restart::decide_joined(found, storage_new, new_cluster, boot)
+        } else {
+            Some(restart::decide(found, storage_new, new_cluster, boot))
+        };
+        stores.push(store.filter(|_| start.is_some()));
+        starts.push(start);
     }
     Ok((starts, stores))
 }
 
-/// Once the starts are decided ([`open_shards`]): marks the shards that start without state
-/// (first: from here on a crash makes the next start rejoin again), records the identity and
-/// the boot, and opens the marked shards' files empty (into `stores`).
+/// Once the starts are decided ([`open_shards`]): deletes the files of the shards not held
+/// (a joined node's, `None`), marks the shards that start without state (first: from here on
+/// a crash makes the next start rejoin again), records the identity and the boot (after the
+/// deletions: files an `os` run's earlier boot left must be gone before this boot is
+/// recorded as theirs), and opens the marked shards' files empty (into `stores`).
 pub fn settle_start<D: Disk + Clone>(
     dir: &mut DataDir<D>,
     identity: &Identity,
-    starts: &[Start],
+    starts: &[Option<Start>],
     stores: &mut [Option<ShardStore<D>>],
 ) -> io::Result<()> {
+    for shard in 0..starts.len() as u32 {
+        if starts[shard as usize].is_none() && dir.shard_files(shard) != ShardFiles::Missing {
+            assert!(
+                stores[shard as usize].is_none(),
+                "a shard not held is not open"
+            );
+            crate::store::remove_shard(&dir.disk, shard, dir.sync)?;
+        }
+    }
     let marks: Vec<(u32, Option<Mark>)> = (0..starts.len() as u32)
-        .map(|s| (s, starts[s as usize].mark()))
+        .map(|s| (s, starts[s as usize].as_ref().and_then(Start::mark)))
         .filter(|(_, mark)| mark.is_some())
         .collect();
     dir.set_marks(&marks)?;
@@ -1026,6 +1076,103 @@ mod tests {
         raft.handle_timeout(raft.poll_timeout());
         assert_eq!(raft.role(), Role::Leader);
         persist(&mut store, &mut raft);
+    }
+
+    /// A write of the node core for `shard` (see [`ShardWrite`]).
+    fn write(
+        shard: u32,
+        raft: &mut Raft,
+        create: bool,
+        marked: Option<Option<Mark>>,
+    ) -> ShardWrite {
+        ShardWrite {
+            seq: 1,
+            shard,
+            mark_first: create.then_some(Mark::Rejoin),
+            raft: raft.take_persist(),
+            mark_then: marked,
+            lease_horizon_us: None,
+            create,
+            remove: false,
+        }
+    }
+
+    /// Spec §8.1 "Replicas on demand", in the shell: a created replica's first write marks
+    /// the shard, then creates its files; a drop deletes them all. A joined node's start holds
+    /// the shards whose files are unmarked (its state) and no other: a creation cut short
+    /// (still marked) is not held and its files are deleted, never rejoined.
+    #[test]
+    fn a_joined_node_creates_and_deletes_shard_files_and_restarts_with_those_it_holds() {
+        let dir = dir("joined");
+        let me = Identity {
+            joined: Some(7),
+            ..identity(2, "joined 0x7 voters /4")
+        };
+        let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+        d.record_identity(&me).unwrap();
+        let mut stores: ShardStores = (0..4).map(|_| None).collect();
+        // A replica that led a term alone: something to store.
+        let config = Config {
+            id: 2,
+            voters: vec![2],
+            ..Config::default()
+        };
+        let raft = |terms: u64| {
+            let mut raft = Raft::new(
+                config.clone(),
+                1,
+                HardState::default(),
+                Vec::new(),
+                Instant::ZERO,
+            );
+            for _ in 0..terms {
+                raft.handle_timeout(raft.poll_timeout());
+            }
+            raft
+        };
+        // Shard 1: created, then named by its configuration (the mark comes off).
+        let mut one = raft(1);
+        d.apply(&mut stores, &write(1, &mut one, true, None))
+            .unwrap();
+        assert_eq!(d.shard_files(1), ShardFiles::Marked(Mark::Rejoin));
+        assert!(stores[1].is_some());
+        d.apply(&mut stores, &write(1, &mut one, false, Some(None)))
+            .unwrap();
+        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        // Shard 2: created, not named yet when the node stops.
+        d.apply(&mut stores, &write(2, &mut raft(1), true, None))
+            .unwrap();
+        // Shard 3: created, then dropped.
+        d.apply(&mut stores, &write(3, &mut raft(1), true, Some(None)))
+            .unwrap();
+        assert_eq!(d.shard_files(3), ShardFiles::Present);
+        let remove = ShardWrite {
+            create: false,
+            remove: true,
+            ..write(3, &mut raft(0), false, None)
+        };
+        d.apply(&mut stores, &remove).unwrap();
+        assert!(stores[3].is_none());
+        assert_eq!(d.shard_files(3), ShardFiles::Missing);
+        drop((stores, d));
+
+        let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+        let (starts, mut stores) = open_shards(Some(&d), 4, false, true).unwrap();
+        match &starts[..] {
+            [None, Some(restart::Start::Restore { hard, .. }), None, None] => {
+                assert_eq!(hard.term, 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        settle_start(&mut d, &me, &starts, &mut stores).unwrap();
+        assert_eq!(
+            d.shard_files(2),
+            ShardFiles::Missing,
+            "a cut-short creation deleted"
+        );
+        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        assert!(stores[1].is_some() && stores[2].is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Issue 9 item 3: `os` writes reach the page cache only, so after a power loss (a new

@@ -25,6 +25,28 @@
 //!     node before
 //! ```
 //!
+//! A node of a joined cluster (spec §8.1) holds the replicas of some shards only, created when
+//! a leader adds it ([`Start::Fresh`]); so a shard it has no trustworthy state of is simply
+//! not held, never rejoined ([`decide_joined`]); the shell deletes whatever files it had:
+//!
+//! ```text
+//!   storage at start (joined cluster)          start
+//!   -----------------------------------------  ------------------------------------------
+//!   anything, last written by an `os` run      not held (files deleted)
+//!     in another boot of the machine
+//!   the shard's files, not marked              Restore: its persisted state
+//!   marked "rejoin" or "new" (a start or a     not held (files deleted)
+//!     creation cut short)
+//!   nothing                                    not held
+//!   nothing in new storage, or marked "new",   New (every shard: `--bootstrap`, a new
+//!     with `new_cluster` (the bootstrap          cluster, whose only voter it is; as
+//!     node's first start)                        `decide` says)
+//! ```
+//!
+//! A replica that was a voter and is not held after a restart is named by its shard's
+//! configuration with its old replica id: a leader sees a crashed voter, and the fresh
+//! replica it may later make this node create is a new server (spec §8.5).
+//!
 //! *New* (spec §8.5 rule 6) is the operator's word (`--new-cluster`) that empty storage is a
 //! first start rather than a loss; a directory that says this node was in the cluster (its
 //! identity, or any shard's files) never makes a shard new. A new replica still asks every
@@ -127,6 +149,12 @@ pub enum Start {
     Rejoin,
     /// Without state, as a new replica (spec §8.5 rule 6).
     New,
+    /// Without state, as a replica a leader is adding to a joined cluster's shard (spec
+    /// §8.1, "Replicas on demand"): a new server (thesis §4.2.1) that takes part at once,
+    /// without asking anyone first (rule 6 is about new clusters): it is a learner until a
+    /// leader promotes it, and safe because counting checks replica ids (spec §8.5). Term
+    /// 0, an empty log: what a brand-new replica holds.
+    Fresh,
 }
 
 impl Start {
@@ -137,6 +165,8 @@ impl Start {
             Start::Restore { .. } => None,
             Start::Rejoin => Some(Mark::Rejoin),
             Start::New => Some(Mark::New),
+            // Until its configuration names its node (the node marks it meanwhile).
+            Start::Fresh => Some(Mark::Rejoin),
         }
     }
 }
@@ -169,6 +199,46 @@ pub fn decide(found: Found, storage_new: bool, new_cluster: bool, boot: Boot) ->
     }
 }
 
+/// The decision for a node of a joined cluster (spec §8.1; the table "Joined clusters" in
+/// the module docs): `None` where the node holds no replica of the shard, and the shell
+/// deletes whatever files it has of it. Only unmarked files a trusted boot kept are the
+/// replica's state; anything else is no replica at all, never a rejoin: a leader that wants
+/// this node in the shard adds it again, and the replica it then creates is a new server
+/// ([`Start::Fresh`]), which replica ids make safe (spec §8.5). The one exception is the
+/// bootstrap node's first start (`storage_new` and `new_cluster`: `--bootstrap`), which
+/// creates every shard ([`Start::New`]).
+pub fn decide_joined(
+    found: Found,
+    storage_new: bool,
+    new_cluster: bool,
+    boot: Boot,
+) -> Option<Start> {
+    if new_cluster && boot == Boot::Kept {
+        // The bootstrap node's first start, or one cut short before its shards had started
+        // (marked new): as `decide` says.
+        if let start @ Start::New = decide(found.clone(), storage_new, true, boot) {
+            return Some(start);
+        }
+    }
+    match (boot, found) {
+        (
+            Boot::Kept,
+            Found::Files {
+                hard,
+                snapshot,
+                log,
+            },
+        ) => Some(Start::Restore {
+            hard,
+            snapshot,
+            log,
+        }),
+        // A power loss may have cut its files short, a start or a creation was cut short,
+        // or there is nothing: not held.
+        (Boot::Changed, _) | (_, Found::Marked(_)) | (_, Found::Nothing) => None,
+    }
+}
+
 /// The mark a running replica's storage must carry: `Some` while it is still recovering.
 pub fn mark(raft: &Raft) -> Option<Mark> {
     if !raft.rejoining() {
@@ -196,6 +266,13 @@ impl Replica {
             } => Replica::restore(config, rng_seed, hard, snapshot, log, now),
             Start::Rejoin => Ok(Replica::rejoin(config, rng_seed, now)),
             Start::New => Ok(Replica::start_new(config, rng_seed, now)),
+            Start::Fresh => Ok(Replica::new(
+                config,
+                rng_seed,
+                HardState::default(),
+                Vec::new(),
+                now,
+            )),
         }
     }
 }
@@ -248,6 +325,46 @@ mod tests {
             Start::Rejoin
         ));
         assert!(Mark::Rejoin > Mark::New);
+    }
+
+    /// The joined-cluster table of the module docs: only unmarked files of a trusted boot
+    /// are held; nothing ever rejoins; the bootstrap node's first start creates.
+    #[test]
+    fn a_joined_node_holds_only_the_shards_whose_files_it_trusts() {
+        for storage_new in [false, true] {
+            for new_cluster in [false, true] {
+                let held = |found: Found, boot| {
+                    let start = decide_joined(found, storage_new, new_cluster, boot);
+                    assert!(
+                        !matches!(start, Some(Start::Rejoin | Start::Fresh)),
+                        "{start:?}"
+                    );
+                    start
+                };
+                assert!(matches!(
+                    held(files(), Boot::Kept),
+                    Some(Start::Restore { .. }) | Some(Start::New)
+                ));
+                assert!(held(files(), Boot::Changed).is_none(), "a power loss");
+                assert!(held(Found::Marked(Mark::Rejoin), Boot::Kept).is_none());
+                assert!(held(Found::Nothing, Boot::Changed).is_none());
+                let first_start = storage_new && new_cluster;
+                assert_eq!(
+                    held(Found::Nothing, Boot::Kept).is_some(),
+                    first_start,
+                    "storage_new {storage_new}, new_cluster {new_cluster}"
+                );
+                assert_eq!(
+                    held(Found::Marked(Mark::New), Boot::Kept).is_some(),
+                    new_cluster,
+                    "a first start cut short"
+                );
+            }
+        }
+        assert!(matches!(
+            decide_joined(files(), false, false, Boot::Kept),
+            Some(Start::Restore { .. })
+        ));
     }
 
     #[test]

@@ -427,9 +427,8 @@ impl Sim {
             }
             let armed = self.arm_torn_write(id, &write);
             let n = &mut self.nodes[i];
-            let store = n.stores[write.shard as usize].as_mut();
             let dir = n.dir.as_ref().expect("a disk node runs on its directory");
-            let stored = dir.store(store, &write);
+            let stored = dir.apply(&mut n.stores, &write);
             let torn = armed && !n.disk.disarm();
             match stored {
                 Ok(()) if !torn => {}
@@ -477,6 +476,10 @@ impl Sim {
         let Some(persist) = &write.raft else {
             return false;
         };
+        if write.create {
+            // Its files' creation comes first, which the count below does not know of.
+            return false;
+        }
         if !self.config.faults || self.config.scenario.is_some() || self.healed {
             return false;
         }

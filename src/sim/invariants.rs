@@ -27,7 +27,7 @@ impl Sim {
         // Every node here is correct: a message one of them dropped as faulty or
         // malformed was a correct message misjudged (but for the junk snapshots a faulty
         // peer sent it, to any of its shards).
-        let drops: u64 = core.shards().iter().map(|s| s.raft().faulty_drops()).sum();
+        let drops: u64 = core.replicas().map(|(_, s)| s.raft().faulty_drops()).sum();
         if drops > n.junk_snapshots {
             return Err(self.fail(format!(
                 "node {id} dropped {drops} message(s) of correct peers as faulty or \
@@ -91,11 +91,10 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.leading.clear();
         if let Some(core) = n.node.as_ref() {
-            let leading = core.shards().iter().enumerate();
             n.leading.extend(
-                leading
+                core.replicas()
                     .filter(|(_, r)| r.raft().role() == Role::Leader)
-                    .map(|(s, _)| s),
+                    .map(|(s, _)| s as usize),
             );
         }
         Ok(())
@@ -105,7 +104,18 @@ impl Sim {
     pub(super) fn observe_applied_shard(&mut self, id: NodeId, s: usize) -> Result<(), SimFailure> {
         let now = self.now;
         let i = (id - 1) as usize;
+        let held = self.nodes[i].replica(s).is_some();
+        if held != self.nodes[i].held[s] {
+            self.nodes[i].held[s] = held;
+            match held {
+                true => self.report.replicas_created += 1,
+                false => self.report.replicas_dropped += 1,
+            }
+        }
         let Some(shard) = self.nodes[i].replica(s) else {
+            // Not held (a joined node): a replica created later starts from nothing.
+            self.nodes[i].applied[s] = 0;
+            self.nodes[i].was_leader_in[s] = None;
             return Ok(());
         };
         let applied_index = shard.applied_index();
@@ -346,6 +356,17 @@ impl Sim {
         }
         check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
         self.check_members()?;
+        let placed = self.report.replicas_created > 0 && self.report.replicas_dropped > 0;
+        if self.config.joined && self.config.scenario.is_none() && self.nodes.len() > 1 && !placed {
+            return Err(self.fail(format!(
+                "placement: no replica was both created and dropped ({} created, {} dropped; \
+                 {} changes proposed, {} refused)",
+                self.report.replicas_created,
+                self.report.replicas_dropped,
+                self.report.placement_proposed,
+                self.report.placement_refused
+            )));
+        }
         if self.config.membership_changes && self.report.membership_changes == 0 {
             return Err(self.fail(format!(
                 "membership: no change committed ({} proposed, {} refused)",
@@ -354,7 +375,18 @@ impl Sim {
         }
         for (s, &mark) in self.catch_up_index.iter().enumerate() {
             let Some(mark) = mark else { continue };
-            for n in self.nodes.iter().filter(|n| n.holds_replicas()) {
+            // Every node the shard's configuration names (its leader's; a joined node
+            // holds some shards only, spec §8.1).
+            let leader = self.shard_leader(s, false).map(|(_, m, _)| m);
+            let members: Vec<&SimNode> = self
+                .nodes
+                .iter()
+                .filter(|n| match &leader {
+                    Some(m) => m.contains(n.id),
+                    None => n.holds_replicas(),
+                })
+                .collect();
+            for n in members {
                 if n.applied[s] < mark {
                     return Err(self.fail(format!(
                         "liveness: node {} applied only up to {} of the {mark} entries of \

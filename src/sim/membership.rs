@@ -57,7 +57,7 @@ impl Sim {
     /// know yet that it was deposed (a partition): a change it makes is the kind a later
     /// leader's may conflict with (Ongaro's single-server change bug). With them, the voters
     /// whose replica that leader knows was replaced (see the module docs).
-    fn shard_leader(
+    pub(super) fn shard_leader(
         &self,
         shard: usize,
         deposed: bool,

@@ -26,9 +26,10 @@
 //! scenario does; the others authenticate every node-to-node datagram (spec §8.11), so the
 //! network's duplicates, late copies and a restarted node's first exchanges go through the
 //! checks a real node makes. One seed in seven (`JOINED_SEEDS_EVERY`; every seed with `udplock sim --joined`)
-//! runs a joined cluster ([`SimConfig::joined`]): node 1 bootstraps it and holds every shard
-//! alone, the others join through it as SWIM members without replicas (and crash, pause,
-//! leave and restart like any node); the membership checker holds every running member
+//! runs a joined cluster ([`SimConfig::joined`]): node 1 bootstraps it and holds every shard,
+//! the others join through it as SWIM members and get and lose replicas as the placement
+//! mover adds and removes them (`placement.rs`; and crash, pause, leave and restart with the
+//! shards whose files they hold, like any node); the membership checker holds every running member
 //! alive everywhere at the end. Nothing reads a real clock, and no decision depends on a
 //! hash map's iteration order, so a failing seed fails the same way every time: the report carries a digest of
 //! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
@@ -155,6 +156,7 @@ mod invariants;
 mod membership;
 mod network;
 mod nodes;
+mod placement;
 mod scenarios;
 pub mod swim;
 #[cfg(test)]
@@ -238,8 +240,9 @@ pub struct SimConfig {
     /// it for one seed in `MEMBERSHIP_SEEDS_EVERY`.
     pub membership_changes: bool,
     /// A joined cluster (spec §8.1, `udplock server --bootstrap` / `--join`): node 1
-    /// bootstraps it and holds every shard alone; every other node starts joined with node 1
-    /// as its seed and holds no replica (a SWIM member and a peer only). The simulator builds
+    /// bootstraps it and holds every shard; every other node starts joined with node 1 as
+    /// its seed, holding no replica until the placement mover adds it to shards
+    /// (`placement.rs`). The simulator builds
     /// their `node::Config` as `cluster::join::discover` would have (the cluster id, the seed
     /// with its id): the client-protocol discovery itself is not simulated. Clients talk to
     /// node 1 alone. [`SimConfig::new`] sets it for one seed in [`JOINED_SEEDS_EVERY`];
@@ -333,9 +336,16 @@ pub struct SimReport {
     /// configuration named its replica id), asked for by `membership.rs`.
     pub membership_replaced: u64,
     pub membership_changes: u64,
+    /// Joined runs (`placement.rs`): changes the simulator asked for that a leader accepted
+    /// or refused, and replicas nodes created on a leader's record and dropped (removed, or
+    /// orphans) while they ran.
+    pub placement_proposed: u64,
+    pub placement_refused: u64,
+    pub replicas_created: u64,
+    pub replicas_dropped: u64,
     /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
     pub forged_joins: u64,
-    /// Crashes and stops of joined nodes (members without replicas, [`SimConfig::joined`]).
+    /// Crashes and stops of joined nodes (not static voters, [`SimConfig::joined`]).
     pub joined_crashes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
@@ -467,6 +477,8 @@ enum Event {
     CatchUpMark,
     /// Ask a shard's leader for the next membership change (`membership.rs`).
     Membership,
+    /// Ask a shard's leader of a joined run for the next placement change (`placement.rs`).
+    Placement,
     /// Leader `from` starts handing leadership of `shard` to `to` (a fault or a scenario; an
     /// event, so that what it sends passes a script's `on_send` like anything else).
     Transfer {
@@ -540,6 +552,7 @@ impl Event {
             }
             Event::CatchUpMark => trace.word(11),
             Event::Membership => trace.word(14),
+            Event::Placement => trace.word(15),
             Event::Transfer { from, to, shard } => {
                 trace.word(12);
                 trace.word(*from);
@@ -689,12 +702,10 @@ impl Sim {
                 node: None,
                 stats: Arc::default(),
                 disk: SimDisk::new(),
-                // A node holds a replica of every shard, or (joined, not the bootstrap
-                // node) of none: its data directory has no shard files.
-                stores: (0..shards)
-                    .filter(|_| !config.joined || id == BOOTSTRAP_NODE)
-                    .map(|_| None)
-                    .collect(),
+                voter: !config.joined || id == BOOTSTRAP_NODE,
+                joined: config.joined,
+                // A slot per shard; a joined node's are open where it holds the shard.
+                stores: (0..shards).map(|_| None).collect(),
                 os: os_seed(&config),
                 dir: None,
                 boot: 1,
@@ -707,7 +718,8 @@ impl Sim {
                     cadence => cadence,
                 },
                 // A cluster's first start needs the flag; a unit file may keep it afterwards.
-                new_cluster: true,
+                // A joined cluster's: its bootstrap node's `--bootstrap` alone.
+                new_cluster: !config.joined || id == BOOTSTRAP_NODE,
                 settings: logged_settings(&mut rng),
                 clock: random_clock(&mut rng, drift_ppm),
                 paused_until: None,
@@ -715,6 +727,7 @@ impl Sim {
                 timer_generation: 0,
                 crashes: 0,
                 applied: vec![0; shards],
+                held: vec![false; shards],
                 was_leader_in: vec![None; shards],
                 heard_leader: vec![None; shards],
                 junk_snapshots: 0,
@@ -789,7 +802,9 @@ impl Sim {
             sim.start_node(id)?;
             // Later starts: the unit file kept `--new-cluster`, or the operator removed it.
             let keep = sim.rng.gen_bool(0.5);
-            sim.node(id).new_cluster = keep;
+            // (A joined node's start has no such flag: only the bootstrap node's may keep it.)
+            let n = sim.node(id);
+            n.new_cluster = keep && n.voter;
         }
         for c in 0..sim.clients.len() {
             sim.arm_client(c);
@@ -805,6 +820,7 @@ impl Sim {
             }
         }
         sim.arm_membership();
+        sim.arm_placement();
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
         Ok(sim)
@@ -976,6 +992,7 @@ impl Sim {
             }
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::Membership => self.membership_step()?,
+            Event::Placement => self.placement_step()?,
             Event::CatchUpMark => {
                 for shard in 0..self.catch_up_index.len() {
                     let commit = self
@@ -1134,7 +1151,7 @@ pub fn joined_seed(seed: u64) -> bool {
 /// at an address no node has.
 pub(crate) const FORGED_JOINER: NodeId = 200;
 
-/// The node that bootstraps a joined run and holds every shard (the others hold none).
+/// The node that bootstraps a joined run: the static voter of every shard.
 pub(crate) const BOOTSTRAP_NODE: NodeId = 1;
 
 /// A joined run's cluster id: what `--bootstrap` draws at random, here from the seed

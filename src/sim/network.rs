@@ -78,7 +78,7 @@ impl Sim {
         };
         core.handle_datagram(local, wire::node_addr(from), &datagram);
         for &(shard, term) in &from_leader {
-            let Some(replica) = core.shards().get(usize::from(shard)) else {
+            let Some(replica) = core.replica(u32::from(shard)) else {
                 continue;
             };
             let raft = replica.raft();

@@ -12,6 +12,10 @@ pub(super) struct SimNode {
     pub(super) node: Option<Node>,
     /// Its counters (this incarnation's).
     pub(super) stats: Arc<NodeStats>,
+    /// A static voter of every shard (see [`SimNode::holds_replicas`]).
+    pub(super) voter: bool,
+    /// A node of a joined cluster (spec §8.1): it holds the shards it has state of.
+    pub(super) joined: bool,
     /// Its data directory: the shards' files and recovery marks, written by the real
     /// storage code (see the module docs).
     pub(super) disk: SimDisk,
@@ -45,6 +49,9 @@ pub(super) struct SimNode {
     /// Entries this incarnation applied, per shard (the replica's applied index, as last
     /// observed).
     pub(super) applied: Vec<u64>,
+    /// Per shard, whether this incarnation held a replica of it as of the last call (a
+    /// joined node's come and go: `placement.rs` counts them).
+    pub(super) held: Vec<bool>,
     /// Per shard, the term this incarnation's replica was last seen leading.
     pub(super) was_leader_in: Vec<Option<u64>>,
     /// Per shard, the latest Append or snapshot chunk this node accepted from a leader:
@@ -66,20 +73,21 @@ pub(super) struct SimNode {
 impl SimNode {
     /// Its replica of `shard`, while it runs.
     pub(crate) fn replica(&self, shard: usize) -> Option<&Replica> {
-        self.node.as_ref().and_then(|n| n.shards().get(shard))
+        self.node.as_ref().and_then(|n| n.replica(shard as u32))
     }
 
-    /// It holds a replica of every shard (else none: a joined node, see
-    /// [`SimConfig::joined`]); its `stores` has a slot per replica it holds.
+    /// It is a static voter of every shard: a static cluster's node, or the node that
+    /// bootstrapped a joined one (the others hold the shards a leader added them to, see
+    /// [`SimConfig::joined`]).
     pub(super) fn holds_replicas(&self) -> bool {
-        !self.stores.is_empty()
+        self.voter
     }
 
     /// Every shard replica runs with the state it persisted (none rejoins by spec §8.5).
     pub(super) fn whole(&self) -> bool {
         self.node
             .as_ref()
-            .is_some_and(|n| n.shards().iter().all(|s| !s.raft().rejoining()))
+            .is_some_and(|n| n.replicas().all(|(_, s)| !s.raft().rejoining()))
     }
 
     /// Opens its data directory and the shards' files and decides how each replica starts,
@@ -88,7 +96,7 @@ impl SimNode {
     pub(super) fn open_stores(
         &mut self,
         identity: &Identity,
-    ) -> std::io::Result<Vec<restart::Start>> {
+    ) -> std::io::Result<Vec<Option<restart::Start>>> {
         self.disk.restart();
         self.stores.iter_mut().for_each(|s| *s = None);
         self.dir = None;
@@ -104,7 +112,8 @@ impl SimNode {
             )?),
         };
         let shards = self.stores.len() as u32;
-        let (starts, stores) = storage::open_shards(dir.as_ref(), shards, self.new_cluster)?;
+        let (starts, stores) =
+            storage::open_shards(dir.as_ref(), shards, self.new_cluster, self.joined)?;
         self.stores = stores;
         if let Some(d) = dir.as_mut() {
             storage::settle_start(d, identity, &starts, &mut self.stores)?;
@@ -192,6 +201,7 @@ impl Sim {
         n.stats = stats;
         n.applied.fill(0);
         n.was_leader_in.fill(None);
+        n.held = (0..n.held.len()).map(|s| n.replica(s).is_some()).collect();
         n.junk_snapshots = 0;
         n.junk_unauthenticated = 0;
         n.stored_seq = 0;

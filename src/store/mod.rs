@@ -123,6 +123,21 @@ pub fn set_marks<D: Disk>(disk: &D, sync: bool, shards: &[(u32, Option<Mark>)]) 
     Ok(())
 }
 
+/// Deletes every file of `shard` (a replica its node dropped, or one a joined node's start
+/// does not hold, `core::restart::decide_joined`): marked `rejoin` first, so that a crash
+/// part-way leaves a mark (the shard is not held again), never part of a state; then its
+/// state, log and snapshot files; then the marks.
+pub fn remove_shard<D: Disk>(disk: &D, shard: u32, sync: bool) -> io::Result<()> {
+    set_marks(disk, sync, &[(shard, Some(Mark::Rejoin))])?;
+    for suffix in ["state", "log", "snap", "log.tmp", "snap.tmp"] {
+        disk.remove(&file_name(shard, suffix))?;
+    }
+    if sync {
+        disk.sync_dir()?;
+    }
+    set_marks(disk, sync, &[(shard, None)])
+}
+
 /// Stores one write the node core handed out ([`crate::core::node::Node::poll_persist`]),
 /// in the order [`ShardWrite`] gives: a stronger recovery mark first, then the Raft delta
 /// (into `store`, the shard's files; `None` for a node that keeps none), then the mark it

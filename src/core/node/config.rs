@@ -72,9 +72,10 @@ pub struct Config {
 /// Discovery is IO with retries and deadlines, so it stays in the shell; the core starts
 /// from its result, so the simulator and the tests can start a joined node without any.
 ///
-/// In this step voters are static: a joined cluster's shards are held by the node that
-/// bootstrapped it alone (the node whose id is in [`Config::peers`]). A node that joins is
-/// a SWIM member and a peer (addresses, authentication) but holds no shard replica.
+/// The node that bootstrapped the cluster (the node whose id is in [`Config::peers`]) is the
+/// static voter of every shard and starts with every replica. A node that joins is a SWIM
+/// member and a peer (addresses, authentication), and holds the replicas of the shards
+/// leaders add it to (spec §8.1, "Replicas on demand"; `super::Node`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Joined {
     /// Drawn at random (non-zero) when the cluster was bootstrapped (spec §8.1).
@@ -146,19 +147,11 @@ impl Config {
         }
     }
 
-    /// Whether this node holds a replica of every shard: it is one of the static voters
-    /// ([`Config::peers`]). A node that joined a cluster holds none yet.
+    /// Whether this node is one of the static voters ([`Config::peers`]) and so starts with
+    /// a replica of every shard. A node that joined a cluster starts with those its storage
+    /// holds, and gains and loses others as leaders add and remove it (spec §8.1).
     pub fn holds_replicas(&self) -> bool {
         self.address_of(self.node_id).is_some()
-    }
-
-    /// The shard replicas this node holds: every shard, or none ([`Config::holds_replicas`]).
-    pub fn held_shards(&self) -> u32 {
-        if self.holds_replicas() {
-            self.shards
-        } else {
-            0
-        }
     }
 
     /// The address node `id` listens on, if it is listed.

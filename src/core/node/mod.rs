@@ -3,8 +3,8 @@
 //! deadline out. No socket, no clock, no disk, no thread, no global randomness: the IO shell
 //! (`crate::cluster`) and the simulator (`crate::sim`) drive the same code.
 //!
-//! A node holds a replica ([`Replica`]) of every shard of the cluster (static membership), and
-//! everything between them and the wire:
+//! A node holds a replica ([`Replica`]) of every shard of the cluster (static membership), or
+//! of some of them (a joined cluster, below), and everything between them and the wire:
 //!
 //! - **routing**: a client request goes to the replica of its resource's shard
 //!   ([`shard_of`]); a PEER datagram's records go to their shards' replicas;
@@ -24,8 +24,22 @@
 //!   address SWIM holds or the member last proved; a node it does not know is heard only
 //!   announcing itself, authenticated, with SWIM records alone;
 //! - **joined clusters** (spec §8.1, [`Joined`]): a random cluster id and seeds instead of a
-//!   node list; the node that bootstrapped the cluster is its only voter, a joined node holds
-//!   no replica yet (it answers lock requests NOT_LEADER, without a hint);
+//!   node list; the node that bootstrapped the cluster is its static voter and starts with
+//!   every shard, a joined node holds the replicas leaders add it to (for a shard it does not
+//!   hold it answers lock requests NOT_LEADER, without a hint; SHARD_STATUS as a follower
+//!   that knows no leader);
+//! - **replicas on demand** (spec §8.1; joined clusters only): the replicas are a slot per
+//!   shard, `None` where not held (every per-shard lookup O(1); the timer scan reads one
+//!   deadline per shard, `Instant::MAX` for an empty slot; at most `shards` replicas, so
+//!   memory is bounded by the configuration). An authenticated APPEND or INSTALL_SNAPSHOT
+//!   of a shard not held creates a fresh replica ([`Start::Fresh`]: no state, no static
+//!   voter) and its files ([`ShardWrite::create`], marked first, the mark off once its
+//!   applied configuration names this node); no other record does. A replica is dropped,
+//!   its files deleted ([`ShardWrite::remove`]), once it applied all its leader committed
+//!   and neither its applied nor its latest configuration names this node (the leader keeps
+//!   sending a removed node the log until it knows: `raft::Raft::leader_commit_heard`), or
+//!   as an orphan ([`ORPHAN_ELECTION_TIMEOUTS`]); a shard just dropped is not created again
+//!   for [`DROP_QUIET_ELECTION_TIMEOUTS`];
 //! - **membership** (spec §8.12, issue 10): one SWIM member ([`Swim`], `core::swim`) runs
 //!   among the listed nodes and the seeds. It starts by joining through every listed peer (SWIM's own join:
 //!   a full-state exchange with each), so each node learns the others as SWIM does, by their
@@ -147,6 +161,25 @@ pub const AUTH_DROP_SOURCES_MAX: usize = 256;
 /// it (a shell that logs them drains after every input; the simulator reads them too).
 pub const MEMBER_EVENTS_MAX: usize = swim::EVENTS_MAX;
 
+/// After a node drops a replica (removed from its shard), a leader's records for the shard
+/// create none for this many election timeouts (`election_timeout_max`): the leader that
+/// removed it sends it the log until it has acknowledged a round after learning of the
+/// removal (`raft::Progress::departing`), and those Appends, or any the network delays or
+/// duplicates, would otherwise create at once a replica no leader completes. A leader that
+/// adds the node back within it is heard once it ends. Two: well past a round trip and a
+/// heartbeat round, short beside how long placement takes to change a shard again.
+pub const DROP_QUIET_ELECTION_TIMEOUTS: u64 = 2;
+
+/// A joined node's replica whose applied configuration does not name its node (one created
+/// on demand and not caught up yet, or one removed that has not applied all its leader
+/// committed) and that has heard no APPEND or INSTALL_SNAPSHOT for this many election
+/// timeouts (`election_timeout_max`) is dropped (an orphan): what created it was stale
+/// (delayed, duplicated, or from a leader since deposed whose entry adding this node was
+/// cut), or the leader that removed it stopped sending before it caught up. A learner being
+/// caught up hears from its leader every heartbeat; four election timeouts is what a leader
+/// change takes several times over, so a live one is never dropped.
+pub const ORPHAN_ELECTION_TIMEOUTS: u64 = 4;
+
 /// Buffers kept for reuse once their datagram left: enough for a busy batch, so the steady
 /// state allocates nothing per datagram.
 const SPARE_BUFFERS_MAX: usize = 256;
@@ -170,6 +203,15 @@ pub struct ShardWrite {
     /// [`Config::keeps_lease_horizon`]) must name this wall-clock time, in µs since the Unix
     /// epoch: no lease the node granted runs past it (spec §7.2.4).
     pub lease_horizon_us: Option<u64>,
+    /// The shard's replica was created by this write's input (a leader's record, see
+    /// [`Node`] "Replicas on demand"): the shell sets `mark_first` (always `Rejoin` then),
+    /// THEN creates the shard's files empty, then stores the rest. Mark first: a crash in
+    /// between leaves a mark, and the next start holds nothing of the shard.
+    pub create: bool,
+    /// The shard's replica was dropped (removed from the shard's configuration): the shell
+    /// deletes every file of the shard, marks included, and closes it. Nothing else is set;
+    /// no later write names the shard until a new replica of it is created.
+    pub remove: bool,
 }
 
 /// A datagram [`Node::poll_transmit`] wrote into the caller's buffer.
@@ -208,11 +250,40 @@ pub struct Node {
     /// The settings exchange (spec §8.10), and when this node next sends its own.
     settings: PeerSettingsLog,
     settings_next: Instant,
-    shards: Vec<Replica>,
+    /// Each shard's replica, indexed by shard (`config.shards` slots): `None` where this
+    /// node holds none (see "Replicas on demand" in [`Node`]). Every per-shard lookup is
+    /// O(1); at most `config.shards` replicas, so memory is bounded by configuration.
+    shards: Vec<Option<Replica>>,
+    /// Replicas held (the `Some`s of `shards`).
+    held: usize,
     /// The recovery mark each shard's storage carries, as far as the writes handed out go.
     marks: Vec<Option<Mark>>,
-    /// Each shard's `poll_timeout`, refreshed whenever the shard is touched.
+    /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
+    /// ([`Instant::MAX`] where none is held, so the timer scan skips it for free).
     deadlines: Vec<Instant>,
+    /// Per shard: the replica was created on demand in this run and its applied
+    /// configuration has not named this node yet. Its storage carries the `Rejoin` mark
+    /// meanwhile ([`Node::wanted_mark`]), so that a restart before then holds nothing of it.
+    created: Vec<bool>,
+    /// Per shard: the replica's applied configuration names this node (voter or learner).
+    /// Once it has and then no longer does, the replica was removed: it is dropped.
+    named: Vec<bool>,
+    /// Per shard: the next write of the shard creates its files ([`ShardWrite::create`]).
+    creating: Vec<bool>,
+    /// Per shard: records create no replica of it before this time (a replica was dropped,
+    /// [`DROP_QUIET_ELECTION_TIMEOUTS`]).
+    quiet_until: Vec<Instant>,
+    /// Per shard: a joined node's replica not named (by its applied configuration) is
+    /// dropped at this time, unless a leader's record comes first
+    /// ([`ORPHAN_ELECTION_TIMEOUTS`]; [`Instant::MAX`] for one named, or a static cluster's).
+    orphan_at: Vec<Instant>,
+    /// Replicas created on demand so far: each draws its own seed from it, so a replica
+    /// created again after a drop never repeats an earlier one's draws.
+    creations: u64,
+    /// The node's seed (each replica's is derived from it).
+    rng_seed: u64,
+    /// What every replica of the node shares (the per-node budget, issue 8).
+    shared: raft::NodeShared,
     /// Shards an input touched since the last flush (flag per shard, and their list).
     touched: Vec<bool>,
     touched_list: Vec<u32>,
@@ -261,10 +332,12 @@ impl Node {
     /// `incarnation` is a number this node never used before (spec §8.11: the shell reads the
     /// wall clock); `rng_seed` seeds every replica's election timers. `Err` if the
     /// configuration is refused or a persisted snapshot does not decode.
+    /// `starts` has one slot per shard: `None` where the node holds no replica (a joined
+    /// cluster's node, spec §8.1; a static cluster's node holds every shard).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
-        starts: Vec<Start>,
+        starts: Vec<Option<Start>>,
         keys: KeySet,
         incarnation: u64,
         rng_seed: u64,
@@ -272,28 +345,48 @@ impl Node {
         now: Instant,
     ) -> Result<Node, String> {
         config.validate()?;
-        assert_eq!(
-            starts.len(),
-            config.held_shards() as usize,
-            "one start per shard held"
+        assert_eq!(starts.len(), config.shards as usize, "one slot per shard");
+        assert!(
+            config.joined.is_some() || starts.iter().all(Option::is_some),
+            "a static cluster's node holds every shard"
         );
-        let marks: Vec<Option<Mark>> = starts.iter().map(Start::mark).collect();
+        if !config.holds_replicas()
+            && starts
+                .iter()
+                .any(|s| matches!(s, Some(Start::New | Start::Rejoin)))
+        {
+            // Both ask the static voters, of which this node knows none.
+            return Err("only a static voter starts a replica new or rejoining".into());
+        }
+        let marks: Vec<Option<Mark>> = starts
+            .iter()
+            .map(|s| s.as_ref().and_then(Start::mark))
+            .collect();
         // One budget per node for what peers can make its shards hold or log (issue 8).
         let shared = raft::NodeShared::new();
         let mut shards = Vec::with_capacity(config.shards as usize);
-        for (shard, start) in (0..config.held_shards()).zip(starts) {
-            // Different per shard, so the replicas of one node do not time out together.
-            let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let mut replica = Replica::start(config.shard_config(shard), seed, start, now)
-                .map_err(|e| format!("shard {shard}: {e}"))?;
-            replica.share(shared.clone());
-            if config.spread_leaders {
-                replica.set_preferred_leader(Some(config.preferred_leader(shard)));
-            }
-            replica.set_compaction(config.compact_every, config.compact_keep);
-            replica.set_uncommitted_max(config.uncommitted_max);
+        for (shard, start) in (0..config.shards).zip(starts) {
+            let replica = match start {
+                Some(start) => {
+                    // Different per shard, so the replicas of one node do not time out
+                    // together.
+                    let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                    let replica_config = config.shard_config(shard);
+                    Some(
+                        start_replica(&config, &shared, replica_config, seed, start, now)
+                            .map_err(|e| format!("shard {shard}: {e}"))?,
+                    )
+                }
+                None => None,
+            };
             shards.push(replica);
         }
+        let me = config.node_id;
+        let named: Vec<bool> = shards
+            .iter()
+            .map(|r| r.as_ref().is_some_and(|r| names(r, me)))
+            .collect();
+        let held = shards.iter().filter(|r| r.is_some()).count();
         // Its own stream: the replicas' seeds are the node's xor a multiple of the shard.
         let swim_seed = rng_seed.rotate_left(32) ^ 0x5317_u64;
         // SWIM starts at the §8.11 incarnation, above every incarnation of its earlier lives,
@@ -326,11 +419,25 @@ impl Node {
             stale_answered: BTreeMap::new(),
             settings: PeerSettingsLog::new(&config, &shared),
             settings_next: now,
-            deadlines: shards.iter().map(Replica::poll_timeout).collect(),
-            // Every shard, so the first flush hands out what starting produced (a recovering
-            // replica's first TermQuery).
-            touched: vec![true; shards.len()],
-            touched_list: (0..shards.len() as u32).collect(),
+            deadlines: shards
+                .iter()
+                .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout))
+                .collect(),
+            // Every shard held, so the first flush hands out what starting produced (a
+            // recovering replica's first TermQuery).
+            touched: shards.iter().map(Option::is_some).collect(),
+            touched_list: (0..shards.len() as u32)
+                .filter(|&s| shards[s as usize].is_some())
+                .collect(),
+            created: vec![false; shards.len()],
+            creating: vec![false; shards.len()],
+            quiet_until: vec![Instant::ZERO; shards.len()],
+            orphan_at: vec![Instant::MAX; shards.len()],
+            named,
+            creations: 0,
+            rng_seed,
+            shared: shared.clone(),
+            held,
             shards,
             marks,
             recovery_logged: now,
@@ -363,9 +470,29 @@ impl Node {
 
     /// The invariants that hold between inputs.
     fn check(&self) {
-        assert_eq!(self.shards.len(), self.config.held_shards() as usize);
-        assert_eq!(self.deadlines.len(), self.shards.len());
-        assert_eq!(self.marks.len(), self.shards.len());
+        let shards = self.config.shards as usize;
+        assert_eq!(self.shards.len(), shards);
+        assert!(self.held <= shards);
+        assert!(
+            self.config.joined.is_some() || self.held == shards,
+            "static: every shard"
+        );
+        assert_eq!(self.deadlines.len(), shards);
+        assert_eq!(self.marks.len(), shards);
+        assert_eq!(self.created.len(), shards);
+        assert_eq!(self.named.len(), shards);
+        // O(shards): in debug builds only, as this runs after every datagram.
+        debug_assert_eq!(
+            self.shards.iter().filter(|r| r.is_some()).count(),
+            self.held,
+            "the held count agrees"
+        );
+        debug_assert!((0..shards).all(|s| !self.named[s] || self.orphan_at[s] == Instant::MAX));
+        debug_assert!((0..shards).all(|s| self.shards[s].is_some()
+            || (self.deadlines[s] == Instant::MAX
+                && self.marks[s].is_none()
+                && !self.created[s]
+                && !self.named[s])));
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
             self.touched.iter().filter(|&&t| t).count(),
@@ -405,14 +532,36 @@ impl Node {
         self.cluster_id
     }
 
-    /// The shard replicas, by shard number.
-    pub fn shards(&self) -> &[Replica] {
+    /// The shard replicas, by shard number (`None`: not held).
+    pub fn shards(&self) -> &[Option<Replica>] {
         &self.shards
     }
 
-    /// Every shard's role, term, leader, commit index and table counters.
+    /// This node's replica of `shard`, if it holds one.
+    pub fn replica(&self, shard: u32) -> Option<&Replica> {
+        self.shards.get(shard as usize).and_then(Option::as_ref)
+    }
+
+    /// The replicas this node holds, with their shard numbers.
+    pub fn replicas(&self) -> impl Iterator<Item = (u32, &Replica)> + '_ {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter_map(|(s, r)| Some((s as u32, r.as_ref()?)))
+    }
+
+    /// How many shards this node holds a replica of.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// Every shard's role, term, leader, commit index and table counters, by shard; a shard
+    /// this node holds no replica of has `role: None` and zeros.
     pub fn shard_stats(&self) -> Vec<ShardStats> {
-        self.shards.iter().map(Replica::stats).collect()
+        self.shards
+            .iter()
+            .map(|r| r.as_ref().map_or_else(ShardStats::default, Replica::stats))
+            .collect()
     }
 
     /// What this node last heard of each peer's settings (spec §8.10).
@@ -476,7 +625,7 @@ impl Node {
         self.advance(now);
         if !self.leaving {
             self.leaving = true;
-            for replica in &mut self.shards {
+            for replica in self.shards.iter_mut().flatten() {
                 replica.set_leaving();
             }
             self.swim.leave(now);
@@ -494,7 +643,7 @@ impl Node {
     /// what graceful leave and leader spreading do, for an operator or a test to ask.
     pub fn transfer_leadership(&mut self, now: Instant, shard: u32, to: NodeId) {
         self.advance(now);
-        if let Some(replica) = self.shards.get_mut(shard as usize) {
+        if let Some(Some(replica)) = self.shards.get_mut(shard as usize) {
             let _ = replica.transfer_leadership(now, to);
             self.touch(shard);
         }
@@ -513,12 +662,12 @@ impl Node {
     ) -> Result<u64, raft::MembershipError> {
         self.advance(now);
         let result = match self.shards.get_mut(shard as usize) {
-            Some(replica) => {
+            Some(Some(replica)) => {
                 let result = replica.change_membership(now, change);
                 self.touch(shard);
                 result
             }
-            None => Err(raft::MembershipError::NotLeader(raft::NotLeader {
+            _ => Err(raft::MembershipError::NotLeader(raft::NotLeader {
                 leader_hint: None,
             })),
         };
@@ -528,9 +677,8 @@ impl Node {
 
     /// How many shards this node leads.
     pub fn leading(&self) -> usize {
-        self.shards
-            .iter()
-            .filter(|s| s.raft().role() == Role::Leader)
+        self.replicas()
+            .filter(|(_, s)| s.raft().role() == Role::Leader)
             .count()
     }
 
@@ -556,8 +704,10 @@ impl Node {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         for shard in 0..self.shards.len() {
+            // Instant::MAX where no replica is held: never due.
             if self.deadlines[shard] <= now {
-                self.shards[shard].handle_timeout(now);
+                let replica = self.shards[shard].as_mut().expect("a deadline: held");
+                replica.handle_timeout(now);
                 self.touch(shard as u32);
             }
         }
@@ -676,23 +826,124 @@ impl Node {
         }
     }
 
+    /// Spec §8.1 "Replicas on demand": a fresh replica of `shard`, which this node does not
+    /// hold, for a leader's APPEND or INSTALL_SNAPSHOT (authenticated, spec §8.11) to go to.
+    /// It starts as a new server does (thesis §4.2.1; [`Start::Fresh`]): term 0, an empty
+    /// log, and no static voter, so it counts nobody and never campaigns until its log (or
+    /// a snapshot) gives it a configuration. Its first write marks its storage and creates
+    /// the shard's files ([`ShardWrite::create`]).
+    fn create_replica(&mut self, now: Instant, shard: u32) {
+        let s = shard as usize;
+        assert!(self.shards[s].is_none() && self.config.joined.is_some());
+        assert!(self.marks[s].is_none() && !self.named[s]);
+        self.creations += 1;
+        // Its own stream, different per shard and per creation.
+        let seed = self.rng_seed
+            ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ self.creations.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut replica_config = self.config.shard_config(shard);
+        // Not the static voters: they would make the bootstrap node, re-added after a
+        // removal, a voter of an empty log that elects itself alone.
+        replica_config.raft.voters.clear();
+        let replica = start_replica(
+            &self.config,
+            &self.shared,
+            replica_config,
+            seed,
+            Start::Fresh,
+            now,
+        )
+        .expect("a fresh replica has no snapshot to decode");
+        log::info!(
+            "udplock node {}: shard {shard}: a leader adds this node; replica created",
+            self.config.node_id
+        );
+        self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
+        self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
+        self.shards[s] = Some(replica);
+        self.held += 1;
+        self.created[s] = true;
+        self.creating[s] = self.config.stores_state;
+        self.touch(shard);
+    }
+
+    /// Drops this node's replica of `shard`, which its applied configuration no longer names
+    /// (see "Replicas on demand"): the shell deletes the shard's files. Called by `flush`
+    /// once the replica's last write and messages are collected.
+    fn drop_replica(&mut self, shard: u32, orphan: bool) {
+        let s = shard as usize;
+        let mut replica = self.shards[s].take().expect("a replica to drop");
+        // (Without a store nothing is ever taken.)
+        assert!(
+            !self.config.stores_state || replica.take_persist().is_none(),
+            "a dropped replica has no pending write"
+        );
+        assert!(replica.raft().role() != Role::Leader);
+        self.held -= 1;
+        self.deadlines[s] = Instant::MAX;
+        self.marks[s] = None;
+        self.created[s] = false;
+        self.named[s] = false;
+        self.creating[s] = false;
+        self.orphan_at[s] = Instant::MAX;
+        self.quiet_until[s] = self.now + self.election_timeouts(DROP_QUIET_ELECTION_TIMEOUTS);
+        let why = if orphan {
+            "created, but no leader completed it"
+        } else {
+            "removed from its configuration"
+        };
+        log::info!(
+            "udplock node {}: shard {shard}: {why}; replica dropped",
+            self.config.node_id
+        );
+        if self.config.stores_state {
+            self.write_seq += 1;
+            self.writes.push_back(ShardWrite {
+                seq: self.write_seq,
+                shard,
+                mark_first: None,
+                raft: None,
+                mark_then: None,
+                lease_horizon_us: None,
+                create: false,
+                remove: true,
+            });
+        }
+    }
+
+    /// `n` times the longest election timeout.
+    fn election_timeouts(&self, n: u64) -> Duration {
+        let us = self.config.raft.election_timeout_max.as_micros();
+        Duration::from_micros(us.saturating_mul(n))
+    }
+
+    /// The recovery mark `shard`'s storage must carry: a created replica's `Rejoin` until
+    /// its configuration names this node, else what its recovery says ([`restart::mark`]).
+    fn wanted_mark(&self, shard: usize) -> Option<Mark> {
+        if self.created[shard] {
+            return Some(Mark::Rejoin);
+        }
+        restart::mark(self.shards[shard].as_ref().expect("held").raft())
+    }
+
     /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE).
     fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
         let Some(request) = self.admit(datagram, from, Request::decode) else {
             return;
         };
         let kind = request.body.kind();
-        let outcome = if self.shards.is_empty() {
-            // A node that joined holds no replica yet (voters are static in this step): it
+        let shard = shard_of(request.body.resource(), self.config.shards);
+        let outcome = match self.shards[shard as usize].as_mut() {
+            // A joined cluster's node that holds no replica of the shard (spec §8.1): it
             // cannot name the leader either, so the client asks its other servers.
-            Err(None)
-        } else {
-            let table_request = table_request(&request, from, datagram.len());
-            let shard = shard_of(request.body.resource(), self.shards.len() as u32);
-            self.shards[shard as usize]
-                .handle_request(now, table_request)
-                .map(|()| shard)
-                .map_err(|not_leader| not_leader.leader_hint)
+            None => Err(None),
+            Some(replica) => {
+                let table_request = table_request(&request, from, datagram.len());
+                replica
+                    .handle_request(now, table_request)
+                    .map(|()| shard)
+                    .map_err(|not_leader| not_leader.leader_hint)
+            }
         };
         match outcome {
             Ok(shard) => self.touch(shard),
@@ -771,25 +1022,6 @@ impl Node {
             return;
         };
         let fit = ShardStatusReply::entries_that_fit(datagram.len());
-        if self.shards.is_empty() {
-            // A node that joined holds no replica (spec §8.1): every shard of the cluster, as
-            // a follower that knows no leader.
-            let entries: Vec<ShardStatusEntry> = (u32::from(request.first_shard)
-                ..self.config.shards)
-                .take(fit)
-                .map(|shard| ShardStatusEntry {
-                    shard: shard as u16,
-                    role: ShardRole::Follower,
-                    leader_id: 0,
-                    term: 0,
-                    commit_index: 0,
-                    applied_index: 0,
-                    held: 0,
-                    waiters: 0,
-                })
-                .collect();
-            return self.send_shard_status(datagram, from, &request, &entries);
-        }
         let entries: Vec<ShardStatusEntry> = self
             .shards
             .iter()
@@ -797,6 +1029,20 @@ impl Node {
             .skip(usize::from(request.first_shard))
             .take(fit)
             .map(|(shard, replica)| {
+                let Some(replica) = replica else {
+                    // A shard this node holds no replica of (a joined cluster's node, spec
+                    // §4.7, §8.1): a follower that knows no leader, every field zero.
+                    return ShardStatusEntry {
+                        shard: shard as u16,
+                        role: ShardRole::Follower,
+                        leader_id: 0,
+                        term: 0,
+                        commit_index: 0,
+                        applied_index: 0,
+                        held: 0,
+                        waiters: 0,
+                    };
+                };
                 let stats = replica.stats();
                 ShardStatusEntry {
                     // Config::validate keeps shards below SHARDS_MAX (4096).
@@ -936,10 +1182,29 @@ impl Node {
                     continue;
                 }
             };
-            let Some(replica) = self.shards.get_mut(usize::from(shard)) else {
+            if usize::from(shard) >= self.shards.len() {
                 continue;
-            };
-            replica.handle_message(now, from, record.into_owned());
+            }
+            let msg: Message = record.into_owned();
+            let s = usize::from(shard);
+            // Only what a leader sends creates a replica (see "Replicas on demand").
+            let from_leader = matches!(
+                msg,
+                Message::Append { .. } | Message::InstallSnapshot { .. }
+            );
+            if self.shards[s].is_none() {
+                if !from_leader || self.config.joined.is_none() || now < self.quiet_until[s] {
+                    continue;
+                }
+                self.create_replica(now, u32::from(shard));
+            }
+            if from_leader && !self.named[s] && self.config.joined.is_some() {
+                self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
+            }
+            let replica = self.shards[usize::from(shard)]
+                .as_mut()
+                .expect("held or just created");
+            replica.handle_message(now, from, msg);
             self.touch(u32::from(shard));
         }
         if swim {
@@ -1198,7 +1463,9 @@ impl Node {
         let first_after = peers.iter().position(|&id| id > me).unwrap_or(0);
         peers.rotate_left(first_after);
         for shard in 0..self.shards.len() {
-            let replica = &mut self.shards[shard];
+            let Some(replica) = self.shards[shard].as_mut() else {
+                continue;
+            };
             if replica.raft().role() != Role::Leader || replica.raft().transferring_to().is_some() {
                 continue;
             }
@@ -1225,22 +1492,54 @@ impl Node {
         for &shard in &touched {
             let s = shard as usize;
             self.touched[s] = false;
-            if self.shards[s].wants_wall_clock() {
+            let (now, wall) = (self.now, self.wall_clock(self.now));
+            let Some(replica) = self.shards[s].as_mut() else {
+                continue;
+            };
+            if replica.wants_wall_clock() {
                 // A new leader of an empty log: INIT's first token is the wall clock now
                 // (spec §8.8).
-                let now = self.now;
-                let wall = self.wall_clock(now);
-                self.shards[s].propose_init(now, wall);
+                replica.propose_init(now, wall);
             }
-            let mark = restart::mark(self.shards[s].raft());
-            let mark_first = (mark > self.marks[s]).then_some(mark).flatten();
+            let named = names(replica, self.config.node_id);
+            // Removed: it was named, and the configuration it applied no longer names it,
+            // nor does the latest in its log, and it applied all its leader said was
+            // committed (a replica catching up replays every earlier removal of its node
+            // before the entry that added it again). A leader that removed itself steps
+            // down when the removal commits (thesis §4.2.2); it is dropped once it has.
+            let raft = replica.raft();
+            let removed = self.config.joined.is_some()
+                && self.named[s]
+                && !named
+                && !raft.membership().contains(self.config.node_id)
+                && replica.applied_index() >= raft.leader_commit_heard()
+                && raft.role() != Role::Leader;
+            self.named[s] = named;
+            if named {
+                self.created[s] = false;
+                self.orphan_at[s] = Instant::MAX;
+            } else if self.orphan_at[s] == Instant::MAX && self.config.joined.is_some() {
+                self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
+            }
+            let orphan = !named && self.orphan_at[s] <= now;
+            let mark = self.wanted_mark(s);
+            let create = std::mem::take(&mut self.creating[s]);
+            let mut mark_first = (mark > self.marks[s]).then_some(mark).flatten();
+            let mut mark_then = (mark < self.marks[s]).then_some(mark);
+            if create {
+                // The mark before the files, always (see `ShardWrite::create`), even for a
+                // replica its first record already named: off again once its state is.
+                assert!(self.marks[s].is_none());
+                mark_first = Some(Mark::Rejoin);
+                mark_then = (mark != mark_first).then_some(mark);
+            }
+            let replica = self.shards[s].as_mut().expect("held");
             // Without a store the delta is never taken: it costs nothing then.
             let raft = if self.config.stores_state {
-                self.shards[s].take_persist()
+                replica.take_persist()
             } else {
                 None
             };
-            let mark_then = (mark < self.marks[s]).then_some(mark);
             let stored = mark_first.is_some() || raft.is_some() || mark_then.is_some();
             if stored && self.config.stores_state {
                 self.write_seq += 1;
@@ -1251,18 +1550,24 @@ impl Node {
                     raft,
                     mark_then,
                     lease_horizon_us: None,
+                    create,
+                    remove: false,
                 });
             }
             self.marks[s] = mark;
-            while let Some((to, msg)) = self.shards[s].poll_message() {
+            let replica = self.shards[s].as_mut().expect("held");
+            while let Some((to, msg)) = replica.poll_message() {
                 self.outgoing.push((to, shard as u16, msg));
             }
-            while let Some(reply) = self.shards[s].poll_reply() {
+            while let Some(reply) = replica.poll_reply() {
                 replies.push(reply);
             }
-            self.deadlines[s] = self.shards[s].poll_timeout();
+            self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
             if self.config.keeps_lease_horizon {
                 self.cover_lease_horizon(shard);
+            }
+            if removed || orphan {
+                self.drop_replica(shard, orphan);
             }
         }
         self.touched_list = touched;
@@ -1286,7 +1591,10 @@ impl Node {
     /// write naming a later horizon ([`LEASE_HORIZON_AHEAD`] beyond), which every answer
     /// collected after it depends on.
     fn cover_lease_horizon(&mut self, shard: u32) {
-        let Some(horizon) = self.shards[shard as usize].lease_horizon() else {
+        let Some(horizon) = self.shards[shard as usize]
+            .as_ref()
+            .and_then(Replica::lease_horizon)
+        else {
             return;
         };
         if horizon <= self.horizon_covered {
@@ -1302,6 +1610,8 @@ impl Node {
             raft: None,
             mark_then: None,
             lease_horizon_us: Some(self.wall_clock(covered)),
+            create: false,
+            remove: false,
         });
         assert!(self.horizon_covered > horizon);
     }
@@ -1440,13 +1750,15 @@ impl Node {
             return;
         }
         self.recovery_logged = now;
-        let asking: Vec<usize> = (0..self.shards.len())
-            .filter(|&s| self.shards[s].raft().asking())
+        let asking: Vec<u32> = self
+            .replicas()
+            .filter(|(_, r)| r.raft().asking())
+            .map(|(s, _)| s)
             .collect();
         let Some(&first) = asking.first() else {
             return;
         };
-        let answers = self.shards[first].raft().rejoin_answers();
+        let answers = self.replica(first).expect("held").raft().rejoin_answers();
         let mut peers: Vec<NodeId> = self.config.peers.iter().map(|&(id, _)| id).collect();
         peers.sort_unstable();
         let heard: Vec<String> = peers
@@ -1464,7 +1776,7 @@ impl Node {
              shard {first}: {}",
             self.config.node_id,
             asking.len(),
-            self.shards.len(),
+            self.held,
             heard.join(", ")
         );
     }
@@ -1499,6 +1811,37 @@ impl Node {
         } else {
             log::warn!("{line}");
         }
+    }
+}
+
+/// A replica of `shard` set up as the node runs every one: sharing the node's budget, its
+/// preferred leader, compaction and proposal limits.
+fn start_replica(
+    config: &Config,
+    shared: &raft::NodeShared,
+    replica_config: crate::core::replica::Config,
+    seed: u64,
+    start: Start,
+    now: Instant,
+) -> Result<Replica, String> {
+    let shard = replica_config.shard;
+    let mut replica = Replica::start(replica_config, seed, start, now)?;
+    replica.share(shared.clone());
+    // A joined node lists no voter: no preferred leader to name (placement will).
+    if config.spread_leaders && !config.peers.is_empty() {
+        replica.set_preferred_leader(Some(config.preferred_leader(shard)));
+    }
+    replica.set_compaction(config.compact_every, config.compact_keep);
+    replica.set_uncommitted_max(config.uncommitted_max);
+    Ok(replica)
+}
+
+/// Whether the configuration `replica` applied (committed; the static one before any CONFIG)
+/// names node `me`, as voter or learner.
+fn names(replica: &Replica, me: NodeId) -> bool {
+    match replica.applied_membership() {
+        Some(membership) => membership.contains(me),
+        None => replica.config().raft.voters.contains(&me),
     }
 }
 

@@ -81,7 +81,7 @@ impl Trio {
                     shards,
                     ..Config::new(id, peers.clone())
                 };
-                let starts = (0..shards).map(|_| Start::New).collect();
+                let starts = (0..shards).map(|_| Some(Start::New)).collect();
                 let stats = Arc::new(NodeStats::default());
                 let mut node = Node::new(
                     config,
@@ -175,20 +175,37 @@ impl Trio {
 
     fn leader_of(&self, shard: usize) -> Option<usize> {
         let leaders: Vec<usize> = (0..3)
-            .filter(|&i| self.nodes[i].shards()[shard].raft().role() == Role::Leader)
+            .filter(|&i| {
+                self.nodes[i].shards()[shard]
+                    .as_ref()
+                    .unwrap()
+                    .raft()
+                    .role()
+                    == Role::Leader
+            })
             .collect();
         assert!(
             leaders.len() <= 1 || {
                 let terms: Vec<u64> = leaders
                     .iter()
-                    .map(|&i| self.nodes[i].shards()[shard].raft().term())
+                    .map(|&i| {
+                        self.nodes[i].shards()[shard]
+                            .as_ref()
+                            .unwrap()
+                            .raft()
+                            .term()
+                    })
                     .collect();
                 terms.iter().all(|&t| t != terms[0]) || terms.len() == 1
             }
         );
-        leaders
-            .into_iter()
-            .max_by_key(|&i| self.nodes[i].shards()[shard].raft().term())
+        leaders.into_iter().max_by_key(|&i| {
+            self.nodes[i].shards()[shard]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .term()
+        })
     }
 }
 
@@ -243,8 +260,12 @@ fn three_cores_over_bytes_form_a_cluster_redirect_and_grant() {
     trio.run_for(200);
     for node in &trio.nodes {
         assert_eq!(
-            node.shards()[shard].raft().commit_index(),
-            trio.nodes[leader].shards()[shard].raft().commit_index()
+            node.shards()[shard].as_ref().unwrap().raft().commit_index(),
+            trio.nodes[leader].shards()[shard]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .commit_index()
         );
     }
 }
@@ -273,7 +294,14 @@ fn shard_status_answers_from_any_node_within_the_request_length() {
     for (k, e) in entries.iter().enumerate() {
         let shard = 10 + k;
         assert_eq!(usize::from(e.shard), shard);
-        assert_eq!(e.term, trio.nodes[2].shards()[shard].raft().term());
+        assert_eq!(
+            e.term,
+            trio.nodes[2].shards()[shard]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .term()
+        );
     }
 }
 
@@ -284,7 +312,11 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
     let shard = 0;
     let leader = trio.leader_of(shard).unwrap();
     let victim = (leader + 1) % 3;
-    let term = trio.nodes[victim].shards()[shard].raft().term();
+    let term = trio.nodes[victim].shards()[shard]
+        .as_ref()
+        .unwrap()
+        .raft()
+        .term();
     // A vote request for a far later term, from node 1's id: unsealed, and once from the
     // wrong address. Either way no replica sees it.
     let vote = Message::Vote {
@@ -319,7 +351,14 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
         before.1 + 1,
         "wrong address: dropped"
     );
-    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    assert_eq!(
+        trio.nodes[victim].shards()[shard]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .term(),
+        term
+    );
 }
 
 /// Spec §8.12: the SWIM records of an authenticated PEER datagram go to the node's membership
@@ -333,7 +372,11 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
     let shard = 0;
     let leader = trio.leader_of(shard).unwrap();
     let victim = (leader + 1) % 3;
-    let term = trio.nodes[victim].shards()[shard].raft().term();
+    let term = trio.nodes[victim].shards()[shard]
+        .as_ref()
+        .unwrap()
+        .raft()
+        .term();
     let (leader_id, victim_id) = (trio.nodes[leader].node_id(), trio.nodes[victim].node_id());
     let header = PeerHeader {
         cluster_id: trio.nodes[victim].cluster_id(),
@@ -419,7 +462,14 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
         "the suspicion was not refuted"
     );
     assert_eq!(membership.member(leader_id), Some((SwimState::Left, 9)));
-    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    assert_eq!(
+        trio.nodes[victim].shards()[shard]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .term(),
+        term
+    );
     // With a Raft record between the SWIM ones: the Raft record is acted on (a TERM_QUERY
     // gets its TERM_REPLY, spec §8.5), the SWIM records still are not.
     let query = Message::TermQuery {
@@ -458,7 +508,14 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
         "the TERM_QUERY beside the SWIM records was answered"
     );
     assert_eq!(acks, 1, "the PING beside the TERM_QUERY was answered");
-    assert_eq!(trio.nodes[victim].shards()[shard].raft().term(), term);
+    assert_eq!(
+        trio.nodes[victim].shards()[shard]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .term(),
+        term
+    );
 }
 
 /// What node `i` holds about node `j` (by index), from `Node::members`.
@@ -600,7 +657,7 @@ fn a_node_restarted_without_state_rejoins_within_a_round_trip_of_the_followers()
     let now = trio.now;
     trio.nodes[restarted] = Node::new(
         config,
-        vec![Start::Rejoin],
+        vec![Some(Start::Rejoin)],
         test_keys(),
         1_000 + restarted as u64,
         99,
@@ -611,7 +668,7 @@ fn a_node_restarted_without_state_rejoins_within_a_round_trip_of_the_followers()
     trio.written[restarted] = 0;
     // Well within the 5 s between two periodic PEER_SETTINGS, far beyond a few round trips.
     trio.run_for(1_000);
-    let replica = &trio.nodes[restarted].shards()[0];
+    let replica = trio.nodes[restarted].replica(0).unwrap();
     assert!(
         !replica.raft().asking(),
         "still asking the others after 1 s"
@@ -637,7 +694,7 @@ fn solo(keeps_lease_horizon: bool) -> Node {
     let stats = Arc::new(NodeStats::default());
     let mut node = Node::new(
         config,
-        vec![Start::New],
+        vec![Some(Start::New)],
         KeySet::unauthenticated(),
         1,
         5,
@@ -943,7 +1000,7 @@ fn a_node_restarted_with_a_fresh_core_is_alive_again_on_its_own_word() {
     let incarnation = 1_700_000_100_000_000;
     trio.nodes[2] = Node::new(
         config,
-        vec![Start::Rejoin],
+        vec![Some(Start::Rejoin)],
         test_keys(),
         incarnation,
         4242,
@@ -992,7 +1049,14 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
         trio.nodes[other].change_membership(now, 0, raft::MembershipChange::Remove(other_id)),
         Err(raft::MembershipError::NotLeader(_))
     ));
-    let membership = |trio: &Trio, i: usize| trio.nodes[i].shards()[0].raft().membership().clone();
+    let membership = |trio: &Trio, i: usize| {
+        trio.nodes[i].shards()[0]
+            .as_ref()
+            .unwrap()
+            .raft()
+            .membership()
+            .clone()
+    };
     for change in [
         raft::MembershipChange::Remove(other_id),
         raft::MembershipChange::AddLearner(other_id),
@@ -1003,7 +1067,14 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
             .change_membership(now, 0, change)
             .unwrap_or_else(|e| panic!("{change:?}: {e}"));
         trio.run_for(200);
-        assert!(trio.nodes[leader].shards()[0].raft().commit_index() >= index);
+        assert!(
+            trio.nodes[leader].shards()[0]
+                .as_ref()
+                .unwrap()
+                .raft()
+                .commit_index()
+                >= index
+        );
         for i in 0..3 {
             if i != other || !matches!(change, raft::MembershipChange::Remove(_)) {
                 assert_eq!(membership(&trio, i), membership(&trio, leader), "node {i}");
@@ -1046,7 +1117,10 @@ fn joined_node(
         }),
         ..Config::new(id, if bootstrap { vec![(id, addr)] } else { vec![] })
     };
-    let starts = (0..config.held_shards()).map(|_| Start::New).collect();
+    // The bootstrap node holds every shard; a node joining holds none yet.
+    let starts = (0..config.shards)
+        .map(|_| bootstrap.then_some(Start::New))
+        .collect();
     let stats = Arc::new(NodeStats::default());
     let mut node =
         Node::new(config, starts, keys, incarnation, id * 31, stats, now).expect("valid");
@@ -1065,6 +1139,8 @@ struct Joining {
     sent_to_first: Vec<(SocketAddr, Vec<u8>)>,
     /// (from, to) address pairs whose datagrams are lost.
     cut: std::collections::BTreeSet<(SocketAddr, SocketAddr)>,
+    /// Every write that created or removed a shard's files: (node's address, shard, create).
+    shard_files: Vec<(SocketAddr, u32, bool)>,
 }
 
 impl Joining {
@@ -1079,6 +1155,7 @@ impl Joining {
             to_client: Vec::new(),
             sent_to_first: Vec::new(),
             cut: std::collections::BTreeSet::new(),
+            shard_files: Vec::new(),
         }
     }
 
@@ -1086,7 +1163,12 @@ impl Joining {
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
         let first = self.nodes[0].0;
         for (addr, node) in &mut self.nodes {
-            while node.poll_persist().is_some() {}
+            while let Some(write) = node.poll_persist() {
+                if write.create || write.remove {
+                    assert!(!(write.create && write.remove));
+                    self.shard_files.push((*addr, write.shard, write.create));
+                }
+            }
             while let Some(t) = node.poll_transmit(&mut buf) {
                 let bytes = buf[..t.len].to_vec();
                 if t.to == CLIENT {
@@ -1188,8 +1270,8 @@ fn a_bootstrapped_node_and_two_joiners_hold_each_other_alive() {
             .map(|(_, n)| n.members())
             .collect::<Vec<_>>()
     );
-    assert_eq!(net.nodes[0].1.shards().len(), 4);
-    assert!(net.nodes[1].1.shards().is_empty() && net.nodes[2].1.shards().is_empty());
+    assert_eq!(net.nodes[0].1.held(), 4);
+    assert!(net.nodes[1].1.held() == 0 && net.nodes[2].1.held() == 0);
     assert_eq!(
         net.nodes[0].1.leading(),
         4,
@@ -1354,7 +1436,7 @@ fn a_member_held_dead_on_stale_news_hears_of_it_and_refutes() {
 fn node_state(node: &Node) -> (Vec<swim::MemberInfo>, Vec<u64>, usize) {
     (
         node.members(),
-        node.shards().iter().map(|s| s.raft().term()).collect(),
+        node.replicas().map(|(_, s)| s.raft().term()).collect(),
         node.book.joiners(),
     )
 }
@@ -1814,7 +1896,7 @@ fn settings_go_to_some_members_a_period_and_at_once_to_a_changed_one() {
     // it at node 2's start and tells node 2 its own at its next period.
     let mut config = net.nodes[1].1.config().clone();
     config.table.ttl_default_ms += 1_000;
-    let starts = (0..config.held_shards()).map(|_| Start::New).collect();
+    let starts = (0..config.shards).map(|_| None).collect();
     let stats = Arc::new(NodeStats::default());
     let mut node2 = Node::new(config, starts, keys, 23, 2 * 31, stats, net.now).expect("valid");
     node2.set_wall_clock(net.now, 1_700_000_000_000_000);
@@ -1836,4 +1918,236 @@ fn settings_go_to_some_members_a_period_and_at_once_to_a_changed_one() {
         differs(&net.nodes[1].1, 1),
         "node 2 heard back within a period"
     );
+}
+
+// ---- Replicas on demand (issue 10 placement: spec §8.1) ----
+
+/// The bootstrap node 1 and joined nodes 2 and 3 (4 shards, a key, state kept), every node
+/// alive at every other, node 1 leading every shard.
+fn joined_trio() -> Joining {
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let stored = |mut node: Node| {
+        node.config.stores_state = true;
+        node
+    };
+    let mut net = Joining::new(vec![
+        stored(joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO)),
+        stored(joined_node(
+            2,
+            a2,
+            vec![(1, a1)],
+            keys.clone(),
+            22,
+            Instant::ZERO,
+        )),
+        stored(joined_node(3, a3, vec![(1, a1)], keys, 33, Instant::ZERO)),
+    ]);
+    assert!(net.run_until(10, |n| n.all_alive() && n.nodes[0].1.leading() == 4));
+    net
+}
+
+/// Node 1 (which leads every shard of `joined_trio`) changes `shard`'s configuration; runs
+/// until the change is committed on node 1 (or node 1, removed, dropped its replica after
+/// applying it) and a while more.
+fn change(net: &mut Joining, shard: u32, change: raft::MembershipChange) {
+    let now = net.now;
+    let index = net.nodes[0]
+        .1
+        .change_membership(now, shard, change)
+        .unwrap_or_else(|e| panic!("{change:?}: {e}"));
+    assert!(
+        net.run_until(5, |n| n.nodes[0]
+            .1
+            .replica(shard)
+            .is_none_or(|r| r.raft().commit_index() >= index)),
+        "{change:?} not committed"
+    );
+    net.run_for(500);
+}
+
+/// Spec §8.1 "Replicas on demand": a joined node holds no replica until a leader adds it as
+/// a learner of a shard; then it creates one (its files too), catches up, and holds that
+/// shard alone. Removed, it drops the replica and deletes the shard's files; added again,
+/// it creates a fresh one.
+#[test]
+fn a_joined_node_creates_a_replica_when_added_and_drops_it_when_removed() {
+    let mut net = joined_trio();
+    let a2 = net.nodes[1].0;
+    assert_eq!(net.nodes[1].1.held(), 0);
+    change(&mut net, 2, raft::MembershipChange::AddLearner(2));
+    let node2 = &net.nodes[1].1;
+    assert_eq!(node2.held(), 1, "node 2 holds shard 2 alone");
+    let replica = node2.replica(2).expect("shard 2 created");
+    assert_eq!(replica.raft().membership().learners, [2]);
+    assert_eq!(
+        replica.raft().commit_index(),
+        net.nodes[0].1.replica(2).unwrap().raft().commit_index(),
+        "caught up"
+    );
+    assert_eq!(replica.applied_index(), replica.raft().commit_index());
+    assert_eq!(net.shard_files, [(a2, 2, true)], "its files created, once");
+    // Its status lists the shard it holds, as a follower of node 1, and the others as held
+    // by nobody it knows.
+    let stats = node2.shard_stats();
+    assert_eq!(stats[2].role, Some(Role::Follower));
+    assert_eq!(stats[2].leader, Some(1));
+    assert!(stats
+        .iter()
+        .enumerate()
+        .all(|(s, st)| s == 2 || st.role.is_none()));
+
+    change(&mut net, 2, raft::MembershipChange::Remove(2));
+    assert_eq!(net.nodes[1].1.held(), 0, "removed: dropped");
+    assert_eq!(
+        net.shard_files,
+        [(a2, 2, true), (a2, 2, false)],
+        "its files deleted"
+    );
+    change(&mut net, 2, raft::MembershipChange::AddLearner(2));
+    assert_eq!(net.nodes[1].1.held(), 1, "added again: created again");
+    assert_eq!(net.shard_files.len(), 3);
+    assert_eq!(net.nodes[2].1.held(), 0, "node 3 was never added");
+    // A lock request for a shard it holds is redirected to the leader it knows; one for a
+    // shard it does not hold is answered NOT_LEADER without a hint (spec §8.1).
+    let in_shard = |shard: u32| {
+        (0..)
+            .map(|i| format!("lock-{i}"))
+            .find(|r| shard_of(r.as_bytes(), 4) == shard)
+            .unwrap()
+    };
+    for (shard, hint) in [(2, Hint::Leader(net.nodes[0].0)), (1, Hint::None)] {
+        let resource = in_shard(shard);
+        let request = acquire(10 + u64::from(shard), resource.as_bytes());
+        net.nodes[1].1.handle_datagram(net.now, CLIENT, &request);
+        net.run_for(20);
+        let answer = net.to_client.pop().expect("an answer");
+        let reply = Reply::decode(&answer).unwrap();
+        assert_eq!(
+            (reply.status, reply.hint),
+            (Status::NotLeader, hint),
+            "shard {shard}"
+        );
+    }
+}
+
+/// A Raft record of `shard` in a PEER datagram from node `from`, without an authentication
+/// trailer.
+fn unsealed_peer(from: NodeId, shard: u16, msg: &Message) -> Vec<u8> {
+    let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let header = PeerHeader {
+        cluster_id: JOINED_CLUSTER_ID,
+        from,
+    };
+    let mut writer = PeerWriter::with_trailer_room(&mut buf, header, 0);
+    writer.push(shard, msg).unwrap();
+    let len = writer.finish();
+    buf[..len].to_vec()
+}
+
+fn heartbeat(term: u64) -> Message {
+    Message::Append {
+        term,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: Vec::new(),
+        leader_commit: 0,
+        round: 1,
+        transfer_to: None,
+    }
+}
+
+/// Only an APPEND or INSTALL_SNAPSHOT creates a replica (records only a leader sends); and
+/// one that no leader follows up is dropped again ([`ORPHAN_ELECTION_TIMEOUTS`]). Keys that
+/// accept unauthenticated datagrams too, so the test can write records as node 1.
+#[test]
+fn only_a_leaders_record_creates_a_replica_and_an_orphan_is_dropped() {
+    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    // Sends with the key, accepts unauthenticated datagrams too (as during a key rollout).
+    let key = udplock_protocol::ClusterKey::new(&[7; 32]);
+    let keys = KeySet::new(vec![Some(key), None]).unwrap();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
+    ]);
+    for (_, node) in &mut net.nodes {
+        node.config.stores_state = true;
+    }
+    assert!(net.run_until(10, Joining::all_alive));
+    let now = net.now;
+    let node2 = &mut net.nodes[1].1;
+    let others = [
+        Message::TermQuery { term: 1, nonce: 5 },
+        Message::AppendReply {
+            term: 1,
+            success: true,
+            match_index: 0,
+            round: 1,
+            life: 1,
+            replica: 7,
+        },
+        Message::VoteReply {
+            term: 1,
+            granted: true,
+            replica: 7,
+        },
+    ];
+    for msg in &others {
+        node2.handle_datagram(now, a1, &unsealed_peer(1, 3, msg));
+        assert_eq!(node2.held(), 0, "{msg:?} created a replica");
+    }
+    node2.handle_datagram(now, a1, &unsealed_peer(1, 3, &heartbeat(1)));
+    assert_eq!(node2.held(), 1, "an APPEND creates one");
+    net.run_for(100);
+    assert_eq!(net.nodes[1].1.held(), 1);
+    // Node 1 never added node 2: nothing follows, and the replica is an orphan.
+    let orphan_ms = 300 * ORPHAN_ELECTION_TIMEOUTS;
+    net.run_for(orphan_ms);
+    assert_eq!(net.nodes[1].1.held(), 0, "the orphan is dropped");
+    assert_eq!(net.shard_files, [(a2, 3, true), (a2, 3, false)]);
+}
+
+/// Spec §8.11: an APPEND that fails the authentication checks reaches no shard, so it
+/// creates no replica either.
+#[test]
+fn a_forged_append_creates_no_replica() {
+    let mut net = joined_trio();
+    let a1 = net.nodes[0].0;
+    let now = net.now;
+    let node2 = &mut net.nodes[1].1;
+    let dropped = node2.stats().auth_dropped_total();
+    node2.handle_datagram(now, a1, &unsealed_peer(1, 3, &heartbeat(99)));
+    assert_eq!(node2.held(), 0, "a forged APPEND created a replica");
+    assert_eq!(node2.stats().auth_dropped_total(), dropped + 1);
+}
+
+/// Thesis §4.2.1: a joined node added as a learner, caught up and promoted votes and
+/// counts: the shard commits with it, and without the bootstrap node once that is removed.
+#[test]
+fn a_created_replica_promoted_votes_and_commits() {
+    let mut net = joined_trio();
+    change(&mut net, 0, raft::MembershipChange::AddLearner(2));
+    change(&mut net, 0, raft::MembershipChange::AddLearner(3));
+    change(&mut net, 0, raft::MembershipChange::Promote(2));
+    change(&mut net, 0, raft::MembershipChange::Promote(3));
+    let voters = |net: &Joining, i: usize| {
+        net.nodes[i]
+            .1
+            .replica(0)
+            .unwrap()
+            .raft()
+            .membership()
+            .voters
+            .clone()
+    };
+    assert_eq!(voters(&net, 1), [1, 2, 3]);
+    change(&mut net, 0, raft::MembershipChange::Remove(1));
+    assert!(
+        net.run_until(5, |n| n.nodes[0].1.replica(0).is_none()),
+        "node 1 dropped shard 0"
+    );
+    let leaders: Vec<usize> = (1..3)
+        .filter(|&i| net.nodes[i].1.replica(0).unwrap().raft().role() == Role::Leader)
+        .collect();
+    assert_eq!(leaders.len(), 1, "a joined node leads shard 0");
 }

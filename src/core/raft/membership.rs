@@ -614,9 +614,21 @@ impl Raft {
                     Some(position) => {
                         let mut kept = self.progress[position].clone();
                         kept.voter = voter;
+                        kept.departing = None;
                         progress.push(kept);
                     }
                     None => progress.push(Progress::new(id, voter, next, now)),
+                }
+            }
+            // A node this configuration removed is still sent the log until it learns that
+            // (`release_departed`): it drops its replica then (`core::node`).
+            let removed_at = self.log.configs().latest_index();
+            for old in &self.progress {
+                if removed_at > 0 && !membership.contains(old.id) {
+                    let mut departing = old.clone();
+                    departing.voter = false;
+                    departing.departing = Some(old.departing.map_or((removed_at, None), |d| d));
+                    progress.push(departing);
                 }
             }
             self.progress = progress;
@@ -632,6 +644,29 @@ impl Raft {
                 self.lease_from_round = self.round + 1;
             }
         }
+    }
+
+    /// Leader: forgets each node the latest configuration removed (see
+    /// `Progress::departing`) once it holds the CONFIG that removed it and acknowledged a
+    /// round whose Appends carried a commit index covering it: it then knows it was removed.
+    /// Thesis §4.2.2 leaves the removed server to be shut down; a joined cluster's node drops
+    /// its replica when it applies its removal, so it must get to apply it.
+    pub(super) fn release_departed(&mut self) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let (commit, round) = (self.commit_index, self.round);
+        for p in &mut self.progress {
+            if let Some((index, None)) = p.departing {
+                if commit >= index {
+                    p.departing = Some((index, Some(round)));
+                }
+            }
+        }
+        self.progress.retain(|p| match p.departing {
+            Some((index, Some(round))) => p.matched < index || p.acked_round <= round,
+            _ => true,
+        });
     }
 
     /// Thesis §4.2.2: a leader that the committed configuration no longer names as a voter
@@ -723,6 +758,7 @@ impl Progress {
             replica: 0,
             heard_at: now,
             snapshot: SnapshotSend::default(),
+            departing: None,
         }
     }
 }

@@ -277,12 +277,9 @@ impl Default for Config {
 impl Config {
     /// Refuses memberships and timer combinations that would break safety or liveness.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.voters.is_empty() {
-            return Err(ConfigError {
-                field: "voters",
-                rule: "must not be empty",
-            });
-        }
+        // `voters` may be empty: a replica that a leader is adding to a joined cluster's
+        // shard (spec §8.1, `core::node`) knows no configuration until its log (or snapshot)
+        // names one; with no static voter it counts nobody and never campaigns until then.
         for (position, voter) in self.voters.iter().enumerate() {
             if self.voters[..position].contains(voter) {
                 return Err(ConfigError {
@@ -483,6 +480,9 @@ pub struct Raft {
     log: RaftLog,
     /// Highest index known committed. Not persisted: a restarted node learns it again.
     commit_index: u64,
+    /// The highest commit index a leader's Append told this node (it may not hold those
+    /// entries yet): `commit_index` reaches it once the log has caught up.
+    leader_commit_heard: u64,
     /// Highest index `poll_committed` has returned (or a snapshot covered).
     returned_index: u64,
     /// The data of the snapshot the log was compacted into (`log.snapshot()`), to send.
@@ -642,6 +642,7 @@ impl Raft {
             hard_changed: drew_replica,
             log,
             commit_index: snapshot_meta.index,
+            leader_commit_heard: 0,
             returned_index: snapshot_meta.index,
             snapshot_data,
             snapshot_installed: None,
@@ -822,6 +823,7 @@ impl Raft {
         }
         // The log may hold another configuration now (an Append, a snapshot).
         self.adopt_membership(now);
+        self.release_departed();
         self.check_caught_up();
         self.check_invariants();
     }
@@ -1036,6 +1038,14 @@ impl Raft {
         self.commit_index
     }
 
+    /// The highest commit index a leader told this node: a follower whose log has not caught
+    /// up holds less. Once `commit_index` reaches it, what this node applied is as recent as
+    /// what that leader had committed (a joined node drops a replica whose applied
+    /// configuration no longer names it only then, `core::node`).
+    pub fn leader_commit_heard(&self) -> u64 {
+        self.leader_commit_heard.max(self.commit_index)
+    }
+
     /// This instance's life id, sent in its answers (see `Raft::current_life`).
     pub fn life(&self) -> u64 {
         self.life
@@ -1119,7 +1129,12 @@ impl Raft {
                 assert!(self.leader == Some(self.config.id));
                 let membership = self.log.configs().latest();
                 let others = membership.members().filter(|&id| id != self.config.id);
-                assert!(self.progress.len() == others.count());
+                // Besides the members, nodes removed that have not learnt it yet.
+                let departing = self.progress.iter().filter(|p| p.departing.is_some());
+                assert!(departing
+                    .clone()
+                    .all(|p| !p.voter && !membership.contains(p.id)));
+                assert!(self.progress.len() == others.count() + departing.count());
                 assert!(self.quorum == membership.quorum());
             }
             Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),

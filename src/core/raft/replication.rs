@@ -51,6 +51,11 @@ pub(super) struct Progress {
     pub(super) heard_at: Instant,
     /// A snapshot transfer, while `next <= ` the leader's snapshot index.
     pub(super) snapshot: SnapshotSend,
+    /// A node the latest configuration removed (`voter` is false): `(index of that CONFIG,
+    /// the round in which the leader's commit first covered it)`. It is sent the log until
+    /// it has the CONFIG and acknowledged a later round, whose Appends told it the CONFIG
+    /// is committed, so that it learns it was removed (`Raft::release_departed`).
+    pub(super) departing: Option<(u64, Option<u64>)>,
 }
 
 impl Progress {
@@ -425,6 +430,7 @@ impl Raft {
                 self.adopt_membership(now);
                 assert!(self.log.last_index() >= last_new);
                 let commit = leader_commit.min(last_new);
+                self.leader_commit_heard = self.leader_commit_heard.max(leader_commit);
                 if commit > self.commit_index {
                     self.set_commit(commit);
                 }

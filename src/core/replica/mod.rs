@@ -224,6 +224,7 @@ impl LogClock {
 /// Counters for status pages and tests.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ShardStats {
+    /// `None`: the node holds no replica of the shard (`core::node::Node::shard_stats`).
     pub role: Option<Role>,
     pub term: u64,
     pub leader: Option<NodeId>,
@@ -647,6 +648,13 @@ impl Replica {
             }
             _ => raft,
         }
+    }
+
+    /// The configuration as of the applied index (spec §8.5, "Configuration"): the latest
+    /// CONFIG applied, or the one the snapshot it started from records; `None` before any
+    /// (the static voters then hold).
+    pub fn applied_membership(&self) -> Option<&Membership> {
+        self.membership.as_ref()
     }
 
     pub fn raft(&self) -> &Raft {

@@ -202,7 +202,7 @@ fn a_replayed_removal_removes_no_node_that_came_back() {
     let config = trio.nodes[2].config().clone();
     trio.nodes[2] = Node::new(
         config,
-        vec![Start::Rejoin],
+        vec![Some(Start::Rejoin)],
         test_keys(),
         1_700_000_100_000_000,
         4242,
