@@ -37,14 +37,17 @@ impl Sim {
                 .count();
             // With membership changes a shard may have one voter fewer than the nodes
             // (`membership.rs`), whose minority is smaller: one less may be without state.
-            let spare = if self.config.membership_changes { 2 } else { 1 };
+            // A joined run's shards pass through configurations of two voters on the way to
+            // three (`placement.rs`): the same.
+            let changing = self.config.membership_changes || self.config.joined;
+            let spare = if changing { 2 } else { 1 };
             let room = stateless_others < (self.nodes.len() - spare) / 2;
             // A joined run's bootstrap node is the one voter of every shard: its state is
             // all there is, so it never loses it (a minority of one voter is nobody).
             let sole_voter = self.config.joined && node == BOOTSTRAP_NODE;
             let (others_whole, room) = (others_whole && !sole_voter, room && !sole_voter);
             let memory = self.node(node).memory;
-            if memory && (!others_whole || (self.config.membership_changes && !room)) {
+            if memory && (!others_whole || (changing && !room)) {
                 self.schedule(Duration::from_millis(200), Event::Restart { node });
                 return Ok(());
             }

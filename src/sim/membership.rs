@@ -97,12 +97,15 @@ impl Sim {
                     continue;
                 };
                 for other in &self.nodes {
-                    let Some(mine) = other.replica(shard).map(|r| r.raft().replica()) else {
+                    if other.node.is_none() {
                         continue;
-                    };
+                    }
+                    // A running node of a joined run may hold no replica of a shard a
+                    // configuration names it in: it lost its state (its shard files) since.
+                    let mine = other.replica(shard).map(|r| r.raft().replica());
                     let named = membership.replica_of(other.id);
                     if membership.is_voter(other.id)
-                        && named.is_some_and(|named| named != mine)
+                        && named.is_some_and(|named| Some(named) != mine)
                         && !replaced.contains(&other.id)
                     {
                         replaced.push(other.id);

@@ -261,10 +261,6 @@ pub struct Node {
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
     /// ([`Instant::MAX`] where none is held, so the timer scan skips it for free).
     deadlines: Vec<Instant>,
-    /// Per shard: the replica was created on demand in this run and its applied
-    /// configuration has not named this node yet. Its storage carries the `Rejoin` mark
-    /// meanwhile ([`Node::wanted_mark`]), so that a restart before then holds nothing of it.
-    created: Vec<bool>,
     /// Per shard: the replica's applied configuration names this node (voter or learner).
     /// Once it has and then no longer does, the replica was removed: it is dropped.
     named: Vec<bool>,
@@ -429,7 +425,6 @@ impl Node {
             touched_list: (0..shards.len() as u32)
                 .filter(|&s| shards[s as usize].is_some())
                 .collect(),
-            created: vec![false; shards.len()],
             creating: vec![false; shards.len()],
             quiet_until: vec![Instant::ZERO; shards.len()],
             orphan_at: vec![Instant::MAX; shards.len()],
@@ -479,7 +474,6 @@ impl Node {
         );
         assert_eq!(self.deadlines.len(), shards);
         assert_eq!(self.marks.len(), shards);
-        assert_eq!(self.created.len(), shards);
         assert_eq!(self.named.len(), shards);
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
@@ -491,7 +485,6 @@ impl Node {
         debug_assert!((0..shards).all(|s| self.shards[s].is_some()
             || (self.deadlines[s] == Instant::MAX
                 && self.marks[s].is_none()
-                && !self.created[s]
                 && !self.named[s])));
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
@@ -862,7 +855,6 @@ impl Node {
         self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
         self.shards[s] = Some(replica);
         self.held += 1;
-        self.created[s] = true;
         self.creating[s] = self.config.stores_state;
         self.touch(shard);
     }
@@ -882,7 +874,6 @@ impl Node {
         self.held -= 1;
         self.deadlines[s] = Instant::MAX;
         self.marks[s] = None;
-        self.created[s] = false;
         self.named[s] = false;
         self.creating[s] = false;
         self.orphan_at[s] = Instant::MAX;
@@ -917,12 +908,11 @@ impl Node {
         Duration::from_micros(us.saturating_mul(n))
     }
 
-    /// The recovery mark `shard`'s storage must carry: a created replica's `Rejoin` until
-    /// its configuration names this node, else what its recovery says ([`restart::mark`]).
+    /// The recovery mark `shard`'s storage must carry: what its recovery says
+    /// ([`restart::mark`]). A created replica carries `Rejoin` only around its creation write
+    /// (`ShardWrite::create`): once its files exist it is a replica like any other, whose
+    /// acknowledged entries a restart keeps (a learner promoted since counts on them).
     fn wanted_mark(&self, shard: usize) -> Option<Mark> {
-        if self.created[shard] {
-            return Some(Mark::Rejoin);
-        }
         restart::mark(self.shards[shard].as_ref().expect("held").raft())
     }
 
@@ -1516,7 +1506,6 @@ impl Node {
                 && raft.role() != Role::Leader;
             self.named[s] = named;
             if named {
-                self.created[s] = false;
                 self.orphan_at[s] = Instant::MAX;
             } else if self.orphan_at[s] == Instant::MAX && self.config.joined.is_some() {
                 self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
