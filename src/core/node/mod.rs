@@ -1479,6 +1479,7 @@ impl Node {
         }
         let touched = std::mem::take(&mut self.touched_list);
         let mut replies = Vec::new();
+        let orphan_after = self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
         for &shard in &touched {
             let s = shard as usize;
             self.touched[s] = false;
@@ -1508,9 +1509,18 @@ impl Node {
             if named {
                 self.orphan_at[s] = Instant::MAX;
             } else if self.orphan_at[s] == Instant::MAX && self.config.joined.is_some() {
-                self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
+                self.orphan_at[s] = now + orphan_after;
             }
-            let orphan = !named && self.orphan_at[s] <= now;
+            // An orphan is a follower that no configuration names, not even one in its log
+            // not applied yet: a replica elected by a transfer before it applied the entry
+            // that added it is no orphan. Otherwise the timer is armed again.
+            let orphan = !named
+                && self.orphan_at[s] <= now
+                && raft.role() == Role::Follower
+                && !raft.membership().contains(self.config.node_id);
+            if !named && self.orphan_at[s] <= now && !orphan {
+                self.orphan_at[s] = now + orphan_after;
+            }
             let mark = self.wanted_mark(s);
             let create = std::mem::take(&mut self.creating[s]);
             let mut mark_first = (mark > self.marks[s]).then_some(mark).flatten();
