@@ -567,6 +567,9 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         let seeds = found.map(|f| f.seeds).unwrap_or_default();
         if recorded_voter {
             voter(&mut config, cluster_id, seeds);
+            // A shard whose first configuration its last run never wrote (marked new, spec
+            // §8.1 "The first configuration") starts new again; every other is restored.
+            config.new_cluster = true;
             shape = format!("node {node_id} of the cluster {cluster_id:#018x} (holds every shard)");
         } else {
             config.joined = Some(Joined {
@@ -584,6 +587,9 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             Some(r) if recorded_voter => {
                 let cluster_id = r.joined.unwrap_or_default();
                 voter(&mut config, cluster_id, Vec::new());
+                // A shard whose first configuration its last run never wrote (marked new, spec
+                // §8.1 "The first configuration") starts new again; every other is restored.
+                config.new_cluster = true;
                 shape =
                     format!("node {node_id} of the cluster {cluster_id:#018x} (holds every shard)");
             }

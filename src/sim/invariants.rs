@@ -451,6 +451,23 @@ impl Sim {
             .max_by_key(|r| r.raft().commit_index())
             .expect("every node runs after healing");
         let commit = best.raft().commit_index() as usize;
+        if std::env::var("SIM_DEBUG_LOGS").is_ok() {
+            for n in &self.nodes {
+                if let Some(r) = n.replica(s) {
+                    let raft = r.raft();
+                    eprintln!(
+                        "shard {s} node {}: {:?} term {} commit {} last {} applied {} {}",
+                        n.id,
+                        raft.role(),
+                        raft.term(),
+                        raft.commit_index(),
+                        raft.last_index(),
+                        r.applied_index(),
+                        raft.membership()
+                    );
+                }
+            }
+        }
         let applied = &self.applied[s];
         let effect: Vec<Instant> = applied.iter().map(|a| a.at).collect();
         if effect.len() < commit {

@@ -802,9 +802,12 @@ impl Sim {
             sim.start_node(id)?;
             // Later starts: the unit file kept `--new-cluster`, or the operator removed it.
             let keep = sim.rng.gen_bool(0.5);
-            // (A joined node's start has no such flag: only the bootstrap node's may keep it.)
+            // (A joined node's start has no such flag; the bootstrap node's restarts set it,
+            // as `udplock server` does for the voter its directory records: spec §8.1, "The
+            // first configuration".)
+            let joined = sim.config.joined;
             let n = sim.node(id);
-            n.new_cluster = keep && n.voter;
+            n.new_cluster = n.voter && (keep || joined);
         }
         for c in 0..sim.clients.len() {
             sim.arm_client(c);

@@ -367,7 +367,15 @@ impl Node {
                     // Different per shard, so the replicas of one node do not time out
                     // together.
                     let seed = rng_seed ^ u64::from(shard).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                    let replica_config = config.shard_config(shard);
+                    let mut replica_config = config.shard_config(shard);
+                    if config.joined.is_some() && matches!(start, Start::Restore { .. }) {
+                        // A joined cluster's shard names its voters in its log from its
+                        // first term on (spec §8.1, "The first configuration"): no
+                        // restored replica counts static voters, not even the bootstrap
+                        // node's (one it holds again, created when a leader added it back,
+                        // would elect itself alone on a log that holds no CONFIG yet).
+                        replica_config.raft.voters.clear();
+                    }
                     Some(
                         start_replica(&config, &shared, replica_config, seed, start, now)
                             .map_err(|e| format!("shard {shard}: {e}"))?,
@@ -483,9 +491,7 @@ impl Node {
         );
         debug_assert!((0..shards).all(|s| !self.named[s] || self.orphan_at[s] == Instant::MAX));
         debug_assert!((0..shards).all(|s| self.shards[s].is_some()
-            || (self.deadlines[s] == Instant::MAX
-                && self.marks[s].is_none()
-                && !self.named[s])));
+            || (self.deadlines[s] == Instant::MAX && self.marks[s].is_none() && !self.named[s])));
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
             self.touched.iter().filter(|&&t| t).count(),
@@ -913,7 +919,19 @@ impl Node {
     /// (`ShardWrite::create`): once its files exist it is a replica like any other, whose
     /// acknowledged entries a restart keeps (a learner promoted since counts on them).
     fn wanted_mark(&self, shard: usize) -> Option<Mark> {
-        restart::mark(self.shards[shard].as_ref().expect("held").raft())
+        let replica = self.shards[shard].as_ref().expect("held");
+        let raft = replica.raft();
+        let mark = restart::mark(raft);
+        // The bootstrap node's replica of a joined cluster's shard is new until the shard's
+        // first configuration is in its log (spec §8.1): a restart before then starts it new
+        // again, after it restores it with no static voters.
+        let first_unwritten = self.config.joined.is_some()
+            && !replica.config().raft.voters.is_empty()
+            && raft.membership().replicas.is_none();
+        if first_unwritten && mark.is_none() {
+            return Some(Mark::New);
+        }
+        mark
     }
 
     /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE).
@@ -1491,6 +1509,11 @@ impl Node {
                 // A new leader of an empty log: INIT's first token is the wall clock now
                 // (spec §8.8).
                 replica.propose_init(now, wall);
+            }
+            if self.config.joined.is_some() {
+                // The bootstrap node's first term: the shard's configuration goes into its
+                // log (spec §8.1, "The first configuration").
+                replica.propose_first_membership(now);
             }
             let named = names(replica, self.config.node_id);
             // Removed: it was named, and the configuration it applied no longer names it,

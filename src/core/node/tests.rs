@@ -2151,3 +2151,103 @@ fn a_created_replica_promoted_votes_and_commits() {
         .collect();
     assert_eq!(leaders.len(), 1, "a joined node leads shard 0");
 }
+
+/// Node 1 of a joined cluster started with `starts` (the bootstrap node restarted: it is the
+/// static voter of its own configuration, as `udplock server` restarts it).
+fn bootstrap_restarted(starts: Vec<Option<Start>>) -> Node {
+    let a1 = joined_addr(1);
+    let config = Config {
+        shards: 4,
+        swim_period: Duration::from_millis(100),
+        stores_state: true,
+        joined: Some(Joined {
+            cluster_id: JOINED_CLUSTER_ID,
+            addr: a1,
+            seeds: vec![],
+        }),
+        ..Config::new(1, vec![(1, a1)])
+    };
+    let stats = Arc::new(NodeStats::default());
+    let mut node =
+        Node::new(config, starts, test_keys(), 12, 31, stats, Instant::ZERO).expect("valid");
+    node.set_wall_clock(Instant::ZERO, 1_700_000_000_000_000);
+    node
+}
+
+/// Runs `node` alone for `ms` milliseconds of timers.
+fn run_alone(node: &mut Node, ms: u64) {
+    let end = Instant::ZERO + Duration::from_millis(ms);
+    loop {
+        let at = node.poll_timeout();
+        if at > end {
+            break;
+        }
+        node.handle_timeout(at);
+        let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+        while node.poll_persist().is_some() {}
+        while node.poll_transmit(&mut buf).is_some() {}
+    }
+}
+
+/// Found by `udplock sim --joined --nodes 5 --seed 5` (state machine safety: two entries
+/// applied at one index). The bootstrap node, removed from a shard and added back, holds a
+/// *created* replica of it; restarted, that replica must not count the bootstrap's static
+/// voters ({1}) as its configuration: with a log that holds no CONFIG yet it would elect
+/// itself alone, beside the shard's real voters. In a joined cluster every shard's
+/// configuration is explicit from its first term (spec §8.1), so a restored replica has no
+/// static voters.
+#[test]
+fn a_created_replica_restored_on_the_bootstrap_node_never_elects_itself_alone() {
+    let created = Start::Restore {
+        hard: raft::HardState {
+            term: 3,
+            voted_for: None,
+            replica: 0xC0FFEE,
+        },
+        snapshot: None,
+        log: Vec::new(),
+    };
+    let mut starts: Vec<Option<Start>> = vec![None; 4];
+    starts[2] = Some(created);
+    let mut node = bootstrap_restarted(starts);
+    run_alone(&mut node, 3_000);
+    let role = node.replica(2).map(|r| r.raft().role());
+    assert_ne!(
+        role,
+        Some(Role::Leader),
+        "node 1's created replica elected itself alone"
+    );
+}
+
+/// Spec §8.1: the bootstrap node's first leader of each shard writes the shard's
+/// configuration (itself, with its replica id) into the log at once, so that the shard never
+/// depends on static voters after that; restored from that log, it leads again alone.
+#[test]
+fn the_bootstrap_names_itself_in_every_shards_log_and_leads_again_after_a_restart() {
+    let mut node = bootstrap_restarted(vec![Some(Start::New); 4]);
+    run_alone(&mut node, 3_000);
+    assert_eq!(node.leading(), 4);
+    let mut starts = Vec::new();
+    for shard in 0..4 {
+        let raft = node.replica(shard).unwrap().raft();
+        let membership = raft.membership();
+        assert_eq!(
+            membership.replicas,
+            Some(vec![(1, raft.replica())]),
+            "shard {shard} names its voter"
+        );
+        assert!(raft.log().iter().any(|e| e.index <= raft.commit_index()));
+        starts.push(Some(Start::Restore {
+            hard: raft.hard_state(),
+            snapshot: None,
+            log: raft.log().to_vec(),
+        }));
+    }
+    let mut restarted = bootstrap_restarted(starts);
+    run_alone(&mut restarted, 3_000);
+    assert_eq!(
+        restarted.leading(),
+        4,
+        "restored from its log, it leads alone"
+    );
+}

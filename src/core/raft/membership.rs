@@ -529,7 +529,7 @@ impl Raft {
             let matched = self
                 .progress
                 .iter()
-                .find(|p| p.id == id)
+                .find(|p| p.id == id && p.departing.is_none())
                 .map_or(0, |p| p.matched);
             if matched == 0 || last - matched > CATCH_UP_ENTRIES_MAX {
                 return Err(MembershipError::NotCaughtUp { id, matched, last });
@@ -543,9 +543,11 @@ impl Raft {
             if id == self.config.id {
                 self.hard.replica
             } else {
+                // Not a departing replica's (removed, not yet told): the node added back
+                // may hold a new one by now.
                 self.progress
                     .iter()
-                    .find(|p| p.id == id)
+                    .find(|p| p.id == id && p.departing.is_none())
                     .map_or(0, |p| p.replica)
             }
         };
@@ -589,6 +591,41 @@ impl Raft {
         Ok(index)
     }
 
+    /// Spec §8.1, "The first configuration": the bootstrap node of a joined cluster, leading
+    /// a shard whose log names no configuration yet and whose static configuration is itself
+    /// alone, writes that configuration into the log, naming its replica id. From then on the
+    /// shard's configuration is explicit: no replica of a joined cluster ever counts static
+    /// voters after a restart, and one the bootstrap node holds again later (created when a
+    /// leader added it back) cannot mistake the bootstrap's static voters for its own. `None`
+    /// (nothing appended) unless all of that holds.
+    pub fn propose_first_membership(&mut self, now: Instant) -> Option<u64> {
+        let me = self.config.id;
+        let alone = self.config.voters == [me];
+        if self.role != Role::Leader || self.transfer.is_some() || !alone {
+            return None;
+        }
+        if self.membership().replicas.is_some() {
+            return None;
+        }
+        let first = Membership {
+            voters: vec![me],
+            learners: Vec::new(),
+            replicas: Some(vec![(me, self.hard.replica)]),
+        };
+        assert_ne!(self.hard.replica, 0, "a replica knows its own id");
+        log::info!(
+            "raft {me}: the first configuration, in term {}: {first}",
+            self.hard.term
+        );
+        let index = self.append_own(first.to_entry());
+        assert!(self.log.configs().latest_index() == index);
+        self.adopt_membership(now);
+        self.flush_pending = true;
+        self.advance_commit();
+        self.check_invariants();
+        Some(index)
+    }
+
     /// Re-reads the configuration if the log's changed since the last call: the quorum, and
     /// on a leader one progress per other member (kept for those that stay, fresh for new
     /// ones: probing from after the last entry). Grants from nodes that no longer vote stop
@@ -610,7 +647,14 @@ impl Raft {
                 Vec::with_capacity(membership.voters.len() + membership.learners.len());
             for id in membership.members().filter(|&id| id != self.config.id) {
                 let voter = membership.is_voter(id);
-                match self.progress.iter().position(|p| p.id == id) {
+                // A node added back while its removed replica was still departing starts
+                // afresh: what the leader heard came from that replica, which its node may
+                // have dropped since (spec §8.5, "Replica identities": a new server).
+                let kept = self
+                    .progress
+                    .iter()
+                    .position(|p| p.id == id && p.departing.is_none());
+                match kept {
                     Some(position) => {
                         let mut kept = self.progress[position].clone();
                         kept.voter = voter;

@@ -348,6 +348,15 @@ impl Replica {
         result
     }
 
+    /// The bootstrap node's first configuration of a joined cluster's shard
+    /// (`Raft::propose_first_membership`, spec §8.1).
+    pub fn propose_first_membership(&mut self, now: Instant) -> Option<u64> {
+        let index = self.raft.propose_first_membership(now);
+        self.settle(now);
+        self.check_invariants();
+        index
+    }
+
     /// A replica WITHOUT state that is new (`--new-cluster`): it asks like [`Replica::rejoin`]
     /// and starts fresh only once every other node says it is new too (`Raft::start_new`).
     pub fn start_new(config: Config, rng_seed: u64, now: Instant) -> Replica {

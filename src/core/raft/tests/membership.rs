@@ -666,3 +666,54 @@ fn the_first_configuration_waits_for_every_voters_replica_id() {
     // A learner the leader has not heard from yet is named with replica 0 ("not known").
     assert_eq!(membership.replica_of(4), Some(0));
 }
+
+/// Found by `udplock sim --seed 180 --nodes 3` (a joined run): a learner removed while cut
+/// off stays *departing* on the leader (`Progress::departing`), and its node, which dropped
+/// that replica, later creates a new one. Added back, the node must be a new server (spec
+/// §8.5, "Replica identities"): named without the old replica's id, and promoted only once
+/// the new replica has caught up. Kept, the old progress named the dropped replica and let
+/// it be promoted at once, on the old replica's match index: a voter that no longer exists,
+/// and a shard of two voters that could never commit again.
+#[test]
+fn a_node_added_back_while_its_removed_replica_departs_is_a_new_server() {
+    let mut net = members_net(4, 3, 43);
+    lead(&mut net, 1);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    let old = net.node(4).replica();
+    // Removed while cut off: it never learns it, so it stays departing on the leader.
+    net.isolate(4);
+    change(&mut net, 1, MembershipChange::Remove(4)).expect("removed");
+    net.run_for(ms(100));
+    // Its node dropped the replica; a new one starts with no state and a new id.
+    net.crash(4);
+    let config = net.configs[3].clone();
+    net.nodes[3] = Some(Raft::new(
+        config,
+        4_343,
+        HardState::default(),
+        Vec::new(),
+        net.now,
+    ));
+    net.committed[3] = Vec::new();
+    let new = net.node(4).replica();
+    assert_ne!(new, old);
+    change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added back");
+    assert_eq!(
+        net.node(1).membership().replica_of(4),
+        Some(0),
+        "named with the id of the replica that was removed"
+    );
+    net.run_for(ms(100));
+    assert!(
+        matches!(
+            change(&mut net, 1, MembershipChange::Promote(4)),
+            Err(MembershipError::NotCaughtUp { .. })
+        ),
+        "promoted on the match index of the replica that was removed"
+    );
+    net.heal();
+    net.run_for(ms(200));
+    change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up");
+    assert_eq!(net.node(1).membership().replica_of(4), Some(new));
+}
