@@ -41,7 +41,8 @@ impl Sim {
             // three (`placement.rs`): the same.
             let changing = self.config.membership_changes || self.config.joined;
             let spare = if changing { 2 } else { 1 };
-            let room = stateless_others < (self.nodes.len() - spare) / 2;
+            let room = stateless_others < (self.nodes.len() - spare) / 2
+                && (!self.config.joined || self.state_loss_keeps_majorities(node));
             // A joined run's bootstrap node is the one voter of every shard: its state is
             // all there is, so it never loses it (a minority of one voter is nobody).
             let sole_voter = self.config.joined && node == BOOTSTRAP_NODE;
@@ -195,9 +196,14 @@ impl Sim {
                     && (running.len() * 2 > ids.len() + 1 || self.rng.gen_bool(0.2))
                 {
                     let victim = running[self.rng.gen_range(0..running.len())];
-                    self.crash(victim);
-                    let down = Duration::from_millis(self.rng.gen_range(50..2_000));
-                    self.schedule(down, Event::Restart { node: victim });
+                    // A `memory` node's crash loses its state: in a joined run, only where
+                    // every shard keeps a majority without it (`membership.rs`).
+                    let loses_state = self.config.joined && self.node(victim).memory;
+                    if !loses_state || self.state_loss_keeps_majorities(victim) {
+                        self.crash(victim);
+                        let down = Duration::from_millis(self.rng.gen_range(50..2_000));
+                        self.schedule(down, Event::Restart { node: victim });
+                    }
                 }
             }
             // Pause a node (a GC pause, a stopped VM): it wakes believing what it believed.
@@ -473,6 +479,11 @@ impl Sim {
             return Ok(());
         }
         let handed_over = led && !leads;
+        let loses_state = self.config.joined && self.node(node).memory;
+        if loses_state && !self.state_loss_keeps_majorities(node) {
+            // A `memory` node's stop loses its state (see the crash fault): it stays up.
+            return Ok(());
+        }
         self.crash(node);
         self.report.leaves += 1;
         self.report.leaves_handed_over += u64::from(handed_over);

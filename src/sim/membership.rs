@@ -116,6 +116,42 @@ impl Sim {
         replaced
     }
 
+    /// Whether `node` may lose its state now without taking any shard's last majority: in
+    /// every configuration a running replica holds that names `node` a voter, a majority of
+    /// the voters are other nodes that run and hold the replica it names (joined runs, whose
+    /// shards live on subsets of the nodes, down to two voters while they move: a node that
+    /// loses its state there may be the half without which no entry ever commits again, and
+    /// no protocol survives that). Crashed nodes count as not holding their replicas.
+    pub(super) fn state_loss_keeps_majorities(&self, node: NodeId) -> bool {
+        for shard in 0..self.config.shards as usize {
+            for n in &self.nodes {
+                let Some(membership) = n.replica(shard).map(|r| r.raft().membership()) else {
+                    continue;
+                };
+                if !membership.is_voter(node) {
+                    continue;
+                }
+                let intact = membership
+                    .voters
+                    .iter()
+                    .filter(|&&v| v != node)
+                    .filter(|&&v| {
+                        let holder = self.nodes.iter().find(|o| o.id == v);
+                        let held = holder.and_then(|o| o.replica(shard)).map(|r| r.raft());
+                        held.is_some_and(|raft| {
+                            !raft.rejoining()
+                                && membership.replica_of(v).is_none_or(|id| id == raft.replica())
+                        })
+                    })
+                    .count();
+                if intact * 2 <= membership.voters.len() {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
     /// Asks a random shard's leader for the next change of the cycle (see the module docs);
     /// after the heal, the leader of a shard that lacks a node, for the change that brings it
     /// back.
