@@ -42,7 +42,7 @@ impl Sim {
             let changing = self.config.membership_changes || self.config.joined;
             let spare = if changing { 2 } else { 1 };
             let room = stateless_others < (self.nodes.len() - spare) / 2
-                && (!self.config.joined || self.state_loss_keeps_majorities(node));
+                && (!changing || self.state_loss_keeps_majorities(node));
             // A joined run's bootstrap node is the one voter of every shard: its state is
             // all there is, so it never loses it (a minority of one voter is nobody).
             let sole_voter = self.config.joined && node == BOOTSTRAP_NODE;
@@ -198,7 +198,8 @@ impl Sim {
                     let victim = running[self.rng.gen_range(0..running.len())];
                     // A `memory` node's crash loses its state: in a joined run, only where
                     // every shard keeps a majority without it (`membership.rs`).
-                    let loses_state = self.config.joined && self.node(victim).memory;
+                    let changing = self.config.joined || self.config.membership_changes;
+                    let loses_state = changing && self.node(victim).memory;
                     if !loses_state || self.state_loss_keeps_majorities(victim) {
                         self.crash(victim);
                         let down = Duration::from_millis(self.rng.gen_range(50..2_000));
@@ -479,7 +480,8 @@ impl Sim {
             return Ok(());
         }
         let handed_over = led && !leads;
-        let loses_state = self.config.joined && self.node(node).memory;
+        let changing = self.config.joined || self.config.membership_changes;
+        let loses_state = changing && self.node(node).memory;
         if loses_state && !self.state_loss_keeps_majorities(node) {
             // A `memory` node's stop loses its state (see the crash fault): it stays up.
             return Ok(());

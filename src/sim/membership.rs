@@ -140,7 +140,9 @@ impl Sim {
                         let held = holder.and_then(|o| o.replica(shard)).map(|r| r.raft());
                         held.is_some_and(|raft| {
                             !raft.rejoining()
-                                && membership.replica_of(v).is_none_or(|id| id == raft.replica())
+                                && membership
+                                    .replica_of(v)
+                                    .is_none_or(|id| id == raft.replica())
                         })
                     })
                     .count();

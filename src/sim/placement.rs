@@ -24,9 +24,10 @@ use crate::core::raft::MembershipChange;
 const PLACEMENT_FIRST_MS: std::ops::Range<u64> = 300..800;
 const PLACEMENT_STEP_MS: std::ops::Range<u64> = 150..600;
 
-/// A voter is removed only while the shard keeps at least this many after it: a majority
-/// of the rest then survives the crash of one (the faults crash any minority).
-const VOTERS_KEPT_MIN: usize = 3;
+/// A voter is removed only while the shard keeps at least this many after it. Two survive
+/// crashes but not the loss of either's state, which the faults therefore spare them
+/// (`Sim::state_loss_keeps_majorities`).
+const VOTERS_KEPT_MIN: usize = 2;
 
 impl Sim {
     /// Schedules the first change of a joined run.
