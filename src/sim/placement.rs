@@ -65,7 +65,7 @@ impl Sim {
         } else {
             self.rng.gen_range(0..shards)
         };
-        let Some((leader, membership, _)) = self.shard_leader(shard, false) else {
+        let Some((leader, membership, replaced)) = self.shard_leader(shard, false) else {
             return Ok(());
         };
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
@@ -74,7 +74,11 @@ impl Sim {
             .copied()
             .filter(|&id| !membership.contains(id))
             .collect();
-        let change = if let Some(&learner) = membership.learners.first() {
+        // A voter whose replica lost its state is replaced first (as the planner does,
+        // `core::placement`): removing another could leave it half of the voters.
+        let change = if let Some(&voter) = replaced.first() {
+            MembershipChange::Remove(voter)
+        } else if let Some(&learner) = membership.learners.first() {
             if !healed && self.rng.gen_bool(0.5) {
                 MembershipChange::Promote(learner)
             } else {
