@@ -1,0 +1,139 @@
+//! The placement driver (spec §8.13, issue 10 §2): what calls the planner
+//! (`core::placement`). Every [`PLACEMENT_PASS_INTERVAL`], a node of a joined cluster with
+//! `Config::placement` set runs one pass over the shards it leads:
+//!
+//! ```text
+//!   SWIM member table ──> liveness_table ─┐
+//!   each led shard: its latest config,    ├─> Planner::next_change ─┬─> Some(change): propose it
+//!   learners caught up, voters replaced  ─┘                         └─> None: rebalance its leader
+//! ```
+//!
+//! - **One change at a time per shard**: the planner returns one single-server change (Raft
+//!   thesis §4.1; learners first, §4.2.1), proposed through the shard's replica. Raft refuses
+//!   what may not happen yet (a change pending, no entry of the leader's term committed, a
+//!   transfer running); the next pass asks again, from the leader's log, so a refused, lost
+//!   or truncated change needs no memory here.
+//! - **Leadership** (thesis §3.10): a shard on its targets (nothing to change) is led by its
+//!   *preferred* node, the best-ranked target that is a voter. A leader that is not it hands
+//!   the shard over once that node is alive (SWIM), caught up, and no transfer runs. Only
+//!   the preferred node never transfers away, so leadership converges instead of
+//!   ping-ponging.
+//!
+//! Pure, like the rest of the node: `now` comes in, nothing else is read. A pass costs
+//! O(shards led) planner calls, each O(R + members), and reuses one
+//! [`ShardMembers`](crate::core::placement::ShardMembers).
+
+use super::Node;
+use crate::core::placement::{liveness_table, Liveness};
+use crate::core::raft::{MembershipError, Role};
+use crate::core::time::{Duration, Instant};
+
+/// How often a node runs a placement pass. Short beside everything a pass waits for (a
+/// change committing, a learner catching up, a member confirmed dead), so one step follows
+/// the last within about a heartbeat round; long enough that the passes, each O(shards led),
+/// cost nothing measurable beside the shards' own traffic. A pass that finds nothing to do
+/// changes nothing.
+pub const PLACEMENT_PASS_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The log target every placement decision is logged under (info: each change proposed and
+/// each leadership hand-over; debug: the changes Raft refused for now), so an operator can
+/// follow or silence them alone (`RUST_LOG=udplock::placement=info`).
+pub const PLACEMENT_LOG_TARGET: &str = "udplock::placement";
+
+impl Node {
+    /// Whether this node runs placement passes: a joined cluster's node with a planner (a
+    /// static cluster holds every shard on every node: nothing to place).
+    pub(super) fn runs_placement(&self) -> bool {
+        self.config.joined.is_some() && self.config.placement.is_some()
+    }
+
+    /// One placement pass, if due (see the module docs).
+    pub(super) fn place(&mut self, now: Instant) {
+        if !self.runs_placement() || now < self.placement_next {
+            return;
+        }
+        self.placement_next = now + PLACEMENT_PASS_INTERVAL;
+        // A leaving node hands its shards over and takes nothing on (`hand_over`).
+        if self.leaving {
+            return;
+        }
+        let planner = self.config.placement.expect("runs_placement");
+        let me = self.config.node_id;
+        let members = liveness_table(&self.swim.members());
+        let mut sm = std::mem::take(&mut self.placing);
+        for s in 0..self.shards.len() {
+            let Some(replica) = self.shards[s].as_mut() else {
+                continue;
+            };
+            let raft = replica.raft();
+            if raft.role() != Role::Leader || raft.transferring_to().is_some() {
+                continue;
+            }
+            let shard = s as u32;
+            let membership = raft.membership();
+            sm.voters.clear();
+            sm.voters.extend_from_slice(&membership.voters);
+            sm.learners.clear();
+            sm.learners.extend(
+                membership
+                    .learners
+                    .iter()
+                    .map(|&l| (l, raft.learner_caught_up(l))),
+            );
+            sm.replaced.clear();
+            sm.replaced.extend(
+                membership
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|&v| raft.voter_replaced(v)),
+            );
+            if let Some(change) = planner.next_change(shard, &sm, &members, now) {
+                match replica.change_membership(now, change) {
+                    Ok(index) => log::info!(
+                        target: PLACEMENT_LOG_TARGET,
+                        "udplock node {me}: shard {shard}: proposing {change:?} (entry {index}; \
+                         voters {:?}, learners {:?})",
+                        sm.voters,
+                        sm.learners
+                    ),
+                    // Asked again by the next pass.
+                    Err(
+                        e @ (MembershipError::ChangePending { .. }
+                        | MembershipError::NoCommitInTerm
+                        | MembershipError::NotLeader(_)),
+                    ) => log::debug!(
+                        target: PLACEMENT_LOG_TARGET,
+                        "udplock node {me}: shard {shard}: {change:?} not now: {e}"
+                    ),
+                    Err(e) => log::info!(
+                        target: PLACEMENT_LOG_TARGET,
+                        "udplock node {me}: shard {shard}: {change:?} refused: {e}"
+                    ),
+                }
+                self.touch(shard);
+                continue;
+            }
+            // On its targets: the preferred leader is the best-ranked target that votes.
+            let targets = planner.targets(shard, &members, now);
+            let Some(&preferred) = targets.iter().find(|&&t| raft.membership().is_voter(t)) else {
+                continue;
+            };
+            if preferred == me
+                || members.get(&preferred) != Some(&Liveness::Alive)
+                || !raft.follower_caught_up(preferred, now)
+            {
+                continue;
+            }
+            log::info!(
+                target: PLACEMENT_LOG_TARGET,
+                "udplock node {me}: shard {shard}: handing leadership to its preferred node \
+                 {preferred}"
+            );
+            let _ = replica.transfer_leadership(now, preferred);
+            self.touch(shard);
+        }
+        self.placing = sm;
+        assert!(self.placement_next > now);
+    }
+}
