@@ -142,7 +142,7 @@ impl ShardMembers {
 }
 
 /// Decides the next change of a shard's membership. See the module doc.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Planner {
     /// R: replicas wanted per shard.
     pub replicas: usize,

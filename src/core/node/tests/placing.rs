@@ -359,3 +359,41 @@ fn a_node_that_lost_its_state_gets_its_shards_back_as_new_replicas() {
         }
     }
 }
+
+/// `Config::validate`: dead-after between one SWIM protocol period and SWIM's `dead_keep`
+/// (the planner must still find a dead member in the table when it is due, spec §8.13),
+/// replicas within `1..=REPLICAS_MAX`; the default passes.
+#[test]
+fn placement_settings_outside_their_bounds_are_refused() {
+    let config = placed_node(1, 1, Instant::ZERO).config().clone();
+    let swim = config.swim_config().unwrap();
+    let with = |replicas: usize, dead_after: Duration| Config {
+        placement: Some(Planner {
+            replicas,
+            dead_after,
+        }),
+        ..config.clone()
+    };
+    assert!(with(REPLICAS, swim.protocol_period).validate().is_ok());
+    assert!(with(REPLICAS, swim.dead_keep).validate().is_ok());
+    let short = Duration::from_micros(swim.protocol_period.as_micros() - 1);
+    assert!(with(REPLICAS, short).validate().is_err());
+    let long = Duration::from_micros(swim.dead_keep.as_micros() + 1);
+    assert!(with(REPLICAS, long).validate().is_err());
+    assert!(with(0, DEAD_AFTER).validate().is_err());
+    assert!(with(placement::REPLICAS_MAX + 1, DEAD_AFTER)
+        .validate()
+        .is_err());
+    let default = Config {
+        placement: Config::new(1, vec![]).placement,
+        ..config
+    };
+    assert_eq!(
+        default.placement,
+        Some(Planner {
+            replicas: placement::REPLICAS_DEFAULT,
+            dead_after: placement::DEAD_AFTER_DEFAULT
+        })
+    );
+    assert!(default.validate().is_ok());
+}
