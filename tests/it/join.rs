@@ -430,7 +430,7 @@ fn replicas_and_dead_after_are_bounded_options_of_a_joined_server() {
         (
             &["--dead-after", "90001"][..],
             None,
-            "at most SWIM's dead_keep (90000 ms)",
+            "at most SWIM's dead_keep (90000 ms",
         ),
         (
             &[][..],

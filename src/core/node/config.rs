@@ -293,7 +293,9 @@ impl Config {
             return Err("a lease horizon file is for a one-voter node without a store".into());
         }
         let swim = self.swim_config()?;
-        if let Some(planner) = &self.placement {
+        // A static cluster ignores placement (every node holds every shard): its SWIM
+        // period may be one no dead-after fits.
+        if let Some(planner) = self.placement.as_ref().filter(|_| self.joined.is_some()) {
             placement::validate_replicas(planner.replicas).map_err(|e| e.to_string())?;
             // Shorter than a protocol period, a member would be replaced on the first
             // missed probe's confirmation; longer than `dead_keep`, SWIM would have
@@ -304,8 +306,10 @@ impl Config {
             }
             if planner.dead_after > swim.dead_keep {
                 return Err(format!(
-                    "dead-after must be at most SWIM's dead_keep ({} ms): the member table \
-                     must still list a dead member when it is due to be replaced",
+                    "dead-after ({} ms) must be at most SWIM's dead_keep ({} ms, 900 protocol \
+                     periods): the member table must still list a dead member when it is due \
+                     to be replaced; shorten the dead-after or lengthen the SWIM period",
+                    planner.dead_after.as_millis(),
                     swim.dead_keep.as_millis()
                 ));
             }

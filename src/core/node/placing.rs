@@ -17,7 +17,9 @@
 //!   *preferred* node, the best-ranked target that is a voter. A leader that is not it hands
 //!   the shard over once that node is alive (SWIM), caught up, and no transfer runs. Only
 //!   the preferred node never transfers away, so leadership converges instead of
-//!   ping-ponging.
+//!   ping-ponging. A leader whose next change is its own removal first hands the shard to
+//!   the best-ranked target voter that can take it at once (when one can), so the shard is
+//!   not left without a leader for an election timeout (thesis §4.2.2).
 //!
 //! Pure, like the rest of the node: `now` comes in, nothing else is read. A pass costs
 //! O(shards led) planner calls, each O(R + members), and reuses one
@@ -25,7 +27,7 @@
 
 use super::Node;
 use crate::core::placement::{liveness_table, Liveness};
-use crate::core::raft::{MembershipError, Role};
+use crate::core::raft::{MembershipChange, MembershipError, NodeId, Role};
 use crate::core::time::{Duration, Instant};
 
 /// How often a node runs a placement pass. Short beside everything a pass waits for (a
@@ -55,6 +57,10 @@ impl Node {
         self.placement_next = now + PLACEMENT_PASS_INTERVAL;
         // A leaving node hands its shards over and takes nothing on (`hand_over`).
         if self.leaving {
+            return;
+        }
+        // The member table is read once per pass, and only by a node that leads a shard.
+        if self.leading() == 0 {
             return;
         }
         let planner = self.config.placement.expect("runs_placement");
@@ -88,49 +94,74 @@ impl Node {
                     .copied()
                     .filter(|&v| raft.voter_replaced(v)),
             );
-            if let Some(change) = planner.next_change(shard, &sm, &members, now) {
-                match replica.change_membership(now, change) {
-                    Ok(index) => log::info!(
+            let change = planner.next_change(shard, &sm, &members, now);
+            // On its targets, or about to remove its own leader (displaced by better-ranked
+            // nodes): the shard goes to its preferred leader, the best-ranked target that
+            // votes, if that one can take it now. A leader that removed itself would leave
+            // the shard without one for an election timeout (thesis §4.2.2); handed over
+            // first, the new leader removes it without a gap.
+            let removes_me = change == Some(MembershipChange::Remove(me));
+            if change.is_none() || removes_me {
+                let targets = planner.targets(shard, &members, now);
+                let ready = |t: NodeId| {
+                    t != me
+                        && members.get(&t) == Some(&Liveness::Alive)
+                        && raft.follower_caught_up(t, now)
+                };
+                let mut voters = targets
+                    .iter()
+                    .copied()
+                    .filter(|&t| raft.membership().is_voter(t));
+                // On its targets: the preferred one only (or leadership would not settle).
+                // About to remove itself: the best-ranked target voter that can take over
+                // now (the preferred one gets the shard from it later); if none can, the
+                // leader removes itself and the shard elects one.
+                let to = if removes_me {
+                    voters.find(|&t| ready(t))
+                } else {
+                    voters.next().filter(|&t| ready(t))
+                };
+                if let Some(to) = to {
+                    log::info!(
                         target: PLACEMENT_LOG_TARGET,
-                        "udplock node {me}: shard {shard}: proposing {change:?} (entry {index}; \
-                         voters {:?}, learners {:?})",
-                        sm.voters,
-                        sm.learners
-                    ),
-                    // Asked again by the next pass.
-                    Err(
-                        e @ (MembershipError::ChangePending { .. }
-                        | MembershipError::NoCommitInTerm
-                        | MembershipError::NotLeader(_)),
-                    ) => log::debug!(
-                        target: PLACEMENT_LOG_TARGET,
-                        "udplock node {me}: shard {shard}: {change:?} not now: {e}"
-                    ),
-                    Err(e) => log::info!(
-                        target: PLACEMENT_LOG_TARGET,
-                        "udplock node {me}: shard {shard}: {change:?} refused: {e}"
-                    ),
+                        "udplock node {me}: shard {shard}: handing leadership to node {to} \
+                         ({})",
+                        if removes_me {
+                            "a target, before removing this node"
+                        } else {
+                            "its preferred node"
+                        }
+                    );
+                    let _ = replica.transfer_leadership(now, to);
+                    self.touch(shard);
+                    continue;
                 }
-                self.touch(shard);
-                continue;
             }
-            // On its targets: the preferred leader is the best-ranked target that votes.
-            let targets = planner.targets(shard, &members, now);
-            let Some(&preferred) = targets.iter().find(|&&t| raft.membership().is_voter(t)) else {
+            let Some(change) = change else {
                 continue;
             };
-            if preferred == me
-                || members.get(&preferred) != Some(&Liveness::Alive)
-                || !raft.follower_caught_up(preferred, now)
-            {
-                continue;
+            match replica.change_membership(now, change) {
+                Ok(index) => log::info!(
+                    target: PLACEMENT_LOG_TARGET,
+                    "udplock node {me}: shard {shard}: proposing {change:?} (entry {index}; \
+                     voters {:?}, learners {:?})",
+                    sm.voters,
+                    sm.learners
+                ),
+                // Asked again by the next pass.
+                Err(
+                    e @ (MembershipError::ChangePending { .. }
+                    | MembershipError::NoCommitInTerm
+                    | MembershipError::NotLeader(_)),
+                ) => log::debug!(
+                    target: PLACEMENT_LOG_TARGET,
+                    "udplock node {me}: shard {shard}: {change:?} not now: {e}"
+                ),
+                Err(e) => log::info!(
+                    target: PLACEMENT_LOG_TARGET,
+                    "udplock node {me}: shard {shard}: {change:?} refused: {e}"
+                ),
             }
-            log::info!(
-                target: PLACEMENT_LOG_TARGET,
-                "udplock node {me}: shard {shard}: handing leadership to its preferred node \
-                 {preferred}"
-            );
-            let _ = replica.transfer_leadership(now, preferred);
             self.touch(shard);
         }
         self.placing = sm;

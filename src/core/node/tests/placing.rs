@@ -73,6 +73,9 @@ struct Placed {
     nodes: Vec<Node>,
     now: Instant,
     wire: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Events after which some leader's latest configuration no longer named it a voter:
+    /// it proposed its own removal rather than hand the shard over first.
+    self_removals: u64,
 }
 
 impl Placed {
@@ -81,6 +84,7 @@ impl Placed {
             nodes: vec![placed_node(1, 1, Instant::ZERO)],
             now: Instant::ZERO,
             wire: VecDeque::new(),
+            self_removals: 0,
         }
     }
 
@@ -138,6 +142,15 @@ impl Placed {
                     }
                 }
             }
+            let leaders_removed = self
+                .nodes
+                .iter()
+                .flat_map(|n| n.replicas().map(move |(_, r)| (n.node_id(), r)))
+                .filter(|(id, r)| {
+                    r.raft().role() == Role::Leader && !r.raft().membership().is_voter(*id)
+                })
+                .count();
+            self.self_removals += u64::from(leaders_removed > 0);
         }
     }
 
@@ -245,11 +258,36 @@ fn joining_nodes_one_by_one_every_shard_ends_on_its_targets_led_by_its_preferred
         let placed = net.run_until(60, |n| n.misplaced(&ids).is_none());
         assert!(placed, "with {ids:?}: {:?}", net.misplaced(&ids));
     }
-    // Node 1 (the bootstrap node) is no target of some shards of five nodes: it left them.
+    // Node 1 (the bootstrap node) is no target of some shards of five nodes: it left them,
+    // each time after handing the shard over (no leader removed itself).
     assert!(net.node(1).held() < SHARDS as usize);
+    assert_eq!(net.self_removals, 0);
     let before = net.shard_map();
     net.run_for(5_000);
     assert_eq!(net.shard_map(), before, "settled: no change, no transfer");
+}
+
+/// Four nodes joining the bootstrap node at once: the bootstrap node leads every shard and
+/// is displaced from some while it leads them. It hands each over to a target before its
+/// removal (a leader that removed itself would leave the shard without one for an election
+/// timeout, thesis §4.2.2), and every shard ends on its targets under its preferred node.
+#[test]
+fn a_displaced_leader_hands_the_shard_over_before_its_removal() {
+    let mut net = Placed::new();
+    assert!(net.run_until(5, |n| n.misplaced(&[1]).is_none()));
+    for id in 2..=5 {
+        net.start(id, 1);
+    }
+    assert!(net.run_until(10, Placed::all_alive));
+    assert_eq!(net.node(1).leading(), SHARDS as usize);
+    let ids = net.ids();
+    let placed = net.run_until(60, |n| n.misplaced(&ids).is_none());
+    assert!(placed, "{:?}", net.misplaced(&ids));
+    let left = (0..SHARDS)
+        .filter(|&s| !placement::targets(s, 1..=5, REPLICAS).contains(&1))
+        .count();
+    assert!(left > 0 && net.node(1).held() == SHARDS as usize - left);
+    assert_eq!(net.self_removals, 0);
 }
 
 /// Five placed nodes.
@@ -384,6 +422,13 @@ fn placement_settings_outside_their_bounds_are_refused() {
     assert!(with(placement::REPLICAS_MAX + 1, DEAD_AFTER)
         .validate()
         .is_err());
+    // A static cluster ignores placement: any SWIM period goes.
+    let static_config = Config {
+        joined: None,
+        peers: vec![(1, addr(1))],
+        ..with(0, Duration::from_millis(1))
+    };
+    assert!(static_config.validate().is_ok());
     let default = Config {
         placement: Config::new(1, vec![]).placement,
         ..config
