@@ -312,7 +312,8 @@ fn a_node_dead_longer_than_dead_after_is_replaced_and_a_shorter_death_moves_noth
     let victim = 3;
     let shards_of_victim = net.node(victim).held();
     assert!(shards_of_victim > 0);
-    // Every replica's latest configuration, per shard and node.
+    // Every replica's latest configuration, per shard and node, of the replicas it names
+    // (a replica removed earlier may linger until it learns so).
     let configs = |n: &Placed| -> Vec<Vec<(NodeId, raft::Membership)>> {
         (0..SHARDS)
             .map(|s| {
@@ -320,7 +321,8 @@ fn a_node_dead_longer_than_dead_after_is_replaced_and_a_shorter_death_moves_noth
                     .iter()
                     .filter_map(|node| {
                         let m = node.replica(s)?.raft().membership();
-                        Some((node.node_id(), m.clone()))
+                        let id = node.node_id();
+                        m.contains(id).then(|| (id, m.clone()))
                     })
                     .collect()
             })
