@@ -237,6 +237,18 @@ fn a_bootstrapped_node_and_two_joined_show_three_members_alive_and_grant() {
         assert!(Instant::now() < deadline, "node 1's log: {log}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Placement (spec §8.13): with three members and three replicas wanted, every shard
+    // goes onto all three, so node 1 (leading them all at first) adds the others, and says
+    // so in its default log.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let log = std::fs::read_to_string(c.dir.join("node-1.stderr")).unwrap();
+        if log.contains("proposing AddLearner(2)") && log.contains("proposing AddLearner(3)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 1's log: {log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
