@@ -38,8 +38,8 @@ use crate::core::time::{Duration, Instant};
 pub const PLACEMENT_PASS_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The log target every placement decision is logged under (info: each change proposed and
-/// each leadership hand-over; debug: the changes Raft refused for now), so an operator can
-/// follow or silence them alone (`RUST_LOG=udplock::placement=info`).
+/// each leadership hand-over; debug: the changes Raft refused for now), so that a server's
+/// default log shows them (`main.rs`) and an operator can filter them alone (`RUST_LOG`).
 pub const PLACEMENT_LOG_TARGET: &str = "udplock::placement";
 
 impl Node {
