@@ -104,16 +104,18 @@ fn main() -> ExitCode {
         .try_get_matches()
         .and_then(|matches| Cli::from_arg_matches(&matches));
     // Warnings and errors; the key reloads, which an operator rotating keys waits for on
-    // every node (README, "Securing a cluster"); and membership news (README, "Membership"). The simulator's nodes meet faults on
+    // every node (README, "Securing a cluster"); membership news (README, "Membership"); and
+    // the shards placement moves (README, "Placement"). The simulator's nodes meet faults on
     // purpose and would say so on every seed: only its own report, unless RUST_LOG asks.
     let default = match &cli {
         Ok(Cli {
             command: Command::Sim(_),
         }) => "off".to_string(),
         _ => format!(
-            "warn,{}=info,{}=info",
+            "warn,{}=info,{}=info,{}=info",
             udplock::cluster::keys::LOG_TARGET,
-            udplock::cluster::MEMBERS_LOG_TARGET
+            udplock::cluster::MEMBERS_LOG_TARGET,
+            udplock::core::node::placing::PLACEMENT_LOG_TARGET
         ),
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();

@@ -76,6 +76,7 @@ use crate::clock::BootInstant;
 use crate::core::lock_table;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{self, Node, NodeStats};
+use crate::core::placement::Planner;
 use crate::core::raft::{self, NodeId};
 use crate::core::replica::{self, ShardStats};
 use crate::core::restart::{Boot, Start};
@@ -140,6 +141,11 @@ pub struct ClusterConfig {
     /// The address to bind when it is not the one the others use (`--listen 0.0.0.0:P`
     /// with `--advertise HOST:P`); `None`: bind [`ClusterConfig::listen`].
     pub bind: Option<SocketAddr>,
+    /// Placement in a joined cluster (`--replicas`, `--dead-after-ms`; spec §8.13; see
+    /// `node::Config::placement`): replicas per shard and how long a dead member waits
+    /// before its replicas are replaced. Ignored by a static cluster (every node holds
+    /// every shard). `None`: no node proposes changes (tests that make them).
+    pub placement: Option<Planner>,
 }
 
 impl ClusterConfig {
@@ -164,6 +170,7 @@ impl ClusterConfig {
             swim_period: node::Config::new(node_id, Vec::new()).swim_period,
             joined: None,
             bind: None,
+            placement: node::Config::new(node_id, Vec::new()).placement,
         }
     }
 
@@ -201,6 +208,7 @@ impl ClusterConfig {
             keeps_lease_horizon: self.state_file.is_some(),
             swim_period: self.swim_period,
             joined: self.joined.clone(),
+            placement: self.placement,
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }

@@ -9,6 +9,7 @@ use clap::Args;
 use udplock::cluster::storage::Durability;
 use udplock::cluster::{ClusterConfig, ClusterNode};
 use udplock::core::lock_table;
+use udplock::core::placement::{self, Planner};
 use udplock::core::time::Duration as CoreDuration;
 use udplock::single::{start_single, SingleConfig};
 use udplock::LockError;
@@ -175,6 +176,40 @@ struct JoinArgs {
     /// with several addresses, advertise the one its route to the other nodes uses.
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// Replicas of each shard in a joined cluster (spec §8.13): each shard's replicas are
+    /// the N alive members ranked highest by rendezvous hashing, and its leader moves it
+    /// there one Raft membership change at a time. 1 to 7; default 3. Ignored with --peers
+    /// (a static cluster replicates every shard on every node). Every node should use the
+    /// same (each leader applies its own).
+    #[arg(long, value_name = "N", value_parser = replicas_arg)]
+    replicas: Option<usize>,
+    /// How long a member of a joined cluster must have been dead (SWIM) before its replicas
+    /// are replaced on other nodes, in ms (spec §8.13): a restart or a reboot shorter than
+    /// this moves nothing. At least one --swim-period-ms, at most SWIM's dead-member memory
+    /// (900 periods); default 60000. Ignored with --peers.
+    #[arg(long, visible_alias = "dead-after", value_name = "MS")]
+    dead_after_ms: Option<u64>,
+}
+
+/// `--replicas`: a number in `1..=REPLICAS_MAX` (`placement::validate_replicas`).
+fn replicas_arg(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    udplock::core::placement::validate_replicas(n).map_err(|e| e.to_string())?;
+    Ok(n)
+}
+
+/// The placement of a joined cluster from `--replicas` and `--dead-after-ms` (their
+/// defaults where not given).
+fn planner(a: &ServerArgs) -> Result<Planner, LockError> {
+    Planner::new(
+        a.join.replicas.unwrap_or(placement::REPLICAS_DEFAULT),
+        a.join
+            .dead_after_ms
+            .map_or(placement::DEAD_AFTER_DEFAULT, CoreDuration::from_millis),
+    )
+    .map_err(|e| LockError::InvalidArgument(format!("--replicas: {e}")))
 }
 
 /// `udplock server`: a cluster node with `--peers`; of a joined cluster with `--bootstrap`,
@@ -313,6 +348,12 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
+    if a.join.replicas.is_some() || a.join.dead_after_ms.is_some() {
+        notice(
+            "udplock server: --replicas and --dead-after-ms ignored: a static cluster \
+             (--peers) holds every shard on every node\n",
+        );
+    }
     if config.listen() != Some(a.listen) && a.listen != default_listen() && config.bind.is_none() {
         return Err(invalid(format!(
             "--listen {} differs from this node's address in --peers",
@@ -484,6 +525,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     config.cpu = a.cpu;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
+    config.placement = Some(planner(&a)?);
     if advertise != a.listen {
         config.bind = Some(a.listen);
     }

@@ -18,8 +18,9 @@
 //!   been dead longer than `dead_after`, is replaced.
 //! - **The planner** returns one change at a time, in this order: nothing while the shard's
 //!   live voters are not a majority (nothing could commit, see [`Planner::next_change`]);
-//!   remove a learner that is no longer a target; remove a voter that left or has been dead
-//!   longer than `dead_after`; promote a caught-up learner that is a target; add a missing
+//!   remove a learner that is no longer a target; remove a voter whose replica was replaced
+//!   (its node lost its state; it is then a missing target like any other, added back as
+//!   a new replica); remove a voter that left or has been dead longer than `dead_after`; promote a caught-up learner that is a target; add a missing
 //!   target as a learner (one catching up at a time); remove a live voter that is no longer a
 //!   target, but only once R target voters are in place, so the shard never drops below the
 //!   replication wanted to make room. Applying each change through Raft (single-server
@@ -45,6 +46,14 @@ pub const REPLICAS_DEFAULT: usize = 3;
 /// receives every entry, so each one costs the leader bandwidth and latency; a lock service
 /// gains no safety from more than seven copies (three failures survived).
 pub const REPLICAS_MAX: usize = 7;
+
+/// How long a member must have been dead before its replicas are replaced, unless the
+/// operator chooses (`--dead-after-ms`, spec §8.13): a minute is longer than a process
+/// restart, a reboot or a short network partition takes, so none of them moves a replica
+/// (each move copies a shard); a machine that stays away longer is replaced. It must not
+/// exceed SWIM's `dead_keep` (the member table must still list the dead member by then,
+/// see [`Planner`]'s `is_gone`).
+pub const DEAD_AFTER_DEFAULT: Duration = Duration::from_millis(60_000);
 
 /// Refuses a replica count outside `1..=REPLICAS_MAX`.
 pub fn validate_replicas(replicas: usize) -> Result<(), ConfigError> {
@@ -118,8 +127,12 @@ pub fn liveness_table(members: &[MemberInfo]) -> BTreeMap<NodeId, Liveness> {
 pub struct ShardMembers {
     pub voters: Vec<NodeId>,
     /// Non-voting replicas, each with whether it has caught up with the leader's log (the
-    /// leader knows: its match index is close enough to the commit index).
+    /// leader knows: `raft::Raft::learner_caught_up`, the rule promotion is accepted by).
     pub learners: Vec<(NodeId, bool)>,
+    /// Voters whose replica was replaced (`raft::MemberReplicas::replaced`: the node lost
+    /// its state and answers as a new replica, spec §8.5 "Replica identities"): such a
+    /// voter counts for nothing until it is removed, added back as a learner and promoted.
+    pub replaced: Vec<NodeId>,
 }
 
 impl ShardMembers {
@@ -129,7 +142,7 @@ impl ShardMembers {
 }
 
 /// Decides the next change of a shard's membership. See the module doc.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Planner {
     /// R: replicas wanted per shard.
     pub replicas: usize,
@@ -179,7 +192,8 @@ impl Planner {
     }
 
     /// Whether a majority of the shard's voters is alive or suspect (not dead, not gone,
-    /// not unknown). Without it no entry commits, a membership change included: the shard
+    /// not unknown) and not replaced (a replaced voter's answers count for nothing, spec
+    /// §8.5 "Replica identities"). Without it no entry commits, a membership change included: the shard
     /// is unavailable until enough of its voters come back, and no single-server change can
     /// help (each needs the old majority to commit it, thesis §4.1). Replacing the voters of
     /// a shard that lost its majority for good takes an operator's forced reconfiguration,
@@ -193,6 +207,7 @@ impl Planner {
             .voters
             .iter()
             .filter(|v| matches!(members.get(v), Some(Liveness::Alive | Liveness::Suspect)))
+            .filter(|v| !shard_members.replaced.contains(v))
             .count();
         live * 2 > shard_members.voters.len()
     }
@@ -208,8 +223,16 @@ impl Planner {
         members: &BTreeMap<NodeId, Liveness>,
         now: Instant,
     ) -> Option<MembershipChange> {
-        let ShardMembers { voters, learners } = shard_members;
+        let ShardMembers {
+            voters,
+            learners,
+            replaced,
+        } = shard_members;
         assert!(!voters.is_empty(), "shard {shard} has no voter");
+        assert!(
+            replaced.iter().all(|r| voters.contains(r)),
+            "shard {shard}: only a voter is replaced"
+        );
         assert!(
             learners.iter().all(|(l, _)| !voters.contains(l)),
             "shard {shard}: a node is both voter and learner"
@@ -224,6 +247,14 @@ impl Planner {
         // A learner that is no longer a target: it copies the log for nothing.
         if let Some(&(id, _)) = learners.iter().find(|(l, _)| !is_target(l)) {
             return Some(MembershipChange::Remove(id));
+        }
+        // A voter whose replica was replaced: it counts for nothing, so removing it costs
+        // no safety, and its node, a target again once it is out, comes back as a new
+        // replica through the learner steps below (spec §8.5 "Replica identities").
+        if voters.len() > 1 {
+            if let Some(&id) = replaced.first() {
+                return Some(MembershipChange::Remove(id));
+            }
         }
         // A voter gone for good. Removing a failed voter never lowers the number of further
         // failures the shard survives (⌊(n−1)/2⌋ of the rest instead of ⌊n/2⌋ of n with one
@@ -348,6 +379,7 @@ mod tests {
         ShardMembers {
             voters: voters.to_vec(),
             learners: learners.to_vec(),
+            replaced: Vec::new(),
         }
     }
 
@@ -548,6 +580,44 @@ mod tests {
         // Voters the table does not know count as down, too.
         assert!(!planner().has_live_majority(&shard(&[1, 7, 8], &[]), &members));
         assert!(planner().has_live_majority(&shard(&[1, 4, 7], &[]), &members));
+    }
+
+    #[test]
+    fn a_replaced_voter_is_removed_first_then_added_back_as_a_new_replica() {
+        let (s, t, ranking) = a_shard(5);
+        let members = alive(1..=5);
+        let loser = ranking[4];
+        // Its node lost its state: removed before anything else but a learner that is no
+        // longer a target.
+        let mut sm = shard(&t, &[(loser, true)]);
+        sm.replaced = vec![t[1]];
+        assert_eq!(
+            planner().next_change(s, &sm, &members, at(0)),
+            Some(Remove(loser))
+        );
+        sm.learners.clear();
+        assert_eq!(
+            planner().next_change(s, &sm, &members, at(0)),
+            Some(Remove(t[1]))
+        );
+        // Out, it is a missing target: added back as a learner (a new replica), promoted
+        // once caught up.
+        let out = shard(&[t[0], t[2]], &[]);
+        assert_eq!(
+            planner().next_change(s, &out, &members, at(0)),
+            Some(AddLearner(t[1]))
+        );
+        let back = shard(&[t[0], t[2]], &[(t[1], true)]);
+        assert_eq!(
+            planner().next_change(s, &back, &members, at(0)),
+            Some(Promote(t[1]))
+        );
+        // A replaced voter counts for nothing: with two voters, one replaced, no majority is
+        // live, and nothing is proposed (nothing could commit).
+        let mut pair = shard(&t[..2], &[]);
+        pair.replaced = vec![t[1]];
+        assert!(!planner().has_live_majority(&pair, &members));
+        assert_eq!(planner().next_change(s, &pair, &members, at(0)), None);
     }
 
     /// Applies the planner's changes one by one (a learner catches up in the step after it is

@@ -1115,6 +1115,10 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         table: shard.table.clone(),
         spread_leaders: spread_leaders(config),
         swim_period: SWIM_PERIOD,
+        // The simulator's joined runs move shards with their own random mover
+        // (`placement.rs`); the node's placement driver stays off so that every seed runs
+        // as it did before it.
+        placement: None,
         ..node::Config::new(id, peers)
     };
     if config.joined {

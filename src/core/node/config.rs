@@ -11,6 +11,7 @@ use udplock_protocol::{
 };
 
 use crate::core::lock_table;
+use crate::core::placement::{self, Planner};
 use crate::core::raft::{self, NodeId};
 use crate::core::replica;
 use crate::core::swim;
@@ -64,6 +65,13 @@ pub struct Config {
     /// node's advertised address and the members to join SWIM through. `None`: the static
     /// form (`--peers`), whose cluster id is derived from the node list.
     pub joined: Option<Joined>,
+    /// Placement (spec §8.13, issue 10 §2): in a joined cluster, each shard's leader moves
+    /// the shard onto its targets one single-server change at a time, and hands leadership
+    /// to its preferred node (`super::placing`). Default: [`placement::REPLICAS_DEFAULT`]
+    /// replicas, [`placement::DEAD_AFTER_DEFAULT`]. `None`: nothing proposes changes (an
+    /// operator or a test does; the simulator, which runs its own mover). A static cluster
+    /// (`joined: None`) ignores it: every node holds every shard.
+    pub placement: Option<Planner>,
 }
 
 /// What a node of a joined cluster (spec §8.1) starts knowing. The shell learns it: the
@@ -111,6 +119,10 @@ impl Config {
             swim_period: swim::Config::new(node_id, SocketAddr::from(([0, 0, 0, 0], 0)))
                 .protocol_period,
             joined: None,
+            placement: Some(Planner {
+                replicas: placement::REPLICAS_DEFAULT,
+                dead_after: placement::DEAD_AFTER_DEFAULT,
+            }),
         }
     }
 
@@ -280,7 +292,28 @@ impl Config {
             // A replicated or stored node's restart safety is its Raft state (spec §8.5).
             return Err("a lease horizon file is for a one-voter node without a store".into());
         }
-        self.swim_config()?;
+        let swim = self.swim_config()?;
+        // A static cluster ignores placement (every node holds every shard): its SWIM
+        // period may be one no dead-after fits.
+        if let Some(planner) = self.placement.as_ref().filter(|_| self.joined.is_some()) {
+            placement::validate_replicas(planner.replicas).map_err(|e| e.to_string())?;
+            // Shorter than a protocol period, a member would be replaced on the first
+            // missed probe's confirmation; longer than `dead_keep`, SWIM would have
+            // forgotten the dead member before the planner could replace it
+            // (`Planner::is_gone`: a member absent from the table is unknown, not gone).
+            if planner.dead_after < swim.protocol_period {
+                return Err("dead-after must be at least one SWIM protocol period".into());
+            }
+            if planner.dead_after > swim.dead_keep {
+                return Err(format!(
+                    "dead-after ({} ms) must be at most SWIM's dead_keep ({} ms, 900 protocol \
+                     periods): the member table must still list a dead member when it is due \
+                     to be replaced; shorten the dead-after or lengthen the SWIM period",
+                    planner.dead_after.as_millis(),
+                    swim.dead_keep.as_millis()
+                ));
+            }
+        }
         if !self.holds_replicas() {
             return Ok(());
         }

@@ -50,7 +50,10 @@
 //!   stale news hears of it and refutes, though nobody pings it). Its messages travel as SWIM records of the PEER datagrams,
 //!   coalesced with the Raft records and sealed like them; they depend on no write. SWIM
 //!   only informs operators ([`Node::members`], [`Node::poll_member_event`], [`NodeStats`]):
-//!   nothing in Raft or the lock tables reads it.
+//!   nothing in Raft or the lock tables reads it;
+//! - **placement** (spec §8.13, [`placing`]): in a joined cluster, each shard's leader moves
+//!   the shard onto its targets (from SWIM's member table) one single-server change at a
+//!   time through Raft, and hands leadership to the shard's preferred node.
 //!
 //! # Driving it
 //!
@@ -75,6 +78,7 @@
 pub mod book;
 pub mod config;
 pub mod members;
+pub mod placing;
 pub mod remove;
 pub mod requests;
 pub mod settings;
@@ -314,6 +318,10 @@ pub struct Node {
     /// the next asks the alive member after `swim_refresh_last` for its whole table.
     swim_missing: bool,
     swim_refresh_last: NodeId,
+    /// When the next placement pass runs ([`placing`]), and the shard membership buffer
+    /// its passes reuse.
+    placement_next: Instant,
+    placing: crate::core::placement::ShardMembers,
     /// Who this node sends to and accepts from, at which address (spec §8.3 rule 3).
     book: AddressBook,
     /// MEMBERS' sorted view of the member table, per table version (spec §4.9).
@@ -459,6 +467,8 @@ impl Node {
             swim_reconnect_last: 0,
             swim_missing: false,
             swim_refresh_last: 0,
+            placement_next: now + placing::PLACEMENT_PASS_INTERVAL,
+            placing: Default::default(),
             book: AddressBook::default(),
             members_view: members::MembersView::default(),
             transmits: VecDeque::new(),
@@ -690,6 +700,9 @@ impl Node {
                 .min(self.swim.poll_timeout())
                 .min(self.swim_reconnect_at);
         }
+        if self.runs_placement() {
+            own = own.min(self.placement_next);
+        }
         shards.map_or(own, |d| d.min(own))
     }
 
@@ -721,6 +734,7 @@ impl Node {
             self.reconnect_swim(now);
             self.drain_swim();
         }
+        self.place(now);
         self.send_settings(now);
         self.log_recovery(now);
         self.log_auth_drops(now);

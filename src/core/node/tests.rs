@@ -1,6 +1,7 @@
 use super::*;
 use crate::core::raft::Entry;
 
+mod placing;
 mod remove;
 
 /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
@@ -1115,6 +1116,8 @@ fn joined_node(
             addr,
             seeds,
         }),
+        // These tests change memberships themselves (`tests/placing.rs` runs the driver).
+        placement: None,
         ..Config::new(id, if bootstrap { vec![(id, addr)] } else { vec![] })
     };
     // The bootstrap node holds every shard; a node joining holds none yet.

@@ -525,13 +525,13 @@ impl Raft {
         }
         let mut next = self.membership().after(change)?;
         if let MembershipChange::Promote(id) = change {
-            let last = self.log.last_index();
-            let matched = self
-                .progress
-                .iter()
-                .find(|p| p.id == id && p.departing.is_none())
-                .map_or(0, |p| p.matched);
-            if matched == 0 || last - matched > CATCH_UP_ENTRIES_MAX {
+            if !self.learner_caught_up(id) {
+                let last = self.log.last_index();
+                let matched = self
+                    .progress
+                    .iter()
+                    .find(|p| p.id == id && p.departing.is_none())
+                    .map_or(0, |p| p.matched);
                 return Err(MembershipError::NotCaughtUp { id, matched, last });
             }
         }
@@ -624,6 +624,22 @@ impl Raft {
         self.advance_commit();
         self.check_invariants();
         Some(index)
+    }
+
+    /// Leader only: whether learner `id` is caught up (thesis §4.2.1): it has matched the
+    /// leader's log at least once (so its log agrees with the leader's) and holds it through
+    /// at least [`CATCH_UP_ENTRIES_MAX`] entries before the leader's last. The one rule
+    /// [`Raft::propose_membership`] accepts a `Promote` by, so a placement driver that asks
+    /// it first proposes only promotions the leader accepts.
+    pub fn learner_caught_up(&self, id: NodeId) -> bool {
+        let last = self.log.last_index();
+        self.role == Role::Leader
+            && self.membership().is_learner(id)
+            && self
+                .progress
+                .iter()
+                .find(|p| p.id == id && p.departing.is_none())
+                .is_some_and(|p| p.matched != 0 && last - p.matched <= CATCH_UP_ENTRIES_MAX)
     }
 
     /// Re-reads the configuration if the log's changed since the last call: the quorum, and
@@ -759,29 +775,38 @@ impl Raft {
     /// nothing until it is removed, added back as a learner and promoted (spec §8.5,
     /// "Replica identities").
     pub fn member_replicas(&self) -> Vec<MemberReplicas> {
-        let membership = self.membership();
-        membership
+        self.membership()
             .members()
-            .map(|id| {
-                let heard = if self.role != Role::Leader {
-                    None
-                } else if id == self.config.id {
-                    Some(self.hard.replica)
-                } else {
-                    self.progress
-                        .iter()
-                        .find(|p| p.id == id)
-                        .map(|p| p.replica)
-                        .filter(|&r| r != 0)
-                };
-                MemberReplicas {
-                    id,
-                    voter: membership.is_voter(id),
-                    named: membership.replica_of(id),
-                    heard,
-                }
-            })
+            .map(|id| self.member_replica(id))
             .collect()
+    }
+
+    /// Whether `id` is a voter whose replica was replaced ([`MemberReplicas::replaced`]),
+    /// without collecting the others: what a placement driver asks of each voter.
+    pub fn voter_replaced(&self, id: NodeId) -> bool {
+        self.member_replica(id).replaced()
+    }
+
+    /// [`Raft::member_replicas`]' entry for node `id`.
+    fn member_replica(&self, id: NodeId) -> MemberReplicas {
+        let membership = self.membership();
+        let heard = if self.role != Role::Leader {
+            None
+        } else if id == self.config.id {
+            Some(self.hard.replica)
+        } else {
+            self.progress
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.replica)
+                .filter(|&r| r != 0)
+        };
+        MemberReplicas {
+            id,
+            voter: membership.is_voter(id),
+            named: membership.replica_of(id),
+            heard,
+        }
     }
 }
 
