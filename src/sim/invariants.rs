@@ -356,7 +356,12 @@ impl Sim {
         }
         check::check_liveness(&self.hist, self.heal_at, self.end).map_err(|e| fail(self, e))?;
         self.check_members()?;
-        let placed = self.report.replicas_created > 0 && self.report.replicas_dropped > 0;
+        // The random mover both adds and removes; the driver adds (shards spread from node
+        // 1) and removes where a node was displaced or replaced, which a 3-node run may never
+        // need: its drops are counted over the sweep.
+        let driver = self.config.placement_driver();
+        let placed =
+            self.report.replicas_created > 0 && (driver || self.report.replicas_dropped > 0);
         if self.config.joined && self.config.scenario.is_none() && self.nodes.len() > 1 && !placed {
             return Err(self.fail(format!(
                 "placement: no replica was both created and dropped ({} created, {} dropped; \
@@ -366,6 +371,9 @@ impl Sim {
                 self.report.placement_proposed,
                 self.report.placement_refused
             )));
+        }
+        if driver {
+            self.check_placed()?;
         }
         if self.config.membership_changes && self.report.membership_changes == 0 {
             return Err(self.fail(format!(
@@ -394,6 +402,38 @@ impl Sim {
                         n.id, n.applied[s]
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Issue 10: with the placement driver, every shard ends on as many voters as it wants
+    /// (`R` = 3, or every node of a smaller cluster), its leader's configuration naming
+    /// each with the replica its node holds now, and no learner left: the nodes are all
+    /// alive after the heal, so nothing is left to move or to catch up.
+    fn check_placed(&self) -> Result<(), SimFailure> {
+        let wanted = self.nodes.len().min(3);
+        for shard in 0..self.config.shards as usize {
+            let Some((leader, membership, replaced)) = self.shard_leader(shard, false) else {
+                return Err(self.fail(format!("placement: shard {shard} has no leader at the end")));
+            };
+            let current = membership.voters.iter().all(|&v| {
+                let held = self
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == v)
+                    .and_then(|n| n.replica(shard));
+                held.is_some_and(|r| membership.replica_of(v) == Some(r.raft().replica()))
+            });
+            if membership.voters.len() != wanted
+                || !membership.learners.is_empty()
+                || !replaced.is_empty()
+                || !current
+            {
+                return Err(self.fail(format!(
+                    "placement: at the end shard {shard} (led by node {leader}) is on {membership}, \
+                     not on {wanted} current voters"
+                )));
             }
         }
         Ok(())

@@ -121,13 +121,15 @@ impl Sim {
     /// the voters are other nodes that run and hold the replica it names (joined runs, whose
     /// shards live on subsets of the nodes, down to two voters while they move: a node that
     /// loses its state there may be the half without which no entry ever commits again, and
-    /// no protocol survives that). Crashed nodes count as not holding their replicas.
+    /// no protocol survives that). Crashed nodes count as not holding their replicas; the
+    /// last leader's configuration counts too (its replicas may all be down).
     pub(super) fn state_loss_keeps_majorities(&self, node: NodeId) -> bool {
         for shard in 0..self.config.shards as usize {
-            for n in &self.nodes {
-                let Some(membership) = n.replica(shard).map(|r| r.raft().membership()) else {
-                    continue;
-                };
+            let running = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica(shard).map(|r| r.raft().membership()));
+            for membership in running.chain(self.leader_configs[shard].as_ref()) {
                 if !membership.is_voter(node) {
                     continue;
                 }

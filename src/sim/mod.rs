@@ -248,6 +248,9 @@ pub struct SimConfig {
     /// node 1 alone. [`SimConfig::new`] sets it for one seed in [`JOINED_SEEDS_EVERY`];
     /// `udplock sim --joined` for every seed.
     pub joined: bool,
+    /// In a joined run: replicas move by the nodes' placement driver rather than by the
+    /// simulator's random mover ([`driver_seed`]; `udplock sim --joined` keeps the seed's).
+    pub placement_by_driver: bool,
 }
 
 impl SimConfig {
@@ -269,6 +272,7 @@ impl SimConfig {
             clock_faults_beyond_bound: false,
             membership_changes: membership::membership_seed(seed, nodes) && !joined_seed(seed),
             joined: joined_seed(seed),
+            placement_by_driver: driver_seed(seed),
         }
     }
 }
@@ -605,6 +609,10 @@ pub(crate) struct Sim {
     leader_after_heal: Vec<Option<Instant>>,
     /// Per shard, the commit index every replica must reach by the end.
     catch_up_index: Vec<Option<u64>>,
+    /// Per shard, the configuration of the last leader seen (`after_call`): the faults
+    /// that take a node's state respect it also while that leader and every other replica
+    /// naming the node are down (`Sim::state_loss_keeps_majorities`).
+    leader_configs: Vec<Option<crate::core::raft::Membership>>,
     hist: History,
     /// Scenario probes awaiting a reply, by request id.
     probes: HashMap<lock_table::RequestId, usize>,
@@ -743,8 +751,15 @@ impl Sim {
                 let seed = rng.gen();
                 Client::new(
                     idx,
-                    // A joined run's clients know node 1 only (the others hold no shard).
-                    if config.joined { 1 } else { config.nodes },
+                    // A joined run's clients know node 1 only (the others hold no shard at
+                    // first) when the random mover runs; with the placement driver, which
+                    // moves shards off node 1, every node, as a real client learns them
+                    // from the first it reaches (MEMBERS, spec §7.1.8).
+                    if config.joined && !config.placement_driver() {
+                        1
+                    } else {
+                        config.nodes
+                    },
                     config.shards,
                     config.resources,
                     clock,
@@ -787,6 +802,7 @@ impl Sim {
             leaders: vec![BTreeMap::new(); shards],
             leader_after_heal: vec![None; shards],
             catch_up_index: vec![None; shards],
+            leader_configs: vec![None; shards],
             hist: History::default(),
             probes: HashMap::new(),
             request_lens: HashMap::new(),
@@ -1115,10 +1131,11 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         table: shard.table.clone(),
         spread_leaders: spread_leaders(config),
         swim_period: SWIM_PERIOD,
-        // The simulator's joined runs move shards with their own random mover
-        // (`placement.rs`); the node's placement driver stays off so that every seed runs
-        // as it did before it.
-        placement: None,
+        // Joined runs move shards by the nodes' driver or by the simulator's random mover
+        // (`SimConfig::placement_driver`); a static cluster has no placement.
+        placement: config
+            .placement_driver()
+            .then(|| crate::core::placement::Planner::new(3, SIM_DEAD_AFTER).expect("3 replicas")),
         ..node::Config::new(id, peers)
     };
     if config.joined {
@@ -1152,6 +1169,27 @@ pub const JOINED_SEEDS_EVERY: u64 = 7;
 /// Whether random seed `seed` runs a joined cluster (see [`JOINED_SEEDS_EVERY`]).
 pub fn joined_seed(seed: u64) -> bool {
     seed % JOINED_SEEDS_EVERY == 5
+}
+
+/// How long a node must be dead before the placement driver of a joined run replaces its
+/// replicas (`node::Config::placement`, `--dead-after-ms`): short, so that crashes of the
+/// safety phase (50 ms to 2 s) both do and do not outlast it.
+pub const SIM_DEAD_AFTER: Duration = Duration::from_millis(1_000);
+
+/// Whether a joined run of random seed `seed` moves its replicas by the nodes' own
+/// placement driver (`core::node`'s `placing`, issue 10): every other joined seed. The rest
+/// use the random mover (`placement.rs`), which reaches configurations the driver never
+/// makes ([`SimConfig::placement_driver`]).
+pub fn driver_seed(seed: u64) -> bool {
+    (seed / JOINED_SEEDS_EVERY) % 2 == 1
+}
+
+impl SimConfig {
+    /// The run moves replicas by the placement driver (a joined run whose
+    /// `placement_by_driver` is set).
+    pub fn placement_driver(&self) -> bool {
+        self.joined && self.placement_by_driver
+    }
 }
 
 /// The id a forger's join announces in a joined run (`Sim::send_forged_join`): no node's,

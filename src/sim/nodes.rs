@@ -247,6 +247,14 @@ impl Sim {
             return Ok(());
         }
         self.check_drops(id)?;
+        if let Some(core) = self.nodes[i].node.as_ref() {
+            for (shard, replica) in core.replicas() {
+                let raft = replica.raft();
+                if raft.role() == Role::Leader {
+                    self.leader_configs[shard as usize] = Some(raft.membership().clone());
+                }
+            }
+        }
         // The writes first, in order: nothing below leaves before what it depends on is
         // stored (the core names it; this shell, like the real one, stores everything first).
         if self.store_writes(id)? {

@@ -32,7 +32,8 @@ const VOTERS_KEPT_MIN: usize = 2;
 impl Sim {
     /// Schedules the first change of a joined run.
     pub(super) fn arm_placement(&mut self) {
-        if self.config.joined && self.config.scenario.is_none() {
+        let mover = self.config.joined && !self.config.placement_driver();
+        if mover && self.config.scenario.is_none() {
             let first = Duration::from_millis(self.rng.gen_range(PLACEMENT_FIRST_MS));
             self.schedule(first, Event::Placement);
         }

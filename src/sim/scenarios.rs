@@ -159,6 +159,7 @@ impl Scenario {
             clock_faults_beyond_bound: false,
             membership_changes: false,
             joined: false,
+            placement_by_driver: false,
         }
     }
 

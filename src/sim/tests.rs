@@ -278,6 +278,8 @@ fn a_correct_peers_datagram_dropped_as_undecodable_is_a_failure() {
 fn a_restarted_joined_node_learns_the_members_it_missed() {
     let mut config = SimConfig::new(1033, 5, 10);
     (config.joined, config.membership_changes) = (true, false);
+    // As found: by the random mover (the SWIM bug it guards is independent of placement).
+    config.placement_by_driver = false;
     if let Err(f) = run(&config) {
         panic!("{f}");
     }

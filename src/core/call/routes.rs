@@ -138,9 +138,18 @@ impl Routes {
             .unwrap_or(position % n)
     }
 
-    /// Spec §7.1.7 rule 7: the ring position a request moves on to from `position`.
+    /// Spec §7.1.7 rule 7: the ring position a request moves on to from `position`: the
+    /// first other server after it that is not suspect, else the next one. Never `position`
+    /// itself (unless it is the only one): a server that answered NOT_LEADER without a hint,
+    /// or stayed silent, is left even when every other is suspect, or a client could stay
+    /// for ever with a node that holds no replica of the shard (spec §8.1) and never try
+    /// again the ones that do.
     pub fn next_position(&self, position: usize) -> usize {
-        self.ring_from(position + 1)
+        let n = self.servers_len;
+        (1..n)
+            .map(|k| (position + k) % n)
+            .find(|&i| !self.is_suspect(i as u32))
+            .unwrap_or((position + 1) % n)
     }
 
     /// The ring position of `addr` (already in the socket's family), if it is on the ring.
@@ -269,7 +278,12 @@ mod tests {
         }
         assert_eq!(routes.next_position(0), 1, "all suspect: the next one");
         routes.set_suspect(1, false);
-        assert_eq!(routes.next_position(1), 1, "the only one left");
+        assert_eq!(
+            routes.next_position(1),
+            2,
+            "moving on moves, to a suspect one if no other is left"
+        );
+        assert_eq!(routes.next_position(0), 1, "the one not suspect");
     }
 
     /// The table of learned leaders is bounded; a hint beyond it is followed but not kept.
