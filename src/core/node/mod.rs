@@ -483,9 +483,7 @@ impl Node {
         );
         debug_assert!((0..shards).all(|s| !self.named[s] || self.orphan_at[s] == Instant::MAX));
         debug_assert!((0..shards).all(|s| self.shards[s].is_some()
-            || (self.deadlines[s] == Instant::MAX
-                && self.marks[s].is_none()
-                && !self.named[s])));
+            || (self.deadlines[s] == Instant::MAX && self.marks[s].is_none() && !self.named[s])));
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
             self.touched.iter().filter(|&&t| t).count(),
@@ -1443,27 +1441,32 @@ impl Node {
         self.send_settings_to(from, source);
     }
 
-    /// Graceful leave: each shard this node leads goes to the first peer (after this node,
-    /// by id) that is up to date. Called on every input while leaving; Raft ignores a second
-    /// transfer while one runs.
+    /// Graceful leave (Raft thesis §3.10): each shard this node leads goes to the first voter
+    /// of the shard's configuration (the latest in its log, thesis §4.1: in a joined cluster
+    /// each shard has its own voters; in a static one they are the listed peers) that is
+    /// caught up, in id order after this node (wrapping): every leaving node spreads its
+    /// shards the same deterministic way. Called on every input while leaving; Raft ignores
+    /// a second transfer while one runs. A shard with no other caught-up voter stays.
     fn hand_over(&mut self, now: Instant) {
         let me = self.config.node_id;
-        let mut peers: Vec<NodeId> = self.config.peers.iter().map(|&(id, _)| id).collect();
-        peers.sort_unstable();
-        let first_after = peers.iter().position(|&id| id > me).unwrap_or(0);
-        peers.rotate_left(first_after);
         for shard in 0..self.shards.len() {
             let Some(replica) = self.shards[shard].as_mut() else {
                 continue;
             };
-            if replica.raft().role() != Role::Leader || replica.raft().transferring_to().is_some() {
+            let raft = replica.raft();
+            if raft.role() != Role::Leader || raft.transferring_to().is_some() {
                 continue;
             }
-            let target = peers
+            // The ids above this node first, ascending, then those below: no allocation.
+            let target = raft
+                .membership()
+                .voters
                 .iter()
                 .copied()
-                .find(|&id| id != me && replica.raft().follower_caught_up(id, now));
+                .filter(|&id| id != me && raft.follower_caught_up(id, now))
+                .min_by_key(|&id| (id < me, id));
             if let Some(target) = target {
+                assert!(raft.membership().is_voter(target));
                 let _ = replica.transfer_leadership(now, target);
                 self.touch(shard as u32);
             }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::core::raft::Entry;
 
+mod leave;
 mod remove;
 
 /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
