@@ -26,8 +26,8 @@
 //! - **joined clusters** (spec §8.1, [`Joined`]): a random cluster id and seeds instead of a
 //!   node list; the node that bootstrapped the cluster is its static voter and starts with
 //!   every shard, a joined node holds the replicas leaders add it to (for a shard it does not
-//!   hold it answers lock requests NOT_LEADER, without a hint; SHARD_STATUS as a follower
-//!   that knows no leader);
+//!   hold it answers lock requests NOT_LEADER, without a hint; SHARD_STATUS with the role
+//!   "no replica", spec §5.6);
 //! - **replicas on demand** (spec §8.1; joined clusters only): the replicas are a slot per
 //!   shard, `None` where not held (every per-shard lookup O(1); the timer scan reads one
 //!   deadline per shard, `Instant::MAX` for an empty slot; at most `shards` replicas, so
@@ -1019,10 +1019,10 @@ impl Node {
             .map(|(shard, replica)| {
                 let Some(replica) = replica else {
                     // A shard this node holds no replica of (a joined cluster's node, spec
-                    // §4.7, §8.1): a follower that knows no leader, every field zero.
+                    // §5.6, §8.1): "no replica", every other field zero.
                     return ShardStatusEntry {
                         shard: shard as u16,
-                        role: ShardRole::Follower,
+                        role: ShardRole::NoReplica,
                         leader_id: 0,
                         term: 0,
                         commit_index: 0,
