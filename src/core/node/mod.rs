@@ -923,7 +923,9 @@ impl Node {
         let shard = shard_of(request.body.resource(), self.config.shards);
         let outcome = match self.shards[shard as usize].as_mut() {
             // A joined cluster's node that holds no replica of the shard (spec §8.1): it
-            // cannot name the leader either, so the client asks its other servers.
+            // cannot name the leader (no Raft record of the shard reaches it; SWIM carries
+            // no shard map; placement targets are not leaders), so no hint: the client
+            // moves on along its ring (spec §7.1.7 rule 5, §7.1.8 rule 2).
             None => Err(None),
             Some(replica) => {
                 let table_request = table_request(&request, from, datagram.len());
