@@ -610,7 +610,15 @@ impl Raft {
                 Vec::with_capacity(membership.voters.len() + membership.learners.len());
             for id in membership.members().filter(|&id| id != self.config.id) {
                 let voter = membership.is_voter(id);
-                match self.progress.iter().position(|p| p.id == id) {
+                // A node removed and added again before it was forgotten (`departing`)
+                // starts over: it drops its replica once it applies its removal, so what it
+                // matched, and the replica id it answered with, belong to a replica that may
+                // be gone (spec §8.5, "Replica identities").
+                let kept = self
+                    .progress
+                    .iter()
+                    .position(|p| p.id == id && p.departing.is_none());
+                match kept {
                     Some(position) => {
                         let mut kept = self.progress[position].clone();
                         kept.voter = voter;
