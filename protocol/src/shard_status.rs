@@ -81,7 +81,7 @@ const _: () = assert!(field::ENTRY_COUNT.end == SHARD_STATUS_REPLY_FIXED_LEN);
 const _: () = assert!(field::WAITERS.end == SHARD_STATUS_ENTRY_LEN);
 
 /// The role a node has in one shard's Raft group, as SHARD_STATUS_REPLY reports it (spec
-/// §5.6). Values 4 to 255 are reserved.
+/// §5.6), or that it holds no replica of the shard. Values 5 to 255 are reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ShardRole {
@@ -93,6 +93,9 @@ pub enum ShardRole {
     Candidate = 2,
     /// Leads the shard: the node that executes its requests.
     Leader = 3,
+    /// Holds no replica of the shard (a node of a joined cluster, spec §8.1): it is in no
+    /// role and knows nothing of the shard; every other field of its entry is zero.
+    NoReplica = 4,
 }
 
 impl ShardRole {
@@ -102,6 +105,7 @@ impl ShardRole {
         ShardRole::PreCandidate,
         ShardRole::Candidate,
         ShardRole::Leader,
+        ShardRole::NoReplica,
     ];
 
     /// The role for `raw`, or `None` for a reserved value.
@@ -111,6 +115,7 @@ impl ShardRole {
             1 => Some(ShardRole::PreCandidate),
             2 => Some(ShardRole::Candidate),
             3 => Some(ShardRole::Leader),
+            4 => Some(ShardRole::NoReplica),
             _ => None,
         }
     }
@@ -127,6 +132,7 @@ impl ShardRole {
             ShardRole::PreCandidate => "pre-candidate",
             ShardRole::Candidate => "candidate",
             ShardRole::Leader => "leader",
+            ShardRole::NoReplica => "no-replica",
         }
     }
 }
@@ -312,8 +318,10 @@ impl<'a> ShardStatusReply<'a> {
             }
             // `page_is_consistent` bounded first_shard + count by shards_total <= 4096.
             let expected_shard = usize::from(first_shard) + i;
-            if ShardRole::from_wire(raw[field::ROLE]).is_none()
+            let role = ShardRole::from_wire(raw[field::ROLE]);
+            if role.is_none()
                 || usize::from(u16_at(raw, field::SHARD.start)) != expected_shard
+                || (role == Some(ShardRole::NoReplica) && !no_replica_is_blank(raw))
             {
                 return Err(DecodeError::BadShardStatus);
             }
@@ -373,7 +381,9 @@ impl<'a> ShardStatusReply<'a> {
         let slots = b[SHARD_STATUS_REPLY_FIXED_LEN..].chunks_exact_mut(SHARD_STATUS_ENTRY_LEN);
         let mut written = 0;
         for (i, (e, w)) in self.entries.iter().zip(slots).enumerate() {
-            if usize::from(e.shard) != usize::from(self.first_shard) + i {
+            if usize::from(e.shard) != usize::from(self.first_shard) + i
+                || (e.role == ShardRole::NoReplica && !e.is_blank())
+            {
                 return Err(EncodeError::BadShardStatus);
             }
             w[field::SHARD].copy_from_slice(&e.shard.to_be_bytes());
@@ -389,6 +399,27 @@ impl<'a> ShardStatusReply<'a> {
         }
         debug_assert_eq!(written, count);
         Ok(len)
+    }
+}
+
+/// Spec §5.6: a NO_REPLICA entry says nothing but the shard and that role; its fields after
+/// the reserved byte (`leader_id` to `waiters`) are zero.
+fn no_replica_is_blank(raw: &[u8]) -> bool {
+    raw[field::LEADER_ID.start..field::WAITERS.end]
+        .iter()
+        .all(|&b| b == 0)
+}
+
+impl ShardStatusEntry {
+    /// Every field but the shard and the role zero, as a NO_REPLICA entry must be (spec §5.6).
+    pub fn is_blank(&self) -> bool {
+        (
+            self.leader_id,
+            self.term,
+            self.commit_index,
+            self.applied_index,
+        ) == (0, 0, 0, 0)
+            && (self.held, self.waiters) == (0, 0)
     }
 }
 

@@ -1400,7 +1400,7 @@ fn shard_page() -> impl Strategy<Value = (u64, u16, u16, Vec<ShardStatusEntry>)>
                 .enumerate()
                 .map(
                     |(i, (role, leader_id, term, commit_index, applied_index, held, waiters))| {
-                        ShardStatusEntry {
+                        let entry = ShardStatusEntry {
                             shard: first + i as u16,
                             role,
                             leader_id,
@@ -1409,6 +1409,20 @@ fn shard_page() -> impl Strategy<Value = (u64, u16, u16, Vec<ShardStatusEntry>)>
                             applied_index,
                             held,
                             waiters,
+                        };
+                        // A node that holds no replica says nothing else (spec §5.6).
+                        if role == ShardRole::NoReplica {
+                            ShardStatusEntry {
+                                leader_id: 0,
+                                term: 0,
+                                commit_index: 0,
+                                applied_index: 0,
+                                held: 0,
+                                waiters: 0,
+                                ..entry
+                            }
+                        } else {
+                            entry
                         }
                     },
                 )

@@ -121,7 +121,8 @@ pub struct MemberInfo {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardInfo {
     pub shard: u16,
-    /// The answering node's role in this shard.
+    /// The answering node's role in this shard; [`ShardRole::NoReplica`] if it holds no
+    /// replica of it (a joined cluster's node, spec §5.6), every other field then empty.
     pub role: ShardRole,
     /// The node it believes leads the shard in its current term (itself if it leads);
     /// `None` when it knows none, e.g. during an election.

@@ -69,9 +69,7 @@ impl StatusArgs {
     /// says it leads, in the highest term, is shown (else the view with the highest term).
     /// Fails only if no node answers.
     fn print_shards(&self, client: &Client) -> Result<(), LockError> {
-        use udplock::client::{
-            MembersReport, NodeSettingsReport, ShardInfo, ShardRole, ShardStatusReport,
-        };
+        use udplock::client::{MembersReport, NodeSettingsReport, ShardRole, ShardStatusReport};
         let servers = client.servers().to_vec();
         type Asked = (
             Result<ShardStatusReport, LockError>,
@@ -161,31 +159,42 @@ impl StatusArgs {
             .map(|(_, r)| r.shards.len())
             .max()
             .unwrap_or(0);
-        // Per shard: (node that answered, its view); leaders first, then the highest term.
-        let best: Vec<Option<(u64, ShardInfo)>> = (0..shards_total)
-            .map(|shard| {
-                answered
-                    .iter()
-                    .filter_map(|(_, r)| r.shards.get(shard).map(|info| (r.node_id, *info)))
-                    .max_by_key(|(_, info)| (info.role == ShardRole::Leader, info.term))
-            })
-            .collect();
+        let reports: Vec<&ShardStatusReport> = answered.iter().map(|(_, r)| *r).collect();
+        let best = shard_views(&reports, shards_total);
         let led_by = |node: u64| {
             best.iter()
-                .flatten()
-                .filter(|(from, info)| *from == node && info.role == ShardRole::Leader)
+                .filter(|v| matches!(v, ShardView::Held(from, info) if *from == node && info.role == ShardRole::Leader))
+                .count()
+        };
+        // The shards a node holds a replica of (all, except on a joined cluster's node).
+        let holds = |r: &ShardStatusReport| {
+            r.shards
+                .iter()
+                .filter(|info| info.role != ShardRole::NoReplica)
                 .count()
         };
         let json = self.conn.json;
         let mut shard_rows = Vec::new();
         for (shard, view) in best.iter().enumerate() {
-            let Some((from, info)) = view else {
-                shard_rows.push(if json {
-                    format!("{{\"shard\":{shard},\"leader_id\":null}}")
-                } else {
-                    format!("{shard:>5}  (no node reported this shard)")
-                });
-                continue;
+            let (from, info) = match view {
+                ShardView::Unreported => {
+                    shard_rows.push(if json {
+                        format!("{{\"shard\":{shard},\"leader_id\":null}}")
+                    } else {
+                        format!("{shard:>5}  (no node reported this shard)")
+                    });
+                    continue;
+                }
+                ShardView::NoReplica => {
+                    // Spec §5.6: every node that answered said it holds no replica.
+                    shard_rows.push(if json {
+                        format!("{{\"shard\":{shard},\"leader_id\":null,\"no_replica\":true}}")
+                    } else {
+                        format!("{shard:>5}  (no node that answered holds a replica)")
+                    });
+                    continue;
+                }
+                ShardView::Held(from, info) => (from, info),
             };
             // Without a reachable leader, a follower may still name the leader it follows.
             let leader = info.leader_id;
@@ -222,16 +231,24 @@ impl StatusArgs {
             .iter()
             .map(|(addr, r)| match (r, json) {
                 (Ok(r), true) => format!(
-                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"leads\":{}}}",
+                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"holds\":{},\"leads\":{}}}",
                     json::string(&addr.to_string()),
                     r.node_id,
                     r.shards.len(),
+                    holds(r),
                     led_by(r.node_id)
                 ),
                 (Err(e), true) => format!(
                     "{{\"address\":{},\"reachable\":false,\"error\":{}}}",
                     json::string(&addr.to_string()),
                     json::string(&why(e))
+                ),
+                (Ok(r), false) if holds(r) < r.shards.len() => format!(
+                    "node {} at {addr}: reachable, leads {} of {} shards, holds a replica of {}",
+                    r.node_id,
+                    led_by(r.node_id),
+                    r.shards.len(),
+                    holds(r)
                 ),
                 (Ok(r), false) => format!(
                     "node {} at {addr}: reachable, leads {} of {} shards",
@@ -324,6 +341,45 @@ impl StatusArgs {
         }
         Ok(())
     }
+}
+
+/// What `udplock status` shows for one shard.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum ShardView {
+    /// No node that answered described it (a page that did not arrive).
+    Unreported,
+    /// Every node that described it holds no replica of it (spec §5.6, role "no replica"):
+    /// none of them knows its leader or term.
+    NoReplica,
+    /// The view to believe, and the node whose it is.
+    Held(u64, udplock::client::ShardInfo),
+}
+
+/// Per shard, the view to believe among `reports`: the node that says it leads, in the
+/// highest term, else the highest term; a node holding no replica is no witness (spec §5.6:
+/// it knows nothing of the shard).
+fn shard_views(
+    reports: &[&udplock::client::ShardStatusReport],
+    shards_total: usize,
+) -> Vec<ShardView> {
+    use udplock::client::ShardRole;
+    (0..shards_total)
+        .map(|shard| {
+            let infos = || {
+                reports
+                    .iter()
+                    .filter_map(move |r| r.shards.get(shard).map(|info| (r.node_id, *info)))
+            };
+            let best = infos()
+                .filter(|(_, info)| info.role != ShardRole::NoReplica)
+                .max_by_key(|(_, info)| (info.role == ShardRole::Leader, info.term));
+            match best {
+                Some((from, info)) => ShardView::Held(from, info),
+                None if infos().next().is_some() => ShardView::NoReplica,
+                None => ShardView::Unreported,
+            }
+        })
+        .collect()
 }
 
 /// The alive members of `tables` (each with the address its node was asked at) that are not
@@ -488,4 +544,63 @@ fn settings_differences(
         out.push((None, ids));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use udplock::client::{ShardInfo, ShardRole, ShardStatusReport};
+
+    fn info(shard: u16, role: ShardRole, leader: Option<u64>, term: u64) -> ShardInfo {
+        ShardInfo {
+            shard,
+            role,
+            leader_id: leader,
+            term,
+            commit_index: term * 10,
+            applied_index: term * 10,
+            held: 0,
+            waiters: 0,
+        }
+    }
+
+    fn blank(shard: u16) -> ShardInfo {
+        info(shard, ShardRole::NoReplica, None, 0)
+    }
+
+    /// Spec §5.6: a joined cluster's node that holds no replica of a shard says so, and is no
+    /// witness of it. Node 2 holds shard 0 only (following node 1); node 1 leads shards 0 and
+    /// 1; shard 2 is held by neither. `status` believes node 1's view of shards 0 and 1 and
+    /// says no answering node holds shard 2, where it used to show node 2's view, "follower
+    /// in term 0", as if the shard had a replica that knew no leader.
+    #[test]
+    fn a_shard_no_answering_node_holds_is_shown_as_held_by_none() {
+        let node1 = ShardStatusReport {
+            node_id: 1,
+            shards: vec![
+                info(0, ShardRole::Leader, Some(1), 3),
+                info(1, ShardRole::Leader, Some(1), 2),
+                blank(2),
+            ],
+        };
+        let node2 = ShardStatusReport {
+            node_id: 2,
+            shards: vec![info(0, ShardRole::Follower, Some(1), 3), blank(1), blank(2)],
+        };
+        let views = shard_views(&[&node2, &node1], 3);
+        assert_eq!(views[0], ShardView::Held(1, node1.shards[0]));
+        assert_eq!(views[1], ShardView::Held(1, node1.shards[1]));
+        assert_eq!(views[2], ShardView::NoReplica);
+        // Node 2 alone: its own replica, and nothing it could tell of the others.
+        let views = shard_views(&[&node2], 4);
+        assert_eq!(
+            views,
+            [
+                ShardView::Held(2, node2.shards[0]),
+                ShardView::NoReplica,
+                ShardView::NoReplica,
+                ShardView::Unreported,
+            ]
+        );
+    }
 }

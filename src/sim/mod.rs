@@ -157,6 +157,7 @@ mod membership;
 mod network;
 mod nodes;
 mod placement;
+mod removal;
 mod scenarios;
 pub mod swim;
 #[cfg(test)]
@@ -164,7 +165,7 @@ mod tests;
 mod trace;
 mod wire;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
@@ -349,6 +350,11 @@ pub struct SimReport {
     pub replicas_dropped: u64,
     /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).
     pub forged_joins: u64,
+    /// Operator REMOVEs of joined runs (`removal.rs`) that took effect (a crashed node held
+    /// dead, removed), and those that had to change nothing and did not (under another key,
+    /// replayed, at another incarnation).
+    pub removals: u64,
+    pub removals_refused: u64,
     /// Crashes and stops of joined nodes (not static voters, [`SimConfig::joined`]).
     pub joined_crashes: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
@@ -483,6 +489,9 @@ enum Event {
     Membership,
     /// Ask a shard's leader of a joined run for the next placement change (`placement.rs`).
     Placement,
+    /// An operator's REMOVE, authentic, forged or stale, to a node of a joined run
+    /// (`removal.rs`).
+    Removal,
     /// Leader `from` starts handing leadership of `shard` to `to` (a fault or a scenario; an
     /// event, so that what it sends passes a script's `on_send` like anything else).
     Transfer {
@@ -557,6 +566,7 @@ impl Event {
             Event::CatchUpMark => trace.word(11),
             Event::Membership => trace.word(14),
             Event::Placement => trace.word(15),
+            Event::Removal => trace.word(16),
             Event::Transfer { from, to, shard } => {
                 trace.word(12);
                 trace.word(*from);
@@ -631,6 +641,8 @@ pub(crate) struct Sim {
     /// Reused for every PEER datagram delivered (see `wire::peer_glance`).
     from_leader_buf: Vec<(u16, u64)>,
     outbox: Vec<Outgoing>,
+    /// The operator's removals of a joined run (`removal.rs`).
+    removals: removal::Removals,
 }
 
 /// Runs one simulation.
@@ -781,6 +793,7 @@ impl Sim {
             KeySet::single(udplock_protocol::ClusterKey::new(&secret))
         };
         let cluster_id = cluster_config(&config, &shard_config, 1).cluster_id();
+        let removals = removal::Removals::new(config.seed);
         let mut sim = Sim {
             config,
             shard_config,
@@ -813,6 +826,7 @@ impl Sim {
             lease_seen: vec![(0, 0, 0); shards],
             from_leader_buf: Vec::new(),
             outbox: Vec::new(),
+            removals,
         };
         for id in voters {
             sim.start_node(id)?;
@@ -840,6 +854,7 @@ impl Sim {
         }
         sim.arm_membership();
         sim.arm_placement();
+        sim.arm_removal();
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
         Ok(sim)
@@ -1012,6 +1027,7 @@ impl Sim {
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::Membership => self.membership_step()?,
             Event::Placement => self.placement_step()?,
+            Event::Removal => self.removal_step()?,
             Event::CatchUpMark => {
                 for shard in 0..self.catch_up_index.len() {
                     let commit = self

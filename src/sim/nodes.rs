@@ -306,6 +306,11 @@ impl Sim {
                     t.after
                 )));
             }
+            if t.to == removal::OPERATOR_ADDR {
+                // The answer to an operator's REMOVE: `removal.rs` judges it.
+                self.removals.answered(datagram);
+                continue;
+            }
             if t.to_peer {
                 let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
                     return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));

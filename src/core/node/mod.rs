@@ -26,8 +26,8 @@
 //! - **joined clusters** (spec §8.1, [`Joined`]): a random cluster id and seeds instead of a
 //!   node list; the node that bootstrapped the cluster is its static voter and starts with
 //!   every shard, a joined node holds the replicas leaders add it to (for a shard it does not
-//!   hold it answers lock requests NOT_LEADER, without a hint; SHARD_STATUS as a follower
-//!   that knows no leader);
+//!   hold it answers lock requests NOT_LEADER, without a hint; SHARD_STATUS with the role
+//!   "no replica", spec §5.6);
 //! - **replicas on demand** (spec §8.1; joined clusters only): the replicas are a slot per
 //!   shard, `None` where not held (every per-shard lookup O(1); the timer scan reads one
 //!   deadline per shard, `Instant::MAX` for an empty slot; at most `shards` replicas, so
@@ -957,7 +957,9 @@ impl Node {
         let shard = shard_of(request.body.resource(), self.config.shards);
         let outcome = match self.shards[shard as usize].as_mut() {
             // A joined cluster's node that holds no replica of the shard (spec §8.1): it
-            // cannot name the leader either, so the client asks its other servers.
+            // cannot name the leader (no Raft record of the shard reaches it; SWIM carries
+            // no shard map; placement targets are not leaders), so no hint: the client
+            // moves on along its ring (spec §7.1.7 rule 5, §7.1.8 rule 2).
             None => Err(None),
             Some(replica) => {
                 let table_request = table_request(&request, from, datagram.len());
@@ -1053,10 +1055,10 @@ impl Node {
             .map(|(shard, replica)| {
                 let Some(replica) = replica else {
                     // A shard this node holds no replica of (a joined cluster's node, spec
-                    // §4.7, §8.1): a follower that knows no leader, every field zero.
+                    // §5.6, §8.1): "no replica", every other field zero.
                     return ShardStatusEntry {
                         shard: shard as u16,
-                        role: ShardRole::Follower,
+                        role: ShardRole::NoReplica,
                         leader_id: 0,
                         term: 0,
                         commit_index: 0,
@@ -1475,27 +1477,32 @@ impl Node {
         self.send_settings_to(from, source);
     }
 
-    /// Graceful leave: each shard this node leads goes to the first peer (after this node,
-    /// by id) that is up to date. Called on every input while leaving; Raft ignores a second
-    /// transfer while one runs.
+    /// Graceful leave (Raft thesis §3.10): each shard this node leads goes to the first voter
+    /// of the shard's configuration (the latest in its log, thesis §4.1: in a joined cluster
+    /// each shard has its own voters; in a static one they are the listed peers) that is
+    /// caught up, in id order after this node (wrapping): every leaving node spreads its
+    /// shards the same deterministic way. Called on every input while leaving; Raft ignores
+    /// a second transfer while one runs. A shard with no other caught-up voter stays.
     fn hand_over(&mut self, now: Instant) {
         let me = self.config.node_id;
-        let mut peers: Vec<NodeId> = self.config.peers.iter().map(|&(id, _)| id).collect();
-        peers.sort_unstable();
-        let first_after = peers.iter().position(|&id| id > me).unwrap_or(0);
-        peers.rotate_left(first_after);
         for shard in 0..self.shards.len() {
             let Some(replica) = self.shards[shard].as_mut() else {
                 continue;
             };
-            if replica.raft().role() != Role::Leader || replica.raft().transferring_to().is_some() {
+            let raft = replica.raft();
+            if raft.role() != Role::Leader || raft.transferring_to().is_some() {
                 continue;
             }
-            let target = peers
+            // The ids above this node first, ascending, then those below: no allocation.
+            let target = raft
+                .membership()
+                .voters
                 .iter()
                 .copied()
-                .find(|&id| id != me && replica.raft().follower_caught_up(id, now));
+                .filter(|&id| id != me && raft.follower_caught_up(id, now))
+                .min_by_key(|&id| (id < me, id));
             if let Some(target) = target {
+                assert!(raft.membership().is_voter(target));
                 let _ = replica.transfer_leadership(now, target);
                 self.touch(shard as u32);
             }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::core::raft::Entry;
 
+mod leave;
 mod placing;
 mod remove;
 
@@ -1643,11 +1644,13 @@ fn the_first_node_back_after_it_was_held_dead_is_found_again() {
 }
 
 /// A node that joined holds no replica, yet answers SHARD_STATUS like any node (spec §4.7,
-/// §8.1): every shard of the cluster, as a follower that knows no leader (term 0, leader 0,
-/// nothing held), no longer than the request. It used to answer nothing (its reply did not
-/// encode: zero shards), so `udplock status` called it unreachable.
+/// §8.1): every shard of the cluster, each with the role "no replica" and every other field
+/// zero (spec §5.6), no longer than the request. It used to answer nothing (its reply did
+/// not encode: zero shards), so `udplock status` called it unreachable; then it answered as
+/// a follower in term 0, which `udplock status` could not tell from a replica of a new
+/// cluster.
 #[test]
-fn a_joined_node_answers_shard_status_knowing_no_leader() {
+fn a_joined_node_answers_shard_status_holding_no_replica() {
     let (a1, a2) = (joined_addr(1), joined_addr(2));
     let keys = test_keys();
     let mut net = Joining::new(vec![
@@ -1677,7 +1680,7 @@ fn a_joined_node_answers_shard_status_knowing_no_leader() {
     assert_eq!(entries.len(), 3);
     for (k, e) in entries.iter().enumerate() {
         assert_eq!(usize::from(e.shard), 1 + k);
-        assert_eq!((e.role, e.leader_id, e.term), (ShardRole::Follower, 0, 0));
+        assert_eq!((e.role, e.leader_id, e.term), (ShardRole::NoReplica, 0, 0));
         assert_eq!((e.commit_index, e.held, e.waiters), (0, 0, 0));
     }
 }

@@ -717,3 +717,54 @@ fn a_node_added_back_while_its_removed_replica_departs_is_a_new_server() {
     change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up");
     assert_eq!(net.node(1).membership().replica_of(4), Some(new));
 }
+
+/// Found by the simulator (`udplock sim --seed 25 --nodes 5 --joined`, once operator
+/// removals ran): a learner removed and added again before its leader forgot it (its
+/// progress `departing`, kept until it acknowledges its removal) kept the progress of the
+/// replica it had before — what it matched and its replica id. But a joined node drops its
+/// replica once it applies its removal (spec §8.1), so the leader promoted, as caught up,
+/// a replica that no longer existed, naming its old id: the new configuration of two voters
+/// could never commit (the node's new replica does not count, spec §8.5 "Replica
+/// identities"), and the shard stayed without a leader. A member added again now starts
+/// over: promoted only once its present replica caught up.
+#[test]
+fn a_learner_removed_and_added_again_starts_over() {
+    let mut net = members_net(4, 3, 11);
+    lead(&mut net, 1);
+    let index = change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added");
+    net.run_for(ms(100));
+    assert!(net.node(4).commit_index() >= index, "the learner caught up");
+    // Node 4 never hears of its removal: the leader keeps it as departing.
+    net.isolate(4);
+    let index = change(&mut net, 1, MembershipChange::Remove(4)).expect("removed");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    let index = change(&mut net, 1, MembershipChange::AddLearner(4)).expect("added again");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    assert_eq!(learners(&net, 1), [4]);
+    // Nothing heard from node 4 since it was added again: not caught up.
+    assert!(
+        matches!(
+            change(&mut net, 1, MembershipChange::Promote(4)),
+            Err(MembershipError::NotCaughtUp {
+                id: 4,
+                matched: 0,
+                ..
+            })
+        ),
+        "promoted on what its earlier replica matched: {}",
+        net.node(1).membership()
+    );
+    // Heard again, it catches up and is promoted under the replica id it answers with.
+    net.heal();
+    net.run_for(ms(200));
+    let index = change(&mut net, 1, MembershipChange::Promote(4)).expect("caught up");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    assert_eq!(voters(&net, 1), [1, 2, 3, 4]);
+    assert_eq!(
+        net.node(1).membership().replica_of(4),
+        Some(net.node(4).replica())
+    );
+}
