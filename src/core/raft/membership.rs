@@ -628,18 +628,31 @@ impl Raft {
 
     /// Leader only: whether learner `id` is caught up (thesis §4.2.1): it has matched the
     /// leader's log at least once (so its log agrees with the leader's) and holds it through
-    /// at least [`CATCH_UP_ENTRIES_MAX`] entries before the leader's last. The one rule
+    /// at least [`CATCH_UP_ENTRIES_MAX`] entries before the leader's last, from the CONFIG
+    /// that made it a learner on. The one rule
     /// [`Raft::propose_membership`] accepts a `Promote` by, so a placement driver that asks
     /// it first proposes only promotions the leader accepts.
     pub fn learner_caught_up(&self, id: NodeId) -> bool {
         let last = self.log.last_index();
+        // And it holds the CONFIG that made it a learner (the latest: one change at a time).
+        // Found by `udplock sim --seed 124 --nodes 3` (a joined run): a node removed and added
+        // again acknowledged, with the replica it was about to drop, entries just short of
+        // the CONFIG adding it back; promoted on those, it then applied its removal and
+        // dropped that replica (the latest CONFIG in its log did not name it), leaving a
+        // voter that no longer existed. Holding the CONFIG, a replica is never dropped
+        // (spec §8.1, "Replicas on demand").
+        let added_at = self.log.configs().latest_index();
         self.role == Role::Leader
             && self.membership().is_learner(id)
             && self
                 .progress
                 .iter()
                 .find(|p| p.id == id && p.departing.is_none())
-                .is_some_and(|p| p.matched != 0 && last - p.matched <= CATCH_UP_ENTRIES_MAX)
+                .is_some_and(|p| {
+                    p.matched != 0
+                        && p.matched >= added_at
+                        && last - p.matched <= CATCH_UP_ENTRIES_MAX
+                })
     }
 
     /// Re-reads the configuration if the log's changed since the last call: the quorum, and
