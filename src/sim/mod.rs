@@ -763,15 +763,10 @@ impl Sim {
                 let seed = rng.gen();
                 Client::new(
                     idx,
-                    // A joined run's clients know node 1 only (the others hold no shard at
-                    // first) when the random mover runs; with the placement driver, which
-                    // moves shards off node 1, every node, as a real client learns them
-                    // from the first it reaches (MEMBERS, spec §7.1.8).
-                    if config.joined && !config.placement_driver() {
-                        1
-                    } else {
-                        config.nodes
-                    },
+                    // Every node, in a joined run too, as a real client learns them from
+                    // the first it reaches (MEMBERS, spec §7.1.8): shards move off node 1,
+                    // and the nodes that hold no replica of a shard answer without a hint.
+                    config.nodes,
                     config.shards,
                     config.resources,
                     clock,

@@ -36,7 +36,8 @@
 //!    rule 4).
 //! 4. NOT_LEADER is never final (§7.1.7 rule 5): the same request goes on, to a hinted leader
 //!    at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
-//!    one on the timer, without a hint along the ring on the timer.
+//!    one on the timer, without a hint to the next server on the ring (suspect or not) on the
+//!    timer.
 //! 5. Any other reply but ERROR_REPLY and OVERLOADED names the shard's leader (rule 6).
 //! 6. WAITING is provisional (§6.3): keepalives instead of retransmissions, and the deadline
 //!    moves to the server's wait plus the grace. OVERLOADED is not final either (§7.1.3): the
@@ -561,7 +562,7 @@ impl Call {
     /// NOT_LEADER (spec §7.1.7 rule 5): the node did not execute the request and does not
     /// remember it, so the SAME request goes on: to a hinted leader that is not suspect at
     /// once (a few times), to a suspect one on the timer, or without a usable hint to the
-    /// next server on the ring, on the timer.
+    /// next server on the ring, suspect or not, on the timer.
     fn on_not_leader(
         &mut self,
         now: Instant,
@@ -603,7 +604,13 @@ impl Call {
                 for index in [self.dest_peer, routes.find(from)].into_iter().flatten() {
                     routes.forget_leader(shard, index);
                 }
-                self.move_on(routes);
+                // To the next server, suspect or not: this one is alive and knows no leader,
+                // and in a joined cluster it may hold no replica of the shard at all (spec
+                // §8.1), so skipping suspects could leave the client going round the nodes
+                // that cannot help, never trying again the one that can.
+                self.ring = routes.next_in_ring(self.ring);
+                let (index, addr) = routes.server(self.ring);
+                self.redirect(addr, Some(index));
             }
         }
         Handled::Redirected

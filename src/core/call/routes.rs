@@ -152,6 +152,12 @@ impl Routes {
             .unwrap_or((position + 1) % n)
     }
 
+    /// Spec §7.1.7 rule 5.3: the ring position after a NOT_LEADER without a hint from the
+    /// server at `position`: the next one, suspect or not.
+    pub fn next_in_ring(&self, position: usize) -> usize {
+        (position + 1) % self.servers_len
+    }
+
     /// The ring position of `addr` (already in the socket's family), if it is on the ring.
     pub fn ring_position(&self, addr: SocketAddr) -> Option<usize> {
         self.find(addr)

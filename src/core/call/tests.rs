@@ -297,6 +297,31 @@ fn not_leader_without_a_hint_moves_on_along_the_ring_on_the_timer() {
     assert_eq!(call.destination(), node(1));
 }
 
+/// Rule 5.3, found by `udplock sim --seed 117 --nodes 3` (a joined run, clients knowing every
+/// node): after a NOT_LEADER without a hint the request goes to the next server on the ring
+/// even if it is suspect. Skipping suspects, a client whose copies to the one node holding
+/// the shard were lost went round the two that hold no replica of it (each answering at once
+/// without a hint) and never tried that node again.
+#[test]
+fn not_leader_without_a_hint_goes_to_the_next_server_even_a_suspect_one() {
+    let mut h = Harness::new(3);
+    h.routes.set_suspect(0, true);
+    let mut call = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(1_000));
+    assert_eq!(sent(&mut call).to, node(1), "the first server not suspect");
+    let reply = answer(&call, 0, Status::NotLeader);
+    h.reply(&mut call, at(10), node(1), reply);
+    assert_eq!(call.destination(), node(2));
+    let copies = h.run(&mut call, at(1_000));
+    assert_eq!(copies[0].1.to, node(2));
+    let reply = answer(&call, copies[0].1.attempt, Status::NotLeader);
+    h.reply(&mut call, at(1_100), node(2), reply);
+    assert_eq!(
+        call.destination(),
+        node(0),
+        "round the servers that cannot help, never back to the suspect one"
+    );
+}
+
 /// Spec §7.1.8 rule 2: routes replaced under a call (discovery read a member table while
 /// the call was under way) are the call's from then on: a NOT_LEADER without a hint moves
 /// it along the NEW ring from where it stood, and its copies keep their attempt numbers,
