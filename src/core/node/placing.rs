@@ -148,10 +148,12 @@ impl Node {
                     sm.voters,
                     sm.learners
                 ),
-                // Asked again by the next pass.
+                // Asked again by the next pass (a removal that would leave no live majority
+                // waits until the remaining voters answer).
                 Err(
                     e @ (MembershipError::ChangePending { .. }
                     | MembershipError::NoCommitInTerm
+                    | MembershipError::LiveMajorityLost { .. }
                     | MembershipError::NotLeader(_)),
                 ) => log::debug!(
                     target: PLACEMENT_LOG_TARGET,

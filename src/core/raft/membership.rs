@@ -344,6 +344,16 @@ pub enum MembershipError {
     /// counts only under the replica id the configuration names, so one must be named).
     /// Nothing changed; retry once the node has answered the leader.
     ReplicaUnknown(NodeId),
+    /// Remove of a node that would leave fewer than a majority of the remaining voters that
+    /// the leader (itself included, if it stays) heard from, under the replica ids named,
+    /// within the longest election timeout: the new configuration could commit nothing until
+    /// more of them answer, and if they lost their state never again (etcd refuses such a
+    /// removal too). Nothing changed; `live` of `voters` answered.
+    LiveMajorityLost {
+        id: NodeId,
+        live: usize,
+        voters: usize,
+    },
 }
 
 impl fmt::Display for MembershipError {
@@ -372,6 +382,11 @@ impl fmt::Display for MembershipError {
                 write!(f, "at most {CONFIG_MEMBERS_MAX} voters and learners")
             }
             MembershipError::NodeIdZero => write!(f, "node id 0 names no node"),
+            MembershipError::LiveMajorityLost { id, live, voters } => write!(
+                f,
+                "removing node {id} would leave {live} of {voters} voters that answered the \
+                 leader recently: no majority (nothing changed)"
+            ),
             MembershipError::ReplicaUnknown(id) => write!(
                 f,
                 "no replica id known for node {id}: the leader has not heard from it (nothing \
@@ -561,6 +576,26 @@ impl Raft {
             }
         }
         next.replicas = Some(replicas);
+        if let MembershipChange::Remove(id) = change {
+            let window = self.config.election_timeout_max;
+            let live = next
+                .voters
+                .iter()
+                .filter(|&&v| {
+                    v == self.config.id
+                        || self.progress.iter().any(|p| {
+                            p.id == v
+                                && p.departing.is_none()
+                                && now.saturating_since(p.heard_at) <= window
+                                && next.replica_of(v) == Some(p.replica)
+                        })
+                })
+                .count();
+            if live * 2 <= next.voters.len() {
+                let voters = next.voters.len();
+                return Err(MembershipError::LiveMajorityLost { id, live, voters });
+            }
+        }
         log::info!(
             "raft {}: proposing {change:?} in term {}: {next}",
             self.config.id,

@@ -768,3 +768,39 @@ fn a_learner_removed_and_added_again_starts_over() {
         Some(net.node(4).replica())
     );
 }
+
+/// Found by `udplock sim --seed 50 --nodes 5 --joined` (the placement driver): a leader
+/// removed a voter dead for longer than dead-after from {4, 2, 3} while node 2 held no
+/// replica any more, leaving {2, 3} with one live voter: no entry could commit again. A
+/// removal that leaves fewer than a majority of voters the leader heard from lately is
+/// refused, changing nothing (etcd refuses such a removal too).
+#[test]
+fn a_removal_that_leaves_no_live_majority_is_refused() {
+    let mut net = members_net(3, 3, 47);
+    lead(&mut net, 1);
+    // The first CONFIG names every voter's replica (heard from all three).
+    change(&mut net, 1, MembershipChange::Remove(2)).expect("all three answer");
+    net.run_for(ms(100));
+    change(&mut net, 1, MembershipChange::AddLearner(2)).expect("added back");
+    net.run_for(ms(100));
+    change(&mut net, 1, MembershipChange::Promote(2)).expect("caught up");
+    net.run_for(ms(100));
+    assert_eq!(voters(&net, 1).len(), 3);
+    // Node 3 goes silent for longer than an election timeout; node 2 still answers.
+    net.isolate(3);
+    net.run_for(ms(400));
+    assert_eq!(net.node(1).role(), Role::Leader);
+    let before = voters(&net, 1);
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Remove(2)),
+        Err(MembershipError::LiveMajorityLost {
+            id: 2,
+            live: 1,
+            voters: 2
+        }),
+        "removing the one other live voter"
+    );
+    assert_eq!(voters(&net, 1), before, "nothing changed");
+    // Removing the silent one keeps a live majority of the rest.
+    change(&mut net, 1, MembershipChange::Remove(3)).expect("1 and 2 both answer");
+}
