@@ -14,13 +14,15 @@ const PRODUCTION_COMPACTION_SECONDS: u64 = 300;
 /// The seed of that run (one of the production-compaction class).
 const PRODUCTION_COMPACTION_SEED: u64 = 3;
 
-/// Joined runs (one seed in seven) move replicas while the faults run (`sim/placement.rs`),
-/// and some of them miss the liveness bounds after healing (issue 10, open: a shard's lease
-/// or a client's answer comes later than `LEADER_AFTER_HEAL_MAX` / its deadline allows). A
-/// safety failure in them fails the sweep like any; a liveness miss is printed and counted,
-/// and fails the sweep only beyond this share of the joined seeds (one in five): a known gap,
-/// measured, that must not grow. `udplock sim --joined` reports every miss as a failure.
-const JOINED_LIVENESS_MISSES_ONE_IN: usize = 5;
+/// Joined runs (one seed in seven) move replicas while the faults run (by the placement
+/// driver or the random mover), and a few of them miss the liveness bounds after healing
+/// (issue 10, open: a shard's first lease after the heal comes some milliseconds after
+/// `LEADER_AFTER_HEAL_MAX`, as a leadership hand-over or a membership change right after the
+/// heal restarts it). A safety failure in them fails the sweep like any; a liveness miss is
+/// printed and counted, and fails the sweep only beyond this share of the joined seeds (one
+/// in ten; the sweep has 0 of 57 on three nodes, 1 of 21 on five): a known gap, measured,
+/// that must not grow. `udplock sim --joined` reports every miss as a failure.
+const JOINED_LIVENESS_MISSES_ONE_IN: usize = 10;
 
 fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut failures = Vec::new();
