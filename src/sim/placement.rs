@@ -10,8 +10,9 @@
 //! Which change comes next is read from the leader's own configuration, so one that was
 //! refused (promotion is, while spec §8.5 rule 8 stands: a joined node is no static voter),
 //! lost with a deposed leader or truncated is simply asked for again. After the heal, only
-//! until a replica was dropped, a learner is added and removed (never promoted), so every
-//! member has the liveness phase to catch up. The run fails
+//! until a replica was dropped, a learner is added and removed (never promoted), or where
+//! every node is a voter one other than the leader is removed, so every member has the
+//! liveness phase to catch up. The run fails
 //! if no replica was ever created or dropped ([`SimReport::replicas_created`],
 //! [`SimReport::replicas_dropped`], counted as the nodes run): a scenario that never
 //! exercised it cannot pass unnoticed.
@@ -90,6 +91,16 @@ impl Sim {
             MembershipChange::Remove(voters[self.rng.gen_range(0..voters.len())])
         } else if !missing.is_empty() {
             MembershipChange::AddLearner(missing[self.rng.gen_range(0..missing.len())])
+        } else if healed && membership.voters.len() > VOTERS_KEPT_MIN {
+            // Every node a voter and nothing dropped yet: a voter other than the leader goes
+            // (its node drops the replica), the leader keeps leading.
+            let others: Vec<NodeId> = membership
+                .voters
+                .iter()
+                .copied()
+                .filter(|&v| v != leader)
+                .collect();
+            MembershipChange::Remove(others[self.rng.gen_range(0..others.len())])
         } else {
             return Ok(());
         };
