@@ -389,6 +389,15 @@ impl Sim {
         self.after_call(to)
     }
 
+    /// The nodes that run and are not paused: those a datagram sent now reaches.
+    pub(super) fn awake(&self) -> Vec<NodeId> {
+        let awake = self
+            .nodes
+            .iter()
+            .filter(|n| n.node.is_some() && n.paused_until.is_none());
+        awake.map(|n| n.id).collect()
+    }
+
     /// Fault 11 in a joined cluster (see `inject_fault`): a stranger without the key asks a
     /// running node to let it join — an unsealed PEER datagram whose SWIM PUSH_PULL announces
     /// node [`FORGED_JOINER`] at the address it comes from (spec §8.3 rule 3). The node drops
@@ -397,12 +406,7 @@ impl Sim {
     /// `check_members`).
     pub(super) fn send_forged_join(&mut self) -> Result<(), SimFailure> {
         use udplock_protocol::{PeerWriter, SwimMessage, SwimState, SwimUpdate};
-        let targets: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| n.node.is_some() && n.paused_until.is_none())
-            .map(|n| n.id)
-            .collect();
+        let targets = self.awake();
         if targets.is_empty() {
             return Ok(());
         }

@@ -108,12 +108,7 @@ impl Sim {
         }
         let next = self.removals.rng.gen_range(REMOVAL_STEP_MS);
         self.schedule(Duration::from_millis(next), Event::Removal);
-        let targets: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|n| n.node.is_some() && n.paused_until.is_none())
-            .map(|n| n.id)
-            .collect();
+        let targets = self.awake();
         if targets.is_empty() {
             return Ok(());
         }

@@ -218,6 +218,23 @@ pub struct ShardWrite {
     pub remove: bool,
 }
 
+impl ShardWrite {
+    /// A write of `shard` that stores nothing yet (the fields to store are set over it; the
+    /// node numbers it when it hands it out).
+    fn of(shard: u32) -> ShardWrite {
+        ShardWrite {
+            seq: 0,
+            shard,
+            mark_first: None,
+            raft: None,
+            mark_then: None,
+            lease_horizon_us: None,
+            create: false,
+            remove: false,
+        }
+    }
+}
+
 /// A datagram [`Node::poll_transmit`] wrote into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
@@ -908,18 +925,20 @@ impl Node {
             self.config.node_id
         );
         if self.config.stores_state {
-            self.write_seq += 1;
-            self.writes.push_back(ShardWrite {
-                seq: self.write_seq,
-                shard,
-                mark_first: None,
-                raft: None,
-                mark_then: None,
-                lease_horizon_us: None,
-                create: false,
+            self.push_write(ShardWrite {
                 remove: true,
+                ..ShardWrite::of(shard)
             });
         }
+    }
+
+    /// Hands `write` out next ([`Node::poll_persist`]), numbered after the last one.
+    fn push_write(&mut self, write: ShardWrite) {
+        self.write_seq += 1;
+        self.writes.push_back(ShardWrite {
+            seq: self.write_seq,
+            ..write
+        });
     }
 
     /// `n` times the longest election timeout.
@@ -1585,16 +1604,12 @@ impl Node {
             };
             let stored = mark_first.is_some() || raft.is_some() || mark_then.is_some();
             if stored && self.config.stores_state {
-                self.write_seq += 1;
-                self.writes.push_back(ShardWrite {
-                    seq: self.write_seq,
-                    shard,
+                self.push_write(ShardWrite {
                     mark_first,
                     raft,
                     mark_then,
-                    lease_horizon_us: None,
                     create,
-                    remove: false,
+                    ..ShardWrite::of(shard)
                 });
             }
             self.marks[s] = mark;
@@ -1645,16 +1660,9 @@ impl Node {
         }
         let covered = horizon + LEASE_HORIZON_AHEAD;
         self.horizon_covered = covered;
-        self.write_seq += 1;
-        self.writes.push_back(ShardWrite {
-            seq: self.write_seq,
-            shard,
-            mark_first: None,
-            raft: None,
-            mark_then: None,
+        self.push_write(ShardWrite {
             lease_horizon_us: Some(self.wall_clock(covered)),
-            create: false,
-            remove: false,
+            ..ShardWrite::of(shard)
         });
         assert!(self.horizon_covered > horizon);
     }
