@@ -14,17 +14,18 @@ use std::time::{Duration, Instant};
 use udplock::{Client, ClientConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_udplock");
-const DEADLINE: Duration = Duration::from_secs(120);
+pub(super) const DEADLINE: Duration = Duration::from_secs(120);
 const SHARDS: &str = "4";
 
-/// A temp directory with a key file, and the server processes started in it.
-struct Joined {
-    dir: PathBuf,
-    children: Vec<Child>,
+/// A temp directory with a key file, and the server processes started in it (with their
+/// node ids). Also used by `it::replace`.
+pub(super) struct Joined {
+    pub(super) dir: PathBuf,
+    children: Vec<(u64, Child)>,
 }
 
 impl Joined {
-    fn new(name: &str) -> Joined {
+    pub(super) fn new(name: &str) -> Joined {
         let dir = std::env::temp_dir().join(format!("udplock-join-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -45,7 +46,7 @@ impl Joined {
         self.command_with_shards(id, addr, SHARDS, more)
     }
 
-    fn command_with_shards(
+    pub(super) fn command_with_shards(
         &self,
         id: u64,
         addr: SocketAddr,
@@ -67,13 +68,35 @@ impl Joined {
     }
 
     fn spawn(&mut self, id: u64, addr: SocketAddr, more: &[&str]) {
+        self.spawn_with_shards(id, addr, SHARDS, more);
+    }
+
+    pub(super) fn spawn_with_shards(
+        &mut self,
+        id: u64,
+        addr: SocketAddr,
+        shards: &str,
+        more: &[&str],
+    ) {
         let child = self
-            .command(id, addr, more)
+            .command_with_shards(id, addr, shards, more)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join(format!("node-{id}.stderr"))).unwrap())
             .spawn()
             .expect("udplock server starts");
-        self.children.push(child);
+        self.children.push((id, child));
+    }
+
+    /// SIGKILL to node `id`'s process (no leave, no hand-over), and waits for it to be gone.
+    pub(super) fn kill(&mut self, id: u64) {
+        let at = self
+            .children
+            .iter()
+            .position(|(i, _)| *i == id)
+            .unwrap_or_else(|| panic!("node {id} was not started"));
+        let (_, mut child) = self.children.remove(at);
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
     }
 
     /// Runs a server that must refuse to start; what it said.
@@ -100,15 +123,27 @@ impl Joined {
 
 impl Drop for Joined {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            for id in 1..=3 {
-                let path = self.dir.join(format!("node-{id}.stderr"));
-                if let Ok(text) = std::fs::read_to_string(path) {
-                    eprintln!("--- node {id} stderr:\n{text}");
+            // Every node started here (also those killed or stopped by the test).
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+                .map(|d| d.filter_map(|e| Some(e.ok()?.path())).collect())
+                .unwrap_or_default();
+            paths.retain(|p| p.extension().is_some_and(|e| e == "stderr"));
+            paths.sort();
+            for path in paths {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = &lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..];
+                    eprintln!(
+                        "--- {}, last {} lines:\n{}",
+                        path.display(),
+                        tail.len(),
+                        tail.join("\n")
+                    );
                 }
             }
         }
@@ -116,8 +151,11 @@ impl Drop for Joined {
     }
 }
 
+/// Lines of each node's stderr a failing test prints.
+const STDERR_TAIL_LINES: usize = 80;
+
 /// A free port on loopback address 127.0.0.`host`.
-fn free(host: u8) -> SocketAddr {
+pub(super) fn free(host: u8) -> SocketAddr {
     let s = UdpSocket::bind(SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
     s.local_addr().unwrap()
 }
@@ -325,9 +363,7 @@ fn what_a_joined_cluster_refuses() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let mut node2 = c.children.pop().unwrap();
-    let _ = node2.kill();
-    let _ = node2.wait();
+    c.kill(2);
     let said = c.refused(2, a2, &["--join", &a9.to_string()]);
     assert!(said.contains("records the cluster"), "{said}");
     let said = c.refused(2, a2, &["--bootstrap"]);
@@ -338,9 +374,7 @@ fn what_a_joined_cluster_refuses() {
     c.spawn(2, a2, &["--join", &a1.to_string()]);
     // The first node restarts from its directory alone, without --bootstrap, holding every
     // shard again: the two members come to hold each other alive, and it grants.
-    let mut node1 = c.children.remove(0);
-    let _ = node1.kill();
-    let _ = node1.wait();
+    c.kill(1);
     c.spawn(1, a1, &[]);
     let deadline = Instant::now() + DEADLINE;
     loop {

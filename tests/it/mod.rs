@@ -13,6 +13,7 @@ mod peer_auth;
 mod processes;
 mod raw;
 mod remove;
+mod replace;
 mod service;
 mod settings;
 mod shard_status;
