@@ -161,7 +161,7 @@ struct JoinArgs {
     /// the cluster id, the seed's settings (it refuses to start if the settings that must
     /// agree differ) and its members, then joins SWIM with authenticated datagrams. Needs
     /// --node-id and --cluster-key-file: without the key nobody would accept it. A joined
-    /// node holds no shard yet (this version: the first node holds every shard).
+    /// node holds the replicas placement gives it (--replicas, --dead-after-ms).
     #[arg(
         long,
         value_delimiter = ',',
@@ -371,8 +371,6 @@ fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), 
     let invalid = |e: String| LockError::InvalidArgument(e);
     let node_id = config.node_id;
     let durability = config.durability;
-    // A node that joined holds no shard replica yet: it has nothing to hand over.
-    let holds_replicas = config.node_config().holds_replicas();
     // A refused configuration (a key file, a data directory of another node) is the
     // operator's to fix, not an internal error.
     let node = ClusterNode::start(config.clone()).map_err(|e| {
@@ -416,15 +414,6 @@ fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), 
             .recv_timeout(std::time::Duration::from_millis(100))
             .is_ok()
         {
-            if !holds_replicas {
-                notice(&format!(
-                    "udplock server: node {node_id} leaving (it holds no shard replica: nothing \
-                     to hand over)\n"
-                ));
-                node.leave(std::time::Duration::from_secs(5));
-                notice(&format!("udplock server: node {node_id} stopped\n"));
-                return Ok(());
-            }
             notice(&format!(
                 "udplock server: node {node_id} leaving: handing its shards over\n"
             ));
@@ -572,7 +561,8 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         voter(&mut config, cluster_id, Vec::new());
         config.new_cluster = true;
         shape = format!(
-            "node {node_id}, the first of the new cluster {cluster_id:#018x} (holds every shard)"
+            "node {node_id}, the first of the new cluster {cluster_id:#018x} (holds every shard \
+             until others join)"
         );
     } else if let Some(seeds) = &a.join.join {
         let seeds = resolve(seeds)?;
@@ -612,7 +602,9 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             // A shard whose first configuration its last run never wrote (marked new, spec
             // §8.1 "The first configuration") starts new again; every other is restored.
             config.new_cluster = true;
-            shape = format!("node {node_id} of the cluster {cluster_id:#018x} (holds every shard)");
+            shape = format!(
+                "node {node_id} of the cluster {cluster_id:#018x} (the node that bootstrapped it)"
+            );
         } else {
             config.joined = Some(Joined {
                 cluster_id,
@@ -620,8 +612,8 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
                 seeds,
             });
             shape = format!(
-                "node {node_id}, joined the cluster {cluster_id:#018x} (a member; holds no shard \
-                 yet: the first node holds them)"
+                "node {node_id}, joined the cluster {cluster_id:#018x} (a member; placement \
+                 gives it replicas)"
             );
         }
     } else {
@@ -633,7 +625,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
                 // §8.1 "The first configuration") starts new again; every other is restored.
                 config.new_cluster = true;
                 shape =
-                    format!("node {node_id} of the cluster {cluster_id:#018x} (holds every shard)");
+                    format!("node {node_id} of the cluster {cluster_id:#018x} (the node that bootstrapped it)");
             }
             Some(_) => {
                 return Err(invalid(format!(

@@ -1,8 +1,8 @@
 //! Starting a cluster by joining, with real processes (issue 10, spec §8.1): the `udplock`
 //! binary on loopback (127.0.0.x), temp data directories, a key from `udplock keygen`.
 //! `--bootstrap` one node, `--join` two more; `udplock status` comes to show three members
-//! alive, and locks work through the first node (it holds every shard). And what a join
-//! refuses: no key, an unspecified address without `--advertise`, a second bootstrap of a
+//! alive, and locks work through the first node (shards move as the others join). And what
+//! a join refuses: no key, an unspecified address without `--advertise`, a second bootstrap of a
 //! directory, a seed of another cluster, settings that must agree and differ. No speed is
 //! assumed: every wait polls until a generous deadline.
 
