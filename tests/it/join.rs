@@ -101,24 +101,30 @@ impl Joined {
 
     /// Runs a server that must refuse to start; what it said.
     fn refused(&self, id: u64, addr: SocketAddr, more: &[&str]) -> String {
-        let mut child = self
-            .command(id, addr, more)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("node {id} with {more:?} did not refuse to start");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let o = child.wait_with_output().unwrap();
-        assert!(!o.status.success(), "{o:?}");
-        String::from_utf8_lossy(&o.stderr).into_owned()
+        let what = format!("node {id} with {more:?}");
+        refused_by(self.command(id, addr, more), &what)
     }
+}
+
+/// Runs `command`, a server that must refuse to start (`what` it is, for the failure); what
+/// it said on stderr.
+fn refused_by(mut command: Command, what: &str) -> String {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not refuse to start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(!o.status.success(), "{what}: {o:?}");
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 impl Drop for Joined {
@@ -489,22 +495,7 @@ fn replicas_and_dead_after_are_bounded_options_of_a_joined_server() {
         if let Some((var, value)) = env {
             command.env(var, value);
         }
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + DEADLINE;
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("{args:?} {env:?}: started");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let o = child.wait_with_output().unwrap();
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success(), "{args:?} {env:?}: {o:?}");
+        let stderr = refused_by(command, &format!("{args:?} {env:?}"));
         assert!(stderr.contains(said), "{args:?} {env:?}: {stderr}");
     }
     let o = Command::new(BIN)

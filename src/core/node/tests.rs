@@ -177,37 +177,20 @@ impl Trio {
 
     fn leader_of(&self, shard: usize) -> Option<usize> {
         let leaders: Vec<usize> = (0..3)
-            .filter(|&i| {
-                self.nodes[i].shards()[shard]
-                    .as_ref()
-                    .unwrap()
-                    .raft()
-                    .role()
-                    == Role::Leader
-            })
+            .filter(|&i| self.nodes[i].replica(shard as u32).unwrap().raft().role() == Role::Leader)
             .collect();
         assert!(
             leaders.len() <= 1 || {
                 let terms: Vec<u64> = leaders
                     .iter()
-                    .map(|&i| {
-                        self.nodes[i].shards()[shard]
-                            .as_ref()
-                            .unwrap()
-                            .raft()
-                            .term()
-                    })
+                    .map(|&i| self.nodes[i].replica(shard as u32).unwrap().raft().term())
                     .collect();
                 terms.iter().all(|&t| t != terms[0]) || terms.len() == 1
             }
         );
-        leaders.into_iter().max_by_key(|&i| {
-            self.nodes[i].shards()[shard]
-                .as_ref()
-                .unwrap()
-                .raft()
-                .term()
-        })
+        leaders
+            .into_iter()
+            .max_by_key(|&i| self.nodes[i].replica(shard as u32).unwrap().raft().term())
     }
 }
 
@@ -262,9 +245,9 @@ fn three_cores_over_bytes_form_a_cluster_redirect_and_grant() {
     trio.run_for(200);
     for node in &trio.nodes {
         assert_eq!(
-            node.shards()[shard].as_ref().unwrap().raft().commit_index(),
-            trio.nodes[leader].shards()[shard]
-                .as_ref()
+            node.replica(shard as u32).unwrap().raft().commit_index(),
+            trio.nodes[leader]
+                .replica(shard as u32)
                 .unwrap()
                 .raft()
                 .commit_index()
@@ -298,11 +281,7 @@ fn shard_status_answers_from_any_node_within_the_request_length() {
         assert_eq!(usize::from(e.shard), shard);
         assert_eq!(
             e.term,
-            trio.nodes[2].shards()[shard]
-                .as_ref()
-                .unwrap()
-                .raft()
-                .term()
+            trio.nodes[2].replica(shard as u32).unwrap().raft().term()
         );
     }
 }
@@ -314,8 +293,8 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
     let shard = 0;
     let leader = trio.leader_of(shard).unwrap();
     let victim = (leader + 1) % 3;
-    let term = trio.nodes[victim].shards()[shard]
-        .as_ref()
+    let term = trio.nodes[victim]
+        .replica(shard as u32)
         .unwrap()
         .raft()
         .term();
@@ -354,8 +333,8 @@ fn a_peer_datagram_from_an_unlisted_address_or_without_the_key_changes_nothing()
         "wrong address: dropped"
     );
     assert_eq!(
-        trio.nodes[victim].shards()[shard]
-            .as_ref()
+        trio.nodes[victim]
+            .replica(shard as u32)
             .unwrap()
             .raft()
             .term(),
@@ -374,8 +353,8 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
     let shard = 0;
     let leader = trio.leader_of(shard).unwrap();
     let victim = (leader + 1) % 3;
-    let term = trio.nodes[victim].shards()[shard]
-        .as_ref()
+    let term = trio.nodes[victim]
+        .replica(shard as u32)
         .unwrap()
         .raft()
         .term();
@@ -465,8 +444,8 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
     );
     assert_eq!(membership.member(leader_id), Some((SwimState::Left, 9)));
     assert_eq!(
-        trio.nodes[victim].shards()[shard]
-            .as_ref()
+        trio.nodes[victim]
+            .replica(shard as u32)
             .unwrap()
             .raft()
             .term(),
@@ -511,8 +490,8 @@ fn swim_records_go_to_the_membership_and_raft_records_beside_them_still_count() 
     );
     assert_eq!(acks, 1, "the PING beside the TERM_QUERY was answered");
     assert_eq!(
-        trio.nodes[victim].shards()[shard]
-            .as_ref()
+        trio.nodes[victim]
+            .replica(shard as u32)
             .unwrap()
             .raft()
             .term(),
@@ -1052,8 +1031,8 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
         Err(raft::MembershipError::NotLeader(_))
     ));
     let membership = |trio: &Trio, i: usize| {
-        trio.nodes[i].shards()[0]
-            .as_ref()
+        trio.nodes[i]
+            .replica(0)
             .unwrap()
             .raft()
             .membership()
@@ -1070,8 +1049,8 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
             .unwrap_or_else(|e| panic!("{change:?}: {e}"));
         trio.run_for(200);
         assert!(
-            trio.nodes[leader].shards()[0]
-                .as_ref()
+            trio.nodes[leader]
+                .replica(0)
                 .unwrap()
                 .raft()
                 .commit_index()
