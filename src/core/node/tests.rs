@@ -1048,14 +1048,7 @@ fn a_shards_leader_changes_its_membership_over_bytes() {
             .change_membership(now, 0, change)
             .unwrap_or_else(|e| panic!("{change:?}: {e}"));
         trio.run_for(200);
-        assert!(
-            trio.nodes[leader]
-                .replica(0)
-                .unwrap()
-                .raft()
-                .commit_index()
-                >= index
-        );
+        assert!(trio.nodes[leader].replica(0).unwrap().raft().commit_index() >= index);
         for i in 0..3 {
             if i != other || !matches!(change, raft::MembershipChange::Remove(_)) {
                 assert_eq!(membership(&trio, i), membership(&trio, leader), "node {i}");
