@@ -1454,7 +1454,11 @@ impl Node {
         auth: Option<&AuthTrailer>,
         source: SocketAddr,
     ) -> bool {
+        let before = self.auth.peer_incarnation(from);
         let Err(reason) = self.auth.check(from, datagram, auth) else {
+            if before != 0 && self.auth.peer_incarnation(from) > before {
+                self.peer_restarted(from);
+            }
             return true;
         };
         NodeStats::bump(&self.stats.auth_dropped[reason.index()]);
@@ -1463,6 +1467,25 @@ impl Node {
             self.answer_stale(from, source);
         }
         false
+    }
+
+    /// Node `from` restarted: an authenticated datagram of its carried a higher incarnation
+    /// than the last one (spec §8.11; only ever once per restart, a replay never passes). It
+    /// may know nobody now — the cluster's first node restarts with no seeds — and it drops
+    /// what this node made for its earlier life (check 4, `StaleReceiver`), answering with
+    /// its incarnation (`answer_stale`): which is how this node learned it. Exchange the
+    /// whole table with it at once (SWIM's join, spec §8.12), rather than wait for this
+    /// node's next probe of it, which would introduce this node only a round later: until
+    /// then it drops every Raft record of this node (§8.3 rule 3), and a shard whose
+    /// voters are it and this node elects no one.
+    fn peer_restarted(&mut self, from: NodeId) {
+        if !self.runs_swim() || self.leaving {
+            return;
+        }
+        if let Some(addr) = self.book.address_of(from) {
+            self.swim.join(self.now, &[addr]);
+            self.drain_swim();
+        }
     }
 
     /// Remembers a drop for the next log line, per reason and source: at most
@@ -1708,9 +1731,20 @@ impl Node {
             let room = self.auth.trailer_room(to);
             let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
             let mut raft = false;
+            let mut announced = false;
             // SWIM first: its acks are timed (a late one makes a healthy node suspect).
             while swim_for(j) || raft_for(i) {
                 let swim = swim_for(j);
+                if !swim && announced && writer.record_count() > 0 {
+                    // A question or a full-state exchange introduces this node (spec §8.12):
+                    // a receiver that does not know it yet (it restarted, or never heard of
+                    // it) acts on it only in a datagram of SWIM records alone (§8.3 rule 3),
+                    // so the Raft records go in the next.
+                    let len = writer.finish();
+                    self.queue_peer(to, addr, &mut out, len, 0);
+                    writer = PeerWriter::with_trailer_room(&mut out, header, room);
+                    announced = false;
+                }
                 let pushed = if swim {
                     writer.push_swim(&swim_outgoing[j].1)
                 } else {
@@ -1724,6 +1758,7 @@ impl Node {
                     self.queue_peer(to, addr, &mut out, len, after);
                     writer = PeerWriter::with_trailer_room(&mut out, header, room);
                     raft = false;
+                    announced = false;
                     continue;
                 }
                 if pushed.is_err() {
@@ -1732,6 +1767,7 @@ impl Node {
                 if swim {
                     if pushed.is_ok() {
                         NodeStats::bump(&self.stats.swim_sent);
+                        announced |= announces(&swim_outgoing[j].1);
                     }
                     j += 1;
                 } else {
@@ -1889,6 +1925,15 @@ fn start_replica(
 
 /// Whether the configuration `replica` applied (committed; the static one before any CONFIG)
 /// names node `me`, as voter or learner.
+/// Whether a SWIM message of this node's introduces it: a question (PING, PING_REQ) and a
+/// full-state exchange carry this node's own alive UPDATE (`Swim::question`, spec §8.12).
+fn announces(msg: &swim::Message) -> bool {
+    matches!(
+        msg,
+        swim::Message::Ping { .. } | swim::Message::PingReq { .. } | swim::Message::PushPull { .. }
+    )
+}
+
 fn names(replica: &Replica, me: NodeId) -> bool {
     match replica.applied_membership() {
         Some(membership) => membership.contains(me),

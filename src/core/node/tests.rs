@@ -2229,3 +2229,100 @@ fn the_bootstrap_names_itself_in_every_shards_log_and_leads_again_after_a_restar
         "restored from its log, it leads alone"
     );
 }
+
+/// Spec §8.11.5 check 4, §8.12: the cluster's first node restarts (no seeds: it knows
+/// nobody) before the others notice. The first question (PING, PING_REQ) that reaches it was
+/// made for its earlier life: dropped, and answered with its new incarnation. That answer
+/// tells the asker that node 1 restarted, and the asker sends node 1 its whole table at once:
+/// node 1 holds both others alive before either has asked it a second time. Before, it waited for each
+/// one's next probe of it, a round of the probe order later, and dropped every Raft record
+/// of a node it did not know meanwhile (simulator seed 121, three joined nodes: the shard
+/// whose voters were 1 and 3 elected nobody for 1.4 s after the heal).
+#[test]
+fn a_restarted_node_that_knows_nobody_gets_the_table_from_the_first_node_that_pings_it() {
+    use udplock_protocol::SwimState::Alive;
+    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let keys = test_keys();
+    let mut net = Joining::new(vec![
+        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
+        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
+        joined_node(3, a3, vec![(1, a1)], keys.clone(), 33, Instant::ZERO),
+    ]);
+    assert!(net.run_until(10, Joining::all_alive));
+    let restarted = joined_node(1, a1, vec![], keys, 44, net.now);
+    net.nodes[0] = (a1, restarted);
+    assert_eq!(net.nodes[0].1.members().len(), 1, "it knows nobody");
+    let until = net.now + Duration::from_millis(10_000);
+    let mut pings = BTreeMap::<SocketAddr, u32>::new();
+    while !(net.holds(0, 2) == Some(Alive) && net.holds(0, 3) == Some(Alive)) {
+        assert!(
+            net.now < until,
+            "node 1 holds {:?}",
+            net.nodes[0].1.members()
+        );
+        let Some((from, to, bytes)) = net.step(until) else {
+            continue;
+        };
+        let question = |m: &swim::Message| {
+            matches!(
+                m,
+                swim::Message::Ping { .. } | swim::Message::PingReq { .. }
+            )
+        };
+        if to == a1 && swim_records(&bytes).iter().any(question) {
+            let n = pings.entry(from).or_default();
+            *n += 1;
+            assert!(
+                *n < 2,
+                "node at {from} asked node 1 twice before node 1 knew everyone: {:?}",
+                net.nodes[0].1.members()
+            );
+        }
+    }
+    assert!(!pings.is_empty(), "found through a question");
+}
+
+/// Spec §8.3 rule 3: a receiver acts on a datagram of a node it does not know only if it
+/// carries SWIM records alone, one introducing its sender. So a question (PING, PING_REQ)
+/// or a full-state exchange goes in a datagram without Raft records, even when Raft records
+/// go to the same node in the same flush (a pre-candidate asking a restarted voter for its
+/// vote while probing it): mixed, the receiver would drop both.
+#[test]
+fn a_question_never_shares_a_datagram_with_raft_records() {
+    let mut net = joined_trio();
+    net.drain();
+    let node = &mut net.nodes[1].1;
+    let ping = swim::Message::Ping {
+        seq: 77,
+        target: 3,
+        updates: vec![swim::Update {
+            id: 2,
+            addr: joined_addr(2),
+            incarnation: node.swim.incarnation(),
+            state: udplock_protocol::SwimState::Alive,
+            from: 0,
+        }],
+    };
+    node.swim_outgoing.push((3, ping));
+    node.outgoing.push((3, 0, heartbeat(9)));
+    node.outgoing.push((3, 1, heartbeat(9)));
+    let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut sent = Vec::new();
+    while let Some(t) = node.poll_transmit(&mut buf) {
+        assert_eq!(t.to, joined_addr(3));
+        let peer = PeerDatagram::decode(&buf[..t.len]).expect("a PEER datagram");
+        let (mut swim, mut raft) = (0, 0);
+        for record in peer.all_records() {
+            match record {
+                PeerRecord::Swim(_) => swim += 1,
+                PeerRecord::Raft { .. } => raft += 1,
+            }
+        }
+        sent.push((swim, raft));
+    }
+    assert_eq!(
+        sent,
+        vec![(1, 0), (0, 2)],
+        "the PING alone, then the Raft records"
+    );
+}
