@@ -84,7 +84,7 @@ impl Node {
                 membership
                     .learners
                     .iter()
-                    .map(|&l| (l, raft.learner_caught_up(l))),
+                    .map(|&l| (l, raft.learner_caught_up(l, now))),
             );
             sm.replaced.clear();
             sm.replaced.extend(

@@ -333,6 +333,10 @@ pub enum MembershipError {
     /// Promote of a learner whose log is not within [`CATCH_UP_ENTRIES_MAX`] of the leader's
     /// last index (`matched`: what it is known to hold; 0 before it first answered).
     NotCaughtUp { id: NodeId, matched: u64, last: u64 },
+    /// Promote of a learner caught up by what it matched, but not heard from within two
+    /// heartbeat intervals: its replica may have lost its state since
+    /// ([`Raft::learner_caught_up`]). Nothing changed; retry once it answers again.
+    NotHeardLately(NodeId),
     /// Remove of the only voter: nobody could ever commit again.
     LastVoter(NodeId),
     /// AddLearner beyond `CONFIG_MEMBERS_MAX` members (spec §8.7).
@@ -376,6 +380,11 @@ impl fmt::Display for MembershipError {
                 f,
                 "learner {id} holds the log through {matched} of {last}: not within \
                  {CATCH_UP_ENTRIES_MAX} entries"
+            ),
+            MembershipError::NotHeardLately(id) => write!(
+                f,
+                "learner {id} has not answered within two heartbeat intervals: it may have \
+                 lost its state since it caught up (nothing changed)"
             ),
             MembershipError::LastVoter(id) => write!(f, "node {id} is the last voter"),
             MembershipError::TooManyMembers => {
@@ -540,14 +549,13 @@ impl Raft {
         }
         let mut next = self.membership().after(change)?;
         if let MembershipChange::Promote(id) = change {
-            if !self.learner_caught_up(id) {
+            if !self.learner_log_caught_up(id) {
                 let last = self.log.last_index();
-                let matched = self
-                    .progress
-                    .iter()
-                    .find(|p| p.id == id && p.departing.is_none())
-                    .map_or(0, |p| p.matched);
+                let matched = self.learner_progress(id).map_or(0, |p| p.matched);
                 return Err(MembershipError::NotCaughtUp { id, matched, last });
+            }
+            if !self.learner_heard_lately(id, now) {
+                return Err(MembershipError::NotHeardLately(id));
             }
         }
         // Spec §8.5, "Replica identities": name every member the change adds or promotes,
@@ -661,13 +669,26 @@ impl Raft {
         Some(index)
     }
 
-    /// Leader only: whether learner `id` is caught up (thesis §4.2.1): it has matched the
-    /// leader's log at least once (so its log agrees with the leader's) and holds it through
-    /// at least [`CATCH_UP_ENTRIES_MAX`] entries before the leader's last, from the CONFIG
-    /// that made it a learner on. The one rule
-    /// [`Raft::propose_membership`] accepts a `Promote` by, so a placement driver that asks
-    /// it first proposes only promotions the leader accepts.
-    pub fn learner_caught_up(&self, id: NodeId) -> bool {
+    /// Leader only: whether learner `id` is caught up (thesis §4.2.1) and may be promoted now:
+    /// its log is ([`Raft::learner_log_caught_up`]) and it answered lately
+    /// ([`Raft::learner_heard_lately`]). The one rule [`Raft::propose_membership`] accepts a
+    /// `Promote` by, so a placement driver that asks it first proposes only promotions the
+    /// leader accepts.
+    pub fn learner_caught_up(&self, id: NodeId, now: Instant) -> bool {
+        self.learner_log_caught_up(id) && self.learner_heard_lately(id, now)
+    }
+
+    /// The progress of learner `id`'s present replica (not of one removed and departing).
+    fn learner_progress(&self, id: NodeId) -> Option<&Progress> {
+        self.progress
+            .iter()
+            .find(|p| p.id == id && p.departing.is_none())
+    }
+
+    /// Leader only: whether learner `id` has matched the leader's log at least once (so its
+    /// log agrees with the leader's) and holds it through at least [`CATCH_UP_ENTRIES_MAX`]
+    /// entries before the leader's last, from the CONFIG that made it a learner on.
+    fn learner_log_caught_up(&self, id: NodeId) -> bool {
         let last = self.log.last_index();
         // And it holds the CONFIG that made it a learner (the latest: one change at a time).
         // Found by `udplock sim --seed 124 --nodes 3` (a joined run): a node removed and added
@@ -679,15 +700,24 @@ impl Raft {
         let added_at = self.log.configs().latest_index();
         self.role == Role::Leader
             && self.membership().is_learner(id)
-            && self
-                .progress
-                .iter()
-                .find(|p| p.id == id && p.departing.is_none())
-                .is_some_and(|p| {
-                    p.matched != 0
-                        && p.matched >= added_at
-                        && last - p.matched <= CATCH_UP_ENTRIES_MAX
-                })
+            && self.learner_progress(id).is_some_and(|p| {
+                p.matched != 0 && p.matched >= added_at && last - p.matched <= CATCH_UP_ENTRIES_MAX
+            })
+    }
+
+    /// Leader only: whether learner `id` answered within two heartbeat intervals. What it
+    /// matched may be older than its replica: a node whose replica lost its state (a
+    /// `memory` node restarted, a disk lost) holds a new replica, or none yet, and a promotion
+    /// on the old one's answers names a voter that no longer exists. Going from one voter to
+    /// two, that leaves a configuration no majority of which can ever answer again, which no
+    /// leader could undo (found by `udplock sim --seed 438 --nodes 5 --joined`: a learner's
+    /// node crashed without its state, the leader promoted it 800 ms later, and the shard had
+    /// no leader to the end). Answering lately leaves a window of two heartbeats, not of
+    /// however long the node was away.
+    fn learner_heard_lately(&self, id: NodeId, now: Instant) -> bool {
+        let recent = self.config.heartbeat_interval.as_micros().saturating_mul(2);
+        self.learner_progress(id)
+            .is_some_and(|p| now.saturating_since(p.heard_at).as_micros() < recent)
     }
 
     /// Re-reads the configuration if the log's changed since the last call: the quorum, and

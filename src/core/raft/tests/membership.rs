@@ -804,3 +804,35 @@ fn a_removal_that_leaves_no_live_majority_is_refused() {
     // Removing the silent one keeps a live majority of the rest.
     change(&mut net, 1, MembershipChange::Remove(3)).expect("1 and 2 both answer");
 }
+
+/// Found by `udplock sim --seed 438 --nodes 5 --joined`: a learner caught up, then its node
+/// crashed and came back without its state (a `memory` node); 800 ms later its leader
+/// promoted it on what the lost replica had matched, naming that replica — a configuration
+/// of two voters, one of which no longer existed: nothing could commit and nobody could be
+/// elected again. A leader promotes only a learner that answered within two heartbeat
+/// intervals (`NotHeardLately`, nothing changed), and does once it answers again.
+#[test]
+fn a_learner_not_heard_from_lately_is_not_promoted() {
+    let mut net = members_net(2, 1, 5);
+    lead(&mut net, 1);
+    let index = change(&mut net, 1, MembershipChange::AddLearner(2)).expect("added");
+    net.run_for(ms(100));
+    assert!(net.node(2).commit_index() >= index, "the learner caught up");
+    let now = net.now;
+    assert!(net.node(1).learner_caught_up(2, now));
+    net.isolate(2);
+    net.run_for(ms(200));
+    let before = net.node(1).membership().clone();
+    assert_eq!(
+        change(&mut net, 1, MembershipChange::Promote(2)),
+        Err(MembershipError::NotHeardLately(2)),
+        "promoted a learner silent for 200 ms"
+    );
+    assert_eq!(net.node(1).membership(), &before, "nothing changed");
+    net.heal();
+    net.run_for(ms(100));
+    let index = change(&mut net, 1, MembershipChange::Promote(2)).expect("answers again");
+    net.run_for(ms(100));
+    assert!(net.node(1).commit_index() >= index);
+    assert_eq!(voters(&net, 1), [1, 2]);
+}
