@@ -327,7 +327,11 @@ mod tests {
     fn joined_runs_remove_dead_members_and_refuse_forgeries() {
         let (mut removed, mut refused, mut runs) = (0, 0, 0);
         let mut removing = None;
-        for seed in 0..12 {
+        // Until one removal took effect (one seed in four or five has one; seed 12 first).
+        for seed in 0..48 {
+            if removed > 0 && refused > 0 {
+                break;
+            }
             // Joined runs have known failures of their own (liveness, placement); none may
             // be a removal's.
             match run(&joined(seed)) {
