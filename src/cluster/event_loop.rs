@@ -90,6 +90,7 @@ impl ClusterLoop {
             }
             self.flush()?;
             self.publish_stats(now);
+            self.record_members(now);
             self.check_key_file(now);
             let next = self.node.poll_timeout();
             let next = self
@@ -223,6 +224,23 @@ impl ClusterLoop {
                 }
                 self.node.set_keys(keys);
                 NodeStats::bump(&self.stats.key_reloads);
+            }
+        }
+    }
+
+    /// The members file of a joined node's data directory (`storage`, "members"), when its
+    /// core hands out a new view. A hint: a failed write is logged and the node goes on.
+    fn record_members(&mut self, now: Instant) {
+        let Some(members) = self.node.poll_members_record(now) else {
+            return;
+        };
+        if let Some(dir) = &self.dir {
+            if let Err(e) = dir.record_members(&members) {
+                log::warn!(
+                    "udplock node {}: could not record the members in {}: {e}",
+                    self.node.node_id(),
+                    dir.path().display()
+                );
             }
         }
     }

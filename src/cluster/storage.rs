@@ -48,14 +48,24 @@
 //!   rejoining. No record: the files hold what `fsync` runs synced (or what an `os` run of a
 //!   version before the record wrote, which cannot be told apart).
 //!
+//! - `members`: a joined node's recent view of the other members (`udplock members 1`, then
+//!   `node <id> <address>` per member alive or suspect, at most [`JOIN_SEEDS_MAX`]), written
+//!   aside and renamed over, unsynced, whenever the node's core hands a new one out
+//!   ([`crate::core::node::Node::poll_members_record`]). A hint, as Serf's snapshot is: a
+//!   restarted node also asks these members, so that it finds its cluster when its `--join`
+//!   seeds are gone (the first node, which has none, finds the others at once). A file
+//!   missing or damaged only leaves the node with its `--join` seeds.
+//!
 //! A directory that holds none of these and no shard file is *new*: a first start, or a lost
 //! or mistyped directory, which only `--new-cluster` tells apart (spec §8.5).
 
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::core::node::ShardWrite;
+use crate::core::node::{ShardWrite, JOIN_SEEDS_MAX};
+use crate::core::raft::NodeId;
 use crate::core::restart::{self, Boot, Found, Mark, Start};
 use crate::store::{Disk, DiskFile, FsDisk};
 pub use crate::store::{Persisted, ShardFiles, ShardStore};
@@ -112,6 +122,10 @@ pub struct Identity {
 const IDENTITY_FORMAT: &str = "udplock data directory 1";
 const IDENTITY_FORMAT_JOINED: &str = "udplock data directory 2";
 const IDENTITY_FILE: &str = "identity";
+/// See the module docs (`members`).
+const MEMBERS_FILE: &str = "members";
+/// First line of the members file.
+const MEMBERS_FORMAT: &str = "udplock members 1";
 const LOCK_FILE: &str = "lock";
 /// The boot record an `os` run keeps (see the module docs): [`BOOT_FORMAT`], then
 /// `os <boot id>`.
@@ -401,6 +415,28 @@ impl<D: Disk> DataDir<D> {
     }
 }
 
+impl<D: Disk> DataDir<D> {
+    /// Records `members` as the directory's members file (see the module docs): written
+    /// aside and renamed over, not synced (a hint; an older or missing one costs nothing).
+    pub fn record_members(&self, members: &[(NodeId, SocketAddr)]) -> io::Result<()> {
+        let mut text = format!("{MEMBERS_FORMAT}\n");
+        for (id, addr) in members.iter().take(JOIN_SEEDS_MAX) {
+            text.push_str(&format!("node {id} {addr}\n"));
+        }
+        self.disk.replace(MEMBERS_FILE, text.as_bytes(), false)?;
+        Ok(())
+    }
+
+    /// The members the directory's members file records (none if it has none, or one that
+    /// does not read as one).
+    pub fn recorded_members(&self) -> Vec<(NodeId, SocketAddr)> {
+        match self.disk.read(MEMBERS_FILE) {
+            Ok(Some(bytes)) => parse_members(&String::from_utf8_lossy(&bytes)),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl<D: Disk + Clone> DataDir<D> {
     /// Stores one write of the node's core, with `stores` the node's open shard files (a
     /// slot per shard): a replica the write creates gets its mark, then its files, empty
@@ -574,6 +610,34 @@ pub fn read_identity(path: &Path) -> io::Result<Option<Identity>> {
             ),
         )
     })
+}
+
+/// The members the data directory at `path` records (see the module docs), read without
+/// taking its lock, as [`read_identity`] (the shell asks them before it starts the node);
+/// none if there is no such file or it does not read as one (a hint, never an error).
+pub fn read_members(path: &Path) -> Vec<(NodeId, SocketAddr)> {
+    match std::fs::read_to_string(path.join(MEMBERS_FILE)) {
+        Ok(text) => parse_members(&text),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A members file's members: every line `node <id> <address>` after the format line, with a
+/// non-zero id (others skipped), at most [`JOIN_SEEDS_MAX`]; none without the format line.
+fn parse_members(text: &str) -> Vec<(NodeId, SocketAddr)> {
+    let mut lines = text.lines();
+    if lines.next() != Some(MEMBERS_FORMAT) {
+        return Vec::new();
+    }
+    lines
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("node ")?.split(' ');
+            let id: NodeId = words.next()?.parse().ok().filter(|&id| id != 0)?;
+            let addr: SocketAddr = words.next()?.parse().ok()?;
+            words.next().is_none().then_some((id, addr))
+        })
+        .take(JOIN_SEEDS_MAX)
+        .collect()
 }
 
 #[cfg(test)]
@@ -1006,6 +1070,40 @@ mod tests {
                 .expect("refused");
             assert!(e.to_string().contains("belongs to node 2"), "{e}");
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The members file (module docs): what `record_members` wrote reads back, in the
+    /// directory and without its lock; a missing, foreign or damaged file reads as no
+    /// member (a hint, never an error), bad lines are skipped, and it never makes a
+    /// directory that holds nothing else look like a node's.
+    #[test]
+    fn the_members_file_reads_back_and_a_damaged_one_reads_as_none() {
+        let dir = dir("members");
+        let me = identity(2, "joined 0x1 voters /4");
+        let d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+        assert!(d.recorded_members().is_empty());
+        assert!(read_members(&dir).is_empty());
+        let members: Vec<(NodeId, SocketAddr)> = vec![
+            (1, "127.0.0.1:7101".parse().unwrap()),
+            (3, "[::1]:7103".parse().unwrap()),
+        ];
+        d.record_members(&members).unwrap();
+        assert_eq!(d.recorded_members(), members);
+        drop(d);
+        assert_eq!(read_members(&dir), members);
+        let file = dir.join(MEMBERS_FILE);
+        let damaged = "udplock members 1\nnode 0 127.0.0.1:1\nnode 4 nowhere\nnode 5 \
+                       127.0.0.1:5 extra\nnode 6 127.0.0.1:6\ngarbage\n";
+        std::fs::write(&file, damaged).unwrap();
+        assert_eq!(
+            read_members(&dir),
+            vec![(6, "127.0.0.1:6".parse().unwrap())]
+        );
+        std::fs::write(&file, "udplock members 9\nnode 6 127.0.0.1:6\n").unwrap();
+        assert!(read_members(&dir).is_empty(), "another format");
+        std::fs::write(&file, [0xff, 0xfe, 0x00]).unwrap();
+        assert!(read_members(&dir).is_empty(), "not text");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -441,7 +441,7 @@ const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 /// seeds), or `--node-id` alone (a restart of the first node, from its data directory).
 fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     use udplock::cluster::join::{discover, JoinError};
-    use udplock::cluster::storage::read_identity;
+    use udplock::cluster::storage::{read_identity, read_members};
     use udplock::core::node::Joined;
     let invalid = |e: String| LockError::InvalidArgument(e);
     let node_id = a.node_id.ok_or_else(|| {
@@ -490,6 +490,14 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     let dir_text = data_dir
         .as_ref()
         .map_or_else(String::new, |d| d.display().to_string());
+    // The members its last run knew (a hint; none for a new or `memory` node).
+    let recorded_members: Vec<(u64, SocketAddr)> = data_dir
+        .as_deref()
+        .map(read_members)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&(id, _)| id != node_id)
+        .collect();
     if let Some(r) = &recorded {
         if r.joined.is_none() {
             return Err(invalid(format!(
@@ -564,8 +572,12 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             "node {node_id}, the first of the new cluster {cluster_id:#018x} (holds every shard \
              until others join)"
         );
-    } else if let Some(seeds) = &a.join.join {
-        let seeds = resolve(seeds)?;
+    } else if a.join.join.is_some() || (recorded.is_some() && !recorded_voter) {
+        // A member restarted without --join asks the members its directory recorded.
+        let seeds = match &a.join.join {
+            Some(seeds) => resolve(seeds)?,
+            None => Vec::new(),
+        };
         // What this node would run with, to compare with the seed's settings.
         let mut own = config.clone();
         own.joined = Some(Joined {
@@ -581,10 +593,20 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         };
         // The same --join list on every node names this one too: the voter needs nobody.
         let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen);
+        // A member also asks the members its directory recorded (its seeds may be gone); the
+        // voter, which starts without waiting, takes them as they are if no seed answers.
+        let mut asked = seeds.clone();
+        if !recorded_voter {
+            for &(_, addr) in &recorded_members {
+                if !asked.contains(&addr) {
+                    asked.push(addr);
+                }
+            }
+        }
         let found = if recorded_voter && only_me {
             None
         } else {
-            match discover(&seeds, &own.node_config(), recorded_id, patience) {
+            match discover(&asked, &own.node_config(), recorded_id, patience) {
                 Ok(found) => Some(found),
                 // The cluster's voter restarts without waiting for the others.
                 Err(JoinError::NoAnswer(_)) if recorded_voter => None,
@@ -596,7 +618,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             .map(|f| f.cluster_id)
             .or(recorded_id)
             .unwrap_or_default();
-        let seeds = found.map(|f| f.seeds).unwrap_or_default();
+        let seeds = found.map_or_else(|| recorded_members.clone(), |f| f.seeds);
         if recorded_voter {
             voter(&mut config, cluster_id, seeds);
             // A shard whose first configuration its last run never wrote (marked new, spec
@@ -620,7 +642,9 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         match &recorded {
             Some(r) if recorded_voter => {
                 let cluster_id = r.joined.unwrap_or_default();
-                voter(&mut config, cluster_id, Vec::new());
+                // The members its last run knew: SWIM joins through them at once (without
+                // them it knows nobody until one of them asks it something).
+                voter(&mut config, cluster_id, recorded_members.clone());
                 // A shard whose first configuration its last run never wrote (marked new, spec
                 // §8.1 "The first configuration") starts new again; every other is restored.
                 config.new_cluster = true;
@@ -629,8 +653,9 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             }
             Some(_) => {
                 return Err(invalid(format!(
-                    "node {node_id} joined its cluster: restart it with --join (any member's \
-                     address) so that it finds the others"
+                    "node {node_id} joined its cluster, and its data directory {dir_text} \
+                     records no member to ask: restart it with --join (any member's address) \
+                     so that it finds the others"
                 )))
             }
             None => {

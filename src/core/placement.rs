@@ -133,6 +133,11 @@ pub struct ShardMembers {
     /// its state and answers as a new replica, spec §8.5 "Replica identities"): such a
     /// voter counts for nothing until it is removed, added back as a learner and promoted.
     pub replaced: Vec<NodeId>,
+    /// Voters the leader heard from lately under the replica id named, itself included
+    /// (`raft::Raft::voter_heard_lately`): they answer whatever the membership layer says —
+    /// a node whose leave was announced while it still runs, one held dead across an
+    /// asymmetric fault —, so entries commit with them.
+    pub heard: Vec<NodeId>,
 }
 
 impl ShardMembers {
@@ -192,7 +197,8 @@ impl Planner {
     }
 
     /// Whether a majority of the shard's voters is alive or suspect (not dead, not gone,
-    /// not unknown) and not replaced (a replaced voter's answers count for nothing, spec
+    /// not unknown) or heard by the leader lately ([`ShardMembers::heard`]), and not
+    /// replaced (a replaced voter's answers count for nothing, spec
     /// §8.5 "Replica identities"). Without it no entry commits, a membership change included: the shard
     /// is unavailable until enough of its voters come back, and no single-server change can
     /// help (each needs the old majority to commit it, thesis §4.1). Replacing the voters of
@@ -206,7 +212,10 @@ impl Planner {
         let live = shard_members
             .voters
             .iter()
-            .filter(|v| matches!(members.get(v), Some(Liveness::Alive | Liveness::Suspect)))
+            .filter(|v| {
+                matches!(members.get(v), Some(Liveness::Alive | Liveness::Suspect))
+                    || shard_members.heard.contains(v)
+            })
             .filter(|v| !shard_members.replaced.contains(v))
             .count();
         live * 2 > shard_members.voters.len()
@@ -227,7 +236,12 @@ impl Planner {
             voters,
             learners,
             replaced,
+            heard,
         } = shard_members;
+        assert!(
+            heard.iter().all(|h| voters.contains(h)),
+            "shard {shard}: only a voter is heard as one"
+        );
         assert!(!voters.is_empty(), "shard {shard} has no voter");
         assert!(
             replaced.iter().all(|r| voters.contains(r)),
@@ -380,6 +394,7 @@ mod tests {
             voters: voters.to_vec(),
             learners: learners.to_vec(),
             replaced: Vec::new(),
+            heard: Vec::new(),
         }
     }
 
@@ -618,6 +633,27 @@ mod tests {
         pair.replaced = vec![t[1]];
         assert!(!planner().has_live_majority(&pair, &members));
         assert_eq!(planner().next_change(s, &pair, &members, at(0)), None);
+    }
+
+    /// Found by `udplock sim --seed 189 --nodes 5 --joined`: a shard of voters {4, 3} whose
+    /// node 3 announced its leave but ran on (its stop cut short), with a caught-up learner:
+    /// SWIM holds 3 gone, so the planner saw no live majority and waited for ever, while
+    /// node 3 answered and every entry committed. A voter the leader hears counts as live;
+    /// the gone one is removed and the learner promoted.
+    #[test]
+    fn a_voter_the_leader_hears_counts_as_live_whatever_swim_says() {
+        let mut members = alive([1, 2, 4, 5]);
+        members.insert(3, Liveness::Left);
+        let s = 3;
+        let mut sm = shard(&[4, 3], &[(2, true)]);
+        assert!(!planner().has_live_majority(&sm, &members));
+        assert_eq!(planner().next_change(s, &sm, &members, at(0)), None);
+        sm.heard = vec![4, 3];
+        assert!(planner().has_live_majority(&sm, &members));
+        assert_eq!(
+            planner().next_change(s, &sm, &members, at(0)),
+            Some(Remove(3))
+        );
     }
 
     /// Applies the planner's changes one by one (a learner catches up in the step after it is

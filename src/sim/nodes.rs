@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::cluster::storage::{self, DataDir, Identity};
+use crate::core::node::JOIN_SEEDS_MAX;
 
 /// One node of the simulated cluster, across its crashes and restarts.
 pub(super) struct SimNode {
@@ -181,6 +182,17 @@ impl Sim {
             .open_stores(&identity)
             .map_err(|e| format!("node {id} cannot start on its files: {e}"));
         let starts = starts.map_err(|what| self.fail(what))?;
+        // A joined node restarts asking the members its directory recorded as well as its
+        // seed (`udplock server`): the first node, which has no seed, takes them as seeds.
+        let n = self.node(id);
+        if let (Some(joined), Some(dir)) = (config.joined.as_mut(), n.dir.as_ref()) {
+            for (member, addr) in dir.recorded_members() {
+                let known = joined.seeds.iter().any(|&(s, _)| s == member);
+                if member != id && !known && joined.seeds.len() < JOIN_SEEDS_MAX {
+                    joined.seeds.push((member, addr));
+                }
+            }
+        }
         let stats = Arc::new(NodeStats::default());
         // Spec §8.11: a number this node never used before (the wall clock at its start).
         let incarnation = self.wall_clock_base_us + local.as_micros() + 1;
@@ -263,6 +275,7 @@ impl Sim {
         let mut transmits = Vec::new();
         let mut deaths = Vec::new();
         let timer_local;
+        let record;
         {
             let n = &mut self.nodes[i];
             let core = n.node.as_mut().expect("running");
@@ -272,11 +285,17 @@ impl Sim {
             }
             timer_local = core.poll_timeout();
             n.timer_generation += 1;
+            record = core.poll_members_record(n.clock.local(now));
             while let Some(event) = core.poll_member_event() {
                 if let crate::core::swim::Event::Dead { id } = event {
                     deaths.push(id);
                 }
             }
+        }
+        // The members file, as the shell keeps it: unsynced (the simulated disk may lose it,
+        // as a real one may), and a failed write only logged there (a hint).
+        if let (Some(members), Some(dir)) = (record, &self.nodes[i].dir) {
+            let _ = dir.record_members(&members);
         }
         for dead in deaths {
             self.report.swim_deaths += 1;

@@ -511,3 +511,58 @@ fn replicas_and_dead_after_are_bounded_options_of_a_joined_server() {
         assert!(help.contains(option), "{option}: {help}");
     }
 }
+
+/// Polls `client.members(addr)` until node `addr`'s table holds each of `ids` alive.
+fn wait_alive_at(client: &Client, addr: SocketAddr, ids: &[u64]) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let table = client.members(addr);
+        let alive = table.as_ref().is_ok_and(|t| {
+            ids.iter().all(|&id| {
+                t.members
+                    .iter()
+                    .any(|m| m.id == id && m.state == udplock::client::MemberState::Alive)
+            })
+        });
+        if alive {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{addr}: {table:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A member restarted when every seed of its `--join` list is gone finds its cluster through
+/// the members its data directory recorded (the `members` file, as Serf's snapshot): node 2
+/// joined through node 1 alone; node 1 dies for good, node 2 restarts with the same
+/// `--join` and finds node 3. Before, it asked its dead seed for two minutes and gave up;
+/// likewise the first node, restarted with no seeds at all, knew nobody until someone
+/// asked it something.
+#[test]
+fn a_member_whose_seeds_are_gone_restarts_through_the_members_it_recorded() {
+    let mut c = Joined::new("recorded");
+    let (a1, a2, a3) = (free(1), free(2), free(3));
+    c.spawn(1, a1, &["--bootstrap"]);
+    let seed = a1.to_string();
+    c.spawn(2, a2, &["--join", &seed]);
+    c.spawn(3, a3, &["--join", &seed]);
+    let client = Client::new(ClientConfig::new(vec![a1])).unwrap();
+    wait_alive_at(&client, a2, &[1, 3]);
+    // Node 2's directory records node 3 (within a second of hearing of it).
+    let file = c.dir.join("node-2").join("members");
+    let deadline = Instant::now() + DEADLINE;
+    while !std::fs::read_to_string(&file).is_ok_and(|t| t.contains(&format!("node 3 {a3}\n"))) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: never names node 3",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.kill(1);
+    c.kill(2);
+    c.spawn(2, a2, &["--join", &seed]);
+    // It runs, and its own table holds node 3 alive: it joined through node 3.
+    wait_alive_at(&client, a2, &[3]);
+    wait_alive_at(&client, a3, &[2]);
+}

@@ -96,7 +96,7 @@ use udplock_protocol::{
 };
 
 use self::book::AddressBook;
-pub use self::config::{Config, Joined, SHARDS_DEFAULT};
+pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -187,6 +187,12 @@ pub const ORPHAN_ELECTION_TIMEOUTS: u64 = 4;
 /// Buffers kept for reuse once their datagram left: enough for a busy batch, so the steady
 /// state allocates nothing per datagram.
 const SPARE_BUFFERS_MAX: usize = 256;
+
+/// How often at most a joined node hands out the members to record in its data directory
+/// ([`Node::poll_members_record`]): often enough that a restart finds members that were
+/// there a second before, rarely enough that a cluster whose members come and go costs a
+/// small file write a second.
+pub const MEMBERS_RECORD_INTERVAL: Duration = Duration::from_millis(1_000);
 
 /// What the shell must store for one shard replica, in this order: the recovery mark
 /// `mark_first` (if any), the Raft state `raft` (if any), then the mark `mark_then` (if any).
@@ -335,6 +341,9 @@ pub struct Node {
     /// the next asks the alive member after `swim_refresh_last` for its whole table.
     swim_missing: bool,
     swim_refresh_last: NodeId,
+    /// SWIM's table version the last members record was made from, and when
+    /// ([`Node::poll_members_record`]).
+    members_recorded: (Option<u64>, Instant),
     /// When the next placement pass runs ([`placing`]), and the shard membership buffer
     /// its passes reuse.
     placement_next: Instant,
@@ -484,6 +493,7 @@ impl Node {
             swim_reconnect_last: 0,
             swim_missing: false,
             swim_refresh_last: 0,
+            members_recorded: (None, Instant::ZERO),
             placement_next: now + placing::PLACEMENT_PASS_INTERVAL,
             placing: Default::default(),
             book: AddressBook::default(),
@@ -599,6 +609,36 @@ impl Node {
     /// §8.12). Informs operators only.
     pub fn members(&self) -> Vec<swim::MemberInfo> {
         self.swim.members()
+    }
+
+    /// A joined node's members to record in its data directory, if they are due: SWIM's
+    /// table changed since the last record, [`MEMBERS_RECORD_INTERVAL`] passed, and some
+    /// other member is alive or suspect (a node cut off from everyone keeps its last record).
+    /// The members alive or suspect, by id, at most [`JOIN_SEEDS_MAX`]. A restart asks
+    /// them as well as its seeds (the first node of a cluster has none), so that it finds
+    /// the cluster when the seeds it was given are gone (the storage module of the shell
+    /// says how the file is kept); the shell and the simulator call it after every input.
+    pub fn poll_members_record(&mut self, now: Instant) -> Option<Vec<(NodeId, SocketAddr)>> {
+        let version = self.swim.version();
+        let (recorded, at) = self.members_recorded;
+        if self.config.joined.is_none()
+            || recorded == Some(version)
+            || (recorded.is_some() && now < at + MEMBERS_RECORD_INTERVAL)
+        {
+            return None;
+        }
+        let me = self.config.node_id;
+        let mut members: Vec<(NodeId, SocketAddr)> = self
+            .swim
+            .members()
+            .iter()
+            .filter(|m| m.id != me && matches!(m.state, swim::State::Alive | swim::State::Suspect))
+            .map(|m| (m.id, m.addr))
+            .collect();
+        members.sort_unstable();
+        members.truncate(JOIN_SEEDS_MAX);
+        self.members_recorded = (Some(version), now);
+        (!members.is_empty()).then_some(members)
     }
 
     /// The next membership event (a node joined, is suspected, alive again, dead, left; this

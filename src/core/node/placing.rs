@@ -94,6 +94,14 @@ impl Node {
                     .copied()
                     .filter(|&v| raft.voter_replaced(v)),
             );
+            sm.heard.clear();
+            sm.heard.extend(
+                membership
+                    .voters
+                    .iter()
+                    .copied()
+                    .filter(|&v| raft.voter_heard_lately(v, now)),
+            );
             let change = planner.next_change(shard, &sm, &members, now);
             // On its targets, or about to remove its own leader (displaced by better-ranked
             // nodes): the shard goes to its preferred leader, the best-ranked target that

@@ -2326,3 +2326,31 @@ fn a_question_never_shares_a_datagram_with_raft_records() {
         "the PING alone, then the Raft records"
     );
 }
+
+/// `Node::poll_members_record`: a joined node hands out the other members alive or suspect
+/// when SWIM's table changed, at most once per `MEMBERS_RECORD_INTERVAL`, never an empty
+/// list (a node cut off keeps its last record), and a static cluster's node none (its
+/// peers are in its flags).
+#[test]
+fn a_joined_node_hands_out_its_members_to_record_when_they_change() {
+    let mut net = joined_trio();
+    let now = net.now;
+    let node = &mut net.nodes[0].1;
+    let first = node.poll_members_record(now).expect("a first record");
+    assert_eq!(first, vec![(2, joined_addr(2)), (3, joined_addr(3))]);
+    assert_eq!(node.poll_members_record(now), None, "nothing changed");
+    // Node 3 goes away: once node 1 holds it dead, the record drops it.
+    let gone = net.nodes.remove(2);
+    let changed = net.run_until(30, |n| {
+        n.holds(0, 3) == Some(udplock_protocol::SwimState::Dead)
+    });
+    assert!(changed);
+    let now = net.now;
+    let node = &mut net.nodes[0].1;
+    assert_eq!(
+        node.poll_members_record(now),
+        Some(vec![(2, joined_addr(2))])
+    );
+    drop(gone);
+    assert_eq!(solo(false).poll_members_record(Instant::ZERO), None);
+}

@@ -585,19 +585,10 @@ impl Raft {
         }
         next.replicas = Some(replicas);
         if let MembershipChange::Remove(id) = change {
-            let window = self.config.election_timeout_max;
             let live = next
                 .voters
                 .iter()
-                .filter(|&&v| {
-                    v == self.config.id
-                        || self.progress.iter().any(|p| {
-                            p.id == v
-                                && p.departing.is_none()
-                                && now.saturating_since(p.heard_at) <= window
-                                && next.replica_of(v) == Some(p.replica)
-                        })
-                })
+                .filter(|&&v| self.answers_as(v, next.replica_of(v), now))
                 .count();
             if live * 2 <= next.voters.len() {
                 let voters = next.voters.len();
@@ -667,6 +658,30 @@ impl Raft {
         self.advance_commit();
         self.check_invariants();
         Some(index)
+    }
+
+    /// Leader only: whether voter `id` of its configuration answered within the longest
+    /// election timeout as the replica the configuration names (itself: always). What a
+    /// placement driver counts as live, whatever the membership layer says (a node that
+    /// announced its leave and still runs, or one held dead across an asymmetric fault,
+    /// still answers); the rule a removal must leave a majority of (`LiveMajorityLost`).
+    pub fn voter_heard_lately(&self, id: NodeId, now: Instant) -> bool {
+        self.role == Role::Leader
+            && self.membership().is_voter(id)
+            && self.answers_as(id, self.membership().replica_of(id), now)
+    }
+
+    /// Whether node `id` is this node, or answered within the longest election timeout as
+    /// `replica` (the id a configuration names; `None`: a configuration of no replica ids).
+    fn answers_as(&self, id: NodeId, replica: Option<ReplicaId>, now: Instant) -> bool {
+        let window = self.config.election_timeout_max;
+        id == self.config.id
+            || self.progress.iter().any(|p| {
+                p.id == id
+                    && p.departing.is_none()
+                    && now.saturating_since(p.heard_at) <= window
+                    && replica == Some(p.replica)
+            })
     }
 
     /// Leader only: whether learner `id` is caught up (thesis §4.2.1) and may be promoted now:
