@@ -502,7 +502,18 @@ impl Sim {
         self.healed = true;
         self.blocked.clear();
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        let changing = self.config.joined || self.config.membership_changes;
         for id in ids {
+            // A node whose leave the heal cut short would stop within its patience and be
+            // started again by its operator: it restarts now, as a crashed one does (a
+            // leaving node declines shards and runs no placement, so one left running
+            // holds what it leads for good). Not a `memory` node whose state the cluster
+            // cannot spare (see `leave_step`): it runs on, leaving.
+            let leaving = self.node(id).node.as_ref().is_some_and(Node::is_leaving);
+            let loses_state = changing && self.node(id).memory;
+            if leaving && (!loses_state || self.state_loss_keeps_majorities(id)) {
+                self.crash(id);
+            }
             if self.node(id).node.is_none() {
                 // A node that keeps no state comes back without it (`start_node`), whenever
                 // it restarts.

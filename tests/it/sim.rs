@@ -14,19 +14,8 @@ const PRODUCTION_COMPACTION_SECONDS: u64 = 300;
 /// The seed of that run (one of the production-compaction class).
 const PRODUCTION_COMPACTION_SEED: u64 = 3;
 
-/// Joined runs (one seed in seven) move replicas while the faults run (by the placement
-/// driver or the random mover), and a few of them miss the liveness bounds after healing
-/// (issue 10, open: a shard's first lease after the heal comes some milliseconds after
-/// `LEADER_AFTER_HEAL_MAX`, as a leadership hand-over or a membership change right after the
-/// heal restarts it). A safety failure in them fails the sweep like any; a liveness miss is
-/// printed and counted, and fails the sweep only beyond this share of the joined seeds (one
-/// in ten; the sweep has 0 of 57 on three nodes, 1 of 21 on five): a known gap, measured,
-/// that must not grow. `udplock sim --joined` reports every miss as a failure.
-const JOINED_LIVENESS_MISSES_ONE_IN: usize = 10;
-
 fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut failures = Vec::new();
-    let (mut joined_seeds, mut joined_liveness_misses) = (0, Vec::new());
     let mut grants = 0;
     let mut lost_state = 0;
     let mut torn_writes = 0;
@@ -39,7 +28,6 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let (mut replicas_created, mut replicas_dropped) = (0, 0);
     for seed in seeds {
         let config = SimConfig::new(seed, nodes, SWEEP_SECONDS);
-        joined_seeds += usize::from(config.joined);
         match sim::run(&config) {
             Ok(report) => {
                 grants += report.grants;
@@ -57,25 +45,9 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 joined_crashes += report.joined_crashes;
                 forged_joins += report.forged_joins;
             }
-            Err(f) if f.joined && f.what.starts_with("liveness:") => {
-                joined_liveness_misses.push(f.to_string())
-            }
             Err(f) => failures.push(f.to_string()),
         }
     }
-    if !joined_liveness_misses.is_empty() {
-        eprintln!(
-            "{} of {joined_seeds} joined seeds missed liveness (issue 10):\n{}",
-            joined_liveness_misses.len(),
-            joined_liveness_misses.join("\n")
-        );
-    }
-    assert!(
-        joined_liveness_misses.len() * JOINED_LIVENESS_MISSES_ONE_IN <= joined_seeds,
-        "{} of {joined_seeds} joined seeds missed liveness:\n{}",
-        joined_liveness_misses.len(),
-        joined_liveness_misses.join("\n")
-    );
     // Failed seeds first: when a change breaks most seeds early, the coverage below is
     // missing too, and the failures say why.
     assert!(
