@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-use udplock::LockError;
+use cmd::Failure;
 
 /// Prints a line on stdout without ever panicking (see `cmd::out`). Shadows std's `println!` in
 /// this file and in every command module (declared below it), so every command's output goes
@@ -141,8 +141,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Command) -> Result<(), LockError> {
-    match command {
+fn run(command: Command) -> Result<(), Failure> {
+    let outcome = match command {
         Command::Server(a) => cmd::server::run(a),
         Command::Dev(a) => cmd::dev::run(a),
         Command::Acquire(a) => cmd::lock::acquire(a),
@@ -153,7 +153,9 @@ fn run(command: Command) -> Result<(), LockError> {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Sim(a) => cmd::sim::run(a),
         Command::SwimSim(a) => cmd::swim_sim::run(a),
-        Command::Remove(a) => cmd::remove::run(a),
+        // The one command the service can refuse (spec §4.10).
+        Command::Remove(a) => return cmd::remove::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
-    }
+    };
+    Ok(outcome?)
 }

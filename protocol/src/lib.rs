@@ -229,7 +229,7 @@ pub enum DecodeError {
     /// SHARD_STATUS_REPLY: the page is inconsistent (spec §5.6): with OK, a zero node id, a
     /// `shards_total` of 0 or above [`SHARDS_MAX`], or entries past `shards_total`; with another
     /// status, any non-zero field; or an entry whose shard is not `first_shard` plus its
-    /// position, whose role is not 0 to 4, or whose role is 4 (no replica) with any
+    /// position, whose role is not 0 to 5, or whose role is 4 (no replica) with any
     /// non-zero field.
     BadShardStatus,
     /// NODE_SETTINGS_REPLY: with OK, a zero node id or cluster id; with another status, any

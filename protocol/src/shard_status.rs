@@ -81,7 +81,7 @@ const _: () = assert!(field::ENTRY_COUNT.end == SHARD_STATUS_REPLY_FIXED_LEN);
 const _: () = assert!(field::WAITERS.end == SHARD_STATUS_ENTRY_LEN);
 
 /// The role a node has in one shard's Raft group, as SHARD_STATUS_REPLY reports it (spec
-/// §5.6), or that it holds no replica of the shard. Values 5 to 255 are reserved.
+/// §5.6), or that it holds no replica of the shard. Values 6 to 255 are reserved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum ShardRole {
@@ -96,6 +96,11 @@ pub enum ShardRole {
     /// Holds no replica of the shard (a node of a joined cluster, spec §8.1): it is in no
     /// role and knows nothing of the shard; every other field of its entry is zero.
     NoReplica = 4,
+    /// Holds a replica that its latest configuration names a learner (a node of a joined
+    /// cluster, spec §8.5): it receives the shard's log and follows its leader, but votes in
+    /// no election and counts in no majority (Raft thesis §4.2.1) — a replica still catching
+    /// up, or placed and not yet promoted. Its other fields mean what a follower's mean.
+    Learner = 5,
 }
 
 impl ShardRole {
@@ -106,6 +111,7 @@ impl ShardRole {
         ShardRole::Candidate,
         ShardRole::Leader,
         ShardRole::NoReplica,
+        ShardRole::Learner,
     ];
 
     /// The role for `raw`, or `None` for a reserved value.
@@ -116,6 +122,7 @@ impl ShardRole {
             2 => Some(ShardRole::Candidate),
             3 => Some(ShardRole::Leader),
             4 => Some(ShardRole::NoReplica),
+            5 => Some(ShardRole::Learner),
             _ => None,
         }
     }
@@ -133,6 +140,7 @@ impl ShardRole {
             ShardRole::Candidate => "candidate",
             ShardRole::Leader => "leader",
             ShardRole::NoReplica => "no-replica",
+            ShardRole::Learner => "learner",
         }
     }
 }

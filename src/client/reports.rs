@@ -122,7 +122,9 @@ pub struct MemberInfo {
 pub struct ShardInfo {
     pub shard: u16,
     /// The answering node's role in this shard; [`ShardRole::NoReplica`] if it holds no
-    /// replica of it (a joined cluster's node, spec §5.6), every other field then empty.
+    /// replica of it (a joined cluster's node, spec §5.6), every other field then empty;
+    /// [`ShardRole::Learner`] if its replica is a learner (a follower that votes in no
+    /// election and counts in no majority: still catching up, or not yet promoted).
     pub role: ShardRole,
     /// The node it believes leads the shard in its current term (itself if it leads);
     /// `None` when it knows none, e.g. during an election.

@@ -3,7 +3,8 @@
 //! ([`args`]). Each command module holds its options (a clap `Args` struct, whose doc
 //! comments are its `--help`) and a function that runs the command and returns its outcome
 //! (`run`; [`lock`] has one per command: `acquire`, `release`, `renew`, `configure`);
-//! `main.rs` parses the command line and turns that outcome into an exit code.
+//! `main.rs` parses the command line and turns that outcome into an exit code (a
+//! [`LockError`]'s, or a [`Failure`]'s for a command that can be refused).
 
 pub mod args;
 pub mod bench;
@@ -16,3 +17,46 @@ pub mod server;
 pub mod sim;
 pub mod status;
 pub mod swim_sim;
+
+use std::fmt;
+
+use udplock::LockError;
+
+/// How a command that did not succeed ended: `main.rs` prints it after `udplock: ` and exits
+/// with its [`Failure::exit_code`].
+#[derive(Debug)]
+pub enum Failure {
+    /// An error of the client library, or of the command's arguments: its own text and exit
+    /// code ([`LockError::exit_code`]).
+    Lock(LockError),
+    /// The service answered and refused what was asked, so nothing changed: the text says
+    /// what was not done and why, as a sentence of its own (`udplock remove` of a live
+    /// member: "node 2 was not removed: node 1 holds it alive ..."). Not an "invalid
+    /// argument": the arguments were understood. Exit code 1, as `udplock --help` documents
+    /// for a refused removal.
+    Refused(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Lock(e) => e.exit_code(),
+            Failure::Refused(_) => 1,
+        }
+    }
+}
+
+impl From<LockError> for Failure {
+    fn from(e: LockError) -> Failure {
+        Failure::Lock(e)
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Lock(e) => e.fmt(f),
+            Failure::Refused(why) => f.write_str(why),
+        }
+    }
+}

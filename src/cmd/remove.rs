@@ -10,6 +10,7 @@ use udplock::{json, Client, ClientConfig, LockError};
 use udplock_protocol::{ClusterKey, RemoveOutcome};
 
 use super::args::resolve;
+use super::Failure;
 
 #[derive(Args)]
 pub struct RemoveArgs {
@@ -45,8 +46,9 @@ pub struct RemoveArgs {
 }
 
 /// `udplock remove NODE_ID`: Ok if the member is removed (now or before) at the node that
-/// answered; an error (exit code 1) if it refused, 6 if no node answered.
-pub fn run(a: RemoveArgs) -> Result<(), LockError> {
+/// answered; [`Failure::Refused`] (exit code 1) if it refused, Unavailable (6) if no node
+/// answered.
+pub fn run(a: RemoveArgs) -> Result<(), Failure> {
     let path = a.cluster_key_file.as_path();
     let keys = udplock::cluster::keys::read(path)
         .map_err(|e| LockError::InvalidArgument(format!("{}: {e}", path.display())))?;
@@ -72,10 +74,10 @@ pub fn run(a: RemoveArgs) -> Result<(), LockError> {
                     key.id()
                 );
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(LockError::Unavailable)
+    Err(LockError::Unavailable.into())
 }
 
 /// Removes `member` at `server`: at `incarnation`, or at the one `server` holds.
@@ -109,8 +111,9 @@ fn remove_at(
 }
 
 impl RemoveArgs {
-    /// Prints what `server` did; a refusal is an error.
-    fn report(&self, server: SocketAddr, r: &RemoveReport) -> Result<(), LockError> {
+    /// Prints what `server` did; a refusal is a [`Failure::Refused`] that says the member
+    /// was not removed and why (`main` prints it on stderr).
+    fn report(&self, server: SocketAddr, r: &RemoveReport) -> Result<(), Failure> {
         let id = self.node_id;
         let state = match r.state {
             MemberState::Alive => "alive",
@@ -128,16 +131,16 @@ impl RemoveArgs {
                 r.incarnation, r.node_id
             ),
             RemoveOutcome::Alive => format!(
-                "refused: node {} holds node {id} alive (incarnation {}); stop it instead, it \
-                 leaves by itself",
+                "node {id} was not removed: node {} holds it alive (incarnation {}); stop it \
+                 instead, it leaves by itself",
                 r.node_id, r.incarnation
             ),
             RemoveOutcome::UnknownMember => {
-                format!("refused: node {} knows no node {id}", r.node_id)
+                format!("node {id} was not removed: node {} knows no node {id}", r.node_id)
             }
             RemoveOutcome::OtherIncarnation => format!(
-                "refused: node {} holds node {id} {state} at incarnation {}, not the one named; \
-                 run again with --incarnation {} if that is the life to remove",
+                "node {id} was not removed: node {} holds it {state} at incarnation {}, not \
+                 the one named; run again with --incarnation {} if that is the life to remove",
                 r.node_id, r.incarnation, r.incarnation
             ),
         };
@@ -157,7 +160,7 @@ impl RemoveArgs {
         if r.outcome.is_removed() {
             Ok(())
         } else {
-            Err(LockError::InvalidArgument(sentence))
+            Err(Failure::Refused(sentence))
         }
     }
 }

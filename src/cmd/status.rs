@@ -166,11 +166,18 @@ impl StatusArgs {
                 .filter(|v| matches!(v, ShardView::Held(from, info) if *from == node && info.role == ShardRole::Leader))
                 .count()
         };
-        // The shards a node holds a replica of (all, except on a joined cluster's node).
+        // The shards a node holds a replica of (all, except on a joined cluster's node), and
+        // those of them where it is a learner (spec §5.6).
         let holds = |r: &ShardStatusReport| {
             r.shards
                 .iter()
                 .filter(|info| info.role != ShardRole::NoReplica)
+                .count()
+        };
+        let learns = |r: &ShardStatusReport| {
+            r.shards
+                .iter()
+                .filter(|info| info.role == ShardRole::Learner)
                 .count()
         };
         let json = self.conn.json;
@@ -196,12 +203,13 @@ impl StatusArgs {
                 }
                 ShardView::Held(from, info) => (from, info),
             };
+            let replicas = replicas_of(&reports, shard);
             // Without a reachable leader, a follower may still name the leader it follows.
             let leader = info.leader_id;
             let leader_addr = leader.and_then(address_of);
             shard_rows.push(if json {
                 format!(
-                    "{{\"shard\":{shard},\"leader_id\":{},\"leader_address\":{},\"term\":{},\"commit_index\":{},\"applied_index\":{},\"held\":{},\"waiters\":{},\"reported_by\":{from}}}",
+                    "{{\"shard\":{shard},\"leader_id\":{},\"leader_address\":{},\"term\":{},\"commit_index\":{},\"applied_index\":{},\"held\":{},\"waiters\":{},\"reported_by\":{from},\"voters\":[{}],\"learners\":[{}]}}",
                     leader.map_or("null".into(), |id| id.to_string()),
                     leader_addr.map_or("null".into(), |a| json::string(&a.to_string())),
                     info.term,
@@ -209,6 +217,8 @@ impl StatusArgs {
                     info.applied_index,
                     info.held,
                     info.waiters,
+                    ids(&replicas.voters),
+                    ids(&replicas.learners),
                 )
             } else {
                 let leader = match (leader, leader_addr) {
@@ -217,7 +227,7 @@ impl StatusArgs {
                     (None, _) => "none".into(),
                 };
                 format!(
-                    "{shard:>5}  {leader:<24}  {:>6}  {:>12}  {:>8}  {:>7}",
+                    "{shard:>5}  {leader:<24}  {:>6}  {:>12}  {:>8}  {:>7}  {replicas}",
                     info.term, info.commit_index, info.held, info.waiters
                 )
             });
@@ -231,11 +241,12 @@ impl StatusArgs {
             .iter()
             .map(|(addr, r)| match (r, json) {
                 (Ok(r), true) => format!(
-                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"holds\":{},\"leads\":{}}}",
+                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"holds\":{},\"learner_in\":{},\"leads\":{}}}",
                     json::string(&addr.to_string()),
                     r.node_id,
                     r.shards.len(),
                     holds(r),
+                    learns(r),
                     led_by(r.node_id)
                 ),
                 (Err(e), true) => format!(
@@ -243,12 +254,16 @@ impl StatusArgs {
                     json::string(&addr.to_string()),
                     json::string(&why(e))
                 ),
-                (Ok(r), false) if holds(r) < r.shards.len() => format!(
-                    "node {} at {addr}: reachable, leads {} of {} shards, holds a replica of {}",
+                (Ok(r), false) if holds(r) < r.shards.len() || learns(r) > 0 => format!(
+                    "node {} at {addr}: reachable, leads {} of {} shards, holds a replica of {}{}",
                     r.node_id,
                     led_by(r.node_id),
                     r.shards.len(),
-                    holds(r)
+                    holds(r),
+                    match learns(r) {
+                        0 => String::new(),
+                        n => format!(" (a learner in {n}, still catching up or not yet promoted)"),
+                    }
                 ),
                 (Ok(r), false) => format!(
                     "node {} at {addr}: reachable, leads {} of {} shards",
@@ -287,7 +302,7 @@ impl StatusArgs {
             );
         } else {
             println!(
-                "{:>5}  {:<24}  {:>6}  {:>12}  {:>8}  {:>7}",
+                "{:>5}  {:<24}  {:>6}  {:>12}  {:>8}  {:>7}  replicas",
                 "shard", "leader", "term", "commit index", "held", "waiters"
             );
             for row in shard_rows.iter().chain(&node_rows) {
@@ -380,6 +395,60 @@ fn shard_views(
             }
         })
         .collect()
+}
+
+/// The nodes that answered holding a replica of one shard, by the role they report (spec
+/// §5.6): voters (their Raft role, follower to leader) and learners apart, so that a shard
+/// still catching up (a learner) shows apart from one fully placed. Only the nodes that
+/// answered are counted; a follower counts as a voter (so does, briefly, a replica removed
+/// that has not yet dropped itself: spec §5.6).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Replicas {
+    voters: Vec<u64>,
+    learners: Vec<u64>,
+}
+
+impl std::fmt::Display for Replicas {
+    /// `1,2,3`, then ` + learner 4` (or ` + learners 4,6`) if any.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&ids(&self.voters))?;
+        match self.learners.len() {
+            0 => Ok(()),
+            1 => write!(f, " + learner {}", ids(&self.learners)),
+            _ => write!(f, " + learners {}", ids(&self.learners)),
+        }
+    }
+}
+
+/// `ids` comma-separated (a JSON array's inside, too).
+fn ids(ids: &[u64]) -> String {
+    let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+    ids.join(",")
+}
+
+/// Who, among `reports`, holds a replica of `shard`, each node once, in id order.
+fn replicas_of(reports: &[&udplock::client::ShardStatusReport], shard: usize) -> Replicas {
+    use udplock::client::ShardRole;
+    let mut voters = std::collections::BTreeSet::new();
+    let mut learners = std::collections::BTreeSet::new();
+    for r in reports {
+        match r.shards.get(shard).map(|info| info.role) {
+            None | Some(ShardRole::NoReplica) => {}
+            Some(ShardRole::Learner) => {
+                learners.insert(r.node_id);
+            }
+            Some(ShardRole::Follower)
+            | Some(ShardRole::PreCandidate)
+            | Some(ShardRole::Candidate)
+            | Some(ShardRole::Leader) => {
+                voters.insert(r.node_id);
+            }
+        }
+    }
+    Replicas {
+        voters: voters.into_iter().collect(),
+        learners: learners.into_iter().collect(),
+    }
 }
 
 /// The alive members of `tables` (each with the address its node was asked at) that are not
@@ -602,5 +671,49 @@ mod tests {
                 ShardView::Unreported,
             ]
         );
+    }
+
+    /// Spec §5.6, role 5: `status` lists a shard's replicas with its learners apart, so a
+    /// shard still catching up shows as such; a node holding no replica is not listed.
+    #[test]
+    fn a_shards_learners_are_listed_apart_from_its_voters() {
+        let report = |node_id: u64, shards: Vec<ShardInfo>| ShardStatusReport { node_id, shards };
+        let node1 = report(
+            1,
+            vec![
+                info(0, ShardRole::Leader, Some(1), 3),
+                info(1, ShardRole::Follower, Some(2), 2),
+            ],
+        );
+        let node2 = report(
+            2,
+            vec![
+                info(0, ShardRole::Follower, Some(1), 3),
+                info(1, ShardRole::Leader, Some(2), 2),
+            ],
+        );
+        let node4 = report(4, vec![info(0, ShardRole::Learner, Some(1), 3), blank(1)]);
+        let node6 = report(6, vec![info(0, ShardRole::Learner, Some(1), 3), blank(1)]);
+        let reports = [&node4, &node2, &node1];
+        let shard0 = replicas_of(&reports, 0);
+        assert_eq!(
+            (shard0.voters.as_slice(), shard0.learners.as_slice()),
+            (&[1, 2][..], &[4][..])
+        );
+        assert_eq!(shard0.to_string(), "1,2 + learner 4");
+        let shard1 = replicas_of(&reports, 1);
+        assert_eq!(shard1.to_string(), "1,2");
+        assert!(shard1.learners.is_empty());
+        assert_eq!(
+            replicas_of(&[&node6, &node4, &node1], 0).to_string(),
+            "1 + learners 4,6"
+        );
+        // A learner is a witness of the shard when no voter answered (it knows the leader).
+        assert_eq!(
+            shard_views(&[&node4], 2),
+            [ShardView::Held(4, node4.shards[0]), ShardView::NoReplica]
+        );
+        // A shard nobody answered for lists nobody.
+        assert_eq!(replicas_of(&reports, 2), Replicas::default());
     }
 }

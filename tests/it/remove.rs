@@ -1,7 +1,8 @@
 //! `udplock remove` over real UDP (issue 10 §2, spec §4.10): a 3-node cluster with a key
 //! file; node 3 stops (a dead machine); once the others hold it dead, `udplock remove 3`
 //! retires it: it prints what happened, the others hold it left (and `udplock status` says
-//! so), a second run says it is already removed, a live node is refused (exit code 1), and
+//! so), a second run says it is already removed, a live node or an unknown one is refused
+//! (exit code 1, saying it was not removed and why), and
 //! a removal made with another key gets no answer (exit code 6). No speed is assumed: each
 //! wait polls until a generous deadline.
 
@@ -84,13 +85,38 @@ fn remove_retires_a_dead_node_and_refuses_a_live_one() {
     let key = key_file.to_str().unwrap();
     let node1 = addrs[0].to_string();
 
-    // A live member is refused: exit code 1, and it stays alive.
+    // A live member is refused: exit code 1, a sentence that says it was not removed and
+    // why (not an "invalid argument": the arguments were fine, the node said no), nothing on
+    // stdout; with --json, the refusal on stdout too. It stays alive.
     let o = remove(&["2", "--server", &node1, "--key-file", key]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(
-        stderr.contains("refused") && stderr.contains("alive"),
+        stderr.starts_with("udplock: node 2 was not removed: node 1 holds it alive"),
         "{stderr}"
+    );
+    assert!(stderr.contains("stop it instead"), "{stderr}");
+    assert!(!stderr.contains("invalid argument"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(o.stdout.is_empty(), "{o:?}");
+    let o = remove(&["2", "--server", &node1, "--key-file", key, "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let json = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        json.contains("\"removed\":false") && json.contains("\"outcome\":\"ALIVE\""),
+        "{json}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).starts_with("udplock: node 2 was not removed"),
+        "{o:?}"
+    );
+    // A node that knows no such member: refused too.
+    let o = remove(&["9", "--server", &node1, "--key-file", key]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .starts_with("udplock: node 9 was not removed: node 1 knows no node 9"),
+        "{o:?}"
     );
 
     // Node 3's machine dies.

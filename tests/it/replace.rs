@@ -9,9 +9,10 @@
 //! (`udplock::core::placement::targets`, spec §8.13), and a shard on its targets is led by its
 //! best-ranked one. Each wait polls every live node's own view of the shards (SHARD_STATUS,
 //! spec §4.7, the data `udplock status --json` merges) until it matches, with a generous
-//! deadline, and fails saying what it last saw. SHARD_STATUS does not tell a voter from a
-//! learner, so "on its targets" is asked of several polls in a row over a second or more
-//! (ten placement passes, each of which promotes a caught-up learner).
+//! deadline, and fails saying what it last saw. "On its targets" means as voters: a replica
+//! that SHARD_STATUS reports as a learner (spec §5.6, role 5) is still being placed, so a
+//! shard with one is not settled, whatever its holders. A second poll in a row confirms the
+//! state (placement's fixed point: no change left to propose).
 //!
 //! The clients' history is checked as `it::processes` does (mutual exclusion by the client's
 //! lease rule, the lease counted from the send time; fencing tokens increasing in grant order),
@@ -37,15 +38,16 @@ const REPLICAS: usize = 3;
 /// How long a dead node keeps its replicas before they are re-made elsewhere.
 const DEAD_AFTER_MS: &str = "2000";
 /// Polls in a row (at least `POLL` apart) that must see the expected placement.
-const STABLE_POLLS: usize = 5;
+const STABLE_POLLS: usize = 2;
 const POLL: Duration = Duration::from_millis(250);
 const CLIENTS: usize = 3;
 
-/// One shard as the live nodes report it: who holds a replica, who says it leads (with the
-/// term), and whom the others name as leader.
+/// One shard as the live nodes report it: who holds a replica (learners included), which of
+/// them are learners, who says it leads (with the term), and whom the others name as leader.
 #[derive(Debug, PartialEq, Eq)]
 struct Seen {
     holders: BTreeSet<u64>,
+    learners: BTreeSet<u64>,
     leaders: Vec<(u64, u64)>,
     named: BTreeSet<Option<u64>>,
 }
@@ -55,6 +57,7 @@ fn observe(admin: &Client, nodes: &BTreeMap<u64, SocketAddr>) -> Result<Vec<Seen
     let mut seen: Vec<Seen> = (0..SHARDS)
         .map(|_| Seen {
             holders: BTreeSet::new(),
+            learners: BTreeSet::new(),
             leaders: Vec::new(),
             named: BTreeSet::new(),
         })
@@ -75,6 +78,9 @@ fn observe(admin: &Client, nodes: &BTreeMap<u64, SocketAddr>) -> Result<Vec<Seen
             }
             let s = &mut seen[shard];
             s.holders.insert(id);
+            if info.role == ShardRole::Learner {
+                s.learners.insert(id);
+            }
             s.named.insert(info.leader_id);
             if info.role == ShardRole::Leader {
                 s.leaders.push((id, info.term));
@@ -85,14 +91,15 @@ fn observe(admin: &Client, nodes: &BTreeMap<u64, SocketAddr>) -> Result<Vec<Seen
 }
 
 /// Whether `seen` is the placement `alive` should settle on: every shard's replicas on its
-/// targets among `alive`, led by the best-ranked one, which every replica names.
+/// targets among `alive`, every one a voter (no learner left), led by the best-ranked one,
+/// which every replica names.
 fn settled(seen: &[Seen], alive: &[u64]) -> Result<(), String> {
     for (shard, s) in seen.iter().enumerate() {
         let want = targets(shard as u32, alive.iter().copied(), REPLICAS);
         let holders: BTreeSet<u64> = want.iter().copied().collect();
         let led = s.leaders.len() == 1 && s.leaders[0].0 == want[0];
         let named = s.named.len() == 1 && s.named.contains(&Some(want[0]));
-        if s.holders != holders || !led || !named {
+        if s.holders != holders || !s.learners.is_empty() || !led || !named {
             return Err(format!(
                 "shard {shard}: want replicas {want:?} led by {}, seen {s:?}",
                 want[0]

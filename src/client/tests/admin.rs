@@ -120,6 +120,46 @@ fn shard_status_reads_every_page_and_ignores_replies_to_other_requests() {
     );
 }
 
+/// Spec §3.2 check 5 and §11: a page naming a role this client does not know (6 and up are
+/// reserved; a later revision may assign them, as role 5, learner, was) fails to decode and
+/// is dropped like any such datagram: the client neither crashes nor believes it, takes the
+/// next good page, and without one reports no answer (Unavailable).
+#[test]
+fn a_page_with_an_unknown_role_is_dropped() {
+    // Byte 2 of the first entry, after the 32-byte header and the 16-byte fixed part.
+    const FIRST_ROLE: usize = 32 + 16 + 2;
+    let with_unknown_role = |req: &ShardStatusRequest| {
+        let mut bad = page(req, false);
+        bad[FIRST_ROLE] = 6;
+        assert_eq!(
+            ShardStatusReply::decode(&bad).err(),
+            Some(DecodeError::BadShardStatus)
+        );
+        bad
+    };
+    let node = node_of(ShardStatusRequest::decode, move |req| {
+        vec![with_unknown_role(&req), page(&req, false)]
+    });
+    let client = client_for(&node, |_| {});
+    let report = client.shard_status(node.addr).unwrap();
+    assert_eq!(report.shards.len(), usize::from(SHARDS));
+    assert!(report.shards.iter().all(|info| info.term == 3));
+    assert!(
+        client.stats().dropped_datagrams >= 3,
+        "{:?}",
+        client.stats()
+    );
+
+    let only_unknown = node_of(ShardStatusRequest::decode, move |req| {
+        vec![with_unknown_role(&req)]
+    });
+    let client = client_for(&only_unknown, |c| c.request_timeout_ms = 300);
+    assert_eq!(
+        client.shard_status(only_unknown.addr),
+        Err(LockError::Unavailable)
+    );
+}
+
 #[test]
 fn an_error_status_or_an_error_reply_ends_a_shard_status() {
     let node = node_of(ShardStatusRequest::decode, |req| {

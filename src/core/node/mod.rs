@@ -1130,10 +1130,15 @@ impl Node {
                 ShardStatusEntry {
                     // Config::validate keeps shards below SHARDS_MAX (4096).
                     shard: shard as u16,
+                    // Spec §5.6: a follower whose latest configuration names it a learner
+                    // says "learner"; a (pre-)candidate or leader says what it does, which
+                    // a replica whose committed configuration names it a voter may still
+                    // do (spec §8.5).
                     role: match stats.role {
                         Some(Role::Leader) => ShardRole::Leader,
                         Some(Role::Candidate) => ShardRole::Candidate,
                         Some(Role::PreCandidate) => ShardRole::PreCandidate,
+                        Some(Role::Follower) | None if stats.learner => ShardRole::Learner,
                         Some(Role::Follower) | None => ShardRole::Follower,
                     },
                     leader_id: stats.leader.unwrap_or(0),

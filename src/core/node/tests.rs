@@ -1657,6 +1657,66 @@ fn a_joined_node_answers_shard_status_holding_no_replica() {
     }
 }
 
+/// Node `i`'s SHARD_STATUS entries, from shard 0 (a full-size request: every shard fits).
+fn shard_status_of(net: &mut Joining, i: usize) -> Vec<ShardStatusEntry> {
+    let request = ShardStatusRequest {
+        session_id: 5,
+        request_id: 7,
+        attempt: 0,
+        first_shard: 0,
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    let now = net.now;
+    net.nodes[i].1.handle_datagram(now, CLIENT, &out[..len]);
+    net.run_for(20);
+    assert_eq!(net.to_client.len(), 1, "one answer");
+    let answer = net.to_client.pop().unwrap();
+    let reply = ShardStatusReply::decode(&answer).unwrap();
+    assert_eq!(reply.node_id, net.nodes[i].1.node_id());
+    reply.entries.iter().collect()
+}
+
+/// Spec §5.6, role 5: a replica whose latest configuration names its node a learner (thesis
+/// §4.2.1) says "learner", with the leader it follows, its term and its indexes as a
+/// follower would; promoted, it says "follower". It used to say "follower" throughout, so
+/// `udplock status` could not tell a shard still catching up from one fully placed.
+#[test]
+fn a_learner_answers_shard_status_as_a_learner_until_promoted() {
+    let mut net = joined_trio();
+    change(&mut net, 2, raft::MembershipChange::AddLearner(2));
+    let entries = shard_status_of(&mut net, 1);
+    assert_eq!(entries.len(), 4);
+    let e = entries[2];
+    assert_eq!((e.shard, e.role, e.leader_id), (2, ShardRole::Learner, 1));
+    // Its own term and indexes, as a follower gives them: the leader's term, and at least
+    // the CONFIG that made it a learner committed and applied.
+    let own = net.nodes[1].1.replica(2).unwrap();
+    let leader_term = net.nodes[0].1.replica(2).unwrap().raft().term();
+    assert_eq!(
+        (e.term, e.commit_index),
+        (leader_term, own.raft().commit_index())
+    );
+    assert_eq!(e.applied_index, own.applied_index());
+    assert!(e.term >= 1 && e.applied_index >= 1);
+    for s in [0, 1, 3] {
+        assert_eq!(entries[s].role, ShardRole::NoReplica, "shard {s}");
+    }
+    // The leader, and node 3 (no replica), are not learners.
+    let leaders = shard_status_of(&mut net, 0);
+    assert!(leaders.iter().all(|e| e.role == ShardRole::Leader));
+    assert_eq!(shard_status_of(&mut net, 2)[2].role, ShardRole::NoReplica);
+
+    change(&mut net, 2, raft::MembershipChange::Promote(2));
+    let e = shard_status_of(&mut net, 1)[2];
+    assert_eq!((e.role, e.leader_id), (ShardRole::Follower, 1), "promoted");
+    // Removed and added back: a learner again.
+    change(&mut net, 2, raft::MembershipChange::Remove(2));
+    assert_eq!(shard_status_of(&mut net, 1)[2].role, ShardRole::NoReplica);
+    change(&mut net, 2, raft::MembershipChange::AddLearner(2));
+    assert_eq!(shard_status_of(&mut net, 1)[2].role, ShardRole::Learner);
+}
+
 impl Joining {
     /// Runs to the next event, at most until `until`: a datagram delivered (returned as
     /// (from, to, bytes), lost ones included as `None`) or the timers due.

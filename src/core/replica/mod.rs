@@ -226,6 +226,10 @@ impl LogClock {
 pub struct ShardStats {
     /// `None`: the node holds no replica of the shard (`core::node::Node::shard_stats`).
     pub role: Option<Role>,
+    /// The latest configuration in this replica's log names its node a learner (Raft
+    /// thesis §4.2.1: it receives the log and counts in no majority); SHARD_STATUS reports
+    /// such a follower with the role "learner" (spec §5.6). False without a replica.
+    pub learner: bool,
     pub term: u64,
     pub leader: Option<NodeId>,
     pub commit_index: u64,
@@ -703,6 +707,7 @@ impl Replica {
     pub fn stats(&self) -> ShardStats {
         ShardStats {
             role: Some(self.raft.role()),
+            learner: self.raft.membership().is_learner(self.config.raft.id),
             term: self.raft.term(),
             leader: self.raft.leader(),
             commit_index: self.raft.commit_index(),
