@@ -357,6 +357,13 @@ pub struct SimReport {
     pub removals_refused: u64,
     /// Crashes and stops of joined nodes (not static voters, [`SimConfig::joined`]).
     pub joined_crashes: u64,
+    /// Joined runs, whose clients are each given one node and discover the others (spec
+    /// §7.1.8, the real client's `core::call::discovery`): MEMBERS_REPLY pages the clients'
+    /// discovery took, member tables that changed a client's ring, and clients that had an
+    /// answer to a lock request from a node they were not given.
+    pub members_pages: u64,
+    pub rings_adopted: u64,
+    pub clients_beyond_given: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -763,9 +770,6 @@ impl Sim {
                 let seed = rng.gen();
                 Client::new(
                     idx,
-                    // Every node, in a joined run too, as a real client learns them from
-                    // the first it reaches (MEMBERS, spec §7.1.8): shards move off node 1,
-                    // and the nodes that hold no replica of a shard answer without a hint.
                     config.nodes,
                     config.shards,
                     config.resources,
@@ -773,6 +777,9 @@ impl Sim {
                     seed,
                     drift_ppm,
                     scripted,
+                    // A static run's clients are given every node; a joined run's one node,
+                    // and they find the others by the real client's discovery (spec §7.1.8).
+                    config.joined,
                     Instant::ZERO,
                 )
             })

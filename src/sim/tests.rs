@@ -284,3 +284,29 @@ fn a_restarted_joined_node_learns_the_members_it_missed() {
         panic!("{f}");
     }
 }
+
+/// Spec §7.1.8 under the simulator: a joined run's clients are each given one node and find
+/// the others by the real client's discovery (`core::call::discovery`), through MEMBERS
+/// datagrams on the simulated network: the members' tables reach them, change their rings,
+/// and every client has lock requests answered by nodes it was never given. A static run's
+/// clients are given every node and ask nothing.
+#[test]
+fn joined_clients_discover_the_nodes_they_were_not_given() {
+    let config = SimConfig::new(5, 3, 3);
+    assert!(config.joined, "seed 5 is a joined seed");
+    let report = run(&config).unwrap_or_else(|f| panic!("{f}"));
+    assert!(report.members_pages > 0, "no MEMBERS_REPLY read: {report:?}");
+    assert!(report.rings_adopted > 0, "no table changed a ring: {report:?}");
+    assert_eq!(
+        report.clients_beyond_given, config.clients as u64,
+        "every client reached a node it was not given: {report:?}"
+    );
+    let config = SimConfig::new(6, 3, 3);
+    assert!(!config.joined);
+    let report = run(&config).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(
+        (report.members_pages, report.clients_beyond_given),
+        (0, 0),
+        "a static run's clients know every node: {report:?}"
+    );
+}

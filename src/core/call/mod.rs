@@ -50,6 +50,7 @@
 //! leaves, first moving away from a node that left [`SILENT_SENDS_MAX`] copies in a row
 //! unanswered (one, if already suspect). One back-off per request, wherever its copies go.
 
+pub mod discovery;
 pub mod doubts;
 pub mod routes;
 #[cfg(test)]
@@ -59,6 +60,9 @@ use std::net::SocketAddr;
 
 use udplock_protocol::{Flags, Hint, MessageType, Reply, Request, RequestBody, Status};
 
+pub use self::discovery::{
+    Discovery, MembersAsk, PageOutcome, CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN,
+};
 pub use self::doubts::{lock_of, Doubts, Resend, Settle, DOUBTS_MAX};
 pub use self::routes::{socket_addr_for, Routes, LEARNED_LEADERS_MAX};
 use super::retransmit::{
