@@ -121,7 +121,7 @@ impl Client {
         let mut last = None;
         while let Some(reply) = self.await_reply(request.request_id, datagram, call, routes) {
             self.follow_routes(call, routes);
-            self.check_hint(&reply, routes);
+            self.check_not_leader(&reply, routes);
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 call.handle_reply(

@@ -93,7 +93,9 @@
 //!
 //! It asks again (a *refresh*) when its candidates may be stale: a call ended without any
 //! answer ([`LockError::Unavailable`]), or every candidate is suspect, or a NOT_LEADER named
-//! a node that is not a candidate. Never more than once per [`REFRESH_INTERVAL_MIN`], so a
+//! a node that is not a candidate, or named none (the node holds no replica of the shard or
+//! knows no leader, and a table read while the nodes that do were down or suspect left them
+//! out of the ring: nothing else would bring them back while the ring's nodes answer). Never more than once per [`REFRESH_INTERVAL_MIN`], so a
 //! storm of NOT_LEADERs or timeouts cannot make it query in a loop; the first discovery is
 //! tried [`FIRST_ROUNDS_MAX`] times (rate-limited the same way) before it waits for a trigger.
 //! The decisions are [`Discovery`]'s, a sans-IO state machine of the call core
@@ -236,21 +238,19 @@ impl Client {
         }
     }
 
-    /// Before a reply reaches its call: a NOT_LEADER that names a leader which is not a
-    /// candidate means the member table this client knows is stale; ask for a refresh. The
-    /// hint itself is followed by the call as always (spec §7.1.7).
-    pub(super) fn check_hint(&self, reply: &ReplyData, routes: &Routes) {
+    /// Before a reply reaches its call: a NOT_LEADER without a hint, or naming a leader
+    /// that is not a candidate, means the ring may lack the nodes the request needs; ask for
+    /// a refresh. The hint itself is followed by the call as always (spec §7.1.7).
+    pub(super) fn check_not_leader(&self, reply: &ReplyData, routes: &Routes) {
         let wire = reply.wire();
         if wire.status != Status::NotLeader {
             return;
         }
-        let Hint::Leader(hint) = wire.hint else {
-            return;
+        let hint = match wire.hint {
+            Hint::Leader(hint) => routes.usable_hint(hint),
+            _ => None,
         };
-        let Some(addr) = routes.usable_hint(hint) else {
-            return;
-        };
-        if lock(&self.discovery).check_hint(addr) {
+        if lock(&self.discovery).check_not_leader(hint) {
             self.refresh_wanted.store(true, Ordering::Relaxed);
         }
     }

@@ -394,11 +394,15 @@ impl Client {
             },
             ReplyMsg::Members(_) => unreachable!("handled above"),
         };
-        if let (Some(discovery), Hint::Leader(hint)) = (self.discovery.as_mut(), reply.hint) {
-            // Before the call sees it, as the real client: a leader that is not a candidate
-            // asks for a refresh (spec §7.1.8 rule 3).
+        if let Some(discovery) = self.discovery.as_mut() {
+            // Before the call sees it, as the real client: a NOT_LEADER without a hint, or
+            // naming a node that is not a candidate, asks for a refresh (spec §7.1.8 rule 3).
             if reply.status == Status::NotLeader {
-                discovery.check_hint(hint);
+                let hint = match reply.hint {
+                    Hint::Leader(hint) => self.routes.usable_hint(hint),
+                    _ => None,
+                };
+                discovery.check_not_leader(hint);
             }
         }
         let op = self.op.as_mut().expect("outstanding");

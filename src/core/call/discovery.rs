@@ -13,7 +13,8 @@
 //! ```text
 //!  poll_round(now, known addresses) ─> MembersAsk ─> request(ask) ─> MEMBERS datagram
 //!  handle_reply(from, &MembersReply) ─> Ask (next page) | Done(new candidates) | Ignored
-//!  triggers: check_outcome(outcome), check_hint(addr), check_silence(&routes) ─> wanted()
+//!  triggers: check_outcome(outcome), check_not_leader(hint), check_silence(&routes)
+//!            ─> wanted(), then the next poll_round
 //! ```
 //!
 //! [`Routes::succeeded_by`]: super::Routes::succeeded_by
@@ -164,12 +165,16 @@ impl Discovery {
         self.wanted
     }
 
-    /// Trigger (spec §7.1.8 rule 3): a NOT_LEADER named `hint` (usable, in the socket's
-    /// family: [`Routes::usable_hint`]) as the leader. A leader that is not a candidate means
-    /// the member table this client read is stale: a refresh is wanted. Returns whether one
-    /// now is. (The hint itself is followed by the call as always, spec §7.1.7.)
-    pub fn check_hint(&mut self, hint: SocketAddr) -> bool {
-        if !self.knows(hint) {
+    /// Trigger (spec §7.1.8 rule 3): a NOT_LEADER came, naming `hint` as the leader (usable,
+    /// in the socket's family: [`Routes::usable_hint`]; `None` without a usable hint). A
+    /// refresh is wanted if the hint names a node that is not a candidate (the member table
+    /// this client read is stale), or if there is no hint: the node that answered holds no
+    /// replica of the shard or knows no leader, and the ring may lack every node that does
+    /// (a table read while they were down, suspect or leaving leaves them out, and nothing
+    /// else would bring them back while the ring's nodes answer). Returns whether one now is.
+    /// (The call follows the hint, or moves on, as always: spec §7.1.7.)
+    pub fn check_not_leader(&mut self, hint: Option<SocketAddr>) -> bool {
+        if hint.is_none_or(|addr| !self.knows(addr)) {
             self.want();
         }
         self.wanted
@@ -437,6 +442,50 @@ mod tests {
             "a single node: itself, unchanged"
         );
         assert!(d.poll_round(at(5 * interval), [addr(7101)]).is_empty());
+    }
+
+    /// Spec §7.1.8 rule 3, the triggers: a NOT_LEADER without a hint or naming a node that
+    /// is not a candidate, a request that ended with no reply at all, every candidate
+    /// suspect; not a NOT_LEADER naming a candidate, an answer, or an OVERLOADED.
+    #[test]
+    fn the_triggers_ask_for_a_refresh() {
+        let fresh = || {
+            let mut d = Discovery::new(&[addr(7101), addr(7102)], false, 9);
+            let asks = d.poll_round(at(0), [addr(7101), addr(7102)]);
+            let members = alive(&[7101, 7102]);
+            let done = d.handle_page(addr(7101), 7101, asks[0].request_id, 0, members);
+            assert_eq!(done, PageOutcome::Done(None));
+            assert!(!d.wanted());
+            d
+        };
+        let mut d = fresh();
+        assert!(!d.check_not_leader(Some(addr(7102))), "a candidate");
+        assert!(d.check_not_leader(Some(addr(7103))), "not a candidate");
+        assert!(
+            fresh().check_not_leader(None),
+            "no hint: the ring may lack the holders"
+        );
+        let answered = Outcome::Answered {
+            status: Status::Ok,
+            attempt: 0,
+            lease_start: at(0),
+        };
+        assert!(!fresh().check_outcome(answered));
+        assert!(!fresh().check_outcome(Outcome::GaveUp {
+            overloaded: Some(5)
+        }));
+        assert!(fresh().check_outcome(Outcome::GaveUp { overloaded: None }));
+        assert!(fresh().check_outcome(Outcome::InDoubt(DoubtCause::Silence)));
+        let routes = Routes::new(&[addr(7101), addr(7102)], 1, false);
+        let mut d = fresh();
+        routes.set_suspect(0, true);
+        assert!(!d.check_silence(&routes), "one candidate still answers");
+        routes.set_suspect(1, true);
+        assert!(d.check_silence(&routes), "every candidate suspect");
+        // Wanted, a round starts no sooner than the interval after the last.
+        assert!(d.poll_round(at(10), [addr(7101)]).is_empty());
+        let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
+        assert_eq!(d.poll_round(at(interval), [addr(7101)]).len(), 1);
     }
 
     /// Candidates are bounded by CANDIDATES_MAX (the configured servers always kept); later
