@@ -502,6 +502,27 @@ impl Sim {
         self.healed = true;
         self.blocked.clear();
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
+        if self.config.joined {
+            // A node still leaving (`leave_step`) would stay up and leaving for the rest of
+            // the run, as nothing stops after the heal: its members hold it left, so a client
+            // that found the cluster by the member table (spec §7.1.8) never tries it, while
+            // it may still be the one replica of shards it could hand to nobody. No real node
+            // stays so: its shell stops it when its patience ends. Here its leave ends at the
+            // heal (unless its stop would lose state a majority needs, as in `leave_step`),
+            // and it restarts with every stopped node below.
+            for &id in &ids {
+                let n = self.node(id);
+                let leaving = n.node.as_ref().is_some_and(Node::is_leaving);
+                let loses_state = n.memory;
+                if leaving
+                    && n.paused_until.is_none()
+                    && (!loses_state || self.state_loss_keeps_majorities(id))
+                {
+                    self.crash(id);
+                    self.report.leaves += 1;
+                }
+            }
+        }
         for id in ids {
             if self.node(id).node.is_none() {
                 // A node that keeps no state comes back without it (`start_node`), whenever

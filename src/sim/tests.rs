@@ -333,3 +333,21 @@ fn a_not_leader_without_a_hint_asks_for_the_member_table_again() {
         panic!("{f}");
     }
 }
+
+/// Found by `udplock sim --seed 156 --nodes 5 --joined` once the clients discovered the
+/// nodes (also seeds 45, 188 and 253): node 1 began a graceful leave before the heal, and
+/// as nothing stops after the heal it stayed up and leaving to the end, still the one
+/// replica of shards it could hand to nobody. Its members held it left, so the clients'
+/// member tables left it out (spec §7.1.8 rule 2) and no other node could name it: every
+/// request on those shards went unanswered. A real node's leave ends when its shell's
+/// patience does; a joined run's heal now ends it (the node stops, then restarts with the
+/// others). Failed first: "liveness: op 118 (client 2, Status { resource: 1 }, ..) had no
+/// final answer within 1000000us".
+#[test]
+fn a_leave_still_under_way_ends_at_the_heal() {
+    let mut config = SimConfig::new(156, 5, 10);
+    (config.joined, config.membership_changes) = (true, false);
+    if let Err(f) = run(&config) {
+        panic!("{f}");
+    }
+}
