@@ -15,7 +15,14 @@
 //! makes of it, `core::node::requests::table_request`); a node's reply reaches it as
 //! the datagram the node would send (`core::node::requests::encode_reply`, then the codec), and a
 //! NOT_LEADER as the wire reply with the leader's address as its hint. Nodes have the
-//! addresses of [`node_addr`].
+//! addresses of [`node_addr`], the ones their member tables list.
+//!
+//! A static run's client is given every node. A joined run's client is given one (as
+//! `--servers` with one node of a joined cluster) and runs the real client's discovery
+//! ([`Discovery`], spec §7.1.8): MEMBERS requests encoded as the real client encodes them,
+//! the node's MEMBERS_REPLY datagram read by the same code, the new ring adopted by the
+//! operation under way too ([`Call::rebase`]), and the same triggers for a refresh (at the
+//! start of an operation and after a timer turn, as the real client polls it).
 //!
 //! What is left here is a client's life: one operation at a time; a new session once a
 //! RELEASE is left carrying a doubt (the real client's lanes: no other request shares a

@@ -20,7 +20,7 @@ const PRODUCTION_COMPACTION_SEED: u64 = 3;
 /// `LEADER_AFTER_HEAL_MAX`, as a leadership hand-over or a membership change right after the
 /// heal restarts it). A safety failure in them fails the sweep like any; a liveness miss is
 /// printed and counted, and fails the sweep only beyond this share of the joined seeds (one
-/// in ten; the sweep has 0 of 57 on three nodes, 1 of 21 on five): a known gap, measured,
+/// in ten; the sweep has 0 of 57 on three nodes, 0 of 21 on five): a known gap, measured,
 /// that must not grow. `udplock sim --joined` reports every miss as a failure.
 const JOINED_LIVENESS_MISSES_ONE_IN: usize = 10;
 

@@ -7,8 +7,9 @@
 //! WAITING keepalives, OVERLOADED's retry-after, spec §7.1.3), which replies it accepts
 //! (§7.1.4), when it gives up, and how it ended (§7.1.5). What one client's calls share lives
 //! beside it: the route cache ([`Routes`]), the RTT estimator
-//! ([`crate::core::retransmit::RttEstimator`]) and the RELEASEs whose outcome is unknown
-//! ([`Doubts`]).
+//! ([`crate::core::retransmit::RttEstimator`]), the RELEASEs whose outcome is unknown
+//! ([`Doubts`]) and the discovery of the cluster's nodes from member tables ([`Discovery`],
+//! spec §7.1.8), which replaces the route cache's ring.
 //!
 //! Pure like every core: no IO, no clock, no randomness, no threads. The shell passes `now`
 //! in, and after every input drains the outputs:
