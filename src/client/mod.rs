@@ -118,8 +118,9 @@ pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 use self::lanes::{new_session_id, Lane};
 use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
-use self::routing::{CallRoutes, Discovery};
-pub use self::routing::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
+use self::routing::CallRoutes;
+use crate::core::call::Discovery;
+pub use crate::core::call::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
 
 /// Receive buffer the socket asks for: room for a burst of replies to many threads' requests
 /// while the receiver is busy (the kernel may grant less; that only means more
@@ -137,9 +138,6 @@ pub struct Client {
     routes: RwLock<CallRoutes>,
     /// The version of `routes`, written under its write lock.
     routes_version: AtomicU64,
-    /// The socket is IPv6 (dual-stack): IPv4 servers are reached through IPv4-mapped
-    /// addresses.
-    v6_socket: bool,
     /// Member-table discovery and refreshes (see "Discovery" in `routing.rs`).
     discovery: Mutex<Discovery>,
     /// Whether `discovery` wants a refresh: what every call checks, one relaxed load.
@@ -227,7 +225,6 @@ impl Client {
             socket,
             routes: RwLock::new(CallRoutes::first(routes)),
             routes_version: AtomicU64::new(0),
-            v6_socket,
             discovery: Mutex::new(Discovery::new(&configured, v6_socket, new_session_id())),
             refresh_wanted: AtomicBool::new(true),
             session_id,

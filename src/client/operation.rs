@@ -62,10 +62,12 @@ impl Client {
             routes,
         );
         let reply = self.exchange(&mut call, routes, reply_type, datagram)?;
-        match call
+        let outcome = call
             .outcome()
-            .expect("an exchange ends with the call's outcome")
-        {
+            .expect("an exchange ends with the call's outcome");
+        // No reply at all: the candidates may be stale (routing.rs, "Discovery").
+        self.check_outcome(outcome);
+        match outcome {
             Outcome::Answered { lease_start, .. } => {
                 let reply = reply.expect("a final answer came in a reply");
                 match reply.error() {
@@ -75,16 +77,9 @@ impl Client {
             }
             Outcome::GaveUp { overloaded } => Err(match overloaded {
                 Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
-                None => {
-                    // No answer at all: the candidates may be stale (routing.rs, "Discovery").
-                    self.want_refresh();
-                    LockError::Unavailable
-                }
+                None => LockError::Unavailable,
             }),
             Outcome::InDoubt(cause) => {
-                if cause == DoubtCause::Silence {
-                    self.want_refresh();
-                }
                 let RequestBody::Release { resource, client } = body else {
                     unreachable!("only a RELEASE ends in doubt");
                 };
@@ -126,7 +121,7 @@ impl Client {
         let mut last = None;
         while let Some(reply) = self.await_reply(request.request_id, datagram, call, routes) {
             self.follow_routes(call, routes);
-            self.check_hint(&reply, routes);
+            self.check_not_leader(&reply, routes);
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 call.handle_reply(

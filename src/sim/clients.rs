@@ -15,7 +15,14 @@
 //! makes of it, `core::node::requests::table_request`); a node's reply reaches it as
 //! the datagram the node would send (`core::node::requests::encode_reply`, then the codec), and a
 //! NOT_LEADER as the wire reply with the leader's address as its hint. Nodes have the
-//! addresses of [`node_addr`].
+//! addresses of [`node_addr`], the ones their member tables list.
+//!
+//! A static run's client is given every node. A joined run's client is given one (as
+//! `--servers` with one node of a joined cluster) and runs the real client's discovery
+//! ([`Discovery`], spec §7.1.8): MEMBERS requests encoded as the real client encodes them,
+//! the node's MEMBERS_REPLY datagram read by the same code, the new ring adopted by the
+//! operation under way too ([`Call::rebase`]), and the same triggers for a refresh (at the
+//! start of an operation and after a timer turn, as the real client polls it).
 //!
 //! What is left here is a client's life: one operation at a time; a new session once a
 //! RELEASE is left carrying a doubt (the real client's lanes: no other request shares a
@@ -34,20 +41,23 @@
 //! without a release → release; now and then a STATUS. In *scripted* mode (scenarios) it only
 //! runs the actions the scenario queues.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
-    Hint, Reply as WireReply, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
-    REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX,
+    REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 use super::check::History;
+use super::wire::{node_addr, node_at};
 use super::Clock;
 use crate::core::call::{
-    lease_validity, lock_of, Call, CallRequest, Doubts, Handled, Outcome, Routes, Settle,
+    lease_validity, lock_of, Call, CallRequest, Discovery, Doubts, Handled, MembersAsk, Outcome,
+    PageOutcome, Routes, Settle,
 };
 use crate::core::lock_table::{Reply, RequestId};
 use crate::core::node::requests::{encode_reply, table_request};
@@ -98,6 +108,9 @@ pub(super) enum ReplyMsg {
         kind: RequestKind,
         hint: Option<NodeId>,
     },
+    /// A MEMBERS_REPLY (spec §5.8), the datagram as the node sent it: the client decodes it
+    /// itself, as a real client does.
+    Members(Arc<[u8]>),
 }
 
 /// One operation a client performs.
@@ -135,20 +148,6 @@ impl Action {
     }
 }
 
-/// The address node `id` answers clients from, as a client's route cache knows it.
-pub(super) fn node_addr(id: NodeId) -> SocketAddr {
-    let octet = u8::try_from(id).expect("a simulated cluster has fewer than 256 nodes");
-    SocketAddr::from(([10, 0, 1, octet], 7_100))
-}
-
-/// The node at a client-facing address (the inverse of [`node_addr`]).
-fn node_at(addr: SocketAddr) -> NodeId {
-    match addr {
-        SocketAddr::V4(v4) => NodeId::from(v4.ip().octets()[3]),
-        SocketAddr::V6(_) => unreachable!("the simulated nodes have IPv4 addresses"),
-    }
-}
-
 /// The length of the datagram carrying `request`: what the real client pads it to, but for
 /// STATUS the varying lengths of [`STATUS_LENS`].
 fn datagram_len(request: &WireRequest) -> usize {
@@ -163,9 +162,13 @@ type WireRequest = udplock_protocol::Request<'static>;
 
 /// A request datagram a client sends, as it encoded it (the bytes a real client sends).
 pub(super) struct Outgoing {
-    pub to: NodeId,
+    /// `None`: an address no node has (a member table may list one); the datagram is lost.
+    pub to: Option<NodeId>,
     /// Its request id (read from the datagram by the node).
     pub id: RequestId,
+    /// A MEMBERS request of discovery (spec §4.9), not a lock request: the history does not
+    /// record it.
+    pub members: bool,
     pub datagram: Vec<u8>,
 }
 
@@ -212,6 +215,8 @@ pub(super) struct Client {
     /// client's own order (a rotation of the node ids).
     routes: Routes,
     resources: usize,
+    /// The cluster's size (node ids are 1 to it).
+    nodes: usize,
     drift_ppm: u32,
     op: Option<Op>,
     hold: Option<Hold>,
@@ -219,6 +224,20 @@ pub(super) struct Client {
     doubts: Doubts<WireRequest>,
     /// Actions to start, each not before its local time, in order.
     plan: VecDeque<(Instant, Action)>,
+    /// Joined runs: the real client's discovery (spec §7.1.8, `core::call::discovery`),
+    /// which makes the members of the table it reads the ring of `routes`. `None` in a
+    /// static run, whose clients are given every node.
+    discovery: Option<Discovery>,
+    /// The nodes this client was given (its configured servers).
+    pub given: BTreeSet<NodeId>,
+    /// The nodes that answered a lock request of this client (a final answer, WAITING,
+    /// OVERLOADED or NOT_LEADER): in a joined run, those beyond `given` it found through
+    /// discovery or a leader hint.
+    pub answered_by: BTreeSet<NodeId>,
+    /// MEMBERS_REPLY pages this client's discovery took (not ignored), and the member
+    /// tables that changed its ring.
+    pub members_pages: u64,
+    pub rings_adopted: u64,
 }
 
 impl Client {
@@ -232,14 +251,27 @@ impl Client {
         seed: u64,
         drift_ppm: u32,
         scripted: bool,
+        joined: bool,
         now: Instant,
     ) -> Client {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let session = rng.gen_range(1..u64::MAX);
         let first = rng.gen_range(1..=nodes as u64);
+        let given: BTreeSet<NodeId> = if joined {
+            // As `--servers` with one node of a joined cluster: any node, the bootstrap node
+            // or one that joined it (and may hold no replica, or be down); the others are
+            // found through its member table.
+            BTreeSet::from([first])
+        } else {
+            (1..=nodes as NodeId).collect()
+        };
+        // A static run's clients are given every node, each in its own order.
         let servers: Vec<SocketAddr> = (0..nodes as u64)
-            .map(|k| node_addr((first - 1 + k) % nodes as u64 + 1))
+            .map(|k| (first - 1 + k) % nodes as u64 + 1)
+            .filter(|node| given.contains(node))
+            .map(node_addr)
             .collect();
+        let discovery = joined.then(|| Discovery::new(&servers, false, rng.gen_range(1..u64::MAX)));
         let mut client = Client {
             idx,
             addr: SocketAddr::from(([10, 0, 0, idx as u8 + 1], 20_000 + idx as u16)),
@@ -252,11 +284,17 @@ impl Client {
             rtt: RttEstimator::new(RetransmitConfig::default()),
             routes: Routes::new(&servers, shards, false),
             resources,
+            nodes,
             drift_ppm,
             op: None,
             hold: None,
             doubts: Doubts::new(),
             plan: VecDeque::new(),
+            discovery,
+            given,
+            answered_by: BTreeSet::new(),
+            members_pages: 0,
+            rings_adopted: 0,
         };
         if !scripted {
             let start = clock.local(now) + Duration::from_millis(client.rng.gen_range(0..300));
@@ -289,6 +327,12 @@ impl Client {
         if let Some(op) = self.op.as_mut() {
             op.call.handle_timeout(local, &self.routes);
             self.after_input(now, None, hist, out);
+            // As the real client after a timer turn: every way in silent asks for a refresh,
+            // and a refresh that is wanted and due starts (spec §7.1.8 rule 3).
+            if let Some(discovery) = self.discovery.as_mut() {
+                discovery.check_silence(&self.routes);
+            }
+            self.poll_discovery(local, out);
         }
         while self.op.is_none() {
             let Some(&(at, action)) = self.plan.front() else {
@@ -316,6 +360,10 @@ impl Client {
         let id = match &msg {
             ReplyMsg::Answer(reply) => reply.id,
             ReplyMsg::NotLeader { id, .. } => *id,
+            ReplyMsg::Members(datagram) => {
+                self.on_members(from, datagram, out);
+                return;
+            }
         };
         let sending = self.op.as_ref().map(|op| RequestId {
             session: op.sending.session_id,
@@ -351,7 +399,19 @@ impl Client {
                     Status::NotLeader,
                 )
             },
+            ReplyMsg::Members(_) => unreachable!("handled above"),
         };
+        if let Some(discovery) = self.discovery.as_mut() {
+            // Before the call sees it, as the real client: a NOT_LEADER without a hint, or
+            // naming a node that is not a candidate, asks for a refresh (spec §7.1.8 rule 3).
+            if reply.status == Status::NotLeader {
+                let hint = match reply.hint {
+                    Hint::Leader(hint) => self.routes.usable_hint(hint),
+                    _ => None,
+                };
+                discovery.check_not_leader(hint);
+            }
+        }
         let op = self.op.as_mut().expect("outstanding");
         let handled =
             op.call
@@ -359,9 +419,10 @@ impl Client {
         if handled == Handled::Dropped {
             return;
         }
+        self.answered_by.insert(from);
         let answer = match msg {
             ReplyMsg::Answer(reply) => Some(*reply),
-            ReplyMsg::NotLeader { .. } => None,
+            ReplyMsg::NotLeader { .. } | ReplyMsg::Members(_) => None,
         };
         self.after_input(now, answer, hist, out);
     }
@@ -400,6 +461,10 @@ impl Client {
             (op.call, op.sending, op.settling) = (call, sending, settling);
             return self.after_input(now, None, hist, out);
         }
+        if let Some(discovery) = self.discovery.as_mut() {
+            // The action's own request ended: without any reply, a refresh is wanted.
+            discovery.check_outcome(outcome);
+        }
         match outcome {
             Outcome::Answered { lease_start, .. } => {
                 let reply = reply.expect("a final answer came with a reply");
@@ -433,14 +498,75 @@ impl Client {
                 .expect("a simulated request encodes");
             datagram.truncate(len);
             out.push(Outgoing {
-                to: node_at(copy.to),
+                to: node_at(copy.to, self.nodes),
                 id: RequestId {
                     session: wire.session_id,
                     request: wire.request_id,
                 },
+                members: false,
                 datagram,
             });
         }
+    }
+
+    /// Discovery (joined runs): starts a round of MEMBERS requests if one is wanted and due,
+    /// one to every address the client knows, as the real client does at the start of a call
+    /// and after a timer turn (spec §7.1.8 rule 1).
+    fn poll_discovery(&mut self, local: Instant, out: &mut Vec<Outgoing>) {
+        let Some(discovery) = self.discovery.as_mut() else {
+            return;
+        };
+        let known = (0u32..).map_while(|i| self.routes.peer(i));
+        for ask in discovery.poll_round(local, known) {
+            self.send_members(ask, out);
+        }
+    }
+
+    /// The MEMBERS request datagram `ask` stands for, as the real client encodes it.
+    fn send_members(&mut self, ask: MembersAsk, out: &mut Vec<Outgoing>) {
+        let discovery = self.discovery.as_ref().expect("only discovery asks");
+        let request = discovery.request(ask);
+        let mut datagram = vec![0u8; DATAGRAM_LEN_MAX];
+        let len = request
+            .encode(&mut datagram)
+            .expect("a MEMBERS request encodes");
+        datagram.truncate(len);
+        out.push(Outgoing {
+            to: node_at(ask.to, self.nodes),
+            id: RequestId {
+                session: request.session_id,
+                request: request.request_id,
+            },
+            members: true,
+            datagram,
+        });
+    }
+
+    /// A MEMBERS_REPLY datagram from node `from`, read as the real client reads one
+    /// (`client::routing`, `handle_members_reply`): decoded, handed to discovery, and the
+    /// next page asked or the new ring adopted — also by the operation under way
+    /// ([`Call::rebase`], spec §7.1.8 rule 2).
+    fn on_members(&mut self, from: NodeId, datagram: &[u8], out: &mut Vec<Outgoing>) {
+        let Some(discovery) = self.discovery.as_mut() else {
+            return; // a static run's clients never ask
+        };
+        let Ok(reply) = MembersReply::decode(datagram) else {
+            return;
+        };
+        match discovery.handle_reply(node_addr(from), &reply) {
+            PageOutcome::Ignored => return,
+            PageOutcome::Ask(ask) => self.send_members(ask, out),
+            PageOutcome::Done(None) => {}
+            PageOutcome::Done(Some(candidates)) => {
+                let routes = self.routes.succeeded_by(&candidates);
+                if let Some(op) = self.op.as_mut() {
+                    op.call.rebase(&self.routes, &routes);
+                }
+                self.routes = routes;
+                self.rings_adopted += 1;
+            }
+        }
+        self.members_pages += 1;
     }
 
     /// A final answer to the action's own request, its lease counted from `lease_start`.
@@ -562,6 +688,10 @@ impl Client {
 
     fn start(&mut self, now: Instant, action: Action, hist: &mut History, out: &mut Vec<Outgoing>) {
         let local = self.clock.local(now);
+        if action != Action::Abandon {
+            // As the real client at the start of every call (spec §7.1.8 rule 3).
+            self.poll_discovery(local, out);
+        }
         let (body, timeout) = match action {
             Action::Abandon => {
                 self.hold = None;

@@ -325,6 +325,12 @@ impl Sim {
         }
         self.report.ops = self.hist.ops.iter().filter(|o| o.client != PROBE).count() as u64;
         self.report.grants = self.hist.grants.len() as u64;
+        for c in &self.clients {
+            self.report.members_pages += c.members_pages;
+            self.report.rings_adopted += c.rings_adopted;
+            let beyond = c.answered_by.iter().any(|node| !c.given.contains(node));
+            self.report.clients_beyond_given += u64::from(beyond);
+        }
         let fail = |sim: &Sim, (at, what): (Instant, String)| sim.fail_at(at, what);
         check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
         check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;

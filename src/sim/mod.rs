@@ -30,7 +30,9 @@
 //! the others join through it as SWIM members and get and lose replicas as the placement
 //! mover adds and removes them (`placement.rs`; and crash, pause, leave and restart with the
 //! shards whose files they hold, like any node); the membership checker holds every running member
-//! alive everywhere at the end. Nothing reads a real clock, and no decision depends on a
+//! alive everywhere at the end; each of its clients is given one node and discovers the
+//! others through the members' tables (MEMBERS, spec §7.1.8), as a real client given one
+//! address does. Nothing reads a real clock, and no decision depends on a
 //! hash map's iteration order, so a failing seed fails the same way every time: the report carries a digest of
 //! the whole event trace (`trace.rs`), which a test compares across two runs of a seed.
 //!
@@ -245,8 +247,10 @@ pub struct SimConfig {
     /// its seed, holding no replica until the placement mover adds it to shards
     /// (`placement.rs`). The simulator builds
     /// their `node::Config` as `cluster::join::discover` would have (the cluster id, the seed
-    /// with its id): the client-protocol discovery itself is not simulated. Clients talk to
-    /// node 1 alone. [`SimConfig::new`] sets it for one seed in [`JOINED_SEEDS_EVERY`];
+    /// with its id): a node's own join discovery is not simulated. Each client is given one
+    /// node (drawn from its seed) and finds the others by the real client's discovery
+    /// (spec §7.1.8, `core::call::discovery`), through MEMBERS datagrams on the simulated
+    /// network. [`SimConfig::new`] sets it for one seed in [`JOINED_SEEDS_EVERY`];
     /// `udplock sim --joined` for every seed.
     pub joined: bool,
     /// In a joined run: replicas move by the nodes' placement driver rather than by the
@@ -357,6 +361,13 @@ pub struct SimReport {
     pub removals_refused: u64,
     /// Crashes and stops of joined nodes (not static voters, [`SimConfig::joined`]).
     pub joined_crashes: u64,
+    /// Joined runs, whose clients are each given one node and discover the others (spec
+    /// §7.1.8, the real client's `core::call::discovery`): MEMBERS_REPLY pages the clients'
+    /// discovery took, member tables that changed a client's ring, and clients that had an
+    /// answer to a lock request from a node they were not given.
+    pub members_pages: u64,
+    pub rings_adopted: u64,
+    pub clients_beyond_given: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -763,9 +774,6 @@ impl Sim {
                 let seed = rng.gen();
                 Client::new(
                     idx,
-                    // Every node, in a joined run too, as a real client learns them from
-                    // the first it reaches (MEMBERS, spec §7.1.8): shards move off node 1,
-                    // and the nodes that hold no replica of a shard answer without a hint.
                     config.nodes,
                     config.shards,
                     config.resources,
@@ -773,6 +781,9 @@ impl Sim {
                     seed,
                     drift_ppm,
                     scripted,
+                    // A static run's clients are given every node; a joined run's one node,
+                    // and they find the others by the real client's discovery (spec §7.1.8).
+                    config.joined,
                     Instant::ZERO,
                 )
             })

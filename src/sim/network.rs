@@ -194,8 +194,14 @@ impl Sim {
 
     pub(super) fn send_requests(&mut self, from: usize, out: &mut Vec<Outgoing>) {
         for sent in out.drain(..) {
-            self.hist.copy_sent(sent.id, self.now);
-            let (to, id, datagram) = (sent.to, sent.id, Arc::new(sent.datagram));
+            if !sent.members {
+                self.hist.copy_sent(sent.id, self.now);
+            }
+            let Some(to) = sent.to else {
+                // An address no node has (a member table listed it): lost.
+                continue;
+            };
+            let (id, datagram) = (sent.id, Arc::new(sent.datagram));
             for latency in self.copies(CLIENT_ENDPOINT + from as u64, to) {
                 let datagram = datagram.clone();
                 self.schedule(

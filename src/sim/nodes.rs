@@ -337,6 +337,29 @@ impl Sim {
                 self.send_peer(id, to, datagram);
                 continue;
             }
+            if let Some(asked) = wire::members_reply_id(&datagram) {
+                // A page of the member table for a client's discovery (spec §4.9): the
+                // client reads the bytes itself.
+                match self.request_lens.get(&asked) {
+                    Some(&len) if datagram.len() <= len => {}
+                    len => {
+                        return Err(self.fail(format!(
+                            "node {id} answered a MEMBERS request of {len:?} bytes with {} \
+                             bytes (spec §2.2)",
+                            datagram.len()
+                        )));
+                    }
+                }
+                let Some(&client) = self.client_by_addr.get(&t.to) else {
+                    return Err(self.fail(format!(
+                        "node {id} sent a MEMBERS_REPLY to {}, which no client has",
+                        t.to
+                    )));
+                };
+                let msg = ReplyMsg::Members(datagram.as_slice().into());
+                self.send_reply(id, client, msg, &datagram);
+                continue;
+            }
             let Some(msg) = wire::reply_msg(&datagram, t.to, self.nodes.len()) else {
                 return Err(self.fail(format!(
                     "node {id} sent {} a datagram no client can read",
@@ -346,6 +369,7 @@ impl Sim {
             let asked = match &msg {
                 ReplyMsg::Answer(r) => r.id,
                 ReplyMsg::NotLeader { id, .. } => *id,
+                ReplyMsg::Members(_) => unreachable!("a lock reply"),
             };
             match self.request_lens.get(&asked) {
                 Some(&len) if datagram.len() > len => {

@@ -284,3 +284,70 @@ fn a_restarted_joined_node_learns_the_members_it_missed() {
         panic!("{f}");
     }
 }
+
+/// Spec §7.1.8 under the simulator: a joined run's clients are each given one node and find
+/// the others by the real client's discovery (`core::call::discovery`), through MEMBERS
+/// datagrams on the simulated network: the members' tables reach them, change their rings,
+/// and every client has lock requests answered by nodes it was never given. A static run's
+/// clients are given every node and ask nothing.
+#[test]
+fn joined_clients_discover_the_nodes_they_were_not_given() {
+    let config = SimConfig::new(5, 3, 3);
+    assert!(config.joined, "seed 5 is a joined seed");
+    let report = run(&config).unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        report.members_pages > 0,
+        "no MEMBERS_REPLY read: {report:?}"
+    );
+    assert!(
+        report.rings_adopted > 0,
+        "no table changed a ring: {report:?}"
+    );
+    assert_eq!(
+        report.clients_beyond_given, config.clients as u64,
+        "every client reached a node it was not given: {report:?}"
+    );
+    let config = SimConfig::new(6, 3, 3);
+    assert!(!config.joined);
+    let report = run(&config).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(
+        (report.members_pages, report.clients_beyond_given),
+        (0, 0),
+        "a static run's clients know every node: {report:?}"
+    );
+}
+
+/// Found by `udplock sim --seed 100 --nodes 3 --joined` once the clients discovered the
+/// nodes (spec §7.1.8): client 5, given node 2, read node 2's table just before the heal,
+/// with node 1 leaving and node 3 suspect; its ring became node 2 alone. After the heal
+/// node 2 held no replica of resource 2's shard and answered every copy NOT_LEADER without
+/// a hint (spec §7.1.7 rule 5.3), which was no reason to read the table again: the client
+/// went round its one-node ring until the deadline. A NOT_LEADER without a hint now asks
+/// for a refresh too. Failed first: "liveness: op 182 (client 5, Acquire { resource: 2,
+/// .. }) .. had no final answer within 1405000us".
+#[test]
+fn a_not_leader_without_a_hint_asks_for_the_member_table_again() {
+    let mut config = SimConfig::new(100, 3, 10);
+    (config.joined, config.membership_changes) = (true, false);
+    if let Err(f) = run(&config) {
+        panic!("{f}");
+    }
+}
+
+/// Found by `udplock sim --seed 156 --nodes 5 --joined` once the clients discovered the
+/// nodes (also seeds 45, 188 and 253): node 1 began a graceful leave before the heal, and
+/// as nothing stops after the heal it stayed up and leaving to the end, still the one
+/// replica of shards it could hand to nobody. Its members held it left, so the clients'
+/// member tables left it out (spec §7.1.8 rule 2) and no other node could name it: every
+/// request on those shards went unanswered. A real node's leave ends when its shell's
+/// patience does; a joined run's heal now ends it (the node stops, then restarts with the
+/// others). Failed first: "liveness: op 118 (client 2, Status { resource: 1 }, ..) had no
+/// final answer within 1000000us".
+#[test]
+fn a_leave_still_under_way_ends_at_the_heal() {
+    let mut config = SimConfig::new(156, 5, 10);
+    (config.joined, config.membership_changes) = (true, false);
+    if let Err(f) = run(&config) {
+        panic!("{f}");
+    }
+}

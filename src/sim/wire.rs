@@ -7,8 +7,8 @@
 use std::net::SocketAddr;
 
 use udplock_protocol::{
-    Flags, Hint, PeerDatagram, PeerHeader, PeerMessage, PeerWriter, Reply, Request, RequestBody,
-    RequestKind, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
+    Flags, Hint, MembersReply, PeerDatagram, PeerHeader, PeerMessage, PeerWriter, Reply, Request,
+    RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
 };
 
 use super::clients::{status_len, ReplyMsg};
@@ -56,6 +56,15 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<us
         "a request does not survive the wire: {len} bytes"
     );
     out
+}
+
+/// The (session, request) ids a MEMBERS_REPLY datagram answers (`None`: not one).
+pub(super) fn members_reply_id(datagram: &[u8]) -> Option<RequestId> {
+    let reply = MembersReply::decode(datagram).ok()?;
+    Some(RequestId {
+        session: reply.session_id,
+        request: reply.request_id,
+    })
 }
 
 /// What a client makes of a datagram from a node (`None`: not a reply it can read, which no

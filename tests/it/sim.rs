@@ -26,6 +26,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut joined_crashes = 0;
     let mut forged_joins = 0;
     let (mut replicas_created, mut replicas_dropped) = (0, 0);
+    let (mut members_pages, mut clients_beyond_given) = (0, 0);
     for seed in seeds {
         let config = SimConfig::new(seed, nodes, SWEEP_SECONDS);
         match sim::run(&config) {
@@ -44,6 +45,8 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 replicas_dropped += report.replicas_dropped;
                 joined_crashes += report.joined_crashes;
                 forged_joins += report.forged_joins;
+                members_pages += report.members_pages;
+                clients_beyond_given += report.clients_beyond_given;
             }
             Err(f) => failures.push(f.to_string()),
         }
@@ -71,6 +74,11 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     // came back, a forger without the key asked to join, and every member held every other
     // alive at the end.
     assert!(joined_crashes > 0, "no joined node ever crashed");
+    // Joined runs' clients, each given one node, found the others by discovery (spec §7.1.8).
+    assert!(
+        members_pages > 0 && clients_beyond_given > 0,
+        "MEMBERS pages read {members_pages}, clients beyond their node {clients_beyond_given}"
+    );
     assert!(forged_joins > 0, "no forger ever asked to join");
     // And joined nodes got replicas when leaders added them, and dropped them when removed
     // (spec §8.1, "Replicas on demand").
@@ -117,11 +125,13 @@ fn a_run_is_a_function_of_its_seed() {
 
 /// Determinism (issue 9 item 6): two runs of one seed deliver the same events, in the same
 /// order, at the same times, with the same bytes — the digest of the whole trace, not only
-/// the report — for one shard and for many; and the digest tells two seeds apart.
+/// the report — for one shard and for many, and for a joined run; and the digest tells two
+/// seeds apart.
 #[test]
 fn a_seed_gives_the_same_event_trace_twice() {
     let mut digests = Vec::new();
-    for (seed, shards) in [(7, 1), (8, 16)] {
+    // Seed 5 is a joined run: its clients discover the nodes through MEMBERS (spec §7.1.8).
+    for (seed, shards) in [(7, 1), (8, 16), (5, 4)] {
         let mut config = SimConfig::new(seed, 3, 3);
         config.shards = shards;
         let a = sim::run(&config).unwrap_or_else(|f| panic!("{f}"));

@@ -220,7 +220,7 @@ fn each_shard_has_its_own_leader() {
 /// Discovery in the shell (spec §7.1.8): the first call asks the configured server for the
 /// member table; a NOT_LEADER naming a node that is not a candidate asks again, but no
 /// sooner than REFRESH_INTERVAL_MIN after the last round (the limits themselves are
-/// `routing::tests`'); the answer of the hinted leader is what counts.
+/// `core::call::discovery::tests`'); the answer of the hinted leader is what counts.
 #[test]
 fn a_not_leader_naming_an_unknown_node_refreshes_the_member_table() {
     use udplock_protocol::{MemberEntries, MemberEntry, MembersReply, MembersRequest, SwimState};

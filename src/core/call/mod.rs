@@ -7,8 +7,9 @@
 //! WAITING keepalives, OVERLOADED's retry-after, spec §7.1.3), which replies it accepts
 //! (§7.1.4), when it gives up, and how it ended (§7.1.5). What one client's calls share lives
 //! beside it: the route cache ([`Routes`]), the RTT estimator
-//! ([`crate::core::retransmit::RttEstimator`]) and the RELEASEs whose outcome is unknown
-//! ([`Doubts`]).
+//! ([`crate::core::retransmit::RttEstimator`]), the RELEASEs whose outcome is unknown
+//! ([`Doubts`]) and the discovery of the cluster's nodes from member tables ([`Discovery`],
+//! spec §7.1.8), which replaces the route cache's ring.
 //!
 //! Pure like every core: no IO, no clock, no randomness, no threads. The shell passes `now`
 //! in, and after every input drains the outputs:
@@ -50,6 +51,7 @@
 //! leaves, first moving away from a node that left [`SILENT_SENDS_MAX`] copies in a row
 //! unanswered (one, if already suspect). One back-off per request, wherever its copies go.
 
+pub mod discovery;
 pub mod doubts;
 pub mod routes;
 #[cfg(test)]
@@ -59,6 +61,9 @@ use std::net::SocketAddr;
 
 use udplock_protocol::{Flags, Hint, MessageType, Reply, Request, RequestBody, Status};
 
+pub use self::discovery::{
+    Discovery, MembersAsk, PageOutcome, CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN,
+};
 pub use self::doubts::{lock_of, Doubts, Resend, Settle, DOUBTS_MAX};
 pub use self::routes::{socket_addr_for, Routes, LEARNED_LEADERS_MAX};
 use super::retransmit::{

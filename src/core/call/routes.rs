@@ -90,6 +90,28 @@ impl Routes {
         }
     }
 
+    /// The routes that follow these when discovery makes `servers` (non-empty, in the
+    /// socket's family) the ring (spec §7.1.8 rule 2): the same shards, and what these
+    /// learned carried over — the leader of every shard whose requests would not have gone
+    /// to its ring guess anyway, and the suspect marks of every address both know.
+    pub fn succeeded_by(&self, servers: &[SocketAddr]) -> Routes {
+        let new = Routes::new(servers, self.leaders.len() as u32, self.v6_socket);
+        for shard in 0..self.leaders.len() {
+            let (index, addr, _) = self.first_destination(shard);
+            let guess = self.server(self.ring_from(shard)).0;
+            if index != guess {
+                new.learn_leader(shard, addr);
+            }
+        }
+        for addr in (0u32..).map_while(|i| self.peer(i)) {
+            if let (Some(was), Some(now)) = (self.find(addr), new.find(addr)) {
+                new.set_suspect(now, self.is_suspect(was));
+            }
+        }
+        debug_assert_eq!(new.servers_len, servers.len());
+        new
+    }
+
     /// The shard of `resource`, an index into `leaders`.
     pub fn shard(&self, resource: &[u8]) -> usize {
         let shard = shard_of(resource, self.leaders.len() as u32) as usize;

@@ -1,0 +1,533 @@
+//! The client's discovery core (spec §7.1.8): when a client asks for the member table
+//! (MEMBERS, spec §4.9), which answers count, and what its ring of candidates becomes —
+//! sans-IO, like the rest of the call core. Time is passed in; what to send comes out as
+//! [`MembersAsk`]s (encoded by [`Discovery::request`]), answers go in as decoded
+//! MEMBERS_REPLY pages ([`Discovery::handle_reply`]), and a new ring comes out as the
+//! addresses [`Routes::succeeded_by`] builds the next routes over.
+//!
+//! The real client (`crate::client`, "Discovery" in `routing.rs`) keeps this behind a lock
+//! and sends from its socket; the simulator's clients (`crate::sim`, joined runs) drive the
+//! same state machine through the simulated network, so discovery runs under the faults the
+//! simulator injects.
+//!
+//! ```text
+//!  poll_round(now, known addresses) ─> MembersAsk ─> request(ask) ─> MEMBERS datagram
+//!  handle_reply(from, &MembersReply) ─> Ask (next page) | Done(new candidates) | Ignored
+//!  triggers: check_outcome(outcome), check_not_leader(hint), check_silence(&routes)
+//!            ─> wanted(), then the next poll_round
+//! ```
+//!
+//! [`Routes::succeeded_by`]: super::Routes::succeeded_by
+
+use std::net::SocketAddr;
+
+use udplock_protocol::{MembersReply, MembersRequest, Status, SwimState};
+
+use super::{socket_addr_for, DoubtCause, Outcome, Routes};
+use crate::core::time::{Duration, Instant};
+
+/// Most addresses a client's ring holds after discovery (configured servers included, all of
+/// which are always kept): the members beyond it are not used. 64 reaches every node of any
+/// cluster udplock's replication is built for (every node a voter of every shard), keeps the
+/// MEMBERS burst of a refresh (one 1200-byte request per known address) small, and keeps a
+/// forged or faulty member table from growing the client's memory.
+pub const CANDIDATES_MAX: usize = 64;
+
+/// Shortest time between the starts of two member-table refreshes: a storm of NOT_LEADERs
+/// or timeouts asks at most once per second. A member table changes at SWIM's pace (a
+/// protocol period of about a second; a dead node is declared dead after several), so asking
+/// sooner would rarely learn anything.
+pub const REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(1_000);
+
+/// Rounds the first discovery is tried (each a MEMBERS request to every known address, at
+/// least [`REFRESH_INTERVAL_MIN`] apart) before the client waits for a trigger to ask
+/// again: a lost request or reply does not leave a client that was given one address with
+/// that one address for ever, and a server that never answers (one older than MEMBERS) costs
+/// three datagrams.
+pub const FIRST_ROUNDS_MAX: u32 = 3;
+
+/// Pages of one member table read (31 members per page, spec §5.8): enough for
+/// [`CANDIDATES_MAX`] alive members among as many others; a node that pages on past it is
+/// not followed further.
+const PAGES_MAX: usize = 8;
+
+/// One MEMBERS request the client is to send (first page or a later one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembersAsk {
+    pub to: SocketAddr,
+    pub request_id: u64,
+    pub first_id: u64,
+}
+
+/// What a MEMBERS_REPLY page led to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PageOutcome {
+    /// Not an answer to the round in progress (late, another round's, or forged): dropped.
+    Ignored,
+    /// Ask the same node for the next page.
+    Ask(MembersAsk),
+    /// The table is read; the candidates changed to these (`None`: unchanged).
+    Done(Option<Vec<SocketAddr>>),
+}
+
+/// One refresh in progress.
+#[derive(Debug)]
+struct Round {
+    /// Request ids of the first-page requests of this round (one per address asked).
+    first_ids: std::ops::Range<u64>,
+    /// Once a first page answered: the node being read and the request id of the page asked.
+    reading: Option<(SocketAddr, u64)>,
+    /// Alive members' addresses read so far, usable from the client's socket.
+    alive: Vec<SocketAddr>,
+    /// Whether the answering node's own entry was read with the address the client reached
+    /// it at (see [`Discovery::handle_page`]).
+    confirmed: bool,
+    pages: usize,
+}
+
+/// The client's discovery decisions (see the module docs), without IO: when to ask for the
+/// member table, which answers count, and what the candidates become. Time is passed in.
+#[derive(Debug)]
+pub struct Discovery {
+    v6_socket: bool,
+    /// The configured servers, in the socket's family.
+    configured: Vec<SocketAddr>,
+    /// The current ring: what the client's [`Routes`] were built from.
+    candidates: Vec<SocketAddr>,
+    /// A refresh was asked for and not yet started.
+    wanted: bool,
+    last_start: Option<Instant>,
+    rounds_started: u32,
+    /// Member tables read to their end.
+    tables_read: u64,
+    round: Option<Round>,
+    /// The session of every MEMBERS request of this client (never used for a lock request).
+    session_id: u64,
+    next_request_id: u64,
+}
+
+impl Discovery {
+    /// Discovery for a client configured with `configured` (non-empty, in the socket's
+    /// family), whose first discovery is wanted at once.
+    pub fn new(configured: &[SocketAddr], v6_socket: bool, session_id: u64) -> Discovery {
+        Discovery {
+            v6_socket,
+            configured: configured.to_vec(),
+            candidates: configured.to_vec(),
+            wanted: true,
+            last_start: None,
+            rounds_started: 0,
+            tables_read: 0,
+            round: None,
+            session_id,
+            next_request_id: 1,
+        }
+    }
+
+    pub fn session_id(&self) -> u64 {
+        self.session_id
+    }
+
+    pub fn candidates(&self) -> &[SocketAddr] {
+        &self.candidates
+    }
+
+    /// Whether a refresh is wanted (it may still have to wait for [`REFRESH_INTERVAL_MIN`]).
+    pub fn wanted(&self) -> bool {
+        self.wanted
+    }
+
+    /// Member tables read to their end so far.
+    pub fn tables_read(&self) -> u64 {
+        self.tables_read
+    }
+
+    /// Asks for a refresh (a trigger of the module docs).
+    pub fn want(&mut self) {
+        self.wanted = true;
+    }
+
+    /// Whether `addr` (in the socket's family) is a candidate.
+    pub fn knows(&self, addr: SocketAddr) -> bool {
+        self.candidates.contains(&addr)
+    }
+
+    /// Trigger (spec §7.1.8 rule 3): a lock request of this client ended with `outcome`. One
+    /// that ended with no reply at all (given up in silence or after NOT_LEADERs only, a
+    /// RELEASE left in doubt by silence) may have had no way in left: a refresh is wanted.
+    /// Returns whether one now is.
+    pub fn check_outcome(&mut self, outcome: Outcome) -> bool {
+        if let Outcome::GaveUp { overloaded: None } | Outcome::InDoubt(DoubtCause::Silence) =
+            outcome
+        {
+            self.want();
+        }
+        self.wanted
+    }
+
+    /// Trigger (spec §7.1.8 rule 3): a NOT_LEADER came, naming `hint` as the leader (usable,
+    /// in the socket's family: [`Routes::usable_hint`]; `None` without a usable hint). A
+    /// refresh is wanted if the hint names a node that is not a candidate (the member table
+    /// this client read is stale), or if there is no hint: the node that answered holds no
+    /// replica of the shard or knows no leader, and the ring may lack every node that does
+    /// (a table read while they were down, suspect or leaving leaves them out, and nothing
+    /// else would bring them back while the ring's nodes answer). Returns whether one now is.
+    /// (The call follows the hint, or moves on, as always: spec §7.1.7.)
+    pub fn check_not_leader(&mut self, hint: Option<SocketAddr>) -> bool {
+        if hint.is_none_or(|addr| !self.knows(addr)) {
+            self.want();
+        }
+        self.wanted
+    }
+
+    /// Trigger (spec §7.1.8 rule 3), after a retransmission: if every candidate is suspect
+    /// in `routes` (the client's current routes, built over the candidates), the client's
+    /// ways in may all be gone: a refresh is wanted. Returns whether one now is.
+    pub fn check_silence(&mut self, routes: &Routes) -> bool {
+        let all_silent = self
+            .candidates
+            .iter()
+            .all(|&addr| routes.find(addr).is_some_and(|i| routes.is_suspect(i)));
+        if all_silent {
+            self.want();
+        }
+        self.wanted
+    }
+
+    /// The MEMBERS request `ask` stands for, in this client's discovery session (its encoder
+    /// pads it to `MEMBERS_REQUEST_LEN`, spec §4.9, so the reply may carry 31 entries).
+    pub fn request(&self, ask: MembersAsk) -> MembersRequest {
+        debug_assert!(ask.request_id > 0 && ask.request_id < self.next_request_id);
+        MembersRequest {
+            session_id: self.session_id,
+            request_id: ask.request_id,
+            attempt: 0,
+            first_id: ask.first_id,
+        }
+    }
+
+    /// A decoded MEMBERS_REPLY from `from` (its source address): a page for this client's
+    /// discovery if it is in its session with status OK (spec §7.1.8 rule 1; an ERROR_REPLY
+    /// or another status carries no table), handed to [`Discovery::handle_page`]. Anything
+    /// else is [`PageOutcome::Ignored`].
+    pub fn handle_reply(&mut self, from: SocketAddr, reply: &MembersReply<'_>) -> PageOutcome {
+        if reply.session_id != self.session_id || reply.status != Status::Ok {
+            return PageOutcome::Ignored;
+        }
+        let members = reply.entries.iter().map(|e| (e.id, e.state, e.addr));
+        self.handle_page(
+            from,
+            reply.node_id,
+            reply.request_id,
+            reply.next_id,
+            members,
+        )
+    }
+
+    /// Starts a round if one is wanted and the last started at least
+    /// [`REFRESH_INTERVAL_MIN`] ago: the first-page requests to send, one to each of
+    /// `targets` (every address the client knows; at most [`CANDIDATES_MAX`]). A round
+    /// still in progress is abandoned (its answers are then ignored).
+    pub fn poll_round(
+        &mut self,
+        now: Instant,
+        targets: impl IntoIterator<Item = SocketAddr>,
+    ) -> Vec<MembersAsk> {
+        if !self.wanted {
+            return Vec::new();
+        }
+        if self
+            .last_start
+            .is_some_and(|last| now < last + REFRESH_INTERVAL_MIN)
+        {
+            return Vec::new();
+        }
+        let mut to: Vec<SocketAddr> = Vec::new();
+        for addr in targets {
+            if to.len() < CANDIDATES_MAX && !to.contains(&addr) {
+                to.push(addr);
+            }
+        }
+        self.last_start = Some(now);
+        self.rounds_started += 1;
+        // The first discovery asks again by itself until a table is read; refreshes wait
+        // for their next trigger.
+        self.wanted = self.tables_read == 0 && self.rounds_started < FIRST_ROUNDS_MAX;
+        let first = self.next_request_id;
+        self.next_request_id += to.len() as u64;
+        self.round = Some(Round {
+            first_ids: first..self.next_request_id,
+            reading: None,
+            alive: Vec::new(),
+            confirmed: false,
+            pages: 0,
+        });
+        to.into_iter()
+            .zip(first..)
+            .map(|(to, request_id)| MembersAsk {
+                to,
+                request_id,
+                first_id: 0,
+            })
+            .collect()
+    }
+
+    /// A MEMBERS_REPLY page with status OK from `from` (node `node_id`), answering
+    /// `request_id` of this client's discovery session: its members (id, state, address)
+    /// and its `next_id`. The first node to answer a first page is the one read to the end;
+    /// answers of the others are ignored.
+    ///
+    /// The table's addresses are used only if it lists the answering node itself at the
+    /// address the client reached it at: otherwise they belong to another network than the
+    /// client's (the client reaches the cluster through a relay, a NAT or a container's
+    /// published port), and the client keeps to its configured servers, which are the ways in
+    /// it was given.
+    pub fn handle_page(
+        &mut self,
+        from: SocketAddr,
+        node_id: u64,
+        request_id: u64,
+        next_id: u64,
+        members: impl IntoIterator<Item = (u64, SwimState, SocketAddr)>,
+    ) -> PageOutcome {
+        let Some(round) = self.round.as_mut() else {
+            return PageOutcome::Ignored;
+        };
+        let from = socket_addr_for(from, self.v6_socket).unwrap_or(from);
+        let expected = match round.reading {
+            None => round.first_ids.contains(&request_id),
+            Some((node, id)) => node == from && id == request_id,
+        };
+        if !expected {
+            return PageOutcome::Ignored;
+        }
+        round.pages += 1;
+        for (id, state, addr) in members {
+            let usable = usable(addr, self.v6_socket);
+            if id == node_id && usable == Some(from) {
+                round.confirmed = true;
+            }
+            if let (SwimState::Alive, Some(addr)) = (state, usable) {
+                if !round.alive.contains(&addr) && round.alive.len() < CANDIDATES_MAX {
+                    round.alive.push(addr);
+                }
+            }
+        }
+        if next_id != 0 && round.pages < PAGES_MAX {
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            round.reading = Some((from, request_id));
+            return PageOutcome::Ask(MembersAsk {
+                to: from,
+                request_id,
+                first_id: next_id,
+            });
+        }
+        let round = self.round.take().expect("a round is in progress");
+        self.tables_read += 1;
+        self.wanted = false;
+        if !round.confirmed {
+            return PageOutcome::Done(None);
+        }
+        let alive = round.alive;
+        // The members first, then the configured servers (which are always kept: they may be
+        // the only addresses that reach the cluster from here, behind NAT or in containers).
+        let room = CANDIDATES_MAX.saturating_sub(self.configured.len());
+        let mut candidates: Vec<SocketAddr> = Vec::new();
+        for addr in alive {
+            if candidates.len() < room && !self.configured.contains(&addr) {
+                candidates.push(addr);
+            }
+        }
+        candidates.extend(self.configured.iter().copied());
+        if candidates == self.candidates {
+            return PageOutcome::Done(None);
+        }
+        self.candidates.clone_from(&candidates);
+        PageOutcome::Done(Some(candidates))
+    }
+}
+
+/// `addr` as a candidate: a real unicast address with a port, in the socket's family.
+fn usable(addr: SocketAddr, v6_socket: bool) -> Option<SocketAddr> {
+    let ip = addr.ip();
+    if addr.port() == 0 || ip.is_unspecified() || ip.is_multicast() {
+        return None;
+    }
+    socket_addr_for(addr, v6_socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn at(ms: u64) -> Instant {
+        Instant::ZERO + Duration::from_millis(ms)
+    }
+
+    /// Alive members whose node id is their port.
+    fn alive(ports: &[u16]) -> Vec<(u64, SwimState, SocketAddr)> {
+        ports
+            .iter()
+            .map(|&p| (u64::from(p), SwimState::Alive, addr(p)))
+            .collect()
+    }
+
+    /// The first discovery asks every known address at once, takes the first table, and
+    /// makes its alive members the candidates ahead of the configured server; dead members,
+    /// unusable addresses and late answers of the others count for nothing.
+    #[test]
+    fn the_first_table_makes_the_alive_members_candidates() {
+        let mut d = Discovery::new(&[addr(7101)], false, 9);
+        assert!(d.wanted(), "the first discovery is wanted at once");
+        let asks = d.poll_round(at(0), [addr(7101), addr(7102), addr(7101)]);
+        assert_eq!(asks.len(), 2, "each known address once: {asks:?}");
+        assert!(asks.iter().all(|a| a.first_id == 0));
+        let mut members = alive(&[7101, 7102, 7103]);
+        members.push((7104, SwimState::Dead, addr(7104)));
+        members.push((7105, SwimState::Suspect, addr(7105)));
+        members.push((7106, SwimState::Alive, "0.0.0.0:7106".parse().unwrap()));
+        let v6 = "[2001:db8::1]:7107".parse().unwrap();
+        members.push((7107, SwimState::Alive, v6));
+        let outcome = d.handle_page(addr(7102), 7102, asks[1].request_id, 0, members);
+        let expected = vec![addr(7102), addr(7103), addr(7101)];
+        assert_eq!(outcome, PageOutcome::Done(Some(expected.clone())));
+        assert_eq!(d.candidates(), expected);
+        assert!(d.knows(addr(7103)) && !d.knows(addr(7104)));
+        assert!(!d.wanted(), "a table was read: no refresh until a trigger");
+        let late = d.handle_page(addr(7101), 7101, asks[0].request_id, 0, alive(&[7101]));
+        assert_eq!(late, PageOutcome::Ignored, "the round is over");
+        assert_eq!(d.tables_read(), 1);
+    }
+
+    /// A storm of triggers asks at most once per REFRESH_INTERVAL_MIN; an unanswered first
+    /// discovery asks again by itself only FIRST_ROUNDS_MAX times.
+    #[test]
+    fn refreshes_are_rate_limited() {
+        let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
+        let mut d = Discovery::new(&[addr(7101)], false, 9);
+        let mut rounds = Vec::new();
+        // Nobody answers; the client keeps calling every 10 ms for 10 intervals.
+        for ms in (0..10 * interval).step_by(10) {
+            if !d.poll_round(at(ms), [addr(7101)]).is_empty() {
+                rounds.push(ms);
+            }
+        }
+        let expected: Vec<u64> = (0..u64::from(FIRST_ROUNDS_MAX))
+            .map(|k| k * interval)
+            .collect();
+        assert_eq!(rounds, expected, "the first discovery's rounds");
+        assert!(!d.wanted());
+        // Then a storm of NOT_LEADERs naming unknown nodes, one every millisecond.
+        let start = 10 * interval;
+        let mut rounds = 0;
+        for ms in start..start + 3 * interval {
+            d.want();
+            if !d.poll_round(at(ms), [addr(7101)]).is_empty() {
+                rounds += 1;
+            }
+        }
+        assert_eq!(rounds, 3, "one round per interval, however many triggers");
+        // A table read ends the first discovery's own retries.
+        let mut d = Discovery::new(&[addr(7101)], false, 9);
+        let asks = d.poll_round(at(0), [addr(7101)]);
+        let done = d.handle_page(addr(7101), 7101, asks[0].request_id, 0, alive(&[7101]));
+        assert_eq!(
+            done,
+            PageOutcome::Done(None),
+            "a single node: itself, unchanged"
+        );
+        assert!(d.poll_round(at(5 * interval), [addr(7101)]).is_empty());
+    }
+
+    /// Spec §7.1.8 rule 3, the triggers: a NOT_LEADER without a hint or naming a node that
+    /// is not a candidate, a request that ended with no reply at all, every candidate
+    /// suspect; not a NOT_LEADER naming a candidate, an answer, or an OVERLOADED.
+    #[test]
+    fn the_triggers_ask_for_a_refresh() {
+        let fresh = || {
+            let mut d = Discovery::new(&[addr(7101), addr(7102)], false, 9);
+            let asks = d.poll_round(at(0), [addr(7101), addr(7102)]);
+            let members = alive(&[7101, 7102]);
+            let done = d.handle_page(addr(7101), 7101, asks[0].request_id, 0, members);
+            assert_eq!(done, PageOutcome::Done(None));
+            assert!(!d.wanted());
+            d
+        };
+        let mut d = fresh();
+        assert!(!d.check_not_leader(Some(addr(7102))), "a candidate");
+        assert!(d.check_not_leader(Some(addr(7103))), "not a candidate");
+        assert!(
+            fresh().check_not_leader(None),
+            "no hint: the ring may lack the holders"
+        );
+        let answered = Outcome::Answered {
+            status: Status::Ok,
+            attempt: 0,
+            lease_start: at(0),
+        };
+        assert!(!fresh().check_outcome(answered));
+        assert!(!fresh().check_outcome(Outcome::GaveUp {
+            overloaded: Some(5)
+        }));
+        assert!(fresh().check_outcome(Outcome::GaveUp { overloaded: None }));
+        assert!(fresh().check_outcome(Outcome::InDoubt(DoubtCause::Silence)));
+        let routes = Routes::new(&[addr(7101), addr(7102)], 1, false);
+        let mut d = fresh();
+        routes.set_suspect(0, true);
+        assert!(!d.check_silence(&routes), "one candidate still answers");
+        routes.set_suspect(1, true);
+        assert!(d.check_silence(&routes), "every candidate suspect");
+        // Wanted, a round starts no sooner than the interval after the last.
+        assert!(d.poll_round(at(10), [addr(7101)]).is_empty());
+        let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
+        assert_eq!(d.poll_round(at(interval), [addr(7101)]).len(), 1);
+    }
+
+    /// Candidates are bounded by CANDIDATES_MAX (the configured servers always kept); later
+    /// pages are asked of the node that answered first, and only its answers count.
+    #[test]
+    fn candidates_are_bounded_and_pages_follow_one_node() {
+        let configured = [addr(1), addr(2)];
+        let mut d = Discovery::new(&configured, false, 9);
+        let asks = d.poll_round(at(0), configured);
+        let page1: Vec<u16> = (100..130).collect();
+        let mut page1 = alive(&page1);
+        page1.insert(0, (2, SwimState::Alive, addr(2)));
+        let next = d.handle_page(addr(2), 2, asks[1].request_id, 131, page1);
+        let PageOutcome::Ask(ask) = next else {
+            panic!("the next page is asked: {next:?}");
+        };
+        assert_eq!((ask.to, ask.first_id), (addr(2), 131));
+        assert_ne!(ask.request_id, asks[1].request_id);
+        let forged = d.handle_page(addr(1), 1, ask.request_id, 0, alive(&[666]));
+        assert_eq!(forged, PageOutcome::Ignored, "another node's answer");
+        let page2: Vec<u16> = (131..200).collect();
+        let PageOutcome::Done(Some(candidates)) =
+            d.handle_page(addr(2), 2, ask.request_id, 0, alive(&page2))
+        else {
+            panic!("the table is read");
+        };
+        assert_eq!(candidates.len(), CANDIDATES_MAX);
+        assert_eq!(&candidates[CANDIDATES_MAX - 2..], &configured);
+        assert_eq!(candidates[0], addr(100));
+    }
+
+    /// A table that does not list the answering node at the address the client reached it
+    /// at (a relay, a NAT) belongs to another network: its addresses are not used.
+    #[test]
+    fn a_table_from_another_network_is_not_used() {
+        let relay = addr(9000);
+        let mut d = Discovery::new(&[relay], false, 9);
+        let asks = d.poll_round(at(0), [relay]);
+        // Node 1 is at 7101 on its own network; the client reaches it at the relay.
+        let outcome = d.handle_page(relay, 7101, asks[0].request_id, 0, alive(&[7101, 7102]));
+        assert_eq!(outcome, PageOutcome::Done(None));
+        assert_eq!(d.candidates(), [relay]);
+        assert!(!d.wanted(), "the table was read; nothing to ask again");
+    }
+}
