@@ -572,7 +572,9 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             "node {node_id}, the first of the new cluster {cluster_id:#018x} (holds every shard \
              until others join)"
         );
-    } else if a.join.join.is_some() || (recorded.is_some() && !recorded_voter) {
+    } else if a.join.join.is_some()
+        || (recorded.is_some() && !recorded_voter && !recorded_members.is_empty())
+    {
         // A member restarted without --join asks the members its directory recorded.
         let seeds = match &a.join.join {
             Some(seeds) => resolve(seeds)?,

@@ -374,7 +374,10 @@ fn what_a_joined_cluster_refuses() {
     assert!(said.contains("records the cluster"), "{said}");
     let said = c.refused(2, a2, &["--bootstrap"]);
     assert!(said.contains("already records the cluster"), "{said}");
-    // A joined node needs --join to find its cluster again; with it, it rejoins.
+    // A joined node whose directory records no member (killed before it wrote its members
+    // file, removed here so that the test does not race it) needs --join to find its
+    // cluster again; with it, it rejoins.
+    let _ = std::fs::remove_file(c.dir.join("node-2").join("members"));
     let said = c.refused(2, a2, &[]);
     assert!(said.contains("restart it with --join"), "{said}");
     c.spawn(2, a2, &["--join", &a1.to_string()]);
