@@ -1224,6 +1224,25 @@ impl Joining {
     }
 }
 
+/// Nodes 1..=`nodes` of a joined cluster at `joined_addr(id)`, with `test_keys()`: node 1
+/// bootstrapped it, the others joined through it (incarnation 11 · id); run until every node
+/// holds every other alive.
+fn joined_alive(nodes: u64) -> Joining {
+    let keys = test_keys();
+    let first = (1, joined_addr(1));
+    let mut net = Joining::new(
+        (1..=nodes)
+            .map(|id| {
+                let seeds = if id == 1 { vec![] } else { vec![first] };
+                let addr = joined_addr(id as u8);
+                joined_node(id, addr, seeds, keys.clone(), 11 * id, Instant::ZERO)
+            })
+            .collect(),
+    );
+    assert!(net.run_until(10, Joining::all_alive));
+    net
+}
+
 /// A bootstrapped node and two nodes joining it by seed (spec §8.1): every node ends holding
 /// the other two alive, learned by SWIM over authenticated PEER datagrams; the bootstrapped
 /// node holds and leads every shard and grants; a joined node holds none and answers a lock
@@ -1281,13 +1300,7 @@ fn a_bootstrapped_node_and_two_joiners_hold_each_other_alive() {
 #[test]
 fn a_joiners_settings_before_its_join_are_from_an_unknown_node_not_dropped() {
     use std::sync::atomic::Ordering::Relaxed;
-    let (a1, a2) = (joined_addr(1), joined_addr(2));
-    let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let net = joined_alive(2);
     let stats = net.nodes[0].1.stats();
     assert_eq!(stats.dropped.load(Relaxed), 0, "dropped as undecodable");
     assert!(stats.peer_unknown.load(Relaxed) >= 1, "its early settings");
@@ -1363,12 +1376,7 @@ fn forgotten_members_leave_no_settings_views_behind() {
 fn a_member_held_dead_on_stale_news_hears_of_it_and_refutes() {
     let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
     let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
-        joined_node(3, a3, vec![(1, a1)], keys.clone(), 33, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(3);
     // Node 1 goes away; nodes 2 and 3 are cut off from each other.
     use udplock_protocol::SwimState::{Alive, Dead};
     for (a, b) in [(a1, a2), (a1, a3), (a2, a3)] {
@@ -1566,13 +1574,9 @@ fn a_forged_join_changes_nothing() {
 /// cluster key, is reached there: both ends hold each other alive again.
 #[test]
 fn a_member_back_at_a_new_address_is_reached_there() {
-    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let a1 = joined_addr(1);
     let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(2);
     // Node 2 restarts at another address: a new life (incarnation), nothing of SWIM kept.
     let moved = joined_addr(12);
     let restarted = joined_node(2, moved, vec![(1, a1)], keys, 44, net.now);
@@ -1593,13 +1597,9 @@ fn a_member_back_at_a_new_address_is_reached_there() {
 /// and both hold each other alive again.
 #[test]
 fn the_first_node_back_after_it_was_held_dead_is_found_again() {
-    let (a1, a2) = (joined_addr(1), joined_addr(2));
+    let a1 = joined_addr(1);
     let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(2);
     // Node 1 is gone long enough for node 2 to declare it dead.
     let first = net.nodes.remove(0);
     assert!(net.run_until(60, |n| n.holds(0, 1)
@@ -1623,13 +1623,7 @@ fn the_first_node_back_after_it_was_held_dead_is_found_again() {
 /// cluster.
 #[test]
 fn a_joined_node_answers_shard_status_holding_no_replica() {
-    let (a1, a2) = (joined_addr(1), joined_addr(2));
-    let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys, 22, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(2);
     let request = ShardStatusRequest {
         session_id: 5,
         request_id: 6,
@@ -1813,11 +1807,7 @@ fn a_new_members_ping_introduces_it_and_is_answered() {
     use udplock_protocol::SwimState::Alive;
     let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
     let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(2);
     add_dead_members(&mut net.nodes[0].1, net.now, 2, a2, 300);
     net.run_for(2_000);
     net.cut.insert((a1, a2));
@@ -1891,11 +1881,7 @@ fn settings_go_to_some_members_a_period_and_at_once_to_a_changed_one() {
     use settings::{SETTINGS_PEERS_PER_PERIOD_MAX, SETTINGS_PERIOD};
     let (a1, a2) = (joined_addr(1), joined_addr(2));
     let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(2);
     add_dead_members(&mut net.nodes[0].1, net.now, 2, a2, 100);
     // Its first period after the 100 came: all of them; then at most the maximum a period.
     let settings_of_1 = |from: SocketAddr, b: &[u8]| from == a1 && b[3] == 0x41;
@@ -2301,14 +2287,9 @@ fn the_bootstrap_names_itself_in_every_shards_log_and_leads_again_after_a_restar
 #[test]
 fn a_restarted_node_that_knows_nobody_gets_the_table_from_the_first_node_that_pings_it() {
     use udplock_protocol::SwimState::Alive;
-    let (a1, a2, a3) = (joined_addr(1), joined_addr(2), joined_addr(3));
+    let a1 = joined_addr(1);
     let keys = test_keys();
-    let mut net = Joining::new(vec![
-        joined_node(1, a1, vec![], keys.clone(), 11, Instant::ZERO),
-        joined_node(2, a2, vec![(1, a1)], keys.clone(), 22, Instant::ZERO),
-        joined_node(3, a3, vec![(1, a1)], keys.clone(), 33, Instant::ZERO),
-    ]);
-    assert!(net.run_until(10, Joining::all_alive));
+    let mut net = joined_alive(3);
     let restarted = joined_node(1, a1, vec![], keys, 44, net.now);
     net.nodes[0] = (a1, restarted);
     assert_eq!(net.nodes[0].1.members().len(), 1, "it knows nobody");
