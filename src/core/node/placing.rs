@@ -55,8 +55,8 @@ impl Node {
             return;
         }
         self.placement_next = now + PLACEMENT_PASS_INTERVAL;
-        // A leaving node hands its shards over and takes nothing on (`hand_over`).
-        if self.leaving {
+        // A stopping node hands its shards over and takes nothing on (`hand_over`).
+        if self.stopping {
             return;
         }
         // The member table is read once per pass, and only by a node that leads a shard.
