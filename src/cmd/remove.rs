@@ -14,7 +14,8 @@ use super::args::resolve;
 #[derive(Args)]
 pub struct RemoveArgs {
     /// The node id of the member to retire. It must be dead (or suspected): a node refuses
-    /// to remove a member it holds alive (stop a live node instead: it leaves by itself).
+    /// to remove a member it holds alive (stop a live node first: a stop announces no
+    /// leave unless the node runs with --leave-on-stop).
     node_id: u64,
     /// The node(s) to ask, comma-separated: the first that answers removes the member and
     /// gossips it to the others.
@@ -128,8 +129,8 @@ impl RemoveArgs {
                 r.incarnation, r.node_id
             ),
             RemoveOutcome::Alive => format!(
-                "refused: node {} holds node {id} alive (incarnation {}); stop it instead, it \
-                 leaves by itself",
+                "refused: node {} holds node {id} alive (incarnation {}); stop it first and \
+                 remove it once it is held dead, or stop it with --leave-on-stop",
                 r.node_id, r.incarnation
             ),
             RemoveOutcome::UnknownMember => {

@@ -442,7 +442,8 @@ impl Sim {
     /// Liveness of the membership (spec §8.12): at the end, every running node holds every
     /// other alive (or suspect, not yet refuted: a probe may have just failed to loss), none
     /// dead, gone or unknown — but a node whose leave the heal cut short (it runs on, leaving)
-    /// is rightly held gone.
+    /// is rightly held gone. (One whose stop without a leave the heal cut short runs on as a
+    /// member: it must be held alive like any.)
     fn check_members(&self) -> Result<(), SimFailure> {
         use crate::core::swim::State;
         for n in &self.nodes {

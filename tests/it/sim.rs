@@ -36,6 +36,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut membership_changes = 0;
     let mut joined_crashes = 0;
     let mut forged_joins = 0;
+    let (mut stops, mut leaves) = (0, 0);
     let (mut replicas_created, mut replicas_dropped) = (0, 0);
     for seed in seeds {
         let config = SimConfig::new(seed, nodes, SWEEP_SECONDS);
@@ -56,6 +57,8 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 replicas_dropped += report.replicas_dropped;
                 joined_crashes += report.joined_crashes;
                 forged_joins += report.forged_joins;
+                stops += report.stops;
+                leaves += report.leaves;
             }
             Err(f) if f.joined && f.what.starts_with("liveness:") => {
                 joined_liveness_misses.push(f.to_string())
@@ -95,6 +98,11 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
         "no follower was ever sent a junk snapshot"
     );
     assert!(grants > 0, "the clients never got a lock");
+    // Graceful stops of both kinds (SIGTERM; and with --leave-on-stop, a SWIM leave).
+    assert!(
+        stops > 0 && leaves > 0,
+        "graceful stops without a leave {stops}, with one {leaves}"
+    );
     // Joined clusters (issue 10), one seed in seven: a member without replicas crashed and
     // came back, a forger without the key asked to join, and every member held every other
     // alive at the end.
