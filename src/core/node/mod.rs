@@ -653,7 +653,7 @@ impl Node {
     /// Stop gracefully: hand every shard this node leads to an up-to-date peer (Raft thesis
     /// §3.10), and take none over. The shell stops the node once it leads none (see
     /// [`Node::leading`]) or its patience ends. No SWIM leave is announced: the others hold
-    /// the stopped node suspect, then dead (SWIM §4), and placement replaces its replicas
+    /// the stopped node suspect, then dead (SWIM §4.2), and placement replaces its replicas
     /// only once it has been dead for dead-after (spec §8.13), so a restart within that
     /// moves nothing — what a rolling restart wants (as Consul's servers,
     /// `leave_on_terminate = false`). To retire the node at once, [`Node::start_leaving`].
@@ -671,18 +671,19 @@ impl Node {
     }
 
     /// Leave for good: stop gracefully as [`Node::start_stopping`] does, and announce a
-    /// SWIM leave (`Left` at this node's incarnation, SWIM §4 "voluntary leave"), so that the
-    /// others hold it *left* and placement replaces its replicas at once (spec §8.13):
-    /// decommissioning. A restart under a higher incarnation makes it a member again.
+    /// SWIM leave (`Left` at this node's incarnation, [`Swim::leave`], spec §8.12
+    /// "Stopping"), so that the others hold it *left* and placement replaces its replicas at
+    /// once (spec §8.13): decommissioning. A restart under a higher incarnation makes it a
+    /// member again.
     pub fn start_leaving(&mut self, now: Instant) {
-        self.advance(now);
+        self.start_stopping(now);
         if !self.leaving {
             self.leaving = true;
             self.swim.leave(now);
             self.drain_swim();
         }
-        self.start_stopping(now);
         assert!(self.stopping && self.leaving);
+        self.check();
     }
 
     /// Whether [`Node::start_stopping`] (or [`Node::start_leaving`]) was called: the node
