@@ -153,6 +153,8 @@ fn a_joined_node_restarted_after_sigterm_keeps_its_replicas_and_one_leaving_on_s
 
     // Restarted from its data directory (with --leave-on-stop, which changes only its next
     // stop): the placement it had.
+    let logged_at_restart: BTreeMap<u64, usize> =
+        others.keys().map(|&id| (id, c.stderr(id).len())).collect();
     let join_leaving = ["--join", seed.as_str(), "--leave-on-stop"];
     c.spawn_with_shards(victim, addr[&victim], &shards, &join_leaving);
     wait_settled(&admin, &addr, &format!("node {victim} restarted"));
@@ -167,6 +169,13 @@ fn a_joined_node_restarted_after_sigterm_keeps_its_replicas_and_one_leaving_on_s
     for (&id, &from) in &logged_before {
         let text = c.stderr(id);
         let since = &text[from.min(text.len())..];
+        let handed_back = format!("handing leadership to node {victim}");
+        let down = &text[from.min(text.len())..logged_at_restart[&id].min(text.len())];
+        eprintln!(
+            "node {id}: {} hand-overs to node {victim} while it stopped or was down, {} since",
+            down.matches(handed_back.as_str()).count(),
+            since.matches(handed_back.as_str()).count()
+        );
         let changes = changes_for(since, victim);
         assert!(
             changes.is_empty(),

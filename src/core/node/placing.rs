@@ -28,6 +28,7 @@
 use super::Node;
 use crate::core::placement::{liveness_table, Liveness};
 use crate::core::raft::{MembershipChange, MembershipError, NodeId, Role};
+use crate::core::replica::SPREAD_AFTER;
 use crate::core::time::{Duration, Instant};
 
 /// How often a node runs a placement pass. Short beside everything a pass waits for (a
@@ -112,14 +113,21 @@ impl Node {
                     .iter()
                     .copied()
                     .filter(|&t| raft.membership().is_voter(t));
-                // On its targets: the preferred one only (or leadership would not settle).
-                // About to remove itself: the best-ranked target voter that can take over
-                // now (the preferred one gets the shard from it later); if none can, the
-                // leader removes itself and the shard elects one.
+                // On its targets: the preferred one only (or leadership would not settle),
+                // once this replica has led for `SPREAD_AFTER`, as leader spreading waits: a
+                // node that stops without a leave hands its shards over and is still alive
+                // and caught up until its process ends, and a new leader that handed the
+                // shard straight back would have it declined, refusing proposals until the
+                // transfer is abandoned. About to remove itself: the best-ranked target
+                // voter that can take over now (the preferred one gets the shard from it
+                // later); if none can, the leader removes itself and the shard elects one.
+                let settled = replica
+                    .leading_since()
+                    .is_some_and(|since| now >= since + SPREAD_AFTER);
                 let to = if removes_me {
                     voters.find(|&t| ready(t))
                 } else {
-                    voters.next().filter(|&t| ready(t))
+                    voters.next().filter(|&t| settled && ready(t))
                 };
                 if let Some(to) = to {
                     log::info!(

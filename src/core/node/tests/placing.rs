@@ -423,6 +423,29 @@ fn a_node_stopped_without_leaving_and_restarted_within_dead_after_keeps_its_repl
         unchanged(&net);
     }
     assert_eq!(net.node(victim).leading(), 0, "handed every shard over");
+    // A shell slow to end the process (it waits up to 5 s for its last hand-over): while it
+    // runs, alive to SWIM and caught up, a new leader hands nothing back to it before it has
+    // led for `SPREAD_AFTER` (it would decline, and the shard would refuse proposals until
+    // the transfer is abandoned); by then a real shell has ended the process.
+    for _ in 0..20 {
+        net.run_for(50);
+        unchanged(&net);
+        for s in 0..SHARDS {
+            let Some((id, r)) = net.leader(s) else {
+                continue;
+            };
+            if r.raft().transferring_to() == Some(victim) {
+                let since = r.leading_since().unwrap();
+                assert!(
+                    net.now >= since + crate::core::replica::SPREAD_AFTER,
+                    "shard {s}: node {id}, leading since {since:?}, handed it back to the \
+                     stopping node at {:?}",
+                    net.now
+                );
+            }
+        }
+    }
+    assert_eq!(net.node(victim).leading(), 0);
     let starts = net.stop_keeping_state(victim);
     // Until the others hold it dead (SWIM confirmed it: the state placement counts
     // dead-after from), then half a second more.
