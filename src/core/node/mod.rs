@@ -292,6 +292,11 @@ pub struct Node {
     /// Per shard: records create no replica of it before this time (a replica was dropped,
     /// [`DROP_QUIET_ELECTION_TIMEOUTS`]).
     quiet_until: Vec<Instant>,
+    /// Per shard: the node whose TimeoutNow (a leadership transfer, thesis §3.10) this
+    /// node's replica last received, and when. Placement hands the shard back to that node
+    /// only `SPREAD_AFTER` later (`placing`): a node that stops hands its shards over while
+    /// alive and caught up, and would decline to take one straight back.
+    handed_by: Vec<Option<(NodeId, Instant)>>,
     /// Per shard: a joined node's replica not named (by its applied configuration) is
     /// dropped at this time, unless a leader's record comes first
     /// ([`ORPHAN_ELECTION_TIMEOUTS`]; [`Instant::MAX`] for one named, or a static cluster's).
@@ -464,6 +469,7 @@ impl Node {
                 .collect(),
             creating: vec![false; shards.len()],
             quiet_until: vec![Instant::ZERO; shards.len()],
+            handed_by: vec![None; shards.len()],
             orphan_at: vec![Instant::MAX; shards.len()],
             named,
             creations: 0,
@@ -1279,6 +1285,9 @@ impl Node {
             }
             if from_leader && !self.named[s] && self.config.joined.is_some() {
                 self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
+            }
+            if matches!(msg, Message::TimeoutNow { .. }) {
+                self.handed_by[s] = Some((from, now));
             }
             let replica = self.shards[usize::from(shard)]
                 .as_mut()

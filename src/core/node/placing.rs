@@ -69,6 +69,7 @@ impl Node {
         let members = liveness_table(&self.swim.members());
         let mut sm = std::mem::take(&mut self.placing);
         for s in 0..self.shards.len() {
+            let handed_by = self.handed_by[s];
             let Some(replica) = self.shards[s].as_mut() else {
                 continue;
             };
@@ -114,20 +115,20 @@ impl Node {
                     .copied()
                     .filter(|&t| raft.membership().is_voter(t));
                 // On its targets: the preferred one only (or leadership would not settle),
-                // once this replica has led for `SPREAD_AFTER`, as leader spreading waits: a
-                // node that stops without a leave hands its shards over and is still alive
-                // and caught up until its process ends, and a new leader that handed the
-                // shard straight back would have it declined, refusing proposals until the
-                // transfer is abandoned. About to remove itself: the best-ranked target
-                // voter that can take over now (the preferred one gets the shard from it
-                // later); if none can, the leader removes itself and the shard elects one.
-                let settled = replica
-                    .leading_since()
-                    .is_some_and(|since| now >= since + SPREAD_AFTER);
+                // but not the node that handed this replica the shard less than
+                // `SPREAD_AFTER` ago: a node that stops without a leave hands its shards over
+                // and is alive and caught up until its process ends, and a shard handed
+                // straight back would have the transfer declined, refusing proposals until
+                // it is abandoned. About to remove itself: the best-ranked target voter that
+                // can take over now (the preferred one gets the shard from it later); if none
+                // can, the leader removes itself and the shard elects one.
+                let handed_back = |t: NodeId| {
+                    handed_by.is_some_and(|(by, at)| by == t && now < at + SPREAD_AFTER)
+                };
                 let to = if removes_me {
                     voters.find(|&t| ready(t))
                 } else {
-                    voters.next().filter(|&t| settled && ready(t))
+                    voters.next().filter(|&t| ready(t) && !handed_back(t))
                 };
                 if let Some(to) = to {
                     log::info!(

@@ -603,15 +603,6 @@ impl Replica {
         self.check_invariants();
     }
 
-    /// While this replica leads: when (this node's clock) it was elected for the current
-    /// term. Placement hands a shard to its preferred node only once its leader has led
-    /// for [`SPREAD_AFTER`], as leader spreading does.
-    pub fn leading_since(&self) -> Option<Instant> {
-        let clock = self.clock.filter(|_| self.leading())?;
-        assert!(clock.term == self.raft.term());
-        Some(clock.elected_at)
-    }
-
     /// This replica's node is leaving: it hands nothing to it and takes no shard over.
     pub fn set_leaving(&mut self) {
         self.preferred_leader = None;
