@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -76,13 +76,17 @@ impl ClusterLoop {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
-    pub(super) fn run(mut self, stop: &AtomicBool, leaving: &AtomicBool) -> Result<(), String> {
+    /// Serves until `stop`; `graceful` (a `GRACEFUL_*` value) asks it to hand its shards
+    /// over first, announcing a leave or not.
+    pub(super) fn run(mut self, stop: &AtomicBool, graceful: &AtomicU8) -> Result<(), String> {
         // Room for the largest datagram of either kind, plus one byte to see oversized ones.
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
         while !stop.load(Ordering::Acquire) {
             let now = self.now();
-            if leaving.load(Ordering::Relaxed) {
-                self.node.start_leaving(now);
+            match graceful.load(Ordering::Relaxed) {
+                super::GRACEFUL_STOP => self.node.start_stopping(now),
+                super::GRACEFUL_LEAVE => self.node.start_leaving(now),
+                _ => {}
             }
             if self.node.poll_timeout() <= now {
                 self.node.set_wall_clock(now, wall_clock_micros());

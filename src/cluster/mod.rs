@@ -60,7 +60,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
@@ -267,12 +267,20 @@ impl ClusterConfig {
     }
 }
 
+/// What [`ClusterNode`] asks its loop to do before it stops: nothing yet, a graceful stop
+/// ([`Node::start_stopping`]), or a graceful stop that announces a leave
+/// ([`Node::start_leaving`]).
+pub(crate) const GRACEFUL_NONE: u8 = 0;
+pub(crate) const GRACEFUL_STOP: u8 = 1;
+pub(crate) const GRACEFUL_LEAVE: u8 = 2;
+
 /// A running cluster node. Dropping it stops the node.
 pub struct ClusterNode {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    /// Asks the loop to hand every shard it leads to another node (graceful leave).
-    leaving: Arc<AtomicBool>,
+    /// Asks the loop to hand every shard it leads to another node before it stops
+    /// ([`ClusterNode::stop`], [`ClusterNode::leave`]): one of the `GRACEFUL_*` values.
+    graceful: Arc<AtomicU8>,
     stats: Arc<NodeStats>,
     shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     /// What this node last heard of each peer's settings (spec §8.10).
@@ -373,10 +381,10 @@ impl ClusterNode {
             drain_skips: 0,
             drains: !config.is_single(),
         };
-        let leaving = Arc::new(AtomicBool::new(false));
+        let graceful = Arc::new(AtomicU8::new(GRACEFUL_NONE));
         let thread = {
             let stop = stop.clone();
-            let leaving = leaving.clone();
+            let graceful = graceful.clone();
             let cpu = config.cpu;
             std::thread::Builder::new()
                 .name(format!("udplock-node-{}", config.node_id))
@@ -386,7 +394,7 @@ impl ClusterNode {
                             log::warn!("udplock node: could not pin the event loop to CPU {id}");
                         }
                     }
-                    event_loop.run(&stop, &leaving)
+                    event_loop.run(&stop, &graceful)
                 })?
         };
         log::info!(
@@ -399,7 +407,7 @@ impl ClusterNode {
         Ok(ClusterNode {
             local_addr,
             stop,
-            leaving,
+            graceful,
             stats,
             shard_stats,
             peer_settings,
@@ -472,12 +480,28 @@ impl ClusterNode {
         self.stop_thread();
     }
 
-    /// Leaves gracefully: hands every shard this node leads to an up-to-date peer
+    /// Stops gracefully: hands every shard this node leads to an up-to-date peer
     /// (leadership transfer, thesis §3.10), waits until it leads none or `within` passes,
-    /// then stops. Clients see a redirect instead of an election timeout. Returns how many
-    /// shards it still led when it stopped (0: all handed over).
-    pub fn leave(mut self, within: StdDuration) -> usize {
-        self.leaving.store(true, Ordering::Release);
+    /// then stops, announcing no leave ([`Node::start_stopping`]): the others hold it suspect,
+    /// then dead (SWIM), and a joined cluster replaces its replicas only once it has been
+    /// dead for `--dead-after-ms`, so a restart moves none. Clients see a redirect instead
+    /// of an election timeout. Returns how many shards it still led when it stopped (0: all
+    /// handed over).
+    pub fn stop(self, within: StdDuration) -> usize {
+        self.stop_gracefully(GRACEFUL_STOP, within)
+    }
+
+    /// Leaves for good: stops as [`ClusterNode::stop`] does, and announces a SWIM leave
+    /// ([`Node::start_leaving`]), so that the others hold it *left* and a joined cluster
+    /// replaces its replicas at once (decommissioning, `--leave-on-stop`). Returns how many
+    /// shards it still led when it stopped.
+    pub fn leave(self, within: StdDuration) -> usize {
+        self.stop_gracefully(GRACEFUL_LEAVE, within)
+    }
+
+    fn stop_gracefully(mut self, how: u8, within: StdDuration) -> usize {
+        assert!(how == GRACEFUL_STOP || how == GRACEFUL_LEAVE);
+        self.graceful.store(how, Ordering::Release);
         let deadline = std::time::Instant::now() + within;
         let led = |node: &ClusterNode| {
             node.shard_stats()

@@ -15,7 +15,8 @@ use super::Failure;
 #[derive(Args)]
 pub struct RemoveArgs {
     /// The node id of the member to retire. It must be dead (or suspected): a node refuses
-    /// to remove a member it holds alive (stop a live node instead: it leaves by itself).
+    /// to remove a member it holds alive (stop a live node first: a stop announces no
+    /// leave unless the node runs with --leave-on-stop).
     node_id: u64,
     /// The node(s) to ask, comma-separated: the first that answers removes the member and
     /// gossips it to the others.
@@ -132,7 +133,7 @@ impl RemoveArgs {
             ),
             RemoveOutcome::Alive => format!(
                 "node {id} was not removed: node {} holds it alive (incarnation {}); stop it \
-                 instead, it leaves by itself",
+                 first and remove it once it is held dead, or stop it with --leave-on-stop",
                 r.node_id, r.incarnation
             ),
             RemoveOutcome::UnknownMember => {

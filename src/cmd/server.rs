@@ -143,6 +143,14 @@ pub struct ServerArgs {
     /// lock.
     #[arg(long, visible_alias = "key-file", env = "UDPLOCK_CLUSTER_KEY_FILE")]
     cluster_key_file: Option<PathBuf>,
+    /// On SIGINT / SIGTERM, announce a leave after handing this node's shards over, so
+    /// that the others hold it *left* and a joined cluster moves its replicas to other nodes
+    /// at once: for decommissioning a node. Without it a stop hands the shards over and
+    /// announces nothing: the others hold the node suspect, then dead, and move its replicas
+    /// only after --dead-after-ms, so a restart (an upgrade, a config change) moves nothing.
+    /// `udplock remove` retires a stopped node at once either way.
+    #[arg(long)]
+    leave_on_stop: bool,
     #[command(flatten)]
     join: JoinArgs,
 }
@@ -361,13 +369,18 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
         )));
     }
     let shape = format!("node {node_id} of {}", config.peers.len());
-    serve(config, &shape, &data_dir_from)
+    serve(config, &shape, &data_dir_from, a.leave_on_stop)
 }
 
-/// Starts the cluster node `config` and serves until a signal (leaving gracefully) or
-/// until it stops; `shape` says which node of what it is, `data_dir_from` where the default
-/// data directory came from (empty when named).
-fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), LockError> {
+/// Starts the cluster node `config` and serves until a signal (stopping gracefully, and
+/// announcing a leave if `leave_on_stop`) or until it stops; `shape` says which node of what
+/// it is, `data_dir_from` where the default data directory came from (empty when named).
+fn serve(
+    config: ClusterConfig,
+    shape: &str,
+    data_dir_from: &str,
+    leave_on_stop: bool,
+) -> Result<(), LockError> {
     let invalid = |e: String| LockError::InvalidArgument(e);
     let node_id = config.node_id;
     let durability = config.durability;
@@ -399,8 +412,9 @@ fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), 
         config.shards,
         durability.name(),
     ));
-    // SIGINT / SIGTERM: leave gracefully, handing every shard this node leads to another
-    // node first (leadership transfer), so clients see a redirect, not an election timeout.
+    // SIGINT / SIGTERM: stop gracefully, handing every shard this node leads to another
+    // node first (leadership transfer), so clients see a redirect, not an election timeout;
+    // announce a leave only with --leave-on-stop (a restart should move no replica).
     let (signal_tx, signal_rx) = std::sync::mpsc::channel();
     if let Err(e) = ctrlc::set_handler(move || {
         let _ = signal_tx.send(());
@@ -414,10 +428,22 @@ fn serve(config: ClusterConfig, shape: &str, data_dir_from: &str) -> Result<(), 
             .recv_timeout(std::time::Duration::from_millis(100))
             .is_ok()
         {
-            notice(&format!(
-                "udplock server: node {node_id} leaving: handing its shards over\n"
-            ));
-            let still_led = node.leave(std::time::Duration::from_secs(5));
+            let within = std::time::Duration::from_secs(5);
+            let still_led = if leave_on_stop {
+                notice(&format!(
+                    "udplock server: node {node_id} leaving (--leave-on-stop): handing its \
+                     shards over, then announcing its leave (its replicas move to other nodes)\n"
+                ));
+                node.leave(within)
+            } else {
+                notice(&format!(
+                    "udplock server: node {node_id} stopping: handing its shards over, \
+                     announcing no leave (a joined cluster moves its replicas only if it stays \
+                     away longer than --dead-after-ms; --leave-on-stop or `udplock remove` \
+                     retire a node at once)\n"
+                ));
+                node.stop(within)
+            };
             notice(&format!(
                 "udplock server: node {node_id} stopped ({still_led} shards left without a handover)\n"
             ));
@@ -674,7 +700,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         }
     }
     config.validate().map_err(invalid)?;
-    serve(config, &shape, &data_dir_from)
+    serve(config, &shape, &data_dir_from, a.leave_on_stop)
 }
 
 /// One address (`HOST:PORT`), resolved.

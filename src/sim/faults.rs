@@ -1,12 +1,12 @@
 //! Drawing and applying the random faults of the safety phase (see the module docs of
 //! [`super`]): partitions of every shape, an isolated leader, crashes and restarts (with lost
 //! state, a lost directory or a power loss), pauses, clock steps, leadership transfers,
-//! graceful leaves, junk snapshots; and healing them all.
+//! graceful stops (with a leave or without), junk snapshots; and healing them all.
 
 use super::disk::{FSYNC_POWER_LOSS_PROBABILITY, POWER_LOSS_PROBABILITY};
 use super::*;
 
-/// How long a leaving node tries to hand its leadership over before it stops anyway (the
+/// How long a stopping node tries to hand its leadership over before it stops anyway (the
 /// shell's `udplock server` waits about as long on SIGTERM).
 pub(super) const LEAVE_WITHIN: Duration = Duration::from_millis(2_000);
 
@@ -241,8 +241,11 @@ impl Sim {
                     self.report.transfers += 1;
                 }
             }
-            // A node leaves gracefully (SIGTERM on `udplock server`): it declines to take
-            // shards over, hands over what it leads, stops, and is restarted later.
+            // A node stops gracefully (SIGTERM on `udplock server`): it declines to take
+            // shards over, hands over what it leads, stops, and is restarted later. Half the
+            // time it announces a SWIM leave as well (`--leave-on-stop`): then the others
+            // hold it left and a joined cluster replaces its replicas at once; else they find
+            // it dead, and placement waits dead-after.
             10 => {
                 let running = self.running();
                 let leaders = self.leaders_now(shard);
@@ -253,17 +256,19 @@ impl Sim {
                         _ => running[self.rng.gen_range(0..running.len())],
                     };
                     if self.node(node).paused_until.is_none() {
+                        let announce = self.rng.gen_bool(0.5);
                         let now = self.now;
                         let n = self.node(node);
                         let incarnation = n.crashes;
                         let local = n.clock.local(now);
                         let mut led = false;
                         if let Some(core) = n.node.as_mut() {
-                            core.start_leaving(local);
+                            stop_gracefully(core, local, announce);
                             led = core.leading() > 0;
                         }
                         let leave = Event::Leave {
                             node,
+                            announce,
                             until: now + LEAVE_WITHIN,
                             led,
                             incarnation,
@@ -447,12 +452,13 @@ impl Sim {
         self.after_call(to)
     }
 
-    /// One turn of a graceful leave (see `Event::Leave`): `ClusterNode::leave` — the node's
-    /// core hands each shard it leads to a caught-up peer on every input, and the shell
-    /// stops it once it leads none or its patience ends.
+    /// One turn of a graceful stop (see `Event::Leave`): `ClusterNode::stop` or
+    /// `ClusterNode::leave` — the node's core hands each shard it leads to a caught-up peer
+    /// on every input, and the shell stops it once it leads none or its patience ends.
     pub(super) fn leave_step(&mut self, leave: Event) -> Result<(), SimFailure> {
         let Event::Leave {
             node,
+            announce,
             until,
             led,
             incarnation,
@@ -476,7 +482,7 @@ impl Sim {
         let Some(core) = n.node.as_mut() else {
             return Ok(());
         };
-        core.start_leaving(local);
+        stop_gracefully(core, local, announce);
         let leads = core.leading() > 0;
         if leads && now < until {
             self.after_call(node)?;
@@ -491,8 +497,12 @@ impl Sim {
             return Ok(());
         }
         self.crash(node);
-        self.report.leaves += 1;
-        self.report.leaves_handed_over += u64::from(handed_over);
+        if announce {
+            self.report.leaves += 1;
+        } else {
+            self.report.stops += 1;
+        }
+        self.report.stops_handed_over += u64::from(handed_over);
         let down = Duration::from_millis(self.rng.gen_range(50..2_000));
         self.schedule(down, Event::Restart { node });
         Ok(())
@@ -504,14 +514,14 @@ impl Sim {
         let ids: Vec<NodeId> = self.nodes.iter().map(|n| n.id).collect();
         let changing = self.config.joined || self.config.membership_changes;
         for id in ids {
-            // A node whose leave the heal cut short would stop within its patience and be
-            // started again by its operator: it restarts now, as a crashed one does (a
-            // leaving node declines shards and runs no placement, so one left running
-            // holds what it leads for good). Not a `memory` node whose state the cluster
-            // cannot spare (see `leave_step`): it runs on, leaving.
-            let leaving = self.node(id).node.as_ref().is_some_and(Node::is_leaving);
+            // A node whose stop (with or without a leave) the heal cut short would stop
+            // within its patience and be started again by its operator: it restarts now, as
+            // a crashed one does (a stopping node declines shards and runs no placement, so
+            // one left running holds what it leads for good). Not a `memory` node whose state
+            // the cluster cannot spare (see `leave_step`): it runs on, stopping.
+            let stopping = self.node(id).node.as_ref().is_some_and(Node::is_stopping);
             let loses_state = changing && self.node(id).memory;
-            if leaving && (!loses_state || self.state_loss_keeps_majorities(id)) {
+            if stopping && (!loses_state || self.state_loss_keeps_majorities(id)) {
                 self.crash(id);
             }
             if self.node(id).node.is_none() {
@@ -527,5 +537,15 @@ impl Sim {
             }
         }
         Ok(())
+    }
+}
+
+/// What the shell's graceful stop asks of the core (`ClusterNode::stop` or, with `announce`,
+/// `ClusterNode::leave`): called on every turn, as the shell's loop does.
+fn stop_gracefully(core: &mut Node, local: Instant, announce: bool) {
+    if announce {
+        core.start_leaving(local);
+    } else {
+        core.start_stopping(local);
     }
 }

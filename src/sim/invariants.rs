@@ -450,7 +450,8 @@ impl Sim {
     /// dead, gone or unknown — but a node whose leave the heal cut short (it runs on, leaving)
     /// is rightly held gone, and its own view is no one's business: the others hold it left
     /// and send it nothing, so it never hears that a node it saw die came back (found by
-    /// `udplock sim --seed 189 --nodes 5 --joined`).
+    /// `udplock sim --seed 189 --nodes 5 --joined`). (One whose stop without a leave the heal
+    /// cut short runs on as a member: it must be held alive like any.)
     fn check_members(&self) -> Result<(), SimFailure> {
         use crate::core::swim::State;
         for n in &self.nodes {

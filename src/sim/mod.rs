@@ -12,8 +12,9 @@
 //! every client's clock rate and offset, every node's rng seed (also after each restart),
 //! every client's session id and workload, each replica's snapshot cadence, the cluster key,
 //! and the faults (partitions of every shape, an isolated leader, crashes and restarts,
-//! pauses, leadership transfers, graceful leaves: a node hands over every shard it leads,
-//! stops, and comes back later; junk snapshots a faulty peer sends a follower as if from its
+//! pauses, leadership transfers, graceful stops: a node hands over every shard it leads,
+//! stops — half the time announcing a SWIM leave, as `--leave-on-stop` does, half the time
+//! not, as a plain SIGTERM — and comes back later; junk snapshots a faulty peer sends a follower as if from its
 //! leader; and steps of a node's clock rate within the drift bound, see `clock.rs`). The
 //! faults aimed at a leader pick a shard first, half the time one the clients use. One seed
 //! in three also spreads leaders (whoever leads a shard hands it to its preferred node once
@@ -312,11 +313,13 @@ pub struct SimReport {
     pub overloaded: u64,
     /// Leadership transfers a fault started.
     pub transfers: u64,
-    /// Graceful leaves (a node hands its leadership over, then stops) that completed, and how
-    /// many of those handed leadership over first (the others did not lead, or could not
-    /// hand over before `LEAVE_WITHIN`).
+    /// Graceful stops (a node hands its leadership over, then stops) that completed: those
+    /// that announced no leave (`ClusterNode::stop`, SIGTERM) and those that announced one
+    /// (`ClusterNode::leave`, `--leave-on-stop`); and how many of either handed leadership
+    /// over first (the others did not lead, or could not hand over before `LEAVE_WITHIN`).
+    pub stops: u64,
     pub leaves: u64,
-    pub leaves_handed_over: u64,
+    pub stops_handed_over: u64,
     pub disk_losses: u64,
     /// Restarts of `os` nodes after a power loss (their files reverted to what the kernel
     /// had written back; see the module docs).
@@ -510,11 +513,14 @@ enum Event {
         to: NodeId,
         shard: u32,
     },
-    /// Node `node` is leaving gracefully (`ClusterNode::leave`, SIGTERM): while it leads it
-    /// hands leadership to a caught-up peer, then it stops; it gives up handing over at
-    /// `until` and stops anyway.
+    /// Node `node` is stopping gracefully (`ClusterNode::stop`, SIGTERM; with `announce`,
+    /// `ClusterNode::leave`, `--leave-on-stop`): while it leads it hands leadership to a
+    /// caught-up peer, then it stops; it gives up handing over at `until` and stops anyway.
     Leave {
         node: NodeId,
+        /// It announces a SWIM leave (the others hold it left, and placement replaces its
+        /// replicas at once); else they find it dead (SWIM), and placement waits dead-after.
+        announce: bool,
         until: Instant,
         /// It led when it began to leave.
         led: bool,
@@ -586,12 +592,14 @@ impl Event {
             }
             Event::Leave {
                 node,
+                announce,
                 until,
                 led,
                 incarnation,
             } => {
                 trace.word(13);
                 trace.word(*node);
+                trace.word((*announce).into());
                 trace.word(until.as_micros());
                 trace.word((*led).into());
                 trace.word(*incarnation);

@@ -99,6 +99,36 @@ impl Joined {
         let _ = child.wait();
     }
 
+    /// SIGTERM to node `id`'s process (a graceful stop), and waits for it to exit (by
+    /// [`DEADLINE`]); its exit status.
+    pub(super) fn terminate(&mut self, id: u64) -> std::process::ExitStatus {
+        let at = self
+            .children
+            .iter()
+            .position(|(i, _)| *i == id)
+            .unwrap_or_else(|| panic!("node {id} was not started"));
+        let (_, mut child) = self.children.remove(at);
+        let pid = child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {id} did not stop within {DEADLINE:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// What node `id`'s process (the latest started) wrote on stderr so far.
+    pub(super) fn stderr(&self, id: u64) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node-{id}.stderr"))).unwrap_or_default()
+    }
+
     /// Runs a server that must refuse to start; what it said.
     fn refused(&self, id: u64, addr: SocketAddr, more: &[&str]) -> String {
         let what = format!("node {id} with {more:?}");

@@ -19,6 +19,7 @@ mod settings;
 mod shard_status;
 mod sim;
 mod single;
+mod stop;
 mod swim;
 
 use std::net::SocketAddr;

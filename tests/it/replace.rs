@@ -33,7 +33,7 @@ use super::processes::{check_history, Held};
 
 /// Enough shards that every one of five nodes is a target of some (the test checks this
 /// of the hash before it starts), and that node 6 is the best-ranked target of some.
-const SHARDS: u32 = 16;
+pub(super) const SHARDS: u32 = 16;
 const REPLICAS: usize = 3;
 /// How long a dead node keeps its replicas before they are re-made elsewhere.
 const DEAD_AFTER_MS: &str = "2000";
@@ -45,15 +45,18 @@ const CLIENTS: usize = 3;
 /// One shard as the live nodes report it: who holds a replica (learners included), which of
 /// them are learners, who says it leads (with the term), and whom the others name as leader.
 #[derive(Debug, PartialEq, Eq)]
-struct Seen {
-    holders: BTreeSet<u64>,
-    learners: BTreeSet<u64>,
-    leaders: Vec<(u64, u64)>,
+pub(super) struct Seen {
+    pub(super) holders: BTreeSet<u64>,
+    pub(super) learners: BTreeSet<u64>,
+    pub(super) leaders: Vec<(u64, u64)>,
     named: BTreeSet<Option<u64>>,
 }
 
 /// Every live node's view, merged per shard; `Err` names the nodes that did not answer.
-fn observe(admin: &Client, nodes: &BTreeMap<u64, SocketAddr>) -> Result<Vec<Seen>, String> {
+pub(super) fn observe(
+    admin: &Client,
+    nodes: &BTreeMap<u64, SocketAddr>,
+) -> Result<Vec<Seen>, String> {
     let mut seen: Vec<Seen> = (0..SHARDS)
         .map(|_| Seen {
             holders: BTreeSet::new(),
@@ -111,7 +114,11 @@ fn settled(seen: &[Seen], alive: &[u64]) -> Result<(), String> {
 
 /// Polls until `settled` holds for `STABLE_POLLS` polls in a row; panics at the deadline
 /// with what it saw last.
-fn wait_settled(admin: &Client, nodes: &BTreeMap<u64, SocketAddr>, what: &str) -> Instant {
+pub(super) fn wait_settled(
+    admin: &Client,
+    nodes: &BTreeMap<u64, SocketAddr>,
+    what: &str,
+) -> Instant {
     let alive: Vec<u64> = nodes.keys().copied().collect();
     let start = Instant::now();
     let deadline = start + DEADLINE;

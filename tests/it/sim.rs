@@ -25,6 +25,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut membership_changes = 0;
     let mut joined_crashes = 0;
     let mut forged_joins = 0;
+    let (mut stops, mut leaves) = (0, 0);
     let (mut replicas_created, mut replicas_dropped) = (0, 0);
     let (mut members_pages, mut clients_beyond_given) = (0, 0);
     for seed in seeds {
@@ -47,6 +48,8 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 forged_joins += report.forged_joins;
                 members_pages += report.members_pages;
                 clients_beyond_given += report.clients_beyond_given;
+                stops += report.stops;
+                leaves += report.leaves;
             }
             Err(f) => failures.push(f.to_string()),
         }
@@ -70,6 +73,11 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
         "no follower was ever sent a junk snapshot"
     );
     assert!(grants > 0, "the clients never got a lock");
+    // Graceful stops of both kinds (SIGTERM; and with --leave-on-stop, a SWIM leave).
+    assert!(
+        stops > 0 && leaves > 0,
+        "graceful stops without a leave {stops}, with one {leaves}"
+    );
     // Joined clusters (issue 10), one seed in seven: a member without replicas crashed and
     // came back, a forger without the key asked to join, and every member held every other
     // alive at the end.

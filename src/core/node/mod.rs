@@ -17,8 +17,10 @@
 //! - **coalescing**: the Raft messages of every shard bound for one peer travel in as few PEER
 //!   datagrams as fit (spec §8.2);
 //! - **the settings exchange** (spec §8.10, [`settings`]);
-//! - **leader spreading and graceful leave**: each shard's preferred leader, and handing every
-//!   shard over before the node stops (Raft thesis §3.10);
+//! - **leader spreading and graceful stop**: each shard's preferred leader, and handing every
+//!   shard over before the node stops (Raft thesis §3.10); a stop announces no SWIM leave
+//!   unless asked ([`Node::start_stopping`], [`Node::start_leaving`]), so that a restart
+//!   moves no replica;
 //! - **the address book** (spec §8.3 rule 3, [`book`]): the nodes this node sends to and
 //!   accepts from — the listed ones, a joined node's seeds, every SWIM member — at the
 //!   address SWIM holds or the member last proved; a node it does not know is heard only
@@ -60,7 +62,7 @@
 //! ```text
 //!   handle_datagram(now, from, bytes) ─┐                ┌─> poll_persist()  -> ShardWrite   (store it)
 //!   handle_timeout(now)               ─┼─> shards ──────┼─> poll_transmit() -> Transmit     (send it)
-//!   start_leaving(), set_keys(..)     ─┘                └─> poll_timeout()  -> Instant      (sleep until)
+//!   start_stopping(), set_keys(..)    ─┘                └─> poll_timeout()  -> Instant      (sleep until)
 //! ```
 //!
 //! After one or more inputs (a shell may hand over every datagram waiting on its socket
@@ -296,6 +298,11 @@ pub struct Node {
     /// Per shard: records create no replica of it before this time (a replica was dropped,
     /// [`DROP_QUIET_ELECTION_TIMEOUTS`]).
     quiet_until: Vec<Instant>,
+    /// Per shard: the node whose TimeoutNow (a leadership transfer, thesis §3.10) this
+    /// node's replica last received, and when. Placement hands the shard back to that node
+    /// only `SPREAD_AFTER` later (`placing`): a node that stops hands its shards over while
+    /// alive and caught up, and would decline to take one straight back.
+    handed_by: Vec<Option<(NodeId, Instant)>>,
     /// Per shard: a joined node's replica not named (by its applied configuration) is
     /// dropped at this time, unless a leader's record comes first
     /// ([`ORPHAN_ELECTION_TIMEOUTS`]; [`Instant::MAX`] for one named, or a static cluster's).
@@ -312,7 +319,9 @@ pub struct Node {
     touched_list: Vec<u32>,
     /// When the node last said which shards still ask the others before taking part.
     recovery_logged: Instant,
-    /// Handing its shards over before it stops.
+    /// Handing its shards over before it stops, taking none over ([`Node::start_stopping`]).
+    stopping: bool,
+    /// Its SWIM member announced its leave ([`Node::start_leaving`]; implies `stopping`).
     leaving: bool,
     /// The time of the latest input: what the writes and datagrams it produced are
     /// collected at (INIT's wall clock, spec §8.8).
@@ -469,6 +478,7 @@ impl Node {
                 .collect(),
             creating: vec![false; shards.len()],
             quiet_until: vec![Instant::ZERO; shards.len()],
+            handed_by: vec![None; shards.len()],
             orphan_at: vec![Instant::MAX; shards.len()],
             named,
             creations: 0,
@@ -478,6 +488,7 @@ impl Node {
             shards,
             marks,
             recovery_logged: now,
+            stopping: false,
             leaving: false,
             now,
             wall_clock_offset_us: 0,
@@ -519,6 +530,7 @@ impl Node {
         );
         assert_eq!(self.deadlines.len(), shards);
         assert_eq!(self.marks.len(), shards);
+        assert!(!self.leaving || self.stopping, "a leave is a stop");
         assert_eq!(self.named.len(), shards);
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
@@ -684,20 +696,46 @@ impl Node {
         u64::try_from(wall.max(0)).unwrap_or(u64::MAX)
     }
 
-    /// Leave gracefully: hand every shard this node leads to an up-to-date peer (Raft thesis
+    /// Stop gracefully: hand every shard this node leads to an up-to-date peer (Raft thesis
     /// §3.10), and take none over. The shell stops the node once it leads none (see
-    /// [`Node::leading`]) or its patience ends.
-    pub fn start_leaving(&mut self, now: Instant) {
+    /// [`Node::leading`]) or its patience ends. No SWIM leave is announced: the others hold
+    /// the stopped node suspect, then dead (SWIM §4.2), and placement replaces its replicas
+    /// only once it has been dead for dead-after (spec §8.13), so a restart within that
+    /// moves nothing — what a rolling restart wants (as Consul's servers,
+    /// `leave_on_terminate = false`). To retire the node at once, [`Node::start_leaving`].
+    pub fn start_stopping(&mut self, now: Instant) {
         self.advance(now);
-        if !self.leaving {
-            self.leaving = true;
+        if !self.stopping {
+            self.stopping = true;
             for replica in self.shards.iter_mut().flatten() {
                 replica.set_leaving();
             }
+        }
+        self.hand_over(now);
+        assert!(self.stopping);
+        self.check();
+    }
+
+    /// Leave for good: stop gracefully as [`Node::start_stopping`] does, and announce a
+    /// SWIM leave (`Left` at this node's incarnation, [`Swim::leave`], spec §8.12
+    /// "Stopping"), so that the others hold it *left* and placement replaces its replicas at
+    /// once (spec §8.13): decommissioning. A restart under a higher incarnation makes it a
+    /// member again.
+    pub fn start_leaving(&mut self, now: Instant) {
+        self.start_stopping(now);
+        if !self.leaving {
+            self.leaving = true;
             self.swim.leave(now);
             self.drain_swim();
         }
-        self.hand_over(now);
+        assert!(self.stopping && self.leaving);
+        self.check();
+    }
+
+    /// Whether [`Node::start_stopping`] (or [`Node::start_leaving`]) was called: the node
+    /// hands its shards over and takes none.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Whether [`Node::start_leaving`] was called (its SWIM member says `Left` then).
@@ -780,7 +818,7 @@ impl Node {
                 self.touch(shard as u32);
             }
         }
-        if self.leaving {
+        if self.stopping {
             self.hand_over(now);
         }
         if self.runs_swim() {
@@ -825,7 +863,7 @@ impl Node {
         } else {
             self.handle_request(now, datagram, from);
         }
-        if self.leaving {
+        if self.stopping {
             // An acknowledgement may have made a peer caught up enough to take a shard.
             self.hand_over(now);
         }
@@ -915,7 +953,7 @@ impl Node {
         // Not the static voters: they would make the bootstrap node, re-added after a
         // removal, a voter of an empty log that elects itself alone.
         replica_config.raft.voters.clear();
-        let replica = start_replica(
+        let mut replica = start_replica(
             &self.config,
             &self.shared,
             replica_config,
@@ -924,6 +962,10 @@ impl Node {
             now,
         )
         .expect("a fresh replica has no snapshot to decode");
+        if self.stopping {
+            // As every replica it held when it began to stop: it takes nothing over.
+            replica.set_leaving();
+        }
         log::info!(
             "udplock node {}: shard {shard}: a leader adds this node; replica created",
             self.config.node_id
@@ -1289,6 +1331,9 @@ impl Node {
             if from_leader && !self.named[s] && self.config.joined.is_some() {
                 self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
             }
+            if matches!(msg, Message::TimeoutNow { .. }) {
+                self.handed_by[s] = Some((from, now));
+            }
             let replica = self.shards[usize::from(shard)]
                 .as_mut()
                 .expect("held or just created");
@@ -1564,11 +1609,11 @@ impl Node {
         self.send_settings_to(from, source);
     }
 
-    /// Graceful leave (Raft thesis §3.10): each shard this node leads goes to the first voter
+    /// Graceful stop (Raft thesis §3.10): each shard this node leads goes to the first voter
     /// of the shard's configuration (the latest in its log, thesis §4.1: in a joined cluster
     /// each shard has its own voters; in a static one they are the listed peers) that is
     /// caught up, in id order after this node (wrapping): every leaving node spreads its
-    /// shards the same deterministic way. Called on every input while leaving; Raft ignores
+    /// shards the same deterministic way. Called on every input while stopping; Raft ignores
     /// a second transfer while one runs. A shard with no other caught-up voter stays.
     fn hand_over(&mut self, now: Instant) {
         let me = self.config.node_id;

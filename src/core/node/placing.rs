@@ -28,6 +28,7 @@
 use super::Node;
 use crate::core::placement::{liveness_table, Liveness};
 use crate::core::raft::{MembershipChange, MembershipError, NodeId, Role};
+use crate::core::replica::SPREAD_AFTER;
 use crate::core::time::{Duration, Instant};
 
 /// How often a node runs a placement pass. Short beside everything a pass waits for (a
@@ -55,8 +56,8 @@ impl Node {
             return;
         }
         self.placement_next = now + PLACEMENT_PASS_INTERVAL;
-        // A leaving node hands its shards over and takes nothing on (`hand_over`).
-        if self.leaving {
+        // A stopping node hands its shards over and takes nothing on (`hand_over`).
+        if self.stopping {
             return;
         }
         // The member table is read once per pass, and only by a node that leads a shard.
@@ -68,6 +69,7 @@ impl Node {
         let members = liveness_table(&self.swim.members());
         let mut sm = std::mem::take(&mut self.placing);
         for s in 0..self.shards.len() {
+            let handed_by = self.handed_by[s];
             let Some(replica) = self.shards[s].as_mut() else {
                 continue;
             };
@@ -120,14 +122,21 @@ impl Node {
                     .iter()
                     .copied()
                     .filter(|&t| raft.membership().is_voter(t));
-                // On its targets: the preferred one only (or leadership would not settle).
-                // About to remove itself: the best-ranked target voter that can take over
-                // now (the preferred one gets the shard from it later); if none can, the
-                // leader removes itself and the shard elects one.
+                // On its targets: the preferred one only (or leadership would not settle),
+                // but not the node that handed this replica the shard less than
+                // `SPREAD_AFTER` ago: a node that stops without a leave hands its shards over
+                // and is alive and caught up until its process ends, and a shard handed
+                // straight back would have the transfer declined, refusing proposals until
+                // it is abandoned. About to remove itself: the best-ranked target voter that
+                // can take over now (the preferred one gets the shard from it later); if none
+                // can, the leader removes itself and the shard elects one.
+                let handed_back = |t: NodeId| {
+                    handed_by.is_some_and(|(by, at)| by == t && now < at + SPREAD_AFTER)
+                };
                 let to = if removes_me {
                     voters.find(|&t| ready(t))
                 } else {
-                    voters.next().filter(|&t| ready(t))
+                    voters.next().filter(|&t| ready(t) && !handed_back(t))
                 };
                 if let Some(to) = to {
                     log::info!(

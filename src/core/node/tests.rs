@@ -600,22 +600,38 @@ fn three_cores_run_swim_declare_a_cut_off_node_dead_and_alive_again() {
     );
 }
 
+/// A static cluster's node stopping gracefully hands every shard it leads over, with a
+/// leave (the others hold it left) or without (it stays a member, alive while it runs).
 #[test]
-fn a_leaving_node_hands_every_shard_over() {
-    let mut trio = Trio::new(8, test_keys());
-    trio.run_for(3_000);
-    // Leaders spread: node 1 leads some shards.
-    let led = trio.nodes[0].leading();
-    assert!(led > 0, "node 1 leads none of 8 shards");
-    let now = trio.now;
-    trio.nodes[0].start_leaving(now);
-    trio.run_for(2_000);
-    assert_eq!(trio.nodes[0].leading(), 0);
-    for shard in 0..8 {
-        assert!(
-            trio.leader_of(shard).is_some_and(|l| l != 0),
-            "shard {shard}"
-        );
+fn a_stopping_or_leaving_node_hands_every_shard_over() {
+    for announce in [false, true] {
+        let mut trio = Trio::new(8, test_keys());
+        trio.run_for(3_000);
+        // Leaders spread: node 1 leads some shards.
+        let led = trio.nodes[0].leading();
+        assert!(led > 0, "node 1 leads none of 8 shards");
+        let now = trio.now;
+        if announce {
+            trio.nodes[0].start_leaving(now);
+        } else {
+            trio.nodes[0].start_stopping(now);
+        }
+        trio.run_for(2_000);
+        assert_eq!(trio.nodes[0].leading(), 0, "announce {announce}");
+        for shard in 0..8 {
+            assert!(
+                trio.leader_of(shard).is_some_and(|l| l != 0),
+                "shard {shard}"
+            );
+        }
+        let want = if announce {
+            udplock_protocol::SwimState::Left
+        } else {
+            udplock_protocol::SwimState::Alive
+        };
+        for i in 1..3 {
+            assert_eq!(member_state(&trio, i, 0).map(|m| m.0), Some(want));
+        }
     }
 }
 

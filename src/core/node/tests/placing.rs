@@ -4,6 +4,7 @@
 //! that lost its state gets its shards back as new replicas.
 
 use crate::core::placement::{self, Planner};
+use crate::core::replica::SPREAD_AFTER;
 
 use super::*;
 
@@ -23,6 +24,21 @@ fn addr(id: NodeId) -> SocketAddr {
 /// (spec §8.11). State is kept (`stores_state`), so replicas are created and dropped with
 /// their files, as in a real cluster.
 fn placed_node(id: NodeId, incarnation: u64, now: Instant) -> Node {
+    // The bootstrap node holds every shard; any other holds none (it joins, or it lost
+    // its state).
+    let starts = (0..SHARDS)
+        .map(|_| (id == 1).then_some(Start::New))
+        .collect();
+    placed_node_from(id, incarnation, now, starts)
+}
+
+/// [`placed_node`] starting its replicas as `starts` says (a restart from its state).
+fn placed_node_from(
+    id: NodeId,
+    incarnation: u64,
+    now: Instant,
+    starts: Vec<Option<Start>>,
+) -> Node {
     let bootstrap = id == 1;
     let config = Config {
         shards: SHARDS,
@@ -47,11 +63,6 @@ fn placed_node(id: NodeId, incarnation: u64, now: Instant) -> Node {
             },
         )
     };
-    // The bootstrap node holds every shard; any other holds none (it joins, or it lost
-    // its state).
-    let starts = (0..SHARDS)
-        .map(|_| bootstrap.then_some(Start::New))
-        .collect();
     let stats = Arc::new(NodeStats::default());
     let mut node = Node::new(
         config,
@@ -103,6 +114,42 @@ impl Placed {
 
     fn stop(&mut self, id: NodeId) {
         self.nodes.retain(|n| n.node_id() != id);
+    }
+
+    /// Stops node `id` as its process ending would, keeping what it stored: how each of its
+    /// replicas restarts (the files of every one it held; its Raft state in memory is what
+    /// it stored, as every write was handed out and taken).
+    fn stop_keeping_state(&mut self, id: NodeId) -> Vec<Option<Start>> {
+        let starts = (0..SHARDS)
+            .map(|s| {
+                let raft = self.node(id).replica(s)?.raft();
+                Some(Start::Restore {
+                    hard: raft.hard_state(),
+                    snapshot: raft
+                        .snapshot_data()
+                        .map(|data| (raft.snapshot_meta(), data.clone())),
+                    log: raft.log().to_vec(),
+                })
+            })
+            .collect();
+        self.stop(id);
+        starts
+    }
+
+    /// Restarts node `id` from `starts` ([`Placed::stop_keeping_state`]).
+    fn restart(&mut self, id: NodeId, incarnation: u64, starts: Vec<Option<Start>>) {
+        assert!(!self.ids().contains(&id));
+        self.nodes
+            .push(placed_node_from(id, incarnation, self.now, starts));
+    }
+
+    /// What every node holds node `id` as, but itself.
+    fn held_as(&self, id: NodeId) -> Vec<Option<swim::State>> {
+        self.nodes
+            .iter()
+            .filter(|n| n.node_id() != id)
+            .map(|n| n.members().iter().find(|m| m.id == id).map(|m| m.state))
+            .collect()
     }
 
     fn run_for(&mut self, millis: u64) {
@@ -302,6 +349,185 @@ fn five_placed() -> Placed {
     net
 }
 
+/// Every replica's latest configuration, per shard and node (by id), of the replicas it
+/// names (a replica removed earlier may linger until it learns so).
+fn configs(n: &Placed) -> Vec<Vec<(NodeId, raft::Membership)>> {
+    (0..SHARDS)
+        .map(|s| {
+            let mut held: Vec<(NodeId, raft::Membership)> = n
+                .nodes
+                .iter()
+                .filter_map(|node| {
+                    let m = node.replica(s)?.raft().membership();
+                    let id = node.node_id();
+                    m.contains(id).then(|| (id, m.clone()))
+                })
+                .collect();
+            held.sort_by_key(|(id, _)| *id);
+            held
+        })
+        .collect()
+}
+
+/// The node of `net` that leads the most shards (the higher id on a tie).
+fn busiest_leader(net: &Placed) -> NodeId {
+    net.ids()
+        .into_iter()
+        .max_by_key(|&id| (net.node(id).leading(), id))
+        .unwrap()
+}
+
+/// Issue 10, a rolling restart (Consul's `leave_on_terminate = false`): a node stopped
+/// gracefully without a leave (SIGTERM) hands over the shards it leads and stops; the
+/// others hold it suspect, then dead, never left, and placement waits dead-after (spec
+/// §8.13). Restarted from its state within dead-after, it keeps every replica — no change
+/// of any shard's configuration is proposed, no Remove and no AddLearner — and leads its
+/// preferred shards again. Before, a stop announced a SWIM leave, and every shard it held
+/// removed it at once and added it back as a new replica after the restart.
+#[test]
+fn a_node_stopped_without_leaving_and_restarted_within_dead_after_keeps_its_replicas() {
+    let mut net = five_placed();
+    let victim = busiest_leader(&net);
+    assert!(net.node(victim).leading() > 0);
+    let held: Vec<Option<u64>> = (0..SHARDS)
+        .map(|s| net.node(victim).replica(s).map(|r| r.hard_state().replica))
+        .collect();
+    assert!(held.iter().any(Option::is_some));
+    let before = configs(&net);
+    let stopped_at = net.now;
+    let i = net.ids().iter().position(|&id| id == victim).unwrap();
+    net.nodes[i].start_stopping(stopped_at);
+    let unchanged = |n: &Placed| {
+        assert!(
+            n.held_as(victim)
+                .iter()
+                .all(|&s| s != Some(swim::State::Left)),
+            "held left: {:?}",
+            n.held_as(victim)
+        );
+        // Those of the running nodes (the victim's own while it runs).
+        let ids = n.ids();
+        let want: Vec<Vec<(NodeId, raft::Membership)>> = before
+            .iter()
+            .map(|shard| {
+                let running = shard.iter().filter(|(id, _)| ids.contains(id));
+                running.cloned().collect()
+            })
+            .collect();
+        assert_eq!(configs(n), want, "a configuration changed");
+    };
+    for _ in 0..50 {
+        if net.node(victim).leading() == 0 {
+            break;
+        }
+        net.run_for(100);
+        unchanged(&net);
+    }
+    assert_eq!(net.node(victim).leading(), 0, "handed every shard over");
+    // A shell slow to end the process (it waits up to 5 s for its last hand-over): while it
+    // runs, alive to SWIM and caught up, no new leader hands a shard back to it within
+    // `SPREAD_AFTER` of its hand-over (it would decline, and the shard would refuse
+    // proposals until the transfer is abandoned); by then a real shell has ended it.
+    let handed_over_by = net.now;
+    while net.now + Duration::from_millis(50) < handed_over_by + SPREAD_AFTER {
+        net.run_for(50);
+        unchanged(&net);
+        let back: Vec<u32> = (0..SHARDS)
+            .filter(|&s| {
+                net.leader(s)
+                    .is_some_and(|(_, r)| r.raft().transferring_to() == Some(victim))
+            })
+            .collect();
+        assert!(
+            back.is_empty(),
+            "shards {back:?} handed back to the stopping node"
+        );
+    }
+    assert_eq!(net.node(victim).leading(), 0);
+    let starts = net.stop_keeping_state(victim);
+    // Until the others hold it dead (SWIM confirmed it: the state placement counts
+    // dead-after from), then half a second more.
+    for _ in 0..100 {
+        if net
+            .held_as(victim)
+            .iter()
+            .all(|&s| s == Some(swim::State::Dead))
+        {
+            break;
+        }
+        net.run_for(100);
+        unchanged(&net);
+    }
+    assert!(
+        net.held_as(victim)
+            .iter()
+            .all(|&s| s == Some(swim::State::Dead)),
+        "{:?}",
+        net.held_as(victim)
+    );
+    net.run_for(500);
+    unchanged(&net);
+    assert!(
+        net.now < stopped_at + DEAD_AFTER,
+        "the restart must come within dead-after to test it"
+    );
+    net.restart(victim, 2, starts);
+    let ids = net.ids();
+    let placed = net.run_until(30, |n| {
+        unchanged(n);
+        n.all_alive() && n.misplaced(&ids).is_none()
+    });
+    assert!(placed, "{:?}", net.misplaced(&ids));
+    // Its own replicas, not new ones; and it leads again.
+    for (s, old) in held.iter().enumerate() {
+        let now = net
+            .node(victim)
+            .replica(s as u32)
+            .map(|r| r.hard_state().replica);
+        assert_eq!(now, *old, "shard {s}");
+    }
+    assert!(net.node(victim).leading() > 0);
+    // Well past dead-after from the stop: still nothing moved.
+    net.run_for(DEAD_AFTER.as_micros() / 1_000);
+    unchanged(&net);
+}
+
+/// A node that stops with a leave (`--leave-on-stop`, decommissioning) is held left, and
+/// every shard it held replaces it at once: before it could have been held dead for
+/// dead-after.
+#[test]
+fn a_node_that_left_is_replaced_at_once() {
+    let mut net = five_placed();
+    let victim = busiest_leader(&net);
+    let stopped_at = net.now;
+    let i = net.ids().iter().position(|&id| id == victim).unwrap();
+    net.nodes[i].start_leaving(stopped_at);
+    assert!(net.run_until(5, |n| n.node(victim).leading() == 0));
+    net.stop(victim);
+    let removed = |n: &Placed| {
+        configs(n)
+            .iter()
+            .flatten()
+            .all(|(_, m)| !m.contains(victim))
+    };
+    assert!(net.run_until(30, removed), "{:?}", configs(&net));
+    assert!(
+        net.now < stopped_at + DEAD_AFTER,
+        "removed only at {:?}, stopped at {stopped_at:?}: not at once",
+        net.now
+    );
+    assert!(
+        net.held_as(victim)
+            .iter()
+            .all(|&s| s == Some(swim::State::Left)),
+        "{:?}",
+        net.held_as(victim)
+    );
+    let alive = net.ids();
+    let placed = net.run_until(30, |n| n.misplaced(&alive).is_none());
+    assert!(placed, "{:?}", net.misplaced(&alive));
+}
+
 /// A node stopped for less than dead-after moves nothing, though the others hold it dead
 /// (a reboot); stopped longer, its replicas are replaced on the other nodes, each shard
 /// by the node ranked next (spec §8.13).
@@ -312,22 +538,6 @@ fn a_node_dead_longer_than_dead_after_is_replaced_and_a_shorter_death_moves_noth
     let victim = 3;
     let shards_of_victim = net.node(victim).held();
     assert!(shards_of_victim > 0);
-    // Every replica's latest configuration, per shard and node, of the replicas it names
-    // (a replica removed earlier may linger until it learns so).
-    let configs = |n: &Placed| -> Vec<Vec<(NodeId, raft::Membership)>> {
-        (0..SHARDS)
-            .map(|s| {
-                n.nodes
-                    .iter()
-                    .filter_map(|node| {
-                        let m = node.replica(s)?.raft().membership();
-                        let id = node.node_id();
-                        m.contains(id).then(|| (id, m.clone()))
-                    })
-                    .collect()
-            })
-            .collect()
-    };
     net.stop(victim);
     let dead = |n: &Placed| {
         n.nodes.iter().all(|node| {

@@ -111,7 +111,7 @@ fn a_removal_of_a_dead_member_marks_it_left_and_it_spreads() {
 }
 
 /// Spec §4.10: a node never removes a member it holds alive, nor itself (stop a live node
-/// instead: it leaves by itself), nor one it holds at another incarnation; a member it does
+/// first, or with a leave), nor one it holds at another incarnation; a member it does
 /// not know is UNKNOWN_MEMBER. Nothing changes in any case.
 #[test]
 fn a_removal_of_a_live_member_itself_or_an_unknown_one_is_refused() {
