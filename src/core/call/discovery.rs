@@ -79,6 +79,8 @@ struct Round {
     reading: Option<(SocketAddr, u64)>,
     /// Alive members' addresses read so far, usable from the client's socket.
     alive: Vec<SocketAddr>,
+    /// Every address the table lists, whatever the member's state.
+    listed: Vec<SocketAddr>,
     /// Whether the answering node's own entry was read with the address the client reached
     /// it at (see [`Discovery::handle_page`]).
     confirmed: bool,
@@ -94,6 +96,9 @@ pub struct Discovery {
     configured: Vec<SocketAddr>,
     /// The current ring: what the client's [`Routes`] were built from.
     candidates: Vec<SocketAddr>,
+    /// Candidates the last table read did not list at all, kept for one more table (see
+    /// [`Discovery::handle_page`]).
+    unlisted: Vec<SocketAddr>,
     /// A refresh was asked for and not yet started.
     wanted: bool,
     last_start: Option<Instant>,
@@ -114,6 +119,7 @@ impl Discovery {
             v6_socket,
             configured: configured.to_vec(),
             candidates: configured.to_vec(),
+            unlisted: Vec::new(),
             wanted: true,
             last_start: None,
             rounds_started: 0,
@@ -259,6 +265,7 @@ impl Discovery {
             first_ids: first..self.next_request_id,
             reading: None,
             alive: Vec::new(),
+            listed: Vec::new(),
             confirmed: false,
             pages: 0,
         });
@@ -312,6 +319,11 @@ impl Discovery {
                     round.alive.push(addr);
                 }
             }
+            if let Some(addr) = usable {
+                if !round.listed.contains(&addr) && round.listed.len() < CANDIDATES_MAX * 2 {
+                    round.listed.push(addr);
+                }
+            }
         }
         if next_id != 0 && round.pages < PAGES_MAX {
             let request_id = self.next_request_id;
@@ -329,13 +341,32 @@ impl Discovery {
         if !round.confirmed {
             return PageOutcome::Done(None);
         }
-        let alive = round.alive;
+        // A candidate the table does not list at all is not news of its death: the node
+        // that answered may have just restarted and know nobody yet (its SWIM table fills
+        // within a protocol period or two). Taken at its word, its table would shrink the
+        // ring to itself, and a client of a shard it holds no replica of would go round that
+        // one node, NOT_LEADER after NOT_LEADER, until its next refresh (found by `udplock
+        // sim --seed 868 --nodes 3 --joined`: both nodes a client asked had restarted and
+        // each listed itself alone). Such a candidate stays for one more table; one listed
+        // dead, left or suspect goes at once, and one no table lists twice running goes too.
+        let unlisted: Vec<SocketAddr> = self
+            .candidates
+            .iter()
+            .copied()
+            .filter(|a| !round.listed.contains(a) && !self.configured.contains(a))
+            .collect();
+        let kept = unlisted.iter().filter(|a| !self.unlisted.contains(a));
+        let alive: Vec<SocketAddr> = round.alive.iter().chain(kept).copied().collect();
+        self.unlisted = unlisted;
         // The members first, then the configured servers (which are always kept: they may be
         // the only addresses that reach the cluster from here, behind NAT or in containers).
         let room = CANDIDATES_MAX.saturating_sub(self.configured.len());
         let mut candidates: Vec<SocketAddr> = Vec::new();
         for addr in alive {
-            if candidates.len() < room && !self.configured.contains(&addr) {
+            if candidates.len() < room
+                && !self.configured.contains(&addr)
+                && !candidates.contains(&addr)
+            {
                 candidates.push(addr);
             }
         }
@@ -402,6 +433,41 @@ mod tests {
         let late = d.handle_page(addr(7101), 7101, asks[0].request_id, 0, alive(&[7101]));
         assert_eq!(late, PageOutcome::Ignored, "the round is over");
         assert_eq!(d.tables_read(), 1);
+    }
+
+    /// A table that does not list a candidate at all (its node restarted and knows nobody
+    /// yet) keeps it for one more table; a second such table drops it, and one that lists it
+    /// dead drops it at once (simulator seed 868, 3 nodes, joined: a client's ring shrank to
+    /// the one node that answered, which held no replica of the shard it asked for).
+    #[test]
+    fn a_candidate_a_table_does_not_list_stays_for_one_more_table() {
+        let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
+        let mut d = Discovery::new(&[addr(7101)], false, 9);
+        let mut read = |d: &mut Discovery, round: u64, from: u16, members| {
+            d.want();
+            let asks = d.poll_round(at(round * interval), [addr(from)]);
+            let done = d.handle_page(addr(from), u64::from(from), asks[0].request_id, 0, members);
+            let PageOutcome::Done(_) = done else {
+                panic!("{done:?}")
+            };
+            let mut ring = d.candidates().to_vec();
+            ring.sort();
+            ring
+        };
+        let all = vec![addr(7101), addr(7102), addr(7103)];
+        assert_eq!(read(&mut d, 0, 7101, alive(&[7101, 7102, 7103])), all);
+        // Node 7102 restarted: its table lists itself alone.
+        assert_eq!(read(&mut d, 1, 7102, alive(&[7102])), all, "7103 kept once");
+        assert_eq!(
+            read(&mut d, 2, 7102, alive(&[7102])),
+            vec![addr(7101), addr(7102)],
+            "unlisted twice: gone (7101 is configured, always kept)"
+        );
+        // Listed again, it is back; listed dead, it goes at once.
+        assert_eq!(read(&mut d, 3, 7101, alive(&[7101, 7102, 7103])), all);
+        let mut members = alive(&[7101, 7102]);
+        members.push((7103, SwimState::Dead, addr(7103)));
+        assert_eq!(read(&mut d, 4, 7101, members), vec![addr(7101), addr(7102)]);
     }
 
     /// A storm of triggers asks at most once per REFRESH_INTERVAL_MIN; an unanswered first
