@@ -443,7 +443,7 @@ mod tests {
     fn a_candidate_a_table_does_not_list_stays_for_one_more_table() {
         let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
         let mut d = Discovery::new(&[addr(7101)], false, 9);
-        let mut read = |d: &mut Discovery, round: u64, from: u16, members| {
+        let read = |d: &mut Discovery, round: u64, from: u16, members| {
             d.want();
             let asks = d.poll_round(at(round * interval), [addr(from)]);
             let done = d.handle_page(addr(from), u64::from(from), asks[0].request_id, 0, members);
