@@ -95,7 +95,10 @@ fn remove_retires_a_dead_node_and_refuses_a_live_one() {
         stderr.starts_with("udplock: node 2 was not removed: node 1 holds it alive"),
         "{stderr}"
     );
-    assert!(stderr.contains("stop it instead"), "{stderr}");
+    assert!(
+        stderr.contains("stop it first") && stderr.contains("--leave-on-stop"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("invalid argument"), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(o.stdout.is_empty(), "{o:?}");
