@@ -263,22 +263,10 @@ fn a_bootstrapped_node_and_two_joined_show_three_members_alive_and_grant() {
     }
     // Every member's table holds all three too (each node answers MEMBERS).
     let client = Client::new(ClientConfig::new(vec![a1])).unwrap();
-    let deadline = Instant::now() + DEADLINE;
     for addr in [a2, a3] {
-        loop {
-            let table = client.members(addr);
-            let alive = table.as_ref().is_ok_and(|t| {
-                t.members.len() == 3
-                    && t.members
-                        .iter()
-                        .all(|m| m.state == udplock::client::MemberState::Alive)
-            });
-            if alive {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{addr}: {table:?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_alive_at(&client, addr, &[1, 2, 3]);
+        let table = client.members(addr).expect("it answered just now");
+        assert_eq!(table.members.len(), 3, "{addr}: {table:?}");
     }
     // A joined node answers status too (no replica: no leader known), and the members.
     let o = status_json(a2);
