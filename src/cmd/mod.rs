@@ -9,6 +9,7 @@
 pub mod args;
 pub mod bench;
 pub mod dev;
+pub mod duration;
 pub mod keygen;
 pub mod lock;
 pub mod out;
