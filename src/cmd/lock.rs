@@ -49,10 +49,12 @@ pub fn release(a: LockArgs) -> Result<(), LockError> {
     let left = client.release(&a.resource, &a.client)?;
     if a.conn.json {
         println!(
-            "{{\"resource\":{},\"client\":{},\"hold_count\":{}}}",
-            json::string(&a.resource),
-            json::string(&a.client),
-            left
+            "{}",
+            json::to_line(&json::Released {
+                resource: &a.resource,
+                client: &a.client,
+                hold_count: left,
+            })
         );
     } else if left == 0 {
         println!("released {} (now free of {})", a.resource, a.client);
@@ -80,9 +82,11 @@ pub fn configure(a: ConfigureArgs) -> Result<(), LockError> {
     client.configure(&a.resource, ttl)?;
     if a.conn.json {
         println!(
-            "{{\"resource\":{},\"default_ttl_ms\":{}}}",
-            json::string(&a.resource),
-            a.default_ttl_ms
+            "{}",
+            json::to_line(&json::Configured {
+                resource: &a.resource,
+                default_ttl_ms: a.default_ttl_ms,
+            })
         );
     } else if a.default_ttl_ms == 0 {
         println!(
@@ -101,12 +105,14 @@ pub fn configure(a: ConfigureArgs) -> Result<(), LockError> {
 fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
     if a.conn.json {
         println!(
-            "{{\"resource\":{},\"client\":{},\"token\":{},\"hold_count\":{},\"ttl_ms\":{}}}",
-            json::string(&a.resource),
-            json::string(&a.client),
-            lease.fencing_token,
-            lease.hold_count,
-            lease.ttl_ms
+            "{}",
+            json::to_line(&json::Lease {
+                resource: &a.resource,
+                client: &a.client,
+                token: lease.fencing_token,
+                hold_count: lease.hold_count,
+                ttl_ms: lease.ttl_ms,
+            })
         );
     } else {
         println!(

@@ -147,13 +147,16 @@ impl RemoveArgs {
         };
         if self.json {
             println!(
-                "{{\"node_id\":{id},\"removed\":{},\"outcome\":{},\"state\":{},\"incarnation\":{},\"answered_by\":{},\"server\":{}}}",
-                r.outcome.is_removed(),
-                json::string(r.outcome.name()),
-                json::string(state),
-                r.incarnation,
-                r.node_id,
-                json::string(&server.to_string())
+                "{}",
+                json::to_line(&json::Removed {
+                    node_id: id,
+                    removed: r.outcome.is_removed(),
+                    outcome: r.outcome.name(),
+                    state,
+                    incarnation: r.incarnation,
+                    answered_by: r.node_id,
+                    server: server.to_string(),
+                })
             );
         } else if r.outcome.is_removed() {
             println!("{sentence}");
