@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use udplock::cluster::storage::Durability;
@@ -17,15 +18,21 @@ use udplock::LockError;
 use rand::RngCore;
 
 use super::args::{host_port, resolve};
+use super::duration::{self, ms_u32, ms_u64, U32_MS};
 use super::out::notice;
 
-/// `--election-timeout-ms`: the Raft core's default, and the range the option accepts.
+/// `n` milliseconds, for a flag's default.
+fn ms(n: impl Into<u64>) -> std::time::Duration {
+    std::time::Duration::from_millis(n.into())
+}
+
+/// `--election-timeout`: the Raft core's default, and the range the option accepts (ms).
 /// Below 10 ms a heartbeat every fifth of it would cost a datagram per shard every 2 ms;
 /// above a minute a dead leader would leave its shards unavailable for longer than most
 /// callers wait for a lock.
-const ELECTION_TIMEOUT_MS_DEFAULT: u32 = 150;
-const ELECTION_TIMEOUT_MS_MIN: i64 = 10;
-const ELECTION_TIMEOUT_MS_MAX: i64 = 60_000;
+const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 150;
+const ELECTION_TIMEOUT_MS_MIN: u64 = 10;
+const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 
 #[cfg(test)]
 mod election_timeout_tests {
@@ -33,7 +40,7 @@ mod election_timeout_tests {
     #[test]
     fn the_default_is_the_raft_cores() {
         let core = udplock::core::raft::Config::default();
-        let ms = u64::from(super::ELECTION_TIMEOUT_MS_DEFAULT);
+        let ms = super::ELECTION_TIMEOUT_MS_DEFAULT;
         assert_eq!(core.election_timeout_min.as_micros(), ms * 1_000);
         assert_eq!(core.election_timeout_max.as_micros(), 2 * ms * 1_000);
         assert_eq!(core.heartbeat_interval.as_micros(), ms / 5 * 1_000);
@@ -45,15 +52,22 @@ pub struct ServerArgs {
     /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address).
     #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::args::host_port)]
     listen: SocketAddr,
-    /// Lease length when neither the acquire nor the resource names one.
-    #[arg(long, default_value_t = lock_table::Config::default().ttl_default_ms)]
-    ttl_default_ms: u32,
-    /// Longest lease an acquire or renew may ask for.
-    #[arg(long, default_value_t = lock_table::Config::default().ttl_ms_max)]
-    ttl_ms_max: u32,
-    /// Longest time an acquire may wait in the queue.
-    #[arg(long, default_value_t = lock_table::Config::default().wait_ms_max)]
-    wait_ms_max: u32,
+    /// Lease length when neither the acquire nor the resource names one: 30s, 2m (a bare
+    /// number is ms). Old spelling: --ttl-default-ms.
+    #[arg(long, alias = "ttl-default-ms", value_name = "DURATION",
+          default_value = duration::format(ms(lock_table::Config::default().ttl_default_ms)),
+          value_parser = duration::ms::<1, U32_MS>)]
+    default_ttl: Duration,
+    /// Longest lease an acquire or renew may ask for. Old spelling: --ttl-ms-max.
+    #[arg(long, alias = "ttl-ms-max", value_name = "DURATION",
+          default_value = duration::format(ms(lock_table::Config::default().ttl_ms_max)),
+          value_parser = duration::ms::<1, U32_MS>)]
+    ttl_max: Duration,
+    /// Longest time an acquire may wait in the queue. Old spelling: --wait-ms-max.
+    #[arg(long, alias = "wait-ms-max", value_name = "DURATION",
+          default_value = duration::format(ms(lock_table::Config::default().wait_ms_max)),
+          value_parser = duration::ms::<0, U32_MS>)]
+    wait_max: Duration,
     /// Most resources the node keeps (held, waited on or configured).
     #[arg(long, default_value_t = lock_table::Config::default().resources_max)]
     resources_max: u32,
@@ -69,14 +83,16 @@ pub struct ServerArgs {
     /// Grant nothing for at least this long after start. The lease horizon file already makes
     /// a restart at the same address wait out its predecessor's leases; set this when that file
     /// is lost or disabled (e.g. after moving a node), to the longest lease clients use.
-    #[arg(long, default_value_t = 0)]
-    startup_grace_ms: u32,
+    /// Old spelling: --startup-grace.
+    #[arg(long, alias = "startup-grace-ms", value_name = "DURATION", default_value = "0",
+          value_parser = duration::ms::<0, U32_MS>)]
+    startup_grace: Duration,
     /// The lease horizon file: the time until which leases this node granted may still be
     /// valid, so that a restarted node at the same address grants nothing before then.
     /// Default: $XDG_STATE_HOME/udplock/ (or ~/.local/state/udplock/) named after --listen.
     #[arg(long)]
     state_file: Option<PathBuf>,
-    /// Keep no lease horizon file (restarts then rely on --startup-grace-ms).
+    /// Keep no lease horizon file (restarts then rely on --startup-grace).
     #[arg(long, conflicts_with = "state_file")]
     no_state_file: bool,
     /// Pin the event-loop thread to this CPU (default: let the OS place it).
@@ -111,7 +127,7 @@ pub struct ServerArgs {
     /// unit file; a node that holds its state ignores it. Without it, a node whose storage
     /// holds nothing always rejoins (waits for nodes with state), so the nodes of a new
     /// cluster must all be started with it. If every node of a cluster loses its state at
-    /// once, nodes started with it form a new cluster: keep --startup-grace-ms at the longest
+    /// once, nodes started with it form a new cluster: keep --startup-grace at the longest
     /// lease clients use alongside it (the grace protects leases granted before the loss).
     #[arg(long)]
     new_cluster: bool,
@@ -119,22 +135,25 @@ pub struct ServerArgs {
     /// --peers). Default: 64. A single node has one (the option is ignored without --peers).
     #[arg(long)]
     shards: Option<u32>,
-    /// Shortest Raft election timeout of every shard, in ms (with --peers): how long a
+    /// Shortest Raft election timeout of every shard (with --peers): how long a
     /// follower waits for a silent leader before it calls an election, and so about how long
     /// a shard is unavailable after its leader dies. Timeouts are drawn from [this, 2 x this);
     /// heartbeats go out every fifth of it. Longer rides out slow networks and long pauses (a
-    /// busy machine) without needless elections; shorter fails over sooner. Nodes may differ.
-    #[arg(long, default_value_t = ELECTION_TIMEOUT_MS_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX))]
-    election_timeout_ms: u32,
-    /// SWIM's protocol period among the nodes, in ms: each period a node probes one other,
+    /// busy machine) without needless elections; shorter fails over sooner. 10ms to 1m.
+    /// Nodes may differ. Old spelling: --election-timeout-ms.
+    #[arg(long, alias = "election-timeout-ms", value_name = "DURATION",
+          default_value = duration::format(ms(ELECTION_TIMEOUT_MS_DEFAULT)),
+          value_parser = duration::ms::<ELECTION_TIMEOUT_MS_MIN, ELECTION_TIMEOUT_MS_MAX>)]
+    election_timeout: Duration,
+    /// SWIM's protocol period among the nodes: each period a node probes one other,
     /// so a crashed node is suspected within about 1 to 2 periods and declared dead after
     /// the suspicion timeout (README, "Membership"). Shorter notices sooner and costs a ping
-    /// and an ack per node per period; 10 to 60000. Nodes may differ.
-    #[arg(long, visible_alias = "swim-period", value_name = "MS",
-          default_value_t = super::args::SWIM_PERIOD_MS_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(super::args::SWIM_PERIOD_MS_MIN..=super::args::SWIM_PERIOD_MS_MAX))]
-    swim_period_ms: u32,
+    /// and an ack per node per period; 10ms to 1m. Nodes may differ. Old spelling:
+    /// --swim-period-ms.
+    #[arg(long, alias = "swim-period-ms", value_name = "DURATION",
+          default_value = duration::format(ms(super::args::SWIM_PERIOD_MS_DEFAULT)),
+          value_parser = duration::ms::<{ super::args::SWIM_PERIOD_MS_MIN }, { super::args::SWIM_PERIOD_MS_MAX }>)]
+    swim_period: Duration,
     /// The cluster key file (with --peers; make one with `udplock keygen`): every
     /// node-to-node datagram is authenticated with its first key, and the keys (or `none`)
     /// on its lines are accepted; at most 2 lines, so keys rotate without downtime (README,
@@ -147,7 +166,7 @@ pub struct ServerArgs {
     /// that the others hold it *left* and a joined cluster moves its replicas to other nodes
     /// at once: for decommissioning a node. Without it a stop hands the shards over and
     /// announces nothing: the others hold the node suspect, then dead, and move its replicas
-    /// only after --dead-after-ms, so a restart (an upgrade, a config change) moves nothing.
+    /// only after --dead-after, so a restart (an upgrade, a config change) moves nothing.
     /// `udplock remove` retires a stopped node at once either way.
     #[arg(long)]
     leave_on_stop: bool,
@@ -169,7 +188,7 @@ struct JoinArgs {
     /// the cluster id, the seed's settings (it refuses to start if the settings that must
     /// agree differ) and its members, then joins SWIM with authenticated datagrams. Needs
     /// --node-id and --cluster-key-file: without the key nobody would accept it. A joined
-    /// node holds the replicas placement gives it (--replicas, --dead-after-ms).
+    /// node holds the replicas placement gives it (--replicas, --dead-after).
     #[arg(
         long,
         value_delimiter = ',',
@@ -192,11 +211,12 @@ struct JoinArgs {
     #[arg(long, value_name = "N", value_parser = replicas_arg)]
     replicas: Option<usize>,
     /// How long a member of a joined cluster must have been dead (SWIM) before its replicas
-    /// are replaced on other nodes, in ms (spec §8.13): a restart or a reboot shorter than
-    /// this moves nothing. At least one --swim-period-ms, at most SWIM's dead-member memory
-    /// (900 periods); default 60000. Ignored with --peers.
-    #[arg(long, visible_alias = "dead-after", value_name = "MS")]
-    dead_after_ms: Option<u64>,
+    /// are replaced on other nodes (spec §8.13): a restart or a reboot shorter than
+    /// this moves nothing. At least one --swim-period, at most SWIM's dead-member memory
+    /// (900 periods); default 1m. Ignored with --peers. Old spelling: --dead-after-ms.
+    #[arg(long, alias = "dead-after-ms", value_name = "DURATION",
+          value_parser = duration::ms::<0, { u64::MAX }>)]
+    dead_after: Option<Duration>,
 }
 
 /// `--replicas`: a number in `1..=REPLICAS_MAX` (`placement::validate_replicas`).
@@ -208,14 +228,16 @@ fn replicas_arg(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// The placement of a joined cluster from `--replicas` and `--dead-after-ms` (their
+/// The placement of a joined cluster from `--replicas` and `--dead-after` (their
 /// defaults where not given).
 fn planner(a: &ServerArgs) -> Result<Planner, LockError> {
     Planner::new(
         a.join.replicas.unwrap_or(placement::REPLICAS_DEFAULT),
         a.join
-            .dead_after_ms
-            .map_or(placement::DEAD_AFTER_DEFAULT, CoreDuration::from_millis),
+            .dead_after
+            .map_or(placement::DEAD_AFTER_DEFAULT, |d| {
+                CoreDuration::from_millis(ms_u64(d))
+            }),
     )
     .map_err(|e| LockError::InvalidArgument(format!("--replicas: {e}")))
 }
@@ -299,11 +321,11 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
              itself\n",
         );
     }
-    if durability == Durability::Memory && state_file.is_none() && a.startup_grace_ms == 0 {
+    if durability == Durability::Memory && state_file.is_none() && a.startup_grace.is_zero() {
         notice_text.push_str(
             "udplock server: no lease horizon file; locks are kept in memory, so if \
              this restarts a node at the same address, restart with \
-             --startup-grace-ms set to the longest lease its clients use\n",
+             --startup-grace set to the longest lease its clients use\n",
         );
     }
     notice(&notice_text);
@@ -356,9 +378,9 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
-    if a.join.replicas.is_some() || a.join.dead_after_ms.is_some() {
+    if a.join.replicas.is_some() || a.join.dead_after.is_some() {
         notice(
-            "udplock server: --replicas and --dead-after-ms ignored: a static cluster \
+            "udplock server: --replicas and --dead-after ignored: a static cluster \
              (--peers) holds every shard on every node\n",
         );
     }
@@ -439,7 +461,7 @@ fn serve(
                 notice(&format!(
                     "udplock server: node {node_id} stopping: handing its shards over, \
                      announcing no leave (a joined cluster moves its replicas only if it stays \
-                     away longer than --dead-after-ms; --leave-on-stop or `udplock remove` \
+                     away longer than --dead-after; --leave-on-stop or `udplock remove` \
                      retire a node at once)\n"
                 ));
                 node.stop(within)
@@ -704,15 +726,15 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
 }
 
 /// One address (`HOST:PORT`), resolved.
-/// A node's Raft timers from `--election-timeout-ms` (drawn from [it, 2 x it), heartbeats
-/// every fifth of it) and SWIM's period from `--swim-period-ms`: the same for the single
+/// A node's Raft timers from `--election-timeout` (drawn from [it, 2 x it), heartbeats
+/// every fifth of it) and SWIM's period from `--swim-period`: the same for the single
 /// node, a static cluster and a joined one.
 fn set_timers(config: &mut ClusterConfig, a: &ServerArgs) {
-    let election_timeout = u64::from(a.election_timeout_ms);
+    let election_timeout = ms_u64(a.election_timeout);
     config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
     config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
     config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
-    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    config.swim_period = CoreDuration::from_millis(ms_u64(a.swim_period));
 }
 
 /// The data directory of a node with `durability`: none without a disk, else `--data-dir`,
@@ -782,14 +804,14 @@ fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, LockError> {
 
 fn table_config(a: &ServerArgs) -> lock_table::Config {
     lock_table::Config {
-        ttl_default_ms: a.ttl_default_ms,
-        ttl_ms_max: a.ttl_ms_max,
-        wait_ms_max: a.wait_ms_max,
+        ttl_default_ms: ms_u32(a.default_ttl),
+        ttl_ms_max: ms_u32(a.ttl_max),
+        wait_ms_max: ms_u32(a.wait_max),
         resources_max: a.resources_max,
         waiters_per_resource_max: a.waiters_per_resource_max,
         holds_per_lock_max: a.holds_per_lock_max,
         sessions_max: a.sessions_max,
-        startup_grace_ms: a.startup_grace_ms,
+        startup_grace_ms: ms_u32(a.startup_grace),
         ..lock_table::Config::default()
     }
 }

@@ -295,3 +295,128 @@ fn renew_reports_the_lease_the_holder_has() {
     let o = server.run(&["status", "job/4", "--json"]);
     assert!(stdout(&o).contains("\"hold_count\":1"), "{}", stdout(&o));
 }
+
+/// The stderr of `udplock ARGS` run without a server (a usage error needs none), and its
+/// exit code.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("UDPLOCK_NO_STATE_FILE", "1")
+        .output()
+        .expect("udplock runs");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Issue 11 items 1 and 5: every flag that takes a time takes a unit (`5s`, `250ms`) under a
+/// unit-free name (`--ttl`, `--timeout`, `--default-ttl`, ...); the old `--*-ms` spellings,
+/// bare numbers of milliseconds and the old variable names keep working.
+#[test]
+fn durations_take_units_and_the_old_spellings_still_work() {
+    let server = Server::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state-file",
+            "--default-ttl",
+            "1m",
+            "--ttl-max",
+            "10m",
+            "--wait-max",
+            "30s",
+        ],
+        &[],
+    );
+    let ttl_ms = |o: &Output| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&stdout(o)).expect("one JSON object");
+        v["ttl_ms"].as_u64().expect("ttl_ms")
+    };
+    let o = server.run(&[
+        "acquire",
+        "units/1",
+        "--client",
+        "a",
+        "--ttl",
+        "2m",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(ttl_ms(&o), 120_000);
+    // The server's --default-ttl 1m.
+    let o = server.run(&["acquire", "units/2", "--client", "a", "--json"]);
+    assert_eq!(ttl_ms(&o), 60_000, "{o:?}");
+    // The old spellings, bare milliseconds.
+    let o = server.run(&[
+        "acquire",
+        "units/3",
+        "--client",
+        "a",
+        "--ttl-ms",
+        "1500",
+        "--timeout-ms",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(ttl_ms(&o), 1_500, "{o:?}");
+    let o = server.run(&["configure", "units/4", "--default-ttl", "45s", "--json"]);
+    assert_eq!(
+        stdout(&o),
+        "{\"resource\":\"units/4\",\"default_ttl_ms\":45000}\n",
+        "{o:?}"
+    );
+    let o = server.run(&["configure", "units/4", "--default-ttl-ms", "0"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // A wait from the variable, new name and old: units/1 is held for two minutes.
+    for (var, value) in [("UDPLOCK_TIMEOUT", "100ms"), ("UDPLOCK_TIMEOUT_MS", "100")] {
+        let o = Command::new(BIN)
+            .args([
+                "acquire",
+                "units/1",
+                "--client",
+                "b",
+                "--servers",
+                &server.addr,
+            ])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{var}: {o:?}");
+    }
+}
+
+/// Issue 11 item 1: a duration out of a flag's range is refused before anything is sent,
+/// naming the flag and the limit; so is one with an unknown unit or finer than a millisecond.
+#[test]
+fn out_of_range_durations_name_the_flag_and_the_limit() {
+    let (code, err) = refused(&["acquire", "r", "--client", "a", "--timeout", "10m"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--timeout") && err.contains("5m (300000 ms)"),
+        "{err}"
+    );
+    let (code, err) = refused(&["acquire", "r", "--client", "a", "--ttl", "1.5s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--ttl") && err.contains("unit"), "{err}");
+    let (code, err) = refused(&["renew", "r", "--client", "a", "--ttl", "1500us"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("whole number of milliseconds"), "{err}");
+    let (code, err) = refused(&["server", "--election-timeout", "2m"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--election-timeout") && err.contains("1m (60000 ms)"),
+        "{err}"
+    );
+    let (code, err) = refused(&["dev", "--swim-period-ms", "5"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--swim-period") && err.contains("below the minimum of 10ms"),
+        "{err}"
+    );
+    let (code, err) = refused(&["bench", "--throughput-time", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--throughput-time"), "{err}");
+}
