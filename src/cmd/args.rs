@@ -118,6 +118,45 @@ pub fn host_port(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("host {s:?} has no address"))
 }
 
+/// `--listen`: [`host_port`]'s address, and how a host name was resolved, for the server's
+/// start-up line.
+#[derive(Clone, Debug)]
+pub struct HostPort {
+    pub addr: SocketAddr,
+    /// The name as given and how many addresses it had; `None` for an IP address.
+    pub name: Option<(String, usize)>,
+}
+
+impl HostPort {
+    /// `localhost:7100 resolved to 127.0.0.1:7100, the first of its 2 addresses; ` (or
+    /// nothing for an IP address): what the start-up line says before the node's shape.
+    pub fn resolved_note(&self) -> String {
+        match &self.name {
+            None => String::new(),
+            Some((name, 1)) => format!("{name} resolved to {}; ", self.addr),
+            Some((name, n)) => format!(
+                "{name} resolved to {}, the first of its {n} addresses (name the address to \
+                 listen on another); ",
+                self.addr
+            ),
+        }
+    }
+}
+
+/// The clap parser of `--listen`: [`host_port`], remembering a host name.
+pub fn host_port_named(s: &str) -> Result<HostPort, String> {
+    let addr = host_port(s)?;
+    let s = s.trim();
+    let name = match s.parse::<SocketAddr>() {
+        Ok(_) => None,
+        Err(_) => Some((
+            s.to_string(),
+            s.to_socket_addrs().map_or(1, |addrs| addrs.count().max(1)),
+        )),
+    };
+    Ok(HostPort { addr, name })
+}
+
 /// A client for the command's servers; `timeout_ms` bounds the wait for an answer to
 /// release, renew, status and configure (an acquire's wait is its own `--timeout`).
 pub fn connect(conn: &ClientArgs, timeout_ms: Option<u64>) -> Result<Client, LockError> {

@@ -48,7 +48,9 @@ pub struct ConfigureArgs {
 /// `udplock acquire`: waits up to `--timeout` for the lock.
 pub fn acquire(a: LockArgs) -> Result<(), LockError> {
     let client = connect(&a.conn, None)?;
-    let lease = client.acquire(&a.resource, &a.client, ms_u64(a.timeout), nonzero(a.ttl))?;
+    let lease = client
+        .acquire(&a.resource, &a.client, ms_u64(a.timeout), nonzero(a.ttl))
+        .map_err(|e| flag_hint(e, &[("wait ", "--timeout"), ("ttl ", "--ttl")]))?;
     print_lease("acquired", &a, &lease);
     Ok(())
 }
@@ -80,7 +82,9 @@ pub fn release(a: LockArgs) -> Result<(), LockError> {
 /// `udplock renew`: extends the lease of a held lock.
 pub fn renew(a: LockArgs) -> Result<(), LockError> {
     let client = connect(&a.conn, Some(ms_u64(a.timeout)))?;
-    let lease = client.renew(&a.resource, &a.client, nonzero(a.ttl))?;
+    let lease = client
+        .renew(&a.resource, &a.client, nonzero(a.ttl))
+        .map_err(|e| flag_hint(e, &[("ttl ", "--ttl")]))?;
     print_lease("renewed", &a, &lease);
     Ok(())
 }
@@ -89,7 +93,9 @@ pub fn renew(a: LockArgs) -> Result<(), LockError> {
 pub fn configure(a: ConfigureArgs) -> Result<(), LockError> {
     let client = connect(&a.conn, None)?;
     let default_ttl_ms = ms_u32(a.default_ttl);
-    client.configure(&a.resource, nonzero(Some(a.default_ttl)))?;
+    client
+        .configure(&a.resource, nonzero(Some(a.default_ttl)))
+        .map_err(|e| flag_hint(e, &[("default ttl ", "--default-ttl")]))?;
     if a.conn.json {
         println!(
             "{}",
@@ -135,4 +141,22 @@ fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
 /// A TTL flag as the client API's milliseconds: the wire's "0 = default" spelled `None`.
 fn nonzero(ttl: Option<Duration>) -> Option<u32> {
     ttl.map(ms_u32).filter(|&t| t != 0)
+}
+
+/// A refusal the library names in its own words (`ttl 600000 ms is above the server's maximum
+/// of 300000 ms`, see `udplock::client`'s limits) with the flag that set the field: for each
+/// `(words, flag)`, the flag if the message names the field by those words.
+fn flag_hint(e: LockError, fields: &[(&str, &str)]) -> LockError {
+    let LockError::InvalidArgument(text) = &e else {
+        return e;
+    };
+    let flags: Vec<&str> = fields
+        .iter()
+        .filter(|(words, _)| text.contains(words))
+        .map(|&(_, flag)| flag)
+        .collect();
+    if flags.is_empty() {
+        return e;
+    }
+    LockError::InvalidArgument(format!("{text}. Pass a smaller {}", flags.join(" and ")))
 }

@@ -17,7 +17,7 @@ use udplock::LockError;
 
 use rand::RngCore;
 
-use super::args::{host_port, resolve};
+use super::args::{host_port, resolve, HostPort};
 use super::duration::{self, ms_u32, ms_u64, U32_MS};
 use super::out::notice;
 
@@ -49,9 +49,10 @@ mod election_timeout_tests {
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address).
-    #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::args::host_port)]
-    listen: SocketAddr,
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address, which
+    /// the start-up line names).
+    #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::args::host_port_named)]
+    listen: HostPort,
     /// Lease length when neither the acquire nor the resource names one: 30s, 2m (a bare
     /// number is ms). Old spelling: --ttl-default-ms.
     #[arg(long, alias = "ttl-default-ms", value_name = "DURATION",
@@ -262,7 +263,7 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         .unwrap_or("memory")
         .parse()
         .map_err(invalid)?;
-    let mut config = SingleConfig::new(a.listen);
+    let mut config = SingleConfig::new(a.listen.addr);
     config.cpu = a.cpu;
     config.table = table_config(&a);
     config.durability = durability;
@@ -274,12 +275,12 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
             config.state_file = match (a.no_state_file, a.state_file.clone()) {
                 (true, _) => None,
                 (false, Some(path)) => Some(path),
-                (false, None) => default_state_file(a.listen),
+                (false, None) => default_state_file(a.listen.addr),
             };
         }
         // The Raft log makes restarts safe: no horizon file.
         Durability::Fsync | Durability::Os => {
-            let listen = a.listen;
+            let listen = a.listen.addr;
             (config.data_dir, data_dir_from) =
                 choose_data_dir(durability, &a, || default_single_data_dir(listen))?;
         }
@@ -288,13 +289,8 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut cluster, &a);
     cluster.validate().map_err(invalid)?;
     let state_file = config.state_file.clone();
-    let node = start_single(cluster.clone()).map_err(|e| {
-        let why = format!("cannot start the node on {}: {e}", a.listen);
-        match e.kind() {
-            std::io::ErrorKind::InvalidInput => invalid(why),
-            _ => LockError::InternalError(why),
-        }
-    })?;
+    let node =
+        start_single(cluster.clone()).map_err(|e| cannot_start("the node", a.listen.addr, e))?;
     // A server must keep serving when nobody reads its stderr any more (a closed pipe):
     // these notices are written without eprintln!, which would panic.
     let data = match &cluster.data_dir {
@@ -302,8 +298,9 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         None => String::new(),
     };
     let mut notice_text = format!(
-        "udplock server listening on {} (a single node, durability {}{data}; Ctrl-C to stop)\n",
+        "udplock server listening on {} ({}a single node, durability {}{data}; Ctrl-C to stop)\n",
         node.local_addr(),
+        a.listen.resolved_note(),
         durability.name()
     );
     if a.cluster_key_file.is_some() {
@@ -346,21 +343,21 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
         .parse()
         .map_err(invalid)?;
     let mut config = ClusterConfig::new(node_id, peers);
-    if a.listen.ip().is_unspecified() {
+    if a.listen.addr.ip().is_unspecified() {
         // The list says where the others reach this node; bind every interface on its port.
         let listed = config.listen();
         let advertise = a.join.advertise.as_deref().map(resolve_one).transpose()?;
         if advertise.is_none()
             || advertise != listed
-            || listed.map(|l| l.port()) != Some(a.listen.port())
+            || listed.map(|l| l.port()) != Some(a.listen.addr.port())
         {
             return Err(invalid(format!(
                 "--listen {} is an unspecified address: pass --advertise with this node's \
                  address in --peers (on the same port)",
-                a.listen
+                a.listen.addr
             )));
         }
-        config.bind = Some(a.listen);
+        config.bind = Some(a.listen.addr);
     } else if let Some(advertise) = &a.join.advertise {
         if Some(resolve_one(advertise)?) != config.listen() {
             return Err(invalid(format!(
@@ -384,14 +381,18 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
              (--peers) holds every shard on every node\n",
         );
     }
-    if config.listen() != Some(a.listen) && a.listen != default_listen() && config.bind.is_none() {
+    if config.listen() != Some(a.listen.addr)
+        && a.listen.addr != default_listen()
+        && config.bind.is_none()
+    {
         return Err(invalid(format!(
             "--listen {} differs from this node's address in --peers",
-            a.listen
+            a.listen.addr
         )));
     }
     let shape = format!("node {node_id} of {}", config.peers.len());
-    serve(config, &shape, &data_dir_from, a.leave_on_stop)
+    let resolved = a.listen.resolved_note();
+    serve(config, &shape, &data_dir_from, a.leave_on_stop, &resolved)
 }
 
 /// Starts the cluster node `config` and serves until a signal (stopping gracefully, and
@@ -402,18 +403,16 @@ fn serve(
     shape: &str,
     data_dir_from: &str,
     leave_on_stop: bool,
+    resolved: &str,
 ) -> Result<(), LockError> {
-    let invalid = |e: String| LockError::InvalidArgument(e);
     let node_id = config.node_id;
     let durability = config.durability;
     // A refused configuration (a key file, a data directory of another node) is the
     // operator's to fix, not an internal error.
-    let node = ClusterNode::start(config.clone()).map_err(|e| {
-        let why = format!("cannot start node {node_id}: {e}");
-        match e.kind() {
-            std::io::ErrorKind::InvalidInput => invalid(why),
-            _ => LockError::InternalError(why),
-        }
+    let bind = config.bind.or(config.listen());
+    let node = ClusterNode::start(config.clone()).map_err(|e| match bind {
+        Some(addr) => cannot_start(&format!("node {node_id}"), addr, e),
+        None => LockError::InternalError(format!("cannot start node {node_id}: {e}")),
     })?;
     let keys = node.keys();
     let authenticated = match &config.key_file {
@@ -429,7 +428,7 @@ fn serve(
         None => String::new(),
     };
     notice(&format!(
-        "udplock server: {shape} listening on {} ({} shards, durability {}{data}; {authenticated})\n",
+        "udplock server: {shape} listening on {} ({resolved}{} shards, durability {}{data}; {authenticated})\n",
         node.local_addr(),
         config.shards,
         durability.name(),
@@ -515,13 +514,13 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     }
     let advertise = match &a.join.advertise {
         Some(addr) => resolve_one(addr)?,
-        None => a.listen,
+        None => a.listen.addr,
     };
     if advertise.ip().is_unspecified() || advertise.port() == 0 {
         return Err(invalid(format!(
             "--listen {} cannot be announced to the other nodes: pass --advertise HOST:PORT, \
              the address they reach this node at",
-            a.listen
+            a.listen.addr
         )));
     }
     let durability: Durability = a
@@ -571,8 +570,8 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.placement = Some(planner(&a)?);
-    if advertise != a.listen {
-        config.bind = Some(a.listen);
+    if advertise != a.listen.addr {
+        config.bind = Some(a.listen.addr);
     }
     // The first node of the cluster holds every shard; its directory says so on restarts.
     let voter = |config: &mut ClusterConfig, cluster_id: u64, seeds| {
@@ -642,7 +641,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             JOIN_PATIENCE
         };
         // The same --join list on every node names this one too: the voter needs nobody.
-        let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen);
+        let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen.addr);
         // A member also asks the members its directory recorded (its seeds may be gone); the
         // voter, which starts without waiting, takes them as they are if no seed answers.
         let mut asked = seeds.clone();
@@ -722,10 +721,33 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         }
     }
     config.validate().map_err(invalid)?;
-    serve(config, &shape, &data_dir_from, a.leave_on_stop)
+    let resolved = a.listen.resolved_note();
+    serve(config, &shape, &data_dir_from, a.leave_on_stop, &resolved)
 }
 
-/// One address (`HOST:PORT`), resolved.
+/// Why a node could not start on `addr`, as an operator reads it: a busy port or an address
+/// this host does not have named as such (issue 11 item 6: "Address already in use (os error
+/// 98)" did not say which address, nor the likely cause); a refused configuration (a key
+/// file, a data directory of another node) is the operator's to fix; anything else is an
+/// internal error.
+fn cannot_start(what: &str, addr: SocketAddr, e: std::io::Error) -> LockError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::AddrInUse => LockError::InvalidArgument(format!(
+            "cannot start {what}: address {addr} is already in use (another udplock server?); \
+             stop it, or pass another --listen"
+        )),
+        ErrorKind::AddrNotAvailable => LockError::InvalidArgument(format!(
+            "cannot start {what}: address {addr} is not an address of this host; pass one of \
+             its addresses (or 0.0.0.0 / [::] with --advertise) as --listen"
+        )),
+        ErrorKind::InvalidInput => {
+            LockError::InvalidArgument(format!("cannot start {what} on {addr}: {e}"))
+        }
+        _ => LockError::InternalError(format!("cannot start {what} on {addr}: {e}")),
+    }
+}
+
 /// A node's Raft timers from `--election-timeout` (drawn from [it, 2 x it), heartbeats
 /// every fifth of it) and SWIM's period from `--swim-period`: the same for the single
 /// node, a static cluster and a joined one.
@@ -761,6 +783,7 @@ fn choose_data_dir(
     }
 }
 
+/// One address (`HOST:PORT`), resolved.
 fn resolve_one(addr: &str) -> Result<SocketAddr, LockError> {
     Ok(resolve(&[addr.to_string()])?[0])
 }

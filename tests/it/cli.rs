@@ -420,3 +420,120 @@ fn out_of_range_durations_name_the_flag_and_the_limit() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--throughput-time"), "{err}");
 }
+
+/// Issue 11 item 6: a field the server refuses as out of range (INVALID_ARGUMENT) is named,
+/// with the value asked and the server's limit, which the client learns from the node's
+/// settings (NODE_SETTINGS) once the refusal came. The CLI adds which flag it was.
+#[test]
+fn a_refused_field_is_named_with_the_servers_limit() {
+    let server = Server::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state-file",
+            "--ttl-max",
+            "5m",
+            "--wait-max",
+            "10s",
+        ],
+        &[],
+    );
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let o = server.run(&["acquire", "limits/1", "--client", "a", "--ttl", "10m"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("ttl 600000 ms is above the server's maximum of 300000 ms"),
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("--ttl"), "{o:?}");
+    let o = server.run(&["acquire", "limits/1", "--client", "a", "--timeout", "1m"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("wait 60000 ms is above the server's maximum of 10000 ms"),
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("--timeout"), "{o:?}");
+    let o = server.run(&["acquire", "limits/1", "--client", "a", "--ttl", "1m"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = server.run(&["renew", "limits/1", "--client", "a", "--ttl", "1h"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("ttl 3600000 ms is above the server's maximum of 300000 ms"),
+        "{o:?}"
+    );
+    let o = server.run(&["configure", "limits/2", "--default-ttl", "6m"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("default ttl 360000 ms is above the server's maximum of 300000 ms"),
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("--default-ttl"), "{o:?}");
+}
+
+/// Issue 11 item 6: the library's error names the field and the limit in its own words, and
+/// says nothing of the CLI's flags.
+#[test]
+fn the_librarys_refusal_names_no_flag() {
+    let server = Server::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state-file",
+            "--ttl-max",
+            "5m",
+        ],
+        &[],
+    );
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    let client = udplock::Client::new(udplock::ClientConfig::new(vec![addr])).unwrap();
+    let e = client
+        .acquire("limits/3", "a", 1_000, Some(600_000))
+        .unwrap_err();
+    assert!(matches!(e, udplock::LockError::InvalidArgument(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("ttl 600000 ms is above the server's maximum of 300000 ms"),
+        "{text}"
+    );
+    assert!(!text.contains("--"), "{text}");
+}
+
+/// Issue 11 item 6: a busy port says so, with the address, instead of an OS error number.
+#[test]
+fn a_busy_port_says_so() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = refused(&["server", "--listen", &addr]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "address {addr} is already in use (another udplock server?)"
+        )),
+        "{err}"
+    );
+    let (code, err) = refused(&["dev", "--nodes", "1", "--listen", &addr]);
+    // `dev` takes no --listen: only the server binds a chosen address.
+    assert_eq!(code, Some(1), "{err}");
+}
+
+/// Issue 11 item 6: a `--listen` host name is resolved, and the server says to which
+/// address (the first) it bound.
+#[test]
+fn a_listen_host_name_is_resolved_and_named() {
+    let server = Server::start_with(&["--listen", "localhost:0", "--no-state-file"], &[]);
+    let o = server.run(&["acquire", "named/1", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", "localhost:0", "--no-state-file"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("localhost:0 resolved to"), "{line}");
+}
