@@ -163,7 +163,9 @@ fn no_server_is_exit_code_6() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(6), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("udplock server"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("udplock server"), "{stderr}");
+    assert!(stderr.contains("--servers"), "{stderr}");
 }
 
 /// Issue 7 item 12: the exit codes mean what the README says. Not holding a lock is 4 however
