@@ -513,9 +513,24 @@ fn a_busy_port_says_so() {
         )),
         "{err}"
     );
-    let (code, err) = refused(&["dev", "--nodes", "1", "--listen", &addr]);
-    // `dev` takes no --listen: only the server binds a chosen address.
+    // A node of a cluster too.
+    let peers = format!("1@{addr},2@127.0.0.1:9");
+    let (code, err) = refused(&[
+        "server",
+        "--node-id",
+        "1",
+        "--peers",
+        &peers,
+        "--listen",
+        &addr,
+        "--durability",
+        "memory",
+    ]);
     assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("address {addr} is already in use")),
+        "{err}"
+    );
 }
 
 /// Issue 11 item 6: a `--listen` host name is resolved, and the server says to which
