@@ -109,13 +109,7 @@ pub fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
 /// with several addresses stands for the first, the one the resolver prefers (RFC 6724
 /// order); name the address itself where that is not the one meant.
 pub fn host_port(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    let mut addrs = s
-        .to_socket_addrs()
-        .map_err(|e| format!("{s:?} is not an address (HOST:PORT, IP:PORT or [IPv6]:PORT): {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("host {s:?} has no address"))
+    host_port_named(s).map(|h| h.addr)
 }
 
 /// `--listen`: [`host_port`]'s address, and how a host name was resolved, for the server's
@@ -143,16 +137,20 @@ impl HostPort {
     }
 }
 
-/// The clap parser of `--listen`: [`host_port`], remembering a host name.
+/// The clap parser of `--listen`: [`host_port`], remembering a host name and how many
+/// addresses it had (resolved once).
 pub fn host_port_named(s: &str) -> Result<HostPort, String> {
-    let addr = host_port(s)?;
     let s = s.trim();
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not an address (HOST:PORT, IP:PORT or [IPv6]:PORT): {e}"))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| format!("host {s:?} has no address"))?;
     let name = match s.parse::<SocketAddr>() {
         Ok(_) => None,
-        Err(_) => Some((
-            s.to_string(),
-            s.to_socket_addrs().map_or(1, |addrs| addrs.count().max(1)),
-        )),
+        Err(_) => Some((s.to_string(), addrs.len())),
     };
     Ok(HostPort { addr, name })
 }
@@ -176,5 +174,31 @@ mod swim_period_tests {
     fn the_default_is_the_node_cores() {
         let core = udplock::core::node::Config::new(1, Vec::new()).swim_period;
         assert_eq!(core.as_micros(), super::SWIM_PERIOD_MS_DEFAULT * 1_000);
+    }
+}
+
+#[cfg(test)]
+mod host_port_tests {
+    use super::*;
+
+    /// Issue 11 item 6: the start-up line says what a `--listen` name resolved to, and that
+    /// the first of several addresses was taken; an IP address needs no note.
+    #[test]
+    fn a_names_resolution_is_noted() {
+        let ip = host_port_named("127.0.0.1:7100").unwrap();
+        assert_eq!(ip.addr, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(ip.resolved_note(), "");
+        let two = HostPort {
+            addr: "10.0.0.1:7100".parse().unwrap(),
+            name: Some(("locks.internal:7100".into(), 2)),
+        };
+        assert_eq!(
+            two.resolved_note(),
+            "locks.internal:7100 resolved to 10.0.0.1:7100, the first of its 2 addresses \
+             (name the address to listen on another); "
+        );
+        assert!(host_port_named("nonsense")
+            .unwrap_err()
+            .contains("is not an address"));
     }
 }
