@@ -554,3 +554,102 @@ fn a_listen_host_name_is_resolved_and_named() {
     let _ = child.wait();
     assert!(line.contains("localhost:0 resolved to"), "{line}");
 }
+
+/// Issue 11 item 7: every `--json` output is one valid JSON object with the fields the
+/// README's "JSON output" lists (an id with quotes and control bytes included).
+#[test]
+fn every_json_output_parses_with_its_documented_fields() {
+    let server = Server::start();
+    let parse = |o: &Output| -> serde_json::Value {
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        let out = stdout(o);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    };
+    let has = |v: &serde_json::Value, fields: &[&str]| {
+        let keys = keys(v);
+        for f in fields {
+            assert!(keys.iter().any(|k| k == f), "{f} missing from {v}");
+        }
+    };
+    let odd = "a \"quoted\"\tid\u{1}";
+    let v = parse(&server.run(&["acquire", odd, "--client", odd, "--json"]));
+    has(&v, &["resource", "client", "token", "hold_count", "ttl_ms"]);
+    assert_eq!(v["resource"], odd);
+    let v = parse(&server.run(&["renew", odd, "--client", odd, "--json"]));
+    has(&v, &["resource", "client", "token", "hold_count", "ttl_ms"]);
+    let v = parse(&server.run(&["status", odd, "--json"]));
+    has(
+        &v,
+        &[
+            "resource",
+            "held",
+            "holder",
+            "holder_truncated",
+            "hold_count",
+            "token",
+            "remaining_ttl_ms",
+            "waiters",
+        ],
+    );
+    assert_eq!(v["holder"], odd);
+    let v = parse(&server.run(&["release", odd, "--client", odd, "--json"]));
+    has(&v, &["resource", "client", "hold_count"]);
+    let v = parse(&server.run(&["configure", odd, "--default-ttl", "2s", "--json"]));
+    has(&v, &["resource", "default_ttl_ms"]);
+    let v = parse(&server.run(&["status", "--json"]));
+    has(
+        &v,
+        &[
+            "shards_total",
+            "shards",
+            "nodes",
+            "members",
+            "settings_differences",
+        ],
+    );
+    has(
+        &v["shards"][0],
+        &[
+            "shard",
+            "leader_id",
+            "leader_address",
+            "term",
+            "commit_index",
+            "applied_index",
+            "held",
+            "waiters",
+            "reported_by",
+            "voters",
+            "learners",
+        ],
+    );
+    has(
+        &v["nodes"][0],
+        &[
+            "address",
+            "reachable",
+            "node_id",
+            "shards",
+            "holds",
+            "learner_in",
+            "leads",
+        ],
+    );
+    has(
+        &v["members"][0],
+        &[
+            "id",
+            "state",
+            "incarnation",
+            "address",
+            "reported_by",
+            "cluster_id",
+            "settings",
+            "settings_differ",
+        ],
+    );
+}
