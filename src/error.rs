@@ -170,10 +170,10 @@ impl fmt::Display for LockError {
             ),
             LockError::InternalError(what) => write!(f, "internal error: {what}"),
             LockError::Unavailable => f.write_str(
-                "no answer from the lock server before the deadline: check that `udplock \
-                 server` runs at the --servers address and that UDP reaches it. The request may \
-                 still have taken effect; a lock granted whose reply was lost expires after its \
-                 TTL",
+                "no answer from the lock server before the deadline: check that a server runs \
+                 at the server's address the client was given and that UDP reaches it. The \
+                 request may still have taken effect; a lock granted whose reply was lost \
+                 expires after its TTL",
             ),
             LockError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             LockError::Overloaded { retry_after_ms } => write!(
@@ -244,9 +244,29 @@ mod tests {
         assert_eq!(LockError::InvalidArgument("x".into()).exit_code(), 1);
     }
 
+    /// Issue 11 item 4: the library's errors say nothing of the CLI's flags (a library user
+    /// has none; the CLI adds its own hint).
+    #[test]
+    fn messages_name_no_cli_flag() {
+        let mut errors: Vec<LockError> = Status::ALL
+            .iter()
+            .filter_map(|&s| LockError::from_status(s))
+            .collect();
+        errors.extend([
+            LockError::Unavailable,
+            LockError::ReleaseInDoubt,
+            LockError::Overloaded { retry_after_ms: 5 },
+        ]);
+        for e in errors {
+            assert!(!e.to_string().contains("--"), "{e:?}: {e}");
+        }
+    }
+
     #[test]
     fn messages_say_what_to_do() {
-        assert!(LockError::Unavailable.to_string().contains("--servers"));
+        assert!(LockError::Unavailable
+            .to_string()
+            .contains("the server's address"));
         assert!(LockError::Overloaded { retry_after_ms: 25 }
             .to_string()
             .contains("25 ms"));

@@ -40,10 +40,10 @@ use cmd::swim_sim::SwimSimArgs;
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success (status of a lock nobody holds too: it says \"free\")
-  3  lock acquisition timed out (held by another client for the whole --timeout-ms)
+  3  lock acquisition timed out (held by another client for the whole --timeout)
   4  lock not held by this --client (release, renew): another client holds it, or nobody
      does (never acquired, already released, or its lease ran out)
-  5  no such resource: configure --default-ttl-ms 0 of a resource the server does not know
+  5  no such resource: configure --default-ttl 0 of a resource the server does not know
   6  unavailable: no answer from the server before the deadline
   1  anything else (bad arguments, overloaded, internal error)";
 
@@ -54,6 +54,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start and moved into its command: the size of the server's options is no cost.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run a lock server node (blocks until killed): a single node, or with --peers one node
@@ -62,7 +64,7 @@ enum Command {
     /// Run a local replicated cluster in this process (each node its own thread and socket)
     /// and print the --servers list to use; runs until Ctrl-C.
     Dev(DevArgs),
-    /// Take a lock, waiting up to --timeout-ms for it.
+    /// Take a lock, waiting up to --timeout for it.
     #[command(after_help = EXIT_CODES)]
     Acquire(LockArgs),
     /// Give back one hold of a lock (re-entrant locks need as many releases as acquires).

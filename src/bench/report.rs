@@ -187,45 +187,101 @@ pub fn format_phase(p: &PhaseReport) -> String {
     )
 }
 
-/// The report as one JSON object. Figures that do not apply to a phase are `null`.
+/// The report as one JSON object (the schema: [`crate::json::BenchReport`]). Figures that
+/// do not apply to a phase, or are not finite, are `null`.
 pub fn to_json(r: &BenchReport) -> String {
-    let opt = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
-    let positive = |v: f64| opt(Some(v).filter(|v| *v > 0.0));
-    let phases: Vec<String> = r
+    use crate::json::{rounded, BenchPhase};
+    let positive = |v: f64| rounded(v).filter(|v| *v > 0.0);
+    let phases = r
         .phases
         .iter()
-        .map(|p| {
-            format!(
-                "{{\"name\":{},\"samples\":{},\"p50_us\":{:.3},\"p90_us\":{:.3},\"p99_us\":{:.3},\"p999_us\":{:.3},\"max_us\":{:.3},\"ops_per_sec\":{},\"p50_ratio_to_rtt\":{},\"goal\":{},\"replicas\":{},\"server_cpu_us_per_grant\":{},\"grants_per_client_min\":{},\"grants_per_client_max\":{},\"rss_bytes_per_held_lock\":{},\"ops_ratio_to_first\":{},\"first_clients\":{},\"election_timeout_max_ms\":{},\"p50_ratio_to_election_timeout_max\":{},\"elections\":{}}}",
-                crate::json::string(&p.name),
-                p.samples,
-                p.p50_us,
-                p.p90_us,
-                p.p99_us,
-                p.p999_us,
-                p.max_us,
-                positive(p.ops_per_sec),
-                positive(p.p50_ratio_to_rtt),
-                p.goal.map_or("null".into(), crate::json::string),
-                p.replicas,
-                opt(p.server_cpu_us_per_grant),
-                p.grants_min_max.map_or("null".into(), |g| g.0.to_string()),
-                p.grants_min_max.map_or("null".into(), |g| g.1.to_string()),
-                opt(p.rss_bytes_per_held_lock),
-                opt(p.ops_ratio_to_first.map(|r| r.1)),
-                p.ops_ratio_to_first.map_or("null".into(), |r| r.0.to_string()),
-                opt(p.election_timeout_max_ms),
-                opt(p.p50_ratio_to_election_timeout_max),
-                p.elections.map_or("null".into(), |n| n.to_string()),
-            )
+        .map(|p| BenchPhase {
+            name: &p.name,
+            samples: p.samples,
+            p50_us: rounded(p.p50_us),
+            p90_us: rounded(p.p90_us),
+            p99_us: rounded(p.p99_us),
+            p999_us: rounded(p.p999_us),
+            max_us: rounded(p.max_us),
+            ops_per_sec: positive(p.ops_per_sec),
+            p50_ratio_to_rtt: positive(p.p50_ratio_to_rtt),
+            goal: p.goal,
+            replicas: p.replicas,
+            server_cpu_us_per_grant: p.server_cpu_us_per_grant.and_then(rounded),
+            grants_per_client_min: p.grants_min_max.map(|g| g.0),
+            grants_per_client_max: p.grants_min_max.map(|g| g.1),
+            rss_bytes_per_held_lock: p.rss_bytes_per_held_lock.and_then(rounded),
+            ops_ratio_to_first: p.ops_ratio_to_first.and_then(|r| rounded(r.1)),
+            first_clients: p.ops_ratio_to_first.map(|r| r.0),
+            election_timeout_max_ms: p.election_timeout_max_ms.and_then(rounded),
+            p50_ratio_to_election_timeout_max: p
+                .p50_ratio_to_election_timeout_max
+                .and_then(rounded),
+            elections: p.elections,
         })
         .collect();
-    let notes: Vec<String> = r.notes.iter().map(|n| crate::json::string(n)).collect();
-    format!(
-        "{{\"target\":{},\"cpus\":{},\"phases\":[{}],\"notes\":[{}]}}",
-        crate::json::string(&r.target),
-        r.cpus,
-        phases.join(","),
-        notes.join(",")
-    )
+    crate::json::to_line(&crate::json::BenchReport {
+        target: &r.target,
+        cpus: r.cpus,
+        phases,
+        notes: &r.notes,
+    })
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    /// Issue 11 item 7: a NaN figure (a phase with no samples, a ratio to a zero) printed
+    /// `NaN` with `{:.3}`, which no JSON parser reads; now it is `null`, and the field names
+    /// are today's.
+    #[test]
+    fn a_nan_figure_is_null_and_the_output_parses() {
+        let mut phase = summarize("acquire", &histogram(), Duration::from_secs(1), 10.0);
+        phase.p50_us = f64::NAN;
+        phase.server_cpu_us_per_grant = Some(f64::INFINITY);
+        phase.grants_min_max = Some((3, 5));
+        let report = BenchReport {
+            target: "embedded \"x\"".into(),
+            cpus: 2,
+            phases: vec![phase],
+            notes: vec!["a note".into()],
+        };
+        let line = to_json(&report);
+        let v: serde_json::Value = serde_json::from_str(&line).expect(&line);
+        let p = &v["phases"][0];
+        assert!(p["p50_us"].is_null(), "{line}");
+        assert!(p["server_cpu_us_per_grant"].is_null(), "{line}");
+        assert_eq!(p["grants_per_client_min"], 3);
+        assert_eq!(p["grants_per_client_max"], 5);
+        assert_eq!(p["samples"], 0);
+        assert!(p["first_clients"].is_null());
+        assert_eq!(v["target"], "embedded \"x\"");
+        assert_eq!(v["notes"][0], "a note");
+        let keys: Vec<&str> = p.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        for key in [
+            "name",
+            "samples",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "ops_per_sec",
+            "p50_ratio_to_rtt",
+            "goal",
+            "replicas",
+            "server_cpu_us_per_grant",
+            "grants_per_client_min",
+            "grants_per_client_max",
+            "rss_bytes_per_held_lock",
+            "ops_ratio_to_first",
+            "first_clients",
+            "election_timeout_max_ms",
+            "p50_ratio_to_election_timeout_max",
+            "elections",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {line}");
+        }
+    }
 }

@@ -73,6 +73,7 @@
 //! - `doubts.rs`: releases whose outcome is unknown, settled before the lock is touched again.
 //! - `admin.rs`: the operators' read-only queries (SHARD_STATUS, NODE_SETTINGS), off the lock
 //!   path.
+//! - `limits.rs`: an INVALID_ARGUMENT refusal made to name the field and the server's limit.
 //! - `tests/`: unit tests against a scripted fake server on loopback, by concern.
 //!
 //! [`Call`]: crate::core::call::Call
@@ -81,6 +82,7 @@ mod admin;
 mod config;
 mod doubts;
 mod lanes;
+mod limits;
 mod operation;
 mod receiving;
 mod reports;
@@ -334,7 +336,13 @@ impl Client {
             wait_ms: timeout_ms as u32,
             ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
         };
-        let answer = self.call(body, timeout_ms + self.config.grace_ms)?;
+        let asked = limits::Asked {
+            wait_ms: Some(timeout_ms),
+            ttl_ms,
+            ..Default::default()
+        };
+        let answer = (self.call(body, timeout_ms + self.config.grace_ms))
+            .map_err(|e| self.name_refused_field(e, asked))?;
         Ok(self.lease(resource_id, client_id, &answer))
     }
 
@@ -365,7 +373,12 @@ impl Client {
             client: client_id.as_bytes(),
             ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
         };
-        let answer = self.call(body, self.config.request_timeout_ms)?;
+        let asked = limits::Asked {
+            ttl_ms,
+            ..Default::default()
+        };
+        let answer = (self.call(body, self.config.request_timeout_ms))
+            .map_err(|e| self.name_refused_field(e, asked))?;
         Ok(self.lease(resource_id, client_id, &answer))
     }
 
@@ -419,7 +432,13 @@ impl Client {
             resource: resource_id.as_bytes(),
             default_ttl_ms: ttl_wire("default_ttl_ms", default_ttl_ms)?,
         };
-        self.call(body, self.config.request_timeout_ms).map(|_| ())
+        let asked = limits::Asked {
+            default_ttl_ms,
+            ..Default::default()
+        };
+        (self.call(body, self.config.request_timeout_ms))
+            .map(|_| ())
+            .map_err(|e| self.name_refused_field(e, asked))
     }
 
     /// The client's view of a granted hold (spec "Lease rule").

@@ -634,7 +634,7 @@ fn single_without_state(config: &ClusterConfig, dir: Option<&DataDir>) -> String
     format!(
         "single node {}: the state in {path} cannot be trusted: {why}. A single node cannot \
          rejoin (nobody can vouch for it), and starting empty would forget the locks clients \
-         hold. To start empty, move the directory away and start with --startup-grace-ms set \
+         hold. To start empty, move the directory away and start with --startup-grace set \
          to the longest lease clients use (spec §7.2.4)",
         config.listen().map_or_else(String::new, |a| a.to_string())
     )

@@ -26,18 +26,18 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
-/// `--swim-period-ms` of `udplock server` and `udplock dev`: SWIM's protocol period among the
+/// `--swim-period` of `udplock server` and `udplock dev`: SWIM's protocol period among the
 /// nodes (spec §8.12, `cluster::ClusterConfig::swim_period`), its default, and the range the
-/// option accepts. Each period a node probes one other node, so a crashed one is suspected
+/// option accepts, in ms. Each period a node probes one other node, so a crashed one is suspected
 /// within about 1 to 2 periods and declared dead after the suspicion timeout (a few tens of
 /// periods at most; README, "Membership"). Below 10 ms the probe timeout (half a period)
 /// would be shorter than a round trip on a busy machine, and healthy nodes would be
 /// suspected; above a minute a dead node would go unnoticed for half an hour. Nodes may
 /// differ: a node's period only paces its own probes and timers (SWIM answers every probe at
 /// once), and SWIM never decides who holds a lock.
-pub const SWIM_PERIOD_MS_DEFAULT: u32 = 1_000;
-pub const SWIM_PERIOD_MS_MIN: i64 = 10;
-pub const SWIM_PERIOD_MS_MAX: i64 = 60_000;
+pub const SWIM_PERIOD_MS_DEFAULT: u64 = 1_000;
+pub const SWIM_PERIOD_MS_MIN: u64 = 10;
+pub const SWIM_PERIOD_MS_MAX: u64 = 60_000;
 
 /// The commands whose options can also be set by `UDPLOCK_*` environment variables: the
 /// server (and `dev`), so that it runs under a service manager or in a container from its
@@ -62,6 +62,11 @@ const ENV_COMMANDS: [&str; 8] = [
 /// `--help` shows each variable. A switch (`--no-state-file`) is on when its variable is set
 /// to anything but `0`, `false`, `no`, `off`, `n`, `f` or the empty string. Done on the built
 /// command rather than on each option so that an option added later gets its variable too.
+///
+/// An option renamed keeps its old spelling as a clap alias (`--timeout-ms` of `--timeout`),
+/// and its old variable too: clap reads one variable per option, so when the new one
+/// (`UDPLOCK_TIMEOUT`) is not set and an old one (`UDPLOCK_TIMEOUT_MS`) is, the option reads
+/// the old one (and `--help` names it).
 pub fn with_environment(command: clap::Command) -> clap::Command {
     command.mut_subcommands(|sub| {
         if !ENV_COMMANDS.contains(&sub.get_name()) {
@@ -74,8 +79,15 @@ pub fn with_environment(command: clap::Command) -> clap::Command {
             if arg.get_env().is_some() || matches!(long, "help" | "version") {
                 return arg;
             }
-            let var = format!("UDPLOCK_{}", long.to_uppercase().replace('-', "_"));
-            let arg = arg.env(var);
+            let name = |long: &str| format!("UDPLOCK_{}", long.to_uppercase().replace('-', "_"));
+            let var = name(long);
+            let old = (arg.get_all_aliases().unwrap_or_default().into_iter())
+                .map(name)
+                .find(|old| std::env::var_os(old).is_some());
+            let arg = match old {
+                Some(old) if std::env::var_os(&var).is_none() => arg.env(old),
+                _ => arg.env(var),
+            };
             if matches!(arg.get_action(), clap::ArgAction::SetTrue) {
                 arg.value_parser(clap::builder::FalseyValueParser::new())
             } else {
@@ -97,17 +109,54 @@ pub fn resolve(servers: &[String]) -> Result<Vec<SocketAddr>, LockError> {
 /// with several addresses stands for the first, the one the resolver prefers (RFC 6724
 /// order); name the address itself where that is not the one meant.
 pub fn host_port(s: &str) -> Result<SocketAddr, String> {
+    host_port_named(s).map(|h| h.addr)
+}
+
+/// `--listen`: [`host_port`]'s address, and how a host name was resolved, for the server's
+/// start-up line.
+#[derive(Clone, Debug)]
+pub struct HostPort {
+    pub addr: SocketAddr,
+    /// The name as given and how many addresses it had; `None` for an IP address.
+    pub name: Option<(String, usize)>,
+}
+
+impl HostPort {
+    /// `localhost:7100 resolved to 127.0.0.1:7100, the first of its 2 addresses; ` (or
+    /// nothing for an IP address): what the start-up line says before the node's shape.
+    pub fn resolved_note(&self) -> String {
+        match &self.name {
+            None => String::new(),
+            Some((name, 1)) => format!("{name} resolved to {}; ", self.addr),
+            Some((name, n)) => format!(
+                "{name} resolved to {}, the first of its {n} addresses (name the address to \
+                 listen on another); ",
+                self.addr
+            ),
+        }
+    }
+}
+
+/// The clap parser of `--listen`: [`host_port`], remembering a host name and how many
+/// addresses it had (resolved once).
+pub fn host_port_named(s: &str) -> Result<HostPort, String> {
     let s = s.trim();
-    let mut addrs = s
+    let addrs: Vec<SocketAddr> = s
         .to_socket_addrs()
-        .map_err(|e| format!("{s:?} is not an address (HOST:PORT, IP:PORT or [IPv6]:PORT): {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("host {s:?} has no address"))
+        .map_err(|e| format!("{s:?} is not an address (HOST:PORT, IP:PORT or [IPv6]:PORT): {e}"))?
+        .collect();
+    let addr = *addrs
+        .first()
+        .ok_or_else(|| format!("host {s:?} has no address"))?;
+    let name = match s.parse::<SocketAddr>() {
+        Ok(_) => None,
+        Err(_) => Some((s.to_string(), addrs.len())),
+    };
+    Ok(HostPort { addr, name })
 }
 
 /// A client for the command's servers; `timeout_ms` bounds the wait for an answer to
-/// release, renew, status and configure (an acquire's wait is its own `--timeout-ms`).
+/// release, renew, status and configure (an acquire's wait is its own `--timeout`).
 pub fn connect(conn: &ClientArgs, timeout_ms: Option<u64>) -> Result<Client, LockError> {
     let mut config = ClientConfig::new(resolve(&conn.servers)?);
     config.shards = conn.shards;
@@ -124,9 +173,32 @@ mod swim_period_tests {
     #[test]
     fn the_default_is_the_node_cores() {
         let core = udplock::core::node::Config::new(1, Vec::new()).swim_period;
+        assert_eq!(core.as_micros(), super::SWIM_PERIOD_MS_DEFAULT * 1_000);
+    }
+}
+
+#[cfg(test)]
+mod host_port_tests {
+    use super::*;
+
+    /// Issue 11 item 6: the start-up line says what a `--listen` name resolved to, and that
+    /// the first of several addresses was taken; an IP address needs no note.
+    #[test]
+    fn a_names_resolution_is_noted() {
+        let ip = host_port_named("127.0.0.1:7100").unwrap();
+        assert_eq!(ip.addr, "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(ip.resolved_note(), "");
+        let two = HostPort {
+            addr: "10.0.0.1:7100".parse().unwrap(),
+            name: Some(("locks.internal:7100".into(), 2)),
+        };
         assert_eq!(
-            core.as_micros(),
-            u64::from(super::SWIM_PERIOD_MS_DEFAULT) * 1_000
+            two.resolved_note(),
+            "locks.internal:7100 resolved to 10.0.0.1:7100, the first of its 2 addresses \
+             (name the address to listen on another); "
         );
+        assert!(host_port_named("nonsense")
+            .unwrap_err()
+            .contains("is not an address"));
     }
 }

@@ -1,11 +1,14 @@
 //! `udplock bench`: the benchmark runner ([`udplock::bench`]) with the command's options,
 //! printing a table as each phase completes, or one JSON object.
 
+use std::time::Duration;
+
 use clap::Args;
 use udplock::bench::{self, BenchConfig, Placement};
 use udplock::LockError;
 
 use super::args::resolve;
+use super::duration::ms_u64;
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -30,16 +33,20 @@ pub struct BenchArgs {
     /// Numbers of clients contending for one lock, one run each.
     #[arg(long, value_delimiter = ',', default_value = "4,64")]
     contenders: Vec<usize>,
-    /// Length of each contention run in milliseconds.
-    #[arg(long, default_value_t = 2_000)]
-    contention_ms: u64,
+    /// Length of each contention run: 2s, 500ms (a bare number is ms). Old spelling:
+    /// --contention-ms.
+    #[arg(long, alias = "contention-ms", value_name = "DURATION", default_value = "2s",
+          value_parser = super::duration::ms::<1, { u64::MAX }>)]
+    contention_time: Duration,
     /// Numbers of client threads looping acquire+release on their own resources, one
     /// throughput run each (later runs are compared with the first).
     #[arg(long, value_delimiter = ',', default_value = "1,64")]
     throughput_clients: Vec<usize>,
-    /// Length of each throughput run in milliseconds.
-    #[arg(long, default_value_t = 2_000)]
-    throughput_ms: u64,
+    /// Length of each throughput run: 2s, 500ms (a bare number is ms). Old spelling:
+    /// --throughput-ms.
+    #[arg(long, alias = "throughput-ms", value_name = "DURATION", default_value = "2s",
+          value_parser = super::duration::ms::<1, { u64::MAX }>)]
+    throughput_time: Duration,
     /// Failover samples (embedded cluster of 3 nodes or more): each starts a fresh cluster and
     /// kills a shard's leader; 0 skips the phase.
     #[arg(long, default_value_t = 5)]
@@ -67,9 +74,9 @@ pub fn run(a: BenchArgs) -> Result<(), LockError> {
         iterations: a.iterations.max(1),
         held: a.held,
         throughput_clients: a.throughput_clients,
-        throughput_ms: a.throughput_ms,
+        throughput_ms: ms_u64(a.throughput_time),
         contenders: a.contenders,
-        contention_ms: a.contention_ms,
+        contention_ms: ms_u64(a.contention_time),
         failovers: a.failovers,
         progress: !a.json,
     };

@@ -17,14 +17,14 @@ pub struct DevArgs {
     /// Shards of the local cluster (default 64; a single node has one).
     #[arg(long)]
     shards: Option<u32>,
-    /// SWIM's protocol period among the nodes, in ms: each period a node probes one other,
+    /// SWIM's protocol period among the nodes: each period a node probes one other,
     /// so a crashed node is suspected within about 1 to 2 periods and declared dead after
     /// the suspicion timeout (README, "Membership"). Shorter notices sooner and costs a ping
-    /// and an ack per node per period; 10 to 60000. Nodes may differ.
-    #[arg(long, visible_alias = "swim-period", value_name = "MS",
-          default_value_t = super::args::SWIM_PERIOD_MS_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(super::args::SWIM_PERIOD_MS_MIN..=super::args::SWIM_PERIOD_MS_MAX))]
-    swim_period_ms: u32,
+    /// and an ack per node per period; 10ms to 1m. Old spelling: --swim-period-ms.
+    #[arg(long, alias = "swim-period-ms", value_name = "DURATION",
+          default_value = super::duration::format(std::time::Duration::from_millis(super::args::SWIM_PERIOD_MS_DEFAULT)),
+          value_parser = super::duration::ms::<{ super::args::SWIM_PERIOD_MS_MIN }, { super::args::SWIM_PERIOD_MS_MAX }>)]
+    swim_period: std::time::Duration,
 }
 
 pub fn run(a: DevArgs) -> Result<(), LockError> {
@@ -33,7 +33,7 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
             "--nodes must be at least 1".into(),
         ));
     }
-    let swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    let swim_period = CoreDuration::from_millis(super::duration::ms_u64(a.swim_period));
     let nodes = if a.nodes == 1 {
         if a.shards.is_some() {
             notice("udplock dev: --shards ignored: a single node has one shard\n");

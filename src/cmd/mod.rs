@@ -56,6 +56,12 @@ impl From<LockError> for Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // The library's words name no flag (issue 11 item 4): the command's are added.
+            Failure::Lock(e @ LockError::Unavailable) => write!(
+                f,
+                "{e} (is `udplock server` running at the --servers address, \
+                 or UDPLOCK_SERVERS's?)"
+            ),
             Failure::Lock(e) => e.fmt(f),
             Failure::Refused(why) => f.write_str(why),
         }

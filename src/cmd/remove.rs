@@ -38,9 +38,11 @@ pub struct RemoveArgs {
     /// the node (one restarted since).
     #[arg(long)]
     incarnation: Option<u64>,
-    /// How long to wait for each node's answer, retransmitting meanwhile.
-    #[arg(long, default_value_t = 2_000)]
-    timeout_ms: u64,
+    /// How long to wait for each node's answer, retransmitting meanwhile: 2s, 500ms (a bare
+    /// number is ms). Old spelling: --timeout-ms.
+    #[arg(long, alias = "timeout-ms", value_name = "DURATION", default_value = "2s",
+          value_parser = super::duration::ms::<0, { udplock::client::WAIT_MS_MAX }>)]
+    timeout: std::time::Duration,
     /// Print one JSON object on stdout instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -63,7 +65,7 @@ pub fn run(a: RemoveArgs) -> Result<(), Failure> {
     })?;
     let servers = resolve(&a.servers)?;
     let mut config = ClientConfig::new(servers.clone());
-    config.request_timeout_ms = a.timeout_ms;
+    config.request_timeout_ms = super::duration::ms_u64(a.timeout);
     let client = Client::new(config)?;
     for &server in &servers {
         match remove_at(&client, server, key, a.node_id, a.incarnation) {
@@ -147,13 +149,16 @@ impl RemoveArgs {
         };
         if self.json {
             println!(
-                "{{\"node_id\":{id},\"removed\":{},\"outcome\":{},\"state\":{},\"incarnation\":{},\"answered_by\":{},\"server\":{}}}",
-                r.outcome.is_removed(),
-                json::string(r.outcome.name()),
-                json::string(state),
-                r.incarnation,
-                r.node_id,
-                json::string(&server.to_string())
+                "{}",
+                json::to_line(&json::Removed {
+                    node_id: id,
+                    removed: r.outcome.is_removed(),
+                    outcome: r.outcome.name(),
+                    state,
+                    incarnation: r.incarnation,
+                    answered_by: r.node_id,
+                    server: server.to_string(),
+                })
             );
         } else if r.outcome.is_removed() {
             println!("{sentence}");

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use udplock::cluster::storage::Durability;
@@ -16,16 +17,22 @@ use udplock::LockError;
 
 use rand::RngCore;
 
-use super::args::{host_port, resolve};
+use super::args::{host_port, resolve, HostPort};
+use super::duration::{self, ms_u32, ms_u64, U32_MS};
 use super::out::notice;
 
-/// `--election-timeout-ms`: the Raft core's default, and the range the option accepts.
+/// `n` milliseconds, for a flag's default.
+fn ms(n: impl Into<u64>) -> std::time::Duration {
+    std::time::Duration::from_millis(n.into())
+}
+
+/// `--election-timeout`: the Raft core's default, and the range the option accepts (ms).
 /// Below 10 ms a heartbeat every fifth of it would cost a datagram per shard every 2 ms;
 /// above a minute a dead leader would leave its shards unavailable for longer than most
 /// callers wait for a lock.
-const ELECTION_TIMEOUT_MS_DEFAULT: u32 = 150;
-const ELECTION_TIMEOUT_MS_MIN: i64 = 10;
-const ELECTION_TIMEOUT_MS_MAX: i64 = 60_000;
+const ELECTION_TIMEOUT_MS_DEFAULT: u64 = 150;
+const ELECTION_TIMEOUT_MS_MIN: u64 = 10;
+const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 
 #[cfg(test)]
 mod election_timeout_tests {
@@ -33,7 +40,7 @@ mod election_timeout_tests {
     #[test]
     fn the_default_is_the_raft_cores() {
         let core = udplock::core::raft::Config::default();
-        let ms = u64::from(super::ELECTION_TIMEOUT_MS_DEFAULT);
+        let ms = super::ELECTION_TIMEOUT_MS_DEFAULT;
         assert_eq!(core.election_timeout_min.as_micros(), ms * 1_000);
         assert_eq!(core.election_timeout_max.as_micros(), 2 * ms * 1_000);
         assert_eq!(core.heartbeat_interval.as_micros(), ms / 5 * 1_000);
@@ -42,18 +49,26 @@ mod election_timeout_tests {
 
 #[derive(Args)]
 pub struct ServerArgs {
-    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address).
-    #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::args::host_port)]
-    listen: SocketAddr,
-    /// Lease length when neither the acquire nor the resource names one.
-    #[arg(long, default_value_t = lock_table::Config::default().ttl_default_ms)]
-    ttl_default_ms: u32,
-    /// Longest lease an acquire or renew may ask for.
-    #[arg(long, default_value_t = lock_table::Config::default().ttl_ms_max)]
-    ttl_ms_max: u32,
-    /// Longest time an acquire may wait in the queue.
-    #[arg(long, default_value_t = lock_table::Config::default().wait_ms_max)]
-    wait_ms_max: u32,
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address, which
+    /// the start-up line names).
+    #[arg(long, default_value = "127.0.0.1:7100", value_parser = super::args::host_port_named)]
+    listen: HostPort,
+    /// Lease length when neither the acquire nor the resource names one: 30s, 2m (a bare
+    /// number is ms). Old spelling: --ttl-default-ms.
+    #[arg(long, alias = "ttl-default-ms", value_name = "DURATION",
+          default_value = duration::format(ms(lock_table::Config::default().ttl_default_ms)),
+          value_parser = duration::ms::<1, U32_MS>)]
+    default_ttl: Duration,
+    /// Longest lease an acquire or renew may ask for. Old spelling: --ttl-ms-max.
+    #[arg(long, alias = "ttl-ms-max", value_name = "DURATION",
+          default_value = duration::format(ms(lock_table::Config::default().ttl_ms_max)),
+          value_parser = duration::ms::<1, U32_MS>)]
+    ttl_max: Duration,
+    /// Longest time an acquire may wait in the queue. Old spelling: --wait-ms-max.
+    #[arg(long, alias = "wait-ms-max", value_name = "DURATION",
+          default_value = duration::format(ms(lock_table::Config::default().wait_ms_max)),
+          value_parser = duration::ms::<0, U32_MS>)]
+    wait_max: Duration,
     /// Most resources the node keeps (held, waited on or configured).
     #[arg(long, default_value_t = lock_table::Config::default().resources_max)]
     resources_max: u32,
@@ -69,14 +84,16 @@ pub struct ServerArgs {
     /// Grant nothing for at least this long after start. The lease horizon file already makes
     /// a restart at the same address wait out its predecessor's leases; set this when that file
     /// is lost or disabled (e.g. after moving a node), to the longest lease clients use.
-    #[arg(long, default_value_t = 0)]
-    startup_grace_ms: u32,
+    /// Old spelling: --startup-grace.
+    #[arg(long, alias = "startup-grace-ms", value_name = "DURATION", default_value = "0",
+          value_parser = duration::ms::<0, U32_MS>)]
+    startup_grace: Duration,
     /// The lease horizon file: the time until which leases this node granted may still be
     /// valid, so that a restarted node at the same address grants nothing before then.
     /// Default: $XDG_STATE_HOME/udplock/ (or ~/.local/state/udplock/) named after --listen.
     #[arg(long)]
     state_file: Option<PathBuf>,
-    /// Keep no lease horizon file (restarts then rely on --startup-grace-ms).
+    /// Keep no lease horizon file (restarts then rely on --startup-grace).
     #[arg(long, conflicts_with = "state_file")]
     no_state_file: bool,
     /// Pin the event-loop thread to this CPU (default: let the OS place it).
@@ -111,7 +128,7 @@ pub struct ServerArgs {
     /// unit file; a node that holds its state ignores it. Without it, a node whose storage
     /// holds nothing always rejoins (waits for nodes with state), so the nodes of a new
     /// cluster must all be started with it. If every node of a cluster loses its state at
-    /// once, nodes started with it form a new cluster: keep --startup-grace-ms at the longest
+    /// once, nodes started with it form a new cluster: keep --startup-grace at the longest
     /// lease clients use alongside it (the grace protects leases granted before the loss).
     #[arg(long)]
     new_cluster: bool,
@@ -119,22 +136,25 @@ pub struct ServerArgs {
     /// --peers). Default: 64. A single node has one (the option is ignored without --peers).
     #[arg(long)]
     shards: Option<u32>,
-    /// Shortest Raft election timeout of every shard, in ms (with --peers): how long a
+    /// Shortest Raft election timeout of every shard (with --peers): how long a
     /// follower waits for a silent leader before it calls an election, and so about how long
     /// a shard is unavailable after its leader dies. Timeouts are drawn from [this, 2 x this);
     /// heartbeats go out every fifth of it. Longer rides out slow networks and long pauses (a
-    /// busy machine) without needless elections; shorter fails over sooner. Nodes may differ.
-    #[arg(long, default_value_t = ELECTION_TIMEOUT_MS_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(ELECTION_TIMEOUT_MS_MIN..=ELECTION_TIMEOUT_MS_MAX))]
-    election_timeout_ms: u32,
-    /// SWIM's protocol period among the nodes, in ms: each period a node probes one other,
+    /// busy machine) without needless elections; shorter fails over sooner. 10ms to 1m.
+    /// Nodes may differ. Old spelling: --election-timeout-ms.
+    #[arg(long, alias = "election-timeout-ms", value_name = "DURATION",
+          default_value = duration::format(ms(ELECTION_TIMEOUT_MS_DEFAULT)),
+          value_parser = duration::ms::<ELECTION_TIMEOUT_MS_MIN, ELECTION_TIMEOUT_MS_MAX>)]
+    election_timeout: Duration,
+    /// SWIM's protocol period among the nodes: each period a node probes one other,
     /// so a crashed node is suspected within about 1 to 2 periods and declared dead after
     /// the suspicion timeout (README, "Membership"). Shorter notices sooner and costs a ping
-    /// and an ack per node per period; 10 to 60000. Nodes may differ.
-    #[arg(long, visible_alias = "swim-period", value_name = "MS",
-          default_value_t = super::args::SWIM_PERIOD_MS_DEFAULT,
-          value_parser = clap::value_parser!(u32).range(super::args::SWIM_PERIOD_MS_MIN..=super::args::SWIM_PERIOD_MS_MAX))]
-    swim_period_ms: u32,
+    /// and an ack per node per period; 10ms to 1m. Nodes may differ. Old spelling:
+    /// --swim-period-ms.
+    #[arg(long, alias = "swim-period-ms", value_name = "DURATION",
+          default_value = duration::format(ms(super::args::SWIM_PERIOD_MS_DEFAULT)),
+          value_parser = duration::ms::<{ super::args::SWIM_PERIOD_MS_MIN }, { super::args::SWIM_PERIOD_MS_MAX }>)]
+    swim_period: Duration,
     /// The cluster key file (with --peers; make one with `udplock keygen`): every
     /// node-to-node datagram is authenticated with its first key, and the keys (or `none`)
     /// on its lines are accepted; at most 2 lines, so keys rotate without downtime (README,
@@ -147,7 +167,7 @@ pub struct ServerArgs {
     /// that the others hold it *left* and a joined cluster moves its replicas to other nodes
     /// at once: for decommissioning a node. Without it a stop hands the shards over and
     /// announces nothing: the others hold the node suspect, then dead, and move its replicas
-    /// only after --dead-after-ms, so a restart (an upgrade, a config change) moves nothing.
+    /// only after --dead-after, so a restart (an upgrade, a config change) moves nothing.
     /// `udplock remove` retires a stopped node at once either way.
     #[arg(long)]
     leave_on_stop: bool,
@@ -169,7 +189,7 @@ struct JoinArgs {
     /// the cluster id, the seed's settings (it refuses to start if the settings that must
     /// agree differ) and its members, then joins SWIM with authenticated datagrams. Needs
     /// --node-id and --cluster-key-file: without the key nobody would accept it. A joined
-    /// node holds the replicas placement gives it (--replicas, --dead-after-ms).
+    /// node holds the replicas placement gives it (--replicas, --dead-after).
     #[arg(
         long,
         value_delimiter = ',',
@@ -192,11 +212,12 @@ struct JoinArgs {
     #[arg(long, value_name = "N", value_parser = replicas_arg)]
     replicas: Option<usize>,
     /// How long a member of a joined cluster must have been dead (SWIM) before its replicas
-    /// are replaced on other nodes, in ms (spec §8.13): a restart or a reboot shorter than
-    /// this moves nothing. At least one --swim-period-ms, at most SWIM's dead-member memory
-    /// (900 periods); default 60000. Ignored with --peers.
-    #[arg(long, visible_alias = "dead-after", value_name = "MS")]
-    dead_after_ms: Option<u64>,
+    /// are replaced on other nodes (spec §8.13): a restart or a reboot shorter than
+    /// this moves nothing. At least one --swim-period, at most SWIM's dead-member memory
+    /// (900 periods); default 1m. Ignored with --peers. Old spelling: --dead-after-ms.
+    #[arg(long, alias = "dead-after-ms", value_name = "DURATION",
+          value_parser = duration::ms::<0, { u64::MAX }>)]
+    dead_after: Option<Duration>,
 }
 
 /// `--replicas`: a number in `1..=REPLICAS_MAX` (`placement::validate_replicas`).
@@ -208,14 +229,16 @@ fn replicas_arg(s: &str) -> Result<usize, String> {
     Ok(n)
 }
 
-/// The placement of a joined cluster from `--replicas` and `--dead-after-ms` (their
+/// The placement of a joined cluster from `--replicas` and `--dead-after` (their
 /// defaults where not given).
 fn planner(a: &ServerArgs) -> Result<Planner, LockError> {
     Planner::new(
         a.join.replicas.unwrap_or(placement::REPLICAS_DEFAULT),
         a.join
-            .dead_after_ms
-            .map_or(placement::DEAD_AFTER_DEFAULT, CoreDuration::from_millis),
+            .dead_after
+            .map_or(placement::DEAD_AFTER_DEFAULT, |d| {
+                CoreDuration::from_millis(ms_u64(d))
+            }),
     )
     .map_err(|e| LockError::InvalidArgument(format!("--replicas: {e}")))
 }
@@ -240,7 +263,7 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         .unwrap_or("memory")
         .parse()
         .map_err(invalid)?;
-    let mut config = SingleConfig::new(a.listen);
+    let mut config = SingleConfig::new(a.listen.addr);
     config.cpu = a.cpu;
     config.table = table_config(&a);
     config.durability = durability;
@@ -252,12 +275,12 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
             config.state_file = match (a.no_state_file, a.state_file.clone()) {
                 (true, _) => None,
                 (false, Some(path)) => Some(path),
-                (false, None) => default_state_file(a.listen),
+                (false, None) => default_state_file(a.listen.addr),
             };
         }
         // The Raft log makes restarts safe: no horizon file.
         Durability::Fsync | Durability::Os => {
-            let listen = a.listen;
+            let listen = a.listen.addr;
             (config.data_dir, data_dir_from) =
                 choose_data_dir(durability, &a, || default_single_data_dir(listen))?;
         }
@@ -266,13 +289,8 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut cluster, &a);
     cluster.validate().map_err(invalid)?;
     let state_file = config.state_file.clone();
-    let node = start_single(cluster.clone()).map_err(|e| {
-        let why = format!("cannot start the node on {}: {e}", a.listen);
-        match e.kind() {
-            std::io::ErrorKind::InvalidInput => invalid(why),
-            _ => LockError::InternalError(why),
-        }
-    })?;
+    let node =
+        start_single(cluster.clone()).map_err(|e| cannot_start("the node", a.listen.addr, e))?;
     // A server must keep serving when nobody reads its stderr any more (a closed pipe):
     // these notices are written without eprintln!, which would panic.
     let data = match &cluster.data_dir {
@@ -280,8 +298,9 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         None => String::new(),
     };
     let mut notice_text = format!(
-        "udplock server listening on {} (a single node, durability {}{data}; Ctrl-C to stop)\n",
+        "udplock server listening on {} ({}a single node, durability {}{data}; Ctrl-C to stop)\n",
         node.local_addr(),
+        a.listen.resolved_note(),
         durability.name()
     );
     if a.cluster_key_file.is_some() {
@@ -299,11 +318,11 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
              itself\n",
         );
     }
-    if durability == Durability::Memory && state_file.is_none() && a.startup_grace_ms == 0 {
+    if durability == Durability::Memory && state_file.is_none() && a.startup_grace.is_zero() {
         notice_text.push_str(
             "udplock server: no lease horizon file; locks are kept in memory, so if \
              this restarts a node at the same address, restart with \
-             --startup-grace-ms set to the longest lease its clients use\n",
+             --startup-grace set to the longest lease its clients use\n",
         );
     }
     notice(&notice_text);
@@ -324,21 +343,21 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
         .parse()
         .map_err(invalid)?;
     let mut config = ClusterConfig::new(node_id, peers);
-    if a.listen.ip().is_unspecified() {
+    if a.listen.addr.ip().is_unspecified() {
         // The list says where the others reach this node; bind every interface on its port.
         let listed = config.listen();
         let advertise = a.join.advertise.as_deref().map(resolve_one).transpose()?;
         if advertise.is_none()
             || advertise != listed
-            || listed.map(|l| l.port()) != Some(a.listen.port())
+            || listed.map(|l| l.port()) != Some(a.listen.addr.port())
         {
             return Err(invalid(format!(
                 "--listen {} is an unspecified address: pass --advertise with this node's \
                  address in --peers (on the same port)",
-                a.listen
+                a.listen.addr
             )));
         }
-        config.bind = Some(a.listen);
+        config.bind = Some(a.listen.addr);
     } else if let Some(advertise) = &a.join.advertise {
         if Some(resolve_one(advertise)?) != config.listen() {
             return Err(invalid(format!(
@@ -356,20 +375,24 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
-    if a.join.replicas.is_some() || a.join.dead_after_ms.is_some() {
+    if a.join.replicas.is_some() || a.join.dead_after.is_some() {
         notice(
-            "udplock server: --replicas and --dead-after-ms ignored: a static cluster \
+            "udplock server: --replicas and --dead-after ignored: a static cluster \
              (--peers) holds every shard on every node\n",
         );
     }
-    if config.listen() != Some(a.listen) && a.listen != default_listen() && config.bind.is_none() {
+    if config.listen() != Some(a.listen.addr)
+        && a.listen.addr != default_listen()
+        && config.bind.is_none()
+    {
         return Err(invalid(format!(
             "--listen {} differs from this node's address in --peers",
-            a.listen
+            a.listen.addr
         )));
     }
     let shape = format!("node {node_id} of {}", config.peers.len());
-    serve(config, &shape, &data_dir_from, a.leave_on_stop)
+    let resolved = a.listen.resolved_note();
+    serve(config, &shape, &data_dir_from, a.leave_on_stop, &resolved)
 }
 
 /// Starts the cluster node `config` and serves until a signal (stopping gracefully, and
@@ -380,18 +403,16 @@ fn serve(
     shape: &str,
     data_dir_from: &str,
     leave_on_stop: bool,
+    resolved: &str,
 ) -> Result<(), LockError> {
-    let invalid = |e: String| LockError::InvalidArgument(e);
     let node_id = config.node_id;
     let durability = config.durability;
     // A refused configuration (a key file, a data directory of another node) is the
     // operator's to fix, not an internal error.
-    let node = ClusterNode::start(config.clone()).map_err(|e| {
-        let why = format!("cannot start node {node_id}: {e}");
-        match e.kind() {
-            std::io::ErrorKind::InvalidInput => invalid(why),
-            _ => LockError::InternalError(why),
-        }
+    let bind = config.bind.or(config.listen());
+    let node = ClusterNode::start(config.clone()).map_err(|e| match bind {
+        Some(addr) => cannot_start(&format!("node {node_id}"), addr, e),
+        None => LockError::InternalError(format!("cannot start node {node_id}: {e}")),
     })?;
     let keys = node.keys();
     let authenticated = match &config.key_file {
@@ -407,7 +428,7 @@ fn serve(
         None => String::new(),
     };
     notice(&format!(
-        "udplock server: {shape} listening on {} ({} shards, durability {}{data}; {authenticated})\n",
+        "udplock server: {shape} listening on {} ({resolved}{} shards, durability {}{data}; {authenticated})\n",
         node.local_addr(),
         config.shards,
         durability.name(),
@@ -439,7 +460,7 @@ fn serve(
                 notice(&format!(
                     "udplock server: node {node_id} stopping: handing its shards over, \
                      announcing no leave (a joined cluster moves its replicas only if it stays \
-                     away longer than --dead-after-ms; --leave-on-stop or `udplock remove` \
+                     away longer than --dead-after; --leave-on-stop or `udplock remove` \
                      retire a node at once)\n"
                 ));
                 node.stop(within)
@@ -493,13 +514,13 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     }
     let advertise = match &a.join.advertise {
         Some(addr) => resolve_one(addr)?,
-        None => a.listen,
+        None => a.listen.addr,
     };
     if advertise.ip().is_unspecified() || advertise.port() == 0 {
         return Err(invalid(format!(
             "--listen {} cannot be announced to the other nodes: pass --advertise HOST:PORT, \
              the address they reach this node at",
-            a.listen
+            a.listen.addr
         )));
     }
     let durability: Durability = a
@@ -549,8 +570,8 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.placement = Some(planner(&a)?);
-    if advertise != a.listen {
-        config.bind = Some(a.listen);
+    if advertise != a.listen.addr {
+        config.bind = Some(a.listen.addr);
     }
     // The first node of the cluster holds every shard; its directory says so on restarts.
     let voter = |config: &mut ClusterConfig, cluster_id: u64, seeds| {
@@ -620,7 +641,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
             JOIN_PATIENCE
         };
         // The same --join list on every node names this one too: the voter needs nobody.
-        let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen);
+        let only_me = seeds.iter().all(|&s| s == advertise || s == a.listen.addr);
         // A member also asks the members its directory recorded (its seeds may be gone); the
         // voter, which starts without waiting, takes them as they are if no seed answers.
         let mut asked = seeds.clone();
@@ -700,19 +721,42 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
         }
     }
     config.validate().map_err(invalid)?;
-    serve(config, &shape, &data_dir_from, a.leave_on_stop)
+    let resolved = a.listen.resolved_note();
+    serve(config, &shape, &data_dir_from, a.leave_on_stop, &resolved)
 }
 
-/// One address (`HOST:PORT`), resolved.
-/// A node's Raft timers from `--election-timeout-ms` (drawn from [it, 2 x it), heartbeats
-/// every fifth of it) and SWIM's period from `--swim-period-ms`: the same for the single
+/// Why a node could not start on `addr`, as an operator reads it: a busy port or an address
+/// this host does not have named as such (issue 11 item 6: "Address already in use (os error
+/// 98)" did not say which address, nor the likely cause); a refused configuration (a key
+/// file, a data directory of another node) is the operator's to fix; anything else is an
+/// internal error.
+fn cannot_start(what: &str, addr: SocketAddr, e: std::io::Error) -> LockError {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::AddrInUse => LockError::InvalidArgument(format!(
+            "cannot start {what}: address {addr} is already in use (another udplock server?); \
+             stop it, or pass another --listen"
+        )),
+        ErrorKind::AddrNotAvailable => LockError::InvalidArgument(format!(
+            "cannot start {what}: address {addr} is not an address of this host; pass one of \
+             its addresses (or 0.0.0.0 / [::] with --advertise) as --listen"
+        )),
+        ErrorKind::InvalidInput => {
+            LockError::InvalidArgument(format!("cannot start {what} on {addr}: {e}"))
+        }
+        _ => LockError::InternalError(format!("cannot start {what} on {addr}: {e}")),
+    }
+}
+
+/// A node's Raft timers from `--election-timeout` (drawn from [it, 2 x it), heartbeats
+/// every fifth of it) and SWIM's period from `--swim-period`: the same for the single
 /// node, a static cluster and a joined one.
 fn set_timers(config: &mut ClusterConfig, a: &ServerArgs) {
-    let election_timeout = u64::from(a.election_timeout_ms);
+    let election_timeout = ms_u64(a.election_timeout);
     config.raft.election_timeout_min = CoreDuration::from_millis(election_timeout);
     config.raft.election_timeout_max = CoreDuration::from_millis(2 * election_timeout);
     config.raft.heartbeat_interval = CoreDuration::from_millis(election_timeout / 5);
-    config.swim_period = CoreDuration::from_millis(u64::from(a.swim_period_ms));
+    config.swim_period = CoreDuration::from_millis(ms_u64(a.swim_period));
 }
 
 /// The data directory of a node with `durability`: none without a disk, else `--data-dir`,
@@ -739,6 +783,7 @@ fn choose_data_dir(
     }
 }
 
+/// One address (`HOST:PORT`), resolved.
 fn resolve_one(addr: &str) -> Result<SocketAddr, LockError> {
     Ok(resolve(&[addr.to_string()])?[0])
 }
@@ -782,14 +827,14 @@ fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, LockError> {
 
 fn table_config(a: &ServerArgs) -> lock_table::Config {
     lock_table::Config {
-        ttl_default_ms: a.ttl_default_ms,
-        ttl_ms_max: a.ttl_ms_max,
-        wait_ms_max: a.wait_ms_max,
+        ttl_default_ms: ms_u32(a.default_ttl),
+        ttl_ms_max: ms_u32(a.ttl_max),
+        wait_ms_max: ms_u32(a.wait_max),
         resources_max: a.resources_max,
         waiters_per_resource_max: a.waiters_per_resource_max,
         holds_per_lock_max: a.holds_per_lock_max,
         sessions_max: a.sessions_max,
-        startup_grace_ms: a.startup_grace_ms,
+        startup_grace_ms: ms_u32(a.startup_grace),
         ..lock_table::Config::default()
     }
 }

@@ -32,15 +32,17 @@ pub fn run(a: StatusArgs) -> Result<(), LockError> {
         // `held` says free or held even when the holder's id did not fit (spec §5.3:
         // a lock is free exactly when its hold count is 0).
         println!(
-            "{{\"resource\":{},\"held\":{},\"holder\":{},\"holder_truncated\":{},\"hold_count\":{},\"token\":{},\"remaining_ttl_ms\":{},\"waiters\":{}}}",
-            json::string(resource),
-            s.hold_count > 0,
-            s.holder.as_deref().map_or("null".to_string(), json::string),
-            s.holder_truncated,
-            s.hold_count,
-            s.fencing_token,
-            s.remaining_ttl_ms,
-            s.waiter_count
+            "{}",
+            json::to_line(&json::LockStatus {
+                resource,
+                held: s.hold_count > 0,
+                holder: s.holder.as_deref(),
+                holder_truncated: s.holder_truncated,
+                hold_count: s.hold_count,
+                token: s.fencing_token,
+                remaining_ttl_ms: s.remaining_ttl_ms,
+                waiters: s.waiter_count,
+            })
         );
     } else {
         let holder = match (&s.holder, s.holder_truncated) {
@@ -180,25 +182,29 @@ impl StatusArgs {
                 .filter(|info| info.role == ShardRole::Learner)
                 .count()
         };
-        let json = self.conn.json;
+        let as_json = self.conn.json;
         let mut shard_rows = Vec::new();
+        let mut shard_json = Vec::new();
         for (shard, view) in best.iter().enumerate() {
             let (from, info) = match view {
                 ShardView::Unreported => {
-                    shard_rows.push(if json {
-                        format!("{{\"shard\":{shard},\"leader_id\":null}}")
-                    } else {
-                        format!("{shard:>5}  (no node reported this shard)")
+                    shard_json.push(json::ShardRow::Unreported {
+                        shard,
+                        leader_id: None,
                     });
+                    shard_rows.push(format!("{shard:>5}  (no node reported this shard)"));
                     continue;
                 }
                 ShardView::NoReplica => {
                     // Spec §5.6: every node that answered said it holds no replica.
-                    shard_rows.push(if json {
-                        format!("{{\"shard\":{shard},\"leader_id\":null,\"no_replica\":true}}")
-                    } else {
-                        format!("{shard:>5}  (no node that answered holds a replica)")
+                    shard_json.push(json::ShardRow::NoReplica {
+                        shard,
+                        leader_id: None,
+                        no_replica: true,
                     });
+                    shard_rows.push(format!(
+                        "{shard:>5}  (no node that answered holds a replica)"
+                    ));
                     continue;
                 }
                 ShardView::Held(from, info) => (from, info),
@@ -207,20 +213,20 @@ impl StatusArgs {
             // Without a reachable leader, a follower may still name the leader it follows.
             let leader = info.leader_id;
             let leader_addr = leader.and_then(address_of);
-            shard_rows.push(if json {
-                format!(
-                    "{{\"shard\":{shard},\"leader_id\":{},\"leader_address\":{},\"term\":{},\"commit_index\":{},\"applied_index\":{},\"held\":{},\"waiters\":{},\"reported_by\":{from},\"voters\":[{}],\"learners\":[{}]}}",
-                    leader.map_or("null".into(), |id| id.to_string()),
-                    leader_addr.map_or("null".into(), |a| json::string(&a.to_string())),
-                    info.term,
-                    info.commit_index,
-                    info.applied_index,
-                    info.held,
-                    info.waiters,
-                    ids(&replicas.voters),
-                    ids(&replicas.learners),
-                )
-            } else {
+            shard_json.push(json::ShardRow::Held(json::HeldShard {
+                shard,
+                leader_id: leader,
+                leader_address: leader_addr.map(|a| a.to_string()),
+                term: info.term,
+                commit_index: info.commit_index,
+                applied_index: info.applied_index,
+                held: info.held.into(),
+                waiters: info.waiters.into(),
+                reported_by: *from,
+                voters: replicas.voters.clone(),
+                learners: replicas.learners.clone(),
+            }));
+            shard_rows.push({
                 let leader = match (leader, leader_addr) {
                     (Some(id), Some(addr)) => format!("{id} ({addr})"),
                     (Some(id), None) => id.to_string(),
@@ -237,24 +243,29 @@ impl StatusArgs {
             LockError::Unavailable => "no answer before the deadline".to_string(),
             e => e.to_string(),
         };
+        let node_json: Vec<json::NodeRow> = views
+            .iter()
+            .map(|(addr, r)| match r {
+                Ok(r) => json::NodeRow::Reachable {
+                    address: addr.to_string(),
+                    reachable: true,
+                    node_id: r.node_id,
+                    shards: r.shards.len(),
+                    holds: holds(r),
+                    learner_in: learns(r),
+                    leads: led_by(r.node_id),
+                },
+                Err(e) => json::NodeRow::Unreachable {
+                    address: addr.to_string(),
+                    reachable: false,
+                    error: why(e),
+                },
+            })
+            .collect();
         let node_rows: Vec<String> = views
             .iter()
-            .map(|(addr, r)| match (r, json) {
-                (Ok(r), true) => format!(
-                    "{{\"address\":{},\"reachable\":true,\"node_id\":{},\"shards\":{},\"holds\":{},\"learner_in\":{},\"leads\":{}}}",
-                    json::string(&addr.to_string()),
-                    r.node_id,
-                    r.shards.len(),
-                    holds(r),
-                    learns(r),
-                    led_by(r.node_id)
-                ),
-                (Err(e), true) => format!(
-                    "{{\"address\":{},\"reachable\":false,\"error\":{}}}",
-                    json::string(&addr.to_string()),
-                    json::string(&why(e))
-                ),
-                (Ok(r), false) if holds(r) < r.shards.len() || learns(r) > 0 => format!(
+            .map(|(addr, r)| match r {
+                Ok(r) if holds(r) < r.shards.len() || learns(r) > 0 => format!(
                     "node {} at {addr}: reachable, leads {} of {} shards, holds a replica of {}{}",
                     r.node_id,
                     led_by(r.node_id),
@@ -265,40 +276,39 @@ impl StatusArgs {
                         n => format!(" (a learner in {n}, still catching up or not yet promoted)"),
                     }
                 ),
-                (Ok(r), false) => format!(
+                Ok(r) => format!(
                     "node {} at {addr}: reachable, leads {} of {} shards",
                     r.node_id,
                     led_by(r.node_id),
                     r.shards.len()
                 ),
-                (Err(e), false) => format!("{addr}: unreachable: {}", why(e)),
+                Err(e) => format!("{addr}: unreachable: {}", why(e)),
             })
             .collect();
         let differences = settings_differences(&settings);
         let members = merge_members(&tables);
-        let member_rows = member_rows(&members, &settings, &differences, json);
-        if json {
-            let rows: Vec<String> = differences
+        let member_rows = member_rows(&members, &settings, &differences);
+        if as_json {
+            let settings_differences = differences
                 .iter()
-                .map(|(setting, values)| {
-                    let values: Vec<String> = values
+                .map(|(setting, values)| json::SettingDifference {
+                    setting: setting.map_or("cluster_id", |s| s.name()),
+                    must_be_equal: setting.is_none_or(|s| s.must_be_equal()),
+                    values: values
                         .iter()
-                        .map(|(node, v)| format!("{{\"node_id\":{node},\"value\":{v}}}"))
-                        .collect();
-                    format!(
-                        "{{\"setting\":{},\"must_be_equal\":{},\"values\":[{}]}}",
-                        json::string(setting.map_or("cluster_id", |s| s.name())),
-                        setting.is_none_or(|s| s.must_be_equal()),
-                        values.join(",")
-                    )
+                        .map(|&(node_id, value)| json::NodeValue { node_id, value })
+                        .collect(),
                 })
                 .collect();
             println!(
-                "{{\"shards_total\":{shards_total},\"shards\":[{}],\"nodes\":[{}],\"members\":[{}],\"settings_differences\":[{}]}}",
-                shard_rows.join(","),
-                node_rows.join(","),
-                member_rows.join(","),
-                rows.join(",")
+                "{}",
+                json::to_line(&json::ClusterStatus {
+                    shards_total,
+                    shards: shard_json,
+                    nodes: node_json,
+                    members: member_rows.into_iter().map(|(row, _)| row).collect(),
+                    settings_differences,
+                })
             );
         } else {
             println!(
@@ -320,7 +330,7 @@ impl StatusArgs {
                     "{:>8}  {:<8}  {:>16}  {:<40}  settings",
                     "id", "state", "incarnation", "address"
                 );
-                for row in &member_rows {
+                for (_, row) in &member_rows {
                     println!("{row}");
                 }
             }
@@ -514,7 +524,7 @@ fn merge_members(
     merged.into_values().collect()
 }
 
-/// The member rows of `udplock status`, text or JSON. Each member's settings that must
+/// The member rows of `udplock status`, as JSON and as text. Each member's settings that must
 /// agree (spec §8.10) come from its own NODE_SETTINGS answer, when it was asked (listed in
 /// --servers) and answered: "agree", or the ones on which it differs from most nodes.
 #[allow(clippy::type_complexity)]
@@ -522,8 +532,7 @@ fn member_rows(
     members: &[(udplock::client::MemberInfo, u64)],
     settings: &[udplock::client::NodeSettingsReport],
     differences: &[(Option<udplock_protocol::Setting>, Vec<(u64, u64)>)],
-    json: bool,
-) -> Vec<String> {
+) -> Vec<(json::MemberRow, String)> {
     members
         .iter()
         .map(|(m, reported_by)| {
@@ -541,31 +550,25 @@ fn member_rows(
                     (2 * agreeing <= values.len()).then_some(setting.name())
                 })
                 .collect();
-            if json {
-                let shown = own.map_or("null".to_string(), |s| {
-                    let values: Vec<String> = s
-                        .settings
-                        .iter()
-                        .filter(|(setting, _)| setting.must_be_equal())
-                        .map(|(setting, v)| format!("{}:{v}", json::string(setting.name())))
-                        .collect();
-                    format!("{{{}}}", values.join(","))
-                });
-                let differ: Vec<String> = differs.iter().map(|d| json::string(d)).collect();
-                format!(
-                    "{{\"id\":{},\"state\":{},\"incarnation\":{},\"address\":{},\"reported_by\":{reported_by},\"cluster_id\":{},\"settings\":{shown},\"settings_differ\":{}}}",
-                    m.id,
-                    json::string(state_name(m.state)),
-                    m.incarnation,
-                    json::string(&m.addr.to_string()),
-                    own.map_or("null".to_string(), |s| s.cluster_id.to_string()),
-                    if own.is_some() {
-                        format!("[{}]", differ.join(","))
-                    } else {
-                        "null".to_string()
-                    },
-                )
-            } else {
+            let row = json::MemberRow {
+                id: m.id,
+                state: state_name(m.state),
+                incarnation: m.incarnation,
+                address: m.addr.to_string(),
+                reported_by: *reported_by,
+                cluster_id: own.map(|s| s.cluster_id),
+                settings: own.map(|s| {
+                    json::OrderedMap(
+                        s.settings
+                            .iter()
+                            .filter(|(setting, _)| setting.must_be_equal())
+                            .map(|&(setting, v)| (setting.name(), v))
+                            .collect(),
+                    )
+                }),
+                settings_differ: own.map(|_| differs.clone()),
+            };
+            let text = {
                 let verdict = match (own, differs.is_empty()) {
                     (None, _) => "unknown (not asked, or no answer)".to_string(),
                     (Some(_), true) => "agree".to_string(),
@@ -578,7 +581,8 @@ fn member_rows(
                     m.incarnation,
                     m.addr.to_string()
                 )
-            }
+            };
+            (row, text)
         })
         .collect()
 }

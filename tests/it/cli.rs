@@ -163,7 +163,9 @@ fn no_server_is_exit_code_6() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(6), "{o:?}");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("udplock server"));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("udplock server"), "{stderr}");
+    assert!(stderr.contains("--servers"), "{stderr}");
 }
 
 /// Issue 7 item 12: the exit codes mean what the README says. Not holding a lock is 4 however
@@ -294,4 +296,360 @@ fn renew_reports_the_lease_the_holder_has() {
     assert!((5_001..=3_600_000).contains(&renewed), "{}", stdout(&o));
     let o = server.run(&["status", "job/4", "--json"]);
     assert!(stdout(&o).contains("\"hold_count\":1"), "{}", stdout(&o));
+}
+
+/// The stderr of `udplock ARGS` run without a server (a usage error needs none), and its
+/// exit code.
+fn refused(args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .env("UDPLOCK_NO_STATE_FILE", "1")
+        .output()
+        .expect("udplock runs");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Issue 11 items 1 and 5: every flag that takes a time takes a unit (`5s`, `250ms`) under a
+/// unit-free name (`--ttl`, `--timeout`, `--default-ttl`, ...); the old `--*-ms` spellings,
+/// bare numbers of milliseconds and the old variable names keep working.
+#[test]
+fn durations_take_units_and_the_old_spellings_still_work() {
+    let server = Server::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state-file",
+            "--default-ttl",
+            "1m",
+            "--ttl-max",
+            "10m",
+            "--wait-max",
+            "30s",
+        ],
+        &[],
+    );
+    let ttl_ms = |o: &Output| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&stdout(o)).expect("one JSON object");
+        v["ttl_ms"].as_u64().expect("ttl_ms")
+    };
+    let o = server.run(&[
+        "acquire",
+        "units/1",
+        "--client",
+        "a",
+        "--ttl",
+        "2m",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(ttl_ms(&o), 120_000);
+    // The server's --default-ttl 1m.
+    let o = server.run(&["acquire", "units/2", "--client", "a", "--json"]);
+    assert_eq!(ttl_ms(&o), 60_000, "{o:?}");
+    // The old spellings, bare milliseconds.
+    let o = server.run(&[
+        "acquire",
+        "units/3",
+        "--client",
+        "a",
+        "--ttl-ms",
+        "1500",
+        "--timeout-ms",
+        "1000",
+        "--json",
+    ]);
+    assert_eq!(ttl_ms(&o), 1_500, "{o:?}");
+    let o = server.run(&["configure", "units/4", "--default-ttl", "45s", "--json"]);
+    assert_eq!(
+        stdout(&o),
+        "{\"resource\":\"units/4\",\"default_ttl_ms\":45000}\n",
+        "{o:?}"
+    );
+    let o = server.run(&["configure", "units/4", "--default-ttl-ms", "0"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    // A wait from the variable, new name and old: units/1 is held for two minutes.
+    for (var, value) in [("UDPLOCK_TIMEOUT", "100ms"), ("UDPLOCK_TIMEOUT_MS", "100")] {
+        let o = Command::new(BIN)
+            .args([
+                "acquire",
+                "units/1",
+                "--client",
+                "b",
+                "--servers",
+                &server.addr,
+            ])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(3), "{var}: {o:?}");
+    }
+}
+
+/// Issue 11 item 1: a duration out of a flag's range is refused before anything is sent,
+/// naming the flag and the limit; so is one with an unknown unit or finer than a millisecond.
+#[test]
+fn out_of_range_durations_name_the_flag_and_the_limit() {
+    let (code, err) = refused(&["acquire", "r", "--client", "a", "--timeout", "10m"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--timeout") && err.contains("5m (300000 ms)"),
+        "{err}"
+    );
+    let (code, err) = refused(&["acquire", "r", "--client", "a", "--ttl", "1.5s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--ttl") && err.contains("unit"), "{err}");
+    let (code, err) = refused(&["renew", "r", "--client", "a", "--ttl", "1500us"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("whole number of milliseconds"), "{err}");
+    let (code, err) = refused(&["server", "--election-timeout", "2m"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--election-timeout") && err.contains("1m (60000 ms)"),
+        "{err}"
+    );
+    let (code, err) = refused(&["dev", "--swim-period-ms", "5"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--swim-period") && err.contains("below the minimum of 10ms"),
+        "{err}"
+    );
+    let (code, err) = refused(&["bench", "--throughput-time", "0s"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--throughput-time"), "{err}");
+}
+
+/// Issue 11 item 6: a field the server refuses as out of range (INVALID_ARGUMENT) is named,
+/// with the value asked and the server's limit, which the client learns from the node's
+/// settings (NODE_SETTINGS) once the refusal came. The CLI adds which flag it was.
+#[test]
+fn a_refused_field_is_named_with_the_servers_limit() {
+    let server = Server::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state-file",
+            "--ttl-max",
+            "5m",
+            "--wait-max",
+            "10s",
+        ],
+        &[],
+    );
+    let stderr = |o: &Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let o = server.run(&["acquire", "limits/1", "--client", "a", "--ttl", "10m"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("ttl 600000 ms is above the server's maximum of 300000 ms"),
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("--ttl"), "{o:?}");
+    let o = server.run(&["acquire", "limits/1", "--client", "a", "--timeout", "1m"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("wait 60000 ms is above the server's maximum of 10000 ms"),
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("--timeout"), "{o:?}");
+    let o = server.run(&["acquire", "limits/1", "--client", "a", "--ttl", "1m"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = server.run(&["renew", "limits/1", "--client", "a", "--ttl", "1h"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("ttl 3600000 ms is above the server's maximum of 300000 ms"),
+        "{o:?}"
+    );
+    let o = server.run(&["configure", "limits/2", "--default-ttl", "6m"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(
+        stderr(&o).contains("default ttl 360000 ms is above the server's maximum of 300000 ms"),
+        "{o:?}"
+    );
+    assert!(stderr(&o).contains("--default-ttl"), "{o:?}");
+}
+
+/// Issue 11 item 6: the library's error names the field and the limit in its own words, and
+/// says nothing of the CLI's flags.
+#[test]
+fn the_librarys_refusal_names_no_flag() {
+    let server = Server::start_with(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--no-state-file",
+            "--ttl-max",
+            "5m",
+        ],
+        &[],
+    );
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    let client = udplock::Client::new(udplock::ClientConfig::new(vec![addr])).unwrap();
+    let e = client
+        .acquire("limits/3", "a", 1_000, Some(600_000))
+        .unwrap_err();
+    assert!(matches!(e, udplock::LockError::InvalidArgument(_)), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("ttl 600000 ms is above the server's maximum of 300000 ms"),
+        "{text}"
+    );
+    assert!(!text.contains("--"), "{text}");
+}
+
+/// Issue 11 item 6: a busy port says so, with the address, instead of an OS error number.
+#[test]
+fn a_busy_port_says_so() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = refused(&["server", "--listen", &addr]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "address {addr} is already in use (another udplock server?)"
+        )),
+        "{err}"
+    );
+    // A node of a cluster too.
+    let peers = format!("1@{addr},2@127.0.0.1:9");
+    let (code, err) = refused(&[
+        "server",
+        "--node-id",
+        "1",
+        "--peers",
+        &peers,
+        "--listen",
+        &addr,
+        "--durability",
+        "memory",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("address {addr} is already in use")),
+        "{err}"
+    );
+}
+
+/// Issue 11 item 6: a `--listen` host name is resolved, and the server says to which
+/// address (the first) it bound.
+#[test]
+fn a_listen_host_name_is_resolved_and_named() {
+    let server = Server::start_with(&["--listen", "localhost:0", "--no-state-file"], &[]);
+    let o = server.run(&["acquire", "named/1", "--client", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", "localhost:0", "--no-state-file"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("localhost:0 resolved to"), "{line}");
+}
+
+/// Issue 11 item 7: every `--json` output is one valid JSON object with the fields the
+/// README's "JSON output" lists (an id with quotes and control bytes included).
+#[test]
+fn every_json_output_parses_with_its_documented_fields() {
+    let server = Server::start();
+    let parse = |o: &Output| -> serde_json::Value {
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+        let out = stdout(o);
+        assert_eq!(out.lines().count(), 1, "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    };
+    let has = |v: &serde_json::Value, fields: &[&str]| {
+        let keys = keys(v);
+        for f in fields {
+            assert!(keys.iter().any(|k| k == f), "{f} missing from {v}");
+        }
+    };
+    let odd = "a \"quoted\"\tid\u{1}";
+    let v = parse(&server.run(&["acquire", odd, "--client", odd, "--json"]));
+    has(&v, &["resource", "client", "token", "hold_count", "ttl_ms"]);
+    assert_eq!(v["resource"], odd);
+    let v = parse(&server.run(&["renew", odd, "--client", odd, "--json"]));
+    has(&v, &["resource", "client", "token", "hold_count", "ttl_ms"]);
+    let v = parse(&server.run(&["status", odd, "--json"]));
+    has(
+        &v,
+        &[
+            "resource",
+            "held",
+            "holder",
+            "holder_truncated",
+            "hold_count",
+            "token",
+            "remaining_ttl_ms",
+            "waiters",
+        ],
+    );
+    assert_eq!(v["holder"], odd);
+    let v = parse(&server.run(&["release", odd, "--client", odd, "--json"]));
+    has(&v, &["resource", "client", "hold_count"]);
+    let v = parse(&server.run(&["configure", odd, "--default-ttl", "2s", "--json"]));
+    has(&v, &["resource", "default_ttl_ms"]);
+    let v = parse(&server.run(&["status", "--json"]));
+    has(
+        &v,
+        &[
+            "shards_total",
+            "shards",
+            "nodes",
+            "members",
+            "settings_differences",
+        ],
+    );
+    has(
+        &v["shards"][0],
+        &[
+            "shard",
+            "leader_id",
+            "leader_address",
+            "term",
+            "commit_index",
+            "applied_index",
+            "held",
+            "waiters",
+            "reported_by",
+            "voters",
+            "learners",
+        ],
+    );
+    has(
+        &v["nodes"][0],
+        &[
+            "address",
+            "reachable",
+            "node_id",
+            "shards",
+            "holds",
+            "learner_in",
+            "leads",
+        ],
+    );
+    has(
+        &v["members"][0],
+        &[
+            "id",
+            "state",
+            "incarnation",
+            "address",
+            "reported_by",
+            "cluster_id",
+            "settings",
+            "settings_differ",
+        ],
+    );
 }

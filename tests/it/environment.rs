@@ -88,7 +88,8 @@ fn help_names_every_variable() {
         "UDPLOCK_DATA_DIR",
         "UDPLOCK_DURABILITY",
         "UDPLOCK_NEW_CLUSTER",
-        "UDPLOCK_SWIM_PERIOD_MS",
+        "UDPLOCK_SWIM_PERIOD",
+        "UDPLOCK_DEFAULT_TTL",
         "UDPLOCK_CLUSTER_KEY_FILE",
     ] {
         assert!(
@@ -98,7 +99,12 @@ fn help_names_every_variable() {
     }
     let (code, out, _) = run(&["acquire", "--help"], &[]);
     assert_eq!(code, Some(0));
-    for var in ["UDPLOCK_SERVERS", "UDPLOCK_CLIENT", "UDPLOCK_TIMEOUT_MS"] {
+    for var in [
+        "UDPLOCK_SERVERS",
+        "UDPLOCK_CLIENT",
+        "UDPLOCK_TIMEOUT",
+        "UDPLOCK_TTL",
+    ] {
         assert!(
             out.contains(&format!("[env: {var}")),
             "{var} missing:\n{out}"

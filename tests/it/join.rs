@@ -526,7 +526,8 @@ fn replicas_and_dead_after_are_bounded_options_of_a_joined_server() {
     let help = String::from_utf8_lossy(&o.stdout);
     for option in [
         "--replicas <N>",
-        "--dead-after-ms <MS>",
+        "--dead-after <DURATION>",
+        "Old spelling: --dead-after-ms",
         "Ignored with --peers",
     ] {
         assert!(help.contains(option), "{option}: {help}");
