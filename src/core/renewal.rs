@@ -271,19 +271,18 @@ impl Renewals {
     pub fn add(&mut self, now: Instant, id: HoldId, spec: HoldSpec) -> (Instant, Instant) {
         assert!(!self.holds.contains_key(&id), "hold {id} added twice");
         let validity = lease_validity(spec.lease_ms, self.config.drift_bound_ppm);
-        let half = Duration::from_micros(validity.as_micros() / 2);
-        let margin = spec
-            .loss_margin
-            .unwrap_or(Duration::from_micros(validity.as_micros() / 10))
-            .min(half);
         let mut hold = Hold {
             shard: spec.shard,
             token: spec.token,
             valid_until: spec.lease_start + validity,
-            margin,
+            margin: loss_margin(validity, spec.loss_margin),
             period_base: validity,
             due: None,
         };
+        debug_assert_eq!(
+            (hold.valid_until, hold.give_up_at()),
+            initial_validity(&self.config, &spec)
+        );
         let due = self.next_due(now, spec.lease_start, validity);
         hold.due = Some(due);
         self.due.insert((due, id));
@@ -468,6 +467,25 @@ impl Renewals {
         debug_assert_eq!(self.give_up.len(), self.holds.len());
         debug_assert!(self.due.len() <= self.holds.len());
     }
+}
+
+/// The `(valid_until, give_up_at)` a hold gets from its grant: what [`Renewals::add`]
+/// returns, for a shell that must know it before the hold reaches the rules.
+pub fn initial_validity(config: &Config, spec: &HoldSpec) -> (Instant, Instant) {
+    let validity = lease_validity(spec.lease_ms, config.drift_bound_ppm);
+    let valid_until = spec.lease_start + validity;
+    (
+        valid_until,
+        valid_until - loss_margin(validity, spec.loss_margin),
+    )
+}
+
+/// The margin named (or a tenth of the validity), at most half of the validity.
+fn loss_margin(validity: Duration, named: Option<Duration>) -> Duration {
+    let half = Duration::from_micros(validity.as_micros() / 2);
+    named
+        .unwrap_or(Duration::from_micros(validity.as_micros() / 10))
+        .min(half)
 }
 
 /// How long one attempt for a hold of this validity may take: a tenth of it, within

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod doubts;
+mod guard;
 mod operation;
 mod receiving;
 mod routing;
