@@ -236,6 +236,13 @@ impl LockGuard {
         self.state.remaining()
     }
 
+    /// When the lease's validity ends as this client must see it (spec §6.4), as last
+    /// renewed; it stays where it was when the guard is lost. A guard whose renewals go
+    /// unanswered is lost the loss margin before this instant.
+    pub fn valid_until(&self) -> BootInstant {
+        lock(&self.state.validity).valid_until
+    }
+
     /// True once the lock is lost (final): see [`LockGuard::lost`].
     pub fn is_lost(&self) -> bool {
         self.state.lost().is_some()

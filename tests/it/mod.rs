@@ -6,6 +6,7 @@ mod cluster;
 mod discovery;
 mod environment;
 mod garbage;
+mod guard;
 mod join;
 mod lossy;
 mod members;
