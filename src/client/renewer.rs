@@ -21,8 +21,7 @@ use udplock_protocol::RequestBody;
 
 use super::guard::{Guards, HoldState};
 use super::{std_duration, Client};
-use crate::core::renewal::{self, Event, HoldId, HoldSpec, RenewOutcome, Renewals};
-use crate::core::time::Instant;
+use crate::core::renewal::{self, Event, HoldId, HoldSpec, RenewGroup, RenewOutcome, Renewals};
 use crate::error::LockError;
 
 /// What a guard tells the renewer.
@@ -99,7 +98,7 @@ fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, mut rules: Renewals) {
         }
         for group in rules.poll_renewals(client.now()) {
             let holds: Vec<&Tracked> = group.holds.iter().map(|id| &tracked[id]).collect();
-            let outcomes = renew_group(client, group.shard, &holds, group.deadline);
+            let outcomes = renew_group(client, &group, &holds);
             assert_eq!(outcomes.len(), group.holds.len(), "one outcome per hold");
             let now = client.now();
             for (&id, outcome) in group.holds.iter().zip(outcomes) {
@@ -139,18 +138,18 @@ fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, mut rules: Renewals) {
     }
 }
 
-/// Renews the holds of one shard that are due, by `deadline`; one outcome per hold, in
-/// order. The one place that talks to the service about renewals: today one RENEW per hold,
+/// Renews the holds of one shard that are due, by the group's deadline, each copy waiting at
+/// most the group's `rto_max` for its answer; one outcome per hold, in order. The one place that talks to the service about renewals: today one RENEW per hold,
 /// in turn (each with the hold's own resource and owner); a batched session keepalive (one
 /// datagram per shard) replaces this body when the protocol has one. Once one RENEW of the
 /// group goes unanswered the shard is taken as unreachable for this round: the rest are not
 /// sent and count as unanswered (the rules retry them shortly).
 pub(super) fn renew_group(
     client: &Client,
-    shard: usize,
+    group: &RenewGroup,
     holds: &[&Tracked],
-    deadline: Instant,
 ) -> Vec<RenewOutcome> {
+    let (shard, deadline) = (group.shard, group.deadline);
     let mut silent = false;
     holds
         .iter()
@@ -166,7 +165,7 @@ pub(super) fn renew_group(
             };
             // At least 1 ms: the call measures whole milliseconds from its own start.
             let timeout_ms = deadline.saturating_since(now).as_millis().max(1);
-            match client.call(body, timeout_ms) {
+            match client.call_capped(body, timeout_ms, Some(group.rto_max)) {
                 Ok(answer) => RenewOutcome::Renewed {
                     sent_at: answer.lease_start,
                     lease_ms: answer.reply.lease_ms,

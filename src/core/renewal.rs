@@ -30,12 +30,16 @@
 //!   that gave it (spec §6.4 suggests "well before the end"; a third leaves two thirds for
 //!   retries), made up to a fifth earlier by a seeded jitter so that many holds taken at once
 //!   do not renew in lockstep.
-//! - **Attempts**: a renewal attempt ends, answered or not, by its group's deadline: the
-//!   earliest give-up instant in the group, and a tenth of the shortest validity of any hold
-//!   (so that one silent shard cannot hold the renewals of short holds back for long). An
-//!   unanswered attempt is retried after a short pause (a thirtieth of the validity), with a
-//!   fresh request whose retransmission timer starts again from the RTT estimate, while the
-//!   give-up instant has not passed.
+//! - **Attempts**: a renewal attempt (one request per hold, its copies re-sent until an
+//!   answer) lasts until the earliest give-up instant of its group, so that every answer
+//!   that comes in time counts, unless the renewer is needed sooner: when several shards'
+//!   groups are due at once, or another hold becomes due, it ends then, though not before a
+//!   tenth of the shortest validity of any hold; and never later than `attempt_max`. Within
+//!   an attempt a copy waits at most a thirtieth of the validity for its answer before the
+//!   next is sent (`RenewGroup::rto_max`), however high load has pushed the RTT estimate: a
+//!   300 ms lease gets more than a dozen copies through a lossy network before it is given
+//!   up. An attempt cut short unanswered is retried after a short pause (a thirtieth of the
+//!   validity too), with a fresh request, while the give-up instant has not passed.
 //! - **Loss** is final: a refusal (LOCK_NOT_HELD: the server does not know this hold any
 //!   more), a reply naming another fencing token (the hold the server renewed is not the one
 //!   the guard was given: the token must never change under a guard), or the give-up instant.
@@ -173,6 +177,10 @@ pub struct RenewGroup {
     pub holds: Vec<HoldId>,
     /// When the attempt must end, answered or not (see "Attempts" in the module docs).
     pub deadline: Instant,
+    /// The longest a copy may wait for its answer before the next one is sent: a thirtieth
+    /// of the shortest validity in the group, so that a short lease gets many copies through
+    /// a lossy network before it runs out, whatever the RTT estimate says.
+    pub rto_max: Duration,
 }
 
 /// What the shell must tell the hold's owner.
@@ -335,7 +343,6 @@ impl Renewals {
     pub fn poll_renewals(&mut self, now: Instant) -> Vec<RenewGroup> {
         self.handle_timeout(now);
         let mut groups: BTreeMap<usize, RenewGroup> = BTreeMap::new();
-        let global_cap = now + self.attempts.keys().next().copied().unwrap_or(ATTEMPT_MIN);
         while let Some(&(due, id)) = self.due.first() {
             if due > now {
                 break;
@@ -343,18 +350,32 @@ impl Renewals {
             self.due.remove(&(due, id));
             let hold = self.holds.get_mut(&id).expect("a due hold is followed");
             hold.due = None;
-            let own = hold
-                .give_up_at()
-                .min(now + attempt_len(hold.period_base, &self.config));
             let group = groups.entry(hold.shard).or_insert_with(|| RenewGroup {
                 shard: hold.shard,
                 holds: Vec::new(),
-                deadline: global_cap,
+                deadline: Instant::MAX,
+                rto_max: Duration::from_micros(u64::MAX),
             });
             group.holds.push(id);
-            group.deadline = group.deadline.min(own);
+            group.deadline = group.deadline.min(hold.give_up_at());
+            group.rto_max = group.rto_max.min(retry_pause(hold.period_base));
         }
-        let groups: Vec<RenewGroup> = groups.into_values().collect();
+        // "Attempts" in the module docs: until the group's earliest give-up, unless the
+        // renewer is needed sooner (another group now, or another hold's due time), but not
+        // shorter than a tenth of the shortest validity, and never longer than attempt_max.
+        let floor = now + self.attempts.keys().next().copied().unwrap_or(ATTEMPT_MIN);
+        let needed = match groups.len() {
+            0 | 1 => self.due.first().map_or(Instant::MAX, |&(t, _)| t),
+            _ => now,
+        };
+        let end = needed.max(floor).min(now + self.config.attempt_max);
+        let groups: Vec<RenewGroup> = groups
+            .into_values()
+            .map(|mut group| {
+                group.deadline = group.deadline.min(end);
+                group
+            })
+            .collect();
         for group in &groups {
             assert!(!group.holds.is_empty());
             assert!(
@@ -416,9 +437,7 @@ impl Renewals {
                 });
             }
             RenewOutcome::NoAnswer => {
-                let pause =
-                    Duration::from_micros(hold.period_base.as_micros() / 30).max(RETRY_PAUSE_MIN);
-                let due = now + pause;
+                let due = now + retry_pause(hold.period_base);
                 self.holds.get_mut(&id).expect("followed").due = Some(due);
                 self.due.insert((due, id));
             }
@@ -486,6 +505,12 @@ fn loss_margin(validity: Duration, named: Option<Duration>) -> Duration {
     named
         .unwrap_or(Duration::from_micros(validity.as_micros() / 10))
         .min(half)
+}
+
+/// The pause after an unanswered attempt, and the longest wait between two copies of a
+/// renewal: a thirtieth of the validity, at least [`RETRY_PAUSE_MIN`].
+fn retry_pause(validity: Duration) -> Duration {
+    Duration::from_micros(validity.as_micros() / 30).max(RETRY_PAUSE_MIN)
 }
 
 /// How long one attempt for a hold of this validity may take: a tenth of it, within

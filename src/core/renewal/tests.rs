@@ -99,8 +99,10 @@ fn due_holds_are_grouped_per_shard() {
     two.sort();
     assert_eq!(two, vec![10, 12]);
     // The deadline: a tenth of the shortest validity (30 ms), before every give-up instant.
+    // Copies at least every 10 ms (a thirtieth of the validity).
     for g in &groups {
         assert_eq!(g.deadline, at(130));
+        assert_eq!(g.rto_max, ms(10));
     }
     // Under way: not due again until an outcome comes back.
     assert!(r.poll_renewals(at(200)).is_empty());
@@ -115,12 +117,30 @@ fn a_short_hold_caps_every_attempt() {
     alone.add(at(0), 1, spec(0, 60_000, at(0)));
     let groups = alone.poll_renewals(at(20_000));
     assert_eq!(groups[0].deadline, at(22_000), "attempt_max");
+    assert_eq!(groups[0].rto_max, ms(2_000));
     let mut r = rules(1);
     r.add(at(0), 1, spec(0, 60_000, at(0)));
     r.add(at(19_990), 2, spec(1, 300, at(19_990)));
     let groups = r.poll_renewals(at(20_000));
     assert_eq!(groups.len(), 1, "{groups:?}");
-    assert_eq!((groups[0].shard, groups[0].deadline), (0, at(20_030)));
+    // Until the short hold is due, but at least 30 ms.
+    let short_due = r.poll_timeout().unwrap();
+    assert!(
+        short_due > at(20_000) && short_due <= at(20_090),
+        "{short_due:?}"
+    );
+    assert_eq!(groups[0].shard, 0);
+    assert_eq!(groups[0].deadline, short_due.max(at(20_030)));
+}
+
+/// A lone group's attempt runs to its give-up instant: every answer in time counts.
+#[test]
+fn a_lone_attempt_runs_to_the_give_up_instant() {
+    let mut r = rules(1);
+    r.add(at(0), 1, spec(0, 300, at(0)));
+    let groups = r.poll_renewals(at(100));
+    assert_eq!(groups[0].deadline, at(270));
+    assert_eq!(groups[0].rto_max, ms(10));
 }
 
 /// An OK renewal extends the validity from its send time, never shortens it, and schedules
@@ -188,37 +208,45 @@ fn refusal_and_token_change_are_losses() {
     assert!(events(&mut r).is_empty());
 }
 
-/// Unanswered attempts are retried after a short pause until the give-up instant, which
-/// loses the hold: before the validity ends, by the margin.
+/// Unanswered attempts (cut short by another shard's group due at once) are retried after a
+/// short pause until the give-up instant, which loses the holds: before the validity ends, by
+/// the margin.
 #[test]
 fn silence_is_retried_then_given_up_before_the_validity_ends() {
     let mut r = rules(4);
     r.add(at(0), 1, spec(0, 300, at(0)));
-    let mut now = r.poll_timeout().unwrap();
+    r.add(at(0), 2, spec(1, 300, at(0)));
+    let mut now = at(100);
     let mut attempts = 0;
-    loop {
+    while !r.is_empty() {
         let groups = r.poll_renewals(now);
-        if let Some(g) = groups.first() {
+        if let Some(g) = groups.iter().map(|g| g.deadline).max() {
             attempts += 1;
-            assert!(g.deadline <= at(270), "{g:?}");
-            now = g.deadline;
-            r.handle_outcome(now, 1, RenewOutcome::NoAnswer);
+            assert!(g <= at(270), "{groups:?}");
+            now = g;
+            for g in &groups {
+                for &id in &g.holds {
+                    r.handle_outcome(now, id, RenewOutcome::NoAnswer);
+                }
+            }
         }
-        if !r.contains(1) {
-            break;
+        if let Some(next) = r.poll_timeout() {
+            now = next.max(now);
         }
-        now = r.poll_timeout().unwrap();
         assert!(now <= at(270), "{now:?}");
     }
-    assert_eq!(
-        events(&mut r),
-        vec![Event::Lost {
-            id: 1,
-            reason: LossReason::Expired
-        }]
-    );
+    let lost: Vec<Event> = events(&mut r);
+    assert_eq!(lost.len(), 2);
+    for event in lost {
+        assert!(matches!(
+            event,
+            Event::Lost {
+                reason: LossReason::Expired,
+                ..
+            }
+        ));
+    }
     assert!(attempts >= 4, "retried: {attempts}");
-    assert!(now <= at(270) && now < at(300));
 }
 
 /// An OK reply that arrives after the give-up instant does not bring the hold back.
