@@ -6,8 +6,6 @@ use std::time::Duration;
 
 /// Parses `text` as a duration (see the module docs). The error names what was wrong, for
 /// clap to print after the flag's name.
-// Not yet called by a flag: `udplock lock` and the `--*-ms` flags move to it (issue 11).
-#[allow(dead_code)]
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let digits_end = text
