@@ -49,7 +49,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{SendError, Sender};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration as StdDuration;
 
@@ -199,7 +199,9 @@ impl LockOptions {
 
 /// A held lock: renewed in the background, released when dropped (see the module docs).
 ///
-/// `Send + Sync`: move it to the thread that works under the lock, or share it.
+/// `Send + Sync`: move it to the thread that works under the lock, or share it. Dropping it
+/// sends a RELEASE and waits for the answer, up to the client's `request_timeout_ms` when
+/// the service does not answer (the lock then expires after its TTL).
 pub struct LockGuard {
     guards: Arc<Guards>,
     id: HoldId,
@@ -637,12 +639,18 @@ impl Guards {
             },
         };
         let mut commands = lock(&self.commands);
-        if let Some(sender) = commands.as_ref() {
-            if sender.send(command).is_ok() {
-                return Ok(());
-            }
-            unreachable!("the renewer ends only once every sender is gone");
-        }
+        let command = match commands.as_ref() {
+            None => command,
+            Some(sender) => match sender.send(command) {
+                Ok(()) => return Ok(()),
+                Err(SendError(command)) => {
+                    // The thread ends only once every sender is gone, or by a panic (a bug): its
+                    // guards are reported lost by their own give-up check; start another.
+                    log::error!("the guards' renewer thread died; starting a new one");
+                    command
+                }
+            },
+        };
         let (sender, alive) =
             renewer::start(Arc::downgrade(self), self.renewal_config()).map_err(|e| {
                 LockError::InternalError(format!(
