@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use clap::Args;
@@ -167,6 +167,8 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
             format!("the lock was lost before the command started: {reason}"),
         ));
     }
+    let (tell, events) = mpsc::channel();
+    on_termination(tell.clone());
     let mut child = Command::new(&a.command[0])
         .args(&a.command[1..])
         .env("UDPLOCK_FENCING_TOKEN", guard.fencing_token().to_string())
@@ -179,7 +181,7 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
             };
             (code, format!("cannot run {:?}: {e}", a.command[0]))
         })?;
-    let events = watch(&child, guard.lost_signal());
+    watch(&child, guard.lost_signal(), tell);
     let lost = supervise(&child, &events, grace);
     let status = child.wait();
     if let Some(reason) = lost {
@@ -208,9 +210,19 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
     }
 }
 
-/// Starts the waiting threads (see the module docs).
-fn watch(child: &Child, lost: udplock::client::LostSignal) -> Receiver<Event> {
-    let (tell, events) = mpsc::channel();
+/// Passes udplock's own SIGINT, SIGTERM and SIGHUP to `tell`: installed before the command
+/// starts, so that a signal that comes as soon as it runs is not udplock's death.
+fn on_termination(tell: Sender<Event>) {
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = tell.send(Event::Interrupted);
+    }) {
+        log::warn!("cannot pass termination signals on to the command: {e}");
+    }
+}
+
+/// Starts the threads that wait for the command's exit and for the guard's loss (see the
+/// module docs).
+fn watch(child: &Child, lost: udplock::client::LostSignal, tell: Sender<Event>) {
     let pid = Pid::from_child(child);
     let exited = tell.clone();
     std::thread::spawn(move || {
@@ -221,18 +233,11 @@ fn watch(child: &Child, lost: udplock::client::LostSignal) -> Receiver<Event> {
         ) {}
         let _ = exited.send(Event::Exited);
     });
-    let on_loss = tell.clone();
     std::thread::spawn(move || {
         if let Some(reason) = lost.wait() {
-            let _ = on_loss.send(Event::Lost(reason));
+            let _ = tell.send(Event::Lost(reason));
         }
     });
-    if let Err(e) = ctrlc::set_handler(move || {
-        let _ = tell.send(Event::Interrupted);
-    }) {
-        log::warn!("cannot pass termination signals on to the command: {e}");
-    }
-    events
 }
 
 /// Waits for the command to exit, stopping it if the lock is lost (SIGTERM, then SIGKILL

@@ -201,3 +201,27 @@ fn the_command_is_stopped_before_the_lease_ends_when_the_lock_is_lost() {
         assert_eq!(run.wait().unwrap().code(), Some(123), "{script}");
     }
 }
+
+/// SIGTERM to udplock reaches the command as SIGTERM; once it has exited the lock is
+/// released, and udplock exits as the command did (128 + 15).
+#[test]
+fn a_termination_signal_is_passed_on_and_the_lock_released() {
+    let node = start_node();
+    let servers = node.local_addr().to_string();
+    let mut run = lock_cmd(
+        &servers,
+        &["lk/term", "--", "sh", "-c", "echo held; exec sleep 60"],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    assert_eq!(first_line(&mut run), "held\n");
+    let term = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert_eq!(run.wait().unwrap().code(), Some(128 + 15));
+    let client = Client::connect(&[node.local_addr()]).unwrap();
+    assert_eq!(client.status("lk/term").unwrap().hold_count, 0);
+}
