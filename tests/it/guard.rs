@@ -140,3 +140,26 @@ fn a_hold_released_behind_the_guards_back_is_lost_at_the_next_renewal() {
     assert!(BootInstant::now() < guard.valid_until());
     assert_eq!(guard.release(), Err(LockError::LockNotHeld));
 }
+
+/// The scale target, measured (ignored by default: about 20 s): 10,000 guards of
+/// one process with a 10 s lease, and the request datagrams per second their renewals cost
+/// the node — today one RENEW per guard per renewal, about `guards / (0.3 × TTL)`; a batched
+/// session keepalive replaces that. Asserts that none is lost meanwhile.
+/// `cargo test --release --test tests it::guard::ten_thousand -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn ten_thousand_guards_renewal_rate() {
+    let node = start_node();
+    let client = Client::connect(&[node.local_addr()]).unwrap();
+    let options = LockOptions::new().ttl(Duration::from_secs(10));
+    let guards: Vec<_> = (0..10_000)
+        .map(|i| client.lock(&format!("guard/many/{i}"), &options).unwrap())
+        .collect();
+    let requests = || node.stats().requests.load(Ordering::Relaxed);
+    let (before, start) = (requests(), BootInstant::now());
+    std::thread::sleep(Duration::from_secs(15));
+    let per_second = (requests() - before) as f64 / start.elapsed().as_secs_f64();
+    eprintln!("10000 guards, 10 s TTL: {per_second:.0} request datagrams/s to renew them");
+    assert!(guards.iter().all(|g| !g.is_lost()));
+    assert!(per_second > 1_000.0, "{per_second}");
+}
