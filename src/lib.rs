@@ -63,6 +63,7 @@ pub mod single;
 pub mod store;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
+pub use client::{LockGuard, LockOptions, LossReason};
 pub use clock::BootInstant;
 pub use error::LockError;
 

@@ -32,6 +32,7 @@ use cmd::dev::DevArgs;
 use cmd::keygen::KeygenArgs;
 use cmd::lock::{ConfigureArgs, LockArgs};
 use cmd::remove::RemoveArgs;
+use cmd::run::RunArgs;
 use cmd::server::ServerArgs;
 use cmd::sim::SimArgs;
 use cmd::status::StatusArgs;
@@ -98,6 +99,12 @@ enum Command {
     /// Write a new random cluster key to a new file (mode 0600), for --cluster-key-file: copy
     /// it to every node of the cluster. Never replaces an existing file.
     Keygen(KeygenArgs),
+    /// Run a command while holding a lock: take it (waiting up to --wait), run CMD with
+    /// UDPLOCK_FENCING_TOKEN and UDPLOCK_RESOURCE in its environment, renew the lock while
+    /// it runs, release it when it exits, and exit with its exit code. Stops the command if
+    /// the lock is being lost.
+    #[command(after_help = cmd::run::EXIT_CODES)]
+    Lock(RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -125,14 +132,21 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            // --help and --version are successes; every usage error is exit code 1.
-            return if e.use_stderr() {
-                ExitCode::from(1)
-            } else {
+            // --help and --version are successes; every usage error is exit code 1, except
+            // for `lock`, whose codes below 123 are its command's (see `cmd::run`).
+            let lock = std::env::args_os().nth(1).is_some_and(|a| a == "lock");
+            return if !e.use_stderr() {
                 ExitCode::SUCCESS
+            } else if lock {
+                ExitCode::from(cmd::run::EXIT_FAILED)
+            } else {
+                ExitCode::from(1)
             };
         }
     };
+    if let Command::Lock(a) = cli.command {
+        return ExitCode::from(cmd::run::run(a));
+    }
     match run(cli.command) {
         Ok(()) if cmd::out::failed() => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
@@ -158,6 +172,7 @@ fn run(command: Command) -> Result<(), Failure> {
         // The one command the service can refuse (spec §4.10).
         Command::Remove(a) => return cmd::remove::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Lock(_) => unreachable!("`lock` exits with its command's code (main)"),
     };
     Ok(outcome?)
 }

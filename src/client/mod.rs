@@ -71,6 +71,9 @@
 //!   from the member table.
 //! - `lanes.rs`: one session per call in flight.
 //! - `doubts.rs`: releases whose outcome is unknown, settled before the lock is touched again.
+//! - `guard.rs`: [`LockGuard`]s ([`Client::lock`]): a lock renewed in the background,
+//!   released on drop, with a loss signal; `renewer.rs`: the one thread per client that
+//!   renews them, a shell around the renewal rules of [`crate::core::renewal`].
 //! - `admin.rs`: the operators' read-only queries (SHARD_STATUS, NODE_SETTINGS), off the lock
 //!   path.
 //! - `limits.rs`: an INVALID_ARGUMENT refusal made to name the field and the server's limit.
@@ -81,10 +84,12 @@
 mod admin;
 mod config;
 mod doubts;
+mod guard;
 mod lanes;
 mod limits;
 mod operation;
 mod receiving;
+mod renewer;
 mod reports;
 mod routing;
 #[cfg(test)]
@@ -96,7 +101,7 @@ use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Duration as StdDuration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -117,6 +122,7 @@ pub use self::reports::{
 pub use crate::core::call::{DOUBTS_MAX, LEARNED_LEADERS_MAX};
 pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 
+pub use self::guard::{LockGuard, LockOptions, LossReason, LostSignal, LOCK_WAIT_DEFAULT};
 use self::lanes::{new_session_id, Lane};
 use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
@@ -166,6 +172,8 @@ pub struct Client {
     /// RELEASEs whose outcome is unknown and which may still take effect (spec §7.1.5; see
     /// `settle_doubts`). At most [`DOUBTS_MAX`] (plus the releases in flight).
     doubts: Mutex<Doubts<Vec<u8>>>,
+    /// What this client's lock guards share, created at the first guard (see `guard.rs`).
+    guards: OnceLock<Arc<guard::Guards>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -244,6 +252,7 @@ impl Client {
             dropped_datagrams: AtomicU64::new(0),
             redirects: AtomicU64::new(0),
             doubts: Mutex::new(Doubts::new()),
+            guards: OnceLock::new(),
         })
     }
 

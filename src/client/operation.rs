@@ -12,6 +12,7 @@ use super::receiving::ReplyData;
 use super::routing::CallRoutes;
 use super::{lock, Client};
 use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome};
+use crate::core::retransmit::RequestTimer;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -25,6 +26,19 @@ impl Client {
     /// One operation: settle any doubt on its lock, then run the request's call (the rules
     /// are the call core's, `crate::core::call`) and map its outcome (spec §7.1.5).
     pub(super) fn call(&self, body: RequestBody<'_>, timeout_ms: u64) -> Result<Answer, LockError> {
+        self.call_capped(body, timeout_ms, None)
+    }
+
+    /// [`Client::call`] with the retransmission timeout capped at `rto_cap`: a guard's
+    /// renewal of a short lease must get several copies through a lossy network before the
+    /// lease's validity runs out, even when load has pushed the RTT estimate up (the renewal
+    /// rules choose the cap, `crate::core::renewal`).
+    pub(super) fn call_capped(
+        &self,
+        body: RequestBody<'_>,
+        timeout_ms: u64,
+        rto_cap: Option<Duration>,
+    ) -> Result<Answer, LockError> {
         let reply_type = body.kind().reply_type();
         let start = self.now();
         self.poll_discovery(start);
@@ -51,7 +65,13 @@ impl Client {
             .encode(&mut buf)
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
-        let timer = lock(&self.rtt).timer();
+        let timer = {
+            let rtt = lock(&self.rtt);
+            match rto_cap {
+                None => rtt.timer(),
+                Some(cap) => RequestTimer::new(rtt.rto().min(cap), rtt.config().rto_max.min(cap)),
+            }
+        };
         let routes = lane.routes();
         let mut call = Call::new(
             self.now(),

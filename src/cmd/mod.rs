@@ -14,6 +14,7 @@ pub mod keygen;
 pub mod lock;
 pub mod out;
 pub mod remove;
+pub mod run;
 pub mod server;
 pub mod sim;
 pub mod status;

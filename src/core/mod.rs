@@ -11,6 +11,7 @@ pub mod node;
 pub mod peer_auth;
 pub mod placement;
 pub mod raft;
+pub mod renewal;
 pub mod replica;
 pub mod restart;
 pub mod retransmit;

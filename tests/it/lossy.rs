@@ -14,16 +14,16 @@ use super::start_node;
 
 /// Forwards datagrams between one client and a node, dropping `loss` of them in each
 /// direction, sending `dup` of them twice, and holding some back to deliver after the next
-/// one (reordering).
-struct Relay {
-    addr: SocketAddr,
+/// one (reordering). Also used by it::guard.
+pub(super) struct Relay {
+    pub(super) addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    dropped: Arc<AtomicU64>,
+    pub(super) dropped: Arc<AtomicU64>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Relay {
-    fn start(node: SocketAddr, loss: f64, dup: f64, seed: u64) -> Relay {
+    pub(super) fn start(node: SocketAddr, loss: f64, dup: f64, seed: u64) -> Relay {
         let front = UdpSocket::bind("127.0.0.1:0").unwrap();
         let back = UdpSocket::bind("127.0.0.1:0").unwrap();
         for s in [&front, &back] {

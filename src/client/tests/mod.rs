@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod doubts;
+mod guard;
 mod limits;
 mod operation;
 mod receiving;

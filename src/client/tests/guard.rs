@@ -1,0 +1,337 @@
+//! Lock guards against a scripted fake server: renewals keep the hold and its token; a
+//! refusal, another token or silence lose it (and wake the waiters); drop releases; owners;
+//! options; the renewer thread's life.
+
+use super::*;
+use crate::client::{LockGuard, LockOptions, LossReason};
+use std::time::Duration as Std;
+
+/// How the fake answers RENEW.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Renew {
+    Grant,
+    Refuse,
+    Token(u64),
+    Silent,
+}
+
+/// The fake's script and what it saw: (message type, client id) of every lock request.
+#[derive(Clone)]
+struct Script {
+    renew: Arc<Mutex<Renew>>,
+    /// The hold count every ACQUIRE reply names.
+    hold_count: Arc<Mutex<u32>>,
+    lease_ms: u32,
+    seen: Arc<Mutex<Vec<(MessageType, String, u32)>>>,
+}
+
+impl Script {
+    fn new(lease_ms: u32) -> Script {
+        Script {
+            renew: Arc::new(Mutex::new(Renew::Grant)),
+            hold_count: Arc::new(Mutex::new(1)),
+            lease_ms,
+            seen: Arc::default(),
+        }
+    }
+
+    fn set(&self, renew: Renew) {
+        *self.renew.lock().unwrap() = renew;
+    }
+
+    fn count(&self, kind: MessageType) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|(k, _, _)| *k == kind).count()
+    }
+
+    fn clients(&self, kind: MessageType) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, c, _)| c.clone())
+            .collect()
+    }
+
+    /// Waits (up to a generous bound) until the fake has seen `n` requests of `kind`.
+    fn wait_for(&self, kind: MessageType, n: usize) {
+        let end = BootInstant::now() + StdDuration::from_secs(20);
+        while self.count(kind) < n {
+            assert!(
+                BootInstant::now() < end,
+                "only {} {kind:?}",
+                self.count(kind)
+            );
+            thread::sleep(StdDuration::from_millis(5));
+        }
+    }
+
+    fn server(&self) -> FakeServer {
+        let script = self.clone();
+        FakeServer::spawn(move |event| {
+            let Event::Request(req, _) = event else {
+                return Vec::new();
+            };
+            let (client, ttl) = match req.body {
+                RequestBody::Acquire { client, ttl_ms, .. }
+                | RequestBody::Renew { client, ttl_ms, .. } => (client, ttl_ms),
+                RequestBody::Release { client, .. } => (client, 0),
+                _ => (&b""[..], 0),
+            };
+            script.seen.lock().unwrap().push((
+                req.body.msg_type(),
+                String::from_utf8_lossy(client).into_owned(),
+                ttl,
+            ));
+            let lease_ms = script.lease_ms;
+            let reply = match req.body {
+                RequestBody::Acquire { .. } => {
+                    let holds = *script.hold_count.lock().unwrap();
+                    reply_to(&req, Status::Ok, |r| {
+                        r.hold_count = holds;
+                        r.fencing_token = 5;
+                        r.lease_ms = lease_ms;
+                    })
+                }
+                RequestBody::Renew { .. } => match *script.renew.lock().unwrap() {
+                    Renew::Grant => reply_to(&req, Status::Ok, |r| {
+                        r.hold_count = 1;
+                        r.fencing_token = 5;
+                        r.lease_ms = lease_ms;
+                    }),
+                    Renew::Token(token) => reply_to(&req, Status::Ok, |r| {
+                        r.hold_count = 1;
+                        r.fencing_token = token;
+                        r.lease_ms = lease_ms;
+                    }),
+                    Renew::Refuse => reply_to(&req, Status::LockNotHeld, |_| {}),
+                    Renew::Silent => return Vec::new(),
+                },
+                RequestBody::Release { .. } => reply_to(&req, Status::Ok, |_| {}),
+                _ => return Vec::new(),
+            };
+            vec![reply]
+        })
+    }
+}
+
+fn ms(n: u64) -> Std {
+    Std::from_millis(n)
+}
+
+#[test]
+fn guards_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<LockGuard>();
+    assert_send_sync::<crate::client::LostSignal>();
+}
+
+/// A 300 ms lease renewed many times over: never lost, same token, the TTL asked for sent
+/// with every renewal under the guard's own owner.
+#[test]
+fn renewals_keep_the_guard_and_its_token() {
+    let script = Script::new(300);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let guard = client
+        .lock("g/renew", &LockOptions::new().ttl(ms(300)))
+        .unwrap();
+    script.wait_for(MessageType::Renew, 6);
+    assert_eq!(guard.lost(), None);
+    assert_eq!(guard.fencing_token(), 5);
+    assert!(guard.remaining() > Std::ZERO);
+    let seen = script.seen.lock().unwrap().clone();
+    for (kind, owner, ttl) in &seen {
+        assert_eq!(owner, guard.owner(), "{kind:?}");
+        assert_eq!(*ttl, 300, "{kind:?}");
+    }
+}
+
+/// LOCK_NOT_HELD to a renewal: lost at once (well before the validity would end), the
+/// signal fires in another thread, and nothing is released.
+#[test]
+fn a_refused_renewal_loses_the_guard_at_once() {
+    let script = Script::new(3_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let guard = client.lock("g/refused", &LockOptions::new()).unwrap();
+    let signal = guard.lost_signal();
+    let waiter = thread::spawn(move || signal.wait());
+    script.set(Renew::Refuse);
+    assert_eq!(guard.wait_lost(ms(20_000)), Some(LossReason::Refused));
+    assert_eq!(waiter.join().unwrap(), Some(LossReason::Refused));
+    assert!(guard.is_lost());
+    assert_eq!(guard.remaining(), Std::ZERO);
+    assert_eq!(guard.release(), Err(LockError::LockNotHeld));
+    assert_eq!(script.count(MessageType::Release), 0);
+}
+
+/// A renewal naming another fencing token is a loss: the token never changes under a guard.
+#[test]
+fn a_renewal_with_another_token_loses_the_guard() {
+    let script = Script::new(300);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    script.set(Renew::Token(6));
+    let guard = client.lock("g/token", &LockOptions::new()).unwrap();
+    assert_eq!(
+        guard.wait_lost(ms(20_000)),
+        Some(LossReason::TokenChanged {
+            expected: 5,
+            got: 6
+        })
+    );
+    assert_eq!(guard.fencing_token(), 5);
+}
+
+/// Silence: retried, then given up a margin before the validity ends; the guard says so
+/// without the renewer's help too, and the waiter wakes.
+#[test]
+fn silence_loses_the_guard_before_its_validity_ends() {
+    let script = Script::new(300);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    script.set(Renew::Silent);
+    let guard = client
+        .lock("g/silent", &LockOptions::new().loss_margin(ms(100)))
+        .unwrap();
+    let signal = guard.lost_signal();
+    let waiter = thread::spawn(move || signal.wait());
+    assert_eq!(guard.wait_lost(ms(20_000)), Some(LossReason::Expired));
+    assert_eq!(waiter.join().unwrap(), Some(LossReason::Expired));
+    assert!(
+        script.count(MessageType::Renew) >= 2,
+        "renewals were retried: {}",
+        script.count(MessageType::Renew)
+    );
+    // Given up for silence: the server may still hold it, so drop releases it.
+    drop(guard);
+    assert_eq!(script.count(MessageType::Release), 1);
+}
+
+/// Drop releases under the guard's owner; `release` reports the answer; a released guard's
+/// signal says "released" (`None`).
+#[test]
+fn drop_and_release_release_the_lock() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let guard = client.lock("g/drop", &LockOptions::new()).unwrap();
+    let owner = guard.owner().to_owned();
+    drop(guard);
+    assert_eq!(script.clients(MessageType::Release), vec![owner]);
+    let guard = client.try_lock("g/drop", &LockOptions::new()).unwrap();
+    let signal = guard.lost_signal();
+    assert_eq!(guard.release(), Ok(()));
+    assert_eq!(signal.wait(), None);
+    assert_eq!(script.count(MessageType::Release), 2);
+}
+
+/// Default owners are unique per guard (`<session hex>-<n>`), even on one resource.
+#[test]
+fn default_owners_are_unique() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let a = client.lock("g/owners", &LockOptions::new()).unwrap();
+    let b = client.lock("g/owners", &LockOptions::new()).unwrap();
+    assert_ne!(a.owner(), b.owner());
+    for owner in [a.owner(), b.owner()] {
+        let (session, n) = owner.split_once('-').unwrap();
+        assert_eq!(session.len(), 16, "{owner}");
+        assert!(u64::from_str_radix(session, 16).is_ok(), "{owner}");
+        assert!(n.parse::<u64>().is_ok(), "{owner}");
+    }
+}
+
+/// A named owner: a second guard is refused unless both are re-entrant; refused again when
+/// the server's hold count shows the owner held the lock already (and that hold given back).
+#[test]
+fn named_owners_and_reentry() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let named = LockOptions::new().owner("billing");
+    let first = client.lock("g/named", &named).unwrap();
+    let err = client.lock("g/named", &named).unwrap_err();
+    assert!(
+        matches!(&err, LockError::InvalidArgument(m) if m.contains("\"billing\"")),
+        "{err}"
+    );
+    let err = client
+        .lock("g/named", &named.clone().reentrant(true))
+        .unwrap_err();
+    assert!(matches!(err, LockError::InvalidArgument(_)), "{err}");
+    assert_eq!(
+        script.count(MessageType::Acquire),
+        1,
+        "refused before sending"
+    );
+    drop(first);
+    let again = client.lock("g/named", &named).unwrap();
+    drop(again);
+    let reentrant = named.clone().reentrant(true);
+    let a = client.lock("g/named", &reentrant).unwrap();
+    *script.hold_count.lock().unwrap() = 2;
+    let b = client.lock("g/named", &reentrant).unwrap();
+    assert_eq!(a.fencing_token(), b.fencing_token());
+    drop((a, b));
+    // Held elsewhere under the same owner: the extra hold is released, the guard refused.
+    let releases = script.count(MessageType::Release);
+    let err = client.lock("g/named", &named).unwrap_err();
+    assert!(
+        matches!(&err, LockError::InvalidArgument(m) if m.contains("in use elsewhere")),
+        "{err}"
+    );
+    assert_eq!(script.count(MessageType::Release), releases + 1);
+}
+
+/// Every refused option names its field; nothing is sent.
+#[test]
+fn options_are_validated() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let refused = |options: LockOptions, field: &str| {
+        let err = client.lock("g/options", &options).unwrap_err();
+        assert!(
+            matches!(&err, LockError::InvalidArgument(m) if m.starts_with(field)),
+            "{field}: {err}"
+        );
+    };
+    refused(LockOptions::new().wait(Std::from_secs(301)), "wait");
+    refused(LockOptions::new().ttl(Std::from_micros(999)), "ttl");
+    refused(LockOptions::new().ttl(Std::from_secs(5_000_000)), "ttl");
+    refused(LockOptions::new().owner(""), "owner");
+    refused(LockOptions::new().owner("x".repeat(256)), "owner");
+    refused(LockOptions::new().reentrant(true), "reentrant");
+    refused(
+        LockOptions::new().ttl(ms(100)).loss_margin(ms(51)),
+        "loss_margin",
+    );
+    let err = client.lock("", &LockOptions::new()).unwrap_err();
+    assert!(matches!(&err, LockError::InvalidArgument(m) if m.starts_with("resource")));
+    assert_eq!(script.count(MessageType::Acquire), 0);
+}
+
+/// The renewer thread starts with the first guard, outlives the `Client` while a guard
+/// lives, and ends once both are gone.
+#[test]
+fn the_renewer_ends_with_the_client_and_its_guards() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    assert!(client.renewer_alive().upgrade().is_none(), "started lazily");
+    let guard = client.lock("g/life", &LockOptions::new()).unwrap();
+    let alive = client.renewer_alive();
+    assert!(alive.upgrade().is_some());
+    drop(client);
+    assert!(alive.upgrade().is_some(), "the guard keeps it");
+    assert!(!guard.is_lost());
+    drop(guard);
+    let end = BootInstant::now() + StdDuration::from_secs(20);
+    while alive.upgrade().is_some() {
+        assert!(BootInstant::now() < end, "the renewer thread did not end");
+        thread::sleep(StdDuration::from_millis(5));
+    }
+    assert_eq!(script.count(MessageType::Release), 1);
+}
