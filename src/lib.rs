@@ -44,22 +44,29 @@
 
 // `core`, `sim`, `bench` and `json` are public only so that the `udplock` binary, the
 // benchmark, the integration tests and the simulator's tools can reach them; they are not the
-// library's API, so their types may change with any release. They are hidden from the
-// documentation until the adoption issue moves them behind cargo features and says what is
-// public (issue 9, item 7).
+// library's API, so their types may change with any release, and they are hidden from the
+// documentation. Each part beyond the client is behind the cargo feature of its name (see
+// Cargo.toml's `[features]`): without default features only the client and what it needs
+// compile.
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 pub mod client;
 pub mod clock;
+#[cfg(feature = "server")]
 pub mod cluster;
 #[doc(hidden)]
 pub mod core;
 pub mod error;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod json;
+#[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
+#[cfg(feature = "server")]
 pub mod single;
+#[cfg(feature = "server")]
 pub mod store;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
