@@ -24,7 +24,11 @@ use std::fmt;
 use udplock_protocol::Status;
 
 /// Why a lock operation failed.
+///
+/// `#[non_exhaustive]`: a later version may add variants, so a `match` needs a `_` arm (most
+/// callers want [`LockError::outcome_known`] there).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockError {
     /// The lock stayed held by another client for the whole wait (or, for a try-acquire, was
     /// held). State: unchanged.
@@ -113,7 +117,7 @@ impl LockError {
             ),
             Status::InternalError => LockError::InternalError(
                 "the server reported INTERNAL_ERROR, so the operation may or may not have taken \
-                 effect: check the lock with `udplock status` and report the server's log"
+                 effect: check the lock's status and report the server's log"
                     .to_owned(),
             ),
         };
@@ -156,7 +160,7 @@ impl fmt::Display for LockError {
         match self {
             LockError::LockAcquisitionTimeout => f.write_str(
                 "lock not acquired: another client held it for the whole wait; nothing \
-                 changed. Retry, wait longer (timeout), or see who holds it with `udplock status`",
+                 changed. Retry, wait longer, or look up who holds it (status)",
             ),
             LockError::LockNotHeld => f.write_str(
                 "this client does not hold the lock (never acquired, already released, or its \
@@ -170,8 +174,8 @@ impl fmt::Display for LockError {
             ),
             LockError::InternalError(what) => write!(f, "internal error: {what}"),
             LockError::Unavailable => f.write_str(
-                "no answer from the lock server before the deadline: check that `udplock \
-                 server` runs at the --servers address and that UDP reaches it. The request may \
+                "no answer from the lock server before the deadline: check that a server runs \
+                 at the addresses the client was given and that UDP reaches it. The request may \
                  still have taken effect; a lock granted whose reply was lost expires after its \
                  TTL",
             ),
@@ -187,7 +191,7 @@ impl fmt::Display for LockError {
             ),
             LockError::OutcomeUnknown => f.write_str(
                 "the server no longer remembers the answer to this request (REQUEST_EXPIRED), \
-                 so it may or may not have taken effect: check with `udplock status`, and \
+                 so it may or may not have taken effect: check the lock's status, and \
                  release the lock if you hold it or let its TTL expire",
             ),
             LockError::ReleaseInDoubt => f.write_str(
@@ -244,9 +248,31 @@ mod tests {
         assert_eq!(LockError::InvalidArgument("x".into()).exit_code(), 1);
     }
 
+    /// The library's errors speak to a program, not to a shell user: no command-line flag and
+    /// no `udplock` command (the CLI adds its own hints, `cmd::Failure`).
+    #[test]
+    fn messages_name_no_command_line() {
+        let mut errors: Vec<LockError> = Status::ALL
+            .iter()
+            .filter_map(|&s| LockError::from_status(s))
+            .collect();
+        errors.extend([
+            LockError::Unavailable,
+            LockError::ReleaseInDoubt,
+            LockError::Overloaded { retry_after_ms: 5 },
+        ]);
+        for e in errors {
+            let text = e.to_string();
+            assert!(!text.contains("--"), "{text}");
+            assert!(!text.contains("`udplock"), "{text}");
+        }
+    }
+
     #[test]
     fn messages_say_what_to_do() {
-        assert!(LockError::Unavailable.to_string().contains("--servers"));
+        assert!(LockError::Unavailable
+            .to_string()
+            .contains("check that a server runs"));
         assert!(LockError::Overloaded { retry_after_ms: 25 }
             .to_string()
             .contains("25 ms"));
