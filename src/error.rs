@@ -56,7 +56,11 @@ pub enum LockError {
     InvalidArgument(String),
     /// A server-wide or per-resource limit, or this client's limit on requests in flight, is
     /// reached. State: unchanged. `retry_after_ms` is the server's hint (0: none given).
-    Overloaded { retry_after_ms: u32 },
+    Overloaded {
+        /// How long the server asks the client to wait before retrying, in milliseconds
+        /// (0: no hint).
+        retry_after_ms: u32,
+    },
     /// A re-entrant acquire would exceed the per-lock hold count limit. State: unchanged.
     HoldLimitExceeded,
     /// The server no longer remembers the answer to this (retransmitted) request, so the

@@ -41,6 +41,9 @@
 //! assert_eq!(client.release("orders/42", "worker-7").unwrap(), 0);
 //! ```
 #![forbid(unsafe_code)]
+// Every public item says what it is for (and its units); the internals the binary, the
+// benchmark and the tests reach are `#[doc(hidden)]`, which this lint skips.
+#![deny(missing_docs)]
 
 // `core`, `sim`, `bench` and `json` are public only so that the `udplock` binary, the
 // benchmark, the integration tests and the simulator's tools can reach them; they are not the
@@ -67,6 +70,7 @@ pub mod sim;
 #[cfg(feature = "server")]
 pub mod single;
 #[cfg(feature = "server")]
+#[doc(hidden)]
 pub mod store;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};
