@@ -21,6 +21,21 @@
 //! receives the reply whenever it can (see [`client`]), so a call costs no thread hop. The
 //! simulator (`sim`) drives the same cores under faults.
 //!
+//! # Cargo features
+//!
+//! A program that only takes locks depends on `udplock = { version = "0.1",
+//! default-features = false }`: the protocol and the blocking [`Client`], on `socket2`, `log`,
+//! `rustix` (the suspend-aware clock, [`BootInstant`]) and `getrandom` alone. Each feature adds
+//! a part:
+//!
+//! - `admin`: `Client::remove`, which signs with the cluster key (HMAC-SHA-256).
+//! - `server`: the lock server as a library, `single::SingleNode` and `cluster::ClusterNode`
+//!   (implies `admin`).
+//! - `sim`: the deterministic cluster simulator; `bench`: the benchmark runner (both imply
+//!   `server`; not an API).
+//! - `cli` (the default): the `udplock` command, so that `cargo install udplock` and
+//!   `cargo test` give everything.
+//!
 //! # Example
 //! ```
 //! use udplock::single::{SingleNode, SingleConfig};

@@ -29,7 +29,8 @@ use crate::error::LockError;
 /// for ever.
 pub const MEMBERS_REPORT_MAX: usize = 16_384;
 
-/// What one node did with an operator's REMOVE ([`Client::remove`], spec §5.9).
+/// What one node did with an operator's REMOVE (`Client::remove`, cargo feature `admin`;
+/// spec §5.9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoveReport {
     /// The node that answered.

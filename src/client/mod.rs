@@ -113,6 +113,8 @@ pub use self::reports::{
     ShardInfo, ShardRole, ShardStatusReport,
 };
 pub use crate::core::call::DOUBTS_MAX;
+/// The type of [`ClientConfig::retransmit`].
+pub use crate::core::retransmit::RetransmitConfig;
 // The call core's internal bounds: public for the `udplock` binary and the tests, not a
 // promise to library users.
 #[doc(hidden)]
