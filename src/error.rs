@@ -24,7 +24,11 @@ use std::fmt;
 use udplock_protocol::Status;
 
 /// Why a lock operation failed.
+///
+/// `#[non_exhaustive]`: a later version may add variants, so a `match` needs a `_` arm (most
+/// callers want [`LockError::outcome_known`] there).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LockError {
     /// The lock stayed held by another client for the whole wait (or, for a try-acquire, was
     /// held). State: unchanged.
@@ -52,7 +56,11 @@ pub enum LockError {
     InvalidArgument(String),
     /// A server-wide or per-resource limit, or this client's limit on requests in flight, is
     /// reached. State: unchanged. `retry_after_ms` is the server's hint (0: none given).
-    Overloaded { retry_after_ms: u32 },
+    Overloaded {
+        /// How long the server asks the client to wait before retrying, in milliseconds
+        /// (0: no hint).
+        retry_after_ms: u32,
+    },
     /// A re-entrant acquire would exceed the per-lock hold count limit. State: unchanged.
     HoldLimitExceeded,
     /// The server no longer remembers the answer to this (retransmitted) request, so the
@@ -113,7 +121,7 @@ impl LockError {
             ),
             Status::InternalError => LockError::InternalError(
                 "the server reported INTERNAL_ERROR, so the operation may or may not have taken \
-                 effect: check the lock with `udplock status` and report the server's log"
+                 effect: check the lock's status and report the server's log"
                     .to_owned(),
             ),
         };
@@ -156,7 +164,7 @@ impl fmt::Display for LockError {
         match self {
             LockError::LockAcquisitionTimeout => f.write_str(
                 "lock not acquired: another client held it for the whole wait; nothing \
-                 changed. Retry, wait longer (timeout), or see who holds it with `udplock status`",
+                 changed. Retry, wait longer, or look up who holds it (status)",
             ),
             LockError::LockNotHeld => f.write_str(
                 "this client does not hold the lock (never acquired, already released, or its \
@@ -171,9 +179,9 @@ impl fmt::Display for LockError {
             LockError::InternalError(what) => write!(f, "internal error: {what}"),
             LockError::Unavailable => f.write_str(
                 "no answer from the lock server before the deadline: check that a server runs \
-                 at the server's address the client was given and that UDP reaches it. The \
-                 request may still have taken effect; a lock granted whose reply was lost \
-                 expires after its TTL",
+                 at the addresses the client was given and that UDP reaches it. The request may \
+                 still have taken effect; a lock granted whose reply was lost expires after its \
+                 TTL",
             ),
             LockError::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             LockError::Overloaded { retry_after_ms } => write!(
@@ -187,7 +195,7 @@ impl fmt::Display for LockError {
             ),
             LockError::OutcomeUnknown => f.write_str(
                 "the server no longer remembers the answer to this request (REQUEST_EXPIRED), \
-                 so it may or may not have taken effect: check with `udplock status`, and \
+                 so it may or may not have taken effect: check the lock's status, and \
                  release the lock if you hold it or let its TTL expire",
             ),
             LockError::ReleaseInDoubt => f.write_str(
@@ -244,10 +252,10 @@ mod tests {
         assert_eq!(LockError::InvalidArgument("x".into()).exit_code(), 1);
     }
 
-    /// Issue 11 item 4: the library's errors say nothing of the CLI's flags (a library user
-    /// has none; the CLI adds its own hint).
+    /// The library's errors speak to a program, not to a shell user: no command-line flag and
+    /// no `udplock` command (the CLI adds its own hints, `cmd::Failure`).
     #[test]
-    fn messages_name_no_cli_flag() {
+    fn messages_name_no_command_line() {
         let mut errors: Vec<LockError> = Status::ALL
             .iter()
             .filter_map(|&s| LockError::from_status(s))
@@ -258,7 +266,9 @@ mod tests {
             LockError::Overloaded { retry_after_ms: 5 },
         ]);
         for e in errors {
-            assert!(!e.to_string().contains("--"), "{e:?}: {e}");
+            let text = e.to_string();
+            assert!(!text.contains("--"), "{text}");
+            assert!(!text.contains("`udplock"), "{text}");
         }
     }
 
@@ -266,7 +276,7 @@ mod tests {
     fn messages_say_what_to_do() {
         assert!(LockError::Unavailable
             .to_string()
-            .contains("the server's address"));
+            .contains("check that a server runs"));
         assert!(LockError::Overloaded { retry_after_ms: 25 }
             .to_string()
             .contains("25 ms"));

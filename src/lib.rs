@@ -21,6 +21,21 @@
 //! receives the reply whenever it can (see [`client`]), so a call costs no thread hop. The
 //! simulator (`sim`) drives the same cores under faults.
 //!
+//! # Cargo features
+//!
+//! A program that only takes locks depends on `udplock = { version = "0.1",
+//! default-features = false }`: the protocol and the blocking [`Client`], on `socket2`, `log`,
+//! `rustix` (the suspend-aware clock, [`BootInstant`]) and `getrandom` alone. Each feature adds
+//! a part:
+//!
+//! - `admin`: `Client::remove`, which signs with the cluster key (HMAC-SHA-256).
+//! - `server`: the lock server as a library, `single::SingleNode` and `cluster::ClusterNode`
+//!   (implies `admin`).
+//! - `sim`: the deterministic cluster simulator; `bench`: the benchmark runner (both imply
+//!   `server`; not an API).
+//! - `cli` (the default): the `udplock` command, so that `cargo install udplock` and
+//!   `cargo test` give everything.
+//!
 //! # Example
 //! ```
 //! use udplock::single::{SingleNode, SingleConfig};
@@ -41,25 +56,36 @@
 //! assert_eq!(client.release("orders/42", "worker-7").unwrap(), 0);
 //! ```
 #![forbid(unsafe_code)]
+// Every public item says what it is for (and its units); the internals the binary, the
+// benchmark and the tests reach are `#[doc(hidden)]`, which this lint skips.
+#![deny(missing_docs)]
 
 // `core`, `sim`, `bench` and `json` are public only so that the `udplock` binary, the
 // benchmark, the integration tests and the simulator's tools can reach them; they are not the
-// library's API, so their types may change with any release. They are hidden from the
-// documentation until the adoption issue moves them behind cargo features and says what is
-// public (issue 9, item 7).
+// library's API, so their types may change with any release, and they are hidden from the
+// documentation. Each part beyond the client is behind the cargo feature of its name (see
+// Cargo.toml's `[features]`): without default features only the client and what it needs
+// compile.
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 pub mod client;
 pub mod clock;
+#[cfg(feature = "server")]
 pub mod cluster;
 #[doc(hidden)]
 pub mod core;
 pub mod error;
+#[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod json;
+#[cfg(feature = "sim")]
 #[doc(hidden)]
 pub mod sim;
+#[cfg(feature = "server")]
 pub mod single;
+#[cfg(feature = "server")]
+#[doc(hidden)]
 pub mod store;
 
 pub use client::{Client, ClientConfig, Lease, LockStatus};

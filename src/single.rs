@@ -102,7 +102,19 @@ pub struct SingleNode {
 }
 
 impl SingleNode {
-    /// Binds the socket and starts the event-loop thread.
+    /// Binds the socket and starts the event-loop thread. Port 0 picks a free port
+    /// ([`SingleNode::local_addr`] tells which).
+    ///
+    /// # Example
+    /// ```
+    /// use udplock::single::{SingleConfig, SingleNode};
+    ///
+    /// let node = SingleNode::start(SingleConfig::new("127.0.0.1:0".parse().unwrap()))?;
+    /// let client = udplock::Client::connect(&[node.local_addr()]).unwrap();
+    /// assert_eq!(client.status("orders/42").unwrap().hold_count, 0);
+    /// node.shutdown();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn start(config: SingleConfig) -> io::Result<SingleNode> {
         Ok(SingleNode {
             inner: start_single(config.cluster_config())?,

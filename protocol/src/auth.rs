@@ -22,7 +22,12 @@
 //! 930 ns for a full 1400-byte one, keyed BLAKE3 about 150 ns and 1,530 ns; and every
 //! language a third party writes a node in has HMAC-SHA256.
 
+// Without the `crypto` feature, what only the MAC code uses is left unused.
+#![cfg_attr(not(feature = "crypto"), allow(unused_imports, dead_code))]
+
+#[cfg(feature = "crypto")]
 use hmac::{Hmac, Mac};
+#[cfg(feature = "crypto")]
 use sha2::Sha256;
 
 use crate::be::{u16_at, u32_at, u64_at};
@@ -120,7 +125,8 @@ impl AuthTrailer {
 }
 
 /// A cluster key, ready to make and check MACs: the derived MAC key's HMAC state is computed
-/// once, so each datagram costs only its own bytes.
+/// once, so each datagram costs only its own bytes. (Cargo feature `crypto`.)
+#[cfg(feature = "crypto")]
 #[derive(Clone)]
 pub struct ClusterKey {
     mac: Hmac<Sha256>,
@@ -128,6 +134,7 @@ pub struct ClusterKey {
     id: u32,
 }
 
+#[cfg(feature = "crypto")]
 impl core::fmt::Debug for ClusterKey {
     /// Shows the key id only, never key material.
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -135,6 +142,7 @@ impl core::fmt::Debug for ClusterKey {
     }
 }
 
+#[cfg(feature = "crypto")]
 fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length (RFC 2104 §2), so this cannot fail.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
@@ -142,6 +150,7 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
+#[cfg(feature = "crypto")]
 impl ClusterKey {
     /// Derives the MAC key and the key id from the cluster key's 32 bytes (spec §8.11).
     pub fn new(secret: &[u8; CLUSTER_KEY_LEN]) -> ClusterKey {
@@ -261,7 +270,7 @@ impl ClusterKey {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "crypto"))]
 mod tests {
     use super::*;
 

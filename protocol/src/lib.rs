@@ -69,6 +69,7 @@ mod entries;
 pub mod header;
 mod members;
 mod peer;
+#[cfg(feature = "crypto")]
 mod placement;
 pub mod registry;
 mod remove;
@@ -79,7 +80,9 @@ mod shard;
 mod shard_status;
 mod swim;
 
-pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
+#[cfg(feature = "crypto")]
+pub use auth::ClusterKey;
+pub use auth::{AuthTrailer, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{
     LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN, LOG_COMMAND_LEN_MAX,
     LOG_REQUEST_FIXED_LEN,
@@ -97,6 +100,7 @@ pub use peer::{
     SwimRecords, APPEND_FIXED_LEN, ENTRY_FIXED_LEN, INSTALL_SNAPSHOT_FIXED_LEN,
     PEER_DATAGRAM_LEN_MAX, PEER_RECORD_HEADER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
 };
+#[cfg(feature = "crypto")]
 pub use placement::{placement_weight, PLACEMENT_LABEL};
 pub use registry::{Flags, LogCommandKind, MessageType, PeerKind, Setting, Status};
 pub use remove::{

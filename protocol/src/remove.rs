@@ -20,6 +20,10 @@
 //! back has a higher one (spec §8.11: a restarted node starts above every incarnation of its
 //! earlier lives), so a replayed removal never removes a node that returned (spec §12).
 
+// Without the `crypto` feature, what only REMOVE's encoder uses is left unused.
+#![cfg_attr(not(feature = "crypto"), allow(unused_imports, dead_code))]
+
+#[cfg(feature = "crypto")]
 use crate::auth::ClusterKey;
 use crate::be::{u32_at, u64_at};
 use crate::header::{self, Direction, Header, HeaderIds};
@@ -198,7 +202,8 @@ impl RemoveRequest {
 
     /// Encodes the request and authenticates it with `key` (its id in `key_id`, the admin MAC
     /// last). Returns the datagram length, [`REMOVE_REQUEST_LEN`]. A zero `member_id` or
-    /// `incarnation` is [`EncodeError::ZeroId`].
+    /// `incarnation` is [`EncodeError::ZeroId`]. (Cargo feature `crypto`.)
+    #[cfg(feature = "crypto")]
     pub fn encode(&self, out: &mut [u8], key: &ClusterKey) -> Result<usize, EncodeError> {
         if self.member_id == 0 || self.incarnation == 0 {
             return Err(EncodeError::ZeroId);
@@ -339,7 +344,7 @@ impl RemoveReply {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "crypto"))]
 mod tests {
     use super::*;
 

@@ -7,9 +7,11 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::Ordering;
 use std::time::Duration as StdDuration;
 
+#[cfg(feature = "admin")]
+use udplock_protocol::{ClusterKey, RemoveReply, RemoveRequest};
 use udplock_protocol::{
-    ClusterKey, MessageType, RemoveOutcome, RemoveReply, RemoveRequest, Reply, ShardStatusReply,
-    ShardStatusRequest, Status, SwimState, DATAGRAM_LEN_MAX,
+    MessageType, RemoveOutcome, Reply, ShardStatusReply, ShardStatusRequest, Status, SwimState,
+    DATAGRAM_LEN_MAX,
 };
 
 use super::lanes::new_session_id;
@@ -21,11 +23,14 @@ use crate::core::time::Duration;
 use crate::error::LockError;
 
 /// Most members [`Client::members`] reads from one node before it gives up: the largest
-/// table a node's SWIM member may hold (`core::swim::MEMBERS_MAX_LIMIT`). A node that keeps
-/// paging past it is faulty; the limit keeps its answer from growing the report for ever.
-pub const MEMBERS_REPORT_MAX: usize = crate::core::swim::MEMBERS_MAX_LIMIT;
+/// table a node's SWIM member may hold (`core::swim::MEMBERS_MAX_LIMIT`, asserted equal at
+/// compile time there: written out here so the client builds without the server). A node
+/// that keeps paging past it is faulty; the limit keeps its answer from growing the report
+/// for ever.
+pub const MEMBERS_REPORT_MAX: usize = 16_384;
 
-/// What one node did with an operator's REMOVE ([`Client::remove`], spec §5.9).
+/// What one node did with an operator's REMOVE (`Client::remove`, cargo feature `admin`;
+/// spec §5.9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RemoveReport {
     /// The node that answered.
@@ -293,7 +298,8 @@ impl Client {
     /// node is unreachable, or dropped the request because it does not accept `key`; it never
     /// says which, spec §4.10). Idempotent: a retransmission after the removal took effect
     /// is answered ALREADY_REMOVED. The report says what the node did; a refusal is not an
-    /// error here.
+    /// error here. (Cargo feature `admin`: the admin MAC needs HMAC-SHA-256.)
+    #[cfg(feature = "admin")]
     pub fn remove(
         &self,
         server: SocketAddr,

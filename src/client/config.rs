@@ -27,8 +27,19 @@ pub const OUTSTANDING_MAX: usize = 4096;
 /// retransmit.
 pub const GRACE_MS_MAX: u64 = 60_000;
 
-/// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults.
+/// Settings of a [`Client`]. `ClientConfig::new(servers)` gives the defaults; change fields
+/// by assignment.
+///
+/// `#[non_exhaustive]`: later versions may add settings (with defaults), so it is built with
+/// [`ClientConfig::new`] or [`ClientConfig::resolve`], never with a struct literal.
+///
+/// ```
+/// let mut config = udplock::ClientConfig::new(vec!["127.0.0.1:7100".parse().unwrap()]);
+/// config.request_timeout_ms = 500;
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientConfig {
     /// The cluster's node addresses (the UDP address clients send to; from host names with
     /// [`ClientConfig::resolve`]). Requests go to the leader of their resource's shard, found
@@ -90,7 +101,7 @@ pub fn resolve_servers<S: AsRef<str>>(hosts: &[S]) -> Result<Vec<SocketAddr>, Lo
     }
     if out.is_empty() {
         return Err(LockError::InvalidArgument(
-            "no server address: pass --servers HOST:PORT or set UDPLOCK_SERVERS".into(),
+            "no server address given: name at least one (HOST:PORT)".into(),
         ));
     }
     Ok(out)
@@ -127,7 +138,7 @@ impl ClientConfig {
     pub fn validate(&self) -> Result<(), LockError> {
         let invalid = |what: String| Err(LockError::InvalidArgument(what));
         if self.servers.is_empty() {
-            return invalid("no lock server address given: pass at least one in --servers".into());
+            return invalid("no lock server address given: name at least one".into());
         }
         if self.shards == 0 || self.shards > SHARDS_MAX {
             return invalid(format!(

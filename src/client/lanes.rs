@@ -92,10 +92,15 @@ impl Drop for LaneGuard<'_> {
     }
 }
 
-/// A random non-zero session id: 64 bits an off-path forger would have to guess.
+/// A random non-zero session id: 64 bits an off-path forger would have to guess, from the
+/// operating system's random source (one getrandom(2) call per new lane, which are pooled).
 pub(super) fn new_session_id() -> u64 {
     loop {
-        let id: u64 = rand::random();
+        let mut bytes = [0u8; 8];
+        // As `rand::random` does, a random source that fails is a broken system, not an
+        // error a caller could handle.
+        getrandom::getrandom(&mut bytes).expect("the operating system's random source failed");
+        let id = u64::from_ne_bytes(bytes);
         if id != 0 {
             return id;
         }

@@ -119,7 +119,14 @@ pub use self::reports::{
     ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,
     ShardInfo, ShardRole, ShardStatusReport,
 };
-pub use crate::core::call::{DOUBTS_MAX, LEARNED_LEADERS_MAX};
+pub use crate::core::call::DOUBTS_MAX;
+/// The type of [`ClientConfig::retransmit`].
+pub use crate::core::retransmit::RetransmitConfig;
+// The call core's internal bounds: public for the `udplock` binary and the tests, not a
+// promise to library users.
+#[doc(hidden)]
+pub use crate::core::call::LEARNED_LEADERS_MAX;
+#[doc(hidden)]
 pub use crate::core::retransmit::{REDIRECTS_FAST_MAX, SILENT_SENDS_MAX};
 
 pub use self::guard::{LockGuard, LockOptions, LossReason, LostSignal, LOCK_WAIT_DEFAULT};
@@ -128,6 +135,7 @@ use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
 use self::routing::CallRoutes;
 use crate::core::call::Discovery;
+#[doc(hidden)]
 pub use crate::core::call::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
 
 /// Receive buffer the socket asks for: room for a burst of replies to many threads' requests
@@ -207,7 +215,24 @@ fn ttl_wire(name: &str, ttl_ms: Option<u32>) -> Result<u32, LockError> {
 }
 
 impl Client {
-    /// Opens one socket for all of `config.servers` and starts a new session.
+    /// Opens one socket for all of `config.servers` and starts a new session. Nothing is
+    /// sent yet: the first call finds each shard's leader (and reads the member table).
+    /// Fails only on settings [`ClientConfig::validate`] refuses or a socket that cannot be
+    /// opened.
+    ///
+    /// # Example
+    /// ```
+    /// # let node = udplock::single::SingleNode::start(
+    /// #     udplock::single::SingleConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    /// # let server = node.local_addr();
+    /// use udplock::{Client, ClientConfig};
+    ///
+    /// let mut config = ClientConfig::new(vec![server]);
+    /// config.request_timeout_ms = 1_000; // release, renew, status: give up after 1 s
+    /// let client = Client::new(config)?;
+    /// assert_eq!(client.servers(), &[server]);
+    /// # Ok::<(), udplock::LockError>(())
+    /// ```
     pub fn new(config: ClientConfig) -> Result<Client, LockError> {
         config.validate()?;
         // One socket reaches every server: IPv6 (dual-stack) as soon as one server needs it.
@@ -256,7 +281,19 @@ impl Client {
         })
     }
 
-    /// A client with the default settings.
+    /// A client with the default settings ([`ClientConfig::new`]) for these servers: one
+    /// reachable address of the cluster is enough.
+    ///
+    /// # Example
+    /// ```
+    /// # let node = udplock::single::SingleNode::start(
+    /// #     udplock::single::SingleConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    /// # let server = node.local_addr();
+    /// let client = udplock::Client::connect(&[server])?;
+    /// client.acquire_lock("orders/42", "worker-7", 1_000)?;
+    /// client.release_lock("orders/42", "worker-7")?;
+    /// # Ok::<(), udplock::LockError>(())
+    /// ```
     pub fn connect(servers: &[SocketAddr]) -> Result<Client, LockError> {
         Client::new(ClientConfig::new(servers.to_vec()))
     }
@@ -278,6 +315,7 @@ impl Client {
         &self.config.servers
     }
 
+    /// The settings this client was built with (validated).
     pub fn config(&self) -> &ClientConfig {
         &self.config
     }
@@ -324,6 +362,23 @@ impl Client {
     /// [`LockError::Unavailable`] when no answer came within `timeout_ms + grace_ms`. In the
     /// second case the server may still have granted the lock and only the reply was lost;
     /// that hold expires after its TTL (or release it).
+    ///
+    /// # Example
+    /// ```
+    /// # let node = udplock::single::SingleNode::start(
+    /// #     udplock::single::SingleConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    /// # let server = node.local_addr();
+    /// let client = udplock::Client::connect(&[server])?;
+    /// // Wait up to 1 s for the lock; hold it for at most 10 s unless renewed.
+    /// let lease = client.acquire("orders/42", "worker-7", 1_000, Some(10_000))?;
+    /// assert!(lease.is_valid());
+    /// // Every write to the protected storage carries lease.fencing_token, so the storage can
+    /// // refuse a writer whose lease ran out and whose lock was granted to someone else.
+    /// let token = lease.fencing_token;
+    /// # let _ = token;
+    /// assert_eq!(client.release("orders/42", "worker-7")?, 0);
+    /// # Ok::<(), udplock::LockError>(())
+    /// ```
     pub fn acquire(
         &self,
         resource_id: &str,
@@ -400,6 +455,22 @@ impl Client {
     /// lock and client id, which fails with [`LockError::ReleaseInDoubt`] (and is not sent)
     /// until the release is answered (spec §7.1.5). A call retried after such an error may
     /// then find the lock already released ([`LockError::LockNotHeld`]).
+    ///
+    /// # Example
+    /// ```
+    /// # let node = udplock::single::SingleNode::start(
+    /// #     udplock::single::SingleConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+    /// # let server = node.local_addr();
+    /// use udplock::LockError;
+    ///
+    /// let client = udplock::Client::connect(&[server])?;
+    /// client.acquire("orders/42", "worker-7", 1_000, None)?;
+    /// client.acquire("orders/42", "worker-7", 1_000, None)?; // re-entrant: 2 holds
+    /// assert_eq!(client.release("orders/42", "worker-7")?, 1);
+    /// assert_eq!(client.release("orders/42", "worker-7")?, 0); // free
+    /// assert_eq!(client.release("orders/42", "worker-7"), Err(LockError::LockNotHeld));
+    /// # Ok::<(), udplock::LockError>(())
+    /// ```
     pub fn release(&self, resource_id: &str, client_id: &str) -> Result<u32, LockError> {
         check_id("resource_id", resource_id)?;
         check_id("client_id", client_id)?;

@@ -53,7 +53,7 @@ pub(super) fn start(
     let (sender, inbox) = mpsc::channel();
     let alive = Arc::new(());
     let alive_weak = Arc::downgrade(&alive);
-    let seed: u64 = rand::random();
+    let seed = super::lanes::new_session_id();
     std::thread::Builder::new()
         .name("udplock-renewer".into())
         .spawn(move || {

@@ -20,7 +20,9 @@ pub use udplock_protocol::ShardRole;
 /// them means anything.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
+    /// The lock's resource id, as the call named it.
     pub resource_id: String,
+    /// The holder's client id, as the call named it.
     pub client_id: String,
     /// Strictly increasing per resource across holders: pass it to the storage you protect,
     /// so that it can refuse writes from an older holder.
@@ -54,12 +56,14 @@ impl Lease {
 /// A lock's state as the server saw it when it answered a status request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockStatus {
+    /// The resource id asked about.
     pub resource_id: String,
     /// The holder's client id (lossy UTF-8), `None` when free or when it did not fit.
     pub holder: Option<String>,
     /// The lock is held but the holder's id did not fit in the reply (never for this client,
     /// which pads status requests so that it always fits).
     pub holder_truncated: bool,
+    /// Re-entrant holds of the current holder (0: free).
     pub hold_count: u32,
     /// Token of the current hold (0: none).
     pub fencing_token: u64,
@@ -81,6 +85,7 @@ pub struct ShardStatusReport {
 /// One cluster node's cluster id and settings, from [`Client::node_settings`] (spec §5.7).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeSettingsReport {
+    /// The node that answered (its id in the cluster).
     pub node_id: u64,
     /// Nodes whose cluster ids differ do not form one cluster (spec §8.1).
     pub cluster_id: u64,
@@ -108,10 +113,13 @@ pub struct MembersReport {
 /// incarnation, and at equal incarnations left or dead over suspect over alive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberInfo {
+    /// The member's node id.
     pub id: u64,
+    /// Alive, suspect, dead or left, as the answering node believes.
     pub state: MemberState,
     /// The highest incarnation the answering node knows for this member.
     pub incarnation: u64,
+    /// The address the member announced (clients and nodes send to it).
     pub addr: std::net::SocketAddr,
 }
 
@@ -120,6 +128,7 @@ pub struct MemberInfo {
 /// the node that says it leads, with the highest term.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ShardInfo {
+    /// The shard's index, 0 to the shard count − 1.
     pub shard: u16,
     /// The answering node's role in this shard; [`ShardRole::NoReplica`] if it holds no
     /// replica of it (a joined cluster's node, spec §5.6), every other field then empty;

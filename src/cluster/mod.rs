@@ -50,11 +50,21 @@ mod event_loop;
 /// The log target of membership events (a node joined, suspected, dead, alive again, left):
 /// the `udplock` command shows them at `info` by default.
 pub const MEMBERS_LOG_TARGET: &str = "udplock::members";
+// `horizon`, `join`, `keys` and `storage` are the node's own machinery, public only for the
+// `udplock` binary and the tests: hidden from the documentation, with no promise of
+// stability. What a configuration names is re-exported below.
+#[doc(hidden)]
 pub mod horizon;
+#[doc(hidden)]
 pub mod join;
+#[doc(hidden)]
 pub mod keys;
 pub(crate) mod socket;
+#[doc(hidden)]
 pub mod storage;
+
+pub use self::keys::KeySet;
+pub use self::storage::Durability;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -69,9 +79,9 @@ use udplock_protocol::PEER_DATAGRAM_LEN_MAX;
 
 use self::event_loop::ClusterLoop;
 use self::horizon::HorizonFile;
-use self::keys::{KeyFileWatch, KeySet};
+use self::keys::KeyFileWatch;
 use self::socket::{bind, wall_clock_micros, ReadTimer};
-use self::storage::{DataDir, Durability};
+use self::storage::DataDir;
 use crate::clock::BootInstant;
 use crate::core::lock_table;
 use crate::core::node::settings::PeerSettingsView;
@@ -98,6 +108,8 @@ pub struct ClusterConfig {
     pub raft: raft::Config,
     /// Limits of each shard's lock table (same on every node).
     pub table: lock_table::Config,
+    /// What a node stores before it acknowledges (`memory`, `os`, `fsync`; see
+    /// [`Durability`]).
     pub durability: Durability,
     /// Where `fsync` and `os` keep their files.
     pub data_dir: Option<PathBuf>,
@@ -107,6 +119,8 @@ pub struct ClusterConfig {
     /// `compact_every` applied entries (0: never), the log dropped up to it `compact_keep`
     /// entries later.
     pub compact_every: u64,
+    /// Entries kept in the log behind the latest snapshot (see `compact_every`), so a
+    /// follower that lags by fewer catches up from the log instead of a snapshot.
     pub compact_keep: u64,
     /// This start may create the cluster (`--new-cluster`): a replica whose storage never
     /// held anything (an empty, new data directory, or `memory`) starts *new* rather than
@@ -245,6 +259,7 @@ impl ClusterConfig {
         self.node_config().preferred_leader(shard)
     }
 
+    /// Refuses settings that cannot work together; the error says which and why.
     pub fn validate(&self) -> Result<(), String> {
         if self.keys.is_some() && self.key_file.is_some() {
             return Err("keys and a key file: name one (the key file is read at start)".into());
@@ -442,10 +457,12 @@ impl ClusterNode {
         self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
+    /// The address the node's socket is bound to (with the actual port when it was 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
+    /// The node's counters (datagrams, requests, drops), updated live by its event loop.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
     }

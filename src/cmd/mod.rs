@@ -57,14 +57,33 @@ impl From<LockError> for Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            // The library's words name no flag (issue 11 item 4): the command's are added.
-            Failure::Lock(e @ LockError::Unavailable) => write!(
-                f,
-                "{e} (is `udplock server` running at the --servers address, \
-                 or UDPLOCK_SERVERS's?)"
-            ),
-            Failure::Lock(e) => e.fmt(f),
+            Failure::Lock(e) => {
+                e.fmt(f)?;
+                match cli_hint(e) {
+                    Some(hint) => write!(f, " ({hint})"),
+                    None => Ok(()),
+                }
+            }
             Failure::Refused(why) => f.write_str(why),
         }
+    }
+}
+
+/// What a shell user can do about `e` with this command's own tools: the library's texts say
+/// nothing of the command line, so the CLI adds it.
+fn cli_hint(e: &LockError) -> Option<&'static str> {
+    match e {
+        LockError::LockAcquisitionTimeout => Some("`udplock status RESOURCE` shows who holds it"),
+        LockError::Unavailable => {
+            Some("is `udplock server` running at the --servers / UDPLOCK_SERVERS addresses?")
+        }
+        LockError::OutcomeUnknown => Some("`udplock status RESOURCE` shows whether it is held"),
+        LockError::InvalidArgument(what) if what.starts_with("no server address") => {
+            Some("pass --servers HOST:PORT or set UDPLOCK_SERVERS")
+        }
+        LockError::InvalidArgument(what) if what.starts_with("no lock server address") => {
+            Some("pass at least one in --servers")
+        }
+        _ => None,
     }
 }

@@ -5,16 +5,27 @@
 // Clocks, global randomness, sleeps, threads and sockets are refused here (clippy.toml).
 #![deny(clippy::disallowed_methods)]
 
+// The client needs `call`, `retransmit` and `time`; the rest is the server's (cargo
+// feature `server`).
 pub mod call;
+#[cfg(feature = "server")]
 pub mod lock_table;
+#[cfg(feature = "server")]
 pub mod node;
+#[cfg(feature = "server")]
 pub mod peer_auth;
+#[cfg(feature = "server")]
 pub mod placement;
+#[cfg(feature = "server")]
 pub mod raft;
+// The lock guards' renewal rules: the client's.
 pub mod renewal;
+#[cfg(feature = "server")]
 pub mod replica;
+#[cfg(feature = "server")]
 pub mod restart;
 pub mod retransmit;
+#[cfg(feature = "server")]
 pub mod swim;
 pub mod time;
 

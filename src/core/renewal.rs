@@ -50,9 +50,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use super::call::lease_validity;
 use super::time::{Duration, Instant};
 use super::ConfigError;
@@ -228,7 +225,7 @@ pub struct Renewals {
     /// Multiset of the holds' attempt lengths: the shortest caps every group's deadline.
     attempts: BTreeMap<Duration, u32>,
     events: VecDeque<Event>,
-    rng: ChaCha8Rng,
+    rng: Jitter,
 }
 
 impl Renewals {
@@ -245,7 +242,7 @@ impl Renewals {
             give_up: BTreeSet::new(),
             attempts: BTreeMap::new(),
             events: VecDeque::new(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: Jitter(seed),
         }
     }
 
@@ -465,7 +462,7 @@ impl Renewals {
     /// before `now`.
     fn next_due(&mut self, now: Instant, start: Instant, validity: Duration) -> Instant {
         let third = validity.as_micros() / 3;
-        let jitter = self.rng.gen_range(0..=third / 5);
+        let jitter = self.rng.below(third / 5 + 1);
         (start + Duration::from_micros(third - jitter)).max(now)
     }
 
@@ -523,3 +520,26 @@ fn attempt_len(validity: Duration, config: &Config) -> Duration {
 
 #[cfg(test)]
 mod tests;
+
+/// The jitter's generator: SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom
+/// number generators", OOPSLA 2014), seeded by the shell. Spreading renewals needs no more than
+/// this, and the client-only build then needs no `rand` (issue 11 item 4).
+#[derive(Debug)]
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..bound` (`bound` > 0); the modulo bias is below 2^-40 for the bounds
+    /// used here (a fifth of a third of a lease, in µs).
+    fn below(&mut self, bound: u64) -> u64 {
+        assert!(bound > 0);
+        self.next() % bound
+    }
+}

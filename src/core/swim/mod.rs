@@ -91,6 +91,8 @@ pub const EVENTS_MAX: usize = 4096;
 /// them); news of more is ignored. Bounds memory and a full-state exchange (1,000-member
 /// clusters are the design point of issue 10).
 pub const MEMBERS_MAX_LIMIT: usize = 16_384;
+// The client reads at most this many members from a node (its own copy of the limit).
+const _: () = assert!(MEMBERS_MAX_LIMIT == crate::client::MEMBERS_REPORT_MAX);
 
 /// Group size up to which the periodic full-state exchange runs every `push_pull_interval`;
 /// beyond it the interval grows with log2 of the group ([`Swim::push_pull_interval`]). 32 is
