@@ -44,6 +44,12 @@ fn round_trip_maps_replies() {
                 })
             }
             RequestBody::Configure { .. } => reply_to(&req, Status::RequestExpired, |_| {}),
+            // The second of the listed holds renewed, for 3 s at least.
+            RequestBody::Keepalive { .. } => reply_to(&req, Status::Ok, |r| {
+                r.hold_count = 1;
+                r.fencing_token = 0b10;
+                r.lease_ms = 3_000;
+            }),
         };
         vec![reply]
     });

@@ -1049,13 +1049,37 @@ impl Node {
         mark
     }
 
-    /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE).
+    /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE).
     fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
         let Some(request) = self.admit(datagram, from, Request::decode) else {
             return;
         };
         let kind = request.body.kind();
-        let shard = shard_of(request.body.resource(), self.config.shards);
+        let shard = match request.body.shard_named() {
+            // A KEEPALIVE names its shard (spec §4.11): one that does not exist is the
+            // client's error, answered (never remembered: no table saw it) like a field out of
+            // range.
+            Some(shard) if shard >= self.config.shards => {
+                let reply = Reply::bare(
+                    kind.reply_type(),
+                    request.session_id,
+                    request.request_id,
+                    request.attempt,
+                    Status::InvalidArgument,
+                );
+                let mut out = [0u8; REPLY_LEN_MIN];
+                if let Ok(len) = reply.encode(&mut out) {
+                    assert!(
+                        len <= datagram.len(),
+                        "INVALID_ARGUMENT larger than its request"
+                    );
+                    self.answer(&out[..len], from);
+                }
+                return;
+            }
+            Some(shard) => shard,
+            None => shard_of(request.body.resource(), self.config.shards),
+        };
         let outcome = match self.shards[shard as usize].as_mut() {
             // A joined cluster's node that holds no replica of the shard (spec §8.1): it
             // cannot name the leader (no Raft record of the shard reaches it; SWIM carries
