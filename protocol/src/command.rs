@@ -12,7 +12,8 @@
 //! REQUEST  kind=3 | stamp u64 | session_id u64 | request_id u64 | attempt u16 | flags u8
 //!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
 //!          | resource_len u8 | resource | client_len u8 | client
-//!          (op KEEPALIVE: wait_ms carries the shard, and tokens u64 × count follow ttl_ms)
+//!          (op KEEPALIVE: wait_ms carries shard u16 | shards u16, and tokens u64 × count
+//!          follow ttl_ms)
 //! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
 //! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters (node u64, replica u64)
 //!          × voter_count | learners (node u64, replica u64) × learner_count
@@ -274,7 +275,8 @@ impl<'a> LogCommand<'a> {
         );
         let body = match ids {
             None => RequestBody::Keepalive {
-                shard: wait_ms,
+                shard: (wait_ms >> 16) as u16,
+                shards: wait_ms as u16,
                 ttl_ms,
                 tokens: Self::keepalive_tokens(data)?,
             },

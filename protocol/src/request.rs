@@ -26,14 +26,15 @@ use crate::{
 /// [`crate::LOG_COMMAND_LEN_MAX`] bytes.
 pub const KEEPALIVE_TOKENS_MAX: usize = 64;
 
-/// The fixed part of a KEEPALIVE body: shard u32, ttl_ms u32, count u16, reserved u16; the
-/// tokens follow (at byte 44 of the datagram).
+/// The fixed part of a KEEPALIVE body: shard u16, shards u16, ttl_ms u32, count u16,
+/// reserved u16; the tokens follow (at byte 44 of the datagram).
 pub const KEEPALIVE_FIXED_LEN: usize = 12;
 
 /// Byte offsets inside a KEEPALIVE body (spec §4.11).
 mod keepalive_field {
     use core::ops::Range;
-    pub const SHARD: Range<usize> = 0..4;
+    pub const SHARD: Range<usize> = 0..2;
+    pub const SHARDS: Range<usize> = 2..4;
     pub const TTL_MS: Range<usize> = 4..8;
     pub const COUNT: Range<usize> = 8..10;
     pub const RESERVED: Range<usize> = 10..12;
@@ -193,9 +194,12 @@ pub enum RequestBody<'a> {
         default_ttl_ms: u32,
     },
     /// Renew every listed hold of `shard` still held under its token (spec §4.11); `ttl_ms` 0
-    /// keeps each hold's current TTL. Names no resource: the client names the shard.
+    /// keeps each hold's current TTL. Names no resource: the client names the shard, and the
+    /// shard count `shards` it computed it with (a token names a hold only within one
+    /// shard's table, so a node whose shard count differs refuses it).
     Keepalive {
-        shard: u32,
+        shard: u16,
+        shards: u16,
         ttl_ms: u32,
         tokens: Tokens<'a>,
     },
@@ -236,7 +240,7 @@ impl<'a> RequestBody<'a> {
     /// resource, whose shard is the resource's (spec §8.2).
     pub const fn shard_named(&self) -> Option<u32> {
         match *self {
-            RequestBody::Keepalive { shard, .. } => Some(shard),
+            RequestBody::Keepalive { shard, .. } => Some(shard as u32),
             _ => None,
         }
     }
@@ -289,13 +293,18 @@ impl<'a> RequestBody<'a> {
     /// The operation's numbers as (`wait_ms`, `ttl_ms`), 0 where it has none: only ACQUIRE
     /// waits; `ttl_ms` is ACQUIRE's and RENEW's `ttl_ms` and CONFIGURE's `default_ttl_ms`. A
     /// log command carries them in two fields of these names (spec §8.7). KEEPALIVE: its
-    /// shard in the place of `wait_ms`, and its `ttl_ms`.
+    /// shard and shard count (two u16) in the place of `wait_ms`, and its `ttl_ms`.
     pub(crate) const fn numbers(&self) -> (u32, u32) {
         match *self {
             RequestBody::Acquire {
                 wait_ms, ttl_ms, ..
             } => (wait_ms, ttl_ms),
-            RequestBody::Keepalive { shard, ttl_ms, .. } => (shard, ttl_ms),
+            RequestBody::Keepalive {
+                shard,
+                shards,
+                ttl_ms,
+                ..
+            } => ((shard as u32) << 16 | shards as u32, ttl_ms),
             RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
             RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
             RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
@@ -507,7 +516,8 @@ fn decode_keepalive(body: &[u8]) -> Result<RequestBody<'_>, DecodeError> {
         return Err(DecodeError::ReservedNonZero);
     }
     Ok(RequestBody::Keepalive {
-        shard: u32_at(body, f::SHARD.start),
+        shard: u16_at(body, f::SHARD.start),
+        shards: u16_at(body, f::SHARDS.start),
         ttl_ms: u32_at(body, f::TTL_MS.start),
         tokens: Tokens(&body[f::TOKENS..]),
     })
@@ -518,6 +528,7 @@ fn encode_keepalive(body: &RequestBody<'_>, b: &mut [u8]) {
     use keepalive_field as f;
     let RequestBody::Keepalive {
         shard,
+        shards,
         ttl_ms,
         tokens,
     } = *body
@@ -525,6 +536,7 @@ fn encode_keepalive(body: &RequestBody<'_>, b: &mut [u8]) {
         unreachable!("called for a KEEPALIVE");
     };
     b[f::SHARD].copy_from_slice(&shard.to_be_bytes());
+    b[f::SHARDS].copy_from_slice(&shards.to_be_bytes());
     b[f::TTL_MS].copy_from_slice(&ttl_ms.to_be_bytes());
     b[f::COUNT].copy_from_slice(&(tokens.len() as u16).to_be_bytes());
     b[f::RESERVED].fill(0);

@@ -26,7 +26,8 @@ enum Body {
     Status(Vec<u8>),
     Configure(Vec<u8>, u32),
     /// Shard, ttl_ms, and the tokens' wire bytes (1 to 64 tokens, spec §4.11).
-    Keepalive(u32, u32, Vec<u8>),
+    /// Shard, shard count, ttl_ms, and the tokens' wire bytes (1 to 64 tokens, spec §4.11).
+    Keepalive(u16, u16, u32, Vec<u8>),
 }
 
 impl Body {
@@ -52,8 +53,9 @@ impl Body {
                 resource: r,
                 default_ttl_ms: *t,
             },
-            Body::Keepalive(shard, t, tokens) => RequestBody::Keepalive {
+            Body::Keepalive(shard, shards, t, tokens) => RequestBody::Keepalive {
                 shard: *shard,
+                shards: *shards,
                 ttl_ms: *t,
                 tokens: Tokens::from_bytes(tokens).expect("whole tokens"),
             },
@@ -69,16 +71,17 @@ fn body() -> impl Strategy<Value = Body> {
         id().prop_map(Body::Status),
         (id(), any::<u32>()).prop_map(|(r, t)| Body::Configure(r, t)),
         (
-            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
             any::<u32>(),
             prop::collection::vec(any::<u64>(), 1..=KEEPALIVE_TOKENS_MAX)
         )
-            .prop_map(|(shard, t, tokens)| {
+            .prop_map(|(shard, shards, t, tokens)| {
                 let bytes = tokens
                     .iter()
                     .flat_map(|token| token.to_be_bytes())
                     .collect();
-                Body::Keepalive(shard, t, bytes)
+                Body::Keepalive(shard, shards, t, bytes)
             }),
     ]
 }

@@ -202,7 +202,8 @@ fn check_request(r: &Record) {
     let mut token_bytes = [0u8; 8 * KEEPALIVE_TOKENS_MAX];
     let body = match msg {
         MessageType::Keepalive => RequestBody::Keepalive {
-            shard: num32("shard"),
+            shard: r.num("shard") as u16,
+            shards: r.num("shards") as u16,
             ttl_ms: num32("ttl_ms"),
             tokens: Tokens::write(&parse_tokens(r), &mut token_bytes).expect("at most 64"),
         },
@@ -1093,10 +1094,11 @@ fn logged_body<'a>(
     token_bytes: &'a mut [u8],
 ) -> RequestBody<'a> {
     if kind == RequestKind::Keepalive {
-        // Spec §8.7: the shard travels in the place of wait_ms; no ids.
+        // Spec §8.7: the shard and the shard count travel in the place of wait_ms; no ids.
         assert!(resource.is_empty() && client.is_empty(), "[{}] ids", r.name);
         return RequestBody::Keepalive {
-            shard: r.num("shard") as u32,
+            shard: r.num("shard") as u16,
+            shards: r.num("shards") as u16,
             ttl_ms: r.num("ttl_ms") as u32,
             tokens: Tokens::write(&parse_tokens(r), token_bytes).expect("at most 64"),
         };

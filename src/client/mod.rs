@@ -80,6 +80,7 @@
 mod admin;
 mod config;
 mod doubts;
+mod keepalive;
 mod lanes;
 mod operation;
 mod receiving;
@@ -108,6 +109,7 @@ use crate::error::LockError;
 
 pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
 pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
+pub use self::reports::KeepaliveReport;
 pub use self::reports::{
     ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,
     ShardInfo, ShardRole, ShardStatusReport,

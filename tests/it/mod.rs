@@ -7,6 +7,7 @@ mod discovery;
 mod environment;
 mod garbage;
 mod join;
+mod keepalive;
 mod lossy;
 mod members;
 mod peer_auth;

@@ -106,6 +106,16 @@ fn round_trip_maps_replies() {
         client.configure("orders/42", Some(10)),
         Err(LockError::OutcomeUnknown)
     );
+    // KEEPALIVE (spec §4.11): bit 1 set, so the second token was renewed and the first lost.
+    let before = BootInstant::now();
+    let report = client.keepalive(3, &[7, 9], None).unwrap();
+    assert_eq!((report.renewed_bitmap, report.lease_ms), (0b10, 3_000));
+    assert_eq!(report.renewed_tokens().collect::<Vec<_>>(), [9]);
+    assert_eq!(report.lost_tokens().collect::<Vec<_>>(), [7]);
+    assert!(
+        report.valid_until > before
+            && report.valid_until < before + std::time::Duration::from_secs(3)
+    );
     let stats = client.stats();
     // Only a retransmission can draw a second answer, which the client then drops as
     // stray; a busy machine may make the client retransmit before the fake server answers.

@@ -728,7 +728,7 @@ fn command() -> impl Strategy<Value = (RequestBody<'static>, u16)> {
         1 => (resource, ttl.clone())
             .prop_map(move |(resource, default_ttl_ms)| room(RequestBody::Configure { resource, default_ttl_ms })),
         2 => (keepalive_tokens(), ttl)
-            .prop_map(move |(tokens, ttl_ms)| room(RequestBody::Keepalive { shard: 0, ttl_ms, tokens })),
+            .prop_map(move |(tokens, ttl_ms)| room(RequestBody::Keepalive { shard: 0, shards: 1, ttl_ms, tokens })),
     ]
 }
 

@@ -1134,6 +1134,7 @@ fn a_late_answer_is_never_evicted_by_its_own_arrival() {
 fn keepalive<'a>(tokens: &[u64], ttl_ms: u32, buf: &'a mut [u8]) -> RequestBody<'a> {
     RequestBody::Keepalive {
         shard: 0,
+        shards: 1,
         ttl_ms,
         tokens: Tokens::write(tokens, buf).expect("room for the tokens"),
     }

@@ -92,8 +92,8 @@ use std::sync::Arc;
 
 use udplock_protocol::{
     shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, SettingValues, ShardRole,
-    ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
+    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, RequestBody, SettingValues,
+    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
     DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
@@ -1055,11 +1055,16 @@ impl Node {
             return;
         };
         let kind = request.body.kind();
-        let shard = match request.body.shard_named() {
-            // A KEEPALIVE names its shard (spec §4.11): one that does not exist is the
-            // client's error, answered (never remembered: no table saw it) like a field out of
-            // range.
-            Some(shard) if shard >= self.config.shards => {
+        let shard = match request.body {
+            // A KEEPALIVE names its shard and the shard count it was computed with (spec
+            // §4.11): another count, or a shard that does not exist, is the client's error,
+            // answered (never remembered: no table saw it) like a field out of range. Tokens
+            // name holds only within one shard, so a KEEPALIVE of a client that counts
+            // shards differently must not reach any table.
+            RequestBody::Keepalive { shard, shards, .. }
+                if u32::from(shards) != self.config.shards
+                    || u32::from(shard) >= u32::from(shards) =>
+            {
                 let reply = Reply::bare(
                     kind.reply_type(),
                     request.session_id,
@@ -1077,8 +1082,8 @@ impl Node {
                 }
                 return;
             }
-            Some(shard) => shard,
-            None => shard_of(request.body.resource(), self.config.shards),
+            RequestBody::Keepalive { shard, .. } => u32::from(shard),
+            _ => shard_of(request.body.resource(), self.config.shards),
         };
         let outcome = match self.shards[shard as usize].as_mut() {
             // A joined cluster's node that holds no replica of the shard (spec §8.1): it
