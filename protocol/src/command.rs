@@ -12,6 +12,8 @@
 //! REQUEST  kind=3 | stamp u64 | session_id u64 | request_id u64 | attempt u16 | flags u8
 //!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
 //!          | resource_len u8 | resource | client_len u8 | client
+//!          (op KEEPALIVE: wait_ms carries shard u16 | shards u16, and tokens u64 × count
+//!          follow ttl_ms)
 //! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
 //! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters (node u64, replica u64)
 //!          × voter_count | learners (node u64, replica u64) × learner_count
@@ -31,7 +33,7 @@ use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::be::{u16_at, u32_at, u64_at};
 use crate::registry::{LogCommandKind, MessageType};
-use crate::request::{RequestBody, RequestKind};
+use crate::request::{RequestBody, RequestKind, Tokens, KEEPALIVE_TOKENS_MAX};
 use crate::{DecodeError, EncodeError, ID_LEN_MAX};
 
 /// Length of INIT and TICK: the kind byte and one u64.
@@ -49,8 +51,12 @@ pub const CONFIG_MEMBER_LEN: usize = 16;
 pub const CONFIG_MEMBERS_MAX: usize = 16;
 /// Length of a REQUEST command without its two ids (the two length bytes included).
 pub const LOG_REQUEST_FIXED_LEN: usize = 57;
-/// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id.
+/// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id, or
+/// (the same length) a KEEPALIVE with [`KEEPALIVE_TOKENS_MAX`] tokens.
 pub const LOG_COMMAND_LEN_MAX: usize = LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX;
+/// Length of a REQUEST command of op KEEPALIVE without its tokens: the fields up to
+/// `ttl_ms` (spec §8.7); the tokens take the place of the ids and their lengths.
+pub const LOG_KEEPALIVE_FIXED_LEN: usize = field::RESOURCE_LEN;
 
 /// REQUEST flag: the client's datagram was long enough to pay for a WAITING and a final
 /// answer (spec §2.2), so the leader may answer WAITING when the command queues the request.
@@ -86,6 +92,8 @@ pub mod field {
 const _: () = assert!(field::RESOURCE + 1 == LOG_REQUEST_FIXED_LEN);
 const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
 const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
+// The most tokens a KEEPALIVE lists fill a log command exactly (spec §4.11, §8.7).
+const _: () = assert!(LOG_KEEPALIVE_FIXED_LEN + 8 * KEEPALIVE_TOKENS_MAX == LOG_COMMAND_LEN_MAX);
 const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
 const _: () = assert!(field::MEMBERS == CONFIG_FIXED_LEN);
 const _: () =
@@ -244,21 +252,14 @@ impl<'a> LogCommand<'a> {
     }
 
     fn decode_request(data: &'a [u8], stamp: u64) -> Result<LogCommand<'a>, DecodeError> {
-        // Lengths first: the resource length, then the client length that follows the
-        // resource, then the exact total.
-        let rlen = match data.get(field::RESOURCE_LEN) {
-            None => return Err(DecodeError::BadBodyLength),
-            Some(0) => return Err(DecodeError::EmptyId),
-            Some(&n) => n as usize,
+        // Lengths first (step 4 of spec §8.7): a KEEPALIVE's tokens, or the ids.
+        let keepalive = data.get(field::OP) == Some(&MessageType::Keepalive.to_wire());
+        let ids = if keepalive {
+            Self::keepalive_tokens(data)?;
+            None
+        } else {
+            Some(Self::request_ids(data)?)
         };
-        let clen = *data
-            .get(field::RESOURCE + rlen)
-            .ok_or(DecodeError::BadBodyLength)? as usize;
-        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen {
-            return Err(DecodeError::BadBodyLength);
-        }
-        let resource = &data[field::RESOURCE..field::RESOURCE + rlen];
-        let client = &data[field::RESOURCE + rlen + 1..];
         let session_id = u64_at(data, field::SESSION_ID.start);
         let request_id = u64_at(data, field::REQUEST_ID.start);
         if session_id == 0 || request_id == 0 {
@@ -268,13 +269,21 @@ impl<'a> LogCommand<'a> {
         if flags & !FLAG_ROOM_FOR_WAITING != 0 {
             return Err(DecodeError::UnknownFlags);
         }
-        let body = decode_body(
-            data[field::OP],
+        let (wait_ms, ttl_ms) = (
             u32_at(data, field::WAIT_MS.start),
             u32_at(data, field::TTL_MS.start),
-            resource,
-            client,
-        )?;
+        );
+        let body = match ids {
+            None => RequestBody::Keepalive {
+                shard: (wait_ms >> 16) as u16,
+                shards: wait_ms as u16,
+                ttl_ms,
+                tokens: Self::keepalive_tokens(data)?,
+            },
+            Some((resource, client)) => {
+                decode_body(data[field::OP], wait_ms, ttl_ms, resource, client)?
+            }
+        };
         let mut octets = [0u8; 16];
         octets.copy_from_slice(&data[field::ADDR]);
         let v6 = Ipv6Addr::from(octets);
@@ -293,6 +302,38 @@ impl<'a> LogCommand<'a> {
         })
     }
 
+    /// The tokens of a REQUEST of op KEEPALIVE (spec §8.7): the length is the fixed part and
+    /// 1 to [`KEEPALIVE_TOKENS_MAX`] whole tokens (`BadBodyLength`).
+    fn keepalive_tokens(data: &'a [u8]) -> Result<Tokens<'a>, DecodeError> {
+        let tokens_len = data
+            .len()
+            .checked_sub(LOG_KEEPALIVE_FIXED_LEN)
+            .ok_or(DecodeError::BadBodyLength)?;
+        if tokens_len == 0 || tokens_len / 8 > KEEPALIVE_TOKENS_MAX {
+            return Err(DecodeError::BadBodyLength);
+        }
+        Tokens::from_bytes(&data[LOG_KEEPALIVE_FIXED_LEN..]).ok_or(DecodeError::BadBodyLength)
+    }
+
+    /// The ids of a REQUEST of any other op, lengths first: the resource length, then the
+    /// client length that follows the resource, then the exact total.
+    fn request_ids(data: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+        let rlen = match data.get(field::RESOURCE_LEN) {
+            None => return Err(DecodeError::BadBodyLength),
+            Some(0) => return Err(DecodeError::EmptyId),
+            Some(&n) => n as usize,
+        };
+        let clen = *data
+            .get(field::RESOURCE + rlen)
+            .ok_or(DecodeError::BadBodyLength)? as usize;
+        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen {
+            return Err(DecodeError::BadBodyLength);
+        }
+        let resource = &data[field::RESOURCE..field::RESOURCE + rlen];
+        let client = &data[field::RESOURCE + rlen + 1..];
+        Ok((resource, client))
+    }
+
     /// Bytes [`LogCommand::encode`] writes (for a command it accepts).
     pub fn encoded_len(&self) -> usize {
         match self {
@@ -301,6 +342,10 @@ impl<'a> LogCommand<'a> {
             LogCommand::Config { voters, learners } => {
                 CONFIG_FIXED_LEN + CONFIG_MEMBER_LEN * (voters.len() + learners.len())
             }
+            LogCommand::Request {
+                body: RequestBody::Keepalive { tokens, .. },
+                ..
+            } => LOG_KEEPALIVE_FIXED_LEN + tokens.as_bytes().len(),
             LogCommand::Request { body, .. } => {
                 let (resource, client) = body.ids();
                 LOG_REQUEST_FIXED_LEN + resource.len() + client.len()
@@ -356,7 +401,11 @@ impl<'a> LogCommand<'a> {
                 }
                 let (resource, client) = body.ids();
                 let bad_len = |id: &[u8]| id.is_empty() || id.len() > ID_LEN_MAX;
-                if bad_len(resource) || body.client().is_some_and(bad_len) {
+                if let RequestBody::Keepalive { tokens, .. } = body {
+                    if !(1..=KEEPALIVE_TOKENS_MAX).contains(&tokens.len()) {
+                        return Err(EncodeError::BadTokenCount);
+                    }
+                } else if bad_len(resource) || body.client().is_some_and(bad_len) {
                     return Err(EncodeError::BadIdLength);
                 }
                 if session_id == 0 || request_id == 0 {
@@ -383,6 +432,10 @@ impl<'a> LogCommand<'a> {
                 out[field::OP] = kind.request_type().to_wire();
                 out[field::WAIT_MS].copy_from_slice(&wait_ms.to_be_bytes());
                 out[field::TTL_MS].copy_from_slice(&ttl_ms.to_be_bytes());
+                if let RequestBody::Keepalive { tokens, .. } = body {
+                    out[LOG_KEEPALIVE_FIXED_LEN..].copy_from_slice(tokens.as_bytes());
+                    return Ok(len);
+                }
                 out[field::RESOURCE_LEN] = resource.len() as u8;
                 let at = field::RESOURCE + resource.len();
                 out[field::RESOURCE..at].copy_from_slice(resource);
@@ -424,7 +477,7 @@ fn decode_body<'a>(
 ) -> Result<RequestBody<'a>, DecodeError> {
     let kind = MessageType::from_wire(op)
         .and_then(RequestKind::of_request_type)
-        .filter(|kind| kind.is_logged())
+        .filter(|kind| kind.is_logged() && *kind != RequestKind::Keepalive)
         .ok_or(DecodeError::BadOp)?;
     let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms));
     match (body.client().is_some(), client.is_empty()) {

@@ -85,7 +85,7 @@ pub use auth::ClusterKey;
 pub use auth::{AuthTrailer, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{
     LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN, LOG_COMMAND_LEN_MAX,
-    LOG_REQUEST_FIXED_LEN,
+    LOG_KEEPALIVE_FIXED_LEN, LOG_REQUEST_FIXED_LEN,
 };
 pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;
@@ -108,7 +108,9 @@ pub use remove::{
     REMOVE_REPLY_BODY_LEN, REMOVE_REPLY_LEN, REMOVE_REQUEST_LEN,
 };
 pub use reply::{Hint, Reply};
-pub use request::{Request, RequestBody, RequestKind};
+pub use request::{
+    Request, RequestBody, RequestKind, Tokens, KEEPALIVE_FIXED_LEN, KEEPALIVE_TOKENS_MAX,
+};
 pub use settings::{
     NodeSettingsReply, NodeSettingsRequest, PeerSettings, SettingValue, SettingValues,
     NODE_SETTINGS_REPLY_FIXED_LEN, NODE_SETTINGS_REQUEST_LEN, SETTINGS_ENTRIES_MAX,
@@ -396,6 +398,8 @@ pub enum EncodeError {
     TooManyUpdates,
     /// A REMOVE_REPLY whose fields disagree (see [`DecodeError::BadRemove`]).
     BadRemove,
+    /// A KEEPALIVE lists no token, or more than [`KEEPALIVE_TOKENS_MAX`] (spec §4.11).
+    BadTokenCount,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -418,6 +422,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::BadUpdate => "swim update breaks a rule of spec 8.12",
             EncodeError::TooManyUpdates => "swim message carries too many updates",
             EncodeError::BadRemove => "remove reply fields disagree",
+            EncodeError::BadTokenCount => "a keepalive lists 1 to 64 tokens",
         };
         f.write_str(what)
     }

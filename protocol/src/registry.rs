@@ -80,6 +80,8 @@ registry! {
         MembersReply = 0x88, "MEMBERS_REPLY", "Answer to MEMBERS: the members from a given id on, as many as fit in the request.";
         Remove = 0x09, "REMOVE", "An operator retires a member that is gone for good; authenticated with the cluster key (Section 4.10).";
         RemoveReply = 0x89, "REMOVE_REPLY", "Answer to an authenticated REMOVE: removed, already removed, or why not.";
+        Keepalive = 0x0A, "KEEPALIVE", "Renew up to 64 holds of one shard, named by their fencing tokens, in one datagram (Section 4.11).";
+        KeepaliveReply = 0x8A, "KEEPALIVE_REPLY", "Answer to KEEPALIVE: a bitmap of the listed holds it renewed, and the smallest lease granted.";
     }
 }
 
@@ -147,7 +149,7 @@ registry! {
     pub enum LogCommandKind: u8 {
         Init = 1, "INIT", "First command of a shard's log: fixes the first fencing token.";
         Tick = 2, "TICK", "Advance log time: fire every timer due at or before the stamp.";
-        Request = 3, "REQUEST", "Apply a client request (ACQUIRE, RELEASE, RENEW, CONFIGURE) as of the stamp.";
+        Request = 3, "REQUEST", "Apply a client request (ACQUIRE, RELEASE, RENEW, CONFIGURE, KEEPALIVE) as of the stamp.";
         Settings = 4, "SETTINGS", "The leader's default TTL, retry-after hint and startup grace: what later commands apply with.";
         Config = 5, "CONFIG", "The shard's Raft configuration from this entry on: its voters and its learners, each named by node id and replica id.";
     }

@@ -52,7 +52,7 @@ pub enum Hint {
 /// A decoded reply. The holder id borrows from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply<'a> {
-    /// ERROR_REPLY or the answer to a lock request (0x80..=0x85).
+    /// ERROR_REPLY or the answer to a lock request (0x80..=0x85, 0x8A).
     pub msg_type: MessageType,
     /// Reply flags: HOLDER_TRUNCATED, QUEUED.
     pub flags: Flags,
@@ -61,7 +61,9 @@ pub struct Reply<'a> {
     /// The highest attempt of the request the server had received when it answered.
     pub attempt: u16,
     pub status: Status,
+    /// KEEPALIVE_REPLY: how many listed holds were renewed (spec §4.11).
     pub hold_count: u32,
+    /// KEEPALIVE_REPLY: the renewed bitmap, bit i (value `1 << i`) for the i-th listed token.
     pub fencing_token: u64,
     pub lease_ms: u32,
     pub waiter_count: u32,
@@ -110,6 +112,7 @@ fn is_lock_reply(t: MessageType) -> bool {
             | MessageType::RenewReply
             | MessageType::StatusReply
             | MessageType::ConfigureReply
+            | MessageType::KeepaliveReply
     )
 }
 

@@ -1,8 +1,9 @@
-//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE. (SHARD_STATUS,
-//! §4.7, has its own codec: [`crate::ShardStatusRequest`].)
+//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE.
+//! (SHARD_STATUS, §4.7, has its own codec: [`crate::ShardStatusRequest`].)
 //!
 //! Each body is a few fixed fields followed by one or two length-prefixed ids; the lengths
-//! sit before the ids so that a body is read front to back with no search.
+//! sit before the ids so that a body is read front to back with no search. KEEPALIVE (§4.11)
+//! names no resource: a shard, a TTL and a counted list of fencing tokens.
 //!
 //! [`RequestBody`] is the one operation type of the whole service: the client builds it, the
 //! node decodes it, the Raft log carries it inside [`crate::LogCommand::Request`] (spec §8.7)
@@ -11,13 +12,83 @@
 //! [`RequestKind::request_type`]. A sixth operation is a variant of each of the two enums and
 //! its handlers.
 
-use crate::be::u32_at;
+use crate::be::{u16_at, u32_at, u64_at};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType};
 use crate::{
     DecodeError, EncodeError, ACQUIRE_WAIT_REQUEST_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX,
     REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
+
+/// Most fencing tokens one KEEPALIVE lists (spec §4.11). Two bounds meet here: the reply's
+/// 64-bit token field carries one bit per listed token, and the log command that carries a
+/// KEEPALIVE through a shard's log (spec §8.7) holds 64 tokens in exactly
+/// [`crate::LOG_COMMAND_LEN_MAX`] bytes.
+pub const KEEPALIVE_TOKENS_MAX: usize = 64;
+
+/// The fixed part of a KEEPALIVE body: shard u16, shards u16, ttl_ms u32, count u16,
+/// reserved u16; the tokens follow (at byte 44 of the datagram).
+pub const KEEPALIVE_FIXED_LEN: usize = 12;
+
+/// Byte offsets inside a KEEPALIVE body (spec §4.11).
+mod keepalive_field {
+    use core::ops::Range;
+    pub const SHARD: Range<usize> = 0..2;
+    pub const SHARDS: Range<usize> = 2..4;
+    pub const TTL_MS: Range<usize> = 4..8;
+    pub const COUNT: Range<usize> = 8..10;
+    pub const RESERVED: Range<usize> = 10..12;
+    pub const TOKENS: usize = 12;
+}
+
+const _: () = assert!(keepalive_field::TOKENS == KEEPALIVE_FIXED_LEN);
+const _: () =
+    assert!(HEADER_LEN + KEEPALIVE_FIXED_LEN + 8 * KEEPALIVE_TOKENS_MAX <= DATAGRAM_LEN_MAX);
+
+/// Fencing tokens as a KEEPALIVE lists them: big-endian u64s, borrowed from the datagram, the
+/// log entry or a caller's buffer ([`Tokens::write`]). Compared by their bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Tokens<'a>(&'a [u8]);
+
+impl<'a> Tokens<'a> {
+    /// Writes `tokens` into `buf` as a KEEPALIVE carries them; `None` if `buf` is too small.
+    pub fn write(tokens: &[u64], buf: &'a mut [u8]) -> Option<Tokens<'a>> {
+        let out = buf.get_mut(..tokens.len().checked_mul(8)?)?;
+        for (chunk, token) in out.chunks_exact_mut(8).zip(tokens) {
+            chunk.copy_from_slice(&token.to_be_bytes());
+        }
+        Some(Tokens(out))
+    }
+
+    /// The tokens whose big-endian bytes are `bytes`; `None` unless a multiple of 8 bytes.
+    pub fn from_bytes(bytes: &'a [u8]) -> Option<Tokens<'a>> {
+        (bytes.len() % 8 == 0).then_some(Tokens(bytes))
+    }
+
+    /// The tokens' wire bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// How many tokens.
+    pub fn len(&self) -> usize {
+        self.0.len() / 8
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `i`-th token.
+    pub fn get(&self, i: usize) -> Option<u64> {
+        (i < self.len()).then(|| u64_at(self.0, 8 * i))
+    }
+
+    /// The tokens in order.
+    pub fn iter(&self) -> impl Iterator<Item = u64> + 'a {
+        self.0.chunks_exact(8).map(|c| u64_at(c, 0))
+    }
+}
 
 /// A decoded request. Ids borrow from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,16 +111,18 @@ pub enum RequestKind {
     Renew,
     Status,
     Configure,
+    Keepalive,
 }
 
 impl RequestKind {
     /// Every operation, in registry order.
-    pub const ALL: [RequestKind; 5] = [
+    pub const ALL: [RequestKind; 6] = [
         RequestKind::Acquire,
         RequestKind::Release,
         RequestKind::Renew,
         RequestKind::Status,
         RequestKind::Configure,
+        RequestKind::Keepalive,
     ];
 
     /// The request message type that asks for it: the one table from operations to types
@@ -61,6 +134,7 @@ impl RequestKind {
             RequestKind::Renew => MessageType::Renew,
             RequestKind::Status => MessageType::Status,
             RequestKind::Configure => MessageType::Configure,
+            RequestKind::Keepalive => MessageType::Keepalive,
         }
     }
 
@@ -119,6 +193,16 @@ pub enum RequestBody<'a> {
         resource: &'a [u8],
         default_ttl_ms: u32,
     },
+    /// Renew every listed hold of `shard` still held under its token (spec §4.11); `ttl_ms` 0
+    /// keeps each hold's current TTL. Names no resource: the client names the shard, and the
+    /// shard count `shards` it computed it with (a token names a hold only within one
+    /// shard's table, so a node whose shard count differs refuses it).
+    Keepalive {
+        shard: u16,
+        shards: u16,
+        ttl_ms: u32,
+        tokens: Tokens<'a>,
+    },
 }
 
 impl<'a> RequestBody<'a> {
@@ -130,6 +214,7 @@ impl<'a> RequestBody<'a> {
             RequestBody::Renew { .. } => RequestKind::Renew,
             RequestBody::Status { .. } => RequestKind::Status,
             RequestBody::Configure { .. } => RequestKind::Configure,
+            RequestBody::Keepalive { .. } => RequestKind::Keepalive,
         }
     }
 
@@ -138,7 +223,8 @@ impl<'a> RequestBody<'a> {
         self.kind().request_type()
     }
 
-    /// The resource the request is about.
+    /// The resource the request is about; empty for KEEPALIVE, which names a shard instead
+    /// ([`RequestBody::shard_named`]).
     pub const fn resource(&self) -> &'a [u8] {
         match *self {
             RequestBody::Acquire { resource, .. }
@@ -146,6 +232,16 @@ impl<'a> RequestBody<'a> {
             | RequestBody::Renew { resource, .. }
             | RequestBody::Status { resource }
             | RequestBody::Configure { resource, .. } => resource,
+            RequestBody::Keepalive { .. } => &[],
+        }
+    }
+
+    /// The shard a KEEPALIVE names (spec §4.11); `None` for the requests that name a
+    /// resource, whose shard is the resource's (spec §8.2).
+    pub const fn shard_named(&self) -> Option<u32> {
+        match *self {
+            RequestBody::Keepalive { shard, .. } => Some(shard as u32),
+            _ => None,
         }
     }
 
@@ -157,11 +253,16 @@ impl<'a> RequestBody<'a> {
             RequestKind::Renew => (4, true),
             RequestKind::Status => (0, false),
             RequestKind::Configure => (4, false),
+            // Not read through the layout: KEEPALIVE has a codec of its own.
+            RequestKind::Keepalive => (KEEPALIVE_FIXED_LEN, false),
         }
     }
 
     /// Length of the body: fixed fields, the length bytes, the ids.
     pub fn body_len(&self) -> usize {
+        if let RequestBody::Keepalive { tokens, .. } = self {
+            return KEEPALIVE_FIXED_LEN + tokens.as_bytes().len();
+        }
         let (fixed, two_ids) = Self::layout(self.kind());
         let (r, c) = self.ids();
         fixed
@@ -178,7 +279,9 @@ impl<'a> RequestBody<'a> {
             RequestBody::Acquire { client, .. }
             | RequestBody::Release { client, .. }
             | RequestBody::Renew { client, .. } => Some(client),
-            RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
+            RequestBody::Status { .. }
+            | RequestBody::Configure { .. }
+            | RequestBody::Keepalive { .. } => None,
         }
     }
 
@@ -189,12 +292,19 @@ impl<'a> RequestBody<'a> {
 
     /// The operation's numbers as (`wait_ms`, `ttl_ms`), 0 where it has none: only ACQUIRE
     /// waits; `ttl_ms` is ACQUIRE's and RENEW's `ttl_ms` and CONFIGURE's `default_ttl_ms`. A
-    /// log command carries them in two fields of these names (spec §8.7).
+    /// log command carries them in two fields of these names (spec §8.7). KEEPALIVE: its
+    /// shard and shard count (two u16) in the place of `wait_ms`, and its `ttl_ms`.
     pub(crate) const fn numbers(&self) -> (u32, u32) {
         match *self {
             RequestBody::Acquire {
                 wait_ms, ttl_ms, ..
             } => (wait_ms, ttl_ms),
+            RequestBody::Keepalive {
+                shard,
+                shards,
+                ttl_ms,
+                ..
+            } => ((shard as u32) << 16 | shards as u32, ttl_ms),
             RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
             RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
             RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
@@ -205,6 +315,7 @@ impl<'a> RequestBody<'a> {
     /// them): the one constructor of both decoders, the datagram's and the log's. What `kind`
     /// has no field for is dropped (a client id for STATUS and CONFIGURE, a number): a decoder
     /// that must refuse it compares `ids` and `numbers` of the result with what it read.
+    /// Not for KEEPALIVE (its decoders build it themselves).
     pub(crate) fn from_parts(
         kind: RequestKind,
         resource: &'a [u8],
@@ -229,6 +340,7 @@ impl<'a> RequestBody<'a> {
                 resource,
                 default_ttl_ms: ttl_ms,
             },
+            RequestKind::Keepalive => unreachable!("KEEPALIVE has decoders of its own"),
         }
     }
 
@@ -243,7 +355,8 @@ impl<'a> RequestBody<'a> {
     }
 }
 
-/// The request types [`Request::decode`] reads: the five lock requests (spec §4.2 to §4.6).
+/// The request types [`Request::decode`] reads: the six lock requests (spec §4.2 to §4.6,
+/// §4.11).
 /// SHARD_STATUS, which only a node of a cluster answers, has its own decoder
 /// ([`crate::ShardStatusRequest`]); given to this one it is `UnknownType` (UNSUPPORTED).
 fn is_lock_request(t: MessageType) -> bool {
@@ -263,6 +376,16 @@ impl<'a> Request<'a> {
         // header::decode only lets the lock request types through.
         let kind =
             RequestKind::of_request_type(header.msg_type).ok_or(DecodeError::UnexpectedType)?;
+        if kind == RequestKind::Keepalive {
+            let body = decode_keepalive(body)?;
+            header::check_padding(datagram, &header)?;
+            return Ok(Request {
+                session_id: header.session_id,
+                request_id: header.request_id,
+                attempt: header.attempt,
+                body,
+            });
+        }
         let (fixed, two_ids) = RequestBody::layout(kind);
         let ids_at = fixed + if two_ids { 2 } else { 1 };
         if body.len() < ids_at {
@@ -318,8 +441,13 @@ impl<'a> Request<'a> {
     pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
         let (resource, client) = self.body.ids();
         let (fixed, two_ids) = RequestBody::layout(self.body.kind());
+        let keepalive = self.body.kind() == RequestKind::Keepalive;
         let bad_len = |id: &[u8]| id.is_empty() || id.len() > ID_LEN_MAX;
-        if bad_len(resource) || (two_ids && bad_len(client)) {
+        if let RequestBody::Keepalive { tokens, .. } = self.body {
+            if !(1..=KEEPALIVE_TOKENS_MAX).contains(&tokens.len()) {
+                return Err(EncodeError::BadTokenCount);
+            }
+        } else if bad_len(resource) || (two_ids && bad_len(client)) {
             return Err(EncodeError::BadIdLength);
         }
         let body_len = self.body.body_len();
@@ -340,6 +468,10 @@ impl<'a> Request<'a> {
             },
         )?;
         let b = &mut out[HEADER_LEN..];
+        if keepalive {
+            encode_keepalive(&self.body, b);
+            return Ok(len);
+        }
         let [first, second] = self.body.fixed_u32s();
         if fixed >= 4 {
             b[0..4].copy_from_slice(&first.to_be_bytes());
@@ -362,4 +494,53 @@ impl<'a> Request<'a> {
         b[at..].fill(0);
         Ok(len)
     }
+}
+
+/// Body checks of a KEEPALIVE (spec §3.2 step 11, §4.11), in the spec's order: the fixed
+/// fields are there, the count is not 0 (`EmptyId`: INVALID_ARGUMENT, like an empty id), the
+/// count is at most [`KEEPALIVE_TOKENS_MAX`] and the length is exactly the count's
+/// (`BadBodyLength`), the reserved bytes are zero.
+fn decode_keepalive(body: &[u8]) -> Result<RequestBody<'_>, DecodeError> {
+    use keepalive_field as f;
+    if body.len() < KEEPALIVE_FIXED_LEN {
+        return Err(DecodeError::BadBodyLength);
+    }
+    let count = usize::from(u16_at(body, f::COUNT.start));
+    if count == 0 {
+        return Err(DecodeError::EmptyId);
+    }
+    if count > KEEPALIVE_TOKENS_MAX || body.len() != KEEPALIVE_FIXED_LEN + 8 * count {
+        return Err(DecodeError::BadBodyLength);
+    }
+    if body[f::RESERVED] != [0, 0] {
+        return Err(DecodeError::ReservedNonZero);
+    }
+    Ok(RequestBody::Keepalive {
+        shard: u16_at(body, f::SHARD.start),
+        shards: u16_at(body, f::SHARDS.start),
+        ttl_ms: u32_at(body, f::TTL_MS.start),
+        tokens: Tokens(&body[f::TOKENS..]),
+    })
+}
+
+/// Writes a KEEPALIVE body (checked by the caller) and zeroes the padding after it.
+fn encode_keepalive(body: &RequestBody<'_>, b: &mut [u8]) {
+    use keepalive_field as f;
+    let RequestBody::Keepalive {
+        shard,
+        shards,
+        ttl_ms,
+        tokens,
+    } = *body
+    else {
+        unreachable!("called for a KEEPALIVE");
+    };
+    b[f::SHARD].copy_from_slice(&shard.to_be_bytes());
+    b[f::SHARDS].copy_from_slice(&shards.to_be_bytes());
+    b[f::TTL_MS].copy_from_slice(&ttl_ms.to_be_bytes());
+    b[f::COUNT].copy_from_slice(&(tokens.len() as u16).to_be_bytes());
+    b[f::RESERVED].fill(0);
+    let end = f::TOKENS + tokens.as_bytes().len();
+    b[f::TOKENS..end].copy_from_slice(tokens.as_bytes());
+    b[end..].fill(0);
 }

@@ -25,6 +25,9 @@ enum Body {
     Renew(Vec<u8>, Vec<u8>, u32),
     Status(Vec<u8>),
     Configure(Vec<u8>, u32),
+    /// Shard, ttl_ms, and the tokens' wire bytes (1 to 64 tokens, spec §4.11).
+    /// Shard, shard count, ttl_ms, and the tokens' wire bytes (1 to 64 tokens, spec §4.11).
+    Keepalive(u16, u16, u32, Vec<u8>),
 }
 
 impl Body {
@@ -50,6 +53,12 @@ impl Body {
                 resource: r,
                 default_ttl_ms: *t,
             },
+            Body::Keepalive(shard, shards, t, tokens) => RequestBody::Keepalive {
+                shard: *shard,
+                shards: *shards,
+                ttl_ms: *t,
+                tokens: Tokens::from_bytes(tokens).expect("whole tokens"),
+            },
         }
     }
 }
@@ -61,6 +70,19 @@ fn body() -> impl Strategy<Value = Body> {
         (id(), id(), any::<u32>()).prop_map(|(r, c, t)| Body::Renew(r, c, t)),
         id().prop_map(Body::Status),
         (id(), any::<u32>()).prop_map(|(r, t)| Body::Configure(r, t)),
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            prop::collection::vec(any::<u64>(), 1..=KEEPALIVE_TOKENS_MAX)
+        )
+            .prop_map(|(shard, shards, t, tokens)| {
+                let bytes = tokens
+                    .iter()
+                    .flat_map(|token| token.to_be_bytes())
+                    .collect();
+                Body::Keepalive(shard, shards, t, bytes)
+            }),
     ]
 }
 
@@ -905,7 +927,19 @@ proptest! {
             let m = cmd.encode(&mut again).unwrap();
             prop_assert_eq!(&again[..m], &bytes[..]);
         }
-        prop_assert!(LogCommand::decode(&out[..cut.index(n)]).is_err());
+        // A KEEPALIVE's token count is its entry's length (spec §8.7): cut after a whole
+        // token, it is the same KEEPALIVE listing fewer tokens. Any other cut fails.
+        let cut = cut.index(n);
+        let keepalive_cut = c.kind == LogCommandKind::Request.to_wire()
+            && matches!(c.body, Body::Keepalive(..))
+            && cut > LOG_KEEPALIVE_FIXED_LEN
+            && (cut - LOG_KEEPALIVE_FIXED_LEN) % 8 == 0;
+        match LogCommand::decode(&out[..cut]) {
+            Ok(LogCommand::Request { body: RequestBody::Keepalive { tokens, .. }, .. }) if keepalive_cut => {
+                prop_assert_eq!(tokens.len(), (cut - LOG_KEEPALIVE_FIXED_LEN) / 8);
+            }
+            decoded => prop_assert!(decoded.is_err(), "cut at {} decodes: {:?}", cut, decoded),
+        }
     }
 
     #[test]

@@ -181,12 +181,32 @@ fn msg_type(name: &str) -> MessageType {
         .unwrap_or_else(|| panic!("unknown type {name}"))
 }
 
+/// A vector's `tokens` (a KEEPALIVE's, spec §4.11): comma-separated numbers, in order.
+fn parse_tokens(r: &Record) -> Vec<u64> {
+    r.get("tokens")
+        .split(',')
+        .map(|token| parse_num(token.trim()).expect("a token"))
+        .collect()
+}
+
 fn check_request(r: &Record) {
     let bytes = r.hex();
-    let resource = r.bytes("resource");
+    let msg = msg_type(r.get("type"));
+    let resource = if msg == MessageType::Keepalive {
+        Vec::new()
+    } else {
+        r.bytes("resource")
+    };
     let client = r.opt("client").map(parse_bytes).unwrap_or_default();
     let num32 = |k: &str| r.num(k) as u32;
-    let body = match msg_type(r.get("type")) {
+    let mut token_bytes = [0u8; 8 * KEEPALIVE_TOKENS_MAX];
+    let body = match msg {
+        MessageType::Keepalive => RequestBody::Keepalive {
+            shard: r.num("shard") as u16,
+            shards: r.num("shards") as u16,
+            ttl_ms: num32("ttl_ms"),
+            tokens: Tokens::write(&parse_tokens(r), &mut token_bytes).expect("at most 64"),
+        },
         MessageType::Acquire => RequestBody::Acquire {
             resource: &resource,
             client: &client,
@@ -1071,7 +1091,18 @@ fn logged_body<'a>(
     kind: RequestKind,
     resource: &'a [u8],
     client: &'a [u8],
+    token_bytes: &'a mut [u8],
 ) -> RequestBody<'a> {
+    if kind == RequestKind::Keepalive {
+        // Spec §8.7: the shard and the shard count travel in the place of wait_ms; no ids.
+        assert!(resource.is_empty() && client.is_empty(), "[{}] ids", r.name);
+        return RequestBody::Keepalive {
+            shard: r.num("shard") as u16,
+            shards: r.num("shards") as u16,
+            ttl_ms: r.num("ttl_ms") as u32,
+            tokens: Tokens::write(&parse_tokens(r), token_bytes).expect("at most 64"),
+        };
+    }
     let (wait_ms, ttl_ms) = (r.num("wait_ms") as u32, r.num("ttl_ms") as u32);
     let body = match kind {
         RequestKind::Acquire => RequestBody::Acquire {
@@ -1091,6 +1122,7 @@ fn logged_body<'a>(
             default_ttl_ms: ttl_ms,
         },
         RequestKind::Status => panic!("[{}] STATUS is never logged", r.name),
+        RequestKind::Keepalive => unreachable!("returned above"),
     };
     let unused_zero = match kind {
         RequestKind::Acquire => true,
@@ -1108,6 +1140,7 @@ fn check_command(r: &Record) {
     let resource = r.opt("resource").map(parse_bytes).unwrap_or_default();
     let client = r.opt("client").map(parse_bytes).unwrap_or_default();
     let mut config_ids = [0u8; CONFIG_MEMBER_LEN * CONFIG_MEMBERS_MAX];
+    let mut token_bytes = [0u8; 8 * KEEPALIVE_TOKENS_MAX];
     let expected = match r.get("command") {
         "INIT" => LogCommand::Init {
             token_first: r.num("token_first"),
@@ -1161,6 +1194,7 @@ fn check_command(r: &Record) {
                 RequestKind::of_request_type(msg_type(r.get("op"))).expect("a logged op"),
                 &resource,
                 &client,
+                &mut token_bytes,
             ),
         },
         other => panic!("[{}] command {other:?}", r.name),

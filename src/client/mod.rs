@@ -85,6 +85,7 @@ mod admin;
 mod config;
 mod doubts;
 mod guard;
+mod keepalive;
 mod lanes;
 mod limits;
 mod operation;
@@ -115,6 +116,7 @@ use crate::error::LockError;
 
 pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
 pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
+pub use self::reports::KeepaliveReport;
 pub use self::reports::{
     ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,
     ShardInfo, ShardRole, ShardStatusReport,

@@ -167,3 +167,43 @@ pub struct ClientStats {
     /// Retransmission timeout a new request starts with.
     pub rto: StdDuration,
 }
+
+/// What one KEEPALIVE renewed ([`Client::keepalive`], spec §4.11): which of the listed holds,
+/// and until when this client may rely on each of them.
+///
+/// A hold whose bit is clear is no longer the server's under that token (released, expired,
+/// or granted again): drop it at once, whatever its earlier validity said.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepaliveReport {
+    /// The tokens as listed, in order.
+    pub tokens: Vec<u64>,
+    /// Bit `i` set iff `tokens[i]` named a hold this keepalive renewed.
+    pub renewed_bitmap: u64,
+    /// The smallest lease granted among the renewed holds, in milliseconds (0 if none).
+    pub lease_ms: u32,
+    /// Until when every renewed hold may be relied on: the send time of the answered copy
+    /// plus `lease_ms`, minus the clock-drift bound (the lease rule, spec §6.4). When nothing
+    /// was renewed, the instant the keepalive started (already past).
+    pub valid_until: BootInstant,
+}
+
+impl KeepaliveReport {
+    /// Whether `tokens[i]` was renewed.
+    pub fn renewed(&self, i: usize) -> bool {
+        i < self.tokens.len() && self.renewed_bitmap >> i & 1 == 1
+    }
+
+    /// The tokens renewed, in listed order.
+    pub fn renewed_tokens(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.tokens.len())
+            .filter(|&i| self.renewed(i))
+            .map(|i| self.tokens[i])
+    }
+
+    /// The tokens not renewed: holds to drop at once (spec §4.11, client obligation 3).
+    pub fn lost_tokens(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.tokens.len())
+            .filter(|&i| !self.renewed(i))
+            .map(|i| self.tokens[i])
+    }
+}

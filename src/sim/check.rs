@@ -239,7 +239,9 @@ pub(super) fn check_doubts(h: &History) -> Result<(), (Instant, String)> {
             Action::Acquire { resource: r, .. }
             | Action::Release { resource: r }
             | Action::Renew { resource: r, .. } => r == resource,
-            Action::Status { .. } | Action::Abandon => false,
+            // Not held back by a doubt (spec §4.11): it names holds by token, and a hold a
+            // late RELEASE ended comes back with its bit clear.
+            Action::Keepalive { .. } | Action::Status { .. } | Action::Abandon => false,
         };
         let later = h.ops[i + 1..]
             .iter()

@@ -37,7 +37,9 @@
 //! zero.
 //!
 //! In *random* mode a client loops: acquire (sometimes a try-acquire with wait 0) → hold for
-//! a while, sometimes renewing, sometimes re-entering, sometimes letting the lease lapse
+//! a while, sometimes renewing (by RENEW, or by a KEEPALIVE, spec §4.11, that lists its hold's
+//! token among tokens of its earlier holds in the same shard, and sometimes comes after the
+//! lease: a hold whose bit comes back clear is dropped at once), sometimes re-entering, sometimes letting the lease lapse
 //! without a release → release; now and then a STATUS. In *scripted* mode (scenarios) it only
 //! runs the actions the scenario queues.
 
@@ -48,8 +50,8 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
-    Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX,
-    REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    shard_of, Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind, Status, Tokens,
+    DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 use super::check::History;
@@ -131,6 +133,12 @@ pub(super) enum Action {
     Status {
         resource: usize,
     },
+    /// Renew the hold on `resource` by a KEEPALIVE (spec §4.11) that also lists tokens of
+    /// this client's earlier holds in the same shard (which name no hold any more).
+    Keepalive {
+        resource: usize,
+        ttl_ms: u32,
+    },
     /// Stop using the hold without releasing it: its lease lapses at the server.
     Abandon,
 }
@@ -142,6 +150,7 @@ impl Action {
             Action::Acquire { resource, .. }
             | Action::Release { resource }
             | Action::Renew { resource, .. }
+            | Action::Keepalive { resource, .. }
             | Action::Status { resource } => Some(resource),
             Action::Abandon => None,
         }
@@ -199,6 +208,9 @@ struct Hold {
     valid_until: Instant,
 }
 
+/// Tokens of earlier holds a client remembers to list in its KEEPALIVEs.
+const TOKENS_REMEMBERED: usize = 6;
+
 pub(super) struct Client {
     pub idx: usize,
     pub addr: SocketAddr,
@@ -217,6 +229,11 @@ pub(super) struct Client {
     resources: usize,
     /// The cluster's size (node ids are 1 to it).
     nodes: usize,
+    /// The cluster's shard count (a KEEPALIVE names it, spec §4.11).
+    shards: u32,
+    /// The latest tokens granted to this client, with their resources (KEEPALIVEs list those
+    /// of the hold's shard: holds that ended, whose bits must come back clear).
+    tokens_granted: VecDeque<(usize, u64)>,
     drift_ppm: u32,
     op: Option<Op>,
     hold: Option<Hold>,
@@ -238,6 +255,9 @@ pub(super) struct Client {
     /// tables that changed its ring.
     pub members_pages: u64,
     pub rings_adopted: u64,
+    /// OK KEEPALIVE answers that listed this client's hold: bit set, bit clear.
+    pub keepalives_renewed: u64,
+    pub keepalives_dropped: u64,
 }
 
 impl Client {
@@ -285,6 +305,8 @@ impl Client {
             routes: Routes::new(&servers, shards, false),
             resources,
             nodes,
+            shards,
+            tokens_granted: VecDeque::new(),
             drift_ppm,
             op: None,
             hold: None,
@@ -295,6 +317,8 @@ impl Client {
             answered_by: BTreeSet::new(),
             members_pages: 0,
             rings_adopted: 0,
+            keepalives_renewed: 0,
+            keepalives_dropped: 0,
         };
         if !scripted {
             let start = clock.local(now) + Duration::from_millis(client.rng.gen_range(0..300));
@@ -610,6 +634,16 @@ impl Client {
                         op.record,
                     );
                 }
+                if !self
+                    .tokens_granted
+                    .contains(&(resource, answer.fencing_token))
+                {
+                    if self.tokens_granted.len() == TOKENS_REMEMBERED {
+                        self.tokens_granted.pop_front();
+                    }
+                    self.tokens_granted
+                        .push_back((resource, answer.fencing_token));
+                }
                 match self.hold.as_mut().filter(|h| h.resource == resource) {
                     Some(h) => {
                         h.count = answer.hold_count;
@@ -643,6 +677,38 @@ impl Client {
                         self.clock.true_time(valid_until),
                         op.record,
                     );
+                }
+            }
+            Action::Keepalive { resource, .. } if answer.status == Status::Ok => {
+                let RequestBody::Keepalive { tokens, .. } = op.request.body else {
+                    unreachable!("a keepalive action sends a KEEPALIVE");
+                };
+                let Some(h) = self.hold.as_ref().filter(|h| h.resource == resource) else {
+                    return;
+                };
+                let Some(i) = tokens.iter().position(|token| token == h.token) else {
+                    return;
+                };
+                if answer.fencing_token >> i & 1 == 1 {
+                    // Renewed: as after a RENEW (spec §4.11, client obligation 2).
+                    self.keepalives_renewed += 1;
+                    let valid_until = lease_start + lease_validity(answer.lease_ms, self.drift_ppm);
+                    let h = self.hold.as_mut().expect("checked above");
+                    h.valid_until = h.valid_until.max(valid_until);
+                    if local < valid_until {
+                        hist.interval(
+                            self.idx,
+                            resource,
+                            now,
+                            self.clock.true_time(valid_until),
+                            op.record,
+                        );
+                    }
+                } else {
+                    // Not renewed: the hold ended at the server; drop it at once (obligation 3).
+                    self.keepalives_dropped += 1;
+                    hist.cut(self.idx, resource, now);
+                    self.hold = None;
                 }
             }
             Action::Release { resource } => {
@@ -738,6 +804,16 @@ impl Client {
                 },
                 OP_TIMEOUT,
             ),
+            Action::Keepalive { resource, ttl_ms } => {
+                let Some(body) = self.keepalive_body(resource, ttl_ms) else {
+                    // No hold and no earlier token in its shard: nothing to list.
+                    if self.plan.is_empty() && !self.scripted {
+                        self.plan_after(local);
+                    }
+                    return;
+                };
+                (body, OP_TIMEOUT)
+            }
             Action::Status { resource } => (
                 RequestBody::Status {
                     resource: RESOURCES[resource],
@@ -770,6 +846,39 @@ impl Client {
             settling,
         });
         self.after_input(now, None, hist, out);
+    }
+
+    /// A KEEPALIVE for the hold on `resource` (spec §4.11): its token, if this client holds
+    /// it, among the tokens of its earlier holds in the same shard, in an order drawn from the
+    /// client's random numbers. `None` if there is no token to list. The tokens' bytes are
+    /// leaked: a simulated request borrows for the whole run (a few bytes per keepalive).
+    fn keepalive_body(&mut self, resource: usize, ttl_ms: u32) -> Option<RequestBody<'static>> {
+        let shard = shard_of(RESOURCES[resource], self.shards);
+        let mut tokens: Vec<u64> = self
+            .tokens_granted
+            .iter()
+            .filter(|&&(r, _)| shard_of(RESOURCES[r], self.shards) == shard)
+            .map(|&(_, token)| token)
+            .collect();
+        if let Some(h) = self.hold.as_ref().filter(|h| h.resource == resource) {
+            if !tokens.contains(&h.token) {
+                tokens.push(h.token);
+            }
+        }
+        if tokens.is_empty() {
+            return None;
+        }
+        let at = self.rng.gen_range(0..tokens.len());
+        tokens.rotate_left(at);
+        let mut bytes = vec![0u8; 8 * tokens.len()];
+        Tokens::write(&tokens, &mut bytes).expect("room for the tokens");
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        Some(RequestBody::Keepalive {
+            shard: shard as u16,
+            shards: self.shards as u16,
+            ttl_ms,
+            tokens: Tokens::from_bytes(bytes).expect("whole tokens"),
+        })
     }
 
     /// The next call of an operation whose own request is `request`: a doubt on the same lock
@@ -861,7 +970,17 @@ impl Client {
             let release_at = renew_at + frac(&mut self.rng, 10, 80);
             self.plan
                 .push_back((release_at, Action::Release { resource }));
-        } else if pattern < 50 {
+        } else if pattern < 45 {
+            // By KEEPALIVE, sometimes after the lease ended (its bit then comes back clear,
+            // and the lock may have gone to another client meanwhile).
+            let renew_at = local + frac(&mut self.rng, 30, 130);
+            let ttl_ms = self.rng.gen_range(150..1_500);
+            self.plan
+                .push_back((renew_at, Action::Keepalive { resource, ttl_ms }));
+            let release_at = renew_at + frac(&mut self.rng, 10, 80);
+            self.plan
+                .push_back((release_at, Action::Release { resource }));
+        } else if pattern < 55 {
             let again_at = local + frac(&mut self.rng, 5, 40);
             let ttl_ms = self.rng.gen_range(150..1_500);
             self.plan.push_back((

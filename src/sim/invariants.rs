@@ -328,6 +328,8 @@ impl Sim {
         for c in &self.clients {
             self.report.members_pages += c.members_pages;
             self.report.rings_adopted += c.rings_adopted;
+            self.report.keepalives_renewed += c.keepalives_renewed;
+            self.report.keepalives_dropped += c.keepalives_dropped;
             let beyond = c.answered_by.iter().any(|node| !c.given.contains(node));
             self.report.clients_beyond_given += u64::from(beyond);
         }

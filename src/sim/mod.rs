@@ -371,6 +371,10 @@ pub struct SimReport {
     pub members_pages: u64,
     pub rings_adopted: u64,
     pub clients_beyond_given: u64,
+    /// KEEPALIVEs (spec §4.11) answered OK that listed the client's hold: with its bit set
+    /// (the hold renewed), and with it clear (the hold dropped at once).
+    pub keepalives_renewed: u64,
+    pub keepalives_dropped: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,

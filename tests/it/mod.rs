@@ -8,6 +8,7 @@ mod environment;
 mod garbage;
 mod guard;
 mod join;
+mod keepalive;
 mod lock_cmd;
 mod lossy;
 mod members;

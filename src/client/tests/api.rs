@@ -44,6 +44,12 @@ fn round_trip_maps_replies() {
                 })
             }
             RequestBody::Configure { .. } => reply_to(&req, Status::RequestExpired, |_| {}),
+            // The second of the listed holds renewed, for 3 s at least.
+            RequestBody::Keepalive { .. } => reply_to(&req, Status::Ok, |r| {
+                r.hold_count = 1;
+                r.fencing_token = 0b10;
+                r.lease_ms = 3_000;
+            }),
         };
         vec![reply]
     });
@@ -99,6 +105,16 @@ fn round_trip_maps_replies() {
     assert_eq!(
         client.configure("orders/42", Some(10)),
         Err(LockError::OutcomeUnknown)
+    );
+    // KEEPALIVE (spec §4.11): bit 1 set, so the second token was renewed and the first lost.
+    let before = BootInstant::now();
+    let report = client.keepalive(3, &[7, 9], None).unwrap();
+    assert_eq!((report.renewed_bitmap, report.lease_ms), (0b10, 3_000));
+    assert_eq!(report.renewed_tokens().collect::<Vec<_>>(), [9]);
+    assert_eq!(report.lost_tokens().collect::<Vec<_>>(), [7]);
+    assert!(
+        report.valid_until > before
+            && report.valid_until < before + std::time::Duration::from_secs(3)
     );
     let stats = client.stats();
     // Only a retransmission can draw a second answer, which the client then drops as

@@ -37,7 +37,11 @@ pub fn lock_of<'a>(body: &RequestBody<'a>) -> Option<(&'a [u8], &'a [u8])> {
         | RequestBody::Renew {
             resource, client, ..
         } => Some((resource, client)),
-        RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
+        // A KEEPALIVE names holds by token: a late RELEASE of one of them leaves its bit
+        // clear, and the client drops that hold (spec §4.11).
+        RequestBody::Status { .. }
+        | RequestBody::Configure { .. }
+        | RequestBody::Keepalive { .. } => None,
     }
 }
 

@@ -90,9 +90,10 @@ pub fn lease_validity(lease_ms: u32, drift_bound_ppm: u32) -> Duration {
 pub struct CallRequest {
     pub session_id: u64,
     pub request_id: u64,
-    /// ACQUIRE, RELEASE, RENEW, STATUS or CONFIGURE.
+    /// ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE or KEEPALIVE.
     pub msg_type: MessageType,
-    /// The shard of its resource, an index into the route cache ([`Routes::shard`]).
+    /// The shard of its resource (a KEEPALIVE's: the one it names), an index into the route
+    /// cache ([`Routes::shard`]).
     pub shard: usize,
     /// ACQUIRE: the longest the server may queue it (`wait_ms`); 0 for every other request.
     pub wait_ms: u32,
@@ -105,7 +106,11 @@ impl CallRequest {
             session_id: request.session_id,
             request_id: request.request_id,
             msg_type: request.body.msg_type(),
-            shard: routes.shard(request.body.resource()),
+            // A KEEPALIVE names its shard (spec §4.11); the client checked it is in range.
+            shard: match request.body.shard_named() {
+                Some(shard) => shard as usize,
+                None => routes.shard(request.body.resource()),
+            },
             wait_ms: match request.body {
                 RequestBody::Acquire { wait_ms, .. } => wait_ms,
                 _ => 0,

@@ -901,3 +901,36 @@ mod forged_input {
         }
     }
 }
+
+/// A KEEPALIVE names its shard (spec §4.11): its call goes by that shard's route, not by a
+/// resource's (it has none); every other request by its resource's shard (spec §8.2).
+#[test]
+fn a_keepalive_is_routed_by_the_shard_it_names() {
+    let servers: Vec<SocketAddr> = (1..=3).map(node).collect();
+    let routes = Routes::new(&servers, 8, false);
+    let mut token_bytes = [0u8; 8];
+    let keepalive = Request {
+        session_id: 1,
+        request_id: 2,
+        attempt: 0,
+        body: RequestBody::Keepalive {
+            shard: 5,
+            shards: 8,
+            ttl_ms: 0,
+            tokens: udplock_protocol::Tokens::write(&[7], &mut token_bytes).unwrap(),
+        },
+    };
+    let call = CallRequest::of(&keepalive, &routes);
+    assert_eq!(
+        (call.msg_type, call.shard, call.wait_ms),
+        (MessageType::Keepalive, 5, 0)
+    );
+    let status = Request {
+        body: RequestBody::Status { resource: b"r" },
+        ..keepalive
+    };
+    assert_eq!(
+        CallRequest::of(&status, &routes).shard,
+        udplock_protocol::shard_of(b"r", 8) as usize
+    );
+}

@@ -325,6 +325,7 @@ impl LockTable {
             slots_free: Vec::new(),
             index: ResourceIndex::new(),
             timers: BTreeSet::new(),
+            holds: HashMap::new(),
             token_next,
             wait_seq_next,
             sessions: HashMap::new(),
@@ -463,6 +464,8 @@ impl LockTable {
                 slot.hold_ttl_ms = hold_ttl_ms;
                 slot.expiry = expiry;
                 assert!(self.timers.insert(Timer::hold(&slot, number)));
+                // A token held twice fails the check after the last resource.
+                self.holds.insert(slot.token, number);
                 self.held += 1;
                 slot.queue = self.restore_queue(input, number, seqs)?;
             }

@@ -1129,3 +1129,118 @@ fn a_late_answer_is_never_evicted_by_its_own_arrival() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].answer, grants[0].answer);
 }
+
+/// A KEEPALIVE body listing `tokens` (spec §4.11); `buf` holds their wire bytes.
+fn keepalive<'a>(tokens: &[u64], ttl_ms: u32, buf: &'a mut [u8]) -> RequestBody<'a> {
+    RequestBody::Keepalive {
+        shard: 0,
+        shards: 1,
+        ttl_ms,
+        tokens: Tokens::write(tokens, buf).expect("room for the tokens"),
+    }
+}
+
+#[test]
+fn keepalive_renews_the_listed_holds_and_names_them_in_its_bitmap() {
+    let mut h = Harness::new();
+    let t1 = ok(h.call(S1, acquire("r1", "a", 0, 100))).fencing_token;
+    let t2 = ok(h.call(S1, acquire("r2", "a", 0, 100))).fencing_token;
+    let t3 = ok(h.call(S2, acquire("r3", "b", 0, 200))).fencing_token;
+    ok(h.call(S1, release("r2", "a")));
+    h.at(80);
+    let mut buf = [0u8; 8 * 64];
+    // r2 was released: its token names no hold. 7 was never issued.
+    let answer = ok(h.call(S1, keepalive(&[t1, t2, t3, 7], 0, &mut buf)));
+    assert_eq!(
+        (answer.fencing_token, answer.hold_count, answer.lease_ms),
+        (0b101, 2, 100),
+        "bits 0 and 2; the smallest lease: r1's TTL of 100 ms (r3 keeps 200)"
+    );
+    assert_eq!((answer.waiter_count, answer.retry_after_ms), (0, 0));
+    // Each hold now ends one TTL after the keepalive (r1 at 180, r3 at 280), not before.
+    h.at(179);
+    assert_eq!(ok(h.call(S2, status("r1"))).lease_ms, 1);
+    assert_eq!(ok(h.call(S2, status("r3"))).lease_ms, 101);
+    h.at(180);
+    assert_free(ok(h.call(S2, status("r1"))));
+    assert_free(ok(h.call(S2, status("r2"))));
+}
+
+#[test]
+fn keepalive_does_not_renew_a_token_whose_lock_was_granted_again() {
+    let mut h = Harness::new();
+    let old = ok(h.call(S1, acquire("r", "a", 0, 100))).fencing_token;
+    h.at(100); // a's hold expires
+    let new = ok(h.call(S2, acquire("r", "b", 0, 100))).fencing_token;
+    assert!(new > old);
+    h.at(150);
+    let mut buf = [0u8; 8 * 64];
+    let answer = ok(h.call(S1, keepalive(&[old], 1_000, &mut buf)));
+    assert_eq!(
+        (answer.fencing_token, answer.hold_count, answer.lease_ms),
+        (0, 0, 0)
+    );
+    // b's hold keeps its own lease: nothing of it moved.
+    assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 50);
+    h.at(200);
+    assert_free(ok(h.call(S2, status("r"))));
+}
+
+#[test]
+fn keepalive_never_shortens_and_its_ttl_becomes_the_holds_ttl() {
+    let mut h = Harness::new();
+    let long = ok(h.call(S1, acquire("long", "a", 0, 1_000))).fencing_token;
+    let short = ok(h.call(S1, acquire("short", "a", 0, 100))).fencing_token;
+    h.at(10);
+    let mut buf = [0u8; 8 * 64];
+    // TTL 50: "long" keeps its later expiry (990 ms left), "short" keeps 90 ms: the lease is
+    // the smaller.
+    let answer = ok(h.call(S1, keepalive(&[long, short], 50, &mut buf)));
+    assert_eq!((answer.fencing_token, answer.lease_ms), (0b11, 90));
+    h.at(99);
+    // The hold TTL is now 50 ms: a keepalive with ttl_ms 0 (or a RENEW) reuses it.
+    let answer = ok(h.call(S1, keepalive(&[short], 0, &mut buf)));
+    assert_eq!((answer.fencing_token, answer.lease_ms), (1, 50));
+    assert_eq!(ok(h.call(S1, renew("short", "a", 0))).lease_ms, 50);
+}
+
+#[test]
+fn a_retransmitted_keepalive_gets_its_first_answer_and_renews_nothing_again() {
+    let mut h = Harness::new();
+    let token = ok(h.call(S1, acquire("r", "a", 0, 100))).fencing_token;
+    h.at(50);
+    let mut buf = [0u8; 8 * 64];
+    let body = keepalive(&[token], 0, &mut buf);
+    let (id, replies) = h.new_request(S1, body);
+    let first = ok(replies[0].answer);
+    assert_eq!((first.fencing_token, first.lease_ms), (1, 100));
+    h.at(120);
+    let again = h.send(id.session, id.request, 1, 2000, body);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].answer, first, "the remembered answer");
+    assert_eq!(again[0].to, addr(2000));
+    // The hold still ends at 150, one TTL after the first copy, not after the second.
+    assert_eq!(ok(h.call(S2, status("r"))).lease_ms, 30);
+}
+
+#[test]
+fn keepalive_takes_up_to_64_tokens_one_bit_each_and_checks_its_ttl() {
+    let mut h = Harness::new();
+    let tokens: Vec<u64> = (0..64)
+        .map(|i| ok(h.call(S1, acquire(&format!("r{i}"), "a", 0, 100))).fencing_token)
+        .collect();
+    ok(h.call(S1, release("r0", "a")));
+    let mut buf = [0u8; 8 * 64];
+    let answer = ok(h.call(S1, keepalive(&tokens, 0, &mut buf)));
+    assert_eq!(
+        answer.fencing_token, !1u64,
+        "every bit but the released r0's"
+    );
+    assert_eq!(answer.hold_count, 63);
+    let ttl_ms_max = Config::default().ttl_ms_max;
+    assert_eq!(
+        h.call(S1, keepalive(&tokens, ttl_ms_max + 1, &mut buf))
+            .status,
+        Status::InvalidArgument
+    );
+}

@@ -92,8 +92,8 @@ use std::sync::Arc;
 
 use udplock_protocol::{
     shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, SettingValues, ShardRole,
-    ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
+    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, RequestBody, SettingValues,
+    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
     DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
@@ -1049,13 +1049,42 @@ impl Node {
         mark
     }
 
-    /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE).
+    /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE).
     fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
         let Some(request) = self.admit(datagram, from, Request::decode) else {
             return;
         };
         let kind = request.body.kind();
-        let shard = shard_of(request.body.resource(), self.config.shards);
+        let shard = match request.body {
+            // A KEEPALIVE names its shard and the shard count it was computed with (spec
+            // §4.11): another count, or a shard that does not exist, is the client's error,
+            // answered (never remembered: no table saw it) like a field out of range. Tokens
+            // name holds only within one shard, so a KEEPALIVE of a client that counts
+            // shards differently must not reach any table.
+            RequestBody::Keepalive { shard, shards, .. }
+                if u32::from(shards) != self.config.shards
+                    || u32::from(shard) >= u32::from(shards) =>
+            {
+                let reply = Reply::bare(
+                    kind.reply_type(),
+                    request.session_id,
+                    request.request_id,
+                    request.attempt,
+                    Status::InvalidArgument,
+                );
+                let mut out = [0u8; REPLY_LEN_MIN];
+                if let Ok(len) = reply.encode(&mut out) {
+                    assert!(
+                        len <= datagram.len(),
+                        "INVALID_ARGUMENT larger than its request"
+                    );
+                    self.answer(&out[..len], from);
+                }
+                return;
+            }
+            RequestBody::Keepalive { shard, .. } => u32::from(shard),
+            _ => shard_of(request.body.resource(), self.config.shards),
+        };
         let outcome = match self.shards[shard as usize].as_mut() {
             // A joined cluster's node that holds no replica of the shard (spec §8.1): it
             // cannot name the leader (no Raft record of the shard reaches it; SWIM carries

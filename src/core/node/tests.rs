@@ -255,6 +255,73 @@ fn three_cores_over_bytes_form_a_cluster_redirect_and_grant() {
     }
 }
 
+/// A KEEPALIVE datagram (spec §4.11) naming `shard` of `shards`, listing `tokens`.
+fn keepalive(request_id: u64, shard: u16, shards: u16, tokens: &[u64]) -> Vec<u8> {
+    let mut token_bytes = [0u8; 8 * udplock_protocol::KEEPALIVE_TOKENS_MAX];
+    let request = Request {
+        session_id: 0xC11E,
+        request_id,
+        attempt: 0,
+        body: udplock_protocol::RequestBody::Keepalive {
+            shard,
+            shards,
+            ttl_ms: 0,
+            tokens: udplock_protocol::Tokens::write(tokens, &mut token_bytes).unwrap(),
+        },
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+#[test]
+fn a_keepalive_goes_to_its_shards_leader_and_names_the_cluster_shard_count() {
+    let mut trio = Trio::new(4, test_keys());
+    trio.run_for(3_000);
+    let shard = shard_of(b"printer", 4);
+    let leader = trio.leader_of(shard as usize).expect("a leader after 3 s");
+    let follower = (leader + 1) % 3;
+    let grant = trio.ask(leader, &acquire(1, b"printer"));
+    let token = Reply::decode(&grant[0].1).unwrap().fencing_token;
+    let answer = |trio: &mut Trio, node: usize, request: &[u8]| {
+        let replies = trio.ask(node, request);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        assert!(replies[0].1.len() <= request.len(), "no amplification");
+        let reply = Reply::decode(&replies[0].1).unwrap();
+        assert_eq!(reply.msg_type, MessageType::KeepaliveReply);
+        // (status, hint, bitmap, renewed, lease)
+        (
+            reply.status,
+            reply.hint,
+            reply.fencing_token,
+            reply.hold_count,
+            reply.lease_ms,
+        )
+    };
+    // A follower of the shard redirects it like any request (spec §7.1.7).
+    let request = keepalive(2, shard as u16, 4, &[token, token + 1]);
+    let leader_addr = trio.addrs[leader];
+    assert_eq!(
+        answer(&mut trio, follower, &request),
+        (Status::NotLeader, Hint::Leader(leader_addr), 0, 0, 0)
+    );
+    // Its leader renews the hold through the log: bit 0 only.
+    assert_eq!(
+        answer(&mut trio, leader, &request),
+        (Status::Ok, Hint::None, 1, 1, 10_000)
+    );
+    // Another shard count, or a shard beyond it, reaches no table (spec §4.11).
+    for (id, shard, shards) in [(3, shard as u16, 3), (4, 4, 4), (5, 0, 0)] {
+        let reply = answer(&mut trio, leader, &keepalive(id, shard, shards, &[token]));
+        assert_eq!(
+            reply.0,
+            Status::InvalidArgument,
+            "shard {shard} of {shards}"
+        );
+    }
+}
+
 #[test]
 fn shard_status_answers_from_any_node_within_the_request_length() {
     let mut trio = Trio::new(64, test_keys());

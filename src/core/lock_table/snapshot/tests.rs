@@ -639,6 +639,43 @@ fn exercise(mut table: LockTable, config: &Config) {
         .filter_map(|s| s.holder().map(<[u8]>::to_vec))
         .collect();
     holders.push(b"x".to_vec());
+    // The token index is rebuilt from the snapshot: a KEEPALIVE finds every held lock by
+    // its token, and nothing under a token no lock holds (spec §4.11).
+    let mut listed: Vec<u64> = table
+        .slots
+        .iter()
+        // A lease ending right now expires before the keepalive applies.
+        .filter(|s| s.hold_count > 0 && s.expiry > now)
+        .map(|s| s.token)
+        .take(udplock_protocol::KEEPALIVE_TOKENS_MAX - 1)
+        .collect();
+    let held = listed.len();
+    listed.push(table.token_next);
+    let mut token_bytes = [0u8; 8 * udplock_protocol::KEEPALIVE_TOKENS_MAX];
+    let keepalive = RequestBody::Keepalive {
+        shard: 0,
+        shards: 1,
+        ttl_ms: 0,
+        tokens: udplock_protocol::Tokens::write(&listed, &mut token_bytes).expect("room"),
+    };
+    table.handle_request(
+        now,
+        Request {
+            id: RequestId {
+                session: 78,
+                request: 1,
+            },
+            attempt: 0,
+            reply_to: v4(5),
+            body: keepalive,
+            datagram_len: 76,
+        },
+    );
+    let answers = drain(&mut table);
+    assert_eq!(answers.len(), 1);
+    if answers[0].answer.status == Status::Ok {
+        assert_eq!(answers[0].answer.fencing_token, (1u64 << held) - 1);
+    }
     let sessions: Vec<u64> = table.sessions.keys().copied().chain([77]).collect();
     for (n, resource) in resources.iter().enumerate() {
         for (m, client) in holders.iter().enumerate() {

@@ -1,0 +1,90 @@
+//! KEEPALIVE (spec §4.11): many holds of one shard renewed by one datagram, named by their
+//! fencing tokens. The guard renewer batches the holds of a shard into one call per period;
+//! this file is the call itself and the reading of its answer.
+
+use udplock_protocol::{shard_of, RequestBody, Tokens, KEEPALIVE_TOKENS_MAX};
+
+use super::{lease_validity, ttl_wire, Client, KeepaliveReport};
+use crate::error::LockError;
+
+#[cfg(doc)]
+use super::ClientConfig;
+
+impl Client {
+    /// The shard of `resource_id` (spec §8.2) under this client's shard count: the `shard`
+    /// a [`Client::keepalive`] names for a hold of that resource.
+    pub fn shard_of(&self, resource_id: &str) -> u32 {
+        shard_of(resource_id.as_bytes(), self.config.shards)
+    }
+
+    /// Renews, in one datagram, every hold of `shard` that `tokens` names (1 to
+    /// [`KEEPALIVE_TOKENS_MAX`] fencing tokens of holds this client was granted in that
+    /// shard), each for `ttl_ms` or, with `None`, its current TTL (spec §4.11). Never
+    /// shortens a lease. The request names this client's [`ClientConfig::shards`]: a node
+    /// whose shard count differs answers [`LockError::InvalidArgument`] (tokens name holds
+    /// only within one shard), so a client that keeps holds by keepalive must be configured
+    /// with the cluster's shard count (1 for a single node).
+    ///
+    /// The report says which were renewed and until when they are valid (the lease rule,
+    /// counted from the send time of the answered copy). A token whose bit is clear named no
+    /// hold when the keepalive applied (released, expired, granted again): stop relying on
+    /// that hold at once. An error renews nothing this client may count on; the earlier
+    /// validities still stand.
+    #[doc(hidden)]
+    pub fn keepalive(
+        &self,
+        shard: u32,
+        tokens: &[u64],
+        ttl_ms: Option<u32>,
+    ) -> Result<KeepaliveReport, LockError> {
+        if shard >= self.config.shards {
+            return Err(LockError::InvalidArgument(format!(
+                "shard must be below the shard count {}, got {shard}",
+                self.config.shards
+            )));
+        }
+        if !(1..=KEEPALIVE_TOKENS_MAX).contains(&tokens.len()) {
+            return Err(LockError::InvalidArgument(format!(
+                "a keepalive lists 1 to {KEEPALIVE_TOKENS_MAX} tokens, got {}",
+                tokens.len()
+            )));
+        }
+        let mut buf = [0u8; 8 * KEEPALIVE_TOKENS_MAX];
+        // Both below SHARDS_MAX (4096): `ClientConfig::validate` and the check above.
+        let body = RequestBody::Keepalive {
+            shard: shard as u16,
+            shards: self.config.shards as u16,
+            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
+            tokens: Tokens::write(tokens, &mut buf).expect("at most KEEPALIVE_TOKENS_MAX"),
+        };
+        let answer = self.call(body, self.config.request_timeout_ms)?;
+        let reply = &answer.reply;
+        let bitmap = reply.fencing_token;
+        // Bits only for listed tokens, as many as counted, a lease exactly when one was
+        // renewed (spec §4.11): a reply that breaks this is trusted for none of its holds.
+        let beyond = if tokens.len() == 64 {
+            0
+        } else {
+            bitmap >> tokens.len()
+        };
+        if beyond != 0
+            || bitmap.count_ones() != reply.hold_count
+            || (bitmap == 0) != (reply.lease_ms == 0)
+        {
+            return Err(LockError::InternalError(format!(
+                "KEEPALIVE_REPLY disagrees with itself (bitmap {bitmap:#x} for {} tokens, hold \
+                 count {}, lease {} ms): a server bug; rely on none of the holds it names",
+                tokens.len(),
+                reply.hold_count,
+                reply.lease_ms
+            )));
+        }
+        let valid = lease_validity(reply.lease_ms, self.config.drift_bound_ppm);
+        Ok(KeepaliveReport {
+            tokens: tokens.to_vec(),
+            renewed_bitmap: bitmap,
+            lease_ms: reply.lease_ms,
+            valid_until: self.boot_instant(answer.lease_start + valid),
+        })
+    }
+}
