@@ -12,6 +12,7 @@
 //! REQUEST  kind=3 | stamp u64 | session_id u64 | request_id u64 | attempt u16 | flags u8
 //!          | addr [16] | port u16 | op u8 | wait_ms u32 | ttl_ms u32
 //!          | resource_len u8 | resource | client_len u8 | client
+//!          [| target_session u64 | target_request u64]   (op CANCEL_WAIT only)
 //! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
 //! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters (node u64, replica u64)
 //!          × voter_count | learners (node u64, replica u64) × learner_count
@@ -49,8 +50,13 @@ pub const CONFIG_MEMBER_LEN: usize = 16;
 pub const CONFIG_MEMBERS_MAX: usize = 16;
 /// Length of a REQUEST command without its two ids (the two length bytes included).
 pub const LOG_REQUEST_FIXED_LEN: usize = 57;
-/// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id.
-pub const LOG_COMMAND_LEN_MAX: usize = LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX;
+/// Length of the target a REQUEST of op CANCEL_WAIT carries after its client id: the
+/// session id and the request id of the ACQUIRE it withdraws (spec §8.7).
+pub const LOG_REQUEST_TARGET_LEN: usize = 16;
+/// Longest log command: a CANCEL_WAIT REQUEST with a 255-byte resource id and a 255-byte
+/// client id.
+pub const LOG_COMMAND_LEN_MAX: usize =
+    LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX + LOG_REQUEST_TARGET_LEN;
 
 /// REQUEST flag: the client's datagram was long enough to pay for a WAITING and a final
 /// answer (spec §2.2), so the leader may answer WAITING when the command queues the request.
@@ -85,7 +91,7 @@ pub mod field {
 
 const _: () = assert!(field::RESOURCE + 1 == LOG_REQUEST_FIXED_LEN);
 const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
-const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
+const _: () = assert!(LOG_COMMAND_LEN_MAX == 583);
 const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
 const _: () = assert!(field::MEMBERS == CONFIG_FIXED_LEN);
 const _: () =
@@ -254,11 +260,20 @@ impl<'a> LogCommand<'a> {
         let clen = *data
             .get(field::RESOURCE + rlen)
             .ok_or(DecodeError::BadBodyLength)? as usize;
-        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen {
+        // The op is inside the fixed part, which the resource length byte follows.
+        let target_len = target_len(data[field::OP]);
+        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen + target_len {
             return Err(DecodeError::BadBodyLength);
         }
         let resource = &data[field::RESOURCE..field::RESOURCE + rlen];
-        let client = &data[field::RESOURCE + rlen + 1..];
+        let client_at = field::RESOURCE + rlen + 1;
+        let client = &data[client_at..client_at + clen];
+        let target = if target_len == 0 {
+            (0, 0)
+        } else {
+            let at = client_at + clen;
+            (u64_at(data, at), u64_at(data, at + 8))
+        };
         let session_id = u64_at(data, field::SESSION_ID.start);
         let request_id = u64_at(data, field::REQUEST_ID.start);
         if session_id == 0 || request_id == 0 {
@@ -274,6 +289,7 @@ impl<'a> LogCommand<'a> {
             u32_at(data, field::TTL_MS.start),
             resource,
             client,
+            target,
         )?;
         let mut octets = [0u8; 16];
         octets.copy_from_slice(&data[field::ADDR]);
@@ -303,7 +319,10 @@ impl<'a> LogCommand<'a> {
             }
             LogCommand::Request { body, .. } => {
                 let (resource, client) = body.ids();
-                LOG_REQUEST_FIXED_LEN + resource.len() + client.len()
+                LOG_REQUEST_FIXED_LEN
+                    + resource.len()
+                    + client.len()
+                    + target_len(body.msg_type().to_wire())
             }
         }
     }
@@ -387,7 +406,19 @@ impl<'a> LogCommand<'a> {
                 let at = field::RESOURCE + resource.len();
                 out[field::RESOURCE..at].copy_from_slice(resource);
                 out[at] = client.len() as u8;
-                out[at + 1..].copy_from_slice(client);
+                let client_at = at + 1;
+                let at = client_at + client.len();
+                out[client_at..at].copy_from_slice(client);
+                if let RequestBody::CancelWait {
+                    target_session,
+                    target_request,
+                    ..
+                } = body
+                {
+                    out[at..at + 8].copy_from_slice(&target_session.to_be_bytes());
+                    out[at + 8..at + 16].copy_from_slice(&target_request.to_be_bytes());
+                }
+                debug_assert_eq!(at + target_len(out[field::OP]), len);
             }
         }
         Ok(len)
@@ -412,21 +443,32 @@ fn config_members_ok(voters: Replicas<'_>, learners: Replicas<'_>) -> bool {
     })
 }
 
+/// Bytes a REQUEST of op byte `op` carries after its client id: CANCEL_WAIT's target, none
+/// for the other ops (an unknown op is refused later, as `BadOp`).
+fn target_len(op: u8) -> usize {
+    if op == MessageType::CancelWait.to_wire() {
+        LOG_REQUEST_TARGET_LEN
+    } else {
+        0
+    }
+}
+
 /// The operation of a REQUEST command from its op byte and fields (the inverse of
-/// [`RequestBody::numbers`] and `ids`), checked in the spec's order: the op, the client id,
-/// the fields the op requires to be zero.
+/// [`RequestBody::numbers`], [`RequestBody::target`] and `ids`), checked in the spec's order:
+/// the op, the client id, the fields the op requires to be zero.
 fn decode_body<'a>(
     op: u8,
     wait_ms: u32,
     ttl_ms: u32,
     resource: &'a [u8],
     client: &'a [u8],
+    target: (u64, u64),
 ) -> Result<RequestBody<'a>, DecodeError> {
     let kind = MessageType::from_wire(op)
         .and_then(RequestKind::of_request_type)
         .filter(|kind| kind.is_logged())
         .ok_or(DecodeError::BadOp)?;
-    let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms));
+    let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms), target);
     match (body.client().is_some(), client.is_empty()) {
         (false, false) => return Err(DecodeError::NonZeroField),
         (true, true) => return Err(DecodeError::EmptyId),

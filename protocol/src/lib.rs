@@ -82,7 +82,7 @@ mod swim;
 pub use auth::{AuthTrailer, ClusterKey, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{
     LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN, LOG_COMMAND_LEN_MAX,
-    LOG_REQUEST_FIXED_LEN,
+    LOG_REQUEST_FIXED_LEN, LOG_REQUEST_TARGET_LEN,
 };
 pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;

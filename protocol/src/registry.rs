@@ -80,6 +80,8 @@ registry! {
         MembersReply = 0x88, "MEMBERS_REPLY", "Answer to MEMBERS: the members from a given id on, as many as fit in the request.";
         Remove = 0x09, "REMOVE", "An operator retires a member that is gone for good; authenticated with the cluster key (Section 4.10).";
         RemoveReply = 0x89, "REMOVE_REPLY", "Answer to an authenticated REMOVE: removed, already removed, or why not.";
+        CancelWait = 0x0B, "CANCEL_WAIT", "Withdraw a queued ACQUIRE of the same client, named by its session and request ids (Section 4.11).";
+        CancelWaitReply = 0x8B, "CANCEL_WAIT_REPLY", "Answer to CANCEL_WAIT: whether the waiter was removed, or the hold its ACQUIRE was granted.";
     }
 }
 

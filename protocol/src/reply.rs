@@ -110,6 +110,7 @@ fn is_lock_reply(t: MessageType) -> bool {
             | MessageType::RenewReply
             | MessageType::StatusReply
             | MessageType::ConfigureReply
+            | MessageType::CancelWaitReply
     )
 }
 

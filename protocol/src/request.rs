@@ -1,4 +1,5 @@
-//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE. (SHARD_STATUS,
+//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, CANCEL_WAIT
+//! (§4.11). (SHARD_STATUS,
 //! §4.7, has its own codec: [`crate::ShardStatusRequest`].)
 //!
 //! Each body is a few fixed fields followed by one or two length-prefixed ids; the lengths
@@ -11,7 +12,7 @@
 //! [`RequestKind::request_type`]. A sixth operation is a variant of each of the two enums and
 //! its handlers.
 
-use crate::be::u32_at;
+use crate::be::{u32_at, u64_at};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType};
 use crate::{
@@ -40,16 +41,18 @@ pub enum RequestKind {
     Renew,
     Status,
     Configure,
+    CancelWait,
 }
 
 impl RequestKind {
     /// Every operation, in registry order.
-    pub const ALL: [RequestKind; 5] = [
+    pub const ALL: [RequestKind; 6] = [
         RequestKind::Acquire,
         RequestKind::Release,
         RequestKind::Renew,
         RequestKind::Status,
         RequestKind::Configure,
+        RequestKind::CancelWait,
     ];
 
     /// The request message type that asks for it: the one table from operations to types
@@ -61,6 +64,7 @@ impl RequestKind {
             RequestKind::Renew => MessageType::Renew,
             RequestKind::Status => MessageType::Status,
             RequestKind::Configure => MessageType::Configure,
+            RequestKind::CancelWait => MessageType::CancelWait,
         }
     }
 
@@ -119,6 +123,14 @@ pub enum RequestBody<'a> {
         resource: &'a [u8],
         default_ttl_ms: u32,
     },
+    /// Withdraw `client`'s ACQUIRE of `resource` that was sent as request `target_request`
+    /// of session `target_session` (spec §4.11), if it still waits in the queue.
+    CancelWait {
+        resource: &'a [u8],
+        client: &'a [u8],
+        target_session: u64,
+        target_request: u64,
+    },
 }
 
 impl<'a> RequestBody<'a> {
@@ -130,6 +142,7 @@ impl<'a> RequestBody<'a> {
             RequestBody::Renew { .. } => RequestKind::Renew,
             RequestBody::Status { .. } => RequestKind::Status,
             RequestBody::Configure { .. } => RequestKind::Configure,
+            RequestBody::CancelWait { .. } => RequestKind::CancelWait,
         }
     }
 
@@ -145,7 +158,8 @@ impl<'a> RequestBody<'a> {
             | RequestBody::Release { resource, .. }
             | RequestBody::Renew { resource, .. }
             | RequestBody::Status { resource }
-            | RequestBody::Configure { resource, .. } => resource,
+            | RequestBody::Configure { resource, .. }
+            | RequestBody::CancelWait { resource, .. } => resource,
         }
     }
 
@@ -157,6 +171,7 @@ impl<'a> RequestBody<'a> {
             RequestKind::Renew => (4, true),
             RequestKind::Status => (0, false),
             RequestKind::Configure => (4, false),
+            RequestKind::CancelWait => (16, true),
         }
     }
 
@@ -177,7 +192,8 @@ impl<'a> RequestBody<'a> {
         match *self {
             RequestBody::Acquire { client, .. }
             | RequestBody::Release { client, .. }
-            | RequestBody::Renew { client, .. } => Some(client),
+            | RequestBody::Renew { client, .. }
+            | RequestBody::CancelWait { client, .. } => Some(client),
             RequestBody::Status { .. } | RequestBody::Configure { .. } => None,
         }
     }
@@ -197,19 +213,36 @@ impl<'a> RequestBody<'a> {
             } => (wait_ms, ttl_ms),
             RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
             RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
-            RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
+            RequestBody::Release { .. }
+            | RequestBody::Status { .. }
+            | RequestBody::CancelWait { .. } => (0, 0),
         }
     }
 
-    /// The operation of `kind` with these ids and numbers (as [`RequestBody::numbers`] gives
-    /// them): the one constructor of both decoders, the datagram's and the log's. What `kind`
-    /// has no field for is dropped (a client id for STATUS and CONFIGURE, a number): a decoder
-    /// that must refuse it compares `ids` and `numbers` of the result with what it read.
+    /// CANCEL_WAIT's target as (`target_session`, `target_request`); (0, 0) for every other
+    /// operation. A log command carries it after the client id (spec §8.7).
+    pub const fn target(&self) -> (u64, u64) {
+        match *self {
+            RequestBody::CancelWait {
+                target_session,
+                target_request,
+                ..
+            } => (target_session, target_request),
+            _ => (0, 0),
+        }
+    }
+
+    /// The operation of `kind` with these ids, numbers and target (as [`RequestBody::numbers`]
+    /// and [`RequestBody::target`] give them): the one constructor of both decoders, the
+    /// datagram's and the log's. What `kind` has no field for is dropped (a client id for
+    /// STATUS and CONFIGURE, a number, a target): a decoder that must refuse it compares `ids`,
+    /// `numbers` and `target` of the result with what it read.
     pub(crate) fn from_parts(
         kind: RequestKind,
         resource: &'a [u8],
         client: &'a [u8],
         (wait_ms, ttl_ms): (u32, u32),
+        (target_session, target_request): (u64, u64),
     ) -> RequestBody<'a> {
         match kind {
             RequestKind::Acquire => RequestBody::Acquire {
@@ -229,6 +262,12 @@ impl<'a> RequestBody<'a> {
                 resource,
                 default_ttl_ms: ttl_ms,
             },
+            RequestKind::CancelWait => RequestBody::CancelWait {
+                resource,
+                client,
+                target_session,
+                target_request,
+            },
         }
     }
 
@@ -243,7 +282,8 @@ impl<'a> RequestBody<'a> {
     }
 }
 
-/// The request types [`Request::decode`] reads: the five lock requests (spec §4.2 to §4.6).
+/// The request types [`Request::decode`] reads: the six lock requests (spec §4.2 to §4.6 and
+/// §4.11).
 /// SHARD_STATUS, which only a node of a cluster answers, has its own decoder
 /// ([`crate::ShardStatusRequest`]); given to this one it is `UnknownType` (UNSUPPORTED).
 fn is_lock_request(t: MessageType) -> bool {
@@ -281,10 +321,15 @@ impl<'a> Request<'a> {
         // The inverse of `fixed_u32s`.
         let numbers = match kind {
             RequestKind::Acquire => (u32_at(body, 0), u32_at(body, 4)),
+            RequestKind::CancelWait => (0, 0),
             _ if fixed >= 4 => (0, u32_at(body, 0)),
             _ => (0, 0),
         };
-        let body = RequestBody::from_parts(kind, resource, client, numbers);
+        let target = match kind {
+            RequestKind::CancelWait => (u64_at(body, 0), u64_at(body, 8)),
+            _ => (0, 0),
+        };
+        let body = RequestBody::from_parts(kind, resource, client, numbers, target);
         header::check_padding(datagram, &header)?;
         Ok(Request {
             session_id: header.session_id,
@@ -340,12 +385,22 @@ impl<'a> Request<'a> {
             },
         )?;
         let b = &mut out[HEADER_LEN..];
-        let [first, second] = self.body.fixed_u32s();
-        if fixed >= 4 {
-            b[0..4].copy_from_slice(&first.to_be_bytes());
-        }
-        if fixed >= 8 {
-            b[4..8].copy_from_slice(&second.to_be_bytes());
+        if let RequestBody::CancelWait {
+            target_session,
+            target_request,
+            ..
+        } = self.body
+        {
+            b[0..8].copy_from_slice(&target_session.to_be_bytes());
+            b[8..16].copy_from_slice(&target_request.to_be_bytes());
+        } else {
+            let [first, second] = self.body.fixed_u32s();
+            if fixed >= 4 {
+                b[0..4].copy_from_slice(&first.to_be_bytes());
+            }
+            if fixed >= 8 {
+                b[4..8].copy_from_slice(&second.to_be_bytes());
+            }
         }
         let mut at = fixed;
         b[at] = resource.len() as u8;

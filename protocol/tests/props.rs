@@ -25,6 +25,7 @@ enum Body {
     Renew(Vec<u8>, Vec<u8>, u32),
     Status(Vec<u8>),
     Configure(Vec<u8>, u32),
+    CancelWait(Vec<u8>, Vec<u8>, u64, u64),
 }
 
 impl Body {
@@ -50,6 +51,12 @@ impl Body {
                 resource: r,
                 default_ttl_ms: *t,
             },
+            Body::CancelWait(r, c, s, q) => RequestBody::CancelWait {
+                resource: r,
+                client: c,
+                target_session: *s,
+                target_request: *q,
+            },
         }
     }
 }
@@ -61,6 +68,8 @@ fn body() -> impl Strategy<Value = Body> {
         (id(), id(), any::<u32>()).prop_map(|(r, c, t)| Body::Renew(r, c, t)),
         id().prop_map(Body::Status),
         (id(), any::<u32>()).prop_map(|(r, t)| Body::Configure(r, t)),
+        (id(), id(), any::<u64>(), any::<u64>())
+            .prop_map(|(r, c, s, q)| Body::CancelWait(r, c, s, q)),
     ]
 }
 
@@ -1288,7 +1297,13 @@ fn log_command_encode_refuses_what_decode_rejects() {
     assert_eq!(refused(op_at, configure), Err(DecodeError::NonZeroField));
     let status = MessageType::Status.to_wire();
     assert_eq!(refused(op_at, status), Err(DecodeError::BadOp));
-    assert_eq!(LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX);
+    // A RELEASE turned into a CANCEL_WAIT lacks the 16-byte target (spec §8.7).
+    let cancel_wait = MessageType::CancelWait.to_wire();
+    assert_eq!(refused(op_at, cancel_wait), Err(DecodeError::BadBodyLength));
+    assert_eq!(
+        LOG_COMMAND_LEN_MAX,
+        LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX + LOG_REQUEST_TARGET_LEN
+    );
 }
 
 /// CONFIG (spec §8.7): what decodes re-encodes byte for byte, and the encoder refuses the

@@ -44,6 +44,7 @@ fn round_trip_maps_replies() {
                 })
             }
             RequestBody::Configure { .. } => reply_to(&req, Status::RequestExpired, |_| {}),
+            RequestBody::CancelWait { .. } => reply_to(&req, Status::Unsupported, |_| {}),
         };
         vec![reply]
     });
