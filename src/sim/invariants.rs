@@ -328,6 +328,9 @@ impl Sim {
         for c in &self.clients {
             self.report.members_pages += c.members_pages;
             self.report.rings_adopted += c.rings_adopted;
+            self.report.cancels += c.cancels;
+            self.report.cancels_removed += c.cancels_removed;
+            self.report.cancels_crossed += c.cancels_crossed;
             let beyond = c.answered_by.iter().any(|node| !c.given.contains(node));
             self.report.clients_beyond_given += u64::from(beyond);
         }
