@@ -164,6 +164,7 @@ fn percentile_us(h: &Histogram<u64>, q: f64) -> f64 {
 #[test]
 fn async_acquire_latency_beside_the_blocking_client() {
     const ROUNDS: usize = 2_000;
+    const BATCH: usize = 100;
     let node = start_node();
     // The floor: a 76-byte datagram echoed by a thread, as a request and its reply.
     let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -187,37 +188,41 @@ fn async_acquire_latency_beside_the_blocking_client() {
     }
     ping.send_to(&[0], echo_addr).unwrap();
 
+    // Both clients in alternating batches, so the machine's noise (other processes on
+    // shared CPUs) falls on both alike.
     let blocking = Client::new(ClientConfig::new(vec![node.local_addr()])).unwrap();
-    let mut sync_h = Histogram::<u64>::new(3).unwrap();
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        blocking
-            .acquire("bench-sync", "me", 0, Some(10_000))
-            .unwrap();
-        sync_h.record(t.elapsed().as_nanos() as u64).unwrap();
-        blocking.release("bench-sync", "me").unwrap();
-    }
-
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let async_h = runtime.block_on(async {
-        let client = AsyncClient::new(ClientConfig::new(vec![node.local_addr()]))
+    let client = runtime.block_on(async {
+        AsyncClient::new(ClientConfig::new(vec![node.local_addr()]))
             .await
-            .unwrap();
-        let mut h = Histogram::<u64>::new(3).unwrap();
-        for _ in 0..ROUNDS {
-            let t = Instant::now();
-            client
-                .acquire("bench-async", "me", 0, Some(10_000))
-                .await
-                .unwrap();
-            h.record(t.elapsed().as_nanos() as u64).unwrap();
-            client.release("bench-async", "me").await.unwrap();
-        }
-        h
+            .unwrap()
     });
+    let mut sync_h = Histogram::<u64>::new(3).unwrap();
+    let mut async_h = Histogram::<u64>::new(3).unwrap();
+    for _ in 0..ROUNDS / BATCH {
+        for _ in 0..BATCH {
+            let t = Instant::now();
+            blocking
+                .acquire("bench-sync", "me", 0, Some(10_000))
+                .unwrap();
+            sync_h.record(t.elapsed().as_nanos() as u64).unwrap();
+            blocking.release("bench-sync", "me").unwrap();
+        }
+        runtime.block_on(async {
+            for _ in 0..BATCH {
+                let t = Instant::now();
+                client
+                    .acquire("bench-async", "me", 0, Some(10_000))
+                    .await
+                    .unwrap();
+                async_h.record(t.elapsed().as_nanos() as u64).unwrap();
+                client.release("bench-async", "me").await.unwrap();
+            }
+        });
+    }
     println!(
         "acquire on one node, {ROUNDS} rounds (µs): raw UDP RTT p50 {:.1} p99 {:.1} | blocking \
          p50 {:.1} p99 {:.1} | async (current_thread) p50 {:.1} p99 {:.1} | async/blocking p50 \
