@@ -14,6 +14,7 @@
 //!          | resource_len u8 | resource | client_len u8 | client
 //!          (op KEEPALIVE: wait_ms carries shard u16 | shards u16, and tokens u64 × count
 //!          follow ttl_ms)
+//!          [| target_session u64 | target_request u64]   (op CANCEL_WAIT only)
 //! SETTINGS kind=4 | ttl_default_ms u32 | retry_after_ms u32 | startup_grace_ms u32
 //! CONFIG   kind=5 | voter_count u8 | learner_count u8 | voters (node u64, replica u64)
 //!          × voter_count | learners (node u64, replica u64) × learner_count
@@ -51,9 +52,13 @@ pub const CONFIG_MEMBER_LEN: usize = 16;
 pub const CONFIG_MEMBERS_MAX: usize = 16;
 /// Length of a REQUEST command without its two ids (the two length bytes included).
 pub const LOG_REQUEST_FIXED_LEN: usize = 57;
-/// Longest log command: a REQUEST with a 255-byte resource id and a 255-byte client id, or
-/// (the same length) a KEEPALIVE with [`KEEPALIVE_TOKENS_MAX`] tokens.
-pub const LOG_COMMAND_LEN_MAX: usize = LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX;
+/// Length of the target a REQUEST of op CANCEL_WAIT carries after its client id: the
+/// session id and the request id of the ACQUIRE it withdraws (spec §8.7).
+pub const LOG_REQUEST_TARGET_LEN: usize = 16;
+/// Longest log command: a CANCEL_WAIT REQUEST with a 255-byte resource id and a 255-byte
+/// client id. A KEEPALIVE with [`KEEPALIVE_TOKENS_MAX`] tokens is 16 bytes shorter.
+pub const LOG_COMMAND_LEN_MAX: usize =
+    LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX + LOG_REQUEST_TARGET_LEN;
 /// Length of a REQUEST command of op KEEPALIVE without its tokens: the fields up to
 /// `ttl_ms` (spec §8.7); the tokens take the place of the ids and their lengths.
 pub const LOG_KEEPALIVE_FIXED_LEN: usize = field::RESOURCE_LEN;
@@ -91,9 +96,9 @@ pub mod field {
 
 const _: () = assert!(field::RESOURCE + 1 == LOG_REQUEST_FIXED_LEN);
 const _: () = assert!(field::VALUE.end == SHORT_COMMAND_LEN);
-const _: () = assert!(LOG_COMMAND_LEN_MAX == 567);
-// The most tokens a KEEPALIVE lists fill a log command exactly (spec §4.11, §8.7).
-const _: () = assert!(LOG_KEEPALIVE_FIXED_LEN + 8 * KEEPALIVE_TOKENS_MAX == LOG_COMMAND_LEN_MAX);
+const _: () = assert!(LOG_COMMAND_LEN_MAX == 583);
+// The most tokens a KEEPALIVE lists fit a log command (spec §4.11, §8.7).
+const _: () = assert!(LOG_KEEPALIVE_FIXED_LEN + 8 * KEEPALIVE_TOKENS_MAX <= LOG_COMMAND_LEN_MAX);
 const _: () = assert!(field::STARTUP_GRACE_MS.end == SETTINGS_COMMAND_LEN);
 const _: () = assert!(field::MEMBERS == CONFIG_FIXED_LEN);
 const _: () =
@@ -280,8 +285,8 @@ impl<'a> LogCommand<'a> {
                 ttl_ms,
                 tokens: Self::keepalive_tokens(data)?,
             },
-            Some((resource, client)) => {
-                decode_body(data[field::OP], wait_ms, ttl_ms, resource, client)?
+            Some((resource, client, target)) => {
+                decode_body(data[field::OP], wait_ms, ttl_ms, resource, client, target)?
             }
         };
         let mut octets = [0u8; 16];
@@ -315,9 +320,11 @@ impl<'a> LogCommand<'a> {
         Tokens::from_bytes(&data[LOG_KEEPALIVE_FIXED_LEN..]).ok_or(DecodeError::BadBodyLength)
     }
 
-    /// The ids of a REQUEST of any other op, lengths first: the resource length, then the
-    /// client length that follows the resource, then the exact total.
-    fn request_ids(data: &'a [u8]) -> Result<(&'a [u8], &'a [u8]), DecodeError> {
+    /// The ids of a REQUEST of any other op, and CANCEL_WAIT's target (zeros for the other
+    /// ops), lengths first: the resource length, then the client length that follows the
+    /// resource, then the exact total.
+    #[allow(clippy::type_complexity)]
+    fn request_ids(data: &'a [u8]) -> Result<(&'a [u8], &'a [u8], (u64, u64)), DecodeError> {
         let rlen = match data.get(field::RESOURCE_LEN) {
             None => return Err(DecodeError::BadBodyLength),
             Some(0) => return Err(DecodeError::EmptyId),
@@ -326,12 +333,21 @@ impl<'a> LogCommand<'a> {
         let clen = *data
             .get(field::RESOURCE + rlen)
             .ok_or(DecodeError::BadBodyLength)? as usize;
-        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen {
+        // The op is inside the fixed part, which the resource length byte follows.
+        let target_len = target_len(data[field::OP]);
+        if data.len() != LOG_REQUEST_FIXED_LEN + rlen + clen + target_len {
             return Err(DecodeError::BadBodyLength);
         }
         let resource = &data[field::RESOURCE..field::RESOURCE + rlen];
-        let client = &data[field::RESOURCE + rlen + 1..];
-        Ok((resource, client))
+        let client_at = field::RESOURCE + rlen + 1;
+        let client = &data[client_at..client_at + clen];
+        let target = if target_len == 0 {
+            (0, 0)
+        } else {
+            let at = client_at + clen;
+            (u64_at(data, at), u64_at(data, at + 8))
+        };
+        Ok((resource, client, target))
     }
 
     /// Bytes [`LogCommand::encode`] writes (for a command it accepts).
@@ -348,7 +364,10 @@ impl<'a> LogCommand<'a> {
             } => LOG_KEEPALIVE_FIXED_LEN + tokens.as_bytes().len(),
             LogCommand::Request { body, .. } => {
                 let (resource, client) = body.ids();
-                LOG_REQUEST_FIXED_LEN + resource.len() + client.len()
+                LOG_REQUEST_FIXED_LEN
+                    + resource.len()
+                    + client.len()
+                    + target_len(body.msg_type().to_wire())
             }
         }
     }
@@ -440,7 +459,19 @@ impl<'a> LogCommand<'a> {
                 let at = field::RESOURCE + resource.len();
                 out[field::RESOURCE..at].copy_from_slice(resource);
                 out[at] = client.len() as u8;
-                out[at + 1..].copy_from_slice(client);
+                let client_at = at + 1;
+                let at = client_at + client.len();
+                out[client_at..at].copy_from_slice(client);
+                if let RequestBody::CancelWait {
+                    target_session,
+                    target_request,
+                    ..
+                } = body
+                {
+                    out[at..at + 8].copy_from_slice(&target_session.to_be_bytes());
+                    out[at + 8..at + 16].copy_from_slice(&target_request.to_be_bytes());
+                }
+                debug_assert_eq!(at + target_len(out[field::OP]), len);
             }
         }
         Ok(len)
@@ -465,21 +496,32 @@ fn config_members_ok(voters: Replicas<'_>, learners: Replicas<'_>) -> bool {
     })
 }
 
+/// Bytes a REQUEST of op byte `op` carries after its client id: CANCEL_WAIT's target, none
+/// for the other ops (an unknown op is refused later, as `BadOp`).
+fn target_len(op: u8) -> usize {
+    if op == MessageType::CancelWait.to_wire() {
+        LOG_REQUEST_TARGET_LEN
+    } else {
+        0
+    }
+}
+
 /// The operation of a REQUEST command from its op byte and fields (the inverse of
-/// [`RequestBody::numbers`] and `ids`), checked in the spec's order: the op, the client id,
-/// the fields the op requires to be zero.
+/// [`RequestBody::numbers`], [`RequestBody::target`] and `ids`), checked in the spec's order:
+/// the op, the client id, the fields the op requires to be zero.
 fn decode_body<'a>(
     op: u8,
     wait_ms: u32,
     ttl_ms: u32,
     resource: &'a [u8],
     client: &'a [u8],
+    target: (u64, u64),
 ) -> Result<RequestBody<'a>, DecodeError> {
     let kind = MessageType::from_wire(op)
         .and_then(RequestKind::of_request_type)
         .filter(|kind| kind.is_logged() && *kind != RequestKind::Keepalive)
         .ok_or(DecodeError::BadOp)?;
-    let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms));
+    let body = RequestBody::from_parts(kind, resource, client, (wait_ms, ttl_ms), target);
     match (body.client().is_some(), client.is_empty()) {
         (false, false) => return Err(DecodeError::NonZeroField),
         (true, true) => return Err(DecodeError::EmptyId),

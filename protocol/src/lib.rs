@@ -85,7 +85,7 @@ pub use auth::ClusterKey;
 pub use auth::{AuthTrailer, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
 pub use command::{
     LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN, LOG_COMMAND_LEN_MAX,
-    LOG_KEEPALIVE_FIXED_LEN, LOG_REQUEST_FIXED_LEN,
+    LOG_KEEPALIVE_FIXED_LEN, LOG_REQUEST_FIXED_LEN, LOG_REQUEST_TARGET_LEN,
 };
 pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;

@@ -82,6 +82,8 @@ registry! {
         RemoveReply = 0x89, "REMOVE_REPLY", "Answer to an authenticated REMOVE: removed, already removed, or why not.";
         Keepalive = 0x0A, "KEEPALIVE", "Renew up to 64 holds of one shard, named by their fencing tokens, in one datagram (Section 4.11).";
         KeepaliveReply = 0x8A, "KEEPALIVE_REPLY", "Answer to KEEPALIVE: a bitmap of the listed holds it renewed, and the smallest lease granted.";
+        CancelWait = 0x0B, "CANCEL_WAIT", "Withdraw a queued ACQUIRE of the same client, named by its session and request ids (Section 4.12).";
+        CancelWaitReply = 0x8B, "CANCEL_WAIT_REPLY", "Answer to CANCEL_WAIT: whether the waiter was removed, or the hold its ACQUIRE was granted.";
     }
 }
 

@@ -113,6 +113,7 @@ fn is_lock_reply(t: MessageType) -> bool {
             | MessageType::StatusReply
             | MessageType::ConfigureReply
             | MessageType::KeepaliveReply
+            | MessageType::CancelWaitReply
     )
 }
 

@@ -1,5 +1,6 @@
-//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE.
-//! (SHARD_STATUS, §4.7, has its own codec: [`crate::ShardStatusRequest`].)
+//! Client lock requests (spec §4): ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE
+//! (§4.11), CANCEL_WAIT (§4.12). (SHARD_STATUS, §4.7, has its own codec:
+//! [`crate::ShardStatusRequest`].)
 //!
 //! Each body is a few fixed fields followed by one or two length-prefixed ids; the lengths
 //! sit before the ids so that a body is read front to back with no search. KEEPALIVE (§4.11)
@@ -112,17 +113,19 @@ pub enum RequestKind {
     Status,
     Configure,
     Keepalive,
+    CancelWait,
 }
 
 impl RequestKind {
     /// Every operation, in registry order.
-    pub const ALL: [RequestKind; 6] = [
+    pub const ALL: [RequestKind; 7] = [
         RequestKind::Acquire,
         RequestKind::Release,
         RequestKind::Renew,
         RequestKind::Status,
         RequestKind::Configure,
         RequestKind::Keepalive,
+        RequestKind::CancelWait,
     ];
 
     /// The request message type that asks for it: the one table from operations to types
@@ -135,6 +138,7 @@ impl RequestKind {
             RequestKind::Status => MessageType::Status,
             RequestKind::Configure => MessageType::Configure,
             RequestKind::Keepalive => MessageType::Keepalive,
+            RequestKind::CancelWait => MessageType::CancelWait,
         }
     }
 
@@ -203,6 +207,14 @@ pub enum RequestBody<'a> {
         ttl_ms: u32,
         tokens: Tokens<'a>,
     },
+    /// Withdraw `client`'s ACQUIRE of `resource` that was sent as request `target_request`
+    /// of session `target_session` (spec §4.12), if it still waits in the queue.
+    CancelWait {
+        resource: &'a [u8],
+        client: &'a [u8],
+        target_session: u64,
+        target_request: u64,
+    },
 }
 
 impl<'a> RequestBody<'a> {
@@ -215,6 +227,7 @@ impl<'a> RequestBody<'a> {
             RequestBody::Status { .. } => RequestKind::Status,
             RequestBody::Configure { .. } => RequestKind::Configure,
             RequestBody::Keepalive { .. } => RequestKind::Keepalive,
+            RequestBody::CancelWait { .. } => RequestKind::CancelWait,
         }
     }
 
@@ -231,7 +244,8 @@ impl<'a> RequestBody<'a> {
             | RequestBody::Release { resource, .. }
             | RequestBody::Renew { resource, .. }
             | RequestBody::Status { resource }
-            | RequestBody::Configure { resource, .. } => resource,
+            | RequestBody::Configure { resource, .. }
+            | RequestBody::CancelWait { resource, .. } => resource,
             RequestBody::Keepalive { .. } => &[],
         }
     }
@@ -255,6 +269,7 @@ impl<'a> RequestBody<'a> {
             RequestKind::Configure => (4, false),
             // Not read through the layout: KEEPALIVE has a codec of its own.
             RequestKind::Keepalive => (KEEPALIVE_FIXED_LEN, false),
+            RequestKind::CancelWait => (16, true),
         }
     }
 
@@ -278,7 +293,8 @@ impl<'a> RequestBody<'a> {
         match *self {
             RequestBody::Acquire { client, .. }
             | RequestBody::Release { client, .. }
-            | RequestBody::Renew { client, .. } => Some(client),
+            | RequestBody::Renew { client, .. }
+            | RequestBody::CancelWait { client, .. } => Some(client),
             RequestBody::Status { .. }
             | RequestBody::Configure { .. }
             | RequestBody::Keepalive { .. } => None,
@@ -307,20 +323,37 @@ impl<'a> RequestBody<'a> {
             } => ((shard as u32) << 16 | shards as u32, ttl_ms),
             RequestBody::Renew { ttl_ms, .. } => (0, ttl_ms),
             RequestBody::Configure { default_ttl_ms, .. } => (0, default_ttl_ms),
-            RequestBody::Release { .. } | RequestBody::Status { .. } => (0, 0),
+            RequestBody::Release { .. }
+            | RequestBody::Status { .. }
+            | RequestBody::CancelWait { .. } => (0, 0),
         }
     }
 
-    /// The operation of `kind` with these ids and numbers (as [`RequestBody::numbers`] gives
-    /// them): the one constructor of both decoders, the datagram's and the log's. What `kind`
-    /// has no field for is dropped (a client id for STATUS and CONFIGURE, a number): a decoder
-    /// that must refuse it compares `ids` and `numbers` of the result with what it read.
+    /// CANCEL_WAIT's target as (`target_session`, `target_request`); (0, 0) for every other
+    /// operation. A log command carries it after the client id (spec §8.7).
+    pub const fn target(&self) -> (u64, u64) {
+        match *self {
+            RequestBody::CancelWait {
+                target_session,
+                target_request,
+                ..
+            } => (target_session, target_request),
+            _ => (0, 0),
+        }
+    }
+
+    /// The operation of `kind` with these ids, numbers and target (as [`RequestBody::numbers`]
+    /// and [`RequestBody::target`] give them): the one constructor of both decoders, the
+    /// datagram's and the log's. What `kind` has no field for is dropped (a client id for
+    /// STATUS and CONFIGURE, a number, a target): a decoder that must refuse it compares `ids`,
+    /// `numbers` and `target` of the result with what it read.
     /// Not for KEEPALIVE (its decoders build it themselves).
     pub(crate) fn from_parts(
         kind: RequestKind,
         resource: &'a [u8],
         client: &'a [u8],
         (wait_ms, ttl_ms): (u32, u32),
+        (target_session, target_request): (u64, u64),
     ) -> RequestBody<'a> {
         match kind {
             RequestKind::Acquire => RequestBody::Acquire {
@@ -341,6 +374,12 @@ impl<'a> RequestBody<'a> {
                 default_ttl_ms: ttl_ms,
             },
             RequestKind::Keepalive => unreachable!("KEEPALIVE has decoders of its own"),
+            RequestKind::CancelWait => RequestBody::CancelWait {
+                resource,
+                client,
+                target_session,
+                target_request,
+            },
         }
     }
 
@@ -355,8 +394,8 @@ impl<'a> RequestBody<'a> {
     }
 }
 
-/// The request types [`Request::decode`] reads: the six lock requests (spec §4.2 to §4.6,
-/// §4.11).
+/// The request types [`Request::decode`] reads: the seven lock requests (spec §4.2 to §4.6,
+/// §4.11 and §4.12).
 /// SHARD_STATUS, which only a node of a cluster answers, has its own decoder
 /// ([`crate::ShardStatusRequest`]); given to this one it is `UnknownType` (UNSUPPORTED).
 fn is_lock_request(t: MessageType) -> bool {
@@ -404,10 +443,15 @@ impl<'a> Request<'a> {
         // The inverse of `fixed_u32s`.
         let numbers = match kind {
             RequestKind::Acquire => (u32_at(body, 0), u32_at(body, 4)),
+            RequestKind::CancelWait => (0, 0),
             _ if fixed >= 4 => (0, u32_at(body, 0)),
             _ => (0, 0),
         };
-        let body = RequestBody::from_parts(kind, resource, client, numbers);
+        let target = match kind {
+            RequestKind::CancelWait => (u64_at(body, 0), u64_at(body, 8)),
+            _ => (0, 0),
+        };
+        let body = RequestBody::from_parts(kind, resource, client, numbers, target);
         header::check_padding(datagram, &header)?;
         Ok(Request {
             session_id: header.session_id,
@@ -472,12 +516,22 @@ impl<'a> Request<'a> {
             encode_keepalive(&self.body, b);
             return Ok(len);
         }
-        let [first, second] = self.body.fixed_u32s();
-        if fixed >= 4 {
-            b[0..4].copy_from_slice(&first.to_be_bytes());
-        }
-        if fixed >= 8 {
-            b[4..8].copy_from_slice(&second.to_be_bytes());
+        if let RequestBody::CancelWait {
+            target_session,
+            target_request,
+            ..
+        } = self.body
+        {
+            b[0..8].copy_from_slice(&target_session.to_be_bytes());
+            b[8..16].copy_from_slice(&target_request.to_be_bytes());
+        } else {
+            let [first, second] = self.body.fixed_u32s();
+            if fixed >= 4 {
+                b[0..4].copy_from_slice(&first.to_be_bytes());
+            }
+            if fixed >= 8 {
+                b[4..8].copy_from_slice(&second.to_be_bytes());
+            }
         }
         let mut at = fixed;
         b[at] = resource.len() as u8;

@@ -25,9 +25,9 @@ enum Body {
     Renew(Vec<u8>, Vec<u8>, u32),
     Status(Vec<u8>),
     Configure(Vec<u8>, u32),
-    /// Shard, ttl_ms, and the tokens' wire bytes (1 to 64 tokens, spec §4.11).
     /// Shard, shard count, ttl_ms, and the tokens' wire bytes (1 to 64 tokens, spec §4.11).
     Keepalive(u16, u16, u32, Vec<u8>),
+    CancelWait(Vec<u8>, Vec<u8>, u64, u64),
 }
 
 impl Body {
@@ -59,6 +59,12 @@ impl Body {
                 ttl_ms: *t,
                 tokens: Tokens::from_bytes(tokens).expect("whole tokens"),
             },
+            Body::CancelWait(r, c, s, q) => RequestBody::CancelWait {
+                resource: r,
+                client: c,
+                target_session: *s,
+                target_request: *q,
+            },
         }
     }
 }
@@ -83,6 +89,8 @@ fn body() -> impl Strategy<Value = Body> {
                     .collect();
                 Body::Keepalive(shard, shards, t, bytes)
             }),
+        (id(), id(), any::<u64>(), any::<u64>())
+            .prop_map(|(r, c, s, q)| Body::CancelWait(r, c, s, q)),
     ]
 }
 
@@ -1322,7 +1330,13 @@ fn log_command_encode_refuses_what_decode_rejects() {
     assert_eq!(refused(op_at, configure), Err(DecodeError::NonZeroField));
     let status = MessageType::Status.to_wire();
     assert_eq!(refused(op_at, status), Err(DecodeError::BadOp));
-    assert_eq!(LOG_COMMAND_LEN_MAX, LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX);
+    // A RELEASE turned into a CANCEL_WAIT lacks the 16-byte target (spec §8.7).
+    let cancel_wait = MessageType::CancelWait.to_wire();
+    assert_eq!(refused(op_at, cancel_wait), Err(DecodeError::BadBodyLength));
+    assert_eq!(
+        LOG_COMMAND_LEN_MAX,
+        LOG_REQUEST_FIXED_LEN + 2 * ID_LEN_MAX + LOG_REQUEST_TARGET_LEN
+    );
 }
 
 /// CONFIG (spec §8.7): what decodes re-encodes byte for byte, and the encoder refuses the

@@ -229,6 +229,12 @@ fn check_request(r: &Record) {
             resource: &resource,
             default_ttl_ms: num32("default_ttl_ms"),
         },
+        MessageType::CancelWait => RequestBody::CancelWait {
+            resource: &resource,
+            client: &client,
+            target_session: r.num("target_session"),
+            target_request: r.num("target_request"),
+        },
         other => panic!("[{}] {other:?} is not a request", r.name),
     };
     assert_eq!(
@@ -1121,12 +1127,18 @@ fn logged_body<'a>(
             resource,
             default_ttl_ms: ttl_ms,
         },
+        RequestKind::CancelWait => RequestBody::CancelWait {
+            resource,
+            client,
+            target_session: r.num("target_session"),
+            target_request: r.num("target_request"),
+        },
         RequestKind::Status => panic!("[{}] STATUS is never logged", r.name),
         RequestKind::Keepalive => unreachable!("returned above"),
     };
     let unused_zero = match kind {
         RequestKind::Acquire => true,
-        RequestKind::Release => wait_ms == 0 && ttl_ms == 0,
+        RequestKind::Release | RequestKind::CancelWait => wait_ms == 0 && ttl_ms == 0,
         _ => wait_ms == 0,
     };
     assert!(unused_zero, "[{}] a field of another op is set", r.name);

@@ -82,6 +82,8 @@
 //! [`Call`]: crate::core::call::Call
 
 mod admin;
+#[cfg(feature = "tokio")]
+mod async_client;
 mod config;
 mod doubts;
 mod guard;
@@ -115,6 +117,8 @@ use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
 pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
+#[cfg(feature = "tokio")]
+pub use self::async_client::{AsyncClient, AsyncStats};
 pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
 pub use self::reports::KeepaliveReport;
 pub use self::reports::{
@@ -388,20 +392,7 @@ impl Client {
         timeout_ms: u64,
         ttl_ms: Option<u32>,
     ) -> Result<Lease, LockError> {
-        check_id("resource_id", resource_id)?;
-        check_id("client_id", client_id)?;
-        if timeout_ms > WAIT_MS_MAX {
-            return Err(LockError::InvalidArgument(format!(
-                "timeout_ms must be at most {WAIT_MS_MAX} (5 minutes), got {timeout_ms}; wait \
-                 longer in a loop"
-            )));
-        }
-        let body = RequestBody::Acquire {
-            resource: resource_id.as_bytes(),
-            client: client_id.as_bytes(),
-            wait_ms: timeout_ms as u32,
-            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
-        };
+        let body = acquire_body(resource_id, client_id, timeout_ms, ttl_ms)?;
         let asked = limits::Asked {
             wait_ms: Some(timeout_ms),
             ttl_ms,
@@ -491,16 +482,7 @@ impl Client {
             resource: resource_id.as_bytes(),
         };
         let reply = self.call(body, self.config.request_timeout_ms)?.reply;
-        let holder = reply.holder();
-        Ok(LockStatus {
-            resource_id: resource_id.to_owned(),
-            holder: (!holder.is_empty()).then(|| String::from_utf8_lossy(holder).into_owned()),
-            holder_truncated: reply.flags.contains(Flags::HOLDER_TRUNCATED),
-            hold_count: reply.hold_count,
-            fencing_token: reply.fencing_token,
-            remaining_ttl_ms: reply.lease_ms,
-            waiter_count: reply.waiter_count,
-        })
+        Ok(status_of(resource_id, &reply))
     }
 
     /// Sets the resource's default TTL, or clears it (`None`: back to the server's default).
@@ -525,28 +507,89 @@ impl Client {
 
     /// The client's view of a granted hold (spec "Lease rule").
     fn lease(&self, resource_id: &str, client_id: &str, answer: &Answer) -> Lease {
-        let reply = &answer.reply;
-        let valid = lease_validity(reply.lease_ms, self.config.drift_bound_ppm);
-        Lease {
-            resource_id: resource_id.to_owned(),
-            client_id: client_id.to_owned(),
-            fencing_token: reply.fencing_token,
-            hold_count: reply.hold_count,
-            ttl_ms: reply.lease_ms,
-            valid_until: self.boot_instant(answer.lease_start + valid),
-        }
+        lease_of(resource_id, client_id, answer, &self.config, self.epoch)
     }
 
     /// Core time: microseconds since `epoch`, rounded down (so a recorded send time is never
     /// later than the real one).
     fn now(&self) -> Instant {
-        let since = BootInstant::now().saturating_duration_since(self.epoch);
-        Instant::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+        core_now(self.epoch)
     }
 
+    /// The clock instant of core time `t`.
     fn boot_instant(&self, t: Instant) -> BootInstant {
-        self.epoch + StdDuration::from_micros(t.as_micros())
+        boot_instant_of(self.epoch, t)
     }
+}
+
+/// The clock instant of core time `t` of a client whose zero is `epoch` (both clients).
+fn boot_instant_of(epoch: BootInstant, t: Instant) -> BootInstant {
+    epoch + StdDuration::from_micros(t.as_micros())
+}
+
+/// The ACQUIRE of `client_id` on `resource_id`, its arguments checked (both clients).
+fn acquire_body<'a>(
+    resource_id: &'a str,
+    client_id: &'a str,
+    timeout_ms: u64,
+    ttl_ms: Option<u32>,
+) -> Result<RequestBody<'a>, LockError> {
+    check_id("resource_id", resource_id)?;
+    check_id("client_id", client_id)?;
+    if timeout_ms > WAIT_MS_MAX {
+        return Err(LockError::InvalidArgument(format!(
+            "timeout_ms must be at most {WAIT_MS_MAX} (5 minutes), got {timeout_ms}; wait \
+             longer in a loop"
+        )));
+    }
+    Ok(RequestBody::Acquire {
+        resource: resource_id.as_bytes(),
+        client: client_id.as_bytes(),
+        wait_ms: timeout_ms as u32,
+        ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
+    })
+}
+
+/// A STATUS_REPLY as the caller sees it (both clients).
+fn status_of(resource_id: &str, reply: &receiving::ReplyData) -> LockStatus {
+    let holder = reply.holder();
+    LockStatus {
+        resource_id: resource_id.to_owned(),
+        holder: (!holder.is_empty()).then(|| String::from_utf8_lossy(holder).into_owned()),
+        holder_truncated: reply.flags.contains(Flags::HOLDER_TRUNCATED),
+        hold_count: reply.hold_count,
+        fencing_token: reply.fencing_token,
+        remaining_ttl_ms: reply.lease_ms,
+        waiter_count: reply.waiter_count,
+    }
+}
+
+/// The client's view of a granted hold (spec "Lease rule"): valid until the send time of the
+/// copy the grant echoed plus the lease less the drift bound. Both clients build it here.
+fn lease_of(
+    resource_id: &str,
+    client_id: &str,
+    answer: &Answer,
+    config: &ClientConfig,
+    epoch: BootInstant,
+) -> Lease {
+    let reply = &answer.reply;
+    let valid = lease_validity(reply.lease_ms, config.drift_bound_ppm);
+    Lease {
+        resource_id: resource_id.to_owned(),
+        client_id: client_id.to_owned(),
+        fencing_token: reply.fencing_token,
+        hold_count: reply.hold_count,
+        ttl_ms: reply.lease_ms,
+        valid_until: boot_instant_of(epoch, answer.lease_start + valid),
+    }
+}
+
+/// Core time of a client whose zero is `epoch`: microseconds since it, rounded down (so a
+/// recorded send time is never later than the real one).
+fn core_now(epoch: BootInstant) -> Instant {
+    let since = BootInstant::now().saturating_duration_since(epoch);
+    Instant::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// An unconnected UDP socket bound to an ephemeral port: IPv6 and dual-stack (reaching IPv4

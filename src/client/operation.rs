@@ -22,6 +22,45 @@ pub(super) struct Answer {
     pub(super) lease_start: Instant,
 }
 
+/// How a call's outcome reads for the caller (spec §7.1.5): the blocking and the async
+/// client map it with this one function.
+// Returned once per call and matched at once, like the `Result` it wraps: boxing the answer
+// would cost an allocation per call on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Ended {
+    /// The answer, or the error it stands for.
+    Done(Result<Answer, LockError>),
+    /// A RELEASE whose outcome is unknown: the caller keeps it as a doubt, then reports
+    /// [`doubt_error`].
+    InDoubt(DoubtCause),
+}
+
+/// The outcome of a call that ended, with the reply that ended it if one did.
+pub(super) fn ended(outcome: Outcome, reply: Option<ReplyData>) -> Ended {
+    match outcome {
+        Outcome::Answered { lease_start, .. } => {
+            let reply = reply.expect("a final answer came in a reply");
+            Ended::Done(match reply.error() {
+                Some(error) => Err(error),
+                None => Ok(Answer { reply, lease_start }),
+            })
+        }
+        Outcome::GaveUp { overloaded } => Ended::Done(Err(match overloaded {
+            Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
+            None => LockError::Unavailable,
+        })),
+        Outcome::InDoubt(cause) => Ended::InDoubt(cause),
+    }
+}
+
+/// What a caller is told of a RELEASE left in doubt (spec §7.1.5).
+pub(super) fn doubt_error(cause: DoubtCause) -> LockError {
+    match cause {
+        DoubtCause::Silence => LockError::Unavailable,
+        DoubtCause::Overloaded { .. } | DoubtCause::InternalError => LockError::ReleaseInDoubt,
+    }
+}
+
 impl Client {
     /// One operation: settle any doubt on its lock, then run the request's call (the rules
     /// are the call core's, `crate::core::call`) and map its outcome (spec §7.1.5).
@@ -87,19 +126,9 @@ impl Client {
             .expect("an exchange ends with the call's outcome");
         // No reply at all: the candidates may be stale (routing.rs, "Discovery").
         self.check_outcome(outcome);
-        match outcome {
-            Outcome::Answered { lease_start, .. } => {
-                let reply = reply.expect("a final answer came in a reply");
-                match reply.error() {
-                    Some(error) => Err(error),
-                    None => Ok(Answer { reply, lease_start }),
-                }
-            }
-            Outcome::GaveUp { overloaded } => Err(match overloaded {
-                Some(retry_after_ms) => LockError::Overloaded { retry_after_ms },
-                None => LockError::Unavailable,
-            }),
-            Outcome::InDoubt(cause) => {
+        match ended(outcome, reply) {
+            Ended::Done(result) => result,
+            Ended::InDoubt(cause) => {
                 let RequestBody::Release { resource, client } = body else {
                     unreachable!("only a RELEASE ends in doubt");
                 };
@@ -109,12 +138,7 @@ impl Client {
                 // the lock again (spec §7.1.5).
                 lane.retire();
                 lock(&self.doubts).keep(resource, client, datagram.to_vec(), call);
-                Err(match cause {
-                    DoubtCause::Silence => LockError::Unavailable,
-                    DoubtCause::Overloaded { .. } | DoubtCause::InternalError => {
-                        LockError::ReleaseInDoubt
-                    }
-                })
+                Err(doubt_error(cause))
             }
         }
     }

@@ -116,7 +116,7 @@ pub(super) struct ReplyData {
 }
 
 impl ReplyData {
-    fn new(reply: &Reply<'_>, received_at: Instant, from: SocketAddr) -> ReplyData {
+    pub(super) fn new(reply: &Reply<'_>, received_at: Instant, from: SocketAddr) -> ReplyData {
         let mut holder = [0u8; ID_LEN_MAX];
         // Reply::decode guarantees holder.len() <= 255 (it travels in one byte).
         let holder_len = reply.holder.len().min(ID_LEN_MAX);

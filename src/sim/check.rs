@@ -117,6 +117,9 @@ pub(super) struct History {
     pub late: Vec<(usize, Instant, Reply)>,
     /// When the first copy of each request left its client (true time).
     pub first_copy: HashMap<RequestId, Instant>,
+    /// Acquires their client stopped waiting for and withdrew (spec §4.12): given up by
+    /// choice, so the liveness checker does not hold them to their bound.
+    pub withdrawn: std::collections::HashSet<usize>,
     by_id: HashMap<RequestId, usize>,
 }
 
@@ -156,6 +159,12 @@ impl History {
 
     pub fn gave_up(&mut self, op: usize, at: Instant) {
         self.ops[op].outcome = Outcome::GaveUp { at };
+    }
+
+    /// The client stopped waiting for acquire `op` at `at` and withdraws it (spec §4.12).
+    pub fn withdrawn(&mut self, op: usize, at: Instant) {
+        self.gave_up(op, at);
+        self.withdrawn.insert(op);
     }
 
     pub fn interval(
@@ -240,8 +249,12 @@ pub(super) fn check_doubts(h: &History) -> Result<(), (Instant, String)> {
             | Action::Release { resource: r }
             | Action::Renew { resource: r, .. } => r == resource,
             // Not held back by a doubt (spec §4.11): it names holds by token, and a hold a
-            // late RELEASE ended comes back with its bit clear.
-            Action::Keepalive { .. } | Action::Status { .. } | Action::Abandon => false,
+            // late RELEASE ended comes back with its bit clear. A CANCEL_WAIT changes no hold
+            // (spec §7.1.5: no doubt is settled before it).
+            Action::Keepalive { .. }
+            | Action::Status { .. }
+            | Action::Abandon
+            | Action::CancelWait { .. } => false,
         };
         let later = h.ops[i + 1..]
             .iter()
@@ -612,7 +625,7 @@ pub(super) fn check_liveness(
 ) -> Result<(), (Instant, String)> {
     let from = healed + LIVENESS_SETTLE;
     for (n, op) in h.ops.iter().enumerate() {
-        if op.sent < from || op.client == PROBE {
+        if op.sent < from || op.client == PROBE || h.withdrawn.contains(&n) {
             continue;
         }
         let wait = match op.action {

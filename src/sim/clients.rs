@@ -40,7 +40,10 @@
 //! a while, sometimes renewing (by RENEW, or by a KEEPALIVE, spec §4.11, that lists its hold's
 //! token among tokens of its earlier holds in the same shard, and sometimes comes after the
 //! lease: a hold whose bit comes back clear is dropped at once), sometimes re-entering, sometimes letting the lease lapse
-//! without a release → release; now and then a STATUS. In *scripted* mode (scenarios) it only
+//! without a release → release; now and then a STATUS. Now and then it stops waiting for an
+//! acquire before its deadline (as a dropped future does): it stops that call and sends a
+//! CANCEL_WAIT for it in a session of its own (spec §4.12), and releases the hold the answer
+//! names if the grant crossed the cancel; it never believes in that hold. In *scripted* mode (scenarios) it only
 //! runs the actions the scenario queues.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -141,6 +144,13 @@ pub(super) enum Action {
     },
     /// Stop using the hold without releasing it: its lease lapses at the server.
     Abandon,
+    /// Withdraw this client's ACQUIRE (`target_session`, `target_request`) of `resource`
+    /// (spec §4.12).
+    CancelWait {
+        resource: usize,
+        target_session: u64,
+        target_request: u64,
+    },
 }
 
 impl Action {
@@ -151,10 +161,20 @@ impl Action {
             | Action::Release { resource }
             | Action::Renew { resource, .. }
             | Action::Keepalive { resource, .. }
-            | Action::Status { resource } => Some(resource),
+            | Action::Status { resource }
+            | Action::CancelWait { resource, .. } => Some(resource),
             Action::Abandon => None,
         }
     }
+}
+
+/// Whether a random client withdraws the waiting acquire `request` (one in six), and after
+/// how long (within its wait): drawn from its ids, not from the client's random numbers, so
+/// that the runs without a cancel stay as they were.
+fn cancel_after(request: &WireRequest, wait_ms: u32) -> Option<Duration> {
+    let h = (request.session_id ^ request.request_id.rotate_left(32))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h % 6 == 0).then(|| Duration::from_millis((h >> 32) % u64::from(wait_ms)))
 }
 
 /// The length of the datagram carrying `request`: what the real client pads it to, but for
@@ -196,6 +216,9 @@ struct Op {
     sending: WireRequest,
     /// `call` sends a doubt again.
     settling: bool,
+    /// A waiting ACQUIRE the client stops waiting for at this local time, withdrawing it
+    /// with a CANCEL_WAIT (spec §4.12).
+    cancel_at: Option<Instant>,
 }
 
 /// The hold this client believes in.
@@ -258,6 +281,11 @@ pub(super) struct Client {
     /// OK KEEPALIVE answers that listed this client's hold: bit set, bit clear.
     pub keepalives_renewed: u64,
     pub keepalives_dropped: u64,
+    /// CANCEL_WAITs answered OK: all, those that took the waiter out of the queue, and
+    /// those that found the grant had crossed them (the hold then released).
+    pub cancels: u64,
+    pub cancels_removed: u64,
+    pub cancels_crossed: u64,
 }
 
 impl Client {
@@ -319,6 +347,9 @@ impl Client {
             rings_adopted: 0,
             keepalives_renewed: 0,
             keepalives_dropped: 0,
+            cancels: 0,
+            cancels_removed: 0,
+            cancels_crossed: 0,
         };
         if !scripted {
             let start = clock.local(now) + Duration::from_millis(client.rng.gen_range(0..300));
@@ -340,7 +371,14 @@ impl Client {
     /// When to call [`Client::wake`] next, on this client's clock.
     pub fn next_wake(&self) -> Option<Instant> {
         match &self.op {
-            Some(op) => op.call.poll_timeout(),
+            // No withdrawal while a doubt is settled first (see `withdraw`).
+            Some(op) => match (
+                op.call.poll_timeout(),
+                op.cancel_at.filter(|_| !op.settling),
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             None => self.plan.front().map(|&(at, _)| at),
         }
     }
@@ -348,6 +386,13 @@ impl Client {
     /// Timers: retransmit, give up, or start the next planned action.
     pub fn wake(&mut self, now: Instant, hist: &mut History, out: &mut Vec<Outgoing>) {
         let local = self.clock.local(now);
+        if self
+            .op
+            .as_ref()
+            .is_some_and(|op| !op.settling && op.cancel_at.is_some_and(|at| at <= local))
+        {
+            self.withdraw(now, local, hist);
+        }
         if let Some(op) = self.op.as_mut() {
             op.call.handle_timeout(local, &self.routes);
             self.after_input(now, None, hist, out);
@@ -711,6 +756,16 @@ impl Client {
                     self.hold = None;
                 }
             }
+            Action::CancelWait { resource, .. } if answer.status == Status::Ok => {
+                self.cancels += 1;
+                self.cancels_removed += u64::from(answer.waiter_count);
+                if answer.hold_count > 0 {
+                    // The grant crossed the cancel: release that hold, never believed in
+                    // (spec §4.12, client obligations).
+                    self.cancels_crossed += 1;
+                    self.plan.push_front((local, Action::Release { resource }));
+                }
+            }
             Action::Release { resource } => {
                 let count = if answer.status == Status::Ok {
                     answer.hold_count
@@ -726,6 +781,24 @@ impl Client {
             }
             _ => {}
         }
+    }
+
+    /// Stops waiting for the outstanding ACQUIRE (as a dropped future does) and withdraws it
+    /// next with a CANCEL_WAIT (spec §4.12). Not while the call still settles a doubt on the
+    /// lock (the doubt's settling would be left open): the caller waits for its own request.
+    fn withdraw(&mut self, now: Instant, local: Instant, hist: &mut History) {
+        let op = self.op.take().expect("outstanding");
+        assert!(!op.settling, "a doubt's settling is never cut short");
+        let Action::Acquire { resource, .. } = op.action else {
+            unreachable!("only a waiting acquire is withdrawn");
+        };
+        hist.withdrawn(op.record, now);
+        let cancel = Action::CancelWait {
+            resource,
+            target_session: op.request.session_id,
+            target_request: op.request.request_id,
+        };
+        self.plan.push_front((local, cancel));
     }
 
     /// The operation ended without a final answer (spec §7.1.5).
@@ -820,9 +893,28 @@ impl Client {
                 },
                 OP_TIMEOUT,
             ),
+            Action::CancelWait {
+                resource,
+                target_session,
+                target_request,
+            } => (
+                RequestBody::CancelWait {
+                    resource: RESOURCES[resource],
+                    client: self.id(),
+                    target_session,
+                    target_request,
+                },
+                OP_TIMEOUT,
+            ),
+        };
+        // A CANCEL_WAIT goes in a session of its own, as the real clients send it on another
+        // lane than the acquire's (spec §4.12).
+        let session_id = match action {
+            Action::CancelWait { .. } => self.rng.gen_range(1..u64::MAX),
+            _ => self.session,
         };
         let request = WireRequest {
-            session_id: self.session,
+            session_id,
             request_id: self.request_next,
             attempt: 0,
             body,
@@ -836,6 +928,12 @@ impl Client {
         );
         let deadline = local + timeout;
         let (call, sending, settling) = self.next_call(local, &request, deadline);
+        let cancel_at = match action {
+            Action::Acquire { wait_ms, .. } if wait_ms > 0 && !self.scripted => {
+                cancel_after(&request, wait_ms).map(|after| local + after)
+            }
+            _ => None,
+        };
         self.op = Some(Op {
             record,
             action,
@@ -844,6 +942,7 @@ impl Client {
             call,
             sending,
             settling,
+            cancel_at,
         });
         self.after_input(now, None, hist, out);
     }

@@ -330,6 +330,9 @@ impl Sim {
             self.report.rings_adopted += c.rings_adopted;
             self.report.keepalives_renewed += c.keepalives_renewed;
             self.report.keepalives_dropped += c.keepalives_dropped;
+            self.report.cancels += c.cancels;
+            self.report.cancels_removed += c.cancels_removed;
+            self.report.cancels_crossed += c.cancels_crossed;
             let beyond = c.answered_by.iter().any(|node| !c.given.contains(node));
             self.report.clients_beyond_given += u64::from(beyond);
         }

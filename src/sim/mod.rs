@@ -375,6 +375,11 @@ pub struct SimReport {
     /// (the hold renewed), and with it clear (the hold dropped at once).
     pub keepalives_renewed: u64,
     pub keepalives_dropped: u64,
+    /// CANCEL_WAITs of random clients answered OK (spec §4.12): all, those that took their
+    /// waiter out of the queue, and those that found the grant had crossed them.
+    pub cancels: u64,
+    pub cancels_removed: u64,
+    pub cancels_crossed: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,

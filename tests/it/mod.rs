@@ -1,3 +1,5 @@
+#[cfg(feature = "tokio")]
+mod async_client;
 mod attacks;
 mod cli;
 mod client_doubts;

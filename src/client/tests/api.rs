@@ -50,6 +50,7 @@ fn round_trip_maps_replies() {
                 r.fencing_token = 0b10;
                 r.lease_ms = 3_000;
             }),
+            RequestBody::CancelWait { .. } => reply_to(&req, Status::Unsupported, |_| {}),
         };
         vec![reply]
     });

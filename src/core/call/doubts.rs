@@ -27,7 +27,9 @@ pub const DOUBTS_MAX: usize = 1_024;
 
 /// The lock an operation touches, as `(resource, client id)`, if a doubt on it must be
 /// settled before the operation's request leaves (spec §7.1.5): ACQUIRE, RENEW and RELEASE.
-/// STATUS and CONFIGURE change no hold, so a late RELEASE cannot turn their answers wrong.
+/// STATUS and CONFIGURE change no hold, so a late RELEASE cannot turn their answers wrong;
+/// nor does CANCEL_WAIT, which only withdraws a waiter (a hold it reports was granted to
+/// the ACQUIRE it names, before any later RELEASE).
 pub fn lock_of<'a>(body: &RequestBody<'a>) -> Option<(&'a [u8], &'a [u8])> {
     match *body {
         RequestBody::Acquire {
@@ -41,7 +43,8 @@ pub fn lock_of<'a>(body: &RequestBody<'a>) -> Option<(&'a [u8], &'a [u8])> {
         // clear, and the client drops that hold (spec §4.11).
         RequestBody::Status { .. }
         | RequestBody::Configure { .. }
-        | RequestBody::Keepalive { .. } => None,
+        | RequestBody::Keepalive { .. }
+        | RequestBody::CancelWait { .. } => None,
     }
 }
 

@@ -754,8 +754,19 @@ impl LockTable {
                     return;
                 };
                 assert!(!answer.queued);
-                assert!(answer.status != Status::InvalidArgument);
-                if answer.status != Status::Overloaded {
+                // Only a CANCEL_WAIT finds its arguments invalid or its target expired once
+                // admitted (spec §4.12): like the gate's own answers, those are not remembered.
+                assert!(
+                    request.body.kind() == RequestKind::CancelWait
+                        || !matches!(
+                            answer.status,
+                            Status::InvalidArgument | Status::RequestExpired
+                        )
+                );
+                if !matches!(
+                    answer.status,
+                    Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
+                ) {
                     let kind = request.body.kind();
                     self.remember(request.id, kind, answer, request.attempt);
                 }
@@ -877,6 +888,16 @@ impl LockTable {
             RequestBody::Configure { default_ttl_ms, .. } => ttl(default_ttl_ms),
             RequestBody::Release { .. } | RequestBody::Status { .. } => true,
             RequestBody::Keepalive { .. } => unreachable!("checked above"),
+            // Spec §4.12: a target is a request id, never zero, and never the cancel itself.
+            RequestBody::CancelWait {
+                target_session,
+                target_request,
+                ..
+            } => {
+                target_session != 0
+                    && target_request != 0
+                    && (target_session, target_request) != (request.id.session, request.id.request)
+            }
         }
     }
 
@@ -992,8 +1013,110 @@ impl LockTable {
             RequestBody::Keepalive { ttl_ms, tokens, .. } => {
                 Some(self.renew_tokens(now, tokens, ttl_ms))
             }
+            RequestBody::CancelWait {
+                resource,
+                client,
+                target_session,
+                target_request,
+            } => {
+                let target = RequestId {
+                    session: target_session,
+                    request: target_request,
+                };
+                Some(self.cancel_wait(now, resource, client, target))
+            }
             RequestBody::Status { .. } => unreachable!("STATUS is answered before admission"),
         }
+    }
+
+    /// CANCEL_WAIT (spec §4.12): settles the ACQUIRE `target` so that it never takes effect
+    /// beyond what the answer says. Queued: it leaves the queue (answered
+    /// LOCK_ACQUISITION_TIMEOUT) and the answer says `waiter_count` 1. Answered: an OK grant is
+    /// reported (hold count, token, lease) for the client to release. Never seen: its answer
+    /// is remembered now as LOCK_ACQUISITION_TIMEOUT, so a late copy is never queued or
+    /// granted. Finding the target costs O(log n): the session's pending map gives its queue
+    /// and `seq`, and the queue finds `seq` by binary search (no scan of a long queue).
+    fn cancel_wait(
+        &mut self,
+        now: Instant,
+        resource: &[u8],
+        client: &[u8],
+        target: RequestId,
+    ) -> Answer {
+        let invalid = Answer::bare(Status::InvalidArgument);
+        if let Some(session) = self.sessions.get(&target.session) {
+            if let Some(&Pending { slot, seq }) = session.pending.get(&target.request) {
+                let s = &mut self.slots[slot as usize];
+                if s.resource() != resource {
+                    return invalid;
+                }
+                let queue = s.queue.as_deref_mut().expect("a pending request is queued");
+                let waiter = queue.find_mut(seq).expect("a pending request is queued");
+                assert!(waiter.id == target);
+                if *waiter.client != *client {
+                    return invalid;
+                }
+                let waiter = queue.remove(seq);
+                self.waiters -= 1;
+                assert!(self.timers.remove(&Timer::wait(&waiter, slot)));
+                let withdrawn = Answer {
+                    queued: true,
+                    ..Answer::bare(Status::LockAcquisitionTimeout)
+                };
+                self.answer_waiter(&waiter, withdrawn);
+                self.settle(slot);
+                let s = &self.slots[slot as usize];
+                assert!(
+                    s.hold_count > 0,
+                    "withdrawing a waiter leaves the lock held"
+                );
+                return Answer {
+                    waiter_count: 1,
+                    ..Answer::bare(Status::Ok)
+                };
+            }
+            if let Some(remembered) = session.answers.get(&target.request) {
+                if remembered.kind != RequestKind::Acquire {
+                    return invalid;
+                }
+                let grant = remembered.answer;
+                if grant.status != Status::Ok {
+                    return Answer::bare(Status::Ok);
+                }
+                assert!(grant.hold_count > 0 && grant.fencing_token > 0);
+                // The grant crossed the cancel: name the hold, for the client to release.
+                return Answer {
+                    hold_count: grant.hold_count,
+                    fencing_token: grant.fencing_token,
+                    lease_ms: grant.lease_ms,
+                    ..Answer::bare(Status::Ok)
+                };
+            }
+            if target.request <= session.expired_through {
+                return Answer::bare(Status::RequestExpired);
+            }
+        } else {
+            if self.sessions.len() >= self.config.sessions_max as usize {
+                return self.overloaded_answer();
+            }
+            let session = Session {
+                active_last: now,
+                expired_through: 0,
+                answers: BTreeMap::new(),
+                pending: BTreeMap::new(),
+            };
+            self.sessions.insert(target.session, session);
+            assert!(self.sessions_idle.insert((now, target.session)));
+        }
+        // Never seen: the cancel overtook every copy of its target. Its answer now is the
+        // wait ended without the lock, so no later copy is queued or granted.
+        self.remember(
+            target,
+            RequestKind::Acquire,
+            Answer::bare(Status::LockAcquisitionTimeout),
+            0,
+        );
+        Answer::bare(Status::Ok)
     }
 
     fn acquire(

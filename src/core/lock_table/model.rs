@@ -317,6 +317,19 @@ impl Model {
                 RequestBody::Keepalive { ttl_ms, tokens, .. } => {
                     ttl_ms <= c.ttl_ms_max && (1..=64).contains(&tokens.len())
                 }
+                RequestBody::CancelWait {
+                    resource,
+                    client,
+                    target_session,
+                    target_request,
+                } => {
+                    id(resource)
+                        && id(client)
+                        && target_session != 0
+                        && target_request != 0
+                        && (target_session, target_request)
+                            != (request.id.session, request.id.request)
+                }
             }
     }
 
@@ -447,10 +460,27 @@ impl Model {
             RequestBody::Keepalive { ttl_ms, tokens, .. } => {
                 Some(self.keepalive(now, tokens, ttl_ms))
             }
+            RequestBody::CancelWait {
+                resource,
+                client,
+                target_session,
+                target_request,
+            } => Some(self.cancel_wait(
+                now,
+                resource,
+                client,
+                RequestId {
+                    session: target_session,
+                    request: target_request,
+                },
+            )),
             RequestBody::Status { .. } => unreachable!(),
         };
         if let Some(answer) = answer {
-            if answer.status != Status::Overloaded {
+            if !matches!(
+                answer.status,
+                Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
+            ) {
                 self.remember(request.id, kind, answer, request.attempt);
             }
             self.reply(&request, request.attempt, answer, IdBuf::EMPTY);
@@ -461,6 +491,75 @@ impl Model {
             let answer = self.waiting(resource, ttl_ms);
             self.reply(&request, request.attempt, answer, IdBuf::EMPTY);
         }
+    }
+
+    /// Spec §4.12, the plainest way: find the waiter by scanning every queue.
+    fn cancel_wait(
+        &mut self,
+        now: Instant,
+        resource: &[u8],
+        client: &[u8],
+        target: RequestId,
+    ) -> Answer {
+        let found = self.locks.iter().find_map(|(name, lock)| {
+            let index = lock.waiters.iter().position(|w| w.id == target)?;
+            Some((name.clone(), index))
+        });
+        if let Some((name, index)) = found {
+            let waiter = &self.locks[&name].waiters[index];
+            if name != resource || waiter.client != client {
+                return with_status(Status::InvalidArgument);
+            }
+            let waiter = self.locks.get_mut(&name).unwrap().waiters.remove(index);
+            let withdrawn = Answer {
+                queued: true,
+                ..with_status(Status::LockAcquisitionTimeout)
+            };
+            self.answer_waiter(waiter, withdrawn);
+            return Answer {
+                waiter_count: 1,
+                ..with_status(Status::Ok)
+            };
+        }
+        if let Some(session) = self.sessions.get(&target.session) {
+            if let Some(&(kind, answer, _)) = session.answers.get(&target.request) {
+                if kind != RequestKind::Acquire {
+                    return with_status(Status::InvalidArgument);
+                }
+                if answer.status != Status::Ok {
+                    return with_status(Status::Ok);
+                }
+                return Answer {
+                    hold_count: answer.hold_count,
+                    fencing_token: answer.fencing_token,
+                    lease_ms: answer.lease_ms,
+                    ..with_status(Status::Ok)
+                };
+            }
+            if target.request <= session.expired_through {
+                return with_status(Status::RequestExpired);
+            }
+        } else {
+            if self.sessions.len() == self.config.sessions_max as usize {
+                return self.overloaded();
+            }
+            self.sessions.insert(
+                target.session,
+                ModelSession {
+                    active_last: now,
+                    expired_through: 0,
+                    answers: BTreeMap::new(),
+                    pending: BTreeSet::new(),
+                },
+            );
+        }
+        self.remember(
+            target,
+            RequestKind::Acquire,
+            with_status(Status::LockAcquisitionTimeout),
+            0,
+        );
+        with_status(Status::Ok)
     }
 
     fn acquire(
@@ -679,6 +778,16 @@ enum Op {
     Retransmit { pick: Index, port: u16 },
     /// Moves the clock (microseconds) and fires timers.
     Advance { us: u64 },
+    /// A CANCEL_WAIT (spec §4.12) from `session`: of an earlier request (`ahead` false), with
+    /// its resource and client unless `wrong`, or of the next request `target` will send
+    /// (`ahead`: the cancel overtakes its target).
+    Cancel {
+        session: u8,
+        pick: Index,
+        target: u8,
+        ahead: bool,
+        wrong: bool,
+    },
 }
 
 /// The length of every request but a STATUS: room for a WAITING and a final answer.
@@ -738,6 +847,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(session, (body, datagram_len))| Op::Send { session, body, datagram_len }),
         3 => (any::<Index>(), 1..4u16).prop_map(|(pick, port)| Op::Retransmit { pick, port }),
         4 => (0..20_000u64).prop_map(|us| Op::Advance { us }),
+        3 => (pick(SESSIONS), any::<Index>(), pick(SESSIONS), pick(&[(4, false), (1, true)]), pick(&[(6, false), (1, true)]))
+            .prop_map(|(session, pick, target, ahead, wrong)| Op::Cancel { session, pick, target, ahead, wrong }),
         1 => Just(Op::Advance { us: 1_000 * u64::from(model_config().session_idle_ms) }),
     ]
 }
@@ -799,6 +910,41 @@ impl Driver {
                 entry.1 = entry.1.saturating_add(1);
                 let (id, attempt, body, datagram_len) = *entry;
                 self.send(id, attempt, addr(port), body, datagram_len)
+            }
+            Op::Cancel {
+                session,
+                pick,
+                target,
+                ahead,
+                wrong,
+            } => {
+                let (target, resource, client) = if ahead || self.sent.is_empty() {
+                    let next = self.request_last[usize::from(target)] + 1;
+                    let id = RequestId {
+                        session: 100 + u64::from(target),
+                        request: next,
+                    };
+                    (id, &b"r0"[..], &b"c0"[..])
+                } else {
+                    let (id, _, body, _) = self.sent[pick.index(self.sent.len())];
+                    let client = body.client().unwrap_or(b"c0");
+                    (id, body.resource(), client)
+                };
+                let client = if wrong { &b"c2"[..] } else { client };
+                let index = usize::from(session);
+                self.request_last[index] += 1;
+                let id = RequestId {
+                    session: 100 + u64::from(session),
+                    request: self.request_last[index],
+                };
+                let body = RequestBody::CancelWait {
+                    resource,
+                    client,
+                    target_session: target.session,
+                    target_request: target.request,
+                };
+                self.sent.push((id, 0, body, REPLY_LEN_MIN as u16));
+                self.send(id, 0, addr(1), body, REPLY_LEN_MIN as u16)
             }
             Op::Advance { us } => {
                 self.now = self.now + Duration::from_micros(us);

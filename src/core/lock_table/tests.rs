@@ -1244,3 +1244,191 @@ fn keepalive_takes_up_to_64_tokens_one_bit_each_and_checks_its_ttl() {
         Status::InvalidArgument
     );
 }
+
+fn cancel_wait<'a>(resource: &'a str, client: &'a str, target: RequestId) -> RequestBody<'a> {
+    RequestBody::CancelWait {
+        resource: resource.as_bytes(),
+        client: client.as_bytes(),
+        target_session: target.session,
+        target_request: target.request,
+    }
+}
+
+/// Spec §4.12 case 1: a queued waiter leaves the queue from the middle, its ACQUIRE is
+/// answered LOCK_ACQUISITION_TIMEOUT (QUEUED), the cancel says it removed it, and the waiters
+/// around it keep their FIFO order.
+#[test]
+fn cancel_wait_withdraws_a_queued_waiter_and_keeps_fifo_order() {
+    let mut h = Harness::new();
+    let held = ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let b = h.queue(S2, acquire("r", "b", 5_000, 0));
+    let c = h.queue(S3, acquire("r", "c", 5_000, 0));
+    assert_eq!(h.table.stats().waiters, 2);
+    let cancel_session = 0x5e55_00cb;
+    let (cancel_id, replies) = h.new_request(cancel_session, cancel_wait("r", "b", b));
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    let withdrawn = replies.iter().find(|r| r.id == b).expect("b answered");
+    assert_eq!(withdrawn.kind, RequestKind::Acquire);
+    assert_eq!(withdrawn.answer.status, Status::LockAcquisitionTimeout);
+    assert!(withdrawn.answer.queued);
+    let own = replies
+        .iter()
+        .find(|r| r.id == cancel_id)
+        .expect("answered");
+    assert_eq!(own.kind, RequestKind::CancelWait);
+    assert_eq!(
+        own.answer,
+        Answer {
+            waiter_count: 1,
+            ..Answer::bare(Status::Ok)
+        }
+    );
+    assert_eq!(h.table.stats().waiters, 1);
+    // A retransmit of the cancel gets the remembered answer; one of the ACQUIRE gets its
+    // final answer, and neither queues anything again.
+    let again = h.send(
+        cancel_session,
+        cancel_id.request,
+        1,
+        1000,
+        cancel_wait("r", "b", b),
+    );
+    assert_eq!((again.len(), again[0].answer.waiter_count), (1, 1));
+    let late = h.send(b.session, b.request, 3, 1000, acquire("r", "b", 5_000, 0));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].answer.status, Status::LockAcquisitionTimeout);
+    assert_eq!(h.table.stats().waiters, 1);
+    // The release hands the lock to c, the waiter behind the one withdrawn, at once.
+    let (released, grants) = h.call_with_grants(S1, release("r", "a"));
+    assert_eq!(released.hold_count, 0);
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].id, c);
+    assert!(ok(grants[0].answer).fencing_token > held.fencing_token);
+}
+
+/// Withdrawing the head waiter: the lock stays with its holder and the next waiter becomes
+/// the head; withdrawing the last waiter drops the queue.
+#[test]
+fn cancel_wait_of_the_head_and_of_the_last_waiter() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let b = h.queue(S2, acquire("r", "b", 5_000, 0));
+    let c = h.queue(S3, acquire("r", "c", 5_000, 0));
+    assert_eq!(
+        ok(h.call_with_grants(S1, cancel_wait("r", "b", b)).0).waiter_count,
+        1
+    );
+    let status = ok(h.call(S1, status("r")));
+    assert_eq!((status.hold_count, status.waiter_count), (1, 1));
+    assert_eq!(
+        ok(h.call_with_grants(S1, cancel_wait("r", "c", c)).0).waiter_count,
+        1
+    );
+    assert_eq!(h.table.stats().waiters, 0);
+    assert_eq!(h.table.stats().timers, 1, "only the hold's expiry is left");
+    // The withdrawn waiters' deadlines never fire.
+    assert!(h.at(6_000).is_empty());
+}
+
+/// Spec §4.12 case 2: the grant crossed the cancel. The cancel names the hold (count,
+/// token, lease) so that the client releases it.
+#[test]
+fn cancel_wait_after_the_grant_names_the_hold_to_release() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let b = h.queue(S2, acquire("r", "b", 5_000, 7_000));
+    let (_, grants) = h.call_with_grants(S1, release("r", "a"));
+    let grant = ok(grants[0].answer);
+    let answer = ok(h.call(S3, cancel_wait("r", "b", b)));
+    assert_eq!(
+        (
+            answer.hold_count,
+            answer.fencing_token,
+            answer.lease_ms,
+            answer.waiter_count
+        ),
+        (1, grant.fencing_token, 7_000, 0)
+    );
+    // Still held by b: the cancel changed nothing; b releases it as the client must.
+    assert_eq!(ok(h.call(S3, status("r"))).hold_count, 1);
+    assert_eq!(ok(h.call(S3, release("r", "b"))).hold_count, 0);
+}
+
+/// A target whose wait already ended without the lock: OK, nothing removed, nothing held.
+#[test]
+fn cancel_wait_after_a_timeout_removes_nothing() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let b = h.queue(S2, acquire("r", "b", 1_000, 0));
+    assert_eq!(h.at(1_000).len(), 1);
+    assert_eq!(
+        ok(h.call(S3, cancel_wait("r", "b", b))),
+        Answer::bare(Status::Ok)
+    );
+}
+
+/// Spec §4.12 case 4: the cancel overtook its target. The target's answer is settled now,
+/// so its late copy is never queued nor granted.
+#[test]
+fn cancel_wait_before_its_target_arrives_settles_it() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let target = RequestId {
+        session: S2,
+        request: 77,
+    };
+    assert_eq!(
+        ok(h.call(S3, cancel_wait("r", "b", target))),
+        Answer::bare(Status::Ok)
+    );
+    let late = h.send(S2, 77, 0, 1000, acquire("r", "b", 5_000, 0));
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].answer.status, Status::LockAcquisitionTimeout);
+    assert_eq!(h.table.stats().waiters, 0);
+    // On a free lock too: the late copy takes nothing.
+    ok(h.call(S1, release("r", "a")));
+    let late = h.send(S2, 77, 1, 1000, acquire("r", "b", 5_000, 0));
+    assert_eq!(late[0].answer.status, Status::LockAcquisitionTimeout);
+    assert_eq!(h.table.stats().held, 0);
+}
+
+/// The wrong lock, the wrong client, a target that was no ACQUIRE, or the cancel itself:
+/// INVALID_ARGUMENT, nothing changes and nothing is remembered.
+#[test]
+fn cancel_wait_refuses_what_is_not_its_clients_wait() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r", "a", 0, 10_000)));
+    let b = h.queue(S2, acquire("r", "b", 5_000, 0));
+    let invalid = |h: &mut Harness, body| h.call(S3, body).status;
+    assert_eq!(
+        invalid(&mut h, cancel_wait("other", "b", b)),
+        Status::InvalidArgument
+    );
+    assert_eq!(
+        invalid(&mut h, cancel_wait("r", "c", b)),
+        Status::InvalidArgument
+    );
+    let zero = RequestId {
+        session: 0,
+        request: 1,
+    };
+    assert_eq!(
+        invalid(&mut h, cancel_wait("r", "b", zero)),
+        Status::InvalidArgument
+    );
+    let (renew_id, _) = h.new_request(S1, renew("r", "a", 0));
+    assert_eq!(
+        invalid(&mut h, cancel_wait("r", "a", renew_id)),
+        Status::InvalidArgument
+    );
+    let own = RequestId {
+        session: S3,
+        request: h.request_last + 1,
+    };
+    assert_eq!(
+        invalid(&mut h, cancel_wait("r", "b", own)),
+        Status::InvalidArgument
+    );
+    assert_eq!(h.table.stats().waiters, 1);
+    let _ = b;
+}

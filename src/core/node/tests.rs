@@ -2478,3 +2478,90 @@ fn a_joined_node_hands_out_its_members_to_record_when_they_change() {
     drop(gone);
     assert_eq!(solo(false).poll_members_record(Instant::ZERO), None);
 }
+
+fn request_bytes(
+    session_id: u64,
+    request_id: u64,
+    body: udplock_protocol::RequestBody<'_>,
+) -> Vec<u8> {
+    let request = Request {
+        session_id,
+        request_id,
+        attempt: 0,
+        body,
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// CANCEL_WAIT (spec §4.12) goes through the shard's log like ACQUIRE: a follower answers
+/// NOT_LEADER naming the leader; at the leader the waiter leaves the queue on every replica,
+/// its ACQUIRE is answered LOCK_ACQUISITION_TIMEOUT and the cancel says it removed it.
+#[test]
+fn cancel_wait_is_replicated_and_followers_redirect_it() {
+    use udplock_protocol::RequestBody;
+    let mut trio = Trio::new(4, test_keys());
+    trio.run_for(3_000);
+    let shard = shard_of(b"printer", 4) as usize;
+    let leader = trio.leader_of(shard).expect("a leader after 3 s");
+    let follower = (leader + 1) % 3;
+    let held = trio.ask(leader, &acquire(1, b"printer"));
+    assert_eq!(Reply::decode(&held[0].1).unwrap().status, Status::Ok);
+    let wait = RequestBody::Acquire {
+        resource: b"printer",
+        client: b"client-b",
+        wait_ms: 5_000,
+        ttl_ms: 0,
+    };
+    let replies = trio.ask(leader, &request_bytes(0xB0B, 1, wait));
+    assert_eq!(
+        Reply::decode(&replies[0].1).unwrap().status,
+        Status::Waiting
+    );
+    let waiters = |trio: &Trio| -> Vec<u64> {
+        let replica = |node: &Node| node.replica(shard as u32).unwrap().table().unwrap().stats();
+        trio.nodes
+            .iter()
+            .map(|node| replica(node).waiters)
+            .collect()
+    };
+    assert_eq!(waiters(&trio), [1, 1, 1]);
+    let cancel = request_bytes(
+        0xCA7,
+        1,
+        RequestBody::CancelWait {
+            resource: b"printer",
+            client: b"client-b",
+            target_session: 0xB0B,
+            target_request: 1,
+        },
+    );
+    let replies = trio.ask(follower, &cancel);
+    let reply = Reply::decode(&replies[0].1).unwrap();
+    assert_eq!(
+        (reply.msg_type, reply.status),
+        (MessageType::CancelWaitReply, Status::NotLeader)
+    );
+    assert_eq!(reply.hint, Hint::Leader(trio.addrs[leader]));
+    let replies = trio.ask(leader, &cancel);
+    let replies: Vec<Reply> = replies
+        .iter()
+        .map(|(_, r)| Reply::decode(r).unwrap())
+        .collect();
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    let withdrawn = replies.iter().find(|r| r.session_id == 0xB0B).unwrap();
+    assert_eq!(withdrawn.status, Status::LockAcquisitionTimeout);
+    let own = replies.iter().find(|r| r.session_id == 0xCA7).unwrap();
+    assert_eq!(
+        (own.msg_type, own.status, own.waiter_count, own.hold_count),
+        (MessageType::CancelWaitReply, Status::Ok, 1, 0)
+    );
+    trio.run_for(200);
+    assert_eq!(
+        waiters(&trio),
+        [0, 0, 0],
+        "every replica applied the cancel"
+    );
+}

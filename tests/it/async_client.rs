@@ -1,0 +1,240 @@
+//! The async client (feature `tokio`) against a real single node over loopback UDP: mutual
+//! exclusion between tasks, a dropped waiting acquire withdrawn with CANCEL_WAIT (spec
+//! §4.12), a timer task that keeps its schedule while another task waits for a lock, and
+//! its acquire latency beside the blocking client's and the raw UDP round trip.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use udplock::client::AsyncClient;
+use udplock::{Client, ClientConfig, LockError};
+
+use super::start_node;
+
+async fn async_client(node: &udplock::single::SingleNode) -> AsyncClient {
+    AsyncClient::new(ClientConfig::new(vec![node.local_addr()]))
+        .await
+        .expect("client")
+}
+
+/// Polls `status` until `done` holds (at most 5 s): waits for the server's state, not for
+/// a guessed time.
+async fn until_status(
+    client: &AsyncClient,
+    resource: &str,
+    done: impl Fn(&udplock::LockStatus) -> bool,
+) -> udplock::LockStatus {
+    let start = Instant::now();
+    loop {
+        let status = client.status(resource).await.expect("status");
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "never reached: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_take_turns_and_never_hold_the_lock_together() {
+    let node = start_node();
+    let client = async_client(&node).await;
+    let inside = Arc::new(AtomicBool::new(false));
+    let turns = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let (client, inside, turns) = (client.clone(), inside.clone(), turns.clone());
+        tasks.push(tokio::spawn(async move {
+            let me = format!("task-{t}");
+            for _ in 0..25 {
+                let lease = client
+                    .acquire("shared", &me, 5_000, Some(10_000))
+                    .await
+                    .expect("acquired within the wait");
+                assert!(lease.is_valid());
+                assert!(
+                    !inside.swap(true, Ordering::SeqCst),
+                    "two tasks hold the lock at once"
+                );
+                turns.fetch_add(1, Ordering::SeqCst);
+                tokio::task::yield_now().await;
+                inside.store(false, Ordering::SeqCst);
+                assert_eq!(client.release("shared", &me).await.unwrap(), 0);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(turns.load(Ordering::SeqCst), 100);
+}
+
+/// Spec §4.12: dropping a waiting acquire's future withdraws it. B waits behind A's hold,
+/// C behind B. B's future is dropped: the server's waiter count drops to 1 (C), and when A
+/// releases, C gets the lock at once. Without the withdrawal the lock would go to B, whom
+/// nobody listens to, for its 30 s lease, and C's 5 s wait would run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_waiting_acquire_frees_its_place_in_the_queue() {
+    let node = start_node();
+    let client = async_client(&node).await;
+    let a = client.acquire("q", "a", 0, Some(30_000)).await.unwrap();
+    let b = {
+        let client = client.clone();
+        tokio::spawn(async move { client.acquire("q", "b", 10_000, Some(30_000)).await })
+    };
+    until_status(&client, "q", |s| s.waiter_count == 1).await;
+    let c = {
+        let client = client.clone();
+        tokio::spawn(async move { client.acquire("q", "c", 5_000, Some(30_000)).await })
+    };
+    until_status(&client, "q", |s| s.waiter_count == 2).await;
+    b.abort();
+    assert!(b.await.unwrap_err().is_cancelled());
+    until_status(&client, "q", |s| s.waiter_count == 1).await;
+    assert_eq!(client.release("q", "a").await.unwrap(), 0);
+    let c = c
+        .await
+        .unwrap()
+        .expect("C gets the lock B's withdrawal left");
+    assert!(c.fencing_token > a.fencing_token);
+    let status = client.status("q").await.unwrap();
+    assert_eq!(status.holder.as_deref(), Some("c"));
+    let stats = client.stats();
+    assert_eq!((stats.cancels, stats.cancels_removed), (1, 1), "{stats:?}");
+}
+
+/// Issue 11's target: a tokio program that waits for a lock in one task keeps a 10 ms
+/// interval in another on schedule (the blocking client's acquire held a runtime thread: a
+/// 10 ms timer came 516 ms late). One runtime thread, so a blocked thread would show.
+#[tokio::test(flavor = "current_thread")]
+async fn a_timer_keeps_its_schedule_while_another_task_waits_for_a_lock() {
+    let node = start_node();
+    let client = async_client(&node).await;
+    // The same measurement with nothing waiting: what the machine alone does to a timer.
+    let control = interval_lateness(30).await;
+    client
+        .acquire("t", "holder", 0, Some(30_000))
+        .await
+        .unwrap();
+    let waiter = {
+        let client = client.clone();
+        tokio::spawn(async move { client.acquire("t", "waiter", 1_000, None).await })
+    };
+    let (late_max, late_p50) = interval_lateness(80).await;
+    println!(
+        "10 ms interval beside a waiting acquire: lateness max {late_max:?}, median \
+         {late_p50:?} over 80 ticks (control, same runtime, nothing waiting: {control:?})"
+    );
+    assert!(late_max < Duration::from_millis(50), "{late_max:?}");
+    assert!(matches!(
+        waiter.await.unwrap(),
+        Err(LockError::LockAcquisitionTimeout)
+    ));
+}
+
+/// How late the ticks of a 10 ms interval come: (max, median) over `ticks` ticks.
+async fn interval_lateness(ticks: u32) -> (Duration, Duration) {
+    let mut interval = tokio::time::interval(Duration::from_millis(10));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    interval.tick().await; // the first tick completes at once: the schedule starts here
+    let start = tokio::time::Instant::now();
+    let mut late = Vec::new();
+    for tick in 1..=ticks {
+        interval.tick().await;
+        let due = start + Duration::from_millis(10) * tick;
+        late.push(tokio::time::Instant::now().saturating_duration_since(due));
+    }
+    late.sort();
+    (late[late.len() - 1], late[late.len() / 2])
+}
+
+fn percentile_us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1_000.0
+}
+
+/// Acquire latency, one node on loopback: the async client's p50 beside the blocking
+/// client's and the raw UDP round trip (the floor), measured in the same run. Prints the
+/// figures; asserts only that both clients completed every acquire.
+#[test]
+fn async_acquire_latency_beside_the_blocking_client() {
+    const ROUNDS: usize = 2_000;
+    const BATCH: usize = 100;
+    let node = start_node();
+    // The floor: a 76-byte datagram echoed by a thread, as a request and its reply.
+    let echo = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 128];
+        while let Ok((n, from)) = echo.recv_from(&mut buf) {
+            if echo.send_to(&buf[..n], from).is_err() || n == 1 {
+                return;
+            }
+        }
+    });
+    let ping = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rtt = Histogram::<u64>::new(3).unwrap();
+    let mut buf = [0u8; 76];
+    for _ in 0..ROUNDS {
+        let t = Instant::now();
+        ping.send_to(&buf, echo_addr).unwrap();
+        ping.recv_from(&mut buf).unwrap();
+        rtt.record(t.elapsed().as_nanos() as u64).unwrap();
+    }
+    ping.send_to(&[0], echo_addr).unwrap();
+
+    // Both clients in alternating batches, so the machine's noise (other processes on
+    // shared CPUs) falls on both alike.
+    let blocking = Client::new(ClientConfig::new(vec![node.local_addr()])).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = runtime.block_on(async {
+        AsyncClient::new(ClientConfig::new(vec![node.local_addr()]))
+            .await
+            .unwrap()
+    });
+    let mut sync_h = Histogram::<u64>::new(3).unwrap();
+    let mut async_h = Histogram::<u64>::new(3).unwrap();
+    for _ in 0..ROUNDS / BATCH {
+        for _ in 0..BATCH {
+            let t = Instant::now();
+            blocking
+                .acquire("bench-sync", "me", 0, Some(10_000))
+                .unwrap();
+            sync_h.record(t.elapsed().as_nanos() as u64).unwrap();
+            blocking.release("bench-sync", "me").unwrap();
+        }
+        runtime.block_on(async {
+            for _ in 0..BATCH {
+                let t = Instant::now();
+                client
+                    .acquire("bench-async", "me", 0, Some(10_000))
+                    .await
+                    .unwrap();
+                async_h.record(t.elapsed().as_nanos() as u64).unwrap();
+                client.release("bench-async", "me").await.unwrap();
+            }
+        });
+    }
+    println!(
+        "acquire on one node, {ROUNDS} rounds (µs): raw UDP RTT p50 {:.1} p99 {:.1} | blocking \
+         p50 {:.1} p99 {:.1} | async (current_thread) p50 {:.1} p99 {:.1} | async/blocking p50 \
+         {:.2}x",
+        percentile_us(&rtt, 0.5),
+        percentile_us(&rtt, 0.99),
+        percentile_us(&sync_h, 0.5),
+        percentile_us(&sync_h, 0.99),
+        percentile_us(&async_h, 0.5),
+        percentile_us(&async_h, 0.99),
+        percentile_us(&async_h, 0.5) / percentile_us(&sync_h, 0.5),
+    );
+    assert_eq!(sync_h.len(), ROUNDS as u64);
+    assert_eq!(async_h.len(), ROUNDS as u64);
+}
