@@ -375,17 +375,18 @@ fn keepalives_renew_holds_and_drop_the_ones_the_server_no_longer_has() {
 /// Spec §4.12 under the simulator: random clients withdraw waiting acquires with CANCEL_WAIT
 /// (as a dropped future does) and every checker still holds. The runs must meet both
 /// dangerous cases: a cancel that takes its waiter out of the queue, and one the grant crossed
-/// (its hold released by the client, never believed in). Seed 1 (3 nodes, 10 s) has both.
+/// (its hold released by the client, never believed in). A crossed grant is rare (about one
+/// run in eight), so the runs go on, seed after seed, until both were met; at most 24.
 #[test]
 fn random_clients_cancel_waits_and_the_checkers_hold() {
-    let config = SimConfig::new(1, 3, 10);
-    let report = run(&config).unwrap_or_else(|f| panic!("{f}"));
-    assert!(
-        report.cancels_removed > 0,
-        "no cancel removed a waiter: {report:?}"
-    );
-    assert!(
-        report.cancels_crossed > 0,
-        "no grant crossed a cancel: {report:?}"
-    );
+    let (mut removed, mut crossed) = (0, 0);
+    for seed in 0..24 {
+        let report = run(&SimConfig::new(seed, 3, 15)).unwrap_or_else(|f| panic!("{f}"));
+        removed += report.cancels_removed;
+        crossed += report.cancels_crossed;
+        if removed > 0 && crossed > 0 {
+            return;
+        }
+    }
+    panic!("in 24 seeds: {removed} cancels removed a waiter, {crossed} met a crossed grant");
 }
