@@ -48,7 +48,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SendError, Sender};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::Duration as StdDuration;
@@ -505,6 +505,10 @@ pub(super) struct Guards {
     named: Mutex<HashMap<(String, String), Named>>,
     /// Dies with the renewer thread (tests watch it).
     renewer_alive: Mutex<Weak<()>>,
+    /// Whether renewals go by KEEPALIVE (spec §4.11): until a node refuses one as
+    /// INVALID_ARGUMENT, which means this client's `shards` is not the cluster's; RENEW per
+    /// hold from then on (see `renewer::renew_group`).
+    pub(super) keepalive_usable: AtomicBool,
 }
 
 impl Guards {
@@ -515,6 +519,7 @@ impl Guards {
             next_id: AtomicU64::new(1),
             named: Mutex::new(HashMap::new()),
             renewer_alive: Mutex::new(Weak::new()),
+            keepalive_usable: AtomicBool::new(true),
         }
     }
 
@@ -632,6 +637,7 @@ impl Guards {
             id,
             spec,
             tracked: Tracked {
+                token: spec.token,
                 resource: resource.to_owned(),
                 owner: owner.to_owned(),
                 ttl_ms: options.ttl_ms(),

@@ -5,6 +5,7 @@
 use udplock_protocol::{shard_of, RequestBody, Tokens, KEEPALIVE_TOKENS_MAX};
 
 use super::{lease_validity, ttl_wire, Client, KeepaliveReport};
+use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
 #[cfg(doc)]
@@ -37,6 +38,27 @@ impl Client {
         tokens: &[u64],
         ttl_ms: Option<u32>,
     ) -> Result<KeepaliveReport, LockError> {
+        let timeout_ms = self.config.request_timeout_ms;
+        let answer = self.keepalive_answer(shard, tokens, ttl_ms, timeout_ms, None)?;
+        let valid = lease_validity(answer.lease_ms, self.config.drift_bound_ppm);
+        Ok(KeepaliveReport {
+            tokens: tokens.to_vec(),
+            renewed_bitmap: answer.bitmap,
+            lease_ms: answer.lease_ms,
+            valid_until: self.boot_instant(answer.lease_start + valid),
+        })
+    }
+
+    /// [`Client::keepalive`]'s call, ending by `timeout_ms`, each copy waiting at most
+    /// `rto_cap` (the guards' renewer sets both), and its answer checked.
+    pub(super) fn keepalive_answer(
+        &self,
+        shard: u32,
+        tokens: &[u64],
+        ttl_ms: Option<u32>,
+        timeout_ms: u64,
+        rto_cap: Option<Duration>,
+    ) -> Result<KeepaliveAnswer, LockError> {
         if shard >= self.config.shards {
             return Err(LockError::InvalidArgument(format!(
                 "shard must be below the shard count {}, got {shard}",
@@ -57,7 +79,7 @@ impl Client {
             ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
             tokens: Tokens::write(tokens, &mut buf).expect("at most KEEPALIVE_TOKENS_MAX"),
         };
-        let answer = self.call(body, self.config.request_timeout_ms)?;
+        let answer = self.call_capped(body, timeout_ms, rto_cap)?;
         let reply = &answer.reply;
         let bitmap = reply.fencing_token;
         // Bits only for listed tokens, as many as counted, a lease exactly when one was
@@ -79,12 +101,19 @@ impl Client {
                 reply.lease_ms
             )));
         }
-        let valid = lease_validity(reply.lease_ms, self.config.drift_bound_ppm);
-        Ok(KeepaliveReport {
-            tokens: tokens.to_vec(),
-            renewed_bitmap: bitmap,
+        Ok(KeepaliveAnswer {
+            bitmap,
             lease_ms: reply.lease_ms,
-            valid_until: self.boot_instant(answer.lease_start + valid),
+            lease_start: answer.lease_start,
         })
     }
+}
+
+/// What a KEEPALIVE's answer says, checked: bit `i` of `bitmap` for the `i`-th listed token,
+/// the smallest lease granted, and the core send time of the answered copy (the lease rule's
+/// start for every renewed hold).
+pub(super) struct KeepaliveAnswer {
+    pub(super) bitmap: u64,
+    pub(super) lease_ms: u32,
+    pub(super) lease_start: Instant,
 }

@@ -13,11 +13,12 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Weak};
 use std::time::Duration as StdDuration;
 
-use udplock_protocol::RequestBody;
+use udplock_protocol::{RequestBody, KEEPALIVE_TOKENS_MAX};
 
 use super::guard::{Guards, HoldState};
 use super::{std_duration, Client};
@@ -38,6 +39,8 @@ pub(super) enum Command {
 
 /// What the renewer knows of a hold beyond the rules: what to send, and whom to tell.
 pub(super) struct Tracked {
+    /// The grant's fencing token: what a KEEPALIVE names the hold by.
+    pub(super) token: u64,
     pub(super) resource: String,
     pub(super) owner: String,
     /// The RENEW's `ttl_ms` (`None`: 0, the hold's current TTL).
@@ -98,7 +101,7 @@ fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, mut rules: Renewals) {
         }
         for group in rules.poll_renewals(client.now()) {
             let holds: Vec<&Tracked> = group.holds.iter().map(|id| &tracked[id]).collect();
-            let outcomes = renew_group(client, &group, &holds);
+            let outcomes = renew_group(client, &guards.keepalive_usable, &group, &holds);
             assert_eq!(outcomes.len(), group.holds.len(), "one outcome per hold");
             let now = client.now();
             for (&id, outcome) in group.holds.iter().zip(outcomes) {
@@ -139,16 +142,91 @@ fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, mut rules: Renewals) {
 }
 
 /// Renews the holds of one shard that are due, by the group's deadline, each copy waiting at
-/// most the group's `rto_max` for its answer; one outcome per hold, in order. The one place that talks to the service about renewals: today one RENEW per hold,
-/// in turn (each with the hold's own resource and owner); a batched session keepalive (one
-/// datagram per shard) replaces this body when the protocol has one. Once one RENEW of the
-/// group goes unanswered the shard is taken as unreachable for this round: the rest are not
-/// sent and count as unanswered (the rules retry them shortly).
+/// most the group's `rto_max` for its answer; one outcome per hold, in order. The one place
+/// that talks to the service about renewals: one KEEPALIVE per 64 holds of the shard (spec
+/// §4.11), each hold named by its token and keeping its own TTL; a hold whose bit comes back
+/// clear is refused (the server no longer has it under that token: lost at once). Where
+/// KEEPALIVE cannot serve — a node refused it as INVALID_ARGUMENT (this client's `shards` is
+/// not the cluster's: set it, and KEEPALIVE works), or answered that it cannot (an older node)
+/// — the round goes by RENEW, one per hold ([`renew_one_by_one`]), and after an
+/// INVALID_ARGUMENT every later round too.
 pub(super) fn renew_group(
     client: &Client,
+    keepalive_usable: &AtomicBool,
     group: &RenewGroup,
     holds: &[&Tracked],
 ) -> Vec<RenewOutcome> {
+    if keepalive_usable.load(Ordering::Relaxed) {
+        if let Some(outcomes) = renew_by_keepalive(client, keepalive_usable, group, holds) {
+            return outcomes;
+        }
+    }
+    renew_one_by_one(client, group, holds)
+}
+
+/// KEEPALIVEs for the group, 64 holds each; `None` if KEEPALIVE cannot serve this round
+/// (the first one was refused or not understood: nothing was renewed by it).
+fn renew_by_keepalive(
+    client: &Client,
+    keepalive_usable: &AtomicBool,
+    group: &RenewGroup,
+    holds: &[&Tracked],
+) -> Option<Vec<RenewOutcome>> {
+    let deadline = group.deadline;
+    let mut outcomes = Vec::with_capacity(holds.len());
+    let mut silent = false;
+    for chunk in holds.chunks(KEEPALIVE_TOKENS_MAX) {
+        let now = client.now();
+        if silent || now >= deadline {
+            outcomes.extend(chunk.iter().map(|_| RenewOutcome::NoAnswer));
+            continue;
+        }
+        let tokens: Vec<u64> = chunk.iter().map(|hold| hold.token).collect();
+        let timeout_ms = deadline.saturating_since(now).as_millis().max(1);
+        let shard = group.shard as u32;
+        match client.keepalive_answer(shard, &tokens, None, timeout_ms, Some(group.rto_max)) {
+            Ok(answer) => outcomes.extend(chunk.iter().enumerate().map(|(i, hold)| {
+                if answer.bitmap >> i & 1 == 1 {
+                    RenewOutcome::Renewed {
+                        sent_at: answer.lease_start,
+                        lease_ms: answer.lease_ms,
+                        token: hold.token,
+                    }
+                } else {
+                    RenewOutcome::Refused
+                }
+            })),
+            Err(LockError::InvalidArgument(why)) if outcomes.is_empty() => {
+                keepalive_usable.store(false, Ordering::Relaxed);
+                log::warn!(
+                    "KEEPALIVE refused ({why}): this client's shard count ({}) is not the \
+                     cluster's; renewing one RENEW per lock from now on (set \
+                     ClientConfig::shards to the cluster's count to renew in batches)",
+                    client.config.shards
+                );
+                return None;
+            }
+            Err(LockError::InternalError(why)) if outcomes.is_empty() => {
+                log::debug!("KEEPALIVE in shard {shard} failed ({why}); this round by RENEW");
+                return None;
+            }
+            Err(LockError::Unavailable) => {
+                silent = true;
+                outcomes.extend(chunk.iter().map(|_| RenewOutcome::NoAnswer));
+            }
+            Err(e) => {
+                log::debug!("KEEPALIVE in shard {shard}: {e}; retried shortly");
+                outcomes.extend(chunk.iter().map(|_| RenewOutcome::NoAnswer));
+            }
+        }
+    }
+    Some(outcomes)
+}
+
+/// One RENEW per hold, in turn (each with the hold's own resource and owner). Once one RENEW
+/// of the group goes unanswered the shard is taken as unreachable for this round: the rest
+/// are not sent and count as unanswered (the rules retry them shortly).
+fn renew_one_by_one(client: &Client, group: &RenewGroup, holds: &[&Tracked]) -> Vec<RenewOutcome> {
     let (shard, deadline) = (group.shard, group.deadline);
     let mut silent = false;
     holds

@@ -30,6 +30,11 @@
 //!   that gave it (spec §6.4 suggests "well before the end"; a third leaves two thirds for
 //!   retries), made up to a fifth earlier by a seeded jitter so that many holds taken at once
 //!   do not renew in lockstep.
+//! - **Batches**: when holds of a shard are due, the holds of that shard due within half a
+//!   renewal period (a sixth of their validity) go with them, early: the shell renews a
+//!   shard's group with one KEEPALIVE per 64 holds (spec §4.11), so a process with thousands
+//!   of locks sends a few datagrams per shard and period, not one per lock. Renewed together,
+//!   a shard's holds stay together.
 //! - **Attempts**: a renewal attempt (one request per hold, its copies re-sent until an
 //!   answer) lasts until the earliest give-up instant of its group, so that every answer
 //!   that comes in time counts, unless the renewer is needed sooner: when several shards'
@@ -220,6 +225,9 @@ pub struct Renewals {
     holds: HashMap<HoldId, Hold>,
     /// `(due time, id)` of every hold not in an attempt.
     due: BTreeSet<(Instant, HoldId)>,
+    /// The same, by shard: `(shard, due time, id)`, to find the holds of a shard that will
+    /// soon be due and renew them with the ones due now (see "Batches" in the module docs).
+    due_by_shard: BTreeSet<(usize, Instant, HoldId)>,
     /// `(give-up instant, id)` of every hold.
     give_up: BTreeSet<(Instant, HoldId)>,
     /// Multiset of the holds' attempt lengths: the shortest caps every group's deadline.
@@ -239,6 +247,7 @@ impl Renewals {
             config,
             holds: HashMap::new(),
             due: BTreeSet::new(),
+            due_by_shard: BTreeSet::new(),
             give_up: BTreeSet::new(),
             attempts: BTreeMap::new(),
             events: VecDeque::new(),
@@ -291,6 +300,7 @@ impl Renewals {
         let due = self.next_due(now, spec.lease_start, validity);
         hold.due = Some(due);
         self.due.insert((due, id));
+        self.due_by_shard.insert((hold.shard, due, id));
         self.give_up.insert((hold.give_up_at(), id));
         *self
             .attempts
@@ -310,6 +320,8 @@ impl Renewals {
         if let Some(due) = hold.due {
             let removed = self.due.remove(&(due, id));
             assert!(removed, "a waiting hold is in the due queue");
+            let removed = self.due_by_shard.remove(&(hold.shard, due, id));
+            assert!(removed, "a waiting hold is in its shard's due queue");
         }
         let removed = self.give_up.remove(&(hold.give_up_at(), id));
         assert!(removed, "every hold is in the give-up queue");
@@ -335,6 +347,25 @@ impl Renewals {
         }
     }
 
+    /// Moves hold `id`, waiting for `due`, out of the due queues into its shard's group.
+    fn take_into(&mut self, groups: &mut BTreeMap<usize, RenewGroup>, due: Instant, id: HoldId) {
+        let hold = self.holds.get_mut(&id).expect("a due hold is followed");
+        let removed = self.due.remove(&(due, id));
+        assert!(removed, "a waiting hold is in the due queue");
+        let removed = self.due_by_shard.remove(&(hold.shard, due, id));
+        assert!(removed, "a waiting hold is in its shard's due queue");
+        hold.due = None;
+        let group = groups.entry(hold.shard).or_insert_with(|| RenewGroup {
+            shard: hold.shard,
+            holds: Vec::new(),
+            deadline: Instant::MAX,
+            rto_max: Duration::from_micros(u64::MAX),
+        });
+        group.holds.push(id);
+        group.deadline = group.deadline.min(hold.give_up_at());
+        group.rto_max = group.rto_max.min(retry_pause(hold.period_base));
+    }
+
     /// The holds due at `now`, one group per shard (in shard order), each marked as under
     /// way until its outcome comes back through [`Renewals::handle_outcome`].
     pub fn poll_renewals(&mut self, now: Instant) -> Vec<RenewGroup> {
@@ -344,18 +375,26 @@ impl Renewals {
             if due > now {
                 break;
             }
-            self.due.remove(&(due, id));
-            let hold = self.holds.get_mut(&id).expect("a due hold is followed");
-            hold.due = None;
-            let group = groups.entry(hold.shard).or_insert_with(|| RenewGroup {
-                shard: hold.shard,
-                holds: Vec::new(),
-                deadline: Instant::MAX,
-                rto_max: Duration::from_micros(u64::MAX),
-            });
-            group.holds.push(id);
-            group.deadline = group.deadline.min(hold.give_up_at());
-            group.rto_max = group.rto_max.min(retry_pause(hold.period_base));
+            self.take_into(&mut groups, due, id);
+        }
+        // Batches: with the holds due now go the holds of the same shards that would be due
+        // within half a renewal period (a sixth of their validity), so that one datagram
+        // renews them all (spec §4.11) instead of one each as their jittered due times come.
+        // Renewed together, they stay together: they are due again at about the same time.
+        let shards: Vec<usize> = groups.keys().copied().collect();
+        for shard in shards {
+            let soon: Vec<(Instant, HoldId)> = self
+                .due_by_shard
+                .range((shard, Instant::from_micros(0), 0)..(shard + 1, Instant::from_micros(0), 0))
+                .map(|&(_, due, id)| (due, id))
+                .take_while(|&(due, id)| {
+                    let hold = &self.holds[&id];
+                    due <= now + Duration::from_micros(hold.period_base.as_micros() / 6)
+                })
+                .collect();
+            for (due, id) in soon {
+                self.take_into(&mut groups, due, id);
+            }
         }
         // "Attempts" in the module docs: until the group's earliest give-up, unless the
         // renewer is needed sooner (another group now, or another hold's due time), but not
@@ -425,8 +464,10 @@ impl Renewals {
                 // The due time follows this lease; the attempt length and the retry pause
                 // stay those of the grant (`period_base`, counted in `attempts`).
                 let give_up_at = hold.give_up_at();
+                let shard = hold.shard;
                 self.give_up.insert((give_up_at, id));
                 self.due.insert((due, id));
+                self.due_by_shard.insert((shard, due, id));
                 self.events.push_back(Event::Renewed {
                     id,
                     valid_until,
@@ -437,6 +478,7 @@ impl Renewals {
                 let due = now + retry_pause(hold.period_base);
                 self.holds.get_mut(&id).expect("followed").due = Some(due);
                 self.due.insert((due, id));
+                self.due_by_shard.insert((hold.shard, due, id));
             }
         }
         self.check(id);
@@ -482,6 +524,7 @@ impl Renewals {
         }
         debug_assert_eq!(self.give_up.len(), self.holds.len());
         debug_assert!(self.due.len() <= self.holds.len());
+        debug_assert_eq!(self.due.len(), self.due_by_shard.len());
     }
 }
 

@@ -15,10 +15,17 @@ enum Renew {
     Silent,
 }
 
-/// The fake's script and what it saw: (message type, client id) of every lock request.
+/// The fake's script and what it saw: (message type, client id, ttl) of every lock request
+/// (for a KEEPALIVE, the tokens it lists in place of a client id).
 #[derive(Clone)]
 struct Script {
+    /// How RENEW is answered, and KEEPALIVE too (spec §4.11): `Grant` sets the bit of token 5
+    /// (the grant's), `Refuse` and `Token` leave every bit clear (the server no longer has a
+    /// hold under token 5), `Silent` answers nothing.
     renew: Arc<Mutex<Renew>>,
+    /// KEEPALIVE refused as INVALID_ARGUMENT (a client whose shard count is not the
+    /// cluster's): the renewer must go by RENEW.
+    keepalive_refused: Arc<Mutex<bool>>,
     /// The hold count every ACQUIRE reply names.
     hold_count: Arc<Mutex<u32>>,
     lease_ms: u32,
@@ -29,6 +36,7 @@ impl Script {
     fn new(lease_ms: u32) -> Script {
         Script {
             renew: Arc::new(Mutex::new(Renew::Grant)),
+            keepalive_refused: Arc::new(Mutex::new(false)),
             hold_count: Arc::new(Mutex::new(1)),
             lease_ms,
             seen: Arc::default(),
@@ -37,6 +45,28 @@ impl Script {
 
     fn set(&self, renew: Renew) {
         *self.renew.lock().unwrap() = renew;
+    }
+
+    fn refuse_keepalives(&self) {
+        *self.keepalive_refused.lock().unwrap() = true;
+    }
+
+    /// Renewal requests seen: RENEWs and KEEPALIVEs.
+    fn renewals(&self) -> usize {
+        self.count(MessageType::Renew) + self.count(MessageType::Keepalive)
+    }
+
+    /// Waits (up to a generous bound) until the fake has seen `n` renewal requests.
+    fn wait_for_renewals(&self, n: usize) {
+        let end = BootInstant::now() + StdDuration::from_secs(20);
+        while self.renewals() < n {
+            assert!(
+                BootInstant::now() < end,
+                "only {} renewals",
+                self.renewals()
+            );
+            thread::sleep(StdDuration::from_millis(5));
+        }
     }
 
     fn count(&self, kind: MessageType) -> usize {
@@ -73,15 +103,22 @@ impl Script {
             };
             let (client, ttl) = match req.body {
                 RequestBody::Acquire { client, ttl_ms, .. }
-                | RequestBody::Renew { client, ttl_ms, .. } => (client, ttl_ms),
-                RequestBody::Release { client, .. } => (client, 0),
-                _ => (&b""[..], 0),
+                | RequestBody::Renew { client, ttl_ms, .. } => {
+                    (String::from_utf8_lossy(client).into_owned(), ttl_ms)
+                }
+                RequestBody::Release { client, .. } => {
+                    (String::from_utf8_lossy(client).into_owned(), 0)
+                }
+                RequestBody::Keepalive { tokens, ttl_ms, .. } => {
+                    (format!("{:?}", tokens.iter().collect::<Vec<_>>()), ttl_ms)
+                }
+                _ => (String::new(), 0),
             };
-            script.seen.lock().unwrap().push((
-                req.body.msg_type(),
-                String::from_utf8_lossy(client).into_owned(),
-                ttl,
-            ));
+            script
+                .seen
+                .lock()
+                .unwrap()
+                .push((req.body.msg_type(), client, ttl));
             let lease_ms = script.lease_ms;
             let reply = match req.body {
                 RequestBody::Acquire { .. } => {
@@ -106,6 +143,25 @@ impl Script {
                     Renew::Refuse => reply_to(&req, Status::LockNotHeld, |_| {}),
                     Renew::Silent => return Vec::new(),
                 },
+                RequestBody::Keepalive { .. } if *script.keepalive_refused.lock().unwrap() => {
+                    reply_to(&req, Status::InvalidArgument, |_| {})
+                }
+                RequestBody::Keepalive { tokens, .. } => {
+                    let bitmap = match *script.renew.lock().unwrap() {
+                        Renew::Grant => tokens
+                            .iter()
+                            .enumerate()
+                            .filter(|&(_, token)| token == 5)
+                            .fold(0u64, |bits, (i, _)| bits | 1 << i),
+                        Renew::Refuse | Renew::Token(_) => 0,
+                        Renew::Silent => return Vec::new(),
+                    };
+                    reply_to(&req, Status::Ok, |r| {
+                        r.hold_count = bitmap.count_ones();
+                        r.fencing_token = bitmap;
+                        r.lease_ms = if bitmap == 0 { 0 } else { lease_ms };
+                    })
+                }
                 RequestBody::Release { .. } => reply_to(&req, Status::Ok, |_| {}),
                 _ => return Vec::new(),
             };
@@ -125,8 +181,9 @@ fn guards_are_send_and_sync() {
     assert_send_sync::<crate::client::LostSignal>();
 }
 
-/// A 300 ms lease renewed many times over: never lost, same token, the TTL asked for sent
-/// with every renewal under the guard's own owner.
+/// A 300 ms lease renewed many times over by KEEPALIVE: never lost, same token; the acquire
+/// asks for the TTL under the guard's own owner, every keepalive names the grant's token
+/// and keeps the hold's TTL (ttl 0).
 #[test]
 fn renewals_keep_the_guard_and_its_token() {
     let script = Script::new(300);
@@ -135,14 +192,43 @@ fn renewals_keep_the_guard_and_its_token() {
     let guard = client
         .lock("g/renew", &LockOptions::new().ttl(ms(300)))
         .unwrap();
-    script.wait_for(MessageType::Renew, 6);
+    script.wait_for_renewals(6);
     assert_eq!(guard.lost(), None);
     assert_eq!(guard.fencing_token(), 5);
     assert!(guard.remaining() > Std::ZERO);
     let seen = script.seen.lock().unwrap().clone();
-    for (kind, owner, ttl) in &seen {
-        assert_eq!(owner, guard.owner(), "{kind:?}");
-        assert_eq!(*ttl, 300, "{kind:?}");
+    assert_eq!(script.count(MessageType::Renew), 0, "{seen:?}");
+    for (kind, named, ttl) in &seen {
+        match kind {
+            MessageType::Acquire => assert_eq!((named.as_str(), *ttl), (guard.owner(), 300)),
+            MessageType::Keepalive => assert_eq!((named.as_str(), *ttl), ("[5]", 0)),
+            _ => panic!("{kind:?} {named} {ttl}"),
+        }
+    }
+}
+
+/// A client whose shard count is not the cluster's has its KEEPALIVE refused (INVALID_ARGUMENT):
+/// the renewer goes by RENEW, under the guard's owner with its TTL, and the guard is kept.
+#[test]
+fn a_refused_keepalive_falls_back_to_renew_and_keeps_the_guard() {
+    let script = Script::new(300);
+    script.refuse_keepalives();
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    let guard = client
+        .lock("g/fallback", &LockOptions::new().ttl(ms(300)))
+        .unwrap();
+    script.wait_for(MessageType::Renew, 4);
+    assert_eq!(guard.lost(), None);
+    assert_eq!(guard.fencing_token(), 5);
+    assert_eq!(
+        script.count(MessageType::Keepalive),
+        1,
+        "tried once, then RENEW only"
+    );
+    let renews: Vec<_> = script.seen.lock().unwrap().clone();
+    for (kind, owner, ttl) in renews.iter().filter(|s| s.0 == MessageType::Renew) {
+        assert_eq!((owner.as_str(), *ttl), (guard.owner(), 300), "{kind:?}");
     }
 }
 
@@ -171,6 +257,8 @@ fn a_renewal_with_another_token_loses_the_guard() {
     let script = Script::new(300);
     let server = script.server();
     let client = client_for(&server, |_| {});
+    // By RENEW (a KEEPALIVE names the token itself: another one is a clear bit, a refusal).
+    script.refuse_keepalives();
     script.set(Renew::Token(6));
     let guard = client.lock("g/token", &LockOptions::new()).unwrap();
     assert_eq!(
@@ -199,9 +287,9 @@ fn silence_loses_the_guard_before_its_validity_ends() {
     assert_eq!(guard.wait_lost(ms(20_000)), Some(LossReason::Expired));
     assert_eq!(waiter.join().unwrap(), Some(LossReason::Expired));
     assert!(
-        script.count(MessageType::Renew) >= 2,
+        script.renewals() >= 2,
         "renewals were retried: {}",
-        script.count(MessageType::Renew)
+        script.renewals()
     );
     // Given up for silence: the server may still hold it, so drop releases it.
     drop(guard);

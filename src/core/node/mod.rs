@@ -1060,10 +1060,11 @@ impl Node {
             // §4.11): another count, or a shard that does not exist, is the client's error,
             // answered (never remembered: no table saw it) like a field out of range. Tokens
             // name holds only within one shard, so a KEEPALIVE of a client that counts
-            // shards differently must not reach any table.
+            // shards differently must not reach any table — unless this node has one shard:
+            // one table issued every token, whatever count the client computed with.
             RequestBody::Keepalive { shard, shards, .. }
-                if u32::from(shards) != self.config.shards
-                    || u32::from(shard) >= u32::from(shards) =>
+                if u32::from(shard) >= u32::from(shards)
+                    || (self.config.shards != 1 && u32::from(shards) != self.config.shards) =>
             {
                 let reply = Reply::bare(
                     kind.reply_type(),
@@ -1082,6 +1083,7 @@ impl Node {
                 }
                 return;
             }
+            RequestBody::Keepalive { .. } if self.config.shards == 1 => 0,
             RequestBody::Keepalive { shard, .. } => u32::from(shard),
             _ => shard_of(request.body.resource(), self.config.shards),
         };

@@ -356,3 +356,37 @@ fn config_is_validated() {
     };
     assert_eq!(bad.validate().unwrap_err().field, "attempt_max");
 }
+
+/// Batches (spec §4.11): 1,000 holds of two shards taken at once have jittered due times
+/// spread over a sixth of their validity; the first poll at which any is due takes every
+/// hold of that shard due within half a period, and after one renewal round per shard the
+/// holds of each shard are due together again: a handful of groups per round, not one per
+/// hold. (Without the batching, each poll took only the holds due at that instant.)
+#[test]
+fn a_shards_holds_are_renewed_together() {
+    let mut r = rules(3);
+    for id in 0..1_000 {
+        r.add(at(0), id, spec((id % 2) as usize, 3_000, at(0)));
+    }
+    let mut rounds = Vec::new();
+    let mut now = at(0);
+    while rounds.len() < 6 {
+        now = r.poll_timeout().expect("holds are followed");
+        let groups = r.poll_renewals(now);
+        let sizes: Vec<usize> = groups.iter().map(|g| g.holds.len()).collect();
+        for group in groups {
+            for id in group.holds {
+                r.handle_outcome(now, id, renewed(now, 3_000));
+            }
+        }
+        events(&mut r);
+        if !sizes.is_empty() {
+            rounds.push(sizes);
+        }
+    }
+    // Every round renews whole shards: 500 holds per group.
+    for sizes in &rounds {
+        assert!(sizes.iter().all(|&n| n == 500), "{rounds:?}");
+    }
+    assert!(now < at(6_000), "six rounds within two validities: {now:?}");
+}
