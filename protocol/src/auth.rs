@@ -61,12 +61,27 @@ pub const KEY_ID_LABEL: &[u8] = b"udplock v1 key id";
 pub mod field {
     use core::ops::Range;
 
+    /// `to`, u64: the node the datagram is for ([`AuthTrailer::to`], spec §8.11.2).
+    ///
+    /// [`AuthTrailer::to`]: super::AuthTrailer::to
     pub const TO: Range<usize> = 0..8;
+    /// `incarnation`, u64: the sender's life, never reused across restarts (spec §8.11.2).
     pub const INCARNATION: Range<usize> = 8..16;
+    /// `peer_incarnation`, u64: the receiver's life as the sender last learned it, 0 if
+    /// unknown (spec §8.11.2).
     pub const PEER_INCARNATION: Range<usize> = 16..24;
+    /// `seq`, u64: the sender's datagram number within its incarnation, for the receiver's
+    /// replay window (spec §8.11.2).
     pub const SEQ: Range<usize> = 24..32;
+    /// `key_id`, u32: which cluster key made the MAC, so a receiver that accepts two keys
+    /// (during a key change) checks one MAC (spec §8.11.3).
     pub const KEY_ID: Range<usize> = 32..36;
+    /// Reserved, zero when sent and checked when received (spec §8.11.2).
     pub const RESERVED: Range<usize> = 36..40;
+    /// `mac`: HMAC-SHA256 truncated to [`AUTH_MAC_LEN`] bytes, over every byte before it
+    /// (spec §8.11.3).
+    ///
+    /// [`AUTH_MAC_LEN`]: super::AUTH_MAC_LEN
     pub const MAC: Range<usize> = 40..56;
 }
 

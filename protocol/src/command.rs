@@ -70,27 +70,43 @@ const FLAG_ROOM_FOR_WAITING: u8 = 0x01;
 /// Byte offsets inside a command, from its first (kind) byte.
 pub mod field {
     use core::ops::Range;
+    /// `kind`, u8, the command kind ([`crate::LogCommandKind`], spec §8.7, §10.5).
     pub const KIND: usize = 0;
-    /// INIT: `token_first`; TICK and REQUEST: `stamp`.
+    /// INIT: `token_first`; TICK and REQUEST: `stamp`, log time in µs (spec §8.7).
     pub const VALUE: Range<usize> = 1..9;
+    /// REQUEST: `session_id`, u64 (spec §8.7).
     pub const SESSION_ID: Range<usize> = 9..17;
+    /// REQUEST: `request_id`, u64 (spec §8.7).
     pub const REQUEST_ID: Range<usize> = 17..25;
+    /// REQUEST: `attempt`, u16, of the logged copy; the reply echoes it (spec §8.7).
     pub const ATTEMPT: Range<usize> = 25..27;
+    /// REQUEST: `flags`, u8; bit 0x01 `room_for_waiting` (spec §8.7).
     pub const FLAGS: usize = 27;
+    /// REQUEST: `addr`, the reply address as IPv6, IPv4 mapped (spec §8.7).
     pub const ADDR: Range<usize> = 28..44;
+    /// REQUEST: `port`, u16, the reply port (spec §8.7).
     pub const PORT: Range<usize> = 44..46;
+    /// REQUEST: `op`, u8, the request's message type; never STATUS (spec §8.7).
     pub const OP: usize = 46;
+    /// REQUEST: `wait_ms`, u32; KEEPALIVE: `shard` u16 then `shards` u16 (spec §8.7).
     pub const WAIT_MS: Range<usize> = 47..51;
+    /// REQUEST: `ttl_ms`, u32; CONFIGURE: its `default_ttl_ms` (spec §8.7).
     pub const TTL_MS: Range<usize> = 51..55;
+    /// REQUEST: `resource_len`, u8; KEEPALIVE: where its tokens start (spec §8.7).
     pub const RESOURCE_LEN: usize = 55;
+    /// REQUEST: the resource id, then `client_len` u8 and the client id (spec §8.7).
     pub const RESOURCE: usize = 56;
-    /// SETTINGS.
+    /// SETTINGS: `ttl_default_ms`, u32 (spec §8.7).
     pub const TTL_DEFAULT_MS: Range<usize> = 1..5;
+    /// SETTINGS: `retry_after_ms`, u32 (spec §8.7).
     pub const RETRY_AFTER_MS: Range<usize> = 5..9;
+    /// SETTINGS: `startup_grace_ms`, u32 (spec §8.7).
     pub const STARTUP_GRACE_MS: Range<usize> = 9..13;
-    /// CONFIG.
+    /// CONFIG: `voter_count`, u8, at least 1 (spec §8.7).
     pub const VOTER_COUNT: usize = 1;
+    /// CONFIG: `learner_count`, u8 (spec §8.7).
     pub const LEARNER_COUNT: usize = 2;
+    /// CONFIG: the members, voters then learners, 16 bytes each (spec §8.7).
     pub const MEMBERS: usize = 3;
 }
 
@@ -109,7 +125,10 @@ const _: () =
 /// id is never 0; a learner's may be 0, "not known yet".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ReplicaRef {
+    /// The node that holds the replica; never 0 (spec §8.1).
     pub node: u64,
+    /// The replica id the replica drew when it started without state; 0 for a learner whose
+    /// id the leader does not know yet (spec §8.5, "Replica identities").
     pub replica: u64,
 }
 
@@ -135,6 +154,7 @@ impl<'a> Replicas<'a> {
         self.0.len() / CONFIG_MEMBER_LEN
     }
 
+    /// True if there is no member (a CONFIG may have no learner).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -152,9 +172,15 @@ impl<'a> Replicas<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LogCommand<'a> {
     /// The first command of a shard's log: tokens of this shard start at `token_first`.
-    Init { token_first: u64 },
+    Init {
+        /// The first fencing token the shard's lock table hands out (spec §8.7, §6.2).
+        token_first: u64,
+    },
     /// Log time has reached `stamp` (µs): fire every timer due at or before it.
-    Tick { stamp: u64 },
+    Tick {
+        /// Log time in microseconds up to which every timer fires (spec §8.8).
+        stamp: u64,
+    },
     /// A client request, applied as of log time `stamp` (µs), answered to `reply_to` by the
     /// leader. `body` is the request's own operation, never a STATUS (a read, answered by
     /// the leader from its applied state, spec §8.9): [`LogCommand::encode`] refuses one, and
@@ -163,12 +189,24 @@ pub enum LogCommand<'a> {
     /// `reply_to` travels as 16 address bytes and a port: an IPv6 address loses its flow
     /// info and scope id, and an IPv4-mapped address comes back as IPv4.
     Request {
+        /// Log time in microseconds at which the request takes effect (spec §8.8): every
+        /// replica computes leases and timers from it, never from its own clock.
         stamp: u64,
+        /// The request's session id; non-zero (spec §4.1, §6.6).
         session_id: u64,
+        /// The request's request id; non-zero (spec §4.1, §6.6).
         request_id: u64,
+        /// The attempt of the copy that was logged; the reply echoes it (spec §7.1.3).
         attempt: u16,
+        /// The logged copy was at least [`ACQUIRE_WAIT_REQUEST_LEN`] bytes long, so it may
+        /// be answered WAITING and later finally (spec §2.2). The only thing about the
+        /// copy's length that the answers depend on, so the only thing kept.
+        ///
+        /// [`ACQUIRE_WAIT_REQUEST_LEN`]: crate::ACQUIRE_WAIT_REQUEST_LEN
         room_for_waiting: bool,
+        /// The source address of the logged copy, where the leader sends the answer.
         reply_to: SocketAddr,
+        /// The request's operation and arguments, unchanged; never STATUS.
         body: RequestBody<'a>,
     },
     /// The values the proposing leader applies with, for the settings that may differ
@@ -176,8 +214,13 @@ pub enum LogCommand<'a> {
     /// every replica (spec §8.8). Checked when applied, not here: a replica skips one whose
     /// `ttl_default_ms` is 0 or above its `ttl_ms_max`, or whose `retry_after_ms` is 0.
     Settings {
+        /// The TTL in milliseconds of an ACQUIRE with `ttl_ms` 0 on a resource with no
+        /// configured default (spec §6.4).
         ttl_default_ms: u32,
+        /// The retry-after hint in milliseconds of the lock table's OVERLOADED answers
+        /// (spec §9).
         retry_after_ms: u32,
+        /// The startup grace in milliseconds, from log time 0 (spec §7.2.4, §8.8).
         startup_grace_ms: u32,
     },
     /// The shard's Raft configuration from this entry on (thesis §4.1): the voters (at
@@ -186,7 +229,10 @@ pub enum LogCommand<'a> {
     /// [`CONFIG_MEMBERS_MAX`] in all; a voter's replica id is non-zero (a learner's may be
     /// 0: not known yet); [`LogCommand::decode`] and [`LogCommand::encode`] refuse others.
     Config {
+        /// The replicas that vote and whose majority commits; at least one.
         voters: Replicas<'a>,
+        /// The replicas that receive the log but never vote nor count towards a majority;
+        /// possibly none.
         learners: Replicas<'a>,
     },
 }

@@ -63,6 +63,7 @@ impl<'a, T: WireEntry> Entries<'a, T> {
         }
     }
 
+    /// True if there is no entry.
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -29,14 +29,30 @@ use crate::{all_zero, DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MA
 /// Byte ranges of the header fields.
 pub mod field {
     use core::ops::Range;
+    /// `magic`: the bytes "UL" ([`crate::MAGIC`]) that mark a udplock datagram (spec §3.1).
     pub const MAGIC: Range<usize> = 0..2;
+    /// `version`, u8: the protocol version, 1 ([`crate::VERSION`], spec §3.1, §11).
     pub const VERSION: usize = 2;
+    /// `msg_type`, u8: the message type ([`MessageType`], spec §10.1).
+    ///
+    /// [`MessageType`]: crate::MessageType
     pub const MSG_TYPE: usize = 3;
+    /// `flags`, u16: bit flags, per direction ([`Flags`], spec §3.1, §10.3).
+    ///
+    /// [`Flags`]: crate::Flags
     pub const FLAGS: Range<usize> = 4..6;
+    /// `body_len`, u16: bytes of body after the header, padding excluded (spec §3.1).
     pub const BODY_LEN: Range<usize> = 6..8;
+    /// `session_id`, u64: the sender's session, non-zero in a request, echoed in the reply
+    /// (spec §3.1, §6.6).
     pub const SESSION_ID: Range<usize> = 8..16;
+    /// `request_id`, u64: one operation within the session, the same in every
+    /// retransmission, echoed in the reply (spec §3.1, §6.6).
     pub const REQUEST_ID: Range<usize> = 16..24;
+    /// `attempt`, u16: the transmission number of a request; in a reply, the highest
+    /// attempt the server had received, for round-trip estimation (spec §3.1, §7.1.3).
     pub const ATTEMPT: Range<usize> = 24..26;
+    /// Reserved: zero when sent, checked when received (`ReservedNonZero`, spec §3.1).
     pub const RESERVED: Range<usize> = 26..32;
 }
 
@@ -45,12 +61,18 @@ const _: () = assert!(field::RESERVED.end == HEADER_LEN);
 /// The decoded header of a datagram whose framing checks passed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// The message type (spec §10.1), registered and of the expected direction.
     pub msg_type: MessageType,
+    /// The flags (spec §10.3); only bits defined for the direction are set.
     pub flags: Flags,
     /// Length of the body; the body is `datagram[32..32 + body_len]`.
     pub body_len: u16,
+    /// The session id; non-zero (spec §3.1, §6.6).
     pub session_id: u64,
+    /// The request id; non-zero (spec §3.1, §6.6).
     pub request_id: u64,
+    /// The attempt: a request's transmission number, or in a reply the highest attempt the
+    /// server had received (spec §3.1, §7.1.3).
     pub attempt: u16,
 }
 
@@ -58,8 +80,11 @@ pub struct Header {
 /// with an ERROR_REPLY (at least 32 bytes and the right magic).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HeaderIds {
+    /// The session id, as read (possibly 0: not checked).
     pub session_id: u64,
+    /// The request id, as read (possibly 0: not checked).
     pub request_id: u64,
+    /// The attempt, which the ERROR_REPLY echoes (spec §3.1).
     pub attempt: u16,
 }
 

@@ -47,21 +47,68 @@
 //! `alloc`). Encoding never panics either: a buffer too small or a value out of range is an
 //! [`EncodeError`]. The property tests and the fuzz target in `protocol/fuzz/` check this.
 //!
+//! # Example: an ACQUIRE and its reply
+//!
+//! A client encodes an ACQUIRE into its own buffer; the node decodes it, takes the lock and
+//! encodes an ACQUIRE_REPLY; the client decodes the reply, matches it to its request by the
+//! ids, and reads the fencing token and the lease (spec §4.2, §5.1, §7.1.4).
+//!
 //! ```
-//! use udplock_protocol::{Request, RequestBody, REQUEST_LEN_MIN};
-//! let req = Request {
+//! use udplock_protocol::{
+//!     MessageType, Reply, Request, RequestBody, Status, ACQUIRE_WAIT_REQUEST_LEN,
+//!     DATAGRAM_LEN_MAX,
+//! };
+//!
+//! // Client: ask for orders/42, waiting up to 5 s in the queue, with a 10 s lease.
+//! let acquire = Request {
 //!     session_id: 7,
 //!     request_id: 1,
 //!     attempt: 0,
-//!     body: RequestBody::Acquire { resource: b"orders/42", client: b"worker-7", wait_ms: 5_000, ttl_ms: 0 },
+//!     body: RequestBody::Acquire {
+//!         resource: b"orders/42",
+//!         client: b"worker-7",
+//!         wait_ms: 5_000,
+//!         ttl_ms: 10_000,
+//!     },
 //! };
-//! let mut buf = [0u8; 1200];
-//! let len = req.encode(&mut buf).unwrap();
-//! assert!(len >= REQUEST_LEN_MIN);
-//! assert_eq!(Request::decode(&buf[..len]).unwrap(), req);
+//! let mut request_buf = [0u8; DATAGRAM_LEN_MAX];
+//! let request_len = acquire.encode(&mut request_buf).unwrap();
+//! // An ACQUIRE that may wait is padded so that the node may answer it twice (spec §2.2).
+//! assert_eq!(request_len, ACQUIRE_WAIT_REQUEST_LEN);
+//!
+//! // Node: the datagram decodes to the same request, ids borrowed from the buffer.
+//! let received = Request::decode(&request_buf[..request_len]).unwrap();
+//! assert_eq!(received, acquire);
+//! let mut granted = Reply::bare(
+//!     received.body.kind().reply_type(),
+//!     received.session_id,
+//!     received.request_id,
+//!     received.attempt,
+//!     Status::Ok,
+//! );
+//! granted.hold_count = 1;
+//! granted.fencing_token = 42;
+//! granted.lease_ms = 10_000;
+//! let mut reply_buf = [0u8; DATAGRAM_LEN_MAX];
+//! let reply_len = granted.encode(&mut reply_buf).unwrap();
+//! // No amplification: a reply is never longer than the request it answers.
+//! assert!(reply_len <= request_len);
+//!
+//! // Client: a reply counts only if it answers this request (spec §7.1.4).
+//! let reply = Reply::decode(&reply_buf[..reply_len]).unwrap();
+//! assert_eq!(reply.msg_type, MessageType::AcquireReply);
+//! assert_eq!((reply.session_id, reply.request_id), (7, 1));
+//! assert_eq!(reply.status, Status::Ok);
+//! // The fencing token goes with every write to storage; the client counts the lease from
+//! // when it *sent* attempt `reply.attempt`, so it gives up before the node does (spec §6.4).
+//! assert_eq!((reply.fencing_token, reply.lease_ms), (42, 10_000));
+//!
+//! // Any other bytes are an error, never a panic.
+//! assert!(Reply::decode(&reply_buf[..reply_len - 1]).is_err());
 //! ```
 #![no_std]
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod auth;
 mod command;

@@ -61,19 +61,29 @@ const _: () = assert!(HEADER_LEN + MEMBERS_REPLY_FIXED_LEN <= crate::REQUEST_LEN
 /// body's first byte, the entry fields relative to the entry's first byte.
 pub mod field {
     use core::ops::Range;
-    /// Request body.
+    /// Request body: `first_id`, u64, the lowest member id the page lists (spec §4.9).
     pub const FIRST_ID_REQUEST: Range<usize> = 0..8;
-    /// Reply body, fixed part.
+    /// Reply body: `status`, u16; OK, or another status with every field zero (spec §5.8).
     pub const STATUS: Range<usize> = 0..2;
+    /// Reply body: `node_id`, u64, the answering node (spec §5.8, §8.1).
     pub const NODE_ID: Range<usize> = 2..10;
+    /// Reply body: `members_total`, u32, members of the whole table, saturating (spec §5.8).
     pub const MEMBERS_TOTAL: Range<usize> = 10..14;
+    /// Reply body: `first_id`, u64, the request's, copied (spec §5.8).
     pub const FIRST_ID: Range<usize> = 14..22;
+    /// Reply body: `next_id`, u64, the `first_id` to ask with for the rest of the table; 0
+    /// when the page ends it (spec §5.8).
     pub const NEXT_ID: Range<usize> = 22..30;
+    /// Reply body: `entry_count`, u16, entries that follow the fixed part (spec §5.8).
     pub const ENTRY_COUNT: Range<usize> = 30..32;
-    /// Entry.
+    /// Entry: `id`, u64, the member's node id, non-zero (spec §5.8).
     pub const ID: Range<usize> = 0..8;
+    /// Entry: `incarnation`, u64, the highest the answering node knows (spec §5.8, §8.12).
     pub const INCARNATION: Range<usize> = 8..16;
+    /// Entry: `state`, u8: 0 alive, 1 suspect, 2 dead, 3 left (spec §5.8, §8.12).
     pub const STATE: usize = 16;
+    /// Entry: the member's address, family, 16 address bytes and port, laid out as in
+    /// SWIM's UPDATE (spec §5.8, §8.12).
     pub const ADDR: Range<usize> = 17..36;
 }
 

@@ -133,45 +133,71 @@ const _: () = assert!(
 /// record body's first byte (the others).
 pub mod field {
     use core::ops::Range;
-    /// Record header.
+    /// Record header: `shard`, u16, the Raft group; 0 for SWIM (spec §8.4).
     pub const SHARD: Range<usize> = 0..2;
+    /// Record header: `kind`, u8, the record kind ([`crate::PeerKind`], spec §8.4, §10.4).
     pub const KIND: usize = 2;
+    /// Record header: reserved, zero (spec §8.4).
     pub const RESERVED: usize = 3;
+    /// Record header: `len`, u16, bytes of record body after the header (spec §8.4).
     pub const LEN: Range<usize> = 4..6;
-    /// APPEND body.
+    /// APPEND body: `term`, u64, the leader's term (spec §8.5).
     pub const APPEND_TERM: Range<usize> = 0..8;
+    /// APPEND: `prev_log_index`, u64 (spec §8.5, Raft §5.3).
     pub const APPEND_PREV_LOG_INDEX: Range<usize> = 8..16;
+    /// APPEND: `prev_log_term`, u64 (spec §8.5, Raft §5.3).
     pub const APPEND_PREV_LOG_TERM: Range<usize> = 16..24;
+    /// APPEND: `leader_commit`, u64, the leader's commit index (spec §8.5).
     pub const APPEND_LEADER_COMMIT: Range<usize> = 24..32;
+    /// APPEND: `round`, u64, the heartbeat round, echoed for the leader's lease (spec §8.5).
     pub const APPEND_ROUND: Range<usize> = 32..40;
+    /// APPEND: `transfer_to`, u64, the node the shard is handed to; 0 for none (spec §8.5).
     pub const APPEND_TRANSFER_TO: Range<usize> = 40..48;
+    /// APPEND: `entry_count`, u16, entries that follow (spec §8.5).
     pub const APPEND_ENTRY_COUNT: Range<usize> = 48..50;
-    /// Entry, relative to the entry's first byte.
+    /// Entry, relative to the entry's first byte: `term`, u64 (spec §8.5).
     pub const ENTRY_TERM: Range<usize> = 0..8;
+    /// Entry: `data_len`, u16, bytes of log command that follow; 0 for a no-op (spec §8.5).
     pub const ENTRY_DATA_LEN: Range<usize> = 8..10;
-    /// INSTALL_SNAPSHOT body; the data follows `INSTALL_SNAPSHOT_DATA_LEN`.
+    /// INSTALL_SNAPSHOT body: `term`, u64, the leader's term (spec §8.5).
     pub const INSTALL_SNAPSHOT_TERM: Range<usize> = 0..8;
+    /// INSTALL_SNAPSHOT: `last_index`, u64, the last index the snapshot covers (spec §8.5).
     pub const INSTALL_SNAPSHOT_LAST_INDEX: Range<usize> = 8..16;
+    /// INSTALL_SNAPSHOT: `last_term`, u64, the term of that entry (spec §8.5).
     pub const INSTALL_SNAPSHOT_LAST_TERM: Range<usize> = 16..24;
+    /// INSTALL_SNAPSHOT: `offset`, u64, where the chunk starts in the snapshot (spec §8.5).
     pub const INSTALL_SNAPSHOT_OFFSET: Range<usize> = 24..32;
+    /// INSTALL_SNAPSHOT: `total_len`, u64, the snapshot's length in bytes (spec §8.5).
     pub const INSTALL_SNAPSHOT_TOTAL_LEN: Range<usize> = 32..40;
+    /// INSTALL_SNAPSHOT: `round`, u64, the heartbeat round, as in APPEND (spec §8.5).
     pub const INSTALL_SNAPSHOT_ROUND: Range<usize> = 40..48;
+    /// INSTALL_SNAPSHOT: `data_len`, u16, bytes of chunk that follow (spec §8.5).
     pub const INSTALL_SNAPSHOT_DATA_LEN: Range<usize> = 48..50;
-    /// INSTALL_SNAPSHOT_REPLY body.
+    /// INSTALL_SNAPSHOT_REPLY body: `term`, u64, the follower's term (spec §8.5).
     pub const INSTALL_SNAPSHOT_REPLY_TERM: Range<usize> = 0..8;
+    /// INSTALL_SNAPSHOT_REPLY: `last_index`, u64, the chunk's, echoed (spec §8.5).
     pub const INSTALL_SNAPSHOT_REPLY_LAST_INDEX: Range<usize> = 8..16;
+    /// INSTALL_SNAPSHOT_REPLY: `received`, u64, snapshot bytes held from the start (spec §8.5).
     pub const INSTALL_SNAPSHOT_REPLY_RECEIVED: Range<usize> = 16..24;
+    /// INSTALL_SNAPSHOT_REPLY: `round`, u64, the chunk's, echoed (spec §8.5).
     pub const INSTALL_SNAPSHOT_REPLY_ROUND: Range<usize> = 24..32;
+    /// INSTALL_SNAPSHOT_REPLY: `life`, u64, the follower's life id (spec §8.5).
     pub const INSTALL_SNAPSHOT_REPLY_LIFE: Range<usize> = 32..40;
+    /// INSTALL_SNAPSHOT_REPLY: `replica`, u64, the follower's replica id (spec §8.5).
     pub const INSTALL_SNAPSHOT_REPLY_REPLICA: Range<usize> = 40..48;
-    /// PRE_VOTE_REPLY and VOTE_REPLY body.
+    /// PRE_VOTE_REPLY and VOTE_REPLY body: `replica`, u64, after `term` and `granted`
+    /// (spec §8.5).
     pub const VOTE_REPLY_REPLICA: Range<usize> = 9..17;
-    /// APPEND_REPLY body.
+    /// APPEND_REPLY body: `life`, u64, after `term`, `success`, `match_index` and `round`
+    /// (spec §8.5).
     pub const APPEND_REPLY_LIFE: Range<usize> = 25..33;
+    /// APPEND_REPLY: `replica`, u64, the follower's replica id (spec §8.5).
     pub const APPEND_REPLY_REPLICA: Range<usize> = 33..41;
-    /// TERM_QUERY body.
+    /// TERM_QUERY body: `term`, u64, the asker's term (spec §8.5).
     pub const TERM_QUERY_TERM: Range<usize> = 0..8;
+    /// TERM_QUERY: `nonce`, u64, echoed by the answer (spec §8.5).
     pub const TERM_QUERY_NONCE: Range<usize> = 8..16;
+    /// TERM_QUERY: reserved zeros, so no answer is longer than the query (spec §8.3).
     pub const TERM_QUERY_RESERVED: Range<usize> = 16..24;
 }
 
@@ -326,8 +352,12 @@ pub enum RaftMessage<E, D> {
     /// Changes no state at either end (Raft thesis §9.6): a node cut off from the cluster
     /// cannot inflate terms and, on rejoining, depose a healthy leader.
     PreVote {
+        /// The term the sender would stand in: its current term + 1.
         term: u64,
+        /// Index of the sender's last log entry; a voter grants only to a log at least as
+        /// up to date as its own (Raft §5.4.1).
         last_log_index: u64,
+        /// Term of the sender's last log entry (Raft §5.4.1).
         last_log_term: u64,
     },
     /// Answer to PRE_VOTE: `term` echoes the asked term when granted, else it is the
@@ -335,8 +365,12 @@ pub enum RaftMessage<E, D> {
     /// the counter's configuration names the replier with it (spec §8.5, "Replica
     /// identities").
     PreVoteReply {
+        /// The asked term when granted, else the replier's own term.
         term: u64,
+        /// Whether the replier would vote for the sender.
         granted: bool,
+        /// The replier's replica id, which its grant or acknowledgement counts under (spec
+        /// §8.5, "Replica identities").
         replica: u64,
     },
     /// RequestVote (Raft §5.2, §5.4.1). `transfer`: sent after a TIMEOUT_NOW from the leader
@@ -344,15 +378,24 @@ pub enum RaftMessage<E, D> {
     /// from that leader, despite leader stickiness (thesis §3.10). On the wire, VOTE (kind 3)
     /// when false and TRANSFER_VOTE (kind 8) when true.
     Vote {
+        /// The candidate's term (Raft §5.2).
         term: u64,
+        /// Index of the candidate's last log entry (Raft §5.4.1).
         last_log_index: u64,
+        /// Term of the candidate's last log entry (Raft §5.4.1).
         last_log_term: u64,
+        /// A TRANSFER_VOTE: the election follows a TIMEOUT_NOW, so voters ignore leader
+        /// stickiness (thesis §3.10).
         transfer: bool,
     },
     /// Answer to VOTE and TRANSFER_VOTE; `replica` as in PRE_VOTE_REPLY.
     VoteReply {
+        /// The replier's current term, for the candidate to update itself (Raft §5.1).
         term: u64,
+        /// Whether the replier voted for the candidate in `term`.
         granted: bool,
+        /// The replier's replica id, which its grant or acknowledgement counts under (spec
+        /// §8.5, "Replica identities").
         replica: u64,
     },
     /// AppendEntries (Raft §5.3); no entries is a heartbeat. Entry `i` has index
@@ -362,12 +405,20 @@ pub enum RaftMessage<E, D> {
     /// in this round, if any (leadership transfer, thesis §3.10, spec §8.5); 0 on the wire
     /// for `None`, and the writer refuses `Some(0)`.
     Append {
+        /// The leader's term (Raft §5.3).
         term: u64,
+        /// Index of the entry just before `entries` (Raft §5.3).
         prev_log_index: u64,
+        /// Term of that entry, which the follower's log must match (Raft §5.3).
         prev_log_term: u64,
+        /// The entries from `prev_log_index + 1` on; none for a heartbeat.
         entries: E,
+        /// The leader's commit index (Raft §5.3).
         leader_commit: u64,
+        /// The leader's heartbeat round the message was built in; echoed, for the leader's
+        /// lease (thesis §6.4.1).
         round: u64,
+        /// The node the leader is handing the shard to, if any (thesis §3.10, spec §8.5).
         transfer_to: Option<u64>,
     },
     /// Answer to APPEND: `match_index` is the last index the APPEND covered when `success`,
@@ -378,35 +429,63 @@ pub enum RaftMessage<E, D> {
     /// follower's replica id, which an acknowledgement counts under (spec §8.5, "Replica
     /// identities").
     AppendReply {
+        /// The follower's current term (Raft §5.1).
         term: u64,
+        /// Whether the follower's log matched at `prev_log_index` and took the entries.
         success: bool,
+        /// With `success`, the last index the APPEND covered; else where to back up to.
         match_index: u64,
+        /// The APPEND's round, echoed; 0 when `term` is later than the APPEND's.
         round: u64,
+        /// The follower's life id, drawn at random each time it starts, so a leader never
+        /// counts an answer of an earlier life that has lost its state since (spec §8.5).
         life: u64,
+        /// The replier's replica id, which its grant or acknowledgement counts under (spec
+        /// §8.5, "Replica identities").
         replica: u64,
     },
     /// Leadership transfer: the leader of `term` tells a caught-up follower to start an
     /// election now, without waiting for a timeout (thesis §3.10).
-    TimeoutNow { term: u64 },
+    TimeoutNow {
+        /// The leader's term.
+        term: u64,
+    },
     /// A node that restarted without its Raft state asks for the receiver's current term
     /// before it takes part again (spec §8.5, rejoining without state). `term` is the
     /// sender's current term: 0 for a node that lost its state. On the wire 8 reserved zero
     /// bytes follow, so that no answer is longer than the query (spec §8.3 rule 5).
-    TermQuery { term: u64, nonce: u64 },
+    TermQuery {
+        /// The sender's current term: 0 for a node that lost its state.
+        term: u64,
+        /// A number the answer echoes, so an answer to an earlier life's query is not
+        /// taken for a fresh one.
+        nonce: u64,
+    },
     /// Answer to TERM_QUERY: `term` is the replier's current term and `last_index` the last
     /// index its log holds; `nonce` echoes the query's, so an answer to a query of an earlier
     /// life of the asker is not mistaken for a fresh one. Sending it changes no state at the
     /// replier.
     TermReply {
+        /// The replier's current term.
         term: u64,
+        /// The last index the replier's log holds.
         last_index: u64,
+        /// The query's nonce, echoed.
         nonce: u64,
     },
     /// Answer to TERM_QUERY from a node that holds no state for the shard itself (it is
     /// recovering too, spec §8.5): `term` is its current term (0), `nonce` echoes the query's,
     /// and `new` says that it never held state for the shard and may take part in creating
     /// the cluster. Sending it changes no state at the replier.
-    NoStateReply { term: u64, nonce: u64, new: bool },
+    NoStateReply {
+        /// The replier's current term (0).
+        term: u64,
+        /// The query's nonce, echoed.
+        nonce: u64,
+        /// The replier never held state for the shard, so it may take part in creating
+        /// the cluster.
+        new: bool,
+    },
     /// One chunk of the leader's snapshot, for a follower that needs entries the leader
     /// compacted away (Raft §7, thesis §5). The snapshot covers the log through `last_index`,
     /// whose entry has term `last_term`; it is `total_len` bytes long and `data` (at most
@@ -417,12 +496,19 @@ pub enum RaftMessage<E, D> {
     /// `last_index >= 1`, `total_len <= SNAPSHOT_LEN_MAX` and
     /// `offset + data.len() <= total_len`.
     InstallSnapshot {
+        /// The leader's term.
         term: u64,
+        /// The last log index the snapshot covers; at least 1.
         last_index: u64,
+        /// The term of the entry at `last_index`; 1 to `term`.
         last_term: u64,
+        /// Where in the snapshot `data` starts, in bytes.
         offset: u64,
+        /// The whole snapshot's length in bytes; at most [`SNAPSHOT_LEN_MAX`].
         total_len: u64,
+        /// The chunk: at most [`SNAPSHOT_CHUNK_MAX`] bytes, ending at most at `total_len`.
         data: D,
+        /// The leader's heartbeat round the chunk was sent in, as in APPEND.
         round: u64,
     },
     /// Answer to INSTALL_SNAPSHOT: `last_index` echoes the chunk's (which snapshot),
@@ -432,11 +518,19 @@ pub enum RaftMessage<E, D> {
     /// and replica id as in APPEND_REPLY. On a chunk of an older term, `term` is the
     /// follower's, `round` is 0 and nothing else counts.
     InstallSnapshotReply {
+        /// The follower's current term.
         term: u64,
+        /// The chunk's `last_index`, echoed: which snapshot.
         last_index: u64,
+        /// Bytes of the snapshot, from its start, that the follower holds.
         received: u64,
+        /// The chunk's round, echoed; 0 on a chunk of an older term.
         round: u64,
+        /// The follower's life id, drawn at random each time it starts, so a leader never
+        /// counts an answer of an earlier life that has lost its state since (spec §8.5).
         life: u64,
+        /// The replier's replica id, which its grant or acknowledgement counts under (spec
+        /// §8.5, "Replica identities").
         replica: u64,
     },
 }
@@ -714,6 +808,7 @@ impl<'a> PeerMessage<'a> {
 /// A PEER datagram whose header and records all passed the checks of spec §8.3–§8.4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PeerDatagram<'a> {
+    /// The sender's cluster id and node id, from the header (spec §8.3).
     pub header: PeerHeader,
     /// The authentication trailer (spec §8.11) if the AUTH flag is set: its layout is
     /// checked, its MAC is not (that needs the key: [`crate::ClusterKey::verify`]).
@@ -844,7 +939,14 @@ impl<'a> PeerDatagram<'a> {
 /// (spec §8.12; its record header's shard is 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeerRecord<'a> {
-    Raft { shard: u16, msg: PeerMessage<'a> },
+    /// A Raft message of one shard (spec §8.5).
+    Raft {
+        /// The shard the message is about; below [`SHARDS_MAX`].
+        shard: u16,
+        /// The Raft message (spec §8.5).
+        msg: PeerMessage<'a>,
+    },
+    /// A SWIM membership message (spec §8.12).
     Swim(SwimView<'a>),
 }
 

@@ -48,19 +48,34 @@ const _: () = assert!(REMOVE_REPLY_LEN <= REMOVE_REQUEST_LEN);
 /// Byte offsets of the REMOVE and REMOVE_REPLY body fields, from the body's first byte.
 pub mod field {
     use core::ops::Range;
-    /// Request.
+    /// Request: `member_id`, u64, the node id of the member to remove; non-zero (spec §4.10).
     pub const MEMBER_ID_REQUEST: Range<usize> = 0..8;
+    /// Request: `incarnation`, u64, the member's incarnation the removal applies to, so a
+    /// replayed removal never removes a member that came back; non-zero (spec §4.10).
     pub const INCARNATION_REQUEST: Range<usize> = 8..16;
+    /// Request: `key_id`, u32, which cluster key made `mac` (spec §4.10, §8.11.3).
     pub const KEY_ID: Range<usize> = 16..20;
+    /// Request: reserved, zero (spec §4.10).
     pub const RESERVED_REQUEST: Range<usize> = 20..28;
+    /// Request: `mac`, the admin MAC of the 60 bytes before it (spec §4.10).
     pub const MAC: Range<usize> = 28..44;
-    /// Reply.
+    /// Reply: `status`, u16; OK, or another status with every field zero (spec §5.9).
     pub const STATUS: Range<usize> = 0..2;
+    /// Reply: `outcome`, u8, what the node did ([`RemoveOutcome`], spec §5.9).
+    ///
+    /// [`RemoveOutcome`]: crate::RemoveOutcome
     pub const OUTCOME: usize = 2;
+    /// Reply: `state`, u8, the member's state after the request: 0 alive, 1 suspect, 2 dead,
+    /// 3 left (spec §5.9).
     pub const STATE: usize = 3;
+    /// Reply: reserved, zero (spec §5.9).
     pub const RESERVED: Range<usize> = 4..8;
+    /// Reply: `node_id`, u64, the answering node; non-zero with OK (spec §5.9).
     pub const NODE_ID: Range<usize> = 8..16;
+    /// Reply: `member_id`, u64, the request's, copied (spec §5.9).
     pub const MEMBER_ID: Range<usize> = 16..24;
+    /// Reply: `incarnation`, u64, the member's incarnation after the request; 0 exactly with
+    /// UNKNOWN_MEMBER (spec §5.9).
     pub const INCARNATION: Range<usize> = 24..32;
 }
 

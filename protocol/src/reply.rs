@@ -14,19 +14,30 @@ use crate::{
 /// Byte ranges of the reply body fields, relative to the start of the body.
 pub mod field {
     use core::ops::Range;
+    /// `status`, u16: the outcome, a status code (spec §5.1, §10.2).
     pub const STATUS: Range<usize> = 0..2;
+    /// `hint_kind`, u8: what `hint` carries, 0 nothing, 1 retry-after, 2 leader (spec §5.2).
     pub const HINT_KIND: usize = 2;
+    /// `holder_len`, u8: length of `holder`; 0 but in a STATUS_REPLY (spec §5.1).
     pub const HOLDER_LEN: usize = 3;
+    /// `hold_count`, u32: the re-entrant hold count after the operation (spec §5.1, §5.3).
     pub const HOLD_COUNT: Range<usize> = 4..8;
+    /// `fencing_token`, u64: the token of the hold concerned, 0 for none (spec §5.1, §6.2).
     pub const FENCING_TOKEN: Range<usize> = 8..16;
+    /// `lease_ms`, u32: the hold's lease in milliseconds, from the grant or renewal (spec
+    /// §5.1, §6.4).
     pub const LEASE_MS: Range<usize> = 16..20;
+    /// `waiter_count`, u32: ACQUIREs queued on the resource (spec §5.1, §5.3).
     pub const WAITER_COUNT: Range<usize> = 20..24;
+    /// `hint`, 20 bytes laid out by `hint_kind` (spec §5.2).
     pub const HINT: Range<usize> = 24..44;
     /// Within HINT, kind 1: the retry-after delay.
     pub const HINT_RETRY_AFTER_MS: Range<usize> = 24..28;
     /// Within HINT, kind 2: the leader's address (IPv4 as IPv4-mapped IPv6) and port.
     pub const HINT_ADDR: Range<usize> = 24..40;
+    /// Within HINT, kind 2: the leader's UDP port, u16 (spec §5.2).
     pub const HINT_PORT: Range<usize> = 40..42;
+    /// `holder`: the holder's client id, STATUS_REPLY only (spec §5.1).
     pub const HOLDER: usize = 44;
 }
 
@@ -40,9 +51,11 @@ const HINT_LEADER: u8 = 2;
 /// Where to go next, carried by a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hint {
+    /// No hint (kind 0): every hint byte zero (spec §5.2).
     None,
     /// Try again after this many milliseconds (with OVERLOADED).
     RetryAfter {
+        /// The delay in milliseconds after which the client may retry (spec §5.2, §9).
         ms: u32,
     },
     /// The node that leads the resource's shard (with NOT_LEADER, from a node of a cluster).
@@ -52,21 +65,36 @@ pub enum Hint {
 /// A decoded reply. The holder id borrows from the datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reply<'a> {
-    /// ERROR_REPLY or the answer to a lock request (0x80..=0x85, 0x8A).
+    /// ERROR_REPLY or the answer to a lock request (0x80..=0x85, 0x8A, 0x8B).
     pub msg_type: MessageType,
     /// Reply flags: HOLDER_TRUNCATED, QUEUED.
     pub flags: Flags,
+    /// The request's session id, copied (spec §3.1); how a client matches the reply.
     pub session_id: u64,
+    /// The request's request id, copied (spec §3.1); how a client matches the reply.
     pub request_id: u64,
     /// The highest attempt of the request the server had received when it answered.
     pub attempt: u16,
+    /// The outcome (spec §10.2). Unless OK or WAITING, every counter below is zero and a
+    /// client ignores them (spec §5.1).
     pub status: Status,
-    /// KEEPALIVE_REPLY: how many listed holds were renewed (spec §4.11).
+    /// The re-entrant hold count of the request's client id after the operation; STATUS: the
+    /// holder's count, 0 when the lock is free (spec §5.1, §5.3). KEEPALIVE_REPLY: how many
+    /// listed holds were renewed (spec §4.11).
     pub hold_count: u32,
+    /// The token of the hold concerned, 0 when there is none (spec §5.1, §6.2).
     /// KEEPALIVE_REPLY: the renewed bitmap, bit i (value `1 << i`) for the i-th listed token.
     pub fencing_token: u64,
+    /// The hold's lease in whole milliseconds from the grant or renewal, which a client counts
+    /// from its own send time of the echoed attempt (spec §5.1, §6.4); STATUS_REPLY: the
+    /// remaining lease; CONFIGURE_REPLY: the default TTL now in force; WAITING: the TTL a
+    /// grant would get now; KEEPALIVE_REPLY: the smallest lease among the renewed holds.
     pub lease_ms: u32,
+    /// STATUS_REPLY and WAITING: ACQUIREs queued on the resource (for WAITING, the one
+    /// answered included); CANCEL_WAIT_REPLY: 1 if this request took its target out of the
+    /// queue (spec §4.12); otherwise 0 (spec §5.1).
     pub waiter_count: u32,
+    /// Where or when to try again (spec §5.2).
     pub hint: Hint,
     /// The holder's client id (STATUS_REPLY only; empty otherwise).
     pub holder: &'a [u8],

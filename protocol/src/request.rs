@@ -10,7 +10,7 @@
 //! node decodes it, the Raft log carries it inside [`crate::LogCommand::Request`] (spec §8.7)
 //! and the lock table executes it. [`RequestKind`] names an operation without its arguments
 //! (what a reply answers, what a session remembers); its message types are listed once, in
-//! [`RequestKind::request_type`]. A sixth operation is a variant of each of the two enums and
+//! [`RequestKind::request_type`]. A new operation is a variant of each of the two enums and
 //! its handlers.
 
 use crate::be::{u16_at, u32_at, u64_at};
@@ -34,11 +34,17 @@ pub const KEEPALIVE_FIXED_LEN: usize = 12;
 /// Byte offsets inside a KEEPALIVE body (spec §4.11).
 mod keepalive_field {
     use core::ops::Range;
+    /// `shard`, u16, the shard whose holds are listed.
     pub const SHARD: Range<usize> = 0..2;
+    /// `shards`, u16, the shard count the client computed `shard` with.
     pub const SHARDS: Range<usize> = 2..4;
+    /// `ttl_ms`, u32, the new lease of each renewed hold; 0 keeps each one's TTL.
     pub const TTL_MS: Range<usize> = 4..8;
+    /// `count`, u16, tokens that follow, 1 to 64.
     pub const COUNT: Range<usize> = 8..10;
+    /// Reserved, zero.
     pub const RESERVED: Range<usize> = 10..12;
+    /// `token` × `count`, u64 each, the fencing tokens of the holds to renew.
     pub const TOKENS: usize = 12;
 }
 
@@ -76,6 +82,7 @@ impl<'a> Tokens<'a> {
         self.0.len() / 8
     }
 
+    /// True if no token is listed (a KEEPALIVE lists at least one).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -101,18 +108,27 @@ pub struct Request<'a> {
     pub request_id: u64,
     /// 0 on the first send, +1 per retransmission.
     pub attempt: u16,
+    /// The operation and its arguments.
     pub body: RequestBody<'a>,
 }
 
-/// Which lock operation a request asks for, without its arguments (spec §4.2 to §4.6).
+/// Which lock operation a request asks for, without its arguments (spec §4.2 to §4.6,
+/// §4.11, §4.12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestKind {
+    /// ACQUIRE (0x01, spec §4.2): take the lock, or a further re-entrant hold.
     Acquire,
+    /// RELEASE (0x02, spec §4.3): give back one hold.
     Release,
+    /// RENEW (0x03, spec §4.4): extend one hold's lease.
     Renew,
+    /// STATUS (0x04, spec §4.5): read the lock's state; never logged.
     Status,
+    /// CONFIGURE (0x05, spec §4.6): set a resource's default TTL.
     Configure,
+    /// KEEPALIVE (0x0A, spec §4.11): renew up to [`KEEPALIVE_TOKENS_MAX`] holds of one shard.
     Keepalive,
+    /// CANCEL_WAIT (0x0B, spec §4.12): withdraw a queued ACQUIRE.
     CancelWait,
 }
 
@@ -174,27 +190,46 @@ pub enum RequestBody<'a> {
     /// Take the lock; the server may queue the request for up to `wait_ms` (0: never queue).
     /// `ttl_ms` 0 asks for the resource's default lease.
     Acquire {
+        /// The lock: the resource id, 1 to 255 bytes (spec §4.1, §6.1).
         resource: &'a [u8],
+        /// The would-be owner: the client id, 1 to 255 bytes (spec §4.1, §6.2).
         client: &'a [u8],
+        /// How long in milliseconds the server may keep the request queued, counted from its
+        /// receipt of the first copy; 0: grant or refuse at once. At most `wait_ms_max`
+        /// (spec §4.2, §9).
         wait_ms: u32,
+        /// The lease to grant in milliseconds; 0: the resource's default TTL. At most
+        /// `ttl_ms_max` (spec §4.2, §6.4).
         ttl_ms: u32,
     },
     /// Give back one re-entrant hold.
     Release {
+        /// The lock: the resource id, 1 to 255 bytes (spec §4.1, §6.1).
         resource: &'a [u8],
+        /// The owner giving back one hold (spec §4.3).
         client: &'a [u8],
     },
     /// Extend the lease; `ttl_ms` 0 keeps the hold's current TTL.
     Renew {
+        /// The lock: the resource id, 1 to 255 bytes (spec §4.1, §6.1).
         resource: &'a [u8],
+        /// The holder (spec §4.4).
         client: &'a [u8],
+        /// The new lease in milliseconds, counted from the renewal; 0: the hold's current TTL.
+        /// At most `ttl_ms_max` (spec §4.4, §6.4).
         ttl_ms: u32,
     },
     /// Read the lock's state.
-    Status { resource: &'a [u8] },
+    Status {
+        /// The lock: the resource id, 1 to 255 bytes (spec §4.1, §6.1).
+        resource: &'a [u8],
+    },
     /// Set the resource's default TTL (0 clears it).
     Configure {
+        /// The resource to configure (spec §4.6).
         resource: &'a [u8],
+        /// The resource's new default TTL in milliseconds; 0 removes it, so the server's
+        /// `ttl_default_ms` applies again. At most `ttl_ms_max` (spec §4.6).
         default_ttl_ms: u32,
     },
     /// Renew every listed hold of `shard` still held under its token (spec §4.11); `ttl_ms` 0
@@ -202,17 +237,28 @@ pub enum RequestBody<'a> {
     /// shard count `shards` it computed it with (a token names a hold only within one
     /// shard's table, so a node whose shard count differs refuses it).
     Keepalive {
+        /// The shard whose holds are listed: the shard of their resources (spec §4.11, §8.2;
+        /// 0 on a single node).
         shard: u16,
+        /// The shard count the client computed `shard` with (spec §4.11).
         shards: u16,
+        /// The new lease in milliseconds of each renewed hold, counted from the renewal; 0:
+        /// each hold's current TTL (spec §4.11, §6.4).
         ttl_ms: u32,
+        /// The fencing tokens of the holds to renew, 1 to [`KEEPALIVE_TOKENS_MAX`], in any
+        /// order; the reply's bitmap follows this order (spec §4.11).
         tokens: Tokens<'a>,
     },
     /// Withdraw `client`'s ACQUIRE of `resource` that was sent as request `target_request`
     /// of session `target_session` (spec §4.12), if it still waits in the queue.
     CancelWait {
+        /// The lock the target waits for: the target's resource id (spec §4.12).
         resource: &'a [u8],
+        /// The target's client id: only the would-be owner withdraws its wait (spec §4.12).
         client: &'a [u8],
+        /// The session id the target ACQUIRE was sent with; non-zero (spec §4.12).
         target_session: u64,
+        /// The request id the target ACQUIRE was sent with; non-zero (spec §4.12).
         target_request: u64,
     },
 }

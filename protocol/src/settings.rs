@@ -81,6 +81,7 @@ impl<'a> SettingValues<'a> {
         }
     }
 
+    /// How many entries.
     pub const fn len(&self) -> usize {
         match self.repr {
             Repr::Wire(bytes) => bytes.len() / SETTING_ENTRY_LEN,
@@ -88,6 +89,7 @@ impl<'a> SettingValues<'a> {
         }
     }
 
+    /// True if there is no entry.
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -164,6 +166,7 @@ pub struct PeerSettings<'a> {
     /// layout checked, its MAC not. [`PeerSettings::encode`] ignores it and writes an
     /// unauthenticated datagram, which [`crate::ClusterKey::seal`] then authenticates.
     pub auth: Option<AuthTrailer>,
+    /// The sender's settings, at most [`SETTINGS_ENTRIES_MAX`] (spec §8.10).
     pub values: SettingValues<'a>,
 }
 
@@ -212,8 +215,11 @@ impl<'a> PeerSettings<'a> {
 /// A NODE_SETTINGS request (spec §4.8): no body, padded so the reply can be as long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeSettingsRequest {
+    /// The client's session id; non-zero (spec §3.1, §6.6).
     pub session_id: u64,
+    /// The request id; non-zero, the same in every retransmission (spec §3.1).
     pub request_id: u64,
+    /// The transmission number: 0 first, one more per retransmission (spec §3.1).
     pub attempt: u16,
 }
 
@@ -247,8 +253,11 @@ impl NodeSettingsRequest {
 /// A NODE_SETTINGS_REPLY (spec §5.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NodeSettingsReply<'a> {
+    /// The request's session id, copied (spec §3.1).
     pub session_id: u64,
+    /// The request's request id, copied (spec §3.1).
     pub request_id: u64,
+    /// The attempt of the request copy answered, copied (spec §3.1).
     pub attempt: u16,
     /// OK in version 1; another status carries nothing (every other field zero).
     pub status: Status,

@@ -56,23 +56,35 @@ const _: () = assert!(HEADER_LEN + SHARD_STATUS_REPLY_FIXED_LEN <= crate::REQUES
 /// byte, the entry fields relative to the entry's first byte.
 pub mod field {
     use core::ops::Range;
-    /// Request body.
+    /// Request body: `first_shard`, u16, where the page starts (spec §4.7).
     pub const FIRST_SHARD_REQUEST: Range<usize> = 0..2;
-    /// Reply body, fixed part.
+    /// Reply body: `status`, u16; OK, or another status with every field zero (spec §5.6).
     pub const STATUS: Range<usize> = 0..2;
+    /// Reply body: `node_id`, u64, the answering node (spec §5.6).
     pub const NODE_ID: Range<usize> = 2..10;
+    /// Reply body: `shards_total`, u16, the cluster's shard count (spec §5.6).
     pub const SHARDS_TOTAL: Range<usize> = 10..12;
+    /// Reply body: `first_shard`, u16, the request's, copied (spec §5.6).
     pub const FIRST_SHARD: Range<usize> = 12..14;
+    /// Reply body: `entry_count`, u16, entries that follow (spec §5.6).
     pub const ENTRY_COUNT: Range<usize> = 14..16;
-    /// Entry.
+    /// Entry: `shard`, u16, `first_shard` plus the entry's position (spec §5.6).
     pub const SHARD: Range<usize> = 0..2;
+    /// Entry: `role`, u8, the answering node's role in the shard, 0 to 5 (spec §5.6).
     pub const ROLE: usize = 2;
+    /// Entry: reserved, zero (spec §5.6).
     pub const RESERVED: usize = 3;
+    /// Entry: `leader_id`, u64, the leader the node believes in; 0 for none (spec §5.6).
     pub const LEADER_ID: Range<usize> = 4..12;
+    /// Entry: `term`, u64, the node's current term for the shard (spec §5.6).
     pub const TERM: Range<usize> = 12..20;
+    /// Entry: `commit_index`, u64, the highest index it knows committed (spec §5.6).
     pub const COMMIT_INDEX: Range<usize> = 20..28;
+    /// Entry: `applied_index`, u64, the highest index applied to its lock table (spec §5.6).
     pub const APPLIED_INDEX: Range<usize> = 28..36;
+    /// Entry: `held`, u32, locks with a holder at `applied_index`, saturating (spec §5.6).
     pub const HELD: Range<usize> = 36..40;
+    /// Entry: `waiters`, u32, ACQUIREs queued at `applied_index`, saturating (spec §5.6).
     pub const WAITERS: Range<usize> = 40..44;
 }
 
@@ -148,6 +160,7 @@ impl ShardRole {
 /// One shard as the answering node sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ShardStatusEntry {
+    /// The shard: the page's `first_shard` plus the entry's position (spec §5.6).
     pub shard: u16,
     /// The answering node's role in this shard.
     pub role: ShardRole,

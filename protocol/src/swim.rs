@@ -74,26 +74,39 @@ const _: () = assert!(SWIM_PING_FIXED_LEN <= SWIM_PING_REQ_FIXED_LEN);
 /// Byte offsets inside the SWIM record bodies and inside one UPDATE.
 pub mod field {
     use core::ops::Range;
-    /// PING, ACK and PING_REQ.
+    /// PING, ACK, PING_REQ and NACK: `seq`, u32, ties an ACK or NACK to its probe (spec
+    /// §8.12).
     pub const SEQ: Range<usize> = 0..4;
+    /// PING, ACK and PING_REQ: `target`, u64, the member probed (spec §8.12).
     pub const TARGET: Range<usize> = 4..12;
-    /// PING and ACK.
+    /// PING and ACK: `count`, u8, updates that follow (spec §8.12).
     pub const PING_COUNT: usize = 12;
-    /// PING_REQ.
+    /// PING_REQ: the target's address, laid out as an UPDATE's (spec §8.12).
     pub const PING_REQ_TARGET_ADDR: Range<usize> = 12..31;
+    /// PING_REQ: `count`, u8, updates that follow (spec §8.12).
     pub const PING_REQ_COUNT: usize = 31;
-    /// PUSH_PULL.
+    /// PUSH_PULL: `flags`, u8; bit 0 [`SWIM_PUSH_PULL_REPLY`] asks for the receiver's state
+    /// (spec §8.12).
+    ///
+    /// [`SWIM_PUSH_PULL_REPLY`]: super::SWIM_PUSH_PULL_REPLY
     pub const PUSH_PULL_FLAGS: usize = 0;
+    /// PUSH_PULL: `count`, u16, member records that follow (spec §8.12).
     pub const PUSH_PULL_COUNT: Range<usize> = 1..3;
-    /// UPDATE, relative to the update's first byte.
+    /// UPDATE, relative to the update's first byte: `id`, u64, the member; non-zero.
     pub const UPDATE_ID: Range<usize> = 0..8;
+    /// UPDATE: `incarnation`, u64, the member's incarnation the news is about (spec §8.12).
     pub const UPDATE_INCARNATION: Range<usize> = 8..16;
+    /// UPDATE: `state`, u8: 0 alive, 1 suspect, 2 dead, 3 left (spec §8.12).
     pub const UPDATE_STATE: usize = 16;
+    /// UPDATE: the member's address (spec §8.12).
     pub const UPDATE_ADDR: Range<usize> = 17..36;
+    /// UPDATE: `from`, u64, the suspecting member; non-zero exactly for suspect (spec §8.12).
     pub const UPDATE_FROM: Range<usize> = 36..44;
-    /// Address, relative to the address's first byte.
+    /// Address, relative to the address's first byte: `family`, u8, 4 or 6.
     pub const ADDR_FAMILY: usize = 0;
+    /// Address: 16 address bytes; an IPv4 address in the first 4, the other 12 zero.
     pub const ADDR_IP: Range<usize> = 1..17;
+    /// Address: `port`, u16, non-zero.
     pub const ADDR_PORT: Range<usize> = 17..19;
 }
 
@@ -107,7 +120,10 @@ const _: () = assert!(field::ADDR_PORT.end == SWIM_ADDR_LEN);
 /// wire: 0 alive, 1 suspect, 2 dead, 3 left; other values are rejected (`BadUpdate`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SwimState {
+    /// Answering probes, as far as the group knows (wire 0).
     Alive,
+    /// A probe failed; declared dead unless it refutes the suspicion with a higher
+    /// incarnation before the suspicion timeout (SWIM §4.2; wire 1).
     Suspect,
     /// Confirmed failed (the paper's "Confirm" message).
     Dead,
@@ -147,9 +163,14 @@ impl SwimState {
 /// a receiver rejects anything else (`BadUpdate`, `BadAddress`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SwimUpdate {
+    /// The member the news is about; non-zero.
     pub id: u64,
+    /// The member's address, where it receives PEER datagrams.
     pub addr: SocketAddr,
+    /// The member's incarnation the news is about: news of a higher incarnation overrides
+    /// news of a lower one (SWIM §4.2).
     pub incarnation: u64,
+    /// What the member is at that incarnation.
     pub state: SwimState,
     /// Who suspects `id` (a suspicion's independent confirmations count distinct senders,
     /// Lifeguard §IV.B); zero for other states.
@@ -164,25 +185,54 @@ pub struct SwimUpdate {
 pub enum SwimMessage<U> {
     /// "Are you alive?" (SWIM §3.1). `target` names who should answer, so a message that
     /// reaches a different member at a reused address is not taken for an answer.
-    Ping { seq: u32, target: u64, updates: U },
+    Ping {
+        /// The prober's probe number; the ACK or NACK that answers carries it back.
+        seq: u32,
+        /// The member that should answer.
+        target: u64,
+        /// Membership news piggybacked on the message (SWIM §4.1), at most
+        /// [`UPDATES_PER_MESSAGE_MAX`].
+        updates: U,
+    },
     /// The answer to a PING (or to a PING_REQ naming its receiver), sent by its target; for an
     /// indirect probe, relayed by the intermediary to the original prober under the prober's
     /// `seq`. `target` is the member that was probed.
-    Ack { seq: u32, target: u64, updates: U },
+    Ack {
+        /// The `seq` of the PING (or PING_REQ) answered.
+        seq: u32,
+        /// The member that was probed.
+        target: u64,
+        /// Membership news piggybacked on the message (SWIM §4.1), at most
+        /// [`UPDATES_PER_MESSAGE_MAX`].
+        updates: U,
+    },
     /// "Probe `target` for me" (SWIM §3.1): the receiver pings `target` at `target_addr` and
     /// relays the ack, or answers NACK once it gave up.
     PingReq {
+        /// The prober's probe number; the ACK or NACK that answers carries it back.
         seq: u32,
+        /// The member to probe.
         target: u64,
+        /// Where to probe it: the prober's view of its address (spec §8.12).
         target_addr: SocketAddr,
+        /// Membership news piggybacked on the message (SWIM §4.1), at most
+        /// [`UPDATES_PER_MESSAGE_MAX`].
         updates: U,
     },
     /// "I asked and got nothing" (Lifeguard §IV.A): a prober that hears nacks knows the network
     /// to its helpers works, so a failed probe is the target's trouble, not its own.
-    Nack { seq: u32 },
+    Nack {
+        /// The `seq` of the PING_REQ whose probe got no answer.
+        seq: u32,
+    },
     /// One chunk of a full-state exchange (at join and periodically, to heal partitions the
     /// gossip missed). `reply` asks the receiver to answer with its own state.
-    PushPull { reply: bool, members: U },
+    PushPull {
+        /// The receiver answers with its own state ([`SWIM_PUSH_PULL_REPLY`]).
+        reply: bool,
+        /// Member records, one per member, at most [`PUSH_PULL_MEMBERS_MAX`].
+        members: U,
+    },
 }
 
 /// A SWIM message as decoded from a PEER record: a view into the datagram, no copy.
