@@ -87,12 +87,13 @@ impl AsyncClient {
             .get_or_init(|| Arc::new(AsyncGuards::new(Arc::clone(&self.inner))))
     }
 
-    /// Whether this client's renewer task is running (tests).
+    /// A `Weak` that lives while this client's guards' renewer task runs (tests).
     #[doc(hidden)]
-    pub fn guards_renewer_running(&self) -> bool {
-        self.guards
-            .get()
-            .is_some_and(|g| lock(&g.renewer_alive).strong_count() > 0)
+    pub fn guards_renewer(&self) -> Weak<()> {
+        match self.guards.get() {
+            Some(guards) => lock(&guards.renewer_alive).clone(),
+            None => Weak::new(),
+        }
     }
 }
 
