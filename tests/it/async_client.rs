@@ -422,3 +422,22 @@ async fn async_guard_keeps_a_300ms_lock_through_20_percent_loss() {
     );
     guard.release().await.unwrap();
 }
+
+/// Issue 11's target with a guard: one runtime thread holds a guard whose 150 ms lease the
+/// renewer task renews about every 50 ms, and a 10 ms interval beside it keeps its schedule
+/// (the renewals never block the thread). Prints the lateness; the bound is generous.
+#[tokio::test(flavor = "current_thread")]
+async fn a_timer_keeps_its_schedule_beside_a_renewed_guard() {
+    let node = start_node();
+    let client = async_client(&node).await;
+    let options = LockOptions::new().ttl(Duration::from_millis(150));
+    let guard = client.lock("aguard/timer", &options).await.unwrap();
+    let (late_max, late_p50) = interval_lateness(80).await;
+    println!(
+        "10 ms interval beside a guard renewed every ~50 ms: lateness max {late_max:?}, \
+         median {late_p50:?} over 80 ticks"
+    );
+    assert!(late_max < Duration::from_millis(50), "{late_max:?}");
+    assert_eq!(guard.lost(), None, "renewed while the timer ran");
+    guard.release().await.unwrap();
+}
