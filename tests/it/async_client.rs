@@ -441,3 +441,32 @@ async fn a_timer_keeps_its_schedule_beside_a_renewed_guard() {
     assert_eq!(guard.lost(), None, "renewed while the timer ran");
     guard.release().await.unwrap();
 }
+
+/// A waiting `lock()` future dropped (as `tokio::time::timeout` or `select!` drop it) leaves
+/// the server's queue (CANCEL_WAIT): the queue empties, and the lock freed later goes to
+/// nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_lock_future_leaves_the_queue() {
+    let node = start_node();
+    let client = async_client(&node).await;
+    let holder = client
+        .lock("aguard/queue", &LockOptions::new())
+        .await
+        .unwrap();
+    let wait = LockOptions::new().wait(Duration::from_secs(60));
+    let waiting = client.lock("aguard/queue", &wait);
+    // Cancelled once it is surely queued: the server counts it as a waiter.
+    let observer = async_client(&node).await;
+    let queued = async {
+        until_status(&observer, "aguard/queue", |s| s.waiter_count == 1).await;
+    };
+    tokio::select! {
+        taken = waiting => panic!("the waiter got the lock while it was held: {taken:?}"),
+        () = queued => {}
+    }
+    until_status(&observer, "aguard/queue", |s| s.waiter_count == 0).await;
+    assert_eq!(client.stats().cancels, 1);
+    holder.release().await.unwrap();
+    let status = until_status(&observer, "aguard/queue", |s| s.hold_count == 0).await;
+    assert_eq!(status.holder, None, "nobody was granted the lock");
+}
