@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration as StdDuration;
 
 use tokio::net::UdpSocket;
@@ -47,8 +47,9 @@ use tokio::sync::mpsc;
 use udplock_protocol::header::field as header_field;
 use udplock_protocol::{MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX};
 
+use super::async_guard::AsyncGuards;
 use super::lanes::new_session_id;
-use super::operation::{doubt_error, ended, Answer, Ended};
+use super::operation::{capped_timer, doubt_error, ended, Answer, Ended};
 use super::receiving::ReplyData;
 use super::{
     acquire_body, check_id, core_now, lease_of, lock, status_of, ttl_wire, ClientConfig, Lease,
@@ -87,12 +88,12 @@ struct Pending {
     tx: mpsc::Sender<ReplyData>,
 }
 
-struct Inner {
+pub(super) struct Inner {
     socket: UdpSocket,
-    config: ClientConfig,
+    pub(super) config: ClientConfig,
     routes: Routes,
     rtt: Mutex<RttEstimator>,
-    epoch: BootInstant,
+    pub(super) epoch: BootInstant,
     next_request_id: AtomicU64,
     /// Sessions with no request outstanding (see the module docs).
     lanes_free: Mutex<Vec<u64>>,
@@ -120,7 +121,10 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct AsyncClient {
-    inner: Arc<Inner>,
+    pub(super) inner: Arc<Inner>,
+    /// What this client's lock guards share, created at the first guard (`async_guard.rs`);
+    /// one for all clones.
+    pub(super) guards: Arc<OnceLock<Arc<AsyncGuards>>>,
 }
 
 impl std::fmt::Debug for AsyncClient {
@@ -162,7 +166,10 @@ impl AsyncClient {
             cancels_removed: AtomicU64::new(0),
             cancels_crossed: AtomicU64::new(0),
         });
-        Ok(AsyncClient { inner })
+        Ok(AsyncClient {
+            inner,
+            guards: Arc::new(OnceLock::new()),
+        })
     }
 
     /// Counters.
@@ -308,7 +315,7 @@ impl Drop for WaitGuard {
 }
 
 impl Inner {
-    fn now(&self) -> Instant {
+    pub(super) fn now(&self) -> Instant {
         core_now(self.epoch)
     }
 
@@ -329,6 +336,17 @@ impl Inner {
         self: &Arc<Self>,
         body: RequestBody<'_>,
         timeout_ms: u64,
+    ) -> Result<Answer, LockError> {
+        self.call_capped(body, timeout_ms, None).await
+    }
+
+    /// [`Inner::call`] with the retransmission timeout capped at `rto_cap`, as the blocking
+    /// client's `Client::call_capped` (the guards' renewals).
+    pub(super) async fn call_capped(
+        self: &Arc<Self>,
+        body: RequestBody<'_>,
+        timeout_ms: u64,
+        rto_cap: Option<Duration>,
     ) -> Result<Answer, LockError> {
         let start = self.now();
         let deadline = start + Duration::from_millis(timeout_ms);
@@ -352,7 +370,7 @@ impl Inner {
             .encode(&mut buf)
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
-        let timer = lock(&self.rtt).timer();
+        let timer = capped_timer(&lock(&self.rtt), rto_cap);
         let grace = Duration::from_millis(self.config.grace_ms);
         let mut call = Call::new(
             self.now(),
@@ -502,7 +520,7 @@ impl Inner {
         }
     }
 
-    async fn release(
+    pub(super) async fn release(
         self: &Arc<Self>,
         resource_id: &str,
         client_id: &str,

@@ -55,11 +55,12 @@ use std::time::Duration as StdDuration;
 
 use udplock_protocol::{shard_of, RequestBody, ID_LEN_MAX};
 
+use super::operation::Answer;
 use super::renewer::{self, Command, Tracked};
-use super::{check_id, lock, Client, WAIT_MS_MAX};
+use super::{check_id, lock, Client, ClientConfig, WAIT_MS_MAX};
 use crate::clock::BootInstant;
 use crate::core::renewal::{self, HoldId, HoldSpec};
-use crate::core::time::Duration;
+use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
 pub use crate::core::renewal::LossReason;
@@ -80,7 +81,7 @@ pub use crate::core::renewal::LossReason;
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockOptions {
-    wait: StdDuration,
+    pub(super) wait: StdDuration,
     ttl: Option<StdDuration>,
     owner: Option<String>,
     reentrant: bool,
@@ -192,7 +193,7 @@ impl LockOptions {
         Ok(())
     }
 
-    fn ttl_ms(&self) -> Option<u32> {
+    pub(super) fn ttl_ms(&self) -> Option<u32> {
         self.ttl.map(|ttl| ttl.as_millis() as u32)
     }
 }
@@ -242,7 +243,7 @@ impl LockGuard {
     /// renewed; it stays where it was when the guard is lost. A guard whose renewals go
     /// unanswered is lost the loss margin before this instant.
     pub fn valid_until(&self) -> BootInstant {
-        lock(&self.state.validity).valid_until
+        self.state.valid_until()
     }
 
     /// True once the lock is lost (final): see [`LockGuard::lost`].
@@ -299,7 +300,7 @@ impl LockGuard {
                 .map(|_| ()),
         };
         if self.named {
-            self.guards.give_back(&self.resource, &self.owner);
+            self.guards.owners.give_back(&self.resource, &self.owner);
         }
         result
     }
@@ -380,10 +381,13 @@ struct Validity {
 pub(super) struct HoldState {
     validity: Mutex<Validity>,
     changed: Condvar,
+    /// The async guards' waiters (`AsyncLockGuard::lost_wait`), woken with the condvar's.
+    #[cfg(feature = "tokio")]
+    changed_async: tokio::sync::Notify,
 }
 
 impl HoldState {
-    fn new(valid_until: BootInstant, give_up_at: BootInstant) -> HoldState {
+    pub(super) fn new(valid_until: BootInstant, give_up_at: BootInstant) -> HoldState {
         HoldState {
             validity: Mutex::new(Validity {
                 valid_until,
@@ -391,6 +395,47 @@ impl HoldState {
                 ending: None,
             }),
             changed: Condvar::new(),
+            #[cfg(feature = "tokio")]
+            changed_async: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Wakes every waiter, blocking and async (under the mutex).
+    fn wake(&self) {
+        self.changed.notify_all();
+        #[cfg(feature = "tokio")]
+        self.changed_async.notify_waiters();
+    }
+
+    /// The lease's validity as last renewed.
+    pub(super) fn valid_until(&self) -> BootInstant {
+        lock(&self.validity).valid_until
+    }
+
+    /// [`HoldState::wait`] without a deadline, for a task: until lost (`Some`) or released
+    /// (`None`). The same give-up rule, with a tokio timer at the give-up instant.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn wait_async(&self) -> Option<LossReason> {
+        loop {
+            let changed = self.changed_async.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read: a change after the read wakes it.
+            changed.as_mut().enable();
+            let give_up_at = {
+                let mut v = lock(&self.validity);
+                self.settle(&mut v, BootInstant::now());
+                match v.ending {
+                    Some(Ending::Lost(reason)) => return Some(reason),
+                    Some(Ending::Released) => return None,
+                    None => v.give_up_at,
+                }
+            };
+            // Read against our clock on every wake, as the blocking wait does.
+            let wait = give_up_at.saturating_duration_since(BootInstant::now());
+            tokio::select! {
+                () = changed => {}
+                () = tokio::time::sleep(wait) => {}
+            }
         }
     }
 
@@ -399,11 +444,11 @@ impl HoldState {
     fn settle(&self, v: &mut Validity, now: BootInstant) {
         if v.ending.is_none() && now >= v.give_up_at {
             v.ending = Some(Ending::Lost(LossReason::Expired));
-            self.changed.notify_all();
+            self.wake();
         }
     }
 
-    fn lost(&self) -> Option<LossReason> {
+    pub(super) fn lost(&self) -> Option<LossReason> {
         let mut v = lock(&self.validity);
         self.settle(&mut v, BootInstant::now());
         match v.ending {
@@ -412,7 +457,7 @@ impl HoldState {
         }
     }
 
-    fn remaining(&self) -> StdDuration {
+    pub(super) fn remaining(&self) -> StdDuration {
         let mut v = lock(&self.validity);
         let now = BootInstant::now();
         self.settle(&mut v, now);
@@ -466,12 +511,12 @@ impl HoldState {
         let mut v = lock(&self.validity);
         if v.ending.is_none() {
             v.ending = Some(Ending::Lost(reason));
-            self.changed.notify_all();
+            self.wake();
         }
     }
 
     /// The guard is released: wakes the waiters (`None`). Returns the loss, if it was lost.
-    fn end(&self) -> Option<LossReason> {
+    pub(super) fn end(&self) -> Option<LossReason> {
         let mut v = lock(&self.validity);
         self.settle(&mut v, BootInstant::now());
         match v.ending {
@@ -479,7 +524,7 @@ impl HoldState {
             Some(Ending::Released) => None,
             None => {
                 v.ending = Some(Ending::Released);
-                self.changed.notify_all();
+                self.wake();
                 None
             }
         }
@@ -501,8 +546,7 @@ pub(super) struct Guards {
     /// The renewer's inbox, once the thread runs (see `renewer.rs`). The thread holds a
     /// `Weak<Guards>`; dropping the last `Arc` drops this sender and the thread ends.
     commands: Mutex<Option<Sender<Command>>>,
-    next_id: AtomicU64,
-    named: Mutex<HashMap<(String, String), Named>>,
+    owners: Owners,
     /// Dies with the renewer thread (tests watch it).
     renewer_alive: Mutex<Weak<()>>,
     /// Whether renewals go by KEEPALIVE (spec §4.11): until a node refuses one as
@@ -516,18 +560,14 @@ impl Guards {
         Guards {
             client,
             commands: Mutex::new(None),
-            next_id: AtomicU64::new(1),
-            named: Mutex::new(HashMap::new()),
+            owners: Owners::default(),
             renewer_alive: Mutex::new(Weak::new()),
             keepalive_usable: AtomicBool::new(true),
         }
     }
 
     fn renewal_config(&self) -> renewal::Config {
-        renewal::Config {
-            drift_bound_ppm: self.client.config.drift_bound_ppm,
-            attempt_max: Duration::from_millis(self.client.config.request_timeout_ms),
-        }
+        renewal_config(&self.client.config)
     }
 
     /// Takes the lock with `wait` (see [`Client::lock`]).
@@ -537,37 +577,30 @@ impl Guards {
         options: &LockOptions,
         wait: StdDuration,
     ) -> Result<LockGuard, LockError> {
-        options.validate()?;
-        check_id("resource", resource)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let named = options.owner.is_some();
-        let owner = match &options.owner {
-            Some(owner) => {
-                self.take_named(resource, owner, options.reentrant)?;
-                owner.clone()
+        let owner = self
+            .owners
+            .take(self.client.session_id, resource, options)?;
+        let taken = self.acquire(&owner, resource, options, wait);
+        let (spec, state) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                self.owners.give_back_if_named(&owner, resource);
+                return Err(e);
             }
-            None => format!("{:016x}-{id}", self.client.session_id),
         };
-        let taken = self.acquire(id, resource, &owner, options, wait);
-        if taken.is_err() && named {
-            self.give_back(resource, &owner);
-        }
-        let (spec, state) = taken?;
-        if let Err(e) = self.register(id, spec, resource, &owner, options, &state) {
-            let _ = self.client.release(resource, &owner);
-            if named {
-                self.give_back(resource, &owner);
-            }
+        if let Err(e) = self.register(owner.id, spec, resource, &owner.owner, options, &state) {
+            let _ = self.client.release(resource, &owner.owner);
+            self.owners.give_back_if_named(&owner, resource);
             return Err(e);
         }
         Ok(LockGuard {
             guards: Arc::clone(self),
-            id,
+            id: owner.id,
             resource: resource.to_owned(),
-            owner,
+            owner: owner.owner,
             token: spec.token,
             state,
-            named,
+            named: owner.named,
             finished: false,
         })
     }
@@ -575,45 +608,26 @@ impl Guards {
     /// The ACQUIRE, and the hold it gives.
     fn acquire(
         &self,
-        id: HoldId,
+        owner: &Owner,
         resource: &str,
-        owner: &str,
         options: &LockOptions,
         wait: StdDuration,
     ) -> Result<(HoldSpec, Arc<HoldState>), LockError> {
-        let wait_ms = wait.as_millis() as u64;
-        let body = RequestBody::Acquire {
-            resource: resource.as_bytes(),
-            client: owner.as_bytes(),
-            wait_ms: wait_ms as u32,
-            ttl_ms: options.ttl_ms().unwrap_or(0),
-        };
+        let (body, wait_ms) = acquire_body(resource, &owner.owner, options, wait);
         let answer = self
             .client
             .call(body, wait_ms + self.client.config.grace_ms)?;
-        let reply = &answer.reply;
-        if !options.reentrant && reply.hold_count != 1 {
-            // This owner held the lock already, outside this client's guards (another
-            // process, or the plain API): give back the hold just added.
-            let _ = self.client.release(resource, owner);
-            return Err(LockError::InvalidArgument(format!(
-                "owner {owner:?} already holds {resource:?} ({} holds with this one): it is in \
-                 use elsewhere; pick another owner, or ask for reentrant(true)",
-                reply.hold_count
-            )));
+        if let Err(e) = check_reentry(options, resource, &owner.owner, answer.reply.hold_count) {
+            // Give back the hold just added.
+            let _ = self.client.release(resource, &owner.owner);
+            return Err(e);
         }
-        let spec = HoldSpec {
-            shard: shard_of(resource.as_bytes(), self.client.config.shards) as usize,
-            token: reply.fencing_token,
-            lease_start: answer.lease_start,
-            lease_ms: reply.lease_ms,
-            loss_margin: options
-                .loss_margin
-                .map(|m| Duration::from_micros(m.as_micros() as u64)),
-        };
-        let (valid_until, give_up_at) = renewal::initial_validity(&self.renewal_config(), &spec);
+        let config = &self.client.config;
+        let (spec, valid_until, give_up_at) = granted(config, resource, options, &answer);
         log::trace!(
-            "guard {id}: {resource:?} held by {owner:?}, token {}",
+            "guard {}: {resource:?} held by {:?}, token {}",
+            owner.id,
+            owner.owner,
             spec.token
         );
         let state = HoldState::new(
@@ -676,6 +690,62 @@ impl Guards {
             let _ = sender.send(Command::Remove(id));
         }
     }
+}
+
+// What the blocking and the async guards share (`async_guard.rs` uses the same functions):
+// the owner rules, the ACQUIRE a guard sends, the re-entry check of its answer, and the hold
+// the rules start from.
+
+/// The renewal rules' settings for a client with `config` (both guards' renewers).
+pub(super) fn renewal_config(config: &ClientConfig) -> renewal::Config {
+    renewal::Config {
+        drift_bound_ppm: config.drift_bound_ppm,
+        attempt_max: Duration::from_millis(config.request_timeout_ms),
+    }
+}
+
+/// The owner a new guard takes its lock under (see "Owners" in the module docs).
+pub(super) struct Owner {
+    /// The guard's id, unique among this client's guards (the renewer's `HoldId`).
+    pub(super) id: HoldId,
+    pub(super) owner: String,
+    /// Named by the caller: its (resource, owner) entry in [`Owners`] is the guard's to give
+    /// back.
+    pub(super) named: bool,
+}
+
+/// The guards' ids and the named owners' holds of one client (both guards).
+#[derive(Default)]
+pub(super) struct Owners {
+    next_id: AtomicU64,
+    named: Mutex<HashMap<(String, String), Named>>,
+}
+
+impl Owners {
+    /// Checks the options and the resource, and picks the owner of a new guard: the named
+    /// one (counted, or refused without re-entry), or `<session hex>-<n>`, unique per guard.
+    pub(super) fn take(
+        &self,
+        session_id: u64,
+        resource: &str,
+        options: &LockOptions,
+    ) -> Result<Owner, LockError> {
+        options.validate()?;
+        check_id("resource", resource)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let owner = match &options.owner {
+            Some(owner) => {
+                self.take_named(resource, owner, options.reentrant)?;
+                owner.clone()
+            }
+            None => format!("{session_id:016x}-{id}"),
+        };
+        Ok(Owner {
+            id,
+            owner,
+            named: options.owner.is_some(),
+        })
+    }
 
     /// Counts a guard of a named owner, or refuses it (see "Owners" in the module docs).
     fn take_named(&self, resource: &str, owner: &str, reentrant: bool) -> Result<(), LockError> {
@@ -694,7 +764,15 @@ impl Guards {
         Ok(())
     }
 
-    fn give_back(&self, resource: &str, owner: &str) {
+    /// A guard of `owner` ended (or was never made): its named entry is given back.
+    pub(super) fn give_back_if_named(&self, owner: &Owner, resource: &str) {
+        if owner.named {
+            self.give_back(resource, &owner.owner);
+        }
+    }
+
+    /// A guard of the named `owner` on `resource` ended.
+    pub(super) fn give_back(&self, resource: &str, owner: &str) {
         let mut named = lock(&self.named);
         let key = (resource.to_owned(), owner.to_owned());
         let entry = named.get_mut(&key).expect("a named guard was counted");
@@ -704,6 +782,61 @@ impl Guards {
             named.remove(&key);
         }
     }
+}
+
+/// A guard's ACQUIRE (its options validated), and its wait in whole milliseconds.
+pub(super) fn acquire_body<'a>(
+    resource: &'a str,
+    owner: &'a str,
+    options: &LockOptions,
+    wait: StdDuration,
+) -> (RequestBody<'a>, u64) {
+    let wait_ms = wait.as_millis() as u64;
+    let body = RequestBody::Acquire {
+        resource: resource.as_bytes(),
+        client: owner.as_bytes(),
+        wait_ms: wait_ms as u32,
+        ttl_ms: options.ttl_ms().unwrap_or(0),
+    };
+    (body, wait_ms)
+}
+
+/// Refuses a grant that is a second hold of the owner without [`LockOptions::reentrant`]:
+/// the owner held the lock already, outside this client's guards (another process, or the
+/// plain API). The caller then gives back the hold just added.
+pub(super) fn check_reentry(
+    options: &LockOptions,
+    resource: &str,
+    owner: &str,
+    hold_count: u32,
+) -> Result<(), LockError> {
+    if options.reentrant || hold_count == 1 {
+        return Ok(());
+    }
+    Err(LockError::InvalidArgument(format!(
+        "owner {owner:?} already holds {resource:?} ({hold_count} holds with this one): it is \
+         in use elsewhere; pick another owner, or ask for reentrant(true)"
+    )))
+}
+
+/// The hold a grant gives, for the rules, and its validity and give-up instant (core time).
+pub(super) fn granted(
+    config: &ClientConfig,
+    resource: &str,
+    options: &LockOptions,
+    answer: &Answer,
+) -> (HoldSpec, Instant, Instant) {
+    let spec = HoldSpec {
+        shard: shard_of(resource.as_bytes(), config.shards) as usize,
+        token: answer.reply.fencing_token,
+        lease_start: answer.lease_start,
+        lease_ms: answer.reply.lease_ms,
+        loss_margin: options
+            .loss_margin
+            .map(|m| Duration::from_micros(m.as_micros() as u64)),
+    };
+    let (valid_until, give_up_at) = renewal::initial_validity(&renewal_config(config), &spec);
+    (spec, valid_until, give_up_at)
 }
 
 impl Client {

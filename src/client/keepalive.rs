@@ -4,12 +4,10 @@
 
 use udplock_protocol::{shard_of, RequestBody, Tokens, KEEPALIVE_TOKENS_MAX};
 
-use super::{lease_validity, ttl_wire, Client, KeepaliveReport};
+use super::operation::Answer;
+use super::{lease_validity, ttl_wire, Client, ClientConfig, KeepaliveReport};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
-
-#[cfg(doc)]
-use super::ClientConfig;
 
 impl Client {
     /// The shard of `resource_id` (spec §8.2) under this client's shard count: the `shard`
@@ -59,54 +57,65 @@ impl Client {
         timeout_ms: u64,
         rto_cap: Option<Duration>,
     ) -> Result<KeepaliveAnswer, LockError> {
-        if shard >= self.config.shards {
-            return Err(LockError::InvalidArgument(format!(
-                "shard must be below the shard count {}, got {shard}",
-                self.config.shards
-            )));
-        }
-        if !(1..=KEEPALIVE_TOKENS_MAX).contains(&tokens.len()) {
-            return Err(LockError::InvalidArgument(format!(
-                "a keepalive lists 1 to {KEEPALIVE_TOKENS_MAX} tokens, got {}",
-                tokens.len()
-            )));
-        }
         let mut buf = [0u8; 8 * KEEPALIVE_TOKENS_MAX];
-        // Both below SHARDS_MAX (4096): `ClientConfig::validate` and the check above.
-        let body = RequestBody::Keepalive {
-            shard: shard as u16,
-            shards: self.config.shards as u16,
-            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
-            tokens: Tokens::write(tokens, &mut buf).expect("at most KEEPALIVE_TOKENS_MAX"),
-        };
+        let body = keepalive_body(&self.config, shard, tokens, ttl_ms, &mut buf)?;
         let answer = self.call_capped(body, timeout_ms, rto_cap)?;
-        let reply = &answer.reply;
-        let bitmap = reply.fencing_token;
-        // Bits only for listed tokens, as many as counted, a lease exactly when one was
-        // renewed (spec §4.11): a reply that breaks this is trusted for none of its holds.
-        let beyond = if tokens.len() == 64 {
-            0
-        } else {
-            bitmap >> tokens.len()
-        };
-        if beyond != 0
-            || bitmap.count_ones() != reply.hold_count
-            || (bitmap == 0) != (reply.lease_ms == 0)
-        {
-            return Err(LockError::InternalError(format!(
-                "KEEPALIVE_REPLY disagrees with itself (bitmap {bitmap:#x} for {} tokens, hold \
-                 count {}, lease {} ms): a server bug; rely on none of the holds it names",
-                tokens.len(),
-                reply.hold_count,
-                reply.lease_ms
-            )));
-        }
-        Ok(KeepaliveAnswer {
-            bitmap,
-            lease_ms: reply.lease_ms,
-            lease_start: answer.lease_start,
-        })
+        check_keepalive(tokens.len(), answer)
     }
+}
+
+/// The KEEPALIVE of `tokens` in `shard`, its arguments checked (both clients), the tokens
+/// written into `buf`.
+pub(super) fn keepalive_body<'a>(
+    config: &ClientConfig,
+    shard: u32,
+    tokens: &[u64],
+    ttl_ms: Option<u32>,
+    buf: &'a mut [u8; 8 * KEEPALIVE_TOKENS_MAX],
+) -> Result<RequestBody<'a>, LockError> {
+    if shard >= config.shards {
+        return Err(LockError::InvalidArgument(format!(
+            "shard must be below the shard count {}, got {shard}",
+            config.shards
+        )));
+    }
+    if !(1..=KEEPALIVE_TOKENS_MAX).contains(&tokens.len()) {
+        return Err(LockError::InvalidArgument(format!(
+            "a keepalive lists 1 to {KEEPALIVE_TOKENS_MAX} tokens, got {}",
+            tokens.len()
+        )));
+    }
+    // Both below SHARDS_MAX (4096): `ClientConfig::validate` and the check above.
+    Ok(RequestBody::Keepalive {
+        shard: shard as u16,
+        shards: config.shards as u16,
+        ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
+        tokens: Tokens::write(tokens, buf).expect("at most KEEPALIVE_TOKENS_MAX"),
+    })
+}
+
+/// A KEEPALIVE's answer for `listed` tokens, checked (both clients).
+pub(super) fn check_keepalive(listed: usize, answer: Answer) -> Result<KeepaliveAnswer, LockError> {
+    let reply = &answer.reply;
+    let bitmap = reply.fencing_token;
+    // Bits only for listed tokens, as many as counted, a lease exactly when one was
+    // renewed (spec §4.11): a reply that breaks this is trusted for none of its holds.
+    let beyond = if listed == 64 { 0 } else { bitmap >> listed };
+    if beyond != 0
+        || bitmap.count_ones() != reply.hold_count
+        || (bitmap == 0) != (reply.lease_ms == 0)
+    {
+        return Err(LockError::InternalError(format!(
+            "KEEPALIVE_REPLY disagrees with itself (bitmap {bitmap:#x} for {listed} tokens, hold \
+             count {}, lease {} ms): a server bug; rely on none of the holds it names",
+            reply.hold_count, reply.lease_ms
+        )));
+    }
+    Ok(KeepaliveAnswer {
+        bitmap,
+        lease_ms: reply.lease_ms,
+        lease_start: answer.lease_start,
+    })
 }
 
 /// What a KEEPALIVE's answer says, checked: bit `i` of `bitmap` for the `i`-th listed token,

@@ -84,6 +84,8 @@
 mod admin;
 #[cfg(feature = "tokio")]
 mod async_client;
+#[cfg(feature = "tokio")]
+mod async_guard;
 mod config;
 mod doubts;
 mod guard;
@@ -119,6 +121,8 @@ use crate::error::LockError;
 pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
 #[cfg(feature = "tokio")]
 pub use self::async_client::{AsyncClient, AsyncStats};
+#[cfg(feature = "tokio")]
+pub use self::async_guard::{AsyncLockGuard, AsyncLostSignal};
 pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
 pub use self::reports::KeepaliveReport;
 pub use self::reports::{

@@ -12,7 +12,7 @@ use super::receiving::ReplyData;
 use super::routing::CallRoutes;
 use super::{lock, Client};
 use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome};
-use crate::core::retransmit::RequestTimer;
+use crate::core::retransmit::{RequestTimer, RttEstimator};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -61,6 +61,15 @@ pub(super) fn doubt_error(cause: DoubtCause) -> LockError {
     }
 }
 
+/// A request's retransmission timer from the RTT estimate, its timeout capped at `rto_cap`
+/// (both clients; see [`Client::call_capped`]).
+pub(super) fn capped_timer(rtt: &RttEstimator, rto_cap: Option<Duration>) -> RequestTimer {
+    match rto_cap {
+        None => rtt.timer(),
+        Some(cap) => RequestTimer::new(rtt.rto().min(cap), rtt.config().rto_max.min(cap)),
+    }
+}
+
 impl Client {
     /// One operation: settle any doubt on its lock, then run the request's call (the rules
     /// are the call core's, `crate::core::call`) and map its outcome (spec §7.1.5).
@@ -104,13 +113,7 @@ impl Client {
             .encode(&mut buf)
             .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
         let datagram = &mut buf[..len];
-        let timer = {
-            let rtt = lock(&self.rtt);
-            match rto_cap {
-                None => rtt.timer(),
-                Some(cap) => RequestTimer::new(rtt.rto().min(cap), rtt.config().rto_max.min(cap)),
-            }
-        };
+        let timer = capped_timer(&lock(&self.rtt), rto_cap);
         let routes = lane.routes();
         let mut call = Call::new(
             self.now(),

@@ -21,8 +21,12 @@ use std::time::Duration as StdDuration;
 use udplock_protocol::{RequestBody, KEEPALIVE_TOKENS_MAX};
 
 use super::guard::{Guards, HoldState};
+use super::keepalive::KeepaliveAnswer;
+use super::operation::Answer;
 use super::{std_duration, Client};
+use crate::clock::BootInstant;
 use crate::core::renewal::{self, Event, HoldId, HoldSpec, RenewGroup, RenewOutcome, Renewals};
+use crate::core::time::Instant;
 use crate::error::LockError;
 
 /// What a guard tells the renewer.
@@ -66,8 +70,8 @@ pub(super) fn start(
     Ok((sender, alive_weak))
 }
 
-fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, mut rules: Renewals) {
-    let mut tracked: HashMap<HoldId, Tracked> = HashMap::new();
+fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, rules: Renewals) {
+    let mut shell = Shell::new(rules);
     let mut sleep: Option<StdDuration> = None;
     loop {
         let first = match sleep {
@@ -84,60 +88,96 @@ fn run(guards: &Weak<Guards>, inbox: &Receiver<Command>, mut rules: Renewals) {
         };
         let client = &guards.client;
         for command in first.into_iter().chain(inbox.try_iter()) {
-            match command {
-                Command::Add {
-                    id,
-                    spec,
-                    tracked: t,
-                } => {
-                    rules.add(client.now(), id, spec);
-                    tracked.insert(id, t);
-                }
-                Command::Remove(id) => {
-                    rules.remove(id);
-                    tracked.remove(&id);
-                }
-            }
+            shell.command(client.now(), command);
         }
-        for group in rules.poll_renewals(client.now()) {
-            let holds: Vec<&Tracked> = group.holds.iter().map(|id| &tracked[id]).collect();
+        for group in shell.rules.poll_renewals(client.now()) {
+            let holds = shell.holds(&group);
             let outcomes = renew_group(client, &guards.keepalive_usable, &group, &holds);
-            assert_eq!(outcomes.len(), group.holds.len(), "one outcome per hold");
-            let now = client.now();
-            for (&id, outcome) in group.holds.iter().zip(outcomes) {
-                rules.handle_outcome(now, id, outcome);
+            shell.outcomes(client.now(), &group, outcomes);
+        }
+        let next = shell.end_round(client.now(), |t| client.boot_instant(t));
+        sleep = next.map(|t| std_duration(t.saturating_since(client.now())));
+    }
+}
+
+/// The renewer's state between the inbox and the rules, and its steps: the blocking renewer
+/// thread and the async renewer task (`async_guard.rs`) are loops around these.
+pub(super) struct Shell {
+    pub(super) rules: Renewals,
+    tracked: HashMap<HoldId, Tracked>,
+}
+
+impl Shell {
+    pub(super) fn new(rules: Renewals) -> Shell {
+        Shell {
+            rules,
+            tracked: HashMap::new(),
+        }
+    }
+
+    /// A guard came or went.
+    pub(super) fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Add { id, spec, tracked } => {
+                self.rules.add(now, id, spec);
+                self.tracked.insert(id, tracked);
+            }
+            Command::Remove(id) => {
+                self.rules.remove(id);
+                self.tracked.remove(&id);
             }
         }
-        rules.handle_timeout(client.now());
-        while let Some(event) = rules.poll_event() {
+    }
+
+    /// The holds of a due group, in its order.
+    pub(super) fn holds(&self, group: &RenewGroup) -> Vec<&Tracked> {
+        group.holds.iter().map(|id| &self.tracked[id]).collect()
+    }
+
+    /// The outcomes of a group's renewal, one per hold in order, to the rules.
+    pub(super) fn outcomes(
+        &mut self,
+        now: Instant,
+        group: &RenewGroup,
+        outcomes: Vec<RenewOutcome>,
+    ) {
+        assert_eq!(outcomes.len(), group.holds.len(), "one outcome per hold");
+        for (&id, outcome) in group.holds.iter().zip(outcomes) {
+            self.rules.handle_outcome(now, id, outcome);
+        }
+    }
+
+    /// After a round: the rules' timers, then their events mirrored into the guards' states
+    /// (a new validity, or a loss that wakes the waiters). Returns the rules' next timer.
+    pub(super) fn end_round(
+        &mut self,
+        now: Instant,
+        boot_instant: impl Fn(Instant) -> BootInstant,
+    ) -> Option<Instant> {
+        self.rules.handle_timeout(now);
+        while let Some(event) = self.rules.poll_event() {
             match event {
                 Event::Renewed {
                     id,
                     valid_until,
                     give_up_at,
                 } => {
-                    let state = &tracked[&id].state;
-                    let mirrored = state.renewed(
-                        client.boot_instant(valid_until),
-                        client.boot_instant(give_up_at),
-                    );
-                    if !mirrored {
+                    let state = &self.tracked[&id].state;
+                    if !state.renewed(boot_instant(valid_until), boot_instant(give_up_at)) {
                         // Released, or seen lost by its own give-up check first: forget it.
-                        rules.remove(id);
-                        tracked.remove(&id);
+                        self.rules.remove(id);
+                        self.tracked.remove(&id);
                     }
                 }
                 Event::Lost { id, reason } => {
-                    if let Some(t) = tracked.remove(&id) {
+                    if let Some(t) = self.tracked.remove(&id) {
                         log::info!("lock {:?} (owner {:?}) lost: {reason}", t.resource, t.owner);
                         t.state.lose(reason);
                     }
                 }
             }
         }
-        sleep = rules
-            .poll_timeout()
-            .map(|t| std_duration(t.saturating_since(client.now())));
+        self.rules.poll_timeout()
     }
 }
 
@@ -184,43 +224,87 @@ fn renew_by_keepalive(
         let tokens: Vec<u64> = chunk.iter().map(|hold| hold.token).collect();
         let timeout_ms = deadline.saturating_since(now).as_millis().max(1);
         let shard = group.shard as u32;
-        match client.keepalive_answer(shard, &tokens, None, timeout_ms, Some(group.rto_max)) {
-            Ok(answer) => outcomes.extend(chunk.iter().enumerate().map(|(i, hold)| {
-                if answer.bitmap >> i & 1 == 1 {
-                    RenewOutcome::Renewed {
-                        sent_at: answer.lease_start,
-                        lease_ms: answer.lease_ms,
-                        token: hold.token,
-                    }
-                } else {
-                    RenewOutcome::Refused
-                }
-            })),
-            Err(LockError::InvalidArgument(why)) if outcomes.is_empty() => {
-                keepalive_usable.store(false, Ordering::Relaxed);
-                log::warn!(
-                    "KEEPALIVE refused ({why}): this client's shard count ({}) is not the \
-                     cluster's; renewing one RENEW per lock from now on (set \
-                     ClientConfig::shards to the cluster's count to renew in batches)",
-                    client.config.shards
-                );
-                return None;
+        let answer = client.keepalive_answer(shard, &tokens, None, timeout_ms, Some(group.rto_max));
+        let first = outcomes.is_empty();
+        match keepalive_outcomes(
+            answer,
+            chunk,
+            first,
+            group.shard,
+            keepalive_usable,
+            client.config.shards,
+        ) {
+            KeepaliveRead::Outcomes(read, shard_silent) => {
+                outcomes.extend(read);
+                silent = shard_silent;
             }
-            Err(LockError::InternalError(why)) if outcomes.is_empty() => {
-                log::debug!("KEEPALIVE in shard {shard} failed ({why}); this round by RENEW");
-                return None;
-            }
-            Err(LockError::Unavailable) => {
-                silent = true;
-                outcomes.extend(chunk.iter().map(|_| RenewOutcome::NoAnswer));
-            }
-            Err(e) => {
-                log::debug!("KEEPALIVE in shard {shard}: {e}; retried shortly");
-                outcomes.extend(chunk.iter().map(|_| RenewOutcome::NoAnswer));
-            }
+            KeepaliveRead::Fallback => return None,
         }
     }
     Some(outcomes)
+}
+
+/// What one KEEPALIVE's answer or error says of the holds it listed ([`keepalive_outcomes`]).
+pub(super) enum KeepaliveRead {
+    /// One outcome per listed hold, and whether the shard went silent (the round sends it
+    /// nothing more).
+    Outcomes(Vec<RenewOutcome>, bool),
+    /// KEEPALIVE cannot serve this round: it goes by RENEW.
+    Fallback,
+}
+
+/// The meaning of one KEEPALIVE's answer (bit `i` for the `i`-th hold of `chunk`, spec
+/// §4.11) or error, for the blocking renewer and the async one alike. `first`: no KEEPALIVE
+/// of the round was answered yet, so an INVALID_ARGUMENT (this client's shard count is not
+/// the cluster's: KEEPALIVE is off for good, `keepalive_usable`) or an INTERNAL_ERROR (an
+/// older node, or a reply that disagrees with itself) sends the round by RENEW.
+pub(super) fn keepalive_outcomes(
+    answer: Result<KeepaliveAnswer, LockError>,
+    chunk: &[&Tracked],
+    first: bool,
+    shard: usize,
+    keepalive_usable: &AtomicBool,
+    shards: u32,
+) -> KeepaliveRead {
+    let none = || chunk.iter().map(|_| RenewOutcome::NoAnswer).collect();
+    match answer {
+        Ok(answer) => KeepaliveRead::Outcomes(
+            chunk
+                .iter()
+                .enumerate()
+                .map(|(i, hold)| {
+                    if answer.bitmap >> i & 1 == 1 {
+                        RenewOutcome::Renewed {
+                            sent_at: answer.lease_start,
+                            lease_ms: answer.lease_ms,
+                            token: hold.token,
+                        }
+                    } else {
+                        RenewOutcome::Refused
+                    }
+                })
+                .collect(),
+            false,
+        ),
+        Err(LockError::InvalidArgument(why)) if first => {
+            keepalive_usable.store(false, Ordering::Relaxed);
+            log::warn!(
+                "KEEPALIVE refused ({why}): this client's shard count ({shards}) is not the \
+                 cluster's; renewing one RENEW per lock from now on (set \
+                 ClientConfig::shards to the cluster's count to renew in batches)"
+            );
+            KeepaliveRead::Fallback
+        }
+        Err(LockError::InternalError(why)) if first => {
+            log::debug!("KEEPALIVE in shard {shard} failed ({why}); this round by RENEW");
+            KeepaliveRead::Fallback
+        }
+        Err(LockError::Unavailable) => KeepaliveRead::Outcomes(none(), true),
+        Err(e) => {
+            log::debug!("KEEPALIVE in shard {shard}: {e}; retried shortly");
+            KeepaliveRead::Outcomes(none(), false)
+        }
+    }
 }
 
 /// One RENEW per hold, in turn (each with the hold's own resource and owner). Once one RENEW
@@ -236,36 +320,51 @@ fn renew_one_by_one(client: &Client, group: &RenewGroup, holds: &[&Tracked]) -> 
             if silent || now >= deadline {
                 return RenewOutcome::NoAnswer;
             }
-            let body = RequestBody::Renew {
-                resource: hold.resource.as_bytes(),
-                client: hold.owner.as_bytes(),
-                ttl_ms: hold.ttl_ms.unwrap_or(0),
-            };
             // At least 1 ms: the call measures whole milliseconds from its own start.
             let timeout_ms = deadline.saturating_since(now).as_millis().max(1);
-            match client.call_capped(body, timeout_ms, Some(group.rto_max)) {
-                Ok(answer) => RenewOutcome::Renewed {
-                    sent_at: answer.lease_start,
-                    lease_ms: answer.reply.lease_ms,
-                    token: answer.reply.fencing_token,
-                },
-                Err(
-                    LockError::LockNotHeld
-                    | LockError::ReleaseInDoubt
-                    | LockError::ResourceDoesNotExist,
-                ) => RenewOutcome::Refused,
-                Err(LockError::Unavailable) => {
-                    silent = true;
-                    RenewOutcome::NoAnswer
-                }
-                Err(e) => {
-                    log::debug!(
-                        "renewal of {:?} in shard {shard}: {e}; retried shortly",
-                        hold.resource
-                    );
-                    RenewOutcome::NoAnswer
-                }
-            }
+            let answer = client.call_capped(renew_body(hold), timeout_ms, Some(group.rto_max));
+            let (outcome, shard_silent) = renew_outcome(answer, hold, shard);
+            silent = shard_silent;
+            outcome
         })
         .collect()
+}
+
+/// The RENEW of one hold (by its resource and owner, for its own TTL).
+pub(super) fn renew_body(hold: &Tracked) -> RequestBody<'_> {
+    RequestBody::Renew {
+        resource: hold.resource.as_bytes(),
+        client: hold.owner.as_bytes(),
+        ttl_ms: hold.ttl_ms.unwrap_or(0),
+    }
+}
+
+/// The meaning of one RENEW's answer or error for its hold, and whether the shard went
+/// silent (the round sends it nothing more): for the blocking renewer and the async one.
+pub(super) fn renew_outcome(
+    answer: Result<Answer, LockError>,
+    hold: &Tracked,
+    shard: usize,
+) -> (RenewOutcome, bool) {
+    match answer {
+        Ok(answer) => (
+            RenewOutcome::Renewed {
+                sent_at: answer.lease_start,
+                lease_ms: answer.reply.lease_ms,
+                token: answer.reply.fencing_token,
+            },
+            false,
+        ),
+        Err(
+            LockError::LockNotHeld | LockError::ReleaseInDoubt | LockError::ResourceDoesNotExist,
+        ) => (RenewOutcome::Refused, false),
+        Err(LockError::Unavailable) => (RenewOutcome::NoAnswer, true),
+        Err(e) => {
+            log::debug!(
+                "renewal of {:?} in shard {shard}: {e}; retried shortly",
+                hold.resource
+            );
+            (RenewOutcome::NoAnswer, false)
+        }
+    }
 }

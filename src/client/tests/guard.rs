@@ -423,3 +423,100 @@ fn the_renewer_ends_with_the_client_and_its_guards() {
     }
     assert_eq!(script.count(MessageType::Release), 1);
 }
+
+/// The one reading of a KEEPALIVE's answer (both renewers, `renewer::keepalive_outcomes`):
+/// a set bit renews its hold with the answer's lease and send time, a clear bit refuses it;
+/// silence marks the shard silent; a first INVALID_ARGUMENT turns KEEPALIVE off for good,
+/// a first INTERNAL_ERROR only for the round; later in a round they are unanswered holds.
+#[test]
+fn keepalive_answers_read_into_outcomes() {
+    use super::super::keepalive::KeepaliveAnswer;
+    use super::super::renewer::{keepalive_outcomes, KeepaliveRead, Tracked};
+    use crate::core::renewal::RenewOutcome;
+    use std::sync::atomic::Ordering;
+    let now = BootInstant::now();
+    let hold = |token| Tracked {
+        token,
+        resource: format!("r{token}"),
+        owner: "o".into(),
+        ttl_ms: None,
+        state: Arc::new(super::super::guard::HoldState::new(now, now)),
+    };
+    let (a, b, c) = (hold(7), hold(8), hold(9));
+    let chunk = [&a, &b, &c];
+    let usable = AtomicBool::new(true);
+    let sent_at = Instant::from_micros(1_000);
+    let answer = Ok(KeepaliveAnswer {
+        bitmap: 0b101,
+        lease_ms: 300,
+        lease_start: sent_at,
+    });
+    let renewed = |token| RenewOutcome::Renewed {
+        sent_at,
+        lease_ms: 300,
+        token,
+    };
+    let KeepaliveRead::Outcomes(read, silent) =
+        keepalive_outcomes(answer, &chunk, true, 0, &usable, 1)
+    else {
+        panic!("an answer is read");
+    };
+    assert_eq!(read, [renewed(7), RenewOutcome::Refused, renewed(9)]);
+    assert!(!silent);
+    let no_answer = vec![RenewOutcome::NoAnswer; 3];
+    match keepalive_outcomes(Err(LockError::Unavailable), &chunk, true, 0, &usable, 1) {
+        KeepaliveRead::Outcomes(read, true) => assert_eq!(read, no_answer),
+        _ => panic!("silence is unanswered holds and a silent shard"),
+    }
+    let internal = || Err(LockError::InternalError("old node".into()));
+    assert!(matches!(
+        keepalive_outcomes(internal(), &chunk, true, 0, &usable, 1),
+        KeepaliveRead::Fallback
+    ));
+    assert!(usable.load(Ordering::Relaxed), "only this round by RENEW");
+    match keepalive_outcomes(internal(), &chunk, false, 0, &usable, 1) {
+        KeepaliveRead::Outcomes(read, false) => assert_eq!(read, no_answer),
+        _ => panic!("after an answered chunk an error is unanswered holds"),
+    }
+    let invalid = Err(LockError::InvalidArgument("shards".into()));
+    assert!(matches!(
+        keepalive_outcomes(invalid, &chunk, true, 0, &usable, 1),
+        KeepaliveRead::Fallback
+    ));
+    assert!(!usable.load(Ordering::Relaxed), "RENEW from now on");
+}
+
+/// The one reading of a RENEW's answer (`renewer::renew_outcome`): refusals lose the hold,
+/// silence marks the shard silent, other errors are unanswered.
+#[test]
+fn renew_errors_read_into_outcomes() {
+    use super::super::renewer::{renew_outcome, Tracked};
+    use crate::core::renewal::RenewOutcome;
+    let now = BootInstant::now();
+    let hold = Tracked {
+        token: 5,
+        resource: "r".into(),
+        owner: "o".into(),
+        ttl_ms: Some(300),
+        state: Arc::new(super::super::guard::HoldState::new(now, now)),
+    };
+    for refusal in [
+        LockError::LockNotHeld,
+        LockError::ReleaseInDoubt,
+        LockError::ResourceDoesNotExist,
+    ] {
+        assert_eq!(
+            renew_outcome(Err(refusal), &hold, 0),
+            (RenewOutcome::Refused, false)
+        );
+    }
+    assert_eq!(
+        renew_outcome(Err(LockError::Unavailable), &hold, 0),
+        (RenewOutcome::NoAnswer, true)
+    );
+    let overloaded = LockError::Overloaded { retry_after_ms: 5 };
+    assert_eq!(
+        renew_outcome(Err(overloaded), &hold, 0),
+        (RenewOutcome::NoAnswer, false)
+    );
+}
