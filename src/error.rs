@@ -164,7 +164,7 @@ impl fmt::Display for LockError {
         match self {
             LockError::LockAcquisitionTimeout => f.write_str(
                 "lock not acquired: another client held it for the whole wait; nothing \
-                 changed. Retry, wait longer, or look up who holds it (status)",
+                 changed. Retry, wait longer, or look up who holds it",
             ),
             LockError::LockNotHeld => f.write_str(
                 "this client does not hold the lock (never acquired, already released, or its \
