@@ -52,7 +52,7 @@ use super::lanes::new_session_id;
 use super::operation::{capped_timer, doubt_error, ended, Answer, Ended};
 use super::receiving::ReplyData;
 use super::{
-    acquire_body, check_id, core_now, lease_of, lock, status_of, ttl_wire, ClientConfig, Lease,
+    acquire_body, check_id, core_now, lease_of, lock, renew_body, status_of, ClientConfig, Lease,
     LockStatus, OUTSTANDING_MAX,
 };
 use crate::clock::BootInstant;
@@ -231,13 +231,7 @@ impl AsyncClient {
         client_id: &str,
         ttl_ms: Option<u32>,
     ) -> Result<Lease, LockError> {
-        check_id("resource_id", resource_id)?;
-        check_id("client_id", client_id)?;
-        let body = RequestBody::Renew {
-            resource: resource_id.as_bytes(),
-            client: client_id.as_bytes(),
-            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
-        };
+        let body = renew_body(resource_id, client_id, ttl_ms)?;
         let timeout = self.inner.config.request_timeout_ms;
         let answer = Inner::call(&self.inner, body, timeout).await?;
         Ok(lease_of(

@@ -427,13 +427,7 @@ impl Client {
         client_id: &str,
         ttl_ms: Option<u32>,
     ) -> Result<Lease, LockError> {
-        check_id("resource_id", resource_id)?;
-        check_id("client_id", client_id)?;
-        let body = RequestBody::Renew {
-            resource: resource_id.as_bytes(),
-            client: client_id.as_bytes(),
-            ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
-        };
+        let body = renew_body(resource_id, client_id, ttl_ms)?;
         let asked = limits::Asked {
             ttl_ms,
             ..Default::default()
@@ -529,6 +523,21 @@ impl Client {
 /// The clock instant of core time `t` of a client whose zero is `epoch` (both clients).
 fn boot_instant_of(epoch: BootInstant, t: Instant) -> BootInstant {
     epoch + StdDuration::from_micros(t.as_micros())
+}
+
+/// The RENEW of `client_id`'s hold of `resource_id`, its arguments checked (both clients).
+fn renew_body<'a>(
+    resource_id: &'a str,
+    client_id: &'a str,
+    ttl_ms: Option<u32>,
+) -> Result<RequestBody<'a>, LockError> {
+    check_id("resource_id", resource_id)?;
+    check_id("client_id", client_id)?;
+    Ok(RequestBody::Renew {
+        resource: resource_id.as_bytes(),
+        client: client_id.as_bytes(),
+        ttl_ms: ttl_wire("ttl_ms", ttl_ms)?,
+    })
 }
 
 /// The ACQUIRE of `client_id` on `resource_id`, its arguments checked (both clients).
