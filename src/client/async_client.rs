@@ -46,6 +46,8 @@
 //! (whichever waiting call reads it); the next page's request goes out from there.
 //!
 //! [`Discovery`]: crate::core::call::Discovery
+//! [`Client`]: super::Client
+//! [`Routes`]: crate::core::call::Routes
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
