@@ -32,9 +32,22 @@
 //! down), nothing is sent: the server's wait then runs out, and a hold granted meanwhile
 //! ends with its lease, as after any unanswered ACQUIRE (spec §7.1.5).
 //!
-//! Not in the async client yet: the blocking client's discovery of a joined cluster's
-//! members (spec §7.1.8); give it every node (or the ones it should use) in
-//! `ClientConfig::servers`.
+//! # Discovery (spec §7.1.8)
+//!
+//! One reachable node is enough, as for the blocking client: the async client owns the
+//! same `Membership` (`routing.rs`, "Discovery": the routes, their version and the
+//! [`Discovery`] core) and calls it at the same points, so every rule is the blocking
+//! client's. A call polls it when it starts and after each timeout (MEMBERS requests leave
+//! at once, with `try_send_to`: one the socket cannot take is a lost one, and the next
+//! trigger asks again); before it handles a reply or a timeout it follows the routes if
+//! discovery replaced them (one atomic load, against the routes its lane kept from its last
+//! call), and reports a NOT_LEADER, an all-suspect ring and its outcome as refresh triggers.
+//! A datagram that is no lock reply is offered to discovery as a MEMBERS_REPLY page
+//! (whichever waiting call reads it); the next page's request goes out from there.
+//!
+//! [`Discovery`]: crate::core::call::Discovery
+//! [`Client`]: super::Client
+//! [`Routes`]: crate::core::call::Routes
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -51,12 +64,13 @@ use super::async_guard::AsyncGuards;
 use super::lanes::new_session_id;
 use super::operation::{capped_timer, doubt_error, ended, Answer, Ended};
 use super::receiving::ReplyData;
+use super::routing::{send_members, CallRoutes, MembersSends, Membership};
 use super::{
     acquire_body, check_id, core_now, lease_of, lock, renew_body, status_of, ClientConfig, Lease,
     LockStatus, OUTSTANDING_MAX,
 };
 use crate::clock::BootInstant;
-use crate::core::call::{lock_of, Call, CallRequest, Doubts, Handled, Routes, Settle};
+use crate::core::call::{lock_of, Call, CallRequest, Doubts, Handled, Settle};
 use crate::core::retransmit::RttEstimator;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -91,12 +105,15 @@ struct Pending {
 pub(super) struct Inner {
     socket: UdpSocket,
     pub(super) config: ClientConfig,
-    routes: Routes,
+    /// Its routes and its discovery of the members: the blocking client's own
+    /// (`routing.rs`, spec §7.1.8).
+    membership: Membership,
     rtt: Mutex<RttEstimator>,
     pub(super) epoch: BootInstant,
     next_request_id: AtomicU64,
-    /// Sessions with no request outstanding (see the module docs).
-    lanes_free: Mutex<Vec<u64>>,
+    /// Sessions with no request outstanding (see the module docs), each with the routes its
+    /// last call used (checked with one atomic load when it is taken again).
+    lanes_free: Mutex<Vec<(u64, Option<CallRoutes>)>>,
     /// Request id → the call waiting for it.
     pending: Mutex<HashMap<u64, Pending>>,
     doubts: Mutex<Doubts<Vec<u8>>>,
@@ -149,10 +166,9 @@ impl AsyncClient {
         let socket = UdpSocket::bind(local).await.map_err(|e| {
             LockError::InternalError(format!("cannot open a UDP socket for the client: {e}"))
         })?;
-        let routes = Routes::new(&config.servers, config.shards, v6);
         let inner = Arc::new(Inner {
             socket,
-            routes,
+            membership: Membership::new(&config.servers, config.shards, v6),
             rtt: Mutex::new(RttEstimator::new(config.retransmit)),
             config,
             epoch: BootInstant::now(),
@@ -183,6 +199,13 @@ impl AsyncClient {
             cancels_removed: load(&i.cancels_removed),
             cancels_crossed: load(&i.cancels_crossed),
         }
+    }
+
+    /// The addresses this client's requests may go to: after discovery every alive member
+    /// of the cluster, then the configured servers (as
+    /// [`Client::candidates`](super::Client::candidates)).
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        self.inner.membership.candidates()
     }
 
     /// [`Client::acquire`](super::Client::acquire) as a future: takes the lock for
@@ -313,14 +336,39 @@ impl Inner {
         core_now(self.epoch)
     }
 
-    fn take_lane(&self) -> u64 {
-        lock(&self.lanes_free).pop().unwrap_or_else(new_session_id)
+    /// A free lane, with the client's current routes: the ones its last call used if they
+    /// still are (one atomic load), as the blocking client's `lanes.rs`.
+    fn take_lane(&self) -> (u64, CallRoutes) {
+        let free = lock(&self.lanes_free).pop();
+        let (session_id, routes) = free.unwrap_or_else(|| (new_session_id(), None));
+        let routes = match routes {
+            Some(mut routes) => {
+                self.membership.routes_changed(&mut routes);
+                routes
+            }
+            None => self.membership.routes(),
+        };
+        (session_id, routes)
     }
 
-    fn give_lane(&self, session_id: u64) {
+    fn give_lane(&self, session_id: u64, routes: Option<CallRoutes>) {
         let mut free = lock(&self.lanes_free);
         if free.len() < OUTSTANDING_MAX {
-            free.push(session_id);
+            free.push((session_id, routes));
+        }
+    }
+
+    /// The start of a call and every timeout: a member-table refresh, if one is wanted
+    /// and due (one relaxed load when none is), sent at once.
+    fn poll_discovery(&self, now: Instant) {
+        self.send_members(self.membership.poll_discovery(now));
+    }
+
+    /// MEMBERS requests, sent without waiting: a datagram the socket cannot take now is a
+    /// lost one (the next trigger asks again).
+    fn send_members(&self, requests: MembersSends) {
+        if !requests.is_empty() {
+            send_members(requests, |buf, to| self.socket.try_send_to(buf, to));
         }
     }
 
@@ -343,6 +391,7 @@ impl Inner {
         rto_cap: Option<Duration>,
     ) -> Result<Answer, LockError> {
         let start = self.now();
+        self.poll_discovery(start);
         let deadline = start + Duration::from_millis(timeout_ms);
         if let Some((resource, client)) = lock_of(&body) {
             self.settle_doubts(resource, client, deadline).await?;
@@ -351,7 +400,7 @@ impl Inner {
         if release && lock(&self.doubts).is_full() {
             return Err(LockError::Overloaded { retry_after_ms: 0 });
         }
-        let session_id = self.take_lane();
+        let (session_id, mut routes) = self.take_lane();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let request = Request {
             session_id,
@@ -368,11 +417,11 @@ impl Inner {
         let grace = Duration::from_millis(self.config.grace_ms);
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, &self.routes),
+            CallRequest::of(&request, &routes),
             timer,
             deadline,
             grace,
-            &self.routes,
+            &routes,
         );
         let mut guard = match body {
             RequestBody::Acquire {
@@ -390,7 +439,7 @@ impl Inner {
             }),
             _ => None,
         };
-        let reply = self.exchange(&mut call, datagram).await;
+        let reply = self.exchange(&mut call, &mut routes, datagram).await;
         // Ended: nothing left to withdraw, and the lane is free again (or keeps a doubt).
         if let Some(guard) = guard.as_mut() {
             guard.armed = false;
@@ -398,9 +447,11 @@ impl Inner {
         let outcome = call
             .outcome()
             .expect("an exchange ends with the call's outcome");
+        // No reply at all: the candidates may be stale (routing.rs, "Discovery").
+        self.membership.check_outcome(outcome);
         match ended(outcome, reply) {
             Ended::Done(result) => {
-                self.give_lane(session_id);
+                self.give_lane(session_id, Some(routes));
                 result
             }
             Ended::InDoubt(cause) => {
@@ -414,10 +465,16 @@ impl Inner {
         }
     }
 
-    /// Runs `call` (whose request is `datagram`) to its outcome: sends what it readies, and
-    /// waits for a reply or its next timer, whichever comes first. Returns the reply that
-    /// ended it, if one did.
-    async fn exchange(&self, call: &mut Call, datagram: &mut [u8]) -> Option<ReplyData> {
+    /// Runs `call` (whose request is `datagram`) on `routes` (followed to the client's newer
+    /// ones whenever discovery replaces them: spec §7.1.8 rule 2) to its outcome: sends what
+    /// it readies, and waits for a reply or its next timer, whichever comes first. Returns
+    /// the reply that ended it, if one did.
+    async fn exchange(
+        &self,
+        call: &mut Call,
+        routes: &mut CallRoutes,
+        datagram: &mut [u8],
+    ) -> Option<ReplyData> {
         if call.outcome().is_some() {
             return None; // the deadline had passed before the first copy
         }
@@ -462,21 +519,33 @@ impl Inner {
                             continue;
                         }
                         Err(_) => {
-                            self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                            // Not a lock reply: a page of the member table, or junk.
+                            match self.membership.handle_members_reply(&buf[..len], from) {
+                                Some(requests) => self.send_members(requests),
+                                None => {
+                                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
                             continue;
                         }
                     }
                 }
                 () = sleep => {
-                    call.handle_timeout(self.now(), &self.routes);
+                    let now = self.now();
+                    self.membership.follow_routes(call, routes);
+                    call.handle_timeout(now, routes);
                     self.flush(call, datagram).await;
+                    self.membership.check_silence(routes);
+                    self.poll_discovery(now);
                     continue;
                 }
             };
+            self.membership.follow_routes(call, routes);
+            self.membership.check_not_leader(&reply, routes);
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 let wire = reply.wire();
-                call.handle_reply(reply.received_at, reply.from, &wire, &self.routes, &mut rtt)
+                call.handle_reply(reply.received_at, reply.from, &wire, routes, &mut rtt)
             };
             if handled == Handled::Dropped {
                 self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
@@ -537,7 +606,7 @@ impl Inner {
         client: &[u8],
         deadline: Instant,
     ) -> Result<(), LockError> {
-        let free_lane = |session_id| self.give_lane(session_id);
+        let free_lane = |session_id| self.give_lane(session_id, None);
         loop {
             let resend = {
                 let mut doubts = lock(&self.doubts);
@@ -550,9 +619,10 @@ impl Inner {
                     Settle::Resend(resend) => resend,
                 }
             };
+            let mut routes = self.membership.routes();
             let mut call = {
                 let rtt = lock(&self.rtt);
-                resend.call(self.now(), deadline, &rtt, &self.routes)
+                resend.call(self.now(), deadline, &rtt, &routes)
             };
             let mut datagram = resend.payload;
             // Abandoned if this future is dropped meanwhile: the doubt stays, unsettled.
@@ -561,7 +631,7 @@ impl Inner {
                 request_id: call.request().request_id,
                 armed: true,
             };
-            self.exchange(&mut call, &mut datagram).await;
+            self.exchange(&mut call, &mut routes, &mut datagram).await;
             std::mem::forget(settling);
             if !lock(&self.doubts).end_settle(call, free_lane) {
                 return Err(LockError::ReleaseInDoubt);
@@ -588,7 +658,7 @@ impl Inner {
         let answer = Inner::call(self, body, self.config.request_timeout_ms).await;
         match answer {
             Ok(answer) => {
-                self.give_lane(session_id);
+                self.give_lane(session_id, None);
                 let reply = &answer.reply;
                 self.cancels_removed
                     .fetch_add(u64::from(reply.waiter_count), Ordering::Relaxed);

@@ -105,15 +105,15 @@ use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration as StdDuration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use udplock_protocol::{Flags, RequestBody, ID_LEN_MAX};
 
 use crate::clock::BootInstant;
-use crate::core::call::{lease_validity, socket_addr_for, Doubts, Routes};
+use crate::core::call::{lease_validity, socket_addr_for, Doubts};
 use crate::core::retransmit::RttEstimator;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -143,8 +143,7 @@ pub use self::guard::{LockGuard, LockOptions, LossReason, LostSignal, LOCK_WAIT_
 use self::lanes::{new_session_id, Lane};
 use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
-use self::routing::CallRoutes;
-use crate::core::call::Discovery;
+use self::routing::Membership;
 #[doc(hidden)]
 pub use crate::core::call::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
 
@@ -157,17 +156,8 @@ const RECV_BUFFER_BYTES: usize = 1 << 20;
 pub struct Client {
     /// Unconnected: copies go wherever their shard's leader is, replies come from anywhere.
     socket: UdpSocket,
-    /// Where each shard's requests go (see `routing.rs`): replaced when discovery changes the
-    /// candidates. Calls do not read it: each lane keeps the routes its last call used, and
-    /// a call checks them against `routes_version` (one atomic load), taking the new ones,
-    /// even under way, when they changed.
-    routes: RwLock<CallRoutes>,
-    /// The version of `routes`, written under its write lock.
-    routes_version: AtomicU64,
-    /// Member-table discovery and refreshes (see "Discovery" in `routing.rs`).
-    discovery: Mutex<Discovery>,
-    /// Whether `discovery` wants a refresh: what every call checks, one relaxed load.
-    refresh_wanted: AtomicBool,
+    /// Its routes and its discovery of the members (see `routing.rs`).
+    membership: Membership,
     /// The first lane's session id (what [`Client::session_id`] reports).
     session_id: u64,
     /// Lanes not in use by a call right now (see `lanes.rs`): a session id, and the routes
@@ -262,16 +252,9 @@ impl Client {
             LockError::InternalError(format!("cannot set the socket's receive timeout: {e}"))
         })?;
         let session_id = new_session_id();
-        let routes = Routes::new(&config.servers, config.shards, v6_socket);
-        let configured: Vec<SocketAddr> = (0u32..config.servers.len() as u32)
-            .filter_map(|i| routes.peer(i))
-            .collect();
         Ok(Client {
             socket,
-            routes: RwLock::new(CallRoutes::first(routes)),
-            routes_version: AtomicU64::new(0),
-            discovery: Mutex::new(Discovery::new(&configured, v6_socket, new_session_id())),
-            refresh_wanted: AtomicBool::new(true),
+            membership: Membership::new(&config.servers, config.shards, v6_socket),
             session_id,
             lanes_free: Mutex::new(vec![Lane::new(session_id)]),
             next_request_id: AtomicU64::new(1),

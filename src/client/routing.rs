@@ -101,6 +101,9 @@
 //! The decisions are [`Discovery`]'s, a sans-IO state machine of the call core
 //! (`core::call::discovery`, which the simulator's clients run too); the client only sends
 //! what it readies, hands it the pages and the triggers, and swaps in the routes it makes.
+//! That shell is [`Membership`], which the blocking [`Client`] and the async client
+//! (`async_client.rs`) both own and call at the same points; each only sends its requests
+//! from its own socket.
 //!
 //! The shard map (SHARD_STATUS, spec §4.7) is not read to route first requests: the first
 //! request of a shard costs at most one NOT_LEADER redirect, whose hint is then cached for
@@ -122,22 +125,23 @@
 //! [`LockError::ReleaseInDoubt`]: crate::error::LockError::ReleaseInDoubt
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
-use udplock_protocol::{Hint, MembersReply, Status, DATAGRAM_LEN_MAX};
+use udplock_protocol::{Hint, MembersReply, MembersRequest, Status, DATAGRAM_LEN_MAX};
 
+use super::lanes::new_session_id;
 use super::receiving::ReplyData;
 use super::{lock, Client};
-use crate::core::call::{Call, MembersAsk, Outcome, PageOutcome, Routes};
+use crate::core::call::{Call, Discovery, Outcome, PageOutcome, Routes};
 use crate::core::time::Instant;
 
 /// One version of a client's routes, as a call (or a lane, between calls) holds it: the
 /// routes themselves and which of the client's successive routes they are, so that checking
-/// them against the client's current ones is one atomic load ([`Client::routes_changed`]).
+/// them against the client's current ones is one atomic load ([`Membership::routes_changed`]).
 #[derive(Clone)]
 pub(super) struct CallRoutes {
-    /// 0 for the routes over the configured servers, then one more per [`Client::adopt`].
+    /// 0 for the routes over the configured servers, then one more per [`Membership::adopt`].
     version: u64,
     routes: Arc<Routes>,
 }
@@ -160,25 +164,51 @@ impl std::ops::Deref for CallRoutes {
     }
 }
 
-impl Client {
-    /// Where the next request about `resource_id` goes: the leader of its shard as this
-    /// client last heard of it, or the initial guess (in the socket's address family, so an
-    /// IPv4 server may show as IPv4-mapped IPv6 when IPv6 servers are configured too).
-    pub fn leader_addr(&self, resource_id: &str) -> SocketAddr {
-        let routes = self.routes();
-        let shard = routes.shard(resource_id.as_bytes());
-        routes.first_destination(shard).1
+/// MEMBERS requests a client is to send from its socket: (destination, request).
+pub(super) type MembersSends = Vec<(SocketAddr, MembersRequest)>;
+
+/// A client's routes and its discovery of the members (see "Discovery" in the module
+/// docs): the one shell around [`Discovery`] that the blocking [`Client`] and the
+/// `AsyncClient` both own. It decides nothing ([`Discovery`] does) and sends nothing: what
+/// to send comes back as [`MembersSends`], which each client sends from its own socket
+/// ([`send_members`]).
+pub(super) struct Membership {
+    /// Where each shard's requests go: replaced when discovery changes the candidates.
+    /// Calls do not read it: each lane keeps the routes its last call used, and a call
+    /// checks them against `routes_version` (one atomic load), taking the new ones, and
+    /// going on by them, only when discovery has replaced them.
+    routes: RwLock<CallRoutes>,
+    /// The version of `routes`, written under its write lock.
+    routes_version: AtomicU64,
+    /// Member-table discovery and refreshes.
+    discovery: Mutex<Discovery>,
+    /// Whether `discovery` wants a refresh: what every call checks, one relaxed load.
+    refresh_wanted: AtomicBool,
+}
+
+impl Membership {
+    /// Routes over `servers` (non-empty), and a first discovery wanted at once.
+    pub(super) fn new(servers: &[SocketAddr], shards: u32, v6_socket: bool) -> Membership {
+        let routes = Routes::new(servers, shards, v6_socket);
+        let configured: Vec<SocketAddr> = (0u32..servers.len() as u32)
+            .filter_map(|i| routes.peer(i))
+            .collect();
+        Membership {
+            routes: RwLock::new(CallRoutes::first(routes)),
+            routes_version: AtomicU64::new(0),
+            discovery: Mutex::new(Discovery::new(&configured, v6_socket, new_session_id())),
+            refresh_wanted: AtomicBool::new(true),
+        }
     }
 
-    /// The addresses this client's requests may go to: after discovery every alive member
-    /// of the cluster, then the configured servers (see "Discovery" in the module docs).
-    pub fn candidates(&self) -> Vec<SocketAddr> {
+    /// The addresses requests may go to: after discovery every alive member of the
+    /// cluster, then the configured servers.
+    pub(super) fn candidates(&self) -> Vec<SocketAddr> {
         lock(&self.discovery).candidates().to_vec()
     }
 
-    /// The client's current routes (a read lock and a reference count: off the common
-    /// path, which keeps a [`CallRoutes`] in each lane and checks it with
-    /// [`Client::routes_changed`]).
+    /// The current routes (a read lock and a reference count: off the common path, which
+    /// keeps a [`CallRoutes`] in each lane and checks it with [`Membership::routes_changed`]).
     pub(super) fn routes(&self) -> CallRoutes {
         self.routes
             .read()
@@ -186,8 +216,8 @@ impl Client {
             .clone()
     }
 
-    /// Brings `routes` up to date with the client's: one atomic load when they are. Returns
-    /// the routes they were if discovery has replaced them since.
+    /// Brings `routes` up to date: one atomic load when they are. Returns the routes they
+    /// were if discovery has replaced them since.
     pub(super) fn routes_changed(&self, routes: &mut CallRoutes) -> Option<Arc<Routes>> {
         if self.routes_version.load(Ordering::Acquire) == routes.version {
             return None;
@@ -195,19 +225,18 @@ impl Client {
         Some(std::mem::replace(routes, self.routes()).routes)
     }
 
-    /// Before `call` uses `routes` again: if discovery replaced the client's routes, the
-    /// call goes on by the new ones ([`Call::rebase`]).
+    /// Before `call` uses `routes` again: if discovery replaced the routes, the call goes
+    /// on by the new ones ([`Call::rebase`]).
     pub(super) fn follow_routes(&self, call: &mut Call, routes: &mut CallRoutes) {
         if let Some(old) = self.routes_changed(routes) {
             call.rebase(&old, routes);
         }
     }
 
-    /// A call of this client ended with `outcome`: one without any reply asks for a
-    /// member-table refresh (a trigger of the module docs, decided by [`Discovery`]); it
-    /// starts with the next call, no sooner than [`REFRESH_INTERVAL_MIN`] after the last.
+    /// A call ended with `outcome`: one without any reply asks for a member-table refresh
+    /// (a trigger of the module docs, decided by [`Discovery`]); it starts with the next
+    /// call, no sooner than [`REFRESH_INTERVAL_MIN`] after the last.
     ///
-    /// [`Discovery`]: crate::core::call::Discovery
     /// [`REFRESH_INTERVAL_MIN`]: crate::core::call::REFRESH_INTERVAL_MIN
     pub(super) fn check_outcome(&self, outcome: Outcome) {
         if lock(&self.discovery).check_outcome(outcome) {
@@ -215,27 +244,23 @@ impl Client {
         }
     }
 
-    /// At the start of a call: starts a refresh if one is wanted and due, sending its
-    /// requests. One relaxed load when none is wanted.
-    pub(super) fn poll_discovery(&self, now: Instant) {
+    /// At the start of a call and after a timeout: the MEMBERS requests of a refresh, if
+    /// one is wanted and due. One relaxed load when none is wanted.
+    #[must_use]
+    pub(super) fn poll_discovery(&self, now: Instant) -> MembersSends {
         if !self.refresh_wanted.load(Ordering::Relaxed) {
-            return;
+            return Vec::new();
         }
         let routes = self.routes();
-        let requests: Vec<_> = {
-            let mut discovery = lock(&self.discovery);
-            // Every address the client knows: the ring and the learned leaders.
-            let known = (0u32..).map_while(|i| routes.peer(i));
-            let asks = discovery.poll_round(now, known);
-            self.refresh_wanted
-                .store(discovery.wanted(), Ordering::Relaxed);
-            asks.into_iter()
-                .map(|ask| (ask, discovery.request(ask)))
-                .collect()
-        };
-        for (ask, request) in requests {
-            self.send_members_ask(ask, request);
-        }
+        let mut discovery = lock(&self.discovery);
+        // Every address the client knows: the ring and the learned leaders.
+        let known = (0u32..).map_while(|i| routes.peer(i));
+        let asks = discovery.poll_round(now, known);
+        self.refresh_wanted
+            .store(discovery.wanted(), Ordering::Relaxed);
+        asks.into_iter()
+            .map(|ask| (ask.to, discovery.request(ask)))
+            .collect()
     }
 
     /// Before a reply reaches its call: a NOT_LEADER without a hint, or naming a leader
@@ -263,44 +288,31 @@ impl Client {
         }
     }
 
-    fn send_members_ask(&self, ask: MembersAsk, request: udplock_protocol::MembersRequest) {
-        let mut buf = [0u8; DATAGRAM_LEN_MAX];
-        match request.encode(&mut buf) {
-            Ok(len) => {
-                // A lost request is a round without an answer: the next trigger asks again.
-                if let Err(e) = self.socket.send_to(&buf[..len], ask.to) {
-                    log::debug!("members request to {} failed: {e}", ask.to);
-                }
-            }
-            Err(e) => log::warn!("a MEMBERS request did not encode: {e}"),
-        }
-    }
-
-    /// A datagram that is not a lock reply, read by the receiving thread: if it is a
-    /// MEMBERS_REPLY (status OK) to this client's discovery session, hands it to discovery
-    /// (asking for the next page, or adopting new candidates) and returns true.
-    pub(super) fn handle_members_reply(&self, datagram: &[u8], from: SocketAddr) -> bool {
-        let Ok(reply) = MembersReply::decode(datagram) else {
-            return false;
-        };
+    /// A datagram that is not a lock reply: if it is a MEMBERS_REPLY (status OK) to this
+    /// client's discovery session, hands it to discovery (asking for the next page, or
+    /// adopting new candidates) and returns what to send (the next page's request, if
+    /// any). `None`: not ours, to be dropped.
+    pub(super) fn handle_members_reply(
+        &self,
+        datagram: &[u8],
+        from: SocketAddr,
+    ) -> Option<MembersSends> {
+        let reply = MembersReply::decode(datagram).ok()?;
         let (outcome, next) = {
             let mut discovery = lock(&self.discovery);
             let outcome = discovery.handle_reply(from, &reply);
             let next = match outcome {
-                PageOutcome::Ask(ask) => Some(discovery.request(ask)),
-                _ => None,
+                PageOutcome::Ask(ask) => vec![(ask.to, discovery.request(ask))],
+                _ => Vec::new(),
             };
             (outcome, next)
         };
         match outcome {
-            PageOutcome::Ignored => return false,
-            PageOutcome::Ask(ask) => {
-                self.send_members_ask(ask, next.expect("the next page's request"));
-            }
-            PageOutcome::Done(None) => {}
+            PageOutcome::Ignored => return None,
+            PageOutcome::Ask(_) | PageOutcome::Done(None) => {}
             PageOutcome::Done(Some(candidates)) => self.adopt(&candidates),
         }
-        true
+        Some(next)
     }
 
     /// New routes over `candidates` for the calls that start from now on, keeping what the
@@ -320,5 +332,92 @@ impl Client {
         };
         // Under the lock, so a reader that sees the new version reads the new routes.
         self.routes_version.store(version, Ordering::Release);
+    }
+}
+
+/// Sends `requests` with `send_to` (a client's socket). A lost request is a round without
+/// an answer: the next trigger asks again.
+pub(super) fn send_members(
+    requests: MembersSends,
+    mut send_to: impl FnMut(&[u8], SocketAddr) -> std::io::Result<usize>,
+) {
+    let mut buf = [0u8; DATAGRAM_LEN_MAX];
+    for (to, request) in requests {
+        match request.encode(&mut buf) {
+            Ok(len) => {
+                if let Err(e) = send_to(&buf[..len], to) {
+                    log::debug!("members request to {to} failed: {e}");
+                }
+            }
+            Err(e) => log::warn!("a MEMBERS request did not encode: {e}"),
+        }
+    }
+}
+
+impl Client {
+    /// Where the next request about `resource_id` goes: the leader of its shard as this
+    /// client last heard of it, or the initial guess (in the socket's address family, so an
+    /// IPv4 server may show as IPv4-mapped IPv6 when IPv6 servers are configured too).
+    pub fn leader_addr(&self, resource_id: &str) -> SocketAddr {
+        let routes = self.routes();
+        let shard = routes.shard(resource_id.as_bytes());
+        routes.first_destination(shard).1
+    }
+
+    /// The addresses this client's requests may go to: after discovery every alive member
+    /// of the cluster, then the configured servers (see "Discovery" in the module docs).
+    pub fn candidates(&self) -> Vec<SocketAddr> {
+        self.membership.candidates()
+    }
+
+    /// The client's current routes ([`Membership::routes`]).
+    pub(super) fn routes(&self) -> CallRoutes {
+        self.membership.routes()
+    }
+
+    /// [`Membership::routes_changed`].
+    pub(super) fn routes_changed(&self, routes: &mut CallRoutes) -> Option<Arc<Routes>> {
+        self.membership.routes_changed(routes)
+    }
+
+    /// [`Membership::follow_routes`].
+    pub(super) fn follow_routes(&self, call: &mut Call, routes: &mut CallRoutes) {
+        self.membership.follow_routes(call, routes);
+    }
+
+    /// [`Membership::check_outcome`].
+    pub(super) fn check_outcome(&self, outcome: Outcome) {
+        self.membership.check_outcome(outcome);
+    }
+
+    /// At the start of a call: starts a refresh if one is wanted and due, sending its
+    /// requests ([`Membership::poll_discovery`]).
+    pub(super) fn poll_discovery(&self, now: Instant) {
+        let requests = self.membership.poll_discovery(now);
+        if !requests.is_empty() {
+            send_members(requests, |buf, to| self.socket.send_to(buf, to));
+        }
+    }
+
+    /// [`Membership::check_not_leader`].
+    pub(super) fn check_not_leader(&self, reply: &ReplyData, routes: &Routes) {
+        self.membership.check_not_leader(reply, routes);
+    }
+
+    /// [`Membership::check_silence`].
+    pub(super) fn check_silence(&self, routes: &Routes) {
+        self.membership.check_silence(routes);
+    }
+
+    /// A datagram that is not a lock reply, read by the receiving thread: if it is a
+    /// MEMBERS_REPLY to this client's discovery session, hands it on
+    /// ([`Membership::handle_members_reply`]), sends the next page's request, and returns
+    /// true.
+    pub(super) fn handle_members_reply(&self, datagram: &[u8], from: SocketAddr) -> bool {
+        let Some(requests) = self.membership.handle_members_reply(datagram, from) else {
+            return false;
+        };
+        send_members(requests, |buf, to| self.socket.send_to(buf, to));
+        true
     }
 }

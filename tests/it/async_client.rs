@@ -470,3 +470,64 @@ async fn a_timed_out_lock_future_leaves_the_queue() {
     let status = until_status(&observer, "aguard/queue", |s| s.hold_count == 0).await;
     assert_eq!(status.holder, None, "nobody was granted the lock");
 }
+
+/// Discovery (spec §7.1.8), as the blocking client's `it::discovery` test: an async client
+/// given one node of a 3-node cluster learns the others from its member table, locks on
+/// every shard, and keeps locking after that node is gone (every shard then led by a node
+/// it was not given).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_client_given_one_node_keeps_locking_after_that_node_is_gone() {
+    use udplock::cluster::{start_local_cluster, ClusterConfig, ClusterNode};
+    use udplock_protocol::shard_of;
+
+    const SHARDS: u32 = 8;
+    let mut template = ClusterConfig::new(1, Vec::new());
+    template.shards = SHARDS;
+    let mut nodes: Vec<ClusterNode> = start_local_cluster(3, &template).expect("cluster starts");
+    let mut config = ClientConfig::new(vec![nodes[0].local_addr()]);
+    config.shards = SHARDS;
+    let client = AsyncClient::new(config).await.expect("client");
+    // One resource per shard.
+    let mut shards = HashSet::new();
+    let resources: Vec<String> = (0..1_000)
+        .map(|i| format!("jobs/{i}"))
+        .filter(|r| shards.insert(shard_of(r.as_bytes(), SHARDS)))
+        .collect();
+    assert_eq!(resources.len(), SHARDS as usize);
+
+    // Lock on every shard until the member table has come back (read by whichever call is
+    // waiting when it arrives) and every node is a candidate.
+    let mut all: Vec<_> = nodes.iter().map(ClusterNode::local_addr).collect();
+    all.sort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        for r in &resources {
+            let lease = client.acquire(r, "w", 5_000, Some(10_000)).await;
+            assert_eq!(lease.expect("acquire").hold_count, 1);
+            assert_eq!(client.release(r, "w").await, Ok(0));
+        }
+        let mut candidates = client.candidates();
+        candidates.sort();
+        if candidates == all {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client never learned every node: {candidates:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let gone = nodes.remove(0);
+    tokio::task::spawn_blocking(move || gone.shutdown())
+        .await
+        .expect("node 1 stops");
+    for r in &resources {
+        let lease = client
+            .acquire(r, "w", 10_000, Some(10_000))
+            .await
+            .unwrap_or_else(|e| panic!("{r} (shard {}): {e}", shard_of(r.as_bytes(), SHARDS)));
+        assert_eq!(lease.hold_count, 1);
+        assert_eq!(client.release(r, "w").await, Ok(0));
+    }
+}
