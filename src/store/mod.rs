@@ -9,7 +9,7 @@
 //!   `term u64 | vote u64 | replica u64 | check u32 | version u32 = 2` (`check`: FNV-1a 32
 //!   over the first 24 bytes; `replica`: the replica id, spec §8.5 "Replica identities").
 //!   Version 1 (24 bytes, `term | vote | check over 16 | 0 u32`) is still read, as a hard
-//!   state without a replica id (see [`read_state`]);
+//!   state without a replica id (see `read_state`);
 //! - `shard-NNNN.snap`: the latest snapshot (thesis §5): `"ULSN" | index u64 | term u64 |
 //!   len u64 | check u32 | data`, replaced whole (written aside, then renamed over);
 //! - `shard-NNNN.log`: a 16-byte header (`"ULLOG\0\0\1" | base u64`: the index before the
