@@ -87,3 +87,18 @@ fn cli_hint(e: &LockError) -> Option<&'static str> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CLI's hint adds what the library's words leave out, never the same advice twice
+    /// (the newcomer walk saw "... who holds it (status) (`udplock status RESOURCE` shows who
+    /// holds it)").
+    #[test]
+    fn a_timeout_names_the_status_command_once() {
+        let text = Failure::Lock(LockError::LockAcquisitionTimeout).to_string();
+        assert_eq!(text.matches("status").count(), 1, "{text}");
+        assert!(text.contains("`udplock status RESOURCE`"), "{text}");
+    }
+}
