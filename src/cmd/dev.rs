@@ -28,7 +28,7 @@ pub struct DevArgs {
     /// Serve every node's Prometheus metrics and health checks over HTTP (README, "Metrics
     /// and health"): node N on this address's port + N - 1 (port 0: a free port each); the
     /// addresses are printed at start.
-    #[arg(long, env = "UDPLOCK_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
 }
 

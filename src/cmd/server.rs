@@ -175,7 +175,7 @@ pub struct ServerArgs {
     /// /health: 200 while the node's event loop turns; GET /ready: 200 while every shard it
     /// holds knows its leader) over HTTP on this address, IP:PORT (port 0: a free port, named
     /// at start). Off the datagram path (a thread of its own). README, "Metrics and health".
-    #[arg(long, env = "UDPLOCK_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// The bound `--metrics-listen` socket (bound first, so a taken port refuses the start).
     #[arg(skip)]

@@ -71,7 +71,7 @@ pub struct NodeStats {
     /// is a follower and counts nothing): see [`LockCounters`].
     pub locks: LockCounters,
     /// Turns of the event loop: it wakes at least once per
-    /// `cluster::metrics::LOOP_TURN_INTERVAL_MAX`, so a counter that stops is a loop that
+    /// `cluster::metrics::LOOP_TURN_INTERVAL_MAX_MS`, so a counter that stops is a loop that
     /// hangs (the health endpoint's test).
     pub loop_turns: AtomicU64,
 }
