@@ -58,6 +58,9 @@ pub(super) struct ClusterLoop {
     /// [`ClusterNode::members`](super::ClusterNode::members).
     pub(super) members: Arc<Mutex<Vec<MemberInfo>>>,
     pub(super) stats_published: Instant,
+    /// An input came since the views were last published: the loop wakes to publish them
+    /// within [`STATS_PERIOD`] even if nothing else is due (the metrics endpoint reads them).
+    pub(super) stats_dirty: bool,
     /// On the suspend-aware clock (`crate::clock`): Raft leases and lock leases must count
     /// while the machine sleeps.
     pub(super) epoch: BootInstant,
@@ -82,6 +85,7 @@ impl ClusterLoop {
         // Room for the largest datagram of either kind, plus one byte to see oversized ones.
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
         while !stop.load(Ordering::Acquire) {
+            NodeStats::bump(&self.stats.loop_turns);
             let now = self.now();
             match graceful.load(Ordering::Relaxed) {
                 super::GRACEFUL_STOP => self.node.start_stopping(now),
@@ -101,13 +105,25 @@ impl ClusterLoop {
                 .key_watch
                 .as_ref()
                 .map_or(next, |w| next.min(w.next_check()));
+            // Wakes at least once per LOOP_TURN_INTERVAL_MAX_MS (the health endpoint watches
+            // the turns), and to publish views an input changed.
+            let turn_max =
+                crate::core::time::Duration::from_millis(super::metrics::LOOP_TURN_INTERVAL_MAX_MS);
+            let mut next = next.min(now + turn_max);
+            if self.stats_dirty {
+                next = next.min(self.stats_published + STATS_PERIOD);
+            }
             self.read_timer.arm(&self.socket, Some(next), self.now());
             match self.socket.recv_from(&mut buf) {
                 Ok((len, from)) => {
                     NodeStats::bump(&self.stats.datagrams);
                     let now = self.now();
                     self.node.handle_datagram(now, from, &buf[..len]);
+                    self.stats_dirty = true;
                     self.drain_socket(&mut buf);
+                    // The replies' latency runs to here (`NodeStats::latency`).
+                    let now = self.now();
+                    self.node.set_time(now);
                     self.flush()?;
                 }
                 Err(e) if recv_error_is_transient(&e) => {}
@@ -254,6 +270,7 @@ impl ClusterLoop {
             return;
         }
         self.stats_published = now;
+        self.stats_dirty = false;
         if let Ok(mut stats) = self.shard_stats.lock() {
             *stats = self.node.shard_stats();
         }

@@ -46,6 +46,10 @@
 //! grace must cover the longest lease clients may still count).
 
 mod event_loop;
+#[doc(hidden)]
+pub mod http;
+#[doc(hidden)]
+pub mod metrics;
 
 /// The log target of membership events (a node joined, suspected, dead, alive again, left):
 /// the `udplock` command shows them at `info` by default.
@@ -291,6 +295,7 @@ pub(crate) const GRACEFUL_LEAVE: u8 = 2;
 
 /// A running cluster node. Dropping it stops the node.
 pub struct ClusterNode {
+    node_id: NodeId,
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     /// Asks the loop to hand every shard it leads to another node before it stops
@@ -376,6 +381,10 @@ impl ClusterNode {
         )
         .map_err(|e| invalid(Some(e)))?;
         node.set_wall_clock(now, wall_clock_micros());
+        // Published before the loop's first turn, so that `/ready` never sees no shards.
+        if let Ok(mut published) = shard_stats.lock() {
+            *published = node.shard_stats();
+        }
         let event_loop = ClusterLoop {
             node,
             socket,
@@ -390,6 +399,7 @@ impl ClusterNode {
             peer_settings: peer_settings.clone(),
             members: members.clone(),
             stats_published: Instant::ZERO,
+            stats_dirty: true,
             epoch,
             read_timer: ReadTimer::default(),
             out: vec![0; PEER_DATAGRAM_LEN_MAX],
@@ -420,6 +430,7 @@ impl ClusterNode {
             config.durability.name()
         );
         Ok(ClusterNode {
+            node_id: config.node_id,
             local_addr,
             stop,
             graceful,
@@ -455,6 +466,24 @@ impl ClusterNode {
     /// incarnation, as of at most a few milliseconds ago. Informs operators only.
     pub fn members(&self) -> Vec<MemberInfo> {
         self.members.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    /// Serves this node's Prometheus metrics and its health and readiness endpoints on
+    /// `listener` (`--metrics-listen`, [`metrics`]), from a thread of their own, until the
+    /// returned handle is dropped.
+    pub fn serve_metrics(
+        &self,
+        listener: std::net::TcpListener,
+    ) -> io::Result<http::MetricsServer> {
+        http::MetricsServer::start(
+            listener,
+            metrics::Source {
+                node_id: self.node_id,
+                stats: self.stats.clone(),
+                shard_stats: self.shard_stats.clone(),
+                members: self.members.clone(),
+            },
+        )
     }
 
     /// The address the node's socket is bound to (with the actual port when it was 0).

@@ -25,6 +25,11 @@ pub struct DevArgs {
           default_value = super::duration::format(std::time::Duration::from_millis(super::args::SWIM_PERIOD_MS_DEFAULT)),
           value_parser = super::duration::ms::<{ super::args::SWIM_PERIOD_MS_MIN }, { super::args::SWIM_PERIOD_MS_MAX }>)]
     swim_period: std::time::Duration,
+    /// Serve every node's Prometheus metrics and health checks over HTTP (README, "Metrics
+    /// and health"): node N on this address's port + N - 1 (port 0: a free port each); the
+    /// addresses are printed at start.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub fn run(a: DevArgs) -> Result<(), LockError> {
@@ -49,6 +54,32 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
         // start_local_cluster gives the nodes a new random key (template.keys is None).
         start_local_cluster(a.nodes, &template).map_err(cannot_start)?
     };
+    // One metrics port per node: they run in one process, but each has its own counters.
+    let mut metrics = Vec::new();
+    if let Some(base) = a.metrics_listen {
+        for (i, node) in nodes.iter().enumerate() {
+            let mut addr = base;
+            if base.port() != 0 {
+                let port = usize::from(base.port()) + i;
+                addr.set_port(u16::try_from(port).map_err(|_| {
+                    LockError::InvalidArgument(format!(
+                        "--metrics-listen {base}: no port {port} for node {}",
+                        i + 1
+                    ))
+                })?);
+            }
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                LockError::InternalError(format!("cannot serve metrics on {addr}: {e}"))
+            })?;
+            let server = node.serve_metrics(listener).map_err(cannot_start)?;
+            notice(&format!(
+                "udplock dev: node {} metrics on http://{}/metrics (health: /health, /ready)\n",
+                i + 1,
+                server.local_addr()
+            ));
+            metrics.push(server);
+        }
+    }
     let servers: Vec<String> = nodes.iter().map(|n| n.local_addr().to_string()).collect();
     println!("UDPLOCK_SERVERS={}", servers.join(","));
     let what = if a.nodes == 1 {

@@ -171,8 +171,46 @@ pub struct ServerArgs {
     /// `udplock remove` retires a stopped node at once either way.
     #[arg(long)]
     leave_on_stop: bool,
+    /// Serve Prometheus metrics (GET /metrics, text format 0.0.4) and health checks (GET
+    /// /health: 200 while the node's event loop turns; GET /ready: 200 while every shard it
+    /// holds knows its leader) over HTTP on this address, IP:PORT (port 0: a free port, named
+    /// at start). Off the datagram path (a thread of its own). README, "Metrics and health".
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// The bound `--metrics-listen` socket (bound first, so a taken port refuses the start).
+    #[arg(skip)]
+    metrics_listener: Option<std::net::TcpListener>,
     #[command(flatten)]
     join: JoinArgs,
+}
+
+/// Binds `--metrics-listen` (before the node starts, so a taken port refuses the start).
+fn bind_metrics(a: &mut ServerArgs) -> Result<(), LockError> {
+    if let Some(addr) = a.metrics_listen {
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| cannot_start("the metrics endpoint", addr, e))?;
+        a.metrics_listener = Some(listener);
+    }
+    Ok(())
+}
+
+/// Starts the metrics endpoint of `node` on the listener `bind_metrics` bound; the line
+/// naming its address (stderr) ends in a line feed.
+fn start_metrics(
+    node: &ClusterNode,
+    listener: Option<std::net::TcpListener>,
+) -> Result<(Option<udplock::cluster::http::MetricsServer>, String), LockError> {
+    let Some(listener) = listener else {
+        return Ok((None, String::new()));
+    };
+    let server = node
+        .serve_metrics(listener)
+        .map_err(|e| LockError::InternalError(format!("cannot serve metrics: {e}")))?;
+    let line = format!(
+        "udplock server: metrics on http://{}/metrics (health: /health, /ready)\n",
+        server.local_addr()
+    );
+    Ok((Some(server), line))
 }
 
 /// Starting a cluster by joining (spec §8.1; README, "Starting a cluster by joining"): the
@@ -245,7 +283,8 @@ fn planner(a: &ServerArgs) -> Result<Planner, LockError> {
 
 /// `udplock server`: a cluster node with `--peers`; of a joined cluster with `--bootstrap`,
 /// `--join` or `--node-id` alone; else a single node.
-pub fn run(a: ServerArgs) -> Result<(), LockError> {
+pub fn run(mut a: ServerArgs) -> Result<(), LockError> {
+    bind_metrics(&mut a)?;
     if a.peers.is_some() {
         run_cluster(a)
     } else if a.join.bootstrap || a.join.join.is_some() || a.node_id.is_some() {
@@ -255,7 +294,7 @@ pub fn run(a: ServerArgs) -> Result<(), LockError> {
     }
 }
 
-fn run_single(a: ServerArgs) -> Result<(), LockError> {
+fn run_single(mut a: ServerArgs) -> Result<(), LockError> {
     let invalid = |e: String| LockError::InvalidArgument(e);
     let durability: Durability = a
         .durability
@@ -318,6 +357,8 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
              itself\n",
         );
     }
+    let (_metrics, metrics_line) = start_metrics(&node, a.metrics_listener.take())?;
+    notice_text.push_str(&metrics_line);
     if durability == Durability::Memory && state_file.is_none() && a.startup_grace.is_zero() {
         notice_text.push_str(
             "udplock server: no lease horizon file; locks are kept in memory, so if \
@@ -330,7 +371,7 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         .map_err(|e| LockError::InternalError(format!("the node stopped: {e}")))
 }
 
-fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
+fn run_cluster(mut a: ServerArgs) -> Result<(), LockError> {
     let invalid = |e: String| LockError::InvalidArgument(e);
     let peers = parse_peers(a.peers.as_deref().unwrap_or_default())?;
     let node_id = a
@@ -392,7 +433,15 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     }
     let shape = format!("node {node_id} of {}", config.peers.len());
     let resolved = a.listen.resolved_note();
-    serve(config, &shape, &data_dir_from, a.leave_on_stop, &resolved)
+    let metrics = a.metrics_listener.take();
+    serve(
+        config,
+        &shape,
+        &data_dir_from,
+        a.leave_on_stop,
+        &resolved,
+        metrics,
+    )
 }
 
 /// Starts the cluster node `config` and serves until a signal (stopping gracefully, and
@@ -404,6 +453,7 @@ fn serve(
     data_dir_from: &str,
     leave_on_stop: bool,
     resolved: &str,
+    metrics: Option<std::net::TcpListener>,
 ) -> Result<(), LockError> {
     let node_id = config.node_id;
     let durability = config.durability;
@@ -427,8 +477,9 @@ fn serve(
         Some(dir) => format!(", data in {}{data_dir_from}", dir.display()),
         None => String::new(),
     };
+    let (_metrics, metrics_line) = start_metrics(&node, metrics)?;
     notice(&format!(
-        "udplock server: {shape} listening on {} ({resolved}{} shards, durability {}{data}; {authenticated})\n",
+        "udplock server: {shape} listening on {} ({resolved}{} shards, durability {}{data}; {authenticated})\n{metrics_line}",
         node.local_addr(),
         config.shards,
         durability.name(),
@@ -486,7 +537,7 @@ const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// A node of a joined cluster (spec §8.1): `--bootstrap` (the first node), `--join` (through
 /// seeds), or `--node-id` alone (a restart of the first node, from its data directory).
-fn run_joined(a: ServerArgs) -> Result<(), LockError> {
+fn run_joined(mut a: ServerArgs) -> Result<(), LockError> {
     use udplock::cluster::join::{discover, JoinError};
     use udplock::cluster::storage::{read_identity, read_members};
     use udplock::core::node::Joined;
@@ -722,7 +773,15 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     }
     config.validate().map_err(invalid)?;
     let resolved = a.listen.resolved_note();
-    serve(config, &shape, &data_dir_from, a.leave_on_stop, &resolved)
+    let metrics = a.metrics_listener.take();
+    serve(
+        config,
+        &shape,
+        &data_dir_from,
+        a.leave_on_stop,
+        &resolved,
+        metrics,
+    )
 }
 
 /// Why a node could not start on `addr`, as an operator reads it: a busy port or an address

@@ -14,6 +14,7 @@ mod keepalive;
 mod lock_cmd;
 mod lossy;
 mod members;
+mod metrics;
 mod peer_auth;
 mod processes;
 mod raw;

@@ -435,6 +435,59 @@ pub struct Stats {
     pub fencing_token_last: u64,
 }
 
+/// Changes of lock state since the table was created, for monitoring (the node exports the
+/// leader's, `core::node::stats::LockCounters`). Not part of a snapshot: a table restored from
+/// one starts them at zero. Each is O(1) to keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Holds granted: new ones and re-entries, at once or to a waiter.
+    pub grants: u64,
+    /// Grants to an acquire that waited in the lock's queue (hand-offs; a subset of `grants`).
+    pub handoffs: u64,
+    /// Holds given back by RELEASE.
+    pub releases: u64,
+    /// Holds whose lease ran out unrenewed (every re-entrant hold at once: one expiry).
+    pub expirations: u64,
+    /// Acquires answered LOCK_ACQUISITION_TIMEOUT: the lock held and no wait asked, or the
+    /// wait's deadline passed in the queue.
+    pub acquisition_timeouts: u64,
+    /// Acquires that went into a lock's queue.
+    pub queued: u64,
+    /// Holds renewed, by RENEW or by one token of a KEEPALIVE.
+    pub renewals: u64,
+}
+
+impl Counts {
+    /// What happened between `before` and `self` (both of one table, `before` earlier).
+    pub fn since(&self, before: &Counts) -> Counts {
+        Counts {
+            grants: self.grants - before.grants,
+            handoffs: self.handoffs - before.handoffs,
+            releases: self.releases - before.releases,
+            expirations: self.expirations - before.expirations,
+            acquisition_timeouts: self.acquisition_timeouts - before.acquisition_timeouts,
+            queued: self.queued - before.queued,
+            renewals: self.renewals - before.renewals,
+        }
+    }
+
+    /// Adds `more`.
+    pub fn add(&mut self, more: &Counts) {
+        self.grants += more.grants;
+        self.handoffs += more.handoffs;
+        self.releases += more.releases;
+        self.expirations += more.expirations;
+        self.acquisition_timeouts += more.acquisition_timeouts;
+        self.queued += more.queued;
+        self.renewals += more.renewals;
+    }
+}
+
+/// The log target of the lock state changes the table writes at `debug` level (granted,
+/// released, expired, queued, handed off, renewed, timed out, withdrawn; README "Metrics and
+/// health"): `RUST_LOG=udplock::locks=debug` shows them alone.
+pub const LOCK_LOG_TARGET: &str = "udplock::locks";
+
 /// One known resource (or, while on the free list, none).
 struct Slot {
     /// The resource id, followed by the holder's client id while the lock is held: one
@@ -642,6 +695,11 @@ pub struct LockTable {
     /// The latest expiry any hold has ever had: no client can believe it holds a lock of
     /// this table past it (the shell persists it to make restarts safe, spec §7.2.4).
     lease_horizon: Instant,
+    /// Changes of lock state so far (monitoring only: nothing reads them to decide).
+    counts: Counts,
+    /// The shard its state changes are logged under ([`LOCK_LOG_TARGET`]), `None`: not
+    /// logged (a follower's replica: the leader logs each change once).
+    log_shard: Option<u32>,
 }
 
 impl LockTable {
@@ -669,7 +727,20 @@ impl LockTable {
             waiters: 0,
             answers_remembered: 0,
             lease_horizon: Instant::ZERO,
+            counts: Counts::default(),
+            log_shard: None,
         }
+    }
+
+    /// Changes of lock state since the table was created (or restored).
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Logs the table's lock state changes at `debug` under shard `shard` from now on
+    /// (`None`: stops).
+    pub fn set_log_shard(&mut self, shard: Option<u32>) {
+        self.log_shard = shard;
     }
 
     pub fn config(&self) -> &Config {
@@ -1059,6 +1130,11 @@ impl LockTable {
                 let waiter = queue.remove(seq);
                 self.waiters -= 1;
                 assert!(self.timers.remove(&Timer::wait(&waiter, slot)));
+                if let Some(shard) = self.log_shard {
+                    log::debug!(target: LOCK_LOG_TARGET,
+                        "shard {shard}: {} no longer waited for by {}: withdrawn (CANCEL_WAIT)",
+                        resource.escape_ascii(), client.escape_ascii());
+                }
                 let withdrawn = Answer {
                     queued: true,
                     ..Answer::bare(Status::LockAcquisitionTimeout)
@@ -1153,7 +1229,15 @@ impl LockTable {
         let answer = match s.holder() {
             None => self.grant(slot, client, ttl_ms, now, false),
             Some(holder) if holder == client => self.grant_again(slot, ttl_ms, now, false),
-            Some(_) if wait_ms == 0 => Answer::bare(Status::LockAcquisitionTimeout),
+            Some(_) if wait_ms == 0 => {
+                self.counts.acquisition_timeouts += 1;
+                if let Some(shard) = self.log_shard {
+                    log::debug!(target: LOCK_LOG_TARGET,
+                        "shard {shard}: {} not granted to {} (held, no wait)",
+                        resource.escape_ascii(), client.escape_ascii());
+                }
+                Answer::bare(Status::LockAcquisitionTimeout)
+            }
             Some(_) => {
                 if s.live_waiters() >= self.config.waiters_per_resource_max
                     || self.waiters >= self.config.waiters_max
@@ -1197,6 +1281,12 @@ impl LockTable {
             .get_or_insert_with(|| Box::new(WaitQueue::new()))
             .push(waiter);
         self.waiters += 1;
+        self.counts.queued += 1;
+        if let Some(shard) = self.log_shard {
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} queued for {} (waits up to {wait_ms} ms, {} waiting)",
+                s.resource().escape_ascii(), client.escape_ascii(), s.live_waiters());
+        }
         let session = self
             .sessions
             .get_mut(&request.id.session)
@@ -1224,6 +1314,12 @@ impl LockTable {
             hold_count: s.hold_count,
             ..Answer::bare(Status::Ok)
         };
+        self.counts.releases += 1;
+        if let Some(shard) = self.log_shard {
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} released by {} (token {}, {} holds left)",
+                resource.escape_ascii(), client.escape_ascii(), s.token, s.hold_count);
+        }
         if s.hold_count == 0 {
             assert!(self.timers.remove(&Timer::hold(s, slot)));
             assert_eq!(self.holds.remove(&s.token), Some(slot));
@@ -1244,6 +1340,12 @@ impl LockTable {
         }
         let lease_ms = self.extend(slot, now, ttl_ms);
         let s = &self.slots[slot as usize];
+        self.counts.renewals += 1;
+        if let Some(shard) = self.log_shard {
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} renewed by {} (token {}, lease {lease_ms} ms)",
+                resource.escape_ascii(), client.escape_ascii(), s.token);
+        }
         Answer {
             fencing_token: s.token,
             hold_count: s.hold_count,
@@ -1270,6 +1372,13 @@ impl LockTable {
                 "token index out of date"
             );
             let lease_ms = self.extend(slot, now, ttl_ms);
+            self.counts.renewals += 1;
+            if let Some(shard) = self.log_shard {
+                let s = &self.slots[slot as usize];
+                log::debug!(target: LOCK_LOG_TARGET,
+                    "shard {shard}: {} renewed by keepalive (token {token}, lease {lease_ms} ms)",
+                    s.resource().escape_ascii());
+            }
             renewed |= 1 << i;
             lease_ms_min = Some(lease_ms_min.map_or(lease_ms, |min: u32| min.min(lease_ms)));
         }
@@ -1407,6 +1516,14 @@ impl LockTable {
         );
         self.lease_horizon = self.lease_horizon.max(s.expiry);
         self.held += 1;
+        self.counts.grants += 1;
+        self.counts.handoffs += u64::from(queued);
+        if let Some(shard) = self.log_shard {
+            let how = if queued { "handed off" } else { "granted" };
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} {how} to {} (token {token}, ttl {ttl_ms} ms)",
+                s.resource().escape_ascii(), client.escape_ascii());
+        }
         Answer {
             fencing_token: token,
             hold_count: 1,
@@ -1432,6 +1549,19 @@ impl LockTable {
         let s = &mut self.slots[slot as usize];
         s.hold_count += 1;
         s.hold_ttl_ms = ttl_ms;
+        self.counts.grants += 1;
+        self.counts.handoffs += u64::from(queued);
+        if let Some(shard) = self.log_shard {
+            let how = if queued {
+                "handed off again"
+            } else {
+                "granted again"
+            };
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} {how} to its holder {} (token {}, {} holds)",
+                s.resource().escape_ascii(), s.holder().unwrap_or_default().escape_ascii(),
+                s.token, s.hold_count);
+        }
         Answer {
             fencing_token: s.token,
             hold_count: s.hold_count,
@@ -1492,10 +1622,14 @@ impl LockTable {
             self.waiters -= 1;
             assert!(self.timers.remove(&Timer::wait(&waiter, slot)));
             let answer = match step {
-                Step::TimeOut => Answer {
-                    queued: true,
-                    ..Answer::bare(Status::LockAcquisitionTimeout)
-                },
+                Step::TimeOut => {
+                    self.counts.acquisition_timeouts += 1;
+                    self.log_timed_out(slot, &waiter);
+                    Answer {
+                        queued: true,
+                        ..Answer::bare(Status::LockAcquisitionTimeout)
+                    }
+                }
                 Step::Grant => self.grant(slot, &waiter.client, waiter.ttl_ms, at, true),
                 Step::GrantAgain => self.grant_again(slot, waiter.ttl_ms, at, true),
             };
@@ -1507,9 +1641,16 @@ impl LockTable {
     fn expire(&mut self, timer: Timer) {
         let s = &mut self.slots[timer.slot as usize];
         assert!(s.hold_count > 0 && s.token == timer.seq && s.expiry == timer.due);
+        if let Some(shard) = self.log_shard {
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} expired: {} did not renew (token {})",
+                s.resource().escape_ascii(), s.holder().unwrap_or_default().escape_ascii(),
+                s.token);
+        }
         s.hold_count = 0;
         assert_eq!(self.holds.remove(&s.token), Some(timer.slot));
         self.held -= 1;
+        self.counts.expirations += 1;
         self.hand_off(timer.slot, timer.due);
         self.settle(timer.slot);
     }
@@ -1523,12 +1664,24 @@ impl LockTable {
         let waiter = queue.remove(timer.seq);
         assert!(waiter.deadline == timer.due);
         self.waiters -= 1;
+        self.counts.acquisition_timeouts += 1;
+        self.log_timed_out(timer.slot, &waiter);
         let answer = Answer {
             queued: true,
             ..Answer::bare(Status::LockAcquisitionTimeout)
         };
         self.answer_waiter(&waiter, answer);
         self.settle(timer.slot);
+    }
+
+    /// Logs that `waiter`, queued on `slot`, reached its deadline.
+    fn log_timed_out(&self, slot: u32, waiter: &Waiter) {
+        if let Some(shard) = self.log_shard {
+            log::debug!(target: LOCK_LOG_TARGET,
+                "shard {shard}: {} not granted to {}: its wait ended in the queue",
+                self.slots[slot as usize].resource().escape_ascii(),
+                waiter.client.escape_ascii());
+        }
     }
 
     /// The final answer to a queued acquire: remembered, and sent to its latest address.

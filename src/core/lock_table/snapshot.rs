@@ -336,6 +336,9 @@ impl LockTable {
             waiters: 0,
             answers_remembered: 0,
             lease_horizon,
+            // Monitoring only, not in the snapshot: counted from here on.
+            counts: super::Counts::default(),
+            log_shard: None,
         };
         table.restore_sessions(&mut input)?;
         let mut tokens = Vec::new();

@@ -1432,3 +1432,64 @@ fn cancel_wait_refuses_what_is_not_its_clients_wait() {
     assert_eq!(h.table.stats().waiters, 1);
     let _ = b;
 }
+
+/// The monitoring counts (`Counts`, exported by the node as `udplock_lock_*_total`) move by
+/// exactly one per state change, whichever path made it: a grant at once, a re-entry, a
+/// queue, a hand-off on release and on expiry, a wait that ends, a renewal by RENEW and by
+/// KEEPALIVE, a release.
+#[test]
+fn every_lock_state_change_is_counted_once() {
+    let mut h = Harness::new();
+    let counts = |h: &Harness| h.table.counts();
+    assert_eq!(counts(&h), Counts::default());
+    let first = ok(h.call(S1, acquire("r", "a", 0, 100)));
+    ok(h.call(S1, acquire("r", "a", 0, 100)));
+    assert_eq!((counts(&h).grants, counts(&h).handoffs), (2, 0));
+    // Held, no wait: an acquisition timeout at once.
+    assert_eq!(
+        h.call(S2, acquire("r", "b", 0, 100)).status,
+        Status::LockAcquisitionTimeout
+    );
+    assert_eq!(counts(&h).acquisition_timeouts, 1);
+    h.queue(S2, acquire("r", "b", 1_000, 50));
+    h.queue(S3, acquire("r", "c", 60, 50));
+    assert_eq!(counts(&h).queued, 2);
+    ok(h.call(S1, renew("r", "a", 200)));
+    let mut buf = [0u8; 8];
+    let keepalive = RequestBody::Keepalive {
+        shard: 0,
+        shards: 1,
+        ttl_ms: 200,
+        tokens: Tokens::write(&[first.fencing_token], &mut buf).unwrap(),
+    };
+    ok(h.call(S1, keepalive));
+    assert_eq!(counts(&h).renewals, 2);
+    // c's wait ends in the queue.
+    assert_eq!(h.at(60).len(), 1);
+    assert_eq!(counts(&h).acquisition_timeouts, 2);
+    // Two releases: the second frees the lock and hands it to b.
+    ok(h.call(S1, release("r", "a")));
+    let (answer, grants) = h.call_with_grants(S1, release("r", "a"));
+    ok(answer);
+    assert_eq!(grants.len(), 1);
+    // b's hold expires unrenewed.
+    assert!(h.at(60 + 50).len() <= 1);
+    let c = counts(&h);
+    assert_eq!(
+        c,
+        Counts {
+            grants: 3,
+            handoffs: 1,
+            releases: 2,
+            expirations: 1,
+            acquisition_timeouts: 2,
+            queued: 2,
+            renewals: 2,
+        }
+    );
+    // STATUS, a duplicate and a refused request change nothing.
+    h.call(S2, status("r"));
+    h.send(S1, 1, 1, 1000, acquire("r", "a", 0, 100));
+    h.call(S1, release("r", "nobody"));
+    assert_eq!(counts(&h), c);
+}

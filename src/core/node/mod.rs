@@ -79,6 +79,7 @@
 
 pub mod book;
 pub mod config;
+pub mod latency;
 pub mod members;
 pub mod placing;
 pub mod remove;
@@ -102,6 +103,7 @@ pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
+use crate::core::lock_table;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, Message, NodeId, Role};
 use crate::core::replica::{Replica, ShardStats};
@@ -329,6 +331,9 @@ pub struct Node {
     /// The wall clock minus `now`, in µs, as the shell last said ([`Node::set_wall_clock`]).
     wall_clock_offset_us: i128,
     stats: Arc<NodeStats>,
+    /// The arrival of each request a shard took and has not answered finally yet, for the
+    /// latency histograms ([`NodeStats::latency`]).
+    pending: latency::PendingRequests,
     /// Up to when (core time) the lease horizon writes handed out cover leases
     /// ([`Config::keeps_lease_horizon`]).
     horizon_covered: Instant,
@@ -493,6 +498,7 @@ impl Node {
             now,
             wall_clock_offset_us: 0,
             stats,
+            pending: latency::PendingRequests::default(),
             horizon_covered: Instant::ZERO,
             write_seq: 0,
             writes: VecDeque::new(),
@@ -679,6 +685,14 @@ impl Node {
     /// from time to time (e.g. on every timer), so that it follows the wall clock.
     pub fn set_wall_clock(&mut self, now: Instant, wall_clock_us: u64) {
         self.wall_clock_offset_us = i128::from(wall_clock_us) - i128::from(now.as_micros());
+    }
+
+    /// The time now, just before the shell collects the outputs of its latest inputs
+    /// ([`Node::poll_persist`], [`Node::poll_transmit`]): the latency a reply records
+    /// ([`NodeStats::latency`]) runs to it, so it includes the work of the input that made
+    /// the reply. Optional: without it, the time of that input.
+    pub fn set_time(&mut self, now: Instant) {
+        self.advance(now);
     }
 
     /// Time passes (never backwards: the shells' clock is monotonic).
@@ -1102,7 +1116,16 @@ impl Node {
             }
         };
         match outcome {
-            Ok(shard) => self.touch(shard),
+            Ok(shard) => {
+                let id = lock_table::RequestId {
+                    session: request.session_id,
+                    request: request.request_id,
+                };
+                if !self.pending.arrived(id, request.attempt, now) {
+                    NodeStats::bump(&self.stats.latency_untracked);
+                }
+                self.touch(shard)
+            }
             Err(leader_hint) => {
                 // Not remembered: the client resends the same request to the leader.
                 let hint = leader_hint
@@ -1758,6 +1781,7 @@ impl Node {
             }
             self.marks[s] = mark;
             let replica = self.shards[s].as_mut().expect("held");
+            self.stats.locks.add(&replica.take_led_counts());
             while let Some((to, msg)) = replica.poll_message() {
                 self.outgoing.push((to, shard as u16, msg));
             }
@@ -1777,6 +1801,13 @@ impl Node {
         self.pack_peer_messages();
         let mut out = [0u8; DATAGRAM_LEN_MAX];
         for r in &replies {
+            // WAITING is no answer: the request is timed until its final one.
+            if r.answer.status != Status::Waiting {
+                if let Some(d) = self.pending.answered(r.id, r.attempt, self.now) {
+                    let op = latency::LatencyOp::of(r.kind, r.answer.queued);
+                    self.stats.latency[op.index()].record(d);
+                }
+            }
             match encode_reply(r, &mut out) {
                 Ok(len) => {
                     let mut bytes = self.buffer();

@@ -3,8 +3,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::core::lock_table::Counts;
 use crate::core::peer_auth::AuthDrop;
 use crate::core::swim::{MemberInfo, State};
+
+use super::latency::{Histogram, LatencyOp};
 
 /// Counters of what the node did, readable from any thread while it runs.
 #[derive(Debug, Default)]
@@ -55,6 +58,66 @@ pub struct NodeStats {
     pub members_suspect: AtomicU64,
     pub members_dead: AtomicU64,
     pub members_left: AtomicU64,
+    /// Latency of each request type as this node saw it: from the datagram of a request's
+    /// first copy to its final reply (WAITING is not one), recorded by the core with the
+    /// `now` it is given (index [`LatencyOp::index`]). Only requests a shard replica takes
+    /// (not NOT_LEADER, not refused before a shard saw them).
+    pub latency: [Histogram; LatencyOp::ALL.len()],
+    /// Requests not timed because the table of requests waiting for a reply was full
+    /// ([`super::latency::LATENCY_PENDING_MAX`]).
+    pub latency_untracked: AtomicU64,
+    /// Changes of lock state applied by the shards while this node led them (each change
+    /// counted once in the cluster, by its leader; a replica restoring its log on restart
+    /// is a follower and counts nothing): see [`LockCounters`].
+    pub locks: LockCounters,
+    /// Turns of the event loop: it wakes at least once per
+    /// `cluster::metrics::LOOP_TURN_INTERVAL_MAX_MS`, so a counter that stops is a loop that
+    /// hangs (the health endpoint's test).
+    pub loop_turns: AtomicU64,
+}
+
+/// Lock state changes, counted by the leader that applies them ([`Counts`] as atomics).
+#[derive(Debug, Default)]
+pub struct LockCounters {
+    pub grants: AtomicU64,
+    pub handoffs: AtomicU64,
+    pub releases: AtomicU64,
+    pub expirations: AtomicU64,
+    pub acquisition_timeouts: AtomicU64,
+    pub queued: AtomicU64,
+    pub renewals: AtomicU64,
+}
+
+impl LockCounters {
+    /// Adds `counts`.
+    pub fn add(&self, counts: &Counts) {
+        let add = |c: &AtomicU64, n: u64| {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        add(&self.grants, counts.grants);
+        add(&self.handoffs, counts.handoffs);
+        add(&self.releases, counts.releases);
+        add(&self.expirations, counts.expirations);
+        add(&self.acquisition_timeouts, counts.acquisition_timeouts);
+        add(&self.queued, counts.queued);
+        add(&self.renewals, counts.renewals);
+    }
+
+    /// The counts as of now.
+    pub fn read(&self) -> Counts {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Counts {
+            grants: r(&self.grants),
+            handoffs: r(&self.handoffs),
+            releases: r(&self.releases),
+            expirations: r(&self.expirations),
+            acquisition_timeouts: r(&self.acquisition_timeouts),
+            queued: r(&self.queued),
+            renewals: r(&self.renewals),
+        }
+    }
 }
 
 impl NodeStats {

@@ -239,6 +239,8 @@ pub struct ShardStats {
     /// Peer messages Raft dropped as coming from a faulty or forged peer
     /// ([`Raft::faulty_drops`]): 0 among correct nodes.
     pub faulty_drops: u64,
+    /// Bytes of the latest snapshot Raft holds (0: none yet).
+    pub snapshot_bytes: u64,
 }
 
 /// One replica of one shard; see the module docs.
@@ -284,6 +286,9 @@ pub struct Replica {
     /// Raft's configuration as of the applied index: that of the last CONFIG applied, or of
     /// the snapshot this replica started from; `None` before any (the static voters).
     membership: Option<Membership>,
+    /// Lock state changes this replica applied while it led the shard, not yet taken by
+    /// [`Replica::take_led_counts`] (monitoring: the node adds them to its counters).
+    led: lock_table::Counts,
 }
 
 /// A STATUS held for ReadIndex.
@@ -424,6 +429,7 @@ impl Replica {
             uncommitted_max: UNCOMMITTED_MAX,
             snapshot_pending: None,
             compact_not_before: 0,
+            led: lock_table::Counts::default(),
             settings: None,
             membership: None,
         };
@@ -699,6 +705,11 @@ impl Replica {
         (horizon > Instant::ZERO).then(|| clock.local_time(horizon, clock.elected_at))
     }
 
+    /// Lock state changes applied while leading since the last call (monitoring).
+    pub fn take_led_counts(&mut self) -> lock_table::Counts {
+        std::mem::take(&mut self.led)
+    }
+
     /// The applied lock table (`None` before the INIT command is applied).
     pub fn table(&self) -> Option<&LockTable> {
         self.table.as_ref()
@@ -714,6 +725,10 @@ impl Replica {
             applied_index: self.applied_index,
             log_len: self.raft.last_index(),
             faulty_drops: self.raft.faulty_drops(),
+            snapshot_bytes: self
+                .raft
+                .snapshot_data()
+                .map_or(0, |data| data.len() as u64),
             table: self
                 .table
                 .as_ref()
@@ -1149,6 +1164,13 @@ impl Replica {
                 return;
             }
         };
+        // Monitoring: the leader logs each lock state change and counts it, once per
+        // cluster; followers apply the same silently.
+        let leading = self.leading();
+        let before = self.table.as_mut().map(|table| {
+            table.set_log_shard(leading.then_some(self.config.shard));
+            table.counts()
+        });
         match command {
             LogCommand::Init { token_first } => {
                 if self.table.is_none() {
@@ -1209,7 +1231,10 @@ impl Replica {
                 }
             }
         }
-        let leading = self.leading();
+        if let (true, Some(table)) = (leading, self.table.as_ref()) {
+            self.led
+                .add(&table.counts().since(&before.unwrap_or_default()));
+        }
         if let Some(table) = self.table.as_mut() {
             while let Some(reply) = table.poll_reply() {
                 if leading {
