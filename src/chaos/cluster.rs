@@ -1,7 +1,8 @@
-//! The `udplock server` processes of a chaos run: started with static `--peers` at the
-//! relay's listed addresses (`--advertise`), bound at their private ones (`--listen`), one
-//! cluster key, each with its own data directory; killed (SIGKILL), restarted, paused
-//! (SIGSTOP) and resumed (SIGCONT).
+//! The `udplock server` processes of a chaos run: listed at the relay's addresses
+//! (`--advertise`, and static `--peers` or a joined cluster: node 1 `--bootstrap`, every node
+//! `--join` with the whole list), bound at their private ones (`--listen`), one cluster key,
+//! each with its own data directory; killed (SIGKILL), restarted, paused (SIGSTOP) and
+//! resumed (SIGCONT).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,11 @@ pub struct Cluster {
     durability: String,
     shards: u32,
     election_timeout: String,
+    joined: bool,
+    dead_after: Option<String>,
     peers: String,
+    /// The listed addresses, comma-separated (a joined node's `--join`).
+    seeds: String,
     private: Vec<SocketAddr>,
     listed: Vec<SocketAddr>,
     children: Vec<Option<Child>>,
@@ -36,6 +41,10 @@ pub struct NodeSettings {
     pub shards: u32,
     /// `--election-timeout` of every node (e.g. `150ms`).
     pub election_timeout: String,
+    /// A joined cluster (spec §8.1) instead of static `--peers`.
+    pub joined: bool,
+    /// `--dead-after` of a joined cluster's nodes (None: the default).
+    pub dead_after: Option<String>,
 }
 
 impl Cluster {
@@ -63,6 +72,13 @@ impl Cluster {
             durability: settings.durability,
             shards: settings.shards,
             election_timeout: settings.election_timeout,
+            joined: settings.joined,
+            dead_after: settings.dead_after,
+            seeds: listed
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             peers,
             private: private.to_vec(),
             listed: listed.to_vec(),
@@ -105,7 +121,6 @@ impl Cluster {
             .args(["server", "--node-id", &(i + 1).to_string()])
             .args(["--listen", &self.private[i].to_string()])
             .args(["--advertise", &self.listed[i].to_string()])
-            .args(["--peers", &self.peers])
             .args(["--shards", &self.shards.to_string()])
             .args(["--election-timeout", &self.election_timeout])
             .arg("--cluster-key-file")
@@ -114,8 +129,19 @@ impl Cluster {
         if self.durability != "memory" {
             command.arg("--data-dir").arg(self.data_dir(i));
         }
-        if new_cluster {
-            command.arg("--new-cluster");
+        if !self.joined {
+            command.args(["--peers", &self.peers]);
+            if new_cluster {
+                command.arg("--new-cluster");
+            }
+        } else if new_cluster && i == 0 {
+            command.arg("--bootstrap");
+        } else {
+            // The same list on every node, itself included (a restarted voter needs nobody).
+            command.args(["--join", &self.seeds]);
+        }
+        if let Some(dead_after) = self.dead_after.as_ref().filter(|_| self.joined) {
+            command.args(["--dead-after", dead_after]);
         }
         let child = command
             .env_remove("RUST_LOG")
@@ -168,6 +194,25 @@ impl Cluster {
                 if let Ok(Some(status)) = c.try_wait() {
                     out.push((i, status.to_string()));
                     *child = None;
+                }
+            }
+        }
+        out
+    }
+
+    /// Lines of every node's stderr (every start) that report a panic.
+    pub fn panics(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for i in 0..self.len() {
+            for start in 1..=self.starts[i] {
+                let path = self.stderr_path(i, start);
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for line in text.lines().filter(|l| l.contains("panicked")) {
+                    out.push(format!(
+                        "node {} panicked ({}): {line}",
+                        i + 1,
+                        path.display()
+                    ));
                 }
             }
         }

@@ -172,7 +172,7 @@ impl History {
         let describe = |op: usize| {
             let o = &self.ops[op];
             format!(
-                "op {op} (client {}, {:?} {} invoked {} µs, completed {} µs: {:?})",
+                "{op}: client {}, {:?} {} invoked {} µs, completed {} µs: {:?}",
                 o.client, o.kind, self.resources[o.resource], o.invoke_us, o.complete_us, o.result
             )
         };

@@ -63,12 +63,20 @@ pub struct Config {
     pub resources: usize,
     pub shards: u32,
     pub election_timeout: String,
+    /// A joined cluster (node 1 bootstraps, the others join) instead of static `--peers`.
+    pub joined: bool,
+    /// `--dead-after` of a joined cluster's nodes (None: the default).
+    pub dead_after: Option<String>,
     /// The `udplock` binary the nodes run.
     pub bin: PathBuf,
     /// Node `i` is listed at 127.0.0.`(first_host + i)`.
     pub first_host: u8,
     /// Keep the run directory after a run without violations too.
     pub keep: bool,
+    /// For checking the checkers only: the clients believe this much (ms) past the end of
+    /// every lease, breaking the client rule of spec §6.4, so a run with holds that expire
+    /// unreleased must report mutual exclusion violations. 0 in every real run.
+    pub unsafe_believe_extra_ms: u64,
 }
 
 /// What a run saw.
@@ -76,6 +84,7 @@ pub struct Config {
 pub struct Summary {
     pub seed: u64,
     pub nodes: usize,
+    pub joined: bool,
     pub durability: String,
     pub elapsed: Duration,
     /// The configured duration of faults (the schedule depends on it).
@@ -98,9 +107,14 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "chaos: seed {}, {} nodes, durability {}, {:.1} s",
+            "chaos: seed {}, {} nodes ({}), durability {}, {:.1} s",
             self.seed,
             self.nodes,
+            if self.joined {
+                "joined"
+            } else {
+                "static --peers"
+            },
             self.durability,
             self.elapsed.as_secs_f64()
         )?;
@@ -150,10 +164,11 @@ impl fmt::Display for Summary {
         if !self.violations.is_empty() {
             writeln!(
                 f,
-                "reproduce the schedule: udplock chaos --seed {} --nodes {} --durability {} \
+                "reproduce the schedule: udplock chaos --seed {} --nodes {}{} --durability {} \
                  --duration {}ms (node logs in {})",
                 self.seed,
                 self.nodes,
+                if self.joined { " --joined" } else { "" },
                 self.durability,
                 self.duration.as_millis(),
                 self.dir.display()
@@ -294,6 +309,13 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         return Err(format!("--nodes must be 3 to 5, got {}", config.nodes));
     }
     let memory = config.durability == "memory";
+    if memory && config.joined {
+        return Err(
+            "a joined cluster's first node needs a data directory: --joined needs \
+                    --durability fsync or os"
+                .into(),
+        );
+    }
     let dir = std::env::temp_dir().join(format!(
         "udplock-chaos-{}-{}",
         std::process::id(),
@@ -309,6 +331,8 @@ pub fn run(config: &Config) -> Result<Summary, String> {
             durability: config.durability.clone(),
             shards: config.shards,
             election_timeout: config.election_timeout.clone(),
+            joined: config.joined,
+            dead_after: config.dead_after.clone(),
         },
         &relay.listed,
         &relay.private,
@@ -324,6 +348,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         errors: Arc::new(Mutex::new(BTreeMap::new())),
         start: BootInstant::now(),
         stop: Arc::new(AtomicBool::new(false)),
+        believe_extra_us: config.unsafe_believe_extra_ms * 1_000,
     });
     let mut run = Run {
         cluster,
@@ -393,6 +418,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         }
     };
     run.crashed();
+    run.violations.extend(run.cluster.panics());
     let history = workload.history.lock().expect("history");
     run.violations.extend(history.check());
     let mut ops_by_kind = BTreeMap::new();
@@ -415,6 +441,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
     let summary = Summary {
         seed: config.seed,
         nodes: config.nodes,
+        joined: config.joined,
         durability: config.durability.clone(),
         elapsed: started.elapsed(),
         duration: config.duration,

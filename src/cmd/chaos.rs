@@ -41,6 +41,13 @@ pub struct ChaosArgs {
     /// The nodes' --election-timeout.
     #[arg(long, default_value = "150ms")]
     election_timeout: String,
+    /// A joined cluster (node 1 --bootstrap, every node --join with the whole list) instead
+    /// of static --peers; needs --durability fsync or os.
+    #[arg(long)]
+    joined: bool,
+    /// The --dead-after of a joined cluster's nodes (short: replicas move while faults run).
+    #[arg(long)]
+    dead_after: Option<String>,
     /// The `udplock` binary the nodes run (default: this one).
     #[arg(long)]
     bin: Option<PathBuf>,
@@ -51,6 +58,10 @@ pub struct ChaosArgs {
     /// Keep the run directory (data, the nodes' stderr) after a run without violations too.
     #[arg(long)]
     keep: bool,
+    /// To check the checkers only: the clients believe in every lease this much longer than
+    /// the spec allows (e.g. 2s), so the run must report violations (exit code 1).
+    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    unsafe_believe_extra: Duration,
 }
 
 pub fn run(a: ChaosArgs) -> Result<(), Failure> {
@@ -90,9 +101,12 @@ pub fn run(a: ChaosArgs) -> Result<(), Failure> {
         resources: a.resources,
         shards: a.shards,
         election_timeout: a.election_timeout,
+        joined: a.joined,
+        dead_after: a.dead_after,
         bin,
         first_host: a.first_host,
         keep: a.keep,
+        unsafe_believe_extra_ms: a.unsafe_believe_extra.as_millis() as u64,
     };
     println!(
         "chaos: seed {seed}, {} nodes, {} of faults",

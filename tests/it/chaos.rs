@@ -43,9 +43,12 @@ fn forty_seconds_of_faults_on_three_nodes() {
         shards: 4,
         // Twice the default: the test binary's nodes are debug builds on a busy machine.
         election_timeout: "300ms".into(),
+        joined: false,
+        dead_after: None,
         bin: BIN.into(),
         first_host: 41,
         keep: false,
+        unsafe_believe_extra_ms: 0,
     };
     let summary = run(&config).expect("the run starts");
     println!("{summary}");
