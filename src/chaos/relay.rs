@@ -35,6 +35,8 @@ const DATAGRAM_LEN_MAX: usize = 65_535;
 const DELAYED_MAX: usize = 100_000;
 /// Client addresses the relay maps at most (a socket each); the workload uses a few.
 const CLIENTS_MAX: usize = 256;
+/// Ports tried per node for one free on both its listed and its private address.
+const PORT_ATTEMPTS_MAX: u32 = 100;
 /// How often the thread looks at its stop flag when nothing arrives.
 const IDLE_MS: u64 = 20;
 
@@ -97,11 +99,16 @@ impl Relay {
         for i in 0..nodes {
             let host = first_host + u8::try_from(i).expect("at most 255 nodes");
             // A port free on both addresses: the node binds the private one later.
+            let mut attempts = 0;
             let (socket, port) = loop {
                 let socket = UdpSocket::bind((Ipv4Addr::new(127, 0, 0, host), 0))?;
                 let port = socket.local_addr()?.port();
-                if UdpSocket::bind((Ipv4Addr::new(127, 0, 1, host), port)).is_ok() {
-                    break (socket, port);
+                // An error here (not "in use") says 127.0.1.x is no local address at all
+                // (Linux routes all of 127/8 to loopback; other systems may not).
+                match UdpSocket::bind((Ipv4Addr::new(127, 0, 1, host), port)) {
+                    Ok(_) => break (socket, port),
+                    Err(e) if attempts == PORT_ATTEMPTS_MAX => return Err(e),
+                    Err(_) => attempts += 1,
                 }
             };
             socket.set_nonblocking(true)?;

@@ -60,3 +60,60 @@ fn forty_seconds_of_faults_on_three_nodes() {
     assert!(summary.relay["dropped by partition"] > 0, "{summary}");
     assert!(summary.relay["forwarded"] > 1_000, "{summary}");
 }
+
+/// The relay, with two plain sockets as nodes and one as a client: a node's datagram reaches
+/// the other from the sender's listed address (spec §8.3), a client's reply comes from the
+/// address the client asked, and a one-way partition drops one direction only.
+#[test]
+fn the_relay_forwards_from_listed_addresses_and_partitions_one_way() {
+    use std::net::UdpSocket;
+    use std::sync::atomic::Ordering;
+    use udplock::chaos::relay::Relay;
+
+    let relay = Relay::start(2, 81, 1).expect("relay starts");
+    let node = |i: usize| {
+        let s = UdpSocket::bind(relay.private[i]).expect("the private address is free");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s
+    };
+    let (n0, n1) = (node(0), node(1));
+    let mut buf = [0u8; 64];
+
+    n0.send_to(b"peer", relay.listed[1]).unwrap();
+    let (len, from) = n1.recv_from(&mut buf).expect("forwarded");
+    assert_eq!((&buf[..len], from), (&b"peer"[..], relay.listed[0]));
+
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    client.send_to(b"ask", relay.listed[1]).unwrap();
+    let (len, nat) = n1.recv_from(&mut buf).expect("forwarded");
+    assert_eq!(&buf[..len], b"ask");
+    assert_ne!(
+        nat,
+        client.local_addr().unwrap(),
+        "through the client's own relay socket"
+    );
+    n1.send_to(b"answer", nat).unwrap();
+    let (len, from) = client.recv_from(&mut buf).expect("the reply");
+    assert_eq!((&buf[..len], from), (&b"answer"[..], relay.listed[1]));
+
+    relay.block(0, 1);
+    n0.send_to(b"blocked", relay.listed[1]).unwrap();
+    // Waits for the relay's own count, not for a time: the datagram was seen and dropped.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while relay.stats.dropped_partition.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never dropped");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    n1.send_to(b"back", relay.listed[0]).unwrap();
+    let (len, from) = n0.recv_from(&mut buf).expect("the other way is open");
+    assert_eq!((&buf[..len], from), (&b"back"[..], relay.listed[1]));
+
+    relay.heal();
+    n0.send_to(b"healed", relay.listed[1]).unwrap();
+    let (len, _) = n1.recv_from(&mut buf).expect("forwarded after healing");
+    // The blocked datagram never arrives: the first after it is the one sent after healing.
+    assert_eq!(&buf[..len], b"healed");
+}
