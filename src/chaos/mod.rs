@@ -437,6 +437,11 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         ("dropped by loss", s.dropped_loss.load(Ordering::Relaxed)),
         ("duplicated", s.duplicated.load(Ordering::Relaxed)),
         ("delayed", s.delayed.load(Ordering::Relaxed)),
+        ("client mappings", s.nat_made.load(Ordering::Relaxed)),
+        (
+            "client mappings reused",
+            s.nat_reused.load(Ordering::Relaxed),
+        ),
     ]);
     let summary = Summary {
         seed: config.seed,

@@ -33,7 +33,9 @@ const DATAGRAM_LEN_MAX: usize = 65_535;
 /// Datagrams the relay holds back for delay at most: beyond it a datagram is dropped (a
 /// bounded queue, like a real router's).
 const DELAYED_MAX: usize = 100_000;
-/// Client addresses the relay maps at most (a socket each); the workload uses a few.
+/// Client addresses the relay maps at once at most (a socket each). The workload uses a few,
+/// but every admin call (a joining node's NODE_SETTINGS) comes from a fresh socket: past
+/// this, the mapping used least recently is reused.
 const CLIENTS_MAX: usize = 256;
 /// Ports tried per node for one free on both its listed and its private address.
 const PORT_ATTEMPTS_MAX: u32 = 100;
@@ -56,6 +58,9 @@ pub struct RelayStats {
     pub dropped_loss: AtomicU64,
     pub duplicated: AtomicU64,
     pub delayed: AtomicU64,
+    /// Client mappings made, and how many of them reused the slot of an idle one.
+    pub nat_made: AtomicU64,
+    pub nat_reused: AtomicU64,
 }
 
 /// The relay thread and its controls.
@@ -123,6 +128,7 @@ impl Relay {
             listed: sockets,
             private: private.clone(),
             nats: Vec::new(),
+            nat_used: Vec::new(),
             nat_of: HashMap::new(),
             delayed: BinaryHeap::new(),
             seq: 0,
@@ -173,8 +179,10 @@ impl Drop for Relay {
 struct State {
     listed: Vec<UdpSocket>,
     private: Vec<SocketAddr>,
-    /// One socket per client address, and the client it stands for.
+    /// One socket per client address, the client it stands for, and when it last carried
+    /// a datagram.
     nats: Vec<(UdpSocket, SocketAddr)>,
+    nat_used: Vec<Instant>,
     nat_of: HashMap<SocketAddr, usize>,
     delayed: BinaryHeap<Delayed>,
     seq: u64,
@@ -268,19 +276,32 @@ impl State {
         }
     }
 
-    /// The NAT socket of client `addr` (made on first use), `None` past [`CLIENTS_MAX`].
+    /// The NAT socket of client `addr` (made on first use; past [`CLIENTS_MAX`], the slot
+    /// used least recently gets a new socket for it), `None` if no socket can be opened.
     fn nat(&mut self, addr: SocketAddr) -> Option<usize> {
         if let Some(&k) = self.nat_of.get(&addr) {
+            self.nat_used[k] = Instant::now();
             return Some(k);
-        }
-        if self.nats.len() == CLIENTS_MAX {
-            return None;
         }
         let socket = UdpSocket::bind((Ipv4Addr::new(127, 0, 2, 1), 0)).ok()?;
         socket.set_nonblocking(true).ok()?;
-        self.nats.push((socket, addr));
-        self.nat_of.insert(addr, self.nats.len() - 1);
-        Some(self.nats.len() - 1)
+        let k = if self.nats.len() < CLIENTS_MAX {
+            self.nats.push((socket, addr));
+            self.nat_used.push(Instant::now());
+            self.nats.len() - 1
+        } else {
+            let k = (0..self.nats.len())
+                .min_by_key(|&k| self.nat_used[k])
+                .expect("full, so not empty");
+            self.nat_of.remove(&self.nats[k].1);
+            self.nats[k] = (socket, addr);
+            self.nat_used[k] = Instant::now();
+            self.stats.nat_reused.fetch_add(1, Ordering::Relaxed);
+            k
+        };
+        self.nat_of.insert(addr, k);
+        self.stats.nat_made.fetch_add(1, Ordering::Relaxed);
+        Some(k)
     }
 
     /// Sends now, or later, or twice, or never, as the rules' [`Degrade`] draws.

@@ -117,3 +117,33 @@ fn the_relay_forwards_from_listed_addresses_and_partitions_one_way() {
     // The blocked datagram never arrives: the first after it is the one sent after healing.
     assert_eq!(&buf[..len], b"healed");
 }
+
+/// Every admin call (a joining node's NODE_SETTINGS) comes from a fresh socket, so a long
+/// run meets far more client addresses than the relay maps at once (256): each new one must
+/// still get through, in the slot of one idle longest. (Before, the 257th was dropped, and a
+/// 10-minute joined run ended with three nodes that could never rejoin.)
+#[test]
+fn the_relay_serves_more_clients_than_it_maps_at_once() {
+    use std::net::UdpSocket;
+    use udplock::chaos::relay::Relay;
+
+    let relay = Relay::start(1, 91, 1).expect("relay starts");
+    let node = UdpSocket::bind(relay.private[0]).expect("the private address is free");
+    node.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    for n in 0..300u16 {
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        client.send_to(&n.to_be_bytes(), relay.listed[0]).unwrap();
+        let (len, nat) = node
+            .recv_from(&mut buf)
+            .unwrap_or_else(|e| panic!("client {n} not forwarded: {e}"));
+        assert_eq!(&buf[..len], n.to_be_bytes());
+        node.send_to(b"ok", nat).unwrap();
+        let (len, from) = client.recv_from(&mut buf).expect("the reply");
+        assert_eq!((&buf[..len], from), (&b"ok"[..], relay.listed[0]));
+    }
+}
