@@ -3,8 +3,8 @@
 //! Pure: the workload threads read one monotonic clock (`BootInstant`, the clock the client's
 //! leases are counted on) and hand this module microseconds since the run began. Each thread
 //! records its own operations in order; [`History::check`] runs the simulator's mutual
-//! exclusion and fencing checkers (`crate::sim::check`) over the [`Belief`]s and [`Grant`]s
-//! built here, by the same client rules the simulator's clients follow:
+//! exclusion and fencing checkers (`crate::sim::check`) over the beliefs and grants
+//! (`Belief`, `Grant`) built here, by the same client rules the simulator's clients follow:
 //!
 //! - a client believes it holds a lock from the moment an acquire or renew returned OK to the
 //!   lease's `valid_until` (its send time plus the lease, minus the drift bound: spec §6.4,
