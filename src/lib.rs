@@ -69,6 +69,9 @@
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod chaos;
 pub mod client;
 pub mod clock;
 #[cfg(feature = "server")]

@@ -28,6 +28,7 @@ macro_rules! eprintln {
 mod cmd;
 
 use cmd::bench::BenchArgs;
+use cmd::chaos::ChaosArgs;
 use cmd::dev::DevArgs;
 use cmd::keygen::KeygenArgs;
 use cmd::lock::{ConfigureArgs, LockArgs};
@@ -105,6 +106,11 @@ enum Command {
     /// the lock is being lost.
     #[command(after_help = cmd::run::EXIT_CODES)]
     Lock(RunArgs),
+    /// Run the chaos suite: 3 to 5 `udplock server` processes on loopback behind a relay
+    /// that partitions, drops, delays and duplicates, a recorded client workload, kills,
+    /// pauses and restarts on a seeded schedule, then the simulator's checkers (mutual
+    /// exclusion, fencing order) and a liveness check. Exit code 1 on a violation.
+    Chaos(ChaosArgs),
 }
 
 fn main() -> ExitCode {
@@ -172,6 +178,7 @@ fn run(command: Command) -> Result<(), Failure> {
         // The one command the service can refuse (spec §4.10).
         Command::Remove(a) => return cmd::remove::run(a),
         Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Chaos(a) => return cmd::chaos::run(a),
         Command::Lock(_) => unreachable!("`lock` exits with its command's code (main)"),
     };
     Ok(outcome?)

@@ -8,6 +8,7 @@
 
 pub mod args;
 pub mod bench;
+pub mod chaos;
 pub mod dev;
 pub mod duration;
 pub mod keygen;

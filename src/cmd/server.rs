@@ -405,6 +405,11 @@ fn run_cluster(mut a: ServerArgs) -> Result<(), LockError> {
                 "--advertise {advertise} differs from this node's address in --peers"
             )));
         }
+        // Listed (and reached) at --advertise, bound at --listen: behind a relay or a NAT
+        // that forwards the listed address here (`udplock chaos` runs nodes this way).
+        if a.listen.addr != default_listen() {
+            config.bind = Some(a.listen.addr);
+        }
     }
     config.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
     config.table = table_config(&a);

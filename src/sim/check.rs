@@ -83,9 +83,10 @@ pub(super) struct OpRecord {
     pub outcome: Outcome,
 }
 
-/// A stretch of true time in which `client` believed it held `resource`.
+/// A stretch of true time in which `client` believed it held `resource`. Shared with the
+/// chaos harness (`crate::chaos`), whose histories of real processes the same checkers judge.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Belief {
+pub(crate) struct Belief {
     pub client: usize,
     pub resource: usize,
     pub start: Instant,
@@ -93,8 +94,9 @@ pub(super) struct Belief {
     pub op: usize,
 }
 
+/// One grant as its client received it (shared with `crate::chaos`, as [`Belief`]).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Grant {
+pub(crate) struct Grant {
     pub client: usize,
     pub resource: usize,
     pub token: u64,
@@ -284,9 +286,18 @@ pub(super) fn check_doubts(h: &History) -> Result<(), (Instant, String)> {
 
 /// (a) No two clients believe they hold one lock at one instant of true time.
 pub(super) fn check_mutual_exclusion(h: &History) -> Result<(), (Instant, String)> {
-    for (resource, name) in RESOURCES.iter().enumerate() {
-        let mut beliefs: Vec<&Belief> = h
-            .beliefs
+    mutual_exclusion(&h.beliefs, &RESOURCES, &|op| describe(h, op))
+}
+
+/// [`check_mutual_exclusion`] over any history's beliefs: `resources[b.resource]` names a
+/// resource, `describe(b.op)` the operation a belief came from.
+pub(crate) fn mutual_exclusion(
+    all: &[Belief],
+    resources: &[&[u8]],
+    describe: &dyn Fn(usize) -> String,
+) -> Result<(), (Instant, String)> {
+    for (resource, name) in resources.iter().enumerate() {
+        let mut beliefs: Vec<&Belief> = all
             .iter()
             .filter(|b| b.resource == resource && b.start < b.end)
             .collect();
@@ -304,11 +315,11 @@ pub(super) fn check_mutual_exclusion(h: &History) -> Result<(), (Instant, String
                         name.escape_ascii(),
                         a.start,
                         a.end,
-                        describe(h, a.op),
+                        describe(a.op),
                         b.client,
                         b.start,
                         b.end,
-                        describe(h, b.op)
+                        describe(b.op)
                     ),
                 ));
             }
@@ -320,8 +331,18 @@ pub(super) fn check_mutual_exclusion(h: &History) -> Result<(), (Instant, String
 
 /// (b) Fencing tokens increase per resource in the order valid grants were received.
 pub(super) fn check_fencing(h: &History) -> Result<(), (Instant, String)> {
-    let mut last: Vec<Option<&Grant>> = vec![None; RESOURCES.len()];
-    for g in h.grants.iter() {
+    fencing(&h.grants, &RESOURCES, &|op| describe(h, op))
+}
+
+/// [`check_fencing`] over any history's grants, in the order they were received:
+/// `resources[g.resource]` names a resource, `describe(g.op)` the operation of a grant.
+pub(crate) fn fencing(
+    grants: &[Grant],
+    resources: &[&[u8]],
+    describe: &dyn Fn(usize) -> String,
+) -> Result<(), (Instant, String)> {
+    let mut last: Vec<Option<&Grant>> = vec![None; resources.len()];
+    for g in grants.iter() {
         if g.hold_count > 1 {
             if let Some(token) = g.held_token.filter(|&t| t != g.token) {
                 return Err((
@@ -332,7 +353,7 @@ pub(super) fn check_fencing(h: &History) -> Result<(), (Instant, String)> {
                         g.hold_count,
                         g.client,
                         g.token,
-                        describe(h, g.op)
+                        describe(g.op)
                     ),
                 ));
             }
@@ -349,13 +370,13 @@ pub(super) fn check_fencing(h: &History) -> Result<(), (Instant, String)> {
                     format!(
                         "fencing: on {} client {} received token {} after client {} received \
                          token {} ({} after {})",
-                        RESOURCES[g.resource].escape_ascii(),
+                        resources[g.resource].escape_ascii(),
                         g.client,
                         g.token,
                         prev.client,
                         prev.token,
-                        describe(h, g.op),
-                        describe(h, prev.op)
+                        describe(g.op),
+                        describe(prev.op)
                     ),
                 ));
             }

@@ -150,7 +150,7 @@
 //! membership core (`udplock swim-sim`, thousands of members; the cluster runs above run SWIM
 //! inside their node cores).
 
-mod check;
+pub(crate) mod check;
 mod clients;
 mod clock;
 mod disk;

@@ -1,6 +1,7 @@
 #[cfg(feature = "tokio")]
 mod async_client;
 mod attacks;
+mod chaos;
 mod cli;
 mod client_doubts;
 mod client_failover;
