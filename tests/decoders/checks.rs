@@ -140,8 +140,32 @@ const STATE_FILE: &str = "shard-0000.state";
 /// The log family: `data` as a log command, as a shard's log file, as its snapshot file.
 pub fn log(data: &[u8]) {
     decoders::log_command(data);
-    store_reads(&MemDisk::with(&[(LOG_FILE, data)]));
-    store_reads(&MemDisk::with(&[(SNAP_FILE, data)]));
+    // Beside a vote of a late term, as a replica's files hold one: entries up to it read.
+    let vote = late_vote_file();
+    store_reads(&MemDisk::with(&[(LOG_FILE, data), (STATE_FILE, vote)]));
+    store_reads(&MemDisk::with(&[(SNAP_FILE, data), (STATE_FILE, vote)]));
+}
+
+/// A vote file of term 2^40, written once by the store.
+pub fn late_vote_file() -> &'static [u8] {
+    static FILE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let disk = MemDisk::default();
+        let (mut store, _) = ShardStore::open_on(disk.clone(), 0, false).expect("an empty store");
+        let hard = HardState {
+            term: 1 << 40,
+            ..vote()
+        };
+        store
+            .write(&Persist {
+                hard: Some(hard),
+                snapshot: None,
+                log_from: None,
+                entries: Vec::new(),
+            })
+            .expect("written");
+        disk.file(STATE_FILE).expect("a vote file")
+    })
 }
 
 /// The snapshot family: `data` as a lock table snapshot, a shard snapshot, a vote file, an
@@ -286,6 +310,7 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
         })
         .expect("written");
     seeds.push(disk.file(LOG_FILE).expect("a log file"));
+    seeds.push(disk.file(STATE_FILE).expect("a vote file"));
     let meta = SnapshotMeta { index: 9, term: 3 };
     let tail: Vec<Entry> = entries[..3]
         .iter()

@@ -117,7 +117,7 @@ fn pass(name: &str, seed: u64, seeds: &[Vec<u8>], count: usize, check: fn(&[u8])
 
 /// Mutations per family: each input opens stores and restores replicas several times over,
 /// so fewer than the codec's pass, still seconds in a debug build.
-const MUTATIONS: usize = 250_000;
+const MUTATIONS: usize = 150_000;
 
 #[test]
 fn log_decoders_hold_their_contract_under_mutations() {
@@ -153,11 +153,12 @@ fn the_seeds_are_valid_samples() {
     assert_eq!(replica.table().map(|t| t.stats().held), Some(2));
     let log = checks::log_seeds();
     let log_file = log.iter().find(|s| s.starts_with(b"ULLOG")).unwrap();
-    let disk = checks::MemDisk::with(&[("shard-0000.log", log_file)]);
+    let vote = checks::late_vote_file();
+    let disk = checks::MemDisk::with(&[("shard-0000.log", log_file), ("shard-0000.state", vote)]);
     let (_, read) = udplock::store::ShardStore::open_on(disk, 0, false).expect("the log seed");
     assert_eq!(read.log.len(), 12);
     let snap = log.iter().find(|s| s.starts_with(b"ULSN")).unwrap();
-    let disk = checks::MemDisk::with(&[("shard-0000.snap", snap)]);
+    let disk = checks::MemDisk::with(&[("shard-0000.snap", snap), ("shard-0000.state", vote)]);
     let (_, read) = udplock::store::ShardStore::open_on(disk, 0, false).expect("the snap seed");
     assert_eq!(read.snapshot.map(|(meta, _)| meta.index), Some(9));
 }
