@@ -45,7 +45,8 @@
 //! Decoding any byte sequence of any length returns a value or a [`DecodeError`]; it never
 //! panics, never reads out of bounds and never allocates (the crate is `no_std` without
 //! `alloc`). Encoding never panics either: a buffer too small or a value out of range is an
-//! [`EncodeError`]. The property tests and the fuzz target in `protocol/fuzz/` check this.
+//! [`EncodeError`]. The property tests, the bounded mutation pass (`tests/mutations.rs`) and
+//! the cargo-fuzz targets `client` and `peer` (the repository's `fuzz/`) check this.
 //!
 //! # Example: an ACQUIRE and its reply
 //!

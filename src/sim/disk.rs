@@ -590,7 +590,18 @@ mod tests {
         };
         let disk = SimDisk::new();
         let (mut store, _) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
-        store.write(&append(1)).unwrap();
+        // The vote of the entries' term first, as Raft writes it (the store refuses a log
+        // whose terms pass the vote's).
+        store
+            .write(&Persist {
+                hard: Some(HardState {
+                    term: 2,
+                    voted_for: None,
+                    replica: 1,
+                }),
+                ..append(1)
+            })
+            .unwrap();
         store.write(&append(2)).unwrap();
         // Records of 216 bytes after the 16-byte header: the third spans 448..664, so a write
         // torn 100 bytes in keeps its first sector's part (448..512), and the process dies

@@ -285,6 +285,7 @@ impl<D: Disk> ShardStore<D> {
         } else {
             entries
         };
+        check_terms(shard, &hard, snap_meta, &log_after)?;
         let mut store = ShardStore {
             disk,
             shard,
@@ -447,6 +448,37 @@ impl<D: Disk> ShardStore<D> {
     }
 }
 
+/// Raft's order of what it persisted (Raft Figure 2; `RaftLog::from_persisted` asserts it):
+/// terms are never 0, never go back from the snapshot's on, and never pass the vote's term,
+/// which is written before the entries. Records that pass their checks but break it were not
+/// written by this shard's replica as they stand (files of another shard or node, or edited):
+/// an error, as a damaged snapshot is, rather than Raft's assertion at start.
+fn check_terms(shard: u32, hard: &HardState, snap: SnapshotMeta, log: &[Entry]) -> io::Result<()> {
+    let mixed = |what: String| {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("shard {shard}: {what}: the files are damaged or not this shard's"),
+        ))
+    };
+    if snap.term > hard.term {
+        return mixed(format!(
+            "the snapshot is of term {}, after the Raft state's term {}",
+            snap.term, hard.term
+        ));
+    }
+    let mut previous = snap.term;
+    for entry in log {
+        if entry.term == 0 || entry.term < previous || entry.term > hard.term {
+            return mixed(format!(
+                "log entry {} has term {} after term {previous} (the Raft state's term is {})",
+                entry.index, entry.term, hard.term
+            ));
+        }
+        previous = entry.term;
+    }
+    Ok(())
+}
+
 fn log_header(base: u64) -> [u8; LOG_HEADER_LEN] {
     let mut header = [0u8; LOG_HEADER_LEN];
     header[..8].copy_from_slice(&LOG_MAGIC);
@@ -549,4 +581,70 @@ const FNV32_PRIME: u32 = 0x0100_0193;
 
 fn fnv32(bytes: &[u8]) -> u32 {
     record_check(bytes, &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("udplock-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Shard 0's files in `dir`: a vote of `term`, and a log of records of `terms` (each
+    /// passing its check: what a mixed-up or tampered directory holds, not a torn write).
+    fn files(dir: &Path, term: u64, terms: &[u64]) {
+        let disk = FsDisk::new(dir).unwrap();
+        let (mut store, _) = ShardStore::open_on(disk, 0, false).unwrap();
+        store
+            .write(&Persist {
+                hard: Some(HardState {
+                    term,
+                    voted_for: None,
+                    replica: 7,
+                }),
+                snapshot: None,
+                log_from: None,
+                entries: Vec::new(),
+            })
+            .unwrap();
+        let mut log = log_header(0).to_vec();
+        for (i, &term) in terms.iter().enumerate() {
+            let entry = Entry {
+                term,
+                index: i as u64 + 1,
+                data: vec![1, 2, 3],
+            };
+            write_record(&mut log, &entry);
+        }
+        std::fs::write(dir.join(file_name(0, "log")), log).unwrap();
+    }
+
+    /// Found by the `log` fuzz target: a log whose records all pass their checks but whose
+    /// terms go back, or pass the vote's term, or are 0, was handed to Raft, whose restore
+    /// asserts on it: the node panicked at start instead of saying its files are damaged.
+    #[test]
+    fn a_log_whose_terms_break_raft_order_is_an_error_not_a_panic() {
+        for (name, vote, terms) in [
+            ("back", 3, &[3, 1][..]),
+            ("past-vote", 2, &[1, 3][..]),
+            ("zero", 3, &[0][..]),
+        ] {
+            let dir = dir(name);
+            files(&dir, vote, terms);
+            let opened = ShardStore::open(&dir, 0, false);
+            let error = opened.err().unwrap_or_else(|| panic!("{name}: opened"));
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{name}: {error}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        // In order, within the vote's term: read back.
+        let dir = dir("ordered");
+        files(&dir, 3, &[1, 1, 3]);
+        let (_, read) = ShardStore::open(&dir, 0, false).expect("a good log opens");
+        assert_eq!(read.log.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

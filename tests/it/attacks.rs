@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use udplock::client::{ShardInfo, ShardRole};
@@ -43,8 +44,10 @@ use udplock::{Client, ClientConfig, LockError};
 use udplock_protocol::header::field as hfield;
 use udplock_protocol::{
     shard_of, AuthTrailer, ClusterKey, Flags, LogCommand, PeerDatagram, PeerEntries, PeerEntry,
-    PeerHeader, PeerKind, PeerMessage, PeerSettings, PeerWriter, Reply, Request, RequestBody,
-    AUTH_MAC_LEN, AUTH_TRAILER_LEN, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX, STATUS_REQUEST_LEN,
+    PeerHeader, PeerKind, PeerMessage, PeerRecord, PeerSettings, PeerWriter, RemoveRequest, Reply,
+    Request, RequestBody, SwimMessage, SwimState, SwimUpdate, AUTH_MAC_LEN, AUTH_TRAILER_LEN,
+    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, SNAPSHOT_CHUNK_MAX, SNAPSHOT_LEN_MAX,
+    STATUS_REQUEST_LEN,
 };
 
 use super::processes::{Servers, RESOURCE, SHARDS};
@@ -1381,13 +1384,23 @@ const FLOOD_WINDOW: usize = 256;
 /// [`FLOOD_WINDOW`] datagrams and once at the end, so that when this returns every node has
 /// handled everything sent to it.
 fn send_paced(spoofer: &mut Spoofer, addrs: &[SocketAddr], sends: &[(usize, usize, Vec<u8>)]) {
+    let sends: Vec<_> = sends
+        .iter()
+        .map(|(from, to, d)| (v4(addrs[*from]), *to, d.clone()))
+        .collect();
+    send_paced_from(spoofer, addrs, &sends);
+}
+
+/// [`send_paced`], each datagram from the source address given with it (a listed node's, or
+/// a stranger's).
+fn send_paced_from(spoofer: &mut Spoofer, addrs: &[SocketAddr], sends: &[Spoofed]) {
     let ping = UdpSocket::bind("127.0.0.1:0").unwrap();
     ping.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut pending = vec![0usize; addrs.len()];
     let mut pings = 0;
     for (from, to, datagram) in sends {
-        spoofer.send(v4(addrs[*from]), v4(addrs[*to]), datagram);
+        spoofer.send(*from, v4(addrs[*to]), datagram);
         pending[*to] += 1;
         if pending[*to] == FLOOD_WINDOW {
             pending[*to] = 0;
@@ -1654,4 +1667,537 @@ fn replayed_genuine_datagrams_change_nothing_also_after_either_end_restarts() {
         expected(&[receiver, sender]),
         "after the sender restarted"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Membership forgeries (issue 12 item 1). SWIM's records ride in the PEER datagram under the
+// same MAC, incarnations and replay window as Raft's (spec §8.12, §8.11), and a node that is
+// not listed is heard only announcing itself, authenticated (spec §8.3 rule 3); an operator's
+// REMOVE carries a MAC of the cluster key too (spec §4.10). So none of these may move a
+// member table: a stranger joining, a live member made to leave, suspected or dead at a
+// higher incarnation, a full-state exchange saying the same, a REMOVE of a live member, and
+// genuine SWIM datagrams replayed.
+
+/// How a forged node-to-node datagram is dressed, as `it::peer_auth`'s forger does: the
+/// three ways to send one without the cluster key.
+#[derive(Clone, Copy, Debug)]
+enum Dressing {
+    /// AUTH clear.
+    Bare,
+    /// Sealed with the forger's own key (under that key's id).
+    OwnKey,
+    /// Sealed with the forger's own key, then given the cluster key's id.
+    ClusterKeyId,
+}
+
+impl Dressing {
+    const ALL: [Dressing; 3] = [Dressing::Bare, Dressing::OwnKey, Dressing::ClusterKeyId];
+
+    /// The reason a node must drop it for (spec §8.11 rule 1).
+    fn reason(self) -> &'static str {
+        match self {
+            Dressing::Bare => "Unauthenticated",
+            Dressing::OwnKey => "UnknownKey",
+            Dressing::ClusterKeyId => "BadMac",
+        }
+    }
+}
+
+/// Every node's member table as SWIM holds it: (id, address, state, incarnation) by id.
+type MemberTables = Vec<Vec<(u64, SocketAddr, String, u64)>>;
+
+fn member_tables(nodes: &[&ClusterNode]) -> MemberTables {
+    nodes
+        .iter()
+        .map(|node| {
+            let mut table: Vec<_> = node
+                .members()
+                .iter()
+                .map(|m| (m.id, m.addr, format!("{:?}", m.state), m.incarnation))
+                .collect();
+            table.sort();
+            table
+        })
+        .collect()
+}
+
+/// Waits until every node holds every member alive; returns the tables.
+fn full_member_tables(nodes: &[&ClusterNode]) -> MemberTables {
+    let started = Instant::now();
+    loop {
+        let tables = member_tables(nodes);
+        let full = tables
+            .iter()
+            .all(|t| t.len() == nodes.len() && t.iter().all(|m| m.2 == "Alive"));
+        if full {
+            return tables;
+        }
+        assert!(
+            started.elapsed() < SETTLE_WAIT_MAX,
+            "never every member alive everywhere: {tables:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Each node's shards: (holds a replica, as a learner). What placement changes (spec §8.13).
+type Placement = Vec<Vec<(bool, bool)>>;
+
+fn placement(nodes: &[&ClusterNode]) -> Placement {
+    nodes
+        .iter()
+        .map(|node| {
+            node.shard_stats()
+                .iter()
+                .map(|s| (s.role.is_some(), s.learner))
+                .collect()
+        })
+        .collect()
+}
+
+/// What the forger knows of the cluster, all of it read off the wire: its id, the cluster
+/// key's id, and each node's life (auth incarnation) from the trailers of its datagrams.
+struct MemberForger {
+    cluster_id: u64,
+    cluster_key_id: u32,
+    lives: Vec<u64>,
+    own_key: ClusterKey,
+    seq: u64,
+}
+
+impl MemberForger {
+    fn learn(nodes: usize, captured: &[(usize, usize, Vec<u8>)]) -> MemberForger {
+        let mut lives = vec![0u64; nodes];
+        let mut ids = BTreeSet::new();
+        for (from, _, d) in captured {
+            let d = PeerDatagram::decode(d).unwrap();
+            let t = d
+                .auth
+                .expect("the cluster has a key: every datagram is sealed");
+            lives[*from] = t.incarnation;
+            ids.insert((d.header.cluster_id, t.key_id));
+        }
+        assert!(
+            lives.iter().all(|&l| l != 0),
+            "a node sent nothing: {lives:?}"
+        );
+        assert_eq!(ids.len(), 1, "one cluster, one key: {ids:?}");
+        let (cluster_id, cluster_key_id) = ids.into_iter().next().unwrap();
+        MemberForger {
+            cluster_id,
+            cluster_key_id,
+            lives,
+            own_key: ClusterKey::new(&rand::random::<[u8; 32]>()),
+            seq: 1 << 40,
+        }
+    }
+
+    /// A PEER datagram of one SWIM record from node `from` (any id: a stranger's too) to
+    /// node index `to`, dressed `how`; a sealed one carries the trailer a genuine one would
+    /// (the sender's and receiver's lives, a fresh seq), so only the MAC can refuse it.
+    fn swim(
+        &mut self,
+        from: u64,
+        to: usize,
+        msg: &SwimMessage<Vec<SwimUpdate>>,
+        how: Dressing,
+    ) -> Vec<u8> {
+        let mut buf = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let header = PeerHeader {
+            cluster_id: self.cluster_id,
+            from,
+        };
+        let mut w = PeerWriter::with_trailer_room(&mut buf, header, AUTH_TRAILER_LEN);
+        w.push_swim(msg).unwrap();
+        let len = w.finish();
+        if let Dressing::Bare = how {
+            return buf[..len].to_vec();
+        }
+        self.seq += 1;
+        let life = |i: u64| self.lives.get(i as usize - 1).copied().unwrap_or(1);
+        let trailer = AuthTrailer {
+            to: to as u64 + 1,
+            incarnation: life(from),
+            peer_incarnation: self.lives[to],
+            seq: self.seq,
+            key_id: 0,
+        };
+        let n = self.own_key.seal(&mut buf, len, &trailer).unwrap();
+        if let Dressing::ClusterKeyId = how {
+            let at = len + udplock_protocol::auth::field::KEY_ID.start;
+            buf[at..at + 4].copy_from_slice(&self.cluster_key_id.to_be_bytes());
+        }
+        buf[..n].to_vec()
+    }
+}
+
+/// One member's news: `id` at `addr` in `state` at `incarnation` (suspected by `from`).
+fn update(id: u64, addr: SocketAddr, incarnation: u64, state: SwimState, from: u64) -> SwimUpdate {
+    SwimUpdate {
+        id,
+        addr,
+        incarnation,
+        state,
+        from,
+    }
+}
+
+/// Kinds of forged or replayed membership datagram, one of each per round: six forged SWIM
+/// messages each dressed three ways, a forged REMOVE, a replay.
+const MEMBERSHIP_KINDS: usize = 20;
+
+/// Rounds of [`MEMBERSHIP_KINDS`] in the in-process clusters' runs: 102,000 datagrams.
+const MEMBERSHIP_ROUNDS: usize = 5_100;
+
+/// A datagram to send: from this source address, to the node of this index.
+type Spoofed = (SocketAddrV4, usize, Vec<u8>);
+
+/// The datagrams of one membership attack on the nodes at `addrs` (whose tables are
+/// `tables`), each with its source and receiver, and the drops they must be counted as:
+/// by reason (spec §8.11) and as dropped REMOVEs (spec §4.10).
+fn membership_forgeries(
+    addrs: &[SocketAddr],
+    tables: &MemberTables,
+    swim: &[(usize, usize, Vec<u8>)],
+    forger: &mut MemberForger,
+    rounds: usize,
+) -> (Vec<Spoofed>, Drops, u64) {
+    let n_nodes = addrs.len();
+    // A stranger on a loopback address nobody listens on.
+    const STRANGER: u64 = 0x5757;
+    let stranger_addr = SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 77), 7777);
+    let stranger = update(STRANGER, stranger_addr.into(), 1, SwimState::Alive, 0);
+    let remove_client = SocketAddrV4::new(std::net::Ipv4Addr::new(127, 0, 0, 78), 7778);
+    // A member's SWIM incarnation as the receiver holds it.
+    let incarnation =
+        |to: usize, id: u64| tables[to].iter().find(|m| m.0 == id).map(|m| m.3).unwrap();
+    let mut sends = Vec::with_capacity(rounds * MEMBERSHIP_KINDS);
+    let mut expected = Drops::default();
+    let mut removes = 0u64;
+    for n in 0..rounds * MEMBERSHIP_KINDS {
+        let round = n / MEMBERSHIP_KINDS;
+        let to = round % n_nodes;
+        // `from`: a listed node other than the receiver; `victim`: another live member.
+        let from = (to + 1 + round / n_nodes % (n_nodes - 1)) % n_nodes;
+        let victim = (0..n_nodes)
+            .map(|k| (from + 1 + k) % n_nodes)
+            .find(|&v| v != to && v != from)
+            .unwrap();
+        let (from_id, victim_id) = (from as u64 + 1, victim as u64 + 1);
+        let victim_at =
+            |inc: u64, state, by| vec![update(victim_id, addrs[victim], inc, state, by)];
+        let higher = incarnation(to, victim_id) + 1;
+        let kind = n % MEMBERSHIP_KINDS;
+        if kind == 18 {
+            // A REMOVE of a live member, made with the forger's key (spec §4.10).
+            let mut out = [0u8; DATAGRAM_LEN_MAX];
+            let len = RemoveRequest {
+                session_id: 0x7e,
+                request_id: n as u64 + 1,
+                attempt: 0,
+                member_id: victim_id,
+                incarnation: incarnation(to, victim_id).max(1),
+                key_id: forger.cluster_key_id,
+            }
+            .encode(&mut out, &forger.own_key)
+            .unwrap();
+            sends.push((remove_client, to, out[..len].to_vec()));
+            removes += 1;
+            continue;
+        }
+        if kind == 19 {
+            let (from, to, d) = &swim[round % swim.len()];
+            sends.push((v4(addrs[*from]), *to, d.clone()));
+            *expected.0.entry("Replayed").or_default() += 1;
+            continue;
+        }
+        let how = Dressing::ALL[kind % 3];
+        let seq = n as u32;
+        let target = to as u64 + 1;
+        let (source, sender, msg) = match kind / 3 {
+            // A stranger joins: the full-state exchange of a join, and a PING announcing it.
+            0 => (
+                stranger_addr,
+                STRANGER,
+                SwimMessage::PushPull {
+                    reply: true,
+                    members: vec![stranger],
+                },
+            ),
+            1 => (
+                stranger_addr,
+                STRANGER,
+                SwimMessage::Ping {
+                    seq,
+                    target,
+                    updates: vec![stranger],
+                },
+            ),
+            // A live member leaves, is suspected, is dead: news of a higher incarnation.
+            2 => (
+                v4(addrs[from]),
+                from_id,
+                SwimMessage::Ping {
+                    seq,
+                    target,
+                    updates: victim_at(higher, SwimState::Left, 0),
+                },
+            ),
+            3 => (
+                v4(addrs[from]),
+                from_id,
+                SwimMessage::Ping {
+                    seq,
+                    target,
+                    updates: victim_at(higher, SwimState::Suspect, from_id),
+                },
+            ),
+            4 => (
+                v4(addrs[from]),
+                from_id,
+                SwimMessage::Ack {
+                    seq,
+                    target: from_id,
+                    updates: victim_at(higher + 1_000, SwimState::Dead, 0),
+                },
+            ),
+            // A full-state exchange: the others dead, the stranger alive.
+            _ => (
+                v4(addrs[from]),
+                from_id,
+                SwimMessage::PushPull {
+                    reply: true,
+                    members: (0..n_nodes)
+                        .filter(|&i| i != from)
+                        .map(|i| {
+                            let id = i as u64 + 1;
+                            update(id, addrs[i], incarnation(to, id) + 1, SwimState::Dead, 0)
+                        })
+                        .chain([stranger])
+                        .collect(),
+                },
+            ),
+        };
+        let datagram = forger.swim(sender, to, &msg, how);
+        sends.push((source, to, datagram));
+        *expected.0.entry(how.reason()).or_default() += 1;
+    }
+    (sends, expected, removes)
+}
+
+/// Issue 12 item 1 on `nodes` (every member alive, leadership settled): captures their
+/// genuine SWIM traffic, sends [`membership_forgeries`] from the listed nodes' and a
+/// stranger's addresses, and checks that every one was dropped for its reason, and that no
+/// member table changed, nor any replica's place, also `watch` later (long enough for
+/// placement to act on a member it believed dead). Returns how many were sent.
+fn membership_attack(nodes: &[&ClusterNode], watch: Duration) -> usize {
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.local_addr()).collect();
+    let mut spoofer = Spoofer::new();
+    let tables = full_member_tables(nodes);
+    let placed = placement(nodes);
+    // Genuine SWIM traffic to replay (a probe per node per second, spec §8.12).
+    let capture = Capture::new(&addrs);
+    let swim: Vec<_> = genuine(&capture, &addrs, Duration::from_millis(3_500))
+        .into_iter()
+        .filter(|(_, _, d)| {
+            PeerDatagram::decode(d)
+                .unwrap()
+                .all_records()
+                .any(|r| matches!(r, PeerRecord::Swim(_)))
+        })
+        .collect();
+    drop(capture);
+    assert!(
+        swim.len() >= 2 * nodes.len(),
+        "{} SWIM datagrams captured",
+        swim.len()
+    );
+    let mut forger = MemberForger::learn(nodes.len(), &swim);
+    let (sends, expected, removes) =
+        membership_forgeries(&addrs, &tables, &swim, &mut forger, MEMBERSHIP_ROUNDS);
+    let total = sends.len();
+
+    let drops = || {
+        let mut all = Drops::default();
+        for node in nodes {
+            all.add(&drops_of(node));
+        }
+        all
+    };
+    let removes_dropped = || -> u64 {
+        nodes
+            .iter()
+            .map(|n| n.stats().remove_dropped.load(Relaxed))
+            .sum()
+    };
+    let before = drops();
+    let removes_before = removes_dropped();
+    let started = Instant::now();
+    send_paced_from(&mut spoofer, &addrs, &sends);
+    let took = started.elapsed();
+    let mut dropped = drops().since(&before);
+    let removes_dropped = removes_dropped() - removes_before;
+    // A replay older than the sender's window is TooOld rather than Replayed: both are
+    // replays.
+    if let Some(too_old) = dropped.0.remove("TooOld") {
+        *dropped.0.entry("Replayed").or_default() += too_old;
+    }
+    eprintln!(
+        "{total} forged or replayed membership datagrams to {} nodes in {took:?}: dropped {:?}, \
+         REMOVE dropped {removes_dropped}",
+        nodes.len(),
+        dropped.0
+    );
+    assert_eq!(
+        removes_dropped, removes,
+        "forged REMOVEs not counted as dropped"
+    );
+    assert_eq!(
+        dropped.total() + removes_dropped,
+        total as u64,
+        "of {total} forged or replayed membership datagrams only {} were dropped: {:?}",
+        dropped.total() + removes_dropped,
+        dropped.0
+    );
+    assert_eq!(dropped.0, expected.0, "drops by reason");
+    assert_eq!(member_tables(nodes), tables, "a member table changed");
+    std::thread::sleep(watch);
+    assert_eq!(member_tables(nodes), tables, "a member table changed later");
+    assert_eq!(placement(nodes), placed, "a replica moved");
+    total
+}
+
+/// Issue 12 item 1, on the static cluster (where SWIM runs beside the listed nodes): at least
+/// 100,000 forged or replayed membership datagrams — a stranger's join (PUSH_PULL and PING
+/// announcing itself), a live member's leave, suspicion and death at a higher incarnation
+/// (gossip on PING and ACK), a full-state PUSH_PULL declaring the others dead, each
+/// unauthenticated, sealed with the forger's key, and with the cluster's key id; a REMOVE of
+/// a live member sealed with the forger's key; genuine SWIM datagrams replayed — change no
+/// member table, leader or term, and each is counted as dropped for its reason.
+///
+/// Shown to bite: with the node accepting unauthenticated datagrams from listed nodes (a
+/// one-line change in `Node::authenticated`), this run let the stranger in (suspect in every
+/// table) and pushed every member's incarnation up by 1,002 refuting the forged news.
+#[test]
+fn not_one_of_100000_forged_or_replayed_membership_datagrams_is_accepted() {
+    let local = Local::start();
+    let leaders = local.settle();
+    let nodes: Vec<&ClusterNode> = (0..3).map(|i| local.node(i)).collect();
+    let sent = membership_attack(&nodes, Duration::ZERO);
+    assert!(sent >= 100_000);
+    assert_eq!(local.settle(), leaders, "a leader or a term changed");
+}
+
+/// Placement's dead-after in [`joined_local`]: short, so that a forged death that got
+/// through would move replicas while the attack's checks still watch.
+const JOINED_DEAD_AFTER: Duration = Duration::from_millis(1_000);
+
+/// A joined cluster in this process (spec §8.1): node 1 bootstraps it (its data directory in
+/// `dir`), the others join through it; 3 replicas per shard, placed by SWIM's view, with a
+/// dead-after of [`JOINED_DEAD_AFTER`]. Returns once every node holds every member alive and
+/// every shard's replicas and leader have stood still for a second.
+fn joined_local(n: usize, dir: &std::path::Path) -> Vec<ClusterNode> {
+    use udplock::cluster::Durability;
+    use udplock::core::node::Joined;
+    use udplock::core::placement::Planner;
+    use udplock::core::time::Duration as CoreDuration;
+    let keys = random_key_set();
+    // The receive buffer a node's own sockets ask for (`start_local_cluster`'s too): the
+    // default one overflows under the attack's windows of datagrams.
+    let sockets: Vec<UdpSocket> = (0..n)
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket2::SockRef::from(&socket)
+                .set_recv_buffer_size(4 << 20)
+                .unwrap();
+            socket
+        })
+        .collect();
+    let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+    let cluster_id = rand::random::<u64>() | 1;
+    let dead_after = CoreDuration::from_millis(JOINED_DEAD_AFTER.as_millis() as u64);
+    let nodes: Vec<ClusterNode> = sockets
+        .into_iter()
+        .enumerate()
+        .map(|(i, socket)| {
+            let id = i as u64 + 1;
+            let mut c = ClusterConfig::new(id, Vec::new());
+            c.shards = LOCAL_SHARDS;
+            // As `Local`: no election of a starved CPU's making while the checks watch.
+            c.raft.election_timeout_min = CoreDuration::from_millis(1_000);
+            c.raft.election_timeout_max = CoreDuration::from_millis(2_000);
+            c.keys = Some(keys.clone());
+            c.placement = Some(Planner::new(3, dead_after).unwrap());
+            let seeds = if i == 0 {
+                c.peers = vec![(1, addrs[0])];
+                c.durability = Durability::Os;
+                c.data_dir = Some(dir.join("node-1"));
+                c.new_cluster = true;
+                Vec::new()
+            } else {
+                vec![(1, addrs[0])]
+            };
+            c.joined = Some(Joined {
+                cluster_id,
+                addr: addrs[i],
+                seeds,
+            });
+            ClusterNode::start_on(socket, c).expect("node starts")
+        })
+        .collect();
+    let refs: Vec<&ClusterNode> = nodes.iter().collect();
+    full_member_tables(&refs);
+    // Settled: every shard on the 3 voters placement ranks first (spec §8.13), no learner,
+    // each naming the same leader, and placement still for a second.
+    let started = Instant::now();
+    let mut last = (placement(&refs), Instant::now());
+    loop {
+        let stats: Vec<_> = refs.iter().map(|n| n.shard_stats()).collect();
+        let placed = (0..LOCAL_SHARDS as usize).all(|s| {
+            let mut target = udplock::core::placement::rank(s as u32, 1..=n as u64);
+            target.truncate(3);
+            target.sort();
+            let holders: Vec<u64> = (0..n)
+                .filter(|&i| stats[i][s].role.is_some())
+                .map(|i| i as u64 + 1)
+                .collect();
+            let leader = stats[target[0] as usize - 1][s].leader;
+            holders == target
+                && leader.is_some()
+                && holders.iter().all(|&h| {
+                    let v = &stats[h as usize - 1][s];
+                    !v.learner && v.leader == leader
+                })
+        });
+        let now = placement(&refs);
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if placed && last.1.elapsed() > Duration::from_secs(1) {
+            return nodes;
+        }
+        assert!(
+            started.elapsed() < 3 * SETTLE_WAIT_MAX,
+            "the joined cluster never settled: {:?}",
+            last.0
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The same membership attack on a joined cluster of four nodes, where SWIM's view decides
+/// placement (spec §8.13): no member table changes, and, a dead-after later, no replica has
+/// moved. (Leaders are not compared: a joined cluster hands leaderships to their preferred
+/// nodes at its own pace; what a forgery would move is a replica.)
+#[test]
+fn forged_membership_changes_nothing_in_a_joined_cluster_nor_its_placement() {
+    let dir = std::env::temp_dir().join(format!("udplock-attacks-joined-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let nodes = joined_local(4, &dir);
+    let refs: Vec<&ClusterNode> = nodes.iter().collect();
+    let sent = membership_attack(&refs, 2 * JOINED_DEAD_AFTER);
+    assert!(sent >= 100_000);
+    for node in nodes {
+        node.shutdown();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

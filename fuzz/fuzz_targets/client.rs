@@ -1,0 +1,7 @@
+//! Every client decoder of the codec; the contract is protocol/tests/decoders/mod.rs's `client`.
+#![no_main]
+
+#[path = "../../protocol/tests/decoders/mod.rs"]
+mod decoders;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| decoders::client(data));
