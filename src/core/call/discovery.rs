@@ -186,6 +186,18 @@ impl Discovery {
         self.wanted
     }
 
+    /// Trigger (spec §7.1.8 rule 3): a reply to a call came from `from`, an address that is
+    /// no node the client knows, and was dropped (spec §7.1.4 rule 5). A new leader the
+    /// client's table lacks answers so (it applies a request its predecessor logged), so a
+    /// refresh is wanted; a forger's datagrams cost at most one round per
+    /// [`REFRESH_INTERVAL_MIN`]. Returns whether one now is.
+    pub fn check_source(&mut self, from: SocketAddr) -> bool {
+        if !self.knows(from) {
+            self.want();
+        }
+        self.wanted
+    }
+
     /// Trigger (spec §7.1.8 rule 3), after a retransmission: if every candidate is suspect
     /// in `routes` (the client's current routes, built over the candidates), the client's
     /// ways in may all be gone: a refresh is wanted. Returns whether one now is.
