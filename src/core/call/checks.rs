@@ -20,7 +20,7 @@
 //! | KEEPALIVE_REPLY | no bit of the renewed bitmap at or above the number of tokens listed; hold count = bits set; lease 0 if no bit is set, else ≤ the larger of the TTL asked and `lease_ms_max` |
 //! | RELEASE_REPLY | token ≠ 0 (the released hold's) |
 //! | STATUS_REPLY | a held lock (count ≥ 1) has a token ≠ 0; a free one (count 0) has token, lease, waiters and holder all zero or empty |
-//! | WAITING | only for an ACQUIRE that may wait (`wait_ms` > 0); hold count and token 0; lease ≤ the bound of a new hold |
+//! | WAITING | only in an ACQUIRE_REPLY, to an ACQUIRE that may wait (`wait_ms` > 0); hold count and token 0; lease ≤ the bound of a new hold |
 //!
 //! Why these bounds: a new hold's lease is its TTL exactly (spec §6.4), so one above the TTL
 //! asked is never genuine. A re-entry or renewal may carry more than the TTL asked (an
@@ -70,7 +70,9 @@ pub fn contradiction(request: &CallRequest, reply: &Reply<'_>) -> Option<&'stati
         request.lease_ms_max
     };
     if reply.msg_type == MessageType::ErrorReply {
-        return None;
+        // ERROR_REPLY answers a request that could not be read (spec §5.4): never a grant
+        // in waiting (OK on it the client reports as a server bug).
+        return (reply.status == Status::Waiting).then_some("an ERROR_REPLY that says WAITING");
     }
     match (reply.status, request.msg_type) {
         (Status::Waiting, MessageType::Acquire) if request.wait_ms > 0 => {

@@ -1161,6 +1161,21 @@ fn waiting_release_and_status_replies_contradicting_the_request_are_dropped() {
     );
     assert!(call.timer().is_waiting());
 
+    let error_waiting = Reply {
+        msg_type: MessageType::ErrorReply,
+        ..waiting
+    };
+    let mut other = h.call(at(0), request_id(acquire, 5), ms(100));
+    sent(&mut other);
+    rejected(
+        &mut h,
+        &mut other,
+        Reply {
+            request_id: 5,
+            ..error_waiting
+        },
+    );
+
     let mut try_acquire = h.call(at(0), h.request(MessageType::Acquire, 2, 0), ms(100));
     sent(&mut try_acquire);
     let reply = answer(&try_acquire, 0, Status::Waiting);
