@@ -46,6 +46,8 @@ pub struct RemoveReport {
 /// One decoded MEMBERS_REPLY page.
 struct MembersPage {
     node_id: u64,
+    /// The `first_id` the reply says it answers: the one asked for, or the page is refused.
+    first_id: u64,
     next_id: u64,
     members: Vec<MemberInfo>,
 }
@@ -54,6 +56,9 @@ struct MembersPage {
 struct ShardStatusPage {
     node_id: u64,
     shards_total: u16,
+    /// The `first_shard` the reply says it starts at: the one asked for, or the page is
+    /// refused.
+    first_shard: u16,
     shards: Vec<ShardInfo>,
 }
 
@@ -92,6 +97,25 @@ impl Client {
             if shards.len() >= usize::from(total) {
                 break;
             }
+            // A page must start where it was asked to (issue 12: a page with the wrong first
+            // shard was accepted, and the report listed 4,108 of 4,096 shards). The decoder
+            // checked the rest: its entries are shards first_shard, first_shard + 1, ...,
+            // all below shards_total (spec §5.6).
+            let fits = usize::from(page.first_shard) + page.shards.len() <= usize::from(total);
+            if page.first_shard != first_shard || !fits {
+                return Err(LockError::InternalError(format!(
+                    "{server} answered SHARD_STATUS from shard {first_shard} with a page of \
+                     {} shards from shard {} of {total}: a node bug or a forged reply; the \
+                     read is abandoned",
+                    page.shards.len(),
+                    page.first_shard
+                )));
+            }
+            debug_assert!(page
+                .shards
+                .iter()
+                .zip(first_shard..)
+                .all(|(entry, shard)| entry.shard == shard));
             if page.shards.is_empty() {
                 return Err(LockError::InternalError(format!(
                     "{server} sent no shard from shard {first_shard} on, of {total}: a node bug"
@@ -137,6 +161,7 @@ impl Client {
                 let page = ShardStatusPage {
                     node_id: reply.node_id,
                     shards_total: reply.shards_total,
+                    first_shard: reply.first_shard,
                     shards: reply
                         .entries
                         .iter()
@@ -181,6 +206,15 @@ impl Client {
                     "{server} changed its answer between pages (node {node}, then node {}): \
                      was the node restarted? Try again",
                     page.node_id
+                )));
+            }
+            // A page must start where it was asked to; the decoder checked that its ids
+            // rise from there (spec §5.8), so pages never overlap.
+            if page.first_id != first_id {
+                return Err(LockError::InternalError(format!(
+                    "{server} answered MEMBERS from member {first_id} with a page from member \
+                     {}: a node bug or a forged reply; the read is abandoned",
+                    page.first_id
                 )));
             }
             let progress = !page.members.is_empty();
@@ -235,6 +269,7 @@ impl Client {
                 let reply = MembersReply::decode(datagram).ok()?;
                 let page = MembersPage {
                     node_id: reply.node_id,
+                    first_id: reply.first_id,
                     next_id: reply.next_id,
                     members: reply
                         .entries
@@ -387,7 +422,13 @@ impl Client {
                 )));
             }
             let len = match socket.recv_from(&mut buf) {
-                Ok((len, _from)) => len,
+                // Only the node asked answers (spec §7.1.4 rule 5); the socket is of the
+                // server address's family, so the two compare as they are.
+                Ok((len, from)) if from == server => len,
+                Ok(_) => {
+                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 // Timeouts, and an ICMP error for an earlier copy (a node that is down).
                 Err(_) => continue,
             };

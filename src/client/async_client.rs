@@ -70,7 +70,7 @@ use super::{
     LockStatus, OUTSTANDING_MAX,
 };
 use crate::clock::BootInstant;
-use crate::core::call::{lock_of, Call, CallRequest, Doubts, Handled, Settle};
+use crate::core::call::{lock_of, Call, CallRequest, Doubts, Handled, Rejected, Settle};
 use crate::core::retransmit::RttEstimator;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -417,7 +417,7 @@ impl Inner {
         let grace = Duration::from_millis(self.config.grace_ms);
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, &routes),
+            CallRequest::of(&request, &routes, self.config.lease_ms_max),
             timer,
             deadline,
             grace,
@@ -547,7 +547,14 @@ impl Inner {
                 let wire = reply.wire();
                 call.handle_reply(reply.received_at, reply.from, &wire, routes, &mut rtt)
             };
-            if handled == Handled::Dropped {
+            if let Handled::Rejected(why) = handled {
+                // Forged or broken (spec §7.1.4): the call goes on for the genuine answer.
+                log::debug!("reply from {} dropped: {why}", reply.from);
+                if why == Rejected::NotFromANode {
+                    self.membership.check_source(reply.from);
+                }
+            }
+            if handled.ignored() {
                 self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
             }
             self.flush(call, datagram).await;

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use udplock_protocol::{SHARDS_DEFAULT, SHARDS_MAX};
 
+use crate::core::call::LEASE_MS_MAX_DEFAULT;
 use crate::core::retransmit::{RetransmitConfig, REQUEST_LIFETIME_MAX};
 use crate::error::LockError;
 
@@ -66,6 +67,13 @@ pub struct ClientConfig {
     /// Clock-drift bound in parts per million: a lease is shortened by this fraction, since
     /// the client's and the server's clocks may run at different rates. Default 10 000 (1%).
     pub drift_bound_ppm: u32,
+    /// The longest lease the client believes a server may give without being asked for it
+    /// (an acquire with the resource's default TTL, a re-entry, a renewal): the servers'
+    /// `ttl_ms_max`, which the client does not ask for before each call. A reply carrying a
+    /// longer lease is taken for forged or broken and dropped (spec §7.1.4), so a client of
+    /// servers started with a longer `--ttl-max` must raise this to theirs. Default
+    /// [`LEASE_MS_MAX_DEFAULT`] (1 hour, the servers' default); at least 1.
+    pub lease_ms_max: u32,
 }
 
 /// Resolves `HOST:PORT`s (or `IP:PORT`, `[IPv6]:PORT`) into the addresses of
@@ -116,6 +124,7 @@ impl Default for ClientConfig {
             grace_ms: 200,
             request_timeout_ms: 2_000,
             drift_bound_ppm: 10_000,
+            lease_ms_max: LEASE_MS_MAX_DEFAULT,
         }
     }
 }
@@ -167,6 +176,9 @@ impl ClientConfig {
                 "drift_bound_ppm must be below 1000000 (100%), got {}",
                 self.drift_bound_ppm
             ));
+        }
+        if self.lease_ms_max == 0 {
+            return invalid("lease_ms_max must be at least 1 ms (the servers' ttl_ms_max)".into());
         }
         Ok(())
     }

@@ -32,8 +32,9 @@
 //! shard's leader as this client last knew it. NOT_LEADER and OVERLOADED are never final
 //! answers: the same request follows a leader hint, moves on to the next server, or waits
 //! out the hinted delay, and a call that only ever met them (or silence) ends at its deadline
-//! ([`LockError::Unavailable`], or [`LockError::Overloaded`]). A reply is accepted from any
-//! source address. The rules are the spec's (§7.1.7); see `routing.rs`. One reachable server
+//! ([`LockError::Unavailable`], or [`LockError::Overloaded`]). A reply is accepted only from
+//! a node of the cluster, and only if its fields do not contradict the request (a grant
+//! with token 0, or a lease above the one asked, is dropped as forged or broken). The rules are the spec's (§7.1.7); see `routing.rs`. One reachable server
 //! is enough: the client reads the member table from the servers it was given and sends to
 //! every alive member too (spec §7.1.8, "Discovery" in `routing.rs`).
 //!

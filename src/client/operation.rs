@@ -11,7 +11,7 @@ use udplock_protocol::{MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
 use super::receiving::ReplyData;
 use super::routing::CallRoutes;
 use super::{lock, Client};
-use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome};
+use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome, Rejected};
 use crate::core::retransmit::{RequestTimer, RttEstimator};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -117,7 +117,7 @@ impl Client {
         let routes = lane.routes();
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, routes),
+            CallRequest::of(&request, routes, self.config.lease_ms_max),
             timer,
             deadline,
             Duration::from_millis(self.config.grace_ms),
@@ -182,6 +182,14 @@ impl Client {
             match handled {
                 Handled::Dropped => {
                     self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                }
+                Handled::Rejected(why) => {
+                    // Forged or broken (spec §7.1.4): the call goes on for the genuine answer.
+                    log::debug!("reply from {} dropped: {why}", reply.from);
+                    self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
+                    if why == Rejected::NotFromANode {
+                        self.check_source(reply.from);
+                    }
                 }
                 Handled::Redirected => {
                     self.redirects.fetch_add(1, Ordering::Relaxed);

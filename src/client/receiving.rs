@@ -28,9 +28,10 @@
 //!
 //! A reply is accepted only if it decodes, names a pending request id, carries the session
 //! id that request was sent in (64 random bits, which an off-path forger would have to
-//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). The source
-//! address is not checked: a server on a multi-homed host may answer from another of its
-//! addresses, and after a failover another node may answer (see `routing.rs`).
+//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). Its call then
+//! checks the rest (`crate::core::call::checks`): that it comes from a node the client knows
+//! (after a failover another node than the one a copy went to may answer, see `routing.rs`),
+//! and that its fields do not contradict the request.
 //!
 //! An ACQUIRE that has to wait is answered WAITING at once (spec §6.3): not a final answer,
 //! so the caller keeps waiting, but it switches the request from loss-recovery retransmits
@@ -111,7 +112,8 @@ pub(super) struct ReplyData {
     holder: [u8; ID_LEN_MAX],
     /// When the receiver read the datagram (for the RTT sample; a thread hop adds nothing).
     pub(super) received_at: Instant,
-    /// The datagram's source address: only a hint of which node answered (see `routing.rs`).
+    /// The datagram's source address: a node the client knows, or the call drops the reply
+    /// (spec §7.1.4 rule 5); which node answered (see `routing.rs`).
     pub(super) from: SocketAddr,
 }
 
@@ -359,7 +361,7 @@ impl Client {
     /// Validates a received datagram and delivers it: returns it when it answers `own_id`,
     /// stores it in its pending slot and wakes its thread when it answers another request,
     /// drops it otherwise. Never panics, whatever the bytes. The source address `from` is
-    /// not checked (see the module docs), only recorded.
+    /// recorded for the call to check (see the module docs).
     fn dispatch(
         &self,
         datagram: &[u8],

@@ -29,8 +29,11 @@
 //!   goes there at once, at most [`REDIRECTS_FAST_MAX`] times between two other replies, then
 //!   on the timer. A hint naming a suspect node (the followers of a dead leader go on naming
 //!   it until their election timeout) is followed only on the timer, with one copy. Without a
-//!   hint (an election), the request moves on along the ring, on the timer. Hinted addresses
-//!   outside `servers` are used too (and remembered, up to [`LEARNED_LEADERS_MAX`]).
+//!   hint (an election), the request moves on along the ring, on the timer. A hint is
+//!   followed only to a node the client knows (a configured server or a member discovery
+//!   adopted); one naming any other address counts as no hint and asks discovery to read the
+//!   member table again (spec §7.1.7 rule 5). Leaders carried over from an earlier ring are
+//!   remembered beside it, up to [`LEARNED_LEADERS_MAX`].
 //! - **OVERLOADED** is not a final answer either: the same request goes to the same node when
 //!   the timer fires, but not before the hinted `retry_after_ms`. If the deadline comes first
 //!   the call fails with [`LockError::Overloaded`] (a release: [`LockError::ReleaseInDoubt`]).
@@ -40,11 +43,15 @@
 //! addresses; otherwise the node the request was last sent to). The request's WAITING
 //! keepalives and deadline run on across moves.
 //!
-//! Replies are accepted from any source address (the socket is not connected; every copy is
-//! one `send_to`, every reply one `recv_from`): after a failover the grant of a queued acquire
-//! comes from the new leader, which the request may never have been sent to, and a copy that
-//! reaches the new leader is answered with the reply the old one had committed. What makes a
-//! reply acceptable is its session id and request id, as `receiving.rs` checks them.
+//! Replies are accepted from any node the client knows, not only the one a copy went to (the
+//! socket is not connected; every copy is one `send_to`, every reply one `recv_from`): after
+//! a failover the grant of a queued acquire comes from the new leader, which the request may
+//! never have been sent to, and a copy that reaches the new leader is answered with the reply
+//! the old one had committed. A reply from any other address is dropped (spec §7.1.4 rule 5:
+//! anyone can send a datagram) and asks discovery for a refresh, in case it was a node the
+//! member table lacked. Beyond that, what makes a reply acceptable is its session id and
+//! request id, as `receiving.rs` checks them, and fields that do not contradict the request
+//! (`crate::core::call::checks`).
 //!
 //! A NOT_LEADER that answers a copy sent before the current destination was chosen (its echoed
 //! attempt is older) is ignored: the request has already moved on. A [`ClientConfig::shards`]
@@ -280,6 +287,14 @@ impl Membership {
         }
     }
 
+    /// After a reply was dropped for coming from no node the client knows (spec §7.1.4):
+    /// it may be a leader the member table this client read lacks; ask for a refresh.
+    pub(super) fn check_source(&self, from: SocketAddr) {
+        if lock(&self.discovery).check_source(from) {
+            self.refresh_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// After a retransmission: if every candidate of `routes` is suspect, the client's ways
     /// in may all be gone; ask for a refresh.
     pub(super) fn check_silence(&self, routes: &Routes) {
@@ -407,6 +422,11 @@ impl Client {
     /// [`Membership::check_silence`].
     pub(super) fn check_silence(&self, routes: &Routes) {
         self.membership.check_silence(routes);
+    }
+
+    /// [`Membership::check_source`].
+    pub(super) fn check_source(&self, from: SocketAddr) {
+        self.membership.check_source(from);
     }
 
     /// A datagram that is not a lock reply, read by the receiving thread: if it is a

@@ -8,6 +8,7 @@ use udplock::{json, Lease, LockError};
 
 use super::args::{connect, ClientArgs};
 use super::duration::{self, ms_u32, ms_u64, U32_MS};
+use super::out::escaped;
 
 #[derive(Args)]
 pub struct LockArgs {
@@ -69,11 +70,16 @@ pub fn release(a: LockArgs) -> Result<(), LockError> {
             })
         );
     } else if left == 0 {
-        println!("released {} (now free of {})", a.resource, a.client);
+        println!(
+            "released {} (now free of {})",
+            escaped(&a.resource),
+            escaped(&a.client)
+        );
     } else {
         println!(
             "released one hold of {}; {} still holds it {left} time(s)",
-            a.resource, a.client
+            escaped(&a.resource),
+            escaped(&a.client)
         );
     }
     Ok(())
@@ -107,10 +113,10 @@ pub fn configure(a: ConfigureArgs) -> Result<(), LockError> {
     } else if default_ttl_ms == 0 {
         println!(
             "{}: default TTL cleared (server default applies)",
-            a.resource
+            escaped(&a.resource)
         );
     } else {
-        println!("{}: default TTL {default_ttl_ms} ms", a.resource);
+        println!("{}: default TTL {default_ttl_ms} ms", escaped(&a.resource));
     }
     Ok(())
 }
@@ -133,7 +139,11 @@ fn print_lease(verb: &str, a: &LockArgs, lease: &Lease) {
     } else {
         println!(
             "{verb} {} for {}: fencing token {}, hold count {}, lease {} ms",
-            a.resource, a.client, lease.fencing_token, lease.hold_count, lease.ttl_ms
+            escaped(&a.resource),
+            escaped(&a.client),
+            lease.fencing_token,
+            lease.hold_count,
+            lease.ttl_ms
         );
     }
 }

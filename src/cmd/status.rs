@@ -8,6 +8,7 @@ use clap::Args;
 use udplock::{json, Client, LockError};
 
 use super::args::{connect, ClientArgs};
+use super::out::escaped;
 
 #[derive(Args)]
 pub struct StatusArgs {
@@ -45,10 +46,13 @@ pub fn run(a: StatusArgs) -> Result<(), LockError> {
             })
         );
     } else {
+        // Ids printed for a person are escaped: a holder's id is whatever some client sent
+        // (issue 12 item 5), and the resource may hold anything its caller typed.
+        let resource = escaped(resource);
         let holder = match (&s.holder, s.holder_truncated) {
-            (Some(h), _) => h.as_str(),
-            (None, true) => "a client whose id did not fit in the reply",
-            (None, false) => "",
+            (Some(h), _) => escaped(h),
+            (None, true) => "a client whose id did not fit in the reply".into(),
+            (None, false) => "".into(),
         };
         if s.hold_count == 0 {
             println!("{resource}: free, {} waiting", s.waiter_count);

@@ -122,6 +122,10 @@ pub(super) struct History {
     /// Acquires their client stopped waiting for and withdrew (spec §4.12): given up by
     /// choice, so the liveness checker does not hold them to their bound.
     pub withdrawn: std::collections::HashSet<usize>,
+    /// Replies a client's call rejected as contradicting the request (spec §7.1.4 rule 6):
+    /// (receipt, what). Every reply in the simulator comes from a node, so any is a bug of
+    /// the client's checks or of the node's reply.
+    pub rejected: Vec<(Instant, String)>,
     by_id: HashMap<RequestId, usize>,
 }
 

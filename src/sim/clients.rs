@@ -62,7 +62,7 @@ use super::wire::{node_addr, node_at};
 use super::Clock;
 use crate::core::call::{
     lease_validity, lock_of, Call, CallRequest, Discovery, Doubts, Handled, MembersAsk, Outcome,
-    PageOutcome, Routes, Settle,
+    PageOutcome, Rejected, Routes, Settle, LEASE_MS_MAX_DEFAULT,
 };
 use crate::core::lock_table::{Reply, RequestId};
 use crate::core::node::requests::{encode_reply, table_request};
@@ -278,6 +278,8 @@ pub(super) struct Client {
     /// tables that changed its ring.
     pub members_pages: u64,
     pub rings_adopted: u64,
+    /// Replies dropped as from no node it knew ([`super::SimReport::replies_from_unknown`]).
+    pub replies_from_unknown: u64,
     /// OK KEEPALIVE answers that listed this client's hold: bit set, bit clear.
     pub keepalives_renewed: u64,
     pub keepalives_dropped: u64,
@@ -344,6 +346,7 @@ impl Client {
             given,
             answered_by: BTreeSet::new(),
             members_pages: 0,
+            replies_from_unknown: 0,
             rings_adopted: 0,
             keepalives_renewed: 0,
             keepalives_dropped: 0,
@@ -485,7 +488,22 @@ impl Client {
         let handled =
             op.call
                 .handle_reply(local, node_addr(from), &reply, &self.routes, &mut self.rtt);
-        if handled == Handled::Dropped {
+        match handled {
+            // A leader this client does not know yet (it never sent there): as the real
+            // client, drop the reply and read the member table again (spec §7.1.8 rule 3).
+            Handled::Rejected(Rejected::NotFromANode) => {
+                self.replies_from_unknown += 1;
+                if let Some(discovery) = self.discovery.as_mut() {
+                    discovery.check_source(node_addr(from));
+                }
+            }
+            Handled::Rejected(why) => hist.rejected.push((
+                now,
+                format!("client {} rejected {reply:?}: {why}", self.idx),
+            )),
+            _ => {}
+        }
+        if handled.ignored() {
             return;
         }
         self.answered_by.insert(from);
@@ -1002,7 +1020,7 @@ impl Client {
             Settle::Clear => (
                 Call::new(
                     local,
-                    CallRequest::of(request, &self.routes),
+                    CallRequest::of(request, &self.routes, LEASE_MS_MAX_DEFAULT),
                     self.rtt.timer(),
                     deadline,
                     ACQUIRE_GRACE,

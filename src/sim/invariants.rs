@@ -328,6 +328,7 @@ impl Sim {
         for c in &self.clients {
             self.report.members_pages += c.members_pages;
             self.report.rings_adopted += c.rings_adopted;
+            self.report.replies_from_unknown += c.replies_from_unknown;
             self.report.keepalives_renewed += c.keepalives_renewed;
             self.report.keepalives_dropped += c.keepalives_dropped;
             self.report.cancels += c.cancels;
@@ -340,6 +341,11 @@ impl Sim {
         check::check_mutual_exclusion(&self.hist).map_err(|e| fail(self, e))?;
         check::check_fencing(&self.hist).map_err(|e| fail(self, e))?;
         check::check_doubts(&self.hist).map_err(|e| fail(self, e))?;
+        // Nothing a node says contradicts the request (spec §7.1.4 rule 6): no reply of
+        // theirs may be rejected as forged or broken.
+        if let Some((at, what)) = self.hist.rejected.first() {
+            return Err(fail(self, (*at, what.clone())));
+        }
         // Each resource's shard: its log holds every logged request on the resource.
         let resource_shards: Vec<u32> = RESOURCES
             .iter()

@@ -371,6 +371,11 @@ pub struct SimReport {
     pub members_pages: u64,
     pub rings_adopted: u64,
     pub clients_beyond_given: u64,
+    /// Replies to a client's call dropped because they came from a node the client did not
+    /// know yet (spec §7.1.4 rule 5: a leader it never sent to answered a request its
+    /// predecessor had logged, before discovery listed it). Each asks for a refresh; the
+    /// liveness checker holds the calls to their bounds all the same.
+    pub replies_from_unknown: u64,
     /// KEEPALIVEs (spec §4.11) answered OK that listed the client's hold: with its bit set
     /// (the hold renewed), and with it clear (the hold dropped at once).
     pub keepalives_renewed: u64,

@@ -653,3 +653,33 @@ fn every_json_output_parses_with_its_documented_fields() {
         ],
     );
 }
+
+/// Issue 12 item 5: a holder's id is whatever some client sent, and `udplock status` used to
+/// print it raw, so any client could put terminal escape sequences (here: clear the screen,
+/// then set the window title) in front of an operator. Human-readable output escapes them;
+/// JSON carries the id exactly (serde escapes control characters itself).
+#[test]
+fn a_holder_id_with_escape_sequences_prints_escaped() {
+    let server = Server::start();
+    let evil = "evil\x1b[2J\x1b]0;pwned\x07";
+    let o = server.run(&["acquire", "job/esc", "--client", evil, "--ttl", "60s"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(!o.stdout.contains(&0x1b), "{:?}", stdout(&o));
+    let o = server.run(&["status", "job/esc"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let text = stdout(&o);
+    assert!(
+        !o.stdout.contains(&0x1b) && !o.stdout.contains(&0x07),
+        "{text:?}"
+    );
+    assert!(
+        text.starts_with("job/esc: held by evil\\x1b[2J\\x1b]0;pwned\\x07 (hold count 1"),
+        "{text:?}"
+    );
+    let o = server.run(&["status", "job/esc", "--json"]);
+    assert!(
+        stdout(&o).contains(r#""holder":"evil\u001b[2J\u001b]0;pwned\u0007""#),
+        "{}",
+        stdout(&o)
+    );
+}

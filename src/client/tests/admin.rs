@@ -262,3 +262,103 @@ fn node_settings_reports_the_settings_it_knows_and_maps_errors() {
         Err(LockError::OutcomeUnknown)
     );
 }
+
+/// Issue 12: a node whose pages do not start where they were asked (here: always at shard
+/// 0) made the report list more shards than the cluster has (4,108 of 4,096). The first
+/// such page now ends the read with an error that says what came.
+#[test]
+fn a_shard_status_page_that_starts_elsewhere_ends_the_read() {
+    let node = node_of(ShardStatusRequest::decode, |req| {
+        vec![page(
+            &ShardStatusRequest {
+                first_shard: 0,
+                ..req
+            },
+            false,
+        )]
+    });
+    let client = client_for(&node, |_| {});
+    let error = client.shard_status(node.addr).unwrap_err();
+    let LockError::InternalError(what) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        what.contains("from shard 2 with a page of 2 shards from shard 0 of 5"),
+        "{what}"
+    );
+}
+
+/// Spec §7.1.4 rule 5 for the operators' queries: only the node asked answers. A page
+/// from another address is dropped (and counted), so the read ends without an answer.
+#[test]
+fn a_shard_status_page_from_another_address_is_dropped() {
+    let node = UdpSocket::bind("127.0.0.1:0").unwrap();
+    node.set_read_timeout(Some(StdDuration::from_millis(1)))
+        .unwrap();
+    let node_addr = node.local_addr().unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_flag = Arc::clone(&stop);
+    // Answers every SHARD_STATUS correctly, but from `other`.
+    let thread = thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop_flag.load(Ordering::Relaxed) {
+            if let Ok((len, from)) = node.recv_from(&mut buf) {
+                if let Ok(req) = ShardStatusRequest::decode(&buf[..len]) {
+                    other.send_to(&page(&req, false), from).unwrap();
+                }
+            }
+        }
+    });
+    let mut config = ClientConfig::new(vec![node_addr]);
+    config.request_timeout_ms = 200;
+    let client = Client::new(config).unwrap();
+    assert_eq!(
+        client.shard_status(node_addr).unwrap_err(),
+        LockError::Unavailable
+    );
+    assert!(
+        client.stats().dropped_datagrams >= 1,
+        "{:?}",
+        client.stats()
+    );
+    stop.store(true, Ordering::Relaxed);
+    thread.join().unwrap();
+}
+
+/// The same flaw in MEMBERS paging: a page that does not start at the member id asked for
+/// (here: the second page starts at 0 again) ends the read with an error.
+#[test]
+fn a_members_page_that_starts_elsewhere_ends_the_read() {
+    use udplock_protocol::{MemberEntries, MemberEntry, MembersReply, MembersRequest, SwimState};
+    let node = node_of(MembersRequest::decode, |req| {
+        let entries = [MemberEntry {
+            id: 1,
+            incarnation: 0,
+            state: SwimState::Alive,
+            addr: "127.0.0.1:7101".parse().unwrap(),
+        }];
+        let reply = MembersReply {
+            session_id: req.session_id,
+            request_id: req.request_id,
+            attempt: req.attempt,
+            status: Status::Ok,
+            node_id: 1,
+            members_total: 3,
+            first_id: 0,
+            next_id: 2,
+            entries: MemberEntries::from_slice(&entries),
+        };
+        let mut buf = [0u8; DATAGRAM_LEN_MAX];
+        vec![encoded(reply.encode(&mut buf), &buf)]
+    });
+    let client = client_for(&node, |_| {});
+    let error = client.members(node.addr).unwrap_err();
+    let LockError::InternalError(what) = &error else {
+        panic!("{error:?}");
+    };
+    assert!(
+        what.contains("from member 2 with a page from member 0"),
+        "{what}"
+    );
+}

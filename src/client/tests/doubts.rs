@@ -151,6 +151,9 @@ fn doubts_are_bounded() {
                 msg_type: MessageType::Release,
                 shard: 0,
                 wait_ms: 0,
+                ttl_ms: 0,
+                tokens: 0,
+                lease_ms_max: 1,
             };
             let timer = lock(&client.rtt).timer();
             let end = now + Duration::from_micros(1);

@@ -99,7 +99,9 @@ impl Drop for FakeServer {
     }
 }
 
-/// The reply a server would send to `req`, adjusted by `edit`.
+/// The reply a server would send to `req`, adjusted by `edit`. With status OK it starts as
+/// a genuine one (spec §7.1.4 rule 6: a grant or renewal of one hold under token 5, a
+/// release of it), which `edit` may change.
 fn reply_to(req: &Request<'_>, status: Status, edit: impl FnOnce(&mut Reply<'_>)) -> Vec<u8> {
     reply_with_holder(req, status, b"", edit)
 }
@@ -120,6 +122,14 @@ fn reply_with_holder(
             status,
         )
     };
+    match (status, req.body.msg_type()) {
+        (Status::Ok, MessageType::Acquire | MessageType::Renew) => {
+            reply.hold_count = 1;
+            reply.fencing_token = 5;
+        }
+        (Status::Ok, MessageType::Release) => reply.fencing_token = 5,
+        _ => {}
+    }
     edit(&mut reply);
     let mut buf = [0u8; DATAGRAM_LEN_MAX];
     let len = reply.encode(&mut buf).unwrap();

@@ -75,6 +75,12 @@ pub enum PageOutcome {
 struct Round {
     /// Request ids of the first-page requests of this round (one per address asked).
     first_ids: std::ops::Range<u64>,
+    /// The address each first-page request went to, in `first_ids`' order: only that
+    /// address may answer it (spec §7.1.4 rule 5).
+    asked: Vec<SocketAddr>,
+    /// The `first_id` of the page asked for last (0 for the first pages): a page that says it
+    /// starts elsewhere is no answer (spec §4.9).
+    first_id_asked: u64,
     /// Once a first page answered: the node being read and the request id of the page asked.
     reading: Option<(SocketAddr, u64)>,
     /// Alive members' addresses read so far, usable from the client's socket.
@@ -186,6 +192,18 @@ impl Discovery {
         self.wanted
     }
 
+    /// Trigger (spec §7.1.8 rule 3): a reply to a call came from `from`, an address that is
+    /// no node the client knows, and was dropped (spec §7.1.4 rule 5). A new leader the
+    /// client's table lacks answers so (it applies a request its predecessor logged), so a
+    /// refresh is wanted; a forger's datagrams cost at most one round per
+    /// [`REFRESH_INTERVAL_MIN`]. Returns whether one now is.
+    pub fn check_source(&mut self, from: SocketAddr) -> bool {
+        if !self.knows(from) {
+            self.want();
+        }
+        self.wanted
+    }
+
     /// Trigger (spec §7.1.8 rule 3), after a retransmission: if every candidate is suspect
     /// in `routes` (the client's current routes, built over the candidates), the client's
     /// ways in may all be gone: a refresh is wanted. Returns whether one now is.
@@ -218,6 +236,13 @@ impl Discovery {
     /// else is [`PageOutcome::Ignored`].
     pub fn handle_reply(&mut self, from: SocketAddr, reply: &MembersReply<'_>) -> PageOutcome {
         if reply.session_id != self.session_id || reply.status != Status::Ok {
+            return PageOutcome::Ignored;
+        }
+        if self
+            .round
+            .as_ref()
+            .is_some_and(|round| round.first_id_asked != reply.first_id)
+        {
             return PageOutcome::Ignored;
         }
         let members = reply.entries.iter().map(|e| (e.id, e.state, e.addr));
@@ -263,6 +288,8 @@ impl Discovery {
         self.next_request_id += to.len() as u64;
         self.round = Some(Round {
             first_ids: first..self.next_request_id,
+            asked: to.clone(),
+            first_id_asked: 0,
             reading: None,
             alive: Vec::new(),
             listed: Vec::new(),
@@ -301,8 +328,13 @@ impl Discovery {
             return PageOutcome::Ignored;
         };
         let from = socket_addr_for(from, self.v6_socket).unwrap_or(from);
+        // Each page from the address it was asked of (spec §7.1.4 rule 5): a table
+        // answered from anywhere else could make any host's list of addresses the ring.
         let expected = match round.reading {
-            None => round.first_ids.contains(&request_id),
+            None => request_id
+                .checked_sub(round.first_ids.start)
+                .and_then(|i| round.asked.get(usize::try_from(i).ok()?))
+                .is_some_and(|&asked| asked == from),
             Some((node, id)) => node == from && id == request_id,
         };
         if !expected {
@@ -329,6 +361,7 @@ impl Discovery {
             let request_id = self.next_request_id;
             self.next_request_id += 1;
             round.reading = Some((from, request_id));
+            round.first_id_asked = next_id;
             return PageOutcome::Ask(MembersAsk {
                 to: from,
                 request_id,
@@ -595,5 +628,56 @@ mod tests {
         assert_eq!(outcome, PageOutcome::Done(None));
         assert_eq!(d.candidates(), [relay]);
         assert!(!d.wanted(), "the table was read; nothing to ask again");
+    }
+
+    /// Spec §7.1.4 rule 5: a first page is taken only from the address its request went
+    /// to. A table sent from elsewhere, even one that lists its sender, is ignored, and the
+    /// genuine answer is still read.
+    #[test]
+    fn a_first_page_from_another_address_is_ignored() {
+        let mut d = Discovery::new(&[addr(7101)], false, 9);
+        let asks = d.poll_round(at(0), [addr(7101)]);
+        let forged = d.handle_page(addr(666), 666, asks[0].request_id, 0, alive(&[666, 667]));
+        assert_eq!(forged, PageOutcome::Ignored);
+        assert_eq!(d.candidates(), [addr(7101)]);
+        let done = d.handle_page(
+            addr(7101),
+            7101,
+            asks[0].request_id,
+            0,
+            alive(&[7101, 7102]),
+        );
+        assert_eq!(done, PageOutcome::Done(Some(vec![addr(7102), addr(7101)])));
+    }
+
+    /// A page must start at the member id asked for (spec §4.9): a first page that says it
+    /// starts elsewhere is no answer; the genuine one is still read.
+    #[test]
+    fn a_page_that_starts_elsewhere_is_ignored() {
+        use udplock_protocol::{MemberEntries, MemberEntry};
+        let mut d = Discovery::new(&[addr(7101)], false, 9);
+        let asks = d.poll_round(at(0), [addr(7101)]);
+        let entries = [7101u16, 7102].map(|port| MemberEntry {
+            id: u64::from(port),
+            incarnation: 0,
+            state: SwimState::Alive,
+            addr: addr(port),
+        });
+        let page = |first_id| MembersReply {
+            session_id: 9,
+            request_id: asks[0].request_id,
+            attempt: 0,
+            status: Status::Ok,
+            node_id: 7101,
+            members_total: 2,
+            first_id,
+            next_id: 0,
+            entries: MemberEntries::from_slice(&entries),
+        };
+        assert_eq!(d.handle_reply(addr(7101), &page(5)), PageOutcome::Ignored);
+        assert_eq!(
+            d.handle_reply(addr(7101), &page(0)),
+            PageOutcome::Done(Some(vec![addr(7102), addr(7101)]))
+        );
     }
 }

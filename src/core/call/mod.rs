@@ -31,12 +31,14 @@
 //!
 //! 1. A reply is accepted only if it names this call's session and request ids, has the
 //!    request's reply type or ERROR_REPLY, and echoes an attempt that was sent (§7.1.4).
-//!    Anything else is dropped ([`Handled::Dropped`]).
+//!    Anything else is dropped ([`Handled::Dropped`]). Nor is one from an address that is
+//!    no node the client knows, or one whose fields contradict the request (§7.1.4 rules 5
+//!    and 6, [`checks`]): [`Handled::Rejected`], and the call goes on for the genuine one.
 //! 2. It yields an RTT sample if it answers the latest copy and did not wait in a queue.
 //! 3. Its sender is alive: no longer suspect; the copies it answers were not lost (§7.1.7
 //!    rule 4).
 //! 4. NOT_LEADER is never final (§7.1.7 rule 5): the same request goes on, to a hinted leader
-//!    at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
+//!    (only a node the client knows) at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
 //!    one on the timer, without a hint to the next server on the ring (suspect or not) on the
 //!    timer.
 //! 5. Any other reply but ERROR_REPLY and OVERLOADED names the shard's leader (rule 6).
@@ -51,6 +53,7 @@
 //! leaves, first moving away from a node that left [`SILENT_SENDS_MAX`] copies in a row
 //! unanswered (one, if already suspect). One back-off per request, wherever its copies go.
 
+pub mod checks;
 pub mod discovery;
 pub mod doubts;
 pub mod routes;
@@ -61,6 +64,7 @@ use std::net::SocketAddr;
 
 use udplock_protocol::{Flags, Hint, MessageType, Reply, Request, RequestBody, Status};
 
+pub use self::checks::{contradiction, Rejected, LEASE_MS_MAX_DEFAULT};
 pub use self::discovery::{
     Discovery, MembersAsk, PageOutcome, CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN,
 };
@@ -97,11 +101,20 @@ pub struct CallRequest {
     pub shard: usize,
     /// ACQUIRE: the longest the server may queue it (`wait_ms`); 0 for every other request.
     pub wait_ms: u32,
+    /// ACQUIRE, RENEW, KEEPALIVE: the TTL asked (`ttl_ms`; 0: a default); 0 for the others.
+    pub ttl_ms: u32,
+    /// KEEPALIVE: how many tokens it lists; 0 for every other request.
+    pub tokens: u16,
+    /// The longest lease a reply may carry when the request asked for none, or for a
+    /// re-entry or renewal (the server's `ttl_ms_max`, which the client does not ask for:
+    /// its own setting stands for it). A reply above it is forged or broken ([`checks`]).
+    pub lease_ms_max: u32,
 }
 
 impl CallRequest {
-    /// The call of `request`, routed by `routes`.
-    pub fn of(request: &Request<'_>, routes: &Routes) -> CallRequest {
+    /// The call of `request`, routed by `routes`, believing no lease above `lease_ms_max`
+    /// that the request did not ask for ([`CallRequest::lease_ms_max`]).
+    pub fn of(request: &Request<'_>, routes: &Routes, lease_ms_max: u32) -> CallRequest {
         CallRequest {
             session_id: request.session_id,
             request_id: request.request_id,
@@ -115,6 +128,17 @@ impl CallRequest {
                 RequestBody::Acquire { wait_ms, .. } => wait_ms,
                 _ => 0,
             },
+            ttl_ms: match request.body {
+                RequestBody::Acquire { ttl_ms, .. }
+                | RequestBody::Renew { ttl_ms, .. }
+                | RequestBody::Keepalive { ttl_ms, .. } => ttl_ms,
+                _ => 0,
+            },
+            tokens: match request.body {
+                RequestBody::Keepalive { tokens, .. } => tokens.len() as u16,
+                _ => 0,
+            },
+            lease_ms_max,
         }
     }
 
@@ -174,6 +198,17 @@ pub enum Handled {
     Redirected,
     /// Any other reply of this call.
     Accepted,
+    /// A reply naming this call's ids that is still not believed (spec §7.1.4 rules 5 and
+    /// 6): from an address that is no known node, or contradicting the request. Ignored
+    /// like [`Handled::Dropped`]; the shell counts it and logs why.
+    Rejected(Rejected),
+}
+
+impl Handled {
+    /// The reply was ignored: [`Handled::Dropped`] or [`Handled::Rejected`].
+    pub fn ignored(self) -> bool {
+        matches!(self, Handled::Dropped | Handled::Rejected(_))
+    }
 }
 
 /// One request on its way (see the module docs).
@@ -341,6 +376,16 @@ impl Call {
             || !sent
         {
             return Handled::Dropped;
+        }
+        // Spec §7.1.4 rule 5: only a node of the cluster answers. Every address the client
+        // knows as one is in `routes` (configured, adopted from a member table, or hinted by
+        // a member); `dest` may have left them when discovery replaced the routes.
+        if from != self.dest && routes.find(from).is_none() {
+            return Handled::Rejected(Rejected::NotFromANode);
+        }
+        // Rule 6: a reply contradicting the request is forged or broken, not an answer.
+        if let Some(what) = contradiction(&self.request, reply) {
+            return Handled::Rejected(Rejected::Contradicts(what));
         }
         let queued = reply.flags.contains(Flags::QUEUED);
         if let Some(sample) = self.timer.rtt_sample(reply.attempt, queued, now) {
@@ -585,11 +630,15 @@ impl Call {
             return Handled::Accepted;
         }
         let shard = self.request.shard;
+        // A hint is followed only to a node the client knows (rule 5, issue 12: a hint to any
+        // address made a client send up to 42 copies there). One to an address it does not
+        // know is no hint: discovery reads the member table again (§7.1.8 rule 3), and once
+        // that lists the node, its hints are followed.
         let hint = match reply.hint {
             Hint::Leader(addr) => routes.usable_hint(addr),
             _ => None,
         }
-        .filter(|&hint| hint != from);
+        .filter(|&hint| hint != from && routes.find(hint).is_some());
         match hint {
             // Rule 5.2: a leader named by a node that has not noticed it is gone.
             Some(leader)

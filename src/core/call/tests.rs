@@ -45,6 +45,9 @@ impl Harness {
             msg_type,
             shard: 0,
             wait_ms,
+            ttl_ms: 0,
+            tokens: 0,
+            lease_ms_max: LEASE_MS_MAX_DEFAULT,
         }
     }
 
@@ -80,16 +83,30 @@ impl Harness {
     }
 }
 
-/// The reply to `call`'s request echoing `attempt`.
+/// The reply to `call`'s request echoing `attempt`: with status OK, a genuine one (a
+/// grant or renewal of one hold under token 7, a release of it, a free lock, a KEEPALIVE
+/// that renewed nothing), every other field zero.
 fn answer(call: &Call, attempt: u16, status: Status) -> Reply<'static> {
     let request = call.request();
-    Reply::bare(
+    let bare = Reply::bare(
         request.msg_type.reply_type().unwrap(),
         request.session_id,
         request.request_id,
         attempt,
         status,
-    )
+    );
+    match (status, request.msg_type) {
+        (Status::Ok, MessageType::Acquire | MessageType::Renew) => Reply {
+            hold_count: 1,
+            fencing_token: 7,
+            ..bare
+        },
+        (Status::Ok, MessageType::Release) => Reply {
+            fencing_token: 7,
+            ..bare
+        },
+        _ => bare,
+    }
 }
 
 fn sent(call: &mut Call) -> Transmit {
@@ -920,7 +937,7 @@ fn a_keepalive_is_routed_by_the_shard_it_names() {
             tokens: udplock_protocol::Tokens::write(&[7], &mut token_bytes).unwrap(),
         },
     };
-    let call = CallRequest::of(&keepalive, &routes);
+    let call = CallRequest::of(&keepalive, &routes, 1);
     assert_eq!(
         (call.msg_type, call.shard, call.wait_ms),
         (MessageType::Keepalive, 5, 0)
@@ -930,7 +947,341 @@ fn a_keepalive_is_routed_by_the_shard_it_names() {
         ..keepalive
     };
     assert_eq!(
-        CallRequest::of(&status, &routes).shard,
+        CallRequest::of(&status, &routes, 1).shard,
         udplock_protocol::shard_of(b"r", 8) as usize
     );
+}
+
+/// A node of no cluster this client knows.
+fn stranger() -> SocketAddr {
+    (Ipv4Addr::new(10, 9, 9, 9), 7100).into()
+}
+
+/// Spec §7.1.4 rule 6 (issue 12: a grant with token 0, hold count 0 and a lease of 2^32 − 1
+/// ms after asking for 10 s was accepted): a grant that contradicts the ACQUIRE is dropped,
+/// changes nothing (no outcome, no RTT sample, no leader learned), and the call goes on to
+/// accept the genuine grant that follows.
+#[test]
+fn a_grant_contradicting_the_request_is_dropped_and_the_genuine_one_accepted() {
+    let mut h = Harness::new(3);
+    let request = CallRequest {
+        ttl_ms: 10_000,
+        ..h.request(MessageType::Acquire, 1, 0)
+    };
+    let mut call = h.call(at(0), request, ms(100));
+    sent(&mut call);
+    let genuine = Reply {
+        lease_ms: 10_000,
+        ..answer(&call, 0, Status::Ok)
+    };
+    let forged = [
+        Reply {
+            fencing_token: 0,
+            hold_count: 0,
+            lease_ms: u32::MAX,
+            ..genuine
+        },
+        Reply {
+            fencing_token: 0,
+            ..genuine
+        },
+        Reply {
+            hold_count: 0,
+            ..genuine
+        },
+        // A new hold's lease is its TTL: one above the TTL asked is never genuine.
+        Reply {
+            lease_ms: 10_001,
+            ..genuine
+        },
+        // A re-entry may carry more than the TTL asked, but not more than lease_ms_max.
+        Reply {
+            hold_count: 2,
+            lease_ms: LEASE_MS_MAX_DEFAULT + 1,
+            ..genuine
+        },
+    ];
+    for reply in forged {
+        let handled = h.reply(&mut call, at(10), node(1), reply);
+        assert!(
+            matches!(handled, Handled::Rejected(Rejected::Contradicts(_))),
+            "{reply:?}: {handled:?}"
+        );
+        assert_eq!(call.outcome(), None, "{reply:?}");
+    }
+    assert_eq!(h.rtt.samples(), 0, "a rejected reply is no RTT sample");
+    assert_eq!(
+        h.routes.first_destination(0).1,
+        node(0),
+        "nor names a leader"
+    );
+    assert_eq!(
+        h.reply(&mut call, at(20), node(0), genuine),
+        Handled::Accepted
+    );
+    assert!(matches!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            status: Status::Ok,
+            ..
+        })
+    ));
+    // A re-entry whose lease exceeds the TTL asked (an earlier grant promised more, spec
+    // §4.2) is genuine.
+    let mut again = h.call(at(100), request_id(request, 2), ms(100));
+    sent(&mut again);
+    let reentry = Reply {
+        hold_count: 2,
+        lease_ms: 30_000,
+        ..answer(&again, 0, Status::Ok)
+    };
+    assert_eq!(
+        h.reply(&mut again, at(110), node(0), reentry),
+        Handled::Accepted
+    );
+}
+
+fn request_id(request: CallRequest, request_id: u64) -> CallRequest {
+    CallRequest {
+        request_id,
+        ..request
+    }
+}
+
+/// Rule 6 for renewals: a RENEW_REPLY with a lease above what the client can have been
+/// promised, or without a hold, is dropped; a KEEPALIVE_REPLY whose bitmap names a token it
+/// did not list, or whose count is not its bits, is dropped. The genuine answers end the
+/// calls.
+#[test]
+fn renewals_contradicting_the_request_are_dropped() {
+    let mut h = Harness::new(1);
+    let renew = CallRequest {
+        ttl_ms: 5_000,
+        ..h.request(MessageType::Renew, 1, 0)
+    };
+    let mut call = h.call(at(0), renew, ms(100));
+    sent(&mut call);
+    let genuine = Reply {
+        lease_ms: 5_000,
+        ..answer(&call, 0, Status::Ok)
+    };
+    for forged in [
+        Reply {
+            lease_ms: LEASE_MS_MAX_DEFAULT + 1,
+            ..genuine
+        },
+        Reply {
+            fencing_token: 0,
+            ..genuine
+        },
+        Reply {
+            hold_count: 0,
+            ..genuine
+        },
+    ] {
+        let handled = h.reply(&mut call, at(10), node(0), forged);
+        assert!(matches!(handled, Handled::Rejected(_)), "{forged:?}");
+    }
+    assert_eq!(call.outcome(), None);
+    assert_eq!(
+        h.reply(&mut call, at(20), node(0), genuine),
+        Handled::Accepted
+    );
+
+    let keepalive = CallRequest {
+        tokens: 2,
+        ..h.request(MessageType::Keepalive, 2, 0)
+    };
+    let mut call = h.call(at(100), keepalive, ms(100));
+    sent(&mut call);
+    let ok = answer(&call, 0, Status::Ok);
+    let renewed = |bitmap: u64, hold_count: u32, lease_ms: u32| Reply {
+        fencing_token: bitmap,
+        hold_count,
+        lease_ms,
+        ..ok
+    };
+    for forged in [
+        renewed(0b100, 1, 1_000),
+        renewed(u64::MAX, 64, 1_000),
+        renewed(0b11, 1, 1_000),
+        renewed(0, 0, 1_000),
+        renewed(0b01, 1, LEASE_MS_MAX_DEFAULT + 1),
+    ] {
+        let handled = h.reply(&mut call, at(110), node(0), forged);
+        assert!(matches!(handled, Handled::Rejected(_)), "{forged:?}");
+    }
+    assert_eq!(call.outcome(), None);
+    let genuine = renewed(0b11, 2, 1_000);
+    assert_eq!(
+        h.reply(&mut call, at(120), node(0), genuine),
+        Handled::Accepted
+    );
+}
+
+/// Rule 6 for the other replies: WAITING only answers an ACQUIRE that may wait, with no
+/// hold and no lease above the TTL asked (a forged one would stretch the deadline and turn
+/// copies into keepalives); a RELEASE_REPLY names the released hold's token; a free lock in
+/// a STATUS_REPLY has nothing else.
+#[test]
+fn waiting_release_and_status_replies_contradicting_the_request_are_dropped() {
+    let mut h = Harness::new(1);
+    let rejected = |h: &mut Harness, call: &mut Call, reply: Reply| {
+        let handled = h.reply(call, at(10), node(0), reply);
+        assert!(matches!(handled, Handled::Rejected(_)), "{reply:?}");
+        assert_eq!(call.outcome(), None);
+        assert!(!call.timer().is_waiting(), "{reply:?}");
+    };
+    let acquire = CallRequest {
+        ttl_ms: 1_000,
+        ..h.request(MessageType::Acquire, 1, 5_000)
+    };
+    let mut call = h.call(at(0), acquire, ms(100));
+    sent(&mut call);
+    let waiting = Reply {
+        lease_ms: 1_000,
+        waiter_count: 1,
+        ..answer(&call, 0, Status::Waiting)
+    };
+    for forged in [
+        Reply {
+            lease_ms: 1_001,
+            ..waiting
+        },
+        Reply {
+            fencing_token: 7,
+            ..waiting
+        },
+    ] {
+        rejected(&mut h, &mut call, forged);
+    }
+    assert_eq!(
+        h.reply(&mut call, at(20), node(0), waiting),
+        Handled::Accepted
+    );
+    assert!(call.timer().is_waiting());
+
+    let error_waiting = Reply {
+        msg_type: MessageType::ErrorReply,
+        ..waiting
+    };
+    let mut other = h.call(at(0), request_id(acquire, 5), ms(100));
+    sent(&mut other);
+    rejected(
+        &mut h,
+        &mut other,
+        Reply {
+            request_id: 5,
+            ..error_waiting
+        },
+    );
+
+    let mut try_acquire = h.call(at(0), h.request(MessageType::Acquire, 2, 0), ms(100));
+    sent(&mut try_acquire);
+    let reply = answer(&try_acquire, 0, Status::Waiting);
+    rejected(&mut h, &mut try_acquire, reply);
+
+    let mut release = h.call(at(0), h.request(MessageType::Release, 3, 0), ms(100));
+    sent(&mut release);
+    for forged in [
+        answer(&release, 0, Status::Waiting),
+        Reply {
+            fencing_token: 0,
+            ..answer(&release, 0, Status::Ok)
+        },
+    ] {
+        rejected(&mut h, &mut release, forged);
+    }
+    let reply = answer(&release, 0, Status::Ok);
+    assert_eq!(
+        h.reply(&mut release, at(20), node(0), reply),
+        Handled::Accepted
+    );
+
+    let mut status = h.call(at(0), h.request(MessageType::Status, 4, 0), ms(100));
+    sent(&mut status);
+    let free = answer(&status, 0, Status::Ok);
+    for forged in [
+        Reply {
+            fencing_token: 7,
+            ..free
+        },
+        Reply {
+            holder: b"someone",
+            ..free
+        },
+        Reply {
+            hold_count: 1,
+            ..free
+        },
+    ] {
+        rejected(&mut h, &mut status, forged);
+    }
+    assert_eq!(
+        h.reply(&mut status, at(20), node(0), free),
+        Handled::Accepted
+    );
+}
+
+/// Spec §7.1.4 rule 5: a reply from an address that is no node the client knows is dropped,
+/// whatever it says; one from another node of the cluster than the destination (a new
+/// leader after a failover) is accepted.
+#[test]
+fn a_reply_from_an_address_that_is_no_known_node_is_dropped() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(100));
+    assert_eq!(sent(&mut call).to, node(0));
+    let reply = answer(&call, 0, Status::Ok);
+    assert_eq!(
+        h.reply(&mut call, at(10), stranger(), reply),
+        Handled::Rejected(Rejected::NotFromANode)
+    );
+    let not_leader = Reply {
+        hint: Hint::Leader(stranger()),
+        ..answer(&call, 0, Status::NotLeader)
+    };
+    assert_eq!(
+        h.reply(&mut call, at(10), stranger(), not_leader),
+        Handled::Rejected(Rejected::NotFromANode)
+    );
+    assert_eq!(call.outcome(), None);
+    assert_eq!(call.poll_transmit(), None, "nothing sent because of them");
+    assert_eq!(
+        h.reply(&mut call, at(20), node(2), reply),
+        Handled::Accepted
+    );
+    assert!(matches!(call.outcome(), Some(Outcome::Answered { .. })));
+}
+
+/// Spec §7.1.7 rule 5 (issue 12: a NOT_LEADER hint sent 42 datagrams to any address): a
+/// hint naming an address that is no known node is no hint. The request moves along the
+/// ring on the timer, as without a hint; no copy ever goes to the hinted address and the
+/// route cache does not learn it.
+#[test]
+fn a_hint_to_an_address_that_is_no_known_node_is_ignored() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(200));
+    sent(&mut call);
+    let mut copies = Vec::new();
+    let mut now = 10;
+    for attempt in 0..6u16 {
+        let from = call.destination();
+        let reply = Reply {
+            hint: Hint::Leader(stranger()),
+            ..answer(&call, attempt, Status::NotLeader)
+        };
+        assert_eq!(
+            h.reply(&mut call, at(now), from, reply),
+            Handled::Redirected
+        );
+        assert_eq!(call.poll_transmit(), None, "no fast redirect");
+        let next = call.poll_timeout().unwrap();
+        call.handle_timeout(next, &h.routes);
+        copies.push(sent(&mut call));
+        now = next.as_micros() + 10;
+    }
+    let to: Vec<SocketAddr> = copies.iter().map(|c| c.to).collect();
+    assert_eq!(to, [1, 2, 0, 1, 2, 0].map(node), "along the ring");
+    assert_eq!(h.routes.find(stranger()), None, "not learned");
+    assert_eq!(h.routes.first_destination(0).1, node(0));
 }
