@@ -53,8 +53,8 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
-    shard_of, Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind, Status, Tokens,
-    DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    shard_of, AddressToken, Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind,
+    Status, Tokens, DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 use super::check::History;
@@ -116,6 +116,13 @@ pub(super) enum ReplyMsg {
     /// A MEMBERS_REPLY (spec §5.8), the datagram as the node sent it: the client decodes it
     /// itself, as a real client does.
     Members(Arc<[u8]>),
+    /// RETRY (spec §7.2.5): the node wants the request again with this address token.
+    Retry {
+        id: RequestId,
+        attempt: u16,
+        kind: RequestKind,
+        token: AddressToken,
+    },
 }
 
 /// One operation a client performs.
@@ -428,7 +435,7 @@ impl Client {
         let local = self.clock.local(now);
         let id = match &msg {
             ReplyMsg::Answer(reply) => reply.id,
-            ReplyMsg::NotLeader { id, .. } => *id,
+            ReplyMsg::NotLeader { id, .. } | ReplyMsg::Retry { id, .. } => *id,
             ReplyMsg::Members(datagram) => {
                 self.on_members(from, datagram, out);
                 return;
@@ -468,6 +475,21 @@ impl Client {
                     Status::NotLeader,
                 )
             },
+            &ReplyMsg::Retry {
+                id,
+                attempt,
+                kind,
+                token,
+            } => WireReply {
+                hint: Hint::AddressToken(token),
+                ..WireReply::bare(
+                    kind.reply_type(),
+                    id.session,
+                    id.request,
+                    attempt,
+                    Status::Retry,
+                )
+            },
             ReplyMsg::Members(_) => unreachable!("handled above"),
         };
         if let Some(discovery) = self.discovery.as_mut() {
@@ -491,7 +513,7 @@ impl Client {
         self.answered_by.insert(from);
         let answer = match msg {
             ReplyMsg::Answer(reply) => Some(*reply),
-            ReplyMsg::NotLeader { .. } | ReplyMsg::Members(_) => None,
+            ReplyMsg::NotLeader { .. } | ReplyMsg::Members(_) | ReplyMsg::Retry { .. } => None,
         };
         self.after_input(now, answer, hist, out);
     }
@@ -563,7 +585,11 @@ impl Client {
             };
             let mut datagram = vec![0u8; DATAGRAM_LEN_MAX];
             let len = wire
-                .encode_padded(&mut datagram, datagram_len(&wire).max(REQUEST_LEN_MIN))
+                .encode_padded_with_token(
+                    &mut datagram,
+                    datagram_len(&wire).max(REQUEST_LEN_MIN),
+                    copy.token.as_ref(),
+                )
                 .expect("a simulated request encodes");
             datagram.truncate(len);
             out.push(Outgoing {

@@ -76,6 +76,14 @@ pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option
         session: reply.session_id,
         request: reply.request_id,
     };
+    if let (Status::Retry, Hint::AddressToken(token)) = (reply.status, reply.hint) {
+        return Some(ReplyMsg::Retry {
+            id,
+            attempt: reply.attempt,
+            kind,
+            token,
+        });
+    }
     if reply.status == Status::NotLeader {
         let hint = match reply.hint {
             Hint::Leader(addr) => node_at(addr, nodes),

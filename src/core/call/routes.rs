@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use udplock_protocol::shard_of;
+use udplock_protocol::{shard_of, AddressToken};
 
 /// Leader addresses learned from hints that are not among the configured servers, kept for
 /// the client's lifetime. Bounded, so a node that hints ever new addresses cannot grow the
@@ -62,6 +62,10 @@ pub struct Routes {
     suspect: Box<[AtomicBool]>,
     /// The socket is IPv6 (IPv4 peers are then reached through IPv4-mapped addresses).
     v6_socket: bool,
+    /// One slot per slot of `peers`: the address token that address gave this client's
+    /// session in a RETRY (spec §7.1.9), sent with every later request to it. A lock held
+    /// only to copy 16 bytes in or out.
+    tokens: Box<[Mutex<Option<AddressToken>>]>,
 }
 
 impl Routes {
@@ -80,7 +84,9 @@ impl Routes {
             slot.set(addr).expect("a fresh slot");
         }
         let suspect = (0..peers.len()).map(|_| AtomicBool::new(false)).collect();
+        let tokens = (0..peers.len()).map(|_| Mutex::new(None)).collect();
         Routes {
+            tokens,
             peers,
             suspect,
             servers_len: servers.len(),
@@ -106,6 +112,7 @@ impl Routes {
         for addr in (0u32..).map_while(|i| self.peer(i)) {
             if let (Some(was), Some(now)) = (self.find(addr), new.find(addr)) {
                 new.set_suspect(now, self.is_suspect(was));
+                new.set_token(now, self.token(was));
             }
         }
         debug_assert_eq!(new.servers_len, servers.len());
@@ -185,6 +192,19 @@ impl Routes {
         self.find(addr)
             .map(|index| index as usize)
             .filter(|&index| index < self.servers_len)
+    }
+
+    /// The address token the peer at `index` gave this client's session (spec §7.1.9).
+    pub fn token(&self, index: u32) -> Option<AddressToken> {
+        let slot = self.tokens.get(index as usize)?;
+        *slot.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps (or, with `None`, forgets) the address token of the peer at `index`.
+    pub fn set_token(&self, index: u32, token: Option<AddressToken>) {
+        if let Some(slot) = self.tokens.get(index as usize) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = token;
+        }
     }
 
     pub fn is_suspect(&self, index: u32) -> bool {

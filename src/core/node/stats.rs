@@ -55,6 +55,9 @@ pub struct NodeStats {
     pub members_suspect: AtomicU64,
     pub members_dead: AtomicU64,
     pub members_left: AtomicU64,
+    /// Lock requests answered RETRY (spec §7.2.5): no valid address token for their source
+    /// and session. Also counted in `requests` (they decoded); nothing else saw them.
+    pub address_retries: AtomicU64,
 }
 
 impl NodeStats {
