@@ -171,6 +171,13 @@ pub struct ServerArgs {
     /// `udplock remove` retires a stopped node at once either way.
     #[arg(long)]
     leave_on_stop: bool,
+    /// Address validation (spec §7.2.5): `on` (default) answers a request that may create
+    /// or change state RETRY until its source shows it receives at its address (one round
+    /// trip per client session, once), so spoofed sources create no session, waiter or
+    /// hold. `off` only where every host that can reach the node is trusted, or while
+    /// clients that predate RETRY are still in use.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    address_validation: bool,
     #[command(flatten)]
     join: JoinArgs,
 }
@@ -220,6 +227,15 @@ struct JoinArgs {
     dead_after: Option<Duration>,
 }
 
+/// `--address-validation`: `on` or `off`.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
+}
+
 /// `--replicas`: a number in `1..=REPLICAS_MAX` (`placement::validate_replicas`).
 fn replicas_arg(s: &str) -> Result<usize, String> {
     let n: usize = s
@@ -265,6 +281,7 @@ fn run_single(a: ServerArgs) -> Result<(), LockError> {
         .map_err(invalid)?;
     let mut config = SingleConfig::new(a.listen.addr);
     config.cpu = a.cpu;
+    config.address_validation = a.address_validation;
     config.table = table_config(&a);
     config.durability = durability;
     let data_dir_from;
@@ -372,6 +389,7 @@ fn run_cluster(a: ServerArgs) -> Result<(), LockError> {
     let (data_dir, data_dir_from) = choose_data_dir(durability, &a, || default_data_dir(node_id))?;
     config.data_dir = data_dir;
     config.cpu = a.cpu;
+    config.address_validation = a.address_validation;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
@@ -567,6 +585,7 @@ fn run_joined(a: ServerArgs) -> Result<(), LockError> {
     config.durability = durability;
     config.data_dir = data_dir;
     config.cpu = a.cpu;
+    config.address_validation = a.address_validation;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.placement = Some(planner(&a)?);

@@ -225,10 +225,11 @@ pub struct Call {
     /// The copy to send, until the shell takes it.
     transmit: Option<Transmit>,
     outcome: Option<Outcome>,
-    /// The latest address token a RETRY gave this call, with the address it came from: used
-    /// for copies to that address even when the route cache has no slot for it (a hinted
-    /// leader it had no room for). The route cache keeps tokens for later requests.
-    token: Option<(SocketAddr, AddressToken)>,
+    /// The latest address token a RETRY gave this call (`None`: an UNSUPPORTED refused the
+    /// flag), with the address it came from: used for copies to that address even when the
+    /// route cache has no slot for it (a hinted leader it had no room for). The route cache
+    /// keeps tokens for later requests.
+    token: Option<(SocketAddr, Option<AddressToken>)>,
     /// Copies sent at once to `dest` for a RETRY or a refused token ([`RETRIES_AT_ONCE_MAX`]).
     retries_at_once: u32,
     /// The latest copy carried an address token.
@@ -552,9 +553,11 @@ impl Call {
     /// Readies the copy numbered `attempt` (its send time recorded) for `dest`, with the
     /// address token the call or the route cache holds for it.
     fn ready(&mut self, attempt: u16, routes: &Routes) {
-        let token = match self.token {
-            Some((addr, token)) if addr == self.dest => Some(token),
-            _ => self.dest_peer.and_then(|index| routes.token(index)),
+        let token = match (self.token, self.dest_peer) {
+            (Some((addr, token)), _) if addr == self.dest => token,
+            (_, Some(index)) => routes.token(index, self.request.session_id),
+            // A hinted leader without a slot: the latest token of the session (rule 3).
+            (_, None) => routes.latest_token(self.request.session_id),
         };
         self.latest_tokened = token.is_some();
         self.dest_first_attempt.get_or_insert(attempt);
@@ -583,9 +586,9 @@ impl Call {
             _ => None,
         };
         if let Some(index) = routes.find(from) {
-            routes.set_token(index, token);
+            routes.set_token(index, self.request.session_id, token);
         }
-        self.token = token.map(|token| (from, token));
+        self.token = Some((from, token));
         let answers_latest = from == self.dest
             && !self.is_stale(reply.attempt)
             && self.timer.latest_attempt() == Some(reply.attempt);

@@ -1011,7 +1011,17 @@ fn a_retry_resends_at_once_with_its_token_and_later_requests_carry_it() {
     // A later request to that node carries the token from its first copy on.
     let mut next = h.call(at(2_000), h.request(MessageType::Release, 2, 0), ms(100));
     assert_eq!(sent(&mut next).token, Some(AddressToken([0xAB; 16])));
-    assert_eq!(h.routes.token(1), None, "another node has no token");
+    // Another node gave none: it gets the session's latest (rule 3: with a cluster key it
+    // accepts it); another session gets none (a token names one session).
+    assert_eq!(routes::PeerToken::Unknown, h.routes.peer_token(1, SESSION));
+    assert_eq!(h.routes.token(1, SESSION), Some(AddressToken([0xAB; 16])));
+    assert_eq!(h.routes.token(0, SESSION + 1), None);
+    let other = CallRequest {
+        session_id: SESSION + 1,
+        ..h.request(MessageType::Release, 3, 0)
+    };
+    let mut other = h.call(at(3_000), other, ms(100));
+    assert_eq!(sent(&mut other).token, None);
 }
 
 /// Spec §7.1.9 rule 4: a server that answers RETRY to everything gets at most
@@ -1055,7 +1065,7 @@ fn a_retry_to_an_older_copy_sends_nothing_at_once() {
     let r = retry(&call, 0, 5);
     h.reply(&mut call, at(1_100), node(0), r);
     assert_eq!(call.poll_transmit(), None);
-    assert_eq!(h.routes.token(0), Some(AddressToken([5; 16])));
+    assert_eq!(h.routes.token(0, SESSION), Some(AddressToken([5; 16])));
 }
 
 /// Spec §7.1.9 rule 5: an older server refuses the flag (UNSUPPORTED): the client forgets
@@ -1063,7 +1073,7 @@ fn a_retry_to_an_older_copy_sends_nothing_at_once() {
 #[test]
 fn an_unsupported_token_is_forgotten_and_the_request_resent_without_it() {
     let mut h = Harness::new(1);
-    h.routes.set_token(0, Some(AddressToken([3; 16])));
+    h.routes.set_token(0, SESSION, Some(AddressToken([3; 16])));
     let mut call = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(1_000));
     assert_eq!(sent(&mut call).token, Some(AddressToken([3; 16])));
     let refused = Reply {
@@ -1073,7 +1083,7 @@ fn an_unsupported_token_is_forgotten_and_the_request_resent_without_it() {
     h.reply(&mut call, at(100), node(0), refused);
     let copy = sent(&mut call);
     assert_eq!((copy.attempt, copy.token), (1, None));
-    assert_eq!(h.routes.token(0), None);
+    assert_eq!(h.routes.token(0, SESSION), None);
     assert_eq!(call.outcome(), None);
     // UNSUPPORTED for a copy without a token is the final answer, as before.
     let refused = Reply {
