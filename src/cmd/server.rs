@@ -47,6 +47,31 @@ mod election_timeout_tests {
     }
 }
 
+#[cfg(test)]
+mod address_validation_tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        server: super::ServerArgs,
+    }
+
+    /// `--address-validation on|off` takes a value (it once parsed as a flag and refused
+    /// `off`); on by default.
+    #[test]
+    fn the_option_takes_on_or_off_and_is_on_by_default() {
+        let parse = |args: &[&str]| {
+            Wrap::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+                .map(|w| w.server.address_validation)
+        };
+        assert!(parse(&[]).unwrap());
+        assert!(parse(&["--address-validation", "on"]).unwrap());
+        assert!(!parse(&["--address-validation", "off"]).unwrap());
+        assert!(parse(&["--address-validation", "maybe"]).is_err());
+    }
+}
+
 #[derive(Args)]
 pub struct ServerArgs {
     /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address, which
@@ -176,7 +201,8 @@ pub struct ServerArgs {
     /// trip per client session, once), so spoofed sources create no session, waiter or
     /// hold. `off` only where every host that can reach the node is trusted, or while
     /// clients that predate RETRY are still in use.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off,
+          action = clap::ArgAction::Set)]
     address_validation: bool,
     #[command(flatten)]
     join: JoinArgs,

@@ -34,7 +34,11 @@
 //!    Anything else is dropped ([`Handled::Dropped`]).
 //! 2. It yields an RTT sample if it answers the latest copy and did not wait in a queue.
 //! 3. Its sender is alive: no longer suspect; the copies it answers were not lost (§7.1.7
-//!    rule 4).
+//!    rule 4). A RETRY (§7.1.9), or an older server's UNSUPPORTED for a copy that carried an
+//!    address token, is no answer: the token is kept (or forgotten) for the session and the
+//!    node, and the same request goes again at once, at most [`RETRIES_AT_ONCE_MAX`] times
+//!    per destination, with no back-off and no RTT sample. Every copy carries the token the
+//!    session holds for its destination ([`Transmit::token`]).
 //! 4. NOT_LEADER is never final (§7.1.7 rule 5): the same request goes on, to a hinted leader
 //!    at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
 //!    one on the timer, without a hint to the next server on the ring (suspect or not) on the
