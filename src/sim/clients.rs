@@ -296,6 +296,12 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// The address token this client's `session` sends `node` (spec §7.1.9), if any.
+    pub(super) fn address_token(&self, node: SocketAddr, session: u64) -> Option<AddressToken> {
+        let index = self.routes.find(node)?;
+        self.routes.token(index, session)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         idx: usize,

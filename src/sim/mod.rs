@@ -1104,7 +1104,8 @@ impl Sim {
         let action = clients::Action::Status { resource };
         let op = self.hist.begin(PROBE, request, action, now);
         self.probes.insert(request.id, op);
-        let datagram = wire::request_datagram(&request, Some(udplock_protocol::STATUS_REQUEST_LEN));
+        let datagram =
+            wire::request_datagram(&request, Some(udplock_protocol::STATUS_REQUEST_LEN), None);
         self.trace.bytes(&datagram);
         let len = self
             .request_lens
