@@ -296,6 +296,12 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// Whether the session new requests go in sends `node` a token (its own, or one
+    /// another node gave, which a node with the same cluster key accepts: spec §7.1.9).
+    pub(super) fn validated_at(&self, node: SocketAddr) -> bool {
+        self.address_token(node, self.session).is_some()
+    }
+
     /// The address token this client's `session` sends `node` (spec §7.1.9), if any.
     pub(super) fn address_token(&self, node: SocketAddr, session: u64) -> Option<AddressToken> {
         let index = self.routes.find(node)?;
