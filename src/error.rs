@@ -119,6 +119,12 @@ impl LockError {
                  bug; the acquire may still be granted and then expires after its TTL"
                     .to_owned(),
             ),
+            // Not final either (spec §7.1.9): the call core resends with the token.
+            Status::Retry => LockError::InternalError(
+                "the server's RETRY (address validation) reached the caller as if it were \
+                 final: a client bug; nothing changed"
+                    .to_owned(),
+            ),
             Status::InternalError => LockError::InternalError(
                 "the server reported INTERNAL_ERROR, so the operation may or may not have taken \
                  effect: check the lock's status and report the server's log"

@@ -55,6 +55,9 @@ pub struct SingleConfig {
     pub durability: Durability,
     /// Where `fsync` and `os` keep their files.
     pub data_dir: Option<PathBuf>,
+    /// Address validation of client requests (spec §7.2.5): on by default; see
+    /// [`ClusterConfig::address_validation`].
+    pub address_validation: bool,
 }
 
 impl SingleConfig {
@@ -67,6 +70,7 @@ impl SingleConfig {
             state_file: None,
             durability: Durability::Memory,
             data_dir: None,
+            address_validation: true,
         }
     }
 
@@ -78,6 +82,7 @@ impl SingleConfig {
         config.state_file = self.state_file.clone();
         config.durability = self.durability;
         config.data_dir = self.data_dir.clone();
+        config.address_validation = self.address_validation;
         config
     }
 }

@@ -146,6 +146,8 @@ impl AuthTrailer {
 pub struct ClusterKey {
     mac: Hmac<Sha256>,
     admin: Hmac<Sha256>,
+    /// The address-token key of the cluster (spec §7.2.5).
+    address: crate::AddressTokenKey,
     id: u32,
 }
 
@@ -175,6 +177,7 @@ impl ClusterKey {
         ClusterKey {
             mac: Hmac::<Sha256>::new_from_slice(&mac_key).expect("HMAC takes any key length"),
             admin: Hmac::<Sha256>::new_from_slice(&admin_key).expect("HMAC takes any key length"),
+            address: crate::AddressTokenKey::derive(secret),
             id: u32::from_be_bytes([id[0], id[1], id[2], id[3]]),
         }
     }
@@ -183,6 +186,12 @@ impl ClusterKey {
     /// it, so a receiver holding two keys (during a rotation) knows which one to check with.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The key of the address tokens every node of the cluster accepts (spec §7.2.5):
+    /// derived from the cluster key with [`crate::ADDRESS_TOKEN_KEY_LABEL`].
+    pub fn address_token_key(&self) -> &crate::AddressTokenKey {
+        &self.address
     }
 
     fn tag(&self, data: &[u8]) -> [u8; 32] {

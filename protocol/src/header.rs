@@ -161,15 +161,24 @@ pub(crate) fn decode(
     // Reply-only flags in a request are as unknown as reserved bits, and so are they in a
     // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY, MEMBERS_REPLY or REMOVE_REPLY, which define
     // none (spec §3.2 step 7, §5.6 to §5.9).
-    let flags_defined = direction == Direction::Reply
-        && !matches!(
-            msg_type,
-            MessageType::ShardStatusReply
-                | MessageType::NodeSettingsReply
-                | MessageType::MembersReply
-                | MessageType::RemoveReply
-        );
-    if !flags_defined && !flags.is_empty() {
+    // ADDRESS_TOKEN is the one request flag, defined for the lock requests only (spec §3.1,
+    // §7.1.9); in a reply it is reserved.
+    let defined = match direction {
+        Direction::Reply
+            if !matches!(
+                msg_type,
+                MessageType::ShardStatusReply
+                    | MessageType::NodeSettingsReply
+                    | MessageType::MembersReply
+                    | MessageType::RemoveReply
+            ) =>
+        {
+            Flags::HOLDER_TRUNCATED | Flags::QUEUED
+        }
+        Direction::Request if carries_address_token(msg_type) => Flags::ADDRESS_TOKEN,
+        _ => Flags::empty(),
+    };
+    if !defined.contains(flags) {
         return Err(DecodeError::UnknownFlags);
     }
     if !all_zero(&datagram[field::RESERVED]) {
@@ -181,7 +190,7 @@ pub(crate) fn decode(
         return Err(DecodeError::ZeroId);
     }
     let body_len = u16_at(datagram, field::BODY_LEN.start);
-    if HEADER_LEN + body_len as usize > datagram.len() {
+    if HEADER_LEN + body_len as usize + token_len(flags) > datagram.len() {
         return Err(DecodeError::BadBodyLength);
     }
     Ok(Header {
@@ -243,9 +252,34 @@ pub(crate) fn encode_fixed_request(
     Ok(len)
 }
 
-/// Padding after the body must be zero (spec §2.2).
+/// The request types that may carry an address token (spec §7.1.9): the lock requests.
+/// SHARD_STATUS, NODE_SETTINGS, MEMBERS and REMOVE read or are authenticated otherwise.
+pub(crate) const fn carries_address_token(t: MessageType) -> bool {
+    matches!(
+        t,
+        MessageType::Acquire
+            | MessageType::Release
+            | MessageType::Renew
+            | MessageType::Status
+            | MessageType::Configure
+            | MessageType::Keepalive
+            | MessageType::CancelWait
+    )
+}
+
+/// Bytes between the body and the padding: the address token if the flag says one is there
+/// (spec §3.1).
+pub(crate) const fn token_len(flags: Flags) -> usize {
+    if flags.contains(Flags::ADDRESS_TOKEN) {
+        crate::ADDRESS_TOKEN_LEN
+    } else {
+        0
+    }
+}
+
+/// Padding after the body (and the address token, if any) must be zero (spec §2.2).
 pub(crate) fn check_padding(datagram: &[u8], header: &Header) -> Result<(), DecodeError> {
-    let body_end = HEADER_LEN + header.body_len as usize;
+    let body_end = HEADER_LEN + header.body_len as usize + token_len(header.flags);
     match datagram.get(body_end..) {
         Some(padding) if all_zero(padding) => Ok(()),
         _ => Err(DecodeError::NonZeroPadding),

@@ -111,6 +111,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod auth;
 mod command;
 mod entries;
@@ -128,6 +129,9 @@ mod shard;
 mod shard_status;
 mod swim;
 
+#[cfg(feature = "crypto")]
+pub use address::AddressTokenKey;
+pub use address::{address_token_input, AddressToken, ADDRESS_TOKEN_KEY_LABEL, ADDRESS_TOKEN_LEN};
 #[cfg(feature = "crypto")]
 pub use auth::ClusterKey;
 pub use auth::{AuthTrailer, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
@@ -157,7 +161,8 @@ pub use remove::{
 };
 pub use reply::{Hint, Reply};
 pub use request::{
-    Request, RequestBody, RequestKind, Tokens, KEEPALIVE_FIXED_LEN, KEEPALIVE_TOKENS_MAX,
+    with_address_token, Request, RequestBody, RequestKind, Tokens, KEEPALIVE_FIXED_LEN,
+    KEEPALIVE_TOKENS_MAX,
 };
 pub use settings::{
     NodeSettingsReply, NodeSettingsRequest, PeerSettings, SettingValue, SettingValues,

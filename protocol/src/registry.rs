@@ -104,6 +104,7 @@ registry! {
         NotLeader = 11, "NOT_LEADER", "This node does not lead the resource's shard: resend to the hinted leader, or to another node if there is no hint.";
         InternalError = 12, "INTERNAL_ERROR", "An unexpected server condition; the outcome is unknown.";
         Waiting = 13, "WAITING", "Not a final answer: the acquire is queued; keep waiting and retransmit only as a keepalive.";
+        Retry = 14, "RETRY", "The server has not seen this source receive at its address: resend the request with the address token this reply carries.";
     }
 }
 
@@ -230,6 +231,10 @@ bitflags! {
         /// Reply only: the request waited in the server's queue, so the reply's timing says
         /// nothing about the round trip (no RTT sample).
         const QUEUED = 0x0004;
+        /// Request only (the lock requests of spec §4.2 to §4.6, §4.11, §4.12): the 16-byte
+        /// address token of a RETRY follows the body, before any padding; `body_len`
+        /// excludes it (spec §3.1, §7.1.9). Reserved in replies.
+        const ADDRESS_TOKEN = 0x0008;
     }
 }
 
@@ -249,5 +254,10 @@ pub const FLAG_TABLE: &[(u16, &str, &str)] = &[
         0x0004,
         "QUEUED",
         "Reply only: the request waited in the server's queue; take no RTT sample.",
+    ),
+    (
+        0x0008,
+        "ADDRESS_TOKEN",
+        "Request only: a 16-byte address token follows the body (Section 7.1.9); reserved in replies.",
     ),
 ];

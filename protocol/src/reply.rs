@@ -7,8 +7,8 @@ use crate::be::{u16_at, u32_at, u64_at};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType, Status};
 use crate::{
-    all_zero, DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX,
-    REPLY_BODY_FIXED_LEN,
+    all_zero, AddressToken, DecodeError, EncodeError, ADDRESS_TOKEN_LEN, DATAGRAM_LEN_MAX,
+    HEADER_LEN, ID_LEN_MAX, REPLY_BODY_FIXED_LEN,
 };
 
 /// Byte ranges of the reply body fields, relative to the start of the body.
@@ -16,7 +16,8 @@ pub mod field {
     use core::ops::Range;
     /// `status`, u16: the outcome, a status code (spec §5.1, §10.2).
     pub const STATUS: Range<usize> = 0..2;
-    /// `hint_kind`, u8: what `hint` carries, 0 nothing, 1 retry-after, 2 leader (spec §5.2).
+    /// `hint_kind`, u8: what `hint` carries, 0 nothing, 1 retry-after, 2 leader, 3 address
+    /// token (spec §5.2).
     pub const HINT_KIND: usize = 2;
     /// `holder_len`, u8: length of `holder`; 0 but in a STATUS_REPLY (spec §5.1).
     pub const HOLDER_LEN: usize = 3;
@@ -37,6 +38,9 @@ pub mod field {
     pub const HINT_ADDR: Range<usize> = 24..40;
     /// Within HINT, kind 2: the leader's UDP port, u16 (spec §5.2).
     pub const HINT_PORT: Range<usize> = 40..42;
+    /// Within HINT, kind 3 (RETRY only): the address token to resend the request with
+    /// (spec §5.2, §7.1.9).
+    pub const HINT_ADDRESS_TOKEN: Range<usize> = 24..40;
     /// `holder`: the holder's client id, STATUS_REPLY only (spec §5.1).
     pub const HOLDER: usize = 44;
 }
@@ -47,6 +51,10 @@ const _: () = assert!(field::HOLDER == REPLY_BODY_FIXED_LEN);
 const HINT_NONE: u8 = 0;
 const HINT_RETRY_AFTER: u8 = 1;
 const HINT_LEADER: u8 = 2;
+const HINT_ADDRESS_TOKEN: u8 = 3;
+
+const _: () =
+    assert!(field::HINT_ADDRESS_TOKEN.end - field::HINT_ADDRESS_TOKEN.start == ADDRESS_TOKEN_LEN);
 
 /// Where to go next, carried by a reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +68,9 @@ pub enum Hint {
     },
     /// The node that leads the resource's shard (with NOT_LEADER, from a node of a cluster).
     Leader(SocketAddr),
+    /// The address token to send the request again with (kind 3): with RETRY, and only
+    /// with it (spec §5.2, §7.1.9).
+    AddressToken(AddressToken),
 }
 
 /// A decoded reply. The holder id borrows from the datagram.
@@ -164,6 +175,10 @@ impl<'a> Reply<'a> {
         let status = Status::from_wire(u16_at(body, field::STATUS.start))
             .ok_or(DecodeError::UnknownStatus)?;
         let hint = decode_hint(body)?;
+        // A RETRY carries a token, and only a RETRY does (spec §5.2).
+        if (status == Status::Retry) != matches!(hint, Hint::AddressToken(_)) {
+            return Err(DecodeError::BadHintKind);
+        }
         header::check_padding(datagram, &header)?;
         Ok(Reply {
             msg_type: header.msg_type,
@@ -189,6 +204,10 @@ impl<'a> Reply<'a> {
     /// Encodes the reply (unpadded). Returns the datagram length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         if !is_lock_reply(self.msg_type) {
+            return Err(EncodeError::WrongType);
+        }
+        if (self.status == Status::Retry) != matches!(self.hint, Hint::AddressToken(_)) {
+            // The decoder refuses either half alone (spec §5.2).
             return Err(EncodeError::WrongType);
         }
         if self.holder.len() > ID_LEN_MAX
@@ -233,6 +252,10 @@ impl<'a> Reply<'a> {
                 b[field::HINT_PORT].copy_from_slice(&addr.port().to_be_bytes());
                 HINT_LEADER
             }
+            Hint::AddressToken(token) => {
+                b[field::HINT_ADDRESS_TOKEN].copy_from_slice(&token.0);
+                HINT_ADDRESS_TOKEN
+            }
         };
         b[field::HOLDER..].copy_from_slice(self.holder);
         Ok(len)
@@ -262,6 +285,11 @@ fn decode_hint(body: &[u8]) -> Result<Hint, DecodeError> {
                 ip,
                 u16_at(body, field::HINT_PORT.start),
             )))
+        }
+        HINT_ADDRESS_TOKEN if all_zero(&hint[rel(field::HINT_ADDRESS_TOKEN).end..]) => {
+            let mut token = [0u8; ADDRESS_TOKEN_LEN];
+            token.copy_from_slice(&body[field::HINT_ADDRESS_TOKEN]);
+            Ok(Hint::AddressToken(AddressToken(token)))
         }
         _ => Err(DecodeError::BadHintKind),
     }

@@ -17,8 +17,8 @@ use crate::be::{u16_at, u32_at, u64_at};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType};
 use crate::{
-    DecodeError, EncodeError, ACQUIRE_WAIT_REQUEST_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX,
-    REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    AddressToken, DecodeError, EncodeError, ACQUIRE_WAIT_REQUEST_LEN, ADDRESS_TOKEN_LEN,
+    DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 /// Most fencing tokens one KEEPALIVE lists (spec §4.11). Two bounds meet here: the reply's
@@ -456,7 +456,30 @@ impl<'a> Request<'a> {
     /// cluster node looks at the type byte first and hands SHARD_STATUS to
     /// [`crate::ShardStatusRequest::decode`].
     pub fn decode(datagram: &'a [u8]) -> Result<Request<'a>, DecodeError> {
+        Request::decode_with_token(datagram).map(|(request, _)| request)
+    }
+
+    /// Decodes a request datagram as [`Request::decode`] does, and returns the address
+    /// token that follows its body when the ADDRESS_TOKEN flag is set (spec §3.1, §7.1.9).
+    pub fn decode_with_token(
+        datagram: &'a [u8],
+    ) -> Result<(Request<'a>, Option<AddressToken>), DecodeError> {
         let header = header::decode(datagram, Direction::Request, is_lock_request)?;
+        let request = Request::decode_body(datagram, &header)?;
+        let token = if header.flags.contains(Flags::ADDRESS_TOKEN) {
+            // header::decode checked the token fits before the datagram's end.
+            let at = HEADER_LEN + usize::from(header.body_len);
+            let mut token = [0u8; ADDRESS_TOKEN_LEN];
+            token.copy_from_slice(&datagram[at..at + ADDRESS_TOKEN_LEN]);
+            Some(AddressToken(token))
+        } else {
+            None
+        };
+        Ok((request, token))
+    }
+
+    fn decode_body(datagram: &'a [u8], header: &Header) -> Result<Request<'a>, DecodeError> {
+        let header = *header;
         let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
         // header::decode only lets the lock request types through.
         let kind =
@@ -526,9 +549,48 @@ impl<'a> Request<'a> {
         self.encode_padded(out, self.padded_len())
     }
 
+    /// Encodes the request with `token` after its body (flag ADDRESS_TOKEN, spec §3.1,
+    /// §7.1.9), padded to [`Request::padded_len`] (longer only if the token does not fit in
+    /// the padding). Without a token, the same bytes as [`Request::encode`].
+    pub fn encode_with_token(
+        &self,
+        out: &mut [u8],
+        token: Option<&AddressToken>,
+    ) -> Result<usize, EncodeError> {
+        self.encode_padded_with_token(out, self.padded_len(), token)
+    }
+
     /// Encodes the request, then zero padding up to `len` bytes (at least the body's end).
     /// For tests and tools that need other paddings; clients use [`Request::encode`].
     pub fn encode_padded(&self, out: &mut [u8], len: usize) -> Result<usize, EncodeError> {
+        self.encode_padded_with_token(out, len, None)
+    }
+
+    /// [`Request::encode_padded`] with an address token after the body (spec §3.1): the
+    /// datagram is then at least the body's end plus [`ADDRESS_TOKEN_LEN`] bytes.
+    pub fn encode_padded_with_token(
+        &self,
+        out: &mut [u8],
+        len: usize,
+        token: Option<&AddressToken>,
+    ) -> Result<usize, EncodeError> {
+        let len = self.encode_padded_untokened(out, len, token.is_some())?;
+        if let Some(token) = token {
+            let at = HEADER_LEN + self.body.body_len();
+            out[at..at + ADDRESS_TOKEN_LEN].copy_from_slice(&token.0);
+            let flags = Flags::ADDRESS_TOKEN.bits().to_be_bytes();
+            out[header::field::FLAGS].copy_from_slice(&flags);
+        }
+        Ok(len)
+    }
+
+    /// Encodes header, body and zero padding, leaving room for a token if `token_room`.
+    fn encode_padded_untokened(
+        &self,
+        out: &mut [u8],
+        len: usize,
+        token_room: bool,
+    ) -> Result<usize, EncodeError> {
         let (resource, client) = self.body.ids();
         let (fixed, two_ids) = RequestBody::layout(self.body.kind());
         let keepalive = self.body.kind() == RequestKind::Keepalive;
@@ -541,7 +603,8 @@ impl<'a> Request<'a> {
             return Err(EncodeError::BadIdLength);
         }
         let body_len = self.body.body_len();
-        let len = len.max(HEADER_LEN + body_len);
+        let token_len = if token_room { ADDRESS_TOKEN_LEN } else { 0 };
+        let len = len.max(HEADER_LEN + body_len + token_len);
         if len > DATAGRAM_LEN_MAX {
             return Err(EncodeError::TooLong);
         }
@@ -594,6 +657,45 @@ impl<'a> Request<'a> {
         b[at..].fill(0);
         Ok(len)
     }
+}
+
+/// Copies the request datagram `request` (as [`Request::encode`] wrote it: no flag) into
+/// `out` with `token` after its body and the ADDRESS_TOKEN flag set (spec §3.1, §7.1.9), for a
+/// client that keeps a request's bytes and sends some copies with a token. The result is as
+/// long as `request`, or the body's end plus the token if that is longer; its padding is zero.
+/// Returns its length.
+///
+/// Errors, with `out` unspecified: `request` is not a lock request without flags whose
+/// `body_len` fits ([`EncodeError::WrongType`]); `out` is too short
+/// ([`EncodeError::BufferTooSmall`]); the result would exceed [`DATAGRAM_LEN_MAX`]
+/// ([`EncodeError::TooLong`]).
+pub fn with_address_token(
+    request: &[u8],
+    token: &AddressToken,
+    out: &mut [u8],
+) -> Result<usize, EncodeError> {
+    let hf = header::field::FLAGS;
+    let lock_request = request.len() >= HEADER_LEN
+        && MessageType::from_wire(request[header::field::MSG_TYPE])
+            .is_some_and(header::carries_address_token);
+    if !lock_request || u16_at(request, hf.start) != 0 {
+        return Err(EncodeError::WrongType);
+    }
+    let body_end = HEADER_LEN + usize::from(u16_at(request, header::field::BODY_LEN.start));
+    if body_end > request.len() {
+        return Err(EncodeError::WrongType);
+    }
+    let token_end = body_end + ADDRESS_TOKEN_LEN;
+    let len = request.len().max(token_end);
+    if len > DATAGRAM_LEN_MAX {
+        return Err(EncodeError::TooLong);
+    }
+    let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+    out[..body_end].copy_from_slice(&request[..body_end]);
+    out[hf].copy_from_slice(&Flags::ADDRESS_TOKEN.bits().to_be_bytes());
+    out[body_end..token_end].copy_from_slice(&token.0);
+    out[token_end..].fill(0);
+    Ok(len)
 }
 
 /// Body checks of a KEEPALIVE (spec §3.2 step 11, §4.11), in the spec's order: the fixed

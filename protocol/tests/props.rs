@@ -143,10 +143,10 @@ proptest! {
     fn framed_bytes_never_panic(ty in any::<u8>(), rest in prop::collection::vec(any::<u8>(), 0..600)) {
         let mut bytes = vec![0x55, 0x4C, 1, ty];
         bytes.extend_from_slice(&rest);
-        if let Ok(req) = Request::decode(&bytes) {
+        if let Ok((req, token)) = Request::decode_with_token(&bytes) {
             // Whatever decodes is canonical: re-encoding at the same length gives the same bytes.
             let mut out = [0u8; DATAGRAM_LEN_MAX];
-            let n = req.encode_padded(&mut out, bytes.len()).unwrap();
+            let n = req.encode_padded_with_token(&mut out, bytes.len(), token.as_ref()).unwrap();
             prop_assert_eq!(&out[..n], &bytes[..]);
         }
         let _ = Reply::decode(&bytes);
@@ -164,6 +164,26 @@ proptest! {
         let mut again = [0u8; DATAGRAM_LEN_MAX];
         let m = back.encode(&mut again).unwrap();
         prop_assert_eq!(&out[..n], &again[..m]);
+    }
+
+    /// A request with an address token (spec §3.1, §7.1.9) decodes to the same request and
+    /// token; it is never shorter than without, and longer only by what the token did not
+    /// find room for in the padding. A RETRY (76 bytes) fits in any of them.
+    #[test]
+    fn requests_with_tokens_round_trip(b in body(), session in nonzero(), request in nonzero(), attempt in any::<u16>(), token in any::<[u8; 16]>()) {
+        let req = Request { session_id: session, request_id: request, attempt, body: b.view() };
+        let token = AddressToken(token);
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req.encode_with_token(&mut out, Some(&token)).unwrap();
+        prop_assert_eq!(n, req.padded_len().max(32 + req.body.body_len() + ADDRESS_TOKEN_LEN));
+        prop_assert!(n >= REPLY_LEN_MIN);
+        let (back, back_token) = Request::decode_with_token(&out[..n]).unwrap();
+        prop_assert_eq!(back, req);
+        prop_assert_eq!(back_token, Some(token));
+        prop_assert_eq!(Request::decode(&out[..n]).unwrap(), req);
+        // Without the token: the plain encoding, no flag.
+        let m = req.encode_with_token(&mut out, None).unwrap();
+        prop_assert_eq!(Request::decode_with_token(&out[..m]).unwrap(), (req, None));
     }
 
     /// No amplification (spec §2.2): the replies a request can cause fit in the request, a
@@ -206,6 +226,12 @@ proptest! {
     ) {
         let holder: &[u8] = if msg_type == MessageType::StatusReply { &holder } else { &[] };
         let flags = Flags::from_bits(flags & !Flags::AUTH.bits()).unwrap();
+        // A RETRY carries an address token, and only a RETRY does (spec §5.2).
+        let hint = if status == Status::Retry {
+            Hint::AddressToken(AddressToken(token.to_be_bytes().repeat(2).try_into().unwrap()))
+        } else {
+            hint
+        };
         let reply = Reply {
             msg_type, flags, session_id: session, request_id: request, attempt, status,
             hold_count, fencing_token: token, lease_ms: lease, waiter_count: waiters, hint, holder,

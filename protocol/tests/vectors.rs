@@ -237,10 +237,23 @@ fn check_request(r: &Record) {
         },
         other => panic!("[{}] {other:?} is not a request", r.name),
     };
+    // The one request flag is ADDRESS_TOKEN (spec §3.1), with the token it announces.
+    let token = r.opt("address_token").map(|t| {
+        AddressToken(
+            parse_bytes(t)
+                .try_into()
+                .unwrap_or_else(|_| panic!("[{}] a token is 16 bytes", r.name)),
+        )
+    });
+    let flags = if token.is_some() {
+        Flags::ADDRESS_TOKEN.bits()
+    } else {
+        0
+    };
     assert_eq!(
         r.num_or("flags", 0),
-        0,
-        "[{}] requests carry no flags",
+        u64::from(flags),
+        "[{}] requests carry ADDRESS_TOKEN with a token, no other flag",
         r.name
     );
     let expected = Request {
@@ -249,18 +262,22 @@ fn check_request(r: &Record) {
         attempt: r.num("attempt") as u16,
         body,
     };
-    let decoded =
-        Request::decode(&bytes).unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    let (decoded, decoded_token) = Request::decode_with_token(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
     assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(decoded_token, token, "[{}] address token", r.name);
     let padding = r.num_or("padding", 0) as usize;
+    let token_len = token.map_or(0, |_| ADDRESS_TOKEN_LEN);
     assert_eq!(
         bytes.len(),
-        HEADER_LEN + decoded.body.body_len() + padding,
+        HEADER_LEN + decoded.body.body_len() + token_len + padding,
         "[{}] padding",
         r.name
     );
     let mut out = [0u8; DATAGRAM_LEN_MAX];
-    let n = expected.encode_padded(&mut out, bytes.len()).unwrap();
+    let n = expected
+        .encode_padded_with_token(&mut out, bytes.len(), token.as_ref())
+        .unwrap();
     assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
 }
 
@@ -284,6 +301,11 @@ fn check_reply(r: &Record) {
             };
             Hint::Leader(SocketAddr::new(ip, addr.port()))
         }
+        ["address-token", token] => Hint::AddressToken(AddressToken(
+            parse_bytes(&format!("hex:{token}"))
+                .try_into()
+                .expect("a 16-byte token"),
+        )),
         _ => panic!("[{}] bad hint {hint_text:?}", r.name),
     };
     let status_name = r.get("status");
@@ -343,10 +365,23 @@ fn check_invalid(r: &Record) {
 fn check_shard_status_request(r: &Record) {
     let bytes = r.hex();
     assert_eq!(r.get("type"), "SHARD_STATUS", "[{}]", r.name);
+    // The one request flag is ADDRESS_TOKEN (spec §3.1), with the token it announces.
+    let token = r.opt("address_token").map(|t| {
+        AddressToken(
+            parse_bytes(t)
+                .try_into()
+                .unwrap_or_else(|_| panic!("[{}] a token is 16 bytes", r.name)),
+        )
+    });
+    let flags = if token.is_some() {
+        Flags::ADDRESS_TOKEN.bits()
+    } else {
+        0
+    };
     assert_eq!(
         r.num_or("flags", 0),
-        0,
-        "[{}] requests carry no flags",
+        u64::from(flags),
+        "[{}] requests carry ADDRESS_TOKEN with a token, no other flag",
         r.name
     );
     let expected = ShardStatusRequest {
@@ -426,10 +461,23 @@ fn check_shard_status_reply(r: &Record) {
 fn check_members_request(r: &Record) {
     let bytes = r.hex();
     assert_eq!(r.get("type"), "MEMBERS", "[{}]", r.name);
+    // The one request flag is ADDRESS_TOKEN (spec §3.1), with the token it announces.
+    let token = r.opt("address_token").map(|t| {
+        AddressToken(
+            parse_bytes(t)
+                .try_into()
+                .unwrap_or_else(|_| panic!("[{}] a token is 16 bytes", r.name)),
+        )
+    });
+    let flags = if token.is_some() {
+        Flags::ADDRESS_TOKEN.bits()
+    } else {
+        0
+    };
     assert_eq!(
         r.num_or("flags", 0),
-        0,
-        "[{}] requests carry no flags",
+        u64::from(flags),
+        "[{}] requests carry ADDRESS_TOKEN with a token, no other flag",
         r.name
     );
     let expected = MembersRequest {
@@ -915,6 +963,39 @@ fn check_cluster_key(r: &Record) {
     assert_eq!(ClusterKey::new(&secret).id(), key_id, "[{}] codec", r.name);
 }
 
+/// An `address-token` record (spec §7.2.5): the token key and the token the spec's formula
+/// gives, written out here, and the token the codec makes and accepts.
+fn check_address_token(r: &Record) {
+    assert_eq!(ADDRESS_TOKEN_KEY_LABEL, b"udplock v1 address token");
+    let secret = cluster_key(r);
+    let token_key = hmac_sha256(&secret, b"udplock v1 address token");
+    assert_eq!(
+        &token_key[..],
+        &r.bytes("token_key")[..],
+        "[{}] token_key",
+        r.name
+    );
+    let source: SocketAddr = r.get("source").parse().expect("a source address");
+    let session_id = r.num("session_id");
+    let mut input = Vec::new();
+    let ip = match source.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    input.extend_from_slice(&ip.octets());
+    input.extend_from_slice(&source.port().to_be_bytes());
+    input.extend_from_slice(&session_id.to_be_bytes());
+    let want = &hmac_sha256(&token_key, &input)[..ADDRESS_TOKEN_LEN];
+    assert_eq!(want, &r.bytes("token")[..], "[{}] token", r.name);
+    let key = ClusterKey::new(&secret);
+    let made = key.address_token_key().token(source, session_id);
+    assert_eq!(&made.0[..], want, "[{}] codec", r.name);
+    assert!(key.address_token_key().verify(source, session_id, &made));
+    assert!(!key
+        .address_token_key()
+        .verify(source, session_id + 1, &made));
+}
+
 /// What an authenticated PEER or PEER_SETTINGS vector states beyond its fields (spec
 /// Appendix A.1): its trailer, the key it was sealed with, its MAC, and whether that verifies.
 struct Sealed {
@@ -1314,6 +1395,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "remove-request" => check_remove_request(r),
             "remove-reply" => check_remove_reply(r),
             "cluster-key" => check_cluster_key(r),
+            "address-token" => check_address_token(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
         *counts.entry(kind).or_insert(0) += 1;

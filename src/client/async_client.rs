@@ -58,7 +58,9 @@ use std::time::Duration as StdDuration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use udplock_protocol::header::field as header_field;
-use udplock_protocol::{MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX};
+use udplock_protocol::{
+    with_address_token, MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX,
+};
 
 use super::async_guard::AsyncGuards;
 use super::lanes::new_session_id;
@@ -583,7 +585,16 @@ impl Inner {
             if copy.attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            if let Err(e) = self.socket.send_to(datagram, copy.to).await {
+            // Spec §7.1.9: the address token of the node, after the body.
+            let mut tokened = [0u8; DATAGRAM_LEN_MAX];
+            let bytes = match copy.token {
+                Some(token) => match with_address_token(datagram, &token, &mut tokened) {
+                    Ok(len) => &tokened[..len],
+                    Err(_) => &datagram[..],
+                },
+                None => &datagram[..],
+            };
+            if let Err(e) = self.socket.send_to(bytes, copy.to).await {
                 // A lost datagram: the retransmission timer and the deadline cover it.
                 log::debug!("send to {} failed: {e}", copy.to);
             }

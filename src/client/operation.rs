@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use udplock_protocol::header::field as header_field;
-use udplock_protocol::{MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
+use udplock_protocol::{with_address_token, MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
 
 use super::receiving::ReplyData;
 use super::routing::CallRoutes;
@@ -216,7 +216,17 @@ impl Client {
             if copy.attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            if let Err(e) = self.socket.send_to(datagram, copy.to) {
+            // Spec §7.1.9: a copy to a node that gave this session an address token carries
+            // it after the body (the request's own bytes stay as they are for other nodes).
+            let mut tokened = [0u8; DATAGRAM_LEN_MAX];
+            let bytes = match copy.token {
+                Some(token) => match with_address_token(datagram, &token, &mut tokened) {
+                    Ok(len) => &tokened[..len],
+                    Err(_) => &datagram[..],
+                },
+                None => &datagram[..],
+            };
+            if let Err(e) = self.socket.send_to(bytes, copy.to) {
                 // A failed send is a lost datagram: the retransmission timer covers it, and
                 // the deadline turns a persistent failure into Unavailable.
                 log::debug!("send to {} failed: {e}", copy.to);

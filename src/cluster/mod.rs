@@ -164,6 +164,10 @@ pub struct ClusterConfig {
     /// before its replicas are replaced. Ignored by a static cluster (every node holds
     /// every shard). `None`: no node proposes changes (tests that make them).
     pub placement: Option<Planner>,
+    /// Address validation of client requests (spec §7.2.5; `--address-validation`): on by
+    /// default. Off only where every host that can reach the node is trusted: a source that
+    /// never receives at its address can then create sessions, waiters and holds.
+    pub address_validation: bool,
 }
 
 impl ClusterConfig {
@@ -189,6 +193,7 @@ impl ClusterConfig {
             joined: None,
             bind: None,
             placement: node::Config::new(node_id, Vec::new()).placement,
+            address_validation: true,
         }
     }
 
@@ -227,6 +232,7 @@ impl ClusterConfig {
             swim_period: self.swim_period,
             joined: self.joined.clone(),
             placement: self.placement,
+            address_validation: self.address_validation,
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }
@@ -381,6 +387,12 @@ impl ClusterNode {
         )
         .map_err(|e| invalid(Some(e)))?;
         node.set_wall_clock(now, wall_clock_micros());
+        // Spec §7.2.5: without a cluster key, this node's tokens are made with a secret of
+        // its own, drawn from the operating system at every start.
+        let mut address_secret = [0u8; node::address::ADDRESS_SECRET_LEN];
+        getrandom::getrandom(&mut address_secret)
+            .map_err(|e| invalid(Some(format!("no randomness for address tokens: {e}"))))?;
+        node.set_address_secret(&address_secret);
         // Published before the loop's first turn, so that `/ready` never sees no shards.
         if let Ok(mut published) = shard_stats.lock() {
             *published = node.shard_stats();

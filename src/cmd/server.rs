@@ -47,6 +47,31 @@ mod election_timeout_tests {
     }
 }
 
+#[cfg(test)]
+mod address_validation_tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        server: super::ServerArgs,
+    }
+
+    /// `--address-validation on|off` takes a value (it once parsed as a flag and refused
+    /// `off`); on by default.
+    #[test]
+    fn the_option_takes_on_or_off_and_is_on_by_default() {
+        let parse = |args: &[&str]| {
+            Wrap::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+                .map(|w| w.server.address_validation)
+        };
+        assert!(parse(&[]).unwrap());
+        assert!(parse(&["--address-validation", "on"]).unwrap());
+        assert!(!parse(&["--address-validation", "off"]).unwrap());
+        assert!(parse(&["--address-validation", "maybe"]).is_err());
+    }
+}
+
 #[derive(Args)]
 pub struct ServerArgs {
     /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (its first address, which
@@ -171,6 +196,14 @@ pub struct ServerArgs {
     /// `udplock remove` retires a stopped node at once either way.
     #[arg(long)]
     leave_on_stop: bool,
+    /// Address validation (spec §7.2.5): `on` (default) answers a request that may create
+    /// or change state RETRY until its source shows it receives at its address (one round
+    /// trip per client session, once), so spoofed sources create no session, waiter or
+    /// hold. `off` only where every host that can reach the node is trusted, or while
+    /// clients that predate RETRY are still in use.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off,
+          action = clap::ArgAction::Set)]
+    address_validation: bool,
     /// Serve Prometheus metrics (GET /metrics, text format 0.0.4) and health checks (GET
     /// /health: 200 while the node's event loop turns; GET /ready: 200 while every shard it
     /// holds knows its leader) over HTTP on this address, IP:PORT (port 0: a free port, named
@@ -258,6 +291,15 @@ struct JoinArgs {
     dead_after: Option<Duration>,
 }
 
+/// `--address-validation`: `on` or `off`.
+fn on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(format!("{other:?}: expected on or off")),
+    }
+}
+
 /// `--replicas`: a number in `1..=REPLICAS_MAX` (`placement::validate_replicas`).
 fn replicas_arg(s: &str) -> Result<usize, String> {
     let n: usize = s
@@ -304,6 +346,7 @@ fn run_single(mut a: ServerArgs) -> Result<(), LockError> {
         .map_err(invalid)?;
     let mut config = SingleConfig::new(a.listen.addr);
     config.cpu = a.cpu;
+    config.address_validation = a.address_validation;
     config.table = table_config(&a);
     config.durability = durability;
     let data_dir_from;
@@ -418,6 +461,7 @@ fn run_cluster(mut a: ServerArgs) -> Result<(), LockError> {
     let (data_dir, data_dir_from) = choose_data_dir(durability, &a, || default_data_dir(node_id))?;
     config.data_dir = data_dir;
     config.cpu = a.cpu;
+    config.address_validation = a.address_validation;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
@@ -623,6 +667,7 @@ fn run_joined(mut a: ServerArgs) -> Result<(), LockError> {
     config.durability = durability;
     config.data_dir = data_dir;
     config.cpu = a.cpu;
+    config.address_validation = a.address_validation;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.placement = Some(planner(&a)?);

@@ -29,7 +29,7 @@ pub struct SimArgs {
 /// Runs every seed of the range; fails if any seed failed (each failure is printed).
 pub fn run(a: SimArgs) -> Result<(), LockError> {
     let started = std::time::Instant::now();
-    let (mut simulated_us, mut failed) = (0u64, 0u64);
+    let (mut simulated_us, mut failed, mut address_retries) = (0u64, 0u64, 0u64);
     for seed in a.seed..a.seed.saturating_add(a.seeds) {
         let mut config = udplock::sim::SimConfig::new(seed, a.nodes, a.seconds);
         if let Some(shards) = a.shards {
@@ -42,6 +42,7 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
         match udplock::sim::run(&config) {
             Ok(r) => {
                 simulated_us += r.simulated.as_micros();
+                address_retries += r.address_retries;
                 if a.seeds == 1 {
                     println!("seed {seed}: ok, {r:?}");
                 }
@@ -54,7 +55,8 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
     }
     let wall = started.elapsed().as_secs_f64();
     println!(
-        "{} seed(s), {failed} failed; {:.0} simulated s in {wall:.1} wall s ({:.0}x)",
+        "{} seed(s), {failed} failed; {:.0} simulated s in {wall:.1} wall s ({:.0}x); \
+         {address_retries} RETRY (address validation)",
         a.seeds,
         simulated_us as f64 / 1e6,
         simulated_us as f64 / 1e6 / wall.max(1e-9)

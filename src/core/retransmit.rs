@@ -316,6 +316,28 @@ impl RequestTimer {
         attempt
     }
 
+    /// Records a copy sent at `now` because the previous one was answered at once with a
+    /// request to send it again (RETRY, spec §7.1.9), and returns its attempt number. The
+    /// previous copy was not lost: this one does not double the timer (RFC 6298 §5.5 backs
+    /// off for losses only).
+    pub fn on_send_at_once(&mut self, now: Instant) -> u16 {
+        let retransmits_before = self
+            .sends
+            .saturating_sub(1)
+            .saturating_sub(self.backoff_from);
+        let attempt = self.on_send(now);
+        if self.sends > 1 {
+            self.backoff_from = self.backoff_from.saturating_add(1);
+        }
+        debug_assert_eq!(
+            self.sends
+                .saturating_sub(1)
+                .saturating_sub(self.backoff_from),
+            retransmits_before
+        );
+        attempt
+    }
+
     /// Copies sent so far.
     pub fn sends(&self) -> u32 {
         self.sends

@@ -53,8 +53,8 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
-    shard_of, Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind, Status, Tokens,
-    DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    shard_of, AddressToken, Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind,
+    Status, Tokens, DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 use super::check::History;
@@ -116,6 +116,13 @@ pub(super) enum ReplyMsg {
     /// A MEMBERS_REPLY (spec §5.8), the datagram as the node sent it: the client decodes it
     /// itself, as a real client does.
     Members(Arc<[u8]>),
+    /// RETRY (spec §7.2.5): the node wants the request again with this address token.
+    Retry {
+        id: RequestId,
+        attempt: u16,
+        kind: RequestKind,
+        token: AddressToken,
+    },
 }
 
 /// One operation a client performs.
@@ -291,6 +298,18 @@ pub(super) struct Client {
 }
 
 impl Client {
+    /// Whether the session new requests go in sends `node` a token (its own, or one
+    /// another node gave, which a node with the same cluster key accepts: spec §7.1.9).
+    pub(super) fn validated_at(&self, node: SocketAddr) -> bool {
+        self.address_token(node, self.session).is_some()
+    }
+
+    /// The address token this client's `session` sends `node` (spec §7.1.9), if any.
+    pub(super) fn address_token(&self, node: SocketAddr, session: u64) -> Option<AddressToken> {
+        let index = self.routes.find(node)?;
+        self.routes.token(index, session)
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         idx: usize,
@@ -431,7 +450,7 @@ impl Client {
         let local = self.clock.local(now);
         let id = match &msg {
             ReplyMsg::Answer(reply) => reply.id,
-            ReplyMsg::NotLeader { id, .. } => *id,
+            ReplyMsg::NotLeader { id, .. } | ReplyMsg::Retry { id, .. } => *id,
             ReplyMsg::Members(datagram) => {
                 self.on_members(from, datagram, out);
                 return;
@@ -469,6 +488,21 @@ impl Client {
                     id.request,
                     attempt,
                     Status::NotLeader,
+                )
+            },
+            &ReplyMsg::Retry {
+                id,
+                attempt,
+                kind,
+                token,
+            } => WireReply {
+                hint: Hint::AddressToken(token),
+                ..WireReply::bare(
+                    kind.reply_type(),
+                    id.session,
+                    id.request,
+                    attempt,
+                    Status::Retry,
                 )
             },
             ReplyMsg::Members(_) => unreachable!("handled above"),
@@ -509,7 +543,7 @@ impl Client {
         self.answered_by.insert(from);
         let answer = match msg {
             ReplyMsg::Answer(reply) => Some(*reply),
-            ReplyMsg::NotLeader { .. } | ReplyMsg::Members(_) => None,
+            ReplyMsg::NotLeader { .. } | ReplyMsg::Members(_) | ReplyMsg::Retry { .. } => None,
         };
         self.after_input(now, answer, hist, out);
     }
@@ -581,7 +615,11 @@ impl Client {
             };
             let mut datagram = vec![0u8; DATAGRAM_LEN_MAX];
             let len = wire
-                .encode_padded(&mut datagram, datagram_len(&wire).max(REQUEST_LEN_MIN))
+                .encode_padded_with_token(
+                    &mut datagram,
+                    datagram_len(&wire).max(REQUEST_LEN_MIN),
+                    copy.token.as_ref(),
+                )
                 .expect("a simulated request encodes");
             datagram.truncate(len);
             out.push(Outgoing {

@@ -311,6 +311,9 @@ pub struct SimReport {
     pub amnesia_restarts: u64,
     /// OVERLOADED answers that reached clients.
     pub overloaded: u64,
+    /// RETRY answers (address validation, spec §7.2.5) that reached clients: one per
+    /// client session and node at least, more after restarts (a new node key).
+    pub address_retries: u64,
     /// Leadership transfers a fault started.
     pub transfers: u64,
     /// Graceful stops (a node hands its leadership over, then stops) that completed: those
@@ -981,6 +984,9 @@ impl Sim {
                 if matches!(&msg, ReplyMsg::Answer(r) if r.answer.status == Status::Overloaded) {
                     self.report.overloaded += 1;
                 }
+                if matches!(&msg, ReplyMsg::Retry { .. }) {
+                    self.report.address_retries += 1;
+                }
                 let now = self.now;
                 let mut out = std::mem::take(&mut self.outbox);
                 self.clients[to].on_reply(now, from, msg, &mut self.hist, &mut out);
@@ -1103,7 +1109,8 @@ impl Sim {
         let action = clients::Action::Status { resource };
         let op = self.hist.begin(PROBE, request, action, now);
         self.probes.insert(request.id, op);
-        let datagram = wire::request_datagram(&request, Some(udplock_protocol::STATUS_REQUEST_LEN));
+        let datagram =
+            wire::request_datagram(&request, Some(udplock_protocol::STATUS_REQUEST_LEN), None);
         self.trace.bytes(&datagram);
         let len = self
             .request_lens

@@ -23,7 +23,10 @@ impl Sim {
         from: usize,
         request: Request<'static>,
     ) -> Result<(), SimFailure> {
-        let datagram = wire::request_datagram(&request, None);
+        // A copy of client `from`'s request carries the address token its session holds for
+        // the node, as every copy the client sent there did (spec §7.1.9).
+        let token = self.clients[from].address_token(wire::node_addr(to), request.id.session);
+        let datagram = wire::request_datagram(&request, None, token.as_ref());
         self.deliver_request_datagram(to, from, request.id, &datagram)
     }
 

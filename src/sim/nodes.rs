@@ -368,7 +368,7 @@ impl Sim {
             };
             let asked = match &msg {
                 ReplyMsg::Answer(r) => r.id,
-                ReplyMsg::NotLeader { id, .. } => *id,
+                ReplyMsg::NotLeader { id, .. } | ReplyMsg::Retry { id, .. } => *id,
                 ReplyMsg::Members(_) => unreachable!("a lock reply"),
             };
             match self.request_lens.get(&asked) {

@@ -647,6 +647,27 @@ impl Script {
                 let Some(l) = sim.stable_leader() else {
                     return Ok(());
                 };
+                // Address validation (spec §7.2.5): the client first shows the leader that it
+                // receives at its address (a try-acquire of another lock, answered), so that
+                // what the blocked link loses below is the grant, not the RETRY before it.
+                if sim.now >= ms(500) {
+                    // `count`: the try-acquire was asked for.
+                    if self.count == 0 {
+                        self.count = 1;
+                        let prime = Action::Acquire {
+                            resource: 1,
+                            wait_ms: 0,
+                            ttl_ms: 100,
+                        };
+                        sim.client_do(0, prime);
+                        return Ok(());
+                    }
+                    if matches!(sim.last_outcome(0), Some(Outcome::Pending))
+                        || !sim.clients[0].validated_at(super::wire::node_addr(l))
+                    {
+                        return Ok(());
+                    }
+                }
                 if sim.now >= ms(500) {
                     self.a = l;
                     // The grant will be lost: the leader cannot reach the client.
@@ -1597,11 +1618,15 @@ impl Script {
                 }
             }
             Scenario::DuplicateAfterFailover => {
+                // Client 0's acquire of resource 0 (a try-acquire of resource 1 came first,
+                // for its address token).
                 let id = sim
                     .hist
                     .ops
                     .iter()
-                    .find(|o| o.client == 0)
+                    .find(|o| {
+                        o.client == 0 && matches!(o.action, Action::Acquire { resource: 0, .. })
+                    })
                     .expect("the acquire")
                     .request
                     .id;

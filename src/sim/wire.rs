@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 
 use udplock_protocol::{
-    Flags, Hint, MembersReply, PeerDatagram, PeerHeader, PeerMessage, PeerWriter, Reply, Request,
-    RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REQUEST_LEN_MIN,
+    AddressToken, Flags, Hint, MembersReply, PeerDatagram, PeerHeader, PeerMessage, PeerWriter,
+    Reply, Request, RequestBody, RequestKind, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
+    REQUEST_LEN_MIN,
 };
 
 use super::clients::{status_len, ReplyMsg};
@@ -32,7 +33,12 @@ pub(super) fn node_at(addr: SocketAddr, nodes: usize) -> Option<NodeId> {
 /// pads it). The length is the client's, never the budget the request's conversion
 /// recorded, so that the no-amplification check judges bytes against bytes. Checked to
 /// decode, by the node's own reading, to `request` again.
-pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<usize>) -> Vec<u8> {
+/// With `token`, the address token after the body (spec §3.1, §7.1.9).
+pub(super) fn request_datagram(
+    request: &lock_table::Request<'_>,
+    len: Option<usize>,
+    token: Option<&AddressToken>,
+) -> Vec<u8> {
     let body = request.body;
     let wire = Request {
         session_id: request.id.session,
@@ -46,7 +52,7 @@ pub(super) fn request_datagram(request: &lock_table::Request<'_>, len: Option<us
     });
     let mut out = vec![0u8; DATAGRAM_LEN_MAX];
     let len = wire
-        .encode_padded(&mut out, len.max(REQUEST_LEN_MIN))
+        .encode_padded_with_token(&mut out, len.max(REQUEST_LEN_MIN), token)
         .expect("a simulated request encodes");
     out.truncate(len);
     let decoded = Request::decode(&out).expect("a simulated request decodes");
@@ -76,6 +82,14 @@ pub(super) fn reply_msg(datagram: &[u8], to: SocketAddr, nodes: usize) -> Option
         session: reply.session_id,
         request: reply.request_id,
     };
+    if let (Status::Retry, Hint::AddressToken(token)) = (reply.status, reply.hint) {
+        return Some(ReplyMsg::Retry {
+            id,
+            attempt: reply.attempt,
+            kind,
+            token,
+        });
+    }
     if reply.status == Status::NotLeader {
         let hint = match reply.hint {
             Hint::Leader(addr) => node_at(addr, nodes),

@@ -127,6 +127,18 @@ fn garbage_gets_small_errors_or_nothing_and_the_node_keeps_serving() {
     let mut valid = acquire_bytes();
     valid[23] = 2; // request id 2
     let r = expect_reply(&sock, to, &valid);
+    // Address validation (spec §7.2.5): the first mutating request of the session draws a
+    // RETRY; the same request with its token is served.
+    assert_eq!(
+        (r.msg_type, r.status),
+        (MessageType::AcquireReply, Status::Retry)
+    );
+    let udplock_protocol::Hint::AddressToken(token) = r.hint else {
+        panic!("a RETRY without a token: {r:?}");
+    };
+    let mut tokened = [0u8; DATAGRAM_LEN_MAX];
+    let len = udplock_protocol::with_address_token(&valid, &token, &mut tokened).unwrap();
+    let r = expect_reply(&sock, to, &tokened[..len]);
     assert_eq!(
         (r.msg_type, r.status),
         (MessageType::AcquireReply, Status::Ok)

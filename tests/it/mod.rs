@@ -1,3 +1,4 @@
+mod address;
 #[cfg(feature = "tokio")]
 mod async_client;
 mod attacks;

@@ -28,6 +28,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let (mut stops, mut leaves) = (0, 0);
     let (mut replicas_created, mut replicas_dropped) = (0, 0);
     let (mut members_pages, mut clients_beyond_given) = (0, 0);
+    let mut address_retries = 0;
     for seed in seeds {
         let config = SimConfig::new(seed, nodes, SWEEP_SECONDS);
         match sim::run(&config) {
@@ -50,6 +51,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 clients_beyond_given += report.clients_beyond_given;
                 stops += report.stops;
                 leaves += report.leaves;
+                address_retries += report.address_retries;
             }
             Err(f) => failures.push(f.to_string()),
         }
@@ -73,6 +75,8 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
         "no follower was ever sent a junk snapshot"
     );
     assert!(grants > 0, "the clients never got a lock");
+    // Address validation (spec §7.2.5) was on and the clients went through it.
+    assert!(address_retries > 0, "no client was ever answered RETRY");
     // Graceful stops of both kinds (SIGTERM; and with --leave-on-stop, a SWIM leave).
     assert!(
         stops > 0 && leaves > 0,

@@ -36,7 +36,11 @@
 //!    and 6, [`checks`]): [`Handled::Rejected`], and the call goes on for the genuine one.
 //! 2. It yields an RTT sample if it answers the latest copy and did not wait in a queue.
 //! 3. Its sender is alive: no longer suspect; the copies it answers were not lost (§7.1.7
-//!    rule 4).
+//!    rule 4). A RETRY (§7.1.9), or an older server's UNSUPPORTED for a copy that carried an
+//!    address token, is no answer: the token is kept (or forgotten) for the session and the
+//!    node, and the same request goes again at once, at most [`RETRIES_AT_ONCE_MAX`] times
+//!    per destination, with no back-off and no RTT sample. Every copy carries the token the
+//!    session holds for its destination ([`Transmit::token`]).
 //! 4. NOT_LEADER is never final (§7.1.7 rule 5): the same request goes on, to a hinted leader
 //!    (only a node the client knows) at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
 //!    one on the timer, without a hint to the next server on the ring (suspect or not) on the
@@ -62,7 +66,9 @@ mod tests;
 
 use std::net::SocketAddr;
 
-use udplock_protocol::{Flags, Hint, MessageType, Reply, Request, RequestBody, Status};
+use udplock_protocol::{
+    AddressToken, Flags, Hint, MessageType, Reply, Request, RequestBody, Status,
+};
 
 pub use self::checks::{contradiction, Rejected, LEASE_MS_MAX_DEFAULT};
 pub use self::discovery::{
@@ -147,12 +153,21 @@ impl CallRequest {
     }
 }
 
-/// One copy to send: the request with this attempt number, to this node.
+/// One copy to send: the request with this attempt number, to this node, with this address
+/// token after its body if there is one (flag ADDRESS_TOKEN, spec §3.1, §7.1.9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transmit {
     pub to: SocketAddr,
     pub attempt: u16,
+    pub token: Option<AddressToken>,
 }
+
+/// Most copies of one request a call sends at once, to one destination, because a RETRY
+/// asked for them (spec §7.1.9 rule 4) or an older server refused the token (rule 5): one is
+/// enough for a fresh token, two cover a node that restarted with a new key between the
+/// RETRY and the copy. After that a copy leaves on the retransmission timer, so a server
+/// that answers RETRY to everything cannot make a client spin.
+pub const RETRIES_AT_ONCE_MAX: u32 = 2;
 
 /// How a call ended (spec §7.1.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -249,6 +264,15 @@ pub struct Call {
     /// The copy to send, until the shell takes it.
     transmit: Option<Transmit>,
     outcome: Option<Outcome>,
+    /// The latest address token a RETRY gave this call (`None`: an UNSUPPORTED refused the
+    /// flag), with the address it came from: used for copies to that address even when the
+    /// route cache has no slot for it (a hinted leader it had no room for). The route cache
+    /// keeps tokens for later requests.
+    token: Option<(SocketAddr, Option<AddressToken>)>,
+    /// Copies sent at once to `dest` for a RETRY or a refused token ([`RETRIES_AT_ONCE_MAX`]).
+    retries_at_once: u32,
+    /// The latest copy carried an address token.
+    latest_tokened: bool,
 }
 
 impl Call {
@@ -292,6 +316,9 @@ impl Call {
             overloaded: None,
             transmit: None,
             outcome: None,
+            token: None,
+            retries_at_once: 0,
+            latest_tokened: false,
         };
         if now >= call.deadline {
             call.outcome = Some(call.unanswered_outcome());
@@ -387,9 +414,17 @@ impl Call {
         if let Some(what) = contradiction(&self.request, reply) {
             return Handled::Rejected(Rejected::Contradicts(what));
         }
+        // Spec §7.1.9: a RETRY, or an older server's UNSUPPORTED for the token the latest
+        // copy carried, asks for the same request again at once; no RTT sample (rule 2).
+        let token_refused = reply.msg_type == MessageType::ErrorReply
+            && reply.status == Status::Unsupported
+            && self.latest_tokened
+            && self.timer.latest_attempt() == Some(reply.attempt);
         let queued = reply.flags.contains(Flags::QUEUED);
-        if let Some(sample) = self.timer.rtt_sample(reply.attempt, queued, now) {
-            rtt.on_sample(sample);
+        if reply.status != Status::Retry && !token_refused {
+            if let Some(sample) = self.timer.rtt_sample(reply.attempt, queued, now) {
+                rtt.on_sample(sample);
+            }
         }
         let now = self.advance(now);
         // Whoever answered is alive (rule 4), and the copies it answers were not lost.
@@ -398,6 +433,11 @@ impl Call {
         }
         if self.unanswered > 0 && reply.attempt >= self.unanswered_from {
             self.unanswered = 0;
+        }
+        if reply.status == Status::Retry || token_refused {
+            self.on_retry(now, from, reply, routes);
+            self.check();
+            return Handled::Accepted;
         }
         if reply.status == Status::NotLeader {
             let handled = self.on_not_leader(now, from, reply, routes);
@@ -556,6 +596,19 @@ impl Call {
         }
         debug_assert!(self.transmit.is_none(), "the shell polls after every input");
         let attempt = self.timer.on_send(now);
+        self.ready(attempt, routes);
+    }
+
+    /// Readies the copy numbered `attempt` (its send time recorded) for `dest`, with the
+    /// address token the call or the route cache holds for it.
+    fn ready(&mut self, attempt: u16, routes: &Routes) {
+        let token = match (self.token, self.dest_peer) {
+            (Some((addr, token)), _) if addr == self.dest => token,
+            (_, Some(index)) => routes.token(index, self.request.session_id),
+            // A hinted leader without a slot: the latest token of the session (rule 3).
+            (_, None) => routes.latest_token(self.request.session_id),
+        };
+        self.latest_tokened = token.is_some();
         self.dest_first_attempt.get_or_insert(attempt);
         if self.unanswered == 0 {
             self.unanswered_from = attempt;
@@ -564,7 +617,37 @@ impl Call {
         self.transmit = Some(Transmit {
             to: self.dest,
             attempt,
+            token,
         });
+    }
+
+    /// Spec §7.1.9: a RETRY from `from` (keep its token, for this call and the client's
+    /// later requests), or an UNSUPPORTED from an older server for the token the latest copy
+    /// carried (forget it). If it answers the latest copy sent to `dest`, the same request
+    /// goes again at once, at most [`RETRIES_AT_ONCE_MAX`] times per destination: neither
+    /// was a loss, so no back-off. A RETRY names no leader (any node sends it) and does not
+    /// count as a reply between fast redirects (so the two bounds multiply, never reset each
+    /// other).
+    fn on_retry(&mut self, now: Instant, from: SocketAddr, reply: &Reply<'_>, routes: &Routes) {
+        let token = match reply.hint {
+            Hint::AddressToken(token) => Some(token),
+            // UNSUPPORTED for the token: forget it (the decoder gives RETRY no other hint).
+            _ => None,
+        };
+        if let Some(index) = routes.find(from) {
+            routes.set_token(index, self.request.session_id, token);
+        }
+        self.token = Some((from, token));
+        let answers_latest = from == self.dest
+            && !self.is_stale(reply.attempt)
+            && self.timer.latest_attempt() == Some(reply.attempt);
+        if answers_latest && self.retries_at_once < RETRIES_AT_ONCE_MAX {
+            self.retries_at_once += 1;
+            debug_assert!(self.transmit.is_none(), "the shell polls after every input");
+            let attempt = self.timer.on_send_at_once(now);
+            // The copy that drew the RETRY was answered: it does not count as unanswered.
+            self.ready(attempt, routes);
+        }
     }
 
     /// The following copies go to `dest` (`peer`: its index in the route cache, if it has
@@ -575,6 +658,7 @@ impl Call {
         self.dest_peer = peer;
         self.dest_first_attempt = None;
         self.unanswered = 0;
+        self.retries_at_once = 0;
     }
 
     /// Spec §7.1.7 rule 7: the following copies go to the next configured server on the ring

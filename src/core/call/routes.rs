@@ -8,11 +8,17 @@
 //! appending an address never seen before takes a (short, uncontended) lock. Pure like every
 //! core: addresses in, addresses out, no IO.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
-use udplock_protocol::shard_of;
+use udplock_protocol::{shard_of, AddressToken};
+
+/// Most (address, session) pairs whose address token a client keeps (spec §7.1.9): a client
+/// has at most `OUTSTANDING_MAX` sessions (lanes) in use, and a handful of nodes. When the
+/// book is full it starts afresh: forgetting tokens only costs RETRYs.
+pub const ADDRESS_TOKENS_MAX: usize = 16_384;
 
 /// Leader addresses learned from hints that are not among the configured servers, kept for
 /// the client's lifetime. Bounded, so a node that hints ever new addresses cannot grow the
@@ -62,6 +68,31 @@ pub struct Routes {
     suspect: Box<[AtomicBool]>,
     /// The socket is IPv6 (IPv4 peers are then reached through IPv4-mapped addresses).
     v6_socket: bool,
+    /// What the client knows of each address's tokens for each of its sessions (a token
+    /// names one source and one session, spec §7.1.9), and for each session the latest
+    /// token any node gave it (sent to a node the session holds none for, rule 3, so that
+    /// with a shared cluster key a session pays the RETRY once per cluster). Read on every
+    /// send; a lock held only for one hash lookup.
+    tokens: Mutex<TokenBook>,
+}
+
+/// Address tokens by (peer index, session id), and the latest per session.
+#[derive(Default)]
+struct TokenBook {
+    peers: HashMap<(u32, u64), PeerToken>,
+    latest: HashMap<u64, AddressToken>,
+}
+
+/// What a client knows of one address's address tokens (spec §7.1.9).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PeerToken {
+    /// Nothing yet: send the latest token of any node, if there is one.
+    #[default]
+    Unknown,
+    /// The token its RETRY gave this session.
+    Token(AddressToken),
+    /// It refused the flag (UNSUPPORTED, an older server): send it no token.
+    Refused,
 }
 
 impl Routes {
@@ -81,6 +112,7 @@ impl Routes {
         }
         let suspect = (0..peers.len()).map(|_| AtomicBool::new(false)).collect();
         Routes {
+            tokens: Mutex::new(TokenBook::default()),
             peers,
             suspect,
             servers_len: servers.len(),
@@ -107,6 +139,16 @@ impl Routes {
             if let (Some(was), Some(now)) = (self.find(addr), new.find(addr)) {
                 new.set_suspect(now, self.is_suspect(was));
             }
+        }
+        {
+            let old = self.book();
+            let mut book = new.book();
+            for (&(index, session), &token) in &old.peers {
+                if let Some(now) = self.peer(index).and_then(|addr| new.find(addr)) {
+                    book.peers.insert((now, session), token);
+                }
+            }
+            book.latest = old.latest.clone();
         }
         debug_assert_eq!(new.servers_len, servers.len());
         new
@@ -185,6 +227,52 @@ impl Routes {
         self.find(addr)
             .map(|index| index as usize)
             .filter(|&index| index < self.servers_len)
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, TokenBook> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// What `session` knows of the tokens of the peer at `index` (spec §7.1.9).
+    pub fn peer_token(&self, index: u32, session: u64) -> PeerToken {
+        self.book()
+            .peers
+            .get(&(index, session))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The token `session` sends the peer at `index` (spec §7.1.9 rule 3): its own, or the
+    /// latest any node gave the session while it gave none (every node of a cluster with a
+    /// shared key accepts it; another answers RETRY as if there were none), or none if it
+    /// refuses the flag.
+    pub fn token(&self, index: u32, session: u64) -> Option<AddressToken> {
+        let book = self.book();
+        match book.peers.get(&(index, session)) {
+            Some(PeerToken::Token(token)) => Some(*token),
+            Some(PeerToken::Refused) => None,
+            Some(PeerToken::Unknown) | None => book.latest.get(&session).copied(),
+        }
+    }
+
+    /// The latest token any node gave `session`.
+    pub fn latest_token(&self, session: u64) -> Option<AddressToken> {
+        self.book().latest.get(&session).copied()
+    }
+
+    /// Keeps the token the peer at `index` gave `session` in a RETRY (rule 1), or with
+    /// `None` notes that it refuses tokens (rule 5). At most [`ADDRESS_TOKENS_MAX`] kept.
+    pub fn set_token(&self, index: u32, session: u64, token: Option<AddressToken>) {
+        let mut book = self.book();
+        if book.peers.len() >= ADDRESS_TOKENS_MAX || book.latest.len() >= ADDRESS_TOKENS_MAX {
+            *book = TokenBook::default();
+        }
+        let entry = token.map_or(PeerToken::Refused, PeerToken::Token);
+        book.peers.insert((index, session), entry);
+        if let Some(token) = token {
+            book.latest.insert(session, token);
+        }
+        debug_assert!(book.peers.len() <= ADDRESS_TOKENS_MAX);
     }
 
     pub fn is_suspect(&self, index: u32) -> bool {

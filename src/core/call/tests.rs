@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use udplock_protocol::{Flags, Hint, MessageType, Reply, Status};
+use udplock_protocol::{AddressToken, Flags, Hint, MessageType, Reply, Status};
 
 use super::*;
 use crate::core::retransmit::{RetransmitConfig, DOUBT_LIFETIME};
@@ -121,7 +121,8 @@ fn copies_carry_rising_attempts_to_the_same_node_on_a_doubling_timer() {
         sent(&mut call),
         Transmit {
             to: node(0),
-            attempt: 0
+            attempt: 0,
+            token: None
         }
     );
     assert_eq!(call.poll_transmit(), None, "one copy per input");
@@ -137,7 +138,8 @@ fn copies_carry_rising_attempts_to_the_same_node_on_a_doubling_timer() {
         sent(&mut call),
         Transmit {
             to: node(0),
-            attempt: 1
+            attempt: 1,
+            token: None
         }
     );
     assert_eq!(call.poll_timeout(), Some(at(4_000)), "backed off to 2 ms");
@@ -259,7 +261,8 @@ fn not_leader_with_a_hint_goes_to_the_leader_at_once_a_few_times() {
             sent(&mut call),
             Transmit {
                 to,
-                attempt: attempt + 1
+                attempt: attempt + 1,
+                token: None
             }
         );
         assert_eq!(h.routes.first_destination(0).1, to, "cached");
@@ -302,7 +305,8 @@ fn not_leader_without_a_hint_moves_on_along_the_ring_on_the_timer() {
         copies[0].1,
         Transmit {
             to: node(1),
-            attempt: 1
+            attempt: 1,
+            token: None
         }
     );
     // A late NOT_LEADER for attempt 0 answers a copy sent to node 0: ignored.
@@ -365,7 +369,8 @@ fn a_call_goes_on_by_routes_replaced_under_it() {
             at(1_000),
             Transmit {
                 to: node(1),
-                attempt: 1
+                attempt: 1,
+                token: None
             }
         )],
         "on the request's own timer"
@@ -565,7 +570,8 @@ fn overloaded_is_retried_not_before_its_hint() {
             at(25_050),
             Transmit {
                 to: node(0),
-                attempt: 1
+                attempt: 1,
+                token: None
             }
         )]
     );
@@ -825,6 +831,9 @@ mod forged_input {
             let mut latest = sent(&mut call).attempt;
             prop_assert_eq!(latest, 0);
             let mut fast = 0;
+            // Copies sent at once for a RETRY or a refused token since the call last moved
+            // or sent on its timer (spec §7.1.9 rule 4).
+            let mut at_once = 0;
             for input in inputs {
                 let mut by_reply = None;
                 match input {
@@ -876,7 +885,8 @@ mod forged_input {
                         if before.is_some() {
                             prop_assert_eq!(handled, Handled::Dropped);
                         }
-                        if handled == Handled::Accepted && status != Status::NotLeader {
+                        let asks_again = status == Status::Retry || status == Status::Unsupported;
+                        if handled == Handled::Accepted && status != Status::NotLeader && !asks_again {
                             fast = 0; // a reply of another kind
                         }
                         by_reply = Some(status);
@@ -888,11 +898,21 @@ mod forged_input {
                     latest = copy.attempt;
                     let first = call.timer().first_send().unwrap();
                     prop_assert!(now < first + REQUEST_LIFETIME_MAX);
-                    // Rule 5.1: only a NOT_LEADER sends a copy at once, a few in a row.
-                    if let Some(status) = by_reply {
-                        prop_assert_eq!(status, Status::NotLeader);
-                        fast += 1;
-                        prop_assert!(fast <= REDIRECTS_FAST_MAX);
+                    // Rule 5.1: a NOT_LEADER sends a copy at once, a few in a row; so do a
+                    // RETRY and an UNSUPPORTED (of a copy with a token), a few per node
+                    // (spec §7.1.9 rule 4).
+                    match by_reply {
+                        Some(Status::Retry | Status::Unsupported) => {
+                            at_once += 1;
+                            prop_assert!(at_once <= RETRIES_AT_ONCE_MAX);
+                        }
+                        Some(status) => {
+                            prop_assert_eq!(status, Status::NotLeader);
+                            fast += 1;
+                            at_once = 0;
+                            prop_assert!(fast <= REDIRECTS_FAST_MAX);
+                        }
+                        None => at_once = 0,
                     }
                 }
                 prop_assert_eq!(call.poll_timeout().is_none(), call.outcome().is_some());
@@ -902,7 +922,7 @@ mod forged_input {
                         prop_assert!(lease_start >= start);
                         prop_assert!(!matches!(
                             status,
-                            Status::NotLeader | Status::Waiting | Status::Overloaded
+                            Status::NotLeader | Status::Waiting | Status::Overloaded | Status::Retry
                         ));
                         prop_assert!(!(release && status == Status::InternalError));
                     }
@@ -1284,4 +1304,149 @@ fn a_hint_to_an_address_that_is_no_known_node_is_ignored() {
     assert_eq!(to, [1, 2, 0, 1, 2, 0].map(node), "along the ring");
     assert_eq!(h.routes.find(stranger()), None, "not learned");
     assert_eq!(h.routes.first_destination(0).1, node(0));
+}
+
+/// A RETRY to `call`'s copy `attempt`, carrying `token` (spec §7.1.9).
+fn retry(call: &Call, attempt: u16, token: u8) -> Reply<'static> {
+    Reply {
+        hint: Hint::AddressToken(AddressToken([token; 16])),
+        ..answer(call, attempt, Status::Retry)
+    }
+}
+
+/// Spec §7.1.9 rules 1 to 3: a RETRY sends the same request again at once with the token,
+/// without backing off or taking an RTT sample, and later requests to that node carry it.
+#[test]
+fn a_retry_resends_at_once_with_its_token_and_later_requests_carry_it() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(1_000), h.request(MessageType::Acquire, 1, 0), ms(100));
+    assert_eq!(sent(&mut call).token, None);
+    let samples = h.rtt.samples();
+    let retry = retry(&call, 0, 0xAB);
+    assert_eq!(
+        h.reply(&mut call, at(1_100), node(0), retry),
+        Handled::Accepted
+    );
+    let copy = sent(&mut call);
+    assert_eq!(
+        copy,
+        Transmit {
+            to: node(0),
+            attempt: 1,
+            token: Some(AddressToken([0xAB; 16]))
+        }
+    );
+    assert_eq!(h.rtt.samples(), samples, "no RTT sample from a RETRY");
+    assert_eq!(
+        call.poll_timeout(),
+        Some(at(2_100)),
+        "the initial RTO again from the resend: no back-off"
+    );
+    assert_eq!(call.outcome(), None, "RETRY is not an answer");
+    // The grant answers the resent copy; its lease counts from that copy.
+    let grant = answer(&call, 1, Status::Ok);
+    h.reply(&mut call, at(1_200), node(0), grant);
+    assert_eq!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            status: Status::Ok,
+            attempt: 1,
+            lease_start: at(1_100)
+        })
+    );
+    assert_eq!(
+        h.rtt.samples(),
+        samples + 1,
+        "the answer to the resend is a sample"
+    );
+    // A later request to that node carries the token from its first copy on.
+    let mut next = h.call(at(2_000), h.request(MessageType::Release, 2, 0), ms(100));
+    assert_eq!(sent(&mut next).token, Some(AddressToken([0xAB; 16])));
+    // Another node gave none: it gets the session's latest (rule 3: with a cluster key it
+    // accepts it); another session gets none (a token names one session).
+    assert_eq!(routes::PeerToken::Unknown, h.routes.peer_token(1, SESSION));
+    assert_eq!(h.routes.token(1, SESSION), Some(AddressToken([0xAB; 16])));
+    assert_eq!(h.routes.token(0, SESSION + 1), None);
+    let other = CallRequest {
+        session_id: SESSION + 1,
+        ..h.request(MessageType::Release, 3, 0)
+    };
+    let mut other = h.call(at(3_000), other, ms(100));
+    assert_eq!(sent(&mut other).token, None);
+}
+
+/// Spec §7.1.9 rule 4: a server that answers RETRY to everything gets at most
+/// RETRIES_AT_ONCE_MAX copies at once; then copies leave on the (backed-off) timer.
+#[test]
+fn retries_at_once_are_bounded() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Renew, 1, 0), ms(1_000));
+    let mut attempt = sent(&mut call).attempt;
+    for i in 0..RETRIES_AT_ONCE_MAX {
+        let r = retry(&call, attempt, i as u8 + 1);
+        h.reply(&mut call, at(10 * (u64::from(i) + 1)), node(0), r);
+        let copy = sent(&mut call);
+        assert_eq!(copy.token, Some(AddressToken([i as u8 + 1; 16])));
+        attempt = copy.attempt;
+    }
+    let r = retry(&call, attempt, 9);
+    h.reply(&mut call, at(100), node(0), r);
+    assert_eq!(
+        call.poll_transmit(),
+        None,
+        "no copy at once beyond the bound"
+    );
+    // The next copy leaves on the timer, with the newest token.
+    let copies = h.run(&mut call, at(100_000));
+    assert!(!copies.is_empty());
+    assert!(copies
+        .iter()
+        .all(|(_, c)| c.token == Some(AddressToken([9; 16]))));
+    assert!(copies[0].0 >= at(1_000), "on the timer: {copies:?}");
+}
+
+/// A RETRY to an older copy (a newer one is in flight) only updates the token.
+#[test]
+fn a_retry_to_an_older_copy_sends_nothing_at_once() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Renew, 1, 0), ms(1_000));
+    let _ = sent(&mut call);
+    call.handle_timeout(at(1_000), &h.routes);
+    assert_eq!(sent(&mut call).attempt, 1);
+    let r = retry(&call, 0, 5);
+    h.reply(&mut call, at(1_100), node(0), r);
+    assert_eq!(call.poll_transmit(), None);
+    assert_eq!(h.routes.token(0, SESSION), Some(AddressToken([5; 16])));
+}
+
+/// Spec §7.1.9 rule 5: an older server refuses the flag (UNSUPPORTED): the client forgets
+/// the token and sends the request again at once without it.
+#[test]
+fn an_unsupported_token_is_forgotten_and_the_request_resent_without_it() {
+    let mut h = Harness::new(1);
+    h.routes.set_token(0, SESSION, Some(AddressToken([3; 16])));
+    let mut call = h.call(at(0), h.request(MessageType::Release, 1, 0), ms(1_000));
+    assert_eq!(sent(&mut call).token, Some(AddressToken([3; 16])));
+    let refused = Reply {
+        msg_type: MessageType::ErrorReply,
+        ..answer(&call, 0, Status::Unsupported)
+    };
+    h.reply(&mut call, at(100), node(0), refused);
+    let copy = sent(&mut call);
+    assert_eq!((copy.attempt, copy.token), (1, None));
+    assert_eq!(h.routes.token(0, SESSION), None);
+    assert_eq!(call.outcome(), None);
+    // UNSUPPORTED for a copy without a token is the final answer, as before.
+    let refused = Reply {
+        msg_type: MessageType::ErrorReply,
+        ..answer(&call, 1, Status::Unsupported)
+    };
+    h.reply(&mut call, at(200), node(0), refused);
+    assert!(matches!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            status: Status::Unsupported,
+            ..
+        })
+    ));
 }

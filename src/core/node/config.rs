@@ -72,6 +72,11 @@ pub struct Config {
     /// operator or a test does; the simulator, which runs its own mover). A static cluster
     /// (`joined: None`) ignores it: every node holds every shard.
     pub placement: Option<Planner>,
+    /// Address validation (spec §7.2.5): a lock request that can create or change state is
+    /// served only with the address token of its source and session, else answered RETRY.
+    /// On by default; `udplock server --address-validation off` for trusted networks (and
+    /// unit tests that speak raw requests).
+    pub address_validation: bool,
 }
 
 /// What a node of a joined cluster (spec §8.1) starts knowing. The shell learns it: the
@@ -123,6 +128,7 @@ impl Config {
                 replicas: placement::REPLICAS_DEFAULT,
                 dead_after: placement::DEAD_AFTER_DEFAULT,
             }),
+            address_validation: true,
         }
     }
 

@@ -77,6 +77,7 @@
 //! The first fencing token of a new shard's table is the wall clock (spec §8.8); the core has
 //! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
 
+pub mod address;
 pub mod book;
 pub mod config;
 pub mod latency;
@@ -98,6 +99,7 @@ use udplock_protocol::{
     DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
+use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
 use self::requests::{encode_reply, error_reply, table_request};
@@ -368,6 +370,8 @@ pub struct Node {
     members_view: members::MembersView,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
+    /// Address validation of client requests (spec §7.2.5).
+    address: AddressValidation,
 }
 
 impl Node {
@@ -517,6 +521,7 @@ impl Node {
             members_view: members::MembersView::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
+            address: AddressValidation::new(config.address_validation, rng_seed),
             config,
         };
         node.refresh_book();
@@ -673,6 +678,13 @@ impl Node {
     /// The cluster keys in force (spec §8.11).
     pub fn keys(&self) -> &KeySet {
         self.auth.keys()
+    }
+
+    /// The secret of this node's address tokens when it has no cluster key (spec §7.2.5):
+    /// the shell's, 32 bytes from the operating system. Until set, one drawn from the core's
+    /// seed (the simulator's, reproducible).
+    pub fn set_address_secret(&mut self, secret: &[u8; ADDRESS_SECRET_LEN]) {
+        self.address.set_secret(secret);
     }
 
     /// New cluster keys (a changed key file), in force from the next datagram on.
@@ -1065,10 +1077,36 @@ impl Node {
 
     /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE).
     fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
-        let Some(request) = self.admit(datagram, from, Request::decode) else {
+        let Some((request, token)) = self.admit(datagram, from, Request::decode_with_token) else {
             return;
         };
         let kind = request.body.kind();
+        // Spec §7.2.1 step 2a, §7.2.5: no state for a source that has not shown it receives
+        // at its address. Before anything that reads state, NOT_LEADER included.
+        let keys = self.auth.keys();
+        if !self
+            .address
+            .admits(keys, kind, from, request.session_id, token.as_ref())
+        {
+            let token = self.address.token(keys, from, request.session_id);
+            let reply = Reply {
+                hint: Hint::AddressToken(token),
+                ..Reply::bare(
+                    kind.reply_type(),
+                    request.session_id,
+                    request.request_id,
+                    request.attempt,
+                    Status::Retry,
+                )
+            };
+            let mut out = [0u8; REPLY_LEN_MIN];
+            let len = reply.encode(&mut out).expect("a RETRY encodes");
+            // admit() dropped every request shorter than REQUEST_LEN_MIN (spec §2.2).
+            assert!(len <= datagram.len(), "RETRY larger than its request");
+            NodeStats::bump(&self.stats.address_retries);
+            self.answer(&out[..len], from);
+            return;
+        }
         let shard = match request.body {
             // A KEEPALIVE names its shard and the shard count it was computed with (spec
             // §4.11): another count, or a shard that does not exist, is the client's error,

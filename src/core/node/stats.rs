@@ -58,6 +58,9 @@ pub struct NodeStats {
     pub members_suspect: AtomicU64,
     pub members_dead: AtomicU64,
     pub members_left: AtomicU64,
+    /// Lock requests answered RETRY (spec §7.2.5): no valid address token for their source
+    /// and session. Also counted in `requests` (they decoded); nothing else saw them.
+    pub address_retries: AtomicU64,
     /// Latency of each request type as this node saw it: from the datagram of a request's
     /// first copy to its final reply (WAITING is not one), recorded by the core with the
     /// `now` it is given (index [`LatencyOp::index`]). Only requests a shard replica takes

@@ -1,6 +1,7 @@
 use super::*;
 use crate::core::raft::Entry;
 
+mod address;
 mod leave;
 mod placing;
 mod remove;
@@ -81,6 +82,8 @@ impl Trio {
             .map(|id| {
                 let config = Config {
                     shards,
+                    // These tests speak raw requests (address validation has its own tests).
+                    address_validation: false,
                     ..Config::new(id, peers.clone())
                 };
                 let starts = (0..shards).map(|_| Some(Start::New)).collect();
@@ -753,6 +756,8 @@ fn solo(keeps_lease_horizon: bool) -> Node {
     let config = Config {
         shards: 1,
         keeps_lease_horizon,
+        // These tests speak raw requests (address validation has its own tests).
+        address_validation: false,
         ..Config::new(1, vec![(1, SOLO)])
     };
     let stats = Arc::new(NodeStats::default());
@@ -1174,6 +1179,8 @@ fn joined_node(
         }),
         // These tests change memberships themselves (`tests/placing.rs` runs the driver).
         placement: None,
+        // They speak raw requests (address validation has its own tests).
+        address_validation: false,
         ..Config::new(id, if bootstrap { vec![(id, addr)] } else { vec![] })
     };
     // The bootstrap node holds every shard; a node joining holds none yet.

@@ -1,0 +1,107 @@
+//! Address validation (spec §7.2.5, after QUIC's Retry, RFC 9000 §8.1): a request that can
+//! create or change session, lock or waiter state is served only if it carries the address
+//! token of its source address and session; otherwise the node answers RETRY with that token
+//! and changes nothing. Stateless: a token is an HMAC, checked with one HMAC, so validation
+//! keeps nothing per source and a flood of forged sources costs no memory.
+//!
+//! Keys: with a cluster key, the token key is derived from it (every node then accepts every
+//! node's tokens); without, from a secret of this node (drawn from the core's seed, replaced
+//! by the shell with 32 bytes from the operating system: [`super::Node::set_address_secret`]).
+
+use std::net::SocketAddr;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use udplock_protocol::{AddressToken, AddressTokenKey, RequestKind};
+
+use crate::core::peer_auth::KeySet;
+
+/// Bytes of a node's own token secret (used when it has no cluster key).
+pub const ADDRESS_SECRET_LEN: usize = 32;
+
+/// Salt of the node secret drawn from the core's seed, so it is not the replicas' stream.
+const ADDRESS_SECRET_SEED_SALT: u64 = 0xADD7_E55A_11DA_7E00;
+
+/// Whether the node validates addresses, and its own token key.
+#[derive(Clone, Debug)]
+pub struct AddressValidation {
+    on: bool,
+    /// The key of this node's tokens when it has no cluster key (spec §7.2.5).
+    node_key: AddressTokenKey,
+}
+
+impl AddressValidation {
+    /// Validation `on` or off, with a node secret drawn from `rng_seed`.
+    pub fn new(on: bool, rng_seed: u64) -> AddressValidation {
+        let mut rng = ChaCha8Rng::seed_from_u64(rng_seed ^ ADDRESS_SECRET_SEED_SALT);
+        let secret: [u8; ADDRESS_SECRET_LEN] = rng.gen();
+        AddressValidation {
+            on,
+            node_key: AddressTokenKey::derive(&secret),
+        }
+    }
+
+    /// Replaces the node secret (the shell's, from the operating system).
+    pub fn set_secret(&mut self, secret: &[u8; ADDRESS_SECRET_LEN]) {
+        self.node_key = AddressTokenKey::derive(secret);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// Spec §7.2.5, "Which requests": every lock request but STATUS can create or change
+    /// session, lock or waiter state.
+    pub fn needs_token(kind: RequestKind) -> bool {
+        kind != RequestKind::Status
+    }
+
+    /// The key this node makes tokens with: its cluster key's when it sends with one, its
+    /// own otherwise.
+    fn issuing<'k>(&'k self, keys: &'k KeySet) -> &'k AddressTokenKey {
+        keys.send()
+            .map_or(&self.node_key, |key| key.address_token_key())
+    }
+
+    /// The token for requests of `session_id` from `source` (what a RETRY carries).
+    pub fn token(&self, keys: &KeySet, source: SocketAddr, session_id: u64) -> AddressToken {
+        self.issuing(keys).token(source, session_id)
+    }
+
+    /// True if a request of `kind` from `source` in `session_id`, carrying `token`, may be
+    /// served: validation is off, the request needs no token, or the token is one this node
+    /// makes (its issuing key first, then every other key it accepts while keys change,
+    /// spec §8.11.7; its own key only while it accepts unauthenticated peers).
+    pub fn admits(
+        &self,
+        keys: &KeySet,
+        kind: RequestKind,
+        source: SocketAddr,
+        session_id: u64,
+        token: Option<&AddressToken>,
+    ) -> bool {
+        if !self.on || !Self::needs_token(kind) {
+            return true;
+        }
+        let Some(token) = token else {
+            return false;
+        };
+        let issuing = self.issuing(keys);
+        if issuing.verify(source, session_id, token) {
+            return true;
+        }
+        let cluster = keys
+            .entries()
+            .iter()
+            .flatten()
+            .skip(usize::from(keys.send().is_some()));
+        for key in cluster {
+            if key.address_token_key().verify(source, session_id, token) {
+                return true;
+            }
+        }
+        keys.send().is_some()
+            && keys.accepts_unauthenticated()
+            && self.node_key.verify(source, session_id, token)
+    }
+}
