@@ -31,10 +31,10 @@ const FUZZ_KEY: [u8; 32] = [7; 32];
 /// operator's tool exchanges with a node (spec §2–§5).
 pub fn client(data: &[u8]) {
     let _ = HeaderIds::peek(data);
-    if let Ok(req) = Request::decode(data) {
+    if let Ok((req, token)) = Request::decode_with_token(data) {
         let mut out = [0u8; DATAGRAM_LEN_MAX];
         let n = req
-            .encode_padded(&mut out, data.len())
+            .encode_padded_with_token(&mut out, data.len(), token.as_ref())
             .expect("a decoded request encodes");
         assert_eq!(&out[..n], data, "decoded request is not canonical");
     }
