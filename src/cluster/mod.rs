@@ -796,7 +796,7 @@ mod tests {
             .collect();
         // spec §8.1, computed independently of this crate (default limits).
         let config = ClusterConfig::new(2, peers);
-        assert_eq!(config.cluster_id(), 0xA44E_6338_C6FB_5C28);
+        assert_eq!(config.cluster_id(), 0x44DB_5B3E_2CA8_089A);
         assert_eq!(config.identity().membership_id, 0x0217_7EB5_B0C8_F755);
         // Different limits: another cluster (their replicas would decide differently).
         let mut other = config.clone();
