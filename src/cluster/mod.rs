@@ -108,6 +108,8 @@ pub struct ClusterConfig {
     pub raft: raft::Config,
     /// Limits of each shard's lock table (same on every node).
     pub table: lock_table::Config,
+    /// Limits over all the replicas this node holds (`node::limits`; each node its own).
+    pub limits: node::limits::NodeLimits,
     /// What a node stores before it acknowledges (`memory`, `os`, `fsync`; see
     /// [`Durability`]).
     pub durability: Durability,
@@ -172,6 +174,7 @@ impl ClusterConfig {
             shards: SHARDS_DEFAULT,
             raft: raft::Config::default(),
             table: lock_table::Config::default(),
+            limits: node::limits::NodeLimits::DEFAULT,
             durability: Durability::Memory,
             data_dir: None,
             cpu: None,
@@ -215,6 +218,7 @@ impl ClusterConfig {
             shards: self.shards,
             raft: self.raft.clone(),
             table: self.table.clone(),
+            limits: self.limits,
             compact_every: self.compact_every,
             compact_keep: self.compact_keep,
             // Without a store (`memory`) the core hands out no write: nothing to store.

@@ -79,6 +79,7 @@
 
 pub mod book;
 pub mod config;
+pub mod limits;
 pub mod members;
 pub mod placing;
 pub mod remove;
@@ -99,6 +100,7 @@ use udplock_protocol::{
 
 use self::book::AddressBook;
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
+use self::limits::Usage;
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -285,6 +287,11 @@ pub struct Node {
     shards: Vec<Option<Replica>>,
     /// Replicas held (the `Some`s of `shards`).
     held: usize,
+    /// Per shard, what its replica keeps as last counted (zero where none is held), and
+    /// their sum: what the node's limits bound (`limits`). Recounted whenever a shard is
+    /// touched, so a leader admits against counts no older than the input before.
+    usage: Vec<Usage>,
+    usage_total: Usage,
     /// The recovery mark each shard's storage carries, as far as the writes handed out go.
     marks: Vec<Option<Mark>>,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
@@ -481,6 +488,8 @@ impl Node {
             handed_by: vec![None; shards.len()],
             orphan_at: vec![Instant::MAX; shards.len()],
             named,
+            usage: vec![Usage::default(); shards.len()],
+            usage_total: Usage::default(),
             creations: 0,
             rng_seed,
             shared: shared.clone(),
@@ -513,6 +522,9 @@ impl Node {
             spare: Vec::new(),
             config,
         };
+        for shard in 0..node.config.shards {
+            node.count_usage(shard);
+        }
         node.refresh_book();
         node.drain_swim();
         node.check();
@@ -548,6 +560,15 @@ impl Node {
             "touched flags and list agree"
         );
         assert!(self.touched_list.len() <= self.shards.len());
+        // O(shards): the node's usage is the sum of its shards' (`count_usage`).
+        debug_assert_eq!(
+            self.usage.iter().map(|u| u.resources).sum::<u64>(),
+            self.usage_total.resources
+        );
+        debug_assert_eq!(
+            self.usage.iter().map(|u| u.log_bytes).sum::<u64>(),
+            self.usage_total.log_bytes
+        );
         assert!(self.transmits.len() <= TRANSMITS_QUEUED_MAX);
         assert!(self.member_events.len() <= MEMBER_EVENTS_MAX);
         assert!(self.book.joiners() <= book::JOINERS_MAX);
@@ -928,10 +949,19 @@ impl Node {
     }
 
     fn touch(&mut self, shard: u32) {
+        self.count_usage(shard);
         if !self.touched[shard as usize] {
             self.touched[shard as usize] = true;
             self.touched_list.push(shard);
         }
+    }
+
+    /// Recounts what `shard`'s replica keeps (nothing if none is held) into the node's total.
+    fn count_usage(&mut self, shard: u32) {
+        let s = shard as usize;
+        let now = self.shards[s].as_ref().map_or(Usage::default(), Usage::of);
+        let before = std::mem::replace(&mut self.usage[s], now);
+        self.usage_total.replace(&before, &now);
     }
 
     /// Spec §8.1 "Replicas on demand": a fresh replica of `shard`, which this node does not
@@ -984,6 +1014,7 @@ impl Node {
     fn drop_replica(&mut self, shard: u32, orphan: bool) {
         let s = shard as usize;
         let mut replica = self.shards[s].take().expect("a replica to drop");
+        self.count_usage(shard);
         // (Without a store nothing is ever taken.)
         assert!(
             !self.config.stores_state || replica.take_persist().is_none(),
@@ -1093,6 +1124,35 @@ impl Node {
             // no shard map; placement targets are not leaders), so no hint: the client
             // moves on along its ring (spec §7.1.7 rule 5, §7.1.8 rule 2).
             None => Err(None),
+            // Spec §9, limits per node: a leader admits a logged request only while the
+            // node's replicas together leave room for it (`limits`).
+            Some(replica)
+                if kind.is_logged()
+                    && replica.raft().role() == Role::Leader
+                    && (self.config.limits)
+                        .admits(&self.usage_total, &request.body)
+                        .is_some() =>
+            {
+                NodeStats::bump(&self.stats.overloaded_node_limits);
+                let reply = Reply {
+                    hint: Hint::RetryAfter {
+                        ms: replica.config().table.retry_after_ms,
+                    },
+                    ..Reply::bare(
+                        kind.reply_type(),
+                        request.session_id,
+                        request.request_id,
+                        request.attempt,
+                        Status::Overloaded,
+                    )
+                };
+                let mut out = [0u8; REPLY_LEN_MIN];
+                if let Ok(len) = reply.encode(&mut out) {
+                    assert!(len <= datagram.len(), "OVERLOADED larger than its request");
+                    self.answer(&out[..len], from);
+                }
+                return;
+            }
             Some(replica) => {
                 let table_request = table_request(&request, from, datagram.len());
                 replica
@@ -1699,6 +1759,8 @@ impl Node {
                 // log (spec §8.1, "The first configuration").
                 replica.propose_first_membership(now);
             }
+            self.count_usage(shard);
+            let replica = self.shards[s].as_mut().expect("held");
             let named = names(replica, self.config.node_id);
             // Removed: it was named, and the configuration it applied no longer names it,
             // nor does the latest in its log, and it applied all its leader said was

@@ -55,6 +55,9 @@ pub struct NodeStats {
     pub members_suspect: AtomicU64,
     pub members_dead: AtomicU64,
     pub members_left: AtomicU64,
+    /// Client requests a leader answered OVERLOADED because the node's replicas together
+    /// reached one of its limits per node (`super::limits`).
+    pub overloaded_node_limits: AtomicU64,
 }
 
 impl NodeStats {

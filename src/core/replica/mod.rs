@@ -1181,6 +1181,10 @@ impl Replica {
             index: self.applied_index,
             term,
         };
+        // Kept until the next one (Raft sends it to followers): without the spare capacity
+        // growing it left, so a node's snapshots take what the limits say (README, "Memory
+        // per node").
+        data.shrink_to_fit();
         self.snapshot_pending = Some((meta, Arc::new(data)));
         if self.compact_keep == 0 || bytes_due {
             self.compact();
