@@ -63,7 +63,8 @@
 //!
 //! Uncommitted proposals are capped at [`UNCOMMITTED_MAX`] (a request over it gets
 //! OVERLOADED, changing nothing); a retransmit of a request whose first copy is still
-//! uncommitted is dropped (its answer comes when that copy commits). The log's memory after
+//! uncommitted is dropped (its answer comes when that copy commits); one source address may
+//! have at most [`IN_FLIGHT_PER_SOURCE_MAX`] of them. The log's memory after
 //! its snapshot is capped at [`LOG_BYTES_PER_SHARD_MAX`] the same way, and a replica past half
 //! of it compacts at once; the table's limits keep every snapshot within `SNAPSHOT_LEN_MAX`
 //! ([`Config::validate`]), so a snapshot can always be taken and sent, and the log never
@@ -73,6 +74,7 @@
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
@@ -170,6 +172,14 @@ pub type Snapshot = (SnapshotMeta, Arc<Vec<u8>>);
 /// and the work a new leader's re-basing scan does) when followers fall behind; a request
 /// over it gets OVERLOADED with `retry_after_ms`.
 pub const UNCOMMITTED_MAX: u64 = 4_096;
+
+/// Requests from one source address (IP, any port) a shard's leader keeps proposed and not
+/// yet applied at once; one more gets OVERLOADED (spec §9). A quarter of
+/// [`UNCOMMITTED_MAX`]: one host (a flood, or one busy client machine) cannot take a shard's
+/// whole window of uncommitted proposals from everyone else.
+pub const IN_FLIGHT_PER_SOURCE_MAX: u32 = 1_024;
+
+const _: () = assert!(4 * IN_FLIGHT_PER_SOURCE_MAX as u64 <= UNCOMMITTED_MAX);
 
 /// Memory the log of one shard may take after its snapshot (each entry's data plus
 /// [`raft::ENTRY_MEMORY_OVERHEAD`], [`Raft::log_bytes`]) before its leader refuses client
@@ -306,6 +316,8 @@ pub struct Replica {
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
+    /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]).
+    in_flight: HashMap<IpAddr, u32>,
     replies: VecDeque<Reply>,
     /// STATUS requests waiting for a heartbeat round to confirm leadership: (round, request).
     reads: VecDeque<(u64, PendingRead)>,
@@ -463,6 +475,7 @@ impl Replica {
             tick_pending: None,
             init_wanted: false,
             proposed: HashMap::new(),
+            in_flight: HashMap::new(),
             replies: VecDeque::new(),
             reads: VecDeque::new(),
             preferred_leader: None,
@@ -608,8 +621,14 @@ impl Replica {
             self.push_overloaded(&request);
             return Ok(());
         }
+        let source = request.reply_to.ip();
+        if self.in_flight.get(&source).copied().unwrap_or(0) >= IN_FLIGHT_PER_SOURCE_MAX {
+            self.push_overloaded(&request);
+            return Ok(());
+        }
         let command = log_command(log_now, &request);
         let index = self.propose(now, &command)?;
+        *self.in_flight.entry(source).or_default() += 1;
         let earlier = self.proposed.insert(request.id, index);
         assert!(earlier.is_none(), "a request proposed twice in a term");
         self.settle(now);
@@ -813,6 +832,11 @@ impl Replica {
         assert!(self.proposed.len() as u64 <= UNCOMMITTED_MAX);
         // Each proposed request is an entry of its own, after the applied prefix.
         assert!(self.proposed.len() as u64 <= last - applied);
+        // Every proposed request is counted once, under its source.
+        debug_assert_eq!(
+            self.in_flight.values().map(|&n| u64::from(n)).sum::<u64>(),
+            self.proposed.len() as u64
+        );
         let Some(clock) = self.clock else {
             // Only a leader keeps a log clock, proposes, answers or holds reads: whatever it
             // kept for them goes when it stops leading.
@@ -987,6 +1011,7 @@ impl Replica {
             self.tick_pending = None;
             self.init_wanted = false;
             self.proposed.clear();
+            self.in_flight.clear();
             self.replies.clear();
             self.reads.clear();
         }
@@ -1032,6 +1057,7 @@ impl Replica {
         });
         self.tick_pending = None;
         self.proposed.clear();
+        self.in_flight.clear();
         self.replies.clear();
         // INIT is proposed with the wall clock of the moment (spec §8.8), which the shell
         // passes in right after this input (`propose_init`); the table it creates takes the
@@ -1095,6 +1121,7 @@ impl Replica {
         self.membership = decoded.membership;
         self.tick_pending = None;
         self.proposed.clear();
+        self.in_flight.clear();
         self.replies.clear();
         self.snapshot_pending = None;
     }
@@ -1271,6 +1298,16 @@ impl Replica {
                 let now = self.stamp(stamp);
                 if self.proposed.get(&request.id) == Some(&entry.index) {
                     self.proposed.remove(&request.id);
+                    // The logged address is the proposing copy's (`log_command`).
+                    let source = request.reply_to.ip();
+                    let count = self
+                        .in_flight
+                        .get_mut(&source)
+                        .expect("counted when proposed");
+                    *count -= 1;
+                    if *count == 0 {
+                        self.in_flight.remove(&source);
+                    }
                 }
                 if let Some(table) = self.table.as_mut() {
                     table.handle_request(now, request);

@@ -1361,3 +1361,57 @@ fn a_shard_compacts_by_log_bytes_before_its_cadence() {
         assert_eq!(c.shard(id).stats().table.held, 1_000);
     }
 }
+
+/// Issue 12 item 4: one source address cannot take a shard's whole window of uncommitted
+/// proposals: past IN_FLIGHT_PER_SOURCE_MAX in flight (any port), its next request gets
+/// OVERLOADED, while another address's is still proposed; once they commit, it is served.
+#[test]
+fn one_source_gets_overloaded_past_its_requests_in_flight() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    c.isolated = followers.clone();
+    let send_from = |c: &mut Cluster, from: &str, request: u64| -> Vec<Status> {
+        let resource = format!("r{request}");
+        let (body, datagram_len) = acquire(resource.as_bytes(), b"a", 0, 60_000);
+        let now = c.now;
+        c.shard(leader)
+            .handle_request(
+                now,
+                Request {
+                    id: RequestId {
+                        session: 7,
+                        request,
+                    },
+                    attempt: 0,
+                    reply_to: from.parse().unwrap(),
+                    body,
+                    datagram_len,
+                },
+            )
+            .unwrap();
+        c.drain();
+        c.take_replies()
+            .iter()
+            .map(|(_, r)| r.answer.status)
+            .collect()
+    };
+    let max = u64::from(IN_FLIGHT_PER_SOURCE_MAX);
+    for n in 1..=max {
+        let port = 1_000 + n % 7;
+        assert_eq!(send_from(&mut c, &format!("10.0.0.1:{port}"), n), vec![]);
+    }
+    assert_eq!(
+        send_from(&mut c, "10.0.0.1:2000", max + 1),
+        vec![Status::Overloaded]
+    );
+    assert_eq!(send_from(&mut c, "10.0.0.2:2000", max + 2), vec![]);
+    // Once the followers are back, everything in flight commits and the source is served.
+    c.isolated.clear();
+    c.run(ms(100));
+    let granted = c.take_replies().len() as u64;
+    assert_eq!(granted, max + 1);
+    assert_eq!(send_from(&mut c, "10.0.0.1:2000", max + 3), vec![]);
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
+}
