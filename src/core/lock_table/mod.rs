@@ -832,6 +832,11 @@ impl LockTable {
         }
     }
 
+    /// Whether the table remembers session `session_id` (a request of it creates none).
+    pub fn has_session(&self, session_id: u64) -> bool {
+        self.sessions.contains_key(&session_id)
+    }
+
     fn idle(&self) -> Duration {
         Duration::from_millis(self.config.session_idle_ms.into())
     }

@@ -83,21 +83,31 @@ impl NodeLimits {
 
     /// Whether a leader may propose `body` (a logged client request) with the node at
     /// `usage`: every count it may raise, plus what the entries not applied yet may still add,
-    /// stays below its limit. Any request may create a session and remember an answer, and
-    /// makes the log longer; only an ACQUIRE or CONFIGURE creates a resource, and only an
-    /// ACQUIRE that may wait queues a waiter, so a RELEASE passes at those two limits (it
+    /// stays below its limit. Any request may remember an answer and makes the log longer;
+    /// only a request of a session its shard does not remember (`new_session`; a CANCEL_WAIT
+    /// always, for its target's) creates a session, only an ACQUIRE or CONFIGURE creates a
+    /// resource, and only an ACQUIRE that may wait queues a waiter — so a known client is
+    /// still served at the session limit, and a RELEASE at the resource and waiter limits (it
     /// makes room). `None`: admitted; else the limit reached.
-    pub fn admits(&self, usage: &Usage, body: &RequestBody<'_>) -> Option<&'static str> {
+    pub fn admits(
+        &self,
+        usage: &Usage,
+        body: &RequestBody<'_>,
+        new_session: bool,
+    ) -> Option<&'static str> {
         let pending = usage.unapplied;
-        let (creates, queues) = match *body {
-            RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0),
-            RequestBody::Configure { default_ttl_ms, .. } => (default_ttl_ms > 0, false),
-            _ => (false, false),
+        let (creates, queues, new_session) = match *body {
+            RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0, new_session),
+            RequestBody::Configure { default_ttl_ms, .. } => {
+                (default_ttl_ms > 0, false, new_session)
+            }
+            RequestBody::CancelWait { .. } => (false, false, true),
+            _ => (false, false, new_session),
         };
         let reached = [
             (
                 "sessions",
-                true,
+                new_session,
                 usage.sessions + 2 * pending,
                 self.sessions_max,
             ),
@@ -170,5 +180,87 @@ impl Usage {
         swap(&mut self.waiters, old.waiters, new.waiters);
         swap(&mut self.log_bytes, old.log_bytes, new.log_bytes);
         swap(&mut self.unapplied, old.unapplied, new.unapplied);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquire(wait_ms: u32) -> RequestBody<'static> {
+        RequestBody::Acquire {
+            resource: b"r",
+            client: b"c",
+            wait_ms,
+            ttl_ms: 0,
+        }
+    }
+
+    const RELEASE: RequestBody<'static> = RequestBody::Release {
+        resource: b"r",
+        client: b"c",
+    };
+
+    /// Each limit refuses exactly the requests that can raise its count, counting what the
+    /// entries not applied yet may still add (one resource and waiter, two sessions and
+    /// answers each).
+    #[test]
+    fn each_limit_refuses_what_may_raise_it_counting_entries_not_applied() {
+        let limits = NodeLimits {
+            resources_max: 10,
+            sessions_max: 10,
+            answers_max: 100,
+            waiters_max: 10,
+            log_bytes_max: 1_000,
+        };
+        assert_eq!(limits.admits(&Usage::default(), &acquire(5), true), None);
+        // Resources: 9 known and 1 entry in flight fill 10; a RELEASE still passes.
+        let usage = Usage {
+            resources: 9,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &acquire(0), false), Some("resources"));
+        assert_eq!(limits.admits(&usage, &RELEASE, false), None);
+        // Waiters: only an acquire that may wait.
+        let usage = Usage {
+            waiters: 10,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &acquire(5), false), Some("waiters"));
+        assert_eq!(limits.admits(&usage, &acquire(0), false), None);
+        // Sessions: two per entry in flight; a known session passes.
+        let usage = Usage {
+            sessions: 8,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &RELEASE, true), Some("sessions"));
+        assert_eq!(limits.admits(&usage, &RELEASE, false), None);
+        // Answers and log bytes: any request.
+        let usage = Usage {
+            answers: 98,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &RELEASE, false), Some("answers"));
+        let usage = Usage {
+            log_bytes: 1_000,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &RELEASE, false), Some("log bytes"));
+    }
+
+    #[test]
+    fn a_limit_of_zero_is_refused() {
+        assert_eq!(NodeLimits::DEFAULT.validate(), Ok(()));
+        let zero = NodeLimits {
+            waiters_max: 0,
+            ..NodeLimits::DEFAULT
+        };
+        assert_eq!(
+            zero.validate(),
+            Err("waiters_per_node_max must be greater than zero".into())
+        );
     }
 }

@@ -1130,7 +1130,13 @@ impl Node {
                 if kind.is_logged()
                     && replica.raft().role() == Role::Leader
                     && (self.config.limits)
-                        .admits(&self.usage_total, &request.body)
+                        .admits(
+                            &self.usage_total,
+                            &request.body,
+                            replica
+                                .table()
+                                .is_none_or(|t| !t.has_session(request.session_id)),
+                        )
                         .is_some() =>
             {
                 NodeStats::bump(&self.stats.overloaded_node_limits);
