@@ -956,6 +956,31 @@ impl Node {
         }
     }
 
+    /// Spec §9.1: past half its log-bytes limit, the node compacts the longest log it can
+    /// now, whatever that shard's cadence. Each shard compacts on its own cadence and at half
+    /// its own limit, but 64 shards' logs below those can add up past the node's: without
+    /// this its leaders would refuse every request, and no log would ever reach its own
+    /// trigger. Some shard holds at least the average, so one compaction frees at least
+    /// that much (less its uncommitted tail).
+    fn relieve_log_pressure(&mut self) {
+        if self.usage_total.log_bytes < self.config.limits.log_bytes_max / 2 {
+            return;
+        }
+        let mut longest: Vec<u32> = (0..self.config.shards)
+            .filter(|&s| self.usage[s as usize].log_bytes > 0)
+            .collect();
+        longest.sort_unstable_by_key(|&s| std::cmp::Reverse(self.usage[s as usize].log_bytes));
+        for shard in longest {
+            let Some(replica) = self.shards[shard as usize].as_mut() else {
+                continue;
+            };
+            if replica.compact_now() {
+                self.touch(shard);
+                return;
+            }
+        }
+    }
+
     /// Recounts what `shard`'s replica keeps (nothing if none is held) into the node's total.
     fn count_usage(&mut self, shard: u32) {
         let s = shard as usize;
@@ -1742,6 +1767,7 @@ impl Node {
     /// leader wants it, the recovery marks around the Raft delta), then their Raft messages
     /// (packed per peer) and client answers, each naming the last write.
     fn flush(&mut self) {
+        self.relieve_log_pressure();
         if self.touched_list.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }

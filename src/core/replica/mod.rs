@@ -1126,9 +1126,24 @@ impl Replica {
         self.snapshot_pending = None;
     }
 
+    /// Compacts the log through the applied index now, whatever the cadence, if it can (the
+    /// node's log-bytes limit is near: `core::node::limits`); returns whether the log
+    /// shrank.
+    pub fn compact_now(&mut self) -> bool {
+        let before = self.raft.log_bytes();
+        self.compact_forced(true);
+        self.check_invariants();
+        self.raft.log_bytes() < before
+    }
+
     /// Takes a snapshot every `compact_every` applied entries, and gives Raft the pending one
     /// once `compact_keep` more entries are applied.
     fn compact(&mut self) {
+        self.compact_forced(false);
+    }
+
+    /// [`Replica::compact`], or at once (without the kept tail) with `force`.
+    fn compact_forced(&mut self, force: bool) {
         // While a follower receives the current snapshot, a new one would restart that
         // transfer from its first byte; under steady load it would never end.
         if self.compact_every == 0 || self.raft.sending_snapshot() {
@@ -1136,7 +1151,7 @@ impl Replica {
         }
         // Past half its log-bytes limit the log is compacted now, whatever the cadence and
         // without the kept tail, before its leader has to refuse requests (spec §9).
-        let bytes_due = self.raft.log_bytes() >= self.log_bytes_max / 2;
+        let bytes_due = force || self.raft.log_bytes() >= self.log_bytes_max / 2;
         if let Some((meta, _)) = &self.snapshot_pending {
             if self.applied_index >= meta.index + self.compact_keep || bytes_due {
                 let (meta, data) = self.snapshot_pending.take().expect("pending");
@@ -1214,7 +1229,7 @@ impl Replica {
         data.shrink_to_fit();
         self.snapshot_pending = Some((meta, Arc::new(data)));
         if self.compact_keep == 0 || bytes_due {
-            self.compact();
+            self.compact_forced(bytes_due);
         }
     }
 
