@@ -42,6 +42,9 @@ pub struct SingleConfig {
     /// Limits and defaults of the lock table (its first fencing token is the wall clock when
     /// the shard starts, spec §8.8: `fencing_token_first` is not used).
     pub table: lock_table::Config,
+    /// Limits of the node as a whole (`core::node::limits`): with one shard, the table's
+    /// limits and these both apply.
+    pub limits: crate::core::node::limits::NodeLimits,
     /// Pin the event-loop thread to this CPU (`None`: let the OS place it). A pinned loop
     /// wakes on a known, warm CPU; keep other busy threads off it.
     pub cpu: Option<usize>,
@@ -66,6 +69,7 @@ impl SingleConfig {
         SingleConfig {
             listen,
             table: lock_table::Config::default(),
+            limits: crate::core::node::limits::NodeLimits::DEFAULT,
             cpu: None,
             state_file: None,
             durability: Durability::Memory,
@@ -78,6 +82,7 @@ impl SingleConfig {
     pub fn cluster_config(&self) -> ClusterConfig {
         let mut config = ClusterConfig::single(self.listen);
         config.table = self.table.clone();
+        config.limits = self.limits;
         config.cpu = self.cpu;
         config.state_file = self.state_file.clone();
         config.durability = self.durability;

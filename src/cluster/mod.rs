@@ -112,6 +112,8 @@ pub struct ClusterConfig {
     pub raft: raft::Config,
     /// Limits of each shard's lock table (same on every node).
     pub table: lock_table::Config,
+    /// Limits over all the replicas this node holds (`node::limits`; each node its own).
+    pub limits: node::limits::NodeLimits,
     /// What a node stores before it acknowledges (`memory`, `os`, `fsync`; see
     /// [`Durability`]).
     pub durability: Durability,
@@ -180,6 +182,7 @@ impl ClusterConfig {
             shards: SHARDS_DEFAULT,
             raft: raft::Config::default(),
             table: lock_table::Config::default(),
+            limits: node::limits::NodeLimits::DEFAULT,
             durability: Durability::Memory,
             data_dir: None,
             cpu: None,
@@ -224,6 +227,7 @@ impl ClusterConfig {
             shards: self.shards,
             raft: self.raft.clone(),
             table: self.table.clone(),
+            limits: self.limits,
             compact_every: self.compact_every,
             compact_keep: self.compact_keep,
             // Without a store (`memory`) the core hands out no write: nothing to store.
@@ -837,7 +841,7 @@ mod tests {
             .collect();
         // spec §8.1, computed independently of this crate (default limits).
         let config = ClusterConfig::new(2, peers);
-        assert_eq!(config.cluster_id(), 0xA44E_6338_C6FB_5C28);
+        assert_eq!(config.cluster_id(), 0x44DB_5B3E_2CA8_089A);
         assert_eq!(config.identity().membership_id, 0x0217_7EB5_B0C8_F755);
         // Different limits: another cluster (their replicas would decide differently).
         let mut other = config.clone();

@@ -10,6 +10,7 @@ use clap::Args;
 use udplock::cluster::storage::Durability;
 use udplock::cluster::{ClusterConfig, ClusterNode};
 use udplock::core::lock_table;
+use udplock::core::node::limits::NodeLimits;
 use udplock::core::placement::{self, Planner};
 use udplock::core::time::Duration as CoreDuration;
 use udplock::single::{start_single, SingleConfig};
@@ -106,6 +107,22 @@ pub struct ServerArgs {
     /// Most client sessions remembered for duplicate detection.
     #[arg(long, default_value_t = lock_table::Config::default().sessions_max)]
     sessions_max: u32,
+    /// Most resources all the shards this node holds keep together (--resources-max is per
+    /// shard). A leader answers OVERLOADED to a request that would create one more.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.resources_max)]
+    resources_per_node_max: u64,
+    /// Most client sessions all the shards this node holds remember together.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.sessions_max)]
+    sessions_per_node_max: u64,
+    /// Most final answers all the shards this node holds remember together.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.answers_max)]
+    answers_per_node_max: u64,
+    /// Most queued acquires over all the shards this node holds.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.waiters_max)]
+    waiters_per_node_max: u64,
+    /// Most memory the logs of all the shards this node holds take after their snapshots.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.log_bytes_max)]
+    log_bytes_per_node_max: u64,
     /// Grant nothing for at least this long after start. The lease horizon file already makes
     /// a restart at the same address wait out its predecessor's leases; set this when that file
     /// is lost or disabled (e.g. after moving a node), to the longest lease clients use.
@@ -348,6 +365,7 @@ fn run_single(mut a: ServerArgs) -> Result<(), LockError> {
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
     config.table = table_config(&a);
+    config.limits = node_limits(&a);
     config.durability = durability;
     let data_dir_from;
     match durability {
@@ -456,6 +474,7 @@ fn run_cluster(mut a: ServerArgs) -> Result<(), LockError> {
     }
     config.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
     config.table = table_config(&a);
+    config.limits = node_limits(&a);
     config.durability = durability;
     config.new_cluster = a.new_cluster;
     let (data_dir, data_dir_from) = choose_data_dir(durability, &a, || default_data_dir(node_id))?;
@@ -664,6 +683,7 @@ fn run_joined(mut a: ServerArgs) -> Result<(), LockError> {
     let mut config = ClusterConfig::new(node_id, Vec::new());
     config.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
     config.table = table_config(&a);
+    config.limits = node_limits(&a);
     config.durability = durability;
     config.data_dir = data_dir;
     config.cpu = a.cpu;
@@ -932,6 +952,16 @@ fn parse_peers(peers: &[String]) -> Result<Vec<(u64, SocketAddr)>, LockError> {
             Ok((id, addr))
         })
         .collect()
+}
+
+fn node_limits(a: &ServerArgs) -> NodeLimits {
+    NodeLimits {
+        resources_max: a.resources_per_node_max,
+        sessions_max: a.sessions_per_node_max,
+        answers_max: a.answers_per_node_max,
+        waiters_max: a.waiters_per_node_max,
+        log_bytes_max: a.log_bytes_per_node_max,
+    }
 }
 
 fn table_config(a: &ServerArgs) -> lock_table::Config {

@@ -557,7 +557,7 @@ fn a_node_restarted_with_another_limit_is_named_by_both_sides() {
         let (one, three) = (said(0), said(2));
         let named = |log: &str, peer: &str| {
             log.lines().any(|l| {
-                l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 4000000")
+                l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 262144")
                     || l.contains("ERROR") && l.contains(peer) && l.contains("resources_max 1000")
             })
         };

@@ -144,7 +144,7 @@ fn a_node_with_another_limit_is_kept_out_and_both_sides_name_the_setting() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         said.contains(
-            "resources_max: node 1 = 4000000, node 2 = 4000000, node 3 = 1000 (must be equal"
+            "resources_max: node 1 = 262144, node 2 = 262144, node 3 = 1000 (must be equal"
         ),
         "{said}"
     );

@@ -165,22 +165,31 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Config {
-        Config {
-            resources_max: 4_000_000,
-            waiters_per_resource_max: 4_096,
-            waiters_max: 1_000_000,
-            holds_per_lock_max: 1_024,
-            sessions_max: 16_384,
-            answers_per_session_max: 256,
-            session_idle_ms: 600_000,
-            ttl_default_ms: 30_000,
-            ttl_ms_max: 3_600_000,
-            wait_ms_max: 300_000,
-            retry_after_ms: 10,
-            fencing_token_first: 1,
-            startup_grace_ms: 0,
-        }
+        Config::DEFAULT
     }
+}
+
+impl Config {
+    /// The defaults, as a constant (compile-time checks read it).
+    pub const DEFAULT: Config = Config {
+        // These three fix the longest snapshot (`Config::snapshot_len_max`): 142.6 MB of
+        // resources, 42.1 MB of waiters and 71.5 MB of sessions, 256.2 MB together, under
+        // a shard's SNAPSHOT_LEN_MAX (268.4 MB, asserted in `core::replica`). A node's
+        // total over all its shards is bounded by its own limits (`core::node::limits`).
+        resources_max: 262_144,
+        waiters_per_resource_max: 4_096,
+        waiters_max: 131_072,
+        holds_per_lock_max: 1_024,
+        sessions_max: 8_192,
+        answers_per_session_max: 256,
+        session_idle_ms: 600_000,
+        ttl_default_ms: 30_000,
+        ttl_ms_max: 3_600_000,
+        wait_ms_max: 300_000,
+        retry_after_ms: 10,
+        fencing_token_first: 1,
+        startup_grace_ms: 0,
+    };
 }
 
 impl Config {
@@ -892,6 +901,11 @@ impl LockTable {
             timers: self.timers.len() as u64,
             fencing_token_last: self.token_next - 1,
         }
+    }
+
+    /// Whether the table remembers session `session_id` (a request of it creates none).
+    pub fn has_session(&self, session_id: u64) -> bool {
+        self.sessions.contains_key(&session_id)
     }
 
     fn idle(&self) -> Duration {

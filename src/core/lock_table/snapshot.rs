@@ -189,6 +189,36 @@ const ADDRESS_V4_LEN: usize = 1 + 4 + 2;
 const _: () = assert!(ANSWER_LEN == 34);
 const _: () = assert!(WAITER_LEN_MIN == 47);
 
+/// Longest encodings, to bound a whole snapshot by the limits ([`Config::snapshot_len_max`]).
+/// The header: magic, version, four `u64`s and the two counts.
+const HEADER_LEN: u64 = 4 + 1 + 4 * 8 + 4 + 4;
+/// A session without its answers.
+const SESSION_LEN_FIXED: u64 = SESSION_LEN_MIN as u64;
+/// A held resource with a 255-byte id and a 255-byte holder, without its waiters.
+const RESOURCE_LEN_MAX: u64 = (1 + ID_LEN_MAX + 4 + 8 + 4 + 1 + ID_LEN_MAX + 4 + 8 + 4) as u64;
+/// A waiter with an IPv6 address and a 255-byte client id.
+const WAITER_LEN_MAX: u64 = (8 + 8 + 8 + 2 + ADDRESS_V6_LEN + 1 + ID_LEN_MAX + 8 + 4) as u64;
+const ADDRESS_V6_LEN: usize = 1 + 16 + 2 + 4 + 4;
+
+const _: () = assert!(RESOURCE_LEN_MAX == 544);
+const _: () = assert!(WAITER_LEN_MAX == 321);
+
+impl Config {
+    /// The longest snapshot ([`LockTable::snapshot`]) a table with these limits can take, in
+    /// bytes: every limit reached at once with the longest record of its kind — `sessions_max`
+    /// sessions of `answers_per_session_max` answers, `resources_max` held resources with
+    /// 255-byte ids and holders, `waiters_max` waiters with IPv6 addresses and 255-byte client
+    /// ids. A Raft shard must be able to send its snapshot (at most `SNAPSHOT_LEN_MAX`), so
+    /// the replica's configuration check compares this with it (`replica::Config::validate`).
+    pub const fn snapshot_len_max(&self) -> u64 {
+        let answers = self.answers_per_session_max as u64 * ANSWER_LEN as u64;
+        HEADER_LEN
+            + self.sessions_max as u64 * (SESSION_LEN_FIXED + answers)
+            + self.resources_max as u64 * RESOURCE_LEN_MAX
+            + self.waiters_max as u64 * WAITER_LEN_MAX
+    }
+}
+
 /// Answer flags: bit 0, the request waited in a queue before this answer.
 const FLAG_QUEUED: u8 = 0x01;
 

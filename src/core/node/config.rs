@@ -10,6 +10,7 @@ use udplock_protocol::{
     SHARDS_MAX, SNAPSHOT_CHUNK_MAX,
 };
 
+use super::limits::NodeLimits;
 use crate::core::lock_table;
 use crate::core::placement::{self, Planner};
 use crate::core::raft::{self, NodeId};
@@ -34,6 +35,9 @@ pub struct Config {
     pub raft: raft::Config,
     /// Limits of each shard's lock table (same on every node).
     pub table: lock_table::Config,
+    /// Limits over all the replicas this node holds (`super::limits`); each node has its
+    /// own (they decide admission at a leader, never how a command applies).
+    pub limits: NodeLimits,
     /// Snapshot cadence of every shard replica (see `core::replica`): a snapshot every
     /// `compact_every` applied entries (0: never), the log dropped up to it `compact_keep`
     /// entries later.
@@ -115,6 +119,7 @@ impl Config {
             shards: SHARDS_DEFAULT,
             raft: raft::Config::default(),
             table: lock_table::Config::default(),
+            limits: NodeLimits::DEFAULT,
             compact_every: replica::COMPACT_EVERY_DEFAULT,
             compact_keep: replica::COMPACT_KEEP_DEFAULT,
             spread_leaders: true,
@@ -259,6 +264,7 @@ impl Config {
         if self.shards == 0 || self.shards > SHARDS_MAX {
             return Err(format!("shards must be 1..={SHARDS_MAX}"));
         }
+        self.limits.validate()?;
         if self.node_id == 0 || self.peers.iter().any(|&(id, _)| id == 0) {
             return Err("node ids must be greater than zero".into());
         }

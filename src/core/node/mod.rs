@@ -81,6 +81,7 @@ pub mod address;
 pub mod book;
 pub mod config;
 pub mod latency;
+pub mod limits;
 pub mod members;
 pub mod placing;
 pub mod remove;
@@ -102,6 +103,7 @@ use udplock_protocol::{
 use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
+use self::limits::Usage;
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -289,6 +291,11 @@ pub struct Node {
     shards: Vec<Option<Replica>>,
     /// Replicas held (the `Some`s of `shards`).
     held: usize,
+    /// Per shard, what its replica keeps as last counted (zero where none is held), and
+    /// their sum: what the node's limits bound (`limits`). Recounted whenever a shard is
+    /// touched, so a leader admits against counts no older than the input before.
+    usage: Vec<Usage>,
+    usage_total: Usage,
     /// The recovery mark each shard's storage carries, as far as the writes handed out go.
     marks: Vec<Option<Mark>>,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
@@ -490,6 +497,8 @@ impl Node {
             handed_by: vec![None; shards.len()],
             orphan_at: vec![Instant::MAX; shards.len()],
             named,
+            usage: vec![Usage::default(); shards.len()],
+            usage_total: Usage::default(),
             creations: 0,
             rng_seed,
             shared: shared.clone(),
@@ -524,6 +533,9 @@ impl Node {
             address: AddressValidation::new(config.address_validation, rng_seed),
             config,
         };
+        for shard in 0..node.config.shards {
+            node.count_usage(shard);
+        }
         node.refresh_book();
         node.drain_swim();
         node.check();
@@ -559,6 +571,15 @@ impl Node {
             "touched flags and list agree"
         );
         assert!(self.touched_list.len() <= self.shards.len());
+        // O(shards): the node's usage is the sum of its shards' (`count_usage`).
+        debug_assert_eq!(
+            self.usage.iter().map(|u| u.resources).sum::<u64>(),
+            self.usage_total.resources
+        );
+        debug_assert_eq!(
+            self.usage.iter().map(|u| u.log_bytes).sum::<u64>(),
+            self.usage_total.log_bytes
+        );
         assert!(self.transmits.len() <= TRANSMITS_QUEUED_MAX);
         assert!(self.member_events.len() <= MEMBER_EVENTS_MAX);
         assert!(self.book.joiners() <= book::JOINERS_MAX);
@@ -954,10 +975,44 @@ impl Node {
     }
 
     fn touch(&mut self, shard: u32) {
+        self.count_usage(shard);
         if !self.touched[shard as usize] {
             self.touched[shard as usize] = true;
             self.touched_list.push(shard);
         }
+    }
+
+    /// Spec §9.1: past half its log-bytes limit, the node compacts the longest log it can
+    /// now, whatever that shard's cadence. Each shard compacts on its own cadence and at half
+    /// its own limit, but 64 shards' logs below those can add up past the node's: without
+    /// this its leaders would refuse every request, and no log would ever reach its own
+    /// trigger. Some shard holds at least the average, so one compaction frees at least
+    /// that much (less its uncommitted tail).
+    fn relieve_log_pressure(&mut self) {
+        if self.usage_total.log_bytes < self.config.limits.log_bytes_max / 2 {
+            return;
+        }
+        let mut longest: Vec<u32> = (0..self.config.shards)
+            .filter(|&s| self.usage[s as usize].log_bytes > 0)
+            .collect();
+        longest.sort_unstable_by_key(|&s| std::cmp::Reverse(self.usage[s as usize].log_bytes));
+        for shard in longest {
+            let Some(replica) = self.shards[shard as usize].as_mut() else {
+                continue;
+            };
+            if replica.compact_now() {
+                self.touch(shard);
+                return;
+            }
+        }
+    }
+
+    /// Recounts what `shard`'s replica keeps (nothing if none is held) into the node's total.
+    fn count_usage(&mut self, shard: u32) {
+        let s = shard as usize;
+        let now = self.shards[s].as_ref().map_or(Usage::default(), Usage::of);
+        let before = std::mem::replace(&mut self.usage[s], now);
+        self.usage_total.replace(&before, &now);
     }
 
     /// Spec §8.1 "Replicas on demand": a fresh replica of `shard`, which this node does not
@@ -1010,6 +1065,7 @@ impl Node {
     fn drop_replica(&mut self, shard: u32, orphan: bool) {
         let s = shard as usize;
         let mut replica = self.shards[s].take().expect("a replica to drop");
+        self.count_usage(shard);
         // (Without a store nothing is ever taken.)
         assert!(
             !self.config.stores_state || replica.take_persist().is_none(),
@@ -1145,6 +1201,41 @@ impl Node {
             // no shard map; placement targets are not leaders), so no hint: the client
             // moves on along its ring (spec §7.1.7 rule 5, §7.1.8 rule 2).
             None => Err(None),
+            // Spec §9, limits per node: a leader admits a logged request only while the
+            // node's replicas together leave room for it (`limits`).
+            Some(replica)
+                if kind.is_logged()
+                    && replica.raft().role() == Role::Leader
+                    && (self.config.limits)
+                        .admits(
+                            &self.usage_total,
+                            &request.body,
+                            replica
+                                .table()
+                                .is_none_or(|t| !t.has_session(request.session_id)),
+                        )
+                        .is_some() =>
+            {
+                NodeStats::bump(&self.stats.overloaded_node_limits);
+                let reply = Reply {
+                    hint: Hint::RetryAfter {
+                        ms: replica.config().table.retry_after_ms,
+                    },
+                    ..Reply::bare(
+                        kind.reply_type(),
+                        request.session_id,
+                        request.request_id,
+                        request.attempt,
+                        Status::Overloaded,
+                    )
+                };
+                let mut out = [0u8; REPLY_LEN_MIN];
+                if let Ok(len) = reply.encode(&mut out) {
+                    assert!(len <= datagram.len(), "OVERLOADED larger than its request");
+                    self.answer(&out[..len], from);
+                }
+                return;
+            }
             Some(replica) => {
                 let table_request = table_request(&request, from, datagram.len());
                 replica
@@ -1737,6 +1828,7 @@ impl Node {
     /// leader wants it, the recovery marks around the Raft delta), then their Raft messages
     /// (packed per peer) and client answers, each naming the last write.
     fn flush(&mut self) {
+        self.relieve_log_pressure();
         if self.touched_list.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
@@ -1760,6 +1852,8 @@ impl Node {
                 // log (spec §8.1, "The first configuration").
                 replica.propose_first_membership(now);
             }
+            self.count_usage(shard);
+            let replica = self.shards[s].as_mut().expect("held");
             let named = names(replica, self.config.node_id);
             // Removed: it was named, and the configuration it applied no longer names it,
             // nor does the latest in its log, and it applied all its leader said was

@@ -58,6 +58,9 @@ pub struct NodeStats {
     pub members_suspect: AtomicU64,
     pub members_dead: AtomicU64,
     pub members_left: AtomicU64,
+    /// Client requests a leader answered OVERLOADED because the node's replicas together
+    /// reached one of its limits per node (`super::limits`).
+    pub overloaded_node_limits: AtomicU64,
     /// Lock requests answered RETRY (spec §7.2.5): no valid address token for their source
     /// and session. Also counted in `requests` (they decoded); nothing else saw them.
     pub address_retries: AtomicU64,

@@ -74,18 +74,24 @@ const DELAY: Duration = Duration::from_micros(50);
 
 impl Trio {
     fn new(shards: u32, keys: KeySet) -> Trio {
+        Trio::with(shards, keys, |_| {})
+    }
+
+    /// Three nodes whose configurations `tweak` adjusts.
+    fn with(shards: u32, keys: KeySet, tweak: impl Fn(&mut Config)) -> Trio {
         let addrs: Vec<SocketAddr> = (1..=3)
             .map(|i| SocketAddr::from(([127, 0, 0, i], 7100 + u16::from(i))))
             .collect();
         let peers: Vec<(NodeId, SocketAddr)> = (1..=3u64).zip(addrs.iter().copied()).collect();
         let nodes = (1..=3u64)
             .map(|id| {
-                let config = Config {
+                let mut config = Config {
                     shards,
                     // These tests speak raw requests (address validation has its own tests).
                     address_validation: false,
                     ..Config::new(id, peers.clone())
                 };
+                tweak(&mut config);
                 let starts = (0..shards).map(|_| Some(Start::New)).collect();
                 let stats = Arc::new(NodeStats::default());
                 let mut node = Node::new(
@@ -198,16 +204,24 @@ impl Trio {
 }
 
 fn acquire(request_id: u64, resource: &[u8]) -> Vec<u8> {
-    let request = Request {
-        session_id: 0xC11E,
+    encode_request(
         request_id,
-        attempt: 0,
-        body: udplock_protocol::RequestBody::Acquire {
+        udplock_protocol::RequestBody::Acquire {
             resource,
             client: b"client-a",
             wait_ms: 0,
             ttl_ms: 10_000,
         },
+    )
+}
+
+/// The datagram of `body`, from session 0xC11E.
+fn encode_request(request_id: u64, body: udplock_protocol::RequestBody<'_>) -> Vec<u8> {
+    let request = Request {
+        session_id: 0xC11E,
+        request_id,
+        attempt: 0,
+        body,
     };
     let mut out = vec![0u8; DATAGRAM_LEN_MAX];
     let len = request.encode(&mut out).unwrap();
@@ -2571,4 +2585,208 @@ fn cancel_wait_is_replicated_and_followers_redirect_it() {
         [0, 0, 0],
         "every replica applied the cancel"
     );
+}
+
+/// Issue 12 item 4: a node's limits count every replica it holds, whichever node leads each
+/// shard. Three nodes lead four shards between them; the locks granted by the other nodes'
+/// leaders fill this node's replicas too, so its own leader refuses the next new resource
+/// OVERLOADED (with the retry-after hint) and changes nothing — although its own shard holds
+/// far fewer than a table's limit. A RELEASE still passes (it makes room), and then the
+/// acquire does. Before, each table was limited on its own: 64 shards, 64 times the limit.
+#[test]
+fn a_leader_refuses_a_new_resource_when_its_nodes_replicas_together_are_full() {
+    const RESOURCES_MAX: u64 = 6;
+    let mut trio = Trio::with(4, test_keys(), |config| {
+        config.limits.resources_max = RESOURCES_MAX;
+    });
+    trio.run_for(3_000);
+    let leaders: Vec<usize> = (0..4)
+        .map(|s| trio.leader_of(s).expect("a leader"))
+        .collect();
+    let distinct: std::collections::BTreeSet<usize> = leaders.iter().copied().collect();
+    assert!(
+        distinct.len() >= 2,
+        "shards led by different nodes: {leaders:?}"
+    );
+    // Resources of each shard, named so.
+    let name = |n: u64| format!("lock-{n}");
+    let of_shard = |shard: usize| {
+        (0..)
+            .map(name)
+            .filter(move |r| shard_of(r.as_bytes(), 4) as usize == shard)
+    };
+    // The shard whose leader will refuse, and the others, which fill the nodes.
+    let target = 0;
+    let mut request_id = 0;
+    let mut send = |trio: &mut Trio, shard: usize, datagram: &dyn Fn(u64) -> Vec<u8>| {
+        request_id += 1;
+        let replies = trio.ask(leaders[shard], &datagram(request_id));
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        Reply::decode(&replies[0].1).unwrap().status
+    };
+    let others: Vec<usize> = (0..4).filter(|&s| leaders[s] != leaders[target]).collect();
+    let mut granted = Vec::new();
+    for n in 0..RESOURCES_MAX as usize {
+        let shard = others[n % others.len()];
+        let resource = of_shard(shard).nth(n).unwrap();
+        let status = send(&mut trio, shard, &|id| acquire(id, resource.as_bytes()));
+        assert_eq!(status, Status::Ok, "resource {n} on shard {shard}");
+        granted.push((shard, resource));
+    }
+    trio.run_for(200);
+    let held = |trio: &Trio, i: usize| -> Vec<u64> {
+        (0..4u32)
+            .map(|s| {
+                trio.nodes[i]
+                    .replica(s)
+                    .unwrap()
+                    .table()
+                    .map_or(0, |t| t.stats().resources)
+            })
+            .collect()
+    };
+    let before: Vec<Vec<u64>> = (0..3).map(|i| held(&trio, i)).collect();
+    assert!(
+        before
+            .iter()
+            .all(|h| h.iter().sum::<u64>() == RESOURCES_MAX),
+        "{before:?}"
+    );
+    assert_eq!(
+        before[leaders[target]][target], 0,
+        "the target shard holds nothing"
+    );
+    // The target shard's leader refuses a new resource: its node is full.
+    let fresh = of_shard(target).next().unwrap();
+    let replies = trio.ask(leaders[target], &acquire(100, fresh.as_bytes()));
+    assert_eq!(replies.len(), 1);
+    let reply = Reply::decode(&replies[0].1).unwrap();
+    assert_eq!(reply.status, Status::Overloaded);
+    assert!(matches!(reply.hint, Hint::RetryAfter { ms } if ms > 0));
+    assert!(replies[0].1.len() <= acquire(100, fresh.as_bytes()).len());
+    trio.run_for(200);
+    let after: Vec<Vec<u64>> = (0..3).map(|i| held(&trio, i)).collect();
+    assert_eq!(before, after, "a refused request changes nothing");
+    let refused = &trio.nodes[leaders[target]].stats().overloaded_node_limits;
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    // A release passes at the limit, and makes room for the acquire.
+    let (shard, resource) = granted[0].clone();
+    let release = |id| {
+        encode_request(
+            id,
+            udplock_protocol::RequestBody::Release {
+                resource: resource.as_bytes(),
+                client: b"client-a",
+            },
+        )
+    };
+    assert_eq!(send(&mut trio, shard, &release), Status::Ok);
+    trio.run_for(200);
+    let replies = trio.ask(leaders[target], &acquire(101, fresh.as_bytes()));
+    assert_eq!(Reply::decode(&replies[0].1).unwrap().status, Status::Ok);
+}
+
+/// Issue 12 item 4: the limits per node decide admission at a leader, never how a replica
+/// applies: a node whose own limit is far below what other leaders granted still applies
+/// every committed command, so its replicas hold what the others hold (no divergence), and
+/// only its own leader refuses new resources.
+#[test]
+fn a_replica_applies_whatever_the_log_says_even_over_its_nodes_limit() {
+    let mut trio = Trio::with(4, test_keys(), |config| {
+        if config.node_id == 3 {
+            config.limits.resources_max = 2;
+        }
+    });
+    trio.run_for(3_000);
+    let leaders: Vec<usize> = (0..4)
+        .map(|s| trio.leader_of(s).expect("a leader"))
+        .collect();
+    let mut granted = 0u64;
+    for n in 0..40u64 {
+        let resource = format!("lock-{n}");
+        let shard = shard_of(resource.as_bytes(), 4) as usize;
+        if leaders[shard] == 2 {
+            continue; // node 3 (index 2) leads it
+        }
+        let replies = trio.ask(leaders[shard], &acquire(n + 1, resource.as_bytes()));
+        assert_eq!(Reply::decode(&replies[0].1).unwrap().status, Status::Ok);
+        granted += 1;
+    }
+    assert!(granted > 2);
+    trio.run_for(200);
+    let tables = |i: usize| -> Vec<u64> {
+        (0..4u32)
+            .map(|s| {
+                trio.nodes[i]
+                    .replica(s)
+                    .unwrap()
+                    .table()
+                    .map_or(0, |t| t.stats().resources)
+            })
+            .collect()
+    };
+    assert_eq!(
+        tables(2).iter().sum::<u64>(),
+        granted,
+        "node 3 applied everything"
+    );
+    assert_eq!(tables(0), tables(2));
+    assert_eq!(tables(1), tables(2));
+    // Node 3's own leader (if it leads a shard) refuses a new resource.
+    if let Some(shard) = (0..4).find(|&s| leaders[s] == 2) {
+        let resource = (0..)
+            .map(|n| format!("fresh-{n}"))
+            .find(|r| shard_of(r.as_bytes(), 4) as usize == shard)
+            .unwrap();
+        let replies = trio.ask(2, &acquire(1_000, resource.as_bytes()));
+        assert_eq!(
+            Reply::decode(&replies[0].1).unwrap().status,
+            Status::Overloaded
+        );
+    }
+}
+
+/// Issue 12 item 4: many shards' logs, each far below its own compaction triggers, can add
+/// up past the node's log-bytes limit; the node then compacts its longest logs itself, so
+/// its leaders keep serving. Without it every request was refused for good once the node's
+/// logs reached the limit (no shard would ever compact on its own cadence again).
+#[test]
+fn a_node_near_its_log_bytes_limit_compacts_its_longest_logs() {
+    const LOG_BYTES_MAX: u64 = 64 * 1024;
+    let mut trio = Trio::with(4, test_keys(), |config| {
+        config.limits.log_bytes_max = LOG_BYTES_MAX;
+    });
+    trio.run_for(3_000);
+    let leaders: Vec<usize> = (0..4)
+        .map(|s| trio.leader_of(s).expect("a leader"))
+        .collect();
+    let mut statuses = std::collections::BTreeMap::<String, u64>::new();
+    for n in 0..1_500u64 {
+        let resource = format!("lock-{n}");
+        let shard = shard_of(resource.as_bytes(), 4) as usize;
+        let request = acquire(n + 1, resource.as_bytes());
+        trio.nodes[leaders[shard]].handle_datagram(trio.now, CLIENT, &request);
+        trio.run_for(2);
+        for (_, bytes) in std::mem::take(&mut trio.to_client) {
+            let status = Reply::decode(&bytes).unwrap().status;
+            *statuses.entry(format!("{status:?}")).or_default() += 1;
+        }
+    }
+    trio.run_for(100);
+    for (_, bytes) in std::mem::take(&mut trio.to_client) {
+        let status = Reply::decode(&bytes).unwrap().status;
+        *statuses.entry(format!("{status:?}")).or_default() += 1;
+    }
+    // Far more log than the limit went through, and (nearly) everything was granted.
+    assert!(
+        statuses.get("Ok").copied().unwrap_or(0) >= 1_400,
+        "{statuses:?}"
+    );
+    for node in &trio.nodes {
+        let log_bytes: u64 = node.replicas().map(|(_, r)| r.raft().log_bytes()).sum();
+        assert!(log_bytes <= LOG_BYTES_MAX, "{log_bytes}");
+        assert!(node
+            .replicas()
+            .any(|(_, r)| r.raft().snapshot_meta().index > 0));
+    }
 }

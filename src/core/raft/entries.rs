@@ -36,6 +36,21 @@ pub(super) struct RaftLog {
     /// The configurations the snapshot and the entries hold (`membership.rs`), kept in step
     /// with every change.
     configs: Configs,
+    /// The entries' memory: each one's data plus [`ENTRY_MEMORY_OVERHEAD`] (what the
+    /// shard's log-bytes limit counts, `core::replica`), kept in step with every change.
+    bytes: u64,
+}
+
+/// What one entry costs in memory beyond its data: the `Entry` itself in the log's vector
+/// (40 bytes: term, index and the data's pointer, capacity and length) and the data
+/// allocation's header and rounding (up to 24 bytes with a 16-byte-aligned allocator).
+pub const ENTRY_MEMORY_OVERHEAD: usize = 64;
+
+const _: () = assert!(std::mem::size_of::<Entry>() <= 40);
+
+/// What `entry` counts for in [`RaftLog::bytes`].
+fn entry_bytes(entry: &Entry) -> u64 {
+    (entry.data.len() + ENTRY_MEMORY_OVERHEAD) as u64
 }
 
 /// What the stored log must change since the last [`RaftLog::take_changes`].
@@ -90,6 +105,7 @@ impl RaftLog {
         // What was persisted needs no persisting.
         RaftLog {
             snapshot,
+            bytes: entries.iter().map(entry_bytes).sum(),
             entries,
             changed_from: None,
             snapshot_changed: false,
@@ -124,6 +140,16 @@ impl RaftLog {
     /// The configurations the log holds.
     pub(super) fn configs(&self) -> &Configs {
         &self.configs
+    }
+
+    /// The memory the entries still held take (each one's data and
+    /// [`ENTRY_MEMORY_OVERHEAD`]).
+    pub(super) fn bytes(&self) -> u64 {
+        debug_assert_eq!(
+            self.bytes,
+            self.entries.iter().map(entry_bytes).sum::<u64>()
+        );
+        self.bytes
     }
 
     /// The entries still held, `first_index()` first.
@@ -213,6 +239,7 @@ impl RaftLog {
         );
         self.changed(entry.index);
         self.configs.pushed(entry.index, &entry.data);
+        self.bytes += entry_bytes(&entry);
         self.entries.push(entry);
     }
 
@@ -220,7 +247,9 @@ impl RaftLog {
     /// (which also keeps `index` after the snapshot: a snapshot holds committed entries only).
     pub(super) fn truncate_from(&mut self, index: u64) {
         assert!(index >= self.first_index() && index <= self.last_index());
-        self.entries.truncate((index - self.first_index()) as usize);
+        let cut = (index - self.first_index()) as usize;
+        self.bytes -= self.entries[cut..].iter().map(entry_bytes).sum::<u64>();
+        self.entries.truncate(cut);
         self.changed(index);
         self.configs.truncated(index);
         assert!(self.last_index() == index - 1);
@@ -231,7 +260,9 @@ impl RaftLog {
     pub(super) fn compact(&mut self, index: u64) {
         assert!(index >= self.first_index() && index <= self.last_index());
         let term = self.entry(index).term;
-        self.entries.drain(..(index - self.snapshot.index) as usize);
+        let cut = (index - self.snapshot.index) as usize;
+        self.bytes -= self.entries[..cut].iter().map(entry_bytes).sum::<u64>();
+        self.entries.drain(..cut);
         self.configs.compacted(index);
         self.snapshot = SnapshotMeta { index, term };
         self.snapshot_changed = true;
@@ -253,10 +284,12 @@ impl RaftLog {
         assert!(snapshot.index > self.snapshot.index && snapshot.term >= self.snapshot.term);
         let kept = self.term_at(snapshot.index) == Some(snapshot.term);
         if kept {
-            self.entries
-                .drain(..(snapshot.index - self.snapshot.index) as usize);
+            let cut = (snapshot.index - self.snapshot.index) as usize;
+            self.bytes -= self.entries[..cut].iter().map(entry_bytes).sum::<u64>();
+            self.entries.drain(..cut);
         } else {
             self.entries.clear();
+            self.bytes = 0;
         }
         self.configs
             .installed(snapshot.index, membership, fallback, kept);

@@ -119,6 +119,7 @@ pub use udplock_protocol::RaftMessage;
 use udplock_protocol::{LogEntry, PeerEntry};
 
 use self::entries::RaftLog;
+pub use self::entries::ENTRY_MEMORY_OVERHEAD;
 use self::membership::MembershipOf;
 pub use self::membership::{
     MemberReplicas, Membership, MembershipError, SnapshotMembership, CATCH_UP_ENTRIES_MAX,
@@ -1006,6 +1007,12 @@ impl Raft {
     /// The budgets this group shares with the node's others.
     pub fn shared(&self) -> &NodeShared {
         &self.shared
+    }
+
+    /// The memory the entries after the log's snapshot take: each one's data plus
+    /// [`ENTRY_MEMORY_OVERHEAD`] (what a shard's log-bytes limit counts).
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
     }
 
     /// Index of the last entry in the log (0 if empty).

@@ -63,12 +63,18 @@
 //!
 //! Uncommitted proposals are capped at [`UNCOMMITTED_MAX`] (a request over it gets
 //! OVERLOADED, changing nothing); a retransmit of a request whose first copy is still
-//! uncommitted is dropped (its answer comes when that copy commits).
+//! uncommitted is dropped (its answer comes when that copy commits); one source address may
+//! have at most [`IN_FLIGHT_PER_SOURCE_MAX`] of them. The log's memory after
+//! its snapshot is capped at [`LOG_BYTES_PER_SHARD_MAX`] the same way, and a replica past half
+//! of it compacts at once; the table's limits keep every snapshot within `SNAPSHOT_LEN_MAX`
+//! ([`Config::validate`]), so a snapshot can always be taken and sent, and the log never
+//! grows for good (spec §9).
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
@@ -167,6 +173,31 @@ pub type Snapshot = (SnapshotMeta, Arc<Vec<u8>>);
 /// over it gets OVERLOADED with `retry_after_ms`.
 pub const UNCOMMITTED_MAX: u64 = 4_096;
 
+/// Requests from one source address (IP, any port) a shard's leader keeps proposed and not
+/// yet applied at once; one more gets OVERLOADED (spec §9). A quarter of
+/// [`UNCOMMITTED_MAX`]: one host (a flood, or one busy client machine) cannot take a shard's
+/// whole window of uncommitted proposals from everyone else.
+pub const IN_FLIGHT_PER_SOURCE_MAX: u32 = 1_024;
+
+const _: () = assert!(4 * IN_FLIGHT_PER_SOURCE_MAX as u64 <= UNCOMMITTED_MAX);
+
+/// Memory the log of one shard may take after its snapshot (each entry's data plus
+/// [`raft::ENTRY_MEMORY_OVERHEAD`], [`Raft::log_bytes`]) before its leader refuses client
+/// requests with OVERLOADED (spec §9). Past half of it the replica compacts at once, whatever
+/// the cadence; the log passes it only while it cannot compact — a follower is receiving the
+/// current snapshot (`Raft::sending_snapshot`), or snapshots are off — so it bounds the log
+/// for good: beyond it grow only the leader's own few entries (TICKs, no-ops, settings,
+/// configuration changes). 16 MiB: above the default cadence's log (17,408 entries of at most
+/// 647 bytes, 11.3 MB), so it refuses nothing while compaction runs.
+pub const LOG_BYTES_PER_SHARD_MAX: u64 = 16 * 1024 * 1024;
+
+// Compacting at half the limit leaves less than half: the uncommitted tail alone, which
+// cannot be compacted, stays below it, so a compaction always frees room.
+const _: () = assert!(
+    UNCOMMITTED_MAX * ((LOG_COMMAND_LEN_MAX + raft::ENTRY_MEMORY_OVERHEAD) as u64)
+        < LOG_BYTES_PER_SHARD_MAX / 2
+);
+
 /// Static configuration of one replica of one shard.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -179,6 +210,17 @@ pub struct Config {
     pub table: lock_table::Config,
 }
 
+/// Bytes a shard snapshot holds around its table at most: magic, version, stamp, settings
+/// (13), and the configuration marker with a CONFIG command (at most `LOG_COMMAND_LEN_MAX`),
+/// and the table marker.
+pub const SNAPSHOT_ENVELOPE_LEN_MAX: u64 = (4 + 1 + 8 + 13 + 1 + LOG_COMMAND_LEN_MAX + 1) as u64;
+
+// The default table limits keep every snapshot sendable (spec §9, "Limits per node").
+const _: () = assert!(
+    lock_table::Config::DEFAULT.snapshot_len_max() + SNAPSHOT_ENVELOPE_LEN_MAX
+        <= udplock_protocol::SNAPSHOT_LEN_MAX
+);
+
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.raft.validate()?;
@@ -186,7 +228,22 @@ impl Config {
             fencing_token_first: 1,
             ..self.table.clone()
         }
-        .validate()
+        .validate()?;
+        // A snapshot larger than SNAPSHOT_LEN_MAX could be sent to no follower and would
+        // stop the shard compacting (its log would grow for good): the limits must keep the
+        // longest one the table can take within it (spec §9).
+        if self.table.snapshot_len_max() + SNAPSHOT_ENVELOPE_LEN_MAX
+            > udplock_protocol::SNAPSHOT_LEN_MAX
+        {
+            return Err(ConfigError {
+                field: "resources_max",
+                rule: "with sessions_max, answers_per_session_max and waiters_max, must keep \
+                       the longest snapshot a shard can take (544 bytes a resource, 321 a \
+                       waiter, 28 + 34 per answer a session) within SNAPSHOT_LEN_MAX \
+                       (268435456 bytes)",
+            });
+        }
+        Ok(())
     }
 }
 
@@ -261,6 +318,8 @@ pub struct Replica {
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
+    /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]).
+    in_flight: HashMap<IpAddr, u32>,
     replies: VecDeque<Reply>,
     /// STATUS requests waiting for a heartbeat round to confirm leadership: (round, request).
     reads: VecDeque<(u64, PendingRead)>,
@@ -275,6 +334,8 @@ pub struct Replica {
     compact_keep: u64,
     /// Uncommitted proposals beyond which requests get OVERLOADED ([`UNCOMMITTED_MAX`]).
     uncommitted_max: u64,
+    /// Log memory beyond which requests get OVERLOADED ([`LOG_BYTES_PER_SHARD_MAX`]).
+    log_bytes_max: u64,
     /// A snapshot taken, waiting for `compact_keep` more applied entries before Raft gets it.
     snapshot_pending: Option<Snapshot>,
     /// No snapshot is taken before this applied index (one came out too large).
@@ -419,6 +480,7 @@ impl Replica {
             tick_pending: None,
             init_wanted: false,
             proposed: HashMap::new(),
+            in_flight: HashMap::new(),
             replies: VecDeque::new(),
             reads: VecDeque::new(),
             preferred_leader: None,
@@ -427,6 +489,7 @@ impl Replica {
             compact_every: COMPACT_EVERY_DEFAULT,
             compact_keep: COMPACT_KEEP_DEFAULT,
             uncommitted_max: UNCOMMITTED_MAX,
+            log_bytes_max: LOG_BYTES_PER_SHARD_MAX,
             snapshot_pending: None,
             compact_not_before: 0,
             led: lock_table::Counts::default(),
@@ -457,6 +520,13 @@ impl Replica {
     /// simulator makes leaders answer OVERLOADED often with it.
     pub fn set_uncommitted_max(&mut self, max: u64) {
         self.uncommitted_max = max.clamp(1, UNCOMMITTED_MAX);
+        self.check_invariants();
+    }
+
+    /// Lowers the log-bytes limit (default [`LOG_BYTES_PER_SHARD_MAX`]): tests reach it
+    /// with a few requests.
+    pub fn set_log_bytes_max(&mut self, max: u64) {
+        self.log_bytes_max = max.min(LOG_BYTES_PER_SHARD_MAX);
         self.check_invariants();
     }
 
@@ -550,12 +620,21 @@ impl Replica {
             // The first copy is on its way through the log; its answer comes when it commits.
             return Ok(());
         }
-        if self.raft.last_index() - self.raft.commit_index() >= self.uncommitted_max {
+        // Spec §9: a log this long refuses what would make it longer, until it compacts.
+        if self.raft.last_index() - self.raft.commit_index() >= self.uncommitted_max
+            || self.raft.log_bytes() >= self.log_bytes_max
+        {
+            self.push_overloaded(&request);
+            return Ok(());
+        }
+        let source = request.reply_to.ip();
+        if self.in_flight.get(&source).copied().unwrap_or(0) >= IN_FLIGHT_PER_SOURCE_MAX {
             self.push_overloaded(&request);
             return Ok(());
         }
         let command = log_command(log_now, &request);
         let index = self.propose(now, &command)?;
+        *self.in_flight.entry(source).or_default() += 1;
         let earlier = self.proposed.insert(request.id, index);
         assert!(earlier.is_none(), "a request proposed twice in a term");
         self.settle(now);
@@ -768,6 +847,11 @@ impl Replica {
         assert!(self.proposed.len() as u64 <= UNCOMMITTED_MAX);
         // Each proposed request is an entry of its own, after the applied prefix.
         assert!(self.proposed.len() as u64 <= last - applied);
+        // Every proposed request is counted once, under its source.
+        debug_assert_eq!(
+            self.in_flight.values().map(|&n| u64::from(n)).sum::<u64>(),
+            self.proposed.len() as u64
+        );
         let Some(clock) = self.clock else {
             // Only a leader keeps a log clock, proposes, answers or holds reads: whatever it
             // kept for them goes when it stops leading.
@@ -942,6 +1026,7 @@ impl Replica {
             self.tick_pending = None;
             self.init_wanted = false;
             self.proposed.clear();
+            self.in_flight.clear();
             self.replies.clear();
             self.reads.clear();
         }
@@ -987,6 +1072,7 @@ impl Replica {
         });
         self.tick_pending = None;
         self.proposed.clear();
+        self.in_flight.clear();
         self.replies.clear();
         // INIT is proposed with the wall clock of the moment (spec §8.8), which the shell
         // passes in right after this input (`propose_init`); the table it creates takes the
@@ -1050,27 +1136,47 @@ impl Replica {
         self.membership = decoded.membership;
         self.tick_pending = None;
         self.proposed.clear();
+        self.in_flight.clear();
         self.replies.clear();
         self.snapshot_pending = None;
+    }
+
+    /// Compacts the log through the applied index now, whatever the cadence, if it can (the
+    /// node's log-bytes limit is near: `core::node::limits`); returns whether the log
+    /// shrank.
+    pub fn compact_now(&mut self) -> bool {
+        let before = self.raft.log_bytes();
+        self.compact_forced(true);
+        self.check_invariants();
+        self.raft.log_bytes() < before
     }
 
     /// Takes a snapshot every `compact_every` applied entries, and gives Raft the pending one
     /// once `compact_keep` more entries are applied.
     fn compact(&mut self) {
+        self.compact_forced(false);
+    }
+
+    /// [`Replica::compact`], or at once (without the kept tail) with `force`.
+    fn compact_forced(&mut self, force: bool) {
         // While a follower receives the current snapshot, a new one would restart that
         // transfer from its first byte; under steady load it would never end.
         if self.compact_every == 0 || self.raft.sending_snapshot() {
             return;
         }
+        // Past half its log-bytes limit the log is compacted now, whatever the cadence and
+        // without the kept tail, before its leader has to refuse requests (spec §9).
+        let bytes_due = force || self.raft.log_bytes() >= self.log_bytes_max / 2;
         if let Some((meta, _)) = &self.snapshot_pending {
-            if self.applied_index >= meta.index + self.compact_keep {
+            if self.applied_index >= meta.index + self.compact_keep || bytes_due {
                 let (meta, data) = self.snapshot_pending.take().expect("pending");
                 self.raft.compact(meta.index, data);
             }
             return;
         }
         let since = self.applied_index - self.raft.snapshot_meta().index;
-        if since < self.compact_every || self.applied_index < self.compact_not_before {
+        let due = since >= self.compact_every || (bytes_due && since > 0);
+        if !due || self.applied_index < self.compact_not_before {
             return;
         }
         let mut data = Vec::new();
@@ -1132,9 +1238,13 @@ impl Replica {
             index: self.applied_index,
             term,
         };
+        // Kept until the next one (Raft sends it to followers): without the spare capacity
+        // growing it left, so a node's snapshots take what the limits say (README, "Memory
+        // per node").
+        data.shrink_to_fit();
         self.snapshot_pending = Some((meta, Arc::new(data)));
-        if self.compact_keep == 0 {
-            self.compact();
+        if self.compact_keep == 0 || bytes_due {
+            self.compact_forced(bytes_due);
         }
     }
 
@@ -1225,6 +1335,16 @@ impl Replica {
                 let now = self.stamp(stamp);
                 if self.proposed.get(&request.id) == Some(&entry.index) {
                     self.proposed.remove(&request.id);
+                    // The logged address is the proposing copy's (`log_command`).
+                    let source = request.reply_to.ip();
+                    let count = self
+                        .in_flight
+                        .get_mut(&source)
+                        .expect("counted when proposed");
+                    *count -= 1;
+                    if *count == 0 {
+                        self.in_flight.remove(&source);
+                    }
                 }
                 if let Some(table) = self.table.as_mut() {
                     table.handle_request(now, request);

@@ -1215,3 +1215,203 @@ fn a_snapshot_records_the_configuration_and_a_follower_that_installs_it_adopts_i
         assert_eq!(restarted.raft().membership(), &with_learner, "node {id}");
     }
 }
+
+/// Issue 12 item 4: the default table limits used to allow snapshots of gigabytes, far past
+/// SNAPSHOT_LEN_MAX; a shard pushed past it stopped compacting for good. Now the limits must
+/// keep the longest snapshot within it.
+#[test]
+fn limits_whose_snapshot_could_pass_snapshot_len_max_are_refused() {
+    let valid = |table: lock_table::Config| {
+        Config {
+            table,
+            ..config(1, 1)
+        }
+        .validate()
+    };
+    assert_eq!(valid(lock_table::Config::default()), Ok(()));
+    // The limits before issue 12: 2.2 GB of resources alone.
+    let before = lock_table::Config {
+        resources_max: 4_000_000,
+        waiters_max: 1_000_000,
+        sessions_max: 16_384,
+        ..lock_table::Config::default()
+    };
+    assert!(before.snapshot_len_max() > udplock_protocol::SNAPSHOT_LEN_MAX);
+    assert_eq!(valid(before).map_err(|e| e.field), Err("resources_max"));
+    // Exactly at the bound is allowed, one resource more is not.
+    let room = udplock_protocol::SNAPSHOT_LEN_MAX
+        - SNAPSHOT_ENVELOPE_LEN_MAX
+        - lock_table::Config {
+            resources_max: 0,
+            ..lock_table::Config::default()
+        }
+        .snapshot_len_max();
+    let resources_max = u32::try_from(room / 544).unwrap();
+    let at_bound = lock_table::Config {
+        resources_max,
+        ..lock_table::Config::default()
+    };
+    assert!(
+        at_bound.snapshot_len_max() + SNAPSHOT_ENVELOPE_LEN_MAX
+            <= udplock_protocol::SNAPSHOT_LEN_MAX
+    );
+    assert_eq!(valid(at_bound.clone()), Ok(()));
+    let over = lock_table::Config {
+        resources_max: resources_max + 1,
+        ..at_bound
+    };
+    assert!(valid(over).is_err());
+}
+
+/// Acquires `count` distinct locks from session 7 at the leader, delivering each; returns
+/// the statuses answered.
+fn acquire_many(c: &mut Cluster, leader: NodeId, first: u64, count: u64) -> Vec<Status> {
+    let mut statuses = Vec::new();
+    for n in first..first + count {
+        let resource = format!("resource-{n:06}");
+        c.send(
+            leader,
+            7,
+            n,
+            0,
+            acquire(resource.as_bytes(), b"a", 0, 60_000),
+        )
+        .unwrap();
+        c.deliver();
+        statuses.extend(c.take_replies().iter().map(|(_, r)| r.answer.status));
+    }
+    statuses
+}
+
+/// Issue 12 item 4: a shard that cannot compact (here: snapshots off) refuses requests once
+/// its log passes its log-bytes limit, changing nothing, so its log stops growing; once it
+/// can compact, it serves again. Without the limit its log grew by every request for good.
+#[test]
+fn the_log_bytes_limit_refuses_requests_until_the_log_compacts() {
+    let mut c = Cluster::new(3);
+    let log_bytes_max = 16 * 1024;
+    for id in 1..=3 {
+        c.shard(id).set_compaction(0, 0);
+        c.shard(id).set_log_bytes_max(log_bytes_max);
+    }
+    let leader = c.elect();
+    let statuses = acquire_many(&mut c, leader, 1, 400);
+    let granted = statuses.iter().filter(|&&s| s == Status::Ok).count();
+    let refused = statuses
+        .iter()
+        .filter(|&&s| s == Status::Overloaded)
+        .count();
+    assert_eq!(granted + refused, 400, "{statuses:?}");
+    assert!(
+        granted > 0 && refused > 0,
+        "granted {granted}, refused {refused}"
+    );
+    // Every refusal came after the last grant: the limit holds once reached.
+    let first_refusal = statuses
+        .iter()
+        .position(|&s| s == Status::Overloaded)
+        .unwrap();
+    assert!(statuses[first_refusal..]
+        .iter()
+        .all(|&s| s == Status::Overloaded));
+    let bytes = c.shard(leader).raft().log_bytes();
+    let entry_max = (LOG_COMMAND_LEN_MAX + raft::ENTRY_MEMORY_OVERHEAD) as u64;
+    assert!(bytes <= log_bytes_max + entry_max, "log of {bytes} bytes");
+    // Refused requests changed nothing: the table holds exactly the granted locks.
+    c.run(ms(50));
+    for id in 1..=3 {
+        assert_eq!(
+            c.shard(id).stats().table.held,
+            granted as u64,
+            "replica {id}"
+        );
+    }
+    // Compaction back on: the log shrinks and the leader serves again.
+    for id in 1..=3 {
+        c.shard(id)
+            .set_compaction(COMPACT_EVERY_DEFAULT, COMPACT_KEEP_DEFAULT);
+    }
+    c.run(ms(50));
+    assert!(c.shard(leader).raft().log_bytes() < log_bytes_max / 2);
+    let statuses = acquire_many(&mut c, leader, 1_000, 10);
+    assert_eq!(statuses, vec![Status::Ok; 10]);
+}
+
+/// Issue 12 item 4: past half its log-bytes limit a shard compacts whatever its cadence, so
+/// a steady stream of requests never meets the limit while compaction works.
+#[test]
+fn a_shard_compacts_by_log_bytes_before_its_cadence() {
+    let mut c = Cluster::new(3);
+    let log_bytes_max = 16 * 1024;
+    for id in 1..=3 {
+        c.shard(id).set_log_bytes_max(log_bytes_max);
+    }
+    let leader = c.elect();
+    let statuses = acquire_many(&mut c, leader, 1, 1_000);
+    assert_eq!(statuses, vec![Status::Ok; 1_000]);
+    c.run(ms(50));
+    for id in 1..=3 {
+        let raft = c.shard(id).raft();
+        assert!(raft.snapshot_meta().index > 0, "replica {id} compacted");
+        assert!(
+            raft.log_bytes() < log_bytes_max,
+            "replica {id}: {}",
+            raft.log_bytes()
+        );
+        assert_eq!(c.shard(id).stats().table.held, 1_000);
+    }
+}
+
+/// Issue 12 item 4: one source address cannot take a shard's whole window of uncommitted
+/// proposals: past IN_FLIGHT_PER_SOURCE_MAX in flight (any port), its next request gets
+/// OVERLOADED, while another address's is still proposed; once they commit, it is served.
+#[test]
+fn one_source_gets_overloaded_past_its_requests_in_flight() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    let followers: Vec<NodeId> = (1..=3).filter(|&id| id != leader).collect();
+    c.isolated = followers.clone();
+    let send_from = |c: &mut Cluster, from: &str, request: u64| -> Vec<Status> {
+        let resource = format!("r{request}");
+        let (body, datagram_len) = acquire(resource.as_bytes(), b"a", 0, 60_000);
+        let now = c.now;
+        c.shard(leader)
+            .handle_request(
+                now,
+                Request {
+                    id: RequestId {
+                        session: 7,
+                        request,
+                    },
+                    attempt: 0,
+                    reply_to: from.parse().unwrap(),
+                    body,
+                    datagram_len,
+                },
+            )
+            .unwrap();
+        c.drain();
+        c.take_replies()
+            .iter()
+            .map(|(_, r)| r.answer.status)
+            .collect()
+    };
+    let max = u64::from(IN_FLIGHT_PER_SOURCE_MAX);
+    for n in 1..=max {
+        let port = 1_000 + n % 7;
+        assert_eq!(send_from(&mut c, &format!("10.0.0.1:{port}"), n), vec![]);
+    }
+    assert_eq!(
+        send_from(&mut c, "10.0.0.1:2000", max + 1),
+        vec![Status::Overloaded]
+    );
+    assert_eq!(send_from(&mut c, "10.0.0.2:2000", max + 2), vec![]);
+    // Once the followers are back, everything in flight commits and the source is served.
+    c.isolated.clear();
+    c.run(ms(100));
+    let granted = c.take_replies().len() as u64;
+    assert_eq!(granted, max + 1);
+    assert_eq!(send_from(&mut c, "10.0.0.1:2000", max + 3), vec![]);
+    c.deliver();
+    assert_eq!(c.take_replies()[0].1.answer.status, Status::Ok);
+}

@@ -1089,3 +1089,55 @@ fn snapshot_size_and_speed_for_100k_held_locks() {
         restore_time.as_secs_f64() * 1e3,
     );
 }
+
+/// Issue 12 item 4: `Config::snapshot_len_max` is the longest snapshot the limits allow —
+/// reached exactly by a table with every limit full of the longest records (255-byte ids,
+/// IPv6 waiters), so the bound a shard's configuration is checked against is neither short
+/// (a snapshot could pass SNAPSHOT_LEN_MAX) nor loose.
+#[test]
+fn a_table_full_of_the_longest_records_snapshots_to_snapshot_len_max() {
+    let config = Config {
+        resources_max: 3,
+        waiters_per_resource_max: 1,
+        waiters_max: 2,
+        sessions_max: 2,
+        answers_per_session_max: 2,
+        ..Config::default()
+    };
+    let mut table = LockTable::new(config.clone());
+    let id = |byte: u8| -> &'static [u8] { Box::leak(vec![byte; ID_LEN_MAX].into_boxed_slice()) };
+    let (r1, r2, r3, client_a, client_b) = (id(b'1'), id(b'2'), id(b'3'), id(b'a'), id(b'b'));
+    let acquire = |resource, client, wait_ms| RequestBody::Acquire {
+        resource,
+        client,
+        wait_ms,
+        ttl_ms: 60_000,
+    };
+    let inputs = [
+        // Session 1: two grants remembered.
+        request(1, 1, 1, 0, v6(1), acquire(r1, client_a, 0)),
+        request(1, 1, 2, 0, v6(1), acquire(r2, client_a, 0)),
+        // Session 2: a grant and a refusal remembered, then two acquires queued.
+        request(1, 2, 1, 0, v6(2), acquire(r3, client_b, 0)),
+        request(
+            1,
+            2,
+            2,
+            0,
+            v6(2),
+            RequestBody::Release {
+                resource: r1,
+                client: client_b,
+            },
+        ),
+        request(1, 2, 3, 0, v6(2), acquire(r1, client_b, 10_000)),
+        request(1, 2, 4, 0, v6(2), acquire(r2, client_b, 10_000)),
+    ];
+    for input in inputs {
+        apply(&mut table, input);
+    }
+    let stats = table.stats();
+    assert_eq!((stats.resources, stats.held, stats.waiters), (3, 3, 2));
+    assert_eq!((stats.sessions, stats.answers_remembered), (2, 4));
+    assert_eq!(snapshot_of(&table).len() as u64, config.snapshot_len_max());
+}

@@ -1,0 +1,266 @@
+//! Limits per node (issue 12 item 4, spec §9 "Limits per node"): what all the shard replicas a
+//! node holds may keep together — resources, sessions, remembered answers, waiters and log
+//! memory. Each lock table has its own limits too (`lock_table::Config`, per shard: they bound
+//! one shard's snapshot), but a node holds up to `shards` replicas, so those alone would let
+//! a node keep 64 times as much.
+//!
+//! # Where they are enforced
+//!
+//! When a shard's leader admits a client request ([`super::Node`]'s request path), never when
+//! a replica applies a command: applying is deterministic from the log on every replica,
+//! whatever each node's own counts, so replicas never diverge. A request refused here gets
+//! OVERLOADED with the retry-after hint and changes nothing (it is neither proposed nor
+//! remembered; a retry may succeed once room is made).
+//!
+//! # What is counted
+//!
+//! [`Usage`] of every replica the node holds, leader or follower, summed ([`Usage::of`]):
+//! the table's counters, the log's memory after its snapshot, and its entries not applied
+//! yet. Each entry not applied yet may add at most one resource, one waiter, two sessions and
+//! two answers when it applies (a CANCEL_WAIT creates its target's session and answer beside
+//! its own), so a request is admitted only while the counts plus that growth leave room
+//! ([`NodeLimits::admits`]): the node's own proposals can never take it past a limit.
+//!
+//! # The bound, and its slack
+//!
+//! Entries another node's leader proposed reach this node's replicas unchecked by it. In a
+//! static cluster every node holds every shard, so every node counts the same tables (up to
+//! entries not applied yet) and each leader's check bounds every node; the slack is what the
+//! other leaders have in flight: at most `UNCOMMITTED_MAX` entries per shard led elsewhere.
+//! In a joined cluster with more nodes than replicas per shard, nodes hold different
+//! subsets, and a follower's counts are bounded only by the per-shard table limits of the
+//! shards it holds (the reference node does not report its counts to leaders yet).
+
+use udplock_protocol::RequestBody;
+
+use crate::core::replica::Replica;
+
+/// A node's limits over all its shard replicas; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// Resources known (held, waited on or configured) over all shards.
+    pub resources_max: u64,
+    /// Client sessions remembered over all shards (a client using several shards has a
+    /// session in each).
+    pub sessions_max: u64,
+    /// Final answers remembered over all sessions of all shards.
+    pub answers_max: u64,
+    /// Acquires waiting in queues over all shards.
+    pub waiters_max: u64,
+    /// Memory of the logs after their snapshots, over all shards (each entry's command plus
+    /// `raft::ENTRY_MEMORY_OVERHEAD`).
+    pub log_bytes_max: u64,
+}
+
+impl NodeLimits {
+    /// The defaults; see the README's "Memory per node" for the memory they bound.
+    /// Resources as many as one shard may hold (so a single node's one shard meets no new
+    /// limit); sessions for 1,024 clients that each use all 64 shards; answers for 128 busy
+    /// clients that fill every shard's 256-answer window (256 × 64 each); the log memory of 24
+    /// shards at their cadence's full length.
+    pub const DEFAULT: NodeLimits = NodeLimits {
+        resources_max: 262_144,
+        sessions_max: 65_536,
+        answers_max: 2_097_152,
+        waiters_max: 65_536,
+        log_bytes_max: 256 * 1024 * 1024,
+    };
+
+    /// No limit of zero (a node that could admit nothing).
+    pub fn validate(&self) -> Result<(), String> {
+        let fields = [
+            ("resources_per_node_max", self.resources_max),
+            ("sessions_per_node_max", self.sessions_max),
+            ("answers_per_node_max", self.answers_max),
+            ("waiters_per_node_max", self.waiters_max),
+            ("log_bytes_per_node_max", self.log_bytes_max),
+        ];
+        match fields.iter().find(|(_, value)| *value == 0) {
+            Some((field, _)) => Err(format!("{field} must be greater than zero")),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a leader may propose `body` (a logged client request) with the node at
+    /// `usage`: every count it may raise, plus what the entries not applied yet may still add,
+    /// stays below its limit. Any request may remember an answer and makes the log longer;
+    /// only a request of a session its shard does not remember (`new_session`; a CANCEL_WAIT
+    /// always, for its target's) creates a session, only an ACQUIRE or CONFIGURE creates a
+    /// resource, and only an ACQUIRE that may wait queues a waiter — so a known client is
+    /// still served at the session limit, and a RELEASE at the resource and waiter limits (it
+    /// makes room). `None`: admitted; else the limit reached.
+    pub fn admits(
+        &self,
+        usage: &Usage,
+        body: &RequestBody<'_>,
+        new_session: bool,
+    ) -> Option<&'static str> {
+        let pending = usage.unapplied;
+        let (creates, queues, new_session) = match *body {
+            RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0, new_session),
+            RequestBody::Configure { default_ttl_ms, .. } => {
+                (default_ttl_ms > 0, false, new_session)
+            }
+            RequestBody::CancelWait { .. } => (false, false, true),
+            _ => (false, false, new_session),
+        };
+        let reached = [
+            (
+                "sessions",
+                new_session,
+                usage.sessions + 2 * pending,
+                self.sessions_max,
+            ),
+            (
+                "answers",
+                true,
+                usage.answers + 2 * pending,
+                self.answers_max,
+            ),
+            ("log bytes", true, usage.log_bytes, self.log_bytes_max),
+            (
+                "resources",
+                creates,
+                usage.resources + pending,
+                self.resources_max,
+            ),
+            ("waiters", queues, usage.waiters + pending, self.waiters_max),
+        ];
+        reached
+            .into_iter()
+            .find(|&(_, applies, count, max)| applies && count >= max)
+            .map(|(what, ..)| what)
+    }
+}
+
+impl Default for NodeLimits {
+    fn default() -> NodeLimits {
+        NodeLimits::DEFAULT
+    }
+}
+
+/// What one replica, or all of a node's, keep: the counts [`NodeLimits`] bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub resources: u64,
+    pub sessions: u64,
+    pub answers: u64,
+    pub waiters: u64,
+    pub log_bytes: u64,
+    /// Log entries not applied yet (each may still add to the counts).
+    pub unapplied: u64,
+}
+
+impl Usage {
+    /// What `replica` keeps now.
+    pub fn of(replica: &Replica) -> Usage {
+        let table = replica.table().map(|t| t.stats()).unwrap_or_default();
+        let raft = replica.raft();
+        Usage {
+            resources: table.resources,
+            sessions: table.sessions,
+            answers: table.answers_remembered,
+            waiters: table.waiters,
+            log_bytes: raft.log_bytes(),
+            unapplied: raft.last_index().saturating_sub(replica.applied_index()),
+        }
+    }
+
+    /// `self` with `old` taken out and `new` put in (one replica's counts replaced).
+    pub fn replace(&mut self, old: &Usage, new: &Usage) {
+        let swap = |total: &mut u64, old: u64, new: u64| {
+            *total = total
+                .checked_sub(old)
+                .expect("a replica's counts are in the total")
+                + new;
+        };
+        swap(&mut self.resources, old.resources, new.resources);
+        swap(&mut self.sessions, old.sessions, new.sessions);
+        swap(&mut self.answers, old.answers, new.answers);
+        swap(&mut self.waiters, old.waiters, new.waiters);
+        swap(&mut self.log_bytes, old.log_bytes, new.log_bytes);
+        swap(&mut self.unapplied, old.unapplied, new.unapplied);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn acquire(wait_ms: u32) -> RequestBody<'static> {
+        RequestBody::Acquire {
+            resource: b"r",
+            client: b"c",
+            wait_ms,
+            ttl_ms: 0,
+        }
+    }
+
+    const RELEASE: RequestBody<'static> = RequestBody::Release {
+        resource: b"r",
+        client: b"c",
+    };
+
+    /// Each limit refuses exactly the requests that can raise its count, counting what the
+    /// entries not applied yet may still add (one resource and waiter, two sessions and
+    /// answers each).
+    #[test]
+    fn each_limit_refuses_what_may_raise_it_counting_entries_not_applied() {
+        let limits = NodeLimits {
+            resources_max: 10,
+            sessions_max: 10,
+            answers_max: 100,
+            waiters_max: 10,
+            log_bytes_max: 1_000,
+        };
+        assert_eq!(limits.admits(&Usage::default(), &acquire(5), true), None);
+        // Resources: 9 known and 1 entry in flight fill 10; a RELEASE still passes.
+        let usage = Usage {
+            resources: 9,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &acquire(0), false), Some("resources"));
+        assert_eq!(limits.admits(&usage, &RELEASE, false), None);
+        // Waiters: only an acquire that may wait.
+        let usage = Usage {
+            waiters: 10,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &acquire(5), false), Some("waiters"));
+        assert_eq!(limits.admits(&usage, &acquire(0), false), None);
+        // Sessions: two per entry in flight; a known session passes.
+        let usage = Usage {
+            sessions: 8,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &RELEASE, true), Some("sessions"));
+        assert_eq!(limits.admits(&usage, &RELEASE, false), None);
+        // Answers and log bytes: any request.
+        let usage = Usage {
+            answers: 98,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &RELEASE, false), Some("answers"));
+        let usage = Usage {
+            log_bytes: 1_000,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&usage, &RELEASE, false), Some("log bytes"));
+    }
+
+    #[test]
+    fn a_limit_of_zero_is_refused() {
+        assert_eq!(NodeLimits::DEFAULT.validate(), Ok(()));
+        let zero = NodeLimits {
+            waiters_max: 0,
+            ..NodeLimits::DEFAULT
+        };
+        assert_eq!(
+            zero.validate(),
+            Err("waiters_per_node_max must be greater than zero".into())
+        );
+    }
+}
