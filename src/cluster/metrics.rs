@@ -264,6 +264,18 @@ pub fn render(view: &View<'_>) -> String {
         get(&s.error_replies),
     );
     out.one(
+        "udplock_address_retries_total",
+        "counter",
+        "Lock requests answered RETRY: no valid address token for their source and session (spec 7.2.5).",
+        get(&s.address_retries),
+    );
+    out.one(
+        "udplock_overloaded_node_limits_total",
+        "counter",
+        "Client requests a leader answered OVERLOADED because this node's replicas together reached a limit per node (spec 9.1).",
+        get(&s.overloaded_node_limits),
+    );
+    out.one(
         "udplock_send_errors_total",
         "counter",
         "Datagrams the kernel refused to send.",
