@@ -74,7 +74,10 @@ fn overloaded_is_retried_as_the_same_request() {
     let client = client_for(&server, |_| {});
     assert_eq!(client.release("r", "c"), Ok(1));
     let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 3, "{seen:?}");
+    // At least the two refused copies and the granted one; more when the machine is so busy
+    // that the retransmission timer fires before an answer comes back (each copy is the
+    // same request all the same, which is the point).
+    assert!(seen.len() >= 3, "{seen:?}");
     assert!(seen
         .iter()
         .all(|&(s, r, _)| (s, r) == (seen[0].0, seen[0].1)));
