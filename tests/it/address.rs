@@ -21,6 +21,9 @@ use super::raw::{v4, Spoofer};
 /// Longest wait for the node to count what it was sent; only ends a broken run.
 const HANDLED_WAIT_MAX: Duration = Duration::from_secs(20);
 
+/// The default session limit of a shard (a single node has one shard).
+const DEFAULT_SESSIONS_MAX: u32 = udplock::core::lock_table::Config::DEFAULT.sessions_max;
+
 fn node(validation: bool, sessions_max: u32) -> SingleNode {
     let mut config = SingleConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.address_validation = validation;
@@ -77,7 +80,7 @@ fn ghost(i: u32) -> SocketAddrV4 {
 
 /// One spoofed "ghost" ACQUIRE for an hour, then a real client that waits 1 s for the lock.
 fn ghost_then_real_client(validation: bool) -> Result<(), LockError> {
-    let node = node(validation, 16_384);
+    let node = node(validation, DEFAULT_SESSIONS_MAX);
     let mut spoofer = Spoofer::new();
     let before = node.stats().datagrams.load(Ordering::Relaxed);
     spoofer.send(
@@ -153,7 +156,7 @@ fn a_spoofed_session_flood_leaves_room_for_a_fresh_client() {
 /// to a node, and none afterwards (the token rides along).
 #[test]
 fn the_client_pays_one_round_trip_once_per_session() {
-    let node = node(true, 16_384);
+    let node = node(true, DEFAULT_SESSIONS_MAX);
     let client = client(&node);
     let retries = || node.stats().address_retries.load(Ordering::Relaxed);
     assert_eq!(retries(), 0);
