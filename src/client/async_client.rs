@@ -57,14 +57,11 @@ use std::time::Duration as StdDuration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use udplock_protocol::header::field as header_field;
-use udplock_protocol::{
-    with_address_token, MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX,
-};
+use udplock_protocol::{MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MAX};
 
 use super::async_guard::AsyncGuards;
 use super::lanes::new_session_id;
-use super::operation::{capped_timer, doubt_error, ended, Answer, Ended};
+use super::operation::{capped_timer, copy_bytes, doubt_error, ended, Answer, Ended};
 use super::receiving::ReplyData;
 use super::routing::{send_members, CallRoutes, MembersSends, Membership};
 use super::{
@@ -580,20 +577,12 @@ impl Inner {
     /// Sends the copies `call` readied, the attempt patched into the header (the core
     /// recorded the send time already, so the lease never counts from later than the send).
     async fn flush(&self, call: &mut Call, datagram: &mut [u8]) {
+        let mut tokened = [0u8; DATAGRAM_LEN_MAX];
         while let Some(copy) = call.poll_transmit() {
-            datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
             if copy.attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            // Spec §7.1.9: the address token of the node, after the body.
-            let mut tokened = [0u8; DATAGRAM_LEN_MAX];
-            let bytes = match copy.token {
-                Some(token) => match with_address_token(datagram, &token, &mut tokened) {
-                    Ok(len) => &tokened[..len],
-                    Err(_) => &datagram[..],
-                },
-                None => &datagram[..],
-            };
+            let bytes = copy_bytes(&copy, datagram, &mut tokened);
             if let Err(e) = self.socket.send_to(bytes, copy.to).await {
                 // A lost datagram: the retransmission timer and the deadline cover it.
                 log::debug!("send to {} failed: {e}", copy.to);

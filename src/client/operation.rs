@@ -11,7 +11,9 @@ use udplock_protocol::{with_address_token, MessageType, Request, RequestBody, DA
 use super::receiving::ReplyData;
 use super::routing::CallRoutes;
 use super::{lock, Client};
-use crate::core::call::{lock_of, Call, CallRequest, DoubtCause, Handled, Outcome, Rejected};
+use crate::core::call::{
+    lock_of, Call, CallRequest, DoubtCause, Handled, Outcome, Rejected, Transmit,
+};
 use crate::core::retransmit::{RequestTimer, RttEstimator};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -211,21 +213,12 @@ impl Client {
     /// header. The core recorded its send time already (the lease counts from it, so it is
     /// never later than the real send).
     fn flush(&self, call: &mut Call, datagram: &mut [u8]) {
+        let mut tokened = [0u8; DATAGRAM_LEN_MAX];
         while let Some(copy) = call.poll_transmit() {
-            datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
             if copy.attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            // Spec §7.1.9: a copy to a node that gave this session an address token carries
-            // it after the body (the request's own bytes stay as they are for other nodes).
-            let mut tokened = [0u8; DATAGRAM_LEN_MAX];
-            let bytes = match copy.token {
-                Some(token) => match with_address_token(datagram, &token, &mut tokened) {
-                    Ok(len) => &tokened[..len],
-                    Err(_) => &datagram[..],
-                },
-                None => &datagram[..],
-            };
+            let bytes = copy_bytes(&copy, datagram, &mut tokened);
             if let Err(e) = self.socket.send_to(bytes, copy.to) {
                 // A failed send is a lost datagram: the retransmission timer covers it, and
                 // the deadline turns a persistent failure into Unavailable.
@@ -251,5 +244,26 @@ impl Client {
             self.poll_discovery(now);
         }
         call.poll_timeout()
+    }
+}
+
+/// The bytes of `copy` (spec §7.1.3, §7.1.9): the request in `datagram` with the copy's
+/// attempt number patched into its header and, for a node that gave this session an address
+/// token, the token after the body (written into `tokened`; the request's own bytes stay as
+/// they are for other nodes). A token that does not fit leaves the copy without it: the node
+/// answers RETRY, and the call's bound on those ends the loop. Shared by the blocking and the
+/// async client.
+pub(super) fn copy_bytes<'a>(
+    copy: &Transmit,
+    datagram: &'a mut [u8],
+    tokened: &'a mut [u8; DATAGRAM_LEN_MAX],
+) -> &'a [u8] {
+    datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
+    match copy.token {
+        Some(token) => match with_address_token(datagram, &token, tokened) {
+            Ok(len) => &tokened[..len],
+            Err(_) => datagram,
+        },
+        None => datagram,
     }
 }
