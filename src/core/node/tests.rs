@@ -774,11 +774,17 @@ fn solo(keeps_lease_horizon: bool) -> Node {
         address_validation: false,
         ..Config::new(1, vec![(1, SOLO)])
     };
+    solo_with(config, KeySet::unauthenticated())
+}
+
+/// A one-voter node with `config` and `keys`, its wall clock at `WALL_START_US`, not yet
+/// started (no timeout handled).
+fn solo_with(config: Config, keys: KeySet) -> Node {
     let stats = Arc::new(NodeStats::default());
     let mut node = Node::new(
         config,
         vec![Some(Start::New)],
-        KeySet::unauthenticated(),
+        keys,
         1,
         5,
         stats,

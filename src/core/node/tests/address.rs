@@ -22,18 +22,7 @@ fn validating(keys: KeySet) -> Node {
         ..Config::new(1, vec![(1, SOLO)])
     };
     assert!(config.address_validation, "on by default");
-    let stats = Arc::new(NodeStats::default());
-    let mut node = Node::new(
-        config,
-        vec![Some(Start::New)],
-        keys,
-        1,
-        5,
-        stats,
-        Instant::ZERO,
-    )
-    .expect("valid");
-    node.set_wall_clock(Instant::ZERO, WALL_START_US);
+    let mut node = solo_with(config, keys);
     node.handle_timeout(Instant::ZERO);
     let _ = drain_solo(&mut node);
     assert_eq!(node.leading(), 1);
@@ -302,18 +291,7 @@ fn validation_off_serves_requests_without_tokens() {
         address_validation: false,
         ..Config::new(1, vec![(1, SOLO)])
     };
-    let stats = Arc::new(NodeStats::default());
-    let mut node = Node::new(
-        config,
-        vec![Some(Start::New)],
-        KeySet::unauthenticated(),
-        1,
-        5,
-        stats,
-        Instant::ZERO,
-    )
-    .expect("valid");
-    node.set_wall_clock(Instant::ZERO, WALL_START_US);
+    let mut node = solo_with(config, KeySet::unauthenticated());
     node.handle_timeout(Instant::ZERO);
     let _ = drain_solo(&mut node);
     assert_eq!(
