@@ -26,7 +26,7 @@
 //! a reply without entries is 76 bytes: every request a server answers pays for it.
 //!
 //! Decoding checks the layout *and* the page's consistency (tokens non-zero, increasing, none
-//! below the cursor; `next_cursor` 0 or past the cursor and every listed token; ids and hold
+//! below the cursor; `next_cursor` 0, or at least the cursor and past every listed token; ids and hold
 //! counts non-zero; the shard below the shard count; with another status than OK every field
 //! zero; never an address token), so what decodes is canonical: re-encoding it gives the
 //! same bytes. Whether each entry's client id starts with the prefix and its resource belongs
@@ -373,8 +373,8 @@ pub struct HoldsReply<'a> {
     pub shards: u16,
     /// The request's cursor, echoed.
     pub cursor: u64,
-    /// The cursor to ask with for the rest of the shard's holds (above `cursor` and every
-    /// listed token), or 0 when there is no hold past this page.
+    /// The cursor to ask with for the rest of the shard's holds (at least `cursor` and above
+    /// every listed token), or 0 when there is no hold past this page.
     pub next_cursor: u64,
     /// Holds with tokens at least `cursor`, in increasing token order.
     pub entries: HoldEntries<'a>,
@@ -415,7 +415,9 @@ fn page_is_consistent<'e>(
             None => return r.next_cursor == 0,
         }
     }
-    r.next_cursor == 0 || (r.next_cursor >= floor && r.next_cursor > r.cursor)
+    // A page without entries may stay at its cursor: its request was too short for the first
+    // hold (a client sees no progress and stops, spec §4.13).
+    r.next_cursor == 0 || r.next_cursor >= floor
 }
 
 impl<'a> HoldsReply<'a> {
