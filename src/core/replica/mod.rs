@@ -794,6 +794,39 @@ impl Replica {
         self.table.as_ref()
     }
 
+    /// HOLDS (spec §4.13, §8.9): a page of this shard's holds from `cursor` whose holders'
+    /// client ids start with `prefix`, within `budget` bytes of entries, read from the applied
+    /// table under the leader lease, as of the log time of `now`. Read-only: nothing is
+    /// proposed, remembered or held back. `Err(Ok(hint))`: this replica does not lead (NOT_LEADER);
+    /// `Err(Err(retry_after_ms))`: it leads without a valid lease (after a transfer, or before
+    /// its term's first entry committed), so it cannot vouch for its state now (OVERLOADED):
+    /// HOLDS takes no ReadIndex round, an operator's listing is worth a retry.
+    #[allow(clippy::type_complexity)]
+    pub fn read_holds(
+        &self,
+        now: Instant,
+        cursor: u64,
+        prefix: &[u8],
+        budget: usize,
+    ) -> Result<lock_table::HoldsPage<'_>, Result<NotLeader, u32>> {
+        let Some(clock) = self.clock.filter(|_| self.leading()) else {
+            return Err(Ok(self.not_leader()));
+        };
+        if !self.raft.lease_valid(now) {
+            return Err(Err(self.config.table.retry_after_ms));
+        }
+        let at = clock.log_time(now).max(self.applied_stamp);
+        Ok(match &self.table {
+            Some(table) => table.holds_page(at, cursor, prefix, budget),
+            // Before INIT applies no lock can be held.
+            None => lock_table::HoldsPage {
+                entries: Vec::new(),
+                next_cursor: 0,
+                examined: 0,
+            },
+        })
+    }
+
     pub fn stats(&self) -> ShardStats {
         ShardStats {
             role: Some(self.raft.role()),
