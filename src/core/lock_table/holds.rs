@@ -145,13 +145,11 @@ mod tests {
         assert_eq!(send(table, now, request, body), Status::Ok);
     }
 
-    /// Every page of a walk from cursor 0, as (resource, client, token) per hold.
-    fn walk(
-        table: &LockTable,
-        now: Instant,
-        prefix: &[u8],
-        budget: usize,
-    ) -> (Vec<(Vec<u8>, Vec<u8>, u64)>, usize) {
+    /// One hold a walk saw: (resource, client, token).
+    type Seen = (Vec<u8>, Vec<u8>, u64);
+
+    /// Every page of a walk from cursor 0, and how many pages it took.
+    fn walk(table: &LockTable, now: Instant, prefix: &[u8], budget: usize) -> (Vec<Seen>, usize) {
         let (mut cursor, mut seen, mut pages) = (0, Vec::new(), 0);
         loop {
             let page = table.holds_page(now, cursor, prefix, budget);

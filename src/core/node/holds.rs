@@ -16,6 +16,7 @@ use udplock_protocol::{
 };
 
 use super::Node;
+use crate::core::replica::HoldsRefusal;
 use crate::core::time::Instant;
 
 impl Node {
@@ -53,14 +54,14 @@ impl Node {
                             entries: HoldEntries::from_slice(&page.entries),
                         }
                         .encode(&mut out),
-                        Err(Ok(not_leader)) => {
+                        Err(HoldsRefusal::NotLeader(not_leader)) => {
                             let hint = not_leader
                                 .leader_hint
                                 .and_then(|id| self.book.address_of(id))
                                 .map_or(Hint::None, Hint::Leader);
                             refusal(Status::NotLeader, hint).encode(&mut out)
                         }
-                        Err(Err(ms)) => {
+                        Err(HoldsRefusal::NoLease { retry_after_ms: ms }) => {
                             refusal(Status::Overloaded, Hint::RetryAfter { ms }).encode(&mut out)
                         }
                     }
