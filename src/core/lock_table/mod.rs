@@ -69,7 +69,10 @@
 //! allocates 26.3 B per entry at 262,144 and at 1,000,000 entries inserted in token order, and
 //! after FIFO churn, 24.5 B after scattered releases, against 34.0 and 35.7 B for the
 //! `HashMap` (bytes allocated, counted by a global allocator; `rustc -O`, 2-vCPU VM), so
-//! about 226 B per held lock.
+//! about 226 B per held lock. A/B of the whole table, resident memory, release build, the
+//! same VM: 1,000,000 acquires of 16-byte ids from sessions of 256 requests (each answer
+//! remembered too) take 317.9 B per held lock with the `BTreeMap`, 324.5 B with the `HashMap`
+//! (262,144: 316.2 and 321.2 B).
 //!
 //! Every operation costs O(log n) in the number of locks, waiters and sessions; a release may
 //! in addition answer many waiters at once (the timed-out ones at the head, and the new
