@@ -170,3 +170,53 @@ fn a_single_node_answers_holds_and_older_decoders_would_say_unsupported() {
         Err(udplock_protocol::DecodeError::UnknownType)
     );
 }
+
+/// Spec §4.13: tokens are replicated state, so a walk begun at one leader goes on at the next
+/// from the cursor it was given, and lists every hold exactly once.
+#[test]
+fn a_walk_goes_on_at_the_next_leader_from_its_cursor() {
+    let mut trio = Trio::new(1, test_keys());
+    trio.run_for(3_000);
+    let leader = trio.leader_of(0).unwrap();
+    for i in 0..30u64 {
+        let resource = format!("walk/{i:02}").into_bytes();
+        let grant = trio.ask(leader, &acquire_as(i + 1, &resource, b"w-1"));
+        assert_eq!(Reply::decode(&grant[0].1).unwrap().status, Status::Ok);
+    }
+    trio.run_for(200);
+    // Pages of 200 bytes: (200 - 76) / (22 + 7 + 3) = 3 holds each.
+    let page = |trio: &mut Trio, node: usize, id: u64, cursor: u64| {
+        let (bytes, _) = ask_holds(trio, node, &holds(id, 0, cursor, b"", 200));
+        let reply = HoldsReply::decode(&bytes).unwrap();
+        assert_eq!(reply.status, Status::Ok, "{reply:?}");
+        let listed: Vec<Vec<u8>> = reply.entries.iter().map(|e| e.resource.to_vec()).collect();
+        (listed, reply.next_cursor)
+    };
+    let mut seen = Vec::new();
+    let mut cursor = 0;
+    for id in 1..=4 {
+        let (listed, next) = page(&mut trio, leader, id, cursor);
+        assert_eq!(listed.len(), 3);
+        seen.extend(listed);
+        cursor = next;
+    }
+    // The leader is cut off; another is elected, with the same holds and tokens.
+    trio.cut = Some(leader);
+    trio.run_for(3_000);
+    let next_leader = (0..3)
+        .filter(|&i| i != leader)
+        .find(|&i| trio.nodes[i].replica(0).unwrap().raft().role() == Role::Leader)
+        .expect("a new leader");
+    for id in 5.. {
+        let (listed, next) = page(&mut trio, next_leader, id, cursor);
+        seen.extend(listed);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    let expected: Vec<Vec<u8>> = (0..30)
+        .map(|i| format!("walk/{i:02}").into_bytes())
+        .collect();
+    assert_eq!(seen, expected, "every hold once, in grant (token) order");
+}
