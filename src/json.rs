@@ -310,3 +310,17 @@ mod tests {
         assert_eq!(to_line(&settings), "{\"shards\":64,\"nodes\":3}");
     }
 }
+
+/// One line of `udplock status --holders [PREFIX] --json`: one hold (spec §5.10). Ids that
+/// are not UTF-8 are shown with U+FFFD in place of each invalid sequence; JSON escapes every
+/// control character, so no id reaches a terminal raw.
+#[derive(Serialize)]
+pub struct Hold<'a> {
+    pub shard: u16,
+    pub resource: &'a str,
+    pub holder: &'a str,
+    pub hold_count: u32,
+    pub token: u64,
+    pub remaining_ttl_ms: u32,
+    pub waiters: u32,
+}

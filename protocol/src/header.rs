@@ -159,8 +159,8 @@ pub(crate) fn decode(
     }
     let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
     // Reply-only flags in a request are as unknown as reserved bits, and so are they in a
-    // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY, MEMBERS_REPLY or REMOVE_REPLY, which define
-    // none (spec §3.2 step 7, §5.6 to §5.9).
+    // SHARD_STATUS_REPLY, NODE_SETTINGS_REPLY, MEMBERS_REPLY, REMOVE_REPLY or HOLDS_REPLY,
+    // which define none (spec §3.2 step 7, §5.6 to §5.10).
     // ADDRESS_TOKEN is the one request flag, defined for the lock requests only (spec §3.1,
     // §7.1.9); in a reply it is reserved.
     let defined = match direction {
@@ -171,6 +171,7 @@ pub(crate) fn decode(
                     | MessageType::NodeSettingsReply
                     | MessageType::MembersReply
                     | MessageType::RemoveReply
+                    | MessageType::HoldsReply
             ) =>
         {
             Flags::HOLDER_TRUNCATED | Flags::QUEUED

@@ -37,6 +37,9 @@
 //! - [`MembersRequest`] / [`MembersReply`] (spec §4.9, §5.8) ask one cluster node for its
 //!   member table as its SWIM member holds it (id, state, incarnation, address), a page of
 //!   members per datagram, paged by member id.
+//! - [`HoldsRequest`] / [`HoldsReply`] (spec §4.13, §5.10) ask a shard's leader who holds
+//!   what: a page of the shard's holds in fencing-token order from a cursor, optionally only
+//!   those of client ids with a given prefix.
 //! - [`RemoveRequest`] / [`RemoveReply`] (spec §4.10, §5.9): an operator retires a member
 //!   that is gone for good, authenticated with the cluster key's admin MAC
 //!   ([`ClusterKey::verify_admin`]).
@@ -116,6 +119,7 @@ pub mod auth;
 mod command;
 mod entries;
 pub mod header;
+mod holds;
 mod members;
 mod peer;
 #[cfg(feature = "crypto")]
@@ -141,6 +145,11 @@ pub use command::{
 };
 pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;
+pub use holds::{
+    field as holds_field, HoldEntries, HoldEntry, HoldEntryIter, HoldsReply, HoldsRequest,
+    HOLDS_ENTRIES_MAX, HOLDS_FIXED_LEN, HOLDS_PREFIX_LEN_MAX, HOLDS_REPLY_FIXED_LEN,
+    HOLDS_REQUEST_LEN, HOLD_ENTRY_FIXED_LEN, HOLD_ENTRY_LEN_MAX,
+};
 pub use members::{
     field as members_field, MemberEntries, MemberEntry, MemberEntryIter, MembersReply,
     MembersRequest, MEMBERS_BODY_LEN, MEMBERS_ENTRIES_MAX, MEMBERS_ENTRY_LEN,
@@ -314,6 +323,11 @@ pub enum DecodeError {
     /// state the outcome does not allow, an incarnation that is 0 exactly when the member is
     /// not unknown; with another status: any non-zero field).
     BadRemove,
+    /// HOLDS_REPLY (spec §5.10): with OK, a hint, a shard count of 0 or above [`SHARDS_MAX`],
+    /// a shard not below it, an entry with a zero hold count, an empty id, a token below the
+    /// cursor or not above the one before, or a `next_cursor` that is not 0 and not past the
+    /// cursor and every listed token; with another status, any non-zero field or an entry.
+    BadHolds,
 }
 
 impl DecodeError {
@@ -358,7 +372,8 @@ impl DecodeError {
             DecodeError::BadShardStatus
             | DecodeError::BadSettings
             | DecodeError::BadMembers
-            | DecodeError::BadRemove => None,
+            | DecodeError::BadRemove
+            | DecodeError::BadHolds => None,
         }
     }
 
@@ -398,6 +413,7 @@ impl DecodeError {
             DecodeError::BadUpdate => "BadUpdate",
             DecodeError::TooManyUpdates => "TooManyUpdates",
             DecodeError::BadRemove => "BadRemove",
+            DecodeError::BadHolds => "BadHolds",
         }
     }
 }
@@ -453,6 +469,8 @@ pub enum EncodeError {
     BadRemove,
     /// A KEEPALIVE lists no token, or more than [`KEEPALIVE_TOKENS_MAX`] (spec §4.11).
     BadTokenCount,
+    /// A HOLDS_REPLY whose fields disagree (see [`DecodeError::BadHolds`]).
+    BadHolds,
 }
 
 impl core::fmt::Display for EncodeError {
@@ -476,6 +494,7 @@ impl core::fmt::Display for EncodeError {
             EncodeError::TooManyUpdates => "swim message carries too many updates",
             EncodeError::BadRemove => "remove reply fields disagree",
             EncodeError::BadTokenCount => "a keepalive lists 1 to 64 tokens",
+            EncodeError::BadHolds => "holds reply fields disagree",
         };
         f.write_str(what)
     }

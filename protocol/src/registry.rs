@@ -84,6 +84,8 @@ registry! {
         KeepaliveReply = 0x8A, "KEEPALIVE_REPLY", "Answer to KEEPALIVE: a bitmap of the listed holds it renewed, and the smallest lease granted.";
         CancelWait = 0x0B, "CANCEL_WAIT", "Withdraw a queued ACQUIRE of the same client, named by its session and request ids (Section 4.12).";
         CancelWaitReply = 0x8B, "CANCEL_WAIT_REPLY", "Answer to CANCEL_WAIT: whether the waiter was removed, or the hold its ACQUIRE was granted.";
+        Holds = 0x0C, "HOLDS", "Read a page of one shard's holds from a cursor, optionally only those of client ids with a given prefix (Section 4.13).";
+        HoldsReply = 0x8C, "HOLDS_REPLY", "Answer to HOLDS: holds in fencing-token order, as many as fit in the request, and the cursor to go on from (Section 5.10).";
     }
 }
 

@@ -236,33 +236,41 @@ impl<'a> Reply<'a> {
         b[field::FENCING_TOKEN].copy_from_slice(&self.fencing_token.to_be_bytes());
         b[field::LEASE_MS].copy_from_slice(&self.lease_ms.to_be_bytes());
         b[field::WAITER_COUNT].copy_from_slice(&self.waiter_count.to_be_bytes());
-        b[field::HINT].fill(0);
-        b[field::HINT_KIND] = match self.hint {
-            Hint::None => HINT_NONE,
-            Hint::RetryAfter { ms } => {
-                b[field::HINT_RETRY_AFTER_MS].copy_from_slice(&ms.to_be_bytes());
-                HINT_RETRY_AFTER
-            }
-            Hint::Leader(addr) => {
-                let ip = match addr.ip() {
-                    IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-                    IpAddr::V6(v6) => v6,
-                };
-                b[field::HINT_ADDR].copy_from_slice(&ip.octets());
-                b[field::HINT_PORT].copy_from_slice(&addr.port().to_be_bytes());
-                HINT_LEADER
-            }
-            Hint::AddressToken(token) => {
-                b[field::HINT_ADDRESS_TOKEN].copy_from_slice(&token.0);
-                HINT_ADDRESS_TOKEN
-            }
-        };
+        encode_hint(b, self.hint);
         b[field::HOLDER..].copy_from_slice(self.holder);
         Ok(len)
     }
 }
 
-fn decode_hint(body: &[u8]) -> Result<Hint, DecodeError> {
+/// Writes `hint_kind` and the 20 hint bytes (spec §5.2) into a reply body laid out as §5.1's
+/// at those offsets (HOLDS_REPLY's is too, spec §5.10). `b` is at least 44 bytes.
+pub(crate) fn encode_hint(b: &mut [u8], hint: Hint) {
+    b[field::HINT].fill(0);
+    b[field::HINT_KIND] = match hint {
+        Hint::None => HINT_NONE,
+        Hint::RetryAfter { ms } => {
+            b[field::HINT_RETRY_AFTER_MS].copy_from_slice(&ms.to_be_bytes());
+            HINT_RETRY_AFTER
+        }
+        Hint::Leader(addr) => {
+            let ip = match addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+                IpAddr::V6(v6) => v6,
+            };
+            b[field::HINT_ADDR].copy_from_slice(&ip.octets());
+            b[field::HINT_PORT].copy_from_slice(&addr.port().to_be_bytes());
+            HINT_LEADER
+        }
+        Hint::AddressToken(token) => {
+            b[field::HINT_ADDRESS_TOKEN].copy_from_slice(&token.0);
+            HINT_ADDRESS_TOKEN
+        }
+    };
+}
+
+/// Reads `hint_kind` and the hint of a reply body laid out as §5.1's at those offsets (spec
+/// §5.2); `body` is at least 44 bytes.
+pub(crate) fn decode_hint(body: &[u8]) -> Result<Hint, DecodeError> {
     let hint = &body[field::HINT];
     // Offsets inside `hint` are the field offsets minus the hint's start.
     let rel = |r: core::ops::Range<usize>| r.start - field::HINT.start..r.end - field::HINT.start;

@@ -123,6 +123,7 @@ fn reply_type() -> impl Strategy<Value = MessageType> {
                     && *t != MessageType::NodeSettingsReply
                     && *t != MessageType::MembersReply
                     && *t != MessageType::RemoveReply
+                    && *t != MessageType::HoldsReply
             })
             .collect::<Vec<_>>(),
     )

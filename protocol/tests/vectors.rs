@@ -48,6 +48,7 @@ const VECTORS: &[(&str, &str)] = &[
         include_str!("../../spec/vectors/members.txt"),
     ),
     ("remove.txt", include_str!("../../spec/vectors/remove.txt")),
+    ("holds.txt", include_str!("../../spec/vectors/holds.txt")),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -281,11 +282,10 @@ fn check_request(r: &Record) {
     assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
 }
 
-fn check_reply(r: &Record) {
-    let bytes = r.hex();
-    let holder = r.opt("holder").map(parse_bytes).unwrap_or_default();
+/// A reply vector's `hint` (Section 5.2): `none` when absent.
+fn parse_hint(r: &Record) -> Hint {
     let hint_text = r.opt("hint").unwrap_or("none");
-    let hint = match hint_text.split_whitespace().collect::<Vec<_>>().as_slice() {
+    match hint_text.split_whitespace().collect::<Vec<_>>().as_slice() {
         ["none"] => Hint::None,
         ["retry-after", ms] => Hint::RetryAfter {
             ms: parse_num(ms).unwrap() as u32,
@@ -307,7 +307,13 @@ fn check_reply(r: &Record) {
                 .expect("a 16-byte token"),
         )),
         _ => panic!("[{}] bad hint {hint_text:?}", r.name),
-    };
+    }
+}
+
+fn check_reply(r: &Record) {
+    let bytes = r.hex();
+    let holder = r.opt("holder").map(parse_bytes).unwrap_or_default();
+    let hint = parse_hint(r);
     let status_name = r.get("status");
     let expected = Reply {
         msg_type: msg_type(r.get("type")),
@@ -356,6 +362,8 @@ fn check_invalid(r: &Record) {
         "members-reply" => MembersReply::decode(&bytes).err(),
         "remove-request" => RemoveRequest::decode(&bytes).err(),
         "remove-reply" => RemoveReply::decode(&bytes).err(),
+        "holds-request" => HoldsRequest::decode(&bytes).err(),
+        "holds-reply" => HoldsReply::decode(&bytes).err(),
         other => panic!("[{}] decode_as {other:?}", r.name),
     };
     let got = got.unwrap_or_else(|| panic!("[{}] decoded, but should fail with {want}", r.name));
@@ -1394,6 +1402,8 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "members-reply" => check_members_reply(r),
             "remove-request" => check_remove_request(r),
             "remove-reply" => check_remove_reply(r),
+            "holds-request" => check_holds_request(r),
+            "holds-reply" => check_holds_reply(r),
             "cluster-key" => check_cluster_key(r),
             "address-token" => check_address_token(r),
             other => panic!("[{}] kind {other:?}", r.name),
@@ -1442,6 +1452,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "BadUpdate",
         "TooManyUpdates",
         "BadRemove",
+        "BadHolds",
     ] {
         assert!(
             records.iter().any(|r| r.opt("error") == Some(e)),
@@ -1544,4 +1555,88 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "no authenticated {kind} vector with verifies = {verifies}"
         );
     }
+}
+
+fn check_holds_request(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "HOLDS", "[{}]", r.name);
+    assert_eq!(r.num_or("flags", 0), 0, "[{}] HOLDS has no flag", r.name);
+    let prefix = r.bytes("prefix");
+    let expected = HoldsRequest {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        shard: r.num("shard") as u16,
+        cursor: r.num("cursor"),
+        prefix: &prefix,
+    };
+    let decoded = HoldsRequest::decode(&bytes)
+        .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    assert_eq!(
+        bytes.len(),
+        HEADER_LEN + HOLDS_FIXED_LEN + prefix.len() + r.num("padding") as usize,
+        "[{}] padding",
+        r.name
+    );
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode_padded(&mut out, bytes.len()).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // A server without it answers UNSUPPORTED (spec §4.13, §11).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnknownType));
+}
+
+fn check_holds_reply(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "HOLDS_REPLY", "[{}]", r.name);
+    assert_eq!(
+        r.num_or("flags", 0),
+        0,
+        "[{}] this reply has no flag",
+        r.name
+    );
+    let ids: Vec<(Vec<u8>, Vec<u8>)> = (1..=r.num("entries"))
+        .map(|i| {
+            let w = words(r, &format!("entry.{i}"));
+            (parse_bytes(&w["resource"]), parse_bytes(&w["client"]))
+        })
+        .collect();
+    let entries: Vec<HoldEntry> = (1..=r.num("entries"))
+        .zip(&ids)
+        .map(|(i, (resource, client))| {
+            let w = words(r, &format!("entry.{i}"));
+            HoldEntry {
+                fencing_token: word_num(r, &w, "token"),
+                hold_count: word_num(r, &w, "holds") as u32,
+                lease_ms: word_num(r, &w, "lease_ms") as u32,
+                waiter_count: word_num(r, &w, "waiters") as u32,
+                resource,
+                client,
+            }
+        })
+        .collect();
+    let status_name = r.get("status");
+    let expected = HoldsReply {
+        session_id: r.num("session_id"),
+        request_id: r.num("request_id"),
+        attempt: r.num("attempt") as u16,
+        status: *Status::ALL
+            .iter()
+            .find(|s| s.name() == status_name)
+            .expect("status name"),
+        hint: parse_hint(r),
+        shard: r.num("shard") as u16,
+        shards: r.num("shards") as u16,
+        cursor: r.num("cursor"),
+        next_cursor: r.num("next_cursor"),
+        entries: HoldEntries::from_slice(&entries),
+    };
+    let decoded =
+        HoldsReply::decode(&bytes).unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    assert_eq!(n, expected.encoded_len(), "[{}]", r.name);
+    assert_eq!(r.num("padding"), 0, "[{}] replies are not padded", r.name);
 }

@@ -384,7 +384,7 @@ impl Client {
     /// `request_timeout_ms` passes ([`LockError::Unavailable`]). `decode` reads a reply of the
     /// query's type: the ids it answers, its status, and what it reports; only a reply to
     /// `ids` counts, and then its status's error, if any, is the result.
-    fn admin_exchange<T>(
+    pub(super) fn admin_exchange<T>(
         &self,
         socket: &UdpSocket,
         server: SocketAddr,
@@ -469,7 +469,7 @@ impl Client {
 
 /// The socket of one operator's query (`what`: "shard status", "node settings", "members")
 /// to `server`.
-fn admin_socket(server: SocketAddr, what: &str) -> Result<UdpSocket, LockError> {
+pub(super) fn admin_socket(server: SocketAddr, what: &str) -> Result<UdpSocket, LockError> {
     open_socket(server.is_ipv6())
         .map_err(|e| LockError::InternalError(format!("cannot open a UDP socket for {what}: {e}")))
 }

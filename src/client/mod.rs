@@ -90,6 +90,7 @@ mod async_guard;
 mod config;
 mod doubts;
 mod guard;
+mod holds;
 mod keepalive;
 mod lanes;
 mod limits;
@@ -125,6 +126,7 @@ pub use self::async_client::{AsyncClient, AsyncStats};
 #[cfg(feature = "tokio")]
 pub use self::async_guard::{AsyncLockGuard, AsyncLostSignal};
 pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
+pub use self::holds::{HoldInfo, HOLDS_REPORT_MAX};
 pub use self::reports::KeepaliveReport;
 pub use self::reports::{
     ClientStats, Lease, LockStatus, MemberInfo, MemberState, MembersReport, NodeSettingsReport,

@@ -18,6 +18,18 @@ pub struct StatusArgs {
     /// per member of the cluster (state, incarnation, address, and whether its settings that
     /// must agree do), as SWIM's rule merges the nodes' member tables (spec §4.9).
     resource: Option<String>,
+    /// Who holds what: one line per hold of the whole cluster (resource, holder, hold count,
+    /// fencing token, lease left, waiters), each shard walked through its leader (HOLDS,
+    /// spec §4.13); with PREFIX, only holders whose client id starts with it. Ids are printed
+    /// escaped.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with = "resource"
+    )]
+    holders: Option<String>,
     #[command(flatten)]
     conn: ClientArgs,
 }
@@ -25,6 +37,9 @@ pub struct StatusArgs {
 /// `udplock status [RESOURCE]`.
 pub fn run(a: StatusArgs) -> Result<(), LockError> {
     let client = connect(&a.conn, None)?;
+    if let Some(prefix) = a.holders.as_deref() {
+        return a.print_holders(&client, prefix);
+    }
     let Some(resource) = a.resource.as_deref() else {
         return a.print_shards(&client);
     };
@@ -70,6 +85,52 @@ pub fn run(a: StatusArgs) -> Result<(), LockError> {
 }
 
 impl StatusArgs {
+    /// `udplock status --holders [PREFIX]`: one line per hold, as the walk finds them (shard
+    /// by shard, in token order within a shard), then a count. A line is printed as soon as
+    /// its page arrives, so a large cluster's listing streams.
+    fn print_holders(&self, client: &Client, prefix: &str) -> Result<(), LockError> {
+        let mut count = 0u64;
+        client.for_each_hold(prefix.as_bytes(), |h| {
+            count += 1;
+            if self.conn.json {
+                println!(
+                    "{}",
+                    json::to_line(&json::Hold {
+                        shard: h.shard,
+                        resource: &String::from_utf8_lossy(&h.resource),
+                        holder: &String::from_utf8_lossy(&h.client),
+                        hold_count: h.hold_count,
+                        token: h.fencing_token,
+                        remaining_ttl_ms: h.lease_ms,
+                        waiters: h.waiters,
+                    })
+                );
+            } else {
+                // Any client chooses its id: escaped, so none can write to the terminal
+                // (issue 12 item 5).
+                println!(
+                    "{}: held by {} (hold count {}, fencing token {}, {} ms left), {} waiting",
+                    escaped_bytes(&h.resource),
+                    escaped_bytes(&h.client),
+                    h.hold_count,
+                    h.fencing_token,
+                    h.lease_ms,
+                    h.waiters
+                );
+            }
+            true
+        })?;
+        if !self.conn.json {
+            let whose = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" of client ids starting with {}", escaped(prefix))
+            };
+            println!("{count} holds{whose}");
+        }
+        Ok(())
+    }
+
     /// `udplock status` without a resource: the cluster's shards. Every node is asked at once
     /// (an unreachable one costs its timeout, once); for each shard the view of the node that
     /// says it leads, in the highest term, is shown (else the view with the highest term).
@@ -621,6 +682,12 @@ fn settings_differences(
         out.push((None, ids));
     }
     out
+}
+
+/// Raw id bytes from the network as [`escaped`] shows them: invalid UTF-8 as U+FFFD (as the
+/// library hands out ids elsewhere), every character that could steer a terminal escaped.
+fn escaped_bytes(id: &[u8]) -> String {
+    escaped(&String::from_utf8_lossy(id)).into_owned()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod discovery;
 mod environment;
 mod garbage;
 mod guard;
+mod holds;
 mod join;
 mod keepalive;
 mod lock_cmd;

@@ -30,7 +30,7 @@ fn client(servers: Vec<SocketAddr>) -> Client {
 }
 
 /// Waits until every shard has exactly one node that calls itself leader.
-fn wait_for_leaders(nodes: &[ClusterNode]) {
+pub(super) fn wait_for_leaders(nodes: &[ClusterNode]) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let led = (0..SHARDS as usize).all(|shard| {
@@ -182,14 +182,14 @@ fn a_single_node_reports_its_one_shard_and_a_silent_one_is_unavailable() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
-/// A `udplock dev` process, killed on drop.
-struct Dev {
+/// A `udplock dev` process, killed on drop (also `it::holds`'s).
+pub(super) struct Dev {
     child: Child,
-    servers: String,
+    pub(super) servers: String,
 }
 
 impl Dev {
-    fn start(nodes: usize, shards: u32) -> Dev {
+    pub(super) fn start(nodes: usize, shards: u32) -> Dev {
         Dev::start_with(&[
             "dev",
             "--nodes",

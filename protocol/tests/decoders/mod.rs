@@ -17,10 +17,10 @@
 
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
-    AuthTrailer, ClusterKey, Flags, LogCommand, MembersReply, MembersRequest, NodeSettingsReply,
-    NodeSettingsRequest, PeerDatagram, PeerRecord, PeerSettings, PeerWriter, RemoveReply,
-    RemoveRequest, Reply, Request, ShardStatusReply, ShardStatusRequest, AUTH_MAC_LEN,
-    AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
+    AuthTrailer, ClusterKey, Flags, HoldsReply, HoldsRequest, LogCommand, MembersReply,
+    MembersRequest, NodeSettingsReply, NodeSettingsRequest, PeerDatagram, PeerRecord, PeerSettings,
+    PeerWriter, RemoveReply, RemoveRequest, Reply, Request, ShardStatusReply, ShardStatusRequest,
+    AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
 };
 
 /// The key the checks verify and seal with: any fixed key does (a fuzzer cannot guess a MAC;
@@ -84,6 +84,20 @@ pub fn client(data: &[u8]) {
             .encode(&mut out)
             .expect("a decoded NODE_SETTINGS_REPLY encodes");
         assert_padded(&out[..n], data, "NODE_SETTINGS_REPLY");
+    }
+    if let Ok(req) = HoldsRequest::decode(data) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = req
+            .encode_padded(&mut out, data.len())
+            .expect("a decoded HOLDS encodes");
+        assert_eq!(&out[..n], data, "decoded HOLDS is not canonical");
+    }
+    if let Ok(reply) = HoldsReply::decode(data) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = reply
+            .encode(&mut out)
+            .expect("a decoded HOLDS_REPLY encodes");
+        assert_padded(&out[..n], data, "HOLDS_REPLY");
     }
     // REMOVE (spec §4.10): canonical up to the key id and the MAC, which only the sender's key
     // remakes; re-encoded with the fuzzer's key, it verifies with that key.
@@ -207,6 +221,7 @@ pub const CLIENT_VECTORS: &[&str] = &[
     include_str!("../../../spec/vectors/remove.txt"),
     include_str!("../../../spec/vectors/shard-status.txt"),
     include_str!("../../../spec/vectors/settings.txt"),
+    include_str!("../../../spec/vectors/holds.txt"),
 ];
 pub const PEER_VECTORS: &[&str] = &[
     include_str!("../../../spec/vectors/peer.txt"),

@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod doubts;
 mod guard;
+mod holds;
 mod limits;
 mod operation;
 mod receiving;

@@ -49,8 +49,9 @@
 //!   is stored once, in the slot.
 //! - Wait queues (`queue.rs`): FIFO `VecDeque`s; a waiter that times out from the middle
 //!   becomes a tombstone, compacted away in O(1) amortized, and is found by binary search.
-//! - `holds: HashMap<u64, u32>`: fencing token → slot for every held lock, so a KEEPALIVE
-//!   (spec §4.11) finds the hold a token names in O(1). A token names one hold within the
+//! - `holds: BTreeMap<u64, u32>`: fencing token → slot for every held lock, so a KEEPALIVE
+//!   (spec §4.11) finds the hold a token names in O(log n), and HOLDS (spec §4.13) walks the
+//!   holds in token order from a cursor, a page at a time. A token names one hold within the
 //!   table (one counter per table), so the map needs no resource id.
 //! - `timers: BTreeSet<Timer>`: every hold expiry and wait deadline, 24 bytes each, removed
 //!   exactly when it stops applying (release, renew, grant), so the first entry is the next
@@ -61,16 +62,23 @@
 //! - `replies: VecDeque<Reply>`: reused, so a reply costs no allocation.
 //!
 //! Held lock, 64-bit, 16-byte ids: slot 56 B + ids 48 B (allocator chunk) + index ≈ 36 B +
-//! expiry timer ≈ 45 B (B-tree nodes about 60 % full) + token entry 19 to 37 B (16 B entry
-//! and a control byte, at a load of 7/8 down to 7/16 between two growths) ≈ 225 B, under the
-//! 256 B budget. Measured (resident memory, 1,000,000 held locks): 199 B before the token
-//! index; the index adds 36 B there (1,000,000 entries sit just past a growth, the worst
-//! case), so about 235 B.
+//! expiry timer ≈ 45 B (B-tree nodes about 60 % full) + token entry ≈ 26 B ≈ 211 B, under
+//! the 256 B budget. Measured (resident memory, 1,000,000 held locks): 199 B before the token
+//! index; as a `HashMap` the index added 36 B there (1,000,000 entries sit just past a growth,
+//! the worst case), so about 235 B. As the ordered `BTreeMap` HOLDS walks (spec §4.13) it
+//! allocates 26.3 B per entry at 262,144 and at 1,000,000 entries inserted in token order, and
+//! after FIFO churn, 24.5 B after scattered releases, against 34.0 and 35.7 B for the
+//! `HashMap` (bytes allocated, counted by a global allocator; `rustc -O`, 2-vCPU VM), so
+//! about 226 B per held lock. A/B of the whole table, resident memory, release build, the
+//! same VM: 1,000,000 acquires of 16-byte ids from sessions of 256 requests (each answer
+//! remembered too) take 317.9 B per held lock with the `BTreeMap`, 324.5 B with the `HashMap`
+//! (262,144: 316.2 and 321.2 B).
 //!
 //! Every operation costs O(log n) in the number of locks, waiters and sessions; a release may
 //! in addition answer many waiters at once (the timed-out ones at the head, and the new
 //! holder's own queued re-entrant acquires), each in O(log n).
 
+mod holds;
 mod index;
 mod queue;
 mod snapshot;
@@ -89,6 +97,7 @@ use udplock_protocol::{
     REQUEST_LIFETIME_MS_MAX,
 };
 
+pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::ResourceIndex;
 use self::queue::{WaitQueue, Waiter};
 pub use self::snapshot::{SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
@@ -682,9 +691,11 @@ pub struct LockTable {
     slots_free: Vec<u32>,
     index: ResourceIndex,
     timers: BTreeSet<Timer>,
-    /// The slot of every held lock by its current hold's token (KEEPALIVE, spec §4.11).
-    /// Never iterated, so its hash order decides nothing.
-    holds: HashMap<u64, u32>,
+    /// The slot of every held lock by its current hold's token: KEEPALIVE finds a hold by
+    /// its token (spec §4.11), and HOLDS walks them in token order from a cursor (spec §4.13,
+    /// `holds.rs`). Ordered, so that walk is O(page); every replica holds the same tokens,
+    /// so the order is the same on each.
+    holds: BTreeMap<u64, u32>,
     /// The next fencing token: one counter for the whole table, so tokens increase per
     /// resource even across forgetting and re-creating it.
     token_next: u64,
@@ -725,7 +736,7 @@ impl LockTable {
             slots_free: Vec::new(),
             index: ResourceIndex::new(),
             timers: BTreeSet::new(),
-            holds: HashMap::new(),
+            holds: BTreeMap::new(),
             token_next: token_first,
             wait_seq_next: 1,
             sessions: HashMap::new(),

@@ -355,7 +355,7 @@ impl LockTable {
             slots_free: Vec::new(),
             index: ResourceIndex::new(),
             timers: BTreeSet::new(),
-            holds: HashMap::new(),
+            holds: BTreeMap::new(),
             token_next,
             wait_seq_next,
             sessions: HashMap::new(),

@@ -80,6 +80,7 @@
 pub mod address;
 pub mod book;
 pub mod config;
+pub mod holds;
 pub mod latency;
 pub mod limits;
 pub mod members;
@@ -904,6 +905,9 @@ impl Node {
         } else if msg_type == Some(MessageType::Members.to_wire()) {
             // Read-only, from this node's SWIM table (spec §4.9).
             self.answer_members(datagram, from);
+        } else if msg_type == Some(MessageType::Holds.to_wire()) {
+            // Read-only, answered by the shard's leader from its applied table (spec §4.13).
+            self.answer_holds(now, datagram, from);
         } else if msg_type == Some(MessageType::Remove.to_wire()) {
             // An operator's removal: authenticated, or dropped unanswered (spec §4.10).
             self.answer_remove(now, datagram, from);

@@ -2,6 +2,7 @@ use super::*;
 use crate::core::raft::Entry;
 
 mod address;
+mod holds;
 mod leave;
 mod placing;
 mod remove;

@@ -794,6 +794,39 @@ impl Replica {
         self.table.as_ref()
     }
 
+    /// HOLDS (spec §4.13, §8.9): a page of this shard's holds from `cursor` whose holders'
+    /// client ids start with `prefix`, within `budget` bytes of entries, read from the applied
+    /// table under the leader lease, as of the log time of `now`. Read-only: nothing is
+    /// proposed, remembered or held back. HOLDS takes no ReadIndex round: without a valid
+    /// lease the answer is OVERLOADED ([`HoldsRefusal::NoLease`]), an operator's listing is
+    /// worth a retry.
+    pub fn read_holds(
+        &self,
+        now: Instant,
+        cursor: u64,
+        prefix: &[u8],
+        budget: usize,
+    ) -> Result<lock_table::HoldsPage<'_>, HoldsRefusal> {
+        let Some(clock) = self.clock.filter(|_| self.leading()) else {
+            return Err(HoldsRefusal::NotLeader(self.not_leader()));
+        };
+        if !self.raft.lease_valid(now) {
+            return Err(HoldsRefusal::NoLease {
+                retry_after_ms: self.config.table.retry_after_ms,
+            });
+        }
+        let at = clock.log_time(now).max(self.applied_stamp);
+        Ok(match &self.table {
+            Some(table) => table.holds_page(at, cursor, prefix, budget),
+            // Before INIT applies no lock can be held.
+            None => lock_table::HoldsPage {
+                entries: Vec::new(),
+                next_cursor: 0,
+                examined: 0,
+            },
+        })
+    }
+
     pub fn stats(&self) -> ShardStats {
         ShardStats {
             role: Some(self.raft.role()),
@@ -1580,4 +1613,17 @@ fn decode_snapshot(config: &Config, data: &[u8]) -> Result<DecodedSnapshot, Stri
         settings,
         membership,
     })
+}
+
+/// Why a replica did not answer a HOLDS ([`Replica::read_holds`], spec §4.13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldsRefusal {
+    /// It does not lead the shard: NOT_LEADER, with the leader it knows of.
+    NotLeader(NotLeader),
+    /// It leads without a valid lease (after a transfer, or before its term's first entry
+    /// committed): OVERLOADED with this retry-after hint.
+    NoLease {
+        /// The hint: the shard's `retry_after_ms`.
+        retry_after_ms: u32,
+    },
 }
