@@ -964,9 +964,12 @@ fn check_cluster_key(r: &Record) {
 }
 
 /// An `address-token` record (spec §7.2.5): the token key and the token the spec's formula
-/// gives, written out here, and the token the codec makes and accepts.
+/// gives, written out here, the token the codec makes and accepts, and the window of wall-clock
+/// seconds in which a node accepts it.
 fn check_address_token(r: &Record) {
     assert_eq!(ADDRESS_TOKEN_KEY_LABEL, b"udplock v1 address token");
+    // The spec's numbers (§7.2.5), which the record's window is computed with.
+    assert_eq!((ADDRESS_TOKEN_LIFETIME_S, ADDRESS_TOKEN_SKEW_S), (240, 60));
     let secret = cluster_key(r);
     let token_key = hmac_sha256(&secret, b"udplock v1 address token");
     assert_eq!(
@@ -977,6 +980,7 @@ fn check_address_token(r: &Record) {
     );
     let source: SocketAddr = r.get("source").parse().expect("a source address");
     let session_id = r.num("session_id");
+    let issued = u32::try_from(r.num("issued")).expect("issued is a u32");
     let mut input = Vec::new();
     let ip = match source.ip() {
         std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
@@ -985,15 +989,33 @@ fn check_address_token(r: &Record) {
     input.extend_from_slice(&ip.octets());
     input.extend_from_slice(&source.port().to_be_bytes());
     input.extend_from_slice(&session_id.to_be_bytes());
-    let want = &hmac_sha256(&token_key, &input)[..ADDRESS_TOKEN_LEN];
-    assert_eq!(want, &r.bytes("token")[..], "[{}] token", r.name);
+    input.extend_from_slice(&issued.to_be_bytes());
+    let mut want = issued.to_be_bytes().to_vec();
+    want.extend_from_slice(&hmac_sha256(&token_key, &input)[..12]);
+    assert_eq!(want, r.bytes("token"), "[{}] token", r.name);
     let key = ClusterKey::new(&secret);
-    let made = key.address_token_key().token(source, session_id);
-    assert_eq!(&made.0[..], want, "[{}] codec", r.name);
-    assert!(key.address_token_key().verify(source, session_id, &made));
-    assert!(!key
-        .address_token_key()
-        .verify(source, session_id + 1, &made));
+    let tokens = key.address_token_key();
+    let made = tokens.token(source, session_id, issued);
+    assert_eq!(&made.0[..], &want[..], "[{}] codec", r.name);
+    assert_eq!(made.issued_s(), issued);
+    let from = u32::try_from(r.num("valid_from")).expect("a u32");
+    let until = u32::try_from(r.num("valid_until")).expect("a u32");
+    let check = |session, now| tokens.check(source, session, &made, now);
+    for (now, want) in [
+        (from - 1, AddressTokenCheck::NotYetValid),
+        (from, AddressTokenCheck::Valid),
+        (issued, AddressTokenCheck::Valid),
+        (until, AddressTokenCheck::Valid),
+        (until + 1, AddressTokenCheck::Expired),
+    ] {
+        assert_eq!(check(session_id, now), want, "[{}] at {now}", r.name);
+    }
+    assert_eq!(
+        check(session_id + 1, issued),
+        AddressTokenCheck::Forged,
+        "[{}] another session",
+        r.name
+    );
 }
 
 /// What an authenticated PEER or PEER_SETTINGS vector states beyond its fields (spec
