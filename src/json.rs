@@ -161,6 +161,9 @@ pub struct MemberRow {
     pub settings: Option<OrderedMap>,
     /// The must-agree settings on which it differs from most nodes; `null` as above.
     pub settings_differ: Option<Vec<&'static str>>,
+    /// Whether it validates addresses (setting `address_validation`, spec §7.2.5, §10.7);
+    /// `null` as above, or if it does not report the setting (an older node).
+    pub address_validation: Option<bool>,
 }
 
 /// A JSON object whose keys keep the order given (serde_json's own map sorts them).

@@ -135,7 +135,11 @@ mod swim;
 
 #[cfg(feature = "crypto")]
 pub use address::AddressTokenKey;
-pub use address::{address_token_input, AddressToken, ADDRESS_TOKEN_KEY_LABEL, ADDRESS_TOKEN_LEN};
+pub use address::{
+    address_token_age, address_token_input, AddressToken, AddressTokenCheck,
+    ADDRESS_TOKEN_KEY_LABEL, ADDRESS_TOKEN_LEN, ADDRESS_TOKEN_LIFETIME_S, ADDRESS_TOKEN_SKEW_S,
+    ADDRESS_TOKEN_VALID_S_MAX,
+};
 #[cfg(feature = "crypto")]
 pub use auth::ClusterKey;
 pub use auth::{AuthTrailer, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};

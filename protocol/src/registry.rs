@@ -163,7 +163,8 @@ registry! {
 registry! {
     /// Settings a cluster node states in PEER_SETTINGS and NODE_SETTINGS_REPLY (spec §8.10,
     /// §10.7). The first eleven must be equal on every node (they are in the cluster id, or
-    /// are the cluster's shape); the last three may differ (a leader logs them, spec §8.8).
+    /// are the cluster's shape); the next three may differ (a leader logs them, spec §8.8),
+    /// and so may `address_validation` (each node's own, spec §7.2.5).
     pub enum Setting: u16 {
         Nodes = 1, "nodes", "FNV-1a 64 of the node list as the cluster id writes it (ids and addresses sorted by id); must be equal.";
         Shards = 2, "shards", "The shard count S; must be equal.";
@@ -179,6 +180,7 @@ registry! {
         TtlDefaultMs = 12, "ttl_default_ms", "Section 9; may differ (the leader logs it, Section 8.8).";
         RetryAfterMs = 13, "retry_after_ms", "Section 9; may differ (the leader logs it, Section 8.8).";
         StartupGraceMs = 14, "startup_grace_ms", "Section 9; may differ (the leader logs it, Section 8.8).";
+        AddressValidation = 15, "address_validation", "1 if the node validates addresses (Section 7.2.5), 0 if not; may differ (each node applies its own to the requests it receives).";
     }
 }
 
@@ -188,7 +190,10 @@ impl Setting {
     pub const fn must_be_equal(self) -> bool {
         !matches!(
             self,
-            Setting::TtlDefaultMs | Setting::RetryAfterMs | Setting::StartupGraceMs
+            Setting::TtlDefaultMs
+                | Setting::RetryAfterMs
+                | Setting::StartupGraceMs
+                | Setting::AddressValidation
         )
     }
 }

@@ -270,6 +270,12 @@ pub fn render(view: &View<'_>) -> String {
         get(&s.address_retries),
     );
     out.one(
+        "udplock_address_tokens_expired_total",
+        "counter",
+        "Of the RETRYs, those to a genuine address token outside its time window: expired, or from a clock too far ahead (spec 7.2.5).",
+        get(&s.address_tokens_expired),
+    );
+    out.one(
         "udplock_overloaded_node_limits_total",
         "counter",
         "Client requests a leader answered OVERLOADED because this node's replicas together reached a limit per node (spec 9.1).",

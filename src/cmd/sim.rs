@@ -30,6 +30,7 @@ pub struct SimArgs {
 pub fn run(a: SimArgs) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let (mut simulated_us, mut failed, mut address_retries) = (0u64, 0u64, 0u64);
+    let mut tokens_expired = 0u64;
     for seed in a.seed..a.seed.saturating_add(a.seeds) {
         let mut config = udplock::sim::SimConfig::new(seed, a.nodes, a.seconds);
         if let Some(shards) = a.shards {
@@ -43,6 +44,7 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
             Ok(r) => {
                 simulated_us += r.simulated.as_micros();
                 address_retries += r.address_retries;
+                tokens_expired += r.address_tokens_expired;
                 if a.seeds == 1 {
                     println!("seed {seed}: ok, {r:?}");
                 }
@@ -56,7 +58,7 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
     let wall = started.elapsed().as_secs_f64();
     println!(
         "{} seed(s), {failed} failed; {:.0} simulated s in {wall:.1} wall s ({:.0}x); \
-         {address_retries} RETRY (address validation)",
+         {address_retries} RETRY (address validation; {tokens_expired} for expired tokens)",
         a.seeds,
         simulated_us as f64 / 1e6,
         simulated_us as f64 / 1e6 / wall.max(1e-9)

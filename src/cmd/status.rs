@@ -413,6 +413,10 @@ impl StatusArgs {
                     })
                     .collect();
                 let why = match setting {
+                    Some(udplock_protocol::Setting::AddressValidation) => {
+                        "may differ (each node validates its own clients' addresses, or not): \
+                         a rolling change not done everywhere?"
+                    }
                     Some(s) if !s.must_be_equal() => {
                         "may differ (each leader applies its own): a rolling change not done \
                          everywhere?"
@@ -602,6 +606,13 @@ fn member_rows(
         .iter()
         .map(|(m, reported_by)| {
             let own = settings.iter().find(|s| s.node_id == m.id);
+            // Spec §7.2.5, §10.7: whether the member validates addresses, if it says.
+            let validates = own.and_then(|s| {
+                s.settings
+                    .iter()
+                    .find(|(setting, _)| *setting == udplock_protocol::Setting::AddressValidation)
+                    .map(|&(_, v)| v != 0)
+            });
             // The must-agree settings on which this member differs from most nodes.
             let differs: Vec<&str> = differences
                 .iter()
@@ -632,13 +643,19 @@ fn member_rows(
                     )
                 }),
                 settings_differ: own.map(|_| differs.clone()),
+                address_validation: validates,
             };
             let text = {
-                let verdict = match (own, differs.is_empty()) {
+                let mut verdict = match (own, differs.is_empty()) {
                     (None, _) => "unknown (not asked, or no answer)".to_string(),
                     (Some(_), true) => "agree".to_string(),
                     (Some(_), false) => format!("differ: {}", differs.join(", ")),
                 };
+                match validates {
+                    Some(true) => verdict.push_str("; validates addresses"),
+                    Some(false) => verdict.push_str("; address validation OFF"),
+                    None => {}
+                }
                 format!(
                     "{:>8}  {:<8}  {:>16}  {:<40}  {verdict}",
                     m.id,

@@ -314,6 +314,10 @@ pub struct SimReport {
     /// RETRY answers (address validation, spec §7.2.5) that reached clients: one per
     /// client session and node at least, more after restarts (a new node key).
     pub address_retries: u64,
+    /// Of the RETRYs nodes sent, those to a genuine token outside its time window (spec
+    /// §7.2.5, "Expiry"): a session older than the token lifetime, or wall clocks skewed
+    /// beyond the bound (which the simulator never sets up).
+    pub address_tokens_expired: u64,
     /// Leadership transfers a fault started.
     pub transfers: u64,
     /// Graceful stops (a node hands its leadership over, then stops) that completed: those
@@ -464,6 +468,23 @@ const PROBE_ADDR: SocketAddr = SocketAddr::new(
     std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 9, 9)),
     9_999,
 );
+
+/// How far a node's wall clock reads from true time, at most: half the skew the nodes'
+/// address tokens allow (spec §7.2.5), so any two nodes' wall clocks differ by at most
+/// `ADDRESS_TOKEN_SKEW_S` and every node accepts every other's tokens.
+const WALL_CLOCK_SKEW_US_MAX: i64 = udplock_protocol::ADDRESS_TOKEN_SKEW_S as i64 * 1_000_000 / 2;
+
+/// Node `id`'s wall-clock error in run `seed`, within ± [`WALL_CLOCK_SKEW_US_MAX`] µs. A hash
+/// of the seed and the id (SplitMix64's finalizer), not a draw from the run's rng, so that
+/// it changed no other draw of any seed.
+fn wall_clock_skew_us(seed: u64, id: NodeId) -> i64 {
+    let mut z = seed ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED_CA11_C10C_C0DE;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let span = 2 * WALL_CLOCK_SKEW_US_MAX as u64 + 1;
+    (z % span) as i64 - WALL_CLOCK_SKEW_US_MAX
+}
 
 /// A clock within ± half the drift bound of true time, so any two clocks differ by at most
 /// the bound, from a random offset.
@@ -633,7 +654,8 @@ pub(crate) struct Sim {
     /// from its messages, and a faulty peer's junk reaches Raft.
     keys: KeySet,
     cluster_id: u64,
-    /// A node's wall clock reads this plus its local clock, in µs (INIT's first token).
+    /// A node's wall clock reads this plus true time plus its own skew
+    /// ([`wall_clock_skew_us`]), in µs: INIT's first token, the address tokens' time.
     wall_clock_base_us: u64,
     rng: ChaCha8Rng,
     now: Instant,
@@ -749,8 +771,10 @@ impl Sim {
             table,
         };
         let shards = config.shards as usize;
-        // Every node's wall clock reads this plus its own local clock (in µs): INIT takes it.
-        let wall_clock_base_us = rng.gen_range(1..1_000_000_000);
+        // Every node's wall clock reads this plus true time plus its own skew (in µs): INIT
+        // takes it, and the address tokens (spec §7.2.5). Far enough from 0 that no skew
+        // takes it below.
+        let wall_clock_base_us = rng.gen_range(1..1_000_000_000) + WALL_CLOCK_SKEW_US_MAX as u64;
         let nodes = voters
             .iter()
             .map(|&id| SimNode {
@@ -949,8 +973,25 @@ impl Sim {
         }
         self.now = self.end;
         self.report.simulated = self.end.saturating_since(Instant::ZERO);
+        for n in &self.nodes {
+            let expired = n
+                .stats
+                .address_tokens_expired
+                .load(std::sync::atomic::Ordering::Relaxed);
+            self.report.address_tokens_expired += expired;
+        }
         self.report.trace = self.trace.digest();
         self.finish()
+    }
+
+    /// Node `id`'s wall clock at true time `now`, in µs since 1970: as NTP keeps a real
+    /// node's, it follows true time (its rate does not drift with the node's monotonic
+    /// clock), off by the node's own skew, within the bound of spec §7.2.5.
+    fn wall_clock_us(&self, id: NodeId, now: Instant) -> u64 {
+        let skewed = self.wall_clock_base_us as i64
+            + now.as_micros() as i64
+            + wall_clock_skew_us(self.config.seed, id);
+        u64::try_from(skewed).expect("the base keeps every wall clock positive")
     }
 
     fn handle(&mut self, event: Event) -> Result<(), SimFailure> {
@@ -996,7 +1037,7 @@ impl Sim {
             }
             Event::Timer { node, generation } => {
                 let now = self.now;
-                let base = self.wall_clock_base_us;
+                let wall = self.wall_clock_us(node, now);
                 let n = self.node(node);
                 if n.timer_generation != generation || n.node.is_none() {
                     return Ok(());
@@ -1009,7 +1050,7 @@ impl Sim {
                 let core = n.node.as_mut().expect("running");
                 if core.poll_timeout() <= local {
                     // As the shell does on its timer turns: the wall clock, then the timers.
-                    core.set_wall_clock(local, base + local.as_micros());
+                    core.set_wall_clock(local, wall);
                     core.handle_timeout(local);
                 }
                 self.after_call(node)?;

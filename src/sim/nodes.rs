@@ -207,7 +207,14 @@ impl Sim {
             local,
         )
         .expect("the node starts: its configuration is valid, its snapshot decodes");
-        core.set_wall_clock(local, self.wall_clock_base_us + local.as_micros());
+        core.set_wall_clock(local, self.wall_clock_us(id, now));
+        // The counters of its previous life end here.
+        let expired = self
+            .node(id)
+            .stats
+            .address_tokens_expired
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.report.address_tokens_expired += expired;
         let n = self.node(id);
         n.node = Some(core);
         n.stats = stats;

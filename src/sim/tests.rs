@@ -390,3 +390,25 @@ fn random_clients_cancel_waits_and_the_checkers_hold() {
     }
     panic!("in 24 seeds: {removed} cancels removed a waiter, {crossed} met a crossed grant");
 }
+
+/// Spec §7.2.5: the simulated nodes' wall clocks differ by at most ADDRESS_TOKEN_SKEW_S, so
+/// every node accepts every other's fresh tokens; and they do differ (a skew of 0 everywhere
+/// would test nothing).
+#[test]
+fn wall_clocks_are_skewed_within_the_address_token_bound() {
+    let bound = i64::from(udplock_protocol::ADDRESS_TOKEN_SKEW_S) * 1_000_000;
+    let mut widest = 0;
+    for seed in 0..2_000 {
+        let skews: Vec<i64> = (1..=5).map(|id| wall_clock_skew_us(seed, id)).collect();
+        for &s in &skews {
+            assert!(s.abs() <= WALL_CLOCK_SKEW_US_MAX, "seed {seed}: {s}");
+        }
+        let spread = skews.iter().max().unwrap() - skews.iter().min().unwrap();
+        assert!(spread <= bound, "seed {seed}: {skews:?}");
+        widest = widest.max(spread);
+    }
+    assert!(
+        widest > bound * 9 / 10,
+        "the skews never came near the bound: {widest}"
+    );
+}

@@ -179,3 +179,86 @@ fn the_client_pays_one_round_trip_once_per_session() {
     client.release("printer", "a").expect("released");
     assert_eq!(retries(), first, "later requests carry the token");
 }
+
+/// Spec §7.2.5, "Expiry", end to end: the server's shell gives the node core the real wall
+/// clock. With the cluster key the test makes genuine tokens for its own socket at chosen
+/// times: one made 5 minutes ago (older than the 240 s lifetime) and one made 2 minutes ahead
+/// (beyond the 60 s skew) get RETRY, whose fresh token names the wall clock now, and create
+/// nothing; one made 10 s ago is served.
+#[test]
+fn a_real_node_refuses_tokens_outside_their_time_window() {
+    use udplock_protocol::{AddressToken, Hint, Reply, Status};
+    let secret = [0x5A; 32];
+    let key = udplock_protocol::ClusterKey::new(&secret);
+    let mut config =
+        udplock::single::SingleConfig::new(SocketAddr::from(([127, 0, 0, 1], 0))).cluster_config();
+    config.keys = Some(udplock::core::peer_auth::KeySet::single(key.clone()));
+    let node = udplock::single::start_single(config).expect("node starts");
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Only ends a broken run: loopback delivers at once.
+    socket.set_read_timeout(Some(HANDLED_WAIT_MAX)).unwrap();
+    let me = socket.local_addr().unwrap();
+    let wall_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as u32
+    };
+    let session: u64 = 0x70C3_E5E5;
+    let ask = |request_id: u64, token: &AddressToken| {
+        let request = Request {
+            session_id: session,
+            request_id,
+            attempt: 0,
+            body: RequestBody::Acquire {
+                resource: b"tokens/expiry",
+                client: b"worker",
+                wait_ms: 0,
+                ttl_ms: 60_000,
+            },
+        };
+        let mut out = vec![0u8; 1_200];
+        let len = request.encode_with_token(&mut out, Some(token)).unwrap();
+        socket.send_to(&out[..len], node.local_addr()).unwrap();
+        let mut buf = [0u8; 1_500];
+        let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+        let reply = Reply::decode(&buf[..n]).expect("a reply");
+        assert_eq!(reply.request_id, request_id);
+        let fresh = match reply.hint {
+            Hint::AddressToken(t) => Some(t),
+            _ => None,
+        };
+        (reply.status, fresh)
+    };
+    let tokens = key.address_token_key();
+    for (request_id, age_s) in [(1, 300i64), (2, -120)] {
+        let issued = (i64::from(wall_s()) - age_s) as u32;
+        let before = wall_s();
+        let (status, fresh) = ask(request_id, &tokens.token(me, session, issued));
+        let after = wall_s();
+        assert_eq!(status, Status::Retry, "a token made {age_s} s ago");
+        let fresh = fresh.expect("a RETRY carries a token").issued_s();
+        assert!(
+            (before.saturating_sub(2)..=after + 2).contains(&fresh),
+            "the node's wall clock read {fresh}, this machine's {before}..={after}"
+        );
+    }
+    assert_eq!(
+        node.stats().address_tokens_expired.load(Ordering::Relaxed),
+        2
+    );
+    let issued = wall_s() - 10;
+    let token = tokens.token(me, session, issued);
+    // A node that has not yet started its shard answers OVERLOADED (nothing remembered):
+    // the same request again until it is served.
+    let started = Instant::now();
+    let status = loop {
+        match ask(3, &token) {
+            (Status::Overloaded, _) if started.elapsed() < HANDLED_WAIT_MAX => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            (status, _) => break status,
+        }
+    };
+    assert_eq!(status, Status::Ok, "a token made 10 s ago is served");
+}

@@ -650,6 +650,7 @@ fn every_json_output_parses_with_its_documented_fields() {
             "cluster_id",
             "settings",
             "settings_differ",
+            "address_validation",
         ],
     );
 }

@@ -147,10 +147,21 @@ fn status_shows_every_member_alive_then_a_stopped_one_suspect_or_dead() {
     }
     // The settings that must agree: each member answered, and they agree.
     assert_eq!(json.matches("\"settings_differ\":[]").count(), 3, "{json}");
+    // Each says it validates addresses (setting 15, spec §7.2.5, §10.7: on by default).
+    assert_eq!(
+        json.matches("\"address_validation\":true").count(),
+        3,
+        "{json}"
+    );
     // The text form lists them too.
     let text = status(&servers, false);
     assert!(text.contains("members (SWIM's view"), "{text}");
     assert_eq!(text.matches("  alive  ").count(), 3, "{text}");
+    assert_eq!(
+        text.matches("agree; validates addresses").count(),
+        3,
+        "{text}"
+    );
 
     // Node 3 stops: the others come to hold it suspect, then dead.
     nodes.pop().expect("node 3").shutdown();

@@ -28,7 +28,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let (mut stops, mut leaves) = (0, 0);
     let (mut replicas_created, mut replicas_dropped) = (0, 0);
     let (mut members_pages, mut clients_beyond_given) = (0, 0);
-    let mut address_retries = 0;
+    let (mut address_retries, mut tokens_expired) = (0, 0);
     for seed in seeds {
         let config = SimConfig::new(seed, nodes, SWEEP_SECONDS);
         match sim::run(&config) {
@@ -52,6 +52,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 stops += report.stops;
                 leaves += report.leaves;
                 address_retries += report.address_retries;
+                tokens_expired += report.address_tokens_expired;
             }
             Err(f) => failures.push(f.to_string()),
         }
@@ -77,6 +78,10 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     assert!(grants > 0, "the clients never got a lock");
     // Address validation (spec §7.2.5) was on and the clients went through it.
     assert!(address_retries > 0, "no client was ever answered RETRY");
+    // Runs shorter than a token's lifetime, on wall clocks skewed within the bound (spec
+    // §7.2.5): no genuine token was ever refused for its time, by the node that made it or
+    // by another.
+    assert_eq!(tokens_expired, 0, "tokens refused for their time");
     // Graceful stops of both kinds (SIGTERM; and with --leave-on-stop, a SWIM leave).
     assert!(
         stops > 0 && leaves > 0,
@@ -331,3 +336,26 @@ fn clocks_within_the_drift_bound_break_nothing_and_beyond_it_break_leases() {
         "clocks beyond the bound never broke a lease in 30 seeds"
     );
 }
+
+/// Address tokens that expire (spec §7.2.5, "Expiry"): sessions that live longer than a token
+/// (`ADDRESS_TOKEN_LIFETIME_S`, 240 s) meet RETRYs for expired tokens — from nodes whose wall
+/// clocks are skewed from each other within `ADDRESS_TOKEN_SKEW_S` — and still get every
+/// answer: the client resends at once with the fresh token (spec §7.1.9 rule 4), so the
+/// RETRYs converge. Five minutes without crashes, partitions or pauses (loss, duplication
+/// and reordering stay on), so that sessions last; the run fails if no token ever expired.
+#[test]
+fn sessions_outliving_their_address_tokens_get_every_answer() {
+    let mut config = SimConfig::new(TOKEN_EXPIRY_SEED, 3, TOKEN_EXPIRY_SECONDS);
+    config.faults = false;
+    let report = sim::run(&config).unwrap_or_else(|f| panic!("{f}"));
+    assert!(
+        report.address_tokens_expired > 0,
+        "no token ever expired: {report:?}"
+    );
+    assert!(report.ops_answered > 1_000, "{report:?}");
+    assert_eq!(report.ops_gave_up, 0, "{report:?}");
+}
+
+/// The seed of that run, and its seconds: more than one token lifetime (240 s).
+const TOKEN_EXPIRY_SEED: u64 = 11;
+const TOKEN_EXPIRY_SECONDS: u64 = 300;

@@ -99,6 +99,14 @@ use udplock_protocol::{
 
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::ResourceIndex;
+
+/// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
+/// a table forgets a session (`Config::validate` keeps `session_idle_ms` above
+/// REQUEST_LIFETIME_MS_MAX), so a captured request replayed after its session was forgotten
+/// carries an expired token and gets RETRY before it reaches a table.
+const _: () = assert!(
+    (udplock_protocol::ADDRESS_TOKEN_VALID_S_MAX as u64) * 1_000 < REQUEST_LIFETIME_MS_MAX as u64
+);
 use self::queue::{WaitQueue, Waiter};
 pub use self::snapshot::{SnapshotError, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
 use crate::core::time::{Duration, Instant};
@@ -250,7 +258,10 @@ impl Config {
             });
         }
         // ...and a session must outlive every copy of its requests, or a late copy would run
-        // a second time.
+        // a second time. (Address tokens rely on it too: a token lives at most
+        // ADDRESS_TOKEN_VALID_S_MAX, asserted below REQUEST_LIFETIME_MS_MAX at compile time,
+        // so a replay that finds its session forgotten has an expired token, spec §7.2.5:
+        // the compile-time assert after the imports above.)
         if self.session_idle_ms <= REQUEST_LIFETIME_MS_MAX {
             return Err(ConfigError {
                 field: "session_idle_ms",

@@ -1,8 +1,10 @@
 //! Address validation (spec §7.2.5, after QUIC's Retry, RFC 9000 §8.1): a request that can
-//! create or change session, lock or waiter state is served only if it carries the address
-//! token of its source address and session; otherwise the node answers RETRY with that token
-//! and changes nothing. Stateless: a token is an HMAC, checked with one HMAC, so validation
-//! keeps nothing per source and a flood of forged sources costs no memory.
+//! create or change session, lock or waiter state is served only if it carries an address
+//! token of its source address and session, made at most `ADDRESS_TOKEN_LIFETIME_S` ago by
+//! the node's wall clock; otherwise the node answers RETRY with a fresh token and changes
+//! nothing. Stateless: a token is its time and an HMAC, checked with one HMAC, so validation
+//! keeps nothing per source and a flood of forged sources costs no memory. The wall clock is
+//! an argument (seconds since 1970, what the shell last told the core, `Node::set_wall_clock`).
 //!
 //! Keys: with a cluster key, the token key is derived from it (every node then accepts every
 //! node's tokens); without, from a secret of this node (drawn from the core's seed, replaced
@@ -12,7 +14,7 @@ use std::net::SocketAddr;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use udplock_protocol::{AddressToken, AddressTokenKey, RequestKind};
+use udplock_protocol::{AddressToken, AddressTokenCheck, AddressTokenKey, RequestKind};
 
 use crate::core::peer_auth::KeySet;
 
@@ -63,15 +65,24 @@ impl AddressValidation {
             .map_or(&self.node_key, |key| key.address_token_key())
     }
 
-    /// The token for requests of `session_id` from `source` (what a RETRY carries).
-    pub fn token(&self, keys: &KeySet, source: SocketAddr, session_id: u64) -> AddressToken {
-        self.issuing(keys).token(source, session_id)
+    /// The token for requests of `session_id` from `source` (what a RETRY carries), made at
+    /// wall-clock second `now_s`.
+    pub fn token(
+        &self,
+        keys: &KeySet,
+        source: SocketAddr,
+        session_id: u64,
+        now_s: u32,
+    ) -> AddressToken {
+        self.issuing(keys).token(source, session_id, now_s)
     }
 
-    /// True if a request of `kind` from `source` in `session_id`, carrying `token`, may be
-    /// served: validation is off, the request needs no token, or the token is one this node
-    /// makes (its issuing key first, then every other key it accepts while keys change,
-    /// spec §8.11.7; its own key only while it accepts unauthenticated peers).
+    /// Whether a request of `kind` from `source` in `session_id`, carrying `token`, may be
+    /// served at wall-clock second `now_s`: `Valid` if validation is off, the request needs
+    /// no token, or the token is one this node makes (its issuing key first, then every
+    /// other key it accepts while keys change, spec §8.11.7; its own key only while it
+    /// accepts unauthenticated peers) and its time is within the window; otherwise why not
+    /// (`Forged` also for a missing token).
     pub fn admits(
         &self,
         keys: &KeySet,
@@ -79,16 +90,17 @@ impl AddressValidation {
         source: SocketAddr,
         session_id: u64,
         token: Option<&AddressToken>,
-    ) -> bool {
+        now_s: u32,
+    ) -> AddressTokenCheck {
         if !self.on || !Self::needs_token(kind) {
-            return true;
+            return AddressTokenCheck::Valid;
         }
         let Some(token) = token else {
-            return false;
+            return AddressTokenCheck::Forged;
         };
         let issuing = self.issuing(keys);
-        if issuing.verify(source, session_id, token) {
-            return true;
+        if issuing.verify_mac(source, session_id, token) {
+            return udplock_protocol::address_token_age(token.issued_s(), now_s);
         }
         let cluster = keys
             .entries()
@@ -96,12 +108,16 @@ impl AddressValidation {
             .flatten()
             .skip(usize::from(keys.send().is_some()));
         for key in cluster {
-            if key.address_token_key().verify(source, session_id, token) {
-                return true;
+            let check = key
+                .address_token_key()
+                .check(source, session_id, token, now_s);
+            if check != AddressTokenCheck::Forged {
+                return check;
             }
         }
-        keys.send().is_some()
-            && keys.accepts_unauthenticated()
-            && self.node_key.verify(source, session_id, token)
+        if keys.send().is_some() && keys.accepts_unauthenticated() {
+            return self.node_key.check(source, session_id, token, now_s);
+        }
+        AddressTokenCheck::Forged
     }
 }

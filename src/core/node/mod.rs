@@ -95,10 +95,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
-    shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, RequestBody, SettingValues,
-    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
-    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
+    shard_of, AddressTokenCheck, AuthTrailer, Hint, MessageType, NodeSettingsReply,
+    NodeSettingsRequest, PeerDatagram, PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply,
+    Request, RequestBody, SettingValues, ShardRole, ShardStatusEntries, ShardStatusEntry,
+    ShardStatusReply, ShardStatusRequest, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
+    REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
 use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
@@ -1143,12 +1144,14 @@ impl Node {
         let kind = request.body.kind();
         // Spec §7.2.1 step 2a, §7.2.5: no state for a source that has not shown it receives
         // at its address. Before anything that reads state, NOT_LEADER included.
+        // The wall clock in seconds since 1970, modulo 2^32 (the token's `issued`, §7.2.5).
+        let now_s = (self.wall_clock(now) / 1_000_000) as u32;
         let keys = self.auth.keys();
-        if !self
-            .address
-            .admits(keys, kind, from, request.session_id, token.as_ref())
-        {
-            let token = self.address.token(keys, from, request.session_id);
+        let check =
+            self.address
+                .admits(keys, kind, from, request.session_id, token.as_ref(), now_s);
+        if check != AddressTokenCheck::Valid {
+            let token = self.address.token(keys, from, request.session_id, now_s);
             let reply = Reply {
                 hint: Hint::AddressToken(token),
                 ..Reply::bare(
@@ -1164,6 +1167,9 @@ impl Node {
             // admit() dropped every request shorter than REQUEST_LEN_MIN (spec §2.2).
             assert!(len <= datagram.len(), "RETRY larger than its request");
             NodeStats::bump(&self.stats.address_retries);
+            if check != AddressTokenCheck::Forged {
+                NodeStats::bump(&self.stats.address_tokens_expired);
+            }
             self.answer(&out[..len], from);
             return;
         }

@@ -27,7 +27,7 @@ use crate::core::time::{Duration, Instant};
 
 /// How often a node sends its settings to the nodes that are due ([`PeerSettingsLog::due`]):
 /// often enough that a node restarted with another value is named within seconds, seldom
-/// enough to cost nothing (one datagram of ~174 bytes per node due).
+/// enough to cost nothing (one datagram of ~184 bytes per node due, 15 settings).
 pub const SETTINGS_PERIOD: Duration = Duration::from_millis(5_000);
 
 /// Most nodes of the address book a node sends its settings to in one [`SETTINGS_PERIOD`]
@@ -93,6 +93,7 @@ pub fn own_settings(config: &Config) -> Vec<SettingValue> {
                 Setting::TtlDefaultMs => u64::from(t.ttl_default_ms),
                 Setting::RetryAfterMs => u64::from(t.retry_after_ms),
                 Setting::StartupGraceMs => u64::from(t.startup_grace_ms),
+                Setting::AddressValidation => u64::from(config.address_validation),
             },
         })
         .collect()
@@ -279,9 +280,10 @@ impl PeerSettingsLog {
             // agrees (issue 7 item 10 asks for error level for every difference).
             log::error!(
                 "udplock node {me}: node {from} ({addr}) has other settings, which may differ \
-                 safely (each leader logs the values it applies, spec §8.8), but clients get \
-                 different defaults depending on which node leads: {}. A rolling change not \
-                 yet done everywhere?{skipped}",
+                 safely (each leader logs the values it applies, spec §8.8; each node \
+                 validates addresses or not, §7.2.5), but clients are served differently \
+                 depending on which node leads or answers: {}. A rolling change not yet done \
+                 everywhere?{skipped}",
                 named.join("; ")
             );
         }
@@ -400,6 +402,32 @@ mod tests {
         assert!(log
             .due(bigger.iter().copied())
             .contains(&(200, bigger[n as usize].1)));
+    }
+
+    /// Spec §10.7: setting 15 says whether the node validates addresses (§7.2.5), and a
+    /// difference in it may differ: the two nodes still form one cluster.
+    #[test]
+    fn a_node_reports_whether_it_validates_addresses() {
+        let peers = vec![(1, "127.0.0.1:7101".parse().unwrap())];
+        let value = |config: &Config| {
+            own_settings(config)
+                .iter()
+                .find(|v| v.setting == Setting::AddressValidation.to_wire())
+                .map(|v| v.value)
+        };
+        let on = Config::new(1, peers.clone());
+        assert!(on.address_validation);
+        assert_eq!(value(&on), Some(1));
+        let off = Config {
+            address_validation: false,
+            ..Config::new(1, peers)
+        };
+        assert_eq!(value(&off), Some(0));
+        assert_eq!(on.cluster_id(), off.cluster_id());
+        let differences = compare(&own_settings(&on), own_settings(&off).into_iter());
+        assert_eq!(differences.len(), 1);
+        assert_eq!(differences[0].setting, Setting::AddressValidation);
+        assert!(!differences[0].setting.must_be_equal());
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct NodeStats {
     /// Lock requests answered RETRY (spec §7.2.5): no valid address token for their source
     /// and session. Also counted in `requests` (they decoded); nothing else saw them.
     pub address_retries: AtomicU64,
+    /// Of those, the ones whose token was genuine but outside its time window (spec §7.2.5,
+    /// "Expiry"): expired, or made by a clock more than the skew ahead of this node's.
+    pub address_tokens_expired: AtomicU64,
     /// Latency of each request type as this node saw it: from the datagram of a request's
     /// first copy to its final reply (WAITING is not one), recorded by the core with the
     /// `now` it is given (index [`LatencyOp::index`]). Only requests a shard replica takes

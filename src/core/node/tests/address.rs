@@ -5,7 +5,10 @@
 use super::*;
 use std::sync::atomic::Ordering;
 
-use udplock_protocol::{AddressToken, AddressTokenKey, ClusterKey, RequestBody};
+use udplock_protocol::{
+    AddressToken, AddressTokenKey, ClusterKey, RequestBody, ADDRESS_TOKEN_LIFETIME_S,
+    ADDRESS_TOKEN_SKEW_S,
+};
 
 use crate::core::lock_table;
 
@@ -66,6 +69,11 @@ fn ask(node: &mut Node, at_us: u64, from: SocketAddr, datagram: &[u8]) -> (Statu
     assert_eq!(sent[0].0.to, from);
     let reply = Reply::decode(&sent[0].1).unwrap();
     (reply.status, reply.hint, sent[0].1.len())
+}
+
+/// The node's wall clock at core time `at_us`, in seconds (a token's `issued`, spec §7.2.5).
+fn wall_s(at_us: u64) -> u32 {
+    u32::try_from((WALL_START_US + at_us) / 1_000_000).unwrap()
 }
 
 fn table_stats(node: &Node) -> lock_table::Stats {
@@ -246,7 +254,7 @@ fn every_mutating_request_needs_a_token() {
 fn with_a_cluster_key_the_clusters_token_is_accepted() {
     let secret = [7u8; 32];
     let mut node = validating(KeySet::single(ClusterKey::new(&secret)));
-    let token = AddressTokenKey::derive(&secret).token(CLIENT, SESSION);
+    let token = AddressTokenKey::derive(&secret).token(CLIENT, SESSION, wall_s(0));
     assert_eq!(
         ask(&mut node, 10, CLIENT, &acquire(1, SESSION, Some(&token))).0,
         Status::Ok
@@ -256,7 +264,7 @@ fn with_a_cluster_key_the_clusters_token_is_accepted() {
     assert_eq!(status, Status::Retry);
     assert_eq!(
         token_of(hint),
-        AddressTokenKey::derive(&secret).token(GHOST, 77)
+        AddressTokenKey::derive(&secret).token(GHOST, 77, wall_s(20))
     );
     // A node's own key (drawn from its seed) is not the cluster's.
     let own = validating(KeySet::unauthenticated());
@@ -277,7 +285,7 @@ fn a_node_secret_set_by_the_shell_replaces_the_seeded_one() {
         ask(&mut node, 20, CLIENT, &acquire(1, SESSION, Some(&before))).0,
         Status::Retry
     );
-    let after = AddressTokenKey::derive(&[42; 32]).token(CLIENT, SESSION);
+    let after = AddressTokenKey::derive(&[42; 32]).token(CLIENT, SESSION, wall_s(30));
     assert_eq!(
         ask(&mut node, 30, CLIENT, &acquire(1, SESSION, Some(&after))).0,
         Status::Ok
@@ -297,5 +305,171 @@ fn validation_off_serves_requests_without_tokens() {
     assert_eq!(
         ask(&mut node, 10, GHOST, &acquire(1, SESSION, None)).0,
         Status::Ok
+    );
+}
+
+/// Seconds, in the µs of core time.
+const S: u64 = 1_000_000;
+
+fn expired(node: &Node) -> u64 {
+    node.stats().address_tokens_expired.load(Ordering::Relaxed)
+}
+
+/// Spec §7.2.5, "Expiry": a genuine token older than ADDRESS_TOKEN_LIFETIME_S gets RETRY with
+/// a fresh token (made now), and changes nothing; the fresh one is served.
+#[test]
+fn an_expired_token_gets_retry_with_a_fresh_one() {
+    let mut node = validating(KeySet::unauthenticated());
+    let (_, hint, _) = ask(&mut node, 10, CLIENT, &acquire(1, SESSION, None));
+    let token = token_of(hint);
+    assert_eq!(token.issued_s(), wall_s(10));
+    let life = u64::from(ADDRESS_TOKEN_LIFETIME_S);
+    // The last second of its life (its age in whole seconds is the lifetime): served.
+    let last = (u64::from(wall_s(10)) + life + 1) * S - WALL_START_US - 1;
+    assert_eq!(wall_s(last) - token.issued_s(), ADDRESS_TOKEN_LIFETIME_S);
+    let (status, _, _) = ask(&mut node, last, CLIENT, &acquire(1, SESSION, Some(&token)));
+    assert_eq!(status, Status::Ok);
+    assert_eq!(expired(&node), 0);
+    // A microsecond later its age is lifetime + 1: RETRY, a fresh token, nothing changed.
+    let before = table_stats(&node);
+    let release = |token| {
+        encode(
+            2,
+            SESSION,
+            RequestBody::Release {
+                resource: b"printer",
+                client: b"client-a",
+            },
+            Some(token),
+        )
+    };
+    let (status, hint, _) = ask(&mut node, last + 1, CLIENT, &release(&token));
+    assert_eq!(status, Status::Retry);
+    let fresh = token_of(hint);
+    assert_eq!(fresh.issued_s(), wall_s(last + 1));
+    assert_eq!(expired(&node), 1);
+    let after = table_stats(&node);
+    assert_eq!(
+        (after.held, after.answers_remembered),
+        (before.held, before.answers_remembered)
+    );
+    // The client resends at once with the fresh token (spec §7.1.9 rule 4): served.
+    let (status, _, _) = ask(&mut node, last + 2, CLIENT, &release(&fresh));
+    assert_eq!(status, Status::Ok);
+    assert_eq!(table_stats(&node).held, 0);
+}
+
+/// Spec §7.2.5, "Expiry": a token is accepted up to ADDRESS_TOKEN_SKEW_S ahead of the node's
+/// wall clock (another node, whose clock is ahead, made it), not further.
+#[test]
+fn a_token_from_a_clock_beyond_the_skew_ahead_is_not_yet_valid() {
+    let secret = [7u8; 32];
+    let mut node = validating(KeySet::single(ClusterKey::new(&secret)));
+    let key = AddressTokenKey::derive(&secret);
+    let now = wall_s(10);
+    let ahead = key.token(CLIENT, SESSION, now + ADDRESS_TOKEN_SKEW_S + 1);
+    let (status, hint, _) = ask(&mut node, 10, CLIENT, &acquire(1, SESSION, Some(&ahead)));
+    assert_eq!(status, Status::Retry);
+    assert_eq!(
+        token_of(hint).issued_s(),
+        now,
+        "the RETRY's token is made by this clock"
+    );
+    assert_eq!(expired(&node), 1);
+    assert_eq!(table_stats(&node).sessions, 0);
+    let within = key.token(CLIENT, SESSION, now + ADDRESS_TOKEN_SKEW_S);
+    let (status, _, _) = ask(&mut node, 20, CLIENT, &acquire(1, SESSION, Some(&within)));
+    assert_eq!(status, Status::Ok);
+    // A genuine but badly made token is counted apart from forged ones.
+    assert_eq!(node.stats().address_retries.load(Ordering::Relaxed), 1);
+}
+
+/// The attack tokens that expire close (spec §7.2.5, "Expiry"; §12): a genuine ACQUIRE,
+/// captured on the wire with its address token, replayed from the victim's (spoofed) address
+/// once the session has been forgotten. While the session is remembered the replay gets the
+/// remembered answer (no effect, spec §6.6); after it was forgotten, the capture is older
+/// than a token lives, so it gets RETRY — sent to the victim, who ignores it — and creates
+/// no session and no hold. Without expiry the replay would be executed as new: a ghost hold.
+#[test]
+fn a_replay_captured_before_its_session_was_forgotten_gets_retry_and_creates_nothing() {
+    let mut node = validating(KeySet::unauthenticated());
+    let (_, hint, _) = ask(&mut node, 10, CLIENT, &acquire(1, SESSION, None));
+    let captured = acquire(1, SESSION, Some(&token_of(hint)));
+    assert_eq!(ask(&mut node, 20, CLIENT, &captured).0, Status::Ok);
+    // The victim releases and goes quiet.
+    let (_, hint, _) = ask(&mut node, 30, CLIENT, &acquire(2, SESSION, None));
+    let release = encode(
+        3,
+        SESSION,
+        RequestBody::Release {
+            resource: b"printer",
+            client: b"client-a",
+        },
+        Some(&token_of(hint)),
+    );
+    assert_eq!(ask(&mut node, 40, CLIENT, &release).0, Status::Ok);
+    // A replay while the session is remembered: its remembered answer, nothing held.
+    assert_eq!(ask(&mut node, 50, CLIENT, &captured).0, Status::Ok);
+    assert_eq!(table_stats(&node).held, 0);
+    // The session is forgotten `session_idle_ms` after its last request.
+    let idle_us = 1_000 * u64::from(lock_table::Config::default().session_idle_ms);
+    let later = 50 + idle_us + S;
+    node.handle_timeout(Instant::from_micros(later));
+    let _ = drain_solo(&mut node);
+    let stats = table_stats(&node);
+    assert_eq!(
+        (stats.sessions, stats.held, stats.answers_remembered),
+        (0, 0, 0),
+        "the session was forgotten: the replay would now be new"
+    );
+    let (status, _, _) = ask(&mut node, later + 10, CLIENT, &captured);
+    assert_eq!(status, Status::Retry);
+    assert_eq!(expired(&node), 1);
+    let stats = table_stats(&node);
+    assert_eq!((stats.sessions, stats.held, stats.waiters), (0, 0, 0));
+}
+
+/// Spec §7.2.5, "Cost": a long-lived session pays one RETRY per token lifetime, on its first
+/// mutating request after its token expired, and nothing else: a client (as §7.1.9 says)
+/// sending one request every 10 s for 1,000 s meets 4 RETRYs — its first request, then every
+/// 250 s (the first request past 240 s of age).
+#[test]
+fn a_long_session_pays_one_retry_per_token_lifetime() {
+    let mut node = validating(KeySet::unauthenticated());
+    let mut token = None;
+    let (mut retries, mut served) = (0, 0);
+    for i in 0..100u64 {
+        let at = 10 + i * 10 * S;
+        let request_id = i + 1;
+        let request = |token: Option<&AddressToken>| {
+            let body = if i % 2 == 0 {
+                RequestBody::Acquire {
+                    resource: b"printer",
+                    client: b"client-a",
+                    wait_ms: 0,
+                    ttl_ms: 60_000,
+                }
+            } else {
+                RequestBody::Release {
+                    resource: b"printer",
+                    client: b"client-a",
+                }
+            };
+            encode(request_id, SESSION, body, token)
+        };
+        let (mut status, hint, _) = ask(&mut node, at, CLIENT, &request(token.as_ref()));
+        if status == Status::Retry {
+            retries += 1;
+            token = Some(token_of(hint));
+            status = ask(&mut node, at + 1, CLIENT, &request(token.as_ref())).0;
+        }
+        assert_eq!(status, Status::Ok, "request {request_id}");
+        served += 1;
+    }
+    assert_eq!((served, retries), (100, 4));
+    assert_eq!(
+        expired(&node),
+        3,
+        "every RETRY but the first was for an expired token"
     );
 }
