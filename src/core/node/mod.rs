@@ -711,6 +711,7 @@ impl Node {
     /// New cluster keys (a changed key file), in force from the next datagram on.
     pub fn set_keys(&mut self, keys: KeySet) {
         self.auth.set_keys(keys);
+        self.address.keys_changed();
     }
 
     /// The wall clock, in µs since the Unix epoch, read at core time `now`. A new leader of
@@ -1949,6 +1950,7 @@ impl Node {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
+        self.pending.settle();
     }
 
     /// Spec §7.2.4, for a one-voter node without a store ([`Config::keeps_lease_horizon`]):
