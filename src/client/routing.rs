@@ -30,10 +30,11 @@
 //!   on the timer. A hint naming a suspect node (the followers of a dead leader go on naming
 //!   it until their election timeout) is followed only on the timer, with one copy. Without a
 //!   hint (an election), the request moves on along the ring, on the timer. A hint is
-//!   followed only to a node the client knows (a configured server or a member discovery
-//!   adopted); one naming any other address counts as no hint and asks discovery to read the
-//!   member table again (spec §7.1.7 rule 5). Leaders carried over from an earlier ring are
-//!   remembered beside it, up to [`LEARNED_LEADERS_MAX`].
+//!   followed at once and cached only to a node the client knows (a configured server or a
+//!   member discovery adopted); one naming any other address is followed by the copies the
+//!   timer sends anyway (at most two before the ring), never cached, and reads the hinting
+//!   member's table at once (spec §7.1.7 rule 5.4, §7.1.8 rule 3). Leaders carried over
+//!   from an earlier ring are remembered beside it, up to [`LEARNED_LEADERS_MAX`].
 //! - **OVERLOADED** is not a final answer either: the same request goes to the same node when
 //!   the timer fires, but not before the hinted `retry_after_ms`. If the deadline comes first
 //!   the call fails with [`LockError::Overloaded`] (a release: [`LockError::ReleaseInDoubt`]).
