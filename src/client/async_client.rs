@@ -540,7 +540,10 @@ impl Inner {
                 }
             };
             self.membership.follow_routes(call, routes);
-            self.membership.check_not_leader(&reply, routes);
+            if self.membership.check_not_leader(&reply, routes) {
+                // A refresh asked by a hint starts at once (spec §7.1.8 rule 3).
+                self.poll_discovery(reply.received_at);
+            }
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 let wire = reply.wire();

@@ -148,7 +148,9 @@ use self::operation::Answer;
 use self::receiving::{PendingMap, ReceiverState, PENDING_CAPACITY_INITIAL};
 use self::routing::Membership;
 #[doc(hidden)]
-pub use crate::core::call::{CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN};
+pub use crate::core::call::{
+    CANDIDATES_MAX, FIRST_ROUNDS_MAX, HINTED_REFRESH_INTERVAL_MIN, REFRESH_INTERVAL_MIN,
+};
 
 /// Receive buffer the socket asks for: room for a burst of replies to many threads' requests
 /// while the receiver is busy (the kernel may grant less; that only means more

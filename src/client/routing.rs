@@ -30,10 +30,11 @@
 //!   on the timer. A hint naming a suspect node (the followers of a dead leader go on naming
 //!   it until their election timeout) is followed only on the timer, with one copy. Without a
 //!   hint (an election), the request moves on along the ring, on the timer. A hint is
-//!   followed only to a node the client knows (a configured server or a member discovery
-//!   adopted); one naming any other address counts as no hint and asks discovery to read the
-//!   member table again (spec §7.1.7 rule 5). Leaders carried over from an earlier ring are
-//!   remembered beside it, up to [`LEARNED_LEADERS_MAX`].
+//!   followed at once and cached only to a node the client knows (a configured server or a
+//!   member discovery adopted); one naming any other address is followed by the copies the
+//!   timer sends anyway (at most two before the ring), never cached, and reads the hinting
+//!   member's table at once (spec §7.1.7 rule 5.4, §7.1.8 rule 3). Leaders carried over
+//!   from an earlier ring are remembered beside it, up to [`LEARNED_LEADERS_MAX`].
 //! - **OVERLOADED** is not a final answer either: the same request goes to the same node when
 //!   the timer fires, but not before the hinted `retry_after_ms`. If the deadline comes first
 //!   the call fails with [`LockError::Overloaded`] (a release: [`LockError::ReleaseInDoubt`]).
@@ -105,6 +106,10 @@
 //! out of the ring: nothing else would bring them back while the ring's nodes answer). Never more than once per [`REFRESH_INTERVAL_MIN`], so a
 //! storm of NOT_LEADERs or timeouts cannot make it query in a loop; the first discovery is
 //! tried [`FIRST_ROUNDS_MAX`] times (rate-limited the same way) before it waits for a trigger.
+//! One refresh is sooner: a member's NOT_LEADER naming a node the client does not know (a
+//! leader that joined after the table was read; the call follows that hint only on its
+//! timer, spec §7.1.7 rule 5.4) reads that member's table at once, from the reply's own
+//! thread, at most once per [`HINTED_REFRESH_INTERVAL_MIN`].
 //! The decisions are [`Discovery`]'s, a sans-IO state machine of the call core
 //! (`core::call::discovery`, which the simulator's clients run too); the client only sends
 //! what it readies, hands it the pages and the triggers, and swaps in the routes it makes.
@@ -123,6 +128,7 @@
 //! [`Discovery`]: crate::core::call::Discovery
 //! [`CANDIDATES_MAX`]: crate::core::call::CANDIDATES_MAX
 //! [`REFRESH_INTERVAL_MIN`]: crate::core::call::REFRESH_INTERVAL_MIN
+//! [`HINTED_REFRESH_INTERVAL_MIN`]: crate::core::call::HINTED_REFRESH_INTERVAL_MIN
 //! [`FIRST_ROUNDS_MAX`]: crate::core::call::FIRST_ROUNDS_MAX
 //! [`SILENT_SENDS_MAX`]: super::SILENT_SENDS_MAX
 //! [`REDIRECTS_FAST_MAX`]: super::REDIRECTS_FAST_MAX
@@ -272,19 +278,23 @@ impl Membership {
 
     /// Before a reply reaches its call: a NOT_LEADER without a hint, or naming a leader
     /// that is not a candidate, means the ring may lack the nodes the request needs; ask for
-    /// a refresh. The hint itself is followed by the call as always (spec §7.1.7).
-    pub(super) fn check_not_leader(&self, reply: &ReplyData, routes: &Routes) {
+    /// a refresh. The hint itself is followed by the call as always (spec §7.1.7). Returns
+    /// true if the refresh is one to start at once, from the hinting member (spec §7.1.8
+    /// rule 3): the caller then polls discovery without waiting for its next call or timer.
+    pub(super) fn check_not_leader(&self, reply: &ReplyData, routes: &Routes) -> bool {
         let wire = reply.wire();
         if wire.status != Status::NotLeader {
-            return;
+            return false;
         }
         let hint = match wire.hint {
             Hint::Leader(hint) => routes.usable_hint(hint),
             _ => None,
         };
-        if lock(&self.discovery).check_not_leader(hint) {
+        let mut discovery = lock(&self.discovery);
+        if discovery.check_not_leader(reply.from, hint) {
             self.refresh_wanted.store(true, Ordering::Relaxed);
         }
+        discovery.hinted()
     }
 
     /// After a reply was dropped for coming from no node the client knows (spec §7.1.4):
@@ -414,9 +424,11 @@ impl Client {
         }
     }
 
-    /// [`Membership::check_not_leader`].
+    /// [`Membership::check_not_leader`]; a refresh asked by a hint starts at once.
     pub(super) fn check_not_leader(&self, reply: &ReplyData, routes: &Routes) {
-        self.membership.check_not_leader(reply, routes);
+        if self.membership.check_not_leader(reply, routes) {
+            self.poll_discovery(reply.received_at);
+        }
     }
 
     /// [`Membership::check_silence`].

@@ -31,6 +31,9 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
     let started = std::time::Instant::now();
     let (mut simulated_us, mut failed, mut address_retries) = (0u64, 0u64, 0u64);
     let mut tokens_expired = 0u64;
+    // Client operations over the seeds that passed, and how many got an answer: what a
+    // change of the client's rules costs or gains under the same faults.
+    let (mut ops, mut ops_answered) = (0u64, 0u64);
     for seed in a.seed..a.seed.saturating_add(a.seeds) {
         let mut config = udplock::sim::SimConfig::new(seed, a.nodes, a.seconds);
         if let Some(shards) = a.shards {
@@ -45,6 +48,8 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
                 simulated_us += r.simulated.as_micros();
                 address_retries += r.address_retries;
                 tokens_expired += r.address_tokens_expired;
+                ops += r.ops;
+                ops_answered += r.ops_answered;
                 if a.seeds == 1 {
                     println!("seed {seed}: ok, {r:?}");
                 }
@@ -58,7 +63,8 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
     let wall = started.elapsed().as_secs_f64();
     println!(
         "{} seed(s), {failed} failed; {:.0} simulated s in {wall:.1} wall s ({:.0}x); \
-         {address_retries} RETRY (address validation; {tokens_expired} for expired tokens)",
+         {address_retries} RETRY (address validation; {tokens_expired} for expired tokens); \
+         {ops_answered} of {ops} client operations answered",
         a.seeds,
         simulated_us as f64 / 1e6,
         simulated_us as f64 / 1e6 / wall.max(1e-9)

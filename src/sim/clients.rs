@@ -515,7 +515,11 @@ impl Client {
                     Hint::Leader(hint) => self.routes.usable_hint(hint),
                     _ => None,
                 };
-                discovery.check_not_leader(hint);
+                discovery.check_not_leader(node_addr(from), hint);
+                if discovery.hinted() {
+                    // As the real client: a refresh asked by a hint starts at once.
+                    self.poll_discovery(local, out);
+                }
             }
         }
         let op = self.op.as_mut().expect("outstanding");

@@ -13,7 +13,7 @@
 //! ```text
 //!  poll_round(now, known addresses) ─> MembersAsk ─> request(ask) ─> MEMBERS datagram
 //!  handle_reply(from, &MembersReply) ─> Ask (next page) | Done(new candidates) | Ignored
-//!  triggers: check_outcome(outcome), check_not_leader(hint), check_silence(&routes)
+//!  triggers: check_outcome(outcome), check_not_leader(from, hint), check_silence(&routes)
 //!            ─> wanted(), then the next poll_round
 //! ```
 //!
@@ -38,6 +38,14 @@ pub const CANDIDATES_MAX: usize = 64;
 /// protocol period of about a second; a dead node is declared dead after several), so asking
 /// sooner would rarely learn anything.
 pub const REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(1_000);
+
+/// Shortest time between the starts of two refreshes asked by hints (spec §7.1.8 rule 3): a
+/// NOT_LEADER from a member naming a node the client does not know reads the table of that
+/// member at once rather than after [`REFRESH_INTERVAL_MIN`] (the hint is followed only on
+/// the retransmission timer until the table lists the node, §7.1.7 rule 5.4). A member that
+/// names ever new addresses makes the client ask it at most ten times a second, one MEMBERS
+/// request each, to that member only.
+pub const HINTED_REFRESH_INTERVAL_MIN: Duration = Duration::from_millis(100);
 
 /// Rounds the first discovery is tried (each a MEMBERS request to every known address, at
 /// least [`REFRESH_INTERVAL_MIN`] apart) before the client waits for a trigger to ask
@@ -107,6 +115,9 @@ pub struct Discovery {
     unlisted: Vec<SocketAddr>,
     /// A refresh was asked for and not yet started.
     wanted: bool,
+    /// The member whose NOT_LEADER named a node that is not a candidate: the next round asks
+    /// it alone, without waiting for [`REFRESH_INTERVAL_MIN`].
+    hinted_by: Option<SocketAddr>,
     last_start: Option<Instant>,
     rounds_started: u32,
     /// Member tables read to their end.
@@ -127,6 +138,7 @@ impl Discovery {
             candidates: configured.to_vec(),
             unlisted: Vec::new(),
             wanted: true,
+            hinted_by: None,
             last_start: None,
             rounds_started: 0,
             tables_read: 0,
@@ -177,19 +189,35 @@ impl Discovery {
         self.wanted
     }
 
-    /// Trigger (spec §7.1.8 rule 3): a NOT_LEADER came, naming `hint` as the leader (usable,
-    /// in the socket's family: [`Routes::usable_hint`]; `None` without a usable hint). A
-    /// refresh is wanted if the hint names a node that is not a candidate (the member table
-    /// this client read is stale), or if there is no hint: the node that answered holds no
-    /// replica of the shard or knows no leader, and the ring may lack every node that does
-    /// (a table read while they were down, suspect or leaving leaves them out, and nothing
-    /// else would bring them back while the ring's nodes answer). Returns whether one now is.
-    /// (The call follows the hint, or moves on, as always: spec §7.1.7.)
-    pub fn check_not_leader(&mut self, hint: Option<SocketAddr>) -> bool {
-        if hint.is_none_or(|addr| !self.knows(addr)) {
-            self.want();
+    /// Trigger (spec §7.1.8 rule 3): a NOT_LEADER came from `from` (in the socket's family),
+    /// naming `hint` as the leader (usable, in the socket's family: [`Routes::usable_hint`];
+    /// `None` without a usable hint). A refresh is wanted if the hint names a node that is
+    /// not a candidate (the member table this client read is stale: if `from` is a
+    /// candidate, the refresh asks it alone, at once — [`HINTED_REFRESH_INTERVAL_MIN`] —
+    /// since its table is the one that knows the new leader), or if there is no hint: the
+    /// node that answered holds no replica of the shard or knows no leader, and the ring may
+    /// lack every node that does (a table read while they were down, suspect or leaving
+    /// leaves them out, and nothing else would bring them back while the ring's nodes
+    /// answer). Returns whether one now is. (The call follows the hint, or moves on, as
+    /// always: spec §7.1.7.)
+    pub fn check_not_leader(&mut self, from: SocketAddr, hint: Option<SocketAddr>) -> bool {
+        match hint {
+            Some(addr) if !self.knows(addr) => {
+                if self.knows(from) && addr != from {
+                    self.hinted_by = Some(from);
+                }
+                self.want();
+            }
+            None => self.want(),
+            Some(_) => {}
         }
         self.wanted
+    }
+
+    /// Whether a refresh asked by a hint waits ([`Discovery::check_not_leader`]): the shell
+    /// polls a round at once rather than at its next call or timer.
+    pub fn hinted(&self) -> bool {
+        self.hinted_by.is_some()
     }
 
     /// Trigger (spec §7.1.8 rule 3): a reply to a call came from `from`, an address that is
@@ -267,16 +295,24 @@ impl Discovery {
         if !self.wanted {
             return Vec::new();
         }
-        if self
-            .last_start
-            .is_some_and(|last| now < last + REFRESH_INTERVAL_MIN)
-        {
+        let since = |interval| self.last_start.is_none_or(|last| now >= last + interval);
+        let hinted = self
+            .hinted_by
+            .filter(|_| since(HINTED_REFRESH_INTERVAL_MIN));
+        if hinted.is_none() && !since(REFRESH_INTERVAL_MIN) {
             return Vec::new();
         }
+        self.hinted_by = None;
         let mut to: Vec<SocketAddr> = Vec::new();
-        for addr in targets {
-            if to.len() < CANDIDATES_MAX && !to.contains(&addr) {
-                to.push(addr);
+        match hinted {
+            // Spec §7.1.8 rule 3: the member that named the new leader, alone.
+            Some(member) => to.push(member),
+            None => {
+                for addr in targets {
+                    if to.len() < CANDIDATES_MAX && !to.contains(&addr) {
+                        to.push(addr);
+                    }
+                }
             }
         }
         self.last_start = Some(now);
@@ -558,10 +594,16 @@ mod tests {
             d
         };
         let mut d = fresh();
-        assert!(!d.check_not_leader(Some(addr(7102))), "a candidate");
-        assert!(d.check_not_leader(Some(addr(7103))), "not a candidate");
         assert!(
-            fresh().check_not_leader(None),
+            !d.check_not_leader(addr(7101), Some(addr(7102))),
+            "a candidate"
+        );
+        assert!(
+            d.check_not_leader(addr(7101), Some(addr(7103))),
+            "not a candidate"
+        );
+        assert!(
+            fresh().check_not_leader(addr(7101), None),
             "no hint: the ring may lack the holders"
         );
         let answered = Outcome::Answered {
@@ -585,6 +627,64 @@ mod tests {
         assert!(d.poll_round(at(10), [addr(7101)]).is_empty());
         let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
         assert_eq!(d.poll_round(at(interval), [addr(7101)]).len(), 1);
+    }
+
+    /// Spec §7.1.8 rule 3 (issue 12 item 5's cost): a NOT_LEADER from a member naming a node
+    /// that is not a candidate reads that member's table at once — within
+    /// HINTED_REFRESH_INTERVAL_MIN, not REFRESH_INTERVAL_MIN — asking that member alone;
+    /// hinted rounds are that far apart however many hints come; a hint in a reply from an
+    /// address that is not a candidate only wants an ordinary refresh.
+    #[test]
+    fn a_hint_to_an_unknown_node_reads_the_hinting_members_table_at_once() {
+        let known = [addr(7101), addr(7102)];
+        let mut d = Discovery::new(&known, false, 9);
+        let asks = d.poll_round(at(0), known);
+        let done = d.handle_page(
+            addr(7101),
+            7101,
+            asks[0].request_id,
+            0,
+            alive(&[7101, 7102]),
+        );
+        assert_eq!(done, PageOutcome::Done(None));
+        let hinted_ms = HINTED_REFRESH_INTERVAL_MIN.as_micros() / 1_000;
+        assert!(hinted_ms < REFRESH_INTERVAL_MIN.as_micros() / 1_000);
+
+        assert!(d.check_not_leader(addr(7102), Some(addr(7103))));
+        assert!(d.hinted());
+        assert!(d.poll_round(at(hinted_ms - 1), known).is_empty());
+        let asks = d.poll_round(at(hinted_ms), known);
+        assert_eq!(asks.len(), 1);
+        assert_eq!(asks[0].to, addr(7102), "the member that hinted, alone");
+        assert!(!d.hinted());
+        let done = d.handle_page(
+            addr(7102),
+            7102,
+            asks[0].request_id,
+            0,
+            alive(&[7101, 7102, 7103]),
+        );
+        assert_eq!(
+            done,
+            PageOutcome::Done(Some(vec![addr(7103), addr(7101), addr(7102)]))
+        );
+        assert!(d.knows(addr(7103)));
+        assert!(
+            !d.check_not_leader(addr(7101), Some(addr(7103))),
+            "now a candidate"
+        );
+
+        // Hints keep coming: one hinted round per interval.
+        assert!(d.check_not_leader(addr(7101), Some(addr(7104))));
+        assert!(d.poll_round(at(2 * hinted_ms - 1), known).is_empty());
+        assert_eq!(d.poll_round(at(2 * hinted_ms), known).len(), 1);
+
+        // From an address that is no candidate: an ordinary refresh, on its interval.
+        assert!(d.check_not_leader(addr(9999), Some(addr(7105))));
+        assert!(!d.hinted());
+        assert!(d.poll_round(at(3 * hinted_ms), known).is_empty());
+        let interval = REFRESH_INTERVAL_MIN.as_micros() / 1_000;
+        assert_eq!(d.poll_round(at(2 * hinted_ms + interval), known).len(), 2);
     }
 
     /// Candidates are bounded by CANDIDATES_MAX (the configured servers always kept); later

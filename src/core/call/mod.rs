@@ -42,8 +42,9 @@
 //!    per destination, with no back-off and no RTT sample. Every copy carries the token the
 //!    session holds for its destination ([`Transmit::token`]).
 //! 4. NOT_LEADER is never final (§7.1.7 rule 5): the same request goes on, to a hinted leader
-//!    (only a node the client knows) at once (at most [`REDIRECTS_FAST_MAX`] times between two other replies), to a suspect
-//!    one on the timer, without a hint to the next server on the ring (suspect or not) on the
+//!    the client knows at once (at most [`REDIRECTS_FAST_MAX`] times between two other
+//!    replies), to a suspect one or one it does not know on the timer (the latter not cached
+//!    as the leader), without a hint to the next server on the ring (suspect or not) on the
 //!    timer.
 //! 5. Any other reply but ERROR_REPLY and OVERLOADED names the shard's leader (rule 6).
 //! 6. WAITING is provisional (§6.3): keepalives instead of retransmissions, and the deadline
@@ -72,7 +73,8 @@ use udplock_protocol::{
 
 pub use self::checks::{contradiction, Rejected, LEASE_MS_MAX_DEFAULT};
 pub use self::discovery::{
-    Discovery, MembersAsk, PageOutcome, CANDIDATES_MAX, FIRST_ROUNDS_MAX, REFRESH_INTERVAL_MIN,
+    Discovery, MembersAsk, PageOutcome, CANDIDATES_MAX, FIRST_ROUNDS_MAX,
+    HINTED_REFRESH_INTERVAL_MIN, REFRESH_INTERVAL_MIN,
 };
 pub use self::doubts::{lock_of, Doubts, Resend, Settle, DOUBTS_MAX};
 pub use self::routes::{socket_addr_for, Routes, LEARNED_LEADERS_MAX};
@@ -700,8 +702,8 @@ impl Call {
 
     /// NOT_LEADER (spec §7.1.7 rule 5): the node did not execute the request and does not
     /// remember it, so the SAME request goes on: to a hinted leader that is not suspect at
-    /// once (a few times), to a suspect one on the timer, or without a usable hint to the
-    /// next server on the ring, suspect or not, on the timer.
+    /// once (a few times), to a suspect or unknown one on the timer, or without a usable
+    /// hint to the next server on the ring, suspect or not, on the timer.
     fn on_not_leader(
         &mut self,
         now: Instant,
@@ -714,32 +716,37 @@ impl Call {
             return Handled::Accepted;
         }
         let shard = self.request.shard;
-        // A hint is followed only to a node the client knows (rule 5, issue 12: a hint to any
-        // address made a client send up to 42 copies there). One to an address it does not
-        // know is no hint: discovery reads the member table again (§7.1.8 rule 3), and once
-        // that lists the node, its hints are followed.
         let hint = match reply.hint {
             Hint::Leader(addr) => routes.usable_hint(addr),
             _ => None,
         }
-        .filter(|&hint| hint != from && routes.find(hint).is_some());
-        match hint {
+        .filter(|&hint| hint != from);
+        match hint.map(|leader| (leader, routes.find(leader))) {
             // Rule 5.2: a leader named by a node that has not noticed it is gone.
-            Some(leader)
-                if routes
-                    .find(leader)
-                    .is_some_and(|index| routes.is_suspect(index)) =>
-            {
-                self.redirect(leader, routes.find(leader));
+            Some((leader, Some(index))) if routes.is_suspect(index) => {
+                self.redirect(leader, Some(index));
             }
             // Rule 5.1.
-            Some(leader) => {
+            Some((leader, Some(_))) => {
                 let peer = routes.learn_leader(shard, leader);
                 self.redirect(leader, peer);
                 if self.fast_redirects < REDIRECTS_FAST_MAX {
                     self.fast_redirects += 1;
                     self.send(now, routes);
                 }
+            }
+            // Rule 5.4: a leader the client does not know (a node that joined after the
+            // member table it read; issue 12: a hint followed at once to any address made a
+            // client send up to 42 copies there). Followed on the timer only, and not
+            // cached: the next copy goes there when the timer fires, as one copy of the
+            // request's back-off, and it is not remembered as the shard's leader. The shell
+            // reads the member table from the hinting node at once (§7.1.8 rule 3); once
+            // that lists the node, its hints are followed as any member's.
+            Some((leader, None)) => {
+                for index in [self.dest_peer, routes.find(from)].into_iter().flatten() {
+                    routes.forget_leader(shard, index);
+                }
+                self.redirect(leader, None);
             }
             // Rule 5.3: no leader known (an election): neither this node nor the one the
             // copies went to is it.

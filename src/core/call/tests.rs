@@ -1273,19 +1273,63 @@ fn a_reply_from_an_address_that_is_no_known_node_is_dropped() {
     assert!(matches!(call.outcome(), Some(Outcome::Answered { .. })));
 }
 
-/// Spec §7.1.7 rule 5 (issue 12: a NOT_LEADER hint sent 42 datagrams to any address): a
-/// hint naming an address that is no known node is no hint. The request moves along the
-/// ring on the timer, as without a hint; no copy ever goes to the hinted address and the
-/// route cache does not learn it.
+/// Spec §7.1.7 rule 5.4 (issue 12: a NOT_LEADER hint sent 42 datagrams to any address; and
+/// ignoring hints to nodes the client has not met yet cost 3 % of answered operations in
+/// joined simulator runs): a hint from a known node naming an address the client does not
+/// know is followed on the timer only — no copy leaves at once, the route cache neither
+/// learns the address nor caches it as the shard's leader — and its answer is accepted.
 #[test]
-fn a_hint_to_an_address_that_is_no_known_node_is_ignored() {
+fn a_hint_to_an_unknown_node_is_followed_on_the_timer_and_not_cached() {
     let mut h = Harness::new(3);
     let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(200));
+    assert_eq!(sent(&mut call).to, node(0));
+    let hinted = Reply {
+        hint: Hint::Leader(stranger()),
+        ..answer(&call, 0, Status::NotLeader)
+    };
+    assert_eq!(
+        h.reply(&mut call, at(10), node(0), hinted),
+        Handled::Redirected
+    );
+    assert_eq!(call.poll_transmit(), None, "no fast redirect");
+    assert_eq!(h.routes.find(stranger()), None, "not learned");
+    let due = call.poll_timeout().unwrap();
+    assert_eq!(
+        due,
+        call.timer().next_retransmit(),
+        "the request's own timer"
+    );
+    call.handle_timeout(due, &h.routes);
+    let copy = sent(&mut call);
+    assert_eq!((copy.to, copy.attempt), (stranger(), 1));
+    // The node it went to answers: accepted (the address of the copy sent, §7.1.4 rule 5),
+    // and still not cached as the shard's leader.
+    let grant = answer(&call, 1, Status::Ok);
+    assert_eq!(
+        h.reply(&mut call, due + ms(1), stranger(), grant),
+        Handled::Accepted
+    );
+    assert!(matches!(
+        call.outcome(),
+        Some(Outcome::Answered { attempt: 1, .. })
+    ));
+    assert_eq!(h.routes.find(stranger()), None);
+    assert_eq!(h.routes.first_destination(0).1, node(0));
+}
+
+/// Rule 5.4's bound: a known node that keeps naming an address nobody answers at costs the
+/// request at most SILENT_SENDS_MAX copies there per hint, each on the back-off timer; then
+/// the request moves on along the ring (rules 4 and 7), and no copy ever leaves at once.
+#[test]
+fn a_silent_unknown_hint_costs_timer_copies_only_then_the_ring() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(2_000));
     sent(&mut call);
     let mut copies = Vec::new();
     let mut now = 10;
-    for attempt in 0..6u16 {
+    for _ in 0..4 {
         let from = call.destination();
+        let attempt = call.timer().latest_attempt().unwrap();
         let reply = Reply {
             hint: Hint::Leader(stranger()),
             ..answer(&call, attempt, Status::NotLeader)
@@ -1295,15 +1339,85 @@ fn a_hint_to_an_address_that_is_no_known_node_is_ignored() {
             Handled::Redirected
         );
         assert_eq!(call.poll_transmit(), None, "no fast redirect");
-        let next = call.poll_timeout().unwrap();
-        call.handle_timeout(next, &h.routes);
-        copies.push(sent(&mut call));
-        now = next.as_micros() + 10;
+        // The stranger stays silent: copies on the timer until it is left.
+        loop {
+            let next = call.poll_timeout().unwrap();
+            call.handle_timeout(next, &h.routes);
+            let copy = sent(&mut call);
+            copies.push(copy.to);
+            now = next.as_micros() + 10;
+            if copy.to != stranger() {
+                break;
+            }
+        }
     }
-    let to: Vec<SocketAddr> = copies.iter().map(|c| c.to).collect();
-    assert_eq!(to, [1, 2, 0, 1, 2, 0].map(node), "along the ring");
-    assert_eq!(h.routes.find(stranger()), None, "not learned");
-    assert_eq!(h.routes.first_destination(0).1, node(0));
+    let to_stranger = copies.iter().filter(|&&a| a == stranger()).count();
+    assert_eq!(to_stranger, 4 * SILENT_SENDS_MAX as usize, "{copies:?}");
+    assert!(copies
+        .iter()
+        .all(|&a| a == stranger() || h.routes.find(a).is_some()));
+    assert_eq!(h.routes.find(stranger()), None, "never learned");
+}
+
+/// Once discovery adopts the hinted node (the member table read from the hinting node lists
+/// it, §7.1.8 rule 3), its hint is a known node's: followed at once and cached (rule 5.1).
+#[test]
+fn a_hint_to_a_node_discovery_adopted_is_followed_at_once() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(200));
+    sent(&mut call);
+    let hinted = |call: &Call, attempt| Reply {
+        hint: Hint::Leader(stranger()),
+        ..answer(call, attempt, Status::NotLeader)
+    };
+    let reply = hinted(&call, 0);
+    assert_eq!(
+        h.reply(&mut call, at(10), node(0), reply),
+        Handled::Redirected
+    );
+    assert_eq!(call.poll_transmit(), None);
+    let adopted = h
+        .routes
+        .succeeded_by(&[node(0), node(1), node(2), stranger()]);
+    call.rebase(&h.routes, &adopted);
+    h.routes = adopted;
+    let due = call.poll_timeout().unwrap();
+    call.handle_timeout(due, &h.routes);
+    assert_eq!(sent(&mut call).to, stranger());
+    // The stranger is now a member; another request meets a hint to it from node 0.
+    let mut other = h.call(due, h.request(MessageType::Acquire, 2, 0), ms(200));
+    assert_eq!(sent(&mut other).to, node(0));
+    let reply = hinted(&other, 0);
+    assert_eq!(
+        h.reply(&mut other, due + ms(1), node(0), reply),
+        Handled::Redirected
+    );
+    let copy = sent(&mut other);
+    assert_eq!((copy.to, copy.attempt), (stranger(), 1), "a fast redirect");
+    assert_eq!(h.routes.first_destination(0).1, stranger(), "cached");
+}
+
+/// Spec §7.1.4 rule 5 before §7.1.7: a NOT_LEADER from an address that is no node the
+/// client knows is dropped, so a forger cannot steer copies anywhere with a hint.
+#[test]
+fn a_hint_from_a_stranger_is_not_followed() {
+    let mut h = Harness::new(3);
+    let mut call = h.call(at(0), h.request(MessageType::Acquire, 1, 0), ms(200));
+    sent(&mut call);
+    let forged = Reply {
+        hint: Hint::Leader((Ipv4Addr::new(10, 9, 9, 8), 53).into()),
+        ..answer(&call, 0, Status::NotLeader)
+    };
+    assert_eq!(
+        h.reply(&mut call, at(10), stranger(), forged),
+        Handled::Rejected(Rejected::NotFromANode)
+    );
+    let until = at(200_000);
+    let copies = h.run(&mut call, until);
+    assert!(
+        copies.iter().all(|(_, c)| h.routes.find(c.to).is_some()),
+        "{copies:?}"
+    );
 }
 
 /// A RETRY to `call`'s copy `attempt`, carrying `token` (spec §7.1.9).

@@ -713,6 +713,7 @@ impl Node {
     /// New cluster keys (a changed key file), in force from the next datagram on.
     pub fn set_keys(&mut self, keys: KeySet) {
         self.auth.set_keys(keys);
+        self.address.keys_changed();
     }
 
     /// The wall clock, in µs since the Unix epoch, read at core time `now`. A new leader of
@@ -1959,6 +1960,7 @@ impl Node {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
+        self.pending.settle();
     }
 
     /// Spec §7.2.4, for a one-voter node without a store ([`Config::keeps_lease_horizon`]):

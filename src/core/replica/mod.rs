@@ -320,6 +320,11 @@ pub struct Replica {
     proposed: HashMap<RequestId, u64>,
     /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]).
     in_flight: HashMap<IpAddr, u32>,
+    /// The request [`Replica::handle_request`] is proposing, with its index, until the
+    /// input settles: only then does it go into `proposed` and `in_flight`, if it did not
+    /// apply meanwhile. A one-voter shard commits and applies it inside the same input, so
+    /// its requests never touch those two maps (four keyed hashes each, on the hot path).
+    proposing: Option<(RequestId, u64)>,
     replies: VecDeque<Reply>,
     /// STATUS requests waiting for a heartbeat round to confirm leadership: (round, request).
     reads: VecDeque<(u64, PendingRead)>,
@@ -481,6 +486,7 @@ impl Replica {
             init_wanted: false,
             proposed: HashMap::new(),
             in_flight: HashMap::new(),
+            proposing: None,
             replies: VecDeque::new(),
             reads: VecDeque::new(),
             preferred_leader: None,
@@ -634,10 +640,15 @@ impl Replica {
         }
         let command = log_command(log_now, &request);
         let index = self.propose(now, &command)?;
-        *self.in_flight.entry(source).or_default() += 1;
-        let earlier = self.proposed.insert(request.id, index);
-        assert!(earlier.is_none(), "a request proposed twice in a term");
+        assert!(self.proposing.is_none());
+        self.proposing = Some((request.id, index));
         self.settle(now);
+        // Still in flight (not applied, and still this leader's): counted from now on.
+        if let Some((id, index)) = self.proposing.take() {
+            *self.in_flight.entry(source).or_default() += 1;
+            let earlier = self.proposed.insert(id, index);
+            assert!(earlier.is_none(), "a request proposed twice in a term");
+        }
         Ok(())
     }
 
@@ -880,6 +891,8 @@ impl Replica {
         assert!(self.proposed.len() as u64 <= UNCOMMITTED_MAX);
         // Each proposed request is an entry of its own, after the applied prefix.
         assert!(self.proposed.len() as u64 <= last - applied);
+        // Between inputs every request in flight is in `proposed`.
+        assert!(self.proposing.is_none(), "a proposal left unsettled");
         // Every proposed request is counted once, under its source.
         debug_assert_eq!(
             self.in_flight.values().map(|&n| u64::from(n)).sum::<u64>(),
@@ -1060,6 +1073,7 @@ impl Replica {
             self.init_wanted = false;
             self.proposed.clear();
             self.in_flight.clear();
+            self.proposing = None;
             self.replies.clear();
             self.reads.clear();
         }
@@ -1106,6 +1120,7 @@ impl Replica {
         self.tick_pending = None;
         self.proposed.clear();
         self.in_flight.clear();
+        self.proposing = None;
         self.replies.clear();
         // INIT is proposed with the wall clock of the moment (spec §8.8), which the shell
         // passes in right after this input (`propose_init`); the table it creates takes the
@@ -1170,6 +1185,7 @@ impl Replica {
         self.tick_pending = None;
         self.proposed.clear();
         self.in_flight.clear();
+        self.proposing = None;
         self.replies.clear();
         self.snapshot_pending = None;
     }
@@ -1366,7 +1382,10 @@ impl Replica {
             command @ LogCommand::Request { .. } => {
                 let (stamp, request) = logged_request(&command).expect("a REQUEST command");
                 let now = self.stamp(stamp);
-                if self.proposed.get(&request.id) == Some(&entry.index) {
+                if self.proposing == Some((request.id, entry.index)) {
+                    // Applied inside the input that proposed it: never counted.
+                    self.proposing = None;
+                } else if self.proposed.get(&request.id) == Some(&entry.index) {
                     self.proposed.remove(&request.id);
                     // The logged address is the proposing copy's (`log_command`).
                     let source = request.reply_to.ip();

@@ -473,3 +473,22 @@ fn a_long_session_pays_one_retry_per_token_lifetime() {
         "every RETRY but the first was for an expired token"
     );
 }
+
+/// Spec §8.11.7: once the node's keys change, a token of a key it no longer accepts gets
+/// RETRY, also one it had verified (and remembered, `address::VerifiedTokens`) before.
+#[test]
+fn a_token_verified_before_a_key_change_is_refused_after_it() {
+    let mut node = validating(KeySet::single(ClusterKey::new(&[7; 32])));
+    let old = AddressTokenKey::derive(&[7; 32]).token(CLIENT, SESSION, wall_s(10));
+    assert_eq!(
+        ask(&mut node, 10, CLIENT, &acquire(1, SESSION, Some(&old))).0,
+        Status::Ok
+    );
+    node.set_keys(KeySet::single(ClusterKey::new(&[8; 32])));
+    let (status, hint, _) = ask(&mut node, 20, CLIENT, &acquire(2, SESSION, Some(&old)));
+    assert_eq!(status, Status::Retry);
+    assert_eq!(
+        token_of(hint),
+        AddressTokenKey::derive(&[8; 32]).token(CLIENT, SESSION, wall_s(20))
+    );
+}
