@@ -73,6 +73,7 @@ pub mod bench;
 #[doc(hidden)]
 pub mod chaos;
 pub mod client;
+pub mod client_keys;
 pub mod clock;
 #[cfg(feature = "server")]
 pub mod cluster;
