@@ -269,7 +269,7 @@ pub fn client_key_file(
         udplock::client_keys::ClientKeyFile::read(path).map_err(LockError::InvalidArgument)?;
     let ids: Vec<String> = file.key_ids().map(|id| format!("{id:08x}")).collect();
     super::out::notice(&format!(
-        "udplock server: client keys {} from {}{}\n",
+        "udplock: client keys {} from {}{}\n",
         if ids.is_empty() {
             "(none)".to_string()
         } else {

@@ -1205,6 +1205,20 @@ impl Node {
                 return;
             }
         }
+        // A copy of a request this node is still to answer, sealed otherwise than the
+        // earlier copies: someone else's, after the request's answer (spec §7.2.6).
+        let id = lock_table::RequestId {
+            session: request.session_id,
+            request: request.request_id,
+        };
+        if self.client_auth.conflicts(id, key_id) {
+            let why = match key_id {
+                Some(_) => ClientAuthDrop::Forbidden,
+                None => ClientAuthDrop::Unauthenticated,
+            };
+            self.refuse_client(&request, datagram.len(), key_id, why, from);
+            return;
+        }
         let shard = match request.body {
             // A KEEPALIVE names its shard and the shard count it was computed with (spec
             // §4.11): another count, or a shard that does not exist, is the client's error,
@@ -1327,10 +1341,15 @@ impl Node {
                 self.client_auth.record(id, key_id);
                 let budget = reply_budget(kind, datagram.len(), key_id.is_some());
                 let table_request = table_request(&request, from, budget);
-                replica
+                let taken = replica
                     .handle_request(now, table_request)
                     .map(|()| shard)
-                    .map_err(|not_leader| not_leader.leader_hint)
+                    .map_err(|not_leader| not_leader.leader_hint);
+                if taken.is_err() {
+                    // Not taken: this node will not answer it (NOT_LEADER below).
+                    self.client_auth.forget(id);
+                }
+                taken
             }
         };
         match outcome {
