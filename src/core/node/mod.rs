@@ -2399,14 +2399,8 @@ mod tests;
 /// Seals the reply of `len` bytes at the start of `out` with `key` (spec §7.2.6), or leaves
 /// it as it is; returns the length to send.
 fn seal_reply(out: &mut [u8], len: usize, key: Option<&ClientKey>) -> Result<usize, EncodeError> {
-    let Some(key) = key else {
-        return Ok(len);
-    };
-    let reply = Reply::decode(&out[..len]).map_err(|_| EncodeError::WrongType)?;
-    let mut sealed = [0u8; DATAGRAM_LEN_MAX];
-    let n = reply.encode_sealed(&mut sealed, Some(key))?;
-    out.get_mut(..n)
-        .ok_or(EncodeError::BufferTooSmall)?
-        .copy_from_slice(&sealed[..n]);
-    Ok(n)
+    match key {
+        None => Ok(len),
+        Some(key) => key.seal_reply(out, len),
+    }
 }
