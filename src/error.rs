@@ -128,11 +128,14 @@ impl LockError {
             // Client keys (spec §7.1.10); the client side may give these variants of their
             // own.
             Status::Unauthenticated => LockError::InternalError(
-                "the server requires a client key for this request, or does not know ours                  (UNAUTHENTICATED): configure a client key file the server lists; nothing                  changed"
+                "the server requires a client key for this request, or does not know ours \
+                 (UNAUTHENTICATED): configure a client key file the server lists; nothing \
+                 changed"
                     .to_owned(),
             ),
             Status::Forbidden => LockError::InternalError(
-                "our client key does not authorize this client id (FORBIDDEN): use a key whose                  prefixes cover the id; nothing changed"
+                "our client key does not authorize this client id (FORBIDDEN): use a key whose \
+                 prefixes cover the id; nothing changed"
                     .to_owned(),
             ),
             Status::InternalError => LockError::InternalError(

@@ -261,7 +261,8 @@ pub fn client_key_file(
     };
     if !validating {
         return Err(LockError::InvalidArgument(
-            "--client-key-file needs address validation: drop --address-validation off              (spec 7.2.6)"
+            "--client-key-file needs address validation: drop --address-validation off \
+             (spec 7.2.6)"
                 .into(),
         ));
     }
