@@ -136,6 +136,12 @@ impl ClientKeyFile {
     /// [`CLIENT_KEY_FILE_BYTES_MAX`], or one that users other than its owner and group may
     /// read or write (anyone could then use or change the keys).
     pub fn read(path: &Path) -> Result<ClientKeyFile, String> {
+        ClientKeyFile::read_with_text(path).map(|(file, _)| file)
+    }
+
+    /// [`ClientKeyFile::read`], and the file's text (a node that watches the file for
+    /// changes compares it with the next read).
+    pub fn read_with_text(path: &Path) -> Result<(ClientKeyFile, String), String> {
         let shown = path.display();
         let file = File::open(path).map_err(|e| format!("client key file {shown}: {e}"))?;
         let meta = file
@@ -157,7 +163,9 @@ impl ClientKeyFile {
         file.take(CLIENT_KEY_FILE_BYTES_MAX + 1)
             .read_to_string(&mut text)
             .map_err(|e| format!("client key file {shown}: {e}"))?;
-        ClientKeyFile::parse(&text).map_err(|e| format!("client key file {shown}: {e}"))
+        let file =
+            ClientKeyFile::parse(&text).map_err(|e| format!("client key file {shown}: {e}"))?;
+        Ok((file, text))
     }
 
     /// The first key of the file: what a client seals its requests with (spec §7.1.10).

@@ -63,6 +63,8 @@ pub struct SingleConfig {
     pub address_validation: bool,
     /// Client keys (spec §7.2.6): see [`ClusterConfig::client_keys`].
     pub client_keys: Option<std::sync::Arc<crate::client_keys::ClientKeyFile>>,
+    /// The client key file, watched for changes: see [`ClusterConfig::client_key_file`].
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl SingleConfig {
@@ -78,6 +80,7 @@ impl SingleConfig {
             data_dir: None,
             address_validation: true,
             client_keys: None,
+            client_key_file: None,
         }
     }
 
@@ -92,6 +95,7 @@ impl SingleConfig {
         config.data_dir = self.data_dir.clone();
         config.address_validation = self.address_validation;
         config.client_keys = self.client_keys.clone();
+        config.client_key_file = self.client_key_file.clone();
         config
     }
 }

@@ -348,13 +348,13 @@ pub fn render(view: &View<'_>) -> String {
     out.one(
         "udplock_key_reloads_total",
         "counter",
-        "Changed cluster key files applied.",
+        "Changed key files applied (the cluster key file, the client key file).",
         get(&s.key_reloads),
     );
     out.one(
         "udplock_key_file_errors_total",
         "counter",
-        "Changed cluster key files refused (the keys in force stayed).",
+        "Changed key files refused, cluster or client (the keys in force stayed).",
         get(&s.key_file_errors),
     );
     // Locks, counted by the leader that applies each change.

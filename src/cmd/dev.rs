@@ -51,12 +51,14 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
         let mut cluster = config.cluster_config();
         cluster.swim_period = swim_period;
         cluster.client_keys = client_keys;
+        cluster.client_key_file = a.client_key_file.clone();
         vec![start_single(cluster).map_err(cannot_start)?]
     } else {
         let mut template = ClusterConfig::new(1, Vec::new());
         template.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
         template.swim_period = swim_period;
         template.client_keys = client_keys;
+        template.client_key_file = a.client_key_file.clone();
         // start_local_cluster gives the nodes a new random key (template.keys is None).
         start_local_cluster(a.nodes, &template).map_err(cannot_start)?
     };

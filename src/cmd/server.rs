@@ -226,7 +226,8 @@ pub struct ServerArgs {
     /// `none <prefix>...` what requests without a key may do (`none *`: everything, as
     /// without this file, while clients get their keys). With it, acquire, release, renew,
     /// keepalive and cancel need a key for their client id. Needs address validation on.
-    /// Read at start only (restart to change it).
+    /// Re-read about every second: a changed file applies without a restart (a bad one
+    /// keeps the keys in force and logs why).
     #[arg(long, value_name = "PATH", env = "UDPLOCK_CLIENT_KEY_FILE")]
     client_key_file: Option<PathBuf>,
     /// Serve Prometheus metrics (GET /metrics, text format 0.0.4) and health checks (GET
@@ -417,6 +418,7 @@ fn run_single(mut a: ServerArgs) -> Result<(), LockError> {
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
     config.client_keys = client_keys(&a)?;
+    config.client_key_file = a.client_key_file.clone();
     config.table = table_config(&a);
     config.limits = node_limits(&a);
     config.durability = durability;
@@ -535,6 +537,7 @@ fn run_cluster(mut a: ServerArgs) -> Result<(), LockError> {
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
     config.client_keys = client_keys(&a)?;
+    config.client_key_file = a.client_key_file.clone();
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
@@ -743,6 +746,7 @@ fn run_joined(mut a: ServerArgs) -> Result<(), LockError> {
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
     config.client_keys = client_keys(&a)?;
+    config.client_key_file = a.client_key_file.clone();
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.placement = Some(planner(&a)?);

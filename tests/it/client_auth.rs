@@ -504,3 +504,54 @@ fn the_server_takes_a_client_key_file_and_refuses_unsafe_ones() {
     let _ = child.wait();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The client key file is re-read while the node runs (like the cluster key file): a key
+/// added to it is accepted without a restart, a bad edit keeps the keys in force.
+#[test]
+fn a_changed_client_key_file_applies_without_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("udplock-it-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("client-keys");
+    let write = |text: &str| {
+        // Written aside and renamed in, as an editor or a deployment tool does.
+        let tmp = dir.join("client-keys.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write(&format!("{KEY_A} team-a/\n"));
+    let mut config = SingleConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.client_key_file = Some(path.clone());
+    let node = SingleNode::start(config).expect("node starts");
+    let stats = node.stats();
+    let wait_for = |counter: &std::sync::atomic::AtomicU64, at_least: u64| {
+        let started = Instant::now();
+        while counter.load(Ordering::Relaxed) < at_least {
+            assert!(started.elapsed() < WAIT_MAX, "no reload seen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut bob = Raw::new(node.local_addr(), 0xB0B, Some(KEY_B));
+    assert_eq!(
+        bob.call(acquire(b"printer", b"team-b/bob")).status,
+        Status::Unauthenticated
+    );
+    // A bad edit: refused, the keys in force stay (Bob's key is still unknown).
+    write(&format!("{KEY_A} team-a/\n{KEY_B} team-b/\\q\n"));
+    wait_for(&stats.key_file_errors, 1);
+    assert_eq!(
+        bob.call(acquire(b"printer", b"team-b/bob")).status,
+        Status::Unauthenticated
+    );
+    // Bob's key added: accepted from then on.
+    write(&format!("{KEY_A} team-a/\n{KEY_B} team-b/\n"));
+    wait_for(&stats.key_reloads, 1);
+    bob.validate();
+    let answer = bob.call(acquire(b"printer", b"team-b/bob"));
+    assert_eq!(
+        (answer.status, answer.sealed),
+        (Status::Ok, Some(key(KEY_B).key_id()))
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

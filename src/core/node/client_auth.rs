@@ -112,6 +112,12 @@ impl ClientAuth {
         }
     }
 
+    /// Replaces the key file (a changed file, reloaded by the shell). Requests still to be
+    /// answered keep their key ids: an answer whose key left the file is not sent.
+    pub fn set_keys(&mut self, keys: Arc<ClientKeyFile>) {
+        self.keys = Some(keys);
+    }
+
     /// Whether the node has a key file.
     pub fn is_on(&self) -> bool {
         self.keys.is_some()

@@ -708,6 +708,17 @@ impl Node {
         self.auth.keys()
     }
 
+    /// Applies a changed client key file (spec §7.2.6): later requests are checked and
+    /// sealed with it. Only a node that started with one (`Config::client_keys`).
+    pub fn set_client_keys(&mut self, keys: Arc<crate::client_keys::ClientKeyFile>) {
+        assert!(
+            self.client_auth.is_on(),
+            "client keys on a node started without"
+        );
+        self.config.client_keys = Some(keys.clone());
+        self.client_auth.set_keys(keys);
+    }
+
     /// The secret of this node's address tokens when it has no cluster key (spec §7.2.5):
     /// the shell's, 32 bytes from the operating system. Until set, one drawn from the core's
     /// seed (the simulator's, reproducible).

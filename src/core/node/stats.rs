@@ -44,9 +44,10 @@ pub struct NodeStats {
     /// with a key this node does not accept, or whose admin MAC does not verify. Not counted
     /// in `dropped`: a steady stream is someone trying to evict nodes without the key.
     pub remove_dropped: AtomicU64,
-    /// Cluster nodes: changed key files applied since start.
+    /// Changed key files applied since start: the cluster key file (cluster nodes) and the
+    /// client key file (spec §7.2.6).
     pub key_reloads: AtomicU64,
-    /// Cluster nodes: changed key files refused (the keys in force stayed).
+    /// Changed key files refused (the keys in force stayed), of either kind.
     pub key_file_errors: AtomicU64,
     /// Cluster nodes: SWIM messages (records, spec §8.12) sent and received from listed,
     /// authenticated nodes; and messages SWIM addressed to no listed node, dropped.
