@@ -256,7 +256,7 @@ impl Config {
 pub use crate::core::ConfigError;
 
 /// The idempotency key of a request: a retransmit carries the same one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId {
     /// Random, non-zero, chosen by the client at start-up.
     pub session: u64,

@@ -24,7 +24,7 @@
 //! the client's next copy gets the remembered answer, sealed. The node-to-node wire does not
 //! carry keys.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use udplock_protocol::{
@@ -99,8 +99,9 @@ pub struct ClientAuth {
     /// AUTH request is then answered UNAUTHENTICATED, everything else as without keys).
     keys: Option<Arc<ClientKeyFile>>,
     /// Request → the key of its latest copy received here (`None`: it carried none). Only
-    /// with a key file.
-    sealing: HashMap<RequestId, Option<u32>>,
+    /// with a key file. Ordered, so that what a full map forgets does not depend on a hash
+    /// seed (the simulator replays a run from its seed).
+    sealing: BTreeMap<RequestId, Option<u32>>,
 }
 
 impl ClientAuth {
@@ -108,7 +109,7 @@ impl ClientAuth {
     pub fn new(keys: Option<Arc<ClientKeyFile>>) -> ClientAuth {
         ClientAuth {
             keys,
-            sealing: HashMap::new(),
+            sealing: BTreeMap::new(),
         }
     }
 
@@ -211,8 +212,8 @@ impl ClientAuth {
             return;
         }
         if self.sealing.len() >= SEALING_PENDING_MAX && !self.sealing.contains_key(&id) {
-            let victim = *self.sealing.keys().next().expect("full");
-            self.sealing.remove(&victim);
+            // The lowest id: the oldest request of the lowest session.
+            self.sealing.pop_first();
         }
         self.sealing.insert(id, key_id);
         assert!(self.sealing.len() <= SEALING_PENDING_MAX);
