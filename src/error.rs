@@ -125,6 +125,19 @@ impl LockError {
                  final: a client bug; nothing changed"
                     .to_owned(),
             ),
+            // Client keys (spec §7.1.10); the client side may give these variants of their
+            // own.
+            Status::Unauthenticated => LockError::InternalError(
+                "the server requires a client key for this request, or does not know ours \
+                 (UNAUTHENTICATED): configure a client key file the server lists; nothing \
+                 changed"
+                    .to_owned(),
+            ),
+            Status::Forbidden => LockError::InternalError(
+                "our client key does not authorize this client id (FORBIDDEN): use a key whose \
+                 prefixes cover the id; nothing changed"
+                    .to_owned(),
+            ),
             Status::InternalError => LockError::InternalError(
                 "the server reported INTERNAL_ERROR, so the operation may or may not have taken \
                  effect: check the lock's status and report the server's log"

@@ -61,6 +61,10 @@ pub struct SingleConfig {
     /// Address validation of client requests (spec §7.2.5): on by default; see
     /// [`ClusterConfig::address_validation`].
     pub address_validation: bool,
+    /// Client keys (spec §7.2.6): see [`ClusterConfig::client_keys`].
+    pub client_keys: Option<std::sync::Arc<crate::client_keys::ClientKeyFile>>,
+    /// The client key file, watched for changes: see [`ClusterConfig::client_key_file`].
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl SingleConfig {
@@ -75,6 +79,8 @@ impl SingleConfig {
             durability: Durability::Memory,
             data_dir: None,
             address_validation: true,
+            client_keys: None,
+            client_key_file: None,
         }
     }
 
@@ -88,6 +94,8 @@ impl SingleConfig {
         config.durability = self.durability;
         config.data_dir = self.data_dir.clone();
         config.address_validation = self.address_validation;
+        config.client_keys = self.client_keys.clone();
+        config.client_key_file = self.client_key_file.clone();
         config
     }
 }

@@ -23,8 +23,12 @@
 //! ```
 
 use crate::be::{u16_at, u64_at};
+use crate::client_auth::{carries_client_auth, trailer_len};
 use crate::registry::{Flags, MessageType};
-use crate::{all_zero, DecodeError, EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC, VERSION};
+use crate::{
+    all_zero, DecodeError, EncodeError, AUTH_REQUEST_LEN_MIN, DATAGRAM_LEN_MAX, HEADER_LEN, MAGIC,
+    VERSION,
+};
 
 /// Byte ranges of the header fields.
 pub mod field {
@@ -123,6 +127,21 @@ pub(crate) fn decode(
     direction: Direction,
     reads: fn(MessageType) -> bool,
 ) -> Result<Header, DecodeError> {
+    decode_with_auth(datagram, direction, reads, false)
+}
+
+/// [`decode`], and if `client_auth`, the AUTH flag is defined for the lock requests and their
+/// replies but ERROR_REPLY (spec §3.1, §7.1.10): such a datagram ends with the
+/// [`crate::CLIENT_AUTH_TRAILER_LEN`]-byte client-auth trailer, which `body_len` and the
+/// padding exclude, and an authenticated request is at least [`crate::AUTH_REQUEST_LEN_MIN`]
+/// bytes (`ShortAuthenticated`). A decoder that does not read the trailer passes `false`, so
+/// AUTH stays `AuthUnsupported` for it.
+pub(crate) fn decode_with_auth(
+    datagram: &[u8],
+    direction: Direction,
+    reads: fn(MessageType) -> bool,
+    client_auth: bool,
+) -> Result<Header, DecodeError> {
     if datagram.len() < HEADER_LEN {
         return Err(DecodeError::TooShort);
     }
@@ -154,7 +173,8 @@ pub(crate) fn decode(
         (None, _) => return Err(DecodeError::UnknownType),
     };
     let raw_flags = u16_at(datagram, field::FLAGS.start);
-    if raw_flags & Flags::AUTH.bits() != 0 {
+    let auth_defined = client_auth && carries_client_auth(msg_type);
+    if raw_flags & Flags::AUTH.bits() != 0 && !auth_defined {
         return Err(DecodeError::AuthUnsupported);
     }
     let flags = Flags::from_bits(raw_flags).ok_or(DecodeError::UnknownFlags)?;
@@ -179,6 +199,12 @@ pub(crate) fn decode(
         Direction::Request if carries_address_token(msg_type) => Flags::ADDRESS_TOKEN,
         _ => Flags::empty(),
     };
+    // AUTH passed step 6 only where it is defined.
+    let defined = if auth_defined {
+        defined | Flags::AUTH
+    } else {
+        defined
+    };
     if !defined.contains(flags) {
         return Err(DecodeError::UnknownFlags);
     }
@@ -190,8 +216,15 @@ pub(crate) fn decode(
     if session_id == 0 || request_id == 0 {
         return Err(DecodeError::ZeroId);
     }
+    // An authenticated request pays for its sealed reply (spec §2.2, §3.2 step 9a).
+    if flags.contains(Flags::AUTH)
+        && direction == Direction::Request
+        && datagram.len() < AUTH_REQUEST_LEN_MIN
+    {
+        return Err(DecodeError::ShortAuthenticated);
+    }
     let body_len = u16_at(datagram, field::BODY_LEN.start);
-    if HEADER_LEN + body_len as usize + token_len(flags) > datagram.len() {
+    if HEADER_LEN + body_len as usize + token_len(flags) + trailer_len(flags) > datagram.len() {
         return Err(DecodeError::BadBodyLength);
     }
     Ok(Header {
@@ -278,10 +311,12 @@ pub(crate) const fn token_len(flags: Flags) -> usize {
     }
 }
 
-/// Padding after the body (and the address token, if any) must be zero (spec §2.2).
+/// Padding after the body (and the address token, if any) must be zero (spec §2.2); with AUTH
+/// the padding ends where the client-auth trailer starts.
 pub(crate) fn check_padding(datagram: &[u8], header: &Header) -> Result<(), DecodeError> {
     let body_end = HEADER_LEN + header.body_len as usize + token_len(header.flags);
-    match datagram.get(body_end..) {
+    let padding_end = datagram.len().saturating_sub(trailer_len(header.flags));
+    match datagram.get(body_end..padding_end) {
         Some(padding) if all_zero(padding) => Ok(()),
         _ => Err(DecodeError::NonZeroPadding),
     }

@@ -116,6 +116,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod client_auth;
 mod command;
 mod entries;
 pub mod header;
@@ -143,6 +144,12 @@ pub use address::{
 #[cfg(feature = "crypto")]
 pub use auth::ClusterKey;
 pub use auth::{AuthTrailer, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLUSTER_KEY_LEN};
+#[cfg(feature = "crypto")]
+pub use client_auth::ClientKey;
+pub use client_auth::{
+    reply_is_sealed, ClientAuth, AUTH_ACQUIRE_WAIT_REQUEST_LEN, AUTH_REQUEST_LEN_MIN,
+    AUTH_STATUS_REQUEST_LEN, CLIENT_AUTH_MAC_LEN, CLIENT_AUTH_TRAILER_LEN, CLIENT_KEY_LEN,
+};
 pub use command::{
     LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN, LOG_COMMAND_LEN_MAX,
     LOG_KEEPALIVE_FIXED_LEN, LOG_REQUEST_FIXED_LEN, LOG_REQUEST_TARGET_LEN,
@@ -254,8 +261,15 @@ pub enum DecodeError {
     UnexpectedType,
     /// A reserved flag bit is set.
     UnknownFlags,
-    /// The AUTH flag is set; version 1 has no authentication trailer.
+    /// The AUTH flag is set where it is not defined: in a type that carries no client-auth
+    /// trailer (SHARD_STATUS, NODE_SETTINGS, MEMBERS, REMOVE, their replies, ERROR_REPLY), or
+    /// given to a decoder that does not read the trailer ([`Request::decode`],
+    /// [`Request::decode_with_token`]; [`Request::decode_authenticated`] reads it, spec §3.2
+    /// step 6).
     AuthUnsupported,
+    /// A request with the AUTH flag is shorter than [`AUTH_REQUEST_LEN_MIN`] (100) bytes, so
+    /// it could not pay for its sealed reply (spec §2.2, §3.2 step 9a).
+    ShortAuthenticated,
     /// A reserved header byte is not zero.
     ReservedNonZero,
     /// The session id or request id is zero.
@@ -351,6 +365,7 @@ impl DecodeError {
             }
             DecodeError::EmptyId => Some(Status::InvalidArgument),
             DecodeError::ReservedNonZero
+            | DecodeError::ShortAuthenticated
             | DecodeError::BadBodyLength
             | DecodeError::NonZeroPadding
             | DecodeError::BadHintKind
@@ -392,6 +407,7 @@ impl DecodeError {
             DecodeError::UnexpectedType => "UnexpectedType",
             DecodeError::UnknownFlags => "UnknownFlags",
             DecodeError::AuthUnsupported => "AuthUnsupported",
+            DecodeError::ShortAuthenticated => "ShortAuthenticated",
             DecodeError::ReservedNonZero => "ReservedNonZero",
             DecodeError::ZeroId => "ZeroId",
             DecodeError::BadBodyLength => "BadBodyLength",

@@ -107,6 +107,8 @@ registry! {
         InternalError = 12, "INTERNAL_ERROR", "An unexpected server condition; the outcome is unknown.";
         Waiting = 13, "WAITING", "Not a final answer: the acquire is queued; keep waiting and retransmit only as a keepalive.";
         Retry = 14, "RETRY", "The server has not seen this source receive at its address: resend the request with the address token this reply carries.";
+        Unauthenticated = 15, "UNAUTHENTICATED", "The server requires a client key for this request and it carries none, or a key id the server does not know. Never sealed.";
+        Forbidden = 16, "FORBIDDEN", "The client key is valid but does not authorize this request's client id or fencing tokens.";
     }
 }
 
@@ -228,9 +230,11 @@ bitflags! {
     /// Header flags (spec §10.3). Unknown bits are reserved: zero when sent, rejected when received.
     #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
     pub struct Flags: u16 {
-        /// Node-to-node datagrams only (PEER, PEER_SETTINGS): the authentication trailer
-        /// follows the body (spec §8.11). Reserved in requests and replies: a server answers a
-        /// request that sets it UNSUPPORTED (spec §3.1).
+        /// An authentication trailer ends the datagram. Node-to-node datagrams (PEER,
+        /// PEER_SETTINGS): the 56-byte trailer of spec §8.11 after the body. The lock
+        /// requests and their replies but ERROR_REPLY: the 24-byte client-auth trailer of
+        /// spec §7.1.10 (key id and MAC), after any padding. Reserved in the other client
+        /// types: a server answers a request that sets it UNSUPPORTED (spec §3.1).
         const AUTH = 0x0001;
         /// Reply only: a STATUS_REPLY could not carry the holder's id because the request was
         /// shorter than the reply would have been.
@@ -250,7 +254,7 @@ pub const FLAG_TABLE: &[(u16, &str, &str)] = &[
     (
         0x0001,
         "AUTH",
-        "Node-to-node only: an authentication trailer follows the body (Section 8.11); reserved in requests and replies.",
+        "An authentication trailer ends the datagram: node-to-node (Section 8.11), and the lock requests and their replies but ERROR_REPLY (client key, Section 7.1.10); reserved in the other client types.",
     ),
     (
         0x0002,

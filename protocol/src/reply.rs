@@ -160,7 +160,9 @@ impl<'a> Reply<'a> {
     /// Decodes a reply datagram. Never panics; never allocates. A SHARD_STATUS_REPLY fails
     /// with [`DecodeError::UnknownType`]: it is read by [`crate::ShardStatusReply::decode`].
     pub fn decode(datagram: &'a [u8]) -> Result<Reply<'a>, DecodeError> {
-        let header = header::decode(datagram, Direction::Reply, is_lock_reply)?;
+        // A sealed reply (AUTH, spec §7.1.10) decodes as its body says; the trailer is the
+        // caller's to check (crate::ClientKey::verify_reply).
+        let header = header::decode_with_auth(datagram, Direction::Reply, is_lock_reply, true)?;
         let body = &datagram[HEADER_LEN..HEADER_LEN + header.body_len as usize];
         if body.len() < REPLY_BODY_FIXED_LEN {
             return Err(DecodeError::BadBodyLength);
@@ -201,7 +203,36 @@ impl<'a> Reply<'a> {
         HEADER_LEN + REPLY_BODY_FIXED_LEN + self.holder.len()
     }
 
-    /// Encodes the reply (unpadded). Returns the datagram length.
+    /// Encodes the reply and, with a `key`, seals it (spec §7.1.10): the AUTH flag set and
+    /// the client-auth trailer after the body, with the key's id and the reply MAC of every
+    /// byte before it; [`Reply::encoded_len`] plus [`CLIENT_AUTH_TRAILER_LEN`] bytes. An
+    /// ERROR_REPLY is never sealed ([`EncodeError::WrongType`] with a key). Without a key,
+    /// the same bytes as [`Reply::encode`]. The AUTH bit of `self.flags` is ignored: the key
+    /// decides.
+    #[cfg(feature = "crypto")]
+    pub fn encode_sealed(
+        &self,
+        out: &mut [u8],
+        key: Option<&crate::ClientKey>,
+    ) -> Result<usize, EncodeError> {
+        let Some(key) = key else {
+            return self.encode(out);
+        };
+        if !crate::client_auth::carries_client_auth(self.msg_type) {
+            return Err(EncodeError::WrongType);
+        }
+        let len = self.encoded_len() + crate::CLIENT_AUTH_TRAILER_LEN;
+        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+        let n = self.encode(out)?;
+        debug_assert_eq!(n + crate::CLIENT_AUTH_TRAILER_LEN, len);
+        let flags = (self.flags | Flags::AUTH).bits();
+        out[header::field::FLAGS].copy_from_slice(&flags.to_be_bytes());
+        key.seal(crate::client_auth::SealDirection::Reply, out);
+        Ok(len)
+    }
+
+    /// Encodes the reply (unpadded, unsealed: the AUTH bit of `self.flags` is not written).
+    /// Returns the datagram length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         if !is_lock_reply(self.msg_type) {
             return Err(EncodeError::WrongType);
@@ -222,7 +253,7 @@ impl<'a> Reply<'a> {
             out,
             &Header {
                 msg_type: self.msg_type,
-                flags: self.flags,
+                flags: self.flags - Flags::AUTH,
                 body_len: (len - HEADER_LEN) as u16,
                 session_id: self.session_id,
                 request_id: self.request_id,

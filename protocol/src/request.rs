@@ -14,11 +14,14 @@
 //! its handlers.
 
 use crate::be::{u16_at, u32_at, u64_at};
+use crate::client_auth::{self, ClientAuth};
 use crate::header::{self, Direction, Header};
 use crate::registry::{Flags, MessageType};
 use crate::{
     AddressToken, DecodeError, EncodeError, ACQUIRE_WAIT_REQUEST_LEN, ADDRESS_TOKEN_LEN,
-    DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    AUTH_ACQUIRE_WAIT_REQUEST_LEN, AUTH_REQUEST_LEN_MIN, AUTH_STATUS_REQUEST_LEN,
+    CLIENT_AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, HEADER_LEN, ID_LEN_MAX, REQUEST_LEN_MIN,
+    STATUS_REQUEST_LEN,
 };
 
 /// Most fencing tokens one KEEPALIVE lists (spec §4.11). Two bounds meet here: the reply's
@@ -466,7 +469,30 @@ impl<'a> Request<'a> {
     ) -> Result<(Request<'a>, Option<AddressToken>), DecodeError> {
         let header = header::decode(datagram, Direction::Request, is_lock_request)?;
         let request = Request::decode_body(datagram, &header)?;
-        let token = if header.flags.contains(Flags::ADDRESS_TOKEN) {
+        Ok((request, Request::token_of(datagram, &header)))
+    }
+
+    /// Decodes a request that may be authenticated (spec §3.1, §7.1.10): as
+    /// [`Request::decode_with_token`], but the AUTH flag is defined, and with it the datagram
+    /// ends with the client-auth trailer, whose key id is returned as [`ClientAuth`]. Nothing
+    /// is verified: the server looks the key id up and checks the MAC
+    /// ([`crate::ClientKey::verify_request`], spec §7.2.6). An AUTH request shorter than
+    /// [`AUTH_REQUEST_LEN_MIN`] fails with [`DecodeError::ShortAuthenticated`].
+    pub fn decode_authenticated(
+        datagram: &'a [u8],
+    ) -> Result<(Request<'a>, Option<AddressToken>, Option<ClientAuth>), DecodeError> {
+        let header = header::decode_with_auth(datagram, Direction::Request, is_lock_request, true)?;
+        let request = Request::decode_body(datagram, &header)?;
+        let token = Request::token_of(datagram, &header);
+        let auth = header.flags.contains(Flags::AUTH).then(|| ClientAuth {
+            // header::decode_with_auth checked the trailer fits.
+            key_id: client_auth::trailer_key_id(datagram),
+        });
+        Ok((request, token, auth))
+    }
+
+    fn token_of(datagram: &[u8], header: &Header) -> Option<AddressToken> {
+        if header.flags.contains(Flags::ADDRESS_TOKEN) {
             // header::decode checked the token fits before the datagram's end.
             let at = HEADER_LEN + usize::from(header.body_len);
             let mut token = [0u8; ADDRESS_TOKEN_LEN];
@@ -474,8 +500,7 @@ impl<'a> Request<'a> {
             Some(AddressToken(token))
         } else {
             None
-        };
-        Ok((request, token))
+        }
     }
 
     fn decode_body(datagram: &'a [u8], header: &Header) -> Result<Request<'a>, DecodeError> {
@@ -544,6 +569,20 @@ impl<'a> Request<'a> {
         unpadded.max(floor)
     }
 
+    /// The datagram length a client sends with a client key (spec §2.2, §7.1.10): the body
+    /// and the 24-byte trailer, padded to [`AUTH_REQUEST_LEN_MIN`]; to
+    /// [`AUTH_STATUS_REQUEST_LEN`] for STATUS; to [`AUTH_ACQUIRE_WAIT_REQUEST_LEN`] for an
+    /// ACQUIRE that may wait. Each is the plain length plus what the sealed replies add.
+    pub fn padded_len_auth(&self) -> usize {
+        let unpadded = HEADER_LEN + self.body.body_len() + CLIENT_AUTH_TRAILER_LEN;
+        let floor = match self.body {
+            RequestBody::Status { .. } => AUTH_STATUS_REQUEST_LEN,
+            RequestBody::Acquire { wait_ms, .. } if wait_ms > 0 => AUTH_ACQUIRE_WAIT_REQUEST_LEN,
+            _ => AUTH_REQUEST_LEN_MIN,
+        };
+        unpadded.max(floor)
+    }
+
     /// Encodes the request padded to [`Request::padded_len`]. Returns the datagram length.
     pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
         self.encode_padded(out, self.padded_len())
@@ -558,6 +597,50 @@ impl<'a> Request<'a> {
         token: Option<&AddressToken>,
     ) -> Result<usize, EncodeError> {
         self.encode_padded_with_token(out, self.padded_len(), token)
+    }
+
+    /// Encodes the request with `token` after its body (as [`Request::encode_with_token`])
+    /// and, with a `key`, sealed (spec §3.1, §7.1.10): the AUTH flag set, padded to
+    /// [`Request::padded_len_auth`] (longer only if the token does not fit), and ended by the
+    /// client-auth trailer with the key's id and the request MAC of every byte before it.
+    /// Without a key, the same bytes as [`Request::encode_with_token`].
+    #[cfg(feature = "crypto")]
+    pub fn encode_sealed(
+        &self,
+        out: &mut [u8],
+        token: Option<&AddressToken>,
+        key: Option<&crate::ClientKey>,
+    ) -> Result<usize, EncodeError> {
+        match key {
+            None => self.encode_with_token(out, token),
+            Some(key) => self.encode_padded_sealed(out, self.padded_len_auth(), token, key),
+        }
+    }
+
+    /// [`Request::encode_sealed`] with a key and another length: `len` bytes in all (at
+    /// least the body's end, the token and the trailer). For tests and tools; clients use
+    /// [`Request::encode_sealed`].
+    #[cfg(feature = "crypto")]
+    pub fn encode_padded_sealed(
+        &self,
+        out: &mut [u8],
+        len: usize,
+        token: Option<&AddressToken>,
+        key: &crate::ClientKey,
+    ) -> Result<usize, EncodeError> {
+        let token_len = token.map_or(0, |_| ADDRESS_TOKEN_LEN);
+        let len = len.max(HEADER_LEN + self.body.body_len() + token_len + CLIENT_AUTH_TRAILER_LEN);
+        if len > DATAGRAM_LEN_MAX {
+            return Err(EncodeError::TooLong);
+        }
+        let out = out.get_mut(..len).ok_or(EncodeError::BufferTooSmall)?;
+        let unsealed = len - CLIENT_AUTH_TRAILER_LEN;
+        let n = self.encode_padded_with_token(out, unsealed, token)?;
+        debug_assert_eq!(n, unsealed);
+        let flags = u16_at(out, header::field::FLAGS.start) | Flags::AUTH.bits();
+        out[header::field::FLAGS].copy_from_slice(&flags.to_be_bytes());
+        key.seal(client_auth::SealDirection::Request, out);
+        Ok(len)
     }
 
     /// Encodes the request, then zero padding up to `len` bytes (at least the body's end).

@@ -51,6 +51,10 @@ const VECTORS: &[(&str, &str)] = &[
     ),
     ("remove.txt", include_str!("../../spec/vectors/remove.txt")),
     ("holds.txt", include_str!("../../spec/vectors/holds.txt")),
+    (
+        "client-auth.txt",
+        include_str!("../../spec/vectors/client-auth.txt"),
+    ),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -248,15 +252,20 @@ fn check_request(r: &Record) {
                 .unwrap_or_else(|_| panic!("[{}] a token is 16 bytes", r.name)),
         )
     });
-    let flags = if token.is_some() {
+    // ... and AUTH with a client key (spec §7.1.10).
+    let sealed = ClientSealed::of(r);
+    let mut flags = if token.is_some() {
         Flags::ADDRESS_TOKEN.bits()
     } else {
         0
     };
+    if sealed.is_some() {
+        flags |= Flags::AUTH.bits();
+    }
     assert_eq!(
         r.num_or("flags", 0),
         u64::from(flags),
-        "[{}] requests carry ADDRESS_TOKEN with a token, no other flag",
+        "[{}] requests carry ADDRESS_TOKEN with a token, AUTH with a key, no other flag",
         r.name
     );
     let expected = Request {
@@ -265,23 +274,155 @@ fn check_request(r: &Record) {
         attempt: r.num("attempt") as u16,
         body,
     };
-    let (decoded, decoded_token) = Request::decode_with_token(&bytes)
+    let (decoded, decoded_token, auth) = Request::decode_authenticated(&bytes)
         .unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
     assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
     assert_eq!(decoded_token, token, "[{}] address token", r.name);
     let padding = r.num_or("padding", 0) as usize;
     let token_len = token.map_or(0, |_| ADDRESS_TOKEN_LEN);
+    let trailer_len = sealed.as_ref().map_or(0, |_| CLIENT_AUTH_TRAILER_LEN);
     assert_eq!(
         bytes.len(),
-        HEADER_LEN + decoded.body.body_len() + token_len + padding,
+        HEADER_LEN + decoded.body.body_len() + token_len + padding + trailer_len,
         "[{}] padding",
         r.name
     );
     let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let Some(sealed) = sealed else {
+        assert_eq!(auth, None, "[{}] no trailer", r.name);
+        let n = expected
+            .encode_padded_with_token(&mut out, bytes.len(), token.as_ref())
+            .unwrap();
+        assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+        // The plain decoder reads it too.
+        assert_eq!(
+            Request::decode_with_token(&bytes).unwrap(),
+            (expected, token)
+        );
+        return;
+    };
+    assert_eq!(
+        auth,
+        Some(ClientAuth {
+            key_id: sealed.key_id
+        }),
+        "[{}] key id",
+        r.name
+    );
+    // A decoder that does not read the trailer refuses it (spec §3.2 step 6).
+    assert_eq!(
+        Request::decode_with_token(&bytes).unwrap_err(),
+        DecodeError::AuthUnsupported
+    );
     let n = expected
-        .encode_padded_with_token(&mut out, bytes.len(), token.as_ref())
+        .encode_padded_sealed(&mut out, bytes.len(), token.as_ref(), &sealed.key)
         .unwrap();
-    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    sealed.check(r, &bytes, &out[..n], SPEC_CLIENT_REQUEST_MAC_LABEL);
+    assert_eq!(sealed.key.verify_request(&bytes), sealed.verifies);
+    assert!(!sealed.key.verify_reply(&bytes), "[{}] as a reply", r.name);
+}
+
+/// The labels of spec §7.1.10, as the spec spells them.
+const SPEC_CLIENT_KEY_ID_LABEL: &[u8] = b"udplock v1 client key id";
+const SPEC_CLIENT_REQUEST_MAC_LABEL: &[u8] = b"udplock v1 client request mac";
+const SPEC_CLIENT_REPLY_MAC_LABEL: &[u8] = b"udplock v1 client reply mac";
+
+/// What a sealed client request or reply vector states beyond its fields (spec §7.1.10,
+/// Appendix A.1): the key it was sealed with, its key id, its MAC and whether that verifies.
+struct ClientSealed {
+    secret: [u8; CLIENT_KEY_LEN],
+    key: ClientKey,
+    key_id: u32,
+    verifies: bool,
+}
+
+impl ClientSealed {
+    fn of(r: &Record) -> Option<ClientSealed> {
+        let secret: [u8; CLIENT_KEY_LEN] = r
+            .opt("client_key")
+            .map(parse_bytes)?
+            .try_into()
+            .unwrap_or_else(|_| panic!("[{}] a client key is 32 bytes", r.name));
+        Some(ClientSealed {
+            secret,
+            key: ClientKey::new(secret),
+            key_id: r.num("key_id") as u32,
+            verifies: r.num("verifies") == 1,
+        })
+    }
+
+    /// `bytes` ends with the trailer the spec's formula gives (or, if it does not verify,
+    /// with another MAC), and `encoded` (the codec's sealing of the record's fields) is
+    /// `bytes`, or all of it but the MAC.
+    fn check(&self, r: &Record, bytes: &[u8], encoded: &[u8], label: &[u8]) {
+        let len = bytes.len();
+        let trailer = &bytes[len - CLIENT_AUTH_TRAILER_LEN..];
+        assert_eq!(
+            u32::from_be_bytes(trailer[..4].try_into().unwrap()),
+            self.key_id,
+            "[{}] trailer key_id",
+            r.name
+        );
+        assert_eq!(&trailer[4..8], &[0; 4], "[{}] reserved", r.name);
+        assert_eq!(&trailer[8..], &r.bytes("mac")[..], "[{}] mac", r.name);
+        let mac_key = hmac_sha256(&self.secret, label);
+        let want = &hmac_sha256(&mac_key, &bytes[..len - CLIENT_AUTH_MAC_LEN])[..16];
+        assert_eq!(
+            want == &trailer[8..],
+            self.verifies,
+            "[{}] verifies",
+            r.name
+        );
+        assert_eq!(encoded.len(), len, "[{}] sealed length", r.name);
+        let upto = if self.verifies { len } else { len - 16 };
+        assert_eq!(
+            &encoded[..upto],
+            &bytes[..upto],
+            "[{}] re-sealing differs",
+            r.name
+        );
+    }
+}
+
+/// A `client-key` record (spec §7.1.10): the key id and both MAC keys the spec derives from
+/// the key, and the key id the codec derives.
+fn check_client_key(r: &Record) {
+    assert_eq!(
+        (
+            client_auth::CLIENT_KEY_ID_LABEL,
+            client_auth::CLIENT_REQUEST_MAC_LABEL,
+            client_auth::CLIENT_REPLY_MAC_LABEL
+        ),
+        (
+            SPEC_CLIENT_KEY_ID_LABEL,
+            SPEC_CLIENT_REQUEST_MAC_LABEL,
+            SPEC_CLIENT_REPLY_MAC_LABEL
+        ),
+        "the codec's labels are the spec's"
+    );
+    let secret: [u8; CLIENT_KEY_LEN] = r.bytes("client_key").try_into().expect("32 bytes");
+    let id = hmac_sha256(&secret, SPEC_CLIENT_KEY_ID_LABEL);
+    let key_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    assert_eq!(u64::from(key_id), r.num("key_id"), "[{}] key_id", r.name);
+    for (field, label) in [
+        ("request_mac_key", SPEC_CLIENT_REQUEST_MAC_LABEL),
+        ("reply_mac_key", SPEC_CLIENT_REPLY_MAC_LABEL),
+    ] {
+        assert_eq!(
+            &hmac_sha256(&secret, label)[..],
+            &r.bytes(field)[..],
+            "[{}] {field}",
+            r.name
+        );
+    }
+    assert_eq!(
+        ClientKey::new(secret).key_id(),
+        key_id,
+        "[{}] codec",
+        r.name
+    );
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(ClientKey::from_hex(&hex).unwrap().key_id(), key_id);
 }
 
 /// A reply vector's `hint` (Section 5.2): `none` when absent.
@@ -338,6 +479,30 @@ fn check_reply(r: &Record) {
         Reply::decode(&bytes).unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
     assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
     let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let sealed = ClientSealed::of(r);
+    assert_eq!(
+        expected.flags.contains(Flags::AUTH),
+        sealed.is_some(),
+        "[{}] AUTH with a client key",
+        r.name
+    );
+    assert_eq!(
+        reply_is_sealed(&bytes),
+        sealed.as_ref().map(|s| s.key_id),
+        "[{}] reply_is_sealed",
+        r.name
+    );
+    if let Some(sealed) = sealed {
+        let n = expected.encode_sealed(&mut out, Some(&sealed.key)).unwrap();
+        sealed.check(r, &bytes, &out[..n], SPEC_CLIENT_REPLY_MAC_LABEL);
+        assert_eq!(sealed.key.verify_reply(&bytes), sealed.verifies);
+        assert!(
+            !sealed.key.verify_request(&bytes),
+            "[{}] as a request",
+            r.name
+        );
+        return;
+    }
     let n = expected.encode(&mut out).unwrap();
     assert_eq!(&out[..n], &bytes[..n], "[{}] re-encoding differs", r.name);
     assert!(
@@ -351,7 +516,8 @@ fn check_invalid(r: &Record) {
     let bytes = r.hex();
     let want = r.get("error");
     let got = match r.get("decode_as") {
-        "request" => Request::decode(&bytes).err(),
+        // The lock-request decoder of spec §3.2, which reads the client-auth trailer.
+        "request" => Request::decode_authenticated(&bytes).err(),
         "reply" => Reply::decode(&bytes).err(),
         "peer" => PeerDatagram::decode(&bytes).err(),
         "command" => LogCommand::decode(&bytes).err(),
@@ -383,15 +549,20 @@ fn check_shard_status_request(r: &Record) {
                 .unwrap_or_else(|_| panic!("[{}] a token is 16 bytes", r.name)),
         )
     });
-    let flags = if token.is_some() {
+    // ... and AUTH with a client key (spec §7.1.10).
+    let sealed = ClientSealed::of(r);
+    let mut flags = if token.is_some() {
         Flags::ADDRESS_TOKEN.bits()
     } else {
         0
     };
+    if sealed.is_some() {
+        flags |= Flags::AUTH.bits();
+    }
     assert_eq!(
         r.num_or("flags", 0),
         u64::from(flags),
-        "[{}] requests carry ADDRESS_TOKEN with a token, no other flag",
+        "[{}] requests carry ADDRESS_TOKEN with a token, AUTH with a key, no other flag",
         r.name
     );
     let expected = ShardStatusRequest {
@@ -479,15 +650,20 @@ fn check_members_request(r: &Record) {
                 .unwrap_or_else(|_| panic!("[{}] a token is 16 bytes", r.name)),
         )
     });
-    let flags = if token.is_some() {
+    // ... and AUTH with a client key (spec §7.1.10).
+    let sealed = ClientSealed::of(r);
+    let mut flags = if token.is_some() {
         Flags::ADDRESS_TOKEN.bits()
     } else {
         0
     };
+    if sealed.is_some() {
+        flags |= Flags::AUTH.bits();
+    }
     assert_eq!(
         r.num_or("flags", 0),
         u64::from(flags),
-        "[{}] requests carry ADDRESS_TOKEN with a token, no other flag",
+        "[{}] requests carry ADDRESS_TOKEN with a token, AUTH with a key, no other flag",
         r.name
     );
     let expected = MembersRequest {
@@ -1485,6 +1661,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             #[cfg(not(feature = "crypto"))]
             "cluster-key" => {}
             "address-token" => check_address_token(r),
+            "client-key" => check_client_key(r),
             other => panic!("[{}] kind {other:?}", r.name),
         }
         *counts.entry(kind).or_insert(0) += 1;
@@ -1506,6 +1683,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
         "UnexpectedType",
         "UnknownFlags",
         "AuthUnsupported",
+        "ShortAuthenticated",
         "ReservedNonZero",
         "BadBodyLength",
         "NonZeroPadding",
@@ -1626,6 +1804,20 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
     // ... and authenticated datagrams of both node-to-node types, one whose MAC does not
     // verify, made with at least two keys (spec §8.11).
     assert!(counts["cluster-key"] >= 2, "{counts:?}");
+    // ... and client authentication (spec §7.1.10): two client keys, sealed requests and
+    // replies, one reply whose MAC does not verify, and a sealed request with a token.
+    assert!(counts["client-key"] >= 2, "{counts:?}");
+    for (kind, verifies) in [("request", "1"), ("reply", "1"), ("reply", "0")] {
+        assert!(
+            records.iter().any(|r| r.get("kind") == kind
+                && r.opt("client_key").is_some()
+                && r.opt("verifies") == Some(verifies)),
+            "no sealed {kind} vector with verifies = {verifies}"
+        );
+    }
+    assert!(records
+        .iter()
+        .any(|r| r.opt("client_key").is_some() && r.opt("address_token").is_some()));
     for (kind, verifies) in [("peer", "1"), ("peer", "0"), ("peer-settings", "1")] {
         assert!(
             records

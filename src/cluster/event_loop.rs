@@ -41,6 +41,8 @@ pub(super) struct ClusterLoop {
     pub(super) socket: UdpSocket,
     /// The key file, checked for changes (`None`: keys fixed at start).
     pub(super) key_watch: Option<KeyFileWatch>,
+    /// The client key file (spec §7.2.6), checked for changes (`None`: none, or fixed).
+    pub(super) client_key_watch: Option<ClientKeyWatch>,
     /// The keys in force, for [`ClusterNode::keys`](super::ClusterNode::keys).
     pub(super) keys: Arc<Mutex<KeySet>>,
     /// Each shard's storage (`fsync`, `os`; `None` under `memory`).
@@ -100,6 +102,7 @@ impl ClusterLoop {
             self.publish_stats(now);
             self.record_members(now);
             self.check_key_file(now);
+            self.check_client_key_file(now);
             let next = self.node.poll_timeout();
             let next = self
                 .key_watch
@@ -248,6 +251,49 @@ impl ClusterLoop {
         }
     }
 
+    /// About every [`KEY_FILE_CHECK_MS`](super::keys::KEY_FILE_CHECK_MS): applies a changed
+    /// client key file (counted in `key_reloads`), or keeps the keys in force and says why
+    /// the new one is refused (counted in `key_file_errors`, logged once per content).
+    fn check_client_key_file(&mut self, now: Instant) {
+        let Some(watch) = self.client_key_watch.as_mut() else {
+            return;
+        };
+        if now < watch.next_check {
+            return;
+        }
+        watch.next_check =
+            now + crate::core::time::Duration::from_millis(super::keys::KEY_FILE_CHECK_MS);
+        match crate::client_keys::ClientKeyFile::read_with_text(&watch.path) {
+            Ok((_, text)) if text == watch.text => {}
+            Ok((file, text)) => {
+                watch.text = text;
+                let ids: Vec<String> = file.key_ids().map(|id| format!("{id:08x}")).collect();
+                log::info!(
+                    target: super::keys::LOG_TARGET,
+                    "udplock node {}: client keys reloaded from {}: {}",
+                    self.node.node_id(),
+                    watch.path.display(),
+                    ids.join(",")
+                );
+                self.node.set_client_keys(Arc::new(file));
+                NodeStats::bump(&self.stats.key_reloads);
+            }
+            Err(e) => {
+                // The error as the text: reported once, not every check.
+                let marker = format!("\u{0}{e}");
+                if marker != watch.text {
+                    watch.text = marker;
+                    NodeStats::bump(&self.stats.key_file_errors);
+                    log::error!(
+                        "udplock node {}: the client key file changed but is refused, the \
+                         keys in force stay: {e}",
+                        self.node.node_id()
+                    );
+                }
+            }
+        }
+    }
+
     /// The members file of a joined node's data directory (`storage`, "members"), when its
     /// core hands out a new view. A hint: a failed write is logged and the node goes on.
     fn record_members(&mut self, now: Instant) {
@@ -314,4 +360,13 @@ fn log_member_event(me: NodeId, event: swim::Event) {
             "udplock node {me}: others suspected this node; refuted (incarnation {incarnation})"
         ),
     }
+}
+
+/// The client key file as the loop watches it (spec §7.2.6).
+#[derive(Debug)]
+pub(super) struct ClientKeyWatch {
+    pub(super) path: std::path::PathBuf,
+    /// The text last read (or the error last reported): a change is a different text.
+    pub(super) text: String,
+    pub(super) next_check: Instant,
 }

@@ -315,6 +315,18 @@ pub fn render(view: &View<'_>) -> String {
             s.auth_dropped(reason),
         );
     }
+    out.family(
+        "udplock_client_auth_refusals_total",
+        "counter",
+        "Lock requests refused by client authentication (spec 7.2.6): answered UNAUTHENTICATED (no key where one is required, an unknown key) or FORBIDDEN, or dropped (a MAC that does not verify), by reason.",
+    );
+    for reason in crate::core::node::client_auth::ClientAuthDrop::ALL {
+        out.sample(
+            "udplock_client_auth_refusals_total",
+            &[("reason", &reason.name())],
+            get(&s.client_auth[reason.index()]),
+        );
+    }
     out.one(
         "udplock_peer_datagrams_sent_total",
         "counter",
@@ -342,13 +354,13 @@ pub fn render(view: &View<'_>) -> String {
     out.one(
         "udplock_key_reloads_total",
         "counter",
-        "Changed cluster key files applied.",
+        "Changed key files applied (the cluster key file, the client key file).",
         get(&s.key_reloads),
     );
     out.one(
         "udplock_key_file_errors_total",
         "counter",
-        "Changed cluster key files refused (the keys in force stayed).",
+        "Changed key files refused, cluster or client (the keys in force stayed).",
         get(&s.key_file_errors),
     );
     // Locks, counted by the leader that applies each change.

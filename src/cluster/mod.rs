@@ -170,6 +170,15 @@ pub struct ClusterConfig {
     /// default. Off only where every host that can reach the node is trusted: a source that
     /// never receives at its address can then create sessions, waiters and holds.
     pub address_validation: bool,
+    /// Client keys (spec §7.2.6; `--client-key-file`): which keys the node accepts and which
+    /// client ids each authorizes; `None`: no client authentication. Fixed, unless
+    /// [`ClusterConfig::client_key_file`] names a file (which replaces it at start and on
+    /// every change). Requires address validation.
+    pub client_keys: Option<std::sync::Arc<crate::client_keys::ClientKeyFile>>,
+    /// The client key file (`--client-key-file`): read at start (it then gives
+    /// [`ClusterConfig::client_keys`]) and about every second after, a changed file applied
+    /// without a restart (a bad one keeps the keys in force and logs why).
+    pub client_key_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -197,6 +206,8 @@ impl ClusterConfig {
             bind: None,
             placement: node::Config::new(node_id, Vec::new()).placement,
             address_validation: true,
+            client_keys: None,
+            client_key_file: None,
         }
     }
 
@@ -237,6 +248,7 @@ impl ClusterConfig {
             joined: self.joined.clone(),
             placement: self.placement,
             address_validation: self.address_validation,
+            client_keys: self.client_keys.clone(),
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }
@@ -349,6 +361,20 @@ impl ClusterNode {
     ) -> io::Result<ClusterNode> {
         let local_addr = socket.local_addr()?;
         let (key_watch, keys) = open_keys(&config)?;
+        // Spec §7.2.6: the client key file, read now and watched by the loop.
+        let client_key_watch = match &config.client_key_file {
+            Some(path) => {
+                let (file, text) = crate::client_keys::ClientKeyFile::read_with_text(path)
+                    .map_err(|e| invalid(Some(e)))?;
+                config.client_keys = Some(Arc::new(file));
+                Some(event_loop::ClientKeyWatch {
+                    path: path.clone(),
+                    text,
+                    next_check: Instant::ZERO,
+                })
+            }
+            None => None,
+        };
         let horizon = open_horizon(&mut config)?;
         let epoch = BootInstant::now();
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
@@ -405,6 +431,7 @@ impl ClusterNode {
             node,
             socket,
             key_watch,
+            client_key_watch,
             keys: shared_keys.clone(),
             stores,
             dir,

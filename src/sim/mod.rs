@@ -1189,6 +1189,18 @@ const OVERLOAD_RETRY_AFTER_MS: u32 = 300;
 /// datagram (spec §8.11).
 const KEYLESS_SEEDS_EVERY: u64 = 4;
 
+/// One random seed in this many (those with `seed % CLIENT_KEYS_SEEDS_EVERY == 2`) runs its
+/// nodes with a client key file (spec §7.2.6) of one key and `none *`: the simulated clients
+/// send without keys, as a deployment turning keys on does, so every request goes through
+/// the nodes' client authentication, and every answer a shard produces later is sent only
+/// by a node that received a copy of its request (a new leader after a failover sends none:
+/// the client's next copy gets it).
+const CLIENT_KEYS_SEEDS_EVERY: u64 = 11;
+
+fn client_keys_seed(config: &SimConfig) -> bool {
+    config.scenario.is_none() && config.seed % CLIENT_KEYS_SEEDS_EVERY == 2
+}
+
 fn keyless_seed(config: &SimConfig) -> bool {
     // A joined cluster needs a key (`udplock server --join` refuses to start without one):
     // a stranger's join is accepted only authenticated (spec §8.3 rule 3, §8.11).
@@ -1241,6 +1253,13 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
             addr: wire::node_addr(id),
             seeds: if bootstrap { Vec::new() } else { vec![first] },
         });
+    }
+    if client_keys_seed(config) {
+        let file = crate::client_keys::ClientKeyFile::parse(
+            "5be1d2c3a4f506172839aa4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f sim/\nnone *\n",
+        )
+        .expect("a valid key file");
+        cluster.client_keys = Some(std::sync::Arc::new(file));
     }
     if overload_seed(config) {
         // Leaders answer OVERLOADED whenever two proposals are uncommitted, so clients meet

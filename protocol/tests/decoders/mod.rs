@@ -17,10 +17,11 @@
 
 use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
-    AuthTrailer, ClusterKey, Flags, HoldsReply, HoldsRequest, LogCommand, MembersReply,
-    MembersRequest, NodeSettingsReply, NodeSettingsRequest, PeerDatagram, PeerRecord, PeerSettings,
-    PeerWriter, RemoveReply, RemoveRequest, Reply, Request, ShardStatusReply, ShardStatusRequest,
-    AUTH_MAC_LEN, AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
+    reply_is_sealed, AuthTrailer, ClientKey, ClusterKey, Flags, HoldsReply, HoldsRequest,
+    LogCommand, MembersReply, MembersRequest, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
+    PeerRecord, PeerSettings, PeerWriter, RemoveReply, RemoveRequest, Reply, Request,
+    ShardStatusReply, ShardStatusRequest, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLIENT_AUTH_TRAILER_LEN,
+    DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
 };
 
 /// The key the checks verify and seal with: any fixed key does (a fuzzer cannot guess a MAC;
@@ -38,10 +39,59 @@ pub fn client(data: &[u8]) {
             .expect("a decoded request encodes");
         assert_eq!(&out[..n], data, "decoded request is not canonical");
     }
+    // Client authentication (spec §7.1.10): a sealed request or reply is canonical up to its
+    // trailer, which only the sender's key remakes; re-sealed with the fuzzer's key, it
+    // verifies with that key.
+    let client_key = ClientKey::new(FUZZ_KEY);
+    let _ = (
+        client_key.verify_request(data),
+        client_key.verify_reply(data),
+    );
+    let _ = reply_is_sealed(data);
+    if let Ok((req, token, auth)) = Request::decode_authenticated(data) {
+        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let n = match auth {
+            None => req.encode_padded_with_token(&mut out, data.len(), token.as_ref()),
+            Some(_) => req.encode_padded_sealed(&mut out, data.len(), token.as_ref(), &client_key),
+        }
+        .expect("a decoded request encodes");
+        assert_eq!(n, data.len(), "decoded request has another length");
+        let trailer = if auth.is_some() {
+            assert!(client_key.verify_request(&out[..n]));
+            CLIENT_AUTH_TRAILER_LEN
+        } else {
+            0
+        };
+        assert_eq!(
+            &out[..n - trailer],
+            &data[..n - trailer],
+            "decoded request is not canonical"
+        );
+    }
     if let Ok(reply) = Reply::decode(data) {
         let mut out = [0u8; DATAGRAM_LEN_MAX];
-        let n = reply.encode(&mut out).expect("a decoded reply encodes");
-        assert_padded(&out[..n], data, "reply");
+        if reply.flags.contains(Flags::AUTH) {
+            let n = reply
+                .encode_sealed(&mut out, Some(&client_key))
+                .expect("a decoded sealed reply encodes");
+            assert!(client_key.verify_reply(&out[..n]));
+            let body_end = n - CLIENT_AUTH_TRAILER_LEN;
+            let data_end = data.len() - CLIENT_AUTH_TRAILER_LEN;
+            assert_padded(&out[..body_end], &data[..data_end], "sealed reply");
+        } else {
+            let n = reply.encode(&mut out).expect("a decoded reply encodes");
+            assert_padded(&out[..n], data, "reply");
+            // Sealed in place, it verifies, and is what encode_sealed writes (spec §7.2.6).
+            if reply.msg_type != udplock_protocol::MessageType::ErrorReply {
+                let sealed = client_key
+                    .seal_reply(&mut out, n)
+                    .expect("a lock reply seals");
+                assert!(client_key.verify_reply(&out[..sealed]));
+                let mut again = [0u8; DATAGRAM_LEN_MAX];
+                let m = reply.encode_sealed(&mut again, Some(&client_key)).unwrap();
+                assert_eq!(&again[..m], &out[..sealed], "sealed two ways");
+            }
+        }
     }
     if let Ok(req) = ShardStatusRequest::decode(data) {
         let mut out = [0u8; DATAGRAM_LEN_MAX];

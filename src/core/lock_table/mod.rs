@@ -276,7 +276,7 @@ impl Config {
 pub use crate::core::ConfigError;
 
 /// The idempotency key of a request: a retransmit carries the same one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId {
     /// Random, non-zero, chosen by the client at start-up.
     pub session: u64,
@@ -923,6 +923,19 @@ impl LockTable {
             timers: self.timers.len() as u64,
             fencing_token_last: self.token_next - 1,
         }
+    }
+
+    /// The fencing token this table issued last (below its first token: none yet).
+    /// Client authorization (`core::node::client_auth`): a KEEPALIVE may not name a later one.
+    pub fn token_last(&self) -> u64 {
+        self.token_next - 1
+    }
+
+    /// The client id holding the lock whose current token is `token`, if a hold has it (a
+    /// token names one hold, of one holder, forever: spec §6.2).
+    pub fn holder_of_token(&self, token: u64) -> Option<&[u8]> {
+        let &slot = self.holds.get(&token)?;
+        self.slots[slot as usize].holder()
     }
 
     /// Whether the table remembers session `session_id` (a request of it creates none).

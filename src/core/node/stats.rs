@@ -7,6 +7,7 @@ use crate::core::lock_table::Counts;
 use crate::core::peer_auth::AuthDrop;
 use crate::core::swim::{MemberInfo, State};
 
+use super::client_auth::ClientAuthDrop;
 use super::latency::{Histogram, LatencyOp};
 
 /// Counters of what the node did, readable from any thread while it runs.
@@ -43,9 +44,10 @@ pub struct NodeStats {
     /// with a key this node does not accept, or whose admin MAC does not verify. Not counted
     /// in `dropped`: a steady stream is someone trying to evict nodes without the key.
     pub remove_dropped: AtomicU64,
-    /// Cluster nodes: changed key files applied since start.
+    /// Changed key files applied since start: the cluster key file (cluster nodes) and the
+    /// client key file (spec §7.2.6).
     pub key_reloads: AtomicU64,
-    /// Cluster nodes: changed key files refused (the keys in force stayed).
+    /// Changed key files refused (the keys in force stayed), of either kind.
     pub key_file_errors: AtomicU64,
     /// Cluster nodes: SWIM messages (records, spec §8.12) sent and received from listed,
     /// authenticated nodes; and messages SWIM addressed to no listed node, dropped.
@@ -67,6 +69,12 @@ pub struct NodeStats {
     /// Of those, the ones whose token was genuine but outside its time window (spec §7.2.5,
     /// "Expiry"): expired, or made by a clock more than the skew ahead of this node's.
     pub address_tokens_expired: AtomicU64,
+
+    /// Lock requests refused or dropped by client authentication (spec §7.2.6), per reason
+    /// (index [`ClientAuthDrop::index`]): answered UNAUTHENTICATED (no key where one is
+    /// required; an unknown key id) or FORBIDDEN, or dropped (a MAC that does not verify).
+    /// Also counted in `requests` (they decoded); no state saw them.
+    pub client_auth: [AtomicU64; ClientAuthDrop::ALL.len()],
     /// Latency of each request type as this node saw it: from the datagram of a request's
     /// first copy to its final reply (WAITING is not one), recorded by the core with the
     /// `now` it is given (index [`LatencyOp::index`]). Only requests a shard replica takes

@@ -3,6 +3,7 @@ use crate::core::raft::Entry;
 
 mod address;
 mod holds;
+mod client_auth;
 mod leave;
 mod placing;
 mod remove;
