@@ -1201,10 +1201,11 @@ impl Node {
             // no shard map; placement targets are not leaders), so no hint: the client
             // moves on along its ring (spec §7.1.7 rule 5, §7.1.8 rule 2).
             None => Err(None),
-            // Spec §9, limits per node: a leader admits a logged request only while the
-            // node's replicas together leave room for it (`limits`).
-            Some(replica)
-                if kind.is_logged()
+            Some(replica) => {
+                let table_request = table_request(&request, from, datagram.len());
+                // Spec §9.1, limits per node: a leader admits a logged request only while
+                // the node's replicas together leave room for it (`limits`).
+                let refused = kind.is_logged()
                     && replica.raft().role() == Role::Leader
                     && (self.config.limits)
                         .admits(
@@ -1214,34 +1215,36 @@ impl Node {
                                 .table()
                                 .is_none_or(|t| !t.has_session(request.session_id)),
                         )
-                        .is_some() =>
-            {
-                NodeStats::bump(&self.stats.overloaded_node_limits);
-                let reply = Reply {
-                    hint: Hint::RetryAfter {
-                        ms: replica.config().table.retry_after_ms,
-                    },
-                    ..Reply::bare(
-                        kind.reply_type(),
-                        request.session_id,
-                        request.request_id,
-                        request.attempt,
-                        Status::Overloaded,
-                    )
-                };
-                let mut out = [0u8; REPLY_LEN_MIN];
-                if let Ok(len) = reply.encode(&mut out) {
-                    assert!(len <= datagram.len(), "OVERLOADED larger than its request");
-                    self.answer(&out[..len], from);
+                        .is_some();
+                if !refused {
+                    replica
+                        .handle_request(now, table_request)
+                        .map(|()| shard)
+                        .map_err(|not_leader| not_leader.leader_hint)
+                } else if replica.answer_remembered(&table_request) {
+                    // Spec §9.1 rule 6: a copy of a request that took effect gets its
+                    // remembered answer at any limit (nothing is logged for it).
+                    Ok(shard)
+                } else {
+                    let retry_after_ms = replica.config().table.retry_after_ms;
+                    NodeStats::bump(&self.stats.overloaded_node_limits);
+                    let reply = Reply {
+                        hint: Hint::RetryAfter { ms: retry_after_ms },
+                        ..Reply::bare(
+                            kind.reply_type(),
+                            request.session_id,
+                            request.request_id,
+                            request.attempt,
+                            Status::Overloaded,
+                        )
+                    };
+                    let mut out = [0u8; REPLY_LEN_MIN];
+                    if let Ok(len) = reply.encode(&mut out) {
+                        assert!(len <= datagram.len(), "OVERLOADED larger than its request");
+                        self.answer(&out[..len], from);
+                    }
+                    return;
                 }
-                return;
-            }
-            Some(replica) => {
-                let table_request = table_request(&request, from, datagram.len());
-                replica
-                    .handle_request(now, table_request)
-                    .map(|()| shard)
-                    .map_err(|not_leader| not_leader.leader_hint)
             }
         };
         match outcome {

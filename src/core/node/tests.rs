@@ -3,6 +3,7 @@ use crate::core::raft::Entry;
 
 mod address;
 mod leave;
+mod limits;
 mod placing;
 mod remove;
 

@@ -624,12 +624,12 @@ impl Replica {
         if self.raft.last_index() - self.raft.commit_index() >= self.uncommitted_max
             || self.raft.log_bytes() >= self.log_bytes_max
         {
-            self.push_overloaded(&request);
+            self.refuse_at_limit(&request);
             return Ok(());
         }
         let source = request.reply_to.ip();
         if self.in_flight.get(&source).copied().unwrap_or(0) >= IN_FLIGHT_PER_SOURCE_MAX {
-            self.push_overloaded(&request);
+            self.refuse_at_limit(&request);
             return Ok(());
         }
         let command = log_command(log_now, &request);
@@ -906,6 +906,41 @@ impl Replica {
     fn not_leader(&self) -> NotLeader {
         let leader_hint = self.raft.leader().filter(|&id| id != self.config.raft.id);
         NotLeader { leader_hint }
+    }
+
+    /// A logged request met a limit (spec §9, §9.1): OVERLOADED, unless the request took
+    /// effect already — then its remembered answer, which wins over every limit.
+    fn refuse_at_limit(&mut self, request: &ClientRequest<'_>) {
+        if !self.answer_remembered(request) {
+            self.push_overloaded(request);
+        }
+    }
+
+    /// If this replica leads and its table remembers the final answer to `request` (an
+    /// earlier copy took effect), queues that answer for [`Replica::poll_reply`] and returns
+    /// true; else changes nothing and returns false. For a request refused at a limit
+    /// (spec §9.1 rule 6): the limit must not hide from a client that its request took
+    /// effect. The answer is read from the applied table, so it is committed, and it is what
+    /// logging the copy again would answer; nothing is logged, so a limit on the log or on
+    /// the node's counts cannot stand in its way.
+    pub fn answer_remembered(&mut self, request: &ClientRequest<'_>) -> bool {
+        assert!(
+            request.body.kind().is_logged(),
+            "STATUS is never remembered"
+        );
+        if !self.leading() {
+            return false;
+        }
+        let Some(reply) = self
+            .table
+            .as_ref()
+            .and_then(|t| t.remembered_reply(request))
+        else {
+            return false;
+        };
+        assert!(reply.id == request.id && reply.kind == request.body.kind());
+        self.replies.push_back(reply);
+        true
     }
 
     fn push_overloaded(&mut self, request: &ClientRequest<'_>) {

@@ -1,0 +1,116 @@
+//! Limits per node (spec §9.1, issue 12 item 4): what a node at a limit still admits.
+
+use super::*;
+use std::sync::atomic::Ordering;
+
+use udplock_protocol::RequestBody;
+
+use crate::core::node::limits::NodeLimits;
+
+const SESSION: u64 = 0xC11E;
+
+/// A one-voter node of `shards` shards with `limits`, leading every shard, validating no
+/// addresses (these tests speak raw requests).
+fn limited(shards: u32, limits: NodeLimits) -> Node {
+    let config = Config {
+        shards,
+        limits,
+        address_validation: false,
+        ..Config::new(1, vec![(1, SOLO)])
+    };
+    let stats = Arc::new(NodeStats::default());
+    let starts = vec![Some(Start::New); shards as usize];
+    let mut node = Node::new(
+        config,
+        starts,
+        KeySet::unauthenticated(),
+        1,
+        5,
+        stats,
+        Instant::ZERO,
+    )
+    .expect("valid");
+    node.set_wall_clock(Instant::ZERO, WALL_START_US);
+    node.handle_timeout(Instant::ZERO);
+    let _ = drain_solo(&mut node);
+    assert_eq!(node.leading(), shards as usize);
+    node
+}
+
+fn datagram(session: u64, request_id: u64, attempt: u16, body: RequestBody<'_>) -> Vec<u8> {
+    let request = Request {
+        session_id: session,
+        request_id,
+        attempt,
+        body,
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+fn acquire_body(resource: &[u8]) -> RequestBody<'_> {
+    RequestBody::Acquire {
+        resource,
+        client: b"client-a",
+        wait_ms: 0,
+        ttl_ms: 10_000,
+    }
+}
+
+/// Sends `datagram` at `at_us` and returns the one reply, decoded into owned fields.
+fn ask(node: &mut Node, at_us: u64, datagram: &[u8]) -> Reply<'static> {
+    node.handle_datagram(Instant::from_micros(at_us), CLIENT, datagram);
+    let (_, sent) = drain_solo(node);
+    assert_eq!(sent.len(), 1, "one answer: {sent:?}");
+    assert!(sent[0].1.len() <= datagram.len(), "no amplification");
+    let reply = Reply::decode(&sent[0].1).unwrap();
+    Reply {
+        hint: Hint::None,
+        holder: b"",
+        ..reply
+    }
+}
+
+fn refused(node: &Node) -> u64 {
+    node.stats().overloaded_node_limits.load(Ordering::Relaxed)
+}
+
+/// Spec §9.1 rule 6: a retransmission of a request that took effect gets its remembered
+/// answer at a node limit, not OVERLOADED: a client whose acquire was granted must learn so
+/// (else it gives up on a lock it holds, until the lease runs out). Before, the node's
+/// limits were checked before the table's session gate, and the copy got OVERLOADED.
+#[test]
+fn a_retransmission_at_a_node_limit_gets_its_remembered_answer() {
+    let mut node = limited(
+        1,
+        NodeLimits {
+            resources_max: 1,
+            ..NodeLimits::DEFAULT
+        },
+    );
+    let first = datagram(SESSION, 1, 0, acquire_body(b"printer"));
+    let granted = ask(&mut node, 10, &first);
+    assert_eq!(granted.status, Status::Ok);
+    assert!(granted.fencing_token > 0);
+    // The node is full: a new resource is refused...
+    let other = ask(
+        &mut node,
+        20,
+        &datagram(SESSION, 2, 0, acquire_body(b"scanner")),
+    );
+    assert_eq!(other.status, Status::Overloaded);
+    assert_eq!(refused(&node), 1);
+    // ... but the first acquire's retransmission gets its grant again, token and all.
+    let again = ask(
+        &mut node,
+        30,
+        &datagram(SESSION, 1, 1, acquire_body(b"printer")),
+    );
+    assert_eq!(again, granted, "the remembered answer");
+    assert_eq!(refused(&node), 1, "answered, not refused");
+    // It took effect once: one hold, one fencing token.
+    let table = node.replica(0).unwrap().table().unwrap();
+    assert_eq!((table.stats().held, table.stats().resources), (1, 1));
+}
