@@ -117,6 +117,10 @@ pub struct ServerArgs {
     /// Most final answers all the shards this node holds remember together.
     #[arg(long, default_value_t = NodeLimits::DEFAULT.answers_max)]
     answers_per_node_max: u64,
+    /// Answers beyond --answers-per-node-max kept for RELEASE, RENEW, KEEPALIVE and
+    /// CANCEL_WAIT of known sessions, so that a node full of answers still releases.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.answers_reserve)]
+    answers_reserve_per_node: u64,
     /// Most queued acquires over all the shards this node holds.
     #[arg(long, default_value_t = NodeLimits::DEFAULT.waiters_max)]
     waiters_per_node_max: u64,
@@ -959,6 +963,7 @@ fn node_limits(a: &ServerArgs) -> NodeLimits {
         resources_max: a.resources_per_node_max,
         sessions_max: a.sessions_per_node_max,
         answers_max: a.answers_per_node_max,
+        answers_reserve: a.answers_reserve_per_node,
         waiters_max: a.waiters_per_node_max,
         log_bytes_max: a.log_bytes_per_node_max,
     }

@@ -21,6 +21,12 @@
 //! its own), so a request is admitted only while the counts plus that growth leave room
 //! ([`NodeLimits::admits`]): the node's own proposals can never take it past a limit.
 //!
+//! Remembered answers are counted so that a full node still releases (spec §9.1 rule 7): a
+//! session whose window of answers is full adds none (the table evicts its oldest), and a
+//! RELEASE, RENEW, KEEPALIVE or CANCEL_WAIT of a known session may use a reserve above the
+//! limit. And a request that took effect already gets its remembered answer at any limit
+//! (rule 6; [`crate::core::replica::Replica::answer_remembered`]).
+//!
 //! # The bound, and its slack
 //!
 //! Entries another node's leader proposed reach this node's replicas unchecked by it. In a
@@ -33,6 +39,7 @@
 
 use udplock_protocol::RequestBody;
 
+use crate::core::lock_table::LockTable;
 use crate::core::replica::Replica;
 
 /// A node's limits over all its shard replicas; see the module docs.
@@ -43,8 +50,14 @@ pub struct NodeLimits {
     /// Client sessions remembered over all shards (a client using several shards has a
     /// session in each).
     pub sessions_max: u64,
-    /// Final answers remembered over all sessions of all shards.
+    /// Final answers remembered over all sessions of all shards, for requests that may add
+    /// state (ACQUIRE, CONFIGURE, and any request of a new session).
     pub answers_max: u64,
+    /// Answers above `answers_max` kept for requests that free or keep what a known
+    /// session has (RELEASE, RENEW, KEEPALIVE, CANCEL_WAIT): a node full of answers still
+    /// lets its clients release and renew (spec §9.1 rule 7). Together with `answers_max`
+    /// it bounds the answers a node's leaders add.
+    pub answers_reserve: u64,
     /// Acquires waiting in queues over all shards.
     pub waiters_max: u64,
     /// Memory of the logs after their snapshots, over all shards (each entry's command plus
@@ -56,17 +69,18 @@ impl NodeLimits {
     /// The defaults; see the README's "Memory per node" for the memory they bound.
     /// Resources as many as one shard may hold (so a single node's one shard meets no new
     /// limit); sessions for 1,024 clients that each use all 64 shards; answers for 128 busy
-    /// clients that fill every shard's 256-answer window (256 × 64 each); the log memory of 24
-    /// shards at their cadence's full length.
+    /// clients that fill every shard's 256-answer window (256 × 64 each), and an eighth more
+    /// for releases and renewals; the log memory of 24 shards at their cadence's full length.
     pub const DEFAULT: NodeLimits = NodeLimits {
         resources_max: 262_144,
         sessions_max: 65_536,
         answers_max: 2_097_152,
+        answers_reserve: 262_144,
         waiters_max: 65_536,
         log_bytes_max: 256 * 1024 * 1024,
     };
 
-    /// No limit of zero (a node that could admit nothing).
+    /// No limit of zero (a node that could admit nothing); the answers reserve may be zero.
     pub fn validate(&self) -> Result<(), String> {
         let fields = [
             ("resources_per_node_max", self.resources_max),
@@ -83,26 +97,43 @@ impl NodeLimits {
 
     /// Whether a leader may propose `body` (a logged client request) with the node at
     /// `usage`: every count it may raise, plus what the entries not applied yet may still add,
-    /// stays below its limit. Any request may remember an answer and makes the log longer;
-    /// only a request of a session its shard does not remember (`new_session`; a CANCEL_WAIT
-    /// always, for its target's) creates a session, only an ACQUIRE or CONFIGURE creates a
-    /// resource, and only an ACQUIRE that may wait queues a waiter — so a known client is
-    /// still served at the session limit, and a RELEASE at the resource and waiter limits (it
-    /// makes room). `None`: admitted; else the limit reached.
+    /// stays below its limit (spec §9.1 rules 3 and 7). `session` is what the request's shard
+    /// knows of its session. Any request makes the log longer; only a request of a session its
+    /// shard does not remember creates a session (a CANCEL_WAIT always, for its target's),
+    /// only an ACQUIRE or CONFIGURE creates a resource, and only an ACQUIRE that may wait
+    /// queues a waiter — so a known client is still served at the session limit, and a
+    /// RELEASE at the resource and waiter limits (it makes room). Answers: a session whose
+    /// window is full adds none (its oldest is evicted), and a request that frees or keeps
+    /// what a known session has (RELEASE, RENEW, KEEPALIVE, CANCEL_WAIT) may use the answers
+    /// reserve above `answers_max`. `None`: admitted; else the limit reached.
     pub fn admits(
         &self,
         usage: &Usage,
         body: &RequestBody<'_>,
-        new_session: bool,
+        session: SessionSeen,
     ) -> Option<&'static str> {
         let pending = usage.unapplied;
-        let (creates, queues, new_session) = match *body {
-            RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0, new_session),
+        let new_session = session == SessionSeen::New;
+        let (creates, queues, new_session, keeps) = match *body {
+            RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0, new_session, false),
             RequestBody::Configure { default_ttl_ms, .. } => {
-                (default_ttl_ms > 0, false, new_session)
+                (default_ttl_ms > 0, false, new_session, false)
             }
-            RequestBody::CancelWait { .. } => (false, false, true),
-            _ => (false, false, new_session),
+            // Creates its target's session and answer (spec §4.12) beside its own.
+            RequestBody::CancelWait { .. } => (false, false, true, !new_session),
+            RequestBody::Release { .. }
+            | RequestBody::Renew { .. }
+            | RequestBody::Keepalive { .. } => (false, false, new_session, !new_session),
+            RequestBody::Status { .. } => (false, false, false, false),
+        };
+        // A full window evicts one answer for the one it stores (lock_table's `remember`);
+        // a CANCEL_WAIT stores its target's answer too, in another session.
+        let adds_answer =
+            session != SessionSeen::WindowFull || matches!(body, RequestBody::CancelWait { .. });
+        let answers_max = if keeps {
+            self.answers_max.saturating_add(self.answers_reserve)
+        } else {
+            self.answers_max
         };
         let reached = [
             (
@@ -113,9 +144,9 @@ impl NodeLimits {
             ),
             (
                 "answers",
-                true,
+                adds_answer,
                 usage.answers + 2 * pending,
-                self.answers_max,
+                answers_max,
             ),
             ("log bytes", true, usage.log_bytes, self.log_bytes_max),
             (
@@ -130,6 +161,33 @@ impl NodeLimits {
             .into_iter()
             .find(|&(_, applies, count, max)| applies && count >= max)
             .map(|(what, ..)| what)
+    }
+}
+
+/// What a request's shard knows of its session when its leader admits it
+/// ([`NodeLimits::admits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionSeen {
+    /// Not remembered: the request creates the session.
+    New,
+    /// Remembered, with fewer answers than `answers_per_session_max`.
+    Known,
+    /// Remembered with `answers_per_session_max` answers: storing one more evicts the
+    /// oldest, so the session's answers do not grow.
+    WindowFull,
+}
+
+impl SessionSeen {
+    /// What `table` (a shard's, `None` before INIT) knows of session `session_id`.
+    pub fn of(table: Option<&LockTable>, session_id: u64) -> SessionSeen {
+        let Some(table) = table else {
+            return SessionSeen::New;
+        };
+        match table.session_answers(session_id) {
+            None => SessionSeen::New,
+            Some(n) if n >= table.config().answers_per_session_max => SessionSeen::WindowFull,
+            Some(_) => SessionSeen::Known,
+        }
     }
 }
 
@@ -206,49 +264,96 @@ mod tests {
     /// answers each).
     #[test]
     fn each_limit_refuses_what_may_raise_it_counting_entries_not_applied() {
+        use SessionSeen::{Known, New};
         let limits = NodeLimits {
             resources_max: 10,
             sessions_max: 10,
             answers_max: 100,
+            answers_reserve: 10,
             waiters_max: 10,
             log_bytes_max: 1_000,
         };
-        assert_eq!(limits.admits(&Usage::default(), &acquire(5), true), None);
+        assert_eq!(limits.admits(&Usage::default(), &acquire(5), New), None);
         // Resources: 9 known and 1 entry in flight fill 10; a RELEASE still passes.
         let usage = Usage {
             resources: 9,
             unapplied: 1,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &acquire(0), false), Some("resources"));
-        assert_eq!(limits.admits(&usage, &RELEASE, false), None);
+        assert_eq!(limits.admits(&usage, &acquire(0), Known), Some("resources"));
+        assert_eq!(limits.admits(&usage, &RELEASE, Known), None);
         // Waiters: only an acquire that may wait.
         let usage = Usage {
             waiters: 10,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &acquire(5), false), Some("waiters"));
-        assert_eq!(limits.admits(&usage, &acquire(0), false), None);
+        assert_eq!(limits.admits(&usage, &acquire(5), Known), Some("waiters"));
+        assert_eq!(limits.admits(&usage, &acquire(0), Known), None);
         // Sessions: two per entry in flight; a known session passes.
         let usage = Usage {
             sessions: 8,
             unapplied: 1,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &RELEASE, true), Some("sessions"));
-        assert_eq!(limits.admits(&usage, &RELEASE, false), None);
-        // Answers and log bytes: any request.
-        let usage = Usage {
-            answers: 98,
-            unapplied: 1,
-            ..Usage::default()
-        };
-        assert_eq!(limits.admits(&usage, &RELEASE, false), Some("answers"));
+        assert_eq!(limits.admits(&usage, &RELEASE, New), Some("sessions"));
+        assert_eq!(limits.admits(&usage, &RELEASE, Known), None);
+        // Log bytes: any request.
         let usage = Usage {
             log_bytes: 1_000,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &RELEASE, false), Some("log bytes"));
+        assert_eq!(limits.admits(&usage, &RELEASE, Known), Some("log bytes"));
+    }
+
+    /// Spec §9.1 rule 7: at the answers limit a known session may still release and renew
+    /// (the reserve), a session whose window is full adds no answer, and everything else is
+    /// refused; past the reserve only full windows pass.
+    #[test]
+    fn at_the_answers_limit_releases_and_renewals_use_the_reserve() {
+        use SessionSeen::{Known, New, WindowFull};
+        let limits = NodeLimits {
+            answers_max: 100,
+            answers_reserve: 10,
+            ..NodeLimits::DEFAULT
+        };
+        let renew = RequestBody::Renew {
+            resource: b"r",
+            client: b"c",
+            ttl_ms: 0,
+        };
+        let keepalive = RequestBody::Keepalive {
+            shard: 0,
+            shards: 1,
+            ttl_ms: 0,
+            tokens: udplock_protocol::Tokens::from_bytes(&[1, 0, 0, 0, 0, 0, 0, 0]).unwrap(),
+        };
+        let cancel = RequestBody::CancelWait {
+            resource: b"r",
+            client: b"c",
+            target_session: 1,
+            target_request: 1,
+        };
+        // 98 remembered and one entry in flight (two answers): at the limit.
+        let full = Usage {
+            answers: 98,
+            unapplied: 1,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&full, &acquire(0), Known), Some("answers"));
+        assert_eq!(limits.admits(&full, &RELEASE, New), Some("answers"));
+        for keeps in [&RELEASE, &renew, &keepalive, &cancel] {
+            assert_eq!(limits.admits(&full, keeps, Known), None, "{keeps:?}");
+        }
+        // A full window evicts as it stores: even an acquire passes.
+        assert_eq!(limits.admits(&full, &acquire(0), WindowFull), None);
+        // Past the reserve too, except a CANCEL_WAIT (its target's answer is elsewhere).
+        let past = Usage {
+            answers: 110,
+            ..Usage::default()
+        };
+        assert_eq!(limits.admits(&past, &RELEASE, Known), Some("answers"));
+        assert_eq!(limits.admits(&past, &RELEASE, WindowFull), None);
+        assert_eq!(limits.admits(&past, &cancel, WindowFull), Some("answers"));
     }
 
     #[test]

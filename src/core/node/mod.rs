@@ -103,7 +103,7 @@ use udplock_protocol::{
 use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
-use self::limits::Usage;
+use self::limits::{SessionSeen, Usage};
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -1211,9 +1211,7 @@ impl Node {
                         .admits(
                             &self.usage_total,
                             &request.body,
-                            replica
-                                .table()
-                                .is_none_or(|t| !t.has_session(request.session_id)),
+                            SessionSeen::of(replica.table(), request.session_id),
                         )
                         .is_some();
                 if !refused {

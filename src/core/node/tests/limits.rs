@@ -114,3 +114,116 @@ fn a_retransmission_at_a_node_limit_gets_its_remembered_answer() {
     let table = node.replica(0).unwrap().table().unwrap();
     assert_eq!((table.stats().held, table.stats().resources), (1, 1));
 }
+
+fn other_body(resource: &[u8]) -> RequestBody<'_> {
+    RequestBody::Acquire {
+        resource,
+        client: b"client-b",
+        wait_ms: 0,
+        ttl_ms: 10_000,
+    }
+}
+
+/// Spec §9.1 rule 7: at the answers limit a holder can still renew and release (the answers
+/// reserve), while requests that may add state are refused; past the reserve they are
+/// refused too, so the reserve bounds what they add. Before, every logged request was
+/// refused at the answers limit: a node full of busy clients' answers could not release.
+#[test]
+fn at_the_answers_limit_a_holder_can_still_renew_and_release() {
+    const HOLDER: u64 = 0xA;
+    const BUSY: u64 = 0xB;
+    let mut node = limited(
+        1,
+        NodeLimits {
+            answers_max: 4,
+            answers_reserve: 2,
+            ..NodeLimits::DEFAULT
+        },
+    );
+    let mut at = 10;
+    let mut send = |node: &mut Node, session, id, body| {
+        at += 10;
+        ask(node, at, &datagram(session, id, 0, body)).status
+    };
+    assert_eq!(
+        send(&mut node, HOLDER, 1, acquire_body(b"printer")),
+        Status::Ok
+    );
+    for (id, resource) in [(1, b"r1"), (2, b"r2"), (3, b"r3")] {
+        assert_eq!(send(&mut node, BUSY, id, other_body(resource)), Status::Ok);
+    }
+    let answers = |node: &Node| {
+        let table = node.replica(0).unwrap().table().unwrap();
+        table.stats().answers_remembered
+    };
+    assert_eq!(answers(&node), 4, "at the limit");
+    // What may add state is refused ...
+    assert_eq!(
+        send(&mut node, BUSY, 4, other_body(b"r4")),
+        Status::Overloaded
+    );
+    assert_eq!(
+        send(&mut node, HOLDER, 2, acquire_body(b"scanner")),
+        Status::Overloaded
+    );
+    // ... the holder renews and releases.
+    let renew = RequestBody::Renew {
+        resource: b"printer",
+        client: b"client-a",
+        ttl_ms: 10_000,
+    };
+    assert_eq!(send(&mut node, HOLDER, 3, renew), Status::Ok);
+    let release = RequestBody::Release {
+        resource: b"printer",
+        client: b"client-a",
+    };
+    assert_eq!(send(&mut node, HOLDER, 4, release), Status::Ok);
+    assert_eq!(answers(&node), 6, "the reserve is used");
+    let table = node.replica(0).unwrap().table().unwrap();
+    assert_eq!(table.stats().held, 3, "printer is free");
+    // The reserve is spent: a release is refused now, and nothing grows.
+    let release = RequestBody::Release {
+        resource: b"r1",
+        client: b"client-b",
+    };
+    assert_eq!(send(&mut node, BUSY, 5, release), Status::Overloaded);
+    assert_eq!(answers(&node), 6);
+    assert_eq!(refused(&node), 3);
+}
+
+/// Spec §9.1 rule 7: a session whose window of remembered answers is full evicts its oldest
+/// for each new one, so it adds nothing and passes the answers limit: busy clients that
+/// filled the node keep working; only sessions that would add answers are refused.
+#[test]
+fn a_session_with_a_full_window_passes_the_answers_limit() {
+    const BUSY: u64 = 0xB;
+    const NEW: u64 = 0xC;
+    let config = Config {
+        shards: 1,
+        limits: NodeLimits {
+            answers_max: 2,
+            answers_reserve: 0,
+            ..NodeLimits::DEFAULT
+        },
+        table: lock_table::Config {
+            answers_per_session_max: 2,
+            ..lock_table::Config::default()
+        },
+        address_validation: false,
+        ..Config::new(1, vec![(1, SOLO)])
+    };
+    let mut node = solo_with(config, KeySet::unauthenticated());
+    node.handle_timeout(Instant::ZERO);
+    let _ = drain_solo(&mut node);
+    for (at, id, resource) in [(10, 1, b"r1"), (20, 2, b"r2"), (30, 3, b"r3")] {
+        let reply = ask(&mut node, at, &datagram(BUSY, id, 0, other_body(resource)));
+        assert_eq!(reply.status, Status::Ok, "request {id}");
+    }
+    let table = node.replica(0).unwrap().table().unwrap();
+    assert_eq!(
+        (table.stats().answers_remembered, table.stats().held),
+        (2, 3)
+    );
+    let reply = ask(&mut node, 40, &datagram(NEW, 1, 0, acquire_body(b"r4")));
+    assert_eq!(reply.status, Status::Overloaded, "a new session adds one");
+}
