@@ -127,6 +127,10 @@ pub struct ServerArgs {
     /// Most memory the logs of all the shards this node holds take after their snapshots.
     #[arg(long, default_value_t = NodeLimits::DEFAULT.log_bytes_max)]
     log_bytes_per_node_max: u64,
+    /// Most client requests from one IP address (any port) in flight (proposed, not yet
+    /// applied) over all the shards this node leads; one more gets OVERLOADED.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.in_flight_per_source_max)]
+    in_flight_per_source_max: u64,
     /// Grant nothing for at least this long after start. The lease horizon file already makes
     /// a restart at the same address wait out its predecessor's leases; set this when that file
     /// is lost or disabled (e.g. after moving a node), to the longest lease clients use.
@@ -966,6 +970,7 @@ fn node_limits(a: &ServerArgs) -> NodeLimits {
         answers_reserve: a.answers_reserve_per_node,
         waiters_max: a.waiters_per_node_max,
         log_bytes_max: a.log_bytes_per_node_max,
+        in_flight_per_source_max: a.in_flight_per_source_max,
     }
 }
 

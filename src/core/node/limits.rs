@@ -63,6 +63,10 @@ pub struct NodeLimits {
     /// Memory of the logs after their snapshots, over all shards (each entry's command plus
     /// `raft::ENTRY_MEMORY_OVERHEAD`).
     pub log_bytes_max: u64,
+    /// Client requests from one source IP address (any port) proposed and not yet applied
+    /// over every shard the node leads: one host's share of the node (a flood, or one busy
+    /// client machine). Per shard, `replica::IN_FLIGHT_PER_SOURCE_MAX` applies as well.
+    pub in_flight_per_source_max: u64,
 }
 
 impl NodeLimits {
@@ -78,6 +82,7 @@ impl NodeLimits {
         answers_reserve: 262_144,
         waiters_max: 65_536,
         log_bytes_max: 256 * 1024 * 1024,
+        in_flight_per_source_max: 1_024,
     };
 
     /// No limit of zero (a node that could admit nothing); the answers reserve may be zero.
@@ -88,6 +93,7 @@ impl NodeLimits {
             ("answers_per_node_max", self.answers_max),
             ("waiters_per_node_max", self.waiters_max),
             ("log_bytes_per_node_max", self.log_bytes_max),
+            ("in_flight_per_source_max", self.in_flight_per_source_max),
         ];
         match fields.iter().find(|(_, value)| *value == 0) {
             Some((field, _)) => Err(format!("{field} must be greater than zero")),
@@ -272,6 +278,7 @@ mod tests {
             answers_reserve: 10,
             waiters_max: 10,
             log_bytes_max: 1_000,
+            in_flight_per_source_max: 10,
         };
         assert_eq!(limits.admits(&Usage::default(), &acquire(5), New), None);
         // Resources: 9 known and 1 entry in flight fill 10; a RELEASE still passes.

@@ -110,6 +110,7 @@ pub use self::stats::NodeStats;
 use crate::core::lock_table;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, Message, NodeId, Role};
+use crate::core::replica::in_flight::InFlight;
 use crate::core::replica::{Replica, ShardStats};
 use crate::core::restart::{self, Mark, Start};
 use crate::core::swim::{self, Swim};
@@ -325,6 +326,9 @@ pub struct Node {
     rng_seed: u64,
     /// What every replica of the node shares (the per-node budget, issue 8).
     shared: raft::NodeShared,
+    /// Each source's requests in flight over every shard this node leads (spec §9.1), shared
+    /// by its replicas.
+    in_flight: InFlight,
     /// Shards an input touched since the last flush (flag per shard, and their list).
     touched: Vec<bool>,
     touched_list: Vec<u32>,
@@ -419,6 +423,8 @@ impl Node {
             .collect();
         // One budget per node for what peers can make its shards hold or log (issue 8).
         let shared = raft::NodeShared::new();
+        // One count per node of each source's requests in flight (spec §9.1).
+        let in_flight = InFlight::new(config.limits.in_flight_per_source_max);
         let mut shards = Vec::with_capacity(config.shards as usize);
         for (shard, start) in (0..config.shards).zip(starts) {
             let replica = match start {
@@ -436,8 +442,16 @@ impl Node {
                         replica_config.raft.voters.clear();
                     }
                     Some(
-                        start_replica(&config, &shared, replica_config, seed, start, now)
-                            .map_err(|e| format!("shard {shard}: {e}"))?,
+                        start_replica(
+                            &config,
+                            &shared,
+                            &in_flight,
+                            replica_config,
+                            seed,
+                            start,
+                            now,
+                        )
+                        .map_err(|e| format!("shard {shard}: {e}"))?,
                     )
                 }
                 None => None,
@@ -502,6 +516,7 @@ impl Node {
             creations: 0,
             rng_seed,
             shared: shared.clone(),
+            in_flight,
             held,
             shards,
             marks,
@@ -1037,6 +1052,7 @@ impl Node {
         let mut replica = start_replica(
             &self.config,
             &self.shared,
+            &self.in_flight,
             replica_config,
             seed,
             Start::Fresh,
@@ -2191,6 +2207,7 @@ impl Node {
 fn start_replica(
     config: &Config,
     shared: &raft::NodeShared,
+    in_flight: &InFlight,
     replica_config: crate::core::replica::Config,
     seed: u64,
     start: Start,
@@ -2199,6 +2216,7 @@ fn start_replica(
     let shard = replica_config.shard;
     let mut replica = Replica::start(replica_config, seed, start, now)?;
     replica.share(shared.clone());
+    replica.share_in_flight(in_flight.clone());
     // A joined node lists no voter: no preferred leader to name (placement will).
     if config.spread_leaders && !config.peers.is_empty() {
         replica.set_preferred_leader(Some(config.preferred_leader(shard)));

@@ -135,7 +135,8 @@ impl Trio {
                 );
                 assert_eq!(t.to_peer, self.addrs.contains(&t.to));
                 let bytes = buf[..t.len].to_vec();
-                if t.to == CLIENT {
+                if !t.to_peer {
+                    // To a client (CLIENT, or another source address a test speaks from).
                     self.to_client.push((self.addrs[i], bytes));
                 } else if self.cut.is_some_and(|c| c == i || self.addrs[c] == t.to) {
                     // Lost.

@@ -73,14 +73,16 @@
 #[cfg(test)]
 mod tests;
 
+pub mod in_flight;
+
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
     LogCommand, RequestBody, RequestKind, Status, LOG_COMMAND_LEN_MAX, REPLY_LEN_MIN,
 };
 
+use self::in_flight::{InFlight, SourceCounts};
 use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::{
     self, Entry, HardState, Membership, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
@@ -176,7 +178,9 @@ pub const UNCOMMITTED_MAX: u64 = 4_096;
 /// Requests from one source address (IP, any port) a shard's leader keeps proposed and not
 /// yet applied at once; one more gets OVERLOADED (spec §9). A quarter of
 /// [`UNCOMMITTED_MAX`]: one host (a flood, or one busy client machine) cannot take a shard's
-/// whole window of uncommitted proposals from everyone else.
+/// whole window of uncommitted proposals from everyone else. Over all the shards a node
+/// leads, the node's own limit applies too (`NodeLimits::in_flight_per_source_max`, spec
+/// §9.1; [`in_flight`]).
 pub const IN_FLIGHT_PER_SOURCE_MAX: u32 = 1_024;
 
 const _: () = assert!(4 * IN_FLIGHT_PER_SOURCE_MAX as u64 <= UNCOMMITTED_MAX);
@@ -318,8 +322,9 @@ pub struct Replica {
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
-    /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]).
-    in_flight: HashMap<IpAddr, u32>,
+    /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]),
+    /// added to the node's counts ([`in_flight`]).
+    in_flight: SourceCounts,
     replies: VecDeque<Reply>,
     /// STATUS requests waiting for a heartbeat round to confirm leadership: (round, request).
     reads: VecDeque<(u64, PendingRead)>,
@@ -480,7 +485,7 @@ impl Replica {
             tick_pending: None,
             init_wanted: false,
             proposed: HashMap::new(),
-            in_flight: HashMap::new(),
+            in_flight: SourceCounts::alone(IN_FLIGHT_PER_SOURCE_MAX),
             replies: VecDeque::new(),
             reads: VecDeque::new(),
             preferred_leader: None,
@@ -628,13 +633,16 @@ impl Replica {
             return Ok(());
         }
         let source = request.reply_to.ip();
-        if self.in_flight.get(&source).copied().unwrap_or(0) >= IN_FLIGHT_PER_SOURCE_MAX {
+        // Spec §9 (per shard) and §9.1 (per node, over every shard the node leads).
+        if self.in_flight.get(source) >= IN_FLIGHT_PER_SOURCE_MAX
+            || self.in_flight.node_full(source)
+        {
             self.refuse_at_limit(&request);
             return Ok(());
         }
         let command = log_command(log_now, &request);
         let index = self.propose(now, &command)?;
-        *self.in_flight.entry(source).or_default() += 1;
+        self.in_flight.add(source);
         let earlier = self.proposed.insert(request.id, index);
         assert!(earlier.is_none(), "a request proposed twice in a term");
         self.settle(now);
@@ -682,6 +690,13 @@ impl Replica {
     /// spread evenly over the nodes instead of piling up on whoever won the elections.
     pub fn set_preferred_leader(&mut self, node: Option<NodeId>) {
         self.preferred_leader = node;
+        self.check_invariants();
+    }
+
+    /// Makes this replica count its requests in flight per source into its node's counts
+    /// (`node`, shared by every replica of the node; spec §9.1).
+    pub fn share_in_flight(&mut self, node: InFlight) {
+        self.in_flight.share(node);
         self.check_invariants();
     }
 
@@ -848,10 +863,7 @@ impl Replica {
         // Each proposed request is an entry of its own, after the applied prefix.
         assert!(self.proposed.len() as u64 <= last - applied);
         // Every proposed request is counted once, under its source.
-        debug_assert_eq!(
-            self.in_flight.values().map(|&n| u64::from(n)).sum::<u64>(),
-            self.proposed.len() as u64
-        );
+        debug_assert_eq!(self.in_flight.total(), self.proposed.len() as u64);
         let Some(clock) = self.clock else {
             // Only a leader keeps a log clock, proposes, answers or holds reads: whatever it
             // kept for them goes when it stops leading.
@@ -1372,14 +1384,7 @@ impl Replica {
                     self.proposed.remove(&request.id);
                     // The logged address is the proposing copy's (`log_command`).
                     let source = request.reply_to.ip();
-                    let count = self
-                        .in_flight
-                        .get_mut(&source)
-                        .expect("counted when proposed");
-                    *count -= 1;
-                    if *count == 0 {
-                        self.in_flight.remove(&source);
-                    }
+                    self.in_flight.remove(source);
                 }
                 if let Some(table) = self.table.as_mut() {
                     table.handle_request(now, request);

@@ -227,3 +227,78 @@ fn a_session_with_a_full_window_passes_the_answers_limit() {
     let reply = ask(&mut node, 40, &datagram(NEW, 1, 0, acquire_body(b"r4")));
     assert_eq!(reply.status, Status::Overloaded, "a new session adds one");
 }
+
+/// Spec §9.1: requests in flight per source are counted per node, over every shard the node
+/// leads: a source with `in_flight_per_source_max` proposed and not applied gets OVERLOADED
+/// at any of them, another source does not, and once they apply the source is served again.
+/// Before, each shard counted on its own (1,024 each: 64 times as many at a node leading 64).
+#[test]
+fn requests_in_flight_per_source_are_counted_over_the_shards_a_node_leads() {
+    const SHARDS: u32 = 4;
+    let mut trio = Trio::with(SHARDS, test_keys(), |config| {
+        config.limits.in_flight_per_source_max = 3;
+    });
+    trio.run_for(3_000);
+    let leaders: Vec<usize> = (0..SHARDS as usize)
+        .map(|s| trio.leader_of(s).expect("a leader"))
+        .collect();
+    // Four shards on three nodes: some node leads two.
+    let node = (0..3)
+        .find(|&i| leaders.iter().filter(|&&l| l == i).count() >= 2)
+        .expect("a node leading two shards");
+    let led: Vec<u32> = (0..SHARDS)
+        .filter(|&s| leaders[s as usize] == node)
+        .collect();
+    let resource_of = |shard: u32, n: usize| {
+        (0..)
+            .map(|k| format!("lock-{k}"))
+            .filter(|r| shard_of(r.as_bytes(), SHARDS) == shard)
+            .nth(n)
+            .unwrap()
+    };
+    let other = SocketAddr::from(([127, 0, 0, 10], 9000));
+    let mut request_id = 0;
+    // Sends an acquire from `from` to the node, without running the network (nothing
+    // commits): what the node answered at once.
+    let mut send = |trio: &mut Trio, from: SocketAddr, shard: u32, n: usize| {
+        request_id += 1;
+        let resource = resource_of(shard, n);
+        let datagram = acquire(request_id, resource.as_bytes());
+        trio.nodes[node].handle_datagram(trio.now, from, &datagram);
+        trio.drain();
+        let sent = std::mem::take(&mut trio.to_client);
+        sent.iter()
+            .map(|(_, bytes)| Reply::decode(bytes).unwrap().status)
+            .collect::<Vec<_>>()
+    };
+    assert!(send(&mut trio, CLIENT, led[0], 0).is_empty(), "proposed");
+    assert!(send(&mut trio, CLIENT, led[0], 1).is_empty(), "proposed");
+    assert!(send(&mut trio, CLIENT, led[1], 0).is_empty(), "proposed");
+    // Three in flight over two shards: the next one is refused at either shard.
+    assert_eq!(send(&mut trio, CLIENT, led[1], 1), [Status::Overloaded]);
+    assert_eq!(send(&mut trio, CLIENT, led[0], 2), [Status::Overloaded]);
+    // Another source is still served.
+    assert!(send(&mut trio, other, led[1], 2).is_empty(), "proposed");
+    // Once they apply, the source is served again.
+    trio.run_for(50);
+    let granted = std::mem::take(&mut trio.to_client)
+        .iter()
+        .filter(|(_, bytes)| Reply::decode(bytes).unwrap().status == Status::Ok)
+        .count();
+    assert_eq!(granted, 4);
+    assert!(send(&mut trio, CLIENT, led[1], 3).is_empty(), "proposed");
+    trio.run_for(50);
+    assert_eq!(std::mem::take(&mut trio.to_client).len(), 1);
+    // Full again; a copy of request 1, which took effect, gets its grant (rule 6).
+    for n in 4..7 {
+        assert!(send(&mut trio, CLIENT, led[1], n).is_empty(), "proposed");
+    }
+    assert_eq!(send(&mut trio, CLIENT, led[1], 7), [Status::Overloaded]);
+    let first = acquire(1, resource_of(led[0], 0).as_bytes());
+    trio.nodes[node].handle_datagram(trio.now, CLIENT, &first);
+    trio.drain();
+    let sent = std::mem::take(&mut trio.to_client);
+    assert_eq!(sent.len(), 1);
+    let reply = Reply::decode(&sent[0].1).unwrap();
+    assert_eq!((reply.request_id, reply.status), (1, Status::Ok));
+}
