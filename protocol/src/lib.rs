@@ -26,6 +26,8 @@
 //! - [`PeerSettings`] (spec §8.10) and [`NodeSettingsRequest`] / [`NodeSettingsReply`] (spec
 //!   §4.8, §5.7) carry a node's settings, to its peers and to a client, so that nodes whose
 //!   settings differ can say which.
+//! - [`PeerLoad`] (spec §8.14) tells the leaders of a node's shards which of its limits per
+//!   node it has reached.
 //! - [`ClusterKey`] authenticates node-to-node datagrams (spec §8.11): [`ClusterKey::seal`]
 //!   appends the AUTH trailer ([`AuthTrailer`] and a MAC) to a PEER or PEER_SETTINGS datagram,
 //!   [`ClusterKey::verify`] checks the MAC of one whose trailer the decoder has read. What a
@@ -116,6 +118,7 @@ pub mod auth;
 mod command;
 mod entries;
 pub mod header;
+mod load;
 mod members;
 mod peer;
 #[cfg(feature = "crypto")]
@@ -141,6 +144,7 @@ pub use command::{
 };
 pub use entries::{Entries, EntryIter, WireEntry};
 pub use header::Header;
+pub use load::{reached, PeerLoad, PEER_LOAD_BODY_LEN, PEER_LOAD_LEN};
 pub use members::{
     field as members_field, MemberEntries, MemberEntry, MemberEntryIter, MembersReply,
     MembersRequest, MEMBERS_BODY_LEN, MEMBERS_ENTRIES_MAX, MEMBERS_ENTRY_LEN,

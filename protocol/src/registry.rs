@@ -84,6 +84,7 @@ registry! {
         KeepaliveReply = 0x8A, "KEEPALIVE_REPLY", "Answer to KEEPALIVE: a bitmap of the listed holds it renewed, and the smallest lease granted.";
         CancelWait = 0x0B, "CANCEL_WAIT", "Withdraw a queued ACQUIRE of the same client, named by its session and request ids (Section 4.12).";
         CancelWaitReply = 0x8B, "CANCEL_WAIT_REPLY", "Answer to CANCEL_WAIT: whether the waiter was removed, or the hold its ACQUIRE was granted.";
+        PeerLoad = 0x42, "PEER_LOAD", "Node-to-node datagram: which of the sender's limits per node it has reached, for the leaders of its shards (Section 8.14).";
     }
 }
 

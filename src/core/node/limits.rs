@@ -37,7 +37,7 @@
 //! subsets, and a follower's counts are bounded only by the per-shard table limits of the
 //! shards it holds (the reference node does not report its counts to leaders yet).
 
-use udplock_protocol::RequestBody;
+use udplock_protocol::{reached, RequestBody};
 
 use crate::core::lock_table::LockTable;
 use crate::core::replica::Replica;
@@ -118,7 +118,44 @@ impl NodeLimits {
         body: &RequestBody<'_>,
         session: SessionSeen,
     ) -> Option<&'static str> {
+        limit_name(self.reached(usage) & NodeLimits::raises(body, session))
+    }
+
+    /// The limits `usage` has reached ([`reached`] bits, as PEER_LOAD carries them, spec
+    /// §8.14): those at which a request that may raise the count is refused, counting what
+    /// the entries not applied yet may still add (one resource and one waiter each, two
+    /// sessions and two answers).
+    pub fn reached(&self, usage: &Usage) -> u16 {
         let pending = usage.unapplied;
+        let answers = usage.answers + 2 * pending;
+        [
+            (
+                reached::RESOURCES,
+                usage.resources + pending,
+                self.resources_max,
+            ),
+            (
+                reached::SESSIONS,
+                usage.sessions + 2 * pending,
+                self.sessions_max,
+            ),
+            (reached::ANSWERS, answers, self.answers_max),
+            (
+                reached::ANSWERS_RESERVE,
+                answers,
+                self.answers_max.saturating_add(self.answers_reserve),
+            ),
+            (reached::WAITERS, usage.waiters + pending, self.waiters_max),
+            (reached::LOG_BYTES, usage.log_bytes, self.log_bytes_max),
+        ]
+        .into_iter()
+        .filter(|&(_, count, max)| count >= max)
+        .fold(0, |bits, (bit, ..)| bits | bit)
+    }
+
+    /// The counts `body` may raise ([`reached`] bits), `session` being what its shard knows
+    /// of its session (spec §9.1 rules 3 and 7). Any request makes the log longer.
+    pub fn raises(body: &RequestBody<'_>, session: SessionSeen) -> u16 {
         let new_session = session == SessionSeen::New;
         let (creates, queues, new_session, keeps) = match *body {
             RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0, new_session, false),
@@ -136,38 +173,34 @@ impl NodeLimits {
         // a CANCEL_WAIT stores its target's answer too, in another session.
         let adds_answer =
             session != SessionSeen::WindowFull || matches!(body, RequestBody::CancelWait { .. });
-        let answers_max = if keeps {
-            self.answers_max.saturating_add(self.answers_reserve)
-        } else {
-            self.answers_max
+        let answers = match (adds_answer, keeps) {
+            (false, _) => 0,
+            (true, true) => reached::ANSWERS_RESERVE,
+            (true, false) => reached::ANSWERS,
         };
-        let reached = [
-            (
-                "sessions",
-                new_session,
-                usage.sessions + 2 * pending,
-                self.sessions_max,
-            ),
-            (
-                "answers",
-                adds_answer,
-                usage.answers + 2 * pending,
-                answers_max,
-            ),
-            ("log bytes", true, usage.log_bytes, self.log_bytes_max),
-            (
-                "resources",
-                creates,
-                usage.resources + pending,
-                self.resources_max,
-            ),
-            ("waiters", queues, usage.waiters + pending, self.waiters_max),
-        ];
-        reached
-            .into_iter()
-            .find(|&(_, applies, count, max)| applies && count >= max)
-            .map(|(what, ..)| what)
+        let bit = |on: bool, bit: u16| if on { bit } else { 0 };
+        bit(creates, reached::RESOURCES)
+            | bit(new_session, reached::SESSIONS)
+            | answers
+            | bit(queues, reached::WAITERS)
+            | reached::LOG_BYTES
     }
+}
+
+/// The name of the first limit among `bits` ([`reached`] bits), in the order a refusal names
+/// it; `None` for none.
+pub fn limit_name(bits: u16) -> Option<&'static str> {
+    [
+        (reached::SESSIONS, "sessions"),
+        (reached::ANSWERS, "answers"),
+        (reached::ANSWERS_RESERVE, "answers"),
+        (reached::LOG_BYTES, "log bytes"),
+        (reached::RESOURCES, "resources"),
+        (reached::WAITERS, "waiters"),
+    ]
+    .into_iter()
+    .find(|&(bit, _)| bits & bit != 0)
+    .map(|(_, name)| name)
 }
 
 /// What a request's shard knows of its session when its leader admits it

@@ -82,6 +82,7 @@ pub mod book;
 pub mod config;
 pub mod latency;
 pub mod limits;
+pub mod load;
 pub mod members;
 pub mod placing;
 pub mod remove;
@@ -94,16 +95,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
-    shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, RequestBody, SettingValues,
-    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
-    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
+    reached, shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest,
+    PeerDatagram, PeerHeader, PeerLoad, PeerRecord, PeerSettings, PeerWriter, Reply, Request,
+    RequestBody, SettingValues, ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply,
+    ShardStatusRequest, Status, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+    REQUEST_LEN_MIN,
 };
 
 use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
-use self::limits::{SessionSeen, Usage};
+use self::limits::{limit_name, NodeLimits, SessionSeen, Usage};
+use self::load::LoadReports;
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -286,6 +289,9 @@ pub struct Node {
     /// The settings exchange (spec §8.10), and when this node next sends its own.
     settings: PeerSettingsLog,
     settings_next: Instant,
+    /// Limits reached, told to the leaders of this node's shards and heard from the other
+    /// nodes (spec §8.14).
+    loads: LoadReports,
     /// Each shard's replica, indexed by shard (`config.shards` slots): `None` where this
     /// node holds none (see "Replicas on demand" in [`Node`]). Every per-shard lookup is
     /// O(1); at most `config.shards` replicas, so memory is bounded by configuration.
@@ -496,6 +502,7 @@ impl Node {
             stale_answered: BTreeMap::new(),
             settings: PeerSettingsLog::new(&config, &shared),
             settings_next: now,
+            loads: LoadReports::default(),
             deadlines: shards
                 .iter()
                 .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout))
@@ -893,6 +900,7 @@ impl Node {
         }
         self.place(now);
         self.send_settings(now);
+        self.report_load(now);
         self.log_recovery(now);
         self.log_auth_drops(now);
         self.check();
@@ -908,6 +916,8 @@ impl Node {
             self.handle_peer(now, datagram, from);
         } else if msg_type == Some(MessageType::PeerSettings.to_wire()) {
             self.handle_peer_settings(now, datagram, from);
+        } else if msg_type == Some(MessageType::PeerLoad.to_wire()) {
+            self.handle_peer_load(now, datagram, from);
         } else if datagram.len() > DATAGRAM_LEN_MAX {
             NodeStats::bump(&self.stats.dropped);
         } else if msg_type == Some(MessageType::ShardStatus.to_wire()) {
@@ -929,6 +939,7 @@ impl Node {
             // An acknowledgement may have made a peer caught up enough to take a shard.
             self.hand_over(now);
         }
+        self.report_load(now);
         self.check();
     }
 
@@ -1221,15 +1232,22 @@ impl Node {
                 let table_request = table_request(&request, from, datagram.len());
                 // Spec §9.1, limits per node: a leader admits a logged request only while
                 // the node's replicas together leave room for it (`limits`).
-                let refused = kind.is_logged()
-                    && replica.raft().role() == Role::Leader
-                    && (self.config.limits)
-                        .admits(
-                            &self.usage_total,
-                            &request.body,
-                            SessionSeen::of(replica.table(), request.session_id),
-                        )
-                        .is_some();
+                let refused = kind.is_logged() && replica.raft().role() == Role::Leader && {
+                    let session = SessionSeen::of(replica.table(), request.session_id);
+                    let raised = NodeLimits::raises(&request.body, session);
+                    let own = self.config.limits.reached(&self.usage_total);
+                    // Spec §8.14 rule 4: the other replicas' nodes' reports too.
+                    let membership = replica.raft().membership();
+                    let me = self.config.node_id;
+                    let others = membership
+                        .voters
+                        .iter()
+                        .chain(&membership.learners)
+                        .copied()
+                        .filter(|&id| id != me);
+                    let reported = self.loads.reached_by(now, others);
+                    limit_name((own | reported) & raised).is_some()
+                };
                 if !refused {
                     replica
                         .handle_request(now, table_request)
@@ -1609,6 +1627,7 @@ impl Node {
             self.auth.remove_peer(gone);
             self.stale_answered.remove(&gone);
             self.settings.forget(gone);
+            self.loads.forget(gone);
         }
         for (id, _) in self.book.nodes() {
             self.auth.add_peer(id);
@@ -1732,6 +1751,63 @@ impl Node {
             return;
         }
         self.settings.heard(now, from, source, &p);
+    }
+
+    /// Spec §8.14: a peer's limits reached, heard only from a node of the address book at its
+    /// address there, of this cluster; never answered.
+    fn handle_peer_load(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
+        let Ok(p) = PeerLoad::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let from = p.header.from;
+        if !self.listed_peer(from, source) {
+            self.count_unknown(from);
+            return;
+        }
+        if !self.authenticated(from, datagram, p.auth.as_ref(), source) {
+            return;
+        }
+        if p.header.cluster_id != self.cluster_id {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Bits this revision does not know are ignored (spec §8.14).
+        self.loads.heard(now, from, p.reached & reached::ALL);
+    }
+
+    /// Spec §8.14 rule 2: this node's limits reached, to the other nodes that lead a shard it
+    /// holds, when the value changes, to a new leader, and every period while not zero.
+    fn report_load(&mut self, now: Instant) {
+        let value = self.config.limits.reached(&self.usage_total);
+        if !self.loads.wants_look(now, value) {
+            return;
+        }
+        let me = self.config.node_id;
+        let leaders: std::collections::BTreeSet<NodeId> = self
+            .replicas()
+            .filter(|(_, r)| r.raft().role() != Role::Leader)
+            .filter_map(|(_, r)| r.raft().leader())
+            .filter(|&id| id != me)
+            .collect();
+        for id in self.loads.due(now, value, &leaders) {
+            let Some(addr) = self.book.address_of(id) else {
+                continue;
+            };
+            let datagram = PeerLoad {
+                header: PeerHeader {
+                    cluster_id: self.cluster_id,
+                    from: me,
+                },
+                auth: None,
+                reached: value,
+            };
+            let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+            match datagram.encode(&mut out) {
+                Ok(len) => self.queue_peer(id, addr, &mut out, len, self.write_seq),
+                Err(e) => log::error!("udplock node: load report did not encode: {e}"),
+            }
+        }
     }
 
     /// Spec §8.11, rules 1–5, for a node-to-node datagram from the listed node `from` at its

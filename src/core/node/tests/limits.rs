@@ -302,3 +302,70 @@ fn requests_in_flight_per_source_are_counted_over_the_shards_a_node_leads() {
     let reply = Reply::decode(&sent[0].1).unwrap();
     assert_eq!((reply.request_id, reply.status), (1, Status::Ok));
 }
+
+/// Spec §8.14: a node tells the leaders of its shards which of its limits it has reached, and
+/// they refuse what would raise that count, though their own nodes have room. Node 3 may
+/// keep 2 resources, the others many: the leaders on nodes 1 and 2 grant two, then node 3
+/// reports its resources limit reached and they refuse the third (OVERLOADED with the
+/// retry-after hint, nothing changes); a release still passes, node 3 reports room again,
+/// and the acquire is granted. Before, only a leader's own node's counts were checked: the
+/// leaders granted on, and node 3 held as many as they did.
+#[test]
+fn a_leader_refuses_what_a_follower_reports_it_has_no_room_for() {
+    const SHARDS: u32 = 4;
+    let mut trio = Trio::with(SHARDS, test_keys(), |config| {
+        if config.node_id == 3 {
+            config.limits.resources_max = 2;
+        }
+    });
+    trio.run_for(3_000);
+    let leaders: Vec<usize> = (0..SHARDS as usize)
+        .map(|s| trio.leader_of(s).expect("a leader"))
+        .collect();
+    // Resources of the shards nodes 1 and 2 lead.
+    let resources: Vec<(usize, String)> = (0..)
+        .map(|n| format!("lock-{n}"))
+        .map(|r| (leaders[shard_of(r.as_bytes(), SHARDS) as usize], r))
+        .filter(|&(leader, _)| leader != 2)
+        .take(4)
+        .collect();
+    let mut request_id = 0;
+    let mut send = |trio: &mut Trio, i: usize, body: RequestBody<'_>| {
+        request_id += 1;
+        let replies = trio.ask(i, &encode_request(request_id, body));
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        let reply = Reply::decode(&replies[0].1).unwrap();
+        (reply.status, reply.hint)
+    };
+    let held = |trio: &Trio, i: usize| -> u64 {
+        (0..SHARDS)
+            .map(|s| {
+                let replica = trio.nodes[i].replica(s).unwrap();
+                replica.table().map_or(0, |t| t.stats().resources)
+            })
+            .sum()
+    };
+    for (leader, resource) in &resources[..2] {
+        let (status, _) = send(&mut trio, *leader, acquire_body(resource.as_bytes()));
+        assert_eq!(status, Status::Ok, "{resource}");
+    }
+    trio.run_for(200);
+    assert_eq!(held(&trio, 2), 2, "node 3 is full");
+    let (leader, resource) = &resources[2];
+    let (status, hint) = send(&mut trio, *leader, acquire_body(resource.as_bytes()));
+    assert_eq!(status, Status::Overloaded, "node 3 reported it is full");
+    assert!(matches!(hint, Hint::RetryAfter { ms } if ms > 0));
+    assert_eq!(refused(&trio.nodes[*leader]), 1);
+    trio.run_for(200);
+    assert_eq!([held(&trio, 0), held(&trio, 1), held(&trio, 2)], [2, 2, 2]);
+    // A release passes, and makes room on node 3: it says so, and the acquire is granted.
+    let (first_leader, first) = &resources[0];
+    let release = RequestBody::Release {
+        resource: first.as_bytes(),
+        client: b"client-a",
+    };
+    assert_eq!(send(&mut trio, *first_leader, release).0, Status::Ok);
+    trio.run_for(200);
+    let (status, _) = send(&mut trio, *leader, acquire_body(resource.as_bytes()));
+    assert_eq!(status, Status::Ok);
+}
