@@ -369,3 +369,48 @@ fn a_leader_refuses_what_a_follower_reports_it_has_no_room_for() {
     let (status, _) = send(&mut trio, *leader, acquire_body(resource.as_bytes()));
     assert_eq!(status, Status::Ok);
 }
+
+/// Issue 12 item 4 in the case it is about: a joined cluster where node 2 leads none of the
+/// shards it holds (a learner of shards 0 and 1, led by node 1). Its own node never admits
+/// anything, so before load reports nothing bounded it per node. With its resources limit at
+/// 1: once node 1 grants one resource of shard 0, node 2 reports its limit reached, and node
+/// 1 refuses a new resource of shard 1 (which node 2 holds) while it still grants one of
+/// shard 2 (which node 2 does not hold: its report does not concern it).
+#[test]
+fn a_joined_node_that_leads_none_of_its_shards_is_bounded_per_node() {
+    let mut net = joined_trio();
+    net.nodes[1].1.config.limits.resources_max = 1;
+    change(&mut net, 0, raft::MembershipChange::AddLearner(2));
+    change(&mut net, 1, raft::MembershipChange::AddLearner(2));
+    assert_eq!(net.nodes[1].1.held(), 2);
+    assert_eq!(net.nodes[1].1.leading(), 0, "node 2 leads nothing");
+    let resource_of = |shard: u32| {
+        (0..)
+            .map(|n| format!("lock-{n}"))
+            .find(|r| shard_of(r.as_bytes(), 4) == shard)
+            .unwrap()
+    };
+    let ask = |net: &mut Joining, request_id: u64, resource: &str| {
+        let datagram = acquire(request_id, resource.as_bytes());
+        let now = net.now;
+        net.nodes[0].1.handle_datagram(now, CLIENT, &datagram);
+        net.run_for(200);
+        let replies = std::mem::take(&mut net.to_client);
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        Reply::decode(&replies[0]).unwrap().status
+    };
+    assert_eq!(ask(&mut net, 1, &resource_of(0)), Status::Ok);
+    assert_eq!(ask(&mut net, 2, &resource_of(1)), Status::Overloaded);
+    assert_eq!(ask(&mut net, 3, &resource_of(2)), Status::Ok);
+    let resources = |node: &Node| -> u64 {
+        node.replicas()
+            .map(|(_, r)| r.table().map_or(0, |t| t.stats().resources))
+            .sum()
+    };
+    assert_eq!(
+        resources(&net.nodes[1].1),
+        1,
+        "node 2 at its limit, not past it"
+    );
+    assert_eq!(resources(&net.nodes[0].1), 2);
+}
