@@ -908,6 +908,12 @@ impl LockTable {
         self.sessions.contains_key(&session_id)
     }
 
+    /// Whether `resource` is known (held, waited on or configured): an ACQUIRE or CONFIGURE
+    /// of it creates no resource.
+    pub fn knows(&self, resource: &[u8]) -> bool {
+        self.lookup(resource).is_some()
+    }
+
     /// How many final answers session `session_id` has remembered (`None`: no such session).
     /// At `answers_per_session_max`, the session's next answer evicts its oldest, so the
     /// table's total does not grow.

@@ -117,8 +117,9 @@ impl NodeLimits {
         usage: &Usage,
         body: &RequestBody<'_>,
         session: SessionSeen,
+        resource_known: bool,
     ) -> Option<&'static str> {
-        limit_name(self.reached(usage) & NodeLimits::raises(body, session))
+        limit_name(self.reached(usage) & NodeLimits::raises(body, session, resource_known))
     }
 
     /// The limits `usage` has reached ([`reached`] bits, as PEER_LOAD carries them, spec
@@ -154,14 +155,20 @@ impl NodeLimits {
     }
 
     /// The counts `body` may raise ([`reached`] bits), `session` being what its shard knows
-    /// of its session (spec §9.1 rules 3 and 7). Any request makes the log longer.
-    pub fn raises(body: &RequestBody<'_>, session: SessionSeen) -> u16 {
+    /// of its session and `resource_known` whether its shard knows its resource (spec §9.1
+    /// rules 3 and 7). Any request makes the log longer.
+    pub fn raises(body: &RequestBody<'_>, session: SessionSeen, resource_known: bool) -> u16 {
         let new_session = session == SessionSeen::New;
         let (creates, queues, new_session, keeps) = match *body {
-            RequestBody::Acquire { wait_ms, .. } => (true, wait_ms > 0, new_session, false),
-            RequestBody::Configure { default_ttl_ms, .. } => {
-                (default_ttl_ms > 0, false, new_session, false)
+            RequestBody::Acquire { wait_ms, .. } => {
+                (!resource_known, wait_ms > 0, new_session, false)
             }
+            RequestBody::Configure { default_ttl_ms, .. } => (
+                default_ttl_ms > 0 && !resource_known,
+                false,
+                new_session,
+                false,
+            ),
             // Creates its target's session and answer (spec §4.12) beside its own.
             RequestBody::CancelWait { .. } => (false, false, true, !new_session),
             RequestBody::Release { .. }
@@ -313,36 +320,53 @@ mod tests {
             log_bytes_max: 1_000,
             in_flight_per_source_max: 10,
         };
-        assert_eq!(limits.admits(&Usage::default(), &acquire(5), New), None);
+        assert_eq!(
+            limits.admits(&Usage::default(), &acquire(5), New, false),
+            None
+        );
         // Resources: 9 known and 1 entry in flight fill 10; a RELEASE still passes.
         let usage = Usage {
             resources: 9,
             unapplied: 1,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &acquire(0), Known), Some("resources"));
-        assert_eq!(limits.admits(&usage, &RELEASE, Known), None);
+        assert_eq!(
+            limits.admits(&usage, &acquire(0), Known, false),
+            Some("resources")
+        );
+        assert_eq!(limits.admits(&usage, &RELEASE, Known, false), None);
+        // An acquire of a resource its shard knows creates none.
+        assert_eq!(limits.admits(&usage, &acquire(0), Known, true), None);
         // Waiters: only an acquire that may wait.
         let usage = Usage {
             waiters: 10,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &acquire(5), Known), Some("waiters"));
-        assert_eq!(limits.admits(&usage, &acquire(0), Known), None);
+        assert_eq!(
+            limits.admits(&usage, &acquire(5), Known, false),
+            Some("waiters")
+        );
+        assert_eq!(limits.admits(&usage, &acquire(0), Known, false), None);
         // Sessions: two per entry in flight; a known session passes.
         let usage = Usage {
             sessions: 8,
             unapplied: 1,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &RELEASE, New), Some("sessions"));
-        assert_eq!(limits.admits(&usage, &RELEASE, Known), None);
+        assert_eq!(
+            limits.admits(&usage, &RELEASE, New, false),
+            Some("sessions")
+        );
+        assert_eq!(limits.admits(&usage, &RELEASE, Known, false), None);
         // Log bytes: any request.
         let usage = Usage {
             log_bytes: 1_000,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&usage, &RELEASE, Known), Some("log bytes"));
+        assert_eq!(
+            limits.admits(&usage, &RELEASE, Known, false),
+            Some("log bytes")
+        );
     }
 
     /// Spec §9.1 rule 7: at the answers limit a known session may still release and renew
@@ -379,21 +403,30 @@ mod tests {
             unapplied: 1,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&full, &acquire(0), Known), Some("answers"));
-        assert_eq!(limits.admits(&full, &RELEASE, New), Some("answers"));
+        assert_eq!(
+            limits.admits(&full, &acquire(0), Known, false),
+            Some("answers")
+        );
+        assert_eq!(limits.admits(&full, &RELEASE, New, false), Some("answers"));
         for keeps in [&RELEASE, &renew, &keepalive, &cancel] {
-            assert_eq!(limits.admits(&full, keeps, Known), None, "{keeps:?}");
+            assert_eq!(limits.admits(&full, keeps, Known, false), None, "{keeps:?}");
         }
         // A full window evicts as it stores: even an acquire passes.
-        assert_eq!(limits.admits(&full, &acquire(0), WindowFull), None);
+        assert_eq!(limits.admits(&full, &acquire(0), WindowFull, false), None);
         // Past the reserve too, except a CANCEL_WAIT (its target's answer is elsewhere).
         let past = Usage {
             answers: 110,
             ..Usage::default()
         };
-        assert_eq!(limits.admits(&past, &RELEASE, Known), Some("answers"));
-        assert_eq!(limits.admits(&past, &RELEASE, WindowFull), None);
-        assert_eq!(limits.admits(&past, &cancel, WindowFull), Some("answers"));
+        assert_eq!(
+            limits.admits(&past, &RELEASE, Known, false),
+            Some("answers")
+        );
+        assert_eq!(limits.admits(&past, &RELEASE, WindowFull, false), None);
+        assert_eq!(
+            limits.admits(&past, &cancel, WindowFull, false),
+            Some("answers")
+        );
     }
 
     #[test]

@@ -1234,7 +1234,14 @@ impl Node {
                 // the node's replicas together leave room for it (`limits`).
                 let refused = kind.is_logged() && replica.raft().role() == Role::Leader && {
                     let session = SessionSeen::of(replica.table(), request.session_id);
-                    let raised = NodeLimits::raises(&request.body, session);
+                    // An ACQUIRE or CONFIGURE of a resource its shard knows creates none.
+                    let known = matches!(
+                        request.body,
+                        RequestBody::Acquire { .. } | RequestBody::Configure { .. }
+                    ) && replica
+                        .table()
+                        .is_some_and(|t| t.knows(request.body.resource()));
+                    let raised = NodeLimits::raises(&request.body, session, known);
                     let own = self.config.limits.reached(&self.usage_total);
                     // Spec §8.14 rule 4: the other replicas' nodes' reports too.
                     let membership = replica.raft().membership();
@@ -1779,7 +1786,14 @@ impl Node {
     /// Spec §8.14 rule 2: this node's limits reached, to the other nodes that lead a shard it
     /// holds, when the value changes, to a new leader, and every period while not zero.
     fn report_load(&mut self, now: Instant) {
-        let value = self.config.limits.reached(&self.usage_total);
+        // What the replicas hold as applied: entries not applied yet are counted by the
+        // leaders that admitted them (their own check, rule 3), and a replica catching up on
+        // a long log (after a restart) would otherwise report every limit reached.
+        let applied = Usage {
+            unapplied: 0,
+            ..self.usage_total
+        };
+        let value = self.config.limits.reached(&applied);
         if !self.loads.wants_look(now, value) {
             return;
         }
