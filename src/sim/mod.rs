@@ -1139,10 +1139,6 @@ impl Sim {
 /// that clients are answered OVERLOADED often, under every fault.
 const OVERLOAD_SEEDS_EVERY: u64 = 4;
 const OVERLOAD_UNCOMMITTED_MAX: u64 = 2;
-/// On those seeds, node 2's limit of resources per node (spec §9.1): fewer than the clients'
-/// four resources, so its limit is reached and reported to the leaders of its shards.
-const OVERLOAD_LIMITED_NODE: NodeId = 2;
-const OVERLOAD_RESOURCES_PER_NODE_MAX: u64 = 3;
 /// The retry-after hint of those seeds: long, as a server in its startup grace sends, so that
 /// an OVERLOADED often comes within its hint of a client's deadline.
 const OVERLOAD_RETRY_AFTER_MS: u32 = 300;
@@ -1209,12 +1205,6 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         // Leaders answer OVERLOADED whenever two proposals are uncommitted, so clients meet
         // it under every fault (issue 7: its paths were never simulated).
         cluster.uncommitted_max = OVERLOAD_UNCOMMITTED_MAX;
-        if id == OVERLOAD_LIMITED_NODE {
-            // One node may keep fewer resources than the clients use, so leaders refuse
-            // by its node limit, whether it leads or only follows (its load reports, spec
-            // §8.14), and copies of requests that took effect meet that limit (§9.1 rule 6).
-            cluster.limits.resources_max = OVERLOAD_RESOURCES_PER_NODE_MAX;
-        }
     }
     if let Some((every, keep)) = config.scenario.and_then(|s| s.compaction()) {
         (cluster.compact_every, cluster.compact_keep) = (every, keep);
