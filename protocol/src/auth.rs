@@ -229,7 +229,8 @@ impl ClusterKey {
     /// key's id) and the MAC, and returns the new length, `len + AUTH_TRAILER_LEN`.
     ///
     /// Every datagram it seals decodes ([`crate::PeerDatagram::decode`] or
-    /// [`crate::PeerSettings::decode`], whichever its type) if the unsealed one did.
+    /// [`crate::PeerSettings::decode`] or [`crate::PeerLoad::decode`], whichever its type) if
+    /// the unsealed one did.
     ///
     /// Errors, with `buf` unchanged: `buf` shorter than `len` or than the sealed datagram
     /// ([`EncodeError::BufferTooSmall`]); `buf[..len]` not an unauthenticated node-to-node
@@ -250,7 +251,7 @@ impl ClusterKey {
         }
         let node_to_node = matches!(
             MessageType::from_wire(buf[hfield::MSG_TYPE]),
-            Some(MessageType::Peer | MessageType::PeerSettings)
+            Some(MessageType::Peer | MessageType::PeerSettings | MessageType::PeerLoad)
         );
         let flags = u16_at(buf, hfield::FLAGS.start);
         let body_len = usize::from(u16_at(buf, hfield::BODY_LEN.start));

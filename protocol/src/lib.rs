@@ -26,6 +26,8 @@
 //! - [`PeerSettings`] (spec §8.10) and [`NodeSettingsRequest`] / [`NodeSettingsReply`] (spec
 //!   §4.8, §5.7) carry a node's settings, to its peers and to a client, so that nodes whose
 //!   settings differ can say which.
+//! - [`PeerLoad`] (spec §8.14) tells the leaders of a node's shards which of its limits per
+//!   node it has reached.
 //! - [`ClusterKey`] authenticates node-to-node datagrams (spec §8.11): [`ClusterKey::seal`]
 //!   appends the AUTH trailer ([`AuthTrailer`] and a MAC) to a PEER or PEER_SETTINGS datagram,
 //!   [`ClusterKey::verify`] checks the MAC of one whose trailer the decoder has read. What a
@@ -121,6 +123,7 @@ mod command;
 mod entries;
 pub mod header;
 mod holds;
+mod load;
 mod members;
 mod peer;
 #[cfg(feature = "crypto")]
@@ -161,6 +164,7 @@ pub use holds::{
     HOLDS_ENTRIES_MAX, HOLDS_FIXED_LEN, HOLDS_PREFIX_LEN_MAX, HOLDS_REPLY_FIXED_LEN,
     HOLDS_REQUEST_LEN, HOLD_ENTRY_FIXED_LEN, HOLD_ENTRY_LEN_MAX,
 };
+pub use load::{reached, PeerLoad, PEER_LOAD_BODY_LEN, PEER_LOAD_LEN};
 pub use members::{
     field as members_field, MemberEntries, MemberEntry, MemberEntryIter, MembersReply,
     MembersRequest, MEMBERS_BODY_LEN, MEMBERS_ENTRIES_MAX, MEMBERS_ENTRY_LEN,

@@ -86,6 +86,7 @@ registry! {
         CancelWaitReply = 0x8B, "CANCEL_WAIT_REPLY", "Answer to CANCEL_WAIT: whether the waiter was removed, or the hold its ACQUIRE was granted.";
         Holds = 0x0C, "HOLDS", "Read a page of one shard's holds from a cursor, optionally only those of client ids with a given prefix (Section 4.13).";
         HoldsReply = 0x8C, "HOLDS_REPLY", "Answer to HOLDS: holds in fencing-token order, as many as fit in the request, and the cursor to go on from (Section 5.10).";
+        PeerLoad = 0x42, "PEER_LOAD", "Node-to-node datagram: which of the sender's limits per node it has reached, for the leaders of its shards (Section 8.14).";
     }
 }
 

@@ -55,6 +55,7 @@ const VECTORS: &[(&str, &str)] = &[
         "client-auth.txt",
         include_str!("../../spec/vectors/client-auth.txt"),
     ),
+    ("load.txt", include_str!("../../spec/vectors/load.txt")),
 ];
 
 /// One `[name]` record: its keys and values, in file order.
@@ -524,6 +525,7 @@ fn check_invalid(r: &Record) {
         "shard-status-request" => ShardStatusRequest::decode(&bytes).err(),
         "shard-status-reply" => ShardStatusReply::decode(&bytes).err(),
         "peer-settings" => PeerSettings::decode(&bytes).err(),
+        "peer-load" => PeerLoad::decode(&bytes).err(),
         "node-settings-request" => NodeSettingsRequest::decode(&bytes).err(),
         "node-settings-reply" => NodeSettingsReply::decode(&bytes).err(),
         "members-request" => MembersRequest::decode(&bytes).err(),
@@ -787,6 +789,31 @@ fn check_peer_settings(r: &Record) {
         None => assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name),
     }
     // Neither a PEER datagram nor a request: a single node drops it (spec §3.2 step 5a).
+    assert_eq!(Request::decode(&bytes), Err(DecodeError::UnexpectedType));
+    assert_eq!(
+        PeerDatagram::decode(&bytes),
+        Err(DecodeError::UnexpectedType)
+    );
+}
+
+fn check_peer_load(r: &Record) {
+    let bytes = r.hex();
+    assert_eq!(r.get("type"), "PEER_LOAD", "[{}]", r.name);
+    let expected = PeerLoad {
+        header: PeerHeader {
+            cluster_id: r.num("cluster_id"),
+            from: r.num("from"),
+        },
+        auth: None,
+        reached: u16::try_from(r.num("reached")).expect("a u16"),
+    };
+    let decoded =
+        PeerLoad::decode(&bytes).unwrap_or_else(|e| panic!("[{}] does not decode: {e}", r.name));
+    assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
+    let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+    let n = expected.encode(&mut out).unwrap();
+    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // Neither a PEER datagram nor a request: a node that predates it drops it (spec §3.2).
     assert_eq!(Request::decode(&bytes), Err(DecodeError::UnexpectedType));
     assert_eq!(
         PeerDatagram::decode(&bytes),
@@ -1647,6 +1674,7 @@ fn spec_vectors_decode_and_reencode_byte_for_byte() {
             "shard-status-request" => check_shard_status_request(r),
             "shard-status-reply" => check_shard_status_reply(r),
             "peer-settings" => check_peer_settings(r),
+            "peer-load" => check_peer_load(r),
             "node-settings-request" => check_node_settings_request(r),
             "node-settings-reply" => check_node_settings_reply(r),
             "members-request" => check_members_request(r),

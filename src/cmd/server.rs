@@ -117,12 +117,20 @@ pub struct ServerArgs {
     /// Most final answers all the shards this node holds remember together.
     #[arg(long, default_value_t = NodeLimits::DEFAULT.answers_max)]
     answers_per_node_max: u64,
+    /// Answers beyond --answers-per-node-max kept for RELEASE, RENEW, KEEPALIVE and
+    /// CANCEL_WAIT of known sessions, so that a node full of answers still releases.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.answers_reserve)]
+    answers_reserve_per_node: u64,
     /// Most queued acquires over all the shards this node holds.
     #[arg(long, default_value_t = NodeLimits::DEFAULT.waiters_max)]
     waiters_per_node_max: u64,
     /// Most memory the logs of all the shards this node holds take after their snapshots.
     #[arg(long, default_value_t = NodeLimits::DEFAULT.log_bytes_max)]
     log_bytes_per_node_max: u64,
+    /// Most client requests from one IP address (any port) in flight (proposed, not yet
+    /// applied) over all the shards this node leads; one more gets OVERLOADED.
+    #[arg(long, default_value_t = NodeLimits::DEFAULT.in_flight_per_source_max)]
+    in_flight_per_source_max: u64,
     /// Grant nothing for at least this long after start. The lease horizon file already makes
     /// a restart at the same address wait out its predecessor's leases; set this when that file
     /// is lost or disabled (e.g. after moving a node), to the longest lease clients use.
@@ -1018,8 +1026,10 @@ fn node_limits(a: &ServerArgs) -> NodeLimits {
         resources_max: a.resources_per_node_max,
         sessions_max: a.sessions_per_node_max,
         answers_max: a.answers_per_node_max,
+        answers_reserve: a.answers_reserve_per_node,
         waiters_max: a.waiters_per_node_max,
         log_bytes_max: a.log_bytes_per_node_max,
+        in_flight_per_source_max: a.in_flight_per_source_max,
     }
 }
 

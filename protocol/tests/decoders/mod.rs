@@ -19,7 +19,7 @@ use udplock_protocol::header::HeaderIds;
 use udplock_protocol::{
     reply_is_sealed, AuthTrailer, ClientKey, ClusterKey, Flags, HoldsReply, HoldsRequest,
     LogCommand, MembersReply, MembersRequest, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerRecord, PeerSettings, PeerWriter, RemoveReply, RemoveRequest, Reply, Request,
+    PeerLoad, PeerRecord, PeerSettings, PeerWriter, RemoveReply, RemoveRequest, Reply, Request,
     ShardStatusReply, ShardStatusRequest, AUTH_MAC_LEN, AUTH_TRAILER_LEN, CLIENT_AUTH_TRAILER_LEN,
     DATAGRAM_LEN_MAX, LOG_COMMAND_LEN_MAX, PEER_DATAGRAM_LEN_MAX,
 };
@@ -205,6 +205,11 @@ pub fn peer(data: &[u8]) {
         let n = p.encode(&mut out).expect("decoded PEER_SETTINGS encodes");
         assert_same_node_datagram(&out[..n], p.auth, data, "PEER_SETTINGS");
     }
+    if let Ok(p) = PeerLoad::decode(data) {
+        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let n = p.encode(&mut out).expect("decoded PEER_LOAD encodes");
+        assert_same_node_datagram(&out[..n], p.auth, data, "PEER_LOAD");
+    }
 }
 
 /// A replicated log command (spec §8.4): what a leader proposes and every replica applies.
@@ -278,6 +283,7 @@ pub const PEER_VECTORS: &[&str] = &[
     include_str!("../../../spec/vectors/swim.txt"),
     include_str!("../../../spec/vectors/auth.txt"),
     include_str!("../../../spec/vectors/settings.txt"),
+    include_str!("../../../spec/vectors/load.txt"),
 ];
 pub const LOG_VECTORS: &[&str] = &[include_str!("../../../spec/vectors/commands.txt")];
 

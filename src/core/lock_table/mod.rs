@@ -943,6 +943,41 @@ impl LockTable {
         self.sessions.contains_key(&session_id)
     }
 
+    /// Whether `resource` is known (held, waited on or configured): an ACQUIRE or CONFIGURE
+    /// of it creates no resource.
+    pub fn knows(&self, resource: &[u8]) -> bool {
+        self.lookup(resource).is_some()
+    }
+
+    /// How many final answers session `session_id` has remembered (`None`: no such session).
+    /// At `answers_per_session_max`, the session's next answer evicts its oldest, so the
+    /// table's total does not grow.
+    pub fn session_answers(&self, session_id: u64) -> Option<u32> {
+        let session = self.sessions.get(&session_id)?;
+        // At most answers_per_session_max (a u32): `remember` evicts past it.
+        Some(session.answers.len() as u32)
+    }
+
+    /// The reply a copy of `request` would get from the session gate because its final
+    /// answer is remembered (the same bytes as [`LockTable::handle_request`] would queue),
+    /// or `None` if the table remembers no answer of this kind for it. Reads nothing else,
+    /// changes nothing (not even the session's activity): a shell that cannot hand the copy
+    /// to the table (a node at a limit, spec §9.1) still owes the client the answer it
+    /// already has, since the request took effect.
+    pub fn remembered_reply(&self, request: &Request<'_>) -> Option<Reply> {
+        let kind = request.body.kind();
+        if kind == RequestKind::Status {
+            return None; // never remembered
+        }
+        let remembered = self
+            .sessions
+            .get(&request.id.session)?
+            .answers
+            .get(&request.id.request)
+            .filter(|remembered| remembered.kind == kind)?;
+        Some(self.reply_to(request, remembered.attempt, remembered.answer))
+    }
+
     fn idle(&self) -> Duration {
         Duration::from_millis(self.config.session_idle_ms.into())
     }

@@ -227,6 +227,11 @@ impl ClientAuth {
         self.keys.is_some() && self.sealing.get(&id).is_some_and(|&k| k != key_id)
     }
 
+    /// Whether a copy of request `id` was recorded and is still to be answered.
+    pub fn recorded(&self, id: RequestId) -> bool {
+        self.sealing.contains_key(&id)
+    }
+
     /// Forgets request `id`'s key: no shard here will answer it.
     pub fn forget(&mut self, id: RequestId) {
         self.sealing.remove(&id);

@@ -84,6 +84,7 @@ pub mod config;
 pub mod holds;
 pub mod latency;
 pub mod limits;
+pub mod load;
 pub mod members;
 pub mod placing;
 pub mod remove;
@@ -96,18 +97,20 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
-    shard_of, AddressTokenCheck, AuthTrailer, ClientKey, EncodeError, Hint, MessageType,
-    NodeSettingsReply, NodeSettingsRequest, PeerDatagram, PeerHeader, PeerRecord, PeerSettings,
-    PeerWriter, Reply, Request, RequestBody, SettingValues, ShardRole, ShardStatusEntries,
-    ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status, CLIENT_AUTH_TRAILER_LEN,
-    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
+    reached, shard_of, AddressTokenCheck, AuthTrailer, ClientKey, EncodeError, Hint, MessageType,
+    NodeSettingsReply, NodeSettingsRequest, PeerDatagram, PeerHeader, PeerLoad, PeerRecord,
+    PeerSettings, PeerWriter, Reply, Request, RequestBody, SettingValues, ShardRole,
+    ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
+    CLIENT_AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+    REQUEST_LEN_MIN,
 };
 
 use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
 use self::client_auth::{reply_budget, ClientAuth, ClientAuthDrop, Verified};
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
-use self::limits::Usage;
+use self::limits::{limit_name, NodeLimits, SessionSeen, Usage};
+use self::load::LoadReports;
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
@@ -115,6 +118,7 @@ use crate::client_keys::Authorization;
 use crate::core::lock_table;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, Message, NodeId, Role};
+use crate::core::replica::in_flight::InFlight;
 use crate::core::replica::{Replica, ShardStats};
 use crate::core::restart::{self, Mark, Start};
 use crate::core::swim::{self, Swim};
@@ -290,6 +294,9 @@ pub struct Node {
     /// The settings exchange (spec §8.10), and when this node next sends its own.
     settings: PeerSettingsLog,
     settings_next: Instant,
+    /// Limits reached, told to the leaders of this node's shards and heard from the other
+    /// nodes (spec §8.14).
+    loads: LoadReports,
     /// Each shard's replica, indexed by shard (`config.shards` slots): `None` where this
     /// node holds none (see "Replicas on demand" in [`Node`]). Every per-shard lookup is
     /// O(1); at most `config.shards` replicas, so memory is bounded by configuration.
@@ -330,6 +337,9 @@ pub struct Node {
     rng_seed: u64,
     /// What every replica of the node shares (the per-node budget, issue 8).
     shared: raft::NodeShared,
+    /// Each source's requests in flight over every shard this node leads (spec §9.1), shared
+    /// by its replicas.
+    in_flight: InFlight,
     /// Shards an input touched since the last flush (flag per shard, and their list).
     touched: Vec<bool>,
     touched_list: Vec<u32>,
@@ -426,6 +436,8 @@ impl Node {
             .collect();
         // One budget per node for what peers can make its shards hold or log (issue 8).
         let shared = raft::NodeShared::new();
+        // One count per node of each source's requests in flight (spec §9.1).
+        let in_flight = InFlight::new(config.limits.in_flight_per_source_max);
         let mut shards = Vec::with_capacity(config.shards as usize);
         for (shard, start) in (0..config.shards).zip(starts) {
             let replica = match start {
@@ -443,8 +455,16 @@ impl Node {
                         replica_config.raft.voters.clear();
                     }
                     Some(
-                        start_replica(&config, &shared, replica_config, seed, start, now)
-                            .map_err(|e| format!("shard {shard}: {e}"))?,
+                        start_replica(
+                            &config,
+                            &shared,
+                            &in_flight,
+                            replica_config,
+                            seed,
+                            start,
+                            now,
+                        )
+                        .map_err(|e| format!("shard {shard}: {e}"))?,
                     )
                 }
                 None => None,
@@ -489,6 +509,7 @@ impl Node {
             stale_answered: BTreeMap::new(),
             settings: PeerSettingsLog::new(&config, &shared),
             settings_next: now,
+            loads: LoadReports::default(),
             deadlines: shards
                 .iter()
                 .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout))
@@ -509,6 +530,7 @@ impl Node {
             creations: 0,
             rng_seed,
             shared: shared.clone(),
+            in_flight,
             held,
             shards,
             marks,
@@ -898,6 +920,7 @@ impl Node {
         }
         self.place(now);
         self.send_settings(now);
+        self.report_load(now);
         self.log_recovery(now);
         self.log_auth_drops(now);
         self.check();
@@ -913,6 +936,8 @@ impl Node {
             self.handle_peer(now, datagram, from);
         } else if msg_type == Some(MessageType::PeerSettings.to_wire()) {
             self.handle_peer_settings(now, datagram, from);
+        } else if msg_type == Some(MessageType::PeerLoad.to_wire()) {
+            self.handle_peer_load(now, datagram, from);
         } else if datagram.len() > DATAGRAM_LEN_MAX {
             NodeStats::bump(&self.stats.dropped);
         } else if msg_type == Some(MessageType::ShardStatus.to_wire()) {
@@ -937,6 +962,7 @@ impl Node {
             // An acknowledgement may have made a peer caught up enough to take a shard.
             self.hand_over(now);
         }
+        self.report_load(now);
         self.check();
     }
 
@@ -1060,6 +1086,7 @@ impl Node {
         let mut replica = start_replica(
             &self.config,
             &self.shared,
+            &self.in_flight,
             replica_config,
             seed,
             Start::Fresh,
@@ -1322,55 +1349,75 @@ impl Node {
             // no shard map; placement targets are not leaders), so no hint: the client
             // moves on along its ring (spec §7.1.7 rule 5, §7.1.8 rule 2).
             None => Err(None),
-            // Spec §9, limits per node: a leader admits a logged request only while the
-            // node's replicas together leave room for it (`limits`).
-            Some(replica)
-                if kind.is_logged()
-                    && replica.raft().role() == Role::Leader
-                    && (self.config.limits)
-                        .admits(
-                            &self.usage_total,
-                            &request.body,
-                            replica
-                                .table()
-                                .is_none_or(|t| !t.has_session(request.session_id)),
-                        )
-                        .is_some() =>
-            {
-                NodeStats::bump(&self.stats.overloaded_node_limits);
-                let reply = Reply {
-                    hint: Hint::RetryAfter {
-                        ms: replica.config().table.retry_after_ms,
-                    },
-                    ..Reply::bare(
-                        kind.reply_type(),
-                        request.session_id,
-                        request.request_id,
-                        request.attempt,
-                        Status::Overloaded,
-                    )
-                };
-                self.answer_client(&reply, key_id, datagram.len(), from);
-                return;
-            }
             Some(replica) => {
+                let budget = reply_budget(kind, datagram.len(), key_id.is_some());
+                let table_request = table_request(&request, from, budget);
+                let refused = kind.is_logged() && replica.raft().role() == Role::Leader && {
+                    let session = SessionSeen::of(replica.table(), request.session_id);
+                    // An ACQUIRE or CONFIGURE of a resource its shard knows creates none.
+                    let known = matches!(
+                        request.body,
+                        RequestBody::Acquire { .. } | RequestBody::Configure { .. }
+                    ) && replica
+                        .table()
+                        .is_some_and(|t| t.knows(request.body.resource()));
+                    let raised = NodeLimits::raises(&request.body, session, known);
+                    let own = self.config.limits.reached(&self.usage_total);
+                    // Spec §8.14 rule 4: the other replicas' nodes' reports too.
+                    let membership = replica.raft().membership();
+                    let me = self.config.node_id;
+                    let others = membership
+                        .voters
+                        .iter()
+                        .chain(&membership.learners)
+                        .copied()
+                        .filter(|&id| id != me);
+                    let reported = self.loads.reached_by(now, others);
+                    limit_name((own | reported) & raised).is_some()
+                };
                 // The shard's answers to this request are sealed with this copy's key.
                 let id = lock_table::RequestId {
                     session: request.session_id,
                     request: request.request_id,
                 };
+                // An earlier copy's record (the request waits in a queue) outlives a refused
+                // copy: its answer is still to be sealed.
+                let earlier = self.client_auth.recorded(id);
                 self.client_auth.record(id, key_id);
-                let budget = reply_budget(kind, datagram.len(), key_id.is_some());
-                let table_request = table_request(&request, from, budget);
-                let taken = replica
-                    .handle_request(now, table_request)
-                    .map(|()| shard)
-                    .map_err(|not_leader| not_leader.leader_hint);
-                if taken.is_err() {
-                    // Not taken: this node will not answer it (NOT_LEADER below).
-                    self.client_auth.forget(id);
+                if !refused {
+                    let taken = replica
+                        .handle_request(now, table_request)
+                        .map(|()| shard)
+                        .map_err(|not_leader| not_leader.leader_hint);
+                    if taken.is_err() {
+                        // Not taken: this node will not answer it (NOT_LEADER below).
+                        self.client_auth.forget(id);
+                    }
+                    taken
+                } else if replica.answer_remembered(&table_request) {
+                    // Spec §9.1 rule 6: a copy of a request that took effect gets its
+                    // remembered answer at any limit (nothing is logged for it).
+                    Ok(shard)
+                } else {
+                    if !earlier {
+                        self.client_auth.forget(id);
+                    }
+                    NodeStats::bump(&self.stats.overloaded_node_limits);
+                    let reply = Reply {
+                        hint: Hint::RetryAfter {
+                            ms: replica.config().table.retry_after_ms,
+                        },
+                        ..Reply::bare(
+                            kind.reply_type(),
+                            request.session_id,
+                            request.request_id,
+                            request.attempt,
+                            Status::Overloaded,
+                        )
+                    };
+                    self.answer_client(&reply, key_id, datagram.len(), from);
+                    return;
                 }
-                taken
             }
         };
         match outcome {
@@ -1775,6 +1822,7 @@ impl Node {
             self.auth.remove_peer(gone);
             self.stale_answered.remove(&gone);
             self.settings.forget(gone);
+            self.loads.forget(gone);
         }
         for (id, _) in self.book.nodes() {
             self.auth.add_peer(id);
@@ -1898,6 +1946,70 @@ impl Node {
             return;
         }
         self.settings.heard(now, from, source, &p);
+    }
+
+    /// Spec §8.14: a peer's limits reached, heard only from a node of the address book at its
+    /// address there, of this cluster; never answered.
+    fn handle_peer_load(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
+        let Ok(p) = PeerLoad::decode(datagram) else {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        };
+        let from = p.header.from;
+        if !self.listed_peer(from, source) {
+            self.count_unknown(from);
+            return;
+        }
+        if !self.authenticated(from, datagram, p.auth.as_ref(), source) {
+            return;
+        }
+        if p.header.cluster_id != self.cluster_id {
+            NodeStats::bump(&self.stats.dropped);
+            return;
+        }
+        // Bits this revision does not know are ignored (spec §8.14).
+        self.loads.heard(now, from, p.reached & reached::ALL);
+    }
+
+    /// Spec §8.14 rule 2: this node's limits reached, to the other nodes that lead a shard it
+    /// holds, when the value changes, to a new leader, and every period while not zero.
+    fn report_load(&mut self, now: Instant) {
+        // What the replicas hold as applied: entries not applied yet are counted by the
+        // leaders that admitted them (their own check, rule 3), and a replica catching up on
+        // a long log (after a restart) would otherwise report every limit reached.
+        let applied = Usage {
+            unapplied: 0,
+            ..self.usage_total
+        };
+        let value = self.config.limits.reached(&applied);
+        if !self.loads.wants_look(now, value) {
+            return;
+        }
+        let me = self.config.node_id;
+        let leaders: std::collections::BTreeSet<NodeId> = self
+            .replicas()
+            .filter(|(_, r)| r.raft().role() != Role::Leader)
+            .filter_map(|(_, r)| r.raft().leader())
+            .filter(|&id| id != me)
+            .collect();
+        for id in self.loads.due(now, value, &leaders) {
+            let Some(addr) = self.book.address_of(id) else {
+                continue;
+            };
+            let datagram = PeerLoad {
+                header: PeerHeader {
+                    cluster_id: self.cluster_id,
+                    from: me,
+                },
+                auth: None,
+                reached: value,
+            };
+            let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+            match datagram.encode(&mut out) {
+                Ok(len) => self.queue_peer(id, addr, &mut out, len, self.write_seq),
+                Err(e) => log::error!("udplock node: load report did not encode: {e}"),
+            }
+        }
     }
 
     /// Spec §8.11, rules 1–5, for a node-to-node datagram from the listed node `from` at its
@@ -2380,6 +2492,7 @@ impl Node {
 fn start_replica(
     config: &Config,
     shared: &raft::NodeShared,
+    in_flight: &InFlight,
     replica_config: crate::core::replica::Config,
     seed: u64,
     start: Start,
@@ -2388,6 +2501,7 @@ fn start_replica(
     let shard = replica_config.shard;
     let mut replica = Replica::start(replica_config, seed, start, now)?;
     replica.share(shared.clone());
+    replica.share_in_flight(in_flight.clone());
     // A joined node lists no voter: no preferred leader to name (placement will).
     if config.spread_leaders && !config.peers.is_empty() {
         replica.set_preferred_leader(Some(config.preferred_leader(shard)));

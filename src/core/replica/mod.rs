@@ -73,14 +73,16 @@
 #[cfg(test)]
 mod tests;
 
+pub mod in_flight;
+
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
     LogCommand, RequestBody, RequestKind, Status, LOG_COMMAND_LEN_MAX, REPLY_LEN_MIN,
 };
 
+use self::in_flight::{InFlight, SourceCounts};
 use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::{
     self, Entry, HardState, Membership, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
@@ -176,7 +178,9 @@ pub const UNCOMMITTED_MAX: u64 = 4_096;
 /// Requests from one source address (IP, any port) a shard's leader keeps proposed and not
 /// yet applied at once; one more gets OVERLOADED (spec §9). A quarter of
 /// [`UNCOMMITTED_MAX`]: one host (a flood, or one busy client machine) cannot take a shard's
-/// whole window of uncommitted proposals from everyone else.
+/// whole window of uncommitted proposals from everyone else. Over all the shards a node
+/// leads, the node's own limit applies too (`NodeLimits::in_flight_per_source_max`, spec
+/// §9.1; [`in_flight`]).
 pub const IN_FLIGHT_PER_SOURCE_MAX: u32 = 1_024;
 
 const _: () = assert!(4 * IN_FLIGHT_PER_SOURCE_MAX as u64 <= UNCOMMITTED_MAX);
@@ -318,8 +322,9 @@ pub struct Replica {
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
-    /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]).
-    in_flight: HashMap<IpAddr, u32>,
+    /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]),
+    /// added to the node's counts ([`in_flight`]).
+    in_flight: SourceCounts,
     /// The request [`Replica::handle_request`] is proposing, with its index, until the
     /// input settles: only then does it go into `proposed` and `in_flight`, if it did not
     /// apply meanwhile. A one-voter shard commits and applies it inside the same input, so
@@ -485,7 +490,7 @@ impl Replica {
             tick_pending: None,
             init_wanted: false,
             proposed: HashMap::new(),
-            in_flight: HashMap::new(),
+            in_flight: SourceCounts::alone(IN_FLIGHT_PER_SOURCE_MAX),
             proposing: None,
             replies: VecDeque::new(),
             reads: VecDeque::new(),
@@ -630,12 +635,15 @@ impl Replica {
         if self.raft.last_index() - self.raft.commit_index() >= self.uncommitted_max
             || self.raft.log_bytes() >= self.log_bytes_max
         {
-            self.push_overloaded(&request);
+            self.refuse_at_limit(&request);
             return Ok(());
         }
         let source = request.reply_to.ip();
-        if self.in_flight.get(&source).copied().unwrap_or(0) >= IN_FLIGHT_PER_SOURCE_MAX {
-            self.push_overloaded(&request);
+        // Spec §9 (per shard) and §9.1 (per node, over every shard the node leads).
+        if self.in_flight.get(source) >= IN_FLIGHT_PER_SOURCE_MAX
+            || self.in_flight.node_full(source)
+        {
+            self.refuse_at_limit(&request);
             return Ok(());
         }
         let command = log_command(log_now, &request);
@@ -645,7 +653,7 @@ impl Replica {
         self.settle(now);
         // Still in flight (not applied, and still this leader's): counted from now on.
         if let Some((id, index)) = self.proposing.take() {
-            *self.in_flight.entry(source).or_default() += 1;
+            self.in_flight.add(source);
             let earlier = self.proposed.insert(id, index);
             assert!(earlier.is_none(), "a request proposed twice in a term");
         }
@@ -693,6 +701,13 @@ impl Replica {
     /// spread evenly over the nodes instead of piling up on whoever won the elections.
     pub fn set_preferred_leader(&mut self, node: Option<NodeId>) {
         self.preferred_leader = node;
+        self.check_invariants();
+    }
+
+    /// Makes this replica count its requests in flight per source into its node's counts
+    /// (`node`, shared by every replica of the node; spec §9.1).
+    pub fn share_in_flight(&mut self, node: InFlight) {
+        self.in_flight.share(node);
         self.check_invariants();
     }
 
@@ -894,10 +909,7 @@ impl Replica {
         // Between inputs every request in flight is in `proposed`.
         assert!(self.proposing.is_none(), "a proposal left unsettled");
         // Every proposed request is counted once, under its source.
-        debug_assert_eq!(
-            self.in_flight.values().map(|&n| u64::from(n)).sum::<u64>(),
-            self.proposed.len() as u64
-        );
+        debug_assert_eq!(self.in_flight.total(), self.proposed.len() as u64);
         let Some(clock) = self.clock else {
             // Only a leader keeps a log clock, proposes, answers or holds reads: whatever it
             // kept for them goes when it stops leading.
@@ -952,6 +964,41 @@ impl Replica {
     fn not_leader(&self) -> NotLeader {
         let leader_hint = self.raft.leader().filter(|&id| id != self.config.raft.id);
         NotLeader { leader_hint }
+    }
+
+    /// A logged request met a limit (spec §9, §9.1): OVERLOADED, unless the request took
+    /// effect already — then its remembered answer, which wins over every limit.
+    fn refuse_at_limit(&mut self, request: &ClientRequest<'_>) {
+        if !self.answer_remembered(request) {
+            self.push_overloaded(request);
+        }
+    }
+
+    /// If this replica leads and its table remembers the final answer to `request` (an
+    /// earlier copy took effect), queues that answer for [`Replica::poll_reply`] and returns
+    /// true; else changes nothing and returns false. For a request refused at a limit
+    /// (spec §9.1 rule 6): the limit must not hide from a client that its request took
+    /// effect. The answer is read from the applied table, so it is committed, and it is what
+    /// logging the copy again would answer; nothing is logged, so a limit on the log or on
+    /// the node's counts cannot stand in its way.
+    pub fn answer_remembered(&mut self, request: &ClientRequest<'_>) -> bool {
+        assert!(
+            request.body.kind().is_logged(),
+            "STATUS is never remembered"
+        );
+        if !self.leading() {
+            return false;
+        }
+        let Some(reply) = self
+            .table
+            .as_ref()
+            .and_then(|t| t.remembered_reply(request))
+        else {
+            return false;
+        };
+        assert!(reply.id == request.id && reply.kind == request.body.kind());
+        self.replies.push_back(reply);
+        true
     }
 
     fn push_overloaded(&mut self, request: &ClientRequest<'_>) {
@@ -1389,14 +1436,7 @@ impl Replica {
                     self.proposed.remove(&request.id);
                     // The logged address is the proposing copy's (`log_command`).
                     let source = request.reply_to.ip();
-                    let count = self
-                        .in_flight
-                        .get_mut(&source)
-                        .expect("counted when proposed");
-                    *count -= 1;
-                    if *count == 0 {
-                        self.in_flight.remove(&source);
-                    }
+                    self.in_flight.remove(source);
                 }
                 if let Some(table) = self.table.as_mut() {
                     table.handle_request(now, request);

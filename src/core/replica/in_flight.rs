@@ -1,0 +1,190 @@
+//! Requests in flight per source address, counted per shard and per node (spec §9, §9.1).
+//!
+//! A leader counts each client request it proposes under the request's source IP address
+//! (any port) until the request applies or the replica stops leading. A source gets
+//! OVERLOADED for its next request when it has [`super::IN_FLIGHT_PER_SOURCE_MAX`] in flight
+//! at this shard (so that one host cannot take a shard's whole window of uncommitted
+//! proposals), or `in_flight_per_source_max` at the node, over every shard the node leads
+//! (one host's share of the node; without it a host could have 64 times as many in flight
+//! at a node leading 64 shards).
+//!
+//! Each replica keeps its own counts ([`SourceCounts`]) and adds them to its node's
+//! ([`InFlight`], one per node, shared by every replica as `raft::NodeShared` is): a replica
+//! that stops leading, or is dropped, takes its counts out of the node's. Pure: no IO, no
+//! clock; deterministic when one thread drives every shard, as a node and the simulator do.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A node's requests in flight per source address, over all its shard leaders; a handle
+/// shared by every replica of the node (cheap clones of one state).
+#[derive(Clone, Debug)]
+pub struct InFlight {
+    inner: Arc<Mutex<NodeCounts>>,
+}
+
+#[derive(Debug)]
+struct NodeCounts {
+    /// A source with this many in flight gets OVERLOADED for its next request.
+    per_source_max: u64,
+    /// Sources with at least one request in flight (never a zero count).
+    counts: HashMap<IpAddr, u64>,
+}
+
+impl InFlight {
+    /// A node's counts, refusing a source's request past `per_source_max` in flight.
+    pub fn new(per_source_max: u64) -> InFlight {
+        assert!(per_source_max > 0, "validated: a node that admits nothing");
+        InFlight {
+            inner: Arc::new(Mutex::new(NodeCounts {
+                per_source_max,
+                counts: HashMap::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, NodeCounts> {
+        // One thread drives a node's replicas; a panic elsewhere leaves the counts whole.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Requests of `source` in flight over the node's shard leaders.
+    pub fn count(&self, source: IpAddr) -> u64 {
+        self.lock().counts.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Whether `source` has as many in flight as the node allows.
+    pub fn full(&self, source: IpAddr) -> bool {
+        let counts = self.lock();
+        counts.counts.get(&source).copied().unwrap_or(0) >= counts.per_source_max
+    }
+
+    /// Sources with a request in flight (tests, invariants).
+    pub fn sources(&self) -> usize {
+        self.lock().counts.len()
+    }
+
+    fn add(&self, source: IpAddr, n: u64) {
+        *self.lock().counts.entry(source).or_default() += n;
+    }
+
+    fn remove(&self, source: IpAddr, n: u64) {
+        let mut counts = self.lock();
+        let count = counts
+            .counts
+            .get_mut(&source)
+            .expect("a replica's count is in its node's");
+        *count = count
+            .checked_sub(n)
+            .expect("a replica's count is in its node's");
+        if *count == 0 {
+            counts.counts.remove(&source);
+        }
+    }
+}
+
+/// One replica's requests in flight per source, added to its node's ([`InFlight`]).
+#[derive(Debug)]
+pub struct SourceCounts {
+    own: HashMap<IpAddr, u32>,
+    node: InFlight,
+}
+
+impl SourceCounts {
+    /// Counts of a replica alone (its own node handle, as loose as the shard's limit) until
+    /// [`SourceCounts::share`] gives it its node's.
+    pub fn alone(per_shard_max: u32) -> SourceCounts {
+        SourceCounts {
+            own: HashMap::new(),
+            node: InFlight::new(u64::from(per_shard_max)),
+        }
+    }
+
+    /// Counts into `node` from now on, carrying over what is in flight.
+    pub fn share(&mut self, node: InFlight) {
+        for (&source, &n) in &self.own {
+            self.node.remove(source, u64::from(n));
+            node.add(source, u64::from(n));
+        }
+        self.node = node;
+    }
+
+    /// Requests of `source` this replica has in flight.
+    pub fn get(&self, source: IpAddr) -> u32 {
+        self.own.get(&source).copied().unwrap_or(0)
+    }
+
+    /// Whether the node allows `source` no more in flight.
+    pub fn node_full(&self, source: IpAddr) -> bool {
+        self.node.full(source)
+    }
+
+    /// A request of `source` proposed.
+    pub fn add(&mut self, source: IpAddr) {
+        *self.own.entry(source).or_default() += 1;
+        self.node.add(source, 1);
+    }
+
+    /// A request of `source` that this replica counted applied.
+    pub fn remove(&mut self, source: IpAddr) {
+        let count = self.own.get_mut(&source).expect("counted when proposed");
+        *count -= 1;
+        if *count == 0 {
+            self.own.remove(&source);
+        }
+        self.node.remove(source, 1);
+    }
+
+    /// Nothing in flight any more (the replica stopped leading).
+    pub fn clear(&mut self) {
+        for (source, n) in self.own.drain() {
+            self.node.remove(source, u64::from(n));
+        }
+    }
+
+    /// Everything this replica has in flight.
+    pub fn total(&self) -> u64 {
+        self.own.values().map(|&n| u64::from(n)).sum()
+    }
+}
+
+impl Drop for SourceCounts {
+    fn drop(&mut self) {
+        // A dropped replica (removed from its shard) takes its part out of the node's.
+        self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Replicas sharing a node's counts: each adds to the node's, and takes its own part out
+    /// when it stops leading or is dropped; the node's limit is over all of them.
+    #[test]
+    fn replicas_count_into_their_nodes_and_take_their_part_out() {
+        let node = InFlight::new(3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut one = SourceCounts::alone(1_024);
+        one.add(a);
+        one.share(node.clone());
+        let mut two = SourceCounts::alone(1_024);
+        two.share(node.clone());
+        two.add(a);
+        assert!(!node.full(a));
+        two.add(a);
+        assert!(node.full(a) && one.node_full(a), "3 over two replicas");
+        assert!(!node.full(b));
+        assert_eq!((one.get(a), two.get(a), node.count(a)), (1, 2, 3));
+        two.remove(a);
+        assert_eq!(node.count(a), 2);
+        two.clear();
+        assert_eq!((two.total(), node.count(a)), (0, 1));
+        drop(one);
+        assert_eq!((node.count(a), node.sources()), (0, 0));
+    }
+}
