@@ -47,6 +47,10 @@ Exit codes:
      does (never acquired, already released, or its lease ran out)
   5  no such resource: configure --default-ttl 0 of a resource the server does not know
   6  unavailable: no answer from the server before the deadline
+  7  unauthenticated: the servers require a client key (--client-key-file), or do not
+     know this one
+  8  forbidden: the client key does not authorize this --client (its prefixes in the
+     servers' client key file do not cover it)
   1  anything else (bad arguments, overloaded, internal error)";
 
 #[derive(Parser)]

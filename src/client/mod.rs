@@ -133,6 +133,8 @@ pub use self::reports::{
 pub use crate::core::call::DOUBTS_MAX;
 /// The type of [`ClientConfig::retransmit`].
 pub use crate::core::retransmit::RetransmitConfig;
+/// The type of [`ClientConfig::client_key`] (spec §7.1.10).
+pub use udplock_protocol::ClientKey;
 // The call core's internal bounds: public for the `udplock` binary and the tests, not a
 // promise to library users.
 #[doc(hidden)]

@@ -60,7 +60,7 @@ use udplock_protocol::{Flags, Hint, MessageType, Reply, Status, DATAGRAM_LEN_MAX
 
 use super::routing::CallRoutes;
 use super::{lock, std_duration, Client, OUTSTANDING_MAX};
-use crate::core::call::Call;
+use crate::core::call::{seal_of, Call, Seal};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -115,10 +115,17 @@ pub(super) struct ReplyData {
     /// The datagram's source address: a node the client knows, or the call drops the reply
     /// (spec §7.1.4 rule 5); which node answered (see `routing.rs`).
     pub(super) from: SocketAddr,
+    /// Its client-auth trailer as the client's key reads it (spec §7.1.10), for the call.
+    pub(super) seal: Seal,
 }
 
 impl ReplyData {
-    pub(super) fn new(reply: &Reply<'_>, received_at: Instant, from: SocketAddr) -> ReplyData {
+    pub(super) fn new(
+        reply: &Reply<'_>,
+        received_at: Instant,
+        from: SocketAddr,
+        seal: Seal,
+    ) -> ReplyData {
         let mut holder = [0u8; ID_LEN_MAX];
         // Reply::decode guarantees holder.len() <= 255 (it travels in one byte).
         let holder_len = reply.holder.len().min(ID_LEN_MAX);
@@ -143,6 +150,7 @@ impl ReplyData {
             holder,
             received_at,
             from,
+            seal,
         }
     }
 
@@ -398,7 +406,10 @@ impl Client {
         if !fits(entry.reply_type) || occupied {
             return drop_it();
         }
-        let data = ReplyData::new(&reply, received_at, from);
+        // The MAC is checked here, where the bytes are, once the reply is known to answer a
+        // pending request (junk costs no HMAC); the call judges the verdict.
+        let seal = seal_of(self.config.client_key.as_ref(), datagram);
+        let data = ReplyData::new(&reply, received_at, from, seal);
         if reply.request_id == own_id {
             return Some(data);
         }

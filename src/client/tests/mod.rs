@@ -5,6 +5,7 @@ mod admin;
 mod api;
 mod doubts;
 mod guard;
+mod keys;
 mod limits;
 mod operation;
 mod receiving;
