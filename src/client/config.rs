@@ -289,4 +289,45 @@ mod tests {
         let config = ClientConfig::resolve(&["localhost:7100"]).unwrap();
         assert!(config.validate().is_ok());
     }
+
+    /// A client takes the first key line of a key file (prefixes and `none` lines are the
+    /// servers'); an error names the file: missing (its own kind), readable by others, or
+    /// without a key.
+    #[test]
+    fn a_client_key_file_gives_its_first_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("udplock-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let (first, second) = ("ab".repeat(32), "cd".repeat(32));
+        let text = format!("# team a\nnone public/\n{first} a/ b/\n{second} *\n");
+        let config = ClientConfig::new(vec!["127.0.0.1:7100".parse().unwrap()]);
+        let keyed = (config.clone())
+            .with_client_key_file(write("team.key", &text, 0o600))
+            .unwrap();
+        let want = ClientKey::from_hex(&first).unwrap().key_id();
+        assert_eq!(keyed.client_key.as_ref().map(ClientKey::key_id), Some(want));
+        assert_ne!(keyed, config, "the key is part of the settings");
+        assert!(
+            !format!("{keyed:?}").contains(&first[..16]),
+            "no secret in Debug"
+        );
+        let missing = config.clone().with_client_key_file(dir.join("missing"));
+        let e = missing.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("missing"), "{e}");
+        let open = write("open.key", &text, 0o644);
+        let e = config.clone().with_client_key_file(&open).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        let keyless = write("none.key", "none *\n", 0o600);
+        let e = config.with_client_key_file(&keyless).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("no key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
