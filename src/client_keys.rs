@@ -184,6 +184,11 @@ impl ClientKeyFile {
         self.entries.is_empty()
     }
 
+    /// Whether the file has a `none` line (some requests without a key are allowed).
+    pub fn has_none_line(&self) -> bool {
+        self.unauthenticated.is_some()
+    }
+
     /// The key ids, in file order (for logs: never key bytes).
     pub fn key_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.entries.iter().map(|e| e.key.key_id())

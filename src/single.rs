@@ -61,6 +61,8 @@ pub struct SingleConfig {
     /// Address validation of client requests (spec §7.2.5): on by default; see
     /// [`ClusterConfig::address_validation`].
     pub address_validation: bool,
+    /// Client keys (spec §7.2.6): see [`ClusterConfig::client_keys`].
+    pub client_keys: Option<std::sync::Arc<crate::client_keys::ClientKeyFile>>,
 }
 
 impl SingleConfig {
@@ -75,6 +77,7 @@ impl SingleConfig {
             durability: Durability::Memory,
             data_dir: None,
             address_validation: true,
+            client_keys: None,
         }
     }
 
@@ -88,6 +91,7 @@ impl SingleConfig {
         config.durability = self.durability;
         config.data_dir = self.data_dir.clone();
         config.address_validation = self.address_validation;
+        config.client_keys = self.client_keys.clone();
         config
     }
 }

@@ -309,6 +309,18 @@ pub fn render(view: &View<'_>) -> String {
             s.auth_dropped(reason),
         );
     }
+    out.family(
+        "udplock_client_auth_refusals_total",
+        "counter",
+        "Lock requests refused by client authentication (spec 7.2.6): answered UNAUTHENTICATED (no key where one is required, an unknown key) or FORBIDDEN, or dropped (a MAC that does not verify), by reason.",
+    );
+    for reason in crate::core::node::client_auth::ClientAuthDrop::ALL {
+        out.sample(
+            "udplock_client_auth_refusals_total",
+            &[("reason", &reason.name())],
+            get(&s.client_auth[reason.index()]),
+        );
+    }
     out.one(
         "udplock_peer_datagrams_sent_total",
         "counter",

@@ -170,6 +170,10 @@ pub struct ClusterConfig {
     /// default. Off only where every host that can reach the node is trusted: a source that
     /// never receives at its address can then create sessions, waiters and holds.
     pub address_validation: bool,
+    /// Client keys (spec §7.2.6; `--client-key-file`): which keys the node accepts and which
+    /// client ids each authorizes; `None`: no client authentication. Read once at start
+    /// (not re-read on change: restart the node to change it). Requires address validation.
+    pub client_keys: Option<std::sync::Arc<crate::client_keys::ClientKeyFile>>,
 }
 
 impl ClusterConfig {
@@ -197,6 +201,7 @@ impl ClusterConfig {
             bind: None,
             placement: node::Config::new(node_id, Vec::new()).placement,
             address_validation: true,
+            client_keys: None,
         }
     }
 
@@ -237,6 +242,7 @@ impl ClusterConfig {
             joined: self.joined.clone(),
             placement: self.placement,
             address_validation: self.address_validation,
+            client_keys: self.client_keys.clone(),
             ..node::Config::new(self.node_id, self.peers.clone())
         }
     }

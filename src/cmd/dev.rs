@@ -30,6 +30,9 @@ pub struct DevArgs {
     /// addresses are printed at start.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Client keys for every node (spec §7.2.6; see `udplock server --client-key-file`).
+    #[arg(long, value_name = "PATH", env = "UDPLOCK_CLIENT_KEY_FILE")]
+    client_key_file: Option<std::path::PathBuf>,
 }
 
 pub fn run(a: DevArgs) -> Result<(), LockError> {
@@ -39,6 +42,7 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
         ));
     }
     let swim_period = CoreDuration::from_millis(super::duration::ms_u64(a.swim_period));
+    let client_keys = super::server::client_key_file(a.client_key_file.as_deref(), true)?;
     let nodes = if a.nodes == 1 {
         if a.shards.is_some() {
             notice("udplock dev: --shards ignored: a single node has one shard\n");
@@ -46,11 +50,13 @@ pub fn run(a: DevArgs) -> Result<(), LockError> {
         let config = SingleConfig::new("127.0.0.1:0".parse().expect("an address"));
         let mut cluster = config.cluster_config();
         cluster.swim_period = swim_period;
+        cluster.client_keys = client_keys;
         vec![start_single(cluster).map_err(cannot_start)?]
     } else {
         let mut template = ClusterConfig::new(1, Vec::new());
         template.shards = a.shards.unwrap_or(udplock::cluster::SHARDS_DEFAULT);
         template.swim_period = swim_period;
+        template.client_keys = client_keys;
         // start_local_cluster gives the nodes a new random key (template.keys is None).
         start_local_cluster(a.nodes, &template).map_err(cannot_start)?
     };

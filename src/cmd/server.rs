@@ -221,6 +221,14 @@ pub struct ServerArgs {
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = on_off,
           action = clap::ArgAction::Set)]
     address_validation: bool,
+    /// Client keys (spec §7.2.6; README "Client keys"): lines `<64 hex> <prefix>...` give
+    /// each key the client ids it authorizes (`*`: every id), an optional line
+    /// `none <prefix>...` what requests without a key may do (`none *`: everything, as
+    /// without this file, while clients get their keys). With it, acquire, release, renew,
+    /// keepalive and cancel need a key for their client id. Needs address validation on.
+    /// Read at start only (restart to change it).
+    #[arg(long, value_name = "PATH", env = "UDPLOCK_CLIENT_KEY_FILE")]
+    client_key_file: Option<PathBuf>,
     /// Serve Prometheus metrics (GET /metrics, text format 0.0.4) and health checks (GET
     /// /health: 200 while the node's event loop turns; GET /ready: 200 while every shard it
     /// holds knows its leader) over HTTP on this address, IP:PORT (port 0: a free port, named
@@ -232,6 +240,49 @@ pub struct ServerArgs {
     metrics_listener: Option<std::net::TcpListener>,
     #[command(flatten)]
     join: JoinArgs,
+}
+
+/// Reads `--client-key-file` (spec §7.2.6): refused with address validation off, since a
+/// captured authenticated request could then be replayed from any address once its session
+/// is forgotten (spec §12).
+fn client_keys(
+    a: &ServerArgs,
+) -> Result<Option<std::sync::Arc<udplock::client_keys::ClientKeyFile>>, LockError> {
+    client_key_file(a.client_key_file.as_deref(), a.address_validation)
+}
+
+/// The client key file at `path` for a node with address validation `validating`.
+pub fn client_key_file(
+    path: Option<&std::path::Path>,
+    validating: bool,
+) -> Result<Option<std::sync::Arc<udplock::client_keys::ClientKeyFile>>, LockError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    if !validating {
+        return Err(LockError::InvalidArgument(
+            "--client-key-file needs address validation: drop --address-validation off              (spec 7.2.6)"
+                .into(),
+        ));
+    }
+    let file =
+        udplock::client_keys::ClientKeyFile::read(path).map_err(LockError::InvalidArgument)?;
+    let ids: Vec<String> = file.key_ids().map(|id| format!("{id:08x}")).collect();
+    super::out::notice(&format!(
+        "udplock server: client keys {} from {}{}\n",
+        if ids.is_empty() {
+            "(none)".to_string()
+        } else {
+            ids.join(",")
+        },
+        path.display(),
+        if file.has_none_line() {
+            ", and a `none` line"
+        } else {
+            ""
+        }
+    ));
+    Ok(Some(std::sync::Arc::new(file)))
 }
 
 /// Binds `--metrics-listen` (before the node starts, so a taken port refuses the start).
@@ -364,6 +415,7 @@ fn run_single(mut a: ServerArgs) -> Result<(), LockError> {
     let mut config = SingleConfig::new(a.listen.addr);
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
+    config.client_keys = client_keys(&a)?;
     config.table = table_config(&a);
     config.limits = node_limits(&a);
     config.durability = durability;
@@ -481,6 +533,7 @@ fn run_cluster(mut a: ServerArgs) -> Result<(), LockError> {
     config.data_dir = data_dir;
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
+    config.client_keys = client_keys(&a)?;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.validate().map_err(invalid)?;
@@ -688,6 +741,7 @@ fn run_joined(mut a: ServerArgs) -> Result<(), LockError> {
     config.data_dir = data_dir;
     config.cpu = a.cpu;
     config.address_validation = a.address_validation;
+    config.client_keys = client_keys(&a)?;
     set_timers(&mut config, &a);
     config.key_file = a.cluster_key_file.clone();
     config.placement = Some(planner(&a)?);

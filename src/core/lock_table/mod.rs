@@ -903,6 +903,19 @@ impl LockTable {
         }
     }
 
+    /// The fencing token this table issued last (below its first token: none yet).
+    /// Client authorization (`core::node::client_auth`): a KEEPALIVE may not name a later one.
+    pub fn token_last(&self) -> u64 {
+        self.token_next - 1
+    }
+
+    /// The client id holding the lock whose current token is `token`, if a hold has it (a
+    /// token names one hold, of one holder, forever: spec §6.2).
+    pub fn holder_of_token(&self, token: u64) -> Option<&[u8]> {
+        let &slot = self.holds.get(&token)?;
+        self.slots[slot as usize].holder()
+    }
+
     /// Whether the table remembers session `session_id` (a request of it creates none).
     pub fn has_session(&self, session_id: u64) -> bool {
         self.sessions.contains_key(&session_id)

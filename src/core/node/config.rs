@@ -81,6 +81,10 @@ pub struct Config {
     /// On by default; `udplock server --address-validation off` for trusted networks (and
     /// unit tests that speak raw requests).
     pub address_validation: bool,
+    /// Client keys (spec §7.2.6, `--client-key-file`): which keys the node accepts and which
+    /// client ids each authorizes. `None`: no client authentication (an AUTH request is
+    /// answered UNAUTHENTICATED). Requires `address_validation`.
+    pub client_keys: Option<std::sync::Arc<crate::client_keys::ClientKeyFile>>,
 }
 
 /// What a node of a joined cluster (spec §8.1) starts knowing. The shell learns it: the
@@ -134,6 +138,7 @@ impl Config {
                 dead_after: placement::DEAD_AFTER_DEFAULT,
             }),
             address_validation: true,
+            client_keys: None,
         }
     }
 
@@ -265,6 +270,12 @@ impl Config {
             return Err(format!("shards must be 1..={SHARDS_MAX}"));
         }
         self.limits.validate()?;
+        if self.client_keys.is_some() && !self.address_validation {
+            // Spec §7.2.6, §12: without it, a captured authenticated request replays from
+            // any address once its session is forgotten.
+            return Err("a client key file requires address validation (drop                         --address-validation off)"
+                .into());
+        }
         if self.node_id == 0 || self.peers.iter().any(|&(id, _)| id == 0) {
             return Err("node ids must be greater than zero".into());
         }

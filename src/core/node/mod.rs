@@ -79,6 +79,7 @@
 
 pub mod address;
 pub mod book;
+pub mod client_auth;
 pub mod config;
 pub mod latency;
 pub mod limits;
@@ -94,19 +95,22 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use udplock_protocol::{
-    shard_of, AuthTrailer, Hint, MessageType, NodeSettingsReply, NodeSettingsRequest, PeerDatagram,
-    PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply, Request, RequestBody, SettingValues,
-    ShardRole, ShardStatusEntries, ShardStatusEntry, ShardStatusReply, ShardStatusRequest, Status,
-    DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
+    shard_of, AuthTrailer, ClientKey, EncodeError, Hint, MessageType, NodeSettingsReply,
+    NodeSettingsRequest, PeerDatagram, PeerHeader, PeerRecord, PeerSettings, PeerWriter, Reply,
+    Request, RequestBody, SettingValues, ShardRole, ShardStatusEntries, ShardStatusEntry,
+    ShardStatusReply, ShardStatusRequest, Status, CLIENT_AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX,
+    PEER_DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN,
 };
 
 use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
+use self::client_auth::{reply_budget, ClientAuth, ClientAuthDrop, Verified};
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
 use self::limits::Usage;
 use self::requests::{encode_reply, error_reply, table_request};
 use self::settings::{PeerSettingsLog, PeerSettingsView, SETTINGS_PERIOD};
 pub use self::stats::NodeStats;
+use crate::client_keys::Authorization;
 use crate::core::lock_table;
 use crate::core::peer_auth::{AuthDrop, KeySet, PeerAuth};
 use crate::core::raft::{self, Message, NodeId, Role};
@@ -379,6 +383,8 @@ pub struct Node {
     spare: Vec<Vec<u8>>,
     /// Address validation of client requests (spec §7.2.5).
     address: AddressValidation,
+    /// Client keys, and the key each pending request's answers are sealed with (§7.2.6).
+    client_auth: ClientAuth,
 }
 
 impl Node {
@@ -531,6 +537,7 @@ impl Node {
             transmits: VecDeque::new(),
             spare: Vec::new(),
             address: AddressValidation::new(config.address_validation, rng_seed),
+            client_auth: ClientAuth::new(config.client_keys.clone()),
             config,
         };
         for shard in 0..node.config.shards {
@@ -1133,10 +1140,32 @@ impl Node {
 
     /// A client request for a lock (ACQUIRE, RELEASE, RENEW, STATUS, CONFIGURE, KEEPALIVE).
     fn handle_request(&mut self, now: Instant, datagram: &[u8], from: SocketAddr) {
-        let Some((request, token)) = self.admit(datagram, from, Request::decode_with_token) else {
+        let Some((request, token, auth)) =
+            self.admit(datagram, from, Request::decode_authenticated)
+        else {
             return;
         };
         let kind = request.body.kind();
+        // Spec §7.2.6, first check: the MAC of an authenticated request, before address
+        // validation (so that a client whose key this node does not know hears
+        // UNAUTHENTICATED, not a RETRY it could not verify). Stateless.
+        let key_id = match self.client_auth.verify(datagram, auth.map(|a| a.key_id)) {
+            Verified::Pass(key_id) => key_id,
+            Verified::UnknownKey => {
+                self.refuse_client(
+                    &request,
+                    datagram.len(),
+                    None,
+                    ClientAuthDrop::UnknownKey,
+                    from,
+                );
+                return;
+            }
+            Verified::BadMac => {
+                NodeStats::bump(&self.stats.client_auth[ClientAuthDrop::BadMac.index()]);
+                return;
+            }
+        };
         // Spec §7.2.1 step 2a, §7.2.5: no state for a source that has not shown it receives
         // at its address. Before anything that reads state, NOT_LEADER included.
         let keys = self.auth.keys();
@@ -1155,13 +1184,26 @@ impl Node {
                     Status::Retry,
                 )
             };
-            let mut out = [0u8; REPLY_LEN_MIN];
-            let len = reply.encode(&mut out).expect("a RETRY encodes");
-            // admit() dropped every request shorter than REQUEST_LEN_MIN (spec §2.2).
-            assert!(len <= datagram.len(), "RETRY larger than its request");
             NodeStats::bump(&self.stats.address_retries);
-            self.answer(&out[..len], from);
+            // admit() dropped every request shorter than REQUEST_LEN_MIN (spec §2.2), and
+            // the decoder every authenticated one shorter than AUTH_REQUEST_LEN_MIN.
+            self.answer_client(&reply, key_id, datagram.len(), from);
             return;
+        }
+        // Spec §7.2.6, second check (after address validation, before the session gate):
+        // the key, or the file's `none` line, authorizes the request. Nothing is created.
+        match self.client_auth.authorize(key_id, &request.body) {
+            Authorization::Allowed => {}
+            Authorization::Unauthenticated => {
+                let why = ClientAuthDrop::Unauthenticated;
+                self.refuse_client(&request, datagram.len(), None, why, from);
+                return;
+            }
+            Authorization::Forbidden => {
+                let why = ClientAuthDrop::Forbidden;
+                self.refuse_client(&request, datagram.len(), key_id, why, from);
+                return;
+            }
         }
         let shard = match request.body {
             // A KEEPALIVE names its shard and the shard count it was computed with (spec
@@ -1181,20 +1223,64 @@ impl Node {
                     request.attempt,
                     Status::InvalidArgument,
                 );
-                let mut out = [0u8; REPLY_LEN_MIN];
-                if let Ok(len) = reply.encode(&mut out) {
-                    assert!(
-                        len <= datagram.len(),
-                        "INVALID_ARGUMENT larger than its request"
-                    );
-                    self.answer(&out[..len], from);
-                }
+                self.answer_client(&reply, key_id, datagram.len(), from);
                 return;
             }
             RequestBody::Keepalive { .. } if self.config.shards == 1 => 0,
             RequestBody::Keepalive { shard, .. } => u32::from(shard),
             _ => shard_of(request.body.resource(), self.config.shards),
         };
+        // Spec §7.2.6, third check: a KEEPALIVE names only holds of ids its key authorizes,
+        // and no token the shard has not issued; checked by the leader at admission (a
+        // token's holder never changes, so no replica checks again when it applies).
+        if let RequestBody::Keepalive { tokens, .. } = request.body {
+            let verdict = self.shards[shard as usize]
+                .as_ref()
+                .filter(|r| self.client_auth.is_on() && r.raft().role() == Role::Leader)
+                .map(|replica| {
+                    let raft = replica.raft();
+                    let settled = replica.applied_index() >= raft.commit_index()
+                        && raft
+                            .entry(raft.commit_index())
+                            .is_some_and(|e| e.term == raft.term());
+                    let verdict = self.client_auth.authorize_tokens(
+                        key_id,
+                        tokens.iter(),
+                        replica.table(),
+                        settled,
+                    );
+                    (verdict, replica.config().table.retry_after_ms)
+                });
+            match verdict {
+                None | Some((Some(Authorization::Allowed), _)) => {}
+                Some((Some(Authorization::Unauthenticated), _)) => {
+                    let why = ClientAuthDrop::Unauthenticated;
+                    self.refuse_client(&request, datagram.len(), None, why, from);
+                    return;
+                }
+                Some((Some(Authorization::Forbidden), _)) => {
+                    let why = ClientAuthDrop::Forbidden;
+                    self.refuse_client(&request, datagram.len(), key_id, why, from);
+                    return;
+                }
+                Some((None, retry_after_ms)) => {
+                    // A token above what this new leader applied: it may have been issued by
+                    // a command it has not applied yet; come back shortly.
+                    let reply = Reply {
+                        hint: Hint::RetryAfter { ms: retry_after_ms },
+                        ..Reply::bare(
+                            kind.reply_type(),
+                            request.session_id,
+                            request.request_id,
+                            request.attempt,
+                            Status::Overloaded,
+                        )
+                    };
+                    self.answer_client(&reply, key_id, datagram.len(), from);
+                    return;
+                }
+            }
+        }
         let outcome = match self.shards[shard as usize].as_mut() {
             // A joined cluster's node that holds no replica of the shard (spec §8.1): it
             // cannot name the leader (no Raft record of the shard reaches it; SWIM carries
@@ -1229,15 +1315,18 @@ impl Node {
                         Status::Overloaded,
                     )
                 };
-                let mut out = [0u8; REPLY_LEN_MIN];
-                if let Ok(len) = reply.encode(&mut out) {
-                    assert!(len <= datagram.len(), "OVERLOADED larger than its request");
-                    self.answer(&out[..len], from);
-                }
+                self.answer_client(&reply, key_id, datagram.len(), from);
                 return;
             }
             Some(replica) => {
-                let table_request = table_request(&request, from, datagram.len());
+                // The shard's answers to this request are sealed with this copy's key.
+                let id = lock_table::RequestId {
+                    session: request.session_id,
+                    request: request.request_id,
+                };
+                self.client_auth.record(id, key_id);
+                let budget = reply_budget(kind, datagram.len(), key_id.is_some());
+                let table_request = table_request(&request, from, budget);
                 replica
                     .handle_request(now, table_request)
                     .map(|()| shard)
@@ -1270,13 +1359,67 @@ impl Node {
                         Status::NotLeader,
                     )
                 };
-                let mut out = [0u8; REPLY_LEN_MIN];
-                if let Ok(len) = reply.encode(&mut out) {
-                    assert!(len <= datagram.len(), "NOT_LEADER larger than its request");
-                    self.answer(&out[..len], from);
-                }
+                self.answer_client(&reply, key_id, datagram.len(), from);
             }
         }
+    }
+
+    /// Sends `reply`, an answer the node makes at once to a lock request of `request_len`
+    /// bytes, sealed with the copy's key (spec §7.2.6). Never longer than the request (spec
+    /// §2.2 rules 5 and 7: an authenticated request is at least 100 bytes, a sealed bare
+    /// reply 100).
+    fn answer_client(
+        &mut self,
+        reply: &Reply<'_>,
+        key_id: Option<u32>,
+        request_len: usize,
+        to: SocketAddr,
+    ) {
+        let key = key_id.and_then(|id| self.client_auth.key(id));
+        // verify() passed only keys the file lists.
+        assert_eq!(
+            key.is_some(),
+            key_id.is_some(),
+            "sealing with a verified key"
+        );
+        let mut out = [0u8; REPLY_LEN_MIN + CLIENT_AUTH_TRAILER_LEN];
+        match reply.encode_sealed(&mut out, key) {
+            Ok(len) => {
+                assert!(
+                    len <= request_len,
+                    "{:?} larger than its request",
+                    reply.status
+                );
+                self.answer(&out[..len], to);
+            }
+            Err(e) => log::error!("udplock node: reply did not encode: {e}"),
+        }
+    }
+
+    /// Refuses a lock request by client authentication (spec §7.2.6): UNAUTHENTICATED,
+    /// unsealed (`key_id` None), or FORBIDDEN, sealed with the copy's key; counted by `why`.
+    /// Not remembered; no state saw the request.
+    fn refuse_client(
+        &mut self,
+        request: &Request<'_>,
+        request_len: usize,
+        key_id: Option<u32>,
+        why: ClientAuthDrop,
+        to: SocketAddr,
+    ) {
+        NodeStats::bump(&self.stats.client_auth[why.index()]);
+        let status = match why {
+            ClientAuthDrop::Forbidden => Status::Forbidden,
+            _ => Status::Unauthenticated,
+        };
+        let reply = Reply::bare(
+            request.body.kind().reply_type(),
+            request.session_id,
+            request.request_id,
+            request.attempt,
+            status,
+        );
+        self.answer_client(&reply, key_id, request_len, to);
     }
 
     /// A client datagram, decoded by `decode`: `None` if it is not to be served — it did not
@@ -1940,7 +2083,13 @@ impl Node {
                     self.stats.latency[op.index()].record(d);
                 }
             }
-            match encode_reply(r, &mut out) {
+            // Spec §7.2.6: sealed with the key of the latest copy received here; not sent
+            // if none reached this node (the client's next copy gets it, sealed).
+            let last = r.answer.status != Status::Waiting;
+            let Some(key) = self.client_auth.seal_for(r.id, last) else {
+                continue;
+            };
+            match encode_reply(r, &mut out).and_then(|len| seal_reply(&mut out, len, key)) {
                 Ok(len) => {
                     let mut bytes = self.buffer();
                     bytes.extend_from_slice(&out[..len]);
@@ -2227,3 +2376,18 @@ fn names(replica: &Replica, me: NodeId) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Seals the reply of `len` bytes at the start of `out` with `key` (spec §7.2.6), or leaves
+/// it as it is; returns the length to send.
+fn seal_reply(out: &mut [u8], len: usize, key: Option<&ClientKey>) -> Result<usize, EncodeError> {
+    let Some(key) = key else {
+        return Ok(len);
+    };
+    let reply = Reply::decode(&out[..len]).map_err(|_| EncodeError::WrongType)?;
+    let mut sealed = [0u8; DATAGRAM_LEN_MAX];
+    let n = reply.encode_sealed(&mut sealed, Some(key))?;
+    out.get_mut(..n)
+        .ok_or(EncodeError::BufferTooSmall)?
+        .copy_from_slice(&sealed[..n]);
+    Ok(n)
+}

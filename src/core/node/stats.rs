@@ -7,6 +7,7 @@ use crate::core::lock_table::Counts;
 use crate::core::peer_auth::AuthDrop;
 use crate::core::swim::{MemberInfo, State};
 
+use super::client_auth::ClientAuthDrop;
 use super::latency::{Histogram, LatencyOp};
 
 /// Counters of what the node did, readable from any thread while it runs.
@@ -64,6 +65,11 @@ pub struct NodeStats {
     /// Lock requests answered RETRY (spec §7.2.5): no valid address token for their source
     /// and session. Also counted in `requests` (they decoded); nothing else saw them.
     pub address_retries: AtomicU64,
+    /// Lock requests refused or dropped by client authentication (spec §7.2.6), per reason
+    /// (index [`ClientAuthDrop::index`]): answered UNAUTHENTICATED (no key where one is
+    /// required; an unknown key id) or FORBIDDEN, or dropped (a MAC that does not verify).
+    /// Also counted in `requests` (they decoded); no state saw them.
+    pub client_auth: [AtomicU64; ClientAuthDrop::ALL.len()],
     /// Latency of each request type as this node saw it: from the datagram of a request's
     /// first copy to its final reply (WAITING is not one), recorded by the core with the
     /// `now` it is given (index [`LatencyOp::index`]). Only requests a shard replica takes

@@ -2,6 +2,7 @@ use super::*;
 use crate::core::raft::Entry;
 
 mod address;
+mod client_auth;
 mod leave;
 mod placing;
 mod remove;
