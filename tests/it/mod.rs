@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod client_doubts;
 mod client_failover;
+mod client_keys;
 mod cluster;
 mod discovery;
 mod environment;
