@@ -62,7 +62,7 @@ use udplock_protocol::{MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MA
 use super::async_guard::AsyncGuards;
 use super::lanes::new_session_id;
 use super::operation::{
-    capped_timer, copy_bytes, doubt_error, ended, name_forbidden, Answer, Ended,
+    capped_timer, copy_bytes, doubt_error, encode_request, ended, name_forbidden, Answer, Ended,
 };
 use super::receiving::ReplyData;
 use super::routing::{send_members, CallRoutes, MembersSends, Membership};
@@ -412,9 +412,7 @@ impl Inner {
             body,
         };
         let mut buf = [0u8; DATAGRAM_LEN_MAX];
-        let len = request
-            .encode(&mut buf)
-            .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
+        let len = encode_request(&request, self.config.client_key.as_ref(), &mut buf)?;
         let datagram = &mut buf[..len];
         let timer = capped_timer(&lock(&self.rtt), rto_cap);
         let grace = Duration::from_millis(self.config.grace_ms);

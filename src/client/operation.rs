@@ -127,9 +127,7 @@ impl Client {
             body,
         };
         let mut buf = [0u8; DATAGRAM_LEN_MAX];
-        let len = request
-            .encode(&mut buf)
-            .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
+        let len = encode_request(&request, self.config.client_key.as_ref(), &mut buf)?;
         let datagram = &mut buf[..len];
         let timer = capped_timer(&lock(&self.rtt), rto_cap);
         let routes = lane.routes();
@@ -274,25 +272,34 @@ impl Client {
 /// copy's attempt number patched into its header and, for a node that gave this session an
 /// address token, the token after the body (written into `tokened`; the request's own bytes
 /// stay as they are for other nodes). A token that does not fit leaves the copy without it:
-/// the node answers RETRY, and the call's bound on those ends the loop. With a client `key`
-/// every copy is sealed, into `tokened`: the MAC covers the attempt number and the token,
-/// so each copy gets its own, padded to `Request::padded_len_auth` (the longest, a KEEPALIVE
-/// of 64 tokens with a token and the trailer, is 596 bytes, within `DATAGRAM_LEN_MAX`).
-/// Shared by the blocking and the async client.
+/// the node answers RETRY, and the call's bound on those ends the loop.
+///
+/// With a client `key`, `datagram` is the request as [`encode_request`] sealed it (attempt
+/// 0, no token): the first copy goes as it is, and every other copy is sealed anew into
+/// `tokened`, since the MAC covers the attempt number and the token (padded to
+/// `Request::padded_len_auth`; the longest, a KEEPALIVE of 64 tokens with a token and the
+/// trailer, is 596 bytes, within `DATAGRAM_LEN_MAX`). Shared by the blocking and the async
+/// client.
 pub(super) fn copy_bytes<'a>(
     copy: &Transmit,
     datagram: &'a mut [u8],
     tokened: &'a mut [u8; DATAGRAM_LEN_MAX],
     key: Option<&ClientKey>,
 ) -> &'a [u8] {
-    datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
+    let attempt = copy.attempt.to_be_bytes();
     if let Some(key) = key {
-        // This client encoded the request, so it decodes, and sealed it fits.
-        let request = Request::decode(datagram).expect("the client's own request decodes");
+        if copy.token.is_none() && datagram[header_field::ATTEMPT] == attempt {
+            return datagram; // sealed as it is
+        }
+        // This client sealed the request, so it decodes, and sealed again it fits.
+        let (mut request, _, _) = Request::decode_authenticated(datagram)
+            .expect("the client's own sealed request decodes");
+        request.attempt = copy.attempt;
         let len = (request.encode_sealed(&mut tokened[..], copy.token.as_ref(), Some(key)))
             .expect("a sealed request fits in DATAGRAM_LEN_MAX");
         return &tokened[..len];
     }
+    datagram[header_field::ATTEMPT].copy_from_slice(&attempt);
     match copy.token {
         Some(token) => match with_address_token(datagram, &token, tokened) {
             Ok(len) => &tokened[..len],
@@ -300,4 +307,16 @@ pub(super) fn copy_bytes<'a>(
         },
         None => datagram,
     }
+}
+
+/// The request's first copy, into `buf`: sealed with `key` if the client has one (spec
+/// §7.1.10), as [`copy_bytes`] expects it. Both clients.
+pub(super) fn encode_request(
+    request: &Request<'_>,
+    key: Option<&ClientKey>,
+    buf: &mut [u8; DATAGRAM_LEN_MAX],
+) -> Result<usize, LockError> {
+    debug_assert_eq!(request.attempt, 0, "a request's first copy");
+    (request.encode_sealed(buf, None, key))
+        .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))
 }

@@ -290,3 +290,41 @@ fn the_async_client_seals_and_checks_alike() {
         .iter()
         .all(|c| c.verified && c.len == AUTH_REQUEST_LEN_MIN));
 }
+
+/// A RELEASE left in doubt is kept as its sealed first copy and sent again before the next
+/// call on its lock (spec §7.1.5): each resent copy is sealed anew with its own attempt, and
+/// the server verifies every one.
+#[test]
+fn a_release_in_doubt_is_resent_sealed() {
+    let copies = Copies::default();
+    let answering = Arc::new(AtomicBool::new(false));
+    let answer_now = Arc::clone(&answering);
+    let server = keyed_server(key(1), &copies, move |req, _token, server_key| {
+        let silent =
+            !answer_now.load(Ordering::Relaxed) && req.body.msg_type() == MessageType::Release;
+        if silent {
+            return Vec::new();
+        }
+        vec![sealed(&answer(req, Status::Ok, 9), Some(server_key))]
+    });
+    let client = client_of(&[&server], |c| {
+        *c = c.clone().with_client_key(key(1));
+        c.request_timeout_ms = 150;
+    });
+    assert_eq!(client.release("a/1", "a/w"), Err(LockError::Unavailable));
+    answering.store(true, Ordering::Relaxed);
+    assert_eq!(
+        client.acquire("a/1", "a/w", 0, None).unwrap().fencing_token,
+        9,
+        "the doubt settled first"
+    );
+    let copies = copies_of(&copies);
+    let releases: Vec<&SeenCopy> = copies
+        .iter()
+        .filter(|c| c.msg_type == MessageType::Release)
+        .collect();
+    assert!(releases.len() >= 2, "{copies:?}");
+    assert!(releases.last().unwrap().attempt >= 1);
+    assert!(copies.iter().all(|c| c.verified), "{copies:?}");
+    assert_eq!(copies.last().unwrap().msg_type, MessageType::Acquire);
+}
