@@ -4,6 +4,7 @@ mod async_client;
 mod attacks;
 mod chaos;
 mod cli;
+mod client_auth;
 mod client_doubts;
 mod client_failover;
 mod client_keys;
