@@ -102,7 +102,9 @@ enum Command {
     /// another incarnation; exit code 6 if no node answers.
     Remove(RemoveArgs),
     /// Write a new random cluster key to a new file (mode 0600), for --cluster-key-file: copy
-    /// it to every node of the cluster. Never replaces an existing file.
+    /// it to every node of the cluster; with --client --prefix P, a new client key line (to a
+    /// new file, or stdout) for the servers' and a team's --client-key-file. Never replaces
+    /// an existing file.
     Keygen(KeygenArgs),
     /// Run a command while holding a lock: take it (waiting up to --wait), run CMD with
     /// UDPLOCK_FENCING_TOKEN and UDPLOCK_RESOURCE in its environment, renew the lock while

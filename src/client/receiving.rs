@@ -28,8 +28,10 @@
 //!
 //! A reply is accepted only if it decodes, names a pending request id, carries the session
 //! id that request was sent in (64 random bits, which an off-path forger would have to
-//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). Its call then
-//! checks the rest (`crate::core::call::checks`): that it comes from a node the client knows
+//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). The receiver then
+//! reads its client-auth trailer with the client's key (`seal_of`, one HMAC for a sealed
+//! reply), and its call checks the rest (`crate::core::call::checks`): that it is sealed as
+//! its request requires (spec §7.1.10), that it comes from a node the client knows
 //! (after a failover another node than the one a copy went to may answer, see `routing.rs`),
 //! and that its fields do not contradict the request.
 //!
