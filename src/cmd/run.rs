@@ -165,6 +165,11 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
                 a.resource, a.wait
             ),
         ),
+        // The default owner (`<session hex>-<n>`) is under no key's prefix.
+        e @ LockError::Forbidden { .. } if a.owner.is_none() => (
+            EXIT_FAILED,
+            format!("{e} (pass --owner with a client id under your key's prefix)"),
+        ),
         e => failed(e),
     })?;
     if let Some(reason) = guard.lost() {

@@ -250,6 +250,25 @@ fn the_cli_seals_with_client_key_file() {
         String::from_utf8_lossy(&o.stderr).contains("\"b/w\""),
         "{o:?}"
     );
+    // `udplock lock`'s default owner is under no prefix: refused, with a hint; --owner works.
+    let lock = |owner: &[&str]| {
+        Command::new(BIN)
+            .args(["lock", "a/3", "--servers", &server.addr, "--shards", "1"])
+            .args(keyed)
+            .args(owner)
+            .args(["--", "true"])
+            .env_remove("UDPLOCK_CLIENT_KEY_FILE")
+            .output()
+            .expect("udplock runs")
+    };
+    let o = lock(&[]);
+    assert_eq!(o.status.code(), Some(125), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--owner"),
+        "{o:?}"
+    );
+    let o = lock(&["--owner", "a/job"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     let o = run(&server, &["status", "a/1", "--json"], &[]);
     assert_eq!(o.status.code(), Some(0), "reads need no key: {o:?}");
     let o = run(
