@@ -25,8 +25,8 @@
 //!
 //! A program that only takes locks depends on `udplock = { version = "0.1",
 //! default-features = false }`: the protocol and the blocking [`Client`], on `socket2`, `log`,
-//! `rustix` (the suspend-aware clock, [`BootInstant`]) and `getrandom` alone. Each feature adds
-//! a part:
+//! `rustix` (the suspend-aware clock, [`BootInstant`]), `getrandom`, and `hmac` and `sha2` for
+//! client keys ([`client_keys`], spec §7.1.10) alone. Each feature adds a part:
 //!
 //! - `admin`: `Client::remove`, which signs with the cluster key (HMAC-SHA-256).
 //! - `server`: the lock server as a library, `single::SingleNode` and `cluster::ClusterNode`

@@ -169,7 +169,7 @@ mod key {
     use crate::be::{u16_at, u32_at};
     use crate::header::field as hfield;
     use crate::registry::{Flags, MessageType};
-    use crate::HEADER_LEN;
+    use crate::{EncodeError, DATAGRAM_LEN_MAX, HEADER_LEN};
 
     /// A client key, ready to seal and check requests and replies (spec §7.1.10, §7.2.6):
     /// both directions' HMAC states are computed once, so a datagram costs only its own
@@ -299,6 +299,39 @@ mod key {
         /// ([`crate::Request::decode_authenticated`]).
         pub fn verify_request(&self, datagram: &[u8]) -> bool {
             self.verify(Direction::Request, datagram)
+        }
+
+        /// Seals in place the unsealed lock reply of `len` bytes at the start of `buf` (as
+        /// [`crate::Reply::encode`] wrote it): sets AUTH and writes the trailer after it;
+        /// returns the sealed length, `len + 24`. The same bytes as
+        /// [`crate::Reply::encode_sealed`], without decoding the reply again (a node seals
+        /// the replies its shards produce when it sends them, spec §7.2.6).
+        ///
+        /// Errors, with `buf` unchanged: `buf[..len]` is not an unsealed reply of a type
+        /// that may be sealed with `body_len` the rest of it ([`EncodeError::WrongType`]);
+        /// `buf` too short ([`EncodeError::BufferTooSmall`]); the sealed reply longer than
+        /// [`crate::DATAGRAM_LEN_MAX`] ([`EncodeError::TooLong`]).
+        pub fn seal_reply(&self, buf: &mut [u8], len: usize) -> Result<usize, EncodeError> {
+            if len < HEADER_LEN || len > buf.len() {
+                return Err(EncodeError::BufferTooSmall);
+            }
+            let sealable = MessageType::from_wire(buf[hfield::MSG_TYPE])
+                .is_some_and(|t| t.is_reply() && carries_client_auth(t));
+            let flags = u16_at(buf, hfield::FLAGS.start);
+            let body_len = usize::from(u16_at(buf, hfield::BODY_LEN.start));
+            if !sealable || flags & Flags::AUTH.bits() != 0 || HEADER_LEN + body_len != len {
+                return Err(EncodeError::WrongType);
+            }
+            let end = len + CLIENT_AUTH_TRAILER_LEN;
+            if end > DATAGRAM_LEN_MAX {
+                return Err(EncodeError::TooLong);
+            }
+            if end > buf.len() {
+                return Err(EncodeError::BufferTooSmall);
+            }
+            buf[hfield::FLAGS].copy_from_slice(&(flags | Flags::AUTH.bits()).to_be_bytes());
+            self.seal(Direction::Reply, &mut buf[..end]);
+            Ok(end)
         }
 
         /// True if `datagram` is a reply sealed with this key (spec §7.1.10), as
@@ -463,6 +496,21 @@ mod key {
                     ..decoded
                 },
                 reply
+            );
+            // Sealing the plain bytes in place gives the same datagram.
+            let mut again = [0u8; DATAGRAM_LEN_MAX];
+            let m = reply.encode(&mut again).unwrap();
+            assert_eq!(key.seal_reply(&mut again, m), Ok(n));
+            assert_eq!(&again[..n], d);
+            assert_eq!(
+                key.seal_reply(&mut again, n),
+                Err(crate::EncodeError::WrongType),
+                "sealed once"
+            );
+            reply.encode(&mut again).unwrap();
+            assert_eq!(
+                key.seal_reply(&mut again[..m + 23], m),
+                Err(crate::EncodeError::BufferTooSmall)
             );
             // An unsealed reply says so.
             let m = reply.encode(&mut out).unwrap();

@@ -261,7 +261,8 @@ pub fn client_key_file(
     };
     if !validating {
         return Err(LockError::InvalidArgument(
-            "--client-key-file needs address validation: drop --address-validation off              (spec 7.2.6)"
+            "--client-key-file needs address validation: drop --address-validation off \
+             (spec 7.2.6)"
                 .into(),
         ));
     }
@@ -269,7 +270,7 @@ pub fn client_key_file(
         udplock::client_keys::ClientKeyFile::read(path).map_err(LockError::InvalidArgument)?;
     let ids: Vec<String> = file.key_ids().map(|id| format!("{id:08x}")).collect();
     super::out::notice(&format!(
-        "udplock server: client keys {} from {}{}\n",
+        "udplock: client keys {} from {}{}\n",
         if ids.is_empty() {
             "(none)".to_string()
         } else {

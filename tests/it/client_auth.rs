@@ -436,3 +436,71 @@ fn without_keys_anyone_releases_and_a_keyed_request_is_unauthenticated() {
         (Status::Unauthenticated, None)
     );
 }
+
+/// `udplock server --client-key-file`: refused with address validation off and for a key
+/// file other users may read, each with a clear error; a good one serves sealed requests.
+#[test]
+fn the_server_takes_a_client_key_file_and_refuses_unsafe_ones() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::{Command, Stdio};
+    const BIN: &str = env!("CARGO_BIN_EXE_udplock");
+    let dir = std::env::temp_dir().join(format!("udplock-it-client-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("client-keys");
+    std::fs::write(&path, format!("# teams\n{KEY_B} team-b/\n")).unwrap();
+    let path_s = path.to_str().unwrap();
+    let refused = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("server")
+            .args(["--listen", "127.0.0.1:0", "--no-state-file"])
+            .args(args)
+            .output()
+            .expect("udplock runs");
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(&["--client-key-file", path_s]);
+    assert!(err.contains("other users may access it"), "{err}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = refused(&["--client-key-file", path_s, "--address-validation", "off"]);
+    assert!(err.contains("needs address validation"), "{err}");
+    // A good file: the server names the key ids, then serves Bob's sealed requests.
+    let mut child = Command::new(BIN)
+        .args(["server", "--listen", "127.0.0.1:0", "--no-state-file"])
+        .args(["--client-key-file", path_s])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("udplock server starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let addr: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no start: {seen}");
+        seen.push_str(&line);
+        if let Some(addr) = line.split_whitespace().skip_while(|w| *w != "on").nth(1) {
+            break addr.parse().expect("an address");
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let id = format!("{:08x}", key(KEY_B).key_id());
+    assert!(seen.contains(&id), "the key id is named: {seen}");
+    let mut bob = Raw::new(addr, 0xB0B, Some(KEY_B));
+    bob.validate();
+    let answer = bob.call(acquire(b"printer", b"team-b/bob"));
+    assert_eq!(
+        (answer.status, answer.sealed),
+        (Status::Ok, Some(key(KEY_B).key_id()))
+    );
+    let mut alice = Raw::new(addr, 0xA11CE, Some(KEY_A));
+    assert_eq!(
+        alice.call(acquire(b"printer", b"team-a/alice")).status,
+        Status::Unauthenticated,
+        "a key the file does not list"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -81,6 +81,16 @@ pub fn client(data: &[u8]) {
         } else {
             let n = reply.encode(&mut out).expect("a decoded reply encodes");
             assert_padded(&out[..n], data, "reply");
+            // Sealed in place, it verifies, and is what encode_sealed writes (spec §7.2.6).
+            if reply.msg_type != udplock_protocol::MessageType::ErrorReply {
+                let sealed = client_key
+                    .seal_reply(&mut out, n)
+                    .expect("a lock reply seals");
+                assert!(client_key.verify_reply(&out[..sealed]));
+                let mut again = [0u8; DATAGRAM_LEN_MAX];
+                let m = reply.encode_sealed(&mut again, Some(&client_key)).unwrap();
+                assert_eq!(&again[..m], &out[..sealed], "sealed two ways");
+            }
         }
     }
     if let Ok(req) = ShardStatusRequest::decode(data) {

@@ -212,6 +212,19 @@ impl ClientAuth {
         assert!(self.sealing.len() <= SEALING_PENDING_MAX);
     }
 
+    /// Whether a copy of request `id` sealed with `key_id` conflicts with an earlier copy
+    /// this node is still to answer: sealed with another key, or one sealed and one not. A
+    /// client seals every copy of a request with the same key (spec §7.1.10), so such a copy
+    /// is someone else's, using the request's ids to take its answer: refused (spec §7.2.6).
+    pub fn conflicts(&self, id: RequestId, key_id: Option<u32>) -> bool {
+        self.keys.is_some() && self.sealing.get(&id).is_some_and(|&k| k != key_id)
+    }
+
+    /// Forgets request `id`'s key: no shard here will answer it.
+    pub fn forget(&mut self, id: RequestId) {
+        self.sealing.remove(&id);
+    }
+
     /// How to seal a shard's answer to request `id`: `Some(None)` unsealed, `Some(Some(k))`
     /// with key `k`, `None`: do not send it (a key file, and no copy of the request reached
     /// this node, or its key left the file). `last`: the request's final answer, after which

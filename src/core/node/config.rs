@@ -273,8 +273,10 @@ impl Config {
         if self.client_keys.is_some() && !self.address_validation {
             // Spec §7.2.6, §12: without it, a captured authenticated request replays from
             // any address once its session is forgotten.
-            return Err("a client key file requires address validation (drop                         --address-validation off)"
-                .into());
+            return Err(
+                "a client key file requires address validation (drop --address-validation off)"
+                    .into(),
+            );
         }
         if self.node_id == 0 || self.peers.iter().any(|&(id, _)| id == 0) {
             return Err("node ids must be greater than zero".into());

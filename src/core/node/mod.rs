@@ -1205,6 +1205,20 @@ impl Node {
                 return;
             }
         }
+        // A copy of a request this node is still to answer, sealed otherwise than the
+        // earlier copies: someone else's, after the request's answer (spec §7.2.6).
+        let id = lock_table::RequestId {
+            session: request.session_id,
+            request: request.request_id,
+        };
+        if self.client_auth.conflicts(id, key_id) {
+            let why = match key_id {
+                Some(_) => ClientAuthDrop::Forbidden,
+                None => ClientAuthDrop::Unauthenticated,
+            };
+            self.refuse_client(&request, datagram.len(), key_id, why, from);
+            return;
+        }
         let shard = match request.body {
             // A KEEPALIVE names its shard and the shard count it was computed with (spec
             // §4.11): another count, or a shard that does not exist, is the client's error,
@@ -1327,10 +1341,15 @@ impl Node {
                 self.client_auth.record(id, key_id);
                 let budget = reply_budget(kind, datagram.len(), key_id.is_some());
                 let table_request = table_request(&request, from, budget);
-                replica
+                let taken = replica
                     .handle_request(now, table_request)
                     .map(|()| shard)
-                    .map_err(|not_leader| not_leader.leader_hint)
+                    .map_err(|not_leader| not_leader.leader_hint);
+                if taken.is_err() {
+                    // Not taken: this node will not answer it (NOT_LEADER below).
+                    self.client_auth.forget(id);
+                }
+                taken
             }
         };
         match outcome {
@@ -2380,14 +2399,8 @@ mod tests;
 /// Seals the reply of `len` bytes at the start of `out` with `key` (spec §7.2.6), or leaves
 /// it as it is; returns the length to send.
 fn seal_reply(out: &mut [u8], len: usize, key: Option<&ClientKey>) -> Result<usize, EncodeError> {
-    let Some(key) = key else {
-        return Ok(len);
-    };
-    let reply = Reply::decode(&out[..len]).map_err(|_| EncodeError::WrongType)?;
-    let mut sealed = [0u8; DATAGRAM_LEN_MAX];
-    let n = reply.encode_sealed(&mut sealed, Some(key))?;
-    out.get_mut(..n)
-        .ok_or(EncodeError::BufferTooSmall)?
-        .copy_from_slice(&sealed[..n]);
-    Ok(n)
+    match key {
+        None => Ok(len),
+        Some(key) => key.seal_reply(out, len),
+    }
 }

@@ -446,3 +446,124 @@ fn keys_without_address_validation_are_refused() {
     let err = config.validate().unwrap_err();
     assert!(err.contains("address validation"), "{err}");
 }
+
+/// Spec §7.2.6: an answer a shard produces later is sealed with the key of the latest copy
+/// this node received; a new leader that received no copy (the request reached the old one)
+/// does not send it, and the client's next copy gets the remembered answer, sealed.
+#[test]
+fn a_new_leader_sends_no_answer_it_cannot_seal_and_the_next_copy_gets_it_sealed() {
+    let file = Arc::new(ClientKeyFile::parse(&format!("{KEY_B} team-b/")).unwrap());
+    let mut trio = Trio::with(1, test_keys(), |config| {
+        config.address_validation = true;
+        config.client_keys = Some(file.clone());
+    });
+    trio.run_for(3_000);
+    let old = trio.leader_of(0).expect("a leader after 3 s");
+    // The cluster key's tokens are good at every node: one RETRY per session.
+    let token = |trio: &mut Trio, session: u64| {
+        let plain = Who::new(CLIENT, session, None);
+        let replies = trio.ask(old, &plain.encode(u64::MAX, 0, acquire_body(b"x", b"x")));
+        match Reply::decode(&replies[0].1).unwrap().hint {
+            Hint::AddressToken(t) => Some(t),
+            other => panic!("no RETRY: {other:?}"),
+        }
+    };
+    let mut bob = Who::new(CLIENT, 0xB0B, Some(KEY_B));
+    bob.token = token(&mut trio, 0xB0B);
+    let mut carol = Who::new(CLIENT, 0xCA, Some(KEY_B));
+    carol.token = token(&mut trio, 0xCA);
+    let statuses = |replies: &[(SocketAddr, Vec<u8>)]| -> Vec<(u64, Status)> {
+        replies
+            .iter()
+            .map(|(_, bytes)| {
+                assert!(key(KEY_B).verify_reply(bytes), "sealed with the key");
+                let r = Reply::decode(bytes).unwrap();
+                (r.session_id, r.status)
+            })
+            .collect()
+    };
+    let d = bob.encode(1, 0, acquire_body(b"printer", b"team-b/bob"));
+    assert_eq!(statuses(&trio.ask(old, &d)), [(0xB0B, Status::Ok)]);
+    let wait = RequestBody::Acquire {
+        resource: b"printer",
+        client: b"team-b/carol",
+        wait_ms: 60_000,
+        ttl_ms: 10_000,
+    };
+    let d = carol.encode(1, 0, wait);
+    assert_eq!(statuses(&trio.ask(old, &d)), [(0xCA, Status::Waiting)]);
+    // The old leader is cut off; another takes over the shard, Carol still queued.
+    trio.cut = Some(old);
+    trio.run_for(3_000);
+    let new = trio
+        .leader_of(0)
+        .filter(|&l| l != old)
+        .expect("a new leader");
+    // Bob releases at the new leader: Carol's ACQUIRE is granted there, but no copy of it
+    // reached this node, so only Bob's answer leaves.
+    let release = RequestBody::Release {
+        resource: b"printer",
+        client: b"team-b/bob",
+    };
+    let d = bob.encode(2, 0, release);
+    assert_eq!(statuses(&trio.ask(new, &d)), [(0xB0B, Status::Ok)]);
+    let table = trio.nodes[new].replica(0).unwrap().table().unwrap();
+    let carols = table.token_last();
+    assert_eq!(table.holder_of_token(carols), Some(&b"team-b/carol"[..]));
+    // Carol's next copy gets the remembered grant, sealed with her key.
+    let d = carol.encode(1, 1, wait);
+    assert_eq!(statuses(&trio.ask(new, &d)), [(0xCA, Status::Ok)]);
+}
+
+/// Spec §7.2.6: while a request waits for its answer here, a copy of it sealed with another
+/// key (someone else's, using its ids) is refused: it would move the final answer to its own
+/// address and have it sealed with its own key.
+#[test]
+fn a_copy_with_another_key_cannot_take_a_queued_requests_answer() {
+    let mut node = keyed(&format!("{KEY_A} team-a/\n{KEY_B} team-b/\nnone legacy/\n"));
+    let mut bob = Who::new(BOB, 0xB0B, Some(KEY_B));
+    validate(&mut node, &mut bob);
+    let d = bob.encode(1, 0, acquire_body(b"printer", b"team-b/bob"));
+    assert_eq!(ask(&mut node, 100, &bob, &d).0, Status::Ok);
+    let mut carol = Who::new(BOB, 0xCA, Some(KEY_B));
+    validate(&mut node, &mut carol);
+    let wait = |client: &'static [u8]| RequestBody::Acquire {
+        resource: b"printer",
+        client,
+        wait_ms: 60_000,
+        ttl_ms: 10_000,
+    };
+    let d = carol.encode(1, 0, wait(b"team-b/carol"));
+    assert_eq!(ask(&mut node, 200, &carol, &d).0, Status::Waiting);
+    // Alice uses Carol's session and request ids, her own key and her own id, from her own
+    // address (with a token for it): refused, sealed with her key.
+    let mut alice = Who::new(ALICE, 0xCA, Some(KEY_A));
+    validate(&mut node, &mut alice);
+    let d = alice.encode(1, 1, wait(b"team-a/alice"));
+    let a = Some(key(KEY_A).key_id());
+    assert_eq!(ask(&mut node, 300, &alice, &d), (Status::Forbidden, a));
+    // Without a key, for an id the `none` line allows: refused too.
+    let mut old = Who::new(ALICE, 0xCA, None);
+    old.token = alice.token;
+    let d = old.encode(1, 2, wait(b"legacy/old"));
+    assert_eq!(
+        ask(&mut node, 310, &old, &d),
+        (Status::Unauthenticated, None)
+    );
+    // Bob releases: Carol's grant goes to Carol, sealed with her key.
+    let release = RequestBody::Release {
+        resource: b"printer",
+        client: b"team-b/bob",
+    };
+    let d = bob.encode(2, 0, release);
+    let at = Instant::from_micros(400).max(node.now);
+    node.handle_datagram(at, BOB, &d);
+    let (_, sent) = drain_solo(&mut node);
+    let to_carol: Vec<_> = sent
+        .iter()
+        .filter(|(_, b)| Reply::decode(b).unwrap().session_id == 0xCA)
+        .collect();
+    assert_eq!(to_carol.len(), 1);
+    assert_eq!(to_carol[0].0.to, BOB, "Carol's address, not Alice's");
+    assert!(key(KEY_B).verify_reply(&to_carol[0].1));
+}
