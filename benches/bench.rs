@@ -22,6 +22,8 @@ fn main() {
         iterations: 1_000,
         contenders: vec![4, 16],
         throughput_clients: vec![1, 8],
+        // Phase 7 (client keys, with and without side by side) on the single node.
+        client_keys_both: true,
         ..cluster.clone()
     };
     for config in [cluster, single] {

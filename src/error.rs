@@ -73,6 +73,19 @@ pub enum LockError {
     /// release again and got an answer; such a call is not sent. State: unknown (the lock may
     /// be freed at any moment: stop relying on it); the call that was not sent changed nothing.
     ReleaseInDoubt,
+    /// The servers require a client key for this request and it carried none, or they do
+    /// not know the key it carried (status UNAUTHENTICATED, spec §7.1.10): give the client
+    /// the key the servers' key file lists (`ClientConfig::with_client_key_file`). Not
+    /// retried. State: unchanged (the servers act on no request they cannot authenticate).
+    Unauthenticated,
+    /// The servers know this client's key, but it does not authorize the request (status
+    /// FORBIDDEN, spec §7.1.10): the key's prefixes in the servers' key file do not cover
+    /// `client_id` (for a KEEPALIVE, some hold it names is not this key's). Not retried.
+    /// State: unchanged.
+    Forbidden {
+        /// The client id the request acted for, when it named one (not a KEEPALIVE's).
+        client_id: Option<String>,
+    },
 }
 
 impl LockError {
@@ -125,19 +138,9 @@ impl LockError {
                  final: a client bug; nothing changed"
                     .to_owned(),
             ),
-            // Client keys (spec §7.1.10); the client side may give these variants of their
-            // own.
-            Status::Unauthenticated => LockError::InternalError(
-                "the server requires a client key for this request, or does not know ours \
-                 (UNAUTHENTICATED): configure a client key file the server lists; nothing \
-                 changed"
-                    .to_owned(),
-            ),
-            Status::Forbidden => LockError::InternalError(
-                "our client key does not authorize this client id (FORBIDDEN): use a key whose \
-                 prefixes cover the id; nothing changed"
-                    .to_owned(),
-            ),
+            Status::Unauthenticated => LockError::Unauthenticated,
+            // The client fills in the client id its request named.
+            Status::Forbidden => LockError::Forbidden { client_id: None },
             Status::InternalError => LockError::InternalError(
                 "the server reported INTERNAL_ERROR, so the operation may or may not have taken \
                  effect: check the lock's status and report the server's log"
@@ -148,13 +151,17 @@ impl LockError {
     }
 
     /// The process exit code the CLI uses for this error: 3 acquisition timeout, 4 not held,
-    /// 5 no such resource, 6 unavailable, 1 anything else (0 is success, never an error).
+    /// 5 no such resource, 6 unavailable, 7 unauthenticated (no client key, or one the
+    /// servers do not know), 8 forbidden (the key does not authorize the client id), 1
+    /// anything else (0 is success, never an error).
     pub fn exit_code(&self) -> i32 {
         match self {
             LockError::LockAcquisitionTimeout => 3,
             LockError::LockNotHeld => 4,
             LockError::ResourceDoesNotExist => 5,
             LockError::Unavailable | LockError::ReleaseInDoubt => 6,
+            LockError::Unauthenticated => 7,
+            LockError::Forbidden { .. } => 8,
             LockError::InternalError(_)
             | LockError::InvalidArgument(_)
             | LockError::Overloaded { .. }
@@ -224,6 +231,23 @@ impl fmt::Display for LockError {
                  on the lock, and refuses such requests until the release is answered; retry \
                  later",
             ),
+            LockError::Unauthenticated => f.write_str(
+                "the lock servers require a client key, or do not know this one \
+                 (UNAUTHENTICATED); nothing changed. Use a key listed in the servers' client \
+                 key file",
+            ),
+            LockError::Forbidden {
+                client_id: Some(id),
+            } => write!(
+                f,
+                "this client key does not authorize client id \"{}\" (FORBIDDEN: the key's \
+                 prefixes in the servers' client key file do not cover it); nothing changed",
+                id.escape_debug()
+            ),
+            LockError::Forbidden { client_id: None } => f.write_str(
+                "this client key does not authorize the request (FORBIDDEN: it names a hold of \
+                 a client id the key's prefixes do not cover); nothing changed",
+            ),
         }
     }
 }
@@ -269,6 +293,28 @@ mod tests {
         assert_eq!(LockError::Unavailable.exit_code(), 6);
         assert_eq!(LockError::OutcomeUnknown.exit_code(), 1);
         assert_eq!(LockError::InvalidArgument("x".into()).exit_code(), 1);
+        assert_eq!(LockError::Unauthenticated.exit_code(), 7);
+        assert_eq!(LockError::Forbidden { client_id: None }.exit_code(), 8);
+    }
+
+    /// Issue 12 item 2: the two refusals of client authentication say what to do, nothing
+    /// changed, and a client id is printed escaped (it may hold control characters).
+    #[test]
+    fn authentication_refusals() {
+        assert!(LockError::Unauthenticated.outcome_known());
+        let forbidden = LockError::Forbidden {
+            client_id: Some("b/\x1b[31mred".into()),
+        };
+        assert!(forbidden.outcome_known());
+        let text = forbidden.to_string();
+        assert!(
+            text.contains("does not authorize client id \"b/\\u{1b}[31mred\""),
+            "{text}"
+        );
+        assert!(!text.contains('\x1b'), "{text}");
+        assert!(LockError::Unauthenticated
+            .to_string()
+            .contains("require a client key"));
     }
 
     /// The library's errors speak to a program, not to a shell user: no command-line flag and

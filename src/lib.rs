@@ -92,7 +92,7 @@ pub mod single;
 #[doc(hidden)]
 pub mod store;
 
-pub use client::{Client, ClientConfig, Lease, LockStatus};
+pub use client::{Client, ClientConfig, ClientKey, Lease, LockStatus};
 pub use client::{LockGuard, LockOptions, LossReason};
 pub use clock::BootInstant;
 pub use error::LockError;

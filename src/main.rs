@@ -47,6 +47,10 @@ Exit codes:
      does (never acquired, already released, or its lease ran out)
   5  no such resource: configure --default-ttl 0 of a resource the server does not know
   6  unavailable: no answer from the server before the deadline
+  7  unauthenticated: the servers require a client key (--client-key-file), or do not
+     know this one
+  8  forbidden: the client key does not authorize this --client (its prefixes in the
+     servers' client key file do not cover it)
   1  anything else (bad arguments, overloaded, internal error)";
 
 #[derive(Parser)]
@@ -98,7 +102,9 @@ enum Command {
     /// another incarnation; exit code 6 if no node answers.
     Remove(RemoveArgs),
     /// Write a new random cluster key to a new file (mode 0600), for --cluster-key-file: copy
-    /// it to every node of the cluster. Never replaces an existing file.
+    /// it to every node of the cluster; with --client --prefix P, a new client key line (to a
+    /// new file, or stdout) for the servers' and a team's --client-key-file. Never replaces
+    /// an existing file.
     Keygen(KeygenArgs),
     /// Run a command while holding a lock: take it (waiting up to --wait), run CMD with
     /// UDPLOCK_FENCING_TOKEN and UDPLOCK_RESOURCE in its environment, renew the lock while

@@ -41,6 +41,7 @@ pub(super) fn cluster_template(config: &BenchConfig, server_cpu: Option<usize>) 
     let mut template = ClusterConfig::new(1, Vec::new());
     template.shards = config.shards;
     template.cpu = server_cpu;
+    template.client_keys = config.client_keys.clone();
     template
 }
 

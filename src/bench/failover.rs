@@ -34,6 +34,7 @@ pub(super) fn failover(
         let servers = Servers {
             addrs: nodes.iter().map(ClusterNode::local_addr).collect(),
             shards: config.shards,
+            key: config.client_key(),
         };
         let client = servers.client()?;
         let resource = format!("bench/failover/{k}");

@@ -93,6 +93,17 @@
 //!    sealed with the right key id and a flipped MAC bit: node 2's CPU per dropped forgery,
 //!    net of its idle work, in the notes beside the legitimate request's.
 //!
+//! 7. `client keys` — `--client-keys both` only: what sealing lock requests and replies with
+//!    a client key costs (spec §7.1.10, issue 12's target: within 5 % of the acquire p50).
+//!    Two fresh services of the measured shape side by side on the server CPU, one with a
+//!    client key file and one without, alternating per iteration like `peer keys`; rows:
+//!    the floor, `acquire, client key` and `acquire, no client key`. The key is the first of
+//!    `--client-key-file`, or a fresh one authorizing every id.
+//!
+//! With `--client-key-file` the whole run seals: every client uses the file's first key, and
+//! the embedded nodes load the file (a service given by `--servers` must have its own); its
+//! first key must authorize the bench's client ids ([`BENCH_CLIENT_IDS`]).
+//!
 //! Resident memory per held lock (`--held` ≥ 100,000, embedded only) is the process's growth
 //! divided by the number of replicas in the process: with a cluster every node holds its own
 //! copy of every table, so the figure is labelled "per replica".
@@ -103,9 +114,10 @@
 //! thread per placement, the phases in order); the report and its table and JSON forms are
 //! in `report`; every phase has a module of its own: `rtt` (the raw round trip, the floor),
 //! `uncontended` (phases 1 and 2), `throughput` (3), `contention` (4, the hand-offs),
-//! `failover` (5) and `peer_keys` (6). `placement` pins the threads, `embedded` starts and
+//! `failover` (5), `peer_keys` (6) and `client_keys` (7). `placement` pins the threads, `embedded` starts and
 //! watches the measured service, and `usage` reads node CPU time and resident memory.
 
+mod client_keys;
 mod contention;
 mod embedded;
 mod failover;
@@ -119,14 +131,16 @@ mod usage;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::client::{Client, ClientConfig};
+use crate::client::{Client, ClientConfig, ClientKey};
+use crate::client_keys::{Authorization, ClientKeyFile};
 use crate::cluster::start_local_cluster;
 use crate::error::LockError;
 use crate::single::{SingleConfig, SingleNode};
 
+use client_keys::client_keys;
 use contention::contention;
 use embedded::{cluster_template, shard_terms, wait_for_leaders, Embedded};
 use failover::failover;
@@ -170,7 +184,23 @@ pub struct BenchConfig {
     pub failovers: u32,
     /// Print progress lines on stderr.
     pub progress: bool,
+    /// The client key file of the whole run (`--client-key-file`): every client seals with
+    /// its first key, and the embedded nodes load it. `None`: no keys.
+    pub client_keys: Option<Arc<ClientKeyFile>>,
+    /// Run phase 7, `client keys` (`--client-keys both`): the acquire with and without a
+    /// client key, side by side.
+    pub client_keys_both: bool,
 }
+
+/// The client ids the benchmark acts as: the first key of a `--client-key-file` must
+/// authorize each (`*`, or the prefixes `bench-`, `throughput-` and `contender-`).
+pub const BENCH_CLIENT_IDS: [&str; 5] = [
+    "bench-client",
+    "bench-holder",
+    "bench-failover",
+    "throughput-0",
+    "contender-0",
+];
 
 impl Default for BenchConfig {
     fn default() -> BenchConfig {
@@ -186,6 +216,8 @@ impl Default for BenchConfig {
             contention_ms: 2_000,
             failovers: 5,
             progress: true,
+            client_keys: None,
+            client_keys_both: false,
         }
     }
 }
@@ -220,7 +252,29 @@ impl BenchConfig {
         if self.throughput_clients.contains(&0) || self.contenders.contains(&0) {
             return invalid("client counts must be at least 1");
         }
+        if let Some(keys) = &self.client_keys {
+            let Some(key) = keys.first_key() else {
+                return invalid("--client-key-file lists no key (only a `none` line)");
+            };
+            let refused = BENCH_CLIENT_IDS.iter().find(|id| {
+                keys.authorizes(Some(key.key_id()), id.as_bytes()) != Authorization::Allowed
+            });
+            if let Some(id) = refused {
+                return invalid(&format!(
+                    "the first key of --client-key-file does not authorize the client id \
+                     {id:?}: the benchmark acts as bench-*, throughput-* and contender-*; give \
+                     its key the prefix * (or those three)"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The key the run's clients seal with: the first of `--client-key-file`.
+    fn client_key(&self) -> Option<ClientKey> {
+        (self.client_keys.as_ref())
+            .and_then(|keys| keys.first_key())
+            .cloned()
     }
 
     fn embedded_cluster(&self) -> bool {
@@ -284,17 +338,19 @@ pub fn run(
     })
 }
 
-/// Makes the clients of a run: every address, and the shard count.
+/// Makes the clients of a run: every address, the shard count, and the client key.
 #[derive(Clone)]
 struct Servers {
     addrs: Vec<SocketAddr>,
     shards: u32,
+    key: Option<ClientKey>,
 }
 
 impl Servers {
     fn client(&self) -> Result<Client, LockError> {
         let mut config = ClientConfig::new(self.addrs.clone());
         config.shards = self.shards;
+        config.client_key = self.key.clone();
         Client::new(config)
     }
 
@@ -373,6 +429,7 @@ fn run_placement(
         (true, 1) => {
             let mut node_config = SingleConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)));
             node_config.cpu = server_cpu;
+            node_config.client_keys = config.client_keys.clone();
             Some(Embedded::Single(SingleNode::start(node_config).map_err(
                 |e| LockError::InternalError(format!("embedded node did not start: {e}")),
             )?))
@@ -410,6 +467,7 @@ fn run_placement(
             Some(Embedded::Single(_)) => 1,
             _ => config.shards,
         },
+        key: config.client_key(),
     };
     let replicas = embedded.as_ref().map_or(0, Embedded::replicas);
     // An election during a phase puts its pause into that phase's figures: each phase of an
@@ -554,6 +612,25 @@ fn run_placement(
         }
     }
 
+    if config.client_keys_both && config.servers.is_empty() {
+        progress("client keys: acquire with and without a client key, side by side");
+        let generated;
+        let keys = match &config.client_keys {
+            Some(keys) => keys,
+            None => {
+                generated = random_client_keys();
+                &generated
+            }
+        };
+        let before = notes.len();
+        for r in client_keys(config, keys, &template, server_cpu, notes)? {
+            emit(r);
+        }
+        for note in &mut notes[before..] {
+            *note = format!("[{}] {note}", placement.name());
+        }
+    }
+
     if config.embedded_cluster() && config.nodes >= 3 && config.failovers > 0 {
         progress(&format!(
             "failover: {} fresh {}-node clusters, killing a shard's leader in each",
@@ -564,4 +641,15 @@ fn run_placement(
         notes.push(format!("[{}] {note}", placement.name()));
     }
     Ok(servers.addrs)
+}
+
+/// A client key file of one fresh random key authorizing every client id: the `client
+/// keys` phase's when the run has no `--client-key-file`.
+fn random_client_keys() -> Arc<ClientKeyFile> {
+    let hex: String = (crate::cluster::keys::random_key().iter())
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Arc::new(
+        ClientKeyFile::parse(&format!("{hex} *\n")).expect("one key authorizing every id parses"),
+    )
 }

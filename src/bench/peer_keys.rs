@@ -216,6 +216,7 @@ pub(super) fn peer_keys(
     let servers_of = |nodes: &[ClusterNode]| Servers {
         addrs: nodes.iter().map(ClusterNode::local_addr).collect(),
         shards: config.shards,
+        key: config.client_key(),
     };
     let (keyed_servers, plain_servers) = (servers_of(&keyed), servers_of(&plain));
     let (keyed_client, plain_client) = (keyed_servers.client()?, plain_servers.client()?);

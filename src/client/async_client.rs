@@ -61,7 +61,9 @@ use udplock_protocol::{MessageType, Reply, Request, RequestBody, DATAGRAM_LEN_MA
 
 use super::async_guard::AsyncGuards;
 use super::lanes::new_session_id;
-use super::operation::{capped_timer, copy_bytes, doubt_error, ended, Answer, Ended};
+use super::operation::{
+    capped_timer, copy_bytes, doubt_error, encode_request, ended, name_forbidden, Answer, Ended,
+};
 use super::receiving::ReplyData;
 use super::routing::{send_members, CallRoutes, MembersSends, Membership};
 use super::{
@@ -69,7 +71,9 @@ use super::{
     LockStatus, OUTSTANDING_MAX,
 };
 use crate::clock::BootInstant;
-use crate::core::call::{lock_of, Call, CallRequest, Doubts, Handled, Rejected, Settle};
+use crate::core::call::{
+    lock_of, seal_mismatch, seal_of, Call, CallRequest, Doubts, Handled, Rejected, Seal, Settle,
+};
 use crate::core::retransmit::RttEstimator;
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
@@ -408,15 +412,14 @@ impl Inner {
             body,
         };
         let mut buf = [0u8; DATAGRAM_LEN_MAX];
-        let len = request
-            .encode(&mut buf)
-            .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
+        let len = encode_request(&request, self.config.client_key.as_ref(), &mut buf)?;
         let datagram = &mut buf[..len];
         let timer = capped_timer(&lock(&self.rtt), rto_cap);
         let grace = Duration::from_millis(self.config.grace_ms);
+        let sealed = self.config.client_key.is_some();
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, &routes, self.config.lease_ms_max),
+            CallRequest::of(&request, &routes, self.config.lease_ms_max).sealed(sealed),
             timer,
             deadline,
             grace,
@@ -451,7 +454,7 @@ impl Inner {
         match ended(outcome, reply) {
             Ended::Done(result) => {
                 self.give_lane(session_id, Some(routes));
-                result
+                result.map_err(|e| name_forbidden(e, &body))
             }
             Ended::InDoubt(cause) => {
                 let RequestBody::Release { resource, client } = body else {
@@ -506,15 +509,18 @@ impl Inner {
                         continue; // an ICMP error or a transient failure: a lost datagram
                     };
                     let now = self.now();
-                    match Reply::decode(&buf[..len]) {
+                    let datagram = &buf[..len];
+                    // The seal's MAC (spec §7.1.10) is checked where the bytes are.
+                    let seal = || seal_of(self.config.client_key.as_ref(), datagram);
+                    match Reply::decode(datagram) {
                         Ok(reply)
                             if reply.request_id == request.request_id
                                 && answers(&reply, request.session_id, reply_type) =>
                         {
-                            ReplyData::new(&reply, now, from)
+                            ReplyData::new(&reply, now, from, seal())
                         }
                         Ok(reply) => {
-                            self.dispatch(&reply, now, from);
+                            self.dispatch(&reply, now, from, seal);
                             continue;
                         }
                         Err(_) => {
@@ -540,14 +546,18 @@ impl Inner {
                 }
             };
             self.membership.follow_routes(call, routes);
-            if self.membership.check_not_leader(&reply, routes) {
+            // As the blocking client: not for a reply dropped for its seal (spec §7.1.10).
+            if seal_mismatch(call.request(), &reply.wire(), reply.seal).is_none()
+                && self.membership.check_not_leader(&reply, routes)
+            {
                 // A refresh asked by a hint starts at once (spec §7.1.8 rule 3).
                 self.poll_discovery(reply.received_at);
             }
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 let wire = reply.wire();
-                call.handle_reply(reply.received_at, reply.from, &wire, routes, &mut rtt)
+                let seal = reply.seal;
+                call.handle_reply(reply.received_at, reply.from, &wire, seal, routes, &mut rtt)
             };
             if let Handled::Rejected(why) = handled {
                 // Forged or broken (spec §7.1.4): the call goes on for the genuine answer.
@@ -566,11 +576,14 @@ impl Inner {
         }
     }
 
-    /// A reply another call waits for: handed to it, or dropped (and counted).
-    fn dispatch(&self, reply: &Reply<'_>, now: Instant, from: SocketAddr) {
+    /// A reply another call waits for: handed to it with its `seal` (read only then), or
+    /// dropped (and counted).
+    fn dispatch(&self, reply: &Reply<'_>, now: Instant, from: SocketAddr, seal: impl Fn() -> Seal) {
         let delivered = lock(&self.pending).get(&reply.request_id).is_some_and(|p| {
             answers(reply, p.session_id, p.reply_type)
-                && p.tx.try_send(ReplyData::new(reply, now, from)).is_ok()
+                && p.tx
+                    .try_send(ReplyData::new(reply, now, from, seal()))
+                    .is_ok()
         });
         if !delivered {
             self.dropped_datagrams.fetch_add(1, Ordering::Relaxed);
@@ -585,7 +598,8 @@ impl Inner {
             if copy.attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            let bytes = copy_bytes(&copy, datagram, &mut tokened);
+            let key = self.config.client_key.as_ref();
+            let bytes = copy_bytes(&copy, datagram, &mut tokened, key);
             if let Err(e) = self.socket.send_to(bytes, copy.to).await {
                 // A lost datagram: the retransmission timer and the deadline cover it.
                 log::debug!("send to {} failed: {e}", copy.to);

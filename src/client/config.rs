@@ -1,9 +1,13 @@
 //! The client's settings ([`ClientConfig`]), their validation, and the limits a caller can
 //! run into.
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 
-use udplock_protocol::{SHARDS_DEFAULT, SHARDS_MAX};
+use udplock_protocol::{ClientKey, SHARDS_DEFAULT, SHARDS_MAX};
+
+use crate::client_keys::ClientKeyFile;
 
 use crate::core::call::LEASE_MS_MAX_DEFAULT;
 use crate::core::retransmit::{RetransmitConfig, REQUEST_LIFETIME_MAX};
@@ -39,7 +43,7 @@ pub const GRACE_MS_MAX: u64 = 60_000;
 /// config.request_timeout_ms = 500;
 /// assert!(config.validate().is_ok());
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct ClientConfig {
     /// The cluster's node addresses (the UDP address clients send to; from host names with
@@ -74,7 +78,34 @@ pub struct ClientConfig {
     /// servers started with a longer `--ttl-max` must raise this to theirs. Default
     /// [`LEASE_MS_MAX_DEFAULT`] (1 hour, the servers' default); at least 1.
     pub lease_ms_max: u32,
+    /// The client key every lock request is sealed with (spec §7.1.10): ACQUIRE, RELEASE,
+    /// RENEW, STATUS, CONFIGURE, KEEPALIVE and CANCEL_WAIT carry its id and a MAC, and only
+    /// replies sealed with it are believed (and an unsealed UNAUTHENTICATED). Servers with a
+    /// client key file then let this client act only for the client ids the key's prefixes
+    /// cover. `None` (the default): unsealed requests, as to servers without keys. The
+    /// operators' reads (shard status, node settings, the member table) are never sealed.
+    /// Set it with [`ClientConfig::with_client_key`] or
+    /// [`ClientConfig::with_client_key_file`].
+    pub client_key: Option<ClientKey>,
 }
+
+/// Two configurations are equal when every setting is, a client key by its key id (the
+/// key's secret is not kept where it could be compared).
+impl PartialEq for ClientConfig {
+    fn eq(&self, other: &ClientConfig) -> bool {
+        let key_id = |c: &ClientConfig| c.client_key.as_ref().map(ClientKey::key_id);
+        self.servers == other.servers
+            && self.shards == other.shards
+            && self.retransmit == other.retransmit
+            && self.grace_ms == other.grace_ms
+            && self.request_timeout_ms == other.request_timeout_ms
+            && self.drift_bound_ppm == other.drift_bound_ppm
+            && self.lease_ms_max == other.lease_ms_max
+            && key_id(self) == key_id(other)
+    }
+}
+
+impl Eq for ClientConfig {}
 
 /// Resolves `HOST:PORT`s (or `IP:PORT`, `[IPv6]:PORT`) into the addresses of
 /// [`ClientConfig::servers`], now, with the system's resolver: EVERY address of each name, in
@@ -125,6 +156,7 @@ impl Default for ClientConfig {
             request_timeout_ms: 2_000,
             drift_bound_ppm: 10_000,
             lease_ms_max: LEASE_MS_MAX_DEFAULT,
+            client_key: None,
         }
     }
 }
@@ -141,6 +173,47 @@ impl ClientConfig {
     /// The defaults, with the servers `hosts` name, resolved now ([`resolve_servers`]).
     pub fn resolve(hosts: &[impl AsRef<str>]) -> Result<ClientConfig, LockError> {
         Ok(ClientConfig::new(resolve_servers(hosts)?))
+    }
+
+    /// These settings, every lock request sealed with `key` ([`ClientConfig::client_key`]).
+    ///
+    /// ```
+    /// use udplock::{ClientConfig, ClientKey};
+    /// let key = ClientKey::from_hex(&"ab".repeat(32)).unwrap();
+    /// let config = ClientConfig::new(vec!["127.0.0.1:7100".parse().unwrap()]).with_client_key(key);
+    /// assert!(config.client_key.is_some());
+    /// ```
+    pub fn with_client_key(self, key: ClientKey) -> ClientConfig {
+        ClientConfig {
+            client_key: Some(key),
+            ..self
+        }
+    }
+
+    /// These settings, sealed with the first key of the client key file at `path` (the
+    /// servers' format, README "Client keys": `<64 hex digits> <prefix> ...` lines; a client
+    /// uses the first key line and ignores the prefixes, which only the servers apply). An
+    /// error names the file and says what is wrong: it cannot be read (the error's kind is
+    /// the system's), others may read it, it does not parse, or it lists no key
+    /// ([`io::ErrorKind::InvalidData`]).
+    pub fn with_client_key_file(self, path: impl AsRef<Path>) -> io::Result<ClientConfig> {
+        let path = path.as_ref();
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(io::Error::new(
+                e.kind(),
+                format!("client key file {}: {e}", path.display()),
+            ));
+        }
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let file = ClientKeyFile::read(path).map_err(invalid)?;
+        let key = file.first_key().cloned().ok_or_else(|| {
+            invalid(format!(
+                "client key file {}: no key in it (only a `none` line, comments or blank \
+                 lines)",
+                path.display()
+            ))
+        })?;
+        Ok(self.with_client_key(key))
     }
 
     /// Refuses settings that cannot work; the error says which and why.
@@ -215,5 +288,46 @@ mod tests {
         assert!(resolve_servers::<&str>(&[]).is_err());
         let config = ClientConfig::resolve(&["localhost:7100"]).unwrap();
         assert!(config.validate().is_ok());
+    }
+
+    /// A client takes the first key line of a key file (prefixes and `none` lines are the
+    /// servers'); an error names the file: missing (its own kind), readable by others, or
+    /// without a key.
+    #[test]
+    fn a_client_key_file_gives_its_first_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("udplock-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str, mode: u32| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let (first, second) = ("ab".repeat(32), "cd".repeat(32));
+        let text = format!("# team a\nnone public/\n{first} a/ b/\n{second} *\n");
+        let config = ClientConfig::new(vec!["127.0.0.1:7100".parse().unwrap()]);
+        let keyed = (config.clone())
+            .with_client_key_file(write("team.key", &text, 0o600))
+            .unwrap();
+        let want = ClientKey::from_hex(&first).unwrap().key_id();
+        assert_eq!(keyed.client_key.as_ref().map(ClientKey::key_id), Some(want));
+        assert_ne!(keyed, config, "the key is part of the settings");
+        assert!(
+            !format!("{keyed:?}").contains(&first[..16]),
+            "no secret in Debug"
+        );
+        let missing = config.clone().with_client_key_file(dir.join("missing"));
+        let e = missing.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("missing"), "{e}");
+        let open = write("open.key", &text, 0o644);
+        let e = config.clone().with_client_key_file(&open).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+        let keyless = write("none.key", "none *\n", 0o600);
+        let e = config.with_client_key_file(&keyless).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("no key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -38,6 +38,18 @@
 //! is enough: the client reads the member table from the servers it was given and sends to
 //! every alive member too (spec §7.1.8, "Discovery" in `routing.rs`).
 //!
+//! # Client keys
+//!
+//! With [`ClientConfig::client_key`] every lock request (ACQUIRE, RELEASE, RENEW, STATUS,
+//! CONFIGURE, KEEPALIVE, CANCEL_WAIT: the guards' renewals and the doubts resent included) is
+//! sealed with the key: each copy carries the key's id and a MAC of the whole datagram, its
+//! attempt and address token included, and is padded so that its sealed reply fits (spec
+//! §7.1.10). A reply counts only if that key sealed it, or if it is an unsealed
+//! UNAUTHENTICATED or ERROR_REPLY (which end the call without effect); any other is dropped
+//! like a forged one. Servers with a client key file then let the client act only for the
+//! ids its key authorizes ([`LockError::Forbidden`]), and refuse a key they do not know
+//! ([`LockError::Unauthenticated`]). The operators' reads are never sealed.
+//!
 //! # A release without a settling answer
 //!
 //! A RELEASE that ended without an answer that settles it may still take effect later, so the
@@ -135,6 +147,8 @@ pub use self::reports::{
 pub use crate::core::call::DOUBTS_MAX;
 /// The type of [`ClientConfig::retransmit`].
 pub use crate::core::retransmit::RetransmitConfig;
+/// The type of [`ClientConfig::client_key`] (spec §7.1.10).
+pub use udplock_protocol::ClientKey;
 // The call core's internal bounds: public for the `udplock` binary and the tests, not a
 // promise to library users.
 #[doc(hidden)]

@@ -6,13 +6,15 @@
 use std::sync::atomic::Ordering;
 
 use udplock_protocol::header::field as header_field;
-use udplock_protocol::{with_address_token, MessageType, Request, RequestBody, DATAGRAM_LEN_MAX};
+use udplock_protocol::{
+    with_address_token, ClientKey, MessageType, Request, RequestBody, DATAGRAM_LEN_MAX,
+};
 
 use super::receiving::ReplyData;
 use super::routing::CallRoutes;
 use super::{lock, Client};
 use crate::core::call::{
-    lock_of, Call, CallRequest, DoubtCause, Handled, Outcome, Rejected, Transmit,
+    lock_of, seal_mismatch, Call, CallRequest, DoubtCause, Handled, Outcome, Rejected, Transmit,
 };
 use crate::core::retransmit::{RequestTimer, RttEstimator};
 use crate::core::time::{Duration, Instant};
@@ -52,6 +54,20 @@ pub(super) fn ended(outcome: Outcome, reply: Option<ReplyData>) -> Ended {
             None => LockError::Unavailable,
         })),
         Outcome::InDoubt(cause) => Ended::InDoubt(cause),
+    }
+}
+
+/// `error` with the client id of the request `body` named, if the servers refused it as
+/// FORBIDDEN (the reply names no id; the caller wants to know which one the key does not
+/// cover). Both clients.
+pub(super) fn name_forbidden(error: LockError, body: &RequestBody<'_>) -> LockError {
+    match error {
+        LockError::Forbidden { client_id: None } => LockError::Forbidden {
+            client_id: body
+                .client()
+                .map(|id| String::from_utf8_lossy(id).into_owned()),
+        },
+        error => error,
     }
 }
 
@@ -111,15 +127,14 @@ impl Client {
             body,
         };
         let mut buf = [0u8; DATAGRAM_LEN_MAX];
-        let len = request
-            .encode(&mut buf)
-            .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))?;
+        let len = encode_request(&request, self.config.client_key.as_ref(), &mut buf)?;
         let datagram = &mut buf[..len];
         let timer = capped_timer(&lock(&self.rtt), rto_cap);
         let routes = lane.routes();
+        let sealed = self.config.client_key.is_some();
         let mut call = Call::new(
             self.now(),
-            CallRequest::of(&request, routes, self.config.lease_ms_max),
+            CallRequest::of(&request, routes, self.config.lease_ms_max).sealed(sealed),
             timer,
             deadline,
             Duration::from_millis(self.config.grace_ms),
@@ -132,7 +147,7 @@ impl Client {
         // No reply at all: the candidates may be stale (routing.rs, "Discovery").
         self.check_outcome(outcome);
         match ended(outcome, reply) {
-            Ended::Done(result) => result,
+            Ended::Done(result) => result.map_err(|e| name_forbidden(e, &body)),
             Ended::InDoubt(cause) => {
                 let RequestBody::Release { resource, client } = body else {
                     unreachable!("only a RELEASE ends in doubt");
@@ -170,13 +185,18 @@ impl Client {
         let mut last = None;
         while let Some(reply) = self.await_reply(request.request_id, datagram, call, routes) {
             self.follow_routes(call, routes);
-            self.check_not_leader(&reply, routes);
+            // Not for a NOT_LEADER the call will drop for its seal (spec §7.1.10): a forger
+            // without the key makes discovery read nothing.
+            if seal_mismatch(call.request(), &reply.wire(), reply.seal).is_none() {
+                self.check_not_leader(&reply, routes);
+            }
             let handled = {
                 let mut rtt = lock(&self.rtt);
                 call.handle_reply(
                     reply.received_at,
                     reply.from,
                     &reply.wire(),
+                    reply.seal,
                     routes,
                     &mut rtt,
                 )
@@ -218,7 +238,8 @@ impl Client {
             if copy.attempt > 0 {
                 self.retransmits.fetch_add(1, Ordering::Relaxed);
             }
-            let bytes = copy_bytes(&copy, datagram, &mut tokened);
+            let key = self.config.client_key.as_ref();
+            let bytes = copy_bytes(&copy, datagram, &mut tokened, key);
             if let Err(e) = self.socket.send_to(bytes, copy.to) {
                 // A failed send is a lost datagram: the retransmission timer covers it, and
                 // the deadline turns a persistent failure into Unavailable.
@@ -247,18 +268,38 @@ impl Client {
     }
 }
 
-/// The bytes of `copy` (spec §7.1.3, §7.1.9): the request in `datagram` with the copy's
-/// attempt number patched into its header and, for a node that gave this session an address
-/// token, the token after the body (written into `tokened`; the request's own bytes stay as
-/// they are for other nodes). A token that does not fit leaves the copy without it: the node
-/// answers RETRY, and the call's bound on those ends the loop. Shared by the blocking and the
-/// async client.
+/// The bytes of `copy` (spec §7.1.3, §7.1.9, §7.1.10): the request in `datagram` with the
+/// copy's attempt number patched into its header and, for a node that gave this session an
+/// address token, the token after the body (written into `tokened`; the request's own bytes
+/// stay as they are for other nodes). A token that does not fit leaves the copy without it:
+/// the node answers RETRY, and the call's bound on those ends the loop.
+///
+/// With a client `key`, `datagram` is the request as [`encode_request`] sealed it (attempt
+/// 0, no token): the first copy goes as it is, and every other copy is sealed anew into
+/// `tokened`, since the MAC covers the attempt number and the token (padded to
+/// `Request::padded_len_auth`; the longest, a KEEPALIVE of 64 tokens with a token and the
+/// trailer, is 596 bytes, within `DATAGRAM_LEN_MAX`). Shared by the blocking and the async
+/// client.
 pub(super) fn copy_bytes<'a>(
     copy: &Transmit,
     datagram: &'a mut [u8],
     tokened: &'a mut [u8; DATAGRAM_LEN_MAX],
+    key: Option<&ClientKey>,
 ) -> &'a [u8] {
-    datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
+    let attempt = copy.attempt.to_be_bytes();
+    if let Some(key) = key {
+        if copy.token.is_none() && datagram[header_field::ATTEMPT] == attempt {
+            return datagram; // sealed as it is
+        }
+        // This client sealed the request, so it decodes, and sealed again it fits.
+        let (mut request, _, _) = Request::decode_authenticated(datagram)
+            .expect("the client's own sealed request decodes");
+        request.attempt = copy.attempt;
+        let len = (request.encode_sealed(&mut tokened[..], copy.token.as_ref(), Some(key)))
+            .expect("a sealed request fits in DATAGRAM_LEN_MAX");
+        return &tokened[..len];
+    }
+    datagram[header_field::ATTEMPT].copy_from_slice(&attempt);
     match copy.token {
         Some(token) => match with_address_token(datagram, &token, tokened) {
             Ok(len) => &tokened[..len],
@@ -266,4 +307,16 @@ pub(super) fn copy_bytes<'a>(
         },
         None => datagram,
     }
+}
+
+/// The request's first copy, into `buf`: sealed with `key` if the client has one (spec
+/// §7.1.10), as [`copy_bytes`] expects it. Both clients.
+pub(super) fn encode_request(
+    request: &Request<'_>,
+    key: Option<&ClientKey>,
+    buf: &mut [u8; DATAGRAM_LEN_MAX],
+) -> Result<usize, LockError> {
+    debug_assert_eq!(request.attempt, 0, "a request's first copy");
+    (request.encode_sealed(buf, None, key))
+        .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))
 }

@@ -28,8 +28,10 @@
 //!
 //! A reply is accepted only if it decodes, names a pending request id, carries the session
 //! id that request was sent in (64 random bits, which an off-path forger would have to
-//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). Its call then
-//! checks the rest (`crate::core::call::checks`): that it comes from a node the client knows
+//! guess), and has that request's reply type or ERROR_REPLY (spec §7.1.4). The receiver then
+//! reads its client-auth trailer with the client's key (`seal_of`, one HMAC for a sealed
+//! reply), and its call checks the rest (`crate::core::call::checks`): that it is sealed as
+//! its request requires (spec §7.1.10), that it comes from a node the client knows
 //! (after a failover another node than the one a copy went to may answer, see `routing.rs`),
 //! and that its fields do not contradict the request.
 //!
@@ -60,7 +62,7 @@ use udplock_protocol::{Flags, Hint, MessageType, Reply, Status, DATAGRAM_LEN_MAX
 
 use super::routing::CallRoutes;
 use super::{lock, std_duration, Client, OUTSTANDING_MAX};
-use crate::core::call::Call;
+use crate::core::call::{seal_of, Call, Seal};
 use crate::core::time::{Duration, Instant};
 use crate::error::LockError;
 
@@ -115,10 +117,17 @@ pub(super) struct ReplyData {
     /// The datagram's source address: a node the client knows, or the call drops the reply
     /// (spec §7.1.4 rule 5); which node answered (see `routing.rs`).
     pub(super) from: SocketAddr,
+    /// Its client-auth trailer as the client's key reads it (spec §7.1.10), for the call.
+    pub(super) seal: Seal,
 }
 
 impl ReplyData {
-    pub(super) fn new(reply: &Reply<'_>, received_at: Instant, from: SocketAddr) -> ReplyData {
+    pub(super) fn new(
+        reply: &Reply<'_>,
+        received_at: Instant,
+        from: SocketAddr,
+        seal: Seal,
+    ) -> ReplyData {
         let mut holder = [0u8; ID_LEN_MAX];
         // Reply::decode guarantees holder.len() <= 255 (it travels in one byte).
         let holder_len = reply.holder.len().min(ID_LEN_MAX);
@@ -143,6 +152,7 @@ impl ReplyData {
             holder,
             received_at,
             from,
+            seal,
         }
     }
 
@@ -398,7 +408,10 @@ impl Client {
         if !fits(entry.reply_type) || occupied {
             return drop_it();
         }
-        let data = ReplyData::new(&reply, received_at, from);
+        // The MAC is checked here, where the bytes are, once the reply is known to answer a
+        // pending request (junk costs no HMAC); the call judges the verdict.
+        let seal = seal_of(self.config.client_key.as_ref(), datagram);
+        let data = ReplyData::new(&reply, received_at, from, seal);
         if reply.request_id == own_id {
             return Some(data);
         }

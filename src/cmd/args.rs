@@ -2,6 +2,7 @@
 //! `--json`), resolving addresses, and connecting a client.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 
 use clap::Args;
 use udplock::{Client, ClientConfig, LockError};
@@ -24,6 +25,11 @@ pub struct ClientArgs {
     /// Print one JSON object on stdout instead of a sentence.
     #[arg(long)]
     pub json: bool,
+    /// Seal every lock request with the first key of this client key file (the servers'
+    /// format: `<64 hex digits> <prefix>...` lines; README "Client keys"), for servers
+    /// started with --client-key-file. Reads of shard status stay unsealed.
+    #[arg(long, env = "UDPLOCK_CLIENT_KEY_FILE", value_name = "PATH")]
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// `--swim-period` of `udplock server` and `udplock dev`: SWIM's protocol period among the
@@ -163,7 +169,20 @@ pub fn connect(conn: &ClientArgs, timeout_ms: Option<u64>) -> Result<Client, Loc
     if let Some(t) = timeout_ms {
         config.request_timeout_ms = t;
     }
+    if let Some(path) = &conn.client_key_file {
+        config = with_client_key_file(config, path)?;
+    }
     Client::new(config)
+}
+
+/// `config` sealed with the first key of `--client-key-file PATH`; an error names the
+/// option and the file.
+pub fn with_client_key_file(
+    config: ClientConfig,
+    path: &std::path::Path,
+) -> Result<ClientConfig, LockError> {
+    (config.with_client_key_file(path))
+        .map_err(|e| LockError::InvalidArgument(format!("--client-key-file: {e}")))
 }
 
 #[cfg(test)]

@@ -56,6 +56,17 @@ pub struct BenchArgs {
     /// both when embedded on a machine with two CPUs or more; unpinned with --servers.
     #[arg(long, value_delimiter = ',')]
     placement: Option<Vec<String>>,
+    /// A client key file (README "Client keys"): every client seals with its first key, and
+    /// the embedded nodes load the file (a service given by --servers needs its own). The
+    /// key must authorize the bench's client ids: bench-*, throughput-* and contender-*.
+    #[arg(long, value_name = "PATH")]
+    client_key_file: Option<std::path::PathBuf>,
+    /// `both`: also measure the acquire with and without a client key side by side (two
+    /// embedded services, alternating; the key of --client-key-file, or a fresh one).
+    /// `as-given` (the default): only the run --client-key-file asks for.
+    #[arg(long, value_name = "MODE", default_value = "as-given",
+          value_parser = ["as-given", "both"])]
+    client_keys: String,
     /// Print one JSON object with every figure instead of the table.
     #[arg(long)]
     json: bool,
@@ -79,6 +90,14 @@ pub fn run(a: BenchArgs) -> Result<(), LockError> {
         contention_ms: ms_u64(a.contention_time),
         failovers: a.failovers,
         progress: !a.json,
+        client_keys: match &a.client_key_file {
+            Some(path) => Some(std::sync::Arc::new(
+                udplock::client_keys::ClientKeyFile::read(path)
+                    .map_err(|e| LockError::InvalidArgument(format!("--client-key-file: {e}")))?,
+            )),
+            None => None,
+        },
+        client_keys_both: a.client_keys == "both",
     };
     config.validate()?;
     let placements = match &a.placement {

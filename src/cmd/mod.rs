@@ -79,6 +79,9 @@ fn cli_hint(e: &LockError) -> Option<&'static str> {
             Some("is `udplock server` running at the --servers / UDPLOCK_SERVERS addresses?")
         }
         LockError::OutcomeUnknown => Some("`udplock status RESOURCE` shows whether it is held"),
+        LockError::Unauthenticated => {
+            Some("pass --client-key-file PATH or set UDPLOCK_CLIENT_KEY_FILE")
+        }
         LockError::InvalidArgument(what) if what.starts_with("no server address") => {
             Some("pass --servers HOST:PORT or set UDPLOCK_SERVERS")
         }

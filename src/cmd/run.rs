@@ -54,7 +54,8 @@ Exit codes:
   the command's own exit code, or 128+N if it was killed by signal N (as a shell reports it)
   123  the lock was lost while the command ran: udplock stopped it (SIGTERM, then SIGKILL)
   124  the lock was not acquired: another owner held it for the whole --wait
-  125  udplock failed before running the command (bad arguments, no answer from the service)
+  125  udplock failed before running the command (bad arguments, no answer from the service,
+       a client key the service refused)
   126  the command could not be run
   127  the command was not found
 A command that can itself exit with 123 to 127 should be wrapped if the caller must tell
@@ -97,6 +98,10 @@ pub struct RunArgs {
     /// mismatch only costs a redirect).
     #[arg(long, env = "UDPLOCK_SHARDS", default_value_t = udplock::cluster::SHARDS_DEFAULT)]
     shards: u32,
+    /// Seal every lock request with the first key of this client key file (README "Client
+    /// keys"), for servers started with --client-key-file.
+    #[arg(long, env = "UDPLOCK_CLIENT_KEY_FILE", value_name = "PATH")]
+    client_key_file: Option<std::path::PathBuf>,
     /// The command to run under the lock, and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD", value_parser = clap::value_parser!(OsString))]
     command: Vec<OsString>,
@@ -149,6 +154,7 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
         servers: a.servers.clone(),
         shards: a.shards,
         json: false,
+        client_key_file: a.client_key_file.clone(),
     };
     let client = connect(&conn, None).map_err(failed)?;
     let guard = client.lock(&a.resource, &options).map_err(|e| match e {
@@ -158,6 +164,11 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
                 "{} was not acquired: another owner held it for the whole --wait ({:?})",
                 a.resource, a.wait
             ),
+        ),
+        // The default owner (`<session hex>-<n>`) is under no key's prefix.
+        e @ LockError::Forbidden { .. } if a.owner.is_none() => (
+            EXIT_FAILED,
+            format!("{e} (pass --owner with a client id under your key's prefix)"),
         ),
         e => failed(e),
     })?;

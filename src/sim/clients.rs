@@ -62,7 +62,7 @@ use super::wire::{node_addr, node_at};
 use super::Clock;
 use crate::core::call::{
     lease_validity, lock_of, Call, CallRequest, Discovery, Doubts, Handled, MembersAsk, Outcome,
-    PageOutcome, Rejected, Routes, Settle, LEASE_MS_MAX_DEFAULT,
+    PageOutcome, Rejected, Routes, Seal, Settle, LEASE_MS_MAX_DEFAULT,
 };
 use crate::core::lock_table::{Reply, RequestId};
 use crate::core::node::requests::{encode_reply, table_request};
@@ -523,9 +523,15 @@ impl Client {
             }
         }
         let op = self.op.as_mut().expect("outstanding");
-        let handled =
-            op.call
-                .handle_reply(local, node_addr(from), &reply, &self.routes, &mut self.rtt);
+        // Simulated clients hold no client key, and simulated nodes seal nothing.
+        let handled = op.call.handle_reply(
+            local,
+            node_addr(from),
+            &reply,
+            Seal::Unsealed,
+            &self.routes,
+            &mut self.rtt,
+        );
         match handled {
             // A leader this client does not know yet (it never sent there): as the real
             // client, drop the reply and read the member table again (spec §7.1.8 rule 3).

@@ -7,6 +7,7 @@ mod cli;
 mod client_auth;
 mod client_doubts;
 mod client_failover;
+mod client_keys;
 mod cluster;
 mod discovery;
 mod environment;

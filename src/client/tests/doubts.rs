@@ -154,6 +154,7 @@ fn doubts_are_bounded() {
                 ttl_ms: 0,
                 tokens: 0,
                 lease_ms_max: 1,
+                sealed: false,
             };
             let timer = lock(&client.rtt).timer();
             let end = now + Duration::from_micros(1);

@@ -6,6 +6,7 @@ mod api;
 mod doubts;
 mod guard;
 mod holds;
+mod keys;
 mod limits;
 mod operation;
 mod receiving;

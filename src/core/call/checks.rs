@@ -32,6 +32,7 @@
 //! and lease, and CONFIGURE_REPLY's fields are not checked: believing them wrongly cannot make a client
 //! rely on a hold it does not have.
 
+use udplock_protocol::{reply_is_sealed, ClientKey};
 use udplock_protocol::{MessageType, Reply, Status};
 
 use super::CallRequest;
@@ -47,6 +48,8 @@ pub enum Rejected {
     NotFromANode,
     /// Its fields contradict the request (spec §7.1.4 rule 6): what is wrong.
     Contradicts(&'static str),
+    /// It is not sealed as the request requires (spec §7.1.10): what is wrong.
+    Seal(&'static str),
 }
 
 impl std::fmt::Display for Rejected {
@@ -54,6 +57,7 @@ impl std::fmt::Display for Rejected {
         match self {
             Rejected::NotFromANode => f.write_str("from an address that is not a known node"),
             Rejected::Contradicts(what) => write!(f, "contradicts the request: {what}"),
+            Rejected::Seal(what) => write!(f, "not sealed as the request requires: {what}"),
         }
     }
 }
@@ -147,5 +151,52 @@ pub fn contradiction(request: &CallRequest, reply: &Reply<'_>) -> Option<&'stati
             }
         }
         _ => None,
+    }
+}
+
+/// What a client's key makes of a reply's client-auth trailer (spec §7.1.10). The shell,
+/// which holds the datagram, reads it ([`seal_of`]); the call judges it against its request
+/// ([`seal_mismatch`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seal {
+    /// No AUTH flag: the reply carries no trailer.
+    Unsealed,
+    /// AUTH, and the trailer's MAC verifies with the reply MAC key of the client's key.
+    Verified,
+    /// AUTH, but not verified by the client's key: another key's id, a MAC or reserved
+    /// bytes that do not verify, or a client that holds no key to check it with.
+    Unverified,
+}
+
+/// The seal of the reply `datagram` under the client's `key` (`None`: a client without a
+/// key, which verifies nothing). Costs one HMAC for a sealed reply that names the key's id,
+/// nothing otherwise.
+pub fn seal_of(key: Option<&ClientKey>, datagram: &[u8]) -> Seal {
+    match (reply_is_sealed(datagram), key) {
+        (None, _) => Seal::Unsealed,
+        (Some(key_id), Some(key)) if key_id == key.key_id() && key.verify_reply(datagram) => {
+            Seal::Verified
+        }
+        (Some(_), _) => Seal::Unverified,
+    }
+}
+
+/// Why a reply with this `seal` is no answer to `request` (spec §7.1.10 rule 2), if it is
+/// not. A sealed request is answered only by replies its key sealed, with two exceptions
+/// that come unsealed: UNAUTHENTICATED (the server knows no key to seal with: it does not
+/// know this one, or has no key file) and ERROR_REPLY (never sealed: a request the server
+/// could not decode, or a server older than client keys). Both end the call without effect;
+/// forging one takes the session and request ids, which only someone who saw the request
+/// has, and it can only end the call, never make the client believe in a hold. A request
+/// without a key is answered only by unsealed replies: a sealed one contradicts it.
+pub fn seal_mismatch(request: &CallRequest, reply: &Reply<'_>, seal: Seal) -> Option<&'static str> {
+    let unsealed_answer =
+        reply.status == Status::Unauthenticated || reply.msg_type == MessageType::ErrorReply;
+    match (request.sealed, seal) {
+        (true, Seal::Verified) | (false, Seal::Unsealed) => None,
+        (true, Seal::Unsealed) if unsealed_answer => None,
+        (true, Seal::Unsealed) => Some("an unsealed reply to a sealed request"),
+        (true, Seal::Unverified) => Some("a reply sealed with another key, or a bad MAC"),
+        (false, _) => Some("a sealed reply to a request without a key"),
     }
 }

@@ -31,9 +31,12 @@
 //!
 //! 1. A reply is accepted only if it names this call's session and request ids, has the
 //!    request's reply type or ERROR_REPLY, and echoes an attempt that was sent (§7.1.4).
-//!    Anything else is dropped ([`Handled::Dropped`]). Nor is one from an address that is
-//!    no node the client knows, or one whose fields contradict the request (§7.1.4 rules 5
-//!    and 6, [`checks`]): [`Handled::Rejected`], and the call goes on for the genuine one.
+//!    Anything else is dropped ([`Handled::Dropped`]). Nor is one not sealed as the request
+//!    requires (§7.1.10: a request sealed with a client key believes only that key's seal,
+//!    or an unsealed UNAUTHENTICATED; one without a key only unsealed replies), one from an
+//!    address that is no node the client knows, or one whose fields contradict the request
+//!    (§7.1.4 rules 5 and 6, [`checks`]): [`Handled::Rejected`], and the call goes on for
+//!    the genuine one.
 //! 2. It yields an RTT sample if it answers the latest copy and did not wait in a queue.
 //! 3. Its sender is alive: no longer suspect; the copies it answers were not lost (§7.1.7
 //!    rule 4). A RETRY (§7.1.9), or an older server's UNSUPPORTED for a copy that carried an
@@ -71,7 +74,9 @@ use udplock_protocol::{
     AddressToken, Flags, Hint, MessageType, Reply, Request, RequestBody, Status,
 };
 
-pub use self::checks::{contradiction, Rejected, LEASE_MS_MAX_DEFAULT};
+pub use self::checks::{
+    contradiction, seal_mismatch, seal_of, Rejected, Seal, LEASE_MS_MAX_DEFAULT,
+};
 pub use self::discovery::{
     Discovery, MembersAsk, PageOutcome, CANDIDATES_MAX, FIRST_ROUNDS_MAX,
     HINTED_REFRESH_INTERVAL_MIN, REFRESH_INTERVAL_MIN,
@@ -117,6 +122,9 @@ pub struct CallRequest {
     /// re-entry or renewal (the server's `ttl_ms_max`, which the client does not ask for:
     /// its own setting stands for it). A reply above it is forged or broken ([`checks`]).
     pub lease_ms_max: u32,
+    /// Its copies carry the client key's seal (flag AUTH, spec §7.1.10): only replies that
+    /// key sealed answer it (and an unsealed UNAUTHENTICATED), [`checks::seal_mismatch`].
+    pub sealed: bool,
 }
 
 impl CallRequest {
@@ -147,7 +155,13 @@ impl CallRequest {
                 _ => 0,
             },
             lease_ms_max,
+            sealed: false,
         }
+    }
+
+    /// The same request, its copies sealed with a client key if `sealed` (spec §7.1.10).
+    pub fn sealed(self, sealed: bool) -> CallRequest {
+        CallRequest { sealed, ..self }
     }
 
     fn is_release(&self) -> bool {
@@ -383,12 +397,14 @@ impl Call {
     }
 
     /// A reply received at `now` from `from` (its source address, in the form `routes`
-    /// keeps). The RTT sample it yields goes into `rtt`.
+    /// keeps), whose client-auth trailer the shell read as `seal` ([`seal_of`]). The RTT
+    /// sample it yields goes into `rtt`.
     pub fn handle_reply(
         &mut self,
         now: Instant,
         from: SocketAddr,
         reply: &Reply<'_>,
+        seal: Seal,
         routes: &Routes,
         rtt: &mut RttEstimator,
     ) -> Handled {
@@ -405,6 +421,12 @@ impl Call {
             || !sent
         {
             return Handled::Dropped;
+        }
+        // Spec §7.1.10: a sealed request believes only its key's seal (an unsealed
+        // UNAUTHENTICATED aside); one without a key, only unsealed replies. First, so that a
+        // forged reply from an unknown address does not send discovery looking (rule 5).
+        if let Some(what) = seal_mismatch(&self.request, reply, seal) {
+            return Handled::Rejected(Rejected::Seal(what));
         }
         // Spec §7.1.4 rule 5: only a node of the cluster answers. Every address the client
         // knows as one is in `routes` (configured, adopted from a member table, or hinted by

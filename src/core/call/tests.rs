@@ -48,6 +48,7 @@ impl Harness {
             ttl_ms: 0,
             tokens: 0,
             lease_ms_max: LEASE_MS_MAX_DEFAULT,
+            sealed: false,
         }
     }
 
@@ -63,7 +64,19 @@ impl Harness {
     }
 
     fn reply(&mut self, call: &mut Call, now: Instant, from: SocketAddr, reply: Reply) -> Handled {
-        call.handle_reply(now, from, &reply, &self.routes, &mut self.rtt)
+        self.sealed_reply(call, now, from, reply, Seal::Unsealed)
+    }
+
+    /// [`Harness::reply`] with the seal the shell read on it (spec §7.1.10).
+    fn sealed_reply(
+        &mut self,
+        call: &mut Call,
+        now: Instant,
+        from: SocketAddr,
+        reply: Reply,
+        seal: Seal,
+    ) -> Handled {
+        call.handle_reply(now, from, &reply, seal, &self.routes, &mut self.rtt)
     }
 
     /// Runs the call's timers up to `until`; returns the copies it sent, with their times.
@@ -1563,4 +1576,140 @@ fn an_unsupported_token_is_forgotten_and_the_request_resent_without_it() {
             ..
         })
     ));
+}
+
+/// A sealed request's call (spec §7.1.10), its first copy taken.
+fn sealed_call(h: &Harness, msg_type: MessageType) -> Call {
+    let mut call = h.call(at(0), h.request(msg_type, 1, 0).sealed(true), ms(100));
+    sent(&mut call);
+    call
+}
+
+/// Spec §7.1.10: a call sent with a client key believes only replies that key sealed; an
+/// unsealed grant, one sealed with another key or with a bad MAC (the shell reads both as
+/// `Unverified`), and an unsealed NOT_LEADER are dropped and counted, the call goes on, and
+/// the sealed grant that follows is its answer.
+#[test]
+fn a_sealed_call_believes_only_its_keys_seal() {
+    let mut h = Harness::new(2);
+    let mut call = sealed_call(&h, MessageType::Acquire);
+    let grant = answer(&call, 0, Status::Ok);
+    let redirect = Reply {
+        hint: Hint::Leader(node(1)),
+        ..answer(&call, 0, Status::NotLeader)
+    };
+    for (reply, seal) in [
+        (grant, Seal::Unsealed),
+        (grant, Seal::Unverified),
+        (redirect, Seal::Unsealed),
+        (answer(&call, 0, Status::LockNotHeld), Seal::Unsealed),
+        (answer(&call, 0, Status::Forbidden), Seal::Unsealed),
+    ] {
+        let handled = h.sealed_reply(&mut call, at(10), node(0), reply, seal);
+        assert!(
+            matches!(handled, Handled::Rejected(Rejected::Seal(_))),
+            "{reply:?} {seal:?}: {handled:?}"
+        );
+        assert_eq!(call.outcome(), None);
+        assert_eq!(call.poll_transmit(), None, "nothing sent for it");
+        assert_eq!(call.destination(), node(0), "no redirect");
+    }
+    let handled = h.sealed_reply(&mut call, at(20), node(0), grant, Seal::Verified);
+    assert_eq!(handled, Handled::Accepted);
+    assert!(matches!(
+        call.outcome(),
+        Some(Outcome::Answered {
+            status: Status::Ok,
+            ..
+        })
+    ));
+}
+
+/// Spec §7.1.10 rules 2 and 3: UNAUTHENTICATED comes unsealed (the server has no key to
+/// seal with) and is final for a sealed call, as is an ERROR_REPLY (never sealed: an older
+/// server's UNSUPPORTED for the AUTH flag); FORBIDDEN comes sealed and is final too. None
+/// is retried.
+#[test]
+fn unsealed_unauthenticated_and_sealed_forbidden_are_final() {
+    let mut h = Harness::new(1);
+    for (status, seal, error_reply) in [
+        (Status::Unauthenticated, Seal::Unsealed, false),
+        (Status::Forbidden, Seal::Verified, false),
+        (Status::Unsupported, Seal::Unsealed, true),
+    ] {
+        for msg_type in [MessageType::Release, MessageType::Acquire] {
+            let mut call = sealed_call(&h, msg_type);
+            let mut reply = answer(&call, 0, status);
+            if error_reply {
+                reply.msg_type = MessageType::ErrorReply;
+            }
+            let handled = h.sealed_reply(&mut call, at(10), node(0), reply, seal);
+            assert_eq!(handled, Handled::Accepted, "{status:?}");
+            assert_eq!(
+                call.outcome(),
+                Some(Outcome::Answered {
+                    status,
+                    attempt: 0,
+                    lease_start: at(0)
+                }),
+                "{status:?} {msg_type:?}: final, a RELEASE's too (no doubt)"
+            );
+        }
+    }
+}
+
+/// A call without a key takes unsealed replies as before, and drops a sealed one: a seal
+/// on the answer to a request that carried none is a contradiction (spec §7.1.10).
+#[test]
+fn a_call_without_a_key_drops_sealed_replies() {
+    let mut h = Harness::new(1);
+    let mut call = h.call(at(0), h.request(MessageType::Renew, 1, 0), ms(100));
+    sent(&mut call);
+    let renewal = answer(&call, 0, Status::Ok);
+    for seal in [Seal::Verified, Seal::Unverified] {
+        let handled = h.sealed_reply(&mut call, at(10), node(0), renewal, seal);
+        assert!(matches!(handled, Handled::Rejected(Rejected::Seal(_))));
+        assert_eq!(call.outcome(), None);
+    }
+    assert_eq!(
+        h.reply(&mut call, at(20), node(0), renewal),
+        Handled::Accepted
+    );
+    assert!(call.outcome().is_some());
+}
+
+/// The shell's reading of a reply's trailer ([`seal_of`]): the key's own seal verifies;
+/// another key's, a changed byte, a cut datagram, or a seal read by a client without a key
+/// do not; an unsealed reply is unsealed.
+#[test]
+fn seal_of_verifies_the_reply_mac_of_the_clients_key() {
+    use udplock_protocol::{ClientKey, DATAGRAM_LEN_MAX};
+    let key = ClientKey::new([7; 32]);
+    let other = ClientKey::new([8; 32]);
+    let reply = Reply {
+        hold_count: 1,
+        fencing_token: 42,
+        lease_ms: 10_000,
+        ..Reply::bare(MessageType::AcquireReply, SESSION, 1, 0, Status::Ok)
+    };
+    let mut out = [0u8; DATAGRAM_LEN_MAX];
+    let n = reply.encode_sealed(&mut out, Some(&key)).unwrap();
+    let sealed = &out[..n];
+    assert_eq!(seal_of(Some(&key), sealed), Seal::Verified);
+    assert_eq!(seal_of(Some(&other), sealed), Seal::Unverified);
+    assert_eq!(seal_of(None, sealed), Seal::Unverified);
+    for i in [0, 2, 12, 40, n - 20, n - 1] {
+        let mut changed = out;
+        changed[i] ^= 0x10;
+        assert_ne!(
+            seal_of(Some(&key), &changed[..n]),
+            Seal::Verified,
+            "byte {i}"
+        );
+    }
+    assert_ne!(seal_of(Some(&key), &sealed[..n - 1]), Seal::Verified);
+    let mut plain = [0u8; DATAGRAM_LEN_MAX];
+    let m = reply.encode(&mut plain).unwrap();
+    assert_eq!(seal_of(Some(&key), &plain[..m]), Seal::Unsealed);
+    assert_eq!(seal_of(None, &plain[..m]), Seal::Unsealed);
 }
