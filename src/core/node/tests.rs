@@ -2,8 +2,8 @@ use super::*;
 use crate::core::raft::Entry;
 
 mod address;
-mod holds;
 mod client_auth;
+mod holds;
 mod leave;
 mod limits;
 mod placing;
