@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::client::{Client, ClientConfig};
 use crate::client_keys::ClientKeyFile;
@@ -16,8 +15,9 @@ use crate::cluster::{start_local_cluster, ClusterConfig};
 use crate::error::LockError;
 use crate::single::{SingleConfig, SingleNode};
 
+use super::alternate::{alternate, Alternated};
 use super::embedded::{wait_for_leaders, Embedded};
-use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
+use super::report::{back_to_back_ops_per_sec, summarize, summarize_floor};
 use super::rtt::Echo;
 use super::{BenchConfig, PhaseReport};
 
@@ -76,40 +76,12 @@ pub(super) fn client_keys(
     let plain_client = client(config, &plain, None)?;
     let keyed_client = client(config, &keyed, Some(keys))?;
     let echo = Echo::start(server_cpu)?;
-    let names: Vec<String> = (0..1_024).map(|i| format!("bench/keys/{i}")).collect();
-    let id = "bench-client";
-    let (mut rtt, mut with, mut without) = (histogram(), histogram(), histogram());
-    let warmup = (config.iterations / 10).max(100);
-    let mut started = Instant::now();
-    let pair = |client: &Client, name: &str| -> Result<Duration, LockError> {
-        let t0 = Instant::now();
-        client.acquire(name, id, 1_000, Some(10_000))?;
-        let acquired = t0.elapsed();
-        client.release(name, id)?;
-        Ok(acquired)
-    };
-    for i in 0..config.iterations + warmup {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let round_trip = echo.round_trip();
-        let name = &names[i as usize % names.len()];
-        let (k, p) = if i % 2 == 0 {
-            let k = pair(&keyed_client, name)?;
-            (k, pair(&plain_client, name)?)
-        } else {
-            let p = pair(&plain_client, name)?;
-            (pair(&keyed_client, name)?, p)
-        };
-        if i >= warmup {
-            if let Some(d) = round_trip {
-                record(&mut rtt, d);
-            }
-            record(&mut with, k);
-            record(&mut without, p);
-        }
-    }
-    let elapsed = started.elapsed();
+    let Alternated {
+        rtt,
+        first: with,
+        second: without,
+        elapsed,
+    } = alternate(config, &keyed_client, &plain_client, &echo, "bench-client")?;
     let mut floor = summarize_floor("raw udp rtt (client keys phase)", &rtt, elapsed);
     let floor_p50 = floor.p50_us;
     let mut with_key = summarize("acquire, client key", &with, elapsed, floor_p50);

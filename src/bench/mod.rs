@@ -117,6 +117,7 @@
 //! `failover` (5), `peer_keys` (6) and `client_keys` (7). `placement` pins the threads, `embedded` starts and
 //! watches the measured service, and `usage` reads node CPU time and resident memory.
 
+mod alternate;
 mod client_keys;
 mod contention;
 mod embedded;

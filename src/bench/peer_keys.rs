@@ -4,7 +4,6 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::client::Client;
 use crate::cluster::keys::KeySet;
 use crate::cluster::{ClusterConfig, ClusterNode};
 use crate::core::peer_auth::AuthDrop;
@@ -12,9 +11,10 @@ use crate::core::raft::NodeId;
 use crate::error::LockError;
 use udplock_protocol::ClusterKey;
 
+use super::alternate::{alternate, Alternated};
 use super::contention::contention;
 use super::embedded::wait_for_leaders;
-use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
+use super::report::{back_to_back_ops_per_sec, summarize, summarize_floor};
 use super::rtt::Echo;
 use super::usage::NodeCpu;
 use super::{BenchConfig, PhaseReport, Servers};
@@ -221,39 +221,12 @@ pub(super) fn peer_keys(
     let (keyed_servers, plain_servers) = (servers_of(&keyed), servers_of(&plain));
     let (keyed_client, plain_client) = (keyed_servers.client()?, plain_servers.client()?);
     let echo = Echo::start(server_cpu)?;
-    let names: Vec<String> = (0..1_024).map(|i| format!("bench/keys/{i}")).collect();
-    let (mut rtt, mut with, mut without) = (histogram(), histogram(), histogram());
-    let warmup = (config.iterations / 10).max(100);
-    let mut started = Instant::now();
-    let pair = |client: &Client, name: &str| -> Result<Duration, LockError> {
-        let t0 = Instant::now();
-        client.acquire(name, "bench-client", 1_000, Some(10_000))?;
-        let acquired = t0.elapsed();
-        client.release(name, "bench-client")?;
-        Ok(acquired)
-    };
-    for i in 0..config.iterations + warmup {
-        if i == warmup {
-            started = Instant::now();
-        }
-        let round_trip = echo.round_trip();
-        let name = &names[i as usize % names.len()];
-        let (k, p) = if i % 2 == 0 {
-            let k = pair(&keyed_client, name)?;
-            (k, pair(&plain_client, name)?)
-        } else {
-            let p = pair(&plain_client, name)?;
-            (pair(&keyed_client, name)?, p)
-        };
-        if i >= warmup {
-            if let Some(d) = round_trip {
-                record(&mut rtt, d);
-            }
-            record(&mut with, k);
-            record(&mut without, p);
-        }
-    }
-    let elapsed = started.elapsed();
+    let Alternated {
+        rtt,
+        first: with,
+        second: without,
+        elapsed,
+    } = alternate(config, &keyed_client, &plain_client, &echo, "bench-client")?;
     let mut floor = summarize_floor("raw udp rtt (keys phase)", &rtt, elapsed);
     let floor_p50 = floor.p50_us;
     // Node CPU per grant, each cluster alone, under back-to-back hand-offs of one lock among
