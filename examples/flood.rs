@@ -70,8 +70,7 @@ fn main() {
                                 .lock()
                                 .unwrap()
                                 .insert((from, reply.session_id), token);
-                            if let Some(n) = number_of(&mode, reply.session_id, reply.request_id)
-                            {
+                            if let Some(n) = number_of(&mode, reply.session_id, reply.request_id) {
                                 let len = encode(&mode, n, Some(&token), &mut out);
                                 let _ = socket.send_to(&out[..len], from);
                             }

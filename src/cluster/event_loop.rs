@@ -14,7 +14,7 @@ use udplock_protocol::{DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX};
 use super::horizon::HorizonFile;
 use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
-use super::socket::{recv_error_is_transient, wall_clock_micros, ReadTimer};
+use super::socket::{recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer};
 use super::storage::{DataDir, ShardStore};
 use crate::clock::BootInstant;
 use crate::core::node::settings::PeerSettingsView;
@@ -144,8 +144,10 @@ impl ClusterLoop {
     /// answers in one PEER datagram (batching); when idle it costs one `recv` that finds
     /// nothing.
     ///
-    /// Draining costs three system calls, wasted when nothing waits (one request at a time),
-    /// so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do not try.
+    /// Each `recv` of the drain is one system call that does not block (`MSG_DONTWAIT`, no
+    /// switch of the socket's mode); the one that finds nothing is wasted when requests come
+    /// one at a time, so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do
+    /// not try.
     fn drain_socket(&mut self, buf: &mut [u8]) {
         if !self.drains {
             return;
@@ -154,12 +156,9 @@ impl ClusterLoop {
             self.drain_skips -= 1;
             return;
         }
-        if self.socket.set_nonblocking(true).is_err() {
-            return;
-        }
         let mut found = 0;
         for _ in 0..DRAIN_MAX {
-            match self.socket.recv_from(buf) {
+            match recv_from_now(&self.socket, buf) {
                 Ok((len, from)) => {
                     found += 1;
                     NodeStats::bump(&self.stats.datagrams);
@@ -169,7 +168,6 @@ impl ClusterLoop {
                 Err(_) => break,
             }
         }
-        let _ = self.socket.set_nonblocking(false);
         if found == 0 {
             self.drain_skips = DRAIN_SKIP;
         }

@@ -61,6 +61,21 @@ impl ReadTimer {
     }
 }
 
+/// `recv_from` that never blocks, whatever the socket's mode (`MSG_DONTWAIT`): one system
+/// call, where switching the socket to non-blocking and back costs two more around it.
+/// `WouldBlock` when nothing waits. A source that is not an IP address (impossible on a UDP
+/// socket bound to one) is reported as `InvalidData`.
+pub(crate) fn recv_from_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    let (_, len, from) =
+        rustix::net::recvfrom(socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT)?;
+    // The datagram's own length may exceed the buffer (the rest is cut, as `recv_from` does).
+    let len = len.min(buf.len());
+    let from = from
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+    Ok((len, from))
+}
+
 /// Whether a `recv_from` error only means "nothing to read now" (or concerns one peer).
 pub(crate) fn recv_error_is_transient(e: &io::Error) -> bool {
     matches!(
