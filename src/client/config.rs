@@ -80,7 +80,8 @@ pub struct ClientConfig {
     pub lease_ms_max: u32,
     /// The client key every lock request is sealed with (spec §7.1.10): ACQUIRE, RELEASE,
     /// RENEW, STATUS, CONFIGURE, KEEPALIVE and CANCEL_WAIT carry its id and a MAC, and only
-    /// replies sealed with it are believed (and an unsealed UNAUTHENTICATED). Servers with a
+    /// replies sealed with it are believed (an unsealed UNAUTHENTICATED only by an ACQUIRE
+    /// or a STATUS, spec §7.1.10 rule 2). Servers with a
     /// client key file then let this client act only for the client ids the key's prefixes
     /// cover. `None` (the default): unsealed requests, as to servers without keys. The
     /// operators' reads (shard status, node settings, the member table) are never sealed.

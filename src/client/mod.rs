@@ -44,9 +44,11 @@
 //! CONFIGURE, KEEPALIVE, CANCEL_WAIT: the guards' renewals and the doubts resent included) is
 //! sealed with the key: each copy carries the key's id and a MAC of the whole datagram, its
 //! attempt and address token included, and is padded so that its sealed reply fits (spec
-//! §7.1.10). A reply counts only if that key sealed it, or if it is an unsealed
-//! UNAUTHENTICATED or ERROR_REPLY (which end the call without effect); any other is dropped
-//! like a forged one. Servers with a client key file then let the client act only for the
+//! §7.1.10). A reply counts only if that key sealed it; any other is dropped like a forged
+//! one. An unsealed UNAUTHENTICATED or ERROR_REPLY (the server has no key to seal with)
+//! ends an ACQUIRE not yet queued, and a STATUS; it could be forged by anyone who saw the
+//! request, so it ends no RELEASE, RENEW or KEEPALIVE, which go on to their deadline (a
+//! release then stays in doubt, [`LockError::ReleaseInDoubt`]). Servers with a client key file then let the client act only for the
 //! ids its key authorizes ([`LockError::Forbidden`]), and refuse a key they do not know
 //! ([`LockError::Unauthenticated`]). The operators' reads are never sealed.
 //!

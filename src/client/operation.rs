@@ -75,7 +75,9 @@ pub(super) fn name_forbidden(error: LockError, body: &RequestBody<'_>) -> LockEr
 pub(super) fn doubt_error(cause: DoubtCause) -> LockError {
     match cause {
         DoubtCause::Silence => LockError::Unavailable,
-        DoubtCause::Overloaded { .. } | DoubtCause::InternalError => LockError::ReleaseInDoubt,
+        DoubtCause::Overloaded { .. } | DoubtCause::InternalError | DoubtCause::Unsealed => {
+            LockError::ReleaseInDoubt
+        }
     }
 }
 

@@ -42,7 +42,8 @@ fn client(node: &SingleNode, key: Option<&str>) -> Client {
 
 /// Team A locks `a/1`; team B's key cannot release it (FORBIDDEN, naming the id) nor take
 /// it as A's id, a client without a key cannot release it (UNAUTHENTICATED), nor one with a
-/// key the servers do not know; every refusal changed nothing: A still holds it with its
+/// key the servers do not know take it (UNAUTHENTICATED, unsealed: it ends only an ACQUIRE,
+/// spec §7.1.10 rule 2); every refusal changed nothing: A still holds it with its
 /// token, renews it, and releases it. Reads need no key.
 #[test]
 fn a_team_key_acts_only_for_its_prefix() {
@@ -77,7 +78,7 @@ fn a_team_key_acts_only_for_its_prefix() {
         Err(LockError::Unauthenticated)
     );
     assert_eq!(
-        stranger.release("a/1", "a/worker"),
+        stranger.acquire("a/1", "a/worker", 0, None).map(drop),
         Err(LockError::Unauthenticated)
     );
     for reader in [&a, &b, &none] {
