@@ -13,6 +13,8 @@ enum Renew {
     Refuse,
     Token(u64),
     Silent,
+    /// FORBIDDEN, to RENEW and KEEPALIVE alike (the key may no longer act for the owner).
+    Forbid,
 }
 
 /// The fake's script and what it saw: (message type, client id, ttl) of every lock request
@@ -141,6 +143,7 @@ impl Script {
                         r.lease_ms = lease_ms;
                     }),
                     Renew::Refuse => reply_to(&req, Status::LockNotHeld, |_| {}),
+                    Renew::Forbid => reply_to(&req, Status::Forbidden, |_| {}),
                     Renew::Silent => return Vec::new(),
                 },
                 RequestBody::Keepalive { .. } if *script.keepalive_refused.lock().unwrap() => {
@@ -155,6 +158,7 @@ impl Script {
                             .fold(0u64, |bits, (i, _)| bits | 1 << i),
                         Renew::Refuse | Renew::Token(_) => 0,
                         Renew::Silent => return Vec::new(),
+                        Renew::Forbid => return vec![reply_to(&req, Status::Forbidden, |_| {})],
                     };
                     reply_to(&req, Status::Ok, |r| {
                         r.hold_count = bitmap.count_ones();
@@ -249,6 +253,32 @@ fn a_refused_renewal_loses_the_guard_at_once() {
     assert_eq!(guard.remaining(), Std::ZERO);
     assert_eq!(guard.release(), Err(LockError::LockNotHeld));
     assert_eq!(script.count(MessageType::Release), 0);
+}
+
+/// FORBIDDEN to the renewals (spec §7.1.10 rule 3: the servers' key file no longer lets the
+/// key act for the owner): the KEEPALIVE's FORBIDDEN sends the round by RENEW, whose
+/// FORBIDDEN loses the guard at once with [`LossReason::Forbidden`] (not retried to its
+/// give-up instant, which [`LossReason::Expired`] would say); the waiters wake.
+#[test]
+fn a_forbidden_renewal_loses_the_guard_at_once() {
+    let script = Script::new(3_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    script.set(Renew::Forbid);
+    let guard = client.lock("g/forbidden", &LockOptions::new()).unwrap();
+    let signal = guard.lost_signal();
+    let waiter = thread::spawn(move || signal.wait());
+    assert_eq!(guard.wait_lost(ms(20_000)), Some(LossReason::Forbidden));
+    assert_eq!(waiter.join().unwrap(), Some(LossReason::Forbidden));
+    assert!(guard.is_lost());
+    assert!(
+        script.count(MessageType::Keepalive) >= 1,
+        "a KEEPALIVE first"
+    );
+    assert!(
+        script.count(MessageType::Renew) >= 1,
+        "then a RENEW per hold"
+    );
 }
 
 /// A renewal naming another fencing token is a loss: the token never changes under a guard.
@@ -484,6 +514,18 @@ fn keepalive_answers_read_into_outcomes() {
         KeepaliveRead::Fallback
     ));
     assert!(!usable.load(Ordering::Relaxed), "RENEW from now on");
+    usable.store(true, Ordering::Relaxed);
+    let forbidden = || Err(LockError::Forbidden { client_id: None });
+    for first in [true, false] {
+        assert!(
+            matches!(
+                keepalive_outcomes(forbidden(), &chunk, first, 0, &usable, 1),
+                KeepaliveRead::Fallback
+            ),
+            "FORBIDDEN names no hold: RENEW tells which"
+        );
+    }
+    assert!(usable.load(Ordering::Relaxed), "only this round by RENEW");
 }
 
 /// The one reading of a RENEW's answer (`renewer::renew_outcome`): refusals lose the hold,
@@ -510,6 +552,11 @@ fn renew_errors_read_into_outcomes() {
             (RenewOutcome::Refused, false)
         );
     }
+    assert_eq!(
+        renew_outcome(Err(LockError::Forbidden { client_id: None }), &hold, 0),
+        (RenewOutcome::Forbidden, false),
+        "final: lost at once, not retried"
+    );
     assert_eq!(
         renew_outcome(Err(LockError::Unavailable), &hold, 0),
         (RenewOutcome::NoAnswer, true)
