@@ -139,7 +139,9 @@ pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
 pub use self::async_client::{AsyncClient, AsyncStats};
 #[cfg(feature = "tokio")]
 pub use self::async_guard::{AsyncLockGuard, AsyncLostSignal};
-pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
+pub use self::config::{
+    resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, OWNER_PREFIX_LEN_MAX, WAIT_MS_MAX,
+};
 pub use self::holds::{HoldInfo, HOLDS_REPORT_MAX};
 pub use self::reports::KeepaliveReport;
 pub use self::reports::{

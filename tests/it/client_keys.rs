@@ -123,6 +123,43 @@ fn a_keyed_guard_renews_and_releases() {
     assert_eq!(a.status("a/guarded").unwrap().hold_count, 0);
 }
 
+/// A guard without a named owner, of a client whose key comes from its key file, works
+/// against servers that authorize only the key's prefix: its generated owner is
+/// `<prefix><session hex>-<n>` with the file's first prefix (`ClientConfig::owner_prefix`),
+/// not refused as FORBIDDEN. Without the prefix (none in the file) the same guard is refused.
+#[test]
+fn a_default_guard_owner_is_under_the_keys_prefix() {
+    let node = node(&servers_file(""));
+    let file = key_file("guard-team-a.key", &format!("{KEY_A} a/\n"));
+    let config = ClientConfig::new(vec![node.local_addr()])
+        .with_client_key_file(&file)
+        .unwrap();
+    assert_eq!(config.owner_prefix, "a/");
+    let mut config = config;
+    config.shards = 1;
+    let a = Client::new(config).unwrap();
+    let options = udplock::LockOptions::new().ttl(std::time::Duration::from_secs(30));
+    let guard = a.lock("a/defaulted", &options).unwrap();
+    assert!(guard.owner().starts_with("a/"), "{}", guard.owner());
+    let status = a.status("a/defaulted").unwrap();
+    assert_eq!(status.holder.as_deref(), Some(guard.owner()));
+    assert_eq!(guard.lost(), None);
+    guard.release().unwrap();
+    assert_eq!(a.status("a/defaulted").unwrap().hold_count, 0);
+
+    let bare = key_file("guard-bare.key", &format!("{KEY_A}\n"));
+    let mut config = ClientConfig::new(vec![node.local_addr()])
+        .with_client_key_file(&bare)
+        .unwrap();
+    config.shards = 1;
+    assert_eq!(config.owner_prefix, "");
+    let refused = Client::new(config).unwrap().lock("a/defaulted", &options);
+    assert!(
+        matches!(refused, Err(LockError::Forbidden { .. })),
+        "{refused:?}"
+    );
+}
+
 /// The turning-on step: with `none *` a client without a key does everything as before,
 /// while keyed clients are held to their prefixes; a key the servers do not know is
 /// still refused.
@@ -251,24 +288,36 @@ fn the_cli_seals_with_client_key_file() {
         String::from_utf8_lossy(&o.stderr).contains("\"b/w\""),
         "{o:?}"
     );
-    // `udplock lock`'s default owner is under no prefix: refused, with a hint; --owner works.
-    let lock = |owner: &[&str]| {
+    // `udplock lock`'s default owner is under the key file's first prefix (`a/`): it works.
+    // With a key line that names no prefix it is under none: refused, with a hint; --owner
+    // works.
+    let key_hex = text
+        .lines()
+        .find(|line| !line.starts_with('#'))
+        .and_then(|line| line.split_whitespace().next())
+        .expect("keygen wrote a key line");
+    let bare = key_file("team-a-bare.key", &format!("{key_hex}\n"));
+    let lock = |file: &std::path::Path, owner: &[&str]| {
         Command::new(BIN)
             .args(["lock", "a/3", "--servers", &server.addr, "--shards", "1"])
-            .args(keyed)
+            .arg("--client-key-file")
+            .arg(file)
             .args(owner)
             .args(["--", "true"])
             .env_remove("UDPLOCK_CLIENT_KEY_FILE")
             .output()
             .expect("udplock runs")
     };
-    let o = lock(&[]);
+    let team_path = std::path::Path::new(team);
+    let o = lock(team_path, &[]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = lock(&bare, &[]);
     assert_eq!(o.status.code(), Some(125), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--owner"),
         "{o:?}"
     );
-    let o = lock(&["--owner", "a/job"]);
+    let o = lock(&bare, &["--owner", "a/job"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let o = run(&server, &["status", "a/1", "--json"], &[]);
     assert_eq!(o.status.code(), Some(0), "reads need no key: {o:?}");

@@ -361,6 +361,37 @@ fn default_owners_are_unique() {
     }
 }
 
+/// With an owner prefix (`ClientConfig::owner_prefix`, by default a client key file's first
+/// prefix) every generated owner starts with it, and is still unique per guard.
+#[test]
+fn default_owners_carry_the_owner_prefix() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |c| *c = c.clone().with_owner_prefix("team-a/"));
+    let a = client.lock("g/prefixed", &LockOptions::new()).unwrap();
+    let b = client.lock("g/prefixed", &LockOptions::new()).unwrap();
+    assert_ne!(a.owner(), b.owner());
+    for owner in [a.owner(), b.owner()] {
+        let rest = owner.strip_prefix("team-a/").expect(owner);
+        let (session, n) = rest.split_once('-').unwrap();
+        assert_eq!(session.len(), 16, "{owner}");
+        assert!(n.parse::<u64>().is_ok(), "{owner}");
+    }
+    let named = client
+        .lock("g/prefixed", &LockOptions::new().owner("elsewhere"))
+        .unwrap();
+    assert_eq!(
+        named.owner(),
+        "elsewhere",
+        "a named owner is taken as it is"
+    );
+    let acquired = script.clients(MessageType::Acquire);
+    assert!(
+        acquired[..2].iter().all(|c| c.starts_with("team-a/")),
+        "{acquired:?}"
+    );
+}
+
 /// A named owner: a second guard is refused unless both are re-entrant; refused again when
 /// the server's hold count shows the owner held the lock already (and that hold given back).
 #[test]
