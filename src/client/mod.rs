@@ -50,7 +50,10 @@
 //! request, so it ends no RELEASE, RENEW or KEEPALIVE, which go on to their deadline (a
 //! release then stays in doubt, [`LockError::ReleaseInDoubt`]). Servers with a client key file then let the client act only for the
 //! ids its key authorizes ([`LockError::Forbidden`]), and refuse a key they do not know
-//! ([`LockError::Unauthenticated`]). The operators' reads are never sealed.
+//! ([`LockError::Unauthenticated`]). The operators' reads are never sealed. Guards without
+//! a named owner take `<prefix><session hex>-<n>` with [`ClientConfig::owner_prefix`], by
+//! default the key file's first prefix, so that they act for ids the key authorizes; a
+//! renewal answered FORBIDDEN loses the guard at once ([`LossReason::Forbidden`]).
 //!
 //! # A release without a settling answer
 //!
