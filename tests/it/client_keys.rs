@@ -244,6 +244,30 @@ fn run(server: &Server, args: &[&str], vars: &[(&str, &str)]) -> Output {
         .expect("udplock runs")
 }
 
+/// A guard whose owner the servers' key file stops covering (the operator narrowed the key's
+/// prefixes; the server re-reads the file) is lost with `LossReason::Forbidden` once a
+/// renewal is answered FORBIDDEN (spec §7.1.10 rule 3), not renewed in vain until its lease
+/// runs out. Waits for the loss (the reload and the next renewal), not for a fixed time.
+#[test]
+fn a_guard_whose_owner_the_key_no_longer_covers_is_lost_as_forbidden() {
+    let servers = key_file("narrowed.keys", &servers_file(""));
+    let server = Server::start(&servers);
+    let mut config = ClientConfig::resolve(&[server.addr.as_str()])
+        .unwrap()
+        .with_client_key(ClientKey::from_hex(KEY_A).unwrap());
+    config.shards = 1;
+    let a = Client::new(config).unwrap();
+    let options = udplock::LockOptions::new()
+        .owner("a/narrowed")
+        .ttl(std::time::Duration::from_secs(2));
+    let guard = a.lock("a/narrowed", &options).unwrap();
+    std::fs::write(&servers, format!("{KEY_A} c/\n{KEY_B} b/\n")).unwrap();
+    assert_eq!(
+        guard.wait_lost(std::time::Duration::from_secs(60)),
+        Some(udplock::LossReason::Forbidden)
+    );
+}
+
 /// The CLI: `keygen --client` writes a key line a server and a client both read; a
 /// server with `--client-key-file` refuses a client without one (exit code 7) and one
 /// acting outside its prefix (8); `--client-key-file` and `UDPLOCK_CLIENT_KEY_FILE` seal.
