@@ -305,6 +305,41 @@ fn the_async_client_seals_and_checks_alike() {
         .all(|c| c.verified && c.len == AUTH_REQUEST_LEN_MIN));
 }
 
+/// The async client follows the same rule (spec §7.1.10 rule 2): an unsealed
+/// UNAUTHENTICATED ends its ACQUIRE, but not its RELEASE, which stays in doubt and holds
+/// back the next call on the lock.
+#[cfg(feature = "tokio")]
+#[test]
+fn the_async_client_keeps_a_release_refused_unsealed_in_doubt() {
+    let copies = Copies::default();
+    let server = keyed_server(key(1), &copies, |req, _token, _key| {
+        vec![sealed(&answer(req, Status::Unauthenticated, 0), None)]
+    });
+    let mut config = ClientConfig::new(vec![server.addr]).with_client_key(key(1));
+    config.shards = 1;
+    config.request_timeout_ms = 300;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = super::super::AsyncClient::new(config).await.unwrap();
+        assert_eq!(
+            client.acquire("a/1", "a/w", 0, None).await.map(drop),
+            Err(LockError::Unauthenticated)
+        );
+        assert_eq!(
+            client.release("a/1", "a/w").await,
+            Err(LockError::ReleaseInDoubt)
+        );
+        assert_eq!(
+            client.acquire("a/1", "a/w", 0, None).await.map(drop),
+            Err(LockError::ReleaseInDoubt),
+            "the doubt is not settled by an unsealed refusal"
+        );
+    });
+}
+
 /// A RELEASE left in doubt is kept as its sealed first copy and sent again before the next
 /// call on its lock (spec §7.1.5): each resent copy is sealed anew with its own attempt, and
 /// the server verifies every one.
