@@ -173,6 +173,14 @@ impl ClientKeyFile {
         self.entries.first().map(|e| &e.key)
     }
 
+    /// The first prefix (other than `*`) on the first key line, if it has one: what a client
+    /// holding that key puts before its guards' generated owner ids, so that they fall under
+    /// the key's prefixes (`ClientConfig::owner_prefix`).
+    pub fn first_prefix(&self) -> Option<&[u8]> {
+        let entry = self.entries.first()?;
+        entry.prefixes.prefixes.first().map(Vec::as_slice)
+    }
+
     /// The key whose id is `key_id`, if the file lists it.
     pub fn key(&self, key_id: u32) -> Option<&ClientKey> {
         let at = self
@@ -320,6 +328,13 @@ mod tests {
         .unwrap();
         assert_eq!(file.len(), 2);
         assert_eq!(file.first_key().unwrap().key_id(), id(KEY_A));
+        assert_eq!(file.first_prefix(), Some(&b"team-a/"[..]));
+        let star = ClientKeyFile::parse(&format!("{KEY_A} *\n{KEY_B} b/\n")).unwrap();
+        assert_eq!(
+            star.first_prefix(),
+            None,
+            "`*` needs no prefix; later lines are not read"
+        );
         assert_eq!(file.key(id(KEY_B)).unwrap().key_id(), id(KEY_B));
         assert!(file.key(id(KEY_A) ^ 1).is_none());
         let (a, b) = (Some(id(KEY_A)), Some(id(KEY_B)));

@@ -334,6 +334,42 @@ mod key {
             Ok(end)
         }
 
+        /// Seals in place the unsealed lock request of `len` bytes at the start of `buf`: sets
+        /// AUTH and writes the trailer after it; returns the sealed length, `len + 24`. A
+        /// request padded to [`crate::Request::padded_len_auth`] − 24 by
+        /// [`crate::Request::encode_padded_with_token`] (or then given a token by
+        /// [`crate::with_address_token`]) seals to the bytes [`crate::Request::encode_sealed`]
+        /// gives with the same token. A client keeps its request encoded once, unsealed, and
+        /// seals each copy with its own attempt number and token: one HMAC per copy sent, no
+        /// decoding (spec §7.1.10 rule 1).
+        ///
+        /// Errors, with `buf` unchanged: `buf[..len]` is not an unsealed request of a type
+        /// that may be sealed, or its body runs past `len` ([`EncodeError::WrongType`]);
+        /// `buf` too short ([`EncodeError::BufferTooSmall`]); the sealed request longer than
+        /// [`crate::DATAGRAM_LEN_MAX`] ([`EncodeError::TooLong`]).
+        pub fn seal_request(&self, buf: &mut [u8], len: usize) -> Result<usize, EncodeError> {
+            if len < HEADER_LEN || len > buf.len() {
+                return Err(EncodeError::BufferTooSmall);
+            }
+            let sealable = MessageType::from_wire(buf[hfield::MSG_TYPE])
+                .is_some_and(|t| t.is_request() && carries_client_auth(t));
+            let flags = u16_at(buf, hfield::FLAGS.start);
+            let body_len = usize::from(u16_at(buf, hfield::BODY_LEN.start));
+            if !sealable || flags & Flags::AUTH.bits() != 0 || HEADER_LEN + body_len > len {
+                return Err(EncodeError::WrongType);
+            }
+            let end = len + CLIENT_AUTH_TRAILER_LEN;
+            if end > DATAGRAM_LEN_MAX {
+                return Err(EncodeError::TooLong);
+            }
+            if end > buf.len() {
+                return Err(EncodeError::BufferTooSmall);
+            }
+            buf[hfield::FLAGS].copy_from_slice(&(flags | Flags::AUTH.bits()).to_be_bytes());
+            self.seal(Direction::Request, &mut buf[..end]);
+            Ok(end)
+        }
+
         /// True if `datagram` is a reply sealed with this key (spec §7.1.10), as
         /// [`ClientKey::verify_request`] with the reply MAC key.
         pub fn verify_reply(&self, datagram: &[u8]) -> bool {
@@ -365,6 +401,48 @@ mod key {
                     ttl_ms: 10_000,
                 },
             }
+        }
+
+        /// Sealing an encoded request in place gives the bytes `encode_sealed` gives, with and
+        /// without an address token, for the three padded lengths; it refuses a reply, a
+        /// sealed request and a non-lock request.
+        #[test]
+        fn seal_request_in_place_is_encode_sealed() {
+            let key = ClientKey::new([5; 32]);
+            let token = AddressToken([0x3c; 16]);
+            let status = Request {
+                body: RequestBody::Status {
+                    resource: b"orders/42",
+                },
+                ..acquire(0)
+            };
+            for request in [acquire(0), acquire(5_000), status] {
+                for token in [None, Some(&token)] {
+                    let mut want = [0u8; DATAGRAM_LEN_MAX];
+                    let n = request.encode_sealed(&mut want, token, Some(&key)).unwrap();
+                    let mut got = [0u8; DATAGRAM_LEN_MAX];
+                    let unsealed = request.padded_len_auth() - CLIENT_AUTH_TRAILER_LEN;
+                    let m = (request.encode_padded_with_token(&mut got, unsealed, token)).unwrap();
+                    assert_eq!(key.seal_request(&mut got, m), Ok(n), "{request:?}");
+                    assert_eq!(&got[..n], &want[..n], "{request:?} {token:?}");
+                    assert!(key.verify_request(&got[..n]));
+                    assert_eq!(
+                        key.seal_request(&mut got, n),
+                        Err(EncodeError::WrongType),
+                        "sealed twice"
+                    );
+                }
+            }
+            let reply = Reply::bare(crate::MessageType::AcquireReply, 7, 9, 0, Status::Ok);
+            let mut out = [0u8; DATAGRAM_LEN_MAX];
+            let n = reply.encode(&mut out).unwrap();
+            assert_eq!(key.seal_request(&mut out, n), Err(EncodeError::WrongType));
+            let mut short = [0u8; 90];
+            let n = acquire(0).encode(&mut short).unwrap();
+            assert_eq!(
+                key.seal_request(&mut short, n),
+                Err(EncodeError::BufferTooSmall)
+            );
         }
 
         #[test]

@@ -105,8 +105,11 @@ pub(crate) struct AsyncGuards {
     /// dropping the last `Arc` drops this sender and the task ends.
     commands: Mutex<Option<mpsc::UnboundedSender<Command>>>,
     owners: Owners,
-    /// The prefix of generated owner ids (the async client has no session of its own).
-    owner_prefix: u64,
+    /// The part of generated owner ids after [`ClientConfig::owner_prefix`], in the blocking
+    /// client's session id's place (the async client has no session of its own).
+    ///
+    /// [`ClientConfig::owner_prefix`]: super::ClientConfig::owner_prefix
+    session_hex: u64,
     /// Dies with the renewer task.
     renewer_alive: Mutex<Weak<()>>,
     /// As the blocking guards' (`Guards::keepalive_usable`).
@@ -135,7 +138,7 @@ impl AsyncGuards {
             inner,
             commands: Mutex::new(None),
             owners: Owners::default(),
-            owner_prefix: super::lanes::new_session_id(),
+            session_hex: super::lanes::new_session_id(),
             renewer_alive: Mutex::new(Weak::new()),
             keepalive_usable: AtomicBool::new(true),
         }
@@ -151,7 +154,12 @@ impl AsyncGuards {
         options: &LockOptions,
         wait: StdDuration,
     ) -> Result<AsyncLockGuard, LockError> {
-        let owner = self.owners.take(self.owner_prefix, resource, options)?;
+        let owner = self.owners.take(
+            &self.inner.config.owner_prefix,
+            self.session_hex,
+            resource,
+            options,
+        )?;
         let mut taken = OwnerTaken {
             owners: &self.owners,
             owner: &owner,

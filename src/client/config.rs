@@ -27,6 +27,14 @@ pub const WAIT_MS_MAX: u64 = 300_000;
 /// number of sessions (one lane per call in flight) this client uses at the server bounded.
 pub const OUTSTANDING_MAX: usize = 4096;
 
+/// Longest [`ClientConfig::owner_prefix`]: a generated owner id adds 16 hex digits of the
+/// session, a `-` and a guard number of up to 20 digits (a `u64`), 37 bytes, and must stay
+/// within an id's 255 bytes (spec §4.1).
+pub const OWNER_PREFIX_LEN_MAX: usize = udplock_protocol::ID_LEN_MAX - OWNER_SUFFIX_LEN_MAX;
+
+/// The longest part of a generated owner id after its prefix: `{session:016x}-{n}`.
+const OWNER_SUFFIX_LEN_MAX: usize = 16 + 1 + 20;
+
 /// Longest grace a [`ClientConfig`] accepts, so that `WAIT_MS_MAX + grace_ms` stays within
 /// the spec's `request_lifetime_ms_max` (360 000 ms) after which a client MUST NOT
 /// retransmit.
@@ -80,13 +88,24 @@ pub struct ClientConfig {
     pub lease_ms_max: u32,
     /// The client key every lock request is sealed with (spec §7.1.10): ACQUIRE, RELEASE,
     /// RENEW, STATUS, CONFIGURE, KEEPALIVE and CANCEL_WAIT carry its id and a MAC, and only
-    /// replies sealed with it are believed (and an unsealed UNAUTHENTICATED). Servers with a
+    /// replies sealed with it are believed (an unsealed UNAUTHENTICATED only by an ACQUIRE
+    /// or a STATUS, spec §7.1.10 rule 2). Servers with a
     /// client key file then let this client act only for the client ids the key's prefixes
     /// cover. `None` (the default): unsealed requests, as to servers without keys. The
     /// operators' reads (shard status, node settings, the member table) are never sealed.
     /// Set it with [`ClientConfig::with_client_key`] or
     /// [`ClientConfig::with_client_key_file`].
     pub client_key: Option<ClientKey>,
+    /// Put before every guard's generated owner id (`<prefix><session hex>-<n>`), so that a
+    /// guard without a named owner ([`LockOptions::owner`]) acts for an id the client's key
+    /// authorizes: servers with a key file refuse ids outside the key's prefixes (FORBIDDEN).
+    /// Default empty; [`ClientConfig::with_client_key_file`] sets it, if still empty, to the
+    /// first prefix on the file's first key line. At most [`OWNER_PREFIX_LEN_MAX`] bytes, so
+    /// that every generated owner fits in an id (255 bytes). Set it with
+    /// [`ClientConfig::with_owner_prefix`].
+    ///
+    /// [`LockOptions::owner`]: super::LockOptions::owner
+    pub owner_prefix: String,
 }
 
 /// Two configurations are equal when every setting is, a client key by its key id (the
@@ -102,6 +121,7 @@ impl PartialEq for ClientConfig {
             && self.drift_bound_ppm == other.drift_bound_ppm
             && self.lease_ms_max == other.lease_ms_max
             && key_id(self) == key_id(other)
+            && self.owner_prefix == other.owner_prefix
     }
 }
 
@@ -157,6 +177,7 @@ impl Default for ClientConfig {
             drift_bound_ppm: 10_000,
             lease_ms_max: LEASE_MS_MAX_DEFAULT,
             client_key: None,
+            owner_prefix: String::new(),
         }
     }
 }
@@ -192,10 +213,13 @@ impl ClientConfig {
 
     /// These settings, sealed with the first key of the client key file at `path` (the
     /// servers' format, README "Client keys": `<64 hex digits> <prefix> ...` lines; a client
-    /// uses the first key line and ignores the prefixes, which only the servers apply). An
-    /// error names the file and says what is wrong: it cannot be read (the error's kind is
-    /// the system's), others may read it, it does not parse, or it lists no key
-    /// ([`io::ErrorKind::InvalidData`]).
+    /// uses the first key line). If [`ClientConfig::owner_prefix`] is still empty it becomes
+    /// that line's first prefix (other than `*`), so that guards without a named owner act
+    /// for ids the key authorizes; a prefix that is not UTF-8 or is longer than
+    /// [`OWNER_PREFIX_LEN_MAX`] is not taken (set one with
+    /// [`ClientConfig::with_owner_prefix`]). An error names the file and says what is
+    /// wrong: it cannot be read (the error's kind is the system's), others may read it, it
+    /// does not parse, or it lists no key ([`io::ErrorKind::InvalidData`]).
     pub fn with_client_key_file(self, path: impl AsRef<Path>) -> io::Result<ClientConfig> {
         let path = path.as_ref();
         if let Err(e) = std::fs::metadata(path) {
@@ -213,7 +237,32 @@ impl ClientConfig {
                 path.display()
             ))
         })?;
-        Ok(self.with_client_key(key))
+        let mut config = self.with_client_key(key);
+        if config.owner_prefix.is_empty() {
+            let prefix = file
+                .first_prefix()
+                .and_then(|p| std::str::from_utf8(p).ok());
+            if let Some(prefix) = prefix.filter(|p| p.len() <= OWNER_PREFIX_LEN_MAX) {
+                config.owner_prefix = prefix.to_owned();
+            }
+        }
+        Ok(config)
+    }
+
+    /// These settings, with guards' generated owner ids under `prefix`
+    /// ([`ClientConfig::owner_prefix`]): `<prefix><session hex>-<n>`.
+    ///
+    /// ```
+    /// let config = udplock::ClientConfig::new(vec!["127.0.0.1:7100".parse().unwrap()])
+    ///     .with_owner_prefix("team-a/");
+    /// assert_eq!(config.owner_prefix, "team-a/");
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn with_owner_prefix(self, prefix: impl Into<String>) -> ClientConfig {
+        ClientConfig {
+            owner_prefix: prefix.into(),
+            ..self
+        }
     }
 
     /// Refuses settings that cannot work; the error says which and why.
@@ -252,6 +301,13 @@ impl ClientConfig {
         }
         if self.lease_ms_max == 0 {
             return invalid("lease_ms_max must be at least 1 ms (the servers' ttl_ms_max)".into());
+        }
+        if self.owner_prefix.len() > OWNER_PREFIX_LEN_MAX {
+            return invalid(format!(
+                "owner_prefix must be at most {OWNER_PREFIX_LEN_MAX} bytes (a generated owner \
+                 id adds up to {OWNER_SUFFIX_LEN_MAX} to it, and an id is at most 255), got {}",
+                self.owner_prefix.len()
+            ));
         }
         Ok(())
     }
@@ -293,6 +349,27 @@ mod tests {
     /// A client takes the first key line of a key file (prefixes and `none` lines are the
     /// servers'); an error names the file: missing (its own kind), readable by others, or
     /// without a key.
+    /// A generated owner is the prefix plus up to 37 bytes: a longer prefix than
+    /// [`OWNER_PREFIX_LEN_MAX`] could make an id the servers refuse (over 255 bytes).
+    #[test]
+    fn the_owner_prefix_leaves_room_for_the_generated_part() {
+        let config = ClientConfig::new(vec!["127.0.0.1:7100".parse().unwrap()]);
+        let longest = format!(
+            "{}{:016x}-{}",
+            "p".repeat(OWNER_PREFIX_LEN_MAX),
+            u64::MAX,
+            u64::MAX
+        );
+        assert_eq!(longest.len(), udplock_protocol::ID_LEN_MAX);
+        let fits = config
+            .clone()
+            .with_owner_prefix("p".repeat(OWNER_PREFIX_LEN_MAX));
+        assert!(fits.validate().is_ok());
+        let over = config.with_owner_prefix("p".repeat(OWNER_PREFIX_LEN_MAX + 1));
+        let e = over.validate().unwrap_err();
+        assert!(e.to_string().contains("owner_prefix"), "{e}");
+    }
+
     #[test]
     fn a_client_key_file_gives_its_first_key() {
         use std::os::unix::fs::PermissionsExt;
@@ -312,6 +389,25 @@ mod tests {
             .unwrap();
         let want = ClientKey::from_hex(&first).unwrap().key_id();
         assert_eq!(keyed.client_key.as_ref().map(ClientKey::key_id), Some(want));
+        assert_eq!(
+            keyed.owner_prefix, "a/",
+            "the first key line's first prefix"
+        );
+        let named = (config.clone().with_owner_prefix("b/jobs/"))
+            .with_client_key_file(write("named.key", &text, 0o600))
+            .unwrap();
+        assert_eq!(named.owner_prefix, "b/jobs/", "one set before is kept");
+        let star = format!("{second} *\n");
+        let everyone = (config.clone())
+            .with_client_key_file(write("star.key", &star, 0o600))
+            .unwrap();
+        assert_eq!(everyone.owner_prefix, "", "`*` needs no prefix");
+        let long = format!("{first} {}\n", "x".repeat(OWNER_PREFIX_LEN_MAX + 1));
+        let long = (config.clone())
+            .with_client_key_file(write("long.key", &long, 0o600))
+            .unwrap();
+        assert_eq!(long.owner_prefix, "", "too long for an owner: not taken");
+        assert!(long.validate().is_ok());
         assert_ne!(keyed, config, "the key is part of the settings");
         assert!(
             !format!("{keyed:?}").contains(&first[..16]),

@@ -36,8 +36,10 @@
 //!
 //! # Owners
 //!
-//! By default every guard has an owner id of its own (`<session hex>-<n>`), so two threads of
-//! one process never both hold a lock, whatever they do. A named owner
+//! By default every guard has an owner id of its own (`<prefix><session hex>-<n>`, the prefix
+//! being [`ClientConfig::owner_prefix`]: by default the first prefix of the client key file's
+//! key, so that servers with key files let the guard act for it), so two threads of one
+//! process never both hold a lock, whatever they do. A named owner
 //! ([`LockOptions::owner`]) is for holding a lock across processes (release it with
 //! `udplock release --client NAME`); a second guard for a lock that a guard of this client
 //! already holds with that owner is refused, unless both ask for [`LockOptions::reentrant`],
@@ -577,9 +579,12 @@ impl Guards {
         options: &LockOptions,
         wait: StdDuration,
     ) -> Result<LockGuard, LockError> {
-        let owner = self
-            .owners
-            .take(self.client.session_id, resource, options)?;
+        let owner = self.owners.take(
+            &self.client.config.owner_prefix,
+            self.client.session_id,
+            resource,
+            options,
+        )?;
         let taken = self.acquire(&owner, resource, options, wait);
         let (spec, state) = match taken {
             Ok(taken) => taken,
@@ -723,9 +728,14 @@ pub(super) struct Owners {
 
 impl Owners {
     /// Checks the options and the resource, and picks the owner of a new guard: the named
-    /// one (counted, or refused without re-entry), or `<session hex>-<n>`, unique per guard.
+    /// one (counted, or refused without re-entry), or `<prefix><session hex>-<n>`, unique per
+    /// guard (`prefix`: [`ClientConfig::owner_prefix`], which validation keeps short enough
+    /// for the whole to fit in an id).
+    ///
+    /// [`ClientConfig::owner_prefix`]: super::ClientConfig::owner_prefix
     pub(super) fn take(
         &self,
+        prefix: &str,
         session_id: u64,
         resource: &str,
         options: &LockOptions,
@@ -738,7 +748,14 @@ impl Owners {
                 self.take_named(resource, owner, options.reentrant)?;
                 owner.clone()
             }
-            None => format!("{session_id:016x}-{id}"),
+            None => {
+                let owner = format!("{prefix}{session_id:016x}-{id}");
+                assert!(
+                    owner.len() <= ID_LEN_MAX,
+                    "ClientConfig::validate bounds the prefix"
+                );
+                owner
+            }
         };
         Ok(Owner {
             id,

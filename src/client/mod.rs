@@ -44,11 +44,16 @@
 //! CONFIGURE, KEEPALIVE, CANCEL_WAIT: the guards' renewals and the doubts resent included) is
 //! sealed with the key: each copy carries the key's id and a MAC of the whole datagram, its
 //! attempt and address token included, and is padded so that its sealed reply fits (spec
-//! §7.1.10). A reply counts only if that key sealed it, or if it is an unsealed
-//! UNAUTHENTICATED or ERROR_REPLY (which end the call without effect); any other is dropped
-//! like a forged one. Servers with a client key file then let the client act only for the
+//! §7.1.10). A reply counts only if that key sealed it; any other is dropped like a forged
+//! one. An unsealed UNAUTHENTICATED or ERROR_REPLY (the server has no key to seal with)
+//! ends an ACQUIRE not yet queued, and a STATUS; it could be forged by anyone who saw the
+//! request, so it ends no RELEASE, RENEW or KEEPALIVE, which go on to their deadline (a
+//! release then stays in doubt, [`LockError::ReleaseInDoubt`]). Servers with a client key file then let the client act only for the
 //! ids its key authorizes ([`LockError::Forbidden`]), and refuse a key they do not know
-//! ([`LockError::Unauthenticated`]). The operators' reads are never sealed.
+//! ([`LockError::Unauthenticated`]). The operators' reads are never sealed. Guards without
+//! a named owner take `<prefix><session hex>-<n>` with [`ClientConfig::owner_prefix`], by
+//! default the key file's first prefix, so that they act for ids the key authorizes; a
+//! renewal answered FORBIDDEN loses the guard at once ([`LossReason::Forbidden`]).
 //!
 //! # A release without a settling answer
 //!
@@ -137,7 +142,9 @@ pub use self::admin::{RemoveReport, MEMBERS_REPORT_MAX};
 pub use self::async_client::{AsyncClient, AsyncStats};
 #[cfg(feature = "tokio")]
 pub use self::async_guard::{AsyncLockGuard, AsyncLostSignal};
-pub use self::config::{resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, WAIT_MS_MAX};
+pub use self::config::{
+    resolve_servers, ClientConfig, GRACE_MS_MAX, OUTSTANDING_MAX, OWNER_PREFIX_LEN_MAX, WAIT_MS_MAX,
+};
 pub use self::holds::{HoldInfo, HOLDS_REPORT_MAX};
 pub use self::reports::KeepaliveReport;
 pub use self::reports::{

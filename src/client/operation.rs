@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 
 use udplock_protocol::header::field as header_field;
 use udplock_protocol::{
-    with_address_token, ClientKey, MessageType, Request, RequestBody, DATAGRAM_LEN_MAX,
+    with_address_token, ClientKey, MessageType, Request, RequestBody, CLIENT_AUTH_TRAILER_LEN,
+    DATAGRAM_LEN_MAX,
 };
 
 use super::receiving::ReplyData;
@@ -75,7 +76,9 @@ pub(super) fn name_forbidden(error: LockError, body: &RequestBody<'_>) -> LockEr
 pub(super) fn doubt_error(cause: DoubtCause) -> LockError {
     match cause {
         DoubtCause::Silence => LockError::Unavailable,
-        DoubtCause::Overloaded { .. } | DoubtCause::InternalError => LockError::ReleaseInDoubt,
+        DoubtCause::Overloaded { .. } | DoubtCause::InternalError | DoubtCause::Unsealed => {
+            LockError::ReleaseInDoubt
+        }
     }
 }
 
@@ -274,49 +277,59 @@ impl Client {
 /// stay as they are for other nodes). A token that does not fit leaves the copy without it:
 /// the node answers RETRY, and the call's bound on those ends the loop.
 ///
-/// With a client `key`, `datagram` is the request as [`encode_request`] sealed it (attempt
-/// 0, no token): the first copy goes as it is, and every other copy is sealed anew into
-/// `tokened`, since the MAC covers the attempt number and the token (padded to
-/// `Request::padded_len_auth`; the longest, a KEEPALIVE of 64 tokens with a token and the
-/// trailer, is 596 bytes, within `DATAGRAM_LEN_MAX`). Shared by the blocking and the async
-/// client.
+/// With a client `key`, every copy is sealed anew into `tokened` (the MAC covers the attempt
+/// number and the token) from `datagram`, the request as [`encode_request`] wrote it,
+/// unsealed: one copy of its bytes and one HMAC per copy sent, nothing decoded or encoded
+/// again ([`ClientKey::seal_request`]; the longest, a KEEPALIVE of 64 tokens with a token
+/// and the trailer, is 596 bytes, within `DATAGRAM_LEN_MAX`). Shared by the blocking and
+/// the async client.
 pub(super) fn copy_bytes<'a>(
     copy: &Transmit,
     datagram: &'a mut [u8],
     tokened: &'a mut [u8; DATAGRAM_LEN_MAX],
     key: Option<&ClientKey>,
 ) -> &'a [u8] {
-    let attempt = copy.attempt.to_be_bytes();
-    if let Some(key) = key {
-        if copy.token.is_none() && datagram[header_field::ATTEMPT] == attempt {
-            return datagram; // sealed as it is
-        }
-        // This client sealed the request, so it decodes, and sealed again it fits.
-        let (mut request, _, _) = Request::decode_authenticated(datagram)
-            .expect("the client's own sealed request decodes");
-        request.attempt = copy.attempt;
-        let len = (request.encode_sealed(&mut tokened[..], copy.token.as_ref(), Some(key)))
-            .expect("a sealed request fits in DATAGRAM_LEN_MAX");
-        return &tokened[..len];
-    }
-    datagram[header_field::ATTEMPT].copy_from_slice(&attempt);
-    match copy.token {
-        Some(token) => match with_address_token(datagram, &token, tokened) {
-            Ok(len) => &tokened[..len],
-            Err(_) => datagram,
-        },
-        None => datagram,
-    }
+    datagram[header_field::ATTEMPT].copy_from_slice(&copy.attempt.to_be_bytes());
+    let with_token = copy
+        .token
+        .and_then(|token| with_address_token(datagram, &token, tokened).ok());
+    let Some(key) = key else {
+        return match with_token {
+            Some(len) => &tokened[..len],
+            None => datagram,
+        };
+    };
+    let len = with_token.unwrap_or_else(|| {
+        tokened[..datagram.len()].copy_from_slice(datagram);
+        datagram.len()
+    });
+    // This client encoded the request (a lock request, unsealed), and sealed it fits.
+    let len = (key.seal_request(&mut tokened[..], len))
+        .expect("the client's own request seals within DATAGRAM_LEN_MAX");
+    &tokened[..len]
 }
 
-/// The request's first copy, into `buf`: sealed with `key` if the client has one (spec
-/// §7.1.10), as [`copy_bytes`] expects it. Both clients.
+/// The request, into `buf`, unsealed and without a token, as [`copy_bytes`] expects it:
+/// each copy gets its attempt, token and (with a client key) seal there. With a `key`, it is
+/// padded 24 bytes short of its sealed length ([`Request::padded_len_auth`], spec §2.2,
+/// §7.1.10), which must fit in a datagram: checked here, so that every copy of it can be
+/// sealed. Both clients.
 pub(super) fn encode_request(
     request: &Request<'_>,
     key: Option<&ClientKey>,
     buf: &mut [u8; DATAGRAM_LEN_MAX],
 ) -> Result<usize, LockError> {
     debug_assert_eq!(request.attempt, 0, "a request's first copy");
-    (request.encode_sealed(buf, None, key))
-        .map_err(|e| LockError::InvalidArgument(format!("cannot encode the request: {e}")))
+    let failed = |e| LockError::InvalidArgument(format!("cannot encode the request: {e}"));
+    match key {
+        None => request.encode(buf).map_err(failed),
+        Some(_) => {
+            // Padded so that sealed it is `padded_len_auth` long (spec §2.2 rule 7).
+            let sealed = request.padded_len_auth();
+            if sealed > DATAGRAM_LEN_MAX {
+                return Err(failed(udplock_protocol::EncodeError::TooLong));
+            }
+            (request.encode_padded(buf, sealed - CLIENT_AUTH_TRAILER_LEN)).map_err(failed)
+        }
+    }
 }

@@ -257,7 +257,8 @@ pub(super) enum KeepaliveRead {
 /// §4.11) or error, for the blocking renewer and the async one alike. `first`: no KEEPALIVE
 /// of the round was answered yet, so an INVALID_ARGUMENT (this client's shard count is not
 /// the cluster's: KEEPALIVE is off for good, `keepalive_usable`) or an INTERNAL_ERROR (an
-/// older node, or a reply that disagrees with itself) sends the round by RENEW.
+/// older node, or a reply that disagrees with itself) sends the round by RENEW; so does a
+/// FORBIDDEN at any point of the round (it does not say which hold the key may not renew).
 pub(super) fn keepalive_outcomes(
     answer: Result<KeepaliveAnswer, LockError>,
     chunk: &[&Tracked],
@@ -297,6 +298,13 @@ pub(super) fn keepalive_outcomes(
         }
         Err(LockError::InternalError(why)) if first => {
             log::debug!("KEEPALIVE in shard {shard} failed ({why}); this round by RENEW");
+            KeepaliveRead::Fallback
+        }
+        // One listed hold is not the key's to renew any more, and FORBIDDEN renewed none
+        // (spec §7.2.6): which one, only a RENEW per hold tells (each FORBIDDEN one is then
+        // lost, the others renewed). This round by RENEW, the next by KEEPALIVE again.
+        Err(LockError::Forbidden { .. }) => {
+            log::debug!("KEEPALIVE in shard {shard} forbidden; this round by RENEW");
             KeepaliveRead::Fallback
         }
         Err(LockError::Unavailable) => KeepaliveRead::Outcomes(none(), true),
@@ -358,6 +366,10 @@ pub(super) fn renew_outcome(
         Err(
             LockError::LockNotHeld | LockError::ReleaseInDoubt | LockError::ResourceDoesNotExist,
         ) => (RenewOutcome::Refused, false),
+        // Sealed and final (spec §7.1.10 rule 3): retrying cannot succeed. (An unsealed
+        // UNAUTHENTICATED never ends a RENEW, §7.1.10 rule 2: the call runs to its deadline,
+        // Unavailable below, and the hold is given up at its give-up instant.)
+        Err(LockError::Forbidden { .. }) => (RenewOutcome::Forbidden, false),
         Err(LockError::Unavailable) => (RenewOutcome::NoAnswer, true),
         Err(e) => {
             log::debug!(

@@ -10,7 +10,8 @@
 //!  handle_timeout(now)               holds whose give-up instant passed are lost
 //!  poll_renewals(now) -> RenewGroup  due holds, one group per shard, with one deadline
 //!      ... the shell renews the group (one RENEW per hold today, a batched keepalive later)
-//!  handle_outcome(now, id, outcome)  Renewed { sent_at, lease_ms, token } | Refused | NoAnswer
+//!  handle_outcome(now, id, outcome)  Renewed { sent_at, lease_ms, token } | Refused
+//!                                    | Forbidden | NoAnswer
 //!  poll_event() -> Event             Renewed { valid_until, give_up_at } | Lost { reason }
 //!  poll_timeout()                    the next due renewal or give-up instant
 //!  remove(id)                        the guard was released: nothing more about it
@@ -46,7 +47,8 @@
 //!   up. An attempt cut short unanswered is retried after a short pause (a thirtieth of the
 //!   validity too), with a fresh request, while the give-up instant has not passed.
 //! - **Loss** is final: a refusal (LOCK_NOT_HELD: the server does not know this hold any
-//!   more), a reply naming another fencing token (the hold the server renewed is not the one
+//!   more; FORBIDDEN: the client's key may no longer renew it, spec §7.1.10 rule 3, which
+//!   no retry changes), a reply naming another fencing token (the hold the server renewed is not the one
 //!   the guard was given: the token must never change under a guard), or the give-up instant.
 //!   A late OK reply after any of these does not bring the hold back.
 //!
@@ -128,6 +130,11 @@ pub enum RenewOutcome {
     /// The server does not know this hold (LOCK_NOT_HELD), or a release of it may take effect
     /// at any moment (a release in doubt, spec §7.1.5): the hold is lost at once.
     Refused,
+    /// The service refused this client's key the renewal (FORBIDDEN, sealed: spec §7.1.10
+    /// rule 3): the key no longer authorizes the owner id (its key file changed). Final:
+    /// the same renewal cannot succeed, so the hold is lost at once rather than retried to
+    /// its give-up instant.
+    Forbidden,
     /// No answer that says anything about the hold by the attempt's deadline (silence,
     /// OVERLOADED, an unknown outcome, or the attempt was not sent): retried while there is
     /// time.
@@ -149,6 +156,11 @@ pub enum LossReason {
     /// was unreachable or silent): the lock is still held for at most the margin, then it is
     /// not.
     Expired,
+    /// The service refused to renew the hold for this client's key (FORBIDDEN, spec §7.1.10
+    /// rule 3): the servers' key file no longer lets the key act for the owner id. The
+    /// server still has the hold until its lease ends, but no renewal of it can succeed;
+    /// like [`LossReason::Expired`], stop relying on the lock now.
+    Forbidden,
 }
 
 impl fmt::Display for LossReason {
@@ -166,6 +178,11 @@ impl fmt::Display for LossReason {
             LossReason::Expired => f.write_str(
                 "no renewal succeeded before the lease's validity (less the loss margin) ran \
                  out: the lock service is unreachable or not answering",
+            ),
+            LossReason::Forbidden => f.write_str(
+                "the lock service refused to renew the lock for this client's key \
+                 (FORBIDDEN): the servers' key file no longer authorizes the owner id; the \
+                 lock ends at its lease",
             ),
         }
     }
@@ -442,6 +459,7 @@ impl Renewals {
         }
         match outcome {
             RenewOutcome::Refused => self.lose(id, LossReason::Refused),
+            RenewOutcome::Forbidden => self.lose(id, LossReason::Forbidden),
             RenewOutcome::Renewed { token, .. } if token != hold.token => self.lose(
                 id,
                 LossReason::TokenChanged {

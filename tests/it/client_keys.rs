@@ -42,7 +42,8 @@ fn client(node: &SingleNode, key: Option<&str>) -> Client {
 
 /// Team A locks `a/1`; team B's key cannot release it (FORBIDDEN, naming the id) nor take
 /// it as A's id, a client without a key cannot release it (UNAUTHENTICATED), nor one with a
-/// key the servers do not know; every refusal changed nothing: A still holds it with its
+/// key the servers do not know take it (UNAUTHENTICATED, unsealed: it ends only an ACQUIRE,
+/// spec §7.1.10 rule 2); every refusal changed nothing: A still holds it with its
 /// token, renews it, and releases it. Reads need no key.
 #[test]
 fn a_team_key_acts_only_for_its_prefix() {
@@ -77,7 +78,7 @@ fn a_team_key_acts_only_for_its_prefix() {
         Err(LockError::Unauthenticated)
     );
     assert_eq!(
-        stranger.release("a/1", "a/worker"),
+        stranger.acquire("a/1", "a/worker", 0, None).map(drop),
         Err(LockError::Unauthenticated)
     );
     for reader in [&a, &b, &none] {
@@ -120,6 +121,43 @@ fn a_keyed_guard_renews_and_releases() {
     assert_eq!(guard.lost(), None);
     guard.release().unwrap();
     assert_eq!(a.status("a/guarded").unwrap().hold_count, 0);
+}
+
+/// A guard without a named owner, of a client whose key comes from its key file, works
+/// against servers that authorize only the key's prefix: its generated owner is
+/// `<prefix><session hex>-<n>` with the file's first prefix (`ClientConfig::owner_prefix`),
+/// not refused as FORBIDDEN. Without the prefix (none in the file) the same guard is refused.
+#[test]
+fn a_default_guard_owner_is_under_the_keys_prefix() {
+    let node = node(&servers_file(""));
+    let file = key_file("guard-team-a.key", &format!("{KEY_A} a/\n"));
+    let config = ClientConfig::new(vec![node.local_addr()])
+        .with_client_key_file(&file)
+        .unwrap();
+    assert_eq!(config.owner_prefix, "a/");
+    let mut config = config;
+    config.shards = 1;
+    let a = Client::new(config).unwrap();
+    let options = udplock::LockOptions::new().ttl(std::time::Duration::from_secs(30));
+    let guard = a.lock("a/defaulted", &options).unwrap();
+    assert!(guard.owner().starts_with("a/"), "{}", guard.owner());
+    let status = a.status("a/defaulted").unwrap();
+    assert_eq!(status.holder.as_deref(), Some(guard.owner()));
+    assert_eq!(guard.lost(), None);
+    guard.release().unwrap();
+    assert_eq!(a.status("a/defaulted").unwrap().hold_count, 0);
+
+    let bare = key_file("guard-bare.key", &format!("{KEY_A}\n"));
+    let mut config = ClientConfig::new(vec![node.local_addr()])
+        .with_client_key_file(&bare)
+        .unwrap();
+    config.shards = 1;
+    assert_eq!(config.owner_prefix, "");
+    let refused = Client::new(config).unwrap().lock("a/defaulted", &options);
+    assert!(
+        matches!(refused, Err(LockError::Forbidden { .. })),
+        "{refused:?}"
+    );
 }
 
 /// The turning-on step: with `none *` a client without a key does everything as before,
@@ -206,6 +244,30 @@ fn run(server: &Server, args: &[&str], vars: &[(&str, &str)]) -> Output {
         .expect("udplock runs")
 }
 
+/// A guard whose owner the servers' key file stops covering (the operator narrowed the key's
+/// prefixes; the server re-reads the file) is lost with `LossReason::Forbidden` once a
+/// renewal is answered FORBIDDEN (spec §7.1.10 rule 3), not renewed in vain until its lease
+/// runs out. Waits for the loss (the reload and the next renewal), not for a fixed time.
+#[test]
+fn a_guard_whose_owner_the_key_no_longer_covers_is_lost_as_forbidden() {
+    let servers = key_file("narrowed.keys", &servers_file(""));
+    let server = Server::start(&servers);
+    let mut config = ClientConfig::resolve(&[server.addr.as_str()])
+        .unwrap()
+        .with_client_key(ClientKey::from_hex(KEY_A).unwrap());
+    config.shards = 1;
+    let a = Client::new(config).unwrap();
+    let options = udplock::LockOptions::new()
+        .owner("a/narrowed")
+        .ttl(std::time::Duration::from_secs(2));
+    let guard = a.lock("a/narrowed", &options).unwrap();
+    std::fs::write(&servers, format!("{KEY_A} c/\n{KEY_B} b/\n")).unwrap();
+    assert_eq!(
+        guard.wait_lost(std::time::Duration::from_secs(60)),
+        Some(udplock::LossReason::Forbidden)
+    );
+}
+
 /// The CLI: `keygen --client` writes a key line a server and a client both read; a
 /// server with `--client-key-file` refuses a client without one (exit code 7) and one
 /// acting outside its prefix (8); `--client-key-file` and `UDPLOCK_CLIENT_KEY_FILE` seal.
@@ -250,24 +312,36 @@ fn the_cli_seals_with_client_key_file() {
         String::from_utf8_lossy(&o.stderr).contains("\"b/w\""),
         "{o:?}"
     );
-    // `udplock lock`'s default owner is under no prefix: refused, with a hint; --owner works.
-    let lock = |owner: &[&str]| {
+    // `udplock lock`'s default owner is under the key file's first prefix (`a/`): it works.
+    // With a key line that names no prefix it is under none: refused, with a hint; --owner
+    // works.
+    let key_hex = text
+        .lines()
+        .find(|line| !line.starts_with('#'))
+        .and_then(|line| line.split_whitespace().next())
+        .expect("keygen wrote a key line");
+    let bare = key_file("team-a-bare.key", &format!("{key_hex}\n"));
+    let lock = |file: &std::path::Path, owner: &[&str]| {
         Command::new(BIN)
             .args(["lock", "a/3", "--servers", &server.addr, "--shards", "1"])
-            .args(keyed)
+            .arg("--client-key-file")
+            .arg(file)
             .args(owner)
             .args(["--", "true"])
             .env_remove("UDPLOCK_CLIENT_KEY_FILE")
             .output()
             .expect("udplock runs")
     };
-    let o = lock(&[]);
+    let team_path = std::path::Path::new(team);
+    let o = lock(team_path, &[]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let o = lock(&bare, &[]);
     assert_eq!(o.status.code(), Some(125), "{o:?}");
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("--owner"),
         "{o:?}"
     );
-    let o = lock(&["--owner", "a/job"]);
+    let o = lock(&bare, &["--owner", "a/job"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let o = run(&server, &["status", "a/1", "--json"], &[]);
     assert_eq!(o.status.code(), Some(0), "reads need no key: {o:?}");

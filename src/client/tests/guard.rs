@@ -13,6 +13,8 @@ enum Renew {
     Refuse,
     Token(u64),
     Silent,
+    /// FORBIDDEN, to RENEW and KEEPALIVE alike (the key may no longer act for the owner).
+    Forbid,
 }
 
 /// The fake's script and what it saw: (message type, client id, ttl) of every lock request
@@ -141,6 +143,7 @@ impl Script {
                         r.lease_ms = lease_ms;
                     }),
                     Renew::Refuse => reply_to(&req, Status::LockNotHeld, |_| {}),
+                    Renew::Forbid => reply_to(&req, Status::Forbidden, |_| {}),
                     Renew::Silent => return Vec::new(),
                 },
                 RequestBody::Keepalive { .. } if *script.keepalive_refused.lock().unwrap() => {
@@ -155,6 +158,7 @@ impl Script {
                             .fold(0u64, |bits, (i, _)| bits | 1 << i),
                         Renew::Refuse | Renew::Token(_) => 0,
                         Renew::Silent => return Vec::new(),
+                        Renew::Forbid => return vec![reply_to(&req, Status::Forbidden, |_| {})],
                     };
                     reply_to(&req, Status::Ok, |r| {
                         r.hold_count = bitmap.count_ones();
@@ -251,6 +255,32 @@ fn a_refused_renewal_loses_the_guard_at_once() {
     assert_eq!(script.count(MessageType::Release), 0);
 }
 
+/// FORBIDDEN to the renewals (spec §7.1.10 rule 3: the servers' key file no longer lets the
+/// key act for the owner): the KEEPALIVE's FORBIDDEN sends the round by RENEW, whose
+/// FORBIDDEN loses the guard at once with [`LossReason::Forbidden`] (not retried to its
+/// give-up instant, which [`LossReason::Expired`] would say); the waiters wake.
+#[test]
+fn a_forbidden_renewal_loses_the_guard_at_once() {
+    let script = Script::new(3_000);
+    let server = script.server();
+    let client = client_for(&server, |_| {});
+    script.set(Renew::Forbid);
+    let guard = client.lock("g/forbidden", &LockOptions::new()).unwrap();
+    let signal = guard.lost_signal();
+    let waiter = thread::spawn(move || signal.wait());
+    assert_eq!(guard.wait_lost(ms(20_000)), Some(LossReason::Forbidden));
+    assert_eq!(waiter.join().unwrap(), Some(LossReason::Forbidden));
+    assert!(guard.is_lost());
+    assert!(
+        script.count(MessageType::Keepalive) >= 1,
+        "a KEEPALIVE first"
+    );
+    assert!(
+        script.count(MessageType::Renew) >= 1,
+        "then a RENEW per hold"
+    );
+}
+
 /// A renewal naming another fencing token is a loss: the token never changes under a guard.
 #[test]
 fn a_renewal_with_another_token_loses_the_guard() {
@@ -329,6 +359,37 @@ fn default_owners_are_unique() {
         assert!(u64::from_str_radix(session, 16).is_ok(), "{owner}");
         assert!(n.parse::<u64>().is_ok(), "{owner}");
     }
+}
+
+/// With an owner prefix (`ClientConfig::owner_prefix`, by default a client key file's first
+/// prefix) every generated owner starts with it, and is still unique per guard.
+#[test]
+fn default_owners_carry_the_owner_prefix() {
+    let script = Script::new(10_000);
+    let server = script.server();
+    let client = client_for(&server, |c| *c = c.clone().with_owner_prefix("team-a/"));
+    let a = client.lock("g/prefixed", &LockOptions::new()).unwrap();
+    let b = client.lock("g/prefixed", &LockOptions::new()).unwrap();
+    assert_ne!(a.owner(), b.owner());
+    for owner in [a.owner(), b.owner()] {
+        let rest = owner.strip_prefix("team-a/").expect(owner);
+        let (session, n) = rest.split_once('-').unwrap();
+        assert_eq!(session.len(), 16, "{owner}");
+        assert!(n.parse::<u64>().is_ok(), "{owner}");
+    }
+    let named = client
+        .lock("g/prefixed", &LockOptions::new().owner("elsewhere"))
+        .unwrap();
+    assert_eq!(
+        named.owner(),
+        "elsewhere",
+        "a named owner is taken as it is"
+    );
+    let acquired = script.clients(MessageType::Acquire);
+    assert!(
+        acquired[..2].iter().all(|c| c.starts_with("team-a/")),
+        "{acquired:?}"
+    );
 }
 
 /// A named owner: a second guard is refused unless both are re-entrant; refused again when
@@ -484,6 +545,18 @@ fn keepalive_answers_read_into_outcomes() {
         KeepaliveRead::Fallback
     ));
     assert!(!usable.load(Ordering::Relaxed), "RENEW from now on");
+    usable.store(true, Ordering::Relaxed);
+    let forbidden = || Err(LockError::Forbidden { client_id: None });
+    for first in [true, false] {
+        assert!(
+            matches!(
+                keepalive_outcomes(forbidden(), &chunk, first, 0, &usable, 1),
+                KeepaliveRead::Fallback
+            ),
+            "FORBIDDEN names no hold: RENEW tells which"
+        );
+    }
+    assert!(usable.load(Ordering::Relaxed), "only this round by RENEW");
 }
 
 /// The one reading of a RENEW's answer (`renewer::renew_outcome`): refusals lose the hold,
@@ -510,6 +583,11 @@ fn renew_errors_read_into_outcomes() {
             (RenewOutcome::Refused, false)
         );
     }
+    assert_eq!(
+        renew_outcome(Err(LockError::Forbidden { client_id: None }), &hold, 0),
+        (RenewOutcome::Forbidden, false),
+        "final: lost at once, not retried"
+    );
     assert_eq!(
         renew_outcome(Err(LockError::Unavailable), &hold, 0),
         (RenewOutcome::NoAnswer, true)

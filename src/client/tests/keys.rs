@@ -192,9 +192,11 @@ fn every_copy_is_sealed_with_its_own_attempt_and_token() {
         .all(|c| c.verified && c.len == AUTH_REQUEST_LEN_MIN));
 }
 
-/// UNAUTHENTICATED (unsealed: the server knows no key to seal with) and FORBIDDEN (sealed)
-/// end the call with their errors, naming the client id the key does not cover; a
-/// FORBIDDEN that is not sealed is a forgery, dropped, and the call ends at its deadline.
+/// UNAUTHENTICATED (unsealed: the server knows no key to seal with) ends an ACQUIRE, and
+/// FORBIDDEN (sealed) any call, with their errors, naming the client id the key does not
+/// cover; a FORBIDDEN that is not sealed is a forgery, dropped, and the call ends at its
+/// deadline. An unsealed UNAUTHENTICATED may be forged too, so it ends no RELEASE (spec
+/// §7.1.10 rule 2): the release stays in doubt, and is kept to be settled.
 #[test]
 fn unauthenticated_and_forbidden_end_the_call() {
     let copies = Copies::default();
@@ -211,9 +213,21 @@ fn unauthenticated_and_forbidden_end_the_call() {
         c.request_timeout_ms = 300;
     });
     assert_eq!(
-        client.release("b/1", "a/unknown"),
-        Err(LockError::Unauthenticated)
+        client.acquire("b/1", "a/unknown", 10_000, None).map(drop),
+        Err(LockError::Unauthenticated),
+        "final, long before the 10 s wait"
     );
+    assert_eq!(
+        client.release("b/1", "a/unknown"),
+        Err(LockError::ReleaseInDoubt)
+    );
+    assert_eq!(
+        client.acquire("b/1", "a/unknown", 0, None).map(drop),
+        Err(LockError::ReleaseInDoubt),
+        "the doubt is sent again first, and an unsealed refusal does not settle it"
+    );
+    let last = copies_of(&copies).last().unwrap().msg_type;
+    assert_eq!(last, MessageType::Release, "the acquire was never sent");
     assert_eq!(
         client.acquire("b/1", "b/w", 10_000, None).map(drop),
         Err(LockError::Forbidden {
@@ -289,6 +303,41 @@ fn the_async_client_seals_and_checks_alike() {
     assert!(copies
         .iter()
         .all(|c| c.verified && c.len == AUTH_REQUEST_LEN_MIN));
+}
+
+/// The async client follows the same rule (spec §7.1.10 rule 2): an unsealed
+/// UNAUTHENTICATED ends its ACQUIRE, but not its RELEASE, which stays in doubt and holds
+/// back the next call on the lock.
+#[cfg(feature = "tokio")]
+#[test]
+fn the_async_client_keeps_a_release_refused_unsealed_in_doubt() {
+    let copies = Copies::default();
+    let server = keyed_server(key(1), &copies, |req, _token, _key| {
+        vec![sealed(&answer(req, Status::Unauthenticated, 0), None)]
+    });
+    let mut config = ClientConfig::new(vec![server.addr]).with_client_key(key(1));
+    config.shards = 1;
+    config.request_timeout_ms = 300;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = super::super::AsyncClient::new(config).await.unwrap();
+        assert_eq!(
+            client.acquire("a/1", "a/w", 0, None).await.map(drop),
+            Err(LockError::Unauthenticated)
+        );
+        assert_eq!(
+            client.release("a/1", "a/w").await,
+            Err(LockError::ReleaseInDoubt)
+        );
+        assert_eq!(
+            client.acquire("a/1", "a/w", 0, None).await.map(drop),
+            Err(LockError::ReleaseInDoubt),
+            "the doubt is not settled by an unsealed refusal"
+        );
+    });
 }
 
 /// A RELEASE left in doubt is kept as its sealed first copy and sent again before the next

@@ -185,13 +185,19 @@ pub fn seal_of(key: Option<&ClientKey>, datagram: &[u8]) -> Seal {
 /// not. A sealed request is answered only by replies its key sealed, with two exceptions
 /// that come unsealed: UNAUTHENTICATED (the server knows no key to seal with: it does not
 /// know this one, or has no key file) and ERROR_REPLY (never sealed: a request the server
-/// could not decode, or a server older than client keys). Both end the call without effect;
-/// forging one takes the session and request ids, which only someone who saw the request
-/// has, and it can only end the call, never make the client believe in a hold. A request
-/// without a key is answered only by unsealed replies: a sealed one contradicts it.
+/// could not decode, or a server older than client keys), and only with a final status (an
+/// unsealed NOT_LEADER, OVERLOADED, RETRY or WAITING is a forgery). Forging one takes the
+/// session and request ids, which anyone on the path has, so the call still decides whether
+/// such a refusal may end it (only an ACQUIRE not told WAITING, or a STATUS:
+/// `Call::ends_on_unsealed`); it never settles a RELEASE. A request without a key is
+/// answered only by unsealed replies: a sealed one contradicts it.
 pub fn seal_mismatch(request: &CallRequest, reply: &Reply<'_>, seal: Seal) -> Option<&'static str> {
-    let unsealed_answer =
-        reply.status == Status::Unauthenticated || reply.msg_type == MessageType::ErrorReply;
+    let not_final = matches!(
+        reply.status,
+        Status::NotLeader | Status::Overloaded | Status::Retry | Status::Waiting
+    );
+    let unsealed_answer = !not_final
+        && (reply.status == Status::Unauthenticated || reply.msg_type == MessageType::ErrorReply);
     match (request.sealed, seal) {
         (true, Seal::Verified) | (false, Seal::Unsealed) => None,
         (true, Seal::Unsealed) if unsealed_answer => None,

@@ -7,7 +7,9 @@
 //! and, before its next ACQUIRE, RENEW or RELEASE of the same resource and client id, sends it
 //! again ([`Doubts::begin_settle`], [`Resend::call`]): the same session and request ids, the
 //! next attempt number after its earlier copies (rule 2), until an answer settles it (any
-//! final answer but INTERNAL_ERROR). A doubt is forgotten [`DOUBT_LIFETIME`] after its first
+//! final answer but INTERNAL_ERROR; for a sealed RELEASE, only one its key sealed: the call
+//! never ends on an unsealed refusal, which a forger on the path could send, spec §7.1.10
+//! rule 2). A doubt is forgotten [`DOUBT_LIFETIME`] after its first
 //! copy: by then no copy of it can take effect.
 //!
 //! The table is generic over what the shell resends (`P`: the datagram's bytes for the real

@@ -32,11 +32,14 @@
 //! 1. A reply is accepted only if it names this call's session and request ids, has the
 //!    request's reply type or ERROR_REPLY, and echoes an attempt that was sent (§7.1.4).
 //!    Anything else is dropped ([`Handled::Dropped`]). Nor is one not sealed as the request
-//!    requires (§7.1.10: a request sealed with a client key believes only that key's seal,
-//!    or an unsealed UNAUTHENTICATED; one without a key only unsealed replies), one from an
-//!    address that is no node the client knows, or one whose fields contradict the request
-//!    (§7.1.4 rules 5 and 6, [`checks`]): [`Handled::Rejected`], and the call goes on for
-//!    the genuine one.
+//!    requires (§7.1.10: a request sealed with a client key believes only that key's seal;
+//!    one without a key only unsealed replies), one from an address that is no node the
+//!    client knows, or one whose fields contradict the request (§7.1.4 rules 5 and 6,
+//!    [`checks`]): [`Handled::Rejected`], and the call goes on for the genuine one. An
+//!    unsealed final refusal of a sealed request (UNAUTHENTICATED, an ERROR_REPLY), which
+//!    anyone who read the request's ids could forge, ends only an ACQUIRE not told WAITING
+//!    or a STATUS; any other call rejects it and goes on, and a RELEASE still unanswered at
+//!    its deadline is a doubt ([`DoubtCause::Unsealed`]): a forged refusal settles nothing.
 //! 2. It yields an RTT sample if it answers the latest copy and did not wait in a queue.
 //! 3. Its sender is alive: no longer suspect; the copies it answers were not lost (§7.1.7
 //!    rule 4). A RETRY (§7.1.9), or an older server's UNSUPPORTED for a copy that carried an
@@ -123,7 +126,8 @@ pub struct CallRequest {
     /// its own setting stands for it). A reply above it is forged or broken ([`checks`]).
     pub lease_ms_max: u32,
     /// Its copies carry the client key's seal (flag AUTH, spec §7.1.10): only replies that
-    /// key sealed answer it (and an unsealed UNAUTHENTICATED), [`checks::seal_mismatch`].
+    /// key sealed answer it (an unsealed refusal only where a forged one cannot hurt),
+    /// [`checks::seal_mismatch`].
     pub sealed: bool,
 }
 
@@ -217,6 +221,10 @@ pub enum DoubtCause {
     Overloaded { retry_after_ms: u32 },
     /// The answer was INTERNAL_ERROR (which settles nothing).
     InternalError,
+    /// The only answers were unsealed refusals to the sealed request (UNAUTHENTICATED, an
+    /// ERROR_REPLY), which anyone who saw its ids could have forged: they settle nothing
+    /// (spec §7.1.10 rule 2).
+    Unsealed,
 }
 
 /// What [`Call::handle_reply`] made of a reply.
@@ -289,6 +297,9 @@ pub struct Call {
     retries_at_once: u32,
     /// The latest copy carried an address token.
     latest_tokened: bool,
+    /// An unsealed refusal of this sealed request was rejected (spec §7.1.10 rule 2): at
+    /// the deadline a RELEASE is in doubt for it ([`DoubtCause::Unsealed`]).
+    unsealed_refused: bool,
 }
 
 impl Call {
@@ -335,6 +346,7 @@ impl Call {
             token: None,
             retries_at_once: 0,
             latest_tokened: false,
+            unsealed_refused: false,
         };
         if now >= call.deadline {
             call.outcome = Some(call.unanswered_outcome());
@@ -438,6 +450,23 @@ impl Call {
         if let Some(what) = contradiction(&self.request, reply) {
             return Handled::Rejected(Rejected::Contradicts(what));
         }
+        // Spec §7.1.10 rule 2: an unsealed refusal of a sealed request (UNAUTHENTICATED, an
+        // ERROR_REPLY; `seal_mismatch` let only final statuses through) may be forged by
+        // anyone who read the request's ids. It ends only a call whose early end cannot
+        // hurt; any other goes on to the key's answer or its deadline (§12, "Forged
+        // refusals").
+        if self.request.sealed && seal == Seal::Unsealed {
+            if !self.ends_on_unsealed() {
+                self.unsealed_refused = true;
+                return Handled::Rejected(Rejected::Seal(
+                    "an unsealed refusal, which may be forged, of a request it cannot end",
+                ));
+            }
+            let outcome = self.answered(now, reply);
+            self.end(outcome);
+            self.check();
+            return Handled::Accepted;
+        }
         // Spec §7.1.9: a RETRY, or an older server's UNSUPPORTED for the token the latest
         // copy carried, asks for the same request again at once; no RTT sample (rule 2).
         let token_refused = reply.msg_type == MessageType::ErrorReply
@@ -511,24 +540,46 @@ impl Call {
             Status::InternalError if self.request.is_release() => {
                 self.end(Outcome::InDoubt(DoubtCause::InternalError));
             }
-            status => {
-                let lease_start = self
-                    .timer
-                    .lease_start(reply.attempt)
-                    .unwrap_or(self.started);
-                debug_assert!(
-                    lease_start <= now,
-                    "a lease starts at a send, before its reply"
-                );
-                self.end(Outcome::Answered {
-                    status,
-                    attempt: reply.attempt,
-                    lease_start,
-                });
+            _ => {
+                let outcome = self.answered(now, reply);
+                self.end(outcome);
             }
         }
         self.check();
         Handled::Accepted
+    }
+
+    /// The outcome a final `reply` gives: its status, and the lease counted from the send
+    /// of the copy it echoes (spec §6.4).
+    fn answered(&self, now: Instant, reply: &Reply<'_>) -> Outcome {
+        let lease_start = self
+            .timer
+            .lease_start(reply.attempt)
+            .unwrap_or(self.started);
+        debug_assert!(
+            lease_start <= now,
+            "a lease starts at a send, before its reply"
+        );
+        Outcome::Answered {
+            status: reply.status,
+            attempt: reply.attempt,
+            lease_start,
+        }
+    }
+
+    /// Whether an unsealed refusal may end this sealed call (spec §7.1.10 rule 2). Only
+    /// where a forged one cannot hurt: an ACQUIRE not told WAITING (a genuine
+    /// UNAUTHENTICATED comes before any WAITING, and a copy the forger hid the answer to can
+    /// at most leave a phantom hold ending at its lease, as any unanswered ACQUIRE's,
+    /// §7.1.5), and a STATUS (a read). Never a RELEASE (it would settle nothing the server
+    /// did: a late copy could free a hold taken again, §7.1.5 "Doubts"), a RENEW or
+    /// KEEPALIVE (the hold's fate stays unknown), a CANCEL_WAIT or a CONFIGURE.
+    fn ends_on_unsealed(&self) -> bool {
+        match self.request.msg_type {
+            MessageType::Acquire => !self.timer.is_waiting(),
+            MessageType::Status => true,
+            _ => false,
+        }
     }
 
     /// The client's routes were replaced under the call, `old` by `new` (discovery read a
@@ -592,6 +643,7 @@ impl Call {
         if self.request.is_release() {
             Outcome::InDoubt(match self.overloaded {
                 Some(retry_after_ms) => DoubtCause::Overloaded { retry_after_ms },
+                None if self.unsealed_refused => DoubtCause::Unsealed,
                 None => DoubtCause::Silence,
             })
         } else {

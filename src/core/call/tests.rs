@@ -1625,37 +1625,189 @@ fn a_sealed_call_believes_only_its_keys_seal() {
     ));
 }
 
-/// Spec §7.1.10 rules 2 and 3: UNAUTHENTICATED comes unsealed (the server has no key to
-/// seal with) and is final for a sealed call, as is an ERROR_REPLY (never sealed: an older
-/// server's UNSUPPORTED for the AUTH flag); FORBIDDEN comes sealed and is final too. None
-/// is retried.
+/// Spec §7.1.10 rules 2 and 3: FORBIDDEN comes sealed and is final for every sealed call;
+/// UNAUTHENTICATED comes unsealed (the server has no key to seal with), as does an
+/// ERROR_REPLY (an older server's UNSUPPORTED for the AUTH flag), and either ends an
+/// ACQUIRE that was not told WAITING (a forged one can leave at most a phantom hold, as a
+/// late copy can) and a STATUS (a read). None is retried.
 #[test]
-fn unsealed_unauthenticated_and_sealed_forbidden_are_final() {
+fn sealed_forbidden_is_final_and_unsealed_refusals_end_only_a_fresh_acquire() {
     let mut h = Harness::new(1);
-    for (status, seal, error_reply) in [
-        (Status::Unauthenticated, Seal::Unsealed, false),
-        (Status::Forbidden, Seal::Verified, false),
-        (Status::Unsupported, Seal::Unsealed, true),
+    let final_cases = [
+        (
+            MessageType::Release,
+            Status::Forbidden,
+            Seal::Verified,
+            false,
+        ),
+        (MessageType::Renew, Status::Forbidden, Seal::Verified, false),
+        (
+            MessageType::Acquire,
+            Status::Forbidden,
+            Seal::Verified,
+            false,
+        ),
+        (
+            MessageType::Acquire,
+            Status::Unauthenticated,
+            Seal::Unsealed,
+            false,
+        ),
+        (
+            MessageType::Acquire,
+            Status::Unsupported,
+            Seal::Unsealed,
+            true,
+        ),
+        (
+            MessageType::Status,
+            Status::Unauthenticated,
+            Seal::Unsealed,
+            false,
+        ),
+    ];
+    for (msg_type, status, seal, error_reply) in final_cases {
+        let mut call = sealed_call(&h, msg_type);
+        let mut reply = answer(&call, 0, status);
+        if error_reply {
+            reply.msg_type = MessageType::ErrorReply;
+        }
+        let handled = h.sealed_reply(&mut call, at(10), node(0), reply, seal);
+        assert_eq!(handled, Handled::Accepted, "{msg_type:?} {status:?}");
+        assert_eq!(
+            call.outcome(),
+            Some(Outcome::Answered {
+                status,
+                attempt: 0,
+                lease_start: at(0)
+            }),
+            "{msg_type:?} {status:?}: final"
+        );
+    }
+}
+
+/// Spec §7.1.10 rule 2, §12 "Forged refusals": an unsealed refusal may be forged by anyone
+/// who read the request's ids off the network, so it never ends a sealed RELEASE (a forged
+/// answer would settle nothing the server did, and a late copy of the real RELEASE could
+/// then free a hold the client took again), RENEW, KEEPALIVE, CANCEL_WAIT or CONFIGURE, nor
+/// an ACQUIRE told WAITING. It is rejected and counted; the call goes on retransmitting to
+/// its deadline, where a RELEASE is a doubt as after silence.
+#[test]
+fn an_unsealed_refusal_ends_no_sealed_release_renew_or_waited_acquire() {
+    let mut h = Harness::new(1);
+    let refusals = [
+        (Status::Unauthenticated, false),
+        (Status::Unsupported, true),
+        (Status::Malformed, true),
+        (Status::Unauthenticated, true),
+    ];
+    for msg_type in [
+        MessageType::Release,
+        MessageType::Renew,
+        MessageType::Keepalive,
+        MessageType::CancelWait,
+        MessageType::Configure,
     ] {
-        for msg_type in [MessageType::Release, MessageType::Acquire] {
-            let mut call = sealed_call(&h, msg_type);
+        let mut call = sealed_call(&h, msg_type);
+        for (status, error_reply) in refusals {
             let mut reply = answer(&call, 0, status);
             if error_reply {
                 reply.msg_type = MessageType::ErrorReply;
             }
-            let handled = h.sealed_reply(&mut call, at(10), node(0), reply, seal);
-            assert_eq!(handled, Handled::Accepted, "{status:?}");
-            assert_eq!(
-                call.outcome(),
-                Some(Outcome::Answered {
-                    status,
-                    attempt: 0,
-                    lease_start: at(0)
-                }),
-                "{status:?} {msg_type:?}: final, a RELEASE's too (no doubt)"
+            let handled = h.sealed_reply(&mut call, at(10), node(0), reply, Seal::Unsealed);
+            assert!(
+                matches!(handled, Handled::Rejected(Rejected::Seal(_))),
+                "{msg_type:?} {status:?}: {handled:?}"
             );
+            assert_eq!(call.outcome(), None, "{msg_type:?} {status:?}");
         }
+        let copies = h.run(&mut call, at(1_000_000));
+        assert!(!copies.is_empty(), "{msg_type:?}: retransmitted");
+        let expected = if msg_type == MessageType::Release {
+            Outcome::InDoubt(DoubtCause::Unsealed)
+        } else {
+            Outcome::GaveUp { overloaded: None }
+        };
+        assert_eq!(call.outcome(), Some(expected), "{msg_type:?}");
     }
+    // An ACQUIRE told WAITING (sealed) is queued at a server that knows the key.
+    let mut call = h.call(
+        at(0),
+        h.request(MessageType::Acquire, 1, 5_000).sealed(true),
+        ms(100),
+    );
+    sent(&mut call);
+    let waiting = answer(&call, 0, Status::Waiting);
+    h.sealed_reply(&mut call, at(10), node(0), waiting, Seal::Verified);
+    let refusal = answer(&call, 0, Status::Unauthenticated);
+    assert!(matches!(
+        h.sealed_reply(&mut call, at(20), node(0), refusal, Seal::Unsealed),
+        Handled::Rejected(Rejected::Seal(_))
+    ));
+    assert_eq!(call.outcome(), None);
+    // Not final statuses in an unsealed ERROR_REPLY move nothing: no redirect, no pause.
+    let mut call = sealed_call(&h, MessageType::Acquire);
+    for status in [Status::NotLeader, Status::Overloaded, Status::Retry] {
+        let reply = Reply {
+            msg_type: MessageType::ErrorReply,
+            hint: Hint::Leader(node(1)),
+            ..answer(&call, 0, status)
+        };
+        let handled = h.sealed_reply(&mut call, at(10), node(0), reply, Seal::Unsealed);
+        assert!(
+            matches!(handled, Handled::Rejected(Rejected::Seal(_))),
+            "{status:?}"
+        );
+        assert_eq!(call.outcome(), None);
+        assert_eq!(call.poll_transmit(), None);
+        assert_eq!(call.destination(), node(0));
+    }
+}
+
+/// The attack of the brief (spec §12, "Forged refusals"): a sealed RELEASE left in doubt is
+/// sent again before the next ACQUIRE; a forged unsealed UNAUTHENTICATED (or ERROR_REPLY)
+/// to that copy must not settle it, or the ACQUIRE would leave and a late copy of the
+/// RELEASE free the new hold. Only the key's sealed answer settles it.
+#[test]
+fn an_unsealed_refusal_settles_no_doubt() {
+    let mut h = Harness::new(1);
+    let mut doubts: Doubts<()> = Doubts::new();
+    let mut release = h.call(
+        at(0),
+        h.request(MessageType::Release, 5, 0).sealed(true),
+        ms(10),
+    );
+    h.run(&mut release, at(1_000_000));
+    doubts.keep(b"r", b"c", (), release);
+    let Settle::Resend(resend) = doubts.begin_settle(at(20_000), b"r", b"c", |_| {}) else {
+        panic!("the doubt is sent again")
+    };
+    let mut call = resend.call(at(20_000), at(30_000), &h.rtt, &h.routes);
+    let copy = sent(&mut call);
+    for error_reply in [false, true] {
+        let mut forged = answer(&call, copy.attempt, Status::Unauthenticated);
+        if error_reply {
+            forged.msg_type = MessageType::ErrorReply;
+        }
+        h.sealed_reply(&mut call, at(20_010), node(0), forged, Seal::Unsealed);
+    }
+    h.run(&mut call, at(1_000_000));
+    assert_eq!(call.outcome(), Some(Outcome::InDoubt(DoubtCause::Unsealed)));
+    assert!(!doubts.end_settle(call, |_| {}), "not settled");
+    assert_eq!(doubts.len(), 1);
+
+    let Settle::Resend(resend) = doubts.begin_settle(at(40_000), b"r", b"c", |_| {}) else {
+        panic!("still a doubt")
+    };
+    let mut call = resend.call(at(40_000), at(50_000), &h.rtt, &h.routes);
+    let copy = sent(&mut call);
+    let genuine = answer(&call, copy.attempt, Status::Ok);
+    h.sealed_reply(&mut call, at(40_010), node(0), genuine, Seal::Verified);
+    assert!(
+        doubts.end_settle(call, |_| {}),
+        "the key's answer settles it"
+    );
+    assert!(doubts.is_empty());
 }
 
 /// A call without a key takes unsealed replies as before, and drops a sealed one: a seal

@@ -208,6 +208,38 @@ fn refusal_and_token_change_are_losses() {
     assert!(events(&mut r).is_empty());
 }
 
+/// FORBIDDEN (spec §7.1.10 rule 3: the key may no longer renew this owner's hold) loses the
+/// hold at once, long before its give-up instant, and for good: no retry is scheduled, and
+/// a late OK changes nothing. The other hold of the group is not touched.
+#[test]
+fn a_forbidden_renewal_is_a_loss_not_retried() {
+    let mut r = rules(3);
+    r.add(at(0), 1, spec(0, 3_000, at(0)));
+    r.add(at(0), 2, spec(0, 3_000, at(0)));
+    let groups = r.poll_renewals(at(1_000));
+    assert_eq!(groups.len(), 1);
+    r.handle_outcome(at(1_001), 1, RenewOutcome::Forbidden);
+    r.handle_outcome(at(1_001), 2, renewed(at(1_000), 3_000));
+    let seen = events(&mut r);
+    assert_eq!(
+        seen[0],
+        Event::Lost {
+            id: 1,
+            reason: LossReason::Forbidden
+        }
+    );
+    assert!(matches!(seen[1], Event::Renewed { id: 2, .. }));
+    assert_eq!(r.len(), 1, "only the forbidden hold is forgotten");
+    assert_eq!(r.validity(1), None);
+    r.handle_outcome(at(1_002), 1, renewed(at(1_000), 3_000));
+    assert!(events(&mut r).is_empty());
+    // Its renewals are over: the next groups name hold 2 only.
+    let next = r.poll_timeout().unwrap();
+    for group in r.poll_renewals(next) {
+        assert_eq!(group.holds, [2]);
+    }
+}
+
 /// Unanswered attempts (cut short by another shard's group due at once) are retried after a
 /// short pause until the give-up instant, which loses the holds: before the validity ends, by
 /// the margin.
