@@ -165,10 +165,15 @@ fn run_command(a: RunArgs) -> Result<u8, (u8, String)> {
                 a.resource, a.wait
             ),
         ),
-        // The default owner (`<session hex>-<n>`) is under no key's prefix.
+        // The default owner is `<prefix><session hex>-<n>`, the prefix the first on the key
+        // file's key line: a key line without one (or a server authorizing another prefix)
+        // leaves it under no prefix the key covers.
         e @ LockError::Forbidden { .. } if a.owner.is_none() => (
             EXIT_FAILED,
-            format!("{e} (pass --owner with a client id under your key's prefix)"),
+            format!(
+                "{e} (the default owner takes the first prefix on your key line; add it there, \
+                 or pass --owner with a client id under your key's prefix)"
+            ),
         ),
         e => failed(e),
     })?;
