@@ -60,8 +60,10 @@
 //!    operation (client → leader → both followers → leader on the first ack → client) through
 //!    threads that do nothing else, with the datagram sizes of a real acquire, pinned like
 //!    the nodes (module `floors`, which says why the first ack is the floor). Its row follows
-//!    the raw round trip's; the acquire's and the release's notes give their p50 as a multiple
-//!    of it (`p50_ratio_to_replication_floor` in JSON; issue 13's target: ≤ 1.15×).
+//!    the raw round trip's, with the CPU its threads spent per operation (the CPU floor of
+//!    one replicated operation, `server_cpu_us_per_grant` in JSON); the acquire's and the
+//!    release's notes give their p50 as a multiple of it (`p50_ratio_to_replication_floor` in
+//!    JSON; issue 13's target: ≤ 1.15×).
 //! 2. `acquire`, `release`, `acquire+release` — one client, uncontended, on distinct
 //!    resources (spread over every shard), at the held-lock scale asked for (`--held`,
 //!    default 1,000 other locks held). Issue 3's target for a replicated cluster: acquire p50

@@ -28,8 +28,12 @@ pub struct PhaseReport {
     /// Node replicas in this process that the node CPU and memory figures cover (0: the
     /// service is elsewhere, no such figures).
     pub replicas: usize,
-    /// Contention runs: CPU time of all node threads per grant, when embedded.
+    /// Contention runs: CPU time of all node threads per grant, when embedded. The
+    /// replication floor's row: CPU time of the pattern's threads (leader and followers) per
+    /// operation, the CPU floor of one replicated operation.
     pub server_cpu_us_per_grant: Option<f64>,
+    /// `server_cpu_us_per_grant` is the replication floor's threads', not the nodes'.
+    pub cpu_of_floor: bool,
     /// Contention runs: fewest and most grants any one client got (equal shares = FIFO).
     pub grants_min_max: Option<(u64, u64)>,
     /// Held-scale runs: resident memory per held lock and per replica, when embedded.
@@ -85,6 +89,7 @@ pub(super) fn summarize(
         goal: None,
         replicas: 0,
         server_cpu_us_per_grant: None,
+        cpu_of_floor: false,
         grants_min_max: None,
         rss_bytes_per_held_lock: None,
         ops_ratio_to_first: None,
@@ -137,8 +142,12 @@ pub fn format_phase(p: &PhaseReport) -> String {
     if let Some(ratio) = p.p50_ratio_to_replication_floor {
         notes.push(format!("{ratio:.2}x the replication floor"));
     }
-    if let Some(cpu) = p.server_cpu_us_per_grant {
-        notes.push(format!("node cpu {cpu:.2} µs/grant{per_replica}"));
+    match p.server_cpu_us_per_grant {
+        Some(cpu) if p.cpu_of_floor => {
+            notes.push(format!("cpu {cpu:.2} µs/op (leader + followers)"));
+        }
+        Some(cpu) => notes.push(format!("node cpu {cpu:.2} µs/grant{per_replica}")),
+        None => {}
     }
     if let Some((lo, hi)) = p.grants_min_max {
         notes.push(format!("grants/client {lo}..{hi}"));

@@ -83,9 +83,12 @@ pub(super) fn uncontended(
     let warmup = (iterations / 10).max(100);
     let mut lost = 0;
     let mut started = Instant::now();
+    let floor_threads = replication.map(ReplicationFloor::threads_cpu);
+    let mut floor_cpu_before = None;
     for i in 0..iterations + warmup {
         if i == warmup {
             started = Instant::now();
+            floor_cpu_before = floor_threads.as_ref().and_then(|t| t.read());
         }
         let round_trip = echo.round_trip();
         let pattern = replication.map(ReplicationFloor::round_trip);
@@ -111,6 +114,13 @@ pub(super) fn uncontended(
         }
     }
     let elapsed = started.elapsed();
+    let floor_cpu = match (
+        floor_cpu_before,
+        floor_threads.as_ref().and_then(|t| t.read()),
+    ) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     if lost > 0 {
         log::warn!("raw RTT and replication floor: {lost} round trips lost on loopback");
     }
@@ -130,6 +140,10 @@ pub(super) fn uncontended(
     if let Some(floor) = replication {
         let mut row = summarize(&floor.label(), &replicated, elapsed, floor_p50);
         row.ops_per_sec = back_to_back_ops_per_sec(&replicated);
+        // The pattern's threads do nothing else: their CPU per operation is its CPU floor.
+        row.server_cpu_us_per_grant =
+            floor_cpu.map(|ns| ns as f64 / 1_000.0 / replicated.len().max(1) as f64);
+        row.cpu_of_floor = true;
         // One acquire or one release is one replicated operation; the pair is two.
         for single in &mut rows[1..3] {
             single.p50_ratio_to_replication_floor = ratio(single.p50_us, row.p50_us);
