@@ -232,6 +232,7 @@ pub struct BenchPhase<'a> {
     pub max_us: Option<f64>,
     pub ops_per_sec: Option<f64>,
     pub p50_ratio_to_rtt: Option<f64>,
+    pub p50_ratio_to_replication_floor: Option<f64>,
     pub goal: Option<&'a str>,
     pub replicas: usize,
     pub server_cpu_us_per_grant: Option<f64>,

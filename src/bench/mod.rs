@@ -48,9 +48,22 @@
 //!
 //! # Phases
 //!
+//! 0. `[disk] fdatasync 128 B (1 writer)` and `(N writers at once)` — `--disk-floor [DIR]`
+//!    only, once per run before the placements: the disk floor of a node that syncs, one
+//!    writer alone and one per node at once (module `floors`). The embedded cluster runs in
+//!    memory mode, so it is for a `--durability fsync` service measured with `--servers`.
 //! 1. `raw udp rtt` — echo of a 76-byte datagram (the size of an acquire and its reply),
 //!    interleaved with phase 2 (one echo, one acquire, one release per iteration) so that the
-//!    floor and the figures divided by it are measured under the same conditions.
+//!    floor and the figures divided by it are measured under the same conditions. A
+//!    replicated service (an embedded cluster, or several `--servers`) has a second floor in
+//!    the same loop: `replication floor (1 of 2 acks)`, the message pattern of one replicated
+//!    operation (client → leader → both followers → leader on the first ack → client) through
+//!    threads that do nothing else, with the datagram sizes of a real acquire, pinned like
+//!    the nodes (module `floors`, which says why the first ack is the floor). Its row follows
+//!    the raw round trip's, with the CPU its threads spent per operation (the CPU floor of
+//!    one replicated operation, `server_cpu_us_per_grant` in JSON); the acquire's and the
+//!    release's notes give their p50 as a multiple of it (`p50_ratio_to_replication_floor` in
+//!    JSON; issue 13's target: ≤ 1.15×).
 //! 2. `acquire`, `release`, `acquire+release` — one client, uncontended, on distinct
 //!    resources (spread over every shard), at the held-lock scale asked for (`--held`,
 //!    default 1,000 other locks held). Issue 3's target for a replicated cluster: acquire p50
@@ -113,6 +126,7 @@
 //! This module holds the options ([`BenchConfig`]) and the runner ([`run`]: one driver
 //! thread per placement, the phases in order); the report and its table and JSON forms are
 //! in `report`; every phase has a module of its own: `rtt` (the raw round trip, the floor),
+//! `floors` (the replication message-pattern floor and the disk floor),
 //! `uncontended` (phases 1 and 2), `throughput` (3), `contention` (4, the hand-offs),
 //! `failover` (5), `peer_keys` (6) and `client_keys` (7). `placement` pins the threads, `embedded` starts and
 //! watches the measured service, and `usage` reads node CPU time and resident memory.
@@ -122,6 +136,7 @@ mod client_keys;
 mod contention;
 mod embedded;
 mod failover;
+mod floors;
 mod peer_keys;
 mod placement;
 mod report;
@@ -131,6 +146,7 @@ mod uncontended;
 mod usage;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -145,6 +161,7 @@ use client_keys::client_keys;
 use contention::contention;
 use embedded::{cluster_template, shard_terms, wait_for_leaders, Embedded};
 use failover::failover;
+use floors::{acks_needed, disk_floor, ReplicationFloor};
 use peer_keys::peer_keys;
 use placement::{allowed_cpus, pin_current};
 use rtt::Echo;
@@ -191,6 +208,10 @@ pub struct BenchConfig {
     /// Run phase 7, `client keys` (`--client-keys both`): the acquire with and without a
     /// client key, side by side.
     pub client_keys_both: bool,
+    /// Measure the disk floor (`--disk-floor [DIR]`): `fdatasync` of 128-byte appends to
+    /// files in this directory, one writer alone and one per node at once (`floors`).
+    /// `None`: not measured (the embedded cluster runs in memory mode and never syncs).
+    pub disk_floor: Option<PathBuf>,
 }
 
 /// The client ids the benchmark acts as: the first key of a `--client-key-file` must
@@ -219,6 +240,7 @@ impl Default for BenchConfig {
             progress: true,
             client_keys: None,
             client_keys_both: false,
+            disk_floor: None,
         }
     }
 }
@@ -253,6 +275,15 @@ impl BenchConfig {
         if self.throughput_clients.contains(&0) || self.contenders.contains(&0) {
             return invalid("client counts must be at least 1");
         }
+        if let Some(dir) = &self.disk_floor {
+            if !dir.is_dir() {
+                return invalid(&format!(
+                    "--disk-floor {}: not a directory (name one on the file system of the \
+                     nodes' data directories)",
+                    dir.display()
+                ));
+            }
+        }
         if let Some(keys) = &self.client_keys {
             let Some(key) = keys.first_key() else {
                 return invalid("--client-key-file lists no key (only a `none` line)");
@@ -281,6 +312,25 @@ impl BenchConfig {
     fn embedded_cluster(&self) -> bool {
         self.servers.is_empty() && self.nodes >= 2
     }
+
+    /// Voters of the measured service when it replicates (an embedded cluster, or several
+    /// `--servers`, taken as one shard's voters): the shape of its replication floor.
+    fn replicated_nodes(&self) -> Option<usize> {
+        match (self.servers.len(), self.nodes) {
+            (0, n) if n >= 2 => Some(n),
+            (n, _) if n >= 2 => Some(n),
+            _ => None,
+        }
+    }
+
+    /// Writers of the disk floor's "at once" run: one per node of the measured service.
+    fn disk_writers(&self) -> usize {
+        match self.servers.len() {
+            0 => self.nodes,
+            n => n,
+        }
+        .max(1)
+    }
 }
 
 fn join_addrs(addrs: &[SocketAddr]) -> String {
@@ -305,6 +355,23 @@ pub fn run(
     config.validate()?;
     let mut phases = Vec::new();
     let mut notes = Vec::new();
+    if let Some(dir) = &config.disk_floor {
+        let writers = config.disk_writers();
+        if config.progress {
+            eprintln!(
+                "bench: disk floor: fdatasync in {}, 1 writer, then {writers} at once",
+                dir.display()
+            );
+        }
+        // The disk is not a placement's: measured once, on unpinned threads.
+        let (rows, note) = disk_floor(dir, writers, config.iterations.clamp(100, 2_000))?;
+        for mut row in rows {
+            row.name = format!("[disk] {}", row.name);
+            print(&row);
+            phases.push(row);
+        }
+        notes.push(format!("[disk] {note}"));
+    }
     let mut addrs = Vec::new();
     let allowed = allowed_cpus();
     for &placement in placements {
@@ -490,6 +557,14 @@ fn run_placement(
     };
 
     let echo = Echo::start(server_cpu)?;
+    let replication = match config.replicated_nodes() {
+        Some(nodes) => Some(ReplicationFloor::start(
+            nodes - 1,
+            acks_needed(nodes),
+            server_cpu,
+        )?),
+        None => None,
+    };
     // The floor of the later runs: the raw round trip of the last uncontended run.
     let mut rtt_p50 = 0.0;
     let client = servers.client()?;
@@ -524,15 +599,24 @@ fn run_placement(
             config.iterations
         ));
         let before = terms();
-        let mut reports = uncontended(&client, &echo, config.iterations, held)?;
+        let mut reports = uncontended(
+            &client,
+            &echo,
+            replication.as_ref(),
+            config.iterations,
+            held,
+        )?;
         let changed = elections(&before);
         for r in &mut reports {
             r.elections = changed;
         }
         rtt_p50 = reports[0].p50_us;
-        reports[1].rss_bytes_per_held_lock = rss_per_lock;
+        // The acquire's row follows the floors' rows.
+        let acquire = usize::from(replication.is_some()) + 1;
+        reports[acquire].rss_bytes_per_held_lock = rss_per_lock;
         if config.embedded_cluster() {
-            reports[1].goal = Some("replicated: p50 <= 2.5x rtt (floor ~2x)");
+            reports[acquire].goal =
+                Some("replicated: p50 <= 2.5x rtt (floor ~2x), <= 1.15x the replication floor");
         }
         for r in reports {
             emit(r);
@@ -598,6 +682,7 @@ fn run_placement(
         emit(r);
     }
     drop(echo);
+    drop(replication);
     // The measured cluster stops before the failover clusters start: their threads would
     // otherwise compete with it for the same CPU.
     drop(embedded);

@@ -20,13 +20,20 @@ pub struct PhaseReport {
     pub ops_per_sec: f64,
     /// p50 divided by the raw round trip's p50 of the same run; 0 where it means nothing.
     pub p50_ratio_to_rtt: f64,
+    /// Replicated acquire and release: p50 divided by the p50 of the replication
+    /// message-pattern floor measured in the same loop (`floors`).
+    pub p50_ratio_to_replication_floor: Option<f64>,
     /// The target for this figure, in words, where it has one.
     pub goal: Option<&'static str>,
     /// Node replicas in this process that the node CPU and memory figures cover (0: the
     /// service is elsewhere, no such figures).
     pub replicas: usize,
-    /// Contention runs: CPU time of all node threads per grant, when embedded.
+    /// Contention runs: CPU time of all node threads per grant, when embedded. The
+    /// replication floor's row: CPU time of the pattern's threads (leader and followers) per
+    /// operation, the CPU floor of one replicated operation.
     pub server_cpu_us_per_grant: Option<f64>,
+    /// `server_cpu_us_per_grant` is the replication floor's threads', not the nodes'.
+    pub cpu_of_floor: bool,
     /// Contention runs: fewest and most grants any one client got (equal shares = FIFO).
     pub grants_min_max: Option<(u64, u64)>,
     /// Held-scale runs: resident memory per held lock and per replica, when embedded.
@@ -78,9 +85,11 @@ pub(super) fn summarize(
         } else {
             0.0
         },
+        p50_ratio_to_replication_floor: None,
         goal: None,
         replicas: 0,
         server_cpu_us_per_grant: None,
+        cpu_of_floor: false,
         grants_min_max: None,
         rss_bytes_per_held_lock: None,
         ops_ratio_to_first: None,
@@ -130,8 +139,15 @@ pub fn format_phase(p: &PhaseReport) -> String {
     } else {
         String::new()
     };
-    if let Some(cpu) = p.server_cpu_us_per_grant {
-        notes.push(format!("node cpu {cpu:.2} µs/grant{per_replica}"));
+    if let Some(ratio) = p.p50_ratio_to_replication_floor {
+        notes.push(format!("{ratio:.2}x the replication floor"));
+    }
+    match p.server_cpu_us_per_grant {
+        Some(cpu) if p.cpu_of_floor => {
+            notes.push(format!("cpu {cpu:.2} µs/op (leader + followers)"));
+        }
+        Some(cpu) => notes.push(format!("node cpu {cpu:.2} µs/grant{per_replica}")),
+        None => {}
     }
     if let Some((lo, hi)) = p.grants_min_max {
         notes.push(format!("grants/client {lo}..{hi}"));
@@ -205,6 +221,7 @@ pub fn to_json(r: &BenchReport) -> String {
             max_us: rounded(p.max_us),
             ops_per_sec: positive(p.ops_per_sec),
             p50_ratio_to_rtt: positive(p.p50_ratio_to_rtt),
+            p50_ratio_to_replication_floor: p.p50_ratio_to_replication_floor.and_then(rounded),
             goal: p.goal,
             replicas: p.replicas,
             server_cpu_us_per_grant: p.server_cpu_us_per_grant.and_then(rounded),
@@ -241,6 +258,7 @@ mod json_tests {
         phase.p50_us = f64::NAN;
         phase.server_cpu_us_per_grant = Some(f64::INFINITY);
         phase.grants_min_max = Some((3, 5));
+        phase.p50_ratio_to_replication_floor = Some(1.25);
         let report = BenchReport {
             target: "embedded \"x\"".into(),
             cpus: 2,
@@ -255,6 +273,7 @@ mod json_tests {
         assert_eq!(p["grants_per_client_min"], 3);
         assert_eq!(p["grants_per_client_max"], 5);
         assert_eq!(p["samples"], 0);
+        assert_eq!(p["p50_ratio_to_replication_floor"], 1.25);
         assert!(p["first_clients"].is_null());
         assert_eq!(v["target"], "embedded \"x\"");
         assert_eq!(v["notes"][0], "a note");
@@ -269,6 +288,7 @@ mod json_tests {
             "max_us",
             "ops_per_sec",
             "p50_ratio_to_rtt",
+            "p50_ratio_to_replication_floor",
             "goal",
             "replicas",
             "server_cpu_us_per_grant",

@@ -1,5 +1,6 @@
 //! Phases 1 and 2: one client, uncontended, acquire and release on distinct resources,
-//! interleaved with the raw round trip, at the scale of locks held asked for (`--held`).
+//! interleaved with the raw round trip (and, for a replicated service, the replication
+//! message-pattern floor), at the scale of locks held asked for (`--held`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -7,6 +8,7 @@ use std::time::Instant;
 use crate::client::Client;
 use crate::error::LockError;
 
+use super::floors::ReplicationFloor;
 use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
 use super::rtt::Echo;
 use super::PhaseReport;
@@ -61,10 +63,13 @@ pub(super) fn hold_locks(
 /// on the calling thread. The three are interleaved, one of each per iteration, so the floor
 /// and the figures compared with it see the same scheduling and load: on a 2-vCPU machine a
 /// round trip costs ~11 µs when both threads share a vCPU and ~55 µs across vCPUs, and
-/// measuring them in separate phases could compare one case with the other.
+/// measuring them in separate phases could compare one case with the other. With a
+/// `replication` floor, one round of its message pattern joins each iteration, its row follows
+/// the raw round trip's, and the acquire and release are also divided by it.
 pub(super) fn uncontended(
     client: &Client,
     echo: &Echo,
+    replication: Option<&ReplicationFloor>,
     iterations: u64,
     held: u64,
 ) -> Result<Vec<PhaseReport>, LockError> {
@@ -74,14 +79,19 @@ pub(super) fn uncontended(
         .collect();
     let (mut rtt, mut acq, mut rel, mut pair) =
         (histogram(), histogram(), histogram(), histogram());
+    let mut replicated = histogram();
     let warmup = (iterations / 10).max(100);
     let mut lost = 0;
     let mut started = Instant::now();
+    let floor_threads = replication.map(ReplicationFloor::threads_cpu);
+    let mut floor_cpu_before = None;
     for i in 0..iterations + warmup {
         if i == warmup {
             started = Instant::now();
+            floor_cpu_before = floor_threads.as_ref().and_then(|t| t.read());
         }
         let round_trip = echo.round_trip();
+        let pattern = replication.map(ReplicationFloor::round_trip);
         let name = &names[i as usize % names.len()];
         let t0 = Instant::now();
         client.acquire(name, "bench-client", 1_000, Some(10_000))?;
@@ -93,14 +103,26 @@ pub(super) fn uncontended(
                 Some(d) => record(&mut rtt, d),
                 None => lost += 1,
             }
+            match pattern {
+                Some(Some(d)) => record(&mut replicated, d),
+                Some(None) => lost += 1,
+                None => {}
+            }
             record(&mut acq, t1 - t0);
             record(&mut rel, t2 - t1);
             record(&mut pair, t2 - t0);
         }
     }
     let elapsed = started.elapsed();
+    let floor_cpu = match (
+        floor_cpu_before,
+        floor_threads.as_ref().and_then(|t| t.read()),
+    ) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     if lost > 0 {
-        log::warn!("raw RTT: {lost} echoes lost on loopback");
+        log::warn!("raw RTT and replication floor: {lost} round trips lost on loopback");
     }
     let label = |what: &str| format!("{what} ({held} held)");
     let floor = summarize_floor("raw udp rtt", &rtt, elapsed);
@@ -115,5 +137,23 @@ pub(super) fn uncontended(
     for (row, h) in rows.iter_mut().zip([&rtt, &acq, &rel, &pair]) {
         row.ops_per_sec = back_to_back_ops_per_sec(h);
     }
+    if let Some(floor) = replication {
+        let mut row = summarize(&floor.label(), &replicated, elapsed, floor_p50);
+        row.ops_per_sec = back_to_back_ops_per_sec(&replicated);
+        // The pattern's threads do nothing else: their CPU per operation is its CPU floor.
+        row.server_cpu_us_per_grant =
+            floor_cpu.map(|ns| ns as f64 / 1_000.0 / replicated.len().max(1) as f64);
+        row.cpu_of_floor = true;
+        // One acquire or one release is one replicated operation; the pair is two.
+        for single in &mut rows[1..3] {
+            single.p50_ratio_to_replication_floor = ratio(single.p50_us, row.p50_us);
+        }
+        rows.insert(1, row);
+    }
     Ok(rows)
+}
+
+/// `a / b`, when `b` is a measured figure.
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
 }

@@ -15,12 +15,18 @@ impl NodeCpu {
 
     /// The node threads whose name `keep` accepts.
     pub(super) fn find_named(keep: impl Fn(&str) -> bool) -> NodeCpu {
+        NodeCpu::threads(|comm| comm.starts_with("udplock-node") && keep(comm))
+    }
+
+    /// Every thread of this process whose name `keep` accepts (node threads or not, e.g. the
+    /// replication floor's).
+    pub(super) fn threads(keep: impl Fn(&str) -> bool) -> NodeCpu {
         let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten();
         let paths = tasks
             .flatten()
             .filter(|task| {
                 std::fs::read_to_string(task.path().join("comm"))
-                    .is_ok_and(|comm| comm.trim().starts_with("udplock-node") && keep(comm.trim()))
+                    .is_ok_and(|comm| keep(comm.trim()))
             })
             .map(|task| task.path().join("schedstat"))
             .collect();

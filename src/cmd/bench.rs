@@ -67,6 +67,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "MODE", default_value = "as-given",
           value_parser = ["as-given", "both"])]
     client_keys: String,
+    /// Also measure the disk floor: fdatasync of 128-byte appends to files in DIR (default:
+    /// the current directory), one writer alone and one per node at once. Name a directory
+    /// on the file system of the nodes' data directories; the embedded cluster runs in memory
+    /// mode, so this is the floor of a `--durability fsync` service measured with --servers.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = ".")]
+    disk_floor: Option<std::path::PathBuf>,
     /// Print one JSON object with every figure instead of the table.
     #[arg(long)]
     json: bool,
@@ -98,6 +104,7 @@ pub fn run(a: BenchArgs) -> Result<(), LockError> {
             None => None,
         },
         client_keys_both: a.client_keys == "both",
+        disk_floor: a.disk_floor,
     };
     config.validate()?;
     let placements = match &a.placement {

@@ -423,6 +423,19 @@ fn out_of_range_durations_name_the_flag_and_the_limit() {
     assert!(err.contains("--throughput-time"), "{err}");
 }
 
+/// Issue 13 item 5: `bench --disk-floor DIR` measures fdatasync in DIR, which must be a
+/// directory (on the nodes' data-directory file system); anything else is refused before a
+/// phase runs.
+#[test]
+fn bench_refuses_a_disk_floor_that_is_not_a_directory() {
+    let (code, err) = refused(&["bench", "--disk-floor", "/nonexistent/udplock-disk-floor"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--disk-floor") && err.contains("not a directory"),
+        "{err}"
+    );
+}
+
 /// Issue 11 item 6: a field the server refuses as out of range (INVALID_ARGUMENT) is named,
 /// with the value asked and the server's limit, which the client learns from the node's
 /// settings (NODE_SETTINGS) once the refusal came. The CLI adds which flag it was.
