@@ -412,3 +412,18 @@ fn wall_clocks_are_skewed_within_the_address_token_bound() {
         "the skews never came near the bound: {widest}"
     );
 }
+
+/// Found by `udplock sim --seed 798 --nodes 3` (an `os` seed): node 1 stopped at 33 ms, a
+/// write failing, while five of its shards were still asking as new (spec §8.5 rule 6), and
+/// node 2's too; node 3 had started them fresh. Node 1 came back without `--new-cluster`, so
+/// those shards rejoined instead: each waited for two TERM_REPLYs while node 2 waited for
+/// node 1 to say "new", and no replica of them ever led (the Raft core's test
+/// `a_first_start_cut_short_ends_without_the_flag` has the same deadlock, in small). A shard
+/// marked new now starts new again. Failed first: "liveness: no replica of shard 11 held a
+/// valid leader lease within 1000000us of healing (first at None)".
+#[test]
+fn a_first_start_cut_short_ends_without_the_flag() {
+    if let Err(f) = run(&SimConfig::new(798, 3, 10)) {
+        panic!("{f}");
+    }
+}
