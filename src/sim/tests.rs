@@ -427,3 +427,49 @@ fn a_first_start_cut_short_ends_without_the_flag() {
         panic!("{f}");
     }
 }
+
+/// The checker of leaders after healing fires: here the heal is undone at once (every
+/// node-to-node link stays cut, as if no node ever campaigned successfully), so no shard
+/// can elect; the failure says so and says what each replica was doing at the end.
+#[test]
+fn a_shard_without_a_leader_after_the_heal_is_a_failure() {
+    let mut config = SimConfig::new(1, 3, 1);
+    (config.faults, config.shards) = (false, 1);
+    let mut sim = Sim::new(config).expect("starts");
+    let cut_all = |sim: &mut Sim| {
+        for a in 1..=3 {
+            for b in 1..=3 {
+                if a != b {
+                    sim.blocked.insert((a, b));
+                }
+            }
+        }
+    };
+    cut_all(&mut sim);
+    // `Sim::run`, with the links cut again after the heal.
+    while let Some(((at, _), event)) = sim.events.pop_first() {
+        if at > sim.end {
+            break;
+        }
+        sim.now = at;
+        let heal = matches!(event, Event::Heal);
+        sim.handle(event).expect("no failure before the end");
+        if heal {
+            cut_all(&mut sim);
+        }
+        sim.check_leases().expect("no lease, so no lease failure");
+    }
+    sim.now = sim.end;
+    let failure = sim.finish().expect_err("no leader after the heal");
+    assert!(
+        failure
+            .what
+            .contains("no replica of shard 0 held a valid leader lease"),
+        "{failure}"
+    );
+    assert!(failure.what.contains("(first at None)"), "{failure}");
+    assert!(
+        failure.what.contains("node 3 "),
+        "each replica described: {failure}"
+    );
+}
