@@ -473,3 +473,19 @@ fn a_shard_without_a_leader_after_the_heal_is_a_failure() {
         "each replica described: {failure}"
     );
 }
+
+/// Found by `udplock sim --seed 2635 --nodes 3` (a sweep of seeds 2000 to 3999): client 4's
+/// ACQUIRE (request 23, sent while no shard had a leader) was overtaken by the CANCEL_WAIT
+/// it sent for it at its deadline; the cancel committed first, so the table remembered the
+/// acquire as LOCK_ACQUISITION_TIMEOUT (spec §4.12, "never seen"), and a late copy of it got
+/// that answer from the session's memory, unlogged, as every duplicate is. The answer is
+/// right; the durability checker's replay counted only the answers the table emits, not the
+/// one a cancel settles. Failed first: "durability: acknowledged op 92 (client 4, Acquire
+/// ..) answered .. LockAcquisitionTimeout .., but the committed log (length 788) never
+/// answers it".
+#[test]
+fn an_acquire_settled_by_its_cancel_before_it_was_seen_is_answered_by_the_cancel() {
+    if let Err(f) = run(&SimConfig::new(2635, 3, 10)) {
+        panic!("{f}");
+    }
+}
