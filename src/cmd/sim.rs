@@ -24,6 +24,11 @@ pub struct SimArgs {
     /// shard, the others join through it without replicas (the sweep runs one seed in 7 so).
     #[arg(long)]
     joined: bool,
+    /// Follow one shard on stderr: every change of each node's replica of it (role, term,
+    /// vote, leader, commit, lease, recovery), how each start decided it, and the faults,
+    /// restarts and heal between (to read what a failing seed's shard went through).
+    #[arg(long, value_name = "SHARD")]
+    watch: Option<u32>,
 }
 
 /// Runs every seed of the range; fails if any seed failed (each failure is printed).
@@ -39,6 +44,7 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
         if let Some(shards) = a.shards {
             config.shards = shards;
         }
+        config.watch = a.watch;
         if a.joined {
             config.joined = true;
             config.membership_changes = false;

@@ -17,8 +17,8 @@
 //!     in another boot of the machine                                  dropped any of it)
 //!   the shard's files, not marked              (any)       Restore: its persisted state
 //!   marked "rejoin"                            (any)       Rejoin   (Raft::rejoin)
-//!   marked "new"                               yes         New      (Raft::start_new)
-//!   marked "new"                               no          Rejoin
+//!   marked "new"                               (any)       New      (Raft::start_new: a
+//!                                                                   first start cut short)
 //!   nothing, in a directory that holds         yes         New
 //!     nothing at all (or durability memory)    no          Rejoin
 //!   nothing, in a directory that held the      (any)       Rejoin   (files lost since)
@@ -53,6 +53,18 @@
 //! other node and starts fresh only if every one of them answers that it holds no state
 //! beyond term 0; next to a running cluster it rejoins like any replica without state, so the
 //! flag is safe to leave in a unit file.
+//!
+//! A shard marked "new" stays new on every later start, flag or no flag, until it stops
+//! asking: the mark is the storage's own record that the replica never held state and that
+//! the operator let the start that wrote it create the cluster, and that first start is not
+//! over. Its operator may well have removed the flag since (the first start is what it was
+//! for). Were such a replica to rejoin instead, a first start cut short could never end: in
+//! `udplock sim --seed 798 --nodes 3`, node 1 stopped while its replica of a shard was still
+//! asking, and so was node 2's, node 3's having started fresh; node 1's rejoining replica
+//! waited for two TERM_REPLYs, of which node 2's (asking) never came, and node 2's waited for
+//! node 1's to say "new": no leader, ever. Rule 6's safety does not rest on the `new` bit
+//! (every answer it counts comes from a node holding nothing beyond term 0, `new` or not);
+//! the bit is the operator's consent, which this replica was given.
 //!
 //! While a replica is recovering, its storage carries a [`Mark`] ([`mark`] says which), so
 //! that a crash before it has rejoined makes the next start rejoin again instead of trusting
@@ -192,8 +204,9 @@ pub fn decide(found: Found, storage_new: bool, new_cluster: bool, boot: Boot) ->
             snapshot,
             log,
         },
-        Found::Marked(Mark::New) if new_cluster => Start::New,
-        Found::Marked(_) => Start::Rejoin,
+        // A first start cut short, with or without the flag now (module docs).
+        Found::Marked(Mark::New) => Start::New,
+        Found::Marked(Mark::Rejoin) => Start::Rejoin,
         Found::Nothing if storage_new && new_cluster => Start::New,
         Found::Nothing => Start::Rejoin,
     }
@@ -320,9 +333,11 @@ mod tests {
             decide(Found::Marked(Mark::New), false, true, Boot::Kept),
             Start::New
         ));
+        // A first start cut short stays new once the operator removed the flag (module
+        // docs; `udplock sim --seed 798 --nodes 3`).
         assert!(matches!(
             decide(Found::Marked(Mark::New), false, false, Boot::Kept),
-            Start::Rejoin
+            Start::New
         ));
         assert!(Mark::Rejoin > Mark::New);
     }

@@ -448,6 +448,8 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
     // Spec §8.8: the values of the last SETTINGS apply, whatever a replica's own.
     let mut table = table.clone();
     for entry in log {
+        // The (id, target) of a CANCEL_WAIT this entry holds.
+        let mut cancel = None;
         match LogCommand::decode(&entry.data) {
             // CONFIG changes who replicates the log, not the table.
             Err(_) | Ok(LogCommand::Config { .. }) => {}
@@ -487,17 +489,45 @@ fn replay(log: &[Entry], table: &lock_table::Config) -> Replay {
             Ok(command @ LogCommand::Request { .. }) => {
                 let (stamp, request) = logged_request(&command).expect("a REQUEST command");
                 stamp_last = stamp_last.max(Instant::from_micros(stamp));
+                if let RequestBody::CancelWait {
+                    target_session,
+                    target_request,
+                    ..
+                } = request.body
+                {
+                    let target = RequestId {
+                        session: target_session,
+                        request: target_request,
+                    };
+                    cancel = Some((request.id, target));
+                }
                 if let Some(m) = model.as_mut() {
                     m.handle_request(stamp_last, request);
                 }
             }
         }
         let Some(m) = model.as_mut() else { continue };
+        let mut cancel_answer = None;
         while let Some(reply) = m.poll_reply() {
+            if cancel.is_some_and(|(id, _)| id == reply.id) {
+                cancel_answer = Some(reply.answer);
+            }
             if !matches!(reply.answer.status, Status::Waiting | Status::Overloaded) {
                 answers
                     .entry(reply.id)
                     .or_insert((reply.answer, entry.index));
+            }
+        }
+        // Spec §4.12 case 4: a CANCEL_WAIT whose target the table never saw (or answered
+        // OVERLOADED only) answers OK with every counter 0 and settles the target as
+        // LOCK_ACQUISITION_TIMEOUT, the answer every later copy of it gets from the
+        // session's memory, unlogged. This entry is then the one that answers the target.
+        if let (Some((_, target)), Some(a)) = (cancel, cancel_answer) {
+            let settled = (a.status, a.hold_count, a.waiter_count) == (Status::Ok, 0, 0);
+            if settled {
+                answers
+                    .entry(target)
+                    .or_insert((Answer::bare(Status::LockAcquisitionTimeout), entry.index));
             }
         }
         for (r, views) in views.iter_mut().enumerate() {

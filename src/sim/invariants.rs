@@ -307,6 +307,36 @@ impl Sim {
         Ok(())
     }
 
+    /// What each node's replica of shard `s` is doing, for a liveness failure: its role and
+    /// term, or how it recovers (spec §8.5: asking as new, asking, catching up), or that the
+    /// node is down or holds no replica. A shard that never elects usually shows why here.
+    fn replicas_described(&self, s: usize) -> String {
+        let replicas: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let what = match (&n.node, n.replica(s).map(|r| r.raft())) {
+                    (None, _) => "down".to_string(),
+                    (Some(_), None) => "no replica".to_string(),
+                    (Some(_), Some(raft)) if raft.asking_as_new() => "asking as new".to_string(),
+                    (Some(_), Some(raft)) if raft.asking() => "asking (rejoin)".to_string(),
+                    (Some(_), Some(raft)) => format!(
+                        "{:?} of term {}{}",
+                        raft.role(),
+                        raft.term(),
+                        if raft.rejoining() {
+                            ", catching up"
+                        } else {
+                            ""
+                        }
+                    ),
+                };
+                format!("node {} {what}", n.id)
+            })
+            .collect();
+        replicas.join(", ")
+    }
+
     /// The checkers that judge the whole run.
     pub(super) fn finish(&mut self) -> Result<(), SimFailure> {
         for op in &self.hist.ops {
@@ -366,7 +396,8 @@ impl Sim {
                 at => {
                     return Err(self.fail(format!(
                         "liveness: no replica of shard {s} held a valid leader lease within \
-                         {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?})"
+                         {LEADER_AFTER_HEAL_MAX:?} of healing (first at {at:?}); at the end: {}",
+                        self.replicas_described(s)
                     )));
                 }
             }

@@ -257,6 +257,11 @@ pub struct SimConfig {
     /// In a joined run: replicas move by the nodes' placement driver rather than by the
     /// simulator's random mover ([`driver_seed`]; `udplock sim --joined` keeps the seed's).
     pub placement_by_driver: bool,
+    /// A shard to follow on stderr (`udplock sim --watch SHARD`), never set by the sweep:
+    /// each node's replica of it (role, term, vote, leader, commit and last index, lease,
+    /// recovery) whenever one of them changes, how each start decided it (spec §8.5), and
+    /// the faults, restarts and heal between: what a failing seed's shard went through.
+    pub watch: Option<u32>,
 }
 
 impl SimConfig {
@@ -279,6 +284,7 @@ impl SimConfig {
             membership_changes: membership::membership_seed(seed, nodes) && !joined_seed(seed),
             joined: joined_seed(seed),
             placement_by_driver: driver_seed(seed),
+            watch: None,
         }
     }
 }
@@ -701,6 +707,8 @@ pub(crate) struct Sim {
     outbox: Vec<Outgoing>,
     /// The operator's removals of a joined run (`removal.rs`).
     removals: removal::Removals,
+    /// The last line `--watch` printed (`Sim::watch`): it prints only changes.
+    watched: String,
 }
 
 /// Runs one simulation.
@@ -882,6 +890,7 @@ impl Sim {
             from_leader_buf: Vec::new(),
             outbox: Vec::new(),
             removals,
+            watched: String::new(),
         };
         for id in voters {
             sim.start_node(id)?;
@@ -913,6 +922,50 @@ impl Sim {
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
         Ok(sim)
+    }
+
+    /// `--watch` (see [`SimConfig::watch`]): after an event, each node's replica of `shard`,
+    /// if any of them changed.
+    fn watch(&mut self, shard: usize) {
+        let at = self.now.as_micros();
+        let mut line = String::new();
+        for n in &self.nodes {
+            let paused = if n.paused_until.is_some() {
+                " paused"
+            } else {
+                ""
+            };
+            let Some(raft) = n.replica(shard).map(|r| r.raft()) else {
+                let what = if n.node.is_some() {
+                    "no replica"
+                } else {
+                    "down"
+                };
+                line.push_str(&format!(" | {}: {what}", n.id));
+                continue;
+            };
+            let recovery = match () {
+                _ if raft.asking_as_new() => " asking-as-new",
+                _ if raft.asking() => " asking",
+                _ if raft.rejoining() => " catching-up",
+                _ => "",
+            };
+            line.push_str(&format!(
+                " | {}:{paused} {:?} t{} vote {:?} leader {:?} commit {} last {} lease {}{recovery}",
+                n.id,
+                raft.role(),
+                raft.term(),
+                raft.hard_state().voted_for,
+                raft.leader(),
+                raft.commit_index(),
+                raft.last_index(),
+                raft.lease_valid(n.clock.local(self.now)),
+            ));
+        }
+        if line != self.watched {
+            eprintln!("{at:>10}us shard {shard}{line}");
+            self.watched = line;
+        }
     }
 
     fn fail(&self, what: String) -> SimFailure {
@@ -963,7 +1016,20 @@ impl Sim {
             self.report.events += 1;
             self.trace.word(at.as_micros());
             event.trace(&mut self.trace);
+            // `--watch`: the events that are not traffic or timers, by name.
+            match event {
+                _ if self.config.watch.is_none() => {}
+                Event::Peer { .. }
+                | Event::Request { .. }
+                | Event::Reply { .. }
+                | Event::Timer { .. }
+                | Event::ClientWake { .. } => {}
+                ref other => eprintln!("{:>10}us {other:?}", at.as_micros()),
+            }
             self.handle(event)?;
+            if let Some(shard) = self.config.watch {
+                self.watch(shard as usize);
+            }
             self.check_leases()?;
             if let Some(mut script) = self.script.take() {
                 let result = script.step(self);

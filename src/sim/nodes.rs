@@ -182,6 +182,20 @@ impl Sim {
             .open_stores(&identity)
             .map_err(|e| format!("node {id} cannot start on its files: {e}"));
         let starts = starts.map_err(|what| self.fail(what))?;
+        if let Some(shard) = self.config.watch {
+            let start = match starts.get(shard as usize) {
+                Some(Some(restart::Start::Restore { .. })) => "restores its state",
+                Some(Some(restart::Start::Rejoin)) => "rejoins (spec §8.5 rules 1-5)",
+                Some(Some(restart::Start::New)) => "starts new (spec §8.5 rule 6)",
+                Some(Some(restart::Start::Fresh)) => "starts fresh (a created replica)",
+                Some(None) | None => "holds no replica",
+            };
+            let flag = self.node(id).new_cluster;
+            eprintln!(
+                "{:>10}us node {id} starts (new_cluster {flag}): shard {shard} {start}",
+                now.as_micros()
+            );
+        }
         // A joined node restarts asking the members its directory recorded as well as its
         // seed (`udplock server`): the first node, which has no seed, takes them as seeds.
         let n = self.node(id);

@@ -160,6 +160,7 @@ impl Scenario {
             membership_changes: false,
             joined: false,
             placement_by_driver: false,
+            watch: None,
         }
     }
 

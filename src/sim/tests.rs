@@ -412,3 +412,80 @@ fn wall_clocks_are_skewed_within_the_address_token_bound() {
         "the skews never came near the bound: {widest}"
     );
 }
+
+/// Found by `udplock sim --seed 798 --nodes 3` (an `os` seed): node 1 stopped at 33 ms, a
+/// write failing, while five of its shards were still asking as new (spec §8.5 rule 6), and
+/// node 2's too; node 3 had started them fresh. Node 1 came back without `--new-cluster`, so
+/// those shards rejoined instead: each waited for two TERM_REPLYs while node 2 waited for
+/// node 1 to say "new", and no replica of them ever led (the Raft core's test
+/// `a_first_start_cut_short_ends_without_the_flag` has the same deadlock, in small). A shard
+/// marked new now starts new again. Failed first: "liveness: no replica of shard 11 held a
+/// valid leader lease within 1000000us of healing (first at None)".
+#[test]
+fn a_first_start_cut_short_ends_without_the_flag() {
+    if let Err(f) = run(&SimConfig::new(798, 3, 10)) {
+        panic!("{f}");
+    }
+}
+
+/// The checker of leaders after healing fires: here the heal is undone at once (every
+/// node-to-node link stays cut, as if no node ever campaigned successfully), so no shard
+/// can elect; the failure says so and says what each replica was doing at the end.
+#[test]
+fn a_shard_without_a_leader_after_the_heal_is_a_failure() {
+    let mut config = SimConfig::new(1, 3, 1);
+    (config.faults, config.shards) = (false, 1);
+    let mut sim = Sim::new(config).expect("starts");
+    let cut_all = |sim: &mut Sim| {
+        for a in 1..=3 {
+            for b in 1..=3 {
+                if a != b {
+                    sim.blocked.insert((a, b));
+                }
+            }
+        }
+    };
+    cut_all(&mut sim);
+    // `Sim::run`, with the links cut again after the heal.
+    while let Some(((at, _), event)) = sim.events.pop_first() {
+        if at > sim.end {
+            break;
+        }
+        sim.now = at;
+        let heal = matches!(event, Event::Heal);
+        sim.handle(event).expect("no failure before the end");
+        if heal {
+            cut_all(&mut sim);
+        }
+        sim.check_leases().expect("no lease, so no lease failure");
+    }
+    sim.now = sim.end;
+    let failure = sim.finish().expect_err("no leader after the heal");
+    assert!(
+        failure
+            .what
+            .contains("no replica of shard 0 held a valid leader lease"),
+        "{failure}"
+    );
+    assert!(failure.what.contains("(first at None)"), "{failure}");
+    assert!(
+        failure.what.contains("node 3 "),
+        "each replica described: {failure}"
+    );
+}
+
+/// Found by `udplock sim --seed 2635 --nodes 3` (a sweep of seeds 2000 to 3999): client 4's
+/// ACQUIRE (request 23, sent while no shard had a leader) was overtaken by the CANCEL_WAIT
+/// it sent for it at its deadline; the cancel committed first, so the table remembered the
+/// acquire as LOCK_ACQUISITION_TIMEOUT (spec §4.12, "never seen"), and a late copy of it got
+/// that answer from the session's memory, unlogged, as every duplicate is. The answer is
+/// right; the durability checker's replay counted only the answers the table emits, not the
+/// one a cancel settles. Failed first: "durability: acknowledged op 92 (client 4, Acquire
+/// ..) answered .. LockAcquisitionTimeout .., but the committed log (length 788) never
+/// answers it".
+#[test]
+fn an_acquire_settled_by_its_cancel_before_it_was_seen_is_answered_by_the_cancel() {
+    if let Err(f) = run(&SimConfig::new(2635, 3, 10)) {
+        panic!("{f}");
+    }
+}

@@ -309,3 +309,52 @@ fn a_new_node_waits_while_any_other_node_may_hold_state() {
         assert!(!net.node(id).rejoining(), "node {id} never caught up");
     }
 }
+
+/// Found by `udplock sim --seed 798 --nodes 3 --seconds 10` (five of its 16 shards never had a
+/// leader): a new cluster's first start cut short (spec §8.5 rule 6). All three nodes start
+/// new; node 3 holds both others' "new" and starts fresh, while node 1's answers never reach
+/// node 2 and node 1 itself is still asking when it stops. Its storage then marks the shard
+/// new ([`restart::mark`]), and it starts again without `--new-cluster` (an operator removes
+/// the flag after the first start). Were it to rejoin, as a replica that may have lost state,
+/// it would wait for two TERM_REPLYs, of which node 2 (asking) never sends one, while node
+/// 2 waits for node 1 to say "new": no leader, ever. Its own storage says it never held
+/// state and that its operator let that start create the cluster; it is still new.
+#[test]
+fn a_first_start_cut_short_ends_without_the_flag() {
+    use crate::core::restart::{self, Boot, Found, Start};
+    let mut net = Net::new(3, 43);
+    for id in net.ids() {
+        let _ = net.crash(id);
+    }
+    // Node 1 gets no answer, and node 2 none from node 1; node 3 gets both.
+    net.filter = Some(Box::new(|from, to, message| match message {
+        Message::TermReply { .. } | Message::NoStateReply { .. } if to == 1 => None,
+        _ if (from, to) == (1, 2) => None,
+        message => Some(message),
+    }));
+    for id in net.ids() {
+        net.start_new(id, id + 20);
+    }
+    net.run_for(ms(50));
+    assert!(
+        !net.node(3).rejoining(),
+        "node 3 held two answers of new nodes"
+    );
+    assert!(net.node(1).asking_as_new() && net.node(2).asking_as_new());
+    let mark = restart::mark(net.node(1)).expect("asking");
+    let _ = net.crash(1);
+    net.filter = None;
+    // It starts as a node's start decides (`cluster::storage::open_shards`).
+    match restart::decide(Found::Marked(mark), false, false, Boot::Kept) {
+        Start::New => net.start_new(1, 99),
+        Start::Rejoin => net.rejoin(1, 99),
+        other => panic!("{other:?}"),
+    }
+    let leader = net.elect(ms(3_000));
+    net.propose(leader, vec![1]);
+    net.run_for(ms(300));
+    for id in net.ids() {
+        assert!(!net.node(id).rejoining(), "node {id} still recovering");
+        assert_eq!(net.committed_data(id), vec![vec![1]], "node {id}");
+    }
+}
