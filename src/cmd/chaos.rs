@@ -103,19 +103,21 @@ pub fn run(a: ChaosArgs) -> Result<(), Failure> {
         "iptables" => Partitions::Iptables,
         _ => Partitions::Relay,
     };
-    if partitions == Partitions::Iptables {
-        // A Firewall is dropped on return and on a panic, not when a signal ends the
-        // process: delete this process's chains then (the nodes, in the terminal's process
-        // group, get a ctrl-c themselves). A run killed otherwise leaves its chains to the
-        // next iptables run, which deletes those of dead processes.
-        let pid = std::process::id();
-        ctrlc::set_handler(move || {
+    // The Cluster and the Firewall are dropped on return and on a panic, not when a signal
+    // ends the process: kill the nodes and delete this process's iptables chains then. (A
+    // run killed otherwise leaves its chains to the next iptables run, which deletes those
+    // of dead processes.)
+    let pid = std::process::id();
+    ctrlc::set_handler(move || {
+        udplock::chaos::cluster::kill_all();
+        eprintln!("chaos: interrupted; the nodes killed");
+        if partitions == Partitions::Iptables {
             udplock::chaos::iptables::remove_chains_of(pid);
-            eprintln!("chaos: interrupted; this run's iptables chains deleted");
-            std::process::exit(130);
-        })
-        .map_err(|e| invalid(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
-    }
+            eprintln!("chaos: this run's iptables chains deleted");
+        }
+        std::process::exit(130);
+    })
+    .map_err(|e| invalid(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
     let config = udplock::chaos::Config {
         seed,
         nodes: a.nodes,

@@ -265,3 +265,50 @@ fn iptables_partitions_cut_a_leader_off_and_heal() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The whole suite with `--partitions iptables` for a short while: the nodes listed where
+/// they bind, the seed's partitions made by the kernel (its rules dropped datagrams, the
+/// relay none), and no violation. Skipped (with the reason printed) where iptables is
+/// missing or not permitted.
+#[test]
+fn a_short_run_with_iptables_partitions() {
+    use udplock::chaos::iptables::{Firewall, IPTABLES};
+
+    const SHORT_SEED: u64 = 5;
+    const SHORT: Duration = Duration::from_secs(15);
+    let episodes = schedule::generate(SHORT_SEED, 3, false, SHORT.as_millis() as u64);
+    assert!(
+        episodes
+            .iter()
+            .flat_map(|e| &e.faults)
+            .any(|f| matches!(f, Fault::Partition { .. } | Fault::Isolate { .. })),
+        "the seed partitions within the run"
+    );
+    if let Err(e) = Firewall::start(IPTABLES, 0) {
+        println!("skipped: iptables not usable here: {e}");
+        return;
+    }
+    let config = Config {
+        seed: SHORT_SEED,
+        nodes: 3,
+        duration: SHORT,
+        durability: "os".into(),
+        clients: 4,
+        resources: 3,
+        shards: 4,
+        election_timeout: "300ms".into(),
+        joined: false,
+        dead_after: None,
+        partitions: Partitions::Iptables,
+        bin: BIN.into(),
+        first_host: 111,
+        keep: false,
+        unsafe_believe_extra_ms: 0,
+    };
+    let summary = run(&config).expect("the run starts");
+    println!("{summary}");
+    assert!(summary.violations.is_empty(), "{summary}");
+    assert!(summary.recovered_in.is_some(), "{summary}");
+    assert!(summary.iptables["datagrams dropped"] > 0, "{summary}");
+    assert_eq!(summary.relay["dropped by partition"], 0, "{summary}");
+}
