@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -99,7 +99,8 @@ pub struct Config {
     pub partitions: Partitions,
     /// The `udplock` binary the nodes run.
     pub bin: PathBuf,
-    /// Node `i` is listed at 127.0.0.`(first_host + i)`.
+    /// Node `i` is listed at 127.0.0.`(first_host + i)` (the relay) and binds
+    /// 127.0.1.`(first_host + i)`; with [`Partitions::Iptables`] it is listed there too.
     pub first_host: u8,
     /// Keep the run directory after a run without violations too.
     pub keep: bool,
@@ -375,6 +376,16 @@ fn probe(workload: &Workload, client: usize, bound: Duration) -> Result<Duration
     Ok(started.elapsed())
 }
 
+/// Runs started by this process so far: the last part of a run directory's name.
+static RUNS_STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// The directory of a new run with `seed` (data, key, the nodes' stderr): its own even when
+/// the process runs several at once with one seed.
+fn run_dir(seed: u64) -> PathBuf {
+    let k = RUNS_STARTED.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("udplock-chaos-{}-{seed}-{k}", std::process::id()))
+}
+
 /// Runs the whole suite as `config` says.
 pub fn run(config: &Config) -> Result<Summary, String> {
     if !(3..=5).contains(&config.nodes) {
@@ -388,11 +399,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
                 .into(),
         );
     }
-    let dir = std::env::temp_dir().join(format!(
-        "udplock-chaos-{}-{}",
-        std::process::id(),
-        config.seed
-    ));
+    let dir = run_dir(config.seed);
     let _ = std::fs::remove_dir_all(&dir);
     // First, so that a machine without iptables fails before anything started.
     let firewall = match config.partitions {
@@ -561,4 +568,17 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two runs of one process with one seed (the integration tests run several at once)
+    /// must not share a directory: one's end deleted the other's, whose restarts then
+    /// failed ("cannot create a stderr file").
+    #[test]
+    fn runs_of_one_process_get_their_own_directories() {
+        assert_ne!(run_dir(5), run_dir(5));
+    }
 }
