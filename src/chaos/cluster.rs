@@ -4,11 +4,32 @@
 //! each with its own data directory; killed (SIGKILL), restarted, paused (SIGSTOP) and
 //! resumed (SIGCONT).
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rustix::process::{kill_process, Pid, Signal};
+
+/// The pids of every node of this process's clusters, from its start until it is reaped,
+/// for [`kill_all`] (a signal handler cannot reach the [`Cluster`]s). Held across every
+/// reaping, so a pid here is never a stranger's that reused it.
+static RUNNING: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+fn running() -> MutexGuard<'static, BTreeSet<i32>> {
+    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// SIGKILL to every node this process started and has not reaped: for a SIGINT/SIGTERM
+/// handler that exits without dropping the [`Cluster`]s.
+pub fn kill_all() {
+    for &pid in running().iter() {
+        if let Some(pid) = Pid::from_raw(pid) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+    }
+}
 
 /// The nodes of one run.
 pub struct Cluster {
@@ -150,6 +171,7 @@ impl Cluster {
             .stderr(stderr)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        running().insert(Pid::from_child(&child).as_raw_nonzero().get());
         self.children[i] = Some(child);
         self.paused[i] = false;
         Ok(())
@@ -158,8 +180,10 @@ impl Cluster {
     /// SIGKILL (of a paused node too) and reaping; nothing if it is down.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.children[i].take() {
+            let mut running = running();
             let _ = child.kill();
             let _ = child.wait();
+            running.remove(&Pid::from_child(&child).as_raw_nonzero().get());
         }
         self.paused[i] = false;
     }
@@ -191,7 +215,9 @@ impl Cluster {
         let mut out = Vec::new();
         for (i, child) in self.children.iter_mut().enumerate() {
             if let Some(c) = child {
+                let mut running = running();
                 if let Ok(Some(status)) = c.try_wait() {
+                    running.remove(&Pid::from_child(c).as_raw_nonzero().get());
                     out.push((i, status.to_string()));
                     *child = None;
                 }

@@ -10,6 +10,10 @@
 //! - [`relay`] (one thread) stands between every pair of nodes and between clients and nodes:
 //!   nodes bind 127.0.1.x and are listed at 127.0.0.x, where the relay listens, so it can drop,
 //!   delay and duplicate datagrams without `sch_netem` or `iptables`.
+//! - With `--partitions iptables` ([`Partitions::Iptables`]), [`iptables`] makes the
+//!   partitions instead: the nodes are listed at the addresses they bind and talk to each
+//!   other directly, and `DROP` rules in the kernel cut node pairs; the relay then carries
+//!   the clients' traffic only (and degrades that alone). Its module docs say why.
 //! - [`cluster`] starts, kills, pauses and resumes the processes.
 //! - [`workload`] runs client threads (the crate's blocking [`crate::Client`]) and records
 //!   every operation in a [`history::History`] (pure), whose check runs the simulator's mutual
@@ -23,19 +27,22 @@
 
 pub mod cluster;
 pub mod history;
+pub mod iptables;
 pub mod relay;
 pub mod schedule;
 pub mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::cluster::{Cluster, NodeSettings};
 use self::history::{History, Op, OpKind, OpResult};
+use self::iptables::Firewall;
 use self::relay::Relay;
 use self::schedule::{Episode, Fault};
 use self::workload::{Workload, TTL_MS};
@@ -47,6 +54,27 @@ use crate::BootInstant;
 pub const LIVENESS_BOUND_MS: u64 = 30_000;
 /// Before the faults start, the new cluster must grant every resource within this (ms).
 pub const READY_BOUND_MS: u64 = 60_000;
+
+/// What makes a run's partitions (and isolations).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Partitions {
+    /// The relay drops the datagrams of a blocked node pair; nothing outside the process
+    /// changes, so it runs anywhere.
+    #[default]
+    Relay,
+    /// `DROP` rules in the kernel ([`iptables`]), the nodes talking directly; needs the
+    /// `iptables` program and root (or CAP_NET_ADMIN).
+    Iptables,
+}
+
+impl Partitions {
+    pub fn name(self) -> &'static str {
+        match self {
+            Partitions::Relay => "relay",
+            Partitions::Iptables => "iptables",
+        }
+    }
+}
 
 /// What a run does.
 #[derive(Clone, Debug)]
@@ -67,9 +95,12 @@ pub struct Config {
     pub joined: bool,
     /// `--dead-after` of a joined cluster's nodes (None: the default).
     pub dead_after: Option<String>,
+    /// What cuts node pairs apart.
+    pub partitions: Partitions,
     /// The `udplock` binary the nodes run.
     pub bin: PathBuf,
-    /// Node `i` is listed at 127.0.0.`(first_host + i)`.
+    /// Node `i` is listed at 127.0.0.`(first_host + i)` (the relay) and binds
+    /// 127.0.1.`(first_host + i)`; with [`Partitions::Iptables`] it is listed there too.
     pub first_host: u8,
     /// Keep the run directory after a run without violations too.
     pub keep: bool,
@@ -86,6 +117,7 @@ pub struct Summary {
     pub nodes: usize,
     pub joined: bool,
     pub durability: String,
+    pub partitions: Partitions,
     pub elapsed: Duration,
     /// The configured duration of faults (the schedule depends on it).
     pub duration: Duration,
@@ -97,6 +129,8 @@ pub struct Summary {
     pub errors: BTreeMap<String, u64>,
     pub faults: BTreeMap<&'static str, u64>,
     pub relay: BTreeMap<&'static str, u64>,
+    /// What the iptables rules did (empty with [`Partitions::Relay`]).
+    pub iptables: BTreeMap<&'static str, u64>,
     /// How long after healing every resource was acquired again (None: not within the bound).
     pub recovered_in: Option<Duration>,
     pub violations: Vec<String>,
@@ -107,7 +141,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "chaos: seed {}, {} nodes ({}), durability {}, {:.1} s",
+            "chaos: seed {}, {} nodes ({}), durability {}, partitions by {}, {:.1} s",
             self.seed,
             self.nodes,
             if self.joined {
@@ -116,6 +150,7 @@ impl fmt::Display for Summary {
                 "static --peers"
             },
             self.durability,
+            self.partitions.name(),
             self.elapsed.as_secs_f64()
         )?;
         let kinds: Vec<String> = self
@@ -143,6 +178,14 @@ impl fmt::Display for Summary {
         )?;
         let relay: Vec<String> = self.relay.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(f, "relay: {}", relay.join(", "))?;
+        if !self.iptables.is_empty() {
+            let rules: Vec<String> = self
+                .iptables
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            writeln!(f, "iptables: {}", rules.join(", "))?;
+        }
         let errors: Vec<String> = self
             .errors
             .iter()
@@ -165,11 +208,12 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "reproduce the schedule: udplock chaos --seed {} --nodes {}{} --durability {} \
-                 --duration {}ms (node logs in {})",
+                 --partitions {} --duration {}ms (node logs in {})",
                 self.seed,
                 self.nodes,
                 if self.joined { " --joined" } else { "" },
                 self.durability,
+                self.partitions.name(),
                 self.duration.as_millis(),
                 self.dir.display()
             )?;
@@ -189,6 +233,8 @@ fn sleep_until(at: Instant) {
 struct Run {
     cluster: Cluster,
     relay: Relay,
+    /// With [`Partitions::Iptables`]: the rules that cut node pairs (else the relay does).
+    firewall: Option<Firewall>,
     memory: bool,
     faults: BTreeMap<&'static str, u64>,
     violations: Vec<String>,
@@ -201,15 +247,15 @@ impl Run {
             Fault::Kill { node } => self.cluster.kill(node),
             Fault::Pause { node } => self.cluster.pause(node),
             Fault::Partition { from, to, one_way } => {
-                self.relay.block(from, to);
+                self.block(from, to);
                 if !one_way {
-                    self.relay.block(to, from);
+                    self.block(to, from);
                 }
             }
             Fault::Isolate { node } => {
                 for other in (0..self.cluster.len()).filter(|&o| o != node) {
-                    self.relay.block(node, other);
-                    self.relay.block(other, node);
+                    self.block(node, other);
+                    self.block(other, node);
                 }
             }
             Fault::Network(degrade) => self.relay.set_degrade(degrade),
@@ -221,9 +267,28 @@ impl Run {
         }
     }
 
+    /// From now on no datagram from node `from` reaches node `to`. A rule the kernel
+    /// refused is a broken run, reported as a violation so that it cannot pass unseen.
+    fn block(&mut self, from: usize, to: usize) {
+        match self.firewall.as_mut() {
+            None => self.relay.block(from, to),
+            Some(firewall) => {
+                let (a, b) = (ipv4(self.relay.private[from]), ipv4(self.relay.private[to]));
+                if let Err(e) = firewall.block(a, b) {
+                    self.violations.push(format!("harness: {e}"));
+                }
+            }
+        }
+    }
+
     /// Lifts every fault: the network whole, every node resumed and running.
     fn heal(&mut self) {
         self.relay.heal();
+        if let Some(firewall) = self.firewall.as_mut() {
+            if let Err(e) = firewall.heal() {
+                self.violations.push(format!("harness: {e}"));
+            }
+        }
         for node in 0..self.cluster.len() {
             self.cluster.resume(node);
         }
@@ -247,6 +312,14 @@ impl Run {
                 self.cluster.dir().display()
             ));
         }
+    }
+}
+
+/// The IPv4 address of a node's socket (the relay only makes IPv4 ones).
+fn ipv4(addr: SocketAddr) -> Ipv4Addr {
+    match addr.ip() {
+        IpAddr::V4(ip) => ip,
+        IpAddr::V6(ip) => unreachable!("the relay binds 127.0.x.y, not {ip}"),
     }
 }
 
@@ -303,6 +376,16 @@ fn probe(workload: &Workload, client: usize, bound: Duration) -> Result<Duration
     Ok(started.elapsed())
 }
 
+/// Runs started by this process so far: the last part of a run directory's name.
+static RUNS_STARTED: AtomicU32 = AtomicU32::new(0);
+
+/// The directory of a new run with `seed` (data, key, the nodes' stderr): its own even when
+/// the process runs several at once with one seed.
+fn run_dir(seed: u64) -> PathBuf {
+    let k = RUNS_STARTED.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("udplock-chaos-{}-{seed}-{k}", std::process::id()))
+}
+
 /// Runs the whole suite as `config` says.
 pub fn run(config: &Config) -> Result<Summary, String> {
     if !(3..=5).contains(&config.nodes) {
@@ -316,14 +399,21 @@ pub fn run(config: &Config) -> Result<Summary, String> {
                 .into(),
         );
     }
-    let dir = std::env::temp_dir().join(format!(
-        "udplock-chaos-{}-{}",
-        std::process::id(),
-        config.seed
-    ));
+    let dir = run_dir(config.seed);
     let _ = std::fs::remove_dir_all(&dir);
+    // First, so that a machine without iptables fails before anything started.
+    let firewall = match config.partitions {
+        Partitions::Relay => None,
+        Partitions::Iptables => Some(Firewall::start(iptables::IPTABLES, config.seed)?),
+    };
     let relay = Relay::start(config.nodes, config.first_host, config.seed)
         .map_err(|e| format!("cannot start the relay: {e}"))?;
+    // With iptables the nodes are listed where they bind and talk directly (iptables's
+    // module docs); the clients go through the relay either way.
+    let node_listed = match config.partitions {
+        Partitions::Relay => &relay.listed,
+        Partitions::Iptables => &relay.private,
+    };
     let cluster = Cluster::start(
         NodeSettings {
             bin: config.bin.clone(),
@@ -334,7 +424,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
             joined: config.joined,
             dead_after: config.dead_after.clone(),
         },
-        &relay.listed,
+        node_listed,
         &relay.private,
     )?;
     let resources: Vec<String> = (0..config.resources)
@@ -353,6 +443,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
     let mut run = Run {
         cluster,
         relay,
+        firewall,
         memory,
         faults: BTreeMap::new(),
         violations: Vec::new(),
@@ -443,11 +534,20 @@ pub fn run(config: &Config) -> Result<Summary, String> {
             s.nat_reused.load(Ordering::Relaxed),
         ),
     ]);
+    let iptables_counts = match &run.firewall {
+        None => BTreeMap::new(),
+        Some(firewall) => BTreeMap::from([
+            ("rules at INPUT", firewall.rules_input),
+            ("rules at OUTPUT", firewall.rules_output),
+            ("datagrams dropped", firewall.dropped),
+        ]),
+    };
     let summary = Summary {
         seed: config.seed,
         nodes: config.nodes,
         joined: config.joined,
         durability: config.durability.clone(),
+        partitions: config.partitions,
         elapsed: started.elapsed(),
         duration: config.duration,
         ops: history.ops.len(),
@@ -457,6 +557,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         errors: workload.errors.lock().expect("errors").clone(),
         faults: run.faults.clone(),
         relay: relay_counts,
+        iptables: iptables_counts,
         recovered_in,
         violations: run.violations.clone(),
         dir: dir.clone(),
@@ -467,4 +568,17 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two runs of one process with one seed (the integration tests run several at once)
+    /// must not share a directory: one's end deleted the other's, whose restarts then
+    /// failed ("cannot create a stderr file").
+    #[test]
+    fn runs_of_one_process_get_their_own_directories() {
+        assert_ne!(run_dir(5), run_dir(5));
+    }
 }

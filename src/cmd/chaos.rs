@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::duration::parse_duration;
 use super::Failure;
+use udplock::chaos::Partitions;
 use udplock::LockError;
 
 #[derive(Args)]
@@ -48,11 +49,17 @@ pub struct ChaosArgs {
     /// The --dead-after of a joined cluster's nodes (short: replicas move while faults run).
     #[arg(long)]
     dead_after: Option<String>,
+    /// What cuts node pairs apart: `relay` (the relay drops their datagrams; runs anywhere)
+    /// or `iptables` (DROP rules in the kernel between the nodes' own addresses, the nodes
+    /// talking directly, so loss, duplication and delay reach the clients' traffic only;
+    /// needs the iptables program and root).
+    #[arg(long, default_value = "relay", value_parser = ["relay", "iptables"])]
+    partitions: String,
     /// The `udplock` binary the nodes run (default: this one).
     #[arg(long)]
     bin: Option<PathBuf>,
     /// Node i is listed (where the relay listens) at 127.0.0.(FIRST_HOST + i) and bound at
-    /// 127.0.1.(FIRST_HOST + i).
+    /// 127.0.1.(FIRST_HOST + i) (with --partitions iptables, listed there too).
     #[arg(long, default_value_t = 11)]
     first_host: u8,
     /// Keep the run directory (data, the nodes' stderr) after a run without violations too.
@@ -92,6 +99,25 @@ pub fn run(a: ChaosArgs) -> Result<(), Failure> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64)
     });
+    let partitions = match a.partitions.as_str() {
+        "iptables" => Partitions::Iptables,
+        _ => Partitions::Relay,
+    };
+    // The Cluster and the Firewall are dropped on return and on a panic, not when a signal
+    // ends the process: kill the nodes and delete this process's iptables chains then. (A
+    // run killed otherwise leaves its chains to the next iptables run, which deletes those
+    // of dead processes.)
+    let pid = std::process::id();
+    ctrlc::set_handler(move || {
+        udplock::chaos::cluster::kill_all();
+        eprintln!("chaos: interrupted; the nodes killed");
+        if partitions == Partitions::Iptables {
+            udplock::chaos::iptables::remove_chains_of(pid);
+            eprintln!("chaos: this run's iptables chains deleted");
+        }
+        std::process::exit(130);
+    })
+    .map_err(|e| invalid(format!("cannot handle SIGINT/SIGTERM: {e}")))?;
     let config = udplock::chaos::Config {
         seed,
         nodes: a.nodes,
@@ -103,15 +129,17 @@ pub fn run(a: ChaosArgs) -> Result<(), Failure> {
         election_timeout: a.election_timeout,
         joined: a.joined,
         dead_after: a.dead_after,
+        partitions,
         bin,
         first_host: a.first_host,
         keep: a.keep,
         unsafe_believe_extra_ms: a.unsafe_believe_extra.as_millis() as u64,
     };
     println!(
-        "chaos: seed {seed}, {} nodes, {} of faults",
+        "chaos: seed {seed}, {} nodes, {} of faults, partitions by {}",
         config.nodes,
-        super::duration::format(config.duration)
+        super::duration::format(config.duration),
+        partitions.name()
     );
     let summary = udplock::chaos::run(&config).map_err(invalid)?;
     print!("{summary}");
