@@ -116,6 +116,8 @@ pub struct Summary {
     pub seed: u64,
     pub nodes: usize,
     pub joined: bool,
+    /// `--dead-after` as given (the schedule's reproduction needs it).
+    pub dead_after: Option<String>,
     pub durability: String,
     pub partitions: Partitions,
     pub elapsed: Duration,
@@ -207,11 +209,14 @@ impl fmt::Display for Summary {
         if !self.violations.is_empty() {
             writeln!(
                 f,
-                "reproduce the schedule: udplock chaos --seed {} --nodes {}{} --durability {} \
+                "reproduce the schedule: udplock chaos --seed {} --nodes {}{}{} --durability {} \
                  --partitions {} --duration {}ms (node logs in {})",
                 self.seed,
                 self.nodes,
                 if self.joined { " --joined" } else { "" },
+                self.dead_after
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" --dead-after {d}")),
                 self.durability,
                 self.partitions.name(),
                 self.duration.as_millis(),
@@ -546,6 +551,7 @@ pub fn run(config: &Config) -> Result<Summary, String> {
         seed: config.seed,
         nodes: config.nodes,
         joined: config.joined,
+        dead_after: config.dead_after.clone(),
         durability: config.durability.clone(),
         partitions: config.partitions,
         elapsed: started.elapsed(),

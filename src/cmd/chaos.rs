@@ -141,7 +141,9 @@ pub fn run(a: ChaosArgs) -> Result<(), Failure> {
         super::duration::format(config.duration),
         partitions.name()
     );
-    let summary = udplock::chaos::run(&config).map_err(invalid)?;
+    // A run that could not start or finish its set-up tested nothing: exit code 2, not the
+    // violation's 1.
+    let summary = udplock::chaos::run(&config).map_err(Failure::Setup)?;
     print!("{summary}");
     if summary.violations.is_empty() {
         Ok(())

@@ -38,6 +38,10 @@ pub enum Failure {
     /// argument": the arguments were understood. Exit code 1, as `udplock --help` documents
     /// for a refused removal.
     Refused(String),
+    /// The command could not set up what it needs to run (`udplock chaos` without a usable
+    /// `iptables`, a node that never became ready): nothing was tested. Exit code 2, apart
+    /// from a run's own verdict (1).
+    Setup(String),
 }
 
 impl Failure {
@@ -45,6 +49,7 @@ impl Failure {
         match self {
             Failure::Lock(e) => e.exit_code(),
             Failure::Refused(_) => 1,
+            Failure::Setup(_) => 2,
         }
     }
 }
@@ -65,7 +70,7 @@ impl fmt::Display for Failure {
                     None => Ok(()),
                 }
             }
-            Failure::Refused(why) => f.write_str(why),
+            Failure::Refused(why) | Failure::Setup(why) => f.write_str(why),
         }
     }
 }
