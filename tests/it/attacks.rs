@@ -1758,7 +1758,13 @@ fn member_places(nodes: &[&ClusterNode]) -> Vec<Vec<(u64, SocketAddr)>> {
     places(&full_member_tables(nodes))
 }
 
-/// Each node's shards: (holds a replica, as a learner). What placement changes (spec §8.13).
+/// Each node's shards: (holds a replica its latest configuration names, as a learner). What
+/// placement changes (spec §8.13). A replica its configuration does not name is left out: a
+/// joined node creates one on demand for any leader's APPEND (spec §8.1), also a late one
+/// to a node the leader removed (it keeps sending the log until it knows it was heard),
+/// and drops it once caught up or orphaned; seen in this attack under load, a few seconds
+/// after the baseline, with no forged datagram taken (the drop counts are exact) and no
+/// member ever other than alive.
 type Placement = Vec<Vec<(bool, bool)>>;
 
 fn placement(nodes: &[&ClusterNode]) -> Placement {
@@ -1767,7 +1773,20 @@ fn placement(nodes: &[&ClusterNode]) -> Placement {
         .map(|node| {
             node.shard_stats()
                 .iter()
-                .map(|s| (s.role.is_some(), s.learner))
+                .map(|s| (s.role.is_some() && s.named, s.learner))
+                .collect()
+        })
+        .collect()
+}
+
+/// Each node's replicas its configuration does not name, by shard (for a failure's message).
+fn unnamed_replicas(nodes: &[&ClusterNode]) -> Vec<Vec<usize>> {
+    nodes
+        .iter()
+        .map(|node| {
+            let stats = node.shard_stats();
+            (0..stats.len())
+                .filter(|&s| stats[s].role.is_some() && !stats[s].named)
                 .collect()
         })
         .collect()
@@ -2150,10 +2169,17 @@ fn membership_attack_watched(
         .filter(|(b, a)| a.3 > b.3)
         .map(|(b, a)| (b.0, a.3 - b.3))
         .collect();
+    let unnamed = unnamed_replicas(nodes);
+    if unnamed.iter().any(|u| !u.is_empty()) {
+        eprintln!("replicas no configuration names (created on demand by a leader's APPEND), per node: {unnamed:?}");
+    }
     if doubts.is_empty() && risen.is_empty() {
         assert_eq!(
-            now, placed,
-            "a replica moved while every member stayed alive in every table"
+            now,
+            placed,
+            "a replica moved while every member stayed alive in every table (unnamed replicas \
+             per node: {:?})",
+            unnamed_replicas(nodes)
         );
     } else {
         eprintln!(
