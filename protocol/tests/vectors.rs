@@ -816,12 +816,13 @@ fn check_peer_settings(r: &Record) {
 fn check_peer_load(r: &Record) {
     let bytes = r.hex();
     assert_eq!(r.get("type"), "PEER_LOAD", "[{}]", r.name);
+    let sealed = Sealed::of(r);
     let expected = PeerLoad {
         header: PeerHeader {
             cluster_id: r.num("cluster_id"),
             from: r.num("from"),
         },
-        auth: None,
+        auth: sealed.as_ref().map(|s| s.trailer),
         reached: u16::try_from(r.num("reached")).expect("a u16"),
     };
     let decoded =
@@ -829,7 +830,11 @@ fn check_peer_load(r: &Record) {
     assert_eq!(decoded, expected, "[{}] decoded fields differ", r.name);
     let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
     let n = expected.encode(&mut out).unwrap();
-    assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name);
+    // Spec §8.11: the MAC's checks need the `crypto` feature (`Sealed::check`).
+    match &sealed {
+        Some(s) => s.check(r, &bytes, &mut out, n),
+        None => assert_eq!(&out[..n], &bytes[..], "[{}] re-encoding differs", r.name),
+    }
     // Neither a PEER datagram nor a request: a node that predates it drops it (spec §3.2).
     assert_eq!(Request::decode(&bytes), Err(DecodeError::UnexpectedType));
     assert_eq!(

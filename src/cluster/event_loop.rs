@@ -59,6 +59,9 @@ pub(super) struct ClusterLoop {
     /// The members SWIM knows (spec §8.12), for
     /// [`ClusterNode::members`](super::ClusterNode::members).
     pub(super) members: Arc<Mutex<Vec<MemberInfo>>>,
+    /// Per other node, the limits its live load report says reached (spec §8.14), for
+    /// [`ClusterNode::peer_loads`](super::ClusterNode::peer_loads) and the metrics.
+    pub(super) peer_loads: Arc<Mutex<Vec<(NodeId, u16)>>>,
     pub(super) stats_published: Instant,
     /// An input came since the views were last published: the loop wakes to publish them
     /// within [`STATS_PERIOD`] even if nothing else is due (the metrics endpoint reads them).
@@ -323,6 +326,9 @@ impl ClusterLoop {
         }
         if let Ok(mut members) = self.members.lock() {
             *members = self.node.members();
+        }
+        if let Ok(mut loads) = self.peer_loads.lock() {
+            *loads = self.node.peer_loads(now);
         }
     }
 }

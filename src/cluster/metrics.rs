@@ -35,6 +35,29 @@ pub const LOOP_STALL_MS: u64 = 3_000;
 /// state, so that a large cluster's scrape stays small.
 pub const MEMBERS_LISTED_MAX: usize = 32;
 
+/// The `limit` label of each bit of PEER_LOAD's `reached` (spec §8.14), named as the
+/// server's options name the limits (`--resources-per-node-max` ...).
+const LOAD_LIMITS: [(u16, &str); 6] = [
+    (udplock_protocol::reached::RESOURCES, "resources"),
+    (udplock_protocol::reached::SESSIONS, "sessions"),
+    (udplock_protocol::reached::ANSWERS, "answers"),
+    (
+        udplock_protocol::reached::ANSWERS_RESERVE,
+        "answers_reserve",
+    ),
+    (udplock_protocol::reached::WAITERS, "waiters"),
+    (udplock_protocol::reached::LOG_BYTES, "log_bytes"),
+];
+const _: () = {
+    let mut all = 0;
+    let mut i = 0;
+    while i < LOAD_LIMITS.len() {
+        all |= LOAD_LIMITS[i].0;
+        i += 1;
+    }
+    assert!(all == udplock_protocol::reached::ALL, "every bit named");
+};
+
 /// The content type of the text exposition format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -45,6 +68,9 @@ pub struct Source {
     pub stats: Arc<NodeStats>,
     pub shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     pub members: Arc<Mutex<Vec<MemberInfo>>>,
+    /// The limits each other node reports reached (spec §8.14), as the loop last published
+    /// them ([`crate::core::node::Node::peer_loads`]).
+    pub peer_loads: Arc<Mutex<Vec<(NodeId, u16)>>>,
 }
 
 /// Whether the loop still turns, judged from its counter as seen at successive checks.
@@ -92,6 +118,8 @@ pub struct View<'a> {
     /// Per shard (index = shard); `role: None` where the node holds no replica.
     pub shards: &'a [ShardStats],
     pub members: &'a [MemberInfo],
+    /// Per other node, the limits its live load report says reached (spec §8.14).
+    pub peer_loads: &'a [(NodeId, u16)],
     /// `/health` and `/ready` as they would answer now.
     pub healthy: bool,
     pub ready: bool,
@@ -106,12 +134,18 @@ impl Source {
             .map(|s| s.clone())
             .unwrap_or_default();
         let members = self.members.lock().map(|m| m.clone()).unwrap_or_default();
+        let peer_loads = self
+            .peer_loads
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
         let ready = healthy && shards_ready(&shards);
         let view = View {
             node_id: self.node_id,
             stats: &self.stats,
             shards: &shards,
             members: &members,
+            peer_loads: &peer_loads,
             healthy,
             ready,
         };
@@ -281,6 +315,43 @@ pub fn render(view: &View<'_>) -> String {
         "Client requests a leader answered OVERLOADED because this node's replicas together reached a limit per node (spec 9.1).",
         get(&s.overloaded_node_limits),
     );
+    // Load reports (spec 8.14).
+    for (name, help, counter) in [
+        ("udplock_load_reports_sent_total", "PEER_LOAD datagrams sent to the leaders of this node's shards (spec 8.14).", &s.load_sent),
+        ("udplock_load_reports_received_total", "PEER_LOAD datagrams accepted from other nodes.", &s.load_received),
+        ("udplock_load_reports_dropped_total", "PEER_LOAD datagrams dropped (malformed, another cluster's, an unlisted node's, failing the MAC checks; each also counted by its reason).", &s.load_dropped),
+    ] {
+        out.one(name, "counter", help, get(counter));
+    }
+    let own = get(&s.load_reached);
+    out.family(
+        "udplock_load_reached",
+        "gauge",
+        "1 for each limit per node (spec 9.1) this node's replicas have reached as applied, as it reports them to its leaders (spec 8.14).",
+    );
+    for (bit, limit) in LOAD_LIMITS {
+        out.sample(
+            "udplock_load_reached",
+            &[("limit", &limit)],
+            u64::from(own & u64::from(bit) != 0),
+        );
+    }
+    out.family(
+        "udplock_peer_load_reached",
+        "gauge",
+        "1 for each limit per node another node reports reached in a live load report (spec 8.14): its leaders here refuse what would raise it.",
+    );
+    for &(peer, reached) in view.peer_loads {
+        for (bit, limit) in LOAD_LIMITS {
+            if reached & bit != 0 {
+                out.sample(
+                    "udplock_peer_load_reached",
+                    &[("peer", &peer), ("limit", &limit)],
+                    1,
+                );
+            }
+        }
+    }
     out.one(
         "udplock_send_errors_total",
         "counter",
@@ -767,6 +838,7 @@ mod tests {
             stats,
             shards,
             members,
+            peer_loads: &[(3, udplock_protocol::reached::RESOURCES | 0x8000)],
             healthy: true,
             ready: shards_ready(shards),
         })
@@ -849,6 +921,15 @@ mod tests {
         );
         assert_eq!(v("udplock_ready"), Some(1.0));
         assert_eq!(v("udplock_node_id"), Some(2.0));
+        // Load reports: this node's limits, each 0 or 1; a peer's reached limits only (a bit
+        // this revision does not define is not shown).
+        assert_eq!(v("udplock_load_reached{limit=\"waiters\"}"), Some(0.0));
+        assert_eq!(
+            v("udplock_peer_load_reached{peer=\"3\",limit=\"resources\"}"),
+            Some(1.0)
+        );
+        assert_eq!(text.matches("udplock_peer_load_reached{").count(), 1);
+        assert_eq!(v("udplock_load_reports_sent_total"), Some(0.0));
     }
 
     #[test]

@@ -329,6 +329,9 @@ pub struct ClusterNode {
     peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
     /// The members SWIM knows (spec §8.12), as the loop last published them.
     members: Arc<Mutex<Vec<MemberInfo>>>,
+    /// The limits each other node reports reached (spec §8.14), as the loop last published
+    /// them.
+    peer_loads: Arc<Mutex<Vec<(NodeId, u16)>>>,
     /// The cluster keys in force (spec §8.11): as started with, or as last reloaded.
     keys: Arc<Mutex<KeySet>>,
     thread: Option<JoinHandle<Result<(), String>>>,
@@ -400,6 +403,7 @@ impl ClusterNode {
         let shard_stats = Arc::new(Mutex::new(Vec::new()));
         let peer_settings = Arc::new(Mutex::new(BTreeMap::new()));
         let members = Arc::new(Mutex::new(Vec::new()));
+        let peer_loads = Arc::new(Mutex::new(Vec::new()));
         let shared_keys = Arc::new(Mutex::new(keys.clone()));
         // Spec §8.11: a number this node never used before, so that its peers tell its
         // datagrams from those of its earlier lives (raised if a peer shows the clock went
@@ -441,6 +445,7 @@ impl ClusterNode {
             shard_stats: shard_stats.clone(),
             peer_settings: peer_settings.clone(),
             members: members.clone(),
+            peer_loads: peer_loads.clone(),
             stats_published: Instant::ZERO,
             stats_dirty: true,
             epoch,
@@ -481,6 +486,7 @@ impl ClusterNode {
             shard_stats,
             peer_settings,
             members,
+            peer_loads,
             keys: shared_keys,
             thread: Some(thread),
         })
@@ -511,6 +517,16 @@ impl ClusterNode {
         self.members.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
+    /// Per other node, the limits per node it reports reached in a live load report (spec
+    /// §8.14), as of at most a few milliseconds ago: what this node's leaders refuse to
+    /// raise beside their own counts. Nodes with nothing reached are missing.
+    pub fn peer_loads(&self) -> Vec<(NodeId, u16)> {
+        self.peer_loads
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
+    }
+
     /// Serves this node's Prometheus metrics and its health and readiness endpoints on
     /// `listener` (`--metrics-listen`, [`metrics`]), from a thread of their own, until the
     /// returned handle is dropped.
@@ -525,6 +541,7 @@ impl ClusterNode {
                 stats: self.stats.clone(),
                 shard_stats: self.shard_stats.clone(),
                 members: self.members.clone(),
+                peer_loads: self.peer_loads.clone(),
             },
         )
     }

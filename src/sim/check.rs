@@ -568,12 +568,14 @@ pub(super) fn check_log(
         }
         if matches!(
             reply.answer.status,
-            Status::Waiting | Status::Overloaded | Status::RequestExpired
+            Status::Waiting | Status::Overloaded | Status::RequestExpired | Status::Unauthenticated
         ) {
             // No answer: nothing was read or done by this copy. REQUEST_EXPIRED says the
             // session's memory of the request is gone (spec §6.6): whatever its first copy did
             // is unknown to the client, and a late copy (still in the network after the
             // session moved on) gets it although the log answered an earlier copy otherwise.
+            // UNAUTHENTICATED: refused before any shard saw it (spec §7.2.6; who may get it
+            // is `clients::Client::key_violation`'s check).
             continue;
         }
         if let RequestBody::Status { resource } = op.request.body {

@@ -53,8 +53,9 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use udplock_protocol::{
-    shard_of, AddressToken, Hint, MembersReply, Reply as WireReply, RequestBody, RequestKind,
-    Status, Tokens, DATAGRAM_LEN_MAX, REPLY_LEN_MIN, REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
+    shard_of, AddressToken, ClientKey, Hint, MembersReply, Reply as WireReply, RequestBody,
+    RequestKind, Status, Tokens, CLIENT_AUTH_TRAILER_LEN, DATAGRAM_LEN_MAX, REPLY_LEN_MIN,
+    REQUEST_LEN_MIN, STATUS_REQUEST_LEN,
 };
 
 use super::check::History;
@@ -193,6 +194,19 @@ fn datagram_len(request: &WireRequest) -> usize {
     }
 }
 
+/// The length of the datagram carrying `request` sealed with a client key (spec §7.1.10):
+/// what the real client pads it to, but for STATUS its length of [`datagram_len`] plus the
+/// trailer, so that the node's reply budget (the length less the trailer, spec §2.2 rule 7)
+/// is the one the checkers judge its answer by.
+fn sealed_datagram_len(request: &WireRequest) -> usize {
+    match request.body {
+        RequestBody::Status { .. } => {
+            datagram_len(request).max(REQUEST_LEN_MIN) + CLIENT_AUTH_TRAILER_LEN
+        }
+        _ => request.padded_len_auth(),
+    }
+}
+
 /// The request as it leaves the client, in the form it has on the wire.
 type WireRequest = udplock_protocol::Request<'static>;
 
@@ -295,6 +309,13 @@ pub(super) struct Client {
     pub cancels: u64,
     pub cancels_removed: u64,
     pub cancels_crossed: u64,
+    /// The client key its requests are sealed with (spec §7.1.10; the seeds of
+    /// `SimConfig::sealed_clients`), and whether the nodes' key file lacks it: such a client
+    /// must never have any effect, each of its requests answered UNAUTHENTICATED.
+    key: Option<ClientKey>,
+    pub wrong_key: bool,
+    /// Final answers UNAUTHENTICATED this client took.
+    pub unauthenticated: u64,
 }
 
 impl Client {
@@ -372,6 +393,9 @@ impl Client {
             cancels: 0,
             cancels_removed: 0,
             cancels_crossed: 0,
+            key: None,
+            wrong_key: false,
+            unauthenticated: 0,
         };
         if !scripted {
             let start = clock.local(now) + Duration::from_millis(client.rng.gen_range(0..300));
@@ -382,6 +406,42 @@ impl Client {
 
     pub fn id(&self) -> &'static [u8] {
         CLIENT_IDS[self.idx]
+    }
+
+    /// Seals every request with `key` from now on (spec §7.1.10); `wrong`: a key the nodes'
+    /// key file does not list.
+    pub fn set_key(&mut self, key: ClientKey, wrong: bool) {
+        self.key = Some(key);
+        self.wrong_key = wrong;
+    }
+
+    /// The key this client seals with, to read a reply's seal by (`core::call::seal_of`).
+    pub fn key(&self) -> Option<&ClientKey> {
+        self.key.as_ref()
+    }
+
+    /// What a final answer must be, given this client's key (spec §7.2.6): a client whose
+    /// key the nodes do not know gets UNAUTHENTICATED and nothing else (no effect); one they
+    /// know, or one without a key where keys are off or optional, never gets it.
+    fn key_violation(&self, reply: &Reply) -> Option<String> {
+        let unauthenticated = reply.answer.status == Status::Unauthenticated;
+        match (self.wrong_key, unauthenticated) {
+            (true, false) => Some(format!(
+                "client auth: client {} seals with a key no node lists, yet was answered {:?} \
+                 (spec §7.2.6: UNAUTHENTICATED, no effect)",
+                self.idx, reply.answer
+            )),
+            (false, true) => Some(format!(
+                "client auth: client {} ({}) was answered UNAUTHENTICATED",
+                self.idx,
+                if self.key.is_some() {
+                    "sealed with a listed key"
+                } else {
+                    "without a key, which the nodes accept"
+                }
+            )),
+            _ => None,
+        }
     }
 
     /// Queues an action (scenarios): it starts once every earlier one finished and the local
@@ -444,6 +504,7 @@ impl Client {
         now: Instant,
         from: NodeId,
         msg: ReplyMsg,
+        seal: Seal,
         hist: &mut History,
         out: &mut Vec<Outgoing>,
     ) {
@@ -523,12 +584,13 @@ impl Client {
             }
         }
         let op = self.op.as_mut().expect("outstanding");
-        // Simulated clients hold no client key, and simulated nodes seal nothing.
+        // The seal as the simulator read it off the node's datagram with this client's key
+        // (`core::call::seal_of`, as the real client's receiving thread does).
         let handled = op.call.handle_reply(
             local,
             node_addr(from),
             &reply,
-            Seal::Unsealed,
+            seal,
             &self.routes,
             &mut self.rtt,
         );
@@ -601,6 +663,10 @@ impl Client {
                 let reply = reply.expect("a final answer came with a reply");
                 let op = self.op.take().expect("outstanding");
                 hist.answered(op.record, now, reply);
+                if let Some(why) = self.key_violation(&reply) {
+                    hist.rejected.push((now, why));
+                }
+                self.unauthenticated += u64::from(reply.answer.status == Status::Unauthenticated);
                 self.on_final(now, local, &op, &reply, lease_start, hist);
                 if self.plan.is_empty() && !self.scripted {
                     self.plan_after(local);
@@ -624,13 +690,18 @@ impl Client {
                 ..op.sending
             };
             let mut datagram = vec![0u8; DATAGRAM_LEN_MAX];
-            let len = wire
-                .encode_padded_with_token(
+            let token = copy.token.as_ref();
+            let len = match self.key.as_ref() {
+                Some(key) => {
+                    wire.encode_padded_sealed(&mut datagram, sealed_datagram_len(&wire), token, key)
+                }
+                None => wire.encode_padded_with_token(
                     &mut datagram,
                     datagram_len(&wire).max(REQUEST_LEN_MIN),
-                    copy.token.as_ref(),
-                )
-                .expect("a simulated request encodes");
+                    token,
+                ),
+            }
+            .expect("a simulated request encodes");
             datagram.truncate(len);
             out.push(Outgoing {
                 to: node_at(copy.to, self.nodes),
@@ -1068,7 +1139,8 @@ impl Client {
             Settle::Clear => (
                 Call::new(
                     local,
-                    CallRequest::of(request, &self.routes, LEASE_MS_MAX_DEFAULT),
+                    CallRequest::of(request, &self.routes, LEASE_MS_MAX_DEFAULT)
+                        .sealed(self.key.is_some()),
                     self.rtt.timer(),
                     deadline,
                     ACQUIRE_GRACE,

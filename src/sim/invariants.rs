@@ -364,6 +364,7 @@ impl Sim {
             self.report.cancels += c.cancels;
             self.report.cancels_removed += c.cancels_removed;
             self.report.cancels_crossed += c.cancels_crossed;
+            self.report.unauthenticated += c.unauthenticated;
             let beyond = c.answered_by.iter().any(|node| !c.given.contains(node));
             self.report.clients_beyond_given += u64::from(beyond);
         }

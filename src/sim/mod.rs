@@ -155,6 +155,7 @@ mod clients;
 mod clock;
 mod disk;
 mod faults;
+mod holds;
 mod invariants;
 mod membership;
 mod network;
@@ -398,6 +399,13 @@ pub struct SimReport {
     pub cancels: u64,
     pub cancels_removed: u64,
     pub cancels_crossed: u64,
+    /// HOLDS reads (random runs) answered OK, and the holds they listed, each checked
+    /// against the history (`holds.rs`).
+    pub holds_pages: u64,
+    pub holds_listed: u64,
+    /// Sealed-client seeds: final answers UNAUTHENTICATED to the client whose key no node
+    /// lists (spec §7.2.6); it never got another.
+    pub unauthenticated: u64,
     /// A digest of the whole event trace: every event delivered, in order, with its true
     /// time and the bytes it carried (see `trace.rs`). Equal for two runs of one seed.
     pub trace: u64,
@@ -518,6 +526,8 @@ enum Event {
         to: usize,
         from: NodeId,
         msg: ReplyMsg,
+        /// What the client's key made of the datagram's seal (spec §7.1.10).
+        seal: crate::core::call::Seal,
         /// The digest of the datagram the node sent ([`Trace::of`]).
         digest: u64,
     },
@@ -545,6 +555,10 @@ enum Event {
     CatchUpMark,
     /// Ask a shard's leader for the next membership change (`membership.rs`).
     Membership,
+    /// The `n`-th HOLDS read of a random run (`holds.rs`).
+    HoldsRead {
+        n: u64,
+    },
     /// Ask a shard's leader of a joined run for the next placement change (`placement.rs`).
     Placement,
     /// An operator's REMOVE, authentic, forged or stale, to a node of a joined run
@@ -626,6 +640,10 @@ impl Event {
             }
             Event::CatchUpMark => trace.word(11),
             Event::Membership => trace.word(14),
+            Event::HoldsRead { n } => {
+                trace.word(17);
+                trace.word(*n);
+            }
             Event::Placement => trace.word(15),
             Event::Removal => trace.word(16),
             Event::Transfer { from, to, shard } => {
@@ -825,7 +843,7 @@ impl Sim {
             })
             .collect();
         let scripted = config.scenario.is_some_and(|s| s.scripted_clients());
-        let clients: Vec<Client> = (0..config.clients)
+        let mut clients: Vec<Client> = (0..config.clients)
             .map(|idx| {
                 let clock = random_clock(&mut rng, drift_ppm);
                 let seed = rng.gen();
@@ -845,6 +863,16 @@ impl Sim {
                 )
             })
             .collect();
+        if sealed_clients_seed(&config) {
+            let wrong = clients.len() - 1;
+            for c in &mut clients {
+                let hex = match c.idx == wrong {
+                    true => SIM_WRONG_CLIENT_KEY,
+                    false => SIM_CLIENT_KEY,
+                };
+                c.set_key(sim_client_key(hex), c.idx == wrong);
+            }
+        }
         let client_by_addr = clients.iter().map(|c| (c.addr, c.idx)).collect();
         let heal_at = Instant::ZERO + config.safety_phase;
         let end = heal_at + config.liveness_phase;
@@ -921,6 +949,9 @@ impl Sim {
         sim.arm_removal();
         sim.schedule_at(heal_at, Event::Heal);
         sim.schedule_at(end - CATCH_UP, Event::CatchUpMark);
+        if sim.config.scenario.is_none() {
+            sim.schedule(holds::HOLDS_READ_PERIOD, Event::HoldsRead { n: 0 });
+        }
         Ok(sim)
     }
 
@@ -1084,7 +1115,13 @@ impl Sim {
                 }
                 self.deliver_request_datagram(to, from, id, &datagram)?;
             }
-            Event::Reply { to, from, msg, .. } => {
+            Event::Reply {
+                to,
+                from,
+                msg,
+                seal,
+                ..
+            } => {
                 if self.blocked.contains(&(from, CLIENT_ENDPOINT + to as u64)) {
                     return Ok(());
                 }
@@ -1096,7 +1133,7 @@ impl Sim {
                 }
                 let now = self.now;
                 let mut out = std::mem::take(&mut self.outbox);
-                self.clients[to].on_reply(now, from, msg, &mut self.hist, &mut out);
+                self.clients[to].on_reply(now, from, msg, seal, &mut self.hist, &mut out);
                 self.send_requests(to, &mut out);
                 self.outbox = out;
                 self.arm_client(to);
@@ -1167,6 +1204,13 @@ impl Sim {
             }
             leave @ Event::Leave { .. } => self.leave_step(leave)?,
             Event::Membership => self.membership_step()?,
+            Event::HoldsRead { n } => {
+                self.read_holds(n)?;
+                if self.now + holds::HOLDS_READ_PERIOD < self.end {
+                    let next = Event::HoldsRead { n: n + 1 };
+                    self.schedule(holds::HOLDS_READ_PERIOD, next);
+                }
+            }
             Event::Placement => self.placement_step()?,
             Event::Removal => self.removal_step()?,
             Event::CatchUpMark => {
@@ -1263,6 +1307,35 @@ const KEYLESS_SEEDS_EVERY: u64 = 4;
 /// the client's next copy gets it).
 const CLIENT_KEYS_SEEDS_EVERY: u64 = 11;
 
+/// The client key of the simulator's key files, and one they never list (the wrong key).
+const SIM_CLIENT_KEY: &str = "5be1d2c3a4f506172839aa4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f";
+const SIM_WRONG_CLIENT_KEY: &str =
+    "c0ffee00112233445566778899aabbccddeeff00112233445566778899aabbcc";
+
+/// One random seed in this many (those with `seed % SEALED_CLIENTS_SEEDS_EVERY == 0`) runs
+/// its nodes with a client key file that authorizes the simulated clients' ids by prefix
+/// (spec §7.2.6), and no `none` line; every client seals its requests with that key and reads
+/// the seals of the answers (spec §7.1.10), but the last, which seals with a key the file
+/// does not list: each of its requests must be answered UNAUTHENTICATED, none have an
+/// effect (`Client::key_violation`). Takes precedence over [`CLIENT_KEYS_SEEDS_EVERY`].
+const SEALED_CLIENTS_SEEDS_EVERY: u64 = 3;
+
+fn sealed_clients_seed(config: &SimConfig) -> bool {
+    // Not the production-compaction seeds: their snapshots need every client's entries.
+    config.scenario.is_none()
+        && config.seed % SEALED_CLIENTS_SEEDS_EVERY == 0
+        && !config.production_compaction
+}
+
+/// A client key from its 64 hex digits.
+fn sim_client_key(hex: &str) -> udplock_protocol::ClientKey {
+    let mut secret = [0u8; udplock_protocol::CLIENT_KEY_LEN];
+    for (i, b) in secret.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    udplock_protocol::ClientKey::new(secret)
+}
+
 fn client_keys_seed(config: &SimConfig) -> bool {
     config.scenario.is_none() && config.seed % CLIENT_KEYS_SEEDS_EVERY == 2
 }
@@ -1320,11 +1393,16 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
             seeds: if bootstrap { Vec::new() } else { vec![first] },
         });
     }
-    if client_keys_seed(config) {
-        let file = crate::client_keys::ClientKeyFile::parse(
-            "5be1d2c3a4f506172839aa4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f sim/\nnone *\n",
-        )
-        .expect("a valid key file");
+    if sealed_clients_seed(config) {
+        // The clients' ids (`c0` ...) by their prefix, and no `none` line: a request without
+        // a key, or with a key not listed, is answered UNAUTHENTICATED.
+        let file = crate::client_keys::ClientKeyFile::parse(&format!("{SIM_CLIENT_KEY} c\n"))
+            .expect("a valid key file");
+        cluster.client_keys = Some(std::sync::Arc::new(file));
+    } else if client_keys_seed(config) {
+        let file =
+            crate::client_keys::ClientKeyFile::parse(&format!("{SIM_CLIENT_KEY} sim/\nnone *\n"))
+                .expect("a valid key file");
         cluster.client_keys = Some(std::sync::Arc::new(file));
     }
     if overload_seed(config) {

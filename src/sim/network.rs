@@ -181,6 +181,8 @@ impl Sim {
 
     pub(super) fn send_reply(&mut self, from: NodeId, to: usize, msg: ReplyMsg, datagram: &[u8]) {
         let digest = Trace::of(datagram);
+        // What the client's key makes of the datagram's client-auth trailer (spec §7.1.10).
+        let seal = crate::core::call::seal_of(self.clients[to].key(), datagram);
         for latency in self.copies(from, CLIENT_ENDPOINT + to as u64) {
             let msg = msg.clone();
             self.schedule(
@@ -189,6 +191,7 @@ impl Sim {
                     to,
                     from,
                     msg,
+                    seal,
                     digest,
                 },
             );

@@ -351,6 +351,11 @@ impl Sim {
                 self.removals.answered(datagram);
                 continue;
             }
+            if t.to == super::holds::HOLDS_ADDR {
+                // The answer to a HOLDS read: `holds.rs` judges it.
+                self.holds_answered(id, &datagram)?;
+                continue;
+            }
             if t.to_peer {
                 let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
                     return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));

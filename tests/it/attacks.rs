@@ -1758,7 +1758,13 @@ fn member_places(nodes: &[&ClusterNode]) -> Vec<Vec<(u64, SocketAddr)>> {
     places(&full_member_tables(nodes))
 }
 
-/// Each node's shards: (holds a replica, as a learner). What placement changes (spec §8.13).
+/// Each node's shards: (holds a replica its latest configuration names, as a learner). What
+/// placement changes (spec §8.13). A replica its configuration does not name is left out: a
+/// joined node creates one on demand for any leader's APPEND (spec §8.1), also a late one
+/// to a node the leader removed (it keeps sending the log until it knows it was heard),
+/// and drops it once caught up or orphaned; seen in this attack under load, a few seconds
+/// after the baseline, with no forged datagram taken (the drop counts are exact) and no
+/// member ever other than alive.
 type Placement = Vec<Vec<(bool, bool)>>;
 
 fn placement(nodes: &[&ClusterNode]) -> Placement {
@@ -1767,7 +1773,20 @@ fn placement(nodes: &[&ClusterNode]) -> Placement {
         .map(|node| {
             node.shard_stats()
                 .iter()
-                .map(|s| (s.role.is_some(), s.learner))
+                .map(|s| (s.role.is_some() && s.named, s.learner))
+                .collect()
+        })
+        .collect()
+}
+
+/// Each node's replicas its configuration does not name, by shard (for a failure's message).
+fn unnamed_replicas(nodes: &[&ClusterNode]) -> Vec<Vec<usize>> {
+    nodes
+        .iter()
+        .map(|node| {
+            let stats = node.shard_stats();
+            (0..stats.len())
+                .filter(|&s| stats[s].role.is_some() && !stats[s].named)
                 .collect()
         })
         .collect()
@@ -2008,7 +2027,57 @@ fn membership_forgeries(
 /// stranger's addresses, and checks that every one was dropped for its reason, and that no
 /// member table changed, nor any replica's place, also `watch` later (long enough for
 /// placement to act on a member it believed dead). Returns how many were sent.
+///
+/// Placement acts on SWIM's view alone (spec §8.13), and a genuine suspicion is not a
+/// forgery's doing: on a loaded machine a node's loop can stall past SWIM's suspicion
+/// timeout, the others declare it dead, and a dead-after (1 s here) later its replicas move,
+/// then back once it refutes (seen once in a full-suite run: "a replica moved"). So a replica
+/// must not have moved at all while no table ever showed a member other than alive and no
+/// incarnation rose (a refutation raises one); after a genuine suspicion, the placement must
+/// come back to the baseline's once every member is alive again. The exact drop counts by
+/// reason are what show that no forged datagram was acted upon.
 fn membership_attack(nodes: &[&ClusterNode], watch: Duration) -> usize {
+    /// Stops the sampler also when a check fails (the scope joins it before it unwinds).
+    struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Relaxed);
+        }
+    }
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let doubts = scope.spawn(|| doubts_seen(nodes, &stop));
+        let _stop = StopOnDrop(&stop);
+        membership_attack_watched(nodes, watch, &stop, doubts)
+    })
+}
+
+/// Every (observer, member, state) other than alive seen in the nodes' member tables,
+/// sampled every 10 ms until `stop`.
+fn doubts_seen(
+    nodes: &[&ClusterNode],
+    stop: &std::sync::atomic::AtomicBool,
+) -> BTreeSet<(u64, u64, String)> {
+    let mut seen = BTreeSet::new();
+    while !stop.load(Relaxed) {
+        for (i, table) in member_tables(nodes).iter().enumerate() {
+            for (id, _, state, _) in table {
+                if state != "Alive" {
+                    seen.insert((i as u64 + 1, *id, state.clone()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    seen
+}
+
+fn membership_attack_watched(
+    nodes: &[&ClusterNode],
+    watch: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+    doubts: std::thread::ScopedJoinHandle<'_, BTreeSet<(u64, u64, String)>>,
+) -> usize {
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.local_addr()).collect();
     let mut spoofer = Spoofer::new();
     let tables = full_member_tables(nodes);
@@ -2084,12 +2153,51 @@ fn membership_attack(nodes: &[&ClusterNode], watch: Duration) -> usize {
         "a member table changed"
     );
     std::thread::sleep(watch);
+    let after = full_member_tables(nodes);
     assert_eq!(
-        member_places(nodes),
+        places(&after),
         places(&tables),
         "a member table changed later"
     );
-    assert_eq!(placement(nodes), placed, "a replica moved");
+    let now = placement(nodes);
+    stop.store(true, Relaxed);
+    let doubts = doubts.join().expect("the sampler");
+    let risen: Vec<(u64, u64)> = tables
+        .iter()
+        .zip(&after)
+        .flat_map(|(before, after)| before.iter().zip(after))
+        .filter(|(b, a)| a.3 > b.3)
+        .map(|(b, a)| (b.0, a.3 - b.3))
+        .collect();
+    let unnamed = unnamed_replicas(nodes);
+    if unnamed.iter().any(|u| !u.is_empty()) {
+        eprintln!("replicas no configuration names (created on demand by a leader's APPEND), per node: {unnamed:?}");
+    }
+    if doubts.is_empty() && risen.is_empty() {
+        assert_eq!(
+            now,
+            placed,
+            "a replica moved while every member stayed alive in every table (unnamed replicas \
+             per node: {:?})",
+            unnamed_replicas(nodes)
+        );
+    } else {
+        eprintln!(
+            "genuine suspicions during the attack (a loaded machine): seen {doubts:?}, \
+             incarnations risen {risen:?}; placement then {}",
+            if now == placed { "unchanged" } else { "moved" }
+        );
+        let started = Instant::now();
+        while placement(nodes) != placed {
+            assert!(
+                started.elapsed() < SETTLE_WAIT_MAX,
+                "a replica moved and did not come back with every member alive: {:?} then {:?}",
+                placed,
+                placement(nodes)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     total
 }
 

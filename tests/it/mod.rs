@@ -16,6 +16,7 @@ mod guard;
 mod holds;
 mod join;
 mod keepalive;
+mod load;
 mod lock_cmd;
 mod lossy;
 mod members;

@@ -97,6 +97,22 @@ impl Servers {
         rust_log: Option<&'static str>,
         more: &'static [&'static str],
     ) -> Servers {
+        let mut servers = Servers::unstarted(n, durability, keys, rust_log, more);
+        for i in 0..n {
+            servers.spawn_as(i, true);
+        }
+        servers
+    }
+
+    /// As `start_full`, no node started yet: the test starts each (`spawn_with`, with
+    /// `new_cluster` for a cluster's first start), with arguments of its own.
+    pub(super) fn unstarted(
+        n: usize,
+        durability: &'static str,
+        keys: &[Option<[u8; udplock_protocol::CLUSTER_KEY_LEN]>],
+        rust_log: Option<&'static str>,
+        more: &'static [&'static str],
+    ) -> Servers {
         // Free ports: bind all, read, release (the servers bind them a moment later). All
         // are held until all are read, so that no two nodes get the same one.
         let held: Vec<UdpSocket> = (0..n)
@@ -120,7 +136,7 @@ impl Servers {
         // One cluster key for every node, as a real cluster has (spec §8.11).
         std::fs::create_dir_all(&dir).unwrap();
         udplock::cluster::keys::create(&dir.join("cluster.key"), keys).unwrap();
-        let mut servers = Servers {
+        Servers {
             durability,
             rust_log,
             more,
@@ -128,11 +144,7 @@ impl Servers {
             addrs,
             dir,
             children: (0..n).map(|_| None).collect(),
-        };
-        for i in 0..n {
-            servers.spawn_as(i, true);
         }
-        servers
     }
 
     pub(super) fn spawn(&mut self, i: usize) {

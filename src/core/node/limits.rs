@@ -34,8 +34,10 @@
 //! entries not applied yet) and each leader's check bounds every node; the slack is what the
 //! other leaders have in flight: at most `UNCOMMITTED_MAX` entries per shard led elsewhere.
 //! In a joined cluster with more nodes than replicas per shard, nodes hold different
-//! subsets, and a follower's counts are bounded only by the per-shard table limits of the
-//! shards it holds (the reference node does not report its counts to leaders yet).
+//! subsets, so each node reports the limits it has reached to the leaders of its shards
+//! (PEER_LOAD, spec node-protocol §8.14, [`super::load`]), and a leader refuses what would
+//! raise a count any other replica's node reports reached: the bound then has the slack of
+//! a report's age besides (§8.14 rule 5).
 
 use udplock_protocol::{reached, RequestBody};
 

@@ -123,6 +123,14 @@ impl LoadReports {
             .fold(0, |bits, &(reached, _)| bits | reached)
     }
 
+    /// The reports live at `now` and not zero, by node id (for metrics).
+    pub fn live(&self, now: Instant) -> impl Iterator<Item = (NodeId, u16)> + '_ {
+        self.heard
+            .iter()
+            .filter(move |&(_, &(_, at))| now < at + LOAD_REPORT_LIFETIME)
+            .map(|(&id, &(reached, _))| (id, reached))
+    }
+
     /// Node `id` left the address book: nothing of it is kept.
     pub fn forget(&mut self, id: NodeId) {
         self.told.remove(&id);
@@ -195,8 +203,10 @@ mod tests {
         assert_eq!(r.reached_by(at(100), [2, 3].into_iter()), 0x0005);
         assert_eq!(r.reached_by(at(100), [3, 4].into_iter()), 0x0004);
         assert_eq!(r.reached_by(at(1_505), [2, 3].into_iter()), 0x0004);
+        assert_eq!(r.live(at(1_505)).collect::<Vec<_>>(), [(3, 0x0004)]);
         r.heard(at(1_506), 3, 0);
         assert_eq!(r.reached_by(at(1_507), [2, 3].into_iter()), 0);
+        assert_eq!(r.live(at(1_507)).count(), 0, "a zero is not kept");
         r.forget(2);
         assert_eq!(r.heard_count(), 0);
     }

@@ -94,6 +94,7 @@ pub mod stats;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use udplock_protocol::{
@@ -1951,24 +1952,43 @@ impl Node {
     /// Spec §8.14: a peer's limits reached, heard only from a node of the address book at its
     /// address there, of this cluster; never answered.
     fn handle_peer_load(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
+        let taken = self.take_peer_load(now, datagram, source);
+        let counter = match taken {
+            true => &self.stats.load_received,
+            false => &self.stats.load_dropped,
+        };
+        NodeStats::bump(counter);
+    }
+
+    /// [`Node::handle_peer_load`]'s checks: true if the report was taken (a dropped one is
+    /// counted here by its reason).
+    fn take_peer_load(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) -> bool {
         let Ok(p) = PeerLoad::decode(datagram) else {
             NodeStats::bump(&self.stats.dropped);
-            return;
+            return false;
         };
         let from = p.header.from;
         if !self.listed_peer(from, source) {
             self.count_unknown(from);
-            return;
+            return false;
         }
         if !self.authenticated(from, datagram, p.auth.as_ref(), source) {
-            return;
+            return false;
         }
         if p.header.cluster_id != self.cluster_id {
             NodeStats::bump(&self.stats.dropped);
-            return;
+            return false;
         }
         // Bits this revision does not know are ignored (spec §8.14).
         self.loads.heard(now, from, p.reached & reached::ALL);
+        true
+    }
+
+    /// The limits each other node reports reached in a report still live at `now` (spec
+    /// §8.14 rule 3), by node id; nodes whose report is zero or expired are missing. What a
+    /// leader adds to its own counts when it admits a request (for metrics and tests).
+    pub fn peer_loads(&self, now: Instant) -> Vec<(NodeId, u16)> {
+        self.loads.live(now).collect()
     }
 
     /// Spec §8.14 rule 2: this node's limits reached, to the other nodes that lead a shard it
@@ -1982,6 +2002,11 @@ impl Node {
             ..self.usage_total
         };
         let value = self.config.limits.reached(&applied);
+        if self.stats.load_reached.load(Ordering::Relaxed) != u64::from(value) {
+            self.stats
+                .load_reached
+                .store(u64::from(value), Ordering::Relaxed);
+        }
         if !self.loads.wants_look(now, value) {
             return;
         }
@@ -2006,7 +2031,10 @@ impl Node {
             };
             let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
             match datagram.encode(&mut out) {
-                Ok(len) => self.queue_peer(id, addr, &mut out, len, self.write_seq),
+                Ok(len) => {
+                    NodeStats::bump(&self.stats.load_sent);
+                    self.queue_peer(id, addr, &mut out, len, self.write_seq);
+                }
                 Err(e) => log::error!("udplock node: load report did not encode: {e}"),
             }
         }

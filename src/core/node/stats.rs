@@ -63,6 +63,19 @@ pub struct NodeStats {
     /// Client requests a leader answered OVERLOADED because the node's replicas together
     /// reached one of its limits per node (`super::limits`).
     pub overloaded_node_limits: AtomicU64,
+    /// Cluster nodes: PEER_LOAD datagrams (spec §8.14) sent to the leaders of this node's
+    /// shards, and accepted from other nodes.
+    pub load_sent: AtomicU64,
+    pub load_received: AtomicU64,
+    /// Cluster nodes: PEER_LOAD datagrams not taken, for any reason (malformed, of another
+    /// cluster, from an unlisted node, failing the MAC checks); each also counted by its
+    /// reason (`dropped`, `peer_unknown`, `auth_dropped`).
+    pub load_dropped: AtomicU64,
+    /// The limits per node this node's replicas have reached as applied ([`reached`] bits of
+    /// spec §8.14), as it last reported them.
+    ///
+    /// [`reached`]: udplock_protocol::reached
+    pub load_reached: AtomicU64,
     /// Lock requests answered RETRY (spec §7.2.5): no valid address token for their source
     /// and session. Also counted in `requests` (they decoded); nothing else saw them.
     pub address_retries: AtomicU64,

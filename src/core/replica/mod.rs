@@ -291,6 +291,11 @@ pub struct ShardStats {
     /// thesis §4.2.1: it receives the log and counts in no majority); SHARD_STATUS reports
     /// such a follower with the role "learner" (spec §5.6). False without a replica.
     pub learner: bool,
+    /// The latest configuration in this replica's log names its node, a voter or a learner:
+    /// false for a replica a joined node created on demand for a leader's APPEND that has
+    /// not yet caught up on a configuration naming it, or one removed and not dropped yet
+    /// (spec §8.1 "Replicas on demand"). False without a replica.
+    pub named: bool,
     pub term: u64,
     pub leader: Option<NodeId>,
     pub commit_index: u64,
@@ -857,6 +862,7 @@ impl Replica {
         ShardStats {
             role: Some(self.raft.role()),
             learner: self.raft.membership().is_learner(self.config.raft.id),
+            named: self.raft.membership().contains(self.config.raft.id),
             term: self.raft.term(),
             leader: self.raft.leader(),
             commit_index: self.raft.commit_index(),

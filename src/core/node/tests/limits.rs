@@ -356,6 +356,28 @@ fn a_leader_refuses_what_a_follower_reports_it_has_no_room_for() {
     assert_eq!(status, Status::Overloaded, "node 3 reported it is full");
     assert!(matches!(hint, Hint::RetryAfter { ms } if ms > 0));
     assert_eq!(refused(&trio.nodes[*leader]), 1);
+    // What the metrics show: node 3 reached its resources limit and sent reports, the
+    // leader took them and knows node 3's value; nothing dropped.
+    let load = |trio: &Trio, i: usize| {
+        let s = trio.nodes[i].stats();
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        (
+            get(&s.load_sent),
+            get(&s.load_received),
+            get(&s.load_dropped),
+            get(&s.load_reached),
+        )
+    };
+    let (sent, _, dropped, reached) = load(&trio, 2);
+    assert!(sent >= 1);
+    assert_eq!((dropped, reached), (0, u64::from(reached::RESOURCES)));
+    let (_, received, dropped, reached) = load(&trio, *leader);
+    assert!(received >= 1);
+    assert_eq!((dropped, reached), (0, 0));
+    assert_eq!(
+        trio.nodes[*leader].peer_loads(trio.now),
+        [(3, reached::RESOURCES)]
+    );
     trio.run_for(200);
     assert_eq!([held(&trio, 0), held(&trio, 1), held(&trio, 2)], [2, 2, 2]);
     // A release passes, and makes room on node 3: it says so, and the acquire is granted.
@@ -366,8 +388,55 @@ fn a_leader_refuses_what_a_follower_reports_it_has_no_room_for() {
     };
     assert_eq!(send(&mut trio, *first_leader, release).0, Status::Ok);
     trio.run_for(200);
+    assert_eq!(load(&trio, 2).3, 0, "room again");
+    assert_eq!(trio.nodes[*leader].peer_loads(trio.now), []);
     let (status, _) = send(&mut trio, *leader, acquire_body(resource.as_bytes()));
     assert_eq!(status, Status::Ok);
+}
+
+/// Spec §8.14 rule 6, §8.11: a report a leader cannot trust is dropped and counted
+/// (`load_dropped`, and by its reason), and it refuses nothing for it: an unsealed report
+/// from a listed node's address (the cluster has a key), one from a node id it does not
+/// list, and one that does not decode.
+#[test]
+fn a_forged_load_report_is_dropped_and_counted() {
+    let mut trio = Trio::new(1, test_keys());
+    trio.run_for(3_000);
+    let leader = trio.leader_of(0).expect("a leader");
+    let follower = (leader + 1) % 3;
+    let report = |from: u64| {
+        let mut out = [0u8; 64];
+        let n = PeerLoad {
+            header: PeerHeader {
+                cluster_id: trio.nodes[leader].cluster_id(),
+                from,
+            },
+            auth: None,
+            reached: reached::ALL,
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[..n].to_vec()
+    };
+    let unsealed = report(follower as u64 + 1);
+    let stranger = report(9);
+    let mut bad = unsealed.clone();
+    bad[udplock_protocol::HEADER_LEN + 7] = 1;
+    let now = trio.now;
+    let from = trio.addrs[follower];
+    let node = &mut trio.nodes[leader];
+    for datagram in [&unsealed, &stranger, &bad] {
+        node.handle_datagram(now, from, datagram);
+    }
+    let stats = node.stats();
+    assert_eq!(stats.load_dropped.load(Ordering::Relaxed), 3);
+    assert_eq!(stats.load_received.load(Ordering::Relaxed), 0);
+    assert_eq!(stats.auth_dropped(AuthDrop::Unauthenticated), 1);
+    assert_eq!(stats.peer_unknown.load(Ordering::Relaxed), 1);
+    assert_eq!(node.peer_loads(now), []);
+    // The leader admits on: a new resource is granted.
+    let replies = trio.ask(leader, &acquire(1, b"after-forgery"));
+    assert_eq!(Reply::decode(&replies[0].1).unwrap().status, Status::Ok);
 }
 
 /// Issue 12 item 4 in the case it is about: a joined cluster where node 2 leads none of the
