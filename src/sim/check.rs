@@ -122,6 +122,10 @@ pub(super) struct History {
     /// Acquires their client stopped waiting for and withdrew (spec §4.12): given up by
     /// choice, so the liveness checker does not hold them to their bound.
     pub withdrawn: std::collections::HashSet<usize>,
+    /// Clients whose key no node lists (spec §7.2.6): nothing they send can take effect, and
+    /// the unsealed refusals they get end only a fresh ACQUIRE or a read (spec §7.1.10 rule
+    /// 2), so the liveness checker does not hold their other operations to a bound.
+    pub keyless_to_the_nodes: std::collections::HashSet<usize>,
     /// Replies a client's call rejected as contradicting the request (spec §7.1.4 rule 6):
     /// (receipt, what). Every reply in the simulator comes from a node, so any is a bug of
     /// the client's checks or of the node's reply.
@@ -682,7 +686,11 @@ pub(super) fn check_liveness(
 ) -> Result<(), (Instant, String)> {
     let from = healed + LIVENESS_SETTLE;
     for (n, op) in h.ops.iter().enumerate() {
-        if op.sent < from || op.client == PROBE || h.withdrawn.contains(&n) {
+        if op.sent < from
+            || op.client == PROBE
+            || h.withdrawn.contains(&n)
+            || h.keyless_to_the_nodes.contains(&op.client)
+        {
             continue;
         }
         let wait = match op.action {

@@ -314,6 +314,8 @@ pub(super) struct Client {
     /// must never have any effect, each of its requests answered UNAUTHENTICATED.
     key: Option<ClientKey>,
     pub wrong_key: bool,
+    /// Unsealed UNAUTHENTICATED refusals the wrong-key client dropped (spec §7.1.10 rule 2).
+    pub unsealed_refusals: u64,
     /// Final answers UNAUTHENTICATED this client took.
     pub unauthenticated: u64,
 }
@@ -395,6 +397,7 @@ impl Client {
             cancels_crossed: 0,
             key: None,
             wrong_key: false,
+            unsealed_refusals: 0,
             unauthenticated: 0,
         };
         if !scripted {
@@ -602,6 +605,15 @@ impl Client {
                 if let Some(discovery) = self.discovery.as_mut() {
                     discovery.check_source(node_addr(from));
                 }
+            }
+            // The client whose key no node lists is refused unsealed (the nodes do not know
+            // its key), and a refusal it cannot trust does not end a RELEASE, RENEW,
+            // CANCEL_WAIT or waited ACQUIRE (spec §7.1.10 rule 2): dropping it is the rule
+            // working, not a genuine answer refused.
+            Handled::Rejected(Rejected::Seal(_))
+                if self.wrong_key && reply.status == Status::Unauthenticated =>
+            {
+                self.unsealed_refusals += 1;
             }
             Handled::Rejected(why) => hist.rejected.push((
                 now,

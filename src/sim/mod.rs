@@ -920,6 +920,12 @@ impl Sim {
             removals,
             watched: String::new(),
         };
+        sim.hist.keyless_to_the_nodes = sim
+            .clients
+            .iter()
+            .filter(|c| c.wrong_key)
+            .map(|c| c.idx)
+            .collect();
         for id in voters {
             sim.start_node(id)?;
             // Later starts: the unit file kept `--new-cluster`, or the operator removed it.
