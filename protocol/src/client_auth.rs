@@ -312,26 +312,7 @@ mod key {
         /// `buf` too short ([`EncodeError::BufferTooSmall`]); the sealed reply longer than
         /// [`crate::DATAGRAM_LEN_MAX`] ([`EncodeError::TooLong`]).
         pub fn seal_reply(&self, buf: &mut [u8], len: usize) -> Result<usize, EncodeError> {
-            if len < HEADER_LEN || len > buf.len() {
-                return Err(EncodeError::BufferTooSmall);
-            }
-            let sealable = MessageType::from_wire(buf[hfield::MSG_TYPE])
-                .is_some_and(|t| t.is_reply() && carries_client_auth(t));
-            let flags = u16_at(buf, hfield::FLAGS.start);
-            let body_len = usize::from(u16_at(buf, hfield::BODY_LEN.start));
-            if !sealable || flags & Flags::AUTH.bits() != 0 || HEADER_LEN + body_len != len {
-                return Err(EncodeError::WrongType);
-            }
-            let end = len + CLIENT_AUTH_TRAILER_LEN;
-            if end > DATAGRAM_LEN_MAX {
-                return Err(EncodeError::TooLong);
-            }
-            if end > buf.len() {
-                return Err(EncodeError::BufferTooSmall);
-            }
-            buf[hfield::FLAGS].copy_from_slice(&(flags | Flags::AUTH.bits()).to_be_bytes());
-            self.seal(Direction::Reply, &mut buf[..end]);
-            Ok(end)
+            self.seal_in_place(Direction::Reply, buf, len)
         }
 
         /// Seals in place the unsealed lock request of `len` bytes at the start of `buf`: sets
@@ -348,14 +329,34 @@ mod key {
         /// `buf` too short ([`EncodeError::BufferTooSmall`]); the sealed request longer than
         /// [`crate::DATAGRAM_LEN_MAX`] ([`EncodeError::TooLong`]).
         pub fn seal_request(&self, buf: &mut [u8], len: usize) -> Result<usize, EncodeError> {
+            self.seal_in_place(Direction::Request, buf, len)
+        }
+
+        /// [`ClientKey::seal_reply`] and [`ClientKey::seal_request`]: a reply ends where its
+        /// body ends; a request may be padded (and carry a token) after its body.
+        fn seal_in_place(
+            &self,
+            direction: Direction,
+            buf: &mut [u8],
+            len: usize,
+        ) -> Result<usize, EncodeError> {
             if len < HEADER_LEN || len > buf.len() {
                 return Err(EncodeError::BufferTooSmall);
             }
-            let sealable = MessageType::from_wire(buf[hfield::MSG_TYPE])
-                .is_some_and(|t| t.is_request() && carries_client_auth(t));
+            let sealable = MessageType::from_wire(buf[hfield::MSG_TYPE]).is_some_and(|t| {
+                carries_client_auth(t)
+                    && match direction {
+                        Direction::Reply => t.is_reply(),
+                        Direction::Request => t.is_request(),
+                    }
+            });
             let flags = u16_at(buf, hfield::FLAGS.start);
-            let body_len = usize::from(u16_at(buf, hfield::BODY_LEN.start));
-            if !sealable || flags & Flags::AUTH.bits() != 0 || HEADER_LEN + body_len > len {
+            let body_end = HEADER_LEN + usize::from(u16_at(buf, hfield::BODY_LEN.start));
+            let body_fits = match direction {
+                Direction::Reply => body_end == len,
+                Direction::Request => body_end <= len,
+            };
+            if !sealable || flags & Flags::AUTH.bits() != 0 || !body_fits {
                 return Err(EncodeError::WrongType);
             }
             let end = len + CLIENT_AUTH_TRAILER_LEN;
@@ -366,7 +367,7 @@ mod key {
                 return Err(EncodeError::BufferTooSmall);
             }
             buf[hfield::FLAGS].copy_from_slice(&(flags | Flags::AUTH.bits()).to_be_bytes());
-            self.seal(Direction::Request, &mut buf[..end]);
+            self.seal(direction, &mut buf[..end]);
             Ok(end)
         }
 
