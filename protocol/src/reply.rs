@@ -205,7 +205,7 @@ impl<'a> Reply<'a> {
 
     /// Encodes the reply and, with a `key`, seals it (spec §7.1.10): the AUTH flag set and
     /// the client-auth trailer after the body, with the key's id and the reply MAC of every
-    /// byte before it; [`Reply::encoded_len`] plus [`CLIENT_AUTH_TRAILER_LEN`] bytes. An
+    /// byte before it; [`Reply::encoded_len`] plus [`crate::CLIENT_AUTH_TRAILER_LEN`] bytes. An
     /// ERROR_REPLY is never sealed ([`EncodeError::WrongType`] with a key). Without a key,
     /// the same bytes as [`Reply::encode`]. The AUTH bit of `self.flags` is ignored: the key
     /// decides.
