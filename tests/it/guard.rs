@@ -148,7 +148,7 @@ fn a_hold_released_behind_the_guards_back_is_lost_at_the_next_renewal() {
 /// none is lost meanwhile, and that the rate is under a tenth of one per lock.
 /// `cargo test --release --test tests it::guard::ten_thousand -- --ignored --nocapture`
 #[test]
-#[ignore]
+#[ignore = "a 20 s scale measurement (10,000 guards); run by hand: cargo test --release --all-features --test tests it::guard::ten_thousand -- --ignored --nocapture"]
 fn ten_thousand_guards_renewal_rate() {
     let node = start_node();
     let client = Client::connect(&[node.local_addr()]).unwrap();

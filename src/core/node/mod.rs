@@ -1329,17 +1329,7 @@ impl Node {
                 Some((None, retry_after_ms)) => {
                     // A token above what this new leader applied: it may have been issued by
                     // a command it has not applied yet; come back shortly.
-                    let reply = Reply {
-                        hint: Hint::RetryAfter { ms: retry_after_ms },
-                        ..Reply::bare(
-                            kind.reply_type(),
-                            request.session_id,
-                            request.request_id,
-                            request.attempt,
-                            Status::Overloaded,
-                        )
-                    };
-                    self.answer_client(&reply, key_id, datagram.len(), from);
+                    self.answer_overloaded(&request, retry_after_ms, key_id, datagram.len(), from);
                     return;
                 }
             }
@@ -1404,19 +1394,8 @@ impl Node {
                         self.client_auth.forget(id);
                     }
                     NodeStats::bump(&self.stats.overloaded_node_limits);
-                    let reply = Reply {
-                        hint: Hint::RetryAfter {
-                            ms: replica.config().table.retry_after_ms,
-                        },
-                        ..Reply::bare(
-                            kind.reply_type(),
-                            request.session_id,
-                            request.request_id,
-                            request.attempt,
-                            Status::Overloaded,
-                        )
-                    };
-                    self.answer_client(&reply, key_id, datagram.len(), from);
+                    let retry_after_ms = replica.config().table.retry_after_ms;
+                    self.answer_overloaded(&request, retry_after_ms, key_id, datagram.len(), from);
                     return;
                 }
             }
@@ -1450,6 +1429,28 @@ impl Node {
                 self.answer_client(&reply, key_id, datagram.len(), from);
             }
         }
+    }
+
+    /// Answers `request` OVERLOADED with a retry-after (spec §9.1): nothing changed.
+    fn answer_overloaded(
+        &mut self,
+        request: &Request<'_>,
+        retry_after_ms: u32,
+        key_id: Option<u32>,
+        request_len: usize,
+        to: SocketAddr,
+    ) {
+        let reply = Reply {
+            hint: Hint::RetryAfter { ms: retry_after_ms },
+            ..Reply::bare(
+                request.body.kind().reply_type(),
+                request.session_id,
+                request.request_id,
+                request.attempt,
+                Status::Overloaded,
+            )
+        };
+        self.answer_client(&reply, key_id, request_len, to);
     }
 
     /// Sends `reply`, an answer the node makes at once to a lock request of `request_len`
