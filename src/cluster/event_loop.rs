@@ -16,6 +16,7 @@ use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
 use super::socket::{recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer};
 use super::storage::{DataDir, ShardStore};
+use super::writer::Writer;
 use crate::clock::BootInstant;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{Node, NodeStats, ShardWrite};
@@ -45,10 +46,14 @@ pub(super) struct ClusterLoop {
     pub(super) client_key_watch: Option<ClientKeyWatch>,
     /// The keys in force, for [`ClusterNode::keys`](super::ClusterNode::keys).
     pub(super) keys: Arc<Mutex<KeySet>>,
-    /// Each shard's storage (`fsync`, `os`; `None` under `memory`).
+    /// Each shard's storage (`os`; `None` under `memory`; moved to the writer under `fsync`).
     pub(super) stores: Vec<Option<ShardStore>>,
     /// The data directory (`fsync`, `os`), locked while the loop runs.
-    pub(super) dir: Option<DataDir>,
+    pub(super) dir: Option<Arc<DataDir>>,
+    /// The writer thread that stores and syncs (`fsync`): see [`super::writer`].
+    pub(super) writer: Option<Writer>,
+    /// Writes taken from the core, for the writer.
+    pub(super) batch: Vec<ShardWrite>,
     /// The lease horizon file of a single node in memory mode ([`horizon`](super::horizon)).
     pub(super) horizon: Option<HorizonFile>,
     /// The last write stored (its `seq`).
@@ -121,6 +126,9 @@ impl ClusterLoop {
             }
             self.read_timer.arm(&self.socket, Some(next), self.now());
             match self.socket.recv_from(&mut buf) {
+                // An empty datagram carries nothing: the writer's wake-up (or a stop's), after
+                // which the flush below hears what was stored.
+                Ok((0, _)) => self.flush()?,
                 Ok((len, from)) => {
                     NodeStats::bump(&self.stats.datagrams);
                     let now = self.now();
@@ -176,12 +184,18 @@ impl ClusterLoop {
         }
     }
 
-    /// Stores every write the core hands out, then sends its datagrams. A write that fails
-    /// stops the node before anything leaves (fail-stop): Raft's state in memory is already
-    /// ahead of the disk (a leader counts its own log toward a majority), so going on could
-    /// acknowledge what a crash would lose; stopping is a crash the cluster already survives.
+    /// Stores every write the core hands out (or hands them to the writer thread), then
+    /// sends its datagrams, each once the writes it depends on are stored (the writer sends
+    /// those that must wait). A write that fails stops the node before anything that depends
+    /// on it leaves (fail-stop): Raft's state in memory is already ahead of the disk, so going
+    /// on could acknowledge what a crash would lose; stopping is a crash the cluster already
+    /// survives.
     fn flush(&mut self) -> Result<(), String> {
         while let Some(write) = self.node.poll_persist() {
+            if self.writer.is_some() {
+                self.batch.push(write);
+                continue;
+            }
             if let Err(e) = self.store(&write) {
                 let why = format!(
                     "shard {}: cannot persist its state: {e}; stopping",
@@ -192,12 +206,30 @@ impl ClusterLoop {
             }
             self.stored = write.seq;
         }
+        if let Some(writer) = &self.writer {
+            writer.submit(&mut self.batch);
+            if let Some(why) = writer.failed() {
+                log::error!("udplock node: {why}; stopping");
+                return Err(why);
+            }
+            self.stored = writer.stored();
+        }
         while let Some(t) = self.node.poll_transmit(&mut self.out) {
-            // Every write is stored before anything is sent (the core allows more).
-            assert!(
-                t.after <= self.stored,
-                "a datagram before the write it needs"
-            );
+            let send = match &self.writer {
+                // Held by the writer until the writes it depends on are stored.
+                Some(writer) => writer.send_or_hold(t.after, t.to, &self.out[..t.len], t.to_peer),
+                None => {
+                    // Stored inline: every write is stored before anything is sent.
+                    assert!(
+                        t.after <= self.stored,
+                        "a datagram before the write it needs"
+                    );
+                    true
+                }
+            };
+            if !send {
+                continue;
+            }
             let sent = self.socket.send_to(&self.out[..t.len], t.to);
             match (sent, t.to_peer) {
                 (Ok(_), false) => NodeStats::bump(&self.stats.replies),

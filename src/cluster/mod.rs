@@ -46,6 +46,7 @@
 //! grace must cover the longest lease clients may still count).
 
 mod event_loop;
+mod writer;
 #[doc(hidden)]
 pub mod http;
 #[doc(hidden)]
@@ -431,6 +432,24 @@ impl ClusterNode {
         if let Ok(mut published) = shard_stats.lock() {
             *published = node.shard_stats();
         }
+        let dir = dir.map(Arc::new);
+        // Under `fsync` a thread of its own stores and syncs, off the loop (`writer`).
+        let (writer, stores) = match &dir {
+            Some(d) if config.durability == Durability::Fsync => {
+                let d = d.clone();
+                let mut stores = stores;
+                let store: writer::StoreBatch = Box::new(move |writes| {
+                    for write in writes {
+                        d.apply(&mut stores, write)?;
+                    }
+                    Ok(())
+                });
+                let name = format!("udplock-writer-{}", config.node_id);
+                let w = writer::Writer::spawn(name, store, &socket, local_addr, stats.clone())?;
+                (Some(w), Vec::new())
+            }
+            _ => (None, stores),
+        };
         let event_loop = ClusterLoop {
             node,
             socket,
@@ -439,6 +458,8 @@ impl ClusterNode {
             keys: shared_keys.clone(),
             stores,
             dir,
+            writer,
+            batch: Vec::new(),
             horizon,
             stored: 0,
             stats: stats.clone(),
