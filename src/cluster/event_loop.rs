@@ -15,7 +15,7 @@ use super::horizon::HorizonFile;
 use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
 use super::socket::{recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer};
-use super::storage::{DataDir, ShardStore};
+use super::storage::{DataDir, Wal};
 use crate::clock::BootInstant;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{Node, NodeStats, ShardWrite};
@@ -45,8 +45,8 @@ pub(super) struct ClusterLoop {
     pub(super) client_key_watch: Option<ClientKeyWatch>,
     /// The keys in force, for [`ClusterNode::keys`](super::ClusterNode::keys).
     pub(super) keys: Arc<Mutex<KeySet>>,
-    /// Each shard's storage (`fsync`, `os`; `None` under `memory`).
-    pub(super) stores: Vec<Option<ShardStore>>,
+    /// The node's write-ahead log (`fsync`, `os`; `None` under `memory`).
+    pub(super) wal: Option<Wal<crate::store::FsDisk>>,
     /// The data directory (`fsync`, `os`), locked while the loop runs.
     pub(super) dir: Option<DataDir>,
     /// The lease horizon file of a single node in memory mode ([`horizon`](super::horizon)).
@@ -181,6 +181,7 @@ impl ClusterLoop {
     /// ahead of the disk (a leader counts its own log toward a majority), so going on could
     /// acknowledge what a crash would lose; stopping is a crash the cluster already survives.
     fn flush(&mut self) -> Result<(), String> {
+        let mut handed = self.stored;
         while let Some(write) = self.node.poll_persist() {
             if let Err(e) = self.store(&write) {
                 let why = format!(
@@ -190,8 +191,22 @@ impl ClusterLoop {
                 log::error!("udplock node: {why}");
                 return Err(why);
             }
-            self.stored = write.seq;
+            handed = write.seq;
         }
+        // Group commit: everything stored above in one write and (under `fsync`) one sync.
+        if let (Some(dir), Some(wal)) = (&self.dir, self.wal.as_mut()) {
+            if let Err(e) = dir.commit(wal) {
+                let why = format!("cannot write the write-ahead log: {e}; stopping");
+                log::error!("udplock node: {why}");
+                return Err(why);
+            }
+            // A shard whose live entries hold the oldest segment back is snapshotted, which
+            // moves them into the current one (its write is stored at the next flush).
+            for shard in wal.holding_back() {
+                self.node.compact(shard);
+            }
+        }
+        self.stored = handed;
         while let Some(t) = self.node.poll_transmit(&mut self.out) {
             // Every write is stored before anything is sent (the core allows more).
             assert!(
@@ -213,8 +228,8 @@ impl ClusterLoop {
 
     /// One write, in the order [`ShardWrite`] gives.
     fn store(&mut self, write: &ShardWrite) -> io::Result<()> {
-        if let Some(dir) = &self.dir {
-            dir.apply(&mut self.stores, write)?;
+        if let (Some(dir), Some(wal)) = (&self.dir, self.wal.as_mut()) {
+            dir.apply(wal, write)?;
         }
         if let (Some(wall_us), Some(file)) = (write.lease_horizon_us, self.horizon.as_mut()) {
             file.write(wall_us)?;

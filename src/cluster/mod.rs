@@ -382,7 +382,7 @@ impl ClusterNode {
         let epoch = BootInstant::now();
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
         let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
-        let (starts, mut stores) = storage::open_shards(
+        let (starts, mut wal) = storage::open_shards(
             dir.as_ref(),
             config.shards,
             config.new_cluster,
@@ -394,8 +394,8 @@ impl ClusterNode {
         if config.is_single() && lost && starts.iter().any(|s| matches!(s, Some(Start::Rejoin))) {
             return Err(invalid(Some(single_without_state(&config, dir.as_ref()))));
         }
-        if let Some(d) = dir.as_mut() {
-            storage::settle_start(d, &config.identity(), &starts, &mut stores)?;
+        if let (Some(d), Some(wal)) = (dir.as_mut(), wal.as_mut()) {
+            storage::settle_start(d, &config.identity(), &starts, wal)?;
         }
         log_start(&config, dir.as_ref(), storage_new, &starts);
         let stop = Arc::new(AtomicBool::new(false));
@@ -437,7 +437,7 @@ impl ClusterNode {
             key_watch,
             client_key_watch,
             keys: shared_keys.clone(),
-            stores,
+            wal,
             dir,
             horizon,
             stored: 0,

@@ -194,7 +194,7 @@ use crate::core::raft::{self, Entry, Message, NodeId, Role};
 use crate::core::replica::{self, Replica};
 use crate::core::restart;
 use crate::core::time::{Duration, Instant};
-use crate::store::{self, ShardFiles, ShardStore};
+use crate::store::{self, Wal};
 use std::sync::Arc;
 
 /// What one simulation run does.
@@ -342,6 +342,12 @@ pub struct SimReport {
     pub fsync_power_losses: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
+    /// Snapshots taken because a shard's live entries held a node's write-ahead log's oldest
+    /// segment back (`Node::compact`), the most segments a node's log held at once, and the
+    /// most segments one node's log retired (deleted) in one incarnation.
+    pub wal_compactions: u64,
+    pub wal_segments_max: u64,
+    pub wal_segments_retired: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
     pub junk_snapshots: u64,
     /// Clock faults (see `Sim::clock_fault`): steps of a clock's rate within the drift bound,
@@ -810,8 +816,8 @@ impl Sim {
                 disk: SimDisk::new(),
                 voter: !config.joined || id == BOOTSTRAP_NODE,
                 joined: config.joined,
-                // A slot per shard; a joined node's are open where it holds the shard.
-                stores: (0..shards).map(|_| None).collect(),
+                wal: None,
+                shards: shards as u32,
                 os: os_seed(&config),
                 dir: None,
                 boot: 1,
