@@ -19,13 +19,17 @@
 //!    on the socket (up to `DRAIN_MAX`), so that under load many requests share one Append and
 //!    many answers one PEER datagram; or the timer (`Node::handle_timeout`);
 //! 3. stores every write the core hands out (`Node::poll_persist`: a recovery mark and the
-//!    Raft delta, per `--durability`, [`storage`]), then sends every datagram it hands out
-//!    (`Node::poll_transmit`). The core names, for each datagram, the last write it depends
-//!    on; this loop stores them all first. A write that fails stops the node (fail-stop).
+//!    Raft delta, per `--durability`, [`storage`]), commits them to the node's write-ahead
+//!    log at once (one write, one `fdatasync` under `fsync`), has the shards that hold the
+//!    log's oldest segment back compacted (`Node::compact`), then sends every datagram it
+//!    hands out (`Node::poll_transmit`). The core names, for each datagram, the last write it
+//!    depends on; this loop stores and commits them all first. A write that fails stops the
+//!    node (fail-stop).
 //!
 //! # Durability and restarts
 //!
-//! `fsync` and `os` keep every shard's Raft log, vote and snapshot in `--data-dir` (see
+//! `fsync` and `os` keep every shard's Raft log and vote (in one write-ahead log) and
+//! snapshot in `--data-dir` (see
 //! [`storage`] for what each survives), which is locked while the node runs and records
 //! which node of which cluster it belongs to. `memory` keeps nothing.
 //!

@@ -1,40 +1,50 @@
-//! What a replica keeps on disk, per shard, under each `--durability` mode.
+//! What a node keeps on disk for its shard replicas under each `--durability` mode.
 //!
-//! Three files per shard in the data directory, in the format [`crate::store`] writes and
-//! reads (the same code the simulator runs over its own disk).
+//! One write-ahead log for every shard of the node, in segments, beside each shard's snapshot
+//! file, in the format [`crate::store`] writes and reads (the same code the simulator runs
+//! over its own disk). The node's shell stores every write its core hands out
+//! ([`DataDir::apply`]: marks inline, the Raft deltas buffered), then commits them all at
+//! once ([`DataDir::commit`], group commit), before any message or reply of that turn leaves.
 //!
-//! | mode     | written                                                  | survives |
-//! |----------|----------------------------------------------------------|----------|
-//! | `fsync`  | `write` + `fdatasync` before any message or reply leaves | any crash, power loss of every node |
-//! | `os`     | `write` (page cache) before any message or reply leaves  | any process crash (kill -9) of any number of nodes; the power loss of a minority at a time (its shards rejoin, spec §8.5) |
-//! | `memory` | nothing                                                  | the loss of a minority's state (a restarted node rejoins by rule, spec §8.5) |
+//! | mode     | written per turn of the node                                     | survives |
+//! |----------|------------------------------------------------------------------|----------|
+//! | `fsync`  | one `write` + one `fdatasync` of the log, before any message or reply leaves | any crash, power loss of every node |
+//! | `os`     | one `write` of the log (page cache), before any message or reply leaves | any process crash (kill -9) of any number of nodes; the power loss of a minority at a time (its shards rejoin, spec §8.5) |
+//! | `memory` | nothing                                                          | the loss of a minority's state (a restarted node rejoins by rule, spec §8.5) |
 //!
 //! `os` after a power loss is `memory` after a restart: the files may hold anything older
 //! than what the node acknowledged (a vote it gave, entries it acknowledged), so trusting
 //! them could make it vote or count again. An `os` run therefore records the machine's boot
 //! id before it writes (the `boot` file, below), and a start in another boot rejoins every
-//! shard instead of reading them ([`crate::core::restart::Boot`]). Use `fsync` where a
-//! majority can lose power at once.
+//! shard instead of reading them ([`crate::core::restart::Boot`]): its log is then not read
+//! at all but deleted and begun anew once the shards are marked ([`settle_start`]). Use
+//! `fsync` where a majority can lose power at once.
 //!
-//! What each write does ([`ShardStore::write`], one [`crate::core::raft::Persist`] delta at
-//! a time): the hard state first (rewritten in place, synced under `fsync`), then a new
-//! snapshot (written aside and renamed over) and the log rewritten after it, or else the log
-//! cut back to where the delta starts and its entries appended (synced under `fsync`). A
-//! write that fails part-way, or a crash during one, leaves the old state; or the new hard state over the old log; or
-//! that and the log cut back plus some of the new records (a torn one is cut when read
-//! back); for a snapshot, the old one, or the new one over the old log (repaired when opened),
-//! or everything new. The node stops on a failed write (fail-stop), so nothing that depended
-//! on it leaves.
+//! The write order (module `store::wal` has the format): a stronger recovery mark first
+//! (synced under `fsync`); the Raft deltas of the turn encoded into one buffer (a hard state
+//! record before the entries it allows); at the commit, that buffer in one write at the end of
+//! the log's current segment, then (under `fsync`) one `fdatasync`. Inline, because they are
+//! rare and their order matters: a snapshot first commits what is buffered (the hard state
+//! must be on disk before a snapshot of its term replaces the old one), then replaces its
+//! file, then buffers its record and the log after it; a mark comes off (or weakens) only
+//! after a commit of everything before it; a dropped replica's drop record is committed
+//! before its marks go. A commit that fails part-way, or a crash during one, leaves the
+//! records before it and a torn tail that opening cuts; the node stops on a failed write
+//! (fail-stop), so nothing that depended on it leaves.
 //!
 //! # The directory: identity, lock and recovery marks
 //!
 //! Besides the shard files, [`DataDir`] keeps:
 //! - `identity`: which node of which cluster the directory belongs to (a format line, the
 //!   cluster's membership — its node list and shard count, spec §8.1 — with its id, and the
-//!   node id, and for a joined cluster its random cluster id, spec §8.1, in format version
-//!   2), written once, atomically (aside, synced, renamed over, directory synced). A
+//!   node id, and for a joined cluster its random cluster id, spec §8.1; format version 3,
+//!   the write-ahead log's: a directory of versions 1 and 2, the layout before it, is
+//!   rewritten as version 3 when opened, then its files are folded into the log), written
+//!   atomically (aside, synced, renamed over, directory synced). A
 //!   node configured as another node, or for another cluster, refuses to start on it: Raft
 //!   state is only ever valid for the node that wrote it.
+//! - `wal-NNNNNNNNNNNNNNNN`, `shard-NNNN.snap`: the write-ahead log and the snapshots
+//!   ([`crate::store`]).
 //! - `lock`: an empty file the running node holds an exclusive `flock(2)` on, so that two
 //!   processes never share a directory (the second one refuses to start).
 //! - `shard-NNNN.new` / `shard-NNNN.rejoin`: the mark of a shard that does not hold its state
@@ -419,10 +429,7 @@ impl<D: Disk> DataDir<D> {
         }
         let mut text = format!(
             "{}\ncluster {:#018x} {}\nnode {}\n",
-            IDENTITY_FORMAT_WAL,
-            identity.membership_id,
-            identity.membership,
-            identity.node
+            IDENTITY_FORMAT_WAL, identity.membership_id, identity.membership, identity.node
         );
         if let Some(cluster_id) = identity.joined {
             text.push_str(&format!("joined {cluster_id:#018x}\n"));
@@ -504,6 +511,10 @@ impl<D: Disk> DataDir<D> {
     }
 }
 
+/// What [`open_shards`] gives: each shard's start (`None`: not held), and the node's log
+/// (`None`: a node without a directory).
+pub type OpenShards<D> = (Vec<Option<Start>>, Option<Wal<D>>);
+
 /// Spec §8.5 at a start: how each of `shards` replicas starts ([`restart::decide`]), from
 /// what `dir` holds for it and what its boot record says (`None`: a node without a
 /// directory, durability `memory`); and the node's write-ahead log, opened and read (not
@@ -518,7 +529,7 @@ pub fn open_shards<D: Disk + Clone>(
     shards: u32,
     new_cluster: bool,
     joined: bool,
-) -> io::Result<(Vec<Option<Start>>, Option<Wal<D>>)> {
+) -> io::Result<OpenShards<D>> {
     let storage_new = dir.is_none_or(DataDir::is_new);
     let boot = dir.map_or(Boot::Kept, DataDir::boot);
     let mut wal = match dir {
@@ -635,7 +646,12 @@ fn parse_identity_versioned(text: &str) -> Option<(Identity, u32)> {
         IDENTITY_FORMAT => (1, false),
         IDENTITY_FORMAT_JOINED => (2, true),
         // Version 3 has the `joined` line if and only if the cluster is joined.
-        IDENTITY_FORMAT_WAL => (3, text.lines().nth(3).is_some_and(|l| l.starts_with("joined "))),
+        IDENTITY_FORMAT_WAL => (
+            3,
+            text.lines()
+                .nth(3)
+                .is_some_and(|l| l.starts_with("joined ")),
+        ),
         _ => return None,
     };
     let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
@@ -1046,7 +1062,7 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
         /// Issue 9 item 3: storage writes exactly the deltas Raft hands out. After every
-        /// input to a replica, the delta goes to a real `ShardStore`, and opening the files
+        /// input to a replica, the delta goes to a real write-ahead log, and opening it
         /// again gives exactly the replica's hard state, snapshot and log.
         #[test]
         fn the_files_hold_the_replica_after_every_delta(
@@ -1570,5 +1586,96 @@ mod tests {
         let opened = Store::open(&dir, 1, false);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(opened.is_err());
+    }
+
+    /// Issue 13 item 4: a directory in the layout before the write-ahead log (identity
+    /// format 1, `shard-NNNN.state`/`.log`/`.snap`, written here by that layout's own code)
+    /// opens: its identity is rewritten as format 3 first (which a binary of before the log
+    /// refuses: it knows formats 1 and 2 only), the shards read back exactly as they were
+    /// (a marked one is not migrated and rejoins), the old state and log files are gone, and
+    /// the next start reads the same state from the log.
+    #[test]
+    fn a_directory_of_the_layout_before_the_log_is_folded_into_it() {
+        let dir = dir("migrate");
+        let me = identity(1, "1@127.0.0.1:1/3");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old_identity = format!(
+            "{IDENTITY_FORMAT}\ncluster {:#018x} {}\nnode 1\n",
+            me.membership_id, me.membership
+        );
+        std::fs::write(dir.join(IDENTITY_FILE), &old_identity).unwrap();
+        let disk = FsDisk::new(&dir).unwrap();
+        let mut expected = Vec::new();
+        for shard in 0..3u32 {
+            let (mut store, _) = ShardStore::open_on(disk.clone(), shard, true).unwrap();
+            let config = Config {
+                id: 1,
+                voters: vec![1],
+                ..Config::default()
+            };
+            let now = Instant::from_micros(1);
+            let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
+            raft.handle_timeout(raft.poll_timeout());
+            for byte in 1..=(5 + shard as u8) {
+                raft.propose(now, vec![byte; 20]).unwrap();
+            }
+            while raft.poll_committed().is_some() {}
+            if shard == 1 {
+                let through = raft.commit_index() - 2;
+                raft.compact(through, Arc::new(b"state".to_vec()));
+            }
+            if let Some(p) = raft.take_persist() {
+                store.write(&p).unwrap();
+            }
+            let snapshot = (raft.snapshot_meta().index > 0).then(|| raft.snapshot_meta());
+            expected.push((raft.hard_state(), snapshot, raft.log().to_vec()));
+        }
+        crate::store::set_marks(&disk, true, &[(2, Some(Mark::Rejoin))]).unwrap();
+        assert!(dir.join("shard-0000.log").exists() && dir.join("shard-0001.snap").exists());
+
+        for start in 0..2 {
+            let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+            assert!(!d.is_new());
+            let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
+            assert!(text.starts_with(IDENTITY_FORMAT_WAL), "{text}");
+            assert_eq!(
+                text.replace(IDENTITY_FORMAT_WAL, IDENTITY_FORMAT),
+                old_identity
+            );
+            let (starts, wal) = open_shards(Some(&d), 3, false, false).unwrap();
+            let mut wal = wal.expect("a directory's log");
+            for shard in 0..2 {
+                match &starts[shard] {
+                    Some(restart::Start::Restore {
+                        hard,
+                        snapshot,
+                        log,
+                    }) => {
+                        let snapshot = snapshot.as_ref().map(|(meta, _)| *meta);
+                        assert_eq!(
+                            (*hard, snapshot, log.clone()),
+                            expected[shard],
+                            "start {start}, shard {shard}"
+                        );
+                    }
+                    other => panic!("start {start}, shard {shard}: {other:?}"),
+                }
+            }
+            assert!(matches!(starts[2], Some(restart::Start::Rejoin)));
+            settle_start(&mut d, &me, &starts, &mut wal).unwrap();
+            let names: Vec<String> = d.disk().list().unwrap();
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.ends_with(".state") || n.ends_with(".log")),
+                "{names:?}"
+            );
+            assert!(
+                names.contains(&"wal-0000000000000001".to_string()),
+                "{names:?}"
+            );
+            assert!(names.contains(&"shard-0001.snap".to_string()), "{names:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,7 @@
 //! The simulator's disk: a [`Disk`] in memory that keeps, for every file and for the
 //! directory, what a write or rename made visible and what a sync made durable, so that the
-//! real storage code ([`crate::store::ShardStore`]) runs over it and meets what a real disk
-//! does to it:
+//! real storage code ([`crate::store::Wal`], and the layout before it) runs over it and
+//! meets what a real disk does to it:
 //!
 //! - a **process crash** keeps everything written (the page cache survives the process);
 //! - a **power loss** ([`SimDisk::lose_power`]) keeps only what was synced: each file's
@@ -21,8 +21,8 @@
 //! name at a new one, and a handle keeps writing to the inode it opened.
 //!
 //! Below the disk, the simulator's use of it: storing a node's writes through
-//! [`crate::store::store_write`], the torn writes it arms, the kernel's writeback of `os`
-//! nodes, and the chances of each.
+//! `DataDir::apply` and one `DataDir::commit` per turn, the torn writes it arms, the kernel's
+//! writeback of `os` nodes, and the chances of each.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -890,7 +890,11 @@ mod tests {
         disk.lose_power();
         let (_, p) = wal(&disk, false);
         assert_eq!(p.hard.term, 2, "written back");
-        assert_eq!(p.log, vec![entry(2, 1), entry(2, 2)], "the page cache's last write lost");
+        assert_eq!(
+            p.log,
+            vec![entry(2, 1), entry(2, 2)],
+            "the page cache's last write lost"
+        );
     }
 
     /// Group commit: whatever the number of shards a turn wrote, its commit is one write

@@ -131,8 +131,7 @@ impl SimNode {
     /// Some shard of it is without state: its node keeps none, or a shard's storage is
     /// marked as recovering.
     pub(super) fn stateless(&self) -> bool {
-        self.memory
-            || (0..self.shards).any(|s| store::shard_mark(&self.disk, s).is_some())
+        self.memory || (0..self.shards).any(|s| store::shard_mark(&self.disk, s).is_some())
     }
 }
 

@@ -1,4 +1,4 @@
-//! Today's layout before the write-ahead log ([`super::wal`]): three files per shard, each
+//! The layout before the write-ahead log ([`super::wal`]): three files per shard, each
 //! synced on its own. Kept to read a data directory an earlier version wrote, which
 //! [`super::wal::Wal::open`] folds into the node's log (migration), and as the reference the
 //! `log` decoder checks run against.
@@ -9,7 +9,7 @@
 //!   Version 1 (24 bytes, `term | vote | check over 16 | 0 u32`) is still read, as a hard
 //!   state without a replica id (see `read_state`);
 //! - `shard-NNNN.snap`: the latest snapshot, as the write-ahead log keeps it too
-//!   ([`super::snapshot_bytes`]);
+//!   (`store::snapshot_bytes`);
 //! - `shard-NNNN.log`: a 16-byte header (`"ULLOG\0\0\1" | base u64`: the index before the
 //!   first record), then one record per entry: `term u64 | len u32 | check u32 | data`
 //!   (big-endian; `check` is FNV-1a 32 over term, len and data), appended in index order.

@@ -1,33 +1,29 @@
-//! What a shard replica keeps on disk, and how it is written: exactly the delta the Raft core
-//! hands out ([`Persist`]), in a format that a crash or a power loss at any moment leaves
-//! readable. The format and the write order live here once, over any [`Disk`]: the real file
-//! system ([`FsDisk`], what a node uses) or the simulator's disk, which can tear or fail a
-//! write and lose what was not synced, so that the simulator runs this very code.
+//! What a node keeps on disk for its shard replicas, and how it is written: exactly the
+//! deltas the Raft cores hand out ([`crate::core::raft::Persist`]), in a format that a crash
+//! or a power loss at any moment leaves readable. The format and the write order live here
+//! once, over any [`Disk`]: the real file system ([`FsDisk`], what a node uses) or the
+//! simulator's disk, which can tear or fail a write and lose what was not synced, so that
+//! the simulator runs this very code.
 //!
-//! Three files per shard:
-//! - `shard-NNNN.state`: the Raft hard state, rewritten in place: version 2 (32 bytes) is
-//!   `term u64 | vote u64 | replica u64 | check u32 | version u32 = 2` (`check`: FNV-1a 32
-//!   over the first 24 bytes; `replica`: the replica id, spec §8.5 "Replica identities").
-//!   Version 1 (24 bytes, `term | vote | check over 16 | 0 u32`) is still read, as a hard
-//!   state without a replica id (see `read_state`);
-//! - `shard-NNNN.snap`: the latest snapshot (thesis §5): `"ULSN" | index u64 | term u64 |
-//!   len u64 | check u32 | data`, replaced whole (written aside, then renamed over);
-//! - `shard-NNNN.log`: a 16-byte header (`"ULLOG\0\0\1" | base u64`: the index before the
-//!   first record), then one record per entry: `term u64 | len u32 | check u32 | data`
-//!   (big-endian; `check` is FNV-1a 32 over term, len and data), appended in index order.
-//!   When Raft replaces a suffix (a follower's conflicting entries, Raft §5.3) the file is
-//!   cut back to the first replaced entry first. When Raft compacts, the snapshot is written
-//!   first and the log is then rewritten from the snapshot on (aside, then renamed over), so
-//!   a crash between the two leaves a log whose prefix the snapshot covers, which opening
-//!   drops.
+//! The files of a data directory:
+//! - `wal-NNNNNNNNNNNNNNNN`: the node's write-ahead log ([`Wal`], module `wal`), in
+//!   segments, shared by every shard: hard states, entries, snapshot and drop records, each
+//!   tagged by shard and checked by CRC32C; written by group commit (one write and, under
+//!   `fsync`, one `fdatasync` per turn of the node);
+//! - `shard-NNNN.snap`: a shard's latest snapshot (thesis §5): `"ULSN" | index u64 | term u64
+//!   | len u64 | check u32 | data` (`check`: FNV-1a 32 over index, term, len and data),
+//!   replaced whole (written aside, then renamed over) before the log's record of it;
+//! - `shard-NNNN.new`, `shard-NNNN.rejoin`: recovery marks ([`set_marks`],
+//!   [`crate::core::restart`]);
+//! - `shard-NNNN.state`, `shard-NNNN.log`: the layout before the log ([`legacy`]), read only
+//!   to fold a directory an earlier version wrote into the log (migration).
 //!
-//! Reading back stops at the first record that is incomplete or fails its check (a write
-//! torn by a crash of the machine), and cuts the file there. What each durability mode
-//! survives, and the data directory around these files, is `cluster::storage`'s.
+//! What each durability mode survives, and the data directory around these files (identity,
+//! lock, boot record), is `cluster::storage`'s.
 
 mod fs;
 pub mod legacy;
-mod wal;
+pub mod wal;
 
 use std::io;
 use std::sync::Arc;
@@ -138,7 +134,12 @@ pub struct Persisted {
 /// which is written before the entries. Records that pass their checks but break it were not
 /// written by this shard's replica as they stand (files of another shard or node, or edited):
 /// an error, as a damaged snapshot is, rather than Raft's assertion at start.
-pub(crate) fn check_terms(shard: u32, hard: &HardState, snap: SnapshotMeta, log: &[Entry]) -> io::Result<()> {
+pub(crate) fn check_terms(
+    shard: u32,
+    hard: &HardState,
+    snap: SnapshotMeta,
+    log: &[Entry],
+) -> io::Result<()> {
     let mixed = |what: String| {
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -171,7 +172,9 @@ pub(crate) fn file_name(shard: u32, suffix: &str) -> String {
 
 /// The snapshot file's meta and data, from its bytes (`None`: no file). A damaged one is an
 /// error: the log it replaced is gone.
-pub(crate) fn read_snapshot(bytes: Option<Vec<u8>>) -> io::Result<Option<(SnapshotMeta, Arc<Vec<u8>>)>> {
+pub(crate) fn read_snapshot(
+    bytes: Option<Vec<u8>>,
+) -> io::Result<Option<(SnapshotMeta, Arc<Vec<u8>>)>> {
     let Some(bytes) = bytes else {
         return Ok(None);
     };
@@ -206,7 +209,6 @@ const FNV32_PRIME: u32 = 0x0100_0193;
 pub(crate) fn fnv32(bytes: &[u8]) -> u32 {
     record_check(bytes, &[])
 }
-
 
 /// The snapshot file's bytes (see the module docs): `"ULSN" | index u64 | term u64 | len u64 |
 /// check u32 | data`, `check` FNV-1a 32 over index, term and len, then the data.

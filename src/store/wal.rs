@@ -26,7 +26,7 @@
 //! `InvalidData` error naming the file. The last segment's first record that is incomplete
 //! or fails its CRC is a torn tail (a crash during the write): cut there, with a warning.
 //! Each shard's records are folded into its state as they come, and checked (the snapshot
-//! file against the log, [`super::check_terms`]) only when the shard is read
+//! file against the log, `store::check_terms`) only when the shard is read
 //! ([`Wal::take`]): a shard that is marked as recovering is ignored, not validated.
 //!
 //! # Writing: group commit
@@ -462,7 +462,11 @@ impl<D: Disk + Clone> Wal<D> {
             }
             let (store, p) = ShardStore::open_on(self.disk.clone(), shard, self.sync)?;
             drop(store);
-            let snapshot = p.snapshot.as_ref().map(|(meta, _)| *meta).unwrap_or_default();
+            let snapshot = p
+                .snapshot
+                .as_ref()
+                .map(|(meta, _)| *meta)
+                .unwrap_or_default();
             push_record(&mut self.buf, KIND_DROP, shard, &[1]);
             push_record(&mut self.buf, KIND_HARD, shard, &hard_bytes(&p.hard));
             if snapshot.index > 0 {
@@ -619,7 +623,10 @@ impl<D: Disk> Wal<D> {
     /// `fsync`); then its record and the log after it are buffered.
     pub fn write(&mut self, shard: u32, persist: &Persist) -> io::Result<()> {
         persist.check();
-        assert!(self.held.contains_key(&shard), "shard {shard} written, not held");
+        assert!(
+            self.held.contains_key(&shard),
+            "shard {shard} written, not held"
+        );
         if let Some(hard) = persist.hard {
             assert!(
                 hard.replica != 0,
@@ -630,10 +637,16 @@ impl<D: Disk> Wal<D> {
         }
         if let Some((meta, data)) = &persist.snapshot {
             let before = self.held[&shard].snapshot;
-            assert!(meta.index > before.index, "snapshot {meta:?} after {before:?}");
+            assert!(
+                meta.index > before.index,
+                "snapshot {meta:?} after {before:?}"
+            );
             self.commit()?;
-            self.disk
-                .replace(&file_name(shard, "snap"), &snapshot_bytes(*meta, data), self.sync)?;
+            self.disk.replace(
+                &file_name(shard, "snap"),
+                &snapshot_bytes(*meta, data),
+                self.sync,
+            )?;
             push_record(&mut self.buf, KIND_SNAPSHOT, shard, &meta_bytes(*meta));
             if !persist.entries.is_empty() {
                 push_entries(&mut self.buf, shard, meta.index + 1, &persist.entries);
@@ -814,7 +827,9 @@ fn check_header(bytes: &[u8], number: u64) -> Result<(), String> {
     }
     let version = u32::from_be_bytes(header[8..12].try_into().expect("4"));
     if version != SEGMENT_VERSION {
-        return Err(format!("a segment of version {version}, unknown to this node"));
+        return Err(format!(
+            "a segment of version {version}, unknown to this node"
+        ));
     }
     let recorded = u64::from_be_bytes(header[12..20].try_into().expect("8"));
     if recorded != number {
@@ -1052,7 +1067,11 @@ mod tests {
         drop(wal);
         let old = (hard(1), None, vec![entry(1, 1, 10), entry(1, 2, 10)]);
         let mid = (hard(2), None, old.2.clone());
-        let new = (hard(2), None, vec![entry(1, 1, 10), entry(2, 2, 10), entry(2, 3, 10)]);
+        let new = (
+            hard(2),
+            None,
+            vec![entry(1, 1, 10), entry(2, 2, 10), entry(2, 3, 10)],
+        );
         let hard_end = before.len() + RECORD_HEADER_LEN + HARD_LEN;
         for cut in before.len()..=after.len() {
             let dir = dir("torn-cut");
@@ -1106,8 +1125,14 @@ mod tests {
             let mut bytes = first.clone();
             bytes[bit / 8] ^= 1 << (bit % 8);
             std::fs::write(dir.join(segment_name(1)), &bytes).unwrap();
-            let error = open(&dir, 300).err().unwrap_or_else(|| panic!("bit {bit}: read"));
-            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "bit {bit}: {error}");
+            let error = open(&dir, 300)
+                .err()
+                .unwrap_or_else(|| panic!("bit {bit}: read"));
+            assert_eq!(
+                error.kind(),
+                io::ErrorKind::InvalidData,
+                "bit {bit}: {error}"
+            );
             assert!(error.to_string().contains(&segment_name(1)), "{error}");
             let _ = std::fs::remove_dir_all(&dir);
         }
@@ -1172,7 +1197,10 @@ mod tests {
         let busy = wal.take(0).unwrap();
         assert_eq!(busy.log.last().map(|e| e.index), Some(2_000));
         let idle = wal.take(1).unwrap();
-        assert_eq!(state(&idle), (hard(1), Some(SnapshotMeta { index: 1, term: 1 }), vec![]));
+        assert_eq!(
+            state(&idle),
+            (hard(1), Some(SnapshotMeta { index: 1, term: 1 }), vec![])
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
