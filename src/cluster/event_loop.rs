@@ -201,9 +201,14 @@ impl ClusterLoop {
                 return Err(why);
             }
             // A shard whose live entries hold the oldest segment back is snapshotted, which
-            // moves them into the current one (its write is stored at the next flush).
+            // moves them into the current one (its write is stored at the next flush); one
+            // that cannot be (nothing applied since its snapshot) has them written again.
             for shard in wal.holding_back() {
-                self.node.compact(shard);
+                if !self.node.compact(shard) {
+                    if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
+                        wal.relocate(shard, raft.snapshot_meta(), raft.log());
+                    }
+                }
             }
         }
         self.stored = handed;

@@ -498,10 +498,14 @@ impl Sim {
     /// its log, which the checkers read). Their writes are stored after the next call.
     pub(super) fn compact_held_back(&mut self, id: NodeId) {
         let n = &mut self.nodes[(id - 1) as usize];
-        if let (Some(wal), Some(node)) = (n.wal.as_ref(), n.node.as_mut()) {
+        if let (Some(wal), Some(node)) = (n.wal.as_mut(), n.node.as_mut()) {
             for shard in wal.holding_back() {
                 if node.compact(shard) {
                     self.report.wal_compactions += 1;
+                } else if let Some(raft) = node.replica(shard).map(|r| r.raft()) {
+                    // Nothing applied since its snapshot: its live entries written again.
+                    wal.relocate(shard, raft.snapshot_meta(), raft.log());
+                    self.report.wal_relocations += 1;
                 }
             }
         }

@@ -347,8 +347,10 @@ pub struct SimReport {
     pub torn_writes: u64,
     /// Snapshots taken because a shard's live entries held a node's write-ahead log's oldest
     /// segment back (`Node::compact`), the most segments a node's log held at once, and the
-    /// most segments one node's log retired (deleted) in one incarnation.
+    /// most segments one node's log retired (deleted) in one incarnation; and the shards
+    /// whose live entries were written again instead (nothing to compact).
     pub wal_compactions: u64,
+    pub wal_relocations: u64,
     pub wal_segments_max: u64,
     pub wal_segments_retired: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).

@@ -748,6 +748,9 @@ impl<D: Disk> Wal<D> {
     /// Deletes the oldest closed segments while no held shard's live entries are in them
     /// (their hard states and snapshots are restated by the checkpoints after them).
     fn retire(&mut self) -> io::Result<()> {
+        if self.closed.is_empty() {
+            return Ok(());
+        }
         let needed = self
             .held
             .values()
@@ -781,6 +784,28 @@ impl<D: Disk> Wal<D> {
             .filter(|(_, h)| h.runs.first().is_some_and(|&(_, s)| s <= oldest))
             .map(|(&shard, _)| shard)
             .collect()
+    }
+
+    /// Writes `shard`'s live entries again (buffered: the next commit writes them), so that
+    /// they no longer hold an old segment: for a shard [`Wal::holding_back`] named whose
+    /// replica cannot compact (nothing applied since its snapshot: an uncommitted tail).
+    /// `snapshot` and `log` are the replica's, which must be what the log holds: call it
+    /// after every write the node handed out is stored.
+    pub fn relocate(&mut self, shard: u32, snapshot: SnapshotMeta, log: &[Entry]) {
+        let current = self.current_number();
+        let Some(held) = self.held.get_mut(&shard) else {
+            return;
+        };
+        let last = log.last().map_or(snapshot.index, |e| e.index);
+        let first = log.first().map(|e| e.index);
+        if held.snapshot != snapshot || held.last != last || first != Some(snapshot.index + 1) {
+            // Not what the log holds (a write not stored yet), or nothing to move.
+            return;
+        }
+        let first = snapshot.index + 1;
+        push_entries(&mut self.buf, shard, first, log);
+        held.runs.clear();
+        held.append(first, log.len(), current);
     }
 
     /// The segments on disk: `(oldest, current)` numbers.
@@ -886,18 +911,25 @@ fn meta_bytes(meta: SnapshotMeta) -> [u8; SNAPSHOT_LEN] {
     bytes
 }
 
-/// Appends an entries record: the log cut back to `from - 1`, then `entries`.
+/// Appends an entries record: the log cut back to `from - 1`, then `entries` (encoded in
+/// place, then framed).
 fn push_entries(buf: &mut Vec<u8>, shard: u32, from: u64, entries: &[Entry]) {
-    let len = 12 + entries.iter().map(|e| 12 + e.data.len()).sum::<usize>();
-    let mut payload = Vec::with_capacity(len);
-    payload.extend_from_slice(&from.to_be_bytes());
-    payload.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 8]);
+    buf.push(KIND_ENTRIES);
+    buf.extend_from_slice(&shard.to_be_bytes());
+    buf.extend_from_slice(&from.to_be_bytes());
+    buf.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for entry in entries {
-        payload.extend_from_slice(&entry.term.to_be_bytes());
-        payload.extend_from_slice(&(entry.data.len() as u32).to_be_bytes());
-        payload.extend_from_slice(&entry.data);
+        buf.extend_from_slice(&entry.term.to_be_bytes());
+        buf.extend_from_slice(&(entry.data.len() as u32).to_be_bytes());
+        buf.extend_from_slice(&entry.data);
     }
-    push_record(buf, KIND_ENTRIES, shard, &payload);
+    let len = buf.len() - start - RECORD_HEADER_LEN;
+    let len = u32::try_from(len).expect("a record under 4 GiB");
+    buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+    let crc = record_crc(&buf[start..]);
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// An entries record's first index and entries (none: a cut); `None` if the payload does not
@@ -1153,13 +1185,18 @@ mod tests {
         let dir = dir("retire");
         let segment_bytes = 1_000;
         let mut wal = open(&dir, segment_bytes).unwrap();
-        for shard in 0..2 {
+        for shard in 0..3 {
             wal.open_empty(shard).unwrap();
             wal.write(shard, &vote(1)).unwrap();
         }
         wal.write(1, &append(1, vec![entry(1, 1, 10)])).unwrap();
+        // Shard 2's entries never commit (a replica cut off): it cannot compact, and has
+        // them written again instead (`Wal::relocate`).
+        let tail = vec![entry(1, 1, 10), entry(1, 2, 10)];
+        wal.write(2, &append(1, tail.clone())).unwrap();
         wal.commit().unwrap();
         let mut named = 0;
+        let mut relocated = 0;
         let mut idle_snapshot = 0;
         let mut segments_max = 0;
         for i in 1..=2_000u64 {
@@ -1171,7 +1208,12 @@ mod tests {
             }
             wal.commit().unwrap();
             for shard in wal.holding_back() {
-                assert_eq!(shard, 1, "only the idle shard holds the log back");
+                assert!(shard > 0, "only the idle shards hold the log back");
+                if shard == 2 {
+                    relocated += 1;
+                    wal.relocate(2, SnapshotMeta::default(), &tail);
+                    continue;
+                }
                 named += 1;
                 if idle_snapshot == 0 {
                     idle_snapshot = 1;
@@ -1183,7 +1225,7 @@ mod tests {
         }
         wal.commit().unwrap();
         let (oldest, current) = wal.segments();
-        assert!(named > 0, "the idle shard was named");
+        assert!(named > 0 && relocated > 0, "the idle shards were named");
         assert!(current > 100, "rolled over: {current}");
         assert!(
             segments_max <= CLOSED_SEGMENTS_MAX as u64 + 2,
