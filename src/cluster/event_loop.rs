@@ -15,8 +15,8 @@ use super::horizon::HorizonFile;
 use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
 use super::socket::{recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer};
-use super::storage::{DataDir, ShardStore};
-use super::writer::Writer;
+use super::storage::{DataDir, Wal};
+use super::writer::{Job, Writer};
 use crate::clock::BootInstant;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{Node, NodeStats, ShardWrite};
@@ -46,14 +46,14 @@ pub(super) struct ClusterLoop {
     pub(super) client_key_watch: Option<ClientKeyWatch>,
     /// The keys in force, for [`ClusterNode::keys`](super::ClusterNode::keys).
     pub(super) keys: Arc<Mutex<KeySet>>,
-    /// Each shard's storage (`os`; `None` under `memory`; moved to the writer under `fsync`).
-    pub(super) stores: Vec<Option<ShardStore>>,
+    /// The node's write-ahead log (`os`; `None` under `memory`; the writer's under `fsync`).
+    pub(super) wal: Option<Wal<crate::store::FsDisk>>,
     /// The data directory (`fsync`, `os`), locked while the loop runs.
     pub(super) dir: Option<Arc<DataDir>>,
     /// The writer thread that stores and syncs (`fsync`): see [`super::writer`].
     pub(super) writer: Option<Writer>,
     /// Writes taken from the core, for the writer.
-    pub(super) batch: Vec<ShardWrite>,
+    pub(super) batch: Vec<Job>,
     /// The lease horizon file of a single node in memory mode ([`horizon`](super::horizon)).
     pub(super) horizon: Option<HorizonFile>,
     /// The last write stored (its `seq`).
@@ -191,9 +191,10 @@ impl ClusterLoop {
     /// on could acknowledge what a crash would lose; stopping is a crash the cluster already
     /// survives.
     fn flush(&mut self) -> Result<(), String> {
+        let mut handed = self.stored;
         while let Some(write) = self.node.poll_persist() {
             if self.writer.is_some() {
-                self.batch.push(write);
+                self.batch.push(Job::Write(write));
                 continue;
             }
             if let Err(e) = self.store(&write) {
@@ -204,7 +205,7 @@ impl ClusterLoop {
                 log::error!("udplock node: {why}");
                 return Err(why);
             }
-            self.stored = write.seq;
+            handed = write.seq;
         }
         if let Some(writer) = &self.writer {
             writer.submit(&mut self.batch);
@@ -213,6 +214,41 @@ impl ClusterLoop {
                 return Err(why);
             }
             self.stored = writer.stored();
+            // As below, on the writer's log: compaction's write goes at the next flush; a
+            // relocation is the writer's, after every write handed to it so far.
+            for shard in writer.take_holding_back() {
+                if !self.node.compact(shard) {
+                    if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
+                        self.batch.push(Job::Relocate {
+                            shard,
+                            snapshot: raft.snapshot_meta(),
+                            log: raft.log().to_vec(),
+                        });
+                    }
+                }
+            }
+            writer.submit(&mut self.batch);
+        }
+        // Group commit: everything stored above in one write and (under `fsync`) one sync.
+        if let (Some(dir), Some(wal)) = (&self.dir, self.wal.as_mut()) {
+            if let Err(e) = dir.commit(wal) {
+                let why = format!("cannot write the write-ahead log: {e}; stopping");
+                log::error!("udplock node: {why}");
+                return Err(why);
+            }
+            // A shard whose live entries hold the oldest segment back is snapshotted, which
+            // moves them into the current one (its write is stored at the next flush); one
+            // that cannot be (nothing applied since its snapshot) has them written again.
+            for shard in wal.holding_back() {
+                if !self.node.compact(shard) {
+                    if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
+                        wal.relocate(shard, raft.snapshot_meta(), raft.log());
+                    }
+                }
+            }
+        }
+        if self.writer.is_none() {
+            self.stored = handed;
         }
         while let Some(t) = self.node.poll_transmit(&mut self.out) {
             let send = match &self.writer {
@@ -245,8 +281,8 @@ impl ClusterLoop {
 
     /// One write, in the order [`ShardWrite`] gives.
     fn store(&mut self, write: &ShardWrite) -> io::Result<()> {
-        if let Some(dir) = &self.dir {
-            dir.apply(&mut self.stores, write)?;
+        if let (Some(dir), Some(wal)) = (&self.dir, self.wal.as_mut()) {
+            dir.apply(wal, write)?;
         }
         if let (Some(wall_us), Some(file)) = (write.lease_horizon_us, self.horizon.as_mut()) {
             file.write(wall_us)?;

@@ -19,13 +19,17 @@
 //!    on the socket (up to `DRAIN_MAX`), so that under load many requests share one Append and
 //!    many answers one PEER datagram; or the timer (`Node::handle_timeout`);
 //! 3. stores every write the core hands out (`Node::poll_persist`: a recovery mark and the
-//!    Raft delta, per `--durability`, [`storage`]), then sends every datagram it hands out
-//!    (`Node::poll_transmit`). The core names, for each datagram, the last write it depends
-//!    on; this loop stores them all first. A write that fails stops the node (fail-stop).
+//!    Raft delta, per `--durability`, [`storage`]), commits them to the node's write-ahead
+//!    log at once (one write, one `fdatasync` under `fsync`), has the shards that hold the
+//!    log's oldest segment back compacted (`Node::compact`), then sends every datagram it
+//!    hands out (`Node::poll_transmit`). The core names, for each datagram, the last write it
+//!    depends on; this loop stores and commits them all first. A write that fails stops the
+//!    node (fail-stop).
 //!
 //! # Durability and restarts
 //!
-//! `fsync` and `os` keep every shard's Raft log, vote and snapshot in `--data-dir` (see
+//! `fsync` and `os` keep every shard's Raft log and vote (in one write-ahead log) and
+//! snapshot in `--data-dir` (see
 //! [`storage`] for what each survives), which is locked while the node runs and records
 //! which node of which cluster it belongs to. `memory` keeps nothing.
 //!
@@ -46,11 +50,11 @@
 //! grace must cover the longest lease clients may still count).
 
 mod event_loop;
-mod writer;
 #[doc(hidden)]
 pub mod http;
 #[doc(hidden)]
 pub mod metrics;
+mod writer;
 
 /// The log target of membership events (a node joined, suspected, dead, alive again, left):
 /// the `udplock` command shows them at `info` by default.
@@ -383,7 +387,7 @@ impl ClusterNode {
         let epoch = BootInstant::now();
         // Spec §8.5: what each shard's storage holds decides how its replica starts.
         let storage_new = dir.as_ref().is_none_or(DataDir::is_new);
-        let (starts, mut stores) = storage::open_shards(
+        let (starts, mut wal) = storage::open_shards(
             dir.as_ref(),
             config.shards,
             config.new_cluster,
@@ -395,8 +399,8 @@ impl ClusterNode {
         if config.is_single() && lost && starts.iter().any(|s| matches!(s, Some(Start::Rejoin))) {
             return Err(invalid(Some(single_without_state(&config, dir.as_ref()))));
         }
-        if let Some(d) = dir.as_mut() {
-            storage::settle_start(d, &config.identity(), &starts, &mut stores)?;
+        if let (Some(d), Some(wal)) = (dir.as_mut(), wal.as_mut()) {
+            storage::settle_start(d, &config.identity(), &starts, wal)?;
         }
         log_start(&config, dir.as_ref(), storage_new, &starts);
         let stop = Arc::new(AtomicBool::new(false));
@@ -434,21 +438,28 @@ impl ClusterNode {
         }
         let dir = dir.map(Arc::new);
         // Under `fsync` a thread of its own stores and syncs, off the loop (`writer`).
-        let (writer, stores) = match &dir {
-            Some(d) if config.durability == Durability::Fsync => {
+        let (writer, wal) = match (&dir, wal) {
+            (Some(d), Some(mut wal)) if config.durability == Durability::Fsync => {
                 let d = d.clone();
-                let mut stores = stores;
-                let store: writer::StoreBatch = Box::new(move |writes| {
-                    for write in writes {
-                        d.apply(&mut stores, write)?;
+                let store: writer::StoreBatch = Box::new(move |jobs| {
+                    for job in jobs {
+                        match job {
+                            writer::Job::Write(write) => d.apply(&mut wal, write)?,
+                            writer::Job::Relocate {
+                                shard,
+                                snapshot,
+                                log,
+                            } => wal.relocate(*shard, *snapshot, log),
+                        }
                     }
-                    Ok(())
+                    d.commit(&mut wal)?;
+                    Ok(wal.holding_back())
                 });
                 let name = format!("udplock-writer-{}", config.node_id);
                 let w = writer::Writer::spawn(name, store, &socket, local_addr, stats.clone())?;
-                (Some(w), Vec::new())
+                (Some(w), None)
             }
-            _ => (None, stores),
+            (_, wal) => (None, wal),
         };
         let event_loop = ClusterLoop {
             node,
@@ -456,7 +467,7 @@ impl ClusterNode {
             key_watch,
             client_key_watch,
             keys: shared_keys.clone(),
-            stores,
+            wal,
             dir,
             writer,
             batch: Vec::new(),

@@ -1,40 +1,50 @@
-//! What a replica keeps on disk, per shard, under each `--durability` mode.
+//! What a node keeps on disk for its shard replicas under each `--durability` mode.
 //!
-//! Three files per shard in the data directory, in the format [`crate::store`] writes and
-//! reads (the same code the simulator runs over its own disk).
+//! One write-ahead log for every shard of the node, in segments, beside each shard's snapshot
+//! file, in the format [`crate::store`] writes and reads (the same code the simulator runs
+//! over its own disk). The node's shell stores every write its core hands out
+//! ([`DataDir::apply`]: marks inline, the Raft deltas buffered), then commits them all at
+//! once ([`DataDir::commit`], group commit), before any message or reply of that turn leaves.
 //!
-//! | mode     | written                                                  | survives |
-//! |----------|----------------------------------------------------------|----------|
-//! | `fsync`  | `write` + `fdatasync` before any message or reply leaves | any crash, power loss of every node |
-//! | `os`     | `write` (page cache) before any message or reply leaves  | any process crash (kill -9) of any number of nodes; the power loss of a minority at a time (its shards rejoin, spec §8.5) |
-//! | `memory` | nothing                                                  | the loss of a minority's state (a restarted node rejoins by rule, spec §8.5) |
+//! | mode     | written per turn of the node                                     | survives |
+//! |----------|------------------------------------------------------------------|----------|
+//! | `fsync`  | one `write` + one `fdatasync` of the log, before any message or reply leaves | any crash, power loss of every node |
+//! | `os`     | one `write` of the log (page cache), before any message or reply leaves | any process crash (kill -9) of any number of nodes; the power loss of a minority at a time (its shards rejoin, spec §8.5) |
+//! | `memory` | nothing                                                          | the loss of a minority's state (a restarted node rejoins by rule, spec §8.5) |
 //!
 //! `os` after a power loss is `memory` after a restart: the files may hold anything older
 //! than what the node acknowledged (a vote it gave, entries it acknowledged), so trusting
 //! them could make it vote or count again. An `os` run therefore records the machine's boot
 //! id before it writes (the `boot` file, below), and a start in another boot rejoins every
-//! shard instead of reading them ([`crate::core::restart::Boot`]). Use `fsync` where a
-//! majority can lose power at once.
+//! shard instead of reading them ([`crate::core::restart::Boot`]): its log is then not read
+//! at all but deleted and begun anew once the shards are marked ([`settle_start`]). Use
+//! `fsync` where a majority can lose power at once.
 //!
-//! What each write does ([`ShardStore::write`], one [`crate::core::raft::Persist`] delta at
-//! a time): the hard state first (rewritten in place, synced under `fsync`), then a new
-//! snapshot (written aside and renamed over) and the log rewritten after it, or else the log
-//! cut back to where the delta starts and its entries appended (synced under `fsync`). A
-//! write that fails part-way, or a crash during one, leaves the old state; or the new hard state over the old log; or
-//! that and the log cut back plus some of the new records (a torn one is cut when read
-//! back); for a snapshot, the old one, or the new one over the old log (repaired when opened),
-//! or everything new. The node stops on a failed write (fail-stop), so nothing that depended
-//! on it leaves.
+//! The write order (module `store::wal` has the format): a stronger recovery mark first
+//! (synced under `fsync`); the Raft deltas of the turn encoded into one buffer (a hard state
+//! record before the entries it allows); at the commit, that buffer in one write at the end of
+//! the log's current segment, then (under `fsync`) one `fdatasync`. Inline, because they are
+//! rare and their order matters: a snapshot first commits what is buffered (the hard state
+//! must be on disk before a snapshot of its term replaces the old one), then replaces its
+//! file, then buffers its record and the log after it; a mark comes off (or weakens) only
+//! after a commit of everything before it; a dropped replica's drop record is committed
+//! before its marks go. A commit that fails part-way, or a crash during one, leaves the
+//! records before it and a torn tail that opening cuts; the node stops on a failed write
+//! (fail-stop), so nothing that depended on it leaves.
 //!
 //! # The directory: identity, lock and recovery marks
 //!
 //! Besides the shard files, [`DataDir`] keeps:
 //! - `identity`: which node of which cluster the directory belongs to (a format line, the
 //!   cluster's membership — its node list and shard count, spec §8.1 — with its id, and the
-//!   node id, and for a joined cluster its random cluster id, spec §8.1, in format version
-//!   2), written once, atomically (aside, synced, renamed over, directory synced). A
+//!   node id, and for a joined cluster its random cluster id, spec §8.1; format version 3,
+//!   the write-ahead log's: a directory of versions 1 and 2, the layout before it, is
+//!   rewritten as version 3 when opened, then its files are folded into the log), written
+//!   atomically (aside, synced, renamed over, directory synced). A
 //!   node configured as another node, or for another cluster, refuses to start on it: Raft
 //!   state is only ever valid for the node that wrote it.
+//! - `wal-NNNNNNNNNNNNNNNN`, `shard-NNNN.snap`: the write-ahead log and the snapshots
+//!   ([`crate::store`]).
 //! - `lock`: an empty file the running node holds an exclusive `flock(2)` on, so that two
 //!   processes never share a directory (the second one refuses to start).
 //! - `shard-NNNN.new` / `shard-NNNN.rejoin`: the mark of a shard that does not hold its state
@@ -68,7 +78,7 @@ use crate::core::node::{ShardWrite, JOIN_SEEDS_MAX};
 use crate::core::raft::NodeId;
 use crate::core::restart::{self, Boot, Found, Mark, Start};
 use crate::store::{Disk, DiskFile, FsDisk};
-pub use crate::store::{Persisted, ShardFiles, ShardStore};
+pub use crate::store::{Persisted, ShardFiles, ShardStore, Wal, SEGMENT_BYTES};
 
 /// How a node keeps its Raft state; see the module docs for what each survives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,11 +126,16 @@ pub struct Identity {
 }
 
 /// First line of the identity file; the number is the directory format's version. Version
-/// 2 adds a line `joined 0x…` (the cluster id) for a node of a joined cluster; a static
-/// cluster's directory is still written as version 1, so that it reads as before, and a
-/// version 1 directory is read as a static cluster's.
+/// 2 adds a line `joined 0x…` (the cluster id) for a node of a joined cluster; version 3
+/// (every directory this version writes) is the write-ahead log's layout
+/// ([`crate::store::Wal`]), with the `joined` line for a joined cluster's node. Versions 1
+/// and 2 are read (a version 1 directory as a static cluster's) and rewritten as version 3
+/// when opened, before their files are folded into the log: so a binary of a version before
+/// the log, which knows 1 and 2 only, refuses the directory ("of another format") instead of
+/// finding no shard files in it.
 const IDENTITY_FORMAT: &str = "udplock data directory 1";
 const IDENTITY_FORMAT_JOINED: &str = "udplock data directory 2";
+const IDENTITY_FORMAT_WAL: &str = "udplock data directory 3";
 const IDENTITY_FILE: &str = "identity";
 /// See the module docs (`members`).
 const MEMBERS_FILE: &str = "members";
@@ -155,6 +170,9 @@ pub struct DataDir<D: Disk = FsDisk> {
     _lock: Option<File>,
     /// The directory recorded no identity when opened.
     identity_missing: bool,
+    /// The size past which a segment of the write-ahead log is closed ([`SEGMENT_BYTES`];
+    /// smaller in the simulator and tests, so that segments roll over and retire).
+    segment_bytes: u64,
     /// The directory held nothing of any node when opened.
     new: bool,
     /// This boot's id, as the shell read it (`None`: unknown).
@@ -222,13 +240,13 @@ impl<D: Disk> DataDir<D> {
     ) -> io::Result<DataDir<D>> {
         let identity_text = disk.read(IDENTITY_FILE)?.map(String::from_utf8);
         let recorded = match identity_text {
-            Some(Ok(text)) => Some(parse_identity(&text).ok_or_else(|| {
+            Some(Ok(text)) => Some(parse_identity_versioned(&text).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
                         "{} is damaged or of another format (expected a first line {:?})",
                         path.join(IDENTITY_FILE).display(),
-                        IDENTITY_FORMAT
+                        IDENTITY_FORMAT_WAL
                     ),
                 )
             })?),
@@ -240,6 +258,8 @@ impl<D: Disk> DataDir<D> {
             }
             None => None,
         };
+        let old_format = recorded.as_ref().is_some_and(|(_, version)| *version < 3);
+        let recorded = recorded.map(|(identity, _)| identity);
         if let Some(recorded) = &recorded {
             if recorded.node != identity.node
                 || recorded.membership != identity.membership
@@ -266,14 +286,19 @@ impl<D: Disk> DataDir<D> {
                 ));
             }
         }
-        let new = recorded.is_none() && !disk.list()?.iter().any(|n| n.starts_with("shard-"));
+        let new = recorded.is_none()
+            && !disk
+                .list()?
+                .iter()
+                .any(|n| n.starts_with("shard-") || n.starts_with("wal-"));
         let boot_recorded = read_boot_record(disk.read(BOOT_FILE)?);
         let mut dir = DataDir {
             path: path.to_path_buf(),
             disk,
             sync,
             _lock: lock,
-            identity_missing: recorded.is_none(),
+            identity_missing: recorded.is_none() || old_format,
+            segment_bytes: SEGMENT_BYTES,
             new,
             boot_id: boot_id.map(str::to_string),
             boot_recorded,
@@ -281,6 +306,11 @@ impl<D: Disk> DataDir<D> {
         };
         dir.boot = restart::boot(dir.boot_recorded.as_deref(), boot_id);
         dir.check_boot()?;
+        if old_format {
+            // Before anything of the layout is changed: from here on a binary of a version
+            // before the log refuses the directory (see `IDENTITY_FORMAT`).
+            dir.record_identity(identity)?;
+        }
         Ok(dir)
     }
 
@@ -373,9 +403,9 @@ impl<D: Disk> DataDir<D> {
         self.new
     }
 
-    /// What the directory holds for `shard` (call before opening the shard's files).
-    pub fn shard_files(&self, shard: u32) -> ShardFiles {
-        crate::store::shard_files(&self.disk, shard)
+    /// The recovery mark the directory holds for `shard`, if any.
+    pub fn shard_mark(&self, shard: u32) -> Option<Mark> {
+        crate::store::shard_mark(&self.disk, shard)
     }
 
     /// Sets (`Some`) or removes (`None`) the marks of `shards`, then syncs the directory if
@@ -384,10 +414,11 @@ impl<D: Disk> DataDir<D> {
         crate::store::set_marks(&self.disk, self.sync, shards)
     }
 
-    /// Stores one write of the node's core into this directory and `store`, the shard's
-    /// files ([`crate::store::store_write`], which the simulator runs too).
-    pub fn store(&self, store: Option<&mut ShardStore<D>>, write: &ShardWrite) -> io::Result<()> {
-        crate::store::store_write(&self.disk, self.sync, store, write)
+    /// Segments of the write-ahead log close past `bytes` (default [`SEGMENT_BYTES`]); set
+    /// before [`open_shards`] opens the log.
+    pub fn set_segment_bytes(&mut self, bytes: u64) {
+        assert!(bytes > 0);
+        self.segment_bytes = bytes;
     }
 
     /// Records `identity` if the directory has none yet: written aside, synced, renamed
@@ -398,13 +429,7 @@ impl<D: Disk> DataDir<D> {
         }
         let mut text = format!(
             "{}\ncluster {:#018x} {}\nnode {}\n",
-            match identity.joined {
-                Some(_) => IDENTITY_FORMAT_JOINED,
-                None => IDENTITY_FORMAT,
-            },
-            identity.membership_id,
-            identity.membership,
-            identity.node
+            IDENTITY_FORMAT_WAL, identity.membership_id, identity.membership, identity.node
         );
         if let Some(cluster_id) = identity.joined {
             text.push_str(&format!("joined {cluster_id:#018x}\n"));
@@ -437,42 +462,64 @@ impl<D: Disk> DataDir<D> {
     }
 }
 
-impl<D: Disk + Clone> DataDir<D> {
-    /// Stores one write of the node's core, with `stores` the node's open shard files (a
-    /// slot per shard): a replica the write creates gets its mark, then its files, empty
-    /// (opened into its slot), then the rest ([`ShardWrite::create`]); a dropped one has its
-    /// slot closed and every file deleted ([`ShardWrite::remove`]).
-    pub fn apply(
-        &self,
-        stores: &mut [Option<ShardStore<D>>],
-        write: &ShardWrite,
-    ) -> io::Result<()> {
-        let slot = &mut stores[write.shard as usize];
+impl<D: Disk> DataDir<D> {
+    /// Stores one write of the node's core ([`crate::core::node::Node::poll_persist`]) into
+    /// this directory and `wal`, the node's log, in the order [`ShardWrite`] gives: a
+    /// stronger recovery mark first (synced under `fsync`), then the Raft delta (buffered:
+    /// [`DataDir::commit`] writes it), then the mark it carries after. A replica the write
+    /// creates gets its mark, then starts empty in the log ([`ShardWrite::create`]); a
+    /// dropped one is marked `Rejoin`, dropped from the log (committed), its snapshot file
+    /// deleted, then its marks removed ([`ShardWrite::remove`]): a crash part-way leaves a
+    /// mark (the shard is not held again), never part of a state. The node's shell and the
+    /// simulator both store through this. An error leaves the files as far as they got: the
+    /// caller stops (fail-stop) before anything that depends on the write leaves.
+    pub fn apply(&self, wal: &mut Wal<D>, write: &ShardWrite) -> io::Result<()> {
+        let shard = write.shard;
         if write.remove {
-            *slot = None;
-            return crate::store::remove_shard(&self.disk, write.shard, self.sync);
+            self.set_marks(&[(shard, Some(Mark::Rejoin))])?;
+            wal.drop_shard(shard)?;
+            if self.sync {
+                self.disk.sync_dir()?;
+            }
+            return self.set_marks(&[(shard, None)]);
+        }
+        if let Some(mark) = write.mark_first {
+            self.set_marks(&[(shard, Some(mark))])?;
         }
         if write.create {
-            // The mark before the files: a crash in between leaves the mark alone, and the
-            // next start holds nothing of the shard (`restart::decide_joined`).
-            self.set_marks(&[(write.shard, write.mark_first)])?;
-            *slot = Some(ShardStore::open_empty_on(
-                self.disk.clone(),
-                write.shard,
-                self.sync,
-            )?);
+            // After the mark: a crash in between leaves the mark alone, and the next start
+            // holds nothing of the shard (`restart::decide_joined`).
+            wal.open_empty(shard)?;
         }
-        self.store(slot.as_mut(), write)
+        if let Some(persist) = &write.raft {
+            wal.write(shard, persist)?;
+        }
+        if let Some(mark) = write.mark_then {
+            // A mark comes off (or weakens) only once the state it covered is on disk: this
+            // write's and every earlier one (synced under `fsync`), not at the next commit.
+            wal.commit()?;
+            self.set_marks(&[(shard, mark)])?;
+        }
+        Ok(())
+    }
+
+    /// Group commit: writes what [`DataDir::apply`] buffered since the last commit, in one
+    /// write, synced once under `fsync` ([`Wal::commit`]). Call it once after storing every
+    /// write a turn of the node handed out, before anything that depends on them is sent.
+    pub fn commit(&self, wal: &mut Wal<D>) -> io::Result<()> {
+        wal.commit()
     }
 }
 
-/// Each shard's files, open (`None`: not opened, as for a node without a directory).
-pub type ShardStores<D = FsDisk> = Vec<Option<ShardStore<D>>>;
+/// What [`open_shards`] gives: each shard's start (`None`: not held), and the node's log
+/// (`None`: a node without a directory).
+pub type OpenShards<D> = (Vec<Option<Start>>, Option<Wal<D>>);
 
 /// Spec §8.5 at a start: how each of `shards` replicas starts ([`restart::decide`]), from
 /// what `dir` holds for it and what its boot record says (`None`: a node without a
-/// directory, durability `memory`); and the shards' files that were opened to read their
-/// state. Call [`settle_start`] next. The node's start and the simulator's both run this.
+/// directory, durability `memory`); and the node's write-ahead log, opened and read (not
+/// read if the boot record says its files are not trusted). Call [`settle_start`] next. The
+/// node's start and the simulator's both run this.
 ///
 /// `joined`: the node is of a joined cluster (spec §8.1), whose shards it holds only where
 /// its files are its state ([`restart::decide_joined`]; `None`: not held); a static
@@ -482,59 +529,71 @@ pub fn open_shards<D: Disk + Clone>(
     shards: u32,
     new_cluster: bool,
     joined: bool,
-) -> io::Result<(Vec<Option<Start>>, ShardStores<D>)> {
+) -> io::Result<OpenShards<D>> {
     let storage_new = dir.is_none_or(DataDir::is_new);
     let boot = dir.map_or(Boot::Kept, DataDir::boot);
+    let mut wal = match dir {
+        None => None,
+        // Not trusted, so not read (`decide` ignores what was found).
+        Some(d) if boot == Boot::Changed => {
+            Some(Wal::untrusted(d.disk.clone(), d.sync, d.segment_bytes))
+        }
+        Some(d) => Some(Wal::open(d.disk.clone(), d.sync, d.segment_bytes)?),
+    };
     let mut starts = Vec::with_capacity(shards as usize);
-    let mut stores = Vec::with_capacity(shards as usize);
     for shard in 0..shards {
-        let (found, store) = match dir {
-            None => (Found::Nothing, None),
-            Some(d) => match d.shard_files(shard) {
-                ShardFiles::Marked(mark) => (Found::Marked(mark), None),
-                ShardFiles::Missing => (Found::Nothing, None),
-                // Not trusted, so not read (`decide` ignores what was found).
-                ShardFiles::Present if boot == Boot::Changed => (Found::Nothing, None),
+        let found = match wal.as_mut() {
+            None => Found::Nothing,
+            Some(wal) => match wal.shard_files(shard) {
+                ShardFiles::Marked(mark) => Found::Marked(mark),
+                ShardFiles::Missing => Found::Nothing,
+                ShardFiles::Present if boot == Boot::Changed => Found::Nothing,
                 ShardFiles::Present => {
-                    let (store, p) = ShardStore::open_on(d.disk.clone(), shard, d.sync)?;
-                    let found = Found::Files {
+                    let p = wal.take(shard)?;
+                    Found::Files {
                         hard: p.hard,
                         snapshot: p.snapshot,
                         log: p.log,
-                    };
-                    (found, Some(store))
+                    }
                 }
             },
         };
+        let held_files = matches!(found, Found::Files { .. });
         let start = if joined {
             restart::decide_joined(found, storage_new, new_cluster, boot)
         } else {
             Some(restart::decide(found, storage_new, new_cluster, boot))
         };
-        stores.push(store.filter(|_| start.is_some()));
+        if let (Some(wal), true, None) = (wal.as_mut(), held_files, &start) {
+            wal.release(shard);
+        }
         starts.push(start);
     }
-    Ok((starts, stores))
+    Ok((starts, wal))
 }
 
-/// Once the starts are decided ([`open_shards`]): deletes the files of the shards not held
-/// (a joined node's, `None`), marks the shards that start without state (first: from here on
-/// a crash makes the next start rejoin again), records the identity and the boot (after the
-/// deletions: files an `os` run's earlier boot left must be gone before this boot is
-/// recorded as theirs), and opens the marked shards' files empty (into `stores`).
+/// Once the starts are decided ([`open_shards`]): drops the shards not held (a joined
+/// node's, `None`) from the log, marks the shards that start without state (first: from here
+/// on a crash makes the next start rejoin again), begins a new, empty log if the old one is
+/// not trusted (after the marks: every shard held again is marked), records the identity
+/// and the boot (after the deletions: files an `os` run's earlier boot left must be gone
+/// before this boot is recorded as theirs), and starts the marked shards empty in the log.
 pub fn settle_start<D: Disk + Clone>(
     dir: &mut DataDir<D>,
     identity: &Identity,
     starts: &[Option<Start>],
-    stores: &mut [Option<ShardStore<D>>],
+    wal: &mut Wal<D>,
 ) -> io::Result<()> {
+    let trusted = dir.boot != Boot::Changed;
     for shard in 0..starts.len() as u32 {
-        if starts[shard as usize].is_none() && dir.shard_files(shard) != ShardFiles::Missing {
-            assert!(
-                stores[shard as usize].is_none(),
-                "a shard not held is not open"
-            );
-            crate::store::remove_shard(&dir.disk, shard, dir.sync)?;
+        let files = wal.shard_files(shard);
+        if trusted && starts[shard as usize].is_none() && files != ShardFiles::Missing {
+            dir.set_marks(&[(shard, Some(Mark::Rejoin))])?;
+            wal.drop_shard(shard)?;
+            if dir.sync {
+                dir.disk.sync_dir()?;
+            }
+            dir.set_marks(&[(shard, None)])?;
         }
     }
     let marks: Vec<(u32, Option<Mark>)> = (0..starts.len() as u32)
@@ -542,13 +601,22 @@ pub fn settle_start<D: Disk + Clone>(
         .filter(|(_, mark)| mark.is_some())
         .collect();
     dir.set_marks(&marks)?;
+    if !trusted {
+        // Every shard that is held again is marked now; the joined node's others are simply
+        // not held, whatever a crash leaves.
+        wal.reset()?;
+        let unheld: Vec<(u32, Option<Mark>)> = (0..starts.len() as u32)
+            .filter(|&s| starts[s as usize].is_none() && dir.shard_mark(s).is_some())
+            .map(|s| (s, None))
+            .collect();
+        dir.set_marks(&unheld)?;
+    }
     dir.record_identity(identity)?;
     dir.record_boot()?;
     for &(shard, _) in &marks {
-        let store = ShardStore::open_empty_on(dir.disk.clone(), shard, dir.sync)?;
-        stores[shard as usize] = Some(store);
+        wal.open_empty(shard)?;
     }
-    Ok(())
+    wal.commit()
 }
 
 /// The boot id the boot record holds, from its bytes (`None`: no record; `Some("")`: a
@@ -566,12 +634,24 @@ fn read_boot_record(bytes: Option<Vec<u8>>) -> Option<String> {
     Some(id)
 }
 
-/// The identity file's contents; `None` if they are of neither format.
+/// The identity file's contents; `None` if they are of no format this version reads.
 fn parse_identity(text: &str) -> Option<Identity> {
+    parse_identity_versioned(text).map(|(identity, _)| identity)
+}
+
+/// The identity file's contents and its format's version.
+fn parse_identity_versioned(text: &str) -> Option<(Identity, u32)> {
     let mut lines = text.lines();
-    let joined = match lines.next()? {
-        IDENTITY_FORMAT => false,
-        IDENTITY_FORMAT_JOINED => true,
+    let (version, joined) = match lines.next()? {
+        IDENTITY_FORMAT => (1, false),
+        IDENTITY_FORMAT_JOINED => (2, true),
+        // Version 3 has the `joined` line if and only if the cluster is joined.
+        IDENTITY_FORMAT_WAL => (
+            3,
+            text.lines()
+                .nth(3)
+                .is_some_and(|l| l.starts_with("joined ")),
+        ),
         _ => return None,
     };
     let hex = |s: &str| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok();
@@ -582,12 +662,15 @@ fn parse_identity(text: &str) -> Option<Identity> {
         true => Some(hex(lines.next()?.strip_prefix("joined ")?).filter(|&c| c != 0)?),
         false => None,
     };
-    Some(Identity {
-        membership: membership.to_string(),
-        membership_id,
-        node,
-        joined,
-    })
+    Some((
+        Identity {
+            membership: membership.to_string(),
+            membership_id,
+            node,
+            joined,
+        },
+        version,
+    ))
 }
 
 /// The identity the data directory at `path` records, read without taking its lock (the
@@ -604,8 +687,9 @@ pub fn read_identity(path: &Path) -> io::Result<Option<Identity>> {
         io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "{} is damaged or of another format (expected a first line {IDENTITY_FORMAT:?} \
-                 or {IDENTITY_FORMAT_JOINED:?})",
+                "{} is damaged or of another format (expected a first line \
+                 {IDENTITY_FORMAT_WAL:?}, or {IDENTITY_FORMAT:?} or {IDENTITY_FORMAT_JOINED:?} \
+                 of a version before the write-ahead log)",
                 file.display()
             ),
         )
@@ -649,8 +733,50 @@ mod tests {
     use crate::core::raft::{Entry, HardState};
     use crate::core::time::Instant;
 
+    /// One shard of the node's write-ahead log in a directory, as these tests drive it:
+    /// every write committed at once.
+    struct Store {
+        wal: Wal<FsDisk>,
+        shard: u32,
+    }
+
+    impl Store {
+        /// Opens the log in `dir` and reads `shard` from it.
+        fn open(dir: &Path, shard: u32, sync: bool) -> io::Result<(Store, Persisted)> {
+            let mut wal = Wal::open(FsDisk::new(dir)?, sync, SEGMENT_BYTES)?;
+            let p = wal.take(shard)?;
+            wal.commit()?;
+            Ok((Store { wal, shard }, p))
+        }
+
+        /// Opens the log in `dir` with `shard` started empty.
+        fn open_empty(dir: &Path, shard: u32, sync: bool) -> io::Result<Store> {
+            let mut wal = Wal::open(FsDisk::new(dir)?, sync, SEGMENT_BYTES)?;
+            wal.open_empty(shard)?;
+            wal.commit()?;
+            Ok(Store { wal, shard })
+        }
+
+        fn write(&mut self, p: &crate::core::raft::Persist) -> io::Result<()> {
+            self.wal.write(self.shard, p)?;
+            self.wal.commit()
+        }
+    }
+
+    /// The log's first segment in `dir`.
+    fn first_segment(dir: &Path) -> PathBuf {
+        dir.join("wal-0000000000000001")
+    }
+
+    /// What the log in `d` holds of `shard`.
+    fn files(d: &DataDir, shard: u32) -> ShardFiles {
+        Wal::open(d.disk().clone(), d.syncs(), SEGMENT_BYTES)
+            .unwrap()
+            .shard_files(shard)
+    }
+
     /// Stores what `raft` changed since the last call.
-    fn persist(store: &mut ShardStore, raft: &mut Raft) {
+    fn persist(store: &mut Store, raft: &mut Raft) {
         if let Some(p) = raft.take_persist() {
             store.write(&p).unwrap();
         }
@@ -665,7 +791,7 @@ mod tests {
     #[test]
     fn a_log_and_vote_read_back_as_written_and_a_replaced_suffix_is_cut() {
         let dir = dir("roundtrip");
-        let (mut store, p) = ShardStore::open(&dir, 3, false).unwrap();
+        let (mut store, p) = Store::open(&dir, 3, false).unwrap();
         let (hard, log) = (p.hard, p.log);
         assert_eq!((hard, log.len()), (HardState::default(), 0));
         // A follower of 2 voters receives three entries of term 1.
@@ -705,35 +831,37 @@ mod tests {
         raft.handle_message(now, 1, append(2, 1, 1, vec![entry(2, 2, 9)]));
         persist(&mut store, &mut raft);
         drop(store);
-        let (_, p) = ShardStore::open(&dir, 3, false).unwrap();
+        let (_, p) = Store::open(&dir, 3, false).unwrap();
         let (hard, log) = (p.hard, p.log);
         assert_eq!(hard, raft.hard_state());
         assert_eq!(hard.term, 2);
         assert_eq!(log, vec![entry(1, 1, 1), entry(2, 2, 9)]);
-        // A torn tail is cut, the rest kept.
-        let path = dir.join("shard-0003.log");
+        // A torn tail is cut, the rest kept: the last record (entry 2 of term 2, replacing
+        // entries 2 and 3) is gone, the term 2 it follows is not.
+        let path = first_segment(&dir);
         let mut bytes = std::fs::read(&path).unwrap();
         let len = bytes.len();
         bytes.truncate(len - 2);
         std::fs::write(&path, &bytes).unwrap();
-        let log = ShardStore::open(&dir, 3, false).unwrap().1.log;
-        assert_eq!(log, vec![entry(1, 1, 1)]);
+        let (_, p) = Store::open(&dir, 3, false).unwrap();
+        assert_eq!(p.hard.term, 2);
+        assert_eq!(p.log, vec![entry(1, 1, 1), entry(1, 2, 2), entry(1, 3, 3)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_damaged_vote_is_refused() {
         let dir = dir("damaged");
-        drop(ShardStore::open(&dir, 0, false).unwrap());
+        drop(Store::open(&dir, 0, false).unwrap());
         std::fs::write(dir.join("shard-0000.state"), [7u8; 24]).unwrap();
-        assert!(ShardStore::open(&dir, 0, false).is_err());
+        assert!(Store::open(&dir, 0, false).is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_compacted_log_reads_back_as_snapshot_plus_suffix() {
         let dir = dir("compacted");
-        let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
+        let (mut store, _) = Store::open(&dir, 1, true).unwrap();
         let config = Config {
             id: 1,
             voters: vec![1],
@@ -753,23 +881,23 @@ mod tests {
         raft.propose(now, vec![9]).unwrap();
         persist(&mut store, &mut raft);
         drop(store);
-        let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
+        let (_, p) = Store::open(&dir, 1, true).unwrap();
         let (meta, data) = p.snapshot.expect("a snapshot");
         assert_eq!(meta, raft.snapshot_meta());
         assert_eq!(data.as_slice(), b"state");
         assert_eq!(p.log, raft.log().to_vec());
         assert_eq!(p.log.first().map(|e| e.index), Some(through + 1));
-        // A crash between the snapshot and the log rewrite: an old log under a new snapshot.
-        let old_log = std::fs::read(dir.join("shard-0001.log")).unwrap();
+        // A crash between the snapshot file and its record: an old log under a new snapshot.
+        let old_log = std::fs::read(first_segment(&dir)).unwrap();
         let mut raft2 = raft;
         while raft2.poll_committed().is_some() {}
-        let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
+        let (mut store, _) = Store::open(&dir, 1, true).unwrap();
         let newer = raft2.commit_index();
         raft2.compact(newer, Arc::new(b"newer".to_vec()));
         persist(&mut store, &mut raft2);
         drop(store);
-        std::fs::write(dir.join("shard-0001.log"), &old_log).unwrap();
-        let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
+        std::fs::write(first_segment(&dir), &old_log).unwrap();
+        let (_, p) = Store::open(&dir, 1, true).unwrap();
         assert_eq!(p.snapshot.unwrap().0.index, newer);
         assert!(p.log.iter().all(|e| e.index > newer));
         let _ = std::fs::remove_dir_all(&dir);
@@ -934,7 +1062,7 @@ mod tests {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
         /// Issue 9 item 3: storage writes exactly the deltas Raft hands out. After every
-        /// input to a replica, the delta goes to a real `ShardStore`, and opening the files
+        /// input to a replica, the delta goes to a real write-ahead log, and opening it
         /// again gives exactly the replica's hard state, snapshot and log.
         #[test]
         fn the_files_hold_the_replica_after_every_delta(
@@ -943,7 +1071,7 @@ mod tests {
             use std::sync::atomic::{AtomicU64, Ordering};
             static CASE: AtomicU64 = AtomicU64::new(0);
             let dir = dir(&format!("delta-{}", CASE.fetch_add(1, Ordering::Relaxed)));
-            let (mut store, _) = ShardStore::open(&dir, 0, false).unwrap();
+            let (mut store, _) = Store::open(&dir, 0, false).unwrap();
             let config = Config { id: 2, voters: vec![1, 2, 3], ..Config::default() };
             let mut now = Instant::from_micros(1);
             let mut raft = Raft::new(config, 5, HardState::default(), Vec::new(), now);
@@ -954,7 +1082,7 @@ mod tests {
                 if let Some(p) = raft.take_persist() {
                     store.write(&p).unwrap();
                 }
-                let (_, p) = ShardStore::open(&dir, 0, false).unwrap();
+                let (_, p) = Store::open(&dir, 0, false).unwrap();
                 let snapshot = p.snapshot.map(|(meta, data)| (meta, data.to_vec()));
                 let expected = (raft.snapshot_meta().index > 0).then(|| {
                     (raft.snapshot_meta(), raft.snapshot_data().unwrap().to_vec())
@@ -1002,12 +1130,12 @@ mod tests {
         let me = identity(1, "1@127.0.0.1:1,2@127.0.0.1:2/4");
         let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
         assert!(d.is_new());
-        assert_eq!(d.shard_files(0), ShardFiles::Missing);
+        assert_eq!(files(&d, 0), ShardFiles::Missing);
         d.record_identity(&me).unwrap();
         drop(d);
         let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
         assert!(
-            text.starts_with("udplock data directory 1\ncluster 0x"),
+            text.starts_with("udplock data directory 3\ncluster 0x"),
             "{text}"
         );
         assert_eq!(parse_identity(&text), Some(me.clone()));
@@ -1035,12 +1163,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A joined cluster's directory (spec §8.1) records its random cluster id, in format
-    /// version 2; it is read back (also without the lock, `read_identity`), and refused to
-    /// a node of another joined cluster or of a static one. A static cluster's is still
-    /// written as version 1.
+    /// A joined cluster's directory (spec §8.1) records its random cluster id (a `joined`
+    /// line, format version 3 as every directory of the write-ahead log); it is read back
+    /// (also without the lock, `read_identity`), and refused to a node of another joined
+    /// cluster or of a static one.
     #[test]
-    fn a_joined_directory_records_its_cluster_id_in_format_2() {
+    fn a_joined_directory_records_its_cluster_id_in_format_3() {
         let dir = dir("joined-identity");
         assert_eq!(read_identity(&dir).unwrap(), None);
         let me = Identity {
@@ -1051,7 +1179,7 @@ mod tests {
         d.record_identity(&me).unwrap();
         drop(d);
         let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
-        assert!(text.starts_with("udplock data directory 2\n"), "{text}");
+        assert!(text.starts_with("udplock data directory 3\n"), "{text}");
         assert!(text.ends_with("joined 0x123456789abcdef0\n"), "{text}");
         assert_eq!(read_identity(&dir).unwrap(), Some(me.clone()));
         DataDir::open(&dir, &me, true, BOOT).expect("the same node opens it again");
@@ -1115,11 +1243,11 @@ mod tests {
         d.set_marks(&[(0, Some(Mark::New)), (1, Some(Mark::New))])
             .unwrap();
         d.set_marks(&[(1, Some(Mark::Rejoin))]).unwrap();
-        assert_eq!(d.shard_files(0), ShardFiles::Marked(Mark::New));
-        assert_eq!(d.shard_files(1), ShardFiles::Marked(Mark::Rejoin));
+        assert_eq!(files(&d, 0), ShardFiles::Marked(Mark::New));
+        assert_eq!(files(&d, 1), ShardFiles::Marked(Mark::Rejoin));
         assert!(!dir.join("shard-0001.new").exists());
         // A marked shard's files are opened empty, whatever they held.
-        let (mut store, _) = ShardStore::open(&dir, 1, true).unwrap();
+        let (mut store, _) = Store::open(&dir, 1, true).unwrap();
         let config = Config {
             id: 3,
             voters: vec![3],
@@ -1130,13 +1258,13 @@ mod tests {
         raft.handle_timeout(raft.poll_timeout());
         persist(&mut store, &mut raft);
         drop(store);
-        assert!(ShardStore::open(&dir, 1, true).unwrap().1.hard.term > 0);
-        drop(ShardStore::open_empty(&dir, 1, true).unwrap());
-        let (_, p) = ShardStore::open(&dir, 1, true).unwrap();
+        assert!(Store::open(&dir, 1, true).unwrap().1.hard.term > 0);
+        drop(Store::open_empty(&dir, 1, true).unwrap());
+        let (_, p) = Store::open(&dir, 1, true).unwrap();
         assert_eq!((p.hard, p.log.len()), (HardState::default(), 0));
         d.set_marks(&[(0, None), (1, None)]).unwrap();
-        assert_eq!(d.shard_files(0), ShardFiles::Missing);
-        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        assert_eq!(files(&d, 0), ShardFiles::Missing);
+        assert_eq!(files(&d, 1), ShardFiles::Present);
         drop(d);
         // Shard files without an identity (a directory of an earlier version): not new.
         assert!(!DataDir::open(&dir, &me, true, BOOT).unwrap().is_new());
@@ -1146,12 +1274,12 @@ mod tests {
     /// How the shell starts shard `shard` of `d` (`ClusterNode::start_with`): what the
     /// directory holds, decided with its boot record.
     fn start_of(d: &DataDir, shard: u32) -> restart::Start {
-        let found = match d.shard_files(shard) {
+        let found = match files(d, shard) {
             ShardFiles::Marked(mark) => restart::Found::Marked(mark),
             ShardFiles::Missing => restart::Found::Nothing,
             ShardFiles::Present if d.boot() == Boot::Changed => restart::Found::Nothing,
             ShardFiles::Present => {
-                let p = ShardStore::open(d.path(), shard, d.sync).unwrap().1;
+                let p = Store::open(d.path(), shard, d.sync).unwrap().1;
                 restart::Found::Files {
                     hard: p.hard,
                     snapshot: p.snapshot,
@@ -1164,7 +1292,7 @@ mod tests {
 
     /// A node that led term 1 of shard `shard` alone and stored it.
     fn store_a_term(d: &DataDir, shard: u32) {
-        let (mut store, _) = ShardStore::open(d.path(), shard, d.sync).unwrap();
+        let (mut store, _) = Store::open(d.path(), shard, d.sync).unwrap();
         let config = Config {
             id: 1,
             voters: vec![1],
@@ -1208,7 +1336,12 @@ mod tests {
         };
         let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
         d.record_identity(&me).unwrap();
-        let mut stores: ShardStores = (0..4).map(|_| None).collect();
+        let mut wal = Wal::open(d.disk().clone(), true, SEGMENT_BYTES).unwrap();
+        // Each write stored and committed, as a turn of the shell does.
+        let apply = |d: &DataDir, wal: &mut Wal<FsDisk>, write: &ShardWrite| {
+            d.apply(wal, write).unwrap();
+            d.commit(wal).unwrap();
+        };
         // A replica that led a term alone: something to store.
         let config = Config {
             id: 2,
@@ -1230,46 +1363,41 @@ mod tests {
         };
         // Shard 1: created, then named by its configuration (the mark comes off).
         let mut one = raft(1);
-        d.apply(&mut stores, &write(1, &mut one, true, None))
-            .unwrap();
-        assert_eq!(d.shard_files(1), ShardFiles::Marked(Mark::Rejoin));
-        assert!(stores[1].is_some());
-        d.apply(&mut stores, &write(1, &mut one, false, Some(None)))
-            .unwrap();
-        assert_eq!(d.shard_files(1), ShardFiles::Present);
+        apply(&d, &mut wal, &write(1, &mut one, true, None));
+        assert_eq!(files(&d, 1), ShardFiles::Marked(Mark::Rejoin));
+        apply(&d, &mut wal, &write(1, &mut one, false, Some(None)));
+        assert_eq!(files(&d, 1), ShardFiles::Present);
         // Shard 2: created, not named yet when the node stops.
-        d.apply(&mut stores, &write(2, &mut raft(1), true, None))
-            .unwrap();
+        apply(&d, &mut wal, &write(2, &mut raft(1), true, None));
         // Shard 3: created, then dropped.
-        d.apply(&mut stores, &write(3, &mut raft(1), true, Some(None)))
-            .unwrap();
-        assert_eq!(d.shard_files(3), ShardFiles::Present);
+        apply(&d, &mut wal, &write(3, &mut raft(1), true, Some(None)));
+        assert_eq!(files(&d, 3), ShardFiles::Present);
         let remove = ShardWrite {
             create: false,
             remove: true,
             ..write(3, &mut raft(0), false, None)
         };
-        d.apply(&mut stores, &remove).unwrap();
-        assert!(stores[3].is_none());
-        assert_eq!(d.shard_files(3), ShardFiles::Missing);
-        drop((stores, d));
+        apply(&d, &mut wal, &remove);
+        assert_eq!(files(&d, 3), ShardFiles::Missing);
+        drop((wal, d));
 
         let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
-        let (starts, mut stores) = open_shards(Some(&d), 4, false, true).unwrap();
+        let (starts, wal) = open_shards(Some(&d), 4, false, true).unwrap();
+        let mut wal = wal.expect("a directory's log");
         match &starts[..] {
             [None, Some(restart::Start::Restore { hard, .. }), None, None] => {
                 assert_eq!(hard.term, 1);
             }
             other => panic!("{other:?}"),
         }
-        settle_start(&mut d, &me, &starts, &mut stores).unwrap();
+        settle_start(&mut d, &me, &starts, &mut wal).unwrap();
         assert_eq!(
-            d.shard_files(2),
+            files(&d, 2),
             ShardFiles::Missing,
             "a cut-short creation deleted"
         );
-        assert_eq!(d.shard_files(1), ShardFiles::Present);
-        assert!(stores[1].is_some() && stores[2].is_none());
+        assert_eq!(files(&d, 1), ShardFiles::Present);
+        assert_eq!(wal.shard_files(2), ShardFiles::Missing);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -1379,7 +1507,7 @@ mod tests {
         use crate::core::lock_table;
         use crate::core::replica::{self, Replica};
         let dir = dir("junk-snapshot");
-        let (mut store, _) = ShardStore::open(&dir, 2, false).unwrap();
+        let (mut store, _) = Store::open(&dir, 2, false).unwrap();
         let config = replica::Config {
             shard: 2,
             raft: Config {
@@ -1425,7 +1553,7 @@ mod tests {
         // Dropped before it replaced anything: nothing to store.
         assert_eq!(replica.take_persist(), None);
         drop(store);
-        let (_, p) = ShardStore::open(&dir, 2, false).unwrap();
+        let (_, p) = Store::open(&dir, 2, false).unwrap();
         let restored = Replica::restore(config, 2, p.hard, p.snapshot, p.log, now);
         let _ = std::fs::remove_dir_all(&dir);
         let restored = restored.expect("the replica restores from its files");
@@ -1437,7 +1565,7 @@ mod tests {
     #[test]
     fn a_log_that_starts_after_the_snapshot_file_is_an_error() {
         let dir = dir("base-ahead");
-        let (mut store, _) = ShardStore::open(&dir, 1, false).unwrap();
+        let (mut store, _) = Store::open(&dir, 1, false).unwrap();
         let config = Config {
             id: 1,
             voters: vec![1],
@@ -1455,8 +1583,99 @@ mod tests {
         persist(&mut store, &mut raft);
         drop(store);
         std::fs::remove_file(dir.join("shard-0001.snap")).unwrap();
-        let opened = ShardStore::open(&dir, 1, false);
+        let opened = Store::open(&dir, 1, false);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(opened.is_err());
+    }
+
+    /// Issue 13 item 4: a directory in the layout before the write-ahead log (identity
+    /// format 1, `shard-NNNN.state`/`.log`/`.snap`, written here by that layout's own code)
+    /// opens: its identity is rewritten as format 3 first (which a binary of before the log
+    /// refuses: it knows formats 1 and 2 only), the shards read back exactly as they were
+    /// (a marked one is not migrated and rejoins), the old state and log files are gone, and
+    /// the next start reads the same state from the log.
+    #[test]
+    fn a_directory_of_the_layout_before_the_log_is_folded_into_it() {
+        let dir = dir("migrate");
+        let me = identity(1, "1@127.0.0.1:1/3");
+        std::fs::create_dir_all(&dir).unwrap();
+        let old_identity = format!(
+            "{IDENTITY_FORMAT}\ncluster {:#018x} {}\nnode 1\n",
+            me.membership_id, me.membership
+        );
+        std::fs::write(dir.join(IDENTITY_FILE), &old_identity).unwrap();
+        let disk = FsDisk::new(&dir).unwrap();
+        let mut expected = Vec::new();
+        for shard in 0..3u32 {
+            let (mut store, _) = ShardStore::open_on(disk.clone(), shard, true).unwrap();
+            let config = Config {
+                id: 1,
+                voters: vec![1],
+                ..Config::default()
+            };
+            let now = Instant::from_micros(1);
+            let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
+            raft.handle_timeout(raft.poll_timeout());
+            for byte in 1..=(5 + shard as u8) {
+                raft.propose(now, vec![byte; 20]).unwrap();
+            }
+            while raft.poll_committed().is_some() {}
+            if shard == 1 {
+                let through = raft.commit_index() - 2;
+                raft.compact(through, Arc::new(b"state".to_vec()));
+            }
+            if let Some(p) = raft.take_persist() {
+                store.write(&p).unwrap();
+            }
+            let snapshot = (raft.snapshot_meta().index > 0).then(|| raft.snapshot_meta());
+            expected.push((raft.hard_state(), snapshot, raft.log().to_vec()));
+        }
+        crate::store::set_marks(&disk, true, &[(2, Some(Mark::Rejoin))]).unwrap();
+        assert!(dir.join("shard-0000.log").exists() && dir.join("shard-0001.snap").exists());
+
+        for start in 0..2 {
+            let mut d = DataDir::open(&dir, &me, true, BOOT).unwrap();
+            assert!(!d.is_new());
+            let text = std::fs::read_to_string(dir.join(IDENTITY_FILE)).unwrap();
+            assert!(text.starts_with(IDENTITY_FORMAT_WAL), "{text}");
+            assert_eq!(
+                text.replace(IDENTITY_FORMAT_WAL, IDENTITY_FORMAT),
+                old_identity
+            );
+            let (starts, wal) = open_shards(Some(&d), 3, false, false).unwrap();
+            let mut wal = wal.expect("a directory's log");
+            for shard in 0..2 {
+                match &starts[shard] {
+                    Some(restart::Start::Restore {
+                        hard,
+                        snapshot,
+                        log,
+                    }) => {
+                        let snapshot = snapshot.as_ref().map(|(meta, _)| *meta);
+                        assert_eq!(
+                            (*hard, snapshot, log.clone()),
+                            expected[shard],
+                            "start {start}, shard {shard}"
+                        );
+                    }
+                    other => panic!("start {start}, shard {shard}: {other:?}"),
+                }
+            }
+            assert!(matches!(starts[2], Some(restart::Start::Rejoin)));
+            settle_start(&mut d, &me, &starts, &mut wal).unwrap();
+            let names: Vec<String> = d.disk().list().unwrap();
+            assert!(
+                !names
+                    .iter()
+                    .any(|n| n.ends_with(".state") || n.ends_with(".log")),
+                "{names:?}"
+            );
+            assert!(
+                names.contains(&"wal-0000000000000001".to_string()),
+                "{names:?}"
+            );
+            assert!(names.contains(&"shard-0001.snap".to_string()), "{names:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -36,15 +36,31 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::core::node::{NodeStats, ShardWrite};
+use crate::core::raft::{Entry, SnapshotMeta};
 
 /// Datagrams held for writes not yet stored, at most: a sync's worth of traffic at the
 /// node's peak many times over. Past it a datagram is dropped (counted in `dropped`) and its
 /// sender retransmits, as when the core's own queue is full.
 pub const HELD_MAX: usize = 65_536;
 
-/// Stores a batch of writes, in order, and makes them durable (the shell's storage: the
-/// data directory and its open files).
-pub type StoreBatch = Box<dyn FnMut(&[ShardWrite]) -> io::Result<()> + Send>;
+/// What the loop hands the writer, done in order.
+pub enum Job {
+    /// A write of the node's core.
+    Write(ShardWrite),
+    /// Write `shard`'s live entries again at the log's end (`store::Wal::relocate`): the
+    /// replica's snapshot and log as they were when every write before this job was handed
+    /// over.
+    Relocate {
+        shard: u32,
+        snapshot: SnapshotMeta,
+        log: Vec<Entry>,
+    },
+}
+
+/// Stores a batch of jobs, in order, and makes them durable (the shell's storage: the data
+/// directory and its log); returns the shards that hold the log's oldest segment back
+/// (`store::Wal::holding_back`).
+pub type StoreBatch = Box<dyn FnMut(&[Job]) -> io::Result<Vec<u32>> + Send>;
 
 /// The handle the event loop keeps; dropping it lets the thread store what it was handed
 /// and stop.
@@ -66,7 +82,9 @@ struct Shared {
 
 #[derive(Default)]
 struct Queue {
-    writes: Vec<ShardWrite>,
+    writes: Vec<Job>,
+    /// What the last store said holds the log's oldest segment back.
+    holding_back: Vec<u32>,
     held: VecDeque<Held>,
     stop: bool,
     failed: Option<String>,
@@ -119,7 +137,7 @@ impl Writer {
     }
 
     /// Hands `writes` (in `seq` order, after every write handed before) to the thread.
-    pub(super) fn submit(&self, writes: &mut Vec<ShardWrite>) {
+    pub(super) fn submit(&self, writes: &mut Vec<Job>) {
         if writes.is_empty() {
             return;
         }
@@ -132,6 +150,11 @@ impl Writer {
     /// The last write stored and synced.
     pub(super) fn stored(&self) -> u64 {
         self.shared.stored.load(Ordering::Acquire)
+    }
+
+    /// The shards the last store said hold the log's oldest segment back (once each).
+    pub(super) fn take_holding_back(&self) -> Vec<u32> {
+        std::mem::take(&mut self.shared.lock().holding_back)
     }
 
     /// Why the thread stopped storing, if it did: the node must stop.
@@ -203,17 +226,27 @@ impl Shared {
                 }
                 std::mem::swap(&mut writes, &mut queue.writes);
             }
-            let last = writes.last().map_or(0, |w| w.seq);
-            if let Err(e) = store(&writes) {
-                let shard = writes.first().map_or(0, |w| w.shard);
-                let why = format!("cannot persist its state (shard {shard} and after): {e}");
-                self.lock().failed = Some(why);
-                self.wake();
-                return;
-            }
+            let last = writes
+                .iter()
+                .rev()
+                .find_map(|job| match job {
+                    Job::Write(w) => Some(w.seq),
+                    Job::Relocate { .. } => None,
+                })
+                .unwrap_or_else(|| self.stored.load(Ordering::Acquire));
+            let holding_back = match store(&writes) {
+                Ok(shards) => shards,
+                Err(e) => {
+                    let why = format!("cannot persist its state: {e}");
+                    self.lock().failed = Some(why);
+                    self.wake();
+                    return;
+                }
+            };
             writes.clear();
             {
                 let mut queue = self.lock();
+                queue.holding_back = holding_back;
                 self.stored.store(last, Ordering::Release);
                 // Every one now due, in the order the loop held them.
                 let held = std::mem::take(&mut queue.held);
@@ -250,8 +283,8 @@ mod tests {
 
     use super::*;
 
-    fn write(seq: u64) -> ShardWrite {
-        ShardWrite {
+    fn write(seq: u64) -> Job {
+        Job::Write(ShardWrite {
             seq,
             shard: 0,
             mark_first: None,
@@ -260,7 +293,7 @@ mod tests {
             lease_horizon_us: None,
             create: false,
             remove: false,
-        }
+        })
     }
 
     fn socket() -> UdpSocket {
@@ -275,10 +308,14 @@ mod tests {
     fn gated(loop_socket: &UdpSocket) -> (Writer, mpsc::Sender<bool>, mpsc::Receiver<Vec<u64>>) {
         let (gate_tx, gate_rx) = mpsc::channel::<bool>();
         let (batch_tx, batch_rx) = mpsc::channel();
-        let store: StoreBatch = Box::new(move |writes| {
-            let _ = batch_tx.send(writes.iter().map(|w| w.seq).collect());
+        let store: StoreBatch = Box::new(move |jobs| {
+            let seqs = jobs.iter().map(|job| match job {
+                Job::Write(w) => w.seq,
+                Job::Relocate { .. } => 0,
+            });
+            let _ = batch_tx.send(seqs.collect());
             if gate_rx.recv().unwrap_or(false) {
-                Ok(())
+                Ok(Vec::new())
             } else {
                 Err(io::Error::other("the disk is gone"))
             }
@@ -305,8 +342,16 @@ mod tests {
         let mut buf = [0u8; 64];
         let (len, from) = peer.recv_from(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"ack of 1");
-        assert_eq!(from, node.local_addr().unwrap(), "sent from the node's socket");
-        assert_eq!(writer.stored(), 1, "published before the held datagrams leave");
+        assert_eq!(
+            from,
+            node.local_addr().unwrap(),
+            "sent from the node's socket"
+        );
+        assert_eq!(
+            writer.stored(),
+            1,
+            "published before the held datagrams leave"
+        );
         // The loop is woken with an empty datagram.
         let (len, _) = node.recv_from(&mut buf).unwrap();
         assert_eq!(len, 0);

@@ -1,7 +1,7 @@
 //! The simulator's disk: a [`Disk`] in memory that keeps, for every file and for the
 //! directory, what a write or rename made visible and what a sync made durable, so that the
-//! real storage code ([`crate::store::ShardStore`]) runs over it and meets what a real disk
-//! does to it:
+//! real storage code ([`crate::store::Wal`], and the layout before it) runs over it and
+//! meets what a real disk does to it:
 //!
 //! - a **process crash** keeps everything written (the page cache survives the process);
 //! - a **power loss** ([`SimDisk::lose_power`]) keeps only what was synced: each file's
@@ -21,8 +21,8 @@
 //! name at a new one, and a handle keeps writing to the inode it opened.
 //!
 //! Below the disk, the simulator's use of it: storing a node's writes through
-//! [`crate::store::store_write`], the torn writes it arms, the kernel's writeback of `os`
-//! nodes, and the chances of each.
+//! `DataDir::apply` and one `DataDir::commit` per turn, the torn writes it arms, the kernel's
+//! writeback of `os` nodes, and the chances of each.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -91,6 +91,10 @@ struct State {
     dead: bool,
     /// Writes that failed so far.
     failed_writes: u64,
+    /// Writes (`write_at`, a `replace`'s content) and file syncs so far: what group commit
+    /// saves.
+    writes: u64,
+    syncs: u64,
 }
 
 /// The write [`SimDisk::fail_write`] armed.
@@ -148,6 +152,7 @@ impl State {
 
     fn write(&mut self, inode: u64, bytes: &[u8], offset: u64) -> io::Result<()> {
         self.alive()?;
+        self.writes += 1;
         let fail = match self.fail.as_mut() {
             Some(fail) if fail.skip > 0 => {
                 fail.skip -= 1;
@@ -247,12 +252,21 @@ impl SimDisk {
         self.state.borrow().failed_writes
     }
 
+    /// Writes and file syncs so far (see `State::writes`).
+    #[cfg(test)]
+    pub(crate) fn writes_and_syncs(&self) -> (u64, u64) {
+        let state = self.state.borrow();
+        (state.writes, state.syncs)
+    }
+
     /// The directory is lost (a replaced disk, an emptied or mistyped `--data-dir`).
     pub(crate) fn wipe(&self) {
         let mut state = self.state.borrow_mut();
         // Inode numbers are never reused: handles of the lost files may still be open.
         *state = State {
             failed_writes: state.failed_writes,
+            writes: state.writes,
+            syncs: state.syncs,
             next_inode: state.next_inode,
             ..State::default()
         };
@@ -367,6 +381,7 @@ impl DiskFile for SimFile {
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.alive()?;
+        state.syncs += 1;
         state.inodes.get_mut(&self.inode).expect("open").sync();
         Ok(())
     }
@@ -409,9 +424,13 @@ pub(super) const FSYNC_POWER_LOSS_PROBABILITY: f64 = 0.3;
 
 impl Sim {
     /// Stores every write node `id`'s core hands out, in order, through the real storage
-    /// code; a torn or failed one stops the node (fail-stop). True if it stopped.
+    /// code, then commits them in one write (group commit), as the real shell's `flush`
+    /// does; a torn or failed write stops the node (fail-stop). True if it stopped.
     pub(super) fn store_writes(&mut self, id: NodeId) -> Result<bool, SimFailure> {
         let i = (id - 1) as usize;
+        let mut armed = false;
+        let mut stored = Ok(());
+        let mut shard = None;
         loop {
             let n = &mut self.nodes[i];
             let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
@@ -425,36 +444,71 @@ impl Sim {
                 // A `memory` node writes nothing: its shell drops the writes.
                 continue;
             }
-            let armed = self.arm_torn_write(id, &write);
+            if !armed {
+                armed = self.arm_torn_write(id, &write);
+            }
             let n = &mut self.nodes[i];
             let dir = n.dir.as_ref().expect("a disk node runs on its directory");
-            let stored = dir.apply(&mut n.stores, &write);
-            let torn = armed && !n.disk.disarm();
-            match stored {
-                Ok(()) if !torn => {}
-                Ok(()) => {
-                    return Err(self.fail(format!(
-                        "node {id}: a write the disk failed was stored without an error"
-                    )));
-                }
-                Err(_) if torn => {
-                    // Fail-stop, as the real shell does: nothing that input produced leaves,
-                    // and the node restarts from what its files hold.
-                    self.report.torn_writes += 1;
-                    self.crash(id);
-                    let down = Duration::from_millis(self.rng.gen_range(50..1_000));
-                    self.schedule(down, Event::Restart { node: id });
-                    return Ok(true);
-                }
-                Err(e) => {
-                    return Err(self.fail(format!(
-                        "node {id} failed to store a write of shard {}: {e}",
-                        write.shard
-                    )));
+            let wal = n.wal.as_mut().expect("a disk node runs on its log");
+            stored = dir.apply(wal, &write);
+            if stored.is_err() {
+                shard = Some(write.shard);
+                break;
+            }
+        }
+        let n = &mut self.nodes[i];
+        if let (Ok(()), Some(dir), Some(wal)) = (&stored, n.dir.as_ref(), n.wal.as_mut()) {
+            stored = dir.commit(wal);
+        }
+        let torn = armed && !n.disk.disarm();
+        match stored {
+            Ok(()) if !torn => {}
+            Ok(()) => {
+                return Err(self.fail(format!(
+                    "node {id}: a write the disk failed was stored without an error"
+                )));
+            }
+            Err(_) if torn => {
+                // Fail-stop, as the real shell does: nothing that input produced leaves,
+                // and the node restarts from what its files hold.
+                self.report.torn_writes += 1;
+                self.crash(id);
+                let down = Duration::from_millis(self.rng.gen_range(50..1_000));
+                self.schedule(down, Event::Restart { node: id });
+                return Ok(true);
+            }
+            Err(e) => {
+                return Err(self.fail(format!(
+                    "node {id} failed to store a write (of shard {shard:?}, or the commit): {e}"
+                )));
+            }
+        }
+        let n = &self.nodes[i];
+        if let Some(wal) = n.wal.as_ref() {
+            let (oldest, current) = wal.segments();
+            self.report.wal_segments_max = self.report.wal_segments_max.max(current - oldest + 1);
+            self.report.wal_segments_retired = self.report.wal_segments_retired.max(oldest - 1);
+        }
+        Ok(false)
+    }
+
+    /// Asks node `id` to compact the shards whose live entries hold its write-ahead log's
+    /// oldest segment back (`Wal::holding_back`), as the real shell does after its commit;
+    /// here once what the node applied is observed (a compaction drops applied entries from
+    /// its log, which the checkers read). Their writes are stored after the next call.
+    pub(super) fn compact_held_back(&mut self, id: NodeId) {
+        let n = &mut self.nodes[(id - 1) as usize];
+        if let (Some(wal), Some(node)) = (n.wal.as_mut(), n.node.as_mut()) {
+            for shard in wal.holding_back() {
+                if node.compact(shard) {
+                    self.report.wal_compactions += 1;
+                } else if let Some(raft) = node.replica(shard).map(|r| r.raft()) {
+                    // Nothing applied since its snapshot: its live entries written again.
+                    wal.relocate(shard, raft.snapshot_meta(), raft.log());
+                    self.report.wal_relocations += 1;
                 }
             }
         }
-        Ok(false)
     }
 
     /// The kernel of `os` node `node` writes its page cache back, while it runs; and again
@@ -469,33 +523,26 @@ impl Sim {
         self.schedule(Duration::from_millis(after), Event::Writeback { node });
     }
 
-    /// Sometimes (random runs, before healing) the write of what the last input produced
-    /// fails part-way or is torn by a crash: arms the node's disk to fail one of the writes
-    /// `write` makes, at a random byte ([`SimDisk::fail_write`]). True if it did.
+    /// Sometimes (random runs, before healing) the writes of what the last input produced
+    /// fail part-way or are torn by a crash: arms the node's disk to fail one of the disk
+    /// writes storing `write` and committing the turn makes, at a random byte
+    /// ([`SimDisk::fail_write`]). True if it did. The count: a snapshot's inline commit and
+    /// file, then the turn's commit (one write, two if the segment rolls over); a skip past
+    /// the writes made leaves it unfired, and the caller disarms it.
     pub(super) fn arm_torn_write(&mut self, id: NodeId, write: &ShardWrite) -> bool {
         let Some(persist) = &write.raft else {
             return false;
         };
-        if write.create {
-            // Its files' creation comes first, which the count below does not know of.
-            return false;
-        }
         if !self.config.faults || self.config.scenario.is_some() || self.healed {
             return false;
         }
         if !self.rng.gen_bool(TORN_WRITE_PROBABILITY) {
             return false;
         }
-        // The writes `ShardStore::write` makes for it: the hard state; a snapshot and the
-        // log rewritten after it, or the appended entries.
-        let writes = usize::from(persist.hard.is_some())
-            + match &persist.snapshot {
-                Some(_) => 2,
-                None => usize::from(!persist.entries.is_empty()),
-            };
-        if writes == 0 {
-            return false;
-        }
+        let writes = match &persist.snapshot {
+            Some(_) => 4,
+            None => 2,
+        };
         let skip = self.rng.gen_range(0..writes);
         let (pick, dies) = (self.rng.gen(), self.rng.gen_bool(0.5));
         self.node(id).disk.fail_write(skip, pick, dies);
@@ -503,11 +550,16 @@ impl Sim {
     }
 }
 
+/// The simulator's segment size of the write-ahead log ([`crate::store::SEGMENT_BYTES`] in
+/// production): small, so that every run rolls segments over and retires them, and idle
+/// shards get compacted through `Node::compact`.
+pub(super) const SIM_SEGMENT_BYTES: u64 = 16 << 10;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::raft::{Entry, HardState, Persist};
-    use crate::store::ShardStore;
+    use crate::store::{ShardStore, Wal, SEGMENT_BYTES};
 
     fn entry(term: u64, index: u64) -> Entry {
         Entry {
@@ -790,5 +842,145 @@ mod tests {
         assert_eq!(disk.read("a").unwrap().as_deref(), Some(&b"one"[..]));
         disk.wipe();
         assert!(!disk.exists("a"));
+    }
+
+    /// The node's log on `disk` with shard 0 held: read back if it holds it, else started
+    /// empty (committed).
+    fn wal(disk: &SimDisk, sync: bool) -> (Wal<SimDisk>, crate::store::Persisted) {
+        let mut wal = Wal::open(disk.clone(), sync, SEGMENT_BYTES).unwrap();
+        let p = wal.take(0).unwrap();
+        wal.commit().unwrap();
+        (wal, p)
+    }
+
+    /// [`deltas`] written to the log of a new disk, each committed.
+    fn wal_written(sync: bool) -> SimDisk {
+        let disk = SimDisk::new();
+        let (mut wal, _) = wal(&disk, sync);
+        for delta in deltas() {
+            wal.write(0, &delta).unwrap();
+            wal.commit().unwrap();
+        }
+        disk
+    }
+
+    #[test]
+    fn fsync_keeps_every_commit_of_the_log_across_a_power_loss() {
+        let disk = wal_written(true);
+        disk.lose_power();
+        let (_, p) = wal(&disk, true);
+        assert_eq!(p.hard.term, 2);
+        assert_eq!(p.hard.voted_for, Some(1));
+        assert_eq!(p.log, vec![entry(2, 1), entry(2, 2), entry(2, 3)]);
+    }
+
+    #[test]
+    fn os_keeps_every_commit_of_the_log_across_a_crash_and_loses_them_to_a_power_loss() {
+        let disk = wal_written(false);
+        let (_, p) = wal(&disk, false);
+        assert_eq!(p.log.len(), 3, "a process crash keeps the page cache");
+        // The kernel wrote some of it back: what it had written survives.
+        let disk = SimDisk::new();
+        let (mut log, _) = wal(&disk, false);
+        let [vote, two, three] = <[Persist; 3]>::try_from(deltas()).unwrap();
+        for delta in [vote, two] {
+            log.write(0, &delta).unwrap();
+            log.commit().unwrap();
+        }
+        disk.writeback();
+        log.write(0, &three).unwrap();
+        log.commit().unwrap();
+        drop(log);
+        disk.lose_power();
+        let (_, p) = wal(&disk, false);
+        assert_eq!(p.hard.term, 2, "written back");
+        assert_eq!(
+            p.log,
+            vec![entry(2, 1), entry(2, 2)],
+            "the page cache's last write lost"
+        );
+    }
+
+    /// Group commit: whatever the number of shards a turn wrote, its commit is one write
+    /// and, under `fsync`, one sync; under `os`, none.
+    #[test]
+    fn a_commit_of_many_shards_is_one_write_and_one_sync() {
+        for sync in [true, false] {
+            let disk = SimDisk::new();
+            let mut wal = Wal::open(disk.clone(), sync, SEGMENT_BYTES).unwrap();
+            for shard in 0..64 {
+                wal.open_empty(shard).unwrap();
+            }
+            wal.commit().unwrap();
+            let before = disk.writes_and_syncs();
+            for shard in 0..64 {
+                for delta in deltas() {
+                    wal.write(shard, &delta).unwrap();
+                }
+            }
+            wal.commit().unwrap();
+            let (writes, syncs) = disk.writes_and_syncs();
+            assert_eq!(writes - before.0, 1, "sync {sync}");
+            assert_eq!(syncs - before.1, u64::from(sync), "sync {sync}");
+        }
+    }
+
+    /// Whatever disk write of a commit fails, at whatever byte, and whether the process
+    /// dies with it, the log reads back as a state Raft can restore from: no entry of a
+    /// term after the stored current term (the hard state's record precedes the entries'),
+    /// and a log that is a prefix of the old one plus the new one.
+    #[test]
+    fn a_torn_commit_never_leaves_entries_of_a_term_after_the_stored_one() {
+        // Entries of 300 bytes: the commit's write crosses sector boundaries.
+        let entry = |term, index| Entry {
+            term,
+            index,
+            data: vec![index as u8; 300],
+        };
+        let old = vec![entry(1, 1), entry(1, 2), entry(1, 3)];
+        let delta = Persist {
+            hard: Some(HardState {
+                term: 3,
+                voted_for: None,
+                replica: 1,
+            }),
+            snapshot: None,
+            log_from: Some(3),
+            entries: vec![entry(3, 3), entry(3, 4)],
+        };
+        for pick in [0, 1, 17, 40, 100, 300, 600, 700, u64::MAX] {
+            for dies in [false, true] {
+                let disk = SimDisk::new();
+                let (mut log, _) = wal(&disk, true);
+                log.write(
+                    0,
+                    &Persist {
+                        hard: Some(HardState {
+                            term: 1,
+                            voted_for: Some(1),
+                            replica: 1,
+                        }),
+                        snapshot: None,
+                        log_from: Some(1),
+                        entries: old.clone(),
+                    },
+                )
+                .unwrap();
+                log.commit().unwrap();
+                disk.fail_write(0, pick, dies);
+                log.write(0, &delta).unwrap();
+                assert!(log.commit().is_err());
+                assert_eq!(disk.failed_writes(), 1);
+                drop(log);
+                disk.restart();
+                let (_, p) = wal(&disk, true);
+                let case = format!("pick {pick}, dies {dies}: {p:?}", p = p.log);
+                for e in &p.log {
+                    assert!(e.term <= p.hard.term, "term {}; {case}", p.hard.term);
+                }
+                let new: Vec<Entry> = old[..2].iter().chain(&delta.entries).cloned().collect();
+                assert!(old.starts_with(&p.log) || new.starts_with(&p.log), "{case}");
+            }
+        }
     }
 }

@@ -43,7 +43,7 @@
 //! into exactly one core with that core's own clock reading:
 //!
 //! ```text
-//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> ShardStore<SimDisk>
+//!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> Wal<SimDisk> (one commit)
 //!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (before anything leaves)
 //!   client request ──> (its datagram) ───────┘                  └─> poll_transmit ─> network ─> node
 //!                                                                                  └─> decoded ─> client
@@ -59,17 +59,20 @@
 //! Persistence ("fsync before send"): every disk node owns a `SimDisk` (`disk.rs`, its
 //! data directory) and stores through the real storage code: after every call into a node
 //! and before delivering anything it produced, the simulator hands each write the node hands
-//! out ([`Node::poll_persist`]) to [`crate::store::store_write`] (`DataDir::store`), as the
-//! real shell does (the recovery mark, the Raft delta through [`ShardStore::write`], the mark
-//! after, in that order, with the syncs the node's durability asks for), and checks that no
-//! datagram names a write not yet stored. A crash drops the node (a process crash keeps
+//! out ([`Node::poll_persist`]) to `DataDir::apply`, then commits them once
+//! (`DataDir::commit`: group commit), as the real shell does (the recovery mark, the Raft
+//! delta into the node's write-ahead log [`Wal`], the mark after, in that order, with the
+//! syncs the node's durability asks for), and checks that no datagram names a write not yet
+//! stored. The log's segments are tiny here (`disk::SIM_SEGMENT_BYTES`), so that every run
+//! rolls them over and retires them, and the shards that hold the oldest back are compacted
+//! (`Node::compact`) as the real shell does. A crash drops the node (a process crash keeps
 //! everything written); a restart opens its data directory
-//! ([`crate::cluster::storage::DataDir`] over the node's `SimDisk`: its identity, boot record and recovery marks) and its shards' files
-//! through the functions a real start runs (`cluster::storage::open_shards`, which decides
-//! per shard with [`crate::core::restart::decide`], then `settle_start`, which marks the
-//! shards without state, records the identity and the boot and empties the marked shards'
-//! files), and builds a new core from that (a fresh rng seed, its clock reading, a new
-//! incarnation).
+//! ([`crate::cluster::storage::DataDir`] over the node's `SimDisk`: its identity, boot record
+//! and recovery marks) and its log through the functions a real start runs
+//! (`cluster::storage::open_shards`, which decides per shard with
+//! [`crate::core::restart::decide`], then `settle_start`, which marks the shards without
+//! state, records the identity and the boot and starts the marked shards empty), and builds
+//! a new core from that (a fresh rng seed, its clock reading, a new incarnation).
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once
@@ -91,8 +94,8 @@
 //! the rule of spec §8.5 ([`restart::boot`]); the checkers catch a node that trusted such
 //! files.
 //!
-//! Failed and torn writes: while a disk node stores what one input produced, one of the
-//! writes it makes may fail at a random byte (`SimDisk::fail_write`; a disk writes whole
+//! Failed and torn writes: while a disk node stores and commits what one input produced, one
+//! of the writes it makes (a snapshot's, or the commit's) may fail at a random byte (`SimDisk::fail_write`; a disk writes whole
 //! sectors), and the process may die in the middle of it (nothing then cleans up). The node
 //! stops (fail-stop, as the real shell exits: nothing that input produced leaves) and
 //! restarts from what its files hold.
@@ -194,7 +197,7 @@ use crate::core::raft::{self, Entry, Message, NodeId, Role};
 use crate::core::replica::{self, Replica};
 use crate::core::restart;
 use crate::core::time::{Duration, Instant};
-use crate::store::{self, ShardFiles, ShardStore};
+use crate::store::{self, Wal};
 use std::sync::Arc;
 
 /// What one simulation run does.
@@ -342,6 +345,14 @@ pub struct SimReport {
     pub fsync_power_losses: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
+    /// Snapshots taken because a shard's live entries held a node's write-ahead log's oldest
+    /// segment back (`Node::compact`), the most segments a node's log held at once, and the
+    /// most segments one node's log retired (deleted) in one incarnation; and the shards
+    /// whose live entries were written again instead (nothing to compact).
+    pub wal_compactions: u64,
+    pub wal_relocations: u64,
+    pub wal_segments_max: u64,
+    pub wal_segments_retired: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).
     pub junk_snapshots: u64,
     /// Clock faults (see `Sim::clock_fault`): steps of a clock's rate within the drift bound,
@@ -810,8 +821,8 @@ impl Sim {
                 disk: SimDisk::new(),
                 voter: !config.joined || id == BOOTSTRAP_NODE,
                 joined: config.joined,
-                // A slot per shard; a joined node's are open where it holds the shard.
-                stores: (0..shards).map(|_| None).collect(),
+                wal: None,
+                shards: shards as u32,
                 os: os_seed(&config),
                 dir: None,
                 boot: 1,

@@ -20,8 +20,10 @@ pub(super) struct SimNode {
     /// Its data directory: the shards' files and recovery marks, written by the real
     /// storage code (see the module docs).
     pub(super) disk: SimDisk,
-    /// Each shard's files, open while the node runs (`None` under `memory`).
-    pub(super) stores: Vec<Option<ShardStore<SimDisk>>>,
+    /// Its write-ahead log, open while the node runs (`None` under `memory`).
+    pub(super) wal: Option<Wal<SimDisk>>,
+    /// The shards of the cluster.
+    pub(super) shards: u32,
     /// Durability `os`: its stores do not sync; the kernel writes back at random moments.
     pub(super) os: bool,
     /// The data directory on `disk`, open while the node runs (`None` under `memory`).
@@ -99,7 +101,7 @@ impl SimNode {
         identity: &Identity,
     ) -> std::io::Result<Vec<Option<restart::Start>>> {
         self.disk.restart();
-        self.stores.iter_mut().for_each(|s| *s = None);
+        self.wal = None;
         self.dir = None;
         let mut dir = match self.memory {
             true => None,
@@ -112,13 +114,16 @@ impl SimNode {
                 Some(&self.boot.to_string()),
             )?),
         };
-        let shards = self.stores.len() as u32;
-        let (starts, stores) =
-            storage::open_shards(dir.as_ref(), shards, self.new_cluster, self.joined)?;
-        self.stores = stores;
         if let Some(d) = dir.as_mut() {
-            storage::settle_start(d, identity, &starts, &mut self.stores)?;
+            // Tiny segments: every run rolls the log over and retires segments.
+            d.set_segment_bytes(super::disk::SIM_SEGMENT_BYTES);
         }
+        let (starts, mut wal) =
+            storage::open_shards(dir.as_ref(), self.shards, self.new_cluster, self.joined)?;
+        if let (Some(d), Some(wal)) = (dir.as_mut(), wal.as_mut()) {
+            storage::settle_start(d, identity, &starts, wal)?;
+        }
+        self.wal = wal;
         self.dir = dir;
         Ok(starts)
     }
@@ -126,9 +131,7 @@ impl SimNode {
     /// Some shard of it is without state: its node keeps none, or a shard's storage is
     /// marked as recovering.
     pub(super) fn stateless(&self) -> bool {
-        self.memory
-            || (0..self.stores.len() as u32)
-                .any(|s| matches!(store::shard_files(&self.disk, s), ShardFiles::Marked(_)))
+        self.memory || (0..self.shards).any(|s| store::shard_mark(&self.disk, s).is_some())
     }
 }
 
@@ -438,7 +441,9 @@ impl Sim {
                 generation,
             },
         );
-        self.observe_applied(id)
+        self.observe_applied(id)?;
+        self.compact_held_back(id);
+        Ok(())
     }
 
     pub(super) fn running(&self) -> Vec<NodeId> {

@@ -5,7 +5,10 @@
 //! reads its data directory at start-up or a follower checks a leader's snapshot:
 //!
 //! - **log**: a replicated log command (spec §8.4, the codec's decoder: `crate::decoders`);
-//!   a shard's log file and snapshot file as `ShardStore::open_on` reads them (src/store).
+//!   a segment of the node's write-ahead log as `Wal::open` and `Wal::take` read it, alone
+//!   (the last segment: a torn tail is cut) and before another (a closed one: damage is an
+//!   error); a shard's log file and snapshot file of the layout before it, as
+//!   `ShardStore::open_on` reads them to migrate them (src/store).
 //! - **snapshot**: the lock table snapshot (`LockTable::restore`); the shard snapshot a
 //!   replica restores or a follower receives (`Replica::restore`, which decodes it as
 //!   `snapshot_check` does); the vote file (`shard-NNNN.state`); the data directory's
@@ -38,7 +41,7 @@ use udplock::core::lock_table::{self, LockTable, RequestId};
 use udplock::core::raft::{self, Entry, HardState, Persist, SnapshotMeta};
 use udplock::core::replica::{self, Replica, SHARD_SNAPSHOT_MAGIC};
 use udplock::core::time::Instant;
-use udplock::store::{Disk, DiskFile, ShardStore};
+use udplock::store::{Disk, DiskFile, ShardFiles, ShardStore, Wal, SEGMENT_BYTES};
 use udplock_protocol::RequestBody;
 
 use crate::decoders;
@@ -133,6 +136,8 @@ impl DiskFile for MemFile {
 const LOG_FILE: &str = "shard-0000.log";
 const SNAP_FILE: &str = "shard-0000.snap";
 const STATE_FILE: &str = "shard-0000.state";
+const WAL_FILE: &str = "wal-0000000000000001";
+const WAL_NEXT_FILE: &str = "wal-0000000000000002";
 
 // ---------------------------------------------------------------------------------------
 // The families.
@@ -144,6 +149,84 @@ pub fn log(data: &[u8]) {
     let vote = late_vote_file();
     store_reads(&MemDisk::with(&[(LOG_FILE, data), (STATE_FILE, vote)]));
     store_reads(&MemDisk::with(&[(SNAP_FILE, data), (STATE_FILE, vote)]));
+    wal_reads(&MemDisk::with(&[(WAL_FILE, data)]));
+    wal_reads(&MemDisk::with(&[
+        (WAL_FILE, data),
+        (WAL_NEXT_FILE, wal_next_segment()),
+    ]));
+}
+
+/// An empty segment 2 of the write-ahead log (a header, no checkpoint), to make a fuzzed
+/// segment 1 a closed one.
+fn wal_next_segment() -> &'static [u8] {
+    static FILE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let disk = MemDisk::default();
+        drop(Wal::open(disk.clone(), false, SEGMENT_BYTES).expect("a new log"));
+        let mut header = disk.file(WAL_FILE).expect("a segment");
+        header[12..20].copy_from_slice(&2u64.to_be_bytes());
+        let crc = crc32c(&header[..20]);
+        header[20..24].copy_from_slice(&crc.to_be_bytes());
+        header
+    })
+}
+
+/// CRC32C (Castagnoli), bit by bit: the write-ahead log's checksum, computed here without
+/// the crate's dependency.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// What a shard reads back from a write-ahead log: its state, or the kind of error.
+type WalShard = (
+    u32,
+    Result<(HardState, Option<SnapshotMeta>, Vec<Entry>), io::ErrorKind>,
+);
+
+/// Opens the write-ahead log on `disk` and reads its shards 0..4, then again: no panic
+/// whatever the bytes; what the first open kept (a torn tail cut), the second reads the
+/// same, cutting nothing.
+fn wal_reads(disk: &MemDisk) {
+    let read = |disk: &MemDisk| -> Option<Vec<WalShard>> {
+        let mut wal = Wal::open(disk.clone(), false, SEGMENT_BYTES).ok()?;
+        let shards = (0..4u32).filter(|&s| wal.shard_files(s) == ShardFiles::Present);
+        let shards: Vec<u32> = shards.collect();
+        let read = shards.into_iter().map(|shard| {
+            let p = wal.take(shard).map_err(|e| e.kind());
+            (
+                shard,
+                p.map(|p| (p.hard, p.snapshot.map(|(meta, _)| meta), p.log)),
+            )
+        });
+        Some(read.collect())
+    };
+    let Some(first) = read(disk) else {
+        return;
+    };
+    let kept = disk.file(WAL_FILE);
+    let second = read(disk).expect("a log opens again");
+    assert_eq!(disk.file(WAL_FILE), kept, "read twice, cut twice");
+    assert_eq!(first, second, "the log reads back otherwise");
+    for (_, shard) in &first {
+        let Ok((_, snapshot, log)) = shard else {
+            continue;
+        };
+        let after = snapshot.map_or(0, |meta| meta.index);
+        for (i, entry) in log.iter().enumerate() {
+            assert_eq!(entry.index, after + i as u64 + 1, "log indexes have a gap");
+        }
+    }
 }
 
 /// A vote file of term 2^40, written once by the store.
@@ -331,6 +414,22 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
         .expect("written");
     seeds.push(disk.file(SNAP_FILE).expect("a snapshot file"));
     seeds.push(disk.file(LOG_FILE).expect("a log file after the snapshot"));
+    // The same entries as the write-ahead log holds them: two shards, each re-created
+    // empty, then a vote and the entries.
+    let disk = MemDisk::default();
+    let mut wal = Wal::open(disk.clone(), false, SEGMENT_BYTES).expect("a new log");
+    for shard in 0..2 {
+        wal.open_empty(shard).expect("a memory disk does not fail");
+        let delta = Persist {
+            hard: Some(vote()),
+            snapshot: None,
+            log_from: Some(1),
+            entries: entries.clone(),
+        };
+        wal.write(shard, &delta).expect("buffered");
+    }
+    wal.commit().expect("written");
+    seeds.push(disk.file(WAL_FILE).expect("a segment"));
     seeds
 }
 

@@ -161,6 +161,11 @@ fn the_seeds_are_valid_samples() {
     let disk = checks::MemDisk::with(&[("shard-0000.snap", snap), ("shard-0000.state", vote)]);
     let (_, read) = udplock::store::ShardStore::open_on(disk, 0, false).expect("the snap seed");
     assert_eq!(read.snapshot.map(|(meta, _)| meta.index), Some(9));
+    let wal = log.iter().find(|s| s.starts_with(b"ULWAL")).unwrap();
+    let disk = checks::MemDisk::with(&[("wal-0000000000000001", wal)]);
+    let mut wal = udplock::store::Wal::open(disk, false, udplock::store::SEGMENT_BYTES)
+        .expect("the write-ahead log seed");
+    assert_eq!(wal.take(1).expect("shard 1").log.len(), 12);
 }
 
 /// The allocation bound is checked for real: the counter sees a large allocation, and frees.

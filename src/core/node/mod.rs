@@ -1057,6 +1057,22 @@ impl Node {
         }
     }
 
+    /// Compacts `shard`'s log now, whatever its cadence (`Replica::compact_now`): the shell
+    /// asks it for a shard whose live entries hold its write-ahead log's oldest segment back
+    /// (`store::Wal::holding_back`); the snapshot's write moves them into the current one.
+    /// Returns whether the log shrank (false: no replica held, or nothing applied since the
+    /// last snapshot, or a snapshot being sent).
+    pub fn compact(&mut self, shard: u32) -> bool {
+        let Some(replica) = self.shards.get_mut(shard as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let compacted = replica.compact_now();
+        if compacted {
+            self.touch(shard);
+        }
+        compacted
+    }
+
     /// Recounts what `shard`'s replica keeps (nothing if none is held) into the node's total.
     fn count_usage(&mut self, shard: u32) {
         let s = shard as usize;
