@@ -240,7 +240,8 @@ fn a_node_that_leaves_hands_its_shards_over_and_locks_stay_held() {
     );
 }
 
-/// Three nodes with their own data directories (`os` durability) and frequent snapshots.
+/// Three nodes with their own data directories (`os` durability unless said) and frequent
+/// snapshots.
 struct DiskCluster {
     configs: Vec<ClusterConfig>,
     nodes: Vec<Option<ClusterNode>>,
@@ -249,6 +250,10 @@ struct DiskCluster {
 
 impl DiskCluster {
     fn start(name: &str) -> DiskCluster {
+        DiskCluster::start_with(name, udplock::cluster::storage::Durability::Os)
+    }
+
+    fn start_with(name: &str, durability: udplock::cluster::storage::Durability) -> DiskCluster {
         let dir = std::env::temp_dir().join(format!("udplock-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let sockets: Vec<std::net::UdpSocket> = (0..3)
@@ -266,7 +271,7 @@ impl DiskCluster {
             .map(|id| {
                 let mut c = ClusterConfig::new(id, peers.clone());
                 c.shards = 1;
-                c.durability = udplock::cluster::storage::Durability::Os;
+                c.durability = durability;
                 c.data_dir = Some(dir.join(format!("node-{id}")));
                 c.compact_every = 16;
                 c.compact_keep = 4;
@@ -333,7 +338,21 @@ impl Drop for DiskCluster {
 
 #[test]
 fn a_node_that_missed_compacted_entries_catches_up_from_a_snapshot_and_state_survives_restarts() {
-    let mut cluster = DiskCluster::start("snapshots");
+    missed_compacted_entries(DiskCluster::start("snapshots"));
+}
+
+/// The same under `fsync`, where each node's writer thread stores and syncs off its event
+/// loop and sends what waited for the sync (`cluster::writer`).
+#[test]
+fn under_fsync_a_node_that_missed_compacted_entries_catches_up_and_state_survives_restarts() {
+    use udplock::cluster::storage::Durability;
+    missed_compacted_entries(DiskCluster::start_with(
+        "snapshots-fsync",
+        Durability::Fsync,
+    ));
+}
+
+fn missed_compacted_entries(mut cluster: DiskCluster) {
     let client = cluster.client();
     let held = client
         .acquire("kept", "holder", 5_000, Some(600_000))
