@@ -11,13 +11,15 @@
 //! `len u32 | crc u32 | kind u8 | shard u32 | payload` (big-endian; `len`: the payload's
 //! length; `crc`: CRC32C over len, kind, shard and payload):
 //!
-//! | kind | name       | payload                                                          |
-//! |------|------------|------------------------------------------------------------------|
-//! | 1    | checkpoint | `term u64 | vote u64 | replica u64 | snap index u64 | snap term u64` |
-//! | 2    | hard state | `term u64 | vote u64 | replica u64` (vote 0: none)                |
-//! | 3    | entries    | `first u64 | count u32`, then per entry `term u64 | len u32 | data`: the log cut back to `first - 1`, then these |
-//! | 4    | snapshot   | `index u64 | term u64`: the shard's `shard-NNNN.snap` (written aside and renamed over BEFORE the record) replaces its log through `index`; the log after it follows as an entries record |
-//! | 5    | drop       | `held u8`: forget every earlier record of the shard; 1: re-created empty (held), 0: removed |
+//! - kind 1, *checkpoint*: `term u64, vote u64, replica u64, snap index u64, snap term u64`;
+//! - kind 2, *hard state*: `term u64, vote u64, replica u64` (vote 0: none);
+//! - kind 3, *entries*: `first u64, count u32`, then per entry `term u64, len u32, data`: the
+//!   log cut back to `first - 1`, then these;
+//! - kind 4, *snapshot*: `index u64, term u64`: the shard's `shard-NNNN.snap` (written aside
+//!   and renamed over BEFORE the record) replaces its log through `index`; the log after it
+//!   follows as an entries record;
+//! - kind 5, *drop*: `held u8`: forget every earlier record of the shard; 1: re-created
+//!   empty (held), 0: removed.
 //!
 //! # Reading
 //!
@@ -27,7 +29,10 @@
 //! or fails its CRC is a torn tail (a crash during the write): cut there, with a warning.
 //! Each shard's records are folded into its state as they come, and checked (the snapshot
 //! file against the log, `store::check_terms`) only when the shard is read
-//! ([`Wal::take`]): a shard that is marked as recovering is ignored, not validated.
+//! ([`Wal::take`]): a shard that is marked as recovering is ignored, not validated. The
+//! oldest segment may begin with a shard's records whose earlier entries were in a retired
+//! segment: that is damage only if no later record makes them dead (a snapshot record, a
+//! checkpoint past them, or entries written again from the snapshot on).
 //!
 //! # Writing: group commit
 //!
@@ -44,7 +49,9 @@
 //! deleted once no held shard's live entries (those after its snapshot) are in it; a shard
 //! that holds it back when more than [`CLOSED_SEGMENTS_MAX`] are closed is named by
 //! [`Wal::holding_back`], and the shell has its replica snapshotted
-//! (`Node::compact`): the snapshot's write moves its live entries into the current segment.
+//! (`Node::compact`): the snapshot's write moves its live entries into the current segment;
+//! a replica that cannot compact (nothing applied since its snapshot) has its live entries
+//! written again instead ([`Wal::relocate`]).
 //!
 //! # Migration
 //!

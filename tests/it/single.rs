@@ -169,8 +169,10 @@ fn a_single_node_whose_files_are_gone_refuses_to_start() {
         .acquire("ledger", "holder", 0, Some(600_000))
         .unwrap();
     first.kill();
+    // Its state: the write-ahead log and the shards' files.
     for entry in std::fs::read_dir(&data).unwrap().flatten() {
-        if entry.file_name().to_string_lossy().starts_with("shard-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("shard-") || name.starts_with("wal-") {
             std::fs::remove_file(entry.path()).unwrap();
         }
     }
