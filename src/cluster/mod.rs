@@ -23,7 +23,10 @@
 //!    log at once (one write, one `fdatasync` under `fsync`), has the shards that hold the
 //!    log's oldest segment back compacted (`Node::compact`), then sends every datagram it
 //!    hands out (`Node::poll_transmit`). The core names, for each datagram, the last write it
-//!    depends on; this loop stores and commits them all first. A write that fails stops the
+//!    depends on. Under `os` this loop stores and commits them all first; under `fsync` it
+//!    hands them to the node's writer thread (`writer.rs`) and goes on receiving and
+//!    answering: the writer stores everything handed over so far, syncs once, sends the
+//!    datagrams that waited for those writes and wakes the loop. A write that fails stops the
 //!    node (fail-stop).
 //!
 //! # Durability and restarts
