@@ -176,21 +176,33 @@ impl ClusterLoop {
         }
     }
 
-    /// Stores every write the core hands out, then sends its datagrams. A write that fails
-    /// stops the node before anything leaves (fail-stop): Raft's state in memory is already
-    /// ahead of the disk (a leader counts its own log toward a majority), so going on could
-    /// acknowledge what a crash would lose; stopping is a crash the cluster already survives.
+    /// Stores every write the core hands out and reports it stored ([`Node::stored`]), then
+    /// sends its datagrams (the core would let a leader's Appends leave before its own write
+    /// is stored; this loop stores first). A write that fails stops the node before anything
+    /// leaves (fail-stop): Raft's state in memory is already ahead of the disk, so going on
+    /// could acknowledge what a crash would lose; stopping is a crash the cluster already
+    /// survives.
     fn flush(&mut self) -> Result<(), String> {
-        while let Some(write) = self.node.poll_persist() {
-            if let Err(e) = self.store(&write) {
-                let why = format!(
-                    "shard {}: cannot persist its state: {e}; stopping",
-                    write.shard
-                );
-                log::error!("udplock node: {why}");
-                return Err(why);
+        loop {
+            let before = self.stored;
+            while let Some(write) = self.node.poll_persist() {
+                if let Err(e) = self.store(&write) {
+                    let why = format!(
+                        "shard {}: cannot persist its state: {e}; stopping",
+                        write.shard
+                    );
+                    log::error!("udplock node: {why}");
+                    return Err(why);
+                }
+                self.stored = write.seq;
             }
-            self.stored = write.seq;
+            if self.stored == before {
+                break;
+            }
+            // A leader counts its own entries only once they are stored (Raft thesis
+            // §10.2.1): the report may commit, apply and answer, and hand out more writes.
+            let now = self.now();
+            self.node.stored(now, self.stored);
         }
         while let Some(t) = self.node.poll_transmit(&mut self.out) {
             // Every write is stored before anything is sent (the core allows more).

@@ -19,9 +19,11 @@
 //!    on the socket (up to `DRAIN_MAX`), so that under load many requests share one Append and
 //!    many answers one PEER datagram; or the timer (`Node::handle_timeout`);
 //! 3. stores every write the core hands out (`Node::poll_persist`: a recovery mark and the
-//!    Raft delta, per `--durability`, [`storage`]), then sends every datagram it hands out
-//!    (`Node::poll_transmit`). The core names, for each datagram, the last write it depends
-//!    on; this loop stores them all first. A write that fails stops the node (fail-stop).
+//!    Raft delta, per `--durability`, [`storage`]) and reports it stored (`Node::stored`: a
+//!    leader counts its own entries toward a majority only then), then sends every datagram
+//!    it hands out (`Node::poll_transmit`). The core names, for each datagram, the last write
+//!    it depends on (a leader's Appends need not wait for its own new entries); this loop
+//!    stores them all first. A write that fails stops the node (fail-stop).
 //!
 //! # Durability and restarts
 //!

@@ -161,6 +161,8 @@ pub fn late_vote_file() -> &'static [u8] {
                 hard: Some(hard),
                 snapshot: None,
                 log_from: None,
+                last_index: 0,
+                last_term: 0,
                 entries: Vec::new(),
             })
             .expect("written");
@@ -243,6 +245,8 @@ fn store_reads(disk: &MemDisk) {
                 hard: None,
                 snapshot: None,
                 log_from: Some(1),
+                last_index: first.log.last().map_or(0, |e| e.index),
+                last_term: first.log.last().map_or(0, |e| e.term),
                 entries: first.log.clone(),
             })
             .expect("a memory disk does not fail");
@@ -306,6 +310,8 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
             hard: Some(vote()),
             snapshot: None,
             log_from: Some(1),
+            last_index: entries.last().map_or(0, |e| e.index),
+            last_term: entries.last().map_or(0, |e| e.term),
             entries: entries.clone(),
         })
         .expect("written");
@@ -326,6 +332,8 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
             hard: None,
             snapshot: Some((meta, Arc::new(shard_snapshot()))),
             log_from: Some(10),
+            last_index: tail.last().map_or(0, |e| e.index),
+            last_term: tail.last().map_or(0, |e| e.term),
             entries: tail,
         })
         .expect("written");
@@ -345,6 +353,8 @@ pub fn snapshot_seeds() -> Vec<Vec<u8>> {
             hard: Some(vote()),
             snapshot: None,
             log_from: None,
+            last_index: 0,
+            last_term: 0,
             entries: Vec::new(),
         })
         .expect("written");
