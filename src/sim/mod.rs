@@ -357,6 +357,9 @@ pub struct SimReport {
     pub power_losses: u64,
     /// Restarts of `fsync` nodes after a power loss (their files hold what they synced).
     pub fsync_power_losses: u64,
+    /// Datagrams a disk node sent while a write it had handed out earlier was not stored
+    /// yet: a leader's Appends sent while it writes their entries (Raft thesis §10.2.1).
+    pub sent_before_own_write: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
     /// Junk snapshots a faulty peer sent a follower (see `SimNode::junk_snapshots`).

@@ -407,6 +407,9 @@ impl Sim {
         let (ready, wait): (Vec<_>, Vec<_>) =
             waiting.into_iter().partition(|(t, _)| t.after <= stored);
         self.nodes[i].waiting = wait;
+        if self.nodes[i].stored_seq < self.nodes[i].handed_seq {
+            self.report.sent_before_own_write += ready.len() as u64;
+        }
         for (t, datagram) in ready {
             self.send_transmit(id, t, datagram)?;
         }

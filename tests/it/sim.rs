@@ -21,6 +21,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut torn_writes = 0;
     let mut power_losses = 0;
     let mut fsync_power_losses = 0;
+    let mut sent_before_own_write = 0;
     let mut junk_snapshots = 0;
     let mut membership_changes = 0;
     let mut joined_crashes = 0;
@@ -38,6 +39,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 torn_writes += report.torn_writes;
                 power_losses += report.power_losses;
                 fsync_power_losses += report.fsync_power_losses;
+                sent_before_own_write += report.sent_before_own_write;
                 junk_snapshots += report.junk_snapshots;
                 // Joined runs move replicas by changes of their own (`placement.rs`).
                 if !config.joined {
@@ -71,6 +73,11 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     assert!(torn_writes > 0, "no write ever failed part-way");
     assert!(power_losses > 0, "no `os` node ever lost power");
     assert!(fsync_power_losses > 0, "no `fsync` node ever lost power");
+    // Issue 13: leaders sent Appends while they wrote their entries.
+    assert!(
+        sent_before_own_write > 0,
+        "no node ever sent before its own write was stored"
+    );
     assert!(
         junk_snapshots > 0,
         "no follower was ever sent a junk snapshot"
