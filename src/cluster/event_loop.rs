@@ -58,6 +58,8 @@ pub(super) struct ClusterLoop {
     pub(super) horizon: Option<HorizonFile>,
     /// The last write stored (its `seq`).
     pub(super) stored: u64,
+    /// The last write reported stored to the core ([`Node::stored`]).
+    pub(super) reported: u64,
     pub(super) stats: Arc<NodeStats>,
     pub(super) shard_stats: Arc<Mutex<Vec<ShardStats>>>,
     pub(super) peer_settings: Arc<Mutex<BTreeMap<NodeId, PeerSettingsView>>>,
@@ -184,71 +186,83 @@ impl ClusterLoop {
         }
     }
 
-    /// Stores every write the core hands out (or hands them to the writer thread), then
-    /// sends its datagrams, each once the writes it depends on are stored (the writer sends
-    /// those that must wait). A write that fails stops the node before anything that depends
-    /// on it leaves (fail-stop): Raft's state in memory is already ahead of the disk, so going
-    /// on could acknowledge what a crash would lose; stopping is a crash the cluster already
-    /// survives.
+    /// Stores every write the core hands out (or hands them to the writer thread) and
+    /// reports what is stored ([`Node::stored`]: a leader counts its own entries toward a
+    /// majority only then, Raft thesis §10.2.1), then sends its datagrams, each once the
+    /// writes it depends on are stored (the writer sends those that must wait: a leader's
+    /// Appends need not wait for its own new entries, a follower's acknowledgement must). A
+    /// write that fails stops the node before anything that depends on it leaves
+    /// (fail-stop): Raft's state in memory is already ahead of the disk, so going on could
+    /// acknowledge what a crash would lose; stopping is a crash the cluster already survives.
     fn flush(&mut self) -> Result<(), String> {
-        let mut handed = self.stored;
-        while let Some(write) = self.node.poll_persist() {
-            if self.writer.is_some() {
-                self.batch.push(Job::Write(write));
-                continue;
+        loop {
+            let mut handed = self.stored;
+            while let Some(write) = self.node.poll_persist() {
+                if self.writer.is_some() {
+                    self.batch.push(Job::Write(write));
+                    continue;
+                }
+                if let Err(e) = self.store(&write) {
+                    let why = format!(
+                        "shard {}: cannot persist its state: {e}; stopping",
+                        write.shard
+                    );
+                    log::error!("udplock node: {why}");
+                    return Err(why);
+                }
+                handed = write.seq;
             }
-            if let Err(e) = self.store(&write) {
-                let why = format!(
-                    "shard {}: cannot persist its state: {e}; stopping",
-                    write.shard
-                );
-                log::error!("udplock node: {why}");
-                return Err(why);
+            if let Some(writer) = &self.writer {
+                writer.submit(&mut self.batch);
+                if let Some(why) = writer.failed() {
+                    log::error!("udplock node: {why}; stopping");
+                    return Err(why);
+                }
+                self.stored = writer.stored();
+                // As below, on the writer's log: compaction's write goes at the next turn; a
+                // relocation is the writer's, after every write handed to it so far.
+                for shard in writer.take_holding_back() {
+                    if !self.node.compact(shard) {
+                        if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
+                            self.batch.push(Job::Relocate {
+                                shard,
+                                snapshot: raft.snapshot_meta(),
+                                log: raft.log().to_vec(),
+                            });
+                        }
+                    }
+                }
+                writer.submit(&mut self.batch);
             }
-            handed = write.seq;
-        }
-        if let Some(writer) = &self.writer {
-            writer.submit(&mut self.batch);
-            if let Some(why) = writer.failed() {
-                log::error!("udplock node: {why}; stopping");
-                return Err(why);
-            }
-            self.stored = writer.stored();
-            // As below, on the writer's log: compaction's write goes at the next flush; a
-            // relocation is the writer's, after every write handed to it so far.
-            for shard in writer.take_holding_back() {
-                if !self.node.compact(shard) {
-                    if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
-                        self.batch.push(Job::Relocate {
-                            shard,
-                            snapshot: raft.snapshot_meta(),
-                            log: raft.log().to_vec(),
-                        });
+            // Group commit: everything stored above in one write and (under `fsync`) one sync.
+            if let (Some(dir), Some(wal)) = (&self.dir, self.wal.as_mut()) {
+                if let Err(e) = dir.commit(wal) {
+                    let why = format!("cannot write the write-ahead log: {e}; stopping");
+                    log::error!("udplock node: {why}");
+                    return Err(why);
+                }
+                // A shard whose live entries hold the oldest segment back is snapshotted,
+                // which moves them into the current one (its write is stored at the next
+                // turn); one that cannot be (nothing applied since its snapshot) has them
+                // written again.
+                for shard in wal.holding_back() {
+                    if !self.node.compact(shard) {
+                        if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
+                            wal.relocate(shard, raft.snapshot_meta(), raft.log());
+                        }
                     }
                 }
             }
-            writer.submit(&mut self.batch);
-        }
-        // Group commit: everything stored above in one write and (under `fsync`) one sync.
-        if let (Some(dir), Some(wal)) = (&self.dir, self.wal.as_mut()) {
-            if let Err(e) = dir.commit(wal) {
-                let why = format!("cannot write the write-ahead log: {e}; stopping");
-                log::error!("udplock node: {why}");
-                return Err(why);
+            if self.writer.is_none() {
+                self.stored = handed;
             }
-            // A shard whose live entries hold the oldest segment back is snapshotted, which
-            // moves them into the current one (its write is stored at the next flush); one
-            // that cannot be (nothing applied since its snapshot) has them written again.
-            for shard in wal.holding_back() {
-                if !self.node.compact(shard) {
-                    if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
-                        wal.relocate(shard, raft.snapshot_meta(), raft.log());
-                    }
-                }
+            if self.stored == self.reported {
+                break;
             }
-        }
-        if self.writer.is_none() {
-            self.stored = handed;
+            // The report may commit, apply and answer, and hand out more writes.
+            self.reported = self.stored;
+            let now = self.now();
+            self.node.stored(now, self.stored);
         }
         while let Some(t) = self.node.poll_transmit(&mut self.out) {
             let send = match &self.writer {

@@ -21,13 +21,15 @@
 //! 3. stores every write the core hands out (`Node::poll_persist`: a recovery mark and the
 //!    Raft delta, per `--durability`, [`storage`]), commits them to the node's write-ahead
 //!    log at once (one write, one `fdatasync` under `fsync`), has the shards that hold the
-//!    log's oldest segment back compacted (`Node::compact`), then sends every datagram it
-//!    hands out (`Node::poll_transmit`). The core names, for each datagram, the last write it
-//!    depends on. Under `os` this loop stores and commits them all first; under `fsync` it
+//!    log's oldest segment back compacted (`Node::compact`), reports what is stored
+//!    (`Node::stored`: a leader counts its own entries toward a majority only then), then
+//!    sends every datagram it hands out (`Node::poll_transmit`). The core names, for each
+//!    datagram, the last write it depends on (a leader's Appends need not wait for its own
+//!    new entries). Under `os` this loop stores and commits them all first; under `fsync` it
 //!    hands them to the node's writer thread (`writer.rs`) and goes on receiving and
 //!    answering: the writer stores everything handed over so far, syncs once, sends the
-//!    datagrams that waited for those writes and wakes the loop. A write that fails stops the
-//!    node (fail-stop).
+//!    datagrams that waited for those writes and wakes the loop, which reports them. A
+//!    write that fails stops the node (fail-stop).
 //!
 //! # Durability and restarts
 //!
@@ -476,6 +478,7 @@ impl ClusterNode {
             batch: Vec::new(),
             horizon,
             stored: 0,
+            reported: 0,
             stats: stats.clone(),
             shard_stats: shard_stats.clone(),
             peer_settings: peer_settings.clone(),

@@ -29,6 +29,11 @@ pub struct SimArgs {
     /// restarts and heal between (to read what a failing seed's shard went through).
     #[arg(long, value_name = "SHARD")]
     watch: Option<u32>,
+    /// A mutation experiment the checkers must catch (to find seeds that show it):
+    /// `leader-counts-unstored` (a leader counts its own log before it is stored) or
+    /// `sends-before-stored` (datagrams leave before the writes they wait for).
+    #[arg(long, hide = true)]
+    mutation: Option<String>,
 }
 
 /// Runs every seed of the range; fails if any seed failed (each failure is printed).
@@ -45,6 +50,16 @@ pub fn run(a: SimArgs) -> Result<(), LockError> {
             config.shards = shards;
         }
         config.watch = a.watch;
+        match a.mutation.as_deref() {
+            None => {}
+            Some("leader-counts-unstored") => config.leader_counts_unstored_appends = true,
+            Some("sends-before-stored") => config.sends_before_stored = true,
+            Some(other) => {
+                return Err(LockError::InvalidArgument(format!(
+                    "unknown mutation {other}"
+                )));
+            }
+        }
         if a.joined {
             config.joined = true;
             config.membership_changes = false;

@@ -21,8 +21,19 @@
 //! name at a new one, and a handle keeps writing to the inode it opened.
 //!
 //! Below the disk, the simulator's use of it: storing a node's writes through
-//! `DataDir::apply` and one `DataDir::commit` per turn, the torn writes it arms, the kernel's
-//! writeback of `os` nodes, and the chances of each.
+//! `DataDir::apply` and one `DataDir::commit` per store (group commit), the torn writes it
+//! arms, the kernel's writeback of `os` nodes, and the chances of each.
+//!
+//! A disk node (`fsync` or `os`) stores its writes in the background, as a shell with a
+//! writer thread does: what its core hands out waits in its `unstored` until an
+//! `Event::Store` a random [`STORE_DELAY_US`] later applies it all through the real storage
+//! code and reports it ([`crate::core::node::Node::stored`]); a datagram leaves only once
+//! the writes it waits for are stored (`Transmit::after`), so a leader's Appends leave while
+//! it writes them (Raft thesis §10.2.1) and a follower's acknowledgement only after.
+//! A crash or power loss before the event loses those writes whole, even under `os`, whose
+//! page cache a real kill -9 keeps: harsher than a real crash, and within what `fsync`
+//! claims to survive (nothing it has not reported stored). A `memory` node stores nothing
+//! and reports each write stored as it is handed out.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -32,7 +43,7 @@ use std::rc::Rc;
 use rand::Rng;
 
 use super::{Event, Sim, SimConfig, SimFailure};
-use crate::core::node::{Node, ShardWrite};
+use crate::core::node::ShardWrite;
 use crate::core::raft::NodeId;
 use crate::core::time::Duration;
 use crate::store::{Disk, DiskFile};
@@ -422,35 +433,113 @@ pub(super) const POWER_LOSS_PROBABILITY: f64 = 0.5;
 /// files hold everything they acknowledged).
 pub(super) const FSYNC_POWER_LOSS_PROBABILITY: f64 = 0.3;
 
+/// How long (µs) a disk node takes to store what its core handed out and report it: about a
+/// disk sync, so that a leader's own write and its followers' overlap in every order.
+pub(super) const STORE_DELAY_US: std::ops::Range<u64> = 20..2_000;
+
 impl Sim {
-    /// Stores every write node `id`'s core hands out, in order, through the real storage
-    /// code, then commits them in one write (group commit), as the real shell's `flush`
-    /// does; a torn or failed write stops the node (fail-stop). True if it stopped.
+    /// Takes every write node `id`'s core hands out, in order: a `memory` node drops each
+    /// and reports it stored at once; a disk node keeps them for its next [`Event::Store`]
+    /// (scheduled if none is), or in a scenario stores and reports them at once (scenarios
+    /// script the order of messages, as they did when every shell stored before it sent).
+    /// True if the node stopped (a torn write).
+    pub(super) fn hand_out_writes(&mut self, id: NodeId) -> Result<bool, SimFailure> {
+        let i = (id - 1) as usize;
+        let at_once = self.config.scenario.is_some();
+        loop {
+            let now = self.now;
+            let n = &mut self.nodes[i];
+            let Some(core) = n.node.as_mut() else {
+                return Ok(true);
+            };
+            while let Some(write) = core.poll_persist() {
+                n.handed_seq = write.seq;
+                if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
+                    self.report.snapshots += 1;
+                }
+                if !n.memory {
+                    n.unstored.push(write);
+                }
+            }
+            // A frozen process stores nothing and hears of nothing until it resumes.
+            let paused = n.paused_until.is_some();
+            if n.memory {
+                // A `memory` node writes nothing: its shell drops the writes, stored at once.
+                n.stored_seq = n.handed_seq;
+            } else if at_once && !paused && !n.unstored.is_empty() && self.store_writes(id)? {
+                return Ok(true);
+            }
+            let n = &mut self.nodes[i];
+            if paused || n.stored_seq == n.reported_seq {
+                break;
+            }
+            // Reported, as the shell reports what it stored: the core may commit and answer,
+            // and hand out more.
+            n.reported_seq = n.stored_seq;
+            let local = n.clock.local(now);
+            let seq = n.stored_seq;
+            n.node.as_mut().expect("running").stored(local, seq);
+        }
+        let n = &mut self.nodes[i];
+        if !n.unstored.is_empty() && !n.store_scheduled {
+            n.store_scheduled = true;
+            let generation = n.store_generation;
+            let after = Duration::from_micros(self.store_rng.gen_range(STORE_DELAY_US));
+            self.schedule(
+                after,
+                Event::Store {
+                    node: id,
+                    generation,
+                },
+            );
+        }
+        Ok(false)
+    }
+
+    /// [`Event::Store`]: node `id` stores what it handed out since the last one (unless it
+    /// crashed since, or the event is stale), and carries on as after any call into it: it
+    /// reports them stored, and its datagrams that waited for them leave. A paused node does
+    /// it when it resumes.
+    pub(super) fn store_event(&mut self, id: NodeId, generation: u64) -> Result<(), SimFailure> {
+        let n = self.node(id);
+        if n.store_generation != generation || n.node.is_none() || !n.store_scheduled {
+            return Ok(());
+        }
+        if let Some(until) = n.paused_until {
+            self.schedule_at(
+                until,
+                Event::Store {
+                    node: id,
+                    generation,
+                },
+            );
+            return Ok(());
+        }
+        n.store_scheduled = false;
+        if self.store_writes(id)? {
+            return Ok(());
+        }
+        self.after_call(id)
+    }
+
+    /// Stores every write node `id` handed out and has not stored, in order, through the real
+    /// storage code, then commits them in one write (group commit), as the real shell's
+    /// writer does; a torn or failed write stops the node (fail-stop). True if it stopped.
     pub(super) fn store_writes(&mut self, id: NodeId) -> Result<bool, SimFailure> {
         let i = (id - 1) as usize;
+        let writes = std::mem::take(&mut self.nodes[i].unstored);
         let mut armed = false;
         let mut stored = Ok(());
         let mut shard = None;
-        loop {
-            let n = &mut self.nodes[i];
-            let Some(write) = n.node.as_mut().and_then(Node::poll_persist) else {
-                break;
-            };
-            n.stored_seq = write.seq;
-            if write.raft.as_ref().is_some_and(|p| p.snapshot.is_some()) {
-                self.report.snapshots += 1;
-            }
-            if self.nodes[i].memory {
-                // A `memory` node writes nothing: its shell drops the writes.
-                continue;
-            }
+        for write in &writes {
+            assert!(!self.nodes[i].memory, "a memory node stores nothing");
             if !armed {
-                armed = self.arm_torn_write(id, &write);
+                armed = self.arm_torn_write(id, write);
             }
             let n = &mut self.nodes[i];
             let dir = n.dir.as_ref().expect("a disk node runs on its directory");
             let wal = n.wal.as_mut().expect("a disk node runs on its log");
-            stored = dir.apply(wal, &write);
+            stored = dir.apply(wal, write);
             if stored.is_err() {
                 shard = Some(write.shard);
                 break;
@@ -469,8 +558,8 @@ impl Sim {
                 )));
             }
             Err(_) if torn => {
-                // Fail-stop, as the real shell does: nothing that input produced leaves,
-                // and the node restarts from what its files hold.
+                // Fail-stop, as the real shell does: nothing that depends on these writes
+                // leaves, and the node restarts from what its files hold.
                 self.report.torn_writes += 1;
                 self.crash(id);
                 let down = Duration::from_millis(self.rng.gen_range(50..1_000));
@@ -483,7 +572,10 @@ impl Sim {
                 )));
             }
         }
-        let n = &self.nodes[i];
+        let n = &mut self.nodes[i];
+        if let Some(last) = writes.last() {
+            n.stored_seq = last.seq;
+        }
         if let Some(wal) = n.wal.as_ref() {
             let (oldest, current) = wal.segments();
             self.report.wal_segments_max = self.report.wal_segments_max.max(current - oldest + 1);
@@ -581,18 +673,24 @@ mod tests {
                 snapshot: None,
                 log_from: None,
                 entries: Vec::new(),
+                last_index: 0,
+                last_term: 0,
             },
             Persist {
                 hard: None,
                 snapshot: None,
                 log_from: Some(1),
                 entries: vec![entry(2, 1), entry(2, 2)],
+                last_index: 2,
+                last_term: 2,
             },
             Persist {
                 hard: None,
                 snapshot: None,
                 log_from: Some(3),
                 entries: vec![entry(2, 3)],
+                last_index: 3,
+                last_term: 2,
             },
         ]
     }
@@ -639,6 +737,8 @@ mod tests {
             snapshot: None,
             log_from: Some(index),
             entries: vec![big(index)],
+            last_index: index,
+            last_term: 2,
         };
         let disk = SimDisk::new();
         let (mut store, _) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
@@ -723,6 +823,8 @@ mod tests {
             snapshot: None,
             log_from: Some(3),
             entries: vec![entry(3, 3), entry(3, 4)],
+            last_index: 4,
+            last_term: 3,
         };
         for skip in 0..2 {
             for pick in [0, 1, 17, 40, 600, u64::MAX] {
@@ -739,6 +841,8 @@ mod tests {
                             snapshot: None,
                             log_from: Some(1),
                             entries: old.clone(),
+                            last_index: old.len() as u64,
+                            last_term: old.last().map_or(0, |e| e.term),
                         })
                         .unwrap();
                     disk.fail_write(skip, pick, dies);
@@ -791,6 +895,8 @@ mod tests {
                 snapshot: None,
                 log_from: None,
                 entries: Vec::new(),
+                last_index: 0,
+                last_term: 0,
             })
             .unwrap();
         let (_, persisted) = ShardStore::open_on(disk.clone(), 0, true).unwrap();
@@ -947,6 +1053,8 @@ mod tests {
             snapshot: None,
             log_from: Some(3),
             entries: vec![entry(3, 3), entry(3, 4)],
+            last_index: 4,
+            last_term: 3,
         };
         for pick in [0, 1, 17, 40, 100, 300, 600, 700, u64::MAX] {
             for dies in [false, true] {
@@ -963,6 +1071,8 @@ mod tests {
                         snapshot: None,
                         log_from: Some(1),
                         entries: old.clone(),
+                        last_index: 3,
+                        last_term: 1,
                     },
                 )
                 .unwrap();

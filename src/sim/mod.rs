@@ -44,8 +44,9 @@
 //!
 //! ```text
 //!   peer datagram  ──> Node::handle_datagram ─┐                  ┌─> poll_persist  ─> Wal<SimDisk> (one commit)
-//!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (before anything leaves)
+//!   node timer     ──> Node::handle_timeout  ├─> (the node core) ┤   (a moment later: Node::stored)
 //!   client request ──> (its datagram) ───────┘                  └─> poll_transmit ─> network ─> node
+//!   store event    ──> Node::stored ─────────┘                       (once its `after` is stored)
 //!                                                                                  └─> decoded ─> client
 //!   client timer   ──> Client::wake / reply ──> Client::on_reply ──> datagrams ─> network ─> node
 //! ```
@@ -56,23 +57,26 @@
 //! scenario, whose script may hold a Raft message back and deliver it late, each message
 //! travels as its own (unauthenticated) datagram.
 //!
-//! Persistence ("fsync before send"): every disk node owns a `SimDisk` (`disk.rs`, its
-//! data directory) and stores through the real storage code: after every call into a node
-//! and before delivering anything it produced, the simulator hands each write the node hands
-//! out ([`Node::poll_persist`]) to `DataDir::apply`, then commits them once
+//! Persistence: every disk node owns a `SimDisk` (`disk.rs`, its data directory) and stores
+//! through the real storage code, in the background as the `fsync` shell's writer thread
+//! does: the writes a node hands out ([`Node::poll_persist`]) wait until an `Event::Store` a
+//! random moment later hands each to `DataDir::apply`, then commits them once
 //! (`DataDir::commit`: group commit), as the real shell does (the recovery mark, the Raft
 //! delta into the node's write-ahead log [`Wal`], the mark after, in that order, with the
-//! syncs the node's durability asks for), and checks that no datagram names a write not yet
-//! stored. The log's segments are tiny here (`disk::SIM_SEGMENT_BYTES`), so that every run
-//! rolls them over and retires them, and the shards that hold the oldest back are compacted
-//! (`Node::compact`) as the real shell does. A crash drops the node (a process crash keeps
-//! everything written); a restart opens its data directory
-//! ([`crate::cluster::storage::DataDir`] over the node's `SimDisk`: its identity, boot record
-//! and recovery marks) and its log through the functions a real start runs
-//! (`cluster::storage::open_shards`, which decides per shard with
-//! [`crate::core::restart::decide`], then `settle_start`, which marks the shards without
-//! state, records the identity and the boot and starts the marked shards empty), and builds
-//! a new core from that (a fresh rng seed, its clock reading, a new incarnation).
+//! syncs the node's durability asks for), and reports them stored ([`Node::stored`]); each
+//! datagram waits until the writes it names (`Transmit::after`) are stored, so a leader's
+//! Appends leave while it writes them (Raft thesis §10.2.1). A scenario stores at once, as
+//! every shell once did. The log's segments are tiny here (`disk::SIM_SEGMENT_BYTES`), so
+//! that every run rolls them over and retires them, and the shards that hold the oldest
+//! back are compacted (`Node::compact`) as the real shell does. A crash drops the node and
+//! the writes it had not stored yet (a process crash keeps everything stored); a restart
+//! opens its data directory ([`crate::cluster::storage::DataDir`] over the node's
+//! `SimDisk`: its identity, boot record and recovery marks) and its log through the
+//! functions a real start runs (`cluster::storage::open_shards`, which decides per shard
+//! with [`crate::core::restart::decide`], then `settle_start`, which marks the shards
+//! without state, records the identity and the boot and starts the marked shards empty),
+//! and builds a new core from that (a fresh rng seed, its clock reading, a new
+//! incarnation).
 //!
 //! Lost state: a restart may find the node's storage gone — a `memory` node, which loses it
 //! on every restart, or a disk node whose directory comes back empty once
@@ -243,6 +247,18 @@ pub struct SimConfig {
     /// it the lease-safety checker fires: the spec's one assumption about clocks is the
     /// bound (client protocol §6.4, "The clock").
     pub clock_faults_beyond_bound: bool,
+    /// A mutation experiment, never set by the sweep: a disk node's leaders count their own
+    /// log toward a majority as soon as they append to it (`raft::Config::appended_is_durable`)
+    /// rather than once it is reported stored, while their writes are still stored a moment
+    /// later (`disk.rs`). A leader then answers an entry that only it and a minority hold, and
+    /// a crash before its write loses it; with it the durability checkers fire (Raft thesis
+    /// §10.2.1: an entry commits once a majority has it durable).
+    pub leader_counts_unstored_appends: bool,
+    /// A mutation experiment, never set by the sweep: every datagram leaves as soon as the
+    /// core hands it out, before the writes it waits for (`Transmit::after` ignored), so a
+    /// follower acknowledges entries, and votes, that a crash then loses. With it the
+    /// durability checkers fire (Raft §5, Figure 2: persistent state before answering).
+    pub sends_before_stored: bool,
     /// The run asks shards' leaders for single-server membership changes while clients run
     /// and faults happen (`membership.rs`); it fails if none commits. [`SimConfig::new`] sets
     /// it for one seed in `MEMBERSHIP_SEEDS_EVERY`.
@@ -285,6 +301,8 @@ impl SimConfig {
             production_compaction: seed % PRODUCTION_COMPACTION_SEEDS_EVERY == 3,
             clock_stops_during_pauses: false,
             clock_faults_beyond_bound: false,
+            leader_counts_unstored_appends: false,
+            sends_before_stored: false,
             membership_changes: membership::membership_seed(seed, nodes) && !joined_seed(seed),
             joined: joined_seed(seed),
             placement_by_driver: driver_seed(seed),
@@ -343,6 +361,9 @@ pub struct SimReport {
     pub power_losses: u64,
     /// Restarts of `fsync` nodes after a power loss (their files hold what they synced).
     pub fsync_power_losses: u64,
+    /// Datagrams a disk node sent while a write it had handed out earlier was not stored
+    /// yet: a leader's Appends sent while it writes their entries (Raft thesis §10.2.1).
+    pub sent_before_own_write: u64,
     /// Writes that failed part-way or were torn (the node stopped, see the module docs).
     pub torn_writes: u64,
     /// Snapshots taken because a shard's live entries held a node's write-ahead log's oldest
@@ -513,6 +534,9 @@ fn wall_clock_skew_us(seed: u64, id: NodeId) -> i64 {
 
 /// A clock within ± half the drift bound of true time, so any two clocks differ by at most
 /// the bound, from a random offset.
+/// Mixed into the seed for the stream of store delays (`Sim::store_rng`).
+const STORE_SEED_SALT: u64 = 0x7374_6f72_6564_7573;
+
 fn random_clock(rng: &mut ChaCha8Rng, drift_bound_ppm: u32) -> Clock {
     let half = i64::from(drift_bound_ppm / 2);
     Clock::new(rng.gen_range(-half..=half), rng.gen_range(0..1_000_000_000))
@@ -561,6 +585,12 @@ enum Event {
     /// The kernel of `os` node `node` writes its page cache back to the disk.
     Writeback {
         node: NodeId,
+    },
+    /// Disk node `node` stores the writes its core handed out since the last one, and
+    /// reports them stored (`disk.rs`); `generation` as [`SimNode::store_generation`].
+    Store {
+        node: NodeId,
+        generation: u64,
     },
     /// Note the commit index the replicas must all reach by the end.
     CatchUpMark,
@@ -649,6 +679,11 @@ impl Event {
                 trace.word(10);
                 trace.word(*node);
             }
+            Event::Store { node, generation } => {
+                trace.word(18);
+                trace.word(*node);
+                trace.word(*generation);
+            }
             Event::CatchUpMark => trace.word(11),
             Event::Membership => trace.word(14),
             Event::HoldsRead { n } => {
@@ -693,6 +728,9 @@ pub(crate) struct Sim {
     /// ([`wall_clock_skew_us`]), in µs: INIT's first token, the address tokens' time.
     wall_clock_base_us: u64,
     rng: ChaCha8Rng,
+    /// Draws how long each disk node takes to store its writes (`disk.rs`), from a stream of
+    /// its own, so that those draws shift none of the faults' and the network's.
+    store_rng: ChaCha8Rng,
     now: Instant,
     seq: u64,
     events: BTreeMap<(Instant, u64), Event>,
@@ -785,6 +823,7 @@ impl Sim {
             "scenarios run one shard"
         );
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let store_seed = config.seed ^ STORE_SEED_SALT;
         let voters: Vec<NodeId> = (1..=config.nodes as NodeId).collect();
         let mut raft = raft::Config {
             id: 1,
@@ -850,6 +889,12 @@ impl Sim {
                 junk_snapshots: 0,
                 junk_unauthenticated: 0,
                 stored_seq: 0,
+                handed_seq: 0,
+                reported_seq: 0,
+                unstored: Vec::new(),
+                waiting: Vec::new(),
+                store_generation: 0,
+                store_scheduled: false,
                 leading: Vec::new(),
             })
             .collect();
@@ -903,6 +948,7 @@ impl Sim {
             cluster_id,
             wall_clock_base_us,
             rng,
+            store_rng: ChaCha8Rng::seed_from_u64(store_seed),
             now: Instant::ZERO,
             seq: 0,
             events: BTreeMap::new(),
@@ -1071,7 +1117,8 @@ impl Sim {
                 | Event::Request { .. }
                 | Event::Reply { .. }
                 | Event::Timer { .. }
-                | Event::ClientWake { .. } => {}
+                | Event::ClientWake { .. }
+                | Event::Store { .. } => {}
                 ref other => eprintln!("{:>10}us {other:?}", at.as_micros()),
             }
             self.handle(event)?;
@@ -1196,6 +1243,7 @@ impl Sim {
             Event::Heal => self.heal()?,
             Event::Restart { node } => self.restart(node)?,
             Event::Writeback { node } => self.writeback(node),
+            Event::Store { node, generation } => self.store_event(node, generation)?,
             Event::Resume { node } => {
                 let now = self.now;
                 if self
@@ -1387,7 +1435,10 @@ fn cluster_config(config: &SimConfig, shard: &replica::Config, id: NodeId) -> no
         .collect();
     let mut cluster = node::Config {
         shards: config.shards,
-        raft: shard.raft.clone(),
+        raft: crate::core::raft::Config {
+            appended_is_durable: config.leader_counts_unstored_appends,
+            ..shard.raft.clone()
+        },
         table: shard.table.clone(),
         spread_leaders: spread_leaders(config),
         swim_period: SWIM_PERIOD,

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::cluster::storage::{self, DataDir, Identity};
-use crate::core::node::JOIN_SEEDS_MAX;
+use crate::core::node::{ShardWrite, Transmit, JOIN_SEEDS_MAX};
 
 /// One node of the simulated cluster, across its crashes and restarts.
 pub(super) struct SimNode {
@@ -69,6 +69,21 @@ pub(super) struct SimNode {
     pub(super) junk_unauthenticated: u64,
     /// The last write of this incarnation's core that was stored (its `seq`).
     pub(super) stored_seq: u64,
+    /// The last write this incarnation's core handed out (its `seq`), and the last one it
+    /// was told is stored (`Node::stored`).
+    pub(super) handed_seq: u64,
+    pub(super) reported_seq: u64,
+    /// Writes handed out and not yet stored (a disk node stores them a moment later, in one
+    /// [`Event::Store`]: see `disk.rs`); lost if it crashes first.
+    pub(super) unstored: Vec<ShardWrite>,
+    /// Datagrams handed out that wait for their writes (`Transmit::after`), in order; lost
+    /// if it crashes first.
+    pub(super) waiting: Vec<(Transmit, Vec<u8>)>,
+    /// Numbers this incarnation's [`Event::Store`]s: one of an earlier life, or one already
+    /// handled, does nothing.
+    pub(super) store_generation: u64,
+    /// An [`Event::Store`] of this generation is scheduled.
+    pub(super) store_scheduled: bool,
     /// The shards its replicas lead (in some term), as of the last call into it.
     pub(super) leading: Vec<usize>,
 }
@@ -241,6 +256,12 @@ impl Sim {
         n.junk_snapshots = 0;
         n.junk_unauthenticated = 0;
         n.stored_seq = 0;
+        n.handed_seq = 0;
+        n.reported_seq = 0;
+        n.unstored.clear();
+        n.waiting.clear();
+        n.store_generation += 1;
+        n.store_scheduled = false;
         self.after_call(id)
     }
 
@@ -248,6 +269,16 @@ impl Sim {
         let n = self.node(id);
         n.node = None;
         n.leading.clear();
+        // A paused process killed is no longer paused: its restart is a new one, on a clock
+        // that did not stand still for it (else its clock would go back under the new core
+        // at the resume the pause had scheduled).
+        n.paused_until = None;
+        n.paused_since = None;
+        // What it had not stored yet, and what waited for it, is gone (see `disk.rs`).
+        n.unstored.clear();
+        n.waiting.clear();
+        n.store_generation += 1;
+        n.store_scheduled = false;
         n.timer_generation += 1;
         n.crashes += 1;
         let joined = !n.holds_replicas();
@@ -274,8 +305,10 @@ impl Sim {
         Ok(())
     }
 
-    /// After any call into a node: store what its core hands out to store, send what it
-    /// hands out to send, re-arm its timer, observe what it applied.
+    /// After any call into a node: take what its core hands out to store (a `memory` node
+    /// drops it at once, a disk node stores it a moment later, `disk.rs`), send what it
+    /// hands out to send once what it waits for is stored, re-arm its timer, observe what it
+    /// applied.
     pub(super) fn after_call(&mut self, id: NodeId) -> Result<(), SimFailure> {
         let now = self.now;
         let i = (id - 1) as usize;
@@ -292,8 +325,8 @@ impl Sim {
             }
         }
         // The writes first, in order: nothing below leaves before what it depends on is
-        // stored (the core names it; this shell, like the real one, stores everything first).
-        if self.store_writes(id)? {
+        // stored (the core names it, `Transmit::after`).
+        if self.hand_out_writes(id)? {
             return Ok(());
         }
         let mut transmits = Vec::new();
@@ -341,96 +374,17 @@ impl Sim {
                 self.report.swim_deaths_healed += 1;
             }
         }
-        for (t, datagram) in transmits {
-            if t.after > self.nodes[i].stored_seq {
+        for (t, _) in &transmits {
+            if t.after > self.nodes[i].handed_seq {
                 return Err(self.fail(format!(
-                    "node {id} handed out a datagram that depends on write {} before that \
-                     write",
+                    "node {id} handed out a datagram that depends on write {}, which it did \
+                     not hand out",
                     t.after
                 )));
             }
-            if t.to == removal::OPERATOR_ADDR {
-                // The answer to an operator's REMOVE: `removal.rs` judges it.
-                self.removals.answered(datagram);
-                continue;
-            }
-            if t.to == super::holds::HOLDS_ADDR {
-                // The answer to a HOLDS read: `holds.rs` judges it.
-                self.holds_answered(id, &datagram)?;
-                continue;
-            }
-            if t.to_peer {
-                let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
-                    return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));
-                };
-                self.send_peer(id, to, datagram);
-                continue;
-            }
-            if let Some(asked) = wire::members_reply_id(&datagram) {
-                // A page of the member table for a client's discovery (spec §4.9): the
-                // client reads the bytes itself.
-                match self.request_lens.get(&asked) {
-                    Some(&len) if datagram.len() <= len => {}
-                    len => {
-                        return Err(self.fail(format!(
-                            "node {id} answered a MEMBERS request of {len:?} bytes with {} \
-                             bytes (spec §2.2)",
-                            datagram.len()
-                        )));
-                    }
-                }
-                let Some(&client) = self.client_by_addr.get(&t.to) else {
-                    return Err(self.fail(format!(
-                        "node {id} sent a MEMBERS_REPLY to {}, which no client has",
-                        t.to
-                    )));
-                };
-                let msg = ReplyMsg::Members(datagram.as_slice().into());
-                self.send_reply(id, client, msg, &datagram);
-                continue;
-            }
-            let Some(msg) = wire::reply_msg(&datagram, t.to, self.nodes.len()) else {
-                return Err(self.fail(format!(
-                    "node {id} sent {} a datagram no client can read",
-                    t.to
-                )));
-            };
-            let asked = match &msg {
-                ReplyMsg::Answer(r) => r.id,
-                ReplyMsg::NotLeader { id, .. } | ReplyMsg::Retry { id, .. } => *id,
-                ReplyMsg::Members(_) => unreachable!("a lock reply"),
-            };
-            match self.request_lens.get(&asked) {
-                Some(&len) if datagram.len() > len => {
-                    return Err(self.fail(format!(
-                        "amplification: node {id} answered a request of {len} bytes with {} \
-                         bytes ({msg:?}; spec §2.2)",
-                        datagram.len()
-                    )));
-                }
-                Some(_) => {}
-                None => {
-                    return Err(self.fail(format!(
-                        "node {id} answered a request no node received: {msg:?}"
-                    )));
-                }
-            }
-            if t.to == PROBE_ADDR {
-                if let ReplyMsg::Answer(reply) = msg {
-                    if let Some(&op) = self.probes.get(&reply.id) {
-                        self.hist.answered(op, now, *reply);
-                        self.report.reads += 1;
-                    }
-                }
-                continue;
-            }
-            let Some(&client) = self.client_by_addr.get(&t.to) else {
-                return Err(self.fail(format!(
-                    "node {id} answered an address no client has: {msg:?}"
-                )));
-            };
-            self.send_reply(id, client, msg, &datagram);
         }
+        self.nodes[i].waiting.extend(transmits);
+        self.send_stored(id)?;
         let n = self.node(id);
         let at = n.clock.true_time(timer_local).max(now);
         let generation = n.timer_generation;
@@ -443,6 +397,120 @@ impl Sim {
         );
         self.observe_applied(id)?;
         self.compact_held_back(id);
+        Ok(())
+    }
+
+    /// Sends, in order, every datagram of node `id` whose writes are stored; the others wait.
+    pub(super) fn send_stored(&mut self, id: NodeId) -> Result<(), SimFailure> {
+        let i = (id - 1) as usize;
+        // The `sends_before_stored` experiment waits for nothing.
+        let stored = match self.config.sends_before_stored {
+            false => self.nodes[i].stored_seq,
+            true => u64::MAX,
+        };
+        let waiting = std::mem::take(&mut self.nodes[i].waiting);
+        let (ready, wait): (Vec<_>, Vec<_>) =
+            waiting.into_iter().partition(|(t, _)| t.after <= stored);
+        self.nodes[i].waiting = wait;
+        if self.nodes[i].stored_seq < self.nodes[i].handed_seq {
+            self.report.sent_before_own_write += ready.len() as u64;
+        }
+        for (t, datagram) in ready {
+            self.send_transmit(id, t, datagram)?;
+        }
+        Ok(())
+    }
+
+    /// One datagram node `id` sends: to a peer over the network, to a client, or to the
+    /// judges of operators' and HOLDS answers.
+    fn send_transmit(
+        &mut self,
+        id: NodeId,
+        t: Transmit,
+        datagram: Vec<u8>,
+    ) -> Result<(), SimFailure> {
+        let now = self.now;
+        if t.to == removal::OPERATOR_ADDR {
+            // The answer to an operator's REMOVE: `removal.rs` judges it.
+            self.removals.answered(datagram);
+            return Ok(());
+        }
+        if t.to == super::holds::HOLDS_ADDR {
+            // The answer to a HOLDS read: `holds.rs` judges it.
+            self.holds_answered(id, &datagram)?;
+            return Ok(());
+        }
+        if t.to_peer {
+            let Some(to) = wire::node_at(t.to, self.nodes.len()) else {
+                return Err(self.fail(format!("node {id} sent a peer datagram to {}", t.to)));
+            };
+            self.send_peer(id, to, datagram);
+            return Ok(());
+        }
+        if let Some(asked) = wire::members_reply_id(&datagram) {
+            // A page of the member table for a client's discovery (spec §4.9): the
+            // client reads the bytes itself.
+            match self.request_lens.get(&asked) {
+                Some(&len) if datagram.len() <= len => {}
+                len => {
+                    return Err(self.fail(format!(
+                        "node {id} answered a MEMBERS request of {len:?} bytes with {} \
+                         bytes (spec §2.2)",
+                        datagram.len()
+                    )));
+                }
+            }
+            let Some(&client) = self.client_by_addr.get(&t.to) else {
+                return Err(self.fail(format!(
+                    "node {id} sent a MEMBERS_REPLY to {}, which no client has",
+                    t.to
+                )));
+            };
+            let msg = ReplyMsg::Members(datagram.as_slice().into());
+            self.send_reply(id, client, msg, &datagram);
+            return Ok(());
+        }
+        let Some(msg) = wire::reply_msg(&datagram, t.to, self.nodes.len()) else {
+            return Err(self.fail(format!(
+                "node {id} sent {} a datagram no client can read",
+                t.to
+            )));
+        };
+        let asked = match &msg {
+            ReplyMsg::Answer(r) => r.id,
+            ReplyMsg::NotLeader { id, .. } | ReplyMsg::Retry { id, .. } => *id,
+            ReplyMsg::Members(_) => unreachable!("a lock reply"),
+        };
+        match self.request_lens.get(&asked) {
+            Some(&len) if datagram.len() > len => {
+                return Err(self.fail(format!(
+                    "amplification: node {id} answered a request of {len} bytes with {} \
+                     bytes ({msg:?}; spec §2.2)",
+                    datagram.len()
+                )));
+            }
+            Some(_) => {}
+            None => {
+                return Err(self.fail(format!(
+                    "node {id} answered a request no node received: {msg:?}"
+                )));
+            }
+        }
+        if t.to == PROBE_ADDR {
+            if let ReplyMsg::Answer(reply) = msg {
+                if let Some(&op) = self.probes.get(&reply.id) {
+                    self.hist.answered(op, now, *reply);
+                    self.report.reads += 1;
+                }
+            }
+            return Ok(());
+        }
+        let Some(&client) = self.client_by_addr.get(&t.to) else {
+            return Err(self.fail(format!(
+                "node {id} answered an address no client has: {msg:?}"
+            )));
+        };
+        self.send_reply(id, client, msg, &datagram);
         Ok(())
     }
 

@@ -157,6 +157,8 @@ impl Scenario {
             production_compaction: false,
             clock_stops_during_pauses: false,
             clock_faults_beyond_bound: false,
+            leader_counts_unstored_appends: false,
+            sends_before_stored: false,
             membership_changes: false,
             joined: false,
             placement_by_driver: false,

@@ -386,6 +386,8 @@ mod tests {
                 snapshot: None,
                 log_from: None,
                 entries: Vec::new(),
+                last_index: 0,
+                last_term: 0,
             })
             .unwrap();
         let mut log = log_header(0).to_vec();

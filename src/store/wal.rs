@@ -1008,11 +1008,14 @@ mod tests {
     }
 
     fn append(from: u64, entries: Vec<Entry>) -> Persist {
+        let (last_index, last_term) = entries.last().map_or((from - 1, 0), |e| (e.index, e.term));
         Persist {
             hard: None,
             snapshot: None,
             log_from: Some(from),
             entries,
+            last_index,
+            last_term,
         }
     }
 
@@ -1022,15 +1025,20 @@ mod tests {
             snapshot: None,
             log_from: None,
             entries: Vec::new(),
+            last_index: 0,
+            last_term: 0,
         }
     }
 
     fn snapshot(index: u64, term: u64, tail: Vec<Entry>) -> Persist {
+        let (last_index, last_term) = tail.last().map_or((index, term), |e| (e.index, e.term));
         Persist {
             hard: None,
             snapshot: Some((SnapshotMeta { index, term }, Arc::new(vec![7; 30]))),
             log_from: Some(index + 1),
             entries: tail,
+            last_index,
+            last_term,
         }
     }
 

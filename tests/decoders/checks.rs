@@ -244,6 +244,8 @@ pub fn late_vote_file() -> &'static [u8] {
                 hard: Some(hard),
                 snapshot: None,
                 log_from: None,
+                last_index: 0,
+                last_term: 0,
                 entries: Vec::new(),
             })
             .expect("written");
@@ -326,6 +328,8 @@ fn store_reads(disk: &MemDisk) {
                 hard: None,
                 snapshot: None,
                 log_from: Some(1),
+                last_index: first.log.last().map_or(0, |e| e.index),
+                last_term: first.log.last().map_or(0, |e| e.term),
                 entries: first.log.clone(),
             })
             .expect("a memory disk does not fail");
@@ -389,6 +393,8 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
             hard: Some(vote()),
             snapshot: None,
             log_from: Some(1),
+            last_index: entries.last().map_or(0, |e| e.index),
+            last_term: entries.last().map_or(0, |e| e.term),
             entries: entries.clone(),
         })
         .expect("written");
@@ -409,6 +415,8 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
             hard: None,
             snapshot: Some((meta, Arc::new(shard_snapshot()))),
             log_from: Some(10),
+            last_index: tail.last().map_or(0, |e| e.index),
+            last_term: tail.last().map_or(0, |e| e.term),
             entries: tail,
         })
         .expect("written");
@@ -424,6 +432,8 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
             hard: Some(vote()),
             snapshot: None,
             log_from: Some(1),
+            last_index: entries.last().map_or(0, |e| e.index),
+            last_term: entries.last().map_or(0, |e| e.term),
             entries: entries.clone(),
         };
         wal.write(shard, &delta).expect("buffered");
@@ -444,6 +454,8 @@ pub fn snapshot_seeds() -> Vec<Vec<u8>> {
             hard: Some(vote()),
             snapshot: None,
             log_from: None,
+            last_index: 0,
+            last_term: 0,
             entries: Vec::new(),
         })
         .expect("written");

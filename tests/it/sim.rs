@@ -21,6 +21,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     let mut torn_writes = 0;
     let mut power_losses = 0;
     let mut fsync_power_losses = 0;
+    let mut sent_before_own_write = 0;
     let mut junk_snapshots = 0;
     let mut membership_changes = 0;
     let mut joined_crashes = 0;
@@ -39,6 +40,7 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
                 torn_writes += report.torn_writes;
                 power_losses += report.power_losses;
                 fsync_power_losses += report.fsync_power_losses;
+                sent_before_own_write += report.sent_before_own_write;
                 junk_snapshots += report.junk_snapshots;
                 // Joined runs move replicas by changes of their own (`placement.rs`).
                 if !config.joined {
@@ -80,6 +82,11 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) {
     );
     assert!(power_losses > 0, "no `os` node ever lost power");
     assert!(fsync_power_losses > 0, "no `fsync` node ever lost power");
+    // Issue 13: leaders sent Appends while they wrote their entries.
+    assert!(
+        sent_before_own_write > 0,
+        "no node ever sent before its own write was stored"
+    );
     assert!(
         junk_snapshots > 0,
         "no follower was ever sent a junk snapshot"
@@ -368,3 +375,56 @@ fn sessions_outliving_their_address_tokens_get_every_answer() {
 /// The seed of that run, and its seconds: more than one token lifetime (240 s).
 const TOKEN_EXPIRY_SEED: u64 = 11;
 const TOKEN_EXPIRY_SECONDS: u64 = 300;
+
+/// Issue 13 item 2 (Raft thesis §10.2.1): a leader sends its entries while it writes them,
+/// and counts itself toward a majority only once its own write is reported stored. Here its
+/// leaders count their log as soon as they append (`leader_counts_unstored_appends`) while
+/// the simulator still stores each disk node's writes a moment later: a leader answers an
+/// entry only it and one follower hold, crashes before its write, and the entry is lost;
+/// the safety checkers fire. The same seeds pass as they are. Seeds found with
+/// `udplock sim --seed 0 --seeds 300 --mutation leader-counts-unstored` (5 of 300 fired);
+/// a legitimate change of the nodes' behaviour moves them: search again so.
+#[test]
+fn a_leader_counting_its_unstored_log_is_caught_and_the_real_order_is_not() {
+    let fired = mutation_experiment(&[61, 103, 145], |config| {
+        config.leader_counts_unstored_appends = true;
+    });
+    assert!(
+        fired > 0,
+        "a leader counting its unstored log was never caught"
+    );
+}
+
+/// The reverse (Raft §5, Figure 2): datagrams that leave before the writes they wait for
+/// (`Transmit::after` ignored, `sends_before_stored`): a follower acknowledges entries it
+/// then loses in a crash, and the safety checkers fire. Found with
+/// `udplock sim --seed 0 --seeds 300 --mutation sends-before-stored`.
+#[test]
+fn an_acknowledgement_before_its_write_is_caught() {
+    let fired = mutation_experiment(&[166], |config| config.sends_before_stored = true);
+    assert!(
+        fired > 0,
+        "an acknowledgement before its write was never caught"
+    );
+}
+
+/// Runs each seed as it is (it must pass), then with `mutate` applied, where only the
+/// checkers of what a majority stored may fire. Returns how many seeds they fired on.
+fn mutation_experiment(seeds: &[u64], mutate: impl Fn(&mut SimConfig)) -> u64 {
+    let mut fired = 0;
+    for &seed in seeds {
+        let mut config = SimConfig::new(seed, 3, SWEEP_SECONDS);
+        sim::run(&config).unwrap_or_else(|f| panic!("{f}"));
+        mutate(&mut config);
+        if let Err(failure) = sim::run(&config) {
+            let durability = ["state machine safety", "leader completeness", "lost"];
+            assert!(
+                durability.iter().any(|c| failure.what.contains(c)),
+                "seed {seed}: {}",
+                failure.what
+            );
+            fired += 1;
+        }
+    }
+    fired
+}

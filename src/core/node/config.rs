@@ -371,6 +371,9 @@ impl Config {
                     - PEER_RECORD_HEADER_LEN
                     - APPEND_FIXED_LEN
                     - AUTH_TRAILER_LEN,
+                // Without a store the log is as durable as it gets once appended (memory):
+                // there is nothing to report stored.
+                appended_is_durable: self.raft.appended_is_durable || !self.stores_state,
                 ..self.raft.clone()
             },
             table: self.table.clone(),

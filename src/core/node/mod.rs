@@ -74,6 +74,35 @@
 //! sending anything that depends on it (fail-stop): the core's memory is already ahead of the
 //! disk.
 //!
+//! The shell tells the core what it stored, [`Node::stored`]`(now, seq)`: every write up to
+//! `seq`. A leader counts its own log toward a majority only once it is stored (Raft thesis
+//! §10.2.1, `raft::persist`), so a report may commit entries, and is followed, like any
+//! input, by draining `poll_persist` and `poll_transmit`. A shell may store writes in the
+//! background (the simulator does) and send each datagram once its `after` is stored.
+//!
+//! ## What a datagram waits for (`Transmit::after`)
+//!
+//! A write is a **leader append** when the replica that produced it leads its shard when it
+//! is handed out and the write holds nothing but entries of that leader's term appended to
+//! its log (no hard state, snapshot, cut, mark, creation, removal or lease horizon). Every
+//! other write is a **state write**; the node keeps the last one handed out (`state_seq`).
+//! Writes are stored in `seq` order, so once `state_seq` is stored only leader appends may
+//! still be missing.
+//!
+//! - A PEER datagram whose Raft records are all ones only a leader sends (Append, with
+//!   entries or without, InstallSnapshot chunks, TimeoutNow) waits for `state_seq`: what it
+//!   says depends on the leader's term and vote (stored before it could win, and before any
+//!   later term's, all state writes), on committed state (an InstallSnapshot, whose
+//!   compaction is a state write), and on its entries, which need not be on the leader's
+//!   disk before they go (thesis §10.2.1: an entry counts toward a majority only where it
+//!   is durable, and the leader counts itself only once its write is reported).
+//! - A client reply waits for `state_seq` too: it follows a commit, which counts only
+//!   durable copies, and an apply; nothing it says rests on the leader's own appends. The
+//!   lease horizon write of a memory-mode single node (spec §7.2.4) is a state write
+//!   handed out before the replies it covers are queued, so they still wait for it.
+//! - Every other datagram (a follower's acknowledgement, a vote, anything mixed with one)
+//!   waits for every write handed out (`write_seq`); SWIM records alone wait for none.
+//!
 //! The first fencing token of a new shard's table is the wall clock (spec §8.8); the core has
 //! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
 
@@ -365,6 +394,15 @@ pub struct Node {
     /// Writes handed out so far (the last one's `seq`), and those not yet handed out.
     write_seq: u64,
     writes: VecDeque<ShardWrite>,
+    /// The last state write handed out (every write but a leader's own append: see "What a
+    /// datagram waits for" in the module docs): what leader messages and replies wait for.
+    state_seq: u64,
+    /// The last write the shell reported stored ([`Node::stored`]).
+    stored_seq: u64,
+    /// Per write with a Raft delta handed out and not yet reported stored: (seq, shard, the
+    /// stored log's last index and term once it is). At most the writes handed out since
+    /// the last report.
+    unreported: VecDeque<(u64, u32, u64, u64)>,
     /// Raft messages drained in one flush: (peer, shard, message).
     outgoing: Vec<(NodeId, u16, Message)>,
     /// The SWIM member among the listed nodes (spec §8.12), its messages not yet packed
@@ -545,6 +583,9 @@ impl Node {
             horizon_covered: Instant::ZERO,
             write_seq: 0,
             writes: VecDeque::new(),
+            state_seq: 0,
+            stored_seq: 0,
+            unreported: VecDeque::new(),
             outgoing: Vec::new(),
             swim,
             swim_outgoing: Vec::new(),
@@ -974,6 +1015,43 @@ impl Node {
         self.writes.pop_front()
     }
 
+    /// The shell stored every write handed out up to `seq` (as its durability mode
+    /// promises). Each replica learns what its stored log now holds (`Raft::persisted`): a
+    /// leader may commit, apply and answer, so drain `poll_persist` and `poll_transmit` after
+    /// it as after any input. Reports never go back; one for a write not handed out is a
+    /// shell's bug.
+    pub fn stored(&mut self, now: Instant, seq: u64) {
+        self.advance(now);
+        let handed_out = self.write_seq - self.writes.len() as u64;
+        assert!(
+            seq <= handed_out,
+            "write {seq} reported stored, {handed_out} handed out"
+        );
+        assert!(
+            seq >= self.stored_seq,
+            "stored {seq} after {}",
+            self.stored_seq
+        );
+        self.stored_seq = seq;
+        while let Some(&(write, shard, index, term)) = self.unreported.front() {
+            if write > seq {
+                break;
+            }
+            self.unreported.pop_front();
+            // A dropped replica's reports were forgotten with it (`drop_replica`).
+            let replica = self.shards[shard as usize]
+                .as_mut()
+                .expect("reports of a held replica");
+            replica.persisted(now, index, term);
+            self.touch(shard);
+        }
+        if self.stopping {
+            // A commit may have made a peer caught up enough to take a shard.
+            self.hand_over(now);
+        }
+        self.check();
+    }
+
     /// The next datagram to send, written into `buf` (at least [`PEER_DATAGRAM_LEN_MAX`]
     /// bytes); `None` when nothing waits.
     pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<Transmit> {
@@ -1155,6 +1233,8 @@ impl Node {
             "udplock node {}: shard {shard}: {why}; replica dropped",
             self.config.node_id
         );
+        // Its files go: what it stored is no longer its to report.
+        self.unreported.retain(|&(_, s, _, _)| s != shard);
         if self.config.stores_state {
             self.push_write(ShardWrite {
                 remove: true,
@@ -1163,13 +1243,47 @@ impl Node {
         }
     }
 
-    /// Hands `write` out next ([`Node::poll_persist`]), numbered after the last one.
+    /// Hands `write` out next ([`Node::poll_persist`]), numbered after the last one; notes
+    /// whether it is a state write (module docs, "What a datagram waits for") and what its
+    /// Raft delta leaves stored, to report with [`Node::stored`].
     fn push_write(&mut self, write: ShardWrite) {
         self.write_seq += 1;
+        if !self.leader_append(&write) {
+            self.state_seq = self.write_seq;
+        }
+        if let Some(p) = &write.raft {
+            self.unreported
+                .push_back((self.write_seq, write.shard, p.last_index, p.last_term));
+        }
         self.writes.push_back(ShardWrite {
             seq: self.write_seq,
             ..write
         });
+        assert!(self.state_seq <= self.write_seq);
+    }
+
+    /// Whether `write` is a leader append: its shard's replica leads, and it holds nothing but
+    /// entries of the leader's term added to the end of its log.
+    fn leader_append(&self, write: &ShardWrite) -> bool {
+        let Some(p) = &write.raft else {
+            return false;
+        };
+        let Some(replica) = self.shards[write.shard as usize].as_ref() else {
+            return false;
+        };
+        let raft = replica.raft();
+        let only_entries = write.mark_first.is_none()
+            && write.mark_then.is_none()
+            && write.lease_horizon_us.is_none()
+            && !write.create
+            && !write.remove
+            && p.hard.is_none()
+            && p.snapshot.is_none();
+        only_entries
+            && raft.role() == Role::Leader
+            && !p.entries.is_empty()
+            && p.entries.iter().all(|e| e.term == raft.term())
+            && p.log_from == p.entries.first().map(|e| e.index)
     }
 
     /// `n` times the longest election timeout.
@@ -2290,7 +2404,8 @@ impl Node {
                 Ok(len) => {
                     let mut bytes = self.buffer();
                     bytes.extend_from_slice(&out[..len]);
-                    self.queue(r.to, bytes, self.write_seq, false);
+                    // A state write's wait (module docs, "What a datagram waits for").
+                    self.queue(r.to, bytes, self.state_seq, false);
                 }
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
@@ -2323,8 +2438,10 @@ impl Node {
 
     /// Coalesces: one PEER datagram per peer carries the SWIM messages and the Raft records
     /// of every shard, as many as fit; more datagrams only when they do not. Each is sealed
-    /// for its receiver (spec §8.11); one that carries a Raft record depends on every write
-    /// handed out so far, one of SWIM records only on none (membership is not persisted).
+    /// for its receiver (spec §8.11); one that carries Raft records waits for the last state
+    /// write if they are all leader messages, else for every write handed out so far, one of
+    /// SWIM records only on none (membership is not persisted; module docs, "What a datagram
+    /// waits for").
     fn pack_peer_messages(&mut self) {
         if self.outgoing.is_empty() && self.swim_outgoing.is_empty() {
             return;
@@ -2362,6 +2479,9 @@ impl Node {
             let room = self.auth.trailer_room(to);
             let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
             let mut raft = false;
+            // Every Raft record is one only a leader sends (module docs, "What a datagram
+            // waits for").
+            let mut leader_only = true;
             let mut announced = false;
             // SWIM first: its acks are timed (a late one makes a healthy node suspect).
             while swim_for(j) || raft_for(i) {
@@ -2385,10 +2505,11 @@ impl Node {
                 if pushed.is_err() && writer.record_count() > 0 {
                     // Full: this datagram goes, the message starts the next.
                     let len = writer.finish();
-                    let after = if raft { self.write_seq } else { 0 };
+                    let after = self.peer_after(raft, leader_only);
                     self.queue_peer(to, addr, &mut out, len, after);
                     writer = PeerWriter::with_trailer_room(&mut out, header, room);
                     raft = false;
+                    leader_only = true;
                     announced = false;
                     continue;
                 }
@@ -2402,13 +2523,16 @@ impl Node {
                     }
                     j += 1;
                 } else {
-                    raft |= pushed.is_ok();
+                    if pushed.is_ok() {
+                        raft = true;
+                        leader_only &= only_a_leader_sends(&outgoing[i].2);
+                    }
                     i += 1;
                 }
             }
             let len = writer.finish();
             if len > 0 {
-                let after = if raft { self.write_seq } else { 0 };
+                let after = self.peer_after(raft, leader_only);
                 self.queue_peer(to, addr, &mut out, len, after);
             }
         }
@@ -2416,6 +2540,16 @@ impl Node {
         swim_outgoing.clear();
         self.outgoing = outgoing;
         self.swim_outgoing = swim_outgoing;
+    }
+
+    /// The write a PEER datagram waits for: none for SWIM records alone, the last state
+    /// write for leader messages alone, else every write handed out (module docs).
+    fn peer_after(&self, raft: bool, leader_only: bool) -> u64 {
+        match (raft, leader_only) {
+            (false, _) => 0,
+            (true, true) => self.state_seq,
+            (true, false) => self.write_seq,
+        }
     }
 
     /// Seals the node-to-node datagram of `len` bytes in `out` (encoded for node `to` with
@@ -2564,6 +2698,16 @@ fn announces(msg: &swim::Message) -> bool {
     matches!(
         msg,
         swim::Message::Ping { .. } | swim::Message::PingReq { .. } | swim::Message::PushPull { .. }
+    )
+}
+
+/// Whether only a leader sends `msg`, resting on no write of its own but those of its term
+/// and vote (module docs, "What a datagram waits for"): an Append (entries or none), a
+/// snapshot chunk, a TimeoutNow.
+fn only_a_leader_sends(msg: &Message) -> bool {
+    matches!(
+        msg,
+        Message::Append { .. } | Message::InstallSnapshot { .. } | Message::TimeoutNow { .. }
     )
 }
 

@@ -9,6 +9,23 @@ mod limits;
 mod placing;
 mod remove;
 
+/// What a shell does after every input: stores every write handed out (at once here) and
+/// reports it ([`Node::stored`]), until a report hands out nothing more; returns the writes.
+fn store_all(node: &mut Node) -> Vec<ShardWrite> {
+    let mut all = Vec::new();
+    loop {
+        let before = all.len();
+        while let Some(write) = node.poll_persist() {
+            all.push(write);
+        }
+        if all.len() == before {
+            return all;
+        }
+        let now = node.now;
+        node.stored(now, all.last().expect("one at least").seq);
+    }
+}
+
 /// Raft fills an Append up to `append_bytes_max` (entries counted as data plus
 /// `ENTRY_OVERHEAD`); the node must be able to send it in one datagram that keeps room for
 /// the authentication trailer (spec §8.11), or the shard never replicates a full batch: the
@@ -126,7 +143,7 @@ impl Trio {
     fn drain(&mut self) {
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
         for i in 0..3 {
-            while let Some(write) = self.nodes[i].poll_persist() {
+            for write in store_all(&mut self.nodes[i]) {
                 assert_eq!(write.seq, self.written[i] + 1, "writes numbered in order");
                 self.written[i] = write.seq;
             }
@@ -274,6 +291,58 @@ fn three_cores_over_bytes_form_a_cluster_redirect_and_grant() {
                 .commit_index()
         );
     }
+}
+
+/// Raft thesis §10.2.1 in the node (issue 13): a leader's Appends wait only for its last
+/// state write, not for the entries it is writing (`Transmit::after`); a follower's answer
+/// waits for its own write; and an entry commits on the followers' acknowledgements alone,
+/// the leader's own write not yet reported stored, and is answered then.
+#[test]
+fn a_leaders_appends_leave_before_its_write_and_its_followers_commit_without_it() {
+    let mut trio = Trio::with(1, test_keys(), |c| c.stores_state = true);
+    trio.run_for(3_000);
+    let leader = trio.leader_of(0).expect("a leader after 3 s");
+    let now = trio.now;
+    let node = &mut trio.nodes[leader];
+    node.handle_datagram(now, CLIENT, &acquire(1, b"printer"));
+    // Handed out, and neither stored nor reported (a shell's writer still at work).
+    let mut writes = Vec::new();
+    while let Some(w) = node.poll_persist() {
+        writes.push(w);
+    }
+    let own = writes.last().expect("the entry").seq;
+    assert!(writes.iter().all(|w| w
+        .raft
+        .as_ref()
+        .is_some_and(|p| p.hard.is_none() && !p.entries.is_empty())));
+    let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut appends = 0;
+    while let Some(t) = node.poll_transmit(&mut buf) {
+        assert!(t.to_peer);
+        assert!(t.after < own, "an Append waits for the leader's own entry");
+        appends += 1;
+        let bytes = buf[..t.len].to_vec();
+        trio.wire
+            .push_back((now + DELAY, trio.addrs[leader], t.to, bytes));
+    }
+    assert_eq!(appends, 2, "one Append to each follower");
+    trio.written[leader] = own;
+    let index = trio.nodes[leader].replica(0).unwrap().raft().last_index();
+    // Each follower's answer leaves once its write is stored (the harness stores at once).
+    trio.run_for(20);
+    let raft = trio.nodes[leader].replica(0).unwrap().raft();
+    assert!(
+        raft.commit_index() >= index,
+        "two followers of three commit it"
+    );
+    assert!(raft.durable() < index, "without the leader's own write");
+    let replies = std::mem::take(&mut trio.to_client);
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(Reply::decode(&replies[0].1).unwrap().status, Status::Ok);
+    // Its report counts it as well.
+    let now = trio.now;
+    trio.nodes[leader].stored(now, own);
+    assert!(trio.nodes[leader].replica(0).unwrap().raft().durable() >= index);
 }
 
 /// A KEEPALIVE datagram (spec §4.11) naming `shard` of `shards`, listing `tokens`.
@@ -805,7 +874,7 @@ type Drained = (Vec<(u64, Option<u64>)>, Vec<(Transmit, Vec<u8>)>);
 
 fn drain_solo(node: &mut Node) -> Drained {
     let mut writes = Vec::new();
-    while let Some(w) = node.poll_persist() {
+    for w in store_all(node) {
         writes.push((w.seq, w.lease_horizon_us));
     }
     let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
@@ -1253,7 +1322,7 @@ impl Joining {
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
         let first = self.nodes[0].0;
         for (addr, node) in &mut self.nodes {
-            while let Some(write) = node.poll_persist() {
+            for write in store_all(node) {
                 if write.create || write.remove {
                     assert!(!(write.create && write.remove));
                     self.shard_files.push((*addr, write.shard, write.create));
@@ -2322,7 +2391,7 @@ fn run_alone(node: &mut Node, ms: u64) {
         }
         node.handle_timeout(at);
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
-        while node.poll_persist().is_some() {}
+        store_all(node);
         while node.poll_transmit(&mut buf).is_some() {}
     }
 }

@@ -11,7 +11,8 @@
 //! ```text
 //!   datagram ──> handle_message(now, from, msg) ─┐
 //!   timer    ──> handle_timeout(now)            ├─> state ──> take_persist(): store it
-//!   client   ──> propose(now, data)             ─┘                  │ (fsync before send)
+//!   client   ──> propose(now, data)             ─┘                  │
+//!   stored   ──> persisted(index, term) ─> durable: what a leader counts for itself
 //!                                                                   v
 //!                            poll_message() ──> (to, Message) datagrams, in order
 //!                            poll_snapshot() ──> a snapshot installed from the leader (first)
@@ -20,11 +21,16 @@
 //!                            lease_valid(now) ──> may the leader answer from its own state?
 //! ```
 //!
-//! One owner thread per node takes one input, stores what [`Raft::take_persist`] hands it
-//! (the delta since the last call: see `persist.rs`), then drains the outputs. Messages are
-//! only ever sent after the state that caused them is durable, so a vote or an acknowledged
-//! entry survives a crash (Raft §5, Figure 2, "persistent state"). The same goes for acting
-//! on `poll_committed`: a single voter commits an entry inside `propose` itself. A leader's `propose` only
+//! One owner thread per node takes one input, takes what [`Raft::take_persist`] hands it
+//! (the delta since the last call: see `persist.rs`), stores it and reports it stored
+//! ([`Raft::persisted`]), and drains the outputs. Messages are sent only after the state
+//! that caused them is durable, so a vote or an acknowledged entry survives a crash (Raft
+//! §5, Figure 2, "persistent state"), with one exception: a leader's Appends may leave while
+//! it writes their entries (thesis §10.2.1), because it counts itself toward a majority only
+//! for what was reported stored (`durable`). So an entry commits once a majority has it
+//! durable, the leader among them or not, and a single voter commits once its write is
+//! reported, not inside `propose` (unless its log counts as durable once appended,
+//! [`Config::appended_is_durable`], for a node that stores nothing). A leader's `propose` only
 //! appends to the log; the Appends that carry new entries are built when the shell drains
 //! `poll_message`, so proposals made between two drains travel together (batching, up to
 //! `entries_per_append_max` entries per Append).
@@ -253,6 +259,16 @@ pub struct Config {
     /// fixed fields and the datagram header, one chunk fits one 1400-byte datagram, so a
     /// chunk is never fragmented and a loss costs one chunk.
     pub snapshot_chunk_max: usize,
+    /// This node's log counts as durable as soon as it is appended (default false: only once
+    /// the shell reports it stored, [`Raft::persisted`]). For a node that stores nothing
+    /// (durability `memory`): its memory is as durable as its log ever gets, so a single
+    /// voter commits inside `propose` and a leader counts its whole log toward a majority
+    /// (the node core sets it from `stores_state`). A node that stores its log and sets it
+    /// counts entries its disk may not hold yet: a crash then loses an entry a majority
+    /// was counted to hold. Only tests set it so, to show the simulator's checkers catch
+    /// that ordering.
+    #[doc(hidden)]
+    pub appended_is_durable: bool,
 }
 
 /// What one entry costs in an Append beyond its data, for `append_bytes_max`: its term (8
@@ -271,6 +287,7 @@ impl Default for Config {
             entries_per_append_max: 256,
             append_bytes_max: usize::MAX,
             snapshot_chunk_max: 1_300,
+            appended_is_durable: false,
         }
     }
 }
@@ -479,6 +496,10 @@ pub struct Raft {
     /// `hard` changed since the last `take_persist`.
     hard_changed: bool,
     log: RaftLog,
+    /// The highest index through which the shell's stored log holds this log's entries, as
+    /// reported ([`Raft::persisted`]); what a leader counts for itself toward a majority
+    /// (thesis §10.2.1). At most `log.last_index()`; see `persist.rs` for how it moves.
+    durable: u64,
     /// Highest index known committed. Not persisted: a restarted node learns it again.
     commit_index: u64,
     /// The highest commit index a leader's Append told this node (it may not hold those
@@ -641,6 +662,8 @@ impl Raft {
             hard: state,
             // A drawn replica id is stored before anything that carries it leaves.
             hard_changed: drew_replica,
+            // What it was restored from is stored.
+            durable: log.last_index(),
             log,
             commit_index: snapshot_meta.index,
             leader_commit_heard: 0,
@@ -910,7 +933,9 @@ impl Raft {
         );
         let index = self.append_own(data);
         self.flush_pending = true;
-        // A leader alone is its own majority.
+        // A leader alone is its own majority: it commits here only if its log counts as
+        // durable once appended (`Config::appended_is_durable`), else once it is reported
+        // stored (`persisted`).
         self.advance_commit();
         assert!(self.log.last_index() == index);
         // `now` is not needed yet: a proposal starts no timer of its own.
@@ -919,8 +944,9 @@ impl Raft {
         Ok(index)
     }
 
-    /// The next message to send, with its destination. Drain after every `handle_*` and
-    /// `propose`, after storing what `take_persist` returned.
+    /// The next message to send, with its destination. Drain after every `handle_*`,
+    /// `propose` and `persisted`, once what `take_persist` returned is stored (a leader's
+    /// Appends may leave before: see the module docs).
     pub fn poll_message(&mut self) -> Option<(NodeId, Message)> {
         if self.flush_pending {
             self.flush_pending = false;
@@ -1128,6 +1154,7 @@ impl Raft {
         assert!(self.returned_index <= self.commit_index);
         assert!(self.snapshot_data.is_some() == (self.log.snapshot().index > 0));
         assert!(self.commit_index <= self.log.last_index());
+        assert!(self.durable <= self.log.last_index());
         assert!(self.log.last_term() <= self.hard.term);
         assert!(self.hard.replica != 0, "a replica without an id");
         match self.role {

@@ -490,6 +490,8 @@ impl Raft {
                         self.commit_index
                     );
                     self.log.truncate_from(entry.index);
+                    // The stored log holds the cut entries until the cut is stored.
+                    self.durable = self.durable.min(entry.index - 1);
                     self.log.push(entry);
                 }
                 None => self.log.push(entry),
@@ -566,9 +568,12 @@ impl Raft {
     }
 
     /// Raft §5.4.2: commit the highest index a majority stores, if it is of the current term.
+    /// The leader counts for itself only what its own storage holds (`durable`), so that it
+    /// may send entries while it writes them (thesis §10.2.1): an entry commits once a
+    /// majority has it durable, the leader among them or not.
     pub(super) fn advance_commit(&mut self) {
         assert!(self.role == Role::Leader);
-        let own = self.log.last_index();
+        let own = self.own_durable();
         let majority_index = self.quorum_value(own, |p| p.matched);
         if majority_index > self.commit_index
             && self.log.term_at(majority_index) == Some(self.hard.term)

@@ -471,6 +471,14 @@ impl Raft {
             .and_then(|MembershipOf(of)| of(&data));
         let fallback = Membership::of_voters(&self.config.voters);
         let kept = self.log.install(meta, membership, &fallback);
+        if !kept {
+            // The stored log disagrees with the snapshot at its index (or ends before it)
+            // until the snapshot is stored: it still holds what this node had committed
+            // (which matches every leader's log, Leader Completeness), no more is known.
+            self.durable = self.durable.min(self.commit_index);
+        }
+        // Kept: the stored log holds the entries through `durable` that this log holds
+        // after the snapshot, and the snapshot stands for committed entries it agreed with.
         log::info!(
             "raft {}: installed a snapshot through {} of term {} ({} bytes, log suffix {})",
             self.config.id,

@@ -737,6 +737,14 @@ impl Replica {
         self.check_invariants();
     }
 
+    /// The shell stored what this replica handed out, up to a delta whose stored log ends at
+    /// `(index, term)` (`Raft::persisted`): a leader may commit, apply and answer.
+    pub fn persisted(&mut self, now: Instant, index: u64, term: u64) {
+        self.raft.persisted(index, term);
+        self.settle(now);
+        self.check_invariants();
+    }
+
     /// Call when `now >= poll_timeout()`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if now >= self.raft.poll_timeout() {

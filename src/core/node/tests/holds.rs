@@ -135,7 +135,7 @@ fn a_single_node_answers_holds_and_older_decoders_would_say_unsupported() {
     let mut answers = |node: &mut Node, now: Instant, datagram: &[u8]| {
         node.handle_datagram(now, CLIENT, datagram);
         let mut out = Vec::new();
-        while node.poll_persist().is_some() {}
+        store_all(node);
         while let Some(t) = node.poll_transmit(&mut buf) {
             if t.to == CLIENT {
                 out.push(buf[..t.len].to_vec());

@@ -157,7 +157,7 @@ impl Placed {
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
         loop {
             for node in &mut self.nodes {
-                while node.poll_persist().is_some() {}
+                store_all(node);
                 let from = node.config().listen().unwrap();
                 while let Some(t) = node.poll_transmit(&mut buf) {
                     let bytes = buf[..t.len].to_vec();

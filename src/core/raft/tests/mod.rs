@@ -184,11 +184,13 @@ impl Net {
         self.blocked.clear();
     }
 
-    /// After every input to node `id`: drain its outputs ("persisting" is implicit: the
-    /// node's state is what a crash keeps) and check the cluster-wide safety properties.
+    /// After every input to node `id`: store what it hands out and report it stored
+    /// ([`store`]: the node's state is what a crash keeps), drain its outputs and check the
+    /// cluster-wide safety properties.
     fn after_input(&mut self, id: NodeId) {
         let now = self.now;
         let node = self.nodes[id as usize - 1].as_mut().expect("node is up");
+        store(node);
         let mut out = Vec::new();
         while let Some(message) = node.poll_message() {
             out.push(message);
@@ -473,6 +475,14 @@ impl Net {
             .filter(|entry| !entry.data.is_empty())
             .map(|entry| entry.data.clone())
             .collect()
+    }
+}
+
+/// What a shell does after every input: takes what to store and, once it is stored (at once
+/// here), reports it ([`Raft::persisted`]), which may commit more on a leader.
+fn store(node: &mut Raft) {
+    while let Some(persist) = node.take_persist() {
+        node.persisted(persist.last_index, persist.last_term);
     }
 }
 
