@@ -286,13 +286,7 @@ mod tests {
     fn write(seq: u64) -> Job {
         Job::Write(ShardWrite {
             seq,
-            shard: 0,
-            mark_first: None,
-            raft: None,
-            mark_then: None,
-            lease_horizon_us: None,
-            create: false,
-            remove: false,
+            ..ShardWrite::of(0)
         })
     }
 

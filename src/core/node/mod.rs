@@ -274,7 +274,7 @@ pub struct ShardWrite {
 impl ShardWrite {
     /// A write of `shard` that stores nothing yet (the fields to store are set over it; the
     /// node numbers it when it hands it out).
-    fn of(shard: u32) -> ShardWrite {
+    pub(crate) fn of(shard: u32) -> ShardWrite {
         ShardWrite {
             seq: 0,
             shard,
