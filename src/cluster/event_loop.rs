@@ -20,7 +20,7 @@ use super::writer::{Job, Writer};
 use crate::clock::BootInstant;
 use crate::core::node::settings::PeerSettingsView;
 use crate::core::node::{Node, NodeStats, ShardWrite};
-use crate::core::raft::NodeId;
+use crate::core::raft::{Entry, NodeId, SnapshotMeta};
 use crate::core::replica::ShardStats;
 use crate::core::swim::{self, MemberInfo};
 use crate::core::time::Instant;
@@ -214,24 +214,20 @@ impl ClusterLoop {
             }
             if let Some(writer) = &self.writer {
                 writer.submit(&mut self.batch);
-                if let Some(why) = writer.failed() {
+                let holding_back = writer.take_news().inspect_err(|why| {
                     log::error!("udplock node: {why}; stopping");
-                    return Err(why);
-                }
+                })?;
                 self.stored = writer.stored();
-                // As below, on the writer's log: compaction's write goes at the next turn; a
-                // relocation is the writer's, after every write handed to it so far.
-                for shard in writer.take_holding_back() {
-                    if !self.node.compact(shard) {
-                        if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
-                            self.batch.push(Job::Relocate {
-                                shard,
-                                snapshot: raft.snapshot_meta(),
-                                log: raft.log().to_vec(),
-                            });
-                        }
-                    }
-                }
+                // As below, on the writer's log: a relocation is the writer's job, after
+                // every write handed to it so far.
+                let batch = &mut self.batch;
+                compact_or_relocate(&mut self.node, &holding_back, |shard, snapshot, log| {
+                    batch.push(Job::Relocate {
+                        shard,
+                        snapshot,
+                        log: log.to_vec(),
+                    })
+                });
                 writer.submit(&mut self.batch);
             }
             // Group commit: everything stored above in one write and (under `fsync`) one sync.
@@ -241,17 +237,10 @@ impl ClusterLoop {
                     log::error!("udplock node: {why}");
                     return Err(why);
                 }
-                // A shard whose live entries hold the oldest segment back is snapshotted,
-                // which moves them into the current one (its write is stored at the next
-                // turn); one that cannot be (nothing applied since its snapshot) has them
-                // written again.
-                for shard in wal.holding_back() {
-                    if !self.node.compact(shard) {
-                        if let Some(raft) = self.node.replica(shard).map(|r| r.raft()) {
-                            wal.relocate(shard, raft.snapshot_meta(), raft.log());
-                        }
-                    }
-                }
+                let holding_back = wal.holding_back();
+                compact_or_relocate(&mut self.node, &holding_back, |shard, snapshot, log| {
+                    wal.relocate(shard, snapshot, log)
+                });
             }
             if self.writer.is_none() {
                 self.stored = handed;
@@ -411,6 +400,25 @@ impl ClusterLoop {
         }
         if let Ok(mut loads) = self.peer_loads.lock() {
             *loads = self.node.peer_loads(now);
+        }
+    }
+}
+
+/// The shards whose live entries hold the write-ahead log's oldest segment back
+/// (`store::Wal::holding_back`): each is snapshotted, which moves them into the current
+/// segment (its write is stored at the next turn); one that cannot be (nothing applied since
+/// its snapshot) has its live entries written again through `relocate` (its snapshot meta
+/// and log as the core holds them).
+fn compact_or_relocate(
+    node: &mut Node,
+    shards: &[u32],
+    mut relocate: impl FnMut(u32, SnapshotMeta, &[Entry]),
+) {
+    for &shard in shards {
+        if !node.compact(shard) {
+            if let Some(raft) = node.replica(shard).map(|r| r.raft()) {
+                relocate(shard, raft.snapshot_meta(), raft.log());
+            }
         }
     }
 }

@@ -31,7 +31,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -74,6 +74,9 @@ struct Shared {
     work: Condvar,
     /// The last write stored (its `seq`); only grows. Written under `queue`'s lock.
     stored: AtomicU64,
+    /// `queue` holds a failure or shards holding the log back for the loop
+    /// ([`Writer::take_news`]): the loop takes the lock only then. Written under the lock.
+    news: AtomicBool,
     socket: UdpSocket,
     /// The loop's own address, for the wake-up datagram.
     wake_to: SocketAddr,
@@ -120,6 +123,7 @@ impl Writer {
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
             stored: AtomicU64::new(0),
+            news: AtomicBool::new(false),
             socket: socket.try_clone()?,
             wake_to,
             stats,
@@ -152,14 +156,19 @@ impl Writer {
         self.shared.stored.load(Ordering::Acquire)
     }
 
-    /// The shards the last store said hold the log's oldest segment back (once each).
-    pub(super) fn take_holding_back(&self) -> Vec<u32> {
-        std::mem::take(&mut self.shared.lock().holding_back)
-    }
-
-    /// Why the thread stopped storing, if it did: the node must stop.
-    pub(super) fn failed(&self) -> Option<String> {
-        self.shared.lock().failed.clone()
+    /// What the thread has for the loop, checked at every turn without a lock unless there
+    /// is something: `Err` why it stopped storing (the node must stop), or the shards the
+    /// last store said hold the log's oldest segment back (each once; usually none).
+    pub(super) fn take_news(&self) -> Result<Vec<u32>, String> {
+        if !self.shared.news.load(Ordering::Acquire) {
+            return Ok(Vec::new());
+        }
+        let mut queue = self.shared.lock();
+        if let Some(why) = &queue.failed {
+            return Err(why.clone());
+        }
+        self.shared.news.store(false, Ordering::Release);
+        Ok(std::mem::take(&mut queue.holding_back))
     }
 
     /// A datagram that may leave once write `after` is stored: `true` if it is stored
@@ -215,6 +224,7 @@ impl Shared {
     fn run(&self, mut store: StoreBatch) {
         let mut writes = Vec::new();
         let mut ready = Vec::new();
+        let mut keep = VecDeque::new();
         loop {
             {
                 let mut queue = self.lock();
@@ -239,6 +249,7 @@ impl Shared {
                 Err(e) => {
                     let why = format!("cannot persist its state: {e}");
                     self.lock().failed = Some(why);
+                    self.news.store(true, Ordering::Release);
                     self.wake();
                     return;
                 }
@@ -246,17 +257,21 @@ impl Shared {
             writes.clear();
             {
                 let mut queue = self.lock();
-                queue.holding_back = holding_back;
+                if !holding_back.is_empty() {
+                    queue.holding_back = holding_back;
+                    self.news.store(true, Ordering::Release);
+                }
                 self.stored.store(last, Ordering::Release);
-                // Every one now due, in the order the loop held them.
-                let held = std::mem::take(&mut queue.held);
-                for h in held {
+                // Every one now due, in the order the loop held them; the rest stay, in
+                // order (`keep`'s room is reused from sync to sync).
+                for h in queue.held.drain(..) {
                     if h.after <= last {
                         ready.push(h);
                     } else {
-                        queue.held.push_back(h);
+                        keep.push_back(h);
                     }
                 }
+                std::mem::swap(&mut queue.held, &mut keep);
             }
             for held in ready.drain(..) {
                 let sent = self.socket.send_to(&held.bytes, held.to);
@@ -351,7 +366,11 @@ mod tests {
         assert_eq!(len, 0);
         // Stored now: a datagram after 1 leaves at once.
         assert!(writer.send_or_hold(1, to, b"later", true));
-        assert!(writer.failed().is_none());
+        assert_eq!(
+            writer.take_news(),
+            Ok(Vec::new()),
+            "no failure, nothing held back"
+        );
     }
 
     #[test]
@@ -382,7 +401,7 @@ mod tests {
         let mut buf = [0u8; 64];
         let (len, _) = node.recv_from(&mut buf).unwrap();
         assert_eq!(len, 0);
-        let why = writer.failed().expect("the failure is reported");
+        let why = writer.take_news().expect_err("the failure is reported");
         assert!(why.contains("the disk is gone"), "{why}");
         assert_eq!(writer.stored(), 0);
         assert_eq!(writer.shared.lock().held.len(), 1, "held, never sent");
@@ -390,5 +409,20 @@ mod tests {
         writer.submit(&mut vec![write(2)]);
         drop(writer);
         assert!(batches.try_recv().is_err());
+    }
+
+    #[test]
+    fn shards_holding_the_log_back_reach_the_loop_once() {
+        let node = socket();
+        let store: StoreBatch = Box::new(|_| Ok(vec![7]));
+        let local = node.local_addr().unwrap();
+        let stats = Arc::new(NodeStats::default());
+        let writer = Writer::spawn("test-writer".into(), store, &node, local, stats).unwrap();
+        writer.submit(&mut vec![write(1)]);
+        // The wake-up comes after the store's news is in place.
+        let mut buf = [0u8; 8];
+        assert_eq!(node.recv_from(&mut buf).unwrap().0, 0);
+        assert_eq!(writer.take_news(), Ok(vec![7]));
+        assert_eq!(writer.take_news(), Ok(Vec::new()), "taken once");
     }
 }
