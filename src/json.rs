@@ -236,6 +236,7 @@ pub struct BenchPhase<'a> {
     pub goal: Option<&'a str>,
     pub replicas: usize,
     pub server_cpu_us_per_grant: Option<f64>,
+    pub server_cpu_ratio_to_floor: Option<f64>,
     pub grants_per_client_min: Option<u64>,
     pub grants_per_client_max: Option<u64>,
     pub rss_bytes_per_held_lock: Option<f64>,

@@ -67,7 +67,9 @@
 //! 2. `acquire`, `release`, `acquire+release` — one client, uncontended, on distinct
 //!    resources (spread over every shard), at the held-lock scale asked for (`--held`,
 //!    default 1,000 other locks held). Issue 3's target for a replicated cluster: acquire p50
-//!    ≤ 2.5× the raw RTT p50 (floor ≈ 2×, see above).
+//!    ≤ 2.5× the raw RTT p50 (floor ≈ 2×, see above). With an embedded cluster the pair's row
+//!    also gives the nodes' CPU per replicated operation over the loop and its ratio to the
+//!    floor's CPU per operation (`server_cpu_ratio_to_floor`; issue 13's target: ≤ 1.5×).
 //! 3. `throughput (N clients)` — N client threads, each with its own [`Client`] (its own
 //!    socket and session, like N independent programs: a shared `Client` would add its
 //!    receive hand-over between threads to what is measured), loop acquire+release on
@@ -599,10 +601,12 @@ fn run_placement(
             config.iterations
         ));
         let before = terms();
+        let node_threads = embedded.as_ref().map(|_| NodeCpu::find());
         let mut reports = uncontended(
             &client,
             &echo,
             replication.as_ref(),
+            node_threads.as_ref(),
             config.iterations,
             held,
         )?;

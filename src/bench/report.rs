@@ -34,6 +34,10 @@ pub struct PhaseReport {
     pub server_cpu_us_per_grant: Option<f64>,
     /// `server_cpu_us_per_grant` is the replication floor's threads', not the nodes'.
     pub cpu_of_floor: bool,
+    /// The uncontended pair's row: `server_cpu_us_per_grant` is the nodes' CPU per replicated
+    /// operation (an acquire or a release), and this its ratio to the replication floor's CPU
+    /// per operation of the same loop (issue 13's target: ≤ 1.5×).
+    pub cpu_ratio_to_floor: Option<f64>,
     /// Contention runs: fewest and most grants any one client got (equal shares = FIFO).
     pub grants_min_max: Option<(u64, u64)>,
     /// Held-scale runs: resident memory per held lock and per replica, when embedded.
@@ -90,6 +94,7 @@ pub(super) fn summarize(
         replicas: 0,
         server_cpu_us_per_grant: None,
         cpu_of_floor: false,
+        cpu_ratio_to_floor: None,
         grants_min_max: None,
         rss_bytes_per_held_lock: None,
         ops_ratio_to_first: None,
@@ -146,6 +151,10 @@ pub fn format_phase(p: &PhaseReport) -> String {
         Some(cpu) if p.cpu_of_floor => {
             notes.push(format!("cpu {cpu:.2} µs/op (leader + followers)"));
         }
+        Some(cpu) if p.cpu_ratio_to_floor.is_some() => notes.push(format!(
+            "node cpu {cpu:.2} µs/op{per_replica}, {:.2}x the floor's",
+            p.cpu_ratio_to_floor.unwrap_or_default()
+        )),
         Some(cpu) => notes.push(format!("node cpu {cpu:.2} µs/grant{per_replica}")),
         None => {}
     }
@@ -225,6 +234,7 @@ pub fn to_json(r: &BenchReport) -> String {
             goal: p.goal,
             replicas: p.replicas,
             server_cpu_us_per_grant: p.server_cpu_us_per_grant.and_then(rounded),
+            server_cpu_ratio_to_floor: p.cpu_ratio_to_floor.and_then(rounded),
             grants_per_client_min: p.grants_min_max.map(|g| g.0),
             grants_per_client_max: p.grants_min_max.map(|g| g.1),
             rss_bytes_per_held_lock: p.rss_bytes_per_held_lock.and_then(rounded),
@@ -292,6 +302,7 @@ mod json_tests {
             "goal",
             "replicas",
             "server_cpu_us_per_grant",
+            "server_cpu_ratio_to_floor",
             "grants_per_client_min",
             "grants_per_client_max",
             "rss_bytes_per_held_lock",

@@ -11,6 +11,7 @@ use crate::error::LockError;
 use super::floors::ReplicationFloor;
 use super::report::{back_to_back_ops_per_sec, histogram, record, summarize, summarize_floor};
 use super::rtt::Echo;
+use super::usage::NodeCpu;
 use super::PhaseReport;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,10 +67,16 @@ pub(super) fn hold_locks(
 /// measuring them in separate phases could compare one case with the other. With a
 /// `replication` floor, one round of its message pattern joins each iteration, its row follows
 /// the raw round trip's, and the acquire and release are also divided by it.
+///
+/// With the nodes in this process (`nodes`), the pair's row gives their CPU per replicated
+/// operation over the loop (every acquire and every release is one; the timers' background
+/// work while the loop measures its floors is included, so the figure can only be too high),
+/// beside the floor's CPU per operation: issue 13's target is ≤ 1.5× it.
 pub(super) fn uncontended(
     client: &Client,
     echo: &Echo,
     replication: Option<&ReplicationFloor>,
+    nodes: Option<&NodeCpu>,
     iterations: u64,
     held: u64,
 ) -> Result<Vec<PhaseReport>, LockError> {
@@ -84,11 +91,12 @@ pub(super) fn uncontended(
     let mut lost = 0;
     let mut started = Instant::now();
     let floor_threads = replication.map(ReplicationFloor::threads_cpu);
-    let mut floor_cpu_before = None;
+    let (mut floor_cpu_before, mut node_cpu_before) = (None, None);
     for i in 0..iterations + warmup {
         if i == warmup {
             started = Instant::now();
             floor_cpu_before = floor_threads.as_ref().and_then(|t| t.read());
+            node_cpu_before = nodes.and_then(NodeCpu::read);
         }
         let round_trip = echo.round_trip();
         let pattern = replication.map(ReplicationFloor::round_trip);
@@ -114,13 +122,15 @@ pub(super) fn uncontended(
         }
     }
     let elapsed = started.elapsed();
-    let floor_cpu = match (
-        floor_cpu_before,
-        floor_threads.as_ref().and_then(|t| t.read()),
-    ) {
+    let used = |before: Option<u64>, after: Option<u64>| match (before, after) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    let floor_cpu = used(
+        floor_cpu_before,
+        floor_threads.as_ref().and_then(|t| t.read()),
+    );
+    let node_cpu = used(node_cpu_before, nodes.and_then(NodeCpu::read));
     if lost > 0 {
         log::warn!("raw RTT and replication floor: {lost} round trips lost on loopback");
     }
@@ -147,6 +157,12 @@ pub(super) fn uncontended(
         // One acquire or one release is one replicated operation; the pair is two.
         for single in &mut rows[1..3] {
             single.p50_ratio_to_replication_floor = ratio(single.p50_us, row.p50_us);
+        }
+        if let Some(ns) = node_cpu {
+            let per_op = ns as f64 / 1_000.0 / (2 * pair.len()).max(1) as f64;
+            let pair_row = &mut rows[3];
+            pair_row.server_cpu_us_per_grant = Some(per_op);
+            pair_row.cpu_ratio_to_floor = row.server_cpu_us_per_grant.and_then(|f| ratio(per_op, f));
         }
         rows.insert(1, row);
     }
