@@ -162,7 +162,8 @@ pub(super) fn uncontended(
             let per_op = ns as f64 / 1_000.0 / (2 * pair.len()).max(1) as f64;
             let pair_row = &mut rows[3];
             pair_row.server_cpu_us_per_grant = Some(per_op);
-            pair_row.cpu_ratio_to_floor = row.server_cpu_us_per_grant.and_then(|f| ratio(per_op, f));
+            pair_row.cpu_ratio_to_floor =
+                row.server_cpu_us_per_grant.and_then(|f| ratio(per_op, f));
         }
         rows.insert(1, row);
     }

@@ -14,7 +14,9 @@ use udplock_protocol::{DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX};
 use super::horizon::HorizonFile;
 use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
-use super::socket::{recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer};
+use super::socket::{
+    recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer, SendBatch,
+};
 use super::storage::{DataDir, Wal};
 use super::writer::{Job, Writer};
 use crate::clock::BootInstant;
@@ -71,13 +73,15 @@ pub(super) struct ClusterLoop {
     pub(super) peer_loads: Arc<Mutex<Vec<(NodeId, u16)>>>,
     pub(super) stats_published: Instant,
     /// An input came since the views were last published: the loop wakes to publish them
-    /// within [`STATS_PERIOD`] even if nothing else is due (the metrics endpoint reads them).
+    /// within [`STATS_PERIOD`] of the last input even if nothing else is due (the metrics
+    /// endpoint reads them).
     pub(super) stats_dirty: bool,
     /// On the suspend-aware clock (`crate::clock`): Raft leases and lock leases must count
     /// while the machine sleeps.
     pub(super) epoch: BootInstant,
     pub(super) read_timer: ReadTimer,
-    pub(super) out: Vec<u8>,
+    /// The datagrams of the flush under way.
+    pub(super) out: SendBatch,
     /// Wake-ups left that do not drain the socket (see `drain_socket`).
     pub(super) drain_skips: u8,
     /// Whether the loop drains the socket at all: not for a single node, which has nothing
@@ -124,7 +128,11 @@ impl ClusterLoop {
                 crate::core::time::Duration::from_millis(super::metrics::LOOP_TURN_INTERVAL_MAX_MS);
             let mut next = next.min(now + turn_max);
             if self.stats_dirty {
-                next = next.min(self.stats_published + STATS_PERIOD);
+                // Within STATS_PERIOD of the last input when nothing else comes (while inputs
+                // come, their turns publish every STATS_PERIOD): a deadline that slides with
+                // the inputs keeps the read timeout set (`ReadTimer`), a fixed one every
+                // STATS_PERIOD would set it again as it nears.
+                next = next.min(now + STATS_PERIOD);
             }
             self.read_timer.arm(&self.socket, Some(next), self.now());
             match self.socket.recv_from(&mut buf) {
@@ -253,10 +261,14 @@ impl ClusterLoop {
             let now = self.now();
             self.node.stored(now, self.stored);
         }
-        while let Some(t) = self.node.poll_transmit(&mut self.out) {
+        // Gathered and sent together: one `sendmmsg` for a leader's APPENDs to its
+        // followers and the answers of one flush, instead of one `sendto` each.
+        while let Some(t) = self.node.poll_transmit(self.out.next_buf()) {
             let send = match &self.writer {
                 // Held by the writer until the writes it depends on are stored.
-                Some(writer) => writer.send_or_hold(t.after, t.to, &self.out[..t.len], t.to_peer),
+                Some(writer) => {
+                    writer.send_or_hold(t.after, t.to, &self.out.next_buf()[..t.len], t.to_peer)
+                }
                 None => {
                     // Stored inline: every write is stored before anything is sent.
                     assert!(
@@ -269,17 +281,34 @@ impl ClusterLoop {
             if !send {
                 continue;
             }
-            let sent = self.socket.send_to(&self.out[..t.len], t.to);
-            match (sent, t.to_peer) {
-                (Ok(_), false) => NodeStats::bump(&self.stats.replies),
-                (Ok(_), true) => {}
-                (Err(_), _) => NodeStats::bump(&self.stats.send_errors),
+            self.out.push(t.to, t.len, t.to_peer);
+            if self.out.is_full() {
+                self.send_batch();
             }
         }
+        self.send_batch();
         while let Some(event) = self.node.poll_member_event() {
             log_member_event(self.node.node_id(), event);
         }
         Ok(())
+    }
+
+    /// Sends the datagrams the flush has gathered (one system call for many).
+    fn send_batch(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let sent = self.out.send(&self.socket);
+        if sent.replies > 0 {
+            self.stats
+                .replies
+                .fetch_add(sent.replies, Ordering::Relaxed);
+        }
+        if sent.errors > 0 {
+            self.stats
+                .send_errors
+                .fetch_add(sent.errors, Ordering::Relaxed);
+        }
     }
 
     /// One write, in the order [`ShardWrite`] gives.

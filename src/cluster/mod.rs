@@ -23,7 +23,9 @@
 //!    log at once (one write, one `fdatasync` under `fsync`), has the shards that hold the
 //!    log's oldest segment back compacted (`Node::compact`), reports what is stored
 //!    (`Node::stored`: a leader counts its own entries toward a majority only then), then
-//!    sends every datagram it hands out (`Node::poll_transmit`). The core names, for each
+//!    sends every datagram it hands out (`Node::poll_transmit`), gathered into one
+//!    `sendmmsg` (a leader's APPENDs to its followers and the flush's answers in one system
+//!    call, `socket::SendBatch`). The core names, for each
 //!    datagram, the last write it depends on (a leader's Appends need not wait for its own
 //!    new entries). Under `os` this loop stores and commits them all first; under `fsync` it
 //!    hands them to the node's writer thread (`writer.rs`) and goes on receiving and
@@ -89,12 +91,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration as StdDuration;
 
-use udplock_protocol::PEER_DATAGRAM_LEN_MAX;
-
 use self::event_loop::ClusterLoop;
 use self::horizon::HorizonFile;
 use self::keys::KeyFileWatch;
-use self::socket::{bind, wall_clock_micros, ReadTimer};
+use self::socket::{bind, wall_clock_micros, ReadTimer, SendBatch};
 use self::storage::DataDir;
 use crate::clock::BootInstant;
 use crate::core::lock_table;
@@ -488,7 +488,7 @@ impl ClusterNode {
             stats_dirty: true,
             epoch,
             read_timer: ReadTimer::default(),
-            out: vec![0; PEER_DATAGRAM_LEN_MAX],
+            out: SendBatch::default(),
             drain_skips: 0,
             drains: !config.is_single(),
         };

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use super::socket::SendBatch;
 use crate::core::node::{NodeStats, ShardWrite};
 use crate::core::raft::{Entry, SnapshotMeta};
 
@@ -225,6 +226,7 @@ impl Shared {
         let mut writes = Vec::new();
         let mut ready = Vec::new();
         let mut keep = VecDeque::new();
+        let mut out = SendBatch::default();
         loop {
             {
                 let mut queue = self.lock();
@@ -273,15 +275,32 @@ impl Shared {
                 }
                 std::mem::swap(&mut queue.held, &mut keep);
             }
+            // The held datagrams, then the loop's wake-up, in as few `sendmmsg`s as fit.
             for held in ready.drain(..) {
-                let sent = self.socket.send_to(&held.bytes, held.to);
-                match (sent, held.to_peer) {
-                    (Ok(_), false) => NodeStats::bump(&self.stats.replies),
-                    (Ok(_), true) => {}
-                    (Err(_), _) => NodeStats::bump(&self.stats.send_errors),
+                let len = held.bytes.len();
+                out.next_buf()[..len].copy_from_slice(&held.bytes);
+                out.push(held.to, len, held.to_peer);
+                if out.is_full() {
+                    self.send(&mut out);
                 }
             }
-            self.wake();
+            out.push(self.wake_to, 0, true);
+            self.send(&mut out);
+        }
+    }
+
+    /// Sends `out`'s datagrams and counts them as the loop does.
+    fn send(&self, out: &mut SendBatch) {
+        let sent = out.send(&self.socket);
+        if sent.replies > 0 {
+            self.stats
+                .replies
+                .fetch_add(sent.replies, Ordering::Relaxed);
+        }
+        if sent.errors > 0 {
+            self.stats
+                .send_errors
+                .fetch_add(sent.errors, Ordering::Relaxed);
         }
     }
 
