@@ -298,17 +298,7 @@ impl ClusterLoop {
         if self.out.is_empty() {
             return;
         }
-        let sent = self.out.send(&self.socket);
-        if sent.replies > 0 {
-            self.stats
-                .replies
-                .fetch_add(sent.replies, Ordering::Relaxed);
-        }
-        if sent.errors > 0 {
-            self.stats
-                .send_errors
-                .fetch_add(sent.errors, Ordering::Relaxed);
-        }
+        self.out.send(&self.socket).count_in(&self.stats);
     }
 
     /// One write, in the order [`ShardWrite`] gives.

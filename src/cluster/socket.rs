@@ -9,6 +9,7 @@ use std::time::Duration as StdDuration;
 use socket2::{Domain, Protocol, Socket, Type};
 use udplock_protocol::PEER_DATAGRAM_LEN_MAX;
 
+use crate::core::node::NodeStats;
 use crate::core::time::Instant;
 
 /// Socket receive buffer asked of the kernel: room for a burst of a few thousand requests
@@ -141,6 +142,19 @@ pub(crate) struct Sent {
     pub(crate) replies: u64,
     /// Datagrams the kernel refused (each is lost; its sender's timer covers it).
     pub(crate) errors: u64,
+}
+
+impl Sent {
+    /// Adds these counts to the node's.
+    pub(crate) fn count_in(self, stats: &NodeStats) {
+        use std::sync::atomic::Ordering;
+        if self.replies > 0 {
+            stats.replies.fetch_add(self.replies, Ordering::Relaxed);
+        }
+        if self.errors > 0 {
+            stats.send_errors.fetch_add(self.errors, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Default for SendBatch {

@@ -281,26 +281,11 @@ impl Shared {
                 out.next_buf()[..len].copy_from_slice(&held.bytes);
                 out.push(held.to, len, held.to_peer);
                 if out.is_full() {
-                    self.send(&mut out);
+                    out.send(&self.socket).count_in(&self.stats);
                 }
             }
             out.push(self.wake_to, 0, true);
-            self.send(&mut out);
-        }
-    }
-
-    /// Sends `out`'s datagrams and counts them as the loop does.
-    fn send(&self, out: &mut SendBatch) {
-        let sent = out.send(&self.socket);
-        if sent.replies > 0 {
-            self.stats
-                .replies
-                .fetch_add(sent.replies, Ordering::Relaxed);
-        }
-        if sent.errors > 0 {
-            self.stats
-                .send_errors
-                .fetch_add(sent.errors, Ordering::Relaxed);
+            out.send(&self.socket).count_in(&self.stats);
         }
     }
 
