@@ -342,7 +342,12 @@ pub struct Node {
     marks: Vec<Option<Mark>>,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
     /// ([`Instant::MAX`] where none is held, so the timer scan skips it for free).
+    /// Written through [`Node::set_deadline`] only, which keeps `deadline_min`.
     deadlines: Vec<Instant>,
+    /// The earliest of `deadlines` ([`Instant::MAX`] if none): what [`Node::poll_timeout`]
+    /// reads, which the shell calls on every turn of its loop, so that it does not scan
+    /// every shard each time; rescanned only when the earliest deadline moves later.
+    deadline_min: Instant,
     /// Per shard: the replica's applied configuration names this node (voter or learner).
     /// Once it has and then no longer does, the replica was removed: it is dropped.
     named: Vec<bool>,
@@ -553,6 +558,7 @@ impl Node {
                 .iter()
                 .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout))
                 .collect(),
+            deadline_min: Instant::MAX,
             // Every shard held, so the first flush hands out what starting produced (a
             // recovering replica's first TermQuery).
             touched: shards.iter().map(Option::is_some).collect(),
@@ -608,6 +614,7 @@ impl Node {
         for shard in 0..node.config.shards {
             node.count_usage(shard);
         }
+        node.deadline_min = node.deadlines.iter().copied().min().unwrap_or(Instant::MAX);
         node.refresh_book();
         node.drain_swim();
         node.check();
@@ -624,6 +631,12 @@ impl Node {
             "static: every shard"
         );
         assert_eq!(self.deadlines.len(), shards);
+        // O(shards): in debug builds only, as this runs after every datagram.
+        debug_assert_eq!(
+            self.deadlines.iter().copied().min().unwrap_or(Instant::MAX),
+            self.deadline_min,
+            "the earliest deadline is kept"
+        );
         assert_eq!(self.marks.len(), shards);
         assert!(!self.leaving || self.stopping, "a leave is a stop");
         assert_eq!(self.named.len(), shards);
@@ -919,7 +932,6 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
-        let shards = self.deadlines.iter().copied().min();
         let mut own = self.settings_next;
         if self.runs_swim() {
             own = own
@@ -929,7 +941,19 @@ impl Node {
         if self.runs_placement() {
             own = own.min(self.placement_next);
         }
-        shards.map_or(own, |d| d.min(own))
+        self.deadline_min.min(own)
+    }
+
+    /// Sets shard `s`'s deadline to `at`, keeping `deadline_min` the earliest of all.
+    fn set_deadline(&mut self, s: usize, at: Instant) {
+        let before = std::mem::replace(&mut self.deadlines[s], at);
+        if at <= self.deadline_min {
+            self.deadline_min = at;
+        } else if before == self.deadline_min {
+            // The earliest moved later: another shard's may be the earliest now.
+            self.deadline_min = self.deadlines.iter().copied().min().expect("shard s");
+        }
+        debug_assert!(self.deadline_min <= at);
     }
 
     /// Whether SWIM has anyone to probe: a one-voter node (the single node) has nobody, so
@@ -1197,7 +1221,7 @@ impl Node {
             self.config.node_id
         );
         self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
-        self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
+        self.set_deadline(s, replica.poll_timeout().min(self.orphan_at[s]));
         self.shards[s] = Some(replica);
         self.held += 1;
         self.creating[s] = self.config.stores_state;
@@ -1218,7 +1242,7 @@ impl Node {
         );
         assert!(replica.raft().role() != Role::Leader);
         self.held -= 1;
-        self.deadlines[s] = Instant::MAX;
+        self.set_deadline(s, Instant::MAX);
         self.marks[s] = None;
         self.named[s] = false;
         self.creating[s] = false;
@@ -2374,7 +2398,8 @@ impl Node {
             while let Some(reply) = replica.poll_reply() {
                 replies.push(reply);
             }
-            self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
+            let deadline = replica.poll_timeout().min(self.orphan_at[s]);
+            self.set_deadline(s, deadline);
             if self.config.keeps_lease_horizon {
                 self.cover_lease_horizon(shard);
             }
