@@ -410,6 +410,8 @@ pub struct Node {
     unreported: VecDeque<(u64, u32, u64, u64)>,
     /// Raft messages drained in one flush: (peer, shard, message).
     outgoing: Vec<(NodeId, u16, Message)>,
+    /// Client answers drained in one flush (empty between flushes: kept for its room).
+    replies: Vec<crate::core::lock_table::Reply>,
     /// The SWIM member among the listed nodes (spec §8.12), its messages not yet packed
     /// (peer, message), its events not yet polled, and when it next asks the listed nodes it
     /// holds dead again ([`SWIM_RECONNECT_PERIODS`]).
@@ -593,6 +595,7 @@ impl Node {
             stored_seq: 0,
             unreported: VecDeque::new(),
             outgoing: Vec::new(),
+            replies: Vec::new(),
             swim,
             swim_outgoing: Vec::new(),
             member_events: VecDeque::new(),
@@ -2310,8 +2313,17 @@ impl Node {
         if self.touched_list.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
+        self.flush_touched();
+    }
+
+    /// The work of [`Node::flush`] when there is some. Apart, because the shell drains
+    /// `poll_persist` and `poll_transmit` until they hand out nothing, so most calls find
+    /// nothing touched: they do not pay for this frame (its datagram buffers) that way.
+    #[inline(never)]
+    fn flush_touched(&mut self) {
         let touched = std::mem::take(&mut self.touched_list);
-        let mut replies = Vec::new();
+        let mut replies = std::mem::take(&mut self.replies);
+        debug_assert!(replies.is_empty());
         let orphan_after = self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
         for &shard in &touched {
             let s = shard as usize;
@@ -2410,8 +2422,18 @@ impl Node {
         self.touched_list = touched;
         self.touched_list.clear();
         self.pack_peer_messages();
+        if !replies.is_empty() {
+            self.queue_replies(&replies);
+        }
+        replies.clear();
+        self.replies = replies;
+        self.pending.settle();
+    }
+
+    /// Encodes, seals and queues the client answers `replies` (of one flush).
+    fn queue_replies(&mut self, replies: &[crate::core::lock_table::Reply]) {
         let mut out = [0u8; DATAGRAM_LEN_MAX];
-        for r in &replies {
+        for r in replies {
             // WAITING is no answer: the request is timed until its final one.
             if r.answer.status != Status::Waiting {
                 if let Some(d) = self.pending.answered(r.id, r.attempt, self.now) {
@@ -2435,7 +2457,6 @@ impl Node {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
-        self.pending.settle();
     }
 
     /// Spec §7.2.4, for a one-voter node without a store ([`Config::keeps_lease_horizon`]):
