@@ -710,14 +710,16 @@ fn remember_in(
     // late may have the smallest id, and its client has not seen that answer yet.
     let mut evictions = 0;
     while session.answers.len() > answers_max as usize {
-        let mut ids = session.answers.keys().copied();
-        let oldest = ids.next().expect("non-empty");
+        let (&oldest, _) = session.answers.first_key_value().expect("non-empty");
         let evicted = if oldest == id.request {
-            ids.next().expect("more than one answer")
+            let second = *session.answers.keys().nth(1).expect("more than one answer");
+            session.answers.remove(&second);
+            second
         } else {
+            // The smallest: taken off the front, without a search.
+            session.answers.pop_first();
             oldest
         };
-        session.answers.remove(&evicted);
         session.expired_through = session.expired_through.max(evicted);
         evictions += 1;
     }
@@ -1136,7 +1138,13 @@ impl LockTable {
                 })
             }
         };
-        if let Some(remembered) = session.answers.get(&request_id) {
+        // Clients number their requests upwards: a new request's id is above every answer
+        // remembered, which the last key shows without a search of the map.
+        let remembered = match session.answers.last_key_value() {
+            Some((&last, _)) if request_id <= last => session.answers.get(&request_id),
+            _ => None,
+        };
+        if let Some(remembered) = remembered {
             // A request id reused for another operation is the client's bug: say so, and
             // leave the remembered answer alone.
             if remembered.kind != kind {
