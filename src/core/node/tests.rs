@@ -2908,6 +2908,15 @@ fn encode_for(
 /// CPU workload (issue 13 item 6), not a check: run under callgrind in a release test build
 /// to count the core's instructions per replicated operation. Prints a digest of every
 /// datagram sent, so a change that must not change behaviour can show that it did not.
+///
+/// `cargo test --release --all-features --lib --no-run`, then with that binary, once with
+/// `CPU_WORKLOAD_ROUNDS=0` and once with the default N = 2000 (N hand-offs, each a release
+/// and a queued acquire, then N acquire+release pairs on a free lock: 2N pairs of replicated
+/// requests): `valgrind --tool=callgrind <binary> --ignored cpu_workload --nocapture`; the
+/// difference of the totals over 2N is the instructions per pair, and `callgrind_annotate
+/// --inclusive=yes` splits them (`Node::handle_datagram`, `Node::flush`, ...). The harness
+/// (`Trio`) calls `Node::poll_timeout` more often than a shell does. `CPU_WORKLOAD_KEYS=1`
+/// seals peer datagrams (HMAC-SHA256 runs in software under callgrind: it then dominates).
 #[test]
 #[ignore]
 fn cpu_workload() {
