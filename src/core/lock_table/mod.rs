@@ -88,7 +88,7 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -677,6 +677,55 @@ struct Pending {
     seq: u64,
 }
 
+/// Records activity of the known `session` (`session_id`) at `now` in `sessions_idle`.
+fn touch(
+    sessions_idle: &mut BTreeSet<(Instant, u64)>,
+    session_id: u64,
+    session: &mut Session,
+    now: Instant,
+) {
+    if session.active_last != now {
+        assert!(sessions_idle.remove(&(session.active_last, session_id)));
+        session.active_last = now;
+        assert!(sessions_idle.insert((now, session_id)));
+    }
+}
+
+/// Remembers the final answer to `id` in its `session`, evicting the session's smallest
+/// request id when it holds more than `answers_max` (which makes every id up to it expired).
+/// Returns how many answers it evicted.
+fn remember_in(
+    session: &mut Session,
+    id: RequestId,
+    remembered: Remembered,
+    answers_max: u32,
+) -> u64 {
+    assert!(!matches!(
+        remembered.answer.status,
+        Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
+    ));
+    let previous = session.answers.insert(id.request, remembered);
+    assert!(previous.is_none(), "request {id:?} answered twice");
+    // Evict the oldest answer, but never the one just stored: a queued acquire answered
+    // late may have the smallest id, and its client has not seen that answer yet.
+    let mut evictions = 0;
+    while session.answers.len() > answers_max as usize {
+        let (&oldest, _) = session.answers.first_key_value().expect("non-empty");
+        let evicted = if oldest == id.request {
+            let second = *session.answers.keys().nth(1).expect("more than one answer");
+            session.answers.remove(&second);
+            second
+        } else {
+            // The smallest: taken off the front, without a search.
+            session.answers.pop_first();
+            oldest
+        };
+        session.expired_through = session.expired_through.max(evicted);
+        evictions += 1;
+    }
+    evictions
+}
+
 /// The outcome of the session gate.
 enum Admission {
     /// Answer now with this, from `attempt`, and change nothing else.
@@ -1068,23 +1117,34 @@ impl LockTable {
             answer: Answer::bare(status),
             attempt: request.attempt,
         };
-        if self.sessions.contains_key(&session_id) {
-            self.touch(session_id, now);
-        } else {
-            if self.sessions.len() >= self.config.sessions_max as usize {
-                return self.overloaded(request.attempt);
+        // One hash of the session id (keyed SipHash: ids come from the network) for the
+        // lookup, the activity and, for a new session, the insertion.
+        let sessions_full = self.sessions.len() >= self.config.sessions_max as usize;
+        let overloaded = self.overloaded(request.attempt);
+        let session = match self.sessions.entry(session_id) {
+            hash_map::Entry::Occupied(entry) => {
+                let session = entry.into_mut();
+                touch(&mut self.sessions_idle, session_id, session, now);
+                &*session
             }
-            let session = Session {
-                active_last: now,
-                expired_through: 0,
-                answers: BTreeMap::new(),
-                pending: BTreeMap::new(),
-            };
-            self.sessions.insert(session_id, session);
-            assert!(self.sessions_idle.insert((now, session_id)));
-        }
-        let session = &self.sessions[&session_id];
-        if let Some(remembered) = session.answers.get(&request_id) {
+            hash_map::Entry::Vacant(_) if sessions_full => return overloaded,
+            hash_map::Entry::Vacant(entry) => {
+                assert!(self.sessions_idle.insert((now, session_id)));
+                &*entry.insert(Session {
+                    active_last: now,
+                    expired_through: 0,
+                    answers: BTreeMap::new(),
+                    pending: BTreeMap::new(),
+                })
+            }
+        };
+        // Clients number their requests upwards: a new request's id is above every answer
+        // remembered, which the last key shows without a search of the map.
+        let remembered = match session.answers.last_key_value() {
+            Some((&last, _)) if request_id <= last => session.answers.get(&request_id),
+            _ => None,
+        };
+        if let Some(remembered) = remembered {
             // A request id reused for another operation is the client's bug: say so, and
             // leave the remembered answer alone.
             if remembered.kind != kind {
@@ -1117,7 +1177,7 @@ impl LockTable {
             return refuse(Status::RequestExpired);
         }
         if session.pending.len() >= self.config.answers_per_session_max as usize {
-            return self.overloaded(request.attempt);
+            return overloaded;
         }
         Admission::New
     }
@@ -1777,7 +1837,14 @@ impl LockTable {
             .expect("a session with a queued request is never forgotten");
         let pending = session.pending.remove(&waiter.id.request);
         assert!(pending.is_some_and(|pending| pending.seq == waiter.seq));
-        self.remember(waiter.id, RequestKind::Acquire, answer, waiter.attempt);
+        let remembered = Remembered {
+            kind: RequestKind::Acquire,
+            answer,
+            attempt: waiter.attempt,
+        };
+        let answers_max = self.config.answers_per_session_max;
+        let evicted = remember_in(session, waiter.id, remembered, answers_max);
+        self.answers_remembered = self.answers_remembered + 1 - evicted;
         self.replies.push_back(Reply {
             to: waiter.reply_to,
             id: waiter.id,
@@ -1792,46 +1859,15 @@ impl LockTable {
     /// Remembers the final answer to `id`, evicting the session's smallest request id when
     /// full (which makes every id up to it expired).
     fn remember(&mut self, id: RequestId, kind: RequestKind, answer: Answer, attempt: u16) {
-        assert!(!matches!(
-            answer.status,
-            Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
-        ));
-        let answers_max = self.config.answers_per_session_max as usize;
+        let answers_max = self.config.answers_per_session_max;
         let session = self.sessions.get_mut(&id.session).expect("admitted");
         let remembered = Remembered {
             kind,
             answer,
             attempt,
         };
-        let previous = session.answers.insert(id.request, remembered);
-        assert!(previous.is_none(), "request {id:?} answered twice");
-        self.answers_remembered += 1;
-        // Evict the oldest answer, but never the one just stored: a queued acquire answered
-        // late may have the smallest id, and its client has not seen that answer yet.
-        while session.answers.len() > answers_max {
-            let mut ids = session.answers.keys().copied();
-            let oldest = ids.next().expect("non-empty");
-            let evicted = if oldest == id.request {
-                ids.next().expect("more than one answer")
-            } else {
-                oldest
-            };
-            session.answers.remove(&evicted);
-            session.expired_through = session.expired_through.max(evicted);
-            self.answers_remembered -= 1;
-        }
-    }
-
-    /// Records activity of a known session at `now`.
-    fn touch(&mut self, session_id: u64, now: Instant) {
-        let session = self.sessions.get_mut(&session_id).expect("known session");
-        if session.active_last != now {
-            assert!(self
-                .sessions_idle
-                .remove(&(session.active_last, session_id)));
-            session.active_last = now;
-            assert!(self.sessions_idle.insert((now, session_id)));
-        }
+        let evicted = remember_in(session, id, remembered, answers_max);
+        self.answers_remembered = self.answers_remembered + 1 - evicted;
     }
 
     fn forget_session(&mut self, session_id: u64) {

@@ -342,7 +342,12 @@ pub struct Node {
     marks: Vec<Option<Mark>>,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
     /// ([`Instant::MAX`] where none is held, so the timer scan skips it for free).
+    /// Written through [`Node::set_deadline`] only, which keeps `deadline_min`.
     deadlines: Vec<Instant>,
+    /// The earliest of `deadlines` ([`Instant::MAX`] if none): what [`Node::poll_timeout`]
+    /// reads, which the shell calls on every turn of its loop, so that it does not scan
+    /// every shard each time; rescanned only when the earliest deadline moves later.
+    deadline_min: Instant,
     /// Per shard: the replica's applied configuration names this node (voter or learner).
     /// Once it has and then no longer does, the replica was removed: it is dropped.
     named: Vec<bool>,
@@ -405,6 +410,8 @@ pub struct Node {
     unreported: VecDeque<(u64, u32, u64, u64)>,
     /// Raft messages drained in one flush: (peer, shard, message).
     outgoing: Vec<(NodeId, u16, Message)>,
+    /// Client answers drained in one flush (empty between flushes: kept for its room).
+    replies: Vec<crate::core::lock_table::Reply>,
     /// The SWIM member among the listed nodes (spec §8.12), its messages not yet packed
     /// (peer, message), its events not yet polled, and when it next asks the listed nodes it
     /// holds dead again ([`SWIM_RECONNECT_PERIODS`]).
@@ -553,6 +560,7 @@ impl Node {
                 .iter()
                 .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout))
                 .collect(),
+            deadline_min: Instant::MAX,
             // Every shard held, so the first flush hands out what starting produced (a
             // recovering replica's first TermQuery).
             touched: shards.iter().map(Option::is_some).collect(),
@@ -587,6 +595,7 @@ impl Node {
             stored_seq: 0,
             unreported: VecDeque::new(),
             outgoing: Vec::new(),
+            replies: Vec::new(),
             swim,
             swim_outgoing: Vec::new(),
             member_events: VecDeque::new(),
@@ -608,6 +617,7 @@ impl Node {
         for shard in 0..node.config.shards {
             node.count_usage(shard);
         }
+        node.deadline_min = node.deadlines.iter().copied().min().unwrap_or(Instant::MAX);
         node.refresh_book();
         node.drain_swim();
         node.check();
@@ -624,6 +634,12 @@ impl Node {
             "static: every shard"
         );
         assert_eq!(self.deadlines.len(), shards);
+        // O(shards): in debug builds only, as this runs after every datagram.
+        debug_assert_eq!(
+            self.deadlines.iter().copied().min().unwrap_or(Instant::MAX),
+            self.deadline_min,
+            "the earliest deadline is kept"
+        );
         assert_eq!(self.marks.len(), shards);
         assert!(!self.leaving || self.stopping, "a leave is a stop");
         assert_eq!(self.named.len(), shards);
@@ -919,7 +935,6 @@ impl Node {
 
     /// When [`Node::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Instant {
-        let shards = self.deadlines.iter().copied().min();
         let mut own = self.settings_next;
         if self.runs_swim() {
             own = own
@@ -929,7 +944,19 @@ impl Node {
         if self.runs_placement() {
             own = own.min(self.placement_next);
         }
-        shards.map_or(own, |d| d.min(own))
+        self.deadline_min.min(own)
+    }
+
+    /// Sets shard `s`'s deadline to `at`, keeping `deadline_min` the earliest of all.
+    fn set_deadline(&mut self, s: usize, at: Instant) {
+        let before = std::mem::replace(&mut self.deadlines[s], at);
+        if at <= self.deadline_min {
+            self.deadline_min = at;
+        } else if before == self.deadline_min {
+            // The earliest moved later: another shard's may be the earliest now.
+            self.deadline_min = self.deadlines.iter().copied().min().expect("shard s");
+        }
+        debug_assert!(self.deadline_min <= at);
     }
 
     /// Whether SWIM has anyone to probe: a one-voter node (the single node) has nobody, so
@@ -1197,7 +1224,7 @@ impl Node {
             self.config.node_id
         );
         self.orphan_at[s] = now + self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
-        self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
+        self.set_deadline(s, replica.poll_timeout().min(self.orphan_at[s]));
         self.shards[s] = Some(replica);
         self.held += 1;
         self.creating[s] = self.config.stores_state;
@@ -1218,7 +1245,7 @@ impl Node {
         );
         assert!(replica.raft().role() != Role::Leader);
         self.held -= 1;
-        self.deadlines[s] = Instant::MAX;
+        self.set_deadline(s, Instant::MAX);
         self.marks[s] = None;
         self.named[s] = false;
         self.creating[s] = false;
@@ -2286,8 +2313,17 @@ impl Node {
         if self.touched_list.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
+        self.flush_touched();
+    }
+
+    /// The work of [`Node::flush`] when there is some. Apart, because the shell drains
+    /// `poll_persist` and `poll_transmit` until they hand out nothing, so most calls find
+    /// nothing touched: they do not pay for this frame (its datagram buffers) that way.
+    #[inline(never)]
+    fn flush_touched(&mut self) {
         let touched = std::mem::take(&mut self.touched_list);
-        let mut replies = Vec::new();
+        let mut replies = std::mem::take(&mut self.replies);
+        debug_assert!(replies.is_empty());
         let orphan_after = self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
         for &shard in &touched {
             let s = shard as usize;
@@ -2374,7 +2410,8 @@ impl Node {
             while let Some(reply) = replica.poll_reply() {
                 replies.push(reply);
             }
-            self.deadlines[s] = replica.poll_timeout().min(self.orphan_at[s]);
+            let deadline = replica.poll_timeout().min(self.orphan_at[s]);
+            self.set_deadline(s, deadline);
             if self.config.keeps_lease_horizon {
                 self.cover_lease_horizon(shard);
             }
@@ -2385,8 +2422,18 @@ impl Node {
         self.touched_list = touched;
         self.touched_list.clear();
         self.pack_peer_messages();
+        if !replies.is_empty() {
+            self.queue_replies(&replies);
+        }
+        replies.clear();
+        self.replies = replies;
+        self.pending.settle();
+    }
+
+    /// Encodes, seals and queues the client answers `replies` (of one flush).
+    fn queue_replies(&mut self, replies: &[crate::core::lock_table::Reply]) {
         let mut out = [0u8; DATAGRAM_LEN_MAX];
-        for r in &replies {
+        for r in replies {
             // WAITING is no answer: the request is timed until its final one.
             if r.answer.status != Status::Waiting {
                 if let Some(d) = self.pending.answered(r.id, r.attempt, self.now) {
@@ -2410,7 +2457,6 @@ impl Node {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
-        self.pending.settle();
     }
 
     /// Spec §7.2.4, for a one-voter node without a store ([`Config::keeps_lease_horizon`]):

@@ -84,6 +84,8 @@ struct Trio {
     written: Vec<u64>,
     /// A node whose datagrams, in and out, the network drops.
     cut: Option<usize>,
+    /// FNV-1a of every datagram sent, in order (`cpu_workload`).
+    digest: u64,
 }
 
 const CLIENT: SocketAddr = SocketAddr::new(
@@ -136,6 +138,7 @@ impl Trio {
             to_client: Vec::new(),
             written: vec![0; 3],
             cut: None,
+            digest: 0xcbf2_9ce4_8422_2325,
         }
     }
 
@@ -154,6 +157,9 @@ impl Trio {
                 );
                 assert_eq!(t.to_peer, self.addrs.contains(&t.to));
                 let bytes = buf[..t.len].to_vec();
+                for &b in &bytes {
+                    self.digest = (self.digest ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+                }
                 if !t.to_peer {
                     // To a client (CLIENT, or another source address a test speaks from).
                     self.to_client.push((self.addrs[i], bytes));
@@ -2879,4 +2885,99 @@ fn a_node_near_its_log_bytes_limit_compacts_its_longest_logs() {
             .replicas()
             .any(|(_, r)| r.raft().snapshot_meta().index > 0));
     }
+}
+
+/// A request datagram of `body` from `session`.
+fn encode_for(
+    session_id: u64,
+    request_id: u64,
+    body: udplock_protocol::RequestBody<'_>,
+) -> Vec<u8> {
+    let request = Request {
+        session_id,
+        request_id,
+        attempt: 0,
+        body,
+    };
+    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
+    let len = request.encode(&mut out).unwrap();
+    out.truncate(len);
+    out
+}
+
+/// CPU workload (issue 13 item 6), not a check: run under callgrind in a release test build
+/// to count the core's instructions per replicated operation. Prints a digest of every
+/// datagram sent, so a change that must not change behaviour can show that it did not.
+///
+/// `cargo test --release --all-features --lib --no-run`, then with that binary, once with
+/// `CPU_WORKLOAD_ROUNDS=0` and once with the default N = 2000 (N hand-offs, each a release
+/// and a queued acquire, then N acquire+release pairs on a free lock: 2N pairs of replicated
+/// requests): `valgrind --tool=callgrind <binary> --ignored cpu_workload --nocapture`; the
+/// difference of the totals over 2N is the instructions per pair, and `callgrind_annotate
+/// --inclusive=yes` splits them (`Node::handle_datagram`, `Node::flush`, ...). The harness
+/// (`Trio`) calls `Node::poll_timeout` more often than a shell does. `CPU_WORKLOAD_KEYS=1`
+/// seals peer datagrams (HMAC-SHA256 runs in software under callgrind: it then dominates).
+#[test]
+#[ignore]
+fn cpu_workload() {
+    let rounds: u64 = std::env::var("CPU_WORKLOAD_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    // Peer keys cost HMAC-SHA256, which callgrind runs in software: off unless asked.
+    let keys = match std::env::var("CPU_WORKLOAD_KEYS") {
+        Ok(_) => test_keys(),
+        Err(_) => KeySet::unauthenticated(),
+    };
+    let mut trio = Trio::new(64, keys);
+    trio.run_for(3_000);
+    // Runs until nothing is in flight.
+    fn settle(trio: &mut Trio) {
+        trio.drain();
+        while let Some(&(at, ..)) = trio.wire.front() {
+            trio.run_until(at);
+            trio.drain();
+        }
+    }
+    let mut request_id = [0u64; 2];
+    let mut ask = |trio: &mut Trio, c: usize, body: udplock_protocol::RequestBody<'_>| {
+        request_id[c] += 1;
+        let datagram = encode_for(0x5E55 + c as u64, request_id[c], body);
+        let shard = shard_of(body.resource(), 64) as usize;
+        let leader = trio.leader_of(shard).expect("a leader");
+        let now = trio.now;
+        trio.nodes[leader].handle_datagram(now, CLIENT, &datagram);
+        settle(trio);
+    };
+    let clients: [&[u8]; 2] = [b"client-a", b"client-b"];
+    let acquire = |c: usize, resource: &'static [u8]| udplock_protocol::RequestBody::Acquire {
+        resource,
+        client: clients[c],
+        wait_ms: 10_000,
+        ttl_ms: 10_000,
+    };
+    let release = |c: usize, resource: &'static [u8]| udplock_protocol::RequestBody::Release {
+        resource,
+        client: clients[c],
+    };
+    // Hand-offs: one holds, the other waits; each round the holder releases (the waiter is
+    // granted) and asks again (it waits).
+    ask(&mut trio, 0, acquire(0, b"contended"));
+    ask(&mut trio, 1, acquire(1, b"contended"));
+    for round in 0..rounds {
+        let holder = (round % 2) as usize;
+        ask(&mut trio, holder, release(holder, b"contended"));
+        ask(&mut trio, holder, acquire(holder, b"contended"));
+    }
+    // Uncontended acquire and release.
+    for _ in 0..rounds {
+        ask(&mut trio, 0, acquire(0, b"free"));
+        ask(&mut trio, 0, release(0, b"free"));
+    }
+    println!(
+        "cpu_workload: {rounds} rounds, {} replies, digest {:016x}, now {:?}",
+        trio.to_client.len(),
+        trio.digest,
+        trio.now
+    );
 }

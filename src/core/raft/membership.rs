@@ -66,7 +66,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use udplock_protocol::{LogCommand, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN};
+use udplock_protocol::{
+    LogCommand, LogCommandKind, ReplicaRef, Replicas, CONFIG_MEMBERS_MAX, CONFIG_MEMBER_LEN,
+};
 
 use super::replication::Progress;
 use super::snapshot::SnapshotSend;
@@ -150,6 +152,11 @@ impl Membership {
 
     /// The configuration a log entry's data sets, if it is a CONFIG command (spec §8.7).
     pub fn of_entry(data: &[u8]) -> Option<Membership> {
+        // Every entry pushed comes here: the kind byte first (a CONFIG decodes only with
+        // it), so the other commands are not decoded twice (their apply decodes them).
+        if data.first() != Some(&LogCommandKind::Config.to_wire()) {
+            return None;
+        }
         match LogCommand::decode(data) {
             Ok(LogCommand::Config { voters, learners }) => Some(Membership {
                 voters: voters.iter().map(|m| m.node).collect(),

@@ -13,6 +13,7 @@
 //! that stops leading, or is dropped, takes its counts out of the node's. Pure: no IO, no
 //! clock; deterministic when one thread drives every shard, as a node and the simulator do.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -72,16 +73,21 @@ impl InFlight {
     }
 
     fn remove(&self, source: IpAddr, n: u64) {
-        let mut counts = self.lock();
-        let count = counts
-            .counts
-            .get_mut(&source)
-            .expect("a replica's count is in its node's");
-        *count = count
-            .checked_sub(n)
-            .expect("a replica's count is in its node's");
-        if *count == 0 {
-            counts.counts.remove(&source);
+        // One hash of the address for the lookup and the removal (keyed SipHash: sources
+        // come from the network).
+        match self.lock().counts.entry(source) {
+            Entry::Occupied(mut entry) => {
+                let count = entry
+                    .get()
+                    .checked_sub(n)
+                    .expect("a replica's count is in its node's");
+                if count == 0 {
+                    entry.remove();
+                } else {
+                    *entry.get_mut() = count;
+                }
+            }
+            Entry::Vacant(_) => panic!("a replica's count is in its node's"),
         }
     }
 }
@@ -130,10 +136,12 @@ impl SourceCounts {
 
     /// A request of `source` that this replica counted applied.
     pub fn remove(&mut self, source: IpAddr) {
-        let count = self.own.get_mut(&source).expect("counted when proposed");
-        *count -= 1;
-        if *count == 0 {
-            self.own.remove(&source);
+        let Entry::Occupied(mut entry) = self.own.entry(source) else {
+            panic!("counted when proposed");
+        };
+        *entry.get_mut() -= 1;
+        if *entry.get() == 0 {
+            entry.remove();
         }
         self.node.remove(source, 1);
     }
