@@ -321,14 +321,18 @@ impl Sim {
                     (Some(_), Some(raft)) if raft.asking_as_new() => "asking as new".to_string(),
                     (Some(_), Some(raft)) if raft.asking() => "asking (rejoin)".to_string(),
                     (Some(_), Some(raft)) => format!(
-                        "{:?} of term {}{}",
+                        "{:?} of term {}{} (replica {:x}, log {}, commit {}, {})",
                         raft.role(),
                         raft.term(),
                         if raft.rejoining() {
                             ", catching up"
                         } else {
                             ""
-                        }
+                        },
+                        raft.replica(),
+                        raft.last_index(),
+                        raft.commit_index(),
+                        membership_described(raft.membership()),
                     ),
                 };
                 format!("node {} {what}", n.id)
@@ -604,4 +608,25 @@ impl Sim {
         )
         .map_err(fail)
     }
+}
+
+/// A configuration as a failure message shows it: `voters [1:r1, 4:r4] learners [5:r5]`,
+/// each member with the replica id it is named with, in hex as the logs show them (none for
+/// the static configuration): which voters a shard without a leader waits for.
+fn membership_described(m: &crate::core::raft::Membership) -> String {
+    let named = |ids: &[NodeId]| -> String {
+        let ids: Vec<String> = ids
+            .iter()
+            .map(|&id| match m.replica_of(id) {
+                Some(replica) => format!("{id}:{replica:x}"),
+                None => id.to_string(),
+            })
+            .collect();
+        ids.join(", ")
+    };
+    format!(
+        "voters [{}] learners [{}]",
+        named(&m.voters),
+        named(&m.learners)
+    )
 }

@@ -12,7 +12,10 @@
 //! `Raft::member_replicas` shows such a *replaced* voter (the id named differs from the one
 //! heard), and the cycle replaces it before anything else: remove the old (node, replica),
 //! add the node back as a learner (named with its new replica id), promote it
-//! (`SimReport::membership_replaced` counts the removals).
+//! (`SimReport::membership_replaced` counts the removals). No other voter is removed while
+//! the rest would lack a majority holding their state (`Sim::removal_keeps_majority`): the
+//! faults keep the nodes without state a minority of every configuration, and a removal after
+//! a loss must too.
 //!
 //! After the heal only the changes that bring every node back are asked for (once some
 //! change has committed), so the shard ends fully replicated and the catch-up check holds for
@@ -136,17 +139,7 @@ impl Sim {
                 let intact = membership
                     .voters
                     .iter()
-                    .filter(|&&v| v != node)
-                    .filter(|&&v| {
-                        let holder = self.nodes.iter().find(|o| o.id == v);
-                        let held = holder.and_then(|o| o.replica(shard)).map(|r| r.raft());
-                        held.is_some_and(|raft| {
-                            !raft.rejoining()
-                                && membership
-                                    .replica_of(v)
-                                    .is_none_or(|id| id == raft.replica())
-                        })
-                    })
+                    .filter(|&&v| v != node && self.holds_named_replica(shard, membership, v))
                     .count();
                 if intact * 2 <= membership.voters.len() {
                     return false;
@@ -154,6 +147,53 @@ impl Sim {
             }
         }
         true
+    }
+
+    /// Whether node `v` runs and holds the replica of `shard` that `membership` names it with
+    /// (any, in the static configuration), not rejoining: a voter that counts. A crashed node
+    /// does not (a `memory` one lost its state; a disk one may lose its directory or power
+    /// when it restarts).
+    fn holds_named_replica(&self, shard: usize, membership: &Membership, v: NodeId) -> bool {
+        let holder = self.nodes.iter().find(|o| o.id == v);
+        let held = holder.and_then(|o| o.replica(shard)).map(|r| r.raft());
+        held.is_some_and(|raft| {
+            !raft.rejoining()
+                && membership
+                    .replica_of(v)
+                    .is_none_or(|id| id == raft.replica())
+        })
+    }
+
+    /// Whether `change`, asked of a leader whose configuration of `shard` is `membership`,
+    /// leaves a majority of the voters holding their state. The faults take a node's state
+    /// only where that keeps every configuration's majority (`state_loss_keeps_majorities`),
+    /// but a removal after the loss can make the lost replica half of the voters: found by
+    /// `udplock sim --seed 9059 --nodes 5 --seconds 60 --joined`, where voters {2, 1, 4} lost
+    /// node 2's state (a `memory` node stopped) and the mover removed voter 1 52 ms later,
+    /// within the election timeout in which the leader still counted node 2 as live (Raft's
+    /// `MembershipError::LiveMajorityLost` rule can see no sooner), leaving {2, 4}: no
+    /// majority could ever answer again. Together with the faults' rule, the nodes without
+    /// their state stay a minority of every configuration, which is what Raft survives; the
+    /// simulator, which knows who lost what, asks only for removals that keep it so.
+    /// Removing a voter that does not count itself, or a learner, is always allowed.
+    pub(super) fn removal_keeps_majority(
+        &self,
+        shard: usize,
+        membership: &Membership,
+        change: MembershipChange,
+    ) -> bool {
+        let MembershipChange::Remove(removed) = change else {
+            return true;
+        };
+        if !membership.is_voter(removed) || !self.holds_named_replica(shard, membership, removed) {
+            return true;
+        }
+        let rest = membership.voters.iter().filter(|&&v| v != removed);
+        let intact = rest
+            .clone()
+            .filter(|&&v| self.holds_named_replica(shard, membership, v))
+            .count();
+        intact * 2 > rest.count()
     }
 
     /// Asks a random shard's leader for the next change of the cycle (see the module docs);
@@ -199,6 +239,10 @@ impl Sim {
         } else {
             MembershipChange::Remove(ids[self.rng.gen_range(0..ids.len())])
         };
+        if !self.removal_keeps_majority(shard, &membership, change) {
+            self.report.voter_removals_withheld += 1;
+            return Ok(());
+        }
         let now = self.now;
         let n = self.node(leader);
         let local = n.clock.local(now);

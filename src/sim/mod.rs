@@ -399,6 +399,10 @@ pub struct SimReport {
     /// orphans) while they ran.
     pub placement_proposed: u64,
     pub placement_refused: u64,
+    /// Removals of a voter that the mover (`placement.rs`) or the membership cycle
+    /// (`membership.rs`) drew but did not ask for: the remaining voters would have lacked a
+    /// majority holding their state (`Sim::removal_keeps_majority`).
+    pub voter_removals_withheld: u64,
     pub replicas_created: u64,
     pub replicas_dropped: u64,
     /// Joins a forger without the key sent a node of a joined cluster (`send_forged_join`).

@@ -4,7 +4,9 @@
 //! subset of the nodes: add a node the configuration lacks as a learner (its node creates a
 //! replica on the leader's first APPEND or INSTALL_SNAPSHOT), promote a learner, remove a
 //! learner (its node drops the replica once it applies that), or remove a voter where enough
-//! remain. Joined nodes crash, restart with the shards whose files they hold, lose their
+//! remain and a majority of them hold their state (`Sim::removal_keeps_majority`: the
+//! simulator knows which node lost its state, the leader only what answered lately). Joined
+//! nodes crash, restart with the shards whose files they hold, lose their
 //! state (holding nothing then), and are added again, all while the checkers watch.
 //!
 //! Which change comes next is read from the leader's own configuration, so one that was
@@ -104,6 +106,12 @@ impl Sim {
         } else {
             return Ok(());
         };
+        // Not a removal that leaves the voters without a majority holding their state
+        // (`removal_keeps_majority`): asked again at a later step.
+        if !self.removal_keeps_majority(shard, &membership, change) {
+            self.report.voter_removals_withheld += 1;
+            return Ok(());
+        }
         let now = self.now;
         let n = self.node(leader);
         let local = n.clock.local(now);

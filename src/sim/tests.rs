@@ -5,6 +5,7 @@ use super::check::{self, History};
 use super::clients::Action;
 use super::*;
 use crate::core::lock_table::RequestId;
+use crate::core::raft::{Membership, MembershipChange};
 use udplock_protocol::{RequestBody, RequestKind, REQUEST_LEN_MIN};
 
 fn at(ms: u64) -> Instant {
@@ -488,4 +489,64 @@ fn an_acquire_settled_by_its_cancel_before_it_was_seen_is_answered_by_the_cancel
     if let Err(f) = run(&SimConfig::new(2635, 3, 10)) {
         panic!("{f}");
     }
+}
+
+/// Found by `udplock sim --seed 9059 --nodes 5 --seconds 60 --joined` (the random mover):
+/// node 2, a `memory` node leading shard 0 with voters {2, 1, 4}, left gracefully at
+/// 53.986 s, handed the shard to node 4 and stopped at 54.016 s, losing its state (the rule
+/// held: nodes 1 and 4 kept their replicas, a majority). At 54.068 s the mover asked node 4
+/// to remove voter 1; node 4 had heard from node 2 52 ms before, within the election
+/// timeout, so Raft's live-majority rule let it (`MembershipError::LiveMajorityLost`), and
+/// the shard's voters became {2, 4}, half of them a replica that no longer existed: no
+/// majority could ever answer again (no protocol survives the loss of half the voters'
+/// state), node 2 was kept down to the heal and came back without it. The faults spared
+/// the state of two-voter shards, but only when they took it, not when the mover made one
+/// after: the mover now removes a voter only where the remaining voters keep a majority
+/// that holds its state (`Sim::removal_keeps_majority`). Failed first: "liveness: no replica
+/// of shard 0 held a valid leader lease within 1000000us of healing (first at None); at the
+/// end: node 1 PreCandidate of term 18 (.. voters [2:.., 4:..] ..), node 2 no replica, ..".
+#[test]
+fn a_voter_is_not_removed_while_the_rest_lack_a_majority_with_their_state() {
+    let mut config = SimConfig::new(9059, 5, 60);
+    (config.joined, config.membership_changes) = (true, false);
+    assert!(!config.placement_driver(), "as found: by the random mover");
+    if let Err(f) = run(&config) {
+        panic!("{f}");
+    }
+}
+
+/// The rule behind the test above, alone (4 nodes): of voters {1, 2, 3}, once node 2
+/// crashed (a crashed replica counts as one without its state), removing node 1 or 3 would
+/// leave it half of the voters, so the simulator asks for neither; removing node 2 itself,
+/// adding a learner, or any removal while node 2 runs is asked for; of voters {1, 2, 3, 4},
+/// removing node 3 leaves two of three holding their state.
+#[test]
+fn a_removal_must_leave_a_majority_of_voters_holding_their_state() {
+    let mut config = SimConfig::new(1, 4, 1);
+    (config.faults, config.shards) = (false, 1);
+    let mut sim = Sim::new(config).expect("starts");
+    // Until every replica has settled (none still asking as new, spec §8.5).
+    while let Some(((at, _), event)) = sim.events.pop_first() {
+        sim.now = at;
+        sim.handle(event).expect("no failure");
+        let settled = sim
+            .nodes
+            .iter()
+            .all(|n| n.replica(0).is_some_and(|r| !r.raft().rejoining()));
+        if settled {
+            break;
+        }
+    }
+    let voters = Membership::of_voters(&[1, 2, 3]);
+    let allowed = |sim: &Sim, change| sim.removal_keeps_majority(0, &voters, change);
+    for id in 1..=3 {
+        assert!(allowed(&sim, MembershipChange::Remove(id)), "node {id}");
+    }
+    sim.crash(2);
+    assert!(!allowed(&sim, MembershipChange::Remove(1)));
+    assert!(!allowed(&sim, MembershipChange::Remove(3)));
+    assert!(allowed(&sim, MembershipChange::Remove(2)));
+    assert!(allowed(&sim, MembershipChange::AddLearner(4)));
+    let four = Membership::of_voters(&[1, 2, 3, 4]);
+    assert!(sim.removal_keeps_majority(0, &four, MembershipChange::Remove(3)));
 }
