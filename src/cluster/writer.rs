@@ -17,6 +17,10 @@
 //!    once stored) at once rather than at its next timer. An empty datagram carries nothing
 //!    (anyone may send one; the loop only looks at [`Writer::stored`] again).
 //!
+//! The datagrams of 2 and the wake-up of 3 leave together, in one `sendmmsg` (as many as
+//! fit, `SendBatch`): a follower's acknowledgement and its loop's wake-up cost one system
+//! call.
+//!
 //! ```text
 //!   event loop:  poll_persist ──submit──> [writes] ──> writer: store all, sync once
 //!                poll_transmit ─after ≤ stored?─ yes: send ─┐           │
