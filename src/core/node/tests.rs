@@ -2887,24 +2887,6 @@ fn a_node_near_its_log_bytes_limit_compacts_its_longest_logs() {
     }
 }
 
-/// A request datagram of `body` from `session`.
-fn encode_for(
-    session_id: u64,
-    request_id: u64,
-    body: udplock_protocol::RequestBody<'_>,
-) -> Vec<u8> {
-    let request = Request {
-        session_id,
-        request_id,
-        attempt: 0,
-        body,
-    };
-    let mut out = vec![0u8; DATAGRAM_LEN_MAX];
-    let len = request.encode(&mut out).unwrap();
-    out.truncate(len);
-    out
-}
-
 /// CPU workload (issue 13 item 6), not a check: run under callgrind in a release test build
 /// to count the core's instructions per replicated operation. Prints a digest of every
 /// datagram sent, so a change that must not change behaviour can show that it did not.
@@ -2942,7 +2924,7 @@ fn cpu_workload() {
     let mut request_id = [0u64; 2];
     let mut ask = |trio: &mut Trio, c: usize, body: udplock_protocol::RequestBody<'_>| {
         request_id[c] += 1;
-        let datagram = encode_for(0x5E55 + c as u64, request_id[c], body);
+        let datagram = request_bytes(0x5E55 + c as u64, request_id[c], body);
         let shard = shard_of(body.resource(), 64) as usize;
         let leader = trio.leader_of(shard).expect("a leader");
         let now = trio.now;
