@@ -775,6 +775,18 @@ mod tests {
             .shard_files(shard)
     }
 
+    /// A one-voter Raft of node `id`, started at `now` and past its first timeout (it leads).
+    fn lone_leader(id: u64, now: Instant) -> Raft {
+        let config = Config {
+            id,
+            voters: vec![id],
+            ..Config::default()
+        };
+        let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
+        raft.handle_timeout(raft.poll_timeout());
+        raft
+    }
+
     /// Stores what `raft` hands out and reports it stored (a single voter commits then).
     fn persist(store: &mut Store, raft: &mut Raft) {
         if let Some(p) = raft.take_persist() {
@@ -1249,14 +1261,8 @@ mod tests {
         assert!(!dir.join("shard-0001.new").exists());
         // A marked shard's files are opened empty, whatever they held.
         let (mut store, _) = Store::open(&dir, 1, true).unwrap();
-        let config = Config {
-            id: 3,
-            voters: vec![3],
-            ..Config::default()
-        };
         let now = Instant::from_micros(1);
-        let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
-        raft.handle_timeout(raft.poll_timeout());
+        let mut raft = lone_leader(3, now);
         persist(&mut store, &mut raft);
         drop(store);
         assert!(Store::open(&dir, 1, true).unwrap().1.hard.term > 0);
@@ -1567,14 +1573,8 @@ mod tests {
     fn a_log_that_starts_after_the_snapshot_file_is_an_error() {
         let dir = dir("base-ahead");
         let (mut store, _) = Store::open(&dir, 1, false).unwrap();
-        let config = Config {
-            id: 1,
-            voters: vec![1],
-            ..Config::default()
-        };
         let now = Instant::from_micros(1);
-        let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
-        raft.handle_timeout(raft.poll_timeout());
+        let mut raft = lone_leader(1, now);
         for byte in 1..=5u8 {
             raft.propose(now, vec![byte]).unwrap();
         }
@@ -1610,14 +1610,8 @@ mod tests {
         let mut expected = Vec::new();
         for shard in 0..3u32 {
             let (mut store, _) = ShardStore::open_on(disk.clone(), shard, true).unwrap();
-            let config = Config {
-                id: 1,
-                voters: vec![1],
-                ..Config::default()
-            };
             let now = Instant::from_micros(1);
-            let mut raft = Raft::new(config, 1, HardState::default(), Vec::new(), now);
-            raft.handle_timeout(raft.poll_timeout());
+            let mut raft = lone_leader(1, now);
             for byte in 1..=(5 + shard as u8) {
                 raft.propose(now, vec![byte; 20]).unwrap();
             }

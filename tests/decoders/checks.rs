@@ -388,16 +388,7 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
         .collect();
     let disk = MemDisk::default();
     let (mut store, _) = ShardStore::open_on(disk.clone(), 0, false).expect("an empty store");
-    store
-        .write(&Persist {
-            hard: Some(vote()),
-            snapshot: None,
-            log_from: Some(1),
-            last_index: entries.last().map_or(0, |e| e.index),
-            last_term: entries.last().map_or(0, |e| e.term),
-            entries: entries.clone(),
-        })
-        .expect("written");
+    store.write(&vote_and_log(&entries)).expect("written");
     seeds.push(disk.file(LOG_FILE).expect("a log file"));
     seeds.push(disk.file(STATE_FILE).expect("a vote file"));
     let meta = SnapshotMeta { index: 9, term: 3 };
@@ -428,14 +419,7 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
     let mut wal = Wal::open(disk.clone(), false, SEGMENT_BYTES).expect("a new log");
     for shard in 0..2 {
         wal.open_empty(shard).expect("a memory disk does not fail");
-        let delta = Persist {
-            hard: Some(vote()),
-            snapshot: None,
-            log_from: Some(1),
-            last_index: entries.last().map_or(0, |e| e.index),
-            last_term: entries.last().map_or(0, |e| e.term),
-            entries: entries.clone(),
-        };
+        let delta = vote_and_log(&entries);
         wal.write(shard, &delta).expect("buffered");
     }
     wal.commit().expect("written");
@@ -484,6 +468,18 @@ pub fn snapshot_seeds() -> Vec<Vec<u8>> {
     seeds.push(b"udplock boot record 1\nos 0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0\n".to_vec());
     seeds.push(format!("{}\nnone\n", "ab".repeat(32)).into_bytes());
     seeds
+}
+
+/// A write of [`vote`] and `entries` as the whole log.
+fn vote_and_log(entries: &[Entry]) -> Persist {
+    Persist {
+        hard: Some(vote()),
+        snapshot: None,
+        log_from: Some(1),
+        last_index: entries.last().map_or(0, |e| e.index),
+        last_term: entries.last().map_or(0, |e| e.term),
+        entries: entries.to_vec(),
+    }
 }
 
 fn vote() -> HardState {

@@ -2900,7 +2900,7 @@ fn a_node_near_its_log_bytes_limit_compacts_its_longest_logs() {
 /// (`Trio`) calls `Node::poll_timeout` more often than a shell does. `CPU_WORKLOAD_KEYS=1`
 /// seals peer datagrams (HMAC-SHA256 runs in software under callgrind: it then dominates).
 #[test]
-#[ignore]
+#[ignore = "a CPU workload to count instructions under callgrind, not a check; run by hand: see its doc (cargo test --release --all-features --lib cpu_workload -- --ignored --nocapture)"]
 fn cpu_workload() {
     let rounds: u64 = std::env::var("CPU_WORKLOAD_ROUNDS")
         .ok()
