@@ -58,7 +58,9 @@
 //!   wake-up and firing never meets a stale timer.
 //! - `sessions: HashMap<u64, Session>` with `sessions_idle: BTreeSet<(last activity, id)>`, so
 //!   the next idle session is found without a scan. A session keeps its final answers in a
-//!   `BTreeMap` by request id (the smallest is evicted first) and its queued requests.
+//!   `VecDeque` sorted by request id (`answers.rs`: clients number requests upwards, so a new
+//!   answer goes at the back and the smallest is evicted from the front) and its queued
+//!   requests in a `BTreeMap`.
 //! - `replies: VecDeque<Reply>`: reused, so a reply costs no allocation.
 //!
 //! Held lock, 64-bit, 16-byte ids: slot 56 B + ids 48 B (allocator chunk) + index ≈ 36 B +
@@ -78,6 +80,7 @@
 //! in addition answer many waiters at once (the timed-out ones at the head, and the new
 //! holder's own queued re-entrant acquires), each in O(log n).
 
+mod answers;
 mod holds;
 mod index;
 mod queue;
@@ -97,6 +100,7 @@ use udplock_protocol::{
     REQUEST_LIFETIME_MS_MAX,
 };
 
+use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::ResourceIndex;
 
@@ -657,7 +661,7 @@ struct Session {
     /// Every request id at or below this was evicted from `answers`: its answer is unknown.
     expired_through: u64,
     /// Final answers by request id.
-    answers: BTreeMap<u64, Remembered>,
+    answers: Answers,
     /// Queued acquires by request id (they have no final answer yet).
     pending: BTreeMap<u64, Pending>,
 }
@@ -704,25 +708,21 @@ fn remember_in(
         remembered.answer.status,
         Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
     ));
-    let previous = session.answers.insert(id.request, remembered);
-    assert!(previous.is_none(), "request {id:?} answered twice");
-    // Evict the oldest answer, but never the one just stored: a queued acquire answered
-    // late may have the smallest id, and its client has not seen that answer yet.
+    assert!(
+        !session.answers.contains(id.request),
+        "request {id:?} answered twice"
+    );
+    // Evict the oldest answers first, but never the one about to be stored: a queued acquire
+    // answered late may have the smallest id, and its client has not seen that answer yet.
+    // (With the session full, the oldest other than the new one is the current oldest.)
+    // `answers_max` is at least 1 (`Config::validate`).
     let mut evictions = 0;
-    while session.answers.len() > answers_max as usize {
-        let (&oldest, _) = session.answers.first_key_value().expect("non-empty");
-        let evicted = if oldest == id.request {
-            let second = *session.answers.keys().nth(1).expect("more than one answer");
-            session.answers.remove(&second);
-            second
-        } else {
-            // The smallest: taken off the front, without a search.
-            session.answers.pop_first();
-            oldest
-        };
+    while session.answers.len() >= answers_max as usize {
+        let evicted = session.answers.pop_oldest().expect("non-empty");
         session.expired_through = session.expired_through.max(evicted);
         evictions += 1;
     }
+    session.answers.insert(id.request, remembered);
     evictions
 }
 
@@ -1022,7 +1022,7 @@ impl LockTable {
             .sessions
             .get(&request.id.session)?
             .answers
-            .get(&request.id.request)
+            .get(request.id.request)
             .filter(|remembered| remembered.kind == kind)?;
         Some(self.reply_to(request, remembered.attempt, remembered.answer))
     }
@@ -1133,18 +1133,14 @@ impl LockTable {
                 &*entry.insert(Session {
                     active_last: now,
                     expired_through: 0,
-                    answers: BTreeMap::new(),
+                    answers: Answers::default(),
                     pending: BTreeMap::new(),
                 })
             }
         };
         // Clients number their requests upwards: a new request's id is above every answer
-        // remembered, which the last key shows without a search of the map.
-        let remembered = match session.answers.last_key_value() {
-            Some((&last, _)) if request_id <= last => session.answers.get(&request_id),
-            _ => None,
-        };
-        if let Some(remembered) = remembered {
+        // remembered, which `Answers::get` sees from the newest alone.
+        if let Some(remembered) = session.answers.get(request_id) {
             // A request id reused for another operation is the client's bug: say so, and
             // leave the remembered answer alone.
             if remembered.kind != kind {
@@ -1295,7 +1291,7 @@ impl LockTable {
                     ..Answer::bare(Status::Ok)
                 };
             }
-            if let Some(remembered) = session.answers.get(&target.request) {
+            if let Some(remembered) = session.answers.get(target.request) {
                 if remembered.kind != RequestKind::Acquire {
                     return invalid;
                 }
@@ -1322,7 +1318,7 @@ impl LockTable {
             let session = Session {
                 active_last: now,
                 expired_through: 0,
-                answers: BTreeMap::new(),
+                answers: Answers::default(),
                 pending: BTreeMap::new(),
             };
             self.sessions.insert(target.session, session);

@@ -157,6 +157,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use udplock_protocol::{MessageType, RequestKind, Status};
 
+use super::answers::Answers;
 use super::index::ResourceIndex;
 use super::queue::{WaitQueue, Waiter};
 use super::{
@@ -280,7 +281,7 @@ impl LockTable {
             put_u64(out, session.active_last.as_micros());
             put_u64(out, session.expired_through);
             put_u32(out, count_u32(session.answers.len()));
-            for (&request, remembered) in &session.answers {
+            for (request, remembered) in session.answers.iter() {
                 put_answer(out, request, remembered);
             }
         }
@@ -413,7 +414,7 @@ impl LockTable {
                 ANSWER_LEN,
                 "answers above answers_per_session_max",
             )?;
-            let mut answers = BTreeMap::new();
+            let mut answers = Answers::default();
             let mut request_last = 0;
             for _ in 0..answer_count {
                 let (request, remembered) = input.answer()?;
@@ -560,7 +561,7 @@ impl LockTable {
                 "wait deadline after its session's idle time",
             )?;
             check(
-                !session.answers.contains_key(&request),
+                !session.answers.contains(request),
                 "queued request already answered",
             )?;
             check(
