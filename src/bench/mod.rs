@@ -646,13 +646,19 @@ fn run_placement(
             config.throughput_ms
         ));
         let before = terms();
-        let mut r = throughput(
+        let (mut r, did) = throughput(
             &servers,
             n,
             Duration::from_millis(config.throughput_ms),
             rtt_p50,
         )?;
         r.elections = elections(&before);
+        notes.push(format!(
+            "[{}] throughput ({n} clients): {} retransmits, {} redirects (warm-up included)",
+            placement.name(),
+            did.retransmits,
+            did.redirects
+        ));
         match first {
             None => first = Some((n, r.ops_per_sec)),
             Some((clients, ops)) => {

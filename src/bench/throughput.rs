@@ -15,6 +15,15 @@ use super::{PhaseReport, Servers};
 /// on most shards (and so on every node's leaders), each used by one client only.
 pub(super) const THROUGHPUT_RESOURCES_PER_CLIENT: usize = 16;
 
+/// What the clients of one throughput run did besides their pairs, summed over them: a
+/// retransmission means a datagram lost (a full socket buffer) or an answer later than the
+/// client's RTO, either of which the pairs' latency includes.
+#[derive(Default)]
+pub(super) struct ClientsDid {
+    pub retransmits: u64,
+    pub redirects: u64,
+}
+
 /// Phase 3: `n` clients, each its own `Client` and thread, loop acquire+release on resources
 /// no other client uses; one op is one pair.
 pub(super) fn throughput(
@@ -22,12 +31,12 @@ pub(super) fn throughput(
     n: usize,
     run_for: Duration,
     rtt_p50: f64,
-) -> Result<PhaseReport, LockError> {
+) -> Result<(PhaseReport, ClientsDid), LockError> {
     let (results, elapsed) = servers.run_together(
         n,
         run_for,
         || {},
-        |i, client, ready, stop| -> Result<(Histogram<u64>, u64), LockError> {
+        |i, client, ready, stop| -> Result<(Histogram<u64>, u64, ClientsDid), LockError> {
             let id = format!("throughput-{i}");
             let names: Vec<String> = (0..THROUGHPUT_RESOURCES_PER_CLIENT)
                 .map(|k| format!("bench/throughput/{n}/{i}/{k}"))
@@ -51,15 +60,23 @@ pub(super) fn throughput(
                 record(&mut h, t0.elapsed());
                 ops += 1;
             }
-            Ok((h, ops))
+            let stats = client.stats();
+            let did = ClientsDid {
+                retransmits: stats.retransmits,
+                redirects: stats.redirects,
+            };
+            Ok((h, ops, did))
         },
     )?;
     let mut total = histogram();
     let mut ops = 0;
+    let mut did = ClientsDid::default();
     for r in results {
-        let (h, n) = r?;
+        let (h, n, client_did) = r?;
         total.add(&h).expect("same histogram bounds");
         ops += n;
+        did.retransmits += client_did.retransmits;
+        did.redirects += client_did.redirects;
     }
     let mut report = summarize(
         &format!("throughput ({n} clients)"),
@@ -68,5 +85,5 @@ pub(super) fn throughput(
         rtt_p50,
     );
     report.ops_per_sec = ops as f64 / elapsed.as_secs_f64();
-    Ok(report)
+    Ok((report, did))
 }
