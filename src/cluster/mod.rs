@@ -254,6 +254,8 @@ impl ClusterConfig {
             // Without a store (`memory`) the core hands out no write: nothing to store.
             stores_state: self.durability != Durability::Memory,
             keeps_lease_horizon: self.state_file.is_some(),
+            // `fsync` syncs on the writer thread (`writer.rs`); `os` writes inline.
+            stores_in_background: self.durability == Durability::Fsync,
             swim_period: self.swim_period,
             joined: self.joined.clone(),
             placement: self.placement,

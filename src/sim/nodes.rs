@@ -187,6 +187,8 @@ impl Sim {
             config.table.retry_after_ms = OVERLOAD_RETRY_AFTER_MS;
         }
         config.stores_state = !n.memory;
+        // As a real node's: its writer thread syncs under `fsync` (`cluster::writer`).
+        config.stores_in_background = !n.memory && !n.os;
         if random {
             // Random runs snapshot often, so compaction, InstallSnapshot and restarts from a
             // snapshot happen under every fault; most scenarios keep whole logs to point at

@@ -61,6 +61,13 @@ pub struct Config {
     /// naming the horizon ([`super::ShardWrite::lease_horizon_us`]) before any answer that
     /// grants or extends a lease past what the file covers.
     pub keeps_lease_horizon: bool,
+    /// The shell stores writes in the background (an `fsync` node's writer thread), so a
+    /// datagram that waits for a write waits for a disk sync. The core then puts the Raft
+    /// records that wait for no write still unstored (a leader's Appends, mostly) in PEER
+    /// datagrams of their own, rather than hold them a sync behind the acknowledgements of
+    /// other shards bound for the same peer. Off (a shell that stores every write before it
+    /// sends), one datagram per peer carries both: fewer datagrams, and nothing waits long.
+    pub stores_in_background: bool,
     /// SWIM's protocol period among the nodes (SWIM §3.1's T'; see [`Config::swim_config`]
     /// for the timers derived from it). Default 1 s (memberlist's LAN profile); the
     /// simulator shortens it so that detection and recovery fit its runs.
@@ -130,6 +137,7 @@ impl Config {
             uncommitted_max: replica::UNCOMMITTED_MAX,
             stores_state: false,
             keeps_lease_horizon: false,
+            stores_in_background: false,
             swim_period: swim::Config::new(node_id, SocketAddr::from(([0, 0, 0, 0], 0)))
                 .protocol_period,
             joined: None,

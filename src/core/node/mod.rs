@@ -85,23 +85,30 @@
 //! A write is a **leader append** when the replica that produced it leads its shard when it
 //! is handed out and the write holds nothing but entries of that leader's term appended to
 //! its log (no hard state, snapshot, cut, mark, creation, removal or lease horizon). Every
-//! other write is a **state write**; the node keeps the last one handed out (`state_seq`).
-//! Writes are stored in `seq` order, so once `state_seq` is stored only leader appends may
-//! still be missing.
+//! other write is a **state write**. The node keeps, per shard, the last write and the last
+//! state write handed out (`shard_seqs`): shards are independent Raft groups, so what one
+//! shard's message says rests on that shard's writes alone. Writes are stored in `seq`
+//! order, so waiting for one write waits for every write before it.
 //!
-//! - A PEER datagram whose Raft records are all ones only a leader sends (Append, with
-//!   entries or without, InstallSnapshot chunks, TimeoutNow) waits for `state_seq`: what it
-//!   says depends on the leader's term and vote (stored before it could win, and before any
-//!   later term's, all state writes), on committed state (an InstallSnapshot, whose
-//!   compaction is a state write), and on its entries, which need not be on the leader's
-//!   disk before they go (thesis §10.2.1: an entry counts toward a majority only where it
-//!   is durable, and the leader counts itself only once its write is reported).
-//! - A client reply waits for `state_seq` too: it follows a commit, which counts only
-//!   durable copies, and an apply; nothing it says rests on the leader's own appends. The
-//!   lease horizon write of a memory-mode single node (spec §7.2.4) is a state write
-//!   handed out before the replies it covers are queued, so they still wait for it.
-//! - Every other datagram (a follower's acknowledgement, a vote, anything mixed with one)
-//!   waits for every write handed out (`write_seq`); SWIM records alone wait for none.
+//! - A Raft record only a leader sends (Append, with entries or without, InstallSnapshot
+//!   chunks, TimeoutNow) waits for its shard's last state write: what it says depends on the
+//!   leader's term and vote (stored before it could win, and before any later term's, all
+//!   state writes), on committed state (an InstallSnapshot, whose compaction is a state
+//!   write), and on its entries, which need not be on the leader's disk before they go
+//!   (thesis §10.2.1: an entry counts toward a majority only where it is durable, and the
+//!   leader counts itself only once its write is reported).
+//! - Any other Raft record (a follower's acknowledgement, a vote) waits for its shard's last
+//!   write; a SWIM record waits for none (membership is not persisted). A PEER datagram
+//!   waits for the latest of what its records wait for. Under
+//!   [`Config::stores_in_background`] the records that wait for no write still unstored go
+//!   in datagrams of their own, ahead of the others (`pack_peer_messages`).
+//! - A client reply waits for its shard's last state write too: it follows a commit, which
+//!   counts only durable copies, and an apply; nothing it says rests on the leader's own
+//!   appends. The lease horizon write of a memory-mode single node (spec §7.2.4) covers the
+//!   leases of every shard: it is handed out before the replies it covers are queued, and
+//!   every reply waits for the last one (`horizon_seq`).
+//! - Node-wide datagrams with no shard (settings, load reports) wait for every write handed
+//!   out (`write_seq`).
 //!
 //! The first fencing token of a new shard's table is the wall clock (spec §8.8); the core has
 //! none, so the shell tells it the wall clock with [`Node::set_wall_clock`].
@@ -299,6 +306,16 @@ pub struct Transmit {
     pub to_peer: bool,
 }
 
+/// The writes of one shard a datagram may have to wait for (module docs, "What a datagram
+/// waits for").
+#[derive(Clone, Copy, Default)]
+struct ShardSeqs {
+    /// The last write of the shard handed out.
+    write: u64,
+    /// The last state write of the shard handed out.
+    state: u64,
+}
+
 /// One datagram waiting to leave.
 struct Queued {
     to: SocketAddr,
@@ -399,9 +416,13 @@ pub struct Node {
     /// Writes handed out so far (the last one's `seq`), and those not yet handed out.
     write_seq: u64,
     writes: VecDeque<ShardWrite>,
-    /// The last state write handed out (every write but a leader's own append: see "What a
-    /// datagram waits for" in the module docs): what leader messages and replies wait for.
-    state_seq: u64,
+    /// Per shard, the last write handed out and the last state write handed out (every write
+    /// but a leader's own append: see "What a datagram waits for" in the module docs): what
+    /// its Raft records and its replies wait for. Only ever grow.
+    shard_seqs: Vec<ShardSeqs>,
+    /// The last lease horizon write handed out ([`Config::keeps_lease_horizon`]): every
+    /// reply waits for it, whatever its shard.
+    horizon_seq: u64,
     /// The last write the shell reported stored ([`Node::stored`]).
     stored_seq: u64,
     /// Per write with a Raft delta handed out and not yet reported stored: (seq, shard, the
@@ -410,8 +431,9 @@ pub struct Node {
     unreported: VecDeque<(u64, u32, u64, u64)>,
     /// Raft messages drained in one flush: (peer, shard, message).
     outgoing: Vec<(NodeId, u16, Message)>,
-    /// Client answers drained in one flush (empty between flushes: kept for its room).
-    replies: Vec<crate::core::lock_table::Reply>,
+    /// Client answers drained in one flush, with their shard (empty between flushes: kept
+    /// for its room).
+    replies: Vec<(u32, crate::core::lock_table::Reply)>,
     /// The SWIM member among the listed nodes (spec §8.12), its messages not yet packed
     /// (peer, message), its events not yet polled, and when it next asks the listed nodes it
     /// holds dead again ([`SWIM_RECONNECT_PERIODS`]).
@@ -591,7 +613,8 @@ impl Node {
             horizon_covered: Instant::ZERO,
             write_seq: 0,
             writes: VecDeque::new(),
-            state_seq: 0,
+            shard_seqs: vec![ShardSeqs::default(); config.shards as usize],
+            horizon_seq: 0,
             stored_seq: 0,
             unreported: VecDeque::new(),
             outgoing: Vec::new(),
@@ -1275,8 +1298,14 @@ impl Node {
     /// Raft delta leaves stored, to report with [`Node::stored`].
     fn push_write(&mut self, write: ShardWrite) {
         self.write_seq += 1;
-        if !self.leader_append(&write) {
-            self.state_seq = self.write_seq;
+        let state = !self.leader_append(&write);
+        let seqs = &mut self.shard_seqs[write.shard as usize];
+        seqs.write = self.write_seq;
+        if state {
+            seqs.state = self.write_seq;
+        }
+        if write.lease_horizon_us.is_some() {
+            self.horizon_seq = self.write_seq;
         }
         if let Some(p) = &write.raft {
             self.unreported
@@ -1286,7 +1315,6 @@ impl Node {
             seq: self.write_seq,
             ..write
         });
-        assert!(self.state_seq <= self.write_seq);
     }
 
     /// Whether `write` is a leader append: its shard's replica leads, and it holds nothing but
@@ -2408,7 +2436,7 @@ impl Node {
                 self.outgoing.push((to, shard as u16, msg));
             }
             while let Some(reply) = replica.poll_reply() {
-                replies.push(reply);
+                replies.push((shard, reply));
             }
             let deadline = replica.poll_timeout().min(self.orphan_at[s]);
             self.set_deadline(s, deadline);
@@ -2430,10 +2458,11 @@ impl Node {
         self.pending.settle();
     }
 
-    /// Encodes, seals and queues the client answers `replies` (of one flush).
-    fn queue_replies(&mut self, replies: &[crate::core::lock_table::Reply]) {
+    /// Encodes, seals and queues the client answers `replies` (of one flush, with their
+    /// shards).
+    fn queue_replies(&mut self, replies: &[(u32, crate::core::lock_table::Reply)]) {
         let mut out = [0u8; DATAGRAM_LEN_MAX];
-        for r in replies {
+        for &(shard, ref r) in replies {
             // WAITING is no answer: the request is timed until its final one.
             if r.answer.status != Status::Waiting {
                 if let Some(d) = self.pending.answered(r.id, r.attempt, self.now) {
@@ -2451,8 +2480,10 @@ impl Node {
                 Ok(len) => {
                     let mut bytes = self.buffer();
                     bytes.extend_from_slice(&out[..len]);
-                    // A state write's wait (module docs, "What a datagram waits for").
-                    self.queue(r.to, bytes, self.state_seq, false);
+                    // Its shard's state writes and the lease horizon (module docs, "What a
+                    // datagram waits for").
+                    let after = self.shard_seqs[shard as usize].state.max(self.horizon_seq);
+                    self.queue(r.to, bytes, after, false);
                 }
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
@@ -2484,18 +2515,27 @@ impl Node {
 
     /// Coalesces: one PEER datagram per peer carries the SWIM messages and the Raft records
     /// of every shard, as many as fit; more datagrams only when they do not. Each is sealed
-    /// for its receiver (spec §8.11); one that carries Raft records waits for the last state
-    /// write if they are all leader messages, else for every write handed out so far, one of
-    /// SWIM records only on none (membership is not persisted; module docs, "What a datagram
-    /// waits for").
+    /// for its receiver (spec §8.11) and waits for the writes its records wait for (module
+    /// docs, "What a datagram waits for"): SWIM records for none, a shard's leader messages
+    /// for its last state write, its other records for its last write.
+    ///
+    /// With [`Config::stores_in_background`], the Raft records for one peer that wait for no
+    /// write still unstored go first, in datagrams of their own, and the rest after: a
+    /// leader's Append to a follower then leaves at once, in parallel with its own write
+    /// (thesis §10.2.1), however many other shards' acknowledgements this node owes the same
+    /// peer after its next sync.
     fn pack_peer_messages(&mut self) {
         if self.outgoing.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
         let mut outgoing = std::mem::take(&mut self.outgoing);
         let mut swim_outgoing = std::mem::take(&mut self.swim_outgoing);
-        // Stable: each shard's messages to one peer keep their order, and SWIM's too.
-        outgoing.sort_by_key(|&(to, _, _)| to);
+        let split = self.config.stores_in_background;
+        let stored = self.stored_seq;
+        let waits = |after: u64| split && after > stored;
+        // Stable: each shard's messages to one peer keep their order, and SWIM's too (a
+        // shard's records all wait alike, unless it changed role within the flush).
+        outgoing.sort_by_key(|(to, shard, msg)| (*to, waits(self.record_after(*shard, msg))));
         swim_outgoing.sort_by_key(|&(to, _)| to);
         let header = PeerHeader {
             cluster_id: self.cluster_id,
@@ -2524,22 +2564,29 @@ impl Node {
             // Room for the authentication trailer (spec §8.11) that `seal` appends.
             let room = self.auth.trailer_room(to);
             let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
-            let mut raft = false;
-            // Every Raft record is one only a leader sends (module docs, "What a datagram
-            // waits for").
-            let mut leader_only = true;
+            // The last write the datagram's records wait for, and whether that one is
+            // still unstored where it matters (`waits`).
+            let mut after = 0;
             let mut announced = false;
             // SWIM first: its acks are timed (a late one makes a healthy node suspect).
             while swim_for(j) || raft_for(i) {
                 let swim = swim_for(j);
-                if !swim && announced && writer.record_count() > 0 {
+                let record_after = match swim {
+                    true => 0,
+                    false => self.record_after(outgoing[i].1, &outgoing[i].2),
+                };
+                let starts_waiting = !waits(after) && waits(record_after);
+                let announcing = !swim && announced;
+                if (starts_waiting || announcing) && writer.record_count() > 0 {
                     // A question or a full-state exchange introduces this node (spec §8.12):
                     // a receiver that does not know it yet (it restarted, or never heard of
                     // it) acts on it only in a datagram of SWIM records alone (§8.3 rule 3),
-                    // so the Raft records go in the next.
+                    // so the Raft records go in the next. And records that wait for a sync
+                    // do not hold back the ones before them that need not.
                     let len = writer.finish();
-                    self.queue_peer(to, addr, &mut out, len, 0);
+                    self.queue_peer(to, addr, &mut out, len, after);
                     writer = PeerWriter::with_trailer_room(&mut out, header, room);
+                    after = 0;
                     announced = false;
                 }
                 let pushed = if swim {
@@ -2551,16 +2598,17 @@ impl Node {
                 if pushed.is_err() && writer.record_count() > 0 {
                     // Full: this datagram goes, the message starts the next.
                     let len = writer.finish();
-                    let after = self.peer_after(raft, leader_only);
                     self.queue_peer(to, addr, &mut out, len, after);
                     writer = PeerWriter::with_trailer_room(&mut out, header, room);
-                    raft = false;
-                    leader_only = true;
+                    after = 0;
                     announced = false;
                     continue;
                 }
                 if pushed.is_err() {
                     log::error!("udplock node: a peer message does not fit a datagram; dropped");
+                }
+                if pushed.is_ok() {
+                    after = after.max(record_after);
                 }
                 if swim {
                     if pushed.is_ok() {
@@ -2569,16 +2617,11 @@ impl Node {
                     }
                     j += 1;
                 } else {
-                    if pushed.is_ok() {
-                        raft = true;
-                        leader_only &= only_a_leader_sends(&outgoing[i].2);
-                    }
                     i += 1;
                 }
             }
             let len = writer.finish();
             if len > 0 {
-                let after = self.peer_after(raft, leader_only);
                 self.queue_peer(to, addr, &mut out, len, after);
             }
         }
@@ -2588,13 +2631,14 @@ impl Node {
         self.swim_outgoing = swim_outgoing;
     }
 
-    /// The write a PEER datagram waits for: none for SWIM records alone, the last state
-    /// write for leader messages alone, else every write handed out (module docs).
-    fn peer_after(&self, raft: bool, leader_only: bool) -> u64 {
-        match (raft, leader_only) {
-            (false, _) => 0,
-            (true, true) => self.state_seq,
-            (true, false) => self.write_seq,
+    /// The write a Raft record of `shard` waits for (module docs, "What a datagram waits
+    /// for"): a leader message, its shard's last state write; any other, its shard's last
+    /// write.
+    fn record_after(&self, shard: u16, msg: &Message) -> u64 {
+        let seqs = self.shard_seqs[shard as usize];
+        match only_a_leader_sends(msg) {
+            true => seqs.state,
+            false => seqs.write,
         }
     }
 

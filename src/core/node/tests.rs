@@ -351,6 +351,164 @@ fn a_leaders_appends_leave_before_its_write_and_its_followers_commit_without_it(
     assert!(trio.nodes[leader].replica(0).unwrap().raft().durable() >= index);
 }
 
+/// A resource id of `shard` of `shards`.
+fn resource_in(shard: u32, shards: u32) -> Vec<u8> {
+    (0..)
+        .map(|k| format!("r{k}").into_bytes())
+        .find(|r| shard_of(r, shards) == shard)
+        .expect("some id of every shard")
+}
+
+/// Node `a` of `trio` after one turn as leader of shard 0 and follower of shard 1.
+struct TwoRoles {
+    trio: Trio,
+    a: usize,
+    /// The leader of shard 1.
+    b: usize,
+    /// The last write `a` had stored before the turn.
+    stored: u64,
+    /// `a`'s write of shard 1 in the turn (unstored).
+    follower_write: u64,
+    /// What `a` sent in the turn.
+    sent: Vec<(Transmit, Vec<u8>)>,
+}
+
+/// Node `a` leads shard 0 and follows shard 1, led by node `b`: in one turn it takes shard
+/// 1's Append from `b` (a state write of shard 1, which its acknowledgement to `b` waits
+/// for) and a client's acquire of shard 0 (its own append, which its Appends need not wait
+/// for). Nothing is stored yet.
+fn leader_and_follower_in_one_turn(background: bool) -> TwoRoles {
+    let mut trio = Trio::with(2, test_keys(), |c| {
+        c.stores_state = true;
+        c.stores_in_background = background;
+    });
+    trio.run_for(3_000);
+    let a = trio.leader_of(0).expect("a leader of shard 0 after 3 s");
+    let b = trio.leader_of(1).expect("a leader of shard 1 after 3 s");
+    assert_ne!(a, b, "the preferred leaders spread the two shards");
+    let now = trio.now;
+    let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    trio.nodes[b].handle_datagram(now, CLIENT, &acquire(1, &resource_in(1, 2)));
+    store_all(&mut trio.nodes[b]);
+    let mut to_a = Vec::new();
+    while let Some(t) = trio.nodes[b].poll_transmit(&mut buf) {
+        if t.to == trio.addrs[a] {
+            to_a.push(buf[..t.len].to_vec());
+        }
+    }
+    assert!(!to_a.is_empty(), "shard 1's Append to node a");
+    let stored_before = trio.written[a];
+    let node = &mut trio.nodes[a];
+    for datagram in &to_a {
+        node.handle_datagram(now, trio.addrs[b], datagram);
+    }
+    node.handle_datagram(now, CLIENT, &acquire(2, &resource_in(0, 2)));
+    let mut writes = Vec::new();
+    while let Some(w) = node.poll_persist() {
+        writes.push(w);
+    }
+    let follower_write = writes.iter().find(|w| w.shard == 1).expect("shard 1's").seq;
+    assert!(writes.iter().any(|w| w.shard == 0), "shard 0's entry");
+    let mut sent = Vec::new();
+    while let Some(t) = node.poll_transmit(&mut buf) {
+        sent.push((t, buf[..t.len].to_vec()));
+    }
+    trio.written[a] = writes.last().expect("two writes").seq;
+    TwoRoles {
+        trio,
+        a,
+        b,
+        stored: stored_before,
+        follower_write,
+        sent,
+    }
+}
+
+/// Issue 13: on a node that syncs in the background, a leader's Append does not wait a
+/// sync behind another shard's acknowledgement to the same peer (they go in two
+/// datagrams), and its answer to the client does not wait for another shard's write.
+#[test]
+fn a_leaders_append_and_reply_wait_for_no_other_shards_write() {
+    let TwoRoles {
+        mut trio,
+        a,
+        b,
+        stored,
+        follower_write,
+        sent,
+    } = leader_and_follower_in_one_turn(true);
+    let c = 3 - a - b;
+    let to = |i: usize| -> Vec<u64> {
+        let addr = trio.addrs[i];
+        sent.iter()
+            .filter(|(t, _)| t.to == addr)
+            .map(|(t, _)| t.after)
+            .collect()
+    };
+    let (to_b, to_c) = (to(b), to(c));
+    assert_eq!(
+        to_b.len(),
+        2,
+        "shard 0's Append apart from shard 1's answer: {to_b:?}"
+    );
+    assert!(to_b[0] <= stored, "the Append leaves now: {to_b:?}");
+    assert_eq!(to_b[1], follower_write, "the answer waits for its write");
+    assert_eq!(to_c.len(), 1, "{to_c:?}");
+    assert!(to_c[0] <= stored, "the Append to c leaves now: {to_c:?}");
+    // b and c store shard 0's entry and answer; node a commits it on their answers and
+    // replies, while its write of shard 1 is still unstored.
+    let now = trio.now + DELAY;
+    let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX];
+    let mut answers = Vec::new();
+    for (t, bytes) in sent.iter().filter(|(t, _)| t.after <= stored) {
+        let i = trio.addrs.iter().position(|&addr| addr == t.to).unwrap();
+        trio.nodes[i].handle_datagram(now, trio.addrs[a], bytes);
+        store_all(&mut trio.nodes[i]);
+        while let Some(t) = trio.nodes[i].poll_transmit(&mut buf) {
+            if t.to == trio.addrs[a] {
+                answers.push((trio.addrs[i], buf[..t.len].to_vec()));
+            }
+        }
+    }
+    let node = &mut trio.nodes[a];
+    for (from, bytes) in &answers {
+        node.handle_datagram(now + DELAY, *from, bytes);
+    }
+    while node.poll_persist().is_some() {}
+    let mut replies = Vec::new();
+    while let Some(t) = node.poll_transmit(&mut buf) {
+        if t.to == CLIENT {
+            replies.push((t.after, Reply::decode(&buf[..t.len]).unwrap().status));
+        }
+    }
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    assert_eq!(replies[0].1, Status::Ok);
+    assert!(
+        replies[0].0 < follower_write,
+        "the grant of shard 0 waits for shard 1's write: {replies:?}"
+    );
+}
+
+/// Where the shell stores every write before it sends (`os`), one datagram per peer carries
+/// both shards' records, and waits for the later of their writes.
+#[test]
+fn without_a_background_store_one_datagram_per_peer_carries_both_shards() {
+    let TwoRoles {
+        trio,
+        a,
+        b,
+        follower_write,
+        sent,
+        ..
+    } = leader_and_follower_in_one_turn(false);
+    let to_b: Vec<u64> = sent
+        .iter()
+        .filter(|(t, _)| t.to == trio.addrs[b])
+        .map(|(t, _)| t.after)
+        .collect();
+    assert_eq!(to_b, [follower_write], "from node {a}");
+}
+
 /// A KEEPALIVE datagram (spec §4.11) naming `shard` of `shards`, listing `tokens`.
 fn keepalive(request_id: u64, shard: u16, shards: u16, tokens: &[u64]) -> Vec<u8> {
     let mut token_bytes = [0u8; 8 * udplock_protocol::KEEPALIVE_TOKENS_MAX];
