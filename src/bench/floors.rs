@@ -36,9 +36,11 @@
 //! # The disk floor
 //!
 //! `--disk-floor [DIR]` (default: the current directory; give the file system the nodes'
-//! data directories are on): the latency of appending 128 bytes to a file and making them
-//! durable with `fdatasync` (`File::sync_data`), about one acquire's log record as a node
-//! that syncs (`--durability fsync`) appends it, first with one writer alone and then with one writer per node
+//! data directories are on): the latency of writing 128 bytes at the end of a file's records
+//! and making them durable with `fdatasync` (`File::sync_data`), about one acquire's log
+//! record as a node that syncs (`--durability fsync`) writes it — into space reserved ahead
+//! (`fallocate`, as the write-ahead log reserves it: `store::PREALLOCATE_BYTES`) — first
+//! with one writer alone and then with one writer per node
 //! syncing its own file at once (the nodes of one machine share its disk, as the benchmark's
 //! three do). The embedded cluster of `udplock bench` runs in memory mode and never syncs,
 //! so the disk floor is only measured when asked for: it is the floor of a service started
@@ -60,6 +62,7 @@ use udplock_protocol::{
 };
 
 use crate::error::LockError;
+use crate::store::DiskFile;
 
 use super::placement::pin_current;
 use super::report::{histogram, record, summarize, PhaseReport};
@@ -418,15 +421,17 @@ pub(super) fn disk_floor(
         ""
     };
     let note = format!(
-        "fdatasync rows: {DISK_APPEND_LEN}-byte appends, each followed by fdatasync, to files \
-         in {}{tmpfs}; ops/s counts every writer's syncs",
+        "fdatasync rows: {DISK_APPEND_LEN}-byte writes into space reserved ahead (fallocate, as \
+         the write-ahead log does), each followed by fdatasync, to files in {}{tmpfs}; ops/s \
+         counts every writer's syncs",
         dir.canonicalize().as_deref().unwrap_or(dir).display()
     );
     Ok((rows, note))
 }
 
-/// `writers` threads, each appending to a file of its own and syncing it `samples` times
-/// (after a few unrecorded ones), started together; every sync in one histogram.
+/// `writers` threads, each writing to a file of its own, its space reserved first, and syncing
+/// it `samples` times (after a few unrecorded ones), started together; every sync in one
+/// histogram.
 fn sync_run(
     dir: &Path,
     writers: usize,
@@ -452,6 +457,11 @@ fn sync_run(
                 .truncate(true)
                 .write(true)
                 .open(p)
+                .and_then(|file| {
+                    // Room for every write, as the log reserves its own ahead of its records.
+                    let len = (WARMUP + samples) * DISK_APPEND_LEN as u64;
+                    DiskFile::allocate(&file, len).map(|()| file)
+                })
                 .map_err(|e| io("cannot create", p, e))
         })
         .collect::<Result<Vec<File>, _>>();

@@ -389,6 +389,18 @@ impl DiskFile for SimFile {
         Ok(())
     }
 
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        // Zeros up to `len`, like a real file's unwritten extents (durable at the next sync).
+        let mut state = self.state.borrow_mut();
+        state.alive()?;
+        let file = state.inodes.get_mut(&self.inode).expect("open");
+        let len = usize::try_from(len).expect("small");
+        if file.written.len() < len {
+            file.set_len(len);
+        }
+        Ok(())
+    }
+
     fn sync(&self) -> io::Result<()> {
         let mut state = self.state.borrow_mut();
         state.alive()?;

@@ -113,6 +113,22 @@ impl DiskFile for File {
         File::set_len(self, len)
     }
 
+    #[cfg(target_os = "linux")]
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        use rustix::fs::{fallocate, FallocateFlags};
+        match fallocate(self, FallocateFlags::empty(), 0, len) {
+            Ok(()) => Ok(()),
+            // Not on this file system: the appends grow the file, as without.
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn allocate(&self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.sync_data()
     }

@@ -62,6 +62,11 @@ pub trait DiskFile {
     fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()>;
     /// Cuts (or extends with zeros) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves the file's space up to `len` bytes (`fallocate(2)`, mode 0: a shorter file
+    /// grows to `len`, reading zeros past what was written), so that later writes within it
+    /// neither grow the file nor, mostly, change its block map: their `sync` then writes
+    /// little more than the data. Where the file system cannot, nothing happens (`Ok`).
+    fn allocate(&self, len: u64) -> io::Result<()>;
     /// Makes the file's content durable (`fdatasync`).
     fn sync(&self) -> io::Result<()>;
 }

@@ -75,6 +75,15 @@ use crate::core::raft::{Entry, HardState, Persist, SnapshotMeta};
 /// commits, small enough that retiring one frees a useful amount.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// The current segment's space is reserved this far ahead of its records (never past the
+/// segment's size), a chunk at a time: a commit that writes into reserved space grows
+/// neither the file nor its block map, so its `fdatasync` writes little more than the data
+/// (on the 2-vCPU VM's ext4, 2026-12-07: an `fdatasync` after a 128-byte or 1,500-byte
+/// write p50 ~100–135 µs into `fallocate`d space against ~160–260 µs appending, one writer;
+/// ~115–180 against ~200–250 µs with three at once). The log's end is then where the records
+/// stop: the zeros after it are reserved space, not a torn write.
+pub const PREALLOCATE_BYTES: u64 = 1 << 20;
+
 /// Closed segments kept before the shards that hold the oldest back are snapshotted
 /// ([`Wal::holding_back`]): the log stays below about `(CLOSED_SEGMENTS_MAX + 1) *
 /// segment_bytes` plus what compaction takes to catch up.
@@ -189,8 +198,12 @@ fn push_run(runs: &mut Vec<(u64, u64)>, from: u64, count: usize, segment: u64) {
 struct Segment<F> {
     number: u64,
     file: F,
-    /// Where the next record goes (the file's length).
+    /// Where the next record goes (the end of the log in this segment).
     end: u64,
+    /// How far space is reserved ahead of the records ([`PREALLOCATE_BYTES`]; it reads as
+    /// zeros), or was asked for: a file system that refused is not asked again for this
+    /// segment. At least `end`.
+    allocated: u64,
 }
 
 /// The node's write-ahead log on disk `D`: see the module docs.
@@ -305,12 +318,14 @@ impl<D: Disk + Clone> Wal<D> {
                 match numbers[..k].last() {
                     Some(&previous) => {
                         let file = self.disk.open(&segment_name(previous), false)?;
+                        // Closed when it was full: its records fill the file.
                         let end = file.read_all()?.len() as u64;
                         self.closed.pop_back();
                         self.current = Some(Segment {
                             number: previous,
                             file,
                             end,
+                            allocated: end,
                         });
                     }
                     None => self.start_segment(number)?,
@@ -318,6 +333,7 @@ impl<D: Disk + Clone> Wal<D> {
                 return Ok(());
             }
             let mut at = SEGMENT_HEADER_LEN;
+            let mut allocated = bytes.len() as u64;
             while at < bytes.len() {
                 match read_frame(&bytes[at..]) {
                     Some((kind, shard, payload)) => {
@@ -325,6 +341,8 @@ impl<D: Disk + Clone> Wal<D> {
                             .map_err(|why| damaged(format!("{name}, byte {at}: {why}")))?;
                         at += RECORD_HEADER_LEN + payload.len();
                     }
+                    // Space reserved ahead of the records (`PREALLOCATE_BYTES`): the end.
+                    None if last && bytes[at..].iter().all(|&b| b == 0) => break,
                     None if last => {
                         log::warn!(
                             "{name}: {} bytes at the end of the write-ahead log do not form a \
@@ -332,6 +350,7 @@ impl<D: Disk + Clone> Wal<D> {
                             bytes.len() - at
                         );
                         file.set_len(at as u64)?;
+                        allocated = at as u64;
                         break;
                     }
                     None => {
@@ -347,6 +366,7 @@ impl<D: Disk + Clone> Wal<D> {
                     number,
                     file,
                     end: at as u64,
+                    allocated,
                 });
             } else {
                 self.closed.push_back(number);
@@ -719,12 +739,29 @@ impl<D: Disk> Wal<D> {
             .current
             .as_mut()
             .expect("an untrusted log is reset before it is written");
+        let want = segment.end + self.buf.len() as u64;
+        if want > segment.allocated && segment.allocated < self.segment_bytes {
+            // Reserve the next chunk, within the segment; past its size the write grows the
+            // file (the segment is then closed: no zeros ever follow a closed one's records).
+            let to = (want + PREALLOCATE_BYTES).min(self.segment_bytes);
+            if let Err(e) = segment.file.allocate(to) {
+                // Only speed is lost: the writes grow the file as they would without.
+                log::warn!(
+                    "{}: cannot reserve space ahead of the log ({e}); appending",
+                    segment_name(segment.number)
+                );
+            }
+            segment.allocated = to;
+        }
         if let Err(e) = segment.file.write_at(&self.buf, segment.end) {
-            // Cut whatever part of the write landed, so no stale record follows `end`.
+            // Cut whatever part of the write landed (and the space reserved after it), so no
+            // stale record follows `end`.
             let _ = segment.file.set_len(segment.end);
+            segment.allocated = segment.end;
             return Err(e);
         }
         segment.end += self.buf.len() as u64;
+        segment.allocated = segment.allocated.max(segment.end);
         self.buf.clear();
         if sync {
             segment.file.sync()?;
@@ -756,6 +793,7 @@ impl<D: Disk> Wal<D> {
             number,
             file,
             end: bytes.len() as u64,
+            allocated: bytes.len() as u64,
         });
         Ok(())
     }
@@ -974,6 +1012,7 @@ fn decode_entries(payload: &[u8]) -> Option<(u64, Vec<Entry>)> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::FileExt;
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
 
@@ -1312,6 +1351,104 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Space reserved after the log (`PREALLOCATE_BYTES`: zeros) is the log's end, not a
+    /// torn write: a start keeps it, and the next commit writes where the records stop.
+    #[test]
+    fn zeros_reserved_after_the_log_are_its_end_and_are_written_over() {
+        let dir = dir("reserved");
+        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
+        wal.open_empty(0).unwrap();
+        wal.write(0, &vote(1)).unwrap();
+        wal.write(0, &append(1, vec![entry(1, 1, 5)])).unwrap();
+        wal.commit().unwrap();
+        let end = wal.current.as_ref().unwrap().end;
+        drop(wal);
+        // Reserved space, whether or not this file system reserved some.
+        let path = dir.join(segment_name(1));
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let reserved = end + 4096;
+        if file.metadata().unwrap().len() < reserved {
+            file.set_len(reserved).unwrap();
+        }
+        let len = file.metadata().unwrap().len();
+        drop(file);
+        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
+        assert_eq!(wal.current.as_ref().unwrap().end, end);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "kept, not cut"
+        );
+        assert_eq!(
+            state(&wal.take(0).unwrap()),
+            (hard(1), None, vec![entry(1, 1, 5)])
+        );
+        wal.write(0, &append(2, vec![entry(1, 2, 7)])).unwrap();
+        wal.commit().unwrap();
+        drop(wal);
+        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
+        assert_eq!(
+            state(&wal.take(0).unwrap()),
+            (hard(1), None, vec![entry(1, 1, 5), entry(1, 2, 7)])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A write torn inside the reserved space (part of a record, then zeros) is cut like any
+    /// torn tail; what was committed before stays.
+    #[test]
+    fn a_torn_write_into_reserved_space_is_cut() {
+        let dir = dir("torn-reserved");
+        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
+        wal.open_empty(0).unwrap();
+        wal.write(0, &vote(2)).unwrap();
+        wal.commit().unwrap();
+        let end = wal.current.as_ref().unwrap().end;
+        let mut record = Vec::new();
+        push_entries(&mut record, 0, 1, &[entry(2, 1, 40)]);
+        drop(wal);
+        let path = dir.join(segment_name(1));
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(end + 4096).unwrap();
+        file.write_all_at(&record[..record.len() / 2], end).unwrap();
+        drop(file);
+        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            end,
+            "cut at the log's end"
+        );
+        assert_eq!(state(&wal.take(0).unwrap()), (hard(2), None, Vec::new()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A closed segment ends with its last record: reserved space never outlives the
+    /// segment's size, so only the current segment may end in zeros (and a closed one that
+    /// does is damage, as before).
+    #[test]
+    fn a_closed_segment_ends_with_its_records() {
+        let dir = dir("closed-end");
+        let segment_bytes = 300;
+        let mut wal = open(&dir, segment_bytes).unwrap();
+        wal.open_empty(0).unwrap();
+        for index in 1..=20 {
+            wal.write(0, &append(index, vec![entry(1, index, 30)]))
+                .unwrap();
+            wal.commit().unwrap();
+        }
+        let (oldest, current) = wal.segments();
+        assert!(current >= 3, "rolled over");
+        for number in oldest..current {
+            let bytes = std::fs::read(dir.join(segment_name(number))).unwrap();
+            let mut at = SEGMENT_HEADER_LEN;
+            while let Some((_, _, payload)) = read_frame(&bytes[at..]) {
+                at += RECORD_HEADER_LEN + payload.len();
+            }
+            assert_eq!(at, bytes.len(), "segment {number}: records, then nothing");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Entries missing after the snapshot that no later record makes dead are damage.
     #[test]
     fn entries_missing_after_the_snapshot_are_an_error() {
@@ -1320,11 +1457,13 @@ mod tests {
         wal.open_empty(0).unwrap();
         wal.write(0, &vote(1)).unwrap();
         wal.commit().unwrap();
-        // A record of entries from 3 with nothing before it: written by hand.
+        // A record of entries from 3 with nothing before it: written by hand at the log's
+        // end (the space reserved after it goes).
         let mut bytes = Vec::new();
         push_entries(&mut bytes, 0, 3, &[entry(1, 3, 5)]);
         let path = dir.join(segment_name(1));
         let mut segment = std::fs::read(&path).unwrap();
+        segment.truncate(wal.current.as_ref().unwrap().end as usize);
         segment.extend_from_slice(&bytes);
         std::fs::write(&path, segment).unwrap();
         drop(wal);

@@ -128,6 +128,10 @@ impl DiskFile for MemFile {
             .resize(len as usize, 0);
         Ok(())
     }
+    /// Reserves nothing (the trait allows it): the files stay exactly their records.
+    fn allocate(&self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
     fn sync(&self) -> io::Result<()> {
         Ok(())
     }
