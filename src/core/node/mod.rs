@@ -417,6 +417,9 @@ pub struct Node {
     /// holds dead again ([`SWIM_RECONNECT_PERIODS`]).
     swim: Swim,
     swim_outgoing: Vec<(NodeId, swim::Message)>,
+    /// Room for the records of one PEER datagram, read once by `PeerDatagram::decode_visiting`
+    /// (empty between datagrams: kept for its allocation, see [`relabel`]).
+    peer_records: Vec<PeerRecord<'static>>,
     member_events: VecDeque<swim::Event>,
     swim_reconnect_at: Instant,
     /// The member held dead that [`Node::reconnect_swim`] asked last (it asks them in turn).
@@ -598,6 +601,7 @@ impl Node {
             replies: Vec::new(),
             swim,
             swim_outgoing: Vec::new(),
+            peer_records: Vec::new(),
             member_events: VecDeque::new(),
             swim_reconnect_at: now + reconnect_interval(&config),
             swim_reconnect_last: 0,
@@ -1836,11 +1840,28 @@ impl Node {
     }
 
     /// A PEER datagram (spec §8.2): checked, authenticated, then each record to its shard.
+    /// Its records are read once, into the node's reused room for them.
     fn handle_peer(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
-        let Ok(peer) = PeerDatagram::decode(datagram) else {
+        let mut records = relabel(std::mem::take(&mut self.peer_records));
+        self.handle_peer_records(now, datagram, source, &mut records);
+        self.peer_records = relabel(records);
+    }
+
+    /// [`Node::handle_peer`] with `records`, empty, to collect the datagram's records in.
+    fn handle_peer_records<'d>(
+        &mut self,
+        now: Instant,
+        datagram: &'d [u8],
+        source: SocketAddr,
+        records: &mut Vec<PeerRecord<'d>>,
+    ) {
+        debug_assert!(records.is_empty());
+        // All checked before any is acted on: a datagram with a bad record is dropped whole.
+        let Ok(peer) = PeerDatagram::decode_visiting(datagram, |r| records.push(r)) else {
             NodeStats::bump(&self.stats.dropped);
             return;
         };
+        assert_eq!(records.len(), peer.record_count());
         let PeerHeader { cluster_id, from } = peer.header;
         if cluster_id != self.cluster_id || from == self.config.node_id {
             NodeStats::bump(&self.stats.dropped);
@@ -1872,7 +1893,7 @@ impl Node {
         }
         NodeStats::bump(&self.stats.peer_received);
         let mut swim = false;
-        for record in peer.all_records() {
+        for record in records.drain(..) {
             let (shard, record) = match record {
                 PeerRecord::Raft { shard, msg } => (shard, msg),
                 // Spec §8.12: to the membership, as from the (listed, authenticated) sender.
@@ -2740,6 +2761,18 @@ fn start_replica(
 /// names node `me`, as voter or learner.
 /// Whether a SWIM message of this node's introduces it: a question (PING, PING_REQ) and a
 /// full-state exchange carry this node's own alive UPDATE (`Swim::question`, spec §8.12).
+/// `records` emptied, as a vector of records borrowing from another datagram. Reuses the
+/// allocation: collecting a vector's `into_iter().map(..)` into one of an element type of the
+/// same size and alignment happens in place (std's in-place collection), and the map never
+/// runs on an empty vector. Were std to allocate anew, only the reuse would be lost.
+fn relabel<'a, 'b>(mut records: Vec<PeerRecord<'a>>) -> Vec<PeerRecord<'b>> {
+    records.clear();
+    records
+        .into_iter()
+        .map(|_| unreachable!("emptied"))
+        .collect()
+}
+
 fn announces(msg: &swim::Message) -> bool {
     matches!(
         msg,
