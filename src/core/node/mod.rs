@@ -2353,17 +2353,27 @@ impl Node {
             let Some(replica) = self.shards[s].as_mut() else {
                 continue;
             };
+            // Whether the replica may have changed since `touch` counted it last.
+            let mut changed = false;
             if replica.wants_wall_clock() {
                 // A new leader of an empty log: INIT's first token is the wall clock now
                 // (spec §8.8).
                 replica.propose_init(now, wall);
+                changed = true;
             }
             if self.config.joined.is_some() {
                 // The bootstrap node's first term: the shard's configuration goes into its
                 // log (spec §8.1, "The first configuration").
                 replica.propose_first_membership(now);
+                changed = true;
             }
-            self.count_usage(shard);
+            if changed {
+                self.count_usage(shard);
+            } else {
+                // A shard is touched after each change of its replica, and `touch` counted it
+                // then: counting it again here would find the same.
+                debug_assert_eq!(self.usage[s], Usage::of(replica), "shard {shard}");
+            }
             let replica = self.shards[s].as_mut().expect("held");
             let named = names(replica, self.config.node_id);
             // Removed: it was named, and the configuration it applied no longer names it,
