@@ -643,7 +643,8 @@ impl Replica {
             self.refuse_at_limit(&request);
             return Ok(());
         }
-        let source = request.reply_to.ip();
+        // Hashed once for the two limits and the count.
+        let source = self.in_flight.key(request.reply_to.ip());
         // Spec §9 (per shard) and §9.1 (per node, over every shard the node leads).
         if self.in_flight.get(source) >= IN_FLIGHT_PER_SOURCE_MAX
             || self.in_flight.node_full(source)
@@ -1449,7 +1450,7 @@ impl Replica {
                 } else if self.proposed.get(&request.id) == Some(&entry.index) {
                     self.proposed.remove(&request.id);
                     // The logged address is the proposing copy's (`log_command`).
-                    let source = request.reply_to.ip();
+                    let source = self.in_flight.key(request.reply_to.ip());
                     self.in_flight.remove(source);
                 }
                 if let Some(table) = self.table.as_mut() {
