@@ -964,15 +964,30 @@ impl Raft {
     /// or from after the snapshot it was restored from). Never an entry a snapshot covers;
     /// returns nothing while `poll_snapshot` holds a snapshot the shell has not taken.
     pub fn poll_committed(&mut self) -> Option<Entry> {
+        let mut entry = Entry {
+            term: 0,
+            index: 0,
+            data: Vec::new(),
+        };
+        self.poll_committed_into(&mut entry).then_some(entry)
+    }
+
+    /// [`Raft::poll_committed`] into `entry` (its data buffer reused: no allocation per
+    /// entry once it is large enough); false, `entry` unchanged, when there is none.
+    pub fn poll_committed_into(&mut self, entry: &mut Entry) -> bool {
         assert!(self.returned_index <= self.commit_index);
         if self.returned_index == self.commit_index || self.snapshot_installed.is_some() {
-            return None;
+            return false;
         }
         assert!(self.returned_index >= self.log.snapshot().index);
         self.returned_index += 1;
-        let entry = self.log.entry(self.returned_index).clone();
-        assert!(entry.index == self.returned_index);
-        Some(entry)
+        let logged = self.log.entry(self.returned_index);
+        assert!(logged.index == self.returned_index);
+        entry.term = logged.term;
+        entry.index = logged.index;
+        entry.data.clear();
+        entry.data.extend_from_slice(&logged.data);
+        true
     }
 
     /// When `handle_timeout` must be called next.

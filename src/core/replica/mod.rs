@@ -327,6 +327,8 @@ pub struct Replica {
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
+    /// The committed entry being applied; its buffer is reused (`Raft::poll_committed_into`).
+    applying: Entry,
     /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]),
     /// added to the node's counts ([`in_flight`]).
     in_flight: SourceCounts,
@@ -495,6 +497,11 @@ impl Replica {
             tick_pending: None,
             init_wanted: false,
             proposed: HashMap::new(),
+            applying: Entry {
+                term: 0,
+                index: 0,
+                data: Vec::new(),
+            },
             in_flight: SourceCounts::alone(IN_FLIGHT_PER_SOURCE_MAX),
             proposing: None,
             replies: VecDeque::new(),
@@ -1224,9 +1231,18 @@ impl Replica {
         while let Some((meta, data)) = self.raft.poll_snapshot() {
             self.install(meta, &data);
         }
-        while let Some(entry) = self.raft.poll_committed() {
+        let mut entry = std::mem::replace(
+            &mut self.applying,
+            Entry {
+                term: 0,
+                index: 0,
+                data: Vec::new(),
+            },
+        );
+        while self.raft.poll_committed_into(&mut entry) {
             self.apply(now, &entry);
         }
+        self.applying = entry;
         self.compact();
     }
 
