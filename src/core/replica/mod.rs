@@ -75,6 +75,7 @@ mod tests;
 
 pub mod in_flight;
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -1463,11 +1464,17 @@ impl Replica {
                 if self.proposing == Some((request.id, entry.index)) {
                     // Applied inside the input that proposed it: never counted.
                     self.proposing = None;
-                } else if self.proposed.get(&request.id) == Some(&entry.index) {
-                    self.proposed.remove(&request.id);
-                    // The logged address is the proposing copy's (`log_command`).
-                    let source = self.in_flight.key(request.reply_to.ip());
-                    self.in_flight.remove(source);
+                } else if self.proposed.is_empty() {
+                    // Not counted (a follower's case): no hash.
+                } else if let MapEntry::Occupied(proposed) = self.proposed.entry(request.id) {
+                    // One hash of the id for the lookup and the removal (keyed SipHash: ids
+                    // come from the network).
+                    if *proposed.get() == entry.index {
+                        proposed.remove();
+                        // The logged address is the proposing copy's (`log_command`).
+                        let source = self.in_flight.key(request.reply_to.ip());
+                        self.in_flight.remove(source);
+                    }
                 }
                 if let Some(table) = self.table.as_mut() {
                     table.handle_request(now, request);
