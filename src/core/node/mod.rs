@@ -377,6 +377,8 @@ pub struct Node {
     in_flight: InFlight,
     /// Shards an input touched since the last flush (flag per shard, and their list).
     touched: Vec<bool>,
+    /// Bumped whenever a replica may have changed ([`Node::shard_stats_version`]).
+    shard_stats_version: u64,
     touched_list: Vec<u32>,
     /// When the node last said which shards still ask the others before taking part.
     recovery_logged: Instant,
@@ -567,6 +569,7 @@ impl Node {
             // Every shard held, so the first flush hands out what starting produced (a
             // recovering replica's first TermQuery).
             touched: shards.iter().map(Option::is_some).collect(),
+            shard_stats_version: 0,
             touched_list: (0..shards.len() as u32)
                 .filter(|&s| shards[s as usize].is_some())
                 .collect(),
@@ -725,6 +728,14 @@ impl Node {
     /// How many shards this node holds a replica of.
     pub fn held(&self) -> usize {
         self.held
+    }
+
+    /// Changes when what [`Node::shard_stats`] returns may have: the same version, the same
+    /// stats. A shell that publishes them periodically can skip the copy of every shard's
+    /// while nothing moved. (A replica changes only in an input that touches its shard, or
+    /// in the flush after it: both bump it.)
+    pub fn shard_stats_version(&self) -> u64 {
+        self.shard_stats_version
     }
 
     /// Every shard's role, term, leader, commit index and table counters, by shard; a shard
@@ -1135,6 +1146,7 @@ impl Node {
 
     fn touch(&mut self, shard: u32) {
         self.count_usage(shard);
+        self.shard_stats_version += 1;
         if !self.touched[shard as usize] {
             self.touched[shard as usize] = true;
             self.touched_list.push(shard);
@@ -2343,6 +2355,10 @@ impl Node {
     #[inline(never)]
     fn flush_touched(&mut self) {
         let touched = std::mem::take(&mut self.touched_list);
+        if !touched.is_empty() {
+            // INIT, the first configuration or a drop below may change a shard's stats.
+            self.shard_stats_version += 1;
+        }
         let mut replies = std::mem::take(&mut self.replies);
         debug_assert!(replies.is_empty());
         let orphan_after = self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
