@@ -890,6 +890,18 @@ impl<'a> PeerDatagram<'a> {
     /// Decodes a PEER datagram, checking the header and then every record in order (spec
     /// §8.3, §8.4) before it returns. Never panics; never allocates.
     pub fn decode(datagram: &'a [u8]) -> Result<PeerDatagram<'a>, DecodeError> {
+        Self::decode_visiting(datagram, |_| {})
+    }
+
+    /// [`PeerDatagram::decode`], handing each record to `visit` once it passed its checks,
+    /// in datagram order: a receiver that acts on every record reads each once instead of
+    /// twice (decode, then [`PeerDatagram::all_records`]). On `Err`, `visit` may have seen
+    /// the records before the bad one; the caller drops them with the datagram (a datagram
+    /// with one bad record is dropped whole, module docs). Never panics; never allocates.
+    pub fn decode_visiting(
+        datagram: &'a [u8],
+        mut visit: impl FnMut(PeerRecord<'a>),
+    ) -> Result<PeerDatagram<'a>, DecodeError> {
         let NodeDatagram { header, auth, body } =
             decode_node_datagram(datagram, MessageType::Peer)?;
         if body.is_empty() {
@@ -898,9 +910,10 @@ impl<'a> PeerDatagram<'a> {
         let mut rest = body;
         let mut record_count = 0;
         while !rest.is_empty() {
-            let (_, used) = read_record(rest)?;
+            let (record, used) = read_record(rest)?;
             rest = rest.get(used..).ok_or(DecodeError::BadRecordLength)?;
             record_count += 1;
+            visit(record);
         }
         Ok(PeerDatagram {
             header,

@@ -756,7 +756,13 @@ proptest! {
         }
         let body_len = (bytes.len() - 32) as u16;
         bytes[6..8].copy_from_slice(&body_len.to_be_bytes());
-        if let Ok(d) = PeerDatagram::decode(&bytes) {
+        // One pass (`decode_visiting`) decides as `decode` does and, when it accepts, has
+        // seen the records `all_records` reads again, in order.
+        let mut visited = Vec::new();
+        let once = PeerDatagram::decode_visiting(&bytes, |r| visited.push(r));
+        prop_assert_eq!(once, PeerDatagram::decode(&bytes));
+        if let Ok(d) = once {
+            prop_assert_eq!(&visited, &d.all_records().collect::<Vec<_>>());
             prop_assert_eq!(reencode(&d, &bytes), bytes.clone());
         }
         let _ = Request::decode(&bytes);

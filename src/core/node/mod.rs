@@ -394,6 +394,8 @@ pub struct Node {
     in_flight: InFlight,
     /// Shards an input touched since the last flush (flag per shard, and their list).
     touched: Vec<bool>,
+    /// Bumped whenever a replica may have changed ([`Node::shard_stats_version`]).
+    shard_stats_version: u64,
     touched_list: Vec<u32>,
     /// When the node last said which shards still ask the others before taking part.
     recovery_logged: Instant,
@@ -439,6 +441,9 @@ pub struct Node {
     /// holds dead again ([`SWIM_RECONNECT_PERIODS`]).
     swim: Swim,
     swim_outgoing: Vec<(NodeId, swim::Message)>,
+    /// Room for the records of one PEER datagram, read once by `PeerDatagram::decode_visiting`
+    /// (empty between datagrams: kept for its allocation, see [`relabel`]).
+    peer_records: Vec<PeerRecord<'static>>,
     member_events: VecDeque<swim::Event>,
     swim_reconnect_at: Instant,
     /// The member held dead that [`Node::reconnect_swim`] asked last (it asks them in turn).
@@ -586,6 +591,7 @@ impl Node {
             // Every shard held, so the first flush hands out what starting produced (a
             // recovering replica's first TermQuery).
             touched: shards.iter().map(Option::is_some).collect(),
+            shard_stats_version: 0,
             touched_list: (0..shards.len() as u32)
                 .filter(|&s| shards[s as usize].is_some())
                 .collect(),
@@ -621,6 +627,7 @@ impl Node {
             replies: Vec::new(),
             swim,
             swim_outgoing: Vec::new(),
+            peer_records: Vec::new(),
             member_events: VecDeque::new(),
             swim_reconnect_at: now + reconnect_interval(&config),
             swim_reconnect_last: 0,
@@ -744,6 +751,14 @@ impl Node {
     /// How many shards this node holds a replica of.
     pub fn held(&self) -> usize {
         self.held
+    }
+
+    /// Changes when what [`Node::shard_stats`] returns may have: the same version, the same
+    /// stats. A shell that publishes them periodically can skip the copy of every shard's
+    /// while nothing moved. (A replica changes only in an input that touches its shard, or
+    /// in the flush after it: both bump it.)
+    pub fn shard_stats_version(&self) -> u64 {
+        self.shard_stats_version
     }
 
     /// Every shard's role, term, leader, commit index and table counters, by shard; a shard
@@ -1154,6 +1169,7 @@ impl Node {
 
     fn touch(&mut self, shard: u32) {
         self.count_usage(shard);
+        self.shard_stats_version += 1;
         if !self.touched[shard as usize] {
             self.touched[shard as usize] = true;
             self.touched_list.push(shard);
@@ -1864,11 +1880,28 @@ impl Node {
     }
 
     /// A PEER datagram (spec §8.2): checked, authenticated, then each record to its shard.
+    /// Its records are read once, into the node's reused room for them.
     fn handle_peer(&mut self, now: Instant, datagram: &[u8], source: SocketAddr) {
-        let Ok(peer) = PeerDatagram::decode(datagram) else {
+        let mut records = relabel(std::mem::take(&mut self.peer_records));
+        self.handle_peer_records(now, datagram, source, &mut records);
+        self.peer_records = relabel(records);
+    }
+
+    /// [`Node::handle_peer`] with `records`, empty, to collect the datagram's records in.
+    fn handle_peer_records<'d>(
+        &mut self,
+        now: Instant,
+        datagram: &'d [u8],
+        source: SocketAddr,
+        records: &mut Vec<PeerRecord<'d>>,
+    ) {
+        debug_assert!(records.is_empty());
+        // All checked before any is acted on: a datagram with a bad record is dropped whole.
+        let Ok(peer) = PeerDatagram::decode_visiting(datagram, |r| records.push(r)) else {
             NodeStats::bump(&self.stats.dropped);
             return;
         };
+        assert_eq!(records.len(), peer.record_count());
         let PeerHeader { cluster_id, from } = peer.header;
         if cluster_id != self.cluster_id || from == self.config.node_id {
             NodeStats::bump(&self.stats.dropped);
@@ -1900,7 +1933,7 @@ impl Node {
         }
         NodeStats::bump(&self.stats.peer_received);
         let mut swim = false;
-        for record in peer.all_records() {
+        for record in records.drain(..) {
             let (shard, record) = match record {
                 PeerRecord::Raft { shard, msg } => (shard, msg),
                 // Spec §8.12: to the membership, as from the (listed, authenticated) sender.
@@ -2350,6 +2383,10 @@ impl Node {
     #[inline(never)]
     fn flush_touched(&mut self) {
         let touched = std::mem::take(&mut self.touched_list);
+        if !touched.is_empty() {
+            // INIT, the first configuration or a drop below may change a shard's stats.
+            self.shard_stats_version += 1;
+        }
         let mut replies = std::mem::take(&mut self.replies);
         debug_assert!(replies.is_empty());
         let orphan_after = self.election_timeouts(ORPHAN_ELECTION_TIMEOUTS);
@@ -2360,17 +2397,27 @@ impl Node {
             let Some(replica) = self.shards[s].as_mut() else {
                 continue;
             };
+            // Whether the replica may have changed since `touch` counted it last.
+            let mut changed = false;
             if replica.wants_wall_clock() {
                 // A new leader of an empty log: INIT's first token is the wall clock now
                 // (spec §8.8).
                 replica.propose_init(now, wall);
+                changed = true;
             }
             if self.config.joined.is_some() {
                 // The bootstrap node's first term: the shard's configuration goes into its
                 // log (spec §8.1, "The first configuration").
                 replica.propose_first_membership(now);
+                changed = true;
             }
-            self.count_usage(shard);
+            if changed {
+                self.count_usage(shard);
+            } else {
+                // A shard is touched after each change of its replica, and `touch` counted it
+                // then: counting it again here would find the same.
+                debug_assert_eq!(self.usage[s], Usage::of(replica), "shard {shard}");
+            }
             let replica = self.shards[s].as_mut().expect("held");
             let named = names(replica, self.config.node_id);
             // Removed: it was named, and the configuration it applied no longer names it,
@@ -2784,6 +2831,18 @@ fn start_replica(
 /// names node `me`, as voter or learner.
 /// Whether a SWIM message of this node's introduces it: a question (PING, PING_REQ) and a
 /// full-state exchange carry this node's own alive UPDATE (`Swim::question`, spec §8.12).
+/// `records` emptied, as a vector of records borrowing from another datagram. Reuses the
+/// allocation: collecting a vector's `into_iter().map(..)` into one of an element type of the
+/// same size and alignment happens in place (std's in-place collection), and the map never
+/// runs on an empty vector. Were std to allocate anew, only the reuse would be lost.
+fn relabel<'a, 'b>(mut records: Vec<PeerRecord<'a>>) -> Vec<PeerRecord<'b>> {
+    records.clear();
+    records
+        .into_iter()
+        .map(|_| unreachable!("emptied"))
+        .collect()
+}
+
 fn announces(msg: &swim::Message) -> bool {
     matches!(
         msg,

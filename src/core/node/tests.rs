@@ -3045,6 +3045,42 @@ fn a_node_near_its_log_bytes_limit_compacts_its_longest_logs() {
     }
 }
 
+/// [`Node::shard_stats_version`]: while it stays, the stats stay (checked after every
+/// millisecond of a run with elections, heartbeats and granted requests), and a granted
+/// request moves it at its shard's leader.
+#[test]
+fn shard_stats_stay_while_their_version_does() {
+    let mut trio = Trio::new(4, test_keys());
+    let read = |node: &Node| (node.shard_stats_version(), node.shard_stats());
+    let mut seen: Vec<_> = trio.nodes.iter().map(read).collect();
+    let (mut kept, mut moved) = (0, 0);
+    for ms in 0..4_000u64 {
+        if ms >= 3_000 && ms % 100 == 0 {
+            let resource = format!("r{ms}");
+            let shard = shard_of(resource.as_bytes(), 4) as usize;
+            let leader = trio.leader_of(shard).expect("a leader after 3 s");
+            let before = trio.nodes[leader].shard_stats_version();
+            let replies = trio.ask(leader, &acquire(ms, resource.as_bytes()));
+            let reply = Reply::decode(&replies.last().expect("an answer").1).unwrap();
+            assert_eq!(reply.status, Status::Ok);
+            assert_ne!(trio.nodes[leader].shard_stats_version(), before);
+        }
+        trio.run_for(1);
+        for (node, seen) in trio.nodes.iter().zip(&mut seen) {
+            let now = read(node);
+            if now.0 == seen.0 {
+                assert_eq!(now.1, seen.1, "the stats moved, their version did not");
+                kept += 1;
+            } else {
+                *seen = now;
+                moved += 1;
+            }
+        }
+    }
+    // Both cases arose.
+    assert!(kept > 100 && moved > 100, "{kept} kept, {moved} moved");
+}
+
 /// CPU workload (issue 13 item 6), not a check: run under callgrind in a release test build
 /// to count the core's instructions per replicated operation. Prints a digest of every
 /// datagram sent, so a change that must not change behaviour can show that it did not.

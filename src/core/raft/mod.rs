@@ -568,8 +568,6 @@ pub struct Raft {
     life: u64,
 
     outbox: VecDeque<(NodeId, Message)>,
-    /// Reused for majority computations, so they do not allocate.
-    scratch: Vec<u64>,
     /// Messages dropped because only a faulty or forged peer sends them (see
     /// [`Raft::faulty_drops`]).
     faulty_drops: u64,
@@ -694,7 +692,6 @@ impl Raft {
             recovery: Recovery::None,
             life,
             outbox: VecDeque::new(),
-            scratch: Vec::with_capacity(config.voters.len()),
             faulty_drops: 0,
             config,
         };
@@ -964,15 +961,30 @@ impl Raft {
     /// or from after the snapshot it was restored from). Never an entry a snapshot covers;
     /// returns nothing while `poll_snapshot` holds a snapshot the shell has not taken.
     pub fn poll_committed(&mut self) -> Option<Entry> {
+        let mut entry = Entry {
+            term: 0,
+            index: 0,
+            data: Vec::new(),
+        };
+        self.poll_committed_into(&mut entry).then_some(entry)
+    }
+
+    /// [`Raft::poll_committed`] into `entry` (its data buffer reused: no allocation per
+    /// entry once it is large enough); false, `entry` unchanged, when there is none.
+    pub fn poll_committed_into(&mut self, entry: &mut Entry) -> bool {
         assert!(self.returned_index <= self.commit_index);
         if self.returned_index == self.commit_index || self.snapshot_installed.is_some() {
-            return None;
+            return false;
         }
         assert!(self.returned_index >= self.log.snapshot().index);
         self.returned_index += 1;
-        let entry = self.log.entry(self.returned_index).clone();
-        assert!(entry.index == self.returned_index);
-        Some(entry)
+        let logged = self.log.entry(self.returned_index);
+        assert!(logged.index == self.returned_index);
+        entry.term = logged.term;
+        entry.index = logged.index;
+        entry.data.clear();
+        entry.data.extend_from_slice(&logged.data);
+        true
     }
 
     /// When `handle_timeout` must be called next.
@@ -1110,27 +1122,36 @@ impl Raft {
     /// a voter that never answered, 0. A follower not heard from yet in this term (replica
     /// id unknown, 0) counts with the values it started with: nothing acknowledged, and the
     /// leader's start as its last contact (CheckQuorum's grace, as before replica ids).
-    fn quorum_value(&mut self, own: u64, per_follower: impl Fn(&Progress) -> u64) -> u64 {
-        let mut values = std::mem::take(&mut self.scratch);
-        values.clear();
+    fn quorum_value(&self, own: u64, per_follower: impl Fn(&Progress) -> u64) -> u64 {
         let membership = self.log.configs().latest();
+        assert!(self.quorum == membership.quorum());
+        // The values, largest first, sorted as they come in (a few voters: at most
+        // CONFIG_MEMBERS_MAX, spec §8.7), on the stack: this runs on every acknowledgement.
+        let mut values = [0u64; udplock_protocol::CONFIG_MEMBERS_MAX];
+        let mut len = 0;
+        let mut put = |value: u64| {
+            assert!(len < values.len(), "at most CONFIG_MEMBERS_MAX voters");
+            let mut at = len;
+            while at > 0 && values[at - 1] < value {
+                values[at] = values[at - 1];
+                at -= 1;
+            }
+            values[at] = value;
+            len += 1;
+        };
         if membership.is_voter(self.config.id) {
             let counts = membership.counts(self.config.id, self.hard.replica);
-            values.push(if counts { own } else { 0 });
+            put(if counts { own } else { 0 });
         }
-        values.extend(self.progress.iter().filter(|p| p.voter).map(|p| {
-            if p.replica == 0 || membership.counts(p.id, p.replica) {
+        for p in self.progress.iter().filter(|p| p.voter) {
+            put(if p.replica == 0 || membership.counts(p.id, p.replica) {
                 per_follower(p)
             } else {
                 0
-            }
-        }));
-        assert!(values.len() == self.log.configs().latest().voters.len());
-        assert!(self.quorum == self.log.configs().latest().quorum());
-        values.sort_unstable_by(|a, b| b.cmp(a));
-        let value = values[self.quorum - 1];
-        self.scratch = values;
-        value
+            });
+        }
+        assert!(len == membership.voters.len());
+        values[self.quorum - 1]
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {

@@ -12,17 +12,61 @@
 //! ([`InFlight`], one per node, shared by every replica as `raft::NodeShared` is): a replica
 //! that stops leading, or is dropped, takes its counts out of the node's. Pure: no IO, no
 //! clock; deterministic when one thread drives every shard, as a node and the simulator do.
+//!
+//! A source is hashed once per use ([`SourceCounts::key`]: keyed SipHash, as sources come
+//! from the network), under its node's key, and that hash serves both the replica's map and
+//! the node's: a proposal costs one hash to admit and count, and one when it applies.
 
-use std::collections::hash_map::Entry;
+use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A source address with its hash under its node's key ([`SourceCounts::key`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    ip: IpAddr,
+    hash: u64,
+}
+
+impl Hash for Source {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The keyed hash already spreads it: the maps' hasher passes it through.
+        state.write_u64(self.hash);
+    }
+}
+
+/// The maps' hasher: a [`Source`]'s hash as it is (it is keyed SipHash already).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Source` is hashed here, with `write_u64`; anything else is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type SourceMap<V> = HashMap<Source, V, BuildHasherDefault<Prehashed>>;
 
 /// A node's requests in flight per source address, over all its shard leaders; a handle
 /// shared by every replica of the node (cheap clones of one state).
 #[derive(Clone, Debug)]
 pub struct InFlight {
     inner: Arc<Mutex<NodeCounts>>,
+    /// The key every replica of the node hashes sources with (drawn once per node).
+    key: RandomState,
 }
 
 #[derive(Debug)]
@@ -30,7 +74,7 @@ struct NodeCounts {
     /// A source with this many in flight gets OVERLOADED for its next request.
     per_source_max: u64,
     /// Sources with at least one request in flight (never a zero count).
-    counts: HashMap<IpAddr, u64>,
+    counts: SourceMap<u64>,
 }
 
 impl InFlight {
@@ -40,8 +84,9 @@ impl InFlight {
         InFlight {
             inner: Arc::new(Mutex::new(NodeCounts {
                 per_source_max,
-                counts: HashMap::new(),
+                counts: SourceMap::default(),
             })),
+            key: RandomState::new(),
         }
     }
 
@@ -52,13 +97,26 @@ impl InFlight {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// `source` hashed under this node's key.
+    fn key(&self, ip: IpAddr) -> Source {
+        Source {
+            ip,
+            hash: self.key.hash_one(ip),
+        }
+    }
+
     /// Requests of `source` in flight over the node's shard leaders.
     pub fn count(&self, source: IpAddr) -> u64 {
+        let source = self.key(source);
         self.lock().counts.get(&source).copied().unwrap_or(0)
     }
 
     /// Whether `source` has as many in flight as the node allows.
     pub fn full(&self, source: IpAddr) -> bool {
+        self.full_keyed(self.key(source))
+    }
+
+    fn full_keyed(&self, source: Source) -> bool {
         let counts = self.lock();
         counts.counts.get(&source).copied().unwrap_or(0) >= counts.per_source_max
     }
@@ -68,13 +126,13 @@ impl InFlight {
         self.lock().counts.len()
     }
 
-    fn add(&self, source: IpAddr, n: u64) {
+    fn add(&self, source: Source, n: u64) {
+        debug_assert_eq!(source, self.key(source.ip), "hashed under this node's key");
         *self.lock().counts.entry(source).or_default() += n;
     }
 
-    fn remove(&self, source: IpAddr, n: u64) {
-        // One hash of the address for the lookup and the removal (keyed SipHash: sources
-        // come from the network).
+    fn remove(&self, source: Source, n: u64) {
+        debug_assert_eq!(source, self.key(source.ip), "hashed under this node's key");
         match self.lock().counts.entry(source) {
             Entry::Occupied(mut entry) => {
                 let count = entry
@@ -92,10 +150,11 @@ impl InFlight {
     }
 }
 
-/// One replica's requests in flight per source, added to its node's ([`InFlight`]).
+/// One replica's requests in flight per source, added to its node's ([`InFlight`]); its
+/// sources are hashed under the node's key.
 #[derive(Debug)]
 pub struct SourceCounts {
-    own: HashMap<IpAddr, u32>,
+    own: SourceMap<u32>,
     node: InFlight,
 }
 
@@ -104,38 +163,50 @@ impl SourceCounts {
     /// [`SourceCounts::share`] gives it its node's.
     pub fn alone(per_shard_max: u32) -> SourceCounts {
         SourceCounts {
-            own: HashMap::new(),
+            own: SourceMap::default(),
             node: InFlight::new(u64::from(per_shard_max)),
         }
     }
 
-    /// Counts into `node` from now on, carrying over what is in flight.
+    /// Counts into `node` from now on, carrying over what is in flight (hashed again under
+    /// `node`'s key).
     pub fn share(&mut self, node: InFlight) {
-        for (&source, &n) in &self.own {
+        let own = std::mem::take(&mut self.own);
+        for (source, n) in own {
             self.node.remove(source, u64::from(n));
+            let source = node.key(source.ip);
             node.add(source, u64::from(n));
+            self.own.insert(source, n);
         }
         self.node = node;
     }
 
+    /// `source` hashed for this replica's (and its node's) counts: once per request, for
+    /// [`SourceCounts::get`], [`SourceCounts::node_full`] and [`SourceCounts::add`], and
+    /// once when it applies, for [`SourceCounts::remove`]. Valid until the next
+    /// [`SourceCounts::share`].
+    pub fn key(&self, source: IpAddr) -> Source {
+        self.node.key(source)
+    }
+
     /// Requests of `source` this replica has in flight.
-    pub fn get(&self, source: IpAddr) -> u32 {
+    pub fn get(&self, source: Source) -> u32 {
         self.own.get(&source).copied().unwrap_or(0)
     }
 
     /// Whether the node allows `source` no more in flight.
-    pub fn node_full(&self, source: IpAddr) -> bool {
-        self.node.full(source)
+    pub fn node_full(&self, source: Source) -> bool {
+        self.node.full_keyed(source)
     }
 
     /// A request of `source` proposed.
-    pub fn add(&mut self, source: IpAddr) {
+    pub fn add(&mut self, source: Source) {
         *self.own.entry(source).or_default() += 1;
         self.node.add(source, 1);
     }
 
     /// A request of `source` that this replica counted applied.
-    pub fn remove(&mut self, source: IpAddr) {
+    pub fn remove(&mut self, source: Source) {
         let Entry::Occupied(mut entry) = self.own.entry(source) else {
             panic!("counted when proposed");
         };
@@ -178,17 +249,21 @@ mod tests {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let mut one = SourceCounts::alone(1_024);
-        one.add(a);
+        one.add(one.key(a));
         one.share(node.clone());
         let mut two = SourceCounts::alone(1_024);
         two.share(node.clone());
-        two.add(a);
+        let (ka, kb) = (two.key(a), two.key(b));
+        assert_eq!(one.key(a), ka, "one key per node, carried over by share");
+        two.add(ka);
         assert!(!node.full(a));
-        two.add(a);
-        assert!(node.full(a) && one.node_full(a), "3 over two replicas");
-        assert!(!node.full(b));
-        assert_eq!((one.get(a), two.get(a), node.count(a)), (1, 2, 3));
-        two.remove(a);
+        two.add(ka);
+        assert!(node.full(a) && one.node_full(ka), "3 over two replicas");
+        assert!(!node.full(b) && !two.node_full(kb));
+        assert_eq!((one.get(ka), two.get(ka), node.count(a)), (1, 2, 3));
+        one.remove(ka);
+        one.add(ka);
+        two.remove(ka);
         assert_eq!(node.count(a), 2);
         two.clear();
         assert_eq!((two.total(), node.count(a)), (0, 1));

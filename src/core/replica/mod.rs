@@ -75,6 +75,7 @@ mod tests;
 
 pub mod in_flight;
 
+use std::collections::hash_map::Entry as MapEntry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -327,6 +328,8 @@ pub struct Replica {
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
     proposed: HashMap<RequestId, u64>,
+    /// The committed entry being applied; its buffer is reused (`Raft::poll_committed_into`).
+    applying: Entry,
     /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]),
     /// added to the node's counts ([`in_flight`]).
     in_flight: SourceCounts,
@@ -495,6 +498,11 @@ impl Replica {
             tick_pending: None,
             init_wanted: false,
             proposed: HashMap::new(),
+            applying: Entry {
+                term: 0,
+                index: 0,
+                data: Vec::new(),
+            },
             in_flight: SourceCounts::alone(IN_FLIGHT_PER_SOURCE_MAX),
             proposing: None,
             replies: VecDeque::new(),
@@ -643,7 +651,8 @@ impl Replica {
             self.refuse_at_limit(&request);
             return Ok(());
         }
-        let source = request.reply_to.ip();
+        // Hashed once for the two limits and the count.
+        let source = self.in_flight.key(request.reply_to.ip());
         // Spec §9 (per shard) and §9.1 (per node, over every shard the node leads).
         if self.in_flight.get(source) >= IN_FLIGHT_PER_SOURCE_MAX
             || self.in_flight.node_full(source)
@@ -1223,9 +1232,18 @@ impl Replica {
         while let Some((meta, data)) = self.raft.poll_snapshot() {
             self.install(meta, &data);
         }
-        while let Some(entry) = self.raft.poll_committed() {
+        let mut entry = std::mem::replace(
+            &mut self.applying,
+            Entry {
+                term: 0,
+                index: 0,
+                data: Vec::new(),
+            },
+        );
+        while self.raft.poll_committed_into(&mut entry) {
             self.apply(now, &entry);
         }
+        self.applying = entry;
         self.compact();
     }
 
@@ -1446,11 +1464,17 @@ impl Replica {
                 if self.proposing == Some((request.id, entry.index)) {
                     // Applied inside the input that proposed it: never counted.
                     self.proposing = None;
-                } else if self.proposed.get(&request.id) == Some(&entry.index) {
-                    self.proposed.remove(&request.id);
-                    // The logged address is the proposing copy's (`log_command`).
-                    let source = request.reply_to.ip();
-                    self.in_flight.remove(source);
+                } else if self.proposed.is_empty() {
+                    // Not counted (a follower's case): no hash.
+                } else if let MapEntry::Occupied(proposed) = self.proposed.entry(request.id) {
+                    // One hash of the id for the lookup and the removal (keyed SipHash: ids
+                    // come from the network).
+                    if *proposed.get() == entry.index {
+                        proposed.remove();
+                        // The logged address is the proposing copy's (`log_command`).
+                        let source = self.in_flight.key(request.reply_to.ip());
+                        self.in_flight.remove(source);
+                    }
                 }
                 if let Some(table) = self.table.as_mut() {
                     table.handle_request(now, request);
