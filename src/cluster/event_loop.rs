@@ -72,6 +72,9 @@ pub(super) struct ClusterLoop {
     /// [`ClusterNode::peer_loads`](super::ClusterNode::peer_loads) and the metrics.
     pub(super) peer_loads: Arc<Mutex<Vec<(NodeId, u16)>>>,
     pub(super) stats_published: Instant,
+    /// [`Node::shard_stats_version`] of the shard stats last published (`None`: never):
+    /// unchanged, the copy is skipped.
+    pub(super) shard_stats_version: Option<u64>,
     /// An input came since the views were last published: the loop wakes to publish them
     /// within [`STATS_PERIOD`] of the last input even if nothing else is due (the metrics
     /// endpoint reads them).
@@ -408,8 +411,12 @@ impl ClusterLoop {
         }
         self.stats_published = now;
         self.stats_dirty = false;
-        if let Ok(mut stats) = self.shard_stats.lock() {
-            *stats = self.node.shard_stats();
+        let version = self.node.shard_stats_version();
+        if self.shard_stats_version != Some(version) {
+            if let Ok(mut stats) = self.shard_stats.lock() {
+                *stats = self.node.shard_stats();
+                self.shard_stats_version = Some(version);
+            }
         }
         if let Ok(mut views) = self.peer_settings.lock() {
             views.clone_from(self.node.peer_settings());

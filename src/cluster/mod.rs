@@ -487,6 +487,7 @@ impl ClusterNode {
             members: members.clone(),
             peer_loads: peer_loads.clone(),
             stats_published: Instant::ZERO,
+            shard_stats_version: None,
             stats_dirty: true,
             epoch,
             read_timer: ReadTimer::default(),
