@@ -1351,14 +1351,21 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A new log in a directory of its own whose shard 0 voted in `term`, committed.
+    fn one_vote(name: &str, term: u64) -> (PathBuf, Wal<FsDisk>) {
+        let dir = dir(name);
+        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
+        wal.open_empty(0).unwrap();
+        wal.write(0, &vote(term)).unwrap();
+        wal.commit().unwrap();
+        (dir, wal)
+    }
+
     /// Space reserved after the log (`PREALLOCATE_BYTES`: zeros) is the log's end, not a
     /// torn write: a start keeps it, and the next commit writes where the records stop.
     #[test]
     fn zeros_reserved_after_the_log_are_its_end_and_are_written_over() {
-        let dir = dir("reserved");
-        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
-        wal.open_empty(0).unwrap();
-        wal.write(0, &vote(1)).unwrap();
+        let (dir, mut wal) = one_vote("reserved", 1);
         wal.write(0, &append(1, vec![entry(1, 1, 5)])).unwrap();
         wal.commit().unwrap();
         let end = wal.current.as_ref().unwrap().end;
@@ -1398,11 +1405,7 @@ mod tests {
     /// torn tail; what was committed before stays.
     #[test]
     fn a_torn_write_into_reserved_space_is_cut() {
-        let dir = dir("torn-reserved");
-        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
-        wal.open_empty(0).unwrap();
-        wal.write(0, &vote(2)).unwrap();
-        wal.commit().unwrap();
+        let (dir, wal) = one_vote("torn-reserved", 2);
         let end = wal.current.as_ref().unwrap().end;
         let mut record = Vec::new();
         push_entries(&mut record, 0, 1, &[entry(2, 1, 40)]);
@@ -1452,11 +1455,7 @@ mod tests {
     /// Entries missing after the snapshot that no later record makes dead are damage.
     #[test]
     fn entries_missing_after_the_snapshot_are_an_error() {
-        let dir = dir("missing");
-        let mut wal = open(&dir, SEGMENT_BYTES).unwrap();
-        wal.open_empty(0).unwrap();
-        wal.write(0, &vote(1)).unwrap();
-        wal.commit().unwrap();
+        let (dir, wal) = one_vote("missing", 1);
         // A record of entries from 3 with nothing before it: written by hand at the log's
         // end (the space reserved after it goes).
         let mut bytes = Vec::new();

@@ -19,6 +19,11 @@ use std::collections::VecDeque;
 
 use super::Remembered;
 
+/// One remembered answer costs 48 bytes in the buffer on 64-bit targets, and a buffer holds
+/// at most twice its answers (it doubles when full): at most ~96 bytes an answer, the budget
+/// of the README's memory table.
+const _: () = assert!(std::mem::size_of::<(u64, Remembered)>() <= 48);
+
 /// Final answers of one session, in strictly increasing request id order.
 #[derive(Default)]
 pub(super) struct Answers {
