@@ -2581,8 +2581,10 @@ impl Node {
         let stored = self.stored_seq;
         let waits = |after: u64| split && after > stored;
         // Stable: each shard's messages to one peer keep their order, and SWIM's too (a
-        // shard's records all wait alike, unless it changed role within the flush).
-        outgoing.sort_by_key(|(to, shard, msg)| (*to, waits(self.record_after(*shard, msg))));
+        // shard's records all wait alike, unless it changed role within the flush). Without
+        // the split, by peer alone.
+        outgoing
+            .sort_by_key(|(to, shard, msg)| (*to, split && waits(self.record_after(*shard, msg))));
         swim_outgoing.sort_by_key(|&(to, _)| to);
         let header = PeerHeader {
             cluster_id: self.cluster_id,

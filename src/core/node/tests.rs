@@ -2381,15 +2381,8 @@ fn a_joined_node_creates_a_replica_when_added_and_drops_it_when_removed() {
     assert_eq!(net.nodes[2].1.held(), 0, "node 3 was never added");
     // A lock request for a shard it holds is redirected to the leader it knows; one for a
     // shard it does not hold is answered NOT_LEADER without a hint (spec §8.1).
-    let in_shard = |shard: u32| {
-        (0..)
-            .map(|i| format!("lock-{i}"))
-            .find(|r| shard_of(r.as_bytes(), 4) == shard)
-            .unwrap()
-    };
     for (shard, hint) in [(2, Hint::Leader(net.nodes[0].0)), (1, Hint::None)] {
-        let resource = in_shard(shard);
-        let request = acquire(10 + u64::from(shard), resource.as_bytes());
+        let request = acquire(10 + u64::from(shard), &resource_in(shard, 4));
         net.nodes[1].1.handle_datagram(net.now, CLIENT, &request);
         net.run_for(20);
         let answer = net.to_client.pop().expect("an answer");
