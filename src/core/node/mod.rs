@@ -465,6 +465,10 @@ pub struct Node {
     members_view: members::MembersView,
     transmits: VecDeque<Queued>,
     spare: Vec<Vec<u8>>,
+    /// Where a flush encodes its datagrams before `queue` copies them out
+    /// ([`PEER_DATAGRAM_LEN_MAX`] bytes, never zeroed again: each encoder writes every byte
+    /// of what it returns).
+    scratch: Vec<u8>,
     /// Address validation of client requests (spec §7.2.5).
     address: AddressValidation,
     /// Client keys, and the key each pending request's answers are sealed with (§7.2.6).
@@ -640,6 +644,7 @@ impl Node {
             members_view: members::MembersView::default(),
             transmits: VecDeque::new(),
             spare: Vec::new(),
+            scratch: vec![0; PEER_DATAGRAM_LEN_MAX],
             address: AddressValidation::new(config.address_validation, rng_seed),
             client_auth: ClientAuth::new(config.client_keys.clone()),
             config,
@@ -2508,7 +2513,8 @@ impl Node {
     /// Encodes, seals and queues the client answers `replies` (of one flush, with their
     /// shards).
     fn queue_replies(&mut self, replies: &[(u32, crate::core::lock_table::Reply)]) {
-        let mut out = [0u8; DATAGRAM_LEN_MAX];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = &mut scratch[..DATAGRAM_LEN_MAX];
         for &(shard, ref r) in replies {
             // WAITING is no answer: the request is timed until its final one.
             if r.answer.status != Status::Waiting {
@@ -2523,7 +2529,7 @@ impl Node {
             let Some(key) = self.client_auth.seal_for(r.id, last) else {
                 continue;
             };
-            match encode_reply(r, &mut out).and_then(|len| seal_reply(&mut out, len, key)) {
+            match encode_reply(r, out).and_then(|len| seal_reply(out, len, key)) {
                 Ok(len) => {
                     let mut bytes = self.buffer();
                     bytes.extend_from_slice(&out[..len]);
@@ -2535,6 +2541,7 @@ impl Node {
                 Err(e) => log::error!("udplock node: reply did not encode: {e}"),
             }
         }
+        self.scratch = scratch;
     }
 
     /// Spec §7.2.4, for a one-voter node without a store ([`Config::keeps_lease_horizon`]):
@@ -2590,7 +2597,8 @@ impl Node {
             cluster_id: self.cluster_id,
             from: self.config.node_id,
         };
-        let mut out = [0u8; PEER_DATAGRAM_LEN_MAX];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let out = &mut scratch[..PEER_DATAGRAM_LEN_MAX];
         let (mut i, mut j) = (0, 0);
         loop {
             let to = match (outgoing.get(i), swim_outgoing.get(j)) {
@@ -2612,7 +2620,7 @@ impl Node {
             };
             // Room for the authentication trailer (spec §8.11) that `seal` appends.
             let room = self.auth.trailer_room(to);
-            let mut writer = PeerWriter::with_trailer_room(&mut out, header, room);
+            let mut writer = PeerWriter::with_trailer_room(out, header, room);
             // The last write the datagram's records wait for, and whether that one is
             // still unstored where it matters (`waits`).
             let mut after = 0;
@@ -2633,8 +2641,8 @@ impl Node {
                     // so the Raft records go in the next. And records that wait for a sync
                     // do not hold back the ones before them that need not.
                     let len = writer.finish();
-                    self.queue_peer(to, addr, &mut out, len, after);
-                    writer = PeerWriter::with_trailer_room(&mut out, header, room);
+                    self.queue_peer(to, addr, out, len, after);
+                    writer = PeerWriter::with_trailer_room(out, header, room);
                     after = 0;
                     announced = false;
                 }
@@ -2647,8 +2655,8 @@ impl Node {
                 if pushed.is_err() && writer.record_count() > 0 {
                     // Full: this datagram goes, the message starts the next.
                     let len = writer.finish();
-                    self.queue_peer(to, addr, &mut out, len, after);
-                    writer = PeerWriter::with_trailer_room(&mut out, header, room);
+                    self.queue_peer(to, addr, out, len, after);
+                    writer = PeerWriter::with_trailer_room(out, header, room);
                     after = 0;
                     announced = false;
                     continue;
@@ -2671,9 +2679,10 @@ impl Node {
             }
             let len = writer.finish();
             if len > 0 {
-                self.queue_peer(to, addr, &mut out, len, after);
+                self.queue_peer(to, addr, out, len, after);
             }
         }
+        self.scratch = scratch;
         outgoing.clear();
         swim_outgoing.clear();
         self.outgoing = outgoing;
