@@ -42,6 +42,13 @@ pub(super) fn cluster_template(config: &BenchConfig, server_cpu: Option<usize>) 
     template.shards = config.shards;
     template.cpu = server_cpu;
     template.client_keys = config.client_keys.clone();
+    // Every node holds a replica of every shard here, so each counts all the locks of the run
+    // against its limit per node: raised to fit `--held` (`BenchConfig::check_held_fits`
+    // keeps each shard within its own limit).
+    template.limits.resources_max = template
+        .limits
+        .resources_max
+        .max(config.embedded_resources());
     template
 }
 

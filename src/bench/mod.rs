@@ -168,7 +168,7 @@ use peer_keys::peer_keys;
 use placement::{allowed_cpus, pin_current};
 use rtt::Echo;
 use throughput::throughput;
-use uncontended::{hold_locks, uncontended, Hold};
+use uncontended::{hold_locks, uncontended, Hold, UNCONTENDED_RESOURCES};
 use usage::{rss_bytes, NodeCpu};
 
 pub use placement::{default_placements, Placement};
@@ -277,6 +277,9 @@ impl BenchConfig {
         if self.throughput_clients.contains(&0) || self.contenders.contains(&0) {
             return invalid("client counts must be at least 1");
         }
+        if self.servers.is_empty() {
+            self.check_held_fits()?;
+        }
         if let Some(dir) = &self.disk_floor {
             if !dir.is_dir() {
                 return invalid(&format!(
@@ -302,6 +305,52 @@ impl BenchConfig {
             }
         }
         Ok(())
+    }
+
+    /// Resources the benchmark's own phases may keep at once besides the `--held` locks: the
+    /// uncontended loop's names, one per throughput client and per contender, and as many
+    /// again for the entries a leader counts before they apply (spec §9.1 rule 3).
+    fn own_resources(&self) -> u64 {
+        let most = |counts: &[usize]| counts.iter().copied().max().unwrap_or(0) as u64;
+        2 * (UNCONTENDED_RESOURCES as u64 + most(&self.throughput_clients) + most(&self.contenders))
+    }
+
+    /// Resources an embedded node must be able to hold: the most `--held` and the
+    /// benchmark's own ([`BenchConfig::own_resources`]).
+    pub(super) fn embedded_resources(&self) -> u64 {
+        self.held.iter().copied().max().unwrap_or(0) + self.own_resources()
+    }
+
+    /// `--held` within what the embedded service can hold. A shard holds at most its table's
+    /// `resources_max` (which bounds its snapshot, spec §9.1, so it is not raised here): the
+    /// single node's one shard is its whole capacity; a cluster spreads the locks over its
+    /// shards by hash, so half their total leaves room for an uneven spread, and its nodes'
+    /// limit per node is raised to fit (`embedded::cluster_template`).
+    fn check_held_fits(&self) -> Result<(), LockError> {
+        let per_shard = u64::from(crate::core::lock_table::Config::DEFAULT.resources_max);
+        let needed = self.embedded_resources();
+        let own = self.own_resources();
+        let (capacity, what) = match self.nodes {
+            1 => (
+                per_shard.min(crate::core::node::limits::NodeLimits::DEFAULT.resources_max),
+                "an embedded single node holds at most",
+            ),
+            _ => (
+                per_shard * u64::from(self.shards) / 2,
+                "the embedded cluster's shards hold, spread by hash, at most about",
+            ),
+        };
+        if needed <= capacity {
+            return Ok(());
+        }
+        Err(LockError::InvalidArgument(format!(
+            "--held {}: {what} {capacity} resources ({per_shard} per shard: a shard's \
+             --resources-max, which bounds its snapshot, spec §9.1), and this run's own phases \
+             use up to {own}: hold at most {} locks, or use more shards (the embedded cluster: \
+             --nodes 3 --shards 64 holds 1,000,000)",
+            self.held.iter().copied().max().unwrap_or(0),
+            capacity.saturating_sub(own),
+        )))
     }
 
     /// The key the run's clients seal with: the first of `--client-key-file`.
@@ -585,7 +634,16 @@ fn run_placement(
             held_now..held.max(held_now),
             Hold::Acquire,
             config.progress,
-        )?;
+        )
+        .map_err(|e| match e {
+            // A running service's limits (`--servers`): say which argument met them.
+            LockError::Overloaded { .. } => LockError::InvalidArgument(format!(
+                "--held {held}: the service refused to hold that many locks ({e}); its \
+                 resource limits (--resources-max per shard, --resources-per-node-max) are \
+                 below it"
+            )),
+            e => e,
+        })?;
         held_now = held_now.max(held);
         // Below this many locks the figure would mostly measure thread stacks and allocator
         // pages, not the table.
@@ -748,4 +806,58 @@ fn random_client_keys() -> Arc<ClientKeyFile> {
     Arc::new(
         ClientKeyFile::parse(&format!("{hex} *\n")).expect("one key authorizing every id parses"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(nodes: usize, shards: u32, held: &[u64]) -> BenchConfig {
+        BenchConfig {
+            nodes,
+            shards,
+            held: held.to_vec(),
+            ..BenchConfig::default()
+        }
+    }
+
+    /// The README's scale check: `--held 1000,1000000` runs on the embedded cluster, whose
+    /// nodes' limit per node is raised to hold it (it was the default 262,144, so holding
+    /// failed a quarter of the way with OVERLOADED).
+    #[test]
+    fn the_embedded_cluster_holds_a_million_locks() {
+        let config = held(3, 64, &[1_000, 1_000_000]);
+        config.validate().expect("fits 64 shards");
+        let template = cluster_template(&config, None);
+        assert!(template.limits.resources_max >= 1_000_000 + config.own_resources());
+        // Below the default, the default stays.
+        let small = cluster_template(&held(3, 64, &[1_000]), None);
+        assert_eq!(
+            small.limits.resources_max,
+            crate::core::node::limits::NodeLimits::DEFAULT.resources_max
+        );
+    }
+
+    /// A single node has one shard, whose limit bounds its snapshot: more is refused up
+    /// front, naming `--held` and what fits, not after minutes of holding.
+    #[test]
+    fn held_past_a_single_nodes_shard_is_refused_up_front() {
+        let err = held(1, 64, &[1_000, 1_000_000]).validate().unwrap_err();
+        let LockError::InvalidArgument(message) = err else {
+            panic!("{err:?}");
+        };
+        assert!(message.starts_with("--held 1000000: "), "{message}");
+        let fits = held(1, 64, &[1_000]).own_resources();
+        assert!(message.contains(&format!("hold at most {} locks", 262_144 - fits)));
+        held(1, 64, &[262_144 - fits]).validate().expect("fits");
+        assert!(held(1, 64, &[262_144 - fits + 1]).validate().is_err());
+        // A cluster of one shard is as small; `--servers` are not checked (their limits are
+        // theirs: the hold's OVERLOADED says so then).
+        assert!(held(3, 1, &[1_000_000]).validate().is_err());
+        let servers = BenchConfig {
+            servers: vec![SocketAddr::from(([127, 0, 0, 1], 1))],
+            ..held(1, 1, &[10_000_000])
+        };
+        servers.validate().expect("not checked");
+    }
 }

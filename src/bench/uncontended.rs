@@ -20,6 +20,9 @@ pub(super) enum Hold {
     Release,
 }
 
+/// Resources the uncontended loop cycles through (one acquire and release each in turn).
+pub(super) const UNCONTENDED_RESOURCES: usize = 1_024;
+
 /// Acquires (or releases) the locks `held/{i}` for `i` in `range` under a client id of its
 /// own, so the table holds that many while the uncontended phase runs; four threads keep
 /// several requests in flight.
@@ -81,7 +84,7 @@ pub(super) fn uncontended(
     held: u64,
 ) -> Result<Vec<PhaseReport>, LockError> {
     // Names made up front: formatting in the loop would be measured too.
-    let names: Vec<String> = (0..1_024)
+    let names: Vec<String> = (0..UNCONTENDED_RESOURCES)
         .map(|i| format!("bench/uncontended/{i}"))
         .collect();
     let (mut rtt, mut acq, mut rel, mut pair) =
