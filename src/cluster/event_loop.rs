@@ -15,7 +15,7 @@ use super::horizon::HorizonFile;
 use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
 use super::socket::{
-    recv_error_is_transient, recv_from_now, wall_clock_micros, ReadTimer, SendBatch,
+    recv_error_is_transient, wall_clock_micros, ReadTimer, RecvBatch, SendBatch, RECV_BATCH_MAX,
 };
 use super::storage::{DataDir, Wal};
 use super::writer::{Job, Writer};
@@ -30,9 +30,6 @@ use crate::core::time::Instant;
 /// Datagrams handled between two flushes at most: bounds how long the first one's answer
 /// waits behind the others.
 const DRAIN_MAX: usize = 64;
-
-/// Wake-ups that skip draining after a drain found nothing.
-const DRAIN_SKIP: u8 = 7;
 
 /// How often the loop publishes its shards' state for
 /// [`ClusterNode::shard_stats`](super::ClusterNode::shard_stats).
@@ -85,11 +82,9 @@ pub(super) struct ClusterLoop {
     pub(super) read_timer: ReadTimer,
     /// The datagrams of the flush under way.
     pub(super) out: SendBatch,
-    /// Wake-ups left that do not drain the socket (see `drain_socket`).
-    pub(super) drain_skips: u8,
-    /// Whether the loop drains the socket at all: not for a single node, which has nothing
-    /// to batch (it commits each command inside the input that brings it), so a drain would
-    /// only delay the answer already made.
+    /// Whether the loop takes several datagrams per wake-up at all: not for a single node,
+    /// which has nothing to batch (it commits each command inside the input that brings it),
+    /// so handling more before its flush would only delay the answer already made.
     pub(super) drains: bool,
 }
 
@@ -103,6 +98,8 @@ impl ClusterLoop {
     pub(super) fn run(mut self, stop: &AtomicBool, graceful: &AtomicU8) -> Result<(), String> {
         // Room for the largest datagram of either kind, plus one byte to see oversized ones.
         let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
+        // Made here, on the loop's thread: its headers hold pointers (not `Send`).
+        let mut batch = RecvBatch::default();
         while !stop.load(Ordering::Acquire) {
             NodeStats::bump(&self.stats.loop_turns);
             let now = self.now();
@@ -138,16 +135,19 @@ impl ClusterLoop {
                 next = next.min(now + STATS_PERIOD);
             }
             self.read_timer.arm(&self.socket, Some(next), self.now());
+            if self.drains {
+                self.receive_batches(&mut batch)?;
+                continue;
+            }
             match self.socket.recv_from(&mut buf) {
-                // An empty datagram carries nothing: the writer's wake-up (or a stop's), after
-                // which the flush below hears what was stored.
+                // An empty datagram carries nothing: a stop's wake-up, after which the flush
+                // below hears what was stored.
                 Ok((0, _)) => self.flush()?,
                 Ok((len, from)) => {
                     NodeStats::bump(&self.stats.datagrams);
                     let now = self.now();
                     self.node.handle_datagram(now, from, &buf[..len]);
                     self.stats_dirty = true;
-                    self.drain_socket(&mut buf);
                     // The replies' latency runs to here (`NodeStats::latency`).
                     let now = self.now();
                     self.node.set_time(now);
@@ -163,38 +163,50 @@ impl ClusterLoop {
         Ok(())
     }
 
-    /// Hands whatever else already waits on the socket (up to [`DRAIN_MAX`]) to the core
-    /// before the flush, so that under load many proposals travel in one Append and many
-    /// answers in one PEER datagram (batching); when idle it costs one `recv` that finds
-    /// nothing.
-    ///
-    /// Each `recv` of the drain is one system call that does not block (`MSG_DONTWAIT`, no
-    /// switch of the socket's mode); the one that finds nothing is wasted when requests come
-    /// one at a time, so after a drain that found nothing the next [`DRAIN_SKIP`] wake-ups do
-    /// not try.
-    fn drain_socket(&mut self, buf: &mut [u8]) {
-        if !self.drains {
-            return;
-        }
-        if self.drain_skips > 0 {
-            self.drain_skips -= 1;
-            return;
-        }
-        let mut found = 0;
-        for _ in 0..DRAIN_MAX {
-            match recv_from_now(&self.socket, buf) {
-                Ok((len, from)) => {
-                    found += 1;
-                    NodeStats::bump(&self.stats.datagrams);
-                    let now = self.now();
-                    self.node.handle_datagram(now, from, &buf[..len]);
+    /// Waits for datagrams (until the read timeout) and hands the core every one queued, up
+    /// to [`DRAIN_MAX`], before one flush: under load many proposals then travel in one
+    /// Append and many answers in one PEER datagram (batching). One `recvmmsg` takes up to
+    /// [`RECV_BATCH_MAX`] (`socket::RecvBatch`): it blocks for the first and takes the
+    /// others already queued, so a wake-up for a lone datagram costs one system call, and a
+    /// full batch is followed by another that does not wait.
+    fn receive_batches(&mut self, batch: &mut RecvBatch) -> Result<(), String> {
+        let mut handled = 0;
+        let mut wait = true;
+        while handled < DRAIN_MAX {
+            let count = match batch.recv(&self.socket, wait) {
+                Ok(count) => count,
+                Err(e) if recv_error_is_transient(&e) => 0,
+                Err(e) => {
+                    log::error!("udplock node: recv failed: {e}; retrying");
+                    std::thread::sleep(StdDuration::from_millis(1));
+                    0
                 }
-                Err(_) => break,
+            };
+            for i in 0..count {
+                // An empty datagram carries nothing: the writer's wake-up (or a stop's),
+                // after which the flush below hears what was stored.
+                let (datagram, from) = batch.get(i);
+                let Some(from) = from.filter(|_| !datagram.is_empty()) else {
+                    continue;
+                };
+                NodeStats::bump(&self.stats.datagrams);
+                let now = self.now();
+                self.node.handle_datagram(now, from, datagram);
+                self.stats_dirty = true;
             }
+            handled += count;
+            if count < RECV_BATCH_MAX {
+                break;
+            }
+            wait = false;
         }
-        if found == 0 {
-            self.drain_skips = DRAIN_SKIP;
+        if handled > 0 {
+            // The replies' latency runs to here (`NodeStats::latency`).
+            let now = self.now();
+            self.node.set_time(now);
+            self.flush()?;
         }
+        Ok(())
     }
 
     /// Stores every write the core hands out (or hands them to the writer thread) and

@@ -13,11 +13,12 @@
 //! node-to-node datagrams (spec §8), the clock, the disk and the key file; the core owns
 //! every protocol decision. The loop:
 //!
-//! 1. blocks in `recv_from` until a datagram or the core's next deadline
-//!    (`Node::poll_timeout`), so an idle node sleeps;
-//! 2. hands the core the datagram (`Node::handle_datagram`), and whatever else already waits
-//!    on the socket (up to `DRAIN_MAX`), so that under load many requests share one Append and
-//!    many answers one PEER datagram; or the timer (`Node::handle_timeout`);
+//! 1. blocks in `recvmmsg` until a datagram or the core's next deadline
+//!    (`Node::poll_timeout`), so an idle node sleeps; the same call takes the datagrams
+//!    already queued behind the first (`socket::RecvBatch`);
+//! 2. hands the core those datagrams (`Node::handle_datagram`), and more batches while they
+//!    come full (up to `DRAIN_MAX` datagrams), so that under load many requests share one
+//!    Append and many answers one PEER datagram; or the timer (`Node::handle_timeout`);
 //! 3. stores every write the core hands out (`Node::poll_persist`: a recovery mark and the
 //!    Raft delta, per `--durability`, [`storage`]), commits them to the node's write-ahead
 //!    log at once (one write, one `fdatasync` under `fsync`), has the shards that hold the
@@ -492,7 +493,6 @@ impl ClusterNode {
             epoch,
             read_timer: ReadTimer::default(),
             out: SendBatch::default(),
-            drain_skips: 0,
             drains: !config.is_single(),
         };
         let graceful = Arc::new(AtomicU8::new(GRACEFUL_NONE));

@@ -84,19 +84,79 @@ impl ReadTimer {
     }
 }
 
-/// `recv_from` that never blocks, whatever the socket's mode (`MSG_DONTWAIT`): one system
-/// call, where switching the socket to non-blocking and back costs two more around it.
-/// `WouldBlock` when nothing waits. A source that is not an IP address (impossible on a UDP
-/// socket bound to one) is reported as `InvalidData`.
-pub(crate) fn recv_from_now(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-    let (_, len, from) =
-        rustix::net::recvfrom(socket, &mut *buf, rustix::net::RecvFlags::DONTWAIT)?;
-    // The datagram's own length may exceed the buffer (the rest is cut, as `recv_from` does).
-    let len = len.min(buf.len());
-    let from = from
-        .and_then(|a| SocketAddr::try_from(a).ok())
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
-    Ok((len, from))
+/// Most datagrams one `recvmmsg` takes ([`RecvBatch`]).
+pub(crate) const RECV_BATCH_MAX: usize = 16;
+
+/// Room for the largest datagram of either kind, plus one byte to see oversized ones (a
+/// longer datagram is cut to this, and the core drops it as too long).
+const RECV_BUF_LEN: usize = if PEER_DATAGRAM_LEN_MAX > udplock_protocol::DATAGRAM_LEN_MAX {
+    PEER_DATAGRAM_LEN_MAX + 1
+} else {
+    udplock_protocol::DATAGRAM_LEN_MAX + 1
+};
+
+/// Datagrams received together: one `recvmmsg(2)` system call takes up to
+/// [`RECV_BATCH_MAX`] of them. Waiting, it blocks (until the socket's read timeout) for the
+/// first and takes the others already queued without waiting (`MSG_WAITFORONE`): the drain
+/// that followed each wake-up, and its system call that found nothing when requests come one
+/// at a time, are gone.
+pub(crate) struct RecvBatch {
+    /// [`RECV_BATCH_MAX`] buffers of [`RECV_BUF_LEN`] bytes.
+    bufs: Vec<Vec<u8>>,
+    headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    /// Per datagram received by the last [`RecvBatch::recv`]: its length (cut to the buffer)
+    /// and source (`None`: not an IP address, impossible on a UDP socket bound to one).
+    got: Vec<(usize, Option<SocketAddr>)>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> RecvBatch {
+        RecvBatch {
+            bufs: (0..RECV_BATCH_MAX).map(|_| vec![0; RECV_BUF_LEN]).collect(),
+            headers: nix::sys::socket::MultiHeaders::preallocate(RECV_BATCH_MAX, None),
+            got: Vec::with_capacity(RECV_BATCH_MAX),
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Receives up to [`RECV_BATCH_MAX`] datagrams: with `wait`, blocks until the first
+    /// (or the socket's read timeout: `WouldBlock`) and takes the rest already queued; without,
+    /// takes what is queued (`WouldBlock` if nothing). Returns how many it took.
+    pub(crate) fn recv(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
+        use nix::sys::socket::{recvmmsg, MsgFlags, SockaddrLike};
+        use std::os::fd::AsRawFd;
+        let RecvBatch { bufs, headers, got } = self;
+        got.clear();
+        let mut bufs = bufs.iter_mut();
+        let mut slices: [[io::IoSliceMut<'_>; 1]; RECV_BATCH_MAX] =
+            std::array::from_fn(|_| [io::IoSliceMut::new(bufs.next().expect("one each"))]);
+        let flags = match wait {
+            true => MsgFlags::MSG_WAITFORONE,
+            false => MsgFlags::MSG_DONTWAIT,
+        };
+        let received = recvmmsg(socket.as_raw_fd(), headers, slices.iter_mut(), flags, None)
+            .map_err(io::Error::from)?;
+        for msg in received {
+            let from = msg.address.and_then(|a| match a.family() {
+                Some(nix::sys::socket::AddressFamily::Inet) => a
+                    .as_sockaddr_in()
+                    .map(|a| SocketAddr::V4(std::net::SocketAddrV4::from(*a))),
+                Some(nix::sys::socket::AddressFamily::Inet6) => a
+                    .as_sockaddr_in6()
+                    .map(|a| SocketAddr::V6(std::net::SocketAddrV6::from(*a))),
+                _ => None,
+            });
+            got.push((msg.bytes.min(RECV_BUF_LEN), from));
+        }
+        Ok(got.len())
+    }
+
+    /// Datagram `i` of the last [`RecvBatch::recv`]: its bytes and source.
+    pub(crate) fn get(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        let (len, from) = self.got[i];
+        (&self.bufs[i][..len], from)
+    }
 }
 
 /// Whether a `recv_from` error only means "nothing to read now" (or concerns one peer).
@@ -260,6 +320,53 @@ impl SendBatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One `recvmmsg` takes what is queued, in order, with each datagram's source and length
+    /// (an oversized one cut to the buffer, an empty one kept empty); a full batch leaves the
+    /// rest for the next; without waiting, an empty socket is `WouldBlock`. Loopback sends
+    /// are queued before `send_to` returns, so nothing here depends on timing.
+    #[test]
+    fn a_batch_takes_every_queued_datagram_in_order_with_its_source() {
+        let socket = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let to = socket.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = RecvBatch::default();
+        let err = batch.recv(&socket, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+
+        a.send_to(b"first", to).unwrap();
+        b.send_to(b"second", to).unwrap();
+        a.send_to(b"", to).unwrap();
+        a.send_to(&[7u8; 2_000], to).unwrap();
+        assert_eq!(batch.recv(&socket, true).unwrap(), 4);
+        let from = |s: &UdpSocket| Some(s.local_addr().unwrap());
+        assert_eq!(batch.get(0), (&b"first"[..], from(&a)));
+        assert_eq!(batch.get(1), (&b"second"[..], from(&b)));
+        assert_eq!(batch.get(2), (&b""[..], from(&a)));
+        let (long, source) = batch.get(3);
+        assert_eq!((long.len(), source), (RECV_BUF_LEN, from(&a)));
+        assert!(long.len() > PEER_DATAGRAM_LEN_MAX && long.iter().all(|&x| x == 7));
+
+        for i in 0..RECV_BATCH_MAX + 3 {
+            b.send_to(&[i as u8; 3], to).unwrap();
+        }
+        assert_eq!(batch.recv(&socket, false).unwrap(), RECV_BATCH_MAX);
+        assert_eq!(
+            batch.get(RECV_BATCH_MAX - 1).0,
+            &[RECV_BATCH_MAX as u8 - 1; 3][..]
+        );
+        assert_eq!(batch.recv(&socket, true).unwrap(), 3);
+        assert_eq!(batch.get(2).0, &[RECV_BATCH_MAX as u8 + 2; 3][..]);
+        let err = batch.recv(&socket, false).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        // Waiting honours the read timeout the loop sets for its next timer: it returns.
+        socket
+            .set_read_timeout(Some(StdDuration::from_millis(1)))
+            .unwrap();
+        let err = batch.recv(&socket, true).unwrap_err();
+        assert!(recv_error_is_transient(&err), "{err}");
+    }
 
     /// Turns of a loop whose timer is `deadline(turn, now)` µs from the start, one turn
     /// every `step` µs: how many times a timeout is set, and that none is late by more than
