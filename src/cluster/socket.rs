@@ -135,6 +135,10 @@ impl RecvBatch {
             true => MsgFlags::MSG_WAITFORONE,
             false => MsgFlags::MSG_DONTWAIT,
         };
+        // The headers are reused: each source address length the kernel wrote back stays as
+        // the room for the next (nix sets it once). A socket bound to one address receives
+        // from one family only (an IPv6 socket's IPv4 sources are IPv4-mapped IPv6), whose
+        // addresses all have the same length, so no source is ever cut.
         let received = recvmmsg(socket.as_raw_fd(), headers, slices.iter_mut(), flags, None)
             .map_err(io::Error::from)?;
         for msg in received {
