@@ -1189,11 +1189,12 @@ impl Raft {
                 let membership = self.log.configs().latest();
                 let others = membership.members().filter(|&id| id != self.config.id);
                 // Besides the members, nodes removed that have not learnt it yet.
-                let departing = self.progress.iter().filter(|p| p.departing.is_some());
-                assert!(departing
-                    .clone()
-                    .all(|p| !p.voter && !membership.contains(p.id)));
-                assert!(self.progress.len() == others.count() + departing.count());
+                let mut departing = 0;
+                for p in self.progress.iter().filter(|p| p.departing.is_some()) {
+                    assert!(!p.voter && !membership.contains(p.id));
+                    departing += 1;
+                }
+                assert!(self.progress.len() == others.count() + departing);
                 assert!(self.quorum == membership.quorum());
             }
             Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),
