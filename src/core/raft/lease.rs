@@ -168,16 +168,35 @@ impl Raft {
             self.send_append(position, Sending::Round);
         }
         self.send_timeout_now_if_caught_up();
-        self.refresh_quorum_deadline(now);
-        self.refresh_lease();
+        let [heard, round] = self.quorum_values([now.as_micros(), self.round], |p| {
+            [p.heard_at.as_micros(), p.acked_round]
+        });
+        self.set_quorum_deadline(heard);
+        self.set_lease_round(round);
         assert!(self.heartbeat_deadline > now);
     }
 
-    /// Moves the lease to the start of the latest round a majority acknowledged (the leader
-    /// acknowledges its own current round).
-    pub(super) fn refresh_lease(&mut self) {
+    /// After a follower's answer (which may have moved its contact time, acknowledged round
+    /// and matched index): the CheckQuorum deadline, the lease and, if `matched_more`, the
+    /// commit index (Raft §5.4.2), from one walk over the voters. The same as
+    /// `refresh_quorum_deadline`, a lease refresh and `advance_commit` in turn: none of them
+    /// changes what the others read.
+    pub(super) fn refresh_after_answer(&mut self, now: Instant, matched_more: bool) {
         assert!(self.role == Role::Leader);
-        let round = self.quorum_value(self.round, |p| p.acked_round);
+        let own = [now.as_micros(), self.round, self.own_durable()];
+        let [heard, round, matched] =
+            self.quorum_values(own, |p| [p.heard_at.as_micros(), p.acked_round, p.matched]);
+        self.set_quorum_deadline(heard);
+        self.set_lease_round(round);
+        if matched_more {
+            self.commit_majority(matched);
+        }
+    }
+
+    /// Moves the lease to the start of `round`, the latest round a majority acknowledged (the
+    /// leader acknowledges its own current round).
+    fn set_lease_round(&mut self, round: u64) {
+        assert!(self.role == Role::Leader);
         if round < self.lease_from_round {
             return;
         }
@@ -199,6 +218,11 @@ impl Raft {
     pub(super) fn refresh_quorum_deadline(&mut self, now: Instant) {
         assert!(self.role == Role::Leader);
         let heard = self.quorum_value(now.as_micros(), |p| p.heard_at.as_micros());
+        self.set_quorum_deadline(heard);
+    }
+
+    /// CheckQuorum's deadline from `heard`, the latest time (µs) a majority was heard from.
+    fn set_quorum_deadline(&mut self, heard: u64) {
         self.quorum_deadline = Instant::from_micros(heard) + self.config.election_timeout_min;
     }
 }

@@ -816,12 +816,18 @@ impl Raft {
             return;
         }
         let (commit, round) = (self.commit_index, self.round);
+        let mut departing = false;
         for p in &mut self.progress {
             if let Some((index, None)) = p.departing {
                 if commit >= index {
                     p.departing = Some((index, Some(round)));
                 }
             }
+            departing |= p.departing.is_some();
+        }
+        if !departing {
+            // Nothing to release (the usual case: this runs after every input).
+            return;
         }
         self.progress.retain(|p| match p.departing {
             Some((index, Some(round))) => p.matched < index || p.acked_round <= round,

@@ -1123,35 +1123,39 @@ impl Raft {
     /// id unknown, 0) counts with the values it started with: nothing acknowledged, and the
     /// leader's start as its last contact (CheckQuorum's grace, as before replica ids).
     fn quorum_value(&self, own: u64, per_follower: impl Fn(&Progress) -> u64) -> u64 {
+        let [value] = self.quorum_values([own], |p| [per_follower(p)]);
+        value
+    }
+
+    /// [`Raft::quorum_value`] of `N` quantities at once: one walk over the voters, each
+    /// one's standing in the configuration looked up once (an acknowledgement moves the
+    /// CheckQuorum contact, the lease round and the commit index together).
+    fn quorum_values<const N: usize>(
+        &self,
+        own: [u64; N],
+        per_follower: impl Fn(&Progress) -> [u64; N],
+    ) -> [u64; N] {
         let membership = self.log.configs().latest();
         assert!(self.quorum == membership.quorum());
-        // The values, largest first, sorted as they come in (a few voters: at most
-        // CONFIG_MEMBERS_MAX, spec §8.7), on the stack: this runs on every acknowledgement.
-        let mut values = [0u64; udplock_protocol::CONFIG_MEMBERS_MAX];
+        // Per quantity, the values, largest first, sorted as they come in (a few voters: at
+        // most CONFIG_MEMBERS_MAX, spec §8.7), on the stack: this runs on every
+        // acknowledgement.
+        let mut values = [[0u64; udplock_protocol::CONFIG_MEMBERS_MAX]; N];
         let mut len = 0;
-        let mut put = |value: u64| {
-            assert!(len < values.len(), "at most CONFIG_MEMBERS_MAX voters");
-            let mut at = len;
-            while at > 0 && values[at - 1] < value {
-                values[at] = values[at - 1];
-                at -= 1;
-            }
-            values[at] = value;
-            len += 1;
-        };
         if membership.is_voter(self.config.id) {
             let counts = membership.counts(self.config.id, self.hard.replica);
-            put(if counts { own } else { 0 });
+            put_sorted(&mut values, &mut len, if counts { own } else { [0; N] });
         }
         for p in self.progress.iter().filter(|p| p.voter) {
-            put(if p.replica == 0 || membership.counts(p.id, p.replica) {
-                per_follower(p)
-            } else {
-                0
-            });
+            let counts = p.replica == 0 || membership.counts(p.id, p.replica);
+            put_sorted(
+                &mut values,
+                &mut len,
+                if counts { per_follower(p) } else { [0; N] },
+            );
         }
         assert!(len == membership.voters.len());
-        values[self.quorum - 1]
+        values.map(|values| values[self.quorum - 1])
     }
 
     fn send(&mut self, to: NodeId, msg: Message) {
@@ -1185,15 +1189,39 @@ impl Raft {
                 let membership = self.log.configs().latest();
                 let others = membership.members().filter(|&id| id != self.config.id);
                 // Besides the members, nodes removed that have not learnt it yet.
-                let departing = self.progress.iter().filter(|p| p.departing.is_some());
-                assert!(departing
-                    .clone()
-                    .all(|p| !p.voter && !membership.contains(p.id)));
-                assert!(self.progress.len() == others.count() + departing.count());
+                let mut departing = 0;
+                for p in self.progress.iter().filter(|p| p.departing.is_some()) {
+                    assert!(!p.voter && !membership.contains(p.id));
+                    departing += 1;
+                }
+                assert!(self.progress.len() == others.count() + departing);
                 assert!(self.quorum == membership.quorum());
             }
             Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),
             Role::Follower | Role::PreCandidate => assert!(self.progress.is_empty()),
         }
     }
+}
+
+/// Puts one voter's `row` of values into `values` (the first `len` of each column sorted,
+/// largest first; see `Raft::quorum_values`), and counts it in `len`.
+#[inline(always)]
+fn put_sorted<const N: usize>(
+    values: &mut [[u64; udplock_protocol::CONFIG_MEMBERS_MAX]; N],
+    len: &mut usize,
+    row: [u64; N],
+) {
+    assert!(
+        *len < udplock_protocol::CONFIG_MEMBERS_MAX,
+        "at most CONFIG_MEMBERS_MAX voters"
+    );
+    for (column, value) in values.iter_mut().zip(row) {
+        let mut at = *len;
+        while at > 0 && column[at - 1] < value {
+            column[at] = column[at - 1];
+            at -= 1;
+        }
+        column[at] = value;
+    }
+    *len += 1;
 }

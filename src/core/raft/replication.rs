@@ -550,11 +550,9 @@ impl Raft {
             progress.probing = true;
         }
         assert!(progress.matched < progress.next && progress.next <= last + 1);
-        self.refresh_quorum_deadline(now);
-        self.refresh_lease();
+        self.refresh_after_answer(now, matched_more);
         let mut timeout_now_to = None;
         if matched_more {
-            self.advance_commit();
             timeout_now_to = self.send_timeout_now_if_caught_up();
             self.step_down_if_removed(now);
             if self.role != Role::Leader {
@@ -575,6 +573,13 @@ impl Raft {
         assert!(self.role == Role::Leader);
         let own = self.own_durable();
         let majority_index = self.quorum_value(own, |p| p.matched);
+        self.commit_majority(majority_index);
+    }
+
+    /// Commits `majority_index`, the highest index a majority stores, if it is later than
+    /// the commit index and of the current term (Raft §5.4.2, Figure 8).
+    pub(super) fn commit_majority(&mut self, majority_index: u64) {
+        assert!(self.role == Role::Leader);
         if majority_index > self.commit_index
             && self.log.term_at(majority_index) == Some(self.hard.term)
         {

@@ -566,11 +566,9 @@ impl Raft {
         let last = self.log.last_index();
         let progress = &self.progress[position];
         assert!(progress.matched < progress.next && progress.next <= last + 1);
-        self.refresh_quorum_deadline(now);
-        self.refresh_lease();
+        self.refresh_after_answer(now, matched_more);
         let mut timeout_now_to = None;
         if matched_more {
-            self.advance_commit();
             timeout_now_to = self.send_timeout_now_if_caught_up();
         }
         // At most one message back to the follower (see `Sending`).
