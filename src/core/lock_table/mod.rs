@@ -989,6 +989,17 @@ impl LockTable {
         self.replies.pop_front()
     }
 
+    /// Moves every answer queued to the back of `out`, oldest first: what draining
+    /// [`LockTable::poll_reply`] into `out` does, in one move.
+    pub fn move_replies_into(&mut self, out: &mut VecDeque<Reply>) {
+        out.append(&mut self.replies);
+    }
+
+    /// Drops every answer queued (a follower's replica: the leader answers).
+    pub fn drop_replies(&mut self) {
+        self.replies.clear();
+    }
+
     /// When the earliest timer is due (call [`LockTable::handle_timeout`] then), or `None`
     /// if nothing is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
