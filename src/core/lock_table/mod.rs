@@ -44,7 +44,8 @@
 //! - `slots: Vec<Slot>`: one slot per known resource, reused through a free list. A slot holds
 //!   the resource id and the holder's client id in ONE allocation, the hold (count, token,
 //!   expiry, TTL), the configured default TTL, and its wait queue boxed (`None`, no allocation,
-//!   while nobody waits). 56 bytes on 64-bit targets.
+//!   while nobody waits). 56 bytes on 64-bit targets. The ids buffer of the resource forgotten
+//!   last is kept for the next one created with ids of its length (`ids_spare`).
 //! - `index`: resource id → slot through a keyed hash of the id (see `index.rs`), so the id
 //!   is stored once, in the slot.
 //! - Wait queues (`queue.rs`): FIFO `VecDeque`s; a waiter that times out from the middle
@@ -138,6 +139,10 @@ pub const RETRANSMIT_AFTER_WAIT_MS_MAX: u32 = 60_000;
 /// (`LockTable::queue_spare`): what one or two waiters need (VecDeque allocates 4 at first);
 /// a queue grown longer gives its memory back when it empties.
 const QUEUE_SPARE_CAPACITY_MAX: usize = 8;
+
+/// Longest ids buffer (resource id and holder id together, bytes) a table keeps for reuse
+/// (`LockTable::ids_spare`): typical ids; a longer one is freed.
+const IDS_SPARE_LEN_MAX: usize = 128;
 
 // Memory budget: a held lock is a slot plus one timer (see the module docs).
 const _: () = assert!(std::mem::size_of::<Slot>() <= 56);
@@ -569,19 +574,28 @@ impl Slot {
     }
 
     /// Makes this vacant slot `resource`'s. `holder_hint` is stored as a stale holder, so a
-    /// grant to that client right after needs no second allocation.
-    fn occupy(&mut self, resource: &[u8], holder_hint: &[u8]) {
+    /// grant to that client right after needs no second allocation. `spare`: a buffer of a
+    /// forgotten resource's ids, used (taken) if it has the length needed.
+    fn occupy(&mut self, resource: &[u8], holder_hint: &[u8], spare: &mut Option<Box<[u8]>>) {
         assert!(self.resource_len == 0, "occupying a slot in use");
         assert!((1..=ID_LEN_MAX).contains(&resource.len()));
-        self.ids = [resource, holder_hint].concat().into_boxed_slice();
+        let len = resource.len() + holder_hint.len();
+        self.ids = match spare.take_if(|ids| ids.len() == len) {
+            Some(mut ids) => {
+                ids[..resource.len()].copy_from_slice(resource);
+                ids[resource.len()..].copy_from_slice(holder_hint);
+                ids
+            }
+            None => [resource, holder_hint].concat().into_boxed_slice(),
+        };
         self.resource_len = resource.len() as u8;
         self.token = 0;
     }
 
-    /// Returns the slot to the free list's state.
-    fn vacate(&mut self) {
+    /// Returns the slot to the free list's state, and the buffer of its ids.
+    fn vacate(&mut self) -> Box<[u8]> {
         assert!(self.hold_count == 0 && self.queue.is_none());
-        *self = Slot::vacant();
+        std::mem::replace(self, Slot::vacant()).ids
     }
 
     fn resource(&self) -> &[u8] {
@@ -816,6 +830,11 @@ pub struct LockTable {
     /// queue empties and fills again (a hand-off, then a new waiter) allocates no queue each
     /// time. At most one per table, holding at most [`QUEUE_SPARE_CAPACITY_MAX`] entries.
     queue_spare: Option<Box<WaitQueue>>,
+    /// The ids buffer of the resource forgotten last, kept for the next resource created with
+    /// ids of the same length (a lock taken and released again and again, as most are, is
+    /// created and forgotten each time). At most one per table, of at most
+    /// [`IDS_SPARE_LEN_MAX`] bytes.
+    ids_spare: Option<Box<[u8]>>,
     /// Known resources (occupied slots).
     resources: u32,
     /// Held locks.
@@ -855,6 +874,7 @@ impl LockTable {
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
             queue_spare: None,
+            ids_spare: None,
             resources: 0,
             held: 0,
             waiters: 0,
@@ -1998,7 +2018,7 @@ impl LockTable {
                 slot
             }
         };
-        self.slots[slot as usize].occupy(resource, holder_hint);
+        self.slots[slot as usize].occupy(resource, holder_hint, &mut self.ids_spare);
         self.index.insert(hash, slot);
         self.resources += 1;
         Some(slot)
@@ -2025,7 +2045,10 @@ impl LockTable {
             if s.default_ttl_ms == 0 {
                 let hash = hash.unwrap_or_else(|| self.index.hash(s.resource()));
                 self.index.remove(hash, slot);
-                s.vacate();
+                let ids = s.vacate();
+                if ids.len() <= IDS_SPARE_LEN_MAX {
+                    self.ids_spare = Some(ids);
+                }
                 self.slots_free.push(slot);
                 self.resources -= 1;
                 return;

@@ -366,6 +366,7 @@ impl LockTable {
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
             queue_spare: None,
+            ids_spare: None,
             resources: 0,
             held: 0,
             waiters: 0,
@@ -477,7 +478,7 @@ impl LockTable {
             )?;
             let number = u32::try_from(self.slots.len()).expect("below resources_max");
             let mut slot = Slot::vacant();
-            slot.occupy(resource, &[]);
+            slot.occupy(resource, &[], &mut None);
             slot.default_ttl_ms = default_ttl_ms;
             slot.token = token;
             if token != 0 {
