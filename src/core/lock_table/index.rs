@@ -14,6 +14,11 @@
 use std::collections::hash_map::{Entry, HashMap, RandomState};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
+/// A resource id's keyed hash ([`ResourceIndex::hash`]): valid only for the index that
+/// made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct ResourceHash(u64);
+
 /// End of a chain. Slot numbers stay below `resources_max`, a `u32`, so never reach it.
 pub(super) const NONE: u32 = u32::MAX;
 
@@ -42,13 +47,23 @@ impl<S: BuildHasher> ResourceIndex<S> {
         }
     }
 
-    /// The slot holding `key`; `resource_of(slot)` must return the id stored in `slot`.
+    /// `key`'s hash under this index's key: computed once per request and passed to
+    /// [`ResourceIndex::find`], [`ResourceIndex::insert`] and [`ResourceIndex::remove`], so a
+    /// request that looks a resource up, creates or forgets it hashes its id once.
+    pub(super) fn hash(&self, key: &[u8]) -> ResourceHash {
+        ResourceHash(self.hash_state.hash_one(key))
+    }
+
+    /// The slot holding `key`, whose hash is `hash`; `resource_of(slot)` must return the id
+    /// stored in `slot`.
     pub(super) fn find<'s>(
         &self,
+        hash: ResourceHash,
         key: &[u8],
         resource_of: impl Fn(u32) -> &'s [u8],
     ) -> Option<u32> {
-        let mut slot = *self.heads.get(&self.hash_state.hash_one(key))?;
+        debug_assert_eq!(hash, self.hash(key), "hashed under this index's key");
+        let mut slot = *self.heads.get(&hash.0)?;
         loop {
             if resource_of(slot) == key {
                 return Some(slot);
@@ -60,14 +75,15 @@ impl<S: BuildHasher> ResourceIndex<S> {
         }
     }
 
-    /// Adds `slot`, which holds `key`. The caller ensures `key` is not indexed yet.
-    pub(super) fn insert(&mut self, key: &[u8], slot: u32) {
+    /// Adds `slot`, which holds the id whose hash is `hash`. The caller ensures that id is
+    /// not indexed yet.
+    pub(super) fn insert(&mut self, hash: ResourceHash, slot: u32) {
         assert!(slot != NONE, "slot number {slot} is the chain terminator");
         let index = slot as usize;
         if self.next.len() <= index {
             self.next.resize(index + 1, NONE);
         }
-        match self.heads.entry(self.hash_state.hash_one(key)) {
+        match self.heads.entry(hash.0) {
             Entry::Vacant(entry) => {
                 entry.insert(slot);
                 self.next[index] = NONE;
@@ -80,10 +96,10 @@ impl<S: BuildHasher> ResourceIndex<S> {
         }
     }
 
-    /// Removes `slot`, which holds `key` and must be indexed.
-    pub(super) fn remove(&mut self, key: &[u8], slot: u32) {
+    /// Removes `slot`, which holds the id whose hash is `hash` and must be indexed.
+    pub(super) fn remove(&mut self, hash: ResourceHash, slot: u32) {
         let index = slot as usize;
-        let Entry::Occupied(mut head) = self.heads.entry(self.hash_state.hash_one(key)) else {
+        let Entry::Occupied(mut head) = self.heads.entry(hash.0) else {
             panic!("slot {slot} is not in the resource index");
         };
         if *head.get() == slot {
@@ -115,9 +131,10 @@ impl<S: BuildHasher> ResourceIndex<S> {
     }
 }
 
-/// The map's keys are already SipHash outputs: hashing them again would only cost time.
+/// For maps whose keys are already keyed SipHash outputs (this index's, the table's session
+/// map): hashing them again would only cost time.
 #[derive(Default)]
-struct HashIsKey(u64);
+pub(super) struct HashIsKey(u64);
 
 impl Hasher for HashIsKey {
     fn finish(&self) -> u64 {
@@ -156,22 +173,33 @@ mod tests {
         let ids: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'r', i]).collect();
         let mut index = ResourceIndex::with_hasher(BuildHasherDefault::<Collide>::default());
         for (slot, id) in ids.iter().enumerate() {
-            index.insert(id, slot as u32);
+            index.insert(index.hash(id), slot as u32);
         }
         assert_eq!(index.chains(), 1);
         let resource_of = |slot: u32| ids[slot as usize].as_slice();
         for (slot, id) in ids.iter().enumerate() {
-            assert_eq!(index.find(id, resource_of), Some(slot as u32));
+            assert_eq!(
+                index.find(index.hash(id), id, resource_of),
+                Some(slot as u32)
+            );
         }
-        assert_eq!(index.find(b"absent", resource_of), None);
+        assert_eq!(
+            index.find(index.hash(b"absent"), b"absent", resource_of),
+            None
+        );
         // Middle, head, tail, then the rest.
         for slot in [2u32, 5, 0, 1, 4, 3] {
-            index.remove(&ids[slot as usize], slot);
-            assert_eq!(index.find(&ids[slot as usize], resource_of), None);
+            let id = &ids[slot as usize];
+            index.remove(index.hash(id), slot);
+            assert_eq!(index.find(index.hash(id), id, resource_of), None);
         }
         assert_eq!(index.chains(), 0);
         for (slot, id) in ids.iter().enumerate() {
-            assert_eq!(index.find(id, resource_of), None, "slot {slot}");
+            assert_eq!(
+                index.find(index.hash(id), id, resource_of),
+                None,
+                "slot {slot}"
+            );
         }
     }
 
@@ -180,13 +208,14 @@ mod tests {
         let ids: Vec<Vec<u8>> = (0..100u8).map(|i| vec![i, i]).collect();
         let mut index = ResourceIndex::new();
         for (slot, id) in ids.iter().enumerate() {
-            index.insert(id, slot as u32);
+            index.insert(index.hash(id), slot as u32);
         }
         assert_eq!(index.chains(), 100);
         let resource_of = |slot: u32| ids[slot as usize].as_slice();
-        assert_eq!(index.find(&ids[42], resource_of), Some(42));
-        index.remove(&ids[42], 42);
-        assert_eq!(index.find(&ids[42], resource_of), None);
-        assert_eq!(index.find(&ids[43], resource_of), Some(43));
+        let (a, b) = (&ids[42], &ids[43]);
+        assert_eq!(index.find(index.hash(a), a, resource_of), Some(42));
+        index.remove(index.hash(a), 42);
+        assert_eq!(index.find(index.hash(a), a, resource_of), None);
+        assert_eq!(index.find(index.hash(b), b, resource_of), Some(43));
     }
 }

@@ -44,11 +44,13 @@
 //! - `slots: Vec<Slot>`: one slot per known resource, reused through a free list. A slot holds
 //!   the resource id and the holder's client id in ONE allocation, the hold (count, token,
 //!   expiry, TTL), the configured default TTL, and its wait queue boxed (`None`, no allocation,
-//!   while nobody waits). 56 bytes on 64-bit targets.
+//!   while nobody waits). 56 bytes on 64-bit targets. The ids buffer of the resource forgotten
+//!   last is kept for the next one created with ids of its length (`ids_spare`).
 //! - `index`: resource id → slot through a keyed hash of the id (see `index.rs`), so the id
 //!   is stored once, in the slot.
 //! - Wait queues (`queue.rs`): FIFO `VecDeque`s; a waiter that times out from the middle
 //!   becomes a tombstone, compacted away in O(1) amortized, and is found by binary search.
+//!   One emptied small queue is kept for the next lock that gets a waiter (`queue_spare`).
 //! - `holds: BTreeMap<u64, u32>`: fencing token → slot for every held lock, so a KEEPALIVE
 //!   (spec §4.11) finds the hold a token names in O(log n), and HOLDS (spec §4.13) walks the
 //!   holds in token order from a cursor, a page at a time. A token names one hold within the
@@ -56,8 +58,10 @@
 //! - `timers: BTreeSet<Timer>`: every hold expiry and wait deadline, 24 bytes each, removed
 //!   exactly when it stops applying (release, renew, grant), so the first entry is the next
 //!   wake-up and firing never meets a stale timer.
-//! - `sessions: HashMap<u64, Session>` with `sessions_idle: BTreeSet<(last activity, id)>`, so
-//!   the next idle session is found without a scan. A session keeps its final answers in a
+//! - `sessions: HashMap<SessionKey, Session>` with `sessions_idle: BTreeSet<(last activity,
+//!   id)>`, so the next idle session is found without a scan. A `SessionKey` is the id with
+//!   its keyed SipHash, computed once per request for every access the request makes (as a
+//!   request hashes its resource id once for the index: `ResourceIndex::hash`). A session keeps its final answers in a
 //!   `VecDeque` sorted by request id (`answers.rs`: clients number requests upwards, so a new
 //!   answer goes at the back and the smallest is evicted from the front) and its queued
 //!   requests in a `BTreeMap`.
@@ -91,8 +95,10 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{hash_map, BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::hash_map::{self, RandomState};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::net::SocketAddr;
 
 use udplock_protocol::{
@@ -102,7 +108,7 @@ use udplock_protocol::{
 
 use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
-use self::index::ResourceIndex;
+use self::index::{HashIsKey, ResourceHash, ResourceIndex};
 
 /// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
 /// a table forgets a session (`Config::validate` keeps `session_idle_ms` above
@@ -128,6 +134,15 @@ pub const STATUS_DUE_SCAN_MAX: usize = 64;
 /// client obligations: give up at wait_ms + a grace for the final answer). A session must stay
 /// remembered that long, or a late retransmit would run a second time.
 pub const RETRANSMIT_AFTER_WAIT_MS_MAX: u32 = 60_000;
+
+/// Largest buffer (in waiters) of the emptied wait queue a table keeps for reuse
+/// (`LockTable::queue_spare`): what one or two waiters need (VecDeque allocates 4 at first);
+/// a queue grown longer gives its memory back when it empties.
+const QUEUE_SPARE_CAPACITY_MAX: usize = 8;
+
+/// Longest ids buffer (resource id and holder id together, bytes) a table keeps for reuse
+/// (`LockTable::ids_spare`): typical ids; a longer one is freed.
+const IDS_SPARE_LEN_MAX: usize = 128;
 
 // Memory budget: a held lock is a slot plus one timer (see the module docs).
 const _: () = assert!(std::mem::size_of::<Slot>() <= 56);
@@ -559,19 +574,28 @@ impl Slot {
     }
 
     /// Makes this vacant slot `resource`'s. `holder_hint` is stored as a stale holder, so a
-    /// grant to that client right after needs no second allocation.
-    fn occupy(&mut self, resource: &[u8], holder_hint: &[u8]) {
+    /// grant to that client right after needs no second allocation. `spare`: a buffer of a
+    /// forgotten resource's ids, used (taken) if it has the length needed.
+    fn occupy(&mut self, resource: &[u8], holder_hint: &[u8], spare: &mut Option<Box<[u8]>>) {
         assert!(self.resource_len == 0, "occupying a slot in use");
         assert!((1..=ID_LEN_MAX).contains(&resource.len()));
-        self.ids = [resource, holder_hint].concat().into_boxed_slice();
+        let len = resource.len() + holder_hint.len();
+        self.ids = match spare.take_if(|ids| ids.len() == len) {
+            Some(mut ids) => {
+                ids[..resource.len()].copy_from_slice(resource);
+                ids[resource.len()..].copy_from_slice(holder_hint);
+                ids
+            }
+            None => [resource, holder_hint].concat().into_boxed_slice(),
+        };
         self.resource_len = resource.len() as u8;
         self.token = 0;
     }
 
-    /// Returns the slot to the free list's state.
-    fn vacate(&mut self) {
+    /// Returns the slot to the free list's state, and the buffer of its ids.
+    fn vacate(&mut self) -> Box<[u8]> {
         assert!(self.hold_count == 0 && self.queue.is_none());
-        *self = Slot::vacant();
+        std::mem::replace(self, Slot::vacant()).ids
     }
 
     fn resource(&self) -> &[u8] {
@@ -582,8 +606,14 @@ impl Slot {
         (self.hold_count > 0).then(|| &self.ids[usize::from(self.resource_len)..])
     }
 
+    /// Makes `client` the holder. A client id as long as the previous (or stale) holder's
+    /// overwrites it in place: a lock handed back and forth between clients whose ids have
+    /// one length (the usual case) costs no allocation.
     fn set_holder(&mut self, client: &[u8]) {
-        if &self.ids[usize::from(self.resource_len)..] != client {
+        let holder = &mut self.ids[usize::from(self.resource_len)..];
+        if holder.len() == client.len() {
+            holder.copy_from_slice(client);
+        } else {
             self.ids = [self.resource(), client].concat().into_boxed_slice();
         }
     }
@@ -666,6 +696,26 @@ struct Session {
     pending: BTreeMap<u64, Pending>,
 }
 
+/// A session id with its keyed hash ([`LockTable::session_key`]), computed once per request
+/// and reused for every access to the session that request makes (the gate, the queue, the
+/// answer), rather than hashing the id again for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct SessionKey {
+    id: u64,
+    hash: u64,
+}
+
+impl Hash for SessionKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // Keyed SipHash already (session ids come from the network): the map's hasher passes
+        // it through.
+        state.write_u64(self.hash);
+    }
+}
+
+/// Sessions by id, their hashes computed once per request ([`SessionKey`]).
+type SessionMap = HashMap<SessionKey, Session, BuildHasherDefault<HashIsKey>>;
+
 #[derive(Clone, Copy)]
 struct Remembered {
     kind: RequestKind,
@@ -741,6 +791,14 @@ enum Admission {
     New,
 }
 
+/// The outcome of executing a request never seen before.
+enum Executed {
+    /// Its final answer.
+    Final(Answer),
+    /// An acquire queued on the lock in `slot`: its final answer comes later.
+    Queued { slot: u32 },
+}
+
 /// Locks, queues and sessions; see the module docs.
 pub struct LockTable {
     config: Config,
@@ -761,10 +819,22 @@ pub struct LockTable {
     token_next: u64,
     /// The next waiter `seq`.
     wait_seq_next: u64,
-    sessions: HashMap<u64, Session>,
+    sessions: SessionMap,
+    /// Keys the hash of session ids in `sessions`; random per table against hash flooding.
+    /// Only where a session sits in memory depends on it, never an output.
+    session_hash: RandomState,
     /// Every session by (last activity, id): the first is the next to go idle.
     sessions_idle: BTreeSet<(Instant, u64)>,
     replies: VecDeque<Reply>,
+    /// One emptied wait queue kept for the next lock that gets a waiter, so a lock whose
+    /// queue empties and fills again (a hand-off, then a new waiter) allocates no queue each
+    /// time. At most one per table, holding at most [`QUEUE_SPARE_CAPACITY_MAX`] entries.
+    queue_spare: Option<Box<WaitQueue>>,
+    /// The ids buffer of the resource forgotten last, kept for the next resource created with
+    /// ids of the same length (a lock taken and released again and again, as most are, is
+    /// created and forgotten each time). At most one per table, of at most
+    /// [`IDS_SPARE_LEN_MAX`] bytes.
+    ids_spare: Option<Box<[u8]>>,
     /// Known resources (occupied slots).
     resources: u32,
     /// Held locks.
@@ -799,9 +869,12 @@ impl LockTable {
             holds: BTreeMap::new(),
             token_next: token_first,
             wait_seq_next: 1,
-            sessions: HashMap::new(),
+            sessions: SessionMap::default(),
+            session_hash: RandomState::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
+            queue_spare: None,
+            ids_spare: None,
             resources: 0,
             held: 0,
             waiters: 0,
@@ -874,7 +947,9 @@ impl LockTable {
             });
             return;
         }
-        match self.admit(now, &request) {
+        // Hashed once for every access to the session below.
+        let session = self.session_key(request.id.session);
+        match self.admit(now, &request, session) {
             Admission::Answer { answer, attempt } => self.reply(&request, attempt, answer),
             Admission::StillQueued {
                 slot,
@@ -885,24 +960,21 @@ impl LockTable {
                 self.reply(&request, attempt, waiting);
             }
             Admission::New => {
-                let Some(answer) = self.execute(now, &request) else {
-                    // Queued: WAITING now if the copy paid for it (spec §2.2, §6.3), the final
-                    // answer when granted or timed out. WAITING is not remembered: it is no
-                    // answer, and changes nothing.
-                    let RequestBody::Acquire {
-                        resource, ttl_ms, ..
-                    } = request.body
-                    else {
-                        unreachable!("only an acquire is queued");
-                    };
-                    if request.room_for_waiting() {
-                        let slot = self
-                            .lookup(resource)
-                            .expect("a queued acquire's resource is known");
-                        let waiting = self.waiting_answer(slot, ttl_ms);
-                        self.reply(&request, request.attempt, waiting);
+                let answer = match self.execute(now, &request, session) {
+                    Executed::Final(answer) => answer,
+                    Executed::Queued { slot } => {
+                        // Queued: WAITING now if the copy paid for it (spec §2.2, §6.3), the
+                        // final answer when granted or timed out. WAITING is not remembered:
+                        // it is no answer, and changes nothing.
+                        let RequestBody::Acquire { ttl_ms, .. } = request.body else {
+                            unreachable!("only an acquire is queued");
+                        };
+                        if request.room_for_waiting() {
+                            let waiting = self.waiting_answer(slot, ttl_ms);
+                            self.reply(&request, request.attempt, waiting);
+                        }
+                        return;
                     }
-                    return;
                 };
                 assert!(!answer.queued);
                 // Only a CANCEL_WAIT finds its arguments invalid or its target expired once
@@ -919,7 +991,7 @@ impl LockTable {
                     Status::Overloaded | Status::InvalidArgument | Status::RequestExpired
                 ) {
                     let kind = request.body.kind();
-                    self.remember(request.id, kind, answer, request.attempt);
+                    self.remember(session, request.id.request, kind, answer, request.attempt);
                 }
                 self.reply(&request, request.attempt, answer);
             }
@@ -935,6 +1007,17 @@ impl LockTable {
     /// The next answer to send, oldest first. Drain after every `handle_*` call.
     pub fn poll_reply(&mut self) -> Option<Reply> {
         self.replies.pop_front()
+    }
+
+    /// Moves every answer queued to the back of `out`, oldest first: what draining
+    /// [`LockTable::poll_reply`] into `out` does, in one move.
+    pub fn move_replies_into(&mut self, out: &mut VecDeque<Reply>) {
+        out.append(&mut self.replies);
+    }
+
+    /// Drops every answer queued (a follower's replica: the leader answers).
+    pub fn drop_replies(&mut self) {
+        self.replies.clear();
     }
 
     /// When the earliest timer is due (call [`LockTable::handle_timeout`] then), or `None`
@@ -989,7 +1072,7 @@ impl LockTable {
 
     /// Whether the table remembers session `session_id` (a request of it creates none).
     pub fn has_session(&self, session_id: u64) -> bool {
-        self.sessions.contains_key(&session_id)
+        self.sessions.contains_key(&self.session_key(session_id))
     }
 
     /// Whether `resource` is known (held, waited on or configured): an ACQUIRE or CONFIGURE
@@ -1002,7 +1085,7 @@ impl LockTable {
     /// At `answers_per_session_max`, the session's next answer evicts its oldest, so the
     /// table's total does not grow.
     pub fn session_answers(&self, session_id: u64) -> Option<u32> {
-        let session = self.sessions.get(&session_id)?;
+        let session = self.sessions.get(&self.session_key(session_id))?;
         // At most answers_per_session_max (a u32): `remember` evicts past it.
         Some(session.answers.len() as u32)
     }
@@ -1020,7 +1103,7 @@ impl LockTable {
         }
         let remembered = self
             .sessions
-            .get(&request.id.session)?
+            .get(&self.session_key(request.id.session))?
             .answers
             .get(request.id.request)
             .filter(|remembered| remembered.kind == kind)?;
@@ -1107,7 +1190,7 @@ impl LockTable {
 
     /// The session gate: duplicates, queued retransmits, expired and refused requests stop
     /// here; only a request never seen before is let through.
-    fn admit(&mut self, now: Instant, request: &Request<'_>) -> Admission {
+    fn admit(&mut self, now: Instant, request: &Request<'_>, key: SessionKey) -> Admission {
         let RequestId {
             session: session_id,
             request: request_id,
@@ -1117,11 +1200,12 @@ impl LockTable {
             answer: Answer::bare(status),
             attempt: request.attempt,
         };
-        // One hash of the session id (keyed SipHash: ids come from the network) for the
+        // The session id's one hash (keyed SipHash: ids come from the network) serves the
         // lookup, the activity and, for a new session, the insertion.
+        assert_eq!(key.id, session_id);
         let sessions_full = self.sessions.len() >= self.config.sessions_max as usize;
         let overloaded = self.overloaded(request.attempt);
-        let session = match self.sessions.entry(session_id) {
+        let session = match self.sessions.entry(key) {
             hash_map::Entry::Occupied(entry) => {
                 let session = entry.into_mut();
                 touch(&mut self.sessions_idle, session_id, session, now);
@@ -1202,28 +1286,27 @@ impl LockTable {
         }
     }
 
-    /// Runs a request never seen before. `None`: the acquire was queued.
-    fn execute(&mut self, now: Instant, request: &Request<'_>) -> Option<Answer> {
-        match request.body {
+    /// Runs a request never seen before.
+    /// `session`: the request's session.
+    fn execute(&mut self, now: Instant, request: &Request<'_>, session: SessionKey) -> Executed {
+        let answer = match request.body {
             RequestBody::Acquire {
                 resource,
                 client,
                 wait_ms,
                 ttl_ms,
-            } => self.acquire(now, request, resource, client, wait_ms, ttl_ms),
-            RequestBody::Release { resource, client } => Some(self.release(now, resource, client)),
+            } => return self.acquire(now, request, session, resource, client, wait_ms, ttl_ms),
+            RequestBody::Release { resource, client } => self.release(now, resource, client),
             RequestBody::Renew {
                 resource,
                 client,
                 ttl_ms,
-            } => Some(self.renew(now, resource, client, ttl_ms)),
+            } => self.renew(now, resource, client, ttl_ms),
             RequestBody::Configure {
                 resource,
                 default_ttl_ms,
-            } => Some(self.configure(resource, default_ttl_ms)),
-            RequestBody::Keepalive { ttl_ms, tokens, .. } => {
-                Some(self.renew_tokens(now, tokens, ttl_ms))
-            }
+            } => self.configure(resource, default_ttl_ms),
+            RequestBody::Keepalive { ttl_ms, tokens, .. } => self.renew_tokens(now, tokens, ttl_ms),
             RequestBody::CancelWait {
                 resource,
                 client,
@@ -1234,10 +1317,11 @@ impl LockTable {
                     session: target_session,
                     request: target_request,
                 };
-                Some(self.cancel_wait(now, resource, client, target))
+                self.cancel_wait(now, resource, client, target)
             }
             RequestBody::Status { .. } => unreachable!("STATUS is answered before admission"),
-        }
+        };
+        Executed::Final(answer)
     }
 
     /// CANCEL_WAIT (spec §4.12): settles the ACQUIRE `target` so that it never takes effect
@@ -1255,7 +1339,8 @@ impl LockTable {
         target: RequestId,
     ) -> Answer {
         let invalid = Answer::bare(Status::InvalidArgument);
-        if let Some(session) = self.sessions.get(&target.session) {
+        let target_session = self.session_key(target.session);
+        if let Some(session) = self.sessions.get(&target_session) {
             if let Some(&Pending { slot, seq }) = session.pending.get(&target.request) {
                 let s = &mut self.slots[slot as usize];
                 if s.resource() != resource {
@@ -1280,7 +1365,7 @@ impl LockTable {
                     ..Answer::bare(Status::LockAcquisitionTimeout)
                 };
                 self.answer_waiter(&waiter, withdrawn);
-                self.settle(slot);
+                self.settle(slot, None);
                 let s = &self.slots[slot as usize];
                 assert!(
                     s.hold_count > 0,
@@ -1321,13 +1406,14 @@ impl LockTable {
                 answers: Answers::default(),
                 pending: BTreeMap::new(),
             };
-            self.sessions.insert(target.session, session);
+            self.sessions.insert(target_session, session);
             assert!(self.sessions_idle.insert((now, target.session)));
         }
         // Never seen: the cancel overtook every copy of its target. Its answer now is the
         // wait ended without the lock, so no later copy is queued or granted.
         self.remember(
-            target,
+            target_session,
+            target.request,
             RequestKind::Acquire,
             Answer::bare(Status::LockAcquisitionTimeout),
             0,
@@ -1335,15 +1421,17 @@ impl LockTable {
         Answer::bare(Status::Ok)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn acquire(
         &mut self,
         now: Instant,
         request: &Request<'_>,
+        session: SessionKey,
         resource: &[u8],
         client: &[u8],
         wait_ms: u32,
         ttl_ms: u32,
-    ) -> Option<Answer> {
+    ) -> Executed {
         // Startup grace (spec §7.2.4): every lock may still be held by a client of the table's
         // predecessor, so nothing is granted yet and nothing is created.
         let grants_from =
@@ -1353,16 +1441,18 @@ impl LockTable {
                 .saturating_since(now)
                 .as_micros()
                 .div_ceil(1_000);
-            return Some(Answer {
+            return Executed::Final(Answer {
                 retry_after_ms: u32::try_from(remaining_ms).unwrap_or(u32::MAX),
                 ..Answer::bare(Status::Overloaded)
             });
         }
-        let slot = match self.lookup(resource) {
+        // One hash of the id for the lookup, the creation and the settling.
+        let hash = self.index.hash(resource);
+        let slot = match self.find(hash, resource) {
             Some(slot) => slot,
-            None => match self.create(resource, client) {
+            None => match self.create(resource, hash, client) {
                 Some(slot) => slot,
-                None => return Some(self.overloaded_answer()),
+                None => return Executed::Final(self.overloaded_answer()),
             },
         };
         let s = &self.slots[slot as usize];
@@ -1382,20 +1472,22 @@ impl LockTable {
                 if s.live_waiters() >= self.config.waiters_per_resource_max
                     || self.waiters >= self.config.waiters_max
                 {
-                    return Some(self.overloaded_answer());
+                    return Executed::Final(self.overloaded_answer());
                 }
-                self.enqueue(now, request, slot, client, wait_ms, ttl_ms);
-                return None;
+                self.enqueue(now, request, session, slot, client, wait_ms, ttl_ms);
+                return Executed::Queued { slot };
             }
         };
-        self.settle(slot);
-        Some(answer)
+        self.settle(slot, Some(hash));
+        Executed::Final(answer)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn enqueue(
         &mut self,
         now: Instant,
         request: &Request<'_>,
+        session: SessionKey,
         slot: u32,
         client: &[u8],
         wait_ms: u32,
@@ -1417,8 +1509,9 @@ impl LockTable {
         assert!(self.timers.insert(Timer::wait(&waiter, slot)));
         let s = &mut self.slots[slot as usize];
         assert!(s.hold_count > 0, "only a held lock is waited for");
+        let spare = &mut self.queue_spare;
         s.queue
-            .get_or_insert_with(|| Box::new(WaitQueue::new()))
+            .get_or_insert_with(|| spare.take().unwrap_or_else(|| Box::new(WaitQueue::new())))
             .push(waiter);
         self.waiters += 1;
         self.counts.queued += 1;
@@ -1427,10 +1520,8 @@ impl LockTable {
                 "shard {shard}: {} queued for {} (waits up to {wait_ms} ms, {} waiting)",
                 s.resource().escape_ascii(), client.escape_ascii(), s.live_waiters());
         }
-        let session = self
-            .sessions
-            .get_mut(&request.id.session)
-            .expect("admitted");
+        assert_eq!(session.id, request.id.session);
+        let session = self.sessions.get_mut(&session).expect("admitted");
         let previous = session
             .pending
             .insert(request.id.request, Pending { slot, seq });
@@ -1441,7 +1532,8 @@ impl LockTable {
     fn release(&mut self, now: Instant, resource: &[u8], client: &[u8]) -> Answer {
         // Spec §6.1: a client that does not hold the lock is told so, whether the lock is
         // held by another, free, or forgotten (released before, or its lease ran out).
-        let Some(slot) = self.lookup(resource) else {
+        let hash = self.index.hash(resource);
+        let Some(slot) = self.find(hash, resource) else {
             return Answer::bare(Status::LockNotHeld);
         };
         let s = &mut self.slots[slot as usize];
@@ -1466,7 +1558,7 @@ impl LockTable {
             self.held -= 1;
             self.hand_off(slot, now);
         }
-        self.settle(slot);
+        self.settle(slot, Some(hash));
         answer
     }
 
@@ -1552,18 +1644,19 @@ impl LockTable {
     }
 
     fn configure(&mut self, resource: &[u8], default_ttl_ms: u32) -> Answer {
-        let slot = match self.lookup(resource) {
+        let hash = self.index.hash(resource);
+        let slot = match self.find(hash, resource) {
             Some(slot) => slot,
             // Clearing the default of a resource the server does not know: there is nothing to
             // clear (a mistyped id, most likely), and nothing is created (spec §4.6).
             None if default_ttl_ms == 0 => return Answer::bare(Status::ResourceDoesNotExist),
-            None => match self.create(resource, &[]) {
+            None => match self.create(resource, hash, &[]) {
                 Some(slot) => slot,
                 None => return self.overloaded_answer(),
             },
         };
         self.slots[slot as usize].default_ttl_ms = default_ttl_ms;
-        self.settle(slot);
+        self.settle(slot, Some(hash));
         Answer {
             lease_ms: default_ttl_ms,
             ..Answer::bare(Status::Ok)
@@ -1792,7 +1885,7 @@ impl LockTable {
         self.held -= 1;
         self.counts.expirations += 1;
         self.hand_off(timer.slot, timer.due);
-        self.settle(timer.slot);
+        self.settle(timer.slot, None);
     }
 
     /// A waiter's deadline passed: LOCK_ACQUISITION_TIMEOUT.
@@ -1811,7 +1904,7 @@ impl LockTable {
             ..Answer::bare(Status::LockAcquisitionTimeout)
         };
         self.answer_waiter(&waiter, answer);
-        self.settle(timer.slot);
+        self.settle(timer.slot, None);
     }
 
     /// Logs that `waiter`, queued on `slot`, reached its deadline.
@@ -1827,9 +1920,10 @@ impl LockTable {
     /// The final answer to a queued acquire: remembered, and sent to its latest address.
     fn answer_waiter(&mut self, waiter: &Waiter, answer: Answer) {
         assert!(answer.queued);
+        let key = self.session_key(waiter.id.session);
         let session = self
             .sessions
-            .get_mut(&waiter.id.session)
+            .get_mut(&key)
             .expect("a session with a queued request is never forgotten");
         let pending = session.pending.remove(&waiter.id.request);
         assert!(pending.is_some_and(|pending| pending.seq == waiter.seq));
@@ -1852,11 +1946,22 @@ impl LockTable {
         });
     }
 
-    /// Remembers the final answer to `id`, evicting the session's smallest request id when
-    /// full (which makes every id up to it expired).
-    fn remember(&mut self, id: RequestId, kind: RequestKind, answer: Answer, attempt: u16) {
+    /// Remembers the final answer to `request` of `session`, evicting the session's smallest
+    /// request id when full (which makes every id up to it expired).
+    fn remember(
+        &mut self,
+        session: SessionKey,
+        request: u64,
+        kind: RequestKind,
+        answer: Answer,
+        attempt: u16,
+    ) {
         let answers_max = self.config.answers_per_session_max;
-        let session = self.sessions.get_mut(&id.session).expect("admitted");
+        let id = RequestId {
+            session: session.id,
+            request,
+        };
+        let session = self.sessions.get_mut(&session).expect("admitted");
         let remembered = Remembered {
             kind,
             answer,
@@ -1867,7 +1972,8 @@ impl LockTable {
     }
 
     fn forget_session(&mut self, session_id: u64) {
-        let session = self.sessions.remove(&session_id).expect("known session");
+        let key = self.session_key(session_id);
+        let session = self.sessions.remove(&key).expect("known session");
         // A waiter's deadline (at most wait_ms_max after the session's last request) comes
         // before the session's idle time (validate: session_idle_ms > wait_ms_max), and fires
         // first: so no queued request is ever left without its session.
@@ -1878,15 +1984,29 @@ impl LockTable {
         self.answers_remembered -= session.answers.len() as u64;
     }
 
-    fn lookup(&self, resource: &[u8]) -> Option<u32> {
-        let slots = &self.slots;
-        self.index
-            .find(resource, |slot| slots[slot as usize].resource())
+    /// `session_id` with its hash, for `sessions`.
+    fn session_key(&self, session_id: u64) -> SessionKey {
+        SessionKey {
+            id: session_id,
+            hash: self.session_hash.hash_one(session_id),
+        }
     }
 
-    /// A slot for the unknown `resource`, or `None` at `resources_max`. The caller makes it
-    /// known (grants or configures) and calls [`LockTable::settle`].
-    fn create(&mut self, resource: &[u8], holder_hint: &[u8]) -> Option<u32> {
+    fn lookup(&self, resource: &[u8]) -> Option<u32> {
+        self.find(self.index.hash(resource), resource)
+    }
+
+    /// The slot of `resource`, whose hash is `hash` ([`ResourceIndex::hash`]).
+    fn find(&self, hash: ResourceHash, resource: &[u8]) -> Option<u32> {
+        let slots = &self.slots;
+        self.index
+            .find(hash, resource, |slot| slots[slot as usize].resource())
+    }
+
+    /// A slot for the unknown `resource` (whose hash is `hash`), or `None` at
+    /// `resources_max`. The caller makes it known (grants or configures) and calls
+    /// [`LockTable::settle`].
+    fn create(&mut self, resource: &[u8], hash: ResourceHash, holder_hint: &[u8]) -> Option<u32> {
         if self.resources >= self.config.resources_max {
             return None;
         }
@@ -1898,19 +2018,24 @@ impl LockTable {
                 slot
             }
         };
-        self.slots[slot as usize].occupy(resource, holder_hint);
-        self.index.insert(resource, slot);
+        self.slots[slot as usize].occupy(resource, holder_hint, &mut self.ids_spare);
+        self.index.insert(hash, slot);
         self.resources += 1;
         Some(slot)
     }
 
     /// Ends an operation on `slot`: drops what a lock no longer needs, and forgets a resource
     /// that is free, unwaited and unconfigured (spec §6.1: a known resource is held, waited on,
-    /// or configured), so memory follows the locks in use.
-    fn settle(&mut self, slot: u32) {
+    /// or configured), so memory follows the locks in use. `hash`: the resource's hash if the
+    /// caller has it (else it is computed, only if the resource is forgotten).
+    fn settle(&mut self, slot: u32, hash: Option<ResourceHash>) {
         let s = &mut self.slots[slot as usize];
         if s.queue.as_deref().is_some_and(|queue| queue.live() == 0) {
-            s.queue = None;
+            let queue = s.queue.take().expect("checked");
+            if self.queue_spare.is_none() && queue.capacity() <= QUEUE_SPARE_CAPACITY_MAX {
+                assert!(queue.is_empty());
+                self.queue_spare = Some(queue);
+            }
         }
         if s.hold_count == 0 {
             assert!(
@@ -1918,8 +2043,12 @@ impl LockTable {
                 "a freed lock was handed to every live waiter"
             );
             if s.default_ttl_ms == 0 {
-                self.index.remove(s.resource(), slot);
-                s.vacate();
+                let hash = hash.unwrap_or_else(|| self.index.hash(s.resource()));
+                self.index.remove(hash, slot);
+                let ids = s.vacate();
+                if ids.len() <= IDS_SPARE_LEN_MAX {
+                    self.ids_spare = Some(ids);
+                }
                 self.slots_free.push(slot);
                 self.resources -= 1;
                 return;

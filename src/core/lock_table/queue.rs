@@ -64,6 +64,17 @@ impl WaitQueue {
         self.entries.iter().filter(|waiter| waiter.live)
     }
 
+    /// Entries the buffer holds without growing.
+    pub(super) fn capacity(&self) -> usize {
+        self.entries.capacity()
+    }
+
+    /// No entry, not even a tombstone: what a queue with no live waiter is (the head is
+    /// always live).
+    pub(super) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// Entries including tombstones (memory held).
     #[cfg(test)]
     pub(super) fn entries(&self) -> usize {

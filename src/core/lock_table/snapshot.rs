@@ -151,7 +151,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
@@ -161,7 +162,8 @@ use super::answers::Answers;
 use super::index::ResourceIndex;
 use super::queue::{WaitQueue, Waiter};
 use super::{
-    Answer, Config, LockTable, Pending, Remembered, RequestId, Session, Slot, Timer, ID_LEN_MAX,
+    Answer, Config, LockTable, Pending, Remembered, RequestId, Session, SessionMap, Slot, Timer,
+    ID_LEN_MAX,
 };
 use crate::core::time::{Duration, Instant};
 
@@ -272,11 +274,11 @@ impl LockTable {
         put_u64(out, self.token_next);
         put_u64(out, self.wait_seq_next);
 
-        let mut session_ids: Vec<u64> = self.sessions.keys().copied().collect();
+        let mut session_ids: Vec<u64> = self.sessions.keys().map(|key| key.id).collect();
         session_ids.sort_unstable();
         put_u32(out, count_u32(session_ids.len()));
         for id in session_ids {
-            let session = &self.sessions[&id];
+            let session = &self.sessions[&self.session_key(id)];
             put_u64(out, id);
             put_u64(out, session.active_last.as_micros());
             put_u64(out, session.expired_through);
@@ -359,9 +361,12 @@ impl LockTable {
             holds: BTreeMap::new(),
             token_next,
             wait_seq_next,
-            sessions: HashMap::new(),
+            sessions: SessionMap::default(),
+            session_hash: RandomState::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
+            queue_spare: None,
+            ids_spare: None,
             resources: 0,
             held: 0,
             waiters: 0,
@@ -432,7 +437,10 @@ impl LockTable {
                 answers,
                 pending: BTreeMap::new(),
             };
-            assert!(self.sessions.insert(id, session).is_none());
+            assert!(self
+                .sessions
+                .insert(self.session_key(id), session)
+                .is_none());
             assert!(self.sessions_idle.insert((active_last, id)));
         }
         Ok(())
@@ -470,7 +478,7 @@ impl LockTable {
             )?;
             let number = u32::try_from(self.slots.len()).expect("below resources_max");
             let mut slot = Slot::vacant();
-            slot.occupy(resource, &[]);
+            slot.occupy(resource, &[], &mut None);
             slot.default_ttl_ms = default_ttl_ms;
             slot.token = token;
             if token != 0 {
@@ -504,7 +512,7 @@ impl LockTable {
                 slot.queue = self.restore_queue(input, number, seqs)?;
             }
             slot.check();
-            self.index.insert(resource, number);
+            self.index.insert(self.index.hash(resource), number);
             self.slots.push(slot);
             self.resources += 1;
         }
@@ -551,7 +559,8 @@ impl LockTable {
                 "wait deadline out of range",
             )?;
             let RequestId { session, request } = waiter.id;
-            let Some(session) = self.sessions.get_mut(&session) else {
+            let key = self.session_key(session);
+            let Some(session) = self.sessions.get_mut(&key) else {
                 return fail("waiter of an unknown session");
             };
             // The session must outlive the wait, or it would be forgotten with a request

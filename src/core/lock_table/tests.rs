@@ -247,6 +247,30 @@ fn expiry_frees_and_grants_the_next_waiter_with_a_fresh_token() {
 
 /// Spec §2.2 rule 5: a STATUS_REPLY (76 bytes + the holder id) is never longer than the STATUS
 /// datagram; the holder id is left out, with HOLDER_TRUNCATED, when it does not fit.
+/// A resource created in the ids buffer of one forgotten just before (`ids_spare`) holds its
+/// own ids, and a holder handed the lock in place (`set_holder`) is named, not the previous.
+#[test]
+fn reused_id_buffers_hold_the_new_ids() {
+    let mut h = Harness::new();
+    ok(h.call(S1, acquire("r1", "worker-1", 0, 0)));
+    ok(h.call(S1, release("r1", "worker-1")));
+    assert!(!h.table.knows(b"r1"));
+    ok(h.call(S2, acquire("r2", "worker-2", 0, 0)));
+    assert!(h.table.knows(b"r2") && !h.table.knows(b"r1"));
+    let (_, replies) = h.new_request(S1, status("r2"));
+    assert_eq!(replies[0].holder.as_slice(), b"worker-2");
+    // A waiter with an id of the holder's length takes over the holder's bytes.
+    h.queue(S1, acquire("r2", "worker-3", 1_000, 0));
+    let (_, grants) = h.call_with_grants(S2, release("r2", "worker-2"));
+    assert_eq!(ok(grants[0].answer).hold_count, 1);
+    let (_, replies) = h.new_request(S1, status("r2"));
+    assert_eq!(replies[0].holder.as_slice(), b"worker-3");
+    assert_eq!(
+        h.table.holder_of_token(replies[0].answer.fencing_token),
+        Some(&b"worker-3"[..])
+    );
+}
+
 #[test]
 fn status_names_the_holder_only_within_its_request() {
     let mut h = Harness::new();

@@ -15,7 +15,8 @@
 //!
 //! A source is hashed once per use ([`SourceCounts::key`]: keyed SipHash, as sources come
 //! from the network), under its node's key, and that hash serves both the replica's map and
-//! the node's: a proposal costs one hash to admit and count, and one when it applies.
+//! the node's: a proposal costs one hash to admit and count, and none when it applies (the
+//! replica keeps the hashed [`Source`] with the proposal).
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
@@ -28,6 +29,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub struct Source {
     ip: IpAddr,
     hash: u64,
+}
+
+impl Source {
+    /// The address hashed.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
 }
 
 impl Hash for Source {
@@ -182,9 +190,8 @@ impl SourceCounts {
     }
 
     /// `source` hashed for this replica's (and its node's) counts: once per request, for
-    /// [`SourceCounts::get`], [`SourceCounts::node_full`] and [`SourceCounts::add`], and
-    /// once when it applies, for [`SourceCounts::remove`]. Valid until the next
-    /// [`SourceCounts::share`].
+    /// [`SourceCounts::get`], [`SourceCounts::node_full`], [`SourceCounts::add`] and, when it
+    /// applies, [`SourceCounts::remove`]. Valid until the next [`SourceCounts::share`].
     pub fn key(&self, source: IpAddr) -> Source {
         self.node.key(source)
     }

@@ -83,7 +83,7 @@ use udplock_protocol::{
     LogCommand, RequestBody, RequestKind, Status, LOG_COMMAND_LEN_MAX, REPLY_LEN_MIN,
 };
 
-use self::in_flight::{InFlight, SourceCounts};
+use self::in_flight::{InFlight, Source, SourceCounts};
 use crate::core::lock_table::{self, Answer, IdBuf, LockTable, Reply, Request, RequestId};
 use crate::core::raft::{
     self, Entry, HardState, Membership, Message, NodeId, NotLeader, Raft, Role, SnapshotMeta,
@@ -327,7 +327,7 @@ pub struct Replica {
     /// shell's wall clock ([`Replica::propose_init`]) and proposes nothing else meanwhile.
     init_wanted: bool,
     /// Requests proposed in the current term and not yet applied, by id.
-    proposed: HashMap<RequestId, u64>,
+    proposed: HashMap<RequestId, Proposed>,
     /// The committed entry being applied; its buffer is reused (`Raft::poll_committed_into`).
     applying: Entry,
     /// How many of `proposed` came from each source address ([`IN_FLIGHT_PER_SOURCE_MAX`]),
@@ -368,6 +368,16 @@ pub struct Replica {
     /// Lock state changes this replica applied while it led the shard, not yet taken by
     /// [`Replica::take_led_counts`] (monitoring: the node adds them to its counters).
     led: lock_table::Counts,
+}
+
+/// A request proposed and not yet applied (`Replica::proposed`).
+#[derive(Clone, Copy, Debug)]
+struct Proposed {
+    /// Its entry's index.
+    index: u64,
+    /// Where it came from, hashed when it was admitted: counted in `in_flight` under it, and
+    /// taken out under it when it applies (no second hash of the address).
+    source: Source,
 }
 
 /// A STATUS held for ReadIndex.
@@ -668,7 +678,7 @@ impl Replica {
         // Still in flight (not applied, and still this leader's): counted from now on.
         if let Some((id, index)) = self.proposing.take() {
             self.in_flight.add(source);
-            let earlier = self.proposed.insert(id, index);
+            let earlier = self.proposed.insert(id, Proposed { index, source });
             assert!(earlier.is_none(), "a request proposed twice in a term");
         }
         Ok(())
@@ -722,6 +732,10 @@ impl Replica {
     /// (`node`, shared by every replica of the node; spec §9.1).
     pub fn share_in_flight(&mut self, node: InFlight) {
         self.in_flight.share(node);
+        // Sources are hashed under the node's key from now on.
+        for proposed in self.proposed.values_mut() {
+            proposed.source = self.in_flight.key(proposed.source.ip());
+        }
         self.check_invariants();
     }
 
@@ -961,7 +975,7 @@ impl Replica {
             ));
         }
         if cfg!(debug_assertions) {
-            for &index in self.proposed.values() {
+            for &Proposed { index, .. } in self.proposed.values() {
                 assert!(applied < index && index <= last);
             }
             // A held STATUS waits for a round this leader started (0: none), and rounds grow.
@@ -1469,10 +1483,10 @@ impl Replica {
                 } else if let MapEntry::Occupied(proposed) = self.proposed.entry(request.id) {
                     // One hash of the id for the lookup and the removal (keyed SipHash: ids
                     // come from the network).
-                    if *proposed.get() == entry.index {
-                        proposed.remove();
+                    if proposed.get().index == entry.index {
+                        let Proposed { source, .. } = proposed.remove();
                         // The logged address is the proposing copy's (`log_command`).
-                        let source = self.in_flight.key(request.reply_to.ip());
+                        debug_assert_eq!(source.ip(), request.reply_to.ip());
                         self.in_flight.remove(source);
                     }
                 }
@@ -1486,10 +1500,12 @@ impl Replica {
                 .add(&table.counts().since(&before.unwrap_or_default()));
         }
         if let Some(table) = self.table.as_mut() {
-            while let Some(reply) = table.poll_reply() {
-                if leading {
-                    self.replies.push_back(reply);
-                }
+            // Moved in one go (a reply is ~350 bytes): the leader's to its clients, a
+            // follower's dropped.
+            if leading {
+                table.move_replies_into(&mut self.replies);
+            } else {
+                table.drop_replies();
             }
         }
     }

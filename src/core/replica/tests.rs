@@ -413,6 +413,22 @@ fn a_retransmit_of_an_uncommitted_request_is_not_proposed_twice() {
     assert_eq!(c.take_replies().len(), 1);
 }
 
+/// A request proposed before the replica counts into its node's in-flight counts is taken
+/// out of them under the node's key when it applies (its source was hashed under the old).
+#[test]
+fn a_request_in_flight_when_the_counts_are_shared_applies_under_the_nodes_key() {
+    let mut c = Cluster::new(3);
+    let leader = c.elect();
+    c.send(leader, 7, 1, 0, acquire(b"r", b"a", 0, 1_000))
+        .unwrap();
+    let node = in_flight::InFlight::new(8);
+    c.shard(leader).share_in_flight(node.clone());
+    assert_eq!(node.count(addr().ip()), 1, "carried over");
+    c.deliver();
+    assert_eq!(c.take_replies().len(), 1);
+    assert_eq!((node.count(addr().ip()), node.sources()), (0, 0));
+}
+
 #[test]
 fn without_a_lease_status_waits_for_a_confirmed_round() {
     let mut c = Cluster::new(3);
@@ -1045,7 +1061,11 @@ fn more_proposed_requests_than_unapplied_entries_is_a_bug() {
             session: 9,
             request: 9,
         };
-        shard.proposed.insert(id, shard.applied_index + 1);
+        let proposed = Proposed {
+            index: shard.applied_index + 1,
+            source: shard.in_flight.key(std::net::Ipv4Addr::LOCALHOST.into()),
+        };
+        shard.proposed.insert(id, proposed);
     });
 }
 
@@ -1064,9 +1084,9 @@ fn a_proposed_request_at_an_applied_index_is_a_bug() {
     let shard = cluster.shard(leader);
     shard.check_invariants();
     let applied = shard.applied_index;
-    let index = shard.proposed.values_mut().next().expect("proposed");
-    assert!(*index == applied + 1);
-    *index = applied;
+    let proposed = shard.proposed.values_mut().next().expect("proposed");
+    assert!(proposed.index == applied + 1);
+    proposed.index = applied;
     shard.check_invariants();
 }
 

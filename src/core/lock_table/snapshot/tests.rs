@@ -161,7 +161,7 @@ fn rich_table() -> LockTable {
     }
     let stats = table.stats();
     assert_eq!((stats.resources, stats.held, stats.waiters), (3, 2, 3));
-    assert!(table.sessions[&0xa].expired_through > 0);
+    assert!(table.sessions[&table.session_key(0xa)].expired_through > 0);
     table
 }
 
@@ -676,7 +676,12 @@ fn exercise(mut table: LockTable, config: &Config) {
     if answers[0].answer.status == Status::Ok {
         assert_eq!(answers[0].answer.fencing_token, (1u64 << held) - 1);
     }
-    let sessions: Vec<u64> = table.sessions.keys().copied().chain([77]).collect();
+    let sessions: Vec<u64> = table
+        .sessions
+        .keys()
+        .map(|key| key.id)
+        .chain([77])
+        .collect();
     for (n, resource) in resources.iter().enumerate() {
         for (m, client) in holders.iter().enumerate() {
             let session = sessions[(n + m) % sessions.len()];
