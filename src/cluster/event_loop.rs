@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use udplock_protocol::{DATAGRAM_LEN_MAX, PEER_DATAGRAM_LEN_MAX};
-
 use super::horizon::HorizonFile;
 use super::keys::{KeyFileCheck, KeyFileWatch, KeySet};
 use super::log_keys;
@@ -97,7 +95,6 @@ impl ClusterLoop {
     /// over first, announcing a leave or not.
     pub(super) fn run(mut self, stop: &AtomicBool, graceful: &AtomicU8) -> Result<(), String> {
         // Room for the largest datagram of either kind, plus one byte to see oversized ones.
-        let mut buf = vec![0u8; PEER_DATAGRAM_LEN_MAX.max(DATAGRAM_LEN_MAX) + 1];
         // Made here, on the loop's thread: its headers hold pointers (not `Send`).
         let mut batch = RecvBatch::default();
         while !stop.load(Ordering::Acquire) {
@@ -135,45 +132,25 @@ impl ClusterLoop {
                 next = next.min(now + STATS_PERIOD);
             }
             self.read_timer.arm(&self.socket, Some(next), self.now());
-            if self.drains {
-                self.receive_batches(&mut batch)?;
-                continue;
-            }
-            match self.socket.recv_from(&mut buf) {
-                // An empty datagram carries nothing: a stop's wake-up, after which the flush
-                // below hears what was stored.
-                Ok((0, _)) => self.flush()?,
-                Ok((len, from)) => {
-                    NodeStats::bump(&self.stats.datagrams);
-                    let now = self.now();
-                    self.node.handle_datagram(now, from, &buf[..len]);
-                    self.stats_dirty = true;
-                    // The replies' latency runs to here (`NodeStats::latency`).
-                    let now = self.now();
-                    self.node.set_time(now);
-                    self.flush()?;
-                }
-                Err(e) if recv_error_is_transient(&e) => {}
-                Err(e) => {
-                    log::error!("udplock node: recv failed: {e}; retrying");
-                    std::thread::sleep(StdDuration::from_millis(1));
-                }
-            }
+            // One datagram per flush for a single node (see `drains`).
+            let limit = if self.drains { DRAIN_MAX } else { 1 };
+            self.receive_batches(&mut batch, limit)?;
         }
         Ok(())
     }
 
     /// Waits for datagrams (until the read timeout) and hands the core every one queued, up
-    /// to [`DRAIN_MAX`], before one flush: under load many proposals then travel in one
+    /// to `limit` ([`DRAIN_MAX`], or 1 for a single node), before one flush: under load many proposals then travel in one
     /// Append and many answers in one PEER datagram (batching). One `recvmmsg` takes up to
     /// [`RECV_BATCH_MAX`] (`socket::RecvBatch`): it blocks for the first and takes the
     /// others already queued, so a wake-up for a lone datagram costs one system call, and a
     /// full batch is followed by another that does not wait.
-    fn receive_batches(&mut self, batch: &mut RecvBatch) -> Result<(), String> {
+    fn receive_batches(&mut self, batch: &mut RecvBatch, limit: usize) -> Result<(), String> {
         let mut handled = 0;
         let mut wait = true;
-        while handled < DRAIN_MAX {
-            let count = match batch.recv(&self.socket, wait) {
+        while handled < limit {
+            let asked = (limit - handled).min(RECV_BATCH_MAX);
+            let count = match batch.recv(&self.socket, wait, asked) {
                 Ok(count) => count,
                 Err(e) if recv_error_is_transient(&e) => 0,
                 Err(e) => {
@@ -195,7 +172,7 @@ impl ClusterLoop {
                 self.stats_dirty = true;
             }
             handled += count;
-            if count < RECV_BATCH_MAX {
+            if count < asked {
                 break;
             }
             wait = false;

@@ -120,10 +120,10 @@ impl Default for RecvBatch {
 }
 
 impl RecvBatch {
-    /// Receives up to [`RECV_BATCH_MAX`] datagrams: with `wait`, blocks until the first
-    /// (or the socket's read timeout: `WouldBlock`) and takes the rest already queued; without,
-    /// takes what is queued (`WouldBlock` if nothing). Returns how many it took.
-    pub(crate) fn recv(&mut self, socket: &UdpSocket, wait: bool) -> io::Result<usize> {
+    /// Receives up to `max` datagrams (at most [`RECV_BATCH_MAX`]): with `wait`, blocks until
+    /// the first (or the socket's read timeout: `WouldBlock`) and takes the rest already
+    /// queued; without, takes what is queued (`WouldBlock` if nothing). Returns how many.
+    pub(crate) fn recv(&mut self, socket: &UdpSocket, wait: bool, max: usize) -> io::Result<usize> {
         use nix::sys::socket::{recvmmsg, MsgFlags, SockaddrLike};
         use std::os::fd::AsRawFd;
         let RecvBatch { bufs, headers, got } = self;
@@ -139,8 +139,9 @@ impl RecvBatch {
         // the room for the next (nix sets it once). A socket bound to one address receives
         // from one family only (an IPv6 socket's IPv4 sources are IPv4-mapped IPv6), whose
         // addresses all have the same length, so no source is ever cut.
-        let received = recvmmsg(socket.as_raw_fd(), headers, slices.iter_mut(), flags, None)
-            .map_err(io::Error::from)?;
+        let slices = slices.iter_mut().take(max.clamp(1, RECV_BATCH_MAX));
+        let received =
+            recvmmsg(socket.as_raw_fd(), headers, slices, flags, None).map_err(io::Error::from)?;
         for msg in received {
             let from = msg.address.and_then(|a| match a.family() {
                 Some(nix::sys::socket::AddressFamily::Inet) => a
@@ -336,14 +337,14 @@ mod tests {
         let a = UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut batch = RecvBatch::default();
-        let err = batch.recv(&socket, false).unwrap_err();
+        let err = batch.recv(&socket, false, RECV_BATCH_MAX).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
 
         a.send_to(b"first", to).unwrap();
         b.send_to(b"second", to).unwrap();
         a.send_to(b"", to).unwrap();
         a.send_to(&[7u8; 2_000], to).unwrap();
-        assert_eq!(batch.recv(&socket, true).unwrap(), 4);
+        assert_eq!(batch.recv(&socket, true, RECV_BATCH_MAX).unwrap(), 4);
         let from = |s: &UdpSocket| Some(s.local_addr().unwrap());
         assert_eq!(batch.get(0), (&b"first"[..], from(&a)));
         assert_eq!(batch.get(1), (&b"second"[..], from(&b)));
@@ -355,20 +356,26 @@ mod tests {
         for i in 0..RECV_BATCH_MAX + 3 {
             b.send_to(&[i as u8; 3], to).unwrap();
         }
-        assert_eq!(batch.recv(&socket, false).unwrap(), RECV_BATCH_MAX);
+        assert_eq!(
+            batch.recv(&socket, false, RECV_BATCH_MAX).unwrap(),
+            RECV_BATCH_MAX
+        );
         assert_eq!(
             batch.get(RECV_BATCH_MAX - 1).0,
             &[RECV_BATCH_MAX as u8 - 1; 3][..]
         );
-        assert_eq!(batch.recv(&socket, true).unwrap(), 3);
-        assert_eq!(batch.get(2).0, &[RECV_BATCH_MAX as u8 + 2; 3][..]);
-        let err = batch.recv(&socket, false).unwrap_err();
+        // At most `max` (a single node takes one per flush): the rest waits for the next.
+        assert_eq!(batch.recv(&socket, true, 1).unwrap(), 1);
+        assert_eq!(batch.get(0).0, &[RECV_BATCH_MAX as u8; 3][..]);
+        assert_eq!(batch.recv(&socket, true, RECV_BATCH_MAX).unwrap(), 2);
+        assert_eq!(batch.get(1).0, &[RECV_BATCH_MAX as u8 + 2; 3][..]);
+        let err = batch.recv(&socket, false, RECV_BATCH_MAX).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
         // Waiting honours the read timeout the loop sets for its next timer: it returns.
         socket
             .set_read_timeout(Some(StdDuration::from_millis(1)))
             .unwrap();
-        let err = batch.recv(&socket, true).unwrap_err();
+        let err = batch.recv(&socket, true, RECV_BATCH_MAX).unwrap_err();
         assert!(recv_error_is_transient(&err), "{err}");
     }
 
