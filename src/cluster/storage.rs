@@ -818,7 +818,7 @@ mod tests {
         let entry = |term, index, byte| Entry {
             term,
             index,
-            data: vec![byte; 5],
+            data: vec![byte; 5].into(),
         };
         let append = |term, prev_log_index, prev_log_term, entries| Message::Append {
             term,
@@ -836,12 +836,12 @@ mod tests {
                 1,
                 0,
                 0,
-                vec![entry(1, 1, 1), entry(1, 2, 2), entry(1, 3, 3)],
+                vec![entry(1, 1, 1), entry(1, 2, 2), entry(1, 3, 3)].into(),
             ),
         );
         persist(&mut store, &mut raft);
         // A leader of term 2 replaces entries 2 and 3.
-        raft.handle_message(now, 1, append(2, 1, 1, vec![entry(2, 2, 9)]));
+        raft.handle_message(now, 1, append(2, 1, 1, vec![entry(2, 2, 9)].into()));
         persist(&mut store, &mut raft);
         drop(store);
         let (_, p) = Store::open(&dir, 3, false).unwrap();
@@ -993,14 +993,14 @@ mod tests {
                     .map(|index| Entry {
                         term,
                         index,
-                        data: vec![index as u8, term as u8],
+                        data: vec![index as u8, term as u8].into(),
                     })
                     .collect();
                 let msg = Message::Append {
                     term,
                     prev_log_index: prev,
                     prev_log_term: term_at(raft, prev),
-                    entries,
+                    entries: entries.into(),
                     leader_commit: if commit { prev + count } else { 0 },
                     round,
                     transfer_to: None,
@@ -1532,13 +1532,13 @@ mod tests {
         let noop = Entry {
             term: 1,
             index: 1,
-            data: Vec::new(),
+            data: Vec::new().into(),
         };
         let append = Message::Append {
             term: 1,
             prev_log_index: 0,
             prev_log_term: 0,
-            entries: vec![noop],
+            entries: vec![noop].into(),
             leader_commit: 1,
             round: 1,
             transfer_to: None,

@@ -669,7 +669,7 @@ mod tests {
         Entry {
             term,
             index,
-            data: vec![index as u8; 5],
+            data: vec![index as u8; 5].into(),
         }
     }
 
@@ -742,7 +742,7 @@ mod tests {
         let big = |index: u64| Entry {
             term: 2,
             index,
-            data: vec![index as u8; 200],
+            data: vec![index as u8; 200].into(),
         };
         let append = |index: u64| Persist {
             hard: None,
@@ -1053,7 +1053,7 @@ mod tests {
         let entry = |term, index| Entry {
             term,
             index,
-            data: vec![index as u8; 300],
+            data: vec![index as u8; 300].into(),
         };
         let old = vec![entry(1, 1), entry(1, 2), entry(1, 3)];
         let delta = Persist {

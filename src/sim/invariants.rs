@@ -8,7 +8,7 @@ use super::*;
 /// An entry some replica applied: the term and data, and when it first was.
 pub(super) struct Applied {
     pub(super) term: u64,
-    pub(super) data: Vec<u8>,
+    pub(super) data: Arc<[u8]>,
     pub(super) at: Instant,
     /// The current term of the first replica that applied it: at least the term in which the
     /// entry was committed (that replica learned the commit from a leader of that term or a

@@ -243,7 +243,7 @@ fn a_correct_peers_datagram_dropped_as_undecodable_is_a_failure() {
         term: 0,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries: Vec::new(),
+        entries: Default::default(),
         leader_commit: 0,
         round: 1,
         transfer_to: None,

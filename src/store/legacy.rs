@@ -115,7 +115,7 @@ impl<D: Disk> ShardStore<D> {
             entries.push(Entry {
                 term,
                 index: base + entries.len() as u64 + 1,
-                data: data.to_vec(),
+                data: data.into(),
             });
             at += RECORD_HEADER_LEN + data.len();
         }
@@ -395,7 +395,7 @@ mod tests {
             let entry = Entry {
                 term,
                 index: i as u64 + 1,
-                data: vec![1, 2, 3],
+                data: vec![1, 2, 3].into(),
             };
             write_record(&mut log, &entry);
         }

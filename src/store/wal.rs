@@ -1003,7 +1003,7 @@ fn decode_entries(payload: &[u8]) -> Option<(u64, Vec<Entry>)> {
         entries.push(Entry {
             term,
             index: from.checked_add(i as u64)?,
-            data: data.to_vec(),
+            data: data.into(),
         });
         at += 12 + len;
     }
@@ -1034,7 +1034,7 @@ mod tests {
         Entry {
             term,
             index,
-            data: vec![index as u8; len],
+            data: vec![index as u8; len].into(),
         }
     }
 

@@ -387,7 +387,7 @@ pub fn log_seeds() -> Vec<Vec<u8>> {
         .map(|(i, data)| Entry {
             term: 1 + i as u64 / 4,
             index: i as u64 + 1,
-            data: data.clone(),
+            data: data.as_slice().into(),
         })
         .collect();
     let disk = MemDisk::default();

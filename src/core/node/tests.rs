@@ -43,14 +43,14 @@ fn a_full_append_fits_an_authenticated_datagram() {
             .map(|index| Entry {
                 term: 1,
                 index,
-                data: vec![7; data_len],
+                data: vec![7; data_len].into(),
             })
             .collect();
         let append = Message::Append {
             term: 1,
             prev_log_index: 0,
             prev_log_term: 0,
-            entries,
+            entries: entries.into(),
             leader_commit: 0,
             round: 1,
             transfer_to: None,
@@ -2414,7 +2414,7 @@ fn heartbeat(term: u64) -> Message {
         term,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries: Vec::new(),
+        entries: Default::default(),
         leader_commit: 0,
         round: 1,
         transfer_to: None,

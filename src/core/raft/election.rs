@@ -8,6 +8,8 @@
 //! Vote of a higher term entirely: it neither grants it nor adopts the term; the one exception
 //! is a transfer vote for the node its leader's latest round names (`lease.rs`).
 
+use std::sync::Arc;
+
 use rand::Rng;
 
 use super::rejoin::Recovery;
@@ -317,7 +319,7 @@ impl Raft {
         self.flush_pending = false;
         // Raft §5.4.2 / thesis §6.4: an entry of the new term, so that entries of earlier
         // terms can commit with it and the leader learns the commit index.
-        self.noop_index = self.append_own(Vec::new());
+        self.noop_index = self.append_own(Arc::default());
         self.quorum_deadline = now + self.config.election_timeout_min;
         self.start_round(now);
         self.advance_commit();

@@ -42,11 +42,12 @@ pub(super) struct RaftLog {
 }
 
 /// What one entry costs in memory beyond its data: the `Entry` itself in the log's vector
-/// (40 bytes: term, index and the data's pointer, capacity and length) and the data
-/// allocation's header and rounding (up to 24 bytes with a 16-byte-aligned allocator).
-pub const ENTRY_MEMORY_OVERHEAD: usize = 64;
+/// (32 bytes: term, index and the data's pointer and length), the shared data's two reference
+/// counts (16 bytes) and the data allocation's header and rounding (up to 24 bytes with a
+/// 16-byte-aligned allocator).
+pub const ENTRY_MEMORY_OVERHEAD: usize = 72;
 
-const _: () = assert!(std::mem::size_of::<Entry>() <= 40);
+const _: () = assert!(std::mem::size_of::<Entry>() <= 32);
 
 /// What `entry` counts for in [`RaftLog::bytes`].
 fn entry_bytes(entry: &Entry) -> u64 {

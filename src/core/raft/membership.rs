@@ -621,7 +621,7 @@ impl Raft {
                 .filter(|v| !current.is_voter(**v))
                 .count();
         assert!(differ <= 1, "{change:?}: {current} → {next}");
-        let index = self.append_own(next.to_entry());
+        let index = self.append_own(next.to_entry().into());
         assert!(self.log.configs().latest_index() == index);
         self.adopt_membership(now);
         self.flush_pending = true;
@@ -658,7 +658,7 @@ impl Raft {
             "raft {me}: the first configuration, in term {}: {first}",
             self.hard.term
         );
-        let index = self.append_own(first.to_entry());
+        let index = self.append_own(first.to_entry().into());
         assert!(self.log.configs().latest_index() == index);
         self.adopt_membership(now);
         self.flush_pending = true;

@@ -410,8 +410,101 @@ pub struct Entry {
     pub term: u64,
     /// Its position in the log, 1 first.
     pub index: u64,
-    /// The command, opaque to Raft.
-    pub data: Vec<u8>,
+    /// The command, opaque to Raft. Shared, never copied: the log, every Append that carries
+    /// the entry to a follower and the shell's storage hold the one allocation (an Append
+    /// costs a reference count per entry, not a copy of its data).
+    pub data: Arc<[u8]>,
+}
+
+/// The entries of an Append as this core holds them ([`Message`]): the single entry of the
+/// steady state (one proposal per round trip) inline, so that an Append costs no allocation of
+/// its own; two or more in a vector. Reads as a slice (`Deref`), in log order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Entries {
+    /// None: a heartbeat.
+    #[default]
+    Empty,
+    /// Exactly one entry.
+    One(Entry),
+    /// Two or more entries (never fewer: `from_iter` makes the other two forms).
+    Many(Vec<Entry>),
+}
+
+impl std::ops::Deref for Entries {
+    type Target = [Entry];
+
+    fn deref(&self) -> &[Entry] {
+        match self {
+            Entries::Empty => &[],
+            Entries::One(entry) => std::slice::from_ref(entry),
+            Entries::Many(entries) => entries,
+        }
+    }
+}
+
+impl FromIterator<Entry> for Entries {
+    fn from_iter<I: IntoIterator<Item = Entry>>(entries: I) -> Entries {
+        let mut entries = entries.into_iter();
+        let Some(first) = entries.next() else {
+            return Entries::Empty;
+        };
+        let Some(second) = entries.next() else {
+            return Entries::One(first);
+        };
+        let mut many = Vec::with_capacity(2 + entries.size_hint().0);
+        many.extend([first, second]);
+        many.extend(entries);
+        Entries::Many(many)
+    }
+}
+
+impl From<Vec<Entry>> for Entries {
+    fn from(entries: Vec<Entry>) -> Entries {
+        if entries.len() < 2 {
+            entries.into_iter().collect()
+        } else {
+            Entries::Many(entries)
+        }
+    }
+}
+
+impl IntoIterator for Entries {
+    type Item = Entry;
+    type IntoIter = EntriesIntoIter;
+
+    fn into_iter(self) -> EntriesIntoIter {
+        match self {
+            Entries::Empty => EntriesIntoIter {
+                one: None,
+                many: Vec::new().into_iter(),
+            },
+            Entries::One(entry) => EntriesIntoIter {
+                one: Some(entry),
+                many: Vec::new().into_iter(),
+            },
+            Entries::Many(entries) => EntriesIntoIter {
+                one: None,
+                many: entries.into_iter(),
+            },
+        }
+    }
+}
+
+/// [`Entries`] taken by value, in log order.
+#[derive(Debug)]
+pub struct EntriesIntoIter {
+    /// The inline entry, if that is the form.
+    one: Option<Entry>,
+    /// The vector's entries (an empty vector, which allocates nothing, otherwise).
+    many: std::vec::IntoIter<Entry>,
+}
+
+impl Iterator for EntriesIntoIter {
+    type Item = Entry;
+
+    fn next(&mut self) -> Option<Entry> {
+        self.one.take().or_else(|| self.many.next())
+    }
 }
 
 /// What a snapshot covers: the state machine after applying the entries through `index`,
@@ -424,15 +517,15 @@ pub struct SnapshotMeta {
 
 /// What voters send each other: the one Raft message type, defined (with each variant's
 /// meaning and paper section) in the protocol crate, here holding its payloads as owned
-/// values: an Append's entries as this core's [`Entry`]s, a snapshot chunk's bytes as a
-/// `Vec<u8>`. The node core writes it as a PEER record ([`udplock_protocol::PeerWriter::push`])
+/// values: an Append's entries as this core's [`Entries`] (each one's data shared with the
+/// log, not copied), a snapshot chunk's bytes as a `Vec<u8>`. The node core writes it as a PEER record ([`udplock_protocol::PeerWriter::push`])
 /// and makes one of a decoded record ([`udplock_protocol::PeerMessage::into_owned`]).
 ///
 /// Where this core acts on each: [`Raft::handle_message`] dispatches them; an Append's
 /// `transfer_to` feeds `TransferSeen` (`transfer.rs`); TermQuery and its two answers are
 /// `rejoin.rs`'s ([`Raft::rejoin`], [`Raft::start_new`]); a snapshot chunk's data is at most
 /// `Config::snapshot_chunk_max` bytes.
-pub type Message = RaftMessage<Vec<Entry>, Vec<u8>>;
+pub type Message = RaftMessage<Entries, Vec<u8>>;
 
 /// An entry on the wire: its term and data; its index is implicit (spec §8.5).
 impl LogEntry for Entry {
@@ -447,7 +540,7 @@ impl LogEntry for Entry {
         Entry {
             term: entry.term,
             index,
-            data: entry.data.to_vec(),
+            data: Arc::from(entry.data),
         }
     }
 }
@@ -908,7 +1001,8 @@ impl Raft {
     /// Leader only: appends `data` (non-empty) to the log; returns its index. The entry is
     /// sent with the next drain of `poll_message`, together with every other entry proposed
     /// since the last one.
-    pub fn propose(&mut self, now: Instant, data: Vec<u8>) -> Result<u64, NotLeader> {
+    pub fn propose(&mut self, now: Instant, data: impl Into<Arc<[u8]>>) -> Result<u64, NotLeader> {
+        let data = data.into();
         assert!(
             !data.is_empty(),
             "empty data is reserved for the leader's no-op"
@@ -964,13 +1058,13 @@ impl Raft {
         let mut entry = Entry {
             term: 0,
             index: 0,
-            data: Vec::new(),
+            data: Arc::default(),
         };
         self.poll_committed_into(&mut entry).then_some(entry)
     }
 
-    /// [`Raft::poll_committed`] into `entry` (its data buffer reused: no allocation per
-    /// entry once it is large enough); false, `entry` unchanged, when there is none.
+    /// [`Raft::poll_committed`] into `entry` (its data shared with the log: no allocation or
+    /// copy per entry); false, `entry` unchanged, when there is none.
     pub fn poll_committed_into(&mut self, entry: &mut Entry) -> bool {
         assert!(self.returned_index <= self.commit_index);
         if self.returned_index == self.commit_index || self.snapshot_installed.is_some() {
@@ -982,8 +1076,7 @@ impl Raft {
         assert!(logged.index == self.returned_index);
         entry.term = logged.term;
         entry.index = logged.index;
-        entry.data.clear();
-        entry.data.extend_from_slice(&logged.data);
+        entry.data = Arc::clone(&logged.data);
         true
     }
 

@@ -246,7 +246,7 @@ mod tests {
         Entry {
             term,
             index,
-            data: vec![index as u8],
+            data: vec![index as u8].into(),
         }
     }
 
@@ -255,7 +255,7 @@ mod tests {
             term,
             prev_log_index: prev.0,
             prev_log_term: prev.1,
-            entries,
+            entries: entries.into(),
             leader_commit: commit,
             round: 1,
             transfer_to: None,

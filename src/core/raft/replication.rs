@@ -17,7 +17,11 @@
 //! made the leader believe the follower held entries it had lost, and never send them.
 
 use super::snapshot::SnapshotSend;
-use super::{Entry, Message, NodeId, PeerLogKind, Raft, ReplicaId, Role, APPENDS_IN_FLIGHT_MAX};
+use std::sync::Arc;
+
+use super::{
+    Entries, Entry, Message, NodeId, PeerLogKind, Raft, ReplicaId, Role, APPENDS_IN_FLIGHT_MAX,
+};
 use crate::core::time::Instant;
 
 /// What a leader knows about one follower (Raft Figure 2, "volatile state on leaders").
@@ -87,7 +91,7 @@ pub(super) enum Sending {
 
 impl Raft {
     /// Appends an entry of the leader's term to its own log.
-    pub(super) fn append_own(&mut self, data: Vec<u8>) -> u64 {
+    pub(super) fn append_own(&mut self, data: Arc<[u8]>) -> u64 {
         assert!(self.role == Role::Leader);
         let index = self.log.last_index() + 1;
         self.log.push(Entry {
@@ -149,13 +153,16 @@ impl Raft {
         }
     }
 
-    /// An Append of up to `count_max` entries starting at `first`.
+    /// An Append of up to `count_max` entries starting at `first`: each entry shares its
+    /// data with the log (a reference count, no copy), and one entry needs no allocation.
     fn append_message(&self, first: u64, count_max: usize) -> Message {
         let prev_log_index = first - 1;
-        let entries = self
+        let entries: Entries = self
             .log
             .slice(first, count_max, self.config.append_bytes_max)
-            .to_vec();
+            .iter()
+            .cloned()
+            .collect();
         assert!(entries.len() <= self.config.entries_per_append_max);
         Message::Append {
             term: self.hard.term,
@@ -300,7 +307,7 @@ impl Raft {
         term: u64,
         prev_log_index: u64,
         prev_log_term: u64,
-        entries: Vec<Entry>,
+        entries: Entries,
         leader_commit: u64,
         (round, transfer_to): (u64, Option<NodeId>),
     ) {
@@ -384,13 +391,14 @@ impl Raft {
 
         let mut prev_log_index = prev_log_index;
         let mut prev_log_term = prev_log_term;
-        let mut entries = entries;
+        // Entries before this many are covered by the snapshot (skipped, not stored).
+        let mut covered = 0;
         let snapshot = self.log.snapshot();
         if prev_log_index < snapshot.index {
             // The entries through the snapshot are committed here, so they match the leader's
             // (Leader Completeness, Raft §5.4): skip them and check at the snapshot instead.
-            let covered = snapshot.index - prev_log_index;
-            if (entries.len() as u64) < covered {
+            let covered_snapshot = snapshot.index - prev_log_index;
+            if (entries.len() as u64) < covered_snapshot {
                 let reply = Message::AppendReply {
                     term: self.hard.term,
                     success: true,
@@ -402,8 +410,10 @@ impl Raft {
                 self.send(from, reply);
                 return;
             }
-            let rest = entries.split_off(covered as usize);
-            let term_at_snapshot = entries.last().map_or(prev_log_term, |entry| entry.term);
+            covered = covered_snapshot as usize;
+            let term_at_snapshot = entries[..covered]
+                .last()
+                .map_or(prev_log_term, |entry| entry.term);
             if term_at_snapshot != snapshot.term {
                 peer_log!(
                     self,
@@ -419,14 +429,13 @@ impl Raft {
             }
             prev_log_term = term_at_snapshot;
             prev_log_index = snapshot.index;
-            entries = rest;
         }
 
         // Consistency check (Raft §5.3).
         let reply = match self.log.term_at(prev_log_index) {
             Some(prev_term) if prev_term == prev_log_term => {
-                let last_new = prev_log_index + entries.len() as u64;
-                self.accept_entries(entries);
+                let last_new = prev_log_index + (entries.len() - covered) as u64;
+                self.accept_entries(entries.into_iter().skip(covered));
                 self.adopt_membership(now);
                 assert!(self.log.last_index() >= last_new);
                 let commit = leader_commit.min(last_new);
@@ -474,7 +483,7 @@ impl Raft {
     /// Stores entries that passed the consistency check. An entry already present with the same term is kept (an old or duplicated Append must
     /// not cut a longer log short); one that conflicts is removed with all that follow it
     /// (Raft §5.3).
-    fn accept_entries(&mut self, entries: Vec<Entry>) {
+    fn accept_entries(&mut self, entries: impl Iterator<Item = Entry>) {
         assert!(
             self.role == Role::Follower,
             "a leader never overwrites its log"

@@ -511,7 +511,7 @@ impl Replica {
             applying: Entry {
                 term: 0,
                 index: 0,
-                data: Vec::new(),
+                data: Arc::default(),
             },
             in_flight: SourceCounts::alone(IN_FLIGHT_PER_SOURCE_MAX),
             proposing: None,
@@ -1127,7 +1127,7 @@ impl Replica {
         let len = command
             .encode(&mut self.buf)
             .expect("the scratch buffer fits every command");
-        let index = self.raft.propose(now, self.buf[..len].to_vec())?;
+        let index = self.raft.propose(now, &self.buf[..len])?;
         // Log time never goes back along the log (module docs, "Log time"): this leader
         // stamps from its election's base on, with its own clock, which never goes back.
         if let (Some(clock), Some(stamp)) = (self.clock.as_mut(), stamp_of(command)) {
@@ -1251,7 +1251,7 @@ impl Replica {
             Entry {
                 term: 0,
                 index: 0,
-                data: Vec::new(),
+                data: Arc::default(),
             },
         );
         while self.raft.poll_committed_into(&mut entry) {

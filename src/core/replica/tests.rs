@@ -607,7 +607,7 @@ fn append(term: u64, prev_log_index: u64, prev_log_term: u64, leader_commit: u64
         term,
         prev_log_index,
         prev_log_term,
-        entries: Vec::new(),
+        entries: Default::default(),
         leader_commit,
         round: 1,
         transfer_to: None,

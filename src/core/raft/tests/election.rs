@@ -19,7 +19,7 @@ fn single_node_elects_itself_and_commits() {
     assert_eq!(net.committed_data(1), vec![b"a".to_vec()]);
     assert_eq!(
         net.committed[0][0].data,
-        Vec::<u8>::new(),
+        Arc::<[u8]>::default(),
         "index 1 is the no-op"
     );
     assert!(net.node(1).lease_valid(net.now));

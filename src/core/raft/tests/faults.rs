@@ -121,7 +121,7 @@ fn random_faults_with(seed: u64, compact: bool, amnesia: bool) -> usize {
             assert!(
                 committed
                     .iter()
-                    .any(|entry| entry.index == index && entry.data == b"last"),
+                    .any(|entry| entry.index == index && *entry.data == *b"last"),
                 "seed {seed}: node {id} did not commit the final proposal"
             );
         }

@@ -286,7 +286,7 @@ fn a_truncated_configuration_gives_way_to_the_previous_one() {
         term,
         prev_log_index,
         prev_log_term,
-        entries,
+        entries: entries.into(),
         leader_commit: 1,
         round: 1,
         transfer_to: None,
@@ -294,12 +294,12 @@ fn a_truncated_configuration_gives_way_to_the_previous_one() {
     let noop = Entry {
         term: 1,
         index: 1,
-        data: Vec::new(),
+        data: Vec::new().into(),
     };
     let config_entry = Entry {
         term: 1,
         index: 2,
-        data: added.to_entry(),
+        data: added.to_entry().into(),
     };
     let now = Instant::ZERO + ms(1);
     node.handle_message(now, 1, append(1, 0, 0, vec![noop, config_entry]));
@@ -500,18 +500,18 @@ fn a_grant_from_a_replaced_replica_does_not_count() {
     let noop = Entry {
         term: 1,
         index: 1,
-        data: Vec::new(),
+        data: Vec::new().into(),
     };
     let config_entry = Entry {
         term: 1,
         index: 2,
-        data: named.to_entry(),
+        data: named.to_entry().into(),
     };
     let append = Message::Append {
         term: 1,
         prev_log_index: 0,
         prev_log_term: 0,
-        entries: vec![noop, config_entry],
+        entries: vec![noop, config_entry].into(),
         leader_commit: 2,
         round: 1,
         transfer_to: None,

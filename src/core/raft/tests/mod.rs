@@ -44,7 +44,7 @@ fn entry(term: u64, index: u64) -> Entry {
     Entry {
         term,
         index,
-        data: vec![index as u8],
+        data: vec![index as u8].into(),
     }
 }
 
@@ -473,7 +473,7 @@ impl Net {
         self.committed[id as usize - 1]
             .iter()
             .filter(|entry| !entry.data.is_empty())
-            .map(|entry| entry.data.clone())
+            .map(|entry| entry.data.to_vec())
             .collect()
     }
 }

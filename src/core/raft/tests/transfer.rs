@@ -246,7 +246,7 @@ fn a_transfer_vote_overrides_stickiness_only_for_the_target_the_latest_round_nam
         term,
         prev_log_index: last,
         prev_log_term: term,
-        entries: Vec::new(),
+        entries: Entries::Empty,
         leader_commit: commit,
         round,
         transfer_to,
