@@ -1280,14 +1280,19 @@ impl Raft {
                 assert!(self.hard.voted_for == Some(self.config.id));
                 assert!(self.leader == Some(self.config.id));
                 let membership = self.log.configs().latest();
-                let others = membership.members().filter(|&id| id != self.config.id);
-                // Besides the members, nodes removed that have not learnt it yet.
+                // One progress per other member, and besides the members, nodes removed that
+                // have not learnt it yet. Counted without walking the members: they are
+                // distinct, so the others are all of them but this node if it is one.
                 let mut departing = 0;
-                for p in self.progress.iter().filter(|p| p.departing.is_some()) {
-                    assert!(!p.voter && !membership.contains(p.id));
-                    departing += 1;
+                for p in &self.progress {
+                    if p.departing.is_some() {
+                        assert!(!p.voter && !membership.contains(p.id));
+                        departing += 1;
+                    }
                 }
-                assert!(self.progress.len() == others.count() + departing);
+                let members = membership.voters.len() + membership.learners.len();
+                let others = members - usize::from(membership.contains(self.config.id));
+                assert!(self.progress.len() == others + departing);
                 assert!(self.quorum == membership.quorum());
             }
             Role::Candidate => assert!(self.hard.voted_for == Some(self.config.id)),
