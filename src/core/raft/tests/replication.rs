@@ -347,3 +347,47 @@ fn a_leader_sends_at_most_one_message_back_per_answer() {
         "chunks for one InstallSnapshotReply"
     );
 }
+
+#[test]
+fn entries_hold_one_inline_and_keep_log_order_in_every_form() {
+    let none: Entries = Vec::new().into_iter().collect();
+    assert_eq!(none, Entries::Empty);
+    assert!(none.is_empty());
+    assert_eq!(none.into_iter().count(), 0);
+
+    let one: Entries = [entry(1, 1)].into_iter().collect();
+    assert!(matches!(&one, Entries::One(e) if *e == entry(1, 1)));
+    assert_eq!(one, Entries::from(vec![entry(1, 1)]));
+    assert_eq!(one.into_iter().collect::<Vec<_>>(), vec![entry(1, 1)]);
+
+    let three = vec![entry(1, 1), entry(1, 2), entry(2, 3)];
+    let many: Entries = three.clone().into_iter().collect();
+    assert!(matches!(&many, Entries::Many(v) if *v == three));
+    assert_eq!(&many[..], &three[..], "reads as the slice, in log order");
+    assert_eq!(many, Entries::from(three.clone()));
+    assert_eq!(many.into_iter().collect::<Vec<_>>(), three);
+}
+
+#[test]
+fn an_append_shares_its_entry_data_with_the_log_and_needs_no_vector_for_one() {
+    let mut net = Net::new(3, 3);
+    let leader = net.elect(ms(1_000));
+    net.run_for(ms(10));
+    let now = net.now;
+    let raft = net.node_mut(leader);
+    while raft.poll_message().is_some() {}
+    let index = raft.propose(now, vec![42]).expect("leads");
+    let logged = Arc::clone(&raft.entry(index).expect("in the log").data);
+    let mut appends = 0;
+    while let Some((_, message)) = raft.poll_message() {
+        if let Message::Append { entries, .. } = message {
+            let Entries::One(sent) = entries else {
+                panic!("one proposal, one entry inline: {entries:?}");
+            };
+            assert_eq!(sent.index, index);
+            assert!(Arc::ptr_eq(&sent.data, &logged), "shared, not copied");
+            appends += 1;
+        }
+    }
+    assert_eq!(appends, 2, "one Append per follower");
+}
