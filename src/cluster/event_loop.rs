@@ -97,9 +97,16 @@ impl ClusterLoop {
         // Room for the largest datagram of either kind, plus one byte to see oversized ones.
         // Made here, on the loop's thread: its headers hold pointers (not `Send`).
         let mut batch = RecvBatch::default();
+        // The time of the turn: the clock is read once when the receive returns (and once
+        // more before the flush if datagrams came: `receive_batches`), and that reading
+        // serves everything the turn does (timers, flush, views, key files) but the read
+        // timeout's arming, which reads it again after the flush.
+        let mut now = self.now();
+        // Datagrams received since the last flush (the last turn's, if a stop ends the loop
+        // after its receive): a writer's wake-up among them says something was stored.
+        let mut unflushed = false;
         while !stop.load(Ordering::Acquire) {
             NodeStats::bump(&self.stats.loop_turns);
-            let now = self.now();
             match graceful.load(Ordering::Relaxed) {
                 super::GRACEFUL_STOP => self.node.start_stopping(now),
                 super::GRACEFUL_LEAVE => self.node.start_leaving(now),
@@ -109,7 +116,9 @@ impl ClusterLoop {
                 self.node.set_wall_clock(now, wall_clock_micros());
                 self.node.handle_timeout(now);
             }
+            // One flush per turn: for the datagrams received and the timers handled above.
             self.flush()?;
+            unflushed = false;
             self.publish_stats(now);
             self.record_members(now);
             self.check_key_file(now);
@@ -131,23 +140,44 @@ impl ClusterLoop {
                 // STATS_PERIOD would set it again as it nears.
                 next = next.min(now + STATS_PERIOD);
             }
+            // Read again: the read timeout is relative to the receive's start, after the
+            // flush, so a deadline is not passed late by the flush's time.
             self.read_timer.arm(&self.socket, Some(next), self.now());
             // One datagram per flush for a single node (see `drains`).
             let limit = if self.drains { DRAIN_MAX } else { 1 };
-            self.receive_batches(&mut batch, limit)?;
+            let came;
+            (now, came) = self.receive_batches(&mut batch, limit);
+            unflushed |= came;
+        }
+        if unflushed {
+            // As the turn would have: what the last inputs produced is stored and sent.
+            self.flush()?;
         }
         Ok(())
     }
 
     /// Waits for datagrams (until the read timeout) and hands the core every one queued, up
-    /// to `limit` ([`DRAIN_MAX`], or 1 for a single node), before one flush: under load many proposals then travel in one
-    /// Append and many answers in one PEER datagram (batching). One `recvmmsg` takes up to
-    /// [`RECV_BATCH_MAX`] (`socket::RecvBatch`): it blocks for the first and takes the
-    /// others already queued, so a wake-up for a lone datagram costs one system call, and a
-    /// full batch is followed by another that does not wait.
-    fn receive_batches(&mut self, batch: &mut RecvBatch, limit: usize) -> Result<(), String> {
+    /// to `limit` ([`DRAIN_MAX`], or 1 for a single node), before the turn's one flush: under
+    /// load many proposals then travel in one Append and many answers in one PEER datagram
+    /// (batching). One `recvmmsg` takes up to [`RECV_BATCH_MAX`] (`socket::RecvBatch`): it
+    /// blocks for the first and takes the others already queued, so a wake-up for a lone
+    /// datagram costs one system call, and a full batch is followed by another that does
+    /// not wait.
+    ///
+    /// Returns the time the turn goes on at, and whether any datagram came (an empty one
+    /// too: the writer's wake-up, for the flush to hear what was stored). The
+    /// clock is read once per receive that returns (every datagram it took arrived before
+    /// that reading, which is the time each is handled at: as if the loop had paused before
+    /// the later ones, which the core must bear anyway), and once more after the last
+    /// datagram is handled: the time the replies' latency runs to ([`Node::set_time`], so it
+    /// includes the work of the turn's inputs), and the rest of the turn's.
+    fn receive_batches(&mut self, batch: &mut RecvBatch, limit: usize) -> (Instant, bool) {
         let mut handled = 0;
+        let mut taken = false;
         let mut wait = true;
+        // Read when the first receive (which waits) returns.
+        let mut now = Instant::ZERO;
+        assert!(limit > 0, "a turn receives");
         while handled < limit {
             let asked = (limit - handled).min(RECV_BATCH_MAX);
             let count = match batch.recv(&self.socket, wait, asked) {
@@ -159,17 +189,20 @@ impl ClusterLoop {
                     0
                 }
             };
+            if wait || count > 0 {
+                now = self.now();
+            }
             for i in 0..count {
                 // An empty datagram carries nothing: the writer's wake-up (or a stop's),
-                // after which the flush below hears what was stored.
+                // after which the turn's flush hears what was stored.
                 let (datagram, from) = batch.get(i);
                 let Some(from) = from.filter(|_| !datagram.is_empty()) else {
                     continue;
                 };
                 NodeStats::bump(&self.stats.datagrams);
-                let now = self.now();
                 self.node.handle_datagram(now, from, datagram);
                 self.stats_dirty = true;
+                taken = true;
             }
             handled += count;
             if count < asked {
@@ -177,13 +210,12 @@ impl ClusterLoop {
             }
             wait = false;
         }
-        if handled > 0 {
+        if taken {
             // The replies' latency runs to here (`NodeStats::latency`).
-            let now = self.now();
+            now = self.now();
             self.node.set_time(now);
-            self.flush()?;
         }
-        Ok(())
+        (now, handled > 0)
     }
 
     /// Stores every write the core hands out (or hands them to the writer thread) and

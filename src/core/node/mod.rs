@@ -117,6 +117,7 @@ pub mod address;
 pub mod book;
 pub mod client_auth;
 pub mod config;
+mod deadlines;
 pub mod holds;
 pub mod latency;
 pub mod limits;
@@ -146,6 +147,7 @@ use self::address::{AddressValidation, ADDRESS_SECRET_LEN};
 use self::book::AddressBook;
 use self::client_auth::{reply_budget, ClientAuth, ClientAuthDrop, Verified};
 pub use self::config::{Config, Joined, JOIN_SEEDS_MAX, SHARDS_DEFAULT};
+use self::deadlines::Deadlines;
 use self::limits::{limit_name, NodeLimits, SessionSeen, Usage};
 use self::load::LoadReports;
 use self::requests::{encode_reply, error_reply, table_request};
@@ -358,13 +360,10 @@ pub struct Node {
     /// The recovery mark each shard's storage carries, as far as the writes handed out go.
     marks: Vec<Option<Mark>>,
     /// Each shard's `poll_timeout`, refreshed whenever the shard is touched
-    /// ([`Instant::MAX`] where none is held, so the timer scan skips it for free).
-    /// Written through [`Node::set_deadline`] only, which keeps `deadline_min`.
-    deadlines: Vec<Instant>,
-    /// The earliest of `deadlines` ([`Instant::MAX`] if none): what [`Node::poll_timeout`]
-    /// reads, which the shell calls on every turn of its loop, so that it does not scan
-    /// every shard each time; rescanned only when the earliest deadline moves later.
-    deadline_min: Instant,
+    /// ([`Instant::MAX`] where none is held, so the timer scan skips it for free), and the
+    /// earliest of them, which [`Node::poll_timeout`] reads (the shell calls it on every
+    /// turn of its loop): kept in O(log shards) per change ([`deadlines`]).
+    deadlines: Deadlines,
     /// Per shard: the replica's applied configuration names this node (voter or learner).
     /// Once it has and then no longer does, the replica was removed: it is dropped.
     named: Vec<bool>,
@@ -587,11 +586,11 @@ impl Node {
             settings: PeerSettingsLog::new(&config, &shared),
             settings_next: now,
             loads: LoadReports::default(),
-            deadlines: shards
-                .iter()
-                .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout))
-                .collect(),
-            deadline_min: Instant::MAX,
+            deadlines: Deadlines::new(
+                shards
+                    .iter()
+                    .map(|r| r.as_ref().map_or(Instant::MAX, Replica::poll_timeout)),
+            ),
             // Every shard held, so the first flush hands out what starting produced (a
             // recovering replica's first TermQuery).
             touched: shards.iter().map(Option::is_some).collect(),
@@ -652,7 +651,6 @@ impl Node {
         for shard in 0..node.config.shards {
             node.count_usage(shard);
         }
-        node.deadline_min = node.deadlines.iter().copied().min().unwrap_or(Instant::MAX);
         node.refresh_book();
         node.drain_swim();
         node.check();
@@ -669,12 +667,9 @@ impl Node {
             "static: every shard"
         );
         assert_eq!(self.deadlines.len(), shards);
-        // O(shards): in debug builds only, as this runs after every datagram.
-        debug_assert_eq!(
-            self.deadlines.iter().copied().min().unwrap_or(Instant::MAX),
-            self.deadline_min,
-            "the earliest deadline is kept"
-        );
+        // O(shards) in debug builds only (its O(1) part always), as this runs after every
+        // datagram: the earliest deadline is kept.
+        self.deadlines.check();
         assert_eq!(self.marks.len(), shards);
         assert!(!self.leaving || self.stopping, "a leave is a stop");
         assert_eq!(self.named.len(), shards);
@@ -686,7 +681,9 @@ impl Node {
         );
         debug_assert!((0..shards).all(|s| !self.named[s] || self.orphan_at[s] == Instant::MAX));
         debug_assert!((0..shards).all(|s| self.shards[s].is_some()
-            || (self.deadlines[s] == Instant::MAX && self.marks[s].is_none() && !self.named[s])));
+            || (self.deadlines.get(s) == Instant::MAX
+                && self.marks[s].is_none()
+                && !self.named[s])));
         // O(shards): in debug builds only, as this runs after every datagram.
         debug_assert_eq!(
             self.touched.iter().filter(|&&t| t).count(),
@@ -987,19 +984,12 @@ impl Node {
         if self.runs_placement() {
             own = own.min(self.placement_next);
         }
-        self.deadline_min.min(own)
+        self.deadlines.min().min(own)
     }
 
-    /// Sets shard `s`'s deadline to `at`, keeping `deadline_min` the earliest of all.
+    /// Sets shard `s`'s deadline to `at`, keeping the earliest of all.
     fn set_deadline(&mut self, s: usize, at: Instant) {
-        let before = std::mem::replace(&mut self.deadlines[s], at);
-        if at <= self.deadline_min {
-            self.deadline_min = at;
-        } else if before == self.deadline_min {
-            // The earliest moved later: another shard's may be the earliest now.
-            self.deadline_min = self.deadlines.iter().copied().min().expect("shard s");
-        }
-        debug_assert!(self.deadline_min <= at);
+        self.deadlines.set(s, at);
     }
 
     /// Whether SWIM has anyone to probe: a one-voter node (the single node) has nobody, so
@@ -1011,12 +1001,15 @@ impl Node {
     /// Timers: every shard whose deadline passed, the settings exchange, the log lines due.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        for shard in 0..self.shards.len() {
-            // Instant::MAX where no replica is held: never due.
-            if self.deadlines[shard] <= now {
-                let replica = self.shards[shard].as_mut().expect("a deadline: held");
-                replica.handle_timeout(now);
-                self.touch(shard as u32);
+        // Instant::MAX where no replica is held: never due (nor any when the earliest is not:
+        // the scan is skipped).
+        if self.deadlines.min() <= now {
+            for shard in 0..self.shards.len() {
+                if self.deadlines.get(shard) <= now {
+                    let replica = self.shards[shard].as_mut().expect("a deadline: held");
+                    replica.handle_timeout(now);
+                    self.touch(shard as u32);
+                }
             }
         }
         if self.stopping {
@@ -1187,6 +1180,8 @@ impl Node {
     /// this its leaders would refuse every request, and no log would ever reach its own
     /// trigger. Some shard holds at least the average, so one compaction frees at least
     /// that much (less its uncommitted tail).
+    #[cold]
+    #[inline(never)]
     fn relieve_log_pressure(&mut self) {
         if self.usage_total.log_bytes < self.config.limits.log_bytes_max / 2 {
             return;
@@ -2374,8 +2369,15 @@ impl Node {
     /// Collects what the touched shards produced: the writes first (INIT proposed where a new
     /// leader wants it, the recovery marks around the Raft delta), then their Raft messages
     /// (packed per peer) and client answers, each naming the last write.
+    ///
+    /// Inlined into `poll_persist` and `poll_transmit`, which the shell calls until they hand
+    /// out nothing, so that most calls cost these two checks alone: the work, when there is
+    /// some, is in functions of its own (their frames are not paid for otherwise).
+    #[inline]
     fn flush(&mut self) {
-        self.relieve_log_pressure();
+        if self.usage_total.log_bytes >= self.config.limits.log_bytes_max / 2 {
+            self.relieve_log_pressure();
+        }
         if self.touched_list.is_empty() && self.swim_outgoing.is_empty() {
             return;
         }
