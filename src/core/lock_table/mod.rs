@@ -684,6 +684,12 @@ impl Timer {
     }
 }
 
+/// Checks an answer about to be sent (or that would be, [`LockTable::set_replying`]): a
+/// retry-after hint comes with OVERLOADED, and only with it.
+fn check_answer(answer: &Answer) {
+    assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
+}
+
 /// What the table remembers of one client session (Raft dissertation §6.3).
 struct Session {
     /// Receive time of its latest request; it is forgotten `session_idle_ms` later.
@@ -826,6 +832,10 @@ pub struct LockTable {
     /// Every session by (last activity, id): the first is the next to go idle.
     sessions_idle: BTreeSet<(Instant, u64)>,
     replies: VecDeque<Reply>,
+    /// Whether answers are queued as replies at all ([`LockTable::set_replying`]): a
+    /// follower's replica answers no client, so it builds no reply (its remembered answers,
+    /// which a new leader answers retries from, are kept all the same).
+    replying: bool,
     /// One emptied wait queue kept for the next lock that gets a waiter, so a lock whose
     /// queue empties and fills again (a hand-off, then a new waiter) allocates no queue each
     /// time. At most one per table, holding at most [`QUEUE_SPARE_CAPACITY_MAX`] entries.
@@ -873,6 +883,7 @@ impl LockTable {
             session_hash: RandomState::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
+            replying: true,
             queue_spare: None,
             ids_spare: None,
             resources: 0,
@@ -894,6 +905,13 @@ impl LockTable {
     /// (`None`: stops).
     pub fn set_log_shard(&mut self, shard: Option<u32>) {
         self.log_shard = shard;
+    }
+
+    /// Queues replies from now on, or (`false`) queues none: answers are still remembered
+    /// exactly as before, only the replies nobody would send are not built (a follower's
+    /// replica: the leader answers). On at creation.
+    pub fn set_replying(&mut self, replying: bool) {
+        self.replying = replying;
     }
 
     pub fn config(&self) -> &Config {
@@ -940,6 +958,10 @@ impl LockTable {
         if let RequestBody::Status { resource } = request.body {
             let (answer, holder) = self.status(now, resource);
             let (holder, holder_truncated) = fit_holder(holder, request.datagram_len);
+            if !self.replying {
+                check_answer(&answer);
+                return;
+            }
             self.replies.push_back(Reply {
                 holder,
                 holder_truncated,
@@ -1013,11 +1035,6 @@ impl LockTable {
     /// [`LockTable::poll_reply`] into `out` does, in one move.
     pub fn move_replies_into(&mut self, out: &mut VecDeque<Reply>) {
         out.append(&mut self.replies);
-    }
-
-    /// Drops every answer queued (a follower's replica: the leader answers).
-    pub fn drop_replies(&mut self) {
-        self.replies.clear();
     }
 
     /// When the earliest timer is due (call [`LockTable::handle_timeout`] then), or `None`
@@ -1935,6 +1952,10 @@ impl LockTable {
         let answers_max = self.config.answers_per_session_max;
         let evicted = remember_in(session, waiter.id, remembered, answers_max);
         self.answers_remembered = self.answers_remembered + 1 - evicted;
+        check_answer(&answer);
+        if !self.replying {
+            return;
+        }
         self.replies.push_back(Reply {
             to: waiter.reply_to,
             id: waiter.id,
@@ -2062,13 +2083,17 @@ impl LockTable {
 
     /// Queues the answer to the request being handled.
     fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer) {
+        if !self.replying {
+            check_answer(&answer);
+            return;
+        }
         let reply = self.reply_to(request, attempt, answer);
         self.replies.push_back(reply);
     }
 
     /// The reply carrying `answer` to `request`, without a holder.
     fn reply_to(&self, request: &Request<'_>, attempt: u16, answer: Answer) -> Reply {
-        assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
+        check_answer(&answer);
         Reply {
             to: request.reply_to,
             id: request.id,

@@ -365,6 +365,7 @@ impl LockTable {
             session_hash: RandomState::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
+            replying: true,
             queue_spare: None,
             ids_spare: None,
             resources: 0,

@@ -1421,6 +1421,7 @@ impl Replica {
         let leading = self.leading();
         let before = self.table.as_mut().map(|table| {
             table.set_log_shard(leading.then_some(self.config.shard));
+            table.set_replying(leading);
             table.counts()
         });
         match command {
@@ -1500,12 +1501,12 @@ impl Replica {
                 .add(&table.counts().since(&before.unwrap_or_default()));
         }
         if let Some(table) = self.table.as_mut() {
-            // Moved in one go (a reply is ~350 bytes): the leader's to its clients, a
-            // follower's dropped.
+            // Moved in one go (a reply is ~350 bytes): the leader's to its clients. A
+            // follower's table built none (`set_replying` above).
             if leading {
                 table.move_replies_into(&mut self.replies);
             } else {
-                table.drop_replies();
+                assert!(table.poll_reply().is_none(), "a follower's table replied");
             }
         }
     }
