@@ -88,6 +88,7 @@ mod answers;
 mod holds;
 mod index;
 mod queue;
+mod session_hash;
 mod snapshot;
 
 #[cfg(test)]
@@ -95,10 +96,10 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::{self, RandomState};
+use std::collections::hash_map;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::SocketAddr;
 
 use udplock_protocol::{
@@ -109,6 +110,7 @@ use udplock_protocol::{
 use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::{HashIsKey, ResourceHash, ResourceIndex};
+use self::session_hash::SessionHasher;
 
 /// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
 /// a table forgets a session (`Config::validate` keeps `session_idle_ms` above
@@ -828,7 +830,7 @@ pub struct LockTable {
     sessions: SessionMap,
     /// Keys the hash of session ids in `sessions`; random per table against hash flooding.
     /// Only where a session sits in memory depends on it, never an output.
-    session_hash: RandomState,
+    session_hash: SessionHasher,
     /// Every session by (last activity, id): the first is the next to go idle.
     sessions_idle: BTreeSet<(Instant, u64)>,
     replies: VecDeque<Reply>,
@@ -880,7 +882,7 @@ impl LockTable {
             token_next: token_first,
             wait_seq_next: 1,
             sessions: SessionMap::default(),
-            session_hash: RandomState::new(),
+            session_hash: SessionHasher::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
             replying: true,
@@ -2009,7 +2011,7 @@ impl LockTable {
     fn session_key(&self, session_id: u64) -> SessionKey {
         SessionKey {
             id: session_id,
-            hash: self.session_hash.hash_one(session_id),
+            hash: self.session_hash.hash(session_id),
         }
     }
 
