@@ -87,8 +87,8 @@
 mod answers;
 mod holds;
 mod index;
+mod keyed_hash;
 mod queue;
-mod session_hash;
 mod snapshot;
 
 #[cfg(test)]
@@ -110,7 +110,7 @@ use udplock_protocol::{
 use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::{HashIsKey, ResourceHash, ResourceIndex};
-use self::session_hash::SessionHasher;
+use self::keyed_hash::KeyedHash;
 
 /// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
 /// a table forgets a session (`Config::validate` keeps `session_idle_ms` above
@@ -830,7 +830,7 @@ pub struct LockTable {
     sessions: SessionMap,
     /// Keys the hash of session ids in `sessions`; random per table against hash flooding.
     /// Only where a session sits in memory depends on it, never an output.
-    session_hash: SessionHasher,
+    session_hash: KeyedHash,
     /// Every session by (last activity, id): the first is the next to go idle.
     sessions_idle: BTreeSet<(Instant, u64)>,
     replies: VecDeque<Reply>,
@@ -882,7 +882,7 @@ impl LockTable {
             token_next: token_first,
             wait_seq_next: 1,
             sessions: SessionMap::default(),
-            session_hash: SessionHasher::new(),
+            session_hash: KeyedHash::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
             replying: true,
@@ -2011,7 +2011,7 @@ impl LockTable {
     fn session_key(&self, session_id: u64) -> SessionKey {
         SessionKey {
             id: session_id,
-            hash: self.session_hash.hash(session_id),
+            hash: self.session_hash.of_u64(session_id),
         }
     }
 

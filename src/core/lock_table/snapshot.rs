@@ -159,8 +159,8 @@ use udplock_protocol::{MessageType, RequestKind, Status};
 
 use super::answers::Answers;
 use super::index::ResourceIndex;
+use super::keyed_hash::KeyedHash;
 use super::queue::{WaitQueue, Waiter};
-use super::session_hash::SessionHasher;
 use super::{
     Answer, Config, LockTable, Pending, Remembered, RequestId, Session, SessionMap, Slot, Timer,
     ID_LEN_MAX,
@@ -362,7 +362,7 @@ impl LockTable {
             token_next,
             wait_seq_next,
             sessions: SessionMap::default(),
-            session_hash: SessionHasher::new(),
+            session_hash: KeyedHash::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
             replying: true,
