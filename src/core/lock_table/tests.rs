@@ -1561,3 +1561,38 @@ fn a_table_that_does_not_reply_remembers_the_same_answers() {
         assert_eq!(replies, off.send(id.session, id.request, 1, 1000, body));
     }
 }
+
+/// Moving the replies out gives them in order, behind what `out` held, whether `out` was
+/// empty (the buffers trade places) or not (they are appended); the table keeps none.
+#[test]
+fn replies_move_out_in_order_into_an_empty_or_a_filled_queue() {
+    let mut h = Harness::new();
+    let mut expected = Vec::new();
+    let mut out = VecDeque::new();
+    for (round, filled) in [(0u64, false), (1, true), (2, false)] {
+        if !filled {
+            out.clear();
+            expected.clear();
+        }
+        for n in 0..3 {
+            let resource = format!("r{round}-{n}");
+            h.request_last += 1;
+            let request = Request {
+                id: RequestId {
+                    session: S1,
+                    request: h.request_last,
+                },
+                attempt: 0,
+                reply_to: addr(1000),
+                body: acquire(&resource, "c", 0, 1_000),
+                datagram_len: h.datagram_len,
+            };
+            h.table.handle_request(h.now, request);
+            expected.push(h.request_last);
+        }
+        h.table.move_replies_into(&mut out);
+        assert!(h.table.poll_reply().is_none());
+        let ids: Vec<u64> = out.iter().map(|reply| reply.id.request).collect();
+        assert_eq!(ids, expected, "round {round}");
+    }
+}
