@@ -20,15 +20,22 @@ use std::hash::BuildHasher;
 /// SipHash-1-3 under a key drawn per table: random per table against hash flooding. The
 /// key only decides where a session or resource sits in memory, never an output.
 #[derive(Clone, Copy)]
-pub(super) struct KeyedHash {
+pub(crate) struct KeyedHash {
     k0: u64,
     k1: u64,
+}
+
+/// The key stays out of every debug print (as std's `RandomState` keeps its own).
+impl std::fmt::Debug for KeyedHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedHash { .. }")
+    }
 }
 
 impl KeyedHash {
     /// A fresh random key, taken from std's `RandomState` (its hashes of two constants under
     /// its own random key: unpredictable without that key).
-    pub(super) fn new() -> KeyedHash {
+    pub(crate) fn new() -> KeyedHash {
         let random = RandomState::new();
         KeyedHash {
             k0: random.hash_one(0u64),
@@ -37,12 +44,12 @@ impl KeyedHash {
     }
 
     /// The hash of `word`'s 8 little-endian bytes (a session id).
-    pub(super) fn of_u64(&self, word: u64) -> u64 {
+    pub(crate) fn of_u64(&self, word: u64) -> u64 {
         siphash_u64::<1, 3>(self.k0, self.k1, word)
     }
 
     /// The hash of `bytes` (a resource id).
-    pub(super) fn of_bytes(&self, bytes: &[u8]) -> u64 {
+    pub(crate) fn of_bytes(&self, bytes: &[u8]) -> u64 {
         siphash::<1, 3>(self.k0, self.k1, bytes)
     }
 }

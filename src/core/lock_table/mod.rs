@@ -110,7 +110,7 @@ use udplock_protocol::{
 use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::{HashIsKey, ResourceHash, ResourceIndex};
-use self::keyed_hash::KeyedHash;
+pub(crate) use self::keyed_hash::KeyedHash;
 
 /// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
 /// a table forgets a session (`Config::validate` keeps `session_idle_ms` above
