@@ -9,10 +9,23 @@
 //! be forced by a client who does not know the keys, so chains almost always have one link.
 //!
 //! The hash keys only decide where an entry sits in memory, never an output: nothing here is
-//! iterated, so the table stays deterministic whatever keys `RandomState` picks.
+//! iterated, so the table stays deterministic whatever keys are drawn.
 
-use std::collections::hash_map::{Entry, HashMap, RandomState};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::keyed_hash::KeyedHash;
+
+/// How an index hashes an id: the table's keyed SipHash ([`KeyedHash`]), or a test's.
+pub(super) trait IdHash {
+    fn hash_id(&self, id: &[u8]) -> u64;
+}
+
+impl IdHash for KeyedHash {
+    fn hash_id(&self, id: &[u8]) -> u64 {
+        self.of_bytes(id)
+    }
+}
 
 /// A resource id's keyed hash ([`ResourceIndex::hash`]): valid only for the index that
 /// made it.
@@ -23,7 +36,7 @@ pub(super) struct ResourceHash(u64);
 pub(super) const NONE: u32 = u32::MAX;
 
 /// Resource id → slot, with the ids themselves kept by the caller's slots.
-pub(super) struct ResourceIndex<S = RandomState> {
+pub(super) struct ResourceIndex<S = KeyedHash> {
     /// Keys the 64-bit hash of an id; random per table against hash flooding.
     hash_state: S,
     /// Hash of an id → the first slot of the chain of slots whose ids have that hash.
@@ -32,13 +45,13 @@ pub(super) struct ResourceIndex<S = RandomState> {
     next: Vec<u32>,
 }
 
-impl ResourceIndex<RandomState> {
+impl ResourceIndex<KeyedHash> {
     pub(super) fn new() -> Self {
-        Self::with_hasher(RandomState::new())
+        Self::with_hasher(KeyedHash::new())
     }
 }
 
-impl<S: BuildHasher> ResourceIndex<S> {
+impl<S: IdHash> ResourceIndex<S> {
     pub(super) fn with_hasher(hash_state: S) -> Self {
         ResourceIndex {
             hash_state,
@@ -51,7 +64,7 @@ impl<S: BuildHasher> ResourceIndex<S> {
     /// [`ResourceIndex::find`], [`ResourceIndex::insert`] and [`ResourceIndex::remove`], so a
     /// request that looks a resource up, creates or forgets it hashes its id once.
     pub(super) fn hash(&self, key: &[u8]) -> ResourceHash {
-        ResourceHash(self.hash_state.hash_one(key))
+        ResourceHash(self.hash_state.hash_id(key))
     }
 
     /// The slot holding `key`, whose hash is `hash`; `resource_of(slot)` must return the id
@@ -156,22 +169,19 @@ impl Hasher for HashIsKey {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::hash::BuildHasherDefault;
 
     /// Every id hashes to 0, so every id lands in one chain.
-    #[derive(Default)]
     struct Collide;
-    impl Hasher for Collide {
-        fn finish(&self) -> u64 {
+    impl IdHash for Collide {
+        fn hash_id(&self, _: &[u8]) -> u64 {
             0
         }
-        fn write(&mut self, _: &[u8]) {}
     }
 
     #[test]
     fn colliding_ids_are_chained_found_and_removed_in_any_order() {
         let ids: Vec<Vec<u8>> = (0..6u8).map(|i| vec![b'r', i]).collect();
-        let mut index = ResourceIndex::with_hasher(BuildHasherDefault::<Collide>::default());
+        let mut index = ResourceIndex::with_hasher(Collide);
         for (slot, id) in ids.iter().enumerate() {
             index.insert(index.hash(id), slot as u32);
         }

@@ -87,6 +87,7 @@
 mod answers;
 mod holds;
 mod index;
+mod keyed_hash;
 mod queue;
 mod snapshot;
 
@@ -95,10 +96,10 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::{self, RandomState};
+use std::collections::hash_map;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::SocketAddr;
 
 use udplock_protocol::{
@@ -109,6 +110,7 @@ use udplock_protocol::{
 use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::{HashIsKey, ResourceHash, ResourceIndex};
+pub(crate) use self::keyed_hash::KeyedHash;
 
 /// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
 /// a table forgets a session (`Config::validate` keeps `session_idle_ms` above
@@ -684,6 +686,12 @@ impl Timer {
     }
 }
 
+/// Checks an answer about to be sent (or that would be, [`LockTable::set_replying`]): a
+/// retry-after hint comes with OVERLOADED, and only with it.
+fn check_answer(answer: &Answer) {
+    assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
+}
+
 /// What the table remembers of one client session (Raft dissertation §6.3).
 struct Session {
     /// Receive time of its latest request; it is forgotten `session_idle_ms` later.
@@ -822,10 +830,14 @@ pub struct LockTable {
     sessions: SessionMap,
     /// Keys the hash of session ids in `sessions`; random per table against hash flooding.
     /// Only where a session sits in memory depends on it, never an output.
-    session_hash: RandomState,
+    session_hash: KeyedHash,
     /// Every session by (last activity, id): the first is the next to go idle.
     sessions_idle: BTreeSet<(Instant, u64)>,
     replies: VecDeque<Reply>,
+    /// Whether answers are queued as replies at all ([`LockTable::set_replying`]): a
+    /// follower's replica answers no client, so it builds no reply (its remembered answers,
+    /// which a new leader answers retries from, are kept all the same).
+    replying: bool,
     /// One emptied wait queue kept for the next lock that gets a waiter, so a lock whose
     /// queue empties and fills again (a hand-off, then a new waiter) allocates no queue each
     /// time. At most one per table, holding at most [`QUEUE_SPARE_CAPACITY_MAX`] entries.
@@ -870,9 +882,10 @@ impl LockTable {
             token_next: token_first,
             wait_seq_next: 1,
             sessions: SessionMap::default(),
-            session_hash: RandomState::new(),
+            session_hash: KeyedHash::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
+            replying: true,
             queue_spare: None,
             ids_spare: None,
             resources: 0,
@@ -894,6 +907,13 @@ impl LockTable {
     /// (`None`: stops).
     pub fn set_log_shard(&mut self, shard: Option<u32>) {
         self.log_shard = shard;
+    }
+
+    /// Queues replies from now on, or (`false`) queues none: answers are still remembered
+    /// exactly as before, only the replies nobody would send are not built (a follower's
+    /// replica: the leader answers). On at creation.
+    pub fn set_replying(&mut self, replying: bool) {
+        self.replying = replying;
     }
 
     pub fn config(&self) -> &Config {
@@ -940,6 +960,10 @@ impl LockTable {
         if let RequestBody::Status { resource } = request.body {
             let (answer, holder) = self.status(now, resource);
             let (holder, holder_truncated) = fit_holder(holder, request.datagram_len);
+            if !self.replying {
+                check_answer(&answer);
+                return;
+            }
             self.replies.push_back(Reply {
                 holder,
                 holder_truncated,
@@ -1012,12 +1036,14 @@ impl LockTable {
     /// Moves every answer queued to the back of `out`, oldest first: what draining
     /// [`LockTable::poll_reply`] into `out` does, in one move.
     pub fn move_replies_into(&mut self, out: &mut VecDeque<Reply>) {
-        out.append(&mut self.replies);
-    }
-
-    /// Drops every answer queued (a follower's replica: the leader answers).
-    pub fn drop_replies(&mut self) {
-        self.replies.clear();
+        if out.is_empty() {
+            // The usual case (the shell drains `out` after every input): the two buffers
+            // trade places, and no reply (~350 bytes) is copied.
+            std::mem::swap(out, &mut self.replies);
+        } else {
+            out.append(&mut self.replies);
+        }
+        assert!(self.replies.is_empty());
     }
 
     /// When the earliest timer is due (call [`LockTable::handle_timeout`] then), or `None`
@@ -1935,6 +1961,10 @@ impl LockTable {
         let answers_max = self.config.answers_per_session_max;
         let evicted = remember_in(session, waiter.id, remembered, answers_max);
         self.answers_remembered = self.answers_remembered + 1 - evicted;
+        check_answer(&answer);
+        if !self.replying {
+            return;
+        }
         self.replies.push_back(Reply {
             to: waiter.reply_to,
             id: waiter.id,
@@ -1988,7 +2018,7 @@ impl LockTable {
     fn session_key(&self, session_id: u64) -> SessionKey {
         SessionKey {
             id: session_id,
-            hash: self.session_hash.hash_one(session_id),
+            hash: self.session_hash.of_u64(session_id),
         }
     }
 
@@ -2062,13 +2092,17 @@ impl LockTable {
 
     /// Queues the answer to the request being handled.
     fn reply(&mut self, request: &Request<'_>, attempt: u16, answer: Answer) {
+        if !self.replying {
+            check_answer(&answer);
+            return;
+        }
         let reply = self.reply_to(request, attempt, answer);
         self.replies.push_back(reply);
     }
 
     /// The reply carrying `answer` to `request`, without a holder.
     fn reply_to(&self, request: &Request<'_>, attempt: u16, answer: Answer) -> Reply {
-        assert!((answer.retry_after_ms != 0) == (answer.status == Status::Overloaded));
+        check_answer(&answer);
         Reply {
             to: request.reply_to,
             id: request.id,

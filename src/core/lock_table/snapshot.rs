@@ -151,7 +151,6 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -160,6 +159,7 @@ use udplock_protocol::{MessageType, RequestKind, Status};
 
 use super::answers::Answers;
 use super::index::ResourceIndex;
+use super::keyed_hash::KeyedHash;
 use super::queue::{WaitQueue, Waiter};
 use super::{
     Answer, Config, LockTable, Pending, Remembered, RequestId, Session, SessionMap, Slot, Timer,
@@ -362,9 +362,10 @@ impl LockTable {
             token_next,
             wait_seq_next,
             sessions: SessionMap::default(),
-            session_hash: RandomState::new(),
+            session_hash: KeyedHash::new(),
             sessions_idle: BTreeSet::new(),
             replies: VecDeque::new(),
+            replying: true,
             queue_spare: None,
             ids_spare: None,
             resources: 0,

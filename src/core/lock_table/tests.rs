@@ -1517,3 +1517,82 @@ fn every_lock_state_change_is_counted_once() {
     h.call(S1, release("r", "nobody"));
     assert_eq!(counts(&h), c);
 }
+
+/// A table that builds no replies (a follower's replica, `set_replying(false)`) changes state
+/// exactly as one that does: the same snapshot, and once it replies again (it became leader)
+/// the same remembered answers to retries, grants handed off and timed-out waits included.
+#[test]
+fn a_table_that_does_not_reply_remembers_the_same_answers() {
+    let mut tables = [Harness::new(), Harness::new()];
+    tables[1].table.set_replying(false);
+    let mut sent = Vec::new();
+    let script: [(u64, RequestBody<'static>); 7] = [
+        (S1, acquire("a", "c1", 0, 5_000)),
+        (S2, acquire("a", "c2", 2_000, 5_000)),
+        (S3, acquire("a", "c3", 500, 5_000)),
+        (S1, release("a", "c1")),
+        (S2, renew("a", "c2", 5_000)),
+        (S1, status("a")),
+        (S2, release("a", "c2")),
+    ];
+    for (at, (session, body)) in script.into_iter().enumerate() {
+        let [on, off] = &mut tables;
+        let at_ms = 400 * at as u64;
+        let (id, on_replies) = {
+            on.at(at_ms);
+            on.new_request(session, body)
+        };
+        off.at(at_ms);
+        let (_, off_replies) = off.new_request(session, body);
+        assert!(!on_replies.is_empty());
+        assert!(off_replies.is_empty(), "{off_replies:?}");
+        sent.push((id, body));
+    }
+    let snapshots = tables.each_ref().map(|h| {
+        let mut data = Vec::new();
+        h.table.snapshot(&mut data);
+        data
+    });
+    assert_eq!(snapshots[0], snapshots[1]);
+    tables[1].table.set_replying(true);
+    for (id, body) in sent {
+        let [on, off] = &mut tables;
+        let replies = on.send(id.session, id.request, 1, 1000, body);
+        assert_eq!(replies, off.send(id.session, id.request, 1, 1000, body));
+    }
+}
+
+/// Moving the replies out gives them in order, behind what `out` held, whether `out` was
+/// empty (the buffers trade places) or not (they are appended); the table keeps none.
+#[test]
+fn replies_move_out_in_order_into_an_empty_or_a_filled_queue() {
+    let mut h = Harness::new();
+    let mut expected = Vec::new();
+    let mut out = VecDeque::new();
+    for (round, filled) in [(0u64, false), (1, true), (2, false)] {
+        if !filled {
+            out.clear();
+            expected.clear();
+        }
+        for n in 0..3 {
+            let resource = format!("r{round}-{n}");
+            h.request_last += 1;
+            let request = Request {
+                id: RequestId {
+                    session: S1,
+                    request: h.request_last,
+                },
+                attempt: 0,
+                reply_to: addr(1000),
+                body: acquire(&resource, "c", 0, 1_000),
+                datagram_len: h.datagram_len,
+            };
+            h.table.handle_request(h.now, request);
+            expected.push(h.request_last);
+        }
+        h.table.move_replies_into(&mut out);
+        assert!(h.table.poll_reply().is_none());
+        let ids: Vec<u64> = out.iter().map(|reply| reply.id.request).collect();
+        assert_eq!(ids, expected, "round {round}");
+    }
+}

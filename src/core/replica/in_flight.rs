@@ -13,16 +13,19 @@
 //! that stops leading, or is dropped, takes its counts out of the node's. Pure: no IO, no
 //! clock; deterministic when one thread drives every shard, as a node and the simulator do.
 //!
-//! A source is hashed once per use ([`SourceCounts::key`]: keyed SipHash, as sources come
-//! from the network), under its node's key, and that hash serves both the replica's map and
+//! A source is hashed once per use ([`SourceCounts::key`]: keyed SipHash-1-3 of its address
+//! bytes, the lock table's [`KeyedHash`], as sources come from the network), under its node's
+//! key, and that hash serves both the replica's map and
 //! the node's: a proposal costs one hash to admit and count, and none when it applies (the
 //! replica keeps the hashed [`Source`] with the proposal).
 
-use std::collections::hash_map::{Entry, RandomState};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::core::lock_table::KeyedHash;
 
 /// A source address with its hash under its node's key ([`SourceCounts::key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,7 +77,7 @@ type SourceMap<V> = HashMap<Source, V, BuildHasherDefault<Prehashed>>;
 pub struct InFlight {
     inner: Arc<Mutex<NodeCounts>>,
     /// The key every replica of the node hashes sources with (drawn once per node).
-    key: RandomState,
+    key: KeyedHash,
 }
 
 #[derive(Debug)]
@@ -94,7 +97,7 @@ impl InFlight {
                 per_source_max,
                 counts: SourceMap::default(),
             })),
-            key: RandomState::new(),
+            key: KeyedHash::new(),
         }
     }
 
@@ -109,7 +112,12 @@ impl InFlight {
     fn key(&self, ip: IpAddr) -> Source {
         Source {
             ip,
-            hash: self.key.hash_one(ip),
+            // The address's own bytes (4 or 16): a v4 address and its v6-mapped form may
+            // share a hash, and stay apart by `ip` (`Source`'s equality).
+            hash: match ip {
+                IpAddr::V4(v4) => self.key.of_bytes(&v4.octets()),
+                IpAddr::V6(v6) => self.key.of_bytes(&v6.octets()),
+            },
         }
     }
 
