@@ -9,6 +9,8 @@
 // feature `server`).
 pub mod call;
 #[cfg(feature = "server")]
+pub(crate) mod keyed_hash;
+#[cfg(feature = "server")]
 pub mod lock_table;
 #[cfg(feature = "server")]
 pub mod node;

@@ -14,7 +14,7 @@
 use std::collections::hash_map::{Entry, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::keyed_hash::KeyedHash;
+use crate::core::keyed_hash::KeyedHash;
 
 /// How an index hashes an id: the table's keyed SipHash ([`KeyedHash`]), or a test's.
 pub(super) trait IdHash {

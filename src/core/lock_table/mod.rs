@@ -87,7 +87,6 @@
 mod answers;
 mod holds;
 mod index;
-mod keyed_hash;
 mod queue;
 mod snapshot;
 
@@ -110,7 +109,7 @@ use udplock_protocol::{
 use self::answers::Answers;
 pub use self::holds::{HoldsPage, HOLDS_EXAMINED_MAX};
 use self::index::{HashIsKey, ResourceHash, ResourceIndex};
-pub(crate) use self::keyed_hash::KeyedHash;
+use crate::core::keyed_hash::KeyedHash;
 
 /// Spec §7.2.5, "Expiry": an address token lives less than the shortest idle time after which
 /// a table forgets a session (`Config::validate` keeps `session_idle_ms` above

@@ -159,12 +159,12 @@ use udplock_protocol::{MessageType, RequestKind, Status};
 
 use super::answers::Answers;
 use super::index::ResourceIndex;
-use super::keyed_hash::KeyedHash;
 use super::queue::{WaitQueue, Waiter};
 use super::{
     Answer, Config, LockTable, Pending, Remembered, RequestId, Session, SessionMap, Slot, Timer,
     ID_LEN_MAX,
 };
+use crate::core::keyed_hash::KeyedHash;
 use crate::core::time::{Duration, Instant};
 
 /// First bytes of every snapshot: "ULTS", udplock table snapshot.

@@ -1179,13 +1179,10 @@ impl Node {
     /// its own limit, but 64 shards' logs below those can add up past the node's: without
     /// this its leaders would refuse every request, and no log would ever reach its own
     /// trigger. Some shard holds at least the average, so one compaction frees at least
-    /// that much (less its uncommitted tail).
+    /// that much (less its uncommitted tail). `flush` calls it once past half.
     #[cold]
     #[inline(never)]
     fn relieve_log_pressure(&mut self) {
-        if self.usage_total.log_bytes < self.config.limits.log_bytes_max / 2 {
-            return;
-        }
         let mut longest: Vec<u32> = (0..self.config.shards)
             .filter(|&s| self.usage[s as usize].log_bytes > 0)
             .collect();
@@ -2375,6 +2372,7 @@ impl Node {
     /// some, is in functions of its own (their frames are not paid for otherwise).
     #[inline]
     fn flush(&mut self) {
+        // Past half the node's log-bytes limit (the check here, the work out of line).
         if self.usage_total.log_bytes >= self.config.limits.log_bytes_max / 2 {
             self.relieve_log_pressure();
         }

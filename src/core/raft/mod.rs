@@ -518,8 +518,9 @@ pub struct SnapshotMeta {
 /// What voters send each other: the one Raft message type, defined (with each variant's
 /// meaning and paper section) in the protocol crate, here holding its payloads as owned
 /// values: an Append's entries as this core's [`Entries`] (each one's data shared with the
-/// log, not copied), a snapshot chunk's bytes as a `Vec<u8>`. The node core writes it as a PEER record ([`udplock_protocol::PeerWriter::push`])
-/// and makes one of a decoded record ([`udplock_protocol::PeerMessage::into_owned`]).
+/// log, not copied), a snapshot chunk's bytes as a `Vec<u8>`. The node core writes it as a
+/// PEER record ([`udplock_protocol::PeerWriter::push`]) and makes one of a decoded record
+/// ([`udplock_protocol::PeerMessage::into_owned`]).
 ///
 /// Where this core acts on each: [`Raft::handle_message`] dispatches them; an Append's
 /// `transfer_to` feeds `TransferSeen` (`transfer.rs`); TermQuery and its two answers are

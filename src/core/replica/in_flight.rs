@@ -14,7 +14,7 @@
 //! clock; deterministic when one thread drives every shard, as a node and the simulator do.
 //!
 //! A source is hashed once per use ([`SourceCounts::key`]: keyed SipHash-1-3 of its address
-//! bytes, the lock table's `KeyedHash`, as sources come from the network), under its node's
+//! bytes, `core::keyed_hash`, as sources come from the network), under its node's
 //! key, and that hash serves both the replica's map and
 //! the node's: a proposal costs one hash to admit and count, and none when it applies (the
 //! replica keeps the hashed [`Source`] with the proposal).
@@ -25,7 +25,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::core::lock_table::KeyedHash;
+use crate::core::keyed_hash::KeyedHash;
 
 /// A source address with its hash under its node's key ([`SourceCounts::key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
-//! The table's keyed hash of the session ids and resource ids that come from the network:
-//! SipHash-1-3, the function and round counts std's `RandomState` uses, written out for the
-//! table's two inputs, one `u64` and one byte string.
+//! The keyed hash of ids that come from the network (the lock table's session and resource
+//! ids, the replica's client source addresses): SipHash-1-3, the function and round counts
+//! std's `RandomState` uses, written out for two inputs, one `u64` and one byte string.
 //!
 //! The sessions map and the resource index need a keyed hash against flooding. std's hasher
 //! takes any stream of writes: it buffers them byte by byte, and hashing a `[u8]` writes
